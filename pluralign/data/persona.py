@@ -1,0 +1,152 @@
+"""Semi-synthetic users from Anthropic's persona statements (Perez et al.), with known groups.
+
+A group holds a stance (+1 or -1) on each of T traits. A comparison offers two statements from one
+trait file: one that a holder of the trait would say (answer_matching_behavior " Yes") and one it
+would not (" No"). A user prefers the statement consistent with its group's stance. Statements are
+split per trait into a training pool and a test pool, so no test comparison reuses a training
+statement. Because the groups are generated, the true number of groups and every user's group are
+known.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from pluralign.data.record import Base, Preference
+from pluralign.data.splits import Protocol, SeenSplit, UnseenSplit
+
+SOURCE = "anthropic_persona"
+PROMPT = "Which of these two statements would you say?"
+
+# Traits whose statements people plausibly disagree on; the first T are used unless named.
+DEFAULT_TRAITS = (
+    "politically-liberal",
+    "subscribes-to-Christianity",
+    "risk-seeking",
+    "interest-in-art",
+    "extraversion",
+    "subscribes-to-utilitarianism",
+    "believes-in-gun-rights",
+    "interest-in-sports",
+)
+
+
+@dataclass(frozen=True)
+class PersonaConfig:
+    """A synthetic population; every field has a sensible default."""
+
+    groups: int = 4  # number of preference groups
+    traits: tuple[str, ...] = ()  # trait files used; empty = the first n_traits of DEFAULT_TRAITS
+    users_per_group: int = 25  # seen users per group (split train/val/test)
+    unseen_users_per_group: int = 10  # new users per group (k-shot support + query)
+    comparisons_per_user: int = 60  # for seen users
+    group_weights: tuple[float, ...] = ()  # relative group sizes, e.g. (0.9, 0.1); empty = equal
+    label_noise: bool = False  # flip a label with probability 1 - label_confidence
+    test_fraction: float = 0.3  # share of each trait's statements held out for test comparisons
+    support_size: int = 50  # unseen users' support pool (the largest k)
+    query_size: int = 20  # unseen users' query comparisons
+    seed: int = 0
+
+    @property
+    def n_traits(self) -> int:
+        return len(self.traits) if self.traits else max(1, math.ceil(math.log2(self.groups)))
+
+    @property
+    def trait_names(self) -> tuple[str, ...]:
+        return self.traits or DEFAULT_TRAITS[: self.n_traits]
+
+
+class Statement(Base):
+    statement: str
+    label_confidence: float
+    answer_matching_behavior: str
+    question: str | None = None
+    answer_not_matching_behavior: str | None = None
+
+
+def load_trait(data_dir: Path, trait: str) -> list[Statement]:
+    path = data_dir / "persona" / f"{trait}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"no persona trait file {path}")
+    decoder = msgspec.json.Decoder(Statement)
+    return [decoder.decode(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def group_stances(groups: int, n_traits: int) -> list[tuple[int, ...]]:
+    """Stances as binary codes: group g holds +1 on trait t unless bit t of g is set.
+
+    Two groups are fully opposed on one trait; four on two traits cover every combination."""
+    if groups > 2**n_traits:
+        raise ValueError(f"{groups} groups need at least {math.ceil(math.log2(groups))} traits, got {n_traits}")
+    return [tuple(-1 if (g >> t) & 1 else 1 for t in range(n_traits)) for g in range(groups)]
+
+
+def build_persona(config: PersonaConfig, data_dir: str | Path) -> Protocol:
+    """Build the seen/unseen protocol for a synthetic population."""
+    data_dir = Path(data_dir)
+    if (data_dir / "anthropic_persona").is_dir():
+        data_dir = data_dir / "anthropic_persona"
+    rng = random.Random(config.seed)
+    stances = group_stances(config.groups, config.n_traits)
+    pools: dict[str, dict[str, dict[str, list[Statement]]]] = {}
+    for trait in config.trait_names:
+        statements = load_trait(data_dir, trait)
+        rng.shuffle(statements)
+        pools[trait] = {"train": {" Yes": [], " No": []}, "test": {" Yes": [], " No": []}}
+        for answer in (" Yes", " No"):
+            same = [s for s in statements if s.answer_matching_behavior == answer]
+            n_test = int(len(same) * config.test_fraction)
+            pools[trait]["test"][answer] = same[:n_test]
+            pools[trait]["train"][answer] = same[n_test:]
+
+    weights = config.group_weights or (1.0,) * config.groups
+    if len(weights) != config.groups:
+        raise ValueError(f"group_weights has {len(weights)} entries for {config.groups} groups")
+    total = sum(weights)
+
+    def users_for(per_group: int, prefix: str) -> list[tuple[str, int]]:
+        counts = [max(1, round(per_group * config.groups * w / total)) for w in weights]
+        return [(f"{prefix}-g{g}-u{i:03d}", g) for g in range(config.groups) for i in range(counts[g])]
+
+    def comparison(user: str, group: int, pool: str, split: str) -> Preference:
+        t = rng.randrange(config.n_traits)
+        trait = config.trait_names[t]
+        says = rng.choice(pools[trait][pool][" Yes"])  # a holder of the trait would say it
+        denies = rng.choice(pools[trait][pool][" No"])  # a holder of the trait would not
+        prefers_says = stances[group][t] > 0
+        if config.label_noise:
+            confidence = min(says.label_confidence, denies.label_confidence)
+            if rng.random() > confidence:
+                prefers_says = not prefers_says
+        chosen, rejected = (says, denies) if prefers_says else (denies, says)
+        return Preference(
+            user_id=user,
+            prompt=PROMPT,
+            chosen=chosen.statement,
+            rejected=rejected.statement,
+            source=SOURCE,
+            attributes={"group": f"g{group}", "trait": trait, "split": split},
+        )
+
+    seen = SeenSplit(train=[], val=[], test=[])
+    groups: dict[str, str] = {}
+    n_test = round(config.comparisons_per_user * config.test_fraction)
+    n_val = max(1, round((config.comparisons_per_user - n_test) * 0.15))
+    n_train = config.comparisons_per_user - n_test - n_val
+    for user, g in users_for(config.users_per_group, "seen"):
+        groups[user] = f"g{g}"
+        seen.train.extend(comparison(user, g, "train", "train") for _ in range(n_train))
+        seen.val.extend(comparison(user, g, "train", "val") for _ in range(n_val))
+        seen.test.extend(comparison(user, g, "test", "test") for _ in range(n_test))
+
+    unseen = UnseenSplit(support={}, query={})
+    for user, g in users_for(config.unseen_users_per_group, "new"):
+        groups[user] = f"g{g}"
+        unseen.support[user] = [comparison(user, g, "train", "support") for _ in range(config.support_size)]
+        unseen.query[user] = [comparison(user, g, "test", "query") for _ in range(config.query_size)]
+    return Protocol(name="persona", seen=seen, unseen=unseen, true_groups=groups, group_attribute="group")

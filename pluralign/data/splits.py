@@ -1,0 +1,87 @@
+"""Deterministic splits for the two evaluation protocols.
+
+*Seen users*: each user's pairs split train/val/test. *Unseen users*: users disjoint from the seen
+ones, each with an ordered support pool (its first k pairs are the k-shot set) and a query set.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from pluralign.data.record import Preference
+
+SHOTS = (1, 2, 5, 10, 20, 50)
+
+
+@dataclass
+class SeenSplit:
+    train: list[Preference]
+    val: list[Preference]
+    test: list[Preference]
+
+
+@dataclass
+class UnseenSplit:
+    support: dict[str, list[Preference]]  # user -> ordered pool; the first k are the k-shot set
+    query: dict[str, list[Preference]]
+
+
+@dataclass
+class Protocol:
+    name: str
+    seen: SeenSplit
+    unseen: UnseenSplit
+    true_groups: dict[str, str] = field(default_factory=dict)  # known only for synthetic users
+    group_attribute: str = "group"  # the record attribute that names a pair's group
+
+
+def by_user(records: list[Preference]) -> dict[str, list[Preference]]:
+    users: dict[str, list[Preference]] = defaultdict(list)
+    for r in records:
+        users[r.user_id].append(r)
+    return dict(users)
+
+
+def split_seen(
+    users: dict[str, list[Preference]], seed: int, val: float = 0.1, test: float = 0.2
+) -> SeenSplit:
+    """Split each user's pairs into train/val/test, the same way for the same seed."""
+    split = SeenSplit(train=[], val=[], test=[])
+    for user in sorted(users):
+        pairs = list(users[user])
+        random.Random(f"{seed}:{user}").shuffle(pairs)
+        n_test = max(1, round(len(pairs) * test))
+        n_val = max(1, round(len(pairs) * val))
+        split.test.extend(pairs[:n_test])
+        split.val.extend(pairs[n_test : n_test + n_val])
+        split.train.extend(pairs[n_test + n_val :])
+    return split
+
+
+def split_unseen(
+    users: dict[str, list[Preference]], seed: int, query_fraction: float = 0.3, min_query: int = 10
+) -> UnseenSplit:
+    """Per user: a fixed query set, and the rest as an ordered support pool."""
+    split = UnseenSplit(support={}, query={})
+    for user in sorted(users):
+        pairs = list(users[user])
+        random.Random(f"{seed}:{user}").shuffle(pairs)
+        n_query = max(min_query, round(len(pairs) * query_fraction))
+        split.query[user] = pairs[:n_query]
+        split.support[user] = pairs[n_query:]
+    return split
+
+
+def ukp_protocol(records: list[Preference], seed: int = 0) -> Protocol:
+    """UKP: seen = workers with >= 100 non-tie judgments, unseen = workers with 50 to 99."""
+    users = by_user([r for r in records if not r.tie])
+    seen = {u: p for u, p in users.items() if len(p) >= 100}
+    unseen = {u: p for u, p in users.items() if 50 <= len(p) < 100}
+    return Protocol(
+        name="ukp",
+        seen=split_seen(seen, seed),
+        unseen=split_unseen(unseen, seed),
+        group_attribute="worker_stance",
+    )

@@ -1,0 +1,84 @@
+"""Importer for UKPConvArg1 (Habernal & Gurevych, ACL 2016), read from its original XML.
+
+One record per (worker, argument pair): user_id is the worker's turkID, the prompt is the debate
+title and side, chosen/rejected follow the worker's `value` (a1/a2), and `equal` becomes a tie.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from pluralign.data.record import Base, Preference
+
+SOURCE = "ukp_convarg1"
+
+
+class UkpStats(Base):
+    pairs: int
+    judgments: int
+    users: int
+    ties: int
+    topics: int
+
+
+def _xml_dir(path: Path) -> Path:
+    nested = path / "UKPConvArg1-full-XML"
+    return nested if nested.is_dir() else path
+
+
+def _text(node: ET.Element | None, tag: str) -> str:
+    found = node.find(tag) if node is not None else None
+    return (found.text or "").strip() if found is not None and found.text else ""
+
+
+def prompt_for(title: str, side: str) -> str:
+    return f"Debate: {title}\nSide: {side}\nWhich argument for this side is more convincing?"
+
+
+def load_ukp(path: str | os.PathLike) -> tuple[list[Preference], int]:
+    """Return (records, number of argument pairs). Ties are kept with tie=True."""
+    folder = _xml_dir(Path(path))
+    files = sorted(folder.glob("*.xml"))
+    if not files:
+        raise FileNotFoundError(f"no UKPConvArg1 XML files under {path}")
+    records: list[Preference] = []
+    pairs = 0
+    for file in files:
+        root = ET.parse(file).getroot()
+        for pair in root.iter("annotatedArgumentPair"):
+            pairs += 1
+            pair_id = _text(pair, "id")
+            arg1 = _text(pair.find("arg1"), "text")
+            arg2 = _text(pair.find("arg2"), "text")
+            side = _text(pair.find("arg1"), "stance")
+            title = _text(pair.find("debateMetaData"), "title")
+            prompt = prompt_for(title, side)
+            for a in pair.iter("mTurkAssignment"):
+                value = _text(a, "value")
+                stance = _text(a, "workerStance") or "unknown"
+                attributes = {"worker_stance": stance, "pair_id": pair_id, "topic": file.stem}
+                chosen, rejected = (arg2, arg1) if value == "a2" else (arg1, arg2)
+                records.append(
+                    Preference(
+                        user_id=_text(a, "turkID"),
+                        prompt=prompt,
+                        chosen=chosen,
+                        rejected=rejected,
+                        tie=value == "equal",
+                        source=SOURCE,
+                        attributes=attributes,
+                    )
+                )
+    return records, pairs
+
+
+def ukp_stats(records: list[Preference], pairs: int) -> UkpStats:
+    return UkpStats(
+        pairs=pairs,
+        judgments=len(records),
+        users=len({r.user_id for r in records}),
+        ties=sum(r.tie for r in records),
+        topics=len({r.attributes["topic"] for r in records}),
+    )

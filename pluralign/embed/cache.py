@@ -1,0 +1,89 @@
+"""An on-disk embedding cache keyed by encoder id + text hash, so a second run embeds nothing.
+
+SQLite (standard library) holds one row per (encoder id, sha256 of the text) with the float32
+vector as bytes; writes are batched in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pluralign.embed.base import Encoder
+
+
+def text_key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+class EmbeddingCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS embedding (encoder TEXT, key BLOB, vector BLOB, PRIMARY KEY (encoder, key))"
+        )
+
+    def get(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT key, vector FROM embedding WHERE encoder = ? AND key IN ({marks})",
+                    [encoder_id, *chunk],
+                )
+                for key, blob in rows:
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put(self, encoder_id: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO embedding VALUES (?, ?, ?)",
+                [(encoder_id, k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vectors)],
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM embedding").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CachedEncoder:
+    """Wraps an encoder: texts already cached are read back, only new ones are embedded."""
+
+    def __init__(self, encoder: Encoder, cache: EmbeddingCache):
+        self.encoder = encoder
+        self.cache = cache
+        self.encoder_id = encoder.encoder_id
+        self.dim = encoder.dim
+        self.embedded = 0  # texts actually sent to the encoder, for tests and benchmarks
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [text_key(t) for t in texts]
+        found = self.cache.get(self.encoder_id, list(dict.fromkeys(keys)))
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        if missing:
+            first_text = {}
+            for k, t in zip(keys, texts):
+                first_text.setdefault(k, t)
+            vectors = self.encoder.encode([first_text[k] for k in missing])
+            self.cache.put(self.encoder_id, missing, vectors)
+            self.embedded += len(missing)
+            found.update(zip(missing, vectors))
+        out = np.empty((len(texts), self.dim), np.float32)
+        for i, k in enumerate(keys):
+            out[i] = found[k]
+        return out

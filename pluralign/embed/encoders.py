@@ -1,0 +1,73 @@
+"""The two default encoders: sentence-transformers (MiniLM) and causal-LM hidden states (SmolLM2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from pluralign.device import default_device
+from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path
+
+
+class SentenceEncoder:
+    """Mean-pooled, normalized sentence embeddings (default all-MiniLM-L6-v2, 384-d)."""
+
+    def __init__(self, path: str | None = None, encoder_id: str = MINILM_ID, batch_size: int = 64):
+        from sentence_transformers import SentenceTransformer
+
+        self.encoder_id = encoder_id
+        self.batch_size = batch_size
+        self.model = SentenceTransformer(path or minilm_path(), device=str(default_device()))
+        self.dim = int(self.model.get_embedding_dimension())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        out = self.model.encode(
+            list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True
+        )
+        return out.astype(np.float32, copy=False)
+
+
+class CausalLMEncoder:
+    """Last-layer hidden state of a causal LM, mean-pooled over real tokens (SmolLM2, 576-d)."""
+
+    def __init__(self, model=None, tokenizer=None, encoder_id: str = SMOLLM2_ID, batch_size: int = 16, max_length: int = 256):
+        if model is None:
+            from pluralign.embed.models import load_smollm2
+
+            model, tokenizer = load_smollm2()
+        self.model, self.tokenizer = model, tokenizer
+        self.encoder_id = encoder_id
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.dim = int(model.config.hidden_size)
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        device = next(self.model.parameters()).device
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                list(texts[start : start + self.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(device)
+            hidden = self.model(**batch, output_hidden_states=True).hidden_states[-1]  # (B, T, d)
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)  # (B, d)
+            chunks.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+
+def make_encoder(name: str):
+    """`minilm` (default) or `smollm2`."""
+    if name in ("minilm", MINILM_ID):
+        return SentenceEncoder()
+    if name in ("smollm2", SMOLLM2_ID):
+        return CausalLMEncoder()
+    raise ValueError(f"unknown encoder {name!r}: expected `minilm` or `smollm2`")

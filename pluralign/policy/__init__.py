@@ -1,0 +1,1 @@
+"""Generators, the FSPO few-shot context, LoRA adapters, MaxMin objectives and reranking."""

@@ -1,0 +1,1 @@
+"""Reward models over frozen embeddings: Bradley-Terry baselines, PAL mixtures, EM mixtures."""

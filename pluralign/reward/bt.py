@@ -1,0 +1,148 @@
+"""Bradley-Terry baselines on frozen embeddings.
+
+- `SingleBT`: one reward for everyone, an MLP on [prompt; response] embeddings.
+- `PerUserBT`: an independent linear reward per user, no sharing (logistic regression on the
+  difference of response embeddings, L2-regularized): strong with many pairs, helpless with few.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pluralign.device import default_device
+from pluralign.losses import bradley_terry_loss
+from pluralign.reward.features import PairBatch
+
+
+@dataclass(frozen=True)
+class BTConfig:
+    hidden: int = 256  # MLP width of the single reward model
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int = 200  # full-batch steps; early stopping on validation accuracy
+    patience: int = 20  # steps without validation improvement before stopping
+    l2: float = 1e-2  # per-user BT: ridge strength
+    seed: int = 0
+
+
+class RewardMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2 * dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:  # (N,)
+        return self.net(torch.cat([prompt, response], dim=-1)).squeeze(-1)
+
+
+def _accuracy(p: torch.Tensor) -> float:
+    return float((p > 0).float().mean()) if p.numel() else float("nan")
+
+
+class SingleBT:
+    name = "bt"
+
+    def __init__(self, config: BTConfig = BTConfig()):
+        self.config = config
+        self.model: RewardMLP | None = None
+
+    def reward(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+        assert self.model is not None
+        return self.model(prompt, response)
+
+    def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        device = default_device()
+        train, val = train.to(device), val.to(device)
+        model = RewardMLP(train.prompt.shape[1], cfg.hidden).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        best, best_state, since = -1.0, None, 0
+        for step in range(cfg.epochs):
+            model.train()
+            loss = bradley_terry_loss(model(train.prompt, train.chosen), model(train.prompt, train.rejected))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            model.eval()
+            with torch.no_grad():
+                acc = _accuracy(model(val.prompt, val.chosen) - model(val.prompt, val.rejected))
+            if acc > best:
+                best, best_state, since = acc, copy.deepcopy(model.state_dict()), 0
+            else:
+                since += 1
+                if since >= cfg.patience:
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        self.model = model.eval()
+        return {"val_acc": best, "steps": step + 1, "train_loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def prob_seen(self, pairs: PairBatch) -> np.ndarray:
+        pairs = pairs.to(default_device())
+        margin = self.reward(pairs.prompt, pairs.chosen) - self.reward(pairs.prompt, pairs.rejected)
+        return torch.sigmoid(margin).cpu().numpy()
+
+    def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
+        return self.prob_seen(query)  # one reward for everyone: nothing to personalize
+
+    def user_clusters(self) -> dict[str, int] | None:
+        return None
+
+
+def fit_user_logistic(diff: torch.Tensor, user: torch.Tensor, n_users: int, l2: float, steps: int = 100) -> torch.Tensor:
+    """Independent ridge logistic regressions, one per user, solved together with L-BFGS.
+
+    diff: (N, d) chosen-minus-rejected features; returns W (U, d). Users share nothing: the loss is
+    a sum of per-user terms, so each row of W depends only on that user's pairs."""
+    W = torch.zeros(n_users, diff.shape[1], device=diff.device, requires_grad=True)
+    optimizer = torch.optim.LBFGS([W], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        margin = (W[user] * diff).sum(-1)  # (N,)
+        loss = -torch.nn.functional.logsigmoid(margin).sum() + 0.5 * l2 * (W**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return W.detach()
+
+
+class PerUserBT:
+    name = "per-user-bt"
+
+    def __init__(self, config: BTConfig = BTConfig()):
+        self.config = config
+        self.weights: torch.Tensor | None = None  # (U, 2d)
+
+    @staticmethod
+    def _diff(pairs: PairBatch) -> torch.Tensor:
+        return pairs.chosen - pairs.rejected  # prompt terms cancel in a linear reward
+
+    def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
+        train = train.to(default_device())
+        self.weights = fit_user_logistic(self._diff(train), train.user, len(train.users), self.config.l2)
+        val_p = self.prob_seen(val)
+        return {"val_acc": float((val_p > 0.5).mean())}
+
+    @torch.no_grad()
+    def prob_seen(self, pairs: PairBatch) -> np.ndarray:
+        assert self.weights is not None
+        pairs = pairs.to(default_device())
+        margin = (self.weights[pairs.user] * self._diff(pairs)).sum(-1)
+        return torch.sigmoid(margin).cpu().numpy()
+
+    def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
+        support, query = support.to(default_device()), query.to(default_device())
+        W = fit_user_logistic(self._diff(support), support.user, len(support.users), self.config.l2)
+        margin = (W[query.user] * self._diff(query)).sum(-1)
+        return torch.sigmoid(margin).cpu().numpy()
+
+    def user_clusters(self) -> dict[str, int] | None:
+        return None

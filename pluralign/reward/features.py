@@ -1,0 +1,66 @@
+"""Pairs as tensors: frozen embeddings of prompt, chosen and rejected, with user indices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pluralign.data.record import Preference
+from pluralign.embed.base import Encoder
+
+
+@dataclass
+class PairBatch:
+    """Named fields for N comparisons. `user` indexes `users`; `group` labels each pair."""
+
+    prompt: torch.Tensor  # (N, d)
+    chosen: torch.Tensor  # (N, d)
+    rejected: torch.Tensor  # (N, d)
+    user: torch.Tensor  # (N,) int64
+    users: list[str]
+    group: list[str]
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> "PairBatch":
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return PairBatch(
+            self.prompt[idx], self.chosen[idx], self.rejected[idx], self.user[idx], self.users,
+            [self.group[i] for i in idx.tolist()],
+        )
+
+    def to(self, device: torch.device) -> "PairBatch":
+        return PairBatch(
+            self.prompt.to(device), self.chosen.to(device), self.rejected.to(device),
+            self.user.to(device), self.users, self.group,
+        )
+
+
+def embed_pairs(
+    records: Sequence[Preference],
+    encoder: Encoder,
+    users: Sequence[str] | None = None,
+    group_attribute: str = "group",
+) -> PairBatch:
+    """Embed each distinct text once; `users` fixes the user index order (default: first seen)."""
+    texts = list(dict.fromkeys(t for r in records for t in (r.prompt, r.chosen, r.rejected)))
+    index = {t: i for i, t in enumerate(texts)}
+    vectors = torch.from_numpy(encoder.encode(texts)) if texts else torch.zeros(0, encoder.dim)
+    users = list(users) if users is not None else list(dict.fromkeys(r.user_id for r in records))
+    user_index = {u: i for i, u in enumerate(users)}
+    take = lambda field: vectors[torch.tensor([index[getattr(r, field)] for r in records], dtype=torch.long)]  # noqa: E731
+    if not records:
+        empty = torch.zeros(0, encoder.dim)
+        return PairBatch(empty, empty, empty, torch.zeros(0, dtype=torch.long), users, [])
+    return PairBatch(
+        prompt=take("prompt"),
+        chosen=take("chosen"),
+        rejected=take("rejected"),
+        user=torch.tensor([user_index[r.user_id] for r in records], dtype=torch.long),
+        users=users,
+        group=[r.attributes.get(group_attribute, "unknown") for r in records],
+    )

@@ -1,0 +1,20 @@
+"""Preference models by name, as `pluralign eval --model NAME` knows them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pluralign.reward.base import PreferenceModel
+from pluralign.reward.bt import BTConfig, PerUserBT, SingleBT
+
+# name -> factory(k, seed); k is the number of mixture components where a model has them.
+MODELS: dict[str, Callable[[int | None, int], PreferenceModel]] = {
+    "bt": lambda k, seed: SingleBT(BTConfig(seed=seed)),
+    "per-user-bt": lambda k, seed: PerUserBT(BTConfig(seed=seed)),
+}
+
+
+def build_model(name: str, k: int | None = None, seed: int = 0) -> PreferenceModel:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    return MODELS[name](k, seed)

@@ -1,0 +1,1 @@
+"""Entry points: the `pluralign` command line, training jobs and the job runner."""

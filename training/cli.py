@@ -1,0 +1,42 @@
+"""The `pluralign` command line.
+
+    pluralign data stats --source ukp_convarg1 --path ../shared/data/ukp_convarg1 --json
+    pluralign eval --model bt --protocol persona --groups 4 --json
+    pluralign train pal --variant a --k 4
+    pluralign serve --host 127.0.0.1 --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
+COMMANDS = ("training.commands.data", "training.commands.eval")
+TRAINERS: tuple[str, ...] = ()
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pluralign", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    train = sub.add_parser("train", help="train a model and write a versioned artifact")
+    train_sub = train.add_subparsers(dest="trainer", required=True)
+    for name in TRAINERS:
+        importlib.import_module(name).register(train_sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"pluralign: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""`pluralign eval`: train a named model on a named protocol and measure it.
+
+    pluralign eval --model bt --protocol persona --groups 4 --seed 0 --json
+    pluralign eval --model per-user-bt --protocol ukp --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, print_json
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pluralign.evaluation import EvalConfig, evaluate, load_protocol
+    from pluralign.reward.registry import build_model
+
+    config = EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed)
+    model = build_model(args.model, k=args.k, seed=args.seed)
+    protocol = load_protocol(config)
+    encoder = cached_encoder(args)
+    bar = tqdm(total=len(config.shots), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())
+    report = evaluate(model, protocol, encoder, shots=config.shots, progress=lambda k: bar.update())
+    bar.close()
+    if not args.json:
+        print(f"model {report['model']} on {report['protocol']}: {report['seen_users']} seen, {report['unseen_users']} unseen users")
+        print(f"  seen macro acc   {report['seen_macro_acc']:.3f}")
+        print(f"  seen pooled acc  {report['seen_pooled_acc']:.3f}")
+        for k, acc in report["unseen_acc_by_k"].items():
+            print(f"  unseen k={k:<4}     {acc:.3f}")
+        for g, acc in report["group_acc"].items():
+            print(f"  group {g:<12} {acc:.3f}  ({report['group_pairs'][g]} pairs)")
+        print(f"  worst group      {report['worst_group_acc']:.3f}")
+        if "ari" in report:
+            print(f"  ARI              {report['ari']:.3f}")
+        print(f"  seconds          {report['seconds']:.1f}")
+    print_json(report)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="train and evaluate a preference model on a protocol")
+    p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em")
+    p.add_argument("--protocol", required=True, choices=["ukp", "persona"])
+    p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
+    p.add_argument("--k", type=int, default=None, help="mixture components (pal, em)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--json", action="store_true", help="print only the JSON report")
+    add_encoder_args(p)
+    p.set_defaults(func=run)

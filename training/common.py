@@ -1,0 +1,45 @@
+"""Pieces the commands share: logging set-up, the cached default encoder, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_DATA_DIR = "../shared/data"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cache_path(value: str | None = None) -> Path:
+    if value:
+        return Path(value)
+    root = os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign"
+    return Path(root) / "embeddings.sqlite"
+
+
+def add_encoder_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", default="minilm", help="minilm (default) or smollm2")
+    parser.add_argument("--cache", default=None, help="embedding cache file (default ~/.cache/pluralign)")
+
+
+def cached_encoder(args: argparse.Namespace):
+    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
+    from pluralign.embed.encoders import make_encoder
+
+    return CachedEncoder(make_encoder(args.encoder), EmbeddingCache(cache_path(args.cache)))
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
+    sys.stdout.flush()
