@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--searches", type=int, default=300)
     parser.add_argument("--writers", type=int, default=8, help="concurrent writers in the group-commit run")
+    parser.add_argument("--compact-every", type=int, default=500, help="commits between compactions (the service default)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     folder = tempfile.mkdtemp(prefix="pluralign-bench-")
@@ -62,7 +63,7 @@ def main() -> None:
     fill(store, rng, args.rows, args.users)
     print(f"filled {args.rows} rows over {args.users} users in {time.perf_counter() - start:.1f}s")
 
-    # (1) single-feedback writes, each its own committed version, with compaction every 200 as the service does
+    # (1) single-feedback writes, each its own committed version, compacting as the service does
     latencies = []
     began = time.perf_counter()
     for i in range(args.writes):
@@ -70,7 +71,7 @@ def main() -> None:
         t = time.perf_counter()
         store.add_preferences(*one)
         latencies.append(time.perf_counter() - t)
-        if (i + 1) % 200 == 0:
+        if (i + 1) % args.compact_every == 0:
             store.compact()
     elapsed = time.perf_counter() - began
     print(f"writes, 1 writer: {args.writes / elapsed:.0f}/s sustained (incl. compaction), p50 {pct(latencies, 50):.2f} ms, p99 {pct(latencies, 99):.2f} ms")
@@ -87,7 +88,7 @@ def main() -> None:
             store.add_preferences(*one)
             with lock:
                 latencies.append(time.perf_counter() - t)
-            if store.writes_since_compaction >= 200 and compacting.acquire(blocking=False):
+            if store.writes_since_compaction >= args.compact_every and compacting.acquire(blocking=False):
                 try:
                     store.compact()
                 finally:

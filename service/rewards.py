@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, fit_user, load_pal, save_pal, train_pal
 
 from pluralign.embed.base import Encoder
+from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, fit_user, load_pal, save_pal, train_pal
 
 log = logging.getLogger("pluralign.service")
 

@@ -28,7 +28,7 @@ class Settings(Base, frozen=True):
     max_tokens: int = 128  # default completion length
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
-    compact_every: int = 200  # writes between background compactions of the tables
+    compact_every: int = 500  # table commits between background compactions
 
     def __post_init__(self) -> None:
         if self.candidates < 1:

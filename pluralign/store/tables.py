@@ -124,6 +124,7 @@ class Store:
         existing = set(self.db.list_tables().tables)
         self.tables = {name: self._open(name, schema, name in existing) for name, schema in self.schemas.items()}
         self.writes_since_compaction = 0
+        self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()
         for name in self.tables:
             self._ensure_indexes(name)
@@ -207,6 +208,7 @@ class Store:
 
     def _after_write(self, name: str) -> None:
         self.writes_since_compaction += 1
+        self._pending[name] += 1
         if name not in self._indexed:
             self._ensure_indexes(name)
 
@@ -317,14 +319,16 @@ class Store:
                 counts[name] = table.count_rows(where)
                 if counts[name]:
                     table.delete(where)
-            self.compact(keep_versions_for=timedelta(0))
+            self.compact(keep_versions_for=timedelta(0), every_table=True)
         return counts
 
-    def compact(self, keep_versions_for: timedelta = timedelta(minutes=5)) -> None:
-        """Merge small fragments, fold new rows into the indexes and drop versions older than given."""
+    def compact(self, keep_versions_for: timedelta = timedelta(minutes=5), every_table: bool = False) -> None:
+        """Merge small fragments, fold new rows into the indexes and drop versions older than given
+        (tables written since their last compaction, or all of them)."""
         with self._lock:
             for name, table in self.tables.items():
-                if table.count_rows():
+                if (every_table or self._pending[name]) and table.count_rows():
+                    self._pending[name] = 0
                     with warnings.catch_warnings():
                         # keep_versions_for=0 is safe here: this process holds the only handles
                         warnings.simplefilter("ignore", UserWarning)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -45,7 +47,7 @@ def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | N
         pal_version=rt.rewards.version,
         adapter=record.adapter if record else None,
         n_preferences=int(len(prompt)),
-        n_interactions=record.n_interactions if record else 0,
+        n_interactions=rt.store.count_interactions(tenant, user_id),
     )
     rt.store.put_user(record)
     return UserWeights(logits=logits, prior=prior, record=record)
@@ -114,6 +116,24 @@ def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
         created_at=record.created_at if record else None,
         updated_at=record.updated_at if record else None,
     )
+
+
+def register_adapter(rt: Runtime, tenant: str, user_id: str, source: Path) -> str:
+    """Copy a saved LoRA adapter (peft `save_pretrained` folder) in as the user's adapter; the
+    next chat request of the user generates with it. Returns the adapter name."""
+    if not (source / "adapter_config.json").exists():
+        raise ValueError(f"{source} holds no adapter_config.json (save the adapter with peft's save_pretrained)")
+    name = "user-" + hashlib.sha256(f"{tenant}/{user_id}".encode()).hexdigest()[:16]
+    folder = adapter_folder(rt, tenant, user_id)
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(source, folder)
+    rt.generator.drop_adapter(name)  # a re-registered adapter is reloaded from its new files
+    weights = user_weights(rt, tenant, user_id)
+    now = time.time()
+    record = weights.record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
+    rt.store.put_user(msgspec.structs.replace(record, adapter=name, updated_at=now))
+    return name
 
 
 def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:

@@ -182,3 +182,26 @@ def test_health_metrics_and_openapi_are_public(svc):
     schema = httpx.get(svc.url + "/schema/openapi.json").json()
     assert {"/v1/chat/completions", "/v1/feedback", "/v1/users/{user_id}"} <= set(schema["paths"])
     msgspec.json.decode(httpx.get(svc.url + "/schema/openapi.json").content)
+
+
+def test_a_registered_adapter_is_used_for_that_user(svc, tiny_generator_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from service.users.services import register_adapter
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "lora")
+    greedy = {"temperature": 0, "pluralign": {"rerank": False, "shots": 0}}
+    with svc.client() as c:
+        plain = chat(c, "lena", **greedy)
+        name = register_adapter(svc.runtime, "acme", "lena", tmp_path / "lora")
+        tuned = chat(c, "lena", **greedy)
+        other = chat(c, "mona", **greedy)
+        assert tuned["pluralign"]["adapter"] == name and other["pluralign"]["adapter"] is None
+        assert tuned["choices"][0]["message"]["content"] != plain["choices"][0]["message"]["content"]
+        assert other["choices"][0]["message"]["content"] == plain["choices"][0]["message"]["content"]
+        assert c.get("/v1/users/lena").json()["adapter"] == name
+        deleted = c.delete("/v1/users/lena").json()["deleted"]
+        assert deleted["adapter_files"] >= 2 and name not in svc.runtime.generator.adapters
