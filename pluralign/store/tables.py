@@ -8,6 +8,7 @@ has committed a new table version, which is what makes the service's 201 durable
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -113,7 +114,8 @@ class Store:
         self.encoder_id = encoder_id
         self.dim = dim
         self.db = lancedb.connect(uri)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held by every commit
+        self._maintenance = threading.RLock()  # held by compaction and deletes
         self.schemas = {
             "preferences": preference_schema(encoder_id, dim),
             "interactions": interaction_schema(encoder_id, dim),
@@ -314,7 +316,7 @@ class Store:
         """Delete every row of the user, then compact and drop old versions so no file keeps them."""
         where = owner_filter(tenant, user_id)
         counts = {}
-        with self._lock:
+        with self._maintenance, self._lock:  # no write or compaction runs meanwhile
             for name, table in self.tables.items():
                 counts[name] = table.count_rows(where)
                 if counts[name]:
@@ -324,17 +326,22 @@ class Store:
 
     def compact(self, keep_versions_for: timedelta = timedelta(minutes=5), every_table: bool = False) -> None:
         """Merge small fragments, fold new rows into the indexes and drop versions older than given
-        (tables written since their last compaction, or all of them)."""
-        with self._lock:
-            for name, table in self.tables.items():
-                if (every_table or self._pending[name]) and table.count_rows():
-                    self._pending[name] = 0
-                    with warnings.catch_warnings():
-                        # keep_versions_for=0 is safe here: this process holds the only handles
-                        warnings.simplefilter("ignore", UserWarning)
-                        table.optimize(cleanup_older_than=keep_versions_for)
-                    self._ensure_indexes(name)
+        (tables written since their last compaction, or all of them).
+
+        Appends go on meanwhile: Lance commits an append and a compaction side by side. The users
+        table takes upserts, which would conflict with a rewrite, so it is compacted under the
+        write lock."""
+        with self._maintenance:
             self.writes_since_compaction = 0
+            for name, table in self.tables.items():
+                if not (every_table or self._pending[name]) or not table.count_rows():
+                    continue
+                self._pending[name] = 0
+                with self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
+                    # keep_versions_for=0 only comes from delete_user, which holds every lock
+                    warnings.simplefilter("ignore", UserWarning)
+                    table.optimize(cleanup_older_than=keep_versions_for)
+                self._ensure_indexes(name)
 
     def stats(self) -> dict[str, int]:
         return {name: table.count_rows() for name, table in self.tables.items()}
