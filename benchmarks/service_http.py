@@ -137,8 +137,10 @@ def main() -> None:
     proc = start_server(data, args.port, env)
     url = f"http://127.0.0.1:{args.port}"
     try:
-        feedback_load(url, key, args.feedback, args.clients, args.users)
-        chat_overhead(url, key, args.chats, args.max_tokens)
+        if args.feedback:
+            feedback_load(url, key, args.feedback, args.clients, args.users)
+        if args.chats:
+            chat_overhead(url, key, args.chats, args.max_tokens)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,14 @@ class Runtime:
     keys: KeyRing
     metrics: Metrics = field(default_factory=Metrics)
     _compacting: threading.Lock = field(default_factory=threading.Lock)
+    # refits of users' reward weights run here, one at a time, after the feedback was acknowledged
+    background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="refit"))
+    pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
+    refit_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_for_background(self) -> None:
+        """Block until every refit queued so far has run."""
+        self.background.submit(lambda: None).result()
 
     @classmethod
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:

@@ -52,12 +52,6 @@ class EditFeedback(Feedback, tag="edit", kw_only=True):
 FeedbackBody = ChoiceFeedback | ComparisonFeedback | RatingFeedback | EditFeedback
 
 
-class Refit(Base):
-    comparisons: int  # strict comparisons the user's weights are now fitted on
-    prior: bool
-
-
 class FeedbackReceipt(Base):
     user: str
-    stored: list[str]  # pref_ids written
-    refit: Refit
+    stored: list[str]  # pref_ids written (committed before this reply)

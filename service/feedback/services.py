@@ -17,11 +17,10 @@ from service.feedback.schemas import (
     FeedbackBody,
     FeedbackReceipt,
     RatingFeedback,
-    Refit,
 )
 from service.ids import check_user_id
 from service.runtime import Runtime
-from service.users.services import refit
+from service.users.services import schedule_refit
 
 
 def served(rt: Runtime, tenant: str, response_id: str) -> Interaction:
@@ -70,7 +69,7 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
 
 
 def record(rt: Runtime, tenant: str, fb: FeedbackBody) -> FeedbackReceipt:
-    """Write the rows (returns once LanceDB committed them), then refit the user's weights."""
+    """Write the rows (returns once LanceDB committed them), then queue a refit of the user's weights."""
     user, rows = rows_for(rt, tenant, fb)
     texts = list(dict.fromkeys(t for r in rows for t in (r["prompt"], r["chosen"], r["rejected"]) if t))
     vectors = dict(zip(texts, rt.encoder.encode(texts), strict=True))
@@ -86,7 +85,6 @@ def record(rt: Runtime, tenant: str, fb: FeedbackBody) -> FeedbackReceipt:
     stack = lambda field: np.stack([vectors.get(r[field], zero) for r in rows])  # (N, d)
     rt.store.add_preferences(stored, stack("prompt"), stack("chosen"), stack("rejected"))
     rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind=rows[0]["kind"])
-    weights = refit(rt, tenant, user, attributes=fb.attributes or None)
+    schedule_refit(rt, tenant, user, attributes=fb.attributes or None)
     rt.maybe_compact()
-    n = weights.record.n_preferences if weights.record else 0
-    return FeedbackReceipt(user=user, stored=[s.pref_id for s in stored], refit=Refit(comparisons=n, prior=weights.prior))
+    return FeedbackReceipt(user=user, stored=[s.pref_id for s in stored])

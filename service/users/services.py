@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import numpy as np
 
 from pluralign.store import UserRecord
 from service.runtime import Runtime
+
+log = logging.getLogger("pluralign.service")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,29 @@ def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | N
     )
     rt.store.put_user(record)
     return UserWeights(logits=logits, prior=prior, record=record)
+
+
+def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> None:
+    """Refit the user in the background; refits queued for the same user coalesce into one.
+
+    Correctness does not hang on it: `user_weights` refits stale weights itself, so the next
+    request of the user uses every acknowledged comparison even if this refit has not run yet."""
+    key = (tenant, user_id)
+    with rt.refit_lock:
+        if key in rt.pending_refits:
+            rt.pending_refits[key].update(attributes or {})
+            return
+        rt.pending_refits[key] = dict(attributes or {})
+
+    def run() -> None:
+        with rt.refit_lock:
+            merged = rt.pending_refits.pop(key)
+        try:
+            refit(rt, tenant, user_id, attributes=merged or None)
+        except Exception:  # the next request of the user refits instead
+            log.exception("background refit of %s/%s failed", tenant, user_id)
+
+    rt.background.submit(run)
 
 
 def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:

@@ -105,21 +105,40 @@ def test_openai_client_gets_a_completion_and_a_stream(served):
     assert r.parse().model_extra["pluralign"]["candidates"] == 1
 
 
-def test_kill9_right_after_201_loses_nothing(served):
-    proc, key, (data, generator_dir, pal_dir) = served
-    headers = {"Authorization": f"Bearer {key}"}
+def post_feedback(url: str, key: str, user: str, n: int) -> list[str]:
     ids = []
-    with httpx.Client(base_url=proc.url, headers=headers, timeout=60) as c:
-        for i in range(5):
-            body = {"type": "comparison", "user": "kim", "prompt": f"Question {i}?", "chosen": f"Good {i}", "rejected": f"Bad {i}"}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for i in range(n):
+            body = {"type": "comparison", "user": user, "prompt": f"Question {i}?", "chosen": f"Good {i}", "rejected": f"Bad {i}"}
             r = c.post("/v1/feedback", json=body)
             assert r.status_code == 201, r.text
             ids += r.json()["stored"]
+    return ids
+
+
+def test_kill9_right_after_201_loses_nothing(served, minilm):
+    """Runs last in this module: it kills the module's server."""
+    from pluralign.store import Store
+
+    proc, key, (data, *_) = served
+    ids = post_feedback(proc.url, key, "kim", 5)
     proc.kill9()  # no graceful shutdown: whatever was acknowledged must already be on disk
-    again = ServeProcess(data, generator_dir, pal_dir)
+    store = Store(str(data / "lancedb"), minilm.encoder_id, minilm.dim)
+    rows, total = store.preferences_for("default", "kim")
+    assert total == 5 and sorted(r.pref_id for r in rows) == sorted(ids)
+
+
+@pytest.mark.slow
+def test_restart_after_kill9_serves_every_acknowledged_row(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    data = tmp_path / "data"
+    proc = ServeProcess(data, tiny_generator_dir, tiny_pal_dir)
+    key = proc.dev_key()
+    ids = post_feedback(proc.url, key, "kim", 5)
+    proc.kill9()
+    again = ServeProcess(data, tiny_generator_dir, tiny_pal_dir)
     try:
         assert again.dev_key() is None  # keys persist: no new development key
-        with httpx.Client(base_url=again.url, headers=headers, timeout=60) as c:
+        with httpx.Client(base_url=again.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
             page = c.get("/v1/users/kim/preferences", params={"limit": 100}).json()
             assert sorted(p["pref_id"] for p in page["data"]) == sorted(ids)
             profile = c.get("/v1/users/kim").json()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import msgspec
 import pytest
 
 from tests.service.tiny import start_service
@@ -69,7 +68,8 @@ def test_comparison_feedback_is_retrieved_into_the_next_context(svc):
         assert r.status_code == 201, r.text
         receipt = r.json()
         assert receipt["user"] == "bob" and len(receipt["stored"]) == 1
-        assert receipt["refit"] == {"comparisons": 1, "prior": False}
+        profile = c.get("/v1/users/bob").json()
+        assert profile["pal"]["prior"] is False and profile["counts"]["preferences"] == 1
         body = chat(c, "bob", content="What should I cook tonight?")
         assert body["pluralign"]["history"] == receipt["stored"]
         assert body["pluralign"]["prior"] is False
@@ -181,7 +181,8 @@ def test_health_metrics_and_openapi_are_public(svc):
     assert "pluralign_table_rows" in text and "# TYPE pluralign_http_request_seconds histogram" in text
     schema = httpx.get(svc.url + "/schema/openapi.json").json()
     assert {"/v1/chat/completions", "/v1/feedback", "/v1/users/{user_id}"} <= set(schema["paths"])
-    msgspec.json.decode(httpx.get(svc.url + "/schema/openapi.json").content)
+    docs = httpx.get(svc.url + "/schema")
+    assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
 
 
 def test_a_registered_adapter_is_used_for_that_user(svc, tiny_generator_dir, tmp_path):

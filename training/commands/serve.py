@@ -10,6 +10,7 @@ and stored hashed in the data folder. GET /health answers once the models are lo
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from training.common import setup_logging
 
     setup_logging()
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # no progress bar per request
     settings = Settings.load()
     settings.data_path.mkdir(parents=True, exist_ok=True)
     keys = KeyRing(settings.data_path / "api_keys.json")
