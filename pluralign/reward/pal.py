@@ -27,11 +27,21 @@ def user_logits(user_weights: UserWeights, user_id: str):
     return user_weights.lookup(user_id)
 
 
+def reward_for_user(model: PALModel, user_weights: UserWeights, user_id: str, prompt, response):
+    """(rewards (N,), is_prior): the user's rewards for N (prompt, response) rows; is_prior says the
+    user was unknown and the population prior scored them."""
+    import torch
+
+    logits, is_prior = user_weights.lookup(user_id)
+    with torch.no_grad():
+        return model.reward(logits.to(prompt.device), prompt, response), is_prior
+
+
 __all__ = [
     "PAL_SCHEMA", "USER_WEIGHTS_SCHEMA", "PRIOR_STRENGTH",
     "PALConfig", "PALModel", "IdealPoint", "PromptConditioned", "PairTerms",
     "fit_user", "fit_users", "fit_users_from_terms", "update_user",
-    "UserWeights", "user_logits",
+    "UserWeights", "user_logits", "reward_for_user",
     "PALTrainConfig", "PALResult", "train_pal", "evaluate_pairs",
     "PALMeta", "save_pal", "load_pal", "read_meta",
     "PALPreference", "cluster_points", "user_points",

@@ -11,6 +11,7 @@ from pluralign.reward.pal import (
     PALModel,
     UserWeights,
     load_pal,
+    reward_for_user,
     save_pal,
     user_logits,
 )
@@ -56,6 +57,11 @@ def test_unknown_user_falls_back_to_the_prior_and_says_so():
     stacked, fell_back = weights.stack(["alice", "carol"])
     assert fell_back.tolist() == [False, True] and torch.equal(stacked[1], weights.prior())
     assert weights.version("carol") == 0
+    model, prompt, response = tiny_model(), torch.randn(3, DIM), torch.randn(3, DIM)
+    rewards, is_prior = reward_for_user(model, weights, "carol", prompt, response)
+    assert is_prior and torch.equal(rewards, model.reward(weights.prior(), prompt, response).detach())
+    rewards, is_prior = reward_for_user(model, weights, "alice", prompt, response)
+    assert not is_prior and rewards.shape == (3,)
 
 
 def test_user_weights_refuse_another_k_or_schema(tmp_path):

@@ -36,13 +36,14 @@ def run(args: argparse.Namespace) -> int:
     train, val, test = (embed_pairs(split, encoder, users, protocol.group_attribute)
                         for split in (protocol.seen.train, protocol.seen.val, protocol.seen.test))
     train_config = PALTrainConfig(
-        lr_shared=args.lr_shared, lr_user=args.lr_user, batch_size=args.batch_size, max_epochs=args.epochs, seed=args.seed
+        lr_shared=args.lr_shared, lr_user=args.lr_user, batch_size=args.batch_size, max_epochs=args.epochs,
+        max_pairs=args.max_pairs or None, seed=args.seed,
     )
     runs: dict[str, dict[str, float]] = {}
     best = None
     for k in args.k:
         config = PALConfig(variant=args.variant, k=k, input_dim=encoder.dim, latent_dim=args.latent_dim, hidden=args.hidden)
-        bar = tqdm(total=train_config.max_epochs, desc=f"pal-{args.variant} K={k}", unit="epoch", file=sys.stderr)
+        bar = tqdm(total=train_config.epochs_for(len(train)), desc=f"pal-{args.variant} K={k}", unit="epoch", file=sys.stderr)
 
         def progress(epoch: int, metrics: dict[str, float], bar=bar) -> None:
             bar.update()
@@ -83,6 +84,7 @@ def register(sub) -> None:
     p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping on validation loss)")
+    p.add_argument("--max-pairs", type=int, default=300_000, help="budget of pair visits (epochs x pairs); 0: none")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr-shared", type=float, default=2e-3, help="Adam learning rate of the shared parameters")
     p.add_argument("--lr-user", type=float, default=5e-2, help="Adam learning rate of the training users' logits")
