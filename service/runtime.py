@@ -59,7 +59,9 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
-        encoder = BatchingEncoder(encoder or make_encoder(settings.encoder))
+        encoder = encoder or make_encoder(settings.encoder)
+        if settings.batch_encoder:
+            encoder = BatchingEncoder(encoder)
         generator = generator or make_generator(settings.generator)
         store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim)
         rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
