@@ -59,9 +59,7 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
-        encoder = encoder or make_encoder(settings.encoder)
-        if settings.batch_encoder:
-            encoder = BatchingEncoder(encoder)
+        encoder = BatchingEncoder(encoder or make_encoder(settings.encoder))
         generator = generator or make_generator(settings.generator)
         store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim)
         rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)

@@ -29,7 +29,6 @@ class Settings(Base, frozen=True):
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
     compact_every: int = 500  # table commits between background compactions
-    batch_encoder: bool = True  # concurrent requests share encoder forward passes
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
