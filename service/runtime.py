@@ -12,7 +12,6 @@ from pluralign.embed.base import Encoder
 from pluralign.policy.generator import Generator
 from pluralign.store import Store
 from service.auth import KeyRing
-from service.batching import BatchingEncoder
 from service.metrics import Metrics
 from service.rewards import UserRewards
 from service.settings import Settings
@@ -59,7 +58,7 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
-        encoder = BatchingEncoder(encoder or make_encoder(settings.encoder))
+        encoder = encoder or make_encoder(settings.encoder)
         generator = generator or make_generator(settings.generator)
         store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim)
         rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
