@@ -14,7 +14,7 @@ import sys
 
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
 COMMANDS = ("training.commands.data", "training.commands.eval")
-TRAINERS: tuple[str, ...] = ()
+TRAINERS: tuple[str, ...] = ("training.commands.train_fspo", "training.commands.train_adapter")
 
 
 def make_parser() -> argparse.ArgumentParser:
