@@ -104,7 +104,9 @@ def training_episodes(
 
 
 def query_episodes(
-    support: Mapping[str, Sequence[Preference]], query: Mapping[str, Sequence[Preference]], shots: int,
+    support: Mapping[str, Sequence[Preference]],
+    query: Mapping[str, Sequence[Preference]],
+    shots: int,
     per_user: int | None = None,
 ) -> list[Episode]:
     """Evaluation episodes for unseen users: the first `shots` support comparisons as context, each
@@ -204,7 +206,11 @@ def train(
 
 
 def personalized_rewards(
-    policy, reference: ReferencePolicy | None, tokenizer, episodes: Sequence[Episode], config: FSPOConfig,
+    policy,
+    reference: ReferencePolicy | None,
+    tokenizer,
+    episodes: Sequence[Episode],
+    config: FSPOConfig,
     batch_size: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen, rejected) rewards, each (N,): beta * log(pi / pi_ref) given each episode's shots.

@@ -55,7 +55,7 @@ def encode_responses(
         raise ValueError(f"{len(conversations)} conversations for {len(responses)} responses")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows, answer_lengths = [], []
-    for messages, response in zip(conversations, responses):
+    for messages, response in zip(conversations, responses, strict=True):
         prompt = prompt_ids(tokenizer, messages)[-max_prompt_tokens:]
         answer = tokenizer(response, add_special_tokens=False)["input_ids"][: max_response_tokens - 1]
         answer = answer + [tokenizer.eos_token_id]
@@ -66,7 +66,7 @@ def encode_responses(
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     response_mask = torch.zeros((len(rows), span), dtype=torch.long)
-    for i, (row, n) in enumerate(zip(rows, answer_lengths)):
+    for i, (row, n) in enumerate(zip(rows, answer_lengths, strict=True)):
         input_ids[i, width - len(row) :] = torch.tensor(row)
         attention_mask[i, width - len(row) :] = 1
         response_mask[i, span - n :] = 1

@@ -48,12 +48,18 @@ def run(args: argparse.Namespace) -> int:
     parent = read_meta(args.from_fspo) if args.from_fspo else None
     shots = min(parent.shots if parent else 0, len(train_pairs) - 1)
     config = FSPOConfig(
-        shots=shots, loss=args.loss, beta=parent.beta if parent else args.beta, lora_rank=args.lora_rank,
-        lr=args.lr, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+        shots=shots,
+        loss=args.loss,
+        beta=parent.beta if parent else args.beta,
+        lora_rank=args.lora_rank,
+        lr=args.lr,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
     )
     rng = random.Random(args.seed)
     episodes = []
-    for i, pair in enumerate(train_pairs * max(1, config.steps * config.batch_size // len(train_pairs))):
+    for pair in train_pairs * max(1, config.steps * config.batch_size // len(train_pairs)):
         others = [p for p in train_pairs if p is not pair]
         episodes.append(episode(rng.sample(others, shots), pair))
     test = [episode(train_pairs[:shots], p) for p in held_out]
@@ -70,12 +76,21 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     after = reward_accuracy(policy, reference, tokenizer, test, config) if test else float("nan")
     metrics.update(
-        comparisons=float(len(train_pairs)), held_out=float(len(held_out)), held_out_acc_before=before,
-        held_out_acc_after=after, seconds=time.time() - started,
+        comparisons=float(len(train_pairs)),
+        held_out=float(len(held_out)),
+        held_out_acc_before=before,
+        held_out_acc_after=after,
+        seconds=time.time() - started,
     )
     meta = AdapterMeta(
-        kind="user", base_model=base_id, shots=shots, loss=config.loss, beta=config.beta,
-        data_version=data_version(train_pairs), metrics=metrics, parent=parent.data_version if parent else None,
+        kind="user",
+        base_model=base_id,
+        shots=shots,
+        loss=config.loss,
+        beta=config.beta,
+        data_version=data_version(train_pairs),
+        metrics=metrics,
+        parent=parent.data_version if parent else None,
     )
     folder = AdapterRegistry(args.registry).save(args.tenant, args.user, policy, meta)
     print_json({"tenant": args.tenant, "user": args.user, "adapter": str(folder), **metrics})

@@ -55,7 +55,9 @@ def load_population(args: argparse.Namespace):
         held_out = set(names[:: max(2, round(1 / args.unseen_fraction))])  # every n-th user is unseen
         unseen = split_unseen({u: users[u] for u in held_out}, args.seed, min_query=1)
         return {u: users[u] for u in names if u not in held_out}, unseen.support, unseen.query
-    protocol = load_protocol(EvalConfig(protocol=args.population, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+    protocol = load_protocol(
+        EvalConfig(protocol=args.population, data_dir=args.data_dir, groups=args.groups, seed=args.seed)
+    )
     return by_user(protocol.seen.train), protocol.unseen.support, protocol.unseen.query
 
 
@@ -76,9 +78,17 @@ def run(args: argparse.Namespace) -> int:
     )
 
     config = FSPOConfig(
-        shots=args.shots, loss=args.loss, beta=args.beta, lora_rank=args.lora_rank, lora_layers=args.lora_layers,
-        full_finetune=args.full, lr=args.lr, steps=args.steps, batch_size=args.batch_size,
-        max_response_tokens=args.max_response_tokens, seed=args.seed,
+        shots=args.shots,
+        loss=args.loss,
+        beta=args.beta,
+        lora_rank=args.lora_rank,
+        lora_layers=args.lora_layers,
+        full_finetune=args.full,
+        lr=args.lr,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        max_response_tokens=args.max_response_tokens,
+        seed=args.seed,
     )
     train_users, support, query = load_population(args)
     eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
@@ -99,18 +109,30 @@ def run(args: argparse.Namespace) -> int:
         reference = ReferencePolicy(policy)
     bar = tqdm(total=config.steps, desc="fspo", file=sys.stderr, disable=not sys.stderr.isatty() and not args.progress)
     metrics = train(
-        policy, reference, tokenizer, episodes, config,
+        policy,
+        reference,
+        tokenizer,
+        episodes,
+        config,
         on_step=lambda step, s: (bar.update(), bar.set_postfix(loss=f"{s['loss']:.3f}", acc=f"{s['reward_acc']:.2f}")),
     )
     bar.close()
     after = reward_accuracy(policy, reference, tokenizer, test, config)
     metrics.update(
-        unseen_base_likelihood_acc=before, unseen_reward_acc=after, unseen_users=float(len(eval_users)),
-        unseen_pairs=float(len(test)), seconds=time.time() - started,
+        unseen_base_likelihood_acc=before,
+        unseen_reward_acc=after,
+        unseen_users=float(len(eval_users)),
+        unseen_pairs=float(len(test)),
+        seconds=time.time() - started,
     )
     meta = AdapterMeta(
-        kind="fspo", base_model=base_id, shots=config.shots, loss=config.loss, beta=config.beta,
-        data_version=data_version([p for u in sorted(train_users) for p in train_users[u]]), metrics=metrics,
+        kind="fspo",
+        base_model=base_id,
+        shots=config.shots,
+        loss=config.loss,
+        beta=config.beta,
+        data_version=data_version([p for u in sorted(train_users) for p in train_users[u]]),
+        metrics=metrics,
     )
     if args.out:
         if config.full_finetune:

@@ -79,7 +79,7 @@ def test_mixed_adapter_batch_equals_each_adapter_alone(make_tiny_lm, tokenizer, 
     for tenant, user in users:
         alone, _ = load_adapter(make_tiny_lm(), registry.folder(tenant, user), "tiny-llama-a")
         own[(tenant, user)] = torch.cat(
-            [score_responses(alone, tokenizer, [c], [r]) for c, r in zip(CONVERSATIONS, RESPONSES)]
+            [score_responses(alone, tokenizer, [c], [r]) for c, r in zip(CONVERSATIONS, RESPONSES, strict=True)]
         )
 
     pool = AdapterPool(make_tiny_lm(), registry, "tiny-llama-a", budget_bytes=10 << 20)
