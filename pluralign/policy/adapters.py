@@ -31,6 +31,7 @@ from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids
 SCHEMA_VERSION = 1
 META_FILE = "pluralign.json"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+FALLBACK_ADAPTER = "fallback"  # the pool's name for the adapter serving users without their own
 
 
 class AdapterMeta(Base, kw_only=True):
@@ -179,6 +180,29 @@ def adapter_name(tenant: str, user: str) -> str:
     return "u" + hashlib.sha1(f"{tenant}\0{user}".encode()).hexdigest()[:16]
 
 
+class ModelHost:
+    """Holds one model and loads adapters into it, wrapping it in peft on the first one.
+
+    The pool only needs `model`, `load_adapter(name, folder)` and `drop_adapter(name)`; the
+    service's `Generator` offers the same three, so a pool can manage the generator's adapters.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def load_adapter(self, name: str, folder: str | Path) -> None:
+        from peft import PeftModel
+
+        if hasattr(self.model, "peft_config"):
+            self.model.load_adapter(str(folder), adapter_name=name)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+        self.model.eval()
+
+    def drop_adapter(self, name: str) -> None:
+        self.model.delete_adapter(name)
+
+
 class AdapterPool:
     """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`.
 
@@ -186,12 +210,12 @@ class AdapterPool:
     it stays loaded. Every method is safe to call from several threads (one lock; a forward pass at
     a time, which is what one model on one device does anyway).
 
-    >>> pool = AdapterPool(base, AdapterRegistry("adapters"), SMOLLM2_ID, budget_bytes=64 << 20)
+    >>> pool = AdapterPool(ModelHost(base), AdapterRegistry("adapters"), SMOLLM2_ID, budget_bytes=64 << 20)
     >>> pool.generate([("acme", "alice"), None], [[{"role": "user", "content": "Hi"}]] * 2, tokenizer)
     """
 
-    def __init__(self, model, registry: AdapterRegistry, base_model: str, budget_bytes: int, fallback=None):
-        self.model = model  # a plain transformers model until the first adapter is loaded into it
+    def __init__(self, host, registry: AdapterRegistry, base_model: str, budget_bytes: int, fallback=None):
+        self.host = host  # a ModelHost, or anything with .model, .load_adapter(name, folder), .drop_adapter(name)
         self.registry = registry
         self.base_model = base_model
         self.budget_bytes = budget_bytes
@@ -201,8 +225,12 @@ class AdapterPool:
         if fallback is not None:
             meta = read_meta(fallback)
             check_base(meta, base_model, fallback)
-            self._load("fallback", Path(fallback))
-            self.fallback = "fallback"
+            self._load(FALLBACK_ADAPTER, Path(fallback))
+            self.fallback = FALLBACK_ADAPTER
+
+    @property
+    def model(self):
+        return self.host.model
 
     @property
     def bytes_used(self) -> int:
@@ -211,24 +239,15 @@ class AdapterPool:
     def _is_peft(self) -> bool:
         return hasattr(self.model, "peft_config")
 
-    def _adapter_bytes(self, name: str) -> int:
+    def _load(self, name: str, folder: Path) -> int:
+        self.host.load_adapter(name, folder)
         marker = f".{name}."
         return sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if marker in n)
-
-    def _load(self, name: str, folder: Path) -> int:
-        from peft import PeftModel
-
-        if self._is_peft():
-            self.model.load_adapter(str(folder), adapter_name=name)
-        else:
-            self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
-        self.model.eval()
-        return self._adapter_bytes(name)
 
     def unload(self, name: str) -> None:
         with self._lock:
             if name in self.loaded:
-                self.model.delete_adapter(name)
+                self.host.drop_adapter(name)
                 del self.loaded[name]
 
     def forget(self, tenant: str, user: str) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 # The CI box has 2 shared cores: one intra-op thread avoids OpenMP spin-waits under contention
 # (measured 5x faster for these tiny models).
 torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # peft looks up base model configs by id when saving
 
 
 @pytest.fixture(scope="session")

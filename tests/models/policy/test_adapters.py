@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from pluralign.data.record import Preference
-from pluralign.policy.adapters import AdapterError, AdapterMeta, AdapterPool, AdapterRegistry, load_adapter
+from pluralign.policy.adapters import AdapterError, AdapterMeta, AdapterPool, AdapterRegistry, ModelHost, load_adapter
 from pluralign.policy.fspo import FSPOConfig, ReferencePolicy, add_lora, episode, train
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, score_responses, sequence_logprobs
 
@@ -82,7 +82,7 @@ def test_mixed_adapter_batch_equals_each_adapter_alone(make_tiny_lm, tokenizer, 
             [score_responses(alone, tokenizer, [c], [r]) for c, r in zip(CONVERSATIONS, RESPONSES, strict=True)]
         )
 
-    pool = AdapterPool(make_tiny_lm(), registry, "tiny-llama-a", budget_bytes=10 << 20)
+    pool = AdapterPool(ModelHost(make_tiny_lm()), registry, "tiny-llama-a", budget_bytes=10 << 20)
     rows = [users[0], None, users[2], users[1]]
     mixed = pool.score(rows, CONVERSATIONS, RESPONSES, tokenizer)
     for i, key in enumerate(rows):
@@ -96,12 +96,20 @@ def test_mixed_adapter_batch_equals_each_adapter_alone(make_tiny_lm, tokenizer, 
         assert replies[i] == pool.generate([key], [CONVERSATIONS[i]], tokenizer, max_new_tokens=6)[0]
     assert pool.adapters_for([None]) == [BASE_ADAPTER]
 
+    # with a fallback (FSPO) adapter, users without their own adapter get the fallback's output
+    fallback = registry.folder(*users[1])
+    pool = AdapterPool(ModelHost(make_tiny_lm()), registry, "tiny-llama-a", budget_bytes=10 << 20, fallback=fallback)
+    mixed = pool.score([users[0], ("acme", "nobody"), None], CONVERSATIONS[:3], RESPONSES[:3], tokenizer)
+    torch.testing.assert_close(
+        mixed, torch.stack([own[users[0]][0], own[users[1]][1], own[users[1]][2]]), rtol=1e-4, atol=1e-4
+    )
+
 
 def test_pool_evicts_least_recently_used_within_budget(make_tiny_lm, tokenizer, tmp_path):
     registry = AdapterRegistry(tmp_path)
     for seed, user in enumerate(["a", "b", "c"], start=1):
         registry.save("t", user, random_adapter(make_tiny_lm(), seed), meta_for("tiny-llama-a"))
-    pool = AdapterPool(make_tiny_lm(), registry, "tiny-llama-a", budget_bytes=1 << 30)
+    pool = AdapterPool(ModelHost(make_tiny_lm()), registry, "tiny-llama-a", budget_bytes=1 << 30)
     one = pool.adapter_for("t", "a")
     size = pool.bytes_used
     pool.budget_bytes = 2 * size
