@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pluralign.embed.models import SMOLLM2_ID, load_smollm2
-    from pluralign.policy.adapters import AdapterMeta, AdapterPool, AdapterRegistry
+    from pluralign.policy.adapters import AdapterMeta, AdapterPool, AdapterRegistry, ModelHost
     from pluralign.policy.fspo import FSPOConfig, add_lora
 
     model, tokenizer = load_smollm2()
@@ -58,7 +58,7 @@ def main() -> None:
     base = trainer.unload()
     size = (registry.folder(*users[0]) / "adapter_model.safetensors").stat().st_size
 
-    pool = AdapterPool(base, registry, SMOLLM2_ID, budget_bytes=1 << 30)
+    pool = AdapterPool(ModelHost(base), registry, SMOLLM2_ID, budget_bytes=1 << 30)
     cold = []
     for key in users:
         start = time.perf_counter()

@@ -215,6 +215,8 @@ class AdapterPool:
     """
 
     def __init__(self, host, registry: AdapterRegistry, base_model: str, budget_bytes: int, fallback=None):
+        if isinstance(host, torch.nn.Module):  # transformers models have a load_adapter of their own
+            raise TypeError("AdapterPool takes a host such as ModelHost(model), not a bare model")
         self.host = host  # a ModelHost, or anything with .model, .load_adapter(name, folder), .drop_adapter(name)
         self.registry = registry
         self.base_model = base_model

@@ -2,48 +2,50 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 from pluralign.data.record import Preference
-from pluralign.policy.fspo import (
-    FSPOConfig,
-    ReferencePolicy,
-    add_lora,
-    query_episodes,
-    reward_accuracy,
-    train,
-    training_episodes,
-)
+from pluralign.policy.fspo import Episode, FSPOConfig, ReferencePolicy, episode, reward_accuracy, train
 
-FAVOURITES = ("red", "blue", "green", "yellow")  # group g's colour; one token each
-NEUTRAL = ("brown", "black", "white", "grey", "orange", "purple", "gold", "cat")
+FAVOURITES = ("red", "blue", "green", "yellow")  # group g's colour
+NEUTRAL = ("grey", "brown", "black", "white")
 
 
-def comparisons(user: str, n: int, against: tuple[str, ...], rng: random.Random) -> list[Preference]:
-    """User i (group i % 4) prefers its group's colour to any colour in `against`."""
+def comparison(user: str, against: tuple[str, ...], rng: random.Random) -> Preference:
+    """User i (group i % 4) prefers its group's colour to any other colour in `against`."""
     liked = FAVOURITES[int(user.rsplit("-", 1)[1]) % len(FAVOURITES)]
-    others = [c for c in against if c != liked]
-    return [Preference(user_id=user, prompt="Colour?", chosen=liked, rejected=rng.choice(others)) for _ in range(n)]
+    other = rng.choice([c for c in against if c != liked])
+    # "I like X": the colour is the same token in the shots and in the answer
+    return Preference(user_id=user, prompt="Colour?", chosen=f"I like {liked}", rejected=f"I like {other}")
+
+
+def episodes(users: list[str], count: int, rng: random.Random) -> list[Episode]:
+    """Four shots against neutral colours, then a held-out pair of two groups' favourites.
+
+    The held-out pairs give every favourite as often to one side as to the other, so no answer is
+    better for the population as a whole (a no-shot policy and an untrained model score ~50%):
+    only the shots tell which answer this user wants."""
+    out = []
+    for i in range(count):
+        user = users[i % len(users)]
+        out.append(episode([comparison(user, NEUTRAL, rng) for _ in range(4)], comparison(user, FAVOURITES, rng)))
+    return out
 
 
 def test_fspo_beats_the_untrained_model_on_unseen_users(make_tiny_lm, tokenizer):
     rng = random.Random(0)
-    everything = FAVOURITES + NEUTRAL
-    seen = {u: comparisons(u, 10, everything, rng) for u in (f"seen-{i}" for i in range(16))}
-    new_users = [f"new-{i}" for i in range(8)]
-    support = {u: comparisons(u, 4, everything, rng) for u in new_users}
-    # held-out pairs oppose two groups' favourites, each group equally often on each side, so an
-    # untrained model's liking for particular words averages out (it scores near 50%)
-    query = {u: comparisons(u, 4, FAVOURITES, rng) for u in new_users}
-    config = FSPOConfig(shots=4, loss="dpo", beta=1.0, lora_rank=16, lr=3e-2, steps=24, batch_size=8, seed=0)
-    test_episodes = query_episodes(support, query, config.shots)
+    train_episodes = episodes([f"seen-{i}" for i in range(16)], 240, rng)
+    test_episodes = episodes([f"new-{i}" for i in range(8)], 32, rng)
+    # every weight trains: on CPU a random 2-layer model learns to read the shots within a few
+    # dozen steps this way (its LoRA counterpart needs many more; test_adapters checks LoRA training)
+    config = FSPOConfig(shots=4, loss="dpo", beta=1.0, full_finetune=True, lr=1e-2, steps=30, batch_size=8, seed=0)
 
-    base = make_tiny_lm()
-    untrained = reward_accuracy(base, None, tokenizer, test_episodes, config)
-    policy = add_lora(base, config)
-    reference = ReferencePolicy(policy)
+    policy = make_tiny_lm()
+    reference = ReferencePolicy(policy, full_copy=copy.deepcopy(policy))
+    untrained = reward_accuracy(policy, None, tokenizer, test_episodes, config)
     assert reward_accuracy(policy, reference, tokenizer, test_episodes, config) == 0.5  # pi == pi_ref at init
-    train(policy, reference, tokenizer, training_episodes(seen, config.shots, 192, seed=0), config)
+    train(policy, reference, tokenizer, train_episodes, config)
     trained = reward_accuracy(policy, reference, tokenizer, test_episodes, config)
-    assert trained >= 0.8, (untrained, trained)
+    assert trained >= 0.75, (untrained, trained)
     assert trained >= untrained + 0.2, (untrained, trained)
