@@ -6,11 +6,13 @@ from collections.abc import Callable
 
 from pluralign.reward.base import PreferenceModel
 from pluralign.reward.bt import BTConfig, PerUserBT, SingleBT
+from pluralign.reward.em import EMConfig, EMMixture
 
 # name -> factory(k, seed); k is the number of mixture components where a model has them.
 MODELS: dict[str, Callable[[int | None, int], PreferenceModel]] = {
     "bt": lambda k, seed: SingleBT(BTConfig(seed=seed)),
     "per-user-bt": lambda k, seed: PerUserBT(BTConfig(seed=seed)),
+    "em": lambda k, seed: EMMixture(EMConfig(k=k or 2, seed=seed)),
 }
 
 
