@@ -263,6 +263,13 @@ class EMMixture:
             post = F.one_hot(post.argmax(1), W.shape[0]).to(post.dtype)
         return post
 
+    @torch.no_grad()
+    def rewards(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+        """Every head's reward r_k(x, y) = w_k . [y; x * y] for embeddings (n, d): (n, K)."""
+        W, _ = self._heads()
+        prompt, response = prompt.to(W.device).double(), response.to(W.device).double()
+        return torch.cat([response, prompt * response], dim=-1) @ W.T
+
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
         W, _ = self._heads()
         return self._predict(self.posterior(support), query.to(W.device))
