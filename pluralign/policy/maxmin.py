@@ -101,9 +101,13 @@ class PairTokens:
         return int(self.chosen_ids.shape[0])
 
 
+SYSTEM_PROMPT = "You are a helpful assistant."  # short: SmolLM2's default system prompt doubles the tokens
+
+
 def prompt_text(tokenizer, prompt: str) -> str:
     """The chat-formatted prompt the policy answers (the same at training and generation time)."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def _encode(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:

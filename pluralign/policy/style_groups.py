@@ -3,14 +3,14 @@
 Like the paper's small-scale study (a majority that wants positive sentiment, a minority that wants
 concise answers), with rules anyone can check instead of classifiers:
 
-- `enthusiastic`: reward = number of exclamation marks in the answer (more is better);
+- `enthusiastic`: reward = exclamation marks + words / 10 (excited, and full rather than curt);
 - `concise`: reward = minus the number of words (shorter is better).
 
 Candidates come from the base model's own answers: each answer y gives four variants, `detailed`
 (y itself), `brief` (its first sentence), and both `excited` ("Great question!" in front, periods
-turned into exclamation marks). The two groups disagree: enthusiasts rank detailed_excited first
-(most "!"), concise users rank brief first. brief_excited is second for both, the compromise a
-MaxMin policy can find. A population of users, a share of them in each group, labels random pairs
+turned into exclamation marks). The two groups disagree: enthusiasts rank detailed_excited first,
+concise users rank brief first. brief_excited is second for both, the compromise a MaxMin policy
+can find; a policy fit to the majority writes long excited answers, which the minority dislikes. A population of users, a share of them in each group, labels random pairs
 of variants by its group's rule (ties are skipped).
 """
 
@@ -37,7 +37,7 @@ def word_count(text: str) -> int:
 
 
 GROUP_REWARDS: dict[str, Callable[[str], float]] = {
-    "enthusiastic": exclamations,
+    "enthusiastic": lambda text: exclamations(text) + word_count(text) / 10.0,
     "concise": lambda text: -float(word_count(text)),
 }
 

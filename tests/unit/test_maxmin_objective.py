@@ -31,6 +31,12 @@ def group_heads(shares: dict[str, float], k: int) -> EMMixture:
     return model
 
 
+def base_like_reference(candidates: list[str]) -> torch.Tensor:
+    """Log-probabilities of a reference that, like the base LM, mostly writes the plain detailed answer."""
+    probs = torch.tensor([0.7 if c == style_variants(ANSWER)["detailed"] else 0.1 for c in candidates])
+    return torch.log(probs)
+
+
 def train_categorical(heads: EMMixture, steps: int = 300, beta: float = 0.5) -> tuple[np.ndarray, list[str]]:
     """DPO-train a softmax policy over the four answers on pairs ranked by min over the heads."""
     candidates = sorted(style_variants(ANSWER).values())
@@ -40,8 +46,8 @@ def train_categorical(heads: EMMixture, steps: int = 300, beta: float = 0.5) -> 
     index = {c: i for i, c in enumerate(candidates)}
     chosen = torch.tensor([index[p.chosen] for p in pairs])
     rejected = torch.tensor([index[p.rejected] for p in pairs])
-    logits = torch.zeros(len(candidates), requires_grad=True)  # the reference policy is uniform
-    ref_logp = torch.log_softmax(torch.zeros(len(candidates)), 0)
+    ref_logp = base_like_reference(candidates)
+    logits = ref_logp.clone().requires_grad_(True)  # the policy starts as the reference
     optimizer = torch.optim.Adam([logits], lr=0.05)
     for _ in range(steps):
         logp = torch.log_softmax(logits, 0)  # (4,)
@@ -52,10 +58,12 @@ def train_categorical(heads: EMMixture, steps: int = 300, beta: float = 0.5) -> 
     return torch.softmax(logits.detach(), 0).numpy(), candidates
 
 
-def expected_normalized_rewards(pi: np.ndarray, candidates: list[str]) -> dict[str, float]:
-    """Each group's true (rule) reward, standardized over the candidates, in expectation under pi."""
+def reward_gain(pi: np.ndarray, candidates: list[str]) -> dict[str, float]:
+    """Each group's true (rule) reward in expectation under pi minus under the reference, in units of
+    that reward's spread over the candidates."""
     rewards = np.array([[GROUP_REWARDS[g](c) for g in sorted(GROUP_REWARDS)] for c in candidates])  # (4, G)
-    return dict(zip(sorted(GROUP_REWARDS), pi @ normalize_rewards(rewards), strict=True))
+    ref = torch.softmax(base_like_reference(candidates), 0).numpy()
+    return dict(zip(sorted(GROUP_REWARDS), (pi - ref) @ normalize_rewards(rewards), strict=True))
 
 
 @pytest.mark.parametrize("majority", [0.8, 0.9])
@@ -63,13 +71,11 @@ def test_maxmin_raises_the_worst_group_where_single_does_not(majority):
     shares = {"enthusiastic": majority, "concise": 1 - majority}
     pi_single, candidates = train_categorical(group_heads(shares, k=1))
     pi_maxmin, _ = train_categorical(group_heads(shares, k=2))
-    at_start = expected_normalized_rewards(np.full(4, 0.25), candidates)  # uniform: every group at 0
-    single = expected_normalized_rewards(pi_single, candidates)
-    maxmin = expected_normalized_rewards(pi_maxmin, candidates)
-    assert max(abs(v) for v in at_start.values()) < 1e-9
+    single = reward_gain(pi_single, candidates)
+    maxmin = reward_gain(pi_maxmin, candidates)
     assert single["enthusiastic"] > 0.5  # the single reward serves the majority...
-    assert single["concise"] < 0  # ...at the minority's cost
-    assert min(maxmin.values()) > 0.2  # MaxMin lifts the worst-off group above where it started
+    assert single["concise"] < 0  # ...and leaves the minority worse off than the reference
+    assert min(maxmin.values()) > 0.2  # MaxMin raises every group, the worst-off included
     assert min(maxmin.values()) > min(single.values()) + 0.5
     assert candidates[int(pi_maxmin.argmax())] == style_variants(ANSWER)["brief_excited"]  # the compromise
 
