@@ -1,6 +1,6 @@
 """MaxMin vs single-reward policy on a majority/minority population, judged by each group's own rule.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.maxmin_policy --majority 0.8 0.9 --steps 40 --work runs/maxmin-bench
+    OMP_NUM_THREADS=1 python -m benchmarks.maxmin_policy --majority 0.8 0.9 --steps 24 --work runs/maxmin-bench
 
 1. SmolLM2-135M-Instruct answers the training and evaluation questions (sampled, short).
 2. A population of 100 users (majority `enthusiastic`, minority `concise`; see
@@ -57,10 +57,11 @@ def candidates_and_rewards(prompts, answers, heads):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--majority", type=float, nargs="+", default=[0.8, 0.9], help="majority shares to run")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--every", type=int, default=20, help="evaluate win rates every N steps")
+    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--every", type=int, default=8, help="evaluate win rates every N steps")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lora-layers", type=int, default=4, help="adapt only the last N layers (0: all)")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
@@ -123,12 +124,12 @@ def main() -> None:
             tag = f"{objective}-{round(majority * 100)}"
             write_jsonl(pairs, work / f"pairs-{tag}.jsonl")
 
-            config = MaxMinConfig(objective=objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+            config = MaxMinConfig(objective=objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_layers=args.lora_layers, seed=args.seed)
             base, tokenizer = load_smollm2()  # a fresh base: peft wraps it in place
             policy = with_lora(base, config)
             curve = []
 
-            def measure(step, model, curve=curve):
+            def measure(step, model, curve=curve, tokenizer=tokenizer, tag=tag):
                 said = generate(model, tokenizer, eval_q, args.max_new_tokens, seed=args.seed + 1)
                 rates = win_rates(said, base_eval)
                 curve.append({"step": step, **rates, "words": sum(map(word_count, said)) / len(said), "exclaims": sum(map(exclamations, said)) / len(said), "sample": said[0]})

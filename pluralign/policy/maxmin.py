@@ -59,6 +59,7 @@ class MaxMinConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+    lora_layers: int = 0  # 0: adapt every layer; N: only the last N (backward stops there, cheap on CPU)
     max_length: int = 160  # prompt + response tokens; longer responses are cut
     seed: int = 0
 
@@ -162,14 +163,14 @@ def _batch_logps(model, pairs: PairTokens, idx: torch.Tensor, device) -> tuple[t
 
 
 @torch.no_grad()
-def reference_logps(model, pairs: PairTokens, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """log pi_ref of every chosen and rejected response, computed once with the adapter off: (N,), (N,)."""
+def reference_logps(model, pairs: PairTokens, index: torch.Tensor | None = None, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi_ref of the chosen and rejected responses of `index` (default all), with the adapter off: (n,), (n,)."""
     device = next(model.parameters()).device
+    index = torch.arange(len(pairs)) if index is None else index
     out_c, out_r = [], []
     with model.disable_adapter():
-        for start in range(0, len(pairs), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(pairs)))
-            c, r = _batch_logps(model, pairs, idx, device)
+        for start in range(0, len(index), batch_size):
+            c, r = _batch_logps(model, pairs, index[start : start + batch_size], device)
             out_c.append(c.cpu())
             out_r.append(r.cpu())
     return torch.cat(out_c), torch.cat(out_r)
@@ -179,7 +180,12 @@ def with_lora(base_model, config: MaxMinConfig):
     """Wrap a causal LM with a fresh LoRA adapter; only the adapter's weights require gradients."""
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    n_layers = base_model.config.num_hidden_layers
+    layers = list(range(n_layers - config.lora_layers, n_layers)) if 0 < config.lora_layers < n_layers else None
+    lora = LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=list(config.target_modules),
+        layers_to_transform=layers, task_type="CAUSAL_LM",
+    )
     return get_peft_model(base_model, lora)
 
 
@@ -216,7 +222,9 @@ def train_maxmin(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     device = next(policy.parameters()).device
-    ref_chosen, ref_rejected = reference_logps(policy, pairs)  # (N,), (N,)
+    # reference log-probs, computed the first time a pair is drawn: a short run never pays for the rest
+    ref_chosen = torch.full((len(pairs),), float("nan"))  # (N,)
+    ref_rejected = torch.full((len(pairs),), float("nan"))
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
     log = TrainLog()
@@ -229,6 +237,11 @@ def train_maxmin(
             group["lr"] = lr
         policy.train()
         idx = torch.tensor(rng.sample(range(len(pairs)), min(config.batch_size, len(pairs))))  # (B,)
+        missing = idx[torch.isnan(ref_chosen[idx])]
+        if len(missing):
+            policy.eval()
+            ref_chosen[missing], ref_rejected[missing] = reference_logps(policy, pairs, missing)
+            policy.train()
         logp_chosen, logp_rejected = _batch_logps(policy, pairs, idx, device)  # (B,), (B,)
         chosen_ratio = logp_chosen - ref_chosen[idx].to(device)  # (B,) log pi / pi_ref
         rejected_ratio = logp_rejected - ref_rejected[idx].to(device)

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     records, _ = read_preferences(args.pairs)
-    config = MaxMinConfig(objective=args.objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_r=args.lora_r, seed=args.seed)
+    config = MaxMinConfig(objective=args.objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_r=args.lora_r, lora_layers=args.lora_layers, seed=args.seed)
     base, tokenizer = load_base(args.base)
     base_id = base_model_id(base)
     tokens = tokenize_pairs(records, tokenizer, max_length=config.max_length)
@@ -84,6 +84,7 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-layers", type=int, default=0, help="adapt only the last N layers (0: all; 4 is quick on CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="artifact folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
