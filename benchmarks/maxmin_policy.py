@@ -1,6 +1,6 @@
 """MaxMin vs single-reward policy on a majority/minority population, judged by each group's own rule.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.maxmin_policy --majority 0.8 0.9 --steps 24 --work runs/maxmin-bench
+    OMP_NUM_THREADS=1 python -m benchmarks.maxmin_policy --majority 0.8 0.9 --steps 20 --work runs/maxmin-bench
 
 1. SmolLM2-135M-Instruct answers the training and evaluation questions (sampled, short).
 2. A population of 100 users (majority `enthusiastic`, minority `concise`; see
@@ -57,10 +57,11 @@ def candidates_and_rewards(prompts, answers, heads):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--majority", type=float, nargs="+", default=[0.8, 0.9], help="majority shares to run")
-    parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--every", type=int, default=8, help="evaluate win rates every N steps")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--every", type=int, default=10, help="evaluate win rates every N steps")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--nll", type=float, default=0.2, help="weight of the chosen answer's NLL next to DPO")
     parser.add_argument("--lora-layers", type=int, default=4, help="adapt only the last N layers (0: all)")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--max-new-tokens", type=int, default=24)
@@ -86,7 +87,7 @@ def main() -> None:
         train_maxmin,
         with_lora,
     )
-    from pluralign.policy.style_groups import exclamations, feature_pairs, preference_pairs, win_rates, word_count
+    from pluralign.policy.style_groups import exclamations, feature_pairs, length, preference_pairs, win_rates
     from pluralign.reward.em import EMConfig, EMMixture
 
     work = Path(args.work)
@@ -108,6 +109,7 @@ def main() -> None:
     print(f"base answers: {len(train_q)} train, {len(eval_q)} eval questions, max {args.max_new_tokens} new tokens")
 
     results = []
+    curve_at_start: dict = {}
     for majority in args.majority:
         shares = {"enthusiastic": majority, "concise": round(1 - majority, 6)}
         comparisons = preference_pairs(train_q, answers["train"], shares, users=100, pairs_per_user=12, seed=args.seed)
@@ -124,15 +126,18 @@ def main() -> None:
             tag = f"{objective}-{round(majority * 100)}"
             write_jsonl(pairs, work / f"pairs-{tag}.jsonl")
 
-            config = MaxMinConfig(objective=objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_layers=args.lora_layers, seed=args.seed)
+            config = MaxMinConfig(objective=objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_layers=args.lora_layers, chosen_nll_weight=args.nll, seed=args.seed)
             base, tokenizer = load_smollm2()  # a fresh base: peft wraps it in place
             policy = with_lora(base, config)
             curve = []
 
             def measure(step, model, curve=curve, tokenizer=tokenizer, tag=tag):
+                if step == 0 and results:  # the untrained LoRA is the base: its answers are the base's
+                    curve.append({**curve_at_start, "step": 0})
+                    return
                 said = generate(model, tokenizer, eval_q, args.max_new_tokens, seed=args.seed + 1)
                 rates = win_rates(said, base_eval)
-                curve.append({"step": step, **rates, "words": sum(map(word_count, said)) / len(said), "exclaims": sum(map(exclamations, said)) / len(said), "sample": said[0]})
+                curve.append({"step": step, **rates, "chars": sum(map(length, said)) / len(said), "exclaims": sum(map(exclamations, said)) / len(said), "sample": said[0]})
                 print(f"  {tag} step {step:3d}: win enthusiastic {rates['enthusiastic']:.2f} concise {rates['concise']:.2f} | {said[0][:70]!r}", flush=True)
 
             log = train_maxmin(policy, tokenize_pairs(pairs, tokenizer, config.max_length), config, callback=measure, every=args.every)
@@ -142,15 +147,16 @@ def main() -> None:
                 "majority": majority, "objective": objective, "heads": k, "ari": ari, "pairs": len(pairs), "curve": curve,
                 "seconds_per_step": log.seconds_per_step, "peak_memory_mb": log.peak_memory_mb, "loss": log.loss,
             })
+            curve_at_start.update(curve[0])
             print(f"  {tag}: {len(pairs)} pairs, {log.seconds_per_step:.2f} s/step, peak {log.peak_memory_mb:.0f} MB, ARI {ari}", flush=True)
             (work / "results.json").write_text(json.dumps(results, indent=1))
 
-    print("\n| majority/minority | policy | enthusiastic (majority) win | concise (minority) win | words | '!' | s/step | peak MB |")
+    print("\n| majority/minority | policy | enthusiastic (majority) win | concise (minority) win | chars | '!' | s/step | peak MB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         end = r["curve"][-1]
         split = f"{round(r['majority'] * 100)}/{round((1 - r['majority']) * 100)}"
-        print(f"| {split} | {r['objective']} (K={r['heads']}) | {end['enthusiastic']:.2f} | {end['concise']:.2f} | {end['words']:.1f} | {end['exclaims']:.1f} | {r['seconds_per_step']:.2f} | {r['peak_memory_mb']:.0f} |")
+        print(f"| {split} | {r['objective']} (K={r['heads']}) | {end['enthusiastic']:.2f} | {end['concise']:.2f} | {end['chars']:.0f} | {end['exclaims']:.1f} | {r['seconds_per_step']:.2f} | {r['peak_memory_mb']:.0f} |")
     print("\ncurves (step: majority win / minority win)")
     for r in results:
         points = ", ".join(f"{c['step']}: {c['enthusiastic']:.2f}/{c['concise']:.2f}" for c in r["curve"])

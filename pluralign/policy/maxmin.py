@@ -60,6 +60,7 @@ class MaxMinConfig:
     lora_alpha: int = 16
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
     lora_layers: int = 0  # 0: adapt every layer; N: only the last N (backward stops there, cheap on CPU)
+    chosen_nll_weight: float = 0.0  # adds this times the chosen answer's per-token NLL (RPO): keeps text fluent
     max_length: int = 160  # prompt + response tokens; longer responses are cut
     seed: int = 0
 
@@ -153,6 +154,7 @@ def sequence_logps(model, ids: torch.Tensor, attention: torch.Tensor, response: 
 
 
 def _batch_logps(model, pairs: PairTokens, idx: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs of the chosen and rejected answers of pairs `idx`: (B,), (B,)."""
     def trim(ids, attention, response):
         width = int(attention[idx].sum(1).max())
         return ids[idx, :width].to(device), attention[idx, :width].to(device), response[idx, :width].to(device)
@@ -246,6 +248,9 @@ def train_maxmin(
         chosen_ratio = logp_chosen - ref_chosen[idx].to(device)  # (B,) log pi / pi_ref
         rejected_ratio = logp_rejected - ref_rejected[idx].to(device)
         loss = dpo_loss(logp_chosen, logp_rejected, ref_chosen[idx].to(device), ref_rejected[idx].to(device), config.beta).mean()
+        if config.chosen_nll_weight:
+            n_tokens = pairs.chosen_response[idx].sum(1).clamp_min(1).to(device)  # (B,)
+            loss = loss + config.chosen_nll_weight * (-logp_chosen / n_tokens).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

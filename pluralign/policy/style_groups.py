@@ -3,8 +3,9 @@
 Like the paper's small-scale study (a majority that wants positive sentiment, a minority that wants
 concise answers), with rules anyone can check instead of classifiers:
 
-- `enthusiastic`: reward = exclamation marks + words / 10 (excited, and full rather than curt);
-- `concise`: reward = minus the number of words (shorter is better).
+- `enthusiastic`: reward = exclamation marks + characters / 50 (excited, and full rather than curt);
+- `concise`: reward = minus the number of characters (shorter is better; characters rather than
+  words, so that punctuation-heavy text earns nothing).
 
 Candidates come from the base model's own answers: each answer y gives four variants, `detailed`
 (y itself), `brief` (its first sentence), and both `excited` ("Great question!" in front, periods
@@ -36,15 +37,19 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
+def length(text: str) -> int:
+    return len(text.strip())
+
+
 GROUP_REWARDS: dict[str, Callable[[str], float]] = {
-    "enthusiastic": lambda text: exclamations(text) + word_count(text) / 10.0,
-    "concise": lambda text: -float(word_count(text)),
+    "enthusiastic": lambda text: exclamations(text) + length(text) / 50.0,
+    "concise": lambda text: -float(length(text)),
 }
 
 
 def answer_features(texts: Sequence[str]) -> torch.Tensor:
-    """What the groups' reward heads see of an answer: [exclamation marks, -words / 10]: (n, 2)."""
-    return torch.tensor([[exclamations(t), -word_count(t) / 10.0] for t in texts], dtype=torch.float32)
+    """What the groups' reward heads see of an answer: [exclamation marks, -characters / 50]: (n, 2)."""
+    return torch.tensor([[exclamations(t), -length(t) / 50.0] for t in texts], dtype=torch.float32)
 
 
 def feature_pairs(records: Sequence[Preference]) -> PairBatch:

@@ -97,3 +97,23 @@ def test_lora_training_learns_and_leaves_the_base_bit_identical(tokenizer, tmp_p
     other.config.name_or_path = "some-other-base"
     with pytest.raises(ValueError, match="some-other-base"):
         load_policy(tmp_path / "policy", other)
+
+
+def test_train_maxmin_command_writes_a_loadable_artifact(tokenizer, tmp_path):
+    import json
+
+    from pluralign.data.io import write_jsonl
+    from training.cli import main
+
+    base_dir = tmp_path / "tiny-base"
+    tiny_llama(tokenizer).save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    write_jsonl(rule_ranked_pairs(), tmp_path / "pairs.jsonl")
+    out = tmp_path / "run"
+    code = main(["train", "maxmin", "--pairs", str(tmp_path / "pairs.jsonl"), "--base", str(base_dir), "--steps", "2", "--batch-size", "2", "--lora-r", "2", "--out", str(out), "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and len(metrics["loss"]) == 2 and metrics["objective"] == "maxmin"
+    base = LlamaForCausalLM.from_pretrained(base_dir)
+    _, meta = load_policy(out, base)
+    assert meta.base_model == str(base_dir) and meta.heads == 2
