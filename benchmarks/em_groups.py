@@ -18,7 +18,7 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--runs", nargs="+", default=["persona:4:em:4", "persona:4:em-soft:4", "persona:4:per-user-bt:0", "persona:4:bt:0", "persona:2:em:2", "ukp:0:em:2", "ukp:0:bt:0"], help="protocol:groups:model:k")
+    parser.add_argument("--runs", nargs="+", default=["persona:4:em:4", "persona:4:em-soft:4", "persona:4:per-user-bt:0", "persona:4:bt:0", "persona:2:em:2", "ukp:0:em:2"], help="protocol:groups:model:k")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

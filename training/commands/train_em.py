@@ -2,6 +2,7 @@
 
     pluralign train em --k 4 --protocol persona --groups 4 --out runs/em-persona4
     pluralign train em --k 3 --protocol ukp --assignment soft --restarts 8 --out runs/em-ukp
+    pluralign train em --k 4 --protocol persona --groups 4 --init random --out runs/em-random
 
 Writes OUT/heads.safetensors, OUT/meta.json (schema version, encoder id, K, dim), OUT/users.jsonl
 (each seen user's cluster and posterior) and OUT/metrics.json (the log-likelihood per iteration of
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     users = sorted({r.user_id for r in protocol.seen.train})
     train = embed_pairs(protocol.seen.train, encoder, users, protocol.group_attribute)
     val = embed_pairs(protocol.seen.val, encoder, users, protocol.group_attribute)
-    config = EMConfig(k=args.k, assignment=args.assignment, restarts=args.restarts, max_iter=args.max_iter, l2=args.l2, seed=args.seed)
+    config = EMConfig(k=args.k, assignment=args.assignment, init=args.init, restarts=args.restarts, max_iter=args.max_iter, l2=args.l2, seed=args.seed)
     model = EMMixture(config)
     bar = tqdm(desc=f"EM k={args.k}", unit="iter", file=sys.stderr, disable=args.quiet)
     metrics = model.fit(train, val, progress=lambda restart, ll: (bar.update(), bar.set_postfix(restart=restart, ll=f"{ll:.1f}")))
@@ -59,6 +60,7 @@ def register(sub) -> None:
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona"])
     p.add_argument("--groups", type=int, default=4, help="persona: number of true groups")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"])
+    p.add_argument("--init", default="kmeans", choices=["kmeans", "random"], help="k-means on per-user fits, or random groups")
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--max-iter", type=int, default=50)
     p.add_argument("--l2", type=float, default=1.0, help="ridge strength on each head")
