@@ -21,6 +21,7 @@ TRAINERS: tuple[str, ...] = (
     "training.commands.train_fspo",
     "training.commands.train_adapter",
 )
+)
 
 
 def make_parser() -> argparse.ArgumentParser:
