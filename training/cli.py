@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
-COMMANDS = ("training.commands.data", "training.commands.eval", "training.commands.audit")
+COMMANDS = ("training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.audit")
 TRAINERS: tuple[str, ...] = ()
 
 
