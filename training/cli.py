@@ -14,7 +14,9 @@ import sys
 
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
 COMMANDS = ("training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.audit")
-TRAINERS: tuple[str, ...] = ()
+TRAINERS: tuple[str, ...] = (
+    "training.commands.train_em",
+)
 
 
 def make_parser() -> argparse.ArgumentParser:
