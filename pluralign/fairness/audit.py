@@ -68,10 +68,16 @@ class Comparisons:
         return len(self.user)
 
 
-def _index(labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+def index_labels(labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     names = sorted(set(labels))
     position = {n: i for i, n in enumerate(names)}
     return np.fromiter((position[x] for x in labels), np.int64, len(labels)), names
+
+
+def policy_outcome(attributes: Mapping[str, str]) -> int:
+    """+1: a personalized response beat a base one; -1: the base one won; 0: not such a comparison."""
+    pair = (attributes.get(CHOSEN_POLICY), attributes.get(REJECTED_POLICY))
+    return 1 if pair == (PERSONALIZED, BASE) else -1 if pair == (BASE, PERSONALIZED) else 0
 
 
 def comparisons_from_records(
@@ -89,23 +95,15 @@ def comparisons_from_records(
     vectors = encoder.encode(texts)  # (T, d)
     chosen = np.fromiter((where[r.chosen] for r in pairs), np.int64, len(pairs))
     rejected = np.fromiter((where[r.rejected] for r in pairs), np.int64, len(pairs))
-    user, users = _index([r.user_id for r in pairs])
+    user, users = index_labels([r.user_id for r in pairs])
     if user_groups is not None:
         labels = [user_groups.get(r.user_id, "unassigned") for r in pairs]
     else:
         labels = [r.attributes.get(group_by, "unknown") for r in pairs]
-    group, groups = _index(labels)
+    group, groups = index_labels(labels)
     stamps = [r.created_at for r in pairs]
     order = np.array(stamps, np.float64) if all(s is not None for s in stamps) else np.arange(len(pairs), dtype=np.float64)
-    policy = np.array(
-        [
-            1 if (r.attributes.get(CHOSEN_POLICY), r.attributes.get(REJECTED_POLICY)) == (PERSONALIZED, BASE)
-            else -1 if (r.attributes.get(CHOSEN_POLICY), r.attributes.get(REJECTED_POLICY)) == (BASE, PERSONALIZED)
-            else 0
-            for r in pairs
-        ],
-        np.int8,
-    )
+    policy = np.array([policy_outcome(r.attributes) for r in pairs], np.int8)
     return Comparisons(
         diff=vectors[chosen] - vectors[rejected], user=user, users=users, group=group, groups=groups,
         time=order, policy_win=policy, encoder_id=encoder.encoder_id, ties_skipped=len(records) - len(pairs),

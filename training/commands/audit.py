@@ -4,11 +4,13 @@
     pluralign audit --source ukp_convarg1 --path ../shared/data/ukp_convarg1 --group-by worker_stance
     pluralign audit --source persona --groups 2 --group-weights 0.9,0.1 --group-by group --json
     pluralign audit --data prefs.parquet --group-by cluster --user-groups clusters.json --out report.json
+    pluralign audit --store data/lancedb --group-by segment --since 1764000000 --json
 
 Each comparison is predicted by its user's online model before the model learns from it
 (prequential accuracy); the base model is cross-fitted by user. `--user-groups` maps user ids to
 groups learned elsewhere (nearest PAL prototype, EM cluster); otherwise `--group-by` names a record
-attribute. Groups with fewer than `--min-group-size` users are suppressed.
+attribute. `--store` audits the service's LanceDB tables (stored vectors, user attributes, and
+`--group-by pal_prototype` for each user's nearest PAL prototype). Groups with fewer than `--min-group-size` users are suppressed.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def load_records(args: argparse.Namespace):
         seen = protocol.seen
         # in each user's order of arrival: training pairs first, then validation, then test
         return [*seen.train, *seen.val, *seen.test]
-    raise ValueError("give --data FILE, or --source ukp_convarg1|persona")
+    raise ValueError("give --data FILE, --store URI, or --source ukp_convarg1|persona")
 
 
 def print_table(report) -> None:
@@ -66,11 +68,16 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.fairness.audit import AuditConfig, audit, comparisons_from_records
     from pluralign.fairness.report import report_encoder
 
-    records = load_records(args)
-    user_groups = None
-    if args.user_groups:
-        user_groups = msgspec.json.decode(Path(args.user_groups).read_bytes(), type=dict[str, str])
-    comparisons = comparisons_from_records(records, cached_encoder(args), args.group_by, user_groups)
+    if args.store:
+        from pluralign.fairness.store_source import comparisons_from_store
+
+        comparisons = comparisons_from_store(args.store, args.group_by, args.tenant)
+    else:
+        records = load_records(args)
+        user_groups = None
+        if args.user_groups:
+            user_groups = msgspec.json.decode(Path(args.user_groups).read_bytes(), type=dict[str, str])
+        comparisons = comparisons_from_records(records, cached_encoder(args), args.group_by, user_groups)
     config = AuditConfig(
         min_group_size=args.min_group_size, min_comparisons=args.min_comparisons, since=args.since, seed=args.seed
     )
@@ -92,6 +99,8 @@ def register(sub) -> None:
     p = sub.add_parser("audit", help="fairness audit: per-group accuracy, personalized vs one-size-fits-all")
     p.add_argument("--data", help="preference file (.jsonl or .parquet)")
     p.add_argument("--source", choices=["ukp_convarg1", "persona"], help="a built-in data set instead of --data")
+    p.add_argument("--store", help="LanceDB URI of the service's tables (e.g. data/lancedb)")
+    p.add_argument("--tenant", help="with --store: audit one tenant only")
     p.add_argument("--path", help="folder of the --source data (default under --data-dir)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--group-by", required=True, help="record attribute naming each comparison's group")

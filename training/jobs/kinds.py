@@ -2,7 +2,8 @@
 
 A job's params become the command's flags (`group_by` -> `--group-by VALUE`, `True` -> a bare flag),
 so an operator can pass any option the command knows. Trainers get `--out` set to the job's
-artifact folder and end with one JSON line; `heldout_accuracy` in it decides promotion.
+artifact folder and end with one JSON line; its `heldout_accuracy` (else `val_acc`, the
+validation accuracy the trainers report) decides promotion.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from training.jobs.record import Job, Param
 
-HELDOUT_METRIC = "heldout_accuracy"
+HELDOUT_METRICS = ("heldout_accuracy", "val_acc")  # the first one a result has decides promotion
 _FLAG = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

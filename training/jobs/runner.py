@@ -25,7 +25,7 @@ from typing import Protocol
 import msgspec
 
 from training.common import PROGRESS_ENV, PROGRESS_PREFIX
-from training.jobs.kinds import HELDOUT_METRIC, KINDS, JobKind
+from training.jobs.kinds import HELDOUT_METRICS, KINDS, JobKind
 from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, JobState, Param
 from training.jobs.store import JobStore, write_atomic
@@ -273,9 +273,9 @@ class LocalJobRunner:
         kind = self.kinds[job.kind]
         if kind.promotion_key is None:
             return job
-        accuracy = job.metrics.get(HELDOUT_METRIC)
+        accuracy = next((job.metrics[m] for m in HELDOUT_METRICS if m in job.metrics), None)
         if accuracy is None:
-            return msgspec.structs.replace(job, promoted=False, promotion_note=f"kept, not served: the result has no {HELDOUT_METRIC}")
+            return msgspec.structs.replace(job, promoted=False, promotion_note=f"kept, not served: the result has none of {', '.join(HELDOUT_METRICS)}")
         key = kind.promotion_key(job)
         replaced = self.promotions.served(key)
         promoted, note = self.promotions.consider(key, job.artifact or "", accuracy, job.id)
