@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pluralign.reward.pal import PALConfig, PALModel, fit_user, load_pal, save_pal, train_pal
 
 from pluralign.embed.base import Encoder
+from pluralign.reward.pal import PALConfig, PALModel, fit_user, load_pal, save_pal, train_pal
 
 log = logging.getLogger("pluralign.service")
 
@@ -45,7 +45,7 @@ class UserRewards:
     @classmethod
     def load(cls, folder: str | Path, encoder_id: str) -> UserRewards:
         folder = Path(folder)
-        model, user_weights = load_pal(folder, encoder_id=encoder_id)
+        model, user_weights, _ = load_pal(folder, encoder_id=encoder_id)
         prior = torch.as_tensor(user_weights.prior()).detach().float().cpu().numpy()
         return cls(model, prior, checkpoint_version(folder), trained=True, note=f"loaded from {folder}")
 
@@ -59,7 +59,7 @@ class UserRewards:
         except FileNotFoundError as exc:
             note = f"UNTRAINED reward model: no persona data to bootstrap from ({exc}); set PLURALIGN_SHARED_DATA"
             log.warning(note)
-            model = PALModel(PALConfig(dim=encoder.dim, k=BOOTSTRAP_GROUPS))
+            model = PALModel(PALConfig(input_dim=encoder.dim, k=BOOTSTRAP_GROUPS))
             return cls(model, np.zeros(BOOTSTRAP_GROUPS, np.float32), "untrained", trained=False, note=note)
         rewards = cls.load(folder, encoder.encoder_id)
         rewards.note = f"bootstrapped on persona data from {shared_data} into {folder}"
@@ -104,6 +104,6 @@ def bootstrap(folder: Path, encoder: Encoder, shared_data: Path) -> None:
     users = sorted({r.user_id for r in protocol.seen.train})
     train = embed_pairs(protocol.seen.train, cached, users)
     val = embed_pairs(protocol.seen.val, cached, users)
-    result = train_pal(train, val, PALConfig(dim=encoder.dim, k=BOOTSTRAP_GROUPS))
+    result = train_pal(train, val, PALConfig(input_dim=encoder.dim, k=BOOTSTRAP_GROUPS))
     save_pal(folder, result.model, result.user_weights, encoder.encoder_id)
     log.info("bootstrapped a PAL checkpoint in %s: %s", folder, result.metrics)

@@ -14,4 +14,8 @@ from service.runtime import Runtime
 def create_feedback(request: Request, data: JSONBody[FeedbackBody]) -> FeedbackReceipt:
     """201 only once the rows are committed to LanceDB; the user's reward is refitted before the reply."""
     rt: Runtime = request.app.state.runtime
-    return services.record(rt, request.user.tenant, data)
+    receipt = services.record(rt, request.user.tenant, data)
+    admin = request.app.state.get("admin")
+    if admin is not None:  # enough new comparisons queue an adapter job for this user
+        admin.on_feedback(request.user.tenant, receipt.user, receipt.refit.comparisons)
+    return receipt

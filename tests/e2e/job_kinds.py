@@ -29,5 +29,5 @@ def work(job, out):
 
 TEST_KINDS = {
     "work": JobKind("work", work),
-    "adapter": JobKind("adapter", work, required=("user",), promotion_key=lambda job: f"adapter/{job.params['user']}"),
+    "adapter": JobKind("adapter", work, required=("user",), promotion_key=lambda job: f"adapter/{job.params.get('tenant', 'default')}/{job.params['user']}"),
 }

@@ -64,9 +64,9 @@ def test_a_worse_adapter_is_kept_but_not_served(runner):
     assert worse.state == "succeeded" and worse.promoted is False
     assert worse.metrics["heldout_accuracy"] == 0.70 and worse.metrics["replaced_heldout_accuracy"] == 0.80
     assert Path(worse.artifact).is_dir()  # kept
-    assert runner.promotions.served("adapter/alice").job_id == first.id  # not served
+    assert runner.promotions.served("adapter/default/alice").job_id == first.id  # not served
     equal = runner.wait(runner.submit("adapter", {"user": "alice", "accuracy": 0.80}).id)
-    assert equal.promoted is True and runner.promotions.served("adapter/alice").job_id == equal.id
+    assert equal.promoted is True and runner.promotions.served("adapter/default/alice").job_id == equal.id
     # another user's adapter is judged on its own
     bob = runner.wait(runner.submit("adapter", {"user": "bob", "accuracy": 0.6}).id)
     assert bob.promoted is True
@@ -74,13 +74,14 @@ def test_a_worse_adapter_is_kept_but_not_served(runner):
 
 def test_an_adapter_job_is_queued_after_every_n_new_comparisons(runner):
     trigger = AdapterTrigger(runner, every=3)
-    assert trigger.on_feedback("carol", 2) is None
-    job = trigger.on_feedback("carol", 3)
-    assert job is not None and job.params == {"user": "carol", "comparisons": 3}
-    assert trigger.on_feedback("carol", 4) is None  # one is already queued or running
+    assert trigger.on_feedback("acme", "carol", 2) is None
+    job = trigger.on_feedback("acme", "carol", 3)
+    assert job is not None and job.params == {"tenant": "acme", "user": "carol", "comparisons": 3}
+    assert trigger.on_feedback("acme", "carol", 4) is None  # one is already queued or running
+    assert trigger.on_feedback("globex", "carol", 3) is not None  # another tenant's carol is another user
     runner.wait(job.id)
-    assert trigger.on_feedback("carol", 5) is None
-    assert trigger.on_feedback("carol", 6).params["comparisons"] == 6
+    assert trigger.on_feedback("acme", "carol", 5) is None
+    assert trigger.on_feedback("acme", "carol", 6).params["comparisons"] == 6
 
 
 CRASHING_SERVICE = """

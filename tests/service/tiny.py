@@ -49,7 +49,7 @@ def train_tiny_pal(folder: Path, encoder) -> Path:
     train = embed_pairs(protocol.seen.train, encoder, users)
     val = embed_pairs(protocol.seen.val, encoder, users)
     torch.manual_seed(0)
-    result = train_pal(train, val, PALConfig(dim=encoder.dim, k=2))
+    result = train_pal(train, val, PALConfig(input_dim=encoder.dim, k=2))
     save_pal(folder, result.model, result.user_weights, encoder.encoder_id)
     return folder
 

@@ -58,7 +58,7 @@ KINDS: dict[str, JobKind] = {
             "adapter",
             lambda job, out: cli("train", "adapter", "--user", str(job.params["user"]), "--out", str(out), *flags(job.params, ("user", "comparisons"))),
             required=("user",),
-            promotion_key=lambda job: f"adapter/{job.params['user']}",
+            promotion_key=lambda job: f"adapter/{job.params.get('tenant', 'default')}/{job.params['user']}",
         ),
         JobKind("pal", lambda job, out: cli("train", "pal", "--out", str(out), *flags(job.params)), promotion_key=lambda job: "pal"),
         JobKind("em", lambda job, out: cli("train", "em", "--out", str(out), *flags(job.params)), promotion_key=lambda job: "em"),

@@ -13,16 +13,19 @@ class AdapterTrigger:
         self.runner = runner
         self.every = every
 
-    def on_feedback(self, user_id: str, comparisons: int) -> Job | None:
+    def on_feedback(self, tenant: str, user_id: str, comparisons: int) -> Job | None:
         """Call after storing a user's feedback with their total comparison count; returns a queued job or None.
 
         The baseline is the comparison count recorded by the user's latest adapter job that was not
         cancelled (a failed one included, so a failing user is retried only after `every` more)."""
-        jobs = [j for j in self.runner.list(kind="adapter", limit=10_000) if j.params.get("user") == user_id]
+        jobs = [
+            j for j in self.runner.list(kind="adapter", limit=100_000)
+            if j.params.get("user") == user_id and j.params.get("tenant") == tenant
+        ]
         if any(j.state in ACTIVE_STATES for j in jobs):
             return None
         baselines = [int(j.params.get("comparisons", 0)) for j in jobs if j.state != "cancelled"]
         last = max(baselines, default=0)
         if comparisons - last < self.every:
             return None
-        return self.runner.submit("adapter", {"user": user_id, "comparisons": comparisons})
+        return self.runner.submit("adapter", {"tenant": tenant, "user": user_id, "comparisons": comparisons})
