@@ -40,7 +40,7 @@ class AuditConfig:
     min_group_size: int = 1  # suppress groups with fewer users than this
     min_comparisons: int = 50  # flag groups with fewer scored comparisons than this
     projection_dim: int = 32  # personal models see the top principal directions of the differences
-    base_dim: int = 64  # the base model sees this many principal directions
+    base_dim: int = 64  # the base model sees this many principal directions (fewer on small audits)
     base_l2: float = 1.0  # ridge strength of the cross-fitted base model
     base_max_rows: int = 20_000  # base model fitted on at most this many rows per fold
     ece_bins: int = 10
@@ -203,7 +203,9 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress: Callabl
         raise ValueError("no comparisons to audit")
     whitening = principal_whitening(c.diff, max(config.base_dim, config.projection_dim), config.seed)  # (d, R)
     z = torch.from_numpy(c.diff) @ whitening  # (N, R)
-    base_margin = c.base_margin if c.base_margin is not None else base_margins(c, z, config)
+    # a small audit fits the base model on fewer directions: about ten comparisons per weight
+    base_dims = min(config.base_dim, max(2, len(c) // 10))
+    base_margin = c.base_margin if c.base_margin is not None else base_margins(c, z[:, :base_dims], config)
     base_name = "given" if c.base_margin is not None else "crossfit-logistic"
     features = torch.cat([torch.from_numpy(base_margin).float()[:, None], z[:, : config.projection_dim]], dim=1)
     del z

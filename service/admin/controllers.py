@@ -4,7 +4,7 @@
     GET  /admin/jobs?kind=&state=&limit= jobs, newest first
     GET  /admin/jobs/{id}                state, progress, metrics, log tail
     POST /admin/jobs/{id}/cancel
-    GET  /admin/audits/fairness?group_by=segment&since=1764000000&tenant=acme&min_group_size=5&wait=60
+    GET  /admin/audits/fairness?group_by=segment&since=1764000000&tenant=acme&min_group_size=5&min_comparisons=50&wait=60
     GET  /admin/dashboard                HTML: per-group accuracy, worst group over time, jobs
 """
 
@@ -39,10 +39,10 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
 def list_jobs(
     request: Request,
     kind: str | None = None,
-    state: JobState | None = None,
+    job_state: Annotated[JobState | None, Parameter(query="state")] = None,  # `state` is a reserved name in Litestar
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> JobList:
-    return JobList(jobs=_admin(request).runner.list(kind=kind, state=state, limit=limit))
+    return JobList(jobs=_admin(request).runner.list(kind=kind, state=job_state, limit=limit))
 
 
 @get("/jobs/{job_id:str}", sync_to_thread=False, summary="One job: state, progress, metrics, log tail")
@@ -68,10 +68,11 @@ async def fairness_audit(
     since: float | None = None,
     tenant: str | None = None,
     min_group_size: Annotated[int, Parameter(ge=1)] = 1,
+    min_comparisons: Annotated[int, Parameter(ge=0)] = 50,
     wait: Annotated[float, Parameter(ge=0, le=600)] = 60.0,
 ) -> Response:
     """200 with the AuditReport; 202 with the job if it is still running after `wait` seconds."""
-    params: dict = {"group_by": group_by, "min_group_size": min_group_size}
+    params: dict = {"group_by": group_by, "min_group_size": min_group_size, "min_comparisons": min_comparisons}
     if since is not None:
         params["since"] = since
     if tenant:

@@ -137,12 +137,15 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
     if report is not None:
         summary = (
             f"Audit by <b>{_e(report.group_by)}</b> at {_when(report.created_at)}: {report.users} users, "
-            f"{report.comparisons} comparisons, {report.suppressed_groups} groups suppressed (fewer than "
-            f"{report.min_group_size} users). Worst group <b>{_e(report.worst_group)}</b> "
+            f"{report.comparisons} comparisons"
+            + (f", {report.suppressed_groups} groups of fewer than {report.min_group_size} users suppressed" if report.suppressed_groups else "")
+            + f". Worst group <b>{_e(report.worst_group)}</b> "
             f"{(report.worst_group_accuracy or 0):.3f} personalized (gap {(report.gap or 0):.3f}); one-size-fits-all worst "
             f"<b>{_e(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
         )
-        bars = group_bars(report) + '<p class="muted">* flagged: fewer than ' f"{report.min_comparisons} comparisons, not ranked</p>"
+        flagged = any(g.too_few_comparisons for g in report.groups)
+        note = f'<p class="muted">* flagged: fewer than {report.min_comparisons} comparisons, not ranked</p>' if flagged else ""
+        bars = group_bars(report) + note
     else:
         summary, bars = "No audit has been run yet: queue an audit job.", ""
     legend = f'<div class="legend muted"><span style="background:{PERSONAL}"></span>personalized (prequential)<span style="background:{BASE}"></span>one-size-fits-all</div>'
