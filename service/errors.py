@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
@@ -28,8 +29,22 @@ def value_error_handler(_: Request, exc: ValueError) -> Response:
     return Response(error_body(HTTP_400_BAD_REQUEST, str(exc)), status_code=HTTP_400_BAD_REQUEST)
 
 
+def _malformed_json(exc: BaseException) -> bool:
+    seen = exc
+    for _ in range(4):
+        seen = seen.__cause__ or seen.__context__
+        if seen is None:
+            return False
+        if isinstance(seen, msgspec.DecodeError) and not isinstance(seen, msgspec.ValidationError):
+            return True
+    return False
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
+        if exc.status_code == HTTP_400_BAD_REQUEST and _malformed_json(exc):
+            detail = f"the request body is not valid JSON: {exc.detail}"
+            return Response(error_body(400, detail, [{"key": "body", "message": exc.detail}]), status_code=400)
         return Response(error_body(exc.status_code, exc.detail, exc.extra), status_code=exc.status_code, headers=exc.headers)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return Response(error_body(HTTP_500_INTERNAL_SERVER_ERROR, "internal error"), status_code=HTTP_500_INTERNAL_SERVER_ERROR)

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import defaultdict
 
+from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -90,6 +91,9 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
 
         try:
             await app(scope, receive, send_wrapper)
+        except HTTPException as exc:  # raised by inner middleware (auth); answered by the app's handler
+            status["code"] = exc.status_code
+            raise
         finally:
             metrics: Metrics = scope["litestar_app"].state.runtime.metrics
             handler = scope.get("route_handler")

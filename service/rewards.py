@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, fit_user, load_pal, save_pal, train_pal
 
 from pluralign.embed.base import Encoder
-from pluralign.reward.pal import PALConfig, PALModel, fit_user, load_pal, save_pal, train_pal
 
 log = logging.getLogger("pluralign.service")
 
@@ -59,7 +59,8 @@ class UserRewards:
         except FileNotFoundError as exc:
             note = f"UNTRAINED reward model: no persona data to bootstrap from ({exc}); set PLURALIGN_SHARED_DATA"
             log.warning(note)
-            model = PALModel(PALConfig(input_dim=encoder.dim, k=BOOTSTRAP_GROUPS))
+            torch.manual_seed(0)
+            model = PALModel(PALConfig(k=BOOTSTRAP_GROUPS, input_dim=encoder.dim))
             return cls(model, np.zeros(BOOTSTRAP_GROUPS, np.float32), "untrained", trained=False, note=note)
         rewards = cls.load(folder, encoder.encoder_id)
         rewards.note = f"bootstrapped on persona data from {shared_data} into {folder}"
@@ -83,7 +84,8 @@ class UserRewards:
         """The user's logits (K,) fitted on their comparisons (each (N, d)), starting from the prior."""
         device = next(self.model.parameters()).device
         as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
-        logits = fit_user(self.model, as_tensor(prompt), as_tensor(chosen), as_tensor(rejected), init_logits=as_tensor(self._prior))
+        prior = as_tensor(self._prior)
+        logits = fit_user(self.model, as_tensor(prompt), as_tensor(chosen), as_tensor(rejected), init_logits=prior, prior_logits=prior)
         return torch.as_tensor(logits).detach().float().cpu().numpy()
 
     def describe(self) -> dict:
@@ -104,6 +106,7 @@ def bootstrap(folder: Path, encoder: Encoder, shared_data: Path) -> None:
     users = sorted({r.user_id for r in protocol.seen.train})
     train = embed_pairs(protocol.seen.train, cached, users)
     val = embed_pairs(protocol.seen.val, cached, users)
-    result = train_pal(train, val, PALConfig(input_dim=encoder.dim, k=BOOTSTRAP_GROUPS))
-    save_pal(folder, result.model, result.user_weights, encoder.encoder_id)
+    config = PALConfig(k=BOOTSTRAP_GROUPS, input_dim=encoder.dim)
+    result = train_pal(train, val, config, PALTrainConfig(max_epochs=30, max_seconds=60))
+    save_pal(folder, result.model, result.user_weights, encoder.encoder_id, metrics=result.metrics)
     log.info("bootstrapped a PAL checkpoint in %s: %s", folder, result.metrics)

@@ -16,6 +16,7 @@ import sys
 COMMANDS = ("training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.audit")
 TRAINERS: tuple[str, ...] = (
     "training.commands.train_em",
+    "training.commands.train_pal",
 )
 
 

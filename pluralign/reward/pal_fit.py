@@ -6,35 +6,31 @@ on the logits centred on the population prior:
     L(theta) = sum_i softplus(-m_i(softmax(theta))) + prior_strength / 2 * ||theta - theta_0||^2
 
 The per-pair terms the margin needs are computed once (one forward pass of the shared MLPs); after
-that each step only touches K numbers per user. Steps are damped Gauss-Newton (the Hessian of the
-log-likelihood in the margin, sigma(1 - sigma), times the outer product of d m / d theta), with a
-backtracking line search per user, so a handful of steps converge. Many users fit together, each
-row of the result depending only on that user's comparisons.
+that each step only touches K numbers per user, so the loop runs on small float64 numpy arrays
+(microseconds per operation, where torch spends tens on dispatch). Steps are damped Gauss-Newton:
+the curvature sigma(1 - sigma) of the log-likelihood in the margin times the outer product of
+d m / d theta, plus the prior's precision, with a backtracking line search per user. A user stops
+moving once their next step would lower their objective by less than DECREASE_TOL, so fitting many
+users together gives each the result it would get alone.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pluralign.reward.pal_model import PairTerms, PALModel
 
 PRIOR_STRENGTH = 0.5  # precision of the Gaussian prior on a user's logits
-MAX_STEPS = 15
-GRAD_TOL = 1e-4
+MAX_STEPS = 10
+DECREASE_TOL = 1e-6  # a user is done when a full step would lower their objective by less than this
 
 
-def _as_rows(x: torch.Tensor) -> torch.Tensor:
-    return x.unsqueeze(0) if x.dim() == 1 else x
+def _softmax(theta: np.ndarray) -> np.ndarray:
+    e = np.exp(theta - theta.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
-def _objective(model, terms, theta, theta0, user, n_users, strength) -> torch.Tensor:  # (U,)
-    nll = F.softplus(-model.margin(theta[user], terms))  # (N,)
-    per_user = torch.zeros(n_users, dtype=nll.dtype, device=nll.device).index_add_(0, user, nll)
-    return per_user + 0.5 * strength * ((theta - theta0) ** 2).sum(-1)
-
-
-@torch.no_grad()
 def fit_users_from_terms(
     model: PALModel,
     terms: PairTerms,
@@ -47,43 +43,53 @@ def fit_users_from_terms(
 ) -> torch.Tensor:
     """Fit U users' logits (U, K) from precomputed pair terms; `user` (N,) says whose each pair is."""
     k = model.config.k
-    device = terms.pull.device
-    theta0 = torch.zeros(k, device=device) if prior_logits is None else prior_logits.to(device).float()
-    theta0 = _as_rows(theta0).expand(n_users, k)
-    theta = theta0.clone() if init_logits is None else _as_rows(init_logits.to(device).float()).expand(n_users, k).clone()
-    eye = torch.eye(k, device=device)
-    loss = _objective(model, terms, theta, theta0, user, n_users, prior_strength)
+    scorer = model.scorer
+    terms = terms.numpy()
+    user = user.detach().cpu().numpy()
+    owner = np.zeros((n_users, len(user)))  # (U, N) one-hot: sums pairs into their users
+    owner[user, np.arange(len(user))] = 1.0
+
+    def as_rows(logits: torch.Tensor | None) -> np.ndarray:
+        rows = np.zeros(k) if logits is None else logits.detach().cpu().double().numpy()
+        return np.broadcast_to(rows, (n_users, k)).copy()
+
+    theta0 = as_rows(prior_logits)
+    theta = as_rows(init_logits) if init_logits is not None else theta0.copy()
+
+    def objective(theta: np.ndarray) -> np.ndarray:  # (U,)
+        nll = np.logaddexp(0.0, -scorer.margin(terms, _softmax(theta)[user]))  # (N,)
+        return owner @ nll + 0.5 * prior_strength * ((theta - theta0) ** 2).sum(-1)
+
+    loss = objective(theta)
+    active = np.ones(n_users, dtype=bool)
+    eye = np.eye(k)
     for _ in range(max_steps):
-        w = torch.softmax(theta, -1)[user]  # (N, K)
-        margin = model.scorer.margin(terms, w)  # (N,)
-        dm_dw = model.scorer.margin_grad(terms, w)  # (N, K)
-        dm_dtheta = w * (dm_dw - (w * dm_dw).sum(-1, keepdim=True))  # softmax Jacobian: (N, K)
-        p = torch.sigmoid(margin)
-        grad = torch.zeros(n_users, k, device=device).index_add_(0, user, -(1 - p)[:, None] * dm_dtheta)
-        grad += prior_strength * (theta - theta0)  # (U, K)
-        if grad.abs().max() < GRAD_TOL:
-            break
+        w = _softmax(theta)[user]  # (N, K)
+        dm_dw = scorer.margin_grad(terms, w)  # (N, K)
+        dm_dtheta = w * (dm_dw - (w * dm_dw).sum(-1, keepdims=True))  # through the softmax: (N, K)
+        p = 1.0 / (1.0 + np.exp(-scorer.margin(terms, w)))  # (N,)
+        grad = owner @ (-(1 - p)[:, None] * dm_dtheta) + prior_strength * (theta - theta0)  # (U, K)
         outer = (p * (1 - p))[:, None, None] * dm_dtheta[:, :, None] * dm_dtheta[:, None, :]  # (N, K, K)
-        hessian = torch.zeros(n_users, k, k, device=device).index_add_(0, user, outer) + prior_strength * eye
-        step = torch.linalg.solve(hessian, grad)  # (U, K)
-        slope = (grad * step).sum(-1)  # (U,) decrease predicted per unit step
-        size = torch.ones(n_users, device=device)
-        accepted = torch.zeros(n_users, dtype=torch.bool, device=device)
-        new_theta, new_loss = theta, loss
-        for _ in range(10):  # halve each user's step until its loss drops enough
-            candidate = theta - size[:, None] * step
-            candidate_loss = _objective(model, terms, candidate, theta0, user, n_users, prior_strength)
-            ok = ~accepted & (candidate_loss <= loss - 1e-4 * size * slope)
-            new_theta = torch.where(ok[:, None], candidate, new_theta)
-            new_loss = torch.where(ok, candidate_loss, new_loss)
-            accepted |= ok
-            if accepted.all():
-                break
-            size = torch.where(accepted, size, size / 2)
-        if not accepted.any():
+        hessian = (owner @ outer.reshape(len(user), k * k)).reshape(n_users, k, k) + prior_strength * eye
+        step = np.linalg.solve(hessian, grad[:, :, None])[:, :, 0]  # (U, K)
+        slope = (grad * step).sum(-1)  # (U,) twice the decrease a full step predicts
+        active &= slope > 2 * DECREASE_TOL
+        if not active.any():
             break
-        theta, loss = new_theta, new_loss
-    return theta
+        size = np.where(active, 1.0, 0.0)
+        pending = active.copy()
+        for _ in range(10):  # halve each user's step until its objective drops enough
+            candidate = theta - size[:, None] * step
+            candidate_loss = objective(candidate)
+            ok = pending & (candidate_loss <= loss - 1e-4 * size * slope)
+            theta = np.where(ok[:, None], candidate, theta)
+            loss = np.where(ok, candidate_loss, loss)
+            pending &= ~ok
+            if not pending.any():
+                break
+            size = np.where(pending, size / 2, size)
+        active &= ~pending  # no step helped: that user is at its optimum up to rounding
+    return torch.from_numpy(theta).float()
 
 
 @torch.no_grad()
@@ -99,9 +105,10 @@ def fit_users(
     prior_strength: float = PRIOR_STRENGTH,
     max_steps: int = MAX_STEPS,
 ) -> torch.Tensor:
-    """Fit many users at once: comparisons (N, D) with owner `user` (N,) -> logits (U, K).
+    """Fit many users at once: comparisons (N, D) with owner `user` (N,) -> logits (U, K) on the CPU.
 
-    A user without comparisons gets the prior (or `init_logits`)."""
+    Each row depends only on that user's comparisons; a user without any gets the prior (or
+    `init_logits`)."""
     terms = model.pair_terms(prompt, chosen, rejected)
     return fit_users_from_terms(model, terms, user, n_users, init_logits, prior_logits, prior_strength, max_steps)
 
@@ -116,14 +123,16 @@ def fit_user(
     prior_strength: float = PRIOR_STRENGTH,
     max_steps: int = MAX_STEPS,
 ) -> torch.Tensor:
-    """One user's K logits from their comparisons (N, D) each; shared parameters are only read.
+    """One user's K logits from their comparisons (N, D) each, or one comparison (D,); shared
+    parameters are only read.
 
     `prior_logits` is the centre of the prior (pass `UserWeights.prior()`); it defaults to
-    `init_logits`, or to uniform weights. Returns (K,)."""
-    prompt, chosen, rejected = _as_rows(prompt), _as_rows(chosen), _as_rows(rejected)
+    `init_logits`, or to uniform weights. Returns (K,) on the CPU."""
+    if prompt.dim() == 1:
+        prompt, chosen, rejected = prompt[None], chosen[None], rejected[None]
     if prior_logits is None:
         prior_logits = init_logits
-    user = torch.zeros(prompt.shape[0], dtype=torch.long, device=prompt.device)
+    user = torch.zeros(prompt.shape[0], dtype=torch.long)
     return fit_users(model, prompt, chosen, rejected, user, 1, init_logits, prior_logits, prior_strength, max_steps)[0]
 
 

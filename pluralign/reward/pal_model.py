@@ -48,10 +48,15 @@ class PALConfig:
 class PairTerms:
     """What the margin of N comparisons needs besides the user's weights; shapes per variant."""
 
-    bias: torch.Tensor  # a: (N,) ||f_r||^2 - ||f_c||^2 ; b: unused, zeros (N,)
+    bias: torch.Tensor  # a: (N,) ||f_r||^2 - ||f_c||^2 ; b: zeros (N,)
     pull: torch.Tensor  # a: (N, K) 2 p_k . (f_c - f_r) ; b: (N, K) g_k(x) . (f^_c - f^_r)
     gram: torch.Tensor | None = None  # b: (N, K, K) g_k(x) . g_l(x) ; a: None
     scale: torch.Tensor | None = None  # b: () cosine scale ; a: None
+
+    def numpy(self) -> PairTerms:
+        """The same terms as float64 numpy arrays (detached, on the CPU)."""
+        convert = lambda t: None if t is None else t.detach().cpu().double().numpy()
+        return PairTerms(convert(self.bias), convert(self.pull), convert(self.gram), convert(self.scale))
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -66,7 +71,7 @@ class IdealPoint(nn.Module):
     def __init__(self, config: PALConfig):
         super().__init__()
         self.project = mlp(2 * config.input_dim, config.hidden, config.latent_dim)
-        self.prototypes = nn.Parameter(torch.randn(config.k, config.latent_dim) * 0.1)  # (K, d)
+        self.prototypes = nn.Parameter(torch.randn(config.k, config.latent_dim))  # (K, d)
 
     def embed(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:  # (N, d)
         return self.project(torch.cat([prompt, response], dim=-1))
@@ -83,12 +88,13 @@ class IdealPoint(nn.Module):
         pull = 2 * (f_c - f_r) @ self.prototypes.T  # (N, K)
         return PairTerms(bias=bias, pull=pull)
 
+    # margin and margin_grad take torch tensors or numpy arrays alike (the few-shot fit uses numpy).
     @staticmethod
-    def margin(terms: PairTerms, weights: torch.Tensor) -> torch.Tensor:  # weights (N, K) -> (N,)
+    def margin(terms: PairTerms, weights):  # weights (N, K) -> (N,)
         return terms.bias + (terms.pull * weights).sum(-1)
 
     @staticmethod
-    def margin_grad(terms: PairTerms, weights: torch.Tensor) -> torch.Tensor:  # d margin / d w: (N, K)
+    def margin_grad(terms: PairTerms, weights):  # d margin / d w: (N, K)
         return terms.pull
 
 
@@ -99,19 +105,20 @@ class PromptConditioned(nn.Module):
         super().__init__()
         k, h, d = config.k, config.hidden, config.latent_dim
         self.project = mlp(config.input_dim, h, d)
-        # K prototype MLPs g_k, held as stacked weights so all K run in one einsum.
-        self.proto_in = nn.Parameter(torch.randn(k, config.input_dim, h) * config.input_dim**-0.5)  # (K, D, h)
-        self.proto_in_bias = nn.Parameter(torch.zeros(k, h))
+        # K prototype MLPs g_k: their first layers stacked into one Linear (D -> K*h), their second
+        # layers as a batch of K matrices, so all K run in two matrix products.
+        self.proto_in = nn.Linear(config.input_dim, k * h)
         self.proto_out = nn.Parameter(torch.randn(k, h, d) * h**-0.5)  # (K, h, d)
-        self.proto_out_bias = nn.Parameter(torch.randn(k, d) * 0.1)  # distinct from the start
+        self.proto_out_bias = nn.Parameter(torch.randn(k, d) * 0.1)  # (K, d), distinct from the start
         self.log_scale = nn.Parameter(torch.tensor(2.0))
 
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp().clamp(max=MAX_SCALE)
 
     def prototypes(self, prompt: torch.Tensor) -> torch.Tensor:  # (N, D) -> (N, K, d)
-        hidden = F.gelu(torch.einsum("nd,kdh->nkh", prompt, self.proto_in) + self.proto_in_bias)
-        return torch.einsum("nkh,khd->nkd", hidden, self.proto_out) + self.proto_out_bias
+        k, h, _ = self.proto_out.shape
+        hidden = F.gelu(self.proto_in(prompt)).view(prompt.shape[0], k, h).transpose(0, 1)  # (K, N, h)
+        return (torch.bmm(hidden, self.proto_out) + self.proto_out_bias[:, None]).transpose(0, 1)  # (N, K, d)
 
     def ideal_points(self, weights: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:  # (N, d)
         return torch.einsum("nk,nkd->nd", weights.expand(prompt.shape[0], -1), self.prototypes(prompt))
@@ -128,19 +135,23 @@ class PromptConditioned(nn.Module):
         gram = g @ g.transpose(1, 2)  # (N, K, K)
         return PairTerms(bias=torch.zeros_like(pull[:, 0]), pull=pull, gram=gram, scale=self.scale())
 
+    # margin and margin_grad use only operators that torch tensors and numpy arrays share, so the
+    # few-shot fit can run them on small float64 arrays.
     @staticmethod
-    def _norm(terms: PairTerms, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        gram_w = torch.einsum("nkl,nl->nk", terms.gram, weights)  # (N, K)
-        norm = ((weights * gram_w).sum(-1) + 1e-8).sqrt()  # (N,) = ||a_u(x)||
+    def _norm(terms: PairTerms, weights):
+        gram_w = (terms.gram @ weights[:, :, None])[:, :, 0]  # (N, K)
+        norm = ((weights * gram_w).sum(-1) + 1e-8) ** 0.5  # (N,) = ||a_u(x)||
         return gram_w, norm
 
-    def margin(self, terms: PairTerms, weights: torch.Tensor) -> torch.Tensor:
-        _, norm = self._norm(terms, weights)
+    @classmethod
+    def margin(cls, terms: PairTerms, weights):
+        _, norm = cls._norm(terms, weights)
         return terms.scale * (terms.pull * weights).sum(-1) / norm
 
-    def margin_grad(self, terms: PairTerms, weights: torch.Tensor) -> torch.Tensor:
-        gram_w, norm = self._norm(terms, weights)
-        along = (terms.pull * weights).sum(-1, keepdim=True)  # (N, 1)
+    @classmethod
+    def margin_grad(cls, terms: PairTerms, weights):
+        gram_w, norm = cls._norm(terms, weights)
+        along = (terms.pull * weights).sum(-1)[:, None]  # (N, 1)
         return terms.scale * (terms.pull / norm[:, None] - along * gram_w / norm[:, None] ** 3)
 
 

@@ -23,13 +23,14 @@ from pluralign.reward.user_weights import UserWeights
 
 @dataclass(frozen=True)
 class PALTrainConfig:
-    lr_shared: float = 1e-3  # Adam learning rate of the shared MLPs and prototypes
+    lr_shared: float = 2e-3  # Adam learning rate of the shared MLPs and prototypes
     lr_user: float = 5e-2  # Adam learning rate of the training users' logits
     weight_decay: float = 1e-4  # on shared parameters only
-    batch_size: int = 512  # comparisons per step
+    batch_size: int = 256  # comparisons per step
     max_epochs: int = 40
     patience: int = 5  # epochs without a lower validation loss before stopping
     max_seconds: float | None = None  # stop after this long (wall clock), keeping the best epoch
+    init_scale: float = 1.0  # std of the training users' initial logits: spread users apart from the start
     seed: int = 0
 
 
@@ -71,7 +72,7 @@ def train_pal(
     device = default_device()
     train, val = train.to(device), val.to(device)
     model = PALModel(config).to(device)
-    user_logits = (0.01 * torch.randn(len(train.users), config.k, device=device)).requires_grad_()  # (U, K)
+    user_logits = (tc.init_scale * torch.randn(len(train.users), config.k, device=device)).requires_grad_()  # (U, K)
     optimizer = torch.optim.Adam([
         {"params": model.parameters(), "lr": tc.lr_shared, "weight_decay": tc.weight_decay},
         {"params": [user_logits], "lr": tc.lr_user, "weight_decay": 0.0},
@@ -94,7 +95,7 @@ def train_pal(
             seen_pairs += len(b)
         model.eval()
         val_loss, val_acc = evaluate_pairs(model, user_logits.detach(), val)
-        metrics = {"epoch": epoch, "train_loss": float(loss), "val_loss": val_loss, "val_acc": val_acc}
+        metrics = {"epoch": epoch, "train_loss": float(loss.detach()), "val_loss": val_loss, "val_acc": val_acc}
         if progress:
             progress(epoch, metrics)
         if val_loss < best["val_loss"]:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from lancedb.index import Bitmap
 
 from pluralign.data.record import Base
+from pluralign.store.group_commit import GroupCommit
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
     SCHEMA_VERSION,
@@ -118,6 +119,8 @@ class Store:
             "interactions": interaction_schema(encoder_id, dim),
             "users": user_schema(encoder_id, dim),
         }
+        self._appends = {name: GroupCommit(lambda data, name=name: self._commit_append(name, data)) for name in ("preferences", "interactions")}
+        self._upserts = GroupCommit(self._commit_users)
         existing = set(self.db.list_tables().tables)
         self.tables = {name: self._open(name, schema, name in existing) for name, schema in self.schemas.items()}
         self.writes_since_compaction = 0
@@ -183,17 +186,21 @@ class Store:
         row = msgspec.to_builtins(user)
         row["attributes"] = json.dumps(user.attributes, sort_keys=True)
         row["schema_version"] = SCHEMA_VERSION
-        data = pa.Table.from_pylist([row], schema=self.schemas["users"])
+        self._upserts.submit(pa.Table.from_pylist([row], schema=self.schemas["users"]))
+
+    def _commit_users(self, data: pa.Table) -> None:
+        keys = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
+        last = {key: i for i, key in enumerate(keys)}  # a batch may update one user twice: keep the newest
+        if len(last) < len(keys):
+            data = data.take(sorted(last.values()))
         with self._lock:
-            (
-                self.users.merge_insert(["tenant", "user_id"])
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(data)
-            )
+            self.users.merge_insert(["tenant", "user_id"]).when_matched_update_all().when_not_matched_insert_all().execute(data)
             self._after_write("users")
 
     def _append(self, name: str, data: pa.Table) -> None:
+        self._appends[name].submit(data)
+
+    def _commit_append(self, name: str, data: pa.Table) -> None:
         with self._lock:
             self.tables[name].add(data)
             self._after_write(name)

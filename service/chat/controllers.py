@@ -34,8 +34,9 @@ def model_names(rt: Runtime) -> list[str]:
 
 
 def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
-    max_tokens = data.max_completion_tokens or data.max_tokens or rt.settings.max_tokens
-    field = "max_completion_tokens" if data.max_completion_tokens else "max_tokens"
+    field = "max_completion_tokens" if data.max_completion_tokens is not None else "max_tokens"
+    max_tokens = getattr(data, field)
+    max_tokens = rt.settings.max_tokens if max_tokens is None else max_tokens
     if not 1 <= max_tokens <= rt.settings.max_tokens_limit:
         raise bad_request(field, f"must be between 1 and {rt.settings.max_tokens_limit}, got {max_tokens}")
     stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())

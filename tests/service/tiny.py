@@ -41,15 +41,19 @@ def save_tiny_generator(folder: Path) -> Path:
 def train_tiny_pal(folder: Path, encoder) -> Path:
     """PAL trained on a small persona population (2 groups), embedded with `encoder`."""
     from pluralign.data.persona import PersonaConfig, build_persona
+    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
     from pluralign.reward.features import embed_pairs
-    from pluralign.reward.pal import PALConfig, save_pal, train_pal
+    from pluralign.reward.pal import PALConfig, PALTrainConfig, save_pal, train_pal
 
+    cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign")
+    encoder = CachedEncoder(encoder, EmbeddingCache(cache_dir / "embeddings.sqlite"))  # a rerun embeds nothing
     protocol = build_persona(PersonaConfig(groups=2, users_per_group=4, comparisons_per_user=20, seed=0), SHARED_DATA)
     users = sorted({r.user_id for r in protocol.seen.train})
     train = embed_pairs(protocol.seen.train, encoder, users)
     val = embed_pairs(protocol.seen.val, encoder, users)
     torch.manual_seed(0)
-    result = train_pal(train, val, PALConfig(input_dim=encoder.dim, k=2))
+    config = PALConfig(k=2, input_dim=encoder.dim, latent_dim=16, hidden=32)
+    result = train_pal(train, val, config, PALTrainConfig(max_epochs=8, batch_size=64))
     save_pal(folder, result.model, result.user_weights, encoder.encoder_id)
     return folder
 
