@@ -102,7 +102,7 @@ ADMIN_HANDLERS = (create_job, list_jobs, get_job, cancel_job, fairness_audit, da
 
 def start_admin(app: Litestar) -> None:
     """On startup: open the job folder (re-queueing interrupted jobs) and start dispatching."""
-    admin = Admin.build(app.state.runtime.settings)
+    admin = Admin(app.state.runtime)
     app.state.admin = admin
     admin.runner.start()
 

@@ -4,6 +4,7 @@ the adapter trigger, and the dashboard."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from tests.service.tiny import SHARED_DATA, start_service
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = start_service(
         tmp_path_factory.mktemp("admin-data"), tiny_generator_dir, tiny_pal_dir, minilm,
-        admin_handlers=ADMIN_HANDLERS, adapter_every=10,
+        admin_handlers=ADMIN_HANDLERS, adapter_every=10, job_workers=2,
     )
     with server:
         yield service
@@ -69,15 +70,37 @@ def test_cancel_a_queued_job(svc):
         assert admin.post("/admin/jobs/nope/cancel").status_code == 404
 
 
-def test_n_new_comparisons_queue_an_adapter_job_for_the_user(svc):
+def give_ten_comparisons(svc, user):
     with svc.client("acme") as c:
         for i in range(10):
-            body = {"type": "comparison", "user": "erin", "prompt": f"Question {i}?", "chosen": f"Helpful answer {i}.", "rejected": f"Rude answer {i}."}
+            body = {"type": "comparison", "user": user, "prompt": f"Question {i}?", "chosen": f"Helpful answer {i}.", "rejected": f"Rude answer {i}."}
             assert c.post("/v1/feedback", json=body).status_code == 201
     with svc.client("admin") as admin:
         jobs = admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"]
-        mine = [j for j in jobs if j["params"].get("user") == "erin"]
-        assert len(mine) == 1 and mine[0]["params"] == {"tenant": "acme", "user": "erin", "comparisons": 10}
+    (job,) = [j for j in jobs if j["params"].get("user") == user]
+    assert {k: job["params"][k] for k in ("tenant", "user", "comparisons")} == {"tenant": "acme", "user": user, "comparisons": 10}
+    assert job["params"]["base"] == svc.runtime.settings.generator  # the adapter fits the served model
+    assert Path(job["params"]["data"]).read_text().count("\n") == 10  # a snapshot of the user's comparisons
+    return job
+
+
+def test_n_new_comparisons_queue_an_adapter_job_for_the_user(svc):
+    give_ten_comparisons(svc, "erin")
+
+
+@pytest.mark.slow
+def test_the_triggered_adapter_is_trained_promoted_and_served(svc):
+    job = give_ten_comparisons(svc, "fred")
+    with svc.client("admin") as admin:
+        done = wait_job(admin, job["id"], timeout=300)
+    assert done["state"] == "succeeded", done["log_tail"]
+    assert done["promoted"] is True and "held_out_acc_after" in done["metrics"]
+    record = svc.runtime.store.get_user("acme", "fred")
+    assert record.adapter == f"acme/fred@{job['id']}"
+    assert (svc.runtime.settings.adapters_path / "acme" / "fred" / "adapter_config.json").is_file()
+    with svc.client("acme") as c:  # the next completion for fred is generated with his adapter
+        r = c.post("/v1/chat/completions", json={"model": "pluralign", "messages": [{"role": "user", "content": "Hi"}], "user": "fred", "seed": 1})
+        assert r.status_code == 200 and r.json()["pluralign"]["adapter"] == record.adapter
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")

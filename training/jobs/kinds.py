@@ -2,8 +2,8 @@
 
 A job's params become the command's flags (`group_by` -> `--group-by VALUE`, `True` -> a bare flag),
 so an operator can pass any option the command knows. Trainers get `--out` set to the job's
-artifact folder and end with one JSON line; its `heldout_accuracy` (else `val_acc`, the
-validation accuracy the trainers report) decides promotion.
+artifact folder (`--registry` for adapters) and end with one JSON line; the first of
+HELDOUT_METRICS in it decides promotion.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from training.jobs.record import Job, Param
 
-HELDOUT_METRICS = ("heldout_accuracy", "val_acc")  # the first one a result has decides promotion
+# the first of these a result has decides promotion (adapters report held_out_acc_after, mixtures val_acc)
+HELDOUT_METRICS = ("heldout_accuracy", "held_out_acc_after", "val_acc")
 _FLAG = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -56,8 +57,8 @@ KINDS: dict[str, JobKind] = {
     for kind in (
         JobKind(
             "adapter",
-            lambda job, out: cli("train", "adapter", "--user", str(job.params["user"]), "--out", str(out), *flags(job.params, ("user", "comparisons"))),
-            required=("user",),
+            lambda job, out: cli("train", "adapter", "--user", str(job.params["user"]), "--registry", str(out), *flags(job.params, ("user", "comparisons"))),
+            required=("user", "data"),
             promotion_key=lambda job: f"adapter/{job.params.get('tenant', 'default')}/{job.params['user']}",
         ),
         JobKind("pal", lambda job, out: cli("train", "pal", "--out", str(out), *flags(job.params)), promotion_key=lambda job: "pal"),

@@ -11,13 +11,14 @@ stderr, one JSON result line on stdout). Queued and running jobs are re-run afte
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -73,8 +74,12 @@ class _Running:
 
 
 class LocalJobRunner:
-    def __init__(self, config: RunnerConfig, kinds: Mapping[str, JobKind] = KINDS):
+    def __init__(
+        self, config: RunnerConfig, kinds: Mapping[str, JobKind] = KINDS, on_promote: Callable[[Job, str], None] | None = None
+    ):
+        """`on_promote(job, key)` puts a promoted artifact into service (e.g. installs an adapter)."""
         self.config = config
+        self.on_promote = on_promote
         self.kinds = dict(kinds)
         self.store = JobStore(config.folder)
         self.promotions = Promotions(Path(config.folder) / "promotions.json")
@@ -265,7 +270,7 @@ class LocalJobRunner:
         metrics = {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         finished = msgspec.structs.replace(
             job, **{**done, "state": "succeeded"}, progress=1.0, metrics=metrics, result_path=str(result_path),
-            artifact=str(result.get("artifact") or job.artifact),
+            artifact=str(result.get("artifact") or result.get("adapter") or job.artifact),
         )
         return self._promote(finished)
 
@@ -273,13 +278,19 @@ class LocalJobRunner:
         kind = self.kinds[job.kind]
         if kind.promotion_key is None:
             return job
-        accuracy = next((job.metrics[m] for m in HELDOUT_METRICS if m in job.metrics), None)
+        accuracy = next((job.metrics[m] for m in HELDOUT_METRICS if m in job.metrics and math.isfinite(job.metrics[m])), None)
         if accuracy is None:
             return msgspec.structs.replace(job, promoted=False, promotion_note=f"kept, not served: the result has none of {', '.join(HELDOUT_METRICS)}")
         key = kind.promotion_key(job)
         replaced = self.promotions.served(key)
         promoted, note = self.promotions.consider(key, job.artifact or "", accuracy, job.id)
         metrics = {**job.metrics, "replaced_heldout_accuracy": replaced.heldout_accuracy} if replaced else job.metrics
+        if promoted and self.on_promote is not None:
+            try:
+                self.on_promote(job, key)
+            except Exception as exc:  # recorded; the runner and the service carry on
+                log.exception("putting job %s into service failed", job.id)
+                note = f"{note}; but putting it into service failed: {exc}"
         return msgspec.structs.replace(job, promoted=promoted, promotion_note=note, metrics=metrics)
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from training.jobs.record import ACTIVE_STATES, Job
+from collections.abc import Callable
+
+from training.jobs.record import ACTIVE_STATES, Job, Param
 from training.jobs.runner import JobRunner
 
 
 class AdapterTrigger:
-    def __init__(self, runner: JobRunner, every: int = 50):
+    def __init__(self, runner: JobRunner, every: int = 50, submit: Callable[[str, dict[str, Param]], Job] | None = None):
+        """`submit(kind, params)` queues the job (default `runner.submit`; the service adds the user's data)."""
         if every < 1:
             raise ValueError("`every` must be at least 1 comparison")
         self.runner = runner
         self.every = every
+        self.submit = submit or runner.submit
 
     def on_feedback(self, tenant: str, user_id: str, comparisons: int) -> Job | None:
         """Call after storing a user's feedback with their total comparison count; returns a queued job or None.
@@ -28,4 +32,4 @@ class AdapterTrigger:
         last = max(baselines, default=0)
         if comparisons - last < self.every:
             return None
-        return self.runner.submit("adapter", {"tenant": tenant, "user": user_id, "comparisons": comparisons})
+        return self.submit("adapter", {"tenant": tenant, "user": user_id, "comparisons": comparisons})
