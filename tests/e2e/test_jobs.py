@@ -115,3 +115,19 @@ def test_queued_and_running_jobs_survive_a_restart(tmp_path):
     rerun = next(j for j in done if j.params.get("marker"))
     assert rerun.attempts == 2
     assert marker.read_text().count("started") == 2
+
+
+def test_queued_audits_start_before_queued_training(tmp_path):
+    from tests.e2e.job_kinds import work
+    from training.jobs.kinds import JobKind
+
+    kinds = {**TEST_KINDS, "audit": JobKind("audit", work, priority=0)}
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), kinds)
+    training = [runner.submit("work", {}) for _ in range(3)]
+    audit = runner.submit("audit", {})
+    runner.start()
+    try:
+        finished = [runner.wait(j.id) for j in [*training, audit]]
+    finally:
+        runner.stop()
+    assert min(finished, key=lambda j: j.started_at).id == audit.id

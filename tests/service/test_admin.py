@@ -17,7 +17,7 @@ from tests.service.tiny import SHARED_DATA, start_service
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = start_service(
         tmp_path_factory.mktemp("admin-data"), tiny_generator_dir, tiny_pal_dir, minilm,
-        admin_handlers=ADMIN_HANDLERS, adapter_every=10, job_workers=2,
+        admin_handlers=ADMIN_HANDLERS, adapter_every=20, job_workers=2,
     )
     with server:
         yield service
@@ -70,27 +70,27 @@ def test_cancel_a_queued_job(svc):
         assert admin.post("/admin/jobs/nope/cancel").status_code == 404
 
 
-def give_ten_comparisons(svc, user):
+def give_twenty_comparisons(svc, user):
     with svc.client("acme") as c:
-        for i in range(10):
+        for i in range(20):
             body = {"type": "comparison", "user": user, "prompt": f"Question {i}?", "chosen": f"Helpful answer {i}.", "rejected": f"Rude answer {i}."}
             assert c.post("/v1/feedback", json=body).status_code == 201
     with svc.client("admin") as admin:
         jobs = admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"]
     (job,) = [j for j in jobs if j["params"].get("user") == user]
-    assert {k: job["params"][k] for k in ("tenant", "user", "comparisons")} == {"tenant": "acme", "user": user, "comparisons": 10}
+    assert {k: job["params"][k] for k in ("tenant", "user", "comparisons")} == {"tenant": "acme", "user": user, "comparisons": 20}
     assert job["params"]["base"] == svc.runtime.settings.generator  # the adapter fits the served model
-    assert Path(job["params"]["data"]).read_text().count("\n") == 10  # a snapshot of the user's comparisons
+    assert Path(job["params"]["data"]).read_text().count("\n") == 20  # a snapshot of the user's comparisons
     return job
 
 
 def test_n_new_comparisons_queue_an_adapter_job_for_the_user(svc):
-    give_ten_comparisons(svc, "erin")
+    give_twenty_comparisons(svc, "erin")
 
 
 @pytest.mark.slow
 def test_the_triggered_adapter_is_trained_promoted_and_served(svc):
-    job = give_ten_comparisons(svc, "fred")
+    job = give_twenty_comparisons(svc, "fred")
     with svc.client("admin") as admin:
         done = wait_job(admin, job["id"], timeout=300)
     assert done["state"] == "succeeded", done["log_tail"]
@@ -106,7 +106,7 @@ def test_the_triggered_adapter_is_trained_promoted_and_served(svc):
 @pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
 def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dashboard_shows_it(svc):
     protocol = build_persona(PersonaConfig(groups=2, group_weights=(0.75, 0.25), users_per_group=4, comparisons_per_user=12, seed=2), SHARED_DATA)
-    records = [*protocol.seen.train, *protocol.seen.val, *protocol.seen.test]
+    records = [*protocol.seen.train, *protocol.seen.val, *protocol.seen.test]  # 12 per user: below adapter_every
     with svc.client("globex") as c:
         for r in records:
             segment = "majority" if r.attributes["group"] == "g0" else "minority"

@@ -44,6 +44,7 @@ class JobKind:
     command: Callable[[Job, Path], list[str]]  # (job, its artifact folder) -> argv
     required: tuple[str, ...] = ()  # params a job of this kind must have
     promotion_key: Callable[[Job], str] | None = None  # what a result replaces, e.g. adapter/<user>
+    priority: int = 1  # queued jobs start lowest priority first, then oldest first
 
     def check(self, params: Mapping[str, Param]) -> None:
         missing = [p for p in self.required if p not in params]
@@ -63,6 +64,7 @@ KINDS: dict[str, JobKind] = {
         ),
         JobKind("pal", lambda job, out: cli("train", "pal", "--out", str(out), *flags(job.params)), promotion_key=lambda job: "pal"),
         JobKind("em", lambda job, out: cli("train", "em", "--out", str(out), *flags(job.params)), promotion_key=lambda job: "em"),
-        JobKind("audit", lambda job, out: cli("audit", "--json", *flags(job.params)), required=("group_by",)),
+        # audits are short and someone is usually waiting on them: they go before queued training
+        JobKind("audit", lambda job, out: cli("audit", "--json", *flags(job.params)), required=("group_by",), priority=0),
     )
 }

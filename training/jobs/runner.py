@@ -184,7 +184,10 @@ class LocalJobRunner:
             self._wake.clear()
 
     def _launch(self) -> None:
-        queued = [j for j in self.store.all() if j.state == "queued"]
+        queued = sorted(
+            (j for j in self.store.all() if j.state == "queued"),
+            key=lambda j: (self.kinds[j.kind].priority if j.kind in self.kinds else 0, j.created_at),
+        )
         while queued and len(self._running) < self.config.workers and not self._stopping.is_set():
             job = queued.pop(0)
             try:
