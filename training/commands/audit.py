@@ -5,11 +5,14 @@
     pluralign audit --source persona --groups 2 --group-weights 0.9,0.1 --group-by group --json
     pluralign audit --data prefs.parquet --group-by cluster --user-groups clusters.json --out report.json
     pluralign audit --store data/lancedb --group-by segment --since 1764000000 --json
+    pluralign audit --source persona --groups 4 --group-by pal_prototype --pal artifacts/pal-a
+    pluralign audit --source persona --groups 4 --group-by em_cluster --em runs/em-persona4
 
 Each comparison is predicted by its user's online model before the model learns from it
 (prequential accuracy); the base model is cross-fitted by user. `--user-groups` maps user ids to
 groups learned elsewhere (nearest PAL prototype, EM cluster); otherwise `--group-by` names a record
-attribute. `--store` audits the service's LanceDB tables (stored vectors, user attributes, and
+attribute; `--group-by pal_prototype --pal DIR` and `--group-by em_cluster --em DIR` group users by
+a trained mixture's components. `--store` audits the service's LanceDB tables (stored vectors, user attributes, and
 `--group-by pal_prototype` for each user's nearest PAL prototype). Groups with fewer than `--min-group-size` users are suppressed.
 """
 
@@ -74,10 +77,23 @@ def run(args: argparse.Namespace) -> int:
         comparisons = comparisons_from_store(args.store, args.group_by, args.tenant)
     else:
         records = load_records(args)
+        encoder = cached_encoder(args)
         user_groups = None
         if args.user_groups:
             user_groups = msgspec.json.decode(Path(args.user_groups).read_bytes(), type=dict[str, str])
-        comparisons = comparisons_from_records(records, cached_encoder(args), args.group_by, user_groups)
+        elif args.group_by == "pal_prototype":
+            from pluralign.fairness.components import pal_prototype_groups
+
+            if not args.pal:
+                raise ValueError("--group-by pal_prototype needs --pal CHECKPOINT_DIR")
+            user_groups = pal_prototype_groups(records, encoder, args.pal)
+        elif args.group_by == "em_cluster":
+            from pluralign.fairness.components import em_cluster_groups
+
+            if not args.em:
+                raise ValueError("--group-by em_cluster needs --em ARTIFACT_DIR")
+            user_groups = em_cluster_groups(records, encoder, args.em)
+        comparisons = comparisons_from_records(records, encoder, args.group_by, user_groups)
     config = AuditConfig(
         min_group_size=args.min_group_size, min_comparisons=args.min_comparisons, since=args.since, seed=args.seed
     )
@@ -104,6 +120,8 @@ def register(sub) -> None:
     p.add_argument("--path", help="folder of the --source data (default under --data-dir)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--group-by", required=True, help="record attribute naming each comparison's group")
+    p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype")
+    p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
     p.add_argument("--user-groups", help="JSON object user_id -> group (learned components); overrides attributes")
     p.add_argument("--min-group-size", type=int, default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=int, default=50, help="flag groups with fewer comparisons")
