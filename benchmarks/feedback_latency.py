@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from service.admin.controllers import ADMIN_HANDLERS  # noqa: E402
 from tests.service.tiny import save_tiny_generator, start_service, train_tiny_pal  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def main() -> None:
     generator = save_tiny_generator(tmp / "generator")
     (tmp / "pal").mkdir()
     pal = train_tiny_pal(tmp / "pal", encoder)
-    server, svc = start_service(tmp / "data", generator, pal, encoder, adapter_every=10**9)
+    server, svc = start_service(tmp / "data", generator, pal, encoder, admin_handlers=ADMIN_HANDLERS, adapter_every=10**9)
     idle: list[float] = []
     busy: list[float] = []
     with server, svc.client("acme") as c, svc.client("admin") as admin:
@@ -62,7 +63,9 @@ def main() -> None:
         for _ in range(args.rounds):
             idle += feedback_latencies(c, args.requests, offset)
             offset += args.requests
-            job = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "trainee", "base": args.base, "steps": 100000}}).json()
+            r = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "trainee", "base": args.base, "steps": 100000}})
+            assert r.status_code == 201, r.text
+            job = r.json()
             while admin.get(f"/admin/jobs/{job['id']}").json()["state"] != "running":
                 time.sleep(0.1)
             time.sleep(3)  # past the worker's start-up: it is loading or training the model

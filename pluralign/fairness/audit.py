@@ -26,7 +26,13 @@ import torch
 from pluralign.data.record import Preference
 from pluralign.embed.base import Encoder
 from pluralign.fairness.metrics import credit, expected_calibration_error, win_rate
-from pluralign.fairness.online import OnlineLogistic, OnlineLogisticConfig, prequential, single_threaded
+from pluralign.fairness.online import (
+    OnlineLogistic,
+    OnlineLogisticConfig,
+    OnlineUserModel,
+    prequential,
+    single_threaded,
+)
 from pluralign.fairness.report import AuditReport, GroupMetrics
 
 # Feedback comparing a personalized and a base response names where each came from.
@@ -191,13 +197,17 @@ def audit(
     group_by: str,
     config: AuditConfig = AuditConfig(),
     progress: Callable[[float], None] | None = None,
+    personalized: OnlineUserModel | None = None,
 ) -> AuditReport:
-    """Run the audit; every comparison is predicted by its user's model before that model learns it."""
+    """Run the audit; every comparison is predicted by its user's model before that model learns it.
+
+    `personalized` replaces the default per-user online logistic model (e.g. `OnlinePAL` built on
+    the same rows and user indices)."""
     with single_threaded():
-        return _audit(c, group_by, config, progress)
+        return _audit(c, group_by, config, progress, personalized)
 
 
-def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress: Callable[[float], None] | None) -> AuditReport:
+def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, personalized) -> AuditReport:
     start = time.perf_counter()
     if len(c) == 0:
         raise ValueError("no comparisons to audit")
@@ -207,9 +217,11 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress: Callabl
     base_dims = min(config.base_dim, max(2, len(c) // 10))
     base_margin = c.base_margin if c.base_margin is not None else base_margins(c, z[:, :base_dims], config)
     base_name = "given" if c.base_margin is not None else "crossfit-logistic"
-    features = torch.cat([torch.from_numpy(base_margin).float()[:, None], z[:, : config.projection_dim]], dim=1)
+    if personalized is None:
+        features = torch.cat([torch.from_numpy(base_margin).float()[:, None], z[:, : config.projection_dim]], dim=1)
+        personalized = OnlineLogistic(features, len(c.users), config.online)
     del z
-    model = OnlineLogistic(features, len(c.users), config.online)
+    model = personalized
     p_personal = prequential(model, c.user, c.time, progress)
     p_base = 1.0 / (1.0 + np.exp(-base_margin))
 

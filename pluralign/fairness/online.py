@@ -132,3 +132,50 @@ def _run_steps(model: OnlineUserModel, steps, user_t, out, progress) -> None:
             model.learn(users, rows_t)
             if progress and i % 16 == 0:
                 progress(i / len(steps))
+
+
+class OnlinePAL:
+    """Per-user PAL mixture weights learned online, the shared PAL model frozen.
+
+    Each user's logits start at the population prior; each comparison is one Gauss-Newton step whose
+    curvature accumulates in a (K, K) precision per user (the same extended-Kalman step as
+    `OnlineLogistic`, in the K-dimensional logit space). The pair terms of every comparison are
+    computed once by the frozen model."""
+
+    name = "online-pal"
+
+    def __init__(self, model, prior_logits: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor,
+                 rejected: torch.Tensor, n_users: int, prior_strength: float = 1.0):
+        with torch.no_grad():
+            self.terms = model.pair_terms(prompt, chosen, rejected).numpy()  # float64 arrays, N rows
+        self.scorer = model.scorer
+        k = model.config.k
+        self.logits = np.tile(prior_logits.detach().cpu().double().numpy(), (n_users, 1))  # (U, K)
+        self.precision = np.tile(prior_strength * np.eye(k), (n_users, 1, 1))  # (U, K, K)
+
+    def _rows(self, rows: np.ndarray):
+        from pluralign.reward.pal import PairTerms
+
+        t = self.terms
+        return PairTerms(t.bias[rows], t.pull[rows], None if t.gram is None else t.gram[rows], t.scale)
+
+    def _margin(self, user: np.ndarray, rows: np.ndarray):
+        theta = self.logits[user]
+        weights = np.exp(theta - theta.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)  # (B, K)
+        terms = self._rows(rows)
+        return weights, terms, self.scorer.margin(terms, weights)  # (B,)
+
+    def predict(self, user: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        _, _, margin = self._margin(user.numpy(), rows.numpy())
+        return torch.from_numpy(1.0 / (1.0 + np.exp(-margin)))
+
+    def learn(self, user: torch.Tensor, rows: torch.Tensor) -> None:
+        u = user.numpy()
+        weights, terms, margin = self._margin(u, rows.numpy())
+        dm_dw = self.scorer.margin_grad(terms, weights)  # (B, K)
+        g = weights * (dm_dw - (weights * dm_dw).sum(-1, keepdims=True))  # d margin / d logits (B, K)
+        p = 1.0 / (1.0 + np.exp(-margin))
+        precision = self.precision[u] + (p * (1 - p))[:, None, None] * g[:, :, None] * g[:, None, :]
+        self.logits[u] += np.linalg.solve(precision, ((1 - p)[:, None] * g)[:, :, None])[:, :, 0]
+        self.precision[u] = precision

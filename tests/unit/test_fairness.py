@@ -122,3 +122,26 @@ def test_report_round_trips_and_refuses_another_schema():
     other = msgspec.json.encode({**msgspec.to_builtins(report), "schema_version": AUDIT_SCHEMA_VERSION + 1})
     with pytest.raises(ValueError, match="schema"):
         decode_report(other)
+
+
+def test_online_pal_learns_each_users_mixture_weights_with_the_shared_model_frozen():
+    from pluralign.fairness.online import OnlinePAL
+    from pluralign.reward.pal import PALConfig, PALModel
+
+    torch.manual_seed(0)
+    model = PALModel(PALConfig(variant="a", k=2, input_dim=8, latent_dim=4, hidden=16)).eval()
+    frozen = {k: v.clone() for k, v in model.state_dict().items()}
+    n_users, per_user = 6, 40
+    prompt, a, b = (torch.randn(n_users * per_user, 8) for _ in range(3))
+    user = np.repeat(np.arange(n_users), per_user)
+    truth = torch.tensor([[6.0, -6.0] if u % 2 else [-6.0, 6.0] for u in user])  # odd users follow prototype 0
+    with torch.no_grad():
+        a_wins = model.reward(truth, prompt, a) > model.reward(truth, prompt, b)
+    chosen = torch.where(a_wins[:, None], a, b)
+    rejected = torch.where(a_wins[:, None], b, a)
+    online = OnlinePAL(model, torch.zeros(2), prompt, chosen, rejected, n_users)
+    p = prequential(online, user, np.tile(np.arange(per_user, dtype=float), n_users))
+    first, last = credit(p.reshape(n_users, per_user)[:, :10]).mean(), credit(p.reshape(n_users, per_user)[:, -10:]).mean()
+    assert last > 0.9 and last > first
+    assert (online.logits.argmax(1) == np.array([1, 0, 1, 0, 1, 0])).all()  # each user's own prototype
+    assert all(torch.equal(v, frozen[k]) for k, v in model.state_dict().items())  # the shared model is untouched

@@ -7,6 +7,7 @@
     pluralign audit --store data/lancedb --group-by segment --since 1764000000 --json
     pluralign audit --source persona --groups 4 --group-by pal_prototype --pal artifacts/pal-a
     pluralign audit --source persona --groups 4 --group-by em_cluster --em runs/em-persona4
+    pluralign audit --source persona --groups 2 --group-by group --personalized pal --pal artifacts/pal-a
 
 Each comparison is predicted by its user's online model before the model learns from it
 (prequential accuracy); the base model is cross-fitted by user. `--user-groups` maps user ids to
@@ -53,6 +54,19 @@ def load_records(args: argparse.Namespace):
     raise ValueError("give --data FILE, --store URI, or --source ukp_convarg1|persona")
 
 
+def online_pal(records, encoder, users: list[str], pal_dir: str):
+    """Each user's PAL logits learned online from the prior, the checkpoint's shared model frozen."""
+    import torch
+
+    from pluralign.fairness.online import OnlinePAL
+    from pluralign.reward.features import embed_pairs
+    from pluralign.reward.pal import load_pal
+
+    model, user_weights, _ = load_pal(pal_dir, encoder_id=encoder.encoder_id, device=torch.device("cpu"))
+    batch = embed_pairs([r for r in records if not r.tie], encoder, users)  # the audit's rows, in its order
+    return OnlinePAL(model, user_weights.prior(), batch.prompt, batch.chosen, batch.rejected, len(users))
+
+
 def print_table(report) -> None:
     print(f"audit by {report.group_by}: {report.users} users, {report.comparisons} comparisons "
           f"({report.ties_skipped} ties skipped, {report.suppressed_groups} groups suppressed), {report.seconds:.1f} s")
@@ -71,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.fairness.audit import AuditConfig, audit, comparisons_from_records
     from pluralign.fairness.report import report_encoder
 
+    personalized = None
+    if args.personalized == "pal" and (args.store or not args.pal):
+        raise ValueError("--personalized pal needs --pal CHECKPOINT_DIR and a preference file or --source")
     if args.store:
         from pluralign.fairness.store_source import comparisons_from_store
 
@@ -94,10 +111,12 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError("--group-by em_cluster needs --em ARTIFACT_DIR")
             user_groups = em_cluster_groups(records, encoder, args.em)
         comparisons = comparisons_from_records(records, encoder, args.group_by, user_groups)
+        if args.personalized == "pal":
+            personalized = online_pal(records, encoder, comparisons.users, args.pal)
     config = AuditConfig(
         min_group_size=args.min_group_size, min_comparisons=args.min_comparisons, since=args.since, seed=args.seed
     )
-    report = audit(comparisons, args.group_by, config, progress=report_progress)
+    report = audit(comparisons, args.group_by, config, progress=report_progress, personalized=personalized)
     data = report_encoder.encode(report)
     if args.out:
         out = Path(args.out)
@@ -120,7 +139,9 @@ def register(sub) -> None:
     p.add_argument("--path", help="folder of the --source data (default under --data-dir)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--group-by", required=True, help="record attribute naming each comparison's group")
-    p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype")
+    p.add_argument("--personalized", choices=["logistic", "pal"], default="logistic",
+                   help="each user's online model: logistic on embeddings (default) or PAL logits (needs --pal)")
+    p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")
     p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
     p.add_argument("--user-groups", help="JSON object user_id -> group (learned components); overrides attributes")
     p.add_argument("--min-group-size", type=int, default=1, help="suppress groups with fewer users")
