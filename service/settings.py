@@ -29,6 +29,8 @@ class Settings(Base, frozen=True):
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
     compact_every: int = 500  # table commits between background compactions
+    adapter_every: int = 50  # new comparisons of a user that queue an adapter job for them
+    job_workers: int = 1  # training/audit jobs running at once (each in its own process)
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
