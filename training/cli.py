@@ -17,14 +17,9 @@ COMMANDS = ("training.commands.data", "training.commands.eval", "training.comman
 TRAINERS: tuple[str, ...] = (
     "training.commands.train_pal",
     "training.commands.train_em",
-COMMANDS = ("training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.audit")
-TRAINERS: tuple[str, ...] = (
-    "training.commands.train_pal",
-    "training.commands.train_em",
     "training.commands.train_maxmin",
     "training.commands.train_fspo",
     "training.commands.train_adapter",
-)
 )
 
 
