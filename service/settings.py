@@ -18,7 +18,9 @@ class Settings(Base, frozen=True):
 
     data_dir: str = "./data"  # API keys, the PAL checkpoint, adapters and (by default) LanceDB live here
     store_uri: str | None = None  # LanceDB URI (a folder or object store); default <data_dir>/lancedb
-    generator: str = "smollm2"  # `smollm2` or a folder holding a saved causal LM and its tokenizer
+    generator: str = "smollm2"  # `smollm2`, a folder holding a saved causal LM, or `openai:URL` (vLLM)
+    generator_model: str | None = None  # with `openai:URL`: the base model's name on that server
+    generator_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
     encoder: str = "minilm"  # `minilm` or a sentence-transformers folder (embeds prompts and answers)
     pal_dir: str | None = None  # PAL checkpoint folder; default <data_dir>/pal (bootstrapped if absent)
     shared_data: str = "../shared/data"  # persona data used to bootstrap a PAL checkpoint

@@ -18,5 +18,5 @@ def create_feedback(request: Request, data: JSONBody[FeedbackBody]) -> FeedbackR
     receipt = services.record(rt, request.user.tenant, data)
     admin = request.app.state.get("admin")
     if admin is not None:  # enough new comparisons queue an adapter job for this user
-        admin.on_feedback(request.user.tenant, receipt.user, receipt.refit.comparisons)
+        admin.on_feedback(request.user.tenant, receipt.user, rt.store.count_comparisons(request.user.tenant, receipt.user))
     return receipt
