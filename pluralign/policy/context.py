@@ -21,7 +21,7 @@ class Shot(Base):
     dispreferred: str
 
     @classmethod
-    def from_preference(cls, p: Preference) -> "Shot":
+    def from_preference(cls, p: Preference) -> Shot:
         return cls(question=p.prompt, preferred=p.chosen, dispreferred=p.rejected)
 
 

@@ -1,0 +1,321 @@
+"""LoRA adapters on disk and in memory: a registry keyed by (tenant, user), and a pool that serves
+many adapters on one base model in the same batch.
+
+On disk an adapter is peft's own layout (`adapter_config.json` + `adapter_model.safetensors`, what
+`PeftModel.from_pretrained` and vLLM's `--lora-modules name=path` read) plus `pluralign.json`, our
+metadata: schema version, base model id, number of shots, data version, metrics. Loading checks the
+base model id and refuses an adapter built for another model.
+
+In memory, `AdapterPool` keeps the most recently used adapters loaded on one peft model within a
+byte budget, and scores or generates for a batch whose rows each name their user; rows of users
+without an adapter use the fallback (the FSPO adapter when given, else the bare base model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import msgspec
+import torch
+
+from pluralign.data.record import Base
+from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
+
+SCHEMA_VERSION = 1
+META_FILE = "pluralign.json"
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+FALLBACK_ADAPTER = "fallback"  # the pool's name for the adapter serving users without their own
+
+
+class AdapterMeta(Base, kw_only=True):
+    """What an adapter was built from; written next to peft's files as `pluralign.json`."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: str  # "fspo" (population few-shot policy) or "user" (one user's adapter)
+    base_model: str  # id of the base model the LoRA weights apply to
+    shots: int  # comparisons shown in context during training (0 = none)
+    data_version: str  # content hash of the training comparisons
+    loss: str = "dpo"
+    beta: float = 0.1
+    metrics: dict[str, float] = {}
+    created_at: float = 0.0
+    tenant: str | None = None
+    user: str | None = None
+    parent: str | None = None  # data_version of the adapter training started from, if any
+
+
+class AdapterError(ValueError):
+    """An adapter that cannot be used here: missing, unreadable, or built for another base model."""
+
+
+_meta_decoder = msgspec.json.Decoder(AdapterMeta)
+_meta_encoder = msgspec.json.Encoder()
+
+
+def data_version(records) -> str:
+    """A short content hash of training comparisons (msgspec structs), independent of nothing else."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(_meta_encoder.encode(record))
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def read_meta(folder: str | Path) -> AdapterMeta:
+    folder = Path(folder)
+    path = folder / META_FILE
+    if not path.exists():
+        raise AdapterError(f"{folder} is not a pluralign adapter (no {META_FILE})")
+    raw = msgspec.json.decode(path.read_bytes())
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise AdapterError(f"{folder}: adapter schema version {version}, this code reads {SCHEMA_VERSION}")
+    return _meta_decoder.decode(path.read_bytes())
+
+
+def check_base(meta: AdapterMeta, base_model: str, where: str | Path) -> None:
+    if meta.base_model != base_model:
+        raise AdapterError(
+            f"adapter {where} was trained on base model {meta.base_model!r}, but this model is {base_model!r}; "
+            "retrain it on this base model"
+        )
+
+
+def write_meta(folder: str | Path, meta: AdapterMeta) -> AdapterMeta:
+    meta = msgspec.structs.replace(meta, created_at=meta.created_at or time.time())
+    (Path(folder) / META_FILE).write_bytes(msgspec.json.format(_meta_encoder.encode(meta)))
+    return meta
+
+
+def save_adapter(model, folder: str | Path, meta: AdapterMeta, adapter_name: str = "default") -> Path:
+    """Write one adapter of a peft model in peft's format plus our metadata, replacing `folder` whole."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.peft_config[adapter_name].base_model_name_or_path = meta.base_model
+    model.save_pretrained(str(tmp), selected_adapters=[adapter_name])
+    if adapter_name != "default":  # peft writes non-default adapters into a subfolder
+        for f in (tmp / adapter_name).iterdir():
+            f.rename(tmp / f.name)
+        (tmp / adapter_name).rmdir()
+    write_meta(tmp, meta)
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def load_adapter(base_model, folder: str | Path, base_model_id: str, trainable: bool = False):
+    """A peft model with the adapter at `folder` as its "default" adapter, after checking its base."""
+    from peft import PeftModel
+
+    meta = read_meta(folder)
+    check_base(meta, base_model_id, folder)
+    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable), meta
+
+
+def _key_part(value: str, what: str) -> str:
+    if not value or value in (".", ".."):
+        raise AdapterError(f"invalid {what} {value!r}")
+    return quote(value, safe="")
+
+
+class AdapterRegistry:
+    """Adapters on disk under `root/<tenant>/<user>/`, one per (tenant, user)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def folder(self, tenant: str, user: str) -> Path:
+        return self.root / _key_part(tenant, "tenant") / _key_part(user, "user")
+
+    def save(self, tenant: str, user: str, model, meta: AdapterMeta, adapter_name: str = "default") -> Path:
+        meta = msgspec.structs.replace(meta, tenant=tenant, user=user)
+        return save_adapter(model, self.folder(tenant, user), meta, adapter_name)
+
+    def meta(self, tenant: str, user: str) -> AdapterMeta | None:
+        folder = self.folder(tenant, user)
+        return read_meta(folder) if (folder / META_FILE).exists() else None
+
+    def require(self, tenant: str, user: str, base_model: str) -> tuple[Path, AdapterMeta]:
+        """The adapter's folder and metadata; raises AdapterError if absent or for another base model."""
+        folder = self.folder(tenant, user)
+        meta = self.meta(tenant, user)
+        if meta is None:
+            raise AdapterError(f"no adapter for user {user!r} of tenant {tenant!r}")
+        missing = [f for f in PEFT_FILES if not (folder / f).exists()]
+        if missing:
+            raise AdapterError(f"adapter {folder} lacks {', '.join(missing)}")
+        check_base(meta, base_model, f"for user {user!r} of tenant {tenant!r}")
+        return folder, meta
+
+    def delete(self, tenant: str, user: str) -> bool:
+        folder = self.folder(tenant, user)
+        if not folder.exists():
+            return False
+        shutil.rmtree(folder)
+        return True
+
+    def users(self, tenant: str) -> list[str]:
+        folder = self.root / _key_part(tenant, "tenant")
+        if not folder.is_dir():
+            return []
+        return sorted(unquote(p.name) for p in folder.iterdir() if (p / META_FILE).exists())
+
+
+def adapter_name(tenant: str, user: str) -> str:
+    """A peft-safe module name for a (tenant, user) adapter (peft names may not contain dots)."""
+    return "u" + hashlib.sha1(f"{tenant}\0{user}".encode()).hexdigest()[:16]
+
+
+class ModelHost:
+    """Holds one model and loads adapters into it, wrapping it in peft on the first one.
+
+    The pool only needs `model`, `load_adapter(name, folder)` and `drop_adapter(name)`; the
+    service's `Generator` offers the same three, so a pool can manage the generator's adapters.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def load_adapter(self, name: str, folder: str | Path) -> None:
+        from peft import PeftModel
+
+        if hasattr(self.model, "peft_config"):
+            self.model.load_adapter(str(folder), adapter_name=name)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+        self.model.eval()
+
+    def drop_adapter(self, name: str) -> None:
+        self.model.delete_adapter(name)
+
+
+class AdapterPool:
+    """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`.
+
+    `fallback` is an adapter folder (e.g. the FSPO adapter) that serves users without their own;
+    it stays loaded. Every method is safe to call from several threads (one lock; a forward pass at
+    a time, which is what one model on one device does anyway).
+
+    >>> pool = AdapterPool(ModelHost(base), AdapterRegistry("adapters"), SMOLLM2_ID, budget_bytes=64 << 20)
+    >>> pool.generate([("acme", "alice"), None], [[{"role": "user", "content": "Hi"}]] * 2, tokenizer)
+    """
+
+    def __init__(self, host, registry: AdapterRegistry, base_model: str, budget_bytes: int, fallback=None):
+        if isinstance(host, torch.nn.Module):  # transformers models have a load_adapter of their own
+            raise TypeError("AdapterPool takes a host such as ModelHost(model), not a bare model")
+        self.host = host  # a ModelHost, or anything with .model, .load_adapter(name, folder), .drop_adapter(name)
+        self.registry = registry
+        self.base_model = base_model
+        self.budget_bytes = budget_bytes
+        self.loaded: OrderedDict[str, tuple[int, float]] = OrderedDict()  # name -> (bytes, created_at)
+        self._lock = threading.RLock()
+        self.fallback = BASE_ADAPTER
+        if fallback is not None:
+            meta = read_meta(fallback)
+            check_base(meta, base_model, fallback)
+            self._load(FALLBACK_ADAPTER, Path(fallback))
+            self.fallback = FALLBACK_ADAPTER
+
+    @property
+    def model(self):
+        return self.host.model
+
+    @property
+    def bytes_used(self) -> int:
+        return sum(size for size, _ in self.loaded.values())
+
+    def _is_peft(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def _load(self, name: str, folder: Path) -> int:
+        self.host.load_adapter(name, folder)
+        marker = f".{name}."
+        return sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if marker in n)
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            if name in self.loaded:
+                self.host.drop_adapter(name)
+                del self.loaded[name]
+
+    def forget(self, tenant: str, user: str) -> None:
+        """Drop a user's adapter from memory (call after deleting or retraining it)."""
+        self.unload(adapter_name(tenant, user))
+
+    def adapter_for(self, tenant: str, user: str, pinned: frozenset[str] = frozenset()) -> str:
+        """The loaded adapter name serving this user (loading it if the registry has one), else the fallback."""
+        with self._lock:
+            meta = self.registry.meta(tenant, user)
+            name = adapter_name(tenant, user)
+            if meta is None:
+                self.unload(name)
+                return self.fallback
+            if name in self.loaded and self.loaded[name][1] == meta.created_at:
+                self.loaded.move_to_end(name)
+                return name
+            self.unload(name)  # absent, or retrained since it was loaded
+            folder, meta = self.registry.require(tenant, user, self.base_model)
+            size = self._load(name, folder)
+            self.loaded[name] = (size, meta.created_at)
+            for victim in [n for n in self.loaded if n not in pinned and n != name]:
+                if self.bytes_used <= self.budget_bytes:
+                    break
+                self.unload(victim)
+            if self.bytes_used > self.budget_bytes:
+                self.unload(name)
+                raise AdapterError(
+                    f"adapters needed at once exceed the pool's budget of {self.budget_bytes} bytes "
+                    f"(this one alone is {size} bytes)"
+                )
+            return name
+
+    def adapters_for(self, users: Sequence[tuple[str, str] | None]) -> list[str]:
+        """One adapter name per row; None rows (anonymous users) get the fallback."""
+        with self._lock:
+            names: list[str] = []
+            for key in users:
+                names.append(self.fallback if key is None else self.adapter_for(*key, pinned=frozenset(names)))
+            return names
+
+    def score(self, users, conversations, responses, tokenizer, **encode_kwargs) -> torch.Tensor:
+        """(N,) log pi(response | conversation) with each row's own adapter."""
+        with self._lock, torch.no_grad():
+            names = self.adapters_for(users)
+            batch = encode_responses(tokenizer, conversations, responses, **encode_kwargs)
+            return sequence_logprobs(self.model, batch, names if self._is_peft() else None).cpu()
+
+    def generate(self, users, conversations, tokenizer, max_new_tokens: int = 64, **generate_kwargs) -> list[str]:
+        """Greedy (unless told otherwise) replies, one per row, each from its user's adapter."""
+        with self._lock, torch.no_grad():
+            names = self.adapters_for(users)
+            prompts = [prompt_ids(tokenizer, messages) for messages in conversations]
+            width = max(len(p) for p in prompts)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, T) left-padded
+            attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            device = next(self.model.parameters()).device
+            kwargs = {"adapter_names": names} if self._is_peft() else {}
+            generate_kwargs.setdefault("do_sample", False)
+            out = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                **kwargs,
+                **generate_kwargs,
+            )
+            return tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)

@@ -1,0 +1,124 @@
+"""Per-user LoRA adapters: training touches only LoRA weights, the registry round-trips and guards
+the base model, and a mixed-adapter batch equals each adapter's own output row by row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from pluralign.data.record import Preference
+from pluralign.policy.adapters import AdapterError, AdapterMeta, AdapterPool, AdapterRegistry, ModelHost, load_adapter
+from pluralign.policy.fspo import FSPOConfig, ReferencePolicy, add_lora, episode, train
+from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, score_responses, sequence_logprobs
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Name a colour."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Which fruit do you like best, and why?"}],
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "user", "content": "Tell me something about the sea and the sky at night."}],
+]
+RESPONSES = ["Red.", "Apples, because they are crisp and sweet.", "Hello there!", "It is dark."]
+
+
+def random_adapter(model, seed: int):
+    """A LoRA adapter with random (non-zero) weights, so it changes the output."""
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
+    return get_peft_model(model, config)
+
+
+def meta_for(base_model: str) -> AdapterMeta:
+    return AdapterMeta(kind="user", base_model=base_model, shots=0, data_version="test", metrics={"acc": 1.0})
+
+
+def test_training_changes_only_lora_weights(make_tiny_lm, tokenizer):
+    policy = add_lora(make_tiny_lm(), FSPOConfig(lora_rank=4))
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    pairs = [Preference(user_id="u", prompt=f"Q{i}?", chosen="Yes, gladly.", rejected="No.") for i in range(4)]
+    episodes = [episode(pairs[:1], p) for p in pairs[1:]]
+    train(policy, ReferencePolicy(policy), tokenizer, episodes, FSPOConfig(shots=1, lr=1e-2, steps=3, batch_size=2))
+    changed = {n for n, p in policy.named_parameters() if not torch.equal(p, before[n])}
+    assert changed, "no weight trained"
+    assert all("lora_" in n for n in changed), sorted(changed)[:5]
+    assert any("lora_A" in n for n in changed) and any("lora_B" in n for n in changed)
+
+
+def test_registry_round_trip_and_base_model_guard(make_tiny_lm, tokenizer, tmp_path):
+    registry = AdapterRegistry(tmp_path / "adapters")
+    model = random_adapter(make_tiny_lm("tiny-a"), seed=1)
+    batch = encode_responses(tokenizer, CONVERSATIONS, RESPONSES)
+    with torch.no_grad():
+        expected = sequence_logprobs(model, batch)
+    folder = registry.save("acme", "alice/b.c", model, meta_for("tiny-a"))
+    assert {"adapter_config.json", "adapter_model.safetensors", "pluralign.json"} <= {p.name for p in folder.iterdir()}
+    assert registry.users("acme") == ["alice/b.c"]
+
+    loaded, meta = load_adapter(make_tiny_lm("tiny-a"), registry.require("acme", "alice/b.c", "tiny-a")[0], "tiny-a")
+    with torch.no_grad():
+        torch.testing.assert_close(sequence_logprobs(loaded, batch), expected)
+    assert meta.metrics == {"acc": 1.0} and meta.tenant == "acme" and meta.user == "alice/b.c"
+
+    with pytest.raises(AdapterError, match="trained on base model 'tiny-a', but this model is 'other-base'"):
+        registry.require("acme", "alice/b.c", "other-base")
+    with pytest.raises(AdapterError, match="trained on base model"):
+        load_adapter(make_tiny_lm("other-base"), folder, "other-base")
+    assert registry.delete("acme", "alice/b.c") and not folder.exists()
+    with pytest.raises(AdapterError, match="no adapter for user"):
+        registry.require("acme", "alice/b.c", "tiny-a")
+
+
+def test_mixed_adapter_batch_equals_each_adapter_alone(make_tiny_lm, tokenizer, tmp_path):
+    registry = AdapterRegistry(tmp_path)
+    users = [("acme", "alice"), ("acme", "bob"), ("zeta", "alice")]
+    for seed, (tenant, user) in enumerate(users, start=1):
+        registry.save(tenant, user, random_adapter(make_tiny_lm(), seed), meta_for("tiny-llama-a"))
+    base_scores = score_responses(make_tiny_lm(), tokenizer, CONVERSATIONS, RESPONSES)
+
+    own = {}  # each adapter on its own, one row at a time, in a fresh model
+    for tenant, user in users:
+        alone, _ = load_adapter(make_tiny_lm(), registry.folder(tenant, user), "tiny-llama-a")
+        own[(tenant, user)] = torch.cat(
+            [score_responses(alone, tokenizer, [c], [r]) for c, r in zip(CONVERSATIONS, RESPONSES, strict=True)]
+        )
+
+    pool = AdapterPool(ModelHost(make_tiny_lm()), registry, "tiny-llama-a", budget_bytes=10 << 20)
+    rows = [users[0], None, users[2], users[1]]
+    mixed = pool.score(rows, CONVERSATIONS, RESPONSES, tokenizer)
+    for i, key in enumerate(rows):
+        expected = base_scores[i] if key is None else own[key][i]
+        torch.testing.assert_close(mixed[i], expected, rtol=1e-4, atol=1e-4)
+    assert len({round(own[u][0].item(), 3) for u in users} | {round(base_scores[0].item(), 3)}) == 4
+
+    # generation: each row's greedy reply is the one its adapter gives alone
+    replies = pool.generate(rows, CONVERSATIONS, tokenizer, max_new_tokens=6)
+    for i, key in enumerate(rows):
+        assert replies[i] == pool.generate([key], [CONVERSATIONS[i]], tokenizer, max_new_tokens=6)[0]
+    assert pool.adapters_for([None]) == [BASE_ADAPTER]
+
+    # with a fallback (FSPO) adapter, users without their own adapter get the fallback's output
+    fallback = registry.folder(*users[1])
+    pool = AdapterPool(ModelHost(make_tiny_lm()), registry, "tiny-llama-a", budget_bytes=10 << 20, fallback=fallback)
+    mixed = pool.score([users[0], ("acme", "nobody"), None], CONVERSATIONS[:3], RESPONSES[:3], tokenizer)
+    torch.testing.assert_close(
+        mixed, torch.stack([own[users[0]][0], own[users[1]][1], own[users[1]][2]]), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_pool_evicts_least_recently_used_within_budget(make_tiny_lm, tokenizer, tmp_path):
+    registry = AdapterRegistry(tmp_path)
+    for seed, user in enumerate(["a", "b", "c"], start=1):
+        registry.save("t", user, random_adapter(make_tiny_lm(), seed), meta_for("tiny-llama-a"))
+    pool = AdapterPool(ModelHost(make_tiny_lm()), registry, "tiny-llama-a", budget_bytes=1 << 30)
+    one = pool.adapter_for("t", "a")
+    size = pool.bytes_used
+    pool.budget_bytes = 2 * size
+    pool.adapter_for("t", "b")
+    pool.adapter_for("t", "a")  # a is now the most recent
+    pool.adapter_for("t", "c")  # evicts b
+    assert set(pool.loaded) == {one, pool.adapter_for("t", "c")} and pool.bytes_used == 2 * size
+    with pytest.raises(AdapterError, match="exceed the pool's budget"):
+        pool.adapters_for([("t", "a"), ("t", "b"), ("t", "c")])
+    assert pool.adapter_for("t", "missing") == BASE_ADAPTER
+    registry.delete("t", "a")
+    assert pool.adapter_for("t", "a") == BASE_ADAPTER and one not in pool.loaded

@@ -1,0 +1,53 @@
+"""`pluralign train fspo` then `pluralign train adapter --from-fspo`, on a tiny model saved to disk."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from pluralign.data.io import write_jsonl
+from pluralign.data.record import Preference
+from pluralign.policy.adapters import AdapterPool, AdapterRegistry, ModelHost, read_meta
+from training.cli import main
+
+
+def test_train_fspo_then_a_user_adapter(make_tiny_lm, tokenizer, tmp_path, capsys):
+    base = tmp_path / "tiny"
+    make_tiny_lm("tiny-cli").save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    rng = random.Random(0)
+    rows = [
+        Preference(
+            user_id=f"user{u}",
+            prompt="Pick one?",
+            chosen=["yes", "no"][u % 2],
+            rejected=["no", "yes"][u % 2] + rng.choice("!.?"),
+        )
+        for u in range(10)
+        for _ in range(8)
+    ]
+    write_jsonl(rows, tmp_path / "prefs.jsonl")
+
+    fspo = tmp_path / "fspo"
+    args = ["train", "fspo", "--population", "file", "--data", str(tmp_path / "prefs.jsonl"), "--base", str(base)]
+    assert main(args + ["--shots", "2", "--steps", "2", "--batch-size", "2", "--lr", "1e-2", "--out", str(fspo)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["unseen_users"] == 2 and 0 <= report["unseen_reward_acc"] <= 1
+    meta = read_meta(fspo)
+    base_id = str(base.resolve())
+    assert (meta.kind, meta.shots, meta.base_model) == ("fspo", 2, base_id)
+    assert (fspo / "adapter_model.safetensors").exists()
+    assert json.loads((fspo / "adapter_config.json").read_text())["base_model_name_or_path"] == base_id
+
+    registry = tmp_path / "adapters"
+    args = ["train", "adapter", "--user", "user3", "--tenant", "acme", "--data", str(tmp_path / "prefs.jsonl")]
+    args += ["--registry", str(registry), "--from-fspo", str(fspo), "--base", str(base), "--steps", "2"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["held_out"] == 1 and report["comparisons"] == 7
+    meta = AdapterRegistry(registry).meta("acme", "user3")
+    assert (meta.kind, meta.shots, meta.parent, meta.user) == ("user", 2, read_meta(fspo).data_version, "user3")
+
+    # the served model picks the user's adapter, and FSPO for everyone else
+    pool = AdapterPool(ModelHost(make_tiny_lm("tiny-cli")), AdapterRegistry(registry), base_id, 1 << 24, fallback=fspo)
+    assert pool.adapters_for([("acme", "user3"), ("acme", "user4")])[1] == "fallback"

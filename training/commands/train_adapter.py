@@ -1,0 +1,115 @@
+"""`pluralign train adapter`: one user's LoRA adapter, DPO on that user's comparisons, into the registry.
+
+    OMP_NUM_THREADS=1 pluralign train adapter --user alice --tenant acme --data prefs.jsonl --registry adapters/
+    pluralign train adapter --user alice --data prefs.jsonl --from-fspo artifacts/fspo-persona --steps 40
+
+Starting from an FSPO adapter keeps its few-shot format: each training pair is shown after the
+same number of the user's own comparisons that FSPO was trained with. A fifth of the user's
+comparisons (when there are at least 5) are held out and scored before and after training. The
+adapter is saved in peft's format under `<registry>/<tenant>/<user>/` with its metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from training.common import print_json
+
+DEFAULT_REGISTRY = os.environ.get("PLURALIGN_ADAPTER_DIR") or str(Path.home() / ".cache" / "pluralign" / "adapters")
+
+
+def user_comparisons(args: argparse.Namespace):
+    from pluralign.data.io import read_preferences
+
+    records, _ = read_preferences(args.data)
+    mine = [r for r in records if r.user_id == args.user and not r.tie]
+    if not mine:
+        raise ValueError(f"no comparisons of user {args.user!r} in {args.data}")
+    return mine
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pluralign.policy.adapters import AdapterMeta, AdapterRegistry, data_version, load_adapter, read_meta
+    from pluralign.policy.fspo import FSPOConfig, ReferencePolicy, add_lora, episode, reward_accuracy, train
+    from training.commands.train_fspo import load_base
+
+    comparisons = user_comparisons(args)
+    random.Random(args.seed).shuffle(comparisons)
+    n_test = len(comparisons) // 5 if len(comparisons) >= 5 else 0
+    held_out, train_pairs = comparisons[:n_test], comparisons[n_test:]
+    model, tokenizer, base_id = load_base(args.base)
+    parent = read_meta(args.from_fspo) if args.from_fspo else None
+    shots = min(parent.shots if parent else 0, len(train_pairs) - 1)
+    config = FSPOConfig(
+        shots=shots,
+        loss=args.loss,
+        beta=parent.beta if parent else args.beta,
+        lora_rank=args.lora_rank,
+        lr=args.lr,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    rng = random.Random(args.seed)
+    episodes = []
+    for pair in train_pairs * max(1, config.steps * config.batch_size // len(train_pairs)):
+        others = [p for p in train_pairs if p is not pair]
+        episodes.append(episode(rng.sample(others, shots), pair))
+    test = [episode(train_pairs[:shots], p) for p in held_out]
+
+    if parent:
+        policy, _ = load_adapter(model, args.from_fspo, base_id, trainable=True)
+    else:
+        policy = add_lora(model, config)
+    reference = ReferencePolicy(policy)
+    started = time.time()
+    before = reward_accuracy(policy, reference, tokenizer, test, config) if test else float("nan")
+    bar = tqdm(total=config.steps, desc=f"adapter {args.user}", file=sys.stderr, disable=not sys.stderr.isatty())
+    metrics = train(policy, reference, tokenizer, episodes, config, on_step=lambda step, s: bar.update())
+    bar.close()
+    after = reward_accuracy(policy, reference, tokenizer, test, config) if test else float("nan")
+    metrics.update(
+        comparisons=float(len(train_pairs)),
+        held_out=float(len(held_out)),
+        held_out_acc_before=before,
+        held_out_acc_after=after,
+        seconds=time.time() - started,
+    )
+    meta = AdapterMeta(
+        kind="user",
+        base_model=base_id,
+        shots=shots,
+        loss=config.loss,
+        beta=config.beta,
+        data_version=data_version(train_pairs),
+        metrics=metrics,
+        parent=parent.data_version if parent else None,
+    )
+    folder = AdapterRegistry(args.registry).save(args.tenant, args.user, policy, meta)
+    print_json({"tenant": args.tenant, "user": args.user, "adapter": str(folder), **metrics})
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("adapter", help="train one user's LoRA adapter (DPO) and store it in the adapter registry")
+    p.add_argument("--user", required=True)
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--data", required=True, help="preference JSONL/Parquet file holding the user's comparisons")
+    p.add_argument("--registry", default=DEFAULT_REGISTRY, help="adapter registry folder ($PLURALIGN_ADAPTER_DIR)")
+    p.add_argument("--from-fspo", default=None, help="start from this FSPO adapter folder (and use its shots)")
+    p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
+    p.add_argument("--loss", default="dpo", choices=["ipo", "dpo"])
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)

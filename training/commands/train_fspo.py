@@ -1,0 +1,172 @@
+"""`pluralign train fspo`: meta-train a policy that reads a user's past comparisons in context.
+
+    OMP_NUM_THREADS=1 pluralign train fspo --population persona --groups 2 --shots 4 --steps 60 --out artifacts/fspo-persona
+    pluralign train fspo --population ukp --shots 4 --steps 200 --out artifacts/fspo-ukp
+    pluralign train fspo --population file --data prefs.jsonl --shots 4 --out artifacts/fspo-mine
+
+Writes a peft LoRA adapter folder (`adapter_config.json`, `adapter_model.safetensors`) with
+`pluralign.json` (schema version, base model id, shots, data version, metrics) and prints the
+metrics as JSON: held-out reward accuracy on unseen users before (the base model's likelihood of
+each answer given the same shots) and after training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from training.common import DEFAULT_DATA_DIR, print_json
+
+
+def load_base(spec: str):
+    """(model, tokenizer, base model id) for `smollm2` or a transformers model folder (its id: the absolute path)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pluralign.device import default_device
+    from pluralign.embed.models import SMOLLM2_ID, load_smollm2
+
+    if spec == "smollm2":
+        model, tokenizer = load_smollm2()
+        return model, tokenizer, SMOLLM2_ID
+    folder = Path(spec)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"--base must be `smollm2` or a transformers model folder, got {spec}")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(folder)).to(default_device()).eval()
+    return model, tokenizer, str(folder.resolve())
+
+
+def load_population(args: argparse.Namespace):
+    """(training users -> comparisons, unseen support, unseen query) for the chosen population."""
+    from pluralign.data.io import read_preferences
+    from pluralign.data.splits import by_user, split_unseen
+    from pluralign.evaluation import EvalConfig, load_protocol
+
+    if args.population == "file":
+        if not args.data:
+            raise ValueError("--population file needs --data FILE")
+        records, _ = read_preferences(args.data)
+        users = by_user([r for r in records if not r.tie])
+        names = sorted(users)
+        held_out = set(names[:: max(2, round(1 / args.unseen_fraction))])  # every n-th user is unseen
+        unseen = split_unseen({u: users[u] for u in held_out}, args.seed, min_query=1)
+        return {u: users[u] for u in names if u not in held_out}, unseen.support, unseen.query
+    protocol = load_protocol(
+        EvalConfig(protocol=args.population, data_dir=args.data_dir, groups=args.groups, seed=args.seed)
+    )
+    return by_user(protocol.seen.train), protocol.unseen.support, protocol.unseen.query
+
+
+def run(args: argparse.Namespace) -> int:
+    import copy
+
+    from tqdm import tqdm
+
+    from pluralign.policy.adapters import AdapterMeta, data_version, save_adapter, write_meta
+    from pluralign.policy.fspo import (
+        FSPOConfig,
+        ReferencePolicy,
+        add_lora,
+        query_episodes,
+        reward_accuracy,
+        train,
+        training_episodes,
+    )
+
+    config = FSPOConfig(
+        shots=args.shots,
+        loss=args.loss,
+        beta=args.beta,
+        lora_rank=args.lora_rank,
+        lora_layers=args.lora_layers,
+        full_finetune=args.full,
+        lr=args.lr,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        max_response_tokens=args.max_response_tokens,
+        seed=args.seed,
+    )
+    train_users, support, query = load_population(args)
+    eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
+    test = query_episodes({u: support[u] for u in eval_users}, query, config.shots, per_user=args.eval_per_user)
+    test = [e for e in test if e.user_id in set(eval_users)]
+    episodes = training_episodes(train_users, config.shots, config.steps * config.batch_size, seed=config.seed)
+    model, tokenizer, base_id = load_base(args.base)
+
+    started = time.time()
+    before = reward_accuracy(model, None, tokenizer, test, config)
+    if config.full_finetune:
+        reference = ReferencePolicy(model, full_copy=copy.deepcopy(model).eval())
+        policy = model
+        for p in policy.parameters():
+            p.requires_grad_(True)
+    else:
+        policy = add_lora(model, config)
+        reference = ReferencePolicy(policy)
+    bar = tqdm(total=config.steps, desc="fspo", file=sys.stderr, disable=not sys.stderr.isatty() and not args.progress)
+    metrics = train(
+        policy,
+        reference,
+        tokenizer,
+        episodes,
+        config,
+        on_step=lambda step, s: (bar.update(), bar.set_postfix(loss=f"{s['loss']:.3f}", acc=f"{s['reward_acc']:.2f}")),
+    )
+    bar.close()
+    after = reward_accuracy(policy, reference, tokenizer, test, config)
+    metrics.update(
+        unseen_base_likelihood_acc=before,
+        unseen_reward_acc=after,
+        unseen_users=float(len(eval_users)),
+        unseen_pairs=float(len(test)),
+        seconds=time.time() - started,
+    )
+    meta = AdapterMeta(
+        kind="fspo",
+        base_model=base_id,
+        shots=config.shots,
+        loss=config.loss,
+        beta=config.beta,
+        data_version=data_version([p for u in sorted(train_users) for p in train_users[u]]),
+        metrics=metrics,
+    )
+    if args.out:
+        if config.full_finetune:
+            out = Path(args.out)
+            policy.save_pretrained(str(out))
+            tokenizer.save_pretrained(str(out))
+            write_meta(out, meta)
+        else:
+            save_adapter(policy, args.out, meta)
+    print_json({"population": args.population, "out": args.out, **metrics})
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("fspo", help="FSPO: train a policy to act as any user's reward model from a few shots")
+    p.add_argument("--population", default="persona", choices=["persona", "ukp", "file"])
+    p.add_argument("--groups", type=int, default=2, help="persona: number of (opposed) groups")
+    p.add_argument("--data", default=None, help="--population file: a preference JSONL/Parquet file")
+    p.add_argument("--unseen-fraction", type=float, default=0.2, help="--population file: share of users held out")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
+    p.add_argument("--shots", type=int, default=4)
+    p.add_argument("--loss", default="ipo", choices=["ipo", "dpo"])
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-layers", type=int, default=0, help="LoRA on the top N layers only (0 = all)")
+    p.add_argument("--full", action="store_true", help="train every weight (GPU); saves a full model folder")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-response-tokens", type=int, default=96)
+    p.add_argument("--eval-users", type=int, default=20, help="unseen users scored")
+    p.add_argument("--eval-per-user", type=int, default=5, help="held-out comparisons per unseen user")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="artifact folder (peft adapter + pluralign.json)")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.set_defaults(func=run)
