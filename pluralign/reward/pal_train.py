@@ -77,6 +77,8 @@ def train_pal(
     tc = train_config
     if train.users != val.users:
         raise ValueError("train and validation pairs must index the same users")
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"PAL needs training and validation pairs (early stopping), got {len(train)} and {len(val)}")
     if train.prompt.shape[1] != config.input_dim:
         raise ValueError(f"embeddings are {train.prompt.shape[1]}-d, the config says input_dim={config.input_dim}")
     torch.manual_seed(tc.seed)
