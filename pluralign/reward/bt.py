@@ -27,6 +27,9 @@ class BTConfig:
     epochs: int = 30  # passes over the training pairs; early stopping on validation accuracy
     batch_size: int = 256
     patience: int = 3  # epochs without validation improvement before stopping
+    full_batch_items: int = 4096  # at most this many distinct answers: train full-batch on them
+    full_batch_steps: int = 400  # full-batch steps at most
+    full_batch_patience: int = 40  # full-batch steps without validation improvement
     l2: float = 1e-2  # per-user BT: ridge strength
     seed: int = 0
 
@@ -38,6 +41,13 @@ class RewardMLP(nn.Module):
 
     def forward(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:  # (N,)
         return self.net(torch.cat([prompt, response], dim=-1)).squeeze(-1)
+
+
+def distinct_answers(pairs: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distinct [prompt; response] rows (U, 2d) and each pair's chosen and rejected row index (N,)."""
+    rows = torch.cat([torch.cat([pairs.prompt, pairs.chosen], -1), torch.cat([pairs.prompt, pairs.rejected], -1)])
+    items, index = torch.unique(rows, dim=0, return_inverse=True)
+    return items, index[: len(pairs)], index[len(pairs) :]
 
 
 def _accuracy(p: torch.Tensor) -> float:
@@ -56,20 +66,30 @@ class SingleBT:
         return self.model(prompt, response)
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
+        """Minibatch epochs over the pairs, early stopping on validation accuracy.
+
+        Rewards are computed once per distinct (prompt, response) in a batch: data sets repeat
+        answers across many pairs (UKP: 1,070 texts in 24k training pairs), and when the distinct
+        answers are few the whole training set is one batch at the cost of those answers alone."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         device = default_device()
         train, val = train.to(device), val.to(device)
+        items, chosen_idx, rejected_idx = distinct_answers(train)  # (U, 2d), (N,), (N,)
+        full_batch = len(items) <= cfg.full_batch_items
+        batch_size = len(train) if full_batch else cfg.batch_size
+        max_epochs, patience = (cfg.full_batch_steps, cfg.full_batch_patience) if full_batch else (cfg.epochs, cfg.patience)
         model = RewardMLP(train.prompt.shape[1], cfg.hidden).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         generator = torch.Generator().manual_seed(cfg.seed)
         best, best_state, since = -1.0, None, 0
-        for epoch in range(cfg.epochs):  # noqa: B007 (reported after the loop)
+        for epoch in range(max_epochs):  # noqa: B007 (reported after the loop)
             model.train()
-            for batch in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
+            for batch in torch.randperm(len(train), generator=generator).split(batch_size):
                 batch = batch.to(device)
-                prompt = train.prompt[batch]  # (B, d)
-                loss = bradley_terry_loss(model(prompt, train.chosen[batch]), model(prompt, train.rejected[batch]))
+                used, where = torch.unique(torch.cat([chosen_idx[batch], rejected_idx[batch]]), return_inverse=True)
+                reward = model.net(items[used]).squeeze(-1)  # (U_batch,)
+                loss = bradley_terry_loss(reward[where[: len(batch)]], reward[where[len(batch) :]])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -80,12 +100,12 @@ class SingleBT:
                 best, best_state, since = acc, copy.deepcopy(model.state_dict()), 0
             else:
                 since += 1
-                if since >= cfg.patience:
+                if since >= patience:
                     break
         if best_state is not None:
             model.load_state_dict(best_state)
         self.model = model.eval()
-        return {"val_acc": best, "epochs": epoch + 1, "train_loss": float(loss.detach())}
+        return {"val_acc": best, "epochs": epoch + 1, "full_batch": full_batch, "train_loss": float(loss.detach())}
 
     @torch.no_grad()
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:
