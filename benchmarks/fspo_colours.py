@@ -41,19 +41,29 @@ def main() -> None:
     torch.manual_seed(args.seed)
     base = LlamaForCausalLM(
         LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=2 * args.hidden, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=args.hidden,
+            intermediate_size=2 * args.hidden,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
     ).eval()
     rng = random.Random(args.seed)
     seen = [f"seen-{i}" for i in range(16)]
     new = [f"new-{i}" for i in range(8)]
-    train_eps = [episode(history(u, 4, rng), held_out(u, 1, rng)[0]) for u in (seen[i % 16] for i in range(8 * args.steps))]
+    train_eps = [
+        episode(history(u, 4, rng), held_out(u, 1, rng)[0]) for u in (seen[i % 16] for i in range(8 * args.steps))
+    ]
     user_history = {u: history(u, 32, rng) for u in new}
     user_test = {u: held_out(u, 8, rng) for u in new}
     tests = {k: [episode(user_history[u][:k], q) for u in new for q in user_test[u][:4]] for k in (4, 8)}
-    config = FSPOConfig(shots=4, loss="dpo", beta=1.0, full_finetune=True, lr=1e-2, steps=args.steps, batch_size=8, seed=args.seed)
+    config = FSPOConfig(
+        shots=4, loss="dpo", beta=1.0, full_finetune=True, lr=1e-2, steps=args.steps, batch_size=8, seed=args.seed
+    )
     report: dict = {"steps": args.steps, "hidden": args.hidden, "pairs_per_k": len(tests[4])}
 
     for k in (4, 8):
@@ -62,8 +72,16 @@ def main() -> None:
     start = time.perf_counter()
     no_shot = copy.deepcopy(base)
     ref = ReferencePolicy(no_shot, full_copy=base)
-    train(no_shot, ref, tokenizer, [msgspec.structs.replace(e, shots=[]) for e in train_eps], dataclasses.replace(config, shots=0))
-    report["dpo_no_shots_acc"] = reward_accuracy(no_shot, ref, tokenizer, [msgspec.structs.replace(e, shots=[]) for e in tests[4]], config)
+    train(
+        no_shot,
+        ref,
+        tokenizer,
+        [msgspec.structs.replace(e, shots=[]) for e in train_eps],
+        dataclasses.replace(config, shots=0),
+    )
+    report["dpo_no_shots_acc"] = reward_accuracy(
+        no_shot, ref, tokenizer, [msgspec.structs.replace(e, shots=[]) for e in tests[4]], config
+    )
     report["dpo_no_shots_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -81,7 +99,10 @@ def main() -> None:
             test = [episode(user_history[u][:4], q) for q in user_test[u]]
             before.append(reward_accuracy(fspo, ref, tokenizer, test, config))
             pairs = user_history[u][:n]
-            mine = [episode(random.Random(i).sample([p for p in pairs if p is not q], min(4, n - 1)), q) for i, q in enumerate(pairs)]
+            mine = [
+                episode(random.Random(i).sample([p for p in pairs if p is not q], min(4, n - 1)), q)
+                for i, q in enumerate(pairs)
+            ]
             policy = add_lora(fspo, adapter_config)
             user_ref = ReferencePolicy(policy, full_copy=base)  # rewards stay relative to the base model
             train(policy, user_ref, tokenizer, mine, adapter_config)

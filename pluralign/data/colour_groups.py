@@ -27,8 +27,12 @@ def comparison(user: str, against: tuple[str, ...], rng: random.Random) -> Prefe
     liked = favourite(user)
     other = rng.choice([c for c in against if c != liked])
     return Preference(
-        user_id=user, prompt=PROMPT, chosen=f"I like {liked}", rejected=f"I like {other}",
-        source="colour_groups", attributes={"group": liked},
+        user_id=user,
+        prompt=PROMPT,
+        chosen=f"I like {liked}",
+        rejected=f"I like {other}",
+        source="colour_groups",
+        attributes={"group": liked},
     )
 
 

@@ -11,7 +11,9 @@ from pluralign.policy.fspo import Episode, FSPOConfig, ReferencePolicy, episode,
 
 def episodes(users: list[str], count: int, shots: int, rng: random.Random) -> list[Episode]:
     """Shots from each user's history, then a held-out pair of two groups' favourites."""
-    return [episode(history(u, shots, rng), held_out(u, 1, rng)[0]) for u in (users[i % len(users)] for i in range(count))]
+    return [
+        episode(history(u, shots, rng), held_out(u, 1, rng)[0]) for u in (users[i % len(users)] for i in range(count))
+    ]
 
 
 def test_fspo_beats_the_untrained_model_on_unseen_users(make_tiny_lm, tokenizer):
