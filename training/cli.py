@@ -1,9 +1,9 @@
 """The `pluralign` command line.
 
-pluralign data stats --source ukp_convarg1 --path ../shared/data/ukp_convarg1 --json
-pluralign eval --model bt --protocol persona --groups 4 --json
-pluralign train pal --variant a --k 4
-pluralign serve --host 127.0.0.1 --port 8000
+    pluralign data stats --source ukp_convarg1 --path ../shared/data/ukp_convarg1 --json
+    pluralign eval --model bt --protocol persona --groups 4 --json
+    pluralign train pal --variant a --k 4
+    pluralign serve --host 127.0.0.1 --port 8000
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ TRAINERS: tuple[str, ...] = ("training.commands.train_fspo", "training.commands.
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pluralign", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="pluralign", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
