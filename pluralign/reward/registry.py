@@ -7,10 +7,22 @@ from collections.abc import Callable
 from pluralign.reward.base import PreferenceModel
 from pluralign.reward.bt import BTConfig, PerUserBT, SingleBT
 
+
+def _pal(variant: str) -> Callable[[int | None, int], PreferenceModel]:
+    def build(k: int | None, seed: int) -> PreferenceModel:
+        from pluralign.reward.pal import PALConfig, PALPreference, PALTrainConfig
+
+        return PALPreference(PALConfig(variant=variant, k=k or 4), PALTrainConfig(seed=seed))
+
+    return build
+
+
 # name -> factory(k, seed); k is the number of mixture components where a model has them.
 MODELS: dict[str, Callable[[int | None, int], PreferenceModel]] = {
     "bt": lambda k, seed: SingleBT(BTConfig(seed=seed)),
     "per-user-bt": lambda k, seed: PerUserBT(BTConfig(seed=seed)),
+    "pal-a": _pal("a"),
+    "pal-b": _pal("b"),
 }
 
 

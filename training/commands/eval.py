@@ -18,6 +18,10 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.evaluation import EvalConfig, evaluate, load_protocol
     from pluralign.reward.registry import build_model
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     config = EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed)
     model = build_model(args.model, k=args.k, seed=args.seed)
     protocol = load_protocol(config)
@@ -50,5 +54,6 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--json", action="store_true", help="print only the JSON report")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 is fastest on a busy box)")
     add_encoder_args(p)
     p.set_defaults(func=run)

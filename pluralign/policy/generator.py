@@ -1,0 +1,255 @@
+"""Chat generation: n sampled candidates, or one streamed, from a causal LM with a chat template.
+
+The default policy is SmolLM2-135M-Instruct. Per-user LoRA adapters are picked per request by name
+(peft's mixed-batch `adapter_names`), so one base model serves every user and none of the users'
+identities live in the model. One generation runs at a time (the lock): on a small CPU machine
+concurrent generations only slow each other down.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pluralign.device import default_device
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample, in OpenAI's terms."""
+
+    temperature: float = 0.7  # 0 = greedy
+    top_p: float = 1.0  # nucleus mass kept
+    max_tokens: int = 128  # new tokens per candidate
+    stop: tuple[str, ...] = ()  # the text is cut before the first of these
+    seed: int | None = None  # fixes sampling for reproducible tests
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"`temperature` must be in [0, 2], got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"`max_tokens` must be at least 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    finish_reason: str  # "stop" (end of turn or a stop string) or "length"
+    tokens: int  # completion tokens generated
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """`text` up to the first stop string, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class Generator:
+    """A causal LM and its tokenizer, ready to answer chat messages."""
+
+    def __init__(self, model, tokenizer, model_id: str):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model_id = model_id
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, model_id: str | None = None, device: torch.device | None = None) -> Generator:
+        """A model saved with `save_pretrained` (weights + tokenizer) in `folder`."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device or default_device())
+        return cls(model, tokenizer, model_id or Path(folder).name)
+
+    @classmethod
+    def smollm2(cls, device: torch.device | None = None) -> Generator:
+        from pluralign.embed.models import SMOLLM2_ID, load_smollm2
+
+        model, tokenizer = load_smollm2(device)
+        return cls(model, tokenizer, SMOLLM2_ID)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---- adapters ---------------------------------------------------------------------------
+
+    @property
+    def adapters(self) -> set[str]:
+        config = getattr(self.model, "peft_config", None)
+        return set(config) if config else set()
+
+    def load_adapter(self, name: str, folder: str | Path) -> None:
+        """Load a saved LoRA adapter under `name` (the base model is wrapped on first use)."""
+        from peft import PeftModel
+
+        with self._lock:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(folder), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name).eval()
+
+    def drop_adapter(self, name: str) -> None:
+        with self._lock:
+            if name in self.adapters:
+                self.model.delete_adapter(name)
+
+    def _adapter_kwargs(self, adapter: str | None, batch: int) -> dict:
+        if not self.adapters:
+            if adapter is not None:
+                raise ValueError(f"adapter {adapter!r} is not loaded")
+            return {}
+        if adapter is not None and adapter not in self.adapters:
+            raise ValueError(f"adapter {adapter!r} is not loaded")
+        return {"adapter_names": [adapter or BASE_ADAPTER] * batch}
+
+    # ---- generation -------------------------------------------------------------------------
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> torch.Tensor:
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        return ids.to(self.device)  # (1, T)
+
+    def _sample_kwargs(self, sampling: Sampling) -> dict:
+        if sampling.temperature == 0:
+            return {"do_sample": False}
+        return {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+
+    def _stop_token_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
+            ids.add(im_end)
+        return sorted(i for i in ids if i is not None)
+
+    @torch.no_grad()
+    def generate(
+        self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None
+    ) -> tuple[list[Candidate], int]:
+        """`n` candidates for the conversation, and the prompt's token count."""
+        if n < 1:
+            raise ValueError(f"`n` must be at least 1, got {n}")
+        ids = self.encode_chat(messages)  # (1, T)
+        stop_ids = self._stop_token_ids()
+        with self._lock:
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            out = self.model.generate(
+                input_ids=ids.expand(n, -1),
+                attention_mask=torch.ones_like(ids).expand(n, -1),
+                max_new_tokens=sampling.max_tokens,
+                eos_token_id=stop_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **self._sample_kwargs(sampling),
+                **self._adapter_kwargs(adapter, n),
+            )  # (n, T + new)
+        candidates = []
+        for row in out[:, ids.shape[1] :]:
+            row = row.tolist()
+            ended = next((i for i, t in enumerate(row) if t in stop_ids), None)
+            tokens = row if ended is None else row[:ended]
+            text, stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+            finish = "stop" if ended is not None or stopped else "length"
+            candidates.append(Candidate(text=text.strip(), finish_reason=finish, tokens=len(tokens)))
+        return candidates, int(ids.shape[1])
+
+    def stream(
+        self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
+    ) -> Iterator[str | Candidate]:
+        """Text pieces as they are generated, then the final Candidate (its full text and reason)."""
+        from transformers import TextIteratorStreamer
+
+        ids = self.encode_chat(messages)
+        stop_ids = self._stop_token_ids()
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
+        counter = _TokenCounter()
+        cancel = threading.Event()  # set when a stop string ends the answer early
+
+        def run() -> None:
+            from transformers import StoppingCriteriaList
+
+            with self._lock, torch.no_grad():
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
+                try:
+                    self.model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        max_new_tokens=sampling.max_tokens,
+                        eos_token_id=stop_ids,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                        streamer=_Both(streamer, counter),
+                        stopping_criteria=StoppingCriteriaList([lambda *_args, **_kw: cancel.is_set()]),
+                        **self._sample_kwargs(sampling),
+                        **self._adapter_kwargs(adapter, 1),
+                    )
+                finally:
+                    streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        text, sent, stopped = "", 0, False
+        hold = max((len(s) for s in sampling.stop), default=1) - 1  # a stop string may span pieces
+        for piece in streamer:
+            text += piece
+            if sampling.stop:
+                cut, stopped = cut_at_stop(text, sampling.stop)
+                if stopped:
+                    cancel.set()
+                    if len(cut) > sent:
+                        yield cut[sent:]
+                    text = cut
+                    break
+            safe = len(text) - hold
+            if safe > sent:
+                yield text[sent:safe]
+                sent = safe
+        if not stopped and len(text) > sent:
+            yield text[sent:]
+        worker.join()
+        ended = stopped or counter.last in stop_ids
+        tokens = counter.count - (1 if counter.last in stop_ids else 0)
+        yield Candidate(text=text.strip(), finish_reason="stop" if ended else "length", tokens=tokens)
+
+
+class _TokenCounter:
+    """A streamer that counts new tokens and remembers the last one."""
+
+    def __init__(self):
+        self.count, self.last, self.prompt_seen = 0, None, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # the first call carries the prompt
+            self.prompt_seen = True
+            return
+        self.count += int(value.numel())
+        self.last = int(value.reshape(-1)[-1])
+
+    def end(self) -> None:
+        pass
+
+
+class _Both:
+    """Feeds generation output to two streamers."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+
+    def put(self, value):
+        self.first.put(value)
+        self.second.put(value)
+
+    def end(self):
+        self.first.end()
+        self.second.end()

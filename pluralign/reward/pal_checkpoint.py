@@ -1,0 +1,86 @@
+"""A PAL checkpoint is a folder:
+
+    model.safetensors    shared parameters only
+    meta.json            msgspec `PALMeta`: schema version, encoder id, variant, K, sizes, metrics
+    user_weights.json    the `UserWeights` table of the training users, with the population prior
+
+Loading checks the schema version, the encoder id (when the caller names one) and that the user
+weights have the model's K, and refuses a mismatch with a ValueError that says what differs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+from safetensors.torch import load_file, save_file
+
+from pluralign.data.record import Base
+from pluralign.device import default_device
+from pluralign.reward.pal_model import PALConfig, PALModel
+from pluralign.reward.user_weights import UserWeights
+
+PAL_SCHEMA = 1
+MODEL_FILE = "model.safetensors"
+META_FILE = "meta.json"
+USER_WEIGHTS_FILE = "user_weights.json"
+
+
+class PALMeta(Base):
+    schema_version: int
+    encoder_id: str
+    variant: str
+    k: int
+    input_dim: int
+    latent_dim: int
+    hidden: int
+    users: int = 0  # training users in user_weights.json
+    metrics: dict[str, float] = {}
+
+    def config(self) -> PALConfig:
+        return PALConfig(variant=self.variant, k=self.k, input_dim=self.input_dim, latent_dim=self.latent_dim, hidden=self.hidden)
+
+
+def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, encoder_id: str, metrics: dict | None = None) -> None:
+    """Write the checkpoint folder (created if missing; files overwritten)."""
+    if user_weights.k != model.config.k:
+        raise ValueError(f"user weights have K={user_weights.k}, the model has K={model.config.k}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    c = model.config
+    meta = PALMeta(
+        schema_version=PAL_SCHEMA, encoder_id=encoder_id, variant=c.variant, k=c.k, input_dim=c.input_dim,
+        latent_dim=c.latent_dim, hidden=c.hidden, users=len(user_weights),
+        metrics={k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)},
+    )
+    save_file({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}, str(folder / MODEL_FILE))
+    (folder / META_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
+    user_weights.save(folder / USER_WEIGHTS_FILE)
+
+
+def read_meta(folder: str | Path) -> PALMeta:
+    path = Path(folder) / META_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not a PAL checkpoint: no {META_FILE}")
+    try:
+        meta = msgspec.json.decode(path.read_bytes(), type=PALMeta)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{path}: not a PAL checkpoint description: {exc}") from exc
+    if meta.schema_version != PAL_SCHEMA:
+        raise ValueError(f"{path}: PAL checkpoint schema {meta.schema_version}, this code reads schema {PAL_SCHEMA}")
+    return meta
+
+
+def load_pal(folder: str | Path, encoder_id: str | None = None, device=None) -> tuple[PALModel, UserWeights, PALMeta]:
+    """Rebuild the model (in eval mode, on `device` or the default one) and its user-weights table."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    if encoder_id is not None and meta.encoder_id != encoder_id:
+        raise ValueError(
+            f"{folder} was trained on embeddings from {meta.encoder_id!r}, not {encoder_id!r}: "
+            "its rewards mean nothing on another encoder's vectors; retrain or pick the matching encoder"
+        )
+    model = PALModel(meta.config())
+    model.load_state_dict(load_file(str(folder / MODEL_FILE)))
+    user_weights = UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k)
+    return model.to(device or default_device()).eval(), user_weights, meta

@@ -1,0 +1,105 @@
+"""PAL as a `PreferenceModel`, so `pluralign eval --model pal-a|pal-b` measures it like the baselines.
+
+Seen users score with their trained logits; new users are fitted from their support pairs with
+`fit_users` (all new users at once, each row depending only on its own pairs) around the population
+prior. Group recovery clusters the seen users by k-means on the points that set their preferences
+(variant a: ideal points a_u in the latent space; variant b: weights w_u on the simplex, since
+a_u(x) is linear in w_u), with the number of clusters chosen by silhouette score in 2..K. The
+argmax of the weights is not used: softmax weights stay spread over prototypes, so two groups can
+share an argmax while sitting far apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pluralign.device import default_device
+from pluralign.reward.features import PairBatch
+from pluralign.reward.pal_fit import PRIOR_STRENGTH, fit_users
+from pluralign.reward.pal_model import PALConfig, PALModel
+from pluralign.reward.pal_train import PALTrainConfig, train_pal
+from pluralign.reward.user_weights import UserWeights
+
+
+def user_points(model: PALModel, logits: torch.Tensor) -> np.ndarray:
+    """The points users are clustered on: ideal points (variant a) or simplex weights (variant b)."""
+    with torch.no_grad():
+        logits = logits.to(next(model.parameters()).device)
+        points = model.ideal_points(logits) if model.config.variant == "a" else model.weights(logits)
+    return points.cpu().numpy().astype(np.float64)
+
+
+def cluster_points(points: np.ndarray, max_clusters: int, seed: int = 0) -> np.ndarray:
+    """k-means labels, the number of clusters (1..max_clusters) picked by silhouette score."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    n = len(points)
+    spread = points.std(0).max() if n else 0.0
+    if n < 3 or max_clusters < 2 or spread < 1e-6:
+        return np.zeros(n, dtype=int)
+    best_labels, best_score = np.zeros(n, dtype=int), -1.0
+    for c in range(2, min(max_clusters, n - 1) + 1):
+        labels = KMeans(n_clusters=c, n_init=10, random_state=seed).fit_predict(points)
+        if len(set(labels)) < 2:
+            continue
+        score = silhouette_score(points, labels)
+        if score > best_score:
+            best_labels, best_score = labels, score
+    return best_labels
+
+
+class PALPreference:
+    """`PreferenceModel` adapter over `train_pal` / `fit_users`."""
+
+    def __init__(
+        self,
+        config: PALConfig = PALConfig(),
+        train_config: PALTrainConfig = PALTrainConfig(),
+        prior_strength: float = PRIOR_STRENGTH,
+    ):
+        self.name = f"pal-{config.variant}"
+        self.config = config
+        self.train_config = train_config
+        self.prior_strength = prior_strength
+        self.model: PALModel | None = None
+        self.user_weights: UserWeights | None = None
+
+    def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
+        config = PALConfig(self.config.variant, self.config.k, train.prompt.shape[1], self.config.latent_dim, self.config.hidden)
+        result = train_pal(train, val, config, self.train_config)
+        self.model, self.user_weights = result.model, result.user_weights
+        return result.metrics
+
+    def _trained(self) -> tuple[PALModel, UserWeights]:
+        if self.model is None or self.user_weights is None:
+            raise ValueError("the PAL model is not trained yet: call fit first")
+        return self.model, self.user_weights
+
+    @torch.no_grad()
+    def _prob(self, logits: torch.Tensor, pairs: PairBatch) -> np.ndarray:
+        model, _ = self._trained()
+        pairs = pairs.to(default_device())
+        margin = model.margin(logits.to(default_device())[pairs.user], model.pair_terms(pairs.prompt, pairs.chosen, pairs.rejected))
+        return torch.sigmoid(margin).cpu().numpy()
+
+    def prob_seen(self, pairs: PairBatch) -> np.ndarray:
+        logits, _ = self._trained()[1].stack(pairs.users)  # unknown users fall back to the prior
+        return self._prob(logits, pairs)
+
+    def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
+        model, user_weights = self._trained()
+        support = support.to(default_device())
+        logits = fit_users(
+            model, support.prompt, support.chosen, support.rejected, support.user, len(support.users),
+            prior_logits=user_weights.prior(), prior_strength=self.prior_strength,
+        )
+        return self._prob(logits, query)
+
+    def user_clusters(self) -> dict[str, int] | None:
+        model, user_weights = self._trained()
+        users = user_weights.users()
+        logits, _ = user_weights.stack(users)
+        labels = cluster_points(user_points(model, logits), self.config.k, seed=self.train_config.seed)
+        return {u: int(c) for u, c in zip(users, labels, strict=True)}

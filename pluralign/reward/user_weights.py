@@ -1,0 +1,135 @@
+"""User identity as data: a table from user id to K mixture logits, beside (never inside) the model.
+
+Each row carries a version that increases on every change, so a writer can tell a stale row from a
+fresh one. The population prior (the mean of the training users' centred logits) stands in for a
+user the table does not know, and is the centre that few-shot fitting shrinks towards.
+
+The file is msgspec JSON with a schema version and K; loading refuses any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import torch
+
+from pluralign.data.record import Base
+
+USER_WEIGHTS_SCHEMA = 1
+
+
+class UserRow(Base):
+    logits: list[float]
+    version: int = 1
+
+
+class UserWeightsFile(Base):
+    schema_version: int
+    k: int
+    prior: list[float]
+    users: dict[str, UserRow]
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(UserWeightsFile)
+
+
+class UserWeights:
+    """user_id -> (K logits, version), plus the population prior. Logits come back as float32 (K,)."""
+
+    def __init__(self, k: int, prior: torch.Tensor | None = None):
+        self.k = k
+        self._prior = torch.zeros(k) if prior is None else self._check(prior)
+        self._rows: dict[str, UserRow] = {}
+
+    def _check(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = torch.as_tensor(logits, dtype=torch.float32).detach().cpu().reshape(-1)
+        if logits.shape[0] != self.k:
+            raise ValueError(f"expected {self.k} logits, got {logits.shape[0]}")
+        if not torch.isfinite(logits).all():
+            raise ValueError("user logits must be finite")
+        return logits
+
+    @classmethod
+    def from_logits(cls, users: list[str], logits: torch.Tensor) -> UserWeights:
+        """A table for trained users: row i of logits (U, K) belongs to users[i]; prior = their centred mean."""
+        logits = logits.detach().float().cpu()
+        centred = logits - logits.mean(-1, keepdim=True)
+        table = cls(logits.shape[1], centred.mean(0) if len(users) else None)
+        for user, row in zip(users, logits, strict=True):
+            table.set(user, row)
+        return table
+
+    def prior(self) -> torch.Tensor:
+        """The population prior logits (K,)."""
+        return self._prior.clone()
+
+    def set_prior(self, logits: torch.Tensor) -> None:
+        self._prior = self._check(logits)
+
+    def get(self, user_id: str) -> torch.Tensor | None:
+        row = self._rows.get(user_id)
+        return torch.tensor(row.logits, dtype=torch.float32) if row is not None else None
+
+    def lookup(self, user_id: str) -> tuple[torch.Tensor, bool]:
+        """(logits, is_prior): the user's logits, or the population prior when the user is unknown."""
+        logits = self.get(user_id)
+        return (self.prior(), True) if logits is None else (logits, False)
+
+    def version(self, user_id: str) -> int:
+        """The row's version; 0 for an unknown user."""
+        row = self._rows.get(user_id)
+        return row.version if row is not None else 0
+
+    def set(self, user_id: str, logits: torch.Tensor) -> int:
+        """Store a user's logits; returns the row's new version."""
+        version = self.version(user_id) + 1
+        self._rows[user_id] = UserRow(logits=self._check(logits).tolist(), version=version)
+        return version
+
+    def remove(self, user_id: str) -> bool:
+        return self._rows.pop(user_id, None) is not None
+
+    def items(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for user_id, row in self._rows.items():
+            yield user_id, torch.tensor(row.logits, dtype=torch.float32)
+
+    def users(self) -> list[str]:
+        return list(self._rows)
+
+    def stack(self, users: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits for many users (U, K), the prior where unknown, and a mask (U,) of who fell back."""
+        found = [self.lookup(u) for u in users]
+        if not found:
+            return torch.zeros(0, self.k), torch.zeros(0, dtype=torch.bool)
+        return torch.stack([f[0] for f in found]), torch.tensor([f[1] for f in found])
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self._rows
+
+    def save(self, path: str | Path) -> None:
+        file = UserWeightsFile(schema_version=USER_WEIGHTS_SCHEMA, k=self.k, prior=self._prior.tolist(), users=self._rows)
+        Path(path).write_bytes(_ENCODER.encode(file))
+
+    @classmethod
+    def load(cls, path: str | Path, k: int | None = None) -> UserWeights:
+        """Read a table; refuses another schema version, or another K when `k` is given."""
+        try:
+            file = _DECODER.decode(Path(path).read_bytes())
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{path}: not a user-weights file: {exc}") from exc
+        if file.schema_version != USER_WEIGHTS_SCHEMA:
+            raise ValueError(f"{path}: user-weights schema {file.schema_version}, this code reads {USER_WEIGHTS_SCHEMA}")
+        if k is not None and file.k != k:
+            raise ValueError(f"{path}: user weights have K={file.k}, the model has K={k}")
+        table = cls(file.k, torch.tensor(file.prior, dtype=torch.float32))
+        for user_id, row in file.users.items():
+            if len(row.logits) != file.k:
+                raise ValueError(f"{path}: user {user_id!r} has {len(row.logits)} logits, expected K={file.k}")
+            table._rows[user_id] = row
+        return table

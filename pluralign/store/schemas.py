@@ -1,0 +1,88 @@
+"""Explicit Arrow schemas of the three LanceDB tables, with their version.
+
+Each table's schema metadata records `schema_version`, `encoder_id` and `dim` (the embedding width);
+opening a table written under other values is refused with a message that names the difference.
+Every row also carries `schema_version`, so rows exported from one version stay identifiable.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+PREFERENCE_KINDS = ("choice", "comparison", "rating", "edit")
+
+
+def _metadata(encoder_id: str, dim: int) -> dict[str, str]:
+    return {"schema_version": str(SCHEMA_VERSION), "encoder_id": encoder_id, "dim": str(dim)}
+
+
+def vector_type(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)
+
+
+def preference_schema(encoder_id: str, dim: int) -> pa.Schema:
+    """One row per comparison a user made; `kind` is one of PREFERENCE_KINDS."""
+    return pa.schema(
+        [
+            pa.field("tenant", pa.string(), nullable=False),
+            pa.field("user_id", pa.string(), nullable=False),
+            pa.field("pref_id", pa.string(), nullable=False),
+            pa.field("prompt", pa.string(), nullable=False),
+            pa.field("chosen", pa.string(), nullable=False),
+            pa.field("rejected", pa.string(), nullable=False),
+            pa.field("tie", pa.bool_(), nullable=False),
+            pa.field("margin", pa.float32(), nullable=True),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=True),
+            pa.field("created_at", pa.float64(), nullable=False),
+            pa.field("attributes", pa.string(), nullable=False),  # JSON object
+            pa.field("prompt_vec", vector_type(dim)),
+            pa.field("chosen_vec", vector_type(dim)),
+            pa.field("rejected_vec", vector_type(dim)),
+            pa.field("schema_version", pa.int32(), nullable=False),
+        ],
+        metadata=_metadata(encoder_id, dim),
+    )
+
+
+def interaction_schema(encoder_id: str, dim: int) -> pa.Schema:
+    """One row per response served: every candidate, its reward, and the history rows shown."""
+    return pa.schema(
+        [
+            pa.field("tenant", pa.string(), nullable=False),
+            pa.field("user_id", pa.string(), nullable=False),
+            pa.field("response_id", pa.string(), nullable=False),
+            pa.field("created_at", pa.float64(), nullable=False),
+            pa.field("prompt", pa.string(), nullable=False),  # the last user message
+            pa.field("messages", pa.string(), nullable=False),  # JSON list of the request's messages
+            pa.field("candidates", pa.list_(pa.string()), nullable=False),
+            pa.field("scores", pa.list_(pa.float32()), nullable=False),
+            pa.field("chosen_index", pa.int32(), nullable=False),
+            pa.field("history", pa.list_(pa.string()), nullable=False),  # pref_ids put in context
+            pa.field("adapter", pa.string(), nullable=True),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("schema_version", pa.int32(), nullable=False),
+        ],
+        metadata=_metadata(encoder_id, dim),
+    )
+
+
+def user_schema(encoder_id: str, dim: int) -> pa.Schema:
+    """One row per (tenant, user): the user's PAL weights over prototypes and adapter reference."""
+    return pa.schema(
+        [
+            pa.field("tenant", pa.string(), nullable=False),
+            pa.field("user_id", pa.string(), nullable=False),
+            pa.field("attributes", pa.string(), nullable=False),  # JSON object
+            pa.field("pal_logits", pa.list_(pa.float32()), nullable=True),  # (K,) or null = prior
+            pa.field("pal_version", pa.string(), nullable=True),  # the PAL checkpoint the logits fit
+            pa.field("adapter", pa.string(), nullable=True),
+            pa.field("n_preferences", pa.int64(), nullable=False),  # comparisons the logits were fitted on
+            pa.field("n_interactions", pa.int64(), nullable=False),
+            pa.field("created_at", pa.float64(), nullable=False),
+            pa.field("updated_at", pa.float64(), nullable=False),
+            pa.field("schema_version", pa.int32(), nullable=False),
+        ],
+        metadata=_metadata(encoder_id, dim),
+    )

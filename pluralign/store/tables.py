@@ -1,0 +1,351 @@
+"""The three LanceDB tables behind the service: preferences, interactions and users.
+
+The URI is any LanceDB location (a folder, `memory://`, an object store), so the same code runs
+embedded or remote. Every read is filtered to one tenant and one user; `tenant` and `user_id` carry
+BITMAP scalar indexes, so a user's rows are found without a scan. A write returns only once LanceDB
+has committed a new table version, which is what makes the service's 201 durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import warnings
+from datetime import timedelta
+
+import lancedb
+import msgspec
+import numpy as np
+import pyarrow as pa
+from lancedb.index import Bitmap
+
+from pluralign.data.record import Base
+from pluralign.store.group_commit import GroupCommit
+from pluralign.store.schemas import (
+    PREFERENCE_KINDS,
+    SCHEMA_VERSION,
+    interaction_schema,
+    preference_schema,
+    user_schema,
+)
+
+INDEXED_COLUMNS = ("tenant", "user_id")
+COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
+
+
+class StoreError(ValueError):
+    """A table that cannot be used as asked (a schema mismatch, a bad identifier)."""
+
+
+class StoredPreference(Base):
+    """One preference row without its vectors, as the API shows it."""
+
+    tenant: str
+    user_id: str
+    pref_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    kind: str
+    created_at: float
+    tie: bool = False
+    margin: float | None = None
+    source: str | None = None
+    attributes: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        if self.kind not in PREFERENCE_KINDS:
+            raise ValueError(f"`kind` must be one of {', '.join(PREFERENCE_KINDS)}, got {self.kind!r}")
+
+
+class Interaction(Base):
+    """A response served to a user: every candidate with its reward, and the history shown."""
+
+    tenant: str
+    user_id: str
+    response_id: str
+    created_at: float
+    prompt: str
+    messages: list[dict[str, str]]
+    candidates: list[str]
+    scores: list[float]
+    chosen_index: int
+    history: list[str]
+    model: str
+    adapter: str | None = None
+
+
+class UserRecord(Base):
+    """A user's row: PAL logits over the prototypes (None = population prior) and adapter name."""
+
+    tenant: str
+    user_id: str
+    created_at: float
+    updated_at: float
+    attributes: dict[str, str] = {}
+    pal_logits: list[float] | None = None
+    pal_version: str | None = None
+    adapter: str | None = None
+    n_preferences: int = 0
+    n_interactions: int = 0
+
+
+def quote(value: str) -> str:
+    """A SQL string literal for a LanceDB filter."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def owner_filter(tenant: str, user_id: str) -> str:
+    return f"tenant = {quote(tenant)} AND user_id = {quote(user_id)}"
+
+
+def _vectors(array: np.ndarray, dim: int) -> pa.FixedSizeListArray:
+    array = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(array, type=pa.float32()), dim)
+
+
+class Store:
+    """Opens (or creates) the tables under `uri` for one encoder; refuses tables of another."""
+
+    def __init__(self, uri: str, encoder_id: str, dim: int):
+        self.uri = uri
+        self.encoder_id = encoder_id
+        self.dim = dim
+        self.db = lancedb.connect(uri)
+        self._lock = threading.RLock()  # held by every commit
+        self._maintenance = threading.RLock()  # held by compaction and deletes
+        self.schemas = {
+            "preferences": preference_schema(encoder_id, dim),
+            "interactions": interaction_schema(encoder_id, dim),
+            "users": user_schema(encoder_id, dim),
+        }
+        self._appends = {name: GroupCommit(lambda data, name=name: self._commit_append(name, data)) for name in ("preferences", "interactions")}
+        self._upserts = GroupCommit(self._commit_users)
+        existing = set(self.db.list_tables().tables)
+        self.tables = {name: self._open(name, schema, name in existing) for name, schema in self.schemas.items()}
+        self.writes_since_compaction = 0
+        self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
+        self._indexed: set[str] = set()
+        for name in self.tables:
+            self._ensure_indexes(name)
+
+    def _open(self, name: str, schema: pa.Schema, exists: bool):
+        if not exists:
+            return self.db.create_table(name, schema=schema)
+        table = self.db.open_table(name)
+        found = table.schema.metadata or {}
+        for key, want in schema.metadata.items():
+            have = found.get(key, b"").decode()
+            if have != want.decode():
+                raise StoreError(
+                    f"table `{name}` at {self.uri} has {key.decode()}={have or 'missing'}, "
+                    f"this service expects {want.decode()}; use another data folder or migrate it"
+                )
+        return table
+
+    @property
+    def preferences(self):
+        return self.tables["preferences"]
+
+    @property
+    def interactions(self):
+        return self.tables["interactions"]
+
+    @property
+    def users(self):
+        return self.tables["users"]
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def add_preferences(
+        self, rows: list[StoredPreference], prompt_vec: np.ndarray, chosen_vec: np.ndarray, rejected_vec: np.ndarray
+    ) -> None:
+        """Append rows with their (N, dim) vectors in one committed version."""
+        if not rows:
+            return
+        schema = self.schemas["preferences"]
+        columns = {
+            name: [getattr(r, name) for r in rows]
+            for name in ("tenant", "user_id", "pref_id", "prompt", "chosen", "rejected", "tie", "margin", "kind", "source", "created_at")
+        }
+        columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in rows]
+        for name, array in (("prompt_vec", prompt_vec), ("chosen_vec", chosen_vec), ("rejected_vec", rejected_vec)):
+            if array.shape != (len(rows), self.dim):
+                raise StoreError(f"`{name}` has shape {array.shape}, expected ({len(rows)}, {self.dim})")
+            columns[name] = _vectors(array, self.dim)
+        columns["schema_version"] = [SCHEMA_VERSION] * len(rows)
+        self._append("preferences", pa.table(columns, schema=schema))
+
+    def add_interaction(self, item: Interaction) -> None:
+        row = msgspec.to_builtins(item)
+        row["messages"] = json.dumps(item.messages)
+        row["schema_version"] = SCHEMA_VERSION
+        self._append("interactions", pa.Table.from_pylist([row], schema=self.schemas["interactions"]))
+
+    def put_user(self, user: UserRecord) -> None:
+        """Insert or replace the (tenant, user_id) row."""
+        row = msgspec.to_builtins(user)
+        row["attributes"] = json.dumps(user.attributes, sort_keys=True)
+        row["schema_version"] = SCHEMA_VERSION
+        self._upserts.submit(pa.Table.from_pylist([row], schema=self.schemas["users"]))
+
+    def _commit_users(self, data: pa.Table) -> None:
+        keys = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
+        last = {key: i for i, key in enumerate(keys)}  # a batch may update one user twice: keep the newest
+        if len(last) < len(keys):
+            data = data.take(sorted(last.values()))
+        with self._lock:
+            self.users.merge_insert(["tenant", "user_id"]).when_matched_update_all().when_not_matched_insert_all().execute(data)
+            self._after_write("users")
+
+    def _append(self, name: str, data: pa.Table) -> None:
+        self._appends[name].submit(data)
+
+    def _commit_append(self, name: str, data: pa.Table) -> None:
+        with self._lock:
+            self.tables[name].add(data)
+            self._after_write(name)
+
+    def _after_write(self, name: str) -> None:
+        self.writes_since_compaction += 1
+        self._pending[name] += 1
+        if name not in self._indexed:
+            self._ensure_indexes(name)
+
+    def _ensure_indexes(self, name: str) -> None:
+        """BITMAP indexes on tenant and user_id (created once the table has rows)."""
+        table = self.tables[name]
+        if not table.count_rows():
+            return
+        have = {tuple(i.columns) for i in table.list_indices()}
+        for column in INDEXED_COLUMNS:
+            if (column,) not in have:
+                table.create_index(column, config=Bitmap(), replace=True)
+        self._indexed.add(name)
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def _rows(self, name: str, where: str, columns: list[str] | None = None) -> list[dict]:
+        query = self.tables[name].search().where(where)
+        if columns:
+            query = query.select(columns)
+        return query.limit(None).to_arrow().to_pylist()
+
+    @staticmethod
+    def _preference(row: dict) -> StoredPreference:
+        return StoredPreference(
+            tenant=row["tenant"], user_id=row["user_id"], pref_id=row["pref_id"], prompt=row["prompt"],
+            chosen=row["chosen"], rejected=row["rejected"], kind=row["kind"], created_at=row["created_at"],
+            tie=row["tie"], margin=row["margin"], source=row["source"], attributes=json.loads(row["attributes"]),
+        )
+
+    def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None) -> tuple[list[StoredPreference], int]:
+        """A page of the user's preferences, oldest first, and the total count."""
+        columns = [f.name for f in self.schemas["preferences"] if not f.name.endswith("_vec")]
+        rows = self._rows("preferences", owner_filter(tenant, user_id), columns)
+        rows.sort(key=lambda r: (r["created_at"], r["pref_id"]))
+        page = rows[offset : None if limit is None else offset + limit]
+        return [self._preference(r) for r in page], len(rows)
+
+    def count_preferences(self, tenant: str, user_id: str) -> int:
+        return self.preferences.count_rows(owner_filter(tenant, user_id))
+
+    def count_comparisons(self, tenant: str, user_id: str) -> int:
+        """How many strict comparisons (what a reward fit uses) the user has."""
+        return self.preferences.count_rows(owner_filter(tenant, user_id) + COMPARISON_FILTER)
+
+    def comparisons(self, tenant: str, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prompt, chosen, rejected) vectors, each (N, dim), of the user's strict comparisons."""
+        where = owner_filter(tenant, user_id) + COMPARISON_FILTER
+        table = self.preferences.search().where(where).select(["prompt_vec", "chosen_vec", "rejected_vec"]).limit(None).to_arrow()
+        out = []
+        for name in ("prompt_vec", "chosen_vec", "rejected_vec"):
+            column = table.column(name).combine_chunks()
+            values = column.flatten().to_numpy(zero_copy_only=False) if len(column) else np.zeros(0, np.float32)
+            out.append(values.astype(np.float32).reshape(len(column), self.dim))
+        return out[0], out[1], out[2]
+
+    def search(self, tenant: str, user_id: str, vector: np.ndarray, limit: int) -> list[tuple[StoredPreference, float]]:
+        """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`."""
+        rows = (
+            self.preferences.search(np.asarray(vector, np.float32), vector_column_name="prompt_vec")
+            .distance_type("cosine")
+            .where(owner_filter(tenant, user_id), prefilter=True)
+            .limit(limit)
+            .to_arrow()
+            .to_pylist()
+        )
+        return [(self._preference(r), float(r["_distance"])) for r in rows]
+
+    def get_interaction(self, tenant: str, response_id: str) -> Interaction | None:
+        rows = self._rows("interactions", f"tenant = {quote(tenant)} AND response_id = {quote(response_id)}")
+        if not rows:
+            return None
+        row = rows[0]
+        row.pop("schema_version")
+        row["messages"] = json.loads(row["messages"])
+        return msgspec.convert(row, Interaction)
+
+    def count_interactions(self, tenant: str, user_id: str) -> int:
+        return self.interactions.count_rows(owner_filter(tenant, user_id))
+
+    def interactions_for(self, tenant: str, user_id: str) -> list[Interaction]:
+        rows = self._rows("interactions", owner_filter(tenant, user_id))
+        rows.sort(key=lambda r: r["created_at"])
+        out = []
+        for row in rows:
+            row.pop("schema_version")
+            row["messages"] = json.loads(row["messages"])
+            out.append(msgspec.convert(row, Interaction))
+        return out
+
+    def get_user(self, tenant: str, user_id: str) -> UserRecord | None:
+        rows = self._rows("users", owner_filter(tenant, user_id))
+        if not rows:
+            return None
+        row = rows[0]
+        row.pop("schema_version")
+        row["attributes"] = json.loads(row["attributes"])
+        return msgspec.convert(row, UserRecord)
+
+    # ---- maintenance ------------------------------------------------------------------------
+
+    def delete_user(self, tenant: str, user_id: str) -> dict[str, int]:
+        """Delete every row of the user, then compact and drop old versions so no file keeps them."""
+        where = owner_filter(tenant, user_id)
+        counts = {}
+        with self._maintenance, self._lock:  # no write or compaction runs meanwhile
+            for name, table in self.tables.items():
+                counts[name] = table.count_rows(where)
+                if counts[name]:
+                    table.delete(where)
+            self.compact(keep_versions_for=timedelta(0), every_table=True)
+        return counts
+
+    def compact(self, keep_versions_for: timedelta = timedelta(minutes=5), every_table: bool = False) -> None:
+        """Merge small fragments, fold new rows into the indexes and drop versions older than given
+        (tables written since their last compaction, or all of them).
+
+        Appends go on meanwhile: Lance commits an append and a compaction side by side. The users
+        table takes upserts, which would conflict with a rewrite, so it is compacted under the
+        write lock."""
+        with self._maintenance:
+            self.writes_since_compaction = 0
+            for name, table in self.tables.items():
+                if not (every_table or self._pending[name]) or not table.count_rows():
+                    continue
+                self._pending[name] = 0
+                with self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
+                    # keep_versions_for=0 only comes from delete_user, which holds every lock
+                    warnings.simplefilter("ignore", UserWarning)
+                    table.optimize(cleanup_older_than=keep_versions_for)
+                self._ensure_indexes(name)
+
+    def stats(self) -> dict[str, int]:
+        return {name: table.count_rows() for name, table in self.tables.items()}
+
+
+def new_created_at() -> float:
+    return time.time()

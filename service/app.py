@@ -1,0 +1,57 @@
+"""The app factory: `create_app(settings)` returns a ready Litestar app (models loaded, tables open).
+
+Tenant routes need a tenant key; routes passed as `admin_handlers` are mounted under /admin and need
+an admin key. Tests pass a `runtime` built from tiny models; `pluralign serve` passes settings only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from litestar import Litestar, Router
+from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
+
+from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
+from service.chat.controllers import create_chat_completion, list_models
+from service.errors import internal_error_handler, value_error_handler
+from service.feedback.controllers import create_feedback
+from service.metrics import metrics_middleware
+from service.runtime import Runtime
+from service.settings import Settings
+from service.system.controllers import health, metrics
+from service.users.controllers import delete_user, export_user, get_user, list_preferences, score_responses
+
+TENANT_HANDLERS = (
+    create_chat_completion, list_models, create_feedback,
+    get_user, list_preferences, export_user, delete_user, score_responses,
+)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    admin_handlers: Sequence[ControllerRouterHandler] = (),
+) -> Litestar:
+    settings = settings or (runtime.settings if runtime else Settings.load())
+    runtime = runtime or Runtime.build(settings)
+    route_handlers: list[ControllerRouterHandler] = [
+        health,
+        metrics,
+        Router(path="/", route_handlers=list(TENANT_HANDLERS), guards=[tenant_guard]),
+    ]
+    if admin_handlers:
+        route_handlers.append(Router(path="/admin", route_handlers=list(admin_handlers), guards=[admin_guard]))
+    app = Litestar(
+        route_handlers=route_handlers,
+        middleware=[metrics_middleware, DefineMiddleware(BearerAuth, exclude=PUBLIC_PATHS)],
+        exception_handlers={HTTPException: internal_error_handler, ValueError: value_error_handler, Exception: internal_error_handler},
+        openapi_config=OpenAPIConfig(title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users"),
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )
+    app.state.runtime = runtime
+    return app

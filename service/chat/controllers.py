@@ -1,0 +1,151 @@
+"""POST /v1/chat/completions (JSON or server-sent events) and GET /v1/models."""
+
+from __future__ import annotations
+
+import time
+
+from litestar import Request, Response, get, post
+from litestar.params import JSONBody
+from litestar.response import Stream
+
+from pluralign.policy.generator import Sampling
+from service.chat import services
+from service.chat.schemas import (
+    CHUNK_ENCODER,
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Usage,
+)
+from service.errors import bad_request
+from service.ids import check_user_id
+from service.runtime import Runtime
+
+MAX_N = 8
+MODEL_ALIASES = ("pluralign", "default")
+
+
+def model_names(rt: Runtime) -> list[str]:
+    return [rt.generator.model_id, *MODEL_ALIASES]
+
+
+def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
+    field = "max_completion_tokens" if data.max_completion_tokens is not None else "max_tokens"
+    max_tokens = getattr(data, field)
+    max_tokens = rt.settings.max_tokens if max_tokens is None else max_tokens
+    if not 1 <= max_tokens <= rt.settings.max_tokens_limit:
+        raise bad_request(field, f"must be between 1 and {rt.settings.max_tokens_limit}, got {max_tokens}")
+    stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())
+    if len(stop) > 4 or any(not s for s in stop):
+        raise bad_request("stop", "at most 4 non-empty strings")
+    temperature = 0.7 if data.temperature is None else data.temperature
+    if not 0 <= temperature <= 2:
+        raise bad_request("temperature", f"must be in [0, 2], got {temperature}")
+    top_p = 1.0 if data.top_p is None else data.top_p
+    if not 0 < top_p <= 1:
+        raise bad_request("top_p", f"must be in (0, 1], got {top_p}")
+    return Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=data.seed)
+
+
+def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
+    if data.model not in model_names(rt):
+        raise bad_request("model", f"unknown model {data.model!r}; available: {', '.join(model_names(rt))}")
+    if not data.messages:
+        raise bad_request("messages", "must hold at least one message")
+    if not any(m.role == "user" and m.text().strip() for m in data.messages):
+        raise bad_request("messages", "must hold a non-empty `user` message")
+    if not 1 <= data.n <= MAX_N:
+        raise bad_request("n", f"must be between 1 and {MAX_N}, got {data.n}")
+    if data.stream and data.n != 1:
+        raise bad_request("n", "streaming returns one choice: use n=1 with stream=true")
+    user = data.safety_identifier or data.user
+    if user is not None:
+        check_user_id(user, "safety_identifier" if data.safety_identifier else "user")
+    options = data.pluralign
+    do_rerank = rt.settings.rerank if options is None or options.rerank is None else options.rerank
+    candidates = rt.settings.candidates if do_rerank else 1
+    if options is not None and options.candidates is not None:
+        if not 1 <= options.candidates <= MAX_N:
+            raise bad_request("pluralign.candidates", f"must be between 1 and {MAX_N}, got {options.candidates}")
+        candidates = options.candidates
+    candidates = max(candidates, data.n)
+    shots = rt.settings.shots if options is None or options.shots is None else options.shots
+    if not 0 <= shots <= 16:
+        raise bad_request("pluralign.shots", f"must be between 0 and 16, got {shots}")
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in data.messages]
+    return services.plan(rt, tenant, user, messages, candidates, do_rerank, shots)
+
+
+@post("/v1/chat/completions", sync_to_thread=True, status_code=200, summary="Create a personalized chat completion")
+def create_chat_completion(
+    request: Request, data: JSONBody[ChatRequest]
+) -> Response[ChatCompletion]:
+    """OpenAI-compatible; `user` (or `safety_identifier`) names the end user whose history and reward apply.
+
+    Annotated as a Response so each response keeps its own media type (JSON or server-sent events)."""
+    rt: Runtime = request.app.state.runtime
+    tenant = request.user.tenant
+    sampling = sampling_for(rt, data)
+    p = plan_for(rt, tenant, data)
+    created = int(time.time())
+    if data.stream:
+        include_usage = bool(data.stream_options and data.stream_options.include_usage)
+        return Stream(sse_events(rt, p, sampling, created, include_usage), media_type="text/event-stream")
+    served = services.complete(rt, p, sampling)
+    chosen = served.order[: data.n]
+    choices = [
+        Choice(index=i, message=AssistantMessage(content=served.candidates[c].text), finish_reason=served.candidates[c].finish_reason)
+        for i, c in enumerate(chosen)
+    ]
+    completion_tokens = sum(served.candidates[c].tokens for c in chosen)
+    rt.metrics.inc("pluralign_chat_completions_total", help="chat completions served", stream="false")
+    rt.metrics.observe("pluralign_personalization_seconds", personalization_ms(served) / 1000, help="retrieval + context + rerank time")
+    return Response(ChatCompletion(
+        id=p.response_id, created=created, model=rt.generator.model_id, choices=choices,
+        usage=Usage(prompt_tokens=served.prompt_tokens, completion_tokens=completion_tokens, total_tokens=served.prompt_tokens + completion_tokens),
+        pluralign=served.info(),
+    ))
+
+
+def personalization_ms(served: services.Served) -> float:
+    t = served.plan.timings
+    return t.retrieval_ms + t.context_ms + t.rerank_ms
+
+
+def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, include_usage: bool):
+    """`data: {chunk}` events, then `data: [DONE]`; the last chunk carries the `pluralign` object."""
+
+    def chunk(delta: Delta, finish: str | None = None, **extra) -> bytes:
+        body = ChatCompletionChunk(
+            id=p.response_id, object="chat.completion.chunk", created=created, model=rt.generator.model_id,
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)] if delta is not None else [], **extra,
+        )
+        return b"data: " + CHUNK_ENCODER.encode(body) + b"\n\n"
+
+    yield chunk(Delta(role="assistant", content=""))
+    served = None
+    for piece in services.stream(rt, p, sampling):
+        if isinstance(piece, services.Served):
+            served = piece
+        else:
+            yield chunk(Delta(content=piece))
+    best = served.candidates[served.order[0]]
+    yield chunk(Delta(), finish=best.finish_reason, pluralign=served.info())
+    if include_usage:
+        usage = Usage(prompt_tokens=served.prompt_tokens, completion_tokens=best.tokens, total_tokens=served.prompt_tokens + best.tokens)
+        yield chunk(None, usage=usage)
+    rt.metrics.inc("pluralign_chat_completions_total", help="chat completions served", stream="true")
+    yield b"data: [DONE]\n\n"
+
+
+@get("/v1/models", sync_to_thread=False, summary="List the models")
+def list_models(request: Request) -> dict:
+    rt: Runtime = request.app.state.runtime
+    return {
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "pluralign"} for name in model_names(rt)],
+    }

@@ -1,0 +1,164 @@
+"""The personalized chat path: retrieve, put in context, generate, rerank, remember what was served."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from pluralign.policy.context import Shot, with_shots
+from pluralign.policy.generator import Candidate, Sampling
+from pluralign.policy.rerank import rerank
+from pluralign.store import Interaction
+from service.chat.schemas import PluralignInfo, Timings
+from service.runtime import Runtime
+from service.users.services import UserWeights, adapter_folder, user_weights
+
+
+@dataclass
+class Plan:
+    """What to generate for one request, once personalization has run."""
+
+    response_id: str
+    tenant: str
+    user_id: str | None
+    prompt: str  # the last user message
+    prompt_vec: np.ndarray | None  # (d,)
+    messages: list[dict[str, str]]  # as the client sent them
+    context: list[dict[str, str]]  # with the user's shots
+    history: list[str]
+    adapter: str | None
+    weights: UserWeights | None
+    candidates: int
+    rerank: bool
+    timings: Timings
+
+
+def new_response_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+def plan(rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str, str]], candidates: int, do_rerank: bool, shots: int) -> Plan:
+    timings = Timings()
+    prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    prompt_vec, history, context, adapter, weights = None, [], messages, None, None
+    if user_id is not None:
+        start = time.perf_counter()
+        prompt_vec = rt.encoder.encode([prompt])[0]  # (d,)
+        hits = rt.store.search(tenant, user_id, prompt_vec, shots) if shots > 0 else []
+        usable = [row for row, _ in hits if row.rejected and not row.tie]
+        weights = user_weights(rt, tenant, user_id)
+        timings.retrieval_ms = ms(start)
+        start = time.perf_counter()
+        history = [row.pref_id for row in usable]
+        context = with_shots([Shot(question=r.prompt, preferred=r.chosen, dispreferred=r.rejected) for r in usable], messages)
+        adapter = load_user_adapter(rt, tenant, user_id, weights)
+        timings.context_ms = ms(start)
+    elif do_rerank:
+        prompt_vec = rt.encoder.encode([prompt])[0]
+    return Plan(
+        response_id=new_response_id(), tenant=tenant, user_id=user_id, prompt=prompt, prompt_vec=prompt_vec,
+        messages=messages, context=context, history=history, adapter=adapter, weights=weights,
+        candidates=candidates, rerank=do_rerank and candidates > 1, timings=timings,
+    )
+
+
+def load_user_adapter(rt: Runtime, tenant: str, user_id: str, weights: UserWeights) -> str | None:
+    """The user's LoRA adapter name, loading its files into the generator on first use."""
+    record = weights.record
+    if record is None or not record.adapter:
+        return None
+    if record.adapter not in rt.generator.adapters:
+        folder = adapter_folder(rt, tenant, user_id)
+        if not (folder / "adapter_config.json").exists():
+            return None  # the reference outlived its files: serve the base model
+        rt.generator.load_adapter(record.adapter, folder)
+    return record.adapter
+
+
+@dataclass
+class Served:
+    plan: Plan
+    candidates: list[Candidate]
+    scores: list[float]
+    order: list[int]  # candidate indices, best first
+    prompt_tokens: int
+
+    def info(self) -> PluralignInfo:
+        p = self.plan
+        return PluralignInfo(
+            response_id=p.response_id, user=p.user_id, history=p.history, adapter=p.adapter,
+            candidates=len(self.candidates), reward=self.scores[self.order[0]] if p.rerank else None,
+            prior=p.weights.prior if p.weights else True, timings=p.timings,
+        )
+
+
+def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float], list[int]]:
+    if not p.rerank:
+        return [0.0] * len(texts), list(range(len(texts)))
+    start = time.perf_counter()
+    logits = p.weights.logits if p.weights else rt.rewards.prior()
+    ranked = rerank(lambda prompt, response: rt.rewards.score(logits, prompt, response), p.prompt_vec, rt.encoder.encode(texts))
+    p.timings.rerank_ms = ms(start)
+    return ranked.scores, ranked.order
+
+
+def remember(rt: Runtime, served: Served) -> None:
+    """Store the interaction so feedback can refer to it by response id (only for named users)."""
+    p = served.plan
+    if p.user_id is None:
+        return
+    start = time.perf_counter()
+    rt.store.add_interaction(
+        Interaction(
+            tenant=p.tenant, user_id=p.user_id, response_id=p.response_id, created_at=time.time(), prompt=p.prompt,
+            messages=p.messages, candidates=[c.text for c in served.candidates], scores=served.scores,
+            chosen_index=served.order[0], history=p.history, model=rt.generator.model_id, adapter=p.adapter,
+        )
+    )
+    p.timings.store_ms = ms(start)
+    rt.maybe_compact()
+
+
+def complete(rt: Runtime, p: Plan, sampling: Sampling) -> Served:
+    start = time.perf_counter()
+    candidates, prompt_tokens = rt.generator.generate(p.context, n=p.candidates, sampling=sampling, adapter=p.adapter)
+    p.timings.generation_ms = ms(start)
+    scores, order = score_candidates(rt, p, [c.text for c in candidates])
+    served = Served(plan=p, candidates=candidates, scores=scores, order=order, prompt_tokens=prompt_tokens)
+    remember(rt, served)
+    return served
+
+
+def stream(rt: Runtime, p: Plan, sampling: Sampling) -> Iterator[str | Served]:
+    """Text pieces of the served answer, then the Served record.
+
+    With one candidate the tokens stream as they are generated. With several, all are generated,
+    reranked, and the best one is then sent in pieces: reranking needs whole answers.
+    """
+    if p.candidates == 1:
+        start = time.perf_counter()
+        final = None
+        for piece in rt.generator.stream(p.context, sampling=sampling, adapter=p.adapter):
+            if isinstance(piece, Candidate):
+                final = piece
+            else:
+                yield piece
+        p.timings.generation_ms = ms(start)
+        prompt_tokens = int(rt.generator.encode_chat(p.context).shape[1])
+        served = Served(plan=p, candidates=[final], scores=[0.0], order=[0], prompt_tokens=prompt_tokens)
+        remember(rt, served)
+        yield served
+        return
+    served = complete(rt, p, sampling)
+    text = served.candidates[served.order[0]].text
+    for start in range(0, len(text), 16):
+        yield text[start : start + 16]
+    yield served

@@ -1,0 +1,50 @@
+"""Every bad input is a 4xx that names the field and the problem; nothing reaches the client as a 500."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
+
+log = logging.getLogger("pluralign.service")
+
+
+def bad_request(field: str, problem: str) -> ValidationException:
+    """A 400 whose body says which field is wrong and why."""
+    return ValidationException(detail=f"`{field}`: {problem}", extra=[{"key": field, "message": problem}])
+
+
+def error_body(status: int, detail: str, extra=None) -> dict:
+    body = {"status_code": status, "detail": detail}
+    if extra:
+        body["extra"] = extra
+    return body
+
+
+def value_error_handler(_: Request, exc: ValueError) -> Response:
+    """Library ValueErrors (a bad record, an unknown adapter, a bad setting in a request) are the client's."""
+    return Response(error_body(HTTP_400_BAD_REQUEST, str(exc)), status_code=HTTP_400_BAD_REQUEST)
+
+
+def _malformed_json(exc: BaseException) -> bool:
+    seen = exc
+    for _ in range(4):
+        seen = seen.__cause__ or seen.__context__
+        if seen is None:
+            return False
+        if isinstance(seen, msgspec.DecodeError) and not isinstance(seen, msgspec.ValidationError):
+            return True
+    return False
+
+
+def internal_error_handler(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        if exc.status_code == HTTP_400_BAD_REQUEST and _malformed_json(exc):
+            detail = f"the request body is not valid JSON: {exc.detail}"
+            return Response(error_body(400, detail, [{"key": "body", "message": exc.detail}]), status_code=400)
+        return Response(error_body(exc.status_code, exc.detail, exc.extra), status_code=exc.status_code, headers=exc.headers)
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(error_body(HTTP_500_INTERNAL_SERVER_ERROR, "internal error"), status_code=HTTP_500_INTERNAL_SERVER_ERROR)

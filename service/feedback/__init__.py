@@ -1,0 +1,1 @@
+"""POST /v1/feedback: choices, comparisons, ratings and edits, written durably, then learned from."""

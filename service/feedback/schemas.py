@@ -1,0 +1,57 @@
+"""Feedback kinds as a tagged union on `type`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from pluralign.data.record import Base
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+ResponseId = Annotated[str, msgspec.Meta(pattern=r"^chatcmpl-[0-9a-f]{32}$")]
+
+
+class Feedback(Base, tag_field="type", kw_only=True):
+    attributes: dict[str, str] = {}  # free labels kept with each stored row (e.g. a group for audits)
+    source: str | None = None
+
+
+class ChoiceFeedback(Feedback, tag="choice", kw_only=True):
+    """The user picked candidate `chosen_index` among a served response's candidates."""
+
+    response_id: ResponseId
+    chosen_index: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ComparisonFeedback(Feedback, tag="comparison", kw_only=True):
+    """An explicit comparison for `user`: `chosen` beats `rejected` as an answer to `prompt`."""
+
+    user: str
+    prompt: Text
+    chosen: Text
+    rejected: Text
+    tie: bool = False
+    margin: float | None = None
+
+
+class RatingFeedback(Feedback, tag="rating", kw_only=True):
+    """A 1-5 rating of the served answer; against the other candidates it becomes comparisons."""
+
+    response_id: ResponseId
+    rating: Annotated[int, msgspec.Meta(ge=1, le=5)]
+
+
+class EditFeedback(Feedback, tag="edit", kw_only=True):
+    """The user rewrote the served answer: the edit is preferred over the original."""
+
+    response_id: ResponseId
+    edited: Text
+
+
+FeedbackBody = ChoiceFeedback | ComparisonFeedback | RatingFeedback | EditFeedback
+
+
+class FeedbackReceipt(Base):
+    user: str
+    stored: list[str]  # pref_ids written (committed before this reply)

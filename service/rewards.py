@@ -1,0 +1,112 @@
+"""The PAL reward model as the service uses it: a population prior, per-user scoring and fast refits.
+
+At first start with no checkpoint in the data folder, one is trained on a small persona population
+(from the shared data folder, on cached MiniLM embeddings: a few seconds) and saved there. Without
+that data the service falls back to an untrained model and says so in /health.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pluralign.embed.base import Encoder
+from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, fit_user, load_pal, save_pal, train_pal
+
+log = logging.getLogger("pluralign.service")
+
+BOOTSTRAP_GROUPS = 4  # persona groups (and PAL prototypes) of the bootstrap checkpoint
+
+
+def checkpoint_version(folder: Path) -> str:
+    """A short hash of the checkpoint's files: user logits record it and are refitted when it changes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class UserRewards:
+    """A trained (or, failing data, untrained) PAL model with its population prior."""
+
+    def __init__(self, model: PALModel, prior_logits: np.ndarray, version: str, trained: bool, note: str = ""):
+        self.model = model.eval()
+        self._prior = np.asarray(prior_logits, np.float32)  # (K,)
+        self.version = version
+        self.trained = trained
+        self.note = note
+
+    @classmethod
+    def load(cls, folder: str | Path, encoder_id: str) -> UserRewards:
+        folder = Path(folder)
+        model, user_weights, _ = load_pal(folder, encoder_id=encoder_id)
+        prior = torch.as_tensor(user_weights.prior()).detach().float().cpu().numpy()
+        return cls(model, prior, checkpoint_version(folder), trained=True, note=f"loaded from {folder}")
+
+    @classmethod
+    def load_or_bootstrap(cls, folder: str | Path, encoder: Encoder, shared_data: str | Path) -> UserRewards:
+        folder = Path(folder)
+        if folder.exists() and any(folder.iterdir()):
+            return cls.load(folder, encoder.encoder_id)
+        try:
+            bootstrap(folder, encoder, Path(shared_data))
+        except FileNotFoundError as exc:
+            note = f"UNTRAINED reward model: no persona data to bootstrap from ({exc}); set PLURALIGN_SHARED_DATA"
+            log.warning(note)
+            torch.manual_seed(0)
+            model = PALModel(PALConfig(k=BOOTSTRAP_GROUPS, input_dim=encoder.dim))
+            return cls(model, np.zeros(BOOTSTRAP_GROUPS, np.float32), "untrained", trained=False, note=note)
+        rewards = cls.load(folder, encoder.encoder_id)
+        rewards.note = f"bootstrapped on persona data from {shared_data} into {folder}"
+        return rewards
+
+    @property
+    def k(self) -> int:
+        return int(self._prior.shape[0])
+
+    def prior(self) -> np.ndarray:
+        return self._prior.copy()
+
+    @torch.no_grad()
+    def score(self, logits: np.ndarray, prompt: np.ndarray, response: np.ndarray) -> np.ndarray:
+        """Rewards (N,) of responses (N, d) to prompts (N, d) for a user with `logits` (K,)."""
+        device = next(self.model.parameters()).device
+        as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
+        return self.model.reward(as_tensor(logits), as_tensor(prompt), as_tensor(response)).float().cpu().numpy()
+
+    def fit(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
+        """The user's logits (K,) fitted on their comparisons (each (N, d)), starting from the prior."""
+        device = next(self.model.parameters()).device
+        as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
+        prior = as_tensor(self._prior)
+        logits = fit_user(self.model, as_tensor(prompt), as_tensor(chosen), as_tensor(rejected), init_logits=prior, prior_logits=prior)
+        return torch.as_tensor(logits).detach().float().cpu().numpy()
+
+    def describe(self) -> dict:
+        return {"trained": self.trained, "version": self.version, "k": self.k, "note": self.note}
+
+
+def bootstrap(folder: Path, encoder: Encoder, shared_data: Path) -> None:
+    """Train PAL on a small persona population and save it to `folder`."""
+    from pluralign.data.persona import PersonaConfig, build_persona
+    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
+    from pluralign.reward.features import embed_pairs
+
+    if not (shared_data / "anthropic_persona").is_dir() and not (shared_data / "persona").is_dir():
+        raise FileNotFoundError(f"no anthropic_persona folder under {shared_data}")
+    protocol = build_persona(PersonaConfig(groups=BOOTSTRAP_GROUPS, users_per_group=10, comparisons_per_user=40), shared_data)
+    cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign")
+    cached = CachedEncoder(encoder, EmbeddingCache(cache_dir / "embeddings.sqlite"))
+    users = sorted({r.user_id for r in protocol.seen.train})
+    train = embed_pairs(protocol.seen.train, cached, users)
+    val = embed_pairs(protocol.seen.val, cached, users)
+    config = PALConfig(k=BOOTSTRAP_GROUPS, input_dim=encoder.dim)
+    result = train_pal(train, val, config, PALTrainConfig(max_epochs=30, max_seconds=60))
+    save_pal(folder, result.model, result.user_weights, encoder.encoder_id, metrics=result.metrics)
+    log.info("bootstrapped a PAL checkpoint in %s: %s", folder, result.metrics)

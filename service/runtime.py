@@ -1,0 +1,83 @@
+"""What the app holds while it runs: settings, tables, models, keys and metrics, built once at start."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pluralign.embed.base import Encoder
+from pluralign.policy.generator import Generator
+from pluralign.store import Store
+from service.auth import KeyRing
+from service.metrics import Metrics
+from service.rewards import UserRewards
+from service.settings import Settings
+
+log = logging.getLogger("pluralign.service")
+
+
+def make_generator(name: str) -> Generator:
+    if name == "smollm2":
+        return Generator.smollm2()
+    if Path(name).is_dir():
+        return Generator.from_folder(name)
+    raise ValueError(f"setting `generator`: expected `smollm2` or a model folder, got {name!r}")
+
+
+def make_encoder(name: str) -> Encoder:
+    from pluralign.embed.encoders import SentenceEncoder, make_encoder
+
+    if Path(name).is_dir():
+        return SentenceEncoder(path=name, encoder_id=Path(name).name)
+    return make_encoder(name)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    encoder: Encoder
+    generator: Generator
+    rewards: UserRewards
+    keys: KeyRing
+    metrics: Metrics = field(default_factory=Metrics)
+    _compacting: threading.Lock = field(default_factory=threading.Lock)
+    # refits of users' reward weights run here, one at a time, after the feedback was acknowledged
+    background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="refit"))
+    pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
+    refit_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_for_background(self) -> None:
+        """Block until every refit queued so far has run."""
+        self.background.submit(lambda: None).result()
+
+    @classmethod
+    def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
+        """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
+        settings.data_path.mkdir(parents=True, exist_ok=True)
+        encoder = encoder or make_encoder(settings.encoder)
+        generator = generator or make_generator(settings.generator)
+        store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim)
+        rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
+        keys = KeyRing(settings.data_path / "api_keys.json")
+        log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
+        return cls(settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys)
+
+    def maybe_compact(self) -> None:
+        """Compact in a background thread once enough writes piled up (one compaction at a time)."""
+        if self.store.writes_since_compaction < self.settings.compact_every or not self._compacting.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                self.store.compact()
+                self.metrics.inc("pluralign_compactions_total", help="background table compactions")
+            except Exception:  # a failed compaction leaves the tables as they were; retry later
+                log.exception("compaction failed")
+            finally:
+                self._compacting.release()
+
+        threading.Thread(target=run, daemon=True, name="compaction").start()

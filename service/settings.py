@@ -1,0 +1,71 @@
+"""Service settings: defaults, overridden by a TOML file (PLURALIGN_CONFIG), then by PLURALIGN_* env vars."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+from pluralign.data.record import Base
+
+ENV_PREFIX = "PLURALIGN_"
+
+
+class Settings(Base, frozen=True):
+    """Everything the app factory needs; each field can be set as PLURALIGN_<NAME> (upper case)."""
+
+    data_dir: str = "./data"  # API keys, the PAL checkpoint, adapters and (by default) LanceDB live here
+    store_uri: str | None = None  # LanceDB URI (a folder or object store); default <data_dir>/lancedb
+    generator: str = "smollm2"  # `smollm2` or a folder holding a saved causal LM and its tokenizer
+    encoder: str = "minilm"  # `minilm` or a sentence-transformers folder (embeds prompts and answers)
+    pal_dir: str | None = None  # PAL checkpoint folder; default <data_dir>/pal (bootstrapped if absent)
+    shared_data: str = "../shared/data"  # persona data used to bootstrap a PAL checkpoint
+    candidates: int = 4  # answers generated per request when reranking (at least 2)
+    rerank: bool = True  # rerank candidates by the user's PAL reward
+    shots: int = 4  # past preferences put in the context
+    max_tokens: int = 128  # default completion length
+    max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
+    max_body_bytes: int = 1_000_000  # larger request bodies get 413
+    compact_every: int = 500  # table commits between background compactions
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1:
+            raise ValueError("`candidates` must be at least 1")
+        if self.rerank and self.candidates < 2:
+            raise ValueError("`candidates` must be at least 2 when `rerank` is on")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def lancedb_uri(self) -> str:
+        return self.store_uri or str(self.data_path / "lancedb")
+
+    @property
+    def pal_path(self) -> Path:
+        return Path(self.pal_dir) if self.pal_dir else self.data_path / "pal"
+
+    @property
+    def adapters_path(self) -> Path:
+        return self.data_path / "adapters"
+
+    @classmethod
+    def load(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+        """Defaults < TOML file named by PLURALIGN_CONFIG < PLURALIGN_* variables < `overrides`."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict = {}
+        config = environ.get(ENV_PREFIX + "CONFIG")
+        if config:
+            values.update(tomllib.loads(Path(config).read_text()))
+        for name in cls.__struct_fields__:
+            key = ENV_PREFIX + name.upper()
+            if key in environ:
+                values[name] = environ[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"bad setting: {exc}") from None

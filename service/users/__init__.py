@@ -1,0 +1,1 @@
+"""Users: profile, preferences (paginated), export, delete, and reward scoring."""

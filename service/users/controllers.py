@@ -1,0 +1,102 @@
+"""GET/DELETE /v1/users/{user_id}, its preferences and export, and POST /v1/rewards/score."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Request, delete, get, post
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, JSONBody, Parameter
+from litestar.response import Stream
+
+from pluralign.data.record import Base
+from pluralign.policy.rerank import rerank
+from pluralign.store import StoredPreference
+from service.errors import bad_request
+from service.ids import check_user_id
+from service.runtime import Runtime
+from service.users import services
+
+
+class PreferencePage(msgspec.Struct):
+    data: list[StoredPreference]
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None
+
+
+class Deleted(msgspec.Struct):
+    user: str
+    deleted: dict[str, int]
+
+
+class ScoreRequest(Base):
+    user: str
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+    responses: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]], msgspec.Meta(min_length=1, max_length=32)]
+
+
+class ScoreResponse(msgspec.Struct):
+    user: str
+    scores: list[float]
+    best_index: int
+    prior: bool
+
+
+def _user(request: Request, user_id: str) -> tuple[Runtime, str, str]:
+    return request.app.state.runtime, request.user.tenant, check_user_id(user_id, "user_id")
+
+
+@get("/v1/users/{user_id:str}", sync_to_thread=True, summary="A user's profile")
+def get_user(request: Request, user_id: FromPath[str]) -> services.UserProfile:
+    rt, tenant, user_id = _user(request, user_id)
+    found = services.profile(rt, tenant, user_id)
+    if found is None:
+        raise NotFoundException(f"no user {user_id!r} in this tenant")
+    return found
+
+
+@get("/v1/users/{user_id:str}/preferences", sync_to_thread=True, summary="A user's preferences, oldest first")
+def list_preferences(
+    request: Request,
+    user_id: FromPath[str],
+    offset: Annotated[int, Parameter(ge=0)] = 0,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+) -> PreferencePage:
+    rt, tenant, user_id = _user(request, user_id)
+    rows, total = rt.store.preferences_for(tenant, user_id, offset, limit)
+    next_offset = offset + len(rows) if offset + len(rows) < total else None
+    return PreferencePage(data=rows, total=total, offset=offset, limit=limit, next_offset=next_offset)
+
+
+@get("/v1/users/{user_id:str}/export", sync_to_thread=True, summary="Everything held about a user, as JSONL")
+def export_user(request: Request, user_id: FromPath[str]) -> Stream:
+    rt, tenant, user_id = _user(request, user_id)
+    lines = list(services.export_lines(rt, tenant, user_id))
+    if not lines:
+        raise NotFoundException(f"no user {user_id!r} in this tenant")
+    return Stream(iter(lines), media_type="application/x-ndjson", headers={"Content-Disposition": f'attachment; filename="{user_id}.jsonl"'})
+
+
+@delete("/v1/users/{user_id:str}", sync_to_thread=True, status_code=200, summary="Delete every trace of a user")
+def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
+    rt, tenant, user_id = _user(request, user_id)
+    counts = services.delete(rt, tenant, user_id)
+    if not any(counts.values()):
+        raise NotFoundException(f"no user {user_id!r} in this tenant")
+    rt.metrics.inc("pluralign_users_deleted_total", help="users deleted")
+    return Deleted(user=user_id, deleted=counts)
+
+
+@post("/v1/rewards/score", sync_to_thread=True, status_code=200, summary="Score responses with a user's reward")
+def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResponse:
+    rt: Runtime = request.app.state.runtime
+    user = check_user_id(data.user)
+    if len(data.responses) < 1:
+        raise bad_request("responses", "must hold at least one response")
+    weights = services.user_weights(rt, request.user.tenant, user)
+    vectors = rt.encoder.encode([data.prompt, *data.responses])  # (1 + N, d)
+    ranked = rerank(lambda p, r: rt.rewards.score(weights.logits, p, r), vectors[0], vectors[1:])
+    return ScoreResponse(user=user, scores=ranked.scores, best_index=ranked.best, prior=weights.prior)

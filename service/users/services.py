@@ -1,0 +1,189 @@
+"""A user's reward weights (kept in the users table) and everything else the service holds about them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from pluralign.store import UserRecord
+from service.runtime import Runtime
+
+log = logging.getLogger("pluralign.service")
+
+
+@dataclass(frozen=True)
+class UserWeights:
+    logits: np.ndarray  # (K,)
+    prior: bool  # True when nothing of the user has been fitted yet
+    record: UserRecord | None
+
+
+def adapter_folder(rt: Runtime, tenant: str, user_id: str):
+    return rt.settings.adapters_path / tenant / user_id
+
+
+def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> UserWeights:
+    """Fit the user's PAL logits on every stored comparison of theirs and store them."""
+    prompt, chosen, rejected = rt.store.comparisons(tenant, user_id)  # each (N, d)
+    record = rt.store.get_user(tenant, user_id)
+    now = time.time()
+    if len(prompt):
+        logits = rt.rewards.fit(prompt, chosen, rejected)
+        prior = False
+    else:
+        logits, prior = rt.rewards.prior(), True
+    record = UserRecord(
+        tenant=tenant,
+        user_id=user_id,
+        created_at=record.created_at if record else now,
+        updated_at=now,
+        attributes={**(record.attributes if record else {}), **(attributes or {})},
+        pal_logits=None if prior else [float(x) for x in logits],
+        pal_version=rt.rewards.version,
+        adapter=record.adapter if record else None,
+        n_preferences=int(len(prompt)),
+        n_interactions=rt.store.count_interactions(tenant, user_id),
+    )
+    rt.store.put_user(record)
+    return UserWeights(logits=logits, prior=prior, record=record)
+
+
+def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> None:
+    """Refit the user in the background; refits queued for the same user coalesce into one.
+
+    Correctness does not hang on it: `user_weights` refits stale weights itself, so the next
+    request of the user uses every acknowledged comparison even if this refit has not run yet."""
+    key = (tenant, user_id)
+    with rt.refit_lock:
+        if key in rt.pending_refits:
+            rt.pending_refits[key].update(attributes or {})
+            return
+        rt.pending_refits[key] = dict(attributes or {})
+
+    def run() -> None:
+        with rt.refit_lock:
+            merged = rt.pending_refits.pop(key)
+        try:
+            refit(rt, tenant, user_id, attributes=merged or None)
+        except Exception:  # the next request of the user refits instead
+            log.exception("background refit of %s/%s failed", tenant, user_id)
+
+    rt.background.submit(run)
+
+
+def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
+    """The stored logits, refitted first when they are stale (another checkpoint, or rows written
+    after the last fit, e.g. by a process that crashed between its write and its refit)."""
+    record = rt.store.get_user(tenant, user_id)
+    if record is None:
+        if rt.store.count_preferences(tenant, user_id) == 0:
+            return UserWeights(logits=rt.rewards.prior(), prior=True, record=None)
+        return refit(rt, tenant, user_id)
+    stale = record.pal_version != rt.rewards.version or record.n_preferences != rt.store.count_comparisons(tenant, user_id)
+    if stale:
+        return refit(rt, tenant, user_id)
+    if record.pal_logits is None:
+        return UserWeights(logits=rt.rewards.prior(), prior=True, record=record)
+    return UserWeights(logits=np.asarray(record.pal_logits, np.float32), prior=False, record=record)
+
+
+class PalProfile(msgspec.Struct):
+    logits: list[float]
+    weights: list[float]  # softmax of the logits: the user's mixture over prototypes
+    nearest_prototype: int
+    version: str
+    prior: bool
+
+
+class Counts(msgspec.Struct):
+    preferences: int
+    interactions: int
+
+
+class UserProfile(msgspec.Struct):
+    user: str
+    attributes: dict[str, str]
+    pal: PalProfile
+    counts: Counts
+    adapter: str | None
+    created_at: float | None
+    updated_at: float | None
+
+
+def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
+    weights = user_weights(rt, tenant, user_id)
+    counts = Counts(
+        preferences=rt.store.count_preferences(tenant, user_id),
+        interactions=rt.store.count_interactions(tenant, user_id),
+    )
+    if weights.record is None and counts.preferences == 0 and counts.interactions == 0:
+        return None
+    logits = np.asarray(weights.logits, np.float64)
+    mix = np.exp(logits - logits.max())
+    mix /= mix.sum()
+    record = weights.record
+    return UserProfile(
+        user=user_id,
+        attributes=record.attributes if record else {},
+        pal=PalProfile(
+            logits=logits.tolist(), weights=mix.tolist(), nearest_prototype=int(mix.argmax()),
+            version=rt.rewards.version, prior=weights.prior,
+        ),
+        counts=counts,
+        adapter=record.adapter if record else None,
+        created_at=record.created_at if record else None,
+        updated_at=record.updated_at if record else None,
+    )
+
+
+def register_adapter(rt: Runtime, tenant: str, user_id: str, source: Path) -> str:
+    """Copy a saved LoRA adapter (peft `save_pretrained` folder) in as the user's adapter; the
+    next chat request of the user generates with it. Returns the adapter name."""
+    if not (source / "adapter_config.json").exists():
+        raise ValueError(f"{source} holds no adapter_config.json (save the adapter with peft's save_pretrained)")
+    name = "user-" + hashlib.sha256(f"{tenant}/{user_id}".encode()).hexdigest()[:16]
+    folder = adapter_folder(rt, tenant, user_id)
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(source, folder)
+    rt.generator.drop_adapter(name)  # a re-registered adapter is reloaded from its new files
+    weights = user_weights(rt, tenant, user_id)
+    now = time.time()
+    record = weights.record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
+    rt.store.put_user(msgspec.structs.replace(record, adapter=name, updated_at=now))
+    return name
+
+
+def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
+    """JSONL: one `user` line, then a line per preference and per interaction, each tagged by `type`."""
+    encode = msgspec.json.encode
+    record = rt.store.get_user(tenant, user_id)
+    if record is not None:
+        yield encode({"type": "user", **msgspec.to_builtins(record)}) + b"\n"
+    preferences, _ = rt.store.preferences_for(tenant, user_id)
+    for row in preferences:
+        yield encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n"
+    for item in rt.store.interactions_for(tenant, user_id):
+        yield encode({"type": "interaction", **msgspec.to_builtins(item)}) + b"\n"
+
+
+def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
+    """Every row, the weights and the adapter files of the user; old table versions are purged too."""
+    record = rt.store.get_user(tenant, user_id)
+    counts = rt.store.delete_user(tenant, user_id)
+    folder = adapter_folder(rt, tenant, user_id)
+    counts["adapter_files"] = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+    if folder.exists():
+        shutil.rmtree(folder)
+    if record is not None and record.adapter:
+        rt.generator.drop_adapter(record.adapter)
+    return counts
+

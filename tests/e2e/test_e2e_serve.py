@@ -1,0 +1,147 @@
+"""`pluralign serve` under uvicorn on 127.0.0.1 with a temp data folder and a tiny model: the official
+openai client works unchanged, and a kill -9 right after a 201 loses nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.tiny import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServeProcess:
+    def __init__(self, data_dir: Path, generator_dir: Path, pal_dir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"serve-{self.port}.log"
+        env = {
+            **os.environ, "PLURALIGN_DATA_DIR": str(data_dir), "PLURALIGN_GENERATOR": str(generator_dir),
+            "PLURALIGN_PAL_DIR": str(pal_dir), "PLURALIGN_MAX_TOKENS": "12", "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+        }
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "training.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("serve did not become healthy:\n" + self.log.read_text())
+
+    def dev_key(self) -> str | None:
+        found = re.search(r"development API key .*: (pk-\S+)", self.log.read_text())
+        return found.group(1) if found else None
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_generator_dir, tiny_pal_dir):
+    data = tmp_path_factory.mktemp("e2e") / "data"
+    first = ServeProcess(data, tiny_generator_dir, tiny_pal_dir)
+    key = first.dev_key()
+    yield first, key, (data, tiny_generator_dir, tiny_pal_dir)
+    first.stop()
+
+
+def test_first_start_prints_a_development_key_stored_hashed(served):
+    proc, key, (data, *_) = served
+    assert key and key not in (data / "api_keys.json").read_text()
+    assert httpx.get(proc.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_openai_client_gets_a_completion_and_a_stream(served):
+    from openai import OpenAI
+
+    proc, key, _ = served
+    client = OpenAI(base_url=proc.url + "/v1", api_key=key, max_retries=0)
+    models = [m.id for m in client.models.list()]
+    assert "pluralign" in models
+    completion = client.chat.completions.create(
+        model="pluralign", messages=[{"role": "user", "content": "Say hello"}], user="olive", max_tokens=8, seed=1,
+    )
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.usage.completion_tokens >= 1
+    info = completion.model_extra["pluralign"]
+    assert info["response_id"] == completion.id and info["candidates"] >= 2
+    stream = client.chat.completions.create(
+        model="pluralign", messages=[{"role": "user", "content": "Say hello"}], safety_identifier="olive",
+        max_tokens=8, stream=True, stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+    assert chunks[-1].usage is not None
+    r = client.chat.completions.with_raw_response.create(
+        model="pluralign", messages=[{"role": "user", "content": "Hi"}], extra_body={"pluralign": {"rerank": False}},
+    )
+    assert r.parse().model_extra["pluralign"]["candidates"] == 1
+
+
+def post_feedback(url: str, key: str, user: str, n: int) -> list[str]:
+    ids = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for i in range(n):
+            body = {"type": "comparison", "user": user, "prompt": f"Question {i}?", "chosen": f"Good {i}", "rejected": f"Bad {i}"}
+            r = c.post("/v1/feedback", json=body)
+            assert r.status_code == 201, r.text
+            ids += r.json()["stored"]
+    return ids
+
+
+def test_kill9_right_after_201_loses_nothing(served, minilm):
+    """Runs last in this module: it kills the module's server."""
+    from pluralign.store import Store
+
+    proc, key, (data, *_) = served
+    ids = post_feedback(proc.url, key, "kim", 5)
+    proc.kill9()  # no graceful shutdown: whatever was acknowledged must already be on disk
+    store = Store(str(data / "lancedb"), minilm.encoder_id, minilm.dim)
+    rows, total = store.preferences_for("default", "kim")
+    assert total == 5 and sorted(r.pref_id for r in rows) == sorted(ids)
+
+
+@pytest.mark.slow
+def test_restart_after_kill9_serves_every_acknowledged_row(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    data = tmp_path / "data"
+    proc = ServeProcess(data, tiny_generator_dir, tiny_pal_dir)
+    key = proc.dev_key()
+    ids = post_feedback(proc.url, key, "kim", 5)
+    proc.kill9()
+    again = ServeProcess(data, tiny_generator_dir, tiny_pal_dir)
+    try:
+        assert again.dev_key() is None  # keys persist: no new development key
+        with httpx.Client(base_url=again.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+            page = c.get("/v1/users/kim/preferences", params={"limit": 100}).json()
+            assert sorted(p["pref_id"] for p in page["data"]) == sorted(ids)
+            profile = c.get("/v1/users/kim").json()
+            assert profile["counts"]["preferences"] == 5 and profile["pal"]["prior"] is False
+    finally:
+        again.stop()

@@ -1,0 +1,81 @@
+"""The generator on a tiny random Llama with SmolLM2's tokenizer: candidates, stops, streaming, adapters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pluralign.policy.generator import Candidate, Generator, Sampling, cut_at_stop
+from pluralign.policy.rerank import rerank
+
+MESSAGES = [{"role": "user", "content": "Tell me about cats."}]
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_generator_dir):
+    return Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"))
+
+
+def test_n_candidates_are_reproducible_under_a_seed(generator):
+    first, prompt_tokens = generator.generate(MESSAGES, n=3, sampling=Sampling(max_tokens=6, seed=5))
+    again, _ = generator.generate(MESSAGES, n=3, sampling=Sampling(max_tokens=6, seed=5))
+    assert len(first) == 3 and prompt_tokens > 5
+    assert [c.text for c in first] == [c.text for c in again]
+    assert all(c.tokens <= 6 and c.finish_reason in ("stop", "length") for c in first)
+    other, _ = generator.generate(MESSAGES, n=3, sampling=Sampling(max_tokens=6, seed=6))
+    assert [c.text for c in other] != [c.text for c in first]
+
+
+def test_stream_pieces_join_to_the_final_text(generator):
+    out = list(generator.stream(MESSAGES, Sampling(max_tokens=10, temperature=0)))
+    *pieces, final = out
+    assert isinstance(final, Candidate) and len(pieces) >= 2
+    assert "".join(pieces).strip() == final.text
+    greedy, _ = generator.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=10, temperature=0))
+    assert greedy[0].text == final.text
+
+
+def test_stop_strings_cut_the_answer(generator):
+    greedy, _ = generator.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=12, temperature=0))
+    text = greedy[0].text
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    cut, _ = generator.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=12, temperature=0, stop=(stop,)))
+    assert cut[0].finish_reason == "stop" and stop not in cut[0].text and text.startswith(cut[0].text)
+    *pieces, final = generator.stream(MESSAGES, Sampling(max_tokens=12, temperature=0, stop=(stop,)))
+    assert final.text == cut[0].text and final.finish_reason == "stop" and stop not in "".join(pieces)
+    assert cut_at_stop("abcXYdef", ["XY", "de"]) == ("abc", True)
+
+
+def test_sampling_is_validated():
+    with pytest.raises(ValueError, match="temperature"):
+        Sampling(temperature=5)
+    with pytest.raises(ValueError, match="max_tokens"):
+        Sampling(max_tokens=0)
+
+
+def test_a_users_adapter_changes_only_their_answers(tiny_generator_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    generator = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"))
+    greedy = Sampling(max_tokens=8, temperature=0)
+    plain = generator.generate(MESSAGES, sampling=greedy)[0][0].text
+    with pytest.raises(ValueError, match="not loaded"):
+        generator.generate(MESSAGES, sampling=greedy, adapter="u1")
+    generator.load_adapter("u1", tmp_path / "adapter")
+    assert generator.generate(MESSAGES, sampling=greedy)[0][0].text == plain  # base answers unchanged
+    assert generator.generate(MESSAGES, sampling=greedy, adapter="u1")[0][0].text != plain
+    generator.drop_adapter("u1")
+    assert "u1" not in generator.adapters
+
+
+def test_rerank_orders_by_reward_and_keeps_ties_stable():
+    import numpy as np
+
+    prompt = np.zeros(3, np.float32)
+    candidates = np.array([[0, 1, 0], [3, 0, 0], [0, 1, 0]], np.float32)
+    ranked = rerank(lambda p, r: r[:, 0] + r[:, 1], prompt, candidates)
+    assert ranked.order == [1, 0, 2] and ranked.best == 1 and ranked.scores == [1.0, 3.0, 1.0]

@@ -1,0 +1,40 @@
+"""The service's PAL wrapper: loading, the population prior, refits, bootstrap and its fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.rewards import UserRewards
+from tests.service.tiny import SHARED_DATA
+
+
+def test_fit_moves_a_user_toward_their_comparisons(tiny_pal_dir, minilm):
+    rewards = UserRewards.load(tiny_pal_dir, minilm.encoder_id)
+    assert rewards.trained and rewards.k == 2 and len(rewards.version) == 16
+    prompt, liked, disliked = minilm.encode(["Which would you say?", "I love modern art.", "Art bores me."])
+    n = 6
+    logits = rewards.fit(np.tile(prompt, (n, 1)), np.tile(liked, (n, 1)), np.tile(disliked, (n, 1)))
+    assert logits.shape == (2,)
+    pair = np.stack([liked, disliked])
+    prompts = np.tile(prompt, (2, 1))
+    fitted = rewards.score(logits, prompts, pair)
+    prior = rewards.score(rewards.prior(), prompts, pair)
+    assert fitted[0] - fitted[1] >= prior[0] - prior[1]
+    with pytest.raises(ValueError):
+        UserRewards.load(tiny_pal_dir, "another-encoder")
+
+
+def test_without_persona_data_the_model_is_untrained_and_says_so(tmp_path, minilm):
+    rewards = UserRewards.load_or_bootstrap(tmp_path / "pal", minilm, tmp_path / "no-data")
+    described = rewards.describe()
+    assert described["trained"] is False and "UNTRAINED" in described["note"]
+    assert rewards.score(rewards.prior(), np.zeros((2, 384), np.float32), np.ones((2, 384), np.float32)).shape == (2,)
+
+
+@pytest.mark.slow
+def test_first_start_bootstraps_a_checkpoint_from_persona_data(tmp_path, minilm):
+    rewards = UserRewards.load_or_bootstrap(tmp_path / "pal", minilm, SHARED_DATA)
+    assert rewards.trained and "bootstrapped" in rewards.note and any((tmp_path / "pal").iterdir())
+    again = UserRewards.load_or_bootstrap(tmp_path / "pal", minilm, SHARED_DATA)
+    assert again.version == rewards.version and "loaded" in again.note

@@ -1,0 +1,208 @@
+"""Chat completions over real HTTP: OpenAI shape, personalization, streaming, feedback loop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.service.tiny import start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+def chat(client, user, content="What should I cook tonight?", **extra):
+    body = {"model": "pluralign", "messages": [{"role": "user", "content": content}], "user": user, "seed": 7, **extra}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def export(client, user):
+    r = client.get(f"/v1/users/{user}/export")
+    assert r.status_code == 200, r.text
+    return [json.loads(line) for line in r.text.splitlines()]
+
+
+def test_completion_is_openai_shaped_and_personalized(svc):
+    with svc.client() as c:
+        body = chat(c, "alice")
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["choices"][0]["finish_reason"] in ("stop", "length")
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    info = body["pluralign"]
+    assert info["response_id"] == body["id"] and info["user"] == "alice"
+    assert info["candidates"] == svc.runtime.settings.candidates
+    assert info["prior"] is True and isinstance(info["reward"], float)
+    assert info["history"] == []  # nothing stored yet
+    rows = export(svc.client(), "alice")
+    served = [r for r in rows if r["type"] == "interaction"]
+    assert len(served) == 1 and served[0]["response_id"] == body["id"]
+    assert len(served[0]["candidates"]) == info["candidates"]
+    best = max(range(len(served[0]["scores"])), key=served[0]["scores"].__getitem__)
+    assert served[0]["chosen_index"] == best
+    assert body["choices"][0]["message"]["content"] == served[0]["candidates"][best]
+
+
+def test_n_choices_are_the_best_ranked(svc):
+    with svc.client() as c:
+        body = chat(c, "nina", n=3)
+    assert [ch["index"] for ch in body["choices"]] == [0, 1, 2]
+    served = [r for r in export(svc.client(), "nina") if r["type"] == "interaction"][0]
+    ranked = sorted(range(len(served["scores"])), key=lambda i: -served["scores"][i])[:3]
+    assert [ch["message"]["content"] for ch in body["choices"]] == [served["candidates"][i] for i in ranked]
+
+
+def test_comparison_feedback_is_retrieved_into_the_next_context(svc):
+    with svc.client() as c:
+        r = c.post("/v1/feedback", json={
+            "type": "comparison", "user": "bob", "prompt": "What should I cook for dinner?",
+            "chosen": "A spicy vegetable curry.", "rejected": "A plain steak.",
+        })
+        assert r.status_code == 201, r.text
+        receipt = r.json()
+        assert receipt["user"] == "bob" and len(receipt["stored"]) == 1
+        profile = c.get("/v1/users/bob").json()
+        assert profile["pal"]["prior"] is False and profile["counts"]["preferences"] == 1
+        body = chat(c, "bob", content="What should I cook tonight?")
+        assert body["pluralign"]["history"] == receipt["stored"]
+        assert body["pluralign"]["prior"] is False
+        other = chat(c, "carol")
+        assert other["pluralign"]["history"] == []
+
+
+def test_choice_rating_and_edit_feedback_refer_to_served_responses(svc):
+    with svc.client() as c:
+        first = chat(c, "dave")
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": first["id"], "chosen_index": 1})
+        assert r.status_code == 201, r.text
+        n = first["pluralign"]["candidates"]
+        served = [x for x in export(c, "dave") if x["type"] == "interaction"][0]
+        distinct_others = len({t for t in served["candidates"] if t != served["candidates"][1]})
+        assert len(r.json()["stored"]) == distinct_others and n >= 2
+        r = c.post("/v1/feedback", json={"type": "edit", "response_id": first["id"], "edited": "Make a risotto."})
+        assert r.status_code == 201, r.text
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": first["id"], "rating": 5})
+        assert r.status_code == 201, r.text
+        page = c.get("/v1/users/dave/preferences", params={"limit": 500}).json()
+        kinds = [p["kind"] for p in page["data"]]
+        assert kinds.count("choice") == distinct_others and kinds.count("edit") == 1 and "rating" in kinds
+        edit = next(p for p in page["data"] if p["kind"] == "edit")
+        assert edit["chosen"] == "Make a risotto." and edit["rejected"] == first["choices"][0]["message"]["content"]
+        profile = c.get("/v1/users/dave").json()
+        assert profile["counts"]["interactions"] == 1 and profile["counts"]["preferences"] == page["total"]
+        assert profile["pal"]["prior"] is False and abs(sum(profile["pal"]["weights"]) - 1) < 1e-5
+
+
+def test_feedback_changes_reranking_for_that_user_only(svc):
+    """Same seed and no shots: both users get the same candidates; after erin prefers her
+    lowest-ranked candidate, its reward rises relative to the others for erin, not for frank."""
+    with svc.client() as c:
+        opts = {"pluralign": {"shots": 0, "candidates": 4}, "temperature": 1.0}
+        chat(c, "erin", **opts)
+        chat(c, "frank", **opts)
+        before = {u: [x for x in export(c, u) if x["type"] == "interaction"][-1] for u in ("erin", "frank")}
+        assert before["erin"]["candidates"] == before["frank"]["candidates"]
+        scores = before["erin"]["scores"]
+        worst = min(range(len(scores)), key=scores.__getitem__)
+        for _ in range(3):
+            r = c.post("/v1/feedback", json={"type": "choice", "response_id": before["erin"]["response_id"], "chosen_index": worst})
+            assert r.status_code == 201, r.text
+        chat(c, "erin", **opts)
+        chat(c, "frank", **opts)
+        after = {u: [x for x in export(c, u) if x["type"] == "interaction"][-1] for u in ("erin", "frank")}
+    assert after["erin"]["candidates"] == before["erin"]["candidates"]
+    assert after["frank"]["scores"] == pytest.approx(before["frank"]["scores"])
+
+    def lead(s):  # how far the preferred candidate is ahead of the best other one
+        return s[worst] - max(v for i, v in enumerate(s) if i != worst)
+
+    assert lead(after["erin"]["scores"]) > lead(before["erin"]["scores"])
+
+
+def test_stream_sends_openai_chunks_and_done(svc):
+    with svc.client() as c:
+        body = {"model": "pluralign", "messages": [{"role": "user", "content": "Hello"}], "user": "gina",
+                "stream": True, "seed": 3, "stream_options": {"include_usage": True}}
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(ch["object"] == "chat.completion.chunk" and ch["id"] == chunks[0]["id"] for ch in chunks)
+    text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks if ch["choices"])
+    final = next(ch for ch in chunks if ch.get("pluralign"))
+    assert final["choices"][0]["finish_reason"] in ("stop", "length")
+    assert chunks[-1]["usage"]["completion_tokens"] >= 1
+    served = [x for x in export(svc.client(), "gina") if x["type"] == "interaction"][0]
+    assert served["response_id"] == final["pluralign"]["response_id"]
+    assert text.strip() == served["candidates"][served["chosen_index"]]
+
+
+def test_single_candidate_stream_streams_tokens(svc):
+    with svc.client() as c:
+        body = {"model": "pluralign", "messages": [{"role": "user", "content": "Hi"}], "user": "hank", "stream": True,
+                "pluralign": {"rerank": False}, "max_tokens": 8}
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events[:-1]]
+    final = next(ch for ch in chunks if ch.get("pluralign"))
+    assert final["pluralign"]["candidates"] == 1 and final["pluralign"]["reward"] is None
+    assert len([ch for ch in chunks if ch["choices"] and ch["choices"][0]["delta"].get("content")]) >= 2
+
+
+def test_reward_scores_and_models(svc):
+    with svc.client() as c:
+        r = c.post("/v1/rewards/score", json={"user": "ivy", "prompt": "Pick one", "responses": ["Yes.", "No.", "Maybe."]})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert len(out["scores"]) == 3 and out["prior"] is True
+        assert out["best_index"] == max(range(3), key=out["scores"].__getitem__)
+        models = c.get("/v1/models").json()
+        assert models["object"] == "list" and svc.runtime.generator.model_id in [m["id"] for m in models["data"]]
+
+
+def test_health_metrics_and_openapi_are_public(svc):
+    import httpx
+
+    health = httpx.get(svc.url + "/health").json()
+    assert health["status"] == "ok" and health["pal"]["trained"] is True
+    with svc.client() as c:
+        chat(c, "june")
+    text = httpx.get(svc.url + "/metrics").text
+    assert 'pluralign_http_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in text
+    assert "pluralign_table_rows" in text and "# TYPE pluralign_http_request_seconds histogram" in text
+    schema = httpx.get(svc.url + "/schema/openapi.json").json()
+    assert {"/v1/chat/completions", "/v1/feedback", "/v1/users/{user_id}"} <= set(schema["paths"])
+    docs = httpx.get(svc.url + "/schema")
+    assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
+
+
+def test_a_registered_adapter_is_used_for_that_user(svc, tiny_generator_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from service.users.services import register_adapter
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "lora")
+    greedy = {"temperature": 0, "pluralign": {"rerank": False, "shots": 0}}
+    with svc.client() as c:
+        plain = chat(c, "lena", **greedy)
+        name = register_adapter(svc.runtime, "acme", "lena", tmp_path / "lora")
+        tuned = chat(c, "lena", **greedy)
+        other = chat(c, "mona", **greedy)
+        assert tuned["pluralign"]["adapter"] == name and other["pluralign"]["adapter"] is None
+        assert tuned["choices"][0]["message"]["content"] != plain["choices"][0]["message"]["content"]
+        assert other["choices"][0]["message"]["content"] == plain["choices"][0]["message"]["content"]
+        assert c.get("/v1/users/lena").json()["adapter"] == name
+        deleted = c.delete("/v1/users/lena").json()["deleted"]
+        assert deleted["adapter_files"] >= 2 and name not in svc.runtime.generator.adapters

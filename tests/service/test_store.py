@@ -1,0 +1,93 @@
+"""The LanceDB store on a temp folder: schemas and versions, per-user search, group commit, delete."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pluralign.store import Store, StoredPreference, StoreError, UserRecord
+
+DIM = 8
+
+
+def prefs(tenant, user, n, start=0):
+    rows = [
+        StoredPreference(tenant=tenant, user_id=user, pref_id=f"{tenant}-{user}-{start + i}", prompt=f"q{start + i}",
+                         chosen="yes", rejected="no", kind="comparison", created_at=time.time() + i * 1e-3)
+        for i in range(n)
+    ]
+    rng = np.random.default_rng(start)
+    vecs = rng.standard_normal((n, DIM)).astype(np.float32)
+    return rows, vecs, vecs, vecs
+
+
+def test_tables_are_indexed_and_versioned(tmp_path):
+    store = Store(str(tmp_path), "enc-a", DIM)
+    store.add_preferences(*prefs("t", "u", 3))
+    indexed = {(i.columns[0], i.index_type) for i in store.preferences.list_indices()}
+    assert {("tenant", "Bitmap"), ("user_id", "Bitmap")} <= indexed
+    assert store.preferences.schema.metadata[b"schema_version"] == b"1"
+    assert store.preferences.to_arrow().column("schema_version").to_pylist() == [1, 1, 1]
+    with pytest.raises(StoreError, match="encoder_id=enc-a"):
+        Store(str(tmp_path), "enc-b", DIM)
+    with pytest.raises(StoreError, match="dim=8"):
+        Store(str(tmp_path), "enc-a", DIM * 2)
+    assert Store(str(tmp_path), "enc-a", DIM).count_preferences("t", "u") == 3  # reopened: rows are on disk
+
+
+def test_search_sees_only_the_users_rows_nearest_first(tmp_path):
+    store = Store(str(tmp_path), "enc", DIM)
+    rows, vecs, _, _ = prefs("t1", "ann", 5)
+    store.add_preferences(rows, vecs, vecs, vecs)
+    for tenant, user in (("t1", "bob"), ("t2", "ann")):
+        store.add_preferences(*prefs(tenant, user, 5, start=10))
+    hits = store.search("t1", "ann", vecs[2], limit=3)
+    assert [h.pref_id for h, _ in hits][0] == rows[2].pref_id
+    assert all(h.tenant == "t1" and h.user_id == "ann" for h, _ in hits)
+    distances = [d for _, d in hits]
+    assert distances == sorted(distances) and distances[0] == pytest.approx(0, abs=1e-5)
+    page, total = store.preferences_for("t1", "ann", offset=1, limit=2)
+    assert total == 5 and [p.prompt for p in page] == ["q1", "q2"]
+    prompt, chosen, rejected = store.comparisons("t1", "ann")
+    assert prompt.shape == (5, DIM) and store.count_comparisons("t1", "ann") == 5
+
+
+def test_concurrent_writes_share_commits_and_all_land(tmp_path):
+    store = Store(str(tmp_path), "enc", DIM)
+    store.add_preferences(*prefs("t", "warm", 1))
+
+    def writer(k):
+        for i in range(10):
+            store.add_preferences(*prefs("t", f"w{k}", 1, start=i))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    group = store._appends["preferences"]
+    assert sum(store.count_preferences("t", f"w{k}") for k in range(6)) == 60
+    assert group.submits == 61 and group.commits <= group.submits
+    reopened = Store(str(tmp_path), "enc", DIM)
+    assert reopened.stats()["preferences"] == 61
+
+
+def test_users_upsert_and_delete_user(tmp_path):
+    store = Store(str(tmp_path), "enc", DIM)
+    store.put_user(UserRecord(tenant="t", user_id="u", created_at=1, updated_at=1, pal_logits=[0.0, 1.0]))
+    store.put_user(UserRecord(tenant="t", user_id="u", created_at=1, updated_at=2, pal_logits=[2.0, 1.0], attributes={"g": "a"}))
+    user = store.get_user("t", "u")
+    assert user.pal_logits == [2.0, 1.0] and user.attributes == {"g": "a"} and store.stats()["users"] == 1
+    store.add_preferences(*prefs("t", "u", 4))
+    store.add_preferences(*prefs("t", "v", 2))
+    counts = store.delete_user("t", "u")
+    assert counts == {"preferences": 4, "interactions": 0, "users": 1}
+    assert store.get_user("t", "u") is None and store.count_preferences("t", "u") == 0
+    assert store.count_preferences("t", "v") == 2
+    old = store.db.open_table("preferences")  # no version kept on disk still holds the user's rows
+    for version in old.list_versions():
+        old.checkout(version["version"])
+        assert old.count_rows("user_id = 'u'") == 0

@@ -1,0 +1,140 @@
+"""Tiny real pieces for service tests: a random Llama with SmolLM2's tokenizer, MiniLM, a PAL
+checkpoint trained on a small persona population, and a live uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = next(
+    (p for p in (Path(os.environ.get("PLURALIGN_SHARED_DATA", ROOT / "missing")), ROOT.parent / "shared" / "data",
+                 ROOT.parent.parent / "shared" / "data") if (p / "anthropic_persona").is_dir()),
+    ROOT.parent / "shared" / "data",
+)
+
+
+def save_tiny_generator(folder: Path) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from pluralign.embed.models import smollm2_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir()))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def train_tiny_pal(folder: Path, encoder) -> Path:
+    """PAL trained on a small persona population (2 groups), embedded with `encoder`."""
+    from pluralign.data.persona import PersonaConfig, build_persona
+    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
+    from pluralign.reward.features import embed_pairs
+    from pluralign.reward.pal import PALConfig, PALTrainConfig, save_pal, train_pal
+
+    cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign")
+    encoder = CachedEncoder(encoder, EmbeddingCache(cache_dir / "embeddings.sqlite"))  # a rerun embeds nothing
+    protocol = build_persona(PersonaConfig(groups=2, users_per_group=4, comparisons_per_user=20, seed=0), SHARED_DATA)
+    users = sorted({r.user_id for r in protocol.seen.train})
+    train = embed_pairs(protocol.seen.train, encoder, users)
+    val = embed_pairs(protocol.seen.val, encoder, users)
+    torch.manual_seed(0)
+    config = PALConfig(k=2, input_dim=encoder.dim, latent_dim=16, hidden=32)
+    result = train_pal(train, val, config, PALTrainConfig(max_epochs=8, batch_size=64))
+    save_pal(folder, result.model, result.user_weights, encoder.encoder_id)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The real app under uvicorn on 127.0.0.1, in a thread of the test process."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_dir(tmp_path_factory) -> Path:
+    return save_tiny_generator(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from pluralign.embed.encoders import SentenceEncoder
+
+    return SentenceEncoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_pal_dir(tmp_path_factory, minilm) -> Path:
+    if not (SHARED_DATA / "anthropic_persona").is_dir():
+        pytest.skip(f"persona data not found under {SHARED_DATA}")
+    return train_tiny_pal(tmp_path_factory.mktemp("pal"), minilm)
+
+
+class Service:
+    """A live server with keys for two tenants and an admin, and helpers to call it."""
+
+    def __init__(self, server: LiveServer, runtime, keys: dict[str, str]):
+        self.server, self.runtime, self.keys = server, runtime, keys
+        self.url = server.url
+
+    def client(self, who: str = "acme") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[who]}"} if who else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+
+def start_service(data_dir: Path, generator_dir: Path, pal_dir: Path, encoder, admin_handlers=(), **settings):
+    """Build the runtime from tiny models and serve it; returns (LiveServer context, Service)."""
+    from pluralign.policy.generator import Generator
+    from service.app import create_app
+    from service.runtime import Runtime
+    from service.settings import Settings
+
+    config = Settings(data_dir=str(data_dir), generator=str(generator_dir), pal_dir=str(pal_dir), max_tokens=12, **settings)
+    runtime = Runtime.build(config, generator=Generator.from_folder(generator_dir), encoder=encoder)
+    keys = {
+        "acme": runtime.keys.issue("acme"),
+        "globex": runtime.keys.issue("globex"),
+        "admin": runtime.keys.issue("ops", admin=True),
+    }
+    server = LiveServer(create_app(runtime=runtime, admin_handlers=admin_handlers))
+    return server, Service(server, runtime, keys)

@@ -1,0 +1,44 @@
+"""`pluralign serve`: the HTTP service on embedded defaults.
+
+    pluralign serve --host 127.0.0.1 --port 8000
+
+Settings come from PLURALIGN_* variables (PLURALIGN_DATA_DIR, default ./data) or a TOML file named by
+PLURALIGN_CONFIG. At first start a development API key is issued for tenant `default`, printed once,
+and stored hashed in the data folder. GET /health answers once the models are loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="run the HTTP service (uvicorn)", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.auth import KeyRing
+    from service.settings import Settings
+    from training.common import setup_logging
+
+    setup_logging()
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # no progress bar per request
+    settings = Settings.load()
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    keys = KeyRing(settings.data_path / "api_keys.json")
+    if len(keys) == 0:
+        key = keys.issue("default", name="development key")
+        print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    return 0

@@ -1,0 +1,97 @@
+"""`pluralign train pal`: train a PAL mixture reward model, write a versioned checkpoint and metrics.
+
+    pluralign train pal --variant a --k 4 --protocol persona --groups 4 --out artifacts/pal-a-persona
+    pluralign train pal --variant b --k 2 4 8 --protocol ukp --out artifacts/pal-b-ukp
+
+Trains on the protocol's seen users (early stopping on their validation pairs). Given several --k,
+it trains one model per K, reports validation accuracy for each, and keeps the checkpoint of the K
+with the best validation accuracy (ties: the smaller K). The --out folder receives model.safetensors,
+meta.json, user_weights.json (see pluralign.reward.pal_checkpoint) and metrics.json (every K).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import msgspec
+
+from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, print_json
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from pluralign.evaluation import EvalConfig, accuracy, load_protocol, macro
+    from pluralign.reward.features import embed_pairs
+    from pluralign.reward.pal import PALConfig, PALTrainConfig, save_pal, train_pal
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+    encoder = cached_encoder(args)
+    users = sorted({r.user_id for r in protocol.seen.train})
+    train, val, test = (embed_pairs(split, encoder, users, protocol.group_attribute)
+                        for split in (protocol.seen.train, protocol.seen.val, protocol.seen.test))
+    train_config = PALTrainConfig(
+        lr_shared=args.lr_shared, lr_user=args.lr_user, batch_size=args.batch_size, max_epochs=args.epochs,
+        max_pairs=args.max_pairs or None, seed=args.seed,
+    )
+    runs: dict[str, dict[str, float]] = {}
+    best = None
+    for k in args.k:
+        config = PALConfig(variant=args.variant, k=k, input_dim=encoder.dim, latent_dim=args.latent_dim, hidden=args.hidden)
+        bar = tqdm(total=train_config.epochs_for(len(train)), desc=f"pal-{args.variant} K={k}", unit="epoch", file=sys.stderr)
+
+        def progress(epoch: int, metrics: dict[str, float], bar=bar) -> None:
+            bar.update()
+            bar.set_postfix(val_acc=f"{metrics['val_acc']:.3f}", val_loss=f"{metrics['val_loss']:.3f}")
+
+        result = train_pal(train, val, config, train_config, progress=progress)
+        bar.close()
+        logits, _ = result.user_weights.stack(test.users)
+        device = next(result.model.parameters()).device
+        seen_test = test.to(device)
+        with torch.no_grad():
+            prob = result.model.preference_prob(
+                logits.to(device)[seen_test.user], seen_test.prompt, seen_test.chosen, seen_test.rejected
+            ).cpu().numpy()
+        correct = accuracy(prob)
+        metrics = {**result.metrics, "test_macro_acc": macro(correct, test.user.numpy()), "test_pooled_acc": float(correct.mean())}
+        runs[str(k)] = metrics
+        if best is None or metrics["val_acc"] > best[1]["val_acc"]:
+            best = (k, metrics, result)
+    k, metrics, result = best
+    out = Path(args.out)
+    save_pal(out, result.model, result.user_weights, encoder.encoder_id, metrics)
+    report = {
+        "variant": args.variant, "protocol": protocol.name, "encoder_id": encoder.encoder_id, "chosen_k": k,
+        "seen_users": len(users), "train_pairs": len(train), "val_pairs": len(val), "test_pairs": len(test),
+        "by_k": runs, "out": str(out),
+    }
+    (out / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    print_json(report)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pal", help="PAL mixture reward model (ideal points or prompt-conditioned prototypes)")
+    p.add_argument("--variant", choices=["a", "b"], default="a", help="a: ideal point; b: prompt-conditioned cosine")
+    p.add_argument("--k", type=int, nargs="+", default=[4], help="prototypes; several values: keep the best by val acc")
+    p.add_argument("--protocol", required=True, choices=["ukp", "persona"])
+    p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping on validation loss)")
+    p.add_argument("--max-pairs", type=int, default=300_000, help="budget of pair visits (epochs x pairs); 0: none")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr-shared", type=float, default=2e-3, help="Adam learning rate of the shared parameters")
+    p.add_argument("--lr-user", type=float, default=5e-2, help="Adam learning rate of the training users' logits")
+    p.add_argument("--latent-dim", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    add_encoder_args(p)
+    p.set_defaults(func=run)
