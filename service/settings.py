@@ -29,6 +29,8 @@ class Settings(Base, frozen=True):
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
     compact_every: int = 500  # table commits between background compactions
+    fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
+    adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
