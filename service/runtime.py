@@ -13,6 +13,7 @@ from pluralign.policy.adapters import AdapterPool, AdapterRegistry
 from pluralign.policy.generator import Generator
 from pluralign.store import Store
 from service.auth import KeyRing
+from service.batching import BatchingEncoder
 from service.metrics import Metrics
 from service.rewards import UserRewards
 from service.settings import Settings
@@ -61,6 +62,8 @@ class Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
         encoder = encoder or make_encoder(settings.encoder)
+        if settings.batch_encoder:
+            encoder = BatchingEncoder(encoder)
         generator = generator or make_generator(settings.generator)
         store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim)
         rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)

@@ -29,6 +29,7 @@ class Settings(Base, frozen=True):
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
     compact_every: int = 500  # table commits between background compactions
+    batch_encoder: bool = True  # concurrent requests share encoder forward passes
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
 
