@@ -126,7 +126,6 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--pal-dir", default=None, help="an existing PAL checkpoint (default: bootstrap)")
-    parser.add_argument("--compare-batching", action="store_true", help="feedback load with encoder batching off, then on")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="pluralign-http-")) / "data"
     data.mkdir(parents=True)
@@ -135,18 +134,16 @@ def main() -> None:
     print(f"prefilled {args.rows} rows over {args.users} users in {time.perf_counter() - t:.0f}s")
     key = KeyRing(data / "api_keys.json").issue("default", name="benchmark")
     env = {"PLURALIGN_PAL_DIR": args.pal_dir} if args.pal_dir else {}
+    proc = start_server(data, args.port, env)
     url = f"http://127.0.0.1:{args.port}"
-    for batching in ((False, True) if args.compare_batching else (True,)):
-        proc = start_server(data, args.port, {**env, "PLURALIGN_BATCH_ENCODER": str(batching).lower()})
-        try:
-            if args.feedback:
-                print(f"encoder batching {'on' if batching else 'off'}:", end=" ")
-                feedback_load(url, key, args.feedback, args.clients, args.users)
-            if args.chats and batching:
-                chat_overhead(url, key, args.chats, args.max_tokens)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    try:
+        if args.feedback:
+            feedback_load(url, key, args.feedback, args.clients, args.users)
+        if args.chats:
+            chat_overhead(url, key, args.chats, args.max_tokens)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -51,14 +51,14 @@ def accuracy(p: np.ndarray) -> np.ndarray:
 
 def macro(correct: np.ndarray, users: np.ndarray) -> float:
     per_user = defaultdict(list)
-    for c, u in zip(correct, users):
+    for c, u in zip(correct, users, strict=False):
         per_user[int(u)].append(c)
     return float(np.mean([np.mean(v) for v in per_user.values()])) if per_user else float("nan")
 
 
 def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, float], dict[str, int]]:
     sums: dict[str, list[float]] = defaultdict(list)
-    for c, g in zip(correct, groups):
+    for c, g in zip(correct, groups, strict=False):
         sums[g].append(c)
     return {g: float(np.mean(v)) for g, v in sorted(sums.items())}, {g: len(v) for g, v in sorted(sums.items())}
 

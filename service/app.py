@@ -1,7 +1,7 @@
 """The app factory: `create_app(settings)` returns a ready Litestar app (models loaded, tables open).
 
-Tenant routes need a tenant key; routes passed as `admin_handlers` are mounted under /admin and need
-an admin key. Tests pass a `runtime` built from tiny models; `pluralign serve` passes settings only.
+Tenant routes need a tenant key; the admin routes (jobs, audits, dashboard; or `admin_handlers` when
+given) are mounted under /admin and need an admin key. The job runner starts and stops with the app. Tests pass a `runtime` built from tiny models; `pluralign serve` passes settings only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
 
+from service.admin.controllers import ADMIN_HANDLERS, start_admin, stop_admin
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models
 from service.errors import internal_error_handler, value_error_handler
@@ -34,7 +35,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     runtime: Runtime | None = None,
-    admin_handlers: Sequence[ControllerRouterHandler] = (),
+    admin_handlers: Sequence[ControllerRouterHandler] | None = None,
 ) -> Litestar:
     settings = settings or (runtime.settings if runtime else Settings.load())
     runtime = runtime or Runtime.build(settings)
@@ -43,6 +44,7 @@ def create_app(
         metrics,
         Router(path="/", route_handlers=list(TENANT_HANDLERS), guards=[tenant_guard]),
     ]
+    admin_handlers = ADMIN_HANDLERS if admin_handlers is None else admin_handlers
     if admin_handlers:
         route_handlers.append(Router(path="/admin", route_handlers=list(admin_handlers), guards=[admin_guard]))
     app = Litestar(
@@ -52,6 +54,8 @@ def create_app(
         openapi_config=OpenAPIConfig(title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users"),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
+        on_startup=[start_admin],
+        on_shutdown=[stop_admin],
     )
     app.state.runtime = runtime
     return app

@@ -13,7 +13,6 @@ from pluralign.policy.adapters import AdapterPool, AdapterRegistry
 from pluralign.policy.generator import Generator
 from pluralign.store import Store
 from service.auth import KeyRing
-from service.batching import BatchingEncoder
 from service.metrics import Metrics
 from service.rewards import UserRewards
 from service.settings import Settings
@@ -21,12 +20,18 @@ from service.settings import Settings
 log = logging.getLogger("pluralign.service")
 
 
-def make_generator(name: str) -> Generator:
+def make_generator(name: str, model_id: str | None = None, api_key: str | None = None) -> Generator:
+    """`smollm2`, a model folder, or `openai:URL` for an OpenAI-compatible server (e.g. vLLM)."""
+    if name.startswith("openai:"):
+        from pluralign.embed.models import SMOLLM2_ID
+        from pluralign.policy.remote import RemoteGenerator
+
+        return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key)  # type: ignore[return-value]
     if name == "smollm2":
         return Generator.smollm2()
     if Path(name).is_dir():
         return Generator.from_folder(name)
-    raise ValueError(f"setting `generator`: expected `smollm2` or a model folder, got {name!r}")
+    raise ValueError(f"setting `generator`: expected `smollm2`, a model folder or `openai:URL`, got {name!r}")
 
 
 def make_encoder(name: str) -> Encoder:
@@ -62,9 +67,7 @@ class Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
         encoder = encoder or make_encoder(settings.encoder)
-        if settings.batch_encoder:
-            encoder = BatchingEncoder(encoder)
-        generator = generator or make_generator(settings.generator)
+        generator = generator or make_generator(settings.generator, settings.generator_model, settings.generator_api_key)
         store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim)
         rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
         keys = KeyRing(settings.data_path / "api_keys.json")

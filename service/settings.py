@@ -18,7 +18,9 @@ class Settings(Base, frozen=True):
 
     data_dir: str = "./data"  # API keys, the PAL checkpoint, adapters and (by default) LanceDB live here
     store_uri: str | None = None  # LanceDB URI (a folder or object store); default <data_dir>/lancedb
-    generator: str = "smollm2"  # `smollm2` or a folder holding a saved causal LM and its tokenizer
+    generator: str = "smollm2"  # `smollm2`, a folder holding a saved causal LM, or `openai:URL` (vLLM)
+    generator_model: str | None = None  # with `openai:URL`: the base model's name on that server
+    generator_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
     encoder: str = "minilm"  # `minilm` or a sentence-transformers folder (embeds prompts and answers)
     pal_dir: str | None = None  # PAL checkpoint folder; default <data_dir>/pal (bootstrapped if absent)
     shared_data: str = "../shared/data"  # persona data used to bootstrap a PAL checkpoint
@@ -29,7 +31,8 @@ class Settings(Base, frozen=True):
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
     compact_every: int = 500  # table commits between background compactions
-    batch_encoder: bool = True  # concurrent requests share encoder forward passes
+    adapter_every: int = 50  # new comparisons of a user that queue an adapter job for them
+    job_workers: int = 1  # training/audit jobs running at once (each in its own process)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
 

@@ -13,8 +13,14 @@ import importlib
 import sys
 
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
-COMMANDS = ("training.commands.data", "training.commands.eval", "training.commands.serve")
-TRAINERS: tuple[str, ...] = ("training.commands.train_pal", "training.commands.train_fspo", "training.commands.train_adapter")
+COMMANDS = ("training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.audit")
+TRAINERS: tuple[str, ...] = (
+    "training.commands.train_pal",
+    "training.commands.train_em",
+    "training.commands.train_maxmin",
+    "training.commands.train_fspo",
+    "training.commands.train_adapter",
+)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -43,3 +43,14 @@ def cached_encoder(args: argparse.Namespace):
 def print_json(obj) -> None:
     sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
     sys.stdout.flush()
+
+
+PROGRESS_ENV = "PLURALIGN_PROGRESS"
+PROGRESS_PREFIX = "@progress "
+
+
+def report_progress(fraction: float) -> None:
+    """Tell a job runner how far a command has got (a stderr line it parses); silent otherwise."""
+    if os.environ.get(PROGRESS_ENV):
+        sys.stderr.write(f"{PROGRESS_PREFIX}{fraction:.3f}\n")
+        sys.stderr.flush()

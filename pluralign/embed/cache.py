@@ -50,7 +50,7 @@ class EmbeddingCache:
         with self._lock, self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO embedding VALUES (?, ?, ?)",
-                [(encoder_id, k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vectors)],
+                [(encoder_id, k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vectors, strict=False)],
             )
 
     def __len__(self) -> int:
@@ -77,12 +77,12 @@ class CachedEncoder:
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         if missing:
             first_text = {}
-            for k, t in zip(keys, texts):
+            for k, t in zip(keys, texts, strict=False):
                 first_text.setdefault(k, t)
             vectors = self.encoder.encode([first_text[k] for k in missing])
             self.cache.put(self.encoder_id, missing, vectors)
             self.embedded += len(missing)
-            found.update(zip(missing, vectors))
+            found.update(zip(missing, vectors, strict=False))
         out = np.empty((len(texts), self.dim), np.float32)
         for i, k in enumerate(keys):
             out[i] = found[k]

@@ -121,6 +121,9 @@ class Generator:
         ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
         return ids.to(self.device)  # (1, T)
 
+    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        return int(self.encode_chat(messages).shape[1])
+
     def _sample_kwargs(self, sampling: Sampling) -> dict:
         if sampling.temperature == 0:
             return {"do_sample": False}

@@ -24,8 +24,9 @@ class BTConfig:
     hidden: int = 256  # MLP width of the single reward model
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    epochs: int = 200  # full-batch steps; early stopping on validation accuracy
-    patience: int = 20  # steps without validation improvement before stopping
+    epochs: int = 30  # passes over the training pairs; early stopping on validation accuracy
+    batch_size: int = 256
+    patience: int = 3  # epochs without validation improvement before stopping
     l2: float = 1e-2  # per-user BT: ridge strength
     seed: int = 0
 
@@ -61,13 +62,17 @@ class SingleBT:
         train, val = train.to(device), val.to(device)
         model = RewardMLP(train.prompt.shape[1], cfg.hidden).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        generator = torch.Generator().manual_seed(cfg.seed)
         best, best_state, since = -1.0, None, 0
-        for step in range(cfg.epochs):
+        for epoch in range(cfg.epochs):  # noqa: B007 (reported after the loop)
             model.train()
-            loss = bradley_terry_loss(model(train.prompt, train.chosen), model(train.prompt, train.rejected))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            for batch in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
+                batch = batch.to(device)
+                prompt = train.prompt[batch]  # (B, d)
+                loss = bradley_terry_loss(model(prompt, train.chosen[batch]), model(prompt, train.rejected[batch]))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
             model.eval()
             with torch.no_grad():
                 acc = _accuracy(model(val.prompt, val.chosen) - model(val.prompt, val.rejected))
@@ -80,7 +85,7 @@ class SingleBT:
         if best_state is not None:
             model.load_state_dict(best_state)
         self.model = model.eval()
-        return {"val_acc": best, "steps": step + 1, "train_loss": float(loss.detach())}
+        return {"val_acc": best, "epochs": epoch + 1, "train_loss": float(loss.detach())}
 
     @torch.no_grad()
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:

@@ -26,14 +26,14 @@ class PairBatch:
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
-    def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> "PairBatch":
+    def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> PairBatch:
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return PairBatch(
             self.prompt[idx], self.chosen[idx], self.rejected[idx], self.user[idx], self.users,
             [self.group[i] for i in idx.tolist()],
         )
 
-    def to(self, device: torch.device) -> "PairBatch":
+    def to(self, device: torch.device) -> PairBatch:
         return PairBatch(
             self.prompt.to(device), self.chosen.to(device), self.rejected.to(device),
             self.user.to(device), self.users, self.group,

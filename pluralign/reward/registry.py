@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from pluralign.reward.base import PreferenceModel
 from pluralign.reward.bt import BTConfig, PerUserBT, SingleBT
+from pluralign.reward.em import EMConfig, EMMixture
 
 
 def _pal(variant: str) -> Callable[[int | None, int], PreferenceModel]:
@@ -23,6 +24,7 @@ MODELS: dict[str, Callable[[int | None, int], PreferenceModel]] = {
     "per-user-bt": lambda k, seed: PerUserBT(BTConfig(seed=seed)),
     "pal-a": _pal("a"),
     "pal-b": _pal("b"),
+    "em": lambda k, seed: EMMixture(EMConfig(k=k or 2, seed=seed)),
 }
 
 

@@ -147,7 +147,7 @@ def stream(rt: Runtime, p: Plan, sampling: Sampling) -> Iterator[str | Served]:
             else:
                 yield piece
         p.timings.generation_ms = ms(start)
-        prompt_tokens = int(rt.generator.encode_chat(p.context).shape[1])
+        prompt_tokens = rt.generator.prompt_tokens(p.context)
         served = Served(plan=p, candidates=[final], scores=[0.0], order=[0], prompt_tokens=prompt_tokens)
         remember(rt, served)
         yield served

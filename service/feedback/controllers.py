@@ -15,4 +15,8 @@ def create_feedback(request: Request, data: JSONBody[FeedbackBody]) -> FeedbackR
     """201 only once the rows are committed to LanceDB. The user's reward is then refitted in the
     background; a request of the user that comes first refits it itself, so it is never stale."""
     rt: Runtime = request.app.state.runtime
-    return services.record(rt, request.user.tenant, data)
+    receipt = services.record(rt, request.user.tenant, data)
+    admin = request.app.state.get("admin")
+    if admin is not None:  # enough new comparisons queue an adapter job for this user
+        admin.on_feedback(request.user.tenant, receipt.user, rt.store.count_comparisons(request.user.tenant, receipt.user))
+    return receipt

@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServeProcess:
-    def __init__(self, data_dir: Path, generator_dir: Path, pal_dir: Path):
+    def __init__(self, data_dir: Path, generator_dir: Path | str, pal_dir: Path, **extra_env: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"serve-{self.port}.log"
         env = {
             **os.environ, "PLURALIGN_DATA_DIR": str(data_dir), "PLURALIGN_GENERATOR": str(generator_dir),
             "PLURALIGN_PAL_DIR": str(pal_dir), "PLURALIGN_MAX_TOKENS": "12", "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra_env,
         }
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(

@@ -1,0 +1,266 @@
+"""Audit how well each group of users is served, from comparisons with group labels.
+
+Per group: users, comparisons, prequential accuracy of each user's personalized model, accuracy
+of the one-size-fits-all (base) model on the same comparisons, calibration error of both, and the
+win rate of personalized over base responses where feedback compares them. Across groups: the
+worst group and the best-minus-worst gap. Groups with fewer than `min_group_size` users are
+suppressed so an audit never exposes individuals; groups with too few comparisons are flagged.
+
+The base model is a ridge logistic regression on the top principal directions of the response-
+embedding differences, cross-fitted by
+user (users in one half are scored by the model fitted on the other half) unless a base margin is
+given. Groups come from a record attribute or from a user -> group mapping (e.g. each user's nearest
+PAL prototype or EM cluster).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pluralign.data.record import Preference
+from pluralign.embed.base import Encoder
+from pluralign.fairness.metrics import credit, expected_calibration_error, win_rate
+from pluralign.fairness.online import (
+    OnlineLogistic,
+    OnlineLogisticConfig,
+    OnlineUserModel,
+    prequential,
+    single_threaded,
+)
+from pluralign.fairness.report import AuditReport, GroupMetrics
+
+# Feedback comparing a personalized and a base response names where each came from.
+CHOSEN_POLICY = "chosen_policy"
+REJECTED_POLICY = "rejected_policy"
+PERSONALIZED, BASE = "personalized", "base"
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    min_group_size: int = 1  # suppress groups with fewer users than this
+    min_comparisons: int = 50  # flag groups with fewer scored comparisons than this
+    projection_dim: int = 32  # personal models see the top principal directions of the differences
+    base_dim: int = 64  # the base model sees this many principal directions (fewer on small audits)
+    base_l2: float = 1.0  # ridge strength of the cross-fitted base model
+    base_max_rows: int = 20_000  # base model fitted on at most this many rows per fold
+    ece_bins: int = 10
+    since: float | None = None  # score only comparisons at or after this time (all are learned from)
+    seed: int = 0
+    online: OnlineLogisticConfig = OnlineLogisticConfig()
+
+
+@dataclass
+class Comparisons:
+    """Named fields for N comparisons to audit, in any order (`time` orders them)."""
+
+    diff: np.ndarray  # (N, d) float32, chosen-minus-rejected response embedding
+    user: np.ndarray  # (N,) int64 index into users
+    users: list[str]
+    group: np.ndarray  # (N,) int64 index into groups
+    groups: list[str]
+    time: np.ndarray  # (N,) float64 arrival order
+    policy_win: np.ndarray  # (N,) int8: +1 personalized beat base, -1 base beat personalized, 0 other
+    encoder_id: str
+    base_margin: np.ndarray | None = None  # (N,) a given one-size-fits-all model's margin
+    ties_skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+def index_labels(labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    names = sorted(set(labels))
+    position = {n: i for i, n in enumerate(names)}
+    return np.fromiter((position[x] for x in labels), np.int64, len(labels)), names
+
+
+def policy_outcome(attributes: Mapping[str, str]) -> int:
+    """+1: a personalized response beat a base one; -1: the base one won; 0: not such a comparison."""
+    pair = (attributes.get(CHOSEN_POLICY), attributes.get(REJECTED_POLICY))
+    return 1 if pair == (PERSONALIZED, BASE) else -1 if pair == (BASE, PERSONALIZED) else 0
+
+
+def comparisons_from_records(
+    records: Sequence[Preference],
+    encoder: Encoder,
+    group_by: str,
+    user_groups: Mapping[str, str] | None = None,
+) -> Comparisons:
+    """Embed each distinct response once; the group is `user_groups[user]` or the `group_by` attribute."""
+    pairs = [r for r in records if not r.tie]
+    if not pairs:
+        raise ValueError("no non-tie comparisons to audit")
+    texts = list(dict.fromkeys(t for r in pairs for t in (r.chosen, r.rejected)))
+    where = {t: i for i, t in enumerate(texts)}
+    vectors = encoder.encode(texts)  # (T, d)
+    chosen = np.fromiter((where[r.chosen] for r in pairs), np.int64, len(pairs))
+    rejected = np.fromiter((where[r.rejected] for r in pairs), np.int64, len(pairs))
+    user, users = index_labels([r.user_id for r in pairs])
+    if user_groups is not None:
+        labels = [user_groups.get(r.user_id, "unassigned") for r in pairs]
+    else:
+        labels = [r.attributes.get(group_by, "unknown") for r in pairs]
+    group, groups = index_labels(labels)
+    stamps = [r.created_at for r in pairs]
+    order = np.array(stamps, np.float64) if all(s is not None for s in stamps) else np.arange(len(pairs), dtype=np.float64)
+    policy = np.array([policy_outcome(r.attributes) for r in pairs], np.int8)
+    return Comparisons(
+        diff=vectors[chosen] - vectors[rejected], user=user, users=users, group=group, groups=groups,
+        time=order, policy_win=policy, encoder_id=encoder.encoder_id, ties_skipped=len(records) - len(pairs),
+    )
+
+
+def principal_whitening(diff: np.ndarray, dims: int, seed: int) -> torch.Tensor:
+    """Top principal directions of the differences, scaled to unit second moment.  # (d, dims)
+
+    Uncentered, because the sign of a difference is the label. Most informative direction first."""
+    rng = np.random.default_rng(seed)
+    sample = torch.from_numpy(diff[rng.choice(len(diff), min(len(diff), 20_000), replace=False)]).double()
+    eigenvalues, eigenvectors = torch.linalg.eigh(sample.T @ sample / len(sample))  # ascending
+    keep = min(dims, int((eigenvalues > 1e-9 * eigenvalues[-1].clamp_min(1e-30)).sum()))
+    top = eigenvectors.flip(1)[:, :keep] / eigenvalues.flip(0)[:keep].sqrt()
+    return top.float()
+
+
+def fit_logistic(z: torch.Tensor, l2: float, steps: int = 25) -> torch.Tensor:
+    """Ridge logistic regression through the origin on rows where the chosen side won (Newton).  # (r,)"""
+    z = z.double()
+    w = torch.zeros(z.shape[1], dtype=torch.float64)
+    eye = torch.eye(z.shape[1], dtype=torch.float64)
+    for _ in range(steps):
+        p = torch.sigmoid(z @ w)  # (n,)
+        grad = -z.T @ (1.0 - p) + l2 * w
+        hessian = (z * (p * (1.0 - p))[:, None]).T @ z + l2 * eye
+        step = torch.linalg.solve(hessian, grad)
+        w = w - step
+        if step.abs().max() < 1e-6:
+            break
+    return w.float()
+
+
+def base_margins(c: Comparisons, z: torch.Tensor, config: AuditConfig) -> np.ndarray:
+    """Cross-fitted base margin: each row scored by a model fitted on the other half of the users.  # (N,)"""
+    rng = np.random.default_rng(config.seed)
+    half = torch.from_numpy(np.array([zlib.crc32(u.encode()) & 1 for u in c.users], np.int64)[c.user])  # (N,)
+    margin = torch.empty(len(c))
+
+    def fit(rows: torch.Tensor) -> torch.Tensor:
+        if len(rows) > config.base_max_rows:
+            rows = rows[torch.from_numpy(rng.choice(len(rows), config.base_max_rows, replace=False))]
+        return fit_logistic(z[rows], config.base_l2)
+
+    if bool(half.min() == half.max()):  # one half is empty (e.g. a single user): fit on everyone
+        return (z @ fit(torch.arange(len(c)))).double().numpy()
+    for h in (0, 1):
+        w = fit(torch.nonzero(half != h).squeeze(1))
+        mine = half == h
+        margin[mine] = z[mine] @ w
+    return margin.double().numpy()
+
+
+def _group_metrics(
+    name: str, rows: np.ndarray, c: Comparisons, p_personal: np.ndarray, p_base: np.ndarray, config: AuditConfig
+) -> GroupMetrics:
+    pp, pb = p_personal[rows], p_base[rows]
+    policy = c.policy_win[rows]
+    return GroupMetrics(
+        group=name,
+        users=int(np.unique(c.user[rows]).size),
+        comparisons=int(rows.size),
+        personalized_accuracy=float(credit(pp).mean()),
+        base_accuracy=float(credit(pb).mean()),
+        personalized_ece=expected_calibration_error(pp, config.ece_bins),
+        base_ece=expected_calibration_error(pb, config.ece_bins),
+        win_rate=win_rate(policy[policy != 0] > 0),
+        win_comparisons=int((policy != 0).sum()),
+        too_few_comparisons=bool(rows.size < config.min_comparisons),
+    )
+
+
+def _extremes(groups: list[GroupMetrics], accuracy: Callable[[GroupMetrics], float]):
+    ranked = [g for g in groups if not g.too_few_comparisons] or groups
+    if not ranked:
+        return None, None, None
+    worst = min(ranked, key=accuracy)
+    best = max(ranked, key=accuracy)
+    return worst.group, accuracy(worst), accuracy(best) - accuracy(worst)
+
+
+def audit(
+    c: Comparisons,
+    group_by: str,
+    config: AuditConfig = AuditConfig(),
+    progress: Callable[[float], None] | None = None,
+    personalized: OnlineUserModel | None = None,
+) -> AuditReport:
+    """Run the audit; every comparison is predicted by its user's model before that model learns it.
+
+    `personalized` replaces the default per-user online logistic model (e.g. `OnlinePAL` built on
+    the same rows and user indices)."""
+    with single_threaded():
+        return _audit(c, group_by, config, progress, personalized)
+
+
+def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, personalized) -> AuditReport:
+    start = time.perf_counter()
+    if len(c) == 0:
+        raise ValueError("no comparisons to audit")
+    whitening = principal_whitening(c.diff, max(config.base_dim, config.projection_dim), config.seed)  # (d, R)
+    z = torch.from_numpy(c.diff) @ whitening  # (N, R)
+    # a small audit fits the base model on fewer directions: about ten comparisons per weight
+    base_dims = min(config.base_dim, max(2, len(c) // 10))
+    base_margin = c.base_margin if c.base_margin is not None else base_margins(c, z[:, :base_dims], config)
+    base_name = "given" if c.base_margin is not None else "crossfit-logistic"
+    if personalized is None:
+        features = torch.cat([torch.from_numpy(base_margin).float()[:, None], z[:, : config.projection_dim]], dim=1)
+        personalized = OnlineLogistic(features, len(c.users), config.online)
+    del z
+    model = personalized
+    p_personal = prequential(model, c.user, c.time, progress)
+    p_base = 1.0 / (1.0 + np.exp(-base_margin))
+
+    scored = np.ones(len(c), bool) if config.since is None else c.time >= config.since
+    order = np.argsort(c.group[scored], kind="stable")
+    rows_scored = np.flatnonzero(scored)[order]
+    bounds = np.r_[0, np.cumsum(np.bincount(c.group[rows_scored], minlength=len(c.groups)))]
+    groups, suppressed = [], 0
+    for g, name in enumerate(c.groups):
+        rows = rows_scored[bounds[g] : bounds[g + 1]]
+        if rows.size == 0:
+            continue
+        if np.unique(c.user[rows]).size < config.min_group_size:
+            suppressed += 1
+            continue
+        groups.append(_group_metrics(name, rows, c, p_personal, p_base, config))
+    overall = _group_metrics("all", np.flatnonzero(scored), c, p_personal, p_base, config) if scored.any() else None
+    worst, worst_acc, gap = _extremes(groups, lambda g: g.personalized_accuracy)
+    base_worst, base_worst_acc, base_gap = _extremes(groups, lambda g: g.base_accuracy)
+    return AuditReport(
+        group_by=group_by,
+        created_at=time.time(),
+        encoder_id=c.encoder_id,
+        personalized_model=model.name,
+        base_model=base_name,
+        users=len(c.users),
+        comparisons=int(scored.sum()),
+        ties_skipped=c.ties_skipped,
+        since=config.since,
+        min_group_size=config.min_group_size,
+        min_comparisons=config.min_comparisons,
+        suppressed_groups=suppressed,
+        overall=overall,
+        groups=groups,
+        worst_group=worst,
+        worst_group_accuracy=worst_acc,
+        gap=gap,
+        base_worst_group=base_worst,
+        base_worst_group_accuracy=base_worst_acc,
+        base_gap=base_gap,
+        seconds=round(time.perf_counter() - start, 3),
+    )

@@ -1,0 +1,31 @@
+"""Small pure metrics over predicted probabilities that the chosen response wins."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def credit(p: np.ndarray) -> np.ndarray:
+    """Per-comparison accuracy credit: 1 when P(chosen) > 0.5, 0.5 on an exact tie, else 0."""
+    return (p > 0.5).astype(np.float64) + 0.5 * (p == 0.5)
+
+
+def expected_calibration_error(p: np.ndarray, bins: int = 10) -> float | None:
+    """ECE of the predicted winner: |confidence - accuracy| averaged over equal-width confidence bins.
+
+    The outcome is always "chosen won", so confidence is max(p, 1 - p) and a prediction is right when
+    p > 0.5. Returns None when there is nothing to measure."""
+    if p.size == 0:
+        return None
+    confidence = np.maximum(p, 1.0 - p)
+    correct = credit(p)
+    # confidence lies in [0.5, 1]; bin that range
+    which = np.minimum(((confidence - 0.5) * 2 * bins).astype(np.int64), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, weights=confidence, minlength=bins) - np.bincount(which, weights=correct, minlength=bins))
+    return float(gap.sum() / count.sum())
+
+
+def win_rate(personalized_chosen: np.ndarray) -> float | None:
+    """Share of personalized-vs-base comparisons that the personalized response won (None if none)."""
+    return float(personalized_chosen.mean()) if personalized_chosen.size else None

@@ -1,0 +1,66 @@
+"""The audit report: one msgspec struct for the CLI, the admin API, stored audit jobs and the dashboard."""
+
+from __future__ import annotations
+
+import msgspec
+
+from pluralign.data.record import Base
+
+AUDIT_SCHEMA_VERSION = 1
+
+
+class GroupMetrics(Base, kw_only=True):
+    """How well one group of users is served. Accuracies are over the group's scored comparisons."""
+
+    group: str
+    users: int
+    comparisons: int
+    personalized_accuracy: float  # prequential: each comparison predicted before it is learned from
+    base_accuracy: float  # the one-size-fits-all model on the same comparisons
+    personalized_ece: float | None
+    base_ece: float | None
+    win_rate: float | None = None  # personalized response preferred over the base response
+    win_comparisons: int = 0  # comparisons between a personalized and a base response
+    too_few_comparisons: bool = False  # reported, but not ranked as worst or best
+
+    @property
+    def gain(self) -> float:
+        return self.personalized_accuracy - self.base_accuracy
+
+
+class AuditReport(Base, kw_only=True):
+    """Per-group service quality and the spread across groups."""
+
+    schema_version: int = AUDIT_SCHEMA_VERSION
+    group_by: str
+    created_at: float
+    encoder_id: str
+    personalized_model: str
+    base_model: str
+    users: int
+    comparisons: int
+    ties_skipped: int = 0
+    since: float | None = None  # only comparisons at or after this time are scored
+    min_group_size: int = 1  # groups with fewer users are suppressed (not reported at all)
+    min_comparisons: int = 0  # groups with fewer comparisons are flagged too_few_comparisons
+    suppressed_groups: int = 0
+    overall: GroupMetrics | None = None
+    groups: list[GroupMetrics] = []
+    worst_group: str | None = None  # by personalized accuracy, among groups with enough comparisons
+    worst_group_accuracy: float | None = None
+    gap: float | None = None  # best minus worst personalized accuracy
+    base_worst_group: str | None = None
+    base_worst_group_accuracy: float | None = None
+    base_gap: float | None = None
+    seconds: float = 0.0
+
+
+report_encoder = msgspec.json.Encoder()
+report_decoder = msgspec.json.Decoder(AuditReport)
+
+
+def decode_report(data: bytes) -> AuditReport:
+    report = report_decoder.decode(data)
+    if report.schema_version != AUDIT_SCHEMA_VERSION:
+        raise ValueError(f"audit report schema {report.schema_version}, this version reads {AUDIT_SCHEMA_VERSION}")
+    return report

@@ -1,0 +1,64 @@
+"""Audit the service's stored comparisons straight from LanceDB: the stored vectors are used as they
+are (nothing is embedded again), and groups come from the comparison's own attributes, else the
+user's attributes (set through the API), else a learned component: `pal_prototype` groups users by
+their largest PAL mixture weight."""
+
+from __future__ import annotations
+
+import json
+
+import lancedb
+import numpy as np
+
+from pluralign.fairness.audit import Comparisons, index_labels, policy_outcome
+from pluralign.store.tables import quote
+
+PAL_PROTOTYPE = "pal_prototype"  # group_by value: each user's nearest PAL prototype
+
+
+def user_groups_from_store(db, group_by: str, tenant: str | None) -> dict[str, str]:
+    """`tenant/user` -> group from the users table (attributes, or the argmax of the PAL logits)."""
+    table = db.open_table("users")
+    where = f"tenant = {quote(tenant)}" if tenant else None
+    query = table.search().select(["tenant", "user_id", "attributes", "pal_logits"])
+    rows = (query.where(where) if where else query).limit(None).to_list()
+    groups: dict[str, str] = {}
+    for row in rows:
+        key = f"{row['tenant']}/{row['user_id']}"
+        if group_by == PAL_PROTOTYPE:
+            if row["pal_logits"] is not None:
+                groups[key] = f"prototype-{int(np.argmax(row['pal_logits']))}"
+        else:
+            value = json.loads(row["attributes"] or "{}").get(group_by)
+            if value is not None:
+                groups[key] = str(value)
+    return groups
+
+
+def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None) -> Comparisons:
+    """Every stored non-tie comparison (of one tenant, or all), users named `tenant/user`."""
+    db = lancedb.connect(uri)
+    table = db.open_table("preferences")
+    encoder_id = (table.schema.metadata or {}).get(b"encoder_id", b"unknown").decode()
+    where = "tie = false AND rejected != ''" + (f" AND tenant = {quote(tenant)}" if tenant else "")
+    columns = ["tenant", "user_id", "created_at", "attributes", "chosen_vec", "rejected_vec"]
+    data = table.search().where(where).select(columns).limit(None).to_arrow()
+    if data.num_rows == 0:
+        raise ValueError("no stored comparisons to audit" + (f" for tenant {tenant}" if tenant else ""))
+    dim = data.schema.field("chosen_vec").type.list_size
+    vectors = lambda name: data.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)  # noqa: E731
+    diff = (vectors("chosen_vec") - vectors("rejected_vec")).astype(np.float32)  # (N, d)
+    users = [f"{t}/{u}" for t, u in zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)]
+    attributes = [json.loads(a or "{}") for a in data.column("attributes").to_pylist()]
+    by_user = user_groups_from_store(db, group_by, tenant)
+    labels = [
+        str(a[group_by]) if group_by in a and group_by != PAL_PROTOTYPE else by_user.get(u, "unknown")
+        for a, u in zip(attributes, users, strict=True)
+    ]
+    user, names = index_labels(users)
+    group, groups = index_labels(labels)
+    policy = np.array([policy_outcome(a) for a in attributes], np.int8)
+    return Comparisons(
+        diff=diff, user=user, users=names, group=group, groups=groups,
+        time=data.column("created_at").to_numpy().astype(np.float64), policy_win=policy, encoder_id=encoder_id,
+    )

@@ -1,0 +1,332 @@
+"""The MaxMin policy objective (Chakraborty et al., ICML 2024), trained as reward-ranked DPO.
+
+The paper maximizes min_k r_k (one reward model per preference group, learned by EM) with PPO:
+rollouts, K reward models and a value network every step. On two CPU cores that is minutes per
+step and unstable at 135M parameters. We keep the paper's reward, min over groups of the
+normalized group reward, and replace PPO by DPO on pairs ranked by that reward:
+
+1. candidates per prompt (the base model's own answers and their variants) are scored by every
+   group's reward head, each standardized over the prompt's candidates so that no head's scale
+   dominates (`normalize_rewards`);
+2. a candidate's MaxMin score is the minimum of its normalized group rewards (`maxmin_scores`);
+   every pair of candidates whose scores differ becomes a comparison, the higher one chosen;
+3. the LoRA policy is trained with the DPO loss on those pairs. DPO's optimum is the KL-regularized
+   RLHF optimum pi* ~ pi_ref exp(score / beta) for the reward that ranked the pairs, so this targets
+   the same objective as PPO with reward min_k r_k, without sampling or a value network during
+   training: one forward-backward of the policy per step, reference log-probabilities once.
+
+The single-reward baseline is the same pipeline with one head (K = 1: a Bradley-Terry reward fit to
+everyone's comparisons pooled, where each group weighs its share of the data), trained identically.
+Why not group-DRO over per-group DPO losses: a group's DPO loss only sees that group's ranking, so
+balancing losses drives the policy towards each group's favourite in turn, not to the answer that
+is good for both (on the four-answer problem of the tests it settles on the minority's favourite
+and leaves the majority below its starting reward); ranking by min_k r_k targets that answer
+directly.
+
+The adapter is a LoRA (peft) on a frozen base: the base weights never change, and the artifact is
+the adapter plus a versioned meta that names the base model.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import torch
+
+from pluralign.data.record import Base, Preference
+from pluralign.device import default_device
+from pluralign.losses import dpo_loss
+from pluralign.policy.rerank_maxmin import normalize_rewards
+
+SCHEMA_VERSION = 1
+OBJECTIVES = ("maxmin", "single")
+
+
+@dataclass(frozen=True)
+class MaxMinConfig:
+    objective: str = "maxmin"  # which reward ranked the pairs: "maxmin" (min over K heads) or "single"
+    beta: float = 0.1  # DPO temperature on the log-ratio to the reference (the frozen base)
+    lr: float = 5e-4  # AdamW learning rate of the LoRA weights
+    steps: int = 60  # optimizer steps
+    batch_size: int = 8  # pairs per step
+    lora_r: int = 8
+    lora_alpha: int = 16
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+    lora_layers: int = 0  # 0: adapt every layer; N: only the last N (backward stops there, cheap on CPU)
+    chosen_nll_weight: float = 0.0  # adds this times the chosen answer's per-token NLL (RPO): keeps text fluent
+    max_length: int = 160  # prompt + response tokens; longer responses are cut
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+
+
+def maxmin_scores(rewards: np.ndarray) -> np.ndarray:
+    """(n, K) rewards of n candidates under K group heads -> (n,) min over groups of the normalized reward.
+
+    With one head this is that head's standardized reward: the single-reward objective."""
+    return normalize_rewards(rewards).min(1)
+
+
+def ranked_pairs(prompt: str, candidates: Sequence[str], scores: np.ndarray, source: str, margin: float = 1e-6) -> list[Preference]:
+    """Every pair of distinct candidates whose scores differ by more than `margin`, higher score chosen."""
+    pairs = []
+    for i in range(len(candidates)):
+        for j in range(i + 1, len(candidates)):
+            if candidates[i] == candidates[j] or abs(scores[i] - scores[j]) <= margin:
+                continue
+            hi, lo = (i, j) if scores[i] > scores[j] else (j, i)
+            pairs.append(Preference(user_id=source, prompt=prompt, chosen=candidates[hi], rejected=candidates[lo], margin=float(scores[hi] - scores[lo]), source=source))
+    return pairs
+
+
+@dataclass
+class PairTokens:
+    """Tokenized comparisons, right-padded: ids (N, T), attention (N, T), response mask (N, T)."""
+
+    chosen_ids: torch.Tensor
+    chosen_attention: torch.Tensor
+    chosen_response: torch.Tensor
+    rejected_ids: torch.Tensor
+    rejected_attention: torch.Tensor
+    rejected_response: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.chosen_ids.shape[0])
+
+
+SYSTEM_PROMPT = "You are a helpful assistant."  # short: SmolLM2's default system prompt doubles the tokens
+
+
+def prompt_text(tokenizer, prompt: str) -> str:
+    """The chat-formatted prompt the policy answers (the same at training and generation time)."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _encode(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:
+    prompt_ids = tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = (prompt_ids + response_ids)[:max_length]
+    return ids, min(len(prompt_ids), len(ids))
+
+
+def _pad(rows: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros(len(rows), width, dtype=torch.long)
+    response = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, (row, n_prompt) in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        attention[i, : len(row)] = 1
+        response[i, n_prompt : len(row)] = True
+    return ids, attention, response
+
+
+def tokenize_pairs(records: Sequence[Preference], tokenizer, max_length: int = 160) -> PairTokens:
+    if not records:
+        raise ValueError("no comparisons to train on")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    chosen = _pad([_encode(tokenizer, r.prompt, r.chosen, max_length) for r in records], pad)
+    rejected = _pad([_encode(tokenizer, r.prompt, r.rejected, max_length) for r in records], pad)
+    return PairTokens(*chosen, *rejected)
+
+
+def sequence_logps(model, ids: torch.Tensor, attention: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+    """Sum of log pi(token) over each row's response tokens: (N,).
+
+    Only the positions from the earliest response token on get logits (`logits_to_keep`): with a
+    49k-token vocabulary the logits, not the transformer, dominate the cost of short answers."""
+    first = int(response.float().argmax(1).min())  # earliest response token in the batch
+    keep = ids.shape[1] - first + 1  # logits at position t predict token t + 1
+    logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits[:, :-1].float()  # (N, keep-1, V)
+    targets = ids[:, first:]  # (N, keep-1)
+    token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (token_logp * response[:, first:]).sum(-1)
+
+
+def _batch_logps(model, pairs: PairTokens, idx: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs of the chosen and rejected answers of pairs `idx`: (B,), (B,)."""
+    def trim(ids, attention, response):
+        width = int(attention[idx].sum(1).max())
+        return ids[idx, :width].to(device), attention[idx, :width].to(device), response[idx, :width].to(device)
+
+    chosen = sequence_logps(model, *trim(pairs.chosen_ids, pairs.chosen_attention, pairs.chosen_response))
+    rejected = sequence_logps(model, *trim(pairs.rejected_ids, pairs.rejected_attention, pairs.rejected_response))
+    return chosen, rejected
+
+
+@torch.no_grad()
+def reference_logps(model, pairs: PairTokens, index: torch.Tensor | None = None, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi_ref of the chosen and rejected responses of `index` (default all), with the adapter off: (n,), (n,)."""
+    device = next(model.parameters()).device
+    index = torch.arange(len(pairs)) if index is None else index
+    out_c, out_r = [], []
+    with model.disable_adapter():
+        for start in range(0, len(index), batch_size):
+            c, r = _batch_logps(model, pairs, index[start : start + batch_size], device)
+            out_c.append(c.cpu())
+            out_r.append(r.cpu())
+    return torch.cat(out_c), torch.cat(out_r)
+
+
+def with_lora(base_model, config: MaxMinConfig):
+    """Wrap a causal LM with a fresh LoRA adapter; only the adapter's weights require gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    n_layers = base_model.config.num_hidden_layers
+    layers = list(range(n_layers - config.lora_layers, n_layers)) if 0 < config.lora_layers < n_layers else None
+    lora = LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=list(config.target_modules),
+        layers_to_transform=layers, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base_model, lora)
+
+
+@dataclass
+class TrainLog:
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    reward_accuracy: list[float] = field(default_factory=list)  # share of the batch with chosen's implicit reward ahead
+    seconds_per_step: float = 0.0
+    peak_memory_mb: float = 0.0  # CUDA: max allocated; CPU: the process's peak resident set
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train_maxmin(
+    policy,
+    pairs: PairTokens,
+    config: MaxMinConfig,
+    callback: Callable[[int, object], None] | None = None,
+    every: int = 0,
+    step_callback: Callable[[int, float], None] | None = None,
+) -> TrainLog:
+    """Train the LoRA `policy` (from `with_lora`) with DPO on ranked `pairs`.
+
+    `callback(step, policy)` runs at step 0, every `every` steps and at the end (e.g. to measure win
+    rates for the curve; its time is not counted as training time); `step_callback(step, loss)`
+    after every step (a progress bar)."""
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    device = next(policy.parameters()).device
+    # reference log-probs, computed the first time a pair is drawn: a short run never pays for the rest
+    ref_chosen = torch.full((len(pairs),), float("nan"))  # (N,)
+    ref_rejected = torch.full((len(pairs),), float("nan"))
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
+    log = TrainLog()
+    if callback:
+        callback(0, policy)
+    start = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        lr = config.lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / config.steps))  # cosine decay
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        policy.train()
+        idx = torch.tensor(rng.sample(range(len(pairs)), min(config.batch_size, len(pairs))))  # (B,)
+        missing = idx[torch.isnan(ref_chosen[idx])]
+        if len(missing):
+            policy.eval()
+            ref_chosen[missing], ref_rejected[missing] = reference_logps(policy, pairs, missing)
+            policy.train()
+        logp_chosen, logp_rejected = _batch_logps(policy, pairs, idx, device)  # (B,), (B,)
+        chosen_ratio = logp_chosen - ref_chosen[idx].to(device)  # (B,) log pi / pi_ref
+        rejected_ratio = logp_rejected - ref_rejected[idx].to(device)
+        loss = dpo_loss(logp_chosen, logp_rejected, ref_chosen[idx].to(device), ref_rejected[idx].to(device), config.beta).mean()
+        if config.chosen_nll_weight:
+            n_tokens = pairs.chosen_response[idx].sum(1).clamp_min(1).to(device)  # (B,)
+            loss = loss + config.chosen_nll_weight * (-logp_chosen / n_tokens).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        log.steps.append(step)
+        log.loss.append(float(loss.detach()))
+        log.reward_accuracy.append(float((chosen_ratio > rejected_ratio).float().mean()))
+        if step_callback:
+            step_callback(step, log.loss[-1])
+        if callback and (step == config.steps or (every and step % every == 0)):
+            elapsed = time.perf_counter() - start
+            policy.eval()
+            callback(step, policy)
+            start = time.perf_counter() - elapsed  # the callback's time is not training time
+    log.seconds_per_step = (time.perf_counter() - start) / max(1, config.steps)
+    log.peak_memory_mb = _peak_memory_mb(device)
+    policy.eval()
+    return log
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, temperature: float = 0.7, seed: int = 0, batch_size: int = 16) -> list[str]:
+    """Sampled answers (chat-formatted prompts, left padding), one per prompt, reproducible under `seed`."""
+    device = next(model.parameters()).device
+    tokenizer.padding_side = "left"
+    torch.manual_seed(seed)
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        texts = [prompt_text(tokenizer, p) for p in prompts[start : start + batch_size]]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        ids = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+            top_p=1.0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+        out.extend(tokenizer.decode(row[enc.input_ids.shape[1] :], skip_special_tokens=True).strip() for row in ids)
+    tokenizer.padding_side = "right"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The artifact: the peft adapter folder plus a versioned meta naming the base model.
+
+
+class PolicyMeta(Base):
+    schema_version: int
+    kind: str  # always "maxmin-lora"
+    base_model: str
+    objective: str
+    heads: int  # reward heads that ranked the pairs (1 for the single-reward baseline)
+    steps: int
+    beta: float
+    lora_r: int
+
+
+def base_model_id(model) -> str:
+    return getattr(model.config, "name_or_path", "") or type(model).__name__
+
+
+def save_policy(policy, out: str | Path, meta: PolicyMeta) -> Path:
+    """Write OUT/adapter (peft's own format) and OUT/meta.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(str(out / "adapter"))
+    (out / "meta.json").write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
+    return out
+
+
+def load_policy(folder: str | Path, base_model, expected_base: str | None = None):
+    """The saved adapter on `base_model`; refuses an artifact trained on another base model."""
+    from peft import PeftModel
+
+    folder = Path(folder)
+    meta = msgspec.json.decode((folder / "meta.json").read_bytes(), type=PolicyMeta)
+    if meta.schema_version != SCHEMA_VERSION or meta.kind != "maxmin-lora":
+        raise ValueError(f"{folder}: artifact {meta.kind} v{meta.schema_version}, expected maxmin-lora v{SCHEMA_VERSION}")
+    base = expected_base or base_model_id(base_model)
+    if meta.base_model != base:
+        raise ValueError(f"{folder}: adapter was trained on base model {meta.base_model!r}, not {base!r}")
+    policy = PeftModel.from_pretrained(base_model, str(folder / "adapter")).to(default_device()).eval()
+    return policy, meta

@@ -1,0 +1,32 @@
+"""Inference-time MaxMin: among n candidate answers, the one whose worst-off group fares best.
+
+For a user with no history the service cannot tell which group it belongs to; answering with the
+candidate that maximizes the minimum normalized group reward protects every group at once. Each
+group's rewards are standardized over the candidates (or by a given reference mean and scale, e.g.
+of that group's reward on the base model's samples), because raw reward scales of different heads
+are not comparable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def normalize_rewards(rewards: np.ndarray, mean: np.ndarray | None = None, scale: np.ndarray | None = None) -> np.ndarray:
+    """(n, G) rewards standardized per group: by the given reference, else over the n candidates."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 2 or rewards.shape[0] == 0:
+        raise ValueError(f"rewards must be (n candidates, G groups) with n >= 1, got shape {rewards.shape}")
+    mean = rewards.mean(0) if mean is None else np.asarray(mean, dtype=np.float64)
+    scale = rewards.std(0) if scale is None else np.asarray(scale, dtype=np.float64)
+    return (rewards - mean) / np.where(scale > 1e-12, scale, 1.0)
+
+
+def select_maxmin(rewards: np.ndarray, mean: np.ndarray | None = None, scale: np.ndarray | None = None) -> int:
+    """Index of the candidate maximizing min over groups of the normalized reward.
+
+    rewards: (n, G). Ties on the minimum go to the higher mean normalized reward, then the lowest index."""
+    z = normalize_rewards(rewards, mean, scale)  # (n, G)
+    worst = z.min(1)  # (n,)
+    best = np.flatnonzero(np.isclose(worst, worst.max()))
+    return int(best[np.argmax(z[best].mean(1))])

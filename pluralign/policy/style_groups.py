@@ -1,0 +1,126 @@
+"""Two groups with conflicting tastes and transparent rewards, for judging MaxMin policies.
+
+Like the paper's small-scale study (a majority that wants positive sentiment, a minority that wants
+concise answers), with rules anyone can check instead of classifiers:
+
+- `enthusiastic`: reward = exclamation marks + characters / 50 (excited, and full rather than curt);
+- `concise`: reward = minus the number of characters (shorter is better; characters rather than
+  words, so that punctuation-heavy text earns nothing).
+
+Candidates come from the base model's own answers: each answer y gives four variants, `detailed`
+(y itself), `brief` (its first sentence), and both `excited` ("Great question!" in front, periods
+turned into exclamation marks). The two groups disagree: enthusiasts rank detailed_excited first,
+concise users rank brief first. brief_excited is second for both, the compromise a MaxMin policy
+can find; a policy fit to the majority writes long excited answers, which the minority dislikes. A population of users, a share of them in each group, labels random pairs
+of variants by its group's rule (ties are skipped).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+
+from pluralign.data.record import Preference
+from pluralign.reward.features import PairBatch
+
+EXCITED_PREFIX = "Great question! "
+
+
+def exclamations(text: str) -> float:
+    return float(text.count("!"))
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def length(text: str) -> int:
+    return len(text.strip())
+
+
+GROUP_REWARDS: dict[str, Callable[[str], float]] = {
+    "enthusiastic": lambda text: exclamations(text) + length(text) / 50.0,
+    "concise": lambda text: -float(length(text)),
+}
+
+
+def answer_features(texts: Sequence[str]) -> torch.Tensor:
+    """What the groups' reward heads see of an answer: [exclamation marks, -characters / 50]: (n, 2)."""
+    return torch.tensor([[exclamations(t), -length(t) / 50.0] for t in texts], dtype=torch.float32)
+
+
+def feature_pairs(records: Sequence[Preference]) -> PairBatch:
+    """Users' comparisons as a PairBatch over `answer_features` (the prompt embedding is all ones)."""
+    users = list(dict.fromkeys(r.user_id for r in records))
+    index = {u: i for i, u in enumerate(users)}
+    chosen = answer_features([r.chosen for r in records])
+    return PairBatch(
+        prompt=torch.ones_like(chosen), chosen=chosen, rejected=answer_features([r.rejected for r in records]),
+        user=torch.tensor([index[r.user_id] for r in records], dtype=torch.long), users=users,
+        group=[r.attributes.get("group", "unknown") for r in records],
+    )
+
+
+def first_sentence(text: str) -> str:
+    match = re.search(r"^(.+?[.!?])(\s|$)", text.strip(), flags=re.S)
+    return match.group(1) if match else text.strip()
+
+
+def excite(text: str) -> str:
+    body = re.sub(r"\.(\s|$)", r"!\1", text.strip())
+    return EXCITED_PREFIX + body
+
+
+def style_variants(answer: str) -> dict[str, str]:
+    """The four candidates built from one base answer."""
+    brief = first_sentence(answer)
+    return {"detailed": answer.strip(), "brief": brief, "detailed_excited": excite(answer), "brief_excited": excite(brief)}
+
+
+def preference_pairs(
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    shares: dict[str, float],
+    users: int = 100,
+    pairs_per_user: int = 12,
+    seed: int = 0,
+) -> list[Preference]:
+    """Users split by `shares` (group -> fraction), each labelling random variant pairs by its group's rule."""
+    rng = random.Random(seed)
+    variants = [style_variants(a) for a in answers]
+    total = sum(shares.values())
+    counts = {g: round(users * s / total) for g, s in shares.items()}
+    records: list[Preference] = []
+    user_no = 0
+    for group, n in counts.items():
+        reward = GROUP_REWARDS[group]
+        for _ in range(n):
+            user = f"user-{user_no:03d}"
+            user_no += 1
+            made = 0
+            while made < pairs_per_user:
+                i = rng.randrange(len(prompts))
+                a, b = rng.sample(sorted(variants[i].values()), 2)
+                ra, rb = reward(a), reward(b)
+                if ra == rb:
+                    continue
+                chosen, rejected = (a, b) if ra > rb else (b, a)
+                records.append(Preference(user_id=user, prompt=prompts[i], chosen=chosen, rejected=rejected, source="style-groups", attributes={"group": group}))
+                made += 1
+    return records
+
+
+def win_rates(policy_answers: Sequence[str], base_answers: Sequence[str], groups: Sequence[str] = tuple(GROUP_REWARDS)) -> dict[str, float]:
+    """Per group: the share of prompts where the policy's answer beats the base's (ties count half)."""
+    out = {}
+    for group in groups:
+        reward = GROUP_REWARDS[group]
+        wins = [
+            1.0 if reward(p) > reward(b) else 0.5 if reward(p) == reward(b) else 0.0
+            for p, b in zip(policy_answers, base_answers, strict=True)
+        ]
+        out[group] = sum(wins) / len(wins) if wins else float("nan")
+    return out

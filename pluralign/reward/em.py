@@ -1,0 +1,332 @@
+"""EM over a mixture of K Bradley-Terry reward heads on frozen embeddings (MaxMin-RLHF's first half).
+
+Each head k is a linear reward r_k(x, y) = w_k . f(x, y) with f(x, y) = [y; x * y] (the response
+embedding and its elementwise product with the prompt's, so a head can prefer different things for
+different prompts). A user belongs to one latent group; all of that user's comparisons come from
+its group's head:
+
+    p(user u's pairs) = sum_k pi_k prod_{i in u} sigmoid(w_k . (f(x_i, chosen_i) - f(x_i, rejected_i)))
+
+E-step: each user's posterior over heads from ALL its comparisons (soft), or the single best head
+(hard, "classification EM"). M-step: the mixing weights in closed form, and each head refit as a
+ridge logistic regression weighted by its users' posteriors, warm-started at the current head and
+kept only if it lowers that head's weighted objective. Both halves never lower the objective
+
+    J = sum_u log sum_k pi_k p(u | w_k) - (l2 / 2) sum_k |w_k|^2          (soft)
+    J = sum_u [log pi_{z_u} + log p(u | w_{z_u})] - (l2 / 2) sum_k |w_k|^2  (hard)
+
+(generalized EM), so the recorded curve is non-decreasing. The objective is not concave, so
+several restarts from k-means on per-user logistic fits are run and the best J is kept.
+Heads are computed in float64: the monotonicity check compares numbers, not hopes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pluralign.data.record import Base
+from pluralign.device import default_device
+from pluralign.reward.bt import fit_user_logistic
+from pluralign.reward.features import PairBatch
+
+SCHEMA_VERSION = 1
+FEATURES = "response;prompt*response"  # how f(x, y) is built from the encoder's embeddings
+
+
+@dataclass(frozen=True)
+class EMConfig:
+    k: int = 2  # number of reward heads (latent groups)
+    assignment: str = "hard"  # "hard": each user to its best head; "soft": posterior weights
+    restarts: int = 4  # independent initializations; the best final objective is kept
+    max_iter: int = 50  # EM iterations per restart
+    tol: float = 1e-7  # stop when J rises by less than tol * |J|
+    l2: float = 1.0  # ridge strength on each head (the sum over pairs is not averaged)
+    init: str = "kmeans"  # "kmeans" on per-user logistic fits, or "random" user assignments
+    init_l2: float = 1.0  # ridge strength of the per-user fits that seed k-means
+    lbfgs_iter: int = 50  # L-BFGS iterations per head per M-step
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.assignment not in ("hard", "soft"):
+            raise ValueError(f"assignment must be `hard` or `soft`, got {self.assignment!r}")
+        if self.init not in ("kmeans", "random"):
+            raise ValueError(f"init must be `kmeans` or `random`, got {self.init!r}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+
+
+@dataclass
+class EMFit:
+    """The fitted mixture and how it got there."""
+
+    head_weights: torch.Tensor  # (K, F) float64
+    log_mixing: torch.Tensor  # (K,) log pi
+    responsibilities: torch.Tensor  # (U, K) posterior (one-hot for hard EM)
+    log_likelihood: list[float]  # J after the initial M-step and after every iteration (best restart)
+    restarts: list[list[float]] = field(default_factory=list)  # J curve of every restart
+    best_restart: int = 0
+
+
+def pair_features(pairs: PairBatch) -> torch.Tensor:
+    """f(x, chosen) - f(x, rejected) with f(x, y) = [y; x * y]: (N, 2d)."""
+    diff = pairs.chosen - pairs.rejected  # (N, d)
+    return torch.cat([diff, pairs.prompt * diff], dim=-1)
+
+
+def user_log_likelihood(W: torch.Tensor, diff: torch.Tensor, user: torch.Tensor, n_users: int) -> torch.Tensor:
+    """log p(user's pairs | head k) for every user and head: (U, K)."""
+    pair_ll = F.logsigmoid(diff @ W.T)  # (N, K)
+    out = torch.zeros(n_users, W.shape[0], dtype=W.dtype, device=W.device)
+    return out.index_add_(0, user, pair_ll)
+
+
+def _penalty(W: torch.Tensor, l2: float) -> torch.Tensor:
+    return 0.5 * l2 * (W**2).sum()
+
+
+def objective(W, log_pi, diff, user, n_users, l2, hard_assignment: torch.Tensor | None) -> float:
+    """J (see the module docstring); `hard_assignment` (U,) selects the hard variant."""
+    ll = user_log_likelihood(W, diff, user, n_users) + log_pi  # (U, K)
+    if hard_assignment is None:
+        data = torch.logsumexp(ll, dim=1).sum()
+    else:
+        data = ll.gather(1, hard_assignment[:, None]).sum()
+    return float(data - _penalty(W, l2))
+
+
+def _head_objective(w: torch.Tensor, diff: torch.Tensor, weight: torch.Tensor, l2: float) -> torch.Tensor:
+    return -(weight * F.logsigmoid(diff @ w)).sum() + 0.5 * l2 * (w**2).sum()
+
+
+def refit_head(w: torch.Tensor, diff: torch.Tensor, weight: torch.Tensor, l2: float, iters: int) -> torch.Tensor:
+    """Weighted ridge logistic regression from `w`; returns the new head only if it is no worse."""
+    before = _head_objective(w, diff, weight, l2)
+    x = w.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([x], lr=1.0, max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = _head_objective(x, diff, weight, l2)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    x = x.detach()
+    with torch.no_grad():
+        after = _head_objective(x, diff, weight, l2)
+    return x if bool(torch.isfinite(after)) and after <= before else w
+
+
+def _m_step(W, resp, diff, user, l2, iters):
+    weight = resp[user]  # (N, K) each pair weighted by its user's posterior
+    W = torch.stack([refit_head(W[k], diff, weight[:, k], l2, iters) for k in range(W.shape[0])])
+    mass = resp.sum(0)  # (K,)
+    log_pi = torch.log(mass / mass.sum())  # exact maximizer; an empty head gets -inf and stays empty
+    return W, log_pi
+
+
+def _e_step(W, log_pi, diff, user, n_users, hard: bool):
+    ll = user_log_likelihood(W, diff, user, n_users) + log_pi  # (U, K)
+    if hard:
+        z = ll.argmax(1)
+        return F.one_hot(z, W.shape[0]).to(W.dtype), z
+    return torch.softmax(ll, dim=1), None
+
+
+def _initial_assignments(diff, user, n_users, config: EMConfig) -> list[np.ndarray]:
+    """k-means on per-user logistic weights (or random groups), one seed per restart."""
+    from sklearn.cluster import KMeans
+
+    if config.init == "random":
+        return [np.random.default_rng(config.seed + r).integers(0, config.k, n_users) for r in range(config.restarts)]
+
+    per_user = fit_user_logistic(diff.float(), user, n_users, config.init_l2)  # (U, F)
+    per_user = F.normalize(per_user, dim=1).cpu().numpy()
+    k = min(config.k, n_users)
+    return [
+        KMeans(n_clusters=k, n_init=1, random_state=config.seed + r).fit_predict(per_user)
+        for r in range(config.restarts)
+    ]
+
+
+def fit_em(diff: torch.Tensor, user: torch.Tensor, n_users: int, config: EMConfig = EMConfig(), progress=None) -> EMFit:
+    """Run EM with restarts on pair features `diff` (N, F) of users `user` (N,); keep the best J."""
+    diff, user = diff.double(), user.long()
+    hard = config.assignment == "hard"
+    best: EMFit | None = None
+    curves = []
+    for r, z0 in enumerate(_initial_assignments(diff, user, n_users, config)):
+        resp = F.one_hot(torch.as_tensor(z0, device=diff.device).long(), config.k).to(diff.dtype)  # (U, K)
+        W = torch.zeros(config.k, diff.shape[1], dtype=diff.dtype, device=diff.device)
+        W, log_pi = _m_step(W, resp, diff, user, config.l2, config.lbfgs_iter)
+        z = resp.argmax(1) if hard else None
+        curve = [objective(W, log_pi, diff, user, n_users, config.l2, z)]
+        for _ in range(config.max_iter):
+            resp, z = _e_step(W, log_pi, diff, user, n_users, hard)
+            W, log_pi = _m_step(W, resp, diff, user, config.l2, config.lbfgs_iter)
+            curve.append(objective(W, log_pi, diff, user, n_users, config.l2, z))
+            if progress:
+                progress(r, curve[-1])
+            if curve[-1] - curve[-2] < config.tol * abs(curve[-2]):
+                break
+        if not hard:  # posteriors at the final parameters
+            resp, _ = _e_step(W, log_pi, diff, user, n_users, hard)
+        curves.append(curve)
+        if best is None or curve[-1] > best.log_likelihood[-1]:
+            best = EMFit(W, log_pi, resp, curve, best_restart=r)
+    assert best is not None
+    best.restarts = curves
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# The artifact: heads in safetensors, versions in msgspec JSON, user memberships as rows.
+
+
+class EMMeta(Base):
+    schema_version: int
+    kind: str  # always "em-bt-mixture"
+    encoder_id: str
+    k: int
+    dim: int  # the encoder's embedding size d (heads have 2d weights)
+    features: str
+    assignment: str
+
+
+class UserMembership(Base):
+    user_id: str
+    cluster: int
+    posterior: list[float]
+
+
+class EMMixture:
+    """The `em` preference model: EM over K BT heads; new users get a posterior from their support."""
+
+    name = "em"
+
+    def __init__(self, config: EMConfig = EMConfig()):
+        self.config = config
+        self.fit_result: EMFit | None = None
+        self.users: list[str] = []
+
+    @classmethod
+    def from_heads(cls, head_weights: torch.Tensor, log_mixing: torch.Tensor, config: EMConfig) -> EMMixture:
+        model = cls(config)
+        n_heads = head_weights.shape[0]
+        model.fit_result = EMFit(head_weights.double(), log_mixing.double(), torch.zeros(0, n_heads), [])
+        return model
+
+    def fit(self, train: PairBatch, val: PairBatch, progress=None) -> dict[str, float]:
+        device = default_device()
+        train = train.to(device)
+        self.users = list(train.users)
+        self.fit_result = fit_em(pair_features(train), train.user, len(train.users), self.config, progress)
+        metrics = {
+            "log_likelihood": self.fit_result.log_likelihood[-1],
+            "iterations": len(self.fit_result.log_likelihood) - 1,
+            "best_restart": self.fit_result.best_restart,
+        }
+        if len(val):
+            metrics["val_acc"] = float((self.prob_seen(val) > 0.5).mean())
+        return metrics
+
+    def _heads(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fit_result is None:
+            raise RuntimeError("the EM mixture has no heads: fit it or load an artifact")
+        return self.fit_result.head_weights, self.fit_result.log_mixing
+
+    def _predict(self, posterior: torch.Tensor, pairs: PairBatch) -> np.ndarray:
+        W, _ = self._heads()
+        p = torch.sigmoid(pair_features(pairs).double() @ W.T)  # (N, K)
+        return (posterior[pairs.user] * p).sum(1).cpu().numpy()
+
+    @torch.no_grad()
+    def prob_seen(self, pairs: PairBatch) -> np.ndarray:
+        W, _ = self._heads()
+        pairs = pairs.to(W.device)
+        return self._predict(self.fit_result.responsibilities.to(W.device), pairs)
+
+    @torch.no_grad()
+    def posterior(self, support: PairBatch) -> torch.Tensor:
+        """Each support user's posterior over heads given its pairs: (U, K). Hard EM keeps the argmax."""
+        W, log_pi = self._heads()
+        support = support.to(W.device)
+        ll = user_log_likelihood(W, pair_features(support).double(), support.user, len(support.users)) + log_pi
+        post = torch.softmax(ll, dim=1)
+        if self.config.assignment == "hard":
+            post = F.one_hot(post.argmax(1), W.shape[0]).to(post.dtype)
+        return post
+
+    @torch.no_grad()
+    def rewards(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+        """Every head's reward r_k(x, y) = w_k . [y; x * y] for embeddings (n, d): (n, K)."""
+        W, _ = self._heads()
+        prompt, response = prompt.to(W.device).double(), response.to(W.device).double()
+        return torch.cat([response, prompt * response], dim=-1) @ W.T
+
+    def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
+        W, _ = self._heads()
+        return self._predict(self.posterior(support), query.to(W.device))
+
+    def user_clusters(self) -> dict[str, int] | None:
+        if self.fit_result is None or not len(self.fit_result.responsibilities):
+            return None
+        return dict(zip(self.users, self.fit_result.responsibilities.argmax(1).tolist(), strict=True))
+
+    # -- artifact ---------------------------------------------------------------------------
+
+    def save(self, out: str | Path, encoder_id: str) -> Path:
+        """Write `heads.safetensors`, `meta.json` and `users.jsonl` (one membership row per user)."""
+        from safetensors.torch import save_file
+
+        W, log_pi = self._heads()
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {"head_weights": W.float().cpu().contiguous(), "log_mixing": log_pi.float().cpu().contiguous()},
+            str(out / "heads.safetensors"),
+        )
+        meta = EMMeta(
+            schema_version=SCHEMA_VERSION, kind="em-bt-mixture", encoder_id=encoder_id, k=int(W.shape[0]),
+            dim=int(W.shape[1]) // 2, features=FEATURES, assignment=self.config.assignment,
+        )
+        (out / "meta.json").write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
+        resp = self.fit_result.responsibilities.cpu()
+        rows = [
+            UserMembership(user_id=u, cluster=int(resp[i].argmax()), posterior=[round(float(p), 6) for p in resp[i]])
+            for i, u in enumerate(self.users)
+        ] if len(resp) else []
+        (out / "users.jsonl").write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path, encoder_id: str, dim: int | None = None) -> EMMixture:
+        """Load an artifact; refuses one written for another encoder, dimension or schema."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = msgspec.json.decode((folder / "meta.json").read_bytes(), type=EMMeta)
+        if meta.schema_version != SCHEMA_VERSION or meta.kind != "em-bt-mixture":
+            raise ValueError(f"{folder}: artifact schema {meta.kind} v{meta.schema_version}, expected em-bt-mixture v{SCHEMA_VERSION}")
+        if meta.encoder_id != encoder_id:
+            raise ValueError(f"{folder}: heads were trained on encoder {meta.encoder_id!r}, not {encoder_id!r}")
+        if dim is not None and meta.dim != dim:
+            raise ValueError(f"{folder}: heads expect {meta.dim}-d embeddings, the encoder gives {dim}")
+        if meta.features != FEATURES:
+            raise ValueError(f"{folder}: features {meta.features!r}, this code builds {FEATURES!r}")
+        tensors = load_file(str(folder / "heads.safetensors"), device=str(default_device()))
+        if tuple(tensors["head_weights"].shape) != (meta.k, 2 * meta.dim):
+            raise ValueError(f"{folder}: head weights {tuple(tensors['head_weights'].shape)} disagree with meta K={meta.k}, d={meta.dim}")
+        model = cls.from_heads(tensors["head_weights"], tensors["log_mixing"], EMConfig(k=meta.k, assignment=meta.assignment))
+        rows = [msgspec.json.decode(line, type=UserMembership) for line in (folder / "users.jsonl").read_bytes().splitlines() if line]
+        if rows:
+            model.users = [r.user_id for r in rows]
+            model.fit_result.responsibilities = torch.tensor([r.posterior for r in rows], dtype=torch.float64, device=model.fit_result.head_weights.device)
+        return model
+

@@ -1,0 +1,1 @@
+"""Admin routes: training jobs, fairness audits and the operator's dashboard (admin keys only)."""

@@ -1,0 +1,113 @@
+"""Admin routes (mounted under /admin behind the admin-key guard):
+
+    POST /admin/jobs                     queue a job: {"kind": "adapter", "params": {"tenant": "acme", "user": "alice"}}
+    GET  /admin/jobs?kind=&state=&limit= jobs, newest first
+    GET  /admin/jobs/{id}                state, progress, metrics, log tail
+    POST /admin/jobs/{id}/cancel
+    GET  /admin/audits/fairness?group_by=segment&since=1764000000&tenant=acme&min_group_size=5&min_comparisons=50&wait=60
+    GET  /admin/dashboard                HTML: per-group accuracy, worst group over time, jobs
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Litestar, Request, get, post
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, JSONBody, Parameter
+from litestar.response import Response
+
+from pluralign.fairness.report import AuditReport
+from service.admin.dashboard import render_dashboard
+from service.admin.schemas import AuditPending, JobList, JobRequest
+from service.admin.services import Admin
+from service.errors import bad_request, error_body
+from training.jobs.record import Job, JobState
+from training.jobs.runner import UnknownJob
+
+
+def _admin(request: Request) -> Admin:
+    return request.app.state.admin
+
+
+@post("/jobs", sync_to_thread=False, status_code=201, summary="Queue a job (adapter, pal, em, audit)")
+def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
+    return _admin(request).submit(data.kind, dict(data.params))
+
+
+@get("/jobs", sync_to_thread=False, summary="Jobs, newest first")
+def list_jobs(
+    request: Request,
+    kind: str | None = None,
+    job_state: Annotated[JobState | None, Parameter(query="state")] = None,  # `state` is a reserved name in Litestar
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+) -> JobList:
+    return JobList(jobs=_admin(request).runner.list(kind=kind, state=job_state, limit=limit))
+
+
+@get("/jobs/{job_id:str}", sync_to_thread=False, summary="One job: state, progress, metrics, log tail")
+def get_job(request: Request, job_id: FromPath[str]) -> Job:
+    job = _admin(request).runner.get(job_id)
+    if job is None:
+        raise NotFoundException(f"no job {job_id}")
+    return job
+
+
+@post("/jobs/{job_id:str}/cancel", sync_to_thread=False, status_code=200, summary="Cancel a queued or running job")
+def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
+    try:
+        return _admin(request).runner.cancel(job_id)
+    except UnknownJob:
+        raise NotFoundException(f"no job {job_id}") from None
+
+
+@get("/audits/fairness", summary="Fairness audit of the stored comparisons (runs as an audit job)")
+async def fairness_audit(
+    request: Request,
+    group_by: str,
+    since: float | None = None,
+    tenant: str | None = None,
+    min_group_size: Annotated[int, Parameter(ge=1)] = 1,
+    min_comparisons: Annotated[int, Parameter(ge=0)] = 50,
+    wait: Annotated[float, Parameter(ge=0, le=600)] = 60.0,
+) -> Response:
+    """200 with the AuditReport; 202 with the job if it is still running after `wait` seconds."""
+    params: dict = {"group_by": group_by, "min_group_size": min_group_size, "min_comparisons": min_comparisons}
+    if since is not None:
+        params["since"] = since
+    if tenant:
+        params["tenant"] = tenant
+    admin = _admin(request)
+    job = await admin.audit(params, wait)
+    if job.state in ("queued", "running"):
+        return Response(AuditPending(job=job), status_code=202)
+    report = admin.report(job)
+    if report is None:
+        if "no stored comparisons" in (job.error or ""):
+            raise bad_request("group_by", "there are no stored comparisons to audit yet")
+        return Response(error_body(500, f"audit job {job.id} {job.state}: {job.error}"), status_code=500)
+    return Response(report)
+
+
+@get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)")
+def dashboard(request: Request) -> Response:
+    admin = _admin(request)
+    history = admin.reports()
+    latest: AuditReport | None = history[0] if history else None
+    return Response(render_dashboard(latest, history, admin.runner.list(limit=200)), media_type="text/html")
+
+
+ADMIN_HANDLERS = (create_job, list_jobs, get_job, cancel_job, fairness_audit, dashboard)
+
+
+def start_admin(app: Litestar) -> None:
+    """On startup: open the job folder (re-queueing interrupted jobs) and start dispatching."""
+    admin = Admin(app.state.runtime)
+    app.state.admin = admin
+    admin.runner.start()
+
+
+def stop_admin(app: Litestar) -> None:
+    admin: Admin | None = app.state.get("admin")
+    if admin is not None:
+        admin.runner.stop()

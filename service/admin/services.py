@@ -1,0 +1,112 @@
+"""The admin area's state: the job runner, the adapter trigger, and audit reports kept by audit jobs.
+
+An adapter job trains on a snapshot of the user's stored comparisons (written to the job folder when
+it is queued) into the job's own folder; only if its held-out accuracy is not worse than the served
+adapter's is it copied into the serving registry and named in the user's row."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import msgspec
+
+from pluralign.data.io import write_jsonl
+from pluralign.data.record import Preference
+from pluralign.fairness.report import AuditReport, decode_report
+from service.runtime import Runtime
+from service.users.services import adapter_folder
+from training.jobs.record import ACTIVE_STATES, Job, Param
+from training.jobs.runner import LocalJobRunner, RunnerConfig
+from training.jobs.triggers import AdapterTrigger
+
+log = logging.getLogger("pluralign.service")
+
+
+class Admin:
+    def __init__(self, rt: Runtime):
+        settings = rt.settings
+        self.rt = rt
+        self.folder = settings.data_path / "jobs"
+        self.runner = LocalJobRunner(RunnerConfig(folder=self.folder, workers=settings.job_workers), on_promote=self.put_into_service)
+        self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
+
+    def submit(self, kind: str, params: dict[str, Param]) -> Job:
+        params = dict(params)
+        if kind == "audit":
+            params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
+        if kind == "adapter" and "data" not in params and "user" in params:
+            params.setdefault("tenant", "default")
+            params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
+            params["data"] = str(self.snapshot(str(params["tenant"]), str(params["user"])))
+        return self.runner.submit(kind, params)
+
+    def snapshot(self, tenant: str, user: str) -> Path:
+        """The user's stored comparisons as a preference file for the worker."""
+        stored, _ = self.rt.store.preferences_for(tenant, user)
+        records = [
+            Preference(user_id=p.user_id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, tie=p.tie, margin=p.margin,
+                       source=p.source, created_at=p.created_at, attributes=p.attributes)
+            for p in stored if p.rejected
+        ]
+        if not records:
+            raise ValueError(f"user {user!r} of tenant {tenant!r} has no stored comparisons to train on")
+        path = self.folder / "data" / tenant / f"{user}-{int(time.time() * 1000)}.jsonl"
+        write_jsonl(records, path)
+        return path
+
+    def put_into_service(self, job: Job, key: str) -> None:
+        """A promoted adapter is copied into the serving registry and named in the user's row."""
+        if job.kind != "adapter" or not job.artifact:
+            return  # mixtures: the promotion is recorded in promotions.json and read at the next start
+        tenant, user = str(job.params.get("tenant", "default")), str(job.params["user"])
+        served = adapter_folder(self.rt, tenant, user)
+        staged = served.with_name(f".{served.name}.{job.id}")
+        shutil.copytree(job.artifact, staged)
+        retired = served.with_name(f".{served.name}.retired")
+        shutil.rmtree(retired, ignore_errors=True)
+        if served.exists():
+            served.rename(retired)
+        staged.rename(served)
+        shutil.rmtree(retired, ignore_errors=True)
+        record = self.rt.store.get_user(tenant, user)
+        if record is not None:
+            if record.adapter:
+                self.rt.generator.drop_adapter(record.adapter)
+            self.rt.store.put_user(msgspec.structs.replace(record, adapter=f"{tenant}/{user}@{job.id}", updated_at=time.time()))
+
+    def on_feedback(self, tenant: str, user: str, comparisons: int) -> None:
+        """Queue an adapter job when the user has enough new comparisons; never fails the feedback."""
+        try:
+            job = self.trigger.on_feedback(tenant, user, comparisons)
+            if job is not None:
+                log.info("queued adapter job %s for %s/%s at %d comparisons", job.id, tenant, user, comparisons)
+        except Exception:
+            log.exception("adapter trigger failed for %s/%s", tenant, user)
+
+    async def audit(self, params: dict[str, Param], wait: float) -> Job:
+        """Run an audit job and wait (without blocking the event loop) until it ends or `wait` passes."""
+        job = self.submit("audit", params)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            job = self.runner.get(job.id)
+            if job.state not in ACTIVE_STATES:
+                break
+            await asyncio.sleep(0.1)
+        return job
+
+    def report(self, job: Job) -> AuditReport | None:
+        if job.kind != "audit" or job.state != "succeeded" or not job.result_path:
+            return None
+        try:
+            return decode_report(Path(job.result_path).read_bytes())
+        except (OSError, ValueError, msgspec.DecodeError):
+            return None
+
+    def reports(self, limit: int = 50) -> list[AuditReport]:
+        """Stored audit reports, newest first."""
+        found = (self.report(j) for j in self.runner.list(kind="audit", state="succeeded", limit=limit))
+        return [r for r in found if r is not None]

@@ -1,0 +1,33 @@
+"""Small job kinds for runner tests: real worker processes running a few lines of Python."""
+
+from __future__ import annotations
+
+import sys
+
+from training.jobs.kinds import JobKind
+
+WORK = """
+import json, os, sys, time
+params = json.loads(sys.argv[1]); out = sys.argv[2]
+if params.get("marker"):
+    with open(params["marker"], "a") as f: f.write("started\\n")
+for i in range(4):
+    print(f"@progress {i / 4}", file=sys.stderr, flush=True)
+    time.sleep(params.get("seconds", 0.0) / 4)
+if params.get("crash"):
+    raise RuntimeError("the worker fell over")
+print("training done", file=sys.stderr)
+print(json.dumps({"heldout_accuracy": params.get("accuracy", 0.5), "steps": 4, "artifact": out}))
+"""
+
+
+def work(job, out):
+    import json
+
+    return [sys.executable, "-c", WORK, json.dumps(job.params), str(out)]
+
+
+TEST_KINDS = {
+    "work": JobKind("work", work),
+    "adapter": JobKind("adapter", work, required=("user",), promotion_key=lambda job: f"adapter/{job.params.get('tenant', 'default')}/{job.params['user']}"),
+}

@@ -1,0 +1,133 @@
+"""The job runner with real worker processes: restart, crash, cancel, promotion, automatic triggers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.job_kinds import TEST_KINDS
+from training.jobs.record import decode_job
+from training.jobs.runner import LocalJobRunner, RunnerConfig
+from training.jobs.triggers import AdapterTrigger
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def runner(tmp_path):
+    r = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), TEST_KINDS)
+    r.start()
+    yield r
+    r.stop()
+
+
+def test_a_job_runs_in_a_worker_and_records_progress_metrics_and_log(runner):
+    job = runner.submit("work", {"seconds": 0.2})
+    done = runner.wait(job.id, timeout=30)
+    assert done.state == "succeeded" and done.progress == 1.0 and done.attempts == 1
+    assert done.metrics == {"heldout_accuracy": 0.5, "steps": 4.0}
+    assert "training done" in done.log_tail
+    assert Path(done.result_path).is_file()
+    # the record on disk is the record in memory
+    assert decode_job((runner.config.folder / f"{job.id}.job.json").read_bytes()) == done
+
+
+def test_a_crashing_job_is_recorded_failed_and_the_runner_keeps_going(runner):
+    crash = runner.submit("work", {"crash": True})
+    after = runner.submit("work", {})
+    failed = runner.wait(crash.id, timeout=30)
+    assert failed.state == "failed"
+    assert "RuntimeError: the worker fell over" in failed.error
+    assert runner.wait(after.id, timeout=30).state == "succeeded"
+
+
+def test_cancel_a_queued_and_a_running_job(runner):
+    slow = runner.submit("work", {"seconds": 30})
+    queued = runner.submit("work", {})
+    assert runner.cancel(queued.id).state == "cancelled"
+    deadline = time.monotonic() + 20
+    while runner.get(slow.id).state != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.cancel(slow.id)
+    cancelled = runner.wait(slow.id, timeout=10)
+    assert cancelled.state == "cancelled" and cancelled.finished_at - cancelled.started_at < 10
+
+
+def test_a_worse_adapter_is_kept_but_not_served(runner):
+    first = runner.wait(runner.submit("adapter", {"user": "alice", "accuracy": 0.80}).id)
+    assert first.promoted is True
+    worse = runner.wait(runner.submit("adapter", {"user": "alice", "accuracy": 0.70}).id)
+    assert worse.state == "succeeded" and worse.promoted is False
+    assert worse.metrics["heldout_accuracy"] == 0.70 and worse.metrics["replaced_heldout_accuracy"] == 0.80
+    assert Path(worse.artifact).is_dir()  # kept
+    assert runner.promotions.served("adapter/default/alice").job_id == first.id  # not served
+    equal = runner.wait(runner.submit("adapter", {"user": "alice", "accuracy": 0.80}).id)
+    assert equal.promoted is True and runner.promotions.served("adapter/default/alice").job_id == equal.id
+    # another user's adapter is judged on its own
+    bob = runner.wait(runner.submit("adapter", {"user": "bob", "accuracy": 0.6}).id)
+    assert bob.promoted is True
+
+
+def test_an_adapter_job_is_queued_after_every_n_new_comparisons(runner):
+    trigger = AdapterTrigger(runner, every=3)
+    assert trigger.on_feedback("acme", "carol", 2) is None
+    job = trigger.on_feedback("acme", "carol", 3)
+    assert job is not None and job.params == {"tenant": "acme", "user": "carol", "comparisons": 3}
+    assert trigger.on_feedback("acme", "carol", 4) is None  # one is already queued or running
+    assert trigger.on_feedback("globex", "carol", 3) is not None  # another tenant's carol is another user
+    runner.wait(job.id)
+    assert trigger.on_feedback("acme", "carol", 5) is None
+    assert trigger.on_feedback("acme", "carol", 6).params["comparisons"] == 6
+
+
+CRASHING_SERVICE = """
+import os, sys, time
+from pathlib import Path
+from tests.e2e.job_kinds import TEST_KINDS
+from training.jobs.runner import LocalJobRunner, RunnerConfig
+runner = LocalJobRunner(RunnerConfig(folder=Path(sys.argv[1]), poll_seconds=0.05), TEST_KINDS)
+runner.start()
+job = runner.submit("work", {"seconds": 2.0, "marker": sys.argv[2]})
+queued = runner.submit("work", {})
+while runner.get(job.id).state != "running":
+    time.sleep(0.02)
+time.sleep(0.3)
+os._exit(1)  # the service dies with a job running and one queued
+"""
+
+
+def test_queued_and_running_jobs_survive_a_restart(tmp_path):
+    folder, marker = tmp_path / "jobs", tmp_path / "started.txt"
+    subprocess.run([sys.executable, "-c", CRASHING_SERVICE, str(folder), str(marker)], cwd=REPO, check=False, timeout=60)
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), TEST_KINDS)
+    jobs = runner.list()
+    assert sorted(j.state for j in jobs) == ["queued", "queued"]  # the running one was queued again
+    runner.start()
+    try:
+        done = [runner.wait(j.id, timeout=60) for j in jobs]
+    finally:
+        runner.stop()
+    assert [j.state for j in done] == ["succeeded", "succeeded"]
+    rerun = next(j for j in done if j.params.get("marker"))
+    assert rerun.attempts == 2
+    assert marker.read_text().count("started") == 2
+
+
+def test_queued_audits_start_before_queued_training(tmp_path):
+    from tests.e2e.job_kinds import work
+    from training.jobs.kinds import JobKind
+
+    kinds = {**TEST_KINDS, "audit": JobKind("audit", work, priority=0)}
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), kinds)
+    training = [runner.submit("work", {}) for _ in range(3)]
+    audit = runner.submit("audit", {})
+    runner.start()
+    try:
+        finished = [runner.wait(j.id) for j in [*training, audit]]
+    finally:
+        runner.stop()
+    assert min(finished, key=lambda j: j.started_at).id == audit.id

@@ -1,0 +1,135 @@
+"""The admin area over real HTTP: admin keys only, jobs in worker processes, audits of stored feedback,
+the adapter trigger, and the dashboard."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pluralign.data.persona import PersonaConfig, build_persona
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import SHARED_DATA, start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(
+        tmp_path_factory.mktemp("admin-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+        admin_handlers=ADMIN_HANDLERS, adapter_every=20, job_workers=2,
+    )
+    with server:
+        yield service
+
+
+def wait_job(client, job_id, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/admin/jobs/{job_id}").json()
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {job['state']}")
+
+
+def test_admin_routes_refuse_tenant_keys_and_missing_keys(svc):
+    routes = [("GET", "/admin/jobs"), ("POST", "/admin/jobs"), ("GET", "/admin/jobs/x"), ("POST", "/admin/jobs/x/cancel"),
+              ("GET", "/admin/audits/fairness?group_by=segment"), ("GET", "/admin/dashboard")]
+    with svc.client("acme") as tenant, svc.client(None) as anonymous:
+        for method, path in routes:
+            assert tenant.request(method, path, json={"kind": "audit"}).status_code == 403, path
+            assert anonymous.request(method, path, json={"kind": "audit"}).status_code == 401, path
+    with svc.client("admin") as admin:
+        assert admin.get("/admin/jobs").status_code == 200
+        assert admin.post("/v1/feedback", json={"type": "comparison", "user": "x", "prompt": "p", "chosen": "a", "rejected": "b"}).status_code == 403
+
+
+def test_a_crashing_job_is_recorded_failed_and_the_service_keeps_serving(svc):
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/jobs", json={"kind": "em", "params": {"k": "not-a-number"}})
+        assert r.status_code == 201, r.text
+        job = wait_job(admin, r.json()["id"])
+        assert job["state"] == "failed" and "exit code 2" in job["error"]
+        assert any("invalid int value" in line for line in job["log_tail"])
+        assert admin.post("/admin/jobs", json={"kind": "no-such-kind"}).status_code == 400
+        assert admin.post("/admin/jobs", json={"kind": "adapter", "params": {}}).status_code == 400  # needs a user
+    with svc.client("acme") as c:
+        assert c.get("/health").status_code == 200
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "dora", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."})
+        assert r.status_code == 201
+
+
+def test_cancel_a_queued_job(svc):
+    with svc.client("admin") as admin:
+        # queued behind nothing, it may start at once: cancel works either way and ends cancelled
+        job = admin.post("/admin/jobs", json={"kind": "em", "params": {"protocol": "persona", "groups": 2, "max_iter": 1000}}).json()
+        cancelled = admin.post(f"/admin/jobs/{job['id']}/cancel").json()
+        assert cancelled["cancel_requested"] is True
+        assert wait_job(admin, job["id"])["state"] == "cancelled"
+        assert admin.post("/admin/jobs/nope/cancel").status_code == 404
+
+
+def give_twenty_comparisons(svc, user):
+    with svc.client("acme") as c:
+        for i in range(20):
+            body = {"type": "comparison", "user": user, "prompt": f"Question {i}?", "chosen": f"Helpful answer {i}.", "rejected": f"Rude answer {i}."}
+            assert c.post("/v1/feedback", json=body).status_code == 201
+    with svc.client("admin") as admin:
+        jobs = admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"]
+    (job,) = [j for j in jobs if j["params"].get("user") == user]
+    assert {k: job["params"][k] for k in ("tenant", "user", "comparisons")} == {"tenant": "acme", "user": user, "comparisons": 20}
+    assert job["params"]["base"] == svc.runtime.settings.generator  # the adapter fits the served model
+    assert Path(job["params"]["data"]).read_text().count("\n") == 20  # a snapshot of the user's comparisons
+    return job
+
+
+def test_n_new_comparisons_queue_an_adapter_job_for_the_user(svc):
+    give_twenty_comparisons(svc, "erin")
+
+
+@pytest.mark.slow
+def test_the_triggered_adapter_is_trained_promoted_and_served(svc):
+    job = give_twenty_comparisons(svc, "fred")
+    with svc.client("admin") as admin:
+        done = wait_job(admin, job["id"], timeout=300)
+    assert done["state"] == "succeeded", done["log_tail"]
+    assert done["promoted"] is True and "held_out_acc_after" in done["metrics"]
+    record = svc.runtime.store.get_user("acme", "fred")
+    assert record.adapter == f"acme/fred@{job['id']}"
+    assert (svc.runtime.settings.adapters_path / "acme" / "fred" / "adapter_config.json").is_file()
+    with svc.client("acme") as c:  # the next completion for fred is generated with his adapter
+        r = c.post("/v1/chat/completions", json={"model": "pluralign", "messages": [{"role": "user", "content": "Hi"}], "user": "fred", "seed": 1})
+        assert r.status_code == 200 and r.json()["pluralign"]["adapter"] == record.adapter
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
+def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dashboard_shows_it(svc):
+    protocol = build_persona(PersonaConfig(groups=2, group_weights=(0.75, 0.25), users_per_group=4, comparisons_per_user=12, seed=2), SHARED_DATA)
+    records = [*protocol.seen.train, *protocol.seen.val, *protocol.seen.test]  # 12 per user: below adapter_every
+    with svc.client("globex") as c:
+        for r in records:
+            segment = "majority" if r.attributes["group"] == "g0" else "minority"
+            body = {"type": "comparison", "user": r.user_id, "prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected,
+                    "attributes": {"segment": segment}}
+            assert c.post("/v1/feedback", json=body).status_code == 201
+    with svc.client("admin") as admin:
+        r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 20, "wait": 120})
+        assert r.status_code == 200, r.text
+        report = r.json()
+        by = {g["group"]: g for g in report["groups"]}
+        assert set(by) == {"majority", "minority"}
+        assert by["majority"]["users"] == 6 and by["minority"]["users"] == 2
+        assert by["majority"]["comparisons"] + by["minority"]["comparisons"] == len(records)
+        # the minority holds the opposite stance: the one-size-fits-all model fails it, and the audit says so
+        assert by["majority"]["base_accuracy"] - by["minority"]["base_accuracy"] > 0.4
+        assert report["base_worst_group"] == "minority"
+        # the report was stored by an audit job, so it can be compared over time
+        audits = admin.get("/admin/jobs", params={"kind": "audit", "state": "succeeded"}).json()["jobs"]
+        assert audits and audits[0]["metrics"]["comparisons"] == len(records)
+        page = admin.get("/admin/dashboard")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        html = page.text
+        assert 'class="bar personalized" data-group="minority"' in html and 'class="bar base" data-group="majority"' in html
+        assert 'id="worst-group-over-time"' in html and 'class="point personalized"' in html
+        assert "<script" not in html and "http://" not in html and "https://" not in html

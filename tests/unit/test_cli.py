@@ -1,0 +1,43 @@
+"""The command-line contract: `pluralign data stats` and `pluralign eval` print JSON as their last line."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run_cli(*args, timeout=600):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    return result
+
+
+def test_data_stats_on_ukp(shared_data):
+    result = run_cli("data", "stats", "--source", "ukp_convarg1", "--path", str(shared_data / "ukp_convarg1"), "--json")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (stats["pairs"], stats["judgments"], stats["users"], stats["ties"]) == (16927, 84445, 3815, 19105)
+
+
+def test_data_stats_on_a_bad_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"user_id": "u", "prompt": "p", "chosen": "c", "rejected": 3}\n')
+    result = run_cli("data", "stats", "--source", "jsonl", "--path", str(bad), "--json")
+    assert result.returncode == 2
+    assert "line 1" in result.stderr and "rejected" in result.stderr
+
+
+def test_eval_prints_the_json_contract(shared_data, tmp_path):
+    result = run_cli(
+        "eval", "--model", "per-user-bt", "--protocol", "persona", "--groups", "2", "--json",
+        "--data-dir", str(shared_data), "--cache", str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite"),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("seen_macro_acc", "seen_pooled_acc", "unseen_acc_by_k", "group_acc", "worst_group_acc", "seconds"):
+        assert key in report
+    assert set(report["unseen_acc_by_k"]) == {"1", "2", "5", "10", "20", "50"}
+    assert set(report["group_acc"]) == {"g0", "g1"}
+    assert report["seen_macro_acc"] > 0.8

@@ -1,0 +1,96 @@
+"""The dashboard page: SVG charts in the HTML, and drawn when headless Chromium renders it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from pluralign.fairness.report import AuditReport, GroupMetrics
+from service.admin.dashboard import BASE, PERSONAL, render_dashboard
+from training.jobs.record import Job
+
+
+def group(name: str, personal: float, base: float, users: int = 10) -> GroupMetrics:
+    return GroupMetrics(group=name, users=users, comparisons=users * 20, personalized_accuracy=personal,
+                        base_accuracy=base, personalized_ece=0.05, base_ece=0.1)
+
+
+def report(at: float, minority_personal: float) -> AuditReport:
+    groups = [group("majority", 0.95, 0.93, 90), group("minority", minority_personal, 0.12, 10)]
+    return AuditReport(
+        group_by="segment", created_at=at, encoder_id="e", personalized_model="online-logistic", base_model="crossfit-logistic",
+        users=100, comparisons=2000, groups=groups, worst_group="minority", worst_group_accuracy=minority_personal,
+        gap=0.95 - minority_personal, base_worst_group="minority", base_worst_group_accuracy=0.12, base_gap=0.81,
+    )
+
+
+def jobs() -> list[Job]:
+    now = time.time()
+    return [
+        Job(id="j1", kind="adapter", params={"user": "alice"}, state="succeeded", created_at=now, promoted=False,
+            promotion_note="kept, not served: held-out accuracy 0.70 < 0.80"),
+        Job(id="j2", kind="audit", params={"group_by": "segment"}, state="running", progress=0.4, created_at=now),
+        Job(id="j3", kind="em", state="failed", error="exit code 2: <boom>", created_at=now),
+    ]
+
+
+def page() -> str:
+    history = [report(1_764_000_000 + 3600 * i, 0.6 + 0.1 * i) for i in range(3)]
+    return render_dashboard(history[-1], history[::-1], jobs())
+
+
+def test_the_page_holds_the_three_charts_and_the_job_table():
+    html = page()
+    bars = re.findall(r'<rect class="bar (personalized|base)" data-group="(\w+)" data-value="([0-9.]+)"', html)
+    assert sorted(bars) == sorted([("personalized", "majority", "0.9500"), ("base", "majority", "0.9300"),
+                                   ("personalized", "minority", "0.8000"), ("base", "minority", "0.1200")])
+    heights = {(s, g): float(h) for s, g, h in re.findall(r'class="bar (\w+)" data-group="(\w+)" data-value="[0-9.]+" x="[0-9.]+" y="[0-9.]+" width="[0-9.]+" height="([0-9.]+)"', html)}
+    assert heights[("personalized", "minority")] > 6 * heights[("base", "minority")]  # bars scale with accuracy
+    assert html.count('class="point personalized"') == 3 and 'class="line base"' in html  # three audits over time
+    assert re.search(r'class="state-bar failed" data-count="1"', html) and 'data-count="1"' in html
+    assert "&lt;boom&gt;" in html and "<boom>" not in html  # job text is escaped
+    assert "kept, not served" in html
+    assert "<script" not in html and "http://" not in html and "https://" not in html  # nothing fetched
+
+
+def test_an_empty_page_still_renders():
+    html = render_dashboard(None, [], [])
+    assert "No audit has been run yet" in html and "no stored audits yet" in html and "no jobs" in html
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _screenshot(html: str, tmp_path) -> np.ndarray:  # (H, W, 3) uint8
+    from PIL import Image
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    source, shot = tmp_path / "dashboard.html", tmp_path / "dashboard.png"
+    source.write_text(html)
+    subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-extensions", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--window-size=900,1500", f"--screenshot={shot}", source.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    return np.asarray(Image.open(shot).convert("RGB"))
+
+
+def _count(pixels: np.ndarray, hex_color: str) -> int:
+    want = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(pixels.astype(np.int64) - want) <= 8).all(axis=-1).sum())
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed (apt-get install -y chromium)")
+def test_headless_chromium_draws_the_charts(tmp_path):
+    drawn = _screenshot(page(), tmp_path / "full")
+    empty = _screenshot(render_dashboard(None, [], []), tmp_path / "empty")
+    # the legend squares alone are a few hundred pixels; drawn bars and points are thousands
+    assert _count(empty, PERSONAL) < 800 and _count(empty, BASE) < 800
+    assert _count(drawn, PERSONAL) > 10_000 and _count(drawn, BASE) > 4_000
+    assert _count(drawn, PERSONAL) > _count(drawn, BASE)  # personalized bars are taller here

@@ -1,0 +1,147 @@
+"""Fairness audit: prequential scoring, known gaps on a population with known groups, suppression."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+import pytest
+import torch
+
+from pluralign.data.record import Preference
+from pluralign.fairness.audit import AuditConfig, Comparisons, audit, comparisons_from_records
+from pluralign.fairness.metrics import credit, expected_calibration_error
+from pluralign.fairness.online import OnlineLogistic, prequential, time_steps
+from pluralign.fairness.report import AUDIT_SCHEMA_VERSION, decode_report, report_encoder
+from pluralign.fairness.synthetic import SyntheticConfig, synthetic_comparisons
+
+
+def test_time_steps_put_each_users_t_th_comparison_in_step_t():
+    user = np.array([1, 0, 1, 0, 1])
+    order = np.array([5.0, 9.0, 1.0, 2.0, 3.0])
+    steps = time_steps(user, order)
+    assert [sorted(s.tolist()) for s in steps] == [[2, 3], [1, 4], [0]]
+
+
+def test_each_comparison_is_predicted_before_it_is_learned():
+    # one user sees the same comparison five times; the base model gets it wrong
+    features = torch.tensor([[-2.0, 1.0]]).repeat(5, 1)  # column 0: base margin
+    model = OnlineLogistic(features, n_users=1)
+    p = prequential(model, np.zeros(5, np.int64), np.arange(5.0))
+    assert p[0] < 0.5  # the first prediction is the base model's: nothing has been learned yet
+    assert p[-1] > 0.5  # after the user's own feedback the model agrees with the user
+    assert np.all(np.diff(p) > 0)
+
+
+def test_arrival_order_not_row_order_decides_what_is_learned_first():
+    c = synthetic_comparisons(SyntheticConfig(users=30, comparisons_per_user=20, dim=16, seed=3))
+    shuffle = np.random.default_rng(0).permutation(len(c))
+    shuffled = Comparisons(
+        diff=c.diff[shuffle], user=c.user[shuffle], users=c.users, group=c.group[shuffle], groups=c.groups,
+        time=c.time[shuffle], policy_win=c.policy_win[shuffle], encoder_id=c.encoder_id,
+    )
+    config = AuditConfig(min_comparisons=1)
+    a, b = audit(c, "group", config), audit(shuffled, "group", config)
+    assert a.overall.personalized_accuracy == pytest.approx(b.overall.personalized_accuracy, abs=1e-9)
+
+
+def test_audit_reports_the_known_minority_gap_and_personalization_closing_it():
+    c = synthetic_comparisons(SyntheticConfig(users=400, comparisons_per_user=80, dim=64, minority_share=0.1, temperature=0.2))
+    report = audit(c, "group", AuditConfig())
+    by = {g.group: g for g in report.groups}
+    assert by["majority"].users == 360 and by["minority"].users == 40
+    assert by["minority"].comparisons == 40 * 80
+    # the one-size-fits-all model follows the majority: the minority is served far worse
+    assert report.base_worst_group == "minority"
+    assert by["majority"].base_accuracy - by["minority"].base_accuracy > 0.25
+    # each user's own model closes most of that gap
+    assert by["minority"].personalized_accuracy - by["minority"].base_accuracy > 0.15
+    assert report.gap < report.base_gap / 2
+    assert by["majority"].personalized_accuracy > by["majority"].base_accuracy - 0.03
+
+
+def test_small_groups_are_flagged_and_suppressed_below_the_minimum_size():
+    c = synthetic_comparisons(SyntheticConfig(users=103, comparisons_per_user=10, dim=16, minority_share=0.03))
+    flagged = audit(c, "group", AuditConfig(min_comparisons=50))
+    minority = next(g for g in flagged.groups if g.group == "minority")
+    assert minority.users == 3 and minority.too_few_comparisons
+    assert flagged.worst_group == "majority"  # a flagged group is never ranked
+    suppressed = audit(c, "group", AuditConfig(min_group_size=5))
+    assert [g.group for g in suppressed.groups] == ["majority"]
+    assert suppressed.suppressed_groups == 1
+    assert "minority" not in report_encoder.encode(suppressed).decode()
+
+
+def test_since_scores_only_recent_comparisons():
+    c = synthetic_comparisons(SyntheticConfig(users=20, comparisons_per_user=30, dim=16))
+    late = audit(c, "group", AuditConfig(since=20.0))
+    assert late.comparisons == int((c.time >= 20.0).sum())
+
+
+class _Encoder:
+    encoder_id = "bag-of-letters"
+    dim = 26
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), 26), np.float32)
+        for i, t in enumerate(texts):
+            for ch in t.lower():
+                if "a" <= ch <= "z":
+                    out[i, ord(ch) - 97] += 1
+        return out
+
+
+def test_win_rate_of_personalized_over_base_responses_and_ties_skipped():
+    def pref(i, chosen_policy, rejected_policy, tie=False):
+        return Preference(
+            user_id=f"u{i % 3}", prompt="p", chosen=f"answer {i} aaa", rejected=f"answer {i} zzz", tie=tie,
+            attributes={"segment": "s", "chosen_policy": chosen_policy, "rejected_policy": rejected_policy},
+        )
+
+    records = [pref(0, "personalized", "base"), pref(1, "personalized", "base"), pref(2, "base", "personalized"),
+               pref(3, "personalized", "base"), pref(4, "base", "base"), pref(5, "personalized", "base", tie=True)]
+    c = comparisons_from_records(records, _Encoder(), "segment")
+    report = audit(c, "segment", AuditConfig(min_comparisons=1))
+    assert report.ties_skipped == 1
+    (group,) = report.groups
+    assert group.win_comparisons == 4 and group.win_rate == pytest.approx(0.75)
+
+
+def test_calibration_error():
+    assert expected_calibration_error(np.full(1000, 0.7)[:0]) is None
+    calibrated = np.r_[np.full(70, 0.7), np.full(30, 0.3)]  # 70% confident, right 70% of the time
+    assert expected_calibration_error(calibrated) == pytest.approx(0.0, abs=1e-9)
+    overconfident = np.r_[np.full(50, 0.9), np.full(50, 0.1)]  # 90% confident, right half the time
+    assert expected_calibration_error(overconfident) == pytest.approx(0.4, abs=1e-9)
+    assert credit(np.array([0.6, 0.5, 0.4])).tolist() == [1.0, 0.5, 0.0]
+
+
+def test_report_round_trips_and_refuses_another_schema():
+    c = synthetic_comparisons(SyntheticConfig(users=10, comparisons_per_user=5, dim=8))
+    report = audit(c, "group", AuditConfig(min_comparisons=1))
+    assert decode_report(report_encoder.encode(report)) == report
+    other = msgspec.json.encode({**msgspec.to_builtins(report), "schema_version": AUDIT_SCHEMA_VERSION + 1})
+    with pytest.raises(ValueError, match="schema"):
+        decode_report(other)
+
+
+def test_online_pal_learns_each_users_mixture_weights_with_the_shared_model_frozen():
+    from pluralign.fairness.online import OnlinePAL
+    from pluralign.reward.pal import PALConfig, PALModel
+
+    torch.manual_seed(0)
+    model = PALModel(PALConfig(variant="a", k=2, input_dim=8, latent_dim=4, hidden=16)).eval()
+    frozen = {k: v.clone() for k, v in model.state_dict().items()}
+    n_users, per_user = 6, 40
+    prompt, a, b = (torch.randn(n_users * per_user, 8) for _ in range(3))
+    user = np.repeat(np.arange(n_users), per_user)
+    truth = torch.tensor([[6.0, -6.0] if u % 2 else [-6.0, 6.0] for u in user])  # odd users follow prototype 0
+    with torch.no_grad():
+        a_wins = model.reward(truth, prompt, a) > model.reward(truth, prompt, b)
+    chosen = torch.where(a_wins[:, None], a, b)
+    rejected = torch.where(a_wins[:, None], b, a)
+    online = OnlinePAL(model, torch.zeros(2), prompt, chosen, rejected, n_users)
+    p = prequential(online, user, np.tile(np.arange(per_user, dtype=float), n_users))
+    first, last = credit(p.reshape(n_users, per_user)[:, :10]).mean(), credit(p.reshape(n_users, per_user)[:, -10:]).mean()
+    assert last > 0.9 and last > first
+    assert (online.logits.argmax(1) == np.array([1, 0, 1, 0, 1, 0])).all()  # each user's own prototype
+    assert all(torch.equal(v, frozen[k]) for k, v in model.state_dict().items())  # the shared model is untouched

@@ -1,0 +1,77 @@
+"""The real data sets: counts match their documentation; persona populations have no leakage."""
+
+import pytest
+
+from pluralign.data.persona import PersonaConfig, build_persona, group_stances
+from pluralign.data.splits import by_user, ukp_protocol
+from pluralign.data.ukp import load_ukp, ukp_stats
+
+
+@pytest.fixture(scope="module")
+def ukp(shared_data):
+    return load_ukp(shared_data / "ukp_convarg1")
+
+
+def test_ukp_counts_match_the_published_set(ukp):
+    records, pairs = ukp
+    stats = ukp_stats(records, pairs)
+    assert (stats.pairs, stats.judgments, stats.users, stats.ties, stats.topics) == (16927, 84445, 3815, 19105, 32)
+    a_tie = next(r for r in records if r.tie)
+    assert a_tie.source == "ukp_convarg1" and "worker_stance" in a_tie.attributes
+
+
+def test_ukp_protocol_users_are_disjoint_and_sized(ukp):
+    records, _ = ukp
+    protocol = ukp_protocol(records, seed=0)
+    seen = by_user(protocol.seen.train + protocol.seen.val + protocol.seen.test)
+    assert all(len(p) >= 100 for p in seen.values())
+    assert not set(seen) & set(protocol.unseen.support)
+    for user, query in protocol.unseen.query.items():
+        n = len(query) + len(protocol.unseen.support[user])
+        assert 50 <= n < 100
+        assert not any(r.tie for r in query)
+    again = ukp_protocol(records, seed=0)
+    assert again.seen.test == protocol.seen.test  # deterministic under a seed
+    assert ukp_protocol(records, seed=1).seen.test != protocol.seen.test
+
+
+def test_group_stances_are_opposed_codes():
+    assert group_stances(2, 1) == [(1,), (-1,)]
+    assert sorted(group_stances(4, 2)) == [(-1, -1), (-1, 1), (1, -1), (1, 1)]
+    with pytest.raises(ValueError, match="need at least 2 traits"):
+        group_stances(3, 1)
+
+
+def test_persona_population_has_known_groups_and_no_statement_leakage(shared_data):
+    config = PersonaConfig(groups=4, users_per_group=5, unseen_users_per_group=3, comparisons_per_user=30, seed=3)
+    protocol = build_persona(config, shared_data)
+    train_texts = {t for r in protocol.seen.train + protocol.seen.val for t in (r.chosen, r.rejected)}
+    train_texts |= {t for pool in protocol.unseen.support.values() for r in pool for t in (r.chosen, r.rejected)}
+    test_texts = {t for r in protocol.seen.test for t in (r.chosen, r.rejected)}
+    test_texts |= {t for q in protocol.unseen.query.values() for r in q for t in (r.chosen, r.rejected)}
+    assert not train_texts & test_texts
+    assert len(set(protocol.true_groups.values())) == 4
+    seen_users = {r.user_id for r in protocol.seen.train}
+    assert len(seen_users) == 20 and not seen_users & set(protocol.unseen.support)
+    # a user's preferences follow its group: two users of opposed groups disagree on shared traits
+    again = build_persona(config, shared_data)
+    assert again.seen.train == protocol.seen.train
+
+
+def test_persona_users_prefer_their_groups_stance(shared_data):
+    protocol = build_persona(PersonaConfig(groups=2, users_per_group=2, unseen_users_per_group=1, seed=1), shared_data)
+    from pluralign.data.persona import load_trait
+
+    trait = PersonaConfig(groups=2).trait_names[0]
+    says = {s.statement for s in load_trait(shared_data / "anthropic_persona", trait) if s.answer_matching_behavior == " Yes"}
+    for r in protocol.seen.train:
+        holder = r.attributes["group"] == "g0"
+        assert (r.chosen in says) == holder
+
+
+def test_group_weights_make_a_majority_and_a_minority(shared_data):
+    config = PersonaConfig(groups=2, users_per_group=10, group_weights=(0.9, 0.1), unseen_users_per_group=1)
+    protocol = build_persona(config, shared_data)
+    users = {r.user_id: r.attributes["group"] for r in protocol.seen.train}
+    counts = [sum(g == f"g{i}" for g in users.values()) for i in range(2)]
+    assert counts == [18, 2]

@@ -1,0 +1,95 @@
+"""The MaxMin objective on a policy small enough to solve exactly: a softmax over four answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pluralign.losses import dpo_loss
+from pluralign.policy.maxmin import maxmin_scores, ranked_pairs
+from pluralign.policy.rerank_maxmin import normalize_rewards, select_maxmin
+from pluralign.policy.style_groups import (
+    GROUP_REWARDS,
+    answer_features,
+    feature_pairs,
+    preference_pairs,
+    style_variants,
+    win_rates,
+)
+from pluralign.reward.em import EMConfig, EMMixture
+
+ANSWER = "Rainbows form when sunlight bends in raindrops. Each color bends by a different angle. So we see a band."
+PROMPT = "Why are there rainbows?"
+
+
+def group_heads(shares: dict[str, float], k: int) -> EMMixture:
+    """Reward heads learned from unlabelled users' comparisons: K=1 is the single pooled reward."""
+    records = preference_pairs([PROMPT], [ANSWER], shares, users=50, pairs_per_user=8, seed=0)
+    model = EMMixture(EMConfig(k=k, restarts=2))
+    model.fit(feature_pairs(records), feature_pairs(records[:0]))
+    return model
+
+
+def base_like_reference(candidates: list[str]) -> torch.Tensor:
+    """Log-probabilities of a reference that, like the base LM, mostly writes the plain detailed answer."""
+    probs = torch.tensor([0.7 if c == style_variants(ANSWER)["detailed"] else 0.1 for c in candidates])
+    return torch.log(probs)
+
+
+def train_categorical(heads: EMMixture, steps: int = 300, beta: float = 0.5) -> tuple[np.ndarray, list[str]]:
+    """DPO-train a softmax policy over the four answers on pairs ranked by min over the heads."""
+    candidates = sorted(style_variants(ANSWER).values())
+    features = answer_features(candidates)
+    rewards = heads.rewards(torch.ones_like(features), features).numpy()  # (4, K)
+    pairs = ranked_pairs(PROMPT, candidates, maxmin_scores(rewards), source="test")
+    index = {c: i for i, c in enumerate(candidates)}
+    chosen = torch.tensor([index[p.chosen] for p in pairs])
+    rejected = torch.tensor([index[p.rejected] for p in pairs])
+    ref_logp = base_like_reference(candidates)
+    logits = ref_logp.clone().requires_grad_(True)  # the policy starts as the reference
+    optimizer = torch.optim.Adam([logits], lr=0.05)
+    for _ in range(steps):
+        logp = torch.log_softmax(logits, 0)  # (4,)
+        loss = dpo_loss(logp[chosen], logp[rejected], ref_logp[chosen], ref_logp[rejected], beta).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return torch.softmax(logits.detach(), 0).numpy(), candidates
+
+
+def reward_gain(pi: np.ndarray, candidates: list[str]) -> dict[str, float]:
+    """Each group's true (rule) reward in expectation under pi minus under the reference, in units of
+    that reward's spread over the candidates."""
+    rewards = np.array([[GROUP_REWARDS[g](c) for g in sorted(GROUP_REWARDS)] for c in candidates])  # (4, G)
+    ref = torch.softmax(base_like_reference(candidates), 0).numpy()
+    return dict(zip(sorted(GROUP_REWARDS), (pi - ref) @ normalize_rewards(rewards), strict=True))
+
+
+@pytest.mark.parametrize("majority", [0.8, 0.9])
+def test_maxmin_raises_the_worst_group_where_single_does_not(majority):
+    shares = {"enthusiastic": majority, "concise": 1 - majority}
+    pi_single, candidates = train_categorical(group_heads(shares, k=1))
+    pi_maxmin, _ = train_categorical(group_heads(shares, k=2))
+    single = reward_gain(pi_single, candidates)
+    maxmin = reward_gain(pi_maxmin, candidates)
+    assert single["enthusiastic"] > 0.5  # the single reward serves the majority...
+    assert single["concise"] < 0  # ...and leaves the minority worse off than the reference
+    assert min(maxmin.values()) > 0.2  # MaxMin raises every group, the worst-off included
+    assert min(maxmin.values()) > min(single.values()) + 0.5
+    assert candidates[int(pi_maxmin.argmax())] == style_variants(ANSWER)["brief_excited"]  # the compromise
+
+
+def test_select_maxmin_picks_the_candidate_whose_worst_group_fares_best():
+    rewards = np.array([[10.0, -30.0], [0.0, -5.0], [8.0, -12.0], [0.0, -25.0]])  # (n, G): "!" count, -words
+    assert select_maxmin(rewards) == 2  # best for no group, good for both
+    assert select_maxmin(rewards[:, :1]) == 0  # one group: its favourite
+    with pytest.raises(ValueError):
+        select_maxmin(np.zeros((0, 2)))
+
+
+def test_win_rates_follow_each_groups_rule():
+    base = ["A plain answer with several words in it.", "Another plain answer here."]
+    policy = ["Great question! Short!", "Great question! A much longer answer with many more words than before!"]
+    rates = win_rates(policy, base)
+    assert rates == {"enthusiastic": 1.0, "concise": 0.5}

@@ -1,0 +1,156 @@
+"""`pluralign audit`: how well each group of users is served, personalized vs one-size-fits-all.
+
+    pluralign audit --data prefs.jsonl --group-by group --min-group-size 5 --json
+    pluralign audit --source ukp_convarg1 --path ../shared/data/ukp_convarg1 --group-by worker_stance
+    pluralign audit --source persona --groups 2 --group-weights 0.9,0.1 --group-by group --json
+    pluralign audit --data prefs.parquet --group-by cluster --user-groups clusters.json --out report.json
+    pluralign audit --store data/lancedb --group-by segment --since 1764000000 --json
+    pluralign audit --source persona --groups 4 --group-by pal_prototype --pal artifacts/pal-a
+    pluralign audit --source persona --groups 4 --group-by em_cluster --em runs/em-persona4
+    pluralign audit --source persona --groups 2 --group-by group --personalized pal --pal artifacts/pal-a
+
+Each comparison is predicted by its user's online model before the model learns from it
+(prequential accuracy); the base model is cross-fitted by user. `--user-groups` maps user ids to
+groups learned elsewhere (nearest PAL prototype, EM cluster); otherwise `--group-by` names a record
+attribute; `--group-by pal_prototype --pal DIR` and `--group-by em_cluster --em DIR` group users by
+a trained mixture's components. `--store` audits the service's LanceDB tables (stored vectors, user attributes, and
+`--group-by pal_prototype` for each user's nearest PAL prototype). Groups with fewer than `--min-group-size` users are suppressed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import msgspec
+
+from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, report_progress
+
+
+def load_records(args: argparse.Namespace):
+    """The comparisons to audit, from a preference file, UKP or a synthetic persona population."""
+    if args.data:
+        from pluralign.data.io import read_preferences
+
+        records, load = read_preferences(args.data, skip_bad=True)
+        if load.skipped:
+            print(f"skipped {load.skipped} bad rows; first: {load.errors[:3]}", file=sys.stderr)
+        return records
+    if args.source == "ukp_convarg1":
+        from pluralign.data.ukp import load_ukp
+
+        return load_ukp(args.path or Path(args.data_dir) / "ukp_convarg1")[0]
+    if args.source == "persona":
+        from pluralign.data.persona import PersonaConfig, build_persona
+
+        weights = tuple(float(w) for w in args.group_weights.split(",")) if args.group_weights else ()
+        config = PersonaConfig(groups=args.groups, group_weights=weights, seed=args.seed)
+        protocol = build_persona(config, args.path or args.data_dir)
+        seen = protocol.seen
+        # in each user's order of arrival: training pairs first, then validation, then test
+        return [*seen.train, *seen.val, *seen.test]
+    raise ValueError("give --data FILE, --store URI, or --source ukp_convarg1|persona")
+
+
+def online_pal(records, encoder, users: list[str], pal_dir: str):
+    """Each user's PAL logits learned online from the prior, the checkpoint's shared model frozen."""
+    import torch
+
+    from pluralign.fairness.online import OnlinePAL
+    from pluralign.reward.features import embed_pairs
+    from pluralign.reward.pal import load_pal
+
+    model, user_weights, _ = load_pal(pal_dir, encoder_id=encoder.encoder_id, device=torch.device("cpu"))
+    batch = embed_pairs([r for r in records if not r.tie], encoder, users)  # the audit's rows, in its order
+    return OnlinePAL(model, user_weights.prior(), batch.prompt, batch.chosen, batch.rejected, len(users))
+
+
+def print_table(report) -> None:
+    print(f"audit by {report.group_by}: {report.users} users, {report.comparisons} comparisons "
+          f"({report.ties_skipped} ties skipped, {report.suppressed_groups} groups suppressed), {report.seconds:.1f} s")
+    print(f"  {'group':<16} {'users':>6} {'pairs':>8} {'personal':>9} {'base':>6} {'ECE p/b':>11} {'win':>6}")
+    for g in [*report.groups, *([report.overall] if report.overall else [])]:
+        ece = f"{g.personalized_ece or 0:.3f}/{g.base_ece or 0:.3f}"
+        win = f"{g.win_rate:.3f}" if g.win_rate is not None else "-"
+        flag = "  (too few comparisons)" if g.too_few_comparisons else ""
+        print(f"  {g.group:<16} {g.users:>6} {g.comparisons:>8} {g.personalized_accuracy:>9.3f} {g.base_accuracy:>6.3f} {ece:>11} {win:>6}{flag}")
+    if report.worst_group is not None:
+        print(f"  worst group {report.worst_group} {report.worst_group_accuracy:.3f}, gap {report.gap:.3f} "
+              f"(base: worst {report.base_worst_group} {report.base_worst_group_accuracy:.3f}, gap {report.base_gap:.3f})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pluralign.fairness.audit import AuditConfig, audit, comparisons_from_records
+    from pluralign.fairness.report import report_encoder
+
+    personalized = None
+    if args.personalized == "pal" and (args.store or not args.pal):
+        raise ValueError("--personalized pal needs --pal CHECKPOINT_DIR and a preference file or --source")
+    if args.store:
+        from pluralign.fairness.store_source import comparisons_from_store
+
+        comparisons = comparisons_from_store(args.store, args.group_by, args.tenant)
+    else:
+        records = load_records(args)
+        encoder = cached_encoder(args)
+        user_groups = None
+        if args.user_groups:
+            user_groups = msgspec.json.decode(Path(args.user_groups).read_bytes(), type=dict[str, str])
+        elif args.group_by == "pal_prototype":
+            from pluralign.fairness.components import pal_prototype_groups
+
+            if not args.pal:
+                raise ValueError("--group-by pal_prototype needs --pal CHECKPOINT_DIR")
+            user_groups = pal_prototype_groups(records, encoder, args.pal)
+        elif args.group_by == "em_cluster":
+            from pluralign.fairness.components import em_cluster_groups
+
+            if not args.em:
+                raise ValueError("--group-by em_cluster needs --em ARTIFACT_DIR")
+            user_groups = em_cluster_groups(records, encoder, args.em)
+        comparisons = comparisons_from_records(records, encoder, args.group_by, user_groups)
+        if args.personalized == "pal":
+            personalized = online_pal(records, encoder, comparisons.users, args.pal)
+    config = AuditConfig(
+        min_group_size=args.min_group_size, min_comparisons=args.min_comparisons, since=args.since, seed=args.seed
+    )
+    report = audit(comparisons, args.group_by, config, progress=report_progress, personalized=personalized)
+    data = report_encoder.encode(report)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    if not args.json:
+        print_table(report)
+    sys.stdout.write(data.decode() + "\n")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("audit", help="fairness audit: per-group accuracy, personalized vs one-size-fits-all")
+    p.add_argument("--data", help="preference file (.jsonl or .parquet)")
+    p.add_argument("--source", choices=["ukp_convarg1", "persona"], help="a built-in data set instead of --data")
+    p.add_argument("--store", help="LanceDB URI of the service's tables (e.g. data/lancedb)")
+    p.add_argument("--tenant", help="with --store: audit one tenant only")
+    p.add_argument("--path", help="folder of the --source data (default under --data-dir)")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--group-by", required=True, help="record attribute naming each comparison's group")
+    p.add_argument("--personalized", choices=["logistic", "pal"], default="logistic",
+                   help="each user's online model: logistic on embeddings (default) or PAL logits (needs --pal)")
+    p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")
+    p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
+    p.add_argument("--user-groups", help="JSON object user_id -> group (learned components); overrides attributes")
+    p.add_argument("--min-group-size", type=int, default=1, help="suppress groups with fewer users")
+    p.add_argument("--min-comparisons", type=int, default=50, help="flag groups with fewer comparisons")
+    p.add_argument("--since", type=float, default=None, help="score only comparisons created at or after this time")
+    p.add_argument("--groups", type=int, default=2, help="persona: number of groups")
+    p.add_argument("--group-weights", default="", help="persona: relative group sizes, e.g. 0.9,0.1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the report JSON here")
+    p.add_argument("--json", action="store_true", help="print only the JSON report")
+    add_encoder_args(p)
+    p.set_defaults(func=run)

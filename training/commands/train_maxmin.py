@@ -1,0 +1,91 @@
+"""`pluralign train maxmin`: a LoRA policy trained with DPO on comparisons ranked by a MaxMin reward.
+
+    pluralign train maxmin --pairs runs/style/pairs-maxmin-80.jsonl --objective maxmin --heads 2 --out runs/maxmin-80
+    pluralign train maxmin --pairs runs/style/pairs-single-80.jsonl --objective single --heads 1 --out runs/single-80 --steps 40
+
+`--pairs` holds comparisons (pluralign JSONL/Parquet, or TRL prompt/chosen/rejected) already ranked
+by the objective's reward: `benchmarks/maxmin_policy.py` writes them, ranking each prompt's
+candidates by min over the EM group heads (maxmin) or by one pooled head (single). The base model is
+SmolLM2-135M-Instruct unless `--base` names another causal LM folder. Writes OUT/adapter (peft),
+OUT/meta.json (schema version, base model id, objective, heads) and OUT/metrics.json (loss per
+step, seconds and peak memory per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.common import print_json
+
+
+def load_base(name: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pluralign.device import default_device
+    from pluralign.embed.models import load_smollm2
+
+    if name == "smollm2":
+        return load_smollm2()
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return AutoModelForCausalLM.from_pretrained(name).to(default_device()).eval(), tokenizer
+
+
+def run(args: argparse.Namespace) -> int:
+    import msgspec
+    from tqdm import tqdm
+
+    from pluralign.data.io import read_preferences
+    from pluralign.policy.maxmin import (
+        MaxMinConfig,
+        PolicyMeta,
+        base_model_id,
+        save_policy,
+        tokenize_pairs,
+        train_maxmin,
+        with_lora,
+    )
+
+    records, _ = read_preferences(args.pairs)
+    config = MaxMinConfig(objective=args.objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_r=args.lora_r, lora_layers=args.lora_layers, seed=args.seed)
+    base, tokenizer = load_base(args.base)
+    base_id = base_model_id(base)
+    tokens = tokenize_pairs(records, tokenizer, max_length=config.max_length)
+    policy = with_lora(base, config)
+    bar = tqdm(total=config.steps, desc=f"{args.objective} DPO", file=sys.stderr, disable=args.quiet)
+    log = train_maxmin(policy, tokens, config, step_callback=lambda step, loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
+    bar.close()
+    meta = PolicyMeta(
+        schema_version=1, kind="maxmin-lora", base_model=base_id, objective=args.objective, heads=args.heads,
+        steps=config.steps, beta=config.beta, lora_r=config.lora_r,
+    )
+    out = save_policy(policy, args.out, meta)
+    report = {
+        "objective": args.objective, "heads": args.heads, "base_model": base_id, "pairs": len(records),
+        "steps": config.steps, "final_loss": log.loss[-1], "loss": log.loss, "reward_accuracy": log.reward_accuracy,
+        "seconds_per_step": log.seconds_per_step, "peak_memory_mb": log.peak_memory_mb, "out": str(out),
+    }
+    (Path(out) / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    print_json(report)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("maxmin", help="LoRA policy by DPO on MaxMin-ranked (or single-reward-ranked) comparisons")
+    p.add_argument("--pairs", required=True, help="ranked comparisons (JSONL or Parquet)")
+    p.add_argument("--objective", default="maxmin", choices=["maxmin", "single"], help="the reward that ranked the pairs (recorded)")
+    p.add_argument("--heads", type=int, default=2, help="reward heads behind the ranking (recorded; 1 for single)")
+    p.add_argument("--base", default="smollm2", help="smollm2 (default) or a local causal-LM folder")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-layers", type=int, default=0, help="adapt only the last N layers (0: all; 4 is quick on CPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="artifact folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)

@@ -1,0 +1,49 @@
+"""Which artifact is served: a new adapter or mixture replaces the current one only if its held-out
+accuracy is not worse. A candidate that loses is kept on disk but not served.
+
+The registry is one JSON file (key -> served artifact), written atomically by the job runner."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+
+from pluralign.data.record import Base
+from training.jobs.store import write_atomic
+
+
+class Served(Base, kw_only=True):
+    artifact: str
+    heldout_accuracy: float
+    job_id: str
+    promoted_at: float
+
+
+class Promotions:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._served: dict[str, Served] = {}
+        if self.path.exists():
+            self._served = msgspec.json.decode(self.path.read_bytes(), type=dict[str, Served])
+
+    def served(self, key: str) -> Served | None:
+        """The artifact to serve for `key` (e.g. `adapter/alice`, `pal`), or None."""
+        with self._lock:
+            return self._served.get(key)
+
+    def consider(self, key: str, artifact: str, heldout_accuracy: float, job_id: str) -> tuple[bool, str]:
+        """Promote the candidate unless it is worse than what is served; returns (promoted, why)."""
+        with self._lock:
+            current = self._served.get(key)
+            if current is not None and heldout_accuracy < current.heldout_accuracy:
+                return False, (f"kept, not served: held-out accuracy {heldout_accuracy:.4f} < "
+                               f"{current.heldout_accuracy:.4f} of the served {current.artifact} (job {current.job_id})")
+            self._served[key] = Served(artifact=artifact, heldout_accuracy=heldout_accuracy, job_id=job_id, promoted_at=time.time())
+            write_atomic(self.path, msgspec.json.encode(self._served))
+        if current is None:
+            return True, f"promoted: first {key} (held-out accuracy {heldout_accuracy:.4f})"
+        return True, f"promoted: held-out accuracy {heldout_accuracy:.4f} >= {current.heldout_accuracy:.4f} of {current.artifact}"

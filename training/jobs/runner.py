@@ -1,0 +1,323 @@
+"""Run jobs in worker processes, durably.
+
+`JobRunner` is what the service needs from a job engine; `LocalJobRunner` implements it with
+subprocesses on this machine, and an external engine (e.g. Ray) could implement it the same way.
+Each job runs `python -m training.cli ...` in its own process group at lower CPU priority, so a
+crashing or busy job never takes the service down or stalls its request loop. The runner is the
+only writer of its folder: workers talk back through their output (`@progress 0.42` lines on
+stderr, one JSON result line on stdout). Queued and running jobs are re-run after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from training.common import PROGRESS_ENV, PROGRESS_PREFIX
+from training.jobs.kinds import HELDOUT_METRICS, KINDS, JobKind
+from training.jobs.promotion import Promotions
+from training.jobs.record import ACTIVE_STATES, Job, JobState, Param
+from training.jobs.store import JobStore, write_atomic
+
+log = logging.getLogger(__name__)
+
+JOB_ENV = "PLURALIGN_JOB_ID"  # set in each worker's environment, so a restart can recognise its workers
+
+
+class JobRunner(Protocol):
+    def submit(self, kind: str, params: Mapping[str, Param]) -> Job: ...
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def list(self, *, kind: str | None = None, state: JobState | None = None, limit: int = 100) -> list[Job]: ...
+
+    def cancel(self, job_id: str) -> Job: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class UnknownJob(KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    folder: Path  # job records, logs, results and artifacts live here
+    workers: int = 1  # jobs running at once
+    nice: int = 10  # workers' CPU priority below the service's
+    worker_threads: int = 1  # torch/BLAS threads per worker, so serving keeps a core
+    poll_seconds: float = 0.2
+    log_lines: int = 30  # lines of log tail kept in the record
+    cwd: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])  # where `training` imports from
+
+
+@dataclass
+class _Running:
+    job_id: str
+    process: subprocess.Popen
+    out: object
+    err: object
+
+
+class LocalJobRunner:
+    def __init__(
+        self, config: RunnerConfig, kinds: Mapping[str, JobKind] = KINDS, on_promote: Callable[[Job, str], None] | None = None
+    ):
+        """`on_promote(job, key)` puts a promoted artifact into service (e.g. installs an adapter)."""
+        self.config = config
+        self.on_promote = on_promote
+        self.kinds = dict(kinds)
+        self.store = JobStore(config.folder)
+        self.promotions = Promotions(Path(config.folder) / "promotions.json")
+        self._running: dict[str, _Running] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.RLock()
+        self._recover()
+
+    # -- the interface -------------------------------------------------------------------------
+
+    def submit(self, kind: str, params: Mapping[str, Param]) -> Job:
+        if kind not in self.kinds:
+            raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(self.kinds))}")
+        self.kinds[kind].check(params)
+        job = Job(id=f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}", kind=kind, params=dict(params), created_at=time.time())
+        self.store.put(job)
+        self._wake.set()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    def list(self, *, kind: str | None = None, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        jobs = [j for j in self.store.all() if (kind is None or j.kind == kind) and (state is None or j.state == state)]
+        return jobs[::-1][:limit]  # newest first
+
+    def cancel(self, job_id: str) -> Job:
+        with self._lock:
+            job = self.store.get(job_id)
+            if job is None:
+                raise UnknownJob(job_id)
+            if job.state == "queued":
+                return self.store.put(msgspec.structs.replace(job, state="cancelled", cancel_requested=True, finished_at=time.time()))
+            if job.state == "running":
+                job = self.store.put(msgspec.structs.replace(job, cancel_requested=True))
+                running = self._running.get(job_id)
+                if running is not None:
+                    _kill_group(running.process.pid, signal.SIGTERM)
+            return job
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop dispatching; running workers are stopped and their jobs queued again for next start."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        with self._lock:
+            for job_id, running in list(self._running.items()):
+                _kill_group(running.process.pid, signal.SIGTERM)
+                try:
+                    running.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    _kill_group(running.process.pid, signal.SIGKILL)
+                    running.process.wait()
+                running.out.close()
+                running.err.close()
+                job = self.store.get(job_id)
+                if job is not None and job.state == "running":
+                    self.store.put(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, "interrupted by shutdown; queued again"][-self.config.log_lines :]))
+            self._running.clear()
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> Job:
+        """Block until a job is final (for tests and scripts)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.store.get(job_id)
+            if job is not None and job.state not in ACTIVE_STATES:
+                return job
+            time.sleep(self.config.poll_seconds / 2)
+        raise TimeoutError(f"job {job_id} still {self.store.get(job_id).state} after {timeout} s")
+
+    # -- the dispatcher ----------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Jobs left queued or running by a previous process are queued again, their workers stopped."""
+        for job in self.store.all():
+            if job.state != "running":
+                continue
+            if job.pid is not None and _is_worker_of(job.pid, job.id):
+                _kill_group(job.pid, signal.SIGKILL)
+            note = f"runner restarted during attempt {job.attempts}; queued again"
+            self.store.put(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with self._lock:
+                    self._poll()
+                    self._launch()
+            except Exception:  # the dispatcher must outlive any one job's trouble
+                log.exception("job runner step failed")
+            self._wake.wait(self.config.poll_seconds)
+            self._wake.clear()
+
+    def _launch(self) -> None:
+        queued = sorted(
+            (j for j in self.store.all() if j.state == "queued"),
+            key=lambda j: (self.kinds[j.kind].priority if j.kind in self.kinds else 0, j.created_at),
+        )
+        while queued and len(self._running) < self.config.workers and not self._stopping.is_set():
+            job = queued.pop(0)
+            try:
+                self._start_worker(job)
+            except Exception as exc:
+                log.exception("job %s could not start", job.id)
+                self.store.put(msgspec.structs.replace(job, state="failed", error=f"could not start: {exc}", finished_at=time.time()))
+
+    def _start_worker(self, job: Job) -> None:
+        kind = self.kinds.get(job.kind)
+        if kind is None:
+            raise ValueError(f"unknown job kind {job.kind!r}")
+        artifact = Path(self.config.folder) / "artifacts" / job.id
+        artifact.mkdir(parents=True, exist_ok=True)
+        argv = kind.command(job, artifact)
+        threads = str(self.config.worker_threads)
+        env = {**os.environ, PROGRESS_ENV: "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+               "OPENBLAS_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", JOB_ENV: job.id}
+        out = open(self.store.path(job.id, "out"), "wb")
+        err = open(self.store.path(job.id, "log"), "wb")
+        try:
+            process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=self.config.cwd, env=env, start_new_session=True)
+        except BaseException:
+            out.close()
+            err.close()
+            raise
+        try:
+            os.setpriority(os.PRIO_PROCESS, process.pid, self.config.nice)
+        except OSError:
+            pass
+        self._running[job.id] = _Running(job.id, process, out, err)
+        self.store.put(msgspec.structs.replace(
+            job, state="running", pid=process.pid, attempts=job.attempts + 1, started_at=time.time(), progress=0.0,
+            artifact=str(artifact), error=None, log_tail=[*job.log_tail, "$ " + " ".join(argv[1:])][-self.config.log_lines :],
+        ))
+
+    def _poll(self) -> None:
+        for job_id, running in list(self._running.items()):
+            job = self.store.get(job_id)
+            progress, tail = self._read_log(job_id)
+            code = running.process.poll()
+            if code is None:
+                if progress != job.progress or tail != job.log_tail:
+                    self.store.put(msgspec.structs.replace(job, progress=progress, log_tail=tail))
+                continue
+            running.out.close()
+            running.err.close()
+            del self._running[job_id]
+            self.store.put(self._finish(job, code, progress, tail))
+
+    def _read_log(self, job_id: str) -> tuple[float, list[str]]:
+        path = self.store.path(job_id, "log")
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 65536))
+            lines = f.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()
+        progress = 0.0
+        kept: list[str] = []
+        for line in lines:
+            if line.startswith(PROGRESS_PREFIX):
+                try:
+                    progress = float(line[len(PROGRESS_PREFIX) :])
+                except ValueError:
+                    pass
+            elif line.strip():
+                kept.append(line[:500])
+        job = self.store.get(job_id)
+        if progress == 0.0 and job is not None:
+            progress = job.progress
+        return progress, kept[-self.config.log_lines :]
+
+    def _finish(self, job: Job, code: int, progress: float, tail: list[str]) -> Job:
+        done = dict(state="failed", pid=None, finished_at=time.time(), log_tail=tail)
+        if job.cancel_requested:
+            return msgspec.structs.replace(job, **{**done, "state": "cancelled"})
+        if code != 0:
+            reason = tail[-1] if tail else "no output"
+            return msgspec.structs.replace(job, **done, error=f"exit code {code}: {reason}")
+        result = _last_json_line(self.store.path(job.id, "out"))
+        if result is None:
+            return msgspec.structs.replace(job, **done, error="the worker printed no JSON result")
+        result_path = self.store.path(job.id, "result.json")
+        write_atomic(result_path, msgspec.json.encode(result))
+        metrics = {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        finished = msgspec.structs.replace(
+            job, **{**done, "state": "succeeded"}, progress=1.0, metrics=metrics, result_path=str(result_path),
+            artifact=str(result.get("artifact") or result.get("adapter") or job.artifact),
+        )
+        return self._promote(finished)
+
+    def _promote(self, job: Job) -> Job:
+        kind = self.kinds[job.kind]
+        if kind.promotion_key is None:
+            return job
+        accuracy = next((job.metrics[m] for m in HELDOUT_METRICS if m in job.metrics and math.isfinite(job.metrics[m])), None)
+        if accuracy is None:
+            return msgspec.structs.replace(job, promoted=False, promotion_note=f"kept, not served: the result has none of {', '.join(HELDOUT_METRICS)}")
+        key = kind.promotion_key(job)
+        replaced = self.promotions.served(key)
+        promoted, note = self.promotions.consider(key, job.artifact or "", accuracy, job.id)
+        metrics = {**job.metrics, "replaced_heldout_accuracy": replaced.heldout_accuracy} if replaced else job.metrics
+        if promoted and self.on_promote is not None:
+            try:
+                self.on_promote(job, key)
+            except Exception as exc:  # recorded; the runner and the service carry on
+                log.exception("putting job %s into service failed", job.id)
+                note = f"{note}; but putting it into service failed: {exc}"
+        return msgspec.structs.replace(job, promoted=promoted, promotion_note=note, metrics=metrics)
+
+
+def _last_json_line(path: Path) -> dict | None:
+    for line in reversed(path.read_bytes().splitlines()):
+        if line.strip().startswith(b"{"):
+            try:
+                value = msgspec.json.decode(line)
+            except msgspec.DecodeError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
+
+
+def _is_worker_of(pid: int, job_id: str) -> bool:
+    """Whether `pid` is still the worker of this job (a pid can be reused after a reboot)."""
+    try:
+        return f"{JOB_ENV}={job_id}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # workers lead their own process group (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass

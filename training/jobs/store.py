@@ -1,0 +1,63 @@
+"""Job records on disk: one JSON file per job, written to a temp file and renamed into place,
+so a crash at any moment leaves either the old record or the new one, never half of one.
+
+One process (the runner) writes a folder; it keeps the records in memory and writes through."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import msgspec
+
+from training.jobs.record import Job, decode_job, job_encoder
+
+log = logging.getLogger(__name__)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JobStore:
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        for path in sorted(self.folder.glob("*.job.json")):
+            try:
+                job = decode_job(path.read_bytes())
+            except (msgspec.DecodeError, ValueError) as exc:
+                log.error("skipping unreadable job record %s: %s", path, exc)
+                continue
+            self._jobs[job.id] = job
+
+    def path(self, job_id: str, suffix: str = "job.json") -> Path:
+        return self.folder / f"{job_id}.{suffix}"
+
+    def put(self, job: Job) -> Job:
+        with self._lock:
+            write_atomic(self.path(job.id), job_encoder.encode(job))
+            self._jobs[job.id] = job
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def all(self) -> list[Job]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id))
