@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pluralign.embed.base import Encoder
+from pluralign.policy.adapters import AdapterPool, AdapterRegistry
 from pluralign.policy.generator import Generator
 from pluralign.store import Store
 from service.auth import KeyRing
@@ -49,6 +50,7 @@ class Runtime:
     generator: Generator
     rewards: UserRewards
     keys: KeyRing
+    adapters: AdapterPool  # per-user LoRA adapters loaded into the generator, by (tenant, user)
     metrics: Metrics = field(default_factory=Metrics)
     _compacting: threading.Lock = field(default_factory=threading.Lock)
     # refits of users' reward weights run here, one at a time, after the feedback was acknowledged
@@ -69,8 +71,12 @@ class Runtime:
         store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim)
         rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
         keys = KeyRing(settings.data_path / "api_keys.json")
+        adapters = AdapterPool(
+            generator, AdapterRegistry(settings.adapters_path), generator.model_id,
+            budget_bytes=settings.adapter_budget_mb << 20, fallback=settings.fspo_adapter,
+        )
         log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
-        return cls(settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys)
+        return cls(settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys, adapters=adapters)
 
     def maybe_compact(self) -> None:
         """Compact in a background thread once enough writes piled up (one compaction at a time)."""

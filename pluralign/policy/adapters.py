@@ -208,7 +208,10 @@ class AdapterPool:
 
     `fallback` is an adapter folder (e.g. the FSPO adapter) that serves users without their own;
     it stays loaded. Every method is safe to call from several threads (one lock; a forward pass at
-    a time, which is what one model on one device does anyway).
+    a time, which is what one model on one device does anyway). `score` and `generate` resolve and
+    use the adapters under that lock; a caller that takes a name from `adapter_for` and generates
+    later (the service) keeps it only until another user's load needs the room, so size the budget
+    for the users served at once.
 
     >>> pool = AdapterPool(ModelHost(base), AdapterRegistry("adapters"), SMOLLM2_ID, budget_bytes=64 << 20)
     >>> pool.generate([("acme", "alice"), None], [[{"role": "user", "content": "Hi"}]] * 2, tokenizer)

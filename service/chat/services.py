@@ -11,11 +11,12 @@ import numpy as np
 
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import Candidate, Sampling
+from pluralign.policy.logprobs import BASE_ADAPTER
 from pluralign.policy.rerank import rerank
 from pluralign.store import Interaction
 from service.chat.schemas import PluralignInfo, Timings
 from service.runtime import Runtime
-from service.users.services import UserWeights, adapter_folder, user_weights
+from service.users.services import UserWeights, user_weights
 
 
 @dataclass
@@ -71,16 +72,10 @@ def plan(rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str,
 
 
 def load_user_adapter(rt: Runtime, tenant: str, user_id: str, weights: UserWeights) -> str | None:
-    """The user's LoRA adapter name, loading its files into the generator on first use."""
-    record = weights.record
-    if record is None or not record.adapter:
-        return None
-    if record.adapter not in rt.generator.adapters:
-        folder = adapter_folder(rt, tenant, user_id)
-        if not (folder / "adapter_config.json").exists():
-            return None  # the reference outlived its files: serve the base model
-        rt.generator.load_adapter(record.adapter, folder)
-    return record.adapter
+    """The adapter serving this user: their own LoRA (loaded on first use, least recently used
+    unloaded beyond the budget), else the FSPO adapter when configured, else None (the base model)."""
+    name = rt.adapters.adapter_for(tenant, user_id)
+    return None if name == BASE_ADAPTER else name
 
 
 @dataclass

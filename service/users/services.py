@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
 from pluralign.store import UserRecord
 from service.runtime import Runtime
 
@@ -27,7 +27,7 @@ class UserWeights:
 
 
 def adapter_folder(rt: Runtime, tenant: str, user_id: str):
-    return rt.settings.adapters_path / tenant / user_id
+    return rt.adapters.registry.folder(tenant, user_id)
 
 
 def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> UserWeights:
@@ -149,12 +149,16 @@ def register_adapter(rt: Runtime, tenant: str, user_id: str, source: Path) -> st
     next chat request of the user generates with it. Returns the adapter name."""
     if not (source / "adapter_config.json").exists():
         raise ValueError(f"{source} holds no adapter_config.json (save the adapter with peft's save_pretrained)")
-    name = "user-" + hashlib.sha256(f"{tenant}/{user_id}".encode()).hexdigest()[:16]
+    if (source / META_FILE).exists():  # built by pluralign: refuse one trained on another base model
+        check_base(read_meta(source), rt.generator.model_id, source)
+    name = adapter_name(tenant, user_id)
     folder = adapter_folder(rt, tenant, user_id)
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(source, folder)
-    rt.generator.drop_adapter(name)  # a re-registered adapter is reloaded from its new files
+    if not (folder / META_FILE).exists():  # a bare peft folder: registered for the model served here
+        write_meta(folder, AdapterMeta(kind="user", base_model=rt.generator.model_id, shots=0, data_version="registered"))
+    rt.adapters.forget(tenant, user_id)  # a re-registered adapter is reloaded from its new files
     weights = user_weights(rt, tenant, user_id)
     now = time.time()
     record = weights.record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
@@ -177,13 +181,11 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
 
 def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
     """Every row, the weights and the adapter files of the user; old table versions are purged too."""
-    record = rt.store.get_user(tenant, user_id)
     counts = rt.store.delete_user(tenant, user_id)
     folder = adapter_folder(rt, tenant, user_id)
     counts["adapter_files"] = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
     if folder.exists():
         shutil.rmtree(folder)
-    if record is not None and record.adapter:
-        rt.generator.drop_adapter(record.adapter)
+    rt.adapters.forget(tenant, user_id)
     return counts
 

@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=1 pluralign train adapter --user alice --tenant acme --data prefs.jsonl --registry adapters/
     pluralign train adapter --user alice --data prefs.jsonl --from-fspo artifacts/fspo-persona --steps 40
+    pluralign train adapter --user alice --tenant acme --store ./data   # the service's data dir: its LanceDB
+                                                                        # comparisons in, ./data/adapters out
 
 Starting from an FSPO adapter keeps its few-shot format: each training pair is shown after the
 same number of the user's own comparisons that FSPO was trained with. A fifth of the user's
@@ -24,12 +26,31 @@ DEFAULT_REGISTRY = os.environ.get("PLURALIGN_ADAPTER_DIR") or str(Path.home() / 
 
 
 def user_comparisons(args: argparse.Namespace):
+    """The user's untied comparisons, from a preference file or from the service's LanceDB store."""
     from pluralign.data.io import read_preferences
+    from pluralign.data.record import Preference
 
-    records, _ = read_preferences(args.data)
+    if args.store:
+        from pluralign.embed.encoders import make_encoder
+        from pluralign.store import Store
+
+        encoder = make_encoder(args.encoder)
+        store = Store(str(Path(args.store) / "lancedb"), encoder.encoder_id, encoder.dim)
+        rows, _ = store.preferences_for(args.tenant, args.user)
+        records = [
+            Preference(user_id=args.user, prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie)
+            for r in rows
+            if r.rejected.strip() and r.prompt.strip() and r.chosen.strip()
+        ]
+        where = f"the store under {args.store} (tenant {args.tenant!r})"
+    elif args.data:
+        records, _ = read_preferences(args.data)
+        where = args.data
+    else:
+        raise ValueError("give --data FILE or --store DATA_DIR")
     mine = [r for r in records if r.user_id == args.user and not r.tie]
     if not mine:
-        raise ValueError(f"no comparisons of user {args.user!r} in {args.data}")
+        raise ValueError(f"no comparisons of user {args.user!r} in {where}")
     return mine
 
 
@@ -92,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         metrics=metrics,
         parent=parent.data_version if parent else None,
     )
-    folder = AdapterRegistry(args.registry).save(args.tenant, args.user, policy, meta)
+    registry = args.registry or (str(Path(args.store) / "adapters") if args.store else DEFAULT_REGISTRY)
+    folder = AdapterRegistry(registry).save(args.tenant, args.user, policy, meta)
     print_json({"tenant": args.tenant, "user": args.user, "adapter": str(folder), **metrics})
     return 0
 
@@ -101,8 +123,12 @@ def register(sub) -> None:
     p = sub.add_parser("adapter", help="train one user's LoRA adapter (DPO) and store it in the adapter registry")
     p.add_argument("--user", required=True)
     p.add_argument("--tenant", default="default")
-    p.add_argument("--data", required=True, help="preference JSONL/Parquet file holding the user's comparisons")
-    p.add_argument("--registry", default=DEFAULT_REGISTRY, help="adapter registry folder ($PLURALIGN_ADAPTER_DIR)")
+    p.add_argument("--data", default=None, help="preference JSONL/Parquet file holding the user's comparisons")
+    p.add_argument("--store", default=None, help="the service's data dir: read its LanceDB store, save to its adapters/")
+    p.add_argument("--encoder", default="minilm", help="--store: the encoder the store was built with")
+    p.add_argument(
+        "--registry", default=None, help="adapter registry folder (default <store>/adapters, else $PLURALIGN_ADAPTER_DIR)"
+    )
     p.add_argument("--from-fspo", default=None, help="start from this FSPO adapter folder (and use its shots)")
     p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
     p.add_argument("--loss", default="dpo", choices=["ipo", "dpo"])

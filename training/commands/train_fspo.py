@@ -21,7 +21,7 @@ from training.common import DEFAULT_DATA_DIR, print_json
 
 
 def load_base(spec: str):
-    """(model, tokenizer, base model id) for `smollm2` or a transformers model folder (its id: the absolute path)."""
+    """(model, tokenizer, base model id) for `smollm2` or a transformers model folder (its id: the folder's name, as the service's generator names it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pluralign.device import default_device
@@ -37,7 +37,7 @@ def load_base(spec: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(folder)).to(default_device()).eval()
-    return model, tokenizer, str(folder.resolve())
+    return model, tokenizer, folder.resolve().name
 
 
 def load_population(args: argparse.Namespace):
