@@ -112,9 +112,16 @@ def prompt_text(tokenizer, prompt: str) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def is_finished(response: str) -> bool:
+    """Whether an answer ends a sentence. One cut mid-sentence (a sample stopped at its token limit)
+    gets no end-of-sequence token, so the policy does not learn to stop where a sampler was cut."""
+    return response.rstrip().endswith((".", "!", "?", '"', ")", "*", ":"))
+
+
 def _encode(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:
     prompt_ids = tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    response_ids += [tokenizer.eos_token_id] if is_finished(response) else []
     ids = (prompt_ids + response_ids)[:max_length]
     return ids, min(len(prompt_ids), len(ids))
 
