@@ -19,9 +19,9 @@ The single-reward baseline is the same pipeline with one head (K = 1: a Bradley-
 everyone's comparisons pooled, where each group weighs its share of the data), trained identically.
 Why not group-DRO over per-group DPO losses: a group's DPO loss only sees that group's ranking, so
 balancing losses drives the policy towards each group's favourite in turn, not to the answer that
-is good for both (on the four-answer problem of the tests it settles on the minority's favourite
-and leaves the majority below its starting reward); ranking by min_k r_k targets that answer
-directly.
+is good for both (on a four-answer problem like the tests', with exponentiated-gradient group
+weights, it settled on one group's favourite, which group depending on the step size, and left the
+other below its starting reward); ranking by min_k r_k targets that answer directly.
 
 The adapter is a LoRA (peft) on a frozen base: the base weights never change, and the artifact is
 the adapter plus a versioned meta that names the base model.
