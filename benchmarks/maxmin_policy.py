@@ -1,6 +1,6 @@
 """MaxMin vs single-reward policy on a majority/minority population, judged by each group's own rule.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.maxmin_policy --majority 0.8 0.9 --steps 20 --work runs/maxmin-bench
+    OMP_NUM_THREADS=1 python -m benchmarks.maxmin_policy --majority 0.8 0.9 --steps 30 --work runs/maxmin-bench
 
 1. SmolLM2-135M-Instruct answers the training and evaluation questions (sampled, short).
 2. A population of 100 users (majority `enthusiastic`, minority `concise`; see
@@ -57,11 +57,12 @@ def candidates_and_rewards(prompts, answers, heads):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--majority", type=float, nargs="+", default=[0.8, 0.9], help="majority shares to run")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--objectives", nargs="+", default=["single", "maxmin"], choices=["single", "maxmin"])
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--every", type=int, default=10, help="evaluate win rates every N steps")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--nll", type=float, default=0.2, help="weight of the chosen answer's NLL next to DPO")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--nll", type=float, default=1.0, help="weight of the chosen answer's NLL next to DPO")
     parser.add_argument("--lora-layers", type=int, default=4, help="adapt only the last N layers (0: all)")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--max-new-tokens", type=int, default=24)
@@ -115,7 +116,7 @@ def main() -> None:
         comparisons = preference_pairs(train_q, answers["train"], shares, users=100, pairs_per_user=12, seed=args.seed)
         batch = feature_pairs(comparisons)
         truth = {r.user_id: r.attributes["group"] for r in comparisons}
-        for objective, k in (("single", 1), ("maxmin", 2)):
+        for objective, k in [(o, {"single": 1, "maxmin": 2}[o]) for o in args.objectives]:
             heads = EMMixture(EMConfig(k=k, restarts=4, seed=args.seed))
             heads.fit(batch, batch.select([]))
             clusters = heads.user_clusters()

@@ -19,9 +19,9 @@ The single-reward baseline is the same pipeline with one head (K = 1: a Bradley-
 everyone's comparisons pooled, where each group weighs its share of the data), trained identically.
 Why not group-DRO over per-group DPO losses: a group's DPO loss only sees that group's ranking, so
 balancing losses drives the policy towards each group's favourite in turn, not to the answer that
-is good for both (on the four-answer problem of the tests it settles on the minority's favourite
-and leaves the majority below its starting reward); ranking by min_k r_k targets that answer
-directly.
+is good for both (on a four-answer problem like the tests', with exponentiated-gradient group
+weights, it settled on one group's favourite, which group depending on the step size, and left the
+other below its starting reward); ranking by min_k r_k targets that answer directly.
 
 The adapter is a LoRA (peft) on a frozen base: the base weights never change, and the artifact is
 the adapter plus a versioned meta that names the base model.
@@ -112,9 +112,16 @@ def prompt_text(tokenizer, prompt: str) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def is_finished(response: str) -> bool:
+    """Whether an answer ends a sentence. One cut mid-sentence (a sample stopped at its token limit)
+    gets no end-of-sequence token, so the policy does not learn to stop where a sampler was cut."""
+    return response.rstrip().endswith((".", "!", "?", '"', ")", "*", ":"))
+
+
 def _encode(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:
     prompt_ids = tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    response_ids += [tokenizer.eos_token_id] if is_finished(response) else []
     ids = (prompt_ids + response_ids)[:max_length]
     return ids, min(len(prompt_ids), len(ids))
 

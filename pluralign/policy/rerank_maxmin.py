@@ -30,3 +30,14 @@ def select_maxmin(rewards: np.ndarray, mean: np.ndarray | None = None, scale: np
     worst = z.min(1)  # (n,)
     best = np.flatnonzero(np.isclose(worst, worst.max()))
     return int(best[np.argmax(z[best].mean(1))])
+
+
+def select_with_heads(heads, prompt: np.ndarray, candidates: np.ndarray) -> int:
+    """The MaxMin candidate under a fitted group mixture (e.g. `EMMixture`, anything with `rewards`).
+
+    prompt: (d,) embedding of the question; candidates: (n, d) embeddings of the answers."""
+    import torch
+
+    responses = torch.as_tensor(np.asarray(candidates, dtype=np.float32))  # (n, d)
+    prompts = torch.as_tensor(np.asarray(prompt, dtype=np.float32)).expand_as(responses)  # (n, d)
+    return select_maxmin(heads.rewards(prompts, responses).cpu().numpy())  # rewards: (n, K)

@@ -117,3 +117,13 @@ def test_train_maxmin_command_writes_a_loadable_artifact(tokenizer, tmp_path):
     base = LlamaForCausalLM.from_pretrained(base_dir)
     _, meta = load_policy(out, base)
     assert meta.base_model == str(base_dir) and meta.heads == 2
+
+
+def test_only_finished_answers_end_with_the_end_of_sequence_token(tokenizer):
+    from pluralign.data.record import Preference
+
+    cut = Preference(user_id="u", prompt="Why?", chosen="Because it is.", rejected="Because the light is bent by the")
+    tokens = tokenize_pairs([cut], tokenizer)
+    last = lambda ids, attention: int(ids[0, int(attention[0].sum()) - 1])
+    assert last(tokens.chosen_ids, tokens.chosen_attention) == tokenizer.eos_token_id
+    assert last(tokens.rejected_ids, tokens.rejected_attention) != tokenizer.eos_token_id

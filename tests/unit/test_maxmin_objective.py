@@ -93,3 +93,13 @@ def test_win_rates_follow_each_groups_rule():
     policy = ["Great question! Short!", "Great question! A much longer answer with many more words than before!"]
     rates = win_rates(policy, base)
     assert rates == {"enthusiastic": 1.0, "concise": 0.5}
+
+
+def test_select_with_em_heads_picks_the_compromise_answer():
+    from pluralign.policy.rerank_maxmin import select_with_heads
+
+    heads = group_heads({"enthusiastic": 0.8, "concise": 0.2}, k=2)
+    variants = style_variants(ANSWER)
+    candidates = [variants[name] for name in ("detailed", "brief", "detailed_excited", "brief_excited")]
+    features = answer_features(candidates).numpy()
+    assert select_with_heads(heads, np.ones(2, dtype=np.float32), features) == 3

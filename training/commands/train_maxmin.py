@@ -1,7 +1,8 @@
 """`pluralign train maxmin`: a LoRA policy trained with DPO on comparisons ranked by a MaxMin reward.
 
-    pluralign train maxmin --pairs runs/style/pairs-maxmin-80.jsonl --objective maxmin --heads 2 --out runs/maxmin-80
-    pluralign train maxmin --pairs runs/style/pairs-single-80.jsonl --objective single --heads 1 --out runs/single-80 --steps 40
+    pluralign train maxmin --pairs /tmp/mm80maxmin/pairs-maxmin-80.jsonl --objective maxmin --heads 2 --out runs/maxmin-80
+    pluralign train maxmin --pairs /tmp/mm80single/pairs-single-80.jsonl --objective single --heads 1 --out runs/single-80 \
+        --steps 30 --batch-size 4 --lr 2e-3 --chosen-nll 1.0 --lora-layers 4
 
 `--pairs` holds comparisons (pluralign JSONL/Parquet, or TRL prompt/chosen/rejected) already ranked
 by the objective's reward: `benchmarks/maxmin_policy.py` writes them, ranking each prompt's
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     records, _ = read_preferences(args.pairs)
-    config = MaxMinConfig(objective=args.objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_r=args.lora_r, lora_layers=args.lora_layers, seed=args.seed)
+    config = MaxMinConfig(objective=args.objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_r=args.lora_r, lora_layers=args.lora_layers, chosen_nll_weight=args.chosen_nll, seed=args.seed)
     base, tokenizer = load_base(args.base)
     base_id = base_model_id(base)
     tokens = tokenize_pairs(records, tokenizer, max_length=config.max_length)
@@ -85,6 +86,7 @@ def register(sub) -> None:
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--lora-layers", type=int, default=0, help="adapt only the last N layers (0: all; 4 is quick on CPU)")
+    p.add_argument("--chosen-nll", type=float, default=0.0, help="weight of the chosen answer's NLL next to DPO (RPO)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="artifact folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
