@@ -53,6 +53,30 @@ class AuditReport(Base, kw_only=True):
     base_worst_group_accuracy: float | None = None
     base_gap: float | None = None
     seconds: float = 0.0
+    # change since the previous audit by the same attribute (filled by `since_previous`)
+    previous_created_at: float | None = None
+    worst_group_accuracy_change: float | None = None
+    gap_change: float | None = None
+    base_gap_change: float | None = None
+
+
+def _delta(now: float | None, before: float | None) -> float | None:
+    return None if now is None or before is None else now - before
+
+
+def since_previous(report: AuditReport, history: list[AuditReport]) -> AuditReport:
+    """The report with its change against the latest earlier report grouped by the same attribute."""
+    earlier = [r for r in history if r.group_by == report.group_by and r.created_at < report.created_at]
+    if not earlier:
+        return report
+    previous = max(earlier, key=lambda r: r.created_at)
+    return msgspec.structs.replace(
+        report,
+        previous_created_at=previous.created_at,
+        worst_group_accuracy_change=_delta(report.worst_group_accuracy, previous.worst_group_accuracy),
+        gap_change=_delta(report.gap, previous.gap),
+        base_gap_change=_delta(report.base_gap, previous.base_gap),
+    )
 
 
 report_encoder = msgspec.json.Encoder()

@@ -17,7 +17,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response
 
-from pluralign.fairness.report import AuditReport
+from pluralign.fairness.report import AuditReport, since_previous
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin
@@ -71,7 +71,8 @@ async def fairness_audit(
     min_comparisons: Annotated[int, Parameter(ge=0)] = 50,
     wait: Annotated[float, Parameter(ge=0, le=600)] = 60.0,
 ) -> Response:
-    """200 with the AuditReport; 202 with the job if it is still running after `wait` seconds."""
+    """200 with the AuditReport (with its change since the previous audit by the same attribute);
+    202 with the job if it is still running after `wait` seconds."""
     params: dict = {"group_by": group_by, "min_group_size": min_group_size, "min_comparisons": min_comparisons}
     if since is not None:
         params["since"] = since
@@ -86,7 +87,7 @@ async def fairness_audit(
         if "no stored comparisons" in (job.error or ""):
             raise bad_request("group_by", "there are no stored comparisons to audit yet")
         return Response(error_body(500, f"audit job {job.id} {job.state}: {job.error}"), status_code=500)
-    return Response(report)
+    return Response(since_previous(report, admin.reports()))
 
 
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)")

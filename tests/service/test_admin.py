@@ -127,6 +127,12 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         # the report was stored by an audit job, so it can be compared over time
         audits = admin.get("/admin/jobs", params={"kind": "audit", "state": "succeeded"}).json()["jobs"]
         assert audits and audits[0]["metrics"]["comparisons"] == len(records)
+        # a later audit of recent feedback only, compared with the first one
+        half = sorted(svc.runtime.store.preferences_for("globex", u)[0][6].created_at for u in {r.user_id for r in records})[0]
+        recent = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "since": half, "min_comparisons": 1}).json()
+        assert 0 < recent["comparisons"] < len(records)
+        assert recent["previous_created_at"] == report["created_at"] and recent["gap_change"] is not None
+
         page = admin.get("/admin/dashboard")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         html = page.text

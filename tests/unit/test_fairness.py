@@ -11,7 +11,7 @@ from pluralign.data.record import Preference
 from pluralign.fairness.audit import AuditConfig, Comparisons, audit, comparisons_from_records
 from pluralign.fairness.metrics import credit, expected_calibration_error
 from pluralign.fairness.online import OnlineLogistic, prequential, time_steps
-from pluralign.fairness.report import AUDIT_SCHEMA_VERSION, decode_report, report_encoder
+from pluralign.fairness.report import AUDIT_SCHEMA_VERSION, decode_report, report_encoder, since_previous
 from pluralign.fairness.synthetic import SyntheticConfig, synthetic_comparisons
 
 
@@ -145,3 +145,15 @@ def test_online_pal_learns_each_users_mixture_weights_with_the_shared_model_froz
     assert last > 0.9 and last > first
     assert (online.logits.argmax(1) == np.array([1, 0, 1, 0, 1, 0])).all()  # each user's own prototype
     assert all(torch.equal(v, frozen[k]) for k, v in model.state_dict().items())  # the shared model is untouched
+
+
+def test_a_report_states_its_change_since_the_previous_audit_by_the_same_attribute():
+    c = synthetic_comparisons(SyntheticConfig(users=40, comparisons_per_user=20, dim=16))
+    first = audit(c, "group", AuditConfig(min_comparisons=1, since=10.0))
+    later = msgspec.structs.replace(audit(c, "group", AuditConfig(min_comparisons=1)), created_at=first.created_at + 60)
+    other = msgspec.structs.replace(first, group_by="segment", created_at=first.created_at + 30)
+    assert since_previous(first, [first, other]).previous_created_at is None
+    changed = since_previous(later, [later, other, first])
+    assert changed.previous_created_at == first.created_at
+    assert changed.worst_group_accuracy_change == pytest.approx(later.worst_group_accuracy - first.worst_group_accuracy)
+    assert changed.gap_change == pytest.approx(later.gap - first.gap)
