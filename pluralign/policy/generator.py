@@ -104,6 +104,10 @@ class Generator:
         with self._lock:
             if name in self.adapters:
                 self.model.delete_adapter(name)
+                if not self.adapters:  # peft keeps pointing at the deleted adapter: go back to the bare base
+                    self.model = self.model.unload().eval()
+                elif self.model.active_adapter not in self.adapters:
+                    self.model.set_adapter(next(iter(self.adapters)))
 
     def _adapter_kwargs(self, adapter: str | None, batch: int) -> dict:
         if not self.adapters:

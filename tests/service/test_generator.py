@@ -68,8 +68,13 @@ def test_a_users_adapter_changes_only_their_answers(tiny_generator_dir, tmp_path
     generator.load_adapter("u1", tmp_path / "adapter")
     assert generator.generate(MESSAGES, sampling=greedy)[0][0].text == plain  # base answers unchanged
     assert generator.generate(MESSAGES, sampling=greedy, adapter="u1")[0][0].text != plain
-    generator.drop_adapter("u1")
-    assert "u1" not in generator.adapters
+    generator.load_adapter("u2", tmp_path / "adapter")
+    generator.drop_adapter("u1")  # the active one: another stays usable, the base too
+    assert generator.generate(MESSAGES, sampling=greedy, adapter="u2")[0][0].text != plain
+    generator.drop_adapter("u2")
+    assert "u1" not in generator.adapters and not generator.adapters
+    # after the last user's adapter is gone (a user deleted), everyone else is still served
+    assert generator.generate(MESSAGES, sampling=greedy)[0][0].text == plain
 
 
 def test_rerank_orders_by_reward_and_keeps_ties_stable():
