@@ -80,6 +80,10 @@ class UserRewards:
         as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
         return self.model.reward(as_tensor(logits), as_tensor(prompt), as_tensor(response)).float().cpu().numpy()
 
+    def prototype_logits(self) -> list[np.ndarray]:
+        """Logits (K,) that put (nearly) all weight on one prototype each: PAL's groups of users."""
+        return [np.where(np.arange(self.k) == k, 30.0, 0.0).astype(np.float32) for k in range(self.k)]
+
     def fit(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
         """The user's logits (K,) fitted on their comparisons (each (N, d)), starting from the prior."""
         device = next(self.model.parameters()).device

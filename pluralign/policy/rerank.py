@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from pluralign.policy.rerank_maxmin import select_maxmin
 
 # reward(prompt (N, d), response (N, d)) -> (N,) scores for one user
 UserReward = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -32,3 +34,16 @@ def rerank(reward: UserReward, prompt_vec: np.ndarray, candidate_vecs: np.ndarra
     scores = np.asarray(reward(prompts, candidate_vecs), dtype=np.float64).reshape(n)
     order = sorted(range(n), key=lambda i: -scores[i])
     return Reranked(scores=scores.tolist(), order=order)
+
+
+def rerank_maxmin(group_rewards: Sequence[UserReward], population: UserReward, prompt_vec: np.ndarray, candidate_vecs: np.ndarray) -> Reranked:
+    """For a user with no history: serve the candidate whose worst-off group fares best.
+
+    Each group's rewards are standardized over the candidates before the minimum is taken
+    (`select_maxmin`); the other candidates follow in the population reward's order, and the scores
+    reported are the population's."""
+    base = rerank(population, prompt_vec, candidate_vecs)
+    prompts = np.broadcast_to(prompt_vec.reshape(1, -1), candidate_vecs.shape)  # (N, d)
+    table = np.stack([np.asarray(r(prompts, candidate_vecs), dtype=np.float64).reshape(-1) for r in group_rewards], 1)  # (N, G)
+    best = select_maxmin(table)
+    return Reranked(scores=base.scores, order=[best] + [i for i in base.order if i != best])

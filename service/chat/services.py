@@ -12,7 +12,7 @@ import numpy as np
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
-from pluralign.policy.rerank import rerank
+from pluralign.policy.rerank import rerank, rerank_maxmin
 from pluralign.store import Interaction
 from service.chat.schemas import PluralignInfo, Timings
 from service.runtime import Runtime
@@ -91,8 +91,12 @@ class Served:
         return PluralignInfo(
             response_id=p.response_id, user=p.user_id, history=p.history, adapter=p.adapter,
             candidates=len(self.candidates), reward=self.scores[self.order[0]] if p.rerank else None,
-            prior=p.weights.prior if p.weights else True, timings=p.timings,
+            prior=on_prior(p), timings=p.timings,
         )
+
+
+def on_prior(p: Plan) -> bool:
+    return p.weights.prior if p.weights else True
 
 
 def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float], list[int]]:
@@ -100,7 +104,14 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
         return [0.0] * len(texts), list(range(len(texts)))
     start = time.perf_counter()
     logits = p.weights.logits if p.weights else rt.rewards.prior()
-    ranked = rerank(lambda prompt, response: rt.rewards.score(logits, prompt, response), p.prompt_vec, rt.encoder.encode(texts))
+    reward_for = lambda logits: lambda prompt, response: rt.rewards.score(logits, prompt, response)  # noqa: E731
+    vectors = rt.encoder.encode(texts)
+    if on_prior(p) and rt.settings.maxmin_new_users and rt.rewards.k > 1:
+        # nothing known of this user yet: protect every group of users at once (MaxMin over prototypes)
+        groups = [reward_for(g) for g in rt.rewards.prototype_logits()]
+        ranked = rerank_maxmin(groups, reward_for(logits), p.prompt_vec, vectors)
+    else:
+        ranked = rerank(reward_for(logits), p.prompt_vec, vectors)
     p.timings.rerank_ms = ms(start)
     return ranked.scores, ranked.order
 

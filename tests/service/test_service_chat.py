@@ -206,3 +206,22 @@ def test_a_registered_adapter_is_used_for_that_user(svc, tiny_generator_dir, tmp
         assert c.get("/v1/users/lena").json()["adapter"] == name
         deleted = c.delete("/v1/users/lena").json()["deleted"]
         assert deleted["adapter_files"] >= 2 and name not in svc.runtime.generator.adapters
+
+
+def test_a_new_user_gets_the_maxmin_candidate_over_pal_prototypes(svc):
+    """With nothing known of a user, the served answer is the one whose worst-off PAL prototype
+    (group of users) fares best, not the population prior's favourite."""
+    import numpy as np
+
+    from pluralign.policy.rerank_maxmin import select_maxmin
+
+    rt = svc.runtime
+    with svc.client() as c:
+        body = chat(c, "ines", pluralign={"shots": 0, "candidates": 4}, temperature=1.0)
+        assert body["pluralign"]["prior"] is True
+        served = [x for x in export(c, "ines") if x["type"] == "interaction"][-1]
+    vectors = rt.encoder.encode(served["candidates"])  # (4, d)
+    prompts = np.broadcast_to(rt.encoder.encode([served["prompt"]]), vectors.shape)
+    table = np.stack([rt.rewards.score(g, prompts, vectors) for g in rt.rewards.prototype_logits()], 1)  # (4, K)
+    assert served["chosen_index"] == select_maxmin(table)
+    assert body["choices"][0]["message"]["content"] == served["candidates"][served["chosen_index"]]

@@ -1,0 +1,26 @@
+"""Reranking: a known user's reward orders the candidates; a new user gets the MaxMin candidate."""
+
+import numpy as np
+
+from pluralign.policy.rerank import rerank, rerank_maxmin
+
+
+def linear(direction):
+    return lambda prompt, response: response @ np.asarray(direction, dtype=np.float64)
+
+
+def test_rerank_orders_by_the_users_reward():
+    candidates = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    ranked = rerank(linear([1.0, 0.0]), np.zeros(2), candidates)
+    assert ranked.order == [1, 2, 0] and ranked.best == 1
+
+
+def test_maxmin_serves_the_compromise_the_population_reward_passes_over():
+    # a majority wants dimension 0, a minority dimension 1; the population reward is the majority's
+    candidates = np.array([[1.0, -1.0], [-1.0, 1.0], [0.6, 0.6], [0.9, -0.2]])
+    majority, minority = linear([1.0, 0.0]), linear([0.0, 1.0])
+    population = rerank(majority, np.zeros(2), candidates)
+    assert population.best == 0  # the single reward serves the majority's extreme
+    ranked = rerank_maxmin([majority, minority], majority, np.zeros(2), candidates)
+    assert ranked.best == 2  # the worst-off group fares best with the compromise
+    assert sorted(ranked.order) == [0, 1, 2, 3] and ranked.scores == population.scores
