@@ -107,13 +107,19 @@ def save_adapter(model, folder: str | Path, meta: AdapterMeta, adapter_name: str
             f.rename(tmp / f.name)
         (tmp / adapter_name).rmdir()
     write_meta(tmp, meta)
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_folder(tmp, folder)
     return folder
+
+
+def swap_folder(staged: Path, folder: Path) -> None:
+    """Put the fully written `staged` folder in place of `folder` with renames, so a reader sees
+    the old adapter or the new one, never half of one."""
+    retired = folder.with_name(f".{folder.name}.retired")
+    shutil.rmtree(retired, ignore_errors=True)
+    if folder.exists():
+        folder.rename(retired)
+    staged.rename(folder)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def load_adapter(base_model, folder: str | Path, base_model_id: str, trainable: bool = False):

@@ -17,6 +17,7 @@ import msgspec
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
+from pluralign.policy.adapters import swap_folder
 from service.runtime import Runtime
 from service.users.services import adapter_folder
 from training.jobs.record import ACTIVE_STATES, Job, Param
@@ -66,12 +67,7 @@ class Admin:
         served = adapter_folder(self.rt, tenant, user)
         staged = served.with_name(f".{served.name}.{job.id}")
         shutil.copytree(job.artifact, staged)
-        retired = served.with_name(f".{served.name}.retired")
-        shutil.rmtree(retired, ignore_errors=True)
-        if served.exists():
-            served.rename(retired)
-        staged.rename(served)
-        shutil.rmtree(retired, ignore_errors=True)
+        swap_folder(staged, served)
         record = self.rt.store.get_user(tenant, user)
         if record is not None:
             if record.adapter:
