@@ -74,9 +74,10 @@ class Admin:
                 self.rt.generator.drop_adapter(record.adapter)
             self.rt.store.put_user(msgspec.structs.replace(record, adapter=f"{tenant}/{user}@{job.id}", updated_at=time.time()))
 
-    def on_feedback(self, tenant: str, user: str, comparisons: int) -> None:
+    def on_feedback(self, tenant: str, user: str) -> None:
         """Queue an adapter job when the user has enough new comparisons; never fails the feedback."""
         try:
+            comparisons = self.rt.store.count_comparisons(tenant, user)
             job = self.trigger.on_feedback(tenant, user, comparisons)
             if job is not None:
                 log.info("queued adapter job %s for %s/%s at %d comparisons", job.id, tenant, user, comparisons)

@@ -17,6 +17,6 @@ def create_feedback(request: Request, data: JSONBody[FeedbackBody]) -> FeedbackR
     rt: Runtime = request.app.state.runtime
     receipt = services.record(rt, request.user.tenant, data)
     admin = request.app.state.get("admin")
-    if admin is not None:  # enough new comparisons queue an adapter job for this user
-        admin.on_feedback(request.user.tenant, receipt.user, rt.store.count_comparisons(request.user.tenant, receipt.user))
+    if admin is not None:  # enough new comparisons queue an adapter job: checked after the reply, not before it
+        rt.background.submit(admin.on_feedback, request.user.tenant, receipt.user)
     return receipt

@@ -75,6 +75,7 @@ def give_twenty_comparisons(svc, user):
         for i in range(20):
             body = {"type": "comparison", "user": user, "prompt": f"Question {i}?", "chosen": f"Helpful answer {i}.", "rejected": f"Rude answer {i}."}
             assert c.post("/v1/feedback", json=body).status_code == 201
+    svc.runtime.wait_for_background()  # the trigger runs after the 201
     with svc.client("admin") as admin:
         jobs = admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"]
     (job,) = [j for j in jobs if j["params"].get("user") == user]
