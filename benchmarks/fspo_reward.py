@@ -8,6 +8,11 @@ answer gets the higher reward given the user's first k support comparisons as sh
 - base: log pi_base(y | shots, x) (the untrained model reading the same shots; no reference),
 - fspo: beta * log(pi_fspo / pi_base)(y | shots, x), trained with `--shots` and scored at each k,
 - dpo-no-shots: beta * log(pi_dpo / pi_base)(y | x), trained on the same users without shots.
+
+With `--lora-layers N` the bottom layers are a frozen trunk shared by the policy and pi_ref: its
+states are computed once per batch (and kept when `--episodes` makes batches come round again),
+and the base's scores are pi_ref's, taken in the same pass as FSPO's. Each accuracy comes with its
+binomial standard error.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=4, help="shots during FSPO training")
     parser.add_argument("--eval-shots", default="4,8")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--episodes", type=int, default=0, help="distinct training episodes (0: steps x batch size)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--beta", type=float, default=0.1)
@@ -51,6 +57,8 @@ def main() -> None:
         ReferencePolicy,
         add_lora,
         episode,
+        episode_logprobs,
+        personalized_rewards,
         query_episodes,
         reward_accuracy,
         train,
@@ -90,32 +98,38 @@ def main() -> None:
     def log(msg):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    model, tokenizer = load_smollm2()
-    for k in ks:
-        report[f"base_acc_k{k}"] = reward_accuracy(model, None, tokenizer, tests[k], config)
-        log(f"base k={k}: {report[f'base_acc_k{k}']:.3f}")
+    def accuracy(chosen, rejected) -> tuple[float, float]:
+        wins = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
+        acc = wins.mean().item()
+        return acc, (acc * (1 - acc) / max(1, len(wins))) ** 0.5
 
+    n_episodes = args.episodes or config.steps * config.batch_size
+    model, tokenizer = load_smollm2()
     # DPO without shots, on the same users and steps
     no_shot = dataclasses.replace(config, shots=0)
     dpo = add_lora(model, no_shot)
     ref = ReferencePolicy(dpo)
-    stats = train(
-        dpo, ref, tokenizer, training_episodes(train_users, 0, no_shot.steps * no_shot.batch_size, args.seed), no_shot
-    )
+    stats = train(dpo, ref, tokenizer, training_episodes(train_users, 0, n_episodes, args.seed), no_shot)
     plain = [msgspec.structs.replace(e, shots=[]) for e in tests[ks[0]]]
-    report["dpo_no_shots_acc"] = reward_accuracy(dpo, ref, tokenizer, plain, no_shot)
+    report["dpo_no_shots_acc"], report["dpo_no_shots_se"] = accuracy(*personalized_rewards(dpo, ref, tokenizer, plain, no_shot))
     report["dpo_no_shots_train_seconds"] = stats["train_seconds"]
     log(f"dpo no shots: {report['dpo_no_shots_acc']:.3f} ({stats['train_seconds']:.0f}s)")
     model = dpo.unload()  # the bare base model again, for FSPO
 
     fspo = add_lora(model, config)
     ref = ReferencePolicy(fspo)
-    episodes = training_episodes(train_users, config.shots, config.steps * config.batch_size, args.seed)
+    episodes = training_episodes(train_users, config.shots, n_episodes, args.seed)
+    report["train_episodes"] = len(episodes)
     stats = train(fspo, ref, tokenizer, episodes, config, on_step=lambda s, st: log(f"fspo step {s} {st}"))
     report["fspo_train_seconds"] = stats["train_seconds"]
+    report["fspo_final_train_reward_acc"] = stats["final_train_reward_acc"]
     for k in ks:
-        report[f"fspo_acc_k{k}"] = reward_accuracy(fspo, ref, tokenizer, tests[k], config)
-        log(f"fspo k={k}: {report[f'fspo_acc_k{k}']:.3f}")
+        start = time.perf_counter()
+        logp, ref_logp = episode_logprobs(fspo, ref, tokenizer, tests[k], config)  # (N, 2) each
+        reward = config.beta * (logp - ref_logp)
+        report[f"base_acc_k{k}"], report[f"base_se_k{k}"] = accuracy(ref_logp[:, 0], ref_logp[:, 1])
+        report[f"fspo_acc_k{k}"], report[f"fspo_se_k{k}"] = accuracy(reward[:, 0], reward[:, 1])
+        log(f"k={k}: base {report[f'base_acc_k{k}']:.3f} fspo {report[f'fspo_acc_k{k}']:.3f} ({time.perf_counter() - start:.0f}s)")
 
     # per-user adapters on top of FSPO: DPO on n of one user's support comparisons (FSPO's shots in context)
     for n in [int(x) for x in args.adapter_comparisons.split(",") if x]:

@@ -34,7 +34,8 @@ import torch
 from pluralign.data.record import Base, Preference
 from pluralign.losses import dpo_loss, ipo_loss
 from pluralign.policy.context import Shot, with_shots
-from pluralign.policy.logprobs import encode_responses, sequence_logprobs
+from pluralign.policy.logprobs import ScoringBatch, encode_responses, sequence_logprobs
+from pluralign.policy.trunk import head_logprobs, lowest_adapted_layer, trunk_states
 
 LOSSES = {"dpo": dpo_loss, "ipo": ipo_loss}
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -150,6 +151,41 @@ class ReferencePolicy:
             with self.policy.disable_adapter():
                 return sequence_logprobs(self.policy, batch)
 
+    def trunk_split(self) -> int | None:
+        """The layer where the policy's adapted head starts, when below it policy and reference
+        share a frozen trunk (LoRA on the top layers only); None otherwise."""
+        if self.full_copy is not None or not hasattr(self.policy, "disable_adapter"):
+            return None
+        split = lowest_adapted_layer(self.policy)
+        return split if 0 < split < self.policy.config.num_hidden_layers else None
+
+
+@dataclass
+class ScoredRows:
+    """A pair batch ready for scoring: its tokens, the frozen trunk's states (None without a
+    trunk) and pi_ref's log-probabilities (2B,), each computed once."""
+
+    batch: ScoringBatch
+    states: torch.Tensor | None
+    split: int | None  # the first layer of the head the states enter
+    reference: torch.Tensor
+
+    @classmethod
+    def build(cls, reference: ReferencePolicy, batch: ScoringBatch) -> ScoredRows:
+        split = reference.trunk_split()
+        if split is None:
+            return cls(batch, None, None, reference.logprobs(batch))
+        states = trunk_states(reference.policy, batch, split)  # (2B, T, d)
+        with torch.no_grad(), reference.policy.disable_adapter():
+            ref = head_logprobs(reference.policy, states, batch, split)
+        return cls(batch, states, split, ref)
+
+    def policy_logprobs(self, policy) -> torch.Tensor:
+        """(2B,) log pi of each row; gradients flow when enabled."""
+        if self.states is None:
+            return sequence_logprobs(policy, self.batch)
+        return head_logprobs(policy, self.states, self.batch, self.split)
+
 
 def pair_batch(tokenizer, episodes: Sequence[Episode], config: FSPOConfig):
     """One batch of 2B rows: the B chosen answers, then the B rejected answers, each after its shots."""
@@ -166,25 +202,34 @@ def train(
     config: FSPOConfig,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
-    """The training loop: `config.steps` steps of `config.batch_size` episodes, cycling through them."""
+    """The training loop: `config.steps` steps over fixed batches of `config.batch_size` episodes,
+    cycling through them. When LoRA adapts only the top layers, each batch's frozen trunk states
+    and pi_ref log-probabilities are computed once and kept for later epochs."""
     torch.manual_seed(config.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     loss_fn = LOSSES[config.loss]
     order = list(range(len(episodes)))
     random.Random(config.seed).shuffle(order)
+    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    keep = config.steps > len(batches)  # batches come round again: keep what does not change
+    kept: dict[int, ScoredRows] = {}
     start, history = time.perf_counter(), []
     for step in range(config.steps):
         # linear warm-up over the first 10% of steps, then constant
         lr = config.lr * min(1.0, (step + 1) / max(1, config.steps // 10))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        picked = [episodes[order[(step * config.batch_size + j) % len(order)]] for j in range(config.batch_size)]
-        batch = pair_batch(tokenizer, picked, config)
-        ref = reference.logprobs(batch)  # (2B,)
+        index = step % len(batches)
+        rows = kept.get(index)
+        if rows is None:
+            rows = ScoredRows.build(reference, pair_batch(tokenizer, [episodes[i] for i in batches[index]], config))
+            if keep:
+                kept[index] = rows
+        ref = rows.reference  # (2B,)
         policy.train()
-        logp = sequence_logprobs(policy, batch)  # (2B,)
-        b = len(picked)
+        logp = rows.policy_logprobs(policy)  # (2B,)
+        b = len(batches[index])
         loss = loss_fn(logp[:b], logp[b:], ref[:b], ref[b:], config.beta).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -218,17 +263,36 @@ def personalized_rewards(
     With `reference=None` the reward is the policy's own log-likelihood (how an untrained model
     that reads the shots would judge: there is no reference to divide by).
     """
-    chosen, rejected = [], []
+    if reference is None:
+        logp = episode_logprobs(policy, None, tokenizer, episodes, config, batch_size)[0]  # (N, 2)
+    else:
+        policy_logp, ref_logp = episode_logprobs(policy, reference, tokenizer, episodes, config, batch_size)
+        logp = config.beta * (policy_logp - ref_logp)
+    return logp[:, 0], logp[:, 1]
+
+
+def episode_logprobs(
+    policy, reference: ReferencePolicy | None, tokenizer, episodes: Sequence[Episode], config: FSPOConfig, batch_size: int = 8
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi and log pi_ref of each episode's (chosen, rejected) given its shots, each (N, 2)
+    (pi_ref None without a reference). A frozen trunk is shared between the two."""
+    if not episodes:
+        return torch.zeros(0, 2), (None if reference is None else torch.zeros(0, 2))
+    mine, theirs = [], []
     policy.eval()
     with torch.no_grad():
         for start in range(0, len(episodes), batch_size):
             part = episodes[start : start + batch_size]
             batch = pair_batch(tokenizer, part, config)
-            logp = sequence_logprobs(policy, batch)  # (2b,)
-            reward = logp if reference is None else config.beta * (logp - reference.logprobs(batch))
-            chosen.append(reward[: len(part)].cpu())
-            rejected.append(reward[len(part) :].cpu())
-    return torch.cat(chosen), torch.cat(rejected)
+            if reference is None:
+                logp, ref = sequence_logprobs(policy, batch), None
+            else:
+                rows = ScoredRows.build(reference, batch)
+                logp, ref = rows.policy_logprobs(policy), rows.reference
+            mine.append(logp.view(2, -1).T.cpu())  # (b, 2): chosen, rejected
+            if ref is not None:
+                theirs.append(ref.view(2, -1).T.cpu())
+    return torch.cat(mine), (torch.cat(theirs) if theirs else None)
 
 
 def reward_accuracy(policy, reference, tokenizer, episodes, config: FSPOConfig, batch_size: int = 8) -> float:

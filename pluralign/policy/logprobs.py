@@ -100,10 +100,16 @@ def sequence_logprobs(model, batch: ScoringBatch, adapter_names: Sequence[str] |
         use_cache=False,
         **kwargs,
     )
-    logits = out.logits[:, :-1].float()  # (B, R, V): position T-R-1+j predicts token T-R+j
+    return response_logprobs(out.logits, batch)
+
+
+def response_logprobs(logits: torch.Tensor, batch: ScoringBatch) -> torch.Tensor:
+    """(B,) summed log-probabilities of each row's response from the last R+1 positions' logits."""
+    span = batch.response_mask.shape[1]
+    logits = logits[:, :-1].float()  # (B, R, V): position T-R-1+j predicts token T-R+j
     targets = batch.input_ids[:, -span:]  # (B, R)
     token_logp = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, R)
-    return (token_logp * batch.response_mask).sum(-1)
+    return (token_logp * batch.response_mask.to(token_logp.dtype)).sum(-1)
 
 
 def score_responses(

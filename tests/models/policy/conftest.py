@@ -27,16 +27,16 @@ def tokenizer():
 
 @pytest.fixture
 def make_tiny_lm(tokenizer):
-    """make_tiny_lm(name="tiny-a", seed=0) -> a 2-layer Llama with hidden size 32, in eval mode."""
+    """make_tiny_lm(name="tiny-a", seed=0) -> a 2-layer (or `layers`) Llama with hidden size 32, in eval mode."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    def make(name: str = "tiny-llama-a", seed: int = 0, hidden: int = 32):
+    def make(name: str = "tiny-llama-a", seed: int = 0, hidden: int = 32, layers: int = 2):
         torch.manual_seed(seed)
         config = LlamaConfig(
             vocab_size=len(tokenizer),
             hidden_size=hidden,
             intermediate_size=2 * hidden,
-            num_hidden_layers=2,
+            num_hidden_layers=layers,
             num_attention_heads=4,
             num_key_value_heads=2,
             max_position_embeddings=2048,
