@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
     test = query_episodes({u: support[u] for u in eval_users}, query, config.shots, per_user=args.eval_per_user)
     test = [e for e in test if e.user_id in set(eval_users)]
-    episodes = training_episodes(train_users, config.shots, config.steps * config.batch_size, seed=config.seed)
+    episodes = training_episodes(train_users, config.shots, args.episodes or config.steps * config.batch_size, seed=config.seed)
     model, tokenizer, base_id = load_base(args.base)
 
     started = time.time()
@@ -158,10 +158,13 @@ def register(sub) -> None:
     p.add_argument("--loss", default="ipo", choices=["ipo", "dpo"])
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--lora-layers", type=int, default=0, help="LoRA on the top N layers only (0 = all)")
+    p.add_argument("--lora-layers", type=int, default=0, help="LoRA on the top N layers only (0 = all); the frozen "
+                   "layers below are computed once per batch and shared with pi_ref (the fast CPU setting)")
     p.add_argument("--full", action="store_true", help="train every weight (GPU); saves a full model folder")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--episodes", type=int, default=0, help="distinct training episodes, cycled through (0: steps x "
+                   "batch size, each seen once); fewer than that with --lora-layers reuses the kept trunk states")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-response-tokens", type=int, default=96)
     p.add_argument("--eval-users", type=int, default=20, help="unseen users scored")
