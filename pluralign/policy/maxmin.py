@@ -76,16 +76,40 @@ def maxmin_scores(rewards: np.ndarray) -> np.ndarray:
     return normalize_rewards(rewards).min(1)
 
 
-def ranked_pairs(prompt: str, candidates: Sequence[str], scores: np.ndarray, source: str, margin: float = 1e-6) -> list[Preference]:
-    """Every pair of distinct candidates whose scores differ by more than `margin`, higher score chosen."""
-    pairs = []
-    for i in range(len(candidates)):
-        for j in range(i + 1, len(candidates)):
-            if candidates[i] == candidates[j] or abs(scores[i] - scores[j]) <= margin:
-                continue
-            hi, lo = (i, j) if scores[i] > scores[j] else (j, i)
-            pairs.append(Preference(user_id=source, prompt=prompt, chosen=candidates[hi], rejected=candidates[lo], margin=float(scores[hi] - scores[lo]), source=source))
-    return pairs
+Pairing = Callable[[np.ndarray, float], list[tuple[int, int]]]  # (n,) scores, margin -> (chosen, rejected) indices
+
+
+def all_pairs(scores: np.ndarray, margin: float) -> list[tuple[int, int]]:
+    """Every pair of candidates whose scores differ by more than `margin`, the higher one chosen."""
+    out = []
+    for i in range(len(scores)):
+        for j in range(i + 1, len(scores)):
+            if abs(scores[i] - scores[j]) > margin:
+                out.append((i, j) if scores[i] > scores[j] else (j, i))
+    return out
+
+
+def best_vs_rest(scores: np.ndarray, margin: float) -> list[tuple[int, int]]:
+    """The top-scoring candidate against each candidate more than `margin` below it: DPO's pairwise
+    form of best-of-n (rejection-sampling) fine-tuning on the objective, whose chosen side is always
+    the objective's argmax."""
+    best = int(np.argmax(scores))
+    return [(best, j) for j in range(len(scores)) if scores[best] - scores[j] > margin]
+
+
+PAIRINGS: dict[str, Pairing] = {"all": all_pairs, "best": best_vs_rest}
+
+
+def ranked_pairs(
+    prompt: str, candidates: Sequence[str], scores: np.ndarray, source: str, pairing: Pairing = best_vs_rest, margin: float = 1e-6,
+) -> list[Preference]:
+    """Comparisons among a prompt's candidates chosen by `pairing` from their objective `scores`
+    (identical candidates are never paired)."""
+    return [
+        Preference(user_id=source, prompt=prompt, chosen=candidates[hi], rejected=candidates[lo], margin=float(scores[hi] - scores[lo]), source=source)
+        for hi, lo in pairing(np.asarray(scores), margin)
+        if candidates[hi] != candidates[lo]
+    ]
 
 
 @dataclass
