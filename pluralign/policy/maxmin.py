@@ -9,11 +9,22 @@ normalized group reward, and replace PPO by DPO on pairs ranked by that reward:
    group's reward head, each standardized over the prompt's candidates so that no head's scale
    dominates (`normalize_rewards`);
 2. a candidate's MaxMin score is the minimum of its normalized group rewards (`maxmin_scores`);
-   every pair of candidates whose scores differ becomes a comparison, the higher one chosen;
-3. the LoRA policy is trained with the DPO loss on those pairs. DPO's optimum is the KL-regularized
-   RLHF optimum pi* ~ pi_ref exp(score / beta) for the reward that ranked the pairs, so this targets
-   the same objective as PPO with reward min_k r_k, without sampling or a value network during
-   training: one forward-backward of the policy per step, reference log-probabilities once.
+   the scores pick the comparisons (`PAIRINGS`): by default the top-scoring candidate against each
+   other one (`best_vs_rest`), or every pair whose scores differ (`all_pairs`);
+3. the LoRA policy is trained with the DPO loss on those pairs (plus, optionally, the chosen
+   answer's NLL). DPO's optimum is the KL-regularized RLHF optimum pi* ~ pi_ref exp(score / beta)
+   for the reward that ranked the pairs, so this targets the same objective as PPO with reward
+   min_k r_k, without sampling or a value network during training: one forward-backward of the
+   policy per step, reference log-probabilities once.
+
+Why best-vs-rest by default: it is the pairwise form of best-of-n (rejection-sampling) fine-tuning
+on the objective, the answer PPO on min_k r_k moves towards at small beta, and its chosen side is
+always that answer, so the chosen-NLL term is supervised fine-tuning on the argmax. With every pair,
+a feature shared by the best and the worst candidate gets opposite DPO gradients and cancels: in
+the style-groups benchmark the MaxMin compromise (brief and excited) and the MaxMin worst answer
+(long and excited) share the excited style, and after 30 steps on all pairs the policy had learned
+brevity but not excitement (majority win 0.48), while best-vs-rest learned both within 15 steps.
+The single-reward objective uses the same pairing, so the comparison stays like for like.
 
 The single-reward baseline is the same pipeline with one head (K = 1: a Bradley-Terry reward fit to
 everyone's comparisons pooled, where each group weighs its share of the data), trained identically.
