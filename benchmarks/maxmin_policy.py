@@ -79,11 +79,11 @@ def main() -> None:
     from pluralign.data.io import write_jsonl
     from pluralign.embed.models import load_smollm2
     from pluralign.policy.maxmin import (
+        PAIRINGS,
         MaxMinConfig,
         PolicyMeta,
         base_model_id,
         generate,
-        PAIRINGS,
         maxmin_scores,
         ranked_pairs,
         save_policy,
@@ -91,7 +91,14 @@ def main() -> None:
         train_maxmin,
         with_lora,
     )
-    from pluralign.policy.style_groups import exclamations, feature_pairs, length, preference_pairs, win_rate_errors, win_rates
+    from pluralign.policy.style_groups import (
+        exclamations,
+        feature_pairs,
+        length,
+        preference_pairs,
+        win_rate_errors,
+        win_rates,
+    )
     from pluralign.reward.em import EMConfig, EMMixture
 
     work = Path(args.work)
