@@ -6,12 +6,13 @@
 2. A population of 100 users (majority `enthusiastic`, minority `concise`; see
    pluralign/policy/style_groups.py) compares variants of the training answers.
 3. EM learns reward heads from those unlabelled comparisons: K=2 (MaxMin) and K=1 (single reward).
-4. Each training question's four candidates are ranked by min over the normalized heads (MaxMin)
-   or by the single head; every ordered pair becomes a DPO comparison (written to WORK/pairs-*.jsonl,
-   the input of `pluralign train maxmin`).
+4. Each training question's four candidates are scored by min over the normalized heads (MaxMin)
+   or by the single head; `--pairing best` (default) pairs the top-scoring candidate against each
+   other one, `--pairing all` pairs every two candidates whose scores differ (written to
+   WORK/pairs-*.jsonl, the input of `pluralign train maxmin`).
 5. A LoRA is trained on each ranking with identical settings; at step 0, every --every steps and at
-   the end, it answers the held-out questions and each group's win rate against the base model's
-   answers is measured with that group's rule (ties count half).
+   the end, it answers the 48 held-out questions and each group's win rate against the base model's
+   answers is measured with that group's rule (ties count half), with its standard error.
 Prints a markdown table, the curves, and seconds / peak memory per training step.
 """
 
@@ -38,10 +39,10 @@ TEMPLATES = ["Tell me about {}.", "What should I know about {}?"]
 
 
 def questions() -> tuple[list[str], list[str]]:
-    """Training and evaluation questions on disjoint topics."""
+    """Training (80) and evaluation (48) questions on disjoint topics, each topic in both templates."""
     train_topics, eval_topics = TOPICS[:40], TOPICS[40:]
     train = [t.format(x) for x in train_topics for t in TEMPLATES]
-    evaluate = [TEMPLATES[i % 2].format(x) for i, x in enumerate(eval_topics)]
+    evaluate = [t.format(x) for x in eval_topics for t in TEMPLATES]
     return train, evaluate
 
 
@@ -58,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--majority", type=float, nargs="+", default=[0.8, 0.9], help="majority shares to run")
     parser.add_argument("--objectives", nargs="+", default=["single", "maxmin"], choices=["single", "maxmin"])
+    parser.add_argument("--pairing", default="best", choices=["best", "all"], help="best: the objective's top candidate vs each other; all: every pair")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--every", type=int, default=10, help="evaluate win rates every N steps")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -77,6 +79,7 @@ def main() -> None:
     from pluralign.data.io import write_jsonl
     from pluralign.embed.models import load_smollm2
     from pluralign.policy.maxmin import (
+        PAIRINGS,
         MaxMinConfig,
         PolicyMeta,
         base_model_id,
@@ -88,7 +91,14 @@ def main() -> None:
         train_maxmin,
         with_lora,
     )
-    from pluralign.policy.style_groups import exclamations, feature_pairs, length, preference_pairs, win_rates
+    from pluralign.policy.style_groups import (
+        exclamations,
+        feature_pairs,
+        length,
+        preference_pairs,
+        win_rate_errors,
+        win_rates,
+    )
     from pluralign.reward.em import EMConfig, EMMixture
 
     work = Path(args.work)
@@ -96,16 +106,13 @@ def main() -> None:
     train_q, eval_q = questions()
     base, tokenizer = load_smollm2()
     answers_file = work / f"base-answers-{args.max_new_tokens}.json"
-    if answers_file.exists():
-        answers = json.loads(answers_file.read_text())
-    else:
-        t0 = time.perf_counter()
-        answers = {
-            "train": generate(base, tokenizer, train_q, args.max_new_tokens, seed=args.seed),
-            "eval": generate(base, tokenizer, eval_q, args.max_new_tokens, seed=args.seed + 1),
-        }
-        answers["seconds"] = time.perf_counter() - t0
-        answers_file.write_text(json.dumps(answers, indent=1))
+    answers = json.loads(answers_file.read_text()) if answers_file.exists() else {}
+    for part, prompts, seed in [("train", train_q, args.seed), ("eval", eval_q, args.seed + 1)]:
+        if len(answers.get(part, [])) != len(prompts):  # a cache from an older question list
+            t0 = time.perf_counter()
+            answers[part] = generate(base, tokenizer, prompts, args.max_new_tokens, seed=seed)
+            answers[f"{part}_seconds"] = time.perf_counter() - t0
+            answers_file.write_text(json.dumps(answers, indent=1))
     base_eval = answers["eval"]
     print(f"base answers: {len(train_q)} train, {len(eval_q)} eval questions, max {args.max_new_tokens} new tokens")
 
@@ -123,7 +130,7 @@ def main() -> None:
             ari = adjusted_rand_score([truth[u] for u in batch.users], [clusters[u] for u in batch.users]) if k > 1 else None
             pairs = []
             for prompt, cands, rewards in candidates_and_rewards(train_q, answers["train"], heads):
-                pairs += ranked_pairs(prompt, cands, maxmin_scores(rewards), source=f"{objective}-{k}-heads")
+                pairs += ranked_pairs(prompt, cands, maxmin_scores(rewards), source=f"{objective}-{k}-heads", pairing=PAIRINGS[args.pairing])
             tag = f"{objective}-{round(majority * 100)}"
             write_jsonl(pairs, work / f"pairs-{tag}.jsonl")
 
@@ -138,14 +145,15 @@ def main() -> None:
                     return
                 said = generate(model, tokenizer, eval_q, args.max_new_tokens, seed=args.seed + 1)
                 rates = win_rates(said, base_eval)
-                curve.append({"step": step, **rates, "chars": sum(map(length, said)) / len(said), "exclaims": sum(map(exclamations, said)) / len(said), "sample": said[0]})
+                errors = {f"{g}_se": e for g, e in win_rate_errors(said, base_eval).items()}
+                curve.append({"step": step, **rates, **errors, "chars": sum(map(length, said)) / len(said), "exclaims": sum(map(exclamations, said)) / len(said), "sample": said[0]})
                 print(f"  {tag} step {step:3d}: win enthusiastic {rates['enthusiastic']:.2f} concise {rates['concise']:.2f} | {said[0][:70]!r}", flush=True)
 
             log = train_maxmin(policy, tokenize_pairs(pairs, tokenizer, config.max_length), config, callback=measure, every=args.every)
             meta = PolicyMeta(schema_version=1, kind="maxmin-lora", base_model=base_model_id(base), objective=objective, heads=k, steps=config.steps, beta=config.beta, lora_r=config.lora_r)
             save_policy(policy, work / f"policy-{tag}", meta)
             results.append({
-                "majority": majority, "objective": objective, "heads": k, "ari": ari, "pairs": len(pairs), "curve": curve,
+                "majority": majority, "objective": objective, "heads": k, "pairing": args.pairing, "ari": ari, "pairs": len(pairs), "curve": curve,
                 "seconds_per_step": log.seconds_per_step, "peak_memory_mb": log.peak_memory_mb, "loss": log.loss,
             })
             curve_at_start.update(curve[0])
@@ -153,11 +161,11 @@ def main() -> None:
             (work / "results.json").write_text(json.dumps(results, indent=1))
 
     print("\n| majority/minority | policy | enthusiastic (majority) win | concise (minority) win | chars | '!' | s/step | peak MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")  # win rates as rate +- standard error over the held-out questions
     for r in results:
         end = r["curve"][-1]
         split = f"{round(r['majority'] * 100)}/{round((1 - r['majority']) * 100)}"
-        print(f"| {split} | {r['objective']} (K={r['heads']}) | {end['enthusiastic']:.2f} | {end['concise']:.2f} | {end['chars']:.0f} | {end['exclaims']:.1f} | {r['seconds_per_step']:.2f} | {r['peak_memory_mb']:.0f} |")
+        print(f"| {split} | {r['objective']} (K={r['heads']}) | {end['enthusiastic']:.2f} +- {end['enthusiastic_se']:.2f} | {end['concise']:.2f} +- {end['concise_se']:.2f} | {end['chars']:.0f} | {end['exclaims']:.1f} | {r['seconds_per_step']:.2f} | {r['peak_memory_mb']:.0f} |")
     print("\ncurves (step: majority win / minority win)")
     for r in results:
         points = ", ".join(f"{c['step']}: {c['enthusiastic']:.2f}/{c['concise']:.2f}" for c in r["curve"])

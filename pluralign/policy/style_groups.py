@@ -17,6 +17,7 @@ of variants by its group's rule (ties are skipped).
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -113,14 +114,28 @@ def preference_pairs(
     return records
 
 
-def win_rates(policy_answers: Sequence[str], base_answers: Sequence[str], groups: Sequence[str] = tuple(GROUP_REWARDS)) -> dict[str, float]:
-    """Per group: the share of prompts where the policy's answer beats the base's (ties count half)."""
+def win_scores(policy_answers: Sequence[str], base_answers: Sequence[str], groups: Sequence[str] = tuple(GROUP_REWARDS)) -> dict[str, list[float]]:
+    """Per group and prompt: 1 if the policy's answer beats the base's under the group's rule, 0.5 on a tie, else 0."""
     out = {}
     for group in groups:
         reward = GROUP_REWARDS[group]
-        wins = [
+        out[group] = [
             1.0 if reward(p) > reward(b) else 0.5 if reward(p) == reward(b) else 0.0
             for p, b in zip(policy_answers, base_answers, strict=True)
         ]
-        out[group] = sum(wins) / len(wins) if wins else float("nan")
+    return out
+
+
+def win_rates(policy_answers: Sequence[str], base_answers: Sequence[str], groups: Sequence[str] = tuple(GROUP_REWARDS)) -> dict[str, float]:
+    """Per group: the share of prompts where the policy's answer beats the base's (ties count half)."""
+    return {g: sum(w) / len(w) if w else float("nan") for g, w in win_scores(policy_answers, base_answers, groups).items()}
+
+
+def win_rate_errors(policy_answers: Sequence[str], base_answers: Sequence[str], groups: Sequence[str] = tuple(GROUP_REWARDS)) -> dict[str, float]:
+    """Per group: the standard error of `win_rates` over prompts (sample standard deviation / sqrt(n))."""
+    out = {}
+    for group, wins in win_scores(policy_answers, base_answers, groups).items():
+        n = len(wins)
+        mean = sum(wins) / n if n else float("nan")
+        out[group] = math.sqrt(sum((w - mean) ** 2 for w in wins) / (n - 1) / n) if n > 1 else float("nan")
     return out

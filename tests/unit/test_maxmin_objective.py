@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pluralign.losses import dpo_loss
-from pluralign.policy.maxmin import maxmin_scores, ranked_pairs
+from pluralign.policy.maxmin import PAIRINGS, all_pairs, best_vs_rest, maxmin_scores, ranked_pairs
 from pluralign.policy.rerank_maxmin import normalize_rewards, select_maxmin
 from pluralign.policy.style_groups import (
     GROUP_REWARDS,
@@ -15,6 +15,7 @@ from pluralign.policy.style_groups import (
     feature_pairs,
     preference_pairs,
     style_variants,
+    win_rate_errors,
     win_rates,
 )
 from pluralign.reward.em import EMConfig, EMMixture
@@ -37,12 +38,12 @@ def base_like_reference(candidates: list[str]) -> torch.Tensor:
     return torch.log(probs)
 
 
-def train_categorical(heads: EMMixture, steps: int = 300, beta: float = 0.5) -> tuple[np.ndarray, list[str]]:
+def train_categorical(heads: EMMixture, pairing=best_vs_rest, steps: int = 300, beta: float = 0.5) -> tuple[np.ndarray, list[str]]:
     """DPO-train a softmax policy over the four answers on pairs ranked by min over the heads."""
     candidates = sorted(style_variants(ANSWER).values())
     features = answer_features(candidates)
     rewards = heads.rewards(torch.ones_like(features), features).numpy()  # (4, K)
-    pairs = ranked_pairs(PROMPT, candidates, maxmin_scores(rewards), source="test")
+    pairs = ranked_pairs(PROMPT, candidates, maxmin_scores(rewards), source="test", pairing=pairing)
     index = {c: i for i, c in enumerate(candidates)}
     chosen = torch.tensor([index[p.chosen] for p in pairs])
     rejected = torch.tensor([index[p.rejected] for p in pairs])
@@ -66,11 +67,12 @@ def reward_gain(pi: np.ndarray, candidates: list[str]) -> dict[str, float]:
     return dict(zip(sorted(GROUP_REWARDS), (pi - ref) @ normalize_rewards(rewards), strict=True))
 
 
+@pytest.mark.parametrize("pairing", sorted(PAIRINGS))
 @pytest.mark.parametrize("majority", [0.8, 0.9])
-def test_maxmin_raises_the_worst_group_where_single_does_not(majority):
+def test_maxmin_raises_the_worst_group_where_single_does_not(majority, pairing):
     shares = {"enthusiastic": majority, "concise": 1 - majority}
-    pi_single, candidates = train_categorical(group_heads(shares, k=1))
-    pi_maxmin, _ = train_categorical(group_heads(shares, k=2))
+    pi_single, candidates = train_categorical(group_heads(shares, k=1), PAIRINGS[pairing])
+    pi_maxmin, _ = train_categorical(group_heads(shares, k=2), PAIRINGS[pairing])
     single = reward_gain(pi_single, candidates)
     maxmin = reward_gain(pi_maxmin, candidates)
     assert single["enthusiastic"] > 0.5  # the single reward serves the majority...
@@ -78,6 +80,25 @@ def test_maxmin_raises_the_worst_group_where_single_does_not(majority):
     assert min(maxmin.values()) > 0.2  # MaxMin raises every group, the worst-off included
     assert min(maxmin.values()) > min(single.values()) + 0.5
     assert candidates[int(pi_maxmin.argmax())] == style_variants(ANSWER)["brief_excited"]  # the compromise
+
+
+def test_pairings_order_each_pair_by_score_and_skip_ties_and_duplicates():
+    scores = np.array([0.2, 1.0, -0.5, 1.0 - 1e-9])  # (n,): candidates 1 and 3 tie at the top
+    assert sorted(all_pairs(scores, 1e-6)) == [(0, 2), (1, 0), (1, 2), (3, 0), (3, 2)]
+    assert best_vs_rest(scores, 1e-6) == [(1, 0), (1, 2)]  # the argmax against every candidate clearly below it
+    pairs = ranked_pairs("p", ["a", "b", "c", "d"], scores, source="t", pairing=best_vs_rest)
+    assert [(p.chosen, p.rejected) for p in pairs] == [("b", "a"), ("b", "c")]
+    assert all(p.margin > 0 for p in pairs)
+    same = ranked_pairs("p", ["a", "a", "c"], np.array([1.0, 0.0, -1.0]), source="t", pairing=all_pairs)
+    assert [(p.chosen, p.rejected) for p in same] == [("a", "c"), ("a", "c")]  # never ("a", "a")
+
+
+def test_win_rate_errors_are_the_standard_error_of_the_per_prompt_wins():
+    base = ["A plain answer of medium length.", "Another plain answer.", "Short.", "Medium answer here."]
+    policy = ["Longer answer than the base one here!", "Another plain answer.", "Shorter.", "Med."]
+    wins = np.array([0.0, 0.5, 0.0, 1.0])  # concise: longer loses, same ties, longer loses, shorter wins
+    assert win_rates(policy, base)["concise"] == pytest.approx(wins.mean())
+    assert win_rate_errors(policy, base)["concise"] == pytest.approx(wins.std(ddof=1) / 2)
 
 
 def test_select_maxmin_picks_the_candidate_whose_worst_group_fares_best():

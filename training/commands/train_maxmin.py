@@ -5,8 +5,10 @@
         --steps 30 --batch-size 4 --lr 2e-3 --chosen-nll 1.0 --lora-layers 4
 
 `--pairs` holds comparisons (pluralign JSONL/Parquet, or TRL prompt/chosen/rejected) already ranked
-by the objective's reward: `benchmarks/maxmin_policy.py` writes them, ranking each prompt's
-candidates by min over the EM group heads (maxmin) or by one pooled head (single). The base model is
+by the objective's reward: `benchmarks/maxmin_policy.py` writes them, scoring each prompt's
+candidates by min over the EM group heads (maxmin) or by one pooled head (single) and pairing the
+top-scoring candidate against each other one (`--pairing best`, its default) or every two
+(`--pairing all`); `pluralign.policy.maxmin.ranked_pairs` does the same for your own candidates. The base model is
 SmolLM2-135M-Instruct unless `--base` names another causal LM folder. Writes OUT/adapter (peft),
 OUT/meta.json (schema version, base model id, objective, heads) and OUT/metrics.json (loss per
 step, seconds and peak memory per step).
