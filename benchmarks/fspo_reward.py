@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--eval-shots", default="4,8")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--episodes", type=int, default=0, help="distinct training episodes (0: steps x batch size)")
+    parser.add_argument("--skip-no-shot", action="store_true", help="skip the DPO-without-shots baseline")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--beta", type=float, default=0.1)
@@ -105,16 +106,16 @@ def main() -> None:
 
     n_episodes = args.episodes or config.steps * config.batch_size
     model, tokenizer = load_smollm2()
-    # DPO without shots, on the same users and steps
-    no_shot = dataclasses.replace(config, shots=0)
-    dpo = add_lora(model, no_shot)
-    ref = ReferencePolicy(dpo)
-    stats = train(dpo, ref, tokenizer, training_episodes(train_users, 0, n_episodes, args.seed), no_shot)
-    plain = [msgspec.structs.replace(e, shots=[]) for e in tests[ks[0]]]
-    report["dpo_no_shots_acc"], report["dpo_no_shots_se"] = accuracy(*personalized_rewards(dpo, ref, tokenizer, plain, no_shot))
-    report["dpo_no_shots_train_seconds"] = stats["train_seconds"]
-    log(f"dpo no shots: {report['dpo_no_shots_acc']:.3f} ({stats['train_seconds']:.0f}s)")
-    model = dpo.unload()  # the bare base model again, for FSPO
+    if not args.skip_no_shot:  # DPO without shots, on the same users and steps
+        no_shot = dataclasses.replace(config, shots=0)
+        dpo = add_lora(model, no_shot)
+        ref = ReferencePolicy(dpo)
+        stats = train(dpo, ref, tokenizer, training_episodes(train_users, 0, n_episodes, args.seed), no_shot)
+        plain = [msgspec.structs.replace(e, shots=[]) for e in tests[ks[0]]]
+        report["dpo_no_shots_acc"], report["dpo_no_shots_se"] = accuracy(*personalized_rewards(dpo, ref, tokenizer, plain, no_shot))
+        report["dpo_no_shots_train_seconds"] = stats["train_seconds"]
+        log(f"dpo no shots: {report['dpo_no_shots_acc']:.3f} ({stats['train_seconds']:.0f}s)")
+        model = dpo.unload()  # the bare base model again, for FSPO
 
     fspo = add_lora(model, config)
     ref = ReferencePolicy(fspo)
