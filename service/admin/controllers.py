@@ -105,10 +105,13 @@ def start_admin(app: Litestar) -> None:
     """On startup: open the job folder (re-queueing interrupted jobs) and start dispatching."""
     admin = Admin(app.state.runtime)
     app.state.admin = admin
+    app.state.runtime.moved_hooks.append(admin.on_moved)
     admin.runner.start()
 
 
 def stop_admin(app: Litestar) -> None:
     admin: Admin | None = app.state.get("admin")
     if admin is not None:
+        if admin.on_moved in app.state.runtime.moved_hooks:
+            app.state.runtime.moved_hooks.remove(admin.on_moved)
         admin.runner.stop()
