@@ -30,7 +30,7 @@ def _admin(request: Request) -> Admin:
     return request.app.state.admin
 
 
-@post("/jobs", sync_to_thread=False, status_code=201, summary="Queue a job (adapter, pal, em, audit)")
+@post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)")
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
     return _admin(request).submit(data.kind, dict(data.params))
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import msgspec
+from litestar.concurrency import sync_to_thread
 
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
@@ -41,7 +42,8 @@ class Admin:
 
     def submit(self, kind: str, params: dict[str, Param]) -> Job:
         params = dict(params)
-        if kind == "audit":
+        if kind == "audit":  # an audit covers every acknowledged feedback: the log is moved into the table first
+            self.rt.ingest.flush()
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
         if kind == "adapter" and "data" not in params and "user" in params:
             params.setdefault("tenant", "default")
@@ -108,7 +110,7 @@ class Admin:
 
     async def audit(self, params: dict[str, Param], wait: float) -> Job:
         """Run an audit job and wait (without blocking the event loop) until it ends or `wait` passes."""
-        job = self.submit("audit", params)
+        job = await sync_to_thread(self.submit, "audit", params)  # moving the log's backlog may take a while
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             job = self.runner.get(job.id)
