@@ -49,6 +49,7 @@ from service.auth import KeyRing  # noqa: E402
 
 DIM = 384
 TENANT = "default"
+HISTORY_MB = 512  # the service's default history cache (PLURALIGN_HISTORY_CACHE_MB)
 
 
 def pct(values, q) -> float:
@@ -66,6 +67,7 @@ def user_name(u: int) -> str:
 def prefill(data: Path, rows: int, users: int, chunk: int = 100_000) -> None:
     store = Store(str(data / "lancedb"), MINILM_ID, DIM)
     if store.stats()["preferences"] >= rows:
+        shutil.rmtree(data / "feedback-log", ignore_errors=True)  # a previous run's backlog: start from none
         print(f"reusing {store.stats()['preferences']} stored rows in {data}")
         return
     rng = np.random.default_rng(0)
@@ -100,7 +102,7 @@ def prefill(data: Path, rows: int, users: int, chunk: int = 100_000) -> None:
 def retrieval(data: Path, users: int, searches: int) -> None:
     from pluralign.embed.encoders import SentenceEncoder
 
-    store = Store(str(data / "lancedb"), MINILM_ID, DIM)
+    store = Store(str(data / "lancedb"), MINILM_ID, DIM, history_bytes=HISTORY_MB << 20)
     rng = np.random.default_rng(1)
     chosen = [user_name(u) for u in rng.choice(users, searches, replace=False)]
     for label in ("cold (first read of the user: one LanceDB query)", "warm (cached history)"):
@@ -112,7 +114,9 @@ def retrieval(data: Path, users: int, searches: int) -> None:
             times.append(time.perf_counter() - t)
             assert hits and all(h.user_id == user for h, _ in hits)
         print(f"retrieval, {label}: {summary(times)}")
-    print(f"  history cache: {len(store.histories)} users, {store.histories.hits} hits, {store.histories.misses} misses")
+    cache = store.histories
+    print(f"  history cache: {len(cache)} users in {cache.nbytes / 2**20:.0f} MiB ({cache.nbytes / max(len(cache), 1) / 1024:.0f} KiB per user), "
+          f"{cache.hits} hits, {cache.misses} misses")
 
     encoder = SentenceEncoder()
     encoder.encode(["warm-up"])
@@ -209,7 +213,7 @@ def ingestion(data: Path, port: int, users: int, connections: int, seconds: floa
             pending = gauge(url, "pluralign_feedback_pending_rows")
         moved = gauge(url, "pluralign_feedback_moved_rows")
         rate = (moved - m0) / (time.perf_counter() - t0)
-        left = f"{pending:.0f} rows still pending, about {pending / rate:.0f} s more to catch up" if pending else "caught up"
+        left = f"{pending:.0f} rows still pending, about {pending / max(rate, 1e-9):.0f} s more to catch up" if pending else "caught up"
         print(f"  backlog after the load: moved {rate:.0f} rows/s (idle HTTP) over {time.perf_counter() - t0:.0f} s; {left}")
     finally:
         proc.terminate()
@@ -226,12 +230,14 @@ def main() -> None:
     parser.add_argument("--drain-seconds", type=float, default=30.0, help="how long to watch the backlog after the load")
     parser.add_argument("--data", default=None, help="data folder to prefill once and reuse (default: a fresh temp folder)")
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--no-retrieval", action="store_true", help="only the ingestion figures")
     args = parser.parse_args()
     data = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="pluralign-ingest-")) / "data"
     data.mkdir(parents=True, exist_ok=True)
     print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     prefill(data, args.rows, args.users)
-    retrieval(data, args.users, args.searches)
+    if not args.no_retrieval:
+        retrieval(data, args.users, args.searches)
     ingestion(data, args.port, args.users, args.connections, args.seconds, args.drain_seconds)
     print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     if not args.data:

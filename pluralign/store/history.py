@@ -125,5 +125,9 @@ class HistoryCache:
                 _, dropped = self._items.popitem(last=False)
                 self._bytes -= dropped.nbytes
 
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
     def __len__(self) -> int:
         return len(self._items)
