@@ -68,7 +68,8 @@ def prefill(data: Path, rows: int, users: int, chunk: int = 100_000) -> None:
     store = Store(str(data / "lancedb"), MINILM_ID, DIM)
     if store.stats()["preferences"] >= rows:
         shutil.rmtree(data / "feedback-log", ignore_errors=True)  # a previous run's backlog: start from none
-        print(f"reusing {store.stats()['preferences']} stored rows in {data}")
+        store.compact(every_table=True)  # the previous run's small appends: merged and indexed, as after prefill
+        print(f"reusing {store.stats()['preferences']} stored rows in {data} (compacted)")
         return
     rng = np.random.default_rng(0)
     schema = store.schemas["preferences"]
