@@ -44,6 +44,8 @@ class Settings(Base, frozen=True):
             raise ValueError("`candidates` must be at least 1")
         if self.rerank and self.candidates < 2:
             raise ValueError("`candidates` must be at least 2 when `rerank` is on")
+        if self.ingest_batch < 1:
+            raise ValueError("`ingest_batch` must be at least 1")
 
     @property
     def data_path(self) -> Path:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pluralign.embed.base import Encoder
 from pluralign.store.feedback_log import Entry, FeedbackLog
@@ -60,7 +61,7 @@ class Ingestor:
             return
         ids = pa.array([r.pref_id for e in replayed for r in e.rows])
         stored = self.store.preferences.search().select(["pref_id"]).limit(None).to_arrow().column("pref_id")
-        present = set(pa.compute.filter(ids, pa.compute.is_in(ids, value_set=stored)).to_pylist())
+        present = set(pc.filter(ids, pc.is_in(ids, value_set=stored)).to_pylist())
         self.log.done([e for e in replayed if all(r.pref_id in present for r in e.rows)])
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
 

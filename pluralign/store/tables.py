@@ -210,11 +210,11 @@ class Store:
         self._appends[name].submit(data)
 
     def _commit_append(self, name: str, data: pa.Table) -> None:
-        with self._lock:
+        with self._lock:  # a delete of the user cannot fall between the commit and the cache update
             self.tables[name].add(data)
             self._after_write(name)
-        if name == "preferences":
-            self._grow_histories(data)
+            if name == "preferences":
+                self._grow_histories(data)
 
     def _grow_histories(self, data: pa.Table) -> None:
         owners = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
