@@ -13,6 +13,7 @@ import json
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import lancedb
@@ -33,6 +34,7 @@ from pluralign.store.schemas import (
 )
 
 INDEXED_COLUMNS = ("tenant", "user_id")
+COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
 
 
 class StoreError(ValueError):
@@ -134,6 +136,8 @@ class Store:
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()
         self.histories = HistoryCache(history_bytes)
+        self._warming: set[tuple[str, str]] = set()
+        self._warmer = ThreadPoolExecutor(1, thread_name_prefix="history")
         for name in self.tables:
             self._ensure_indexes(name)
 
@@ -274,12 +278,35 @@ class Store:
         page = rows[offset : None if limit is None else offset + limit]
         return [self._preference(r, tenant, user_id) for r in page], len(rows)
 
+    def warm(self, tenant: str, user_id: str) -> None:
+        """Load the user's history into the cache in the background (once at a time per user)."""
+        key = (tenant, user_id)
+        if key in self._warming:
+            return
+        self._warming.add(key)
+
+        def load() -> None:
+            try:
+                self.history(tenant, user_id)
+            finally:
+                self._warming.discard(key)
+
+        self._warmer.submit(load)
+
+    def wait_warm(self) -> None:
+        """Block until the background loads queued so far are done (tests, benchmarks)."""
+        self._warmer.submit(lambda: None).result()
+
     def count_preferences(self, tenant: str, user_id: str) -> int:
-        return len(self.history(tenant, user_id).rows)
+        history = self.histories.peek((tenant, user_id))
+        return len(history) if history is not None else self.preferences.count_rows(owner_filter(tenant, user_id))
 
     def count_comparisons(self, tenant: str, user_id: str) -> int:
         """How many strict comparisons (what a reward fit uses) the user has."""
-        return int(self.history(tenant, user_id).comparison.sum())
+        history = self.histories.peek((tenant, user_id))
+        if history is not None:
+            return int(history.comparison.sum())
+        return self.preferences.count_rows(owner_filter(tenant, user_id) + COMPARISON_FILTER)
 
     def comparisons(self, tenant: str, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prompt, chosen, rejected) vectors, each (N, dim), of the user's strict comparisons."""
@@ -288,9 +315,26 @@ class Store:
         return history.prompt_vec[mask], history.chosen_vec[mask], history.rejected_vec[mask]
 
     def search(self, tenant: str, user_id: str, vector: np.ndarray, limit: int) -> list[tuple[StoredPreference, float]]:
-        """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`."""
-        history = self.history(tenant, user_id)
-        return [(self._preference(history.rows[i], tenant, user_id), distance) for i, distance in history.nearest(vector, limit)]
+        """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached
+        history, else one LanceDB vector search (selected columns only, prefiltered by the BITMAP
+        indexes; cheaper than loading the whole history), and the history is loaded behind it."""
+        history = self.histories.peek((tenant, user_id))
+        if history is None:
+            self.warm(tenant, user_id)
+            columns = [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version") and not f.name.endswith("_vec")]
+            rows = (
+                self.preferences.search(np.asarray(vector, np.float32), vector_column_name="prompt_vec")
+                .distance_type("cosine")
+                .where(owner_filter(tenant, user_id), prefilter=True)
+                .select([*columns, "_distance"])
+                .limit(limit)
+                .to_arrow()
+                .to_pylist()
+            )
+            return [(self._preference(r, tenant, user_id), float(r["_distance"])) for r in rows]
+        nearest = history.nearest(vector, limit)
+        rows = history.take([i for i, _ in nearest])
+        return [(self._preference(row, tenant, user_id), distance) for row, (_, distance) in zip(rows, nearest, strict=True)]
 
     def get_interaction(self, tenant: str, response_id: str) -> Interaction | None:
         rows = self._rows("interactions", f"tenant = {quote(tenant)} AND response_id = {quote(response_id)}")

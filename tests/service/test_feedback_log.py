@@ -167,7 +167,9 @@ def test_cached_history_follows_writes_and_deletes(tmp_path):
     for i in range(5):
         add("ann", i)
     query = encoder.encode(["question 3 of ann"])[0]
-    assert store.search("t", "ann", query, 1)[0][0].pref_id == "t-ann-3-0"  # loaded from LanceDB
+    assert store.search("t", "ann", query, 1)[0][0].pref_id == "t-ann-3-0"  # a LanceDB vector search
+    store.wait_warm()  # meanwhile the user's history was loaded into the cache
+    assert len(store.histories) == 1
     misses = store.histories.misses
     add("ann", 5)  # write-through: the cached history takes the new row
     hits = store.search("t", "ann", encoder.encode(["question 5 of ann"])[0], 2)
@@ -176,6 +178,8 @@ def test_cached_history_follows_writes_and_deletes(tmp_path):
     assert [h.pref_id for h, _ in store.search("t", "ann", query, 3)] == lance.column("pref_id").to_pylist()
     store.delete_user("t", "ann")
     assert store.search("t", "ann", query, 3) == [] and store.count_comparisons("t", "ann") == 0
+    store.wait_warm()  # the empty history is cached now: searching it finds nothing, without error
+    assert store.search("t", "ann", query, 3) == [] and len(store.histories) == 1
 
 
 def test_asyncio_appends_are_durable_and_share_rounds(tmp_path):
