@@ -7,6 +7,7 @@ given) are mounted under /admin and need an admin key. The job runner starts and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from litestar import Litestar, Router
 from litestar.exceptions import HTTPException
@@ -19,6 +20,7 @@ from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models
 from service.errors import internal_error_handler, value_error_handler
 from service.feedback.controllers import create_feedback
+from service.feedback.services import after_move
 from service.metrics import metrics_middleware
 from service.runtime import Runtime
 from service.settings import Settings
@@ -39,6 +41,7 @@ def create_app(
 ) -> Litestar:
     settings = settings or (runtime.settings if runtime else Settings.load())
     runtime = runtime or Runtime.build(settings)
+    _wire_ingest(runtime)
     route_handlers: list[ControllerRouterHandler] = [
         health,
         metrics,
@@ -55,7 +58,19 @@ def create_app(
         request_max_body_size=settings.max_body_bytes,
         debug=False,
         on_startup=[start_admin],
-        on_shutdown=[stop_admin],
+        on_shutdown=[stop_admin, _stop_ingest],
     )
     app.state.runtime = runtime
     return app
+
+
+def _stop_ingest(app: Litestar) -> None:
+    """The worker stops; what it had not moved stays in the log and is replayed at the next start."""
+    app.state.runtime.ingest.close()
+
+
+def _wire_ingest(runtime: Runtime) -> None:
+    """Rows the ingestor moves into the table trigger compaction and (when caught up) refits."""
+    hook = partial(after_move, runtime)
+    if not any(getattr(h, "func", None) is after_move for h in runtime.moved_hooks):
+        runtime.moved_hooks.append(hook)

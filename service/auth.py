@@ -97,11 +97,12 @@ class BearerAuth(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=Principal(tenant=entry.tenant, admin=entry.admin), auth=entry)
 
 
-def tenant_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+# Guards are coroutines: Litestar runs a plain-function guard in a worker thread, one hand-off per request.
+async def tenant_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if connection.user.admin:
         raise PermissionDeniedException("admin keys cannot use tenant routes; use a tenant key")
 
 
-def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if not connection.user.admin:
         raise PermissionDeniedException("this route needs an admin key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 from pluralign.embed.base import Encoder
 from pluralign.policy.adapters import AdapterPool, AdapterRegistry
 from pluralign.policy.generator import Generator
-from pluralign.store import Store
+from pluralign.store import Store, StoredPreference
+from pluralign.store.feedback_log import FeedbackLog
+from pluralign.store.ingest import Ingestor
 from service.auth import KeyRing
 from service.metrics import Metrics
 from service.rewards import UserRewards
@@ -51,6 +54,9 @@ class Runtime:
     rewards: UserRewards
     keys: KeyRing
     adapters: AdapterPool  # per-user LoRA adapters loaded into the generator, by (tenant, user)
+    ingest: Ingestor  # acknowledged feedback: durable in the log, embedded and moved into the table behind
+    # called with the rows of each batch the ingestor moved into the table (admin's adapter trigger, refits)
+    moved_hooks: list[Callable[[list[StoredPreference]], None]] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     _compacting: threading.Lock = field(default_factory=threading.Lock)
     # refits of users' reward weights run here, one at a time, after the feedback was acknowledged
@@ -59,7 +65,8 @@ class Runtime:
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wait_for_background(self) -> None:
-        """Block until every refit queued so far has run."""
+        """Block until every acknowledged feedback is in the table and every refit queued so far has run."""
+        self.ingest.flush()
         self.background.submit(lambda: None).result()
 
     @classmethod
@@ -68,7 +75,12 @@ class Runtime:
         settings.data_path.mkdir(parents=True, exist_ok=True)
         encoder = encoder or make_encoder(settings.encoder)
         generator = generator or make_generator(settings.generator, settings.generator_model, settings.generator_api_key)
-        store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim)
+        store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20)
+        hooks: list[Callable[[list[StoredPreference]], None]] = []
+        ingest = Ingestor(
+            FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,
+            on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
+        )
         rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
         keys = KeyRing(settings.data_path / "api_keys.json")
         adapters = AdapterPool(
@@ -76,7 +88,10 @@ class Runtime:
             budget_bytes=settings.adapter_budget_mb << 20, fallback=settings.fspo_adapter,
         )
         log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
-        return cls(settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys, adapters=adapters)
+        return cls(
+            settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
+            adapters=adapters, ingest=ingest, moved_hooks=hooks,
+        )
 
     def maybe_compact(self) -> None:
         """Compact in a background thread once enough writes piled up (one compaction at a time)."""

@@ -32,6 +32,8 @@ class Settings(Base, frozen=True):
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
     compact_every: int = 500  # table commits between background compactions
+    ingest_batch: int = 64  # feedback records embedded and moved into the preferences table per batch
+    history_cache_mb: int = 512  # users' histories (rows + vectors, ~470 KiB per 100 rows at 384-d) kept for retrieval and refits
     adapter_every: int = 50  # new comparisons of a user that queue an adapter job for them
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
@@ -42,6 +44,8 @@ class Settings(Base, frozen=True):
             raise ValueError("`candidates` must be at least 1")
         if self.rerank and self.candidates < 2:
             raise ValueError("`candidates` must be at least 2 when `rerank` is on")
+        if self.ingest_batch < 1:
+            raise ValueError("`ingest_batch` must be at least 1")
 
     @property
     def data_path(self) -> Path:

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import lancedb
@@ -23,6 +24,7 @@ from lancedb.index import Bitmap
 
 from pluralign.data.record import Base
 from pluralign.store.group_commit import GroupCommit
+from pluralign.store.history import History, HistoryCache
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
     SCHEMA_VERSION,
@@ -107,9 +109,14 @@ def _vectors(array: np.ndarray, dim: int) -> pa.FixedSizeListArray:
 
 
 class Store:
-    """Opens (or creates) the tables under `uri` for one encoder; refuses tables of another."""
+    """Opens (or creates) the tables under `uri` for one encoder; refuses tables of another.
 
-    def __init__(self, uri: str, encoder_id: str, dim: int):
+    Per-user reads of preferences (nearest shots, comparisons, counts, pages) come from the user's
+    `History`, loaded from LanceDB in one query and kept in a cache of `history_bytes` until a
+    write or delete of that user's rows goes through this Store. (Rows written by another process
+    are not seen until the user's history is evicted: one Store per table folder.)"""
+
+    def __init__(self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20):
         self.uri = uri
         self.encoder_id = encoder_id
         self.dim = dim
@@ -128,6 +135,9 @@ class Store:
         self.writes_since_compaction = 0
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()
+        self.histories = HistoryCache(history_bytes)
+        self._warming: set[tuple[str, str]] = set()
+        self._warmer = ThreadPoolExecutor(1, thread_name_prefix="history")
         for name in self.tables:
             self._ensure_indexes(name)
 
@@ -204,9 +214,20 @@ class Store:
         self._appends[name].submit(data)
 
     def _commit_append(self, name: str, data: pa.Table) -> None:
-        with self._lock:
+        with self._lock:  # a delete of the user cannot fall between the commit and the cache update
             self.tables[name].add(data)
             self._after_write(name)
+            if name == "preferences":
+                self._grow_histories(data)
+
+    def _grow_histories(self, data: pa.Table) -> None:
+        owners = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
+        rows_of: dict[tuple[str, str], list[int]] = {}
+        for i, key in enumerate(owners):
+            rows_of.setdefault(key, []).append(i)
+        part = lambda idx: History.from_arrow(data.take(idx).drop_columns(["tenant", "user_id", "schema_version"]), self.dim)
+        for key, idx in rows_of.items():
+            self.histories.extend(key, lambda idx=idx: part(idx))
 
     def _after_write(self, name: str) -> None:
         self.writes_since_compaction += 1
@@ -234,50 +255,86 @@ class Store:
         return query.limit(None).to_arrow().to_pylist()
 
     @staticmethod
-    def _preference(row: dict) -> StoredPreference:
+    def _preference(row: dict, tenant: str, user_id: str) -> StoredPreference:
         return StoredPreference(
-            tenant=row["tenant"], user_id=row["user_id"], pref_id=row["pref_id"], prompt=row["prompt"],
+            tenant=tenant, user_id=user_id, pref_id=row["pref_id"], prompt=row["prompt"],
             chosen=row["chosen"], rejected=row["rejected"], kind=row["kind"], created_at=row["created_at"],
             tie=row["tie"], margin=row["margin"], source=row["source"], attributes=json.loads(row["attributes"]),
         )
 
+    def history(self, tenant: str, user_id: str) -> History:
+        """Every preference row of the user with its vectors (cached until their rows change)."""
+
+        def load() -> History:
+            columns = [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version")]
+            table = self.preferences.search().where(owner_filter(tenant, user_id)).select(columns).limit(None).to_arrow()
+            return History.from_arrow(table, self.dim)
+
+        return self.histories.get((tenant, user_id), load)
+
     def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None) -> tuple[list[StoredPreference], int]:
         """A page of the user's preferences, oldest first, and the total count."""
-        columns = [f.name for f in self.schemas["preferences"] if not f.name.endswith("_vec")]
-        rows = self._rows("preferences", owner_filter(tenant, user_id), columns)
-        rows.sort(key=lambda r: (r["created_at"], r["pref_id"]))
+        rows = sorted(self.history(tenant, user_id).rows, key=lambda r: (r["created_at"], r["pref_id"]))
         page = rows[offset : None if limit is None else offset + limit]
-        return [self._preference(r) for r in page], len(rows)
+        return [self._preference(r, tenant, user_id) for r in page], len(rows)
+
+    def warm(self, tenant: str, user_id: str) -> None:
+        """Load the user's history into the cache in the background (once at a time per user)."""
+        key = (tenant, user_id)
+        if key in self._warming:
+            return
+        self._warming.add(key)
+
+        def load() -> None:
+            try:
+                self.history(tenant, user_id)
+            finally:
+                self._warming.discard(key)
+
+        self._warmer.submit(load)
+
+    def wait_warm(self) -> None:
+        """Block until the background loads queued so far are done (tests, benchmarks)."""
+        self._warmer.submit(lambda: None).result()
 
     def count_preferences(self, tenant: str, user_id: str) -> int:
-        return self.preferences.count_rows(owner_filter(tenant, user_id))
+        history = self.histories.peek((tenant, user_id))
+        return len(history) if history is not None else self.preferences.count_rows(owner_filter(tenant, user_id))
 
     def count_comparisons(self, tenant: str, user_id: str) -> int:
         """How many strict comparisons (what a reward fit uses) the user has."""
+        history = self.histories.peek((tenant, user_id))
+        if history is not None:
+            return int(history.comparison.sum())
         return self.preferences.count_rows(owner_filter(tenant, user_id) + COMPARISON_FILTER)
 
     def comparisons(self, tenant: str, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prompt, chosen, rejected) vectors, each (N, dim), of the user's strict comparisons."""
-        where = owner_filter(tenant, user_id) + COMPARISON_FILTER
-        table = self.preferences.search().where(where).select(["prompt_vec", "chosen_vec", "rejected_vec"]).limit(None).to_arrow()
-        out = []
-        for name in ("prompt_vec", "chosen_vec", "rejected_vec"):
-            column = table.column(name).combine_chunks()
-            values = column.flatten().to_numpy(zero_copy_only=False) if len(column) else np.zeros(0, np.float32)
-            out.append(values.astype(np.float32).reshape(len(column), self.dim))
-        return out[0], out[1], out[2]
+        history = self.history(tenant, user_id)
+        mask = history.comparison
+        return history.prompt_vec[mask], history.chosen_vec[mask], history.rejected_vec[mask]
 
     def search(self, tenant: str, user_id: str, vector: np.ndarray, limit: int) -> list[tuple[StoredPreference, float]]:
-        """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`."""
-        rows = (
-            self.preferences.search(np.asarray(vector, np.float32), vector_column_name="prompt_vec")
-            .distance_type("cosine")
-            .where(owner_filter(tenant, user_id), prefilter=True)
-            .limit(limit)
-            .to_arrow()
-            .to_pylist()
-        )
-        return [(self._preference(r), float(r["_distance"])) for r in rows]
+        """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached
+        history, else one LanceDB vector search (selected columns only, prefiltered by the BITMAP
+        indexes; cheaper than loading the whole history), and the history is loaded behind it."""
+        history = self.histories.peek((tenant, user_id))
+        if history is None:
+            self.warm(tenant, user_id)
+            columns = [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version") and not f.name.endswith("_vec")]
+            rows = (
+                self.preferences.search(np.asarray(vector, np.float32), vector_column_name="prompt_vec")
+                .distance_type("cosine")
+                .where(owner_filter(tenant, user_id), prefilter=True)
+                .select([*columns, "_distance"])
+                .limit(limit)
+                .to_arrow()
+                .to_pylist()
+            )
+            return [(self._preference(r, tenant, user_id), float(r["_distance"])) for r in rows]
+        nearest = history.nearest(vector, limit)
+        rows = history.take([i for i, _ in nearest])
+        return [(self._preference(row, tenant, user_id), distance) for row, (_, distance) in zip(rows, nearest, strict=True)]
 
     def get_interaction(self, tenant: str, response_id: str) -> Interaction | None:
         rows = self._rows("interactions", f"tenant = {quote(tenant)} AND response_id = {quote(response_id)}")
@@ -321,6 +378,7 @@ class Store:
                 counts[name] = table.count_rows(where)
                 if counts[name]:
                     table.delete(where)
+            self.histories.invalidate([(tenant, user_id)])
             self.compact(keep_versions_for=timedelta(0), every_table=True)
         return counts
 

@@ -30,7 +30,7 @@ def _admin(request: Request) -> Admin:
     return request.app.state.admin
 
 
-@post("/jobs", sync_to_thread=False, status_code=201, summary="Queue a job (adapter, pal, em, audit)")
+@post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)")
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
     return _admin(request).submit(data.kind, dict(data.params))
 
@@ -105,10 +105,13 @@ def start_admin(app: Litestar) -> None:
     """On startup: open the job folder (re-queueing interrupted jobs) and start dispatching."""
     admin = Admin(app.state.runtime)
     app.state.admin = admin
+    app.state.runtime.moved_hooks.append(admin.on_moved)
     admin.runner.start()
 
 
 def stop_admin(app: Litestar) -> None:
     admin: Admin | None = app.state.get("admin")
     if admin is not None:
+        if admin.on_moved in app.state.runtime.moved_hooks:
+            app.state.runtime.moved_hooks.remove(admin.on_moved)
         admin.runner.stop()

@@ -9,15 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
 
 import msgspec
+from litestar.concurrency import sync_to_thread
 
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
 from pluralign.policy.adapters import swap_folder
+from pluralign.store import StoredPreference
 from service.runtime import Runtime
 from service.users.services import adapter_folder
 from training.jobs.record import ACTIVE_STATES, Job, Param
@@ -34,10 +37,13 @@ class Admin:
         self.folder = settings.data_path / "jobs"
         self.runner = LocalJobRunner(RunnerConfig(folder=self.folder, workers=settings.job_workers), on_promote=self.put_into_service)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
+        self._lock = threading.Lock()
+        self._new: dict[tuple[str, str], int] = {}  # strict comparisons moved since the user's last check
 
     def submit(self, kind: str, params: dict[str, Param]) -> Job:
         params = dict(params)
-        if kind == "audit":
+        if kind == "audit":  # an audit covers every acknowledged feedback: the log is moved into the table first
+            self.rt.ingest.flush()
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
         if kind == "adapter" and "data" not in params and "user" in params:
             params.setdefault("tenant", "default")
@@ -47,6 +53,7 @@ class Admin:
 
     def snapshot(self, tenant: str, user: str) -> Path:
         """The user's stored comparisons as a preference file for the worker."""
+        self.rt.ingest.flush_user(tenant, user)
         stored, _ = self.rt.store.preferences_for(tenant, user)
         records = [
             Preference(user_id=p.user_id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, tie=p.tie, margin=p.margin,
@@ -74,6 +81,23 @@ class Admin:
                 self.rt.generator.drop_adapter(record.adapter)
             self.rt.store.put_user(msgspec.structs.replace(record, adapter=f"{tenant}/{user}@{job.id}", updated_at=time.time()))
 
+    def on_moved(self, rows: list[StoredPreference]) -> None:
+        """Called with each batch of feedback rows moved into the table: a user whose new strict
+        comparisons (counted in this process) reach `adapter_every` is checked by the trigger.
+        Counting here keeps the per-feedback cost at a dict update instead of a table count and a
+        scan of job records."""
+        due = []
+        with self._lock:
+            for r in rows:
+                if r.rejected and not r.tie:
+                    key = (r.tenant, r.user_id)
+                    self._new[key] = self._new.get(key, 0) + 1
+                    if self._new[key] >= self.trigger.every:
+                        self._new[key] = 0
+                        due.append(key)
+        for tenant, user in dict.fromkeys(due):
+            self.on_feedback(tenant, user)
+
     def on_feedback(self, tenant: str, user: str) -> None:
         """Queue an adapter job when the user has enough new comparisons; never fails the feedback."""
         try:
@@ -86,7 +110,7 @@ class Admin:
 
     async def audit(self, params: dict[str, Param], wait: float) -> Job:
         """Run an audit job and wait (without blocking the event loop) until it ends or `wait` passes."""
-        job = self.submit("audit", params)
+        job = await sync_to_thread(self.submit, "audit", params)  # moving the log's backlog may take a while
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             job = self.runner.get(job.id)

@@ -52,6 +52,7 @@ def plan(rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str,
     prompt_vec, history, context, adapter, weights = None, [], messages, None, None
     if user_id is not None:
         start = time.perf_counter()
+        rt.ingest.flush_user(tenant, user_id)  # the user's feedback still in the log: embedded and moved now
         prompt_vec = rt.encoder.encode([prompt])[0]  # (d,)
         hits = rt.store.search(tenant, user_id, prompt_vec, shots) if shots > 0 else []
         usable = [row for row, _ in hits if row.rejected and not row.tie]

@@ -10,13 +10,10 @@ from service.feedback.schemas import FeedbackBody, FeedbackReceipt
 from service.runtime import Runtime
 
 
-@post("/v1/feedback", sync_to_thread=True, status_code=201, summary="Record feedback (choice, comparison, rating or edit)")
-def create_feedback(request: Request, data: JSONBody[FeedbackBody]) -> FeedbackReceipt:
-    """201 only once the rows are committed to LanceDB. The user's reward is then refitted in the
-    background; a request of the user that comes first refits it itself, so it is never stale."""
+@post("/v1/feedback", status_code=201, summary="Record feedback (choice, comparison, rating or edit)")
+async def create_feedback(request: Request, data: JSONBody[FeedbackBody]) -> FeedbackReceipt:
+    """201 only once the rows are on disk (the feedback log, fsynced). Embedding them, moving them into
+    the preferences table, refitting the user's reward and the adapter trigger all run after the
+    reply; a request of the user that comes first moves their rows and refits them itself."""
     rt: Runtime = request.app.state.runtime
-    receipt = services.record(rt, request.user.tenant, data)
-    admin = request.app.state.get("admin")
-    if admin is not None:  # enough new comparisons queue an adapter job: checked after the reply, not before it
-        rt.background.submit(admin.on_feedback, request.user.tenant, receipt.user)
-    return receipt
+    return await services.record(rt, request.user.tenant, data)

@@ -1,11 +1,16 @@
-"""Turn feedback into preference rows, write them durably, then refit the user's reward weights."""
+"""Turn feedback into preference rows and write them durably to the feedback log.
+
+The rows are embedded and moved into the preferences table behind the reply (see
+`pluralign.store.ingest`); every read of a user's history first moves that user's pending rows, and
+the user's reward weights are refitted when a read finds them stale, so the very next request of
+the user uses the feedback."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
-import numpy as np
+from litestar.concurrency import sync_to_thread
 from litestar.exceptions import NotFoundException
 
 from pluralign.store import Interaction, StoredPreference
@@ -68,12 +73,14 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
     ]
 
 
-def record(rt: Runtime, tenant: str, fb: FeedbackBody) -> FeedbackReceipt:
-    """Write the rows (returns once LanceDB committed them), then queue a refit of the user's weights."""
-    user, rows = rows_for(rt, tenant, fb)
-    texts = list(dict.fromkeys(t for r in rows for t in (r["prompt"], r["chosen"], r["rejected"]) if t))
-    vectors = dict(zip(texts, rt.encoder.encode(texts), strict=True))
-    zero = np.zeros(rt.encoder.dim, np.float32)
+async def record(rt: Runtime, tenant: str, fb: FeedbackBody) -> FeedbackReceipt:
+    """Append the rows to the feedback log; returns once they are on disk (one fsync shared by the
+    requests that arrived meanwhile). Runs on the event loop: only the kinds that look a served
+    response up in LanceDB go to a thread for that."""
+    if isinstance(fb, ComparisonFeedback):
+        user, rows = rows_for(rt, tenant, fb)
+    else:
+        user, rows = await sync_to_thread(rows_for, rt, tenant, fb)
     now = time.time()
     stored = [
         StoredPreference(
@@ -82,9 +89,17 @@ def record(rt: Runtime, tenant: str, fb: FeedbackBody) -> FeedbackReceipt:
         )
         for i, r in enumerate(rows)
     ]
-    stack = lambda field: np.stack([vectors.get(r[field], zero) for r in rows])  # (N, d)
-    rt.store.add_preferences(stored, stack("prompt"), stack("chosen"), stack("rejected"))
+    await rt.ingest.submit_async(stored)
     rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind=rows[0]["kind"])
-    schedule_refit(rt, tenant, user, attributes=fb.attributes or None)
-    rt.maybe_compact()
     return FeedbackReceipt(user=user, stored=[s.pref_id for s in stored])
+
+
+def after_move(rt: Runtime, rows: list[StoredPreference]) -> None:
+    """Rows just moved into the table: compact when due, and when the log has caught up, refit the
+    users in the background so their stored weights are fresh (under load this is skipped: a read
+    refits stale weights itself)."""
+    rt.maybe_compact()
+    if rt.ingest.log.backlog()[0] == 0:
+        for tenant, user in dict.fromkeys((r.tenant, r.user_id) for r in rows):
+            attributes = next((r.attributes for r in rows if (r.tenant, r.user_id) == (tenant, user) and r.attributes), None)
+            schedule_refit(rt, tenant, user, attributes=attributes)

@@ -66,6 +66,7 @@ def list_preferences(
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
 ) -> PreferencePage:
     rt, tenant, user_id = _user(request, user_id)
+    rt.ingest.flush_user(tenant, user_id)
     rows, total = rt.store.preferences_for(tenant, user_id, offset, limit)
     next_offset = offset + len(rows) if offset + len(rows) < total else None
     return PreferencePage(data=rows, total=total, offset=offset, limit=limit, next_offset=next_offset)

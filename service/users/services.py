@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -31,8 +32,12 @@ def adapter_folder(rt: Runtime, tenant: str, user_id: str):
 
 
 def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> UserWeights:
-    """Fit the user's PAL logits on every stored comparison of theirs and store them."""
+    """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
+    attributes gather those their feedback carried (later ones win), then `attributes`."""
     prompt, chosen, rejected = rt.store.comparisons(tenant, user_id)  # each (N, d)
+    from_feedback: dict[str, str] = {}
+    for row in sorted(rt.store.history(tenant, user_id).rows, key=lambda r: r["created_at"]):
+        from_feedback.update(json.loads(row["attributes"]))
     record = rt.store.get_user(tenant, user_id)
     now = time.time()
     if len(prompt):
@@ -45,7 +50,7 @@ def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | N
         user_id=user_id,
         created_at=record.created_at if record else now,
         updated_at=now,
-        attributes={**(record.attributes if record else {}), **(attributes or {})},
+        attributes={**(record.attributes if record else {}), **from_feedback, **(attributes or {})},
         pal_logits=None if prior else [float(x) for x in logits],
         pal_version=rt.rewards.version,
         adapter=record.adapter if record else None,
@@ -81,7 +86,9 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
 
 def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
     """The stored logits, refitted first when they are stale (another checkpoint, or rows written
-    after the last fit, e.g. by a process that crashed between its write and its refit)."""
+    after the last fit, e.g. by a process that crashed between its write and its refit). The user's
+    feedback still pending in the log is moved into the table first."""
+    rt.ingest.flush_user(tenant, user_id)
     record = rt.store.get_user(tenant, user_id)
     if record is None:
         if rt.store.count_preferences(tenant, user_id) == 0:
@@ -169,6 +176,7 @@ def register_adapter(rt: Runtime, tenant: str, user_id: str, source: Path) -> st
 def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     """JSONL: one `user` line, then a line per preference and per interaction, each tagged by `type`."""
     encode = msgspec.json.encode
+    rt.ingest.flush_user(tenant, user_id)
     record = rt.store.get_user(tenant, user_id)
     if record is not None:
         yield encode({"type": "user", **msgspec.to_builtins(record)}) + b"\n"
@@ -180,8 +188,11 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
 
 
 def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
-    """Every row, the weights and the adapter files of the user; old table versions are purged too."""
+    """Every row, the weights and the adapter files of the user; old table versions are purged too,
+    and so is their feedback still pending in the log (from memory and the log's files)."""
+    pending = rt.ingest.forget_user(tenant, user_id)
     counts = rt.store.delete_user(tenant, user_id)
+    counts["preferences"] += pending  # acknowledged rows, wherever they were
     folder = adapter_folder(rt, tenant, user_id)
     counts["adapter_files"] = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
     if folder.exists():

@@ -1,0 +1,341 @@
+"""A durable, group-committed log of feedback rows that wait for their embeddings.
+
+Feedback must be acknowledged only once it is on disk, but embedding its texts (MiniLM) costs tens
+of milliseconds of CPU per text, and one LanceDB commit per request costs milliseconds more. So a
+feedback's rows are first appended here as one record. One writer thread writes everything queued
+since its last round with one write + fdatasync (group commit: an fsync costs ~4 ms here however
+much it carries), then wakes every writer of the round: threads blocked in `append`, and asyncio
+callers of `append_async` with one `call_soon_threadsafe` per event loop and round, so a request
+on the event loop costs no thread hand-off. An `Ingestor` then embeds pending records in batches
+and moves them into the preferences table.
+
+Records live in numbered segment files; a segment is deleted once none of its records is pending.
+At open, the segments left are replayed (a torn record at a segment's end, from a crash mid-write,
+was never acknowledged and is skipped). Forgetting a user rewrites every segment that ever held one
+of their records, so a deleted user's text does not stay on disk here either.
+
+Frame: payload length and CRC-32 (little-endian uint32 each), then the msgpack list of rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import threading
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from pluralign.store.tables import StoredPreference
+
+FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(list[StoredPreference]).decode
+
+UserKey = tuple[str, str]  # (tenant, user_id)
+
+
+@dataclass(eq=False)
+class Entry:
+    """One acknowledged feedback: its rows (one user's) and the segment holding them."""
+
+    seq: int
+    segment: int
+    rows: list[StoredPreference]
+
+    @property
+    def key(self) -> UserKey:
+        return self.rows[0].tenant, self.rows[0].user_id
+
+
+@dataclass(eq=False)
+class _Ticket:
+    frame: bytes
+    rows: list[StoredPreference]
+    future: asyncio.Future | None = None  # set for asyncio callers
+    entry: Entry | None = None
+    done: bool = False
+    error: BaseException | None = None
+
+
+def _settle(tickets: list[_Ticket]) -> None:
+    """On the tickets' event loop: hand each asyncio caller its entry (or the write's error)."""
+    for t in tickets:
+        if t.future is not None and not t.future.done():
+            if t.error is not None:
+                t.future.set_exception(t.error)
+            else:
+                t.future.set_result(t.entry)
+
+
+@dataclass
+class _Segment:
+    live: int = 0  # pending entries in it
+    users: set[UserKey] = field(default_factory=set)  # everyone with a record in its file
+
+
+def frame(rows: list[StoredPreference]) -> bytes:
+    payload = _encode(rows)
+    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def read_frames(path: Path) -> list[list[StoredPreference]]:
+    """The whole records of a segment file, stopping at the first torn or corrupt one."""
+    data = path.read_bytes()
+    out, at = [], 0
+    while at + FRAME.size <= len(data):
+        size, crc = FRAME.unpack_from(data, at)
+        payload = data[at + FRAME.size : at + FRAME.size + size]
+        if len(payload) < size or zlib.crc32(payload) != crc:
+            break
+        try:
+            out.append(_decode(payload))
+        except (msgspec.DecodeError, ValueError):
+            break
+        at += FRAME.size + size
+    return out
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FeedbackLog:
+    """`append(rows)` (or `await append_async(rows)`) returns once the rows are durable; they stay
+    `pending` until `done(entries)`."""
+
+    def __init__(self, folder: str | Path, segment_bytes: int = 8 << 20):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.segment_bytes = segment_bytes
+        self._io = threading.Lock()  # the open segment: writes, rotation, rewrites
+        lock = threading.Lock()  # the write queue and the pending index
+        self._cv = threading.Condition(lock)  # writers wait here for their round, readers for pending rows
+        self._work = threading.Condition(lock)  # the writer thread waits here for a queued record
+        self._queue: list[_Ticket] = []
+        self._closed = False
+        self._seq = 0
+        self.pending: dict[int, Entry] = {}  # by seq, oldest first
+        self._by_user: dict[UserKey, dict[int, Entry]] = {}
+        self._segments: dict[int, _Segment] = {}
+        self.fsyncs = 0  # for tests and benchmarks: how many fsyncs served how many appends
+        self.appends = 0
+        for path in self.folder.glob("*.tmp"):  # a rewrite cut short: the original is still in place
+            path.unlink()
+        for path in sorted(self.folder.glob("*.log")):
+            segment = int(path.stem)
+            self._segments[segment] = _Segment()
+            for rows in read_frames(path):
+                self._register(Entry(self._next_seq(), segment, rows))
+        self._current = max(self._segments, default=0) + 1
+        self._open(self._current)
+        for segment in [s for s, info in self._segments.items() if not info.live and s != self._current]:
+            self._remove(segment)
+        self._thread = threading.Thread(target=self._writer, daemon=True, name="feedback-log")
+        self._thread.start()
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _path(self, segment: int) -> Path:
+        return self.folder / f"{segment:012d}.log"
+
+    def _open(self, segment: int) -> None:
+        self._segments.setdefault(segment, _Segment())
+        self._fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = os.fstat(self._fd).st_size
+        _fsync_dir(self.folder)  # the new file's name is durable before a record in it is acknowledged
+
+    def _register(self, entry: Entry) -> None:
+        self.pending[entry.seq] = entry
+        self._by_user.setdefault(entry.key, {})[entry.seq] = entry
+        info = self._segments[entry.segment]
+        info.live += 1
+        info.users.add(entry.key)
+
+    def _remove(self, segment: int) -> None:
+        self._segments.pop(segment, None)
+        self._path(segment).unlink(missing_ok=True)
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def _ticket(self, rows: list[StoredPreference], future: asyncio.Future | None = None) -> _Ticket:
+        if not rows or len({(r.tenant, r.user_id) for r in rows}) != 1:
+            raise ValueError("a log record holds the rows of one feedback: at least one row, all of one user")
+        return _Ticket(frame(rows), rows, future)
+
+    def _enqueue(self, ticket: _Ticket) -> None:
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the feedback log is closed")
+            self._queue.append(ticket)
+            self.appends += 1
+            self._work.notify()
+
+    def append(self, rows: list[StoredPreference]) -> Entry:
+        """Append one feedback's rows (all of one user) and return once they are on disk."""
+        ticket = self._ticket(rows)
+        self._enqueue(ticket)
+        with self._cv:
+            self._cv.wait_for(lambda: ticket.done)
+        if ticket.error is not None:
+            raise ticket.error
+        assert ticket.entry is not None
+        return ticket.entry
+
+    async def append_async(self, rows: list[StoredPreference]) -> Entry:
+        """`append` for a coroutine: awaits the round that makes the rows durable, blocking no thread."""
+        ticket = self._ticket(rows, asyncio.get_running_loop().create_future())
+        self._enqueue(ticket)
+        return await ticket.future
+
+    def _writer(self) -> None:
+        while True:
+            with self._cv:
+                self._work.wait_for(lambda: self._queue or self._closed)
+                if not self._queue:
+                    return  # closed, and nothing left to write
+                batch, self._queue = self._queue, []
+            self._write(batch)
+
+    def _write(self, batch: list[_Ticket]) -> None:
+        error = None
+        try:
+            with self._io:
+                _write_all(self._fd, b"".join(t.frame for t in batch))
+                os.fdatasync(self._fd)
+                segment = self._current
+                self._size += sum(len(t.frame) for t in batch)
+        except BaseException as exc:  # every writer of the round sees the failure
+            error = exc
+        with self._cv:
+            for t in batch:
+                if error is None:
+                    t.entry = Entry(self._next_seq(), segment, t.rows)
+                    self._register(t.entry)
+                t.done, t.error = True, error
+            self.fsyncs += 1
+            self._cv.notify_all()
+        loops: dict[asyncio.AbstractEventLoop, list[_Ticket]] = {}
+        for t in batch:
+            if t.future is not None:
+                loops.setdefault(t.future.get_loop(), []).append(t)
+        for loop, tickets in loops.items():
+            try:
+                loop.call_soon_threadsafe(_settle, tickets)
+            except RuntimeError:  # that loop has closed: nobody waits any more
+                pass
+        if error is None and self._size >= self.segment_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        with self._io, self._cv:
+            if self._size < self.segment_bytes:
+                return
+            old = self._current
+            os.close(self._fd)
+            self._current = old + 1
+            self._open(self._current)
+            if not self._segments[old].live:
+                self._remove(old)
+
+    # ---- the pending index ------------------------------------------------------------------
+
+    def oldest(self, limit: int) -> list[Entry]:
+        with self._cv:
+            out = []
+            for entry in self.pending.values():
+                out.append(entry)
+                if len(out) == limit:
+                    break
+            return out
+
+    def pending_for(self, tenant: str, user_id: str) -> list[Entry]:
+        with self._cv:
+            return list(self._by_user.get((tenant, user_id), {}).values())
+
+    def is_pending(self, entry: Entry) -> bool:
+        with self._cv:
+            return self.pending.get(entry.seq) is entry
+
+    def backlog(self) -> tuple[int, int]:
+        """(pending feedback records, pending rows)."""
+        with self._cv:
+            return len(self.pending), sum(len(e.rows) for e in self.pending.values())
+
+    def wait(self, timeout: float) -> bool:
+        """Block until something is pending (True) or `timeout` passes (False)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: bool(self.pending), timeout)
+
+    def done(self, entries: list[Entry]) -> None:
+        """These entries were moved into the table: drop them, and every segment left with none pending."""
+        with self._io, self._cv:
+            for entry in entries:
+                if self.pending.pop(entry.seq, None) is None:
+                    continue
+                mine = self._by_user.get(entry.key)
+                if mine is not None:
+                    mine.pop(entry.seq, None)
+                    if not mine:
+                        del self._by_user[entry.key]
+                info = self._segments.get(entry.segment)
+                if info is not None:
+                    info.live -= 1
+                    if not info.live and entry.segment != self._current:
+                        self._remove(entry.segment)
+
+    def forget_user(self, tenant: str, user_id: str) -> int:
+        """Drop the user's pending records and rewrite every segment that held any record of theirs
+        (pending or already moved), so none of their text stays in this folder. Returns how many
+        pending records were dropped."""
+        key = (tenant, user_id)
+        with self._io, self._cv:
+            dropped = self._by_user.pop(key, {})
+            for seq in dropped:
+                entry = self.pending.pop(seq)
+                self._segments[entry.segment].live -= 1
+            touched = sorted(s for s, info in self._segments.items() if key in info.users)
+            if self._current in touched:  # start a fresh segment: the old one is rewritten below
+                os.close(self._fd)
+                self._current += 1
+                self._open(self._current)
+            for segment in touched:
+                keep = [e for e in self.pending.values() if e.segment == segment]
+                if not keep:
+                    self._remove(segment)
+                    continue
+                tmp = self._path(segment).with_suffix(".tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    _write_all(fd, b"".join(frame(e.rows) for e in keep))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, self._path(segment))
+                self._segments[segment] = _Segment(live=len(keep), users={e.key for e in keep})
+            _fsync_dir(self.folder)
+            return len(dropped)
+
+    def close(self) -> None:
+        """Writes what is queued, then stops the writer and closes the file."""
+        with self._cv:
+            self._closed = True
+            self._work.notify()
+        self._thread.join()
+        with self._io:
+            os.close(self._fd)

@@ -1,0 +1,144 @@
+"""Moves acknowledged feedback from the log into the preferences table, with its embeddings.
+
+A worker thread embeds the oldest pending records in batches (one encoder call over their distinct
+texts: far cheaper per text than one call per feedback) and appends them in one LanceDB commit. It
+runs at a lower CPU priority (nice) than the request threads, so under load the backlog grows
+instead of request latency. A reader that needs a user's history calls `flush_user` first: that
+user's few pending rows are embedded and moved at once, so nothing acknowledged is ever missing
+from a search or a refit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pluralign.embed.base import Encoder
+from pluralign.store.feedback_log import Entry, FeedbackLog
+from pluralign.store.tables import Store, StoredPreference
+
+log = logging.getLogger("pluralign.store")
+
+
+class Ingestor:
+    """Owns the move log -> table; `on_moved(rows)` is called after each batch is committed."""
+
+    def __init__(
+        self,
+        feedback_log: FeedbackLog,
+        store: Store,
+        encoder: Encoder,
+        batch: int = 64,
+        nice: int = 19,  # the lowest CPU priority: the request threads of this process come first
+        on_moved: Callable[[list[StoredPreference]], None] | None = None,
+    ):
+        self.log = feedback_log
+        self.store = store
+        self.encoder = encoder
+        self.batch = batch  # feedback records per worker batch
+        self.nice = nice
+        self.on_moved = on_moved
+        self._move = threading.Lock()  # a record is appended to the table at most once
+        self._worker = threading.Lock()  # held by the worker over a whole batch, hook included
+        self.moved = 0  # rows moved so far (for metrics and benchmarks)
+        self._stop = threading.Event()
+        self._drop_already_moved()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="ingest")
+        self._thread.start()
+
+    def _drop_already_moved(self) -> None:
+        """Replayed records whose rows reached the table before a crash (moved, but their segment
+        was not yet deleted) are dropped, not moved twice."""
+        replayed = list(self.log.pending.values())
+        if not replayed or not self.store.preferences.count_rows():
+            return
+        ids = pa.array([r.pref_id for e in replayed for r in e.rows])
+        stored = self.store.preferences.search().select(["pref_id"]).limit(None).to_arrow().column("pref_id")
+        present = set(pc.filter(ids, pc.is_in(ids, value_set=stored)).to_pylist())
+        self.log.done([e for e in replayed if all(r.pref_id in present for r in e.rows)])
+        log.info("replayed %d pending feedback records from the log", len(self.log.pending))
+
+    def submit(self, rows: list[StoredPreference]) -> None:
+        """Returns once the rows are durable in the log; the worker moves them later."""
+        self.log.append(rows)
+
+    async def submit_async(self, rows: list[StoredPreference]) -> None:
+        await self.log.append_async(rows)
+
+    def flush_user(self, tenant: str, user_id: str) -> int:
+        """Move the user's pending rows now (a reader is about to need them); returns how many."""
+        entries = self.log.pending_for(tenant, user_id)
+        return self._move_entries(entries) if entries else 0
+
+    def flush(self) -> int:
+        """Move everything pending now, in the caller's thread (after the worker's current batch)."""
+        total = 0
+        with self._worker:
+            while entries := self.log.oldest(self.batch):
+                total += self._move_entries(entries)
+        return total
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The worker moves nothing meanwhile (readers still move their own user's rows)."""
+        with self._worker:
+            yield
+
+    def forget_user(self, tenant: str, user_id: str) -> int:
+        """Drop the user's pending rows (from memory and the log's files); none is moved afterwards."""
+        with self._move:
+            return self.log.forget_user(tenant, user_id)
+
+    def _move_entries(self, entries: list[Entry]) -> int:
+        rows = [r for e in entries for r in e.rows]
+        texts = list(dict.fromkeys(t for r in rows for t in (r.prompt, r.chosen, r.rejected) if t))
+        vectors = dict(zip(texts, self.encoder.encode(texts), strict=True))  # the slow part, outside the lock
+        zero = np.zeros(self.encoder.dim, np.float32)
+        with self._move:
+            entries = [e for e in entries if self.log.is_pending(e)]  # not moved or forgotten meanwhile
+            rows = [r for e in entries for r in e.rows]
+            if not rows:
+                return 0
+            stack = lambda name: np.stack([vectors.get(getattr(r, name), zero) for r in rows])  # (N, d)
+            self.store.add_preferences(rows, stack("prompt"), stack("chosen"), stack("rejected"))
+            self.log.done(entries)
+            self.moved += len(rows)
+        if self.on_moved is not None:
+            try:
+                self.on_moved(rows)
+            except Exception:
+                log.exception("on_moved hook failed")
+        return len(rows)
+
+    def _run(self) -> None:
+        try:  # Linux: a thread's nice value is its own; the request threads keep theirs
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        except (AttributeError, OSError):
+            pass
+        while not self._stop.is_set():
+            if not self.log.wait(timeout=0.5):
+                continue
+            try:
+                with self._worker:
+                    entries = [] if self._stop.is_set() else self.log.oldest(self.batch)
+                    if entries:
+                        self._move_entries(entries)
+            except Exception:  # the records stay pending (and durable); try again shortly
+                log.exception("moving feedback from the log failed")
+                self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        """The worker takes no further batch (pending rows stay in the log)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self.stop()
+        self._thread.join(timeout=30)
+        self.log.close()

@@ -1,0 +1,195 @@
+"""The feedback log and the ingestor on temp folders: durability, replay, forgetting, the history cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pluralign.store import Store, StoredPreference
+from pluralign.store.feedback_log import FeedbackLog
+from pluralign.store.ingest import Ingestor
+
+DIM = 8
+
+
+class HashEncoder:
+    """Deterministic unit vectors from the text's hash; counts what it embedded."""
+
+    encoder_id = "hash"
+    dim = DIM
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def encode(self, texts):
+        self.calls.append(len(texts))
+        out = np.stack([np.frombuffer(hashlib.sha256(t.encode()).digest()[: DIM * 4], np.int32).astype(np.float32) for t in texts]) if texts else np.zeros((0, DIM), np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def feedback(user, i, tenant="t", n=1):
+    now = time.time()
+    return [
+        StoredPreference(tenant=tenant, user_id=user, pref_id=f"{tenant}-{user}-{i}-{j}", prompt=f"question {i} of {user}",
+                         chosen=f"good answer {i}.{j}", rejected=f"bad answer {i}.{j}", kind="comparison", created_at=now + j * 1e-6)
+        for j in range(n)
+    ]
+
+
+def log_bytes(folder) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.iterdir()))
+
+
+def test_appends_are_replayed_after_reopen_until_done(tmp_path):
+    log = FeedbackLog(tmp_path)
+    entries = [log.append(feedback("ann", i, n=2)) for i in range(3)]
+    assert log.backlog() == (3, 6)
+    log.close()  # as after kill -9: nothing but the files remains
+    log = FeedbackLog(tmp_path)
+    assert [[r.pref_id for r in e.rows] for e in log.pending.values()] == [[r.pref_id for r in e.rows] for e in entries]
+    log.done(list(log.pending.values()))
+    log.close()
+    assert FeedbackLog(tmp_path).backlog() == (0, 0)
+    assert len(list(tmp_path.glob("*.log"))) == 1  # only the open segment: the replayed ones were deleted
+
+
+def test_a_torn_last_record_is_skipped(tmp_path):
+    log = FeedbackLog(tmp_path)
+    log.append(feedback("ann", 0))
+    log.append(feedback("ann", 1))
+    log.close()
+    (segment,) = tmp_path.glob("*.log")
+    segment.write_bytes(segment.read_bytes()[:-5])  # a crash in the middle of the second write
+    replayed = FeedbackLog(tmp_path)
+    assert [e.rows[0].pref_id for e in replayed.pending.values()] == ["t-ann-0-0"]
+
+
+def test_concurrent_appends_share_fsyncs(tmp_path):
+    log = FeedbackLog(tmp_path)
+    threads = [threading.Thread(target=lambda k=k: [log.append(feedback(f"u{k}", i)) for i in range(50)]) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.backlog() == (400, 400)
+    assert log.fsyncs < log.appends == 400
+
+
+def test_forget_user_leaves_no_trace_in_any_segment(tmp_path):
+    log = FeedbackLog(tmp_path, segment_bytes=600)  # a few records per segment: several segments
+    for i in range(6):
+        log.append(feedback("ann", i))
+        log.append(feedback("bob", i))
+    moved = [e for e in log.pending.values() if e.key == ("t", "ann")][:2]
+    log.done(moved)  # some of ann's records already moved: their text is still in a segment file
+    assert len(list(tmp_path.glob("*.log"))) > 2 and b"of ann" in log_bytes(tmp_path)
+    assert log.forget_user("t", "ann") == 4
+    assert b"of ann" not in log_bytes(tmp_path)
+    assert {e.key for e in log.pending.values()} == {("t", "bob")} and log.backlog() == (6, 6)
+    log.append(feedback("cid", 0))  # the log keeps working after the rewrite
+    log.close()
+    assert {e.key for e in FeedbackLog(tmp_path).pending.values()} == {("t", "bob"), ("t", "cid")}
+
+
+def make(tmp_path, **kw):
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    encoder = HashEncoder()
+    return store, encoder, Ingestor(FeedbackLog(tmp_path / "log"), store, encoder, **kw)
+
+
+def test_the_worker_moves_feedback_in_batches_with_vectors(tmp_path):
+    store, encoder, ingest = make(tmp_path, batch=16)
+    with ingest.paused():
+        for i in range(40):
+            ingest.submit(feedback(f"u{i % 4}", i))
+        assert store.count_preferences("t", "u0") == 0  # pending, not in the table yet
+    deadline = time.time() + 30
+    while ingest.log.backlog()[0] and time.time() < deadline:
+        time.sleep(0.05)
+    assert ingest.log.backlog() == (0, 0) and store.stats()["preferences"] == 40
+    assert max(encoder.calls) > 3  # several feedbacks' texts per encoder call
+    prompt, chosen, rejected = store.comparisons("t", "u1")
+    assert prompt.shape == (10, DIM) and np.allclose(np.linalg.norm(chosen, axis=1), 1, atol=1e-5)
+    ingest.close()
+
+
+def test_flush_user_moves_only_that_users_rows(tmp_path):
+    store, _, ingest = make(tmp_path)
+    with ingest.paused():
+        ingest.submit(feedback("ann", 0))
+        ingest.submit(feedback("bob", 0))
+        assert ingest.flush_user("t", "ann") == 1
+        assert store.count_preferences("t", "ann") == 1 and store.count_preferences("t", "bob") == 0
+        assert store.search("t", "ann", HashEncoder().encode(["question 0 of ann"])[0], 1)[0][1] == pytest.approx(0, abs=1e-5)
+        assert ingest.log.backlog() == (1, 1)
+    ingest.close()
+
+
+def test_rows_moved_before_a_crash_are_not_moved_twice(tmp_path):
+    store, encoder, ingest = make(tmp_path)
+    with ingest.paused():
+        entry = ingest.log.append(feedback("ann", 0, n=2))
+        vectors = encoder.encode(["x", "y"])
+        store.add_preferences(entry.rows, vectors, vectors, vectors)  # moved; the crash comes before log.done
+        ingest.log.append(feedback("ann", 1))
+        ingest.stop()
+    ingest.close()
+    store, _, ingest = make(tmp_path)
+    ingest.flush()
+    assert ingest.moved == 1  # only the record that never reached the table was moved
+    assert store.count_preferences("t", "ann") == 3
+    ingest.close()
+
+
+def test_forgotten_rows_are_never_moved(tmp_path):
+    store, _, ingest = make(tmp_path)
+    with ingest.paused():
+        ingest.submit(feedback("ann", 0))
+        assert ingest.forget_user("t", "ann") == 1
+    assert ingest.flush() == 0 and store.count_preferences("t", "ann") == 0
+    ingest.close()
+
+
+def test_cached_history_follows_writes_and_deletes(tmp_path):
+    store = Store(str(tmp_path), "hash", DIM)
+    encoder = HashEncoder()
+
+    def add(user, i):
+        rows = feedback(user, i)
+        v = encoder.encode([rows[0].prompt])
+        store.add_preferences(rows, v, v, v)
+
+    for i in range(5):
+        add("ann", i)
+    query = encoder.encode(["question 3 of ann"])[0]
+    assert store.search("t", "ann", query, 1)[0][0].pref_id == "t-ann-3-0"  # a LanceDB vector search
+    store.wait_warm()  # meanwhile the user's history was loaded into the cache
+    assert len(store.histories) == 1
+    misses = store.histories.misses
+    add("ann", 5)  # write-through: the cached history takes the new row
+    hits = store.search("t", "ann", encoder.encode(["question 5 of ann"])[0], 2)
+    assert hits[0][0].pref_id == "t-ann-5-0" and store.histories.misses == misses
+    lance = store.preferences.search(query, vector_column_name="prompt_vec").distance_type("cosine").where("user_id = 'ann'", prefilter=True).limit(3).to_arrow()
+    assert [h.pref_id for h, _ in store.search("t", "ann", query, 3)] == lance.column("pref_id").to_pylist()
+    store.delete_user("t", "ann")
+    assert store.search("t", "ann", query, 3) == [] and store.count_comparisons("t", "ann") == 0
+    store.wait_warm()  # the empty history is cached now: searching it finds nothing, without error
+    assert store.search("t", "ann", query, 3) == [] and len(store.histories) == 1
+
+
+def test_asyncio_appends_are_durable_and_share_rounds(tmp_path):
+    log = FeedbackLog(tmp_path)
+
+    async def many():
+        return await asyncio.gather(*(log.append_async(feedback(f"u{i}", i)) for i in range(50)))
+
+    entries = asyncio.run(many())
+    assert sorted(e.rows[0].pref_id for e in entries) == sorted(f"t-u{i}-{i}-0" for i in range(50))
+    assert log.fsyncs < 50  # the 50 queued at once went out in a few rounds
+    log.close()
+    assert FeedbackLog(tmp_path).backlog() == (50, 50)
