@@ -18,6 +18,10 @@ Choices the FSPO paper found crucial, and what they mean here:
   that match what serving provides; the loss is a config field and `shots` is recorded with the
   artifact.
 
+On CPU, LoRA on the top `lora_layers` layers makes the layers below a frozen trunk shared by the
+policy and pi_ref (`pluralign.policy.trunk`): it runs once per batch, and not at all for a batch
+seen before (1.7x and 4.7x faster steps on SmolLM2-135M, `benchmarks/fspo_trunk.py`).
+
 With `shots=0` the same loop is plain DPO on comparisons (the no-shot baseline, and the per-user
 adapter of `pluralign train adapter`).
 """
