@@ -7,7 +7,6 @@ an admin key reaches only /admin routes. Requests send `Authorization: Bearer KE
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import threading
 import time
@@ -20,6 +19,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from pluralign.data.record import Base
+from pluralign.files import write_atomic
 
 KEY_PREFIX = "pk-"
 PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema"]  # regexes of paths that need no key
@@ -60,10 +60,7 @@ class KeyRing:
         entry = ApiKey(sha256=hash_key(key), tenant=tenant, admin=admin, name=name, created_at=time.time())
         with self._lock:
             self.keys[entry.sha256] = entry
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_bytes(msgspec.json.encode(list(self.keys.values())))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, msgspec.json.encode(list(self.keys.values())))
         return key
 
     def reload(self) -> None:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pluralign.data.record import Base, Preference, PreferenceError
+from pluralign.files import atomic_writer
 
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
@@ -146,35 +147,22 @@ def read_preferences(path: str | os.PathLike, *, skip_bad: bool = False) -> tupl
 
 def write_jsonl(records: Iterable[Preference], path: str | os.PathLike) -> int:
     """Write records atomically (temp file + rename), so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for record in records:
-                f.write(_json_encoder.encode(record))
-                f.write(b"\n")
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:
+        for record in records:
+            f.write(_json_encoder.encode(record))
+            f.write(b"\n")
+            count += 1
     return count
 
 
 def write_parquet(records: Sequence[Preference], path: str | os.PathLike) -> int:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = [msgspec.to_builtins(r) for r in records]
     for row in rows:
         row["attributes"] = list(row.get("attributes", {}).items()) or None
     table = pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_writer(path) as f:
+        pq.write_table(table, f)
     return len(rows)
 
 

@@ -99,6 +99,12 @@ def quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _interaction(row: dict) -> Interaction:
+    row.pop("schema_version")
+    row["messages"] = json.loads(row["messages"])
+    return msgspec.convert(row, Interaction)
+
+
 def owner_filter(tenant: str, user_id: str) -> str:
     return f"tenant = {quote(tenant)} AND user_id = {quote(user_id)}"
 
@@ -340,10 +346,7 @@ class Store:
         rows = self._rows("interactions", f"tenant = {quote(tenant)} AND response_id = {quote(response_id)}")
         if not rows:
             return None
-        row = rows[0]
-        row.pop("schema_version")
-        row["messages"] = json.loads(row["messages"])
-        return msgspec.convert(row, Interaction)
+        return _interaction(rows[0])
 
     def count_interactions(self, tenant: str, user_id: str) -> int:
         return self.interactions.count_rows(owner_filter(tenant, user_id))
@@ -351,12 +354,7 @@ class Store:
     def interactions_for(self, tenant: str, user_id: str) -> list[Interaction]:
         rows = self._rows("interactions", owner_filter(tenant, user_id))
         rows.sort(key=lambda r: r["created_at"])
-        out = []
-        for row in rows:
-            row.pop("schema_version")
-            row["messages"] = json.loads(row["messages"])
-            out.append(msgspec.convert(row, Interaction))
-        return out
+        return [_interaction(row) for row in rows]
 
     def get_user(self, tenant: str, user_id: str) -> UserRecord | None:
         rows = self._rows("users", owner_filter(tenant, user_id))

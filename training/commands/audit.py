@@ -20,12 +20,12 @@ a trained mixture's components. `--store` audits the service's LanceDB tables (s
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import msgspec
 
+from pluralign.files import write_atomic
 from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, report_progress
 
 
@@ -119,11 +119,7 @@ def run(args: argparse.Namespace) -> int:
     report = audit(comparisons, args.group_by, config, progress=report_progress, personalized=personalized)
     data = report_encoder.encode(report)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
+        write_atomic(args.out, data)
     if not args.json:
         print_table(report)
     sys.stdout.write(data.decode() + "\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.data.record import Base
-from training.jobs.store import write_atomic
+from pluralign.files import write_atomic
 
 
 class Served(Base, kw_only=True):

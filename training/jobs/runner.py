@@ -25,11 +25,12 @@ from typing import Protocol
 
 import msgspec
 
+from pluralign.files import write_atomic
 from training.common import PROGRESS_ENV, PROGRESS_PREFIX
 from training.jobs.kinds import HELDOUT_METRICS, KINDS, JobKind
 from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, JobState, Param
-from training.jobs.store import JobStore, write_atomic
+from training.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
