@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--eval-shots", default="4,8")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--episodes", type=int, default=0, help="distinct training episodes (0: steps x batch size)")
+    parser.add_argument("--queries", type=int, default=1, help="held-out comparisons per set of shots in training (packed in one row)")
+    parser.add_argument("--skip-fspo", action="store_true", help="train and score only the DPO-without-shots baseline")
     parser.add_argument("--skip-no-shot", action="store_true", help="skip the DPO-without-shots baseline")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -86,6 +88,7 @@ def main() -> None:
         lr=args.lr,
         steps=args.steps,
         batch_size=args.batch_size,
+        queries=args.queries,
         seed=args.seed,
     )
     report: dict = {
@@ -110,16 +113,19 @@ def main() -> None:
         no_shot = dataclasses.replace(config, shots=0)
         dpo = add_lora(model, no_shot)
         ref = ReferencePolicy(dpo)
-        stats = train(dpo, ref, tokenizer, training_episodes(train_users, 0, n_episodes, args.seed), no_shot)
+        stats = train(dpo, ref, tokenizer, training_episodes(train_users, 0, n_episodes, args.seed, queries=config.queries), no_shot)
         plain = [msgspec.structs.replace(e, shots=[]) for e in tests[ks[0]]]
         report["dpo_no_shots_acc"], report["dpo_no_shots_se"] = accuracy(*personalized_rewards(dpo, ref, tokenizer, plain, no_shot))
         report["dpo_no_shots_train_seconds"] = stats["train_seconds"]
         log(f"dpo no shots: {report['dpo_no_shots_acc']:.3f} ({stats['train_seconds']:.0f}s)")
         model = dpo.unload()  # the bare base model again, for FSPO
+    if args.skip_fspo:
+        print(json.dumps(report, indent=1))
+        return
 
     fspo = add_lora(model, config)
     ref = ReferencePolicy(fspo)
-    episodes = training_episodes(train_users, config.shots, n_episodes, args.seed)
+    episodes = training_episodes(train_users, config.shots, n_episodes, args.seed, queries=config.queries)
     report["train_episodes"] = len(episodes)
     stats = train(fspo, ref, tokenizer, episodes, config, on_step=lambda s, st: log(f"fspo step {s} {st}"))
     report["fspo_train_seconds"] = stats["train_seconds"]

@@ -20,7 +20,11 @@ Choices the FSPO paper found crucial, and what they mean here:
 
 On CPU, LoRA on the top `lora_layers` layers makes the layers below a frozen trunk shared by the
 policy and pi_ref (`pluralign.policy.trunk`): it runs once per batch, and not at all for a batch
-seen before (1.7x and 4.7x faster steps on SmolLM2-135M, `benchmarks/fspo_trunk.py`).
+seen before (1.7x and 4.7x faster steps on SmolLM2-135M, `benchmarks/fspo_trunk.py`). And the shots
+are most of every row, so a batch is packed (`pluralign.policy.logprobs.PackedBatch`): episodes
+sharing a user's shots form one row holding the shots once, then every question and answer after
+them, each seeing only the shots and its own question. `queries` > 1 draws that many held-out
+comparisons per set of shots, so one pass over the shots trains on all of them.
 
 With `shots=0` the same loop is plain DPO on comparisons (the no-shot baseline, and the per-user
 adapter of `pluralign train adapter`).
@@ -38,7 +42,7 @@ import torch
 from pluralign.data.record import Base, Preference
 from pluralign.losses import dpo_loss, ipo_loss
 from pluralign.policy.context import Shot, with_shots
-from pluralign.policy.logprobs import ScoringBatch, encode_responses, sequence_logprobs
+from pluralign.policy.logprobs import PackedBatch, ScoringBatch, encode_packed, sequence_logprobs
 from pluralign.policy.trunk import head_logprobs, lowest_adapted_layer, trunk_states
 
 LOSSES = {"dpo": dpo_loss, "ipo": ipo_loss}
@@ -57,7 +61,8 @@ class FSPOConfig:
     full_finetune: bool = False  # train every weight instead of LoRA (GPU); the reference is then a frozen copy
     lr: float = 2e-4
     steps: int = 100
-    batch_size: int = 4  # episodes per step
+    batch_size: int = 4  # episodes (held-out comparisons) per step
+    queries: int = 1  # held-out comparisons per set of shots in training; they share one packed row
     max_prompt_tokens: int = 1024
     max_response_tokens: int = 96
     seed: int = 0
@@ -65,6 +70,8 @@ class FSPOConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        if self.queries < 1:
+            raise ValueError(f"queries must be at least 1, got {self.queries}")
 
 
 class Episode(Base):
@@ -91,21 +98,32 @@ def episode(shots: Sequence[Preference], held_out: Preference) -> Episode:
 
 
 def training_episodes(
-    users: Mapping[str, Sequence[Preference]], shots: int, count: int, seed: int = 0
+    users: Mapping[str, Sequence[Preference]], shots: int, count: int, seed: int = 0, queries: int = 1
 ) -> list[Episode]:
-    """`count` episodes, users taken round-robin in a shuffled order (so every batch mixes users);
-    each episode draws shots + 1 distinct comparisons of its user. Ties are skipped."""
+    """`count` episodes, users taken round-robin in a shuffled order (so every batch mixes users).
+    Each draw takes shots + `queries` distinct comparisons of its user and gives `queries`
+    consecutive episodes with the same shots, one per held-out comparison. Ties are skipped."""
     rng = random.Random(seed)
     pools = {u: [p for p in ps if not p.tie] for u, ps in users.items()}
-    order = sorted(u for u, ps in pools.items() if len(ps) > shots)
+    order = sorted(u for u, ps in pools.items() if len(ps) >= shots + queries)
     if not order:
-        raise ValueError(f"no user has more than {shots} comparisons")
+        raise ValueError(f"no user has {shots + queries} comparisons (shots + queries)")
     rng.shuffle(order)
-    episodes = []
-    for i in range(count):
-        drawn = rng.sample(pools[order[i % len(order)]], shots + 1)
-        episodes.append(episode(drawn[:shots], drawn[shots]))
-    return episodes
+    episodes: list[Episode] = []
+    for i in range(-(-count // queries)):
+        drawn = rng.sample(pools[order[i % len(order)]], shots + queries)
+        episodes.extend(episode(drawn[:shots], q) for q in drawn[shots:])
+    return episodes[:count]
+
+
+def context_groups(episodes: Sequence[Episode]) -> list[list[int]]:
+    """Indices of episodes grouped by user and shots (in order of first appearance): the episodes
+    of one group share their context, so one packed row scores them all."""
+    groups: dict[tuple, list[int]] = {}
+    for i, e in enumerate(episodes):
+        key = (e.user_id, tuple((s.question, s.preferred, s.dispreferred) for s in e.shots))
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
 
 
 def query_episodes(
@@ -169,13 +187,13 @@ class ScoredRows:
     """A pair batch ready for scoring: its tokens, the frozen trunk's states (None without a
     trunk) and pi_ref's log-probabilities (2B,), each computed once."""
 
-    batch: ScoringBatch
+    batch: ScoringBatch | PackedBatch
     states: torch.Tensor | None
     split: int | None  # the first layer of the head the states enter
     reference: torch.Tensor
 
     @classmethod
-    def build(cls, reference: ReferencePolicy, batch: ScoringBatch) -> ScoredRows:
+    def build(cls, reference: ReferencePolicy, batch: ScoringBatch | PackedBatch) -> ScoredRows:
         split = reference.trunk_split()
         if split is None:
             return cls(batch, None, None, reference.logprobs(batch))
@@ -191,11 +209,16 @@ class ScoredRows:
         return head_logprobs(policy, self.states, self.batch, self.split)
 
 
-def pair_batch(tokenizer, episodes: Sequence[Episode], config: FSPOConfig):
-    """One batch of 2B rows: the B chosen answers, then the B rejected answers, each after its shots."""
+def pair_batch(tokenizer, episodes: Sequence[Episode], config: FSPOConfig) -> PackedBatch:
+    """2B responses, the B chosen answers then the B rejected answers, each after its shots and
+    question; packed so that episodes sharing a user's shots are one row with the shots once."""
     conversations = [e.messages() for e in episodes] * 2
     responses = [e.chosen for e in episodes] + [e.rejected for e in episodes]
-    return encode_responses(tokenizer, conversations, responses, config.max_prompt_tokens, config.max_response_tokens)
+    row_of = {i: r for r, group in enumerate(context_groups(episodes)) for i in group}
+    rows = [row_of[i] for i in range(len(episodes))] * 2
+    return encode_packed(
+        tokenizer, conversations, responses, config.max_prompt_tokens, config.max_response_tokens, rows=rows
+    )
 
 
 def train(
@@ -213,9 +236,13 @@ def train(
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     loss_fn = LOSSES[config.loss]
-    order = list(range(len(episodes)))
-    random.Random(config.seed).shuffle(order)
-    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    groups = context_groups(episodes)  # episodes sharing shots stay in one batch (one packed row)
+    random.Random(config.seed).shuffle(groups)
+    batches: list[list[int]] = []
+    for group in groups:
+        if not batches or len(batches[-1]) >= config.batch_size:
+            batches.append([])
+        batches[-1].extend(group)
     keep = config.steps > len(batches)  # batches come round again: keep what does not change
     kept: dict[int, ScoredRows] = {}
     start, history = time.perf_counter(), []
@@ -282,21 +309,25 @@ def episode_logprobs(
     (pi_ref None without a reference). A frozen trunk is shared between the two."""
     if not episodes:
         return torch.zeros(0, 2), (None if reference is None else torch.zeros(0, 2))
-    mine, theirs = [], []
+    batches: list[list[int]] = []  # whole context groups, about `batch_size` episodes each
+    for group in context_groups(episodes):
+        if not batches or len(batches[-1]) >= batch_size:
+            batches.append([])
+        batches[-1].extend(group)
+    mine, theirs = torch.zeros(len(episodes), 2), torch.zeros(len(episodes), 2)
     policy.eval()
     with torch.no_grad():
-        for start in range(0, len(episodes), batch_size):
-            part = episodes[start : start + batch_size]
-            batch = pair_batch(tokenizer, part, config)
+        for indices in batches:
+            batch = pair_batch(tokenizer, [episodes[i] for i in indices], config)
             if reference is None:
                 logp, ref = sequence_logprobs(policy, batch), None
             else:
                 rows = ScoredRows.build(reference, batch)
                 logp, ref = rows.policy_logprobs(policy), rows.reference
-            mine.append(logp.view(2, -1).T.cpu())  # (b, 2): chosen, rejected
+            mine[indices] = logp.view(2, -1).T.cpu()  # (b, 2): chosen, rejected
             if ref is not None:
-                theirs.append(ref.view(2, -1).T.cpu())
-    return torch.cat(mine), (torch.cat(theirs) if theirs else None)
+                theirs[indices] = ref.view(2, -1).T.cpu()
+    return mine, (None if reference is None else theirs)
 
 
 def reward_accuracy(policy, reference, tokenizer, episodes, config: FSPOConfig, batch_size: int = 8) -> float:

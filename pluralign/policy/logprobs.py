@@ -33,6 +33,19 @@ class ScoringBatch:
     def to(self, device: torch.device) -> ScoringBatch:
         return ScoringBatch(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device))
 
+    @property
+    def keep(self) -> int:
+        """Logits needed for the last `keep` columns."""
+        return self.response_mask.shape[1] + 1
+
+    def model_inputs(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """Mask and positions for the model (besides the token ids or embeddings)."""
+        return {"attention_mask": self.attention_mask, "position_ids": position_ids(self.attention_mask)}
+
+    def logprobs(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B,) summed log-probabilities of each row's response from the last `keep` columns' logits."""
+        return response_logprobs(logits, self)
+
 
 def prompt_ids(tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
     """Token ids of the chat prompt, ending where the assistant's answer starts."""
@@ -73,20 +86,166 @@ def encode_responses(
     return ScoringBatch(input_ids, attention_mask, response_mask)
 
 
+@dataclass(frozen=True)
+class PackedBatch:
+    """Several prompts and their responses in one row, sharing the prompts' common beginning.
+
+    A row holds a shared prefix once (the prompts' longest common token prefix, e.g. a user's
+    few-shot context), then each prompt's remainder, then each response. A prompt's remainder
+    attends to the prefix and itself; a response attends to the prefix, its prompt's remainder
+    and itself (a 4-D attention mask), with positions continuing from its own prompt's end, so every
+    response scores exactly as it would alone after its prompt, and the shared tokens are computed
+    once for all of them. Rows are left-padded so they end at the last column. Responses come back
+    in the order they were given.
+    """
+
+    input_ids: torch.Tensor  # (B, T)
+    allowed: torch.Tensor  # (B, T, T) bool: query i may attend to key j
+    positions: torch.Tensor  # (B, T)
+    row: torch.Tensor  # (N,) the row of each response
+    sources: torch.Tensor  # (N, R) column (within the kept window) whose logits predict each token
+    targets: torch.Tensor  # (N, R) token ids
+    target_mask: torch.Tensor  # (N, R) 1 on real tokens
+    keep: int  # logits needed for the last `keep` columns
+
+    def to(self, device: torch.device) -> PackedBatch:
+        names = ("input_ids", "allowed", "positions", "row", "sources", "targets", "target_mask")
+        return PackedBatch(**{f: getattr(self, f).to(device) for f in names}, keep=self.keep)
+
+    def model_inputs(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        blocked = torch.finfo(dtype).min  # not -inf: a pad query with nothing else to attend stays finite
+        mask = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
+        mask.masked_fill_(~self.allowed, blocked)
+        return {"attention_mask": mask[:, None], "position_ids": self.positions}
+
+    def logprobs(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N,) summed log-probabilities of each response from the kept window's logits (B, keep, V)."""
+        picked = logits[self.row[:, None], self.sources].float()  # (N, R, V)
+        token_logp = -F.cross_entropy(picked.transpose(1, 2), self.targets, reduction="none")  # (N, R)
+        return (token_logp * self.target_mask.to(token_logp.dtype)).sum(-1)
+
+
+def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
+    shortest = min(len(s) for s in sequences)
+    for i in range(shortest):
+        if any(s[i] != sequences[0][i] for s in sequences):
+            return i
+    return shortest
+
+
+def encode_packed(
+    tokenizer,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    responses: Sequence[str],
+    max_prompt_tokens: int = 1024,
+    max_response_tokens: int = 128,
+    rows: Sequence[int] | None = None,
+) -> PackedBatch:
+    """Pack (conversation, response) pairs into rows: `rows[i]` names pair i's row (default: one
+    row per distinct conversation). Each response ends with the end-of-turn token; log-probabilities
+    equal `encode_responses` on the same pairs."""
+    if len(conversations) != len(responses):
+        raise ValueError(f"{len(conversations)} conversations for {len(responses)} responses")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    keys = [tuple((m["role"], m["content"]) for m in messages) for messages in conversations]
+    if rows is None:
+        first_seen: dict[tuple, int] = {}
+        rows = [first_seen.setdefault(k, len(first_seen)) for k in keys]
+    if len(rows) != len(responses):
+        raise ValueError(f"{len(rows)} row numbers for {len(responses)} responses")
+    order = sorted(set(rows))
+    prompts: dict[tuple, list[int]] = {}
+    for key, messages in zip(keys, conversations, strict=True):
+        if key not in prompts:
+            prompts[key] = prompt_ids(tokenizer, messages)[-max_prompt_tokens:]
+    # per row: its distinct prompts (in order of first use), and per response (prompt index, tokens)
+    row_prompts: list[list[tuple]] = [[] for _ in order]
+    row_answers: list[list[tuple[int, list[int]]]] = [[] for _ in order]
+    where: list[tuple[int, int]] = []  # per response: (row, index among the row's answers)
+    for key, response, name in zip(keys, responses, rows, strict=True):
+        r = order.index(name)
+        if key not in row_prompts[r]:
+            row_prompts[r].append(key)
+        answer = tokenizer(response, add_special_tokens=False)["input_ids"][: max_response_tokens - 1]
+        where.append((r, len(row_answers[r])))
+        row_answers[r].append((row_prompts[r].index(key), answer + [tokenizer.eos_token_id]))
+    # lay each row out: shared prefix, each prompt's remainder, then the answers
+    layouts = []
+    for keys_r, answers in zip(row_prompts, row_answers, strict=True):
+        tokens = [prompts[k] for k in keys_r]
+        shared = _common_prefix(tokens) if len(tokens) > 1 else len(tokens[0])
+        shared = min(shared, min(len(t) for t in tokens) - 1) if len(tokens) > 1 else shared
+        length = shared + sum(len(t) - shared for t in tokens) + sum(len(a) for _, a in answers)
+        layouts.append((tokens, shared, answers, length))
+    width = max(layout[3] for layout in layouts)
+    b = len(layouts)
+    input_ids = torch.full((b, width), pad, dtype=torch.long)
+    allowed = torch.zeros((b, width, width), dtype=torch.bool)
+    positions = torch.zeros((b, width), dtype=torch.long)
+    answer_spans: list[list[tuple[int, int]]] = []  # per row, per answer: (first column, predictor column)
+    first_answer = width  # the leftmost answer column of any row: logits are kept from there
+    for r, (tokens, shared, answers, length) in enumerate(layouts):
+        col = width - length
+        allowed[r, torch.arange(col), torch.arange(col)] = True  # pad queries see themselves only
+        start = col
+        input_ids[r, col : col + shared] = torch.tensor(tokens[0][:shared], dtype=torch.long)
+        positions[r, col : col + shared] = torch.arange(shared)
+        allowed[r, col : col + shared, col : col + shared] = torch.ones(shared, shared, dtype=torch.bool).tril()
+        col += shared
+        ends = []  # per prompt: (its remainder's columns, its length)
+        for t in tokens:
+            n = len(t) - shared
+            rest = slice(col, col + n)
+            input_ids[r, rest] = torch.tensor(t[shared:], dtype=torch.long)
+            positions[r, rest] = torch.arange(shared, len(t))
+            allowed[r, rest, start : start + shared] = True
+            allowed[r, rest, rest] = torch.ones(n, n, dtype=torch.bool).tril()
+            ends.append((rest, len(t)))
+            col += n
+        spans = []
+        for prompt, answer in answers:
+            (rest, p), n = ends[prompt], len(answer)
+            own = slice(col, col + n)
+            input_ids[r, own] = torch.tensor(answer, dtype=torch.long)
+            positions[r, own] = torch.arange(p, p + n)
+            allowed[r, own, start : start + shared] = True
+            allowed[r, own, rest] = True
+            allowed[r, own, own] = torch.ones(n, n, dtype=torch.bool).tril()
+            predictor = rest.stop - 1 if rest.stop > rest.start else start + shared - 1
+            spans.append((col, predictor))
+            first_answer = min(first_answer, predictor)
+            col += n
+        answer_spans.append(spans)
+    keep = width - first_answer
+    longest = max(len(a) for answers in row_answers for _, a in answers)
+    n = len(where)
+    sources = torch.zeros((n, longest), dtype=torch.long)
+    targets = torch.full((n, longest), pad, dtype=torch.long)
+    target_mask = torch.zeros((n, longest), dtype=torch.long)
+    for i, (r, j) in enumerate(where):
+        answer = row_answers[r][j][1]
+        begin, predictor = answer_spans[r][j]
+        cols = [predictor] + list(range(begin, begin + len(answer) - 1))
+        sources[i, : len(answer)] = torch.tensor(cols) - (width - keep)
+        targets[i, : len(answer)] = torch.tensor(answer)
+        target_mask[i, : len(answer)] = 1
+    row_index = torch.tensor([r for r, _ in where], dtype=torch.long)
+    return PackedBatch(input_ids, allowed, positions, row_index, sources, targets, target_mask, keep)
+
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) positions counted from each row's first real token (pads get 0)."""
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def sequence_logprobs(model, batch: ScoringBatch, adapter_names: Sequence[str] | None = None) -> torch.Tensor:
-    """(B,) sum of log pi(response token | everything before it) over each row's response.
+def sequence_logprobs(model, batch: ScoringBatch | PackedBatch, adapter_names: Sequence[str] | None = None) -> torch.Tensor:
+    """(B,) sum of log pi(response token | everything before it) over each row's response (for a
+    packed batch, (N,) over its responses).
 
     `adapter_names` (one per row) needs a peft model in eval mode; without it the active adapter (or
     the plain model) scores every row. Gradients flow when the caller has them enabled.
     """
-    device = next(model.parameters()).device
-    batch = batch.to(device)
-    span = batch.response_mask.shape[1]
+    weight = next(model.parameters())
+    batch = batch.to(weight.device)
     kwargs = {}
     if adapter_names is not None:
         if len(adapter_names) != batch.input_ids.shape[0]:
@@ -94,13 +253,12 @@ def sequence_logprobs(model, batch: ScoringBatch, adapter_names: Sequence[str] |
         kwargs["adapter_names"] = list(adapter_names)
     out = model(
         input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=position_ids(batch.attention_mask),
-        logits_to_keep=span + 1,
+        **batch.model_inputs(weight.dtype),
+        logits_to_keep=batch.keep,
         use_cache=False,
         **kwargs,
     )
-    return response_logprobs(out.logits, batch)
+    return batch.logprobs(out.logits)
 
 
 def response_logprobs(logits: torch.Tensor, batch: ScoringBatch) -> torch.Tensor:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from pluralign.policy.logprobs import ScoringBatch, position_ids, response_logprobs
+from pluralign.policy.logprobs import PackedBatch, ScoringBatch
 
 
 class _StopForward(Exception):
@@ -56,10 +56,10 @@ def check_split(model, split: int) -> None:
         raise ValueError("the embeddings train: there is no frozen trunk to cache")
 
 
-def trunk_states(model, batch: ScoringBatch, split: int) -> torch.Tensor:
+def trunk_states(model, batch: ScoringBatch | PackedBatch, split: int) -> torch.Tensor:
     """(B, T, d) hidden states entering decoder layer `split`, without gradients."""
-    device = next(model.parameters()).device
-    batch = batch.to(device)
+    weight = next(model.parameters())
+    batch = batch.to(weight.device)
     captured: dict[str, torch.Tensor] = {}
 
     def grab(module, args, kwargs):
@@ -72,8 +72,7 @@ def trunk_states(model, batch: ScoringBatch, split: int) -> torch.Tensor:
         with torch.no_grad():
             model(
                 input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=position_ids(batch.attention_mask),
+                **batch.model_inputs(weight.dtype),
                 logits_to_keep=1,
                 use_cache=False,
             )
@@ -95,19 +94,16 @@ def _only_layers_from(model, split: int):
         decoder.layers = full
 
 
-def head_logprobs(model, states: torch.Tensor, batch: ScoringBatch, split: int) -> torch.Tensor:
-    """(B,) response log-probabilities from the trunk's states, running layers `split`.. only.
-
-    Gradients flow to the head's trainable weights when the caller has them enabled."""
-    device = states.device
-    batch = batch.to(device)
-    span = batch.response_mask.shape[1]
+def head_logprobs(model, states: torch.Tensor, batch: ScoringBatch | PackedBatch, split: int) -> torch.Tensor:
+    """Response log-probabilities ((B,), or (N,) for a packed batch) from the trunk's states,
+    running layers `split`.. only. Gradients flow to the head's trainable weights when the caller
+    has them enabled."""
+    batch = batch.to(states.device)
     with _only_layers_from(model, split):
         out = model(
             inputs_embeds=states,
-            attention_mask=batch.attention_mask,
-            position_ids=position_ids(batch.attention_mask),
-            logits_to_keep=span + 1,
+            **batch.model_inputs(states.dtype),
+            logits_to_keep=batch.keep,
             use_cache=False,
         )
-    return response_logprobs(out.logits, batch)
+    return batch.logprobs(out.logits)

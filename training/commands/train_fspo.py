@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         steps=args.steps,
         batch_size=args.batch_size,
+        queries=args.queries,
         max_response_tokens=args.max_response_tokens,
         seed=args.seed,
     )
@@ -94,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
     test = query_episodes({u: support[u] for u in eval_users}, query, config.shots, per_user=args.eval_per_user)
     test = [e for e in test if e.user_id in set(eval_users)]
-    episodes = training_episodes(train_users, config.shots, args.episodes or config.steps * config.batch_size, seed=config.seed)
+    episodes = training_episodes(
+        train_users, config.shots, args.episodes or config.steps * config.batch_size, seed=config.seed, queries=config.queries
+    )
     model, tokenizer, base_id = load_base(args.base)
 
     started = time.time()
@@ -165,7 +168,9 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--episodes", type=int, default=0, help="distinct training episodes, cycled through (0: steps x "
                    "batch size, each seen once); fewer than that with --lora-layers reuses the kept trunk states")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="held-out comparisons per step")
+    p.add_argument("--queries", type=int, default=1, help="held-out comparisons per set of shots: they share one "
+                   "packed row, so the shots are computed once for all of them")
     p.add_argument("--max-response-tokens", type=int, default=96)
     p.add_argument("--eval-users", type=int, default=20, help="unseen users scored")
     p.add_argument("--eval-per-user", type=int, default=5, help="held-out comparisons per unseen user")
