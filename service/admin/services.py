@@ -19,7 +19,7 @@ from litestar.concurrency import sync_to_thread
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
-from pluralign.policy.adapters import swap_folder
+from pluralign.policy.adapters import adapter_name, swap_folder
 from pluralign.store import StoredPreference
 from service.runtime import Runtime
 from service.users.services import adapter_folder
@@ -67,7 +67,8 @@ class Admin:
         return path
 
     def put_into_service(self, job: Job, key: str) -> None:
-        """A promoted adapter is copied into the serving registry and named in the user's row."""
+        """A promoted adapter is copied into the serving registry and named in the user's row, under
+        the name it is served by (the chat response's `pluralign.adapter`, the vLLM LoRA name)."""
         if job.kind != "adapter" or not job.artifact:
             return  # mixtures: the promotion is recorded in promotions.json and read at the next start
         tenant, user = str(job.params.get("tenant", "default")), str(job.params["user"])
@@ -75,11 +76,10 @@ class Admin:
         staged = served.with_name(f".{served.name}.{job.id}")
         shutil.copytree(job.artifact, staged)
         swap_folder(staged, served)
+        self.rt.adapters.forget(tenant, user)  # the old weights leave memory; the next request loads these
         record = self.rt.store.get_user(tenant, user)
         if record is not None:
-            if record.adapter:
-                self.rt.generator.drop_adapter(record.adapter)
-            self.rt.store.put_user(msgspec.structs.replace(record, adapter=f"{tenant}/{user}@{job.id}", updated_at=time.time()))
+            self.rt.store.put_user(msgspec.structs.replace(record, adapter=adapter_name(tenant, user), updated_at=time.time()))
 
     def on_moved(self, rows: list[StoredPreference]) -> None:
         """Called with each batch of feedback rows moved into the table: a user whose new strict

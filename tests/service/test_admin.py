@@ -96,15 +96,18 @@ def test_the_triggered_adapter_is_trained_promoted_and_served(svc):
         done = wait_job(admin, job["id"], timeout=300)
     assert done["state"] == "succeeded", done["log_tail"]
     assert done["promoted"] is True and "held_out_acc_after" in done["metrics"]
+    from pluralign.policy.adapters import adapter_name, read_meta
+
     record = svc.runtime.store.get_user("acme", "fred")
-    assert record.adapter == f"acme/fred@{job['id']}"
-    assert (svc.runtime.settings.adapters_path / "acme" / "fred" / "adapter_config.json").is_file()
+    served = svc.runtime.settings.adapters_path / "acme" / "fred"
+    assert (served / "adapter_config.json").is_file()
+    assert read_meta(served).user == "fred"
     with svc.client("acme") as c:  # the next completion for fred is generated with his adapter
         r = c.post("/v1/chat/completions", json={"model": "pluralign", "messages": [{"role": "user", "content": "Hi"}], "user": "fred", "seed": 1})
-        from pluralign.policy.adapters import adapter_name
-
-        # served under the pool's module name for (tenant, user); the user's row names the job's artifact
-        assert r.status_code == 200 and r.json()["pluralign"]["adapter"] == adapter_name("acme", "fred")
+        profile = c.get("/v1/users/fred").json()
+    # one name everywhere: the user's row, the profile, and the adapter the completion was generated with
+    assert r.status_code == 200 and r.json()["pluralign"]["adapter"] == adapter_name("acme", "fred")
+    assert record.adapter == adapter_name("acme", "fred") and profile["adapter"] == record.adapter
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
