@@ -117,13 +117,18 @@ def training_episodes(
 
 
 def context_groups(episodes: Sequence[Episode]) -> list[list[int]]:
-    """Indices of episodes grouped by user and shots (in order of first appearance): the episodes
-    of one group share their context, so one packed row scores them all."""
-    groups: dict[tuple, list[int]] = {}
+    """Indices of episodes in runs of consecutive episodes with the same user and shots: a run shares
+    its context, so one packed row scores it. Only neighbours join, so a user drawn again later (or
+    every draw of a no-shot population, whose contexts are all alike) starts a new group."""
+    groups: list[list[int]] = []
+    last = None
     for i, e in enumerate(episodes):
         key = (e.user_id, tuple((s.question, s.preferred, s.dispreferred) for s in e.shots))
-        groups.setdefault(key, []).append(i)
-    return list(groups.values())
+        if key != last:
+            groups.append([])
+            last = key
+        groups[-1].append(i)
+    return groups
 
 
 def query_episodes(

@@ -30,7 +30,7 @@ def test_train_fspo_then_a_user_adapter(make_tiny_lm, tokenizer, tmp_path, capsy
 
     fspo = tmp_path / "fspo"
     args = ["train", "fspo", "--population", "file", "--data", str(tmp_path / "prefs.jsonl"), "--base", str(base)]
-    assert main(args + ["--shots", "2", "--steps", "3", "--batch-size", "2", "--episodes", "4", "--lora-layers", "1", "--lr", "1e-2", "--out", str(fspo)]) == 0
+    assert main(args + ["--shots", "2", "--steps", "3", "--batch-size", "2", "--episodes", "4", "--queries", "2", "--lora-layers", "1", "--lr", "1e-2", "--out", str(fspo)]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["unseen_users"] == 2 and 0 <= report["unseen_reward_acc"] <= 1
     meta = read_meta(fspo)

@@ -91,3 +91,14 @@ def test_pair_batch_scores_like_one_row_per_pair(make_tiny_lm, tokenizer):
         torch.testing.assert_close(
             sequence_logprobs(model, pair_batch(tokenizer, eps, config)), sequence_logprobs(model, alone), atol=1e-4, rtol=1e-4
         )
+
+
+def test_only_consecutive_episodes_of_one_context_are_grouped(tokenizer):
+    """Without shots every episode of a user has the same context: draws stay separate groups."""
+    prefs = {
+        f"u-{i}": [Preference(user_id=f"u-{i}", prompt="Which?", chosen=f"yes {j}", rejected=f"no {j}") for j in range(8)]
+        for i in range(2)
+    }
+    eps = training_episodes(prefs, shots=0, count=16, seed=0, queries=4)  # 4 draws: u, v, u, v
+    assert [len(g) for g in context_groups(eps)] == [4, 4, 4, 4]
+    assert [eps[g[0]].user_id for g in context_groups(eps)][0] == [eps[g[0]].user_id for g in context_groups(eps)][2]
