@@ -131,6 +131,16 @@ def context_groups(episodes: Sequence[Episode]) -> list[list[int]]:
     return groups
 
 
+def group_batches(groups: Sequence[list[int]], size: int) -> list[list[int]]:
+    """Whole context groups gathered into batches of about `size` episodes (a group is never split)."""
+    batches: list[list[int]] = []
+    for group in groups:
+        if not batches or len(batches[-1]) >= size:
+            batches.append([])
+        batches[-1].extend(group)
+    return batches
+
+
 def query_episodes(
     support: Mapping[str, Sequence[Preference]],
     query: Mapping[str, Sequence[Preference]],
@@ -243,11 +253,7 @@ def train(
     loss_fn = LOSSES[config.loss]
     groups = context_groups(episodes)  # episodes sharing shots stay in one batch (one packed row)
     random.Random(config.seed).shuffle(groups)
-    batches: list[list[int]] = []
-    for group in groups:
-        if not batches or len(batches[-1]) >= config.batch_size:
-            batches.append([])
-        batches[-1].extend(group)
+    batches = group_batches(groups, config.batch_size)
     keep = config.steps > len(batches)  # batches come round again: keep what does not change
     kept: dict[int, ScoredRows] = {}
     start, history = time.perf_counter(), []
@@ -314,11 +320,7 @@ def episode_logprobs(
     (pi_ref None without a reference). A frozen trunk is shared between the two."""
     if not episodes:
         return torch.zeros(0, 2), (None if reference is None else torch.zeros(0, 2))
-    batches: list[list[int]] = []  # whole context groups, about `batch_size` episodes each
-    for group in context_groups(episodes):
-        if not batches or len(batches[-1]) >= batch_size:
-            batches.append([])
-        batches[-1].extend(group)
+    batches = group_batches(context_groups(episodes), batch_size)
     mine, theirs = torch.zeros(len(episodes), 2), torch.zeros(len(episodes), 2)
     policy.eval()
     with torch.no_grad():

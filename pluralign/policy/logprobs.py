@@ -53,6 +53,12 @@ def prompt_ids(tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def answer_ids(tokenizer, response: str, max_response_tokens: int) -> list[int]:
+    """A response's token ids, cut to fit, ending with the end-of-turn token (one encoding for both
+    batch kinds, so packed and unpacked rows score the same tokens)."""
+    return tokenizer(response, add_special_tokens=False)["input_ids"][: max_response_tokens - 1] + [tokenizer.eos_token_id]
+
+
 def encode_responses(
     tokenizer,
     conversations: Sequence[Sequence[dict[str, str]]],
@@ -70,8 +76,7 @@ def encode_responses(
     rows, answer_lengths = [], []
     for messages, response in zip(conversations, responses, strict=True):
         prompt = prompt_ids(tokenizer, messages)[-max_prompt_tokens:]
-        answer = tokenizer(response, add_special_tokens=False)["input_ids"][: max_response_tokens - 1]
-        answer = answer + [tokenizer.eos_token_id]
+        answer = answer_ids(tokenizer, response, max_response_tokens)
         rows.append(prompt + answer)
         answer_lengths.append(len(answer))
     width = max(len(r) for r in rows)
@@ -153,28 +158,27 @@ def encode_packed(
         rows = [first_seen.setdefault(k, len(first_seen)) for k in keys]
     if len(rows) != len(responses):
         raise ValueError(f"{len(rows)} row numbers for {len(responses)} responses")
-    order = sorted(set(rows))
+    row_number = {name: r for r, name in enumerate(sorted(set(rows)))}
     prompts: dict[tuple, list[int]] = {}
     for key, messages in zip(keys, conversations, strict=True):
         if key not in prompts:
             prompts[key] = prompt_ids(tokenizer, messages)[-max_prompt_tokens:]
     # per row: its distinct prompts (in order of first use), and per response (prompt index, tokens)
-    row_prompts: list[list[tuple]] = [[] for _ in order]
-    row_answers: list[list[tuple[int, list[int]]]] = [[] for _ in order]
+    row_prompts: list[list[tuple]] = [[] for _ in row_number]
+    row_answers: list[list[tuple[int, list[int]]]] = [[] for _ in row_number]
     where: list[tuple[int, int]] = []  # per response: (row, index among the row's answers)
     for key, response, name in zip(keys, responses, rows, strict=True):
-        r = order.index(name)
+        r = row_number[name]
         if key not in row_prompts[r]:
             row_prompts[r].append(key)
-        answer = tokenizer(response, add_special_tokens=False)["input_ids"][: max_response_tokens - 1]
         where.append((r, len(row_answers[r])))
-        row_answers[r].append((row_prompts[r].index(key), answer + [tokenizer.eos_token_id]))
+        row_answers[r].append((row_prompts[r].index(key), answer_ids(tokenizer, response, max_response_tokens)))
     # lay each row out: shared prefix, each prompt's remainder, then the answers
     layouts = []
     for keys_r, answers in zip(row_prompts, row_answers, strict=True):
         tokens = [prompts[k] for k in keys_r]
-        shared = _common_prefix(tokens) if len(tokens) > 1 else len(tokens[0])
-        shared = min(shared, min(len(t) for t in tokens) - 1) if len(tokens) > 1 else shared
+        # with several prompts each keeps at least one token of its own (one may begin another)
+        shared = len(tokens[0]) if len(tokens) == 1 else min(_common_prefix(tokens), min(map(len, tokens)) - 1)
         length = shared + sum(len(t) - shared for t in tokens) + sum(len(a) for _, a in answers)
         layouts.append((tokens, shared, answers, length))
     width = max(layout[3] for layout in layouts)
@@ -231,6 +235,7 @@ def encode_packed(
         target_mask[i, : len(answer)] = 1
     row_index = torch.tensor([r for r, _ in where], dtype=torch.long)
     return PackedBatch(input_ids, allowed, positions, row_index, sources, targets, target_mask, keep)
+
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) positions counted from each row's first real token (pads get 0)."""

@@ -100,5 +100,6 @@ def test_only_consecutive_episodes_of_one_context_are_grouped(tokenizer):
         for i in range(2)
     }
     eps = training_episodes(prefs, shots=0, count=16, seed=0, queries=4)  # 4 draws: u, v, u, v
-    assert [len(g) for g in context_groups(eps)] == [4, 4, 4, 4]
-    assert [eps[g[0]].user_id for g in context_groups(eps)][0] == [eps[g[0]].user_id for g in context_groups(eps)][2]
+    groups = context_groups(eps)
+    assert [len(g) for g in groups] == [4, 4, 4, 4]
+    assert eps[groups[0][0]].user_id == eps[groups[2][0]].user_id  # the same user, drawn twice, two groups
