@@ -89,6 +89,9 @@ class PluralignInfo(Base):
     reward: float | None  # the served candidate's reward for this user (None when not reranked)
     prior: bool  # True when the user's reward is still the population prior
     timings: Timings
+    # for each returned choice, its position among the generated candidates (choices are ranked
+    # best first; feedback's `chosen_index` always means the index in `choices`)
+    generation_index: list[int] = []
 
 
 class ChatCompletion(Base):

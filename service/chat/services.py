@@ -36,6 +36,7 @@ class Plan:
     candidates: int
     rerank: bool
     timings: Timings
+    returned: int = 1  # how many of the best-ranked candidates the response returns as `choices`
 
 
 def new_response_id() -> str:
@@ -46,7 +47,10 @@ def ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-def plan(rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str, str]], candidates: int, do_rerank: bool, shots: int) -> Plan:
+def plan(
+    rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str, str]], candidates: int, do_rerank: bool,
+    shots: int, returned: int = 1,
+) -> Plan:
     timings = Timings()
     prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     prompt_vec, history, context, adapter, weights = None, [], messages, None, None
@@ -68,7 +72,7 @@ def plan(rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str,
     return Plan(
         response_id=new_response_id(), tenant=tenant, user_id=user_id, prompt=prompt, prompt_vec=prompt_vec,
         messages=messages, context=context, history=history, adapter=adapter, weights=weights,
-        candidates=candidates, rerank=do_rerank and candidates > 1, timings=timings,
+        candidates=candidates, rerank=do_rerank and candidates > 1, timings=timings, returned=returned,
     )
 
 
@@ -92,7 +96,7 @@ class Served:
         return PluralignInfo(
             response_id=p.response_id, user=p.user_id, history=p.history, adapter=p.adapter,
             candidates=len(self.candidates), reward=self.scores[self.order[0]] if p.rerank else None,
-            prior=on_prior(p), timings=p.timings,
+            prior=on_prior(p), timings=p.timings, generation_index=self.order[: p.returned],
         )
 
 
@@ -118,7 +122,10 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
 
 
 def remember(rt: Runtime, served: Served) -> None:
-    """Store the interaction so feedback can refer to it by response id (only for named users)."""
+    """Store the interaction so feedback can refer to it by response id (only for named users).
+
+    Candidates are stored in served order (best first), so `candidates[i]` is the response's
+    `choices[i]` for i < `returned`, and feedback indices mean what the client saw."""
     p = served.plan
     if p.user_id is None:
         return
@@ -126,8 +133,9 @@ def remember(rt: Runtime, served: Served) -> None:
     rt.store.add_interaction(
         Interaction(
             tenant=p.tenant, user_id=p.user_id, response_id=p.response_id, created_at=time.time(), prompt=p.prompt,
-            messages=p.messages, candidates=[c.text for c in served.candidates], scores=served.scores,
-            chosen_index=served.order[0], history=p.history, model=rt.generator.model_id, adapter=p.adapter,
+            messages=p.messages, candidates=[served.candidates[i].text for i in served.order],
+            scores=[served.scores[i] for i in served.order], chosen_index=0, history=p.history,
+            model=rt.generator.model_id, adapter=p.adapter, returned=p.returned,
         )
     )
     p.timings.store_ms = ms(start)
