@@ -333,6 +333,15 @@ class Store:
         mask = history.comparison
         return history.prompt_vec[mask], history.chosen_vec[mask], history.rejected_vec[mask]
 
+    def comparison_texts(self, tenant: str, user_id: str) -> tuple[list[str], list[str]]:
+        """(chosen, rejected) texts of the user's strict comparisons, in `comparisons`' order."""
+        history = self.history(tenant, user_id)
+        rows = np.flatnonzero(history.comparison).tolist()
+        if not rows:
+            return [], []
+        meta = history.meta.take(pa.array(rows, type=pa.int64()))
+        return meta.column("chosen").to_pylist(), meta.column("rejected").to_pylist()
+
     def search(self, tenant: str, user_id: str, vector: np.ndarray, limit: int) -> list[tuple[StoredPreference, float]]:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached
         history, else one LanceDB vector search (selected columns only, prefiltered by the BITMAP

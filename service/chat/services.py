@@ -108,13 +108,18 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
     if not p.rerank:
         return [0.0] * len(texts), list(range(len(texts)))
     start = time.perf_counter()
-    logits = p.weights.logits if p.weights else rt.rewards.prior()
-    reward_for = lambda logits: lambda prompt, response: rt.rewards.score(logits, prompt, response)  # noqa: E731
+    rewards = rt.rewards  # one population model for the whole ranking, even if a new one is swapped in
+    logits = p.weights.logits if p.weights else rewards.prior()
+    reward_for = lambda logits: lambda prompt, response: rewards.score(logits, prompt, response)  # noqa: E731
     vectors = rt.encoder.encode(texts)
-    if on_prior(p) and rt.settings.maxmin_new_users and rt.rewards.k > 1:
+    if on_prior(p) and rt.settings.maxmin_new_users and rewards.k > 1:
         # nothing known of this user yet: protect every group of users at once (MaxMin over prototypes)
-        groups = [reward_for(g) for g in rt.rewards.prototype_logits()]
+        groups = [reward_for(g) for g in rewards.prototype_logits()]
         ranked = rerank_maxmin(groups, reward_for(logits), p.prompt_vec, vectors)
+    elif p.weights is not None and p.weights.state is not None:
+        # the user's own model: PAL's mixture plus what their comparisons taught beyond it
+        model = rewards.user_model
+        ranked = rerank(lambda _p, _r: model.score(logits, p.weights.state, model.candidates(p.prompt_vec, vectors, texts)), p.prompt_vec, vectors)
     else:
         ranked = rerank(reward_for(logits), p.prompt_vec, vectors)
     p.timings.rerank_ms = ms(start)

@@ -15,6 +15,7 @@ import numpy as np
 
 from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
 from pluralign.store import UserRecord
+from pluralign.user import FEATURE_NAMES, UserState
 from service.runtime import Runtime
 
 log = logging.getLogger("pluralign.service")
@@ -25,6 +26,20 @@ class UserWeights:
     logits: np.ndarray  # (K,)
     prior: bool  # True when nothing of the user has been fitted yet
     record: UserRecord | None
+    state: UserState | None = None  # the per-user residual (setting `user_model = residual`), None = PAL alone
+
+
+def residual_on(rt: Runtime) -> bool:
+    return rt.settings.user_model == "residual"
+
+
+def stored_state(record: UserRecord | None) -> UserState | None:
+    if record is None or record.user_model is None:
+        return None
+    try:
+        return UserState.decode(record.user_model)
+    except (msgspec.DecodeError, msgspec.ValidationError):  # an unreadable state is refitted, not served
+        return None
 
 
 def adapter_folder(rt: Runtime, tenant: str, user_id: str):
@@ -40,11 +55,16 @@ def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | N
         from_feedback.update(json.loads(row["attributes"]))
     record = rt.store.get_user(tenant, user_id)
     now = time.time()
+    rewards = rt.rewards  # one model for the whole refit, even if a new one is swapped in meanwhile
+    state = None
     if len(prompt):
-        logits = rt.rewards.fit(prompt, chosen, rejected)
+        logits = rewards.fit(prompt, chosen, rejected)
         prior = False
+        if residual_on(rt):
+            chosen_texts, rejected_texts = rt.store.comparison_texts(tenant, user_id)
+            state = rewards.user_model.fit(logits, prompt, chosen, rejected, chosen_texts, rejected_texts, fitted_at=now)
     else:
-        logits, prior = rt.rewards.prior(), True
+        logits, prior = rewards.prior(), True
     record = UserRecord(
         tenant=tenant,
         user_id=user_id,
@@ -52,13 +72,14 @@ def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | N
         updated_at=now,
         attributes={**(record.attributes if record else {}), **from_feedback, **(attributes or {})},
         pal_logits=None if prior else [float(x) for x in logits],
-        pal_version=rt.rewards.version,
+        pal_version=rewards.version,
         adapter=record.adapter if record else None,
         n_preferences=int(len(prompt)),
         n_interactions=rt.store.count_interactions(tenant, user_id),
+        user_model=state.encode() if state is not None else None,
     )
     rt.store.put_user(record)
-    return UserWeights(logits=logits, prior=prior, record=record)
+    return UserWeights(logits=logits, prior=prior, record=record, state=state)
 
 
 def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> None:
@@ -99,7 +120,10 @@ def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
         return refit(rt, tenant, user_id)
     if record.pal_logits is None:
         return UserWeights(logits=rt.rewards.prior(), prior=True, record=record)
-    return UserWeights(logits=np.asarray(record.pal_logits, np.float32), prior=False, record=record)
+    state = stored_state(record) if residual_on(rt) else None
+    if residual_on(rt) and not rt.rewards.user_model.fits(state):  # fitted by an older model or feature set
+        return refit(rt, tenant, user_id)
+    return UserWeights(logits=np.asarray(record.pal_logits, np.float32), prior=False, record=record, state=state)
 
 
 class PalProfile(msgspec.Struct):
@@ -108,6 +132,30 @@ class PalProfile(msgspec.Struct):
     nearest_prototype: int
     version: str
     prior: bool
+
+
+class FeatureBelief(msgspec.Struct):
+    weight: float  # posterior mean of the user's coefficient on the feature
+    sd: float  # its posterior standard deviation
+
+
+class UserModelProfile(msgspec.Struct):
+    """The per-user residual in readable form: the weight on PAL's reward and on each named feature."""
+
+    pal_weight: FeatureBelief
+    features: dict[str, FeatureBelief]  # FEATURE_NAMES -> belief; positive = prefers more of it
+    comparisons: int
+    population: str  # the population checkpoint the residual was fitted against
+
+
+def model_profile(state: UserState | None) -> UserModelProfile | None:
+    if state is None:
+        return None
+    belief = lambda name: FeatureBelief(*state.coefficient(name))  # noqa: E731
+    return UserModelProfile(
+        pal_weight=belief("pal"), features={name: belief(name) for name in FEATURE_NAMES}, comparisons=state.n,
+        population=state.population,
+    )
 
 
 class Counts(msgspec.Struct):
@@ -123,6 +171,7 @@ class UserProfile(msgspec.Struct):
     adapter: str | None
     created_at: float | None
     updated_at: float | None
+    user_model: UserModelProfile | None = None  # null until the user has comparisons (or with `user_model = prototypes`)
 
 
 def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
@@ -148,6 +197,7 @@ def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
         adapter=record.adapter if record else None,
         created_at=record.created_at if record else None,
         updated_at=record.updated_at if record else None,
+        user_model=model_profile(weights.state),
     )
 
 
@@ -179,7 +229,9 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     rt.ingest.flush_user(tenant, user_id)
     record = rt.store.get_user(tenant, user_id)
     if record is not None:
-        yield encode({"type": "user", **msgspec.to_builtins(record)}) + b"\n"
+        line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None))
+        line["user_model"] = msgspec.to_builtins(stored_state(record))  # the residual posterior, readable
+        yield encode({"type": "user", **line}) + b"\n"
     preferences, _ = rt.store.preferences_for(tenant, user_id)
     for row in preferences:
         yield encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n"
