@@ -26,6 +26,7 @@ class Settings(Base, frozen=True):
     shared_data: str = "../shared/data"  # persona data used to bootstrap a PAL checkpoint
     candidates: int = 4  # answers generated per request when reranking (at least 2)
     rerank: bool = True  # rerank candidates by the user's PAL reward
+    candidate_styles: bool = True  # generate the candidates in balanced answer styles (length, lists, register)
     user_model: str = "residual"  # `residual`: PAL's prototypes plus a per-user Bayesian residual; `prototypes`: PAL weights only
     maxmin_new_users: bool = True  # users still on the prior get the candidate best for the worst-off PAL prototype
     shots: int = 4  # past preferences put in the context

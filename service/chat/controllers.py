@@ -77,7 +77,8 @@ def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
     if not 0 <= shots <= 16:
         raise bad_request("pluralign.shots", f"must be between 0 and 16, got {shots}")
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in data.messages]
-    return services.plan(rt, tenant, user, messages, candidates, do_rerank, shots, returned=data.n)
+    styles = rt.settings.candidate_styles if options is None or options.styles is None else options.styles
+    return services.plan(rt, tenant, user, messages, candidates, do_rerank, shots, returned=data.n, styles=styles)
 
 
 @post("/v1/chat/completions", sync_to_thread=True, status_code=200, summary="Create a personalized chat completion")

@@ -33,6 +33,7 @@ class PluralignOptions(Base):
     rerank: bool | None = None  # default: the service setting
     candidates: int | None = None  # answers generated before reranking
     shots: int | None = None  # past preferences put in the context (0 = none)
+    styles: bool | None = None  # generate candidates in balanced answer styles (default: the service setting)
 
 
 class ChatRequest(Base):
@@ -92,6 +93,7 @@ class PluralignInfo(Base):
     # for each returned choice, its position among the generated candidates (choices are ranked
     # best first; feedback's `chosen_index` always means the index in `choices`)
     generation_index: list[int] = []
+    styles: list[str] | None = None  # the answer style of each returned choice (null when not styled)
 
 
 class ChatCompletion(Base):

@@ -13,6 +13,7 @@ from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
 from pluralign.policy.rerank import rerank, rerank_maxmin
+from pluralign.policy.styles import choose_styles
 from pluralign.store import Interaction
 from service.chat.schemas import PluralignInfo, Timings
 from service.runtime import Runtime
@@ -37,6 +38,7 @@ class Plan:
     rerank: bool
     timings: Timings
     returned: int = 1  # how many of the best-ranked candidates the response returns as `choices`
+    styles: bool = False  # generate the candidates in balanced answer styles
 
 
 def new_response_id() -> str:
@@ -49,7 +51,7 @@ def ms(start: float) -> float:
 
 def plan(
     rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str, str]], candidates: int, do_rerank: bool,
-    shots: int, returned: int = 1,
+    shots: int, returned: int = 1, styles: bool = False,
 ) -> Plan:
     timings = Timings()
     prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
@@ -73,6 +75,7 @@ def plan(
         response_id=new_response_id(), tenant=tenant, user_id=user_id, prompt=prompt, prompt_vec=prompt_vec,
         messages=messages, context=context, history=history, adapter=adapter, weights=weights,
         candidates=candidates, rerank=do_rerank and candidates > 1, timings=timings, returned=returned,
+        styles=styles and candidates > 1,
     )
 
 
@@ -97,6 +100,7 @@ class Served:
             response_id=p.response_id, user=p.user_id, history=p.history, adapter=p.adapter,
             candidates=len(self.candidates), reward=self.scores[self.order[0]] if p.rerank else None,
             prior=on_prior(p), timings=p.timings, generation_index=self.order[: p.returned],
+            styles=[self.candidates[i].style for i in self.order[: p.returned]] if p.styles else None,
         )
 
 
@@ -149,7 +153,11 @@ def remember(rt: Runtime, served: Served) -> None:
 
 def complete(rt: Runtime, p: Plan, sampling: Sampling) -> Served:
     start = time.perf_counter()
-    candidates, prompt_tokens = rt.generator.generate(p.context, n=p.candidates, sampling=sampling, adapter=p.adapter)
+    if p.styles and hasattr(rt.generator, "generate_styled"):  # a remote generator samples plain candidates
+        styles = choose_styles(p.candidates, sampling.seed)
+        candidates, prompt_tokens = rt.generator.generate_styled(p.context, styles, sampling=sampling, adapter=p.adapter)
+    else:
+        candidates, prompt_tokens = rt.generator.generate(p.context, n=p.candidates, sampling=sampling, adapter=p.adapter)
     p.timings.generation_ms = ms(start)
     scores, order = score_candidates(rt, p, [c.text for c in candidates])
     served = Served(plan=p, candidates=candidates, scores=scores, order=order, prompt_tokens=prompt_tokens)
