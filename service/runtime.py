@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,8 @@ from service.rewards import UserRewards
 from service.settings import Settings
 
 log = logging.getLogger("pluralign.service")
+
+PROMOTED_PAL = "pal-promoted"  # under the data folder: the promoted population checkpoint, served over pal_dir
 
 
 def make_generator(name: str, model_id: str | None = None, api_key: str | None = None) -> Generator:
@@ -81,7 +84,11 @@ class Runtime:
             FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,
             on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
         )
-        rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
+        promoted = settings.data_path / PROMOTED_PAL
+        if (promoted / "meta.json").exists():  # a mixture retrained on the service's feedback and promoted
+            rewards = UserRewards.load(promoted, encoder.encoder_id)
+        else:
+            rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
         keys = KeyRing(settings.data_path / "api_keys.json")
         adapters = AdapterPool(
             generator, AdapterRegistry(settings.adapters_path), generator.model_id,
@@ -92,6 +99,28 @@ class Runtime:
             settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
             adapters=adapters, ingest=ingest, moved_hooks=hooks,
         )
+
+    def swap_rewards(self, source: Path) -> UserRewards:
+        """Serve the PAL checkpoint at `source` from the next request on, without a restart.
+
+        It is loaded (and so checked against the encoder) before anything changes, copied into the
+        data folder with renames (a restart serves it too), then swapped in with one assignment:
+        requests in flight finish with the model they started with, and each user's weights are
+        refitted against the new prototypes at their next request (their `pal_version` differs)."""
+        from pluralign.policy.adapters import swap_folder
+
+        UserRewards.load(source, self.encoder.encoder_id)
+        served = self.settings.data_path / PROMOTED_PAL
+        staged = served.with_name(f".{served.name}.staged")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(source, staged)
+        swap_folder(staged, served)
+        rewards = UserRewards.load(served, self.encoder.encoder_id)
+        rewards.note = f"promoted from {source}"
+        self.rewards = rewards
+        self.metrics.inc("pluralign_population_swaps_total", help="population reward models swapped in while serving")
+        log.info("now serving population model %s (K=%d) from %s", rewards.version, rewards.k, source)
+        return rewards
 
     def maybe_compact(self) -> None:
         """Compact in a background thread once enough writes piled up (one compaction at a time)."""

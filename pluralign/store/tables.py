@@ -333,6 +333,14 @@ class Store:
         mask = history.comparison
         return history.prompt_vec[mask], history.chosen_vec[mask], history.rejected_vec[mask]
 
+    def all_comparisons(self) -> list[StoredPreference]:
+        """Every strict comparison of every tenant and user (population retraining), without vectors."""
+        columns = [f.name for f in self.schemas["preferences"] if f.name != "schema_version" and not f.name.endswith("_vec")]
+        rows = self._rows("preferences", "tie = false AND rejected != ''", columns)
+        for row in rows:
+            row["attributes"] = json.loads(row["attributes"])
+        return [msgspec.convert(row, StoredPreference) for row in rows]
+
     def comparison_texts(self, tenant: str, user_id: str) -> tuple[list[str], list[str]]:
         """(chosen, rejected) texts of the user's strict comparisons, in `comparisons`' order."""
         history = self.history(tenant, user_id)

@@ -112,7 +112,8 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
     if not p.rerank:
         return [0.0] * len(texts), list(range(len(texts)))
     start = time.perf_counter()
-    rewards = rt.rewards  # one population model for the whole ranking, even if a new one is swapped in
+    # the population model the user's weights were fitted with, even if a new one was swapped in since
+    rewards = p.weights.rewards if p.weights is not None and p.weights.rewards is not None else rt.rewards
     logits = p.weights.logits if p.weights else rewards.prior()
     reward_for = lambda logits: lambda prompt, response: rewards.score(logits, prompt, response)  # noqa: E731
     vectors = rt.encoder.encode(texts)

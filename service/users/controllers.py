@@ -99,7 +99,7 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
         raise bad_request("responses", "must hold at least one response")
     weights = services.user_weights(rt, request.user.tenant, user)
     vectors = rt.encoder.encode([data.prompt, *data.responses])  # (1 + N, d)
-    rewards = rt.rewards
+    rewards = weights.rewards or rt.rewards
     if weights.state is not None:  # the user's own model, as chat reranking uses it
         model = rewards.user_model
         reward = lambda p, r: model.score(weights.logits, weights.state, model.candidates(vectors[0], r, data.responses))  # noqa: E731

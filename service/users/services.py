@@ -16,6 +16,7 @@ import numpy as np
 from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
 from pluralign.store import UserRecord
 from pluralign.user import FEATURE_NAMES, UserState
+from service.rewards import UserRewards
 from service.runtime import Runtime
 
 log = logging.getLogger("pluralign.service")
@@ -27,6 +28,7 @@ class UserWeights:
     prior: bool  # True when nothing of the user has been fitted yet
     record: UserRecord | None
     state: UserState | None = None  # the per-user residual (setting `user_model = residual`), None = PAL alone
+    rewards: UserRewards | None = None  # the population model the logits and state were fitted with
 
 
 def residual_on(rt: Runtime) -> bool:
@@ -46,7 +48,9 @@ def adapter_folder(rt: Runtime, tenant: str, user_id: str):
     return rt.adapters.registry.folder(tenant, user_id)
 
 
-def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> UserWeights:
+def refit(
+    rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None, rewards: UserRewards | None = None
+) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
     attributes gather those their feedback carried (later ones win), then `attributes`."""
     prompt, chosen, rejected = rt.store.comparisons(tenant, user_id)  # each (N, d)
@@ -55,7 +59,7 @@ def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | N
         from_feedback.update(json.loads(row["attributes"]))
     record = rt.store.get_user(tenant, user_id)
     now = time.time()
-    rewards = rt.rewards  # one model for the whole refit, even if a new one is swapped in meanwhile
+    rewards = rewards or rt.rewards  # one model for the whole refit, even if a new one is swapped in meanwhile
     state = None
     if len(prompt):
         logits = rewards.fit(prompt, chosen, rejected)
@@ -79,7 +83,7 @@ def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | N
         user_model=state.encode() if state is not None else None,
     )
     rt.store.put_user(record)
-    return UserWeights(logits=logits, prior=prior, record=record, state=state)
+    return UserWeights(logits=logits, prior=prior, record=record, state=state, rewards=rewards)
 
 
 def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> None:
@@ -106,24 +110,27 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
 
 
 def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
-    """The stored logits, refitted first when they are stale (another checkpoint, or rows written
-    after the last fit, e.g. by a process that crashed between its write and its refit). The user's
-    feedback still pending in the log is moved into the table first."""
+    """The stored logits (and residual), refitted first when they are stale (another population
+    checkpoint, or rows written after the last fit, e.g. by a process that crashed between its write
+    and its refit). The user's feedback still pending in the log is moved into the table first. The
+    result names the population model it belongs to: score with `weights.rewards`, not whatever
+    model was swapped in since."""
     rt.ingest.flush_user(tenant, user_id)
+    rewards = rt.rewards
     record = rt.store.get_user(tenant, user_id)
     if record is None:
         if rt.store.count_preferences(tenant, user_id) == 0:
-            return UserWeights(logits=rt.rewards.prior(), prior=True, record=None)
-        return refit(rt, tenant, user_id)
-    stale = record.pal_version != rt.rewards.version or record.n_preferences != rt.store.count_comparisons(tenant, user_id)
+            return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
+        return refit(rt, tenant, user_id, rewards=rewards)
+    stale = record.pal_version != rewards.version or record.n_preferences != rt.store.count_comparisons(tenant, user_id)
     if stale:
-        return refit(rt, tenant, user_id)
+        return refit(rt, tenant, user_id, rewards=rewards)
     if record.pal_logits is None:
-        return UserWeights(logits=rt.rewards.prior(), prior=True, record=record)
+        return UserWeights(logits=rewards.prior(), prior=True, record=record, rewards=rewards)
     state = stored_state(record) if residual_on(rt) else None
-    if residual_on(rt) and not rt.rewards.user_model.fits(state):  # fitted by an older model or feature set
-        return refit(rt, tenant, user_id)
-    return UserWeights(logits=np.asarray(record.pal_logits, np.float32), prior=False, record=record, state=state)
+    if residual_on(rt) and not rewards.user_model.fits(state):  # fitted by an older model or feature set
+        return refit(rt, tenant, user_id, rewards=rewards)
+    return UserWeights(logits=np.asarray(record.pal_logits, np.float32), prior=False, record=record, state=state, rewards=rewards)
 
 
 class PalProfile(msgspec.Struct):
@@ -191,7 +198,7 @@ def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
         attributes=record.attributes if record else {},
         pal=PalProfile(
             logits=logits.tolist(), weights=mix.tolist(), nearest_prototype=int(mix.argmax()),
-            version=rt.rewards.version, prior=weights.prior,
+            version=(weights.rewards or rt.rewards).version, prior=weights.prior,
         ),
         counts=counts,
         adapter=record.adapter if record else None,
