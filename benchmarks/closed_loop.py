@@ -160,7 +160,8 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        # a client waits on the other arms between its requests: keep its connection open meanwhile
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_keep_alive=900))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

@@ -42,7 +42,7 @@ class UserRewards:
         self.version = version
         self.trained = trained
         self.note = note
-        self.user_model = UserModel(self.model, population=version)  # PAL + each user's residual
+        self.user_model = UserModel(self.model, population=version, prior_logits=self._prior)  # PAL + each user's own part
 
     @classmethod
     def load(cls, folder: str | Path, encoder_id: str) -> UserRewards:

@@ -13,6 +13,7 @@ Shape: `response_features(texts)` -> (N, F) float64, columns in FEATURE_NAMES or
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -37,21 +38,23 @@ _CONTRACTION = re.compile(r"[A-Za-z](?:n['’]t|['’](?:re|ll|ve|m|d|s))\b", re
 _YOU = re.compile(r"\byou(?:r|rs|rself|['’](?:re|ll|ve|d))?\b", re.IGNORECASE)
 
 
-def text_features(text: str) -> list[float]:
-    """The F features of one answer (see the module docstring for their meaning and scale)."""
+@functools.lru_cache(maxsize=1 << 16)
+def text_features(text: str) -> tuple[float, ...]:
+    """The F features of one answer (see the module docstring for their meaning and scale). Cached:
+    a refit reads the same stored answers again, and a regex pass is most of a refit's cost."""
     words = _WORD.findall(text)
     n_words = len(words)
     lines = [line for line in text.splitlines() if line.strip()]
     sentences = max(1, len(_SENTENCE_END.findall(text)))
     per_word = 10.0 / max(n_words, 1)  # counts per 10 words
-    return [
+    return (
         math.log1p(n_words),  # a doubling of the length adds ~0.69
         sum(1 for line in lines if _LIST_LINE.match(line)) / max(len(lines), 1),  # share of lines that are items
         min(text.count("!") / sentences, 2.0),  # exclamation marks per sentence
         min(len(_CONTRACTION.findall(text)) * per_word, 3.0),  # contractions per 10 words
         (sum(len(w) for w in words) / n_words - 4.5) if n_words else 0.0,  # mean letters per word, minus 4.5
         min(len(_YOU.findall(text)) * per_word, 3.0),  # 'you' forms per 10 words
-    ]
+    )
 
 
 def response_features(texts: Sequence[str]) -> np.ndarray:

@@ -62,11 +62,14 @@ def refit(
     rewards = rewards or rt.rewards  # one model for the whole refit, even if a new one is swapped in meanwhile
     state = None
     if len(prompt):
-        logits = rewards.fit(prompt, chosen, rejected)
         prior = False
-        if residual_on(rt):
+        if residual_on(rt):  # PAL's logits and the residual in one pass
             chosen_texts, rejected_texts = rt.store.comparison_texts(tenant, user_id)
-            state = rewards.user_model.fit(logits, prompt, chosen, rejected, chosen_texts, rejected_texts, fitted_at=now)
+            logits, state = rewards.user_model.fit_user(
+                prompt, chosen, rejected, chosen_texts, rejected_texts, prior_logits=rewards.prior(), fitted_at=now
+            )
+        else:
+            logits = rewards.fit(prompt, chosen, rejected)
     else:
         logits, prior = rewards.prior(), True
     record = UserRecord(
@@ -147,9 +150,10 @@ class FeatureBelief(msgspec.Struct):
 
 
 class UserModelProfile(msgspec.Struct):
-    """The per-user residual in readable form: the weight on PAL's reward and on each named feature."""
+    """The user's own model in readable form: their weight on each PAL prototype (around the
+    population's mixture; off the simplex = beyond every prototype) and on each named feature."""
 
-    pal_weight: FeatureBelief
+    prototypes: list[FeatureBelief]  # (K,) weights on the prototypes' ideal-point terms
     features: dict[str, FeatureBelief]  # FEATURE_NAMES -> belief; positive = prefers more of it
     comparisons: int
     population: str  # the population checkpoint the residual was fitted against
@@ -160,7 +164,8 @@ def model_profile(state: UserState | None) -> UserModelProfile | None:
         return None
     belief = lambda name: FeatureBelief(*state.coefficient(name))  # noqa: E731
     return UserModelProfile(
-        pal_weight=belief("pal"), features={name: belief(name) for name in FEATURE_NAMES}, comparisons=state.n,
+        prototypes=[belief(n) for n in state.names if n.startswith("prototype_")],
+        features={name: belief(name) for name in FEATURE_NAMES}, comparisons=state.n,
         population=state.population,
     )
 

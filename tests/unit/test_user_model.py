@@ -95,3 +95,14 @@ def test_confidence_grows_with_more_comparisons():
     mean_few, sd_few = um.fit(logits, *few).coefficient("length")
     mean_many, sd_many = um.fit(logits, *many).coefficient("length")
     assert sd_many < sd_few and -mean_many / sd_many > 2 * (-mean_few / sd_few)
+
+
+@pytest.mark.parametrize("variant", ["a", "b"])
+def test_one_pass_refit_equals_logits_then_residual(variant):
+    torch.manual_seed(0)
+    um = UserModel(PALModel(PALConfig(variant=variant, k=3, input_dim=16, latent_dim=8, hidden=16)), population="tiny")
+    p, c, r, ct, rt = _comparisons(np.random.default_rng(3), 25)
+    prior = np.array([0.2, -0.1, 0.0])
+    logits, state = um.fit_user(p, c, r, ct, rt, prior_logits=prior)
+    assert logits == pytest.approx(um.fit_logits(p, c, r, prior_logits=prior), abs=1e-5)
+    assert state.mean == pytest.approx(um.fit(logits, p, c, r, ct, rt).mean, abs=1e-4)
