@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import random
 import re
 import sys
@@ -118,15 +119,20 @@ class SharedGenerations:
     """Wraps the one generator all arms use: a generation is deterministic under its seed, and the
     arms send identical contexts, so each distinct (context, styles, sampling) is generated once."""
 
-    def __init__(self, generator):
+    def __init__(self, generator, cache: Path | None = None):
         self._generator = generator
-        self._memo: dict = {}
+        self._cache = cache
+        self._memo: dict = pickle.loads(cache.read_bytes()) if cache is not None and cache.exists() else {}
         self._lock = threading.Lock()
         self.computed = 0
         self.reused = 0
 
     def __getattr__(self, name):
         return getattr(self._generator, name)
+
+    def save(self) -> None:
+        if self._cache is not None:
+            self._cache.write_bytes(pickle.dumps(self._memo))
 
     def _cached(self, key, compute):
         with self._lock:
@@ -231,7 +237,7 @@ def run_loop(arms: dict, users, prompts_for, args) -> list[dict]:
                 records.append({
                     "round": rnd + 1, "user": user, "rule": rule, "arm": arm, "tie": tie, "hit": scores[0] == best,
                     "advantage": scores[0] - float(np.mean(scores)), "styles": out["pluralign"].get("styles"),
-                    "served": texts[0], "prior": out["pluralign"]["prior"],
+                    "served": texts[0], "prior": out["pluralign"]["prior"], "choices": texts, "scores": scores,
                 })
                 if not tie:
                     fb = clients[arm].post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick})
@@ -332,6 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pal", type=Path, default=None, help="a PAL checkpoint folder (default: bootstrapped on persona data)")
     parser.add_argument("--shared-data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("runs/closed_loop"))
+    parser.add_argument("--generation-cache", type=Path, default=None,
+                        help="keep generations in this file across runs (same prompts and seeds, same candidates): "
+                             "for re-measuring the ranking without generating again")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (10 if args.fast else 20)
@@ -342,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     from service.runtime import make_generator
 
     start = time.time()
-    generator = SharedGenerations(make_generator(args.generator))
+    generator = SharedGenerations(make_generator(args.generator), args.generation_cache)
     encoder = SentenceEncoder()
     persona = persona_questions(args.shared_data)
     users = make_users(args)
@@ -362,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             for s in servers:
                 s.__exit__(None, None, None)
+    generator.save()
     summary = summarize(records, args.rounds)
     extra = {"advantage": advantage_table(records, args.rounds), "users": len(users), "seconds": round(time.time() - start, 1),
              "generations": {"computed": generator.computed, "reused": generator.reused}}

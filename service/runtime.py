@@ -85,7 +85,7 @@ class Runtime:
             on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
         )
         promoted = settings.data_path / PROMOTED_PAL
-        if (promoted / "meta.json").exists():  # a mixture retrained on the service's feedback and promoted
+        if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
             rewards = UserRewards.load(promoted, encoder.encoder_id)
         else:
             rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
@@ -101,7 +101,8 @@ class Runtime:
         )
 
     def swap_rewards(self, source: Path) -> UserRewards:
-        """Serve the PAL checkpoint at `source` from the next request on, without a restart.
+        """Serve the population model at `source` (a PAL checkpoint or an EM mixture) from the next
+        request on, without a restart.
 
         It is loaded (and so checked against the encoder) before anything changes, copied into the
         data folder with renames (a restart serves it too), then swapped in with one assignment:
@@ -119,7 +120,7 @@ class Runtime:
         rewards.note = f"promoted from {source}"
         self.rewards = rewards
         self.metrics.inc("pluralign_population_swaps_total", help="population reward models swapped in while serving")
-        log.info("now serving population model %s (K=%d) from %s", rewards.version, rewards.k, source)
+        log.info("now serving population model %s (%s, K=%d) from %s", rewards.version, rewards.kind, rewards.k, source)
         return rewards
 
     def maybe_compact(self) -> None:

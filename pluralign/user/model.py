@@ -37,16 +37,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pluralign.data.record import Base
-from pluralign.reward.pal_fit import PRIOR_STRENGTH, fit_users_from_terms
-from pluralign.reward.pal_model import PairTerms, PALModel
+from pluralign.reward.pal_model import PALModel
 from pluralign.user.features import FEATURE_NAMES, FEATURES_VERSION, response_features
+from pluralign.user.population import as_population, softmax
+
+if TYPE_CHECKING:
+    from pluralign.reward.em import EMMixture
 
 STATE_VERSION = 1
 
@@ -151,28 +154,23 @@ class Candidates:
     x: np.ndarray  # (N, D)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - np.max(logits))
-    return e / e.sum()
-
-
 class UserModel:
-    """PAL (the population prior) plus each user's Bayesian part. Holds no user: states are passed in.
+    """A population model (PAL or EM) plus each user's Bayesian part. Holds no user: states are passed in.
 
     >>> um = UserModel(pal_model, population="ckpt-1f2e", prior_logits=population_logits)
     >>> logits, state = um.fit_user(prompt, chosen, rejected, chosen_texts, rejected_texts, population_logits)
     >>> um.score(logits, state, um.candidates(prompt, response, texts))  # (N,)
     """
 
-    def __init__(self, pal: PALModel, population: str, prior: ResidualPrior = ResidualPrior(),
+    def __init__(self, model: PALModel | EMMixture, population: str, prior: ResidualPrior = ResidualPrior(),
                  prior_logits: np.ndarray | None = None):
-        self.pal = pal.eval()
+        self.base = as_population(model, prior_logits)
         self.population = population
         self.prior = prior
-        self.k = pal.config.k
-        self.latent_dim = pal.config.latent_dim
+        self.k = self.base.k
+        self.latent_dim = self.base.latent_dim
         prior_logits = np.zeros(self.k) if prior_logits is None else np.asarray(prior_logits, np.float64)
-        self.population_weights = _softmax(prior_logits)  # (K,)
+        self.population_weights = softmax(prior_logits)  # (K,)
         self.names = ["pal_origin", *(f"prototype_{k}" for k in range(self.k)), *FEATURE_NAMES,
                       *(f"latent_{i}" for i in range(self.latent_dim))]
 
@@ -181,7 +179,7 @@ class UserModel:
         return len(self.names)
 
     def mean_for(self, weights: np.ndarray) -> np.ndarray:
-        """(D,) coefficients that reproduce PAL's reward at prototype weights (K,) and nothing else."""
+        """(D,) coefficients that reproduce the population model's reward at prototype weights (K,)."""
         mean = np.zeros(self.dim)
         mean[0] = 1.0
         mean[1 : 1 + self.k] = weights
@@ -197,25 +195,12 @@ class UserModel:
         return 1.0 / np.square(np.asarray(scales, np.float64))
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        device = next(self.pal.parameters()).device
-        return torch.as_tensor(np.array(a, dtype=np.float32), device=device)  # a writable copy
+        return torch.as_tensor(np.array(a, dtype=np.float32), device=self.base.device())  # a writable copy
 
-    @torch.no_grad()
-    def _pal_coordinates(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
-        """(N, 1 + K + L): o, q_1..q_K and the unit latent direction of each (prompt, answer)."""
-        scorer = self.pal.scorer
-        if self.pal.config.variant == "a":
-            f = scorer.embed(prompt, response)  # (N, L)
-            origin = -(f**2).sum(-1, keepdim=True)
-            pull = 2 * f @ scorer.prototypes.T  # (N, K)
-        else:
-            f = scorer.project(response)
-            g = scorer.prototypes(prompt)  # (N, K, L)
-            w0 = torch.as_tensor(self.population_weights, dtype=g.dtype, device=g.device)
-            norm = torch.einsum("k,nkd->nd", w0, g).norm(dim=-1, keepdim=True).clamp_min(1e-8)  # ||a_0(x)||
-            pull = scorer.scale() * torch.einsum("nkd,nd->nk", g, F.normalize(f, dim=-1)) / norm
-            origin = torch.zeros_like(pull[:, :1])
-        return torch.cat([origin, pull, F.normalize(f, dim=-1)], dim=-1)
+    def _split(self, coords: np.ndarray, named: np.ndarray) -> np.ndarray:
+        """(N, 1 + K + L) population coordinates and (N, F) named features -> (N, D) in `names` order."""
+        k = 1 + self.k
+        return np.concatenate([coords[:, :k], named, coords[:, k:]], axis=1)
 
     def candidates(
         self, prompt: np.ndarray, response: np.ndarray, texts: Sequence[str] | None = None, named: np.ndarray | None = None
@@ -227,51 +212,42 @@ class UserModel:
         named = response_features(texts) if named is None else np.asarray(named, np.float64)
         if len(named) != response.shape[0]:
             raise ValueError(f"{len(named)} texts for {response.shape[0]} response vectors")
-        pal = self._pal_coordinates(self._tensor(prompt), self._tensor(response)).double().cpu().numpy()
-        k = 1 + self.k
-        return Candidates(x=np.concatenate([pal[:, :k], named, pal[:, k:]], axis=1))
+        coords = self.base.coordinates(self._tensor(prompt), self._tensor(response)).double().cpu().numpy()
+        return Candidates(x=self._split(coords, named))
 
     def score(self, logits: np.ndarray, state: UserState | None, c: Candidates) -> np.ndarray:
-        """(N,) the user's reward of each answer: the posterior mean's; without a state, PAL's reward
-        at the user's logits (K,) (up to a constant per prompt)."""
-        beta = self.mean_for(_softmax(np.asarray(logits, np.float64))) if state is None else state.mean_array()
+        """(N,) the user's reward of each answer: the posterior mean's; without a state, the
+        population model's reward at the user's logits (K,) (up to a constant per prompt)."""
+        beta = self.mean_for(softmax(np.asarray(logits, np.float64))) if state is None else state.mean_array()
         return c.x @ beta
 
     @torch.no_grad()
-    def fit_logits(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, prior_logits: np.ndarray) -> np.ndarray:
-        """PAL's few-shot fit of the user's K logits (the population part), comparisons (N, d) each."""
-        terms = self.pal.pair_terms(self._tensor(prompt), self._tensor(chosen), self._tensor(rejected))
-        prior = self._tensor(prior_logits)
-        user = torch.zeros(len(prompt), dtype=torch.long)
-        return fit_users_from_terms(self.pal, terms, user, 1, prior, prior, PRIOR_STRENGTH)[0].double().numpy()
+    def _diff(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray):
+        p, c, r = self._tensor(prompt), self._tensor(chosen), self._tensor(rejected)
+        both = self.base.coordinates(torch.cat([p, p]), torch.cat([c, r]))  # one pass: (2N, 1 + K + L)
+        return p, c, r, (both[: len(prompt)] - both[len(prompt) :]).double().cpu().numpy()
 
-    @torch.no_grad()
+    def fit_logits(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, prior_logits: np.ndarray) -> np.ndarray:
+        """The population model's own fit of a user's K logits from comparisons (N, d) each."""
+        p, c, r, diff = self._diff(prompt, chosen, rejected)
+        return self.base.fit_logits(p, c, r, diff, np.asarray(prior_logits, np.float64))
+
     def fit_user(
         self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, chosen_texts: Sequence[str],
         rejected_texts: Sequence[str], prior_logits: np.ndarray, fitted_at: float = 0.0,
     ) -> tuple[np.ndarray, UserState]:
-        """A whole refit from the user's N comparisons (embeddings (N, d) each, answer texts): PAL's
-        K logits around `prior_logits`, and the posterior. Same result as `fit_logits` then `fit`,
-        with one pass of PAL's networks over the comparisons (variant a)."""
+        """A whole refit from the user's N comparisons (embeddings (N, d) each, answer texts): the
+        population model's K logits around `prior_logits`, and the posterior, from one pass of the
+        population model's networks over the comparisons. Same result as `fit_logits` then `fit`."""
         if not (len(prompt) == len(chosen) == len(rejected) == len(chosen_texts) == len(rejected_texts)):
             raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
         prior_logits = np.asarray(prior_logits, np.float64)
         if not len(prompt):
             return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at)
-        p, c, r = self._tensor(prompt), self._tensor(chosen), self._tensor(rejected)
-        both = self._pal_coordinates(torch.cat([p, p]), torch.cat([c, r]))  # one pass: (2N, 1 + K + L)
-        diff = (both[: len(prompt)] - both[len(prompt) :]).double().cpu().numpy()
-        k = 1 + self.k
-        if self.pal.config.variant == "a":  # PAL's pair terms are these very columns
-            terms = PairTerms(bias=torch.from_numpy(diff[:, 0]), pull=torch.from_numpy(diff[:, 1:k]))
-        else:
-            terms = self.pal.pair_terms(p, c, r)
-        prior = torch.from_numpy(prior_logits).float()
-        user = torch.zeros(len(prompt), dtype=torch.long)
-        logits = fit_users_from_terms(self.pal, terms, user, 1, prior, prior, PRIOR_STRENGTH)[0].double().numpy()
+        p, c, r, diff = self._diff(prompt, chosen, rejected)
+        logits = self.base.fit_logits(p, c, r, diff, prior_logits)
         named = response_features(chosen_texts) - response_features(rejected_texts)  # (N, F)
-        design = np.concatenate([diff[:, :k], named, diff[:, k:]], axis=1)  # (N, D)
-        return logits, self._posterior(logits, design, fitted_at)
+        return logits, self._posterior(logits, self._split(diff, named), fitted_at)
 
     def _posterior(self, logits: np.ndarray, design: np.ndarray, fitted_at: float) -> UserState:
         p = self.prior
@@ -286,8 +262,8 @@ class UserModel:
         self, logits: np.ndarray, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray,
         chosen_texts: Sequence[str], rejected_texts: Sequence[str], fitted_at: float = 0.0,
     ) -> UserState:
-        """The posterior of a user (whose PAL logits (K,) are recorded with it) from their N
-        comparisons (embeddings (N, d) each, and the answers' texts). Raises ValueError on mismatched lengths."""
+        """The posterior of a user (whose logits (K,) are recorded with it) from their N comparisons
+        (embeddings (N, d) each, and the answers' texts). Raises ValueError on mismatched lengths."""
         if not (len(prompt) == len(chosen) == len(rejected) == len(chosen_texts) == len(rejected_texts)):
             raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
         return self.fit_named(logits, prompt, chosen, rejected, response_features(chosen_texts),
@@ -299,7 +275,7 @@ class UserModel:
     ) -> UserState:
         """`fit` with the answers' named features (N, F) each instead of their texts."""
         if len(prompt):
-            design = self.candidates(prompt, chosen, named=chosen_named).x - self.candidates(prompt, rejected, named=rejected_named).x
+            design = self._split(self._diff(prompt, chosen, rejected)[3], np.asarray(chosen_named) - np.asarray(rejected_named))
         else:
             design = np.zeros((0, self.dim))
         return self._posterior(np.asarray(logits, np.float64), design, fitted_at)

@@ -1,9 +1,12 @@
 """The user model as a `PreferenceModel`, so `pluralign eval --model pal-a+residual` measures it
 exactly like PAL and the baselines.
 
-Training is PAL's (the population prior). A seen user is scored with their trained PAL logits plus a
-residual fitted on their own training pairs; a new user gets PAL's few-shot logits from their support
-pairs, then a residual fitted on the same support pairs. Group recovery is PAL's.
+Training is PAL's (the population prior). A seen user is scored with their own model fitted on
+their training pairs; a new user's is fitted on their support pairs. How far a user may move from the
+population is chosen on validation pairs only: every prior standard deviation beyond PAL's is scaled
+by the factor in SCALES with the best validation log-likelihood of the seen users (`residual_scale`
+in the metrics). On UKP, where workers judge much alike, that keeps users near the population; on
+persona users it lets them move. Group recovery is PAL's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pluralign.reward.features import PairBatch
 from pluralign.reward.pal_fit import fit_users
 from pluralign.reward.pal_preference import PALPreference
 from pluralign.user.model import ResidualPrior, UserModel, UserState
+
+SCALES = (0.1, 0.3, 1.0, 3.0)  # candidate multipliers of the prior's standard deviations
 
 
 def _numpy(t: torch.Tensor | None) -> np.ndarray:
@@ -31,12 +36,24 @@ class ResidualPreference:
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
         metrics = self.pal.fit(train, val)
-        self.user_model = UserModel(self.pal.model, population="eval", prior=self.prior,
-                                    prior_logits=_numpy(self.pal.user_weights.prior()))
         logits, _ = self.pal.user_weights.stack(train.users)  # (U, K)
-        self.states = self._fit_users(_numpy(logits), train)
+        best = None
+        for scale in SCALES if len(val) else (1.0,):
+            p = self.prior
+            prior = ResidualPrior(p.origin_scale * scale, p.prototype_scale * scale, p.feature_scale * scale,
+                                  p.latent_scale * scale, p.newton_steps, p.tol)
+            self.user_model = UserModel(self.pal.model, population="eval", prior=prior,
+                                        prior_logits=_numpy(self.pal.user_weights.prior()))
+            self.states = self._fit_users(_numpy(logits), train)
+            prob = np.clip(self.prob_seen(val), 1e-6, 1 - 1e-6) if len(val) else np.zeros(0)
+            loglik = float(np.log(prob).mean()) if len(val) else 0.0
+            metrics[f"val_loglik_scale_{scale}"] = loglik
+            if best is None or loglik > best[0]:
+                best = (loglik, scale, self.user_model, self.states, prob)
+        _, scale, self.user_model, self.states, prob = best
+        metrics["residual_scale"] = scale
         if len(val):
-            metrics["val_acc"] = float((self.prob_seen(val) > 0.5).mean())
+            metrics["val_acc"] = float((prob > 0.5).mean())
         return metrics
 
     def _fit_users(self, logits: np.ndarray, pairs: PairBatch) -> dict[str, tuple[np.ndarray, UserState]]:

@@ -45,7 +45,7 @@ class Admin:
         if kind == "audit":  # an audit covers every acknowledged feedback: the log is moved into the table first
             self.rt.ingest.flush()
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
-        if kind == "pal" and "protocol" not in params and "data" not in params:
+        if kind in ("pal", "em") and "protocol" not in params and "data" not in params:
             # retrain the population model on the service's own feedback (every tenant's users)
             params.update(protocol="file", data=str(self.population_snapshot()))
         if kind == "adapter" and "data" not in params and "user" in params:
@@ -87,8 +87,8 @@ class Admin:
     def put_into_service(self, job: Job, key: str) -> None:
         """A promoted adapter is copied into the serving registry and named in the user's row, under
         the name it is served by (the chat response's `pluralign.adapter`, the vLLM LoRA name). A
-        promoted PAL mixture is swapped into the running service (`Runtime.swap_rewards`)."""
-        if job.kind == "pal" and job.artifact:
+        promoted PAL or EM mixture is swapped into the running service (`Runtime.swap_rewards`)."""
+        if job.kind in ("pal", "em") and job.artifact:
             self.rt.swap_rewards(Path(job.artifact))
             return
         if job.kind != "adapter" or not job.artifact:

@@ -61,3 +61,33 @@ def test_a_promoted_pal_job_serves_the_next_request_without_a_restart(tmp_path, 
 
     again = Runtime.build(rt.settings, generator=Generator.from_folder(tiny_generator_dir), encoder=minilm)
     assert again.rewards.version == rt.rewards.version
+
+
+def test_a_promoted_em_mixture_is_served_too(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """EM (K Bradley-Terry heads) retrained on the service's feedback replaces the PAL population:
+    users get logits over its heads and their own model on top, without a restart."""
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    rt = svc.runtime
+    with server, svc.client("acme") as c, svc.client("admin") as admin:
+        for user, likes in (("ann", "tea"), ("ben", "coffee")):
+            for i in range(8):
+                other = "coffee" if likes == "tea" else "tea"
+                c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"A drink for morning {i}?",
+                                             "chosen": f"Some {likes}, number {i}.", "rejected": f"Some {other}, number {i}."})
+        r = admin.post("/admin/jobs", json={"kind": "em", "params": {"k": 2, "restarts": 1}})
+        assert r.status_code == 201, r.text
+        job = wait_job(admin, r.json()["id"], timeout=300)
+        assert job["state"] == "succeeded" and job["promoted"] is True, job
+        assert rt.rewards.kind == "em" and rt.rewards.k == 2
+        scores = {}
+        for user in ("ann", "ben"):
+            out = c.post("/v1/rewards/score", json={"user": user, "prompt": "A drink for the morning?",
+                                                     "responses": ["Some tea, please.", "Some coffee, please."]}).json()
+            assert out["prior"] is False
+            scores[user] = out["best_index"]
+        assert scores == {"ann": 0, "ben": 1}
+        profile = c.get("/v1/users/ann").json()
+        assert profile["pal"]["version"] == rt.rewards.version and len(profile["user_model"]["prototypes"]) == 2
+        body = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "ann", "max_tokens": 3, "n": 2,
+                                                     "messages": [{"role": "user", "content": "Morning drink?"}]})
+        assert body.status_code == 200, body.text

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.reward.em import EMConfig, EMMixture
     from pluralign.reward.features import embed_pairs
 
-    protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+    protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
     encoder = cached_encoder(args)
     users = sorted({r.user_id for r in protocol.seen.train})
     train = embed_pairs(protocol.seen.train, encoder, users, protocol.group_attribute)
@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("em", help="EM mixture of K Bradley-Terry reward heads (MaxMin-RLHF)")
     p.add_argument("--k", type=int, default=2, help="number of reward heads")
-    p.add_argument("--protocol", default="persona", choices=["ukp", "persona"])
+    p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
+                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
+    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=int, default=4, help="persona: number of true groups")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"])
     p.add_argument("--init", default="kmeans", choices=["kmeans", "random"], help="k-means on per-user fits, or random groups")
