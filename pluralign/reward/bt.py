@@ -125,7 +125,8 @@ class SingleBT:
         with torch.no_grad():
             margin = model(val.prompt, val.chosen) - model(val.prompt, val.rejected)
         return {
-            "val_acc": _accuracy(margin), "val_loss": stopper.best, "best_epoch": stopper.best_at,
+            "val_acc": _accuracy(margin), "val_loss": float(torch.nn.functional.softplus(-margin).mean()) if len(val) else float("nan"),
+            "best_epoch": stopper.best_at,
             "epochs": epoch + 1, "full_batch": full_batch, "train_loss": float(loss.detach()),
         }
 

@@ -18,10 +18,11 @@ data needs splits a group between components: it fits noise and scores about the
 K, so the maximum alone would pick it about half the time; the rule picks the smallest K that
 explains the held-out comparisons as well.
 
-An information criterion was not used: an EM head has 2 x 384 weights (MiniLM), so BIC's penalty,
-768 log N per head (about 6,300 at N = 3,600 pairs), swamps the likelihood gained by a true group
-(about 800 on the 4-group persona population) and picks K = 1; PAL's effective parameter count is
-unclear (shared MLPs, early stopping).
+An information criterion was not used: an EM head has 2 x 384 weights (MiniLM), so BIC's penalty
+for one more head, 768/2 log N (about 3,100 at the 4-group persona population's N = 3,600 training
+pairs), exceeds the most any K can gain over K = 1 (the whole data term of a chance model,
+N log 2 = 2,495): BIC picks K = 1 whatever the data. PAL's effective number of parameters is not
+known (shared MLPs, early stopping), so no criterion of that kind applies cleanly either.
 """
 
 from __future__ import annotations
