@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -60,6 +62,7 @@ def test_eval_without_k_chooses_it_and_reports_the_criterion(shared_data):
     assert any("<- selected" in line and line.split()[0] == "2" for line in lines)
 
 
+@pytest.mark.slow
 def test_train_em_without_k_chooses_it_and_writes_the_choice(shared_data, tmp_path):
     out = tmp_path / "em"
     result = run_cli(
