@@ -4,6 +4,7 @@ Seen users: train on their train pairs, report macro per-user and pooled accurac
 pairs, accuracy per group and the worst group. Unseen users: for each k, fit each new user from
 the first k pairs of its support pool and score its query pairs (macro over users with >= k
 support pairs). On synthetic populations, the adjusted Rand index of the model's user clusters.
+A mixture that chose its K from the data reports `k_selected` and the criterion per K tried.
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
         "worst_group_acc": float(min(ranked)),
         "fit": fit_metrics,
     }
+    if "k_selected" in fit_metrics:  # the mixture chose its K from the data (pluralign.reward.model_selection)
+        for key in ("k_selected", "k_best", "k_criterion", "k_criterion_se", "k_criterion_per_pair", "k_rule"):
+            report[key] = fit_metrics[key]
     clusters = model.user_clusters()
     if protocol.true_groups and clusters:
         from sklearn.metrics import adjusted_rand_score

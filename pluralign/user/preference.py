@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pluralign.reward.features import PairBatch
+from pluralign.reward.model_selection import KSelected
 from pluralign.reward.pal_fit import fit_users
 from pluralign.reward.pal_preference import PALPreference
 from pluralign.user.model import ResidualPrior, UserModel, UserState
@@ -27,7 +28,10 @@ def _numpy(t: torch.Tensor | None) -> np.ndarray:
 
 
 class ResidualPreference:
-    def __init__(self, pal: PALPreference, prior: ResidualPrior = ResidualPrior()):
+    """`pal` is a PALPreference, or a `KSelected` one whose K is chosen from the data when fitted."""
+
+    def __init__(self, pal: PALPreference | KSelected, prior: ResidualPrior = ResidualPrior()):
+        self.selector = pal
         self.pal = pal
         self.name = f"{pal.name}+residual"
         self.prior = prior
@@ -35,7 +39,8 @@ class ResidualPreference:
         self.states: dict[str, tuple[np.ndarray, UserState]] = {}
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
-        metrics = self.pal.fit(train, val)
+        metrics = self.selector.fit(train, val)
+        self.pal = self.selector.model if isinstance(self.selector, KSelected) else self.selector
         logits, _ = self.pal.user_weights.stack(train.users)  # (U, K)
         best = None
         for scale in SCALES if len(val) else (1.0,):
@@ -98,3 +103,6 @@ class ResidualPreference:
 
     def user_clusters(self) -> dict[str, int] | None:
         return self.pal.user_clusters()
+
+    def heldout_log_likelihood(self, pairs: PairBatch) -> float:
+        return float(np.log(np.clip(self.prob_seen(pairs), 1e-6, 1 - 1e-6)).mean())
