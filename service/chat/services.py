@@ -36,6 +36,7 @@ class Plan:
     candidates: int
     rerank: bool
     timings: Timings
+    store: bool = True  # the request's `store`: false keeps no interaction row
 
 
 def new_response_id() -> str:
@@ -120,7 +121,7 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
 def remember(rt: Runtime, served: Served) -> None:
     """Store the interaction so feedback can refer to it by response id (only for named users)."""
     p = served.plan
-    if p.user_id is None:
+    if p.user_id is None or not p.store:
         return
     start = time.perf_counter()
     rt.store.add_interaction(
