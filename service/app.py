@@ -20,6 +20,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from service.admin.controllers import ADMIN_HANDLERS, start_admin, stop_admin
+from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
 from service.errors import internal_error_handler, value_error_handler
@@ -56,6 +57,7 @@ def create_app(
     admin_handlers = ADMIN_HANDLERS if admin_handlers is None else admin_handlers
     if admin_handlers:
         route_handlers.append(Router(path="/admin", route_handlers=list(admin_handlers), guards=[admin_guard]))
+        route_handlers.extend(SESSION_HANDLERS)  # the dashboard's login form: no key needed to reach it
     app = Litestar(
         route_handlers=route_handlers,
         middleware=[metrics_middleware, DefineMiddleware(BearerAuth, exclude=PUBLIC_PATHS)],
@@ -71,6 +73,7 @@ def create_app(
         after_exception=[count_unrouted],
     )
     app.state.runtime = runtime
+    app.state.admin_sessions = AdminSessions(settings.admin_session_s)
     runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time
     install_openapi(app)
     return app

@@ -12,6 +12,7 @@ import re
 
 import msgspec
 from litestar import Request, Response
+from litestar.response import Redirect
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -121,6 +122,8 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
     """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected."""
     if isinstance(exc, HTTPException):
         status = exc.status_code
+        if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
+            return Redirect("/admin/login", status_code=303)  # a browser without a session: to the login form
         if status == HTTP_400_BAD_REQUEST and _malformed_json(exc):
             return error_response(400, f"the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
         message = exc.detail

@@ -38,12 +38,15 @@ class Settings(Base, frozen=True):
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
+    admin_session_s: int = 3600  # the dashboard's login session expires this many seconds after sign-in
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
             raise ValueError("`candidates` must be at least 1")
         if self.rerank and self.candidates < 2:
             raise ValueError("`candidates` must be at least 2 when `rerank` is on")
+        if self.admin_session_s < 1:
+            raise ValueError("`admin_session_s` must be at least 1")
         if self.ingest_batch < 1:
             raise ValueError("`ingest_batch` must be at least 1")
 

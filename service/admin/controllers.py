@@ -90,12 +90,13 @@ async def fairness_audit(
     return Response(since_previous(report, admin.reports()))
 
 
-@get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)")
+@get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
 def dashboard(request: Request) -> Response:
     admin = _admin(request)
     history = admin.reports()
     latest: AuditReport | None = history[0] if history else None
-    return Response(render_dashboard(latest, history, admin.runner.list(limit=200)), media_type="text/html")
+    signed_in = "authorization" not in request.headers  # reached with the session cookie
+    return Response(render_dashboard(latest, history, admin.runner.list(limit=200), signed_in), media_type="text/html")
 
 
 ADMIN_HANDLERS = (create_job, list_jobs, get_job, cancel_job, fairness_audit, dashboard)
