@@ -12,8 +12,8 @@ import re
 
 import msgspec
 from litestar import Request, Response
-from litestar.response import Redirect
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 log = logging.getLogger("pluralign.service")
