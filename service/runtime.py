@@ -23,13 +23,16 @@ from service.settings import Settings
 log = logging.getLogger("pluralign.service")
 
 
-def make_generator(name: str, model_id: str | None = None, api_key: str | None = None) -> Generator:
+def make_generator(
+    name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2
+) -> Generator:
     """`smollm2`, a model folder, or `openai:URL` for an OpenAI-compatible server (e.g. vLLM)."""
     if name.startswith("openai:"):
         from pluralign.embed.models import SMOLLM2_ID
-        from pluralign.policy.remote import RemoteGenerator
+        from pluralign.policy.remote import RemoteGenerator, RemotePolicy
 
-        return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key)  # type: ignore[return-value]
+        policy = RemotePolicy(timeout_s=timeout_s, max_retries=retries)
+        return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key, policy=policy)  # type: ignore[return-value]
     if name == "smollm2":
         return Generator.smollm2()
     if Path(name).is_dir():
@@ -74,7 +77,9 @@ class Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
         encoder = encoder or make_encoder(settings.encoder)
-        generator = generator or make_generator(settings.generator, settings.generator_model, settings.generator_api_key)
+        generator = generator or make_generator(
+            settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries
+        )
         store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20)
         hooks: list[Callable[[list[StoredPreference]], None]] = []
         ingest = Ingestor(

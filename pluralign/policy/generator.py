@@ -27,7 +27,7 @@ class Sampling:
     temperature: float = 0.7  # 0 = greedy
     top_p: float = 1.0  # nucleus mass kept
     max_tokens: int = 128  # new tokens per candidate
-    stop: tuple[str, ...] = ()  # the text is cut before the first of these
+    stop: tuple[str, ...] = ()  # generation ends at the first of these (transformers' stop_strings); not included
     seed: int | None = None  # fixes sampling for reproducible tests
 
     def __post_init__(self) -> None:
@@ -133,6 +133,11 @@ class Generator:
             return {"do_sample": False}
         return {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
 
+    def _stop_kwargs(self, sampling: Sampling) -> dict:
+        """transformers' `stop_strings`: each row's generation ends once its text holds a stop string
+        (the tokens that spell it are generated, and cut from the text afterwards)."""
+        return {"stop_strings": list(sampling.stop), "tokenizer": self.tokenizer} if sampling.stop else {}
+
     def _stop_token_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
         im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -158,6 +163,7 @@ class Generator:
                 max_new_tokens=sampling.max_tokens,
                 eos_token_id=stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
+                **self._stop_kwargs(sampling),
                 **self._sample_kwargs(sampling),
                 **self._adapter_kwargs(adapter, n),
             )  # (n, T + new)
@@ -167,9 +173,18 @@ class Generator:
             ended = next((i for i, t in enumerate(row) if t in stop_ids), None)
             tokens = row if ended is None else row[:ended]
             text, stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+            if stopped and ended is None:  # a row that stopped on a string while others went on: padding follows
+                tokens = self._through_stop(tokens, sampling.stop)
             finish = "stop" if ended is not None or stopped else "length"
             candidates.append(Candidate(text=text.strip(), finish_reason=finish, tokens=len(tokens)))
         return candidates, int(ids.shape[1])
+
+    def _through_stop(self, tokens: list[int], stop: Sequence[str]) -> list[int]:
+        """The shortest prefix of `tokens` whose text holds a stop string (what was really generated)."""
+        for end in range(1, len(tokens) + 1):
+            if cut_at_stop(self.tokenizer.decode(tokens[:end], skip_special_tokens=True), stop)[1]:
+                return tokens[:end]
+        return tokens
 
     def stream(
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
@@ -198,6 +213,7 @@ class Generator:
                         pad_token_id=self.tokenizer.pad_token_id,
                         streamer=_Both(streamer, counter),
                         stopping_criteria=StoppingCriteriaList([lambda *_args, **_kw: cancel.is_set()]),
+                        **self._stop_kwargs(sampling),
                         **self._sample_kwargs(sampling),
                         **self._adapter_kwargs(adapter, 1),
                     )

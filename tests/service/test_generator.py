@@ -46,6 +46,21 @@ def test_stop_strings_cut_the_answer(generator):
     assert cut_at_stop("abcXYdef", ["XY", "de"]) == ("abc", True)
 
 
+def test_generation_ends_at_the_stop_string(generator):
+    """transformers' stop_strings end the generation itself: fewer tokens are generated, not just
+    fewer characters returned (the old cut-after-max_tokens generated all 24)."""
+    greedy, _ = generator.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=24, temperature=0))
+    text = greedy[0].text
+    assert greedy[0].tokens == 24 and greedy[0].finish_reason == "length"
+    stop = text[len(text) // 4 : len(text) // 4 + 2]
+    cut, _ = generator.generate(MESSAGES, n=2, sampling=Sampling(max_tokens=24, temperature=0, stop=(stop,)))
+    for candidate in cut:  # both rows of the batch stop on their own
+        assert candidate.finish_reason == "stop" and text.startswith(candidate.text) and stop not in candidate.text
+        assert candidate.tokens < 24 * 0.6, candidate.tokens
+    *_, final = generator.stream(MESSAGES, Sampling(max_tokens=24, temperature=0, stop=(stop,)))
+    assert final.text == cut[0].text and final.tokens < 24 * 0.6
+
+
 def test_sampling_is_validated():
     with pytest.raises(ValueError, match="temperature"):
         Sampling(temperature=5)
