@@ -31,11 +31,18 @@ from service.openapi import install as install_openapi
 from service.runtime import Runtime
 from service.settings import Settings
 from service.system.controllers import health, metrics, scrape_state
-from service.users.controllers import delete_user, export_user, get_user, list_preferences, score_responses
+from service.users.controllers import (
+    delete_user,
+    export_user,
+    get_user,
+    import_preferences,
+    list_preferences,
+    score_responses,
+)
 
 TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
-    get_user, list_preferences, export_user, delete_user, score_responses,
+    get_user, list_preferences, export_user, import_preferences, delete_user, score_responses,
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,22 +77,30 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
+        step("loading the encoder %s", settings.encoder if encoder is None else encoder.encoder_id)
         encoder = encoder or make_encoder(settings.encoder)
+        step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)", settings.generator if generator is None else generator.model_id)
         generator = generator or make_generator(
             settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries
         )
+        step("opening the tables at %s", settings.lancedb_uri)
         store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20)
         hooks: list[Callable[[list[StoredPreference]], None]] = []
+        step("replaying the feedback log")
         ingest = Ingestor(
             FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,
             on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
         )
+        step("loading the PAL reward model from %s", settings.pal_path)
         rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
         keys = KeyRing(settings.data_path / "api_keys.json")
         adapters = AdapterPool(
             generator, AdapterRegistry(settings.adapters_path), generator.model_id,
             budget_bytes=settings.adapter_budget_mb << 20, fallback=settings.fspo_adapter,
         )
+        step("done")
         log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
         return cls(
             settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,

@@ -41,3 +41,18 @@ def test_eval_prints_the_json_contract(shared_data, tmp_path):
     assert set(report["unseen_acc_by_k"]) == {"1", "2", "5", "10", "20", "50"}
     assert set(report["group_acc"]) == {"g0", "g1"}
     assert report["seen_macro_acc"] > 0.8
+
+
+def test_data_export_prints_its_json_summary_and_keeps_the_trl_form(tmp_path):
+    source = tmp_path / "in.jsonl"
+    rows = [{"chosen": [{"role": "user", "content": "Tea?"}, {"role": "assistant", "content": "Yes."}],
+             "rejected": [{"role": "user", "content": "Tea?"}, {"role": "assistant", "content": "No."}], "id": f"r{i}"}
+            for i in range(3)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.parquet"
+    result = run_cli("data", "export", "--source", "jsonl", "--path", str(source), "--user", "ann", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary == {"out": str(out), "format": "parquet", "records": 3, "users": 1}
+    help_text = run_cli("data", "--help").stdout
+    assert "import" in help_text and "export" in help_text
