@@ -128,6 +128,8 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
             return error_response(400, f"the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
         message = exc.detail
         param, code, detail = _from_extra(exc.extra)
+        if code == "unknown_parameter":
+            detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
         if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
             message = f"{message}: {detail}" if param is None or param in detail else f"`{param}`: {detail}"
         if param and param not in message:

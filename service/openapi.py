@@ -95,6 +95,10 @@ def complete_openapi(schema: dict) -> dict:
             if (path, method) in MEDIA:
                 ok = next(s for s in responses if s.startswith("2"))
                 responses[ok]["content"] = MEDIA[(path, method)]
+            for status in [s for s in responses if s.startswith("3")]:  # redirects have no body, a Location
+                responses[status] = {"description": "see other", "headers": {"Location": {"schema": {"type": "string"}}}}
+            if (path, method) == ("/admin/login", "post"):
+                responses["401"] = {"description": "not an admin key: the form again, with the reason", "content": MEDIA[("/admin/login", "get")]}
             if path == "/v1/chat/completions":
                 responses["200"].setdefault("content", {})["text/event-stream"] = SSE
                 responses["200"]["description"] = "a chat.completion (JSON), or with `stream: true` server-sent chunks"
