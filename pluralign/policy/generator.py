@@ -29,8 +29,13 @@ class Sampling:
     max_tokens: int = 128  # new tokens per candidate
     stop: tuple[str, ...] = ()  # generation ends at the first of these (transformers' stop_strings); not included
     seed: int | None = None  # fixes sampling for reproducible tests
+    frequency_penalty: float = 0.0  # OpenAI's: logit -= penalty * times the token was generated so far
+    presence_penalty: float = 0.0  # OpenAI's: logit -= penalty once the token was generated at all
 
     def __post_init__(self) -> None:
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                raise ValueError(f"`{name}` must be in [-2, 2], got {getattr(self, name)}")
         if not 0 <= self.temperature <= 2:
             raise ValueError(f"`temperature` must be in [0, 2], got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -50,6 +55,21 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """`text` up to the first stop string, and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class Penalties:
+    """OpenAI's frequency and presence penalties as a logits processor, over the answer's own tokens:
+    logit[j] -= frequency * count[j] + presence * (count[j] > 0)."""
+
+    def __init__(self, prompt_length: int, frequency: float, presence: float):
+        self.prompt_length, self.frequency, self.presence = prompt_length, frequency, presence
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # (B, T), (B, V) -> (B, V)
+        generated = input_ids[:, self.prompt_length :]  # (B, T_new)
+        if generated.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))  # (B, V)
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
 
 class Generator:
@@ -128,10 +148,17 @@ class Generator:
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
         return int(self.encode_chat(messages).shape[1])
 
-    def _sample_kwargs(self, sampling: Sampling) -> dict:
-        if sampling.temperature == 0:
-            return {"do_sample": False}
-        return {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+    def _sample_kwargs(self, sampling: Sampling, prompt_length: int) -> dict:
+        kwargs: dict = {"do_sample": False} if sampling.temperature == 0 else {
+            "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+        }
+        if sampling.frequency_penalty or sampling.presence_penalty:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [Penalties(prompt_length, sampling.frequency_penalty, sampling.presence_penalty)]
+            )
+        return kwargs
 
     def _stop_kwargs(self, sampling: Sampling) -> dict:
         """transformers' `stop_strings`: each row's generation ends once its text holds a stop string
@@ -164,7 +191,7 @@ class Generator:
                 eos_token_id=stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
                 **self._stop_kwargs(sampling),
-                **self._sample_kwargs(sampling),
+                **self._sample_kwargs(sampling, ids.shape[1]),
                 **self._adapter_kwargs(adapter, n),
             )  # (n, T + new)
         candidates = []
@@ -214,7 +241,7 @@ class Generator:
                         streamer=_Both(streamer, counter),
                         stopping_criteria=StoppingCriteriaList([lambda *_args, **_kw: cancel.is_set()]),
                         **self._stop_kwargs(sampling),
-                        **self._sample_kwargs(sampling),
+                        **self._sample_kwargs(sampling, ids.shape[1]),
                         **self._adapter_kwargs(adapter, 1),
                     )
                 finally:

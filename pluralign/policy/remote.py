@@ -96,6 +96,10 @@ class RemoteGenerator:
             request["stop"] = list(sampling.stop)
         if sampling.seed is not None:
             request["seed"] = sampling.seed
+        if sampling.frequency_penalty:
+            request["frequency_penalty"] = sampling.frequency_penalty
+        if sampling.presence_penalty:
+            request["presence_penalty"] = sampling.presence_penalty
         return request
 
     def generate(

@@ -51,7 +51,13 @@ def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
     top_p = 1.0 if data.top_p is None else data.top_p
     if not 0 < top_p <= 1:
         raise bad_request("top_p", f"must be in (0, 1], got {top_p}")
-    return Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=data.seed)
+    penalties = {}
+    for field in ("frequency_penalty", "presence_penalty"):
+        value = getattr(data, field) or 0.0
+        if not -2 <= value <= 2:
+            raise bad_request(field, f"must be in [-2, 2], got {value}")
+        penalties[field] = value
+    return Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=data.seed, **penalties)
 
 
 def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:

@@ -15,12 +15,6 @@ UNSUPPORTED = "unsupported_value"
 
 def check_neutral_fields(data: ChatRequest) -> None:
     """Raise a 400 (ValidationException) naming the first field whose value pluralign cannot honour."""
-    for field in ("frequency_penalty", "presence_penalty"):
-        value = getattr(data, field)
-        if value is not None and not -2 <= value <= 2:
-            raise bad_request(field, f"must be in [-2, 2], got {value}")
-        if value:
-            raise bad_request(field, f"only 0 is supported (penalties are not applied), got {value}", UNSUPPORTED)
     if data.logprobs:
         raise bad_request("logprobs", "log-probabilities are not returned; send false or omit it", UNSUPPORTED)
     if data.top_logprobs:

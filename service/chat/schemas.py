@@ -92,9 +92,9 @@ class ChatRequest(Base):
     safety_identifier: str | None = None
     pluralign: PluralignOptions | None = None
     store: bool | None = None  # false: the answer is not kept (feedback cannot refer to it)
+    frequency_penalty: float | None = None  # [-2, 2], OpenAI's meaning
+    presence_penalty: float | None = None  # [-2, 2], OpenAI's meaning
     # accepted, neutral values only
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
     logit_bias: dict[str, float] | None = None

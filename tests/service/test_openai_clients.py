@@ -65,7 +65,7 @@ def test_fields_clients_send_by_default_are_accepted(client, svc):
     completion = client.chat.completions.create(
         model="pluralign", messages=history, user="dora", seed=3, max_completion_tokens=8,
         response_format={"type": "text"}, metadata={"session": "s1"}, store=True,
-        frequency_penalty=0, presence_penalty=0.0, parallel_tool_calls=True, logprobs=False, top_logprobs=0,
+        frequency_penalty=0.5, presence_penalty=0.0, parallel_tool_calls=True, logprobs=False, top_logprobs=0,
         logit_bias={}, tool_choice="none", modalities=["text"], service_tier="auto", prompt_cache_key="k1",
         reasoning_effort="low", verbosity="medium",
     )
@@ -86,8 +86,7 @@ def test_store_false_keeps_no_interaction(client, svc):
 
 
 @pytest.mark.parametrize("field,value,param", [
-    ("frequency_penalty", 0.5, "frequency_penalty"),
-    ("presence_penalty", -1, "presence_penalty"),
+    ("frequency_penalty", 2.5, "frequency_penalty"),
     ("logprobs", True, "logprobs"),
     ("top_logprobs", 3, "top_logprobs"),
     ("response_format", {"type": "json_object"}, "response_format.type"),
