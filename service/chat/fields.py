@@ -35,7 +35,7 @@ def check_neutral_fields(data: ChatRequest) -> None:
         raise bad_request("function_call", "no functions are available: only `none` or `auto`", UNSUPPORTED)
     if data.modalities is not None and list(data.modalities) != ["text"]:
         raise bad_request("modalities", f"only [\"text\"] is supported, got {data.modalities}", UNSUPPORTED)
-    for field in ("audio", "prediction", "web_search_options"):
+    for field in ("audio", "prediction", "web_search_options", "moderation"):
         if getattr(data, field):
             raise bad_request(field, "not supported; send null or omit it", UNSUPPORTED)
     if data.metadata is not None and len(data.metadata) > 16:

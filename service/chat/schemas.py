@@ -11,6 +11,7 @@ from pluralign.data.record import Base
 
 class TextPart(Base, tag_field="type", tag="text"):
     text: str
+    prompt_cache_breakpoint: dict | None = None  # accepted and ignored: there is no prompt cache
 
 
 class RefusalPart(Base, tag_field="type", tag="refusal"):
@@ -107,6 +108,7 @@ class ChatRequest(Base):
     audio: dict | None = None
     prediction: dict | None = None
     web_search_options: dict | None = None
+    moderation: dict | None = None
     # accepted and ignored
     metadata: dict[str, str] | None = None
     parallel_tool_calls: bool | None = None
@@ -115,6 +117,7 @@ class ChatRequest(Base):
     verbosity: str | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
+    prompt_cache_options: dict | None = None
 
 
 class AssistantMessage(Base):

@@ -60,14 +60,14 @@ def test_fields_clients_send_by_default_are_accepted(client, svc):
          "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"},
         {"role": "assistant", "content": [{"type": "text", "text": "It is sunny."}]},
-        {"role": "user", "content": [{"type": "text", "text": "So what should I cook tonight?"}]},
+        {"role": "user", "content": [{"type": "text", "text": "So what should I cook tonight?", "prompt_cache_breakpoint": {"mode": "explicit"}}]},
     ]
     completion = client.chat.completions.create(
         model="pluralign", messages=history, user="dora", seed=3, max_completion_tokens=8,
         response_format={"type": "text"}, metadata={"session": "s1"}, store=True,
         frequency_penalty=0.5, presence_penalty=0.0, parallel_tool_calls=True, logprobs=False, top_logprobs=0,
         logit_bias={}, tool_choice="none", modalities=["text"], service_tier="auto", prompt_cache_key="k1",
-        reasoning_effort="low", verbosity="medium",
+        reasoning_effort="low", verbosity="medium", prompt_cache_options={"mode": "implicit"},
     )
     assert completion.choices[0].message.role == "assistant" and completion.usage.total_tokens > 0
     chunks = list(client.chat.completions.create(
@@ -75,6 +75,23 @@ def test_fields_clients_send_by_default_are_accepted(client, svc):
         stream_options={"include_usage": True, "include_obfuscation": False},
     ))
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_the_docs_table_covers_every_field_of_the_openai_client():
+    """docs/api.md has a row for each field of the installed openai client's chat request, and the
+    request schema takes each of them (supported, ignored, or refused by value, never unknown)."""
+    import re
+    from pathlib import Path
+
+    from openai.types.chat.completion_create_params import CompletionCreateParamsBase
+
+    from service.chat.schemas import ChatRequest
+
+    doc = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    table = doc[doc.index("### Every OpenAI chat field") : doc.index("### Clients")]
+    rows = {name for line in table.splitlines() if line.startswith("| `") for name in re.findall(r"`([a-z_.]+)`", line.split("|")[1])}
+    fields = set(CompletionCreateParamsBase.__annotations__)
+    assert fields - rows == set() and fields - set(ChatRequest.__struct_fields__) == set()
 
 
 def test_store_false_keeps_no_interaction(client, svc):
@@ -95,6 +112,7 @@ def test_store_false_keeps_no_interaction(client, svc):
     ("modalities", ["text", "audio"], "modalities"),
     ("logit_bias", {"50256": -100}, "logit_bias"),
     ("prediction", {"type": "content", "content": "x"}, "prediction"),
+    ("moderation", {"model": "omni-moderation-latest"}, "moderation"),
 ])
 def test_unsupported_values_are_refused_naming_the_field(client, field, value, param):
     import openai
