@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pluralign.data.persona import PersonaConfig, build_persona
-from pluralign.data.splits import SHOTS, Protocol, ukp_protocol
+from pluralign.data.splits import SHOTS, Protocol, file_protocol, ukp_protocol
 from pluralign.data.ukp import load_ukp
 from pluralign.embed.base import Encoder
 from pluralign.reward.base import PreferenceModel
@@ -27,7 +27,8 @@ MIN_GROUP_PAIRS = 20  # groups with fewer test pairs are reported but not ranked
 
 @dataclass(frozen=True)
 class EvalConfig:
-    protocol: str = "persona"  # "persona" or "ukp"
+    protocol: str = "persona"  # "persona", "ukp", or "file" (a preference file at `path`)
+    path: str | None = None  # protocol "file": a JSONL or Parquet preference file
     data_dir: str = "../shared/data"
     groups: int = 4  # persona only
     seed: int = 0
@@ -41,7 +42,14 @@ def load_protocol(config: EvalConfig) -> Protocol:
         return ukp_protocol(records, seed=config.seed)
     if config.protocol == "persona":
         return build_persona(PersonaConfig(groups=config.groups, seed=config.seed), data_dir)
-    raise ValueError(f"unknown protocol {config.protocol!r}: expected `ukp` or `persona`")
+    if config.protocol == "file":
+        if not config.path:
+            raise ValueError("protocol `file` needs a preference file (`--data PATH`)")
+        from pluralign.data.io import read_preferences
+
+        records, _ = read_preferences(config.path)
+        return file_protocol(records, seed=config.seed)
+    raise ValueError(f"unknown protocol {config.protocol!r}: expected `ukp`, `persona` or `file`")
 
 
 def accuracy(p: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 
 from pluralign.embed.base import Encoder
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, fit_user, load_pal, save_pal, train_pal
+from pluralign.user import UserModel
 
 log = logging.getLogger("pluralign.service")
 
@@ -41,6 +42,7 @@ class UserRewards:
         self.version = version
         self.trained = trained
         self.note = note
+        self.user_model = UserModel(self.model, population=version, prior_logits=self._prior)  # PAL + each user's own part
 
     @classmethod
     def load(cls, folder: str | Path, encoder_id: str) -> UserRewards:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from service.rewards import UserRewards
 from service.settings import Settings
 
 log = logging.getLogger("pluralign.service")
+
+PROMOTED_PAL = "pal-promoted"  # under the data folder: the promoted population checkpoint, served over pal_dir
 
 
 def make_generator(
@@ -93,8 +96,13 @@ class Runtime:
             FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,
             on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
         )
-        step("loading the PAL reward model from %s", settings.pal_path)
-        rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
+        promoted = settings.data_path / PROMOTED_PAL
+        if (promoted / "meta.json").exists():  # a mixture retrained on the service's feedback and promoted
+            step("loading the promoted PAL reward model from %s", promoted)
+            rewards = UserRewards.load(promoted, encoder.encoder_id)
+        else:
+            step("loading the PAL reward model from %s", settings.pal_path)
+            rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
         keys = KeyRing(settings.data_path / "api_keys.json")
         adapters = AdapterPool(
             generator, AdapterRegistry(settings.adapters_path), generator.model_id,
@@ -106,6 +114,28 @@ class Runtime:
             settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
             adapters=adapters, ingest=ingest, moved_hooks=hooks,
         )
+
+    def swap_rewards(self, source: Path) -> UserRewards:
+        """Serve the PAL checkpoint at `source` from the next request on, without a restart.
+
+        It is loaded (and so checked against the encoder) before anything changes, copied into the
+        data folder with renames (a restart serves it too), then swapped in with one assignment:
+        requests in flight finish with the model they started with, and each user's weights are
+        refitted against the new prototypes at their next request (their `pal_version` differs)."""
+        from pluralign.policy.adapters import swap_folder
+
+        UserRewards.load(source, self.encoder.encoder_id)
+        served = self.settings.data_path / PROMOTED_PAL
+        staged = served.with_name(f".{served.name}.staged")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(source, staged)
+        swap_folder(staged, served)
+        rewards = UserRewards.load(served, self.encoder.encoder_id)
+        rewards.note = f"promoted from {source}"
+        self.rewards = rewards
+        self.metrics.inc("pluralign_population_swaps_total", help="population reward models swapped in while serving")
+        log.info("now serving population model %s (K=%d) from %s", rewards.version, rewards.k, source)
+        return rewards
 
     def maybe_compact(self) -> None:
         """Compact in a background thread once enough writes piled up (one compaction at a time)."""

@@ -28,6 +28,8 @@ class Settings(Base, frozen=True):
     shared_data: str = "../shared/data"  # persona data used to bootstrap a PAL checkpoint
     candidates: int = 4  # answers generated per request when reranking (at least 2)
     rerank: bool = True  # rerank candidates by the user's PAL reward
+    candidate_styles: bool = True  # generate the candidates in balanced answer styles (length, lists, register)
+    user_model: str = "residual"  # `residual`: PAL's prototypes plus a per-user Bayesian residual; `prototypes`: PAL weights only
     maxmin_new_users: bool = True  # users still on the prior get the candidate best for the worst-off PAL prototype
     shots: int = 4  # past preferences put in the context
     max_tokens: int = 128  # default completion length
@@ -51,6 +53,8 @@ class Settings(Base, frozen=True):
             raise ValueError("`generator_timeout_s` must be positive and `generator_retries` at least 0")
         if self.admin_session_s < 1:
             raise ValueError("`admin_session_s` must be at least 1")
+        if self.user_model not in ("residual", "prototypes"):
+            raise ValueError(f"`user_model` must be `residual` or `prototypes`, got {self.user_model!r}")
         if self.ingest_batch < 1:
             raise ValueError("`ingest_batch` must be at least 1")
 

@@ -49,6 +49,7 @@ class Candidate:
     text: str
     finish_reason: str  # "stop" (end of turn or a stop string) or "length"
     tokens: int  # completion tokens generated
+    style: str | None = None  # the AnswerStyle's name when generated in a style
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -212,6 +213,42 @@ class Generator:
             if cut_at_stop(self.tokenizer.decode(tokens[:end], skip_special_tokens=True), stop)[1]:
                 return tokens[:end]
         return tokens
+
+    @torch.no_grad()
+    def generate_styled(
+        self, messages: Sequence[dict[str, str]], styles: Sequence, sampling: Sampling = Sampling(), adapter: str | None = None
+    ) -> tuple[list[Candidate], int]:
+        """One candidate per `pluralign.policy.styles.AnswerStyle`, in one left-padded batch: each
+        row is the conversation with the style's instruction, then the style's opening as the start of
+        the answer. Returns the candidates and the plain conversation's prompt token count."""
+        if not styles:
+            raise ValueError("no styles given")
+        rows = []
+        for style in styles:
+            text = self.tokenizer.apply_chat_template(style.messages(list(messages)), tokenize=False, add_generation_prompt=True)
+            rows.append(self.tokenizer(text + style.opening, add_special_tokens=False)["input_ids"])
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)  # (n, T) left-padded
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        stop_ids = self._stop_token_ids()
+        with self._lock:
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            out = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=sampling.max_tokens, eos_token_id=stop_ids,
+                pad_token_id=pad, **self._stop_kwargs(sampling), **self._sample_kwargs(sampling, width),
+                **self._adapter_kwargs(adapter, len(rows)),
+            )  # (n, T + new)
+        candidates = []
+        for style, row in zip(styles, out[:, width:].tolist(), strict=True):
+            ended = next((i for i, t in enumerate(row) if t in stop_ids), None)
+            tokens = row if ended is None else row[:ended]
+            continuation, stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+            text, cut = style.finish(continuation)
+            finish = "stop" if ended is not None or stopped or cut else "length"
+            candidates.append(Candidate(text=text, finish_reason=finish, tokens=len(tokens), style=style.name))
+        return candidates, self.prompt_tokens(messages)
 
     def stream(
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None

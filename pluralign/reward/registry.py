@@ -18,6 +18,15 @@ def _pal(variant: str) -> Callable[[int | None, int], PreferenceModel]:
     return build
 
 
+def _residual(variant: str) -> Callable[[int | None, int], PreferenceModel]:
+    def build(k: int | None, seed: int) -> PreferenceModel:
+        from pluralign.user.preference import ResidualPreference
+
+        return ResidualPreference(_pal(variant)(k, seed))
+
+    return build
+
+
 # name -> factory(k, seed); k is the number of mixture components where a model has them.
 MODELS: dict[str, Callable[[int | None, int], PreferenceModel]] = {
     "bt": lambda k, seed: SingleBT(BTConfig(seed=seed)),
@@ -25,6 +34,9 @@ MODELS: dict[str, Callable[[int | None, int], PreferenceModel]] = {
     "pal-a": _pal("a"),
     "pal-b": _pal("b"),
     "em": lambda k, seed: EMMixture(EMConfig(k=k or 2, seed=seed)),
+    # the user model: PAL's prototypes plus a per-user Bayesian residual (pluralign.user)
+    "pal-a+residual": _residual("a"),
+    "pal-b+residual": _residual("b"),
 }
 
 

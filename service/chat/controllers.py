@@ -85,7 +85,8 @@ def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
     shots = rt.settings.shots if options is None or options.shots is None else options.shots
     if not 0 <= shots <= 16:
         raise bad_request("pluralign.shots", f"must be between 0 and 16, got {shots}")
-    p = services.plan(rt, tenant, user, template_messages(data.messages), candidates, do_rerank, shots)
+    styles = rt.settings.candidate_styles if options is None or options.styles is None else options.styles
+    p = services.plan(rt, tenant, user, template_messages(data.messages), candidates, do_rerank, shots, returned=n, styles=styles)
     p.store = data.store is not False
     return p
 

@@ -70,6 +70,7 @@ class PluralignOptions(Base):
     rerank: bool | None = None  # default: the service setting
     candidates: int | None = None  # answers generated before reranking
     shots: int | None = None  # past preferences put in the context (0 = none)
+    styles: bool | None = None  # generate candidates in balanced answer styles (default: the service setting)
 
 
 class ChatRequest(Base):
@@ -157,6 +158,10 @@ class PluralignInfo(Base):
     reward: float | None  # the served candidate's reward for this user (None when not reranked)
     prior: bool  # True when the user's reward is still the population prior
     timings: Timings
+    # for each returned choice, its position among the generated candidates (choices are ranked
+    # best first; feedback's `chosen_index` always means the index in `choices`)
+    generation_index: list[int] = []
+    styles: list[str] | None = None  # the answer style of each returned choice (null when not styled)
 
 
 class ChatCompletion(Base):

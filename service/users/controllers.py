@@ -131,5 +131,11 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
         raise bad_request("responses", "must hold at least one response")
     weights = services.user_weights(rt, request.user.tenant, user)
     vectors = rt.encoder.encode([data.prompt, *data.responses])  # (1 + N, d)
-    ranked = rerank(lambda p, r: rt.rewards.score(weights.logits, p, r), vectors[0], vectors[1:])
+    rewards = weights.rewards or rt.rewards
+    if weights.state is not None:  # the user's own model, as chat reranking uses it
+        model = rewards.user_model
+        reward = lambda p, r: model.score(weights.logits, weights.state, model.candidates(vectors[0], r, data.responses))  # noqa: E731
+    else:
+        reward = lambda p, r: rewards.score(weights.logits, p, r)  # noqa: E731
+    ranked = rerank(reward, vectors[0], vectors[1:])
     return ScoreResponse(user=user, scores=ranked.scores, best_index=ranked.best, prior=weights.prior)

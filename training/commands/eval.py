@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="train and evaluate a preference model on a protocol")
-    p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em")
+    p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona"])
     p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
     p.add_argument("--k", type=int, default=None, help="mixture components (pal, em)")

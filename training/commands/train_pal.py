@@ -2,6 +2,7 @@
 
     pluralign train pal --variant a --k 4 --protocol persona --groups 4 --out artifacts/pal-a-persona
     pluralign train pal --variant b --k 2 4 8 --protocol ukp --out artifacts/pal-b-ukp
+    pluralign train pal --k 2 --protocol file --data feedback.jsonl --out artifacts/pal-service
 
 Trains on the protocol's seen users (early stopping on their validation pairs). Given several --k,
 it trains one model per K, reports validation accuracy for each, and keeps the checkpoint of the K
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+    protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
     encoder = cached_encoder(args)
     users = sorted({r.user_id for r in protocol.seen.train})
     train, val, test = (embed_pairs(split, encoder, users, protocol.group_attribute)
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "variant": args.variant, "protocol": protocol.name, "encoder_id": encoder.encoder_id, "chosen_k": k,
         "seen_users": len(users), "train_pairs": len(train), "val_pairs": len(val), "test_pairs": len(test),
-        "by_k": runs, "out": str(out),
+        "by_k": runs, "out": str(out), "artifact": str(out),
+        "val_acc": metrics["val_acc"],  # of the kept K: the job runner's promotion compares it
     }
     (out / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
     print_json(report)
@@ -80,7 +82,9 @@ def register(sub) -> None:
     p = sub.add_parser("pal", help="PAL mixture reward model (ideal points or prompt-conditioned prototypes)")
     p.add_argument("--variant", choices=["a", "b"], default="a", help="a: ideal point; b: prompt-conditioned cosine")
     p.add_argument("--k", type=int, nargs="+", default=[4], help="prototypes; several values: keep the best by val acc")
-    p.add_argument("--protocol", required=True, choices=["ukp", "persona"])
+    p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
+                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
+    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping on validation loss)")
