@@ -67,6 +67,7 @@ class UserRewards:
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()):
             return cls.load(folder, encoder.encoder_id)
+        log.info("no PAL checkpoint in %s: training one on persona data from %s (first start only, about a minute)", folder, shared_data)
         try:
             bootstrap(folder, encoder, Path(shared_data))
         except FileNotFoundError as exc:
@@ -117,9 +118,12 @@ def bootstrap(folder: Path, encoder: Encoder, shared_data: Path) -> None:
     cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign")
     cached = CachedEncoder(encoder, EmbeddingCache(cache_dir / "embeddings.sqlite"))
     users = sorted({r.user_id for r in protocol.seen.train})
+    log.info("PAL bootstrap 1/3: embedding %d comparisons of %d users", len(protocol.seen.train) + len(protocol.seen.val), len(users))
     train = embed_pairs(protocol.seen.train, cached, users)
     val = embed_pairs(protocol.seen.val, cached, users)
     config = PALConfig(k=BOOTSTRAP_GROUPS, input_dim=encoder.dim)
+    log.info("PAL bootstrap 2/3: training K=%d prototypes (at most 30 epochs or 60 s)", BOOTSTRAP_GROUPS)
     result = train_pal(train, val, config, PALTrainConfig(max_epochs=30, max_seconds=60))
+    log.info("PAL bootstrap 3/3: saving the checkpoint")
     save_pal(folder, result.model, result.user_weights, encoder.encoder_id, metrics=result.metrics)
     log.info("bootstrapped a PAL checkpoint in %s: %s", folder, result.metrics)

@@ -21,6 +21,8 @@ class Settings(Base, frozen=True):
     generator: str = "smollm2"  # `smollm2`, a folder holding a saved causal LM, or `openai:URL` (vLLM)
     generator_model: str | None = None  # with `openai:URL`: the base model's name on that server
     generator_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
+    generator_timeout_s: float = 120.0  # with `openai:URL`: longest wait for one generation request
+    generator_retries: int = 2  # with `openai:URL`: retries after a connection error, timeout, 408/409/429 or 5xx (backoff)
     encoder: str = "minilm"  # `minilm` or a sentence-transformers folder (embeds prompts and answers)
     pal_dir: str | None = None  # PAL checkpoint folder; default <data_dir>/pal (bootstrapped if absent)
     shared_data: str = "../shared/data"  # persona data used to bootstrap a PAL checkpoint
@@ -40,12 +42,17 @@ class Settings(Base, frozen=True):
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
+    admin_session_s: int = 3600  # the dashboard's login session expires this many seconds after sign-in
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
             raise ValueError("`candidates` must be at least 1")
         if self.rerank and self.candidates < 2:
             raise ValueError("`candidates` must be at least 2 when `rerank` is on")
+        if self.generator_timeout_s <= 0 or self.generator_retries < 0:
+            raise ValueError("`generator_timeout_s` must be positive and `generator_retries` at least 0")
+        if self.admin_session_s < 1:
+            raise ValueError("`admin_session_s` must be at least 1")
         if self.user_model not in ("residual", "prototypes"):
             raise ValueError(f"`user_model` must be `residual` or `prototypes`, got {self.user_model!r}")
         if self.ingest_batch < 1:

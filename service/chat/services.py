@@ -39,6 +39,7 @@ class Plan:
     timings: Timings
     returned: int = 1  # how many of the best-ranked candidates the response returns as `choices`
     styles: bool = False  # generate the candidates in balanced answer styles
+    store: bool = True  # the request's `store`: false keeps no interaction row
 
 
 def new_response_id() -> str:
@@ -137,7 +138,7 @@ def remember(rt: Runtime, served: Served) -> None:
     Candidates are stored in served order (best first), so `candidates[i]` is the response's
     `choices[i]` for i < `returned`, and feedback indices mean what the client saw."""
     p = served.plan
-    if p.user_id is None:
+    if p.user_id is None or not p.store:
         return
     start = time.perf_counter()
     rt.store.add_interaction(

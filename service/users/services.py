@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import msgspec
 import numpy as np
 
 from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
-from pluralign.store import UserRecord
+from pluralign.store import StoredPreference, UserRecord
 from pluralign.user import FEATURE_NAMES, UserState
 from service.rewards import UserRewards
 from service.runtime import Runtime
@@ -249,6 +250,39 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
         yield encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n"
     for item in rt.store.interactions_for(tenant, user_id):
         yield encode({"type": "interaction", **msgspec.to_builtins(item)}) + b"\n"
+
+
+def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
+    """JSONL in the preference-file form (`pluralign.data.io.preference_row`: TRL's prompt/chosen/
+    rejected plus user_id, margin, tie, source, created_at, attributes): what `import_preferences`,
+    `pluralign data import` and TRL read. Rating rows without a rival answer (nothing to compare) are left out."""
+    from pluralign.data.io import preference_row
+    from pluralign.data.record import Preference
+
+    rt.ingest.flush_user(tenant, user_id)
+    preferences, _ = rt.store.preferences_for(tenant, user_id)
+    for row in preferences:
+        if not row.rejected.strip():
+            continue
+        record = Preference(
+            user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
+            tie=row.tie, source=row.source, created_at=row.created_at, attributes=row.attributes,
+        )
+        yield msgspec.json.encode(preference_row(record)) + b"\n"
+
+
+def import_rows(tenant: str, user_id: str, records: list) -> list[StoredPreference]:
+    """Stored comparison rows for `user_id` from preference records (their times and labels kept)."""
+    now = time.time()
+    return [
+        StoredPreference(
+            tenant=tenant, user_id=user_id, pref_id=uuid.uuid4().hex, kind="comparison",
+            created_at=r.created_at if r.created_at is not None else now + i * 1e-6,
+            prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie, margin=r.margin,
+            source=r.source or "import", attributes=r.attributes,
+        )
+        for i, r in enumerate(records)
+    ]
 
 
 def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:

@@ -76,3 +76,18 @@ def test_train_em_without_k_chooses_it_and_writes_the_choice(shared_data, tmp_pa
     assert "K = 2 selected" in result.stderr
     assert json.loads((out / "metrics.json").read_text())["k_selected"] == 2
     assert json.loads((out / "meta.json").read_text())["k"] == 2
+
+
+def test_data_export_prints_its_json_summary_and_keeps_the_trl_form(tmp_path):
+    source = tmp_path / "in.jsonl"
+    rows = [{"chosen": [{"role": "user", "content": "Tea?"}, {"role": "assistant", "content": "Yes."}],
+             "rejected": [{"role": "user", "content": "Tea?"}, {"role": "assistant", "content": "No."}], "id": f"r{i}"}
+            for i in range(3)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.parquet"
+    result = run_cli("data", "export", "--source", "jsonl", "--path", str(source), "--user", "ann", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary == {"out": str(out), "format": "parquet", "records": 3, "users": 1}
+    help_text = run_cli("data", "--help").stdout
+    assert "import" in help_text and "export" in help_text
