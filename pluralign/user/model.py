@@ -56,12 +56,19 @@ STATE_VERSION = 1
 
 @dataclass(frozen=True)
 class ResidualPrior:
-    """Standard deviations of the Gaussian prior on a user's coefficients around the population."""
+    """Standard deviations of the Gaussian prior on a user's coefficients around the population.
+
+    The six named features get a wide prior: they carry the preferences people state about answers,
+    and a few comparisons should set them. PAL's 1 + K + L coordinates get narrow ones, so the 64
+    latent directions do not absorb what a named feature explains. Chosen on the closed loop's seed-0
+    run (mean pick rate over the style rules 0.62 with every scale at 1, 0.75 with these; figures in
+    BENCHMARKS.md), reported on another seed; `pluralign eval` scales them all by a factor chosen on
+    validation pairs (`pluralign.user.preference`)."""
 
     origin_scale: float = 0.5  # of b_0 around 1 (variant a's -||f||^2 term)
-    prototype_scale: float = 1.0  # of each b_k around the population's weight on prototype k
-    feature_scale: float = 1.0  # of each named feature's weight (features move ~1 between answers)
-    latent_scale: float = 1.0  # of each latent coordinate's weight (latent rows have unit norm)
+    prototype_scale: float = 0.5  # of each b_k around the population's weight on prototype k
+    feature_scale: float = 5.0  # of each named feature's weight (features move ~1 between answers)
+    latent_scale: float = 0.5  # of each latent coordinate's weight (latent rows have unit norm)
     newton_steps: int = 25  # most Newton steps of the mode search
     tol: float = 1e-7  # stop once a step lowers the objective by less than this
 

@@ -20,7 +20,7 @@ from pluralign.reward.pal_fit import fit_users
 from pluralign.reward.pal_preference import PALPreference
 from pluralign.user.model import ResidualPrior, UserModel, UserState
 
-SCALES = (0.1, 0.3, 1.0, 3.0)  # candidate multipliers of the prior's standard deviations
+SCALES = (0.03, 0.1, 0.3, 1.0)  # candidate multipliers of the prior's standard deviations
 
 
 def _numpy(t: torch.Tensor | None) -> np.ndarray:

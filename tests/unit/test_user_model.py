@@ -61,7 +61,7 @@ def _comparisons(rng, n):
 def test_a_preference_no_prototype_covers_is_learned_by_the_residual_not_by_the_prototypes():
     """Length is invisible to the embeddings here, so no mix of prototypes can prefer short answers;
     the residual learns it from 30 comparisons (misses are mostly pairs of nearly equal length)."""
-    um = UserModel(_population(), population="tiny")
+    um = UserModel(_population(), population="tiny", prior=ResidualPrior(feature_scale=1.0))
     rng = np.random.default_rng(1)
     train, test = _comparisons(rng, 30), _comparisons(rng, 200)
     prior = np.zeros(3)
@@ -82,13 +82,14 @@ def test_a_preference_no_prototype_covers_is_learned_by_the_residual_not_by_the_
     assert weight < -3 * sd  # "prefers shorter answers", confidently
     # the state round-trips through its stored form and says what it belongs to
     again = UserState.decode(state.encode())
-    assert again == state and um.fits(again) and not UserModel(_population(), population="other").fits(again)
+    assert again == state and um.fits(again)
+    assert not UserModel(_population(), population="other", prior=um.prior).fits(again)
 
 
 def test_confidence_grows_with_more_comparisons():
     """The posterior standard deviation is kept with the weights: with more consistent comparisons
     the preference's sign becomes more certain (mean / sd grows)."""
-    um = UserModel(_population(), population="tiny", prior=ResidualPrior())
+    um = UserModel(_population(), population="tiny", prior=ResidualPrior(feature_scale=1.0))
     rng = np.random.default_rng(2)
     few, many = _comparisons(rng, 5), _comparisons(rng, 80)
     logits = np.zeros(3)
