@@ -76,3 +76,10 @@ def test_train_em_without_k_chooses_it_and_writes_the_choice(shared_data, tmp_pa
     assert "K = 2 selected" in result.stderr
     assert json.loads((out / "metrics.json").read_text())["k_selected"] == 2
     assert json.loads((out / "meta.json").read_text())["k"] == 2
+
+
+def test_a_k_below_one_is_a_clear_usage_error():
+    for command in (["eval", "--model", "em", "--protocol", "persona"], ["train", "em", "--out", "unused"]):
+        result = run_cli(*command, "--k", "0")
+        assert result.returncode == 2
+        assert "--k" in result.stderr and "expected an integer >= 1, got 0" in result.stderr
