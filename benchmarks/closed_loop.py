@@ -371,12 +371,12 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             for s in servers:
                 s.__exit__(None, None, None)
-    generator.save()
     summary = summarize(records, args.rounds)
     extra = {"advantage": advantage_table(records, args.rounds), "users": len(users), "seconds": round(time.time() - start, 1),
              "generations": {"computed": generator.computed, "reused": generator.reused}}
     if args.diversity:
         extra["diversity"] = diversity(generator, QUESTIONS[: args.diversity], args)
+    generator.save()
     (args.out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (args.out / "summary.json").write_text(json.dumps({**summary, **extra}, indent=1))
     plot(records, args.rounds, args.out / "learning_curves.png")

@@ -91,3 +91,10 @@ def test_data_export_prints_its_json_summary_and_keeps_the_trl_form(tmp_path):
     assert summary == {"out": str(out), "format": "parquet", "records": 3, "users": 1}
     help_text = run_cli("data", "--help").stdout
     assert "import" in help_text and "export" in help_text
+
+
+def test_a_k_below_one_is_a_clear_usage_error():
+    for command in (["eval", "--model", "em", "--protocol", "persona"], ["train", "em", "--out", "unused"]):
+        result = run_cli(*command, "--k", "0")
+        assert result.returncode == 2
+        assert "--k" in result.stderr and "expected an integer >= 1, got 0" in result.stderr

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, print_json
+from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,12 +45,11 @@ def run(args: argparse.Namespace) -> int:
         for g, acc in report["group_acc"].items():
             print(f"  group {g:<12} {acc:.3f}  ({report['group_pairs'][g]} pairs)")
         print(f"  worst group      {report['worst_group_acc']:.3f}")
-        if "k_selected" in report:
-            print(f"  K selected       {report['k_selected']}  ({report['k_rule']}; best K {report['k_best']})")
-            print("    K   held-out log-lik   per pair   SE of gap to best")
-            for k, value in report["k_criterion"].items():
-                mark = "  <- selected" if int(k) == report["k_selected"] else ""
-                print(f"    {k:<3} {value:>16.2f}   {report['k_criterion_per_pair'][k]:>8.4f}   {report['k_criterion_se'][k]:>17.2f}{mark}")
+        selection = getattr(model, "selection", None)  # a mixture that chose its K (model_selection.KSelected)
+        if selection is not None:
+            print(f"  K selected       {selection.k_selected}  ({selection.rule}; best K {selection.k_best})")
+            for line in selection.table():
+                print("  " + line)
         if "ari" in report:
             print(f"  ARI              {report['ari']:.3f}")
         print(f"  seconds          {report['seconds']:.1f}")
@@ -63,7 +62,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona"])
     p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
-    p.add_argument("--k", type=int, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
+    p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--json", action="store_true", help="print only the JSON report")

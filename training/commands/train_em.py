@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, print_json
+from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("em", help="EM mixture of K Bradley-Terry reward heads (MaxMin-RLHF)")
-    p.add_argument("--k", type=int, nargs="+", default=None,
+    p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
                    help="reward heads; several values: keep the smallest K within one standard error of the best held-out "
                         "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
-    p.add_argument("--k-max", type=int, default=12, help="without --k: the largest K the search may try")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try")
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, print_json
+from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("pal", help="PAL mixture reward model (ideal points or prompt-conditioned prototypes)")
     p.add_argument("--variant", choices=["a", "b"], default="a", help="a: ideal point; b: prompt-conditioned cosine")
-    p.add_argument("--k", type=int, nargs="+", default=None,
+    p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
                    help="prototypes; several values: keep the smallest K within one standard error of the best held-out "
                         "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
-    p.add_argument("--k-max", type=int, default=12, help="without --k: the largest K the search may try")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
