@@ -75,7 +75,10 @@ class Runtime:
         settings.data_path.mkdir(parents=True, exist_ok=True)
         encoder = encoder or make_encoder(settings.encoder)
         generator = generator or make_generator(settings.generator, settings.generator_model, settings.generator_api_key)
-        store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20)
+        store = Store(
+            settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,
+            storage_options=settings.storage_options,
+        )
         hooks: list[Callable[[list[StoredPreference]], None]] = []
         ingest = Ingestor(
             FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,

@@ -18,6 +18,12 @@ class Settings(Base, frozen=True):
 
     data_dir: str = "./data"  # API keys, the PAL checkpoint, adapters and (by default) LanceDB live here
     store_uri: str | None = None  # LanceDB URI (a folder or object store); default <data_dir>/lancedb
+    # with an object-store URI (`s3://bucket/prefix`): how to reach it; unset ones fall back to AWS_* variables
+    store_endpoint: str | None = None  # e.g. http://minio:9000 for an S3-compatible server
+    store_region: str | None = None  # e.g. us-east-1
+    store_allow_http: bool = False  # allow a plain-http endpoint (local S3-compatible servers)
+    store_access_key_id: str | None = None
+    store_secret_access_key: str | None = None
     generator: str = "smollm2"  # `smollm2`, a folder holding a saved causal LM, or `openai:URL` (vLLM)
     generator_model: str | None = None  # with `openai:URL`: the base model's name on that server
     generator_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
@@ -54,6 +60,16 @@ class Settings(Base, frozen=True):
     @property
     def lancedb_uri(self) -> str:
         return self.store_uri or str(self.data_path / "lancedb")
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """Lance storage options for `lancedb_uri` (empty for a folder)."""
+        options = {
+            "aws_endpoint": self.store_endpoint, "aws_region": self.store_region,
+            "allow_http": "true" if self.store_allow_http else None,
+            "aws_access_key_id": self.store_access_key_id, "aws_secret_access_key": self.store_secret_access_key,
+        }
+        return {k: v for k, v in options.items() if v}
 
     @property
     def pal_path(self) -> Path:

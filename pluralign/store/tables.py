@@ -16,7 +16,6 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import lancedb
 import msgspec
 import numpy as np
 import pyarrow as pa
@@ -25,6 +24,7 @@ from lancedb.index import Bitmap
 from pluralign.data.record import Base
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
+from pluralign.store.location import connect
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
     SCHEMA_VERSION,
@@ -122,11 +122,16 @@ class Store:
     write or delete of that user's rows goes through this Store. (Rows written by another process
     are not seen until the user's history is evicted: one Store per table folder.)"""
 
-    def __init__(self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20):
+    def __init__(
+        self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
+        storage_options: dict[str, str] | None = None,
+    ):
+        """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
+        object store; see `pluralign.store.location`."""
         self.uri = uri
         self.encoder_id = encoder_id
         self.dim = dim
-        self.db = lancedb.connect(uri)
+        self.db = connect(uri, storage_options)
         self._lock = threading.RLock()  # held by every commit
         self._maintenance = threading.RLock()  # held by compaction and deletes
         self.schemas = {

@@ -21,6 +21,7 @@ from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
 from pluralign.policy.adapters import adapter_name, swap_folder
 from pluralign.store import StoredPreference
+from pluralign.store.location import options_to_env
 from service.runtime import Runtime
 from service.users.services import adapter_folder
 from training.jobs.record import ACTIVE_STATES, Job, Param
@@ -35,7 +36,9 @@ class Admin:
         settings = rt.settings
         self.rt = rt
         self.folder = settings.data_path / "jobs"
-        self.runner = LocalJobRunner(RunnerConfig(folder=self.folder, workers=settings.job_workers), on_promote=self.put_into_service)
+        # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables
+        config = RunnerConfig(folder=self.folder, workers=settings.job_workers, env=options_to_env(settings.storage_options))
+        self.runner = LocalJobRunner(config, on_promote=self.put_into_service)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
         self._lock = threading.Lock()
         self._new: dict[tuple[str, str], int] = {}  # strict comparisons moved since the user's last check

@@ -24,3 +24,18 @@ def test_bad_settings_are_refused():
         Settings.load({"PLURALIGN_CANDIDATES": "1"})
     with pytest.raises(ValueError, match="unknown field"):
         Settings.load({}, colour="blue")
+
+
+def test_object_store_settings_become_lance_storage_options():
+    env = {
+        "PLURALIGN_STORE_URI": "s3://bucket/pluralign", "PLURALIGN_STORE_ENDPOINT": "http://127.0.0.1:9000",
+        "PLURALIGN_STORE_ALLOW_HTTP": "true", "PLURALIGN_STORE_ACCESS_KEY_ID": "id", "PLURALIGN_STORE_SECRET_ACCESS_KEY": "secret",
+    }
+    settings = Settings.load(env)
+    assert settings.lancedb_uri == "s3://bucket/pluralign"
+    assert settings.storage_options == {
+        "aws_endpoint": "http://127.0.0.1:9000", "allow_http": "true", "aws_access_key_id": "id", "aws_secret_access_key": "secret",
+    }
+    assert Settings.load({}).storage_options == {}
+    with pytest.raises(ValueError, match="store_allow_http"):
+        Settings.load({"PLURALIGN_STORE_ALLOW_HTTP": "perhaps"})

@@ -64,6 +64,7 @@ class RunnerConfig:
     poll_seconds: float = 0.2
     log_lines: int = 30  # lines of log tail kept in the record
     cwd: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])  # where `training` imports from
+    env: Mapping[str, str] = field(default_factory=dict)  # extra variables for workers (e.g. the store's PLURALIGN_STORE_*)
 
 
 @dataclass
@@ -206,7 +207,7 @@ class LocalJobRunner:
         argv = kind.command(job, artifact)
         threads = str(self.config.worker_threads)
         env = {**os.environ, PROGRESS_ENV: "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-               "OPENBLAS_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", JOB_ENV: job.id}
+               "OPENBLAS_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id}
         out = open(self.store.path(job.id, "out"), "wb")
         err = open(self.store.path(job.id, "log"), "wb")
         try:
