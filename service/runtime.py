@@ -37,9 +37,17 @@ def make_generator(name: str, model_id: str | None = None, api_key: str | None =
     raise ValueError(f"setting `generator`: expected `smollm2`, a model folder or `openai:URL`, got {name!r}")
 
 
-def make_encoder(name: str) -> Encoder:
+def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None) -> Encoder:
+    """`minilm`, `minilm-onnx`, `minilm-onnx-int8`, `smollm2`, a sentence-transformers folder, or
+    `openai:URL` for a server speaking OpenAI's /v1/embeddings (`model_id` names its model; default
+    MiniLM's id, which the tables and the PAL checkpoint must have been made with)."""
     from pluralign.embed.encoders import SentenceEncoder, make_encoder
 
+    if name.startswith("openai:"):
+        from pluralign.embed.models import MINILM_ID
+        from pluralign.embed.remote import RemoteEncoder
+
+        return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key)
     if Path(name).is_dir():
         return SentenceEncoder(path=name, encoder_id=Path(name).name)
     return make_encoder(name)
@@ -73,7 +81,7 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
-        encoder = encoder or make_encoder(settings.encoder)
+        encoder = encoder or make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
         generator = generator or make_generator(settings.generator, settings.generator_model, settings.generator_api_key)
         store = Store(
             settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,

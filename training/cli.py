@@ -13,7 +13,10 @@ import importlib
 import sys
 
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
-COMMANDS = ("training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.audit")
+COMMANDS = (
+    "training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.serve_embeddings",
+    "training.commands.audit",
+)
 TRAINERS: tuple[str, ...] = (
     "training.commands.train_pal",
     "training.commands.train_em",
