@@ -15,8 +15,8 @@ from typing import Literal
 import msgspec
 import numpy as np
 from litestar import Litestar, Request, Response, get, post
-from litestar.exceptions import HTTPException
 from litestar.concurrency import sync_to_thread
+from litestar.exceptions import HTTPException
 
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
