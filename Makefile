@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-all bench lint clean
+.PHONY: install serve test test-all test-scaleout bench lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m ""
+
+# past one machine: two replicas on one store, the Ray job runner (slow-marked; ~5 min here)
+test-scaleout: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/e2e/test_ray_runner.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

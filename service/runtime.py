@@ -85,7 +85,7 @@ class Runtime:
         generator = generator or make_generator(settings.generator, settings.generator_model, settings.generator_api_key)
         store = Store(
             settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,
-            storage_options=settings.storage_options,
+            storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
         )
         hooks: list[Callable[[list[StoredPreference]], None]] = []
         ingest = Ingestor(

@@ -44,6 +44,11 @@ class Settings(Base, frozen=True):
     history_cache_mb: int = 512  # users' histories (rows + vectors, ~470 KiB per 100 rows at 384-d) kept for retrieval and refits
     adapter_every: int = 50  # new comparisons of a user that queue an adapter job for them
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
+    # several replicas on one store (deploy/README.md): each its own data_dir volume (feedback log, jobs)
+    replicas: int = 1  # API processes sharing store_uri
+    replica_index: int = 0  # this one's place among them, 0..replicas-1 (a StatefulSet ordinal)
+    store_sync_ms: int | None = None  # how stale a read may be w.r.t. other replicas' commits; default 1000 with several, off with one
+    adapters_dir: str | None = None  # per-user adapters; default <data_dir>/adapters (share it between replicas)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
 
@@ -54,6 +59,12 @@ class Settings(Base, frozen=True):
             raise ValueError("`candidates` must be at least 2 when `rerank` is on")
         if self.ingest_batch < 1:
             raise ValueError("`ingest_batch` must be at least 1")
+        if self.replicas < 1 or not 0 <= self.replica_index < self.replicas:
+            raise ValueError(f"`replica_index` must be in 0..{self.replicas - 1} and `replicas` at least 1")
+        if self.replicas > 1 and not self.store_uri:
+            raise ValueError("`store_uri` must name the shared store when `replicas` is above 1")
+        if self.store_sync_ms is not None and self.store_sync_ms < 0:
+            raise ValueError("`store_sync_ms` must be at least 0")
 
     @property
     def data_path(self) -> Path:
@@ -79,7 +90,14 @@ class Settings(Base, frozen=True):
 
     @property
     def adapters_path(self) -> Path:
-        return self.data_path / "adapters"
+        return Path(self.adapters_dir) if self.adapters_dir else self.data_path / "adapters"
+
+    @property
+    def sync_seconds(self) -> float | None:
+        """The Store's `sync_seconds`: None (one replica, nothing to look for) unless set or several."""
+        if self.store_sync_ms is None:
+            return 1.0 if self.replicas > 1 else None
+        return self.store_sync_ms / 1000
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 
 import lancedb
 
@@ -41,8 +42,13 @@ def options_to_env(options: Mapping[str, str]) -> dict[str, str]:
     return {names[k]: v for k, v in options.items() if k in names and v}
 
 
-def connect(uri: str, storage_options: Mapping[str, str] | None = None):
-    """A LanceDB connection; `storage_options` only matter for an object-store URI."""
+def connect(uri: str, storage_options: Mapping[str, str] | None = None, read_consistency: timedelta | None = None):
+    """A LanceDB connection; `storage_options` only matter for an object-store URI.
+
+    `read_consistency`: how stale a read may be with respect to commits by other processes (None:
+    never look for them, LanceDB's default and right for one process; timedelta(0): look at every
+    read, one listing of the table's versions each, which on S3 is a request)."""
+    kwargs: dict = {"read_consistency_interval": read_consistency} if read_consistency is not None else {}
     if storage_options and is_object_store(uri):
-        return lancedb.connect(uri, storage_options=dict(storage_options))
-    return lancedb.connect(uri)
+        kwargs["storage_options"] = dict(storage_options)
+    return lancedb.connect(uri, **kwargs)

@@ -22,6 +22,7 @@ from pluralign.fairness.report import AuditReport, decode_report
 from pluralign.policy.adapters import adapter_name, swap_folder
 from pluralign.store import StoredPreference
 from pluralign.store.location import options_to_env
+from service.replicas import owner
 from service.runtime import Runtime
 from service.users.services import adapter_folder
 from training.jobs.record import ACTIVE_STATES, Job, Param
@@ -88,10 +89,15 @@ class Admin:
         """Called with each batch of feedback rows moved into the table: a user whose new strict
         comparisons (counted in this process) reach `adapter_every` is checked by the trigger.
         Counting here keeps the per-feedback cost at a dict update instead of a table count and a
-        scan of job records."""
+        scan of job records. With several replicas only the user's owner (`service.replicas.owner`)
+        counts and queues, so a job is decided once; it compares the table's count, which holds
+        what every replica moved, with its own job records."""
         due = []
+        settings = self.rt.settings
         with self._lock:
             for r in rows:
+                if settings.replicas > 1 and owner(r.tenant, r.user_id, settings.replicas) != settings.replica_index:
+                    continue  # another replica decides this user's jobs
                 if r.rejected and not r.tie:
                     key = (r.tenant, r.user_id)
                     self._new[key] = self._new.get(key, 0) + 1

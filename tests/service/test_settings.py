@@ -39,3 +39,14 @@ def test_object_store_settings_become_lance_storage_options():
     assert Settings.load({}).storage_options == {}
     with pytest.raises(ValueError, match="store_allow_http"):
         Settings.load({"PLURALIGN_STORE_ALLOW_HTTP": "perhaps"})
+
+
+def test_replica_settings():
+    shared = {"PLURALIGN_STORE_URI": "/srv/store", "PLURALIGN_REPLICAS": "2"}
+    assert Settings.load({**shared, "PLURALIGN_REPLICA_INDEX": "1"}).sync_seconds == 1.0  # several: reads look for others' commits
+    assert Settings.load({}).sync_seconds is None
+    assert Settings.load({**shared, "PLURALIGN_STORE_SYNC_MS": "250"}).sync_seconds == 0.25
+    with pytest.raises(ValueError, match="replica_index"):
+        Settings.load({**shared, "PLURALIGN_REPLICA_INDEX": "2"})
+    with pytest.raises(ValueError, match="store_uri"):
+        Settings.load({"PLURALIGN_REPLICAS": "2"})
