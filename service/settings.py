@@ -44,6 +44,8 @@ class Settings(Base, frozen=True):
     history_cache_mb: int = 512  # users' histories (rows + vectors, ~470 KiB per 100 rows at 384-d) kept for retrieval and refits
     adapter_every: int = 50  # new comparisons of a user that queue an adapter job for them
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
+    job_runner: str = "local"  # `local` (worker processes of this one) or `ray` (detached Ray actors; see deploy/README.md)
+    ray_address: str | None = None  # with `ray`: the cluster (`ray://host:10001`); unset: a local Ray
     # several replicas on one store (deploy/README.md): each its own data_dir volume (feedback log, jobs)
     replicas: int = 1  # API processes sharing store_uri
     replica_index: int = 0  # this one's place among them, 0..replicas-1 (a StatefulSet ordinal)
@@ -63,6 +65,8 @@ class Settings(Base, frozen=True):
             raise ValueError(f"`replica_index` must be in 0..{self.replicas - 1} and `replicas` at least 1")
         if self.replicas > 1 and not self.store_uri:
             raise ValueError("`store_uri` must name the shared store when `replicas` is above 1")
+        if self.job_runner not in ("local", "ray"):
+            raise ValueError(f"`job_runner` must be `local` or `ray`, got {self.job_runner!r}")
         if self.store_sync_ms is not None and self.store_sync_ms < 0:
             raise ValueError("`store_sync_ms` must be at least 0")
 

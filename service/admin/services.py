@@ -26,7 +26,7 @@ from service.replicas import owner
 from service.runtime import Runtime
 from service.users.services import adapter_folder
 from training.jobs.record import ACTIVE_STATES, Job, Param
-from training.jobs.runner import LocalJobRunner, RunnerConfig
+from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig
 from training.jobs.triggers import AdapterTrigger
 
 log = logging.getLogger("pluralign.service")
@@ -39,7 +39,12 @@ class Admin:
         self.folder = settings.data_path / "jobs"
         # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables
         config = RunnerConfig(folder=self.folder, workers=settings.job_workers, env=options_to_env(settings.storage_options))
-        self.runner = LocalJobRunner(config, on_promote=self.put_into_service)
+        if settings.job_runner == "ray":
+            from training.jobs.ray_runner import RayJobRunner
+
+            self.runner: JobRunner = RayJobRunner(config, settings.ray_address, on_promote=self.put_into_service)
+        else:
+            self.runner = LocalJobRunner(config, on_promote=self.put_into_service)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
         self._lock = threading.Lock()
         self._new: dict[tuple[str, str], int] = {}  # strict comparisons moved since the user's last check
