@@ -1,10 +1,10 @@
 """Embedding speed: today's MiniLM (sentence-transformers on torch) vs the same model on ONNX Runtime
 (fp32, and int8-quantized), side by side in one run, and the feedback backlog each drains.
 
-    OMP_NUM_THREADS=1 python benchmarks/encoder_speed.py --texts 1024 --threads 2 --burst-rate 1000 --burst-seconds 20 --drain-sample 1500
+    OMP_NUM_THREADS=1 python benchmarks/encoder_speed.py --texts 512 --rounds 3 --threads 2 --burst-rate 1000 --burst-seconds 20 --drain-sample 1000
 
 1. texts/s over `--texts` distinct feedback-like texts (12-40 words), in the ingestor's batches of
-   64, with `--threads` threads (torch's intra-op threads; ONNX Runtime's intra-op threads), and
+   64, `--rounds` rounds interleaved across backends, with `--threads` threads (torch's intra-op threads; ONNX Runtime's intra-op threads), and
    the cosine of each backend's vectors to today's.
 2. The backlog after a burst of `--burst-rate` comparison feedbacks/s for `--burst-seconds`: the real
    `FeedbackLog` + `Ingestor` (a LanceDB folder) with each backend, drained from a backlog of
@@ -84,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per backend")
     parser.add_argument("--burst-rate", type=int, default=1000, help="feedbacks/s during the burst")
     parser.add_argument("--burst-seconds", type=float, default=20)
     parser.add_argument("--drain-sample", type=int, default=1500, help="feedbacks drained per backend (0: the whole burst)")
@@ -92,18 +93,24 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}, cores: {os.cpu_count()}", flush=True)
     found = encoders(args.threads)
     sample = texts(args.texts, seed=1)
-    reference = None
-    rows = []
-    for name, encoder in found.items():
+    vectors, rates = {}, {name: [] for name in found}
+    for encoder in found.values():
         encoder.encode(sample[:64])  # warm-up
-        start = time.perf_counter()
-        vectors = encoder.encode(sample)
-        rate = len(sample) / (time.perf_counter() - start)
-        if reference is None:
-            reference, base_rate = vectors, rate
-        cosine = (vectors * reference).sum(1)
-        rows.append([name, rate, rate / base_rate, float(cosine.mean()), float(cosine.min())])
-        print(f"{name}: {rate:.0f} texts/s ({rate / base_rate:.2f}x), cosine to torch mean {cosine.mean():.5f} min {cosine.min():.5f}", flush=True)
+    for _ in range(args.rounds):  # interleaved, so a change in the machine's load hits every backend alike
+        for name, encoder in found.items():
+            start = time.perf_counter()
+            vectors[name] = encoder.encode(sample)
+            rates[name].append(len(sample) / (time.perf_counter() - start))
+    names = list(found)
+    reference = vectors[names[0]]
+    rows = []
+    for name in names:
+        rate = float(np.median(rates[name]))
+        ratio = float(np.median(np.asarray(rates[name]) / np.asarray(rates[names[0]])))  # per round, then the median
+        cosine = (vectors[name] * reference).sum(1)
+        rows.append([name, rate, ratio, float(cosine.mean()), float(cosine.min())])
+        print(f"{name}: {rate:.0f} texts/s (median of {args.rounds}; {ratio:.2f}x torch, median of per-round ratios), "
+              f"cosine to torch mean {cosine.mean():.5f} min {cosine.min():.5f}", flush=True)
     burst = int(args.burst_rate * args.burst_seconds)
     n = args.drain_sample or burst
     for row in rows:
