@@ -30,9 +30,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m ""
 
-# past one machine: two replicas on one store, the Ray job runner (slow-marked; ~5 min here)
+# past one machine: two replicas on one store, the Ray job runner, a front service on a remote encoder (slow-marked; ~5 min here)
 test-scaleout: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/e2e/test_ray_runner.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

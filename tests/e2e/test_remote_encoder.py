@@ -76,6 +76,7 @@ def test_the_openai_client_default_base64_and_bad_requests(embeddings_server):
         RemoteEncoder("http://127.0.0.1:9/v1", MINILM_ID, max_retries=0, timeout=2)
 
 
+@pytest.mark.slow  # a second server start (~30 s here): `make test-scaleout`
 def test_front_service_embeds_on_the_remote_server(embeddings_server, tmp_path, tiny_generator_dir, tiny_pal_dir):
     before = httpx.get(embeddings_server + "/health").json()["texts"]
     front = ServeProcess(tmp_path / "front", tiny_generator_dir, tiny_pal_dir, PLURALIGN_ENCODER=f"openai:{embeddings_server}/v1")
