@@ -71,7 +71,9 @@ def drain(encoder, feedbacks: int, seed: int) -> float:
     while log.backlog()[0] < feedbacks:
         time.sleep(0.01)
     began = time.perf_counter()
-    ingest = Ingestor(log, store, encoder, batch=64, nice=0)
+    # the worker thread at this process's own priority: the encoders' thread pools (torch's, ONNX
+    # Runtime's) run at it too, so no backend gets a priority the others do not
+    ingest = Ingestor(log, store, encoder, batch=64, nice=os.nice(0))
     while log.backlog()[0]:
         time.sleep(0.05)
     elapsed = time.perf_counter() - began

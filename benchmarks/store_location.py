@@ -115,10 +115,12 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=50, help="single-row commits timed")
     parser.add_argument("--searches", type=int, default=100)
     args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()}", flush=True)
     folder = tempfile.mkdtemp(prefix="pluralign-bench-")
     results = {"folder": run("folder", folder + "/lancedb", {}, args)}
     with S3Server("pluralign-bench") as s3:
         results["s3 (moto, loopback)"] = run("s3 (moto, loopback)", s3.uri("lancedb"), s3.options, args)
+    print(f"load average at end: {os.getloadavg()}")
     print("| figure | " + " | ".join(results) + " |")
     print("|---|" + "---|" * len(results))
     for key in results["folder"]:
