@@ -90,8 +90,14 @@ class OnnxMiniLM:
         self.session = ort.InferenceSession(str(minilm_onnx(quantize)), options, providers=["CPUExecutionProvider"])
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = [self._batch(list(texts[i : i + self.batch_size])) for i in range(0, len(texts), self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
+        ranked = [texts[i] for i in order]
+        out = np.concatenate([self._batch(ranked[i : i + self.batch_size]) for i in range(0, len(ranked), self.batch_size)])
+        vectors = np.empty_like(out)
+        vectors[order] = out  # back to the callers' order
+        return vectors
 
     def _batch(self, texts: list[str]) -> np.ndarray:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
