@@ -1,7 +1,7 @@
 """Run jobs in worker processes, durably.
 
 `JobRunner` is what the service needs from a job engine; `LocalJobRunner` implements it with
-subprocesses on this machine, and an external engine (e.g. Ray) could implement it the same way.
+subprocesses on this machine; `training.jobs.ray_runner.RayJobRunner` implements it on Ray.
 Each job runs `python -m training.cli ...` in its own process group at lower CPU priority, so a
 crashing or busy job never takes the service down or stalls its request loop. The runner is the
 only writer of its folder: workers talk back through their output (`@progress 0.42` lines on
