@@ -4,6 +4,7 @@ Seen users: train on their train pairs, report macro per-user and pooled accurac
 pairs, accuracy per group and the worst group. Unseen users: for each k, fit each new user from
 the first k pairs of its support pool and score its query pairs (macro over users with >= k
 support pairs). On synthetic populations, the adjusted Rand index of the model's user clusters.
+A mixture that chose its K from the data reports `k_selected` and the criterion per K tried.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pluralign.data.persona import PersonaConfig, build_persona
-from pluralign.data.splits import SHOTS, Protocol, ukp_protocol
+from pluralign.data.splits import SHOTS, Protocol, file_protocol, ukp_protocol
 from pluralign.data.ukp import load_ukp
 from pluralign.embed.base import Encoder
 from pluralign.reward.base import PreferenceModel
@@ -27,7 +28,8 @@ MIN_GROUP_PAIRS = 20  # groups with fewer test pairs are reported but not ranked
 
 @dataclass(frozen=True)
 class EvalConfig:
-    protocol: str = "persona"  # "persona" or "ukp"
+    protocol: str = "persona"  # "persona", "ukp", or "file" (a preference file at `path`)
+    path: str | None = None  # protocol "file": a JSONL or Parquet preference file
     data_dir: str = "../shared/data"
     groups: int = 4  # persona only
     seed: int = 0
@@ -41,7 +43,14 @@ def load_protocol(config: EvalConfig) -> Protocol:
         return ukp_protocol(records, seed=config.seed)
     if config.protocol == "persona":
         return build_persona(PersonaConfig(groups=config.groups, seed=config.seed), data_dir)
-    raise ValueError(f"unknown protocol {config.protocol!r}: expected `ukp` or `persona`")
+    if config.protocol == "file":
+        if not config.path:
+            raise ValueError("protocol `file` needs a preference file (`--data PATH`)")
+        from pluralign.data.io import read_preferences
+
+        records, _ = read_preferences(config.path)
+        return file_protocol(records, seed=config.seed)
+    raise ValueError(f"unknown protocol {config.protocol!r}: expected `ukp`, `persona` or `file`")
 
 
 def accuracy(p: np.ndarray) -> np.ndarray:
@@ -114,6 +123,9 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
         "worst_group_acc": float(min(ranked)),
         "fit": fit_metrics,
     }
+    if "k_selected" in fit_metrics:  # the mixture chose its K from the data (pluralign.reward.model_selection)
+        for key in ("k_selected", "k_best", "k_criterion", "k_criterion_se", "k_criterion_per_pair", "k_rule"):
+            report[key] = fit_metrics[key]
     clusters = model.user_clusters()
     if protocol.true_groups and clusters:
         from sklearn.metrics import adjusted_rand_score

@@ -6,30 +6,43 @@ given) are mounted under /admin and need an admin key. The job runner starts and
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 from litestar import Litestar, Router
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from service.admin.controllers import ADMIN_HANDLERS, start_admin, stop_admin
+from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
-from service.chat.controllers import create_chat_completion, list_models
+from service.chat.controllers import create_chat_completion, list_models, retrieve_model
 from service.errors import internal_error_handler, value_error_handler
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
-from service.metrics import metrics_middleware
+from service.metrics import count_unrouted, metrics_middleware
+from service.openapi import install as install_openapi
 from service.runtime import Runtime
 from service.settings import Settings
-from service.system.controllers import health, metrics
-from service.users.controllers import delete_user, export_user, get_user, list_preferences, score_responses
+from service.system.controllers import health, metrics, scrape_state
+from service.users.controllers import (
+    delete_user,
+    export_user,
+    get_user,
+    import_preferences,
+    list_preferences,
+    score_responses,
+)
 
 TENANT_HANDLERS = (
-    create_chat_completion, list_models, create_feedback,
-    get_user, list_preferences, export_user, delete_user, score_responses,
+    create_chat_completion, list_models, retrieve_model, create_feedback,
+    get_user, list_preferences, export_user, import_preferences, delete_user, score_responses,
 )
 
 
@@ -45,23 +58,54 @@ def create_app(
     route_handlers: list[ControllerRouterHandler] = [
         health,
         metrics,
+        create_static_files_router(path=DOCS_ASSETS, directories=[swagger_ui_static()], include_in_schema=False, name="docs-assets"),
         Router(path="/", route_handlers=list(TENANT_HANDLERS), guards=[tenant_guard]),
     ]
     admin_handlers = ADMIN_HANDLERS if admin_handlers is None else admin_handlers
     if admin_handlers:
         route_handlers.append(Router(path="/admin", route_handlers=list(admin_handlers), guards=[admin_guard]))
+        route_handlers.extend(SESSION_HANDLERS)  # the dashboard's login form: no key needed to reach it
     app = Litestar(
         route_handlers=route_handlers,
         middleware=[metrics_middleware, DefineMiddleware(BearerAuth, exclude=PUBLIC_PATHS)],
         exception_handlers={HTTPException: internal_error_handler, ValueError: value_error_handler, Exception: internal_error_handler},
-        openapi_config=OpenAPIConfig(title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users"),
+        openapi_config=OpenAPIConfig(
+            title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users",
+            render_plugins=[swagger_page()],  # the first plugin also serves /schema
+        ),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
         on_startup=[start_admin],
         on_shutdown=[stop_admin, _stop_ingest],
+        after_exception=[count_unrouted],
     )
     app.state.runtime = runtime
+    app.state.admin_sessions = AdminSessions(settings.admin_session_s)
+    runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time
+    install_openapi(app)
     return app
+
+
+DOCS_ASSETS = "/schema/assets"
+
+
+def swagger_ui_static() -> Path:
+    """Swagger UI's JS, CSS and icons as shipped in the `swagger-ui-py` wheel (found, not imported)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is missing: pip install -r requirements.txt")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def swagger_page() -> SwaggerRenderPlugin:
+    """/schema and /schema/swagger, drawn from assets the app serves itself: no CDN, works offline."""
+    return SwaggerRenderPlugin(
+        path="/swagger",
+        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+    )
 
 
 def _stop_ingest(app: Litestar) -> None:

@@ -22,7 +22,9 @@ from pluralign.data.record import Base
 from pluralign.files import write_atomic
 
 KEY_PREFIX = "pk-"
-PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema"]  # regexes of paths that need no key
+PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema", "^/admin/login$", "^/admin/logout$"]  # regexes of paths that need no key
+SESSION_COOKIE = "pluralign_admin"  # the dashboard's session (service/admin/session.py)
+SAFE_METHODS = ("GET", "HEAD")
 
 
 class ApiKey(Base):
@@ -80,11 +82,21 @@ class KeyRing:
 
 
 class BearerAuth(AbstractAuthenticationMiddleware):
-    """Resolves `Authorization: Bearer KEY` to a Principal (401 when missing or unknown)."""
+    """Resolves `Authorization: Bearer KEY` to a Principal (401 when missing or unknown).
+
+    Without the header, a GET of an /admin page may present the dashboard's session cookie instead."""
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
+        if not header and connection.scope["path"].startswith("/admin/") and SESSION_COOKIE in connection.cookies:
+            sessions = connection.app.state.get("admin_sessions")
+            if connection.scope["method"] not in SAFE_METHODS:
+                raise PermissionDeniedException("an admin session only reads pages; changes need `Authorization: Bearer <admin key>`")
+            principal = sessions.lookup(connection.cookies[SESSION_COOKIE]) if sessions is not None else None
+            if principal is None:
+                raise NotAuthorizedException("the admin session expired or was closed: sign in again at /admin/login")
+            return AuthenticationResult(user=principal, auth=None)
         if scheme.lower() != "bearer" or not key.strip():
             raise NotAuthorizedException("missing `Authorization: Bearer <API key>` header")
         keys: KeyRing = connection.app.state.runtime.keys

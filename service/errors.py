@@ -1,32 +1,110 @@
-"""Every bad input is a 4xx that names the field and the problem; nothing reaches the client as a 500."""
+"""Every error is OpenAI-shaped and names the field: `{"error": {"message", "type", "param", "code"}}`.
+
+OpenAI's clients read this shape: the official `openai` client raises `BadRequestError` with
+`e.message`, `e.param` and `e.code` filled from it (LiteLLM and LangChain pass it on). Every bad
+input is a 4xx whose `message` and `param` name the field; nothing reaches the client as a bare 500.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 log = logging.getLogger("pluralign.service")
 
+# OpenAI's `error.type` per status; statuses not listed fall back to their class (4xx or 5xx)
+ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+    405: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error", 415: "invalid_request_error",
+    422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable_error",
+}
+# `error.code` per status, when the raiser gave none: a stable machine-readable word
+ERROR_CODES = {
+    400: "invalid_value", 401: "invalid_api_key", 403: "permission_denied", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "request_too_large", 415: "unsupported_media_type", 422: "invalid_value",
+    429: "rate_limit_exceeded", 500: "internal_error", 503: "unavailable",
+}
 
-def bad_request(field: str, problem: str) -> ValidationException:
-    """A 400 whose body says which field is wrong and why."""
-    return ValidationException(detail=f"`{field}`: {problem}", extra=[{"key": field, "message": problem}])
+
+class ErrorInfo(msgspec.Struct):
+    """The inner object of an error body; `param` is the field at fault (`messages[0].role`) or null."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
 
 
-def error_body(status: int, detail: str, extra=None) -> dict:
-    body = {"status_code": status, "detail": detail}
-    if extra:
-        body["extra"] = extra
-    return body
+class ErrorBody(msgspec.Struct):
+    """What every 4xx and 5xx answers, as OpenAI does."""
+
+    error: ErrorInfo
+
+
+def bad_request(field: str, problem: str, code: str = "invalid_value") -> ValidationException:
+    """A 400 whose body says which field is wrong and why (`param` = `field`)."""
+    return ValidationException(detail=f"`{field}`: {problem}", extra=[{"key": field, "message": problem, "code": code}])
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+    """`{"error": {"message", "type", "param", "code"}}` for a response of `status`."""
+    return {"error": {"message": message, "type": error_type(status), "param": param, "code": code or ERROR_CODES.get(status)}}
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None, headers=None) -> Response:
+    return Response(error_body(status, message, param, code), status_code=status, headers=headers)
+
+
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+
+
+def _msgspec_param(message: str) -> tuple[str, str | None, str | None]:
+    """msgspec's `Expected `float`, got `str` - at `$.temperature`` -> (message, param, code).
+
+    The param is OpenAI's dotted form (`messages[0].role`); an unknown field is the field itself."""
+    param, code = None, None
+    found = _AT_PATH.search(message)
+    if found:
+        param = found.group(1) or None
+    unknown = _UNKNOWN.search(message)
+    if unknown:
+        param = f"{param}.{unknown.group(1)}" if param else unknown.group(1)
+        code = "unknown_parameter"
+    return message, param, code
+
+
+def _from_extra(extra) -> tuple[str | None, str | None, str | None]:
+    """(param, code, message) from a ValidationException's `extra` (ours or Litestar's)."""
+    items = extra if isinstance(extra, list) else [extra] if isinstance(extra, dict) else []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message") or "")
+        key = item.get("key")
+        if key is not None and not (item.get("source") == "body" and key == "data"):  # ours, or a query/path parameter
+            return str(key), item.get("code"), message or None
+        if message:  # the body's msgspec error: the field is in its path
+            text, param, code = _msgspec_param(message)
+            return param, code, text
+    return None, None, None
 
 
 def value_error_handler(_: Request, exc: ValueError) -> Response:
     """Library ValueErrors (a bad record, an unknown adapter, a bad setting in a request) are the client's."""
-    return Response(error_body(HTTP_400_BAD_REQUEST, str(exc)), status_code=HTTP_400_BAD_REQUEST)
+    message = str(exc)
+    named = re.match(r"`([\w.\[\]]+)`", message)  # the library names the field first: "`rating`: must be ..."
+    return error_response(HTTP_400_BAD_REQUEST, message, named.group(1) if named else None)
 
 
 def _malformed_json(exc: BaseException) -> bool:
@@ -41,10 +119,21 @@ def _malformed_json(exc: BaseException) -> bool:
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected."""
     if isinstance(exc, HTTPException):
-        if exc.status_code == HTTP_400_BAD_REQUEST and _malformed_json(exc):
-            detail = f"the request body is not valid JSON: {exc.detail}"
-            return Response(error_body(400, detail, [{"key": "body", "message": exc.detail}]), status_code=400)
-        return Response(error_body(exc.status_code, exc.detail, exc.extra), status_code=exc.status_code, headers=exc.headers)
+        status = exc.status_code
+        if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
+            return Redirect("/admin/login", status_code=303)  # a browser without a session: to the login form
+        if status == HTTP_400_BAD_REQUEST and _malformed_json(exc):
+            return error_response(400, f"the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
+        message = exc.detail
+        param, code, detail = _from_extra(exc.extra)
+        if code == "unknown_parameter":
+            detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
+        if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
+            message = f"{message}: {detail}" if param is None or param in detail else f"`{param}`: {detail}"
+        if param and param not in message:
+            message = f"`{param}`: {message}"
+        return error_response(status, message, param, code, headers=exc.headers)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return Response(error_body(HTTP_500_INTERNAL_SERVER_ERROR, "internal error"), status_code=HTTP_500_INTERNAL_SERVER_ERROR)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")

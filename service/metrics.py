@@ -1,86 +1,129 @@
-"""Counters and latency histograms rendered in the Prometheus text format (no extra dependency)."""
+"""Prometheus metrics with `prometheus_client`, one registry per app (tests build several in a process).
+
+Request counters and latency histograms are labelled by the full route template
+(`/admin/jobs/{job_id:str}`), so cardinality stays bounded; requests no route matched count as
+`route="unmatched"`. Values that live elsewhere (table rows, the feedback backlog, jobs by state,
+the generation queue) are read at scrape time by `StateCollector`. `process_*` and `python_*`
+metrics come from prometheus_client's own collectors.
+"""
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
-from collections import defaultdict
+from collections.abc import Callable, Iterable
 
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Receive, Scope, Send
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in sorted(labels.items()))
-    return "{" + inner + "}"
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# the classic text format, which every Prometheus reads; Litestar adds `; charset=utf-8`
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.removesuffix("; charset=utf-8")
+UNMATCHED = "unmatched"
+_COUNTED = "pluralign.metrics.counted"  # scope key: the request was counted by the middleware
 
 
 class Metrics:
-    """Thread-safe counters and histograms, keyed by name and labels."""
+    """The app's registry. `inc`/`observe`/`set_gauge` create a metric on first use, by name and
+    label names (a counter's name ends in `_total`); `track` counts requests in a section of code."""
 
     def __init__(self):
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self._lock = threading.Lock()
-        self.counters: dict[tuple[str, str], float] = defaultdict(float)
-        self.histograms: dict[tuple[str, str], list] = {}
-        self.help: dict[str, tuple[str, str]] = {}
+        self._metrics: dict[str, Counter | Gauge | Histogram] = {}
+        self.state_reader: Callable[[], list] | None = None  # set by the app factory: see StateCollector
+        self.registry.register(StateCollector(lambda: self.state_reader() if self.state_reader else []))
+        self.generation_queue = self._get(
+            Gauge, "pluralign_generation_queue", "chat requests waiting for or running generation (one runs at a time locally)", ()
+        )
+
+    def _get(self, kind, name: str, help: str, labels: Iterable[str], **kwargs):
+        with self._lock:
+            metric = self._metrics.get(name)
+            if metric is None:
+                metric = kind(name, help or name, labelnames=tuple(labels), registry=self.registry, **kwargs)
+                self._metrics[name] = metric
+            elif not isinstance(metric, kind):
+                raise ValueError(f"metric {name!r} is a {type(metric).__name__}, not a {kind.__name__}")
+        return metric
+
+    @staticmethod
+    def _child(metric, labels: dict[str, str]):
+        return metric.labels(**{k: str(v) for k, v in labels.items()}) if labels else metric
 
     def inc(self, name: str, value: float = 1.0, help: str = "", **labels: str) -> None:
-        self.help.setdefault(name, ("counter", help))
-        with self._lock:
-            self.counters[(name, _labels(labels))] += value
-
-    def set_gauge(self, name: str, value: float, help: str = "", **labels: str) -> None:
-        self.help.setdefault(name, ("gauge", help))
-        with self._lock:
-            self.counters[(name, _labels(labels))] = value
+        """Add `value` (>= 0) to the counter `name` (which must end in `_total`)."""
+        if not name.endswith("_total"):
+            raise ValueError(f"counter names end in _total, got {name!r}")
+        self._child(self._get(Counter, name, help, sorted(labels)), labels).inc(value)
 
     def observe(self, name: str, seconds: float, help: str = "", **labels: str) -> None:
-        self.help.setdefault(name, ("histogram", help))
-        key = (name, _labels(labels))
-        with self._lock:
-            counts, total = self.histograms.setdefault(key, [[0] * (len(BUCKETS) + 1), [0.0, 0]])
-            counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-            total[0] += seconds
-            total[1] += 1
+        """Record `seconds` in the histogram `name`."""
+        self._child(self._get(Histogram, name, help, sorted(labels), buckets=BUCKETS), labels).observe(seconds)
 
-    def render(self) -> str:
-        lines = []
-        with self._lock:
-            for name in sorted(self.help):
-                kind, text = self.help[name]
-                lines.append(f"# HELP {name} {text or name}")
-                lines.append(f"# TYPE {name} {kind}")
-                if kind in ("counter", "gauge"):
-                    for (n, labels), value in sorted(self.counters.items()):
-                        if n == name:
-                            lines.append(f"{name}{labels} {value:g}")
-                    continue
-                for (n, labels), (counts, (total, count)) in sorted(self.histograms.items()):
-                    if n != name:
-                        continue
-                    running = 0
-                    for bound, c in zip((*BUCKETS, float("inf")), counts, strict=True):
-                        running += c
-                        le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                        inner = (labels[1:-1] + "," if labels else "") + f'le="{le}"'
-                        lines.append(f"{name}_bucket{{{inner}}} {running}")
-                    lines.append(f"{name}_sum{labels} {total:.6f}")
-                    lines.append(f"{name}_count{labels} {count}")
-        return "\n".join(lines) + "\n"
+    def set_gauge(self, name: str, value: float, help: str = "", **labels: str) -> None:
+        self._child(self._get(Gauge, name, help, sorted(labels)), labels).set(value)
+
+    def render(self) -> bytes:
+        """The text exposition format (`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+
+class StateCollector(Collector):
+    """Gauges and running totals read from the runtime when Prometheus scrapes.
+
+    `read()` returns (name, kind, help, [(labels, value), ...]) tuples; kind is "gauge" or "counter"."""
+
+    def __init__(self, read: Callable[[], list[tuple[str, str, str, list[tuple[dict[str, str], float]]]]]):
+        self.read = read
+
+    def collect(self):
+        for name, kind, help, samples in self.read():
+            labelnames = sorted({k for labels, _ in samples for k in labels})
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help, labels=labelnames)
+            for labels, value in samples:
+                family.add_metric([str(labels.get(k, "")) for k in labelnames], value)
+            yield family
+
+
+def route_of(scope: Scope) -> str:
+    """The full route template the request matched (router prefix included: `/admin/jobs/{job_id}`),
+    or `unmatched`. A mount (static files) reports the path asked for, so it is cut to the mount."""
+    handler = scope.get("route_handler")
+    if handler is not None and getattr(handler, "is_mount", False):
+        return next(iter(handler.paths)).rstrip("/") + "/{file_path}"
+    return scope.get("path_template") or UNMATCHED
+
+
+def _count(metrics: Metrics, scope: Scope, status: int, seconds: float | None) -> None:
+    route, method = route_of(scope), scope.get("method", "")
+    metrics.inc("pluralign_http_requests_total", help="HTTP requests by route template, method and status", route=route, method=method, status=str(status))
+    if seconds is not None:
+        metrics.observe("pluralign_http_request_seconds", seconds, help="HTTP request latency by route template", route=route, method=method)
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:
-    """Counts HTTP requests by route and status, and times them."""
+    """Counts HTTP requests by route template and status, and times them."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
+        scope[_COUNTED] = True  # type: ignore[literal-required]
         start = time.perf_counter()
         status = {"code": 500}
 
@@ -95,11 +138,15 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
             status["code"] = exc.status_code
             raise
         finally:
-            metrics: Metrics = scope["litestar_app"].state.runtime.metrics
-            handler = scope.get("route_handler")
-            route = next(iter(handler.paths)) if handler is not None else "unmatched"
-            method = scope.get("method", "")
-            metrics.inc("pluralign_http_requests_total", help="HTTP requests by route and status", route=route, method=method, status=str(status["code"]))
-            metrics.observe("pluralign_http_request_seconds", time.perf_counter() - start, help="HTTP request latency", route=route, method=method)
+            _count(scope["litestar_app"].state.runtime.metrics, scope, status["code"], time.perf_counter() - start)
 
     return middleware
+
+
+def count_unrouted(exc: Exception, scope: Scope) -> None:
+    """An `after_exception` hook: requests that never reached a route (no path matched: 404; the
+    method is not allowed: 405) are counted here, since route middleware never ran for them."""
+    if scope.get("type") != "http" or scope.get(_COUNTED):
+        return
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    _count(scope["litestar_app"].state.runtime.metrics, scope, status, None)

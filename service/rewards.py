@@ -12,11 +12,14 @@ import logging
 import os
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import torch
 
 from pluralign.embed.base import Encoder
-from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, fit_user, load_pal, save_pal, train_pal
+from pluralign.reward.em import EMMixture
+from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
+from pluralign.user import UserModel
 
 log = logging.getLogger("pluralign.service")
 
@@ -33,18 +36,28 @@ def checkpoint_version(folder: Path) -> str:
 
 
 class UserRewards:
-    """A trained (or, failing data, untrained) PAL model with its population prior."""
+    """The served population model (a PAL or an EM mixture, trained or, failing data, untrained)
+    with its population prior, and the user model on top of it."""
 
-    def __init__(self, model: PALModel, prior_logits: np.ndarray, version: str, trained: bool, note: str = ""):
-        self.model = model.eval()
+    def __init__(self, model: PALModel | EMMixture, prior_logits: np.ndarray, version: str, trained: bool, note: str = ""):
+        self.model = model.eval() if isinstance(model, PALModel) else model
         self._prior = np.asarray(prior_logits, np.float32)  # (K,)
         self.version = version
         self.trained = trained
         self.note = note
+        self.user_model = UserModel(self.model, population=version, prior_logits=self._prior)  # population + each user's own part
+        self.kind = self.user_model.base.kind
 
     @classmethod
     def load(cls, folder: str | Path, encoder_id: str) -> UserRewards:
+        """A PAL checkpoint or an EM mixture artifact (told apart by its meta.json); raises
+        ValueError for one trained on another encoder or written by another schema."""
         folder = Path(folder)
+        meta = msgspec.json.decode((folder / "meta.json").read_bytes()) if (folder / "meta.json").exists() else {}
+        if meta.get("kind") == "em-bt-mixture":
+            mixture = EMMixture.load(folder, encoder_id)
+            prior = mixture._heads()[1].double().cpu().numpy()  # log mixing weights
+            return cls(mixture, prior, checkpoint_version(folder), trained=True, note=f"EM mixture loaded from {folder}")
         model, user_weights, _ = load_pal(folder, encoder_id=encoder_id)
         prior = torch.as_tensor(user_weights.prior()).detach().float().cpu().numpy()
         return cls(model, prior, checkpoint_version(folder), trained=True, note=f"loaded from {folder}")
@@ -54,6 +67,7 @@ class UserRewards:
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()):
             return cls.load(folder, encoder.encoder_id)
+        log.info("no PAL checkpoint in %s: training one on persona data from %s (first start only, about a minute)", folder, shared_data)
         try:
             bootstrap(folder, encoder, Path(shared_data))
         except FileNotFoundError as exc:
@@ -75,25 +89,21 @@ class UserRewards:
 
     @torch.no_grad()
     def score(self, logits: np.ndarray, prompt: np.ndarray, response: np.ndarray) -> np.ndarray:
-        """Rewards (N,) of responses (N, d) to prompts (N, d) for a user with `logits` (K,)."""
-        device = next(self.model.parameters()).device
-        as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
-        return self.model.reward(as_tensor(logits), as_tensor(prompt), as_tensor(response)).float().cpu().numpy()
+        """The population model's rewards (N,) of responses (N, d) to prompts (N, d) for a user with `logits` (K,)."""
+        base = self.user_model.base
+        as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=base.device())  # noqa: E731
+        return base.reward(np.asarray(logits), as_tensor(prompt), as_tensor(response)).float().cpu().numpy()
 
     def prototype_logits(self) -> list[np.ndarray]:
-        """Logits (K,) that put (nearly) all weight on one prototype each: PAL's groups of users."""
+        """Logits (K,) that put (nearly) all weight on one prototype (or head) each: groups of users."""
         return [np.where(np.arange(self.k) == k, 30.0, 0.0).astype(np.float32) for k in range(self.k)]
 
     def fit(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
-        """The user's logits (K,) fitted on their comparisons (each (N, d)), starting from the prior."""
-        device = next(self.model.parameters()).device
-        as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
-        prior = as_tensor(self._prior)
-        logits = fit_user(self.model, as_tensor(prompt), as_tensor(chosen), as_tensor(rejected), init_logits=prior, prior_logits=prior)
-        return torch.as_tensor(logits).detach().float().cpu().numpy()
+        """The user's logits (K,) fitted on their comparisons (each (N, d)), around the prior."""
+        return self.user_model.fit_logits(prompt, chosen, rejected, self._prior).astype(np.float32)
 
     def describe(self) -> dict:
-        return {"trained": self.trained, "version": self.version, "k": self.k, "note": self.note}
+        return {"trained": self.trained, "version": self.version, "k": self.k, "kind": self.kind, "note": self.note}
 
 
 def bootstrap(folder: Path, encoder: Encoder, shared_data: Path) -> None:
@@ -108,9 +118,12 @@ def bootstrap(folder: Path, encoder: Encoder, shared_data: Path) -> None:
     cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign")
     cached = CachedEncoder(encoder, EmbeddingCache(cache_dir / "embeddings.sqlite"))
     users = sorted({r.user_id for r in protocol.seen.train})
+    log.info("PAL bootstrap 1/3: embedding %d comparisons of %d users", len(protocol.seen.train) + len(protocol.seen.val), len(users))
     train = embed_pairs(protocol.seen.train, cached, users)
     val = embed_pairs(protocol.seen.val, cached, users)
     config = PALConfig(k=BOOTSTRAP_GROUPS, input_dim=encoder.dim)
+    log.info("PAL bootstrap 2/3: training K=%d prototypes (at most 30 epochs or 60 s)", BOOTSTRAP_GROUPS)
     result = train_pal(train, val, config, PALTrainConfig(max_epochs=30, max_seconds=60))
+    log.info("PAL bootstrap 3/3: saving the checkpoint")
     save_pal(folder, result.model, result.user_weights, encoder.encoder_id, metrics=result.metrics)
     log.info("bootstrapped a PAL checkpoint in %s: %s", folder, result.metrics)

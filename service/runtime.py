@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,14 +24,19 @@ from service.settings import Settings
 
 log = logging.getLogger("pluralign.service")
 
+PROMOTED_PAL = "pal-promoted"  # under the data folder: the promoted population checkpoint, served over pal_dir
 
-def make_generator(name: str, model_id: str | None = None, api_key: str | None = None) -> Generator:
+
+def make_generator(
+    name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2
+) -> Generator:
     """`smollm2`, a model folder, or `openai:URL` for an OpenAI-compatible server (e.g. vLLM)."""
     if name.startswith("openai:"):
         from pluralign.embed.models import SMOLLM2_ID
-        from pluralign.policy.remote import RemoteGenerator
+        from pluralign.policy.remote import RemoteGenerator, RemotePolicy
 
-        return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key)  # type: ignore[return-value]
+        policy = RemotePolicy(timeout_s=timeout_s, max_retries=retries)
+        return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key, policy=policy)  # type: ignore[return-value]
     if name == "smollm2":
         return Generator.smollm2()
     if Path(name).is_dir():
@@ -81,28 +88,66 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
+        step("loading the encoder %s", settings.encoder if encoder is None else encoder.encoder_id)
         encoder = encoder or make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
-        generator = generator or make_generator(settings.generator, settings.generator_model, settings.generator_api_key)
+        step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)", settings.generator if generator is None else generator.model_id)
+        generator = generator or make_generator(
+            settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries
+        )
+        step("opening the tables at %s", settings.lancedb_uri)
         store = Store(
             settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,
             storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
         )
         hooks: list[Callable[[list[StoredPreference]], None]] = []
+        step("replaying the feedback log")
         ingest = Ingestor(
             FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,
             on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
         )
-        rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
+        promoted = settings.data_path / PROMOTED_PAL
+        if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
+            step("loading the promoted population model from %s", promoted)
+            rewards = UserRewards.load(promoted, encoder.encoder_id)
+        else:
+            step("loading the PAL reward model from %s", settings.pal_path)
+            rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
         keys = KeyRing(settings.data_path / "api_keys.json")
         adapters = AdapterPool(
             generator, AdapterRegistry(settings.adapters_path), generator.model_id,
             budget_bytes=settings.adapter_budget_mb << 20, fallback=settings.fspo_adapter,
         )
+        step("done")
         log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
         return cls(
             settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
             adapters=adapters, ingest=ingest, moved_hooks=hooks,
         )
+
+    def swap_rewards(self, source: Path) -> UserRewards:
+        """Serve the population model at `source` (a PAL checkpoint or an EM mixture) from the next
+        request on, without a restart.
+
+        It is loaded (and so checked against the encoder) before anything changes, copied into the
+        data folder with renames (a restart serves it too), then swapped in with one assignment:
+        requests in flight finish with the model they started with, and each user's weights are
+        refitted against the new prototypes at their next request (their `pal_version` differs)."""
+        from pluralign.policy.adapters import swap_folder
+
+        UserRewards.load(source, self.encoder.encoder_id)
+        served = self.settings.data_path / PROMOTED_PAL
+        staged = served.with_name(f".{served.name}.staged")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(source, staged)
+        swap_folder(staged, served)
+        rewards = UserRewards.load(served, self.encoder.encoder_id)
+        rewards.note = f"promoted from {source}"
+        self.rewards = rewards
+        self.metrics.inc("pluralign_population_swaps_total", help="population reward models swapped in while serving")
+        log.info("now serving population model %s (%s, K=%d) from %s", rewards.version, rewards.kind, rewards.k, source)
+        return rewards
 
     def maybe_compact(self) -> None:
         """Compact in a background thread once enough writes piled up (one compaction at a time)."""

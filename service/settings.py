@@ -27,6 +27,8 @@ class Settings(Base, frozen=True):
     generator: str = "smollm2"  # `smollm2`, a folder holding a saved causal LM, or `openai:URL` (vLLM)
     generator_model: str | None = None  # with `openai:URL`: the base model's name on that server
     generator_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
+    generator_timeout_s: float = 120.0  # with `openai:URL`: longest wait for one generation request
+    generator_retries: int = 2  # with `openai:URL`: retries after a connection error, timeout, 408/409/429 or 5xx (backoff)
     # `minilm-onnx` (MiniLM on ONNX Runtime: the same vectors as `minilm` on torch, ~2-3x the texts/s here),
     # `minilm`, `minilm-onnx-int8` (faster, close but not equal vectors: its own encoder id),
     # a sentence-transformers folder, or `openai:URL` (a /v1/embeddings server)
@@ -37,6 +39,8 @@ class Settings(Base, frozen=True):
     shared_data: str = "../shared/data"  # persona data used to bootstrap a PAL checkpoint
     candidates: int = 4  # answers generated per request when reranking (at least 2)
     rerank: bool = True  # rerank candidates by the user's PAL reward
+    candidate_styles: bool = True  # generate the candidates in balanced answer styles (length, lists, register)
+    user_model: str = "residual"  # `residual`: PAL's prototypes plus a per-user Bayesian residual; `prototypes`: PAL weights only
     maxmin_new_users: bool = True  # users still on the prior get the candidate best for the worst-off PAL prototype
     shots: int = 4  # past preferences put in the context
     max_tokens: int = 128  # default completion length
@@ -56,12 +60,19 @@ class Settings(Base, frozen=True):
     adapters_dir: str | None = None  # per-user adapters; default <data_dir>/adapters (share it between replicas)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
+    admin_session_s: int = 3600  # the dashboard's login session expires this many seconds after sign-in
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
             raise ValueError("`candidates` must be at least 1")
         if self.rerank and self.candidates < 2:
             raise ValueError("`candidates` must be at least 2 when `rerank` is on")
+        if self.generator_timeout_s <= 0 or self.generator_retries < 0:
+            raise ValueError("`generator_timeout_s` must be positive and `generator_retries` at least 0")
+        if self.admin_session_s < 1:
+            raise ValueError("`admin_session_s` must be at least 1")
+        if self.user_model not in ("residual", "prototypes"):
+            raise ValueError(f"`user_model` must be `residual` or `prototypes`, got {self.user_model!r}")
         if self.ingest_batch < 1:
             raise ValueError("`ingest_batch` must be at least 1")
         if self.replicas < 1 or not 0 <= self.replica_index < self.replicas:

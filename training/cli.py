@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# No hub at run time (models come from packages, see README). Offline mode, set before anything
+# imports huggingface_hub, also stops peft from asking the hub for a base model's config each time
+# an adapter is saved (a failed lookup and two warnings on stderr per save).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
 COMMANDS = (

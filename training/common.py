@@ -40,6 +40,19 @@ def cached_encoder(args: argparse.Namespace):
     return CachedEncoder(make_encoder(args.encoder), EmbeddingCache(cache_path(args.cache)))
 
 
+class AtLeastOne(argparse.Action):
+    """argparse action for `type=int` options (one value or several): each must be >= 1.
+
+    A non-integer is still argparse's own "invalid int value" error; 0 or less is a usage error
+    naming the option."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for value in values if isinstance(values, list) else [values]:
+            if value < 1:
+                parser.error(f"argument {option_string}: expected an integer >= 1, got {value}")
+        setattr(namespace, self.dest, values)
+
+
 def print_json(obj) -> None:
     sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
     sys.stdout.flush()

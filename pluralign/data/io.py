@@ -1,6 +1,8 @@
-"""Read and write preference files: JSONL and Parquet in TRL's prompt/chosen/rejected form.
+"""Read and write preference files: JSONL and Parquet in TRL's prompt/chosen/rejected forms.
 
-TRL rows are either plain strings or conversational message lists; both load into `Preference`.
+Every TRL preference form loads into `Preference`: standard (strings) or conversational (message
+lists), with an explicit `prompt` or an implicit one (the prefix chosen and rejected share). A
+record keeps the row's own form (`Preference.trl`), so a file written back has the form it came in.
 A file with bad rows loads nothing (the first error names line and field) unless `skip_bad=True`,
 which skips them and reports how many.
 """
@@ -17,7 +19,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pluralign.data.record import Base, Preference, PreferenceError
+from pluralign.data.record import Base, Preference, PreferenceError, TrlRow
 from pluralign.files import atomic_writer
 
 _json_decoder = msgspec.json.Decoder()
@@ -30,6 +32,12 @@ class LoadReport(Base):
     loaded: int
     skipped: int = 0
     errors: list[str] = []
+
+
+# TRL's own columns besides prompt/chosen/rejected that are kept with a row and written back
+TRL_EXTRA_COLUMNS = (
+    "id", "prompt_id", "score_chosen", "score_rejected", "chosen_rating", "rejected_rating", "chosen_model", "rejected_model",
+)
 
 
 def messages_to_text(value: Any, field: str, line: int) -> str:
@@ -49,23 +57,92 @@ def messages_to_text(value: Any, field: str, line: int) -> str:
     return "\n".join(f"{role}: {text}" for role, text in zip(roles, parts))
 
 
-def row_to_preference(row: Any, line: int) -> Preference:
-    """Validate one decoded row; raises PreferenceError naming the line and the field."""
+def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
+    """TRL's implicit-prompt rule (`trl.data_utils.extract_prompt`): the prompt is the longest common
+    prefix of `chosen` and `rejected` (messages, or characters less a trailing space).
+    Returns (prompt, chosen rest, rejected rest)."""
+    idx = 0
+    for idx in range(min(len(chosen), len(rejected))):
+        if chosen[idx] != rejected[idx]:
+            if idx > 0 and chosen[idx - 1] == " ":  # the space belongs to the answer
+                idx -= 1
+            break
+    return chosen[:idx], chosen[idx:], rejected[idx:]
+
+
+def _attribute_labels(value: Any, line: int) -> dict[str, str]:
+    """Attributes are labels: strings kept, numbers and booleans as their JSON text (4 -> "4")."""
+    if not isinstance(value, dict):
+        raise PreferenceError(line, "attributes", "expected an object of labels")
+    labels = {}
+    for key, item in value.items():
+        if isinstance(item, str):
+            labels[key] = item
+        elif isinstance(item, (bool, int, float)):
+            labels[key] = _json_encoder.encode(item).decode()
+        else:
+            raise PreferenceError(line, f"attributes.{key}", "expected a string, number or boolean label")
+    return labels
+
+
+def row_to_preference(row: Any, line: int, default_user: str | None = None) -> Preference:
+    """Validate one decoded row in any TRL preference form; raises PreferenceError naming the line and field.
+
+    Standard (strings) or conversational (message lists); explicit (`prompt`) or implicit prompt
+    (chosen and rejected share it as a prefix). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
+    A row without `user_id` belongs to `default_user` when given."""
     if not isinstance(row, dict):
         raise PreferenceError(line, None, "expected a JSON object")
     row = dict(row)
-    for field in ("prompt", "chosen", "rejected"):
+    implicit = "prompt" not in row
+    for field in ("chosen", "rejected") if implicit else ("prompt", "chosen", "rejected"):
         if field not in row:
             raise PreferenceError(line, field, "missing required field")
-        row[field] = messages_to_text(row[field], field, line)
+        messages_to_text(row[field], field, line)  # validates the form
+    if isinstance(row["chosen"], str) != isinstance(row["rejected"], str):
+        raise PreferenceError(line, "rejected", "`chosen` and `rejected` must both be strings or both message lists")
+    extra = {k: row.pop(k) for k in TRL_EXTRA_COLUMNS if k in row}
+    original = TrlRow(prompt=row.get("prompt"), chosen=row["chosen"], rejected=row["rejected"], extra=extra)
+    if implicit:
+        prompt, chosen, rejected = extract_prompt(row["chosen"], row["rejected"])
+        if not prompt:
+            raise PreferenceError(line, "prompt", "missing, and `chosen` and `rejected` share no prompt (implicit-prompt form)")
+        if not chosen or not rejected:
+            raise PreferenceError(line, "rejected", "`chosen` and `rejected` are identical")
+    else:
+        prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+    row["prompt"] = messages_to_text(prompt, "prompt", line)
+    row["chosen"] = messages_to_text(chosen, "chosen", line)
+    row["rejected"] = messages_to_text(rejected, "rejected", line)
     if "user_id" not in row:
-        raise PreferenceError(line, "user_id", "missing required field")
+        if default_user is None:
+            raise PreferenceError(line, "user_id", "missing required field")
+        row["user_id"] = default_user
     if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
         row["user_id"] = str(row["user_id"])
+    if "attributes" in row and row["attributes"] is not None:
+        row["attributes"] = _attribute_labels(row["attributes"], line)
     try:
-        return msgspec.convert(row, Preference)
+        record = msgspec.convert(row, Preference)
     except msgspec.ValidationError as exc:
         raise PreferenceError(line, _field_of(str(exc)), str(exc).split(" - at ")[0]) from None
+    plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not extra
+    return record if plain else msgspec.structs.replace(record, trl=original)
+
+
+def preference_row(record: Preference) -> dict[str, Any]:
+    """The row a file gets: TRL's columns in the form the record came in (see `TrlRow`), TRL's
+    extra columns, then pluralign's (`user_id`, `margin`, `tie`, `source`, `created_at`, `attributes`)."""
+    trl = record.trl
+    row: dict[str, Any] = {"user_id": record.user_id}
+    if trl is None:
+        row.update(prompt=record.prompt, chosen=record.chosen, rejected=record.rejected)
+    else:
+        if trl.prompt is not None:
+            row["prompt"] = trl.prompt
+        row.update(chosen=trl.chosen, rejected=trl.rejected, **trl.extra)
+    row.update(margin=record.margin, tie=record.tie, source=record.source, created_at=record.created_at, attributes=dict(record.attributes))
+    return row
 
 
 def _field_of(message: str) -> str | None:
@@ -78,13 +155,13 @@ def _field_of(message: str) -> str | None:
     return None
 
 
-def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool) -> tuple[list[Preference], LoadReport]:
+def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str | None = None) -> tuple[list[Preference], LoadReport]:
     records: list[Preference] = []
     errors: list[str] = []
     skipped = 0
     for line, row in rows:
         try:
-            records.append(row_to_preference(row, line))
+            records.append(row_to_preference(row, line, default_user))
         except PreferenceError as exc:
             if not skip_bad:
                 raise
@@ -106,9 +183,15 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
 
 
 def _parquet_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet row as a JSON row: nulls dropped; attributes from key/value pairs (this module's
+    form) or an Arrow map (older files); messages without the null keys Arrow gives absent ones."""
     row = {k: v for k, v in row.items() if v is not None}
-    if isinstance(row.get("attributes"), list):
-        row["attributes"] = dict(row["attributes"])
+    attributes = row.get("attributes")
+    if isinstance(attributes, list):
+        row["attributes"] = dict((a["key"], a["value"]) if isinstance(a, dict) else a for a in attributes)
+    for field in ("prompt", "chosen", "rejected"):
+        if isinstance(row.get(field), list):
+            row[field] = [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in row[field]]
     return row
 
 
@@ -117,8 +200,11 @@ class _Malformed:
         self.why = why
 
 
-def read_preferences(path: str | os.PathLike, *, skip_bad: bool = False) -> tuple[list[Preference], LoadReport]:
-    """Load a `.jsonl` or `.parquet` preference file. Raises PreferenceError on the first bad row."""
+def read_preferences(
+    path: str | os.PathLike, *, skip_bad: bool = False, default_user: str | None = None
+) -> tuple[list[Preference], LoadReport]:
+    """Load a `.jsonl` or `.parquet` preference file in any TRL preference form (see
+    `row_to_preference`). Raises PreferenceError on the first bad row (unless `skip_bad`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no preference file at {path}")
@@ -139,43 +225,72 @@ def read_preferences(path: str | os.PathLike, *, skip_bad: bool = False) -> tupl
             else:
                 yield line, row
 
-    records, report = _collect(checked(), skip_bad)
+    records, report = _collect(checked(), skip_bad, default_user)
     if not records and not report.skipped:
         raise PreferenceError(0, None, f"{path} holds no preference rows")
     return records, report
 
 
+def read_preference_lines(
+    lines: Iterable[bytes], *, skip_bad: bool = False, default_user: str | None = None
+) -> tuple[list[Preference], LoadReport]:
+    """`read_preferences` for JSON lines already in memory (an HTTP body)."""
+
+    def rows() -> Iterable[tuple[int, Any]]:
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield number, _json_decoder.decode(raw)
+            except msgspec.DecodeError as exc:
+                if not skip_bad:
+                    raise PreferenceError(number, None, f"malformed JSON ({exc})") from None
+                yield number, None
+
+    records, report = _collect(rows(), skip_bad, default_user)
+    if not records and not report.skipped:
+        raise PreferenceError(0, None, "no preference rows")
+    return records, report
+
+
 def write_jsonl(records: Iterable[Preference], path: str | os.PathLike) -> int:
-    """Write records atomically (temp file + rename), so a crash never leaves half a file."""
+    """Write `preference_row`s atomically (temp file + rename), so a crash never leaves half a file."""
     count = 0
     with atomic_writer(path) as f:
         for record in records:
-            f.write(_json_encoder.encode(record))
+            f.write(_json_encoder.encode(preference_row(record)))
             f.write(b"\n")
             count += 1
     return count
 
 
+# pluralign's columns have fixed types; TRL's (strings or message lists) and its extras are inferred
+PARQUET_TYPES = {
+    "user_id": pa.string(),
+    "margin": pa.float64(),
+    "tie": pa.bool_(),
+    "source": pa.string(),
+    "created_at": pa.float64(),
+    # key/value pairs, not an Arrow map: Hugging Face `datasets` has no feature type for maps
+    "attributes": pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())])),
+}
+
+
 def write_parquet(records: Sequence[Preference], path: str | os.PathLike) -> int:
-    rows = [msgspec.to_builtins(r) for r in records]
+    """Write `preference_row`s as Parquet that Hugging Face `datasets` (and so TRL) loads.
+
+    Raises ValueError when the records mix TRL forms (a column cannot be both text and messages)."""
+    rows = [preference_row(r) for r in records]
     for row in rows:
-        row["attributes"] = list(row.get("attributes", {}).items()) or None
-    table = pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA)
+        row["attributes"] = [{"key": k, "value": v} for k, v in row["attributes"].items()]
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    arrays = []
+    for name in names:
+        try:
+            arrays.append(pa.array([row.get(name) for row in rows], type=PARQUET_TYPES.get(name)))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValueError(f"column `{name}` mixes forms across records (e.g. text and messages): write them to separate files ({exc})") from None
+    table = pa.Table.from_arrays(arrays, names=names)
     with atomic_writer(path) as f:
         pq.write_table(table, f)
     return len(rows)
-
-
-PARQUET_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("prompt", pa.string()),
-        ("chosen", pa.string()),
-        ("rejected", pa.string()),
-        ("margin", pa.float64()),
-        ("tie", pa.bool_()),
-        ("source", pa.string()),
-        ("created_at", pa.float64()),
-        ("attributes", pa.map_(pa.string(), pa.string())),
-    ]
-)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
@@ -20,11 +22,34 @@ class PreferenceError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
+Message = dict[str, Any]  # a chat message as TRL stores it: {"role", "content"} (other keys kept)
+
+
+class TrlRow(Base):
+    """A row of a TRL preference dataset as it came, kept so an export gives it back unchanged.
+
+    `prompt` is None for the implicit-prompt form (`chosen` and `rejected` are whole conversations
+    that share it as a prefix); strings are TRL's standard form, message lists its conversational
+    form. `extra` holds TRL's other columns (`id`, `score_chosen`, `score_rejected`, ...)."""
+
+    chosen: str | list[Message]
+    rejected: str | list[Message]
+    prompt: str | list[Message] | None = None
+    extra: dict[str, Any] = {}
+
+    @property
+    def form(self) -> str:
+        """`standard` or `conversational`, then `explicit` or `implicit` (the prompt)."""
+        kind = "standard" if isinstance(self.chosen, str) else "conversational"
+        return f"{kind}/{'implicit' if self.prompt is None else 'explicit'}"
+
+
 class Preference(Base):
     """One user's judgment that `chosen` is better than `rejected` as an answer to `prompt`.
 
     `tie=True` records that the user found both equal (kept, but not used for pairwise training).
-    `attributes` holds free labels such as group names used by fairness audits.
+    `attributes` holds free labels such as group names used by fairness audits. `prompt`, `chosen`
+    and `rejected` are always plain text (what the models read); `trl` keeps a TRL row's own form.
     """
 
     user_id: str
@@ -36,6 +61,7 @@ class Preference(Base):
     source: str | None = None
     created_at: float | None = None
     attributes: dict[str, str] = {}
+    trl: TrlRow | None = None  # the TRL row it was read from, when a plain export would not give it back
 
     def __post_init__(self) -> None:
         for name in ("user_id", "prompt", "chosen", "rejected"):

@@ -85,3 +85,12 @@ def ukp_protocol(records: list[Preference], seed: int = 0) -> Protocol:
         unseen=split_unseen(unseen, seed),
         group_attribute="worker_stance",
     )
+
+
+def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = 5) -> Protocol:
+    """Any preference file (e.g. a snapshot of the service's own feedback): every user with at least
+    `min_pairs` strict comparisons is a seen user, split train/val/test; there are no unseen users."""
+    users = {u: p for u, p in by_user([r for r in records if not r.tie and r.rejected]).items() if len(p) >= min_pairs}
+    if not users:
+        raise ValueError(f"no user has {min_pairs} or more strict comparisons to train on")
+    return Protocol(name="file", seen=split_seen(users, seed), unseen=UnseenSplit(support={}, query={}))

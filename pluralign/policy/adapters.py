@@ -101,7 +101,8 @@ def save_adapter(model, folder: str | Path, meta: AdapterMeta, adapter_name: str
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.peft_config[adapter_name].base_model_name_or_path = meta.base_model
-    model.save_pretrained(str(tmp), selected_adapters=[adapter_name])
+    # LoRA leaves the vocabulary alone: say so, or peft asks the hub for the base model's config
+    model.save_pretrained(str(tmp), selected_adapters=[adapter_name], save_embedding_layers=False)
     if adapter_name != "default":  # peft writes non-default adapters into a subfolder
         for f in (tmp / adapter_name).iterdir():
             f.rename(tmp / f.name)

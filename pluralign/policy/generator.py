@@ -27,10 +27,15 @@ class Sampling:
     temperature: float = 0.7  # 0 = greedy
     top_p: float = 1.0  # nucleus mass kept
     max_tokens: int = 128  # new tokens per candidate
-    stop: tuple[str, ...] = ()  # the text is cut before the first of these
+    stop: tuple[str, ...] = ()  # generation ends at the first of these (transformers' stop_strings); not included
     seed: int | None = None  # fixes sampling for reproducible tests
+    frequency_penalty: float = 0.0  # OpenAI's: logit -= penalty * times the token was generated so far
+    presence_penalty: float = 0.0  # OpenAI's: logit -= penalty once the token was generated at all
 
     def __post_init__(self) -> None:
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                raise ValueError(f"`{name}` must be in [-2, 2], got {getattr(self, name)}")
         if not 0 <= self.temperature <= 2:
             raise ValueError(f"`temperature` must be in [0, 2], got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -44,12 +49,28 @@ class Candidate:
     text: str
     finish_reason: str  # "stop" (end of turn or a stop string) or "length"
     tokens: int  # completion tokens generated
+    style: str | None = None  # the AnswerStyle's name when generated in a style
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """`text` up to the first stop string, and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class Penalties:
+    """OpenAI's frequency and presence penalties as a logits processor, over the answer's own tokens:
+    logit[j] -= frequency * count[j] + presence * (count[j] > 0)."""
+
+    def __init__(self, prompt_length: int, frequency: float, presence: float):
+        self.prompt_length, self.frequency, self.presence = prompt_length, frequency, presence
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # (B, T), (B, V) -> (B, V)
+        generated = input_ids[:, self.prompt_length :]  # (B, T_new)
+        if generated.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))  # (B, V)
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
 
 class Generator:
@@ -128,10 +149,22 @@ class Generator:
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
         return int(self.encode_chat(messages).shape[1])
 
-    def _sample_kwargs(self, sampling: Sampling) -> dict:
-        if sampling.temperature == 0:
-            return {"do_sample": False}
-        return {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+    def _sample_kwargs(self, sampling: Sampling, prompt_length: int) -> dict:
+        kwargs: dict = {"do_sample": False} if sampling.temperature == 0 else {
+            "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+        }
+        if sampling.frequency_penalty or sampling.presence_penalty:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [Penalties(prompt_length, sampling.frequency_penalty, sampling.presence_penalty)]
+            )
+        return kwargs
+
+    def _stop_kwargs(self, sampling: Sampling) -> dict:
+        """transformers' `stop_strings`: each row's generation ends once its text holds a stop string
+        (the tokens that spell it are generated, and cut from the text afterwards)."""
+        return {"stop_strings": list(sampling.stop), "tokenizer": self.tokenizer} if sampling.stop else {}
 
     def _stop_token_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -158,7 +191,8 @@ class Generator:
                 max_new_tokens=sampling.max_tokens,
                 eos_token_id=stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
-                **self._sample_kwargs(sampling),
+                **self._stop_kwargs(sampling),
+                **self._sample_kwargs(sampling, ids.shape[1]),
                 **self._adapter_kwargs(adapter, n),
             )  # (n, T + new)
         candidates = []
@@ -167,9 +201,54 @@ class Generator:
             ended = next((i for i, t in enumerate(row) if t in stop_ids), None)
             tokens = row if ended is None else row[:ended]
             text, stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+            if stopped and ended is None:  # a row that stopped on a string while others went on: padding follows
+                tokens = self._through_stop(tokens, sampling.stop)
             finish = "stop" if ended is not None or stopped else "length"
             candidates.append(Candidate(text=text.strip(), finish_reason=finish, tokens=len(tokens)))
         return candidates, int(ids.shape[1])
+
+    def _through_stop(self, tokens: list[int], stop: Sequence[str]) -> list[int]:
+        """The shortest prefix of `tokens` whose text holds a stop string (what was really generated)."""
+        for end in range(1, len(tokens) + 1):
+            if cut_at_stop(self.tokenizer.decode(tokens[:end], skip_special_tokens=True), stop)[1]:
+                return tokens[:end]
+        return tokens
+
+    @torch.no_grad()
+    def generate_styled(
+        self, messages: Sequence[dict[str, str]], styles: Sequence, sampling: Sampling = Sampling(), adapter: str | None = None
+    ) -> tuple[list[Candidate], int]:
+        """One candidate per `pluralign.policy.styles.AnswerStyle`, in one left-padded batch: each
+        row is the conversation with the style's instruction, then the style's opening as the start of
+        the answer. Returns the candidates and the plain conversation's prompt token count."""
+        if not styles:
+            raise ValueError("no styles given")
+        rows = []
+        for style in styles:
+            text = self.tokenizer.apply_chat_template(style.messages(list(messages)), tokenize=False, add_generation_prompt=True)
+            rows.append(self.tokenizer(text + style.opening, add_special_tokens=False)["input_ids"])
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)  # (n, T) left-padded
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        stop_ids = self._stop_token_ids()
+        with self._lock:
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            out = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=sampling.max_tokens, eos_token_id=stop_ids,
+                pad_token_id=pad, **self._stop_kwargs(sampling), **self._sample_kwargs(sampling, width),
+                **self._adapter_kwargs(adapter, len(rows)),
+            )  # (n, T + new)
+        candidates = []
+        for style, row in zip(styles, out[:, width:].tolist(), strict=True):
+            ended = next((i for i, t in enumerate(row) if t in stop_ids), None)
+            tokens = row if ended is None else row[:ended]
+            continuation, stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+            text, cut = style.finish(continuation)
+            finish = "stop" if ended is not None or stopped or cut else "length"
+            candidates.append(Candidate(text=text, finish_reason=finish, tokens=len(tokens), style=style.name))
+        return candidates, self.prompt_tokens(messages)
 
     def stream(
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
@@ -198,7 +277,8 @@ class Generator:
                         pad_token_id=self.tokenizer.pad_token_id,
                         streamer=_Both(streamer, counter),
                         stopping_criteria=StoppingCriteriaList([lambda *_args, **_kw: cancel.is_set()]),
-                        **self._sample_kwargs(sampling),
+                        **self._stop_kwargs(sampling),
+                        **self._sample_kwargs(sampling, ids.shape[1]),
                         **self._adapter_kwargs(adapter, 1),
                     )
                 finally:

@@ -357,7 +357,7 @@ def save_policy(policy, out: str | Path, meta: PolicyMeta) -> Path:
     """Write OUT/adapter (peft's own format) and OUT/meta.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    policy.save_pretrained(str(out / "adapter"))
+    policy.save_pretrained(str(out / "adapter"), save_embedding_layers=False)  # no hub lookup: LoRA keeps the vocabulary
     (out / "meta.json").write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
     return out
 

@@ -4,31 +4,56 @@ Past one machine, the API replicas keep retrieval, context building and rerankin
 generation to a GPU server. A user's LoRA adapter is addressed as the request's `model` (vLLM serves
 each `--lora-modules name=path` under its name, and loads more at run time through
 `/v1/load_lora_adapter` when `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`). The interface matches the
-local `Generator`: `generate`, `stream`, `load_adapter`, `drop_adapter`, `adapters`.
+local `Generator`: `generate`, `stream`, `prompt_tokens`, `load_adapter`, `drop_adapter`, `adapters`.
+
+The official `openai` client speaks the protocol (server-sent events included). Timeouts and
+retries follow `RemotePolicy`: a request that cannot connect, times out, or is answered 408, 409,
+429 or 5xx is retried with exponential backoff (the client's own policy, `Retry-After` honoured);
+any other 4xx fails at once. Token counts are the server's `usage`, never estimated here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import openai
 
 from pluralign.policy.generator import Candidate, Sampling
 
 
 class RemoteGeneratorError(RuntimeError):
-    """The generation server failed or answered something that is not a chat completion."""
+    """The generation server failed, could not be reached in time, or answered something that is not a chat completion."""
+
+
+@dataclass(frozen=True)
+class RemotePolicy:
+    """How long to wait for the generation server, and how often to try again."""
+
+    timeout_s: float = 120.0  # a whole request (a long generation included)
+    connect_timeout_s: float = 5.0  # opening the connection
+    max_retries: int = 2  # further tries after a connection error, a timeout, 408/409/429 or 5xx
 
 
 class RemoteGenerator:
-    def __init__(self, base_url: str, model_id: str, api_key: str | None = None, timeout: float = 120.0):
+    def __init__(self, base_url: str, model_id: str, api_key: str | None = None, policy: RemotePolicy = RemotePolicy()):
         self.base_url = base_url.rstrip("/")
         self.model_id = model_id
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.policy = policy
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=api_key or "none",  # vLLM without --api-key ignores it; the client insists on one
+            timeout=httpx.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
+            max_retries=policy.max_retries,
+        )
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
+        self._prompt_usage: dict[str, int] = {}  # streamed conversations -> the server's prompt_tokens
+        self._lock = threading.Lock()
 
     @property
     def adapters(self) -> set[str]:
@@ -36,89 +61,102 @@ class RemoteGenerator:
 
     def load_adapter(self, name: str, folder: str | Path) -> None:
         """Ask the server to load a peft adapter folder (a path the server can read) under `name`."""
-        self._post("/load_lora_adapter", {"lora_name": name, "lora_path": str(folder)})
+        self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(folder)}, cast_to=httpx.Response))
         self._adapters[name] = str(folder)
 
     def drop_adapter(self, name: str) -> None:
         if name in self._adapters:
-            self._post("/unload_lora_adapter", {"lora_name": name})
+            self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx.Response))
             del self._adapters[name]
 
-    def _post(self, path: str, body: dict) -> httpx.Response:
+    def _call(self, request):
         try:
-            response = self._client.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise RemoteGeneratorError(f"generation server at {self.base_url} unreachable: {exc}") from exc
-        if response.status_code >= 400:
-            raise RemoteGeneratorError(f"generation server answered {response.status_code} on {path}: {response.text[:300]}")
-        return response
+            return request()
+        except openai.APIStatusError as exc:
+            raise RemoteGeneratorError(f"generation server at {self.base_url} answered {exc.status_code}: {exc.message[:300]}") from exc
+        except openai.APITimeoutError as exc:
+            raise RemoteGeneratorError(
+                f"generation server at {self.base_url} timed out after {self.policy.timeout_s:g} s ({self.policy.max_retries} retries)"
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise RemoteGeneratorError(f"generation server at {self.base_url} unreachable ({self.policy.max_retries} retries): {exc}") from exc
 
-    def _body(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None, stream: bool) -> dict:
+    def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:
         if adapter is not None and adapter not in self._adapters:
             raise ValueError(f"adapter {adapter!r} is not loaded")
-        body = {
+        request = {
             "model": adapter or self.model_id,
             "messages": list(messages),
             "n": n,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_tokens,
-            "stream": stream,
         }
         if sampling.stop:
-            body["stop"] = list(sampling.stop)
+            request["stop"] = list(sampling.stop)
         if sampling.seed is not None:
-            body["seed"] = sampling.seed
-        return body
+            request["seed"] = sampling.seed
+        if sampling.frequency_penalty:
+            request["frequency_penalty"] = sampling.frequency_penalty
+        if sampling.presence_penalty:
+            request["presence_penalty"] = sampling.presence_penalty
+        return request
 
     def generate(
         self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None
     ) -> tuple[list[Candidate], int]:
+        """`n` candidates and the prompt's token count, as the server counted it.
+
+        The server reports completion tokens for all choices together; each candidate gets its share
+        (the shares add up to the server's count)."""
         if n < 1:
             raise ValueError(f"`n` must be at least 1, got {n}")
-        data = self._post("/chat/completions", self._body(messages, n, sampling, adapter, stream=False)).json()
-        try:
-            choices = sorted(data["choices"], key=lambda c: c["index"])
-            usage = data.get("usage") or {}
-            per_choice = usage.get("completion_tokens", 0) // max(1, len(choices))
-            candidates = [
-                Candidate(
-                    text=(c["message"]["content"] or "").strip(),
-                    finish_reason=c.get("finish_reason") or "stop",
-                    tokens=per_choice,
-                )
-                for c in choices
-            ]
-            return candidates, int(usage.get("prompt_tokens", 0))
-        except (KeyError, TypeError) as exc:
-            raise RemoteGeneratorError(f"not a chat completion: {str(data)[:300]}") from exc
+        completion = self._call(lambda: self._client.chat.completions.create(**self._request(messages, n, sampling, adapter)))
+        choices = sorted(completion.choices or [], key=lambda c: c.index)
+        if not choices:
+            raise RemoteGeneratorError(f"not a chat completion (no choices): {str(completion)[:300]}")
+        usage = completion.usage
+        total = usage.completion_tokens if usage else 0
+        shares = [total // len(choices) + (1 if i < total % len(choices) else 0) for i in range(len(choices))]
+        candidates = [
+            Candidate(text=(c.message.content or "").strip(), finish_reason=c.finish_reason or "stop", tokens=share)
+            for c, share in zip(choices, shares, strict=True)
+        ]
+        return candidates, usage.prompt_tokens if usage else 0
 
     def stream(
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
     ) -> Iterator[str | Candidate]:
-        """Text pieces from the server's server-sent events, then the final Candidate."""
-        body = self._body(messages, 1, sampling, adapter, stream=True)
-        text, finish, tokens = "", "stop", 0
-        with self._client.stream("POST", "/chat/completions", json=body) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise RemoteGeneratorError(f"generation server answered {response.status_code}: {response.text[:300]}")
-            for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[len("data:") :].strip()
-                if payload == "[DONE]":
-                    break
-                chunk = json.loads(payload)
-                for choice in chunk.get("choices", []):
-                    piece = (choice.get("delta") or {}).get("content") or ""
+        """Text pieces as the server sends them, then the final Candidate (tokens from the server's usage)."""
+        request = self._request(messages, 1, sampling, adapter)
+        chunks = self._call(lambda: self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+        text, finish, usage = "", "stop", None
+        try:
+            for chunk in chunks:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    piece = choice.delta.content or ""
                     if piece:
                         text += piece
-                        tokens += 1
                         yield piece
-                    finish = choice.get("finish_reason") or finish
-        yield Candidate(text=text.strip(), finish_reason=finish, tokens=tokens)
+                    finish = choice.finish_reason or finish
+        except (openai.APIError, httpx.HTTPError) as exc:
+            raise RemoteGeneratorError(f"generation server at {self.base_url} broke off the stream: {exc}") from exc
+        finally:
+            chunks.close()
+        if usage is None:
+            raise RemoteGeneratorError("the generation server sent no usage (stream_options.include_usage) for a streamed answer")
+        with self._lock:
+            self._prompt_usage[_key(messages)] = usage.prompt_tokens
+        yield Candidate(text=text.strip(), finish_reason=finish, tokens=usage.completion_tokens)
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
-        """The server counts prompt tokens; a streamed answer reports none, so estimate by words."""
-        return sum(len(m.get("content", "").split()) for m in messages)
+        """The server's prompt token count for a conversation just streamed (the OpenAI API has no
+        tokenize route); 0 for a conversation it has not answered."""
+        with self._lock:
+            return self._prompt_usage.pop(_key(messages), 0)
+
+
+def _key(messages: Sequence[dict[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()

@@ -16,6 +16,7 @@ from torch import nn
 
 from pluralign.device import default_device
 from pluralign.losses import bradley_terry_loss
+from pluralign.reward.early_stopping import EarlyStopping, StoppingRule
 from pluralign.reward.features import PairBatch
 
 
@@ -24,12 +25,18 @@ class BTConfig:
     hidden: int = 256  # MLP width of the single reward model
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    epochs: int = 30  # passes over the training pairs; early stopping on validation accuracy
+    epochs: int = 30  # passes over the training pairs; early stopping on the validation BT loss
     batch_size: int = 256
-    patience: int = 3  # epochs without validation improvement before stopping
+    patience: int = 3  # epochs without a lower validation loss before stopping (at least; see below)
+    min_epochs: int = 5  # never stop before this many epochs
     full_batch_items: int = 4096  # at most this many distinct answers: train full-batch on them
-    full_batch_steps: int = 400  # full-batch steps at most
-    full_batch_patience: int = 40  # full-batch steps without validation improvement
+    full_batch_steps: int = 800  # full-batch steps at most (UKP: the validation optimum is near 400)
+    full_batch_patience: int = 40  # full-batch steps without a lower validation loss (at least)
+    full_batch_min_steps: int = 100  # never stop before this many full-batch steps
+    # patience also grows with the run: at least this fraction of the steps up to the last
+    # improvement (pluralign.reward.early_stopping), so a plateau half as long as the run so far
+    # does not end a run that is still improving; the cost is at most 1.5x the steps to the optimum
+    patience_ratio: float = 0.5
     l2: float = 1e-2  # per-user BT: ridge strength
     seed: int = 0
 
@@ -66,11 +73,17 @@ class SingleBT:
         return self.model(prompt, response)
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
-        """Minibatch epochs over the pairs, early stopping on validation accuracy.
+        """Minibatch epochs over the pairs, early stopping on the validation Bradley-Terry loss.
 
         Rewards are computed once per distinct (prompt, response) in a batch: data sets repeat
         answers across many pairs (UKP: 1,070 texts in 24k training pairs), and when the distinct
-        answers are few the whole training set is one batch at the cost of those answers alone."""
+        answers are few the whole training set is one batch at the cost of those answers alone.
+
+        Stopping (`EarlyStopping`): not before `min_epochs` (full batch: `full_batch_min_steps`),
+        then once the validation loss has not improved for max(patience, patience_ratio x the
+        steps to its last improvement); the weights at the lowest validation loss are restored.
+        Without validation pairs it trains for the whole budget. Returns val_acc and val_loss at the
+        restored weights, best_epoch, epochs run, full_batch, train_loss."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         device = default_device()
@@ -78,11 +91,16 @@ class SingleBT:
         items, chosen_idx, rejected_idx = distinct_answers(train)  # (U, 2d), (N,), (N,)
         full_batch = len(items) <= cfg.full_batch_items
         batch_size = len(train) if full_batch else cfg.batch_size
-        max_epochs, patience = (cfg.full_batch_steps, cfg.full_batch_patience) if full_batch else (cfg.epochs, cfg.patience)
+        if full_batch:
+            max_epochs = cfg.full_batch_steps
+            rule = StoppingRule(cfg.full_batch_min_steps, cfg.full_batch_patience, cfg.patience_ratio)
+        else:
+            max_epochs = cfg.epochs
+            rule = StoppingRule(cfg.min_epochs, cfg.patience, cfg.patience_ratio)
         model = RewardMLP(train.prompt.shape[1], cfg.hidden).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         generator = torch.Generator().manual_seed(cfg.seed)
-        best, best_state, since = -1.0, None, 0
+        stopper = EarlyStopping(rule)
         for epoch in range(max_epochs):  # noqa: B007 (reported after the loop)
             model.train()
             for batch in torch.randperm(len(train), generator=generator).split(batch_size):
@@ -93,19 +111,24 @@ class SingleBT:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+            if len(val) == 0:
+                continue
             model.eval()
             with torch.no_grad():
-                acc = _accuracy(model(val.prompt, val.chosen) - model(val.prompt, val.rejected))
-            if acc > best:
-                best, best_state, since = acc, copy.deepcopy(model.state_dict()), 0
-            else:
-                since += 1
-                if since >= patience:
-                    break
-        if best_state is not None:
-            model.load_state_dict(best_state)
+                margin = model(val.prompt, val.chosen) - model(val.prompt, val.rejected)  # (N_val,)
+                val_loss = float(torch.nn.functional.softplus(-margin).mean())
+            if stopper.update(val_loss, lambda: copy.deepcopy(model.state_dict())):
+                break
+        if stopper.best_state is not None:
+            model.load_state_dict(stopper.best_state)
         self.model = model.eval()
-        return {"val_acc": best, "epochs": epoch + 1, "full_batch": full_batch, "train_loss": float(loss.detach())}
+        with torch.no_grad():
+            margin = model(val.prompt, val.chosen) - model(val.prompt, val.rejected)
+        return {
+            "val_acc": _accuracy(margin), "val_loss": float(torch.nn.functional.softplus(-margin).mean()) if len(val) else float("nan"),
+            "best_epoch": stopper.best_at,
+            "epochs": epoch + 1, "full_batch": full_batch, "train_loss": float(loss.detach()),
+        }
 
     @torch.no_grad()
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:

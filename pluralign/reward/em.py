@@ -270,6 +270,22 @@ class EMMixture:
         prompt, response = prompt.to(W.device).double(), response.to(W.device).double()
         return torch.cat([response, prompt * response], dim=-1) @ W.T
 
+    @torch.no_grad()
+    def heldout_log_likelihood(self, pairs: PairBatch) -> np.ndarray:
+        """Per seen user, log p(its held-out pairs | its posterior from training): (U,) nats.
+
+        log sum_k r_uk prod_i sigmoid(w_k . d_i) over the user's pairs i, with r_u the posterior
+        over heads fitted on the user's training pairs (one-hot under hard EM); `pairs` indexes
+        the training users. A user without held-out pairs contributes 0. This is the criterion
+        `pluralign.reward.model_selection` chooses K by."""
+        W, _ = self._heads()
+        resp = self.fit_result.responsibilities
+        if pairs.users != self.users or len(resp) != len(self.users):
+            raise ValueError("held-out pairs must index the users the mixture was fitted on")
+        pairs = pairs.to(W.device)
+        ll = user_log_likelihood(W, pair_features(pairs).double(), pairs.user, len(self.users))  # (U, K)
+        return torch.logsumexp(torch.log(resp.to(W.device)) + ll, dim=1).cpu().numpy()
+
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
         W, _ = self._heads()
         return self._predict(self.posterior(support), query.to(W.device))

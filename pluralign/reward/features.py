@@ -10,6 +10,7 @@ import torch
 
 from pluralign.data.record import Preference
 from pluralign.embed.base import Encoder
+from pluralign.user.features import response_features
 
 
 @dataclass
@@ -22,21 +23,25 @@ class PairBatch:
     user: torch.Tensor  # (N,) int64
     users: list[str]
     group: list[str]
+    # named text features (pluralign.user.features) of each answer, (N, F); None when not computed
+    chosen_named: torch.Tensor | None = None
+    rejected_named: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
     def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> PairBatch:
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        named = lambda t: None if t is None else t[idx]  # noqa: E731
         return PairBatch(
             self.prompt[idx], self.chosen[idx], self.rejected[idx], self.user[idx], self.users,
-            [self.group[i] for i in idx.tolist()],
+            [self.group[i] for i in idx.tolist()], named(self.chosen_named), named(self.rejected_named),
         )
 
     def to(self, device: torch.device) -> PairBatch:
         return PairBatch(
             self.prompt.to(device), self.chosen.to(device), self.rejected.to(device),
-            self.user.to(device), self.users, self.group,
+            self.user.to(device), self.users, self.group, self.chosen_named, self.rejected_named,
         )
 
 
@@ -63,4 +68,6 @@ def embed_pairs(
         user=torch.tensor([user_index[r.user_id] for r in records], dtype=torch.long),
         users=users,
         group=[r.attributes.get(group_attribute, "unknown") for r in records],
+        chosen_named=torch.from_numpy(response_features([r.chosen for r in records])),
+        rejected_named=torch.from_numpy(response_features([r.rejected for r in records])),
     )

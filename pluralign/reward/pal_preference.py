@@ -4,7 +4,10 @@ Seen users score with their trained logits; new users are fitted from their supp
 `fit_users` (all new users at once, each row depending only on its own pairs) around the population
 prior. Group recovery clusters the seen users by k-means on the points that set their preferences
 (variant a: ideal points a_u in the latent space; variant b: weights w_u on the simplex, since
-a_u(x) is linear in w_u), with the number of clusters chosen by silhouette score in 2..K. The
+a_u(x) is linear in w_u), with the number of clusters chosen by silhouette score in 2..MAX_GROUPS.
+The cap is not K: the K - 1 dimensions of the simplex hold more than K groups (users on opposite
+sides of two hyperplanes in a plane make 4 groups with K = 3; 8 persona groups on 3 traits fit in
+K = 4), and capping the clusters at K merged groups whenever K was smaller than their number. The
 argmax of the weights is not used: softmax weights stay spread over prototypes, so two groups can
 share an argmax while sitting far apart.
 """
@@ -20,6 +23,8 @@ from pluralign.reward.pal_fit import PRIOR_STRENGTH, fit_users
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.pal_train import PALTrainConfig, train_pal
 from pluralign.reward.user_weights import UserWeights
+
+MAX_GROUPS = 16  # most user clusters group recovery considers
 
 
 def user_points(model: PALModel, logits: torch.Tensor) -> np.ndarray:
@@ -48,6 +53,22 @@ def cluster_points(points: np.ndarray, max_clusters: int, seed: int = 0) -> np.n
         if score > best_score:
             best_labels, best_score = labels, score
     return best_labels
+
+
+@torch.no_grad()
+def heldout_log_likelihood(model: PALModel, user_weights: UserWeights, pairs: PairBatch) -> np.ndarray:
+    """Per user of `pairs.users`, sum_i log sigmoid(m_i) over its pairs under its trained weights: (U,) nats.
+
+    Users the table does not know are scored with the population prior; a user without pairs
+    scores 0. On the seen users' validation pairs this is the criterion
+    `pluralign.reward.model_selection` chooses K by."""
+    logits, _ = user_weights.stack(pairs.users)
+    device = next(model.parameters()).device
+    pairs = pairs.to(device)
+    margin = model.margin(logits.to(device)[pairs.user], model.pair_terms(pairs.prompt, pairs.chosen, pairs.rejected))
+    per_pair = torch.nn.functional.logsigmoid(margin).double()  # (N,)
+    per_user = torch.zeros(len(pairs.users), dtype=torch.float64, device=device)
+    return per_user.index_add_(0, pairs.user, per_pair).cpu().numpy()
 
 
 class PALPreference:
@@ -88,6 +109,10 @@ class PALPreference:
         logits, _ = self._trained()[1].stack(pairs.users)  # unknown users fall back to the prior
         return self._prob(logits, pairs)
 
+    def heldout_log_likelihood(self, pairs: PairBatch) -> np.ndarray:
+        """Per user of `pairs.users`: the log-likelihood of its pairs under its trained weights, (U,) nats."""
+        return heldout_log_likelihood(*self._trained(), pairs)
+
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
         model, user_weights = self._trained()
         support = support.to(default_device())
@@ -101,5 +126,5 @@ class PALPreference:
         model, user_weights = self._trained()
         users = user_weights.users()
         logits, _ = user_weights.stack(users)
-        labels = cluster_points(user_points(model, logits), self.config.k, seed=self.train_config.seed)
+        labels = cluster_points(user_points(model, logits), MAX_GROUPS, seed=self.train_config.seed)
         return {u: int(c) for u, c in zip(users, labels, strict=True)}

@@ -1,4 +1,9 @@
-"""Preference models by name, as `pluralign eval --model NAME` knows them."""
+"""Preference models by name, as `pluralign eval --model NAME` knows them.
+
+For the mixtures (pal-a, pal-b, em), a given K fits that K; without one, K is chosen from the data
+by held-out log-likelihood (`pluralign.reward.model_selection`: K = 1, 2, ... on the seen users'
+validation pairs, the smallest K within one standard error of the best).
+"""
 
 from __future__ import annotations
 
@@ -7,28 +12,53 @@ from collections.abc import Callable
 from pluralign.reward.base import PreferenceModel
 from pluralign.reward.bt import BTConfig, PerUserBT, SingleBT
 from pluralign.reward.em import EMConfig, EMMixture
+from pluralign.reward.model_selection import KSearch, KSelected
 
 
 def _pal(variant: str) -> Callable[[int | None, int], PreferenceModel]:
     def build(k: int | None, seed: int) -> PreferenceModel:
         from pluralign.reward.pal import PALConfig, PALPreference, PALTrainConfig
 
-        return PALPreference(PALConfig(variant=variant, k=k or 4), PALTrainConfig(seed=seed))
+        def at(k: int) -> PALPreference:
+            return PALPreference(PALConfig(variant=variant, k=k), PALTrainConfig(seed=seed))
+
+        return at(k) if k else KSelected(f"pal-{variant}", at, KSearch())
 
     return build
 
 
-# name -> factory(k, seed); k is the number of mixture components where a model has them.
+def _residual(variant: str) -> Callable[[int | None, int], PreferenceModel]:
+    def build(k: int | None, seed: int) -> PreferenceModel:
+        from pluralign.user.preference import ResidualPreference
+
+        return ResidualPreference(_pal(variant)(k, seed))
+
+    return build
+
+
+def _em(k: int | None, seed: int) -> PreferenceModel:
+    def at(k: int) -> EMMixture:
+        return EMMixture(EMConfig(k=k, seed=seed))
+
+    return at(k) if k else KSelected("em", at, KSearch())
+
+
+# name -> factory(k, seed); k is the number of mixture components where a model has them
+# (None: chosen from the data).
 MODELS: dict[str, Callable[[int | None, int], PreferenceModel]] = {
     "bt": lambda k, seed: SingleBT(BTConfig(seed=seed)),
     "per-user-bt": lambda k, seed: PerUserBT(BTConfig(seed=seed)),
     "pal-a": _pal("a"),
     "pal-b": _pal("b"),
-    "em": lambda k, seed: EMMixture(EMConfig(k=k or 2, seed=seed)),
+    "em": _em,
+    # the user model: PAL's prototypes plus a per-user Bayesian residual (pluralign.user)
+    "pal-a+residual": _residual("a"),
+    "pal-b+residual": _residual("b"),
 }
 
 
 def build_model(name: str, k: int | None = None, seed: int = 0) -> PreferenceModel:
+    """A model by name; `k` fixes the mixtures' number of components, None chooses it from the data."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     return MODELS[name](k, seed)

@@ -13,6 +13,13 @@ SCHEMA_VERSION = 1
 PREFERENCE_KINDS = ("choice", "comparison", "rating", "edit")
 
 
+def added_columns(schema: pa.Schema, existing: pa.Schema) -> list[pa.Field]:
+    """Nullable fields of `schema` that a table written by an earlier release lacks: they are added
+    (null in old rows) when the table is opened, so an upgrade keeps its data. Any other difference
+    is refused by the schema-version check."""
+    return [f for f in schema if f.name not in existing.names and f.nullable]
+
+
 def _metadata(encoder_id: str, dim: int) -> dict[str, str]:
     return {"schema_version": str(SCHEMA_VERSION), "encoder_id": encoder_id, "dim": str(dim)}
 
@@ -63,6 +70,10 @@ def interaction_schema(encoder_id: str, dim: int) -> pa.Schema:
             pa.field("adapter", pa.string(), nullable=True),
             pa.field("model", pa.string(), nullable=False),
             pa.field("schema_version", pa.int32(), nullable=False),
+            # added later (nullable, so older tables gain them on open): how many of `candidates`, which
+            # are stored in served order (best first), were returned as `choices`; null = an older row
+            # whose candidates are in generation order
+            pa.field("returned", pa.int32(), nullable=True),
         ],
         metadata=_metadata(encoder_id, dim),
     )
@@ -83,6 +94,9 @@ def user_schema(encoder_id: str, dim: int) -> pa.Schema:
             pa.field("created_at", pa.float64(), nullable=False),
             pa.field("updated_at", pa.float64(), nullable=False),
             pa.field("schema_version", pa.int32(), nullable=False),
+            # added later (nullable): the user model beyond PAL's logits (`pluralign.user.UserState`,
+            # msgpack-encoded and versioned itself); null = not fitted yet
+            pa.field("user_model", pa.binary(), nullable=True),
         ],
         metadata=_metadata(encoder_id, dim),
     )

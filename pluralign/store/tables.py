@@ -28,6 +28,7 @@ from pluralign.store.location import connect
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
     SCHEMA_VERSION,
+    added_columns,
     interaction_schema,
     preference_schema,
     user_schema,
@@ -77,6 +78,14 @@ class Interaction(Base):
     history: list[str]
     model: str
     adapter: str | None = None
+    returned: int | None = None  # candidates[:returned] were the response's `choices`, in that order
+
+    def choice_texts(self) -> list[str]:
+        """The texts a client was shown as `choices`, indexed as it saw them (feedback's `chosen_index`).
+        Older rows kept generation order and only the served answer is known to have been shown."""
+        if self.returned is None:
+            return [self.candidates[self.chosen_index]]
+        return self.candidates[: self.returned]
 
 
 class UserRecord(Base):
@@ -92,6 +101,7 @@ class UserRecord(Base):
     adapter: str | None = None
     n_preferences: int = 0
     n_interactions: int = 0
+    user_model: bytes | None = None  # `pluralign.user.UserState`, msgpack; None = not fitted
 
 
 def quote(value: str) -> str:
@@ -169,6 +179,9 @@ class Store:
                     f"table `{name}` at {self.uri} has {key.decode()}={have or 'missing'}, "
                     f"this service expects {want.decode()}; use another data folder or migrate it"
                 )
+        missing = added_columns(schema, table.schema)
+        if missing:
+            table.add_columns(missing)
         return table
 
     @property
@@ -213,7 +226,7 @@ class Store:
     def put_user(self, user: UserRecord) -> None:
         """Insert or replace the (tenant, user_id) row; a row whose `updated_at` is older than the
         stored one's is dropped (writes are ordered by it, not by arrival)."""
-        row = msgspec.to_builtins(user)
+        row = msgspec.to_builtins(user, builtin_types=(bytes,))
         row["attributes"] = json.dumps(user.attributes, sort_keys=True)
         row["schema_version"] = SCHEMA_VERSION
         self._upserts.submit(pa.Table.from_pylist([row], schema=self.schemas["users"]))
@@ -353,6 +366,23 @@ class Store:
         history = self.history(tenant, user_id)
         mask = history.comparison
         return history.prompt_vec[mask], history.chosen_vec[mask], history.rejected_vec[mask]
+
+    def all_comparisons(self) -> list[StoredPreference]:
+        """Every strict comparison of every tenant and user (population retraining), without vectors."""
+        columns = [f.name for f in self.schemas["preferences"] if f.name != "schema_version" and not f.name.endswith("_vec")]
+        rows = self._rows("preferences", "tie = false AND rejected != ''", columns)
+        for row in rows:
+            row["attributes"] = json.loads(row["attributes"])
+        return [msgspec.convert(row, StoredPreference) for row in rows]
+
+    def comparison_texts(self, tenant: str, user_id: str) -> tuple[list[str], list[str]]:
+        """(chosen, rejected) texts of the user's strict comparisons, in `comparisons`' order."""
+        history = self.history(tenant, user_id)
+        rows = np.flatnonzero(history.comparison).tolist()
+        if not rows:
+            return [], []
+        meta = history.meta.take(pa.array(rows, type=pa.int64()))
+        return meta.column("chosen").to_pylist(), meta.column("rejected").to_pylist()
 
     def search(self, tenant: str, user_id: str, vector: np.ndarray, limit: int) -> list[tuple[StoredPreference, float]]:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached

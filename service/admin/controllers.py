@@ -21,7 +21,7 @@ from pluralign.fairness.report import AuditReport, since_previous
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin
-from service.errors import bad_request, error_body
+from service.errors import bad_request, error_response
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
 
@@ -86,16 +86,17 @@ async def fairness_audit(
     if report is None:
         if "no stored comparisons" in (job.error or ""):
             raise bad_request("group_by", "there are no stored comparisons to audit yet")
-        return Response(error_body(500, f"audit job {job.id} {job.state}: {job.error}"), status_code=500)
+        return error_response(500, f"audit job {job.id} {job.state}: {job.error}", code="audit_failed")
     return Response(since_previous(report, admin.reports()))
 
 
-@get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)")
+@get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
 def dashboard(request: Request) -> Response:
     admin = _admin(request)
     history = admin.reports()
     latest: AuditReport | None = history[0] if history else None
-    return Response(render_dashboard(latest, history, admin.runner.list(limit=200)), media_type="text/html")
+    signed_in = "authorization" not in request.headers  # reached with the session cookie
+    return Response(render_dashboard(latest, history, admin.runner.list(limit=200), signed_in), media_type="text/html")
 
 
 ADMIN_HANDLERS = (create_job, list_jobs, get_job, cancel_job, fairness_audit, dashboard)

@@ -133,7 +133,15 @@ def job_table(jobs: Sequence[Job], limit: int = 25) -> str:
     return f'<table id="jobs">{head}{"".join(rows) or "<tr><td colspan=7>no jobs</td></tr>"}</table>'
 
 
-def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job]) -> str:
+SIGN_OUT = (
+    '<form method="post" action="/admin/logout" style="float:right;margin:0">'
+    '<button id="sign-out" type="submit" style="padding:6px 12px;border:1px solid #cbd5e0;border-radius:6px;background:#fff;cursor:pointer">'
+    "Sign out</button></form>"
+)
+
+
+def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False) -> str:
+    """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button."""
     if report is not None:
         summary = (
             f"Audit by <b>{_e(report.group_by)}</b> at {_when(report.created_at)}: {report.users} users, "
@@ -152,7 +160,8 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>pluralign: fairness and jobs</title>"
         f"<style>{STYLE}</style></head><body>"
-        "<h1>pluralign operations</h1>"
+        + (SIGN_OUT if signed_in else "")
+        + "<h1>pluralign operations</h1>"
         f'<p class="muted">rendered {_when(time.time())}</p>'
         f"<section><h2>Accuracy per group</h2><p>{summary}</p>{legend}{bars}</section>"
         f"<section><h2>Worst-group accuracy over time</h2>{legend}{worst_group_over_time(history)}</section>"

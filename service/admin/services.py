@@ -54,6 +54,9 @@ class Admin:
         if kind == "audit":  # an audit covers every acknowledged feedback: the log is moved into the table first
             self.rt.ingest.flush()
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
+        if kind in ("pal", "em") and "protocol" not in params and "data" not in params:
+            # retrain the population model on the service's own feedback (every tenant's users)
+            params.update(protocol="file", data=str(self.population_snapshot()))
         if kind == "adapter" and "data" not in params and "user" in params:
             params.setdefault("tenant", "default")
             params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
@@ -75,11 +78,30 @@ class Admin:
         write_jsonl(records, path)
         return path
 
+    def population_snapshot(self) -> Path:
+        """Every stored strict comparison of every tenant as one preference file; users are named
+        `tenant/user` so two tenants' users never merge into one."""
+        self.rt.ingest.flush()
+        records = [
+            Preference(user_id=f"{p.tenant}/{p.user_id}", prompt=p.prompt, chosen=p.chosen, rejected=p.rejected,
+                       margin=p.margin, source=p.source, created_at=p.created_at, attributes=p.attributes)
+            for p in self.rt.store.all_comparisons()
+        ]
+        if not records:
+            raise ValueError("the store holds no comparisons to train a population model on")
+        path = self.folder / "data" / "population" / f"comparisons-{int(time.time() * 1000)}.jsonl"
+        write_jsonl(records, path)
+        return path
+
     def put_into_service(self, job: Job, key: str) -> None:
         """A promoted adapter is copied into the serving registry and named in the user's row, under
-        the name it is served by (the chat response's `pluralign.adapter`, the vLLM LoRA name)."""
+        the name it is served by (the chat response's `pluralign.adapter`, the vLLM LoRA name). A
+        promoted PAL or EM mixture is swapped into the running service (`Runtime.swap_rewards`)."""
+        if job.kind in ("pal", "em") and job.artifact:
+            self.rt.swap_rewards(Path(job.artifact))
+            return
         if job.kind != "adapter" or not job.artifact:
-            return  # mixtures: the promotion is recorded in promotions.json and read at the next start
+            return
         tenant, user = str(job.params.get("tenant", "default")), str(job.params["user"])
         served = adapter_folder(self.rt, tenant, user)
         staged = served.with_name(f".{served.name}.{job.id}")

@@ -1,15 +1,18 @@
-"""POST /v1/chat/completions (JSON or server-sent events) and GET /v1/models."""
+"""POST /v1/chat/completions (JSON or server-sent events), GET /v1/models and GET /v1/models/{model_id}."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from litestar import Request, Response, get, post
-from litestar.params import JSONBody
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
 from pluralign.policy.generator import Sampling
 from service.chat import services
+from service.chat.fields import check_neutral_fields, template_messages
 from service.chat.schemas import (
     CHUNK_ENCODER,
     AssistantMessage,
@@ -48,7 +51,13 @@ def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
     top_p = 1.0 if data.top_p is None else data.top_p
     if not 0 < top_p <= 1:
         raise bad_request("top_p", f"must be in (0, 1], got {top_p}")
-    return Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=data.seed)
+    penalties = {}
+    for field in ("frequency_penalty", "presence_penalty"):
+        value = getattr(data, field) or 0.0
+        if not -2 <= value <= 2:
+            raise bad_request(field, f"must be in [-2, 2], got {value}")
+        penalties[field] = value
+    return Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=data.seed, **penalties)
 
 
 def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
@@ -58,10 +67,10 @@ def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
         raise bad_request("messages", "must hold at least one message")
     if not any(m.role == "user" and m.text().strip() for m in data.messages):
         raise bad_request("messages", "must hold a non-empty `user` message")
-    if not 1 <= data.n <= MAX_N:
-        raise bad_request("n", f"must be between 1 and {MAX_N}, got {data.n}")
-    if data.stream and data.n != 1:
-        raise bad_request("n", "streaming returns one choice: use n=1 with stream=true")
+    n = choices_wanted(data)
+    if not 1 <= n <= MAX_N:
+        raise bad_request("n", f"must be between 1 and {MAX_N}, got {n}")
+    check_neutral_fields(data)
     user = data.safety_identifier or data.user
     if user is not None:
         check_user_id(user, "safety_identifier" if data.safety_identifier else "user")
@@ -72,12 +81,18 @@ def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
         if not 1 <= options.candidates <= MAX_N:
             raise bad_request("pluralign.candidates", f"must be between 1 and {MAX_N}, got {options.candidates}")
         candidates = options.candidates
-    candidates = max(candidates, data.n)
+    candidates = max(candidates, n)
     shots = rt.settings.shots if options is None or options.shots is None else options.shots
     if not 0 <= shots <= 16:
         raise bad_request("pluralign.shots", f"must be between 0 and 16, got {shots}")
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in data.messages]
-    return services.plan(rt, tenant, user, messages, candidates, do_rerank, shots)
+    styles = rt.settings.candidate_styles if options is None or options.styles is None else options.styles
+    p = services.plan(rt, tenant, user, template_messages(data.messages), candidates, do_rerank, shots, returned=n, styles=styles)
+    p.store = data.store is not False
+    return p
+
+
+def choices_wanted(data: ChatRequest) -> int:
+    return 1 if data.n is None else data.n
 
 
 @post("/v1/chat/completions", sync_to_thread=True, status_code=200, summary="Create a personalized chat completion")
@@ -94,9 +109,11 @@ def create_chat_completion(
     created = int(time.time())
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        return Stream(sse_events(rt, p, sampling, created, include_usage), media_type="text/event-stream")
-    served = services.complete(rt, p, sampling)
-    chosen = served.order[: data.n]
+        events = sse_events if choices_wanted(data) == 1 else sse_events_n
+        return Stream(events(rt, p, sampling, created, include_usage, choices_wanted(data)), media_type="text/event-stream")
+    with rt.metrics.generation_queue.track_inprogress():
+        served = services.complete(rt, p, sampling)
+    chosen = served.order[: choices_wanted(data)]
     choices = [
         Choice(index=i, message=AssistantMessage(content=served.candidates[c].text), finish_reason=served.candidates[c].finish_reason)
         for i, c in enumerate(chosen)
@@ -116,23 +133,31 @@ def personalization_ms(served: services.Served) -> float:
     return t.retrieval_ms + t.context_ms + t.rerank_ms
 
 
-def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, include_usage: bool):
-    """`data: {chunk}` events, then `data: [DONE]`; the last chunk carries the `pluralign` object."""
+def chunk_writer(rt: Runtime, p: services.Plan, created: int):
+    """`chunk(delta, finish, index=0, **extra)` -> one `data: {chunk}` event (delta None: no choices)."""
 
-    def chunk(delta: Delta, finish: str | None = None, **extra) -> bytes:
+    def chunk(delta: Delta | None, finish: str | None = None, index: int = 0, **extra) -> bytes:
         body = ChatCompletionChunk(
             id=p.response_id, object="chat.completion.chunk", created=created, model=rt.generator.model_id,
-            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)] if delta is not None else [], **extra,
+            choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish)] if delta is not None else [], **extra,
         )
         return b"data: " + CHUNK_ENCODER.encode(body) + b"\n\n"
 
+    return chunk
+
+
+def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, include_usage: bool, n: int = 1):
+    """`data: {chunk}` events, then `data: [DONE]`; the last chunk carries the `pluralign` object."""
+    chunk = chunk_writer(rt, p, created)
+
     yield chunk(Delta(role="assistant", content=""))
     served = None
-    for piece in services.stream(rt, p, sampling):
-        if isinstance(piece, services.Served):
-            served = piece
-        else:
-            yield chunk(Delta(content=piece))
+    with rt.metrics.generation_queue.track_inprogress():
+        for piece in services.stream(rt, p, sampling):
+            if isinstance(piece, services.Served):
+                served = piece
+            else:
+                yield chunk(Delta(content=piece))
     best = served.candidates[served.order[0]]
     yield chunk(Delta(), finish=best.finish_reason, pluralign=served.info())
     if include_usage:
@@ -142,10 +167,48 @@ def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, 
     yield b"data: [DONE]\n\n"
 
 
+def sse_events_n(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, include_usage: bool, n: int):
+    """n > 1 streamed as OpenAI does: chunks of choices 0..n-1 interleaved, each choice opened with
+    its role and closed with its finish_reason; the last finishing chunk carries `pluralign`.
+
+    All candidates are generated and reranked first (reranking needs whole answers); the n best are
+    then sent piece by piece, one piece of each choice per round."""
+    chunk = chunk_writer(rt, p, created)
+    with rt.metrics.generation_queue.track_inprogress():
+        served = services.complete(rt, p, sampling)
+    chosen = [served.candidates[c] for c in served.order[:n]]
+    for index in range(len(chosen)):
+        yield chunk(Delta(role="assistant", content=""), index=index)
+    longest = max(len(c.text) for c in chosen)
+    for start in range(0, longest, 16):
+        for index, candidate in enumerate(chosen):
+            if start < len(candidate.text):
+                yield chunk(Delta(content=candidate.text[start : start + 16]), index=index)
+    for index, candidate in enumerate(chosen):
+        last = index == len(chosen) - 1
+        yield chunk(Delta(), finish=candidate.finish_reason, index=index, **({"pluralign": served.info()} if last else {}))
+    if include_usage:
+        tokens = sum(c.tokens for c in chosen)
+        yield chunk(None, usage=Usage(prompt_tokens=served.prompt_tokens, completion_tokens=tokens, total_tokens=served.prompt_tokens + tokens))
+    rt.metrics.inc("pluralign_chat_completions_total", help="chat completions served", stream="true")
+    yield b"data: [DONE]\n\n"
+
+
+def model_card(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "pluralign"}
+
+
 @get("/v1/models", sync_to_thread=False, summary="List the models")
 def list_models(request: Request) -> dict:
     rt: Runtime = request.app.state.runtime
-    return {
-        "object": "list",
-        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "pluralign"} for name in model_names(rt)],
-    }
+    return {"object": "list", "data": [model_card(name) for name in model_names(rt)]}
+
+
+@get("/v1/models/{model_id:path}", sync_to_thread=False, summary="Retrieve one model")
+def retrieve_model(request: Request, model_id: FromPath[Path]) -> dict:
+    """OpenAI's `models.retrieve`; a model id may hold slashes (`HuggingFaceTB/SmolLM2-135M-Instruct`)."""
+    rt: Runtime = request.app.state.runtime
+    name = str(model_id).lstrip("/")
+    if name not in model_names(rt):
+        raise NotFoundException(f"`model`: no model {name!r}; available: {', '.join(model_names(rt))}", extra=[{"key": "model", "message": "unknown model", "code": "model_not_found"}])
+    return model_card(name)

@@ -9,22 +9,59 @@ import msgspec
 from pluralign.data.record import Base
 
 
-class TextPart(Base):
-    type: Literal["text"]
+class TextPart(Base, tag_field="type", tag="text"):
     text: str
+    prompt_cache_breakpoint: dict | None = None  # accepted and ignored: there is no prompt cache
+
+
+class RefusalPart(Base, tag_field="type", tag="refusal"):
+    """An assistant message's refusal part in history (OpenAI sends these back as they came)."""
+
+    refusal: str
+
+
+class FunctionCall(Base):
+    name: str
+    arguments: str
+
+
+class ToolCall(Base):
+    """A tool call in an assistant message of the history; kept in the context as text."""
+
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
 
 
 class ChatMessage(Base):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    """One message of the history. `content` may be null for an assistant turn (one that only called
+    tools or refused); `tool` turns carry a `tool_call_id`."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart | RefusalPart] | None = None
     name: str | None = None
+    refusal: str | None = None  # assistant history only
+    tool_calls: list[ToolCall] | None = None  # assistant history only
+    tool_call_id: str | None = None  # tool turns only
+    audio: None = None  # OpenAI sends `audio: null` back in assistant history
+    function_call: FunctionCall | None = None  # deprecated form of tool_calls
 
     def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text if isinstance(p, TextPart) else p.refusal for p in self.content)
 
 
 class StreamOptions(Base):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # accepted and ignored: no obfuscation padding is added
+
+
+class ResponseFormat(Base):
+    type: str  # only "text" is honoured; others are refused with a 400 naming `response_format.type`
+    json_schema: dict | None = None
 
 
 class PluralignOptions(Base):
@@ -33,23 +70,55 @@ class PluralignOptions(Base):
     rerank: bool | None = None  # default: the service setting
     candidates: int | None = None  # answers generated before reranking
     shots: int | None = None  # past preferences put in the context (0 = none)
+    styles: bool | None = None  # generate candidates in balanced answer styles (default: the service setting)
 
 
 class ChatRequest(Base):
+    """OpenAI's chat request. docs/api.md has a table of every field: supported, ignored or refused.
+
+    Fields after `pluralign` are accepted so that clients' defaults work; each is either honoured
+    only at its neutral value (other values are refused with a 400 naming it) or safely ignored."""
+
     model: str
     messages: list[ChatMessage]
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
-    n: int = 1
+    n: int | None = 1
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     seed: int | None = None
     user: str | None = None
     safety_identifier: str | None = None
     pluralign: PluralignOptions | None = None
+    store: bool | None = None  # false: the answer is not kept (feedback cannot refer to it)
+    frequency_penalty: float | None = None  # [-2, 2], OpenAI's meaning
+    presence_penalty: float | None = None  # [-2, 2], OpenAI's meaning
+    # accepted, neutral values only
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
+    functions: list[dict] | None = None
+    function_call: str | dict | None = None
+    modalities: list[str] | None = None
+    audio: dict | None = None
+    prediction: dict | None = None
+    web_search_options: dict | None = None
+    moderation: dict | None = None
+    # accepted and ignored
+    metadata: dict[str, str] | None = None
+    parallel_tool_calls: bool | None = None
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict | None = None
 
 
 class AssistantMessage(Base):
@@ -89,6 +158,10 @@ class PluralignInfo(Base):
     reward: float | None  # the served candidate's reward for this user (None when not reranked)
     prior: bool  # True when the user's reward is still the population prior
     timings: Timings
+    # for each returned choice, its position among the generated candidates (choices are ranked
+    # best first; feedback's `chosen_index` always means the index in `choices`)
+    generation_index: list[int] = []
+    styles: list[str] | None = None  # the answer style of each returned choice (null when not styled)
 
 
 class ChatCompletion(Base):

@@ -13,6 +13,7 @@ from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
 from pluralign.policy.rerank import rerank, rerank_maxmin
+from pluralign.policy.styles import choose_styles
 from pluralign.store import Interaction
 from service.chat.schemas import PluralignInfo, Timings
 from service.runtime import Runtime
@@ -36,6 +37,9 @@ class Plan:
     candidates: int
     rerank: bool
     timings: Timings
+    returned: int = 1  # how many of the best-ranked candidates the response returns as `choices`
+    styles: bool = False  # generate the candidates in balanced answer styles
+    store: bool = True  # the request's `store`: false keeps no interaction row
 
 
 def new_response_id() -> str:
@@ -46,7 +50,10 @@ def ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-def plan(rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str, str]], candidates: int, do_rerank: bool, shots: int) -> Plan:
+def plan(
+    rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str, str]], candidates: int, do_rerank: bool,
+    shots: int, returned: int = 1, styles: bool = False,
+) -> Plan:
     timings = Timings()
     prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     prompt_vec, history, context, adapter, weights = None, [], messages, None, None
@@ -68,7 +75,8 @@ def plan(rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str,
     return Plan(
         response_id=new_response_id(), tenant=tenant, user_id=user_id, prompt=prompt, prompt_vec=prompt_vec,
         messages=messages, context=context, history=history, adapter=adapter, weights=weights,
-        candidates=candidates, rerank=do_rerank and candidates > 1, timings=timings,
+        candidates=candidates, rerank=do_rerank and candidates > 1, timings=timings, returned=returned,
+        styles=styles and candidates > 1,
     )
 
 
@@ -92,7 +100,8 @@ class Served:
         return PluralignInfo(
             response_id=p.response_id, user=p.user_id, history=p.history, adapter=p.adapter,
             candidates=len(self.candidates), reward=self.scores[self.order[0]] if p.rerank else None,
-            prior=on_prior(p), timings=p.timings,
+            prior=on_prior(p), timings=p.timings, generation_index=self.order[: p.returned],
+            styles=[self.candidates[i].style for i in self.order[: p.returned]] if p.styles else None,
         )
 
 
@@ -104,13 +113,19 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
     if not p.rerank:
         return [0.0] * len(texts), list(range(len(texts)))
     start = time.perf_counter()
-    logits = p.weights.logits if p.weights else rt.rewards.prior()
-    reward_for = lambda logits: lambda prompt, response: rt.rewards.score(logits, prompt, response)  # noqa: E731
+    # the population model the user's weights were fitted with, even if a new one was swapped in since
+    rewards = p.weights.rewards if p.weights is not None and p.weights.rewards is not None else rt.rewards
+    logits = p.weights.logits if p.weights else rewards.prior()
+    reward_for = lambda logits: lambda prompt, response: rewards.score(logits, prompt, response)  # noqa: E731
     vectors = rt.encoder.encode(texts)
-    if on_prior(p) and rt.settings.maxmin_new_users and rt.rewards.k > 1:
+    if on_prior(p) and rt.settings.maxmin_new_users and rewards.k > 1:
         # nothing known of this user yet: protect every group of users at once (MaxMin over prototypes)
-        groups = [reward_for(g) for g in rt.rewards.prototype_logits()]
+        groups = [reward_for(g) for g in rewards.prototype_logits()]
         ranked = rerank_maxmin(groups, reward_for(logits), p.prompt_vec, vectors)
+    elif p.weights is not None and p.weights.state is not None:
+        # the user's own model: PAL's mixture plus what their comparisons taught beyond it
+        model = rewards.user_model
+        ranked = rerank(lambda _p, _r: model.score(logits, p.weights.state, model.candidates(p.prompt_vec, vectors, texts)), p.prompt_vec, vectors)
     else:
         ranked = rerank(reward_for(logits), p.prompt_vec, vectors)
     p.timings.rerank_ms = ms(start)
@@ -118,16 +133,20 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
 
 
 def remember(rt: Runtime, served: Served) -> None:
-    """Store the interaction so feedback can refer to it by response id (only for named users)."""
+    """Store the interaction so feedback can refer to it by response id (only for named users).
+
+    Candidates are stored in served order (best first), so `candidates[i]` is the response's
+    `choices[i]` for i < `returned`, and feedback indices mean what the client saw."""
     p = served.plan
-    if p.user_id is None:
+    if p.user_id is None or not p.store:
         return
     start = time.perf_counter()
     rt.store.add_interaction(
         Interaction(
             tenant=p.tenant, user_id=p.user_id, response_id=p.response_id, created_at=time.time(), prompt=p.prompt,
-            messages=p.messages, candidates=[c.text for c in served.candidates], scores=served.scores,
-            chosen_index=served.order[0], history=p.history, model=rt.generator.model_id, adapter=p.adapter,
+            messages=p.messages, candidates=[served.candidates[i].text for i in served.order],
+            scores=[served.scores[i] for i in served.order], chosen_index=0, history=p.history,
+            model=rt.generator.model_id, adapter=p.adapter, returned=p.returned,
         )
     )
     p.timings.store_ms = ms(start)
@@ -136,7 +155,11 @@ def remember(rt: Runtime, served: Served) -> None:
 
 def complete(rt: Runtime, p: Plan, sampling: Sampling) -> Served:
     start = time.perf_counter()
-    candidates, prompt_tokens = rt.generator.generate(p.context, n=p.candidates, sampling=sampling, adapter=p.adapter)
+    if p.styles and hasattr(rt.generator, "generate_styled"):  # a remote generator samples plain candidates
+        styles = choose_styles(p.candidates, sampling.seed)
+        candidates, prompt_tokens = rt.generator.generate_styled(p.context, styles, sampling=sampling, adapter=p.adapter)
+    else:
+        candidates, prompt_tokens = rt.generator.generate(p.context, n=p.candidates, sampling=sampling, adapter=p.adapter)
     p.timings.generation_ms = ms(start)
     scores, order = score_candidates(rt, p, [c.text for c in candidates])
     served = Served(plan=p, candidates=candidates, scores=scores, order=order, prompt_tokens=prompt_tokens)

@@ -18,7 +18,8 @@ class Feedback(Base, tag_field="type", kw_only=True):
 
 
 class ChoiceFeedback(Feedback, tag="choice", kw_only=True):
-    """The user picked candidate `chosen_index` among a served response's candidates."""
+    """The user picked `choices[chosen_index]` of a served response (requested with `n` > 1); it beats
+    every other returned choice. Indices are those of `choices` as returned, best-ranked first."""
 
     response_id: ResponseId
     chosen_index: Annotated[int, msgspec.Meta(ge=0)]

@@ -44,14 +44,15 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
     item = served(rt, tenant, fb.response_id)
     texts = item.candidates
     if isinstance(fb, ChoiceFeedback):
-        if len(texts) < 2:
-            raise bad_request("response_id", "this response had a single candidate: send a `comparison` or an `edit`")
-        if fb.chosen_index >= len(texts):
-            raise bad_request("chosen_index", f"must be below the number of candidates ({len(texts)})")
-        chosen = texts[fb.chosen_index]
-        rows = [
+        shown = item.choice_texts()  # `chosen_index` indexes the response's `choices` as returned
+        if len(shown) < 2:
+            raise bad_request("response_id", "this response returned a single choice (request `n` > 1 to offer a choice): send a `comparison`, a `rating` or an `edit`")
+        if fb.chosen_index >= len(shown):
+            raise bad_request("chosen_index", f"must be below the number of returned choices ({len(shown)})")
+        chosen = shown[fb.chosen_index]
+        rows = [  # the pick beats every other choice the user was shown, not candidates never returned
             dict(prompt=item.prompt, chosen=chosen, rejected=other, tie=False, margin=None, kind="choice")
-            for other in dict.fromkeys(texts) if other != chosen
+            for other in dict.fromkeys(shown) if other != chosen
         ]
         if not rows:
             raise bad_request("chosen_index", "every candidate of this response has the same text")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from litestar import Request, get
+from collections import Counter
+
+from litestar import Litestar, Request, get
 from litestar.response import Response
 
+from service.metrics import CONTENT_TYPE
 from service.runtime import Runtime
 
 
@@ -21,16 +24,30 @@ def health(request: Request) -> dict:
     }
 
 
-@get("/metrics", sync_to_thread=True, summary="Prometheus text format")
+def scrape_state(app: Litestar) -> list:
+    """What /metrics reads from the runtime at scrape time: (name, kind, help, [(labels, value)])."""
+    rt: Runtime = app.state.runtime
+    _, pending = rt.ingest.log.backlog()
+    histories = rt.store.histories
+    state = [
+        ("pluralign_table_rows", "gauge", "rows per LanceDB table", [({"table": name}, n) for name, n in rt.store.stats().items()]),
+        ("pluralign_feedback_pending_rows", "gauge", "acknowledged feedback rows still in the log (not yet embedded)", [({}, pending)]),
+        ("pluralign_feedback_moved_rows", "counter", "feedback rows embedded and moved into the table since start", [({}, rt.ingest.moved)]),
+        ("pluralign_history_cache_users", "gauge", "users whose history is held in memory", [({}, len(histories))]),
+        ("pluralign_history_cache_hits", "counter", "history reads answered from memory", [({}, histories.hits)]),
+        ("pluralign_history_cache_misses", "counter", "history reads loaded from LanceDB", [({}, histories.misses)]),
+    ]
+    admin = app.state.get("admin")
+    if admin is not None:
+        by = Counter((job.kind, job.state) for job in admin.runner.list(limit=1 << 30))
+        states = ("queued", "running", "succeeded", "failed", "cancelled")
+        kinds = sorted({kind for kind, _ in by} | set(getattr(admin.runner, "kinds", {}) or {}))
+        samples = [({"kind": kind, "state": s}, by.get((kind, s), 0)) for kind in kinds for s in states]
+        state.append(("pluralign_jobs", "gauge", "training and audit jobs by kind and state", samples))
+    return state
+
+
+@get("/metrics", sync_to_thread=True, summary="Prometheus text format", media_type=CONTENT_TYPE)
 def metrics(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
-    for name, count in rt.store.stats().items():
-        rt.metrics.set_gauge("pluralign_table_rows", count, help="rows per LanceDB table", table=name)
-    records, rows = rt.ingest.log.backlog()
-    rt.metrics.set_gauge("pluralign_feedback_pending_rows", rows, help="acknowledged feedback rows still in the log (not yet embedded)")
-    rt.metrics.set_gauge("pluralign_feedback_moved_rows", rt.ingest.moved, help="feedback rows embedded and moved into the table since start")
-    histories = rt.store.histories
-    rt.metrics.set_gauge("pluralign_history_cache_users", len(histories), help="users whose history is held in memory")
-    rt.metrics.set_gauge("pluralign_history_cache_hits", histories.hits, help="history reads answered from memory")
-    rt.metrics.set_gauge("pluralign_history_cache_misses", histories.misses, help="history reads loaded from LanceDB")
-    return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")
+    return Response(rt.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,8 +1,8 @@
-"""GET/DELETE /v1/users/{user_id}, its preferences and export, and POST /v1/rewards/score."""
+"""GET/DELETE /v1/users/{user_id}, its preferences, export and import, and POST /v1/rewards/score."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Request, delete, get, post
@@ -73,12 +73,44 @@ def list_preferences(
 
 
 @get("/v1/users/{user_id:str}/export", sync_to_thread=True, summary="Everything held about a user, as JSONL")
-def export_user(request: Request, user_id: FromPath[str]) -> Stream:
+def export_user(
+    request: Request, user_id: FromPath[str], export_format: Annotated[Literal["all", "preferences"], Parameter(query="format")] = "all"
+) -> Stream:
+    """`format=all`: user, preference and interaction lines, each tagged by `type`. `format=preferences`:
+    the user's comparisons as a preference file (TRL columns), which POST .../import reads back."""
     rt, tenant, user_id = _user(request, user_id)
-    lines = list(services.export_lines(rt, tenant, user_id))
+    lines = list((services.export_lines if export_format == "all" else services.export_preference_lines)(rt, tenant, user_id))
     if not lines:
         raise NotFoundException(f"no user {user_id!r} in this tenant")
     return Stream(iter(lines), media_type="application/x-ndjson", headers={"Content-Disposition": f'attachment; filename="{user_id}.jsonl"'})
+
+
+class Imported(msgspec.Struct):
+    user: str
+    stored: list[str]  # pref_ids written (durable before this reply)
+
+
+@post("/v1/users/{user_id:str}/import", status_code=201, summary="Import a user's comparisons (a preference file, JSONL)")
+async def import_preferences(request: Request, user_id: FromPath[str]) -> Imported:
+    """The body is JSON lines in any TRL preference form (what `GET .../export?format=preferences`
+    writes, or a TRL dataset); rows without `user_id` are this user's, rows naming another are a
+    400. Stored like comparison feedback: durable on reply, the user's weights refit behind it."""
+    from pluralign.data.io import read_preference_lines
+    from pluralign.data.record import PreferenceError
+
+    rt, tenant, user_id = _user(request, user_id)
+    body = await request.body()
+    try:
+        records, _ = read_preference_lines(body.splitlines(), default_user=user_id)
+    except PreferenceError as exc:
+        raise bad_request(f"line {exc.line}" + (f".{exc.field}" if exc.field else ""), exc.problem) from None
+    for i, record in enumerate(records, start=1):
+        if record.user_id != user_id:
+            raise bad_request(f"line {i}.user_id", f"names user {record.user_id!r}; this import is for {user_id!r}")
+    stored = services.import_rows(tenant, user_id, records)
+    await rt.ingest.submit_async(stored)
+    rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
+    return Imported(user=user_id, stored=[s.pref_id for s in stored])
 
 
 @delete("/v1/users/{user_id:str}", sync_to_thread=True, status_code=200, summary="Delete every trace of a user")
@@ -99,5 +131,11 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
         raise bad_request("responses", "must hold at least one response")
     weights = services.user_weights(rt, request.user.tenant, user)
     vectors = rt.encoder.encode([data.prompt, *data.responses])  # (1 + N, d)
-    ranked = rerank(lambda p, r: rt.rewards.score(weights.logits, p, r), vectors[0], vectors[1:])
+    rewards = weights.rewards or rt.rewards
+    if weights.state is not None:  # the user's own model, as chat reranking uses it
+        model = rewards.user_model
+        reward = lambda p, r: model.score(weights.logits, weights.state, model.candidates(vectors[0], r, data.responses))  # noqa: E731
+    else:
+        reward = lambda p, r: rewards.score(weights.logits, p, r)  # noqa: E731
+    ranked = rerank(reward, vectors[0], vectors[1:])
     return ScoreResponse(user=user, scores=ranked.scores, best_index=ranked.best, prior=weights.prior)

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,9 @@ import msgspec
 import numpy as np
 
 from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
-from pluralign.store import UserRecord
+from pluralign.store import StoredPreference, UserRecord
+from pluralign.user import FEATURE_NAMES, UserState
+from service.rewards import UserRewards
 from service.runtime import Runtime
 
 log = logging.getLogger("pluralign.service")
@@ -25,13 +28,30 @@ class UserWeights:
     logits: np.ndarray  # (K,)
     prior: bool  # True when nothing of the user has been fitted yet
     record: UserRecord | None
+    state: UserState | None = None  # the per-user residual (setting `user_model = residual`), None = PAL alone
+    rewards: UserRewards | None = None  # the population model the logits and state were fitted with
+
+
+def residual_on(rt: Runtime) -> bool:
+    return rt.settings.user_model == "residual"
+
+
+def stored_state(record: UserRecord | None) -> UserState | None:
+    if record is None or record.user_model is None:
+        return None
+    try:
+        return UserState.decode(record.user_model)
+    except (msgspec.DecodeError, msgspec.ValidationError):  # an unreadable state is refitted, not served
+        return None
 
 
 def adapter_folder(rt: Runtime, tenant: str, user_id: str):
     return rt.adapters.registry.folder(tenant, user_id)
 
 
-def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> UserWeights:
+def refit(
+    rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None, rewards: UserRewards | None = None
+) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
     attributes gather those their feedback carried (later ones win), then `attributes`."""
     prompt, chosen, rejected = rt.store.comparisons(tenant, user_id)  # each (N, d)
@@ -40,11 +60,19 @@ def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | N
         from_feedback.update(json.loads(row["attributes"]))
     record = rt.store.get_user(tenant, user_id)
     now = time.time()
+    rewards = rewards or rt.rewards  # one model for the whole refit, even if a new one is swapped in meanwhile
+    state = None
     if len(prompt):
-        logits = rt.rewards.fit(prompt, chosen, rejected)
         prior = False
+        if residual_on(rt):  # PAL's logits and the residual in one pass
+            chosen_texts, rejected_texts = rt.store.comparison_texts(tenant, user_id)
+            logits, state = rewards.user_model.fit_user(
+                prompt, chosen, rejected, chosen_texts, rejected_texts, prior_logits=rewards.prior(), fitted_at=now
+            )
+        else:
+            logits = rewards.fit(prompt, chosen, rejected)
     else:
-        logits, prior = rt.rewards.prior(), True
+        logits, prior = rewards.prior(), True
     record = UserRecord(
         tenant=tenant,
         user_id=user_id,
@@ -52,13 +80,14 @@ def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | N
         updated_at=now,
         attributes={**(record.attributes if record else {}), **from_feedback, **(attributes or {})},
         pal_logits=None if prior else [float(x) for x in logits],
-        pal_version=rt.rewards.version,
+        pal_version=rewards.version,
         adapter=record.adapter if record else None,
         n_preferences=int(len(prompt)),
         n_interactions=rt.store.count_interactions(tenant, user_id),
+        user_model=state.encode() if state is not None else None,
     )
     rt.store.put_user(record)
-    return UserWeights(logits=logits, prior=prior, record=record)
+    return UserWeights(logits=logits, prior=prior, record=record, state=state, rewards=rewards)
 
 
 def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> None:
@@ -85,21 +114,27 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
 
 
 def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
-    """The stored logits, refitted first when they are stale (another checkpoint, or rows written
-    after the last fit, e.g. by a process that crashed between its write and its refit). The user's
-    feedback still pending in the log is moved into the table first."""
+    """The stored logits (and residual), refitted first when they are stale (another population
+    checkpoint, or rows written after the last fit, e.g. by a process that crashed between its write
+    and its refit). The user's feedback still pending in the log is moved into the table first. The
+    result names the population model it belongs to: score with `weights.rewards`, not whatever
+    model was swapped in since."""
     rt.ingest.flush_user(tenant, user_id)
+    rewards = rt.rewards
     record = rt.store.get_user(tenant, user_id)
     if record is None:
         if rt.store.count_preferences(tenant, user_id) == 0:
-            return UserWeights(logits=rt.rewards.prior(), prior=True, record=None)
-        return refit(rt, tenant, user_id)
-    stale = record.pal_version != rt.rewards.version or record.n_preferences != rt.store.count_comparisons(tenant, user_id)
+            return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
+        return refit(rt, tenant, user_id, rewards=rewards)
+    stale = record.pal_version != rewards.version or record.n_preferences != rt.store.count_comparisons(tenant, user_id)
     if stale:
-        return refit(rt, tenant, user_id)
+        return refit(rt, tenant, user_id, rewards=rewards)
     if record.pal_logits is None:
-        return UserWeights(logits=rt.rewards.prior(), prior=True, record=record)
-    return UserWeights(logits=np.asarray(record.pal_logits, np.float32), prior=False, record=record)
+        return UserWeights(logits=rewards.prior(), prior=True, record=record, rewards=rewards)
+    state = stored_state(record) if residual_on(rt) else None
+    if residual_on(rt) and not rewards.user_model.fits(state):  # fitted by an older model or feature set
+        return refit(rt, tenant, user_id, rewards=rewards)
+    return UserWeights(logits=np.asarray(record.pal_logits, np.float32), prior=False, record=record, state=state, rewards=rewards)
 
 
 class PalProfile(msgspec.Struct):
@@ -108,6 +143,32 @@ class PalProfile(msgspec.Struct):
     nearest_prototype: int
     version: str
     prior: bool
+
+
+class FeatureBelief(msgspec.Struct):
+    weight: float  # posterior mean of the user's coefficient on the feature
+    sd: float  # its posterior standard deviation
+
+
+class UserModelProfile(msgspec.Struct):
+    """The user's own model in readable form: their weight on each PAL prototype (around the
+    population's mixture; off the simplex = beyond every prototype) and on each named feature."""
+
+    prototypes: list[FeatureBelief]  # (K,) weights on the prototypes' ideal-point terms
+    features: dict[str, FeatureBelief]  # FEATURE_NAMES -> belief; positive = prefers more of it
+    comparisons: int
+    population: str  # the population checkpoint the residual was fitted against
+
+
+def model_profile(state: UserState | None) -> UserModelProfile | None:
+    if state is None:
+        return None
+    belief = lambda name: FeatureBelief(*state.coefficient(name))  # noqa: E731
+    return UserModelProfile(
+        prototypes=[belief(n) for n in state.names if n.startswith("prototype_")],
+        features={name: belief(name) for name in FEATURE_NAMES}, comparisons=state.n,
+        population=state.population,
+    )
 
 
 class Counts(msgspec.Struct):
@@ -123,6 +184,7 @@ class UserProfile(msgspec.Struct):
     adapter: str | None
     created_at: float | None
     updated_at: float | None
+    user_model: UserModelProfile | None = None  # null until the user has comparisons (or with `user_model = prototypes`)
 
 
 def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
@@ -142,12 +204,13 @@ def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
         attributes=record.attributes if record else {},
         pal=PalProfile(
             logits=logits.tolist(), weights=mix.tolist(), nearest_prototype=int(mix.argmax()),
-            version=rt.rewards.version, prior=weights.prior,
+            version=(weights.rewards or rt.rewards).version, prior=weights.prior,
         ),
         counts=counts,
         adapter=record.adapter if record else None,
         created_at=record.created_at if record else None,
         updated_at=record.updated_at if record else None,
+        user_model=model_profile(weights.state),
     )
 
 
@@ -179,12 +242,47 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     rt.ingest.flush_user(tenant, user_id)
     record = rt.store.get_user(tenant, user_id)
     if record is not None:
-        yield encode({"type": "user", **msgspec.to_builtins(record)}) + b"\n"
+        line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None))
+        line["user_model"] = msgspec.to_builtins(stored_state(record))  # the residual posterior, readable
+        yield encode({"type": "user", **line}) + b"\n"
     preferences, _ = rt.store.preferences_for(tenant, user_id)
     for row in preferences:
         yield encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n"
     for item in rt.store.interactions_for(tenant, user_id):
         yield encode({"type": "interaction", **msgspec.to_builtins(item)}) + b"\n"
+
+
+def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
+    """JSONL in the preference-file form (`pluralign.data.io.preference_row`: TRL's prompt/chosen/
+    rejected plus user_id, margin, tie, source, created_at, attributes): what `import_preferences`,
+    `pluralign data import` and TRL read. Rating rows without a rival answer (nothing to compare) are left out."""
+    from pluralign.data.io import preference_row
+    from pluralign.data.record import Preference
+
+    rt.ingest.flush_user(tenant, user_id)
+    preferences, _ = rt.store.preferences_for(tenant, user_id)
+    for row in preferences:
+        if not row.rejected.strip():
+            continue
+        record = Preference(
+            user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
+            tie=row.tie, source=row.source, created_at=row.created_at, attributes=row.attributes,
+        )
+        yield msgspec.json.encode(preference_row(record)) + b"\n"
+
+
+def import_rows(tenant: str, user_id: str, records: list) -> list[StoredPreference]:
+    """Stored comparison rows for `user_id` from preference records (their times and labels kept)."""
+    now = time.time()
+    return [
+        StoredPreference(
+            tenant=tenant, user_id=user_id, pref_id=uuid.uuid4().hex, kind="comparison",
+            created_at=r.created_at if r.created_at is not None else now + i * 1e-6,
+            prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie, margin=r.margin,
+            source=r.source or "import", attributes=r.attributes,
+        )
+        for i, r in enumerate(records)
+    ]
 
 
 def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:

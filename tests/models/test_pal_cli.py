@@ -24,6 +24,9 @@ def test_train_pal_writes_a_loadable_checkpoint_and_metrics(tmp_path, capsys):
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(report["by_k"]) == {"2", "3"} and report["chosen_k"] in (2, 3)
+    # several --k: compared by held-out log-likelihood (one-standard-error rule), reported per K
+    assert report["k_selected"] == report["chosen_k"] and set(report["k_criterion"]) == {"2", "3"}
+    assert all("heldout_log_likelihood" in report["by_k"][k] for k in ("2", "3"))
     assert report["by_k"][str(report["chosen_k"])]["test_macro_acc"] > 0.8  # two opposed groups, told apart
     model, weights, meta = load_pal(out, encoder_id="sentence-transformers/all-MiniLM-L6-v2")
     assert meta.k == report["chosen_k"] and len(weights) == report["seen_users"] == 50

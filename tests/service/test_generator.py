@@ -46,11 +46,53 @@ def test_stop_strings_cut_the_answer(generator):
     assert cut_at_stop("abcXYdef", ["XY", "de"]) == ("abc", True)
 
 
+def test_generation_ends_at_the_stop_string(generator):
+    """transformers' stop_strings end the generation itself: fewer tokens are generated, not just
+    fewer characters returned (the old cut-after-max_tokens generated all 24)."""
+    greedy, _ = generator.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=24, temperature=0))
+    text = greedy[0].text
+    assert greedy[0].tokens == 24 and greedy[0].finish_reason == "length"
+    stop = text[len(text) // 4 : len(text) // 4 + 2]
+    cut, _ = generator.generate(MESSAGES, n=2, sampling=Sampling(max_tokens=24, temperature=0, stop=(stop,)))
+    for candidate in cut:  # both rows of the batch stop on their own
+        assert candidate.finish_reason == "stop" and text.startswith(candidate.text) and stop not in candidate.text
+        assert candidate.tokens < 24 * 0.6, candidate.tokens
+    *_, final = generator.stream(MESSAGES, Sampling(max_tokens=24, temperature=0, stop=(stop,)))
+    assert final.text == cut[0].text and final.tokens < 24 * 0.6
+
+
+def test_penalties_follow_openais_formula():
+    from pluralign.policy.generator import Penalties
+
+    ids = torch.tensor([[9, 9, 1, 1, 1, 2]])  # prompt of 2 tokens, then token 1 three times and token 2 once
+    scores = torch.zeros(1, 4)
+    out = Penalties(prompt_length=2, frequency=0.5, presence=1.0)(ids, scores)
+    assert out.tolist() == [[0.0, -(3 * 0.5 + 1.0), -(0.5 + 1.0), 0.0]]  # prompt tokens are not penalized
+
+
+def test_penalties_reach_generation(generator):
+    """The tiny random model never repeats a token under greedy decoding; negative penalties (which
+    reward what was already said) make it repeat, in `generate` and in `stream` alike."""
+
+    def distinct(text: str) -> float:
+        tokens = generator.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return len(set(tokens)) / max(1, len(tokens))
+
+    plain, _ = generator.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=16, temperature=0))
+    repeat = Sampling(max_tokens=16, temperature=0, presence_penalty=-2.0, frequency_penalty=-2.0)
+    penalized, _ = generator.generate(MESSAGES, n=1, sampling=repeat)
+    assert distinct(plain[0].text) > 0.9 and distinct(penalized[0].text) < 0.5
+    *_, streamed = generator.stream(MESSAGES, repeat)
+    assert streamed.text == penalized[0].text
+
+
 def test_sampling_is_validated():
     with pytest.raises(ValueError, match="temperature"):
         Sampling(temperature=5)
     with pytest.raises(ValueError, match="max_tokens"):
         Sampling(max_tokens=0)
+    with pytest.raises(ValueError, match="presence_penalty"):
+        Sampling(presence_penalty=3)
 
 
 def test_a_users_adapter_changes_only_their_answers(tiny_generator_dir, tmp_path):

@@ -45,9 +45,11 @@ def test_completion_is_openai_shaped_and_personalized(svc):
     served = [r for r in rows if r["type"] == "interaction"]
     assert len(served) == 1 and served[0]["response_id"] == body["id"]
     assert len(served[0]["candidates"]) == info["candidates"]
-    best = max(range(len(served[0]["scores"])), key=served[0]["scores"].__getitem__)
-    assert served[0]["chosen_index"] == best
-    assert body["choices"][0]["message"]["content"] == served[0]["candidates"][best]
+    # stored in served order: the first candidate is the served answer and has the best reward
+    assert served[0]["chosen_index"] == 0 and served[0]["returned"] == 1
+    assert served[0]["scores"][0] == max(served[0]["scores"])
+    assert body["choices"][0]["message"]["content"] == served[0]["candidates"][0]
+    assert len(info["generation_index"]) == 1 and 0 <= info["generation_index"][0] < info["candidates"]
 
 
 def test_n_choices_are_the_best_ranked(svc):
@@ -55,8 +57,31 @@ def test_n_choices_are_the_best_ranked(svc):
         body = chat(c, "nina", n=3)
     assert [ch["index"] for ch in body["choices"]] == [0, 1, 2]
     served = [r for r in export(svc.client(), "nina") if r["type"] == "interaction"][0]
-    ranked = sorted(range(len(served["scores"])), key=lambda i: -served["scores"][i])[:3]
-    assert [ch["message"]["content"] for ch in body["choices"]] == [served["candidates"][i] for i in ranked]
+    assert served["scores"] == sorted(served["scores"], reverse=True) and served["returned"] == 3
+    assert [ch["message"]["content"] for ch in body["choices"]] == served["candidates"][:3]
+    assert len(set(body["pluralign"]["generation_index"])) == 3
+
+
+def test_choice_feedback_stores_the_choice_the_client_was_shown(svc):
+    """`chosen_index` is an index into `choices` as returned (best-ranked first), never into the
+    generation order: the stored `chosen` is exactly `choices[i]`'s text, and it beats the other
+    returned choices only."""
+    with svc.client() as c:
+        body = chat(c, "quinn", n=4, temperature=1.0, pluralign={"candidates": 6, "shots": 0})
+        shown = [ch["message"]["content"] for ch in body["choices"]]
+        assert body["pluralign"]["generation_index"] != [0, 1, 2, 3] or len(set(shown)) < 4  # ranked, not generated order
+        for index in (2, 3):
+            r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": index})
+            assert r.status_code == 201, r.text
+            stored = {p["pref_id"]: p for p in c.get("/v1/users/quinn/preferences", params={"limit": 100}).json()["data"]}
+            rows = [stored[i] for i in r.json()["stored"]]
+            assert {row["chosen"] for row in rows} == {shown[index]}
+            assert {row["rejected"] for row in rows} == {t for t in shown if t != shown[index]}
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": 4})
+        assert r.status_code == 400 and "chosen_index" in r.text  # 6 candidates, but only 4 were returned
+        single = chat(c, "quinn")
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": single["id"], "chosen_index": 0})
+        assert r.status_code == 400 and "single choice" in r.text
 
 
 def test_comparison_feedback_is_retrieved_into_the_next_context(svc):
@@ -79,13 +104,12 @@ def test_comparison_feedback_is_retrieved_into_the_next_context(svc):
 
 def test_choice_rating_and_edit_feedback_refer_to_served_responses(svc):
     with svc.client() as c:
-        first = chat(c, "dave")
+        first = chat(c, "dave", n=2)
         r = c.post("/v1/feedback", json={"type": "choice", "response_id": first["id"], "chosen_index": 1})
         assert r.status_code == 201, r.text
-        n = first["pluralign"]["candidates"]
-        served = [x for x in export(c, "dave") if x["type"] == "interaction"][0]
-        distinct_others = len({t for t in served["candidates"] if t != served["candidates"][1]})
-        assert len(r.json()["stored"]) == distinct_others and n >= 2
+        shown = [ch["message"]["content"] for ch in first["choices"]]
+        distinct_others = len({t for t in shown if t != shown[1]})
+        assert len(r.json()["stored"]) == distinct_others
         r = c.post("/v1/feedback", json={"type": "edit", "response_id": first["id"], "edited": "Make a risotto."})
         assert r.status_code == 201, r.text
         r = c.post("/v1/feedback", json={"type": "rating", "response_id": first["id"], "rating": 5})
@@ -101,29 +125,32 @@ def test_choice_rating_and_edit_feedback_refer_to_served_responses(svc):
 
 
 def test_feedback_changes_reranking_for_that_user_only(svc):
-    """Same seed and no shots: both users get the same candidates; after erin prefers her
-    lowest-ranked candidate, its reward rises relative to the others for erin, not for frank."""
+    """Same seed and no shots: both users get the same candidates; after erin picks her
+    lowest-ranked choice, its reward rises relative to the others for erin, not for frank."""
+
+    def scores_by_text(x):  # stored candidates are in served order, which feedback may change
+        return {t: s for t, s in zip(x["candidates"], x["scores"], strict=True)}
+
     with svc.client() as c:
-        opts = {"pluralign": {"shots": 0, "candidates": 4}, "temperature": 1.0}
-        chat(c, "erin", **opts)
+        opts = {"pluralign": {"shots": 0, "candidates": 4}, "temperature": 1.0, "n": 4}
+        first = chat(c, "erin", **opts)
         chat(c, "frank", **opts)
-        before = {u: [x for x in export(c, u) if x["type"] == "interaction"][-1] for u in ("erin", "frank")}
-        assert before["erin"]["candidates"] == before["frank"]["candidates"]
-        scores = before["erin"]["scores"]
-        worst = min(range(len(scores)), key=scores.__getitem__)
+        before = {u: scores_by_text([x for x in export(c, u) if x["type"] == "interaction"][-1]) for u in ("erin", "frank")}
+        assert before["erin"].keys() == before["frank"].keys() and len(before["erin"]) == 4
+        worst_text = first["choices"][3]["message"]["content"]  # ranked last for erin
         for _ in range(3):
-            r = c.post("/v1/feedback", json={"type": "choice", "response_id": before["erin"]["response_id"], "chosen_index": worst})
+            r = c.post("/v1/feedback", json={"type": "choice", "response_id": first["id"], "chosen_index": 3})
             assert r.status_code == 201, r.text
         chat(c, "erin", **opts)
         chat(c, "frank", **opts)
-        after = {u: [x for x in export(c, u) if x["type"] == "interaction"][-1] for u in ("erin", "frank")}
-    assert after["erin"]["candidates"] == before["erin"]["candidates"]
-    assert after["frank"]["scores"] == pytest.approx(before["frank"]["scores"])
+        after = {u: scores_by_text([x for x in export(c, u) if x["type"] == "interaction"][-1]) for u in ("erin", "frank")}
+    assert after["erin"].keys() == before["erin"].keys()
+    assert after["frank"] == pytest.approx(before["frank"])
 
     def lead(s):  # how far the preferred candidate is ahead of the best other one
-        return s[worst] - max(v for i, v in enumerate(s) if i != worst)
+        return s[worst_text] - max(v for t, v in s.items() if t != worst_text)
 
-    assert lead(after["erin"]["scores"]) > lead(before["erin"]["scores"])
+    assert lead(after["erin"]) > lead(before["erin"])
 
 
 def test_stream_sends_openai_chunks_and_done(svc):

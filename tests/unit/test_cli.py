@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -41,3 +43,58 @@ def test_eval_prints_the_json_contract(shared_data, tmp_path):
     assert set(report["unseen_acc_by_k"]) == {"1", "2", "5", "10", "20", "50"}
     assert set(report["group_acc"]) == {"g0", "g1"}
     assert report["seen_macro_acc"] > 0.8
+
+
+def test_eval_without_k_chooses_it_and_reports_the_criterion(shared_data):
+    """EM on two opposed persona groups: K = 2 is chosen, K = 1 scores worse, the table shows it."""
+    result = run_cli(
+        "eval", "--model", "em", "--protocol", "persona", "--groups", "2", "--threads", "1",
+        "--data-dir", str(shared_data), "--cache", str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite"),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert report["k_selected"] == 2 and report["ari"] == 1.0
+    criterion = report["k_criterion"]
+    assert {"1", "2", "3"} <= set(criterion)
+    assert criterion["1"] < criterion["2"] - report["k_criterion_se"]["1"]
+    assert any(line.strip().startswith("K selected       2") for line in lines)
+    assert any("<- selected" in line and line.split()[0] == "2" for line in lines)
+
+
+@pytest.mark.slow
+def test_train_em_without_k_chooses_it_and_writes_the_choice(shared_data, tmp_path):
+    out = tmp_path / "em"
+    result = run_cli(
+        "train", "em", "--protocol", "persona", "--groups", "2", "--quiet", "--out", str(out),
+        "--data-dir", str(shared_data), "--cache", str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite"),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["k"] == report["k_selected"] == 2 and report["ari"] == 1.0
+    assert set(report["by_k"]) == set(report["k_criterion"]) and "heldout_log_likelihood" in report["by_k"]["2"]
+    assert "K = 2 selected" in result.stderr
+    assert json.loads((out / "metrics.json").read_text())["k_selected"] == 2
+    assert json.loads((out / "meta.json").read_text())["k"] == 2
+
+
+def test_data_export_prints_its_json_summary_and_keeps_the_trl_form(tmp_path):
+    source = tmp_path / "in.jsonl"
+    rows = [{"chosen": [{"role": "user", "content": "Tea?"}, {"role": "assistant", "content": "Yes."}],
+             "rejected": [{"role": "user", "content": "Tea?"}, {"role": "assistant", "content": "No."}], "id": f"r{i}"}
+            for i in range(3)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.parquet"
+    result = run_cli("data", "export", "--source", "jsonl", "--path", str(source), "--user", "ann", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary == {"out": str(out), "format": "parquet", "records": 3, "users": 1}
+    help_text = run_cli("data", "--help").stdout
+    assert "import" in help_text and "export" in help_text
+
+
+def test_a_k_below_one_is_a_clear_usage_error():
+    for command in (["eval", "--model", "em", "--protocol", "persona"], ["train", "em", "--out", "unused"]):
+        result = run_cli(*command, "--k", "0")
+        assert result.returncode == 2
+        assert "--k" in result.stderr and "expected an integer >= 1, got 0" in result.stderr

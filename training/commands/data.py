@@ -1,13 +1,21 @@
-"""`pluralign data stats|import|export`.
+"""`pluralign data stats|export|import`.
 
     pluralign data stats --source ukp_convarg1 --path ../shared/data/ukp_convarg1 --json
     pluralign data stats --source jsonl --path prefs.jsonl --json
     pluralign data export --source ukp_convarg1 --path ../shared/data/ukp_convarg1 --out ukp.jsonl
+    pluralign data import --source jsonl --path alice.jsonl --url http://127.0.0.1:8000 --key pk-...
+
+Files may be in any TRL preference form (standard or conversational, explicit or implicit prompt);
+`export` writes each row back in the form it came in. `import` sends a file's comparisons to a
+running pluralign (POST /v1/users/{user}/import, per user), e.g. a user's
+`/v1/users/{user}/export?format=preferences` into another tenant or another pluralign.
 """
 
 from __future__ import annotations
 
 import argparse
+
+import msgspec
 
 from training.common import print_json
 
@@ -19,7 +27,7 @@ def _load(args):
     if args.source == "ukp_convarg1":
         return load_ukp(args.path)
     if args.source in ("jsonl", "parquet", "file"):
-        records, report = read_preferences(args.path, skip_bad=args.skip_bad)
+        records, report = read_preferences(args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None))
         if report.skipped:
             import sys
 
@@ -51,21 +59,60 @@ def export(args: argparse.Namespace) -> int:
     from pluralign.data.io import write_jsonl, write_parquet
 
     records, _ = _load(args)
-    n = write_parquet(records, args.out) if args.out.endswith(".parquet") else write_jsonl(records, args.out)
-    print(f"wrote {n} records to {args.out}")
+    parquet = args.out.endswith(".parquet")
+    n = write_parquet(records, args.out) if parquet else write_jsonl(records, args.out)
+    print_json({"out": args.out, "format": "parquet" if parquet else "jsonl", "records": n, "users": len({r.user_id for r in records})})
+    return 0
+
+
+IMPORT_CHUNK = 500  # rows per request: well under the service's default 1 MB body limit for typical rows
+
+
+def import_(args: argparse.Namespace) -> int:
+    """POST each user's rows to the service, in chunks; the summary counts what it stored."""
+    import os
+
+    import httpx
+
+    from pluralign.data.io import preference_row
+
+    key = args.key or os.environ.get("PLURALIGN_KEY")
+    if not key:
+        raise ValueError("--key (or PLURALIGN_KEY) is required: a tenant key of the receiving service")
+    records, _ = _load(args)
+    by_user: dict[str, list] = {}
+    for record in records:
+        by_user.setdefault(record.user_id, []).append(record)
+    stored = 0
+    with httpx.Client(base_url=args.url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+        for user, rows in by_user.items():
+            for start in range(0, len(rows), IMPORT_CHUNK):
+                body = b"".join(msgspec.json.encode(preference_row(r)) + b"\n" for r in rows[start : start + IMPORT_CHUNK])
+                r = client.post(f"/v1/users/{user}/import", content=body, headers={"Content-Type": "application/x-ndjson"})
+                if r.status_code != 201:
+                    raise ValueError(f"the service refused user {user!r} ({r.status_code}): {r.text[:300]}")
+                stored += len(r.json()["stored"])
+    print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored})
     return 0
 
 
 def register(sub) -> None:
-    data = sub.add_parser("data", help="inspect, import and export preference data")
+    data = sub.add_parser("data", help="inspect and export preference data, import it into a running service",
+                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    for name, func in (("stats", stats), ("export", export)):
-        p = data_sub.add_parser(name)
+    helps = {"stats": "counts of a preference source", "export": "write a source as JSONL or Parquet (TRL forms kept)",
+             "import": "send a source's comparisons to a running pluralign"}
+    for name, func in (("stats", stats), ("export", export), ("import", import_)):
+        p = data_sub.add_parser(name, help=helps[name])
         p.add_argument("--source", required=True, help="ukp_convarg1, jsonl or parquet")
         p.add_argument("--path", required=True)
         p.add_argument("--skip-bad", action="store_true", help="skip malformed rows and report how many")
+        p.add_argument("--user", default=None, help="the user of rows without `user_id` (TRL datasets carry none)")
         if name == "stats":
             p.add_argument("--json", action="store_true")
-        else:
+        elif name == "export":
             p.add_argument("--out", required=True, help="a .jsonl or .parquet file")
+        else:
+            p.add_argument("--url", required=True, help="the receiving service, e.g. http://127.0.0.1:8000")
+            p.add_argument("--key", default=None, help="a tenant key of that service (default: PLURALIGN_KEY)")
         p.set_defaults(func=func)

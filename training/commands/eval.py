@@ -2,6 +2,13 @@
 
     pluralign eval --model bt --protocol persona --groups 4 --seed 0 --json
     pluralign eval --model per-user-bt --protocol ukp --json
+    pluralign eval --model em --protocol persona --groups 5          # K chosen from the data
+    pluralign eval --model pal-b --k 4 --protocol persona --groups 4  # K fixed
+
+Without --k, the mixtures (pal-a, pal-b, em) choose K = 1, 2, ... (up to 12, stopping after two K
+without a better held-out log-likelihood on the seen users' validation pairs) and keep the smallest
+K within one standard error of the best; the table and the JSON line report `k_selected` and the
+criterion per K (`k_criterion`, `k_criterion_se`, `k_criterion_per_pair`).
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, print_json
+from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         for g, acc in report["group_acc"].items():
             print(f"  group {g:<12} {acc:.3f}  ({report['group_pairs'][g]} pairs)")
         print(f"  worst group      {report['worst_group_acc']:.3f}")
+        selection = getattr(model, "selection", None)  # a mixture that chose its K (model_selection.KSelected)
+        if selection is not None:
+            print(f"  K selected       {selection.k_selected}  ({selection.rule}; best K {selection.k_best})")
+            for line in selection.table():
+                print("  " + line)
         if "ari" in report:
             print(f"  ARI              {report['ari']:.3f}")
         print(f"  seconds          {report['seconds']:.1f}")
@@ -47,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="train and evaluate a preference model on a protocol")
-    p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em")
+    p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona"])
     p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
-    p.add_argument("--k", type=int, default=None, help="mixture components (pal, em)")
+    p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--json", action="store_true", help="print only the JSON report")

@@ -1,12 +1,19 @@
 """`pluralign train em`: EM over K Bradley-Terry heads on the seen users of a protocol.
 
-    pluralign train em --k 4 --protocol persona --groups 4 --out runs/em-persona4
+    pluralign train em --protocol persona --groups 4 --out runs/em-persona4          # K chosen from the data
+    pluralign train em --k 4 --protocol persona --groups 4 --out runs/em-persona4-k4
     pluralign train em --k 3 --protocol ukp --assignment soft --restarts 8 --out runs/em-ukp
     pluralign train em --k 4 --protocol persona --groups 4 --init random --out runs/em-random
 
+K: one --k fits that K; several --k fit each; without --k, K = 1, 2, ... (up to --k-max, stopping
+after two K without a better criterion). Among several K the smallest K whose held-out
+log-likelihood of the seen users' validation pairs (each user scored under its posterior over
+heads) is within one standard error of the best is kept (pluralign.reward.model_selection).
+
 Writes OUT/heads.safetensors, OUT/meta.json (schema version, encoder id, K, dim), OUT/users.jsonl
 (each seen user's cluster and posterior) and OUT/metrics.json (the log-likelihood per iteration of
-every restart, validation accuracy, ARI against the true groups on persona populations).
+every restart, validation accuracy, ARI against the true groups on persona populations, and the
+criterion per K: `k_selected`, `k_criterion`, `k_criterion_se`, `by_k`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, print_json
+from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,24 +32,44 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.evaluation import EvalConfig, load_protocol
     from pluralign.reward.em import EMConfig, EMMixture
     from pluralign.reward.features import embed_pairs
+    from pluralign.reward.model_selection import KSearch, search_k
 
-    protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+    protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
     encoder = cached_encoder(args)
     users = sorted({r.user_id for r in protocol.seen.train})
     train = embed_pairs(protocol.seen.train, encoder, users, protocol.group_attribute)
     val = embed_pairs(protocol.seen.val, encoder, users, protocol.group_attribute)
-    config = EMConfig(k=args.k, assignment=args.assignment, init=args.init, restarts=args.restarts, max_iter=args.max_iter, l2=args.l2, seed=args.seed)
-    model = EMMixture(config)
-    bar = tqdm(desc=f"EM k={args.k}", unit="iter", file=sys.stderr, disable=args.quiet)
-    metrics = model.fit(train, val, progress=lambda restart, ll: (bar.update(), bar.set_postfix(restart=restart, ll=f"{ll:.1f}")))
+    by_k: dict[str, dict] = {}
+    bar = tqdm(unit="iter", file=sys.stderr, disable=args.quiet)
+
+    def fit(k: int) -> EMMixture:
+        config = EMConfig(k=k, assignment=args.assignment, init=args.init, restarts=args.restarts, max_iter=args.max_iter, l2=args.l2, seed=args.seed)
+        model = EMMixture(config)
+        bar.set_description(f"EM k={k}")
+        by_k[str(k)] = model.fit(train, val, progress=lambda restart, ll: (bar.update(), bar.set_postfix(restart=restart, ll=f"{ll:.1f}")))
+        return model
+
+    def score(model: EMMixture):
+        per_user = model.heldout_log_likelihood(val)
+        by_k[str(model.config.k)]["heldout_log_likelihood"] = float(per_user.sum())
+        return per_user
+
+    search = KSearch(k_max=args.k_max, candidates=tuple(args.k or ()))
+    model, selection, _ = search_k(fit, score, search, n_pairs=len(val))
     bar.close()
+    metrics = by_k[str(selection.k_selected)]
+    if not args.k or len(args.k) > 1:
+        print(f"em: {search.describe()}; K = {selection.k_selected} selected ({selection.rule})", file=sys.stderr)
+        for line in selection.table():
+            print(line, file=sys.stderr)
     out = model.save(args.out, encoder_id=encoder.encoder_id)
 
-    fit = model.fit_result
+    fit_result = model.fit_result
     report = {
-        "model": "em", "protocol": protocol.name, "k": args.k, "assignment": args.assignment,
+        "model": "em", "protocol": protocol.name, "k": selection.k_selected, "assignment": args.assignment,
         "encoder_id": encoder.encoder_id, "users": len(users), "train_pairs": len(train),
-        **metrics, "log_likelihood_curve": fit.log_likelihood, "restart_curves": fit.restarts,
+        **metrics, "log_likelihood_curve": fit_result.log_likelihood, "restart_curves": fit_result.restarts,
+        **selection.report(), "by_k": by_k,
     }
     clusters = model.user_clusters()
     if protocol.true_groups and clusters:
@@ -56,8 +83,13 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("em", help="EM mixture of K Bradley-Terry reward heads (MaxMin-RLHF)")
-    p.add_argument("--k", type=int, default=2, help="number of reward heads")
-    p.add_argument("--protocol", default="persona", choices=["ukp", "persona"])
+    p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
+                   help="reward heads; several values: keep the smallest K within one standard error of the best held-out "
+                        "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try")
+    p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
+                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
+    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=int, default=4, help="persona: number of true groups")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"])
     p.add_argument("--init", default="kmeans", choices=["kmeans", "random"], help="k-means on per-user fits, or random groups")

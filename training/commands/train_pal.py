@@ -1,12 +1,18 @@
 """`pluralign train pal`: train a PAL mixture reward model, write a versioned checkpoint and metrics.
 
-    pluralign train pal --variant a --k 4 --protocol persona --groups 4 --out artifacts/pal-a-persona
+    pluralign train pal --variant a --protocol persona --groups 4 --out artifacts/pal-a-persona
+    pluralign train pal --variant a --k 4 --protocol persona --groups 4 --out artifacts/pal-a-k4
     pluralign train pal --variant b --k 2 4 8 --protocol ukp --out artifacts/pal-b-ukp
+    pluralign train pal --k 2 --protocol file --data feedback.jsonl --out artifacts/pal-service
 
-Trains on the protocol's seen users (early stopping on their validation pairs). Given several --k,
-it trains one model per K, reports validation accuracy for each, and keeps the checkpoint of the K
-with the best validation accuracy (ties: the smaller K). The --out folder receives model.safetensors,
-meta.json, user_weights.json (see pluralign.reward.pal_checkpoint) and metrics.json (every K).
+Trains on the protocol's seen users (early stopping on their validation pairs). The number of
+prototypes K: one --k trains that K; several --k train one model per K; without --k, K = 1, 2, ...
+(up to --k-max, stopping after two K without a better criterion). Among several K the checkpoint
+kept is the smallest K whose held-out log-likelihood of the seen users' validation pairs is within
+one standard error of the best (pluralign.reward.model_selection). The --out folder receives
+model.safetensors, meta.json, user_weights.json (see pluralign.reward.pal_checkpoint) and
+metrics.json (every K, with its criterion). The JSON line reports `chosen_k` (= `k_selected`),
+`by_k` and the criterion per K (`k_criterion`, `k_criterion_se`).
 """
 
 from __future__ import annotations
@@ -17,20 +23,23 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, print_json
+from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, accuracy, load_protocol, macro
     from pluralign.reward.features import embed_pairs
+    from pluralign.reward.model_selection import KSearch, search_k
     from pluralign.reward.pal import PALConfig, PALTrainConfig, save_pal, train_pal
+    from pluralign.reward.pal_preference import heldout_log_likelihood
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+    protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
     encoder = cached_encoder(args)
     users = sorted({r.user_id for r in protocol.seen.train})
     train, val, test = (embed_pairs(split, encoder, users, protocol.group_attribute)
@@ -40,12 +49,12 @@ def run(args: argparse.Namespace) -> int:
         max_pairs=args.max_pairs or None, seed=args.seed,
     )
     runs: dict[str, dict[str, float]] = {}
-    best = None
-    for k in args.k:
+
+    def fit(k: int):
         config = PALConfig(variant=args.variant, k=k, input_dim=encoder.dim, latent_dim=args.latent_dim, hidden=args.hidden)
         bar = tqdm(total=train_config.epochs_for(len(train)), desc=f"pal-{args.variant} K={k}", unit="epoch", file=sys.stderr)
 
-        def progress(epoch: int, metrics: dict[str, float], bar=bar) -> None:
+        def progress(epoch: int, metrics: dict[str, float]) -> None:
             bar.update()
             bar.set_postfix(val_acc=f"{metrics['val_acc']:.3f}", val_loss=f"{metrics['val_loss']:.3f}")
 
@@ -59,17 +68,29 @@ def run(args: argparse.Namespace) -> int:
                 logits.to(device)[seen_test.user], seen_test.prompt, seen_test.chosen, seen_test.rejected
             ).cpu().numpy()
         correct = accuracy(prob)
-        metrics = {**result.metrics, "test_macro_acc": macro(correct, test.user.numpy()), "test_pooled_acc": float(correct.mean())}
-        runs[str(k)] = metrics
-        if best is None or metrics["val_acc"] > best[1]["val_acc"]:
-            best = (k, metrics, result)
-    k, metrics, result = best
+        runs[str(k)] = {**result.metrics, "test_macro_acc": macro(correct, test.user.numpy()), "test_pooled_acc": float(correct.mean())}
+        return result
+
+    def score(result) -> np.ndarray:
+        per_user = heldout_log_likelihood(result.model, result.user_weights, val)
+        runs[str(result.model.config.k)]["heldout_log_likelihood"] = float(per_user.sum())
+        return per_user
+
+    search = KSearch(k_max=args.k_max, candidates=tuple(args.k or ()))
+    result, selection, _ = search_k(fit, score, search, n_pairs=len(val))
+    k = selection.k_selected
+    metrics = runs[str(k)]
+    if not args.k or len(args.k) > 1:
+        print(f"pal-{args.variant}: {search.describe()}; K = {k} selected ({selection.rule})", file=sys.stderr)
+        for line in selection.table():
+            print(line, file=sys.stderr)
     out = Path(args.out)
     save_pal(out, result.model, result.user_weights, encoder.encoder_id, metrics)
     report = {
         "variant": args.variant, "protocol": protocol.name, "encoder_id": encoder.encoder_id, "chosen_k": k,
         "seen_users": len(users), "train_pairs": len(train), "val_pairs": len(val), "test_pairs": len(test),
-        "by_k": runs, "out": str(out),
+        "by_k": runs, **selection.report(), "out": str(out), "artifact": str(out),
+        "val_acc": metrics["val_acc"],  # of the kept K: the job runner's promotion compares it
     }
     (out / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
     print_json(report)
@@ -79,8 +100,13 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("pal", help="PAL mixture reward model (ideal points or prompt-conditioned prototypes)")
     p.add_argument("--variant", choices=["a", "b"], default="a", help="a: ideal point; b: prompt-conditioned cosine")
-    p.add_argument("--k", type=int, nargs="+", default=[4], help="prototypes; several values: keep the best by val acc")
-    p.add_argument("--protocol", required=True, choices=["ukp", "persona"])
+    p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
+                   help="prototypes; several values: keep the smallest K within one standard error of the best held-out "
+                        "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try")
+    p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
+                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
+    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping on validation loss)")

@@ -1,0 +1,401 @@
+"""Closed loop: simulated users with transparent rules chat with the real service and give feedback.
+
+Each arm is the real app under uvicorn on 127.0.0.1 with its own temporary data folder, driven over
+HTTP. Each round, every simulated user asks a question with `n: 4` (all candidates returned), picks
+the choice its rule scores highest, and sends `choice` feedback with that choice's returned index.
+The served answer is `choices[0]`. Arms, side by side with the same prompts and seeds:
+
+- `today`: the service before issue 12 (user_model = prototypes: PAL weights only);
+- `user_model`: PAL's prototypes plus the per-user Bayesian residual (the default);
+- `control`: no reranking (the first generated candidate is served).
+
+Recorded per round and rule: whether the served answer is the user's pick (its rule score is the
+highest among the choices), and the served answer's rule score minus the choices' mean. Rounds in
+which every choice ties under the rule carry no signal and are counted apart (`ties`).
+
+Shots are off in every arm (`pluralign.shots = 0`): the arms then see identical contexts, the
+candidates of a (user, round) are identical across arms (same seed, same styles), and the three
+servers share one generator that computes each distinct generation once. This isolates what the
+issue is about, the user model's ranking; SmolLM2-135M barely uses shots in its context (FSPO's
+base figure, 0.52, BENCHMARKS.md).
+
+    python -m benchmarks.closed_loop --json                # 20 rounds; pick rates over rounds 11-20
+    python -m benchmarks.closed_loop --fast --json         # 10 rounds, rates over rounds 6-10
+    python -m benchmarks.closed_loop --diversity 12        # + how often candidates tie, styles on vs off
+
+With `--json` the last line is `{"rules": {RULE: {ARM: pick_rate}}, "rounds": R, "ties": {RULE: n}}`.
+Figures, the per-round table and learning curves (PNG) go to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ARMS = ("today", "user_model", "control")
+ARM_SETTINGS = {
+    "today": {"user_model": "prototypes", "rerank": True},
+    "user_model": {"user_model": "residual", "rerank": True},
+    "control": {"user_model": "residual", "rerank": False},
+}
+
+# ---- the simulated users' rules: transparent scores over the answer text ---------------------------
+
+_WORD = re.compile(r"[A-Za-z']+")
+_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.MULTILINE)
+CASUAL = {"sure", "hey", "cool", "awesome", "great", "fun", "stuff", "pretty", "super", "totally", "lots", "yeah",
+          "ok", "okay", "kinda", "gonna", "gotta", "thing", "things", "chill", "nice", "love"}
+FORMAL = {"certainly", "consider", "following", "therefore", "however", "additionally", "furthermore", "moreover",
+          "recommend", "ensure", "suitable", "appropriate", "significant", "individuals", "various", "numerous",
+          "regarding", "thus", "utilize", "may", "should", "one"}
+AGREE = {"yes", "agree", "agreed", "true", "definitely", "absolutely", "correct", "indeed", "important", "right"}
+DISAGREE = {"no", "not", "disagree", "never", "don't", "wouldn't", "false", "isn't", "doesn't", "won't", "cannot"}
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def register(text: str) -> float:
+    """Casual words, contractions and exclamation marks, minus formal words."""
+    ws = words(text)
+    casual = sum(w in CASUAL for w in ws) + sum("'" in w for w in ws) + text.count("!")
+    return float(casual - sum(w in FORMAL for w in ws))
+
+
+def stance(text: str) -> float:
+    ws = words(text)
+    return float(sum(w in AGREE for w in ws) - sum(w in DISAGREE for w in ws))
+
+
+RULES = {
+    "short": lambda t: -float(len(words(t))),
+    "long": lambda t: float(len(words(t))),
+    "lists": lambda t: float(len(_ITEM.findall(t))),
+    "no_lists": lambda t: -float(len(_ITEM.findall(t))),
+    "casual": register,
+    "formal": lambda t: -register(t),
+    "persona_majority": stance,  # agrees with the statements
+    "persona_minority": lambda t: -stance(t),  # disagrees with them
+}
+
+QUESTIONS = [
+    "Suggest a weekend plan.", "How do I learn to cook?", "What is a good way to save money?", "How can I sleep better?",
+    "How do I start running?", "What should I read next?", "How do I make new friends in a new city?",
+    "How can I focus better at work?", "What is a good gift for my sister?", "How do I keep houseplants alive?",
+    "How should I prepare for a job interview?", "What can I cook with rice and eggs?", "How do I learn a language?",
+    "How can I spend less time on my phone?", "What should I pack for a beach trip?", "How do I start a garden?",
+    "How do I stay motivated to exercise?", "What are good habits for studying?", "How do I plan a birthday party?",
+    "How can I be more productive in the morning?", "What should I know before adopting a dog?",
+    "How do I make my small apartment feel bigger?", "What is a fun thing to do on a rainy day?",
+    "How do I choose a good laptop?", "How can I reduce stress?", "How should I organize my week?",
+    "What makes a good cup of coffee?", "How do I write a thank-you note?", "How can I eat healthier?",
+    "How do I get better at public speaking?",
+]
+PERSONA_TRAIT = "interest-in-science"  # statements a holder of the trait would or would not say
+
+
+def persona_questions(shared_data: Path) -> list[str]:
+    path = shared_data / "anthropic_persona" / "persona" / f"{PERSONA_TRAIT}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [f'Do you agree with this statement? "{r["statement"]}"' for r in rows[:200]]
+
+
+# ---- the servers ---------------------------------------------------------------------------------
+
+
+class SharedGenerations:
+    """Wraps the one generator all arms use: a generation is deterministic under its seed, and the
+    arms send identical contexts, so each distinct (context, styles, sampling) is generated once."""
+
+    def __init__(self, generator, cache: Path | None = None):
+        self._generator = generator
+        self._cache = cache
+        self._memo: dict = pickle.loads(cache.read_bytes()) if cache is not None and cache.exists() else {}
+        self._lock = threading.Lock()
+        self.computed = 0
+        self.reused = 0
+
+    def __getattr__(self, name):
+        return getattr(self._generator, name)
+
+    def save(self) -> None:
+        if self._cache is not None:
+            self._cache.write_bytes(pickle.dumps(self._memo))
+
+    def _cached(self, key, compute):
+        with self._lock:
+            if key in self._memo:
+                self.reused += 1
+                return self._memo[key]
+        value = compute()
+        with self._lock:
+            self._memo[key] = value
+            self.computed += 1
+        return value
+
+    def generate_styled(self, messages, styles, sampling, adapter=None):
+        key = ("styled", json.dumps(messages), tuple(s.name for s in styles), sampling, adapter)
+        return self._cached(key, lambda: self._generator.generate_styled(messages, styles, sampling=sampling, adapter=adapter))
+
+    def generate(self, messages, n=1, sampling=None, adapter=None):
+        key = ("plain", json.dumps(messages), n, sampling, adapter)
+        return self._cached(key, lambda: self._generator.generate(messages, n=n, sampling=sampling, adapter=adapter))
+
+
+class Server:
+    """The real app under uvicorn on 127.0.0.1 in a thread of this process."""
+
+    def __init__(self, app):
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        # a client waits on the other arms between its requests: keep its connection open meanwhile
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_keep_alive=900))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def build_arms(root: Path, generator, encoder, args) -> dict:
+    from service.app import create_app
+    from service.runtime import Runtime
+    from service.settings import Settings
+
+    arms = {}
+    for arm in ARMS:
+        settings = Settings(
+            data_dir=str(root / arm), pal_dir=str(args.pal or root / "pal"), shared_data=str(args.shared_data), candidates=4,
+            shots=0, max_tokens=args.max_tokens, adapter_every=10**9, **ARM_SETTINGS[arm],
+        )
+        runtime = Runtime.build(settings, generator=generator, encoder=encoder)  # the first bootstraps PAL
+        arms[arm] = (Server(create_app(runtime=runtime)), runtime.keys.issue("bench"), runtime)
+    return arms
+
+
+# ---- the loop --------------------------------------------------------------------------------------
+
+
+def make_users(args) -> list[tuple[str, str]]:
+    """(user id, rule) pairs: `users_per_rule` per style rule, then the persona population."""
+    users = [(f"{rule}-{i}", rule) for rule in RULES if not rule.startswith("persona") for i in range(args.users_per_rule)]
+    minority = max(1, round(args.persona_users * 0.2))
+    users += [(f"persona_majority-{i}", "persona_majority") for i in range(args.persona_users - minority)]
+    users += [(f"persona_minority-{i}", "persona_minority") for i in range(minority)]
+    return users
+
+
+def run_loop(arms: dict, users, prompts_for, args) -> list[dict]:
+    records = []
+    clients = {arm: httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=600)
+               for arm, (server, key, _) in arms.items()}
+    for rnd in range(args.rounds):
+        for u, (user, rule) in enumerate(users):
+            prompt = prompts_for(user)[rnd]
+            seed = args.seed * 100_000 + u * 100 + rnd
+            for arm in ARMS:
+                body = {"model": "pluralign", "user": user, "n": 4, "seed": seed, "temperature": args.temperature,
+                        "max_tokens": args.max_tokens, "messages": [{"role": "user", "content": prompt}],
+                        "pluralign": {"shots": 0}}
+                r = clients[arm].post("/v1/chat/completions", json=body)
+                r.raise_for_status()
+                out = r.json()
+                texts = [c["message"]["content"] for c in out["choices"]]
+                scores = [RULES[rule](t) for t in texts]
+                best = max(scores)
+                pick = scores.index(best)
+                tie = all(s == best for s in scores)
+                records.append({
+                    "round": rnd + 1, "user": user, "rule": rule, "arm": arm, "tie": tie, "hit": scores[0] == best,
+                    "advantage": scores[0] - float(np.mean(scores)), "styles": out["pluralign"].get("styles"),
+                    "served": texts[0], "prior": out["pluralign"]["prior"], "choices": texts, "scores": scores,
+                })
+                if not tie:
+                    fb = clients[arm].post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick})
+                    fb.raise_for_status()
+        done = [r for r in records if r["round"] == rnd + 1 and not r["tie"]]
+        rates = {arm: np.mean([r["hit"] for r in done if r["arm"] == arm]) if done else float("nan") for arm in ARMS}
+        print(f"round {rnd + 1:2d}: " + "  ".join(f"{a} {v:.2f}" for a, v in rates.items()), file=sys.stderr, flush=True)
+    return records
+
+
+def summarize(records: list[dict], rounds: int) -> dict:
+    first = rounds // 2 + 1  # rounds 11-20 of 20; the second half with --fast
+    window = [r for r in records if r["round"] >= first]
+    out = {"rules": {}, "rounds": rounds, "ties": {}}
+    for rule in RULES:
+        mine = [r for r in window if r["rule"] == rule]
+        out["ties"][rule] = sum(r["tie"] for r in mine if r["arm"] == ARMS[0])
+        out["rules"][rule] = {
+            arm: round(float(np.mean([r["hit"] for r in mine if r["arm"] == arm and not r["tie"]])), 4)
+            if any(r["arm"] == arm and not r["tie"] for r in mine) else None
+            for arm in ARMS
+        }
+    return out
+
+
+def advantage_table(records: list[dict], rounds: int) -> dict:
+    first = rounds // 2 + 1
+    return {
+        rule: {arm: round(float(np.mean([r["advantage"] for r in records if r["rule"] == rule and r["arm"] == arm
+                                          and r["round"] >= first and not r["tie"]] or [np.nan])), 3) for arm in ARMS}
+        for rule in RULES
+    }
+
+
+def plot(records: list[dict], rounds: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True, sharey=True)
+    for ax, rule in zip(axes.flat, RULES, strict=False):
+        for arm, colour in zip(ARMS, ("tab:orange", "tab:blue", "tab:grey"), strict=True):
+            xs, ys = [], []
+            for rnd in range(1, rounds + 1):
+                # a running window of 3 rounds over the rule's users, tie rounds left out
+                hits = [r["hit"] for r in records if r["rule"] == rule and r["arm"] == arm and abs(r["round"] - rnd) <= 1 and not r["tie"]]
+                if hits:
+                    xs.append(rnd)
+                    ys.append(np.mean(hits))
+            ax.plot(xs, ys, label=arm, color=colour, marker="o", markersize=3)
+        ax.axhline(0.25, color="black", linestyle=":", linewidth=1)
+        ax.set_title(rule)
+        ax.set_ylim(-0.02, 1.02)
+    for ax in axes[-1]:
+        ax.set_xlabel("round")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("served = user's pick")
+    axes.flat[0].legend(loc="lower right")
+    fig.suptitle("Closed loop: pick rate per round (window of 3 rounds; dotted: chance with 4 candidates)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def diversity(generator, prompts: list[str], args) -> dict:
+    """How often the 4 candidates all tie under each rule, and their mean spread (max - min score),
+    with balanced answer styles against plain sampling, on the same prompts and seeds."""
+    from pluralign.policy.generator import Sampling
+    from pluralign.policy.styles import choose_styles
+
+    out = {}
+    sets = {"styles": [], "plain": []}
+    for i, prompt in enumerate(prompts):
+        sampling = Sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=10_000 + i)
+        messages = [{"role": "user", "content": prompt}]
+        sets["styles"].append([c.text for c in generator.generate_styled(messages, choose_styles(4, sampling.seed), sampling)[0]])
+        sets["plain"].append([c.text for c in generator.generate(messages, n=4, sampling=sampling)[0]])
+    for kind, candidate_sets in sets.items():
+        out[kind] = {}
+        for rule, score in RULES.items():
+            table = np.array([[score(t) for t in texts] for texts in candidate_sets])  # (P, 4)
+            out[kind][rule] = {"all_tie": round(float((table.max(1) == table.min(1)).mean()), 3),
+                               "spread": round(float((table.max(1) - table.min(1)).mean()), 2)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 20; 10 with --fast)")
+    parser.add_argument("--fast", action="store_true", help="10 rounds, one user per style rule, 5 persona users")
+    parser.add_argument("--users-per-rule", type=int, default=None, help="users per style rule (default 2; 1 with --fast)")
+    parser.add_argument("--persona-users", type=int, default=5, help="persona users: 80%% majority, 20%% minority")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--diversity", type=int, default=0, help="prompts for the styles-vs-plain tie measurement (0: skip)")
+    parser.add_argument("--generator", default="smollm2", help="`smollm2` or a saved causal LM folder")
+    parser.add_argument("--pal", type=Path, default=None, help="a PAL checkpoint folder (default: bootstrapped on persona data)")
+    parser.add_argument("--shared-data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("runs/closed_loop"))
+    parser.add_argument("--generation-cache", type=Path, default=None,
+                        help="keep generations in this file across runs (same prompts and seeds, same candidates): "
+                             "for re-measuring the ranking without generating again")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (10 if args.fast else 20)
+    args.users_per_rule = args.users_per_rule or (1 if args.fast else 2)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from pluralign.embed.encoders import SentenceEncoder
+    from service.runtime import make_generator
+
+    start = time.time()
+    generator = SharedGenerations(make_generator(args.generator), args.generation_cache)
+    encoder = SentenceEncoder()
+    persona = persona_questions(args.shared_data)
+    users = make_users(args)
+
+    def prompts_for(user: str) -> list[str]:
+        pool = persona if user.startswith("persona") else QUESTIONS
+        order = random.Random(f"{args.seed}-{user}").sample(range(len(pool)), len(pool))
+        return [pool[order[i % len(pool)]] for i in range(args.rounds)]
+
+    with tempfile.TemporaryDirectory(prefix="closed-loop-") as tmp:
+        arms = build_arms(Path(tmp), generator, encoder, args)
+        servers = [server for server, _, _ in arms.values()]
+        for s in servers:
+            s.__enter__()
+        try:
+            records = run_loop(arms, users, prompts_for, args)
+        finally:
+            for s in servers:
+                s.__exit__(None, None, None)
+    summary = summarize(records, args.rounds)
+    extra = {"advantage": advantage_table(records, args.rounds), "users": len(users), "seconds": round(time.time() - start, 1),
+             "generations": {"computed": generator.computed, "reused": generator.reused}}
+    if args.diversity:
+        extra["diversity"] = diversity(generator, QUESTIONS[: args.diversity], args)
+    generator.save()
+    (args.out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (args.out / "summary.json").write_text(json.dumps({**summary, **extra}, indent=1))
+    plot(records, args.rounds, args.out / "learning_curves.png")
+
+    print(f"closed loop: {len(users)} users, {args.rounds} rounds, pick rates over rounds {args.rounds // 2 + 1}-{args.rounds} (ties left out)")
+    print(f"{'rule':18s} " + " ".join(f"{a:>11s}" for a in ARMS) + "   ties   advantage (user_model)")
+    for rule, rates in summary["rules"].items():
+        cells = " ".join(f"{'-' if v is None else f'{v:.2f}':>11s}" for v in rates.values())
+        print(f"{rule:18s} {cells}   {summary['ties'][rule]:4d}   {extra['advantage'][rule]['user_model']}")
+    if "diversity" in extra:
+        print("candidates tying under each rule (share of prompts), styles vs plain sampling:")
+        for rule in RULES:
+            d = extra["diversity"]
+            print(f"  {rule:18s} styles {d['styles'][rule]['all_tie']:.2f} (spread {d['styles'][rule]['spread']})"
+                  f"   plain {d['plain'][rule]['all_tie']:.2f} (spread {d['plain'][rule]['spread']})")
+    print(f"{extra['seconds']} s; generations computed {generator.computed}, reused {generator.reused}; output in {args.out}")
+    if args.json:
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

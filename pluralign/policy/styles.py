@@ -1,0 +1,120 @@
+"""Answer styles that make a candidate set worth choosing between.
+
+Reranking can only serve what was generated: if every candidate reads alike, no user model helps.
+So the candidates of one request are generated in different styles, along three axes that people's
+stated preferences about answers are mostly about (length, format, register):
+
+    length:   brief (ends after its first sentence, or its second list item)  |  detailed
+    format:   a list (bulleted items)                                          |  prose
+    register: casual                                                           |  formal
+
+A style is a system instruction, plus an opening the answer starts with (assistant prefill: the
+model continues it) and, for brief answers, where the answer is cut. Openings and cuts are needed
+because SmolLM2-135M follows style instructions weakly (measured: asked for "one short sentence" or
+"a bulleted list" it mostly wrote the same 48-token paragraph); a larger model follows the
+instruction alone, and the openings stay harmless.
+
+For n candidates, styles are drawn so every axis is balanced: n = 4 is a half fraction of the 2^3
+design (every axis has two of each side, and every pair of axes all four combinations once), chosen
+by the request's seed; n = 2 takes two opposite corners; n >= 8 takes all eight; other n start
+with a half fraction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from dataclasses import dataclass
+
+AXES = (("brief", "detailed"), ("list", "prose"), ("casual", "formal"))
+
+_INSTRUCTIONS = {
+    "brief": "Answer in one short sentence.",
+    "detailed": "Answer in detail.",
+    "list": "Format the answer as a bulleted list.",
+    "prose": "Write the answer as prose, without lists.",
+    "casual": "Use a casual, friendly tone, like talking to a friend.",
+    "formal": "Use a formal, professional tone.",
+}
+_OPENINGS = {
+    ("casual", "list"): "Sure thing! Here are a few ideas:\n- ",
+    ("casual", "prose"): "Sure thing! ",
+    ("formal", "list"): "Certainly. Consider the following:\n- ",
+    ("formal", "prose"): "Certainly. ",
+}
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+@dataclass(frozen=True)
+class AnswerStyle:
+    length: str  # "brief" | "detailed"
+    format: str  # "list" | "prose"
+    register: str  # "casual" | "formal"
+
+    @property
+    def name(self) -> str:
+        return f"{self.length}-{self.format}-{self.register}"
+
+    @property
+    def instruction(self) -> str:
+        return " ".join(_INSTRUCTIONS[side] for side in (self.length, self.format, self.register))
+
+    @property
+    def opening(self) -> str:
+        return _OPENINGS[(self.register, self.format)]
+
+    def messages(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The conversation with the style's instruction appended to its system message (or as one)."""
+        out = [dict(m) for m in messages]
+        if out and out[0]["role"] == "system":
+            out[0]["content"] = f"{out[0]['content']}\n\n{self.instruction}"
+        else:
+            out.insert(0, {"role": "system", "content": self.instruction})
+        return out
+
+    def finish(self, continuation: str) -> tuple[str, bool]:
+        """The answer's text from the model's continuation of the opening, and whether it was cut.
+
+        A brief prose answer ends at the end of its first sentence or line after the opening; a
+        brief list keeps the intro line and two items."""
+        if self.opening.endswith("- "):  # the first list item continues the opening's marker
+            text = self.opening + continuation.strip()
+        else:
+            text = self.opening.rstrip(" ") + " " + continuation.strip()
+        if self.length != "brief":
+            return text.strip(), False
+        if self.format == "list":
+            lines = text.splitlines()
+            items = [i for i, line in enumerate(lines) if line.lstrip().startswith("- ")]
+            if len(items) > 2:
+                return "\n".join(lines[: items[2]]).strip(), True
+            return text.strip(), False
+        start = len(self.opening.rstrip())  # the opening's own sentence ("Certainly.") is not the answer's
+        ends = [m.end() for m in _SENTENCE_END.finditer(text) if m.end() > start]
+        breaks = [i for i in (text.find("\n", start + 2),) if i > 0]
+        cut = min(ends + breaks, default=None)
+        return (text[:cut].strip(), True) if cut is not None and cut < len(text.rstrip()) else (text.strip(), False)
+
+
+ALL_STYLES = tuple(AnswerStyle(*combo) for combo in itertools.product(*AXES))
+
+
+def choose_styles(n: int, seed: int | None = None) -> list[AnswerStyle]:
+    """n styles with every axis balanced (see the module docstring); deterministic under `seed`."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    rng = random.Random(seed)
+    if n >= len(ALL_STYLES):
+        styles = list(ALL_STYLES)
+        rng.shuffle(styles)
+        return [styles[i % len(styles)] for i in range(n)]
+    if n == 2:  # opposite corners: the two candidates differ on every axis
+        first = rng.choice(ALL_STYLES)
+        return [first, AnswerStyle(*(pair[1 - pair.index(v)] for pair, v in zip(AXES, (first.length, first.format, first.register), strict=True)))]
+    parity = rng.randrange(2)  # which half fraction of the 2^3 design
+    half = [s for s in ALL_STYLES if sum(AXES[a].index(v) for a, v in enumerate((s.length, s.format, s.register))) % 2 == parity]
+    other = [s for s in ALL_STYLES if s not in half]
+    rng.shuffle(half)
+    rng.shuffle(other)
+    return (half + other)[:n]

@@ -1,0 +1,64 @@
+"""Named, interpretable features of an answer's text, for the per-user part of the user model.
+
+A frozen MiniLM vector (truncated at 256 word pieces, trained for semantic similarity) says little
+about how an answer is written. The preferences people state about answers are mostly about that:
+"shorter", "as a list", "less formal" (the style axes of LoRe's and HyRe's user studies, and of
+chatbot-arena style controls). Each feature below is cheap (one regex pass), bounded, and named so a
+user's coefficient on it reads as a sentence: a negative weight on `length` is "prefers shorter
+answers". Only differences between two answers of one prompt enter a Bradley-Terry margin, so no
+feature is centred.
+
+Shape: `response_features(texts)` -> (N, F) float64, columns in FEATURE_NAMES order.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+FEATURES_VERSION = "text-features-1"  # bump when a definition changes: stored user states refit
+FEATURE_NAMES = ("length", "list_items", "exclamations", "contractions", "word_length", "second_person")
+FEATURE_DESCRIPTIONS = {
+    "length": ("longer answers", "shorter answers"),
+    "list_items": ("answers formatted as lists", "answers in prose, without lists"),
+    "exclamations": ("exclamation marks", "answers without exclamation marks"),
+    "contractions": ("contractions (a casual register)", "no contractions (a formal register)"),
+    "word_length": ("longer words (a formal register)", "shorter, plainer words"),
+    "second_person": ("addressing the reader as 'you'", "not addressing the reader as 'you'"),
+}
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
+_LIST_LINE = re.compile(r"^\s*(?:[-*•+]|\d{1,2}[.)])\s+\S")
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+_CONTRACTION = re.compile(r"[A-Za-z](?:n['’]t|['’](?:re|ll|ve|m|d|s))\b", re.IGNORECASE)
+_YOU = re.compile(r"\byou(?:r|rs|rself|['’](?:re|ll|ve|d))?\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def text_features(text: str) -> tuple[float, ...]:
+    """The F features of one answer (see the module docstring for their meaning and scale). Cached:
+    a refit reads the same stored answers again, and a regex pass is most of a refit's cost."""
+    words = _WORD.findall(text)
+    n_words = len(words)
+    lines = [line for line in text.splitlines() if line.strip()]
+    sentences = max(1, len(_SENTENCE_END.findall(text)))
+    per_word = 10.0 / max(n_words, 1)  # counts per 10 words
+    return (
+        math.log1p(n_words),  # a doubling of the length adds ~0.69
+        sum(1 for line in lines if _LIST_LINE.match(line)) / max(len(lines), 1),  # share of lines that are items
+        min(text.count("!") / sentences, 2.0),  # exclamation marks per sentence
+        min(len(_CONTRACTION.findall(text)) * per_word, 3.0),  # contractions per 10 words
+        (sum(len(w) for w in words) / n_words - 4.5) if n_words else 0.0,  # mean letters per word, minus 4.5
+        min(len(_YOU.findall(text)) * per_word, 3.0),  # 'you' forms per 10 words
+    )
+
+
+def response_features(texts: Sequence[str]) -> np.ndarray:
+    """(N, F) float64 features of N answer texts, columns in FEATURE_NAMES order."""
+    if not len(texts):
+        return np.zeros((0, len(FEATURE_NAMES)))
+    return np.asarray([text_features(t) for t in texts], dtype=np.float64)

@@ -1,0 +1,293 @@
+"""What pluralign believes about one user: PAL's mixture as the population prior, plus a per-user
+Bayesian part that can hold a preference no prototype covers.
+
+PAL's margin is linear in a user's prototype weights w (variant a exactly:
+r(y_c) - r(y_r) = ||f_r||^2 - ||f_c||^2 + 2 sum_k w_k p_k . (f_c - f_r); variant b to first order
+around the population's weights). So a user's reward for an answer y to a prompt x is written as
+one linear model over coordinates that do not depend on the user:
+
+    r_u(x, y) = b_0 o(x, y) + sum_k b_k q_k(x, y) + theta . phi(y) + delta . l(x, y)
+
+- o = -||f(x, y)||^2 and q_k = 2 p_k . f(x, y) are PAL's ideal-point terms (variant a; variant b:
+  o = 0 and q_k = s g_k(x) . f^(y) / ||a_0(x)||, the cosine's terms at the population's ideal point);
+  b_0 = 1, b = w is PAL's reward exactly, and b off the simplex is an ideal point outside the hull
+  of the prototypes (Chen et al., ICLR 2025, give the ideal-point form);
+- phi(y) are the named text features of `pluralign.user.features` (length, lists, register, ...);
+- l(x, y) is the answer's direction in PAL's latent space (unit norm): an ideal-point shift in
+  directions no prototype spans.
+
+beta_u = (b_0, b, theta, delta) gets a Gaussian prior centred on the population (b_0 = 1, b = the
+population's mixture weights, the rest 0) and the Bradley-Terry likelihood of the user's own
+comparisons, P(c > r) = sigmoid(beta_u . (x_c - x_r)). All coefficients are fitted together, so a
+preference PAL cannot express is not first forced onto the prototypes. The posterior is approximated
+by a Gaussian at its mode (Laplace): Newton steps on a convex objective, then the inverse Hessian as
+the covariance, which later work uses to ask the most informative question. This is Bayesian
+logistic regression with an informative prior (Bishop, PRML 4.5); LoRe (Bose et al., 2025) and HyRe
+(Lee et al., 2025) likewise adapt a low-dimensional per-user part on a shared reward basis. PAL's own
+few-shot logits are still fitted (`fit_logits`): the profile shows them, and `user_model =
+prototypes` serves with them alone.
+
+Shapes: N comparisons or candidates, d embedding width, K prototypes, F named features, L latent
+width, D = 1 + K + F + L coefficients (73 for the service's K = 4, L = 64). Everything per user is
+numpy float64 and small, so a refit is about a millisecond; the state is a row (`UserState`, msgpack)
+in the users table, never a module parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import msgspec
+import numpy as np
+import torch
+
+from pluralign.data.record import Base
+from pluralign.reward.pal_model import PALModel
+from pluralign.user.features import FEATURE_NAMES, FEATURES_VERSION, response_features
+from pluralign.user.population import as_population, softmax
+
+if TYPE_CHECKING:
+    from pluralign.reward.em import EMMixture
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ResidualPrior:
+    """Standard deviations of the Gaussian prior on a user's coefficients around the population.
+
+    The six named features get a wide prior: they carry the preferences people state about answers,
+    and a few comparisons should set them. PAL's 1 + K + L coordinates get narrow ones, so the 64
+    latent directions do not absorb what a named feature explains. Chosen on the closed loop's seed-0
+    run (mean pick rate over the style rules 0.62 with every scale at 1, 0.75 with these; figures in
+    BENCHMARKS.md), reported on another seed; `pluralign eval` scales them all by a factor chosen on
+    validation pairs (`pluralign.user.preference`)."""
+
+    origin_scale: float = 0.5  # of b_0 around 1 (variant a's -||f||^2 term)
+    prototype_scale: float = 0.5  # of each b_k around the population's weight on prototype k
+    feature_scale: float = 5.0  # of each named feature's weight (features move ~1 between answers)
+    latent_scale: float = 0.5  # of each latent coordinate's weight (latent rows have unit norm)
+    newton_steps: int = 25  # most Newton steps of the mode search
+    tol: float = 1e-7  # stop once a step lowers the objective by less than this
+
+    def __post_init__(self) -> None:
+        if min(self.origin_scale, self.prototype_scale, self.feature_scale, self.latent_scale) <= 0:
+            raise ValueError("prior scales must be positive")
+
+
+class UserState(Base, kw_only=True):
+    """A user's residual posterior, as stored in the users table (msgpack) and exported (JSON)."""
+
+    version: int = STATE_VERSION
+    population: str  # version of the population (PAL) checkpoint it was fitted against
+    features: str  # FEATURES_VERSION of the named features
+    names: list[str]  # (D,) "pal_origin", "prototype_0".., the feature names, "latent_0"..
+    logits: list[float]  # (K,) the user's PAL logits (PAL's own few-shot fit, shown in the profile)
+    mean: list[float]  # (D,) posterior mean of beta
+    cov: list[float]  # (D * D,) posterior covariance, row-major
+    n: int  # comparisons fitted on
+    fitted_at: float
+
+    def mean_array(self) -> np.ndarray:
+        return np.asarray(self.mean, np.float64)
+
+    def cov_array(self) -> np.ndarray:
+        d = len(self.mean)
+        return np.asarray(self.cov, np.float64).reshape(d, d)
+
+    def coefficient(self, name: str) -> tuple[float, float]:
+        """(posterior mean, posterior standard deviation) of one named coefficient."""
+        i = self.names.index(name)
+        return float(self.mean[i]), float(np.sqrt(max(self.cov_array()[i, i], 0.0)))
+
+    def encode(self) -> bytes:
+        return _ENCODER.encode(self)
+
+    @staticmethod
+    def decode(raw: bytes) -> UserState:
+        """Raises msgspec.DecodeError / ValidationError on a malformed state."""
+        return _DECODER.decode(raw)
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(UserState)
+
+
+def fit_posterior(
+    design: np.ndarray, prior_mean: np.ndarray, prior_precision: np.ndarray, steps: int = 25, tol: float = 1e-8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Laplace approximation of Bayesian logistic regression without intercept.
+
+    design (N, D): x_c - x_r of each comparison (the chosen answer's features minus the rejected's);
+    prior_mean (D,), prior_precision (D,) (a diagonal Gaussian prior). Returns the posterior mode
+    (D,) and covariance (D, D) = inverse Hessian of the negative log posterior at the mode. Newton's
+    method on a strictly convex objective, with step halving as a safeguard."""
+    beta = prior_mean.astype(np.float64).copy()
+    prec = np.diag(prior_precision.astype(np.float64))
+
+    def objective(b: np.ndarray) -> float:
+        return float(np.logaddexp(0.0, -(design @ b)).sum() + 0.5 * ((b - prior_mean) ** 2 * prior_precision).sum())
+
+    loss = objective(beta)
+    hessian = prec
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(design @ beta)))  # (N,) P(chosen beats rejected)
+        grad = -design.T @ (1.0 - p) + prior_precision * (beta - prior_mean)  # (D,)
+        hessian = (design.T * (p * (1.0 - p))) @ design + prec  # (D, D)
+        step = np.linalg.solve(hessian, grad)
+        size = 1.0
+        for _ in range(20):
+            candidate = beta - size * step
+            candidate_loss = objective(candidate)
+            if candidate_loss <= loss + 1e-12:
+                break
+            size /= 2
+        else:
+            break
+        beta, decrease, loss = candidate, loss - candidate_loss, candidate_loss
+        if decrease < tol:
+            break
+    p = 1.0 / (1.0 + np.exp(-(design @ beta)))
+    hessian = (design.T * (p * (1.0 - p))) @ design + prec
+    return beta, np.linalg.inv(hessian)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """N answers in the user model's coordinates; nothing in it is about a user."""
+
+    x: np.ndarray  # (N, D)
+
+
+class UserModel:
+    """A population model (PAL or EM) plus each user's Bayesian part. Holds no user: states are passed in.
+
+    >>> um = UserModel(pal_model, population="ckpt-1f2e", prior_logits=population_logits)
+    >>> logits, state = um.fit_user(prompt, chosen, rejected, chosen_texts, rejected_texts, population_logits)
+    >>> um.score(logits, state, um.candidates(prompt, response, texts))  # (N,)
+    """
+
+    def __init__(self, model: PALModel | EMMixture, population: str, prior: ResidualPrior = ResidualPrior(),
+                 prior_logits: np.ndarray | None = None):
+        self.base = as_population(model, prior_logits)
+        self.population = population
+        self.prior = prior
+        self.k = self.base.k
+        self.latent_dim = self.base.latent_dim
+        prior_logits = np.zeros(self.k) if prior_logits is None else np.asarray(prior_logits, np.float64)
+        self.population_weights = softmax(prior_logits)  # (K,)
+        self.names = ["pal_origin", *(f"prototype_{k}" for k in range(self.k)), *FEATURE_NAMES,
+                      *(f"latent_{i}" for i in range(self.latent_dim))]
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def mean_for(self, weights: np.ndarray) -> np.ndarray:
+        """(D,) coefficients that reproduce the population model's reward at prototype weights (K,)."""
+        mean = np.zeros(self.dim)
+        mean[0] = 1.0
+        mean[1 : 1 + self.k] = weights
+        return mean
+
+    def prior_mean(self) -> np.ndarray:
+        return self.mean_for(self.population_weights)
+
+    def prior_precision(self) -> np.ndarray:
+        p = self.prior
+        scales = [p.origin_scale] + [p.prototype_scale] * self.k + [p.feature_scale] * len(FEATURE_NAMES) \
+            + [p.latent_scale] * self.latent_dim
+        return 1.0 / np.square(np.asarray(scales, np.float64))
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.array(a, dtype=np.float32), device=self.base.device())  # a writable copy
+
+    def _split(self, coords: np.ndarray, named: np.ndarray) -> np.ndarray:
+        """(N, 1 + K + L) population coordinates and (N, F) named features -> (N, D) in `names` order."""
+        k = 1 + self.k
+        return np.concatenate([coords[:, :k], named, coords[:, k:]], axis=1)
+
+    def candidates(
+        self, prompt: np.ndarray, response: np.ndarray, texts: Sequence[str] | None = None, named: np.ndarray | None = None
+    ) -> Candidates:
+        """prompt (N, d) or (d,), response (N, d), and the answers' texts N (or their named features
+        (N, F) already computed) -> their coordinates. Raises ValueError on mismatched lengths."""
+        response = np.asarray(response, np.float32)
+        prompt = np.broadcast_to(np.asarray(prompt, np.float32).reshape(-1, response.shape[1]), response.shape)
+        named = response_features(texts) if named is None else np.asarray(named, np.float64)
+        if len(named) != response.shape[0]:
+            raise ValueError(f"{len(named)} texts for {response.shape[0]} response vectors")
+        coords = self.base.coordinates(self._tensor(prompt), self._tensor(response)).double().cpu().numpy()
+        return Candidates(x=self._split(coords, named))
+
+    def score(self, logits: np.ndarray, state: UserState | None, c: Candidates) -> np.ndarray:
+        """(N,) the user's reward of each answer: the posterior mean's; without a state, the
+        population model's reward at the user's logits (K,) (up to a constant per prompt)."""
+        beta = self.mean_for(softmax(np.asarray(logits, np.float64))) if state is None else state.mean_array()
+        return c.x @ beta
+
+    @torch.no_grad()
+    def _diff(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray):
+        p, c, r = self._tensor(prompt), self._tensor(chosen), self._tensor(rejected)
+        both = self.base.coordinates(torch.cat([p, p]), torch.cat([c, r]))  # one pass: (2N, 1 + K + L)
+        return p, c, r, (both[: len(prompt)] - both[len(prompt) :]).double().cpu().numpy()
+
+    def fit_logits(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, prior_logits: np.ndarray) -> np.ndarray:
+        """The population model's own fit of a user's K logits from comparisons (N, d) each."""
+        p, c, r, diff = self._diff(prompt, chosen, rejected)
+        return self.base.fit_logits(p, c, r, diff, np.asarray(prior_logits, np.float64))
+
+    def fit_user(
+        self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, chosen_texts: Sequence[str],
+        rejected_texts: Sequence[str], prior_logits: np.ndarray, fitted_at: float = 0.0,
+    ) -> tuple[np.ndarray, UserState]:
+        """A whole refit from the user's N comparisons (embeddings (N, d) each, answer texts): the
+        population model's K logits around `prior_logits`, and the posterior, from one pass of the
+        population model's networks over the comparisons. Same result as `fit_logits` then `fit`."""
+        if not (len(prompt) == len(chosen) == len(rejected) == len(chosen_texts) == len(rejected_texts)):
+            raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
+        prior_logits = np.asarray(prior_logits, np.float64)
+        if not len(prompt):
+            return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at)
+        p, c, r, diff = self._diff(prompt, chosen, rejected)
+        logits = self.base.fit_logits(p, c, r, diff, prior_logits)
+        named = response_features(chosen_texts) - response_features(rejected_texts)  # (N, F)
+        return logits, self._posterior(logits, self._split(diff, named), fitted_at)
+
+    def _posterior(self, logits: np.ndarray, design: np.ndarray, fitted_at: float) -> UserState:
+        p = self.prior
+        mean, cov = fit_posterior(design, self.prior_mean(), self.prior_precision(), p.newton_steps, p.tol)
+        return UserState(
+            population=self.population, features=FEATURES_VERSION, names=list(self.names),
+            logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design),
+            fitted_at=fitted_at,
+        )
+
+    def fit(
+        self, logits: np.ndarray, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray,
+        chosen_texts: Sequence[str], rejected_texts: Sequence[str], fitted_at: float = 0.0,
+    ) -> UserState:
+        """The posterior of a user (whose logits (K,) are recorded with it) from their N comparisons
+        (embeddings (N, d) each, and the answers' texts). Raises ValueError on mismatched lengths."""
+        if not (len(prompt) == len(chosen) == len(rejected) == len(chosen_texts) == len(rejected_texts)):
+            raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
+        return self.fit_named(logits, prompt, chosen, rejected, response_features(chosen_texts),
+                              response_features(rejected_texts), fitted_at)
+
+    def fit_named(
+        self, logits: np.ndarray, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray,
+        chosen_named: np.ndarray, rejected_named: np.ndarray, fitted_at: float = 0.0,
+    ) -> UserState:
+        """`fit` with the answers' named features (N, F) each instead of their texts."""
+        if len(prompt):
+            design = self._split(self._diff(prompt, chosen, rejected)[3], np.asarray(chosen_named) - np.asarray(rejected_named))
+        else:
+            design = np.zeros((0, self.dim))
+        return self._posterior(np.asarray(logits, np.float64), design, fitted_at)
+
+    def fits(self, state: UserState | None) -> bool:
+        """Whether a stored state belongs to this model (same population checkpoint and features)."""
+        return state is not None and state.population == self.population and state.features == FEATURES_VERSION \
+            and state.names == self.names and state.version == STATE_VERSION

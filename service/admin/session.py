@@ -1,0 +1,134 @@
+"""The dashboard's login: a form that takes an admin key and opens a browser session.
+
+GET /admin/login shows the form; POST /admin/login (form field `key`) checks that the key is an
+admin key and sets `pluralign_admin`, a random session token in a Secure, HttpOnly, SameSite=Strict
+cookie scoped to /admin that expires after `admin_session_s` seconds (setting; default one hour).
+POST /admin/logout ends the session. The server keeps only the token's sha256 and its expiry, in
+memory: a restart logs everyone out.
+
+A session opens the admin area's read-only pages (GET): the dashboard, jobs and audits. Anything
+that changes state (queueing or cancelling a job) still needs `Authorization: Bearer <admin key>`,
+so a forged cross-site form cannot act with an operator's cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import secrets
+import threading
+import time
+from typing import Annotated
+
+from litestar import Request, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Response
+
+from pluralign.data.record import Base
+from service.auth import SESSION_COOKIE as COOKIE
+from service.auth import Principal
+
+COOKIE_PATH = "/admin"
+
+
+class AdminSessions:
+    """Session tokens of the admin pages: token sha256 -> (principal, expiry as a unix time)."""
+
+    def __init__(self, ttl_s: float, clock=time.time):
+        self.ttl_s, self.clock = ttl_s, clock
+        self._lock = threading.Lock()
+        self._live: dict[str, tuple[Principal, float]] = {}
+
+    def open(self, principal: Principal) -> str:
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        with self._lock:
+            self._live = {k: v for k, v in self._live.items() if v[1] > now}  # forget expired ones
+            self._live[_digest(token)] = (principal, now + self.ttl_s)
+        return token
+
+    def lookup(self, token: str) -> Principal | None:
+        """The session's principal, or None when unknown or expired."""
+        with self._lock:
+            found = self._live.get(_digest(token))
+            if found is None:
+                return None
+            if found[1] <= self.clock():
+                del self._live[_digest(token)]
+                return None
+            return found[0]
+
+    def close(self, token: str) -> None:
+        with self._lock:
+            self._live.pop(_digest(token), None)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class LoginForm(Base):
+    key: str
+
+
+PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>pluralign admin login</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:#f7fafc;color:#1a202c;margin:0}}
+main{{max-width:420px;margin:80px auto;background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:28px}}
+h1{{font-size:22px;margin:0 0 6px}} p{{color:#4a5568;font-size:14px}}
+label{{display:block;font-size:13px;margin:18px 0 6px}}
+input{{width:100%;box-sizing:border-box;padding:10px;border:1px solid #cbd5e0;border-radius:6px;font-size:15px}}
+button{{margin-top:18px;width:100%;padding:11px;border:0;border-radius:6px;background:#2b6cb0;color:#fff;font-size:15px;cursor:pointer}}
+.error{{background:#fff5f5;border:1px solid #feb2b2;color:#c53030;padding:8px 10px;border-radius:6px;font-size:14px}}
+</style></head><body><main>
+<h1>pluralign</h1><p>Sign in to the operator's dashboard with an admin API key.</p>
+{error}
+<form method="post" action="/admin/login">
+<label for="key">Admin key</label>
+<input id="key" name="key" type="password" autocomplete="current-password" placeholder="pk-..." required autofocus>
+<button type="submit">Sign in</button>
+</form></main></body></html>"""
+
+
+def login_page(error: str = "", status: int = 200) -> Response:
+    box = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
+    return Response(PAGE.format(error=box), media_type="text/html", status_code=status)
+
+
+def _sessions(request: Request) -> AdminSessions:
+    return request.app.state.admin_sessions
+
+
+@get("/admin/login", sync_to_thread=False, summary="The admin login form (HTML)", media_type="text/html")
+def login_form() -> Response:
+    return login_page()
+
+
+@post("/admin/login", sync_to_thread=False, status_code=303, summary="Open an admin session from an admin key (form post)")
+def login(request: Request, data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response:
+    """303 to the dashboard with the session cookie set; 401 with the form again for a key that is not an admin key."""
+    entry = request.app.state.runtime.keys.lookup(data.key.strip()) if data.key.strip() else None
+    if entry is None or not entry.admin:
+        return login_page("That is not an admin key.", status=401)
+    sessions = _sessions(request)
+    token = sessions.open(Principal(tenant=entry.tenant, admin=True))
+    response = Redirect("/admin/dashboard", status_code=303)
+    response.set_cookie(
+        COOKIE, token, path=COOKIE_PATH, max_age=int(sessions.ttl_s), secure=True, httponly=True, samesite="strict"
+    )
+    return response
+
+
+@post("/admin/logout", sync_to_thread=False, status_code=303, summary="End the admin session")
+def logout(request: Request) -> Response:
+    token = request.cookies.get(COOKIE)
+    if token:
+        _sessions(request).close(token)
+    response = Redirect("/admin/login", status_code=303)
+    response.delete_cookie(COOKIE, path=COOKIE_PATH)
+    return response
+
+
+SESSION_HANDLERS = (login_form, login, logout)

@@ -1,0 +1,68 @@
+"""OpenAI chat fields that clients send by default: accepted at their neutral value, or ignored.
+
+docs/api.md lists every OpenAI chat field as supported, ignored or refused; this module enforces
+the "neutral values only" rows (a 400 naming the field otherwise) and turns the history (tool turns,
+assistant turns with null content) into plain role/content messages for the chat template.
+"""
+
+from __future__ import annotations
+
+from service.chat.schemas import ChatMessage, ChatRequest
+from service.errors import bad_request
+
+UNSUPPORTED = "unsupported_value"
+
+
+def check_neutral_fields(data: ChatRequest) -> None:
+    """Raise a 400 (ValidationException) naming the first field whose value pluralign cannot honour."""
+    if data.logprobs:
+        raise bad_request("logprobs", "log-probabilities are not returned; send false or omit it", UNSUPPORTED)
+    if data.top_logprobs:
+        raise bad_request("top_logprobs", "log-probabilities are not returned; send 0 or omit it", UNSUPPORTED)
+    if data.logit_bias:
+        raise bad_request("logit_bias", "logit bias is not supported; send {} or omit it", UNSUPPORTED)
+    if data.response_format is not None and data.response_format.type != "text":
+        raise bad_request(
+            "response_format.type", f"only `text` is supported (no constrained decoding), got {data.response_format.type!r}", UNSUPPORTED
+        )
+    if data.tools:
+        raise bad_request("tools", "tool calling is not supported; send [] or omit it", UNSUPPORTED)
+    if data.tool_choice not in (None, "none", "auto"):
+        raise bad_request("tool_choice", "no tools are available: only `none` or `auto`", UNSUPPORTED)
+    if data.functions:
+        raise bad_request("functions", "function calling is not supported; send [] or omit it", UNSUPPORTED)
+    if data.function_call not in (None, "none", "auto"):
+        raise bad_request("function_call", "no functions are available: only `none` or `auto`", UNSUPPORTED)
+    if data.modalities is not None and list(data.modalities) != ["text"]:
+        raise bad_request("modalities", f"only [\"text\"] is supported, got {data.modalities}", UNSUPPORTED)
+    for field in ("audio", "prediction", "web_search_options", "moderation"):
+        if getattr(data, field):
+            raise bad_request(field, "not supported; send null or omit it", UNSUPPORTED)
+    if data.metadata is not None and len(data.metadata) > 16:
+        raise bad_request("metadata", f"at most 16 keys, got {len(data.metadata)}")
+
+
+def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """Role/content pairs for the chat template. `developer` is a system turn; a tool's result is
+    a user turn marked as such (small chat templates know no `tool` role); an assistant's tool calls
+    are written out as text so the model sees what was asked."""
+    out: list[dict[str, str]] = []
+    for i, m in enumerate(messages):
+        if m.role == "tool":
+            if not m.tool_call_id:
+                raise bad_request(f"messages[{i}].tool_call_id", "a `tool` message needs the id of the call it answers")
+            out.append({"role": "user", "content": f"[result of tool call {m.tool_call_id}]\n{m.text()}"})
+            continue
+        if m.role != "assistant" and (m.tool_calls or m.refusal is not None or m.function_call):
+            raise bad_request(f"messages[{i}].role", "`tool_calls`, `function_call` and `refusal` belong to assistant messages")
+        if m.role != "tool" and m.tool_call_id is not None:
+            raise bad_request(f"messages[{i}].tool_call_id", "only `tool` messages carry a tool_call_id")
+        if m.content is None and m.role != "assistant":
+            raise bad_request(f"messages[{i}].content", f"a `{m.role}` message needs content")
+        text = m.text() or (m.refusal or "")
+        calls = list(m.tool_calls or ()) + ([m.function_call] if m.function_call else [])
+        for call in calls:
+            fn = getattr(call, "function", call)
+            text += ("\n" if text else "") + f"[called {fn.name}({fn.arguments})]"
+        out.append({"role": "system" if m.role == "developer" else m.role, "content": text})
+    return out

@@ -1,0 +1,111 @@
+"""The OpenAPI document says what the service does: who may call each route, every error status it
+answers (in OpenAI's error shape), and the real media types (server-sent events, the Prometheus
+text, the dashboard's HTML, JSON lines).
+
+Litestar derives paths and bodies from the handlers; `complete_openapi` adds what it cannot know,
+in place, on the dict that `/schema/openapi.json` and the docs pages serve.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar
+from litestar._openapi.plugin import OpenAPIPlugin
+
+ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string", "description": "what is wrong, naming the field"},
+                "type": {"type": "string", "examples": ["invalid_request_error"]},
+                "param": {"type": ["string", "null"], "description": "the field at fault (`messages[0].role`), or null"},
+                "code": {"type": ["string", "null"], "examples": ["invalid_value"]},
+            },
+        }
+    },
+    "description": "OpenAI's error shape, for every 4xx and 5xx",
+}
+SECURITY_SCHEMES = {
+    "apiKey": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer pk-...`: a tenant key (/v1) or an admin key (/admin)"},
+    "adminSession": {
+        "type": "apiKey", "in": "cookie", "name": "pluralign_admin",
+        "description": "the dashboard's session, set by POST /admin/login with an admin key",
+    },
+}
+ERRORS = {
+    400: "a field is invalid: `error.param` names it",
+    401: "no key, or an unknown key",
+    403: "the key may not use this route (admin keys: /admin only; tenant keys: /v1 only)",
+    404: "no such resource (user, model, job, response) for this tenant",
+    413: "the request body is over the size limit",
+    429: "too many requests: retry later",
+    500: "an internal error (logged)",
+}
+PUBLIC = {"/health", "/metrics", "/admin/login", "/admin/logout"}
+MEDIA = {  # (path, method) -> the media types the 200 really answers
+    ("/metrics", "get"): {"text/plain; version=0.0.4": {"schema": {"type": "string"}}},
+    ("/admin/dashboard", "get"): {"text/html": {"schema": {"type": "string"}}},
+    ("/admin/login", "get"): {"text/html": {"schema": {"type": "string"}}},
+    ("/v1/users/{user_id}/export", "get"): {"application/x-ndjson": {"schema": {"type": "string", "description": "one JSON object per line"}}},
+}
+SSE = {"schema": {"type": "string", "description": "`data: {chat.completion.chunk}` events, then `data: [DONE]`"}}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
+
+
+def _fix_one_of(node: Any) -> None:
+    """`oneOf` of integer and number: an integer matches both, so a validator refuses it; anyOf says it."""
+    if isinstance(node, dict):
+        branches = node.get("oneOf")
+        if isinstance(branches, list) and {"integer", "number"} <= {b.get("type") for b in branches if isinstance(b, dict)}:
+            node["anyOf"] = node.pop("oneOf")
+        for value in node.values():
+            _fix_one_of(value)
+    elif isinstance(node, list):
+        for value in node:
+            _fix_one_of(value)
+
+
+def complete_openapi(schema: dict) -> dict:
+    """Security schemes and requirements, declared errors and real media types, in place."""
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {})["ErrorBody"] = ERROR_SCHEMA
+    components["securitySchemes"] = SECURITY_SCHEMES
+    for path, item in schema.get("paths", {}).items():
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = op.setdefault("responses", {})
+            public = path in PUBLIC or path.startswith("/schema")
+            if not public:
+                op["security"] = [{"apiKey": []}, {"adminSession": []}] if path.startswith("/admin") else [{"apiKey": []}]
+            statuses = [400, 500] + ([] if public else [401, 403, 404, 429])
+            if method in ("post", "put", "patch"):
+                statuses.append(413)
+            for status in statuses:
+                responses[str(status)] = _error(ERRORS[status])
+            if (path, method) in MEDIA:
+                ok = next(s for s in responses if s.startswith("2"))
+                responses[ok]["content"] = MEDIA[(path, method)]
+            for status in [s for s in responses if s.startswith("3")]:  # redirects have no body, a Location
+                responses[status] = {"description": "see other", "headers": {"Location": {"schema": {"type": "string"}}}}
+            if (path, method) == ("/admin/login", "post"):
+                responses["401"] = {"description": "not an admin key: the form again, with the reason", "content": MEDIA[("/admin/login", "get")]}
+            if path == "/v1/chat/completions":
+                responses["200"].setdefault("content", {})["text/event-stream"] = SSE
+                responses["200"]["description"] = "a chat.completion (JSON), or with `stream: true` server-sent chunks"
+    _fix_one_of(schema)
+    return schema
+
+
+def install(app: Litestar) -> None:
+    """Build the app's OpenAPI document now and complete it; the docs pages serve this dict."""
+    complete_openapi(app.plugins.get(OpenAPIPlugin).provide_openapi_schema())

@@ -1,0 +1,48 @@
+"""benchmarks/closed_loop.py drives the real service over HTTP and keeps its JSON contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.service.tiny import ROOT, SHARED_DATA
+
+
+def run_closed_loop(tmp_path, *args: str, timeout: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.closed_loop", "--out", str(tmp_path / "out"), "--shared-data", str(SHARED_DATA),
+         "--json", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_contract_with_tiny_models(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    """Two rounds with a random tiny model: the arms run side by side, every rule is reported for
+    every arm, and the curves and records are written."""
+    result = run_closed_loop(tmp_path, "--generator", str(tiny_generator_dir), "--pal", str(tiny_pal_dir), "--fast",
+                             "--rounds", "2", "--max-tokens", "6", timeout=600)
+    assert set(result) == {"rules", "rounds", "ties"} and result["rounds"] == 2
+    assert set(result["rules"]) == {"short", "long", "lists", "no_lists", "casual", "formal", "persona_majority", "persona_minority"}
+    assert all(set(arms) == {"today", "user_model", "control"} for arms in result["rules"].values())
+    assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 11 * 3  # rounds x users x arms
+    # the arms saw the same candidates: the generator ran once per (user, round)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["generations"]["computed"] == 2 * 11 and summary["generations"]["reused"] == 2 * 2 * 11
+
+
+@pytest.mark.slow
+def test_fast_closed_loop_learns_users_on_smollm2(tmp_path):
+    """SmolLM2, 10 rounds: over rounds 6-10 the user model serves the user's pick more often than
+    the non-personalized control, for the style rules taken together (~15 min on two cores)."""
+    result = run_closed_loop(tmp_path, "--fast", timeout=3600)
+    style = [r for r in result["rules"] if not r.startswith("persona")]
+    learned = sum(result["rules"][r]["user_model"] or 0 for r in style) / len(style)
+    control = sum(result["rules"][r]["control"] or 0 for r in style) / len(style)
+    assert learned > control + 0.2

@@ -1,0 +1,155 @@
+"""The pages a person opens, in headless Chromium (Debian's chromium and chromedriver, driven by
+Selenium): the API docs at /schema and /schema/swagger draw offline from assets the app serves, and
+the dashboard is reached through its login form, with a secure HTTP-only same-site session cookie,
+sign-out and expiry. Screenshots are checked for drawn content, not just for HTML."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import start_service
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None, reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
+)
+SESSION_S = 6
+SWAGGER_GET_BLUE, SWAGGER_POST_GREEN, BUTTON_BLUE = "#61affe", "#49cc90", "#2b6cb0"
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(
+        tmp_path_factory.mktemp("browser-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+        admin_handlers=ADMIN_HANDLERS, admin_session_s=SESSION_S,
+    )
+    with server:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1000",
+                "--no-first-run", "--disable-extensions", f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def local(svc, path: str) -> str:
+    return svc.url.replace("127.0.0.1", "localhost") + path  # localhost: a secure context for Secure cookies over http
+
+
+def wait_for(driver, css: str, timeout: float = 60):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def screenshot(driver) -> np.ndarray:  # (H, W, 3) uint8
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB"))
+
+
+def count(pixels: np.ndarray, hex_color: str, tolerance: int = 10) -> int:
+    want = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(pixels.astype(np.int64) - want) <= tolerance).all(axis=-1).sum())
+
+
+def inked(pixels: np.ndarray) -> float:
+    """Share of pixels that are not (near) white: a blank page is ~0."""
+    return float((pixels.min(axis=-1) < 200).mean())
+
+
+@pytest.mark.parametrize("path", ["/schema/swagger", "/schema"])
+def test_api_docs_draw_offline_from_the_apps_own_assets(svc, browser, path):
+    from selenium.webdriver.common.by import By
+
+    page = httpx.get(svc.url + path).text
+    assert "cdn" not in page.lower() and "/schema/assets/swagger-ui-bundle.js" in page
+    assert httpx.get(svc.url + "/schema/assets/swagger-ui-bundle.js").status_code == 200
+    browser.get(local(svc, path))
+    wait_for(browser, ".swagger-ui .opblock")
+    title = browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    assert "pluralign" in title
+    operations = browser.find_elements(By.CSS_SELECTOR, ".opblock")
+    assert len(operations) >= 15  # every route is listed
+    shot = screenshot(browser)
+    if os.environ.get("PLURALIGN_SCREENSHOTS"):
+        browser.save_screenshot(os.path.join(os.environ["PLURALIGN_SCREENSHOTS"], path.strip("/").replace("/", "-") + ".png"))
+    assert inked(shot) > 0.05
+    assert count(shot, SWAGGER_GET_BLUE) > 2_000 and count(shot, SWAGGER_POST_GREEN) > 500  # the coloured operation bars
+
+
+def test_dashboard_login_cookie_sign_out_and_expiry(svc, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.delete_all_cookies()
+    browser.get(local(svc, "/admin/dashboard"))  # no session yet: sent to the form
+    wait_for(browser, "form input#key")
+    assert browser.current_url.endswith("/admin/login")
+    form = screenshot(browser)
+    if os.environ.get("PLURALIGN_SCREENSHOTS"):
+        browser.save_screenshot(os.path.join(os.environ["PLURALIGN_SCREENSHOTS"], "login.png"))
+    assert count(form, BUTTON_BLUE) > 5_000 and inked(form) > 0.01  # the form and its button are drawn
+
+    browser.find_element(By.ID, "key").send_keys(svc.keys["acme"])  # a tenant key is not an admin key
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert "not an admin key" in wait_for(browser, ".error").text
+    assert browser.get_cookie("pluralign_admin") is None
+
+    browser.find_element(By.ID, "key").send_keys(svc.keys["admin"])
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, "#sign-out")
+    assert browser.current_url.endswith("/admin/dashboard") and "pluralign operations" in browser.page_source
+    cookie = browser.get_cookie("pluralign_admin")
+    assert cookie["httpOnly"] is True and cookie["secure"] is True and cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/admin" and cookie["expiry"] - time.time() <= SESSION_S + 1
+    assert browser.execute_script("return document.cookie") == ""  # scripts cannot read it
+    dashboard = screenshot(browser)
+    assert inked(dashboard) > 0.005  # headings, text and the sign-out button on a pale page (no audit yet)
+    if os.environ.get("PLURALIGN_SCREENSHOTS"):
+        browser.save_screenshot(os.path.join(os.environ["PLURALIGN_SCREENSHOTS"], "dashboard.png"))
+
+    # the cookie reads pages, but cannot change anything
+    jar = {"pluralign_admin": cookie["value"]}
+    assert httpx.get(svc.url + "/admin/jobs", cookies=jar).status_code == 200
+    refused = httpx.post(svc.url + "/admin/jobs", cookies=jar, json={"kind": "audit", "params": {"group_by": "x"}})
+    assert refused.status_code == 403 and "Bearer" in refused.json()["error"]["message"]
+
+    browser.find_element(By.ID, "sign-out").click()  # sign out: back to the form, the session is gone server-side too
+    wait_for(browser, "form input#key")
+    assert browser.get_cookie("pluralign_admin") is None
+    assert httpx.get(svc.url + "/admin/jobs", cookies=jar).status_code == 401
+
+    browser.find_element(By.ID, "key").send_keys(svc.keys["admin"])  # and expiry
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, "#sign-out")
+    signed_in_at = time.monotonic()
+    jar = {"pluralign_admin": browser.get_cookie("pluralign_admin")["value"]}
+    assert httpx.get(svc.url + "/admin/jobs", cookies=jar).status_code == 200
+    time.sleep(max(0.0, SESSION_S + 1 - (time.monotonic() - signed_in_at)))
+    expired = httpx.get(svc.url + "/admin/jobs", cookies=jar)
+    assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
+    browser.get(local(svc, "/admin/dashboard"))
+    wait_for(browser, "form input#key")
+    assert browser.current_url.endswith("/admin/login")

@@ -1,0 +1,70 @@
+"""/metrics parsed with prometheus_client's own parser: full route templates, unmatched 404s,
+counters typed as counters, process metrics, job gauges and the generation queue."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("metrics-data"), tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server:
+        yield service
+
+
+def scrape(svc) -> dict:
+    r = httpx.get(svc.url + "/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+
+def samples(family, suffix: str = "") -> dict[tuple, float]:
+    return {tuple(sorted(s.labels.items())): s.value for s in family.samples if s.name == family.name + suffix}
+
+
+def test_metrics_parse_with_full_routes_and_types(svc):
+    with svc.client("acme") as c, svc.client("admin") as admin:
+        assert c.post("/v1/chat/completions", json={"model": "pluralign", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "mo", "prompt": "p", "chosen": "a", "rejected": "b"}).status_code == 201
+        assert admin.get("/admin/jobs").status_code == 200
+        assert admin.get("/admin/jobs/nope").status_code == 404
+        assert c.get("/v1/no-such-route").status_code == 404
+        assert c.get("/v1/users/mo").status_code == 200
+    svc.runtime.wait_for_background()
+    families = scrape(svc)
+    requests = families["pluralign_http_requests"]
+    assert requests.type == "counter"
+    seen = samples(requests, "_total")
+    key = lambda route, method, status: (("method", method), ("route", route), ("status", status))  # noqa: E731
+    assert seen[key("/v1/chat/completions", "POST", "200")] == 1
+    assert seen[key("/admin/jobs", "GET", "200")] == 1  # the router prefix is kept
+    assert seen[key("/admin/jobs/{job_id}", "GET", "404")] == 1  # a template, not the id
+    assert seen[key("/v1/users/{user_id}", "GET", "200")] == 1
+    assert seen[key("unmatched", "GET", "404")] == 1  # no route matched: counted all the same
+    latency = families["pluralign_http_request_seconds"]
+    assert latency.type == "histogram"
+    assert samples(latency, "_count")[(("method", "POST"), ("route", "/v1/chat/completions"))] == 1
+    assert families["pluralign_chat_completions"].type == "counter"
+    assert families["pluralign_feedback_rows"].type == "counter"
+    assert families["pluralign_feedback_moved_rows"].type == "counter" and samples(families["pluralign_feedback_moved_rows"], "_total")[()] >= 1
+    assert families["pluralign_feedback_pending_rows"].type == "gauge"
+    assert families["pluralign_generation_queue"].type == "gauge" and samples(families["pluralign_generation_queue"])[()] == 0
+    jobs = families["pluralign_jobs"]
+    assert jobs.type == "gauge" and samples(jobs)[(("kind", "audit"), ("state", "queued"))] == 0
+    assert {("table", "preferences")} <= {label for labels in samples(families["pluralign_table_rows"]) for label in labels}
+    assert families["process_resident_memory_bytes"].type == "gauge"
+    assert samples(families["process_resident_memory_bytes"])[()] > 0
+    assert "process_cpu_seconds" in families
+
+
+def test_job_gauge_counts_queued_jobs(svc):
+    with svc.client("admin") as admin:
+        job = admin.post("/admin/jobs", json={"kind": "em", "params": {"k": "not-a-number"}}).json()
+    counts = samples(scrape(svc)["pluralign_jobs"])
+    assert sum(v for labels, v in counts.items() if ("kind", "em") in labels) == 1, job

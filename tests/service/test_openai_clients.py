@@ -1,0 +1,182 @@
+"""The service driven by the real clients of its ecosystem: the official `openai` client, LangChain's
+ChatOpenAI and LiteLLM. Errors reach them with message, param and code; the fields they send by
+default are accepted; unsupported values are refused naming the field; streaming with n > 1."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.service.tiny import start_service
+
+HI = [{"role": "user", "content": "What should I cook tonight?"}]
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+@pytest.fixture()
+def client(svc):
+    from openai import OpenAI
+
+    return OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=120)
+
+
+def test_errors_reach_the_openai_client_with_message_param_and_code(client):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="pluralign", messages=HI, temperature=3)
+    assert bad.value.param == "temperature" and bad.value.code == "invalid_value"
+    assert "temperature" in bad.value.message and "[0, 2]" in bad.value.message
+    assert bad.value.type == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as typed:  # msgspec's type error, located by path
+        client.chat.completions.create(model="pluralign", messages=[{"role": "wizard", "content": "x"}])
+    assert typed.value.param == "messages[0].role" and "messages[0].role" in typed.value.message
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.chat.completions.create(model="pluralign", messages=HI, extra_body={"frequency_pen": 1})
+    assert unknown.value.param == "frequency_pen" and unknown.value.code == "unknown_parameter"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-9")
+    assert missing.value.code == "model_not_found" and "gpt-9" in missing.value.message
+    from openai import OpenAI
+
+    with pytest.raises(openai.AuthenticationError) as denied:
+        OpenAI(base_url=client.base_url, api_key="pk-wrong", max_retries=0).models.list()
+    assert denied.value.code == "invalid_api_key" and "unknown API key" in denied.value.message
+
+
+def test_fields_clients_send_by_default_are_accepted(client, svc):
+    history = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": None, "refusal": None, "audio": None,
+         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"},
+        {"role": "assistant", "content": [{"type": "text", "text": "It is sunny."}]},
+        {"role": "user", "content": [{"type": "text", "text": "So what should I cook tonight?", "prompt_cache_breakpoint": {"mode": "explicit"}}]},
+    ]
+    completion = client.chat.completions.create(
+        model="pluralign", messages=history, user="dora", seed=3, max_completion_tokens=8,
+        response_format={"type": "text"}, metadata={"session": "s1"}, store=True,
+        frequency_penalty=0.5, presence_penalty=0.0, parallel_tool_calls=True, logprobs=False, top_logprobs=0,
+        logit_bias={}, tool_choice="none", modalities=["text"], service_tier="auto", prompt_cache_key="k1",
+        reasoning_effort="low", verbosity="medium", prompt_cache_options={"mode": "implicit"},
+    )
+    assert completion.choices[0].message.role == "assistant" and completion.usage.total_tokens > 0
+    chunks = list(client.chat.completions.create(
+        model="pluralign", messages=HI, user="dora", max_tokens=6, stream=True,
+        stream_options={"include_usage": True, "include_obfuscation": False},
+    ))
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_the_docs_table_covers_every_field_of_the_openai_client():
+    """docs/api.md has a row for each field of the installed openai client's chat request, and the
+    request schema takes each of them (supported, ignored, or refused by value, never unknown)."""
+    import re
+    from pathlib import Path
+
+    from openai.types.chat.completion_create_params import CompletionCreateParamsBase
+
+    from service.chat.schemas import ChatRequest
+
+    doc = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    table = doc[doc.index("### Every OpenAI chat field") : doc.index("### Clients")]
+    rows = {name for line in table.splitlines() if line.startswith("| `") for name in re.findall(r"`([a-z_.]+)`", line.split("|")[1])}
+    fields = set(CompletionCreateParamsBase.__annotations__)
+    assert fields - rows == set() and fields - set(ChatRequest.__struct_fields__) == set()
+
+
+def test_store_false_keeps_no_interaction(client, svc):
+    with svc.client() as c:
+        before = c.get("/v1/users/dora/export").text.count('"interaction"')
+        client.chat.completions.create(model="pluralign", messages=HI, user="dora", max_tokens=4, store=False)
+        after = c.get("/v1/users/dora/export").text.count('"interaction"')
+    assert after == before
+
+
+@pytest.mark.parametrize("field,value,param", [
+    ("frequency_penalty", 2.5, "frequency_penalty"),
+    ("logprobs", True, "logprobs"),
+    ("top_logprobs", 3, "top_logprobs"),
+    ("response_format", {"type": "json_object"}, "response_format.type"),
+    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}], "tools"),
+    ("tool_choice", "required", "tool_choice"),
+    ("modalities", ["text", "audio"], "modalities"),
+    ("logit_bias", {"50256": -100}, "logit_bias"),
+    ("prediction", {"type": "content", "content": "x"}, "prediction"),
+    ("moderation", {"model": "omni-moderation-latest"}, "moderation"),
+])
+def test_unsupported_values_are_refused_naming_the_field(client, field, value, param):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="pluralign", messages=HI, **{field: value})
+    assert bad.value.param == param and param in bad.value.message
+
+
+def test_models_retrieve(client, svc):
+    for name in [svc.runtime.generator.model_id, "pluralign"]:
+        model = client.models.retrieve(name)
+        assert model.id == name and model.object == "model"
+    assert {m.id for m in client.models.list()} >= {"pluralign", "default"}
+
+
+def test_streaming_n2_interleaves_chunks_per_index(client, svc):
+    stream = client.chat.completions.create(
+        model="pluralign", messages=HI, user="nico", n=2, max_tokens=10, seed=5, stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    texts, finished, order = {0: "", 1: ""}, {}, []
+    for chunk in chunks:
+        for choice in chunk.choices:
+            order.append(choice.index)
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finished[choice.index] = choice.finish_reason
+    assert set(finished) == {0, 1} and set(finished.values()) <= {"stop", "length"}
+    assert order[:2] == [0, 1]  # both choices open before either finishes: interleaved, not one after the other
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    info = next(c.model_extra["pluralign"] for c in chunks if c.model_extra.get("pluralign"))
+    with svc.client() as c:
+        lines = [json.loads(x) for x in c.get("/v1/users/nico/export").text.splitlines()]
+    served = next(r for r in lines if r.get("response_id") == info["response_id"])
+    ranked = sorted(range(len(served["scores"])), key=lambda i: -served["scores"][i])[:2]
+    assert [texts[0].strip(), texts[1].strip()] == [served["candidates"][i] for i in ranked]
+
+
+def test_langchain_chat_openai_with_user_in_extra_body(svc):
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], model="pluralign", max_tokens=6,
+                     max_retries=0, extra_body={"user": "lena", "pluralign": {"shots": 2}})
+    reply = llm.invoke("What should I cook tonight?")
+    assert isinstance(reply.content, str)
+    with svc.client() as c:
+        assert c.get("/v1/users/lena/export").text.count('"interaction"') == 1  # `user` reached the service
+
+
+def test_litellm_with_user_in_extra_body(svc):
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
+    litellm = pytest.importorskip("litellm")
+
+    reply = litellm.completion(
+        model="openai/pluralign", api_base=svc.url + "/v1", api_key=svc.keys["acme"], messages=HI, max_tokens=6,
+        extra_body={"user": "lior"},  # docs/api.md: LiteLLM drops a plain `user=` for OpenAI-compatible servers
+    )
+    assert reply.choices[0].message.role == "assistant"
+    litellm.completion(model="openai/pluralign", api_base=svc.url + "/v1", api_key=svc.keys["acme"], messages=HI,
+                       max_tokens=4, user="lior-plain")
+    with svc.client() as c:
+        assert c.get("/v1/users/lior/export").text.count('"interaction"') == 1
+        assert c.get("/v1/users/lior-plain").status_code == 404  # why the docs say extra_body
+    with pytest.raises(litellm.BadRequestError, match="temperature"):
+        litellm.completion(model="openai/pluralign", api_base=svc.url + "/v1", api_key=svc.keys["acme"], messages=HI, temperature=5)

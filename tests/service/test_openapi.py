@@ -1,0 +1,90 @@
+"""The OpenAPI document validates (openapi-spec-validator) and tells what the service does: security
+schemes, the real media types, params a validator accepts, and every status a client can get."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.test_service_security import BAD_REQUESTS
+from tests.service.tiny import start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("openapi-data"), tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def schema(svc) -> dict:
+    return httpx.get(svc.url + "/schema/openapi.json").json()
+
+
+def test_document_validates_and_declares_security_and_media_types(schema):
+    from openapi_spec_validator import validate
+
+    validate(schema)  # raises on any violation of OpenAPI 3.1
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {**schemes["apiKey"], "type": "http", "scheme": "bearer"}
+    assert schemes["adminSession"]["in"] == "cookie"
+    paths = schema["paths"]
+    assert paths["/v1/chat/completions"]["post"]["security"] == [{"apiKey": []}]
+    assert "security" not in paths["/health"]["get"]
+    chat = paths["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert {"application/json", "text/event-stream"} <= set(chat)
+    assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain; version=0.0.4"]
+    assert list(paths["/admin/dashboard"]["get"]["responses"]["200"]["content"]) == ["text/html"]
+    assert list(paths["/v1/users/{user_id}/export"]["get"]["responses"]["200"]["content"]) == ["application/x-ndjson"]
+    for status in ("400", "401", "403", "404", "429"):
+        body = paths["/v1/feedback"]["post"]["responses"][status]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def test_integer_job_params_match_exactly_what_the_schema_says(schema):
+    import jsonschema
+
+    params = schema["components"]["schemas"]["Job"]["properties"]["params"]
+    resolver = {"components": schema["components"], **params}
+    for value in ({"k": 4}, {"rate": 0.5}, {"user": "alice"}, {"dry": True}):
+        jsonschema.validate(value, resolver, cls=jsonschema.Draft202012Validator)
+
+
+def _template(paths: dict, path: str) -> str | None:
+    for template in paths:
+        pattern = "^" + re.sub(r"\{[^/]+\}", "[^/]+", template) + "$"
+        if re.match(pattern, path.split("?")[0]):
+            return template
+    return None
+
+
+def test_every_status_the_service_answers_is_declared(svc, schema):
+    """A fuzzer's tour: each request of the bad-input table, missing and wrong keys, the wrong kind of
+    key, and good requests; every (route, status) seen must be declared on that operation."""
+    calls = [(m, p, b, "acme") for m, p, b, *_ in BAD_REQUESTS] + [
+        ("GET", "/v1/models", None, None), ("GET", "/v1/models", None, "admin"), ("GET", "/admin/jobs", None, "acme"),
+        ("GET", "/v1/models/pluralign", None, "acme"), ("GET", "/v1/models/nope", None, "acme"),
+        ("GET", "/admin/jobs/nope", None, "admin"), ("POST", "/admin/jobs", {"kind": "nope"}, "admin"),
+        ("GET", "/admin/dashboard", None, "admin"), ("GET", "/metrics", None, None), ("GET", "/health", None, None),
+        ("POST", "/v1/rewards/score", {"user": "a", "prompt": "p", "responses": ["x", "y"]}, "acme"),
+    ]
+    seen, undeclared = 0, []
+    for method, path, body, who in calls:
+        with svc.client(who) as c:
+            if isinstance(body, (bytes, str)):
+                r = c.request(method, path, content=body, headers={"content-type": "application/json"})
+            else:
+                r = c.request(method, path, json=body)
+        template = _template(schema["paths"], path)
+        if template is None or method.lower() not in schema["paths"][template]:
+            assert r.status_code in (404, 405), (method, path, r.status_code)  # no such operation: nothing to declare
+            continue
+        seen += 1
+        declared = schema["paths"][template][method.lower()]["responses"]
+        if str(r.status_code) not in declared:
+            undeclared.append((method, template, r.status_code))
+    assert seen > 30 and undeclared == []

@@ -1,0 +1,58 @@
+"""Candidates in balanced answer styles: the design, the cuts, and a styled batch from a real model."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from pluralign.policy.styles import ALL_STYLES, AXES, AnswerStyle, choose_styles
+
+
+def sides(style: AnswerStyle) -> tuple[str, str, str]:
+    return (style.length, style.format, style.register)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_four_styles_balance_every_axis_and_every_pair_of_axes(seed):
+    styles = choose_styles(4, seed)
+    assert len(set(styles)) == 4
+    for axis in range(3):
+        assert sorted(sides(s)[axis] for s in styles) == sorted(AXES[axis] * 2)
+    for a, b in itertools.combinations(range(3), 2):
+        assert len({(sides(s)[a], sides(s)[b]) for s in styles}) == 4
+    assert choose_styles(4, seed) == styles  # deterministic under the request's seed
+
+
+def test_other_counts():
+    assert set(choose_styles(8, 0)) == set(ALL_STYLES)
+    two = choose_styles(2, 3)
+    assert all(x != y for x, y in zip(sides(two[0]), sides(two[1]), strict=True))  # opposite corners
+
+
+def test_brief_answers_are_cut_and_detailed_ones_kept():
+    text = "\nGo for a walk. Then rest.\n- more\n- and more\n- again"
+    brief_prose = AnswerStyle("brief", "prose", "formal").finish(text)
+    assert brief_prose == ("Certainly. Go for a walk.", True)
+    brief_list, cut = AnswerStyle("brief", "list", "casual").finish(text)
+    assert cut and brief_list.count("\n- ") == 2 and brief_list.startswith("Sure thing! Here are a few ideas:\n- Go")
+    detailed, cut = AnswerStyle("detailed", "prose", "casual").finish(text)
+    assert not cut and detailed.endswith("- again")
+
+
+def test_a_styled_batch_gives_one_candidate_per_style(tiny_generator_dir):
+    from pluralign.policy.generator import Generator, Sampling
+
+    gen = Generator.from_folder(tiny_generator_dir)
+    styles = choose_styles(4, 1)
+    messages = [{"role": "system", "content": "Be helpful."}, {"role": "user", "content": "Plan my weekend"}]
+    candidates, prompt_tokens = gen.generate_styled(messages, styles, Sampling(max_tokens=6, seed=1))
+    assert [c.style for c in candidates] == [s.name for s in styles]
+    for style, c in zip(styles, candidates, strict=True):
+        assert c.text.startswith(style.opening.strip().split("\n")[0])
+        assert 1 <= c.tokens <= 6
+    assert prompt_tokens == gen.prompt_tokens(messages)
+    # each row sees its own style's instruction: the styled prompt differs from the plain one
+    assert styles[0].messages(messages)[0]["content"].endswith(styles[0].instruction)
+    again, _ = gen.generate_styled(messages, styles, Sampling(max_tokens=6, seed=1))
+    assert [c.text for c in again] == [c.text for c in candidates]

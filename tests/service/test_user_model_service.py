@@ -1,0 +1,84 @@
+"""The user model through the real app: learned from feedback over HTTP, shown, exported, deleted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.service.tiny import start_service
+
+TOPICS = ["cooking", "travel", "money", "sleep", "exercise", "reading", "music", "gardening", "work", "friends",
+          "weather", "coffee", "cities", "history", "games", "movies"]
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+def short_and_long(topic: str) -> tuple[str, str]:
+    return (f"Try {topic}.", f"There are many ways to think about {topic}, and it is worth weighing each of them "
+            f"carefully before deciding what suits you, your budget and your week best.")
+
+
+def test_a_preference_for_short_answers_is_learned_from_feedback_and_shown(svc):
+    """No PAL prototype (trained on persona statements) is about length; after 12 comparisons the
+    user's reward ranks an unseen short answer above a long one, and the profile says so."""
+    with svc.client() as c:
+        for topic in TOPICS[:12]:
+            short, long_ = short_and_long(topic)
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "sam", "prompt": f"Any tips on {topic}?",
+                                              "chosen": short, "rejected": long_})
+            assert r.status_code == 201, r.text
+        held_out = [short_and_long(t) for t in TOPICS[12:]]
+        wins = 0
+        for short, long_ in held_out:
+            out = c.post("/v1/rewards/score", json={"user": "sam", "prompt": "Any tips?", "responses": [long_, short]}).json()
+            wins += out["best_index"] == 1
+        assert wins == len(held_out)
+        profile = c.get("/v1/users/sam").json()
+        length = profile["user_model"]["features"]["length"]
+        assert length["weight"] < 0 and length["sd"] > 0  # prefers shorter answers (other features share the credit)
+        assert profile["user_model"]["comparisons"] == 12
+        assert profile["user_model"]["population"] == svc.runtime.rewards.version
+        # stored with the user's row, exported in readable form
+        record = svc.runtime.store.get_user("acme", "sam")
+        assert record.user_model is not None
+        user_line = next(json.loads(x) for x in c.get("/v1/users/sam/export").text.splitlines() if '"type":"user"' in x)
+        state = user_line["user_model"]
+        assert state["n"] == 12 and len(state["cov"]) == len(state["mean"]) ** 2 and "length" in state["names"]
+        # and deleted with the user
+        assert c.delete("/v1/users/sam").status_code == 200
+        assert svc.runtime.store.get_user("acme", "sam") is None
+        assert c.get("/v1/users/sam").status_code == 404
+
+
+def listed_and_prose(topic: str) -> tuple[str, str]:
+    """The same words, once as a list and once as a sentence: nearly one point for MiniLM."""
+    items = [f"read about {topic}", f"ask a friend who likes {topic}", f"try {topic} for a week"]
+    return "\n".join(f"- {i}" for i in items), f"{items[0].capitalize()}, {items[1]}, {items[2]}."
+
+
+@pytest.mark.parametrize("user_model", ["residual", "prototypes"])
+def test_a_preference_for_lists_needs_the_residual(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, user_model):
+    """The same feedback (lists preferred over the same words in prose) is learned with the
+    residual; with `user_model = prototypes` (PAL weights only, the service before it) it is not."""
+    server, service = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, user_model=user_model)
+    with server, service.client() as c:
+        for topic in TOPICS[:12]:
+            listed, prose = listed_and_prose(topic)
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "lee", "prompt": f"Ideas for {topic}?",
+                                              "chosen": listed, "rejected": prose})
+            assert r.status_code == 201, r.text
+        wins = sum(
+            c.post("/v1/rewards/score", json={"user": "lee", "prompt": "Ideas?", "responses": [prose, listed]}).json()["best_index"] == 1
+            for listed, prose in (listed_and_prose(t) for t in TOPICS[12:])
+        )
+        profile = c.get("/v1/users/lee").json()
+    if user_model == "residual":
+        assert wins == len(TOPICS[12:]) and profile["user_model"]["features"]["list_items"]["weight"] > 0
+    else:
+        assert wins <= len(TOPICS[12:]) // 2 and profile["user_model"] is None

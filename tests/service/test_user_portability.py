@@ -1,0 +1,80 @@
+"""A user's export re-imports into another tenant (the same goes for another pluralign) and rebuilds
+the same user model: `GET .../export?format=preferences`, then `pluralign data import` as a user
+would run it, then the same PAL weights, counts and labels on the other side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pluralign.data.io import read_preferences
+from tests.conftest import REPO
+from tests.service.tiny import start_service
+
+PAIRS = [
+    ("What should I cook tonight?", "A spicy vegetable curry.", "A plain steak."),
+    ("Plan my weekend", "A quiet hike in the hills.", "A loud party downtown."),
+    ("Suggest a book", "A slow literary novel.", "A fast airport thriller."),
+    ("Pick a holiday", "A cabin by a lake.", "A crowded beach resort."),
+    ("What music for work?", "Soft piano.", "Heavy metal."),
+]
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("portable-data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+def test_export_reimports_into_another_tenant_and_rebuilds_the_user(svc, tmp_path):
+    with svc.client("acme") as acme:
+        for prompt, chosen, rejected in PAIRS:
+            r = acme.post("/v1/feedback", json={"type": "comparison", "user": "rita", "prompt": prompt, "chosen": chosen,
+                                                "rejected": rejected, "attributes": {"segment": "calm"}})
+            assert r.status_code == 201, r.text
+        svc.runtime.wait_for_background()
+        before = acme.get("/v1/users/rita").json()
+        exported = acme.get("/v1/users/rita/export", params={"format": "preferences"})
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("application/x-ndjson")
+    path = tmp_path / "rita.jsonl"
+    path.write_bytes(exported.content)
+    records, _ = read_preferences(path)  # a preference file in TRL's standard form
+    assert [(r.prompt, r.chosen, r.rejected) for r in records] == PAIRS
+    assert all(set(json.loads(line)) >= {"prompt", "chosen", "rejected", "user_id"} for line in exported.text.splitlines())
+
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "data", "import", "--source", "jsonl", "--path", str(path),
+         "--url", svc.url, "--key", svc.keys["globex"]],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary == {"url": svc.url, "users": 1, "records": len(PAIRS), "stored": len(PAIRS)}
+    svc.runtime.wait_for_background()
+    with svc.client("globex") as globex:
+        after = globex.get("/v1/users/rita").json()
+    assert after["counts"]["preferences"] == before["counts"]["preferences"] == len(PAIRS)
+    assert after["attributes"] == before["attributes"] == {"segment": "calm"}
+    assert after["pal"]["prior"] is False
+    np.testing.assert_allclose(after["pal"]["logits"], before["pal"]["logits"], atol=1e-5)  # the same user model
+
+
+def test_import_names_the_bad_line_and_field(svc):
+    with svc.client("acme") as acme:
+        body = b'{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": "p", "chosen": "c"}\n'
+        r = acme.post("/v1/users/sam/import", content=body, headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "line 2.rejected"
+        other = b'{"user_id": "tom", "prompt": "p", "chosen": "c", "rejected": "r"}\n'
+        r = acme.post("/v1/users/sam/import", content=other)
+        assert r.status_code == 400 and "tom" in r.json()["error"]["message"]
+        implicit = b'{"chosen": [{"role": "user", "content": "Tea?"}, {"role": "assistant", "content": "Yes."}], ' \
+                   b'"rejected": [{"role": "user", "content": "Tea?"}, {"role": "assistant", "content": "No."}], "id": "x1"}\n'
+        r = acme.post("/v1/users/sam/import", content=implicit)
+        assert r.status_code == 201 and len(r.json()["stored"]) == 1
+        page = acme.get("/v1/users/sam/preferences").json()
+    assert (page["data"][0]["prompt"], page["data"][0]["chosen"], page["data"][0]["rejected"]) == ("Tea?", "Yes.", "No.")
