@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-all test-slow-loop bench lint clean
+.PHONY: install serve test test-all test-slow-loop test-scaleout bench lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-all: $(STAMP)
 # the fast closed loop on SmolLM2 over HTTP (~15 min on two cores)
 test-slow-loop: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests/e2e/test_closed_loop.py
+
+# past one machine: two replicas on one store, the Ray job runner, a front service on a remote encoder (slow-marked; ~5 min here)
+test-scaleout: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

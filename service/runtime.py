@@ -44,9 +44,17 @@ def make_generator(
     raise ValueError(f"setting `generator`: expected `smollm2`, a model folder or `openai:URL`, got {name!r}")
 
 
-def make_encoder(name: str) -> Encoder:
+def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None) -> Encoder:
+    """`minilm`, `minilm-onnx`, `minilm-onnx-int8`, `smollm2`, a sentence-transformers folder, or
+    `openai:URL` for a server speaking OpenAI's /v1/embeddings (`model_id` names its model; default
+    MiniLM's id, which the tables and the PAL checkpoint must have been made with)."""
     from pluralign.embed.encoders import SentenceEncoder, make_encoder
 
+    if name.startswith("openai:"):
+        from pluralign.embed.models import MINILM_ID
+        from pluralign.embed.remote import RemoteEncoder
+
+        return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key)
     if Path(name).is_dir():
         return SentenceEncoder(path=name, encoder_id=Path(name).name)
     return make_encoder(name)
@@ -83,13 +91,16 @@ class Runtime:
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
         step("loading the encoder %s", settings.encoder if encoder is None else encoder.encoder_id)
-        encoder = encoder or make_encoder(settings.encoder)
+        encoder = encoder or make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
         step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)", settings.generator if generator is None else generator.model_id)
         generator = generator or make_generator(
             settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries
         )
         step("opening the tables at %s", settings.lancedb_uri)
-        store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20)
+        store = Store(
+            settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,
+            storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
+        )
         hooks: list[Callable[[list[StoredPreference]], None]] = []
         step("replaying the feedback log")
         ingest = Ingestor(

@@ -18,12 +18,23 @@ class Settings(Base, frozen=True):
 
     data_dir: str = "./data"  # API keys, the PAL checkpoint, adapters and (by default) LanceDB live here
     store_uri: str | None = None  # LanceDB URI (a folder or object store); default <data_dir>/lancedb
+    # with an object-store URI (`s3://bucket/prefix`): how to reach it; unset ones fall back to AWS_* variables
+    store_endpoint: str | None = None  # e.g. http://minio:9000 for an S3-compatible server
+    store_region: str | None = None  # e.g. us-east-1
+    store_allow_http: bool = False  # allow a plain-http endpoint (local S3-compatible servers)
+    store_access_key_id: str | None = None
+    store_secret_access_key: str | None = None
     generator: str = "smollm2"  # `smollm2`, a folder holding a saved causal LM, or `openai:URL` (vLLM)
     generator_model: str | None = None  # with `openai:URL`: the base model's name on that server
     generator_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
     generator_timeout_s: float = 120.0  # with `openai:URL`: longest wait for one generation request
     generator_retries: int = 2  # with `openai:URL`: retries after a connection error, timeout, 408/409/429 or 5xx (backoff)
-    encoder: str = "minilm"  # `minilm` or a sentence-transformers folder (embeds prompts and answers)
+    # `minilm-onnx` (MiniLM on ONNX Runtime: the same vectors as `minilm` on torch, ~2-3x the texts/s here),
+    # `minilm`, `minilm-onnx-int8` (faster, close but not equal vectors: its own encoder id),
+    # a sentence-transformers folder, or `openai:URL` (a /v1/embeddings server)
+    encoder: str = "minilm-onnx"
+    encoder_model: str | None = None  # with `openai:URL`: the model's name on that server (default MiniLM's id)
+    encoder_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
     pal_dir: str | None = None  # PAL checkpoint folder; default <data_dir>/pal (bootstrapped if absent)
     shared_data: str = "../shared/data"  # persona data used to bootstrap a PAL checkpoint
     candidates: int = 4  # answers generated per request when reranking (at least 2)
@@ -40,6 +51,13 @@ class Settings(Base, frozen=True):
     history_cache_mb: int = 512  # users' histories (rows + vectors, ~470 KiB per 100 rows at 384-d) kept for retrieval and refits
     adapter_every: int = 50  # new comparisons of a user that queue an adapter job for them
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
+    job_runner: str = "local"  # `local` (worker processes of this one) or `ray` (detached Ray actors; see deploy/README.md)
+    ray_address: str | None = None  # with `ray`: the cluster (`ray://host:10001`); unset: a local Ray
+    # several replicas on one store (deploy/README.md): each its own data_dir volume (feedback log, jobs)
+    replicas: int = 1  # API processes sharing store_uri
+    replica_index: int = 0  # this one's place among them, 0..replicas-1 (a StatefulSet ordinal)
+    store_sync_ms: int | None = None  # how stale a read may be w.r.t. other replicas' commits; default 1000 with several, off with one
+    adapters_dir: str | None = None  # per-user adapters; default <data_dir>/adapters (share it between replicas)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
     admin_session_s: int = 3600  # the dashboard's login session expires this many seconds after sign-in
@@ -57,6 +75,14 @@ class Settings(Base, frozen=True):
             raise ValueError(f"`user_model` must be `residual` or `prototypes`, got {self.user_model!r}")
         if self.ingest_batch < 1:
             raise ValueError("`ingest_batch` must be at least 1")
+        if self.replicas < 1 or not 0 <= self.replica_index < self.replicas:
+            raise ValueError(f"`replica_index` must be in 0..{self.replicas - 1} and `replicas` at least 1")
+        if self.replicas > 1 and not self.store_uri:
+            raise ValueError("`store_uri` must name the shared store when `replicas` is above 1")
+        if self.job_runner not in ("local", "ray"):
+            raise ValueError(f"`job_runner` must be `local` or `ray`, got {self.job_runner!r}")
+        if self.store_sync_ms is not None and self.store_sync_ms < 0:
+            raise ValueError("`store_sync_ms` must be at least 0")
 
     @property
     def data_path(self) -> Path:
@@ -67,12 +93,29 @@ class Settings(Base, frozen=True):
         return self.store_uri or str(self.data_path / "lancedb")
 
     @property
+    def storage_options(self) -> dict[str, str]:
+        """Lance storage options for `lancedb_uri` (empty for a folder)."""
+        options = {
+            "aws_endpoint": self.store_endpoint, "aws_region": self.store_region,
+            "allow_http": "true" if self.store_allow_http else None,
+            "aws_access_key_id": self.store_access_key_id, "aws_secret_access_key": self.store_secret_access_key,
+        }
+        return {k: v for k, v in options.items() if v}
+
+    @property
     def pal_path(self) -> Path:
         return Path(self.pal_dir) if self.pal_dir else self.data_path / "pal"
 
     @property
     def adapters_path(self) -> Path:
-        return self.data_path / "adapters"
+        return Path(self.adapters_dir) if self.adapters_dir else self.data_path / "adapters"
+
+    @property
+    def sync_seconds(self) -> float | None:
+        """The Store's `sync_seconds`: None (one replica, nothing to look for) unless set or several."""
+        if self.store_sync_ms is None:
+            return 1.0 if self.replicas > 1 else None
+        return self.store_sync_ms / 1000
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:

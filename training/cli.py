@@ -20,7 +20,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
-COMMANDS = ("training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.audit")
+COMMANDS = (
+    "training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.serve_embeddings",
+    "training.commands.audit",
+)
 TRAINERS: tuple[str, ...] = (
     "training.commands.train_pal",
     "training.commands.train_em",

@@ -65,9 +65,14 @@ class CausalLMEncoder:
 
 
 def make_encoder(name: str):
-    """`minilm` (default) or `smollm2`."""
+    """`minilm` (default), `minilm-onnx` (the same vectors on ONNX Runtime), `minilm-onnx-int8`
+    (int8-quantized: faster, close but not equal vectors, its own encoder id) or `smollm2`."""
     if name in ("minilm", MINILM_ID):
         return SentenceEncoder()
+    if name in ("minilm-onnx", "minilm-onnx-int8"):
+        from pluralign.embed.onnx import OnnxMiniLM
+
+        return OnnxMiniLM(quantize=name.endswith("int8"))
     if name in ("smollm2", SMOLLM2_ID):
         return CausalLMEncoder()
-    raise ValueError(f"unknown encoder {name!r}: expected `minilm` or `smollm2`")
+    raise ValueError(f"unknown encoder {name!r}: expected `minilm`, `minilm-onnx`, `minilm-onnx-int8` or `smollm2`")

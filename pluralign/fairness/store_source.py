@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 
-import lancedb
 import numpy as np
 
 from pluralign.fairness.audit import Comparisons, index_labels, policy_outcome
+from pluralign.store.location import connect, options_from_env
 from pluralign.store.tables import quote
 
 PAL_PROTOTYPE = "pal_prototype"  # group_by value: each user's nearest PAL prototype
@@ -35,9 +35,10 @@ def user_groups_from_store(db, group_by: str, tenant: str | None) -> dict[str, s
     return groups
 
 
-def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None) -> Comparisons:
-    """Every stored non-tie comparison (of one tenant, or all), users named `tenant/user`."""
-    db = lancedb.connect(uri)
+def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, storage_options: dict[str, str] | None = None) -> Comparisons:
+    """Every stored non-tie comparison (of one tenant, or all), users named `tenant/user`. An object
+    store is reached with `storage_options`, default those named by `PLURALIGN_STORE_*` variables."""
+    db = connect(uri, options_from_env() if storage_options is None else storage_options)
     table = db.open_table("preferences")
     encoder_id = (table.schema.metadata or {}).get(b"encoder_id", b"unknown").decode()
     where = "tie = false AND rejected != ''" + (f" AND tenant = {quote(tenant)}" if tenant else "")

@@ -10,6 +10,7 @@ rows change. Cosine search over a user's ~100 rows in numpy takes microseconds.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class HistoryCache:
         self._items: OrderedDict[UserKey, History] = OrderedDict()
         self._bytes = 0
         self._generation: dict[UserKey, int] = {}
+        self._checked: dict[UserKey, float] = {}  # monotonic time the history was last known to match the table
         self.hits = 0
         self.misses = 0
 
@@ -115,13 +117,16 @@ class HistoryCache:
                 return found
             self.misses += 1
             generation = self._generation.get(key, 0)
+        started = time.monotonic()
         history = load()
         with self._lock:
             if self._generation.get(key, 0) == generation and key not in self._items and history.nbytes <= self.budget_bytes:
                 self._items[key] = history
+                self._checked[key] = started
                 self._bytes += history.nbytes
                 while self._bytes > self.budget_bytes:
-                    _, dropped = self._items.popitem(last=False)
+                    gone, dropped = self._items.popitem(last=False)
+                    self._checked.pop(gone, None)
                     self._bytes -= dropped.nbytes
         return history
 
@@ -139,15 +144,29 @@ class HistoryCache:
         if self._bytes > self.budget_bytes:
             self.invalidate([])
 
+    def age(self, key: UserKey) -> float:
+        """Seconds since the cached history was loaded or last found to match the table (inf if none)."""
+        with self._lock:
+            checked = self._checked.get(key) if key in self._items else None
+        return float("inf") if checked is None else time.monotonic() - checked
+
+    def checked(self, key: UserKey, since: float) -> None:
+        """The cached history matched the table as of `since` (a `time.monotonic()` taken before the check)."""
+        with self._lock:
+            if key in self._items:
+                self._checked[key] = max(self._checked.get(key, since), since)
+
     def invalidate(self, keys) -> None:
         with self._lock:
             for key in keys:
                 self._generation[key] = self._generation.get(key, 0) + 1
+                self._checked.pop(key, None)
                 dropped = self._items.pop(key, None)
                 if dropped is not None:
                     self._bytes -= dropped.nbytes
             while self._bytes > self.budget_bytes and self._items:
-                _, dropped = self._items.popitem(last=False)
+                gone, dropped = self._items.popitem(last=False)
+                self._checked.pop(gone, None)
                 self._bytes -= dropped.nbytes
 
     @property

@@ -16,7 +16,6 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import lancedb
 import msgspec
 import numpy as np
 import pyarrow as pa
@@ -25,6 +24,7 @@ from lancedb.index import Bitmap
 from pluralign.data.record import Base
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
+from pluralign.store.location import connect
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
     SCHEMA_VERSION,
@@ -129,14 +129,24 @@ class Store:
 
     Per-user reads of preferences (nearest shots, comparisons, counts, pages) come from the user's
     `History`, loaded from LanceDB in one query and kept in a cache of `history_bytes` until a
-    write or delete of that user's rows goes through this Store. (Rows written by another process
-    are not seen until the user's history is evicted: one Store per table folder.)"""
+    write or delete of that user's rows goes through this Store. With `sync_seconds` set (several
+    processes writing the same tables), reads see other processes' commits at most that late: the
+    connection looks for new table versions that often, and a cached history older than that is
+    checked against the table (one count of the user's rows, BITMAP-indexed) and reloaded if the
+    count differs. Without it (one process), rows written by another process are not seen until
+    the user's history is evicted."""
 
-    def __init__(self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20):
+    def __init__(
+        self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
+        storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
+    ):
+        """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
+        object store; see `pluralign.store.location`. `sync_seconds`: see the class."""
         self.uri = uri
         self.encoder_id = encoder_id
         self.dim = dim
-        self.db = lancedb.connect(uri)
+        self.sync_seconds = sync_seconds
+        self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds))
         self._lock = threading.RLock()  # held by every commit
         self._maintenance = threading.RLock()  # held by compaction and deletes
         self.schemas = {
@@ -214,7 +224,8 @@ class Store:
         self._append("interactions", pa.Table.from_pylist([row], schema=self.schemas["interactions"]))
 
     def put_user(self, user: UserRecord) -> None:
-        """Insert or replace the (tenant, user_id) row."""
+        """Insert or replace the (tenant, user_id) row; a row whose `updated_at` is older than the
+        stored one's is dropped (writes are ordered by it, not by arrival)."""
         row = msgspec.to_builtins(user, builtin_types=(bytes,))
         row["attributes"] = json.dumps(user.attributes, sort_keys=True)
         row["schema_version"] = SCHEMA_VERSION
@@ -226,7 +237,14 @@ class Store:
         if len(last) < len(keys):
             data = data.take(sorted(last.values()))
         with self._lock:
-            self.users.merge_insert(["tenant", "user_id"]).when_matched_update_all().when_not_matched_insert_all().execute(data)
+            # a version check: a row only replaces one it is not older than, so a slower writer (another
+            # replica's refit that started first) never silently puts back older weights
+            (
+                self.users.merge_insert(["tenant", "user_id"])
+                .when_matched_update_all(where="target.updated_at <= source.updated_at")
+                .when_not_matched_insert_all()
+                .execute(data)
+            )
             self._after_write("users")
 
     def _append(self, name: str, data: pa.Table) -> None:
@@ -281,8 +299,24 @@ class Store:
             tie=row["tie"], margin=row["margin"], source=row["source"], attributes=json.loads(row["attributes"]),
         )
 
+    def _cached(self, tenant: str, user_id: str) -> History | None:
+        """The user's cached history, if any and (with `sync_seconds`) not older than that unless it
+        still matches the table's count of their rows; a mismatch drops it."""
+        key = (tenant, user_id)
+        history = self.histories.peek(key)
+        if history is None or self.sync_seconds is None or self.histories.age(key) < self.sync_seconds:
+            return history
+        since = time.monotonic()
+        if self.preferences.count_rows(owner_filter(tenant, user_id)) == len(history):
+            self.histories.checked(key, since)
+            return history
+        self.histories.invalidate([key])  # another process added or deleted rows of the user
+        return None
+
     def history(self, tenant: str, user_id: str) -> History:
         """Every preference row of the user with its vectors (cached until their rows change)."""
+        if self.sync_seconds is not None:
+            self._cached(tenant, user_id)  # drops a history that no longer matches the table
 
         def load() -> History:
             columns = [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version")]
@@ -317,12 +351,12 @@ class Store:
         self._warmer.submit(lambda: None).result()
 
     def count_preferences(self, tenant: str, user_id: str) -> int:
-        history = self.histories.peek((tenant, user_id))
+        history = self._cached(tenant, user_id)
         return len(history) if history is not None else self.preferences.count_rows(owner_filter(tenant, user_id))
 
     def count_comparisons(self, tenant: str, user_id: str) -> int:
         """How many strict comparisons (what a reward fit uses) the user has."""
-        history = self.histories.peek((tenant, user_id))
+        history = self._cached(tenant, user_id)
         if history is not None:
             return int(history.comparison.sum())
         return self.preferences.count_rows(owner_filter(tenant, user_id) + COMPARISON_FILTER)
@@ -354,7 +388,7 @@ class Store:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached
         history, else one LanceDB vector search (selected columns only, prefiltered by the BITMAP
         indexes; cheaper than loading the whole history), and the history is loaded behind it."""
-        history = self.histories.peek((tenant, user_id))
+        history = self._cached(tenant, user_id)
         if history is None:
             self.warm(tenant, user_id)
             columns = [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version") and not f.name.endswith("_vec")]
@@ -390,7 +424,9 @@ class Store:
         rows = self._rows("users", owner_filter(tenant, user_id))
         if not rows:
             return None
-        row = rows[0]
+        # two processes inserting a new user at once can both commit (Lance rebases one insert onto
+        # the other without checking the key): the newest row is the user's
+        row = max(rows, key=lambda r: r["updated_at"])
         row.pop("schema_version")
         row["attributes"] = json.loads(row["attributes"])
         return msgspec.convert(row, UserRecord)

@@ -21,10 +21,12 @@ from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
 from pluralign.policy.adapters import adapter_name, swap_folder
 from pluralign.store import StoredPreference
+from pluralign.store.location import options_to_env
+from service.replicas import owner
 from service.runtime import Runtime
 from service.users.services import adapter_folder
 from training.jobs.record import ACTIVE_STATES, Job, Param
-from training.jobs.runner import LocalJobRunner, RunnerConfig
+from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig
 from training.jobs.triggers import AdapterTrigger
 
 log = logging.getLogger("pluralign.service")
@@ -35,7 +37,14 @@ class Admin:
         settings = rt.settings
         self.rt = rt
         self.folder = settings.data_path / "jobs"
-        self.runner = LocalJobRunner(RunnerConfig(folder=self.folder, workers=settings.job_workers), on_promote=self.put_into_service)
+        # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables
+        config = RunnerConfig(folder=self.folder, workers=settings.job_workers, env=options_to_env(settings.storage_options))
+        if settings.job_runner == "ray":
+            from training.jobs.ray_runner import RayJobRunner
+
+            self.runner: JobRunner = RayJobRunner(config, settings.ray_address, on_promote=self.put_into_service)
+        else:
+            self.runner = LocalJobRunner(config, on_promote=self.put_into_service)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
         self._lock = threading.Lock()
         self._new: dict[tuple[str, str], int] = {}  # strict comparisons moved since the user's last check
@@ -107,10 +116,15 @@ class Admin:
         """Called with each batch of feedback rows moved into the table: a user whose new strict
         comparisons (counted in this process) reach `adapter_every` is checked by the trigger.
         Counting here keeps the per-feedback cost at a dict update instead of a table count and a
-        scan of job records."""
+        scan of job records. With several replicas only the user's owner (`service.replicas.owner`)
+        counts and queues, so a job is decided once; it compares the table's count, which holds
+        what every replica moved, with its own job records."""
         due = []
+        settings = self.rt.settings
         with self._lock:
             for r in rows:
+                if settings.replicas > 1 and owner(r.tenant, r.user_id, settings.replicas) != settings.replica_index:
+                    continue  # another replica decides this user's jobs
                 if r.rejected and not r.tie:
                     key = (r.tenant, r.user_id)
                     self._new[key] = self._new.get(key, 0) + 1

@@ -1,5 +1,7 @@
 """`pluralign serve` under uvicorn on 127.0.0.1 with a temp data folder and a tiny model: the official
-openai client works unchanged, and a kill -9 right after a 201 loses nothing."""
+openai client works unchanged, and a kill -9 right after a 201 loses nothing. The module runs twice:
+with the tables in a local folder, and on an S3-compatible server (moto on loopback) through
+`PLURALIGN_STORE_URI=s3://...` and the storage settings."""
 
 from __future__ import annotations
 
@@ -61,10 +63,23 @@ class ServeProcess:
                 self.kill9()
 
 
+@pytest.fixture(scope="module", params=["folder", "s3"])
+def store_location(request):
+    """(settings as variables, (uri or None, storage options)): a local folder, or a bucket on moto."""
+    if request.param == "folder":
+        yield {}, (None, {})
+        return
+    from tests.s3 import S3Server
+
+    with S3Server("pluralign-e2e") as s3:
+        yield s3.env("lancedb"), (s3.uri("lancedb"), s3.options)
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_generator_dir, tiny_pal_dir):
+def served(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, store_location):
     data = tmp_path_factory.mktemp("e2e") / "data"
-    first = ServeProcess(data, tiny_generator_dir, tiny_pal_dir)
+    env, _ = store_location
+    first = ServeProcess(data, tiny_generator_dir, tiny_pal_dir, **env)
     key = first.dev_key()
     yield first, key, (data, tiny_generator_dir, tiny_pal_dir)
     first.stop()
@@ -116,7 +131,7 @@ def post_feedback(url: str, key: str, user: str, n: int) -> list[str]:
     return ids
 
 
-def test_kill9_right_after_201_loses_nothing(served, minilm):
+def test_kill9_right_after_201_loses_nothing(served, store_location, minilm):
     """Runs last in this module: it kills the module's server. Acknowledged rows are on disk either
     in the feedback log (not yet embedded) or already in the table; a restart replays the log."""
     from pluralign.store import Store
@@ -125,7 +140,10 @@ def test_kill9_right_after_201_loses_nothing(served, minilm):
     proc, key, (data, *_) = served
     ids = post_feedback(proc.url, key, "kim", 5)
     proc.kill9()  # no graceful shutdown: whatever was acknowledged must already be on disk
-    store = Store(str(data / "lancedb"), minilm.encoder_id, minilm.dim)
+    _, (uri, options) = store_location
+    if uri:  # the tables are in the bucket, not in the data folder
+        assert not (data / "lancedb").exists()
+    store = Store(uri or str(data / "lancedb"), minilm.encoder_id, minilm.dim, storage_options=options)
     rows, _ = store.preferences_for("default", "kim")
     logged = [r.pref_id for e in FeedbackLog(data / "feedback-log").pending.values() for r in e.rows]
     assert sorted({r.pref_id for r in rows} | set(logged)) == sorted(ids)

@@ -24,3 +24,29 @@ def test_bad_settings_are_refused():
         Settings.load({"PLURALIGN_CANDIDATES": "1"})
     with pytest.raises(ValueError, match="unknown field"):
         Settings.load({}, colour="blue")
+
+
+def test_object_store_settings_become_lance_storage_options():
+    env = {
+        "PLURALIGN_STORE_URI": "s3://bucket/pluralign", "PLURALIGN_STORE_ENDPOINT": "http://127.0.0.1:9000",
+        "PLURALIGN_STORE_ALLOW_HTTP": "true", "PLURALIGN_STORE_ACCESS_KEY_ID": "id", "PLURALIGN_STORE_SECRET_ACCESS_KEY": "secret",
+    }
+    settings = Settings.load(env)
+    assert settings.lancedb_uri == "s3://bucket/pluralign"
+    assert settings.storage_options == {
+        "aws_endpoint": "http://127.0.0.1:9000", "allow_http": "true", "aws_access_key_id": "id", "aws_secret_access_key": "secret",
+    }
+    assert Settings.load({}).storage_options == {}
+    with pytest.raises(ValueError, match="store_allow_http"):
+        Settings.load({"PLURALIGN_STORE_ALLOW_HTTP": "perhaps"})
+
+
+def test_replica_settings():
+    shared = {"PLURALIGN_STORE_URI": "/srv/store", "PLURALIGN_REPLICAS": "2"}
+    assert Settings.load({**shared, "PLURALIGN_REPLICA_INDEX": "1"}).sync_seconds == 1.0  # several: reads look for others' commits
+    assert Settings.load({}).sync_seconds is None
+    assert Settings.load({**shared, "PLURALIGN_STORE_SYNC_MS": "250"}).sync_seconds == 0.25
+    with pytest.raises(ValueError, match="replica_index"):
+        Settings.load({**shared, "PLURALIGN_REPLICA_INDEX": "2"})
+    with pytest.raises(ValueError, match="store_uri"):
+        Settings.load({"PLURALIGN_REPLICAS": "2"})

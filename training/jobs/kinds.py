@@ -45,6 +45,10 @@ class JobKind:
     required: tuple[str, ...] = ()  # params a job of this kind must have
     promotion_key: Callable[[Job], str] | None = None  # what a result replaces, e.g. adapter/<user>
     priority: int = 1  # queued jobs start lowest priority first, then oldest first
+    # what a job asks an external engine for (Ray schedules on these; the local runner runs one at a time per worker slot)
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_mb: int = 2048
 
     def check(self, params: Mapping[str, Param]) -> None:
         missing = [p for p in self.required if p not in params]

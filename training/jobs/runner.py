@@ -1,7 +1,7 @@
 """Run jobs in worker processes, durably.
 
 `JobRunner` is what the service needs from a job engine; `LocalJobRunner` implements it with
-subprocesses on this machine, and an external engine (e.g. Ray) could implement it the same way.
+subprocesses on this machine; `training.jobs.ray_runner.RayJobRunner` implements it on Ray.
 Each job runs `python -m training.cli ...` in its own process group at lower CPU priority, so a
 crashing or busy job never takes the service down or stalls its request loop. The runner is the
 only writer of its folder: workers talk back through their output (`@progress 0.42` lines on
@@ -64,6 +64,7 @@ class RunnerConfig:
     poll_seconds: float = 0.2
     log_lines: int = 30  # lines of log tail kept in the record
     cwd: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])  # where `training` imports from
+    env: Mapping[str, str] = field(default_factory=dict)  # extra variables for workers (e.g. the store's PLURALIGN_STORE_*)
 
 
 @dataclass
@@ -206,7 +207,7 @@ class LocalJobRunner:
         argv = kind.command(job, artifact)
         threads = str(self.config.worker_threads)
         env = {**os.environ, PROGRESS_ENV: "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-               "OPENBLAS_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", JOB_ENV: job.id}
+               "OPENBLAS_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id}
         out = open(self.store.path(job.id, "out"), "wb")
         err = open(self.store.path(job.id, "log"), "wb")
         try:

@@ -1,0 +1,57 @@
+"""Embeddings from a server speaking OpenAI's `/v1/embeddings` (Text Embeddings Inference, vLLM,
+`pluralign serve-embeddings`), so embedding can move off the API replicas onto a GPU.
+
+The vectors must come from the same model as the tables' (the tables record `encoder_id` and refuse
+another): name the server's model as the `encoder_id`, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class RemoteEncoderError(RuntimeError):
+    """The embeddings server is unreachable or answered something that is not an embeddings list."""
+
+
+class RemoteEncoder:
+    """`encode(texts)` -> (N, dim) float32, L2-normalized, in `batch_size` texts per request.
+
+    Ready once constructed: one request at construction learns `dim` (and fails early, with
+    `RemoteEncoderError`, when the server is down or serves no such model)."""
+
+    def __init__(
+        self, base_url: str, model: str, api_key: str | None = None, batch_size: int = 32, timeout: float = 60.0,
+        max_retries: int = 2,
+    ):
+        from openai import OpenAI
+
+        self.base_url = base_url.rstrip("/")
+        self.encoder_id = model
+        self.batch_size = batch_size  # TEI's default --max-client-batch-size is 32
+        self._client = OpenAI(base_url=self.base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries)
+        self.dim = int(self._request(["dimension probe"]).shape[1])
+
+    def _request(self, texts: list[str]) -> np.ndarray:
+        import openai
+
+        try:
+            response = self._client.embeddings.create(model=self.encoder_id, input=texts, encoding_format="float")
+        except openai.APIError as exc:
+            raise RemoteEncoderError(f"embeddings server at {self.base_url}: {exc}") from exc
+        items = sorted(response.data, key=lambda d: d.index)
+        if len(items) != len(texts):
+            raise RemoteEncoderError(f"embeddings server at {self.base_url} returned {len(items)} vectors for {len(texts)} texts")
+        vectors = np.asarray([d.embedding for d in items], np.float32)  # (n, dim)
+        if vectors.ndim != 2 or (hasattr(self, "dim") and vectors.shape[1] != self.dim):
+            raise RemoteEncoderError(f"embeddings server at {self.base_url} returned vectors of shape {vectors.shape}")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms > 0, norms, 1.0)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        texts = list(texts)
+        return np.concatenate([self._request(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])

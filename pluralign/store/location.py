@@ -1,0 +1,54 @@
+"""Where the tables live: a folder, `memory://`, or an object store (`s3://bucket/prefix`), and the
+storage options LanceDB needs to reach an object store (endpoint, region, credentials).
+
+The options are plain strings in Lance's own names (`aws_endpoint`, `aws_region`, `allow_http`,
+`aws_access_key_id`, `aws_secret_access_key`); options left out fall back to Lance's defaults, which
+read the standard `AWS_*` variables and the instance role. Worker processes (audit jobs) get the same
+options from `PLURALIGN_STORE_*` variables through `options_from_env`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+
+import lancedb
+
+# PLURALIGN_<NAME> variable -> Lance storage option
+OPTION_ENV = {
+    "PLURALIGN_STORE_ENDPOINT": "aws_endpoint",
+    "PLURALIGN_STORE_REGION": "aws_region",
+    "PLURALIGN_STORE_ALLOW_HTTP": "allow_http",
+    "PLURALIGN_STORE_ACCESS_KEY_ID": "aws_access_key_id",
+    "PLURALIGN_STORE_SECRET_ACCESS_KEY": "aws_secret_access_key",
+}
+OBJECT_STORE_SCHEMES = ("s3://", "s3+ddb://", "gs://", "az://", "abfss://")
+
+
+def is_object_store(uri: str) -> bool:
+    return uri.startswith(OBJECT_STORE_SCHEMES)
+
+
+def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Lance storage options named by `PLURALIGN_STORE_*` variables (empty ones left out)."""
+    environ = os.environ if environ is None else environ
+    return {option: environ[name] for name, option in OPTION_ENV.items() if environ.get(name)}
+
+
+def options_to_env(options: Mapping[str, str]) -> dict[str, str]:
+    """The inverse of `options_from_env`: variables that hand `options` to a worker process."""
+    names = {option: name for name, option in OPTION_ENV.items()}
+    return {names[k]: v for k, v in options.items() if k in names and v}
+
+
+def connect(uri: str, storage_options: Mapping[str, str] | None = None, read_consistency: timedelta | None = None):
+    """A LanceDB connection; `storage_options` only matter for an object-store URI.
+
+    `read_consistency`: how stale a read may be with respect to commits by other processes (None:
+    never look for them, LanceDB's default and right for one process; timedelta(0): look at every
+    read, one listing of the table's versions each, which on S3 is a request)."""
+    kwargs: dict = {"read_consistency_interval": read_consistency} if read_consistency is not None else {}
+    if storage_options and is_object_store(uri):
+        kwargs["storage_options"] = dict(storage_options)
+    return lancedb.connect(uri, **kwargs)

@@ -1,0 +1,98 @@
+"""A small server for OpenAI's `/v1/embeddings` over a local encoder (`pluralign serve-embeddings`).
+
+It is what `PLURALIGN_ENCODER=openai:URL` talks to when no Text Embeddings Inference or vLLM server
+is at hand (tests, a CPU box set apart for embedding). Floats or base64 (little-endian float32, the
+openai client's default) as the request asks; requests are encoded one at a time in a worker
+thread, in the order they come.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from typing import Literal
+
+import msgspec
+import numpy as np
+from litestar import Litestar, Request, Response, get, post
+from litestar.concurrency import sync_to_thread
+from litestar.exceptions import HTTPException
+
+from pluralign.data.record import Base
+from pluralign.embed.base import Encoder
+from service.errors import bad_request
+
+
+class EmbeddingsRequest(msgspec.Struct):  # OpenAI's request carries fields we ignore (user, dimensions)
+    input: str | list[str]
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+
+class Embedding(Base):
+    index: int
+    embedding: list[float] | str
+    object: str = "embedding"
+
+
+class Usage(Base):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(Base):
+    data: list[Embedding]
+    model: str
+    usage: Usage
+    object: str = "list"
+
+
+def openai_error(_: Request, exc: Exception) -> Response:
+    """Errors in OpenAI's shape (`{"error": {"message", "type", "param"}}`), which its clients print."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 400
+    extra = getattr(exc, "extra", None)
+    param = extra[0].get("key") if isinstance(extra, list) and extra and isinstance(extra[0], dict) else None
+    message = exc.detail if isinstance(exc, HTTPException) else str(exc)
+    if isinstance(extra, list) and param is None and extra:  # request-body validation: say which field
+        message = f"{message}: {extra}"
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return Response({"error": {"message": message, "type": kind, "param": param, "code": None}}, status_code=status)
+
+
+def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
+    """Serves `encoder` under its `encoder_id` (the only model name accepted) at /v1/embeddings."""
+    lock = threading.Lock()
+    served = {"requests": 0, "texts": 0}
+
+    @post("/v1/embeddings", status_code=200, sync_to_thread=False)
+    async def embeddings(data: EmbeddingsRequest) -> EmbeddingsResponse:
+        if data.model != encoder.encoder_id:
+            raise bad_request("model", f"this server serves {encoder.encoder_id!r}, not {data.model!r}")
+        texts = [data.input] if isinstance(data.input, str) else data.input
+        if not texts or len(texts) > max_batch:
+            raise bad_request("input", f"give 1 to {max_batch} texts")
+        if data.dimensions is not None and data.dimensions != encoder.dim:
+            raise bad_request("dimensions", f"this model has {encoder.dim} dimensions")
+
+        def run() -> np.ndarray:
+            with lock:
+                served["requests"] += 1
+                served["texts"] += len(texts)
+                return encoder.encode(texts)
+
+        vectors = (await sync_to_thread(run)).astype("<f4", copy=False)  # (n, d)
+        if data.encoding_format == "base64":
+            items = [Embedding(index=i, embedding=base64.b64encode(v.tobytes()).decode()) for i, v in enumerate(vectors)]
+        else:
+            items = [Embedding(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)]
+        tokens = sum(len(t.split()) for t in texts)  # a word count: the server has no tokenizer of its own
+        return EmbeddingsResponse(data=items, model=encoder.encoder_id, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+
+    @get("/health", sync_to_thread=False)
+    async def health() -> dict[str, str | int]:
+        return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
+
+    return Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, ValueError: openai_error}, debug=False)
+

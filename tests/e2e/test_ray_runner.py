@@ -1,0 +1,114 @@
+"""The job runner on Ray: a local Ray started by the test (one CPU, loopback), real worker processes.
+
+Slow-marked (`make test-scaleout`): starting Ray takes ~10-20 s here."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.job_kinds import TEST_KINDS
+from training.jobs.runner import RunnerConfig
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False, namespace="pluralign", log_to_driver=False,
+             _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+def make_runner(folder: Path):
+    from training.jobs.ray_runner import RayJobRunner
+
+    runner = RayJobRunner(RunnerConfig(folder=folder, poll_seconds=0.1), kinds=TEST_KINDS)
+    runner.start()
+    return runner
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_job_runs_as_a_ray_actor_with_progress_log_and_result(ray_cluster, tmp_path):
+    runner = make_runner(tmp_path / "jobs")
+    try:
+        job = runner.submit("work", {"seconds": 2.0})
+        seen = []
+        wait_for(lambda: seen.append(runner.get(job.id).progress) or runner.get(job.id).state not in ("queued", "running"), 120, "never finished")
+        done = runner.get(job.id)
+        assert done.state == "succeeded", done
+        assert done.attempts == 1 and done.metrics["heldout_accuracy"] == 0.5
+        assert "training done" in done.log_tail and any(line.startswith("on Ray (cpus=1") for line in done.log_tail)
+        assert any(0 < p < 1 for p in seen)  # progress reached the record while it ran
+        # the actor is gone once the job is final (detached actors live until killed)
+        wait_for(lambda: not _actor_alive(ray_cluster, job.id), 30, "the actor outlived its job")
+    finally:
+        runner.stop()
+
+
+def _actor_alive(ray, job_id: str) -> bool:
+    from training.jobs.ray_runner import NAMESPACE, actor_name
+
+    try:
+        ray.get_actor(actor_name(job_id), namespace=NAMESPACE)
+        return True
+    except ValueError:
+        return False
+
+
+def test_cancel_a_running_job_on_ray(ray_cluster, tmp_path):
+    runner = make_runner(tmp_path / "jobs")
+    try:
+        job = runner.submit("work", {"seconds": 60})
+        wait_for(lambda: runner.get(job.id).progress > 0, 120, "never reported progress")
+        runner.cancel(job.id)
+        cancelled = runner.wait(job.id, timeout=30)
+        assert cancelled.state == "cancelled" and cancelled.finished_at - cancelled.started_at < 60
+    finally:
+        runner.stop()
+
+
+def test_a_restarted_runner_attaches_to_the_running_job_instead_of_running_it_twice(ray_cluster, tmp_path):
+    marker = tmp_path / "marker"
+    runner = make_runner(tmp_path / "jobs")
+    job = runner.submit("work", {"seconds": 6.0, "marker": str(marker)})
+    wait_for(lambda: marker.exists() and runner.get(job.id).progress > 0, 120, "never started")
+    runner.stop()  # the service goes away; the actor keeps the worker running
+    again = make_runner(tmp_path / "jobs")
+    try:
+        done = again.wait(job.id, timeout=120)
+        assert done.state == "succeeded" and done.attempts == 1
+        assert marker.read_text() == "started\n"  # one run of the worker, not two
+    finally:
+        again.stop()
+
+
+def test_a_job_submitted_over_http_runs_on_ray(ray_cluster, tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """POST /admin/jobs on a service whose runner is Ray (`job_runner="ray"`): an audit of its store."""
+    from service.admin.controllers import ADMIN_HANDLERS
+    from tests.service.tiny import start_service
+
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, job_runner="ray")
+    with server, svc.client("acme") as tenant, svc.client("admin") as admin:
+        for i in range(6):
+            body = {"type": "comparison", "user": f"u{i % 3}", "prompt": f"Q{i}?", "chosen": "yes", "rejected": "no",
+                    "attributes": {"segment": "a" if i % 2 else "b"}}
+            assert tenant.post("/v1/feedback", json=body).status_code == 201
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "min_group_size": 1}})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        wait_for(lambda: admin.get(f"/admin/jobs/{job_id}").json()["state"] not in ("queued", "running"), 240, "the audit never ended")
+        job = admin.get(f"/admin/jobs/{job_id}").json()
+        assert job["state"] == "succeeded", job
+        assert any(line.startswith("on Ray (") for line in job["log_tail"])
+        assert job["metrics"]["comparisons"] == 6

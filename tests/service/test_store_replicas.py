@@ -1,0 +1,59 @@
+"""Two Stores on one table folder, as two replicas have: each sees the other's writes within
+`sync_seconds`, and user rows are ordered by `updated_at` rather than by arrival."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pluralign.store import Store, UserRecord
+from tests.service.test_store import DIM, prefs
+
+
+def test_a_cached_history_sees_another_stores_rows_within_sync_seconds(tmp_path):
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0.2)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0.2)
+    a.add_preferences(*prefs("t", "u", 2))
+    time.sleep(0.25)  # b's handle looks for new versions at most every 0.2 s
+    assert len(b.history("t", "u")) == 2  # b caches the user's two rows
+    later = prefs("t", "u", 3, start=2)
+    a.add_preferences(*later)
+    began = time.monotonic()
+    while b.count_preferences("t", "u") != 5:
+        assert time.monotonic() - began < 2.0, "b never saw a's rows"
+        time.sleep(0.02)
+    assert time.monotonic() - began < 0.2 + 0.5
+    hits = b.search("t", "u", later[1][2], 1)
+    assert hits[0][0].pref_id == "t-u-4"  # the nearest row is one that a wrote after b cached
+    a.delete_user("t", "u")
+    time.sleep(0.25)
+    assert b.count_preferences("t", "u") == 0 and b.search("t", "u", np.ones(DIM, np.float32), 4) == []
+
+
+def test_without_sync_a_cached_history_stays_as_loaded(tmp_path):
+    """The single-process default, what the sync setting changes: b's table handle never looks for
+    a's commits, so b keeps answering from the version it opened."""
+    a = Store(str(tmp_path), "enc", DIM)
+    b = Store(str(tmp_path), "enc", DIM)
+    a.add_preferences(*prefs("t", "u", 2))
+    time.sleep(0.3)
+    assert len(b.history("t", "u")) == 0
+    a.add_preferences(*prefs("t", "u", 3, start=2))
+    time.sleep(0.3)
+    assert b.count_preferences("t", "u") == 0
+
+
+def test_an_older_user_row_never_replaces_a_newer_one(tmp_path):
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    row = lambda updated, logits: UserRecord(tenant="t", user_id="u", created_at=1.0, updated_at=updated, pal_logits=logits)  # noqa: E731
+    a.put_user(row(10.0, [1.0, 0.0]))
+    b.put_user(row(20.0, [0.0, 1.0]))  # newer, through the other store
+    a.put_user(row(15.0, [5.0, 5.0]))  # a slow writer that started before b's: dropped
+    for store in (a, b):
+        found = store.get_user("t", "u")
+        assert (found.updated_at, found.pal_logits) == (20.0, [0.0, 1.0])
+    a.put_user(row(30.0, [2.0, 2.0]))
+    assert b.get_user("t", "u").pal_logits == [2.0, 2.0]
+    assert a.users.count_rows() == 1

@@ -1,0 +1,37 @@
+"""The tables on an S3-compatible server (moto on loopback): what the service and an audit worker read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pluralign.fairness.store_source import comparisons_from_store
+from pluralign.store import Store, StoredPreference
+from pluralign.store.location import options_from_env, options_to_env
+from tests.s3 import S3Server
+
+DIM = 8
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with S3Server("pluralign-unit") as server:
+        yield server
+
+
+def test_an_audit_worker_reads_the_bucket_with_the_settings_it_was_handed(s3, monkeypatch):
+    store = Store(s3.uri("audit"), "enc", DIM, storage_options=s3.options)
+    rows = [
+        StoredPreference(tenant="t", user_id=f"u{i % 3}", pref_id=f"p{i}", prompt=f"q{i}", chosen="yes", rejected="no",
+                         kind="comparison", created_at=float(i), attributes={"segment": "a" if i % 2 else "b"})
+        for i in range(6)
+    ]
+    vectors = np.random.default_rng(0).standard_normal((6, DIM)).astype(np.float32)
+    store.add_preferences(rows, vectors, vectors, -vectors)
+    # the job runner hands a worker the store's settings as variables; the worker turns them back into options
+    env = options_to_env(s3.options)
+    assert options_from_env(env) == s3.options
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    found = comparisons_from_store(s3.uri("audit"), "segment")
+    assert len(found.diff) == 6 and sorted(found.groups) == ["a", "b"]

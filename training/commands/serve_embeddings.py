@@ -1,0 +1,36 @@
+"""`pluralign serve-embeddings`: OpenAI's /v1/embeddings over a local encoder (default MiniLM).
+
+    pluralign serve-embeddings --host 127.0.0.1 --port 8001 --encoder minilm
+
+The API service uses it with `PLURALIGN_ENCODER=openai:http://127.0.0.1:8001/v1` and
+`PLURALIGN_ENCODER_MODEL=sentence-transformers/all-MiniLM-L6-v2` (the name this server serves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("serve-embeddings", help="serve /v1/embeddings (OpenAI shape) over a local encoder",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    parser.add_argument("--encoder", default="minilm", help="`minilm`, `minilm-onnx-int8` or a sentence-transformers folder")
+    parser.add_argument("--log-level", default="warning", help="uvicorn log level")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.embeddings.app import create_embeddings_app
+    from service.runtime import make_encoder
+    from training.common import setup_logging
+
+    setup_logging()
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    encoder = make_encoder(args.encoder)
+    uvicorn.run(create_embeddings_app(encoder), host=args.host, port=args.port, log_level=args.log_level)
+    return 0

@@ -1,0 +1,204 @@
+"""The `JobRunner` on Ray (`PLURALIGN_JOB_RUNNER=ray`, `PLURALIGN_RAY_ADDRESS`).
+
+Each job runs as one detached Ray actor named `pluralign-job-<id>` that declares the job kind's
+CPU, GPU and memory needs (`JobKind.cpus/gpus/memory_mb`), so Ray places it on a node that has
+them, and runs the same worker command line as the local runner in a child process there. The
+records stay in this runner's job folder (one JSON file per job, written only by this runner); the
+worker's stdout and stderr go to the job's files in that folder, so the folder must be a volume the
+Ray nodes mount at the same path (as the adapters folder already is), and the nodes must run the
+same image (the command line names this interpreter). Progress and the log tail are read from
+those files, as the local runner does.
+
+Because the actor is detached, it outlives the service: `stop()` leaves running jobs running, and
+the next runner over the same folder finds each running job's actor by name and attaches to it
+instead of starting the job again. A job whose actor is gone (its node was lost) is queued again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from training.common import PROGRESS_ENV
+from training.jobs.kinds import KINDS, JobKind
+from training.jobs.record import Job
+from training.jobs.runner import JOB_ENV, LocalJobRunner, RunnerConfig, UnknownJob
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "pluralign"
+
+
+def actor_name(job_id: str) -> str:
+    return f"pluralign-job-{job_id}"
+
+
+class JobProcess:
+    """Ray actor body: one job's worker process on a Ray node (a plain class; made remote lazily)."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+
+    def start(self, argv: list[str], env: dict[str, str], cwd: str, out_path: str, log_path: str, nice: int) -> int:
+        with open(out_path, "ab") as out, open(log_path, "ab") as err:
+            self.process = subprocess.Popen(
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, **env},
+                start_new_session=True,
+            )
+        try:
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, nice)
+        except OSError:
+            pass
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        """The worker's exit code, or None while it runs."""
+        return None if self.process is None else self.process.poll()
+
+    def cancel(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class _Attached:
+    job_id: str
+    actor: object  # the Ray actor handle
+    started: object | None  # ObjectRef of `start` until it returned
+
+
+class RayJobRunner(LocalJobRunner):
+    """`LocalJobRunner`'s queue, records, promotion and recovery, with workers as Ray actors."""
+
+    def __init__(
+        self, config: RunnerConfig, address: str | None = None, kinds: Mapping[str, JobKind] = KINDS,
+        on_promote: Callable[[Job, str], None] | None = None,
+    ):
+        """`address`: a Ray cluster (`ray://host:10001` or `host:6379`); None joins the Ray already
+        initialized in this process, else starts a local one."""
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
+        self._ray = ray
+        self._actor_class = ray.remote(JobProcess)
+        super().__init__(config, kinds, on_promote)
+
+    # -- the interface -------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job:
+        with self._lock:
+            job = self.store.get(job_id)
+            if job is None:
+                raise UnknownJob(job_id)
+            if job.state == "queued":
+                return self.store.put(msgspec.structs.replace(job, state="cancelled", cancel_requested=True, finished_at=time.time()))
+            if job.state == "running":
+                job = self.store.put(msgspec.structs.replace(job, cancel_requested=True))
+                attached = self._running.get(job_id)
+                if attached is not None:
+                    attached.actor.cancel.remote()
+            return job
+
+    def stop(self) -> None:
+        """Stop dispatching and polling; running jobs keep running on Ray, and the next runner over
+        this folder attaches to them."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        with self._lock:
+            self._running.clear()
+
+    # -- the dispatcher ------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Running jobs whose actor is alive are attached to; those whose actor is gone are queued again."""
+        for job in self.store.all():
+            if job.state != "running":
+                continue
+            try:
+                actor = self._ray.get_actor(actor_name(job.id), namespace=NAMESPACE)
+                self._ray.get(actor.poll.remote(), timeout=30)
+            except Exception:  # no such actor (node lost, cluster restarted) or it died
+                note = f"its Ray actor is gone (attempt {job.attempts}); queued again"
+                self.store.put(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+                continue
+            self._running[job.id] = _Attached(job.id, actor, None)
+            log.info("attached to running job %s on Ray", job.id)
+
+    def _start_worker(self, job: Job) -> None:
+        kind = self.kinds.get(job.kind)
+        if kind is None:
+            raise ValueError(f"unknown job kind {job.kind!r}")
+        artifact = Path(self.config.folder) / "artifacts" / job.id
+        artifact.mkdir(parents=True, exist_ok=True)
+        argv = kind.command(job, artifact)
+        threads = str(max(1, int(kind.cpus)))
+        env = {PROGRESS_ENV: "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id}
+        resources = f"cpus={kind.cpus:g} gpus={kind.gpus:g} memory={kind.memory_mb}MB"
+        placed = f"on Ray ({resources}), attempt {job.attempts + 1}: $ " + " ".join(argv[1:])
+        self.store.path(job.id, "out").write_bytes(b"")  # a new attempt's output only
+        self.store.path(job.id, "log").write_text(placed + "\n")  # the first line of the log tail
+        actor = self._actor_class.options(
+            name=actor_name(job.id), namespace=NAMESPACE, lifetime="detached", num_cpus=kind.cpus, num_gpus=kind.gpus,
+            memory=kind.memory_mb << 20, max_restarts=0,
+        ).remote()
+        started = actor.start.remote(argv, env, str(self.config.cwd), str(self.store.path(job.id, "out")),
+                                     str(self.store.path(job.id, "log")), self.config.nice)
+        self._running[job.id] = _Attached(job.id, actor, started)
+        self.store.put(msgspec.structs.replace(
+            job, state="running", pid=None, attempts=job.attempts + 1, started_at=time.time(), progress=0.0,
+            artifact=str(artifact), error=None, log_tail=[*job.log_tail, placed][-self.config.log_lines :],
+        ))
+
+    def _poll(self) -> None:
+        ray = self._ray
+        for job_id, attached in list(self._running.items()):
+            job = self.store.get(job_id)
+            if attached.started is not None:
+                ready, _ = ray.wait([attached.started], timeout=0)
+                if not ready:
+                    continue  # waiting for Ray to place the actor
+                try:
+                    ray.get(attached.started)
+                    attached.started = None
+                except Exception as exc:
+                    self._detach(job_id)
+                    self.store.put(msgspec.structs.replace(job, state="failed", error=f"could not start on Ray: {exc}", finished_at=time.time()))
+                    continue
+            progress, tail = self._read_log(job_id)
+            try:
+                code = ray.get(attached.actor.poll.remote(), timeout=30)
+            except Exception as exc:  # the actor died with its node: run the job again
+                self._detach(job_id)
+                note = f"its Ray actor died ({type(exc).__name__}); queued again"
+                self.store.put(msgspec.structs.replace(job, state="queued", log_tail=[*tail, note][-self.config.log_lines :]))
+                continue
+            if code is None:
+                if progress != job.progress or tail != job.log_tail:
+                    self.store.put(msgspec.structs.replace(job, progress=progress, log_tail=tail))
+                continue
+            self._detach(job_id)
+            self.store.put(self._finish(job, code, progress, tail))
+
+    def _detach(self, job_id: str) -> None:
+        attached = self._running.pop(job_id, None)
+        if attached is not None:
+            try:
+                self._ray.kill(attached.actor)  # detached actors live until killed
+            except Exception:
+                pass
