@@ -59,6 +59,14 @@ class History:
     def __len__(self) -> int:
         return self.meta.num_rows
 
+    def comparison_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+        """The strict comparisons of this snapshot: prompt, chosen and rejected vectors (N, d) each,
+        and the chosen and rejected texts (N each), all in one order."""
+        rows = np.flatnonzero(self.comparison)
+        meta = self.meta.take(pa.array(rows, type=pa.int64()))
+        return (self.prompt_vec[rows], self.chosen_vec[rows], self.rejected_vec[rows],
+                meta.column("chosen").to_pylist(), meta.column("rejected").to_pylist())
+
     @property
     def rows(self) -> list[dict]:
         """Every row's non-vector columns (pages, exports, refits; not the search path)."""

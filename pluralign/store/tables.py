@@ -375,15 +375,6 @@ class Store:
             row["attributes"] = json.loads(row["attributes"])
         return [msgspec.convert(row, StoredPreference) for row in rows]
 
-    def comparison_texts(self, tenant: str, user_id: str) -> tuple[list[str], list[str]]:
-        """(chosen, rejected) texts of the user's strict comparisons, in `comparisons`' order."""
-        history = self.history(tenant, user_id)
-        rows = np.flatnonzero(history.comparison).tolist()
-        if not rows:
-            return [], []
-        meta = history.meta.take(pa.array(rows, type=pa.int64()))
-        return meta.column("chosen").to_pylist(), meta.column("rejected").to_pylist()
-
     def search(self, tenant: str, user_id: str, vector: np.ndarray, limit: int) -> list[tuple[StoredPreference, float]]:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached
         history, else one LanceDB vector search (selected columns only, prefiltered by the BITMAP

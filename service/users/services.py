@@ -54,9 +54,12 @@ def refit(
 ) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
     attributes gather those their feedback carried (later ones win), then `attributes`."""
-    prompt, chosen, rejected = rt.store.comparisons(tenant, user_id)  # each (N, d)
+    # one snapshot of the history for vectors, texts and attributes: feedback moved into the table
+    # meanwhile must not make them disagree (the next read sees the new rows as stale and refits)
+    history = rt.store.history(tenant, user_id)
+    prompt, chosen, rejected, chosen_texts, rejected_texts = history.comparison_set()  # (N, d) x 3, N texts x 2
     from_feedback: dict[str, str] = {}
-    for row in sorted(rt.store.history(tenant, user_id).rows, key=lambda r: r["created_at"]):
+    for row in sorted(history.rows, key=lambda r: r["created_at"]):
         from_feedback.update(json.loads(row["attributes"]))
     record = rt.store.get_user(tenant, user_id)
     now = time.time()
@@ -65,7 +68,6 @@ def refit(
     if len(prompt):
         prior = False
         if residual_on(rt):  # PAL's logits and the residual in one pass
-            chosen_texts, rejected_texts = rt.store.comparison_texts(tenant, user_id)
             logits, state = rewards.user_model.fit_user(
                 prompt, chosen, rejected, chosen_texts, rejected_texts, prior_logits=rewards.prior(), fitted_at=now
             )

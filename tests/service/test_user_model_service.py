@@ -82,3 +82,41 @@ def test_a_preference_for_lists_needs_the_residual(tmp_path, tiny_generator_dir,
         assert wins == len(TOPICS[12:]) and profile["user_model"]["features"]["list_items"]["weight"] > 0
     else:
         assert wins <= len(TOPICS[12:]) // 2 and profile["user_model"] is None
+
+
+def test_a_refit_uses_one_snapshot_when_feedback_lands_meanwhile(svc):
+    """Feedback moved into the table while a refit reads the user's history must not make its
+    vectors and texts disagree (was a 400 from the profile, and failed background refits)."""
+    rt = svc.runtime
+
+    def feedback(client, i):
+        r = client.post("/v1/feedback", json={"type": "comparison", "user": "cy", "prompt": f"A drink {i}?",
+                                              "chosen": f"Some tea, {i}.", "rejected": f"Some coffee, {i}."})
+        assert r.status_code == 201, r.text
+
+    with svc.client() as c:
+        for i in range(3):
+            feedback(c, i)
+        rt.wait_for_background()
+        original = rt.store.history
+
+        def history_then_a_row_lands(tenant, user):
+            snapshot = original(tenant, user)
+            rt.store.history = original
+            with svc.client() as other:
+                feedback(other, 99)
+            rt.ingest.flush_user(tenant, user)  # the new row is in the table before the refit reads on
+            return snapshot
+
+        feedback(c, 3)
+        rt.ingest.flush_user("acme", "cy")
+        rt.store.history = history_then_a_row_lands
+        try:
+            r = c.get("/v1/users/cy")
+        finally:
+            rt.store.history = original
+        assert r.status_code == 200, r.text
+        rt.wait_for_background()
+        profile = c.get("/v1/users/cy").json()
+        assert profile["counts"]["preferences"] == 5
+        assert profile["user_model"]["comparisons"] == 5  # a later read refits with the new row
