@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -24,6 +25,7 @@ from service.feedback.services import after_move
 from service.metrics import metrics_middleware
 from service.runtime import Runtime
 from service.settings import Settings
+from service.strict import strict_json_body
 from service.system.controllers import health, metrics
 from service.users.controllers import delete_user, export_user, get_user, list_preferences, score_responses
 
@@ -56,6 +58,11 @@ def create_app(
         exception_handlers={HTTPException: internal_error_handler, ValueError: value_error_handler, Exception: internal_error_handler},
         openapi_config=OpenAPIConfig(title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users"),
         request_max_body_size=settings.max_body_bytes,
+        before_request=strict_json_body,
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600,
+        ) if settings.cors_origins else None,
         debug=False,
         on_startup=[start_admin],
         on_shutdown=[stop_admin, _stop_ingest],

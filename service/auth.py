@@ -94,12 +94,22 @@ class BearerAuth(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=Principal(tenant=entry.tenant, admin=entry.admin), auth=entry)
 
 
+def _preflight(connection: ASGIConnection) -> bool:
+    """OPTIONS (the allowed methods, a CORS preflight) carries no key: browsers send none. The
+    authentication middleware lets it through, so there is no user to check and nothing to guard."""
+    return connection.scope.get("method") == "OPTIONS"
+
+
 # Guards are coroutines: Litestar runs a plain-function guard in a worker thread, one hand-off per request.
 async def tenant_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    if _preflight(connection):
+        return
     if connection.user.admin:
         raise PermissionDeniedException("admin keys cannot use tenant routes; use a tenant key")
 
 
 async def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    if _preflight(connection):
+        return
     if not connection.user.admin:
         raise PermissionDeniedException("this route needs an admin key")

@@ -41,7 +41,9 @@ def _malformed_json(exc: BaseException) -> bool:
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, HTTPException):
+    if isinstance(exc, RecursionError):  # a body nested deeper than any decoder goes
+        return Response(error_body(400, "`body`: the JSON is nested too deeply", [{"key": "body", "message": "nested too deeply"}]), status_code=400)
+    if isinstance(exc, HTTPException) and exc.status_code != HTTP_500_INTERNAL_SERVER_ERROR:  # a 500's detail stays in the log
         if exc.status_code == HTTP_400_BAD_REQUEST and _malformed_json(exc):
             detail = f"the request body is not valid JSON: {exc.detail}"
             return Response(error_body(400, detail, [{"key": "body", "message": exc.detail}]), status_code=400)

@@ -63,6 +63,15 @@ class Runtime:
     background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="refit"))
     pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
+    # called with (tenant, user_id) inside a user's DELETE, under the user's lock; each returns how many
+    # files it removed (the admin area: the user's jobs, their snapshots and records)
+    delete_hooks: list[Callable[[str, str], int]] = field(default_factory=list)
+    _user_locks: tuple[threading.RLock, ...] = field(default_factory=lambda: tuple(threading.RLock() for _ in range(64)))
+
+    def user_lock(self, tenant: str, user_id: str) -> threading.RLock:
+        """The lock that orders a user's DELETE against writes of their row (refits, adapter
+        promotion): held across read-then-write, so nothing fitted before a DELETE lands after it."""
+        return self._user_locks[hash((tenant, user_id)) % len(self._user_locks)]
 
     def wait_for_background(self) -> None:
         """Block until every acknowledged feedback is in the table and every refit queued so far has run."""

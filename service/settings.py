@@ -38,6 +38,7 @@ class Settings(Base, frozen=True):
     adapter_every: int = 50  # new comparisons of a user that queue an adapter job for them
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS); none by default
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
 
     def __post_init__(self) -> None:

@@ -22,6 +22,7 @@ from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin
 from service.errors import bad_request, error_body
+from training.jobs.params import JobParamsError, decode_params
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
 
@@ -32,7 +33,13 @@ def _admin(request: Request) -> Admin:
 
 @post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)")
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
-    return _admin(request).submit(data.kind, dict(data.params))
+    """`params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
+    params = dict(data.params)
+    try:
+        decode_params(data.kind, params, from_client=True)
+    except JobParamsError as exc:
+        raise bad_request(exc.field, exc.problem) from None
+    return _admin(request).submit(data.kind, params)
 
 
 @get("/jobs", sync_to_thread=False, summary="Jobs, newest first")
@@ -78,6 +85,10 @@ async def fairness_audit(
         params["since"] = since
     if tenant:
         params["tenant"] = tenant
+    try:
+        decode_params("audit", params, from_client=True)
+    except JobParamsError as exc:  # query parameters: named without the `params.` of a job request
+        raise bad_request(exc.field.removeprefix("params."), exc.problem) from None
     admin = _admin(request)
     job = await admin.audit(params, wait)
     if job.state in ("queued", "running"):
@@ -114,4 +125,6 @@ def stop_admin(app: Litestar) -> None:
     if admin is not None:
         if admin.on_moved in app.state.runtime.moved_hooks:
             app.state.runtime.moved_hooks.remove(admin.on_moved)
+        if admin.forget_user in app.state.runtime.delete_hooks:
+            app.state.runtime.delete_hooks.remove(admin.forget_user)
         admin.runner.stop()

@@ -37,6 +37,7 @@ class Admin:
         self.folder = settings.data_path / "jobs"
         self.runner = LocalJobRunner(RunnerConfig(folder=self.folder, workers=settings.job_workers), on_promote=self.put_into_service)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
+        rt.delete_hooks.append(self.forget_user)
         self._lock = threading.Lock()
         self._new: dict[tuple[str, str], int] = {}  # strict comparisons moved since the user's last check
 
@@ -46,10 +47,22 @@ class Admin:
             self.rt.ingest.flush()
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
         if kind == "adapter" and "data" not in params and "user" in params:
-            params.setdefault("tenant", "default")
-            params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
-            params["data"] = str(self.snapshot(str(params["tenant"]), str(params["user"])))
+            tenant, user = str(params.setdefault("tenant", "default")), str(params["user"])
+            # under the user's lock: a DELETE cannot fall between the snapshot and the queued job,
+            # and two triggers cannot both queue one
+            with self.rt.user_lock(tenant, user):
+                active = self.active_adapter_job(tenant, user)
+                if active is not None:
+                    raise ValueError(f"`params.user`: {user!r} already has adapter job {active.id} {active.state}")
+                params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
+                params["data"] = str(self.snapshot(tenant, user))
+                return self.runner.submit(kind, params)
         return self.runner.submit(kind, params)
+
+    def active_adapter_job(self, tenant: str, user: str) -> Job | None:
+        """The user's queued or running adapter job (there is at most one)."""
+        return next((j for j in self.runner.list(kind="adapter", limit=1_000_000) if j.state in ACTIVE_STATES
+                     and j.params.get("user") == user and str(j.params.get("tenant", "default")) == tenant), None)
 
     def snapshot(self, tenant: str, user: str) -> Path:
         """The user's stored comparisons as a preference file for the worker."""
@@ -68,18 +81,48 @@ class Admin:
 
     def put_into_service(self, job: Job, key: str) -> None:
         """A promoted adapter is copied into the serving registry and named in the user's row, under
-        the name it is served by (the chat response's `pluralign.adapter`, the vLLM LoRA name)."""
+        the name it is served by (the chat response's `pluralign.adapter`, the vLLM LoRA name).
+        Under the user's lock: an adapter of a user deleted meanwhile is never installed."""
         if job.kind != "adapter" or not job.artifact:
             return  # mixtures: the promotion is recorded in promotions.json and read at the next start
         tenant, user = str(job.params.get("tenant", "default")), str(job.params["user"])
-        served = adapter_folder(self.rt, tenant, user)
-        staged = served.with_name(f".{served.name}.{job.id}")
-        shutil.copytree(job.artifact, staged)
-        swap_folder(staged, served)
-        self.rt.adapters.forget(tenant, user)  # the old weights leave memory; the next request loads these
-        record = self.rt.store.get_user(tenant, user)
-        if record is not None:
-            self.rt.store.put_user(msgspec.structs.replace(record, adapter=adapter_name(tenant, user), updated_at=time.time()))
+        with self.rt.user_lock(tenant, user):
+            if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user):
+                raise ValueError(f"user {user!r} of tenant {tenant!r} was deleted while job {job.id} ran")
+            served = adapter_folder(self.rt, tenant, user)
+            staged = served.with_name(f".{served.name}.{job.id}")
+            shutil.copytree(job.artifact, staged)
+            swap_folder(staged, served)
+            self.rt.adapters.forget(tenant, user)  # the old weights leave memory; the next request loads these
+            record = self.rt.store.get_user(tenant, user)
+            if record is not None:
+                self.rt.store.put_user(msgspec.structs.replace(record, adapter=adapter_name(tenant, user), updated_at=time.time()))
+
+    def forget_user(self, tenant: str, user: str) -> int:
+        """For a user's DELETE: stop their queued or running jobs and delete every job file that
+        holds their data or names them (records, logs, results, artifacts, comparison snapshots),
+        and what promotions.json serves for them. Returns how many files went."""
+        removed = 0
+        for job in self.runner.list(limit=1_000_000):
+            if job.params.get("user") != user or str(job.params.get("tenant", "default")) != tenant:
+                continue
+            removed += sum(1 for p in self._job_files(job) if p.is_file())
+            self.runner.purge(job.id)
+        snapshots = self.folder / "data" / tenant
+        if snapshots.is_dir():
+            for path in snapshots.iterdir():
+                stem, _, stamp = path.name.removesuffix(".jsonl").rpartition("-")
+                if stem == user and stamp.isdigit() and path.name.endswith(".jsonl"):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        self.runner.promotions.forget(f"adapter/{tenant}/{user}")
+        return removed
+
+    def _job_files(self, job: Job) -> list[Path]:
+        store = self.runner.store
+        files = [store.path(job.id, suffix) for suffix in ("job.json", "log", "out", "result.json")]
+        artifact = self.folder / "artifacts" / job.id
+        return files + (list(artifact.rglob("*")) if artifact.is_dir() else [])
 
     def on_moved(self, rows: list[StoredPreference]) -> None:
         """Called with each batch of feedback rows moved into the table: a user whose new strict
@@ -101,8 +144,9 @@ class Admin:
     def on_feedback(self, tenant: str, user: str) -> None:
         """Queue an adapter job when the user has enough new comparisons; never fails the feedback."""
         try:
-            comparisons = self.rt.store.count_comparisons(tenant, user)
-            job = self.trigger.on_feedback(tenant, user, comparisons)
+            with self.rt.user_lock(tenant, user):  # one check-then-queue at a time per user
+                comparisons = self.rt.store.count_comparisons(tenant, user)
+                job = self.trigger.on_feedback(tenant, user, comparisons)
             if job is not None:
                 log.info("queued adapter job %s for %s/%s at %d comparisons", job.id, tenant, user, comparisons)
         except Exception:

@@ -48,6 +48,8 @@ def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
     top_p = 1.0 if data.top_p is None else data.top_p
     if not 0 < top_p <= 1:
         raise bad_request("top_p", f"must be in (0, 1], got {top_p}")
+    if data.seed is not None and not -(2**63) <= data.seed < 2**63:
+        raise bad_request("seed", f"must be a 64-bit signed integer, got {data.seed}")
     return Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=data.seed)
 
 

@@ -48,7 +48,15 @@ def adapter_folder(rt: Runtime, tenant: str, user_id: str):
 
 def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
-    attributes gather those their feedback carried (later ones win), then `attributes`."""
+    attributes gather those their feedback carried (later ones win), then `attributes`.
+
+    Runs under the user's lock, so a DELETE is either before it (nothing to fit: no row is written,
+    the user stays deleted) or after it (the DELETE removes what it wrote)."""
+    with rt.user_lock(tenant, user_id):
+        return _refit(rt, tenant, user_id, attributes)
+
+
+def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None) -> UserWeights:
     prompt, chosen, rejected = rt.store.comparisons(tenant, user_id)  # each (N, d)
     from_feedback: dict[str, str] = {}
     for row in sorted(rt.store.history(tenant, user_id).rows, key=lambda r: r["created_at"]):
@@ -65,6 +73,8 @@ def refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | N
             state = rewards.user_model.fit(logits, prompt, chosen, rejected, chosen_texts, rejected_texts, fitted_at=now)
     else:
         logits, prior = rewards.prior(), True
+        if record is None and not rt.store.count_preferences(tenant, user_id):
+            return UserWeights(logits=logits, prior=True, record=None)  # deleted (or never seen): no row from nothing
     record = UserRecord(
         tenant=tenant,
         user_id=user_id,
@@ -241,14 +251,19 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
 
 def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
     """Every row, the weights and the adapter files of the user; old table versions are purged too,
-    and so is their feedback still pending in the log (from memory and the log's files)."""
-    pending = rt.ingest.forget_user(tenant, user_id)
-    counts = rt.store.delete_user(tenant, user_id)
-    counts["preferences"] += pending  # acknowledged rows, wherever they were
-    folder = adapter_folder(rt, tenant, user_id)
-    counts["adapter_files"] = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
-    if folder.exists():
-        shutil.rmtree(folder)
-    rt.adapters.forget(tenant, user_id)
+    and so is their feedback still pending in the log (from memory and the log's files); their
+    queued or running jobs are stopped and every job file naming them removed (`delete_hooks`).
+    Returns counts by kind: preferences, interactions, users, adapter_files, job_files."""
+    with rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
+        job_files = sum(hook(tenant, user_id) for hook in list(rt.delete_hooks))  # their jobs stop first
+        pending = rt.ingest.forget_user(tenant, user_id)
+        counts = rt.store.delete_user(tenant, user_id)
+        counts["preferences"] += pending  # acknowledged rows, wherever they were
+        folder = adapter_folder(rt, tenant, user_id)
+        counts["adapter_files"] = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+        if folder.exists():
+            shutil.rmtree(folder)
+        rt.adapters.forget(tenant, user_id)
+        counts["job_files"] = job_files
     return counts
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -45,6 +46,21 @@ class JobRunner(Protocol):
     def list(self, *, kind: str | None = None, state: JobState | None = None, limit: int = 100) -> list[Job]: ...
 
     def cancel(self, job_id: str) -> Job: ...
+
+    def purge(self, job_id: str) -> Job | None:
+        """Stop the job if it is queued or running (its worker killed and waited for), then delete
+        every file of it: record, log, output, result and artifact folder. For data that must
+        not outlive a deleted user; a purged job is never recorded again, so never re-run after a
+        restart. Takes no runner lock (a promotion callback may hold it while waiting on the caller)."""
+        job = self.store.remove(job_id)  # from now on the dispatcher's writes of this job are dropped
+        running = self._running.get(job_id)
+        if running is not None:
+            _kill_group(running.process.pid, signal.SIGKILL)
+            running.process.wait()
+        for suffix in ("log", "out"):  # the dispatcher may have had them open
+            self.store.path(job_id, suffix).unlink(missing_ok=True)
+        shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+        return job
 
     def start(self) -> None: ...
 
@@ -121,6 +137,21 @@ class LocalJobRunner:
                 running = self._running.get(job_id)
                 if running is not None:
                     _kill_group(running.process.pid, signal.SIGTERM)
+            return job
+
+    def purge(self, job_id: str) -> Job | None:
+        """Stop the job if it is queued or running (its worker killed and waited for), then delete
+        every file of it: record, log, output, result and artifact folder. For data that must
+        not outlive a deleted user; a purged job is never re-run after a restart."""
+        with self._lock:  # the dispatcher neither launches nor records it meanwhile
+            running = self._running.pop(job_id, None)
+            if running is not None:
+                _kill_group(running.process.pid, signal.SIGKILL)
+                running.process.wait()
+                running.out.close()
+                running.err.close()
+            job = self.store.remove(job_id)
+            shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
             return job
 
     def start(self) -> None:
@@ -228,6 +259,16 @@ class LocalJobRunner:
     def _poll(self) -> None:
         for job_id, running in list(self._running.items()):
             job = self.store.get(job_id)
+            if job is None:  # purged (perhaps while it was being launched): stop it, leave no file
+                _kill_group(running.process.pid, signal.SIGKILL)
+                if running.process.poll() is not None:
+                    running.out.close()
+                    running.err.close()
+                    del self._running[job_id]
+                    for suffix in ("log", "out"):
+                        self.store.path(job_id, suffix).unlink(missing_ok=True)
+                    shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+                continue
             progress, tail = self._read_log(job_id)
             code = running.process.poll()
             if code is None:

@@ -1,0 +1,174 @@
+"""Issue 13, driven over real HTTP the way an attacker would: no 500s (OPTIONS, deep nesting, odd
+query values), errors that name the field, strict types, job params as an allow-list (never flags),
+and a DELETE that nothing resurrects and that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    data = tmp_path_factory.mktemp("hostile-data")
+    server, service = start_service(
+        data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, adapter_every=1_000_000,
+        cors_origins=("https://app.example",),
+    )
+    service.data_dir = data
+    with server:
+        yield service
+
+
+CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "hi"}]}
+COMPARISON = {"type": "comparison", "user": "ann", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
+TENANT_ROUTES = ["/v1/models", "/v1/chat/completions", "/v1/feedback", "/v1/users/ann", "/v1/users/ann/preferences",
+                 "/v1/users/ann/export", "/v1/rewards/score"]
+ADMIN_ROUTES = ["/admin/jobs", "/admin/jobs/x", "/admin/jobs/x/cancel", "/admin/audits/fairness", "/admin/dashboard"]
+JSON_ROUTES = [("tenant", "/v1/chat/completions"), ("tenant", "/v1/feedback"), ("tenant", "/v1/rewards/score"), ("admin", "/admin/jobs")]
+
+
+def no_500s(svc) -> None:
+    text = httpx.get(svc.url + "/metrics").text
+    assert 'status="500"' not in text, [line for line in text.splitlines() if 'status="500"' in line]
+
+
+@pytest.mark.parametrize("path", TENANT_ROUTES + ADMIN_ROUTES)
+def test_options_is_never_a_500(svc, path):
+    for who in ("acme", "admin", None):
+        with svc.client(who) as c:
+            r = c.options(path)
+        assert r.status_code == 204, (who, r.status_code, r.text)
+        assert "GET" in r.headers["allow"] or "POST" in r.headers["allow"]
+    preflight = httpx.options(svc.url + path, headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                                                       "Access-Control-Request-Headers": "authorization,content-type"})
+    assert preflight.status_code in (200, 204), preflight.text
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    no_500s(svc)
+
+
+@pytest.mark.parametrize("who,path", JSON_ROUTES)
+def test_deeply_nested_json_is_a_400(svc, who, path):
+    for body in ("[" * 977 + "]" * 977, '{"a":' * 5000 + "1" + "}" * 5000, '{"model": ' + "[" * 20_000 + "]" * 20_000 + "}"):
+        with svc.client("admin" if who == "admin" else "acme") as c:
+            r = c.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["extra"][0]["key"] in ("body", "model", "a", "type"), r.text  # the first level that does not fit
+    no_500s(svc)
+
+
+@pytest.mark.parametrize("query,field", [
+    ({"group_by": "--help"}, "group_by"),
+    ({"group_by": "-o/tmp/x"}, "group_by"),
+    ({"group_by": "g", "since": "-1e-05"}, "since"),
+    ({"group_by": "g", "since": "nan"}, "since"),
+    ({"group_by": "g", "since": "inf"}, "since"),
+    ({"group_by": "g", "tenant": "--store=/"}, "tenant"),
+])
+def test_audit_query_values_are_checked_and_never_reach_a_job(svc, query, field):
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"])
+        r = admin.get("/admin/audits/fairness", params={**query, "wait": 0})
+        assert r.status_code == 400, r.text
+        assert r.json()["extra"][0]["key"] == field
+        after = admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]
+    assert len(after) == before
+    # every job record on disk is still readable (since=nan used to write one that was not)
+    from training.jobs.record import decode_job
+
+    for path in (svc.data_dir / "jobs").glob("*.job.json"):
+        decode_job(path.read_bytes())
+    no_500s(svc)
+
+
+@pytest.mark.parametrize("body,field", [
+    (b'{"model": "pluralign", "seed": 18446744073709551616, "messages": [{"role": "user", "content": "hi"}]}', "seed"),
+    (b'{"model": "pluralign", "temperature": 1e400, "messages": [{"role": "user", "content": "hi"}]}', "temperature"),
+    (b'{"model": "pluralign", "messages": [{"role": "user", "content": "h\xff\xfei"}]}', "content"),
+    (b'{"model": "pluralign", "user": "a\xc3", "messages": [{"role": "user", "content": "hi"}]}', "user"),
+    (b'{"model": "pluralign", "n": "3", "messages": [{"role": "user", "content": "hi"}]}', "n"),
+    (b'{"model": "pluralign", "stream": "true", "messages": [{"role": "user", "content": "hi"}]}', "stream"),
+    (b'{"model": "pluralign", "temperature": "0.5", "messages": [{"role": "user", "content": "hi"}]}', "temperature"),
+    (b'{"model": "pluralign", "pluralign": {"rerank": 1}, "messages": [{"role": "user", "content": "hi"}]}', "pluralign.rerank"),
+])
+def test_chat_errors_name_the_field(svc, body, field):
+    with svc.client("acme") as c:
+        r = c.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["extra"][0]["key"] == field, r.text
+    assert f"`{field}`" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"tie": "true"}, "tie"),
+    ({"margin": "0.5"}, "margin"),
+    ({"prompt": 5}, "prompt"),
+    ({"attributes": {"segment": 1}}, "attributes[...]"),
+])
+def test_feedback_is_decoded_strictly(svc, change, field):
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={**COMPARISON, **change})
+    assert r.status_code == 400, r.text
+    assert r.json()["extra"][0]["key"] == field, r.text
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"group_by": "g", "out": "/tmp/x.json"}, "params.out"),
+    ({"group_by": "g", "store": "/"}, "params.store"),
+    ({"group_by": "--help"}, "params.group_by"),
+    ({"group_by": "g", "since": "1"}, "params.since"),
+    ({"group_by": "g", "data": "/etc/passwd"}, "params.data"),
+])
+def test_audit_job_params_are_an_allow_list(svc, params, field):
+    keys_before = (svc.data_dir / "api_keys.json").read_bytes()
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": params})
+    assert r.status_code == 400, r.text
+    assert r.json()["extra"][0]["key"] == field
+    assert (svc.data_dir / "api_keys.json").read_bytes() == keys_before
+
+
+@pytest.mark.parametrize("kind,params,field", [
+    ("adapter", {"user": "ann", "data": "/etc/passwd"}, "params.data"),
+    ("adapter", {"user": "ann", "registry": "/tmp"}, "params.registry"),
+    ("adapter", {"user": "ann", "base": "/tmp/model"}, "params.base"),
+    ("adapter", {"user": "--help"}, "params.user"),
+    ("pal", {"out": "/tmp/pal"}, "params.out"),
+    ("pal", {"data_dir": "/"}, "params.data_dir"),
+    ("em", {"k": "3"}, "params.k"),
+    ("em", {"k": 10**6}, "params.k"),
+    ("em", {"quiet": True, "out": "x"}, "params.quiet"),
+])
+def test_training_job_params_are_an_allow_list(svc, kind, params, field):
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/jobs", json={"kind": kind, "params": params})
+    assert r.status_code == 400, r.text
+    assert r.json()["extra"][0]["key"] == field, r.text
+
+
+def test_a_job_gets_only_typed_flags(svc, tmp_path):
+    """Every value goes as `--name=value`, so nothing a client sends can be read as another flag."""
+    from training.jobs.kinds import KINDS
+    from training.jobs.record import Job
+
+    job = Job(id="j", kind="audit", params={"group_by": "segment", "tenant": "acme", "store": "/srv/lancedb"}, created_at=0.0)
+    argv = KINDS["audit"].command(job, tmp_path)
+    flags = argv[argv.index("audit") + 1 :]
+    assert flags[0] == "--json" and all(f.startswith("--") and "=" in f for f in flags[1:]), flags
+    assert "--group-by=segment" in flags and "--store=/srv/lancedb" in flags
+
+
+def test_health_shows_no_paths(svc):
+    r = httpx.get(svc.url + "/health")
+    assert r.status_code == 200
+    assert str(svc.data_dir) not in r.text and "/" not in json.dumps(r.json()["pal"]), r.text
+    assert "tmp" not in r.text
+
+
+def test_no_request_above_produced_a_500(svc):
+    no_500s(svc)
