@@ -5,6 +5,9 @@ and a DELETE that nothing resurrects and that leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -172,3 +175,89 @@ def test_health_shows_no_paths(svc):
 
 def test_no_request_above_produced_a_500(svc):
     no_500s(svc)
+
+
+# ---- DELETE: nothing resurrected, nothing left behind ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def deleting(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A service whose adapter trigger fires at 3 comparisons, with one job worker."""
+    data = tmp_path_factory.mktemp("delete-data")
+    server, service = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                    adapter_every=3, job_workers=1)
+    service.data_dir = data
+    with server:
+        yield service
+
+
+def files_holding(folder: Path, *needles: str) -> list[str]:
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path.relative_to(folder)}: {n}" for n in needles if n.encode() in data]
+    return found
+
+
+def test_read_and_score_racing_delete_never_resurrect_the_user(deleting):
+    """Profile reads and scores refit (and write) the user's row; one that started before the DELETE
+    must not write it back after the DELETE answered."""
+    resurrected = []
+    with deleting.client("acme") as c:
+        for trial in range(12):
+            user = f"race{trial}"
+            for i in range(2):
+                assert c.post("/v1/feedback", json={**COMPARISON, "user": user, "prompt": f"Tea {i}?"}).status_code == 201
+            stop = threading.Event()
+
+            def hammer(user=user, stop=stop):
+                with deleting.client("acme") as h:
+                    while not stop.is_set():
+                        h.get(f"/v1/users/{user}")
+                        h.post("/v1/rewards/score", json={"user": user, "prompt": "Tea?", "responses": ["Yes.", "No."]})
+
+            threads = [threading.Thread(target=hammer) for _ in range(3)]
+            for t in threads:
+                t.start()
+            time.sleep(0.05 * (trial % 4))
+            assert c.delete(f"/v1/users/{user}").status_code == 200
+            stop.set()
+            for t in threads:
+                t.join()
+            deleting.runtime.wait_for_background()
+            if c.get(f"/v1/users/{user}").status_code != 404 or deleting.runtime.store.get_user("acme", user) is not None:
+                resurrected.append(user)
+    assert resurrected == []
+
+
+def test_delete_stops_the_users_jobs_and_leaves_no_file_naming_them(deleting):
+    user, marker = "uq7zdel", "mk9v3secret"
+    with deleting.client("acme") as c, deleting.client("admin") as admin:
+        for i in range(3):
+            body = {**COMPARISON, "user": user, "prompt": f"{marker} question {i}?", "chosen": f"{marker} yes", "rejected": "no"}
+            assert c.post("/v1/feedback", json=body).status_code == 201
+        c.post("/v1/chat/completions", json={**CHAT, "user": user, "messages": [{"role": "user", "content": f"hi {marker}"}]})
+        deadline = time.monotonic() + 30
+        jobs = []
+        while time.monotonic() < deadline and not jobs:  # the trigger queues an adapter job behind the reply
+            jobs = [j for j in admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"] if j["params"]["user"] == user]
+            time.sleep(0.1)
+        assert jobs, "an adapter job is queued at 3 comparisons"
+        assert files_holding(deleting.data_dir, marker), "the marker is on disk before the DELETE"
+        r = c.delete(f"/v1/users/{user}")
+        assert r.status_code == 200, r.text
+        assert r.json()["deleted"]["job_files"] >= 2  # the snapshot and the job record at least
+        assert admin.get(f"/admin/jobs/{jobs[0]['id']}").status_code == 404
+        if jobs[0].get("pid"):
+            assert not Path(f"/proc/{jobs[0]['pid']}").exists() or b"PLURALIGN_JOB_ID" not in Path(f"/proc/{jobs[0]['pid']}/environ").read_bytes()
+        left = files_holding(deleting.data_dir, marker, user)
+        assert left == [], "\n".join(left)
+        time.sleep(2)  # a worker or a background refit that outlived the DELETE would write now
+        deleting.runtime.wait_for_background()
+        assert files_holding(deleting.data_dir, marker, user) == []
+        assert c.get(f"/v1/users/{user}").status_code == 404
+    # a restart of the runner finds nothing of the user to re-run
+    from training.jobs.runner import LocalJobRunner, RunnerConfig
+
+    again = LocalJobRunner(RunnerConfig(folder=deleting.data_dir / "jobs"))
+    assert [j.id for j in again.list(limit=1000) if j.params.get("user") == user] == []
