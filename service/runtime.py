@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -67,6 +68,12 @@ class Runtime:
     # files it removed (the admin area: the user's jobs, their snapshots and records)
     delete_hooks: list[Callable[[str, str], int]] = field(default_factory=list)
     _user_locks: tuple[threading.RLock, ...] = field(default_factory=lambda: tuple(threading.RLock() for _ in range(64)))
+
+    _idempotency_locks: tuple[asyncio.Lock, ...] = field(default_factory=lambda: tuple(asyncio.Lock() for _ in range(256)))
+
+    def idempotency_lock(self, tenant: str, key: str) -> asyncio.Lock:
+        """Orders the requests carrying one Idempotency-Key (on the event loop): check, then store."""
+        return self._idempotency_locks[hash((tenant, key)) % len(self._idempotency_locks)]
 
     def user_lock(self, tenant: str, user_id: str) -> threading.RLock:
         """The lock that orders a user's DELETE against writes of their row (refits, adapter

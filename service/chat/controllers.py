@@ -58,8 +58,11 @@ def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
         raise bad_request("model", f"unknown model {data.model!r}; available: {', '.join(model_names(rt))}")
     if not data.messages:
         raise bad_request("messages", "must hold at least one message")
-    if not any(m.role == "user" and m.text().strip() for m in data.messages):
+    last_user = max((i for i, m in enumerate(data.messages) if m.role == "user"), default=None)
+    if last_user is None:
         raise bad_request("messages", "must hold a non-empty `user` message")
+    if not data.messages[last_user].text().strip():  # the question answered is the last user message
+        raise bad_request(f"messages[{last_user}].content", "the last `user` message must not be empty")
     if not 1 <= data.n <= MAX_N:
         raise bad_request("n", f"must be between 1 and {MAX_N}, got {data.n}")
     if data.stream and data.n != 1:

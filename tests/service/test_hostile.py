@@ -166,6 +166,63 @@ def test_a_job_gets_only_typed_flags(svc, tmp_path):
     assert "--group-by=segment" in flags and "--store=/srv/lancedb" in flags
 
 
+@pytest.mark.parametrize("change,field", [
+    ({"chosen": "Same answer.", "rejected": "Same answer."}, "rejected"),
+    ({"chosen": "   \n\t "}, "chosen"),
+    ({"prompt": "  "}, "prompt"),
+    ({"margin": -0.5}, "margin"),
+    ({"source": "s" * 900_000}, "source"),
+    ({"attributes": {"k": "v" * 900_000}}, "attributes[...]"),
+    ({"attributes": {f"k{i}": "v" for i in range(33)}}, "attributes"),
+])
+def test_loose_feedback_is_refused(svc, change, field):
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={**COMPARISON, **change})
+    assert r.status_code in (400, 413), r.text
+    if r.status_code == 400:
+        assert r.json()["extra"][0]["key"] == field, r.text
+
+
+def test_a_chat_whose_last_user_message_is_empty_is_refused(svc):
+    messages = [{"role": "user", "content": "Plan my weekend"}, {"role": "assistant", "content": "Sure."}, {"role": "user", "content": "  "}]
+    with svc.client("acme") as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "messages": messages})
+    assert r.status_code == 400, r.text
+    assert r.json()["extra"][0]["key"] == "messages[2].content"
+
+
+def test_idempotency_key_stores_a_retried_feedback_once(svc):
+    body = {**COMPARISON, "user": "idem", "prompt": "Retry me?"}
+    with svc.client("acme") as c:
+        first = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"})
+        assert first.status_code == 201, first.text
+        assert "idempotent-replayed" not in first.headers
+        again = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"})
+        assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        svc.runtime.ingest.flush()  # moved into the table: a retry still finds it there
+        third = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"})
+        assert third.json() == first.json() and third.headers["idempotent-replayed"] == "true"
+        # concurrent copies of one request: one is stored
+        with httpx.Client(base_url=svc.url, headers=c.headers, timeout=60) as h:
+            results = []
+            threads = [threading.Thread(target=lambda: results.append(h.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0002"})))
+                       for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert {r.status_code for r in results} == {201} and len({r.text for r in results}) == 1
+        other = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0003"})
+        assert other.json()["stored"] != first.json()["stored"]
+        assert c.get("/v1/users/idem/preferences").json()["total"] == 3  # fb-0001, fb-0002, fb-0003
+        bad = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "has space"})
+        assert bad.status_code == 400 and bad.json()["extra"][0]["key"] == "Idempotency-Key"
+    # another tenant's same key is its own
+    with svc.client("globex") as g:
+        assert "idempotent-replayed" not in g.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"}).headers
+
+
 def test_health_shows_no_paths(svc):
     r = httpx.get(svc.url + "/health")
     assert r.status_code == 200
