@@ -89,6 +89,7 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
+        settings.data_path.chmod(0o700)  # users' texts, keys and jobs: no other account may read them
         encoder = encoder or make_encoder(settings.encoder)
         generator = generator or make_generator(settings.generator, settings.generator_model, settings.generator_api_key)
         store = Store(settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20)

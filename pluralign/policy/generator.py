@@ -206,7 +206,9 @@ class Generator:
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        text, sent, stopped = "", 0, False
+        # the pieces joined equal the final text (stripped, as `generate` returns it): leading
+        # whitespace is skipped and trailing whitespace held back until more text follows it
+        text, sent, stopped = "", None, False
         hold = max((len(s) for s in sampling.stop), default=1) - 1  # a stop string may span pieces
         for piece in streamer:
             text += piece
@@ -214,16 +216,21 @@ class Generator:
                 cut, stopped = cut_at_stop(text, sampling.stop)
                 if stopped:
                     cancel.set()
-                    if len(cut) > sent:
-                        yield cut[sent:]
                     text = cut
                     break
-            safe = len(text) - hold
+            if sent is None:
+                if not text.strip():
+                    continue
+                sent = len(text) - len(text.lstrip())
+            safe = min(len(text) - hold, len(text.rstrip()))
             if safe > sent:
                 yield text[sent:safe]
                 sent = safe
-        if not stopped and len(text) > sent:
-            yield text[sent:]
+        final = text.rstrip()
+        if final.strip():
+            sent = len(text) - len(text.lstrip()) if sent is None else sent
+            if len(final) > sent:
+                yield final[sent:]
         worker.join()
         ended = stopped or counter.last in stop_ids
         tokens = counter.count - (1 if counter.last in stop_ids else 0)

@@ -37,6 +37,8 @@ def metrics(request: Request) -> Response:
     records, rows = rt.ingest.log.backlog()
     rt.metrics.set_gauge("pluralign_feedback_pending_rows", rows, help="acknowledged feedback rows still in the log (not yet embedded)")
     rt.metrics.set_gauge("pluralign_feedback_moved_rows", rt.ingest.moved, help="feedback rows embedded and moved into the table since start")
+    rt.metrics.set_gauge("pluralign_embed_truncated_texts", getattr(rt.encoder, "truncated", 0),
+                         help="texts embedded since start that were longer than the encoder reads (only their start counts)")
     histories = rt.store.histories
     rt.metrics.set_gauge("pluralign_history_cache_users", len(histories), help="users whose history is held in memory")
     rt.metrics.set_gauge("pluralign_history_cache_hits", histories.hits, help="history reads answered from memory")

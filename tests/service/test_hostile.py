@@ -223,6 +223,18 @@ def test_idempotency_key_stores_a_retried_feedback_once(svc):
         assert "idempotent-replayed" not in g.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"}).headers
 
 
+def test_truncated_texts_are_counted(svc):
+    def truncated() -> float:
+        line = next(x for x in httpx.get(svc.url + "/metrics").text.splitlines() if x.startswith("pluralign_embed_truncated_texts"))
+        return float(line.split()[-1])
+
+    before = truncated()
+    with svc.client("acme") as c:
+        long_answer = "word " * 600  # far past MiniLM's 256 word pieces
+        assert c.post("/v1/rewards/score", json={"user": "ann", "prompt": "Tea?", "responses": [long_answer, "short"]}).status_code == 200
+    assert truncated() == before + 1
+
+
 def test_health_shows_no_paths(svc):
     r = httpx.get(svc.url + "/health")
     assert r.status_code == 200
