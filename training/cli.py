@@ -4,6 +4,7 @@
     pluralign eval --model bt --protocol persona --groups 4 --json
     pluralign train pal --variant a --k 4
     pluralign serve --host 127.0.0.1 --port 8000
+    pluralign keys create --tenant acme --name "web app"
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import importlib
 import sys
 
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
-COMMANDS = ("training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.audit")
+COMMANDS = (
+    "training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.audit", "training.commands.keys",
+)
 TRAINERS: tuple[str, ...] = (
     "training.commands.train_pal",
     "training.commands.train_em",
