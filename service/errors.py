@@ -24,6 +24,13 @@ def error_body(status: int, detail: str, extra=None) -> dict:
     return body
 
 
+def stream_error(status: int, detail: str) -> dict:
+    """The body of a server-sent error event (a stream's headers are already sent): OpenAI's
+    `{"error": {...}}` wrapping this module's error body."""
+    body = error_body(status, detail)
+    return body if "error" in body else {"error": {"message": detail, **body}}
+
+
 def value_error_handler(_: Request, exc: ValueError) -> Response:
     """Library ValueErrors (a bad record, an unknown adapter, a bad setting in a request) are the client's."""
     return Response(error_body(HTTP_400_BAD_REQUEST, str(exc)), status_code=HTTP_400_BAD_REQUEST)

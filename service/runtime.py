@@ -19,6 +19,7 @@ from pluralign.store.ingest import Ingestor
 from service.auth import KeyRing
 from service.metrics import Metrics
 from service.rewards import UserRewards
+from service.scheduler import FairScheduler
 from service.settings import Settings
 
 log = logging.getLogger("pluralign.service")
@@ -67,6 +68,7 @@ class Runtime:
     # called with (tenant, user_id) inside a user's DELETE, under the user's lock; each returns how many
     # files it removed (the admin area: the user's jobs, their snapshots and records)
     delete_hooks: list[Callable[[str, str], int]] = field(default_factory=list)
+    scheduler: FairScheduler | None = None  # generation's own threads, tenants in turn (built from settings)
     _user_locks: tuple[threading.RLock, ...] = field(default_factory=lambda: tuple(threading.RLock() for _ in range(64)))
 
     _idempotency_locks: tuple[asyncio.Lock, ...] = field(default_factory=lambda: tuple(asyncio.Lock() for _ in range(256)))
@@ -79,6 +81,11 @@ class Runtime:
         """The lock that orders a user's DELETE against writes of their row (refits, adapter
         promotion): held across read-then-write, so nothing fitted before a DELETE lands after it."""
         return self._user_locks[hash((tenant, user_id)) % len(self._user_locks)]
+
+    def __post_init__(self) -> None:
+        if self.scheduler is None:
+            s = self.settings
+            self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue)
 
     def wait_for_background(self) -> None:
         """Block until every acknowledged feedback is in the table and every refit queued so far has run."""

@@ -38,6 +38,13 @@ class Settings(Base, frozen=True):
     adapter_every: int = 50  # new comparisons of a user that queue an adapter job for them
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
+    generation_workers: int = 1  # threads that generate (their own: light routes never wait behind generation)
+    tenant_generations: int = 4  # chats one tenant may have waiting or running; more get 429 + Retry-After
+    generation_queue: int = 32  # chats waiting across all tenants; more get 429 + Retry-After
+    max_context_tokens: int | None = None  # prompt + max_tokens limit (default: the model's context; set it for `openai:URL`)
+    tenant_requests_per_second: int = 200  # requests per second per tenant (429 + Retry-After beyond); 0: no limit
+    tenant_queued_jobs: int = 8  # adapter jobs one tenant may have queued or running (the trigger waits beyond)
+    job_attempts: int = 3  # launches of a job before a restart gives it up as failed
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS); none by default
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
 
@@ -50,6 +57,11 @@ class Settings(Base, frozen=True):
             raise ValueError(f"`user_model` must be `residual` or `prototypes`, got {self.user_model!r}")
         if self.ingest_batch < 1:
             raise ValueError("`ingest_batch` must be at least 1")
+        for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_queued_jobs", "job_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1")
+        if self.tenant_requests_per_second < 0:
+            raise ValueError("`tenant_requests_per_second` must be 0 (no limit) or more")
 
     @property
     def data_path(self) -> Path:
