@@ -23,6 +23,7 @@ from service.errors import internal_error_handler, value_error_handler
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
 from service.metrics import metrics_middleware
+from service.ratelimit import rate_limit
 from service.runtime import Runtime
 from service.settings import Settings
 from service.strict import strict_json_body
@@ -54,7 +55,11 @@ def create_app(
         route_handlers.append(Router(path="/admin", route_handlers=list(admin_handlers), guards=[admin_guard]))
     app = Litestar(
         route_handlers=route_handlers,
-        middleware=[metrics_middleware, DefineMiddleware(BearerAuth, exclude=PUBLIC_PATHS)],
+        middleware=[
+            metrics_middleware,
+            *([rate_limit(settings.tenant_requests_per_second).middleware] if settings.tenant_requests_per_second else []),
+            DefineMiddleware(BearerAuth, exclude=PUBLIC_PATHS),
+        ],
         exception_handlers={HTTPException: internal_error_handler, ValueError: value_error_handler, Exception: internal_error_handler},
         openapi_config=OpenAPIConfig(title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users"),
         request_max_body_size=settings.max_body_bytes,

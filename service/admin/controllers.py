@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Litestar, Request, get, post
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, TooManyRequestsException
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response
 
 from pluralign.fairness.report import AuditReport, since_previous
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
-from service.admin.services import Admin
+from service.admin.services import Admin, QuotaExceeded
 from service.errors import bad_request, error_body
 from training.jobs.params import JobParamsError, decode_params
 from training.jobs.record import Job, JobState
@@ -39,7 +39,10 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
         decode_params(data.kind, params, from_client=True)
     except JobParamsError as exc:
         raise bad_request(exc.field, exc.problem) from None
-    return _admin(request).submit(data.kind, params)
+    try:
+        return _admin(request).submit(data.kind, params)
+    except QuotaExceeded as exc:
+        raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
 
 
 @get("/jobs", sync_to_thread=False, summary="Jobs, newest first")

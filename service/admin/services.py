@@ -21,6 +21,7 @@ from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
 from pluralign.policy.adapters import adapter_name, swap_folder
 from pluralign.store import StoredPreference
+from service.errors import bad_request
 from service.runtime import Runtime
 from service.users.services import adapter_folder
 from training.jobs.record import ACTIVE_STATES, Job, Param
@@ -30,12 +31,17 @@ from training.jobs.triggers import AdapterTrigger
 log = logging.getLogger("pluralign.service")
 
 
+class QuotaExceeded(Exception):
+    """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows."""
+
+
 class Admin:
     def __init__(self, rt: Runtime):
         settings = rt.settings
         self.rt = rt
         self.folder = settings.data_path / "jobs"
-        self.runner = LocalJobRunner(RunnerConfig(folder=self.folder, workers=settings.job_workers), on_promote=self.put_into_service)
+        self.runner = LocalJobRunner(RunnerConfig(folder=self.folder, workers=settings.job_workers, max_attempts=settings.job_attempts),
+                                     on_promote=self.put_into_service)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
         rt.delete_hooks.append(self.forget_user)
         self._lock = threading.Lock()
@@ -53,11 +59,19 @@ class Admin:
             with self.rt.user_lock(tenant, user):
                 active = self.active_adapter_job(tenant, user)
                 if active is not None:
-                    raise ValueError(f"`params.user`: {user!r} already has adapter job {active.id} {active.state}")
+                    raise bad_request("params.user", f"{user!r} already has adapter job {active.id} {active.state}")
+                queued = self.active_adapter_jobs(tenant)
+                if queued >= self.rt.settings.tenant_queued_jobs:
+                    raise QuotaExceeded(f"tenant {tenant!r} has {queued} adapter jobs queued or running "
+                                        f"(at most {self.rt.settings.tenant_queued_jobs})")
                 params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
                 params["data"] = str(self.snapshot(tenant, user))
                 return self.runner.submit(kind, params)
         return self.runner.submit(kind, params)
+
+    def active_adapter_jobs(self, tenant: str) -> int:
+        return sum(1 for j in self.runner.list(kind="adapter", limit=1_000_000)
+                   if j.state in ACTIVE_STATES and str(j.params.get("tenant", "default")) == tenant)
 
     def active_adapter_job(self, tenant: str, user: str) -> Job | None:
         """The user's queued or running adapter job (there is at most one)."""

@@ -120,3 +120,23 @@ def test_a_failing_stream_ends_with_an_error_event_then_done(failing):
     error = json.loads(events[-2])
     assert "error" in error and "generation failed" in json.dumps(error)
     assert json.loads(events[1])["choices"][0]["delta"]["content"] == "Once"
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = serve(tmp_path_factory.mktemp("limited"), Generator.from_folder(tiny_generator_dir), tiny_pal_dir, minilm,
+                            tenant_requests_per_second=20)
+    with server:
+        yield service
+
+
+def test_a_tenant_over_its_request_rate_gets_429_and_another_tenant_does_not(limited):
+    with limited.client("acme") as c:
+        codes = [c.get("/v1/models").status_code for _ in range(60)]
+        assert codes.count(200) <= 40 and 429 in codes, codes  # 20 per second (a burst may straddle two)
+        busy = c.get("/v1/models")
+        if busy.status_code == 429:
+            assert int(busy.headers["retry-after"]) >= 1 and "ratelimit-limit" in busy.headers
+    with limited.client("globex") as g:
+        assert g.get("/v1/models").status_code == 200
+    assert httpx.get(limited.url + "/health").status_code == 200  # not limited

@@ -364,3 +364,26 @@ def test_delete_stops_the_users_jobs_and_leaves_no_file_naming_them(deleting):
 
     again = LocalJobRunner(RunnerConfig(folder=deleting.data_dir / "jobs"))
     assert [j.id for j in again.list(limit=1000) if j.params.get("user") == user] == []
+
+
+@pytest.fixture(scope="module")
+def quota(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("quota-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS, adapter_every=1_000_000, job_workers=1, tenant_queued_jobs=2)
+    with server:
+        yield service
+
+
+def test_adapter_jobs_one_pending_per_user_and_a_bounded_queue_per_tenant(quota):
+    with quota.client("acme") as c, quota.client("admin") as admin:
+        for user in ("qa", "qb", "qc"):
+            assert c.post("/v1/feedback", json={**COMPARISON, "user": user}).status_code == 201
+        first = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "qa", "steps": 2000}})
+        assert first.status_code == 201, first.text
+        again = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "qa"}})
+        assert again.status_code == 400 and again.json()["extra"][0]["key"] == "params.user", again.text
+        assert admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "qb", "steps": 2000}}).status_code == 201
+        full = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "qc"}})
+        assert full.status_code == 429 and int(full.headers["retry-after"]) >= 1, full.text
+        for job in admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"]:
+            admin.post(f"/admin/jobs/{job['id']}/cancel")

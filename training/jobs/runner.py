@@ -79,6 +79,7 @@ class RunnerConfig:
     worker_threads: int = 1  # torch/BLAS threads per worker, so serving keeps a core
     poll_seconds: float = 0.2
     log_lines: int = 30  # lines of log tail kept in the record
+    max_attempts: int = 3  # a job interrupted this many times (restarts) is failed, not re-run again
     cwd: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])  # where `training` imports from
 
 
@@ -201,6 +202,11 @@ class LocalJobRunner:
                 continue
             if job.pid is not None and _is_worker_of(job.pid, job.id):
                 _kill_group(job.pid, signal.SIGKILL)
+            if job.attempts >= self.config.max_attempts:  # e.g. a job that takes the machine down each time
+                note = f"runner restarted during attempt {job.attempts}; gave up after {job.attempts} attempts"
+                self.store.put(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
+                                                       log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+                continue
             note = f"runner restarted during attempt {job.attempts}; queued again"
             self.store.put(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
 
