@@ -26,7 +26,7 @@ from service.metrics import metrics_middleware
 from service.ratelimit import rate_limit
 from service.runtime import Runtime
 from service.settings import Settings
-from service.strict import strict_json_body
+from service.strict import before_request
 from service.system.controllers import health, metrics
 from service.users.controllers import delete_user, export_user, get_user, list_preferences, score_responses
 
@@ -63,7 +63,7 @@ def create_app(
         exception_handlers={HTTPException: internal_error_handler, ValueError: value_error_handler, Exception: internal_error_handler},
         openapi_config=OpenAPIConfig(title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users"),
         request_max_body_size=settings.max_body_bytes,
-        before_request=strict_json_body,
+        before_request=before_request,
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600,

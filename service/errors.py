@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 log = logging.getLogger("pluralign.service")
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """The body of every error response (documented in the OpenAPI schema under each route's codes)."""
+
+    status_code: int
+    detail: str
+    extra: list[dict[str, Any]] | None = None  # [{"key": field, "message": problem}]
+
+
+_WHY = {
+    400: "Bad request: the `extra` entries name each field and its problem",
+    404: "Not found in this tenant",
+    409: "Conflict",
+    413: "Request body too large",
+    429: "Too many requests: retry after `Retry-After` seconds",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI `responses` for a route's error codes, so clients (and schema fuzzers) know them."""
+    return {code: ResponseSpec(data_container=ErrorBody, description=_WHY.get(code, "Error"), generate_examples=False) for code in codes}
 
 
 def bad_request(field: str, problem: str) -> ValidationException:

@@ -15,7 +15,7 @@ import re
 from functools import lru_cache
 
 import msgspec
-from litestar import Request
+from litestar import Request, Response
 from litestar.enums import RequestEncodingType
 
 from service.errors import bad_request
@@ -51,6 +51,25 @@ def _utf8_field(body: bytes) -> str:
         if key:
             return key.group(1).decode("utf-8", "replace")
     return "body"
+
+
+def allowed_methods(request: Request) -> str | None:
+    """Every method of the matched path. Litestar's automatic OPTIONS answer lists only the methods
+    of the first handler registered on a path (GET /v1/users/{id} but not its DELETE)."""
+    template = request.scope.get("path_template")
+    for route in request.app.routes:
+        if getattr(route, "path_format", None) == template and hasattr(route, "methods"):
+            return ", ".join(sorted(route.methods))
+    return None
+
+
+async def before_request(request: Request) -> Response | None:
+    """The app's hook before every handler: OPTIONS answered with the path's full `Allow`, JSON
+    bodies decoded strictly."""
+    if request.method == "OPTIONS":
+        allow = allowed_methods(request)
+        return Response(None, status_code=204, headers={"Allow": allow}) if allow else None
+    return await strict_json_body(request)
 
 
 async def strict_json_body(request: Request) -> None:

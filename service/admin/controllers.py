@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Litestar, Request, get, post
+from litestar import Litestar, MediaType, Request, get, post
 from litestar.exceptions import NotFoundException, TooManyRequestsException
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response
@@ -21,7 +21,7 @@ from pluralign.fairness.report import AuditReport, since_previous
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
-from service.errors import bad_request, error_body
+from service.errors import bad_request, error_body, error_responses
 from training.jobs.params import JobParamsError, decode_params
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
@@ -31,7 +31,7 @@ def _admin(request: Request) -> Admin:
     return request.app.state.admin
 
 
-@post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)")
+@post("/jobs", sync_to_thread=True, status_code=201, responses=error_responses(429), summary="Queue a job (adapter, pal, em, audit)")
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
     """`params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
     params = dict(data.params)
@@ -55,7 +55,7 @@ def list_jobs(
     return JobList(jobs=_admin(request).runner.list(kind=kind, state=job_state, limit=limit))
 
 
-@get("/jobs/{job_id:str}", sync_to_thread=False, summary="One job: state, progress, metrics, log tail")
+@get("/jobs/{job_id:str}", sync_to_thread=False, responses=error_responses(404), summary="One job: state, progress, metrics, log tail")
 def get_job(request: Request, job_id: FromPath[str]) -> Job:
     job = _admin(request).runner.get(job_id)
     if job is None:
@@ -63,7 +63,7 @@ def get_job(request: Request, job_id: FromPath[str]) -> Job:
     return job
 
 
-@post("/jobs/{job_id:str}/cancel", sync_to_thread=False, status_code=200, summary="Cancel a queued or running job")
+@post("/jobs/{job_id:str}/cancel", sync_to_thread=False, status_code=200, responses=error_responses(404), summary="Cancel a queued or running job")
 def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
     try:
         return _admin(request).runner.cancel(job_id)
@@ -104,7 +104,7 @@ async def fairness_audit(
     return Response(since_previous(report, admin.reports()))
 
 
-@get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)")
+@get("/dashboard", sync_to_thread=True, media_type=MediaType.HTML, summary="The operator's dashboard (HTML)")
 def dashboard(request: Request) -> Response:
     admin = _admin(request)
     history = admin.reports()

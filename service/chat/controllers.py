@@ -25,7 +25,7 @@ from service.chat.schemas import (
     Delta,
     Usage,
 )
-from service.errors import bad_request, stream_error
+from service.errors import bad_request, error_responses, stream_error
 from service.ids import check_user_id
 from service.runtime import Runtime
 from service.scheduler import Busy
@@ -92,7 +92,7 @@ def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
     return services.plan(rt, tenant, user, messages, candidates, do_rerank, shots, returned=data.n)
 
 
-@post("/v1/chat/completions", status_code=200, summary="Create a personalized chat completion")
+@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429), summary="Create a personalized chat completion")
 async def create_chat_completion(
     request: Request, data: JSONBody[ChatRequest]
 ) -> Response[ChatCompletion]:
