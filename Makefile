@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-all bench lint clean
+.PHONY: install serve test test-all fuzz abuse bench lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m ""
+
+# Schemathesis over the served OpenAPI schema (slow; FUZZ_EXAMPLES=400 for a 30,000+ request run)
+fuzz: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -s -m slow tests/e2e/test_fuzz.py
+
+# issue 13's reproducers against `pluralign serve` on 127.0.0.1, one table (bounded; see --help)
+abuse: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/abuse.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

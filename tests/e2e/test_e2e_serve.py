@@ -150,6 +150,7 @@ def test_restart_after_kill9_serves_every_acknowledged_row(tmp_path, tiny_genera
         again.stop()
 
 
+@pytest.mark.slow  # two server starts: ~30 s on a quiet machine, 90 s on a busy one
 def test_retries_with_idempotency_keys_after_kill9_store_each_feedback_once(tmp_path, tiny_generator_dir, tiny_pal_dir):
     """A client sends feedback with Idempotency-Key while the server is killed -9; after the restart
     it retries every request it sent (answered or not): each is stored exactly once. The data
