@@ -107,7 +107,7 @@ def case_race(t: httpx.Client, trials: int) -> None:
             t.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Q{i}?", "chosen": "A.", "rejected": "B."})
         stop = threading.Event()
 
-        def hammer() -> None:
+        def hammer(user: str = user, stop: threading.Event = stop) -> None:
             with httpx.Client(base_url=t.base_url, headers=t.headers, timeout=60) as h:
                 while not stop.is_set():
                     h.get(f"/v1/users/{user}")
