@@ -14,6 +14,7 @@ from typing import Annotated
 
 from litestar import Litestar, MediaType, Request, get, post
 from litestar.exceptions import NotFoundException, TooManyRequestsException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response
 
@@ -71,7 +72,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
         raise NotFoundException(f"no job {job_id}") from None
 
 
-@get("/audits/fairness", summary="Fairness audit of the stored comparisons (runs as an audit job)")
+@get("/audits/fairness", responses={**error_responses(422), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(
     request: Request,
     group_by: str,
@@ -100,7 +101,9 @@ async def fairness_audit(
     if report is None:
         if "no stored comparisons" in (job.error or ""):
             raise bad_request("group_by", "there are no stored comparisons to audit yet")
-        return Response(error_body(500, f"audit job {job.id} {job.state}: {job.error}"), status_code=500)
+        # the worker could not compute this audit (e.g. no comparison carries `group_by`): the request's
+        # parameters cannot be served, and the job record keeps the worker's log for the operator
+        return Response(error_body(422, f"audit job {job.id} {job.state}: {job.error}"), status_code=422)
     return Response(since_previous(report, admin.reports()))
 
 

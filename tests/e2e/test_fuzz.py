@@ -28,7 +28,7 @@ ADMIN_CHECKS = "not_a_server_error,status_code_conformance,content_type_conforma
 def schemathesis(url: str, key: str, paths: str, checks: str, examples: int) -> tuple[int, str]:
     command = [
         str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/schema/openapi.json", "-H", f"Authorization: Bearer {key}",
-        "--include-path-regex", paths, "--checks", checks, "--max-examples", str(examples), "--workers", "2",
+        "--include-path-regex", paths, "--checks", checks, "--max-examples", str(examples), "--workers", "1",
         "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all", "--seed", "13",
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.fuzz_hooks", "PYTHONPATH": str(ROOT)}
