@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-all test-slow-loop test-scaleout bench lint clean
+.PHONY: install serve test test-all test-slow-loop test-scaleout fuzz abuse bench lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ test-slow-loop: $(STAMP)
 # past one machine: two replicas on one store, the Ray job runner, a front service on a remote encoder (slow-marked; ~5 min here)
 test-scaleout: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py
+
+# Schemathesis over the served OpenAPI schema (slow; FUZZ_EXAMPLES per operation, default 30: 600 served 4,909 requests)
+fuzz: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -s -m slow tests/e2e/test_fuzz.py
+
+# issue 13's reproducers against `pluralign serve` on 127.0.0.1, one table (bounded; see --help)
+abuse: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/abuse.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -154,7 +154,8 @@ def retrieval(data: Path, users: int, searches: int) -> None:
 
 
 def start_server(data: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "PLURALIGN_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PLURALIGN_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "OMP_NUM_THREADS": "1",
+           "PLURALIGN_TENANT_REQUESTS_PER_SECOND": "0"}  # a throughput figure: the per-tenant rate limit would cap it
     proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--log-level", "warning"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "wb"))
     for _ in range(600):

@@ -50,7 +50,8 @@ def prefill(data: Path, rows: int, users: int) -> None:
 
 
 def start_server(data: Path, port: int, extra_env: dict) -> subprocess.Popen:
-    env = {**os.environ, "PLURALIGN_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **extra_env}
+    env = {**os.environ, "PLURALIGN_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           "PLURALIGN_TENANT_REQUESTS_PER_SECOND": "0", **extra_env}  # throughput figures: no per-tenant rate limit
     proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--log-level", "warning"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "wb"))
     for _ in range(600):

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -28,8 +29,10 @@ from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
 from service.metrics import count_unrouted, metrics_middleware
 from service.openapi import install as install_openapi
+from service.ratelimit import rate_limit
 from service.runtime import Runtime
 from service.settings import Settings
+from service.strict import before_request
 from service.system.controllers import health, metrics, scrape_state
 from service.users.controllers import (
     delete_user,
@@ -67,13 +70,22 @@ def create_app(
         route_handlers.extend(SESSION_HANDLERS)  # the dashboard's login form: no key needed to reach it
     app = Litestar(
         route_handlers=route_handlers,
-        middleware=[metrics_middleware, DefineMiddleware(BearerAuth, exclude=PUBLIC_PATHS)],
+        middleware=[
+            metrics_middleware,
+            *([rate_limit(settings.tenant_requests_per_second).middleware] if settings.tenant_requests_per_second else []),
+            DefineMiddleware(BearerAuth, exclude=PUBLIC_PATHS),
+        ],
         exception_handlers={HTTPException: internal_error_handler, ValueError: value_error_handler, Exception: internal_error_handler},
         openapi_config=OpenAPIConfig(
             title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users",
             render_plugins=[swagger_page()],  # the first plugin also serves /schema
         ),
         request_max_body_size=settings.max_body_bytes,
+        before_request=before_request,
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600,
+        ) if settings.cors_origins else None,
         debug=False,
         on_startup=[start_admin],
         on_shutdown=[stop_admin, _stop_ingest],

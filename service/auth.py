@@ -6,6 +6,8 @@ an admin key reaches only /admin routes. Requests send `Authorization: Bearer KE
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import secrets
 import threading
@@ -47,38 +49,91 @@ def hash_key(key: str) -> str:
 
 
 class KeyRing:
-    """The hashed keys of one data folder; the plain key is shown once, when issued."""
+    """The hashed keys of one data folder; the plain key is shown once, when issued.
+
+    Several processes share the file (the service, `pluralign keys`): every change is a
+    read-modify-write under an exclusive lock on `<file>.lock`, written atomically, and every
+    lookup first checks (one stat) whether the file changed, so a key revoked by the CLI stops
+    working at the running service's very next request."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.Lock()
         self.keys: dict[str, ApiKey] = {}
-        if self.path.exists():
-            for item in msgspec.json.decode(self.path.read_bytes(), type=list[ApiKey]):
-                self.keys[item.sha256] = item
+        self._seen: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) of the file loaded
+        self.reload()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """The file's lock across processes (and this process's threads) for a read-modify-write."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._load()
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _load(self) -> None:
+        stamp = self._stamp()
+        keys = msgspec.json.decode(self.path.read_bytes(), type=list[ApiKey]) if stamp else []
+        self.keys, self._seen = {k.sha256: k for k in keys}, stamp
+
+    def _write(self) -> None:
+        write_atomic(self.path, msgspec.json.encode(list(self.keys.values())))
+        self._seen = self._stamp()
 
     def issue(self, tenant: str, admin: bool = False, name: str = "") -> str:
         key = KEY_PREFIX + secrets.token_urlsafe(24)
         entry = ApiKey(sha256=hash_key(key), tenant=tenant, admin=admin, name=name, created_at=time.time())
-        with self._lock:
+        with self._exclusive():
             self.keys[entry.sha256] = entry
-            write_atomic(self.path, msgspec.json.encode(list(self.keys.values())))
+            self._write()
         return key
 
+    def revoke(self, key_id: str) -> list[ApiKey]:
+        """Remove the keys whose id (`key_id(entry)`, a prefix of the hash of at least 8 hex digits)
+        or name is `key_id`; returns them. Raises ValueError when none matches."""
+        with self._exclusive():
+            gone = [k for k in self.keys.values() if k.name == key_id or (len(key_id) >= 8 and k.sha256.startswith(key_id))]
+            if not gone:
+                raise ValueError(f"no key with id or name {key_id!r}")
+            for entry in gone:
+                del self.keys[entry.sha256]
+            self._write()
+        return gone
+
     def reload(self) -> None:
-        if self.path.exists():
-            with self._lock:
-                self.keys = {k.sha256: k for k in msgspec.json.decode(self.path.read_bytes(), type=list[ApiKey])}
+        with self._lock:
+            self._load()
 
     def lookup(self, key: str) -> ApiKey | None:
-        found = self.keys.get(hash_key(key))
-        if found is None:  # a key issued by another process (`pluralign serve` or a CLI) since start
+        """The key's entry, as the file says now (a key issued or revoked by another process since
+        the last request included)."""
+        if self._stamp() != self._seen:
             self.reload()
-            found = self.keys.get(hash_key(key))
-        return found
+        return self.keys.get(hash_key(key))
+
+    def list(self) -> list[ApiKey]:
+        if self._stamp() != self._seen:
+            self.reload()
+        return sorted(self.keys.values(), key=lambda k: k.created_at)
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def key_id(entry: ApiKey) -> str:
+    """A key's public id: the first 12 hex digits of its hash (the key itself is never stored)."""
+    return entry.sha256[:12]
 
 
 class BearerAuth(AbstractAuthenticationMiddleware):
@@ -106,12 +161,22 @@ class BearerAuth(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=Principal(tenant=entry.tenant, admin=entry.admin), auth=entry)
 
 
+def _preflight(connection: ASGIConnection) -> bool:
+    """OPTIONS (the allowed methods, a CORS preflight) carries no key: browsers send none. The
+    authentication middleware lets it through, so there is no user to check and nothing to guard."""
+    return connection.scope.get("method") == "OPTIONS"
+
+
 # Guards are coroutines: Litestar runs a plain-function guard in a worker thread, one hand-off per request.
 async def tenant_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    if _preflight(connection):
+        return
     if connection.user.admin:
         raise PermissionDeniedException("admin keys cannot use tenant routes; use a tenant key")
 
 
 async def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    if _preflight(connection):
+        return
     if not connection.user.admin:
         raise PermissionDeniedException("this route needs an admin key")

@@ -13,6 +13,7 @@ import re
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -45,6 +46,20 @@ class ErrorBody(msgspec.Struct):
     """What every 4xx and 5xx answers, as OpenAI does."""
 
     error: ErrorInfo
+
+
+_WHY = {
+    400: "Bad request: `error.param` names the field and `error.message` the problem",
+    404: "Not found in this tenant",
+    409: "Conflict",
+    413: "Request body too large",
+    429: "Too many requests: retry after `Retry-After` seconds",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI `responses` for a route's error codes, so clients (and schema fuzzers) know them."""
+    return {code: ResponseSpec(data_container=ErrorBody, description=_WHY.get(code, "Error"), generate_examples=False) for code in codes}
 
 
 def bad_request(field: str, problem: str, code: str = "invalid_value") -> ValidationException:
@@ -100,6 +115,13 @@ def _from_extra(extra) -> tuple[str | None, str | None, str | None]:
     return None, None, None
 
 
+def stream_error(status: int, detail: str) -> dict:
+    """The body of a server-sent error event (a stream's headers are already sent): OpenAI's
+    `{"error": {...}}` wrapping this module's error body."""
+    body = error_body(status, detail)
+    return body if "error" in body else {"error": {"message": detail, **body}}
+
+
 def value_error_handler(_: Request, exc: ValueError) -> Response:
     """Library ValueErrors (a bad record, an unknown adapter, a bad setting in a request) are the client's."""
     message = str(exc)
@@ -119,8 +141,11 @@ def _malformed_json(exc: BaseException) -> bool:
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response:
-    """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected."""
-    if isinstance(exc, HTTPException):
+    """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected;
+    a 500's own message stays in the log."""
+    if isinstance(exc, RecursionError):  # a body nested deeper than any decoder goes
+        return error_response(400, "`body`: the JSON is nested too deeply", "body", "invalid_json")
+    if isinstance(exc, HTTPException) and exc.status_code != HTTP_500_INTERNAL_SERVER_ERROR:
         status = exc.status_code
         if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
             return Redirect("/admin/login", status_code=303)  # a browser without a session: to the login form

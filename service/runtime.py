@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import threading
@@ -20,6 +21,7 @@ from pluralign.store.ingest import Ingestor
 from service.auth import KeyRing
 from service.metrics import Metrics
 from service.rewards import UserRewards
+from service.scheduler import FairScheduler
 from service.settings import Settings
 
 log = logging.getLogger("pluralign.service")
@@ -78,6 +80,27 @@ class Runtime:
     background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="refit"))
     pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
+    # called with (tenant, user_id) inside a user's DELETE, under the user's lock; each returns how many
+    # files it removed (the admin area: the user's jobs, their snapshots and records)
+    delete_hooks: list[Callable[[str, str], int]] = field(default_factory=list)
+    scheduler: FairScheduler | None = None  # generation's own threads, tenants in turn (built from settings)
+    _user_locks: tuple[threading.RLock, ...] = field(default_factory=lambda: tuple(threading.RLock() for _ in range(64)))
+
+    _idempotency_locks: tuple[asyncio.Lock, ...] = field(default_factory=lambda: tuple(asyncio.Lock() for _ in range(256)))
+
+    def idempotency_lock(self, tenant: str, key: str) -> asyncio.Lock:
+        """Orders the requests carrying one Idempotency-Key (on the event loop): check, then store."""
+        return self._idempotency_locks[hash((tenant, key)) % len(self._idempotency_locks)]
+
+    def user_lock(self, tenant: str, user_id: str) -> threading.RLock:
+        """The lock that orders a user's DELETE against writes of their row (refits, adapter
+        promotion): held across read-then-write, so nothing fitted before a DELETE lands after it."""
+        return self._user_locks[hash((tenant, user_id)) % len(self._user_locks)]
+
+    def __post_init__(self) -> None:
+        if self.scheduler is None:
+            s = self.settings
+            self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue)
 
     def wait_for_background(self) -> None:
         """Block until every acknowledged feedback is in the table and every refit queued so far has run."""
@@ -88,6 +111,7 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
+        settings.data_path.chmod(0o700)  # users' texts, keys and jobs: no other account may read them
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
         step("loading the encoder %s", settings.encoder if encoder is None else encoder.encoder_id)

@@ -59,6 +59,14 @@ class Settings(Base, frozen=True):
     store_sync_ms: int | None = None  # how stale a read may be w.r.t. other replicas' commits; default 1000 with several, off with one
     adapters_dir: str | None = None  # per-user adapters; default <data_dir>/adapters (share it between replicas)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
+    generation_workers: int = 1  # threads that generate (their own: light routes never wait behind generation)
+    tenant_generations: int = 4  # chats one tenant may have waiting or running; more get 429 + Retry-After
+    generation_queue: int = 32  # chats waiting across all tenants; more get 429 + Retry-After
+    max_context_tokens: int | None = None  # prompt + max_tokens limit (default: the model's context; set it for `openai:URL`)
+    tenant_requests_per_second: int = 200  # requests per second per tenant (429 + Retry-After beyond); 0: no limit
+    tenant_queued_jobs: int = 8  # adapter jobs one tenant may have queued or running (the trigger waits beyond)
+    job_attempts: int = 3  # launches of a job before a restart gives it up as failed
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS); none by default
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
     admin_session_s: int = 3600  # the dashboard's login session expires this many seconds after sign-in
 
@@ -83,6 +91,11 @@ class Settings(Base, frozen=True):
             raise ValueError(f"`job_runner` must be `local` or `ray`, got {self.job_runner!r}")
         if self.store_sync_ms is not None and self.store_sync_ms < 0:
             raise ValueError("`store_sync_ms` must be at least 0")
+        for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_queued_jobs", "job_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1")
+        if self.tenant_requests_per_second < 0:
+            raise ValueError("`tenant_requests_per_second` must be 0 (no limit) or more")
 
     @property
     def data_path(self) -> Path:

@@ -4,6 +4,7 @@
     pluralign eval --model bt --protocol persona --groups 4 --json
     pluralign train pal --variant a --k 4
     pluralign serve --host 127.0.0.1 --port 8000
+    pluralign keys create --tenant acme --name "web app"
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
 COMMANDS = (
     "training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.serve_embeddings",
-    "training.commands.audit",
+    "training.commands.audit", "training.commands.keys",
 )
 TRAINERS: tuple[str, ...] = (
     "training.commands.train_pal",

@@ -68,19 +68,23 @@ class CachedEncoder:
         self.encoder = encoder
         self.cache = cache
         self.encoder_id = encoder.encoder_id
+        # what an embedding depends on: the model, and how much of a text it reads (a longer
+        # max_length embeds long texts differently, so it must not reuse their cached vectors)
+        max_length = getattr(encoder, "max_length", None)
+        self.cache_id = f"{encoder.encoder_id}@{max_length}" if max_length else encoder.encoder_id
         self.dim = encoder.dim
         self.embedded = 0  # texts actually sent to the encoder, for tests and benchmarks
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         keys = [text_key(t) for t in texts]
-        found = self.cache.get(self.encoder_id, list(dict.fromkeys(keys)))
+        found = self.cache.get(self.cache_id, list(dict.fromkeys(keys)))
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         if missing:
             first_text = {}
             for k, t in zip(keys, texts, strict=False):
                 first_text.setdefault(k, t)
             vectors = self.encoder.encode([first_text[k] for k in missing])
-            self.cache.put(self.encoder_id, missing, vectors)
+            self.cache.put(self.cache_id, missing, vectors)
             self.embedded += len(missing)
             found.update(zip(missing, vectors, strict=False))
         out = np.empty((len(texts), self.dim), np.float32)

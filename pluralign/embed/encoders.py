@@ -21,10 +21,15 @@ class SentenceEncoder:
         self.batch_size = batch_size
         self.model = SentenceTransformer(path or minilm_path(), device=str(default_device()))
         self.dim = int(self.model.get_embedding_dimension())
+        self.max_length = int(self.model.max_seq_length)  # word pieces read per text (MiniLM: 256); the rest is cut
+        self.truncated = 0  # texts embedded so far that were longer than max_length (only their start counts)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        # count the texts the model will cut (a cheap tokenizer pass, without the model)
+        lengths = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        self.truncated += sum(len(ids) > self.max_length for ids in lengths)
         out = self.model.encode(
             list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True
         )
@@ -43,11 +48,14 @@ class CausalLMEncoder:
         self.encoder_id = encoder_id
         self.batch_size = batch_size
         self.max_length = max_length
+        self.truncated = 0  # texts embedded so far that were longer than max_length
         self.dim = int(model.config.hidden_size)
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         device = next(self.model.parameters()).device
+        lengths = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"] if len(texts) else []
+        self.truncated += sum(len(ids) > self.max_length for ids in lengths)
         chunks = []
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(

@@ -104,6 +104,11 @@ class Generator:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def context_tokens(self) -> int | None:
+        """Tokens the model attends over (prompt + answer), from its config; None if it does not say."""
+        return int(getattr(self.model.config, "max_position_embeddings", 0)) or None
+
     # ---- adapters ---------------------------------------------------------------------------
 
     @property
@@ -286,7 +291,21 @@ class Generator:
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        text, sent, stopped = "", 0, False
+        try:
+            text, stopped = yield from self._pieces(streamer, cancel, sampling)
+        finally:  # also when the consumer stops early (client gone) or the streamer timed out:
+            cancel.set()  # the model stops at its next token and lets go of the lock
+        worker.join()
+        ended = stopped or counter.last in stop_ids
+        tokens = counter.count - (1 if counter.last in stop_ids else 0)
+        yield Candidate(text=text.strip(), finish_reason="stop" if ended else "length", tokens=tokens)
+
+    @staticmethod
+    def _pieces(streamer, cancel: threading.Event, sampling: Sampling) -> Iterator[str]:
+        """The streamer's text in pieces; returns (the whole text, whether a stop string ended it)."""
+        # the pieces joined equal the final text (stripped, as `generate` returns it): leading
+        # whitespace is skipped and trailing whitespace held back until more text follows it
+        text, sent, stopped = "", None, False
         hold = max((len(s) for s in sampling.stop), default=1) - 1  # a stop string may span pieces
         for piece in streamer:
             text += piece
@@ -294,20 +313,22 @@ class Generator:
                 cut, stopped = cut_at_stop(text, sampling.stop)
                 if stopped:
                     cancel.set()
-                    if len(cut) > sent:
-                        yield cut[sent:]
                     text = cut
                     break
-            safe = len(text) - hold
+            if sent is None:
+                if not text.strip():
+                    continue
+                sent = len(text) - len(text.lstrip())
+            safe = min(len(text) - hold, len(text.rstrip()))
             if safe > sent:
                 yield text[sent:safe]
                 sent = safe
-        if not stopped and len(text) > sent:
-            yield text[sent:]
-        worker.join()
-        ended = stopped or counter.last in stop_ids
-        tokens = counter.count - (1 if counter.last in stop_ids else 0)
-        yield Candidate(text=text.strip(), finish_reason="stop" if ended else "length", tokens=tokens)
+        final = text.rstrip()
+        if final.strip():
+            sent = len(text) - len(text.lstrip()) if sent is None else sent
+            if len(final) > sent:
+                yield final[sent:]
+        return text, stopped
 
 
 class _TokenCounter:

@@ -434,8 +434,30 @@ class Store:
                 if counts[name]:
                     table.delete(where)
             self.histories.invalidate([(tenant, user_id)])
-            self.compact(keep_versions_for=timedelta(0), every_table=True)
+            for name in (n for n, c in counts.items() if c):  # only the tables that held the user
+                self._purge(name)
         return counts
+
+    def _purge(self, name: str) -> None:
+        """After a delete: no file of the table may still hold a deleted row. Every fragment with a
+        deletion is rewritten (Lance's compaction otherwise keeps a fragment below 10% deleted, the
+        row still in its data file), the BITMAP indexes are rebuilt (an index keeps the values of
+        deleted rows), and every older version with its files is removed (transaction files name
+        the delete's filter). The caller holds both locks."""
+        table = self.tables[name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            if table.count_rows():
+                table.compact_files(materialize_deletions_threshold=0.0)
+                for column in INDEXED_COLUMNS:
+                    table.create_index(column, config=Bitmap(), replace=True)
+                self._indexed.add(name)
+            else:  # nothing left: the indexes go (an empty table cannot hold one); the next write makes them
+                for index in table.list_indices():
+                    table.drop_index(index.name)
+                self._indexed.discard(name)
+            table.cleanup_old_versions(timedelta(0), delete_unverified=True)
+        self._pending[name] = 0
 
     def compact(self, keep_versions_for: timedelta = timedelta(minutes=5), every_table: bool = False) -> None:
         """Merge small fragments, fold new rows into the indexes and drop versions older than given

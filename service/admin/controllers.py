@@ -13,15 +13,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Litestar, Request, get, post
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, TooManyRequestsException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response
 
 from pluralign.fairness.report import AuditReport, since_previous
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
-from service.admin.services import Admin
-from service.errors import bad_request, error_response
+from service.admin.services import Admin, QuotaExceeded
+from service.errors import bad_request, error_response, error_responses
+from training.jobs.params import JobParamsError, decode_params
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
 
@@ -30,9 +32,18 @@ def _admin(request: Request) -> Admin:
     return request.app.state.admin
 
 
-@post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)")
+@post("/jobs", sync_to_thread=True, status_code=201, responses=error_responses(429), summary="Queue a job (adapter, pal, em, audit)")
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
-    return _admin(request).submit(data.kind, dict(data.params))
+    """`params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
+    params = dict(data.params)
+    try:
+        decode_params(data.kind, params, from_client=True)
+    except JobParamsError as exc:
+        raise bad_request(exc.field, exc.problem) from None
+    try:
+        return _admin(request).submit(data.kind, params)
+    except QuotaExceeded as exc:
+        raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
 
 
 @get("/jobs", sync_to_thread=False, summary="Jobs, newest first")
@@ -45,7 +56,7 @@ def list_jobs(
     return JobList(jobs=_admin(request).runner.list(kind=kind, state=job_state, limit=limit))
 
 
-@get("/jobs/{job_id:str}", sync_to_thread=False, summary="One job: state, progress, metrics, log tail")
+@get("/jobs/{job_id:str}", sync_to_thread=False, responses=error_responses(404), summary="One job: state, progress, metrics, log tail")
 def get_job(request: Request, job_id: FromPath[str]) -> Job:
     job = _admin(request).runner.get(job_id)
     if job is None:
@@ -53,7 +64,7 @@ def get_job(request: Request, job_id: FromPath[str]) -> Job:
     return job
 
 
-@post("/jobs/{job_id:str}/cancel", sync_to_thread=False, status_code=200, summary="Cancel a queued or running job")
+@post("/jobs/{job_id:str}/cancel", sync_to_thread=False, status_code=200, responses=error_responses(404), summary="Cancel a queued or running job")
 def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
     try:
         return _admin(request).runner.cancel(job_id)
@@ -61,7 +72,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
         raise NotFoundException(f"no job {job_id}") from None
 
 
-@get("/audits/fairness", summary="Fairness audit of the stored comparisons (runs as an audit job)")
+@get("/audits/fairness", responses={**error_responses(422), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(
     request: Request,
     group_by: str,
@@ -78,6 +89,10 @@ async def fairness_audit(
         params["since"] = since
     if tenant:
         params["tenant"] = tenant
+    try:
+        decode_params("audit", params, from_client=True)
+    except JobParamsError as exc:  # query parameters: named without the `params.` of a job request
+        raise bad_request(exc.field.removeprefix("params."), exc.problem) from None
     admin = _admin(request)
     job = await admin.audit(params, wait)
     if job.state in ("queued", "running"):
@@ -86,7 +101,9 @@ async def fairness_audit(
     if report is None:
         if "no stored comparisons" in (job.error or ""):
             raise bad_request("group_by", "there are no stored comparisons to audit yet")
-        return error_response(500, f"audit job {job.id} {job.state}: {job.error}", code="audit_failed")
+        # the worker could not compute this audit (e.g. no comparison carries `group_by`): the request's
+        # parameters cannot be served, and the job record keeps the worker's log for the operator
+        return error_response(422, f"audit job {job.id} {job.state}: {job.error}", code="audit_failed")
     return Response(since_previous(report, admin.reports()))
 
 
@@ -115,4 +132,6 @@ def stop_admin(app: Litestar) -> None:
     if admin is not None:
         if admin.on_moved in app.state.runtime.moved_hooks:
             app.state.runtime.moved_hooks.remove(admin.on_moved)
+        if admin.forget_user in app.state.runtime.delete_hooks:
+            app.state.runtime.delete_hooks.remove(admin.forget_user)
         admin.runner.stop()

@@ -9,7 +9,8 @@ from training.jobs.record import Job, Param
 
 
 class JobRequest(Base):
-    """POST /admin/jobs: `kind` is adapter, pal, em or audit; `params` become the command's flags.
+    """POST /admin/jobs: `kind` is adapter, pal, em or audit; `params` must fit the kind's typed
+    allow-list (`training.jobs.params`: names, types and bounds; no paths), else a 400 naming it.
 
     Example: {"kind": "adapter", "params": {"tenant": "acme", "user": "alice"}}"""
 

@@ -22,6 +22,7 @@ from pluralign.fairness.report import AuditReport, decode_report
 from pluralign.policy.adapters import adapter_name, swap_folder
 from pluralign.store import StoredPreference
 from pluralign.store.location import options_to_env
+from service.errors import bad_request
 from service.replicas import owner
 from service.runtime import Runtime
 from service.users.services import adapter_folder
@@ -32,13 +33,18 @@ from training.jobs.triggers import AdapterTrigger
 log = logging.getLogger("pluralign.service")
 
 
+class QuotaExceeded(Exception):
+    """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows."""
+
+
 class Admin:
     def __init__(self, rt: Runtime):
         settings = rt.settings
         self.rt = rt
         self.folder = settings.data_path / "jobs"
         # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables
-        config = RunnerConfig(folder=self.folder, workers=settings.job_workers, env=options_to_env(settings.storage_options))
+        config = RunnerConfig(folder=self.folder, workers=settings.job_workers, max_attempts=settings.job_attempts,
+                              env=options_to_env(settings.storage_options))
         if settings.job_runner == "ray":
             from training.jobs.ray_runner import RayJobRunner
 
@@ -46,6 +52,7 @@ class Admin:
         else:
             self.runner = LocalJobRunner(config, on_promote=self.put_into_service)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
+        rt.delete_hooks.append(self.forget_user)
         self._lock = threading.Lock()
         self._new: dict[tuple[str, str], int] = {}  # strict comparisons moved since the user's last check
 
@@ -58,10 +65,30 @@ class Admin:
             # retrain the population model on the service's own feedback (every tenant's users)
             params.update(protocol="file", data=str(self.population_snapshot()))
         if kind == "adapter" and "data" not in params and "user" in params:
-            params.setdefault("tenant", "default")
-            params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
-            params["data"] = str(self.snapshot(str(params["tenant"]), str(params["user"])))
+            tenant, user = str(params.setdefault("tenant", "default")), str(params["user"])
+            # under the user's lock: a DELETE cannot fall between the snapshot and the queued job,
+            # and two triggers cannot both queue one
+            with self.rt.user_lock(tenant, user):
+                active = self.active_adapter_job(tenant, user)
+                if active is not None:
+                    raise bad_request("params.user", f"{user!r} already has adapter job {active.id} {active.state}")
+                queued = self.active_adapter_jobs(tenant)
+                if queued >= self.rt.settings.tenant_queued_jobs:
+                    raise QuotaExceeded(f"tenant {tenant!r} has {queued} adapter jobs queued or running "
+                                        f"(at most {self.rt.settings.tenant_queued_jobs})")
+                params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
+                params["data"] = str(self.snapshot(tenant, user))
+                return self.runner.submit(kind, params)
         return self.runner.submit(kind, params)
+
+    def active_adapter_jobs(self, tenant: str) -> int:
+        return sum(1 for j in self.runner.list(kind="adapter", limit=1_000_000)
+                   if j.state in ACTIVE_STATES and str(j.params.get("tenant", "default")) == tenant)
+
+    def active_adapter_job(self, tenant: str, user: str) -> Job | None:
+        """The user's queued or running adapter job (there is at most one)."""
+        return next((j for j in self.runner.list(kind="adapter", limit=1_000_000) if j.state in ACTIVE_STATES
+                     and j.params.get("user") == user and str(j.params.get("tenant", "default")) == tenant), None)
 
     def snapshot(self, tenant: str, user: str) -> Path:
         """The user's stored comparisons as a preference file for the worker."""
@@ -95,22 +122,52 @@ class Admin:
 
     def put_into_service(self, job: Job, key: str) -> None:
         """A promoted adapter is copied into the serving registry and named in the user's row, under
-        the name it is served by (the chat response's `pluralign.adapter`, the vLLM LoRA name). A
-        promoted PAL or EM mixture is swapped into the running service (`Runtime.swap_rewards`)."""
+        the name it is served by (the chat response's `pluralign.adapter`, the vLLM LoRA name),
+        under the user's lock: an adapter of a user deleted meanwhile is never installed. A promoted
+        PAL or EM mixture is swapped into the running service (`Runtime.swap_rewards`)."""
         if job.kind in ("pal", "em") and job.artifact:
             self.rt.swap_rewards(Path(job.artifact))
             return
         if job.kind != "adapter" or not job.artifact:
             return
         tenant, user = str(job.params.get("tenant", "default")), str(job.params["user"])
-        served = adapter_folder(self.rt, tenant, user)
-        staged = served.with_name(f".{served.name}.{job.id}")
-        shutil.copytree(job.artifact, staged)
-        swap_folder(staged, served)
-        self.rt.adapters.forget(tenant, user)  # the old weights leave memory; the next request loads these
-        record = self.rt.store.get_user(tenant, user)
-        if record is not None:
-            self.rt.store.put_user(msgspec.structs.replace(record, adapter=adapter_name(tenant, user), updated_at=time.time()))
+        with self.rt.user_lock(tenant, user):
+            if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user):
+                raise ValueError(f"user {user!r} of tenant {tenant!r} was deleted while job {job.id} ran")
+            served = adapter_folder(self.rt, tenant, user)
+            staged = served.with_name(f".{served.name}.{job.id}")
+            shutil.copytree(job.artifact, staged)
+            swap_folder(staged, served)
+            self.rt.adapters.forget(tenant, user)  # the old weights leave memory; the next request loads these
+            record = self.rt.store.get_user(tenant, user)
+            if record is not None:
+                self.rt.store.put_user(msgspec.structs.replace(record, adapter=adapter_name(tenant, user), updated_at=time.time()))
+
+    def forget_user(self, tenant: str, user: str) -> int:
+        """For a user's DELETE: stop their queued or running jobs and delete every job file that
+        holds their data or names them (records, logs, results, artifacts, comparison snapshots),
+        and what promotions.json serves for them. Returns how many files went."""
+        removed = 0
+        for job in self.runner.list(limit=1_000_000):
+            if job.params.get("user") != user or str(job.params.get("tenant", "default")) != tenant:
+                continue
+            removed += sum(1 for p in self._job_files(job) if p.is_file())
+            self.runner.purge(job.id)
+        snapshots = self.folder / "data" / tenant
+        if snapshots.is_dir():
+            for path in snapshots.iterdir():
+                stem, _, stamp = path.name.removesuffix(".jsonl").rpartition("-")
+                if stem == user and stamp.isdigit() and path.name.endswith(".jsonl"):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        self.runner.promotions.forget(f"adapter/{tenant}/{user}")
+        return removed
+
+    def _job_files(self, job: Job) -> list[Path]:
+        store = self.runner.store
+        files = [store.path(job.id, suffix) for suffix in ("job.json", "log", "out", "result.json")]
+        artifact = self.folder / "artifacts" / job.id
+        return files + (list(artifact.rglob("*")) if artifact.is_dir() else [])
 
     def on_moved(self, rows: list[StoredPreference]) -> None:
         """Called with each batch of feedback rows moved into the table: a user whose new strict
@@ -137,8 +194,9 @@ class Admin:
     def on_feedback(self, tenant: str, user: str) -> None:
         """Queue an adapter job when the user has enough new comparisons; never fails the feedback."""
         try:
-            comparisons = self.rt.store.count_comparisons(tenant, user)
-            job = self.trigger.on_feedback(tenant, user, comparisons)
+            with self.rt.user_lock(tenant, user):  # one check-then-queue at a time per user
+                comparisons = self.rt.store.count_comparisons(tenant, user)
+                job = self.trigger.on_feedback(tenant, user, comparisons)
             if job is not None:
                 log.info("queued adapter job %s for %s/%s at %d comparisons", job.id, tenant, user, comparisons)
         except Exception:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
 from pathlib import Path
 
 from litestar import Request, Response, get, post
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, TooManyRequestsException
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
@@ -24,9 +27,12 @@ from service.chat.schemas import (
     Delta,
     Usage,
 )
-from service.errors import bad_request
+from service.errors import bad_request, error_responses, stream_error
 from service.ids import check_user_id
 from service.runtime import Runtime
+from service.scheduler import Busy
+
+log = logging.getLogger("pluralign.service")
 
 MAX_N = 8
 MODEL_ALIASES = ("pluralign", "default")
@@ -51,6 +57,8 @@ def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
     top_p = 1.0 if data.top_p is None else data.top_p
     if not 0 < top_p <= 1:
         raise bad_request("top_p", f"must be in (0, 1], got {top_p}")
+    if data.seed is not None and not -(2**63) <= data.seed < 2**63:
+        raise bad_request("seed", f"must be a 64-bit signed integer, got {data.seed}")
     penalties = {}
     for field in ("frequency_penalty", "presence_penalty"):
         value = getattr(data, field) or 0.0
@@ -65,8 +73,11 @@ def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
         raise bad_request("model", f"unknown model {data.model!r}; available: {', '.join(model_names(rt))}")
     if not data.messages:
         raise bad_request("messages", "must hold at least one message")
-    if not any(m.role == "user" and m.text().strip() for m in data.messages):
+    last_user = max((i for i, m in enumerate(data.messages) if m.role == "user"), default=None)
+    if last_user is None:
         raise bad_request("messages", "must hold a non-empty `user` message")
+    if not data.messages[last_user].text().strip():  # the question answered is the last user message
+        raise bad_request(f"messages[{last_user}].content", "the last `user` message must not be empty")
     n = choices_wanted(data)
     if not 1 <= n <= MAX_N:
         raise bad_request("n", f"must be between 1 and {MAX_N}, got {n}")
@@ -95,22 +106,34 @@ def choices_wanted(data: ChatRequest) -> int:
     return 1 if data.n is None else data.n
 
 
-@post("/v1/chat/completions", sync_to_thread=True, status_code=200, summary="Create a personalized chat completion")
-def create_chat_completion(
+@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429), summary="Create a personalized chat completion")
+async def create_chat_completion(
     request: Request, data: JSONBody[ChatRequest]
 ) -> Response[ChatCompletion]:
     """OpenAI-compatible; `user` (or `safety_identifier`) names the end user whose history and reward apply.
 
+    Runs on the fair generation scheduler (`rt.scheduler`), not on the request threads: 429 with
+    Retry-After when this tenant has `tenant_generations` chats in flight or the queue is full; 400
+    up front when the prompt and max_tokens exceed the model's context. A stream whose client goes
+    away stops generating; a stream that fails ends with an error event, then `[DONE]`.
     Annotated as a Response so each response keeps its own media type (JSON or server-sent events)."""
     rt: Runtime = request.app.state.runtime
     tenant = request.user.tenant
     sampling = sampling_for(rt, data)
-    p = plan_for(rt, tenant, data)
-    created = int(time.time())
+    check_prompt_size(rt, data, sampling)
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        events = sse_events if choices_wanted(data) == 1 else sse_events_n
-        return Stream(events(rt, p, sampling, created, include_usage, choices_wanted(data)), media_type="text/event-stream")
+        created = int(time.time())
+        n = choices_wanted(data)
+        stream_of = sse_events if n == 1 else sse_events_n
+        events = lambda: stream_of(rt, plan_checked(rt, tenant, data, sampling), sampling, created, include_usage, n)  # noqa: E731
+        return Stream(await scheduled_stream(rt, tenant, events), media_type="text/event-stream")
+    return await scheduled(rt, tenant, lambda: completion(rt, tenant, data, sampling))
+
+
+def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling) -> Response[ChatCompletion]:
+    p = plan_checked(rt, tenant, data, sampling)
+    created = int(time.time())
     with rt.metrics.generation_queue.track_inprogress():
         served = services.complete(rt, p, sampling)
     chosen = served.order[: choices_wanted(data)]
@@ -126,6 +149,98 @@ def create_chat_completion(
         usage=Usage(prompt_tokens=served.prompt_tokens, completion_tokens=completion_tokens, total_tokens=served.prompt_tokens + completion_tokens),
         pluralign=served.info(),
     ))
+
+
+def context_limit(rt: Runtime) -> int | None:
+    return rt.settings.max_context_tokens or getattr(rt.generator, "context_tokens", None)
+
+
+def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> None:
+    """A prompt that cannot fit the model's context with max_tokens is a 400 before any work. A
+    token holds at most ~16 characters here, so far longer text is refused without tokenizing it."""
+    limit = context_limit(rt)
+    if limit is None:
+        return
+    room = limit - sampling.max_tokens
+    chars = sum(len(m.text()) for m in data.messages)
+    if chars > 16 * room:
+        raise bad_request("messages", f"{chars} characters cannot fit the model's context of {limit} tokens "
+                                      f"with max_tokens {sampling.max_tokens}")
+
+
+def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling) -> services.Plan:
+    """The plan, once its context (messages and retrieved shots) is known to fit with max_tokens."""
+    p = plan_for(rt, tenant, data)
+    limit = context_limit(rt)
+    if limit is not None:
+        tokens = rt.generator.prompt_tokens(p.context)
+        if tokens + sampling.max_tokens > limit:
+            raise bad_request("messages", f"the prompt is {tokens} tokens; with max_tokens {sampling.max_tokens} "
+                                          f"it exceeds the model's context of {limit} tokens")
+    return p
+
+
+def _busy(exc: Busy) -> TooManyRequestsException:
+    return TooManyRequestsException(detail=f"generation is busy: {exc}", headers={"Retry-After": str(exc.retry_after)})
+
+
+async def scheduled(rt: Runtime, tenant: str, fn):
+    """fn() on the generation scheduler; awaiting it does not hold a request thread. If the
+    request is cancelled while fn waits, fn never runs."""
+    try:
+        future = rt.scheduler.submit(tenant, fn)
+    except Busy as exc:
+        raise _busy(exc) from None
+    return await asyncio.wrap_future(future)
+
+
+_END = object()
+
+
+async def scheduled_stream(rt: Runtime, tenant: str, make_events):
+    """The SSE events of `make_events()` produced on the scheduler and handed over as they come.
+    Waits for the first event, so a request that fails planning is still a plain 4xx. The returned
+    async iterator stops the producer when it is closed early (the client went away)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    gone = threading.Event()
+
+    def produce() -> None:
+        try:
+            events = make_events()  # plans the answer: a bad request raises here, before any event
+        except BaseException:
+            loop.call_soon_threadsafe(queue.put_nowait, _END)
+            raise
+        try:
+            for event in events:
+                if gone.is_set():
+                    break
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+        finally:
+            events.close()  # a generation still running is cancelled (Generator.stream's finally)
+            loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+    try:
+        future = rt.scheduler.submit(tenant, produce)
+    except Busy as exc:
+        raise _busy(exc) from None
+
+    first = await queue.get()
+    if first is _END:  # planning failed (a 4xx) or nothing came: the error is the response
+        await asyncio.wrap_future(future)
+
+    async def relay():
+        try:
+            event = first
+            while event is not _END:
+                yield event
+                event = await queue.get()
+            await asyncio.wrap_future(future)
+        finally:
+            gone.set()
+            future.cancel()  # not started yet: it never will
+
+    return relay()
 
 
 def personalization_ms(served: services.Served) -> float:
@@ -151,19 +266,24 @@ def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, 
     chunk = chunk_writer(rt, p, created)
 
     yield chunk(Delta(role="assistant", content=""))
-    served = None
-    with rt.metrics.generation_queue.track_inprogress():
-        for piece in services.stream(rt, p, sampling):
-            if isinstance(piece, services.Served):
-                served = piece
-            else:
-                yield chunk(Delta(content=piece))
-    best = served.candidates[served.order[0]]
-    yield chunk(Delta(), finish=best.finish_reason, pluralign=served.info())
-    if include_usage:
-        usage = Usage(prompt_tokens=served.prompt_tokens, completion_tokens=best.tokens, total_tokens=served.prompt_tokens + best.tokens)
-        yield chunk(None, usage=usage)
-    rt.metrics.inc("pluralign_chat_completions_total", help="chat completions served", stream="true")
+    try:
+        served = None
+        with rt.metrics.generation_queue.track_inprogress():
+            for piece in services.stream(rt, p, sampling):
+                if isinstance(piece, services.Served):
+                    served = piece
+                else:
+                    yield chunk(Delta(content=piece))
+        best = served.candidates[served.order[0]]
+        yield chunk(Delta(), finish=best.finish_reason, pluralign=served.info())
+        if include_usage:
+            usage = Usage(prompt_tokens=served.prompt_tokens, completion_tokens=best.tokens, total_tokens=served.prompt_tokens + best.tokens)
+            yield chunk(None, usage=usage)
+        rt.metrics.inc("pluralign_chat_completions_total", help="chat completions served", stream="true")
+    except Exception as exc:  # the headers are sent: the client learns of it from an error event
+        log.exception("stream %s failed", p.response_id)
+        rt.metrics.inc("pluralign_stream_errors_total", help="streams that ended with an error event")
+        yield b"data: " + CHUNK_ENCODER.encode(stream_error(500, f"generation failed: {type(exc).__name__}")) + b"\n\n"
     yield b"data: [DONE]\n\n"
 
 

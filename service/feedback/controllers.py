@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from litestar import Request, post
-from litestar.params import JSONBody
+from typing import Annotated
 
+from litestar import Request, Response, post
+from litestar.params import JSONBody, Parameter
+
+from service.errors import error_responses
 from service.feedback import services
 from service.feedback.schemas import FeedbackBody, FeedbackReceipt
 from service.runtime import Runtime
 
 
-@post("/v1/feedback", status_code=201, summary="Record feedback (choice, comparison, rating or edit)")
-async def create_feedback(request: Request, data: JSONBody[FeedbackBody]) -> FeedbackReceipt:
+@post("/v1/feedback", status_code=201, responses=error_responses(404, 413, 429), summary="Record feedback (choice, comparison, rating or edit)")
+async def create_feedback(
+    request: Request,
+    data: JSONBody[FeedbackBody],
+    idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=255)] = None,
+) -> Response[FeedbackReceipt]:
     """201 only once the rows are on disk (the feedback log, fsynced). Embedding them, moving them into
     the preferences table, refitting the user's reward and the adapter trigger all run after the
-    reply; a request of the user that comes first moves their rows and refits them itself."""
+    reply; a request of the user that comes first moves their rows and refits them itself.
+
+    Send `Idempotency-Key` to retry safely: a retry of a feedback already stored (even across a
+    crash) stores nothing and answers 201 with the first receipt and `Idempotent-Replayed: true`."""
     rt: Runtime = request.app.state.runtime
-    return await services.record(rt, request.user.tenant, data)
+    receipt, replayed = await services.record(rt, request.user.tenant, data, idempotency_key)
+    return Response(receipt, status_code=201, headers={"Idempotent-Replayed": "true"} if replayed else None)

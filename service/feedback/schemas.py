@@ -10,11 +10,16 @@ from pluralign.data.record import Base
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
 ResponseId = Annotated[str, msgspec.Meta(pattern=r"^chatcmpl-[0-9a-f]{32}$")]
+# labels are stored with every row the feedback makes: small and bounded
+AttributeName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+AttributeValue = Annotated[str, msgspec.Meta(max_length=256)]
+Attributes = Annotated[dict[AttributeName, AttributeValue], msgspec.Meta(max_length=32)]
+Source = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
 class Feedback(Base, tag_field="type", kw_only=True):
-    attributes: dict[str, str] = {}  # free labels kept with each stored row (e.g. a group for audits)
-    source: str | None = None
+    attributes: Attributes = {}  # free labels kept with each stored row (e.g. a group for audits): <= 32, names <= 64, values <= 256 chars
+    source: Source | None = None  # <= 128 chars
 
 
 class ChoiceFeedback(Feedback, tag="choice", kw_only=True):
@@ -33,7 +38,7 @@ class ComparisonFeedback(Feedback, tag="comparison", kw_only=True):
     chosen: Text
     rejected: Text
     tie: bool = False
-    margin: float | None = None
+    margin: Annotated[float, msgspec.Meta(ge=0, le=1e6)] | None = None  # how much better `chosen` is (>= 0)
 
 
 class RatingFeedback(Feedback, tag="rating", kw_only=True):

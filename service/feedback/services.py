@@ -7,6 +7,8 @@ the user uses the feedback."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 import uuid
 
@@ -39,6 +41,11 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
     """(user, [{prompt, chosen, rejected, tie, margin, kind}]) for one feedback body."""
     if isinstance(fb, ComparisonFeedback):
         check_user_id(fb.user)
+        for name in ("prompt", "chosen", "rejected"):
+            if not getattr(fb, name).strip():
+                raise bad_request(name, "must hold more than whitespace")
+        if fb.chosen.strip() == fb.rejected.strip():
+            raise bad_request("rejected", "is the same answer as `chosen`: a comparison needs two different answers")
         row = dict(prompt=fb.prompt, chosen=fb.chosen, rejected=fb.rejected, tie=fb.tie, margin=fb.margin, kind="comparison")
         return fb.user, [row]
     item = served(rt, tenant, fb.response_id)
@@ -59,6 +66,8 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
         return item.user_id, rows
     answer = texts[item.chosen_index]
     if isinstance(fb, EditFeedback):
+        if not fb.edited.strip():
+            raise bad_request("edited", "must hold more than whitespace")
         if fb.edited.strip() == answer.strip():
             raise bad_request("edited", "the edit is identical to the served answer")
         return item.user_id, [dict(prompt=item.prompt, chosen=fb.edited, rejected=answer, tie=False, margin=None, kind="edit")]
@@ -74,21 +83,58 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
     ]
 
 
-async def record(rt: Runtime, tenant: str, fb: FeedbackBody) -> FeedbackReceipt:
-    """Append the rows to the feedback log; returns once they are on disk (one fsync shared by the
-    requests that arrived meanwhile). Runs on the event loop: only the kinds that look a served
-    response up in LanceDB go to a thread for that."""
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+
+def idempotent_ids(tenant: str, user: str, key: str, n: int) -> list[str]:
+    """The pref_ids of a feedback sent with `Idempotency-Key: key`: the same on every retry, so a
+    retry finds what the first attempt stored (in the log or in the table), even after a crash."""
+    return [hashlib.sha256(f"{tenant}\0{user}\0{key}\0{i}".encode()).hexdigest()[:32] for i in range(n)]
+
+
+def already_stored(rt: Runtime, tenant: str, user: str, ids: list[str]) -> list[str]:
+    """Which of `ids` are acknowledged: pending in the log first, then in the table (a row moves
+    from the first to the second, never back, so this order misses none)."""
+    wanted = set(ids)
+    found = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user) for r in e.rows if r.pref_id in wanted}
+    if len(found) < len(wanted):
+        found |= wanted.intersection(rt.store.history(tenant, user).meta.column("pref_id").to_pylist())
+    return [i for i in ids if i in found]
+
+
+async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: str | None = None) -> tuple[FeedbackReceipt, bool]:
+    """Append the rows to the feedback log; returns (receipt, replayed) once they are on disk (one
+    fsync shared by the requests that arrived meanwhile). Runs on the event loop: only the kinds
+    that look a served response up in LanceDB go to a thread for that.
+
+    With an `idempotency_key`, a feedback whose rows are already acknowledged is not stored again:
+    the receipt of the first attempt comes back with replayed=True. Raises a 400 naming
+    `Idempotency-Key` when the key is not 1-255 printable ASCII characters."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+        raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
     if isinstance(fb, ComparisonFeedback):
         user, rows = rows_for(rt, tenant, fb)
     else:
         user, rows = await sync_to_thread(rows_for, rt, tenant, fb)
+    if idempotency_key is None:
+        return await _store(rt, tenant, user, fb, rows, [uuid.uuid4().hex for _ in rows]), False
+    ids = idempotent_ids(tenant, user, idempotency_key, len(rows))
+    async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
+        found = await sync_to_thread(already_stored, rt, tenant, user, ids)
+        if found:
+            rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
+            return FeedbackReceipt(user=user, stored=found), True
+        return await _store(rt, tenant, user, fb, rows, ids), False
+
+
+async def _store(rt: Runtime, tenant: str, user: str, fb: FeedbackBody, rows: list[dict], ids: list[str]) -> FeedbackReceipt:
     now = time.time()
     stored = [
         StoredPreference(
-            tenant=tenant, user_id=user, pref_id=uuid.uuid4().hex, created_at=now + i * 1e-6,
+            tenant=tenant, user_id=user, pref_id=pref_id, created_at=now + i * 1e-6,
             source=fb.source or "feedback", attributes=fb.attributes, **r,
         )
-        for i, r in enumerate(rows)
+        for i, (r, pref_id) in enumerate(zip(rows, ids, strict=True))
     ]
     await rt.ingest.submit_async(stored)
     rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind=rows[0]["kind"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from litestar import Litestar, Request, get
 from litestar.response import Response
@@ -11,15 +12,21 @@ from service.metrics import CONTENT_TYPE
 from service.runtime import Runtime
 
 
+def _public(model_id: str) -> str:
+    """A hub-style id as it is; a model loaded from a folder by the folder's name, not its path."""
+    return Path(model_id).name if Path(model_id).is_absolute() else model_id
+
+
 @get("/health", sync_to_thread=False, summary="Readiness and what is loaded")
 def health(request: Request) -> dict:
     rt: Runtime = request.app.state.runtime
+    # public: model ids and versions only, never a filesystem path (the PAL note names its folder)
+    pal = {k: v for k, v in rt.rewards.describe().items() if k != "note"}
     return {
         "status": "ok",
-        "generator": rt.generator.model_id,
-        "encoder": rt.encoder.encoder_id,
-        "pal": rt.rewards.describe(),
-        "store": rt.store.uri,
+        "generator": _public(rt.generator.model_id),
+        "encoder": _public(rt.encoder.encoder_id),
+        "pal": pal,
         "feedback_pending": rt.ingest.log.backlog()[1],  # acknowledged rows not yet embedded into the table
     }
 
@@ -36,6 +43,9 @@ def scrape_state(app: Litestar) -> list:
         ("pluralign_history_cache_users", "gauge", "users whose history is held in memory", [({}, len(histories))]),
         ("pluralign_history_cache_hits", "counter", "history reads answered from memory", [({}, histories.hits)]),
         ("pluralign_history_cache_misses", "counter", "history reads loaded from LanceDB", [({}, histories.misses)]),
+        ("pluralign_embed_truncated_texts", "counter",
+         "texts embedded since start that were longer than the encoder reads (only their start counts)",
+         [({}, getattr(rt.encoder, "truncated", 0))]),
     ]
     admin = app.state.get("admin")
     if admin is not None:

@@ -13,7 +13,7 @@ from litestar.response import Stream
 from pluralign.data.record import Base
 from pluralign.policy.rerank import rerank
 from pluralign.store import StoredPreference
-from service.errors import bad_request
+from service.errors import bad_request, error_responses
 from service.ids import check_user_id
 from service.runtime import Runtime
 from service.users import services
@@ -49,7 +49,7 @@ def _user(request: Request, user_id: str) -> tuple[Runtime, str, str]:
     return request.app.state.runtime, request.user.tenant, check_user_id(user_id, "user_id")
 
 
-@get("/v1/users/{user_id:str}", sync_to_thread=True, summary="A user's profile")
+@get("/v1/users/{user_id:str}", sync_to_thread=True, responses=error_responses(404, 429), summary="A user's profile")
 def get_user(request: Request, user_id: FromPath[str]) -> services.UserProfile:
     rt, tenant, user_id = _user(request, user_id)
     found = services.profile(rt, tenant, user_id)
@@ -58,7 +58,7 @@ def get_user(request: Request, user_id: FromPath[str]) -> services.UserProfile:
     return found
 
 
-@get("/v1/users/{user_id:str}/preferences", sync_to_thread=True, summary="A user's preferences, oldest first")
+@get("/v1/users/{user_id:str}/preferences", sync_to_thread=True, responses=error_responses(429), summary="A user's preferences, oldest first")
 def list_preferences(
     request: Request,
     user_id: FromPath[str],
@@ -72,7 +72,7 @@ def list_preferences(
     return PreferencePage(data=rows, total=total, offset=offset, limit=limit, next_offset=next_offset)
 
 
-@get("/v1/users/{user_id:str}/export", sync_to_thread=True, summary="Everything held about a user, as JSONL")
+@get("/v1/users/{user_id:str}/export", sync_to_thread=True, responses=error_responses(404, 429), summary="Everything held about a user, as JSONL")
 def export_user(
     request: Request, user_id: FromPath[str], export_format: Annotated[Literal["all", "preferences"], Parameter(query="format")] = "all"
 ) -> Stream:
@@ -113,7 +113,7 @@ async def import_preferences(request: Request, user_id: FromPath[str]) -> Import
     return Imported(user=user_id, stored=[s.pref_id for s in stored])
 
 
-@delete("/v1/users/{user_id:str}", sync_to_thread=True, status_code=200, summary="Delete every trace of a user")
+@delete("/v1/users/{user_id:str}", sync_to_thread=True, status_code=200, responses=error_responses(404, 429), summary="Delete every trace of a user")
 def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     rt, tenant, user_id = _user(request, user_id)
     counts = services.delete(rt, tenant, user_id)
@@ -123,7 +123,7 @@ def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     return Deleted(user=user_id, deleted=counts)
 
 
-@post("/v1/rewards/score", sync_to_thread=True, status_code=200, summary="Score responses with a user's reward")
+@post("/v1/rewards/score", sync_to_thread=True, status_code=200, responses=error_responses(413, 429), summary="Score responses with a user's reward")
 def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResponse:
     rt: Runtime = request.app.state.runtime
     user = check_user_id(data.user)

@@ -53,7 +53,15 @@ def refit(
     rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None, rewards: UserRewards | None = None
 ) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
-    attributes gather those their feedback carried (later ones win), then `attributes`."""
+    attributes gather those their feedback carried (later ones win), then `attributes`.
+
+    Runs under the user's lock, so a DELETE is either before it (nothing to fit: no row is written,
+    the user stays deleted) or after it (the DELETE removes what it wrote)."""
+    with rt.user_lock(tenant, user_id):
+        return _refit(rt, tenant, user_id, attributes, rewards)
+
+
+def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None, rewards: UserRewards | None) -> UserWeights:
     # one snapshot of the history for vectors, texts and attributes: feedback moved into the table
     # meanwhile must not make them disagree (the next read sees the new rows as stale and refits)
     history = rt.store.history(tenant, user_id)
@@ -75,6 +83,8 @@ def refit(
             logits = rewards.fit(prompt, chosen, rejected)
     else:
         logits, prior = rewards.prior(), True
+        if record is None and not rt.store.count_preferences(tenant, user_id):
+            return UserWeights(logits=logits, prior=True, record=None, rewards=rewards)  # deleted (or never seen): no row from nothing
     record = UserRecord(
         tenant=tenant,
         user_id=user_id,
@@ -289,14 +299,19 @@ def import_rows(tenant: str, user_id: str, records: list) -> list[StoredPreferen
 
 def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
     """Every row, the weights and the adapter files of the user; old table versions are purged too,
-    and so is their feedback still pending in the log (from memory and the log's files)."""
-    pending = rt.ingest.forget_user(tenant, user_id)
-    counts = rt.store.delete_user(tenant, user_id)
-    counts["preferences"] += pending  # acknowledged rows, wherever they were
-    folder = adapter_folder(rt, tenant, user_id)
-    counts["adapter_files"] = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
-    if folder.exists():
-        shutil.rmtree(folder)
-    rt.adapters.forget(tenant, user_id)
+    and so is their feedback still pending in the log (from memory and the log's files); their
+    queued or running jobs are stopped and every job file naming them removed (`delete_hooks`).
+    Returns counts by kind: preferences, interactions, users, adapter_files, job_files."""
+    with rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
+        job_files = sum(hook(tenant, user_id) for hook in list(rt.delete_hooks))  # their jobs stop first
+        pending = rt.ingest.forget_user(tenant, user_id)
+        counts = rt.store.delete_user(tenant, user_id)
+        counts["preferences"] += pending  # acknowledged rows, wherever they were
+        folder = adapter_folder(rt, tenant, user_id)
+        counts["adapter_files"] = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+        if folder.exists():
+            shutil.rmtree(folder)
+        rt.adapters.forget(tenant, user_id)
+        counts["job_files"] = job_files
     return counts
 

@@ -166,3 +166,52 @@ def test_restart_after_kill9_serves_every_acknowledged_row(tmp_path, tiny_genera
             assert profile["counts"]["preferences"] == 5 and profile["pal"]["prior"] is False
     finally:
         again.stop()
+
+
+@pytest.mark.slow  # two server starts: ~30 s on a quiet machine, 90 s on a busy one
+def test_retries_with_idempotency_keys_after_kill9_store_each_feedback_once(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    """A client sends feedback with Idempotency-Key while the server is killed -9; after the restart
+    it retries every request it sent (answered or not): each is stored exactly once. The data
+    folder is readable by this account only."""
+    import threading
+
+    data = tmp_path / "data"
+    proc = ServeProcess(data, tiny_generator_dir, tiny_pal_dir)
+    key = proc.dev_key()
+    assert data.stat().st_mode & 0o077 == 0
+    assert (data / "api_keys.json").stat().st_mode & 0o077 == 0
+    sent: list[int] = []
+    answered: dict[int, list[str]] = {}
+
+    def body(i: int) -> dict:
+        return {"type": "comparison", "user": "rita", "prompt": f"Q{i}?", "chosen": f"Good {i}", "rejected": f"Bad {i}"}
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=proc.url, headers={"Authorization": f"Bearer {key}"}, timeout=10) as c:
+            for i in range(400):
+                sent.append(i)
+                try:
+                    r = c.post("/v1/feedback", json=body(i), headers={"Idempotency-Key": f"rita-{i}"})
+                except httpx.TransportError:
+                    return
+                answered[i] = r.json()["stored"]
+
+    worker = threading.Thread(target=client_loop)
+    worker.start()
+    while len(answered) < 15:
+        time.sleep(0.01)
+    proc.kill9()
+    worker.join()
+    again = ServeProcess(data, tiny_generator_dir, tiny_pal_dir)
+    try:
+        with httpx.Client(base_url=again.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+            for i in sent:  # the client retries everything it sent
+                r = c.post("/v1/feedback", json=body(i), headers={"Idempotency-Key": f"rita-{i}"})
+                assert r.status_code == 201, r.text
+                if i in answered:
+                    assert r.json()["stored"] == answered[i] and r.headers["idempotent-replayed"] == "true"
+            page = c.get("/v1/users/rita/preferences", params={"limit": 500}).json()
+        prompts = [p["prompt"] for p in page["data"]]
+        assert sorted(prompts) == sorted(f"Q{i}?" for i in sent), "each sent feedback stored exactly once"
+    finally:
+        again.stop()

@@ -131,3 +131,37 @@ def test_queued_audits_start_before_queued_training(tmp_path):
     finally:
         runner.stop()
     assert min(finished, key=lambda j: j.started_at).id == audit.id
+
+
+def test_a_job_interrupted_max_attempts_times_is_failed_not_relaunched(tmp_path):
+    """A job whose every attempt was cut by a restart (say it takes the machine down) is not re-run forever."""
+    from training.jobs.record import Job
+    from training.jobs.store import JobStore
+
+    store = JobStore(tmp_path / "jobs")
+    store.put(Job(id="tired", kind="work", state="running", attempts=3, created_at=1.0))
+    store.put(Job(id="fresh", kind="work", state="running", attempts=1, created_at=2.0))
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", max_attempts=3), TEST_KINDS)
+    tired, fresh = runner.get("tired"), runner.get("fresh")
+    assert tired.state == "failed" and "gave up after 3 attempts" in tired.error
+    assert fresh.state == "queued"
+
+
+def test_purge_kills_a_running_job_and_leaves_no_file(tmp_path):
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), TEST_KINDS)
+    runner.start()
+    try:
+        job = runner.submit("work", {"seconds": 30})
+        deadline = time.monotonic() + 30
+        while runner.get(job.id).state != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = runner.get(job.id).pid
+        runner.purge(job.id)
+        time.sleep(0.5)  # the dispatcher's next rounds must not write it back
+        assert runner.get(job.id) is None
+        assert not any(job.id in p.name for p in (tmp_path / "jobs").rglob("*")), list((tmp_path / "jobs").rglob("*"))
+        assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    finally:
+        runner.stop()
+    again = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs"), TEST_KINDS)
+    assert again.get(job.id) is None

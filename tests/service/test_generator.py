@@ -30,9 +30,18 @@ def test_stream_pieces_join_to_the_final_text(generator):
     out = list(generator.stream(MESSAGES, Sampling(max_tokens=10, temperature=0)))
     *pieces, final = out
     assert isinstance(final, Candidate) and len(pieces) >= 2
-    assert "".join(pieces).strip() == final.text
+    assert "".join(pieces) == final.text
     greedy, _ = generator.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=10, temperature=0))
     assert greedy[0].text == final.text
+
+
+def test_streamed_text_is_exactly_the_non_streamed_text_for_a_seed(generator):
+    """No leading or trailing whitespace in the pieces that the non-streamed answer has not."""
+    for seed in range(12):
+        sampling = Sampling(max_tokens=8, temperature=1.0, seed=seed)
+        *pieces, final = generator.stream(MESSAGES, sampling)
+        (whole,), _ = generator.generate(MESSAGES, n=1, sampling=sampling)
+        assert "".join(pieces) == final.text == whole.text, seed
 
 
 def test_stop_strings_cut_the_answer(generator):

@@ -58,6 +58,16 @@ def train_tiny_pal(folder: Path, encoder) -> Path:
     return folder
 
 
+def field_named(response: httpx.Response) -> str | None:
+    """The field an error response names, whatever the error body's shape: this service's
+    `{"extra": [{"key": ...}]}` or OpenAI's `{"error": {"param": ...}}`."""
+    body = response.json()
+    if isinstance(body.get("error"), dict):
+        return body["error"].get("param")
+    extra = body.get("extra") or [{}]
+    return extra[0].get("key")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

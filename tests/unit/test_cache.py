@@ -52,3 +52,17 @@ def test_real_minilm_is_normalized_and_cached(minilm):
     before = minilm.embedded
     minilm.encode(["The cat sat on the mat."])
     assert minilm.embedded == before
+
+
+def test_cache_is_keyed_by_the_encoders_max_length(tmp_path):
+    """An encoder that reads 512 word pieces embeds a long text differently from one reading 256."""
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    short, longer = CountingEncoder(), CountingEncoder()
+    short.max_length, longer.max_length = 256, 512
+    CachedEncoder(short, cache).encode(["a long text"])
+    again = CachedEncoder(longer, cache)
+    again.encode(["a long text"])
+    assert again.embedded == 1 and longer.calls == [["a long text"]]
+    same = CountingEncoder()
+    same.max_length = 256
+    assert CachedEncoder(same, cache).encode(["a long text"]) is not None and same.calls == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from training.common import setup_logging
 
     setup_logging()
+    os.umask(0o077)  # users' data, keys and jobs: readable by this account only (files 0600, folders 0700)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # no progress bar per request
     settings = Settings.load()
     settings.data_path.mkdir(parents=True, exist_ok=True)

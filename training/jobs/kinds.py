@@ -1,37 +1,24 @@
 """What each kind of job runs: a `pluralign` command line in a worker process.
 
-A job's params become the command's flags (`group_by` -> `--group-by VALUE`, `True` -> a bare flag),
-so an operator can pass any option the command knows. Trainers get `--out` set to the job's
+A job's params are first decoded into its kind's typed allow-list (`training.jobs.params`), then
+written as the command's flags (`group_by` -> `--group-by=VALUE`, `True` -> a bare flag): only
+the options listed there, never a path a client chose. Trainers get `--out` set to the job's
 artifact folder (`--registry` for adapters) and end with one JSON line; the first of
 HELDOUT_METRICS in it decides promotion.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.jobs.params import decode_params, job_argv
 from training.jobs.record import Job, Param
 
 # the first of these a result has decides promotion (adapters report held_out_acc_after, mixtures val_acc)
 HELDOUT_METRICS = ("heldout_accuracy", "held_out_acc_after", "val_acc")
-_FLAG = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def flags(params: Mapping[str, Param], skip: tuple[str, ...] = ()) -> list[str]:
-    out: list[str] = []
-    for key, value in params.items():
-        if key in skip or value is False:
-            continue
-        if not _FLAG.match(key):
-            raise ValueError(f"job parameter {key!r}: expected lower-case letters, digits and underscores")
-        out.append("--" + key.replace("_", "-"))
-        if value is not True:
-            out.append(str(value))
-    return out
 
 
 def cli(*args: str) -> list[str]:
@@ -43,6 +30,7 @@ class JobKind:
     name: str
     command: Callable[[Job, Path], list[str]]  # (job, its artifact folder) -> argv
     required: tuple[str, ...] = ()  # params a job of this kind must have
+    typed: bool = False  # params checked against `training.jobs.params.PARAMS[name]` (the real kinds)
     promotion_key: Callable[[Job], str] | None = None  # what a result replaces, e.g. adapter/<user>
     priority: int = 1  # queued jobs start lowest priority first, then oldest first
     # what a job asks an external engine for (Ray schedules on these; the local runner runs one at a time per worker slot)
@@ -54,7 +42,8 @@ class JobKind:
         missing = [p for p in self.required if p not in params]
         if missing:
             raise ValueError(f"a {self.name} job needs {', '.join(missing)}")
-        flags(params)
+        if self.typed:
+            decode_params(self.name, params)
 
 
 KINDS: dict[str, JobKind] = {
@@ -62,13 +51,13 @@ KINDS: dict[str, JobKind] = {
     for kind in (
         JobKind(
             "adapter",
-            lambda job, out: cli("train", "adapter", "--user", str(job.params["user"]), "--registry", str(out), *flags(job.params, ("user", "comparisons"))),
-            required=("user", "data"),
+            lambda job, out: cli("train", "adapter", f"--registry={out}", *job_argv("adapter", job.params, skip=("comparisons",))),
+            required=("user", "data"), typed=True,
             promotion_key=lambda job: f"adapter/{job.params.get('tenant', 'default')}/{job.params['user']}",
         ),
-        JobKind("pal", lambda job, out: cli("train", "pal", "--out", str(out), *flags(job.params)), promotion_key=lambda job: "pal"),
-        JobKind("em", lambda job, out: cli("train", "em", "--out", str(out), *flags(job.params)), promotion_key=lambda job: "em"),
+        JobKind("pal", lambda job, out: cli("train", "pal", f"--out={out}", *job_argv("pal", job.params)), promotion_key=lambda job: "pal", typed=True),
+        JobKind("em", lambda job, out: cli("train", "em", f"--out={out}", *job_argv("em", job.params)), promotion_key=lambda job: "em", typed=True),
         # audits are short and someone is usually waiting on them: they go before queued training
-        JobKind("audit", lambda job, out: cli("audit", "--json", *flags(job.params)), required=("group_by",), priority=0),
+        JobKind("audit", lambda job, out: cli("audit", "--json", *job_argv("audit", job.params)), required=("group_by",), priority=0, typed=True),
     )
 }

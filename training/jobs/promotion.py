@@ -47,3 +47,11 @@ class Promotions:
         if current is None:
             return True, f"promoted: first {key} (held-out accuracy {heldout_accuracy:.4f})"
         return True, f"promoted: held-out accuracy {heldout_accuracy:.4f} >= {current.heldout_accuracy:.4f} of {current.artifact}"
+
+    def forget(self, key: str) -> bool:
+        """Stop recording what is served for `key` (its user was deleted); True if there was one."""
+        with self._lock:
+            if self._served.pop(key, None) is None:
+                return False
+            write_atomic(self.path, msgspec.json.encode(self._served))
+        return True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -46,6 +47,21 @@ class JobRunner(Protocol):
 
     def cancel(self, job_id: str) -> Job: ...
 
+    def purge(self, job_id: str) -> Job | None:
+        """Stop the job if it is queued or running (its worker killed and waited for), then delete
+        every file of it: record, log, output, result and artifact folder. For data that must
+        not outlive a deleted user; a purged job is never recorded again, so never re-run after a
+        restart. Takes no runner lock (a promotion callback may hold it while waiting on the caller)."""
+        job = self.store.remove(job_id)  # from now on the dispatcher's writes of this job are dropped
+        running = self._running.get(job_id)
+        if running is not None:
+            _kill_group(running.process.pid, signal.SIGKILL)
+            running.process.wait()
+        for suffix in ("log", "out"):  # the dispatcher may have had them open
+            self.store.path(job_id, suffix).unlink(missing_ok=True)
+        shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+        return job
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -63,6 +79,7 @@ class RunnerConfig:
     worker_threads: int = 1  # torch/BLAS threads per worker, so serving keeps a core
     poll_seconds: float = 0.2
     log_lines: int = 30  # lines of log tail kept in the record
+    max_attempts: int = 3  # a job interrupted this many times (restarts) is failed, not re-run again
     cwd: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])  # where `training` imports from
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables for workers (e.g. the store's PLURALIGN_STORE_*)
 
@@ -124,6 +141,21 @@ class LocalJobRunner:
                     _kill_group(running.process.pid, signal.SIGTERM)
             return job
 
+    def purge(self, job_id: str) -> Job | None:
+        """Stop the job if it is queued or running (its worker killed and waited for), then delete
+        every file of it: record, log, output, result and artifact folder. For data that must
+        not outlive a deleted user; a purged job is never re-run after a restart."""
+        with self._lock:  # the dispatcher neither launches nor records it meanwhile
+            running = self._running.pop(job_id, None)
+            if running is not None:
+                _kill_group(running.process.pid, signal.SIGKILL)
+                running.process.wait()
+                running.out.close()
+                running.err.close()
+            job = self.store.remove(job_id)
+            shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+            return job
+
     def start(self) -> None:
         if self._thread is None:
             self._stopping.clear()
@@ -171,6 +203,11 @@ class LocalJobRunner:
                 continue
             if job.pid is not None and _is_worker_of(job.pid, job.id):
                 _kill_group(job.pid, signal.SIGKILL)
+            if job.attempts >= self.config.max_attempts:  # e.g. a job that takes the machine down each time
+                note = f"runner restarted during attempt {job.attempts}; gave up after {job.attempts} attempts"
+                self.store.put(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
+                                                       log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+                continue
             note = f"runner restarted during attempt {job.attempts}; queued again"
             self.store.put(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
 
@@ -229,6 +266,16 @@ class LocalJobRunner:
     def _poll(self) -> None:
         for job_id, running in list(self._running.items()):
             job = self.store.get(job_id)
+            if job is None:  # purged (perhaps while it was being launched): stop it, leave no file
+                _kill_group(running.process.pid, signal.SIGKILL)
+                if running.process.poll() is not None:
+                    running.out.close()
+                    running.err.close()
+                    del self._running[job_id]
+                    for suffix in ("log", "out"):
+                        self.store.path(job_id, suffix).unlink(missing_ok=True)
+                    shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+                continue
             progress, tail = self._read_log(job_id)
             code = running.process.poll()
             if code is None:

@@ -24,6 +24,7 @@ class JobStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self._removed: set[str] = set()  # purged ids: a late write of one is dropped, never resurrects it
         for path in sorted(self.folder.glob("*.job.json")):
             try:
                 job = decode_job(path.read_bytes())
@@ -37,6 +38,8 @@ class JobStore:
 
     def put(self, job: Job) -> Job:
         with self._lock:
+            if job.id in self._removed:
+                return job
             write_atomic(self.path(job.id), job_encoder.encode(job))
             self._jobs[job.id] = job
         return job
@@ -48,3 +51,12 @@ class JobStore:
     def all(self) -> list[Job]:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id))
+
+    def remove(self, job_id: str) -> Job | None:
+        """Forget a job and delete its record, log, output and result files (its artifact folder is the runner's)."""
+        with self._lock:
+            self._removed.add(job_id)
+            job = self._jobs.pop(job_id, None)
+            for suffix in ("job.json", "log", "out", "result.json"):
+                self.path(job_id, suffix).unlink(missing_ok=True)
+        return job

@@ -1,0 +1,115 @@
+"""A fair scheduler for generation: its own threads, tenants served in turn, bounded queues.
+
+Generation holds the model for seconds; if it ran on the request thread pool, one tenant's burst
+of chats would leave every light route (profiles, feedback lookups) waiting for a thread. Here
+generation work runs on the scheduler's own `workers` threads. Waiting work is kept per tenant
+and the next task is taken round-robin over the tenants that have work, so a tenant waits behind
+at most one task of each other tenant, however many that tenant queued. A tenant with
+`per_tenant` tasks waiting or running, or a full queue (`max_waiting`), gets `Busy` (the service
+answers 429 with Retry-After) instead of an ever longer wait.
+
+    scheduler = FairScheduler(workers=1, per_tenant=4, max_waiting=32)
+    future = scheduler.submit("acme", lambda: generate(...))  # concurrent.futures.Future
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Busy(Exception):
+    """The tenant (or everyone) has as much generation work waiting as allowed; retry later."""
+
+    def __init__(self, reason: str, retry_after: int):
+        super().__init__(reason)
+        self.retry_after = retry_after  # seconds, at least 1
+
+
+@dataclass
+class _Task:
+    tenant: str
+    fn: Callable[[], Any]
+    future: Future = field(default_factory=Future)
+
+
+class FairScheduler:
+    def __init__(self, workers: int = 1, per_tenant: int = 4, max_waiting: int = 32):
+        if workers < 1 or per_tenant < 1 or max_waiting < 1:
+            raise ValueError("`workers`, `per_tenant` and `max_waiting` must be at least 1")
+        self.workers, self.per_tenant, self.max_waiting = workers, per_tenant, max_waiting
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="generate")
+        self._lock = threading.Lock()
+        self._waiting: dict[str, deque[_Task]] = {}  # per tenant, oldest first
+        self._turns: deque[str] = deque()  # tenants with waiting work, in the order they are served
+        self._held: Counter[str] = Counter()  # tasks waiting or running, per tenant
+        self._running = 0
+        self._seconds = 1.0  # moving average of one task's run time (for Retry-After)
+
+    def submit(self, tenant: str, fn: Callable[[], Any]) -> Future:
+        """Queue `fn` for `tenant`; its Future has fn's result or exception. Cancelling the Future
+        before the task starts drops it. Raises Busy when the tenant or the queue is full."""
+        with self._lock:
+            waiting = sum(len(q) for q in self._waiting.values())
+            if self._held[tenant] >= self.per_tenant:
+                raise Busy(f"this tenant already has {self._held[tenant]} generations waiting or running "
+                           f"(at most {self.per_tenant})", self._retry_after(self._held[tenant]))
+            if waiting >= self.max_waiting:
+                raise Busy(f"{waiting} generations are waiting (at most {self.max_waiting})", self._retry_after(waiting))
+            task = _Task(tenant, fn)
+            self._waiting.setdefault(tenant, deque()).append(task)
+            if tenant not in self._turns:
+                self._turns.append(tenant)
+            self._held[tenant] += 1
+            self._dispatch()
+        return task.future
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"running": self._running, "waiting": sum(len(q) for q in self._waiting.values()), "tenants": len(self._turns)}
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _retry_after(self, ahead: int) -> int:
+        return max(1, math.ceil(self._seconds * (ahead + 1) / self.workers))
+
+    def _dispatch(self) -> None:
+        """Start waiting tasks while a worker is free, one tenant's turn each (caller holds the lock)."""
+        while self._running < self.workers and self._turns:
+            tenant = self._turns.popleft()
+            queue = self._waiting[tenant]
+            task = queue.popleft()
+            if queue:
+                self._turns.append(tenant)  # the tenant's next task waits for everyone else's turn
+            else:
+                del self._waiting[tenant]
+            if not task.future.set_running_or_notify_cancel():  # cancelled while waiting (client gone)
+                self._release(tenant)
+                continue
+            self._running += 1
+            self._executor.submit(self._run, task)
+
+    def _release(self, tenant: str) -> None:
+        self._held[tenant] -= 1
+        if not self._held[tenant]:
+            del self._held[tenant]
+
+    def _run(self, task: _Task) -> None:
+        start = time.monotonic()
+        try:
+            task.future.set_result(task.fn())
+        except BaseException as exc:  # the caller sees it through the Future
+            task.future.set_exception(exc)
+        finally:
+            with self._lock:
+                self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - start)
+                self._running -= 1
+                self._release(task.tenant)
+                self._dispatch()

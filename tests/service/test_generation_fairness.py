@@ -1,0 +1,142 @@
+"""Generation under load, over real HTTP: per-tenant bounds (429 + Retry-After), a prompt cap up
+front, a stream whose client leaves stops generating, a failing stream ends with an error event
+and [DONE]."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from pluralign.policy.generator import Generator
+from tests.service.tiny import LiveServer, Service, field_named
+
+CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "Tell me a long story."}]}
+
+
+class FailingGenerator(Generator):
+    """Streams two pieces, then fails the way a stalled streamer does."""
+
+    def stream(self, messages, sampling=None, adapter=None):
+        yield "Once"
+        yield " upon"
+        raise TimeoutError("the streamer waited 120 s for a token")
+
+
+def serve(data_dir, generator, pal_dir, encoder, **settings):
+    from service.app import create_app
+    from service.runtime import Runtime
+    from service.settings import Settings
+
+    config = Settings(data_dir=str(data_dir), pal_dir=str(pal_dir), max_tokens=12, **settings)
+    runtime = Runtime.build(config, generator=generator, encoder=encoder)
+    keys = {"acme": runtime.keys.issue("acme"), "globex": runtime.keys.issue("globex")}
+    server = LiveServer(create_app(runtime=runtime, admin_handlers=()))
+    return server, Service(server, runtime, keys)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = serve(tmp_path_factory.mktemp("fair"), Generator.from_folder(tiny_generator_dir), tiny_pal_dir, minilm,
+                            tenant_generations=2, generation_queue=8, rerank=False, candidates=1)
+    with server:
+        yield service
+
+
+def test_a_tenant_over_its_generation_slots_gets_429_with_retry_after_and_others_are_served(svc):
+    long_chat = {**CHAT, "max_tokens": 400, "temperature": 1.0, "seed": 3}
+    results: list[httpx.Response] = []
+
+    def send(who: str) -> None:
+        with svc.client(who) as c:
+            results.append(c.post("/v1/chat/completions", json=long_chat))
+
+    threads = [threading.Thread(target=send, args=("acme",)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    with svc.client("globex") as g:
+        other = g.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
+    for t in threads:
+        t.join()
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(200) >= 2 and 429 in codes, codes
+    busy = next(r for r in results if r.status_code == 429)
+    assert int(busy.headers["retry-after"]) >= 1 and "at most 2" in busy.text
+    assert other.status_code == 200, other.text  # another tenant is not refused for acme's load
+
+
+def test_a_prompt_longer_than_the_context_is_a_400_up_front(svc):
+    with svc.client("acme") as c:
+        huge = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "x" * 200_000}]})
+        assert huge.status_code == 400 and field_named(huge) == "messages", huge.text
+        started = time.monotonic()
+        long = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "hello " * 5000}]})
+        assert long.status_code == 400 and "context of 4096 tokens" in long.text, long.text
+        assert time.monotonic() - started < 10
+        near = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1000, "messages": [{"role": "user", "content": "hello " * 3500}]})
+        assert near.status_code == 400 and "max_tokens 1000" in near.text  # fits alone, not with max_tokens
+
+
+def test_a_stream_whose_client_leaves_stops_generating(svc):
+    body = {**CHAT, "stream": True, "max_tokens": 1000, "temperature": 1.0, "seed": 1}
+    with svc.client("acme") as c:
+        started = time.monotonic()
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            for _ in r.iter_lines():
+                pass
+        full = time.monotonic() - started
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            lines = r.iter_lines()
+            for _ in range(4):
+                next(lines)
+        left = time.monotonic()  # the connection is closed here
+    deadline = left + full
+    while svc.runtime.scheduler.stats()["running"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stopped_after = time.monotonic() - left
+    assert svc.runtime.scheduler.stats()["running"] == 0
+    assert stopped_after < max(0.5 * full, 0.3), (stopped_after, full)
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    base = Generator.from_folder(tiny_generator_dir)
+    generator = FailingGenerator(base.model, base.tokenizer, base.model_id)
+    server, service = serve(tmp_path_factory.mktemp("failing"), generator, tiny_pal_dir, minilm, rerank=False, candidates=1)
+    with server:
+        yield service
+
+
+def test_a_failing_stream_ends_with_an_error_event_then_done(failing):
+    import json
+
+    with failing.client("acme") as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    events = [line.removeprefix("data: ") for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])
+    assert "error" in error and "generation failed" in json.dumps(error)
+    assert json.loads(events[1])["choices"][0]["delta"]["content"] == "Once"
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = serve(tmp_path_factory.mktemp("limited"), Generator.from_folder(tiny_generator_dir), tiny_pal_dir, minilm,
+                            tenant_requests_per_second=20)
+    with server:
+        yield service
+
+
+def test_a_tenant_over_its_request_rate_gets_429_and_another_tenant_does_not(limited):
+    with limited.client("acme") as c:
+        codes = [c.get("/v1/models").status_code for _ in range(60)]
+        assert codes.count(200) <= 40 and 429 in codes, codes  # 20 per second (a burst may straddle two)
+        busy = c.get("/v1/models")
+        if busy.status_code == 429:
+            assert int(busy.headers["retry-after"]) >= 1 and "ratelimit-limit" in busy.headers
+    with limited.client("globex") as g:
+        assert g.get("/v1/models").status_code == 200
+    assert httpx.get(limited.url + "/health").status_code == 200  # not limited

@@ -1,0 +1,391 @@
+"""Issue 13, driven over real HTTP the way an attacker would: no 500s (OPTIONS, deep nesting, odd
+query values), errors that name the field, strict types, job params as an allow-list (never flags),
+and a DELETE that nothing resurrects and that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import field_named, start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    data = tmp_path_factory.mktemp("hostile-data")
+    server, service = start_service(
+        data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, adapter_every=1_000_000,
+        cors_origins=("https://app.example",),
+    )
+    service.data_dir = data
+    with server:
+        yield service
+
+
+CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "hi"}]}
+COMPARISON = {"type": "comparison", "user": "ann", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
+TENANT_ROUTES = ["/v1/models", "/v1/chat/completions", "/v1/feedback", "/v1/users/ann", "/v1/users/ann/preferences",
+                 "/v1/users/ann/export", "/v1/rewards/score"]
+ADMIN_ROUTES = ["/admin/jobs", "/admin/jobs/x", "/admin/jobs/x/cancel", "/admin/audits/fairness", "/admin/dashboard"]
+JSON_ROUTES = [("tenant", "/v1/chat/completions"), ("tenant", "/v1/feedback"), ("tenant", "/v1/rewards/score"), ("admin", "/admin/jobs")]
+
+
+def no_500s(svc) -> None:
+    text = httpx.get(svc.url + "/metrics").text
+    assert 'status="500"' not in text, [line for line in text.splitlines() if 'status="500"' in line]
+
+
+@pytest.mark.parametrize("path", TENANT_ROUTES + ADMIN_ROUTES)
+def test_options_is_never_a_500(svc, path):
+    for who in ("acme", "admin", None):
+        with svc.client(who) as c:
+            r = c.options(path)
+        assert r.status_code == 204, (who, r.status_code, r.text)
+        assert "GET" in r.headers["allow"] or "POST" in r.headers["allow"]
+        if path == "/v1/users/ann":  # two handlers on one path: both methods listed
+            assert r.headers["allow"] == "DELETE, GET, OPTIONS"
+    preflight = httpx.options(svc.url + path, headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                                                       "Access-Control-Request-Headers": "authorization,content-type"})
+    assert preflight.status_code in (200, 204), preflight.text
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    no_500s(svc)
+
+
+@pytest.mark.parametrize("who,path", JSON_ROUTES)
+def test_deeply_nested_json_is_a_400(svc, who, path):
+    for body in ("[" * 977 + "]" * 977, '{"a":' * 5000 + "1" + "}" * 5000, '{"model": ' + "[" * 20_000 + "]" * 20_000 + "}"):
+        with svc.client("admin" if who == "admin" else "acme") as c:
+            r = c.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert field_named(r) in ("body", "model", "a", "type"), r.text  # the first level that does not fit
+    no_500s(svc)
+
+
+@pytest.mark.parametrize("query,field", [
+    ({"group_by": "--help"}, "group_by"),
+    ({"group_by": "-o/tmp/x"}, "group_by"),
+    ({"group_by": "g", "since": "-1e-05"}, "since"),
+    ({"group_by": "g", "since": "nan"}, "since"),
+    ({"group_by": "g", "since": "inf"}, "since"),
+    ({"group_by": "g", "tenant": "--store=/"}, "tenant"),
+])
+def test_audit_query_values_are_checked_and_never_reach_a_job(svc, query, field):
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"])
+        r = admin.get("/admin/audits/fairness", params={**query, "wait": 0})
+        assert r.status_code == 400, r.text
+        assert field_named(r) == field
+        after = admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]
+    assert len(after) == before
+    # every job record on disk is still readable (since=nan used to write one that was not)
+    from training.jobs.record import decode_job
+
+    for path in (svc.data_dir / "jobs").glob("*.job.json"):
+        decode_job(path.read_bytes())
+    no_500s(svc)
+
+
+@pytest.mark.parametrize("body,field", [
+    (b'{"model": "pluralign", "seed": 18446744073709551616, "messages": [{"role": "user", "content": "hi"}]}', "seed"),
+    (b'{"model": "pluralign", "temperature": 1e400, "messages": [{"role": "user", "content": "hi"}]}', "temperature"),
+    (b'{"model": "pluralign", "messages": [{"role": "user", "content": "h\xff\xfei"}]}', "content"),
+    (b'{"model": "pluralign", "user": "a\xc3", "messages": [{"role": "user", "content": "hi"}]}', "user"),
+    (b'{"model": "pluralign", "n": "3", "messages": [{"role": "user", "content": "hi"}]}', "n"),
+    (b'{"model": "pluralign", "stream": "true", "messages": [{"role": "user", "content": "hi"}]}', "stream"),
+    (b'{"model": "pluralign", "temperature": "0.5", "messages": [{"role": "user", "content": "hi"}]}', "temperature"),
+    (b'{"model": "pluralign", "pluralign": {"rerank": 1}, "messages": [{"role": "user", "content": "hi"}]}', "pluralign.rerank"),
+])
+def test_chat_errors_name_the_field(svc, body, field):
+    with svc.client("acme") as c:
+        r = c.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert field_named(r) == field, r.text
+    assert f"`{field}`" in r.text
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"tie": "true"}, "tie"),
+    ({"margin": "0.5"}, "margin"),
+    ({"prompt": 5}, "prompt"),
+    ({"attributes": {"segment": 1}}, "attributes[...]"),
+])
+def test_feedback_is_decoded_strictly(svc, change, field):
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={**COMPARISON, **change})
+    assert r.status_code == 400, r.text
+    assert field_named(r) == field, r.text
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"group_by": "g", "out": "/tmp/x.json"}, "params.out"),
+    ({"group_by": "g", "store": "/"}, "params.store"),
+    ({"group_by": "--help"}, "params.group_by"),
+    ({"group_by": "g", "since": "1"}, "params.since"),
+    ({"group_by": "g", "data": "/etc/passwd"}, "params.data"),
+])
+def test_audit_job_params_are_an_allow_list(svc, params, field):
+    keys_before = (svc.data_dir / "api_keys.json").read_bytes()
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": params})
+    assert r.status_code == 400, r.text
+    assert field_named(r) == field
+    assert (svc.data_dir / "api_keys.json").read_bytes() == keys_before
+
+
+@pytest.mark.parametrize("kind,params,field", [
+    ("adapter", {"user": "ann", "data": "/etc/passwd"}, "params.data"),
+    ("adapter", {"user": "ann", "registry": "/tmp"}, "params.registry"),
+    ("adapter", {"user": "ann", "base": "/tmp/model"}, "params.base"),
+    ("adapter", {"user": "--help"}, "params.user"),
+    ("pal", {"out": "/tmp/pal"}, "params.out"),
+    ("pal", {"data_dir": "/"}, "params.data_dir"),
+    ("em", {"k": "3"}, "params.k"),
+    ("em", {"k": 10**6}, "params.k"),
+    ("em", {"quiet": True, "out": "x"}, "params.quiet"),
+])
+def test_training_job_params_are_an_allow_list(svc, kind, params, field):
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/jobs", json={"kind": kind, "params": params})
+    assert r.status_code == 400, r.text
+    assert field_named(r) == field, r.text
+
+
+def test_a_job_gets_only_typed_flags(svc, tmp_path):
+    """Every value goes as `--name=value`, so nothing a client sends can be read as another flag."""
+    from training.jobs.kinds import KINDS
+    from training.jobs.record import Job
+
+    job = Job(id="j", kind="audit", params={"group_by": "segment", "tenant": "acme", "store": "/srv/lancedb"}, created_at=0.0)
+    argv = KINDS["audit"].command(job, tmp_path)
+    flags = argv[argv.index("audit") + 1 :]
+    assert flags[0] == "--json" and all(f.startswith("--") and "=" in f for f in flags[1:]), flags
+    assert "--group-by=segment" in flags and "--store=/srv/lancedb" in flags
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"chosen": "Same answer.", "rejected": "Same answer."}, "rejected"),
+    ({"chosen": "   \n\t "}, "chosen"),
+    ({"prompt": "  "}, "prompt"),
+    ({"margin": -0.5}, "margin"),
+    ({"source": "s" * 900_000}, "source"),
+    ({"attributes": {"k": "v" * 900_000}}, "attributes[...]"),
+    ({"attributes": {f"k{i}": "v" for i in range(33)}}, "attributes"),
+])
+def test_loose_feedback_is_refused(svc, change, field):
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={**COMPARISON, **change})
+    assert r.status_code in (400, 413), r.text
+    if r.status_code == 400:
+        assert field_named(r) == field, r.text
+
+
+def test_a_chat_whose_last_user_message_is_empty_is_refused(svc):
+    messages = [{"role": "user", "content": "Plan my weekend"}, {"role": "assistant", "content": "Sure."}, {"role": "user", "content": "  "}]
+    with svc.client("acme") as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "messages": messages})
+    assert r.status_code == 400, r.text
+    assert field_named(r) == "messages[2].content"
+
+
+def test_idempotency_key_stores_a_retried_feedback_once(svc):
+    body = {**COMPARISON, "user": "idem", "prompt": "Retry me?"}
+    with svc.client("acme") as c:
+        first = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"})
+        assert first.status_code == 201, first.text
+        assert "idempotent-replayed" not in first.headers
+        again = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"})
+        assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        svc.runtime.ingest.flush()  # moved into the table: a retry still finds it there
+        third = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"})
+        assert third.json() == first.json() and third.headers["idempotent-replayed"] == "true"
+        # concurrent copies of one request: one is stored
+        with httpx.Client(base_url=svc.url, headers=c.headers, timeout=60) as h:
+            results = []
+            threads = [threading.Thread(target=lambda: results.append(h.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0002"})))
+                       for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert {r.status_code for r in results} == {201} and len({r.text for r in results}) == 1
+        other = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0003"})
+        assert other.json()["stored"] != first.json()["stored"]
+        assert c.get("/v1/users/idem/preferences").json()["total"] == 3  # fb-0001, fb-0002, fb-0003
+        bad = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "has space"})
+        assert bad.status_code == 400 and field_named(bad) == "Idempotency-Key"
+    # another tenant's same key is its own
+    with svc.client("globex") as g:
+        assert "idempotent-replayed" not in g.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"}).headers
+
+
+def test_truncated_texts_are_counted(svc):
+    def truncated() -> float:
+        line = next(x for x in httpx.get(svc.url + "/metrics").text.splitlines() if x.startswith("pluralign_embed_truncated_texts"))
+        return float(line.split()[-1])
+
+    before = truncated()
+    with svc.client("acme") as c:
+        long_answer = "word " * 600  # far past MiniLM's 256 word pieces
+        assert c.post("/v1/rewards/score", json={"user": "ann", "prompt": "Tea?", "responses": [long_answer, "short"]}).status_code == 200
+    assert truncated() == before + 1
+
+
+def keys_cli(svc, *args: str) -> list[dict]:
+    import subprocess
+    import sys
+
+    from tests.service.tiny import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "training.cli", "keys", "--data-dir", str(svc.data_dir), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_keys_cli_create_and_revoke_take_effect_at_once_in_the_running_service(svc):
+    (created,) = keys_cli(svc, "create", "--tenant", "acme", "--name", "rotating")
+    new = {"Authorization": f"Bearer {created['key']}"}
+    assert httpx.get(svc.url + "/v1/models", headers=new).status_code == 200  # usable at once
+    listed = keys_cli(svc, "list")
+    assert {"id": created["id"], "tenant": "acme", "admin": False, "name": "rotating"}.items() <= listed[[k["id"] for k in listed[:-1]].index(created["id"])].items()
+    assert all("key" not in k for k in listed) and created["key"] not in (svc.data_dir / "api_keys.json").read_text()
+    (admin,) = keys_cli(svc, "create", "--tenant", "ops", "--admin", "--name", "oncall")
+    assert httpx.get(svc.url + "/admin/jobs", headers={"Authorization": f"Bearer {admin['key']}"}).status_code == 200
+    # revoked by id: the very next request is refused, without any other request reloading the file
+    assert keys_cli(svc, "revoke", created["id"])[0]["revoked"][0]["id"] == created["id"]
+    r = httpx.get(svc.url + "/v1/models", headers=new)
+    assert r.status_code == 401 and "unknown API key" in r.text
+    keys_cli(svc, "revoke", "oncall")  # by name
+    assert httpx.get(svc.url + "/admin/jobs", headers={"Authorization": f"Bearer {admin['key']}"}).status_code == 401
+    with svc.client("acme") as c:  # the others still work, and the service can still issue keys
+        assert c.get("/v1/models").status_code == 200
+    issued = svc.runtime.keys.issue("acme", name="from-the-service")
+    assert httpx.get(svc.url + "/v1/models", headers={"Authorization": f"Bearer {issued}"}).status_code == 200
+    assert created["id"] not in [k.get("id") for k in keys_cli(svc, "list")]
+
+
+def test_health_shows_no_paths(svc):
+    r = httpx.get(svc.url + "/health")
+    assert r.status_code == 200
+    assert str(svc.data_dir) not in r.text and "/" not in json.dumps(r.json()["pal"]), r.text
+    assert "tmp" not in r.text
+
+
+def test_no_request_above_produced_a_500(svc):
+    no_500s(svc)
+
+
+# ---- DELETE: nothing resurrected, nothing left behind ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def deleting(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A service whose adapter trigger fires at 3 comparisons, with one job worker."""
+    data = tmp_path_factory.mktemp("delete-data")
+    server, service = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                    adapter_every=3, job_workers=1)
+    service.data_dir = data
+    with server:
+        yield service
+
+
+def files_holding(folder: Path, *needles: str) -> list[str]:
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path.relative_to(folder)}: {n}" for n in needles if n.encode() in data]
+    return found
+
+
+def test_read_and_score_racing_delete_never_resurrect_the_user(deleting):
+    """Profile reads and scores refit (and write) the user's row; one that started before the DELETE
+    must not write it back after the DELETE answered."""
+    resurrected = []
+    with deleting.client("acme") as c:
+        for trial in range(12):
+            user = f"race{trial}"
+            for i in range(2):
+                assert c.post("/v1/feedback", json={**COMPARISON, "user": user, "prompt": f"Tea {i}?"}).status_code == 201
+            stop = threading.Event()
+
+            def hammer(user=user, stop=stop):
+                with deleting.client("acme") as h:
+                    while not stop.is_set():
+                        h.get(f"/v1/users/{user}")
+                        h.post("/v1/rewards/score", json={"user": user, "prompt": "Tea?", "responses": ["Yes.", "No."]})
+
+            threads = [threading.Thread(target=hammer) for _ in range(3)]
+            for t in threads:
+                t.start()
+            time.sleep(0.05 * (trial % 4))
+            assert c.delete(f"/v1/users/{user}").status_code == 200
+            stop.set()
+            for t in threads:
+                t.join()
+            deleting.runtime.wait_for_background()
+            if c.get(f"/v1/users/{user}").status_code != 404 or deleting.runtime.store.get_user("acme", user) is not None:
+                resurrected.append(user)
+    assert resurrected == []
+
+
+def test_delete_stops_the_users_jobs_and_leaves_no_file_naming_them(deleting):
+    user, marker = "uq7zdel", "mk9v3secret"
+    with deleting.client("acme") as c, deleting.client("admin") as admin:
+        for i in range(3):
+            body = {**COMPARISON, "user": user, "prompt": f"{marker} question {i}?", "chosen": f"{marker} yes", "rejected": "no"}
+            assert c.post("/v1/feedback", json=body).status_code == 201
+        c.post("/v1/chat/completions", json={**CHAT, "user": user, "messages": [{"role": "user", "content": f"hi {marker}"}]})
+        deadline = time.monotonic() + 30
+        jobs = []
+        while time.monotonic() < deadline and not jobs:  # the trigger queues an adapter job behind the reply
+            jobs = [j for j in admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"] if j["params"]["user"] == user]
+            time.sleep(0.1)
+        assert jobs, "an adapter job is queued at 3 comparisons"
+        assert files_holding(deleting.data_dir, marker), "the marker is on disk before the DELETE"
+        r = c.delete(f"/v1/users/{user}")
+        assert r.status_code == 200, r.text
+        assert r.json()["deleted"]["job_files"] >= 2  # the snapshot and the job record at least
+        assert admin.get(f"/admin/jobs/{jobs[0]['id']}").status_code == 404
+        if jobs[0].get("pid"):
+            assert not Path(f"/proc/{jobs[0]['pid']}").exists() or b"PLURALIGN_JOB_ID" not in Path(f"/proc/{jobs[0]['pid']}/environ").read_bytes()
+        left = files_holding(deleting.data_dir, marker, user)
+        assert left == [], "\n".join(left)
+        time.sleep(2)  # a worker or a background refit that outlived the DELETE would write now
+        deleting.runtime.wait_for_background()
+        assert files_holding(deleting.data_dir, marker, user) == []
+        assert c.get(f"/v1/users/{user}").status_code == 404
+    # a restart of the runner finds nothing of the user to re-run
+    from training.jobs.runner import LocalJobRunner, RunnerConfig
+
+    again = LocalJobRunner(RunnerConfig(folder=deleting.data_dir / "jobs"))
+    assert [j.id for j in again.list(limit=1000) if j.params.get("user") == user] == []
+
+
+@pytest.fixture(scope="module")
+def quota(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("quota-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS, adapter_every=1_000_000, job_workers=1, tenant_queued_jobs=2)
+    with server:
+        yield service
+
+
+def test_adapter_jobs_one_pending_per_user_and_a_bounded_queue_per_tenant(quota):
+    with quota.client("acme") as c, quota.client("admin") as admin:
+        for user in ("qa", "qb", "qc"):
+            assert c.post("/v1/feedback", json={**COMPARISON, "user": user}).status_code == 201
+        first = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "qa", "steps": 2000}})
+        assert first.status_code == 201, first.text
+        again = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "qa"}})
+        assert again.status_code == 400 and field_named(again) == "params.user", again.text
+        assert admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "qb", "steps": 2000}}).status_code == 201
+        full = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "qc"}})
+        assert full.status_code == 429 and int(full.headers["retry-after"]) >= 1, full.text
+        for job in admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"]:
+            admin.post(f"/admin/jobs/{job['id']}/cancel")

@@ -1,0 +1,62 @@
+"""The fair generation scheduler: tenants in turn, bounded, cancellable while waiting."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from service.scheduler import Busy, FairScheduler
+
+
+def test_tenants_are_served_in_turn_whatever_one_of_them_queued():
+    scheduler = FairScheduler(workers=1, per_tenant=10, max_waiting=20)
+    gate, order = threading.Event(), []
+    try:
+        first = scheduler.submit("a", gate.wait)  # holds the one worker while the rest queue up
+        flood = [scheduler.submit("a", lambda i=i: order.append(f"a{i}")) for i in range(6)]
+        late = scheduler.submit("b", lambda: order.append("b"))
+    finally:
+        gate.set()
+    for f in [first, *flood, late]:
+        f.result(timeout=10)
+    assert order.index("b") <= 1  # b waited behind at most one of a's queued tasks
+    assert [x for x in order if x != "b"] == [f"a{i}" for i in range(6)]  # each tenant's own order is kept
+
+
+def test_a_full_tenant_or_queue_is_busy_with_a_retry_after():
+    scheduler = FairScheduler(workers=1, per_tenant=2, max_waiting=3)
+    gate = threading.Event()
+    try:
+        held = [scheduler.submit("a", gate.wait), scheduler.submit("a", gate.wait)]  # one runs, one waits
+        with pytest.raises(Busy) as busy:
+            scheduler.submit("a", gate.wait)
+        assert busy.value.retry_after >= 1 and "at most 2" in str(busy.value)
+        others = [scheduler.submit(t, lambda: None) for t in ("b", "c")]  # 3 waiting: the queue is full
+        with pytest.raises(Busy, match="waiting"):
+            scheduler.submit("d", lambda: None)
+    finally:
+        gate.set()
+    for f in [*held, *others]:
+        f.result(timeout=10)
+    assert scheduler.submit("a", lambda: 42).result(timeout=10) == 42  # room again
+
+
+def test_a_task_cancelled_while_waiting_never_runs_and_frees_its_slot():
+    scheduler = FairScheduler(workers=1, per_tenant=2, max_waiting=4)
+    gate, ran = threading.Event(), []
+    try:
+        running = scheduler.submit("a", gate.wait)
+        waiting = scheduler.submit("a", lambda: ran.append("x"))
+        assert waiting.cancel()
+    finally:
+        gate.set()
+    running.result(timeout=10)
+    assert scheduler.submit("a", lambda: "ok").result(timeout=10) == "ok"
+    assert ran == [] and scheduler.stats()["running"] == 0
+
+
+def test_errors_reach_the_caller():
+    scheduler = FairScheduler()
+    with pytest.raises(ZeroDivisionError):
+        scheduler.submit("a", lambda: 1 / 0).result(timeout=10)

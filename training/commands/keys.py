@@ -1,0 +1,57 @@
+"""`pluralign keys`: issue, list and revoke API keys in the service's data folder.
+
+    pluralign keys create --tenant acme --name "acme web app"
+    pluralign keys create --tenant ops --admin --name "on-call"
+    pluralign keys list
+    pluralign keys revoke 3f9a1c2b7d4e
+
+The folder is PLURALIGN_DATA_DIR (default ./data) unless --data-dir is given. Keys are stored
+hashed; `create` prints the key once. Each prints JSON lines (`list`: one per key, then a count). A running service sees a change at its next request, so a
+revoked key is refused at once. Rotation: create a new key, move the client to it, revoke the old.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from training.common import print_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("keys", help="create, list and revoke API keys", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", help="issue a key (printed once)")
+    create.add_argument("--tenant", required=True, help="the tenant the key reaches (admin keys: a label)")
+    create.add_argument("--admin", action="store_true", help="an admin key (/admin routes only)")
+    create.add_argument("--name", default="", help="a label to find it by")
+    sub.add_parser("list", help="keys: id, tenant, admin, name, created_at (never the key)")
+    revoke = sub.add_parser("revoke", help="remove a key by id (from `list`) or name; effective at once")
+    revoke.add_argument("key", help="the key's id (8+ hex digits of its hash) or its name")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from service.auth import KeyRing, key_id
+    from service.settings import Settings
+
+    folder = Path(args.data_dir) if args.data_dir else Settings.load().data_path
+    keys = KeyRing(folder / "api_keys.json")
+    describe = lambda k: {"id": key_id(k), "tenant": k.tenant, "admin": k.admin, "name": k.name, "created_at": k.created_at}
+    if args.action == "create":
+        if not args.tenant.strip():
+            raise ValueError("--tenant must not be empty")
+        key = keys.issue(args.tenant, admin=args.admin, name=args.name)
+        entry = keys.lookup(key)
+        print_json({**describe(entry), "key": key})
+    elif args.action == "list":
+        listed = [describe(k) for k in keys.list()]
+        for item in listed:
+            print_json(item)
+        print_json({"keys": len(listed)})
+    else:
+        gone = keys.revoke(args.key)
+        print_json({"revoked": [describe(k) for k in gone]})
+    return 0

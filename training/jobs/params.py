@@ -1,0 +1,142 @@
+"""The parameters each kind of job takes: a typed allow-list, never flags passed through.
+
+A job's params are decoded into its kind's Struct (unknown names, wrong types and values out of
+bounds are errors naming the parameter), and only then turned into the command's flags, each as
+`--name=value` so that no value can be read as another flag. Paths a worker reads or writes
+(`data`, `store`, `base`, output folders) are never taken from a client: `SERVER_SET` names the
+ones the service fills in itself (an adapter's snapshot, the audited store), and the runner sets
+the output folder.
+
+    >>> job_argv("audit", {"group_by": "segment", "since": 1764000000.0})
+    ['--group-by=segment', '--since=1764000000.0', '--min-group-size=1', '--min-comparisons=50', '--personalized=logistic']
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+import msgspec
+
+from pluralign.data.record import Base
+
+# what a client may name: an attribute, a tenant, a user (the service's user-id rule)
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$")]
+Seed = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+Epoch = Annotated[float, msgspec.Meta(ge=0, le=1e11)]  # a Unix time in seconds (finite: NaN is refused)
+
+
+class AdapterParams(Base, frozen=True):
+    """`pluralign train adapter`: one user's LoRA adapter from a snapshot of their comparisons."""
+
+    user: Name
+    tenant: Name = "default"
+    comparisons: Annotated[int, msgspec.Meta(ge=0)] = 0  # the user's comparison count when queued (the trigger's baseline)
+    loss: Literal["dpo", "ipo"] = "dpo"
+    beta: Annotated[float, msgspec.Meta(gt=0, le=10)] = 0.1
+    lora_rank: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
+    lr: Annotated[float, msgspec.Meta(gt=0, le=1)] = 2e-4
+    steps: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 40
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    seed: Seed = 0
+    data: str | None = None  # server-set: the snapshot file the worker trains on
+    base: str | None = None  # server-set: the model the service generates with
+
+
+class PalParams(Base, frozen=True):
+    """`pluralign train pal` on a built-in protocol."""
+
+    protocol: Literal["persona", "ukp"] = "persona"
+    variant: Literal["a", "b"] = "a"
+    k: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
+    groups: Annotated[int, msgspec.Meta(ge=2, le=64)] = 4
+    epochs: Annotated[int, msgspec.Meta(ge=1, le=200)] = 40
+    max_pairs: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 300_000
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
+    lr_shared: Annotated[float, msgspec.Meta(gt=0, le=1)] = 2e-3
+    lr_user: Annotated[float, msgspec.Meta(gt=0, le=1)] = 5e-2
+    latent_dim: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 64
+    hidden: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
+    seed: Seed = 0
+
+
+class EmParams(Base, frozen=True):
+    """`pluralign train em` on a built-in protocol."""
+
+    protocol: Literal["persona", "ukp"] = "persona"
+    k: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
+    groups: Annotated[int, msgspec.Meta(ge=2, le=64)] = 4
+    assignment: Literal["hard", "soft"] = "hard"
+    init: Literal["kmeans", "random"] = "kmeans"
+    restarts: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
+    max_iter: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    l2: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = 1.0
+    seed: Seed = 0
+
+
+class AuditParams(Base, frozen=True):
+    """`pluralign audit --store`: the service's stored comparisons, grouped by an attribute."""
+
+    group_by: Name
+    since: Epoch | None = None
+    tenant: Name | None = None
+    min_group_size: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
+    min_comparisons: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)] = 50
+    personalized: Literal["logistic", "pal"] = "logistic"
+    store: str | None = None  # server-set: the service's LanceDB URI
+
+
+PARAMS: dict[str, type[Base]] = {"adapter": AdapterParams, "pal": PalParams, "em": EmParams, "audit": AuditParams}
+SERVER_SET: dict[str, tuple[str, ...]] = {"adapter": ("data", "base"), "audit": ("store",)}
+
+
+class JobParamsError(ValueError):
+    """A job parameter that is not allowed, of the wrong type or out of bounds; `field` names it."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"`{field}`: {problem}")
+
+
+def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's 'problem - at `$.name`' as (`params.name`, problem); an unknown or missing name is named itself."""
+    problem, _, path = str(exc).partition(" - at `$")
+    path = path.rstrip("`")
+    named = re.search(r"field `([^`]+)`", problem)
+    if named and not path:
+        path = "." + named.group(1)
+    return "params" + path, problem
+
+
+def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool = False) -> Base:
+    """`params` as the kind's Struct (strict: no strings for numbers). With `from_client`, the
+    server-set names are refused too. Raises JobParamsError naming `params.<name>`."""
+    schema = PARAMS.get(kind)
+    if schema is None:
+        raise JobParamsError("kind", f"unknown job kind {kind!r}; known: {', '.join(sorted(PARAMS))}")
+    if from_client:
+        for name in SERVER_SET.get(kind, ()):
+            if name in params:
+                raise JobParamsError(f"params.{name}", "is set by the service, not by a request")
+    for name, value in params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise JobParamsError(f"params.{name}", f"must be a finite number, got {value}")
+    try:
+        return msgspec.convert(dict(params), schema, strict=True)
+    except msgspec.ValidationError as exc:
+        raise JobParamsError(*_where(exc)) from None
+
+
+def job_argv(kind: str, params: Mapping[str, object], skip: tuple[str, ...] = ()) -> list[str]:
+    """The command's flags for a job of `kind`, each `--name=value` (a bare `--name` for True)."""
+    typed = decode_params(kind, params)
+    out: list[str] = []
+    for name, value in msgspec.structs.asdict(typed).items():
+        if name in skip or value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        out.append(flag if value is True else f"{flag}={value}")
+    return out
