@@ -86,7 +86,8 @@ async def strict_json_body(request: Request) -> None:
         _decoder(data.annotation).decode(body)
     except msgspec.ValidationError as exc:
         field, problem = field_of(exc)
-        raise bad_request(field, problem) from None
+        # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
+        raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
     except msgspec.DecodeError as exc:
         raise bad_request("body", f"the request body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:

@@ -61,7 +61,7 @@ class Admin:
         if kind == "audit":  # an audit covers every acknowledged feedback: the log is moved into the table first
             self.rt.ingest.flush()
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
-        if kind in ("pal", "em") and "protocol" not in params and "data" not in params:
+        if kind in ("pal", "em") and params.get("protocol", "file") == "file":
             # retrain the population model on the service's own feedback (every tenant's users)
             params.update(protocol="file", data=str(self.population_snapshot()))
         if kind == "adapter" and "data" not in params and "user" in params:

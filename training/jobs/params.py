@@ -46,11 +46,13 @@ class AdapterParams(Base, frozen=True):
 
 
 class PalParams(Base, frozen=True):
-    """`pluralign train pal` on a built-in protocol."""
+    """`pluralign train pal` on a built-in protocol, or (no protocol given) on a snapshot of the
+    service's own stored comparisons (`protocol` "file" and `data` are then set by the service)."""
 
-    protocol: Literal["persona", "ukp"] = "persona"
+    protocol: Literal["persona", "ukp", "file"] = "persona"
     variant: Literal["a", "b"] = "a"
-    k: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
+    k: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None  # None: chosen from the data (held-out likelihood)
+    data: str | None = None  # server-set: the snapshot of the service's comparisons
     groups: Annotated[int, msgspec.Meta(ge=2, le=64)] = 4
     epochs: Annotated[int, msgspec.Meta(ge=1, le=200)] = 40
     max_pairs: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 300_000
@@ -63,10 +65,11 @@ class PalParams(Base, frozen=True):
 
 
 class EmParams(Base, frozen=True):
-    """`pluralign train em` on a built-in protocol."""
+    """`pluralign train em` on a built-in protocol, or on a snapshot of the service's comparisons."""
 
-    protocol: Literal["persona", "ukp"] = "persona"
-    k: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
+    protocol: Literal["persona", "ukp", "file"] = "persona"
+    k: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None  # None: chosen from the data (held-out likelihood)
+    data: str | None = None  # server-set: the snapshot of the service's comparisons
     groups: Annotated[int, msgspec.Meta(ge=2, le=64)] = 4
     assignment: Literal["hard", "soft"] = "hard"
     init: Literal["kmeans", "random"] = "kmeans"
@@ -89,7 +92,7 @@ class AuditParams(Base, frozen=True):
 
 
 PARAMS: dict[str, type[Base]] = {"adapter": AdapterParams, "pal": PalParams, "em": EmParams, "audit": AuditParams}
-SERVER_SET: dict[str, tuple[str, ...]] = {"adapter": ("data", "base"), "audit": ("store",)}
+SERVER_SET: dict[str, tuple[str, ...]] = {"adapter": ("data", "base"), "audit": ("store",), "pal": ("data",), "em": ("data",)}
 
 
 class JobParamsError(ValueError):
