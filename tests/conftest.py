@@ -15,6 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PLURALIGN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny matrices: one torch thread avoids oversubscribing a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

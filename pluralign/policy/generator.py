@@ -178,6 +178,28 @@ class Generator:
             ids.add(im_end)
         return sorted(i for i in ids if i is not None)
 
+    def _sample_rows(self, ids: torch.Tensor, mask: torch.Tensor, sampling: Sampling, adapter: str | None) -> list[list[int]]:
+        """Sample from prompts `ids` (B, T) (left-padded where `mask` is 0); the new tokens of each row."""
+        with self._lock:
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            out = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=sampling.max_tokens, eos_token_id=self._stop_token_ids(),
+                pad_token_id=self.tokenizer.pad_token_id, **self._stop_kwargs(sampling),
+                **self._sample_kwargs(sampling, ids.shape[1]), **self._adapter_kwargs(adapter, ids.shape[0]),
+            )  # (B, T + new)
+        return out[:, ids.shape[1] :].tolist()
+
+    def _answer(self, row: list[int], sampling: Sampling) -> tuple[str, bool, int]:
+        """(text before any stop, whether a stop token or string ended it, tokens really generated)."""
+        stop_ids = self._stop_token_ids()
+        ended = next((i for i, t in enumerate(row) if t in stop_ids), None)
+        tokens = row if ended is None else row[:ended]
+        text, stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+        if stopped and ended is None:  # a row that stopped on a string while others went on: padding follows
+            tokens = self._through_stop(tokens, sampling.stop)
+        return text, ended is not None or stopped, len(tokens)
+
     @torch.no_grad()
     def generate(
         self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None
@@ -186,30 +208,11 @@ class Generator:
         if n < 1:
             raise ValueError(f"`n` must be at least 1, got {n}")
         ids = self.encode_chat(messages)  # (1, T)
-        stop_ids = self._stop_token_ids()
-        with self._lock:
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-            out = self.model.generate(
-                input_ids=ids.expand(n, -1),
-                attention_mask=torch.ones_like(ids).expand(n, -1),
-                max_new_tokens=sampling.max_tokens,
-                eos_token_id=stop_ids,
-                pad_token_id=self.tokenizer.pad_token_id,
-                **self._stop_kwargs(sampling),
-                **self._sample_kwargs(sampling, ids.shape[1]),
-                **self._adapter_kwargs(adapter, n),
-            )  # (n, T + new)
+        rows = self._sample_rows(ids.expand(n, -1), torch.ones_like(ids).expand(n, -1), sampling, adapter)
         candidates = []
-        for row in out[:, ids.shape[1] :]:
-            row = row.tolist()
-            ended = next((i for i, t in enumerate(row) if t in stop_ids), None)
-            tokens = row if ended is None else row[:ended]
-            text, stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
-            if stopped and ended is None:  # a row that stopped on a string while others went on: padding follows
-                tokens = self._through_stop(tokens, sampling.stop)
-            finish = "stop" if ended is not None or stopped else "length"
-            candidates.append(Candidate(text=text.strip(), finish_reason=finish, tokens=len(tokens)))
+        for row in rows:
+            text, ended, tokens = self._answer(row, sampling)
+            candidates.append(Candidate(text=text.strip(), finish_reason="stop" if ended else "length", tokens=tokens))
         return candidates, int(ids.shape[1])
 
     def _through_stop(self, tokens: list[int], stop: Sequence[str]) -> list[int]:
@@ -228,31 +231,19 @@ class Generator:
         the answer. Returns the candidates and the plain conversation's prompt token count."""
         if not styles:
             raise ValueError("no styles given")
-        rows = []
+        prompts = []
         for style in styles:
             text = self.tokenizer.apply_chat_template(style.messages(list(messages)), tokenize=False, add_generation_prompt=True)
-            rows.append(self.tokenizer(text + style.opening, add_special_tokens=False)["input_ids"])
-        width = max(len(r) for r in rows)
+            prompts.append(self.tokenizer(text + style.opening, add_special_tokens=False)["input_ids"])
+        width = max(len(r) for r in prompts)
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)  # (n, T) left-padded
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        stop_ids = self._stop_token_ids()
-        with self._lock:
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-            out = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=sampling.max_tokens, eos_token_id=stop_ids,
-                pad_token_id=pad, **self._stop_kwargs(sampling), **self._sample_kwargs(sampling, width),
-                **self._adapter_kwargs(adapter, len(rows)),
-            )  # (n, T + new)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in prompts], device=self.device)  # (n, T) left-padded
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in prompts], device=self.device)
         candidates = []
-        for style, row in zip(styles, out[:, width:].tolist(), strict=True):
-            ended = next((i for i, t in enumerate(row) if t in stop_ids), None)
-            tokens = row if ended is None else row[:ended]
-            continuation, stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+        for style, row in zip(styles, self._sample_rows(ids, mask, sampling, adapter), strict=True):
+            continuation, ended, tokens = self._answer(row, sampling)
             text, cut = style.finish(continuation)
-            finish = "stop" if ended is not None or stopped or cut else "length"
-            candidates.append(Candidate(text=text, finish_reason=finish, tokens=len(tokens), style=style.name))
+            candidates.append(Candidate(text=text, finish_reason="stop" if ended or cut else "length", tokens=tokens, style=style.name))
         return candidates, self.prompt_tokens(messages)
 
     def stream(

@@ -25,15 +25,20 @@ class Reranked:
         return self.order[0]
 
 
+def ranked_by(scores: np.ndarray) -> Reranked:
+    """Candidates ordered by their scores (N,), best first; ties keep generation order (a stable sort)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if not len(scores):
+        raise ValueError("no candidates to rerank")
+    return Reranked(scores=scores.tolist(), order=sorted(range(len(scores)), key=lambda i: -scores[i]))
+
+
 def rerank(reward: UserReward, prompt_vec: np.ndarray, candidate_vecs: np.ndarray) -> Reranked:
     """Score every candidate for the prompt; ties keep generation order (a stable sort)."""
-    n = candidate_vecs.shape[0]  # candidate_vecs: (N, d), prompt_vec: (d,)
-    if n == 0:
+    if candidate_vecs.shape[0] == 0:  # candidate_vecs: (N, d), prompt_vec: (d,)
         raise ValueError("no candidates to rerank")
     prompts = np.broadcast_to(prompt_vec.reshape(1, -1), candidate_vecs.shape)  # (N, d)
-    scores = np.asarray(reward(prompts, candidate_vecs), dtype=np.float64).reshape(n)
-    order = sorted(range(n), key=lambda i: -scores[i])
-    return Reranked(scores=scores.tolist(), order=order)
+    return ranked_by(reward(prompts, candidate_vecs))
 
 
 def rerank_maxmin(group_rewards: Sequence[UserReward], population: UserReward, prompt_vec: np.ndarray, candidate_vecs: np.ndarray) -> Reranked:

@@ -363,9 +363,7 @@ class Store:
 
     def comparisons(self, tenant: str, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prompt, chosen, rejected) vectors, each (N, dim), of the user's strict comparisons."""
-        history = self.history(tenant, user_id)
-        mask = history.comparison
-        return history.prompt_vec[mask], history.chosen_vec[mask], history.rejected_vec[mask]
+        return self.history(tenant, user_id).comparison_set()[:3]
 
     def all_comparisons(self) -> list[StoredPreference]:
         """Every strict comparison of every tenant and user (population retraining), without vectors."""

@@ -12,7 +12,7 @@ import numpy as np
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
-from pluralign.policy.rerank import rerank, rerank_maxmin
+from pluralign.policy.rerank import ranked_by, rerank, rerank_maxmin
 from pluralign.policy.styles import choose_styles
 from pluralign.store import Interaction
 from service.chat.schemas import PluralignInfo, Timings
@@ -125,7 +125,7 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
     elif p.weights is not None and p.weights.state is not None:
         # the user's own model: PAL's mixture plus what their comparisons taught beyond it
         model = rewards.user_model
-        ranked = rerank(lambda _p, _r: model.score(logits, p.weights.state, model.candidates(p.prompt_vec, vectors, texts)), p.prompt_vec, vectors)
+        ranked = ranked_by(model.score(logits, p.weights.state, model.candidates(p.prompt_vec, vectors, texts)))
     else:
         ranked = rerank(reward_for(logits), p.prompt_vec, vectors)
     p.timings.rerank_ms = ms(start)

@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Stream
 
 from pluralign.data.record import Base
-from pluralign.policy.rerank import rerank
+from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from service.errors import bad_request, error_responses
 from service.ids import check_user_id
@@ -134,8 +134,7 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
     rewards = weights.rewards or rt.rewards
     if weights.state is not None:  # the user's own model, as chat reranking uses it
         model = rewards.user_model
-        reward = lambda p, r: model.score(weights.logits, weights.state, model.candidates(vectors[0], r, data.responses))  # noqa: E731
+        ranked = ranked_by(model.score(weights.logits, weights.state, model.candidates(vectors[0], vectors[1:], data.responses)))
     else:
-        reward = lambda p, r: rewards.score(weights.logits, p, r)  # noqa: E731
-    ranked = rerank(reward, vectors[0], vectors[1:])
+        ranked = rerank(lambda p, r: rewards.score(weights.logits, p, r), vectors[0], vectors[1:])
     return ScoreResponse(user=user, scores=ranked.scores, best_index=ranked.best, prior=weights.prior)

@@ -83,7 +83,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
             logits = rewards.fit(prompt, chosen, rejected)
     else:
         logits, prior = rewards.prior(), True
-        if record is None and not rt.store.count_preferences(tenant, user_id):
+        if record is None and not len(history):
             return UserWeights(logits=logits, prior=True, record=None, rewards=rewards)  # deleted (or never seen): no row from nothing
     record = UserRecord(
         tenant=tenant,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from sklearn.metrics import adjusted_rand_score
 
 from pluralign.reward.model_selection import KSearch, KSelected
@@ -14,12 +13,7 @@ from tests.unit.test_model_selection import _held_out
 FAST = PALTrainConfig(batch_size=64, max_epochs=40, patience=8, lr_shared=3e-3, lr_user=0.1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(

@@ -22,13 +22,7 @@ TINY = dict(input_dim=DIM, latent_dim=8, hidden=32)
 FAST = PALTrainConfig(batch_size=64, max_epochs=40, patience=8, lr_shared=3e-3, lr_user=0.1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread avoids oversubscribing a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def accuracy(prob: np.ndarray | torch.Tensor) -> float:

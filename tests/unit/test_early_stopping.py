@@ -55,15 +55,7 @@ def test_creeping_improvements_keep_the_best_state_but_do_not_run_forever():
     assert stopper.best_at == stopper.evaluations  # the lowest loss seen is still the one kept
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_single_bt_trains_past_an_accuracy_plateau_to_the_lowest_validation_loss(one_thread):
+def test_single_bt_trains_past_an_accuracy_plateau_to_the_lowest_validation_loss(one_torch_thread):
     """One taste for everyone: validation accuracy saturates within a few dozen full-batch steps,
     while the validation loss keeps falling for hundreds. A patience on accuracy stopped 40 steps
     after the saturation; training now ends where the validation loss is lowest."""

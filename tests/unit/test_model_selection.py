@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import adjusted_rand_score
 
 from pluralign.reward.em import EMConfig, EMMixture
@@ -13,13 +12,7 @@ from pluralign.reward.model_selection import KSearch, KSelected, one_standard_er
 from pluralign.reward.registry import build_model
 from tests.unit.test_em import opposed_population
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_one_standard_error_rule_prefers_the_smallest_k_that_is_as_good():

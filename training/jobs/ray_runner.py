@@ -30,7 +30,7 @@ import msgspec
 from training.common import PROGRESS_ENV
 from training.jobs.kinds import KINDS, JobKind
 from training.jobs.record import Job
-from training.jobs.runner import JOB_ENV, LocalJobRunner, RunnerConfig, UnknownJob
+from training.jobs.runner import JOB_ENV, LocalJobRunner, RunnerConfig
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +97,11 @@ class RayJobRunner(LocalJobRunner):
 
     # -- the interface -------------------------------------------------------------------------
 
-    def cancel(self, job_id: str) -> Job:
-        with self._lock:
-            job = self.store.get(job_id)
-            if job is None:
-                raise UnknownJob(job_id)
-            if job.state == "queued":
-                return self.store.put(msgspec.structs.replace(job, state="cancelled", cancel_requested=True, finished_at=time.time()))
-            if job.state == "running":
-                job = self.store.put(msgspec.structs.replace(job, cancel_requested=True))
-                attached = self._running.get(job_id)
-                if attached is not None:
-                    attached.actor.cancel.remote()
-            return job
+    def _stop_running(self, job_id: str) -> None:
+        """Ask the job's Ray actor to stop its worker (cancel itself is the local runner's)."""
+        attached = self._running.get(job_id)
+        if attached is not None:
+            attached.actor.cancel.remote()
 
     def stop(self) -> None:
         """Stop dispatching and polling; running jobs keep running on Ray, and the next runner over

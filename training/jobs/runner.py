@@ -136,10 +136,14 @@ class LocalJobRunner:
                 return self.store.put(msgspec.structs.replace(job, state="cancelled", cancel_requested=True, finished_at=time.time()))
             if job.state == "running":
                 job = self.store.put(msgspec.structs.replace(job, cancel_requested=True))
-                running = self._running.get(job_id)
-                if running is not None:
-                    _kill_group(running.process.pid, signal.SIGTERM)
+                self._stop_running(job_id)
             return job
+
+    def _stop_running(self, job_id: str) -> None:
+        """Ask a running job's worker to stop (its process group gets SIGTERM); called under the lock."""
+        running = self._running.get(job_id)
+        if running is not None:
+            _kill_group(running.process.pid, signal.SIGTERM)
 
     def purge(self, job_id: str) -> Job | None:
         """Stop the job if it is queued or running (its worker killed and waited for), then delete
