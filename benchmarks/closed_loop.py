@@ -59,8 +59,8 @@ CASUAL = {"sure", "hey", "cool", "awesome", "great", "fun", "stuff", "pretty", "
 FORMAL = {"certainly", "consider", "following", "therefore", "however", "additionally", "furthermore", "moreover",
           "recommend", "ensure", "suitable", "appropriate", "significant", "individuals", "various", "numerous",
           "regarding", "thus", "utilize", "may", "should", "one"}
-AGREE = {"yes", "agree", "agreed", "true", "definitely", "absolutely", "correct", "indeed", "important", "right"}
-DISAGREE = {"no", "not", "disagree", "never", "don't", "wouldn't", "false", "isn't", "doesn't", "won't", "cannot"}
+AGREE = {"yes", "yeah", "yep", "agree", "agreed", "true", "definitely", "absolutely", "correct", "indeed", "important", "right"}
+DISAGREE = {"no", "nope", "nah", "not", "disagree", "never", "don't", "wouldn't", "false", "isn't", "doesn't", "won't", "cannot"}
 
 
 def words(text: str) -> list[str]:
@@ -74,9 +74,15 @@ def register(text: str) -> float:
     return float(casual - sum(w in FORMAL for w in ws))
 
 
+_FIRST_SENTENCE = re.compile(r"^.*?(?:[.!?](?=\s|$)|\n|$)", re.DOTALL)
+
+
 def stance(text: str) -> float:
-    ws = words(text)
-    return float(sum(w in AGREE for w in ws) - sum(w in DISAGREE for w in ws))
+    """The sign of agreeing minus disagreeing words in the answer's first sentence, where a
+    yes-or-no answer states its stance: 1 agrees, -1 disagrees, 0 neither. (Counted over the whole text, as in session 4's runs, the score is decided by
+    incidental words such as "not" in the rest of a 32-token continuation: see BENCHMARKS.md.)"""
+    ws = words(_FIRST_SENTENCE.match(text).group(0))
+    return float(np.sign(sum(w in AGREE for w in ws) - sum(w in DISAGREE for w in ws)))
 
 
 RULES = {
@@ -302,25 +308,29 @@ def plot(records: list[dict], rounds: int, path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
-def diversity(generator, prompts: list[str], args) -> dict:
+def diversity(generator, prompts: dict[str, list[str]], args) -> dict:
     """How often the 4 candidates all tie under each rule, and their mean spread (max - min score),
-    with balanced answer styles against plain sampling, on the same prompts and seeds."""
+    with balanced answer styles against plain sampling, on the same prompts and seeds. `prompts`
+    maps "style" and "persona" to the prompts the style rules and the persona rules are scored on."""
     from pluralign.policy.generator import Sampling
-    from pluralign.policy.styles import choose_styles
+    from pluralign.policy.styles import asks_judgement, choose_styles
 
-    out = {}
-    sets = {"styles": [], "plain": []}
-    for i, prompt in enumerate(prompts):
-        sampling = Sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=10_000 + i)
-        messages = [{"role": "user", "content": prompt}]
-        sets["styles"].append([c.text for c in generator.generate_styled(messages, choose_styles(4, sampling.seed), sampling)[0]])
-        sets["plain"].append([c.text for c in generator.generate(messages, n=4, sampling=sampling)[0]])
-    for kind, candidate_sets in sets.items():
-        out[kind] = {}
-        for rule, score in RULES.items():
-            table = np.array([[score(t) for t in texts] for texts in candidate_sets])  # (P, 4)
-            out[kind][rule] = {"all_tie": round(float((table.max(1) == table.min(1)).mean()), 3),
-                               "spread": round(float((table.max(1) - table.min(1)).mean()), 2)}
+    out = {"styles": {}, "plain": {}}
+    for pool, questions in prompts.items():
+        sets = {"styles": [], "plain": []}
+        for i, prompt in enumerate(questions):
+            sampling = Sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=10_000 + i)
+            messages = [{"role": "user", "content": prompt}]
+            styles = choose_styles(4, sampling.seed, stances=asks_judgement(messages))
+            sets["styles"].append([c.text for c in generator.generate_styled(messages, styles, sampling)[0]])
+            sets["plain"].append([c.text for c in generator.generate(messages, n=4, sampling=sampling)[0]])
+        for kind, candidate_sets in sets.items():
+            for rule, score in RULES.items():
+                if rule.startswith("persona") != (pool == "persona"):
+                    continue
+                table = np.array([[score(t) for t in texts] for texts in candidate_sets])  # (P, 4)
+                out[kind][rule] = {"all_tie": round(float((table.max(1) == table.min(1)).mean()), 3),
+                                   "spread": round(float((table.max(1) - table.min(1)).mean()), 2)}
     return out
 
 
@@ -375,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = {"advantage": advantage_table(records, args.rounds), "users": len(users), "seconds": round(time.time() - start, 1),
              "generations": {"computed": generator.computed, "reused": generator.reused}}
     if args.diversity:
-        extra["diversity"] = diversity(generator, QUESTIONS[: args.diversity], args)
+        extra["diversity"] = diversity(generator, {"style": QUESTIONS[: args.diversity], "persona": persona[: args.diversity]}, args)
     generator.save()
     (args.out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (args.out / "summary.json").write_text(json.dumps({**summary, **extra}, indent=1))

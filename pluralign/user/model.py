@@ -28,7 +28,7 @@ few-shot logits are still fitted (`fit_logits`): the profile shows them, and `us
 prototypes` serves with them alone.
 
 Shapes: N comparisons or candidates, d embedding width, K prototypes, F named features, L latent
-width, D = 1 + K + F + L coefficients (73 for the service's K = 4, L = 64). Everything per user is
+width, D = 1 + K + F + L coefficients (76 for the service's K = 4, F = 7, L = 64). Everything per user is
 numpy float64 and small, so a refit is about a millisecond; the state is a row (`UserState`, msgpack)
 in the users table, never a module parameter.
 """
@@ -58,7 +58,7 @@ STATE_VERSION = 1
 class ResidualPrior:
     """Standard deviations of the Gaussian prior on a user's coefficients around the population.
 
-    The six named features get a wide prior: they carry the preferences people state about answers,
+    The named features get a wide prior: they carry the preferences people state about answers,
     and a few comparisons should set them. PAL's 1 + K + L coordinates get narrow ones, so the 64
     latent directions do not absorb what a named feature explains. Chosen on the closed loop's seed-0
     run (mean pick rate over the style rules 0.62 with every scale at 1, 0.75 with these; figures in

@@ -13,7 +13,7 @@ from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
 from pluralign.policy.rerank import ranked_by, rerank, rerank_maxmin
-from pluralign.policy.styles import choose_styles
+from pluralign.policy.styles import asks_judgement, choose_styles
 from pluralign.store import Interaction
 from service.chat.schemas import PluralignInfo, Timings
 from service.runtime import Runtime
@@ -156,7 +156,7 @@ def remember(rt: Runtime, served: Served) -> None:
 def complete(rt: Runtime, p: Plan, sampling: Sampling) -> Served:
     start = time.perf_counter()
     if p.styles and hasattr(rt.generator, "generate_styled"):  # a remote generator samples plain candidates
-        styles = choose_styles(p.candidates, sampling.seed)
+        styles = choose_styles(p.candidates, sampling.seed, stances=asks_judgement(p.messages))
         candidates, prompt_tokens = rt.generator.generate_styled(p.context, styles, sampling=sampling, adapter=p.adapter)
     else:
         candidates, prompt_tokens = rt.generator.generate(p.context, n=p.candidates, sampling=sampling, adapter=p.adapter)
