@@ -37,15 +37,19 @@ from service.system.controllers import health, metrics, scrape_state
 from service.users.controllers import (
     delete_user,
     export_user,
+    get_stated,
     get_user,
     import_preferences,
     list_preferences,
+    next_comparison,
+    patch_stated,
     score_responses,
 )
 
 TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
     get_user, list_preferences, export_user, import_preferences, delete_user, score_responses,
+    get_stated, patch_stated, next_comparison,
 )
 
 
