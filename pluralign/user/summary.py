@@ -33,6 +33,9 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     sd: float  # posterior standard deviation
     confidence: str  # "confident" (z >= 2), "likely" (z >= 1) or "uncertain"
     stated: str | None = None  # the user's own stated direction on this feature, if any
+    # for a stated feature: what the user's comparisons alone say ("more (likely)"), so a statement
+    # their choices contradict is visible even where the strong prior still holds the weight
+    from_comparisons: str | None = None
     text: str  # e.g. "prefers shorter answers (confident)"
 
 
@@ -41,17 +44,33 @@ def confidence(weight: float, sd: float) -> str:
     return "confident" if z >= CONFIDENT_Z else "likely" if z >= LIKELY_Z else "uncertain"
 
 
-def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> list[FeatureBelief]:
-    """The F named features' beliefs, most certain first (by z = |mean| / sd)."""
+def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None,
+                    unstated: UserState | None = None) -> list[FeatureBelief]:
+    """The F named features' beliefs, most certain first (by z = |mean| / sd). `unstated`: the
+    same user's posterior fitted without their stated preferences, to report what their comparisons
+    alone say on each stated feature."""
     out = []
+    stated = stated or {}
     for name in FEATURE_NAMES:
         weight, sd = state.coefficient(name)
         direction = "more" if weight >= 0 else "less"
         level = confidence(weight, sd)
         phrase = FEATURE_DESCRIPTIONS[name][0 if direction == "more" else 1]
+        text = f"prefers {phrase} ({level})"
+        own = None
+        if name in stated and unstated is not None and unstated.n:
+            w, s_ = unstated.coefficient(name)
+            own = f"{'more' if w >= 0 else 'less'} ({confidence(w, s_)})"
+            said = FEATURE_DESCRIPTIONS[name][0 if stated[name] == "more" else 1]
+            if (w >= 0) != (stated[name] == "more") and confidence(w, s_) != "uncertain":
+                text += f"; you said you prefer {said}, but your {unstated.n} comparisons point the other way"
+            else:
+                text += f"; you said you prefer {said}"
+        elif name in stated:
+            text += f"; you said you prefer {FEATURE_DESCRIPTIONS[name][0 if stated[name] == 'more' else 1]}"
         out.append(FeatureBelief(
             feature=name, direction=direction, weight=round(weight, 4), sd=round(sd, 4), confidence=level,
-            stated=(stated or {}).get(name), text=f"prefers {phrase} ({level})",
+            stated=stated.get(name), from_comparisons=own, text=text,
         ))
     return sorted(out, key=lambda b: -abs(b.weight) / max(b.sd, 1e-12))
 

@@ -176,18 +176,18 @@ class PoolItem(Base):
 
 
 class NextComparisonRequest(Base):
-    """A tenant-supplied calibration pool; without one, pairs of the tenant's stored comparisons are used."""
+    """A tenant-supplied calibration pool; without one (`{}`), pairs of the tenant's stored comparisons are used."""
 
     pool: Annotated[list[PoolItem], msgspec.Meta(min_length=1, max_length=64)] | None = None
 
 
 @post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429), summary="The most informative comparison to ask a user next")
-def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[NextComparisonRequest | None] = None) -> services.NextComparison:
+def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[NextComparisonRequest]) -> services.NextComparison:
     """For onboarding questionnaires: the pair of answers (to one prompt) whose comparison would
     teach the user's model most, chosen by expected information gain on their posterior (the same
     criterion as chat's `pluralign.compare`). The client shows it and sends the user's pick as a
     `comparison` feedback; ask again for the next one. `worth_asking` turns false once the best pair
     carries fewer than `compare_min_bits` bits."""
     rt, tenant, user_id = _user(request, user_id)
-    pool = None if data is None or data.pool is None else [(item.prompt, item.answers) for item in data.pool]
+    pool = None if data.pool is None else [(item.prompt, item.answers) for item in data.pool]
     return services.next_comparison(rt, tenant, user_id, pool)

@@ -250,11 +250,15 @@ def prototype_descriptions(rt: Runtime, tenant: str, rewards: UserRewards | None
     return describe_prototypes(scores, prompts, answers, per_side)
 
 
-def summary(rt: Runtime, tenant: str, weights: UserWeights, comparisons: int) -> UserSummary:
+def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, comparisons: int) -> UserSummary:
     rewards = weights.rewards or rt.rewards
     stated = weights.stated.preferences
     if weights.state is not None:
-        beliefs = feature_beliefs(weights.state, stated)
+        unstated = None
+        if stated and weights.state.n:  # what the comparisons alone say on the stated features (one more refit, ~ms)
+            history = rt.store.history(tenant, user_id)
+            unstated = rewards.user_model.fit_user(*history.comparison_set(), prior_logits=rewards.prior())[1]
+        beliefs = feature_beliefs(weights.state, stated, unstated)
         protos = [weights.state.coefficient(f"prototype_{k}")[0] for k in range(rewards.k)]
     else:  # PAL's weights alone (`user_model = prototypes`): no named features
         beliefs = []
@@ -262,8 +266,7 @@ def summary(rt: Runtime, tenant: str, weights: UserWeights, comparisons: int) ->
         protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
     nearest = int(np.argmax(protos))
     described = prototype_descriptions(rt, tenant, rewards)[nearest]
-    sentences = [b.text + (f"; you said you prefer {'more' if b.stated == 'more' else 'less'} of this" if b.stated else "")
-                 for b in beliefs if b.confidence != "uncertain" or b.stated]
+    sentences = [b.text for b in beliefs if b.confidence != "uncertain" or b.stated]
     if not sentences:
         sentences = ["no preference about how answers are written is settled yet"]
     sentences.append(f"closest to prototype {nearest} of {rewards.k} (weight {protos[nearest]:.2f})"
@@ -318,7 +321,7 @@ def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
         created_at=record.created_at if record else None,
         updated_at=record.updated_at if record else None,
         user_model=model_profile(weights.state),
-        summary=summary(rt, tenant, weights, weights.state.n if weights.state is not None else int(record.n_preferences if record else 0)),
+        summary=summary(rt, tenant, user_id, weights, weights.state.n if weights.state is not None else int(record.n_preferences if record else 0)),
         stated=weights.stated,
     )
 
