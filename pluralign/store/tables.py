@@ -374,11 +374,13 @@ class Store:
             row["attributes"] = json.loads(row["attributes"])
         return [msgspec.convert(row, StoredPreference) for row in rows]
 
-    def answers_sample(self, tenant: str, limit: int = 200) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-        """Up to 2 * `limit` stored answers of the tenant (both sides of up to `limit` comparisons, in
-        storage order): their prompts, texts, and prompt and answer vectors, (M, dim) each."""
+    def answers_sample(self, tenant: str | None, limit: int = 200) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+        """Up to 2 * `limit` stored answers of the tenant (None: of every tenant; both sides of up to
+        `limit` comparisons, in storage order): their prompts, texts, and prompt and answer vectors,
+        (M, dim) each."""
         columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec"]
-        rows = (self.preferences.search().where(f"tenant = {quote(tenant)} AND rejected != ''").select(columns)
+        where = "rejected != ''" if tenant is None else f"tenant = {quote(tenant)} AND rejected != ''"
+        rows = (self.preferences.search().where(where).select(columns)
                 .limit(limit).to_arrow().to_pylist())
         prompts = [r["prompt"] for r in rows for _ in range(2)]
         answers = [t for r in rows for t in (r["chosen"], r["rejected"])]

@@ -101,6 +101,30 @@ class ResidualPreference:
         )
         return self._prob(self._fit_users(_numpy(logits), support), query)
 
+    def prob_new_users_active(self, pool: PairBatch, query: PairBatch, k: int) -> tuple[np.ndarray, dict[str, list[int]]]:
+        """Like `prob_new_users`, but each new user's k support comparisons are chosen from their
+        whole support `pool` by expected information gain on their posterior, one at a time
+        (`pluralign.user.active.select_active`), not taken in the pool's order. Returns the query
+        probabilities (Q,) and, per user, the pool rows chosen (indices into that user's rows)."""
+        from pluralign.user.active import select_active
+
+        um = self.user_model
+        user = pool.user.cpu().numpy()
+        p, c, r = _numpy(pool.prompt), _numpy(pool.chosen), _numpy(pool.rejected)
+        cn, rn = _numpy(pool.chosen_named), _numpy(pool.rejected_named)
+        prior_logits = _numpy(self.pal.user_weights.prior())
+        states, chosen = {}, {}
+        for i, name in enumerate(pool.users):
+            rows = np.flatnonzero(user == i)
+            if not len(rows):
+                continue
+            design = um._split(um._diff(p[rows], c[rows], r[rows])[3], cn[rows] - rn[rows])  # (P, D)
+            picks = select_active(design, um.prior_mean(), um.prior_precision(), k, self.prior.newton_steps, self.prior.tol)
+            take = rows[picks]
+            states[name] = (prior_logits, um.fit_named(prior_logits, p[take], c[take], r[take], cn[take], rn[take]))
+            chosen[name] = [int(x) for x in picks]
+        return self._prob(states, query), chosen
+
     def user_clusters(self) -> dict[str, int] | None:
         return self.pal.user_clusters()
 

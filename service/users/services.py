@@ -239,9 +239,10 @@ class UserSummary(msgspec.Struct, kw_only=True):
     sentences: list[str]  # the same, as short sentences a person can read
 
 
-def prototype_descriptions(rt: Runtime, tenant: str, rewards: UserRewards | None = None, per_side: int = 2) -> list[PrototypeDescription]:
-    """Each prototype of the served population model described by the tenant's stored answers it
-    scores highest and lowest (a sample of up to 400 answers; none stored: empty example lists)."""
+def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards | None = None, per_side: int = 2) -> list[PrototypeDescription]:
+    """Each prototype of the served population model described by the tenant's (None: every
+    tenant's) stored answers it scores highest and lowest (a sample of up to 400 answers; none
+    stored: empty example lists)."""
     rewards = rewards or rt.rewards
     prompts, answers, prompt_vec, answer_vec = rt.store.answers_sample(tenant)
     if not answers:
