@@ -82,7 +82,7 @@ def unseen_batches(protocol: Protocol, encoder: Encoder, k: int) -> tuple[PairBa
     return embed_pairs(support, encoder, users, attr), embed_pairs(query, encoder, users, attr)
 
 
-def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None) -> dict[str, float]:
+def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, selection: str = "model") -> dict[str, float]:
     """Unseen users' macro accuracy per k when each user's k support comparisons are chosen from
     their whole support pool by the model's active criterion (`prob_new_users_active`: expected
     information gain on the user model's posterior) instead of the pool's first k (random order)."""
@@ -94,7 +94,7 @@ def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, prog
     for k in shots:
         if not any(len(protocol.unseen.support[u]) >= k for u in users):
             continue
-        prob, _ = model.prob_new_users_active(pool, query, k)
+        prob, _ = model.prob_new_users_active(pool, query, k, selection)
         out[str(k)] = macro(accuracy(prob), query.user.numpy())
         if progress:
             progress(k)
@@ -132,6 +132,8 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
             progress(k)
 
     active_acc = active_unseen(model, protocol, encoder, shots, progress) if active else None
+    # the same criterion started from the seen users' spread instead of the model's prior
+    population_acc = active_unseen(model, protocol, encoder, shots, None, "population") if active else None
 
     report = {
         "model": getattr(model, "name", type(model).__name__),
@@ -144,6 +146,7 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
         "seen_pooled_acc": float(correct.mean()),
         "unseen_acc_by_k": unseen_acc,
         **({"unseen_active_acc_by_k": active_acc} if active_acc is not None else {}),
+        **({"unseen_active_population_acc_by_k": population_acc} if population_acc is not None else {}),
         "group_acc": group_acc,
         "group_pairs": group_n,
         "worst_group_acc": float(min(ranked)),

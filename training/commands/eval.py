@@ -40,12 +40,12 @@ def run(args: argparse.Namespace) -> int:
     if args.shots == "active":  # issue 16's bar compares 2 and 5 active shots with 4 and 10 random ones
         config = replace(config, shots=tuple(sorted({*config.shots, 4})))
     model = build_model(args.model, k=args.k, seed=args.seed)
+    if args.shots == "active" and not hasattr(model, "prob_new_users_active"):
+        print(f"error: --shots active needs a user model with a posterior (pal-a+residual, pal-b+residual), not {args.model}", file=sys.stderr)
+        return 2
     protocol = load_protocol(config)
     encoder = cached_encoder(args)
     active = args.shots == "active"
-    if active and not hasattr(model, "prob_new_users_active"):
-        print(f"error: --shots active needs a user model with a posterior (pal-a+residual, pal-b+residual), not {args.model}", file=sys.stderr)
-        return 2
     bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())
     report = evaluate(model, protocol, encoder, shots=config.shots, progress=lambda k: bar.update(), active=active)
     bar.close()
