@@ -14,8 +14,8 @@ from pluralign.policy.generator import Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
 from pluralign.policy.rerank import ranked_by, rerank, rerank_maxmin
 from pluralign.policy.styles import choose_styles
-from pluralign.user.active import PairChoice, most_informative_pair
 from pluralign.store import Interaction
+from pluralign.user.active import PairChoice, most_informative_pair
 from pluralign.user.model import Candidates
 from service.chat.schemas import PluralignInfo, Timings
 from service.runtime import Runtime

@@ -13,12 +13,12 @@ from litestar.response import Stream
 from pluralign.data.record import Base
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
+from pluralign.user import FEATURE_NAMES
+from pluralign.user.stated import StatedPreferences
 from service.errors import bad_request, error_responses
 from service.ids import check_user_id
 from service.runtime import Runtime
 from service.users import services
-from pluralign.user import FEATURE_NAMES
-from pluralign.user.stated import StatedPreferences
 
 
 class PreferencePage(msgspec.Struct):

@@ -18,8 +18,8 @@ from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, chec
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.stated import Direction, StatedPreferences
-from pluralign.user.summary import FeatureBelief as FeatureSummary
 from pluralign.user.summary import Example, PrototypeDescription, describe_prototypes, feature_beliefs
+from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.rewards import UserRewards
 from service.runtime import Runtime
 
