@@ -87,7 +87,7 @@ def create_app(
         request_max_body_size=settings.max_body_bytes,
         before_request=before_request,
         cors_config=CORSConfig(
-            allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600,
         ) if settings.cors_origins else None,
         debug=False,
