@@ -48,8 +48,9 @@ def test_fast_closed_loop_learns_users_on_smollm2(tmp_path):
     assert learned > control + 0.2
 
 
+@pytest.mark.slow
 def test_pair_arms_with_tiny_models(tmp_path, tiny_generator_dir, tiny_pal_dir):
-    """Issue 16's arms: `active` sends a `choice` over the response's `compare` pair, `random_pair`
+    """(slow-marked: ~45 s; `make test-slow-loop`) Issue 16's arms: `active` sends a `choice` over the response's `compare` pair, `random_pair`
     over two random choices; both are reported per rule beside the rates, with rounds to 70%."""
     result = run_closed_loop(tmp_path, "--generator", str(tiny_generator_dir), "--pal", str(tiny_pal_dir), "--fast",
                              "--rounds", "3", "--max-tokens", "6", "--arms", "active", "random_pair", "control", timeout=600)
