@@ -83,6 +83,11 @@ def candidates_and_rewards(prompts, answers, heads):
         yield prompt, cands, heads.rewards(torch.ones_like(feats), feats).cpu().numpy()  # (n, K)
 
 
+# sampling seed of each split's answers, base and policy alike, relative to the run's seed: the test
+# answers keep the offset of the single-seed runs recorded before (BENCHMARKS.md, issue 5)
+SAMPLING_SEED_OFFSET = {"train": 0, "test": 1, "val": 2}
+
+
 def selection_score(objective: str, rates: dict[str, float], shares: dict[str, float]) -> float:
     """A checkpoint's validation score under its own objective: the worst group's win rate (MaxMin)
     or the population's share-weighted win rate (single reward)."""
@@ -115,11 +120,11 @@ def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_to
     cache = work / f"base-answers-{max_new_tokens}-seed{seed}.json"
     answers = json.loads(cache.read_text()) if cache.exists() else {}
     loaded = None
-    for offset, (part, prompts) in enumerate(splits.items()):
+    for part, prompts in splits.items():
         if answers.get(f"{part}_questions") != prompts:  # a cache from another question list
             loaded = loaded or load_base(base_model)
             model, tokenizer = loaded
-            answers[part] = generate(model, tokenizer, prompts, max_new_tokens, seed=seed + offset)
+            answers[part] = generate(model, tokenizer, prompts, max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET[part])
             answers[f"{part}_questions"] = prompts
             cache.write_text(json.dumps(answers, indent=1))
     return {part: answers[part] for part in splits}
@@ -167,8 +172,8 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
             if step == 0:  # the fresh LoRA is the identity (B = 0): its samples are the base's, same seeds
                 said = {part: answers[part] for part in ("val", "test")}
             else:  # the base's seeds per split (base_answers), so a policy that changed nothing ties everywhere
-                said = {part: generate(model, tokenizer, splits[part], args.max_new_tokens, seed=seed + offset)
-                        for offset, part in enumerate(splits) if part != "train"}
+                said = {part: generate(model, tokenizer, splits[part], args.max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET[part])
+                        for part in ("val", "test")}
             val = {g: sum(w) / len(w) for g, w in win_scores(said["val"], answers["val"]).items()}
             score = selection_score(objective, val, shares)
             if not best or score > best["score"]:  # the earliest best checkpoint is kept
