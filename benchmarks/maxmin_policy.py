@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -136,8 +135,17 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
 
     from pluralign.data.io import write_jsonl
     from pluralign.policy.maxmin import (
-        PAIRINGS, MaxMinConfig, PolicyMeta, base_model_id, generate, maxmin_scores, ranked_pairs, save_policy,
-        tokenize_pairs, train_maxmin, with_lora,
+        PAIRINGS,
+        MaxMinConfig,
+        PolicyMeta,
+        base_model_id,
+        generate,
+        maxmin_scores,
+        ranked_pairs,
+        save_policy,
+        tokenize_pairs,
+        train_maxmin,
+        with_lora,
     )
     from pluralign.policy.style_groups import exclamations, feature_pairs, length, preference_pairs, win_scores
     from pluralign.reward.em import EMConfig, EMMixture
