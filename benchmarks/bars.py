@@ -98,6 +98,10 @@ def render(results_dir: Path) -> list[str]:
         if kind not in RENDERERS:
             raise ValueError(f"{path}: unknown benchmark {kind!r}; expected one of {sorted(RENDERERS)}")
         rows += RENDERERS[kind](result, f"benchmarks/results/{path.name}")
+    if not any(r.startswith("| 17 seeds | MaxMin") for r in rows):
+        rows.append("| 17 seeds | MaxMin policy 80/20 and 90/10: minority gain >= +20 and majority gap >= -5 at steps 15, 30, 60 over 3 seeds | no result in benchmarks/results | not decided |")
+    if not any(r.startswith("| 17 seeds | UKP") for r in rows):
+        rows.append("| 17 seeds | UKP seen macro: every model not below the converged single BT, seeds 0 1 2 | no result in benchmarks/results | not decided |")
     if not any(r.startswith("| 17 seeds | FSPO") for r in rows):
         rows.append("| 17 seeds | FSPO persona: base vs FSPO at 4 and 8 shots, mean and interval over 3 seeds | no result over seeds (one 58-minute run: 0.859 / 0.913, see issue 4) | not decided: 1 seed |")
     header = ["| issue | bar (over seeds, interval) | figure | met |", "|---|---|---|---|"]
