@@ -23,7 +23,14 @@ base figure, 0.52, BENCHMARKS.md).
     python -m benchmarks.closed_loop --fast --json         # 10 rounds, rates over rounds 6-10
     python -m benchmarks.closed_loop --diversity 12        # + how often candidates tie, styles on vs off
 
-With `--json` the last line is `{"rules": {RULE: {ARM: pick_rate}}, "rounds": R, "ties": {RULE: n}}`.
+Issue 16's pair arms (`--arms active random_pair`, or `--compare-arms` for all five): the service
+as `user_model`, but the user is shown only two of the four choices and sends a `choice` with
+`shown` set to them: in `active` the pair the response's `pluralign.compare` names (no feedback
+when it is null: the user is well known), in `random_pair` two choices drawn at random. The bar is
+how many rounds each needs to reach a 70% pick rate (`rounds_to_70`).
+
+With `--json` the last line is `{"rules": {RULE: {ARM: pick_rate}}, "rounds": R, "ties": {RULE: n}}`
+(with the pair arms also `rounds_to_70` and `feedback`, see `pair_summary`).
 Figures, the per-round table and learning curves (PNG) go to `--out`.
 """
 
@@ -44,10 +51,13 @@ import httpx
 import numpy as np
 
 ARMS = ("today", "user_model", "control")
+PAIR_ARMS = ("active", "random_pair")  # issue 16: feedback on two shown choices only
 ARM_SETTINGS = {
     "today": {"user_model": "prototypes", "rerank": True},
     "user_model": {"user_model": "residual", "rerank": True},
     "control": {"user_model": "residual", "rerank": False},
+    "active": {"user_model": "residual", "rerank": True},
+    "random_pair": {"user_model": "residual", "rerank": True},
 }
 
 # ---- the simulated users' rules: transparent scores over the answer text ---------------------------
@@ -59,8 +69,8 @@ CASUAL = {"sure", "hey", "cool", "awesome", "great", "fun", "stuff", "pretty", "
 FORMAL = {"certainly", "consider", "following", "therefore", "however", "additionally", "furthermore", "moreover",
           "recommend", "ensure", "suitable", "appropriate", "significant", "individuals", "various", "numerous",
           "regarding", "thus", "utilize", "may", "should", "one"}
-AGREE = {"yes", "agree", "agreed", "true", "definitely", "absolutely", "correct", "indeed", "important", "right"}
-DISAGREE = {"no", "not", "disagree", "never", "don't", "wouldn't", "false", "isn't", "doesn't", "won't", "cannot"}
+AGREE = {"yes", "yeah", "yep", "agree", "agreed", "true", "definitely", "absolutely", "correct", "indeed", "important", "right"}
+DISAGREE = {"no", "nope", "nah", "not", "disagree", "never", "don't", "wouldn't", "false", "isn't", "doesn't", "won't", "cannot"}
 
 
 def words(text: str) -> list[str]:
@@ -74,9 +84,15 @@ def register(text: str) -> float:
     return float(casual - sum(w in FORMAL for w in ws))
 
 
+_FIRST_SENTENCE = re.compile(r"^.*?(?:[.!?](?=\s|$)|\n|$)", re.DOTALL)
+
+
 def stance(text: str) -> float:
-    ws = words(text)
-    return float(sum(w in AGREE for w in ws) - sum(w in DISAGREE for w in ws))
+    """The sign of agreeing minus disagreeing words in the answer's first sentence, where a
+    yes-or-no answer states its stance: 1 agrees, -1 disagrees, 0 neither. (Counted over the whole text, as in session 4's runs, the score is decided by
+    incidental words such as "not" in the rest of a 32-token continuation: see BENCHMARKS.md.)"""
+    ws = words(_FIRST_SENTENCE.match(text).group(0))
+    return float(np.sign(sum(w in AGREE for w in ws) - sum(w in DISAGREE for w in ws)))
 
 
 RULES = {
@@ -186,13 +202,13 @@ class Server:
         self.thread.join(timeout=10)
 
 
-def build_arms(root: Path, generator, encoder, args) -> dict:
+def build_arms(root: Path, generator, encoder, args, names=ARMS) -> dict:
     from service.app import create_app
     from service.runtime import Runtime
     from service.settings import Settings
 
     arms = {}
-    for arm in ARMS:
+    for arm in names:
         settings = Settings(
             data_dir=str(root / arm), pal_dir=str(args.pal or root / "pal"), shared_data=str(args.shared_data), candidates=4,
             shots=0, max_tokens=args.max_tokens, adapter_every=10**9, **ARM_SETTINGS[arm],
@@ -222,7 +238,7 @@ def run_loop(arms: dict, users, prompts_for, args) -> list[dict]:
         for u, (user, rule) in enumerate(users):
             prompt = prompts_for(user)[rnd]
             seed = args.seed * 100_000 + u * 100 + rnd
-            for arm in ARMS:
+            for arm in arms:
                 body = {"model": "pluralign", "user": user, "n": 4, "seed": seed, "temperature": args.temperature,
                         "max_tokens": args.max_tokens, "messages": [{"role": "user", "content": prompt}],
                         "pluralign": {"shots": 0}}
@@ -239,35 +255,81 @@ def run_loop(arms: dict, users, prompts_for, args) -> list[dict]:
                     "advantage": scores[0] - float(np.mean(scores)), "styles": out["pluralign"].get("styles"),
                     "served": texts[0], "prior": out["pluralign"]["prior"], "choices": texts, "scores": scores,
                 })
-                if not tie:
+                if arm in PAIR_ARMS:
+                    records[-1]["feedback"] = pair_feedback(clients[arm], arm, out, scores, random.Random(f"{seed}-pair"))
+                elif not tie:
                     fb = clients[arm].post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick})
                     fb.raise_for_status()
         done = [r for r in records if r["round"] == rnd + 1 and not r["tie"]]
-        rates = {arm: np.mean([r["hit"] for r in done if r["arm"] == arm]) if done else float("nan") for arm in ARMS}
+        rates = {arm: np.mean([r["hit"] for r in done if r["arm"] == arm]) if done else float("nan") for arm in arms}
         print(f"round {rnd + 1:2d}: " + "  ".join(f"{a} {v:.2f}" for a, v in rates.items()), file=sys.stderr, flush=True)
     return records
+
+
+def pair_feedback(client, arm: str, out: dict, scores: list[float], rng: random.Random) -> list[int] | None:
+    """Issue 16's arms: show the user two choices, `compare`'s pair (`active`) or two at random
+    (`random_pair`), and send their pick among those two as a `choice` with `shown`. Returns the pair
+    shown, or None when nothing was sent (no pair offered, or the two tie under the user's rule)."""
+    pair = out["pluralign"].get("compare") if arm == "active" else rng.sample(range(len(scores)), 2)
+    if not pair or scores[pair[0]] == scores[pair[1]]:
+        return None
+    pick = pair[0] if scores[pair[0]] > scores[pair[1]] else pair[1]
+    fb = client.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick, "shown": pair})
+    fb.raise_for_status()
+    return pair
+
+
+def rounds_to(records: list[dict], rule: str, arm: str, rounds: int, bar: float = 0.7, window: int = 3) -> int | None:
+    """The first round r at which the rule's users' pick rate over rounds r - window + 1 .. r (ties
+    left out) reaches `bar`; None if it never does."""
+    for rnd in range(window, rounds + 1):
+        hits = [r["hit"] for r in records if r["rule"] == rule and r["arm"] == arm and rnd - window < r["round"] <= rnd and not r["tie"]]
+        if hits and np.mean(hits) >= bar:
+            return rnd
+    return None
+
+
+def pair_summary(records: list[dict], rounds: int) -> dict:
+    """For the pair arms: per rule and arm, the rounds to a 70% pick rate (window of 3) and how many
+    feedbacks were sent before it (all rounds when never reached); and feedbacks sent per arm."""
+    out = {"rounds_to_70": {}, "feedback_to_70": {}, "feedback": {}}
+    arms = [a for a in PAIR_ARMS if any(r["arm"] == a for r in records)]
+    for rule in RULES:
+        out["rounds_to_70"][rule], out["feedback_to_70"][rule] = {}, {}
+        for arm in arms:
+            reached = rounds_to(records, rule, arm, rounds)
+            out["rounds_to_70"][rule][arm] = reached
+            out["feedback_to_70"][rule][arm] = sum(
+                1 for r in records if r["rule"] == rule and r["arm"] == arm and r.get("feedback") and r["round"] <= (reached or rounds))
+    for arm in arms:
+        out["feedback"][arm] = sum(1 for r in records if r["arm"] == arm and r.get("feedback"))
+    return out
 
 
 def summarize(records: list[dict], rounds: int) -> dict:
     first = rounds // 2 + 1  # rounds 11-20 of 20; the second half with --fast
     window = [r for r in records if r["round"] >= first]
+    arms = list(dict.fromkeys(r["arm"] for r in records))
     out = {"rules": {}, "rounds": rounds, "ties": {}}
     for rule in RULES:
         mine = [r for r in window if r["rule"] == rule]
-        out["ties"][rule] = sum(r["tie"] for r in mine if r["arm"] == ARMS[0])
+        out["ties"][rule] = sum(r["tie"] for r in mine if r["arm"] == arms[0])
         out["rules"][rule] = {
             arm: round(float(np.mean([r["hit"] for r in mine if r["arm"] == arm and not r["tie"]])), 4)
             if any(r["arm"] == arm and not r["tie"] for r in mine) else None
-            for arm in ARMS
+            for arm in arms
         }
+    if any(a in arms for a in PAIR_ARMS):
+        out.update(pair_summary(records, rounds))
     return out
 
 
 def advantage_table(records: list[dict], rounds: int) -> dict:
     first = rounds // 2 + 1
+    arms = list(dict.fromkeys(r["arm"] for r in records))
     return {
         rule: {arm: round(float(np.mean([r["advantage"] for r in records if r["rule"] == rule and r["arm"] == arm
-                                          and r["round"] >= first and not r["tie"]] or [np.nan])), 3) for arm in ARMS}
+                                          and r["round"] >= first and not r["tie"]] or [np.nan])), 3) for arm in arms}
         for rule in RULES
     }
 
@@ -279,8 +341,11 @@ def plot(records: list[dict], rounds: int, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True, sharey=True)
+    colours = {"today": "tab:orange", "user_model": "tab:blue", "control": "tab:grey", "active": "tab:green", "random_pair": "tab:red"}
+    arms = list(dict.fromkeys(r["arm"] for r in records))
     for ax, rule in zip(axes.flat, RULES, strict=False):
-        for arm, colour in zip(ARMS, ("tab:orange", "tab:blue", "tab:grey"), strict=True):
+        for arm in arms:
+            colour = colours[arm]
             xs, ys = [], []
             for rnd in range(1, rounds + 1):
                 # a running window of 3 rounds over the rule's users, tie rounds left out
@@ -302,25 +367,29 @@ def plot(records: list[dict], rounds: int, path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
-def diversity(generator, prompts: list[str], args) -> dict:
+def diversity(generator, prompts: dict[str, list[str]], args) -> dict:
     """How often the 4 candidates all tie under each rule, and their mean spread (max - min score),
-    with balanced answer styles against plain sampling, on the same prompts and seeds."""
+    with balanced answer styles against plain sampling, on the same prompts and seeds. `prompts`
+    maps "style" and "persona" to the prompts the style rules and the persona rules are scored on."""
     from pluralign.policy.generator import Sampling
-    from pluralign.policy.styles import choose_styles
+    from pluralign.policy.styles import asks_judgement, choose_styles
 
-    out = {}
-    sets = {"styles": [], "plain": []}
-    for i, prompt in enumerate(prompts):
-        sampling = Sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=10_000 + i)
-        messages = [{"role": "user", "content": prompt}]
-        sets["styles"].append([c.text for c in generator.generate_styled(messages, choose_styles(4, sampling.seed), sampling)[0]])
-        sets["plain"].append([c.text for c in generator.generate(messages, n=4, sampling=sampling)[0]])
-    for kind, candidate_sets in sets.items():
-        out[kind] = {}
-        for rule, score in RULES.items():
-            table = np.array([[score(t) for t in texts] for texts in candidate_sets])  # (P, 4)
-            out[kind][rule] = {"all_tie": round(float((table.max(1) == table.min(1)).mean()), 3),
-                               "spread": round(float((table.max(1) - table.min(1)).mean()), 2)}
+    out = {"styles": {}, "plain": {}}
+    for pool, questions in prompts.items():
+        sets = {"styles": [], "plain": []}
+        for i, prompt in enumerate(questions):
+            sampling = Sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=10_000 + i)
+            messages = [{"role": "user", "content": prompt}]
+            styles = choose_styles(4, sampling.seed, stances=asks_judgement(messages))
+            sets["styles"].append([c.text for c in generator.generate_styled(messages, styles, sampling)[0]])
+            sets["plain"].append([c.text for c in generator.generate(messages, n=4, sampling=sampling)[0]])
+        for kind, candidate_sets in sets.items():
+            for rule, score in RULES.items():
+                if rule.startswith("persona") != (pool == "persona"):
+                    continue
+                table = np.array([[score(t) for t in texts] for texts in candidate_sets])  # (P, 4)
+                out[kind][rule] = {"all_tie": round(float((table.max(1) == table.min(1)).mean()), 3),
+                                   "spread": round(float((table.max(1) - table.min(1)).mean()), 2)}
     return out
 
 
@@ -341,8 +410,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--generation-cache", type=Path, default=None,
                         help="keep generations in this file across runs (same prompts and seeds, same candidates): "
                              "for re-measuring the ranking without generating again")
+    parser.add_argument("--arms", nargs="+", choices=[*ARMS, *PAIR_ARMS], default=None,
+                        help=f"arms to run (default: {' '.join(ARMS)})")
+    parser.add_argument("--compare-arms", action="store_true",
+                        help="issue 16: also the pair arms (active: the response's `compare` pair; random_pair: two at random)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    args.arms = tuple(args.arms or (ARMS + PAIR_ARMS if args.compare_arms else ARMS))
     args.rounds = args.rounds or (10 if args.fast else 20)
     args.users_per_rule = args.users_per_rule or (1 if args.fast else 2)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -362,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         return [pool[order[i % len(pool)]] for i in range(args.rounds)]
 
     with tempfile.TemporaryDirectory(prefix="closed-loop-") as tmp:
-        arms = build_arms(Path(tmp), generator, encoder, args)
+        arms = build_arms(Path(tmp), generator, encoder, args, args.arms)
         servers = [server for server, _, _ in arms.values()]
         for s in servers:
             s.__enter__()
@@ -375,17 +449,22 @@ def main(argv: list[str] | None = None) -> None:
     extra = {"advantage": advantage_table(records, args.rounds), "users": len(users), "seconds": round(time.time() - start, 1),
              "generations": {"computed": generator.computed, "reused": generator.reused}}
     if args.diversity:
-        extra["diversity"] = diversity(generator, QUESTIONS[: args.diversity], args)
+        extra["diversity"] = diversity(generator, {"style": QUESTIONS[: args.diversity], "persona": persona[: args.diversity]}, args)
     generator.save()
     (args.out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (args.out / "summary.json").write_text(json.dumps({**summary, **extra}, indent=1))
     plot(records, args.rounds, args.out / "learning_curves.png")
 
     print(f"closed loop: {len(users)} users, {args.rounds} rounds, pick rates over rounds {args.rounds // 2 + 1}-{args.rounds} (ties left out)")
-    print(f"{'rule':18s} " + " ".join(f"{a:>11s}" for a in ARMS) + "   ties   advantage (user_model)")
+    print(f"{'rule':18s} " + " ".join(f"{a:>11s}" for a in args.arms) + "   ties   advantage (user_model)")
     for rule, rates in summary["rules"].items():
         cells = " ".join(f"{'-' if v is None else f'{v:.2f}':>11s}" for v in rates.values())
-        print(f"{rule:18s} {cells}   {summary['ties'][rule]:4d}   {extra['advantage'][rule]['user_model']}")
+        print(f"{rule:18s} {cells}   {summary['ties'][rule]:4d}   {extra['advantage'][rule].get('user_model')}")
+    if "rounds_to_70" in summary:
+        print("rounds (feedbacks) to a 70% pick rate, window of 3 rounds; '-' = not reached:")
+        for rule, reached in summary["rounds_to_70"].items():
+            print(f"  {rule:18s} " + "   ".join(f"{arm} {'-' if r is None else r} ({summary['feedback_to_70'][rule][arm]})" for arm, r in reached.items()))
+        print("  feedbacks sent: " + ", ".join(f"{a} {n}" for a, n in summary["feedback"].items()))
     if "diversity" in extra:
         print("candidates tying under each rule (share of prompts), styles vs plain sampling:")
         for rule in RULES:

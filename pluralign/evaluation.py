@@ -88,11 +88,34 @@ def unseen_batches(protocol: Protocol, encoder: Encoder, k: int) -> tuple[PairBa
     return embed_pairs(support, encoder, users, attr), embed_pairs(query, encoder, users, attr)
 
 
-def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, per_user: bool = False) -> dict:
-    """Train `model` on the protocol's seen users and measure it; returns the JSON-ready report.
+def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, selection: str = "model") -> dict[str, float]:
+    """Unseen users' macro accuracy per k when each user's k support comparisons are chosen from
+    their whole support pool by the model's active criterion (`prob_new_users_active`: expected
+    information gain on the user model's posterior) instead of the pool's first k (random order)."""
+    users = list(protocol.unseen.support)
+    attr = protocol.group_attribute
+    pool = embed_pairs([r for u in users for r in protocol.unseen.support[u]], encoder, users, attr)
+    query = embed_pairs([r for u in users for r in protocol.unseen.query[u]], encoder, users, attr)
+    out = {}
+    for k in shots:
+        if not any(len(protocol.unseen.support[u]) >= k for u in users):
+            continue
+        prob, _ = model.prob_new_users_active(pool, query, k, selection)
+        out[str(k)] = macro(accuracy(prob), query.user.numpy())
+        if progress:
+            progress(k)
+    return out
 
+
+def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, active: bool = False,
+             per_user: bool = False) -> dict:
+    """Train `model` on the protocol's seen users and measure it; returns the JSON-ready report.
+    With `active`, also `unseen_active_acc_by_k` (support chosen by `active_unseen`); raises
+    ValueError for a model without a posterior to choose by (only the `+residual` user models have one).
     `per_user` adds `seen_user_acc` ({user id: test accuracy}), the units a bootstrap over users
     resamples (benchmarks/ukp_seeds.py)."""
+    if active and not hasattr(model, "prob_new_users_active"):
+        raise ValueError(f"--shots active needs a model with a posterior (pal-a+residual, pal-b+residual), not {getattr(model, 'name', model)!r}")
     start = time.perf_counter()
     attr = protocol.group_attribute
     seen_users = sorted({r.user_id for r in protocol.seen.train})
@@ -117,6 +140,10 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
         if progress:
             progress(k)
 
+    active_acc = active_unseen(model, protocol, encoder, shots, progress) if active else None
+    # the same criterion started from the seen users' spread instead of the model's prior
+    population_acc = active_unseen(model, protocol, encoder, shots, None, "population") if active else None
+
     report = {
         "model": getattr(model, "name", type(model).__name__),
         "protocol": protocol.name,
@@ -127,6 +154,8 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
         "seen_macro_acc": macro(correct, test_users),
         "seen_pooled_acc": float(correct.mean()),
         "unseen_acc_by_k": unseen_acc,
+        **({"unseen_active_acc_by_k": active_acc} if active_acc is not None else {}),
+        **({"unseen_active_population_acc_by_k": population_acc} if population_acc is not None else {}),
         "group_acc": group_acc,
         "group_pairs": group_n,
         "worst_group_acc": float(min(ranked)),

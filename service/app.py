@@ -37,15 +37,19 @@ from service.system.controllers import health, metrics, scrape_state
 from service.users.controllers import (
     delete_user,
     export_user,
+    get_stated,
     get_user,
     import_preferences,
     list_preferences,
+    next_comparison,
+    patch_stated,
     score_responses,
 )
 
 TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
     get_user, list_preferences, export_user, import_preferences, delete_user, score_responses,
+    get_stated, patch_stated, next_comparison,
 )
 
 
@@ -83,7 +87,7 @@ def create_app(
         request_max_body_size=settings.max_body_bytes,
         before_request=before_request,
         cors_config=CORSConfig(
-            allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600,
         ) if settings.cors_origins else None,
         debug=False,

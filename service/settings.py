@@ -42,6 +42,9 @@ class Settings(Base, frozen=True):
     candidate_styles: bool = True  # generate the candidates in balanced answer styles (length, lists, register)
     user_model: str = "residual"  # `residual`: PAL's prototypes plus a per-user Bayesian residual; `prototypes`: PAL weights only
     maxmin_new_users: bool = True  # users still on the prior get the candidate best for the worst-off PAL prototype
+    # `pluralign.compare` (two returned choices worth showing side by side) is offered while the best
+    # pair carries at least this many bits about the user (`pluralign.user.active`); 1.0 or more turns it off
+    compare_min_bits: float = 0.1
     shots: int = 4  # past preferences put in the context
     max_tokens: int = 128  # default completion length
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
@@ -79,6 +82,8 @@ class Settings(Base, frozen=True):
             raise ValueError("`generator_timeout_s` must be positive and `generator_retries` at least 0")
         if self.admin_session_s < 1:
             raise ValueError("`admin_session_s` must be at least 1")
+        if not 0.0 <= self.compare_min_bits:
+            raise ValueError(f"`compare_min_bits` must be >= 0, got {self.compare_min_bits}")
         if self.user_model not in ("residual", "prototypes"):
             raise ValueError(f"`user_model` must be `residual` or `prototypes`, got {self.user_model!r}")
         if self.ingest_batch < 1:

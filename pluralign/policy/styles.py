@@ -18,6 +18,16 @@ For n candidates, styles are drawn so every axis is balanced: n = 4 is a half fr
 design (every axis has two of each side, and every pair of axes all four combinations once), chosen
 by the request's seed; n = 2 takes two opposite corners; n >= 8 takes all eight; other n start
 with a half fraction.
+
+A question that asks for a yes-or-no judgement ("Do you agree with this statement? ...", "Should I
+...?") gets a fourth axis, stance (yes | no): the candidate set then holds both answers, so a user
+who holds the less common view can be served it at all. This is Overton pluralism in the sense of
+Sorensen et al. (2024, "A Roadmap to Pluralistic Alignment"): the candidates span the reasonable
+answers and the user model picks among them. Stance is balanced too (two of each for n = 4); with
+four runs it must share its pattern with one of the other axes, so which axis (and which sign) is
+drawn from the seed, and over requests a user model can tell stance from length, format and tone.
+`asks_judgement` is a deliberately simple test (the message opens with an auxiliary verb and asks a
+question); a false positive costs only two candidates that open with "Yes"/"No".
 """
 
 from __future__ import annotations
@@ -43,7 +53,26 @@ _OPENINGS = {
     ("formal", "list"): "Certainly. Consider the following:\n- ",
     ("formal", "prose"): "Certainly. ",
 }
+_STANCE_OPENINGS = {  # (register, stance) -> the answer's first words
+    ("casual", "yes"): "Oh yes, for sure!",
+    ("casual", "no"): "Nope, not really!",
+    ("formal", "yes"): "Yes.",
+    ("formal", "no"): "No.",
+}
+_STANCE_INSTRUCTIONS = {"yes": "Answer yes, and say why.", "no": "Answer no, and say why."}
+_LIST_LEADS = {"casual": "Here's why:\n- ", "formal": "Consider the following:\n- "}
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+_JUDGEMENT = re.compile(
+    r"^\s*(?:do|does|did|is|are|was|were|can|could|should|would|will|shall|have|has|am|may|might|must)\b[^?]*\?",
+    re.IGNORECASE,
+)
+
+
+def asks_judgement(messages) -> bool:
+    """Whether the last user message asks a yes-or-no question (it opens with an auxiliary verb
+    and has a question mark), e.g. 'Do you agree with this statement? "..."'."""
+    last = next((m.get("content") or "" for m in reversed(list(messages)) if m.get("role") == "user"), "")
+    return isinstance(last, str) and bool(_JUDGEMENT.match(last))
 
 
 @dataclass(frozen=True)
@@ -51,18 +80,24 @@ class AnswerStyle:
     length: str  # "brief" | "detailed"
     format: str  # "list" | "prose"
     register: str  # "casual" | "formal"
+    stance: str | None = None  # "yes" | "no" for a question asking a judgement, else None
 
     @property
     def name(self) -> str:
-        return f"{self.length}-{self.format}-{self.register}"
+        base = f"{self.length}-{self.format}-{self.register}"
+        return base if self.stance is None else f"{base}-{self.stance}"
 
     @property
     def instruction(self) -> str:
-        return " ".join(_INSTRUCTIONS[side] for side in (self.length, self.format, self.register))
+        sides = " ".join(_INSTRUCTIONS[side] for side in (self.length, self.format, self.register))
+        return sides if self.stance is None else f"{_STANCE_INSTRUCTIONS[self.stance]} {sides}"
 
     @property
     def opening(self) -> str:
-        return _OPENINGS[(self.register, self.format)]
+        if self.stance is None:
+            return _OPENINGS[(self.register, self.format)]
+        first = _STANCE_OPENINGS[(self.register, self.stance)]
+        return f"{first} {_LIST_LEADS[self.register]}" if self.format == "list" else f"{first} "
 
     def messages(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         """The conversation with the style's instruction appended to its system message (or as one)."""
@@ -100,8 +135,28 @@ class AnswerStyle:
 ALL_STYLES = tuple(AnswerStyle(*combo) for combo in itertools.product(*AXES))
 
 
-def choose_styles(n: int, seed: int | None = None) -> list[AnswerStyle]:
-    """n styles with every axis balanced (see the module docstring); deterministic under `seed`."""
+def choose_styles(n: int, seed: int | None = None, *, stances: bool = False) -> list[AnswerStyle]:
+    """n styles with every axis balanced (see the module docstring); deterministic under `seed`.
+
+    With `stances` (a question asking a judgement, see `asks_judgement`), each style also takes a
+    stance, yes or no, balanced over the n styles: it follows one of the three axes, or its
+    opposite, drawn from the seed. Raises ValueError when n < 1."""
+    styles = _choose(n, seed)
+    if not stances:
+        return styles
+    rng = random.Random(f"stance-{seed}")
+    axis, flip = rng.randrange(3), rng.randrange(2)
+    out = []
+    for i, s in enumerate(styles):
+        if n < 4 and n != 2:  # too few for a balanced design along an axis: alternate
+            yes = i % 2 == flip
+        else:
+            yes = AXES[axis].index((s.length, s.format, s.register)[axis]) == flip
+        out.append(AnswerStyle(s.length, s.format, s.register, "yes" if yes else "no"))
+    return out
+
+
+def _choose(n: int, seed: int | None) -> list[AnswerStyle]:
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     rng = random.Random(seed)

@@ -97,6 +97,9 @@ def user_schema(encoder_id: str, dim: int) -> pa.Schema:
             # added later (nullable): the user model beyond PAL's logits (`pluralign.user.UserState`,
             # msgpack-encoded and versioned itself); null = not fitted yet
             pa.field("user_model", pa.binary(), nullable=True),
+            # added later (nullable): the user's stated preferences and their history
+            # (`pluralign.user.stated.StatedPreferences`, msgpack); null = never stated anything
+            pa.field("stated", pa.binary(), nullable=True),
         ],
         metadata=_metadata(encoder_id, dim),
     )

@@ -102,6 +102,7 @@ class UserRecord(Base):
     n_preferences: int = 0
     n_interactions: int = 0
     user_model: bytes | None = None  # `pluralign.user.UserState`, msgpack; None = not fitted
+    stated: bytes | None = None  # `pluralign.user.stated.StatedPreferences`, msgpack; None = nothing stated
 
 
 def quote(value: str) -> str:
@@ -372,6 +373,21 @@ class Store:
         for row in rows:
             row["attributes"] = json.loads(row["attributes"])
         return [msgspec.convert(row, StoredPreference) for row in rows]
+
+    def answers_sample(self, tenant: str | None, limit: int = 200) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+        """Up to 2 * `limit` stored answers of the tenant (None: of every tenant; both sides of up to
+        `limit` comparisons, in storage order): their prompts, texts, and prompt and answer vectors,
+        (M, dim) each."""
+        columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec"]
+        where = "rejected != ''" if tenant is None else f"tenant = {quote(tenant)} AND rejected != ''"
+        rows = (self.preferences.search().where(where).select(columns)
+                .limit(limit).to_arrow().to_pylist())
+        prompts = [r["prompt"] for r in rows for _ in range(2)]
+        answers = [t for r in rows for t in (r["chosen"], r["rejected"])]
+        vec = lambda name: np.asarray([r[name] for r in rows], np.float32).reshape(-1, self.dim)  # noqa: E731
+        prompt_vec = np.repeat(vec("prompt_vec"), 2, axis=0)
+        answer_vec = np.stack([vec("chosen_vec"), vec("rejected_vec")], axis=1).reshape(-1, self.dim)
+        return prompts, answers, prompt_vec, answer_vec
 
     def search(self, tenant: str, user_id: str, vector: np.ndarray, limit: int) -> list[tuple[StoredPreference, float]]:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached

@@ -3,7 +3,9 @@
 A frozen MiniLM vector (truncated at 256 word pieces, trained for semantic similarity) says little
 about how an answer is written. The preferences people state about answers are mostly about that:
 "shorter", "as a list", "less formal" (the style axes of LoRe's and HyRe's user studies, and of
-chatbot-arena style controls). Each feature below is cheap (one regex pass), bounded, and named so a
+chatbot-arena style controls), and, for a question asking a yes-or-no judgement, whether the answer
+says yes or no (`affirmation`: the stance the candidate styles vary, see `pluralign.policy.styles`;
+without it a minority's "no" is learned only through the slower latent part). Each feature below is cheap (one regex pass), bounded, and named so a
 user's coefficient on it reads as a sentence: a negative weight on `length` is "prefers shorter
 answers". Only differences between two answers of one prompt enter a Bradley-Terry margin, so no
 feature is centred.
@@ -20,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-FEATURES_VERSION = "text-features-1"  # bump when a definition changes: stored user states refit
-FEATURE_NAMES = ("length", "list_items", "exclamations", "contractions", "word_length", "second_person")
+FEATURES_VERSION = "text-features-2"  # bump when a definition changes: stored user states refit
+FEATURE_NAMES = ("length", "list_items", "exclamations", "contractions", "word_length", "second_person", "affirmation")
 FEATURE_DESCRIPTIONS = {
     "length": ("longer answers", "shorter answers"),
     "list_items": ("answers formatted as lists", "answers in prose, without lists"),
@@ -29,12 +31,15 @@ FEATURE_DESCRIPTIONS = {
     "contractions": ("contractions (a casual register)", "no contractions (a formal register)"),
     "word_length": ("longer words (a formal register)", "shorter, plainer words"),
     "second_person": ("addressing the reader as 'you'", "not addressing the reader as 'you'"),
+    "affirmation": ("answers that open with yes (agreeing)", "answers that open with no (disagreeing)"),
 }
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 _LIST_LINE = re.compile(r"^\s*(?:[-*•+]|\d{1,2}[.)])\s+\S")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 _CONTRACTION = re.compile(r"[A-Za-z](?:n['’]t|['’](?:re|ll|ve|m|d|s))\b", re.IGNORECASE)
+_YES = frozenset({"yes", "yeah", "yep", "yup", "absolutely", "definitely", "agreed", "indeed"})
+_NO = frozenset({"no", "nope", "nah", "not", "never", "disagree"})
 _YOU = re.compile(r"\byou(?:r|rs|rself|['’](?:re|ll|ve|d))?\b", re.IGNORECASE)
 
 
@@ -49,12 +54,20 @@ def text_features(text: str) -> tuple[float, ...]:
     per_word = 10.0 / max(n_words, 1)  # counts per 10 words
     return (
         math.log1p(n_words),  # a doubling of the length adds ~0.69
-        sum(1 for line in lines if _LIST_LINE.match(line)) / max(len(lines), 1),  # share of lines that are items
+        math.log1p(sum(1 for line in lines if _LIST_LINE.match(line))),  # list items: 0 for prose, ~1.1 for 2 items
         min(text.count("!") / sentences, 2.0),  # exclamation marks per sentence
         min(len(_CONTRACTION.findall(text)) * per_word, 3.0),  # contractions per 10 words
         (sum(len(w) for w in words) / n_words - 4.5) if n_words else 0.0,  # mean letters per word, minus 4.5
         min(len(_YOU.findall(text)) * per_word, 3.0),  # 'you' forms per 10 words
+        _affirmation(words[:3]),  # +1 opens with yes, -1 with no, 0 neither (a stance on a yes-or-no question)
     )
+
+
+def _affirmation(opening: Sequence[str]) -> float:
+    first = [w.lower().strip("'’") for w in opening]
+    if any(w in _NO for w in first):
+        return -1.0
+    return 1.0 if any(w in _YES for w in first) else 0.0
 
 
 def response_features(texts: Sequence[str]) -> np.ndarray:

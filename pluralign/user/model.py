@@ -28,14 +28,14 @@ few-shot logits are still fitted (`fit_logits`): the profile shows them, and `us
 prototypes` serves with them alone.
 
 Shapes: N comparisons or candidates, d embedding width, K prototypes, F named features, L latent
-width, D = 1 + K + F + L coefficients (73 for the service's K = 4, L = 64). Everything per user is
+width, D = 1 + K + F + L coefficients (76 for the service's K = 4, F = 7, L = 64). Everything per user is
 numpy float64 and small, so a refit is about a millisecond; the state is a row (`UserState`, msgpack)
 in the users table, never a module parameter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,7 +58,7 @@ STATE_VERSION = 1
 class ResidualPrior:
     """Standard deviations of the Gaussian prior on a user's coefficients around the population.
 
-    The six named features get a wide prior: they carry the preferences people state about answers,
+    The named features get a wide prior: they carry the preferences people state about answers,
     and a few comparisons should set them. PAL's 1 + K + L coordinates get narrow ones, so the 64
     latent directions do not absorb what a named feature explains. Chosen on the closed loop's seed-0
     run (mean pick rate over the style rules 0.62 with every scale at 1, 0.75 with these; figures in
@@ -71,9 +71,11 @@ class ResidualPrior:
     latent_scale: float = 0.5  # of each latent coordinate's weight (latent rows have unit norm)
     newton_steps: int = 25  # most Newton steps of the mode search
     tol: float = 1e-7  # stop once a step lowers the objective by less than this
+    stated_weight: float = 1.5  # prior mean of a stated preference's feature weight (times its sign)
+    stated_scale: float = 0.5  # its prior sd: strong, yet ~30 contrary comparisons turn it (tests/unit/test_stated.py)
 
     def __post_init__(self) -> None:
-        if min(self.origin_scale, self.prototype_scale, self.feature_scale, self.latent_scale) <= 0:
+        if min(self.origin_scale, self.prototype_scale, self.feature_scale, self.latent_scale, self.stated_scale) <= 0:
             raise ValueError("prior scales must be positive")
 
 
@@ -89,6 +91,7 @@ class UserState(Base, kw_only=True):
     cov: list[float]  # (D * D,) posterior covariance, row-major
     n: int  # comparisons fitted on
     fitted_at: float
+    stated: dict[str, int] = {}  # the stated preferences in the prior it was fitted with: feature -> +1 (more) / -1 (less)
 
     def mean_array(self) -> np.ndarray:
         return np.asarray(self.mean, np.float64)
@@ -192,14 +195,30 @@ class UserModel:
         mean[1 : 1 + self.k] = weights
         return mean
 
-    def prior_mean(self) -> np.ndarray:
-        return self.mean_for(self.population_weights)
+    def prior_mean(self, stated: Mapping[str, int] | None = None) -> np.ndarray:
+        """(D,) the prior's mean: the population's weights, and each stated preference's sign times
+        `stated_weight` on its feature (`pluralign.user.stated`)."""
+        mean = self.mean_for(self.population_weights)
+        for name, sign in (stated or {}).items():
+            mean[self.names.index(name)] = sign * self.prior.stated_weight
+        return mean
 
-    def prior_precision(self) -> np.ndarray:
+    def prior_precision(self, stated: Mapping[str, int] | None = None) -> np.ndarray:
+        """(D,) the prior's precisions; a stated feature's is 1 / stated_scale^2 (a strong prior)."""
         p = self.prior
         scales = [p.origin_scale] + [p.prototype_scale] * self.k + [p.feature_scale] * len(FEATURE_NAMES) \
             + [p.latent_scale] * self.latent_dim
-        return 1.0 / np.square(np.asarray(scales, np.float64))
+        precision = 1.0 / np.square(np.asarray(scales, np.float64))
+        for name in stated or {}:
+            precision[self.names.index(name)] = 1.0 / p.stated_scale**2
+        return precision
+
+    def posterior(self, state: UserState | None, stated: Mapping[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(mean (D,), cov (D, D)) of the user's coefficients: the stored posterior, or without one
+        the prior (with the stated preferences), which is what a new user's posterior is."""
+        if state is not None:
+            return state.mean_array(), state.cov_array()
+        return self.prior_mean(stated), np.diag(1.0 / self.prior_precision(stated))
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.array(a, dtype=np.float32), device=self.base.device())  # a writable copy
@@ -242,6 +261,7 @@ class UserModel:
     def fit_user(
         self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, chosen_texts: Sequence[str],
         rejected_texts: Sequence[str], prior_logits: np.ndarray, fitted_at: float = 0.0,
+        stated: Mapping[str, int] | None = None,
     ) -> tuple[np.ndarray, UserState]:
         """A whole refit from the user's N comparisons (embeddings (N, d) each, answer texts): the
         population model's K logits around `prior_logits`, and the posterior, from one pass of the
@@ -250,19 +270,23 @@ class UserModel:
             raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
         prior_logits = np.asarray(prior_logits, np.float64)
         if not len(prompt):
-            return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at)
+            return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at, stated)
         p, c, r, diff = self._diff(prompt, chosen, rejected)
         logits = self.base.fit_logits(p, c, r, diff, prior_logits)
         named = response_features(chosen_texts) - response_features(rejected_texts)  # (N, F)
-        return logits, self._posterior(logits, self._split(diff, named), fitted_at)
+        return logits, self._posterior(logits, self._split(diff, named), fitted_at, stated)
 
-    def _posterior(self, logits: np.ndarray, design: np.ndarray, fitted_at: float) -> UserState:
+    def _posterior(self, logits: np.ndarray, design: np.ndarray, fitted_at: float, stated: Mapping[str, int] | None = None) -> UserState:
         p = self.prior
-        mean, cov = fit_posterior(design, self.prior_mean(), self.prior_precision(), p.newton_steps, p.tol)
+        stated = dict(stated or {})
+        unknown = sorted(set(stated) - set(FEATURE_NAMES))
+        if unknown:
+            raise ValueError(f"stated preferences on unknown features {unknown}; known: {list(FEATURE_NAMES)}")
+        mean, cov = fit_posterior(design, self.prior_mean(stated), self.prior_precision(stated), p.newton_steps, p.tol)
         return UserState(
             population=self.population, features=FEATURES_VERSION, names=list(self.names),
             logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design),
-            fitted_at=fitted_at,
+            fitted_at=fitted_at, stated=stated,
         )
 
     def fit(
@@ -287,7 +311,8 @@ class UserModel:
             design = np.zeros((0, self.dim))
         return self._posterior(np.asarray(logits, np.float64), design, fitted_at)
 
-    def fits(self, state: UserState | None) -> bool:
-        """Whether a stored state belongs to this model (same population checkpoint and features)."""
+    def fits(self, state: UserState | None, stated: Mapping[str, int] | None = None) -> bool:
+        """Whether a stored state belongs to this model (same population checkpoint and features)
+        and was fitted with the user's current stated preferences."""
         return state is not None and state.population == self.population and state.features == FEATURES_VERSION \
-            and state.names == self.names and state.version == STATE_VERSION
+            and state.names == self.names and state.version == STATE_VERSION and state.stated == dict(stated or {})

@@ -108,12 +108,18 @@ async def fairness_audit(
 
 
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
-def dashboard(request: Request) -> Response:
+def dashboard(request: Request, tenant: str | None = None) -> Response:
+    """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's)."""
+    from service.users.services import prototype_descriptions
+
     admin = _admin(request)
     history = admin.reports()
     latest: AuditReport | None = history[0] if history else None
     signed_in = "authorization" not in request.headers  # reached with the session cookie
-    return Response(render_dashboard(latest, history, admin.runner.list(limit=200), signed_in), media_type="text/html")
+    rt = request.app.state.runtime
+    prototypes = prototype_descriptions(rt, tenant)
+    return Response(render_dashboard(latest, history, admin.runner.list(limit=200), signed_in, prototypes, rt.rewards.version),
+                    media_type="text/html")
 
 
 ADMIN_HANDLERS = (create_job, list_jobs, get_job, cancel_job, fairness_audit, dashboard)

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from pluralign.fairness.report import AuditReport
+from pluralign.user.summary import PrototypeDescription
 from training.jobs.record import Job
 
 PERSONAL, BASE = "#2b6cb0", "#dd6b20"
@@ -140,8 +141,28 @@ SIGN_OUT = (
 )
 
 
-def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False) -> str:
-    """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button."""
+def prototype_section(prototypes: Sequence[PrototypeDescription], population: str = "") -> str:
+    """The population's prototypes, each shown by the stored answers it scores highest and lowest
+    (`pluralign.user.summary.describe_prototypes`): the same description a user's profile gives."""
+    if not prototypes:
+        return '<p class="muted">no population model loaded</p>'
+    if not any(p.highest for p in prototypes):
+        return '<p class="muted">no stored comparisons yet: prototypes are described by stored answers once there are some</p>'
+    rows = []
+    for p in prototypes:
+        cell = lambda examples: "".join(  # noqa: E731
+            f'<li><span class="muted">{_e(x.prompt)}</span><br>{_e(x.answer)} <span class="muted">({x.score:.2f})</span></li>' for x in examples)
+        rows.append(f'<tr class="prototype" data-prototype="{p.prototype}"><td>{p.prototype}</td>'
+                    f"<td><ul>{cell(p.highest)}</ul></td><td><ul>{cell(p.lowest)}</ul></td></tr>")
+    head = "<tr><th>prototype</th><th>stored answers it scores highest</th><th>and lowest</th></tr>"
+    note = f'<p class="muted">population model {_e(population)}; rewards compare within a prototype only</p>' if population else ""
+    return f'{note}<table id="prototypes">{head}{"".join(rows)}</table>'
+
+
+def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
+                     prototypes: Sequence[PrototypeDescription] = (), population: str = "") -> str:
+    """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
+    `prototypes` describe the population's prototypes by stored answers (`population`: its version)."""
     if report is not None:
         summary = (
             f"Audit by <b>{_e(report.group_by)}</b> at {_when(report.created_at)}: {report.users} users, "
@@ -166,5 +187,6 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         f"<section><h2>Accuracy per group</h2><p>{summary}</p>{legend}{bars}</section>"
         f"<section><h2>Worst-group accuracy over time</h2>{legend}{worst_group_over_time(history)}</section>"
         f"<section><h2>Jobs</h2>{job_states(jobs)}{job_table(jobs)}</section>"
+        f"<section><h2>The population's prototypes</h2>{prototype_section(prototypes, population)}</section>"
         "</body></html>"
     )

@@ -147,6 +147,7 @@ class Timings(Base):
     generation_ms: float = 0.0
     rerank_ms: float = 0.0
     store_ms: float = 0.0
+    compare_ms: float = 0.0  # choosing `pluralign.compare`
 
 
 class PluralignInfo(Base):
@@ -162,6 +163,12 @@ class PluralignInfo(Base):
     # best first; feedback's `chosen_index` always means the index in `choices`)
     generation_index: list[int] = []
     styles: list[str] | None = None  # the answer style of each returned choice (null when not styled)
+    # two indices into `choices` worth showing side by side (the pair whose outcome teaches the user
+    # model most, `pluralign.user.active`); null when fewer than 2 choices are returned, for anonymous
+    # requests, or once the user is well known (the best pair carries < `compare_min_bits` bits).
+    # A client that shows them sends `choice` feedback with `shown` set to these two indices.
+    compare: list[int] | None = None
+    compare_bits: float | None = None  # the expected information of that comparison, in bits
 
 
 class ChatCompletion(Base):

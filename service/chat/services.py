@@ -13,11 +13,13 @@ from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
 from pluralign.policy.rerank import ranked_by, rerank, rerank_maxmin
-from pluralign.policy.styles import choose_styles
+from pluralign.policy.styles import asks_judgement, choose_styles
 from pluralign.store import Interaction
+from pluralign.user.active import PairChoice, most_informative_pair
+from pluralign.user.model import Candidates
 from service.chat.schemas import PluralignInfo, Timings
 from service.runtime import Runtime
-from service.users.services import UserWeights, user_weights
+from service.users.services import UserWeights, residual_on, user_weights
 
 
 @dataclass
@@ -40,6 +42,8 @@ class Plan:
     returned: int = 1  # how many of the best-ranked candidates the response returns as `choices`
     styles: bool = False  # generate the candidates in balanced answer styles
     store: bool = True  # the request's `store`: false keeps no interaction row
+    candidate_vectors: np.ndarray | None = None  # (N, d) the candidates' embeddings, once computed for reranking
+    candidate_x: np.ndarray | None = None  # (N, D) their user-model coordinates, once computed
 
 
 def new_response_id() -> str:
@@ -94,6 +98,7 @@ class Served:
     scores: list[float]
     order: list[int]  # candidate indices, best first
     prompt_tokens: int
+    compare: PairChoice | None = None  # indices into the returned choices
 
     def info(self) -> PluralignInfo:
         p = self.plan
@@ -102,6 +107,8 @@ class Served:
             candidates=len(self.candidates), reward=self.scores[self.order[0]] if p.rerank else None,
             prior=on_prior(p), timings=p.timings, generation_index=self.order[: p.returned],
             styles=[self.candidates[i].style for i in self.order[: p.returned]] if p.styles else None,
+            compare=[self.compare.first, self.compare.second] if self.compare else None,
+            compare_bits=round(self.compare.bits, 4) if self.compare else None,
         )
 
 
@@ -117,19 +124,47 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
     rewards = p.weights.rewards if p.weights is not None and p.weights.rewards is not None else rt.rewards
     logits = p.weights.logits if p.weights else rewards.prior()
     reward_for = lambda logits: lambda prompt, response: rewards.score(logits, prompt, response)  # noqa: E731
-    vectors = rt.encoder.encode(texts)
-    if on_prior(p) and rt.settings.maxmin_new_users and rewards.k > 1:
+    vectors = p.candidate_vectors = rt.encoder.encode(texts)
+    if on_prior(p) and p.weights is not None and p.weights.state is not None:
+        # no comparisons yet, but stated preferences: the user's prior already says what they want
+        model = rewards.user_model
+        p.candidate_x = model.candidates(p.prompt_vec, vectors, texts).x
+        ranked = ranked_by(model.score(logits, p.weights.state, Candidates(p.candidate_x)))
+    elif on_prior(p) and rt.settings.maxmin_new_users and rewards.k > 1:
         # nothing known of this user yet: protect every group of users at once (MaxMin over prototypes)
         groups = [reward_for(g) for g in rewards.prototype_logits()]
         ranked = rerank_maxmin(groups, reward_for(logits), p.prompt_vec, vectors)
     elif p.weights is not None and p.weights.state is not None:
         # the user's own model: PAL's mixture plus what their comparisons taught beyond it
         model = rewards.user_model
-        ranked = ranked_by(model.score(logits, p.weights.state, model.candidates(p.prompt_vec, vectors, texts)))
+        p.candidate_x = model.candidates(p.prompt_vec, vectors, texts).x
+        ranked = ranked_by(model.score(logits, p.weights.state, Candidates(p.candidate_x)))
     else:
         ranked = rerank(reward_for(logits), p.prompt_vec, vectors)
     p.timings.rerank_ms = ms(start)
     return ranked.scores, ranked.order
+
+
+def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> PairChoice | None:
+    """The two returned choices whose comparison would teach the user's model most (expected
+    information gain on their posterior, `pluralign.user.active`), as indices into `choices`; None
+    for anonymous requests, fewer than 2 returned choices, `user_model = prototypes` (no posterior),
+    or once the best pair carries fewer than `compare_min_bits` bits (the user is well known)."""
+    if p.user_id is None or p.weights is None or p.returned < 2 or not residual_on(rt):
+        return None
+    start = time.perf_counter()
+    model = (p.weights.rewards or rt.rewards).user_model
+    shown = order[: p.returned]
+    if p.candidate_x is not None:
+        x = p.candidate_x[shown]
+    else:  # not reranked with the user model (reranking off, or a new user served by MaxMin)
+        vectors = p.candidate_vectors if p.candidate_vectors is not None else rt.encoder.encode(texts)
+        prompt_vec = p.prompt_vec if p.prompt_vec is not None else rt.encoder.encode([p.prompt])[0]
+        x = model.candidates(prompt_vec, vectors[shown], [texts[i] for i in shown]).x
+    mean, cov = model.posterior(p.weights.state, p.weights.stated.signs())
+    choice = most_informative_pair(x, mean, cov, rt.settings.compare_min_bits)
+    p.timings.compare_ms = ms(start)
+    return choice
 
 
 def remember(rt: Runtime, served: Served) -> None:
@@ -156,13 +191,15 @@ def remember(rt: Runtime, served: Served) -> None:
 def complete(rt: Runtime, p: Plan, sampling: Sampling) -> Served:
     start = time.perf_counter()
     if p.styles and hasattr(rt.generator, "generate_styled"):  # a remote generator samples plain candidates
-        styles = choose_styles(p.candidates, sampling.seed)
+        styles = choose_styles(p.candidates, sampling.seed, stances=asks_judgement(p.messages))
         candidates, prompt_tokens = rt.generator.generate_styled(p.context, styles, sampling=sampling, adapter=p.adapter)
     else:
         candidates, prompt_tokens = rt.generator.generate(p.context, n=p.candidates, sampling=sampling, adapter=p.adapter)
     p.timings.generation_ms = ms(start)
-    scores, order = score_candidates(rt, p, [c.text for c in candidates])
-    served = Served(plan=p, candidates=candidates, scores=scores, order=order, prompt_tokens=prompt_tokens)
+    texts = [c.text for c in candidates]
+    scores, order = score_candidates(rt, p, texts)
+    served = Served(plan=p, candidates=candidates, scores=scores, order=order, prompt_tokens=prompt_tokens,
+                    compare=choose_compare(rt, p, texts, order))
     remember(rt, served)
     return served
 

@@ -24,10 +24,12 @@ class Feedback(Base, tag_field="type", kw_only=True):
 
 class ChoiceFeedback(Feedback, tag="choice", kw_only=True):
     """The user picked `choices[chosen_index]` of a served response (requested with `n` > 1); it beats
-    every other returned choice. Indices are those of `choices` as returned, best-ranked first."""
+    every other returned choice, or with `shown` every other choice the user was shown (e.g. the
+    response's `pluralign.compare` pair). Indices are those of `choices` as returned, best-ranked first."""
 
     response_id: ResponseId
     chosen_index: Annotated[int, msgspec.Meta(ge=0)]
+    shown: Annotated[list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=2, max_length=64)] | None = None
 
 
 class ComparisonFeedback(Feedback, tag="comparison", kw_only=True):

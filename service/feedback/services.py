@@ -57,6 +57,14 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
         if fb.chosen_index >= len(shown):
             raise bad_request("chosen_index", f"must be below the number of returned choices ({len(shown)})")
         chosen = shown[fb.chosen_index]
+        if fb.shown is not None:  # only these choices were shown side by side
+            if len(set(fb.shown)) != len(fb.shown):
+                raise bad_request("shown", "lists a choice twice")
+            if max(fb.shown) >= len(shown):
+                raise bad_request("shown", f"indices must be below the number of returned choices ({len(shown)})")
+            if fb.chosen_index not in fb.shown:
+                raise bad_request("chosen_index", "must be one of the `shown` choices")
+            shown = [shown[i] for i in fb.shown]
         rows = [  # the pick beats every other choice the user was shown, not candidates never returned
             dict(prompt=item.prompt, chosen=chosen, rejected=other, tie=False, margin=None, kind="choice")
             for other in dict.fromkeys(shown) if other != chosen

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from litestar import Request, delete, get, post
+from litestar import Request, delete, get, patch, post
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Stream
@@ -13,6 +13,8 @@ from litestar.response import Stream
 from pluralign.data.record import Base
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
+from pluralign.user import FEATURE_NAMES
+from pluralign.user.stated import StatedPreferences
 from service.errors import bad_request, error_responses
 from service.ids import check_user_id
 from service.runtime import Runtime
@@ -138,3 +140,54 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
     else:
         ranked = rerank(lambda p, r: rewards.score(weights.logits, p, r), vectors[0], vectors[1:])
     return ScoreResponse(user=user, scores=ranked.scores, best_index=ranked.best, prior=weights.prior)
+
+
+# ---- stated preferences and onboarding (issue 16) -------------------------------------------------
+
+
+class StatedPatch(Base):
+    """Set (`more` / `less`) or clear (null) stated preferences, one named feature each, as one version."""
+
+    preferences: Annotated[dict[str, Literal["more", "less"] | None], msgspec.Meta(min_length=1, max_length=16)]
+
+
+@get("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(429), summary="A user's stated preferences and their history")
+def get_stated(request: Request, user_id: FromPath[str]) -> StatedPreferences:
+    rt, tenant, user_id = _user(request, user_id)
+    return services.stated_of(rt.store.get_user(tenant, user_id))
+
+
+@patch("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(429), summary="Set or clear a user's stated preferences")
+def patch_stated(request: Request, user_id: FromPath[str], data: JSONBody[StatedPatch]) -> StatedPreferences:
+    """Each named feature (`length`, `list_items`, `exclamations`, `contractions`, `word_length`,
+    `second_person`) set to `more` or `less` becomes a strong prior on the user's weight for it (the
+    next ranking follows it; enough contrary feedback still moves it); null clears it. Every call is
+    one new version, recorded with its time, shown in the profile and exported with the user."""
+    rt, tenant, user_id = _user(request, user_id)
+    unknown = [name for name in data.preferences if name not in FEATURE_NAMES]
+    if unknown:
+        raise bad_request(f"preferences.{unknown[0]}", f"is not a named feature; known: {', '.join(FEATURE_NAMES)}")
+    return services.set_stated(rt, tenant, user_id, data.preferences)
+
+
+class PoolItem(Base):
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+    answers: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]], msgspec.Meta(min_length=2, max_length=8)]
+
+
+class NextComparisonRequest(Base):
+    """A tenant-supplied calibration pool; without one (`{}`), pairs of the tenant's stored comparisons are used."""
+
+    pool: Annotated[list[PoolItem], msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
+@post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429), summary="The most informative comparison to ask a user next")
+def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[NextComparisonRequest]) -> services.NextComparison:
+    """For onboarding questionnaires: the pair of answers (to one prompt) whose comparison would
+    teach the user's model most, chosen by expected information gain on their posterior (the same
+    criterion as chat's `pluralign.compare`). The client shows it and sends the user's pick as a
+    `comparison` feedback; ask again for the next one. `worth_asking` turns false once the best pair
+    carries fewer than `compare_min_bits` bits."""
+    rt, tenant, user_id = _user(request, user_id)
+    pool = None if data.pool is None else [(item.prompt, item.answers) for item in data.pool]
+    return services.next_comparison(rt, tenant, user_id, pool)

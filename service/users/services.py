@@ -17,6 +17,9 @@ import numpy as np
 from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.user import FEATURE_NAMES, UserState
+from pluralign.user.stated import Direction, StatedPreferences
+from pluralign.user.summary import Example, PrototypeDescription, describe_prototypes, feature_beliefs
+from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.rewards import UserRewards
 from service.runtime import Runtime
 
@@ -30,6 +33,7 @@ class UserWeights:
     record: UserRecord | None
     state: UserState | None = None  # the per-user residual (setting `user_model = residual`), None = PAL alone
     rewards: UserRewards | None = None  # the population model the logits and state were fitted with
+    stated: StatedPreferences = StatedPreferences()  # what the user said they prefer (a prior on the state)
 
 
 def residual_on(rt: Runtime) -> bool:
@@ -43,6 +47,17 @@ def stored_state(record: UserRecord | None) -> UserState | None:
         return UserState.decode(record.user_model)
     except (msgspec.DecodeError, msgspec.ValidationError):  # an unreadable state is refitted, not served
         return None
+
+
+def stated_of(record: UserRecord | None) -> StatedPreferences:
+    """The user's stated preferences (none when the row has none or an unreadable one)."""
+    if record is None or record.stated is None:
+        return StatedPreferences()
+    try:
+        return StatedPreferences.decode(record.stated)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        log.warning("unreadable stated preferences of %s/%s ignored", record.tenant, record.user_id)
+        return StatedPreferences()
 
 
 def adapter_folder(rt: Runtime, tenant: str, user_id: str):
@@ -70,6 +85,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
     for row in sorted(history.rows, key=lambda r: r["created_at"]):
         from_feedback.update(json.loads(row["attributes"]))
     record = rt.store.get_user(tenant, user_id)
+    stated = stated_of(record)
     now = time.time()
     rewards = rewards or rt.rewards  # one model for the whole refit, even if a new one is swapped in meanwhile
     state = None
@@ -77,7 +93,8 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
         prior = False
         if residual_on(rt):  # PAL's logits and the residual in one pass
             logits, state = rewards.user_model.fit_user(
-                prompt, chosen, rejected, chosen_texts, rejected_texts, prior_logits=rewards.prior(), fitted_at=now
+                prompt, chosen, rejected, chosen_texts, rejected_texts, prior_logits=rewards.prior(), fitted_at=now,
+                stated=stated.signs(),
             )
         else:
             logits = rewards.fit(prompt, chosen, rejected)
@@ -85,6 +102,8 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
         logits, prior = rewards.prior(), True
         if record is None and not len(history):
             return UserWeights(logits=logits, prior=True, record=None, rewards=rewards)  # deleted (or never seen): no row from nothing
+        if residual_on(rt) and stated.preferences:  # no comparisons yet, but a stated preference: the prior is the state
+            state = rewards.user_model.fit_user(prompt, chosen, rejected, chosen_texts, rejected_texts, logits, now, stated.signs())[1]
     record = UserRecord(
         tenant=tenant,
         user_id=user_id,
@@ -97,9 +116,10 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
         n_preferences=int(len(prompt)),
         n_interactions=rt.store.count_interactions(tenant, user_id),
         user_model=state.encode() if state is not None else None,
+        stated=record.stated if record else None,
     )
     rt.store.put_user(record)
-    return UserWeights(logits=logits, prior=prior, record=record, state=state, rewards=rewards)
+    return UserWeights(logits=logits, prior=prior, record=record, state=state, rewards=rewards, stated=stated)
 
 
 def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> None:
@@ -141,12 +161,31 @@ def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
     stale = record.pal_version != rewards.version or record.n_preferences != rt.store.count_comparisons(tenant, user_id)
     if stale:
         return refit(rt, tenant, user_id, rewards=rewards)
-    if record.pal_logits is None:
-        return UserWeights(logits=rewards.prior(), prior=True, record=record, rewards=rewards)
+    stated = stated_of(record)
     state = stored_state(record) if residual_on(rt) else None
-    if residual_on(rt) and not rewards.user_model.fits(state):  # fitted by an older model or feature set
+    if record.pal_logits is None and not (residual_on(rt) and stated.preferences):
+        return UserWeights(logits=rewards.prior(), prior=True, record=record, rewards=rewards, stated=stated)
+    if residual_on(rt) and not rewards.user_model.fits(state, stated.signs()):  # an older model, feature set or stated prior
         return refit(rt, tenant, user_id, rewards=rewards)
-    return UserWeights(logits=np.asarray(record.pal_logits, np.float32), prior=False, record=record, state=state, rewards=rewards)
+    if record.pal_logits is None:  # only stated preferences so far
+        return UserWeights(logits=rewards.prior(), prior=True, record=record, state=state, rewards=rewards, stated=stated)
+    return UserWeights(logits=np.asarray(record.pal_logits, np.float32), prior=False, record=record, state=state,
+                       rewards=rewards, stated=stated)
+
+
+def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None]) -> StatedPreferences:
+    """Apply a change set to the user's stated preferences (one new version), store it, and refit
+    the user against the new prior, all under the user's lock. Creates the user's row if needed.
+    Raises ValueError naming an unknown feature."""
+    with rt.user_lock(tenant, user_id):
+        rt.ingest.flush_user(tenant, user_id)
+        record = rt.store.get_user(tenant, user_id)
+        now = time.time()
+        stated = stated_of(record).changed(changes, at=now)
+        base = record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
+        rt.store.put_user(msgspec.structs.replace(base, stated=stated.encode(), updated_at=now))
+        _refit(rt, tenant, user_id, None, None)
+    return stated
 
 
 class PalProfile(msgspec.Struct):
@@ -183,6 +222,64 @@ def model_profile(state: UserState | None) -> UserModelProfile | None:
     )
 
 
+class NearestPrototype(msgspec.Struct, kw_only=True):
+    prototype: int
+    weight: float  # the user's posterior weight on it (or PAL's mixture weight without a user model)
+    highest: list[Example]  # stored answers it scores highest, best first
+    lowest: list[Example]  # and lowest, worst first
+
+
+class UserSummary(msgspec.Struct, kw_only=True):
+    """What the model believes, in words: each named feature's direction and confidence, the
+    nearest prototype shown by stored answers, and how many comparisons support it."""
+
+    comparisons: int
+    features: list[FeatureSummary]  # most certain first
+    nearest_prototype: NearestPrototype
+    sentences: list[str]  # the same, as short sentences a person can read
+
+
+def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards | None = None, per_side: int = 2) -> list[PrototypeDescription]:
+    """Each prototype of the served population model described by the tenant's (None: every
+    tenant's) stored answers it scores highest and lowest (a sample of up to 400 answers; none
+    stored: empty example lists)."""
+    rewards = rewards or rt.rewards
+    prompts, answers, prompt_vec, answer_vec = rt.store.answers_sample(tenant)
+    if not answers:
+        return describe_prototypes(np.zeros((0, rewards.k)), [], [], per_side)
+    scores = np.stack([rewards.score(logits, prompt_vec, answer_vec) for logits in rewards.prototype_logits()], axis=1)  # (M, K)
+    return describe_prototypes(scores, prompts, answers, per_side)
+
+
+def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, comparisons: int) -> UserSummary:
+    rewards = weights.rewards or rt.rewards
+    stated = weights.stated.preferences
+    if weights.state is not None:
+        unstated = None
+        if stated and weights.state.n:  # what the comparisons alone say on the stated features (one more refit, ~ms)
+            history = rt.store.history(tenant, user_id)
+            unstated = rewards.user_model.fit_user(*history.comparison_set(), prior_logits=rewards.prior())[1]
+        beliefs = feature_beliefs(weights.state, stated, unstated)
+        protos = [weights.state.coefficient(f"prototype_{k}")[0] for k in range(rewards.k)]
+    else:  # PAL's weights alone (`user_model = prototypes`): no named features
+        beliefs = []
+        logits = np.asarray(weights.logits, np.float64)
+        protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+    nearest = int(np.argmax(protos))
+    described = prototype_descriptions(rt, tenant, rewards)[nearest]
+    sentences = [b.text for b in beliefs if b.confidence != "uncertain" or b.stated]
+    if not sentences:
+        sentences = ["no preference about how answers are written is settled yet"]
+    sentences.append(f"closest to prototype {nearest} of {rewards.k} (weight {protos[nearest]:.2f})"
+                     + (f", which scores highest answers like {described.highest[0].answer!r}" if described.highest else ""))
+    sentences.append(f"based on {comparisons} comparison{'s' if comparisons != 1 else ''}")
+    return UserSummary(
+        comparisons=comparisons, features=beliefs, sentences=sentences,
+        nearest_prototype=NearestPrototype(prototype=nearest, weight=round(float(protos[nearest]), 4),
+                                           highest=described.highest, lowest=described.lowest),
+    )
+
+
 class Counts(msgspec.Struct):
     preferences: int
     interactions: int
@@ -197,6 +294,8 @@ class UserProfile(msgspec.Struct):
     created_at: float | None
     updated_at: float | None
     user_model: UserModelProfile | None = None  # null until the user has comparisons (or with `user_model = prototypes`)
+    summary: UserSummary | None = None  # the model's beliefs in words
+    stated: StatedPreferences | None = None  # the user's stated preferences, with every change (version, time)
 
 
 def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
@@ -223,6 +322,8 @@ def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
         created_at=record.created_at if record else None,
         updated_at=record.updated_at if record else None,
         user_model=model_profile(weights.state),
+        summary=summary(rt, tenant, user_id, weights, weights.state.n if weights.state is not None else int(record.n_preferences if record else 0)),
+        stated=weights.stated,
     )
 
 
@@ -254,8 +355,9 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     rt.ingest.flush_user(tenant, user_id)
     record = rt.store.get_user(tenant, user_id)
     if record is not None:
-        line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None))
+        line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None, stated=None))
         line["user_model"] = msgspec.to_builtins(stored_state(record))  # the residual posterior, readable
+        line["stated"] = msgspec.to_builtins(stated_of(record))  # stated preferences and every change, versioned
         yield encode({"type": "user", **line}) + b"\n"
     preferences, _ = rt.store.preferences_for(tenant, user_id)
     for row in preferences:
@@ -315,3 +417,58 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
         counts["job_files"] = job_files
     return counts
 
+
+
+class NextComparison(msgspec.Struct, kw_only=True):
+    user: str
+    prompt: str
+    answers: list[str]  # the two answers to show; send the pick as `comparison` feedback
+    bits: float  # expected information of the user's answer about their model
+    worth_asking: bool  # false once even this pair carries fewer than `compare_min_bits` bits
+    pool: str  # "supplied" (the request's calibration pool) or "stored" (the tenant's stored comparisons)
+    pairs: int  # candidate pairs considered
+
+
+def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str, list[str]]] | None) -> NextComparison:
+    """The most informative pair of answers to one prompt for this user (`pluralign.user.active`),
+    from a supplied pool ((prompt, answers) items) or, without one, the two answers of each of a
+    sample of the tenant's stored comparisons, leaving out pairs the user already compared.
+    Raises a 400 naming `pool` when there is nothing to choose from."""
+    from pluralign.user.active import all_pairs, pair_information
+    from service.errors import bad_request
+
+    weights = user_weights(rt, tenant, user_id)
+    rewards = weights.rewards or rt.rewards
+    model = rewards.user_model
+    if pool is not None:
+        prompts = [prompt for prompt, answers in pool for _ in answers]
+        answers = [a for _, answers in pool for a in answers]
+        vectors = rt.encoder.encode([*(p for p, _ in pool), *answers])
+        prompt_vec = np.repeat(vectors[: len(pool)], [len(a) for _, a in pool], axis=0)  # (M, d)
+        answer_vec = vectors[len(pool) :]
+        first, second, start = [], [], 0
+        for _, item in pool:
+            a, b = all_pairs(len(item))
+            first += (a + start).tolist()
+            second += (b + start).tolist()
+            start += len(item)
+        source = "supplied"
+    else:
+        prompts, answers, prompt_vec, answer_vec = rt.store.answers_sample(tenant)
+        first, second = list(range(0, len(answers), 2)), list(range(1, len(answers), 2))
+        source = "stored"
+    done = {frozenset((r["chosen"], r["rejected"])) for r in rt.store.history(tenant, user_id).rows}
+    keep = [(a, b) for a, b in zip(first, second, strict=True)
+            if answers[a].strip() != answers[b].strip() and frozenset((answers[a], answers[b])) not in done]
+    if not keep:
+        raise bad_request("pool", "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each")
+    x = model.candidates(prompt_vec, answer_vec, answers).x  # (M, D)
+    a, b = np.asarray([k[0] for k in keep]), np.asarray([k[1] for k in keep])
+    mean, cov = model.posterior(weights.state, weights.stated.signs())
+    bits = pair_information(x[a] - x[b], mean, cov)
+    best = int(np.argmax(bits))
+    i, j = int(a[best]), int(b[best])
+    return NextComparison(
+        user=user_id, prompt=prompts[i], answers=[answers[i], answers[j]], bits=round(float(bits[best]), 4),
+        worth_asking=bool(bits[best] >= rt.settings.compare_min_bits), pool=source, pairs=len(keep),
+    )

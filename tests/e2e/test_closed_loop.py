@@ -46,3 +46,18 @@ def test_fast_closed_loop_learns_users_on_smollm2(tmp_path):
     learned = sum(result["rules"][r]["user_model"] or 0 for r in style) / len(style)
     control = sum(result["rules"][r]["control"] or 0 for r in style) / len(style)
     assert learned > control + 0.2
+
+
+@pytest.mark.slow
+def test_pair_arms_with_tiny_models(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    """(slow-marked: ~45 s; `make test-slow-loop`) Issue 16's arms: `active` sends a `choice` over the response's `compare` pair, `random_pair`
+    over two random choices; both are reported per rule beside the rates, with rounds to 70%."""
+    result = run_closed_loop(tmp_path, "--generator", str(tiny_generator_dir), "--pal", str(tiny_pal_dir), "--fast",
+                             "--rounds", "3", "--max-tokens", "6", "--arms", "active", "random_pair", "control", timeout=600)
+    assert {"rules", "rounds", "ties"} <= set(result) and {"rounds_to_70", "feedback_to_70", "feedback"} <= set(result)
+    assert all(set(arms) == {"active", "random_pair", "control"} for arms in result["rules"].values())
+    assert set(result["rounds_to_70"]["short"]) == {"active", "random_pair"}
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    shown = [r["feedback"] for r in records if r["arm"] == "active" and r.get("feedback")]
+    assert shown and all(len(p) == 2 and p[0] != p[1] for p in shown)  # a new user is asked: compare names two choices
+    assert result["feedback"]["random_pair"] > 0

@@ -3,6 +3,7 @@ the adapter trigger, and the dashboard."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -146,3 +147,9 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         assert 'class="bar personalized" data-group="minority"' in html and 'class="bar base" data-group="majority"' in html
         assert 'id="worst-group-over-time"' in html and 'class="point personalized"' in html
         assert "<script" not in html and "http://" not in html and "https://" not in html
+        # issue 16: the population's prototypes, each shown by stored answers it scores highest and lowest
+        assert 'id="prototypes"' in html and 'class="prototype" data-prototype="0"' in html
+        import html as html_lib
+        shown = re.findall(r"<br>(.*?) <span", html.split('id="prototypes"')[1])
+        stored = {html_lib.escape(t, quote=True) for t in svc.runtime.store.answers_sample(None, 100_000)[1]}  # every tenant's
+        assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)

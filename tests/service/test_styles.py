@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from pluralign.policy.styles import ALL_STYLES, AXES, AnswerStyle, choose_styles
+from pluralign.policy.styles import ALL_STYLES, AXES, AnswerStyle, asks_judgement, choose_styles
 
 
 def sides(style: AnswerStyle) -> tuple[str, str, str]:
@@ -28,6 +28,28 @@ def test_other_counts():
     assert set(choose_styles(8, 0)) == set(ALL_STYLES)
     two = choose_styles(2, 3)
     assert all(x != y for x, y in zip(sides(two[0]), sides(two[1]), strict=True))  # opposite corners
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_question_asking_a_judgement_gets_both_answers_balanced(seed):
+    plain = choose_styles(4, seed)
+    styles = choose_styles(4, seed, stances=True)
+    assert [sides(s) for s in styles] == [sides(s) for s in plain]  # the other axes are unchanged
+    assert sorted(s.stance for s in styles) == ["no", "no", "yes", "yes"]
+    for s in styles:
+        assert s.opening.startswith({"yes": ("Yes.", "Oh yes"), "no": ("No.", "Nope")}[s.stance])
+        assert s.name.endswith("-" + s.stance) and ("Answer " + s.stance) in s.instruction
+    assert all(s.stance is None for s in plain)
+    two = choose_styles(2, seed, stances=True)
+    assert {s.stance for s in two} == {"yes", "no"}
+
+
+def test_which_questions_ask_a_judgement():
+    assert asks_judgement([{"role": "user", "content": 'Do you agree with this statement? "Science is fun."'}])
+    assert asks_judgement([{"role": "user", "content": "Should I buy a car?"}])
+    assert not asks_judgement([{"role": "user", "content": "How do I learn to cook?"}])
+    assert not asks_judgement([{"role": "user", "content": "Do the dishes."}])
+    assert not asks_judgement([{"role": "user", "content": "Is it raining?"}, {"role": "user", "content": "Plan my day."}])
 
 
 def test_brief_answers_are_cut_and_detailed_ones_kept():

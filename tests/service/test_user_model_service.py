@@ -120,3 +120,28 @@ def test_a_refit_uses_one_snapshot_when_feedback_lands_meanwhile(svc):
         profile = c.get("/v1/users/cy").json()
         assert profile["counts"]["preferences"] == 5
         assert profile["user_model"]["comparisons"] == 5  # a later read refits with the new row
+
+
+def test_a_yes_or_no_question_gets_both_stances_and_a_minority_no_sayer_is_served_no(svc):
+    """A question asking a judgement gets candidates of both stances; a user who has disagreed in
+    every comparison (a stance no prototype of this tiny PAL holds) is served a "no" answer."""
+    with svc.client() as c:
+        for topic in TOPICS[:10]:
+            r = c.post("/v1/feedback", json={
+                "type": "comparison", "user": "noor", "prompt": f'Do you agree with this statement? "{topic} matters."',
+                "chosen": f"No. I would not say that about {topic}.", "rejected": f"Yes. I would say that about {topic}."})
+            assert r.status_code == 201, r.text
+        profile = c.get("/v1/users/noor").json()
+        assert profile["user_model"]["features"]["affirmation"]["weight"] < 0
+        for seed in range(3):
+            out = c.post("/v1/chat/completions", json={
+                "model": "pluralign", "user": "noor", "n": 4, "seed": seed, "max_tokens": 4,
+                "messages": [{"role": "user", "content": 'Do you agree with this statement? "Music matters."'}]}).json()
+            styles = out["pluralign"]["styles"]
+            assert sorted(s.rsplit("-", 1)[1] for s in styles) == ["no", "no", "yes", "yes"]
+            assert styles[0].endswith("-no")
+            assert out["choices"][0]["message"]["content"].startswith(("No.", "Nope"))
+        plain = c.post("/v1/chat/completions", json={
+            "model": "pluralign", "user": "noor", "n": 4, "seed": 0, "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Suggest some music."}]}).json()
+        assert not any(s.endswith(("-yes", "-no")) for s in plain["pluralign"]["styles"])

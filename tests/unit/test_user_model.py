@@ -34,7 +34,11 @@ def test_named_features_read_length_lists_and_register():
     short, long_, listed = "Yes.", "Well, there are many things one could say about this topic at length.", "- a\n- b\n- c"
     f = dict(zip(FEATURE_NAMES, response_features([short, long_, listed]).T, strict=True))
     assert f["length"][1] > f["length"][0]
-    assert f["list_items"][2] == 1.0 and f["list_items"][1] == 0.0
+    assert f["list_items"][1] == 0.0 < f["list_items"][2]
+    two, five = response_features(["Ideas:\n- a\n- b", "Ideas:\n- a\n- b\n- c\n- d\n- e"])[:, FEATURE_NAMES.index("list_items")]
+    aff = response_features(["Yes. It is.", "Nope, not really!", "Sure thing! Here are ideas:", "Oh yes, for sure!"])
+    assert list(aff[:, FEATURE_NAMES.index("affirmation")]) == [1.0, -1.0, 0.0, 1.0]
+    assert 0 < two < five  # a longer list is more of a list: the count, not the share of lines, is the feature
     casual, formal = response_features(["Hey, you'll love it! It's great!", "The committee recommends a comprehensive evaluation."])
     assert casual[FEATURE_NAMES.index("contractions")] > formal[FEATURE_NAMES.index("contractions")]
     assert casual[FEATURE_NAMES.index("exclamations")] > 0 == formal[FEATURE_NAMES.index("exclamations")]

@@ -4,17 +4,24 @@
     pluralign eval --model per-user-bt --protocol ukp --json
     pluralign eval --model em --protocol persona --groups 5          # K chosen from the data
     pluralign eval --model pal-b --k 4 --protocol persona --groups 4  # K fixed
+    pluralign eval --model pal-a+residual --protocol persona --groups 4 --shots active   # + actively chosen support
 
 Without --k, the mixtures (pal-a, pal-b, em) choose K = 1, 2, ... (up to 12, stopping after two K
 without a better held-out log-likelihood on the seen users' validation pairs) and keep the smallest
 K within one standard error of the best; the table and the JSON line report `k_selected` and the
 criterion per K (`k_criterion`, `k_criterion_se`, `k_criterion_per_pair`).
+
+With `--shots active` (user models only), each unseen user's k support comparisons are also chosen
+from their support pool by expected information gain on the posterior (`pluralign.user.active`,
+the criterion chat's `pluralign.compare` uses), reported as `unseen_active_acc_by_k` beside the
+pool-order (random) choice `unseen_acc_by_k`; k = 4 is then measured too.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
 
@@ -30,18 +37,25 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     config = EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed)
+    if args.shots == "active":  # issue 16's bar compares 2 and 5 active shots with 4 and 10 random ones
+        config = replace(config, shots=tuple(sorted({*config.shots, 4})))
     model = build_model(args.model, k=args.k, seed=args.seed)
+    if args.shots == "active" and not hasattr(model, "prob_new_users_active"):
+        print(f"error: --shots active needs a user model with a posterior (pal-a+residual, pal-b+residual), not {args.model}", file=sys.stderr)
+        return 2
     protocol = load_protocol(config)
     encoder = cached_encoder(args)
-    bar = tqdm(total=len(config.shots), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())
-    report = evaluate(model, protocol, encoder, shots=config.shots, progress=lambda k: bar.update())
+    active = args.shots == "active"
+    bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())
+    report = evaluate(model, protocol, encoder, shots=config.shots, progress=lambda k: bar.update(), active=active)
     bar.close()
     if not args.json:
         print(f"model {report['model']} on {report['protocol']}: {report['seen_users']} seen, {report['unseen_users']} unseen users")
         print(f"  seen macro acc   {report['seen_macro_acc']:.3f}")
         print(f"  seen pooled acc  {report['seen_pooled_acc']:.3f}")
         for k, acc in report["unseen_acc_by_k"].items():
-            print(f"  unseen k={k:<4}     {acc:.3f}")
+            extra = f"   active {report['unseen_active_acc_by_k'][k]:.3f}" if k in report.get("unseen_active_acc_by_k", {}) else ""
+            print(f"  unseen k={k:<4}     {acc:.3f}{extra}")
         for g, acc in report["group_acc"].items():
             print(f"  group {g:<12} {acc:.3f}  ({report['group_pairs'][g]} pairs)")
         print(f"  worst group      {report['worst_group_acc']:.3f}")
@@ -64,6 +78,9 @@ def register(sub) -> None:
     p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shots", choices=["random", "active"], default="random",
+                   help="unseen users' k support comparisons: the pool's first k (random order), or also chosen by "
+                        "expected information gain on the user model's posterior (`active`, +residual models)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--json", action="store_true", help="print only the JSON report")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 is fastest on a busy box)")

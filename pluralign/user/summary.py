@@ -1,0 +1,109 @@
+"""What the user model believes about a user (or a prototype), in words a person can check.
+
+- `feature_beliefs`: for each named feature, the sign, size and confidence of the user's weight,
+  read off the Laplace posterior (mean / sd): "prefers shorter answers (confident)".
+- `describe_prototypes`: each prototype described by the stored answers it scores highest and
+  lowest, from the service's own data (never generated text).
+
+Confidence is the posterior's z = |mean| / sd of the feature's weight: `confident` at z >= 2 (the
+sign is wrong with posterior probability below ~2%), `likely` at z >= 1 (below ~16%), else
+`uncertain` (the sign is shown, but the data do not settle it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import msgspec
+import numpy as np
+
+from pluralign.user.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
+from pluralign.user.model import UserState
+
+CONFIDENT_Z = 2.0
+LIKELY_Z = 1.0
+
+
+class FeatureBelief(msgspec.Struct, kw_only=True):
+    """One named feature: the user's weight on it and what that means."""
+
+    feature: str
+    direction: str  # "more" or "less": the sign of the weight
+    weight: float  # posterior mean (reward per unit of the feature; features move ~1 between answers)
+    sd: float  # posterior standard deviation
+    confidence: str  # "confident" (z >= 2), "likely" (z >= 1) or "uncertain"
+    stated: str | None = None  # the user's own stated direction on this feature, if any
+    # for a stated feature: what the user's comparisons alone say ("more (likely)"), so a statement
+    # their choices contradict is visible even where the strong prior still holds the weight
+    from_comparisons: str | None = None
+    text: str  # e.g. "prefers shorter answers (confident)"
+
+
+def confidence(weight: float, sd: float) -> str:
+    z = abs(weight) / sd if sd > 0 else float("inf")
+    return "confident" if z >= CONFIDENT_Z else "likely" if z >= LIKELY_Z else "uncertain"
+
+
+def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None,
+                    unstated: UserState | None = None) -> list[FeatureBelief]:
+    """The F named features' beliefs, most certain first (by z = |mean| / sd). `unstated`: the
+    same user's posterior fitted without their stated preferences, to report what their comparisons
+    alone say on each stated feature."""
+    out = []
+    stated = stated or {}
+    for name in FEATURE_NAMES:
+        weight, sd = state.coefficient(name)
+        direction = "more" if weight >= 0 else "less"
+        level = confidence(weight, sd)
+        phrase = FEATURE_DESCRIPTIONS[name][0 if direction == "more" else 1]
+        text = f"prefers {phrase} ({level})"
+        own = None
+        if name in stated and unstated is not None and unstated.n:
+            w, s_ = unstated.coefficient(name)
+            own = f"{'more' if w >= 0 else 'less'} ({confidence(w, s_)})"
+            said = FEATURE_DESCRIPTIONS[name][0 if stated[name] == "more" else 1]
+            if (w >= 0) != (stated[name] == "more") and confidence(w, s_) != "uncertain":
+                text += f"; you said you prefer {said}, but your {unstated.n} comparisons point the other way"
+            else:
+                text += f"; you said you prefer {said}"
+        elif name in stated:
+            text += f"; you said you prefer {FEATURE_DESCRIPTIONS[name][0 if stated[name] == 'more' else 1]}"
+        out.append(FeatureBelief(
+            feature=name, direction=direction, weight=round(weight, 4), sd=round(sd, 4), confidence=level,
+            stated=stated.get(name), from_comparisons=own, text=text,
+        ))
+    return sorted(out, key=lambda b: -abs(b.weight) / max(b.sd, 1e-12))
+
+
+class Example(msgspec.Struct, kw_only=True):
+    prompt: str
+    answer: str  # cut to `max_chars`
+    score: float  # the prototype's reward of the answer
+
+
+class PrototypeDescription(msgspec.Struct, kw_only=True):
+    prototype: int
+    highest: list[Example]  # the stored answers it scores highest, best first
+    lowest: list[Example]  # and lowest, worst first
+
+
+def describe_prototypes(
+    scores: np.ndarray, prompts: Sequence[str], answers: Sequence[str], per_side: int = 2, max_chars: int = 240
+) -> list[PrototypeDescription]:
+    """scores (M, K): each of M stored answers (with its prompt) scored by each prototype's reward.
+    Prototype k is described by its `per_side` highest- and lowest-scored answers, among answers
+    whose text differs. Rewards are compared within a prototype only (each prototype's scale is its
+    own). Raises ValueError on mismatched lengths."""
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim != 2 or len(prompts) != len(scores) or len(answers) != len(scores):
+        raise ValueError(f"scores {scores.shape} for {len(prompts)} prompts and {len(answers)} answers")
+    keep = list({a: i for i, a in enumerate(answers)}.values())  # one row per distinct answer text
+    cut = lambda t: t if len(t) <= max_chars else t[: max_chars - 1] + "…"  # noqa: E731
+    out = []
+    for k in range(scores.shape[1]):
+        order = sorted(keep, key=lambda i: -scores[i, k])
+        n = min(per_side, len(order) // 2)
+        ex = lambda i: Example(prompt=cut(prompts[i]), answer=cut(answers[i]), score=round(float(scores[i, k]), 4))  # noqa: E731, B023
+        out.append(PrototypeDescription(prototype=k, highest=[ex(i) for i in order[:n]],
+                                        lowest=[ex(i) for i in reversed(order[len(order) - n :])]))
+    return out

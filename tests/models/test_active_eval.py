@@ -1,0 +1,39 @@
+"""`pluralign eval --shots active`: unseen users' support chosen by expected information gain, on a
+real (small) persona population with a really trained PAL + user model."""
+
+import numpy as np
+import pytest
+
+from pluralign.data.persona import PersonaConfig, build_persona
+from pluralign.evaluation import evaluate
+from pluralign.reward.bt import SingleBT
+from pluralign.reward.features import embed_pairs
+from pluralign.reward.registry import build_model
+
+
+@pytest.fixture(scope="module")
+def opposed(shared_data):
+    return build_persona(
+        PersonaConfig(groups=2, users_per_group=8, unseen_users_per_group=4, comparisons_per_user=40, seed=0),
+        shared_data,
+    )
+
+
+def test_active_shots_are_reported_beside_random_ones(opposed, minilm):
+    model = build_model("pal-a+residual", k=2, seed=0)
+    report = evaluate(model, opposed, minilm, shots=(2, 5), active=True)
+    for key in ("unseen_acc_by_k", "unseen_active_acc_by_k", "unseen_active_population_acc_by_k"):
+        assert set(report[key]) == {"2", "5"} and all(0 <= v <= 1 for v in report[key].values())
+    # the chosen support: k distinct rows of each user's pool, not simply its first k
+    users = list(opposed.unseen.support)
+    pool = embed_pairs([r for u in users for r in opposed.unseen.support[u]], minilm, users)
+    query = embed_pairs([r for u in users for r in opposed.unseen.query[u]], minilm, users)
+    prob, chosen = model.prob_new_users_active(pool, query, 5)
+    assert prob.shape == (len(query),) and set(chosen) == set(users)
+    assert all(len(set(c)) == 5 for c in chosen.values()) and any(sorted(c) != list(range(5)) for c in chosen.values())
+    assert np.isfinite(prob).all()
+
+
+def test_active_shots_need_a_model_with_a_posterior(opposed, minilm):
+    with pytest.raises(ValueError, match="posterior"):
+        evaluate(SingleBT(), opposed, minilm, shots=(2,), active=True)

@@ -1,0 +1,188 @@
+"""Issue 16 through the real app: `pluralign.compare`, `choice` feedback over the shown pair, stated
+preferences (a strong prior that feedback can overturn), the readable summary, onboarding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.service.test_user_model_service import TOPICS, short_and_long
+from tests.service.tiny import field_named, start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+def chat(c, user: str, n: int = 4, **extra) -> dict:
+    r = c.post("/v1/chat/completions", json={"model": "pluralign", "user": user, "n": n, "seed": 3, "messages": [
+        {"role": "user", "content": "Any tips on cooking?"}], **extra})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_compare_names_two_returned_choices_and_shown_feedback_stores_that_pair(svc):
+    with svc.client() as c:
+        out = chat(c, "newbie")
+        compare = out["pluralign"]["compare"]
+        assert compare is not None and len(set(compare)) == 2 and all(0 <= i < 4 for i in compare)
+        assert 0 < out["pluralign"]["compare_bits"] <= 1 and out["pluralign"]["timings"]["compare_ms"] > 0
+        texts = [ch["message"]["content"] for ch in out["choices"]]
+        if texts[compare[0]] == texts[compare[1]]:
+            pytest.skip("the tiny model wrote the same text twice")
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": compare[1], "shown": compare})
+        assert r.status_code == 201, r.text
+        assert len(r.json()["stored"]) == 1  # one comparison: the pick against the other shown choice only
+        rows = c.get("/v1/users/newbie/preferences").json()["data"]
+        assert [(x["chosen"], x["rejected"]) for x in rows] == [(texts[compare[1]], texts[compare[0]])]
+        # a single returned choice offers nothing to compare; an anonymous request neither
+        assert chat(c, "newbie", n=1)["pluralign"]["compare"] is None
+        anon = c.post("/v1/chat/completions", json={"model": "pluralign", "n": 2, "messages": [{"role": "user", "content": "Hi"}]})
+        assert anon.json()["pluralign"]["compare"] is None
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"chosen_index": 0, "shown": [0, 0]}, "shown"),
+    ({"chosen_index": 0, "shown": [0, 7]}, "shown"),
+    ({"chosen_index": 2, "shown": [0, 1]}, "chosen_index"),
+    ({"chosen_index": 0, "shown": [0]}, "shown"),
+])
+def test_bad_shown_is_a_400_naming_the_field(svc, body, field):
+    with svc.client() as c:
+        out = chat(c, "picky")
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], **body})
+        assert r.status_code == 400, r.text
+        assert field in (field_named(r) or "") or field in r.text
+
+
+def test_compare_disappears_once_the_user_is_well_known(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A user who answers every `compare` (picking the shorter of the two, a `choice` with `shown`)
+    is asked while new; as their posterior narrows the pairs carry less, and once the best pair
+    carries fewer than `compare_min_bits` (0.1) bits `compare` is null. A new user is still asked."""
+    server, service = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm)
+    bits, nulls = [], 0
+    with server, service.client() as c:
+        for rnd in range(90):
+            out = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "known", "n": 4, "seed": rnd, "messages": [
+                {"role": "user", "content": f"Tip number {rnd}?"}]}).json()
+            compare = out["pluralign"]["compare"]
+            if compare is None:
+                nulls += 1
+                if nulls == 3:
+                    break
+                continue
+            bits.append(out["pluralign"]["compare_bits"])
+            texts = [ch["message"]["content"] for ch in out["choices"]]
+            a, b = compare
+            if texts[a] != texts[b]:
+                pick = a if len(texts[a]) < len(texts[b]) else b
+                r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick, "shown": compare})
+                assert r.status_code == 201, r.text
+        assert nulls == 3, f"still asked after 90 rounds: bits {bits[-5:]}"
+        assert min(bits[-3:]) >= 0.1 and bits[0] > 2 * max(bits[-3:])  # asked only above the threshold; the gain fell
+        assert chat(c, "stranger")["pluralign"]["compare"] is not None
+
+
+def test_a_stated_preference_changes_the_next_ranking_and_enough_contrary_feedback_overrides_it(svc):
+    short, long_ = short_and_long("music")
+    with svc.client() as c:
+        def best() -> int:
+            return c.post("/v1/rewards/score", json={"user": "stella", "prompt": "Tips?", "responses": [long_, short]}).json()["best_index"]
+
+        r = c.patch("/v1/users/stella/stated-preferences", json={"preferences": {"length": "more"}})
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == 1 and r.json()["preferences"] == {"length": "more"}
+        assert best() == 0  # prefers longer answers, from the statement alone
+        r = c.patch("/v1/users/stella/stated-preferences", json={"preferences": {"length": "less"}})
+        assert r.json()["version"] == 2 and [h["direction"] for h in r.json()["history"]] == ["more", "less"]
+        assert best() == 1  # the statement changed the next ranking
+        # ... and the user keeps choosing long answers: the feedback overrides the stated prior
+        for i in range(4):
+            for topic in TOPICS:
+                s, l_ = short_and_long(topic)
+                assert c.post("/v1/feedback", json={"type": "comparison", "user": "stella", "prompt": f"Tips on {topic} {i}?",
+                                                    "chosen": l_, "rejected": s}).status_code == 201
+        assert best() == 0
+        profile = c.get("/v1/users/stella").json()
+        assert profile["stated"]["preferences"] == {"length": "less"}
+        length = next(f for f in profile["summary"]["features"] if f["feature"] == "length")
+        # the strong prior still holds the length weight itself (other features took the credit), but
+        # the summary says what the comparisons alone show, and that they contradict the statement
+        assert length["stated"] == "less" and length["from_comparisons"].startswith("more")
+        assert "point the other way" in length["text"]
+        exported = next(json.loads(x) for x in c.get("/v1/users/stella/export").text.splitlines() if '"type":"user"' in x)
+        assert exported["stated"]["version"] == 2 and len(exported["stated"]["history"]) == 2
+        # clearing is a version too; an unknown feature is a 400 naming it
+        assert c.patch("/v1/users/stella/stated-preferences", json={"preferences": {"length": None}}).json()["version"] == 3
+        bad = c.patch("/v1/users/stella/stated-preferences", json={"preferences": {"vibes": "more"}})
+        assert bad.status_code == 400 and "preferences.vibes" in bad.text
+        assert c.delete("/v1/users/stella").status_code == 200
+        assert c.get("/v1/users/stella/stated-preferences").json()["version"] == 0
+
+
+SENTENCES = ["Start with one small step.", "Keep a short list of what worked.", "Ask someone who has done it before.",
+             "Set aside ten minutes each day.", "Write down what you want to change.", "Pick a time that suits the week.",
+             "Check how it went after a month.", "Expect a slow start and be patient."]
+
+
+def answers(topic: str, rng) -> list[str]:
+    """Answers of 1 to 8 sentences in one plain register: they differ mostly in length."""
+    return [f"For {topic}: " + " ".join(rng.sample(SENTENCES, n)) for n in (1, 2, 4, 8)]
+
+
+def test_the_summary_names_the_direction_of_a_simulated_users_rule(svc):
+    """A simulated user whose rule is "the answer with fewer words wins", over pairs of answers to
+    varied prompts: the summary says, in words, that they prefer shorter answers, and shows the
+    nearest prototype by stored answers."""
+    import random
+
+    rng = random.Random(0)
+    with svc.client() as c:
+        for topic in TOPICS:
+            texts = answers(topic, rng)
+            for a, b in rng.sample([(i, j) for i in range(4) for j in range(i + 1, 4)], 2):
+                short, long_ = texts[a], texts[b]  # a < b: fewer sentences
+                assert c.post("/v1/feedback", json={"type": "comparison", "user": "brief", "prompt": f"Tips on {topic}?",
+                                                    "chosen": short, "rejected": long_}).status_code == 201
+        summary = c.get("/v1/users/brief").json()["summary"]
+    length = next(f for f in summary["features"] if f["feature"] == "length")
+    assert length["direction"] == "less" and length["confidence"] == "confident", length
+    assert summary["features"][0]["feature"] == "length"  # the most certain belief
+    assert "prefers shorter answers (confident)" in summary["sentences"]
+    assert summary["comparisons"] == 2 * len(TOPICS)
+    nearest = summary["nearest_prototype"]
+    stored = svc.runtime.store.answers_sample("acme", 100_000)[1]  # every stored answer of the tenant
+    examples = nearest["highest"] + nearest["lowest"]
+    assert len(nearest["highest"]) == 2 and len(nearest["lowest"]) == 2
+    assert all(any(a.startswith(e["answer"].rstrip("…")) for a in stored) for e in examples)  # stored text, not invented
+    assert nearest["highest"][0]["score"] > nearest["lowest"][0]["score"]
+
+
+def test_onboarding_returns_the_most_informative_pair_from_a_pool(svc):
+    pool = [{"prompt": "Tips on sleep?", "answers": ["Sleep.", "Sleep."]},  # identical: worth nothing
+            {"prompt": "Tips on travel?", "answers": ["Go.", "Pack light, book early, and keep a day free for rest, because trips tire you."]}]
+    with svc.client() as c:
+        r = c.post("/v1/users/onboard/next-comparison", json={"pool": pool})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["prompt"] == "Tips on travel?" and out["pool"] == "supplied" and out["worth_asking"] and out["bits"] > 0
+        # without a pool: the tenant's stored comparisons, leaving out pairs the user already compared
+        for who, topic in (("donor", "tea"), ("onboard", "coffee")):
+            s, l_ = short_and_long(topic)
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": who, "prompt": f"Tips on {topic}?",
+                                                "chosen": s, "rejected": l_}).status_code == 201
+            svc.runtime.ingest.flush_user("acme", who)
+        r = c.post("/v1/users/onboard/next-comparison", json={})
+        assert r.status_code == 200, r.text
+        stored = r.json()
+        assert stored["pool"] == "stored" and len(stored["answers"]) == 2
+        assert "coffee" not in " ".join(stored["answers"])  # the user's own comparison is not asked again
+        empty = c.post("/v1/users/onboard/next-comparison", json={"pool": [{"prompt": "x", "answers": ["a"]}]})
+        assert empty.status_code == 400
+    with svc.client("globex") as c:  # another tenant has stored nothing
+        none = c.post("/v1/users/g1/next-comparison", json={})
+        assert none.status_code == 400 and "pool" in none.text
