@@ -58,11 +58,17 @@ def accuracy(p: np.ndarray) -> np.ndarray:
     return (p > 0.5).astype(np.float64) + 0.5 * (p == 0.5)
 
 
-def macro(correct: np.ndarray, users: np.ndarray) -> float:
+def user_accuracy(correct: np.ndarray, users: np.ndarray) -> dict[int, float]:
+    """Per user index: the mean credit of that user's pairs."""
     per_user = defaultdict(list)
     for c, u in zip(correct, users, strict=False):
         per_user[int(u)].append(c)
-    return float(np.mean([np.mean(v) for v in per_user.values()])) if per_user else float("nan")
+    return {u: float(np.mean(v)) for u, v in per_user.items()}
+
+
+def macro(correct: np.ndarray, users: np.ndarray) -> float:
+    per_user = user_accuracy(correct, users)
+    return float(np.mean(list(per_user.values()))) if per_user else float("nan")
 
 
 def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, float], dict[str, int]]:
@@ -101,10 +107,13 @@ def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, prog
     return out
 
 
-def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, active: bool = False) -> dict:
+def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, active: bool = False,
+             per_user: bool = False) -> dict:
     """Train `model` on the protocol's seen users and measure it; returns the JSON-ready report.
     With `active`, also `unseen_active_acc_by_k` (support chosen by `active_unseen`); raises
-    ValueError for a model without a posterior to choose by (only the `+residual` user models have one)."""
+    ValueError for a model without a posterior to choose by (only the `+residual` user models have one).
+    `per_user` adds `seen_user_acc` ({user id: test accuracy}), the units a bootstrap over users
+    resamples (benchmarks/ukp_seeds.py)."""
     if active and not hasattr(model, "prob_new_users_active"):
         raise ValueError(f"--shots active needs a model with a posterior (pal-a+residual, pal-b+residual), not {getattr(model, 'name', model)!r}")
     start = time.perf_counter()
@@ -152,6 +161,8 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
         "worst_group_acc": float(min(ranked)),
         "fit": fit_metrics,
     }
+    if per_user:
+        report["seen_user_acc"] = {seen_users[u]: acc for u, acc in sorted(user_accuracy(correct, test_users).items())}
     if "k_selected" in fit_metrics:  # the mixture chose its K from the data (pluralign.reward.model_selection)
         for key in ("k_selected", "k_best", "k_criterion", "k_criterion_se", "k_criterion_per_pair", "k_rule"):
             report[key] = fit_metrics[key]

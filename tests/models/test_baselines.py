@@ -29,3 +29,11 @@ def test_per_user_bt_fits_seen_users(opposed, minilm):
     # with 20 shots a new user is learned far better than with 1
     assert report["unseen_acc_by_k"]["20"] > report["unseen_acc_by_k"]["1"]
     assert set(report) >= {"seen_macro_acc", "seen_pooled_acc", "unseen_acc_by_k", "group_acc", "worst_group_acc", "seconds"}
+
+
+def test_per_user_accuracies_are_the_units_of_the_macro_figure(opposed, minilm):
+    report = evaluate(PerUserBT(), opposed, minilm, shots=(), per_user=True)
+    per_user = report["seen_user_acc"]
+    assert set(per_user) == {r.user_id for r in opposed.seen.test}  # keyed by user id, every seen user
+    assert sum(per_user.values()) / len(per_user) == pytest.approx(report["seen_macro_acc"])
+    assert "seen_user_acc" not in evaluate(PerUserBT(), opposed, minilm, shots=())

@@ -1,0 +1,143 @@
+"""Regenerate issue 17's rows of BENCHMARKS.md's "bars at a glance" from the benchmarks' JSON outputs.
+
+    python -m benchmarks.bars                 # rewrite the block between the markers in BENCHMARKS.md
+    python -m benchmarks.bars --check         # exit 1 when the block differs from what the results say
+
+Reads benchmarks/results/*.json (small summaries written with `--out` by benchmarks.maxmin_policy
+and benchmarks.ukp_seeds) and replaces only the lines between `<!-- bars:seeds:start -->` and
+`<!-- bars:seeds:end -->`; every other line of the file (other issues' rows) is left as it is.
+
+A bar is marked met only over at least 3 seeds, in the bar's own setting, when the lower end of its
+interval (a bootstrap over questions or users of the mean over seeds, benchmarks/intervals.py)
+clears it and, for the MaxMin policy, no seed's own figure falls short of it either; a result from
+fewer seeds or a reduced setting is shown with its interval and marked "not decided".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- bars:seeds:start -->", "<!-- bars:seeds:end -->"
+MIN_SEEDS = 3
+MAXMIN_STEPS = ("15", "30", "60")  # the bar's checkpoints
+MAXMIN_GAIN, MAXMIN_GAP = 0.20, -0.05
+
+
+def points(x: float) -> str:
+    return f"{x * 100:+.1f}"
+
+
+def span(interval) -> str:
+    return f"[{points(interval[0])}, {points(interval[1])}]"
+
+
+def maxmin_rows(result: dict, source: str) -> list[str]:
+    setting = result["setting"]
+    reduced = [f"{k} {setting[k]}" for k, full in (("steps", 60), ("limit", 0), ("users", 100)) if setting.get(k, full) != full]
+    if setting.get("select") != "validation":
+        reduced.append(f"select {setting.get('select')}")
+    rows = []
+    for majority, summary in sorted(result["majority"].items()):
+        split = f"{round(float(majority) * 100)}/{round((1 - float(majority)) * 100)}"
+        seeds = summary["seeds"]
+        cells, verdicts = [], []
+        for step, row in summary["steps"].items():
+            gain, gap = row["minority_gain"], row["majority_gap"]
+            worst_gain, worst_gap = min(gain["per_seed"].values()), min(gap["per_seed"].values())
+            cells.append(f"step {step}: minority {points(gain['mean'])} {span(gain['interval'])} (worst seed {points(worst_gain)}), "
+                         f"majority {points(gap['mean'])} {span(gap['interval'])} (worst seed {points(worst_gap)})")
+            if step in MAXMIN_STEPS:  # the interval's lower end, and no seed below the bar on its own
+                verdicts.append(gain["interval"][0] >= MAXMIN_GAIN and gap["interval"][0] >= MAXMIN_GAP and worst_gain >= MAXMIN_GAIN and worst_gap >= MAXMIN_GAP)
+        decided = len(seeds) >= MIN_SEEDS and not reduced and len(verdicts) == len(MAXMIN_STEPS)
+        met = ("yes" if all(verdicts) else "no") if decided else ("not decided: " + ", ".join(
+            ([f"{len(seeds)} seed(s)"] if len(seeds) < MIN_SEEDS else []) + (["reduced setting: " + ", ".join(reduced)] if reduced else [])
+            + (["bar steps missing"] if len(verdicts) < len(MAXMIN_STEPS) else [])) + ("; intervals clear the bar" if verdicts and all(verdicts) else "; intervals do not clear the bar"))
+        figure = (f"seeds {' '.join(map(str, seeds))}, {setting['questions']['test']} test questions, MaxMin minus single in points, "
+                  f"mean [95% bootstrap interval over questions of the mean over seeds]: " + "; ".join(cells) + f" (`{source}`)")
+        rows.append(f"| 17 seeds | MaxMin policy {split}: minority gain >= +20 and majority gap >= -5 at steps 15, 30, 60, interval's lower end and every seed, {MIN_SEEDS}+ seeds | {figure} | {met} |")
+    return rows
+
+
+def ukp_rows(result: dict, source: str) -> list[str]:
+    seeds = result["setting"]["seeds"]
+    baseline = result["setting"]["baseline"]
+    base = result["models"][baseline]["seen_macro_acc"]
+    rows = []
+    for name, entry in result["models"].items():
+        if name == baseline:
+            continue
+        acc, diff = entry["seen_macro_acc"], entry["vs_bt"]
+        figure = (f"{name} {acc['mean']:.3f} +- {acc['sd_over_seeds']:.3f} ({' / '.join(f'{v:.3f}' for v in acc['per_seed'].values())}) vs {baseline} "
+                  f"{base['mean']:.3f} ({' / '.join(f'{v:.3f}' for v in base['per_seed'].values())}); difference {points(diff['mean'])} points, "
+                  f"95% interval over {diff['units']} users {span(diff['interval'])}, per-seed envelope {span(diff['seed_interval'])} (`{source}`)")
+        if len(seeds) < MIN_SEEDS:
+            met = f"not decided: {len(seeds)} seed(s)"
+        elif diff["seed_interval"][0] >= 0:
+            met = "yes (above)"
+        elif diff["seed_interval"][1] < 0:
+            met = "no (below)"
+        else:
+            met = "tie: the interval contains 0 (not below at its upper end, not above at its lower end)"
+        rows.append(f"| 17 seeds | UKP seen macro, {name} not below the converged single BT, seeds {' '.join(map(str, seeds))} | {figure} | {met} |")
+    return rows
+
+
+RENDERERS = {"maxmin_policy": maxmin_rows, "ukp_seeds": ukp_rows}
+
+
+def render(results_dir: Path) -> list[str]:
+    """The block's lines (markers included) from every result file in `results_dir`, sorted by name."""
+    rows = []
+    for path in sorted(results_dir.glob("*.json")):
+        result = json.loads(path.read_text())
+        kind = result.get("benchmark")
+        if kind not in RENDERERS:
+            raise ValueError(f"{path}: unknown benchmark {kind!r}; expected one of {sorted(RENDERERS)}")
+        rows += RENDERERS[kind](result, f"benchmarks/results/{path.name}")
+    if not any(r.startswith("| 17 seeds | MaxMin") for r in rows):
+        rows.append("| 17 seeds | MaxMin policy 80/20 and 90/10: minority gain >= +20 and majority gap >= -5 at steps 15, 30, 60 over 3 seeds | no result in benchmarks/results | not decided |")
+    if not any(r.startswith("| 17 seeds | UKP") for r in rows):
+        rows.append("| 17 seeds | UKP seen macro: every model not below the converged single BT, seeds 0 1 2 | no result in benchmarks/results | not decided |")
+    if not any(r.startswith("| 17 seeds | FSPO") for r in rows):
+        rows.append("| 17 seeds | FSPO persona: base vs FSPO at 4 and 8 shots, mean and interval over 3 seeds | no result over seeds (one 58-minute run: 0.859 / 0.913, see issue 4) | not decided: 1 seed |")
+    header = ["| issue | bar (over seeds, interval) | figure | met |", "|---|---|---|---|"]
+    return [START, "", *header, *rows, "", END]
+
+
+def update(text: str, block: list[str]) -> str:
+    """`text` with the lines from START to END replaced by `block`; ValueError if the markers are missing."""
+    lines = text.split("\n")
+    try:
+        start, end = lines.index(START), lines.index(END)
+    except ValueError:
+        raise ValueError(f"markers {START} ... {END} not found") from None
+    if end < start:
+        raise ValueError(f"{END} comes before {START}")
+    return "\n".join(lines[:start] + block + lines[end + 1 :])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--benchmarks", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when the file is out of date")
+    args = parser.parse_args(argv)
+    path = Path(args.benchmarks)
+    text = path.read_text()
+    new = update(text, render(Path(args.results)))
+    if args.check:
+        if new != text:
+            print(f"{path}: the seeds block is out of date; run python -m benchmarks.bars", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(new)
+    print(f"{path}: seeds block regenerated from {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

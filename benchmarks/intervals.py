@@ -1,0 +1,80 @@
+"""Mean, spread over seeds and a bootstrap interval for a benchmark figure measured on several seeds.
+
+A headline figure is a mean over units (held-out questions, users) and over seeds. `summarize`
+takes the per-unit values of each seed, shape (S seeds, N units), the same N units in every seed
+(the same held-out questions, the same users), and returns:
+
+- `mean`: the mean over seeds of each seed's mean over units;
+- `per_seed`: each seed's mean over units, and `sd_over_seeds` their sample standard deviation
+  (ddof 1; 0.0 with one seed);
+- `interval`: a `confidence` percentile bootstrap interval of `mean`, resampling units with
+  replacement, the same units in every seed (scipy.stats.bootstrap with `paired=True`): the
+  uncertainty from which questions or users were drawn, for the seeds that ran;
+- `seed_interval`: [min over seeds of the per-seed interval's low end, max of its high end]: the
+  envelope of every run's own interval (with one seed it is the interval itself).
+
+A bar "at the lower end of its interval" is checked with `clears` on `interval`, and `per_seed`
+shows a seed that falls short on its own (benchmarks/bars.py requires both). `seed_interval` is
+stricter still: with 48 questions, one lost question in a seed already puts its own interval's low
+end near -6 points. Win-rate differences take values in
+{-1, -0.5, 0, 0.5, 1}: when every unit has the same value the bootstrap distribution is a point and
+the interval is [value, value] (scipy would warn and return nan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+
+
+def _interval(rows: np.ndarray, confidence: float, resamples: int, seed: int) -> list[float]:
+    """Paired bootstrap over the columns (units) of `rows` (S, N) of the mean over rows of the row means."""
+    if np.all(rows == rows.flat[0]):
+        value = float(rows.flat[0])
+        return [value, value]
+    if rows.shape[1] < 2:
+        raise ValueError("a bootstrap interval needs at least 2 units (questions or users)")
+
+    def statistic(*samples, axis=-1):
+        return np.mean([s.mean(axis=axis) for s in samples], axis=0)
+
+    result = stats.bootstrap(
+        tuple(rows), statistic, paired=True, vectorized=True, confidence_level=confidence,
+        n_resamples=resamples, method="percentile", random_state=np.random.default_rng(seed),
+    )
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def summarize(values: Sequence[Sequence[float]] | np.ndarray, seeds: Sequence[int], confidence: float = CONFIDENCE,
+              resamples: int = RESAMPLES, bootstrap_seed: int = 0) -> dict:
+    """Summary of per-unit `values` (S, N) measured on `seeds` (S,): see the module docstring.
+
+    Raises ValueError when the shape does not match the seeds, a row is empty, or a value is not
+    finite."""
+    rows = np.asarray(values, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[0] != len(seeds) or rows.shape[1] == 0:
+        raise ValueError(f"values must be (seeds, units) with {len(seeds)} seeds and at least one unit, got shape {rows.shape}")
+    if not np.all(np.isfinite(rows)):
+        raise ValueError("values must be finite")
+    per_seed = rows.mean(axis=1)
+    seed_bounds = [_interval(rows[i : i + 1], confidence, resamples, bootstrap_seed) for i in range(len(seeds))]
+    return {
+        "mean": float(per_seed.mean()),
+        "sd_over_seeds": float(per_seed.std(ddof=1)) if len(seeds) > 1 else 0.0,
+        "per_seed": {str(s): float(v) for s, v in zip(seeds, per_seed, strict=True)},
+        "interval": _interval(rows, confidence, resamples, bootstrap_seed),
+        "seed_interval": [min(b[0] for b in seed_bounds), max(b[1] for b in seed_bounds)],
+        "confidence": confidence,
+        "seeds": list(seeds),
+        "units": int(rows.shape[1]),
+    }
+
+
+def clears(interval: Sequence[float], bar: float, above: bool = True) -> bool:
+    """True when the whole interval lies at or above `bar` (or at or below it with above=False)."""
+    return interval[0] >= bar if above else interval[1] <= bar

@@ -1,0 +1,56 @@
+"""The MaxMin policy benchmark's contract, on a tiny random Llama: `--seeds ... --json` trains both
+objectives per seed and prints, last, {"steps": {STEP: {"majority_gap": [lo, hi], "minority_gain": [lo, hi]}}}."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.maxmin_policy import questions
+from tests.service.tiny import save_tiny_generator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_seeds_json_prints_the_interval_contract_last(tmp_path):
+    model = save_tiny_generator(tmp_path / "tiny")
+    # the base's answers come from the benchmark's per-seed cache: a random tiny model writes no
+    # sentences, so its four style variants would collapse to two and MaxMin would rank no pair
+    for seed in (0, 1, 2):
+        cached = {}
+        for part, asked in zip(("train", "val", "test"), questions(), strict=True):
+            cached[part] = [f"Here is answer {i} about it. It goes on for a while, seed {seed}." for i in range(6)]
+            cached[f"{part}_questions"] = asked[:6]
+        (tmp_path / "work" / f"seed-{seed}").mkdir(parents=True)
+        (tmp_path / "work" / f"seed-{seed}" / f"base-answers-4-seed{seed}.json").write_text(json.dumps(cached))
+    out = tmp_path / "summary.json"
+    command = [
+        sys.executable, "-m", "benchmarks.maxmin_policy", "--majority", "0.8", "--seeds", "0", "1", "2", "--json",
+        "--base-model", str(model), "--limit", "6", "--users", "20", "--steps", "2", "--every", "1",
+        "--max-new-tokens", "4", "--work", str(tmp_path / "work"), "--out", str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(line) == {"steps"}
+    assert set(line["steps"]) == {"1", "2"}  # every checkpoint after step 0
+    for step in line["steps"].values():
+        assert set(step) == {"majority_gap", "minority_gain"}
+        for lo, hi in step.values():
+            assert -1.0 <= lo <= hi <= 1.0
+
+    summary = json.loads(out.read_text())
+    row = summary["majority"]["0.8"]["steps"]["2"]
+    assert row["minority_gain"]["seeds"] == [0, 1, 2] and row["minority_gain"]["units"] == 6  # 6 test questions
+    assert line["steps"]["2"]["minority_gain"] == row["minority_gain"]["interval"]
+    for objective in ("single", "maxmin"):  # validation picks a checkpoint at or before the step reported
+        assert all(0 <= s <= 2 for s in row[objective]["selected_step"].values())
+    for seed in (0, 1, 2):  # both objectives trained on every seed, each seed its own base answers
+        assert (tmp_path / "work" / f"seed-{seed}" / "policy-maxmin-80" / "meta.json").exists()
+        assert (tmp_path / "work" / f"seed-{seed}" / "policy-single-80" / "meta.json").exists()
+    results = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert sorted((r["seed"], r["objective"]) for r in results) == [(s, o) for s in (0, 1, 2) for o in ("maxmin", "single")]

@@ -1,0 +1,99 @@
+"""benchmarks.bars: issue 17's rows of the bars table come from the results' JSON, only between
+their markers, and no bar is marked met on one seed or a reduced setting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bars import END, START
+from benchmarks.intervals import summarize
+from benchmarks.maxmin_policy import summarize_runs
+
+ROOT = Path(__file__).resolve().parents[2]
+OTHER_ROWS = [
+    "## The bars at a glance", "", "| issue | bar | figure | met |", "|---|---|---|---|",
+    "| 7 PAL | UKP seen macro acc not below single BT | 0.790 vs 0.790 | tie |", "",
+]
+
+
+def maxmin_result(seeds, minority_wins, steps=60, questions=48):
+    """What benchmarks.maxmin_policy --out writes, from per-question win scores (ties half)."""
+    rng = np.random.default_rng(0)
+    results = []
+    for seed in seeds:
+        for objective, (maj, mino) in {"single": (1.0, 0.4), "maxmin": (1.0, minority_wins[seed])}.items():
+            curve = [{"step": 0, "selected_step": 0, "test_scores": {"enthusiastic": [0.5] * questions, "concise": [0.5] * questions}}]
+            for step in range(15, steps + 1, 15):
+                scores = {g: rng.choice([0.0, 1.0], size=questions, p=[1 - p, p]).tolist() for g, p in (("enthusiastic", maj), ("concise", mino))}
+                curve.append({"step": step, "selected_step": step, "test_scores": scores})
+            results.append({"seed": seed, "majority": 0.8, "objective": objective, "curve": curve})
+    setting = {"steps": steps, "limit": 0, "users": 100, "select": "validation", "questions": {"test": questions}}
+    return {"benchmark": "maxmin_policy", "setting": setting, "majority": {"0.8": summarize_runs(results, list(seeds), 0.8)}}
+
+
+def ukp_result(seeds, shift):
+    rng = np.random.default_rng(1)
+    bt = rng.uniform(0.6, 0.95, size=(len(seeds), 200))
+    other = np.clip(bt + shift + rng.normal(0, 0.01, size=bt.shape), 0, 1)
+    return {"benchmark": "ukp_seeds", "setting": {"seeds": list(seeds), "baseline": "bt"},
+            "models": {"bt": {"seen_macro_acc": summarize(bt, seeds)},
+                       "pal-a": {"seen_macro_acc": summarize(other, seeds), "vs_bt": summarize(other - bt, seeds)}}}
+
+
+def run_bars(tmp_path, *extra):
+    return subprocess.run([sys.executable, "-m", "benchmarks.bars", "--results", str(tmp_path / "results"), "--benchmarks", str(tmp_path / "B.md"), *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_rows_regenerate_between_the_markers_only(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "maxmin-80.json").write_text(json.dumps(maxmin_result([0, 1, 2], {0: 0.95, 1: 0.95, 2: 0.95})))
+    (tmp_path / "results" / "maxmin-80-one-seed.json").write_text(json.dumps(maxmin_result([0], {0: 0.95})))
+    (tmp_path / "results" / "ukp.json").write_text(json.dumps(ukp_result([0, 1, 2], 0.05)))
+    (tmp_path / "B.md").write_text("\n".join(OTHER_ROWS + [START, "| stale row |", END, "", "## Next section", ""]))
+
+    assert run_bars(tmp_path, "--check").returncode == 1  # the stale row
+    done = run_bars(tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "B.md").read_text()
+    lines = text.split("\n")
+    assert lines[: len(OTHER_ROWS)] == OTHER_ROWS and lines[-3:] == ["", "## Next section", ""]
+    assert "stale row" not in text
+    rows = [line for line in lines if line.startswith("| 17 seeds")]
+    maxmin = [r for r in rows if "MaxMin" in r]
+    assert len(maxmin) == 2
+    three, one = (r for r in maxmin if "seeds 0 1 2" in r), (r for r in maxmin if "seeds 0," in r)
+    assert next(three).endswith("| yes |")  # about +55 points on every seed, majority never worse
+    assert "| not decided: 1 seed(s); intervals clear the bar |" in next(one)
+    ukp = next(r for r in rows if "UKP" in r)
+    assert "pal-a 0." in ukp and ukp.endswith("| yes (above) |")
+    assert any("FSPO" in r and "not decided" in r for r in rows)
+    assert run_bars(tmp_path, "--check").returncode == 0
+
+
+def test_one_failing_seed_fails_the_maxmin_bar(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "maxmin.json").write_text(json.dumps(maxmin_result([0, 1, 2], {0: 0.95, 1: 0.95, 2: 0.45})))
+    (tmp_path / "B.md").write_text("\n".join([START, END]))
+    assert run_bars(tmp_path).returncode == 0
+    row = next(line for line in (tmp_path / "B.md").read_text().split("\n") if "MaxMin" in line)
+    assert row.endswith("| no |")
+
+
+def test_a_reduced_setting_is_never_marked_met(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "maxmin.json").write_text(json.dumps(maxmin_result([0, 1, 2], {0: 0.95, 1: 0.95, 2: 0.95}, steps=30)))
+    (tmp_path / "B.md").write_text("\n".join([START, END]))
+    assert run_bars(tmp_path).returncode == 0
+    row = next(line for line in (tmp_path / "B.md").read_text().split("\n") if "MaxMin" in line)
+    assert "not decided" in row and "steps 30" in row and "bar steps missing" in row
+
+
+def test_the_repository_table_is_generated_from_its_results():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bars", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
