@@ -101,6 +101,28 @@ def test_a_stream_whose_client_leaves_stops_generating(svc):
     assert stopped_after < max(0.5 * full, 0.3), (stopped_after, full)
 
 
+def test_a_non_streaming_chat_whose_client_leaves_stops_generating_and_frees_its_slot(svc):
+    body = {**CHAT, "max_tokens": 1000, "temperature": 1.0, "seed": 1}
+    with svc.client("acme") as c:
+        started = time.monotonic()
+        whole = c.post("/v1/chat/completions", json=body)
+        full = time.monotonic() - started
+    assert whole.status_code == 200 and whole.json()["choices"][0]["finish_reason"] == "length", whole.text
+    assert full > 1.0, full  # long enough that a generation running to max_tokens is told apart
+    with svc.client("acme") as c, pytest.raises(httpx.ReadTimeout):
+        c.post("/v1/chat/completions", json=body, timeout=httpx.Timeout(30, read=0.15 * full))
+    left = time.monotonic()  # the client closed its connection here, generation still running
+    while svc.runtime.scheduler.stats()["running"] and time.monotonic() < left + full:
+        time.sleep(0.01)
+    stopped_after = time.monotonic() - left
+    assert svc.runtime.scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}
+    assert stopped_after < 0.5 * full, (stopped_after, full)  # not run on to max_tokens
+    with svc.client("acme") as c:  # the slot is free and the model answers the next request at once
+        again = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
+    assert again.status_code == 200, again.text
+    assert "pluralign_chat_cancelled_total 1.0" in httpx.get(svc.url + "/metrics").text
+
+
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     base = Generator.from_folder(tiny_generator_dir)
