@@ -206,10 +206,14 @@ def case_idempotency(t: httpx.Client) -> None:
     row("5 retries with one Idempotency-Key", "1 stored", f"{total} stored", total == 1)
 
 
-def case_fairness(url: str, keys: dict, flood: int, reads: int) -> None:
-    """Tenant B's light reads and one chat, unloaded and while tenant A floods chats and long prompts."""
+def case_fairness(url: str, keys: dict, flood: int, reads: int, blocks: int = 4) -> None:
+    """Tenant B's light reads and chats, unloaded and while tenant A floods chats and long prompts,
+    side by side: `blocks` rounds of (A idle: B reads and chats; A flooding: B reads and chats), so
+    both figures see the same machine. Fairness: how many generations started while B's chat waited
+    for its turn (`pluralign.timings.queued_behind` in B's answer)."""
     b = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['b']}"}, timeout=600)
     b.post("/v1/feedback", json={"type": "comparison", "user": "bea", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."})
+    b.get("/v1/users/bea")
 
     def light(n: int) -> list[float]:
         out = []
@@ -219,20 +223,27 @@ def case_fairness(url: str, keys: dict, flood: int, reads: int) -> None:
             out.append((time.perf_counter() - s) * 1000)
         return out
 
-    def chat_seconds() -> float:
+    def chat() -> tuple[float, int]:
+        """B's chat seconds, and generations that started while it waited for its turn."""
         s = time.perf_counter()
-        b.post("/v1/chat/completions", json={**CHAT, "max_tokens": 16})
-        return time.perf_counter() - s
+        r = b.post("/v1/chat/completions", json={**CHAT, "max_tokens": 16})
+        return time.perf_counter() - s, r.json()["pluralign"]["timings"]["queued_behind"] if r.status_code == 200 else 99
 
-    quiet_reads, quiet_chat = light(reads), chat_seconds()
-    stop, codes, gen_seconds = threading.Event(), [], []
+    flooding, stop, in_flight = threading.Event(), threading.Event(), [0]
+    codes, gen_seconds, lock = [], [], threading.Lock()
 
     def flooder(i: int) -> None:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['a']}"}, timeout=600) as a:
             while not stop.is_set():
+                if not flooding.wait(0.1):
+                    continue
                 content = "Tell me everything about the history of tea. " * (400 if i % 2 else 1)  # long prompts too
+                with lock:
+                    in_flight[0] += 1
                 s = time.perf_counter()
                 r = a.post("/v1/chat/completions", json={**CHAT, "max_tokens": 64, "messages": [{"role": "user", "content": content}]})
+                with lock:
+                    in_flight[0] -= 1
                 codes.append(r.status_code)
                 if r.status_code == 200:
                     gen_seconds.append(time.perf_counter() - s)
@@ -242,17 +253,33 @@ def case_fairness(url: str, keys: dict, flood: int, reads: int) -> None:
     threads = [threading.Thread(target=flooder, args=(i,)) for i in range(flood)]
     for th in threads:
         th.start()
-    time.sleep(5)
-    loaded_reads, loaded_chat = light(reads), chat_seconds()
-    stop.set()
-    for th in threads:
-        th.join()
+    quiet_reads, loaded_reads, quiet_chats, loaded_chats = [], [], [], []
+    per_block = max(1, reads // blocks)
+    try:
+        for _ in range(blocks):
+            flooding.clear()
+            while in_flight[0]:  # A's chats in flight finish first: B alone
+                time.sleep(0.05)
+            quiet_reads += light(per_block)
+            quiet_chats.append(chat())
+            flooding.set()
+            time.sleep(3)  # A's clients have filled their slots
+            loaded_reads += light(per_block)
+            loaded_chats.append(chat())
+    finally:
+        stop.set()
+        flooding.set()
+        for th in threads:
+            th.join()
     p99q, p99l = percentile(quiet_reads, 0.99), percentile(loaded_reads, 0.99)
-    row("B light reads p99 (unloaded -> A flooding)", "< 100 ms", f"{p99q:.1f} -> {p99l:.1f} ms (p50 {statistics.median(loaded_reads):.1f})", p99l < 100)
+    row(f"B light reads p99, A idle -> A flooding ({len(loaded_reads)} each, interleaved)", "< 100 ms",
+        f"{p99q:.1f} -> {p99l:.1f} ms (p50 {statistics.median(quiet_reads):.1f} -> {statistics.median(loaded_reads):.1f})", p99l < 100)
     one = statistics.median(gen_seconds) if gen_seconds else float("nan")
-    row("B chat seconds (unloaded -> A flooding)", "<= about 2 of A's generations",
-        f"{quiet_chat:.2f} -> {loaded_chat:.2f} s (A's median chat {one:.2f} s; A got {codes.count(200)} x 200, {codes.count(429)} x 429)",
-        loaded_chat <= quiet_chat + 2 * one + 1)
+    worst_ahead = max(n for _, n in loaded_chats)
+    row("B chat: seconds, A idle -> A flooding; generations started while it waited", "at most 1 of A's ahead",
+        f"{statistics.median(s for s, _ in quiet_chats):.2f} -> {statistics.median(s for s, _ in loaded_chats):.2f} s; "
+        f"queued behind at most {worst_ahead} ({[n for _, n in loaded_chats]}; A's median chat {one:.2f} s; "
+        f"A got {codes.count(200)} x 200, {codes.count(429)} x 429)", worst_ahead <= 1)
 
 
 def case_rate(url: str, key: str) -> None:

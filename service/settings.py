@@ -63,6 +63,9 @@ class Settings(Base, frozen=True):
     store_sync_ms: int | None = None  # how stale a read may be w.r.t. other replicas' commits; default 1000 with several, off with one
     adapters_dir: str | None = None  # per-user adapters; default <data_dir>/adapters (share it between replicas)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
+    # a local generator (`smollm2` or a folder) runs in a child process, so its Python-heavy sampling loop
+    # never holds this process's GIL while light routes are served (issue 13: reads' p99 under a chat flood)
+    generation_process: bool = True
     generation_workers: int = 1  # threads that generate (their own: light routes never wait behind generation)
     tenant_generations: int = 4  # chats one tenant may have waiting or running; more get 429 + Retry-After
     generation_queue: int = 32  # chats waiting across all tenants; more get 429 + Retry-After

@@ -170,8 +170,12 @@ def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> Non
 
 
 def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling) -> services.Plan:
-    """The plan, once its context (messages and retrieved shots) is known to fit with max_tokens."""
+    """The plan, once its context (messages and retrieved shots) is known to fit with max_tokens.
+    Runs on the scheduler: the plan's timings record how the request waited for its turn."""
     p = plan_for(rt, tenant, data)
+    waited = rt.scheduler.waited()
+    if waited is not None:
+        p.timings.queue_ms, p.timings.queued_behind = round(waited.seconds * 1000, 3), waited.behind
     limit = context_limit(rt)
     if limit is not None:
         tokens = rt.generator.prompt_tokens(p.context)

@@ -147,6 +147,8 @@ class Timings(Base):
     generation_ms: float = 0.0
     rerank_ms: float = 0.0
     store_ms: float = 0.0
+    queue_ms: float = 0.0  # waiting for a generation slot (the fair scheduler)
+    queued_behind: int = 0  # generations that started while this one waited (fairness: at most one per other busy tenant)
 
 
 class PluralignInfo(Base):
