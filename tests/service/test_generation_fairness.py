@@ -162,3 +162,42 @@ def test_a_tenant_over_its_request_rate_gets_429_and_another_tenant_does_not(lim
     with limited.client("globex") as g:
         assert g.get("/v1/models").status_code == 200
     assert httpx.get(limited.url + "/health").status_code == 200  # not limited
+
+
+@pytest.fixture(scope="module")
+def crowd(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = serve(tmp_path_factory.mktemp("crowd"), Generator.from_folder(tiny_generator_dir), tiny_pal_dir, minilm,
+                            tenant_generations=60, generation_queue=64, rerank=False, candidates=1, tenant_requests_per_second=0)
+    with server:
+        yield service
+
+
+def test_another_tenants_light_reads_are_served_while_50_chats_wait(crowd):
+    """Issue 13's 44 concurrent chats left no request thread for another tenant's profile read (76 s);
+    waiting chats now hold no thread: the read is answered while most of the chats still wait."""
+    with crowd.client("globex") as g:
+        assert g.post("/v1/feedback", json={"type": "comparison", "user": "gil", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}).status_code == 201
+    results: list[int] = []
+
+    def send() -> None:
+        with crowd.client("acme") as c:
+            results.append(c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 40, "temperature": 1.0}, timeout=300).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(50)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while crowd.runtime.scheduler.stats()["waiting"] < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert crowd.runtime.scheduler.stats()["waiting"] >= 40
+    with crowd.client("globex") as g:
+        started = time.monotonic()
+        reads = [g.get("/v1/users/gil").status_code for _ in range(5)]
+        took = time.monotonic() - started
+    still_waiting = crowd.runtime.scheduler.stats()["waiting"]
+    for t in threads:
+        t.join()
+    assert reads == [200] * 5
+    assert still_waiting >= 30, still_waiting  # answered long before the chats drained
+    assert results.count(200) == 50
+    assert took < 10, took
