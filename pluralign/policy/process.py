@@ -30,7 +30,8 @@ from pluralign.policy.generator import Cancelled, Candidate, Generator, Sampling
 
 log = logging.getLogger(__name__)
 
-_POLL_S = 0.02  # how often a waiting call looks at its cancel event and at the child
+_POLL_S = 0.02  # how often a waiting call with a cancel event looks at it (and at the child)
+_ALIVE_S = 0.5  # how often a waiting call without one looks at the child
 
 
 class GeneratorProcessError(RuntimeError):
@@ -142,7 +143,7 @@ class ProcessGenerator:
 
     def _receive(self, cancel: threading.Event | None):
         """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set."""
-        while not self._conn.poll(_POLL_S):
+        while not self._conn.poll(_ALIVE_S if cancel is None else _POLL_S):
             if cancel is not None and cancel.is_set():
                 self._cancel.set()
             if not self._process.is_alive():

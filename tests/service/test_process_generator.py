@@ -105,7 +105,7 @@ def test_generation_uses_no_cpu_of_the_calling_process(pair):
 
     in_process, in_child = thread_cpu(local), thread_cpu(remote)
     assert in_process > 0.2, in_process
-    assert in_child < 0.1 * in_process, (in_child, in_process)
+    assert in_child < 0.2 * in_process, (in_child, in_process)
 
 
 def test_the_service_built_from_settings_generates_in_a_child_process(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
