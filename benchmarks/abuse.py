@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from service.auth import KeyRing  # noqa: E402
 
+CASES = ("input", "keys", "idempotency", "delete", "race", "fairness", "delete-writes", "rate")  # in the order they run
 CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "Suggest a weekend plan."}], "max_tokens": 8}
 ROWS: list[dict] = []
 
@@ -138,6 +139,54 @@ def case_delete(t: httpx.Client) -> None:
     row("files naming a deleted user (marker and id)", "0", f"{len(found)} {found[:3]}", r.status_code == 200 and not found)
 
 
+def case_delete_writes(url: str, keys: dict, rounds: int) -> None:
+    """Tenant B's writes while tenant A deletes users: B posts a comparison and reads its page of
+    preferences (which moves the row into the table: a commit), unloaded and while A deletes."""
+    b = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['b']}"}, timeout=120)
+    a = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['a']}"}, timeout=120)
+    filler = [{"type": "comparison", "user": f"fill{i % 40}", "prompt": f"Filler {i}?", "chosen": "Yes, gladly.", "rejected": "No."} for i in range(400)]
+    for body in filler:  # tables with some rows of other users, so a purge has fragments to rewrite
+        a.post("/v1/feedback", json=body)
+    a.get("/v1/users/fill0/preferences", params={"limit": 1})
+
+    def writes(n: int, tag: str) -> tuple[list[float], list[float]]:
+        post, visible = [], []
+        for i in range(n):
+            s = time.perf_counter()
+            b.post("/v1/feedback", json={"type": "comparison", "user": "bwriter", "prompt": f"{tag} {i}?", "chosen": "Yes.", "rejected": "No."})
+            post.append((time.perf_counter() - s) * 1000)
+            b.get("/v1/users/bwriter/preferences", params={"limit": 1})
+            visible.append((time.perf_counter() - s) * 1000)
+        return post, visible
+
+    quiet_post, quiet_visible = writes(rounds, "quiet")
+    stop, delete_ms = threading.Event(), []
+
+    def deleter() -> None:
+        i = 0
+        while not stop.is_set():
+            user = f"gone{i}"
+            for j in range(3):
+                a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Q{j}?", "chosen": "A.", "rejected": "B."})
+            a.get(f"/v1/users/{user}/preferences", params={"limit": 1})
+            s = time.perf_counter()
+            a.delete(f"/v1/users/{user}")
+            delete_ms.append((time.perf_counter() - s) * 1000)
+            i += 1
+
+    th = threading.Thread(target=deleter)
+    th.start()
+    time.sleep(1)
+    busy_post, busy_visible = writes(rounds, "busy")
+    stop.set()
+    th.join()
+    fmt = lambda v: f"p50 {statistics.median(v):.0f} / p99 {percentile(v, 0.99):.0f} ms"  # noqa: E731
+    row("B feedback POST, unloaded -> A deleting users", "not slowed by A's deletes", f"{fmt(quiet_post)} -> {fmt(busy_post)}", True)
+    row("B feedback POST + read back (a commit), unloaded -> A deleting", "not held for a purge",
+        f"{fmt(quiet_visible)} -> {fmt(busy_visible)}; A's DELETE {fmt(delete_ms)} ({len(delete_ms)} deletes)",
+        percentile(busy_visible, 0.99) < max(2 * percentile(quiet_visible, 0.99), statistics.median(delete_ms)))
+
+
 def case_keys(t: httpx.Client) -> None:
     run = lambda *a: subprocess.run([sys.executable, "-m", "training.cli", "keys", "--data-dir", str(DATA), *a],
                                     cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -157,10 +206,14 @@ def case_idempotency(t: httpx.Client) -> None:
     row("5 retries with one Idempotency-Key", "1 stored", f"{total} stored", total == 1)
 
 
-def case_fairness(url: str, keys: dict, flood: int, reads: int) -> None:
-    """Tenant B's light reads and one chat, unloaded and while tenant A floods chats and long prompts."""
+def case_fairness(url: str, keys: dict, flood: int, reads: int, blocks: int = 4) -> None:
+    """Tenant B's light reads and chats, unloaded and while tenant A floods chats and long prompts,
+    side by side: `blocks` rounds of (A idle: B reads and chats; A flooding: B reads and chats), so
+    both figures see the same machine. Fairness: how many generations started while B's chat waited
+    for its turn (`pluralign.timings.queued_behind` in B's answer)."""
     b = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['b']}"}, timeout=600)
     b.post("/v1/feedback", json={"type": "comparison", "user": "bea", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."})
+    b.get("/v1/users/bea")
 
     def light(n: int) -> list[float]:
         out = []
@@ -170,20 +223,27 @@ def case_fairness(url: str, keys: dict, flood: int, reads: int) -> None:
             out.append((time.perf_counter() - s) * 1000)
         return out
 
-    def chat_seconds() -> float:
+    def chat() -> tuple[float, int]:
+        """B's chat seconds, and generations that started while it waited for its turn."""
         s = time.perf_counter()
-        b.post("/v1/chat/completions", json={**CHAT, "max_tokens": 16})
-        return time.perf_counter() - s
+        r = b.post("/v1/chat/completions", json={**CHAT, "max_tokens": 16})
+        return time.perf_counter() - s, r.json()["pluralign"]["timings"]["queued_behind"] if r.status_code == 200 else 99
 
-    quiet_reads, quiet_chat = light(reads), chat_seconds()
-    stop, codes, gen_seconds = threading.Event(), [], []
+    flooding, stop, in_flight = threading.Event(), threading.Event(), [0]
+    codes, gen_seconds, lock = [], [], threading.Lock()
 
     def flooder(i: int) -> None:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['a']}"}, timeout=600) as a:
             while not stop.is_set():
+                if not flooding.wait(0.1):
+                    continue
                 content = "Tell me everything about the history of tea. " * (400 if i % 2 else 1)  # long prompts too
+                with lock:
+                    in_flight[0] += 1
                 s = time.perf_counter()
                 r = a.post("/v1/chat/completions", json={**CHAT, "max_tokens": 64, "messages": [{"role": "user", "content": content}]})
+                with lock:
+                    in_flight[0] -= 1
                 codes.append(r.status_code)
                 if r.status_code == 200:
                     gen_seconds.append(time.perf_counter() - s)
@@ -193,17 +253,33 @@ def case_fairness(url: str, keys: dict, flood: int, reads: int) -> None:
     threads = [threading.Thread(target=flooder, args=(i,)) for i in range(flood)]
     for th in threads:
         th.start()
-    time.sleep(5)
-    loaded_reads, loaded_chat = light(reads), chat_seconds()
-    stop.set()
-    for th in threads:
-        th.join()
+    quiet_reads, loaded_reads, quiet_chats, loaded_chats = [], [], [], []
+    per_block = max(1, reads // blocks)
+    try:
+        for _ in range(blocks):
+            flooding.clear()
+            while in_flight[0]:  # A's chats in flight finish first: B alone
+                time.sleep(0.05)
+            quiet_reads += light(per_block)
+            quiet_chats.append(chat())
+            flooding.set()
+            time.sleep(3)  # A's clients have filled their slots
+            loaded_reads += light(per_block)
+            loaded_chats.append(chat())
+    finally:
+        stop.set()
+        flooding.set()
+        for th in threads:
+            th.join()
     p99q, p99l = percentile(quiet_reads, 0.99), percentile(loaded_reads, 0.99)
-    row("B light reads p99 (unloaded -> A flooding)", "< 100 ms", f"{p99q:.1f} -> {p99l:.1f} ms (p50 {statistics.median(loaded_reads):.1f})", p99l < 100)
+    row(f"B light reads p99, A idle -> A flooding ({len(loaded_reads)} each, interleaved)", "< 100 ms",
+        f"{p99q:.1f} -> {p99l:.1f} ms (p50 {statistics.median(quiet_reads):.1f} -> {statistics.median(loaded_reads):.1f})", p99l < 100)
     one = statistics.median(gen_seconds) if gen_seconds else float("nan")
-    row("B chat seconds (unloaded -> A flooding)", "<= about 2 of A's generations",
-        f"{quiet_chat:.2f} -> {loaded_chat:.2f} s (A's median chat {one:.2f} s; A got {codes.count(200)} x 200, {codes.count(429)} x 429)",
-        loaded_chat <= quiet_chat + 2 * one + 1)
+    worst_ahead = max(n for _, n in loaded_chats)
+    row("B chat: seconds, A idle -> A flooding; generations started while it waited", "at most 1 of A's ahead",
+        f"{statistics.median(s for s, _ in quiet_chats):.2f} -> {statistics.median(s for s, _ in loaded_chats):.2f} s; "
+        f"queued behind at most {worst_ahead} ({[n for _, n in loaded_chats]}; A's median chat {one:.2f} s; "
+        f"A got {codes.count(200)} x 200, {codes.count(429)} x 429)", worst_ahead <= 1)
 
 
 def case_rate(url: str, key: str) -> None:
@@ -221,7 +297,12 @@ def main() -> None:
     p.add_argument("--flood", type=int, default=6, help="tenant A's concurrent chat clients")
     p.add_argument("--reads", type=int, default=200, help="tenant B's light reads per phase")
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--delete-rounds", type=int, default=100, help="tenant B's writes per phase in the delete-writes case")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)}")
     args = p.parse_args()
+    chosen = set(args.cases.split(","))
+    if chosen - set(CASES):
+        p.error(f"unknown cases: {', '.join(sorted(chosen - set(CASES)))}")
     folder = Path(tempfile.mkdtemp(prefix="pluralign-abuse-"))
     DATA = folder / "data"
     DATA.mkdir()
@@ -236,13 +317,15 @@ def main() -> None:
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['a']}"}, timeout=600) as t, \
              httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['admin']}"}, timeout=600) as a:
-            cases_input(t, a)
-            case_keys(t)
-            case_idempotency(t)
-            case_delete(t)
-            case_race(t, args.race_trials)
-            case_fairness(url, keys, args.flood, args.reads)
-            case_rate(url, keys["a"])
+            runs = {
+                "input": lambda: cases_input(t, a), "keys": lambda: case_keys(t), "idempotency": lambda: case_idempotency(t),
+                "delete": lambda: case_delete(t), "race": lambda: case_race(t, args.race_trials),
+                "fairness": lambda: case_fairness(url, keys, args.flood, args.reads),
+                "delete-writes": lambda: case_delete_writes(url, keys, args.delete_rounds), "rate": lambda: case_rate(url, keys["a"]),
+            }
+            for name in CASES:
+                if name in chosen:
+                    runs[name]()
         metrics = httpx.get(url + "/metrics").text
         fivexx = sum(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("pluralign_http_requests_total") and 'status="5' in x)
         row("5xx responses over the whole run", "0", f"{fivexx:.0f}", fivexx == 0)

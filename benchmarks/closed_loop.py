@@ -161,13 +161,13 @@ class SharedGenerations:
             self.computed += 1
         return value
 
-    def generate_styled(self, messages, styles, sampling, adapter=None):
+    def generate_styled(self, messages, styles, sampling, adapter=None, cancel=None):
         key = ("styled", json.dumps(messages), tuple(s.name for s in styles), sampling, adapter)
-        return self._cached(key, lambda: self._generator.generate_styled(messages, styles, sampling=sampling, adapter=adapter))
+        return self._cached(key, lambda: self._generator.generate_styled(messages, styles, sampling=sampling, adapter=adapter, cancel=cancel))
 
-    def generate(self, messages, n=1, sampling=None, adapter=None):
+    def generate(self, messages, n=1, sampling=None, adapter=None, cancel=None):
         key = ("plain", json.dumps(messages), n, sampling, adapter)
-        return self._cached(key, lambda: self._generator.generate(messages, n=n, sampling=sampling, adapter=adapter))
+        return self._cached(key, lambda: self._generator.generate(messages, n=n, sampling=sampling, adapter=adapter, cancel=cancel))
 
 
 class Server:

@@ -30,9 +30,12 @@ PROMOTED_PAL = "pal-promoted"  # under the data folder: the promoted population 
 
 
 def make_generator(
-    name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2
+    name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2,
+    own_process: bool = False,
 ) -> Generator:
-    """`smollm2`, a model folder, or `openai:URL` for an OpenAI-compatible server (e.g. vLLM)."""
+    """`smollm2`, a model folder, or `openai:URL` for an OpenAI-compatible server (e.g. vLLM).
+    `own_process`: a local model runs in a child process (`pluralign.policy.process`), so
+    generation never holds this process's GIL while light requests are served."""
     if name.startswith("openai:"):
         from pluralign.embed.models import SMOLLM2_ID
         from pluralign.policy.remote import RemoteGenerator, RemotePolicy
@@ -40,8 +43,17 @@ def make_generator(
         policy = RemotePolicy(timeout_s=timeout_s, max_retries=retries)
         return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key, policy=policy)  # type: ignore[return-value]
     if name == "smollm2":
+        if own_process:
+            from pluralign.embed.models import SMOLLM2_ID, smollm2_dir
+            from pluralign.policy.process import ProcessGenerator
+
+            return ProcessGenerator(smollm2_dir(), SMOLLM2_ID)  # type: ignore[return-value]
         return Generator.smollm2()
     if Path(name).is_dir():
+        if own_process:
+            from pluralign.policy.process import ProcessGenerator
+
+            return ProcessGenerator(name)  # type: ignore[return-value]
         return Generator.from_folder(name)
     raise ValueError(f"setting `generator`: expected `smollm2`, a model folder or `openai:URL`, got {name!r}")
 
@@ -118,7 +130,8 @@ class Runtime:
         encoder = encoder or make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
         step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)", settings.generator if generator is None else generator.model_id)
         generator = generator or make_generator(
-            settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries
+            settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries,
+            own_process=settings.generation_process,
         )
         step("opening the tables at %s", settings.lancedb_uri)
         store = Store(

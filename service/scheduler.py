@@ -37,6 +37,17 @@ class _Task:
     tenant: str
     fn: Callable[[], Any]
     future: Future = field(default_factory=Future)
+    submitted: float = field(default_factory=time.monotonic)
+    started_before: int = 0  # the scheduler's count of started tasks when this one was queued
+
+
+@dataclass(frozen=True)
+class Waited:
+    """How a task waited for its turn: seconds queued, and how many other tasks started meanwhile
+    (the fairness figure: at most one per other tenant with work)."""
+
+    seconds: float
+    behind: int
 
 
 class FairScheduler:
@@ -50,7 +61,9 @@ class FairScheduler:
         self._turns: deque[str] = deque()  # tenants with waiting work, in the order they are served
         self._held: Counter[str] = Counter()  # tasks waiting or running, per tenant
         self._running = 0
+        self._started = 0  # tasks started so far
         self._seconds = 1.0  # moving average of one task's run time (for Retry-After)
+        self._local = threading.local()  # the Waited of the task a worker thread runs
 
     def submit(self, tenant: str, fn: Callable[[], Any]) -> Future:
         """Queue `fn` for `tenant`; its Future has fn's result or exception. Cancelling the Future
@@ -62,13 +75,17 @@ class FairScheduler:
                            f"(at most {self.per_tenant})", self._retry_after(self._held[tenant]))
             if waiting >= self.max_waiting:
                 raise Busy(f"{waiting} generations are waiting (at most {self.max_waiting})", self._retry_after(waiting))
-            task = _Task(tenant, fn)
+            task = _Task(tenant, fn, started_before=self._started)
             self._waiting.setdefault(tenant, deque()).append(task)
             if tenant not in self._turns:
                 self._turns.append(tenant)
             self._held[tenant] += 1
             self._dispatch()
         return task.future
+
+    def waited(self) -> Waited | None:
+        """Called from inside a task: how it waited for its turn (None outside a task)."""
+        return getattr(self._local, "waited", None)
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -94,20 +111,24 @@ class FairScheduler:
                 self._release(tenant)
                 continue
             self._running += 1
-            self._executor.submit(self._run, task)
+            waited = Waited(time.monotonic() - task.submitted, self._started - task.started_before)
+            self._started += 1
+            self._executor.submit(self._run, task, waited)
 
     def _release(self, tenant: str) -> None:
         self._held[tenant] -= 1
         if not self._held[tenant]:
             del self._held[tenant]
 
-    def _run(self, task: _Task) -> None:
+    def _run(self, task: _Task, waited: Waited) -> None:
         start = time.monotonic()
+        self._local.waited = waited
         try:
             task.future.set_result(task.fn())
         except BaseException as exc:  # the caller sees it through the Future
             task.future.set_exception(exc)
         finally:
+            self._local.waited = None
             with self._lock:
                 self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - start)
                 self._running -= 1

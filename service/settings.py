@@ -49,6 +49,10 @@ class Settings(Base, frozen=True):
     max_tokens: int = 128  # default completion length
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
+    max_source_chars: int = 128  # a feedback's (or imported row's) `source`; longer: 400 naming `source`
+    max_attributes: int = 32  # labels in a feedback's (or imported row's) `attributes`; more: 400 naming `attributes`
+    max_attribute_name_chars: int = 64  # one label's name; longer: 400 naming `attributes`
+    max_attribute_value_chars: int = 256  # one label's value; longer: 400 naming `attributes.<name>`
     compact_every: int = 50  # table commits between background compactions (rows appended since are outside the BITMAP index and scanned)
     ingest_batch: int = 64  # feedback records embedded and moved into the preferences table per batch
     history_cache_mb: int = 512  # users' histories (rows + vectors, ~470 KiB per 100 rows at 384-d) kept for retrieval and refits
@@ -62,6 +66,9 @@ class Settings(Base, frozen=True):
     store_sync_ms: int | None = None  # how stale a read may be w.r.t. other replicas' commits; default 1000 with several, off with one
     adapters_dir: str | None = None  # per-user adapters; default <data_dir>/adapters (share it between replicas)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
+    # a local generator (`smollm2` or a folder) runs in a child process, so its Python-heavy sampling loop
+    # never holds this process's GIL while light routes are served (issue 13: reads' p99 under a chat flood)
+    generation_process: bool = True
     generation_workers: int = 1  # threads that generate (their own: light routes never wait behind generation)
     tenant_generations: int = 4  # chats one tenant may have waiting or running; more get 429 + Retry-After
     generation_queue: int = 32  # chats waiting across all tenants; more get 429 + Retry-After
@@ -69,6 +76,7 @@ class Settings(Base, frozen=True):
     tenant_requests_per_second: int = 200  # requests per second per tenant (429 + Retry-After beyond); 0: no limit
     tenant_queued_jobs: int = 8  # adapter jobs one tenant may have queued or running (the trigger waits beyond)
     job_attempts: int = 3  # launches of a job before a restart gives it up as failed
+    job_memory_mb: int = 6144  # resident memory one job's worker (with its children) may hold; over it: killed, job failed; 0: no cap (local runner)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS); none by default
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
     admin_session_s: int = 3600  # the dashboard's login session expires this many seconds after sign-in
@@ -96,11 +104,14 @@ class Settings(Base, frozen=True):
             raise ValueError(f"`job_runner` must be `local` or `ray`, got {self.job_runner!r}")
         if self.store_sync_ms is not None and self.store_sync_ms < 0:
             raise ValueError("`store_sync_ms` must be at least 0")
-        for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_queued_jobs", "job_attempts"):
+        for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_queued_jobs", "job_attempts",
+                     "max_source_chars", "max_attributes", "max_attribute_name_chars", "max_attribute_value_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1")
         if self.tenant_requests_per_second < 0:
             raise ValueError("`tenant_requests_per_second` must be 0 (no limit) or more")
+        if self.job_memory_mb < 0:
+            raise ValueError("`job_memory_mb` must be 0 (no cap) or more")
 
     @property
     def data_path(self) -> Path:

@@ -44,6 +44,10 @@ class Sampling:
             raise ValueError(f"`max_tokens` must be at least 1, got {self.max_tokens}")
 
 
+class Cancelled(Exception):
+    """The generation was stopped by its `cancel` event (the client went away); nothing is returned."""
+
+
 @dataclass(frozen=True)
 class Candidate:
     text: str
@@ -178,16 +182,28 @@ class Generator:
             ids.add(im_end)
         return sorted(i for i in ids if i is not None)
 
-    def _sample_rows(self, ids: torch.Tensor, mask: torch.Tensor, sampling: Sampling, adapter: str | None) -> list[list[int]]:
-        """Sample from prompts `ids` (B, T) (left-padded where `mask` is 0); the new tokens of each row."""
+    def _sample_rows(
+        self, ids: torch.Tensor, mask: torch.Tensor, sampling: Sampling, adapter: str | None, cancel: threading.Event | None = None
+    ) -> list[list[int]]:
+        """Sample from prompts `ids` (B, T) (left-padded where `mask` is 0); the new tokens of each row.
+        Raises Cancelled when `cancel` is set before or during generation (checked at every token)."""
+        stopping = {}
+        if cancel is not None:
+            from transformers import StoppingCriteriaList
+
+            stopping["stopping_criteria"] = StoppingCriteriaList([lambda *_args, **_kw: cancel.is_set()])
         with self._lock:
+            if cancel is not None and cancel.is_set():  # gone while waiting for the model
+                raise Cancelled("cancelled before generation started")
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             out = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=sampling.max_tokens, eos_token_id=self._stop_token_ids(),
-                pad_token_id=self.tokenizer.pad_token_id, **self._stop_kwargs(sampling),
+                pad_token_id=self.tokenizer.pad_token_id, **self._stop_kwargs(sampling), **stopping,
                 **self._sample_kwargs(sampling, ids.shape[1]), **self._adapter_kwargs(adapter, ids.shape[0]),
             )  # (B, T + new)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled after {out.shape[1] - ids.shape[1]} of {sampling.max_tokens} tokens")
         return out[:, ids.shape[1] :].tolist()
 
     def _answer(self, row: list[int], sampling: Sampling) -> tuple[str, bool, int]:
@@ -202,13 +218,15 @@ class Generator:
 
     @torch.no_grad()
     def generate(
-        self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None
+        self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> tuple[list[Candidate], int]:
-        """`n` candidates for the conversation, and the prompt's token count."""
+        """`n` candidates for the conversation, and the prompt's token count. Setting `cancel` stops
+        the generation at its next token and raises Cancelled (the model is free for the next one)."""
         if n < 1:
             raise ValueError(f"`n` must be at least 1, got {n}")
         ids = self.encode_chat(messages)  # (1, T)
-        rows = self._sample_rows(ids.expand(n, -1), torch.ones_like(ids).expand(n, -1), sampling, adapter)
+        rows = self._sample_rows(ids.expand(n, -1), torch.ones_like(ids).expand(n, -1), sampling, adapter, cancel)
         candidates = []
         for row in rows:
             text, ended, tokens = self._answer(row, sampling)
@@ -224,11 +242,13 @@ class Generator:
 
     @torch.no_grad()
     def generate_styled(
-        self, messages: Sequence[dict[str, str]], styles: Sequence, sampling: Sampling = Sampling(), adapter: str | None = None
+        self, messages: Sequence[dict[str, str]], styles: Sequence, sampling: Sampling = Sampling(), adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> tuple[list[Candidate], int]:
         """One candidate per `pluralign.policy.styles.AnswerStyle`, in one left-padded batch: each
         row is the conversation with the style's instruction, then the style's opening as the start of
-        the answer. Returns the candidates and the plain conversation's prompt token count."""
+        the answer. Returns the candidates and the plain conversation's prompt token count. `cancel`:
+        as in `generate` (raises Cancelled)."""
         if not styles:
             raise ValueError("no styles given")
         prompts = []
@@ -240,7 +260,7 @@ class Generator:
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in prompts], device=self.device)  # (n, T) left-padded
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in prompts], device=self.device)
         candidates = []
-        for style, row in zip(styles, self._sample_rows(ids, mask, sampling, adapter), strict=True):
+        for style, row in zip(styles, self._sample_rows(ids, mask, sampling, adapter, cancel), strict=True):
             continuation, ended, tokens = self._answer(row, sampling)
             text, cut = style.finish(continuation)
             candidates.append(Candidate(text=text, finish_reason="stop" if ended or cut else "length", tokens=tokens, style=style.name))

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from pluralign.policy.generator import Candidate, Sampling
+from pluralign.policy.generator import Cancelled, Candidate, Sampling
 
 
 class RemoteGeneratorError(RuntimeError):
@@ -103,15 +103,22 @@ class RemoteGenerator:
         return request
 
     def generate(
-        self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None
+        self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> tuple[list[Candidate], int]:
         """`n` candidates and the prompt's token count, as the server counted it.
 
         The server reports completion tokens for all choices together; each candidate gets its share
-        (the shares add up to the server's count)."""
+        (the shares add up to the server's count). `cancel` set before the request is sent or while
+        it runs raises Cancelled (the request is not sent, or its answer is dropped; a request
+        already sent runs to its end on the server)."""
         if n < 1:
             raise ValueError(f"`n` must be at least 1, got {n}")
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled before the request was sent")
         completion = self._call(lambda: self._client.chat.completions.create(**self._request(messages, n, sampling, adapter)))
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled while the server generated")
         choices = sorted(completion.choices or [], key=lambda c: c.index)
         if not choices:
             raise RemoteGeneratorError(f"not a chat completion (no choices): {str(completion)[:300]}")

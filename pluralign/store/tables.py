@@ -439,15 +439,21 @@ class Store:
     # ---- maintenance ------------------------------------------------------------------------
 
     def delete_user(self, tenant: str, user_id: str) -> dict[str, int]:
-        """Delete every row of the user, then compact and drop old versions so no file keeps them."""
+        """Delete every row of the user, then compact and drop old versions so no file keeps them.
+        When it returns, no file of the store holds the user's rows.
+
+        Other users' writes wait for the write lock only while the rows are deleted and while old
+        versions are removed, not while fragments are rewritten and indexes rebuilt (appends commit
+        beside a compaction; see `_purge`)."""
         where = owner_filter(tenant, user_id)
         counts = {}
-        with self._maintenance, self._lock:  # no write or compaction runs meanwhile
-            for name, table in self.tables.items():
-                counts[name] = table.count_rows(where)
-                if counts[name]:
-                    table.delete(where)
-            self.histories.invalidate([(tenant, user_id)])
+        with self._maintenance:  # one delete or compaction at a time
+            with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
+                for name, table in self.tables.items():
+                    counts[name] = table.count_rows(where)
+                    if counts[name]:
+                        table.delete(where)
+                self.histories.invalidate([(tenant, user_id)])
             for name in (n for n, c in counts.items() if c):  # only the tables that held the user
                 self._purge(name)
         return counts
@@ -457,21 +463,32 @@ class Store:
         deletion is rewritten (Lance's compaction otherwise keeps a fragment below 10% deleted, the
         row still in its data file), the BITMAP indexes are rebuilt (an index keeps the values of
         deleted rows), and every older version with its files is removed (transaction files name
-        the delete's filter). The caller holds both locks."""
+        the delete's filter). The caller holds the maintenance lock.
+
+        The rewrite and the index rebuild run beside other writers' appends (Lance commits an
+        append next to a rewrite or an index; rows appended meanwhile stay outside the rebuilt
+        index and are scanned until the next compaction). The users table takes upserts, which
+        conflict with a rewrite, so it is purged under the write lock (one small row per user).
+        Removing old versions takes the write lock too: with `delete_unverified` it would also
+        remove the data files of an append written but not yet committed."""
         table = self.tables[name]
-        with warnings.catch_warnings():
+        with self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             if table.count_rows():
                 table.compact_files(materialize_deletions_threshold=0.0)
                 for column in INDEXED_COLUMNS:
                     table.create_index(column, config=Bitmap(), replace=True)
                 self._indexed.add(name)
+                self._pending[name] = 0
             else:  # nothing left: the indexes go (an empty table cannot hold one); the next write makes them
-                for index in table.list_indices():
-                    table.drop_index(index.name)
-                self._indexed.discard(name)
+                with self._lock:  # an append now would make an index for its rows; none is running
+                    if not table.count_rows():
+                        for index in table.list_indices():
+                            table.drop_index(index.name)
+                        self._indexed.discard(name)
+        with self._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             table.cleanup_old_versions(timedelta(0), delete_unverified=True)
-        self._pending[name] = 0
 
     def compact(self, keep_versions_for: timedelta = timedelta(minutes=5), every_table: bool = False) -> None:
         """Merge small fragments, fold new rows into the indexes and drop versions older than given

@@ -44,7 +44,7 @@ class Admin:
         self.folder = settings.data_path / "jobs"
         # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables
         config = RunnerConfig(folder=self.folder, workers=settings.job_workers, max_attempts=settings.job_attempts,
-                              env=options_to_env(settings.storage_options))
+                              env=options_to_env(settings.storage_options), memory_mb=settings.job_memory_mb or None)
         if settings.job_runner == "ray":
             from training.jobs.ray_runner import RayJobRunner
 

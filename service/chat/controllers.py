@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from litestar import Request, Response, get, post
-from litestar.exceptions import NotFoundException, TooManyRequestsException
+from litestar.exceptions import HTTPException, NotFoundException, TooManyRequestsException
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
@@ -128,14 +128,15 @@ async def create_chat_completion(
         stream_of = sse_events if n == 1 else sse_events_n
         events = lambda: stream_of(rt, plan_checked(rt, tenant, data, sampling), sampling, created, include_usage, n)  # noqa: E731
         return Stream(await scheduled_stream(rt, tenant, events), media_type="text/event-stream")
-    return await scheduled(rt, tenant, lambda: completion(rt, tenant, data, sampling))
+    cancel = threading.Event()
+    return await scheduled(rt, tenant, lambda: completion(rt, tenant, data, sampling, cancel), request, cancel)
 
 
-def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling) -> Response[ChatCompletion]:
+def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, cancel: threading.Event | None = None) -> Response[ChatCompletion]:
     p = plan_checked(rt, tenant, data, sampling)
     created = int(time.time())
     with rt.metrics.generation_queue.track_inprogress():
-        served = services.complete(rt, p, sampling)
+        served = services.complete(rt, p, sampling, cancel)
     chosen = served.order[: choices_wanted(data)]
     choices = [
         Choice(index=i, message=AssistantMessage(content=served.candidates[c].text), finish_reason=served.candidates[c].finish_reason)
@@ -169,8 +170,12 @@ def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> Non
 
 
 def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling) -> services.Plan:
-    """The plan, once its context (messages and retrieved shots) is known to fit with max_tokens."""
+    """The plan, once its context (messages and retrieved shots) is known to fit with max_tokens.
+    Runs on the scheduler: the plan's timings record how the request waited for its turn."""
     p = plan_for(rt, tenant, data)
+    waited = rt.scheduler.waited()
+    if waited is not None:
+        p.timings.queue_ms, p.timings.queued_behind = round(waited.seconds * 1000, 3), waited.behind
     limit = context_limit(rt)
     if limit is not None:
         tokens = rt.generator.prompt_tokens(p.context)
@@ -184,14 +189,43 @@ def _busy(exc: Busy) -> TooManyRequestsException:
     return TooManyRequestsException(detail=f"generation is busy: {exc}", headers={"Retry-After": str(exc.retry_after)})
 
 
-async def scheduled(rt: Runtime, tenant: str, fn):
+class ClientGone(HTTPException):
+    """The client closed the connection before its answer was ready (nginx's 499; nobody reads it)."""
+
+    status_code = 499
+
+
+async def scheduled(rt: Runtime, tenant: str, fn, request: Request | None = None, cancel: threading.Event | None = None):
     """fn() on the generation scheduler; awaiting it does not hold a request thread. If the
-    request is cancelled while fn waits, fn never runs."""
+    request is cancelled while fn waits, fn never runs. With `request` and `cancel`: when the
+    client disconnects (an `http.disconnect` from the server), `cancel` is set, so a generation
+    already running stops at its next token and frees its slot, and ClientGone is raised."""
     try:
         future = rt.scheduler.submit(tenant, fn)
     except Busy as exc:
         raise _busy(exc) from None
-    return await asyncio.wrap_future(future)
+    answer = asyncio.wrap_future(future)
+    if request is None or cancel is None:
+        return await answer
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not answer.done():  # the client left, or this request was cancelled: stop the work
+            cancel.set()
+            answer.cancel()  # not started: never runs; running: its outcome is dropped
+        gone.cancel()
+    if answer.cancelled():
+        rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
+        raise ClientGone(detail="the client disconnected before the answer was ready")
+    return answer.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the server reports the client gone. The body has been read by now, so the next
+    ASGI message is `http.disconnect` (servers send it when the connection closes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 _END = object()

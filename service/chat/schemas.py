@@ -148,6 +148,8 @@ class Timings(Base):
     rerank_ms: float = 0.0
     store_ms: float = 0.0
     compare_ms: float = 0.0  # choosing `pluralign.compare`
+    queue_ms: float = 0.0  # waiting for a generation slot (the fair scheduler)
+    queued_behind: int = 0  # generations that started while this one waited (fairness: at most one per other busy tenant)
 
 
 class PluralignInfo(Base):

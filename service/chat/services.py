@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -188,13 +189,15 @@ def remember(rt: Runtime, served: Served) -> None:
     rt.maybe_compact()
 
 
-def complete(rt: Runtime, p: Plan, sampling: Sampling) -> Served:
+def complete(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event | None = None) -> Served:
+    """Generate, rerank and remember. `cancel` (set when the client goes away) stops generation at
+    its next token and raises `pluralign.policy.generator.Cancelled`; nothing is stored then."""
     start = time.perf_counter()
     if p.styles and hasattr(rt.generator, "generate_styled"):  # a remote generator samples plain candidates
         styles = choose_styles(p.candidates, sampling.seed, stances=asks_judgement(p.messages))
-        candidates, prompt_tokens = rt.generator.generate_styled(p.context, styles, sampling=sampling, adapter=p.adapter)
+        candidates, prompt_tokens = rt.generator.generate_styled(p.context, styles, sampling=sampling, adapter=p.adapter, cancel=cancel)
     else:
-        candidates, prompt_tokens = rt.generator.generate(p.context, n=p.candidates, sampling=sampling, adapter=p.adapter)
+        candidates, prompt_tokens = rt.generator.generate(p.context, n=p.candidates, sampling=sampling, adapter=p.adapter, cancel=cancel)
     p.timings.generation_ms = ms(start)
     texts = [c.text for c in candidates]
     scores, order = score_candidates(rt, p, texts)

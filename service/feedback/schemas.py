@@ -10,16 +10,18 @@ from pluralign.data.record import Base
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
 ResponseId = Annotated[str, msgspec.Meta(pattern=r"^chatcmpl-[0-9a-f]{32}$")]
-# labels are stored with every row the feedback makes: small and bounded
-AttributeName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-AttributeValue = Annotated[str, msgspec.Meta(max_length=256)]
-Attributes = Annotated[dict[AttributeName, AttributeValue], msgspec.Meta(max_length=32)]
-Source = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+# labels are stored with every row the feedback makes: small and bounded, by settings (max_attributes,
+# max_attribute_name_chars, max_attribute_value_chars, max_source_chars; see docs/api.md), checked
+# by `service.feedback.services.check_labels` (400 naming the field)
+AttributeName = Annotated[str, msgspec.Meta(min_length=1, description="at most `max_attribute_name_chars` characters (a setting; 64 by default)")]
+AttributeValue = Annotated[str, msgspec.Meta(description="at most `max_attribute_value_chars` characters (a setting; 256 by default)")]
+Attributes = Annotated[dict[AttributeName, AttributeValue], msgspec.Meta(description="free labels kept with each stored row (e.g. a group for audits); at most `max_attributes` of them (a setting; 32 by default)")]
+Source = Annotated[str, msgspec.Meta(min_length=1, description="where the feedback came from; at most `max_source_chars` characters (a setting; 128 by default)")]
 
 
 class Feedback(Base, tag_field="type", kw_only=True):
-    attributes: Attributes = {}  # free labels kept with each stored row (e.g. a group for audits): <= 32, names <= 64, values <= 256 chars
-    source: Source | None = None  # <= 128 chars
+    attributes: Attributes = {}  # free labels kept with each stored row (e.g. a group for audits)
+    source: Source | None = None
 
 
 class ChoiceFeedback(Feedback, tag="choice", kw_only=True):

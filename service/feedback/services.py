@@ -37,6 +37,24 @@ def served(rt: Runtime, tenant: str, response_id: str) -> Interaction:
     return item
 
 
+def check_labels(rt: Runtime, source: str | None, attributes: dict[str, str], where: str = "") -> None:
+    """The size limits on a row's `source` and `attributes` (settings max_source_chars,
+    max_attributes, max_attribute_name_chars, max_attribute_value_chars). Raises a 400 naming
+    `source`, `attributes` or `attributes.<name>` (prefixed with `where`, e.g. `line 3.`)."""
+    limits = rt.settings
+    if source is not None and len(source) > limits.max_source_chars:
+        raise bad_request(f"{where}source", f"{len(source)} characters; at most {limits.max_source_chars}")
+    if len(attributes) > limits.max_attributes:
+        raise bad_request(f"{where}attributes", f"{len(attributes)} attributes; at most {limits.max_attributes}")
+    for name, value in attributes.items():
+        if len(name) > limits.max_attribute_name_chars:
+            raise bad_request(f"{where}attributes", f"an attribute name of {len(name)} characters; at most {limits.max_attribute_name_chars}")
+        if not isinstance(value, str):
+            raise bad_request(f"{where}attributes.{name}", "must be a string")
+        if len(value) > limits.max_attribute_value_chars:
+            raise bad_request(f"{where}attributes.{name}", f"{len(value)} characters; at most {limits.max_attribute_value_chars}")
+
+
 def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict]]:
     """(user, [{prompt, chosen, rejected, tie, margin, kind}]) for one feedback body."""
     if isinstance(fb, ComparisonFeedback):
@@ -120,6 +138,7 @@ async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: st
     `Idempotency-Key` when the key is not 1-255 printable ASCII characters."""
     if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
+    check_labels(rt, fb.source, fb.attributes)
     if isinstance(fb, ComparisonFeedback):
         user, rows = rows_for(rt, tenant, fb)
     else:

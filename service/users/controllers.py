@@ -16,6 +16,7 @@ from pluralign.store import StoredPreference
 from pluralign.user import FEATURE_NAMES
 from pluralign.user.stated import StatedPreferences
 from service.errors import bad_request, error_responses
+from service.feedback.services import check_labels
 from service.ids import check_user_id
 from service.runtime import Runtime
 from service.users import services
@@ -109,6 +110,7 @@ async def import_preferences(request: Request, user_id: FromPath[str]) -> Import
     for i, record in enumerate(records, start=1):
         if record.user_id != user_id:
             raise bad_request(f"line {i}.user_id", f"names user {record.user_id!r}; this import is for {user_id!r}")
+        check_labels(rt, record.source, record.attributes, where=f"line {i}.")
     stored = services.import_rows(tenant, user_id, records)
     await rt.ingest.submit_async(stored)
     rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")

@@ -3,8 +3,8 @@ key and the admin routes with an admin key; half the chat requests name a served
 generation is reached (tests/e2e/fuzz_hooks.py). Bar: no 5xx, every status code and content type
 documented, every tenant response valid against its schema.
 
-FUZZ_EXAMPLES (default 30) sets examples per operation and phase; BENCHMARKS.md records the runs
-(FUZZ_EXAMPLES=600: 4,909 requests)."""
+FUZZ_EXAMPLES (default 30) sets examples per operation and phase, FUZZ_MAX_SECONDS (default 3000)
+schemathesis' own time budget; BENCHMARKS.md records the runs (FUZZ_EXAMPLES=600: 4,909 requests)."""
 
 from __future__ import annotations
 
@@ -25,25 +25,29 @@ TENANT_CHECKS = "not_a_server_error,status_code_conformance,content_type_conform
 ADMIN_CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,allow_header_conformance"
 
 
-def schemathesis(url: str, key: str, paths: str, checks: str, examples: int) -> tuple[int, str]:
+def schemathesis(url: str, key: str, paths: str, checks: str, examples: int, max_seconds: int) -> tuple[int, str]:
+    """One schemathesis run; `max_seconds` is its own time budget (--max-time: it stops and reports)."""
     command = [
         str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/schema/openapi.json", "-H", f"Authorization: Bearer {key}",
         "--include-path-regex", paths, "--checks", checks, "--max-examples", str(examples), "--workers", "1",
-        "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all", "--seed", "13",
+        "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all", "--seed", "13", "--max-time", str(max_seconds),
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.fuzz_hooks", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max_seconds + 900)
     return done.returncode, done.stdout + done.stderr
 
 
 @pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     examples = int(os.environ.get("FUZZ_EXAMPLES", "30"))
+    # schemathesis' own time budget for the tenant routes (the admin routes get a quarter of it): on a
+    # busy two-core machine it serves ~3 requests/s, so a large FUZZ_EXAMPLES needs FUZZ_MAX_SECONDS too
+    max_seconds = int(os.environ.get("FUZZ_MAX_SECONDS", "3000"))
     server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
                                 tenant_requests_per_second=0, max_tokens_limit=16, tenant_generations=64, generation_queue=256)
     with server:
-        tenant_rc, tenant_out = schemathesis(svc.url, svc.keys["acme"], "^/v1", TENANT_CHECKS, examples)
-        admin_rc, admin_out = schemathesis(svc.url, svc.keys["admin"], "^/admin", ADMIN_CHECKS, max(2, examples // 5))
+        tenant_rc, tenant_out = schemathesis(svc.url, svc.keys["acme"], "^/v1", TENANT_CHECKS, examples, max_seconds)
+        admin_rc, admin_out = schemathesis(svc.url, svc.keys["admin"], "^/admin", ADMIN_CHECKS, max(2, examples // 5), max(60, max_seconds // 4))
         metrics = __import__("httpx").get(svc.url + "/metrics").text
     for out in (tenant_out, admin_out):
         print(out[-3000:])

@@ -153,3 +153,27 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         shown = re.findall(r"<br>(.*?) <span", html.split('id="prototypes"')[1])
         stored = {html_lib.escape(t, quote=True) for t in svc.runtime.store.answers_sample(None, 100_000)[1]}  # every tenant's
         assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("capped-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS, job_memory_mb=64)
+    with server:
+        yield service
+
+
+def test_a_job_over_the_memory_cap_is_killed_and_failed_with_the_figure_and_the_service_keeps_serving(capped):
+    with capped.client("admin") as admin:
+        r = admin.post("/admin/jobs", json={"kind": "em", "params": {"protocol": "persona", "groups": 2, "max_iter": 1000}})
+        assert r.status_code == 201, r.text
+        job = wait_job(admin, r.json()["id"])
+    assert job["state"] == "failed", job
+    assert "memory cap exceeded" in job["error"] and "over the cap of 64 MB (setting job_memory_mb)" in job["error"], job["error"]
+    held = float(job["error"].split("held ")[1].split(" MB")[0])
+    assert held > 64
+    assert job["log_tail"][-1] == job["error"]
+    with capped.client("acme") as c:  # the service is unharmed
+        assert c.get("/health").status_code == 200
+        body = {"type": "comparison", "user": "dora", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+        assert c.post("/v1/feedback", json=body).status_code == 201

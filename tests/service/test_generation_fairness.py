@@ -101,6 +101,28 @@ def test_a_stream_whose_client_leaves_stops_generating(svc):
     assert stopped_after < max(0.5 * full, 0.3), (stopped_after, full)
 
 
+def test_a_non_streaming_chat_whose_client_leaves_stops_generating_and_frees_its_slot(svc):
+    body = {**CHAT, "max_tokens": 1000, "temperature": 1.0, "seed": 1}
+    with svc.client("acme") as c:
+        started = time.monotonic()
+        whole = c.post("/v1/chat/completions", json=body)
+        full = time.monotonic() - started
+    assert whole.status_code == 200 and whole.json()["choices"][0]["finish_reason"] == "length", whole.text
+    assert full > 1.0, full  # long enough that a generation running to max_tokens is told apart
+    with svc.client("acme") as c, pytest.raises(httpx.ReadTimeout):
+        c.post("/v1/chat/completions", json=body, timeout=httpx.Timeout(30, read=0.15 * full))
+    left = time.monotonic()  # the client closed its connection here, generation still running
+    while svc.runtime.scheduler.stats()["running"] and time.monotonic() < left + full:
+        time.sleep(0.01)
+    stopped_after = time.monotonic() - left
+    assert svc.runtime.scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}
+    assert stopped_after < 0.5 * full, (stopped_after, full)  # not run on to max_tokens
+    with svc.client("acme") as c:  # the slot is free and the model answers the next request at once
+        again = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
+    assert again.status_code == 200, again.text
+    assert "pluralign_chat_cancelled_total 1.0" in httpx.get(svc.url + "/metrics").text
+
+
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     base = Generator.from_folder(tiny_generator_dir)
@@ -140,3 +162,42 @@ def test_a_tenant_over_its_request_rate_gets_429_and_another_tenant_does_not(lim
     with limited.client("globex") as g:
         assert g.get("/v1/models").status_code == 200
     assert httpx.get(limited.url + "/health").status_code == 200  # not limited
+
+
+@pytest.fixture(scope="module")
+def crowd(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = serve(tmp_path_factory.mktemp("crowd"), Generator.from_folder(tiny_generator_dir), tiny_pal_dir, minilm,
+                            tenant_generations=60, generation_queue=64, rerank=False, candidates=1, tenant_requests_per_second=0)
+    with server:
+        yield service
+
+
+def test_another_tenants_light_reads_are_served_while_50_chats_wait(crowd):
+    """Issue 13's 44 concurrent chats left no request thread for another tenant's profile read (76 s);
+    waiting chats now hold no thread: the read is answered while most of the chats still wait."""
+    with crowd.client("globex") as g:
+        assert g.post("/v1/feedback", json={"type": "comparison", "user": "gil", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}).status_code == 201
+    results: list[int] = []
+
+    def send() -> None:
+        with crowd.client("acme") as c:
+            results.append(c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 40, "temperature": 1.0}, timeout=300).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(50)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while crowd.runtime.scheduler.stats()["waiting"] < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert crowd.runtime.scheduler.stats()["waiting"] >= 40
+    with crowd.client("globex") as g:
+        started = time.monotonic()
+        reads = [g.get("/v1/users/gil").status_code for _ in range(5)]
+        took = time.monotonic() - started
+    still_waiting = crowd.runtime.scheduler.stats()["waiting"]
+    for t in threads:
+        t.join()
+    assert reads == [200] * 5
+    assert still_waiting >= 30, still_waiting  # answered long before the chats drained
+    assert results.count(200) == 50
+    assert took < 10, took

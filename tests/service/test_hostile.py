@@ -174,7 +174,8 @@ def test_a_job_gets_only_typed_flags(svc, tmp_path):
     ({"prompt": "  "}, "prompt"),
     ({"margin": -0.5}, "margin"),
     ({"source": "s" * 900_000}, "source"),
-    ({"attributes": {"k": "v" * 900_000}}, "attributes[...]"),
+    ({"attributes": {"k": "v" * 900_000}}, "attributes.k"),
+    ({"attributes": {"k" * 65: "v"}}, "attributes"),
     ({"attributes": {f"k{i}": "v" for i in range(33)}}, "attributes"),
 ])
 def test_loose_feedback_is_refused(svc, change, field):
@@ -389,3 +390,31 @@ def test_adapter_jobs_one_pending_per_user_and_a_bounded_queue_per_tenant(quota)
         assert full.status_code == 429 and int(full.headers["retry-after"]) >= 1, full.text
         for job in admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"]:
             admin.post(f"/admin/jobs/{job['id']}/cancel")
+
+
+@pytest.fixture(scope="module")
+def labels(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("labels-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    max_source_chars=10, max_attributes=2, max_attribute_name_chars=4, max_attribute_value_chars=5)
+    with server:
+        yield service
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"source": "s" * 11}, "source"),
+    ({"attributes": {"a": "1", "b": "2", "c": "3"}}, "attributes"),
+    ({"attributes": {"abcde": "1"}}, "attributes"),
+    ({"attributes": {"g": "123456"}}, "attributes.g"),
+])
+def test_source_and_attribute_limits_are_the_settings(labels, change, field):
+    """The limits follow the settings (here far below the defaults), for feedback and for imports."""
+    with labels.client("acme") as c:
+        refused = c.post("/v1/feedback", json={**COMPARISON, **change})
+        assert refused.status_code == 400 and field_named(refused) == field, refused.text
+        line = {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", **change}
+        imported = c.post("/v1/users/ann/import", content=json.dumps(line).encode() + b"\n")
+        assert imported.status_code == 400 and field_named(imported) == f"line 1.{field}", imported.text
+        at_limit = {"source": "s" * 10, "attributes": {"abcd": "12345", "g": "x"}}
+        assert c.post("/v1/feedback", json={**COMPARISON, **at_limit}).status_code == 201
+        line = {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", **at_limit}
+        assert c.post("/v1/users/ann/import", content=json.dumps(line).encode() + b"\n").status_code == 201

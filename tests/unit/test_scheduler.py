@@ -60,3 +60,20 @@ def test_errors_reach_the_caller():
     scheduler = FairScheduler()
     with pytest.raises(ZeroDivisionError):
         scheduler.submit("a", lambda: 1 / 0).result(timeout=10)
+
+
+def test_a_task_knows_how_long_it_waited_and_how_many_started_before_it():
+    scheduler = FairScheduler(workers=1, per_tenant=10, max_waiting=20)
+    gate = threading.Event()
+    try:
+        first = scheduler.submit("a", lambda: (gate.wait(), scheduler.waited())[1])
+        flood = [scheduler.submit("a", scheduler.waited) for _ in range(4)]
+        late = scheduler.submit("b", scheduler.waited)
+        threading.Event().wait(0.05)
+    finally:
+        gate.set()
+    assert first.result(timeout=10).behind == 0
+    waited = late.result(timeout=10)
+    assert waited.behind == 1 and waited.seconds >= 0.05  # one of a's queued tasks went first, then b
+    assert [f.result(timeout=10).behind for f in flood] == [0, 2, 3, 4]  # a's second waited for b's turn too
+    assert scheduler.waited() is None  # outside a task

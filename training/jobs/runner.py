@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 import msgspec
+import psutil
 
 from pluralign.files import write_atomic
 from training.common import PROGRESS_ENV, PROGRESS_PREFIX
@@ -82,6 +83,13 @@ class RunnerConfig:
     max_attempts: int = 3  # a job interrupted this many times (restarts) is failed, not re-run again
     cwd: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])  # where `training` imports from
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables for workers (e.g. the store's PLURALIGN_STORE_*)
+    # resident memory (MB) one job's worker, with its child processes, may hold; over it the worker is
+    # killed and the job fails with the figure in its record. None: no cap. Checked every poll_seconds.
+    memory_mb: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory_mb is not None and self.memory_mb < 1:
+            raise ValueError(f"`memory_mb` must be at least 1 (or None: no cap), got {self.memory_mb}")
 
 
 @dataclass
@@ -90,6 +98,7 @@ class _Running:
     process: subprocess.Popen
     out: object
     err: object
+    over_memory_mb: float | None = None  # the resident memory it was killed at, over the cap
 
 
 class LocalJobRunner:
@@ -282,6 +291,13 @@ class LocalJobRunner:
                 continue
             progress, tail = self._read_log(job_id)
             code = running.process.poll()
+            if code is None and running.over_memory_mb is None and self.config.memory_mb is not None:
+                held = _resident_mb(running.process.pid)
+                if held > self.config.memory_mb:
+                    running.over_memory_mb = held
+                    log.warning("job %s holds %.0f MB, over the cap of %d MB: killed", job_id, held, self.config.memory_mb)
+                    _kill_group(running.process.pid, signal.SIGKILL)
+                    code = running.process.wait()
             if code is None:
                 if progress != job.progress or tail != job.log_tail:
                     self.store.put(msgspec.structs.replace(job, progress=progress, log_tail=tail))
@@ -289,6 +305,12 @@ class LocalJobRunner:
             running.out.close()
             running.err.close()
             del self._running[job_id]
+            if running.over_memory_mb is not None:
+                note = (f"memory cap exceeded: the worker held {running.over_memory_mb:.0f} MB of resident memory, over the cap "
+                        f"of {self.config.memory_mb} MB (setting job_memory_mb); it was killed")
+                self.store.put(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
+                                                       log_tail=[*tail, note][-self.config.log_lines :]))
+                continue
             self.store.put(self._finish(job, code, progress, tail))
 
     def _read_log(self, job_id: str) -> tuple[float, list[str]]:
@@ -359,6 +381,22 @@ def _last_json_line(path: Path) -> dict | None:
                 return None
             return value if isinstance(value, dict) else None
     return None
+
+
+def _resident_mb(pid: int) -> float:
+    """Resident memory (MB) of process `pid` and all its descendants; 0 once it is gone."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:  # exited meanwhile
+            pass
+    return total / 2**20
 
 
 def _is_worker_of(pid: int, job_id: str) -> bool:

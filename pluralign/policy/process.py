@@ -1,0 +1,229 @@
+"""The local generator in a process of its own, so generation never holds the caller's GIL.
+
+A causal LM's generation loop is mostly Python (transformers' sampling loop, logits processors,
+stopping criteria), so in the service's process it holds the interpreter lock most of the time,
+and every light request (a profile read: several LanceDB calls, each releasing and re-taking the
+lock) waits for it again and again. Here the model lives in a child process; this object offers
+what the service uses of `Generator` (generate, generate_styled, stream, prompt_tokens, adapters)
+and forwards each call over a pipe. The tokenizer is loaded here too, so prompt sizes are counted
+without asking the child.
+
+    generator = ProcessGenerator("/models/smollm2", model_id="HuggingFaceTB/SmolLM2-135M-Instruct")
+    candidates, prompt_tokens = generator.generate(messages, n=4, sampling=Sampling(max_tokens=64))
+    generator.close()
+
+One call runs at a time (the child serves them in order, as one model on one device would anyway).
+`cancel` events work as with `Generator`: the child stops at its next token and the call raises
+`Cancelled`. If the child dies (e.g. killed for memory), calls raise `GeneratorProcessError` and the
+next call starts a new child (with the adapters that were loaded).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from pluralign.policy.generator import Cancelled, Candidate, Generator, Sampling
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.02  # how often a waiting call with a cancel event looks at it (and at the child)
+_ALIVE_S = 0.5  # how often a waiting call without one looks at the child
+
+
+class GeneratorProcessError(RuntimeError):
+    """The generation process failed or exited; the message says how."""
+
+
+def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
+    """The child: load the model, then answer (op, args) requests until the pipe closes."""
+    try:
+        generator = Generator.from_folder(folder, model_id)
+    except BaseException as exc:  # the parent reports it
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", generator.context_tokens))
+    while True:
+        try:
+            op, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if op == "stream":
+                pieces = generator.stream(*args)
+                try:
+                    for piece in pieces:
+                        if cancel.is_set():
+                            raise Cancelled("the stream's reader went away")
+                        conn.send(("piece", piece))
+                finally:
+                    pieces.close()  # a generation still running stops at its next token
+                conn.send(("ok", None))
+            elif op == "generate":
+                conn.send(("ok", generator.generate(*args, cancel=cancel)))
+            elif op == "generate_styled":
+                conn.send(("ok", generator.generate_styled(*args, cancel=cancel)))
+            elif op == "load_adapter":
+                conn.send(("ok", generator.load_adapter(*args)))
+            elif op == "drop_adapter":
+                conn.send(("ok", generator.drop_adapter(*args)))
+            else:
+                conn.send(("error", f"unknown operation {op!r}"))
+        except Cancelled as exc:
+            conn.send(("cancelled", str(exc)))
+        except Exception as exc:  # the caller sees it; the child carries on
+            conn.send(("failed", (type(exc).__name__, str(exc))))
+
+
+class ProcessGenerator:
+    """A `Generator` for the model saved in `folder`, run in a child process (see the module)."""
+
+    def __init__(self, folder: str | Path, model_id: str | None = None, start_timeout_s: float = 600.0):
+        from transformers import AutoTokenizer
+
+        self.folder = str(folder)
+        self.model_id = model_id or Path(folder).name
+        self.model = None  # the weights live in the child: the adapter pool counts adapter files instead
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.start_timeout_s = start_timeout_s
+        self._adapters: dict[str, str] = {}  # name -> folder, loaded in the child
+        self._lock = threading.Lock()
+        self._context = mp.get_context("spawn")  # no fork of a process with threads and a torch runtime
+        self._process = None
+        self.context_tokens: int | None = None
+        self._start()
+
+    def _start(self) -> None:
+        self._conn, child = self._context.Pipe()
+        self._cancel = self._context.Event()
+        self._process = self._context.Process(target=_serve, args=(child, self._cancel, self.folder, self.model_id),
+                                              name="pluralign-generator", daemon=True)
+        self._process.start()
+        child.close()
+        if not self._conn.poll(self.start_timeout_s):
+            self._process.kill()
+            raise GeneratorProcessError(f"the generation process did not load {self.folder} within {self.start_timeout_s:g} s")
+        try:
+            kind, value = self._conn.recv()
+        except EOFError:
+            raise GeneratorProcessError(f"the generation process exited while loading {self.folder} (exit code {self._process.exitcode})") from None
+        if kind != "ready":
+            raise GeneratorProcessError(f"the generation process could not load {self.folder}: {value}")
+        self.context_tokens = value
+        for name, folder in self._adapters.items():  # a new child after a crash: the same adapters again
+            self._conn.send(("load_adapter", (name, folder)))
+            self._result(*self._conn.recv())
+        log.info("generation process %d serves %s", self._process.pid, self.model_id)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._process is not None and self._process.is_alive():
+                self._conn.close()
+                self._process.join(5)
+                if self._process.is_alive():
+                    self._process.kill()
+                    self._process.join()
+
+    # ---- the calls ---------------------------------------------------------------------------
+
+    def _send(self, op: str, args: tuple) -> None:
+        """Under the lock: a live child, then the request."""
+        if not self._process.is_alive():
+            log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
+            self._start()
+        self._cancel.clear()
+        self._conn.send((op, args))
+
+    def _receive(self, cancel: threading.Event | None):
+        """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set."""
+        while not self._conn.poll(_ALIVE_S if cancel is None else _POLL_S):
+            if cancel is not None and cancel.is_set():
+                self._cancel.set()
+            if not self._process.is_alive():
+                raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) during a call")
+        try:
+            return self._conn.recv()
+        except EOFError:
+            raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) during a call") from None
+
+    @staticmethod
+    def _result(kind: str, value):
+        if kind == "ok":
+            return value
+        if kind == "cancelled":
+            raise Cancelled(value)
+        if kind == "failed":
+            name, text = value
+            if name == "ValueError":  # e.g. an adapter that is not loaded: the caller's mistake, as in-process
+                raise ValueError(text)
+            raise GeneratorProcessError(f"{name}: {text}")
+        raise GeneratorProcessError(str(value))
+
+    def _call(self, op: str, *args, cancel: threading.Event | None = None):
+        with self._lock:
+            self._send(op, args)
+            return self._result(*self._receive(cancel))
+
+    def generate(
+        self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[list[Candidate], int]:
+        """As `Generator.generate`, in the child."""
+        return self._call("generate", list(messages), n, sampling, adapter, cancel=cancel)
+
+    def generate_styled(
+        self, messages: Sequence[dict[str, str]], styles: Sequence, sampling: Sampling = Sampling(), adapter: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[list[Candidate], int]:
+        """As `Generator.generate_styled`, in the child."""
+        return self._call("generate_styled", list(messages), list(styles), sampling, adapter, cancel=cancel)
+
+    def stream(self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None) -> Iterator[str | Candidate]:
+        """As `Generator.stream`: text pieces as the child generates them, then the Candidate. Closing
+        the iterator early stops the child's generation at its next token."""
+        with self._lock:
+            self._send("stream", (list(messages), sampling, adapter))
+            finished = False
+            try:
+                while True:
+                    kind, value = self._receive(None)
+                    if kind != "piece":
+                        finished = True
+                        self._result(kind, value)
+                        return
+                    yield value
+            finally:
+                if not finished:  # the reader went away: stop the child, then read to its last message
+                    self._cancel.set()
+                    try:
+                        while self._receive(None)[0] == "piece":
+                            pass
+                    except GeneratorProcessError:
+                        pass
+
+    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        """Tokens of the conversation's prompt (chat template applied), counted here."""
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ---- adapters ----------------------------------------------------------------------------
+
+    @property
+    def adapters(self) -> set[str]:
+        return set(self._adapters)
+
+    def load_adapter(self, name: str, folder: str | Path) -> None:
+        self._call("load_adapter", name, str(folder))
+        self._adapters[name] = str(folder)
+
+    def drop_adapter(self, name: str) -> None:
+        if name in self._adapters:
+            self._call("drop_adapter", name)
+            del self._adapters[name]
