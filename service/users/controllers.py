@@ -189,5 +189,11 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
     `comparison` feedback; ask again for the next one. `worth_asking` turns false once the best pair
     carries fewer than `compare_min_bits` bits."""
     rt, tenant, user_id = _user(request, user_id)
+    for i, item in enumerate(data.pool or ()):  # the pair must be one `comparison` feedback accepts
+        if not item.prompt.strip():
+            raise bad_request(f"pool[{i}].prompt", "must hold more than whitespace")
+        for j, answer in enumerate(item.answers):
+            if not answer.strip():
+                raise bad_request(f"pool[{i}].answers[{j}]", "must hold more than whitespace")
     pool = None if data.pool is None else [(item.prompt, item.answers) for item in data.pool]
     return services.next_comparison(rt, tenant, user_id, pool)
