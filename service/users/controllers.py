@@ -160,7 +160,7 @@ def get_stated(request: Request, user_id: FromPath[str]) -> StatedPreferences:
 @patch("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(429), summary="Set or clear a user's stated preferences")
 def patch_stated(request: Request, user_id: FromPath[str], data: JSONBody[StatedPatch]) -> StatedPreferences:
     """Each named feature (`length`, `list_items`, `exclamations`, `contractions`, `word_length`,
-    `second_person`) set to `more` or `less` becomes a strong prior on the user's weight for it (the
+    `second_person`, `affirmation`) set to `more` or `less` becomes a strong prior on the user's weight for it (the
     next ranking follows it; enough contrary feedback still moves it); null clears it. Every call is
     one new version, recorded with its time, shown in the profile and exported with the user."""
     rt, tenant, user_id = _user(request, user_id)

@@ -196,3 +196,24 @@ def test_dashboard_escapes_stored_answers(svc):
         assert "<script>alert" not in page and "&lt;script&gt;" in page
         page = admin.get("/admin/dashboard", params={"tenant": "<script>"})
         assert page.status_code < 500 and "<script>" not in page.text
+
+
+FEATURES = ("length", "list_items", "exclamations", "contractions", "word_length", "second_person", "affirmation")
+
+
+def test_concurrent_patches_of_different_features_all_land(svc):
+    with svc.client() as c, ThreadPoolExecutor(7) as pool:
+        codes = list(pool.map(lambda f: c.patch("/v1/users/conc/stated-preferences", json={"preferences": {f: "more"}}).status_code, FEATURES))
+        assert codes == [200] * 7
+        st = c.get("/v1/users/conc/stated-preferences").json()
+        assert st["version"] == 7 and st["preferences"] == dict.fromkeys(FEATURES, "more")
+        assert sorted(h["version"] for h in st["history"]) == list(range(1, 8))
+
+
+def test_stated_affirmation_picks_the_stance_of_a_yes_no_answer(svc):
+    with svc.client() as c:
+        for direction, stance in (("less", "-no"), ("more", "-yes")):
+            user = f"sayer-{direction}"
+            assert c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"affirmation": direction}}).status_code == 200
+            out = chat(c, user, "Should I learn to swim?", n=1)
+            assert out["pluralign"]["styles"][0].endswith(stance), out["pluralign"]["styles"]
