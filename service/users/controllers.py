@@ -162,7 +162,7 @@ def get_stated(request: Request, user_id: FromPath[str]) -> StatedPreferences:
 @patch("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(429), summary="Set or clear a user's stated preferences")
 def patch_stated(request: Request, user_id: FromPath[str], data: JSONBody[StatedPatch]) -> StatedPreferences:
     """Each named feature (`length`, `list_items`, `exclamations`, `contractions`, `word_length`,
-    `second_person`) set to `more` or `less` becomes a strong prior on the user's weight for it (the
+    `second_person`, `affirmation`) set to `more` or `less` becomes a strong prior on the user's weight for it (the
     next ranking follows it; enough contrary feedback still moves it); null clears it. Every call is
     one new version, recorded with its time, shown in the profile and exported with the user."""
     rt, tenant, user_id = _user(request, user_id)
@@ -191,5 +191,11 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
     `comparison` feedback; ask again for the next one. `worth_asking` turns false once the best pair
     carries fewer than `compare_min_bits` bits."""
     rt, tenant, user_id = _user(request, user_id)
+    for i, item in enumerate(data.pool or ()):  # the pair must be one `comparison` feedback accepts
+        if not item.prompt.strip():
+            raise bad_request(f"pool[{i}].prompt", "must hold more than whitespace")
+        for j, answer in enumerate(item.answers):
+            if not answer.strip():
+                raise bad_request(f"pool[{i}].answers[{j}]", "must hold more than whitespace")
     pool = None if data.pool is None else [(item.prompt, item.answers) for item in data.pool]
     return services.next_comparison(rt, tenant, user_id, pool)
