@@ -172,6 +172,9 @@ def patch_stated(request: Request, user_id: FromPath[str], data: JSONBody[Stated
     return services.set_stated(rt, tenant, user_id, data.preferences)
 
 
+MAX_POOL_ANSWERS = 64  # answers over the whole pool (64 x 8 of 2 KB took ~60 s of encoding on two loaded cores)
+
+
 class PoolItem(Base):
     prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
     answers: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]], msgspec.Meta(min_length=2, max_length=8)]
@@ -191,6 +194,9 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
     `comparison` feedback; ask again for the next one. `worth_asking` turns false once the best pair
     carries fewer than `compare_min_bits` bits."""
     rt, tenant, user_id = _user(request, user_id)
+    total = sum(len(item.answers) for item in data.pool or ())
+    if total > MAX_POOL_ANSWERS:  # each answer is encoded: bound one request's CPU like /v1/rewards/score's
+        raise bad_request("pool", f"holds {total} answers in all; at most {MAX_POOL_ANSWERS} per request")
     for i, item in enumerate(data.pool or ()):  # the pair must be one `comparison` feedback accepts
         if not item.prompt.strip():
             raise bad_request(f"pool[{i}].prompt", "must hold more than whitespace")

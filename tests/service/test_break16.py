@@ -134,9 +134,12 @@ def test_next_comparison_edges(svc):
         r = c.post("/v1/users/newcomer/next-comparison", json={"pool": [{"prompt": "Hi?", "answers": ["Same.", "Same.", "Other!"]}]})
         assert r.status_code == 200, r.text
         assert len(set(r.json()["answers"])) == 2
-        big = [{"prompt": f"Question {i}?", "answers": [f"Answer {i}.{j} " * 50 for j in range(8)]} for i in range(64)]
-        r = c.post("/v1/users/newcomer/next-comparison", json={"pool": big})
+        big = [{"prompt": f"Question {i}?", "answers": [f"Answer {i}.{j} " * 50 for j in range(8)]} for i in range(8)]
+        r = c.post("/v1/users/newcomer/next-comparison", json={"pool": big})  # 64 answers: the most one request encodes
         assert r.status_code == 200, r.text
+        # 64 prompts x 8 answers took about a minute of encoding: a 400 naming the pool, before any work
+        r = c.post("/v1/users/newcomer/next-comparison", json={"pool": big * 8})
+        assert r.status_code == 400 and "pool" in named(r) and "at most 64" in r.text, r.text
         # stored pool: another tenant's stored answers never come back
         c.post("/v1/feedback", json={"type": "comparison", "user": "secret", "prompt": "Acme secret?", "chosen": "ACME-ONLY-1", "rejected": "ACME-ONLY-2"})
         r = other.post("/v1/users/g1/next-comparison", json={})
