@@ -24,22 +24,13 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
-import torch
 
-from pluralign.reward.pal_model import PALConfig, PALModel
-from pluralign.user import UserModel
+from benchmarks.user_refit import ANSWERS, service_shaped_user_model
 from pluralign.user.stated import StatedPreferences
 from service.chat.schemas import Timings
 from service.chat.services import Plan, choose_compare
 from service.settings import Settings
 from service.users.services import UserWeights
-
-ANSWERS = [
-    "Sure thing! Here are a few ideas:\n- Go for a walk\n- Read a book",
-    "Certainly. A balanced plan would include rest, some exercise and time with friends.",
-    "Try a short hike.",
-    "There are many ways to think about this, and it's worth weighing each of them before you decide!",
-]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,9 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    um = UserModel(PALModel(PALConfig(variant="a", k=4, input_dim=384, latent_dim=64, hidden=256)), population="bench")
+    um = service_shaped_user_model()
     rng = np.random.default_rng(0)
     n = args.candidates
     texts = [ANSWERS[i % 4] + f" ({i})" for i in range(n)]

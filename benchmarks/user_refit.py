@@ -32,15 +32,21 @@ ANSWERS = [
 ]
 
 
+def service_shaped_user_model() -> UserModel:
+    """A user model over an untrained PAL of the service's bootstrap shape (variant a, K = 4, 384-d,
+    latent 64), on one torch thread: what a refit or a pair choice costs, not what it learns."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    return UserModel(PALModel(PALConfig(variant="a", k=4, input_dim=384, latent_dim=64, hidden=256)), population="bench")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    um = UserModel(PALModel(PALConfig(variant="a", k=4, input_dim=384, latent_dim=64, hidden=256)), population="bench")
+    um = service_shaped_user_model()
     rng = np.random.default_rng(0)
     out = {}
     for n in args.sizes:
