@@ -23,10 +23,14 @@ base figure, 0.52, BENCHMARKS.md).
     python -m benchmarks.closed_loop --fast --json         # 10 rounds, rates over rounds 6-10
     python -m benchmarks.closed_loop --diversity 12        # + how often candidates tie, styles on vs off
 
-Issue 16's pair arms (`--arms active random_pair`, or `--compare-arms` for all five): the service
+Issue 16's pair arms (`--arms active random_pair`, or `--compare-arms` for all six): the service
 as `user_model`, but the user is shown only two of the four choices and sends a `choice` with
 `shown` set to them: in `active` the pair the response's `pluralign.compare` names (no feedback
-when it is null: the user is well known), in `random_pair` two choices drawn at random. The bar is
+when it is null: the user is well known; BALD, the service's default), in `active_best` the same
+with `compare_target = best` (information about which choice is best), in `random_pair` two
+choices drawn at random. `--cross-rules` also runs every style rule on every other style user's
+prompts and seeds, six times the style users from the same generations (with `--generation-cache`,
+nothing new is generated). The bar is
 how many rounds each needs to reach a 70% pick rate (`rounds_to_70`).
 
 With `--json` the last line is `{"rules": {RULE: {ARM: pick_rate}}, "rounds": R, "ties": {RULE: n}}`
@@ -51,12 +55,13 @@ import httpx
 import numpy as np
 
 ARMS = ("today", "user_model", "control")
-PAIR_ARMS = ("active", "random_pair")  # issue 16: feedback on two shown choices only
+PAIR_ARMS = ("active", "active_best", "random_pair")  # issue 16: feedback on two shown choices only
 ARM_SETTINGS = {
     "today": {"user_model": "prototypes", "rerank": True},
     "user_model": {"user_model": "residual", "rerank": True},
     "control": {"user_model": "residual", "rerank": False},
-    "active": {"user_model": "residual", "rerank": True},
+    "active": {"user_model": "residual", "rerank": True, "compare_target": "coefficients"},
+    "active_best": {"user_model": "residual", "rerank": True, "compare_target": "best"},
     "random_pair": {"user_model": "residual", "rerank": True},
 }
 
@@ -221,12 +226,19 @@ def build_arms(root: Path, generator, encoder, args, names=ARMS) -> dict:
 # ---- the loop --------------------------------------------------------------------------------------
 
 
-def make_users(args) -> list[tuple[str, str]]:
-    """(user id, rule) pairs: `users_per_rule` per style rule, then the persona population."""
-    users = [(f"{rule}-{i}", rule) for rule in RULES if not rule.startswith("persona") for i in range(args.users_per_rule)]
+def make_users(args) -> list[tuple[str, str, int]]:
+    """(user id, rule, sequence) triples: `users_per_rule` per style rule, then the persona
+    population. `sequence` is the index of the user whose prompts and generation seeds this user
+    gets (their own index, except with `--cross-rules`)."""
+    base = [(f"{rule}-{i}", rule) for rule in RULES if not rule.startswith("persona") for i in range(args.users_per_rule)]
     minority = max(1, round(args.persona_users * 0.2))
-    users += [(f"persona_majority-{i}", "persona_majority") for i in range(args.persona_users - minority)]
-    users += [(f"persona_minority-{i}", "persona_minority") for i in range(minority)]
+    base += [(f"persona_majority-{i}", "persona_majority") for i in range(args.persona_users - minority)]
+    base += [(f"persona_minority-{i}", "persona_minority") for i in range(minority)]
+    users = [(user, rule, u) for u, (user, rule) in enumerate(base)]
+    if getattr(args, "cross_rules", False):  # every style rule also on every other style user's prompts and seeds
+        styles = [(u, user, rule) for u, (user, rule) in enumerate(base) if not rule.startswith("persona")]
+        users += [(f"{rule}-on-{other}", rule, u) for rule in dict.fromkeys(r for _, _, r in styles)
+                  for u, other, other_rule in styles if other_rule != rule]
     return users
 
 
@@ -235,7 +247,7 @@ def run_loop(arms: dict, users, prompts_for, args) -> list[dict]:
     clients = {arm: httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=600)
                for arm, (server, key, _) in arms.items()}
     for rnd in range(args.rounds):
-        for u, (user, rule) in enumerate(users):
+        for user, rule, u in users:
             prompt = prompts_for(user)[rnd]
             seed = args.seed * 100_000 + u * 100 + rnd
             for arm in arms:
@@ -270,7 +282,7 @@ def pair_feedback(client, arm: str, out: dict, scores: list[float], rng: random.
     """Issue 16's arms: show the user two choices, `compare`'s pair (`active`) or two at random
     (`random_pair`), and send their pick among those two as a `choice` with `shown`. Returns the pair
     shown, or None when nothing was sent (no pair offered, or the two tie under the user's rule)."""
-    pair = out["pluralign"].get("compare") if arm == "active" else rng.sample(range(len(scores)), 2)
+    pair = rng.sample(range(len(scores)), 2) if arm == "random_pair" else out["pluralign"].get("compare")
     if not pair or scores[pair[0]] == scores[pair[1]]:
         return None
     pick = pair[0] if scores[pair[0]] > scores[pair[1]] else pair[1]
@@ -341,7 +353,8 @@ def plot(records: list[dict], rounds: int, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True, sharey=True)
-    colours = {"today": "tab:orange", "user_model": "tab:blue", "control": "tab:grey", "active": "tab:green", "random_pair": "tab:red"}
+    colours = {"today": "tab:orange", "user_model": "tab:blue", "control": "tab:grey", "active": "tab:green",
+               "active_best": "tab:olive", "random_pair": "tab:red"}
     arms = list(dict.fromkeys(r["arm"] for r in records))
     for ax, rule in zip(axes.flat, RULES, strict=False):
         for arm in arms:
@@ -399,6 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fast", action="store_true", help="10 rounds, one user per style rule, 5 persona users")
     parser.add_argument("--users-per-rule", type=int, default=None, help="users per style rule (default 2; 1 with --fast)")
     parser.add_argument("--persona-users", type=int, default=5, help="persona users: 80%% majority, 20%% minority")
+    parser.add_argument("--cross-rules", action="store_true",
+                        help="also run every style rule on every other style user's prompts and seeds: "
+                             "(rules - 1) times more style users from the same generations")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
@@ -413,7 +429,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", choices=[*ARMS, *PAIR_ARMS], default=None,
                         help=f"arms to run (default: {' '.join(ARMS)})")
     parser.add_argument("--compare-arms", action="store_true",
-                        help="issue 16: also the pair arms (active: the response's `compare` pair; random_pair: two at random)")
+                        help="issue 16: also the pair arms (active: the response's `compare` pair; active_best: the same "
+                             "with compare_target=best; random_pair: two at random)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.arms = tuple(args.arms or (ARMS + PAIR_ARMS if args.compare_arms else ARMS))
@@ -430,7 +447,10 @@ def main(argv: list[str] | None = None) -> None:
     persona = persona_questions(args.shared_data)
     users = make_users(args)
 
+    sequence_of = {user: users[u][0] for user, _, u in users}  # whose prompt order each user gets
+
     def prompts_for(user: str) -> list[str]:
+        user = sequence_of[user]
         pool = persona if user.startswith("persona") else QUESTIONS
         order = random.Random(f"{args.seed}-{user}").sample(range(len(pool)), len(pool))
         return [pool[order[i % len(pool)]] for i in range(args.rounds)]

@@ -88,7 +88,8 @@ def unseen_batches(protocol: Protocol, encoder: Encoder, k: int) -> tuple[PairBa
     return embed_pairs(support, encoder, users, attr), embed_pairs(query, encoder, users, attr)
 
 
-def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, selection: str = "model") -> dict[str, float]:
+def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, selection: str = "model",
+                  target: str = "coefficients") -> dict[str, float]:
     """Unseen users' macro accuracy per k when each user's k support comparisons are chosen from
     their whole support pool by the model's active criterion (`prob_new_users_active`: expected
     information gain on the user model's posterior) instead of the pool's first k (random order)."""
@@ -100,7 +101,7 @@ def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, prog
     for k in shots:
         if not any(len(protocol.unseen.support[u]) >= k for u in users):
             continue
-        prob, _ = model.prob_new_users_active(pool, query, k, selection)
+        prob, _ = model.prob_new_users_active(pool, query, k, selection, target)
         out[str(k)] = macro(accuracy(prob), query.user.numpy())
         if progress:
             progress(k)
@@ -108,9 +109,10 @@ def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, prog
 
 
 def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, active: bool = False,
-             per_user: bool = False) -> dict:
+             per_user: bool = False, active_target: str = "coefficients") -> dict:
     """Train `model` on the protocol's seen users and measure it; returns the JSON-ready report.
-    With `active`, also `unseen_active_acc_by_k` (support chosen by `active_unseen`); raises
+    With `active`, also `unseen_active_acc_by_k` (support chosen by `active_unseen` with the
+    criterion `active_target`: `coefficients`, BALD, or `predictive`, EPIG); raises
     ValueError for a model without a posterior to choose by (only the `+residual` user models have one).
     `per_user` adds `seen_user_acc` ({user id: test accuracy}), the units a bootstrap over users
     resamples (benchmarks/ukp_seeds.py)."""
@@ -140,9 +142,9 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
         if progress:
             progress(k)
 
-    active_acc = active_unseen(model, protocol, encoder, shots, progress) if active else None
+    active_acc = active_unseen(model, protocol, encoder, shots, progress, "model", active_target) if active else None
     # the same criterion started from the seen users' spread instead of the model's prior
-    population_acc = active_unseen(model, protocol, encoder, shots, None, "population") if active else None
+    population_acc = active_unseen(model, protocol, encoder, shots, None, "population", active_target) if active else None
 
     report = {
         "model": getattr(model, "name", type(model).__name__),
@@ -154,7 +156,7 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
         "seen_macro_acc": macro(correct, test_users),
         "seen_pooled_acc": float(correct.mean()),
         "unseen_acc_by_k": unseen_acc,
-        **({"unseen_active_acc_by_k": active_acc} if active_acc is not None else {}),
+        **({"unseen_active_acc_by_k": active_acc, "active_target": active_target} if active_acc is not None else {}),
         **({"unseen_active_population_acc_by_k": population_acc} if population_acc is not None else {}),
         "group_acc": group_acc,
         "group_pairs": group_n,

@@ -45,6 +45,10 @@ class Settings(Base, frozen=True):
     # `pluralign.compare` (two returned choices worth showing side by side) is offered while the best
     # pair carries at least this many bits about the user (`pluralign.user.active`); 1.0 or more turns it off
     compare_min_bits: float = 0.1
+    # what chat's `compare` asks about (`pluralign.user.active`): `coefficients` (BALD on the user
+    # model's coefficients, as the onboarding route does) or `best` (which returned choice is best for
+    # the user); on the closed loop neither beat the other or random pairs clearly (BENCHMARKS.md)
+    compare_target: str = "coefficients"
     shots: int = 4  # past preferences put in the context
     max_tokens: int = 128  # default completion length
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
@@ -92,6 +96,8 @@ class Settings(Base, frozen=True):
             raise ValueError("`admin_session_s` must be at least 1")
         if not 0.0 <= self.compare_min_bits:
             raise ValueError(f"`compare_min_bits` must be >= 0, got {self.compare_min_bits}")
+        if self.compare_target not in ("best", "coefficients"):
+            raise ValueError(f"`compare_target` must be `best` or `coefficients`, got {self.compare_target!r}")
         if self.user_model not in ("residual", "prototypes"):
             raise ValueError(f"`user_model` must be `residual` or `prototypes`, got {self.user_model!r}")
         if self.ingest_batch < 1:

@@ -107,11 +107,12 @@ class ResidualPreference:
         means = np.stack([state.mean_array() for _, state in self.states.values()])  # (U, D)
         return means.mean(0), 1.0 / np.maximum(means.var(0), 1e-4)
 
-    def prob_new_users_active(self, pool: PairBatch, query: PairBatch, k: int,
-                              selection: str = "model") -> tuple[np.ndarray, dict[str, list[int]]]:
+    def prob_new_users_active(self, pool: PairBatch, query: PairBatch, k: int, selection: str = "model",
+                              target: str = "coefficients") -> tuple[np.ndarray, dict[str, list[int]]]:
         """Like `prob_new_users`, but each new user's k support comparisons are chosen from their
-        whole support `pool` by expected information gain on their posterior, one at a time
-        (`pluralign.user.active.select_active`), not taken in the pool's order. The chosen
+        whole support `pool` by expected information on their posterior, one at a time
+        (`pluralign.user.active.select_active`; `target` `coefficients` is BALD, `predictive`
+        EPIG with the pool as targets), not taken in the pool's order. The chosen
         comparisons are then fitted exactly as `prob_new_users` fits its first k. `selection` is the
         Gaussian the choice starts from: `model` (the user model's prior, as the service does) or
         `population` (the seen users' spread, `population_prior`). Returns the query probabilities
@@ -132,7 +133,7 @@ class ResidualPreference:
             if not len(rows):
                 continue
             design = um._split(um._diff(p[rows], c[rows], r[rows])[3], cn[rows] - rn[rows])  # (P, D)
-            picks = select_active(design, start_mean, start_precision, k, self.prior.newton_steps, self.prior.tol)
+            picks = select_active(design, start_mean, start_precision, k, self.prior.newton_steps, self.prior.tol, target)
             take = rows[picks]
             states[name] = (prior_logits, um.fit_named(prior_logits, p[take], c[take], r[take], cn[take], rn[take]))
             chosen[name] = [int(x) for x in picks]

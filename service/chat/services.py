@@ -147,8 +147,9 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
 
 
 def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> PairChoice | None:
-    """The two returned choices whose comparison would teach the user's model most (expected
-    information gain on their posterior, `pluralign.user.active`), as indices into `choices`; None
+    """The two returned choices whose comparison would teach the user's model most (by default the
+    information about which returned choice is best for them, `best_information`; with
+    `compare_target = coefficients` BALD on their posterior), as indices into `choices`; None
     for anonymous requests, fewer than 2 returned choices, `user_model = prototypes` (no posterior),
     or once the best pair carries fewer than `compare_min_bits` bits (the user is well known)."""
     if p.user_id is None or p.weights is None or p.returned < 2 or not residual_on(rt):
@@ -163,7 +164,7 @@ def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> 
         prompt_vec = p.prompt_vec if p.prompt_vec is not None else rt.encoder.encode([p.prompt])[0]
         x = model.candidates(prompt_vec, vectors[shown], [texts[i] for i in shown]).x
     mean, cov = model.posterior(p.weights.state, p.weights.stated.signs())
-    choice = most_informative_pair(x, mean, cov, rt.settings.compare_min_bits)
+    choice = most_informative_pair(x, mean, cov, rt.settings.compare_min_bits, rt.settings.compare_target)
     p.timings.compare_ms = ms(start)
     return choice
 

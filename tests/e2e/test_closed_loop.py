@@ -50,14 +50,26 @@ def test_fast_closed_loop_learns_users_on_smollm2(tmp_path):
 
 @pytest.mark.slow
 def test_pair_arms_with_tiny_models(tmp_path, tiny_generator_dir, tiny_pal_dir):
-    """(slow-marked: ~45 s; `make test-slow-loop`) Issue 16's arms: `active` sends a `choice` over the response's `compare` pair, `random_pair`
-    over two random choices; both are reported per rule beside the rates, with rounds to 70%."""
+    """(slow-marked: ~3.5 min; `make test-slow-loop`) Issue 16's arms: `active` sends a `choice` over the
+    response's `compare` pair (BALD), `active_best` the same with `compare_target = best`,
+    `random_pair` over two random choices; all are reported per rule beside the rates, with rounds to
+    70%. `--cross-rules` adds every style rule on every other style user's prompts, generated once."""
     result = run_closed_loop(tmp_path, "--generator", str(tiny_generator_dir), "--pal", str(tiny_pal_dir), "--fast",
-                             "--rounds", "3", "--max-tokens", "6", "--arms", "active", "random_pair", "control", timeout=600)
+                             "--rounds", "3", "--max-tokens", "6", "--cross-rules",
+                             "--arms", "active", "active_best", "random_pair", timeout=900)
     assert {"rules", "rounds", "ties"} <= set(result) and {"rounds_to_70", "feedback_to_70", "feedback"} <= set(result)
-    assert all(set(arms) == {"active", "random_pair", "control"} for arms in result["rules"].values())
-    assert set(result["rounds_to_70"]["short"]) == {"active", "random_pair"}
+    assert all(set(arms) == {"active", "active_best", "random_pair"} for arms in result["rules"].values())
+    assert set(result["rounds_to_70"]["short"]) == {"active", "active_best", "random_pair"}
     records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
-    shown = [r["feedback"] for r in records if r["arm"] == "active" and r.get("feedback")]
-    assert shown and all(len(p) == 2 and p[0] != p[1] for p in shown)  # a new user is asked: compare names two choices
+    for arm in ("active", "active_best"):
+        shown = [r["feedback"] for r in records if r["arm"] == arm and r.get("feedback")]
+        assert shown and all(len(p) == 2 and p[0] != p[1] for p in shown)  # a new user is asked: compare names two choices
     assert result["feedback"]["random_pair"] > 0
+    # 6 style users + 5 persona users, and each style rule on the other 5 style users' prompts: 41 users
+    users = {r["user"] for r in records}
+    assert len(users) == 41 and "short-on-casual-0" in users
+    mine = [sorted(r["choices"]) for r in records if r["user"] == "short-on-casual-0" and r["arm"] == "active"]
+    theirs = [sorted(r["choices"]) for r in records if r["user"] == "casual-0" and r["arm"] == "active"]
+    assert mine == theirs  # the same prompts and seeds, so the same candidates (ranked for another rule)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["generations"]["computed"] == 3 * 11  # the cross-rule users reuse the 11 users' generations

@@ -32,6 +32,11 @@ def test_active_shots_are_reported_beside_random_ones(opposed, minilm):
     assert prob.shape == (len(query),) and set(chosen) == set(users)
     assert all(len(set(c)) == 5 for c in chosen.values()) and any(sorted(c) != list(range(5)) for c in chosen.values())
     assert np.isfinite(prob).all()
+    # EPIG (`--active-target predictive`) chooses from the same pool by another criterion
+    _, by_epig = model.prob_new_users_active(pool, query, 5, target="predictive")
+    assert all(len(set(c)) == 5 for c in by_epig.values()) and by_epig != chosen
+    with pytest.raises(ValueError, match="target"):
+        model.prob_new_users_active(pool, query, 2, target="nonsense")
 
 
 def test_active_shots_need_a_model_with_a_posterior(opposed, minilm):

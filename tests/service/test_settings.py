@@ -24,6 +24,9 @@ def test_bad_settings_are_refused():
         Settings.load({"PLURALIGN_CANDIDATES": "1"})
     with pytest.raises(ValueError, match="unknown field"):
         Settings.load({}, colour="blue")
+    with pytest.raises(ValueError, match="compare_target"):
+        Settings.load({"PLURALIGN_COMPARE_TARGET": "everything"})
+    assert Settings.load({"PLURALIGN_COMPARE_TARGET": "coefficients"}).compare_target == "coefficients"
 
 
 def test_object_store_settings_become_lance_storage_options():

@@ -1,12 +1,22 @@
-"""Expected information gain (BALD) on the user model's posterior: the active choice of comparisons
-beats a random one where it should, and a well-known user is no longer asked."""
+"""Active choice of comparisons on the user model's posterior: BALD (about the coefficients), the
+information about which candidate is best (chat's `compare`), and EPIG (about the user's answers to
+target comparisons). Each beats a random or a coefficient-driven choice where it should, and a
+well-known user is no longer asked."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pluralign.user.active import COMPARE_MIN_BITS, most_informative_pair, pair_information, select_active
+from pluralign.user.active import (
+    COMPARE_MIN_BITS,
+    all_pairs,
+    best_information,
+    most_informative_pair,
+    pair_information,
+    predictive_information,
+    select_active,
+)
 from pluralign.user.model import fit_posterior
 
 
@@ -57,13 +67,15 @@ def population(rng, users=150, pool=40, held_out=200, d=6):
 
 
 @pytest.mark.parametrize("k", [3, 5])
-def test_active_choice_beats_random_where_it_should(k):
+def test_bald_choice_beats_random_where_it_should(k):
+    """Held-out pairs spread over every feature while the pool mostly repeats one: learning every
+    coefficient (BALD) is what pays here."""
     rng = np.random.default_rng(1)
     d = 6
     prior_mean, prior_precision = np.zeros(d), np.full(d, 1 / 4.0)
     active, random_ = [], []
     for design, test, truth in population(rng, d=d):
-        for picks, out in ((select_active(design, prior_mean, prior_precision, k), active),
+        for picks, out in ((select_active(design, prior_mean, prior_precision, k, target="coefficients"), active),
                            (list(rng.choice(len(design), k, replace=False)), random_)):
             mean, _ = fit_posterior(design[picks], prior_mean, prior_precision)
             out.append(np.mean(np.sign(test @ mean) == truth))
@@ -75,3 +87,76 @@ def test_select_active_returns_distinct_indices_in_order():
     design = rng.normal(size=(5, 3))
     picks = select_active(design, np.zeros(3), np.ones(3), 10)
     assert sorted(picks) == list(range(5))
+
+
+def contenders():
+    """Two close contenders A, B that differ on feature 1 and two candidates C, D that are never best
+    (feature 0 rules them out) but differ a lot on feature 2, which no contender has."""
+    mean, cov = np.array([1.0, 0.0, 0.0]), np.diag([0.01, 25.0, 25.0])
+    x = np.array([[2.0, 0.5, 0.0], [2.0, -0.5, 0.0], [-50.0, 0.0, 3.0], [-50.0, 0.0, -3.0]])
+    return x, mean, cov
+
+
+def test_compare_asks_about_the_best_candidate_not_about_every_coefficient():
+    x, mean, cov = contenders()
+    first, second = all_pairs(4)
+    bits = best_information(x, first, second, mean, cov)
+    assert bits[0] > 0.3  # A vs B: which of them is best
+    assert bits[-1] < 0.01  # C vs D: feature 2 is unknown, but it never decides the best answer
+    choice = most_informative_pair(x, mean, cov, COMPARE_MIN_BITS, target="best")
+    assert (choice.first, choice.second) == (0, 1)
+    bald = most_informative_pair(x, mean, cov, COMPARE_MIN_BITS, target="coefficients")
+    assert (bald.first, bald.second) == (2, 3)  # BALD spends the question on feature 2
+    assert np.array_equal(bits, best_information(x, first, second, mean, cov))  # common random numbers: repeatable
+    # once every posterior sample agrees on the best candidate, nothing is worth asking
+    assert not best_information(x, first, second, np.array([1.0, 2.0, 0.0]), np.eye(3) * 1e-4).any()
+    with pytest.raises(ValueError):
+        most_informative_pair(x, mean, cov, target="nonsense")
+    with pytest.raises(ValueError):
+        best_information(x[:, :2], first, second, mean, cov)
+
+
+def test_predictive_information_targets_the_comparisons_that_will_be_asked():
+    x, mean, cov = contenders()
+    pairs = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    targets = np.array([[0.0, 1.0, 0.0], [0.0, 0.5, 0.0], [0.0, -2.0, 0.0]])  # future questions vary feature 1 only
+    epig = predictive_information(pairs, targets, mean, cov)
+    assert epig[0] > 0.2 and epig[1] < 0.01
+    assert pair_information(pairs, mean, cov)[1] > pair_information(pairs, mean, cov)[0]  # BALD prefers feature 2
+
+
+def test_predictive_choice_beats_bald_and_random_where_it_should(k=2):
+    """Questions (the pool and the held-out ones alike) mostly turn on features 0-2; one in 15 is a
+    large difference on features 3-5, which the user model is most unsure about. BALD asks about
+    those first; EPIG with the pool as targets weighs them by how often they are asked."""
+    rng = np.random.default_rng(3)
+    d, pool, rare = 6, 30, 2
+
+    def questions(n):
+        z = np.zeros((n, d))
+        common = rng.random(n) >= rare / pool
+        z[common, :3] = rng.normal(size=(common.sum(), 3))
+        z[~common, 3:] = rng.normal(scale=3.0, size=((~common).sum(), 3))
+        return z
+
+    prior_mean, prior_precision = np.zeros(d), np.full(d, 1 / 4.0)
+    scores = {"predictive": [], "coefficients": [], "random": []}
+    for _ in range(150):
+        w = rng.normal(scale=2.0, size=d)
+        z = np.zeros((pool, d))
+        z[rare:, :3] = rng.normal(size=(pool - rare, 3))
+        z[:rare, 3:] = rng.normal(scale=3.0, size=(rare, 3))
+        z = z[rng.permutation(pool)]
+        won = rng.random(pool) < 1 / (1 + np.exp(-(z @ w)))
+        design = np.where(won[:, None], z, -z)
+        test = questions(300)
+        truth = np.sign(test @ w)
+        for name in scores:
+            picks = (list(rng.choice(pool, k, replace=False)) if name == "random"
+                     else select_active(design, prior_mean, prior_precision, k, target=name))
+            mean, _ = fit_posterior(design[picks], prior_mean, prior_precision)
+            guess = np.sign(test @ mean)
+            scores[name].append(np.mean(np.where(guess == 0, 0.5, guess == truth)))  # a tie is a coin flip
+    means = {name: float(np.mean(v)) for name, v in scores.items()}
+    assert means["predictive"] > means["coefficients"] + 0.05, means
+    assert means["predictive"] > means["random"], means

@@ -14,7 +14,8 @@ criterion per K (`k_criterion`, `k_criterion_se`, `k_criterion_per_pair`).
 With `--shots active` (user models only), each unseen user's k support comparisons are also chosen
 from their support pool by expected information gain on the posterior (`pluralign.user.active`,
 the criterion chat's `pluralign.compare` uses), reported as `unseen_active_acc_by_k` beside the
-pool-order (random) choice `unseen_acc_by_k`; k = 4 is then measured too.
+pool-order (random) choice `unseen_acc_by_k`; k = 4 is then measured too. `--active-target
+predictive` chooses by EPIG instead (information about the user's answers to the rest of their pool).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     encoder = cached_encoder(args)
     active = args.shots == "active"
     bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())
-    report = evaluate(model, protocol, encoder, shots=config.shots, progress=lambda k: bar.update(), active=active)
+    report = evaluate(model, protocol, encoder, shots=config.shots, progress=lambda k: bar.update(), active=active,
+                      active_target=args.active_target)
     bar.close()
     if not args.json:
         print(f"model {report['model']} on {report['protocol']}: {report['seen_users']} seen, {report['unseen_users']} unseen users")
@@ -81,6 +83,9 @@ def register(sub) -> None:
     p.add_argument("--shots", choices=["random", "active"], default="random",
                    help="unseen users' k support comparisons: the pool's first k (random order), or also chosen by "
                         "expected information gain on the user model's posterior (`active`, +residual models)")
+    p.add_argument("--active-target", choices=["coefficients", "predictive"], default="coefficients",
+                   help="with --shots active: what each chosen comparison should teach most about, the user model's "
+                        "coefficients (BALD) or the user's answers to the rest of their pool (EPIG)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--json", action="store_true", help="print only the JSON report")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 is fastest on a busy box)")
