@@ -117,6 +117,7 @@ def dashboard(request: Request, tenant: str | None = None) -> Response:
     latest: AuditReport | None = history[0] if history else None
     signed_in = "authorization" not in request.headers  # reached with the session cookie
     rt = request.app.state.runtime
+    rt.ingest.flush(tenant)  # feedback acknowledged before this request describes the prototypes too
     prototypes = prototype_descriptions(rt, tenant)
     return Response(render_dashboard(latest, history, admin.runner.list(limit=200), signed_in, prototypes, rt.rewards.version),
                     media_type="text/html")
