@@ -109,7 +109,8 @@ async def fairness_audit(
 
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
 def dashboard(request: Request, tenant: str | None = None) -> Response:
-    """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's)."""
+    """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's);
+    feedback acknowledged before the request is moved out of the log first, so it counts."""
     from service.users.services import prototype_descriptions
 
     admin = _admin(request)

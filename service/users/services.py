@@ -244,6 +244,7 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
         rt.store.put_user(msgspec.structs.replace(base, stated=stated.encode(), updated_at=now))
         rt.store.add_stated_changes(tenant, user_id, [msgspec.to_builtins(c) for c in stated.history])
         _refit(rt, tenant, user_id, None, None)
+    rt.maybe_compact()  # each change set is a commit to the users and changes tables
     return StatedPage(version=stated.version, preferences=stated.preferences, history=stated.history,
                       next_before=stated.version if stated.version > 1 else None)
 

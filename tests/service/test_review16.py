@@ -274,3 +274,23 @@ def test_odd_patch_bodies_are_a_400_and_store_nothing(svc, body):
         assert r.status_code == 400, r.text
         assert "preferences" in (field_named(r) or "") + r.text
         assert svc.runtime.store.get_user("acme", "oddball") is None
+
+
+def test_patches_racing_a_delete_leave_the_row_and_the_table_agreeing(svc):
+    rt = svc.runtime
+    with svc.client() as c:
+        for rnd in range(2):
+            user = f"racer{rnd}"
+            assert c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+            with ThreadPoolExecutor(6) as pool:
+                futs = [pool.submit(c.patch, f"/v1/users/{user}/stated-preferences", json={"preferences": {"exclamations": d}})
+                        for d in ("more", "less", "more")]
+                futs.append(pool.submit(c.delete, f"/v1/users/{user}"))
+                futs += [pool.submit(c.patch, f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": d}})
+                         for d in ("more", None)]
+                assert all(f.result().status_code == 200 for f in futs)
+            page = c.get(f"/v1/users/{user}/stated-preferences", params={"limit": 100}).json()
+            table = sorted({r["version"] for r in rt.store.stated_changes("acme", user)})
+            assert [h["version"] for h in page["history"]] == sorted(h["version"] for h in page["history"])
+            assert table == sorted({h["version"] for h in page["history"]}) == list(range(1, page["version"] + 1))
+            assert (rt.store.get_user("acme", user) is None) == (page["version"] == 0)
