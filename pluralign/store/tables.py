@@ -424,6 +424,15 @@ class Store:
         rows = history.take([i for i, _ in nearest])
         return [(self._preference(row, tenant, user_id), distance) for row, (_, distance) in zip(rows, nearest, strict=True)]
 
+    def refresh(self, *names: str) -> None:
+        """Point the named tables at their latest version now, so the next reads see every commit of
+        other processes (with `sync_seconds`, reads may otherwise be that stale; alone, nothing to do).
+        For a read-then-write that must not start from a stale row (a user's stated-preference version)."""
+        if self.sync_seconds is None:
+            return
+        for name in names:
+            self.tables[name].checkout_latest()
+
     def stated_changes(self, tenant: str, user_id: str, first: int = 1, last: int | None = None) -> list[dict]:
         """The user's stated-preference changes of versions `first` to `last` (None: the newest), in
         version order, each a dict with `version`, `at`, `feature`, `direction`. One query prefiltered

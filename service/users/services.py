@@ -232,6 +232,7 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
     Raises ValueError naming an unknown feature."""
     with rt.user_lock(tenant, user_id):
         rt.ingest.flush_user(tenant, user_id)
+        rt.store.refresh("users", "stated_changes")  # with replicas: start from another's PATCH a moment ago
         record = rt.store.get_user(tenant, user_id)
         now = time.time()
         current = stated_of(record)

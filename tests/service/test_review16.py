@@ -294,3 +294,25 @@ def test_patches_racing_a_delete_leave_the_row_and_the_table_agreeing(svc):
             assert [h["version"] for h in page["history"]] == sorted(h["version"] for h in page["history"])
             assert table == sorted({h["version"] for h in page["history"]}) == list(range(1, page["version"] + 1))
             assert (rt.store.get_user("acme", user) is None) == (page["version"] == 0)
+
+
+def test_patches_through_two_replicas_one_after_the_other_keep_every_change(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Two services on one store, reads allowed to be a minute stale: a PATCH through the second
+    replica right after one through the first starts from the first's version (it reads the row
+    afresh), so neither change nor version is lost."""
+    store = str(tmp_path / "shared-lancedb")
+    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
+                             replica_index=0, store_sync_ms=60_000)
+    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
+                              replica_index=1, store_sync_ms=60_000)
+    b.keys["acme"] = b.runtime.keys.issue("acme")
+    with first, second, a.client() as ca, b.client() as cb:
+        assert cb.get("/v1/users/roamer/stated-preferences").json()["version"] == 0  # b has read the tables
+        assert ca.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"length": "less"}}).json()["version"] == 1
+        r = cb.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"list_items": "more"}})
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == 2 and r.json()["preferences"] == {"length": "less", "list_items": "more"}
+        r = ca.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"length": None}})
+        assert r.json()["version"] == 3 and r.json()["preferences"] == {"list_items": "more"}
+        a.runtime.store.refresh("stated_changes")
+        assert [x["version"] for x in a.runtime.store.stated_changes("acme", "roamer")] == [1, 2, 3]
