@@ -84,6 +84,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
     from_feedback: dict[str, str] = {}
     for row in sorted(history.rows, key=lambda r: r["created_at"]):
         from_feedback.update(json.loads(row["attributes"]))
+    rt.store.refresh("users")  # with replicas: the row written back keeps another's stated preferences (PATCHed a moment ago)
     record = rt.store.get_user(tenant, user_id)
     stated = stated_of(record)
     now = time.time()

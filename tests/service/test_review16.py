@@ -316,3 +316,29 @@ def test_patches_through_two_replicas_one_after_the_other_keep_every_change(tmp_
         assert r.json()["version"] == 3 and r.json()["preferences"] == {"list_items": "more"}
         a.runtime.store.refresh("stated_changes")
         assert [x["version"] for x in a.runtime.store.stated_changes("acme", "roamer")] == [1, 2, 3]
+
+
+def test_a_refit_on_one_replica_keeps_a_stated_preference_patched_through_another(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Feedback through replica A right after a PATCH through replica B: A's refit writes the user's
+    row back from a fresh read, so B's stated preference stays in it (reads a minute stale otherwise)."""
+    store = str(tmp_path / "shared-lancedb")
+    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
+                             replica_index=0, store_sync_ms=60_000)
+    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
+                              replica_index=1, store_sync_ms=60_000)
+    b.keys["acme"] = b.runtime.keys.issue("acme")
+    with first, second, a.client() as ca, b.client() as cb:
+        r = cb.post("/v1/feedback", json={"type": "comparison", "user": "hopper", "prompt": "Tip?", "chosen": "Short.",
+                                          "rejected": "A long answer with many more words in it."})
+        assert r.status_code == 201, r.text
+        b.runtime.wait_for_background()
+        ca.get("/v1/users/hopper")  # a reads the tables (its view may stay a minute behind b's writes)
+        assert cb.patch("/v1/users/hopper/stated-preferences", json={"preferences": {"length": "more"}}).json()["version"] == 1
+        r = ca.post("/v1/feedback", json={"type": "comparison", "user": "hopper", "prompt": "Another tip?", "chosen": "Brief.",
+                                          "rejected": "Another long answer with many more words in it."})
+        assert r.status_code == 201, r.text
+        a.runtime.wait_for_background()  # a's refit wrote the user's row
+        row = a.runtime.store.get_user("acme", "hopper")
+        assert StatedPreferences.decode(row.stated).preferences == {"length": "more"}
+        b.runtime.store.refresh("users")
+        assert StatedPreferences.decode(b.runtime.store.get_user("acme", "hopper").stated).preferences == {"length": "more"}
