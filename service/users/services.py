@@ -228,8 +228,9 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
     the user against the new prior, all under the user's lock; returns the new record with the
     new version's changes (a page of one version). A change set that changes nothing (clearing
     what is not set, setting what already is) writes nothing, creates no user and returns the
-    record as it is with no changes (`history` empty). The row is written before the changes table: a stop between the two leaves
-    the version in the row, which reads merge in and the next change stores.
+    record as it is with no changes (`history` empty). The row is written before the changes
+    table: a stop between the two leaves the version in the row, which reads merge in and the
+    next change stores.
     Raises ValueError naming an unknown feature."""
     with rt.user_lock(tenant, user_id):
         rt.ingest.flush_user(tenant, user_id)
