@@ -255,14 +255,25 @@ class FeedbackLog:
 
     # ---- the pending index ------------------------------------------------------------------
 
-    def oldest(self, limit: int) -> list[Entry]:
+    def oldest(self, limit: int, tenant: str | None = None, upto: int | None = None) -> list[Entry]:
+        """Up to `limit` pending entries, oldest first: of `tenant` only (None: any), and with `seq`
+        at most `upto` (None: any)."""
         with self._cv:
             out = []
             for entry in self.pending.values():
+                if upto is not None and entry.seq > upto:
+                    break  # pending is in seq order
+                if tenant is not None and entry.key[0] != tenant:
+                    continue
                 out.append(entry)
                 if len(out) == limit:
                     break
             return out
+
+    def last_seq(self) -> int | None:
+        """The newest pending entry's `seq` (None: nothing pending)."""
+        with self._cv:
+            return next(reversed(self.pending), None)
 
     def pending_for(self, tenant: str, user_id: str) -> list[Entry]:
         with self._cv:

@@ -77,11 +77,14 @@ class Ingestor:
         entries = self.log.pending_for(tenant, user_id)
         return self._move_entries(entries) if entries else 0
 
-    def flush(self) -> int:
-        """Move everything pending now, in the caller's thread (after the worker's current batch)."""
+    def flush(self, tenant: str | None = None) -> int:
+        """Move everything pending when called (of `tenant` only, when given), in the caller's
+        thread (after the worker's current batch); feedback acknowledged meanwhile is left to the
+        worker, so a steady stream of it cannot keep the caller waiting. Returns how many rows moved."""
         total = 0
         with self._worker:
-            while entries := self.log.oldest(self.batch):
+            upto = self.log.last_seq()
+            while upto is not None and (entries := self.log.oldest(self.batch, tenant, upto)):
                 total += self._move_entries(entries)
         return total
 

@@ -1,4 +1,4 @@
-"""Explicit Arrow schemas of the three LanceDB tables, with their version.
+"""Explicit Arrow schemas of the four LanceDB tables, with their version.
 
 Each table's schema metadata records `schema_version`, `encoder_id` and `dim` (the embedding width);
 opening a table written under other values is refused with a message that names the difference.
@@ -100,6 +100,23 @@ def user_schema(encoder_id: str, dim: int) -> pa.Schema:
             # added later (nullable): the user's stated preferences and their history
             # (`pluralign.user.stated.StatedPreferences`, msgpack); null = never stated anything
             pa.field("stated", pa.binary(), nullable=True),
+        ],
+        metadata=_metadata(encoder_id, dim),
+    )
+
+
+def stated_change_schema(encoder_id: str, dim: int) -> pa.Schema:
+    """One row per change of a user's stated preferences (`pluralign.user.stated.StatedChange`):
+    `feature` set to `direction` (null: cleared) in change set `version` (1, 2, ... per user)."""
+    return pa.schema(
+        [
+            pa.field("tenant", pa.string(), nullable=False),
+            pa.field("user_id", pa.string(), nullable=False),
+            pa.field("version", pa.int64(), nullable=False),
+            pa.field("at", pa.float64(), nullable=False),  # unix seconds
+            pa.field("feature", pa.string(), nullable=False),
+            pa.field("direction", pa.string(), nullable=True),  # "more", "less" or null (cleared)
+            pa.field("schema_version", pa.int32(), nullable=False),
         ],
         metadata=_metadata(encoder_id, dim),
     )

@@ -1,4 +1,5 @@
-"""The three LanceDB tables behind the service: preferences, interactions and users.
+"""The four LanceDB tables behind the service: preferences, interactions, users and the users'
+stated-preference changes.
 
 The URI is any LanceDB location (a folder, `memory://`, an object store), so the same code runs
 embedded or remote. Every read is filtered to one tenant and one user; `tenant` and `user_id` carry
@@ -31,6 +32,7 @@ from pluralign.store.schemas import (
     added_columns,
     interaction_schema,
     preference_schema,
+    stated_change_schema,
     user_schema,
 )
 
@@ -154,8 +156,10 @@ class Store:
             "preferences": preference_schema(encoder_id, dim),
             "interactions": interaction_schema(encoder_id, dim),
             "users": user_schema(encoder_id, dim),
+            "stated_changes": stated_change_schema(encoder_id, dim),
         }
-        self._appends = {name: GroupCommit(lambda data, name=name: self._commit_append(name, data)) for name in ("preferences", "interactions")}
+        self._appends = {name: GroupCommit(lambda data, name=name: self._commit_append(name, data))
+                         for name in ("preferences", "interactions", "stated_changes")}
         self._upserts = GroupCommit(self._commit_users)
         existing = set(self.db.list_tables().tables)
         self.tables = {name: self._open(name, schema, name in existing) for name, schema in self.schemas.items()}
@@ -231,6 +235,15 @@ class Store:
         row["attributes"] = json.dumps(user.attributes, sort_keys=True)
         row["schema_version"] = SCHEMA_VERSION
         self._upserts.submit(pa.Table.from_pylist([row], schema=self.schemas["users"]))
+
+    def add_stated_changes(self, tenant: str, user_id: str, changes: list[dict]) -> None:
+        """Append changes of the user's stated preferences (dicts with `version`, `at`, `feature`,
+        `direction`) in one committed version."""
+        if not changes:
+            return
+        rows = [{"tenant": tenant, "user_id": user_id, "version": c["version"], "at": c["at"], "feature": c["feature"],
+                 "direction": c["direction"], "schema_version": SCHEMA_VERSION} for c in changes]
+        self._append("stated_changes", pa.Table.from_pylist(rows, schema=self.schemas["stated_changes"]))
 
     def _commit_users(self, data: pa.Table) -> None:
         keys = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
@@ -410,6 +423,25 @@ class Store:
         nearest = history.nearest(vector, limit)
         rows = history.take([i for i, _ in nearest])
         return [(self._preference(row, tenant, user_id), distance) for row, (_, distance) in zip(rows, nearest, strict=True)]
+
+    def refresh(self, *names: str) -> None:
+        """Point the named tables at their latest version now, so the next reads see every commit of
+        other processes (with `sync_seconds`, reads may otherwise be that stale; alone, nothing to do).
+        For a read-then-write that must not start from a stale row (a user's stated-preference version)."""
+        if self.sync_seconds is None:
+            return
+        for name in names:
+            self.tables[name].checkout_latest()
+
+    def stated_changes(self, tenant: str, user_id: str, first: int = 1, last: int | None = None) -> list[dict]:
+        """The user's stated-preference changes of versions `first` to `last` (None: the newest), in
+        version order, each a dict with `version`, `at`, `feature`, `direction`. One query prefiltered
+        by the BITMAP indexes, reading only those versions."""
+        where = owner_filter(tenant, user_id) + f" AND version >= {int(first)}"
+        if last is not None:
+            where += f" AND version <= {int(last)}"
+        rows = self._rows("stated_changes", where, ["version", "at", "feature", "direction"])
+        return sorted(rows, key=lambda r: r["version"])
 
     def get_interaction(self, tenant: str, response_id: str) -> Interaction | None:
         rows = self._rows("interactions", f"tenant = {quote(tenant)} AND response_id = {quote(response_id)}")

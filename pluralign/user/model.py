@@ -92,6 +92,10 @@ class UserState(Base, kw_only=True):
     n: int  # comparisons fitted on
     fitted_at: float
     stated: dict[str, int] = {}  # the stated preferences in the prior it was fitted with: feature -> +1 (more) / -1 (less)
+    # for each stated feature (when n > 0): [posterior mean, sd] of its weight fitted on the same
+    # comparisons without the stated prior, i.e. what the comparisons alone say (the readable
+    # summary shows it; kept here so a profile read needs no second fit)
+    from_comparisons: dict[str, list[float]] = {}
 
     def mean_array(self) -> np.ndarray:
         return np.asarray(self.mean, np.float64)
@@ -283,10 +287,15 @@ class UserModel:
         if unknown:
             raise ValueError(f"stated preferences on unknown features {unknown}; known: {list(FEATURE_NAMES)}")
         mean, cov = fit_posterior(design, self.prior_mean(stated), self.prior_precision(stated), p.newton_steps, p.tol)
+        alone = {}
+        if stated and len(design):  # the same comparisons under the default prior: what they alone say
+            mean_u, cov_u = fit_posterior(design, self.prior_mean(), self.prior_precision(), p.newton_steps, p.tol)
+            alone = {name: [float(mean_u[i]), float(np.sqrt(max(cov_u[i, i], 0.0)))]
+                     for name in sorted(stated) for i in [self.names.index(name)]}
         return UserState(
             population=self.population, features=FEATURES_VERSION, names=list(self.names),
             logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design),
-            fitted_at=fitted_at, stated=stated,
+            fitted_at=fitted_at, stated=stated, from_comparisons=alone,
         )
 
     def fit(
@@ -313,6 +322,9 @@ class UserModel:
 
     def fits(self, state: UserState | None, stated: Mapping[str, int] | None = None) -> bool:
         """Whether a stored state belongs to this model (same population checkpoint and features)
-        and was fitted with the user's current stated preferences."""
+        and was fitted with the user's current stated preferences (a state fitted on comparisons
+        with stated preferences also holds what the comparisons alone say on them)."""
+        stated = dict(stated or {})
         return state is not None and state.population == self.population and state.features == FEATURES_VERSION \
-            and state.names == self.names and state.version == STATE_VERSION and state.stated == dict(stated or {})
+            and state.names == self.names and state.version == STATE_VERSION and state.stated == stated \
+            and set(state.from_comparisons) == (set(stated) if state.n else set())

@@ -44,11 +44,10 @@ def confidence(weight: float, sd: float) -> str:
     return "confident" if z >= CONFIDENT_Z else "likely" if z >= LIKELY_Z else "uncertain"
 
 
-def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None,
-                    unstated: UserState | None = None) -> list[FeatureBelief]:
-    """The F named features' beliefs, most certain first (by z = |mean| / sd). `unstated`: the
-    same user's posterior fitted without their stated preferences, to report what their comparisons
-    alone say on each stated feature."""
+def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> list[FeatureBelief]:
+    """The F named features' beliefs, most certain first (by z = |mean| / sd). On each stated
+    feature it also reports what the user's comparisons alone say (`state.from_comparisons`, fitted
+    with the state: reading a summary fits nothing)."""
     out = []
     stated = stated or {}
     for name in FEATURE_NAMES:
@@ -58,12 +57,12 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None,
         phrase = FEATURE_DESCRIPTIONS[name][0 if direction == "more" else 1]
         text = f"prefers {phrase} ({level})"
         own = None
-        if name in stated and unstated is not None and unstated.n:
-            w, s_ = unstated.coefficient(name)
+        if name in stated and state.n and name in state.from_comparisons:
+            w, s_ = state.from_comparisons[name]
             own = f"{'more' if w >= 0 else 'less'} ({confidence(w, s_)})"
             said = FEATURE_DESCRIPTIONS[name][0 if stated[name] == "more" else 1]
             if (w >= 0) != (stated[name] == "more") and confidence(w, s_) != "uncertain":
-                text += f"; you said you prefer {said}, but your {unstated.n} comparisons point the other way"
+                text += f"; you said you prefer {said}, but your {state.n} comparisons point the other way"
             else:
                 text += f"; you said you prefer {said}"
         elif name in stated:

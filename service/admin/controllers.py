@@ -109,7 +109,8 @@ async def fairness_audit(
 
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
 def dashboard(request: Request, tenant: str | None = None) -> Response:
-    """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's)."""
+    """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's);
+    feedback acknowledged before the request is moved out of the log first, so it counts."""
     from service.users.services import prototype_descriptions
 
     admin = _admin(request)
@@ -117,6 +118,7 @@ def dashboard(request: Request, tenant: str | None = None) -> Response:
     latest: AuditReport | None = history[0] if history else None
     signed_in = "authorization" not in request.headers  # reached with the session cookie
     rt = request.app.state.runtime
+    rt.ingest.flush(tenant)  # feedback acknowledged before this request describes the prototypes too
     prototypes = prototype_descriptions(rt, tenant)
     return Response(render_dashboard(latest, history, admin.runner.list(limit=200), signed_in, prototypes, rt.rewards.version),
                     media_type="text/html")

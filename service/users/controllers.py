@@ -14,7 +14,6 @@ from pluralign.data.record import Base
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.user import FEATURE_NAMES
-from pluralign.user.stated import StatedPreferences
 from service.errors import bad_request, error_responses
 from service.feedback.services import check_labels
 from service.ids import check_user_id
@@ -153,18 +152,28 @@ class StatedPatch(Base):
     preferences: Annotated[dict[str, Literal["more", "less"] | None], msgspec.Meta(min_length=1, max_length=16)]
 
 
-@get("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(429), summary="A user's stated preferences and their history")
-def get_stated(request: Request, user_id: FromPath[str]) -> StatedPreferences:
+@get("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(429), summary="A user's stated preferences and a page of their history")
+def get_stated(
+    request: Request,
+    user_id: FromPath[str],
+    limit: Annotated[int, Parameter(ge=1, le=services.MAX_STATED_PAGE)] = 20,
+    before: Annotated[int | None, Parameter(ge=1)] = None,
+) -> services.StatedPage:
+    """The current stated preferences and the changes of the `limit` (1-100) newest versions below
+    `before` (default: from the current version), oldest first; `next_before` pages back, null at
+    version 1. The whole history is in GET .../export."""
     rt, tenant, user_id = _user(request, user_id)
-    return services.stated_of(rt.store.get_user(tenant, user_id))
+    return services.stated_page(rt, tenant, user_id, limit, before)
 
 
 @patch("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(429), summary="Set or clear a user's stated preferences")
-def patch_stated(request: Request, user_id: FromPath[str], data: JSONBody[StatedPatch]) -> StatedPreferences:
+def patch_stated(request: Request, user_id: FromPath[str], data: JSONBody[StatedPatch]) -> services.StatedPage:
     """Each named feature (`length`, `list_items`, `exclamations`, `contractions`, `word_length`,
     `second_person`, `affirmation`) set to `more` or `less` becomes a strong prior on the user's weight for it (the
-    next ranking follows it; enough contrary feedback still moves it); null clears it. Every call is
-    one new version, recorded with its time, shown in the profile and exported with the user."""
+    next ranking follows it; enough contrary feedback still moves it); null clears it. Every call
+    that changes something is one new version, recorded with its time, shown in the profile and
+    exported with the user; the answer carries that version's changes. A call that changes
+    nothing (clearing what is not set) writes nothing: for an unknown user it creates no user."""
     rt, tenant, user_id = _user(request, user_id)
     unknown = [name for name in data.preferences if name not in FEATURE_NAMES]
     if unknown:

@@ -17,7 +17,7 @@ import numpy as np
 from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.user import FEATURE_NAMES, UserState
-from pluralign.user.stated import Direction, StatedPreferences
+from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
 from pluralign.user.summary import Example, PrototypeDescription, describe_prototypes, feature_beliefs
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.rewards import UserRewards
@@ -84,6 +84,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
     from_feedback: dict[str, str] = {}
     for row in sorted(history.rows, key=lambda r: r["created_at"]):
         from_feedback.update(json.loads(row["attributes"]))
+    rt.store.refresh("users")  # with replicas: the row written back keeps another's stated preferences (PATCHed a moment ago)
     record = rt.store.get_user(tenant, user_id)
     stated = stated_of(record)
     now = time.time()
@@ -173,19 +174,82 @@ def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
                        rewards=rewards, stated=stated)
 
 
-def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None]) -> StatedPreferences:
-    """Apply a change set to the user's stated preferences (one new version), store it, and refit
-    the user against the new prior, all under the user's lock. Creates the user's row if needed.
+MAX_STATED_PAGE = 100  # versions per page of GET .../stated-preferences (a version holds at most 16 changes)
+
+
+class StatedPage(msgspec.Struct, kw_only=True):
+    """A user's stated preferences now and the changes of a page of versions, oldest first."""
+
+    format: int = STATED_VERSION
+    version: int  # the current version (0: never stated anything)
+    preferences: dict[str, Direction]
+    history: list[StatedChange]  # the changes of versions [next_before or 1, the page's newest], oldest first
+    next_before: int | None  # pass as `before` for the page of older versions; null: this page reaches version 1
+
+
+def stated_history(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences, first: int = 1, last: int | None = None) -> list[StatedChange]:
+    """The user's stated-preference changes of versions `first`..`last` (None: every one from `first`),
+    oldest first: the changes table's rows and any the user's row holds that the table lacks."""
+    last = stated.version if last is None else last
+    if last < first:
+        return []
+    stored = [msgspec.convert(r, StatedChange) for r in rt.store.stated_changes(tenant, user_id, first, last)]
+    held = msgspec.structs.replace(stated, history=[c for c in stated.history if first <= c.version <= last])
+    return merged_history(stored, held)
+
+
+def stated_page(rt: Runtime, tenant: str, user_id: str, limit: int = 20, before: int | None = None,
+                stated: StatedPreferences | None = None) -> StatedPage:
+    """The user's current stated preferences and the changes of the `limit` newest versions below
+    `before` (None: from the current one). Versions are dense (1, 2, ...), so a page is one range
+    query. `stated`: the record when the caller has it (else read from the user's row)."""
+    if stated is None:
+        stated = stated_of(rt.store.get_user(tenant, user_id))
+    top = stated.version if before is None else min(before - 1, stated.version)
+    first = max(1, top - limit + 1)
+    history = stated_history(rt, tenant, user_id, stated, first, top) if top >= 1 else []
+    return StatedPage(version=stated.version, preferences=stated.preferences, history=history,
+                      next_before=first if top >= 1 and first > 1 else None)
+
+
+def _store_missing_changes(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences) -> None:
+    """Append the changes the user's row holds whose version the changes table lacks (the service
+    stopped between the two writes, or a format 1 row's history), so the table keeps every version."""
+    if not stated.history:
+        return
+    have = {r["version"] for r in rt.store.stated_changes(tenant, user_id, min(c.version for c in stated.history))}
+    missing = [msgspec.to_builtins(c) for c in stated.history if c.version not in have]
+    if missing:
+        rt.store.add_stated_changes(tenant, user_id, missing)
+
+
+def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None]) -> StatedPage:
+    """Apply a change set to the user's stated preferences as one new version, store it, and refit
+    the user against the new prior, all under the user's lock; returns the new record with the
+    new version's changes (a page of one version). A change set that changes nothing (clearing
+    what is not set, setting what already is) writes nothing, creates no user and returns the
+    record as it is with no changes (`history` empty). The row is written before the changes
+    table: a stop between the two leaves the version in the row, which reads merge in and the
+    next change stores.
     Raises ValueError naming an unknown feature."""
     with rt.user_lock(tenant, user_id):
         rt.ingest.flush_user(tenant, user_id)
+        rt.store.refresh("users", "stated_changes")  # with replicas: start from another's PATCH a moment ago
         record = rt.store.get_user(tenant, user_id)
         now = time.time()
-        stated = stated_of(record).changed(changes, at=now)
+        current = stated_of(record)
+        stated = current.changed(changes, at=now)
+        if stated is current:  # no new version: no changes to carry, `next_before` pages from the current one
+            return StatedPage(version=current.version, preferences=current.preferences, history=[],
+                              next_before=current.version + 1 if current.version else None)
+        _store_missing_changes(rt, tenant, user_id, current)
         base = record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
         rt.store.put_user(msgspec.structs.replace(base, stated=stated.encode(), updated_at=now))
+        rt.store.add_stated_changes(tenant, user_id, [msgspec.to_builtins(c) for c in stated.history])
         _refit(rt, tenant, user_id, None, None)
-    return stated
+    rt.maybe_compact()  # each change set is a commit to the users and changes tables
+    return StatedPage(version=stated.version, preferences=stated.preferences, history=stated.history,
+                      next_before=stated.version if stated.version > 1 else None)
 
 
 class PalProfile(msgspec.Struct):
@@ -254,12 +318,8 @@ def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards
 def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, comparisons: int) -> UserSummary:
     rewards = weights.rewards or rt.rewards
     stated = weights.stated.preferences
-    if weights.state is not None:
-        unstated = None
-        if stated and weights.state.n:  # what the comparisons alone say on the stated features (one more refit, ~ms)
-            history = rt.store.history(tenant, user_id)
-            unstated = rewards.user_model.fit_user(*history.comparison_set(), prior_logits=rewards.prior())[1]
-        beliefs = feature_beliefs(weights.state, stated, unstated)
+    if weights.state is not None:  # what the comparisons alone say on stated features was fitted with the state
+        beliefs = feature_beliefs(weights.state, stated)
         protos = [weights.state.coefficient(f"prototype_{k}")[0] for k in range(rewards.k)]
     else:  # PAL's weights alone (`user_model = prototypes`): no named features
         beliefs = []
@@ -295,7 +355,8 @@ class UserProfile(msgspec.Struct):
     updated_at: float | None
     user_model: UserModelProfile | None = None  # null until the user has comparisons (or with `user_model = prototypes`)
     summary: UserSummary | None = None  # the model's beliefs in words
-    stated: StatedPreferences | None = None  # the user's stated preferences, with every change (version, time)
+    # the user's stated preferences and the latest version's changes (every version: GET .../stated-preferences, the export)
+    stated: StatedPreferences | None = None
 
 
 def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
@@ -323,7 +384,7 @@ def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
         updated_at=record.updated_at if record else None,
         user_model=model_profile(weights.state),
         summary=summary(rt, tenant, user_id, weights, weights.state.n if weights.state is not None else int(record.n_preferences if record else 0)),
-        stated=weights.stated,
+        stated=weights.stated.latest(),
     )
 
 
@@ -357,7 +418,9 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     if record is not None:
         line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None, stated=None))
         line["user_model"] = msgspec.to_builtins(stored_state(record))  # the residual posterior, readable
-        line["stated"] = msgspec.to_builtins(stated_of(record))  # stated preferences and every change, versioned
+        stated = stated_of(record)  # stated preferences and every change, versioned
+        line["stated"] = msgspec.to_builtins(msgspec.structs.replace(
+            stated, format=STATED_VERSION, history=stated_history(rt, tenant, user_id, stated)))
         yield encode({"type": "user", **line}) + b"\n"
     preferences, _ = rt.store.preferences_for(tenant, user_id)
     for row in preferences:

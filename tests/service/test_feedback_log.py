@@ -193,3 +193,18 @@ def test_asyncio_appends_are_durable_and_share_rounds(tmp_path):
     assert log.fsyncs < 50  # the 50 queued at once went out in a few rounds
     log.close()
     assert FeedbackLog(tmp_path).backlog() == (50, 50)
+
+
+def test_oldest_filters_by_tenant_and_stops_at_a_seq(tmp_path):
+    """What `Ingestor.flush(tenant)` moves: that tenant's entries pending when it was called."""
+    log = FeedbackLog(tmp_path)
+    assert log.last_seq() is None
+    a1, b1, a2 = log.append(feedback("ann", 1, "a")), log.append(feedback("bob", 1, "b")), log.append(feedback("ann", 2, "a"))
+    upto = log.last_seq()
+    assert upto == a2.seq
+    a3 = log.append(feedback("ann", 3, "a"))  # acknowledged after the call: left to the worker
+    assert log.oldest(10, "a", upto) == [a1, a2]
+    assert log.oldest(1, "a", upto) == [a1]
+    assert log.oldest(10, None, upto) == [a1, b1, a2]
+    assert log.oldest(10, "a") == [a1, a2, a3] and log.oldest(10, "c") == []
+    log.close()

@@ -84,7 +84,7 @@ def test_users_upsert_and_delete_user(tmp_path):
     store.add_preferences(*prefs("t", "u", 4))
     store.add_preferences(*prefs("t", "v", 2))
     counts = store.delete_user("t", "u")
-    assert counts == {"preferences": 4, "interactions": 0, "users": 1}
+    assert counts == {"preferences": 4, "interactions": 0, "users": 1, "stated_changes": 0}
     assert store.get_user("t", "u") is None and store.count_preferences("t", "u") == 0
     assert store.count_preferences("t", "v") == 2
     old = store.db.open_table("preferences")  # no version kept on disk still holds the user's rows

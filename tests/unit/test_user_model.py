@@ -111,3 +111,20 @@ def test_one_pass_refit_equals_logits_then_residual(variant):
     logits, state = um.fit_user(p, c, r, ct, rt, prior_logits=prior)
     assert logits == pytest.approx(um.fit_logits(p, c, r, prior_logits=prior), abs=1e-5)
     assert state.mean == pytest.approx(um.fit(logits, p, c, r, ct, rt).mean, abs=1e-4)
+
+
+def test_a_state_fitted_with_stated_preferences_holds_what_the_comparisons_alone_say():
+    """The summary's `from_comparisons` is fitted with the state (a profile read fits nothing): it
+    equals the same comparisons' fit without the stated prior, and a state lacking it does not fit."""
+    um = UserModel(_population(), population="tiny", prior=ResidualPrior(feature_scale=1.0))
+    train = _comparisons(np.random.default_rng(2), 30)  # the user likes shorter answers
+    _, stated = um.fit_user(*train, prior_logits=np.zeros(3), stated={"length": 1})  # ... but said "longer"
+    _, alone = um.fit_user(*train, prior_logits=np.zeros(3))
+    assert set(stated.from_comparisons) == {"length"} and alone.from_comparisons == {}
+    np.testing.assert_allclose(stated.from_comparisons["length"], alone.coefficient("length"), rtol=1e-9)
+    assert stated.coefficient("length")[0] > alone.coefficient("length")[0]  # the stated prior pulls it up
+    assert um.fits(stated, {"length": 1}) and um.fits(alone)
+    older = UserState(**{**{f: getattr(stated, f) for f in stated.__struct_fields__}, "from_comparisons": {}})
+    assert not um.fits(older, {"length": 1})
+    _, no_comparisons = um.fit_user(*(x[:0] for x in train), prior_logits=np.zeros(3), stated={"length": 1})
+    assert no_comparisons.from_comparisons == {} and um.fits(no_comparisons, {"length": 1})

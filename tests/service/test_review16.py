@@ -1,0 +1,344 @@
+"""Issue 16's review faults, over HTTP on the real app: the stated-preference history is paged and
+kept out of the user's row (yet exported and deleted whole), a PATCH that changes nothing creates
+nothing, the dashboard counts feedback still in the log, a profile read fits and writes nothing,
+and concurrent or hostile PATCHes keep versions dense."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import msgspec
+import pytest
+
+from pluralign.user.stated import StatedChange, StatedPreferences
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import field_named, start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS)
+    with server:
+        yield service
+
+
+def flip(c, user: str, times: int, start: int = 0) -> list[dict]:
+    out = []
+    for i in range(start, start + times):
+        r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": ("more", "less")[i % 2]}})
+        assert r.status_code == 200, r.text
+        out.append(r.json())
+    return out
+
+
+def all_pages(c, user: str, limit: int) -> list[dict]:
+    changes, before = [], None
+    while True:
+        page = c.get(f"/v1/users/{user}/stated-preferences", params={"limit": limit, **({"before": before} if before else {})})
+        assert page.status_code == 200, page.text
+        changes = page.json()["history"] + changes
+        before = page.json()["next_before"]
+        if before is None:
+            return changes
+
+
+def export_stated(c, user: str) -> dict:
+    lines = [json.loads(x) for x in c.get(f"/v1/users/{user}/export").text.splitlines()]
+    return next(x for x in lines if x["type"] == "user")["stated"]
+
+
+def test_stated_history_is_paged_kept_out_of_the_row_exported_whole_and_deleted(svc):
+    rt = svc.runtime
+    with svc.client() as c:
+        answers = flip(c, "flipper", 45)
+        assert [a["version"] for a in answers] == list(range(1, 46))
+        assert all(len(a["history"]) == 1 and a["history"][0]["version"] == a["version"] for a in answers)  # this version's change
+        first = rt.store.get_user("acme", "flipper").stated
+        answers += flip(c, "flipper", 15, start=45)
+        # the row holds the current preferences and the latest version's change, however long the history
+        row = rt.store.get_user("acme", "flipper").stated
+        assert len(row) <= len(first) + 2
+        assert [ch.version for ch in StatedPreferences.decode(row).history] == [60]
+        # GET: the current preferences and the 20 newest versions, then pages back to version 1
+        page = c.get("/v1/users/flipper/stated-preferences").json()
+        assert page["version"] == 60 and page["preferences"] == {"length": "less"}
+        assert [h["version"] for h in page["history"]] == list(range(41, 61)) and page["next_before"] == 41
+        changes = all_pages(c, "flipper", 25)
+        assert [h["version"] for h in changes] == list(range(1, 61))
+        assert [h["direction"] for h in changes] == [("more", "less")[i % 2] for i in range(60)]
+        older = c.get("/v1/users/flipper/stated-preferences", params={"before": 3, "limit": 100}).json()
+        assert [h["version"] for h in older["history"]] == [1, 2] and older["next_before"] is None
+        assert older["version"] == 60  # the current record whatever the page
+        # the profile shows the latest change only; the export every version
+        profile = c.get("/v1/users/flipper").json()
+        assert [h["version"] for h in profile["stated"]["history"]] == [60]
+        exported = export_stated(c, "flipper")
+        assert exported["version"] == 60 and [h["version"] for h in exported["history"]] == list(range(1, 61))
+        # DELETE removes every version of it
+        deleted = c.delete("/v1/users/flipper").json()["deleted"]
+        assert deleted["stated_changes"] == 60 and deleted["users"] == 1
+        assert rt.store.stated_changes("acme", "flipper") == []
+        gone = c.get("/v1/users/flipper/stated-preferences").json()
+        assert gone == {"format": 2, "version": 0, "preferences": {}, "history": [], "next_before": None}
+        assert c.get("/v1/users/flipper/export").status_code == 404
+
+
+@pytest.mark.parametrize(("params", "name"), [
+    ({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"limit": "ten"}, "limit"), ({"limit": 1.5}, "limit"),
+    ({"before": 0}, "before"), ({"before": -3}, "before"), ({"before": "v2"}, "before"),
+])
+def test_bad_page_parameters_are_a_400_naming_the_parameter(svc, params, name):
+    with svc.client() as c:
+        r = c.get("/v1/users/pager/stated-preferences", params=params)
+        assert r.status_code == 400, r.text
+        assert name in (field_named(r) or "") + r.text
+
+
+def test_before_past_the_current_version_gives_the_newest_page(svc):
+    with svc.client() as c:
+        flip(c, "pager2", 3)
+        for before in (4, 99, 10**30):
+            page = c.get("/v1/users/pager2/stated-preferences", params={"before": before, "limit": 2}).json()
+            assert [h["version"] for h in page["history"]] == [2, 3] and page["next_before"] == 2
+
+
+def test_a_patch_that_changes_nothing_creates_and_writes_nothing(svc):
+    rt = svc.runtime
+    with svc.client() as c, svc.client("admin"):
+        r = c.patch("/v1/users/ghost/stated-preferences", json={"preferences": {"length": None, "list_items": None}})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"format": 2, "version": 0, "preferences": {}, "history": [], "next_before": None}
+        assert rt.store.get_user("acme", "ghost") is None and rt.store.stated_changes("acme", "ghost") == []
+        assert c.get("/v1/users/ghost").status_code == 404
+        assert c.get("/v1/users/ghost/export").status_code == 404
+        assert c.delete("/v1/users/ghost").status_code == 404
+        # on a known user: a clear of what is not set, or a set of what already is, is no new version
+        assert c.patch("/v1/users/known/stated-preferences", json={"preferences": {"length": "less"}}).json()["version"] == 1
+        before = rt.store.get_user("acme", "known")
+        for body in ({"length": "less"}, {"list_items": None}, {"length": "less", "exclamations": None}):
+            r = c.patch("/v1/users/known/stated-preferences", json={"preferences": body})
+            assert r.status_code == 200 and r.json()["version"] == 1 and r.json()["preferences"] == {"length": "less"}
+        assert rt.store.get_user("acme", "known").updated_at == before.updated_at
+        # a mixed change set records only what changed
+        r = c.patch("/v1/users/known/stated-preferences", json={"preferences": {"length": "less", "list_items": "more"}})
+        assert r.json()["version"] == 2 and [(h["feature"], h["direction"]) for h in r.json()["history"]] == [("list_items", "more")]
+
+
+def test_the_dashboard_counts_feedback_still_in_the_log(svc, monkeypatch):
+    rt = svc.runtime
+    svc.keys["initech"] = rt.keys.issue("initech")
+    # the ingest worker takes nothing more from the log (its current wait ends within 0.5 s)
+    monkeypatch.setattr(rt.ingest.log, "wait", lambda timeout: time.sleep(timeout) or False)
+    time.sleep(0.7)
+    marker = "zq7lagging"
+    with svc.client("initech") as c, svc.client("admin") as admin:
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "lag", "prompt": "Dinner ideas?",
+                                         "chosen": f"Curry {marker} tonight.", "rejected": f"Plain rice {marker}."})
+        assert r.status_code == 201, r.text
+        assert rt.ingest.log.pending_for("initech", "lag")  # acknowledged, still in the log
+        page = admin.get("/admin/dashboard", params={"tenant": "initech"})
+        assert page.status_code == 200 and f"Curry {marker} tonight." in page.text and f"Plain rice {marker}." in page.text
+        assert not rt.ingest.log.pending_for("initech", "lag")
+
+
+def test_a_profile_read_fits_nothing_and_writes_nothing(svc, monkeypatch):
+    rt = svc.runtime
+    with svc.client() as c:
+        for i in range(4):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "reader", "prompt": f"Tip {i}?",
+                                             "chosen": "A long and detailed answer with many words in it.", "rejected": "Short."})
+            assert r.status_code == 201, r.text
+        assert c.patch("/v1/users/reader/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        first = c.get("/v1/users/reader").json()  # anything stale is refitted by now
+        rt.wait_for_background()
+        first = c.get("/v1/users/reader").json()
+        model = type(rt.rewards.user_model)
+        fits, writes = [], []
+        real_fit, real_put = model.fit_user, rt.store.put_user
+        monkeypatch.setattr(model, "fit_user", lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k))
+        monkeypatch.setattr(rt.store, "put_user", lambda record: writes.append(record) or real_put(record))
+        for _ in range(3):
+            again = c.get("/v1/users/reader").json()
+            assert again["updated_at"] == first["updated_at"]
+            length = next(f for f in again["summary"]["features"] if f["feature"] == "length")
+            assert length["stated"] == "less" and length["from_comparisons"].startswith("more")  # the comparisons alone, still shown
+        assert fits == [] and writes == []
+
+
+def test_an_older_state_without_from_comparisons_is_refitted_once(svc, monkeypatch):
+    rt = svc.runtime
+    with svc.client() as c:
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "legacy_state", "prompt": "Tip?",
+                                         "chosen": "A long and detailed answer with many words in it.", "rejected": "Short."})
+        assert r.status_code == 201
+        assert c.patch("/v1/users/legacy_state/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        rt.wait_for_background()
+        record = rt.store.get_user("acme", "legacy_state")
+        from pluralign.user import UserState
+
+        old = msgspec.structs.replace(UserState.decode(record.user_model), from_comparisons={})  # as an earlier release stored it
+        rt.store.put_user(msgspec.structs.replace(record, user_model=old.encode(), updated_at=time.time()))
+        model = type(rt.rewards.user_model)
+        fits = []
+        real_fit = model.fit_user
+        monkeypatch.setattr(model, "fit_user", lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k))
+        for _ in range(3):
+            length = next(f for f in c.get("/v1/users/legacy_state").json()["summary"]["features"] if f["feature"] == "length")
+            assert length["from_comparisons"] is not None
+        assert len(fits) == 1
+
+
+def test_concurrent_patches_of_one_user_keep_versions_dense_and_nothing_is_lost(svc):
+    rt = svc.runtime
+    bodies = [{"preferences": {f: d}} for f in ("length", "list_items", "exclamations", "contractions") for d in ("more", "less")] * 3
+    with svc.client() as c, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda b: c.patch("/v1/users/crowd/stated-preferences", json=b), bodies))
+        assert [a.status_code for a in answers] == [200] * len(bodies)
+        new = sorted(a.json()["version"] for a in answers if a.json()["history"])  # the calls that changed something
+        final = c.get("/v1/users/crowd/stated-preferences", params={"limit": 100}).json()
+        assert new == list(range(1, final["version"] + 1))  # one version per effective call, none twice, no gap
+        changes = [msgspec.convert(h, StatedChange) for h in final["history"]]
+        assert [ch.version for ch in changes] == sorted(ch.version for ch in changes)
+        assert sorted({ch.version for ch in changes}) == new
+        replay: dict[str, str] = {}
+        for ch in changes:  # the history replays to the current preferences
+            if ch.direction is None:
+                replay.pop(ch.feature, None)
+            else:
+                replay[ch.feature] = ch.direction
+        assert replay == final["preferences"]
+        stored = rt.store.stated_changes("acme", "crowd")
+        assert len(stored) == len(changes)
+
+
+def test_a_stop_between_the_row_and_the_changes_table_loses_no_version(svc, monkeypatch):
+    rt = svc.runtime
+    with svc.client() as c:
+        flip(c, "crash", 2)
+        real = rt.store.add_stated_changes
+        monkeypatch.setattr(rt.store, "add_stated_changes", lambda *a: (_ for _ in ()).throw(OSError("disk gone")))
+        r = c.patch("/v1/users/crash/stated-preferences", json={"preferences": {"list_items": "more"}})
+        assert r.status_code == 500
+        monkeypatch.setattr(rt.store, "add_stated_changes", real)
+        assert [h["version"] for h in c.get("/v1/users/crash/stated-preferences").json()["history"]] == [1, 2, 3]  # from the row
+        assert [h["version"] for h in export_stated(c, "crash")["history"]] == [1, 2, 3]
+        flip(c, "crash", 1)  # the next change stores the missing version first
+        assert [r["version"] for r in rt.store.stated_changes("acme", "crash")] == [1, 2, 3, 4]
+
+
+def test_a_format_1_row_with_its_whole_history_is_read_and_moved_into_the_table(svc):
+    rt = svc.runtime
+    now = time.time()
+    history = [StatedChange(version=v, at=now + v, feature="length", direction=("more", "less")[v % 2]) for v in range(1, 6)]
+    legacy = StatedPreferences(format=1, version=5, preferences={"length": "more"}, history=history)
+    from pluralign.store import UserRecord
+
+    rt.store.put_user(UserRecord(tenant="acme", user_id="old_timer", created_at=now, updated_at=now, stated=legacy.encode()))
+    with svc.client() as c:
+        assert [h["version"] for h in all_pages(c, "old_timer", 2)] == [1, 2, 3, 4, 5]
+        assert [h["version"] for h in c.get("/v1/users/old_timer").json()["stated"]["history"]] == [5]
+        assert c.patch("/v1/users/old_timer/stated-preferences", json={"preferences": {"length": "less"}}).json()["version"] == 6
+        assert [r["version"] for r in rt.store.stated_changes("acme", "old_timer")] == [1, 2, 3, 4, 5, 6]
+        row = StatedPreferences.decode(rt.store.get_user("acme", "old_timer").stated)
+        assert row.format == 2 and [h.version for h in row.history] == [6]
+        assert [h["version"] for h in export_stated(c, "old_timer")["history"]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_another_tenants_user_of_the_same_id_is_another_user(svc):
+    with svc.client() as c, svc.client("globex") as other:
+        flip(c, "twin", 2)
+        assert other.patch("/v1/users/twin/stated-preferences", json={"preferences": {"exclamations": "less"}}).json()["version"] == 1
+        assert other.delete("/v1/users/twin").status_code == 200
+        mine = c.get("/v1/users/twin/stated-preferences").json()
+        assert mine["version"] == 2 and mine["preferences"] == {"length": "less"}
+        assert [h["version"] for h in mine["history"]] == [1, 2]
+        assert other.get("/v1/users/twin/stated-preferences").json()["version"] == 0
+
+
+@pytest.mark.parametrize("body", [
+    {"preferences": {"len'gth": "more"}},
+    {"preferences": {"length\u0000": "more"}},
+    {"preferences": {"LENGTH": "more"}},
+    {"preferences": {"length": "more", "x" * 10_000: "less"}},
+    {"preferences": {"length": ["more"]}},
+    {"preferences": {"length": {"direction": "more"}}},
+    {"preferences": {"length": True}},
+    {"preferences": dict.fromkeys([f"f{i}" for i in range(17)], "more")},
+])
+def test_odd_patch_bodies_are_a_400_and_store_nothing(svc, body):
+    with svc.client() as c:
+        r = c.patch("/v1/users/oddball/stated-preferences", json=body)
+        assert r.status_code == 400, r.text
+        assert "preferences" in (field_named(r) or "") + r.text
+        assert svc.runtime.store.get_user("acme", "oddball") is None
+
+
+def test_patches_racing_a_delete_leave_the_row_and_the_table_agreeing(svc):
+    rt = svc.runtime
+    with svc.client() as c:
+        for rnd in range(2):
+            user = f"racer{rnd}"
+            assert c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+            with ThreadPoolExecutor(6) as pool:
+                futs = [pool.submit(c.patch, f"/v1/users/{user}/stated-preferences", json={"preferences": {"exclamations": d}})
+                        for d in ("more", "less", "more")]
+                futs.append(pool.submit(c.delete, f"/v1/users/{user}"))
+                futs += [pool.submit(c.patch, f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": d}})
+                         for d in ("more", None)]
+                assert all(f.result().status_code == 200 for f in futs)
+            page = c.get(f"/v1/users/{user}/stated-preferences", params={"limit": 100}).json()
+            table = sorted({r["version"] for r in rt.store.stated_changes("acme", user)})
+            assert [h["version"] for h in page["history"]] == sorted(h["version"] for h in page["history"])
+            assert table == sorted({h["version"] for h in page["history"]}) == list(range(1, page["version"] + 1))
+            assert (rt.store.get_user("acme", user) is None) == (page["version"] == 0)
+
+
+def test_patches_through_two_replicas_one_after_the_other_keep_every_change(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Two services on one store, reads allowed to be a minute stale: a PATCH through the second
+    replica right after one through the first starts from the first's version (it reads the row
+    afresh), so neither change nor version is lost."""
+    store = str(tmp_path / "shared-lancedb")
+    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
+                             replica_index=0, store_sync_ms=60_000)
+    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
+                              replica_index=1, store_sync_ms=60_000)
+    b.keys["acme"] = b.runtime.keys.issue("acme")
+    with first, second, a.client() as ca, b.client() as cb:
+        assert cb.get("/v1/users/roamer/stated-preferences").json()["version"] == 0  # b has read the tables
+        assert ca.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"length": "less"}}).json()["version"] == 1
+        r = cb.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"list_items": "more"}})
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == 2 and r.json()["preferences"] == {"length": "less", "list_items": "more"}
+        r = ca.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"length": None}})
+        assert r.json()["version"] == 3 and r.json()["preferences"] == {"list_items": "more"}
+        a.runtime.store.refresh("stated_changes")
+        assert [x["version"] for x in a.runtime.store.stated_changes("acme", "roamer")] == [1, 2, 3]
+
+
+def test_a_refit_on_one_replica_keeps_a_stated_preference_patched_through_another(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Feedback through replica A right after a PATCH through replica B: A's refit writes the user's
+    row back from a fresh read, so B's stated preference stays in it (reads a minute stale otherwise)."""
+    store = str(tmp_path / "shared-lancedb")
+    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
+                             replica_index=0, store_sync_ms=60_000)
+    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
+                              replica_index=1, store_sync_ms=60_000)
+    b.keys["acme"] = b.runtime.keys.issue("acme")
+    with first, second, a.client() as ca, b.client() as cb:
+        r = cb.post("/v1/feedback", json={"type": "comparison", "user": "hopper", "prompt": "Tip?", "chosen": "Short.",
+                                          "rejected": "A long answer with many more words in it."})
+        assert r.status_code == 201, r.text
+        b.runtime.wait_for_background()
+        ca.get("/v1/users/hopper")  # a reads the tables (its view may stay a minute behind b's writes)
+        assert cb.patch("/v1/users/hopper/stated-preferences", json={"preferences": {"length": "more"}}).json()["version"] == 1
+        r = ca.post("/v1/feedback", json={"type": "comparison", "user": "hopper", "prompt": "Another tip?", "chosen": "Brief.",
+                                          "rejected": "Another long answer with many more words in it."})
+        assert r.status_code == 201, r.text
+        a.runtime.wait_for_background()  # a's refit wrote the user's row
+        row = a.runtime.store.get_user("acme", "hopper")
+        assert StatedPreferences.decode(row.stated).preferences == {"length": "more"}
+        b.runtime.store.refresh("users")
+        assert StatedPreferences.decode(b.runtime.store.get_user("acme", "hopper").stated).preferences == {"length": "more"}
