@@ -2,6 +2,7 @@
 
     python -m benchmarks.compare_latency                # 1000 choices per case, one thread
     python -m benchmarks.compare_latency --json
+    python -m benchmarks.compare_latency --target best  # compare_target = best (256 posterior samples)
 
 Times the service's own `service.chat.services.choose_compare` (what `complete` calls after
 reranking) on the bootstrap shape (PAL variant a, K=4, 384-d MiniLM inputs, latent 64; D = 75
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1000)
+    parser.add_argument("--target", choices=["coefficients", "best"], default="coefficients",
+                        help="the service's compare_target: BALD (default) or information about the best choice")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     um = service_shaped_user_model()
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     p50, c50, r50 = (rng.normal(size=(50, 384)).astype(np.float32) for _ in range(3))
     _, state = um.fit_user(p50, c50, r50, [ANSWERS[i % 4] for i in range(50)], [ANSWERS[(i + 1) % 4] for i in range(50)], np.zeros(4))
     state = type(state).decode(state.encode())  # as read back from the users table
-    rt = SimpleNamespace(settings=Settings(), rewards=SimpleNamespace(user_model=um))
+    rt = SimpleNamespace(settings=Settings(compare_target=args.target), rewards=SimpleNamespace(user_model=um))
     rewards = SimpleNamespace(user_model=um)
 
     def plan(known: bool) -> Plan:
