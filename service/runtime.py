@@ -26,6 +26,7 @@ from service.settings import Settings
 
 log = logging.getLogger("pluralign.service")
 
+DELETE_MEMORY_S = 3600.0  # how long a user's DELETE is remembered for requests that began before it (longer than any chat)
 PROMOTED_PAL = "pal-promoted"  # under the data folder: the promoted population checkpoint, served over pal_dir
 
 
@@ -97,6 +98,10 @@ class Runtime:
     delete_hooks: list[Callable[[str, str], int]] = field(default_factory=list)
     scheduler: FairScheduler | None = None  # generation's own threads, tenants in turn (built from settings)
     _user_locks: tuple[threading.RLock, ...] = field(default_factory=lambda: tuple(threading.RLock() for _ in range(64)))
+    # (tenant, user_id) -> time.monotonic() of their latest DELETE, kept DELETE_MEMORY_S: a chat planned
+    # before it (their history read, generating meanwhile) then stores nothing of them
+    _deleted_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    _deleted_lock: threading.Lock = field(default_factory=threading.Lock)
 
     _idempotency_locks: tuple[asyncio.Lock, ...] = field(default_factory=lambda: tuple(asyncio.Lock() for _ in range(256)))
 
@@ -108,6 +113,19 @@ class Runtime:
         """The lock that orders a user's DELETE against writes of their row (refits, adapter
         promotion): held across read-then-write, so nothing fitted before a DELETE lands after it."""
         return self._user_locks[hash((tenant, user_id)) % len(self._user_locks)]
+
+    def note_deleted(self, tenant: str, user_id: str) -> None:
+        """Record a DELETE of the user (called under their lock); forgets DELETEs older than DELETE_MEMORY_S."""
+        now = time.monotonic()
+        with self._deleted_lock:
+            for key in [k for k, at in self._deleted_at.items() if now - at > DELETE_MEMORY_S]:
+                del self._deleted_at[key]
+            self._deleted_at[(tenant, user_id)] = now
+
+    def deleted_since(self, tenant: str, user_id: str, since: float) -> bool:
+        """Whether the user was deleted at or after `since` (time.monotonic(), within DELETE_MEMORY_S)."""
+        with self._deleted_lock:
+            return self._deleted_at.get((tenant, user_id), float("-inf")) >= since
 
     def __post_init__(self) -> None:
         if self.scheduler is None:

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class Plan:
     store: bool = True  # the request's `store`: false keeps no interaction row
     candidate_vectors: np.ndarray | None = None  # (N, d) the candidates' embeddings, once computed for reranking
     candidate_x: np.ndarray | None = None  # (N, D) their user-model coordinates, once computed
+    planned_at: float = field(default_factory=time.monotonic)  # before the user's history was read
 
 
 def new_response_id() -> str:
@@ -59,7 +60,7 @@ def plan(
     rt: Runtime, tenant: str, user_id: str | None, messages: list[dict[str, str]], candidates: int, do_rerank: bool,
     shots: int, returned: int = 1, styles: bool = False,
 ) -> Plan:
-    timings = Timings()
+    timings, planned_at = Timings(), time.monotonic()
     prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     prompt_vec, history, context, adapter, weights = None, [], messages, None, None
     if user_id is not None:
@@ -81,7 +82,7 @@ def plan(
         response_id=new_response_id(), tenant=tenant, user_id=user_id, prompt=prompt, prompt_vec=prompt_vec,
         messages=messages, context=context, history=history, adapter=adapter, weights=weights,
         candidates=candidates, rerank=do_rerank and candidates > 1, timings=timings, returned=returned,
-        styles=styles and candidates > 1,
+        styles=styles and candidates > 1, planned_at=planned_at,
     )
 
 
@@ -173,19 +174,24 @@ def remember(rt: Runtime, served: Served) -> None:
     """Store the interaction so feedback can refer to it by response id (only for named users).
 
     Candidates are stored in served order (best first), so `candidates[i]` is the response's
-    `choices[i]` for i < `returned`, and feedback indices mean what the client saw."""
+    `choices[i]` for i < `returned`, and feedback indices mean what the client saw. Nothing is
+    stored when the user was deleted after the plan read their history (the DELETE answered that
+    nothing of them is left; with replicas, only a DELETE through this process is seen)."""
     p = served.plan
     if p.user_id is None or not p.store:
         return
     start = time.perf_counter()
-    rt.store.add_interaction(
-        Interaction(
-            tenant=p.tenant, user_id=p.user_id, response_id=p.response_id, created_at=time.time(), prompt=p.prompt,
-            messages=p.messages, candidates=[served.candidates[i].text for i in served.order],
-            scores=[served.scores[i] for i in served.order], chosen_index=0, history=p.history,
-            model=rt.generator.model_id, adapter=p.adapter, returned=p.returned,
+    with rt.user_lock(p.tenant, p.user_id):  # ordered against a DELETE of the user
+        if rt.deleted_since(p.tenant, p.user_id, p.planned_at):  # planned from what the DELETE removed: keep none of it
+            return
+        rt.store.add_interaction(
+            Interaction(
+                tenant=p.tenant, user_id=p.user_id, response_id=p.response_id, created_at=time.time(), prompt=p.prompt,
+                messages=p.messages, candidates=[served.candidates[i].text for i in served.order],
+                scores=[served.scores[i] for i in served.order], chosen_index=0, history=p.history,
+                model=rt.generator.model_id, adapter=p.adapter, returned=p.returned,
+            )
         )
-    )
     p.timings.store_ms = ms(start)
     rt.maybe_compact()
 

@@ -478,6 +478,7 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
             shutil.rmtree(folder)
         rt.adapters.forget(tenant, user_id)
         counts["job_files"] = job_files
+        rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
     return counts
 
 
