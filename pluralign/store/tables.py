@@ -481,7 +481,9 @@ class Store:
         counts = {}
         with self._maintenance:  # one delete or compaction at a time
             with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
-                for name, table in self.tables.items():
+                # the users row last: a DELETE stopped part way leaves the user there (delete again),
+                # never rows of theirs (stated changes) without the row that numbers them
+                for name, table in sorted(self.tables.items(), key=lambda item: item[0] == "users"):
                     counts[name] = table.count_rows(where)
                     if counts[name]:
                         table.delete(where)

@@ -212,13 +212,19 @@ def stated_page(rt: Runtime, tenant: str, user_id: str, limit: int = 20, before:
                       next_before=first if top >= 1 and first > 1 else None)
 
 
-def _store_missing_changes(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences) -> None:
-    """Append the changes the user's row holds whose version the changes table lacks (the service
-    stopped between the two writes, or a format 1 row's history), so the table keeps every version."""
+def _row_only_changes(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences) -> list[StatedChange]:
+    """The changes the user's row holds whose version the changes table lacks (the service stopped
+    between the two writes, or a format 1 row's history)."""
     if not stated.history:
-        return
+        return []
     have = {r["version"] for r in rt.store.stated_changes(tenant, user_id, min(c.version for c in stated.history))}
-    missing = [msgspec.to_builtins(c) for c in stated.history if c.version not in have]
+    return [c for c in stated.history if c.version not in have]
+
+
+def _store_missing_changes(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences) -> None:
+    """Append the changes the user's row holds whose version the changes table lacks, so the table
+    keeps every version."""
+    missing = [msgspec.to_builtins(c) for c in _row_only_changes(rt, tenant, user_id, stated)]
     if missing:
         rt.store.add_stated_changes(tenant, user_id, missing)
 
@@ -466,12 +472,14 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
     """Every row, the weights and the adapter files of the user; old table versions are purged too,
     and so is their feedback still pending in the log (from memory and the log's files); their
     queued or running jobs are stopped and every job file naming them removed (`delete_hooks`).
-    Returns counts by kind: preferences, interactions, users, adapter_files, job_files."""
+    Returns counts by kind: preferences, interactions, users, stated_changes, adapter_files, job_files."""
     with rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
         job_files = sum(hook(tenant, user_id) for hook in list(rt.delete_hooks))  # their jobs stop first
         pending = rt.ingest.forget_user(tenant, user_id)
+        in_row = len(_row_only_changes(rt, tenant, user_id, stated_of(rt.store.get_user(tenant, user_id))))
         counts = rt.store.delete_user(tenant, user_id)
         counts["preferences"] += pending  # acknowledged rows, wherever they were
+        counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
         folder = adapter_folder(rt, tenant, user_id)
         counts["adapter_files"] = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
         if folder.exists():

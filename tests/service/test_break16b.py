@@ -71,3 +71,49 @@ def test_a_chat_generating_while_its_user_is_deleted_stores_nothing_of_them(svc,
         r = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "midchat", "n": 2,
                                                  "messages": [{"role": "user", "content": "Hello again."}]})
         assert r.status_code == 200 and rt.store.count_interactions("acme", "midchat") == 1
+
+
+def stated_versions(c, user: str) -> tuple[int, list[int]]:
+    page = c.get(f"/v1/users/{user}/stated-preferences", params={"limit": 100}).json()
+    return page["version"], [h["version"] for h in page["history"]]
+
+
+def test_a_delete_interrupted_between_tables_leaves_no_old_history_to_resurface(svc, monkeypatch):
+    """A DELETE that stops part way (a crash, a disk error) must not leave the user's stated
+    changes without their row: the next PATCH would start again at version 1 and the old versions
+    1, 2, ... would come back beside the new ones. The row goes last, so the user is still there
+    (whole) and a second DELETE finishes the job."""
+    rt = svc.runtime
+    with svc.client() as c:
+        for d in ("more", "less", "more"):
+            assert c.patch("/v1/users/halfgone/stated-preferences", json={"preferences": {"length": d}}).status_code == 200
+        changes = rt.store.tables["stated_changes"]
+        real = changes.delete
+        monkeypatch.setattr(changes, "delete", lambda where: (_ for _ in ()).throw(OSError("disk gone")))
+        assert c.delete("/v1/users/halfgone").status_code == 500
+        monkeypatch.setattr(changes, "delete", real)
+        r = c.patch("/v1/users/halfgone/stated-preferences", json={"preferences": {"list_items": "more"}})
+        assert r.status_code == 200, r.text
+        version, history = stated_versions(c, "halfgone")
+        assert history == list(range(1, version + 1))  # dense, each version once: no old version beside a new one
+        r = c.delete("/v1/users/halfgone")
+        assert r.status_code == 200 and r.json()["deleted"]["stated_changes"] == version
+        assert stated_versions(c, "halfgone") == (0, []) and rt.store.stated_changes("acme", "halfgone") == []
+
+
+def test_delete_counts_the_changes_an_older_row_held(svc):
+    """A format 1 row (written by the release before the changes table) holds its whole history;
+    DELETE removes it with the row and reports those changes in `deleted.stated_changes`."""
+    from pluralign.store import UserRecord
+    from pluralign.user.stated import StatedChange, StatedPreferences
+
+    now = time.time()
+    history = [StatedChange(version=1, at=now, feature="contractions", direction="more"),
+               StatedChange(version=2, at=now + 1, feature="contractions", direction=None)]
+    legacy = StatedPreferences(format=1, version=2, preferences={}, history=history)
+    svc.runtime.store.put_user(UserRecord(tenant="acme", user_id="old_carol", created_at=now, updated_at=now, stated=legacy.encode()))
+    with svc.client() as c:
+        assert stated_versions(c, "old_carol") == (2, [1, 2])
+        r = c.delete("/v1/users/old_carol")
+        assert r.status_code == 200 and r.json()["deleted"]["users"] == 1
+        assert r.json()["deleted"]["stated_changes"] == 2
