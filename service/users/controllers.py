@@ -176,8 +176,9 @@ def patch_stated(request: Request, user_id: FromPath[str], data: JSONBody[Stated
     nothing (clearing what is not set) writes nothing: for an unknown user it creates no user."""
     rt, tenant, user_id = _user(request, user_id)
     unknown = [name for name in data.preferences if name not in FEATURE_NAMES]
-    if unknown:
-        raise bad_request(f"preferences.{unknown[0]}", f"is not a named feature; known: {', '.join(FEATURE_NAMES)}")
+    if unknown:  # named, but not echoed whole: a name may be most of a megabyte body
+        name = unknown[0] if len(unknown[0]) <= 64 else unknown[0][:64] + "..."
+        raise bad_request(f"preferences.{name}", f"is not a named feature; known: {', '.join(FEATURE_NAMES)}")
     return services.set_stated(rt, tenant, user_id, data.preferences)
 
 

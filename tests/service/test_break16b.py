@@ -117,3 +117,15 @@ def test_delete_counts_the_changes_an_older_row_held(svc):
         r = c.delete("/v1/users/old_carol")
         assert r.status_code == 200 and r.json()["deleted"]["users"] == 1
         assert r.json()["deleted"]["stated_changes"] == 2
+
+
+def test_an_enormous_unknown_feature_name_is_named_but_not_echoed_whole(svc):
+    name = "k" * 900_000  # most of the 1 MB body limit; the error used to carry it twice (1.8 MB)
+    with svc.client() as c:
+        r = c.patch("/v1/users/echo/stated-preferences", json={"preferences": {name: "more"}})
+        assert r.status_code == 400, r.text[:200]
+        assert len(r.content) < 2_000
+        assert field_named(r).startswith("preferences.kkkk") and field_named(r).endswith("...")
+        short = c.patch("/v1/users/echo/stated-preferences", json={"preferences": {"lenght": "more"}})
+        assert short.status_code == 400 and field_named(short) == "preferences.lenght"
+    assert svc.runtime.store.get_user("acme", "echo") is None
