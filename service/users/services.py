@@ -193,9 +193,19 @@ def stated_history(rt: Runtime, tenant: str, user_id: str, stated: StatedPrefere
     last = stated.version if last is None else last
     if last < first:
         return []
-    stored = [msgspec.convert(r, StatedChange) for r in rt.store.stated_changes(tenant, user_id, first, last)]
     held = msgspec.structs.replace(stated, history=[c for c in stated.history if first <= c.version <= last])
-    return merged_history(stored, held)
+
+    def read() -> list[StatedChange]:
+        stored = [msgspec.convert(r, StatedChange) for r in rt.store.stated_changes(tenant, user_id, first, last)]
+        return merged_history(stored, held)
+
+    changes = read()
+    if not {c.version for c in changes} >= set(range(first, last + 1)):
+        # with replicas, this process's view of the changes table may be older than the row it read
+        # (a refit re-reads the row): a version missing from both is in the table by now
+        rt.store.refresh("stated_changes")
+        changes = read()
+    return changes
 
 
 def stated_page(rt: Runtime, tenant: str, user_id: str, limit: int = 20, before: int | None = None,

@@ -5,6 +5,7 @@ enormous unknown feature name is not echoed back whole."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -129,3 +130,29 @@ def test_an_enormous_unknown_feature_name_is_named_but_not_echoed_whole(svc):
         short = c.patch("/v1/users/echo/stated-preferences", json={"preferences": {"lenght": "more"}})
         assert short.status_code == 400 and field_named(short) == "preferences.lenght"
     assert svc.runtime.store.get_user("acme", "echo") is None
+
+
+def test_a_replica_whose_row_is_fresher_than_its_changes_table_still_pages_every_version(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Two services on one store, reads a minute stale. Replica b's refit re-reads the users row
+    (fresh: version 3) while b's view of the changes table is still the one before a's PATCHes:
+    b's GET and export must still hold versions 1, 2 and 3, not the row's latest version alone."""
+    store = str(tmp_path / "shared-lancedb")
+    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
+                             replica_index=0, store_sync_ms=60_000)
+    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
+                              replica_index=1, store_sync_ms=60_000)
+    b.keys["acme"] = b.runtime.keys.issue("acme")
+    with first, second, a.client() as ca, b.client() as cb:
+        assert cb.get("/v1/users/drifter/stated-preferences").json()["version"] == 0  # b has read both tables
+        for d in ("more", "less", "more"):
+            assert ca.patch("/v1/users/drifter/stated-preferences", json={"preferences": {"length": d}}).status_code == 200
+        r = cb.post("/v1/feedback", json={"type": "comparison", "user": "drifter", "prompt": "Tip?", "chosen": "Short.",
+                                          "rejected": "A long answer with many more words in it."})
+        assert r.status_code == 201, r.text
+        b.runtime.wait_for_background()  # b's refit read the row afresh
+        page = cb.get("/v1/users/drifter/stated-preferences", params={"limit": 100}).json()
+        assert page["version"] == 3
+        assert [h["version"] for h in page["history"]] == [1, 2, 3] and page["next_before"] is None
+        lines = [json.loads(x) for x in cb.get("/v1/users/drifter/export").text.splitlines()]
+        stated = next(x for x in lines if x["type"] == "user")["stated"]
+        assert [h["version"] for h in stated["history"]] == [1, 2, 3]
