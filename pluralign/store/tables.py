@@ -488,6 +488,7 @@ class Store:
                     if counts[name]:
                         table.delete(where)
                 self.histories.invalidate([(tenant, user_id)])
+            counts = {name: counts[name] for name in self.tables}  # in the tables' order
             for name in (n for n, c in counts.items() if c):  # only the tables that held the user
                 self._purge(name)
         return counts
