@@ -156,3 +156,14 @@ def test_a_replica_whose_row_is_fresher_than_its_changes_table_still_pages_every
         lines = [json.loads(x) for x in cb.get("/v1/users/drifter/export").text.splitlines()]
         stated = next(x for x in lines if x["type"] == "user")["stated"]
         assert [h["version"] for h in stated["history"]] == [1, 2, 3]
+
+
+def test_a_user_with_only_stated_preferences_exports_an_empty_preference_file(svc):
+    """A user who only stated preferences exists (their profile is there): the preference-file
+    export is empty, not a 404 saying there is no such user; an unknown user is still a 404."""
+    with svc.client() as c:
+        assert c.patch("/v1/users/sayer/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        assert c.get("/v1/users/sayer").status_code == 200
+        r = c.get("/v1/users/sayer/export", params={"format": "preferences"})
+        assert r.status_code == 200 and r.text == "", r.text
+        assert c.get("/v1/users/nobody_here/export", params={"format": "preferences"}).status_code == 404
