@@ -419,10 +419,11 @@ def register_adapter(rt: Runtime, tenant: str, user_id: str, source: Path) -> st
     if not (folder / META_FILE).exists():  # a bare peft folder: registered for the model served here
         write_meta(folder, AdapterMeta(kind="user", base_model=rt.generator.model_id, shots=0, data_version="registered"))
     rt.adapters.forget(tenant, user_id)  # a re-registered adapter is reloaded from its new files
-    weights = user_weights(rt, tenant, user_id)
-    now = time.time()
-    record = weights.record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
-    rt.store.put_user(msgspec.structs.replace(record, adapter=name, updated_at=now))
+    with rt.user_lock(tenant, user_id):  # no PATCH or refit between the read and the write is undone
+        weights = user_weights(rt, tenant, user_id)
+        now = time.time()
+        record = weights.record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
+        rt.store.put_user(msgspec.structs.replace(record, adapter=name, updated_at=now))
     return name
 
 

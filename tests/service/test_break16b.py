@@ -167,3 +167,39 @@ def test_a_user_with_only_stated_preferences_exports_an_empty_preference_file(sv
         r = c.get("/v1/users/sayer/export", params={"format": "preferences"})
         assert r.status_code == 200 and r.text == "", r.text
         assert c.get("/v1/users/nobody_here/export", params={"format": "preferences"}).status_code == 404
+
+
+def test_registering_an_adapter_while_a_patch_lands_keeps_the_patched_version(svc, tiny_generator_dir, tmp_path, monkeypatch):
+    """register_adapter read the user's row, then wrote it back with the adapter: a stated-preference
+    PATCH landing in between was rolled back in the row (version 2 -> 1), and the next PATCH took
+    version 2 a second time. The read-then-write is under the user's lock now."""
+
+    from service.users import services
+    from tests.service.test_service_adapters import random_adapter
+
+    rt = svc.runtime
+    folder = random_adapter(tiny_generator_dir, tmp_path / "lora", rt.generator.model_id, "user", 3)
+    real = services.user_weights
+    with svc.client() as c:
+        assert c.patch("/v1/users/tuner/stated-preferences", json={"preferences": {"length": "less"}}).json()["version"] == 1
+        patched = []
+
+        def racing(*a, **k):  # the row is read; a PATCH of the user arrives before the write
+            weights = real(*a, **k)
+            if not patched:
+                patched.append(threading.Thread(target=lambda: c.patch("/v1/users/tuner/stated-preferences",
+                                                                       json={"preferences": {"list_items": "more"}})))
+                patched[0].start()
+                patched[0].join(1.5)  # done by now unless it waits for the user's lock
+            return weights
+
+        monkeypatch.setattr(services, "user_weights", racing)
+        services.register_adapter(rt, "acme", "tuner", folder)
+        patched[0].join(30)
+        monkeypatch.setattr(services, "user_weights", real)
+        page = c.get("/v1/users/tuner/stated-preferences", params={"limit": 100}).json()
+        assert page["version"] == 2 and page["preferences"] == {"length": "less", "list_items": "more"}
+        assert rt.store.get_user("acme", "tuner").adapter is not None
+        r = c.patch("/v1/users/tuner/stated-preferences", json={"preferences": {"exclamations": "less"}})
+        assert r.json()["version"] == 3
+        assert sorted(x["version"] for x in rt.store.stated_changes("acme", "tuner")) == [1, 2, 3]
