@@ -148,12 +148,13 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
 
 
 def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> PairChoice | None:
-    """The two returned choices whose comparison would teach the user's model most (by default the
-    information about which returned choice is best for them, `best_information`; with
-    `compare_target = coefficients` BALD on their posterior), as indices into `choices`; None
-    for anonymous requests, fewer than 2 returned choices, `user_model = prototypes` (no posterior),
-    or once the best pair carries fewer than `compare_min_bits` bits (the user is well known)."""
-    if p.user_id is None or p.weights is None or p.returned < 2 or not residual_on(rt):
+    """The two returned choices whose comparison would teach the user's model most (by default BALD
+    on their posterior; with `compare_target = best` the information about which returned choice is
+    best for them, `best_information`), as indices into `choices`; None for anonymous requests,
+    requests with `store: false` (a `choice` on them cannot be recorded), fewer than 2 returned
+    choices, `user_model = prototypes` (no posterior), or once the best pair carries fewer than
+    `compare_min_bits` bits (the user is well known)."""
+    if p.user_id is None or not p.store or p.weights is None or p.returned < 2 or not residual_on(rt):
         return None
     start = time.perf_counter()
     model = (p.weights.rewards or rt.rewards).user_model

@@ -43,6 +43,8 @@ def test_compare_names_two_returned_choices_and_shown_feedback_stores_that_pair(
         assert chat(c, "newbie", n=1)["pluralign"]["compare"] is None
         anon = c.post("/v1/chat/completions", json={"model": "pluralign", "n": 2, "messages": [{"role": "user", "content": "Hi"}]})
         assert anon.json()["pluralign"]["compare"] is None
+        # an answer that is not kept cannot take the `choice` that `compare` asks for
+        assert chat(c, "newbie", store=False)["pluralign"]["compare"] is None
 
 
 @pytest.mark.parametrize(("body", "field"), [
