@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 import warnings
@@ -35,6 +36,8 @@ from pluralign.store.schemas import (
     stated_change_schema,
     user_schema,
 )
+
+log = logging.getLogger("pluralign.store")
 
 INDEXED_COLUMNS = ("tenant", "user_id")
 COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
@@ -510,9 +513,14 @@ class Store:
         with self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             if table.count_rows():
-                table.compact_files(materialize_deletions_threshold=0.0)
-                for column in INDEXED_COLUMNS:
-                    table.create_index(column, config=Bitmap(), replace=True)
+                try:
+                    self._rewrite(table)
+                except (OSError, RuntimeError) as exc:  # Lance gave up committing beside many appends
+                    if "conflict" not in str(exc).lower() or name == "users":
+                        raise
+                    log.warning("purge of %s conflicted with appends (%s); redoing it with appends held", name, exc)
+                    with self._lock:
+                        self._rewrite(table)
                 self._indexed.add(name)
                 self._pending[name] = 0
             else:  # nothing left: the indexes go (an empty table cannot hold one); the next write makes them
@@ -524,6 +532,13 @@ class Store:
         with self._lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             table.cleanup_old_versions(timedelta(0), delete_unverified=True)
+
+    @staticmethod
+    def _rewrite(table) -> None:
+        """Rewrite every fragment with a deletion and rebuild the BITMAP indexes (`_purge`)."""
+        table.compact_files(materialize_deletions_threshold=0.0)
+        for column in INDEXED_COLUMNS:
+            table.create_index(column, config=Bitmap(), replace=True)
 
     def compact(self, keep_versions_for: timedelta = timedelta(minutes=5), every_table: bool = False) -> None:
         """Merge small fragments, fold new rows into the indexes and drop versions older than given

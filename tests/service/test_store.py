@@ -140,3 +140,32 @@ def test_delete_purges_beside_other_writers_who_never_wait_for_the_rewrite(tmp_p
     assert store.count_preferences("t", "writer") == len(appended)  # no append lost to a rewrite or a cleanup
     assert store.count_preferences("t", "bob") == 40
     assert sorted(r.pref_id for r in store.preferences_for("t", "writer", 0, 10_000)[0]) == sorted(appended)
+
+
+def test_a_purge_that_conflicts_with_appends_is_redone_with_appends_held(tmp_path, monkeypatch, caplog):
+    """Beside a heavy stream of appends Lance can give up committing the purge's rewrite ("Commit
+    conflict ... after 20 retries"). The DELETE must not fail with the rows deleted but still in the
+    files: the rewrite is redone with appends held, and no file keeps the user's text."""
+    store = Store(str(tmp_path), "enc", DIM)
+    store.add_preferences(*prefs("t", "bob", 20))
+    rows, vecs, _, _ = prefs("t", "gone", 5, start=500)
+    marker = "mk7zq9conflict"
+    store.add_preferences([StoredPreference(**{**__import__("msgspec").structs.asdict(r), "prompt": f"{marker} {r.prompt}"}) for r in rows],
+                          vecs, vecs, vecs)
+    table = type(store.preferences)
+    real, calls = table.compact_files, []
+
+    def conflicting(self, *args, **kwargs):
+        calls.append(store._lock._is_owned())  # RLock: held by this thread
+        if len(calls) == 1:
+            raise OSError("Commit conflict for version 9: This CreateIndex transaction was preempted by concurrent "
+                          "transaction Append at version 8. Please retry. (retried 20 times)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(table, "compact_files", conflicting)
+    with caplog.at_level("WARNING", logger="pluralign.store"):
+        assert store.delete_user("t", "gone")["preferences"] == 5
+    assert calls[:2] == [False, True]  # first beside the appends, then again holding the write lock
+    assert "redoing it with appends held" in caplog.text
+    left = [p for p in tmp_path.rglob("*") if p.is_file() and marker.encode() in p.read_bytes()]
+    assert left == [] and store.count_preferences("t", "bob") == 20
