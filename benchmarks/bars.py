@@ -45,7 +45,9 @@ def maxmin_rows(result: dict, source: str) -> list[str]:
         split = f"{round(float(majority) * 100)}/{round((1 - float(majority)) * 100)}"
         seeds = summary["seeds"]
         cells, verdicts = [], []
-        for step, row in summary["steps"].items():
+        # the bar's checkpoints only when the run has them (a checkpoint every 5 steps would make the row unreadable)
+        shown = {step: row for step, row in summary["steps"].items() if step in MAXMIN_STEPS} or summary["steps"]
+        for step, row in shown.items():
             gain, gap = row["minority_gain"], row["majority_gap"]
             worst_gain, worst_gap = min(gain["per_seed"].values()), min(gap["per_seed"].values())
             cells.append(f"step {step}: minority {points(gain['mean'])} {span(gain['interval'])} (worst seed {points(worst_gain)}), "

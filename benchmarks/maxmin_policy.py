@@ -21,10 +21,16 @@ and batches all follow it):
    base model's answers is measured with that group's rule (ties count half).
 
 Model selection (validation only): with `--select validation` (default) the policy reported at
-step S is the checkpoint at or before S with the best validation score of its own objective: the
-worst group's validation win rate for MaxMin, the population's (share-weighted) validation win rate
-for the single reward; the test questions never choose anything. `--select last` reports the
-weights at step S as they are.
+step S is a checkpoint at or before S chosen on the validation questions (`select_checkpoint`,
+`apply_selection`): for the single reward, the earliest with the best population (share-weighted)
+validation win rate; for MaxMin, the earliest with the best worst-group validation win rate among
+the checkpoints whose majority validation win is at most `--majority-tolerance` (default 0.05)
+below the single policy's reported validation majority win at S (same seed; the single is trained
+first), or, when none is, the one with the highest majority validation win. The test questions
+never choose anything. `--select last` reports the weights at step S as they are. Every
+checkpoint's validation and test scores are kept in WORK/results.json, and a later command with
+the same training setting (`TRAINING_KEYS`) reuses those runs instead of training them again
+(`--fresh` retrains): a command cut short resumes, and a change of selection rule costs no training.
 
 Figures per step, over seeds and test questions (benchmarks/intervals.py): each group's win rate
 and the MaxMin-minus-single differences `majority_gap` (enthusiastic) and `minority_gain`
@@ -95,6 +101,76 @@ def selection_score(objective: str, rates: dict[str, float], shares: dict[str, f
     return sum(shares[g] * rates[g] for g in shares)
 
 
+def select_checkpoint(objective: str, val: list[dict[str, float]], shares: dict[str, float], majority_floor: float | None = None) -> int:
+    """Index into `val` (validation win rates per group, one dict per checkpoint so far, in order) of
+    the checkpoint to report: the earliest with the best `selection_score` of its own objective.
+
+    For MaxMin with a `majority_floor` (a win rate in [0, 1]), only checkpoints whose majority group
+    (the largest share) wins at least the floor on validation compete, so the worst-group score
+    cannot buy the minority's win with the majority's; when none does, the checkpoint with the
+    highest majority win (then the best worst group, then the earliest) is kept. Raises ValueError
+    on an empty `val`."""
+    if not val:
+        raise ValueError("no checkpoint to select from")
+    scores = [selection_score(objective, rates, shares) for rates in val]
+    if objective != "maxmin" or majority_floor is None:
+        return max(range(len(val)), key=lambda i: (scores[i], -i))
+    majority = max(shares, key=shares.get)
+    allowed = [i for i, rates in enumerate(val) if rates[majority] >= majority_floor - 1e-9]
+    if allowed:
+        return max(allowed, key=lambda i: (scores[i], -i))
+    return max(range(len(val)), key=lambda i: (val[i][majority], scores[i], -i))
+
+
+def apply_selection(curve: list[dict], objective: str, shares: dict[str, float], select: str, reference: list[dict] | None = None,
+                    tolerance: float | None = None) -> list[dict]:
+    """Fill each checkpoint of `curve` (dicts with `step`, `val` and `last_test_scores`, in step order)
+    with what is reported at its step: `selected_step` and its `test_scores` (and `val_score`).
+
+    `select` "validation": the checkpoint `select_checkpoint` picks among those so far; "last": the
+    weights at that step. For MaxMin with a `reference` (the single-reward policy's curve of the same
+    seed, already filled) and a `tolerance` (win-rate points / 100), the majority floor at each step is
+    the reference's reported validation majority win at that step minus `tolerance`: the
+    validation-side form of the bar's "majority at most 5 points below the single policy"."""
+    majority = max(shares, key=shares.get)
+    floors = {}
+    if objective == "maxmin" and reference is not None and tolerance is not None:
+        ref_val = {c["step"]: c["val"] for c in reference}
+        floors = {c["step"]: ref_val[c["selected_step"]][majority] - tolerance for c in reference}
+    for n, point in enumerate(curve):
+        chosen = n
+        if select == "validation":
+            chosen = select_checkpoint(objective, [c["val"] for c in curve[: n + 1]], shares, floors.get(point["step"]))
+        point["selected_step"] = curve[chosen]["step"]
+        point["test_scores"] = curve[chosen]["last_test_scores"]
+        for key in ("chars", "exclaims", "sample"):  # the reported answers' mean length, '!' and first answer
+            if f"last_{key}" in curve[chosen]:
+                point[key] = curve[chosen][f"last_{key}"]
+            else:  # a curve stored before these were kept per checkpoint
+                point.pop(key, None)
+        point["val_score"] = selection_score(objective, point["val"], shares)
+        point["majority_floor"] = floors.get(point["step"])
+    return curve
+
+
+# the arguments that change what a run trains or measures: a stored run with the same values is reused
+TRAINING_KEYS = ("pairing", "steps", "every", "batch_size", "lr", "nll", "lora_layers", "beta", "max_new_tokens", "limit", "users", "base_model")
+
+
+def training_setting(args) -> dict:
+    """The run's `TRAINING_KEYS` values (selection, threads and outputs are not among them)."""
+    return {k: getattr(args, k) for k in TRAINING_KEYS}
+
+
+def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict]:
+    """Runs in a results.json written before (`path`, may be missing) whose training setting equals
+    `training`, by (seed, majority, objective): a command cut short, or one that only changes the
+    selection rule, resumes from them; their curves keep every checkpoint's validation and test scores."""
+    if not path.exists():
+        return {}
+    return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if r.get("training") == training}
+
+
 def load_base(folder: str | None):
     """(model, tokenizer): SmolLM2-135M-Instruct, or a causal LM saved with save_pretrained in `folder`."""
     if folder is None:
@@ -129,8 +205,9 @@ def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_to
     return {part: answers[part] for part in splits}
 
 
-def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], work: Path) -> list[dict]:
-    """Train every objective for one seed and majority share; returns one result per objective."""
+def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], work: Path, stored: dict | None = None) -> list[dict]:
+    """Train every objective for one seed and majority share; returns one result per objective.
+    A run found in `stored` (`stored_runs`) is not trained again: its curve gets this command's selection."""
     from sklearn.metrics import adjusted_rand_score
 
     from pluralign.data.io import write_jsonl
@@ -156,8 +233,16 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
     batch = feature_pairs(comparisons)
     truth = {r.user_id: r.attributes["group"] for r in comparisons}
     results = []
-    for objective in args.objectives:
+    for objective in sorted(args.objectives, key=["single", "maxmin"].index):  # the single first: its validation sets MaxMin's majority floor
         k = {"single": 1, "maxmin": 2}[objective]
+        reference = next((r["curve"] for r in results if r["objective"] == "single"), None)
+        if (seed, majority, objective) in (stored or {}):
+            result = stored[(seed, majority, objective)]
+            apply_selection(result["curve"], objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None)
+            print(f"  seed {seed} {objective}-{round(majority * 100)}: reused from {work.parent / 'results.json'} (same training setting); reports steps "
+                  + ", ".join(f"{c['step']}->{c['selected_step']}" for c in result["curve"]), flush=True)
+            results.append(result)
+            continue
         heads = EMMixture(EMConfig(k=k, restarts=4, seed=seed))
         heads.fit(batch, batch.select([]))
         clusters = heads.user_clusters()
@@ -172,9 +257,9 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         base, tokenizer = load_base(args.base_model)  # a fresh base: peft wraps it in place
         policy = with_lora(base, config)
         curve: list[dict] = []
-        best: dict = {}
+        weights: dict[int, dict] = {}  # every checkpoint's LoRA weights (a few MB each): the selected one is saved
 
-        def measure(step, model, curve=curve, best=best, tokenizer=tokenizer, tag=tag, objective=objective):
+        def measure(step, model, curve=curve, weights=weights, tokenizer=tokenizer, tag=tag):
             from peft import get_peft_model_state_dict
 
             if step == 0:  # the fresh LoRA is the identity (B = 0): its samples are the base's, same seeds
@@ -183,32 +268,30 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
                 said = {part: generate(model, tokenizer, splits[part], args.max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET[part])
                         for part in ("val", "test")}
             val = {g: sum(w) / len(w) for g, w in win_scores(said["val"], answers["val"]).items()}
-            score = selection_score(objective, val, shares)
-            if not best or score > best["score"]:  # the earliest best checkpoint is kept
-                best.update(step=step, score=score, test=win_scores(said["test"], answers["test"]), said=said["test"],
-                            weights={n: t.detach().clone() for n, t in get_peft_model_state_dict(model).items()})
             last = win_scores(said["test"], answers["test"])
-            shown = best["test"] if args.select == "validation" else last
-            shown_said = best["said"] if args.select == "validation" else said["test"]
+            weights[step] = {n: t.detach().clone() for n, t in get_peft_model_state_dict(model).items()}
             curve.append({
-                "step": step, "selected_step": best["step"] if args.select == "validation" else step,
-                "val": val, "val_score": score, "test_scores": shown, "last_test_scores": last,
-                "chars": sum(map(length, shown_said)) / len(shown_said), "exclaims": sum(map(exclamations, shown_said)) / len(shown_said),
-                "sample": shown_said[0],
+                "step": step, "val": val, "last_test_scores": last,
+                "last_chars": sum(map(length, said["test"])) / len(said["test"]), "last_exclaims": sum(map(exclamations, said["test"])) / len(said["test"]),
+                "last_sample": said["test"][0],
             })
-            rates = {g: sum(w) / len(w) for g, w in shown.items()}
-            print(f"  seed {seed} {tag} step {step:3d} (reports step {curve[-1]['selected_step']}): test win enthusiastic {rates['enthusiastic']:.2f} "
-                  f"concise {rates['concise']:.2f} | val {val['enthusiastic']:.2f}/{val['concise']:.2f} | {shown_said[0][:60]!r}", flush=True)
+            rates = {g: sum(w) / len(w) for g, w in last.items()}
+            print(f"  seed {seed} {tag} step {step:3d}: test win enthusiastic {rates['enthusiastic']:.2f} concise {rates['concise']:.2f} "
+                  f"| val {val['enthusiastic']:.2f}/{val['concise']:.2f} | {said['test'][0][:60]!r}", flush=True)
 
         log = train_maxmin(policy, tokenize_pairs(pairs, tokenizer, config.max_length), config, callback=measure, every=args.every)
+        apply_selection(curve, objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None)
+        for point in curve:
+            print(f"  seed {seed} {tag} step {point['step']:3d} reports step {point['selected_step']} (validation: {', '.join(f'{g} {v:.2f}' for g, v in point['val'].items())}"
+                  + (f"; majority floor {point['majority_floor']:.2f}" if point["majority_floor"] is not None else "") + ")", flush=True)
         if args.select == "validation":
             from peft import set_peft_model_state_dict
 
-            set_peft_model_state_dict(policy, best["weights"])
-        meta = PolicyMeta(schema_version=1, kind="maxmin-lora", base_model=base_model_id(base), objective=objective, heads=k, steps=best.get("step", config.steps) if args.select == "validation" else config.steps, beta=config.beta, lora_r=config.lora_r)
+            set_peft_model_state_dict(policy, weights[curve[-1]["selected_step"]])
+        meta = PolicyMeta(schema_version=1, kind="maxmin-lora", base_model=base_model_id(base), objective=objective, heads=k, steps=curve[-1]["selected_step"], beta=config.beta, lora_r=config.lora_r)
         save_policy(policy, work / f"policy-{tag}", meta)
         results.append({
-            "seed": seed, "majority": majority, "objective": objective, "heads": k, "pairing": args.pairing, "ari": ari, "pairs": len(pairs),
+            "seed": seed, "majority": majority, "objective": objective, "training": training_setting(args), "heads": k, "pairing": args.pairing, "ari": ari, "pairs": len(pairs),
             "curve": curve, "seconds_per_step": log.seconds_per_step, "peak_memory_mb": log.peak_memory_mb, "loss": log.loss,
         })
         print(f"  seed {seed} {tag}: {len(pairs)} pairs, {log.seconds_per_step:.2f} s/step, peak {log.peak_memory_mb:.0f} MB, ARI {ari}", flush=True)
@@ -244,14 +327,15 @@ def main() -> None:
     parser.add_argument("--objectives", nargs="+", default=["single", "maxmin"], choices=["single", "maxmin"])
     parser.add_argument("--pairing", default="best", choices=["best", "all"], help="best: the objective's top candidate vs each other; all: every pair")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--every", type=int, default=15, help="evaluate win rates every N steps")
+    parser.add_argument("--every", type=int, default=5, help="evaluate win rates every N steps (every checkpoint is a candidate for validation selection)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--nll", type=float, default=1.0, help="weight of the chosen answer's NLL next to DPO")
+    parser.add_argument("--nll", type=float, default=3.0, help="weight of the chosen answer's NLL next to DPO")
     parser.add_argument("--lora-layers", type=int, default=4, help="adapt only the last N layers (0: all)")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")
+    parser.add_argument("--majority-tolerance", type=float, default=0.05, help="with --select validation, MaxMin only reports checkpoints whose validation majority win is at most this far (win rate, 0.05 = 5 points) below the single policy's reported one at that step (no floor when the single is not run: --objectives maxmin); negative: no floor")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N questions of each split (0: all; a cheaper, noisier setting)")
     parser.add_argument("--users", type=int, default=100, help="simulated users comparing training answers")
     parser.add_argument("--base-model", default=None, help="a causal LM folder (save_pretrained) instead of SmolLM2-135M-Instruct")
@@ -259,6 +343,7 @@ def main() -> None:
     parser.add_argument("--work", default="runs/maxmin-bench")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run (default: --seed)")
     parser.add_argument("--seed", type=int, default=0, help="one seed (the same as --seeds N)")
+    parser.add_argument("--fresh", action="store_true", help="train every run again, even those WORK/results.json holds with the same training setting")
     parser.add_argument("--out", default=None, help="write the summary over seeds (JSON) to this file")
     parser.add_argument("--json", action="store_true", help="print the contract line last: {\"steps\": {STEP: {\"majority_gap\": [lo, hi], \"minority_gain\": [lo, hi]}}}")
     args = parser.parse_args()
@@ -273,11 +358,12 @@ def main() -> None:
     print(f"questions: {len(splits['train'])} train, {len(splits['val'])} validation, {len(splits['test'])} test; seeds {seeds}; max {args.max_new_tokens} new tokens")
     results: list[dict] = []
     setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}}
+    stored = {} if args.fresh else stored_runs(Path(args.work) / "results.json", training_setting(args))
     for done, seed in enumerate(seeds, 1):
         work = Path(args.work) / f"seed-{seed}"
         work.mkdir(parents=True, exist_ok=True)
         for majority in args.majority:
-            results += run_seed(args, seed, majority, splits, work)
+            results += run_seed(args, seed, majority, splits, work, stored)
             (Path(args.work) / "results.json").write_text(json.dumps(results, indent=1))
         # the summary over the seeds finished so far: a run cut short still leaves its figures
         summaries = {str(m): summarize_runs(results, seeds[:done], m) for m in args.majority}

@@ -54,3 +54,11 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
         assert (tmp_path / "work" / f"seed-{seed}" / "policy-single-80" / "meta.json").exists()
     results = json.loads((tmp_path / "work" / "results.json").read_text())
     assert sorted((r["seed"], r["objective"]) for r in results) == [(s, o) for s in (0, 1, 2) for o in ("maxmin", "single")]
+
+    # the same command with another selection rule reuses every stored run (no training) and reselects
+    again = subprocess.run([*command, "--majority-tolerance", "-1", "--select", "last"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("reused from") == 6 and "s/step" not in again.stdout
+    rerun = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert all(c["selected_step"] == c["step"] for r in rerun for c in r["curve"])  # --select last
+    assert [c["val"] for r in rerun for c in r["curve"]] == [c["val"] for r in results for c in r["curve"]]

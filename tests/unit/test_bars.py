@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bars import END, START
+from benchmarks.bars import END, START, render
 from benchmarks.intervals import summarize
 from benchmarks.maxmin_policy import summarize_runs
 
@@ -97,3 +97,12 @@ def test_a_reduced_setting_is_never_marked_met(tmp_path):
 def test_the_repository_table_is_generated_from_its_results():
     done = subprocess.run([sys.executable, "-m", "benchmarks.bars", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_run_with_more_checkpoints_shows_the_bars_steps_only(tmp_path):
+    result = maxmin_result([0, 1, 2], {0: 0.95, 1: 0.95, 2: 0.95})
+    steps = result["majority"]["0.8"]["steps"]
+    steps["5"] = steps["15"]  # an extra checkpoint (--every 5)
+    (tmp_path / "maxmin.json").write_text(json.dumps(result))
+    row = next(r for r in render(tmp_path) if r.startswith("| 17 seeds | MaxMin"))
+    assert "step 15:" in row and "step 60:" in row and "step 45:" not in row and "step 5:" not in row

@@ -1,0 +1,69 @@
+"""Validation-only checkpoint selection of the MaxMin policy benchmark: the majority floor that keeps
+worst-group selection from trading the majority away, and what each step then reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.maxmin_policy import apply_selection, select_checkpoint
+
+SHARES = {"enthusiastic": 0.8, "concise": 0.2}
+
+
+def rates(majority: float, minority: float) -> dict[str, float]:
+    return {"enthusiastic": majority, "concise": minority}
+
+
+def test_single_picks_the_earliest_best_population_win():
+    val = [rates(0.5, 0.5), rates(1.0, 0.6), rates(1.0, 0.4), rates(1.0, 0.6)]
+    assert select_checkpoint("single", val, SHARES) == 1  # 0.92, 0.88, 0.92: the earliest of the best
+    assert select_checkpoint("single", val, SHARES, majority_floor=0.99) == 1  # the floor is MaxMin's only
+
+
+def test_maxmin_without_a_floor_takes_the_worst_group_even_when_it_costs_the_majority():
+    val = [rates(0.5, 0.5), rates(0.96, 0.80), rates(0.83, 0.90)]
+    assert select_checkpoint("maxmin", val, SHARES) == 2  # worst group 0.83 beats 0.80
+
+
+def test_maxmin_floor_keeps_the_majority_and_then_maximizes_the_worst_group():
+    val = [rates(0.5, 0.5), rates(0.96, 0.80), rates(0.83, 0.90), rates(0.98, 0.85)]
+    assert select_checkpoint("maxmin", val, SHARES, majority_floor=0.95) == 3
+    assert select_checkpoint("maxmin", val[:3], SHARES, majority_floor=0.95) == 1
+
+
+def test_maxmin_floor_nobody_meets_falls_back_to_the_highest_majority():
+    val = [rates(0.5, 0.5), rates(0.73, 0.98), rates(0.90, 0.80), rates(0.90, 0.85)]
+    assert select_checkpoint("maxmin", val, SHARES, majority_floor=0.95) == 3  # majority 0.90, then the better worst group
+
+
+def test_empty_history_is_an_error():
+    with pytest.raises(ValueError, match="no checkpoint"):
+        select_checkpoint("maxmin", [], SHARES)
+
+
+def checkpoint(step: int, majority: float, minority: float) -> dict:
+    """A curve point as the benchmark records it: validation rates, and the test scores of those weights."""
+    return {"step": step, "val": rates(majority, minority), "last_test_scores": {"enthusiastic": [majority] * 4, "concise": [minority] * 4},
+            "last_chars": 100.0 - step, "last_exclaims": step / 10, "last_sample": f"answer at {step}"}
+
+
+def test_apply_selection_floors_maxmin_at_the_single_policys_reported_majority_minus_tolerance():
+    single = apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 1.0, 0.6), checkpoint(10, 0.96, 0.4)], "single", SHARES, "validation")
+    assert [p["selected_step"] for p in single] == [0, 5, 5]
+    maxmin = [checkpoint(0, 0.5, 0.5), checkpoint(5, 0.92, 0.95), checkpoint(10, 0.96, 0.85)]
+    apply_selection(maxmin, "maxmin", SHARES, "validation", reference=single, tolerance=0.05)
+    # the floor is 1.0 - 0.05 at steps 5 and 10 (the single reports step 5's weights at both)
+    assert [p["majority_floor"] for p in maxmin] == pytest.approx([0.45, 0.95, 0.95])
+    assert [p["selected_step"] for p in maxmin] == [0, 5, 10]  # step 5: nobody clears 0.95, so the best majority
+    assert maxmin[2]["test_scores"] == maxmin[2]["last_test_scores"]
+    assert maxmin[2]["sample"] == "answer at 10" and maxmin[2]["chars"] == 90.0
+
+    plain = apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 0.92, 0.95), checkpoint(10, 0.96, 0.85)], "maxmin", SHARES, "validation")
+    assert [p["selected_step"] for p in plain] == [0, 5, 5]  # worst group 0.92 over 0.85: the majority's 4 points traded away
+    assert plain[2]["test_scores"]["enthusiastic"] == [0.92] * 4
+
+
+def test_apply_selection_last_reports_each_steps_own_weights():
+    curve = apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 0.9, 0.9), checkpoint(10, 0.2, 0.2)], "maxmin", SHARES, "last")
+    assert [p["selected_step"] for p in curve] == [0, 5, 10]
+    assert curve[2]["test_scores"]["concise"] == [0.2] * 4
