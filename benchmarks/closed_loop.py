@@ -235,7 +235,7 @@ def make_users(args) -> list[tuple[str, str, int]]:
     base += [(f"persona_majority-{i}", "persona_majority") for i in range(args.persona_users - minority)]
     base += [(f"persona_minority-{i}", "persona_minority") for i in range(minority)]
     users = [(user, rule, u) for u, (user, rule) in enumerate(base)]
-    if getattr(args, "cross_rules", False):  # every style rule also on every other style user's prompts and seeds
+    if args.cross_rules:  # every style rule also on every other style user's prompts and seeds
         styles = [(u, user, rule) for u, (user, rule) in enumerate(base) if not rule.startswith("persona")]
         users += [(f"{rule}-on-{other}", rule, u) for rule in dict.fromkeys(r for _, _, r in styles)
                   for u, other, other_rule in styles if other_rule != rule]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
-from tests.service.tiny import field_named, start_service
+from tests.service.tiny import field_named, start_replicas, start_service
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +136,7 @@ def test_a_replica_whose_row_is_fresher_than_its_changes_table_still_pages_every
     """Two services on one store, reads a minute stale. Replica b's refit re-reads the users row
     (fresh: version 3) while b's view of the changes table is still the one before a's PATCHes:
     b's GET and export must still hold versions 1, 2 and 3, not the row's latest version alone."""
-    store = str(tmp_path / "shared-lancedb")
-    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
-                             replica_index=0, store_sync_ms=60_000)
-    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
-                              replica_index=1, store_sync_ms=60_000)
-    b.keys["acme"] = b.runtime.keys.issue("acme")
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm)
     with first, second, a.client() as ca, b.client() as cb:
         assert cb.get("/v1/users/drifter/stated-preferences").json()["version"] == 0  # b has read both tables
         for d in ("more", "less", "more"):

@@ -14,7 +14,7 @@ import pytest
 
 from pluralign.user.stated import StatedChange, StatedPreferences
 from service.admin.controllers import ADMIN_HANDLERS
-from tests.service.tiny import field_named, start_service
+from tests.service.tiny import field_named, start_replicas, start_service
 
 
 @pytest.fixture(scope="module")
@@ -300,12 +300,7 @@ def test_patches_through_two_replicas_one_after_the_other_keep_every_change(tmp_
     """Two services on one store, reads allowed to be a minute stale: a PATCH through the second
     replica right after one through the first starts from the first's version (it reads the row
     afresh), so neither change nor version is lost."""
-    store = str(tmp_path / "shared-lancedb")
-    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
-                             replica_index=0, store_sync_ms=60_000)
-    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
-                              replica_index=1, store_sync_ms=60_000)
-    b.keys["acme"] = b.runtime.keys.issue("acme")
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm)
     with first, second, a.client() as ca, b.client() as cb:
         assert cb.get("/v1/users/roamer/stated-preferences").json()["version"] == 0  # b has read the tables
         assert ca.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"length": "less"}}).json()["version"] == 1
@@ -321,12 +316,7 @@ def test_patches_through_two_replicas_one_after_the_other_keep_every_change(tmp_
 def test_a_refit_on_one_replica_keeps_a_stated_preference_patched_through_another(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """Feedback through replica A right after a PATCH through replica B: A's refit writes the user's
     row back from a fresh read, so B's stated preference stays in it (reads a minute stale otherwise)."""
-    store = str(tmp_path / "shared-lancedb")
-    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
-                             replica_index=0, store_sync_ms=60_000)
-    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, store_uri=store, replicas=2,
-                              replica_index=1, store_sync_ms=60_000)
-    b.keys["acme"] = b.runtime.keys.issue("acme")
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm)
     with first, second, a.client() as ca, b.client() as cb:
         r = cb.post("/v1/feedback", json={"type": "comparison", "user": "hopper", "prompt": "Tip?", "chosen": "Short.",
                                           "rejected": "A long answer with many more words in it."})
