@@ -88,7 +88,30 @@ def ukp_rows(result: dict, source: str) -> list[str]:
     return rows
 
 
-RENDERERS = {"maxmin_policy": maxmin_rows, "ukp_seeds": ukp_rows}
+FSPO_GAIN = 0.15  # issue 4's bar: FSPO at least 15 points over the untrained base reading the same shots
+FSPO_SETTING = {"steps": 240, "batch_size": 32, "queries": 8, "lora_layers": 8, "eval_users": 20, "pairs_per_k": 320}  # the documented CPU setting
+
+
+def fspo_rows(result: dict, source: str) -> list[str]:
+    setting = {**result["setting"], **result["setting"]["config"]}
+    reduced = [f"{k} {setting.get(k)}" for k, full in FSPO_SETTING.items() if setting.get(k) != full]
+    seeds = result["seeds"]
+    cells, verdicts = [], []
+    for k, row in sorted(result["k"].items(), key=lambda kv: int(kv[0])):
+        gain, base, fspo = row["gain"], row["base"], row["fspo"]
+        worst = min(gain["per_seed"].values())
+        cells.append(f"k={k}: FSPO {fspo['mean']:.3f} vs base {base['mean']:.3f}, gain {points(gain['mean'])} {span(gain['interval'])} "
+                     f"(per seed {' / '.join(points(v) for v in gain['per_seed'].values())})")
+        verdicts.append(gain["interval"][0] >= FSPO_GAIN and worst >= FSPO_GAIN)
+    decided = len(seeds) >= MIN_SEEDS and not reduced
+    met = ("yes" if all(verdicts) else "no") if decided else ("not decided: " + ", ".join(
+        ([f"{len(seeds)} seed(s)"] if len(seeds) < MIN_SEEDS else []) + (["reduced setting: " + ", ".join(reduced)] if reduced else [])))
+    figure = (f"seeds {' '.join(map(str, seeds))}, {setting['pairs_per_k']} held-out pairs of {setting['eval_users']} unseen users per seed, "
+              f"accuracy, FSPO minus base in points, mean [95% bootstrap interval over users of the mean over seeds]: " + "; ".join(cells) + f" (`{source}`)")
+    return [f"| 17 seeds | FSPO persona: FSPO >= base + 15 points at 4 and 8 shots (issue 4's bar), interval's lower end and every seed, {MIN_SEEDS}+ seeds | {figure} | {met} |"]
+
+
+RENDERERS = {"maxmin_policy": maxmin_rows, "ukp_seeds": ukp_rows, "fspo_reward": fspo_rows}
 
 
 def render(results_dir: Path) -> list[str]:

@@ -204,7 +204,7 @@ class Server:
 
     def __exit__(self, *exc):
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=300)  # on a loaded machine a last request can take minutes to answer
 
 
 def build_arms(root: Path, generator, encoder, args, names=ARMS) -> dict:
@@ -465,6 +465,10 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             for s in servers:
                 s.__exit__(None, None, None)
+            # refits queued by the last feedback still run torch and LanceDB work in the runtimes'
+            # threads: let them end before the interpreter does (it aborted at exit under load)
+            for _, _, runtime in arms.values():
+                runtime.wait_for_background()
     summary = summarize(records, args.rounds)
     extra = {"advantage": advantage_table(records, args.rounds), "users": len(users), "seconds": round(time.time() - start, 1),
              "generations": {"computed": generator.computed, "reused": generator.reused}}

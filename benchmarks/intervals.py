@@ -13,6 +13,11 @@ takes the per-unit values of each seed, shape (S seeds, N units), the same N uni
 - `seed_interval`: [min over seeds of the per-seed interval's low end, max of its high end]: the
   envelope of every run's own interval (with one seed it is the interval itself).
 
+When each seed draws its own units (FSPO's unseen users follow the seed's population split), the
+units cannot be resampled together: `summarize_unpaired` takes one 1-D array per seed, of any
+lengths, and resamples each seed's units on their own (a stratified bootstrap, scipy's unpaired
+form); the rest of the summary is the same.
+
 A bar "at the lower end of its interval" is checked with `clears` on `interval`, and `per_seed`
 shows a seed that falls short on its own (benchmarks/bars.py requires both). `seed_interval` is
 stricter still: with 48 questions, one lost question in a seed already puts its own interval's low
@@ -72,6 +77,50 @@ def summarize(values: Sequence[Sequence[float]] | np.ndarray, seeds: Sequence[in
         "confidence": confidence,
         "seeds": list(seeds),
         "units": int(rows.shape[1]),
+    }
+
+
+def _unpaired_interval(samples: list[np.ndarray], confidence: float, resamples: int, seed: int) -> list[float]:
+    """Stratified bootstrap: each seed's units resampled on their own, the mean over seeds of their means."""
+    values = np.concatenate(samples)
+    if np.all(values == values[0]):
+        return [float(values[0])] * 2
+    if min(len(x) for x in samples) < 2:
+        raise ValueError("a bootstrap interval needs at least 2 units (questions or users) per seed")
+
+    def statistic(*drawn, axis=-1):
+        return np.mean([d.mean(axis=axis) for d in drawn], axis=0)
+
+    result = stats.bootstrap(
+        tuple(samples), statistic, paired=False, vectorized=True, confidence_level=confidence,
+        n_resamples=resamples, method="percentile", random_state=np.random.default_rng(seed),
+    )
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def summarize_unpaired(values: Sequence[Sequence[float]], seeds: Sequence[int], confidence: float = CONFIDENCE,
+                       resamples: int = RESAMPLES, bootstrap_seed: int = 0) -> dict:
+    """`summarize` for seeds that each measured their own units: `values` holds one sequence of
+    per-unit values per seed (lengths may differ). `units` is then the list of each seed's count.
+
+    Raises ValueError when the number of sequences does not match the seeds, one is empty or has a
+    single unit, or a value is not finite."""
+    samples = [np.asarray(v, dtype=np.float64).ravel() for v in values]
+    if len(samples) != len(seeds) or any(len(x) == 0 for x in samples):
+        raise ValueError(f"values must hold one non-empty sequence per seed ({len(seeds)} seeds), got {[len(x) for x in samples]}")
+    if not all(np.all(np.isfinite(x)) for x in samples):
+        raise ValueError("values must be finite")
+    per_seed = np.array([x.mean() for x in samples])
+    seed_bounds = [_unpaired_interval([x], confidence, resamples, bootstrap_seed) for x in samples]
+    return {
+        "mean": float(per_seed.mean()),
+        "sd_over_seeds": float(per_seed.std(ddof=1)) if len(seeds) > 1 else 0.0,
+        "per_seed": {str(s): float(v) for s, v in zip(seeds, per_seed, strict=True)},
+        "interval": _unpaired_interval(samples, confidence, resamples, bootstrap_seed),
+        "seed_interval": [min(b[0] for b in seed_bounds), max(b[1] for b in seed_bounds)],
+        "confidence": confidence,
+        "seeds": list(seeds),
+        "units": [len(x) for x in samples],
     }
 
 

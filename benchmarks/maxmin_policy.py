@@ -79,11 +79,15 @@ def questions() -> tuple[list[str], list[str], list[str]]:
     return ask(TOPICS[:40]), ask(VALIDATION_TOPICS), ask(TOPICS[40:])
 
 
-def candidates_and_rewards(prompts, answers, heads):
+def candidates_and_rewards(prompts, answers, heads, extra=()):
+    """Per training question: (prompt, candidates, (n, K) rewards under the heads). The candidates are
+    the four style variants of the base's answer and of each further sample (`extra`: lists aligned
+    with `prompts`), so with `--samples N` the objective picks its argmax among 4N (best-of-N sampling
+    before ranking, as RLHF's rejection sampling does)."""
     from pluralign.policy.style_groups import answer_features, style_variants
 
-    for prompt, answer in zip(prompts, answers, strict=True):
-        cands = sorted(set(style_variants(answer).values()))
+    for prompt, *said in zip(prompts, answers, *extra, strict=True):
+        cands = sorted({v for answer in said for v in style_variants(answer).values()})
         feats = answer_features(cands)
         yield prompt, cands, heads.rewards(torch.ones_like(feats), feats).cpu().numpy()  # (n, K)
 
@@ -91,6 +95,7 @@ def candidates_and_rewards(prompts, answers, heads):
 # sampling seed of each split's answers, base and policy alike, relative to the run's seed: the test
 # answers keep the offset of the single-seed runs recorded before (BENCHMARKS.md, issue 5)
 SAMPLING_SEED_OFFSET = {"train": 0, "test": 1, "val": 2}
+EXTRA_SAMPLE_OFFSET = 10  # further training samples (--samples): "train-2" samples with seed + 12, and so on
 
 
 def selection_score(objective: str, rates: dict[str, float], shares: dict[str, float]) -> float:
@@ -154,7 +159,7 @@ def apply_selection(curve: list[dict], objective: str, shares: dict[str, float],
 
 
 # the arguments that change what a run trains or measures: a stored run with the same values is reused
-TRAINING_KEYS = ("pairing", "steps", "every", "batch_size", "lr", "nll", "lora_layers", "beta", "max_new_tokens", "limit", "users", "base_model")
+TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nll", "lora_layers", "beta", "max_new_tokens", "limit", "users", "base_model")
 
 
 def training_setting(args) -> dict:
@@ -168,7 +173,8 @@ def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict
     selection rule, resumes from them; their curves keep every checkpoint's validation and test scores."""
     if not path.exists():
         return {}
-    return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if r.get("training") == training}
+    before = {"samples": 1}  # keys added since: the value runs had before them
+    return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == training}
 
 
 def load_base(folder: str | None):
@@ -199,7 +205,8 @@ def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_to
         if answers.get(f"{part}_questions") != prompts:  # a cache from another question list
             loaded = loaded or load_base(base_model)
             model, tokenizer = loaded
-            answers[part] = generate(model, tokenizer, prompts, max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET[part])
+            offset = SAMPLING_SEED_OFFSET.get(part) if part in SAMPLING_SEED_OFFSET else EXTRA_SAMPLE_OFFSET + int(part.rsplit("-", 1)[1])
+            answers[part] = generate(model, tokenizer, prompts, max_new_tokens, seed=seed + offset)
             answers[f"{part}_questions"] = prompts
             cache.write_text(json.dumps(answers, indent=1))
     return {part: answers[part] for part in splits}
@@ -227,7 +234,8 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
     from pluralign.policy.style_groups import exclamations, feature_pairs, length, preference_pairs, win_scores
     from pluralign.reward.em import EMConfig, EMMixture
 
-    answers = base_answers(work, splits, seed, args.max_new_tokens, args.base_model)
+    extra_parts = [f"train-{j}" for j in range(2, args.samples + 1)]  # further samples of the training answers
+    answers = base_answers(work, {**splits, **{part: splits["train"] for part in extra_parts}}, seed, args.max_new_tokens, args.base_model)
     shares = {"enthusiastic": majority, "concise": round(1 - majority, 6)}
     comparisons = preference_pairs(splits["train"], answers["train"], shares, users=args.users, pairs_per_user=12, seed=seed)
     batch = feature_pairs(comparisons)
@@ -248,7 +256,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         clusters = heads.user_clusters()
         ari = adjusted_rand_score([truth[u] for u in batch.users], [clusters[u] for u in batch.users]) if k > 1 else None
         pairs = []
-        for prompt, cands, rewards in candidates_and_rewards(splits["train"], answers["train"], heads):
+        for prompt, cands, rewards in candidates_and_rewards(splits["train"], answers["train"], heads, [answers[p] for p in extra_parts]):
             pairs += ranked_pairs(prompt, cands, maxmin_scores(rewards), source=f"{objective}-{k}-heads", pairing=PAIRINGS[args.pairing])
         tag = f"{objective}-{round(majority * 100)}"
         write_jsonl(pairs, work / f"pairs-{tag}.jsonl")
@@ -326,6 +334,7 @@ def main() -> None:
     parser.add_argument("--majority", type=float, nargs="+", default=[0.8, 0.9], help="majority shares to run")
     parser.add_argument("--objectives", nargs="+", default=["single", "maxmin"], choices=["single", "maxmin"])
     parser.add_argument("--pairing", default="best", choices=["best", "all"], help="best: the objective's top candidate vs each other; all: every pair")
+    parser.add_argument("--samples", type=int, default=1, help="base answers sampled per training question; their style variants are the candidates the objectives rank (users compare the first sample's)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--every", type=int, default=5, help="evaluate win rates every N steps (every checkpoint is a candidate for validation selection)")
     parser.add_argument("--batch-size", type=int, default=4)

@@ -122,7 +122,7 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
                     "attributes": {"segment": segment}}
             assert c.post("/v1/feedback", json=body).status_code == 201
     with svc.client("admin") as admin:
-        r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 20, "wait": 120})
+        r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 20, "wait": 120}, timeout=240)  # longer than the server's own wait
         assert r.status_code == 200, r.text
         report = r.json()
         by = {g["group"]: g for g in report["groups"]}

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
+from tests.files import files_holding
 from tests.service.tiny import field_named, start_service
 
 
@@ -294,15 +295,6 @@ def deleting(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     service.data_dir = data
     with server:
         yield service
-
-
-def files_holding(folder: Path, *needles: str) -> list[str]:
-    found = []
-    for path in folder.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            found += [f"{path.relative_to(folder)}: {n}" for n in needles if n.encode() in data]
-    return found
 
 
 def test_read_and_score_racing_delete_never_resurrect_the_user(deleting):

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from litestar import get
 
+from tests.files import files_holding
 from tests.service.tiny import start_service
 
 
@@ -74,7 +75,7 @@ def test_delete_leaves_no_trace(svc):
         (adapter / "adapter_config.json").write_text("{}")
 
         def files_with_marker():
-            return [p for p in svc.data_dir.rglob("*") if p.is_file() and marker.encode() in p.read_bytes()]
+            return files_holding(svc.data_dir, marker)
 
         assert files_with_marker(), "the marker must be findable on disk before the delete"
         r = c.delete("/v1/users/olga")

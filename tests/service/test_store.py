@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pluralign.store import Store, StoredPreference, StoreError, UserRecord
+from tests.files import files_holding
 
 DIM = 8
 
@@ -127,7 +128,7 @@ def test_delete_purges_beside_other_writers_who_never_wait_for_the_rewrite(tmp_p
             start = time.perf_counter()
             assert store.delete_user("t", user)["preferences"] == 5
             purges.append((start, time.perf_counter()))
-            left = [p for p in tmp_path.rglob("*") if p.is_file() and (marker.encode() in p.read_bytes() or f'"{user}"'.encode() in p.read_bytes() or user.encode() in p.read_bytes())]
+            left = files_holding(tmp_path, marker, user)  # the writer's temporary files may come and go meanwhile
             assert left == [], left
     finally:
         stop.set()
@@ -167,5 +168,5 @@ def test_a_purge_that_conflicts_with_appends_is_redone_with_appends_held(tmp_pat
         assert store.delete_user("t", "gone")["preferences"] == 5
     assert calls[:2] == [False, True]  # first beside the appends, then again holding the write lock
     assert "redoing it with appends held" in caplog.text
-    left = [p for p in tmp_path.rglob("*") if p.is_file() and marker.encode() in p.read_bytes()]
+    left = files_holding(tmp_path, marker)
     assert left == [] and store.count_preferences("t", "bob") == 20

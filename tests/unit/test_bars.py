@@ -106,3 +106,48 @@ def test_a_run_with_more_checkpoints_shows_the_bars_steps_only(tmp_path):
     (tmp_path / "maxmin.json").write_text(json.dumps(result))
     row = next(r for r in render(tmp_path) if r.startswith("| 17 seeds | MaxMin"))
     assert "step 15:" in row and "step 60:" in row and "step 45:" not in row and "step 5:" not in row
+
+
+def fspo_report(seed, fspo_win, users=20, per_user=16, steps=240):
+    """What benchmarks/fspo_reward.py --out writes for one seed (outcomes only at k=4 and 8)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"s{seed}-u{u}" for u in range(users) for _ in range(per_user)]
+    outcomes = {f"k{k}": {"user": ids, "base": rng.choice([0.0, 1.0], size=len(ids)).tolist(),
+                          "fspo": rng.choice([0.0, 1.0], size=len(ids), p=[1 - fspo_win, fspo_win]).tolist()} for k in (4, 8)}
+    config = {"shots": 4, "steps": steps, "batch_size": 32, "queries": 8, "lora_layers": 8, "lr": 1e-3, "seed": seed}
+    return {"population": "persona", "groups": 2, "eval_users": users, "pairs_per_k": len(ids), "config": config, "seed": seed,
+            "outcomes": outcomes, "fspo_train_seconds": 1.0}
+
+
+def test_fspo_rows_come_from_per_user_outcomes_over_seeds(tmp_path):
+    from benchmarks.fspo_reward import summarize_seeds
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "B.md").write_text("\n".join([START, END, ""]))
+    summary = summarize_seeds([fspo_report(s, 0.9) for s in (0, 1, 2)])
+    assert summary["k"]["4"]["gain"]["units"] == [20, 20, 20]
+    (tmp_path / "results" / "fspo.json").write_text(json.dumps(summary))
+    assert run_bars(tmp_path).returncode == 0
+    row = next(r for r in (tmp_path / "B.md").read_text().split("\n") if "FSPO persona" in r)
+    assert row.endswith("| yes |") and "k=4: FSPO 0.9" in row and "k=8" in row  # +40 points on every seed
+
+    # a seed whose FSPO reads nothing from the shots fails the bar; two seeds or a shorter run decide nothing
+    (tmp_path / "results" / "fspo.json").write_text(json.dumps(summarize_seeds([fspo_report(0, 0.9), fspo_report(1, 0.9), fspo_report(2, 0.5)])))
+    run_bars(tmp_path)
+    assert next(r for r in (tmp_path / "B.md").read_text().split("\n") if "FSPO persona" in r).endswith("| no |")
+    (tmp_path / "results" / "fspo.json").write_text(json.dumps(summarize_seeds([fspo_report(s, 0.9, steps=30) for s in (0, 1)])))
+    run_bars(tmp_path)
+    assert "| not decided: 2 seed(s), reduced setting: steps 30 |" in (tmp_path / "B.md").read_text()
+
+
+def test_fspo_reports_that_cannot_be_combined_are_refused():
+    import pytest
+
+    from benchmarks.fspo_reward import summarize_seeds
+
+    with pytest.raises(ValueError, match="twice"):
+        summarize_seeds([fspo_report(0, 0.9), fspo_report(0, 0.9)])
+    with pytest.raises(ValueError, match="differs"):
+        summarize_seeds([fspo_report(0, 0.9), fspo_report(1, 0.9, steps=30)])
+    with pytest.raises(ValueError, match="outcomes"):
+        summarize_seeds([{k: v for k, v in fspo_report(0, 0.9).items() if k != "outcomes"}])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.intervals import clears, summarize
+from benchmarks.intervals import clears, summarize, summarize_unpaired
 
 
 def test_mean_spread_and_a_bootstrap_interval_around_the_mean():
@@ -54,3 +54,21 @@ def test_bad_shapes_and_values_are_refused():
         summarize([[1.0, float("nan")]], seeds=[0])
     assert clears([-0.04, 0.02], -0.05) and not clears([-0.06, 0.02], -0.05)
     assert clears([0.1, 0.19], 0.2, above=False)
+
+
+def test_seeds_with_their_own_units_resample_each_seed_on_its_own():
+    rng = np.random.default_rng(2)
+    seeds = [rng.integers(0, 2, size=n).astype(float) for n in (20, 18, 20)]
+    out = summarize_unpaired(seeds, seeds=[0, 1, 2])
+    assert out["mean"] == pytest.approx(np.mean([x.mean() for x in seeds]))
+    assert out["units"] == [20, 18, 20]
+    lo, hi = out["interval"]
+    assert lo < out["mean"] < hi and hi - lo < out["seed_interval"][1] - out["seed_interval"][0]
+    # the same units in every seed: close to the paired interval of the same numbers
+    same = [seeds[0]] * 3
+    assert summarize_unpaired(same, [0, 1, 2])["mean"] == pytest.approx(summarize(np.vstack(same), [0, 1, 2])["mean"])
+    with pytest.raises(ValueError, match="per seed"):
+        summarize_unpaired([[1.0, 0.0], []], seeds=[0, 1])
+    with pytest.raises(ValueError, match="2 units"):
+        summarize_unpaired([[1.0, 0.0], [0.5]], seeds=[0, 1])
+    assert summarize_unpaired([[1.0, 1.0], [1.0]], seeds=[0, 1])["interval"] == [1.0, 1.0]

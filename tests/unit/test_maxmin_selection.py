@@ -67,3 +67,27 @@ def test_apply_selection_last_reports_each_steps_own_weights():
     curve = apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 0.9, 0.9), checkpoint(10, 0.2, 0.2)], "maxmin", SHARES, "last")
     assert [p["selected_step"] for p in curve] == [0, 5, 10]
     assert curve[2]["test_scores"]["concise"] == [0.2] * 4
+
+
+def test_more_samples_give_the_objectives_more_candidates_to_pick_from():
+    """--samples N: each training question's candidates are the style variants of all N sampled
+    answers, so MaxMin's argmax can be a shorter excited answer than the first sample allows."""
+    import numpy as np
+    import torch
+
+    from benchmarks.maxmin_policy import candidates_and_rewards
+    from pluralign.policy.maxmin import maxmin_scores
+
+    class TrueHeads:  # the groups' own rules over answer_features [!, -chars/50]: enthusiastic, concise
+        def rewards(self, prompt, features):
+            return torch.stack([features[:, 0] - features[:, 1], features[:, 1]], dim=1)
+
+    long = "Rainbows form when sunlight bends through raindrops and splits into colours. They need sun behind you."
+    short = "Light splits in rain. That is all."
+    [(_, one, _)] = list(candidates_and_rewards(["Tell me about rainbows."], [long], TrueHeads()))
+    [(_, both, rewards)] = list(candidates_and_rewards(["Tell me about rainbows."], [long], TrueHeads(), [[short]]))
+    assert len(one) == 4 and len(both) == 8 and set(one) < set(both)
+    assert rewards.shape == (8, 2)
+    best = both[int(np.argmax(maxmin_scores(rewards)))]
+    assert best.startswith("Great question! Light splits in rain!")  # excited, from the second, shorter sample
+    assert one[int(np.argmax(maxmin_scores(rewards[[both.index(c) for c in one]])))].startswith("Great question! Rainbows")
