@@ -37,22 +37,41 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 
 
-def _interval(rows: np.ndarray, confidence: float, resamples: int, seed: int) -> list[float]:
-    """Paired bootstrap over the columns (units) of `rows` (S, N) of the mean over rows of the row means."""
-    if np.all(rows == rows.flat[0]):
-        value = float(rows.flat[0])
-        return [value, value]
-    if rows.shape[1] < 2:
-        raise ValueError("a bootstrap interval needs at least 2 units (questions or users)")
+def _interval(samples: Sequence[np.ndarray], paired: bool, confidence: float, resamples: int, seed: int) -> list[float]:
+    """Bootstrap interval of the mean over seeds of each seed's mean over units. `samples` holds one
+    1-D array per seed: `paired` resamples the same unit positions in every seed (equal lengths);
+    otherwise each seed's units are resampled on their own."""
+    values = np.concatenate(samples)
+    if np.all(values == values[0]):
+        return [float(values[0])] * 2
+    if min(len(x) for x in samples) < 2:
+        raise ValueError("a bootstrap interval needs at least 2 units (questions or users) per seed")
 
-    def statistic(*samples, axis=-1):
-        return np.mean([s.mean(axis=axis) for s in samples], axis=0)
+    def statistic(*drawn, axis=-1):
+        return np.mean([d.mean(axis=axis) for d in drawn], axis=0)
 
     result = stats.bootstrap(
-        tuple(rows), statistic, paired=True, vectorized=True, confidence_level=confidence,
+        tuple(samples), statistic, paired=paired, vectorized=True, confidence_level=confidence,
         n_resamples=resamples, method="percentile", random_state=np.random.default_rng(seed),
     )
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def _summary(samples: list[np.ndarray], seeds: Sequence[int], paired: bool, confidence: float, resamples: int, bootstrap_seed: int) -> dict:
+    if not all(np.all(np.isfinite(x)) for x in samples):
+        raise ValueError("values must be finite")
+    per_seed = np.array([x.mean() for x in samples])
+    seed_bounds = [_interval([x], paired, confidence, resamples, bootstrap_seed) for x in samples]
+    return {
+        "mean": float(per_seed.mean()),
+        "sd_over_seeds": float(per_seed.std(ddof=1)) if len(seeds) > 1 else 0.0,
+        "per_seed": {str(s): float(v) for s, v in zip(seeds, per_seed, strict=True)},
+        "interval": _interval(samples, paired, confidence, resamples, bootstrap_seed),
+        "seed_interval": [min(b[0] for b in seed_bounds), max(b[1] for b in seed_bounds)],
+        "confidence": confidence,
+        "seeds": list(seeds),
+        "units": len(samples[0]) if paired else [len(x) for x in samples],
+    }
 
 
 def summarize(values: Sequence[Sequence[float]] | np.ndarray, seeds: Sequence[int], confidence: float = CONFIDENCE,
@@ -64,38 +83,7 @@ def summarize(values: Sequence[Sequence[float]] | np.ndarray, seeds: Sequence[in
     rows = np.asarray(values, dtype=np.float64)
     if rows.ndim != 2 or rows.shape[0] != len(seeds) or rows.shape[1] == 0:
         raise ValueError(f"values must be (seeds, units) with {len(seeds)} seeds and at least one unit, got shape {rows.shape}")
-    if not np.all(np.isfinite(rows)):
-        raise ValueError("values must be finite")
-    per_seed = rows.mean(axis=1)
-    seed_bounds = [_interval(rows[i : i + 1], confidence, resamples, bootstrap_seed) for i in range(len(seeds))]
-    return {
-        "mean": float(per_seed.mean()),
-        "sd_over_seeds": float(per_seed.std(ddof=1)) if len(seeds) > 1 else 0.0,
-        "per_seed": {str(s): float(v) for s, v in zip(seeds, per_seed, strict=True)},
-        "interval": _interval(rows, confidence, resamples, bootstrap_seed),
-        "seed_interval": [min(b[0] for b in seed_bounds), max(b[1] for b in seed_bounds)],
-        "confidence": confidence,
-        "seeds": list(seeds),
-        "units": int(rows.shape[1]),
-    }
-
-
-def _unpaired_interval(samples: list[np.ndarray], confidence: float, resamples: int, seed: int) -> list[float]:
-    """Stratified bootstrap: each seed's units resampled on their own, the mean over seeds of their means."""
-    values = np.concatenate(samples)
-    if np.all(values == values[0]):
-        return [float(values[0])] * 2
-    if min(len(x) for x in samples) < 2:
-        raise ValueError("a bootstrap interval needs at least 2 units (questions or users) per seed")
-
-    def statistic(*drawn, axis=-1):
-        return np.mean([d.mean(axis=axis) for d in drawn], axis=0)
-
-    result = stats.bootstrap(
-        tuple(samples), statistic, paired=False, vectorized=True, confidence_level=confidence,
-        n_resamples=resamples, method="percentile", random_state=np.random.default_rng(seed),
-    )
-    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+    return _summary(list(rows), seeds, True, confidence, resamples, bootstrap_seed)
 
 
 def summarize_unpaired(values: Sequence[Sequence[float]], seeds: Sequence[int], confidence: float = CONFIDENCE,
@@ -108,20 +96,7 @@ def summarize_unpaired(values: Sequence[Sequence[float]], seeds: Sequence[int], 
     samples = [np.asarray(v, dtype=np.float64).ravel() for v in values]
     if len(samples) != len(seeds) or any(len(x) == 0 for x in samples):
         raise ValueError(f"values must hold one non-empty sequence per seed ({len(seeds)} seeds), got {[len(x) for x in samples]}")
-    if not all(np.all(np.isfinite(x)) for x in samples):
-        raise ValueError("values must be finite")
-    per_seed = np.array([x.mean() for x in samples])
-    seed_bounds = [_unpaired_interval([x], confidence, resamples, bootstrap_seed) for x in samples]
-    return {
-        "mean": float(per_seed.mean()),
-        "sd_over_seeds": float(per_seed.std(ddof=1)) if len(seeds) > 1 else 0.0,
-        "per_seed": {str(s): float(v) for s, v in zip(seeds, per_seed, strict=True)},
-        "interval": _unpaired_interval(samples, confidence, resamples, bootstrap_seed),
-        "seed_interval": [min(b[0] for b in seed_bounds), max(b[1] for b in seed_bounds)],
-        "confidence": confidence,
-        "seeds": list(seeds),
-        "units": [len(x) for x in samples],
-    }
+    return _summary(samples, seeds, False, confidence, resamples, bootstrap_seed)
 
 
 def clears(interval: Sequence[float], bar: float, above: bool = True) -> bool:
