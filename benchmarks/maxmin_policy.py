@@ -12,7 +12,8 @@ and batches all follow it):
 2. A population of 100 users (majority `enthusiastic`, minority `concise`; see
    pluralign/policy/style_groups.py) compares variants of the training answers.
 3. EM learns reward heads from those unlabelled comparisons: K=2 (MaxMin) and K=1 (single reward).
-4. Each training question's four candidates are scored by min over the normalized heads (MaxMin)
+4. Each training question's four candidates (4N with `--samples N`: the style variants of N sampled
+   answers, best-of-N before ranking) are scored by min over the normalized heads (MaxMin)
    or by the single head; `--pairing best` (default) pairs the top-scoring candidate against each
    other one, `--pairing all` pairs every two candidates whose scores differ (written to
    WORK/seed-S/pairs-*.jsonl, the input of `pluralign train maxmin`).
@@ -31,6 +32,9 @@ never choose anything. `--select last` reports the weights at step S as they are
 checkpoint's validation and test scores are kept in WORK/results.json, and a later command with
 the same training setting (`TRAINING_KEYS`) reuses those runs instead of training them again
 (`--fresh` retrains): a command cut short resumes, and a change of selection rule costs no training.
+`--reuse RESULTS.json` does the same across commands for runs that trained on identical pairs
+(`pairs_digest`): at 90/10 EM's MaxMin heads rank every candidate as at 80/20, so the 90/10
+command reuses the 80/20 MaxMin runs and trains only its single-reward policies.
 
 Figures per step, over seeds and test questions (benchmarks/intervals.py): each group's win rate
 and the MaxMin-minus-single differences `majority_gap` (enthusiastic) and `minority_gain`
@@ -177,6 +181,35 @@ def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict
     return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == training}
 
 
+def pairs_digest(pairs) -> str:
+    """What a run trains on, as one hash: its comparisons' (prompt, chosen, rejected) in order (the
+    margins are not used in training). Two runs of a seed with the same digest and training setting
+    train the same policy."""
+    import hashlib
+
+    text = json.dumps([[p.prompt, p.chosen, p.rejected] for p in pairs])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def runs_by_pairs(paths: list[Path], training: dict) -> dict[tuple[int, str, str], dict]:
+    """Runs in results.json files (`paths`) with this `training` setting, by (seed, objective,
+    `pairs_digest`): another majority share whose EM heads rank every candidate the same way trains
+    on the same pairs, so its run is reused instead of trained again (`--reuse`). A run stored
+    before digests were kept gets its digest from the pairs file beside it."""
+    from pluralign.data.io import read_preferences
+
+    found = {}
+    for path in paths:
+        for (seed, majority, objective), run in stored_runs(path, training).items():
+            digest = run.get("pairs_digest")
+            pairs_file = path.parent / f"seed-{seed}" / f"pairs-{objective}-{round(majority * 100)}.jsonl"
+            if digest is None and pairs_file.exists():
+                digest = pairs_digest(read_preferences(pairs_file)[0])
+            if digest is not None:
+                found[(seed, objective, digest)] = run
+    return found
+
+
 def load_base(folder: str | None):
     """(model, tokenizer): SmolLM2-135M-Instruct, or a causal LM saved with save_pretrained in `folder`."""
     if folder is None:
@@ -212,9 +245,11 @@ def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_to
     return {part: answers[part] for part in splits}
 
 
-def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], work: Path, stored: dict | None = None) -> list[dict]:
+def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], work: Path, stored: dict | None = None,
+             same_pairs: dict | None = None) -> list[dict]:
     """Train every objective for one seed and majority share; returns one result per objective.
-    A run found in `stored` (`stored_runs`) is not trained again: its curve gets this command's selection."""
+    A run found in `stored` (`stored_runs`) is not trained again: its curve gets this command's
+    selection; nor is one whose pairs a run in `same_pairs` (`runs_by_pairs`) trained on already."""
     from sklearn.metrics import adjusted_rand_score
 
     from pluralign.data.io import write_jsonl
@@ -260,6 +295,15 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
             pairs += ranked_pairs(prompt, cands, maxmin_scores(rewards), source=f"{objective}-{k}-heads", pairing=PAIRINGS[args.pairing])
         tag = f"{objective}-{round(majority * 100)}"
         write_jsonl(pairs, work / f"pairs-{tag}.jsonl")
+        digest = pairs_digest(pairs)
+        twin = (same_pairs or {}).get((seed, objective, digest))
+        if twin is not None:  # the same pairs and training: the same policy, whatever the shares
+            result = {**json.loads(json.dumps(twin)), "majority": majority, "ari": ari, "reused_from_majority": twin["majority"]}
+            apply_selection(result["curve"], objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None)
+            print(f"  seed {seed} {tag}: the same {len(pairs)} pairs as the {objective} run at majority {twin['majority']}: reused (reports steps "
+                  + ", ".join(f"{c['step']}->{c['selected_step']}" for c in result["curve"]) + ")", flush=True)
+            results.append(result)
+            continue
 
         config = MaxMinConfig(objective=objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_layers=args.lora_layers, chosen_nll_weight=args.nll, seed=seed)
         base, tokenizer = load_base(args.base_model)  # a fresh base: peft wraps it in place
@@ -300,6 +344,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         save_policy(policy, work / f"policy-{tag}", meta)
         results.append({
             "seed": seed, "majority": majority, "objective": objective, "training": training_setting(args), "heads": k, "pairing": args.pairing, "ari": ari, "pairs": len(pairs),
+            "pairs_digest": digest,
             "curve": curve, "seconds_per_step": log.seconds_per_step, "peak_memory_mb": log.peak_memory_mb, "loss": log.loss,
         })
         print(f"  seed {seed} {tag}: {len(pairs)} pairs, {log.seconds_per_step:.2f} s/step, peak {log.peak_memory_mb:.0f} MB, ARI {ari}", flush=True)
@@ -353,6 +398,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run (default: --seed)")
     parser.add_argument("--seed", type=int, default=0, help="one seed (the same as --seeds N)")
     parser.add_argument("--fresh", action="store_true", help="train every run again, even those WORK/results.json holds with the same training setting")
+    parser.add_argument("--reuse", nargs="*", default=[], metavar="RESULTS", help="results.json files of other commands (e.g. another --majority): a run of the same seed, objective, training setting and pairs is reused, not trained")
     parser.add_argument("--out", default=None, help="write the summary over seeds (JSON) to this file")
     parser.add_argument("--json", action="store_true", help="print the contract line last: {\"steps\": {STEP: {\"majority_gap\": [lo, hi], \"minority_gain\": [lo, hi]}}}")
     args = parser.parse_args()
@@ -368,11 +414,14 @@ def main() -> None:
     results: list[dict] = []
     setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}}
     stored = {} if args.fresh else stored_runs(Path(args.work) / "results.json", training_setting(args))
+    reuse = [Path(f) for f in args.reuse]
     for done, seed in enumerate(seeds, 1):
         work = Path(args.work) / f"seed-{seed}"
         work.mkdir(parents=True, exist_ok=True)
         for majority in args.majority:
-            results += run_seed(args, seed, majority, splits, work, stored)
+            # read again for each seed: the command that --reuse names may still be running
+            same_pairs = runs_by_pairs(reuse, training_setting(args)) | {(r["seed"], r["objective"], r["pairs_digest"]): r for r in results if "pairs_digest" in r}
+            results += run_seed(args, seed, majority, splits, work, stored, same_pairs)
             (Path(args.work) / "results.json").write_text(json.dumps(results, indent=1))
         # the summary over the seeds finished so far: a run cut short still leaves its figures
         summaries = {str(m): summarize_runs(results, seeds[:done], m) for m in args.majority}

@@ -62,3 +62,15 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
     rerun = json.loads((tmp_path / "work" / "results.json").read_text())
     assert all(c["selected_step"] == c["step"] for r in rerun for c in r["curve"])  # --select last
     assert [c["val"] for r in rerun for c in r["curve"]] == [c["val"] for r in results for c in r["curve"]]
+
+    # another command (its own folder) with the same seeds, setting and pairs reuses those runs through --reuse
+    import shutil
+
+    for seed in (0, 1, 2):
+        (tmp_path / "work2" / f"seed-{seed}").mkdir(parents=True)
+        shutil.copy(tmp_path / "work" / f"seed-{seed}" / f"base-answers-4-seed{seed}.json", tmp_path / "work2" / f"seed-{seed}")
+    command2 = [c if c != str(tmp_path / "work") else str(tmp_path / "work2") for c in command]
+    twin = subprocess.run([*command2, "--reuse", str(tmp_path / "work" / "results.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert twin.returncode == 0, twin.stderr[-3000:]
+    assert twin.stdout.count("pairs as the") == 6 and "s/step" not in twin.stdout
+    assert json.loads(twin.stdout.strip().splitlines()[-1]) == line  # the same runs, the same selection, the same figures

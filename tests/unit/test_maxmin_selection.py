@@ -91,3 +91,26 @@ def test_more_samples_give_the_objectives_more_candidates_to_pick_from():
     best = both[int(np.argmax(maxmin_scores(rewards)))]
     assert best.startswith("Great question! Light splits in rain!")  # excited, from the second, shorter sample
     assert one[int(np.argmax(maxmin_scores(rewards[[both.index(c) for c in one]])))].startswith("Great question! Rainbows")
+
+
+def test_runs_are_found_by_the_pairs_they_trained_on(tmp_path):
+    """--reuse: a stored run matches by seed, objective, training setting and the digest of its
+    pairs; a run stored before digests were kept gets it from its pairs file."""
+    import json
+
+    from benchmarks.maxmin_policy import pairs_digest, runs_by_pairs
+    from pluralign.data.io import write_jsonl
+    from pluralign.data.record import Preference
+
+    pairs = [Preference(user_id="maxmin-2-heads", prompt="Tell me about owls.", chosen="Great question! Owls hunt!", rejected="Owls hunt at night.")]
+    training = {"samples": 4, "steps": 60}
+    (tmp_path / "seed-1").mkdir()
+    write_jsonl(pairs, tmp_path / "seed-1" / "pairs-maxmin-80.jsonl")
+    runs = [{"seed": 1, "majority": 0.8, "objective": "maxmin", "training": training, "curve": []},  # no digest: from the file
+            {"seed": 1, "majority": 0.8, "objective": "single", "training": training, "curve": [], "pairs_digest": "abc"},
+            {"seed": 2, "majority": 0.8, "objective": "maxmin", "training": {"samples": 1, "steps": 60}, "curve": [], "pairs_digest": "abc"}]
+    (tmp_path / "results.json").write_text(json.dumps(runs))
+    found = runs_by_pairs([tmp_path / "results.json"], training)
+    assert set(found) == {(1, "maxmin", pairs_digest(pairs)), (1, "single", "abc")}  # seed 2 trained otherwise
+    other = [Preference(user_id="x", prompt="Tell me about owls.", chosen="Owls hunt at night.", rejected="Great question! Owls hunt!")]
+    assert pairs_digest(other) != pairs_digest(pairs)
