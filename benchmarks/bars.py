@@ -58,7 +58,8 @@ def maxmin_rows(result: dict, source: str) -> list[str]:
         met = ("yes" if all(verdicts) else "no") if decided else ("not decided: " + ", ".join(
             ([f"{len(seeds)} seed(s)"] if len(seeds) < MIN_SEEDS else []) + (["reduced setting: " + ", ".join(reduced)] if reduced else [])
             + (["bar steps missing"] if len(verdicts) < len(MAXMIN_STEPS) else [])) + ("; intervals clear the bar" if verdicts and all(verdicts) else "; intervals do not clear the bar"))
-        figure = (f"seeds {' '.join(map(str, seeds))}, {setting['questions']['test']} test questions, MaxMin minus single in points, "
+        candidates = f"{setting['samples']} sampled answers per training question (best-of-{setting['samples']}), " if setting.get("samples", 1) > 1 else ""
+        figure = (f"{candidates}seeds {' '.join(map(str, seeds))}, {setting['questions']['test']} test questions, MaxMin minus single in points, "
                   f"mean [95% bootstrap interval over questions of the mean over seeds]: " + "; ".join(cells) + f" (`{source}`)")
         rows.append(f"| 17 seeds | MaxMin policy {split}: minority gain >= +20 and majority gap >= -5 at steps 15, 30, 60, interval's lower end and every seed, {MIN_SEEDS}+ seeds | {figure} | {met} |")
     return rows
