@@ -78,18 +78,18 @@ def main() -> None:
     if args.summarize:
         reports = [json.loads(Path(f).read_text()) for f in args.summarize]
     else:
-        reports = []
-        for seed in args.seeds or [args.seed]:
+        reports, seeds = [], args.seeds or [args.seed]
+        for seed in seeds:
             report = run(args, seed)
             if args.out:
-                out = Path(args.out) if len(args.seeds or [seed]) == 1 else Path(args.out).with_suffix(f".seed{seed}.json")
+                out = Path(args.out) if len(seeds) == 1 else Path(args.out).with_suffix(f".seed{seed}.json")
                 out.write_text(json.dumps(report, indent=1))
             print(json.dumps({k: v for k, v in report.items() if k != "outcomes"}, indent=1), flush=True)
             reports.append(report)
     if args.summary:
         summary = summarize_seeds(reports)
         Path(args.summary).write_text(json.dumps(summary, indent=1))
-        print(json.dumps({k: v for k, v in summary.items() if k != "seeds_detail"}, indent=1))
+        print(json.dumps(summary, indent=1))
 
 
 FIXED_SETTING = ("population", "groups", "eval_users", "pairs_per_k")  # must agree between the seeds' reports

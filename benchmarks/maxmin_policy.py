@@ -238,7 +238,7 @@ def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_to
         if answers.get(f"{part}_questions") != prompts:  # a cache from another question list
             loaded = loaded or load_base(base_model)
             model, tokenizer = loaded
-            offset = SAMPLING_SEED_OFFSET.get(part) if part in SAMPLING_SEED_OFFSET else EXTRA_SAMPLE_OFFSET + int(part.rsplit("-", 1)[1])
+            offset = SAMPLING_SEED_OFFSET[part] if part in SAMPLING_SEED_OFFSET else EXTRA_SAMPLE_OFFSET + int(part.rsplit("-", 1)[1])
             answers[part] = generate(model, tokenizer, prompts, max_new_tokens, seed=seed + offset)
             answers[f"{part}_questions"] = prompts
             cache.write_text(json.dumps(answers, indent=1))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks.bars import END, START, render
 from benchmarks.intervals import summarize
@@ -141,8 +142,6 @@ def test_fspo_rows_come_from_per_user_outcomes_over_seeds(tmp_path):
 
 
 def test_fspo_reports_that_cannot_be_combined_are_refused():
-    import pytest
-
     from benchmarks.fspo_reward import summarize_seeds
 
     with pytest.raises(ValueError, match="twice"):
