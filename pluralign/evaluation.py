@@ -112,7 +112,10 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
              per_user: bool = False, active_target: str = "coefficients") -> dict:
     """Train `model` on the protocol's seen users and measure it; returns the JSON-ready report.
     With `active`, also `unseen_active_acc_by_k` (support chosen by `active_unseen` with the
-    criterion `active_target`: `coefficients`, BALD, or `predictive`, EPIG); raises
+    criterion `active_target`: `coefficients`, BALD, or `predictive`, EPIG, both also from the seen
+    users' spread in `unseen_active_population_acc_by_k`; or `group`, the information about which
+    seen-user group the user is like, predicted by the seen users, with the pool's first k predicted
+    the same way beside it in `unseen_particle_acc_by_k`); raises
     ValueError for a model without a posterior to choose by (only the `+residual` user models have one).
     `per_user` adds `seen_user_acc` ({user id: test accuracy}), the units a bootstrap over users
     resamples (benchmarks/ukp_seeds.py)."""
@@ -143,8 +146,15 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
             progress(k)
 
     active_acc = active_unseen(model, protocol, encoder, shots, progress, "model", active_target) if active else None
-    # the same criterion started from the seen users' spread instead of the model's prior
-    population_acc = active_unseen(model, protocol, encoder, shots, None, "population", active_target) if active else None
+    population_acc = particle_acc = None
+    if active and active_target == "group":  # like for like: the pool's first k, predicted by the seen users too
+        particle_acc = {}
+        for k in shots:
+            batches = unseen_batches(protocol, encoder, k)
+            if batches is not None:
+                particle_acc[str(k)] = macro(accuracy(model.prob_new_users_particles(*batches)), batches[1].user.numpy())
+    elif active:  # the same criterion started from the seen users' spread instead of the model's prior
+        population_acc = active_unseen(model, protocol, encoder, shots, None, "population", active_target)
 
     report = {
         "model": getattr(model, "name", type(model).__name__),
@@ -158,6 +168,7 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
         "unseen_acc_by_k": unseen_acc,
         **({"unseen_active_acc_by_k": active_acc, "active_target": active_target} if active_acc is not None else {}),
         **({"unseen_active_population_acc_by_k": population_acc} if population_acc is not None else {}),
+        **({"unseen_particle_acc_by_k": particle_acc} if particle_acc is not None else {}),
         "group_acc": group_acc,
         "group_pairs": group_n,
         "worst_group_acc": float(min(ranked)),

@@ -32,7 +32,18 @@ of the posterior (a fixed generator, so the same inputs give the same choice):
   (Bickford Smith, Kirsch, Farquhar, Gal, Foster and Rainforth, "Prediction-Oriented Bayesian
   Active Learning", AISTATS 2023). `select_active` offers it with the pool itself as the targets.
 
-Shapes: P pairs, N candidates, D coefficients, S posterior samples, T target pairs. Units: bits.
+A third view takes the population itself as the prior: a new user is like one of U seen users
+(their Gaussian posteriors, `particle_predictive`), and the question is which of PAL's groups of
+seen users that is. `group_information` is the answer's information about the group (BALD on a
+discrete hypothesis space, aimed at the hypotheses' equivalence classes as in Golovin, Krause and
+Ray, NeurIPS 2010), `select_by_group` the greedy questionnaire and `particle_posterior` the user's
+weights over the seen users after their answers. On persona users (stance shared within a group)
+two answers chosen this way predict at least as well as four random ones, and five as well as ten
+(BENCHMARKS.md, issue 16); `pluralign eval --shots active --active-target group` measures it. The
+service still asks by BALD: it does not hold the seen users' posteriors at request time.
+
+Shapes: P pairs, N candidates, D coefficients, S posterior samples, T target pairs, U seen users.
+Units: bits.
 Cost: BALD O(P D^2), about 30 microseconds for the 28 pairs of 8 candidates at D = 75; the sampled
 criteria O(D^3 + S D (N + P)), well under a millisecond at S = 256.
 """
@@ -157,6 +168,72 @@ def predictive_information(diff: np.ndarray, targets: np.ndarray, mean: np.ndarr
     joint = -sum(c * np.log2(np.clip(c, 1e-12, 1.0)) for c in cells)  # (P, T) H(y, y*)
     info = _entropy_bits(pm) + _entropy_bits(qm) - joint  # (P, T) I(y; y*)
     return np.clip(info.mean(1), 0.0, 1.0)
+
+
+def particle_predictive(diff: np.ndarray, means: np.ndarray, covs: np.ndarray) -> np.ndarray:
+    """Each of U known users' posterior predictive probability that the first answer of each
+    comparison wins: sigmoid(m_u . z / sqrt(1 + pi / 8 z' S_u z)) (the logistic-Gaussian integral
+    matched to a probit, MacKay 1992), so a user fitted on few comparisons predicts less sharply.
+
+    diff (P, D): x_a - x_b; means (U, D) and covs (U, D, D): the users' Gaussian posteriors.
+    Returns (P, U) probabilities. Raises ValueError on mismatched shapes."""
+    diff = np.atleast_2d(np.asarray(diff, np.float64))
+    means, covs = np.atleast_2d(np.asarray(means, np.float64)), np.asarray(covs, np.float64)
+    if diff.shape[1] != means.shape[1] or covs.shape != (means.shape[0], means.shape[1], means.shape[1]):
+        raise ValueError(f"pairs {diff.shape}, means {means.shape} and covs {covs.shape} do not agree")
+    var = np.maximum(np.einsum("pd,ude,pe->pu", diff, covs, diff), 0.0)  # (P, U)
+    return expit((diff @ means.T) / np.sqrt(1.0 + _PROBIT**2 * var))
+
+
+def group_information(prob: np.ndarray, weights: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Information, in bits, that the answer to each comparison carries about which *group* a new
+    user belongs to, when the user is taken to be one of U known users (a discrete prior over them,
+    `weights`) and the users fall in groups (PAL's prototypes): I(y; g) = H[sum_g pi_g p_g] -
+    sum_g pi_g H[p_g], with pi_g the weight of group g and p_g its weighted mean predictive.
+
+    This is BALD on a discrete hypothesis space whose target is the hypotheses' equivalence class,
+    not the hypothesis itself (the setting of Golovin, Krause and Ray, "Near-Optimal Bayesian Active
+    Learning with Noisy Observations", NeurIPS 2010). With every user their own group it is BALD
+    over the users. prob (P, U): `particle_predictive`; weights (U,) summing to 1; groups (U,) ints.
+    Returns (P,) values in [0, 1]. Raises ValueError on mismatched shapes."""
+    prob, weights, groups = np.atleast_2d(np.asarray(prob, np.float64)), np.asarray(weights, np.float64), np.asarray(groups)
+    if prob.shape[1] != len(weights) or len(groups) != len(weights):
+        raise ValueError(f"predictive {prob.shape}, weights {weights.shape} and groups {groups.shape} do not agree")
+    expected = np.zeros(len(prob))
+    for g in np.unique(groups):
+        member = groups == g
+        share = weights[member].sum()
+        if share > 0:
+            expected += share * _entropy_bits(prob[:, member] @ weights[member] / share)
+    return np.clip(_entropy_bits(prob @ weights) - expected, 0.0, 1.0)
+
+
+def select_by_group(prob: np.ndarray, groups: np.ndarray, k: int) -> tuple[list[int], np.ndarray]:
+    """Offline choice of k of P comparisons whose outcomes are known (prob (P, U): each known user's
+    predictive that the comparison's *chosen* answer wins, `particle_predictive` of chosen minus
+    rejected), one at a time, each the one with the most `group_information` under the posterior
+    over the U known users given the answers chosen before (uniform prior, Bayes' rule with the
+    predictive as likelihood). Returns (the min(k, P) distinct indices in the order chosen, the
+    posterior weights (U,) after all of them). Raises ValueError on mismatched shapes."""
+    prob = np.atleast_2d(np.asarray(prob, np.float64))
+    weights = np.full(prob.shape[1], 1.0 / prob.shape[1])
+    chosen: list[int] = []
+    left = np.ones(len(prob), bool)
+    for _ in range(min(k, len(prob))):
+        best = int(np.argmax(np.where(left, group_information(prob, weights, groups), -1.0)))
+        chosen.append(best)
+        left[best] = False
+        weights = particle_posterior(prob[chosen])
+    return chosen, weights
+
+
+def particle_posterior(prob_observed: np.ndarray) -> np.ndarray:
+    """(U,) posterior weights over U known users after comparisons whose observed winner each user
+    predicted with prob_observed (N, U) (uniform prior; log space, so many comparisons do not
+    underflow). With N = 0 the weights are uniform."""
+    logp = np.log(np.clip(np.atleast_2d(np.asarray(prob_observed, np.float64)), 1e-12, 1.0)).sum(0)
+    w = np.exp(logp - logp.max())
+    return w / w.sum()
 
 
 def all_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:

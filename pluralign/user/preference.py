@@ -11,6 +11,8 @@ persona users it lets them move. Group recovery is PAL's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -21,6 +23,22 @@ from pluralign.reward.pal_preference import PALPreference
 from pluralign.user.model import ResidualPrior, UserModel, UserState
 
 SCALES = (0.03, 0.1, 0.3, 1.0)  # candidate multipliers of the prior's standard deviations
+
+
+@dataclass(frozen=True)
+class Particles:
+    """U seen users as a discrete population: posterior means (U, D), covariances (U, D, D) and
+    each one's group (U,) ints."""
+
+    means: np.ndarray
+    covs: np.ndarray
+    groups: np.ndarray
+
+    def predictive(self, design: np.ndarray) -> np.ndarray:
+        """(P, U): each seen user's predictive probability that each row's first answer wins."""
+        from pluralign.user.active import particle_predictive
+
+        return particle_predictive(design, self.means, self.covs)
 
 
 def _numpy(t: torch.Tensor | None) -> np.ndarray:
@@ -110,34 +128,84 @@ class ResidualPreference:
     def prob_new_users_active(self, pool: PairBatch, query: PairBatch, k: int, selection: str = "model",
                               target: str = "coefficients") -> tuple[np.ndarray, dict[str, list[int]]]:
         """Like `prob_new_users`, but each new user's k support comparisons are chosen from their
-        whole support `pool` by expected information on their posterior, one at a time
-        (`pluralign.user.active.select_active`; `target` `coefficients` is BALD, `predictive`
-        EPIG with the pool as targets), not taken in the pool's order. The chosen
-        comparisons are then fitted exactly as `prob_new_users` fits its first k. `selection` is the
-        Gaussian the choice starts from: `model` (the user model's prior, as the service does) or
-        `population` (the seen users' spread, `population_prior`). Returns the query probabilities
-        (Q,) and, per user, the pool rows chosen (indices into that user's rows)."""
-        from pluralign.user.active import select_active
+        whole support `pool`, one at a time, by what the answer is expected to teach
+        (`pluralign.user.active`), not taken in the pool's order. Returns the query probabilities
+        (Q,) and, per user, the pool rows chosen (indices into that user's rows, in the order chosen).
+
+        `target` `coefficients` (BALD) and `predictive` (EPIG, the pool as targets) choose on the
+        user model's Gaussian posterior, which starts from `selection`: `model` (the user model's
+        prior, as the service does) or `population` (the seen users' spread, `population_prior`);
+        the chosen comparisons are then fitted exactly as `prob_new_users` fits the first k.
+        `target` `group` takes the new user to be like one of the seen users
+        (`population_particles`) and chooses by the information about which of PAL's user groups
+        that is (`select_by_group`); the query is then predicted as `prob_new_users_particles`
+        predicts it from the chosen rows (`selection` does not apply). Raises ValueError on an
+        unknown `selection` or `target`."""
+        from pluralign.user.active import select_active, select_by_group
 
         if selection not in ("model", "population"):
             raise ValueError(f"selection must be `model` or `population`, got {selection!r}")
+        if target not in ("coefficients", "predictive", "group"):
+            raise ValueError(f"target must be `coefficients`, `predictive` or `group`, got {target!r}")
         um = self.user_model
         start_mean, start_precision = self.population_prior() if selection == "population" else (um.prior_mean(), um.prior_precision())
+        particles = self.population_particles() if target == "group" else None
         user = pool.user.cpu().numpy()
-        p, c, r = _numpy(pool.prompt), _numpy(pool.chosen), _numpy(pool.rejected)
-        cn, rn = _numpy(pool.chosen_named), _numpy(pool.rejected_named)
-        prior_logits = _numpy(self.pal.user_weights.prior())
-        states, chosen = {}, {}
+        chosen, take = {}, []
         for i, name in enumerate(pool.users):
             rows = np.flatnonzero(user == i)
             if not len(rows):
                 continue
-            design = um._split(um._diff(p[rows], c[rows], r[rows])[3], cn[rows] - rn[rows])  # (P, D)
-            picks = select_active(design, start_mean, start_precision, k, self.prior.newton_steps, self.prior.tol, target)
-            take = rows[picks]
-            states[name] = (prior_logits, um.fit_named(prior_logits, p[take], c[take], r[take], cn[take], rn[take]))
+            design = self._design(pool, rows)  # (P, D)
+            if particles is not None:
+                picks, _ = select_by_group(particles.predictive(design), particles.groups, k)
+            else:
+                picks = select_active(design, start_mean, start_precision, k, self.prior.newton_steps, self.prior.tol, target)
+            take.extend(rows[picks].tolist())
             chosen[name] = [int(x) for x in picks]
-        return self._prob(states, query), chosen
+        support = pool.select(sorted(take))
+        if particles is not None:
+            return self.prob_new_users_particles(support, query, particles), chosen
+        # the chosen rows are fitted as `prob_new_users` fits the first k: PAL's logits, then the residual
+        return self.prob_new_users(support, query), chosen
+
+    def population_particles(self) -> Particles:
+        """The seen users' fitted posteriors (Gaussian means and covariances) and PAL's group of each
+        (`user_clusters`): the discrete population a new user is compared against."""
+        names = list(self.states)
+        clusters = self.pal.user_clusters() or {}
+        means = np.stack([self.states[n][1].mean_array() for n in names])  # (U, D)
+        covs = np.stack([self.states[n][1].cov_array() for n in names])  # (U, D, D)
+        return Particles(means, covs, np.array([clusters.get(n, j) for j, n in enumerate(names)]))
+
+    def prob_new_users_particles(self, support: PairBatch, query: PairBatch, particles: Particles | None = None) -> np.ndarray:
+        """Query probabilities (Q,) for new users predicted as the seen users would answer: each new
+        user's posterior over the U seen users (`pluralign.user.active.particle_posterior`, uniform
+        prior, each seen user's posterior predictive as the likelihood of the user's `support`
+        answers) weights the seen users' predictive probabilities (Bayesian model averaging over a
+        discrete, empirical population prior). It cannot leave the seen population: the fitted
+        `prob_new_users` can, given enough comparisons."""
+        from pluralign.user.active import particle_posterior
+
+        particles = particles if particles is not None else self.population_particles()
+        out = np.zeros(len(query))
+        s_user, q_user = support.user.cpu().numpy(), query.user.cpu().numpy()
+        index = {name: i for i, name in enumerate(support.users)}
+        for j, name in enumerate(query.users):
+            q_rows = np.flatnonzero(q_user == j)
+            if not len(q_rows):
+                continue
+            s_rows = np.flatnonzero(s_user == index[name]) if name in index else np.zeros(0, int)
+            observed = particles.predictive(self._design(support, s_rows)) if len(s_rows) else np.zeros((0, len(particles.means)))
+            out[q_rows] = particles.predictive(self._design(query, q_rows)) @ particle_posterior(observed)
+        return out
+
+    def _design(self, pairs: PairBatch, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), D) chosen-minus-rejected coordinates of the given rows of `pairs`."""
+        um = self.user_model
+        p, c, r = _numpy(pairs.prompt[rows]), _numpy(pairs.chosen[rows]), _numpy(pairs.rejected[rows])
+        named = _numpy(pairs.chosen_named[rows]) - _numpy(pairs.rejected_named[rows])
+        return um._split(um._diff(p, c, r)[3], named)
 
     def user_clusters(self) -> dict[str, int] | None:
         return self.pal.user_clusters()

@@ -42,3 +42,24 @@ def test_active_shots_are_reported_beside_random_ones(opposed, minilm):
 def test_active_shots_need_a_model_with_a_posterior(opposed, minilm):
     with pytest.raises(ValueError, match="posterior"):
         evaluate(SingleBT(), opposed, minilm, shots=(2,), active=True)
+
+
+def test_group_target_chooses_by_the_seen_users_and_reports_them_like_for_like(opposed, minilm):
+    model = build_model("pal-a+residual", k=2, seed=0)
+    report = evaluate(model, opposed, minilm, shots=(1, 2, 5), active=True, active_target="group")
+    assert report["active_target"] == "group" and "unseen_active_population_acc_by_k" not in report
+    for key in ("unseen_acc_by_k", "unseen_particle_acc_by_k", "unseen_active_acc_by_k"):
+        assert set(report[key]) == {"1", "2", "5"} and all(0 <= v <= 1 for v in report[key].values())
+    # two opposed groups: the first chosen answer already tells which one a new user is like
+    assert report["unseen_active_acc_by_k"]["1"] >= report["unseen_particle_acc_by_k"]["1"]
+    users = list(opposed.unseen.support)
+    pool = embed_pairs([r for u in users for r in opposed.unseen.support[u]], minilm, users)
+    query = embed_pairs([r for u in users for r in opposed.unseen.query[u]], minilm, users)
+    prob, chosen = model.prob_new_users_active(pool, query, 3, target="group")
+    assert prob.shape == (len(query),) and np.isfinite(prob).all() and set(chosen) == set(users)
+    assert all(len(set(c)) == 3 for c in chosen.values())
+    particles = model.population_particles()
+    assert len(particles.means) == len(particles.groups) == 16 and len(set(particles.groups.tolist())) >= 2
+    # with no support, a new user is predicted as the seen users' average
+    none = model.prob_new_users_particles(pool.select([]), query)
+    assert np.allclose(none, particles.predictive(model._design(query, np.arange(len(query)))).mean(1))

@@ -12,10 +12,14 @@ from pluralign.user.active import (
     COMPARE_MIN_BITS,
     all_pairs,
     best_information,
+    group_information,
     most_informative_pair,
     pair_information,
+    particle_posterior,
+    particle_predictive,
     predictive_information,
     select_active,
+    select_by_group,
 )
 from pluralign.user.model import fit_posterior
 
@@ -160,3 +164,64 @@ def test_predictive_choice_beats_bald_and_random_where_it_should(k=2):
     means = {name: float(np.mean(v)) for name, v in scores.items()}
     assert means["predictive"] > means["coefficients"] + 0.05, means
     assert means["predictive"] > means["random"], means
+
+
+def test_group_information_asks_which_group_not_which_member():
+    # four known users in two groups: comparison 0 splits the groups, comparison 1 splits the members
+    # of each group the same way in both, comparison 2 everyone answers alike
+    prob = np.array([[0.95, 0.95, 0.05, 0.05], [0.95, 0.05, 0.95, 0.05], [0.9, 0.9, 0.9, 0.9]])
+    uniform = np.full(4, 0.25)
+    bits = group_information(prob, uniform, np.array([0, 0, 1, 1]))
+    assert bits[0] > 0.7 and bits[1] < 1e-9 and bits[2] < 1e-9
+    # every user their own group: BALD over the users, to which comparison 1 is as good as 0
+    own = group_information(prob, uniform, np.arange(4))
+    assert own[1] == pytest.approx(own[0]) and own[1] > 0.7
+    # once the group is known, nothing more is learned about it
+    assert group_information(prob, np.array([0.5, 0.5, 0.0, 0.0]), np.array([0, 0, 1, 1]))[0] < 1e-9
+    with pytest.raises(ValueError):
+        group_information(prob, np.full(3, 1 / 3), np.arange(3))
+
+
+def test_particle_predictive_and_posterior():
+    z = np.array([[1.0, 0.0], [0.0, 2.0]])
+    means = np.array([[2.0, 0.0], [0.0, -1.0]])
+    sharp = particle_predictive(z, means, np.zeros((2, 2, 2)))
+    assert np.allclose(sharp, 1 / (1 + np.exp(-(z @ means.T))))
+    vague = particle_predictive(z, means, np.stack([np.eye(2) * 25.0] * 2))
+    margin = z @ means.T != 0
+    assert np.all(np.abs(vague - 0.5)[margin] < np.abs(sharp - 0.5)[margin])  # an uncertain user predicts less sharply
+    assert np.allclose(vague[~margin], 0.5)
+    assert np.allclose(particle_posterior(np.zeros((0, 3))), 1 / 3)
+    w = particle_posterior(np.tile([0.9, 0.1, 0.5], (400, 1)))  # many answers: no underflow
+    assert np.isfinite(w).all() and w.sum() == pytest.approx(1.0) and w[0] > 0.999
+    with pytest.raises(ValueError):
+        particle_predictive(z, means, np.zeros((2, 3, 3)))
+
+
+def test_group_choice_beats_random_where_it_should(k=2):
+    """Four groups of known users that disagree on two of twelve features, while most of a new
+    user's pool varies the features everyone agrees on: two answers chosen for what they say about
+    the group identify it; two random ones seldom do. Predictions average the known users' under
+    the posterior over them, for both choices."""
+    rng = np.random.default_rng(3)
+    d, per_group, pool = 12, 10, 40
+    shared = rng.normal(size=d)
+    shared[:2] = 0.0
+    centres = [shared + np.r_[3.0 * a, 3.0 * b, np.zeros(d - 2)] for a in (-1, 1) for b in (-1, 1)]
+    means = np.array([c + rng.normal(scale=0.2, size=d) for c in centres for _ in range(per_group)])
+    covs = np.stack([np.eye(d) * 0.01] * len(means))
+    groups = np.repeat(np.arange(4), per_group)
+    active, random_ = [], []
+    for trial in range(40):
+        truth = centres[trial % 4] + rng.normal(scale=0.2, size=d)
+        z = rng.normal(size=(pool, d))
+        z[: int(pool * 0.9), :2] *= 0.05  # most comparisons barely touch the disputed features
+        z = z[rng.permutation(pool)]
+        design = np.where((z @ truth > 0)[:, None], z, -z)  # chosen minus rejected, by the user's rule
+        test = rng.normal(size=(50, d))
+        prob = particle_predictive(design, means, covs)
+        for picks, out in ((select_by_group(prob, groups, k)[0], active), (list(rng.choice(pool, k, replace=False)), random_)):
+            assert len(set(picks)) == k
+            predicted = particle_predictive(test, means, covs) @ particle_posterior(prob[picks])
+            out.append(np.mean((predicted > 0.5) == (test @ truth > 0)))
+    assert np.mean(active) > np.mean(random_) + 0.05, (np.mean(active), np.mean(random_))

@@ -16,6 +16,10 @@ from their support pool by expected information gain on the posterior (`pluralig
 the criterion chat's `pluralign.compare` uses), reported as `unseen_active_acc_by_k` beside the
 pool-order (random) choice `unseen_acc_by_k`; k = 4 is then measured too. `--active-target
 predictive` chooses by EPIG instead (information about the user's answers to the rest of their pool).
+`--active-target group` takes each new user to be like one of the seen users, chooses by the
+information about which of PAL's groups of seen users that is, and predicts the query by averaging
+the seen users' predictions under the user's posterior over them; the pool's first k predicted the
+same way are reported beside it (`unseen_particle_acc_by_k`), so the choice is compared like for like.
 """
 
 from __future__ import annotations
@@ -83,9 +87,10 @@ def register(sub) -> None:
     p.add_argument("--shots", choices=["random", "active"], default="random",
                    help="unseen users' k support comparisons: the pool's first k (random order), or also chosen by "
                         "expected information gain on the user model's posterior (`active`, +residual models)")
-    p.add_argument("--active-target", choices=["coefficients", "predictive"], default="coefficients",
+    p.add_argument("--active-target", choices=["coefficients", "predictive", "group"], default="coefficients",
                    help="with --shots active: what each chosen comparison should teach most about, the user model's "
-                        "coefficients (BALD) or the user's answers to the rest of their pool (EPIG)")
+                        "coefficients (BALD), the user's answers to the rest of their pool (EPIG), or which group of "
+                        "seen users the user is like (group; predicted by those users, random k the same way beside it)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--json", action="store_true", help="print only the JSON report")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 is fastest on a busy box)")
