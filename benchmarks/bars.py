@@ -3,8 +3,8 @@
     python -m benchmarks.bars                 # rewrite the block between the markers in BENCHMARKS.md
     python -m benchmarks.bars --check         # exit 1 when the block differs from what the results say
 
-Reads benchmarks/results/*.json (small summaries written with `--out` by benchmarks.maxmin_policy
-and benchmarks.ukp_seeds) and replaces only the lines between `<!-- bars:seeds:start -->` and
+Reads benchmarks/results/*.json (small summaries written with `--out` by benchmarks.maxmin_policy,
+its `--ceiling` mode, benchmarks.ukp_seeds and benchmarks.fspo_reward) and replaces only the lines between `<!-- bars:seeds:start -->` and
 `<!-- bars:seeds:end -->`; every other line of the file (other issues' rows) is left as it is.
 
 A bar is marked met only over at least 3 seeds, in the bar's own setting, when the lower end of its
@@ -112,7 +112,25 @@ def fspo_rows(result: dict, source: str) -> list[str]:
     return [f"| 17 seeds | FSPO persona: FSPO >= base + 15 points at 4 and 8 shots (issue 4's bar), interval's lower end and every seed, {MIN_SEEDS}+ seeds | {figure} | {met} |"]
 
 
-RENDERERS = {"maxmin_policy": maxmin_rows, "ukp_seeds": ukp_rows, "fspo_reward": fspo_rows}
+def maxmin_ceiling_rows(result: dict, source: str) -> list[str]:
+    """`maxmin_policy --ceiling`: no policy, each objective's top candidate; shows whether the
+    MaxMin bar is within reach of its objective at all (same rule: interval's lower end and every seed)."""
+    cells, short = [], []
+    for m, row in sorted(result["majority"].items()):
+        split = f"{round(float(m) * 100)}/{round((1 - float(m)) * 100)}"
+        gap, gain = row["majority_gap"], row["minority_gain"]
+        cells.append(f"{split}: majority {points(gap['mean'])} {span(gap['interval'])} (per seed {' / '.join(points(v) for v in gap['per_seed'].values())}), "
+                     f"minority {points(gain['mean'])} {span(gain['interval'])}")
+        if min(gap["interval"][0], *gap["per_seed"].values()) < MAXMIN_GAP or min(gain["interval"][0], *gain["per_seed"].values()) < MAXMIN_GAIN:
+            short.append(split)
+    seeds = " ".join(map(str, result["seeds"]))
+    figure = (f"no training: each objective answers with its top style variant of the base's own test answer; seeds {seeds}, "
+              f"{result['questions']['test']} test questions, MaxMin minus single in points: " + "; ".join(cells) + f" (`{source}`)")
+    verdict = f"the objective itself falls short at {', '.join(short)}: the bar is out of reach of a policy that imitates it" if short else "within reach"
+    return [f"| 17 seeds | MaxMin policy, ceiling: what imitating each objective's ranking perfectly would give | {figure} | {verdict} |"]
+
+
+RENDERERS = {"maxmin_policy": maxmin_rows, "ukp_seeds": ukp_rows, "fspo_reward": fspo_rows, "maxmin_ceiling": maxmin_ceiling_rows}
 
 
 def render(results_dir: Path) -> list[str]:

@@ -36,6 +36,12 @@ the same training setting (`TRAINING_KEYS`) reuses those runs instead of trainin
 (`pairs_digest`): at 90/10 EM's MaxMin heads rank every candidate as at 80/20, so the 90/10
 command reuses the 80/20 MaxMin runs and trains only its single-reward policies.
 
+`--ceiling` trains nothing: each objective answers every test question with its top candidate
+among the style variants of the base's own test answer (`argmax_scores`), which is what a policy
+that imitated its objective's ranking perfectly would write; the figures are summarized like the
+trained runs' (`--out` writes a `maxmin_ceiling` summary, a row of BENCHMARKS.md's bars table).
+`--dpo 0 --nll 1` trains on each question's top candidate alone (RAFT) instead of DPO plus NLL.
+
 Figures per step, over seeds and test questions (benchmarks/intervals.py): each group's win rate
 and the MaxMin-minus-single differences `majority_gap` (enthusiastic) and `minority_gain`
 (concise): mean, each seed's figure, the standard deviation over seeds, and a 95% bootstrap interval
@@ -53,6 +59,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 TOPICS = [
@@ -163,7 +170,7 @@ def apply_selection(curve: list[dict], objective: str, shares: dict[str, float],
 
 
 # the arguments that change what a run trains or measures: a stored run with the same values is reused
-TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nll", "lora_layers", "beta", "max_new_tokens", "limit", "users", "base_model")
+TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nll", "dpo", "lora_layers", "beta", "max_new_tokens", "limit", "users", "base_model")
 
 
 def training_setting(args) -> dict:
@@ -177,8 +184,8 @@ def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict
     selection rule, resumes from them; their curves keep every checkpoint's validation and test scores."""
     if not path.exists():
         return {}
-    before = {"samples": 1}  # keys added since: the value runs had before them
-    return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == training}
+    before = {"samples": 1, "dpo": 1.0}  # keys added since: the value runs had before them
+    return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == {**before, **training}}
 
 
 def pairs_digest(pairs) -> str:
@@ -305,7 +312,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
             results.append(result)
             continue
 
-        config = MaxMinConfig(objective=objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_layers=args.lora_layers, chosen_nll_weight=args.nll, seed=seed)
+        config = MaxMinConfig(objective=objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_layers=args.lora_layers, chosen_nll_weight=args.nll, dpo_weight=args.dpo, seed=seed)
         base, tokenizer = load_base(args.base_model)  # a fresh base: peft wraps it in place
         policy = with_lora(base, config)
         curve: list[dict] = []
@@ -351,6 +358,43 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
     return results
 
 
+def argmax_scores(splits: dict[str, list[str]], answers: dict[str, list[str]], seed: int, majority: float, users: int) -> dict[str, dict[str, list[float]]]:
+    """What a policy that imitated its objective's ranking perfectly would score (`--ceiling`): per
+    objective, each group's win score per test question (`win_scores`, ties half) when the policy
+    answers with the objective's top candidate among the style variants of the base's own test
+    answer. The heads are EM's, fitted on the same users' comparisons as the trained runs."""
+    from pluralign.policy.maxmin import maxmin_scores
+    from pluralign.policy.style_groups import feature_pairs, preference_pairs, win_scores
+    from pluralign.reward.em import EMConfig, EMMixture
+
+    shares = {"enthusiastic": majority, "concise": round(1 - majority, 6)}
+    batch = feature_pairs(preference_pairs(splits["train"], answers["train"], shares, users=users, pairs_per_user=12, seed=seed))
+    out = {}
+    for objective, k in (("single", 1), ("maxmin", 2)):
+        heads = EMMixture(EMConfig(k=k, restarts=4, seed=seed))
+        heads.fit(batch, batch.select([]))
+        tops = [cands[int(np.argmax(maxmin_scores(rewards)))] for _, cands, rewards in candidates_and_rewards(splits["test"], answers["test"], heads)]
+        out[objective] = win_scores(tops, answers["test"])
+    return out
+
+
+def ceiling(args, seeds: list[int], splits: dict[str, list[str]]) -> dict:
+    """`--ceiling`: `argmax_scores` for every seed and majority share, summarized over seeds and
+    test questions like the trained runs (`majority_gap`, `minority_gain` and each objective's win
+    rates). No policy is trained; only the base's answers are generated (or read from WORK)."""
+    from benchmarks.intervals import summarize
+
+    out = {}
+    per_seed = {s: base_answers(Path(args.work) / f"seed-{s}", {p: splits[p] for p in ("train", "test")}, s, args.max_new_tokens, args.base_model) for s in seeds}
+    for majority in args.majority:
+        scores = {s: argmax_scores(splits, per_seed[s], s, majority, args.users) for s in seeds}
+        row = {o: {g: summarize([scores[s][o][g] for s in seeds], seeds) for g in ("enthusiastic", "concise")} for o in ("single", "maxmin")}
+        for name, group in (("majority_gap", "enthusiastic"), ("minority_gain", "concise")):
+            row[name] = summarize([[a - b for a, b in zip(scores[s]["maxmin"][group], scores[s]["single"][group], strict=True)] for s in seeds], seeds)
+        out[str(majority)] = row
+    return out
+
+
 def summarize_runs(results: list[dict], seeds: list[int], majority: float) -> dict:
     """Per step: each objective's win rates and the MaxMin-minus-single gaps over seeds and test questions."""
     from benchmarks.intervals import summarize
@@ -385,6 +429,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--nll", type=float, default=3.0, help="weight of the chosen answer's NLL next to DPO")
+    parser.add_argument("--dpo", type=float, default=1.0, help="weight of the DPO term (0: fine-tune on each question's top-ranked candidate alone, RAFT)")
     parser.add_argument("--lora-layers", type=int, default=4, help="adapt only the last N layers (0: all)")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--max-new-tokens", type=int, default=24)
@@ -400,6 +445,7 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="train every run again, even those WORK/results.json holds with the same training setting")
     parser.add_argument("--reuse", nargs="*", default=[], metavar="RESULTS", help="results.json files of other commands (e.g. another --majority): a run of the same seed, objective, training setting and pairs is reused, not trained")
     parser.add_argument("--out", default=None, help="write the summary over seeds (JSON) to this file")
+    parser.add_argument("--ceiling", action="store_true", help="train nothing: score each objective's top candidate among the style variants of the base's own test answers (what imitating the ranking perfectly would give)")
     parser.add_argument("--json", action="store_true", help="print the contract line last: {\"steps\": {STEP: {\"majority_gap\": [lo, hi], \"minority_gain\": [lo, hi]}}}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -410,6 +456,26 @@ def main() -> None:
     train_q, val_q, test_q = questions()
     limit = args.limit or None
     splits = {"train": train_q[:limit], "val": val_q[:limit], "test": test_q[:limit]}
+    if args.ceiling:
+        for d in (Path(args.work) / f"seed-{s}" for s in seeds):
+            d.mkdir(parents=True, exist_ok=True)
+        rows = ceiling(args, seeds, splits)
+        print(f"each objective's top candidate among the style variants of the base's own test answer, {len(seeds)} seed(s) x {len(splits['test'])} test questions:")
+        print("| majority/minority | policy | enthusiastic (majority) | concise (minority) |")
+        print("|---|---|---|---|")
+        for m, row in rows.items():
+            split = f"{round(float(m) * 100)}/{round((1 - float(m)) * 100)}"
+            for name in ("single", "maxmin"):
+                print(f"| {split} | {name} | " + " | ".join(f"{row[name][g]['mean']:.3f} ({' / '.join(f'{v:.2f}' for v in row[name][g]['per_seed'].values())})" for g in ("enthusiastic", "concise")) + " |")
+            for name in ("majority_gap", "minority_gain"):
+                c = row[name]
+                print(f"| {split} | {name} | {c['mean'] * 100:+.1f} [{c['interval'][0] * 100:+.1f}, {c['interval'][1] * 100:+.1f}] (per seed {' / '.join(f'{v * 100:+.1f}' for v in c['per_seed'].values())}) | |")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
+        if args.json:
+            print(json.dumps({"ceiling": {m: {n: row[n]["interval"] for n in ("majority_gap", "minority_gain")} for m, row in rows.items()}}))
+        return
     print(f"questions: {len(splits['train'])} train, {len(splits['val'])} validation, {len(splits['test'])} test; seeds {seeds}; max {args.max_new_tokens} new tokens")
     results: list[dict] = []
     setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}}

@@ -75,12 +75,15 @@ class MaxMinConfig:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
     lora_layers: int = 0  # 0: adapt every layer; N: only the last N (backward stops there, cheap on CPU)
     chosen_nll_weight: float = 0.0  # adds this times the chosen answer's per-token NLL (RPO): keeps text fluent
+    dpo_weight: float = 1.0  # weight of the DPO term; 0 with chosen_nll_weight > 0 is best-of-n fine-tuning (RAFT) on the argmax alone
     max_length: int = 160  # prompt + response tokens; longer responses are cut
     seed: int = 0
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.dpo_weight < 0 or self.chosen_nll_weight < 0 or self.dpo_weight + self.chosen_nll_weight == 0:
+            raise ValueError(f"dpo_weight ({self.dpo_weight}) and chosen_nll_weight ({self.chosen_nll_weight}) must be >= 0, not both 0")
 
 
 def maxmin_scores(rewards: np.ndarray) -> np.ndarray:
@@ -285,14 +288,16 @@ def train_maxmin(
         policy.train()
         idx = torch.tensor(rng.sample(range(len(pairs)), min(config.batch_size, len(pairs))))  # (B,)
         missing = idx[torch.isnan(ref_chosen[idx])]
-        if len(missing):
+        if len(missing) and not config.dpo_weight:  # fine-tuning alone: no reference needed (the ratios logged are then log pi)
+            ref_chosen[missing], ref_rejected[missing] = 0.0, 0.0
+        elif len(missing):
             policy.eval()
             ref_chosen[missing], ref_rejected[missing] = reference_logps(policy, pairs, missing)
             policy.train()
         logp_chosen, logp_rejected = _batch_logps(policy, pairs, idx, device)  # (B,), (B,)
         chosen_ratio = logp_chosen - ref_chosen[idx].to(device)  # (B,) log pi / pi_ref
         rejected_ratio = logp_rejected - ref_rejected[idx].to(device)
-        loss = dpo_loss(logp_chosen, logp_rejected, ref_chosen[idx].to(device), ref_rejected[idx].to(device), config.beta).mean()
+        loss = config.dpo_weight * dpo_loss(logp_chosen, logp_rejected, ref_chosen[idx].to(device), ref_rejected[idx].to(device), config.beta).mean()
         if config.chosen_nll_weight:
             n_tokens = pairs.chosen_response[idx].sum(1).clamp_min(1).to(device)  # (B,)
             loss = loss + config.chosen_nll_weight * (-logp_chosen / n_tokens).mean()

@@ -127,3 +127,26 @@ def test_only_finished_answers_end_with_the_end_of_sequence_token(tokenizer):
     last = lambda ids, attention: int(ids[0, int(attention[0].sum()) - 1])
     assert last(tokens.chosen_ids, tokens.chosen_attention) == tokenizer.eos_token_id
     assert last(tokens.rejected_ids, tokens.rejected_attention) != tokenizer.eos_token_id
+
+
+def test_fine_tuning_on_the_top_candidate_alone_raises_its_likelihood(tokenizer, monkeypatch):
+    """dpo_weight = 0: best-of-n fine-tuning (RAFT) on each question's top-ranked candidate; the
+    rejected side plays no part and no reference pass is needed."""
+    config = MaxMinConfig(steps=8, batch_size=4, lr=2e-2, lora_r=4, lora_alpha=8, dpo_weight=0.0, chosen_nll_weight=1.0, seed=0)
+    tokens = tokenize_pairs(rule_ranked_pairs(), tokenizer, max_length=96)
+    policy = with_lora(tiny_llama(tokenizer), config)
+
+    def chosen_logp():
+        with torch.no_grad():
+            return float(sequence_logps(policy, tokens.chosen_ids, tokens.chosen_attention, tokens.chosen_response).mean())
+
+    before = chosen_logp()
+    calls = []
+    import pluralign.policy.maxmin as maxmin
+
+    real = maxmin.reference_logps
+    monkeypatch.setattr(maxmin, "reference_logps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train_maxmin(policy, tokens, config)
+    assert chosen_logp() > before + 1.0 and calls == []
+    with pytest.raises(ValueError, match="dpo_weight"):
+        MaxMinConfig(dpo_weight=0.0, chosen_nll_weight=0.0)

@@ -150,3 +150,20 @@ def test_fspo_reports_that_cannot_be_combined_are_refused():
         summarize_seeds([fspo_report(0, 0.9), fspo_report(1, 0.9, steps=30)])
     with pytest.raises(ValueError, match="outcomes"):
         summarize_seeds([{k: v for k, v in fspo_report(0, 0.9).items() if k != "outcomes"}])
+
+
+def test_the_maxmin_ceiling_row_says_whether_the_objective_can_reach_the_bar():
+    from benchmarks.bars import maxmin_ceiling_rows
+
+    seeds = [0, 1, 2]
+
+    def ceiling(gap_per_seed):
+        gaps = np.array([[g] * 48 for g in gap_per_seed])
+        gains = np.full((3, 48), 0.7)
+        return {"benchmark": "maxmin_ceiling", "seeds": seeds, "questions": {"test": 48},
+                "majority": {"0.8": {"majority_gap": summarize(gaps, seeds), "minority_gain": summarize(gains, seeds)}}}
+
+    within = maxmin_ceiling_rows(ceiling([0.0, -0.02, 0.0]), "x.json")[0]
+    assert within.endswith("| within reach |") and "80/20: majority -0.7" in within
+    short = maxmin_ceiling_rows(ceiling([0.0, -0.02, -0.0625]), "x.json")[0]  # one seed below -5
+    assert short.endswith("| the objective itself falls short at 80/20: the bar is out of reach of a policy that imitates it |")

@@ -114,3 +114,21 @@ def test_runs_are_found_by_the_pairs_they_trained_on(tmp_path):
     assert set(found) == {(1, "maxmin", pairs_digest(pairs)), (1, "single", "abc")}  # seed 2 trained otherwise
     other = [Preference(user_id="x", prompt="Tell me about owls.", chosen="Owls hunt at night.", rejected="Great question! Owls hunt!")]
     assert pairs_digest(other) != pairs_digest(pairs)
+
+
+def test_the_argmax_ceiling_shows_where_the_compromise_loses_the_majority():
+    """`--ceiling`: each objective answers with its top style variant of the base's own answer. The
+    single reward writes the long excited answer (the majority always wins, the minority never);
+    MaxMin writes the brief excited one, which the minority always prefers but which loses the
+    majority to a base answer that is already excited and long (the second question)."""
+    from benchmarks.maxmin_policy import argmax_scores
+
+    answers = {
+        "train": [f"Topic {i} is a thing people study. It has a long history and many uses in daily life. Experts keep learning more about it." for i in range(12)],
+        "test": ["Salt is a mineral. It is found in the sea and in rocks deep underground.",
+                 "Salt! It is a mineral found in the sea and in rocks deep underground, and people eat it every day!"],
+    }
+    splits = {"train": [f"Question {i}?" for i in range(12)], "test": ["Tell me about salt.", "What should I know about salt?"]}
+    scores = argmax_scores(splits, answers, seed=0, majority=0.8, users=40)
+    assert scores["single"] == {"enthusiastic": [1.0, 1.0], "concise": [0.0, 0.0]}
+    assert scores["maxmin"] == {"enthusiastic": [1.0, 0.0], "concise": [1.0, 1.0]}
