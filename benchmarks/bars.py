@@ -126,8 +126,9 @@ def maxmin_ceiling_rows(result: dict, source: str) -> list[str]:
     seeds = " ".join(map(str, result["seeds"]))
     figure = (f"no training: each objective answers with its top style variant of the base's own test answer; seeds {seeds}, "
               f"{result['questions']['test']} test questions, MaxMin minus single in points: " + "; ".join(cells) + f" (`{source}`)")
-    verdict = f"the objective itself falls short at {', '.join(short)}: the bar is out of reach of a policy that imitates it" if short else "within reach"
-    return [f"| 17 seeds | MaxMin policy, ceiling: what imitating each objective's ranking perfectly would give | {figure} | {verdict} |"]
+    verdict = (f"falls short at {', '.join(short)}: out of reach of a policy that writes MaxMin's compromise of the base's own answer"
+               if short else "within reach")
+    return [f"| 17 seeds | MaxMin policy, ceiling: each objective's top variant of the base's own answer | {figure} | {verdict} |"]
 
 
 RENDERERS = {"maxmin_policy": maxmin_rows, "ukp_seeds": ukp_rows, "fspo_reward": fspo_rows, "maxmin_ceiling": maxmin_ceiling_rows}

@@ -166,4 +166,4 @@ def test_the_maxmin_ceiling_row_says_whether_the_objective_can_reach_the_bar():
     within = maxmin_ceiling_rows(ceiling([0.0, -0.02, 0.0]), "x.json")[0]
     assert within.endswith("| within reach |") and "80/20: majority -0.7" in within
     short = maxmin_ceiling_rows(ceiling([0.0, -0.02, -0.0625]), "x.json")[0]  # one seed below -5
-    assert short.endswith("| the objective itself falls short at 80/20: the bar is out of reach of a policy that imitates it |")
+    assert short.endswith("| falls short at 80/20: out of reach of a policy that writes MaxMin's compromise of the base's own answer |")
