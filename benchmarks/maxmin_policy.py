@@ -452,6 +452,8 @@ def main() -> None:
     seeds = args.seeds if args.seeds is not None else [args.seed]
     if args.json and set(args.objectives) != {"single", "maxmin"}:
         parser.error("--json reports MaxMin minus single: run both --objectives")
+    if args.dpo < 0 or args.nll < 0 or args.dpo + args.nll == 0:
+        parser.error(f"--dpo ({args.dpo}) and --nll ({args.nll}) must be >= 0 and not both 0: the policy needs a loss")
 
     train_q, val_q, test_q = questions()
     limit = args.limit or None

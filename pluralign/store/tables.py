@@ -471,6 +471,25 @@ class Store:
         row["attributes"] = json.loads(row["attributes"])
         return msgspec.convert(row, UserRecord)
 
+    def fitted_users(self, tenant: str, limit: int) -> list[UserRecord]:
+        """Up to `limit` users of the tenant with a fitted user model (a stored state), in storage
+        order, the newest row of each: the population a new user is compared against when onboarding
+        asks which of them the user is like. One query, bounded by `limit` (rows of a user written
+        twice by two processes count twice)."""
+        if limit <= 0:
+            return []
+        rows = self.users.search().where(f"tenant = {quote(tenant)} AND user_model IS NOT NULL").limit(int(limit)).to_arrow().to_pylist()
+        newest: dict[str, dict] = {}
+        for row in rows:
+            if row["user_id"] not in newest or row["updated_at"] > newest[row["user_id"]]["updated_at"]:
+                newest[row["user_id"]] = row
+        out = []
+        for row in newest.values():
+            row.pop("schema_version")
+            row["attributes"] = json.loads(row["attributes"])
+            out.append(msgspec.convert(row, UserRecord))
+        return out
+
     # ---- maintenance ------------------------------------------------------------------------
 
     def delete_user(self, tenant: str, user_id: str) -> dict[str, int]:

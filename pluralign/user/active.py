@@ -40,7 +40,8 @@ Ray, NeurIPS 2010), `select_by_group` the greedy questionnaire and `particle_pos
 weights over the seen users after their answers. On persona users (stance shared within a group)
 two answers chosen this way predict at least as well as four random ones, and five as well as ten
 (BENCHMARKS.md, issue 16); `pluralign eval --shots active --active-target group` measures it. The
-service still asks by BALD: it does not hold the seen users' posteriors at request time.
+onboarding route offers it as `"target": "population"`, each of the tenant's fitted users their own
+group (no clustering at request time); chat's `compare` still asks by BALD.
 
 Shapes: P pairs, N candidates, D coefficients, S posterior samples, T target pairs, U seen users.
 Units: bits.
@@ -188,7 +189,7 @@ def particle_predictive(diff: np.ndarray, means: np.ndarray, covs: np.ndarray) -
 def group_information(prob: np.ndarray, weights: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Information, in bits, that the answer to each comparison carries about which *group* a new
     user belongs to, when the user is taken to be one of U known users (a discrete prior over them,
-    `weights`) and the users fall in groups (PAL's prototypes): I(y; g) = H[sum_g pi_g p_g] -
+    `weights`) and the users fall in groups (PAL's user clusters): I(y; g) = H[sum_g pi_g p_g] -
     sum_g pi_g H[p_g], with pi_g the weight of group g and p_g its weighted mean predictive.
 
     This is BALD on a discrete hypothesis space whose target is the hypotheses' equivalence class,

@@ -191,9 +191,12 @@ class PoolItem(Base):
 
 
 class NextComparisonRequest(Base):
-    """A tenant-supplied calibration pool; without one (`{}`), pairs of the tenant's stored comparisons are used."""
+    """A tenant-supplied calibration pool; without one (`{}`), pairs of the tenant's stored comparisons are used.
+    `target`: what the answer should teach, the user's coefficients (BALD, the default) or which of the
+    tenant's fitted users the user is like (`population`, for cold starts in a tenant with distinct groups)."""
 
     pool: Annotated[list[PoolItem], msgspec.Meta(min_length=1, max_length=64)] | None = None
+    target: Literal["coefficients", "population"] = "coefficients"
 
 
 @post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429), summary="The most informative comparison to ask a user next")
@@ -202,7 +205,9 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
     teach the user's model most, chosen by expected information gain on their posterior (the same
     criterion as chat's `pluralign.compare`). The client shows it and sends the user's pick as a
     `comparison` feedback; ask again for the next one. `worth_asking` turns false once the best pair
-    carries fewer than `compare_min_bits` bits."""
+    carries fewer than `compare_min_bits` bits. With `target` `population` the pair is the one whose
+    answer tells most about which of the tenant's fitted users this user is like (their models only,
+    never their texts); `criterion` says which criterion chose."""
     rt, tenant, user_id = _user(request, user_id)
     total = sum(len(item.answers) for item in data.pool or ())
     if total > MAX_POOL_ANSWERS:  # each answer is encoded: bound one request's CPU like /v1/rewards/score's
@@ -214,4 +219,4 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
             if not answer.strip():
                 raise bad_request(f"pool[{i}].answers[{j}]", "must hold more than whitespace")
     pool = None if data.pool is None else [(item.prompt, item.answers) for item in data.pool]
-    return services.next_comparison(rt, tenant, user_id, pool)
+    return services.next_comparison(rt, tenant, user_id, pool, data.target)

@@ -506,18 +506,46 @@ class NextComparison(msgspec.Struct, kw_only=True):
     user: str
     prompt: str
     answers: list[str]  # the two answers to show; send the pick as `comparison` feedback
-    bits: float  # expected information of the user's answer about their model
+    bits: float  # expected information of the user's answer (about their model, or about which known user they are like)
     worth_asking: bool  # false once even this pair carries fewer than `compare_min_bits` bits
     pool: str  # "supplied" (the request's calibration pool) or "stored" (the tenant's stored comparisons)
     pairs: int  # candidate pairs considered
+    criterion: str = "coefficients"  # what `bits` is about: "coefficients" (BALD) or "population"
+    population_users: int = 0  # with "population": the tenant's fitted users the user was compared against
 
 
-def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str, list[str]]] | None) -> NextComparison:
+POPULATION_USERS = 128  # at most this many of the tenant's fitted users in a `population` choice (P x U x D^2 work)
+
+
+def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> tuple[np.ndarray, np.ndarray]:
+    """Means (U, D) and covariances (U, D, D) of up to `POPULATION_USERS` of the tenant's other users
+    whose stored user model belongs to the current population model (`UserModel.fits`); U may be 0.
+    Only their fitted coefficients are read, never their texts."""
+    model = rewards.user_model
+    means, covs = [], []
+    for record in rt.store.fitted_users(tenant, POPULATION_USERS + 1):
+        state = stored_state(record)
+        if record.user_id != user_id and state is not None and state.n > 0 and model.fits(state, stated_of(record).signs()):
+            means.append(state.mean_array())
+            covs.append(state.cov_array())
+    dim = len(model.names)
+    return (np.stack(means[:POPULATION_USERS]) if means else np.zeros((0, dim)),
+            np.stack(covs[:POPULATION_USERS]) if covs else np.zeros((0, dim, dim)))
+
+
+def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str, list[str]]] | None,
+                    target: str = "coefficients") -> NextComparison:
     """The most informative pair of answers to one prompt for this user (`pluralign.user.active`),
     from a supplied pool ((prompt, answers) items) or, without one, the two answers of each of a
     sample of the tenant's stored comparisons, leaving out pairs the user already compared.
+
+    `target` "coefficients": information about the user's coefficients (BALD on their posterior).
+    "population": information about which of the tenant's fitted users (`population_particles`)
+    the user is like, weighted by how well each predicts the user's comparisons so far
+    (`group_information` with each known user their own group, `particle_posterior`); with fewer
+    than two such users it falls back to "coefficients" (the response's `criterion` says which).
     Raises a 400 naming `pool` when there is nothing to choose from."""
-    from pluralign.user.active import all_pairs, pair_information
+    from pluralign.user.active import all_pairs, group_information, pair_information, particle_posterior, particle_predictive
     from service.errors import bad_request
 
     weights = user_weights(rt, tenant, user_id)
@@ -547,11 +575,21 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         raise bad_request("pool", "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each")
     x = model.candidates(prompt_vec, answer_vec, answers).x  # (M, D)
     a, b = np.asarray([k[0] for k in keep]), np.asarray([k[1] for k in keep])
-    mean, cov = model.posterior(weights.state, weights.stated.signs())
-    bits = pair_information(x[a] - x[b], mean, cov)
+    means, covs = population_particles(rt, tenant, user_id, rewards) if target == "population" else (np.zeros((0,)), None)
+    if len(means) >= 2:
+        prompt, chosen, rejected, chosen_texts, rejected_texts = rt.store.history(tenant, user_id).comparison_set()
+        seen = (particle_predictive(model.candidates(prompt, chosen, chosen_texts).x - model.candidates(prompt, rejected, rejected_texts).x, means, covs)
+                if len(prompt) else np.zeros((0, len(means))))
+        bits = group_information(particle_predictive(x[a] - x[b], means, covs), particle_posterior(seen), np.arange(len(means)))
+        criterion = "population"
+    else:
+        mean, cov = model.posterior(weights.state, weights.stated.signs())
+        bits = pair_information(x[a] - x[b], mean, cov)
+        criterion = "coefficients"
     best = int(np.argmax(bits))
     i, j = int(a[best]), int(b[best])
     return NextComparison(
         user=user_id, prompt=prompts[i], answers=[answers[i], answers[j]], bits=round(float(bits[best]), 4),
         worth_asking=bool(bits[best] >= rt.settings.compare_min_bits), pool=source, pairs=len(keep),
+        criterion=criterion, population_users=len(means) if criterion == "population" else 0,
     )

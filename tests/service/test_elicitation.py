@@ -192,3 +192,36 @@ def test_onboarding_returns_the_most_informative_pair_from_a_pool(svc):
     with svc.client("globex") as c:  # another tenant has stored nothing
         none = c.post("/v1/users/g1/next-comparison", json={})
         assert none.status_code == 400 and "pool" in none.text
+
+
+def test_onboarding_by_population_asks_which_known_user_the_new_one_is_like(svc):
+    """`target: population`: the pair whose answer tells most about which of the tenant's fitted
+    users a new user is like. Runs on the other tenant (after the test above found it empty)."""
+    short, long_ = short_and_long("travel")
+    pool = [{"prompt": "Tips on travel?", "answers": [short, long_]},
+            {"prompt": "Tips on sleep?", "answers": ["Sleep well at night.", "Rest well at night."]}]
+    with svc.client("globex") as c:
+        alone = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"})
+        assert alone.status_code == 200, alone.text
+        assert alone.json()["criterion"] == "coefficients" and alone.json()["population_users"] == 0  # nobody to compare with yet
+        for u in range(6):  # two groups: even users pick the short answer, odd ones the long one
+            for topic in TOPICS[:6]:
+                s, l_ = short_and_long(topic)
+                chosen, rejected = (s, l_) if u % 2 == 0 else (l_, s)
+                assert c.post("/v1/feedback", json={"type": "comparison", "user": f"pop{u}", "prompt": f"Tips on {topic}?",
+                                                    "chosen": chosen, "rejected": rejected}).status_code == 201
+            assert c.get(f"/v1/users/pop{u}").status_code == 200  # the profile read fits the user
+        first = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"}).json()
+        # the other tenant's many users are not this population: only globex's six
+        assert first["criterion"] == "population" and first["population_users"] == 6
+        assert first["prompt"] == "Tips on travel?" and set(first["answers"]) == {short, long_} and first["bits"] > 0.1
+        s, l_ = short_and_long("hiking")  # the new user answers like the even users
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "newbie", "prompt": "Tips on hiking?",
+                                            "chosen": s, "rejected": l_}).status_code == 201
+        svc.runtime.ingest.flush_user("globex", "newbie")
+        then = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"}).json()
+        assert then["criterion"] == "population" and then["bits"] < first["bits"]  # which group is now partly known
+        assert c.delete("/v1/users/pop0").status_code == 200  # a deleted user is no longer compared against
+        assert c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"}).json()["population_users"] == 5
+        bad = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "everyone"})
+        assert bad.status_code == 400 and "target" in bad.text

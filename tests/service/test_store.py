@@ -94,6 +94,20 @@ def test_users_upsert_and_delete_user(tmp_path):
         assert old.count_rows("user_id = 'u'") == 0
 
 
+def test_fitted_users_are_the_tenants_users_with_a_model_newest_row_each(tmp_path):
+    store = Store(str(tmp_path), "enc", DIM)
+    store.put_user(UserRecord(tenant="t", user_id="a", created_at=1, updated_at=1, user_model=b"old"))
+    store.put_user(UserRecord(tenant="t", user_id="a", created_at=1, updated_at=2, user_model=b"new"))
+    store.put_user(UserRecord(tenant="t", user_id="b", created_at=1, updated_at=1, user_model=b"b"))
+    store.put_user(UserRecord(tenant="t", user_id="c", created_at=1, updated_at=1))  # no model fitted yet
+    store.put_user(UserRecord(tenant="other", user_id="d", created_at=1, updated_at=1, user_model=b"d"))
+    found = {u.user_id: u.user_model for u in store.fitted_users("t", 10)}
+    assert found == {"a": b"new", "b": b"b"}
+    assert len(store.fitted_users("t", 1)) == 1 and store.fitted_users("t", 0) == []
+    store.delete_user("t", "a")
+    assert [u.user_id for u in store.fitted_users("t", 10)] == ["b"]
+
+
 def test_delete_purges_beside_other_writers_who_never_wait_for_the_rewrite(tmp_path):
     """Deletes of users while another user's appends keep coming: every append lands, none waits
     for a purge's rewrite (only for the short delete and version cleanup), and once each delete

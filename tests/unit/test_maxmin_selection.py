@@ -132,3 +132,13 @@ def test_the_argmax_ceiling_shows_where_the_compromise_loses_the_majority():
     scores = argmax_scores(splits, answers, seed=0, majority=0.8, users=40)
     assert scores["single"] == {"enthusiastic": [1.0, 1.0], "concise": [0.0, 0.0]}
     assert scores["maxmin"] == {"enthusiastic": [1.0, 0.0], "concise": [1.0, 1.0]}
+
+
+def test_a_policy_without_a_loss_is_a_usage_error():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.maxmin_policy", "--dpo", "0", "--nll", "0"], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--dpo (0.0) and --nll (0.0)" in done.stderr
