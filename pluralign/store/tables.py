@@ -550,12 +550,18 @@ class Store:
                         self._indexed.discard(name)
         with self._lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            # deprecated for `Table.optimize`, which would also compact and re-index here, under the write lock
+            warnings.simplefilter("ignore", DeprecationWarning)
             table.cleanup_old_versions(timedelta(0), delete_unverified=True)
 
     @staticmethod
     def _rewrite(table) -> None:
         """Rewrite every fragment with a deletion and rebuild the BITMAP indexes (`_purge`)."""
-        table.compact_files(materialize_deletions_threshold=0.0)
+        with warnings.catch_warnings():
+            # deprecated for `Table.optimize`, which has no `materialize_deletions_threshold` (lancedb 0.40):
+            # without 0.0, a fragment under 10% deleted keeps the deleted rows in its data file
+            warnings.simplefilter("ignore", DeprecationWarning)
+            table.compact_files(materialize_deletions_threshold=0.0)
         for column in INDEXED_COLUMNS:
             table.create_index(column, config=Bitmap(), replace=True)
 
