@@ -454,6 +454,12 @@ def main() -> None:
         parser.error("--json reports MaxMin minus single: run both --objectives")
     if args.dpo < 0 or args.nll < 0 or args.dpo + args.nll == 0:
         parser.error(f"--dpo ({args.dpo}) and --nll ({args.nll}) must be >= 0 and not both 0: the policy needs a loss")
+    if any(not 0.5 <= m < 1 for m in args.majority):  # shares of the enthusiastic majority; the concise minority needs users
+        parser.error(f"--majority {' '.join(map(str, args.majority))}: each share must be in [0.5, 1)")
+    if args.users < 1 or args.max_new_tokens < 1 or args.limit < 0:
+        parser.error(f"--users ({args.users}) and --max-new-tokens ({args.max_new_tokens}) must be >= 1, --limit ({args.limit}) >= 0")
+    if len(set(seeds)) < len(seeds):
+        parser.error(f"--seeds {' '.join(map(str, seeds))}: a seed given twice would count twice over seeds")
 
     train_q, val_q, test_q = questions()
     limit = args.limit or None

@@ -68,6 +68,7 @@ from scipy.special import expit, ndtr
 COMPARE_MIN_BITS = 0.1
 
 _PROBIT = math.sqrt(math.pi / 8)  # sigmoid(f) ~ Phi(f * _PROBIT)
+_PREDICTIVE_ROWS = 256  # comparisons per block in `particle_predictive`: 128 users x 256 x D=76 doubles = 20 MB
 _C = math.sqrt(math.pi * math.log(2) / 2)  # Houlsby et al.'s constant: h(Phi(x)) ~ exp(-x^2 / (pi ln 2))
 SAMPLES = 256  # posterior samples of the Monte Carlo criteria: a 0.23-bit best pair's value has sd 0.02 bits across seeds
 CRITERIA = ("best", "coefficients")  # chat's `compare_target`: `best_information` or BALD's `pair_information`
@@ -182,8 +183,11 @@ def particle_predictive(diff: np.ndarray, means: np.ndarray, covs: np.ndarray) -
     means, covs = np.atleast_2d(np.asarray(means, np.float64)), np.asarray(covs, np.float64)
     if diff.shape[1] != means.shape[1] or covs.shape != (means.shape[0], means.shape[1], means.shape[1]):
         raise ValueError(f"pairs {diff.shape}, means {means.shape} and covs {covs.shape} do not agree")
-    var = np.maximum(np.einsum("pd,ude,pe->pu", diff, covs, diff), 0.0)  # (P, U)
-    return expit((diff @ means.T) / np.sqrt(1.0 + _PROBIT**2 * var))
+    var = np.empty((len(diff), len(means)))  # (P, U): the matmul first (~10x faster than one einsum at 200 x 128),
+    for start in range(0, len(diff), _PREDICTIVE_ROWS):  # a block of rows at a time: (U, rows, D) stays small
+        block = diff[start:start + _PREDICTIVE_ROWS]
+        var[start:start + len(block)] = np.einsum("upe,pe->pu", block @ covs, block)
+    return expit((diff @ means.T) / np.sqrt(1.0 + _PROBIT**2 * np.maximum(var, 0.0)))
 
 
 def group_information(prob: np.ndarray, weights: np.ndarray, groups: np.ndarray) -> np.ndarray:

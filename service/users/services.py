@@ -523,7 +523,7 @@ def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> tup
     Only their fitted coefficients are read, never their texts."""
     model = rewards.user_model
     means, covs = [], []
-    for record in rt.store.fitted_users(tenant, POPULATION_USERS + 1):
+    for record in rt.store.fitted_users(tenant, POPULATION_USERS + 1, pal_version=rewards.version):  # stale rows never fill the bound
         state = stored_state(record)
         if record.user_id != user_id and state is not None and state.n > 0 and model.fits(state, stated_of(record).signs()):
             means.append(state.mean_array())

@@ -225,3 +225,41 @@ def test_onboarding_by_population_asks_which_known_user_the_new_one_is_like(svc)
         assert c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"}).json()["population_users"] == 5
         bad = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "everyone"})
         assert bad.status_code == 400 and "target" in bad.text
+
+
+def test_onboarding_by_population_skips_users_of_an_older_population_without_losing_the_current_ones(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """After the population model is swapped, users who have not been back keep states of the old
+    one: they are skipped, and they must not fill the bounded read of fitted users so that the
+    users already refitted against the new population are never found (the criterion would fall
+    back to BALD for good once a tenant had more dormant users than the bound)."""
+    import shutil
+
+    import service.users.services as users_services
+
+    monkeypatch.setattr(users_services, "POPULATION_USERS", 2)  # the bound, small enough to fill with three users
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm)
+    short, long_ = short_and_long("travel")
+    pool = [{"prompt": "Tips on travel?", "answers": [short, long_]}]
+
+    def fitted(c, user: str, likes_short: bool) -> None:
+        for topic in TOPICS[:4]:
+            s, l_ = short_and_long(topic)
+            chosen, rejected = (s, l_) if likes_short else (l_, s)
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tips on {topic}?",
+                                                "chosen": chosen, "rejected": rejected}).status_code == 201
+        assert c.get(f"/v1/users/{user}").status_code == 200  # the profile read fits the user
+
+    with server, svc.client() as c:
+        for u in range(3):
+            fitted(c, f"old{u}", u % 2 == 0)
+        newer = tmp_path / "pal-2"
+        shutil.copytree(tiny_pal_dir, newer)
+        (newer / "retrained.txt").write_text("another checkpoint version\n")
+        version = svc.runtime.swap_rewards(newer).version  # old0..old2 now hold states of the old population
+        fitted(c, "new0", True)
+        fitted(c, "new1", False)
+        assert c.get("/v1/users/new0").json()["pal"]["version"] == version
+        out = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"})
+        assert out.status_code == 200, out.text
+        assert out.json()["criterion"] == "population" and out.json()["population_users"] == 2, out.json()

@@ -225,3 +225,26 @@ def test_group_choice_beats_random_where_it_should(k=2):
             predicted = particle_predictive(test, means, covs) @ particle_posterior(prob[picks])
             out.append(np.mean((predicted > 0.5) == (test @ truth > 0)))
     assert np.mean(active) > np.mean(random_) + 0.05, (np.mean(active), np.mean(random_))
+
+
+def test_particle_predictive_keeps_memory_bounded_on_a_long_history():
+    """A user with thousands of comparisons (next-comparison's `population` target scores all of
+    them against up to 128 known users): the (U, P, D) product is made a block of rows at a time,
+    not at once (64 x 3000 x 76 doubles would be 117 MB for one request), with the same values."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    users, pairs, dim = 64, 3000, 76
+    diff, means = rng.normal(size=(pairs, dim)), rng.normal(size=(users, dim))
+    a = rng.normal(size=(users, dim, dim)) / dim
+    covs = a @ a.transpose(0, 2, 1)
+    tracemalloc.start()
+    try:
+        prob = particle_predictive(diff, means, covs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 30e6, f"{peak / 1e6:.0f} MB"
+    direct = np.einsum("pd,ude,pe->pu", diff[:50], covs, diff[:50])
+    from scipy.special import expit
+    assert np.allclose(prob[:50], expit(diff[:50] @ means.T / np.sqrt(1 + np.pi / 8 * direct)))

@@ -98,3 +98,12 @@ def test_a_k_below_one_is_a_clear_usage_error():
         result = run_cli(*command, "--k", "0")
         assert result.returncode == 2
         assert "--k" in result.stderr and "expected an integer >= 1, got 0" in result.stderr
+
+
+def test_an_active_target_without_active_shots_is_a_clear_usage_error():
+    """`--active-target` only chooses how `--shots active` picks; with random shots it was silently
+    ignored and the report had no active figures, so a run asked for one thing and measured another."""
+    for target in ("group", "predictive", "coefficients"):
+        result = run_cli("eval", "--model", "pal-a+residual", "--protocol", "persona", "--active-target", target, timeout=120)
+        assert result.returncode == 2, result.stdout[-500:]
+        assert "--active-target" in result.stderr and "--shots active" in result.stderr

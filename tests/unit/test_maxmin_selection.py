@@ -142,3 +142,23 @@ def test_a_policy_without_a_loss_is_a_usage_error():
     done = subprocess.run([sys.executable, "-m", "benchmarks.maxmin_policy", "--dpo", "0", "--nll", "0"], cwd=Path(__file__).resolve().parents[2],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--dpo (0.0) and --nll (0.0)" in done.stderr
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--majority", "1.5"], "--majority"),  # a share above 1 printed a "150/-50" row of figures
+    (["--majority", "0.8", "1.0"], "--majority"),  # a minority of no users: its "gain" means nothing
+    (["--majority", "0.2"], "--majority"),  # the enthusiastic side would be the minority, mislabelled
+    (["--users", "0"], "--users"),  # an IndexError from the BT fit
+    (["--max-new-tokens", "0"], "--max-new-tokens"),  # a ValueError from transformers after loading the base
+    (["--limit", "-1"], "--limit"),  # silently dropped each split's last question
+    (["--seeds", "0", "0"], "--seeds"),  # one seed counted twice in the interval over seeds
+])
+def test_odd_ceiling_flags_are_usage_errors_before_any_work(flags, named):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.maxmin_policy", "--ceiling", "--work", "/nonexistent/never-written", *flags],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-800:]
+    assert named in done.stderr

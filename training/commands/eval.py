@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.evaluation import EvalConfig, evaluate, load_protocol
     from pluralign.reward.registry import build_model
 
+    if args.active_target is not None and args.shots != "active":  # it would be ignored: no active figures at all
+        print(f"error: --active-target {args.active_target} chooses how --shots active picks; add --shots active (or drop --active-target)", file=sys.stderr)
+        return 2
     if args.threads:
         import torch
 
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     active = args.shots == "active"
     bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())
     report = evaluate(model, protocol, encoder, shots=config.shots, progress=lambda k: bar.update(), active=active,
-                      active_target=args.active_target)
+                      active_target=args.active_target or "coefficients")
     bar.close()
     if not args.json:
         print(f"model {report['model']} on {report['protocol']}: {report['seen_users']} seen, {report['unseen_users']} unseen users")
@@ -87,8 +90,8 @@ def register(sub) -> None:
     p.add_argument("--shots", choices=["random", "active"], default="random",
                    help="unseen users' k support comparisons: the pool's first k (random order), or also chosen by "
                         "expected information gain on the user model's posterior (`active`, +residual models)")
-    p.add_argument("--active-target", choices=["coefficients", "predictive", "group"], default="coefficients",
-                   help="with --shots active: what each chosen comparison should teach most about, the user model's "
+    p.add_argument("--active-target", choices=["coefficients", "predictive", "group"], default=None,
+                   help="only with --shots active (default coefficients): what each chosen comparison should teach most about, the user model's "
                         "coefficients (BALD), the user's answers to the rest of their pool (EPIG), or which group of "
                         "seen users the user is like (group; predicted by those users, random k the same way beside it)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
