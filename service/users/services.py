@@ -515,6 +515,7 @@ class NextComparison(msgspec.Struct, kw_only=True):
 
 
 POPULATION_USERS = 128  # at most this many of the tenant's fitted users in a `population` choice (P x U x D^2 work)
+POPULATION_HISTORY = 1000  # the user's newest comparisons that weigh the known users (each is scored by every one of them)
 
 
 def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> tuple[np.ndarray, np.ndarray]:
@@ -542,8 +543,11 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     `target` "coefficients": information about the user's coefficients (BALD on their posterior).
     "population": information about which of the tenant's fitted users (`population_particles`)
     the user is like, weighted by how well each predicts the user's comparisons so far
-    (`group_information` with each known user their own group, `particle_posterior`); with fewer
-    than two such users it falls back to "coefficients" (the response's `criterion` says which).
+    (`group_information` with each known user their own group, `particle_posterior`, over the user's
+    newest `POPULATION_HISTORY` comparisons). It falls back to "coefficients" (the response's
+    `criterion` says which) with fewer than two such users, or when no pair carries
+    `compare_min_bits` about them: known users who predict alike cannot tell the user apart, and
+    the user's own model may still be worth asking about.
     Raises a 400 naming `pool` when there is nothing to choose from."""
     from pluralign.user.active import all_pairs, group_information, pair_information, particle_posterior, particle_predictive
     from service.errors import bad_request
@@ -576,16 +580,19 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     x = model.candidates(prompt_vec, answer_vec, answers).x  # (M, D)
     a, b = np.asarray([k[0] for k in keep]), np.asarray([k[1] for k in keep])
     means, covs = population_particles(rt, tenant, user_id, rewards) if target == "population" else (np.zeros((0,)), None)
+    bits, criterion = None, "coefficients"
     if len(means) >= 2:
-        prompt, chosen, rejected, chosen_texts, rejected_texts = rt.store.history(tenant, user_id).comparison_set()
+        prompt, chosen, rejected, chosen_texts, rejected_texts = (
+            part[-POPULATION_HISTORY:] for part in rt.store.history(tenant, user_id).comparison_set())
         seen = (particle_predictive(model.candidates(prompt, chosen, chosen_texts).x - model.candidates(prompt, rejected, rejected_texts).x, means, covs)
                 if len(prompt) else np.zeros((0, len(means))))
         bits = group_information(particle_predictive(x[a] - x[b], means, covs), particle_posterior(seen), np.arange(len(means)))
         criterion = "population"
-    else:
+        if bits.max() < rt.settings.compare_min_bits:  # the known users cannot tell this user apart: ask about the user's own model
+            bits, criterion = None, "coefficients"
+    if bits is None:
         mean, cov = model.posterior(weights.state, weights.stated.signs())
         bits = pair_information(x[a] - x[b], mean, cov)
-        criterion = "coefficients"
     best = int(np.argmax(bits))
     i, j = int(a[best]), int(b[best])
     return NextComparison(

@@ -194,7 +194,7 @@ def test_onboarding_returns_the_most_informative_pair_from_a_pool(svc):
         assert none.status_code == 400 and "pool" in none.text
 
 
-def test_onboarding_by_population_asks_which_known_user_the_new_one_is_like(svc):
+def test_onboarding_by_population_asks_which_known_user_the_new_one_is_like(svc, monkeypatch):
     """`target: population`: the pair whose answer tells most about which of the tenant's fitted
     users a new user is like. Runs on the other tenant (after the test above found it empty)."""
     short, long_ = short_and_long("travel")
@@ -215,6 +215,14 @@ def test_onboarding_by_population_asks_which_known_user_the_new_one_is_like(svc)
         # the other tenant's many users are not this population: only globex's six
         assert first["criterion"] == "population" and first["population_users"] == 6
         assert first["prompt"] == "Tips on travel?" and set(first["answers"]) == {short, long_} and first["bits"] > 0.1
+        # known users who tell the new one apart by less than the threshold: ask about the user's own model instead
+        import msgspec
+
+        monkeypatch.setattr(svc.runtime, "settings", msgspec.structs.replace(svc.runtime.settings, compare_min_bits=first["bits"] + 0.05))
+        fallback = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"}).json()
+        assert fallback["criterion"] == "coefficients" and fallback["population_users"] == 0
+        assert fallback["bits"] > first["bits"] + 0.05 and fallback["worth_asking"]  # BALD still has something to ask
+        monkeypatch.undo()
         s, l_ = short_and_long("hiking")  # the new user answers like the even users
         assert c.post("/v1/feedback", json={"type": "comparison", "user": "newbie", "prompt": "Tips on hiking?",
                                             "chosen": s, "rejected": l_}).status_code == 201
