@@ -4,7 +4,7 @@
     python -m benchmarks.bars --check         # exit 1 when the block differs from what the results say
 
 Reads benchmarks/results/*.json (small summaries written with `--out` by benchmarks.maxmin_policy,
-its `--ceiling` mode, benchmarks.ukp_seeds and benchmarks.fspo_reward) and replaces only the lines between `<!-- bars:seeds:start -->` and
+its `--ceiling` mode, benchmarks.ukp_seeds, benchmarks.fspo_reward and benchmarks.active_shots) and replaces only the lines between `<!-- bars:seeds:start -->` and
 `<!-- bars:seeds:end -->`; every other line of the file (other issues' rows) is left as it is.
 
 A bar is marked met only over at least 3 seeds, in the bar's own setting, when the lower end of its
@@ -28,7 +28,7 @@ MAXMIN_GAIN, MAXMIN_GAP = 0.20, -0.05
 
 
 def points(x: float) -> str:
-    return f"{x * 100:+.1f}"
+    return f"{round(x * 100, 1) + 0.0:+.1f}"  # + 0.0: a difference of -1e-17 reads +0.0, not -0.0
 
 
 def span(interval) -> str:
@@ -131,7 +131,24 @@ def maxmin_ceiling_rows(result: dict, source: str) -> list[str]:
     return [f"| 17 seeds | MaxMin policy, ceiling: each objective's top variant of the base's own answer | {figure} | {verdict} |"]
 
 
-RENDERERS = {"maxmin_policy": maxmin_rows, "ukp_seeds": ukp_rows, "fspo_reward": fspo_rows, "maxmin_ceiling": maxmin_ceiling_rows}
+def active_shots_rows(result: dict, source: str) -> list[str]:
+    """`benchmarks.active_shots`: issue 16's offline bar (k chosen comparisons against 2k random ones)
+    with each paired difference's interval over unseen users; met where every lower end is >= 0."""
+    cells, met = [], True
+    for pop in result["populations"]:
+        parts = []
+        for name, row in pop["bar"].items():
+            parts.append(f"{name.replace('_', ' ')} {row['active']:.3f} vs {row['random']:.3f}, {points(row['difference'])} {span(row['interval'])}")
+            met = met and row["interval"][0] >= 0.0
+        cells.append(f"g{pop['groups']} s{pop['seed']} ({pop['unseen_users']} users): " + "; ".join(parts))
+    figure = ("chosen by which group of seen users the user is like, against random comparisons predicted by the seen users or fitted, "
+              "points, [95% bootstrap interval over unseen users]: " + " | ".join(cells) + f" (`{source}`)")
+    verdict = "yes: every interval's lower end >= 0" if met else "not every interval clears 0 (within the noise of which users were drawn)"
+    return [f"| 16 elicitation (intervals) | persona unseen: 2 and 5 chosen comparisons >= 4 and 10 random ones | {figure} | {verdict} |"]
+
+
+RENDERERS = {"maxmin_policy": maxmin_rows, "ukp_seeds": ukp_rows, "fspo_reward": fspo_rows, "maxmin_ceiling": maxmin_ceiling_rows,
+             "active_shots": active_shots_rows}
 
 
 def render(results_dir: Path) -> list[str]:

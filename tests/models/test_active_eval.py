@@ -63,3 +63,26 @@ def test_group_target_chooses_by_the_seen_users_and_reports_them_like_for_like(o
     # with no support, a new user is predicted as the seen users' average
     none = model.prob_new_users_particles(pool.select([]), query)
     assert np.allclose(none, particles.predictive(model._design(query, np.arange(len(query)))).mean(1))
+
+
+def test_the_active_shots_benchmark_pairs_each_user_with_themself(opposed, minilm):
+    """benchmarks/active_shots.py: per-user accuracies for the three ways, and the bar's paired
+    differences with an interval over users that holds the mean."""
+    from benchmarks.active_shots import compare, measure
+    from benchmarks.bars import active_shots_rows
+
+    model = build_model("pal-a+residual", k=2, seed=0)
+    evaluate(model, opposed, minilm, shots=(2,))  # fits on the seen users
+    values = measure(model, opposed, minilm, shots=(2, 4))
+    users = set(opposed.unseen.support)
+    for ways in values.values():
+        assert set(ways) == {"random_fit", "random_seen_users", "active"}
+        assert all(set(v) == users and all(0 <= a <= 1 for a in v.values()) for v in ways.values())
+    bar = compare(values, 0)
+    assert set(bar) == {"2 vs 4 random_seen_users", "2 vs 4 random_fit"}  # 5 vs 10 was not measured
+    for row in bar.values():
+        assert row["users"] == len(users) and row["interval"][0] <= row["difference"] <= row["interval"][1]
+        assert row["difference"] == pytest.approx(row["active"] - row["random"])
+        assert row["met"] == (row["interval"][0] >= 0)
+    line = active_shots_rows({"populations": [{"groups": 2, "seed": 0, "unseen_users": len(users), "bar": bar}]}, "x.json")[0]
+    assert line.startswith("| 16 elicitation (intervals) |") and "g2 s0 (8 users)" in line
