@@ -43,12 +43,9 @@ def per_user(prob: np.ndarray, query) -> dict[str, float]:
 def measure(model, protocol, encoder, shots=SHOTS) -> dict[str, dict[str, dict[str, float]]]:
     """Per k and way (`random_fit`, `random_seen_users`, `active`): {user id: query accuracy}, for a
     model already fitted on the protocol's seen users."""
-    from pluralign.evaluation import embed_pairs, unseen_batches
+    from pluralign.evaluation import unseen_batches, unseen_pool
 
-    users = list(protocol.unseen.support)
-    attr = protocol.group_attribute
-    pool = embed_pairs([r for u in users for r in protocol.unseen.support[u]], encoder, users, attr)
-    query = embed_pairs([r for u in users for r in protocol.unseen.query[u]], encoder, users, attr)
+    pool, query = unseen_pool(protocol, encoder)
     out = {}
     for k in shots:
         support, q = unseen_batches(protocol, encoder, k)

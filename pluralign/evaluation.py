@@ -88,15 +88,22 @@ def unseen_batches(protocol: Protocol, encoder: Encoder, k: int) -> tuple[PairBa
     return embed_pairs(support, encoder, users, attr), embed_pairs(query, encoder, users, attr)
 
 
+def unseen_pool(protocol: Protocol, encoder: Encoder) -> tuple[PairBatch, PairBatch]:
+    """(every unseen user's whole support pool, their query pairs), embedded, users in the
+    protocol's order: what an active choice picks from and is measured on."""
+    users = list(protocol.unseen.support)
+    attr = protocol.group_attribute
+    pool = embed_pairs([r for u in users for r in protocol.unseen.support[u]], encoder, users, attr)
+    return pool, embed_pairs([r for u in users for r in protocol.unseen.query[u]], encoder, users, attr)
+
+
 def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, selection: str = "model",
                   target: str = "coefficients") -> dict[str, float]:
     """Unseen users' macro accuracy per k when each user's k support comparisons are chosen from
     their whole support pool by the model's active criterion (`prob_new_users_active`: expected
     information gain on the user model's posterior) instead of the pool's first k (random order)."""
     users = list(protocol.unseen.support)
-    attr = protocol.group_attribute
-    pool = embed_pairs([r for u in users for r in protocol.unseen.support[u]], encoder, users, attr)
-    query = embed_pairs([r for u in users for r in protocol.unseen.query[u]], encoder, users, attr)
+    pool, query = unseen_pool(protocol, encoder)
     out = {}
     for k in shots:
         if not any(len(protocol.unseen.support[u]) >= k for u in users):
