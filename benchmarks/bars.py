@@ -4,8 +4,9 @@
     python -m benchmarks.bars --check         # exit 1 when the block differs from what the results say
 
 Reads benchmarks/results/*.json (small summaries written with `--out` by benchmarks.maxmin_policy,
-its `--ceiling` mode, benchmarks.ukp_seeds, benchmarks.fspo_reward and benchmarks.active_shots) and replaces only the lines between `<!-- bars:seeds:start -->` and
-`<!-- bars:seeds:end -->`; every other line of the file (other issues' rows) is left as it is.
+its `--ceiling` mode, benchmarks.ukp_seeds, benchmarks.fspo_reward and benchmarks.active_shots) and
+replaces only the lines between `<!-- bars:seeds:start -->` and `<!-- bars:seeds:end -->`; every
+other line of the file (other issues' rows) is left as it is.
 
 A bar is marked met only over at least 3 seeds, in the bar's own setting, when the lower end of its
 interval (a bootstrap over questions or users of the mean over seeds, benchmarks/intervals.py)

@@ -384,8 +384,11 @@ def ceiling(args, seeds: list[int], splits: dict[str, list[str]]) -> dict:
     rates). No policy is trained; only the base's answers are generated (or read from WORK)."""
     from benchmarks.intervals import summarize
 
-    out = {}
-    per_seed = {s: base_answers(Path(args.work) / f"seed-{s}", {p: splits[p] for p in ("train", "test")}, s, args.max_new_tokens, args.base_model) for s in seeds}
+    out, per_seed = {}, {}
+    for s in seeds:
+        work = Path(args.work) / f"seed-{s}"
+        work.mkdir(parents=True, exist_ok=True)
+        per_seed[s] = base_answers(work, {p: splits[p] for p in ("train", "test")}, s, args.max_new_tokens, args.base_model)
     for majority in args.majority:
         scores = {s: argmax_scores(splits, per_seed[s], s, majority, args.users) for s in seeds}
         row = {o: {g: summarize([scores[s][o][g] for s in seeds], seeds) for g in ("enthusiastic", "concise")} for o in ("single", "maxmin")}
@@ -465,8 +468,8 @@ def main() -> None:
     limit = args.limit or None
     splits = {"train": train_q[:limit], "val": val_q[:limit], "test": test_q[:limit]}
     if args.ceiling:
-        for d in (Path(args.work) / f"seed-{s}" for s in seeds):
-            d.mkdir(parents=True, exist_ok=True)
+        from benchmarks.bars import points, span
+
         rows = ceiling(args, seeds, splits)
         print(f"each objective's top candidate among the style variants of the base's own test answer, {len(seeds)} seed(s) x {len(splits['test'])} test questions:")
         print("| majority/minority | policy | enthusiastic (majority) | concise (minority) |")
@@ -477,7 +480,7 @@ def main() -> None:
                 print(f"| {split} | {name} | " + " | ".join(f"{row[name][g]['mean']:.3f} ({' / '.join(f'{v:.2f}' for v in row[name][g]['per_seed'].values())})" for g in ("enthusiastic", "concise")) + " |")
             for name in ("majority_gap", "minority_gain"):
                 c = row[name]
-                print(f"| {split} | {name} | {c['mean'] * 100:+.1f} [{c['interval'][0] * 100:+.1f}, {c['interval'][1] * 100:+.1f}] (per seed {' / '.join(f'{v * 100:+.1f}' for v in c['per_seed'].values())}) | |")
+                print(f"| {split} | {name} | {points(c['mean'])} {span(c['interval'])} (per seed {' / '.join(points(v) for v in c['per_seed'].values())}) | |")
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")

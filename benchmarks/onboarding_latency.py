@@ -34,7 +34,7 @@ from benchmarks.user_refit import ANSWERS, service_shaped_user_model
 
 def main(argv: list[str] | None = None) -> None:
     from pluralign.store import Store, UserRecord
-    from pluralign.user.active import group_information, pair_information, particle_posterior, particle_predictive
+    from pluralign.user.active import group_information, pair_information, particle_posterior
     from service.users.services import population_particles
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -67,17 +67,16 @@ def main(argv: list[str] | None = None) -> None:
         times: dict[str, list[float]] = {"read": [], "choose": [], "bald": []}
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            means, covs = population_particles(rt, "t", "asking", rewards)
+            particles = population_particles(rt, "t", "asking", rewards)
             t1 = time.perf_counter()
-            weights = particle_posterior(particle_predictive(history, means, covs)) if len(history) else np.full(len(means), 1 / len(means))
-            bits = group_information(particle_predictive(diff, means, covs), weights, np.arange(len(means)))
+            bits = group_information(particles.predictive(diff), particle_posterior(particles.predictive(history)), particles.groups)
             t2 = time.perf_counter()
             pair_information(diff, state.mean_array(), state.cov_array())
             t3 = time.perf_counter()
             for key, ms in (("read", t1 - t0), ("choose", t2 - t1), ("bald", t3 - t2)):
                 times[key].append(ms * 1000)
-        if len(means) != args.users or not np.isfinite(bits).all():
-            raise SystemExit(f"read {len(means)} of {args.users} users, or the information is not finite")
+        if len(particles) != args.users or not np.isfinite(bits).all():
+            raise SystemExit(f"read {len(particles)} of {args.users} users, or the information is not finite")
     out = {key: {"median_ms": round(float(np.median(v)), 2), "p90_ms": round(float(np.percentile(v, 90)), 2)} for key, v in times.items()}
     out["setting"] = {"users": args.users, "pairs": args.pairs, "history": args.history, "repeats": args.repeats, "dim": um.dim}
     print(f"population onboarding: {args.users} known users, {args.pairs} pairs, {args.history} comparisons of the user's, D = {um.dim}")

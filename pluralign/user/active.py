@@ -190,6 +190,23 @@ def particle_predictive(diff: np.ndarray, means: np.ndarray, covs: np.ndarray) -
     return expit((diff @ means.T) / np.sqrt(1.0 + _PROBIT**2 * np.maximum(var, 0.0)))
 
 
+@dataclass(frozen=True)
+class Particles:
+    """U known users as a discrete population: posterior means (U, D), covariances (U, D, D) and
+    each one's group (U,) ints (each user their own group: information about which user)."""
+
+    means: np.ndarray
+    covs: np.ndarray
+    groups: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.means)
+
+    def predictive(self, design: np.ndarray) -> np.ndarray:
+        """(P, U): each known user's predictive probability that each row's first answer wins."""
+        return particle_predictive(design, self.means, self.covs)
+
+
 def group_information(prob: np.ndarray, weights: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Information, in bits, that the answer to each comparison carries about which *group* a new
     user belongs to, when the user is taken to be one of U known users (a discrete prior over them,
@@ -213,13 +230,13 @@ def group_information(prob: np.ndarray, weights: np.ndarray, groups: np.ndarray)
     return np.clip(_entropy_bits(prob @ weights) - expected, 0.0, 1.0)
 
 
-def select_by_group(prob: np.ndarray, groups: np.ndarray, k: int) -> tuple[list[int], np.ndarray]:
+def select_by_group(prob: np.ndarray, groups: np.ndarray, k: int) -> list[int]:
     """Offline choice of k of P comparisons whose outcomes are known (prob (P, U): each known user's
     predictive that the comparison's *chosen* answer wins, `particle_predictive` of chosen minus
     rejected), one at a time, each the one with the most `group_information` under the posterior
     over the U known users given the answers chosen before (uniform prior, Bayes' rule with the
-    predictive as likelihood). Returns (the min(k, P) distinct indices in the order chosen, the
-    posterior weights (U,) after all of them). Raises ValueError on mismatched shapes."""
+    predictive as likelihood). Returns the min(k, P) distinct indices in the order chosen. Raises
+    ValueError on mismatched shapes."""
     prob = np.atleast_2d(np.asarray(prob, np.float64))
     weights = np.full(prob.shape[1], 1.0 / prob.shape[1])
     chosen: list[int] = []
@@ -229,7 +246,7 @@ def select_by_group(prob: np.ndarray, groups: np.ndarray, k: int) -> tuple[list[
         chosen.append(best)
         left[best] = False
         weights = particle_posterior(prob[chosen])
-    return chosen, weights
+    return chosen
 
 
 def particle_posterior(prob_observed: np.ndarray) -> np.ndarray:

@@ -314,11 +314,16 @@ class UserModel:
         chosen_named: np.ndarray, rejected_named: np.ndarray, fitted_at: float = 0.0,
     ) -> UserState:
         """`fit` with the answers' named features (N, F) each instead of their texts."""
-        if len(prompt):
-            design = self._split(self._diff(prompt, chosen, rejected)[3], np.asarray(chosen_named) - np.asarray(rejected_named))
-        else:
-            design = np.zeros((0, self.dim))
-        return self._posterior(np.asarray(logits, np.float64), design, fitted_at)
+        return self._posterior(np.asarray(logits, np.float64), self.design(prompt, chosen, rejected, chosen_named, rejected_named), fitted_at)
+
+    def design(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, chosen_named: np.ndarray,
+               rejected_named: np.ndarray) -> np.ndarray:
+        """(N, D) chosen-minus-rejected coordinates of N comparisons (embeddings (N, d) each, the
+        answers' named features (N, F) each, `response_features`), from one pass of the population
+        model's networks: the rows a user's Bradley-Terry likelihood and the active criteria read."""
+        if not len(prompt):
+            return np.zeros((0, self.dim))
+        return self._split(self._diff(prompt, chosen, rejected)[3], np.asarray(chosen_named) - np.asarray(rejected_named))
 
     def fits(self, state: UserState | None, stated: Mapping[str, int] | None = None) -> bool:
         """Whether a stored state belongs to this model (same population checkpoint and features)

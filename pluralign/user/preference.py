@@ -11,8 +11,6 @@ persona users it lets them move. Group recovery is PAL's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
@@ -20,25 +18,10 @@ from pluralign.reward.features import PairBatch
 from pluralign.reward.model_selection import KSelected
 from pluralign.reward.pal_fit import fit_users
 from pluralign.reward.pal_preference import PALPreference
+from pluralign.user.active import Particles
 from pluralign.user.model import ResidualPrior, UserModel, UserState
 
 SCALES = (0.03, 0.1, 0.3, 1.0)  # candidate multipliers of the prior's standard deviations
-
-
-@dataclass(frozen=True)
-class Particles:
-    """U seen users as a discrete population: posterior means (U, D), covariances (U, D, D) and
-    each one's group (U,) ints."""
-
-    means: np.ndarray
-    covs: np.ndarray
-    groups: np.ndarray
-
-    def predictive(self, design: np.ndarray) -> np.ndarray:
-        """(P, U): each seen user's predictive probability that each row's first answer wins."""
-        from pluralign.user.active import particle_predictive
-
-        return particle_predictive(design, self.means, self.covs)
 
 
 def _numpy(t: torch.Tensor | None) -> np.ndarray:
@@ -55,6 +38,7 @@ class ResidualPreference:
         self.prior = prior
         self.user_model: UserModel | None = None
         self.states: dict[str, tuple[np.ndarray, UserState]] = {}
+        self._particles: Particles | None = None  # `population_particles`, from the states of the last fit
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
         metrics = self.selector.fit(train, val)
@@ -74,6 +58,7 @@ class ResidualPreference:
             if best is None or loglik > best[0]:
                 best = (loglik, scale, self.user_model, self.states, prob)
         _, scale, self.user_model, self.states, prob = best
+        self._particles = None
         metrics["residual_scale"] = scale
         if len(val):
             metrics["val_acc"] = float((prob > 0.5).mean())
@@ -158,7 +143,7 @@ class ResidualPreference:
                 continue
             design = self._design(pool, rows)  # (P, D)
             if particles is not None:
-                picks, _ = select_by_group(particles.predictive(design), particles.groups, k)
+                picks = select_by_group(particles.predictive(design), particles.groups, k)
             else:
                 picks = select_active(design, start_mean, start_precision, k, self.prior.newton_steps, self.prior.tol, target)
             take.extend(rows[picks].tolist())
@@ -171,12 +156,15 @@ class ResidualPreference:
 
     def population_particles(self) -> Particles:
         """The seen users' fitted posteriors (Gaussian means and covariances) and PAL's group of each
-        (`user_clusters`): the discrete population a new user is compared against."""
-        names = list(self.states)
-        clusters = self.pal.user_clusters() or {}
-        means = np.stack([self.states[n][1].mean_array() for n in names])  # (U, D)
-        covs = np.stack([self.states[n][1].cov_array() for n in names])  # (U, D, D)
-        return Particles(means, covs, np.array([clusters.get(n, j) for j, n in enumerate(names)]))
+        (`user_clusters`): the discrete population a new user is compared against. Built once per
+        `fit` (PAL's clustering runs once, not for every k)."""
+        if self._particles is None:
+            names = list(self.states)
+            clusters = self.pal.user_clusters() or {}
+            means = np.stack([self.states[n][1].mean_array() for n in names])  # (U, D)
+            covs = np.stack([self.states[n][1].cov_array() for n in names])  # (U, D, D)
+            self._particles = Particles(means, covs, np.array([clusters.get(n, j) for j, n in enumerate(names)]))
+        return self._particles
 
     def prob_new_users_particles(self, support: PairBatch, query: PairBatch, particles: Particles | None = None) -> np.ndarray:
         """Query probabilities (Q,) for new users predicted as the seen users would answer: each new
@@ -196,16 +184,14 @@ class ResidualPreference:
             if not len(q_rows):
                 continue
             s_rows = np.flatnonzero(s_user == index[name]) if name in index else np.zeros(0, int)
-            observed = particles.predictive(self._design(support, s_rows)) if len(s_rows) else np.zeros((0, len(particles.means)))
+            observed = particles.predictive(self._design(support, s_rows))  # (0, U) without support: the uniform prior
             out[q_rows] = particles.predictive(self._design(query, q_rows)) @ particle_posterior(observed)
         return out
 
     def _design(self, pairs: PairBatch, rows: np.ndarray) -> np.ndarray:
         """(len(rows), D) chosen-minus-rejected coordinates of the given rows of `pairs`."""
-        um = self.user_model
-        p, c, r = _numpy(pairs.prompt[rows]), _numpy(pairs.chosen[rows]), _numpy(pairs.rejected[rows])
-        named = _numpy(pairs.chosen_named[rows]) - _numpy(pairs.rejected_named[rows])
-        return um._split(um._diff(p, c, r)[3], named)
+        return self.user_model.design(_numpy(pairs.prompt[rows]), _numpy(pairs.chosen[rows]), _numpy(pairs.rejected[rows]),
+                                      _numpy(pairs.chosen_named[rows]), _numpy(pairs.rejected_named[rows]))
 
     def user_clusters(self) -> dict[str, int] | None:
         return self.pal.user_clusters()

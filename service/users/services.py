@@ -518,20 +518,22 @@ POPULATION_USERS = 128  # at most this many of the tenant's fitted users in a `p
 POPULATION_HISTORY = 1000  # the user's newest comparisons that weigh the known users (each is scored by every one of them)
 
 
-def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> tuple[np.ndarray, np.ndarray]:
-    """Means (U, D) and covariances (U, D, D) of up to `POPULATION_USERS` of the tenant's other users
-    whose stored user model belongs to the current population model (`UserModel.fits`); U may be 0.
-    Only their fitted coefficients are read, never their texts."""
+def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Particles:
+    """Up to `POPULATION_USERS` of the tenant's other users whose stored user model belongs to the
+    current population model (`UserModel.fits`), each their own group; there may be none. Only their
+    fitted coefficients are read, never their texts."""
+    from pluralign.user.active import Particles
+
     model = rewards.user_model
-    means, covs = [], []
+    states = []
     for record in rt.store.fitted_users(tenant, POPULATION_USERS + 1, pal_version=rewards.version):  # stale rows never fill the bound
         state = stored_state(record)
         if record.user_id != user_id and state is not None and state.n > 0 and model.fits(state, stated_of(record).signs()):
-            means.append(state.mean_array())
-            covs.append(state.cov_array())
+            states.append(state)
+    states = states[:POPULATION_USERS]
     dim = len(model.names)
-    return (np.stack(means[:POPULATION_USERS]) if means else np.zeros((0, dim)),
-            np.stack(covs[:POPULATION_USERS]) if covs else np.zeros((0, dim, dim)))
+    return Particles(np.stack([s.mean_array() for s in states]) if states else np.zeros((0, dim)),
+                     np.stack([s.cov_array() for s in states]) if states else np.zeros((0, dim, dim)), np.arange(len(states)))
 
 
 def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str, list[str]]] | None,
@@ -549,7 +551,8 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     `compare_min_bits` about them: known users who predict alike cannot tell the user apart, and
     the user's own model may still be worth asking about.
     Raises a 400 naming `pool` when there is nothing to choose from."""
-    from pluralign.user.active import all_pairs, group_information, pair_information, particle_posterior, particle_predictive
+    from pluralign.user.active import all_pairs, group_information, pair_information, particle_posterior
+    from pluralign.user.features import response_features
     from service.errors import bad_request
 
     weights = user_weights(rt, tenant, user_id)
@@ -579,14 +582,13 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         raise bad_request("pool", "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each")
     x = model.candidates(prompt_vec, answer_vec, answers).x  # (M, D)
     a, b = np.asarray([k[0] for k in keep]), np.asarray([k[1] for k in keep])
-    means, covs = population_particles(rt, tenant, user_id, rewards) if target == "population" else (np.zeros((0,)), None)
+    particles = population_particles(rt, tenant, user_id, rewards) if target == "population" else None
     bits, criterion = None, "coefficients"
-    if len(means) >= 2:
+    if particles is not None and len(particles) >= 2:
         prompt, chosen, rejected, chosen_texts, rejected_texts = (
             part[-POPULATION_HISTORY:] for part in rt.store.history(tenant, user_id).comparison_set())
-        seen = (particle_predictive(model.candidates(prompt, chosen, chosen_texts).x - model.candidates(prompt, rejected, rejected_texts).x, means, covs)
-                if len(prompt) else np.zeros((0, len(means))))
-        bits = group_information(particle_predictive(x[a] - x[b], means, covs), particle_posterior(seen), np.arange(len(means)))
+        seen = particles.predictive(model.design(prompt, chosen, rejected, response_features(chosen_texts), response_features(rejected_texts)))
+        bits = group_information(particles.predictive(x[a] - x[b]), particle_posterior(seen), particles.groups)
         criterion = "population"
         if bits.max() < rt.settings.compare_min_bits:  # the known users cannot tell this user apart: ask about the user's own model
             bits, criterion = None, "coefficients"
@@ -598,5 +600,5 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     return NextComparison(
         user=user_id, prompt=prompts[i], answers=[answers[i], answers[j]], bits=round(float(bits[best]), 4),
         worth_asking=bool(bits[best] >= rt.settings.compare_min_bits), pool=source, pairs=len(keep),
-        criterion=criterion, population_users=len(means) if criterion == "population" else 0,
+        criterion=criterion, population_users=len(particles) if criterion == "population" else 0,
     )

@@ -220,7 +220,7 @@ def test_group_choice_beats_random_where_it_should(k=2):
         design = np.where((z @ truth > 0)[:, None], z, -z)  # chosen minus rejected, by the user's rule
         test = rng.normal(size=(50, d))
         prob = particle_predictive(design, means, covs)
-        for picks, out in ((select_by_group(prob, groups, k)[0], active), (list(rng.choice(pool, k, replace=False)), random_)):
+        for picks, out in ((select_by_group(prob, groups, k), active), (list(rng.choice(pool, k, replace=False)), random_)):
             assert len(set(picks)) == k
             predicted = particle_predictive(test, means, covs) @ particle_posterior(prob[picks])
             out.append(np.mean((predicted > 0.5) == (test @ truth > 0)))
