@@ -78,18 +78,19 @@ def compare(values: dict, population_seed: int) -> dict:
     return rows
 
 
-def run_population(groups: int, seed: int, data_dir: str, encoder) -> dict:
+def run_population(groups: int, seed: int, data_dir: str, encoder, unseen_users_per_group: int = 10, query_size: int = 20) -> dict:
     from pluralign.evaluation import EvalConfig, embed_pairs, load_protocol
     from pluralign.reward.registry import build_model
 
     start = time.perf_counter()
-    protocol = load_protocol(EvalConfig(protocol="persona", data_dir=data_dir, groups=groups, seed=seed))
+    protocol = load_protocol(EvalConfig(protocol="persona", data_dir=data_dir, groups=groups, seed=seed,
+                                        unseen_users_per_group=unseen_users_per_group, query_size=query_size))
     seen_users = sorted({r.user_id for r in protocol.seen.train})
     attr = protocol.group_attribute
     model = build_model("pal-a+residual", k=None, seed=seed)
     model.fit(embed_pairs(protocol.seen.train, encoder, seen_users, attr), embed_pairs(protocol.seen.val, encoder, seen_users, attr))
     values = measure(model, protocol, encoder)
-    return {"groups": groups, "seed": seed, "unseen_users": len(protocol.unseen.support),
+    return {"groups": groups, "seed": seed, "unseen_users": len(protocol.unseen.support), "query_size": query_size,
             "accuracy": {k: {way: float(np.mean(list(v.values()))) for way, v in ways.items()} for k, ways in values.items()},
             "bar": compare(values, seed), "seconds": round(time.perf_counter() - start, 1)}
 
@@ -102,12 +103,16 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--populations", nargs="+", default=["4:0", "5:2"], help="persona populations as GROUPS:SEED")
+    parser.add_argument("--unseen-per-group", type=int, default=10, help="unseen users per group (the eval's default is 10; more users narrow the intervals)")
+    parser.add_argument("--query-size", type=int, default=20, help="held-out query comparisons per unseen user (the eval's default is 20)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--cache", default=None, help="embedding cache file (default ~/.cache/pluralign)")
     parser.add_argument("--out", default=None, help="write the results (JSON) to this file")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line last")
     args = parser.parse_args(argv)
+    if args.unseen_per_group < 1 or args.query_size < 1:
+        parser.error(f"--unseen-per-group ({args.unseen_per_group}) and --query-size ({args.query_size}) must be >= 1")
     populations = []
     for text in args.populations:
         try:
@@ -119,7 +124,7 @@ def main(argv=None) -> int:
         populations.append((groups, seed))
     torch.set_num_threads(1)
     encoder = cached_encoder(args)
-    results = [run_population(g, s, args.data_dir, encoder) for g, s in populations]
+    results = [run_population(g, s, args.data_dir, encoder, args.unseen_per_group, args.query_size) for g, s in populations]
     print("| population | comparison | active | random | difference [95% interval over users] | met |")
     print("|---|---|---|---|---|---|")
     for r in results:

@@ -60,6 +60,8 @@ def maxmin_rows(result: dict, source: str) -> list[str]:
             ([f"{len(seeds)} seed(s)"] if len(seeds) < MIN_SEEDS else []) + (["reduced setting: " + ", ".join(reduced)] if reduced else [])
             + (["bar steps missing"] if len(verdicts) < len(MAXMIN_STEPS) else [])) + ("; intervals clear the bar" if verdicts and all(verdicts) else "; intervals do not clear the bar"))
         candidates = f"{setting['samples']} sampled answers per training question (best-of-{setting['samples']}), " if setting.get("samples", 1) > 1 else ""
+        candidates += f"every answer at least {setting['min_new_tokens']} tokens, " if setting.get("min_new_tokens") else "no minimum answer length, "
+        candidates += f"judged by {setting['judge']}, " if setting.get("judge") else "judged by the groups' rules alone, "
         figure = (f"{candidates}seeds {' '.join(map(str, seeds))}, {setting['questions']['test']} test questions, MaxMin minus single in points, "
                   f"mean [95% bootstrap interval over questions of the mean over seeds]: " + "; ".join(cells) + f" (`{source}`)")
         rows.append(f"| 17 seeds | MaxMin policy {split}: minority gain >= +20 and majority gap >= -5 at steps 15, 30, 60, interval's lower end and every seed, {MIN_SEEDS}+ seeds | {figure} | {met} |")
@@ -125,7 +127,8 @@ def maxmin_ceiling_rows(result: dict, source: str) -> list[str]:
         if min(gap["interval"][0], *gap["per_seed"].values()) < MAXMIN_GAP or min(gain["interval"][0], *gain["per_seed"].values()) < MAXMIN_GAIN:
             short.append(split)
     seeds = " ".join(map(str, result["seeds"]))
-    figure = (f"no training: each objective answers with its top style variant of the base's own test answer; seeds {seeds}, "
+    least = f"answers of at least {result['min_new_tokens']} tokens, " if result.get("min_new_tokens") else ""
+    figure = (f"no training: each objective answers with its top style variant of the base's own test answer; {least}seeds {seeds}, "
               f"{result['questions']['test']} test questions, MaxMin minus single in points: " + "; ".join(cells) + f" (`{source}`)")
     verdict = (f"falls short at {', '.join(short)}: out of reach of a policy that writes MaxMin's compromise of the base's own answer"
                if short else "within reach")
@@ -134,17 +137,26 @@ def maxmin_ceiling_rows(result: dict, source: str) -> list[str]:
 
 def active_shots_rows(result: dict, source: str) -> list[str]:
     """`benchmarks.active_shots`: issue 16's offline bar (k chosen comparisons against 2k random ones)
-    with each paired difference's interval over unseen users; met where every lower end is >= 0."""
-    cells, met = [], True
+    with each paired difference's interval over unseen users. The bar's own form compares with the
+    random comparisons as the model fits them (`random_fit`); the like-for-like form, random ones
+    predicted by the seen users as the chosen ones are (`random_seen_users`), is reported beside it.
+    Met where every `random_fit` lower end is >= 0."""
+    cells, met, like = [], True, []
     for pop in result["populations"]:
         parts = []
         for name, row in pop["bar"].items():
             parts.append(f"{name.replace('_', ' ')} {row['active']:.3f} vs {row['random']:.3f}, {points(row['difference'])} {span(row['interval'])}")
-            met = met and row["interval"][0] >= 0.0
-        cells.append(f"g{pop['groups']} s{pop['seed']} ({pop['unseen_users']} users): " + "; ".join(parts))
-    figure = ("chosen by which group of seen users the user is like, against random comparisons predicted by the seen users or fitted, "
+            if name.endswith("random_fit"):
+                met = met and row["interval"][0] >= 0.0
+            else:
+                like.append(row["interval"][0] >= 0.0)
+        queries = f", {pop['query_size']} queries each" if "query_size" in pop else ""
+        cells.append(f"g{pop['groups']} s{pop['seed']} ({pop['unseen_users']} users{queries}): " + "; ".join(parts))
+    figure = ("chosen by which group of seen users the user is like, against random comparisons fitted by the model or predicted by the seen users, "
               "points, [95% bootstrap interval over unseen users]: " + " | ".join(cells) + f" (`{source}`)")
-    verdict = "yes: every interval's lower end >= 0" if met else "not every interval clears 0 (within the noise of which users were drawn)"
+    verdict = ("yes against the fitted random comparisons: every lower end >= 0" if met
+               else "no: not every interval against the fitted random comparisons clears 0")
+    verdict += f"; like for like, {sum(like)} of {len(like)} clear 0"
     return [f"| 16 elicitation (intervals) | persona unseen: 2 and 5 chosen comparisons >= 4 and 10 random ones | {figure} | {verdict} |"]
 
 

@@ -19,7 +19,20 @@ and batches all follow it):
    WORK/seed-S/pairs-*.jsonl, the input of `pluralign train maxmin`).
 5. A LoRA is trained on each ranking with identical settings. At step 0, every --every steps and at
    the end it answers the validation and the test questions; each group's win rate against the
-   base model's answers is measured with that group's rule (ties count half).
+   base model's answers is measured with that group's rule (ties count half; an answer broken by
+   repetition loses for both groups, `style_groups.win_scores`). Each checkpoint's answers are kept
+   in WORK/results.json (`last_test_answers`, `last_val_answers`).
+
+A minimum length (`--min-new-tokens`, default 4): no answer, the base's or a policy's, in any split,
+may end before its 4th new token (`generate(min_new_tokens=...)`, transformers' own option). Without
+it, a policy trained towards MaxMin's compromise ("Great question! <its first sentence>!") sometimes
+ends right after the opening: seed 1's step-25 checkpoint answered "Great question!" alone on 6 of
+48 test questions, and lost the majority on each. The value was chosen on the validation questions
+with three stored MaxMin checkpoints (seeds 0, 1 and 2), judged as below: 4 costs no validation win
+on any of them and wins the majority 4 more points on two; 8 and 12 cost seed 0's checkpoint 4 to 8
+points on each group (forced on, it repeats its opening, which loses). `--min-new-tokens 0` is the
+setting of the runs recorded before it (their base answers keep their cache files; they were judged
+by the rules alone, before `repeats`).
 
 Model selection (validation only): with `--select validation` (default) the policy reported at
 step S is a checkpoint at or before S chosen on the validation questions (`select_checkpoint`,
@@ -103,6 +116,9 @@ def candidates_and_rewards(prompts, answers, heads, extra=()):
         yield prompt, cands, heads.rewards(torch.ones_like(feats), feats).cpu().numpy()  # (n, K)
 
 
+# how `style_groups.win_scores` judges (written into --out; runs before it were judged by the rules alone)
+JUDGE = "each group's rule; an answer that repeats itself loses for both groups"
+
 # sampling seed of each split's answers, base and policy alike, relative to the run's seed: the test
 # answers keep the offset of the single-seed runs recorded before (BENCHMARKS.md, issue 5)
 SAMPLING_SEED_OFFSET = {"train": 0, "test": 1, "val": 2}
@@ -170,7 +186,7 @@ def apply_selection(curve: list[dict], objective: str, shares: dict[str, float],
 
 
 # the arguments that change what a run trains or measures: a stored run with the same values is reused
-TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nll", "dpo", "lora_layers", "beta", "max_new_tokens", "limit", "users", "base_model")
+TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nll", "dpo", "lora_layers", "beta", "max_new_tokens", "min_new_tokens", "limit", "users", "base_model")
 
 
 def training_setting(args) -> dict:
@@ -184,7 +200,7 @@ def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict
     selection rule, resumes from them; their curves keep every checkpoint's validation and test scores."""
     if not path.exists():
         return {}
-    before = {"samples": 1, "dpo": 1.0}  # keys added since: the value runs had before them
+    before = {"samples": 1, "dpo": 1.0, "min_new_tokens": 0}  # keys added since: the value runs had before them
     return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == {**before, **training}}
 
 
@@ -234,11 +250,13 @@ def load_base(folder: str | None):
     return model, tokenizer
 
 
-def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_tokens: int, base_model: str | None) -> dict[str, list[str]]:
-    """The base model's sampled answers per split, cached in WORK (one file per seed and length)."""
+def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_tokens: int, base_model: str | None,
+                 min_new_tokens: int = 0) -> dict[str, list[str]]:
+    """The base model's sampled answers per split, cached in WORK (one file per seed and lengths)."""
     from pluralign.policy.maxmin import generate
 
-    cache = work / f"base-answers-{max_new_tokens}-seed{seed}.json"
+    least = f"-min{min_new_tokens}" if min_new_tokens else ""  # the files written before --min-new-tokens keep their names
+    cache = work / f"base-answers-{max_new_tokens}{least}-seed{seed}.json"
     answers = json.loads(cache.read_text()) if cache.exists() else {}
     loaded = None
     for part, prompts in splits.items():
@@ -246,7 +264,7 @@ def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_to
             loaded = loaded or load_base(base_model)
             model, tokenizer = loaded
             offset = SAMPLING_SEED_OFFSET[part] if part in SAMPLING_SEED_OFFSET else EXTRA_SAMPLE_OFFSET + int(part.rsplit("-", 1)[1])
-            answers[part] = generate(model, tokenizer, prompts, max_new_tokens, seed=seed + offset)
+            answers[part] = generate(model, tokenizer, prompts, max_new_tokens, seed=seed + offset, min_new_tokens=min_new_tokens)
             answers[f"{part}_questions"] = prompts
             cache.write_text(json.dumps(answers, indent=1))
     return {part: answers[part] for part in splits}
@@ -277,7 +295,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
     from pluralign.reward.em import EMConfig, EMMixture
 
     extra_parts = [f"train-{j}" for j in range(2, args.samples + 1)]  # further samples of the training answers
-    answers = base_answers(work, {**splits, **{part: splits["train"] for part in extra_parts}}, seed, args.max_new_tokens, args.base_model)
+    answers = base_answers(work, {**splits, **{part: splits["train"] for part in extra_parts}}, seed, args.max_new_tokens, args.base_model, args.min_new_tokens)
     shares = {"enthusiastic": majority, "concise": round(1 - majority, 6)}
     comparisons = preference_pairs(splits["train"], answers["train"], shares, users=args.users, pairs_per_user=12, seed=seed)
     batch = feature_pairs(comparisons)
@@ -324,13 +342,14 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
             if step == 0:  # the fresh LoRA is the identity (B = 0): its samples are the base's, same seeds
                 said = {part: answers[part] for part in ("val", "test")}
             else:  # the base's seeds per split (base_answers), so a policy that changed nothing ties everywhere
-                said = {part: generate(model, tokenizer, splits[part], args.max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET[part])
+                said = {part: generate(model, tokenizer, splits[part], args.max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET[part],
+                                         min_new_tokens=args.min_new_tokens)
                         for part in ("val", "test")}
             val = {g: sum(w) / len(w) for g, w in win_scores(said["val"], answers["val"]).items()}
             last = win_scores(said["test"], answers["test"])
             weights[step] = {n: t.detach().clone() for n, t in get_peft_model_state_dict(model).items()}
             curve.append({
-                "step": step, "val": val, "last_test_scores": last,
+                "step": step, "val": val, "last_test_scores": last, "last_test_answers": said["test"], "last_val_answers": said["val"],
                 "last_chars": sum(map(length, said["test"])) / len(said["test"]), "last_exclaims": sum(map(exclamations, said["test"])) / len(said["test"]),
                 "last_sample": said["test"][0],
             })
@@ -388,7 +407,7 @@ def ceiling(args, seeds: list[int], splits: dict[str, list[str]]) -> dict:
     for s in seeds:
         work = Path(args.work) / f"seed-{s}"
         work.mkdir(parents=True, exist_ok=True)
-        per_seed[s] = base_answers(work, {p: splits[p] for p in ("train", "test")}, s, args.max_new_tokens, args.base_model)
+        per_seed[s] = base_answers(work, {p: splits[p] for p in ("train", "test")}, s, args.max_new_tokens, args.base_model, args.min_new_tokens)
     for majority in args.majority:
         scores = {s: argmax_scores(splits, per_seed[s], s, majority, args.users) for s in seeds}
         row = {o: {g: summarize([scores[s][o][g] for s in seeds], seeds) for g in ("enthusiastic", "concise")} for o in ("single", "maxmin")}
@@ -436,6 +455,7 @@ def main() -> None:
     parser.add_argument("--lora-layers", type=int, default=4, help="adapt only the last N layers (0: all)")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--min-new-tokens", type=int, default=4, help="no answer (base or policy, every split) ends before this many tokens (0: no minimum); see the module docstring")
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")
     parser.add_argument("--majority-tolerance", type=float, default=0.05, help="with --select validation, MaxMin only reports checkpoints whose validation majority win is at most this far (win rate, 0.05 = 5 points) below the single policy's reported one at that step (no floor when the single is not run: --objectives maxmin); negative: no floor")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N questions of each split (0: all; a cheaper, noisier setting)")
@@ -461,6 +481,8 @@ def main() -> None:
         parser.error(f"--majority {' '.join(map(str, args.majority))}: each share must be in [0.5, 1)")
     if args.users < 1 or args.max_new_tokens < 1 or args.limit < 0:
         parser.error(f"--users ({args.users}) and --max-new-tokens ({args.max_new_tokens}) must be >= 1, --limit ({args.limit}) >= 0")
+    if not 0 <= args.min_new_tokens <= args.max_new_tokens:
+        parser.error(f"--min-new-tokens ({args.min_new_tokens}) must be in [0, --max-new-tokens ({args.max_new_tokens})]")
     if len(set(seeds)) < len(seeds):
         parser.error(f"--seeds {' '.join(map(str, seeds))}: a seed given twice would count twice over seeds")
 
@@ -483,13 +505,13 @@ def main() -> None:
                 print(f"| {split} | {name} | {points(c['mean'])} {span(c['interval'])} (per seed {' / '.join(points(v) for v in c['per_seed'].values())}) | |")
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
+            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "min_new_tokens": args.min_new_tokens, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
         if args.json:
             print(json.dumps({"ceiling": {m: {n: row[n]["interval"] for n in ("majority_gap", "minority_gain")} for m, row in rows.items()}}))
         return
-    print(f"questions: {len(splits['train'])} train, {len(splits['val'])} validation, {len(splits['test'])} test; seeds {seeds}; max {args.max_new_tokens} new tokens")
+    print(f"questions: {len(splits['train'])} train, {len(splits['val'])} validation, {len(splits['test'])} test; seeds {seeds}; {args.min_new_tokens} to {args.max_new_tokens} new tokens")
     results: list[dict] = []
-    setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}}
+    setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}, "judge": JUDGE}
     stored = {} if args.fresh else stored_runs(Path(args.work) / "results.json", training_setting(args))
     reuse = [Path(f) for f in args.reuse]
     for done, seed in enumerate(seeds, 1):

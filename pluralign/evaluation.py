@@ -32,6 +32,8 @@ class EvalConfig:
     path: str | None = None  # protocol "file": a JSONL or Parquet preference file
     data_dir: str = "../shared/data"
     groups: int = 4  # persona only
+    unseen_users_per_group: int = 10  # persona only: new users per group (more users, narrower intervals)
+    query_size: int = 20  # persona only: each new user's held-out query comparisons
     seed: int = 0
     shots: tuple[int, ...] = SHOTS
 
@@ -42,7 +44,8 @@ def load_protocol(config: EvalConfig) -> Protocol:
         records, _ = load_ukp(data_dir / "ukp_convarg1")
         return ukp_protocol(records, seed=config.seed)
     if config.protocol == "persona":
-        return build_persona(PersonaConfig(groups=config.groups, seed=config.seed), data_dir)
+        return build_persona(PersonaConfig(groups=config.groups, seed=config.seed, unseen_users_per_group=config.unseen_users_per_group,
+                                           query_size=config.query_size), data_dir)
     if config.protocol == "file":
         if not config.path:
             raise ValueError("protocol `file` needs a preference file (`--data PATH`)")

@@ -321,8 +321,15 @@ def train_maxmin(
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, temperature: float = 0.7, seed: int = 0, batch_size: int = 16) -> list[str]:
-    """Sampled answers (chat-formatted prompts, left padding), one per prompt, reproducible under `seed`."""
+def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, temperature: float = 0.7, seed: int = 0, batch_size: int = 16,
+             min_new_tokens: int = 0) -> list[str]:
+    """Sampled answers (chat-formatted prompts, left padding), one per prompt, reproducible under `seed`.
+
+    `min_new_tokens` > 0 forbids the end-of-sequence token before that many new tokens (transformers'
+    `min_new_tokens`), so no answer is an opening alone ("Great question!"). Raises ValueError when
+    `min_new_tokens` > `max_new_tokens` or either is negative."""
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise ValueError(f"min_new_tokens ({min_new_tokens}) must be in [0, max_new_tokens ({max_new_tokens})]")
     device = next(model.parameters()).device
     tokenizer.padding_side = "left"
     torch.manual_seed(seed)
@@ -331,7 +338,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32,
         texts = [prompt_text(tokenizer, p) for p in prompts[start : start + batch_size]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         ids = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+            **enc, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
             top_p=1.0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         )
         out.extend(tokenizer.decode(row[enc.input_ids.shape[1] :], skip_special_tokens=True).strip() for row in ids)

@@ -7,6 +7,9 @@ concise answers), with rules anyone can check instead of classifiers:
 - `concise`: reward = minus the number of characters (shorter is better; characters rather than
   words, so that punctuation-heavy text earns nothing).
 
+Judging generated answers (`win_scores`), both groups first refuse broken text (`repeats`: a
+sentence said twice, a word three times running), which the rules alone would reward.
+
 Candidates come from the base model's own answers: each answer y gives four variants, `detailed`
 (y itself), `brief` (its first sentence), and both `excited` ("Great question!" in front, periods
 turned into exclamation marks). The two groups disagree: enthusiasts rank detailed_excited first,
@@ -114,15 +117,37 @@ def preference_pairs(
     return records
 
 
+_SENTENCE = re.compile(r"[^.!?\n]+")
+_WORD_THRICE = re.compile(r"\b(\w+)\W+\1\W+\1\b", re.IGNORECASE)
+
+
+def repeats(text: str) -> bool:
+    """Whether an answer is broken by repetition: it says a sentence twice (case, spacing and
+    punctuation aside: "Great question! Great Question!") or a word three times running
+    ("rockets! rockets! rockets!")."""
+    sentences = [" ".join(re.findall(r"\w+", s.lower())) for s in _SENTENCE.findall(text)]
+    sentences = [s for s in sentences if s]
+    return len(sentences) != len(set(sentences)) or bool(_WORD_THRICE.search(text))
+
+
 def win_scores(policy_answers: Sequence[str], base_answers: Sequence[str], groups: Sequence[str] = tuple(GROUP_REWARDS)) -> dict[str, list[float]]:
-    """Per group and prompt: 1 if the policy's answer beats the base's under the group's rule, 0.5 on a tie, else 0."""
+    """Per group and prompt: 1 if the policy's answer beats the base's under the group's rule, 0.5 on a tie, else 0.
+
+    Both groups refuse broken text first: an answer that `repeats` loses to one that does not,
+    whatever the group's rule says. The rules alone are easy to game ("Great question! Great
+    question! Great question!" has three exclamation marks and is shorter than most answers), and
+    the users' comparisons never contain such text (they compare variants of the base's answers)."""
     out = {}
     for group in groups:
         reward = GROUP_REWARDS[group]
-        out[group] = [
-            1.0 if reward(p) > reward(b) else 0.5 if reward(p) == reward(b) else 0.0
-            for p, b in zip(policy_answers, base_answers, strict=True)
-        ]
+        scores = []
+        for p, b in zip(policy_answers, base_answers, strict=True):
+            broken_p, broken_b = repeats(p), repeats(b)
+            if broken_p != broken_b:
+                scores.append(0.0 if broken_p else 1.0)
+            else:
+                scores.append(1.0 if reward(p) > reward(b) else 0.5 if reward(p) == reward(b) else 0.0)
+        out[group] = scores
     return out
 
 

@@ -86,3 +86,14 @@ def test_the_active_shots_benchmark_pairs_each_user_with_themself(opposed, minil
         assert row["met"] == (row["interval"][0] >= 0)
     line = active_shots_rows({"populations": [{"groups": 2, "seed": 0, "unseen_users": len(users), "bar": bar}]}, "x.json")[0]
     assert line.startswith("| 16 elicitation (intervals) |") and "g2 s0 (8 users)" in line
+
+
+@pytest.mark.parametrize("flags", [["--query-size", "0"], ["--unseen-per-group", "-1"]])
+def test_the_active_shots_benchmark_refuses_populations_without_users_or_queries(flags):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.active_shots", *flags], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and flags[0] in done.stderr and "must be >= 1" in done.stderr

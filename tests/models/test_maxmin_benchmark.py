@@ -25,12 +25,12 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
             cached[part] = [f"Here is answer {i} about it. It goes on for a while, seed {seed}." for i in range(6)]
             cached[f"{part}_questions"] = asked[:6]
         (tmp_path / "work" / f"seed-{seed}").mkdir(parents=True)
-        (tmp_path / "work" / f"seed-{seed}" / f"base-answers-4-seed{seed}.json").write_text(json.dumps(cached))
+        (tmp_path / "work" / f"seed-{seed}" / f"base-answers-4-min2-seed{seed}.json").write_text(json.dumps(cached))  # 2 to 4 new tokens
     out = tmp_path / "summary.json"
     command = [
         sys.executable, "-m", "benchmarks.maxmin_policy", "--majority", "0.8", "--seeds", "0", "1", "2", "--json",
         "--base-model", str(model), "--limit", "6", "--users", "20", "--steps", "2", "--every", "1",
-        "--max-new-tokens", "4", "--work", str(tmp_path / "work"), "--out", str(out),
+        "--max-new-tokens", "4", "--min-new-tokens", "2", "--work", str(tmp_path / "work"), "--out", str(out),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -54,6 +54,9 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
         assert (tmp_path / "work" / f"seed-{seed}" / "policy-single-80" / "meta.json").exists()
     results = json.loads((tmp_path / "work" / "results.json").read_text())
     assert sorted((r["seed"], r["objective"]) for r in results) == [(s, o) for s in (0, 1, 2) for o in ("maxmin", "single")]
+    for point in (c for r in results for c in r["curve"] if c["step"] > 0):  # every checkpoint's answers, to judge again later
+        assert len(point["last_test_answers"]) == len(point["last_test_scores"]["concise"]) == 6 and len(point["last_val_answers"]) == 6
+    assert summary["setting"]["min_new_tokens"] == 2 and "repeats" in summary["setting"]["judge"]
 
     # the same command with another selection rule reuses every stored run (no training) and reselects
     again = subprocess.run([*command, "--majority-tolerance", "-1", "--select", "last"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -68,7 +71,7 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
 
     for seed in (0, 1, 2):
         (tmp_path / "work2" / f"seed-{seed}").mkdir(parents=True)
-        shutil.copy(tmp_path / "work" / f"seed-{seed}" / f"base-answers-4-seed{seed}.json", tmp_path / "work2" / f"seed-{seed}")
+        shutil.copy(tmp_path / "work" / f"seed-{seed}" / f"base-answers-4-min2-seed{seed}.json", tmp_path / "work2" / f"seed-{seed}")
     command2 = [c if c != str(tmp_path / "work") else str(tmp_path / "work2") for c in command]
     twin = subprocess.run([*command2, "--reuse", str(tmp_path / "work" / "results.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert twin.returncode == 0, twin.stderr[-3000:]

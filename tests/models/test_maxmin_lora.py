@@ -150,3 +150,18 @@ def test_fine_tuning_on_the_top_candidate_alone_raises_its_likelihood(tokenizer,
     assert chosen_logp() > before + 1.0 and calls == []
     with pytest.raises(ValueError, match="dpo_weight"):
         MaxMinConfig(dpo_weight=0.0, chosen_nll_weight=0.0)
+
+
+def test_a_minimum_length_keeps_a_policy_from_answering_with_an_opening_alone(tokenizer):
+    """`generate(min_new_tokens=N)`: a model that would end every answer at once (its end-of-sequence
+    logit raised by 100) writes nothing without a minimum and at least N tokens with one."""
+    from pluralign.policy.maxmin import generate
+
+    model = tiny_llama(tokenizer)
+    model.lm_head.register_forward_hook(lambda module, args, out: out.index_add(-1, torch.tensor([tokenizer.eos_token_id]), torch.full((*out.shape[:-1], 1), 100.0)))
+    prompts = list(ANSWERS)
+    assert generate(model, tokenizer, prompts, max_new_tokens=8, seed=0) == ["", ""]
+    for text in generate(model, tokenizer, prompts, max_new_tokens=8, seed=0, min_new_tokens=5):
+        assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) >= 4  # 5 sampled tokens; decoding may merge a pair
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        generate(model, tokenizer, prompts, max_new_tokens=4, min_new_tokens=5)

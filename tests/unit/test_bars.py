@@ -167,3 +167,32 @@ def test_the_maxmin_ceiling_row_says_whether_the_objective_can_reach_the_bar():
     assert within.endswith("| within reach |") and "80/20: majority -0.7" in within
     short = maxmin_ceiling_rows(ceiling([0.0, -0.02, -0.0625]), "x.json")[0]  # one seed below -5
     assert short.endswith("| falls short at 80/20: out of reach of a policy that writes MaxMin's compromise of the base's own answer |")
+
+
+def test_the_elicitation_row_is_met_on_the_fitted_baseline_and_counts_like_for_like_apart():
+    """Issue 16's offline bar compares chosen comparisons with random ones as the model fits them;
+    the like-for-like form (random ones predicted by the seen users) is counted beside it."""
+    from benchmarks.bars import active_shots_rows
+
+    def row(lo):
+        return {"active": 0.9, "random": 0.88, "difference": lo + 0.01, "interval": [lo, lo + 0.02], "users": 200, "met": lo >= 0}
+
+    def result(fit_lo, like_lo):
+        bar = {"2 vs 4 random_seen_users": row(like_lo), "2 vs 4 random_fit": row(fit_lo)}
+        return {"populations": [{"groups": 4, "seed": 0, "unseen_users": 200, "query_size": 50, "bar": bar}]}
+
+    met = active_shots_rows(result(0.004, -0.01), "x.json")[0]
+    assert "g4 s0 (200 users, 50 queries each)" in met
+    assert met.endswith("| yes against the fitted random comparisons: every lower end >= 0; like for like, 0 of 1 clear 0 |")
+    short = active_shots_rows(result(-0.001, 0.002), "x.json")[0]
+    assert short.endswith("| no: not every interval against the fitted random comparisons clears 0; like for like, 1 of 1 clear 0 |")
+
+
+def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
+    from benchmarks.bars import maxmin_rows
+
+    result = maxmin_result([0, 1, 2], {0: 0.95, 1: 0.95, 2: 0.95})
+    assert "no minimum answer length, judged by the groups' rules alone, seeds 0 1 2" in maxmin_rows(result, "x.json")[0]
+    result["setting"] |= {"min_new_tokens": 8, "judge": "the rules and more"}
+    row = maxmin_rows(result, "x.json")[0]
+    assert "every answer at least 8 tokens, judged by the rules and more, seeds 0 1 2" in row and row.endswith("| yes |")

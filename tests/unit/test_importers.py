@@ -75,3 +75,16 @@ def test_group_weights_make_a_majority_and_a_minority(shared_data):
     users = {r.user_id: r.attributes["group"] for r in protocol.seen.train}
     counts = [sum(g == f"g{i}" for g in users.values()) for i in range(2)]
     assert counts == [18, 2]
+
+
+def test_more_unseen_users_leave_the_seen_population_as_it_was(shared_data):
+    """`EvalConfig.unseen_users_per_group` / `query_size` (benchmarks/active_shots.py's narrower
+    intervals) draw more new users and queries after the seen users, so the seen users, and any
+    model fitted on them, are the eval's own."""
+    from pluralign.evaluation import EvalConfig, load_protocol
+
+    small = load_protocol(EvalConfig(protocol="persona", data_dir=str(shared_data), groups=4, seed=2))
+    large = load_protocol(EvalConfig(protocol="persona", data_dir=str(shared_data), groups=4, seed=2, unseen_users_per_group=25, query_size=30))
+    assert large.seen.train == small.seen.train and large.seen.val == small.seen.val and large.seen.test == small.seen.test
+    assert len(small.unseen.support) == 40 and len(large.unseen.support) == 100
+    assert {len(q) for q in large.unseen.query.values()} == {30}

@@ -116,6 +116,23 @@ def test_win_rates_follow_each_groups_rule():
     assert rates == {"enthusiastic": 1.0, "concise": 0.5}
 
 
+def test_broken_text_loses_for_both_groups_whatever_their_rules_say():
+    """A policy that repeats its opening ("Great question! Great question!") or a word scores under
+    both rules (exclamation marks, short) but is not an answer: it loses to the base for both
+    groups, ties another broken answer by the rules, and an unbroken answer beats a broken base."""
+    from pluralign.policy.style_groups import repeats
+
+    base = ["Rain is water that falls from clouds when droplets grow heavy enough to fall.", "Salt is a mineral."]
+    broken = ["Great question! Great question!\nGreat Question!", "Great question! rockets! rockets! rockets!"]
+    assert all(map(repeats, broken)) and not any(map(repeats, base))
+    assert not repeats("Great question! The art of painting! It is very very old.")
+    assert GROUP_REWARDS["enthusiastic"](broken[0]) > GROUP_REWARDS["enthusiastic"](base[0])  # the rule alone would prefer it
+    assert GROUP_REWARDS["concise"](broken[0]) > GROUP_REWARDS["concise"](base[0])
+    assert win_rates(broken, base) == {"enthusiastic": 0.0, "concise": 0.0}
+    assert win_rates(base, broken) == {"enthusiastic": 1.0, "concise": 1.0}
+    assert win_rates(broken[:1], broken[:1]) == {"enthusiastic": 0.5, "concise": 0.5}
+
+
 def test_select_with_em_heads_picks_the_compromise_answer():
     from pluralign.policy.rerank_maxmin import select_with_heads
 

@@ -152,6 +152,8 @@ def test_a_policy_without_a_loss_is_a_usage_error():
     (["--max-new-tokens", "0"], "--max-new-tokens"),  # a ValueError from transformers after loading the base
     (["--limit", "-1"], "--limit"),  # silently dropped each split's last question
     (["--seeds", "0", "0"], "--seeds"),  # one seed counted twice in the interval over seeds
+    (["--min-new-tokens", "-1"], "--min-new-tokens"),
+    (["--min-new-tokens", "30"], "--min-new-tokens"),  # above --max-new-tokens (24): transformers would fail after loading
 ])
 def test_odd_ceiling_flags_are_usage_errors_before_any_work(flags, named):
     import subprocess
