@@ -28,7 +28,7 @@ may end before its 4th new token (`generate(min_new_tokens=...)`, transformers' 
 it, a policy trained towards MaxMin's compromise ("Great question! <its first sentence>!") sometimes
 ends right after the opening: seed 1's step-25 checkpoint answered "Great question!" alone on 6 of
 48 test questions, and lost the majority on each. The value was chosen on the validation questions
-with three stored MaxMin checkpoints (seeds 0, 1 and 2), judged as below: 4 costs no validation win
+with three stored MaxMin checkpoints (seeds 0, 1 and 2), judged as in step 5: 4 costs no validation win
 on any of them and wins the majority 4 more points on two; 8 and 12 cost seed 0's checkpoint 4 to 8
 points on each group (forced on, it repeats its opening, which loses). `--min-new-tokens 0` is the
 setting of the runs recorded before it (their base answers keep their cache files; they were judged
@@ -118,6 +118,7 @@ def candidates_and_rewards(prompts, answers, heads, extra=()):
 
 # how `style_groups.win_scores` judges (written into --out; runs before it were judged by the rules alone)
 JUDGE = "each group's rule; an answer that repeats itself loses for both groups"
+RULES_ALONE = "each group's rule"  # the judge of runs stored before JUDGE: never mixed with its runs
 
 # sampling seed of each split's answers, base and policy alike, relative to the run's seed: the test
 # answers keep the offset of the single-seed runs recorded before (BENCHMARKS.md, issue 5)
@@ -190,8 +191,9 @@ TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nl
 
 
 def training_setting(args) -> dict:
-    """The run's `TRAINING_KEYS` values (selection, threads and outputs are not among them)."""
-    return {k: getattr(args, k) for k in TRAINING_KEYS}
+    """The run's `TRAINING_KEYS` values and the `JUDGE` that scored its checkpoints (selection,
+    threads and outputs are not among them)."""
+    return {k: getattr(args, k) for k in TRAINING_KEYS} | {"judge": JUDGE}
 
 
 def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict]:
@@ -200,7 +202,7 @@ def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict
     selection rule, resumes from them; their curves keep every checkpoint's validation and test scores."""
     if not path.exists():
         return {}
-    before = {"samples": 1, "dpo": 1.0, "min_new_tokens": 0}  # keys added since: the value runs had before them
+    before = {"samples": 1, "dpo": 1.0, "min_new_tokens": 0, "judge": RULES_ALONE}  # keys added since: the value runs had before them
     return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == {**before, **training}}
 
 

@@ -164,3 +164,21 @@ def test_odd_ceiling_flags_are_usage_errors_before_any_work(flags, named):
                           cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-800:]
     assert named in done.stderr
+
+
+def test_runs_judged_by_another_judge_are_never_reused(tmp_path):
+    """A stored run keeps its checkpoints' scores; one scored by the rules alone (before
+    `style_groups.repeats`) must not join a summary of runs scored with it."""
+    import argparse
+    import json
+
+    from benchmarks.maxmin_policy import JUDGE, TRAINING_KEYS, stored_runs, training_setting
+
+    args = argparse.Namespace(**{k: 0 for k in TRAINING_KEYS})
+    now = training_setting(args)
+    assert now["judge"] == JUDGE
+    before = {k: v for k, v in now.items() if k != "judge"}
+    runs = [{"seed": 0, "majority": 0.8, "objective": "single", "training": before},
+            {"seed": 1, "majority": 0.8, "objective": "single", "training": now}]
+    (tmp_path / "results.json").write_text(json.dumps(runs))
+    assert list(stored_runs(tmp_path / "results.json", now)) == [(1, 0.8, "single")]
