@@ -117,7 +117,7 @@ def candidates_and_rewards(prompts, answers, heads, extra=()):
 
 
 # how `style_groups.win_scores` judges (written into --out; runs before it were judged by the rules alone)
-JUDGE = "each group's rule; an answer that repeats itself loses for both groups"
+JUDGE = "each group's rule, with an answer that repeats itself (style_groups.repeats, version 2) losing for both groups"
 RULES_ALONE = "each group's rule"  # the judge of runs stored before JUDGE: never mixed with its runs
 
 # sampling seed of each split's answers, base and policy alike, relative to the run's seed: the test
@@ -204,6 +204,32 @@ def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict
         return {}
     before = {"samples": 1, "dpo": 1.0, "min_new_tokens": 0, "judge": RULES_ALONE}  # keys added since: the value runs had before them
     return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == {**before, **training}}
+
+
+def rejudge(work: Path, splits: dict[str, list[str]]) -> int:
+    """`--rejudge`: score every stored run in WORK/results.json that kept its checkpoints' answers
+    (`last_val_answers`, `last_test_answers`) again with today's `win_scores` against the seed's
+    cached base answers, and mark it with today's `JUDGE`, so it is reused instead of trained
+    again. Runs without their answers keep their old judge (and are not reused). Returns how many
+    runs were scored again."""
+    from pluralign.policy.style_groups import win_scores
+
+    path = work / "results.json"
+    if not path.exists():
+        return 0
+    runs, done = json.loads(path.read_text()), 0
+    for run in runs:
+        if not all("last_val_answers" in c and "last_test_answers" in c for c in run["curve"]):
+            continue
+        base = base_answers(work / f"seed-{run['seed']}", {p: splits[p] for p in ("val", "test")}, run["seed"],
+                            run["training"]["max_new_tokens"], run["training"].get("base_model"), run["training"].get("min_new_tokens", 0))
+        for point in run["curve"]:
+            point["val"] = {g: sum(w) / len(w) for g, w in win_scores(point["last_val_answers"], base["val"]).items()}
+            point["last_test_scores"] = win_scores(point["last_test_answers"], base["test"])
+        run["training"]["judge"] = JUDGE
+        done += 1
+    path.write_text(json.dumps(runs, indent=1))
+    return done
 
 
 def pairs_digest(pairs) -> str:
@@ -467,6 +493,7 @@ def main() -> None:
     parser.add_argument("--work", default="runs/maxmin-bench")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run (default: --seed)")
     parser.add_argument("--seed", type=int, default=0, help="one seed (the same as --seeds N)")
+    parser.add_argument("--rejudge", action="store_true", help="score the stored runs of WORK that kept their answers again with today's judge (no training), then reuse them")
     parser.add_argument("--fresh", action="store_true", help="train every run again, even those WORK/results.json holds with the same training setting")
     parser.add_argument("--reuse", nargs="*", default=[], metavar="RESULTS", help="results.json files of other commands (e.g. another --majority): a run of the same seed, objective, training setting and pairs is reused, not trained")
     parser.add_argument("--out", default=None, help="write the summary over seeds (JSON) to this file")
@@ -507,13 +534,15 @@ def main() -> None:
                 print(f"| {split} | {name} | {points(c['mean'])} {span(c['interval'])} (per seed {' / '.join(points(v) for v in c['per_seed'].values())}) | |")
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "min_new_tokens": args.min_new_tokens, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
+            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "min_new_tokens": args.min_new_tokens, "judge": JUDGE, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
         if args.json:
             print(json.dumps({"ceiling": {m: {n: row[n]["interval"] for n in ("majority_gap", "minority_gain")} for m, row in rows.items()}}))
         return
     print(f"questions: {len(splits['train'])} train, {len(splits['val'])} validation, {len(splits['test'])} test; seeds {seeds}; {args.min_new_tokens} to {args.max_new_tokens} new tokens")
     results: list[dict] = []
     setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}, "judge": JUDGE}
+    if args.rejudge and not args.fresh:
+        print(f"scored again with today's judge: {rejudge(Path(args.work), splits)} stored run(s)")
     stored = {} if args.fresh else stored_runs(Path(args.work) / "results.json", training_setting(args))
     reuse = [Path(f) for f in args.reuse]
     for done, seed in enumerate(seeds, 1):

@@ -87,7 +87,12 @@ def group_stances(groups: int, n_traits: int) -> list[tuple[int, ...]]:
 
 
 def build_persona(config: PersonaConfig, data_dir: str | Path) -> Protocol:
-    """Build the seen/unseen protocol for a synthetic population."""
+    """Build the seen/unseen protocol for a synthetic population.
+
+    Raises ValueError when a count that must name at least one user or comparison is below 1."""
+    for name in ("groups", "users_per_group", "unseen_users_per_group", "support_size", "query_size"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"PersonaConfig.{name} must be >= 1, got {getattr(config, name)}")
     data_dir = Path(data_dir)
     if (data_dir / "anthropic_persona").is_dir():
         data_dir = data_dir / "anthropic_persona"

@@ -8,7 +8,7 @@ concise answers), with rules anyone can check instead of classifiers:
   words, so that punctuation-heavy text earns nothing).
 
 Judging generated answers (`win_scores`), both groups first refuse broken text (`repeats`: a
-sentence said twice, a word three times running), which the rules alone would reward.
+sentence said twice, a word or a two-word phrase three times), which the rules alone would reward.
 
 Candidates come from the base model's own answers: each answer y gives four variants, `detailed`
 (y itself), `brief` (its first sentence), and both `excited` ("Great question!" in front, periods
@@ -20,6 +20,7 @@ of variants by its group's rule (ties are skipped).
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 import re
@@ -117,17 +118,27 @@ def preference_pairs(
     return records
 
 
-_SENTENCE = re.compile(r"[^.!?\n]+")
-_WORD_THRICE = re.compile(r"\b(\w+)\W+\1\W+\1\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")  # "a.m." or "2.5" inside a sentence does not end it
+_WORD_THRICE = re.compile(r"\b([^\W\d_]{3,})(?:[\s,.!?;:]+\1){2}\b", re.IGNORECASE)  # not "no, no, no" or "great-great-great"
 
 
 def repeats(text: str) -> bool:
-    """Whether an answer is broken by repetition: it says a sentence twice (case, spacing and
-    punctuation aside: "Great question! Great Question!") or a word three times running
-    ("rockets! rockets! rockets!")."""
-    sentences = [" ".join(re.findall(r"\w+", s.lower())) for s in _SENTENCE.findall(text)]
-    sentences = [s for s in sentences if s]
-    return len(sentences) != len(set(sentences)) or bool(_WORD_THRICE.search(text))
+    """Whether an answer is broken by repetition:
+
+    - it says a sentence of two or more words twice (case and punctuation aside: "Great question!
+      Great Question!");
+    - it says a word of three or more letters three times running ("rockets! rockets! rockets!");
+    - or it says a two-word phrase three times ("great question, great question, great question"),
+      unless both words are short (three letters or fewer: "of the", "in a").
+
+    Numbers, abbreviations ("a.m.", "e.g.") and a one-word fragment said twice do not count."""
+    sentences = [" ".join(re.findall(r"[^\W_]+", s.lower())) for s in _SENTENCE_END.split(text.strip())]
+    sentences = [s for s in sentences if len(s.split()) >= 2]
+    if len(sentences) != len(set(sentences)) or _WORD_THRICE.search(text):
+        return True
+    words = re.findall(r"[^\W\d_]+(?:['’][^\W\d_]+)?", text.lower())  # "they're" is one word
+    bigrams = [(a, b) for a, b in zip(words, words[1:], strict=False) if max(len(a), len(b)) > 3]
+    return any(n >= 3 for n in collections.Counter(bigrams).values())
 
 
 def win_scores(policy_answers: Sequence[str], base_answers: Sequence[str], groups: Sequence[str] = tuple(GROUP_REWARDS)) -> dict[str, list[float]]:

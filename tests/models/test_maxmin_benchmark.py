@@ -66,6 +66,16 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
     assert all(c["selected_step"] == c["step"] for r in rerun for c in r["curve"])  # --select last
     assert [c["val"] for r in rerun for c in r["curve"]] == [c["val"] for r in results for c in r["curve"]]
 
+    # runs scored by another judge are trained again unless --rejudge scores their kept answers again
+    older = json.loads((tmp_path / "work" / "results.json").read_text())
+    for run in older:
+        run["training"]["judge"] = "an older judge"
+    (tmp_path / "work" / "results.json").write_text(json.dumps(older))
+    judged = subprocess.run([*command, "--rejudge"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert judged.returncode == 0, judged.stderr[-3000:]
+    assert "scored again with today's judge: 6 stored run(s)" in judged.stdout and judged.stdout.count("reused from") == 6 and "s/step" not in judged.stdout
+    assert json.loads(judged.stdout.strip().splitlines()[-1]) == line  # the same answers, the same judge: the same figures
+
     # another command (its own folder) with the same seeds, setting and pairs reuses those runs through --reuse
     import shutil
 

@@ -88,3 +88,11 @@ def test_more_unseen_users_leave_the_seen_population_as_it_was(shared_data):
     assert large.seen.train == small.seen.train and large.seen.val == small.seen.val and large.seen.test == small.seen.test
     assert len(small.unseen.support) == 40 and len(large.unseen.support) == 100
     assert {len(q) for q in large.unseen.query.values()} == {30}
+
+
+@pytest.mark.parametrize("field", ["unseen_users_per_group", "query_size"])
+def test_a_population_without_new_users_or_queries_is_refused(shared_data, field):
+    from pluralign.evaluation import EvalConfig, load_protocol
+
+    with pytest.raises(ValueError, match=f"PersonaConfig.{field} must be >= 1"):
+        load_protocol(EvalConfig(protocol="persona", data_dir=str(shared_data), **{field: 0}))

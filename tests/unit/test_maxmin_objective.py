@@ -126,6 +126,11 @@ def test_broken_text_loses_for_both_groups_whatever_their_rules_say():
     broken = ["Great question! Great question!\nGreat Question!", "Great question! rockets! rockets! rockets!"]
     assert all(map(repeats, broken)) and not any(map(repeats, base))
     assert not repeats("Great question! The art of painting! It is very very old.")
+    assert repeats("Great question, great question, great question") and repeats("the sky is blue because the sky is blue because the sky is blue")
+    for fine in ("Open 9 a.m. to 5 p.m. daily.", "It is 2.5 km. Mine is 3.5 km.", "A billion is 1,000,000,000.", "No, no, no, that is wrong.",
+                 "A great-great-great-grandfather.", "Origami! It is an art! Origami", "They're old. They're rare. They're fossils.",
+                 "One of the best, one of the oldest, one of the most loved."):
+        assert not repeats(fine), fine
     assert GROUP_REWARDS["enthusiastic"](broken[0]) > GROUP_REWARDS["enthusiastic"](base[0])  # the rule alone would prefer it
     assert GROUP_REWARDS["concise"](broken[0]) > GROUP_REWARDS["concise"](base[0])
     assert win_rates(broken, base) == {"enthusiastic": 0.0, "concise": 0.0}
