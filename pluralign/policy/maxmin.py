@@ -227,7 +227,11 @@ def reference_logps(model, pairs: PairTokens, index: torch.Tensor | None = None,
 
 
 def with_lora(base_model, config: MaxMinConfig):
-    """Wrap a causal LM with a fresh LoRA adapter; only the adapter's weights require gradients."""
+    """Wrap a causal LM with a fresh LoRA adapter; only the adapter's weights require gradients.
+
+    The adapter's random initialization follows `config.seed` alone (drawn under a forked torch RNG,
+    so the caller's random state is left as it was): whatever ran before in the process, such as
+    sampling the base's answers, does not change it."""
     from peft import LoraConfig, get_peft_model
 
     n_layers = base_model.config.num_hidden_layers
@@ -236,7 +240,9 @@ def with_lora(base_model, config: MaxMinConfig):
         r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=list(config.target_modules),
         layers_to_transform=layers, task_type="CAUSAL_LM",
     )
-    return get_peft_model(base_model, lora)
+    with torch.random.fork_rng():  # every device the caller may draw on
+        torch.manual_seed(config.seed)
+        return get_peft_model(base_model, lora)
 
 
 @dataclass

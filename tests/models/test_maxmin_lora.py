@@ -165,3 +165,27 @@ def test_a_minimum_length_keeps_a_policy_from_answering_with_an_opening_alone(to
         assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) >= 4  # 5 sampled tokens; decoding may merge a pair
     with pytest.raises(ValueError, match="min_new_tokens"):
         generate(model, tokenizer, prompts, max_new_tokens=4, min_new_tokens=5)
+
+
+def test_the_adapters_initialization_follows_its_seed_alone(tokenizer):
+    """Before, the LoRA's random init drew from the process's torch RNG, so a run that first sampled
+    the base's answers (no cache) started from another adapter than one that read them from a
+    cache. Now the init follows `config.seed`, and the caller's random state is left as it was."""
+    from peft import get_peft_model_state_dict
+
+    config = MaxMinConfig(lora_r=4, lora_alpha=8, seed=3)
+
+    def init(draws):
+        model = tiny_llama(tokenizer)
+        torch.manual_seed(draws)
+        torch.rand(draws * 100)  # whatever ran before in the process
+        before = torch.random.get_rng_state()
+        policy = with_lora(model, config)
+        assert torch.equal(torch.random.get_rng_state(), before)
+        return {k: v.clone() for k, v in get_peft_model_state_dict(policy).items()}
+
+    first, second = init(1), init(7)
+    assert first.keys() == second.keys() and any("lora_A" in k for k in first)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = with_lora(tiny_llama(tokenizer), MaxMinConfig(lora_r=4, lora_alpha=8, seed=4))
+    assert not all(torch.equal(first[k], v) for k, v in get_peft_model_state_dict(other).items())
