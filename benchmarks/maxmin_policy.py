@@ -176,14 +176,24 @@ def apply_selection(curve: list[dict], objective: str, shares: dict[str, float],
             chosen = select_checkpoint(objective, [c["val"] for c in curve[: n + 1]], shares, floors.get(point["step"]))
         point["selected_step"] = curve[chosen]["step"]
         point["test_scores"] = curve[chosen]["last_test_scores"]
+        said = curve[chosen].get("last_test_answers")
         for key in ("chars", "exclaims", "sample"):  # the reported answers' mean length, '!' and first answer
-            if f"last_{key}" in curve[chosen]:
+            if said:
+                point[key] = answer_summary(said)[key]
+            elif f"last_{key}" in curve[chosen]:  # a curve stored before the answers were kept
                 point[key] = curve[chosen][f"last_{key}"]
-            else:  # a curve stored before these were kept per checkpoint
+            else:  # nor these
                 point.pop(key, None)
         point["val_score"] = selection_score(objective, point["val"], shares)
         point["majority_floor"] = floors.get(point["step"])
     return curve
+
+
+def answer_summary(answers: list[str]) -> dict:
+    """A checkpoint's test answers in brief: mean characters, mean exclamation marks, the first."""
+    from pluralign.policy.style_groups import exclamations, length
+
+    return {"chars": sum(map(length, answers)) / len(answers), "exclaims": sum(map(exclamations, answers)) / len(answers), "sample": answers[0]}
 
 
 # the arguments that change what a run trains or measures: a stored run with the same values is reused
@@ -212,19 +222,22 @@ def rejudge(work: Path, splits: dict[str, list[str]]) -> int:
     cached base answers, and mark it with today's `JUDGE`, so it is reused instead of trained
     again. Runs without their answers keep their old judge (and are not reused). Returns how many
     runs were scored again."""
-    from pluralign.policy.style_groups import win_scores
+    from pluralign.policy.style_groups import win_rates, win_scores
 
     path = work / "results.json"
     if not path.exists():
         return 0
-    runs, done = json.loads(path.read_text()), 0
+    runs, done, bases = json.loads(path.read_text()), 0, {}
     for run in runs:
         if not all("last_val_answers" in c and "last_test_answers" in c for c in run["curve"]):
             continue
-        base = base_answers(work / f"seed-{run['seed']}", {p: splits[p] for p in ("val", "test")}, run["seed"],
-                            run["training"]["max_new_tokens"], run["training"].get("base_model"), run["training"].get("min_new_tokens", 0))
+        t = run["training"]
+        key = (run["seed"], t["max_new_tokens"], t.get("base_model"), t.get("min_new_tokens", 0))
+        if key not in bases:  # one read of each seed's cached answers, however many runs share them
+            bases[key] = base_answers(work / f"seed-{run['seed']}", {p: splits[p] for p in ("val", "test")}, *key)
+        base = bases[key]
         for point in run["curve"]:
-            point["val"] = {g: sum(w) / len(w) for g, w in win_scores(point["last_val_answers"], base["val"]).items()}
+            point["val"] = win_rates(point["last_val_answers"], base["val"])
             point["last_test_scores"] = win_scores(point["last_test_answers"], base["test"])
         run["training"]["judge"] = JUDGE
         done += 1
@@ -319,7 +332,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         train_maxmin,
         with_lora,
     )
-    from pluralign.policy.style_groups import exclamations, feature_pairs, length, preference_pairs, win_scores
+    from pluralign.policy.style_groups import feature_pairs, preference_pairs, win_rates, win_scores
     from pluralign.reward.em import EMConfig, EMMixture
 
     extra_parts = [f"train-{j}" for j in range(2, args.samples + 1)]  # further samples of the training answers
@@ -373,14 +386,12 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
                 said = {part: generate(model, tokenizer, splits[part], args.max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET[part],
                                          min_new_tokens=args.min_new_tokens)
                         for part in ("val", "test")}
-            val = {g: sum(w) / len(w) for g, w in win_scores(said["val"], answers["val"]).items()}
+            val = win_rates(said["val"], answers["val"])
             last = win_scores(said["test"], answers["test"])
             weights[step] = {n: t.detach().clone() for n, t in get_peft_model_state_dict(model).items()}
             curve.append({
                 "step": step, "val": val, "last_test_scores": last, "last_test_answers": said["test"], "last_val_answers": said["val"],
-                "last_chars": sum(map(length, said["test"])) / len(said["test"]), "last_exclaims": sum(map(exclamations, said["test"])) / len(said["test"]),
-                "last_sample": said["test"][0],
-            })
+            })  # lengths, exclamation marks and samples derive from the answers (runs before them kept only those)
             rates = {g: sum(w) / len(w) for g, w in last.items()}
             print(f"  seed {seed} {tag} step {step:3d}: test win enthusiastic {rates['enthusiastic']:.2f} concise {rates['concise']:.2f} "
                   f"| val {val['enthusiastic']:.2f}/{val['concise']:.2f} | {said['test'][0][:60]!r}", flush=True)

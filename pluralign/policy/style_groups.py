@@ -146,19 +146,17 @@ def win_scores(policy_answers: Sequence[str], base_answers: Sequence[str], group
 
     Both groups refuse broken text first: an answer that `repeats` loses to one that does not,
     whatever the group's rule says. The rules alone are easy to game ("Great question! Great
-    question! Great question!" has three exclamation marks and is shorter than most answers), and
-    the users' comparisons never contain such text (they compare variants of the base's answers)."""
+    question! Great question!" has three exclamation marks and is shorter than most answers). The
+    users' comparisons (`preference_pairs`) are labelled by the rules alone."""
+    pairs = list(zip(policy_answers, base_answers, strict=True))
+    broken = [(repeats(p), repeats(b)) for p, b in pairs]  # once per pair, not per group
     out = {}
     for group in groups:
         reward = GROUP_REWARDS[group]
-        scores = []
-        for p, b in zip(policy_answers, base_answers, strict=True):
-            broken_p, broken_b = repeats(p), repeats(b)
-            if broken_p != broken_b:
-                scores.append(0.0 if broken_p else 1.0)
-            else:
-                scores.append(1.0 if reward(p) > reward(b) else 0.5 if reward(p) == reward(b) else 0.0)
-        out[group] = scores
+        out[group] = [
+            (0.0 if bp else 1.0) if bp != bb else 1.0 if reward(p) > reward(b) else 0.5 if reward(p) == reward(b) else 0.0
+            for (p, b), (bp, bb) in zip(pairs, broken, strict=True)
+        ]
     return out
 
 

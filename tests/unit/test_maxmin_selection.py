@@ -182,3 +182,14 @@ def test_runs_judged_by_another_judge_are_never_reused(tmp_path):
             {"seed": 1, "majority": 0.8, "objective": "single", "training": now}]
     (tmp_path / "results.json").write_text(json.dumps(runs))
     assert list(stored_runs(tmp_path / "results.json", now)) == [(1, 0.8, "single")]
+
+
+def test_the_reported_answers_summary_comes_from_the_kept_answers():
+    """Runs that keep each checkpoint's answers report their mean length, '!' and first answer
+    from them (runs stored before keep their recorded figures, as above)."""
+    point = {**checkpoint(5, 1.0, 0.6), "last_test_answers": ["Great question! Salt!", "Rain falls."]}
+    for key in ("last_chars", "last_exclaims", "last_sample"):
+        point.pop(key)
+    reported = apply_selection([checkpoint(0, 0.5, 0.5), point], "single", SHARES, "validation")[1]
+    assert reported["selected_step"] == 5 and reported["sample"] == "Great question! Salt!"
+    assert reported["chars"] == pytest.approx((21 + 11) / 2) and reported["exclaims"] == pytest.approx(1.0)
