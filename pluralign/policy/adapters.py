@@ -59,6 +59,19 @@ _meta_decoder = msgspec.json.Decoder(AdapterMeta)
 _meta_encoder = msgspec.json.Encoder()
 
 
+def seeded_lora(model, lora_config, seed: int):
+    """`peft.get_peft_model(model, lora_config)` with the adapter's random initialization (LoRA's A
+    matrices; B starts at zero) drawn under `seed` in a forked torch RNG: the same seed gives the same
+    adapter whatever ran before in the process, and the caller's random state is left as it was.
+    Without it, peft draws from the process's RNG, so a run that sampled text or trained another
+    adapter first would start from another adapter. Returns the peft model (wraps `model` in place)."""
+    from peft import get_peft_model
+
+    with torch.random.fork_rng():  # every device the caller may draw on
+        torch.manual_seed(seed)
+        return get_peft_model(model, lora_config)
+
+
 def data_version(records) -> str:
     """A short content hash of training comparisons (msgspec structs), independent of nothing else."""
     digest = hashlib.sha256()

@@ -157,8 +157,12 @@ def query_episodes(
 
 
 def add_lora(model, config: FSPOConfig):
-    """A peft model with one fresh trainable LoRA adapter ("default"); base weights frozen."""
-    from peft import LoraConfig, get_peft_model
+    """A peft model with one fresh trainable LoRA adapter ("default"); base weights frozen. Its random
+    initialization follows `config.seed` alone (`adapters.seeded_lora`), so `pluralign train fspo`
+    and `train adapter` with the same seed start from the same adapter."""
+    from peft import LoraConfig
+
+    from pluralign.policy.adapters import seeded_lora
 
     n_layers = model.config.num_hidden_layers
     layers = list(range(n_layers - config.lora_layers, n_layers)) if config.lora_layers else None
@@ -170,7 +174,7 @@ def add_lora(model, config: FSPOConfig):
         layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    return seeded_lora(model, lora, config.seed)
 
 
 class ReferencePolicy:

@@ -232,7 +232,9 @@ def with_lora(base_model, config: MaxMinConfig):
     The adapter's random initialization follows `config.seed` alone (drawn under a forked torch RNG,
     so the caller's random state is left as it was): whatever ran before in the process, such as
     sampling the base's answers, does not change it."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from pluralign.policy.adapters import seeded_lora
 
     n_layers = base_model.config.num_hidden_layers
     layers = list(range(n_layers - config.lora_layers, n_layers)) if 0 < config.lora_layers < n_layers else None
@@ -240,9 +242,7 @@ def with_lora(base_model, config: MaxMinConfig):
         r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=list(config.target_modules),
         layers_to_transform=layers, task_type="CAUSAL_LM",
     )
-    with torch.random.fork_rng():  # every device the caller may draw on
-        torch.manual_seed(config.seed)
-        return get_peft_model(base_model, lora)
+    return seeded_lora(base_model, lora, config.seed)
 
 
 @dataclass

@@ -107,3 +107,25 @@ def test_an_active_target_without_active_shots_is_a_clear_usage_error():
         result = run_cli("eval", "--model", "pal-a+residual", "--protocol", "persona", "--active-target", target, timeout=120)
         assert result.returncode == 2, result.stdout[-500:]
         assert "--active-target" in result.stderr and "--shots active" in result.stderr
+
+
+def test_eval_takes_more_unseen_users_and_queries(shared_data):
+    """Issue 16's offline bar needed more new users than the eval's 10 per group to decide; `pluralign
+    eval` takes them (before, only benchmarks/active_shots.py could), and the seen users stay the same."""
+    cache = str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite")
+    common = ("eval", "--model", "per-user-bt", "--protocol", "persona", "--groups", "2", "--json", "--threads", "1", "--data-dir", str(shared_data), "--cache", cache)
+    default = json.loads(run_cli(*common).stdout.strip().splitlines()[-1])
+    more = run_cli(*common, "--unseen-per-group", "3", "--query-size", "5")
+    assert more.returncode == 0, more.stderr
+    more = json.loads(more.stdout.strip().splitlines()[-1])
+    assert (default["unseen_users"], more["unseen_users"]) == (20, 6)
+    assert more["seen_users"] == default["seen_users"] and more["seen_macro_acc"] == default["seen_macro_acc"]
+
+
+def test_unseen_users_and_queries_are_checked():
+    for flags, said in ((["--query-size", "0"], "--query-size: expected an integer >= 1, got 0"),
+                        (["--unseen-per-group", "-2"], "--unseen-per-group: expected an integer >= 1, got -2")):
+        result = run_cli("eval", "--model", "bt", "--protocol", "persona", *flags, timeout=120)
+        assert result.returncode == 2 and said in result.stderr, result.stderr
+    result = run_cli("eval", "--model", "bt", "--protocol", "ukp", "--query-size", "30", timeout=120)
+    assert result.returncode == 2 and "--query-size 30: persona only" in result.stderr, result.stderr

@@ -5,6 +5,7 @@
     pluralign eval --model em --protocol persona --groups 5          # K chosen from the data
     pluralign eval --model pal-b --k 4 --protocol persona --groups 4  # K fixed
     pluralign eval --model pal-a+residual --protocol persona --groups 4 --shots active   # + actively chosen support
+    pluralign eval --model pal-a+residual --protocol persona --groups 5 --seed 2 --shots active --unseen-per-group 50 --query-size 50
 
 Without --k, the mixtures (pal-a, pal-b, em) choose K = 1, 2, ... (up to 12, stopping after two K
 without a better held-out log-likelihood on the seen users' validation pairs) and keep the smallest
@@ -44,7 +45,14 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    persona_only = {"--unseen-per-group": args.unseen_per_group, "--query-size": args.query_size}
+    given = [f"{flag} {value}" for flag, value in persona_only.items() if value is not None]
+    if given and args.protocol != "persona":
+        print(f"error: {', '.join(given)}: persona only (UKP's unseen users are its own held-out annotators)", file=sys.stderr)
+        return 2
     config = EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed)
+    config = replace(config, **{name: value for name, value in (("unseen_users_per_group", args.unseen_per_group), ("query_size", args.query_size))
+                                if value is not None})
     if args.shots == "active":  # issue 16's bar compares 2 and 5 active shots with 4 and 10 random ones
         config = replace(config, shots=tuple(sorted({*config.shots, 4})))
     model = build_model(args.model, k=args.k, seed=args.seed)
@@ -87,6 +95,9 @@ def register(sub) -> None:
     p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unseen-per-group", type=int, action=AtLeastOne, default=None,
+                   help="persona: new (unseen) users per group (default 10); the seen users and their model stay the same, more users narrow the intervals")
+    p.add_argument("--query-size", type=int, action=AtLeastOne, default=None, help="persona: held-out query comparisons per unseen user (default 20)")
     p.add_argument("--shots", choices=["random", "active"], default="random",
                    help="unseen users' k support comparisons: the pool's first k (random order), or also chosen by "
                         "expected information gain on the user model's posterior (`active`, +residual models)")

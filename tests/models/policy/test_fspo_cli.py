@@ -51,3 +51,36 @@ def test_train_fspo_then_a_user_adapter(make_tiny_lm, tokenizer, tmp_path, capsy
     # the served model picks the user's adapter, and FSPO for everyone else
     pool = AdapterPool(ModelHost(make_tiny_lm("tiny-cli")), AdapterRegistry(registry), base_id, 1 << 24, fallback=fspo)
     assert pool.adapters_for([("acme", "user3"), ("acme", "user4")])[1] == "fallback"
+
+
+def test_the_same_seed_trains_the_same_adapter(make_tiny_lm, tokenizer, tmp_path, capsys):
+    """`pluralign train fspo` and `train adapter` with one seed give the same weights, whatever the
+    process drew before (before: peft drew the LoRA's init from the process's torch RNG, so two runs
+    of one command in a job runner's process trained different adapters)."""
+    import torch
+    from safetensors.torch import load_file
+
+    base = tmp_path / "tiny"
+    make_tiny_lm("tiny-cli").save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    rows = [Preference(user_id=f"user{u}", prompt=f"Pick one {i}?", chosen=["yes", "no"][u % 2], rejected=["no", "yes"][u % 2])
+            for u in range(6) for i in range(6)]
+    write_jsonl(rows, tmp_path / "prefs.jsonl")
+
+    def weights(kind, draws):
+        torch.manual_seed(draws)
+        torch.rand(100 * draws)  # whatever the process did before
+        out = tmp_path / f"{kind}-{draws}"
+        if kind == "fspo":
+            args = ["train", "fspo", "--population", "file", "--data", str(tmp_path / "prefs.jsonl"), "--base", str(base), "--shots", "1",
+                    "--steps", "2", "--batch-size", "2", "--episodes", "4", "--queries", "1", "--lora-layers", "1", "--out", str(out)]
+        else:
+            args = ["train", "adapter", "--user", "user1", "--data", str(tmp_path / "prefs.jsonl"), "--registry", str(out), "--base", str(base), "--steps", "2"]
+        assert main(args + ["--seed", "5"]) == 0
+        capsys.readouterr()
+        return load_file(next(out.rglob("adapter_model.safetensors")))
+
+    for kind in ("fspo", "adapter"):
+        first, second = weights(kind, 1), weights(kind, 7)
+        assert first.keys() == second.keys() and any("lora_A" in k for k in first)
+        assert all(torch.equal(first[k], second[k]) for k in first), kind
