@@ -7,13 +7,14 @@ For each seed (the population, EM, the base model's sampled answers and the LoRA
 and batches all follow it):
 
 1. SmolLM2-135M-Instruct (or `--base-model DIR`) answers the training, validation and test
-   questions (sampled, short). Three disjoint topic sets: 80 training questions, 24 validation, 48
+   questions (sampled, short). Three disjoint topic sets: 80 training questions, 48 validation, 48
    test (each topic in both templates).
 2. A population of 100 users (majority `enthusiastic`, minority `concise`; see
    pluralign/policy/style_groups.py) compares variants of the training answers.
 3. EM learns reward heads from those unlabelled comparisons: K=2 (MaxMin) and K=1 (single reward).
 4. Each training question's four candidates (4N with `--samples N`: the style variants of N sampled
-   answers, best-of-N before ranking) are scored by min over the normalized heads (MaxMin)
+   answers, best-of-N before ranking) are scored by min over the normalized heads (MaxMin; ties
+   on it go to the heads' share-weighted mean, EM's mixing weights: `maxmin_scores`, `--tie-break`)
    or by the single head; `--pairing best` (default) pairs the top-scoring candidate against each
    other one, `--pairing all` pairs every two candidates whose scores differ (written to
    WORK/seed-S/pairs-*.jsonl, the input of `pluralign train maxmin`).
@@ -75,6 +76,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pluralign.policy.maxmin import TIE_BREAK
+
 TOPICS = [
     "rainbows", "volcanoes", "honey bees", "the moon", "tides", "earthquakes", "photosynthesis", "clouds",
     "lightning", "glaciers", "coral reefs", "comets", "deserts", "rivers", "owls", "penguins", "whales",
@@ -88,10 +91,15 @@ TOPICS = [
 TEMPLATES = ["Tell me about {}.", "What should I know about {}?"]
 
 
-# topics for choosing checkpoints only, disjoint from both lists above's training and test halves
+# topics for choosing checkpoints only, disjoint from both lists above's training and test halves. The
+# first 12 alone were the validation set until 1 Dec 2026: their 24 questions chose checkpoints whose
+# majority win fell 8 to 15 points from validation to test (seed 0's step 5: 0.96 against 0.81), so
+# the set was doubled, as issue 17 asks ("enough held-out questions that the intervals decide")
 VALIDATION_TOPICS = [
     "bamboo", "octopuses", "lighthouses", "kites", "origami", "waterfalls", "submarines", "umbrellas", "pianos",
     "sunflowers", "caves", "fireflies",
+    "candles", "mirrors", "feathers", "icebergs", "spiders", "tulips", "harbors", "windmills", "canals",
+    "puzzles", "ladders", "sand dunes",
 ]
 
 
@@ -197,13 +205,14 @@ def answer_summary(answers: list[str]) -> dict:
 
 
 # the arguments that change what a run trains or measures: a stored run with the same values is reused
-TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nll", "dpo", "lora_layers", "beta", "max_new_tokens", "min_new_tokens", "limit", "users", "base_model")
+TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nll", "dpo", "lora_layers", "beta", "max_new_tokens", "min_new_tokens", "limit", "users", "base_model",
+                 "tie_break")
 
 
 def training_setting(args) -> dict:
     """The run's `TRAINING_KEYS` values and the `JUDGE` that scored its checkpoints (selection,
     threads and outputs are not among them)."""
-    return {k: getattr(args, k) for k in TRAINING_KEYS} | {"judge": JUDGE}
+    return {k: getattr(args, k) for k in TRAINING_KEYS} | {"judge": JUDGE, "validation_topics": len(VALIDATION_TOPICS)}
 
 
 def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict]:
@@ -212,7 +221,7 @@ def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict
     selection rule, resumes from them; their curves keep every checkpoint's validation and test scores."""
     if not path.exists():
         return {}
-    before = {"samples": 1, "dpo": 1.0, "min_new_tokens": 0, "judge": RULES_ALONE}  # keys added since: the value runs had before them
+    before = {"samples": 1, "dpo": 1.0, "min_new_tokens": 0, "judge": RULES_ALONE, "tie_break": 0.0, "validation_topics": 12}  # keys added since: the value runs had before them
     return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == {**before, **training}}
 
 
@@ -358,7 +367,8 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         ari = adjusted_rand_score([truth[u] for u in batch.users], [clusters[u] for u in batch.users]) if k > 1 else None
         pairs = []
         for prompt, cands, rewards in candidates_and_rewards(splits["train"], answers["train"], heads, [answers[p] for p in extra_parts]):
-            pairs += ranked_pairs(prompt, cands, maxmin_scores(rewards), source=f"{objective}-{k}-heads", pairing=PAIRINGS[args.pairing])
+            scores = maxmin_scores(rewards, heads.mixing_weights(), tie_break=args.tie_break)
+            pairs += ranked_pairs(prompt, cands, scores, source=f"{objective}-{k}-heads", pairing=PAIRINGS[args.pairing])
         tag = f"{objective}-{round(majority * 100)}"
         write_jsonl(pairs, work / f"pairs-{tag}.jsonl")
         digest = pairs_digest(pairs)
@@ -416,11 +426,13 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
     return results
 
 
-def argmax_scores(splits: dict[str, list[str]], answers: dict[str, list[str]], seed: int, majority: float, users: int) -> dict[str, dict[str, list[float]]]:
+def argmax_scores(splits: dict[str, list[str]], answers: dict[str, list[str]], seed: int, majority: float, users: int,
+                  tie_break: float = 0.0, split: str = "test") -> dict[str, dict[str, list[float]]]:
     """What a policy that imitated its objective's ranking perfectly would score (`--ceiling`): per
     objective, each group's win score per test question (`win_scores`, ties half) when the policy
     answers with the objective's top candidate among the style variants of the base's own test
-    answer. The heads are EM's, fitted on the same users' comparisons as the trained runs."""
+    answer (`split`: another split's questions instead). The heads are EM's, fitted on the same
+    users' comparisons as the trained runs; `tie_break` as in `maxmin_scores`."""
     from pluralign.policy.maxmin import maxmin_scores
     from pluralign.policy.style_groups import feature_pairs, preference_pairs, win_scores
     from pluralign.reward.em import EMConfig, EMMixture
@@ -431,8 +443,9 @@ def argmax_scores(splits: dict[str, list[str]], answers: dict[str, list[str]], s
     for objective, k in (("single", 1), ("maxmin", 2)):
         heads = EMMixture(EMConfig(k=k, restarts=4, seed=seed))
         heads.fit(batch, batch.select([]))
-        tops = [cands[int(np.argmax(maxmin_scores(rewards)))] for _, cands, rewards in candidates_and_rewards(splits["test"], answers["test"], heads)]
-        out[objective] = win_scores(tops, answers["test"])
+        tops = [cands[int(np.argmax(maxmin_scores(rewards, heads.mixing_weights(), tie_break=tie_break)))]
+                for _, cands, rewards in candidates_and_rewards(splits[split], answers[split], heads)]
+        out[objective] = win_scores(tops, answers[split])
     return out
 
 
@@ -446,9 +459,9 @@ def ceiling(args, seeds: list[int], splits: dict[str, list[str]]) -> dict:
     for s in seeds:
         work = Path(args.work) / f"seed-{s}"
         work.mkdir(parents=True, exist_ok=True)
-        per_seed[s] = base_answers(work, {p: splits[p] for p in ("train", "test")}, s, args.max_new_tokens, args.base_model, args.min_new_tokens)
+        per_seed[s] = base_answers(work, {p: splits[p] for p in ("train", args.ceiling_split)}, s, args.max_new_tokens, args.base_model, args.min_new_tokens)
     for majority in args.majority:
-        scores = {s: argmax_scores(splits, per_seed[s], s, majority, args.users) for s in seeds}
+        scores = {s: argmax_scores(splits, per_seed[s], s, majority, args.users, args.tie_break, args.ceiling_split) for s in seeds}
         row = {o: {g: summarize([scores[s][o][g] for s in seeds], seeds) for g in ("enthusiastic", "concise")} for o in ("single", "maxmin")}
         for name, group in (("majority_gap", "enthusiastic"), ("minority_gain", "concise")):
             row[name] = summarize([[a - b for a, b in zip(scores[s]["maxmin"][group], scores[s]["single"][group], strict=True)] for s in seeds], seeds)
@@ -495,6 +508,8 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--min-new-tokens", type=int, default=4, help="no answer (base or policy, every split) ends before this many tokens (0: no minimum); see the module docstring")
+    parser.add_argument("--tie-break", type=float, default=TIE_BREAK,
+                        help=f"weight of the groups' share-weighted mean in the MaxMin score (maxmin_scores; default {TIE_BREAK}): it orders candidates whose worst group fares the same; 0: the plain minimum, the runs before it")
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")
     parser.add_argument("--majority-tolerance", type=float, default=0.05, help="with --select validation, MaxMin only reports checkpoints whose validation majority win is at most this far (win rate, 0.05 = 5 points) below the single policy's reported one at that step (no floor when the single is not run: --objectives maxmin); negative: no floor")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N questions of each split (0: all; a cheaper, noisier setting)")
@@ -509,6 +524,7 @@ def main() -> None:
     parser.add_argument("--reuse", nargs="*", default=[], metavar="RESULTS", help="results.json files of other commands (e.g. another --majority): a run of the same seed, objective, training setting and pairs is reused, not trained")
     parser.add_argument("--out", default=None, help="write the summary over seeds (JSON) to this file")
     parser.add_argument("--ceiling", action="store_true", help="train nothing: score each objective's top candidate among the style variants of the base's own test answers (what imitating the ranking perfectly would give)")
+    parser.add_argument("--ceiling-split", default="test", choices=["train", "val", "test"], help="with --ceiling: the questions to score (val: a choice made on validation)")
     parser.add_argument("--json", action="store_true", help="print the contract line last: {\"steps\": {STEP: {\"majority_gap\": [lo, hi], \"minority_gain\": [lo, hi]}}}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -533,7 +549,7 @@ def main() -> None:
         from benchmarks.bars import points, span
 
         rows = ceiling(args, seeds, splits)
-        print(f"each objective's top candidate among the style variants of the base's own test answer, {len(seeds)} seed(s) x {len(splits['test'])} test questions:")
+        print(f"each objective's top candidate among the style variants of the base's own {args.ceiling_split} answer, {len(seeds)} seed(s) x {len(splits[args.ceiling_split])} {args.ceiling_split} questions:")
         print("| majority/minority | policy | enthusiastic (majority) | concise (minority) |")
         print("|---|---|---|---|")
         for m, row in rows.items():
@@ -545,7 +561,7 @@ def main() -> None:
                 print(f"| {split} | {name} | {points(c['mean'])} {span(c['interval'])} (per seed {' / '.join(points(v) for v in c['per_seed'].values())}) | |")
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "min_new_tokens": args.min_new_tokens, "judge": JUDGE, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
+            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "min_new_tokens": args.min_new_tokens, "tie_break": args.tie_break, "split": args.ceiling_split, "judge": JUDGE, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
         if args.json:
             print(json.dumps({"ceiling": {m: {n: row[n]["interval"] for n in ("majority_gap", "minority_gain")} for m, row in rows.items()}}))
         return

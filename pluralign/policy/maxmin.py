@@ -8,7 +8,8 @@ normalized group reward, and replace PPO by DPO on pairs ranked by that reward:
 1. candidates per prompt (the base model's own answers and their variants) are scored by every
    group's reward head, each standardized over the prompt's candidates so that no head's scale
    dominates (`normalize_rewards`);
-2. a candidate's MaxMin score is the minimum of its normalized group rewards (`maxmin_scores`);
+2. a candidate's MaxMin score is the minimum of its normalized group rewards (`maxmin_scores`;
+   ties on it go to the groups' share-weighted mean);
    the scores pick the comparisons (`PAIRINGS`): by default the top-scoring candidate against each
    other one (`best_vs_rest`), or every pair whose scores differ (`all_pairs`);
 3. the LoRA policy is trained with the DPO loss on those pairs (plus, optionally, the chosen
@@ -86,11 +87,29 @@ class MaxMinConfig:
             raise ValueError(f"dpo_weight ({self.dpo_weight}) and chosen_nll_weight ({self.chosen_nll_weight}) must be >= 0, not both 0")
 
 
-def maxmin_scores(rewards: np.ndarray) -> np.ndarray:
-    """(n, K) rewards of n candidates under K group heads -> (n,) min over groups of the normalized reward.
+TIE_BREAK = 1e-3  # weight of the share-weighted mean in `maxmin_scores`: it orders egalitarian ties only
 
-    With one head this is that head's standardized reward: the single-reward objective."""
-    return normalize_rewards(rewards).min(1)
+
+def maxmin_scores(rewards: np.ndarray, shares: np.ndarray | None = None, tie_break: float = TIE_BREAK) -> np.ndarray:
+    """(n, K) rewards of n candidates under K group heads -> (n,) MaxMin scores: the minimum over
+    groups of the normalized reward, plus `tie_break` times the groups' share-weighted mean of it.
+
+    The second term orders candidates whose worst-off group fares the same, the lexicographic
+    refinement of an egalitarian choice (among maximin-optimal options, prefer what serves the
+    population best; Sen, Collective Choice and Social Welfare, 1970). It matters: two candidates that
+    are each one group's favourite (an answer and its excited form, when the answer is one unfinished
+    sentence) tie exactly on the minimum (normalized over two, each group's rewards are -1 and +1).
+    Without it the tie went to whichever text sorted first; with it, to the one the larger group
+    prefers. `shares`: (K,) non-negative group weights, e.g. EM's mixing weights (default: equal);
+    `tie_break` 0 is the plain minimum. A tie_break small next to the normalized rewards' spread
+    (about 1) reorders only candidates whose minima differ by less than it. With one head the scores
+    are that head's standardized reward times (1 + tie_break): the single-reward objective's order.
+    Raises ValueError for `shares` of another length than K, negative, or summing to 0."""
+    z = normalize_rewards(rewards)  # (n, K)
+    weights = np.ones(z.shape[1]) if shares is None else np.asarray(shares, dtype=np.float64).reshape(-1)
+    if weights.shape != (z.shape[1],) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"shares must be {z.shape[1]} non-negative weights, not all 0; got {weights.tolist()}")
+    return z.min(1) + tie_break * (z @ (weights / weights.sum()))
 
 
 Pairing = Callable[[np.ndarray, float], list[tuple[int, int]]]  # (n,) scores, margin -> (chosen, rejected) indices

@@ -241,6 +241,11 @@ class EMMixture:
             raise RuntimeError("the EM mixture has no heads: fit it or load an artifact")
         return self.fit_result.head_weights, self.fit_result.log_mixing
 
+    def mixing_weights(self) -> np.ndarray:
+        """The mixture's weights pi_k, each head's share of the users: (K,), summing to 1.
+        Raises RuntimeError before a fit or load."""
+        return self._heads()[1].exp().cpu().numpy()
+
     def _predict(self, posterior: torch.Tensor, pairs: PairBatch) -> np.ndarray:
         W, _ = self._heads()
         p = torch.sigmoid(pair_features(pairs).double() @ W.T)  # (N, K)

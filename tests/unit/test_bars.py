@@ -196,3 +196,15 @@ def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
     result["setting"] |= {"min_new_tokens": 8, "judge": "the rules and more"}
     row = maxmin_rows(result, "x.json")[0]
     assert "every answer at least 8 tokens, judged by the rules and more, seeds 0 1 2" in row and row.endswith("| yes |")
+    result["setting"] |= {"tie_break": 1e-3}
+    assert "at least 8 tokens, MaxMin's ties on the worst group to EM's share-weighted mean (tie-break 0.001), judged by" in maxmin_rows(result, "x.json")[0]
+
+
+def test_the_ceiling_row_names_its_split_and_tie_break():
+    from benchmarks.bars import maxmin_ceiling_rows
+
+    seeds = [0, 1, 2]
+    result = {"benchmark": "maxmin_ceiling", "seeds": seeds, "questions": {"test": 48, "val": 24}, "split": "val", "tie_break": 1e-3,
+              "majority": {"0.8": {"majority_gap": summarize(np.zeros((3, 24)), seeds), "minority_gain": summarize(np.full((3, 24), 0.6), seeds)}}}
+    row = maxmin_ceiling_rows(result, "x.json")[0]
+    assert "top style variant of the base's own val answer; MaxMin's ties on the worst group to EM's share-weighted mean (tie-break 0.001), seeds 0 1 2, 24 val questions" in row

@@ -93,6 +93,35 @@ def test_pairings_order_each_pair_by_score_and_skip_ties_and_duplicates():
     assert [(p.chosen, p.rejected) for p in same] == [("a", "c"), ("a", "c")]  # never ("a", "a")
 
 
+def test_egalitarian_ties_go_to_the_answer_the_larger_group_prefers():
+    """An answer of one unfinished sentence has two variants only, itself and its excited form, each
+    one group's favourite: normalized over two candidates, both sit at -1 for one group and +1 for the
+    other, so the plain minimum ties. Before, the tie went to whichever candidate rounding or the
+    texts' sort order put first (and gave no training pair); now to the share-weighted mean's choice."""
+    answer = "While gardening can be a rewarding hobby, it is essential to strike a balance between"
+    for plain in (answer, "Zinnias " + answer.lower()):  # sorts before and after "Great question! ..."
+        candidates = sorted({plain, style_variants(plain)["detailed_excited"]})
+        assert len(candidates) == 2  # brief is the whole answer: no compromise among the variants
+        rewards = np.array([[GROUP_REWARDS[g](c) for g in ("enthusiastic", "concise")] for c in candidates])  # (2, K)
+        minimum = maxmin_scores(rewards, tie_break=0.0)
+        assert minimum[0] == pytest.approx(minimum[1])  # argmax: whichever rounding or the texts' order puts first
+        assert ranked_pairs(PROMPT, candidates, minimum, source="t") == []
+        excited = candidates.index(style_variants(plain)["detailed_excited"])
+        assert int(np.argmax(maxmin_scores(rewards, np.array([0.8, 0.2])))) == excited
+        assert int(np.argmax(maxmin_scores(rewards, np.array([0.2, 0.8])))) == 1 - excited
+        [pair] = ranked_pairs(PROMPT, candidates, maxmin_scores(rewards, np.array([0.8, 0.2])), source="t")
+        assert pair.chosen == candidates[excited]
+    # a clear maximin choice is not moved by the share-weighted mean
+    clear = np.array([[10.0, -30.0], [0.0, -5.0], [8.0, -12.0], [0.0, -25.0]])  # (n, K)
+    assert int(np.argmax(maxmin_scores(clear, np.array([0.99, 0.01])))) == int(np.argmax(maxmin_scores(clear, tie_break=0.0))) == 2
+    # one head: the single-reward objective's order, unchanged
+    single = clear[:, :1]
+    assert list(np.argsort(maxmin_scores(single))) == list(np.argsort(normalize_rewards(single)[:, 0]))
+    for bad in ([1.0], [0.5, -0.1], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="shares must be 2 non-negative weights"):
+            maxmin_scores(clear, np.array(bad))
+
+
 def test_win_rate_errors_are_the_standard_error_of_the_per_prompt_wins():
     base = ["A plain answer of medium length.", "Another plain answer.", "Short.", "Medium answer here."]
     policy = ["Longer answer than the base one here!", "Another plain answer.", "Shorter.", "Med."]

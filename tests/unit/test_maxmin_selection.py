@@ -3,6 +3,9 @@ worst-group selection from trading the majority away, and what each step then re
 
 from __future__ import annotations
 
+import argparse
+import json
+
 import pytest
 
 from benchmarks.maxmin_policy import apply_selection, select_checkpoint
@@ -134,6 +137,23 @@ def test_the_argmax_ceiling_shows_where_the_compromise_loses_the_majority():
     assert scores["maxmin"] == {"enthusiastic": [1.0, 0.0], "concise": [1.0, 1.0]}
 
 
+def test_the_ceiling_breaks_egalitarian_ties_by_the_groups_shares():
+    """Test answers of one unfinished sentence: their only variants are the answer and its excited
+    form, tied on the worst group (with the plain minimum the choice fell to the order of the texts,
+    or to rounding). With the tie broken by EM's mixing weights MaxMin writes the excited form
+    whatever the text, as the single reward does: the majority wins, the minority loses to both."""
+    from benchmarks.maxmin_policy import argmax_scores
+
+    answers = {
+        "train": [f"Topic {i} is a thing people study. It has a long history and many uses in daily life. Experts keep learning more about it." for i in range(12)],
+        "test": ["Apples are a fruit that people grow in orchards all over the world and eat in many ways, raw or",
+                 "While apples can be a rewarding crop to grow, it is essential to strike a balance between"],
+    }
+    splits = {"train": [f"Question {i}?" for i in range(12)], "test": ["Tell me about apples.", "What should I know about apples?"]}
+    scores = argmax_scores(splits, answers, seed=0, majority=0.8, users=40, tie_break=1e-3)
+    assert scores["maxmin"] == scores["single"] == {"enthusiastic": [1.0, 1.0], "concise": [0.0, 0.0]}
+
+
 def test_a_policy_without_a_loss_is_a_usage_error():
     import subprocess
     import sys
@@ -182,6 +202,18 @@ def test_runs_judged_by_another_judge_are_never_reused(tmp_path):
             {"seed": 1, "majority": 0.8, "objective": "single", "training": now}]
     (tmp_path / "results.json").write_text(json.dumps(runs))
     assert list(stored_runs(tmp_path / "results.json", now)) == [(1, 0.8, "single")]
+
+
+def test_runs_ranked_without_the_tie_break_are_reused_only_without_it(tmp_path):
+    """Runs stored before `--tie-break` ranked by the plain minimum: they count as --tie-break 0."""
+    from benchmarks.maxmin_policy import TRAINING_KEYS, stored_runs, training_setting
+
+    now = training_setting(argparse.Namespace(**{k: 0 for k in TRAINING_KEYS} | {"tie_break": 1e-3}))
+    plain = training_setting(argparse.Namespace(**{k: 0 for k in TRAINING_KEYS} | {"tie_break": 0.0}))
+    old = {k: v for k, v in plain.items() if k != "tie_break"}
+    (tmp_path / "results.json").write_text(json.dumps([{"seed": 0, "majority": 0.8, "objective": "maxmin", "training": old}]))
+    assert stored_runs(tmp_path / "results.json", now) == {}
+    assert list(stored_runs(tmp_path / "results.json", plain)) == [(0, 0.8, "maxmin")]
 
 
 def test_the_reported_answers_summary_comes_from_the_kept_answers():
