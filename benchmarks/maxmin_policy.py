@@ -91,10 +91,11 @@ TOPICS = [
 TEMPLATES = ["Tell me about {}.", "What should I know about {}?"]
 
 
-# topics for choosing checkpoints only, disjoint from both lists above's training and test halves. The
-# first 12 alone were the validation set until 1 Dec 2026: their 24 questions chose checkpoints whose
-# majority win fell 8 to 15 points from validation to test (seed 0's step 5: 0.96 against 0.81), so
-# the set was doubled, as issue 17 asks ("enough held-out questions that the intervals decide")
+# topics for choosing checkpoints only, disjoint from both lists above's training and test halves.
+# The first 12 alone were the validation set until 1 Dec 2026 (`--validation-topics 12`). The set was
+# doubled after a run's test figures showed a checkpoint whose majority win fell 15 points from
+# validation to test (seed 0's step 5: 0.96 against 0.81); issue 17 asks for enough held-out
+# questions. Append only: a stored run records how many of the first topics chose its checkpoints.
 VALIDATION_TOPICS = [
     "bamboo", "octopuses", "lighthouses", "kites", "origami", "waterfalls", "submarines", "umbrellas", "pianos",
     "sunflowers", "caves", "fireflies",
@@ -103,12 +104,13 @@ VALIDATION_TOPICS = [
 ]
 
 
-def questions() -> tuple[list[str], list[str], list[str]]:
-    """Training (80), validation (24) and test (48) questions on disjoint topics, each topic in both templates."""
+def questions(validation_topics: int = len(VALIDATION_TOPICS)) -> tuple[list[str], list[str], list[str]]:
+    """Training (80), validation (2 per topic: 48 with the default 24 topics, 24 with the first 12, the
+    set before 1 Dec 2026) and test (48) questions on disjoint topics, each topic in both templates."""
     def ask(topics):
         return [t.format(x) for x in topics for t in TEMPLATES]
 
-    return ask(TOPICS[:40]), ask(VALIDATION_TOPICS), ask(TOPICS[40:])
+    return ask(TOPICS[:40]), ask(VALIDATION_TOPICS[:validation_topics]), ask(TOPICS[40:])
 
 
 def candidates_and_rewards(prompts, answers, heads, extra=()):
@@ -206,13 +208,13 @@ def answer_summary(answers: list[str]) -> dict:
 
 # the arguments that change what a run trains or measures: a stored run with the same values is reused
 TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nll", "dpo", "lora_layers", "beta", "max_new_tokens", "min_new_tokens", "limit", "users", "base_model",
-                 "tie_break")
+                 "tie_break", "validation_topics")
 
 
 def training_setting(args) -> dict:
     """The run's `TRAINING_KEYS` values and the `JUDGE` that scored its checkpoints (selection,
     threads and outputs are not among them)."""
-    return {k: getattr(args, k) for k in TRAINING_KEYS} | {"judge": JUDGE, "validation_topics": len(VALIDATION_TOPICS)}
+    return {k: getattr(args, k) for k in TRAINING_KEYS} | {"judge": JUDGE}
 
 
 def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict]:
@@ -225,12 +227,13 @@ def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict
     return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == {**before, **training}}
 
 
-def rejudge(work: Path, splits: dict[str, list[str]]) -> int:
+def rejudge(work: Path, splits: dict[str, list[str]], validation_topics: int) -> int:
     """`--rejudge`: score every stored run in WORK/results.json that kept its checkpoints' answers
     (`last_val_answers`, `last_test_answers`) again with today's `win_scores` against the seed's
     cached base answers, and mark it with today's `JUDGE`, so it is reused instead of trained
-    again. Runs without their answers keep their old judge (and are not reused). Returns how many
-    runs were scored again."""
+    again. Runs without their answers keep their old judge (and are not reused), and so do runs whose
+    checkpoints answered another validation set than `validation_topics` topics' (a stored run without
+    the key answered the first 12). Returns how many runs were scored again."""
     from pluralign.policy.style_groups import win_rates, win_scores
 
     path = work / "results.json"
@@ -239,6 +242,8 @@ def rejudge(work: Path, splits: dict[str, list[str]]) -> int:
     runs, done, bases = json.loads(path.read_text()), 0, {}
     for run in runs:
         if not all("last_val_answers" in c and "last_test_answers" in c for c in run["curve"]):
+            continue
+        if run["training"].get("validation_topics", 12) != validation_topics:  # its answers are to other questions
             continue
         t = run["training"]
         key = (run["seed"], t["max_new_tokens"], t.get("base_model"), t.get("min_new_tokens", 0))
@@ -510,6 +515,8 @@ def main() -> None:
     parser.add_argument("--min-new-tokens", type=int, default=4, help="no answer (base or policy, every split) ends before this many tokens (0: no minimum); see the module docstring")
     parser.add_argument("--tie-break", type=float, default=TIE_BREAK,
                         help=f"weight of the groups' share-weighted mean in the MaxMin score (maxmin_scores; default {TIE_BREAK}): it orders candidates whose worst group fares the same; 0: the plain minimum, the runs before it")
+    parser.add_argument("--validation-topics", type=int, default=len(VALIDATION_TOPICS),
+                        help=f"choose checkpoints on the first N validation topics, two questions each (default all {len(VALIDATION_TOPICS)}; 12: the set before 1 Dec 2026)")
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")
     parser.add_argument("--majority-tolerance", type=float, default=0.05, help="with --select validation, MaxMin only reports checkpoints whose validation majority win is at most this far (win rate, 0.05 = 5 points) below the single policy's reported one at that step (no floor when the single is not run: --objectives maxmin); negative: no floor")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N questions of each split (0: all; a cheaper, noisier setting)")
@@ -523,7 +530,7 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="train every run again, even those WORK/results.json holds with the same training setting")
     parser.add_argument("--reuse", nargs="*", default=[], metavar="RESULTS", help="results.json files of other commands (e.g. another --majority): a run of the same seed, objective, training setting and pairs is reused, not trained")
     parser.add_argument("--out", default=None, help="write the summary over seeds (JSON) to this file")
-    parser.add_argument("--ceiling", action="store_true", help="train nothing: score each objective's top candidate among the style variants of the base's own test answers (what imitating the ranking perfectly would give)")
+    parser.add_argument("--ceiling", action="store_true", help="train nothing: score each objective's top candidate among the style variants of the base's own test answers, or --ceiling-split's (what imitating the ranking perfectly would give)")
     parser.add_argument("--ceiling-split", default="test", choices=["train", "val", "test"], help="with --ceiling: the questions to score (val: a choice made on validation)")
     parser.add_argument("--json", action="store_true", help="print the contract line last: {\"steps\": {STEP: {\"majority_gap\": [lo, hi], \"minority_gain\": [lo, hi]}}}")
     args = parser.parse_args()
@@ -539,10 +546,14 @@ def main() -> None:
         parser.error(f"--users ({args.users}) and --max-new-tokens ({args.max_new_tokens}) must be >= 1, --limit ({args.limit}) >= 0")
     if not 0 <= args.min_new_tokens <= args.max_new_tokens:
         parser.error(f"--min-new-tokens ({args.min_new_tokens}) must be in [0, --max-new-tokens ({args.max_new_tokens})]")
+    if not 1 <= args.validation_topics <= len(VALIDATION_TOPICS):
+        parser.error(f"--validation-topics ({args.validation_topics}) must be in [1, {len(VALIDATION_TOPICS)}]")
+    if not args.tie_break >= 0 or args.tie_break == float("inf"):  # NaN fails the first test
+        parser.error(f"--tie-break ({args.tie_break}) must be a finite number >= 0")
     if len(set(seeds)) < len(seeds):
         parser.error(f"--seeds {' '.join(map(str, seeds))}: a seed given twice would count twice over seeds")
 
-    train_q, val_q, test_q = questions()
+    train_q, val_q, test_q = questions(args.validation_topics)
     limit = args.limit or None
     splits = {"train": train_q[:limit], "val": val_q[:limit], "test": test_q[:limit]}
     if args.ceiling:
@@ -569,7 +580,7 @@ def main() -> None:
     results: list[dict] = []
     setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}, "judge": JUDGE}
     if args.rejudge and not args.fresh:
-        print(f"scored again with today's judge: {rejudge(Path(args.work), splits)} stored run(s)")
+        print(f"scored again with today's judge: {rejudge(Path(args.work), splits, args.validation_topics)} stored run(s)")
     stored = {} if args.fresh else stored_runs(Path(args.work) / "results.json", training_setting(args))
     reuse = [Path(f) for f in args.reuse]
     for done, seed in enumerate(seeds, 1):

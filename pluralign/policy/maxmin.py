@@ -94,21 +94,27 @@ def maxmin_scores(rewards: np.ndarray, shares: np.ndarray | None = None, tie_bre
     """(n, K) rewards of n candidates under K group heads -> (n,) MaxMin scores: the minimum over
     groups of the normalized reward, plus `tie_break` times the groups' share-weighted mean of it.
 
-    The second term orders candidates whose worst-off group fares the same, the lexicographic
-    refinement of an egalitarian choice (among maximin-optimal options, prefer what serves the
-    population best; Sen, Collective Choice and Social Welfare, 1970). It matters: two candidates that
-    are each one group's favourite (an answer and its excited form, when the answer is one unfinished
-    sentence) tie exactly on the minimum (normalized over two, each group's rewards are -1 and +1).
-    Without it the tie went to whichever text sorted first; with it, to the one the larger group
-    prefers. `shares`: (K,) non-negative group weights, e.g. EM's mixing weights (default: equal);
-    `tie_break` 0 is the plain minimum. A tie_break small next to the normalized rewards' spread
-    (about 1) reorders only candidates whose minima differ by less than it. With one head the scores
-    are that head's standardized reward times (1 + tie_break): the single-reward objective's order.
-    Raises ValueError for `shares` of another length than K, negative, or summing to 0."""
+    The second term is a utilitarian tie-break among maximin choices (ours; the MaxMin-RLHF paper
+    does not say what to do with ties): of two candidates whose worst-off group fares the same, the
+    one that serves the population better by group size wins. It matters: two candidates that are
+    each one group's favourite (an answer and its excited form, when the answer is one sentence) tie
+    exactly on the minimum (normalized over two, each group's rewards are -1 and +1), and the choice
+    fell to rounding or to the candidates' order. A leximin refinement (Sen, 1970) would not break
+    that tie: it looks at the sorted rewards, (-1, +1) both times, not at which group is which.
+
+    `shares`: (K,) finite non-negative group weights, e.g. EM's mixing weights (default: equal);
+    `tie_break` >= 0, 0 is the plain minimum. The normalized rewards lie within +-sqrt(n - 1), so the
+    term can reorder two candidates only when their minima differ by less than tie_break * 2 *
+    sqrt(n - 1) (0.0035 for four candidates at the default). With one head the scores are that
+    head's standardized reward times (1 + tie_break): the single-reward objective's order.
+    Raises ValueError for `shares` of another length than K, negative, not finite or summing to 0,
+    and for a negative or non-finite `tie_break`."""
     z = normalize_rewards(rewards)  # (n, K)
     weights = np.ones(z.shape[1]) if shares is None else np.asarray(shares, dtype=np.float64).reshape(-1)
-    if weights.shape != (z.shape[1],) or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"shares must be {z.shape[1]} non-negative weights, not all 0; got {weights.tolist()}")
+    if weights.shape != (z.shape[1],) or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"shares must be {z.shape[1]} finite non-negative weights, not all 0; got {weights.tolist()}")
+    if not (np.isfinite(tie_break) and tie_break >= 0):
+        raise ValueError(f"tie_break must be a finite number >= 0, got {tie_break}")
     return z.min(1) + tie_break * (z @ (weights / weights.sum()))
 
 

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
@@ -22,6 +23,9 @@ from pluralign.user.summary import Example, PrototypeDescription, describe_proto
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.rewards import UserRewards
 from service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from pluralign.user.active import Particles
 
 log = logging.getLogger("pluralign.service")
 

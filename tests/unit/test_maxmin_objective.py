@@ -117,9 +117,12 @@ def test_egalitarian_ties_go_to_the_answer_the_larger_group_prefers():
     # one head: the single-reward objective's order, unchanged
     single = clear[:, :1]
     assert list(np.argsort(maxmin_scores(single))) == list(np.argsort(normalize_rewards(single)[:, 0]))
-    for bad in ([1.0], [0.5, -0.1], [0.0, 0.0]):
-        with pytest.raises(ValueError, match="shares must be 2 non-negative weights"):
+    for bad in ([1.0], [0.5, -0.1], [0.0, 0.0], [np.nan, 1.0], [np.inf, 1.0]):
+        with pytest.raises(ValueError, match="shares must be 2 finite non-negative weights"):
             maxmin_scores(clear, np.array(bad))
+    for bad in (-1.0, np.nan, np.inf):
+        with pytest.raises(ValueError, match="tie_break must be a finite number >= 0"):
+            maxmin_scores(clear, tie_break=bad)
 
 
 def test_win_rate_errors_are_the_standard_error_of_the_per_prompt_wins():

@@ -139,19 +139,26 @@ def test_the_argmax_ceiling_shows_where_the_compromise_loses_the_majority():
 
 def test_the_ceiling_breaks_egalitarian_ties_by_the_groups_shares():
     """Test answers of one unfinished sentence: their only variants are the answer and its excited
-    form, tied on the worst group (with the plain minimum the choice fell to the order of the texts,
-    or to rounding). With the tie broken by EM's mixing weights MaxMin writes the excited form
-    whatever the text, as the single reward does: the majority wins, the minority loses to both."""
+    form, tied on the worst group. With the plain minimum the choice fell to rounding or the texts'
+    order: here MaxMin kept two of the six base answers (a tie for both groups). With the tie broken
+    by EM's mixing weights it writes the excited form every time, as the single reward does: the
+    majority wins, the minority loses to both."""
     from benchmarks.maxmin_policy import argmax_scores
 
     answers = {
         "train": [f"Topic {i} is a thing people study. It has a long history and many uses in daily life. Experts keep learning more about it." for i in range(12)],
         "test": ["Apples are a fruit that people grow in orchards all over the world and eat in many ways, raw or",
-                 "While apples can be a rewarding crop to grow, it is essential to strike a balance between"],
+                 "While apples can be a rewarding crop to grow, it is essential to strike a balance between",
+                 "Bananas grow in warm places and people ship them across the oceans to reach shops in cold",
+                 "Kites fly when the wind lifts them over fields and beaches, and children hold the long strings of",
+                 "A good overview of pears can be found in many books about gardens, orchards and the trees that",
+                 "Cherries ripen in early summer on trees that need cold winters, and birds like to eat them before"],
     }
-    splits = {"train": [f"Question {i}?" for i in range(12)], "test": ["Tell me about apples.", "What should I know about apples?"]}
-    scores = argmax_scores(splits, answers, seed=0, majority=0.8, users=40, tie_break=1e-3)
-    assert scores["maxmin"] == scores["single"] == {"enthusiastic": [1.0, 1.0], "concise": [0.0, 0.0]}
+    splits = {"train": [f"Question {i}?" for i in range(12)], "test": [f"Tell me about thing {i}." for i in range(6)]}
+    plain = argmax_scores(splits, answers, seed=0, majority=0.8, users=40, tie_break=0.0)
+    assert plain["maxmin"]["enthusiastic"].count(0.5) == 2 and plain["maxmin"]["concise"].count(0.5) == 2
+    broken = argmax_scores(splits, answers, seed=0, majority=0.8, users=40, tie_break=1e-3)
+    assert broken["maxmin"] == broken["single"] == {"enthusiastic": [1.0] * 6, "concise": [0.0] * 6}
 
 
 def test_a_policy_without_a_loss_is_a_usage_error():
@@ -202,6 +209,20 @@ def test_runs_judged_by_another_judge_are_never_reused(tmp_path):
             {"seed": 1, "majority": 0.8, "objective": "single", "training": now}]
     (tmp_path / "results.json").write_text(json.dumps(runs))
     assert list(stored_runs(tmp_path / "results.json", now)) == [(1, 0.8, "single")]
+
+
+def test_runs_that_answered_other_validation_questions_are_not_rejudged(tmp_path, monkeypatch):
+    """`--rejudge` scores kept answers against the base's answers to the same questions: a run stored
+    before the validation set was doubled (no `validation_topics`: the first 12) is left as it was,
+    and the base model is never loaded to answer the new questions."""
+    import benchmarks.maxmin_policy as bench
+
+    monkeypatch.setattr(bench, "base_answers", lambda *a, **k: pytest.fail("base answers read for a run on other questions"))
+    point = {"step": 5, "val": {"enthusiastic": 0.9, "concise": 0.5}, "last_val_answers": ["a"] * 24, "last_test_answers": ["b"] * 48}
+    run = {"seed": 0, "majority": 0.8, "objective": "maxmin", "curve": [point], "training": {"max_new_tokens": 24, "judge": "old"}}
+    (tmp_path / "results.json").write_text(json.dumps([run]))
+    assert bench.rejudge(tmp_path, {"val": ["q"] * 48, "test": ["t"] * 48}, validation_topics=24) == 0
+    assert json.loads((tmp_path / "results.json").read_text())[0]["training"]["judge"] == "old"
 
 
 def test_runs_ranked_without_the_tie_break_are_reused_only_without_it(tmp_path):
