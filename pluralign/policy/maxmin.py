@@ -98,8 +98,8 @@ def maxmin_scores(rewards: np.ndarray, shares: np.ndarray | None = None, tie_bre
     does not say what to do with ties): of two candidates whose worst-off group fares the same, the
     one that serves the population better by group size wins. It matters: two candidates that are
     each one group's favourite (an answer and its excited form, when the answer is one sentence) tie
-    exactly on the minimum (normalized over two, each group's rewards are -1 and +1), and the choice
-    fell to rounding or to the candidates' order. A leximin refinement (Sen, 1970) would not break
+    on the minimum up to rounding (normalized over two, each group's rewards are -1 and +1), and the
+    choice fell to rounding or to the candidates' order. A leximin refinement (Sen, 1970) would not break
     that tie: it looks at the sorted rewards, (-1, +1) both times, not at which group is which.
 
     `shares`: (K,) finite non-negative group weights, e.g. EM's mixing weights (default: equal);
