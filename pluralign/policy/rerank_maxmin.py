@@ -22,22 +22,34 @@ def normalize_rewards(rewards: np.ndarray, mean: np.ndarray | None = None, scale
     return (rewards - mean) / np.where(scale > 1e-12, scale, 1.0)
 
 
-def select_maxmin(rewards: np.ndarray, mean: np.ndarray | None = None, scale: np.ndarray | None = None) -> int:
+def select_maxmin(rewards: np.ndarray, mean: np.ndarray | None = None, scale: np.ndarray | None = None,
+                  shares: np.ndarray | None = None) -> int:
     """Index of the candidate maximizing min over groups of the normalized reward.
 
-    rewards: (n, G). Ties on the minimum go to the higher mean normalized reward, then the lowest index."""
+    rewards: (n, G). Ties on the minimum go to the higher mean normalized reward weighted by
+    `shares` ((G,) non-negative group weights, e.g. a mixture's weights; default equal), then the
+    lowest index. With two candidates that are each one group's favourite the minimum always ties
+    (normalized over two, every group's rewards are -1 and +1): equal weights leave the first,
+    shares give the one the larger group prefers (as `maxmin.maxmin_scores` does for training).
+    Raises ValueError for an empty table or `shares` of another length than G, negative, not finite
+    or summing to 0."""
     z = normalize_rewards(rewards, mean, scale)  # (n, G)
+    weights = np.ones(z.shape[1]) if shares is None else np.asarray(shares, dtype=np.float64).reshape(-1)
+    if weights.shape != (z.shape[1],) or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"shares must be {z.shape[1]} finite non-negative weights, not all 0; got {weights.tolist()}")
     worst = z.min(1)  # (n,)
     best = np.flatnonzero(np.isclose(worst, worst.max()))
-    return int(best[np.argmax(z[best].mean(1))])
+    return int(best[np.argmax(z[best] @ (weights / weights.sum()))])
 
 
 def select_with_heads(heads, prompt: np.ndarray, candidates: np.ndarray) -> int:
-    """The MaxMin candidate under a fitted group mixture (e.g. `EMMixture`, anything with `rewards`).
+    """The MaxMin candidate under a fitted group mixture (e.g. `EMMixture`, anything with `rewards`;
+    ties on the minimum go to the mixture's weights when it has `mixing_weights`, else equal ones).
 
     prompt: (d,) embedding of the question; candidates: (n, d) embeddings of the answers."""
     import torch
 
     responses = torch.as_tensor(np.asarray(candidates, dtype=np.float32))  # (n, d)
     prompts = torch.as_tensor(np.asarray(prompt, dtype=np.float32)).expand_as(responses)  # (n, d)
-    return select_maxmin(heads.rewards(prompts, responses).cpu().numpy())  # rewards: (n, K)
+    shares = heads.mixing_weights() if hasattr(heads, "mixing_weights") else None
+    return select_maxmin(heads.rewards(prompts, responses).cpu().numpy(), shares=shares)  # rewards: (n, K)

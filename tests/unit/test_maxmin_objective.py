@@ -141,6 +141,40 @@ def test_select_maxmin_picks_the_candidate_whose_worst_group_fares_best():
         select_maxmin(np.zeros((0, 2)))
 
 
+def test_select_maxmin_breaks_a_two_candidate_tie_by_the_groups_shares():
+    """Two candidates, each one group's favourite: the minimum always ties. Equal weights keep the
+    first (as before); shares give the larger group's favourite, wherever it stands."""
+    rewards = np.array([[1.0, 5.0], [4.0, 2.0]])  # (n, G): group 0 prefers candidate 1, group 1 candidate 0
+    assert select_maxmin(rewards) == 0
+    assert select_maxmin(rewards, shares=np.array([0.8, 0.2])) == 1
+    assert select_maxmin(rewards[::-1], shares=np.array([0.8, 0.2])) == 0
+    assert select_maxmin(rewards, shares=np.array([0.2, 0.8])) == 0
+    with pytest.raises(ValueError, match="shares must be 2"):
+        select_maxmin(rewards, shares=np.array([1.0, np.nan]))
+
+
+def test_the_inference_time_benchmark_runs_on_todays_answer_caches(tmp_path, monkeypatch, capsys):
+    """benchmarks.maxmin_rerank unpacked two question lists after the validation split made three,
+    and read an `eval` key the caches no longer have: it failed before printing anything."""
+    import json
+    import sys
+
+    from benchmarks import maxmin_rerank
+    from benchmarks.maxmin_policy import questions
+
+    train = [f"Topic {i} is a thing people study. It has a long history and many uses. Experts keep learning." for i in range(len(questions()[0]))]
+    test = ["Apples are a fruit that people grow in orchards all over the world and eat in many ways, raw or", ANSWER]
+    (tmp_path / "answers.json").write_text(json.dumps({"train": train, "val": [], "test": test}))
+    monkeypatch.setattr(sys, "argv", ["maxmin_rerank", "--answers", str(tmp_path / "answers.json")])
+    maxmin_rerank.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 80/20") or line.startswith("| 90/10")]
+    assert len(rows) == 4
+    single, maxmin = (float(x) for x in rows[0].split("|")[3:5]), (float(x) for x in rows[1].split("|")[3:5])
+    assert list(single) == [1.0, 0.0]  # the single reward writes the long excited answer
+    majority, minority = maxmin
+    assert majority == 1.0 and minority == 0.5  # the tie goes to the excited form; the rainbow answer's compromise wins both
+
+
 def test_win_rates_follow_each_groups_rule():
     base = ["A plain answer with several words in it.", "Another plain answer here."]
     policy = ["Great question! Short!", "Great question! A much longer answer with many more words than before!"]
