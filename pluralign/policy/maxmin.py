@@ -58,7 +58,7 @@ import torch
 from pluralign.data.record import Base, Preference
 from pluralign.device import default_device
 from pluralign.losses import dpo_loss
-from pluralign.policy.rerank_maxmin import normalize_rewards
+from pluralign.policy.rerank_maxmin import normalize_rewards, share_weights
 
 SCHEMA_VERSION = 1
 OBJECTIVES = ("maxmin", "single")
@@ -110,12 +110,10 @@ def maxmin_scores(rewards: np.ndarray, shares: np.ndarray | None = None, tie_bre
     Raises ValueError for `shares` of another length than K, negative, not finite or summing to 0,
     and for a negative or non-finite `tie_break`."""
     z = normalize_rewards(rewards)  # (n, K)
-    weights = np.ones(z.shape[1]) if shares is None else np.asarray(shares, dtype=np.float64).reshape(-1)
-    if weights.shape != (z.shape[1],) or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"shares must be {z.shape[1]} finite non-negative weights, not all 0; got {weights.tolist()}")
+    weights = share_weights(shares, z.shape[1])
     if not (np.isfinite(tie_break) and tie_break >= 0):
         raise ValueError(f"tie_break must be a finite number >= 0, got {tie_break}")
-    return z.min(1) + tie_break * (z @ (weights / weights.sum()))
+    return z.min(1) + tie_break * (z @ weights)
 
 
 Pairing = Callable[[np.ndarray, float], list[tuple[int, int]]]  # (n,) scores, margin -> (chosen, rejected) indices

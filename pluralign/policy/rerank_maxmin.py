@@ -22,6 +22,15 @@ def normalize_rewards(rewards: np.ndarray, mean: np.ndarray | None = None, scale
     return (rewards - mean) / np.where(scale > 1e-12, scale, 1.0)
 
 
+def share_weights(shares: np.ndarray | None, groups: int) -> np.ndarray:
+    """(G,) group weights summing to 1: `shares` normalized, or equal weights when None.
+    Raises ValueError for another length than `groups`, negative, not finite or summing to 0."""
+    weights = np.ones(groups) if shares is None else np.asarray(shares, dtype=np.float64).reshape(-1)
+    if weights.shape != (groups,) or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"shares must be {groups} finite non-negative weights, not all 0; got {weights.tolist()}")
+    return weights / weights.sum()
+
+
 def select_maxmin(rewards: np.ndarray, mean: np.ndarray | None = None, scale: np.ndarray | None = None,
                   shares: np.ndarray | None = None) -> int:
     """Index of the candidate maximizing min over groups of the normalized reward.
@@ -34,12 +43,10 @@ def select_maxmin(rewards: np.ndarray, mean: np.ndarray | None = None, scale: np
     Raises ValueError for an empty table or `shares` of another length than G, negative, not finite
     or summing to 0."""
     z = normalize_rewards(rewards, mean, scale)  # (n, G)
-    weights = np.ones(z.shape[1]) if shares is None else np.asarray(shares, dtype=np.float64).reshape(-1)
-    if weights.shape != (z.shape[1],) or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"shares must be {z.shape[1]} finite non-negative weights, not all 0; got {weights.tolist()}")
+    weights = share_weights(shares, z.shape[1])
     worst = z.min(1)  # (n,)
     best = np.flatnonzero(np.isclose(worst, worst.max()))
-    return int(best[np.argmax(z[best] @ (weights / weights.sum()))])
+    return int(best[np.argmax(z[best] @ weights)])
 
 
 def select_with_heads(heads, prompt: np.ndarray, candidates: np.ndarray) -> int:
