@@ -8,8 +8,8 @@ For each held-out question, the candidates are the four style variants of the ba
 answer (see pluralign/policy/style_groups.py). `select_with_heads` picks the one maximizing the
 minimum normalized group reward under EM's K=2 heads (ties to EM's mixing weights); the
 single-reward pick maximizes the one pooled head (K=1). It is the selector of the service's users
-with no history, and the same pick as `maxmin_policy --ceiling` makes. Each group's win rate of the pick against the base answer, under that group's rule, is
-printed for 80/20 and 90/10 populations. No LM is run: this measures the selector, on candidates that
+with no history, and the same pick as `maxmin_policy --ceiling` makes. Each group's win rate of the
+pick against the base answer, under that group's rule, is printed for 80/20 and 90/10 populations. No LM is run: this measures the selector, on candidates that
 differ only in style.
 """
 

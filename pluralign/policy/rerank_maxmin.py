@@ -37,8 +37,8 @@ def select_maxmin(rewards: np.ndarray, mean: np.ndarray | None = None, scale: np
 
     rewards: (n, G). Ties on the minimum go to the higher mean normalized reward weighted by
     `shares` ((G,) non-negative group weights, e.g. a mixture's weights; default equal), then the
-    lowest index. With two candidates that are each one group's favourite the minimum always ties
-    (normalized over two, every group's rewards are -1 and +1): equal weights leave the first,
+    lowest index. With two candidates that are each one group's favourite, standardized over the
+    candidates (no `mean` or `scale`), the minimum always ties (every group's rewards are -1 and +1): equal weights leave the first,
     shares give the one the larger group prefers (as `maxmin.maxmin_scores` does for training).
     Raises ValueError for an empty table or `shares` of another length than G, negative, not finite
     or summing to 0."""
