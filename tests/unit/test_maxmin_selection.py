@@ -99,8 +99,6 @@ def test_more_samples_give_the_objectives_more_candidates_to_pick_from():
 def test_runs_are_found_by_the_pairs_they_trained_on(tmp_path):
     """--reuse: a stored run matches by seed, objective, training setting and the digest of its
     pairs; a run stored before digests were kept gets it from its pairs file."""
-    import json
-
     from benchmarks.maxmin_policy import pairs_digest, runs_by_pairs
     from pluralign.data.io import write_jsonl
     from pluralign.data.record import Preference
@@ -196,8 +194,6 @@ def test_odd_ceiling_flags_are_usage_errors_before_any_work(flags, named):
 def test_runs_judged_by_another_judge_are_never_reused(tmp_path):
     """A stored run keeps its checkpoints' scores; one scored by the rules alone (before
     `style_groups.repeats`) must not join a summary of runs scored with it."""
-    import argparse
-    import json
 
     from benchmarks.maxmin_policy import JUDGE, TRAINING_KEYS, stored_runs, training_setting
 

@@ -31,6 +31,8 @@ from dataclasses import replace
 
 from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
 
+PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "--query-size"}  # EvalConfig field -> its flag
+
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -45,14 +47,12 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    persona_only = {"--unseen-per-group": args.unseen_per_group, "--query-size": args.query_size}
-    given = [f"{flag} {value}" for flag, value in persona_only.items() if value is not None]
-    if given and args.protocol != "persona":
-        print(f"error: {', '.join(given)}: persona only (UKP's unseen users are its own held-out annotators)", file=sys.stderr)
+    sizes = {field: getattr(args, field) for field in PERSONA_SIZES if getattr(args, field) is not None}
+    if sizes and args.protocol != "persona":
+        given = ", ".join(f"{PERSONA_SIZES[field]} {value}" for field, value in sizes.items())
+        print(f"error: {given}: persona only (UKP's unseen users are its own held-out annotators)", file=sys.stderr)
         return 2
-    config = EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed)
-    config = replace(config, **{name: value for name, value in (("unseen_users_per_group", args.unseen_per_group), ("query_size", args.query_size))
-                                if value is not None})
+    config = EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, **sizes)
     if args.shots == "active":  # issue 16's bar compares 2 and 5 active shots with 4 and 10 random ones
         config = replace(config, shots=tuple(sorted({*config.shots, 4})))
     model = build_model(args.model, k=args.k, seed=args.seed)
@@ -95,7 +95,7 @@ def register(sub) -> None:
     p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--unseen-per-group", type=int, action=AtLeastOne, default=None,
+    p.add_argument("--unseen-per-group", dest="unseen_users_per_group", type=int, action=AtLeastOne, default=None,
                    help="persona: new (unseen) users per group (default 10); the seen users and their model stay the same, more users narrow the intervals")
     p.add_argument("--query-size", type=int, action=AtLeastOne, default=None, help="persona: held-out query comparisons per unseen user (default 20)")
     p.add_argument("--shots", choices=["random", "active"], default="random",
