@@ -62,9 +62,12 @@ def maxmin_rows(result: dict, source: str) -> list[str]:
         candidates = f"{setting['samples']} sampled answers per training question (best-of-{setting['samples']}), " if setting.get("samples", 1) > 1 else ""
         candidates += f"every answer at least {setting['min_new_tokens']} tokens, " if setting.get("min_new_tokens") else "no minimum answer length, "
         candidates += f"MaxMin's ties on the worst group to EM's share-weighted mean (tie-break {setting['tie_break']:g}), " if setting.get("tie_break") else ""
+        candidates += f"brief variants of at least {setting['brief_words']} words, " if setting.get("brief_words", 1) > 1 else ""
         candidates += f"judged by {setting['judge']}, " if setting.get("judge") else "judged by the groups' rules alone, "
+        tested = {"confirm": "confirmation test questions on fresh topics (CONFIRM_TOPICS)",
+                  "main+confirm": "test questions (the 48 of the runs before and 48 on fresh topics, CONFIRM_TOPICS)"}.get(setting.get("test_set"), "test questions")
         chose = f" ({setting['questions']['val']} validation questions chose the checkpoints)" if setting.get("select") == "validation" and "val" in setting["questions"] else ""
-        figure = (f"{candidates}seeds {' '.join(map(str, seeds))}, {setting['questions']['test']} test questions{chose}, MaxMin minus single in points, "
+        figure = (f"{candidates}seeds {' '.join(map(str, seeds))}, {setting['questions']['test']} {tested}{chose}, MaxMin minus single in points, "
                   f"mean [95% bootstrap interval over questions of the mean over seeds]: " + "; ".join(cells) + f" (`{source}`)")
         rows.append(f"| 17 seeds | MaxMin policy {split}: minority gain >= +20 and majority gap >= -5 at steps 15, 30, 60, interval's lower end and every seed, {MIN_SEEDS}+ seeds | {figure} | {met} |")
     return rows
@@ -131,6 +134,7 @@ def maxmin_ceiling_rows(result: dict, source: str) -> list[str]:
     seeds = " ".join(map(str, result["seeds"]))
     least = f"answers of at least {result['min_new_tokens']} tokens, " if result.get("min_new_tokens") else ""
     least += f"MaxMin's ties on the worst group to EM's share-weighted mean (tie-break {result['tie_break']:g}), " if result.get("tie_break") else ""
+    least += f"brief variants of at least {result['brief_words']} words, " if result.get("brief_words", 1) > 1 else ""
     split = result.get("split", "test")
     figure = (f"no training: each objective answers with its top style variant of the base's own {split} answer; {least}seeds {seeds}, "
               f"{result['questions'][split]} {split} questions, MaxMin minus single in points: " + "; ".join(cells) + f" (`{source}`)")

@@ -13,7 +13,8 @@ and batches all follow it):
    pluralign/policy/style_groups.py) compares variants of the training answers.
 3. EM learns reward heads from those unlabelled comparisons: K=2 (MaxMin) and K=1 (single reward).
 4. Each training question's four candidates (4N with `--samples N`: the style variants of N sampled
-   answers, best-of-N before ranking) are scored by min over the normalized heads (MaxMin; ties
+   answers, best-of-N before ranking; the brief ones run to the first sentence end that closes at
+   least `--brief-words` words, see below) are scored by min over the normalized heads (MaxMin; ties
    on it go to the heads' share-weighted mean, EM's mixing weights: `maxmin_scores`, `--tie-break`)
    or by the single head; `--pairing best` (default) pairs the top-scoring candidate against each
    other one, `--pairing all` pairs every two candidates whose scores differ (written to
@@ -34,6 +35,17 @@ on any of them and wins the majority 4 more points on two; 8 and 12 cost seed 0'
 points on each group (forced on, it repeats its opening, which loses). `--min-new-tokens 0` is the
 setting of the runs recorded before it (their base answers keep their cache files; they were judged
 by the rules alone, before `repeats`).
+
+Brief variants of at least 4 words (`--brief-words`, default 4): a brief variant runs on to the
+first sentence end that closes 4 words (`style_groups.first_sentence`), so an answer that opens
+with an exclamation ("Salt! It is a mineral...") gives "Salt! It is a mineral." and not "Salt!".
+With one-word briefs, MaxMin's compromise for such answers was "Great question! Salt!", too short
+to win the majority against the answer it came from. 6 of seed 1's 80 MaxMin training targets were
+of that form ("Great question! Lightning!"), and its policy wrote "Great question! Music!" (and
+Soccer, Salt, Rain) to test questions from step 25 on. The value was chosen on the ceilings of the
+validation and training questions (1, 2, 3, 4 words: majority gap 0.0 on validation for each;
+-1.5, -0.8, -0.4, 0.0 on training), the failure having been seen on test; the users compare the
+same variants. `--brief-words 1` is the setting of the runs recorded before it.
 
 Model selection (validation only): with `--select validation` (default) the policy reported at
 step S is a checkpoint at or before S chosen on the validation questions (`select_checkpoint`,
@@ -78,6 +90,9 @@ import torch
 
 from pluralign.policy.maxmin import TIE_BREAK
 
+# the brief variants' least words (`style_groups.first_sentence`); chosen on the validation and training ceilings, see --brief-words
+BRIEF_WORDS = 4
+
 TOPICS = [
     "rainbows", "volcanoes", "honey bees", "the moon", "tides", "earthquakes", "photosynthesis", "clouds",
     "lightning", "glaciers", "coral reefs", "comets", "deserts", "rivers", "owls", "penguins", "whales",
@@ -104,24 +119,36 @@ VALIDATION_TOPICS = [
 ]
 
 
-def questions(validation_topics: int = len(VALIDATION_TOPICS)) -> tuple[list[str], list[str], list[str]]:
+# a second test set (`--test-set confirm`), written on 1 Dec 2026 after `--brief-words` was chosen and
+# before any policy answered it: it confirms on fresh topics a change whose failure was seen on the
+# first test set. Disjoint from every list above; like the test topics, a mix of one-word and longer ones.
+CONFIRM_TOPICS = [
+    "jazz", "tennis", "sugar", "snow", "wind", "poetry", "glass", "paper", "silk", "elephants", "bats", "frogs",
+    "ants", "sharks", "apples", "rice", "tunnels", "canoes", "balloons", "fireworks", "sculpture", "yoga",
+    "violins", "hot springs",
+]
+
+
+def questions(validation_topics: int = len(VALIDATION_TOPICS), test_set: str = "main") -> tuple[list[str], list[str], list[str]]:
     """Training (80), validation (2 per topic: 48 with the default 24 topics, 24 with the first 12, the
-    set before 1 Dec 2026) and test (48) questions on disjoint topics, each topic in both templates."""
+    set before 1 Dec 2026) and test (48) questions on disjoint topics, each topic in both templates.
+    `test_set` "confirm": the test questions are `CONFIRM_TOPICS`' (48) instead."""
     def ask(topics):
         return [t.format(x) for x in topics for t in TEMPLATES]
 
-    return ask(TOPICS[:40]), ask(VALIDATION_TOPICS[:validation_topics]), ask(TOPICS[40:])
+    test = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS}[test_set]
+    return ask(TOPICS[:40]), ask(VALIDATION_TOPICS[:validation_topics]), ask(test)
 
 
-def candidates_and_rewards(prompts, answers, heads, extra=()):
+def candidates_and_rewards(prompts, answers, heads, extra=(), brief_words: int = 1):
     """Per training question: (prompt, candidates, (n, K) rewards under the heads). The candidates are
     the four style variants of the base's answer and of each further sample (`extra`: lists aligned
     with `prompts`), so with `--samples N` the objective picks its argmax among 4N (best-of-N sampling
-    before ranking, as RLHF's rejection sampling does)."""
+    before ranking, as RLHF's rejection sampling does); `brief_words` as in `style_variants`."""
     from pluralign.policy.style_groups import answer_features, style_variants
 
     for prompt, *said in zip(prompts, answers, *extra, strict=True):
-        cands = sorted({v for answer in said for v in style_variants(answer).values()})
+        cands = sorted({v for answer in said for v in style_variants(answer, brief_words).values()})
         feats = answer_features(cands)
         yield prompt, cands, heads.rewards(torch.ones_like(feats), feats).cpu().numpy()  # (n, K)
 
@@ -208,7 +235,7 @@ def answer_summary(answers: list[str]) -> dict:
 
 # the arguments that change what a run trains or measures: a stored run with the same values is reused
 TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nll", "dpo", "lora_layers", "beta", "max_new_tokens", "min_new_tokens", "limit", "users", "base_model",
-                 "tie_break", "validation_topics")
+                 "tie_break", "validation_topics", "brief_words", "test_set")
 
 
 def training_setting(args) -> dict:
@@ -223,7 +250,7 @@ def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict
     selection rule, resumes from them; their curves keep every checkpoint's validation and test scores."""
     if not path.exists():
         return {}
-    before = {"samples": 1, "dpo": 1.0, "min_new_tokens": 0, "judge": RULES_ALONE, "tie_break": 0.0, "validation_topics": 12}  # keys added since: the value runs had before them
+    before = {"samples": 1, "dpo": 1.0, "min_new_tokens": 0, "judge": RULES_ALONE, "tie_break": 0.0, "validation_topics": 12, "brief_words": 1, "test_set": "main"}  # keys added since: the value runs had before them
     return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == {**before, **training}}
 
 
@@ -352,7 +379,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
     extra_parts = [f"train-{j}" for j in range(2, args.samples + 1)]  # further samples of the training answers
     answers = base_answers(work, {**splits, **{part: splits["train"] for part in extra_parts}}, seed, args.max_new_tokens, args.base_model, args.min_new_tokens)
     shares = {"enthusiastic": majority, "concise": round(1 - majority, 6)}
-    comparisons = preference_pairs(splits["train"], answers["train"], shares, users=args.users, pairs_per_user=12, seed=seed)
+    comparisons = preference_pairs(splits["train"], answers["train"], shares, users=args.users, pairs_per_user=12, seed=seed, brief_words=args.brief_words)
     batch = feature_pairs(comparisons)
     truth = {r.user_id: r.attributes["group"] for r in comparisons}
     results = []
@@ -371,7 +398,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         clusters = heads.user_clusters()
         ari = adjusted_rand_score([truth[u] for u in batch.users], [clusters[u] for u in batch.users]) if k > 1 else None
         pairs = []
-        for prompt, cands, rewards in candidates_and_rewards(splits["train"], answers["train"], heads, [answers[p] for p in extra_parts]):
+        for prompt, cands, rewards in candidates_and_rewards(splits["train"], answers["train"], heads, [answers[p] for p in extra_parts], args.brief_words):
             scores = maxmin_scores(rewards, heads.mixing_weights(), tie_break=args.tie_break)
             pairs += ranked_pairs(prompt, cands, scores, source=f"{objective}-{k}-heads", pairing=PAIRINGS[args.pairing])
         tag = f"{objective}-{round(majority * 100)}"
@@ -432,24 +459,25 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
 
 
 def argmax_scores(splits: dict[str, list[str]], answers: dict[str, list[str]], seed: int, majority: float, users: int,
-                  tie_break: float = 0.0, split: str = "test") -> dict[str, dict[str, list[float]]]:
+                  tie_break: float = 0.0, split: str = "test", brief_words: int = 1) -> dict[str, dict[str, list[float]]]:
     """What a policy that imitated its objective's ranking perfectly would score (`--ceiling`): per
     objective, each group's win score per test question (`win_scores`, ties half) when the policy
     answers with the objective's top candidate among the style variants of the base's own test
     answer (`split`: another split's questions instead). The heads are EM's, fitted on the same
-    users' comparisons as the trained runs; `tie_break` as in `maxmin_scores`."""
+    users' comparisons as the trained runs; `tie_break` as in `maxmin_scores`, `brief_words` as in
+    `style_variants`."""
     from pluralign.policy.maxmin import maxmin_scores
     from pluralign.policy.style_groups import feature_pairs, preference_pairs, win_scores
     from pluralign.reward.em import EMConfig, EMMixture
 
     shares = {"enthusiastic": majority, "concise": round(1 - majority, 6)}
-    batch = feature_pairs(preference_pairs(splits["train"], answers["train"], shares, users=users, pairs_per_user=12, seed=seed))
+    batch = feature_pairs(preference_pairs(splits["train"], answers["train"], shares, users=users, pairs_per_user=12, seed=seed, brief_words=brief_words))
     out = {}
     for objective, k in (("single", 1), ("maxmin", 2)):
         heads = EMMixture(EMConfig(k=k, restarts=4, seed=seed))
         heads.fit(batch, batch.select([]))
         tops = [cands[int(np.argmax(maxmin_scores(rewards, heads.mixing_weights(), tie_break=tie_break)))]
-                for _, cands, rewards in candidates_and_rewards(splits[split], answers[split], heads)]
+                for _, cands, rewards in candidates_and_rewards(splits[split], answers[split], heads, brief_words=brief_words)]
         out[objective] = win_scores(tops, answers[split])
     return out
 
@@ -466,12 +494,40 @@ def ceiling(args, seeds: list[int], splits: dict[str, list[str]]) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         per_seed[s] = base_answers(work, {p: splits[p] for p in ("train", args.ceiling_split)}, s, args.max_new_tokens, args.base_model, args.min_new_tokens)
     for majority in args.majority:
-        scores = {s: argmax_scores(splits, per_seed[s], s, majority, args.users, args.tie_break, args.ceiling_split) for s in seeds}
+        scores = {s: argmax_scores(splits, per_seed[s], s, majority, args.users, args.tie_break, args.ceiling_split, args.brief_words) for s in seeds}
         row = {o: {g: summarize([scores[s][o][g] for s in seeds], seeds) for g in ("enthusiastic", "concise")} for o in ("single", "maxmin")}
         for name, group in (("majority_gap", "enthusiastic"), ("minority_gain", "concise")):
             row[name] = summarize([[a - b for a, b in zip(scores[s]["maxmin"][group], scores[s]["single"][group], strict=True)] for s in seeds], seeds)
         out[str(majority)] = row
     return out
+
+
+def pool_test_sets(results: list[dict], confirmed: list[dict]) -> list[dict]:
+    """`--pool`: each run of `results` with its reported checkpoints' test scores followed by those of
+    the same run (seed, majority, objective) in `confirmed`, a `--test-set confirm` command's
+    results.json, so that the summary is over both test sets' questions (96). The two must be one
+    training: the same training setting but for `test_set`, and at every step the same validation
+    scores and the same checkpoint chosen (the validation questions choose; the test ones never do).
+    Raises ValueError naming the run and what differs."""
+    found = {(r["seed"], r["majority"], r["objective"]): r for r in confirmed}
+    pooled = []
+    for run in results:
+        key = (run["seed"], run["majority"], run["objective"])
+        other = found.get(key)
+        name = f"seed {key[0]} {key[2]}-{round(key[1] * 100)}"
+        if other is None:
+            raise ValueError(f"--pool: no run {name} in the confirmation results")
+        if other["training"].get("test_set") != "confirm":
+            raise ValueError(f"--pool: run {name} of the confirmation results was tested on {other['training'].get('test_set', 'main')!r}, not 'confirm'")
+        mine = {k: v for k, v in run["training"].items() if k != "test_set"}
+        theirs = {k: v for k, v in other["training"].items() if k != "test_set"}
+        if mine != theirs:
+            raise ValueError(f"--pool: run {name} was trained otherwise: " + ", ".join(sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))))
+        if [(c["step"], c["selected_step"], c["val"]) for c in run["curve"]] != [(c["step"], c["selected_step"], c["val"]) for c in other["curve"]]:
+            raise ValueError(f"--pool: run {name} chose other checkpoints or scored validation otherwise: not one training")
+        curve = [{**c, "test_scores": {g: c["test_scores"][g] + o["test_scores"][g] for g in c["test_scores"]}} for c, o in zip(run["curve"], other["curve"], strict=True)]
+        pooled.append({**run, "curve": curve})
+    return pooled
 
 
 def summarize_runs(results: list[dict], seeds: list[int], majority: float) -> dict:
@@ -517,6 +573,12 @@ def main() -> None:
                         help=f"weight of the groups' share-weighted mean in the MaxMin score (maxmin_scores; default {TIE_BREAK}): it orders candidates whose worst group fares the same; 0: the plain minimum, the runs before it")
     parser.add_argument("--validation-topics", type=int, default=len(VALIDATION_TOPICS),
                         help=f"choose checkpoints on the first N validation topics, two questions each (default all {len(VALIDATION_TOPICS)}; 12: the set before 1 Dec 2026)")
+    parser.add_argument("--brief-words", type=int, default=BRIEF_WORDS,
+                        help=f"the brief variants run to the first sentence end that closes at least N words (style_groups.first_sentence; default {BRIEF_WORDS}); 1: the first sentence however short, the runs before it")
+    parser.add_argument("--test-set", default="main", choices=["main", "confirm"],
+                        help="the test questions: main (the 48 of every recorded run) or confirm (48 on CONFIRM_TOPICS, a confirmation set; use its own --work: the base's test answers are cached per work folder)")
+    parser.add_argument("--pool", default=None, metavar="RESULTS",
+                        help="the results.json of the same command with --test-set confirm: report each step over both test sets' questions (pool_test_sets)")
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")
     parser.add_argument("--majority-tolerance", type=float, default=0.05, help="with --select validation, MaxMin only reports checkpoints whose validation majority win is at most this far (win rate, 0.05 = 5 points) below the single policy's reported one at that step (no floor when the single is not run: --objectives maxmin); negative: no floor")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N questions of each split (0: all; a cheaper, noisier setting)")
@@ -550,10 +612,14 @@ def main() -> None:
         parser.error(f"--validation-topics ({args.validation_topics}) must be in [1, {len(VALIDATION_TOPICS)}]")
     if not args.tie_break >= 0 or args.tie_break == float("inf"):  # NaN fails the first test
         parser.error(f"--tie-break ({args.tie_break}) must be a finite number >= 0")
+    if args.pool and (args.test_set != "main" or args.ceiling or not Path(args.pool).is_file()):
+        parser.error(f"--pool ({args.pool}) needs an existing results.json, --test-set main and no --ceiling")
+    if args.brief_words < 1:
+        parser.error(f"--brief-words ({args.brief_words}) must be >= 1")
     if len(set(seeds)) < len(seeds):
         parser.error(f"--seeds {' '.join(map(str, seeds))}: a seed given twice would count twice over seeds")
 
-    train_q, val_q, test_q = questions(args.validation_topics)
+    train_q, val_q, test_q = questions(args.validation_topics, args.test_set)
     limit = args.limit or None
     splits = {"train": train_q[:limit], "val": val_q[:limit], "test": test_q[:limit]}
     if args.ceiling:
@@ -572,7 +638,7 @@ def main() -> None:
                 print(f"| {split} | {name} | {points(c['mean'])} {span(c['interval'])} (per seed {' / '.join(points(v) for v in c['per_seed'].values())}) | |")
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "min_new_tokens": args.min_new_tokens, "tie_break": args.tie_break, "split": args.ceiling_split, "judge": JUDGE, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
+            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "min_new_tokens": args.min_new_tokens, "tie_break": args.tie_break, "brief_words": args.brief_words, "split": args.ceiling_split, "judge": JUDGE, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
         if args.json:
             print(json.dumps({"ceiling": {m: {n: row[n]["interval"] for n in ("majority_gap", "minority_gain")} for m, row in rows.items()}}))
         return
@@ -599,7 +665,19 @@ def main() -> None:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(full, indent=1) + "\n")
 
-    print(f"\nwin rate vs the base over {len(seeds)} seed(s) x {len(splits['test'])} test questions: mean +- sd over seeds [95% interval] (per seed), {'validation-selected checkpoint' if args.select == 'validation' else 'last weights'}")
+    if args.pool:
+        confirmed = json.loads(Path(args.pool).read_text())
+        try:
+            results = pool_test_sets(results, confirmed)
+        except ValueError as error:
+            parser.error(str(error))
+        extra = len(questions(args.validation_topics, "confirm")[2][:limit])
+        setting = setting | {"test_set": "main+confirm", "questions": setting["questions"] | {"test": len(splits["test"]) + extra}}
+        summaries = {str(m): summarize_runs(results, seeds, m) for m in args.majority}
+        full = full | {"setting": setting | {"seeds": seeds}, "majority": summaries}
+        if args.out:
+            Path(args.out).write_text(json.dumps(full, indent=1) + "\n")
+    print(f"\nwin rate vs the base over {len(seeds)} seed(s) x {setting['questions']['test']} test questions: mean +- sd over seeds [95% interval] (per seed), {'validation-selected checkpoint' if args.select == 'validation' else 'last weights'}")
     print("| majority/minority | step | policy | enthusiastic (majority) | concise (minority) |")
     print("|---|---|---|---|---|")
     for m, summary in summaries.items():

@@ -11,7 +11,8 @@ Judging generated answers (`win_scores`), both groups first refuse broken text (
 sentence said twice, a word or a two-word phrase three times), which the rules alone would reward.
 
 Candidates come from the base model's own answers: each answer y gives four variants, `detailed`
-(y itself), `brief` (its first sentence), and both `excited` ("Great question!" in front, periods
+(y itself), `brief` (its first sentence, or with `brief_words` N its first sentences up to one
+that closes N words), and both `excited` ("Great question!" in front, periods
 turned into exclamation marks). The two groups disagree: enthusiasts rank detailed_excited first,
 concise users rank brief first. brief_excited is second for both, the compromise a MaxMin policy
 can find; a policy fit to the majority writes long excited answers, which the minority dislikes. A population of users, a share of them in each group, labels random pairs
@@ -69,9 +70,22 @@ def feature_pairs(records: Sequence[Preference]) -> PairBatch:
     )
 
 
-def first_sentence(text: str) -> str:
-    match = re.search(r"^(.+?[.!?])(\s|$)", text.strip(), flags=re.S)
-    return match.group(1) if match else text.strip()
+_SENTENCE_STOP = re.compile(r"[.!?](?=\s|$)")
+
+
+def first_sentence(text: str, min_words: int = 1) -> str:
+    """The answer up to its first sentence end (., ! or ? before a space or the end) that closes at
+    least `min_words` words; the whole answer when no end does. With `min_words` 1 it is the first
+    sentence; with 4, an opening exclamation such as "Salt!" or "The moon!" runs on into the next
+    sentence ("Salt! It is a mineral."). Raises ValueError when `min_words` < 1."""
+    if min_words < 1:
+        raise ValueError(f"min_words must be at least 1, got {min_words}")
+    text = text.strip()
+    for stop in _SENTENCE_STOP.finditer(text):
+        head = text[: stop.end()]
+        if len(head.split()) >= min_words:
+            return head
+    return text
 
 
 def excite(text: str) -> str:
@@ -79,9 +93,10 @@ def excite(text: str) -> str:
     return EXCITED_PREFIX + body
 
 
-def style_variants(answer: str) -> dict[str, str]:
-    """The four candidates built from one base answer."""
-    brief = first_sentence(answer)
+def style_variants(answer: str, brief_words: int = 1) -> dict[str, str]:
+    """The four candidates built from one base answer; `brief` is `first_sentence(answer,
+    brief_words)` (1: the first sentence, however short)."""
+    brief = first_sentence(answer, brief_words)
     return {"detailed": answer.strip(), "brief": brief, "detailed_excited": excite(answer), "brief_excited": excite(brief)}
 
 
@@ -92,10 +107,12 @@ def preference_pairs(
     users: int = 100,
     pairs_per_user: int = 12,
     seed: int = 0,
+    brief_words: int = 1,
 ) -> list[Preference]:
-    """Users split by `shares` (group -> fraction), each labelling random variant pairs by its group's rule."""
+    """Users split by `shares` (group -> fraction), each labelling random variant pairs by its group's
+    rule; the variants are `style_variants(answer, brief_words)`."""
     rng = random.Random(seed)
-    variants = [style_variants(a) for a in answers]
+    variants = [style_variants(a, brief_words) for a in answers]
     total = sum(shares.values())
     counts = {g: round(users * s / total) for g, s in shares.items()}
     records: list[Preference] = []

@@ -198,6 +198,10 @@ def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
     assert "every answer at least 8 tokens, judged by the rules and more, seeds 0 1 2" in row and row.endswith("| yes |")
     result["setting"] |= {"tie_break": 1e-3}
     assert "at least 8 tokens, MaxMin's ties on the worst group to EM's share-weighted mean (tie-break 0.001), judged by" in maxmin_rows(result, "x.json")[0]
+    result["setting"] |= {"brief_words": 4}
+    assert "(tie-break 0.001), brief variants of at least 4 words, judged by" in maxmin_rows(result, "x.json")[0]
+    result["setting"] |= {"test_set": "confirm"}
+    assert "48 confirmation test questions on fresh topics (CONFIRM_TOPICS), MaxMin minus single" in maxmin_rows(result, "x.json")[0]
 
 
 def test_the_ceiling_row_names_its_split_and_tie_break():
@@ -208,3 +212,5 @@ def test_the_ceiling_row_names_its_split_and_tie_break():
               "majority": {"0.8": {"majority_gap": summarize(np.zeros((3, 24)), seeds), "minority_gain": summarize(np.full((3, 24), 0.6), seeds)}}}
     row = maxmin_ceiling_rows(result, "x.json")[0]
     assert "top style variant of the base's own val answer; MaxMin's ties on the worst group to EM's share-weighted mean (tie-break 0.001), seeds 0 1 2, 24 val questions" in row
+    result["brief_words"] = 4
+    assert "(tie-break 0.001), brief variants of at least 4 words, seeds 0 1 2" in maxmin_ceiling_rows(result, "x.json")[0]

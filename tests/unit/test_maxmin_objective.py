@@ -212,3 +212,14 @@ def test_select_with_em_heads_picks_the_compromise_answer():
     candidates = [variants[name] for name in ("detailed", "brief", "detailed_excited", "brief_excited")]
     features = answer_features(candidates).numpy()
     assert select_with_heads(heads, np.ones(2, dtype=np.float32), features) == 3
+
+
+def test_first_sentence_runs_on_until_it_closes_enough_words():
+    from pluralign.policy.style_groups import first_sentence
+
+    assert first_sentence("Salt! It is a mineral. It is everywhere.") == "Salt!"
+    assert first_sentence("Salt! It is a mineral. It is everywhere.", min_words=4) == "Salt! It is a mineral."
+    assert first_sentence("Rain falls from clouds", min_words=4) == "Rain falls from clouds"  # no sentence end: all of it
+    assert style_variants("Salt! It is a mineral. It is everywhere.", brief_words=4)["brief_excited"] == "Great question! Salt! It is a mineral!"
+    with pytest.raises(ValueError, match="min_words must be at least 1"):
+        first_sentence("Salt!", min_words=0)

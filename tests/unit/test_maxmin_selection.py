@@ -159,6 +159,39 @@ def test_the_ceiling_breaks_egalitarian_ties_by_the_groups_shares():
     assert broken["maxmin"] == broken["single"] == {"enthusiastic": [1.0] * 6, "concise": [0.0] * 6}
 
 
+def test_brief_variants_of_an_opening_exclamation_run_on_to_a_sentence():
+    """`--brief-words 4`: an answer that opens with a one-word exclamation ("Salt!") gave MaxMin the
+    compromise "Great question! Salt!", shorter than the base answer is long and excited, so the
+    majority lost it (the ceiling test above). With the brief variant running on to the first
+    sentence end that closes four words, MaxMin's compromise wins both groups on that question; on
+    answers whose first sentence is long enough nothing changes."""
+    from benchmarks.maxmin_policy import argmax_scores
+
+    answers = {
+        "train": [f"Topic {i} is a thing people study. It has a long history and many uses in daily life. Experts keep learning more about it." for i in range(12)],
+        "test": ["Salt is a mineral. It is found in the sea and in rocks deep underground.",
+                 "Salt! It is a mineral. It is found in the sea and in rocks deep underground."],
+    }
+    splits = {"train": [f"Question {i}?" for i in range(12)], "test": ["Tell me about salt.", "What should I know about salt?"]}
+    first = argmax_scores(splits, answers, seed=0, majority=0.8, users=40, tie_break=1e-3)
+    assert first["maxmin"] == {"enthusiastic": [1.0, 0.0], "concise": [1.0, 1.0]}  # "Great question! Salt!" loses the majority
+    four = argmax_scores(splits, answers, seed=0, majority=0.8, users=40, tie_break=1e-3, brief_words=4)
+    assert four["maxmin"] == {"enthusiastic": [1.0, 1.0], "concise": [1.0, 1.0]}  # "Great question! Salt! It is a mineral!"
+    assert four["single"] == first["single"] == {"enthusiastic": [1.0, 1.0], "concise": [0.0, 0.0]}
+
+
+def test_runs_with_one_word_briefs_are_reused_only_with_brief_words_1(tmp_path):
+    """Runs stored before `--brief-words` took the first sentence however short: they count as 1."""
+    from benchmarks.maxmin_policy import TRAINING_KEYS, stored_runs, training_setting
+
+    now = training_setting(argparse.Namespace(**{k: 0 for k in TRAINING_KEYS} | {"brief_words": 4}))
+    first = training_setting(argparse.Namespace(**{k: 0 for k in TRAINING_KEYS} | {"brief_words": 1}))
+    old = {k: v for k, v in first.items() if k != "brief_words"}
+    (tmp_path / "results.json").write_text(json.dumps([{"seed": 0, "majority": 0.8, "objective": "maxmin", "training": old}]))
+    assert stored_runs(tmp_path / "results.json", now) == {}
+    assert list(stored_runs(tmp_path / "results.json", first)) == [(0, 0.8, "maxmin")]
+
+
 def test_a_policy_without_a_loss_is_a_usage_error():
     import subprocess
     import sys
@@ -179,6 +212,7 @@ def test_a_policy_without_a_loss_is_a_usage_error():
     (["--seeds", "0", "0"], "--seeds"),  # one seed counted twice in the interval over seeds
     (["--min-new-tokens", "-1"], "--min-new-tokens"),
     (["--min-new-tokens", "30"], "--min-new-tokens"),  # above --max-new-tokens (24): transformers would fail after loading
+    (["--brief-words", "0"], "--brief-words"),  # a brief variant of no words
 ])
 def test_odd_ceiling_flags_are_usage_errors_before_any_work(flags, named):
     import subprocess
@@ -242,3 +276,40 @@ def test_the_reported_answers_summary_comes_from_the_kept_answers():
     reported = apply_selection([checkpoint(0, 0.5, 0.5), point], "single", SHARES, "validation")[1]
     assert reported["selected_step"] == 5 and reported["sample"] == "Great question! Salt!"
     assert reported["chars"] == pytest.approx((21 + 11) / 2) and reported["exclaims"] == pytest.approx(1.0)
+
+
+def test_the_confirmation_test_set_shares_no_topic_with_the_other_splits():
+    """`--test-set confirm`: 48 questions on topics that neither train, choose nor were tested on."""
+    from benchmarks.maxmin_policy import CONFIRM_TOPICS, TOPICS, VALIDATION_TOPICS, questions
+
+    train, val, test = questions()
+    confirm_train, confirm_val, confirm = questions(test_set="confirm")
+    assert (confirm_train, confirm_val) == (train, val)
+    assert len(confirm) == len(test) == 48 and not set(confirm) & set(train + val + test)
+    assert len(set(CONFIRM_TOPICS)) == 24 and not set(CONFIRM_TOPICS) & set(TOPICS + VALIDATION_TOPICS)
+
+
+def test_pooling_joins_one_trainings_test_sets_and_refuses_two_trainings():
+    """`--pool`: a run's test scores followed by its --test-set confirm twin's, per reported step;
+    a twin trained otherwise, or whose validation chose another checkpoint, is refused."""
+    from benchmarks.maxmin_policy import pool_test_sets, summarize_runs
+
+    def run(objective, test_set, scores, selected=5, lr=2e-3):
+        point = {"step": 5, "selected_step": selected, "val": rates(0.9, 0.8), "test_scores": {"enthusiastic": scores, "concise": scores}}
+        return {"seed": 0, "majority": 0.8, "objective": objective, "training": {"lr": lr, "test_set": test_set}, "curve": [point]}
+
+    main = [run("single", "main", [1.0, 1.0]), run("maxmin", "main", [1.0, 0.0])]
+    confirm = [run("single", "confirm", [1.0, 1.0, 1.0]), run("maxmin", "confirm", [0.5, 0.5, 1.0])]
+    pooled = pool_test_sets(main, confirm)
+    assert pooled[1]["curve"][0]["test_scores"]["enthusiastic"] == [1.0, 0.0, 0.5, 0.5, 1.0]
+    assert main[1]["curve"][0]["test_scores"]["enthusiastic"] == [1.0, 0.0]  # the inputs are left as they were
+    summary = summarize_runs(pooled, [0], 0.8)["steps"]["5"]
+    assert summary["majority_gap"]["mean"] == pytest.approx(-0.4)  # (0 - 1 - 0.5 - 0.5 + 0) / 5
+    with pytest.raises(ValueError, match="chose other checkpoints"):
+        pool_test_sets(main, [confirm[0], run("maxmin", "confirm", [1.0], selected=0)])
+    with pytest.raises(ValueError, match="trained otherwise: lr"):
+        pool_test_sets(main, [confirm[0], run("maxmin", "confirm", [1.0], lr=1e-3)])
+    with pytest.raises(ValueError, match="tested on 'main'"):
+        pool_test_sets(main, main)
+    with pytest.raises(ValueError, match="no run seed 0 maxmin-80"):
+        pool_test_sets(main, confirm[:1])
