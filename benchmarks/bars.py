@@ -65,7 +65,7 @@ def maxmin_rows(result: dict, source: str) -> list[str]:
         candidates += f"brief variants of at least {setting['brief_words']} words, " if setting.get("brief_words", 1) > 1 else ""
         candidates += f"judged by {setting['judge']}, " if setting.get("judge") else "judged by the groups' rules alone, "
         tested = {"confirm": "confirmation test questions on fresh topics (CONFIRM_TOPICS)",
-                  "main+confirm": "test questions (the 48 of the runs before and 48 on fresh topics, CONFIRM_TOPICS)"}.get(setting.get("test_set"), "test questions")
+                  "main+confirm": "test questions (the first test set's and the confirmation set's on fresh topics, CONFIRM_TOPICS)"}.get(setting.get("test_set"), "test questions")
         chose = f" ({setting['questions']['val']} validation questions chose the checkpoints)" if setting.get("select") == "validation" and "val" in setting["questions"] else ""
         figure = (f"{candidates}seeds {' '.join(map(str, seeds))}, {setting['questions']['test']} {tested}{chose}, MaxMin minus single in points, "
                   f"mean [95% bootstrap interval over questions of the mean over seeds]: " + "; ".join(cells) + f" (`{source}`)")
@@ -136,8 +136,9 @@ def maxmin_ceiling_rows(result: dict, source: str) -> list[str]:
     least += f"MaxMin's ties on the worst group to EM's share-weighted mean (tie-break {result['tie_break']:g}), " if result.get("tie_break") else ""
     least += f"brief variants of at least {result['brief_words']} words, " if result.get("brief_words", 1) > 1 else ""
     split = result.get("split", "test")
-    figure = (f"no training: each objective answers with its top style variant of the base's own {split} answer; {least}seeds {seeds}, "
-              f"{result['questions'][split]} {split} questions, MaxMin minus single in points: " + "; ".join(cells) + f" (`{source}`)")
+    named = "confirmation test (CONFIRM_TOPICS)" if split == "test" and result.get("test_set") == "confirm" else split
+    figure = (f"no training: each objective answers with its top style variant of the base's own {named} answer; {least}seeds {seeds}, "
+              f"{result['questions'][split]} {named} questions, MaxMin minus single in points: " + "; ".join(cells) + f" (`{source}`)")
     verdict = (f"falls short at {', '.join(short)}: out of reach of a policy that writes MaxMin's compromise of the base's own answer"
                if short else "within reach")
     return [f"| 17 seeds | MaxMin policy, ceiling: each objective's top variant of the base's own answer | {figure} | {verdict} |"]

@@ -62,6 +62,13 @@ the same training setting (`TRAINING_KEYS`) reuses those runs instead of trainin
 (`pairs_digest`): at 90/10 EM's MaxMin heads rank every candidate as at 80/20, so the 90/10
 command reuses the 80/20 MaxMin runs and trains only its single-reward policies.
 
+A confirmation test set (`--test-set confirm`): 48 questions on `CONFIRM_TOPICS`, fresh topics
+written on 1 Dec 2026 after `--brief-words` was chosen on the first test set's failure and before
+any policy answered them. The training and the validation choices are those of the same command on
+the first test set (the test questions never choose), so `--pool RESULTS` (that command's
+results.json) reports every step over both sets' 96 questions, after checking that the two are one
+training (`pool_test_sets`).
+
 `--ceiling` trains nothing: each objective answers every test question with its top candidate
 among the style variants of the base's own test answer (`argmax_scores`), which is what a policy
 that imitated its objective's ranking perfectly would write; the figures are summarized like the
@@ -121,7 +128,8 @@ VALIDATION_TOPICS = [
 
 # a second test set (`--test-set confirm`), written on 1 Dec 2026 after `--brief-words` was chosen and
 # before any policy answered it: it confirms on fresh topics a change whose failure was seen on the
-# first test set. Disjoint from every list above; like the test topics, a mix of one-word and longer ones.
+# first test set. Disjoint from every list above (though "snow" and "wind" are near "snowflakes" and "wind
+# power" of the first test set); 23 of 24 are one word, against 21 of the first test set's 24.
 CONFIRM_TOPICS = [
     "jazz", "tennis", "sugar", "snow", "wind", "poetry", "glass", "paper", "silk", "elephants", "bats", "frogs",
     "ants", "sharks", "apples", "rice", "tunnels", "canoes", "balloons", "fireworks", "sculpture", "yoga",
@@ -136,7 +144,10 @@ def questions(validation_topics: int = len(VALIDATION_TOPICS), test_set: str = "
     def ask(topics):
         return [t.format(x) for x in topics for t in TEMPLATES]
 
-    test = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS}[test_set]
+    sets = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS}
+    if test_set not in sets:
+        raise ValueError(f"test_set must be one of {sorted(sets)}, got {test_set!r}")
+    test = sets[test_set]
     return ask(TOPICS[:40]), ask(VALIDATION_TOPICS[:validation_topics]), ask(test)
 
 
@@ -238,6 +249,10 @@ TRAINING_KEYS = ("pairing", "samples", "steps", "every", "batch_size", "lr", "nl
                  "tie_break", "validation_topics", "brief_words", "test_set")
 
 
+# training keys added since the first stored runs, with the value those runs had before them
+BEFORE_KEYS = {"samples": 1, "dpo": 1.0, "min_new_tokens": 0, "judge": RULES_ALONE, "tie_break": 0.0, "validation_topics": 12, "brief_words": 1, "test_set": "main"}
+
+
 def training_setting(args) -> dict:
     """The run's `TRAINING_KEYS` values and the `JUDGE` that scored its checkpoints (selection,
     threads and outputs are not among them)."""
@@ -250,17 +265,17 @@ def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict
     selection rule, resumes from them; their curves keep every checkpoint's validation and test scores."""
     if not path.exists():
         return {}
-    before = {"samples": 1, "dpo": 1.0, "min_new_tokens": 0, "judge": RULES_ALONE, "tie_break": 0.0, "validation_topics": 12, "brief_words": 1, "test_set": "main"}  # keys added since: the value runs had before them
-    return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**before, **r.get("training", {})} == {**before, **training}}
+    return {(r["seed"], r["majority"], r["objective"]): r for r in json.loads(path.read_text()) if {**BEFORE_KEYS, **r.get("training", {})} == {**BEFORE_KEYS, **training}}
 
 
-def rejudge(work: Path, splits: dict[str, list[str]], validation_topics: int) -> int:
+def rejudge(work: Path, splits: dict[str, list[str]], validation_topics: int, test_set: str = "main") -> int:
     """`--rejudge`: score every stored run in WORK/results.json that kept its checkpoints' answers
     (`last_val_answers`, `last_test_answers`) again with today's `win_scores` against the seed's
     cached base answers, and mark it with today's `JUDGE`, so it is reused instead of trained
     again. Runs without their answers keep their old judge (and are not reused), and so do runs whose
     checkpoints answered another validation set than `validation_topics` topics' (a stored run without
-    the key answered the first 12). Returns how many runs were scored again."""
+    the key answered the first 12) or another test set than `test_set` (`--test-set`; a stored run
+    without the key answered the first). Returns how many runs were scored again."""
     from pluralign.policy.style_groups import win_rates, win_scores
 
     path = work / "results.json"
@@ -270,8 +285,8 @@ def rejudge(work: Path, splits: dict[str, list[str]], validation_topics: int) ->
     for run in runs:
         if not all("last_val_answers" in c and "last_test_answers" in c for c in run["curve"]):
             continue
-        if run["training"].get("validation_topics", 12) != validation_topics:  # its answers are to other questions
-            continue
+        if run["training"].get("validation_topics", 12) != validation_topics or run["training"].get("test_set", "main") != test_set:
+            continue  # its answers are to other questions
         t = run["training"]
         key = (run["seed"], t["max_new_tokens"], t.get("base_model"), t.get("min_new_tokens", 0))
         if key not in bases:  # one read of each seed's cached answers, however many runs share them
@@ -508,19 +523,27 @@ def pool_test_sets(results: list[dict], confirmed: list[dict]) -> list[dict]:
     results.json, so that the summary is over both test sets' questions (96). The two must be one
     training: the same training setting but for `test_set`, and at every step the same validation
     scores and the same checkpoint chosen (the validation questions choose; the test ones never do).
-    Raises ValueError naming the run and what differs."""
-    found = {(r["seed"], r["majority"], r["objective"]): r for r in confirmed}
+    Raises ValueError naming the run and what differs (also for a run found twice in `confirmed`,
+    or a run of `results` that was not tested on the first set)."""
+    found: dict = {}
+    for r in confirmed:
+        key = (r["seed"], r["majority"], r["objective"])
+        if key in found:
+            raise ValueError(f"--pool: run seed {key[0]} {key[2]}-{round(key[1] * 100)} is in the confirmation results twice")
+        found[key] = r
     pooled = []
     for run in results:
         key = (run["seed"], run["majority"], run["objective"])
         other = found.get(key)
         name = f"seed {key[0]} {key[2]}-{round(key[1] * 100)}"
+        if run["training"].get("test_set", "main") != "main":
+            raise ValueError(f"--pool: run {name} to pool into was tested on {run['training']['test_set']!r}, not the first test set ('main')")
+        if other is not None and other["training"].get("test_set") != "confirm":
+            raise ValueError(f"--pool: run {name} of the confirmation results was tested on {other['training'].get('test_set', 'main')!r}, not 'confirm'")
         if other is None:
             raise ValueError(f"--pool: no run {name} in the confirmation results")
-        if other["training"].get("test_set") != "confirm":
-            raise ValueError(f"--pool: run {name} of the confirmation results was tested on {other['training'].get('test_set', 'main')!r}, not 'confirm'")
-        mine = {k: v for k, v in run["training"].items() if k != "test_set"}
-        theirs = {k: v for k, v in other["training"].items() if k != "test_set"}
+        mine = {k: v for k, v in {**BEFORE_KEYS, **run["training"]}.items() if k != "test_set"}  # a run stored before a key had its old value
+        theirs = {k: v for k, v in {**BEFORE_KEYS, **other["training"]}.items() if k != "test_set"}
         if mine != theirs:
             raise ValueError(f"--pool: run {name} was trained otherwise: " + ", ".join(sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))))
         if [(c["step"], c["selected_step"], c["val"]) for c in run["curve"]] != [(c["step"], c["selected_step"], c["val"]) for c in other["curve"]]:
@@ -612,8 +635,15 @@ def main() -> None:
         parser.error(f"--validation-topics ({args.validation_topics}) must be in [1, {len(VALIDATION_TOPICS)}]")
     if not args.tie_break >= 0 or args.tie_break == float("inf"):  # NaN fails the first test
         parser.error(f"--tie-break ({args.tie_break}) must be a finite number >= 0")
-    if args.pool and (args.test_set != "main" or args.ceiling or not Path(args.pool).is_file()):
-        parser.error(f"--pool ({args.pool}) needs an existing results.json, --test-set main and no --ceiling")
+    if args.pool:
+        if args.test_set != "main" or args.ceiling:
+            parser.error(f"--pool ({args.pool}) pools into the first test set's runs: it needs --test-set main and no --ceiling")
+        try:
+            confirmed = json.loads(Path(args.pool).read_text())
+            if not isinstance(confirmed, list) or not all(isinstance(r, dict) and r.get("training", {}).get("test_set") == "confirm" for r in confirmed):
+                raise ValueError("not a list of runs tested with --test-set confirm")
+        except (OSError, ValueError) as error:
+            parser.error(f"--pool ({args.pool}): {error}")
     if args.brief_words < 1:
         parser.error(f"--brief-words ({args.brief_words}) must be >= 1")
     if len(set(seeds)) < len(seeds):
@@ -638,7 +668,7 @@ def main() -> None:
                 print(f"| {split} | {name} | {points(c['mean'])} {span(c['interval'])} (per seed {' / '.join(points(v) for v in c['per_seed'].values())}) | |")
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "min_new_tokens": args.min_new_tokens, "tie_break": args.tie_break, "brief_words": args.brief_words, "split": args.ceiling_split, "judge": JUDGE, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
+            Path(args.out).write_text(json.dumps({"benchmark": "maxmin_ceiling", "seeds": seeds, "users": args.users, "min_new_tokens": args.min_new_tokens, "tie_break": args.tie_break, "brief_words": args.brief_words, "test_set": args.test_set, "split": args.ceiling_split, "judge": JUDGE, "questions": {p: len(q) for p, q in splits.items()}, "majority": rows}, indent=1) + "\n")
         if args.json:
             print(json.dumps({"ceiling": {m: {n: row[n]["interval"] for n in ("majority_gap", "minority_gain")} for m, row in rows.items()}}))
         return
@@ -646,7 +676,7 @@ def main() -> None:
     results: list[dict] = []
     setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}, "judge": JUDGE}
     if args.rejudge and not args.fresh:
-        print(f"scored again with today's judge: {rejudge(Path(args.work), splits, args.validation_topics)} stored run(s)")
+        print(f"scored again with today's judge: {rejudge(Path(args.work), splits, args.validation_topics, args.test_set)} stored run(s)")
     stored = {} if args.fresh else stored_runs(Path(args.work) / "results.json", training_setting(args))
     reuse = [Path(f) for f in args.reuse]
     for done, seed in enumerate(seeds, 1):
@@ -661,21 +691,23 @@ def main() -> None:
         summaries = {str(m): summarize_runs(results, seeds[:done], m) for m in args.majority}
         full = {"benchmark": "maxmin_policy", "setting": setting | {"seeds": seeds[:done]}, "majority": summaries,
                 "seconds_per_step": {f"{r['seed']}-{r['objective']}-{r['majority']}": r["seconds_per_step"] for r in results}}
-        if args.out:
+        if args.out and not args.pool:  # a pooled --out is written once, below, or not at all
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(full, indent=1) + "\n")
 
     if args.pool:
-        confirmed = json.loads(Path(args.pool).read_text())
         try:
             results = pool_test_sets(results, confirmed)
         except ValueError as error:
             parser.error(str(error))
-        extra = len(questions(args.validation_topics, "confirm")[2][:limit])
-        setting = setting | {"test_set": "main+confirm", "questions": setting["questions"] | {"test": len(splits["test"]) + extra}}
+        pooled_questions = {len(c["test_scores"]["enthusiastic"]) for r in results for c in r["curve"]}
+        if len(pooled_questions) != 1:
+            parser.error(f"--pool: the pooled runs hold {sorted(pooled_questions)} test questions: not one question set")
+        setting = setting | {"test_set": "main+confirm", "questions": setting["questions"] | {"test": pooled_questions.pop()}}
         summaries = {str(m): summarize_runs(results, seeds, m) for m in args.majority}
         full = full | {"setting": setting | {"seeds": seeds}, "majority": summaries}
         if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(full, indent=1) + "\n")
     print(f"\nwin rate vs the base over {len(seeds)} seed(s) x {setting['questions']['test']} test questions: mean +- sd over seeds [95% interval] (per seed), {'validation-selected checkpoint' if args.select == 'validation' else 'last weights'}")
     print("| majority/minority | step | policy | enthusiastic (majority) | concise (minority) |")

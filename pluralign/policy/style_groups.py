@@ -82,6 +82,8 @@ def first_sentence(text: str, min_words: int = 1) -> str:
         raise ValueError(f"min_words must be at least 1, got {min_words}")
     text = text.strip()
     for stop in _SENTENCE_STOP.finditer(text):
+        if stop.start() == 0:  # a stray "!" or "." in front ends no sentence
+            continue
         head = text[: stop.end()]
         if len(head.split()) >= min_words:
             return head

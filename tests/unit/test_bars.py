@@ -202,6 +202,8 @@ def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
     assert "(tie-break 0.001), brief variants of at least 4 words, judged by" in maxmin_rows(result, "x.json")[0]
     result["setting"] |= {"test_set": "confirm"}
     assert "48 confirmation test questions on fresh topics (CONFIRM_TOPICS), MaxMin minus single" in maxmin_rows(result, "x.json")[0]
+    result["setting"] |= {"test_set": "main+confirm", "questions": {"test": 96}}
+    assert "96 test questions (the first test set's and the confirmation set's on fresh topics, CONFIRM_TOPICS), MaxMin" in maxmin_rows(result, "x.json")[0]
 
 
 def test_the_ceiling_row_names_its_split_and_tie_break():
@@ -214,3 +216,5 @@ def test_the_ceiling_row_names_its_split_and_tie_break():
     assert "top style variant of the base's own val answer; MaxMin's ties on the worst group to EM's share-weighted mean (tie-break 0.001), seeds 0 1 2, 24 val questions" in row
     result["brief_words"] = 4
     assert "(tie-break 0.001), brief variants of at least 4 words, seeds 0 1 2" in maxmin_ceiling_rows(result, "x.json")[0]
+    result |= {"split": "test", "test_set": "confirm", "questions": {"test": 48}}
+    assert "base's own confirmation test (CONFIRM_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]

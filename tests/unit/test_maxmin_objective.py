@@ -220,6 +220,7 @@ def test_first_sentence_runs_on_until_it_closes_enough_words():
     assert first_sentence("Salt! It is a mineral. It is everywhere.") == "Salt!"
     assert first_sentence("Salt! It is a mineral. It is everywhere.", min_words=4) == "Salt! It is a mineral."
     assert first_sentence("Rain falls from clouds", min_words=4) == "Rain falls from clouds"  # no sentence end: all of it
+    assert first_sentence("! Hello. World") == "! Hello."  # as the regex before min_words: a stop in front ends nothing
     assert style_variants("Salt! It is a mineral. It is everywhere.", brief_words=4)["brief_excited"] == "Great question! Salt! It is a mineral!"
     with pytest.raises(ValueError, match="min_words must be at least 1"):
         first_sentence("Salt!", min_words=0)

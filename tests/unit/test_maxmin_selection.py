@@ -192,6 +192,47 @@ def test_runs_with_one_word_briefs_are_reused_only_with_brief_words_1(tmp_path):
     assert list(stored_runs(tmp_path / "results.json", first)) == [(0, 0.8, "maxmin")]
 
 
+def test_runs_stored_before_the_confirmation_set_count_as_tested_on_the_first(tmp_path):
+    from benchmarks.maxmin_policy import TRAINING_KEYS, stored_runs, training_setting
+
+    main = training_setting(argparse.Namespace(**{k: 0 for k in TRAINING_KEYS} | {"test_set": "main"}))
+    confirm = training_setting(argparse.Namespace(**{k: 0 for k in TRAINING_KEYS} | {"test_set": "confirm"}))
+    old = {k: v for k, v in main.items() if k != "test_set"}
+    (tmp_path / "results.json").write_text(json.dumps([{"seed": 0, "majority": 0.8, "objective": "single", "training": old}]))
+    assert list(stored_runs(tmp_path / "results.json", main)) == [(0, 0.8, "single")]
+    assert stored_runs(tmp_path / "results.json", confirm) == {}
+
+
+def test_rejudge_leaves_runs_on_the_other_test_set(tmp_path, monkeypatch):
+    import benchmarks.maxmin_policy as bench
+
+    monkeypatch.setattr(bench, "base_answers", lambda *a, **k: pytest.fail("base answers read for a run on other test questions"))
+    point = {"step": 5, "val": {"enthusiastic": 0.9, "concise": 0.5}, "last_val_answers": ["a"] * 48, "last_test_answers": ["b"] * 48}
+    run = {"seed": 0, "majority": 0.8, "objective": "maxmin", "curve": [point],
+           "training": {"max_new_tokens": 24, "judge": "old", "validation_topics": 24, "test_set": "confirm"}}
+    (tmp_path / "results.json").write_text(json.dumps([run]))
+    assert bench.rejudge(tmp_path, {"val": ["q"] * 48, "test": ["t"] * 48}, validation_topics=24, test_set="main") == 0
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--pool", "/nonexistent/results.json"], "--pool (/nonexistent/results.json): "),
+    (["--pool", "MAIN_RUNS"], "not a list of runs tested with --test-set confirm"),  # the first set's own runs
+    (["--pool", "CONFIRM_RUNS", "--test-set", "confirm"], "it needs --test-set main"),
+])
+def test_pool_flags_are_usage_errors_before_any_work(tmp_path, flags, says):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "main.json").write_text(json.dumps([{"seed": 0, "training": {"test_set": "main"}}]))
+    (tmp_path / "confirm.json").write_text(json.dumps([{"seed": 0, "training": {"test_set": "confirm"}}]))
+    flags = [str(tmp_path / "main.json") if f == "MAIN_RUNS" else str(tmp_path / "confirm.json") if f == "CONFIRM_RUNS" else f for f in flags]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.maxmin_policy", "--work", str(tmp_path / "never-written"), *flags],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and says in done.stderr, done.stderr[-800:]
+    assert not (tmp_path / "never-written").exists()
+
+
 def test_a_policy_without_a_loss_is_a_usage_error():
     import subprocess
     import sys
@@ -313,3 +354,7 @@ def test_pooling_joins_one_trainings_test_sets_and_refuses_two_trainings():
         pool_test_sets(main, main)
     with pytest.raises(ValueError, match="no run seed 0 maxmin-80"):
         pool_test_sets(main, confirm[:1])
+    with pytest.raises(ValueError, match="in the confirmation results twice"):
+        pool_test_sets(main, confirm + confirm[:1])
+    with pytest.raises(ValueError, match="to pool into was tested on 'confirm'"):
+        pool_test_sets(confirm, confirm)
