@@ -538,10 +538,10 @@ def pool_test_sets(results: list[dict], confirmed: list[dict]) -> list[dict]:
         name = f"seed {key[0]} {key[2]}-{round(key[1] * 100)}"
         if run["training"].get("test_set", "main") != "main":
             raise ValueError(f"--pool: run {name} to pool into was tested on {run['training']['test_set']!r}, not the first test set ('main')")
-        if other is not None and other["training"].get("test_set") != "confirm":
-            raise ValueError(f"--pool: run {name} of the confirmation results was tested on {other['training'].get('test_set', 'main')!r}, not 'confirm'")
         if other is None:
             raise ValueError(f"--pool: no run {name} in the confirmation results")
+        if other["training"].get("test_set") != "confirm":
+            raise ValueError(f"--pool: run {name} of the confirmation results was tested on {other['training'].get('test_set', 'main')!r}, not 'confirm'")
         mine = {k: v for k, v in {**BEFORE_KEYS, **run["training"]}.items() if k != "test_set"}  # a run stored before a key had its old value
         theirs = {k: v for k, v in {**BEFORE_KEYS, **other["training"]}.items() if k != "test_set"}
         if mine != theirs:
