@@ -137,14 +137,25 @@ CONFIRM_TOPICS = [
 ]
 
 
+# a third test set (`--test-set fresh`), written on 1 Dec 2026 at 09:50 UTC, after both sets above had
+# been read and before any policy answered it. Session 12 chooses a new MaxMin checkpoint rule looking
+# at the first two test sets' per-checkpoint figures; the rule is committed before this set's figures
+# are read, and this set alone says whether it holds. Disjoint from every list above; 22 of 24 are one word.
+FRESH_TOPICS = [
+    "pottery", "lemons", "camels", "dolphins", "parrots", "pencils", "cotton", "copper", "orchids", "cacti",
+    "kayaks", "marbles", "lanterns", "carrots", "wolves", "maple trees", "bowling", "ballet", "opera", "rugby",
+    "pumpkins", "beavers", "seashells", "quilts",
+]
+
+
 def questions(validation_topics: int = len(VALIDATION_TOPICS), test_set: str = "main") -> tuple[list[str], list[str], list[str]]:
     """Training (80), validation (2 per topic: 48 with the default 24 topics, 24 with the first 12, the
     set before 1 Dec 2026) and test (48) questions on disjoint topics, each topic in both templates.
-    `test_set` "confirm": the test questions are `CONFIRM_TOPICS`' (48) instead."""
+    `test_set` "confirm" or "fresh": the test questions are `CONFIRM_TOPICS`' or `FRESH_TOPICS`' (48) instead."""
     def ask(topics):
         return [t.format(x) for x in topics for t in TEMPLATES]
 
-    sets = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS}
+    sets = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS, "fresh": FRESH_TOPICS}
     if test_set not in sets:
         raise ValueError(f"test_set must be one of {sorted(sets)}, got {test_set!r}")
     test = sets[test_set]
@@ -598,8 +609,8 @@ def main() -> None:
                         help=f"choose checkpoints on the first N validation topics, two questions each (default all {len(VALIDATION_TOPICS)}; 12: the set before 1 Dec 2026)")
     parser.add_argument("--brief-words", type=int, default=BRIEF_WORDS,
                         help=f"the brief variants run to the first sentence end that closes at least N words (style_groups.first_sentence; default {BRIEF_WORDS}); 1: the first sentence however short, the runs before it")
-    parser.add_argument("--test-set", default="main", choices=["main", "confirm"],
-                        help="the test questions: main (the 48 of every recorded run) or confirm (48 on CONFIRM_TOPICS, a confirmation set; use its own --work: the base's test answers are cached per work folder)")
+    parser.add_argument("--test-set", default="main", choices=["main", "confirm", "fresh"],
+                        help="the test questions: main (the 48 of every recorded run), confirm (48 on CONFIRM_TOPICS, a confirmation set) or fresh (48 on FRESH_TOPICS, a third set); each needs its own --work: the base's test answers are cached per work folder")
     parser.add_argument("--pool", default=None, metavar="RESULTS",
                         help="the results.json of the same command with --test-set confirm: report each step over both test sets' questions (pool_test_sets)")
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")

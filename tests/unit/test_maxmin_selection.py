@@ -358,3 +358,15 @@ def test_pooling_joins_one_trainings_test_sets_and_refuses_two_trainings():
         pool_test_sets(main, confirm + confirm[:1])
     with pytest.raises(ValueError, match="to pool into was tested on 'confirm'"):
         pool_test_sets(confirm, confirm)
+
+
+def test_the_third_test_set_shares_no_topic_with_any_other_set():
+    """`--test-set fresh`: 48 questions on topics of no other split and of neither earlier test set."""
+    from benchmarks.maxmin_policy import CONFIRM_TOPICS, FRESH_TOPICS, TOPICS, VALIDATION_TOPICS, questions
+
+    train, val, test = questions()
+    fresh_train, fresh_val, fresh = questions(test_set="fresh")
+    assert (fresh_train, fresh_val) == (train, val)
+    confirm = questions(test_set="confirm")[2]
+    assert len(fresh) == 48 and not set(fresh) & set(train + val + test + confirm)
+    assert len(set(FRESH_TOPICS)) == 24 and not set(FRESH_TOPICS) & set(TOPICS + VALIDATION_TOPICS + CONFIRM_TOPICS)
