@@ -65,8 +65,11 @@ def maxmin_rows(result: dict, source: str) -> list[str]:
         candidates += f"brief variants of at least {setting['brief_words']} words, " if setting.get("brief_words", 1) > 1 else ""
         candidates += f"judged by {setting['judge']}, " if setting.get("judge") else "judged by the groups' rules alone, "
         tested = {"confirm": "confirmation test questions on fresh topics (CONFIRM_TOPICS)",
+                  "fresh": "third test set's questions on fresh topics (FRESH_TOPICS, read after the checkpoint rule was chosen)",
                   "main+confirm": "test questions (the first test set's and the confirmation set's on fresh topics, CONFIRM_TOPICS)"}.get(setting.get("test_set"), "test questions")
-        chose = f" ({setting['questions']['val']} validation questions chose the checkpoints)" if setting.get("select") == "validation" and "val" in setting["questions"] else ""
+        rule = (f", MaxMin's by the widest margin on both halves of the bar (majority within {setting['majority_tolerance'] * 100:g} points, minority ahead by {setting['minority_gain'] * 100:g})"
+                if setting.get("maxmin_rule") == "margin" else "")
+        chose = f" ({setting['questions']['val']} validation questions chose the checkpoints{rule})" if setting.get("select") == "validation" and "val" in setting["questions"] else ""
         figure = (f"{candidates}seeds {' '.join(map(str, seeds))}, {setting['questions']['test']} {tested}{chose}, MaxMin minus single in points, "
                   f"mean [95% bootstrap interval over questions of the mean over seeds]: " + "; ".join(cells) + f" (`{source}`)")
         rows.append(f"| 17 seeds | MaxMin policy {split}: minority gain >= +20 and majority gap >= -5 at steps 15, 30, 60, interval's lower end and every seed, {MIN_SEEDS}+ seeds | {figure} | {met} |")
@@ -136,7 +139,7 @@ def maxmin_ceiling_rows(result: dict, source: str) -> list[str]:
     least += f"MaxMin's ties on the worst group to EM's share-weighted mean (tie-break {result['tie_break']:g}), " if result.get("tie_break") else ""
     least += f"brief variants of at least {result['brief_words']} words, " if result.get("brief_words", 1) > 1 else ""
     split = result.get("split", "test")
-    named = "confirmation test (CONFIRM_TOPICS)" if split == "test" and result.get("test_set") == "confirm" else split
+    named = {"confirm": "confirmation test (CONFIRM_TOPICS)", "fresh": "third test set (FRESH_TOPICS)"}.get(result.get("test_set"), split) if split == "test" else split
     figure = (f"no training: each objective answers with its top style variant of the base's own {named} answer; {least}seeds {seeds}, "
               f"{result['questions'][split]} {named} questions, MaxMin minus single in points: " + "; ".join(cells) + f" (`{source}`)")
     verdict = (f"falls short at {', '.join(short)}: out of reach of a policy that writes MaxMin's compromise of the base's own answer"

@@ -53,8 +53,16 @@ step S is a checkpoint at or before S chosen on the validation questions (`selec
 validation win rate; for MaxMin, the earliest with the best worst-group validation win rate among
 the checkpoints whose majority validation win is at most `--majority-tolerance` (default 0.05)
 below the single policy's reported validation majority win at S (same seed; the single is trained
-first), or, when none is, the one with the highest majority validation win. The test questions
-never choose anything. `--select last` reports the weights at step S as they are. Every
+first), or, when none is, the one with the highest majority validation win (`--maxmin-rule floor`,
+the rule of every run recorded before 1 Dec 2026 10:17 UTC). With `--maxmin-rule margin` (default),
+MaxMin's is instead the checkpoint whose validation win rates clear
+both halves of the bar by the widest margin against the single policy's reported ones
+(`bar_margin`: the smaller of majority difference + `--majority-tolerance` and minority difference
+- `--minority-gain`), the earliest on ties. Why: the floor rule spends the majority's validation
+win down to the floor whenever that buys the minority a point, so its choice sits at the bar's edge
+on validation, and the test questions' noise (about +-6 points on 48) then puts many seeds below
+it; the margin rule keeps the checkpoint with room on both halves. The test questions never choose
+anything. `--select last` reports the weights at step S as they are. Every
 checkpoint's validation and test scores are kept in WORK/results.json, and a later command with
 the same training setting (`TRAINING_KEYS`) reuses those runs instead of training them again
 (`--fresh` retrains): a command cut short resumes, and a change of selection rule costs no training.
@@ -68,6 +76,12 @@ any policy answered them. The training and the validation choices are those of t
 the first test set (the test questions never choose), so `--pool RESULTS` (that command's
 results.json) reports every step over both sets' 96 questions, after checking that the two are one
 training (`pool_test_sets`).
+
+A third test set (`--test-set fresh`): 48 questions on `FRESH_TOPICS`, written on 1 Dec 2026
+(09:32 UTC) before any policy answered them and after the first two sets had been read. The MaxMin
+checkpoint rule `--maxmin-rule margin` (the default since then) was chosen by its form, the bar's
+own two halves on the validation questions, and committed before any run of it was read; it is
+reported on all three test sets, and this one is the set no earlier choice saw.
 
 `--ceiling` trains nothing: each objective answers every test question with its top candidate
 among the style variants of the base's own test answer (`argmax_scores`), which is what a policy
@@ -137,10 +151,10 @@ CONFIRM_TOPICS = [
 ]
 
 
-# a third test set (`--test-set fresh`), written on 1 Dec 2026 at 09:50 UTC, after both sets above had
-# been read and before any policy answered it. Session 12 chooses a new MaxMin checkpoint rule looking
-# at the first two test sets' per-checkpoint figures; the rule is committed before this set's figures
-# are read, and this set alone says whether it holds. Disjoint from every list above; 22 of 24 are one word.
+# a third test set (`--test-set fresh`), written on 1 Dec 2026 at 09:32 UTC, after both sets above had
+# been read and before any policy answered it. Session 12's MaxMin checkpoint rule (`--maxmin-rule
+# margin`) was committed at 10:17, before any of that session's per-checkpoint figures were read; this
+# set is the one no earlier choice saw. Disjoint from every list above; 22 of 24 are one word.
 FRESH_TOPICS = [
     "pottery", "lemons", "camels", "dolphins", "parrots", "pencils", "cotton", "copper", "orchids", "cacti",
     "kayaks", "marbles", "lanterns", "carrots", "wolves", "maple trees", "bowling", "ballet", "opera", "rugby",
@@ -214,8 +228,20 @@ def select_checkpoint(objective: str, val: list[dict[str, float]], shares: dict[
     return max(range(len(val)), key=lambda i: (val[i][majority], scores[i], -i))
 
 
+def bar_margin(rates: dict[str, float], reference: dict[str, float], shares: dict[str, float], tolerance: float = 0.05, gain: float = 0.20) -> float:
+    """How far a MaxMin checkpoint's validation win rates (`rates`) clear the bar against the single
+    policy's (`reference`), in win-rate points / 100: the smaller of the majority's margin
+    (its difference + `tolerance`) and the minority's (its difference - `gain`). Negative when either
+    half misses. The majority is the group with the largest share, the minority the smallest."""
+    majority, minority = max(shares, key=shares.get), min(shares, key=shares.get)
+    return min(rates[majority] - reference[majority] + tolerance, rates[minority] - reference[minority] - gain)
+
+
+MAXMIN_RULES = ("floor", "margin")
+
+
 def apply_selection(curve: list[dict], objective: str, shares: dict[str, float], select: str, reference: list[dict] | None = None,
-                    tolerance: float | None = None) -> list[dict]:
+                    tolerance: float | None = None, rule: str = "floor", gain: float = 0.20) -> list[dict]:
     """Fill each checkpoint of `curve` (dicts with `step`, `val` and `last_test_scores`, in step order)
     with what is reported at its step: `selected_step` and its `test_scores` (and `val_score`).
 
@@ -223,15 +249,28 @@ def apply_selection(curve: list[dict], objective: str, shares: dict[str, float],
     weights at that step. For MaxMin with a `reference` (the single-reward policy's curve of the same
     seed, already filled) and a `tolerance` (win-rate points / 100), the majority floor at each step is
     the reference's reported validation majority win at that step minus `tolerance`: the
-    validation-side form of the bar's "majority at most 5 points below the single policy"."""
+    validation-side form of the bar's "majority at most 5 points below the single policy".
+
+    `rule` "margin" (MaxMin with a `reference` and a `tolerance` only): the checkpoint at or before
+    the step whose validation rates clear both halves of the bar by the widest margin against the
+    reference's reported ones (`bar_margin` with `tolerance` and `gain`), the earliest on ties;
+    `majority_floor` is then None. Raises ValueError for another `rule`."""
+    if rule not in MAXMIN_RULES:
+        raise ValueError(f"rule must be one of {MAXMIN_RULES}, got {rule!r}")
     majority = max(shares, key=shares.get)
-    floors = {}
+    floors, against = {}, {}
     if objective == "maxmin" and reference is not None and tolerance is not None:
         ref_val = {c["step"]: c["val"] for c in reference}
-        floors = {c["step"]: ref_val[c["selected_step"]][majority] - tolerance for c in reference}
+        if rule == "floor":
+            floors = {c["step"]: ref_val[c["selected_step"]][majority] - tolerance for c in reference}
+        else:
+            against = {c["step"]: ref_val[c["selected_step"]] for c in reference}
     for n, point in enumerate(curve):
         chosen = n
-        if select == "validation":
+        if select == "validation" and point["step"] in against:
+            margins = [bar_margin(c["val"], against[point["step"]], shares, tolerance, gain) for c in curve[: n + 1]]
+            chosen = max(range(n + 1), key=lambda i: (round(margins[i], 9), -i))
+        elif select == "validation":
             chosen = select_checkpoint(objective, [c["val"] for c in curve[: n + 1]], shares, floors.get(point["step"]))
         point["selected_step"] = curve[chosen]["step"]
         point["test_scores"] = curve[chosen]["last_test_scores"]
@@ -414,7 +453,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         reference = next((r["curve"] for r in results if r["objective"] == "single"), None)
         if (seed, majority, objective) in (stored or {}):
             result = stored[(seed, majority, objective)]
-            apply_selection(result["curve"], objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None)
+            apply_selection(result["curve"], objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None, args.maxmin_rule, args.minority_gain)
             print(f"  seed {seed} {objective}-{round(majority * 100)}: reused from {work.parent / 'results.json'} (same training setting); reports steps "
                   + ", ".join(f"{c['step']}->{c['selected_step']}" for c in result["curve"]), flush=True)
             results.append(result)
@@ -433,7 +472,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         twin = (same_pairs or {}).get((seed, objective, digest))
         if twin is not None:  # the same pairs and training: the same policy, whatever the shares
             result = {**json.loads(json.dumps(twin)), "majority": majority, "ari": ari, "reused_from_majority": twin["majority"]}
-            apply_selection(result["curve"], objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None)
+            apply_selection(result["curve"], objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None, args.maxmin_rule, args.minority_gain)
             print(f"  seed {seed} {tag}: the same {len(pairs)} pairs as the {objective} run at majority {twin['majority']}: reused (reports steps "
                   + ", ".join(f"{c['step']}->{c['selected_step']}" for c in result["curve"]) + ")", flush=True)
             results.append(result)
@@ -465,7 +504,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
                   f"| val {val['enthusiastic']:.2f}/{val['concise']:.2f} | {said['test'][0][:60]!r}", flush=True)
 
         log = train_maxmin(policy, tokenize_pairs(pairs, tokenizer, config.max_length), config, callback=measure, every=args.every)
-        apply_selection(curve, objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None)
+        apply_selection(curve, objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None, args.maxmin_rule, args.minority_gain)
         for point in curve:
             print(f"  seed {seed} {tag} step {point['step']:3d} reports step {point['selected_step']} (validation: {', '.join(f'{g} {v:.2f}' for g, v in point['val'].items())}"
                   + (f"; majority floor {point['majority_floor']:.2f}" if point["majority_floor"] is not None else "") + ")", flush=True)
@@ -614,6 +653,9 @@ def main() -> None:
     parser.add_argument("--pool", default=None, metavar="RESULTS",
                         help="the results.json of the same command with --test-set confirm: report each step over both test sets' questions (pool_test_sets)")
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")
+    parser.add_argument("--maxmin-rule", default="margin", choices=list(MAXMIN_RULES),
+                        help="with --select validation, how MaxMin's checkpoint is chosen against the single policy's reported validation rates: floor (the best worst group among checkpoints whose majority is within --majority-tolerance) or margin (the widest margin by which both halves of the bar clear: majority within --majority-tolerance, minority ahead by --minority-gain; bar_margin)")
+    parser.add_argument("--minority-gain", type=float, default=0.20, help="with --maxmin-rule margin, the minority gain (win rate) the margin is measured from (default 0.20, the bar's)")
     parser.add_argument("--majority-tolerance", type=float, default=0.05, help="with --select validation, MaxMin only reports checkpoints whose validation majority win is at most this far (win rate, 0.05 = 5 points) below the single policy's reported one at that step (no floor when the single is not run: --objectives maxmin); negative: no floor")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N questions of each split (0: all; a cheaper, noisier setting)")
     parser.add_argument("--users", type=int, default=100, help="simulated users comparing training answers")

@@ -204,6 +204,9 @@ def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
     assert "48 confirmation test questions on fresh topics (CONFIRM_TOPICS), MaxMin minus single" in maxmin_rows(result, "x.json")[0]
     result["setting"] |= {"test_set": "main+confirm", "questions": {"test": 96}}
     assert "96 test questions (the first test set's and the confirmation set's on fresh topics, CONFIRM_TOPICS), MaxMin" in maxmin_rows(result, "x.json")[0]
+    result["setting"] |= {"test_set": "fresh", "questions": {"test": 48, "val": 48}, "select": "validation", "maxmin_rule": "margin", "majority_tolerance": 0.05, "minority_gain": 0.2}
+    assert ("48 third test set's questions on fresh topics (FRESH_TOPICS, read after the checkpoint rule was chosen) (48 validation questions chose the checkpoints, "
+            "MaxMin's by the widest margin on both halves of the bar (majority within 5 points, minority ahead by 20)), MaxMin") in maxmin_rows(result, "x.json")[0]
 
 
 def test_the_ceiling_row_names_its_split_and_tie_break():
@@ -218,3 +221,5 @@ def test_the_ceiling_row_names_its_split_and_tie_break():
     assert "(tie-break 0.001), brief variants of at least 4 words, seeds 0 1 2" in maxmin_ceiling_rows(result, "x.json")[0]
     result |= {"split": "test", "test_set": "confirm", "questions": {"test": 48}}
     assert "base's own confirmation test (CONFIRM_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]
+    result["test_set"] = "fresh"
+    assert "base's own third test set (FRESH_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]

@@ -66,6 +66,33 @@ def test_apply_selection_floors_maxmin_at_the_single_policys_reported_majority_m
     assert plain[2]["test_scores"]["enthusiastic"] == [0.92] * 4
 
 
+def test_bar_margin_is_the_smaller_of_the_two_halves_margins():
+    from benchmarks.maxmin_policy import bar_margin
+
+    single = rates(1.0, 0.40)
+    assert bar_margin(rates(0.98, 0.90), single, SHARES) == pytest.approx(0.03)  # majority -2 of -5 allowed; minority +50 of +20
+    assert bar_margin(rates(1.00, 0.65), single, SHARES) == pytest.approx(0.05)  # minority +25: 5 over
+    assert bar_margin(rates(0.90, 0.95), single, SHARES) == pytest.approx(-0.05)  # majority -10 misses by 5
+    assert bar_margin(rates(0.90, 0.95), single, SHARES, tolerance=0.10, gain=0.50) == pytest.approx(0.0)
+
+
+def test_margin_rule_keeps_the_checkpoint_that_clears_both_halves_widest():
+    """The floor rule takes the best worst group among checkpoints within 5 points of the single's
+    majority, so it sits on the floor's edge; the margin rule takes the one with room on both halves."""
+    single = apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 1.0, 0.4), checkpoint(10, 1.0, 0.4)], "single", SHARES, "validation")
+    def maxmin():
+        return [checkpoint(0, 0.5, 0.5), checkpoint(5, 1.0, 0.7), checkpoint(10, 0.96, 0.95)]
+    floor = apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05)
+    assert [p["selected_step"] for p in floor] == [0, 5, 10]  # worst group 0.96 over 0.70: one point above the floor
+    margin = apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05, rule="margin")
+    assert [p["selected_step"] for p in margin] == [0, 5, 5]  # margins 0.05 and 0.01 at step 10
+    assert margin[2]["test_scores"]["enthusiastic"] == [1.0] * 4 and margin[2]["majority_floor"] is None
+    # the single policy itself, or MaxMin without a reference, is chosen as before
+    assert [p["selected_step"] for p in apply_selection(maxmin(), "maxmin", SHARES, "validation", rule="margin")] == [0, 5, 10]
+    with pytest.raises(ValueError, match="rule must be one of"):
+        apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05, rule="best")
+
+
 def test_apply_selection_last_reports_each_steps_own_weights():
     curve = apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 0.9, 0.9), checkpoint(10, 0.2, 0.2)], "maxmin", SHARES, "last")
     assert [p["selected_step"] for p in curve] == [0, 5, 10]
