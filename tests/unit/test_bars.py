@@ -204,7 +204,9 @@ def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
     assert "48 confirmation test questions on fresh topics (CONFIRM_TOPICS), MaxMin minus single" in maxmin_rows(result, "x.json")[0]
     result["setting"] |= {"test_set": "main+confirm", "questions": {"test": 96}}
     assert "96 test questions (the first test set's and the confirmation set's on fresh topics, CONFIRM_TOPICS), MaxMin" in maxmin_rows(result, "x.json")[0]
-    result["setting"] |= {"test_set": "fresh", "questions": {"test": 48, "val": 48}, "select": "validation", "maxmin_rule": "margin", "majority_tolerance": 0.05, "minority_gain": 0.2}
+    result["setting"] |= {"test_set": "fresh", "questions": {"test": 48, "val": 48}, "select": "validation", "maxmin_rule": "floor", "majority_tolerance": 0.05, "minority_gain": 0.2}
+    assert "(FRESH_TOPICS, read after the checkpoint rule was chosen) (48 validation questions chose the checkpoints), MaxMin" in maxmin_rows(result, "x.json")[0]
+    result["setting"] |= {"maxmin_rule": "margin"}
     assert ("48 third test set's questions on fresh topics (FRESH_TOPICS, read after the checkpoint rule was chosen) (48 validation questions chose the checkpoints, "
             "MaxMin's by the widest margin on both halves of the bar (majority within 5 points, minority ahead by 20)), MaxMin") in maxmin_rows(result, "x.json")[0]
 

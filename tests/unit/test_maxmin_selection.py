@@ -87,10 +87,50 @@ def test_margin_rule_keeps_the_checkpoint_that_clears_both_halves_widest():
     margin = apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05, rule="margin")
     assert [p["selected_step"] for p in margin] == [0, 5, 5]  # margins 0.05 and 0.01 at step 10
     assert margin[2]["test_scores"]["enthusiastic"] == [1.0] * 4 and margin[2]["majority_floor"] is None
-    # the single policy itself, or MaxMin without a reference, is chosen as before
+    assert margin[2]["bar_margin"] == pytest.approx(0.05)
+    # the single policy itself, or MaxMin without a reference, is chosen as before; "last" reports each step's weights
     assert [p["selected_step"] for p in apply_selection(maxmin(), "maxmin", SHARES, "validation", rule="margin")] == [0, 5, 10]
+    alone = [checkpoint(0, 0.5, 0.5), checkpoint(5, 1.0, 0.6), checkpoint(10, 0.96, 0.4)]
+    assert [p["selected_step"] for p in apply_selection(alone, "single", SHARES, "validation", rule="margin")] == [0, 5, 5]
+    assert [p["selected_step"] for p in apply_selection(maxmin(), "maxmin", SHARES, "last", reference=single, tolerance=0.05, rule="margin")] == [0, 5, 10]
     with pytest.raises(ValueError, match="rule must be one of"):
         apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05, rule="best")
+    with pytest.raises(ValueError, match="no step 10"):
+        apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single[:2], tolerance=0.05, rule="margin")
+
+
+def test_margin_rule_keeps_the_earliest_of_checkpoints_whose_majority_margin_is_capped():
+    """Session 12's failure, pinned: once MaxMin wins every majority question, as the single policy
+    does, every later checkpoint ties on the majority's margin, and the earliest is kept however much
+    more a later one wins the minority (the floor rule takes the later one)."""
+    single = apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 1.0, 0.4), checkpoint(10, 1.0, 0.4)], "single", SHARES, "validation")
+    def maxmin():
+        return [checkpoint(0, 0.5, 0.5), checkpoint(5, 1.0, 0.7), checkpoint(10, 1.0, 0.9)]
+    margin = apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05, rule="margin")
+    assert [p["selected_step"] for p in margin] == [0, 5, 5]
+    floor = apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05)
+    assert [p["selected_step"] for p in floor] == [0, 5, 10]
+    # a wider minority gain asked for moves the choice: 0.9 - 0.4 - 0.45 = 0.05 ties 0.05, 0.7 - 0.4 - 0.45 < 0
+    wide = apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05, rule="margin", gain=0.45)
+    assert [p["selected_step"] for p in wide] == [0, 5, 10]
+
+
+def test_margin_rule_measures_each_step_against_the_single_policys_checkpoint_reported_there():
+    """The reference at step S is the single policy's checkpoint reported at S, not the one at each candidate's step."""
+    single = apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 0.9, 0.4), checkpoint(10, 1.0, 0.4)], "single", SHARES, "validation")
+    assert [p["selected_step"] for p in single] == [0, 5, 10]
+    maxmin = [checkpoint(0, 0.5, 0.5), checkpoint(5, 0.9, 0.9), checkpoint(10, 0.93, 0.7)]
+    apply_selection(maxmin, "maxmin", SHARES, "validation", reference=single, tolerance=0.05, rule="margin")
+    # at step 10, against the single's 1.0: step 5's majority margin is 0.9 - 1.0 + 0.05 = -0.05, step 10's is -0.02 (its minority's 0.1)
+    assert maxmin[2]["selected_step"] == 10 and maxmin[2]["bar_margin"] == pytest.approx(-0.02)
+    assert maxmin[1]["selected_step"] == 5 and maxmin[1]["bar_margin"] == pytest.approx(0.05)
+
+
+def test_bar_margin_needs_a_majority_and_a_minority():
+    from benchmarks.maxmin_policy import bar_margin
+
+    with pytest.raises(ValueError, match="equal shares"):
+        bar_margin(rates(1.0, 0.5), rates(1.0, 0.5), {"enthusiastic": 0.5, "concise": 0.5})
 
 
 def test_apply_selection_last_reports_each_steps_own_weights():
@@ -245,6 +285,8 @@ def test_rejudge_leaves_runs_on_the_other_test_set(tmp_path, monkeypatch):
     (["--pool", "/nonexistent/results.json"], "--pool (/nonexistent/results.json): "),
     (["--pool", "MAIN_RUNS"], "not a list of runs tested with --test-set confirm"),  # the first set's own runs
     (["--pool", "CONFIRM_RUNS", "--test-set", "confirm"], "it needs --test-set main"),
+    (["--maxmin-rule", "margin", "--majority-tolerance", "-1"], "--maxmin-rule margin measures from a majority and a minority"),
+    (["--maxmin-rule", "margin", "--majority", "0.5"], "no --majority 0.5"),
 ])
 def test_pool_flags_are_usage_errors_before_any_work(tmp_path, flags, says):
     import subprocess
