@@ -55,17 +55,17 @@ the checkpoints whose majority validation win is at most `--majority-tolerance` 
 below the single policy's reported validation majority win at S (same seed; the single is trained
 first), or, when none is, the one with the highest majority validation win (`--maxmin-rule floor`,
 the default). With `--maxmin-rule margin` (measured on 1 Dec 2026, not better: see below),
-MaxMin's is instead the checkpoint whose validation win rates clear both halves of the bar by the widest margin against the single policy's reported ones
-(`bar_margin`: the smaller of majority difference + `--majority-tolerance` and minority difference
-- `--minority-gain`), the earliest on ties. The idea: the floor rule spends the majority's validation
-win down to the floor whenever that buys the minority a point, so its choice sits at the bar's edge
-on validation; the margin rule keeps the checkpoint with room on both halves. Measured on the
-confirmation and third test sets (3 seeds, declared before either was read under it), it holds the
-majority (worst seed -4.2 at steps 30 and 60) but loses seed 1's minority (+11.5 and +14.6 at step
-30 where the floor rule keeps +31.2 and +47.9). The cause is its tie: a majority that wins every validation
-question, as the single policy's does, caps the majority's margin at the tolerance, so every later
-checkpoint ties and the earliest (seed 1's step 15) is kept however much more the minority wins
-later. Breaking that tie by the other half's margin (leximin) picks what the floor rule picks on
+MaxMin's is instead the checkpoint whose validation win rates clear both halves of the bar by the
+widest margin against the single policy's reported ones (`bar_margin`: the smaller of majority
+difference + `--majority-tolerance` and minority difference - `--minority-gain`), the earliest on
+ties. The idea: the floor rule spends the majority's validation win down to the floor whenever that
+buys the minority a point, so its choice sits at the bar's edge on validation; the margin rule keeps
+the checkpoint with room on both halves. Measured on the confirmation and third test sets (3 seeds,
+declared before either was read under it), it holds the majority (worst seed -4.2 at steps 30 and
+60) but loses seed 1's minority (+11.5 and +14.6 at step 30 where the floor rule keeps +31.2 and
++47.9). The cause is its tie: a majority that wins every validation question, as the single
+policy's does, caps the majority's margin at the tolerance, so every later checkpoint ties and the
+earliest (seed 1's step 15) is kept however much more the minority wins later. Breaking that tie by the other half's margin (leximin) picks what the floor rule picks on
 both sets. On the third set it clears no bar step where the floor rule clears two (on the
 confirmation set neither clears one), so the floor stays the default. The test questions never
 choose anything. `--select last` reports the weights at step S as they are. Every
@@ -284,8 +284,10 @@ def apply_selection(curve: list[dict], objective: str, shares: dict[str, float],
             margins = [bar_margin(c["val"], against[point["step"]], shares, tolerance, gain) for c in curve[: n + 1]]
             chosen = max(range(n + 1), key=lambda i: (round(margins[i], 9), -i))
             point["bar_margin"] = margins[chosen]
-        elif select == "validation":
-            chosen = select_checkpoint(objective, [c["val"] for c in curve[: n + 1]], shares, floors.get(point["step"]))
+        else:  # a curve stored after a margin selection keeps no stale margin
+            point.pop("bar_margin", None)
+            if select == "validation":
+                chosen = select_checkpoint(objective, [c["val"] for c in curve[: n + 1]], shares, floors.get(point["step"]))
         point["selected_step"] = curve[chosen]["step"]
         point["test_scores"] = curve[chosen]["last_test_scores"]
         said = curve[chosen].get("last_test_answers")
@@ -465,9 +467,14 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
     for objective in sorted(args.objectives, key=["single", "maxmin"].index):  # the single first: its validation sets MaxMin's majority floor
         k = {"single": 1, "maxmin": 2}[objective]
         reference = next((r["curve"] for r in results if r["objective"] == "single"), None)
+
+        def report(curve, objective=objective, reference=reference):  # this command's selection of what each step reports
+            apply_selection(curve, objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None,
+                            args.maxmin_rule, args.minority_gain)
+
         if (seed, majority, objective) in (stored or {}):
             result = stored[(seed, majority, objective)]
-            apply_selection(result["curve"], objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None, args.maxmin_rule, args.minority_gain)
+            report(result["curve"])
             print(f"  seed {seed} {objective}-{round(majority * 100)}: reused from {work.parent / 'results.json'} (same training setting); reports steps "
                   + ", ".join(f"{c['step']}->{c['selected_step']}" for c in result["curve"]), flush=True)
             results.append(result)
@@ -486,7 +493,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         twin = (same_pairs or {}).get((seed, objective, digest))
         if twin is not None:  # the same pairs and training: the same policy, whatever the shares
             result = {**json.loads(json.dumps(twin)), "majority": majority, "ari": ari, "reused_from_majority": twin["majority"]}
-            apply_selection(result["curve"], objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None, args.maxmin_rule, args.minority_gain)
+            report(result["curve"])
             print(f"  seed {seed} {tag}: the same {len(pairs)} pairs as the {objective} run at majority {twin['majority']}: reused (reports steps "
                   + ", ".join(f"{c['step']}->{c['selected_step']}" for c in result["curve"]) + ")", flush=True)
             results.append(result)
@@ -518,10 +525,11 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
                   f"| val {val['enthusiastic']:.2f}/{val['concise']:.2f} | {said['test'][0][:60]!r}", flush=True)
 
         log = train_maxmin(policy, tokenize_pairs(pairs, tokenizer, config.max_length), config, callback=measure, every=args.every)
-        apply_selection(curve, objective, shares, args.select, reference, args.majority_tolerance if args.majority_tolerance >= 0 else None, args.maxmin_rule, args.minority_gain)
+        report(curve)
         for point in curve:
             print(f"  seed {seed} {tag} step {point['step']:3d} reports step {point['selected_step']} (validation: {', '.join(f'{g} {v:.2f}' for g, v in point['val'].items())}"
-                  + (f"; majority floor {point['majority_floor']:.2f}" if point["majority_floor"] is not None else "") + ")", flush=True)
+                  + (f"; majority floor {point['majority_floor']:.2f}" if point["majority_floor"] is not None else "")
+                  + (f"; bar margin {point['bar_margin']:+.2f}" if "bar_margin" in point else "") + ")", flush=True)
         if args.select == "validation":
             from peft import set_peft_model_state_dict
 

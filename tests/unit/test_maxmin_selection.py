@@ -110,6 +110,8 @@ def test_margin_rule_keeps_the_earliest_of_checkpoints_whose_majority_margin_is_
     assert [p["selected_step"] for p in margin] == [0, 5, 5]
     floor = apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05)
     assert [p["selected_step"] for p in floor] == [0, 5, 10]
+    again = apply_selection(margin, "maxmin", SHARES, "validation", reference=single, tolerance=0.05)  # a stored curve chosen again
+    assert [p["selected_step"] for p in again] == [0, 5, 10] and not any("bar_margin" in p for p in again)
     # a wider minority gain asked for moves the choice: 0.9 - 0.4 - 0.45 = 0.05 ties 0.05, 0.7 - 0.4 - 0.45 < 0
     wide = apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05, rule="margin", gain=0.45)
     assert [p["selected_step"] for p in wide] == [0, 5, 10]
