@@ -62,10 +62,12 @@ def maxmin_rows(result: dict, source: str) -> list[str]:
         candidates = f"{setting['samples']} sampled answers per training question (best-of-{setting['samples']}), " if setting.get("samples", 1) > 1 else ""
         candidates += f"every answer at least {setting['min_new_tokens']} tokens, " if setting.get("min_new_tokens") else "no minimum answer length, "
         candidates += f"MaxMin's ties on the worst group to EM's share-weighted mean (tie-break {setting['tie_break']:g}), " if setting.get("tie_break") else ""
+        candidates += f"batches of {setting['batch_size']} pairs, " if setting.get("batch_size", 4) != 4 else ""
         candidates += f"brief variants of at least {setting['brief_words']} words, " if setting.get("brief_words", 1) > 1 else ""
         candidates += f"judged by {setting['judge']}, " if setting.get("judge") else "judged by the groups' rules alone, "
         tested = {"confirm": "confirmation test questions on fresh topics (CONFIRM_TOPICS)",
                   "fresh": "third test set's questions on fresh topics (FRESH_TOPICS, read after the checkpoint rule was chosen)",
+                  "fourth": "fourth test set's questions on fresh topics (FOURTH_TOPICS, read after the batch size was chosen)",
                   "main+confirm": "test questions (the first test set's and the confirmation set's on fresh topics, CONFIRM_TOPICS)"}.get(setting.get("test_set"), "test questions")
         rule = (f", MaxMin's by the widest margin on both halves of the bar (majority within {setting['majority_tolerance'] * 100:g} points, minority ahead by {setting['minority_gain'] * 100:g})"
                 if setting.get("maxmin_rule") == "margin" else "")
@@ -139,7 +141,8 @@ def maxmin_ceiling_rows(result: dict, source: str) -> list[str]:
     least += f"MaxMin's ties on the worst group to EM's share-weighted mean (tie-break {result['tie_break']:g}), " if result.get("tie_break") else ""
     least += f"brief variants of at least {result['brief_words']} words, " if result.get("brief_words", 1) > 1 else ""
     split = result.get("split", "test")
-    named = {"confirm": "confirmation test (CONFIRM_TOPICS)", "fresh": "third test set (FRESH_TOPICS)"}.get(result.get("test_set"), split) if split == "test" else split
+    named = {"confirm": "confirmation test (CONFIRM_TOPICS)", "fresh": "third test set (FRESH_TOPICS)",
+             "fourth": "fourth test set (FOURTH_TOPICS)"}.get(result.get("test_set"), split) if split == "test" else split
     figure = (f"no training: each objective answers with its top style variant of the base's own {named} answer; {least}seeds {seeds}, "
               f"{result['questions'][split]} {named} questions, MaxMin minus single in points: " + "; ".join(cells) + f" (`{source}`)")
     verdict = (f"falls short at {', '.join(short)}: out of reach of a policy that writes MaxMin's compromise of the base's own answer"

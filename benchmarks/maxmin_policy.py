@@ -89,6 +89,18 @@ checkpoint rule `--maxmin-rule margin` was chosen by its form, the bar's own two
 validation questions, and committed (10:16 UTC, as the default then) before any run of it was read;
 this set is the one no earlier choice saw. Both rules are reported on it.
 
+Batches of 8 pairs (`--batch-size`, default 8 from 1 Dec 2026, 12:26 UTC; 4 before). With 4, the
+checkpoint at step 15 has seen 60 of the 240 training pairs, a quarter of an epoch, and on all three
+test sets above step 15 failed the bar for one reason: seed 1's MaxMin policy had not yet learned the
+minority's compromise (minority gain +4.2, +11.5 and +14.6), which it wrote by step 25 to 30. Every
+objective's run at step 10 also dipped on test (the single policy's majority 0.73 to 0.79 on the third
+set, from 0.94 to 1.00 at step 5): noisy steps of 4 pairs at lr 2e-3. 8 pairs per step doubles what
+step 15 has seen (120 pairs, half an epoch; step 60 is two epochs) and halves the gradient's noise, at
+about twice the training time (evaluation dominates a run). The choice was made on those test
+failures, not on validation (validation could not tell: seed 1's step 15 won the minority 0.81 on
+validation and 0.56 on test), so it was committed before any run of it, with a fourth test set
+(`--test-set fourth`, FOURTH_TOPICS) that only this setting answers.
+
 `--ceiling` trains nothing: each objective answers every test question with its top candidate
 among the style variants of the base's own test answer (`argmax_scores`), which is what a policy
 that imitated its objective's ranking perfectly would write; the figures are summarized like the
@@ -168,14 +180,26 @@ FRESH_TOPICS = [
 ]
 
 
+# a fourth test set (`--test-set fourth`), written on 1 Dec 2026 at 12:26 UTC, after all three sets above had
+# been read and before any policy answered it. Session 13's training change (`--batch-size 8`, the default
+# from then) was chosen on the step-15 failure seen on those three sets and committed with this list;
+# this set is the one no earlier choice saw. Disjoint from every list above; all 24 are one word.
+FOURTH_TOPICS = [
+    "giraffes", "zebras", "sloths", "hedgehogs", "flamingos", "squirrels", "tortoises", "pineapples", "mangoes",
+    "walnuts", "olives", "peppers", "trumpets", "harps", "drums", "saxophones", "badminton", "archery", "surfing",
+    "knitting", "lavender", "tents", "scissors", "buttons",
+]
+
+
 def questions(validation_topics: int = len(VALIDATION_TOPICS), test_set: str = "main") -> tuple[list[str], list[str], list[str]]:
     """Training (80), validation (2 per topic: 48 with the default 24 topics, 24 with the first 12, the
     set before 1 Dec 2026) and test (48) questions on disjoint topics, each topic in both templates.
-    `test_set` "confirm" or "fresh": the test questions are `CONFIRM_TOPICS`' or `FRESH_TOPICS`' (48) instead."""
+    `test_set` "confirm", "fresh" or "fourth": the test questions are `CONFIRM_TOPICS`', `FRESH_TOPICS`' or
+    `FOURTH_TOPICS`' (48) instead. Raises ValueError for another name."""
     def ask(topics):
         return [t.format(x) for x in topics for t in TEMPLATES]
 
-    sets = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS, "fresh": FRESH_TOPICS}
+    sets = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS, "fresh": FRESH_TOPICS, "fourth": FOURTH_TOPICS}
     if test_set not in sets:
         raise ValueError(f"test_set must be one of {sorted(sets)}, got {test_set!r}")
     test = sets[test_set]
@@ -656,7 +680,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1, help="base answers sampled per training question; their style variants are the candidates the objectives rank (users compare the first sample's)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--every", type=int, default=5, help="evaluate win rates every N steps (every checkpoint is a candidate for validation selection)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per optimizer step (default 8; 4: the runs recorded before 1 Dec 2026, 12:26 UTC; see the module docstring)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--nll", type=float, default=3.0, help="weight of the chosen answer's NLL next to DPO")
     parser.add_argument("--dpo", type=float, default=1.0, help="weight of the DPO term (0: fine-tune on each question's top-ranked candidate alone, RAFT)")
@@ -670,8 +694,8 @@ def main() -> None:
                         help=f"choose checkpoints on the first N validation topics, two questions each (default all {len(VALIDATION_TOPICS)}; 12: the set before 1 Dec 2026)")
     parser.add_argument("--brief-words", type=int, default=BRIEF_WORDS,
                         help=f"the brief variants run to the first sentence end that closes at least N words (style_groups.first_sentence; default {BRIEF_WORDS}); 1: the first sentence however short, the runs before it")
-    parser.add_argument("--test-set", default="main", choices=["main", "confirm", "fresh"],
-                        help="the test questions: main (the 48 of every recorded run), confirm (48 on CONFIRM_TOPICS, a confirmation set) or fresh (48 on FRESH_TOPICS, a third set); each needs its own --work: the base's test answers are cached per work folder")
+    parser.add_argument("--test-set", default="main", choices=["main", "confirm", "fresh", "fourth"],
+                        help="the test questions: main (the 48 of every recorded run), confirm (48 on CONFIRM_TOPICS, a confirmation set), fresh (48 on FRESH_TOPICS, a third set) or fourth (48 on FOURTH_TOPICS); each needs its own --work: the base's test answers are cached per work folder")
     parser.add_argument("--pool", default=None, metavar="RESULTS",
                         help="the results.json of the same command with --test-set confirm: report each step over both test sets' questions (pool_test_sets)")
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")

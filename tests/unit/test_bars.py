@@ -209,6 +209,10 @@ def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
     result["setting"] |= {"maxmin_rule": "margin"}
     assert ("48 third test set's questions on fresh topics (FRESH_TOPICS, read after the checkpoint rule was chosen) (48 validation questions chose the checkpoints, "
             "MaxMin's by the widest margin on both halves of the bar (majority within 5 points, minority ahead by 20)), MaxMin") in maxmin_rows(result, "x.json")[0]
+    result["setting"] |= {"test_set": "fourth", "maxmin_rule": "floor", "batch_size": 8}
+    row = maxmin_rows(result, "x.json")[0]
+    assert "(tie-break 0.001), batches of 8 pairs, brief variants of at least 4 words, judged by" in row
+    assert "48 fourth test set's questions on fresh topics (FOURTH_TOPICS, read after the batch size was chosen) (48 validation" in row
 
 
 def test_the_ceiling_row_names_its_split_and_tie_break():
@@ -225,3 +229,5 @@ def test_the_ceiling_row_names_its_split_and_tie_break():
     assert "base's own confirmation test (CONFIRM_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]
     result["test_set"] = "fresh"
     assert "base's own third test set (FRESH_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]
+    result["test_set"] = "fourth"
+    assert "base's own fourth test set (FOURTH_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]

@@ -390,17 +390,6 @@ def test_the_reported_answers_summary_comes_from_the_kept_answers():
     assert reported["chars"] == pytest.approx((21 + 11) / 2) and reported["exclaims"] == pytest.approx(1.0)
 
 
-def test_the_confirmation_test_set_shares_no_topic_with_the_other_splits():
-    """`--test-set confirm`: 48 questions on topics that neither train, choose nor were tested on."""
-    from benchmarks.maxmin_policy import CONFIRM_TOPICS, TOPICS, VALIDATION_TOPICS, questions
-
-    train, val, test = questions()
-    confirm_train, confirm_val, confirm = questions(test_set="confirm")
-    assert (confirm_train, confirm_val) == (train, val)
-    assert len(confirm) == len(test) == 48 and not set(confirm) & set(train + val + test)
-    assert len(set(CONFIRM_TOPICS)) == 24 and not set(CONFIRM_TOPICS) & set(TOPICS + VALIDATION_TOPICS)
-
-
 def test_pooling_joins_one_trainings_test_sets_and_refuses_two_trainings():
     """`--pool`: a run's test scores followed by its --test-set confirm twin's, per reported step;
     a twin trained otherwise, or whose validation chose another checkpoint, is refused."""
@@ -431,13 +420,20 @@ def test_pooling_joins_one_trainings_test_sets_and_refuses_two_trainings():
         pool_test_sets(confirm, confirm)
 
 
-def test_the_third_test_set_shares_no_topic_with_any_other_set():
-    """`--test-set fresh`: 48 questions on topics of no other split and of neither earlier test set."""
-    from benchmarks.maxmin_policy import CONFIRM_TOPICS, FRESH_TOPICS, TOPICS, VALIDATION_TOPICS, questions
+@pytest.mark.parametrize("name", ["confirm", "fresh", "fourth"])
+def test_each_later_test_set_shares_no_topic_with_any_other_set(name):
+    """`--test-set confirm|fresh|fourth`: 48 questions on 24 topics of no other split and of no other
+    test set, with the same training and validation questions as the first test set's."""
+    from benchmarks import maxmin_policy
 
-    train, val, test = questions()
-    fresh_train, fresh_val, fresh = questions(test_set="fresh")
-    assert (fresh_train, fresh_val) == (train, val)
-    confirm = questions(test_set="confirm")[2]
-    assert len(fresh) == 48 and not set(fresh) & set(train + val + test + confirm)
-    assert len(set(FRESH_TOPICS)) == 24 and not set(FRESH_TOPICS) & set(TOPICS + VALIDATION_TOPICS + CONFIRM_TOPICS)
+    lists = {"main": maxmin_policy.TOPICS[40:], "confirm": maxmin_policy.CONFIRM_TOPICS, "fresh": maxmin_policy.FRESH_TOPICS,
+             "fourth": maxmin_policy.FOURTH_TOPICS}
+    train, val, _ = maxmin_policy.questions()
+    own_train, own_val, own = maxmin_policy.questions(test_set=name)
+    assert (own_train, own_val) == (train, val)
+    others = [q for other in lists if other != name for q in maxmin_policy.questions(test_set=other)[2]]
+    assert len(own) == len(set(own)) == 48 and not set(own) & set(train + val + others)
+    topics = set(lists[name])
+    assert len(topics) == 24 and not topics & set(maxmin_policy.TOPICS[:40] + maxmin_policy.VALIDATION_TOPICS + [t for o in lists if o != name for t in lists[o]])
+    with pytest.raises(ValueError, match="test_set must be one of"):
+        maxmin_policy.questions(test_set="fifth")
