@@ -61,6 +61,10 @@ def test_apply_selection_floors_maxmin_at_the_single_policys_reported_majority_m
     assert maxmin[2]["test_scores"] == maxmin[2]["last_test_scores"]
     assert maxmin[2]["sample"] == "answer at 10" and maxmin[2]["chars"] == 90.0
 
+    with pytest.raises(ValueError, match="no step 10 to measure MaxMin's majority floor against"):  # not silently unfloored
+        apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 0.92, 0.95), checkpoint(10, 0.96, 0.85)], "maxmin", SHARES, "validation",
+                        reference=single[:2], tolerance=0.05)
+
     plain = apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 0.92, 0.95), checkpoint(10, 0.96, 0.85)], "maxmin", SHARES, "validation")
     assert [p["selected_step"] for p in plain] == [0, 5, 5]  # worst group 0.92 over 0.85: the majority's 4 points traded away
     assert plain[2]["test_scores"]["enthusiastic"] == [0.92] * 4
