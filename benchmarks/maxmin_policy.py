@@ -89,20 +89,23 @@ checkpoint rule `--maxmin-rule margin` was chosen by its form, the bar's own two
 validation questions, and committed (10:16 UTC, as the default then) before any run of it was read;
 this set is the one no earlier choice saw. Both rules are reported on it.
 
-Batches of 8 pairs (`--batch-size`, default 8 from 1 Dec 2026, 12:26 UTC; 4 before). With 4, the
-checkpoint at step 15 has seen 60 of the 206 to 222 training pairs, a quarter of an epoch, and on all three
-test sets above step 15 failed the bar for one reason: seed 1's MaxMin policy had not yet learned the
-minority's compromise (minority gain +4.2, +11.5 and +14.6), which it wrote by step 25 to 30. Every
+Batches of 8 pairs (`--batch-size`, default 8 from 1 Dec 2026, 12:26 UTC; 4 before, and every run
+recorded before then: add `--batch-size 4` to rerun their commands). Each step draws its batch anew
+(`train_maxmin`), so by step 15 batches of 4 have drawn 60 pairs (50 to 54 distinct of the seed's 206
+to 222). On all three test sets read by then, step 15 failed the minority because seed 1's MaxMin
+policy had not yet learned the minority's compromise (minority gain +4.2, +11.5 and +14.6), which it
+wrote by step 25 to 30 (on the confirmation set the majority failed there too, seed 2 -10.4). Every
 objective's run at step 10 also dipped on test (the single policy's majority 0.73 to 0.79 on the third
-set, from 0.94 to 1.00 at step 5): noisy steps of 4 pairs at lr 2e-3. 8 pairs per step doubles what
-step 15 has seen (120 pairs, over half an epoch; step 60 is over two epochs) and halves the gradient's noise, at
-about twice the training time (evaluation dominates a run). The choice was made on those test
-failures, not on validation (validation could not tell: seed 1's step 15 won the minority 0.81 on
-validation and 0.56 on test), so it was committed before any run of it, with a fourth test set
-(`--test-set fourth`, FOURTH_TOPICS) that only this setting answers. Measured (BENCHMARKS.md, session
-13): the majority holds at every bar step and seed on the first and fourth sets (worst seed -2.1),
-steps 30 and 60 clear the minority on both, and step 15 still fails: by 0.2 points on seed 1 of the
-first set (+19.8; the worst seed was +4.2 with 4), by the interval (+14.9 at its lower end) on the fourth.
+set, from 0.94 to 1.00 at step 5), read then as noisy steps of 4 pairs at lr 2e-3. 8 pairs per step
+doubles the draws by step 15 (120; 88 to 98 distinct pairs, and 178 to 199 by step 60) and halves the
+gradient's variance, at about twice the training time (training is about half of a run's time, the
+evaluations the rest). The choice was made on those test failures, not on validation (validation
+could not tell: seed 1's step 15 won the minority 0.81 on validation and 0.56 on test), so it was
+committed before any run of it, with a fourth test set (`--test-set fourth`, FOURTH_TOPICS) that only
+this setting answers. Measured (BENCHMARKS.md, session 13): the majority holds at every bar step and
+seed on the first and fourth sets (worst seed -2.1), steps 30 and 60 clear the minority on both, and
+step 15 still fails: on seed 1 of the first set (+19.8, the next value up +20.8; the worst seed was
++4.2 with 4), and by the interval (+14.9 at its lower end) on the fourth. The step-10 dip remains.
 
 `--ceiling` trains nothing: each objective answers every test question with its top candidate
 among the style variants of the base's own test answer (`argmax_scores`), which is what a policy
@@ -194,6 +197,10 @@ FOURTH_TOPICS = [
 ]
 
 
+# the test sets `--test-set` names, each 24 topics asked in both templates
+TEST_SETS = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS, "fresh": FRESH_TOPICS, "fourth": FOURTH_TOPICS}
+
+
 def questions(validation_topics: int = len(VALIDATION_TOPICS), test_set: str = "main") -> tuple[list[str], list[str], list[str]]:
     """Training (80), validation (2 per topic: 48 with the default 24 topics, 24 with the first 12, the
     set before 1 Dec 2026) and test (48) questions on disjoint topics, each topic in both templates.
@@ -202,10 +209,9 @@ def questions(validation_topics: int = len(VALIDATION_TOPICS), test_set: str = "
     def ask(topics):
         return [t.format(x) for x in topics for t in TEMPLATES]
 
-    sets = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS, "fresh": FRESH_TOPICS, "fourth": FOURTH_TOPICS}
-    if test_set not in sets:
-        raise ValueError(f"test_set must be one of {sorted(sets)}, got {test_set!r}")
-    test = sets[test_set]
+    if test_set not in TEST_SETS:
+        raise ValueError(f"test_set must be one of {sorted(TEST_SETS)}, got {test_set!r}")
+    test = TEST_SETS[test_set]
     return ask(TOPICS[:40]), ask(VALIDATION_TOPICS[:validation_topics]), ask(test)
 
 
@@ -297,7 +303,8 @@ def apply_selection(curve: list[dict], objective: str, shares: dict[str, float],
         raise ValueError(f"rule must be one of {MAXMIN_RULES}, got {rule!r}")
     majority = max(shares, key=shares.get)
     floors, against = {}, {}
-    if objective == "maxmin" and reference is not None and tolerance is not None:
+    measured = objective == "maxmin" and reference is not None and tolerance is not None  # against the single policy's steps
+    if measured:
         ref_val = {c["step"]: c["val"] for c in reference}
         if rule == "floor":
             floors = {c["step"]: ref_val[c["selected_step"]][majority] - tolerance for c in reference}
@@ -305,7 +312,7 @@ def apply_selection(curve: list[dict], objective: str, shares: dict[str, float],
             against = {c["step"]: ref_val[c["selected_step"]] for c in reference}
     for n, point in enumerate(curve):
         chosen = n
-        if (against or floors) and point["step"] not in (against or floors):
+        if measured and point["step"] not in (against if rule == "margin" else floors):
             raise ValueError(f"the single policy's curve has no step {point['step']} to measure MaxMin's {'margin' if against else 'majority floor'} against")
         if select == "validation" and against:
             margins = [bar_margin(c["val"], against[point["step"]], shares, tolerance, gain) for c in curve[: n + 1]]
@@ -697,8 +704,8 @@ def main() -> None:
                         help=f"choose checkpoints on the first N validation topics, two questions each (default all {len(VALIDATION_TOPICS)}; 12: the set before 1 Dec 2026)")
     parser.add_argument("--brief-words", type=int, default=BRIEF_WORDS,
                         help=f"the brief variants run to the first sentence end that closes at least N words (style_groups.first_sentence; default {BRIEF_WORDS}); 1: the first sentence however short, the runs before it")
-    parser.add_argument("--test-set", default="main", choices=["main", "confirm", "fresh", "fourth"],
-                        help="the test questions: main (the 48 of every recorded run), confirm (48 on CONFIRM_TOPICS, a confirmation set), fresh (48 on FRESH_TOPICS, a third set) or fourth (48 on FOURTH_TOPICS); each needs its own --work: the base's test answers are cached per work folder")
+    parser.add_argument("--test-set", default="main", choices=list(TEST_SETS),
+                        help="the test questions: main (the first set: the 48 of every run recorded before the confirmation set), confirm (48 on CONFIRM_TOPICS, a confirmation set), fresh (48 on FRESH_TOPICS, a third set) or fourth (48 on FOURTH_TOPICS); each needs its own --work: the base's test answers are cached per work folder")
     parser.add_argument("--pool", default=None, metavar="RESULTS",
                         help="the results.json of the same command with --test-set confirm: report each step over both test sets' questions (pool_test_sets)")
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from benchmarks.maxmin_policy import apply_selection, select_checkpoint
+from benchmarks.maxmin_policy import TEST_SETS, apply_selection, select_checkpoint
 
 SHARES = {"enthusiastic": 0.8, "concise": 0.2}
 
@@ -61,9 +61,10 @@ def test_apply_selection_floors_maxmin_at_the_single_policys_reported_majority_m
     assert maxmin[2]["test_scores"] == maxmin[2]["last_test_scores"]
     assert maxmin[2]["sample"] == "answer at 10" and maxmin[2]["chars"] == 90.0
 
-    with pytest.raises(ValueError, match="no step 10 to measure MaxMin's majority floor against"):  # not silently unfloored
-        apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 0.92, 0.95), checkpoint(10, 0.96, 0.85)], "maxmin", SHARES, "validation",
-                        reference=single[:2], tolerance=0.05)
+    for short in (single[:2], []):  # not silently unfloored, an empty reference included
+        with pytest.raises(ValueError, match="to measure MaxMin's majority floor against"):
+            apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 0.92, 0.95), checkpoint(10, 0.96, 0.85)], "maxmin", SHARES, "validation",
+                            reference=short, tolerance=0.05)
 
     plain = apply_selection([checkpoint(0, 0.5, 0.5), checkpoint(5, 0.92, 0.95), checkpoint(10, 0.96, 0.85)], "maxmin", SHARES, "validation")
     assert [p["selected_step"] for p in plain] == [0, 5, 5]  # worst group 0.92 over 0.85: the majority's 4 points traded away
@@ -424,14 +425,13 @@ def test_pooling_joins_one_trainings_test_sets_and_refuses_two_trainings():
         pool_test_sets(confirm, confirm)
 
 
-@pytest.mark.parametrize("name", ["confirm", "fresh", "fourth"])
+@pytest.mark.parametrize("name", [name for name in TEST_SETS if name != "main"])
 def test_each_later_test_set_shares_no_topic_with_any_other_set(name):
-    """`--test-set confirm|fresh|fourth`: 48 questions on 24 topics of no other split and of no other
+    """Every `--test-set` but the first: 48 questions on 24 topics of no other split and of no other
     test set, with the same training and validation questions as the first test set's."""
     from benchmarks import maxmin_policy
 
-    lists = {"main": maxmin_policy.TOPICS[40:], "confirm": maxmin_policy.CONFIRM_TOPICS, "fresh": maxmin_policy.FRESH_TOPICS,
-             "fourth": maxmin_policy.FOURTH_TOPICS}
+    lists = maxmin_policy.TEST_SETS
     train, val, _ = maxmin_policy.questions()
     own_train, own_val, own = maxmin_policy.questions(test_set=name)
     assert (own_train, own_val) == (train, val)
