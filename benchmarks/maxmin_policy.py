@@ -313,7 +313,7 @@ def apply_selection(curve: list[dict], objective: str, shares: dict[str, float],
     for n, point in enumerate(curve):
         chosen = n
         if measured and point["step"] not in (against if rule == "margin" else floors):
-            raise ValueError(f"the single policy's curve has no step {point['step']} to measure MaxMin's {'margin' if against else 'majority floor'} against")
+            raise ValueError(f"the single policy's curve has no step {point['step']} to measure MaxMin's {'margin' if rule == 'margin' else 'majority floor'} against")
         if select == "validation" and against:
             margins = [bar_margin(c["val"], against[point["step"]], shares, tolerance, gain) for c in curve[: n + 1]]
             chosen = max(range(n + 1), key=lambda i: (round(margins[i], 9), -i))

@@ -102,6 +102,8 @@ def test_margin_rule_keeps_the_checkpoint_that_clears_both_halves_widest():
         apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single, tolerance=0.05, rule="best")
     with pytest.raises(ValueError, match="no step 10"):
         apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=single[:2], tolerance=0.05, rule="margin")
+    with pytest.raises(ValueError, match="no step 0 to measure MaxMin's margin against"):  # an empty reference names the rule in use
+        apply_selection(maxmin(), "maxmin", SHARES, "validation", reference=[], tolerance=0.05, rule="margin")
 
 
 def test_margin_rule_keeps_the_earliest_of_checkpoints_whose_majority_margin_is_capped():
