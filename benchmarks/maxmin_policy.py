@@ -107,6 +107,24 @@ seed on the first and fourth sets (worst seed -2.1), steps 30 and 60 clear the m
 step 15 still fails: on seed 1 of the first set (+19.8, the next value up +20.8; the worst seed was
 +4.2 with 4), and by the interval (+14.9 at its lower end) on the fourth. The step-10 dip remains.
 
+Batches of 16 pairs (the default from 1 Dec 2026, 15:35 UTC): the same reading taken one step
+further, declared before any run of it. From 4 to 8 pairs the worst seed's minority gain at step 15
+on the first set rose from +4.2 to +19.8, and what still failed was that step on one seed per set
+(the first set's seed 1, the fourth set's seed 0), while the majority held everywhere. 16 pairs per
+step draw 240 pairs by step 15 (about 150 distinct of a seed's 206 to 222, against 88 to 98) at
+twice the training time again. A larger learning rate was the other candidate and was not taken:
+it moves each step further rather than in a better-measured direction, and a majority that drifted
+at 2e-3 opened issue 17. The test set no earlier choice saw is the fifth (`--test-set fifth`,
+FIFTH_TOPICS), committed with this default.
+
+Every checkpoint's LoRA weights are kept (WORK/seed-S/checkpoints-TAG/step-NNN.safetensors, about
+1 MB each), so `--checkpoints-from RESULTS` answers another test set's questions with a finished
+command's checkpoints instead of training again. Training never reads the test questions (its
+batches follow the seed alone), so this reports what training with that test set reports
+(tested: the same answers, scores and contract line), at the cost of the test answers alone; the
+last checkpoint answers validation again, and an answer that differs from the stored one stops the
+command. Session 13 trained each seed twice to answer two test sets.
+
 `--ceiling` trains nothing: each objective answers every test question with its top candidate
 among the style variants of the base's own test answer (`argmax_scores`), which is what a policy
 that imitated its objective's ranking perfectly would write; the figures are summarized like the
@@ -197,15 +215,26 @@ FOURTH_TOPICS = [
 ]
 
 
+# a fifth test set (`--test-set fifth`), written on 1 Dec 2026 at 15:35 UTC, after all four sets above had
+# been read and before any policy answered it. Session 14's training change (`--batch-size 16`, the default
+# from then) was chosen on the step-15 failure seen on the first and fourth sets and committed with this
+# list; this set is the one no earlier choice saw. Disjoint from every list above; all 24 are one word.
+FIFTH_TOPICS = [
+    "otters", "koalas", "peacocks", "lobsters", "jellyfish", "cherries", "peanuts", "cinnamon", "garlic",
+    "accordions", "cellos", "flutes", "fencing", "skiing", "rowing", "embroidery", "daisies", "pillows",
+    "hammocks", "helmets", "kettles", "wallets", "stamps", "bricks",
+]
+
+
 # the test sets `--test-set` names, each 24 topics asked in both templates
-TEST_SETS = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS, "fresh": FRESH_TOPICS, "fourth": FOURTH_TOPICS}
+TEST_SETS = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS, "fresh": FRESH_TOPICS, "fourth": FOURTH_TOPICS, "fifth": FIFTH_TOPICS}
 
 
 def questions(validation_topics: int = len(VALIDATION_TOPICS), test_set: str = "main") -> tuple[list[str], list[str], list[str]]:
     """Training (80), validation (2 per topic: 48 with the default 24 topics, 24 with the first 12, the
     set before 1 Dec 2026) and test (48) questions on disjoint topics, each topic in both templates.
-    `test_set` "confirm", "fresh" or "fourth": the test questions are `CONFIRM_TOPICS`', `FRESH_TOPICS`' or
-    `FOURTH_TOPICS`' (48) instead. Raises ValueError for another name."""
+    `test_set` "confirm", "fresh", "fourth" or "fifth": the test questions are `CONFIRM_TOPICS`', `FRESH_TOPICS`',
+    `FOURTH_TOPICS`' or `FIFTH_TOPICS`' (48) instead. Raises ValueError for another name."""
     def ask(topics):
         return [t.format(x) for x in topics for t in TEMPLATES]
 
@@ -430,6 +459,65 @@ def runs_by_pairs(paths: list[Path], training: dict) -> dict[tuple[int, str, str
     return found
 
 
+def checkpoint_file(work: Path, tag: str, step: int) -> Path:
+    """Where a run keeps a checkpoint's LoRA weights (peft's state dict, safetensors): WORK/seed-S/checkpoints-TAG/step-NNN.safetensors."""
+    return work / f"checkpoints-{tag}" / f"step-{step:03d}.safetensors"
+
+
+def trained_elsewhere(path: Path, training: dict) -> dict[tuple[int, float, str], dict]:
+    """Runs in another command's results.json (`--checkpoints-from`, `path`) whose training setting
+    equals `training` but for the test set, by (seed, majority, objective): the same training, whose
+    checkpoints this command answers its own test questions with. Raises ValueError when `path`
+    is missing or holds no such run."""
+    if not path.exists():
+        raise ValueError(f"--checkpoints-from {path}: no such file")
+    mine = {k: v for k, v in {**BEFORE_KEYS, **training}.items() if k != "test_set"}
+    found, other = {}, set()
+    for run in json.loads(path.read_text()):
+        theirs = {k: v for k, v in {**BEFORE_KEYS, **run.get("training", {})}.items() if k != "test_set"}
+        if theirs == mine:
+            found[(run["seed"], run["majority"], run["objective"])] = run
+        else:
+            other |= {k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)}
+    if not found:
+        raise ValueError(f"--checkpoints-from {path}: no run trained with this command's setting" + (f" (they differ in {', '.join(sorted(other))})" if other else ""))
+    return found
+
+
+def evaluate_checkpoints(source: dict, work: Path, tag: str, policy, tokenizer, splits: dict[str, list[str]], answers: dict[str, list[str]], seed: int,
+                         max_new_tokens: int, min_new_tokens: int) -> list[dict]:
+    """A trained run's curve (`source`, from `trained_elsewhere`; its checkpoints' weights where
+    `checkpoint_file(work, tag, step)` puts them) answered on this command's test questions (`splits["test"]`, judged
+    against the base's `answers["test"]`): what training with this test set would have written, since
+    training never reads the test questions (the batches follow the seed alone, `train_maxmin`), at the
+    cost of the test answers alone. The validation scores and answers are the source's; the last
+    checkpoint answers the validation questions again, and a difference raises ValueError (other
+    weights or other sampling: not the same training), as does a missing checkpoint file."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from pluralign.policy.maxmin import generate
+    from pluralign.policy.style_groups import win_scores
+
+    curve = []
+    for n, point in enumerate(source["curve"]):
+        said = answers["test"]  # step 0: the fresh LoRA is the identity, its samples are the base's
+        if point["step"] > 0:
+            weights = checkpoint_file(work, tag, point["step"])
+            if not weights.exists():
+                raise ValueError(f"--checkpoints-from: {weights} is missing (runs trained before checkpoints were kept have none)")
+            set_peft_model_state_dict(policy, load_file(str(weights), device=str(next(policy.parameters()).device)))
+            policy.eval()
+            said = generate(policy, tokenizer, splits["test"], max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET["test"], min_new_tokens=min_new_tokens)
+            if n == len(source["curve"]) - 1:
+                again = generate(policy, tokenizer, splits["val"], max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET["val"], min_new_tokens=min_new_tokens)
+                if again != point["last_val_answers"]:
+                    raise ValueError(f"--checkpoints-from: {weights} answers the validation questions otherwise than the run it was saved by: not the same training")
+        curve.append({"step": point["step"], "val": point["val"], "last_test_scores": win_scores(said, answers["test"]), "last_test_answers": said,
+                      "last_val_answers": point["last_val_answers"]})
+    return curve
+
+
 def load_base(folder: str | None):
     """(model, tokenizer): SmolLM2-135M-Instruct, or a causal LM saved with save_pretrained in `folder`."""
     if folder is None:
@@ -468,10 +556,13 @@ def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_to
 
 
 def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], work: Path, stored: dict | None = None,
-             same_pairs: dict | None = None) -> list[dict]:
+             same_pairs: dict | None = None, trained: dict | None = None) -> list[dict]:
     """Train every objective for one seed and majority share; returns one result per objective.
     A run found in `stored` (`stored_runs`) is not trained again: its curve gets this command's
-    selection; nor is one whose pairs a run in `same_pairs` (`runs_by_pairs`) trained on already."""
+    selection; nor is one whose pairs a run in `same_pairs` (`runs_by_pairs`) trained on already.
+    With `trained` (`trained_elsewhere`, --checkpoints-from) nothing is trained: each run's
+    checkpoints answer this command's test questions (`evaluate_checkpoints`); a run it lacks, or one
+    trained on other pairs, raises ValueError."""
     from sklearn.metrics import adjusted_rand_score
 
     from pluralign.data.io import write_jsonl
@@ -536,6 +627,20 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         config = MaxMinConfig(objective=objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_layers=args.lora_layers, chosen_nll_weight=args.nll, dpo_weight=args.dpo, seed=seed)
         base, tokenizer = load_base(args.base_model)  # a fresh base: peft wraps it in place
         policy = with_lora(base, config)
+        if trained is not None:  # --checkpoints-from: that command's training, this command's test questions
+            source = trained.get((seed, majority, objective))
+            if source is None or source.get("pairs_digest") != digest:
+                raise ValueError(f"--checkpoints-from: no run seed {seed} {tag} trained on these {len(pairs)} pairs in {args.checkpoints_from}")
+            folder = Path(args.checkpoints_from).parent / f"seed-{seed}"
+            source_tag = f"{objective}-{round(source.get('reused_from_majority', majority) * 100)}"  # a reused run's checkpoints are its twin's
+            curve = evaluate_checkpoints(source, folder, source_tag, policy, tokenizer, splits, answers, seed, args.max_new_tokens, args.min_new_tokens)
+            report(curve)
+            print(f"  seed {seed} {tag}: answered the test questions with the {len(curve) - 1} checkpoints of {folder / ('checkpoints-' + source_tag)} (reports steps "
+                  + ", ".join(f"{c['step']}->{c['selected_step']}" for c in curve) + ")", flush=True)
+            results.append({**{k: source[k] for k in ("heads", "pairing", "pairs", "seconds_per_step", "peak_memory_mb", "loss")},
+                            "seed": seed, "majority": majority, "objective": objective, "training": training_setting(args), "ari": ari, "pairs_digest": digest,
+                            "curve": curve, "checkpoints_from": str(folder / f"checkpoints-{source_tag}")})
+            continue
         curve: list[dict] = []
         weights: dict[int, dict] = {}  # every checkpoint's LoRA weights (a few MB each): the selected one is saved
 
@@ -551,6 +656,11 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
             val = win_rates(said["val"], answers["val"])
             last = win_scores(said["test"], answers["test"])
             weights[step] = {n: t.detach().clone() for n, t in get_peft_model_state_dict(model).items()}
+            if step > 0:  # kept on disk too, so another command answers other test questions with them (--checkpoints-from)
+                from safetensors.torch import save_file
+
+                checkpoint_file(work, tag, step).parent.mkdir(parents=True, exist_ok=True)
+                save_file({n: t.cpu().contiguous() for n, t in weights[step].items()}, str(checkpoint_file(work, tag, step)))
             curve.append({
                 "step": step, "val": val, "last_test_scores": last, "last_test_answers": said["test"], "last_val_answers": said["val"],
             })  # lengths, exclamation marks and samples derive from the answers (runs before them kept only those)
@@ -690,7 +800,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1, help="base answers sampled per training question; their style variants are the candidates the objectives rank (users compare the first sample's)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--every", type=int, default=5, help="evaluate win rates every N steps (every checkpoint is a candidate for validation selection)")
-    parser.add_argument("--batch-size", type=int, default=8, help="pairs per optimizer step (default 8; 4: the runs recorded before 1 Dec 2026, 12:26 UTC; see the module docstring)")
+    parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step (default 16; 8: the runs recorded from 1 Dec 2026, 12:26 UTC, to 15:35 UTC; 4: those before; see the module docstring)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--nll", type=float, default=3.0, help="weight of the chosen answer's NLL next to DPO")
     parser.add_argument("--dpo", type=float, default=1.0, help="weight of the DPO term (0: fine-tune on each question's top-ranked candidate alone, RAFT)")
@@ -705,7 +815,7 @@ def main() -> None:
     parser.add_argument("--brief-words", type=int, default=BRIEF_WORDS,
                         help=f"the brief variants run to the first sentence end that closes at least N words (style_groups.first_sentence; default {BRIEF_WORDS}); 1: the first sentence however short, the runs before it")
     parser.add_argument("--test-set", default="main", choices=list(TEST_SETS),
-                        help="the test questions: main (the first set: the 48 of every run recorded before the confirmation set), confirm (48 on CONFIRM_TOPICS, a confirmation set), fresh (48 on FRESH_TOPICS, a third set) or fourth (48 on FOURTH_TOPICS); each needs its own --work: the base's test answers are cached per work folder")
+                        help="the test questions: main (the first set: the 48 of every run recorded before the confirmation set), confirm (48 on CONFIRM_TOPICS, a confirmation set), fresh (48 on FRESH_TOPICS, a third set) or fourth (48 on FOURTH_TOPICS) or fifth (48 on FIFTH_TOPICS); each needs its own --work: the base's test answers are cached per work folder")
     parser.add_argument("--pool", default=None, metavar="RESULTS",
                         help="the results.json of the same command with --test-set confirm: report each step over both test sets' questions (pool_test_sets)")
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")
@@ -722,6 +832,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="one seed (the same as --seeds N)")
     parser.add_argument("--rejudge", action="store_true", help="score the stored runs of WORK that kept their answers again with today's judge (no training), then reuse them")
     parser.add_argument("--fresh", action="store_true", help="train every run again, even those WORK/results.json holds with the same training setting")
+    parser.add_argument("--checkpoints-from", default=None, metavar="RESULTS",
+                        help="train nothing: the results.json of the same command on another --test-set, whose work folder kept every checkpoint (seed-S/checkpoints-TAG, runs from 1 Dec 2026, 15:35 UTC): its checkpoints answer this command's test questions (evaluate_checkpoints)")
     parser.add_argument("--reuse", nargs="*", default=[], metavar="RESULTS", help="results.json files of other commands (e.g. another --majority): a run of the same seed, objective, training setting and pairs is reused, not trained")
     parser.add_argument("--out", default=None, help="write the summary over seeds (JSON) to this file")
     parser.add_argument("--ceiling", action="store_true", help="train nothing: score each objective's top candidate among the style variants of the base's own test answers, or --ceiling-split's (what imitating the ranking perfectly would give)")
@@ -790,6 +902,14 @@ def main() -> None:
     if args.rejudge and not args.fresh:
         print(f"scored again with today's judge: {rejudge(Path(args.work), splits, args.validation_topics, args.test_set)} stored run(s)")
     stored = {} if args.fresh else stored_runs(Path(args.work) / "results.json", training_setting(args))
+    trained = None
+    if args.checkpoints_from:
+        if Path(args.checkpoints_from).resolve().parent == Path(args.work).resolve():
+            parser.error(f"--checkpoints-from ({args.checkpoints_from}) is this command's own results: give the other test set's command its own --work")
+        try:
+            trained = trained_elsewhere(Path(args.checkpoints_from), training_setting(args))
+        except ValueError as error:
+            parser.error(str(error))
     reuse = [Path(f) for f in args.reuse]
     for done, seed in enumerate(seeds, 1):
         work = Path(args.work) / f"seed-{seed}"
@@ -797,7 +917,12 @@ def main() -> None:
         for majority in args.majority:
             # read again for each seed: the command that --reuse names may still be running
             same_pairs = runs_by_pairs(reuse, training_setting(args)) | {(r["seed"], r["objective"], r["pairs_digest"]): r for r in results if "pairs_digest" in r}
-            results += run_seed(args, seed, majority, splits, work, stored, same_pairs)
+            try:
+                results += run_seed(args, seed, majority, splits, work, stored, same_pairs, trained)
+            except ValueError as error:
+                if trained is None:
+                    raise
+                parser.error(str(error))
             (Path(args.work) / "results.json").write_text(json.dumps(results, indent=1))
         # the summary over the seeds finished so far: a run cut short still leaves its figures
         summaries = {str(m): summarize_runs(results, seeds[:done], m) for m in args.majority}

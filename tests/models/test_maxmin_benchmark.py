@@ -87,3 +87,53 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
     assert twin.returncode == 0, twin.stderr[-3000:]
     assert twin.stdout.count("pairs as the") == 6 and "s/step" not in twin.stdout
     assert json.loads(twin.stdout.strip().splitlines()[-1]) == line  # the same runs, the same selection, the same figures
+
+
+def test_checkpoints_answer_another_test_set_as_training_with_it_would(tmp_path):
+    """--checkpoints-from: a command on another test set trains nothing and reports what training
+    with that test set reports (the batches never read the test questions); another training setting,
+    or weights that answer validation otherwise than the run that saved them, are refused by name."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = save_tiny_generator(tmp_path / "tiny")
+    for work, test_set in (("main", "main"), ("fifth", "fifth"), ("direct", "fifth"), ("bad", "fifth")):
+        cached = {}
+        for part, asked in zip(("train", "val", "test"), questions(test_set=test_set), strict=True):
+            cached[part] = [f"Here is answer {i} about it. It goes on for a while, part {part}." for i in range(6)]
+            cached[f"{part}_questions"] = asked[:6]
+        (tmp_path / work / "seed-0").mkdir(parents=True)
+        (tmp_path / work / "seed-0" / "base-answers-4-min2-seed0.json").write_text(json.dumps(cached))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+    def bench(work, *extra):
+        command = [sys.executable, "-m", "benchmarks.maxmin_policy", "--majority", "0.8", "0.9", "--seeds", "0", "--json", "--base-model", str(model),
+                   "--limit", "6", "--users", "20", "--steps", "3", "--every", "1", "--batch-size", "4", "--max-new-tokens", "4", "--min-new-tokens", "2",
+                   "--work", str(tmp_path / work), *extra]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    trained = bench("main")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (tmp_path / "main" / "seed-0" / "checkpoints-maxmin-80" / "step-003.safetensors").exists()
+    source = str(tmp_path / "main" / "results.json")
+    answered = bench("fifth", "--test-set", "fifth", "--checkpoints-from", source)
+    assert answered.returncode == 0, answered.stderr[-3000:]
+    assert answered.stdout.count("checkpoints of") == 2 and "s/step" not in answered.stdout  # single and MaxMin at 80/20; 90/10 reuses them
+    direct = bench("direct", "--test-set", "fifth")
+    assert direct.returncode == 0, direct.stderr[-3000:]
+    assert direct.stdout.count("s/step") == 2
+    assert json.loads(answered.stdout.strip().splitlines()[-1]) == json.loads(direct.stdout.strip().splitlines()[-1])
+    ours, theirs = (json.loads((tmp_path / w / "results.json").read_text()) for w in ("fifth", "direct"))
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["training"] == b["training"] and a["training"]["test_set"] == "fifth"
+        assert [(c["step"], c["selected_step"], c["last_test_answers"], c["test_scores"]) for c in a["curve"]] == \
+            [(c["step"], c["selected_step"], c["last_test_answers"], c["test_scores"]) for c in b["curve"]]
+
+    other = bench("bad", "--test-set", "fifth", "--checkpoints-from", source, "--lr", "0.01")
+    assert other.returncode == 2 and "differ in lr" in other.stderr
+    shutil.rmtree(tmp_path / "bad" / "seed-0" / "checkpoints-maxmin-80", ignore_errors=True)
+    last = tmp_path / "main" / "seed-0" / "checkpoints-maxmin-80" / "step-003.safetensors"
+    save_file({n: t * 50 for n, t in load_file(str(last)).items()}, str(last))  # 2,500 times the run's update: not its answers
+    wrong = bench("bad", "--test-set", "fifth", "--checkpoints-from", source)
+    assert wrong.returncode == 2 and "answers the validation questions otherwise" in wrong.stderr and "step-003" in wrong.stderr

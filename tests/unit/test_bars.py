@@ -213,6 +213,11 @@ def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
     row = maxmin_rows(result, "x.json")[0]
     assert "(tie-break 0.001), batches of 8 pairs, brief variants of at least 4 words, judged by" in row
     assert "48 fourth test set's questions on fresh topics (FOURTH_TOPICS, read after the batch size was chosen) (48 validation" in row
+    result["setting"] |= {"test_set": "fifth", "batch_size": 16, "checkpoints_from": "runs/main/results.json"}
+    row = maxmin_rows(result, "x.json")[0]
+    assert "(tie-break 0.001), batches of 16 pairs, brief variants of at least 4 words, judged by" in row
+    assert ("48 fifth test set's questions on fresh topics (FIFTH_TOPICS, read after the batch size of 16 was chosen) answered by the checkpoints "
+            "of the same training on another test set (--checkpoints-from) (48 validation") in row
 
 
 def test_the_ceiling_row_names_its_split_and_tie_break():
@@ -231,3 +236,5 @@ def test_the_ceiling_row_names_its_split_and_tie_break():
     assert "base's own third test set (FRESH_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]
     result["test_set"] = "fourth"
     assert "base's own fourth test set (FOURTH_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]
+    result["test_set"] = "fifth"
+    assert "base's own fifth test set (FIFTH_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]

@@ -441,5 +441,10 @@ def test_each_later_test_set_shares_no_topic_with_any_other_set(name):
     assert len(own) == len(set(own)) == 48 and not set(own) & set(train + val + others)
     topics = set(lists[name])
     assert len(topics) == 24 and not topics & set(maxmin_policy.TOPICS[:40] + maxmin_policy.VALIDATION_TOPICS + [t for o in lists if o != name for t in lists[o]])
-    with pytest.raises(ValueError, match="test_set must be one of"):
-        maxmin_policy.questions(test_set="fifth")
+
+
+def test_an_unknown_test_set_is_refused_by_name():
+    from benchmarks import maxmin_policy
+
+    with pytest.raises(ValueError, match="test_set must be one of .*'fifth'.*, got 'no such set'"):
+        maxmin_policy.questions(test_set="no such set")
