@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-all test-slow-loop test-scaleout fuzz abuse bench lint clean
+.PHONY: install serve test test-all test-bench test-slow-loop test-scaleout fuzz abuse bench lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m ""
+
+# the benchmark scripts' contracts on tiny models (slow-marked: ~2.5 min on two cores)
+test-bench: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests/models/test_maxmin_benchmark.py tests/e2e/test_closed_loop.py::test_contract_with_tiny_models
 
 # the fast closed loop on SmolLM2 over HTTP (~15 min on two cores)
 test-slow-loop: $(STAMP)

@@ -111,7 +111,7 @@ Batches of 16 pairs (the default from 1 Dec 2026, 15:35 UTC): the same reading t
 further, declared before any run of it. From 4 to 8 pairs the worst seed's minority gain at step 15
 on the first set rose from +4.2 to +19.8, and what still failed was that step on one seed per set
 (the first set's seed 1, the fourth set's seed 0), while the majority held everywhere. 16 pairs per
-step draw 240 pairs by step 15 (about 150 distinct of a seed's 206 to 222, against 88 to 98) at
+step draw 240 pairs by step 15 (135 to 159 distinct of a seed's 206 to 222, against 88 to 98) at
 twice the training time again. A larger learning rate was the other candidate and was not taken:
 it moves each step further rather than in a better-measured direction, and a majority that drifted
 at 2e-3 opened issue 17. The test set no earlier choice saw is the fifth (`--test-set fifth`,

@@ -9,10 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.maxmin_policy import questions
 from tests.service.tiny import save_tiny_generator
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# each test runs the benchmark 4 or 5 times as a subprocess (about 40 and 60 s on two cores): slow-marked
+# to keep the default suite under 10 minutes; `make test-bench` runs them
+pytestmark = pytest.mark.slow
 
 
 def test_seeds_json_prints_the_interval_contract_last(tmp_path):
