@@ -30,17 +30,17 @@ test: $(STAMP)
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m ""
 
-# the benchmark scripts' contracts on tiny models (slow-marked: ~2.5 min on two cores)
+# the benchmark scripts' contracts on tiny models (slow-marked: ~4 min on two cores)
 test-bench: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests/models/test_maxmin_benchmark.py tests/e2e/test_closed_loop.py::test_contract_with_tiny_models
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests/models/test_maxmin_benchmark.py tests/e2e/test_closed_loop.py::test_contract_with_tiny_models tests/unit/test_onboarding_latency.py
 
 # the fast closed loop on SmolLM2 over HTTP (~15 min on two cores)
 test-slow-loop: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests/e2e/test_closed_loop.py
 
-# past one machine: two replicas on one store, the Ray job runner, a front service on a remote encoder (slow-marked; ~5 min here)
+# past one machine: two replicas on one store, the Ray job runner, a front service on a remote encoder and a remote generator (slow-marked; ~5.5 min here)
 test-scaleout: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py tests/e2e/test_remote_generator.py
 
 # Schemathesis over the served OpenAPI schema (slow; FUZZ_EXAMPLES per operation, default 30: 600 served 4,909 requests; FUZZ_MAX_SECONDS its time budget)
 fuzz: $(STAMP)

@@ -56,7 +56,8 @@ def maxmin_rows(result: dict, source: str) -> list[str]:
             if step in MAXMIN_STEPS:  # the interval's lower end, and no seed below the bar on its own
                 verdicts.append(gain["interval"][0] >= MAXMIN_GAIN and gap["interval"][0] >= MAXMIN_GAP and worst_gain >= MAXMIN_GAIN and worst_gap >= MAXMIN_GAP)
         decided = len(seeds) >= MIN_SEEDS and not reduced and len(verdicts) == len(MAXMIN_STEPS)
-        met = ("yes" if all(verdicts) else "no") if decided else ("not decided: " + ", ".join(
+        other_set = setting.get("test_set", "main") not in ("main", "main+confirm")  # the contract line reads the first test set
+        met = ("yes" + (" on this test set; the contract line reads the first" if other_set else "") if all(verdicts) else "no") if decided else ("not decided: " + ", ".join(
             ([f"{len(seeds)} seed(s)"] if len(seeds) < MIN_SEEDS else []) + (["reduced setting: " + ", ".join(reduced)] if reduced else [])
             + (["bar steps missing"] if len(verdicts) < len(MAXMIN_STEPS) else [])) + ("; intervals clear the bar" if verdicts and all(verdicts) else "; intervals do not clear the bar"))
         candidates = f"{setting['samples']} sampled answers per training question (best-of-{setting['samples']}), " if setting.get("samples", 1) > 1 else ""

@@ -111,8 +111,8 @@ Batches of 16 pairs (the default from 1 Dec 2026, 15:35 UTC): the same reading t
 further, declared before any run of it. From 4 to 8 pairs the worst seed's minority gain at step 15
 on the first set rose from +4.2 to +19.8, and what still failed was that step on one seed per set
 (the first set's seed 1, the fourth set's seed 0), while the majority held everywhere. 16 pairs per
-step draw 240 pairs by step 15 (135 to 159 distinct of a seed's 206 to 222, against 88 to 98) at
-twice the training time again. A larger learning rate was the other candidate and was not taken:
+step draw 240 pairs by step 15 (135 to 159 distinct of a seed's 206 to 222, against 88 to 98), at
+more training time per step. A larger learning rate was the other candidate and was not taken:
 it moves each step further rather than in a better-measured direction, and a majority that drifted
 at 2e-3 opened issue 17. The test set no earlier choice saw is the fifth (`--test-set fifth`,
 FIFTH_TOPICS), committed with this default.
@@ -120,10 +120,17 @@ FIFTH_TOPICS), committed with this default.
 Every checkpoint's LoRA weights are kept (WORK/seed-S/checkpoints-TAG/step-NNN.safetensors, about
 1 MB each), so `--checkpoints-from RESULTS` answers another test set's questions with a finished
 command's checkpoints instead of training again. Training never reads the test questions (its
-batches follow the seed alone), so this reports what training with that test set reports
+batches follow the seed alone, and with LoRA dropout 0 it draws no torch randomness that the answers'
+sampling could move), so this reports what training with that test set reports
 (tested: the same answers, scores and contract line), at the cost of the test answers alone; the
-last checkpoint answers validation again, and an answer that differs from the stored one stops the
+checkpoint files' hashes are kept with the run and checked before they answer (a run stored
+without them: the last checkpoint answers validation again instead), and a difference stops the
 command. Session 13 trained each seed twice to answer two test sets.
+
+Measured (BENCHMARKS.md, session 14): on the fifth set every bar step clears on every seed; on the
+first set the majority holds and step 60 clears, but step 15 fails (seed 0 +15.6, the interval's
+lower end +13.5) and step 30 fails on seed 1 (+17.7). Batches of 8 did better there at steps 15 and
+30, and validation tells the two apart no more than the bar does. The default stays 16 as declared.
 
 `--ceiling` trains nothing: each objective answers every test question with its top candidate
 among the style variants of the base's own test answer (`argmax_scores`), which is what a policy
@@ -146,6 +153,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -459,62 +467,94 @@ def runs_by_pairs(paths: list[Path], training: dict) -> dict[tuple[int, str, str
     return found
 
 
-def checkpoint_file(work: Path, tag: str, step: int) -> Path:
-    """Where a run keeps a checkpoint's LoRA weights (peft's state dict, safetensors): WORK/seed-S/checkpoints-TAG/step-NNN.safetensors."""
-    return work / f"checkpoints-{tag}" / f"step-{step:03d}.safetensors"
+class CheckpointsError(ValueError):
+    """`--checkpoints-from` cannot answer with the checkpoints it names: a usage error, said in one line."""
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def checkpoint_folder(work: Path, tag: str) -> Path:
+    """Where a run keeps its checkpoints' LoRA weights: WORK/seed-S/checkpoints-TAG."""
+    return work / f"checkpoints-{tag}"
+
+
+def checkpoint_file(folder: Path, step: int) -> Path:
+    """A checkpoint's LoRA weights (peft's state dict, safetensors) in its run's `checkpoint_folder`."""
+    return folder / f"step-{step:03d}.safetensors"
 
 
 def trained_elsewhere(path: Path, training: dict) -> dict[tuple[int, float, str], dict]:
     """Runs in another command's results.json (`--checkpoints-from`, `path`) whose training setting
     equals `training` but for the test set, by (seed, majority, objective): the same training, whose
-    checkpoints this command answers its own test questions with. Raises ValueError when `path`
-    is missing or holds no such run."""
-    if not path.exists():
-        raise ValueError(f"--checkpoints-from {path}: no such file")
+    checkpoints this command answers its own test questions with. Raises CheckpointsError when `path`
+    is missing, is not a results.json, or holds no such run."""
+    try:
+        runs = json.loads(path.read_text())
+        if not isinstance(runs, list) or not all(isinstance(r, dict) and {"seed", "majority", "objective", "curve"} <= r.keys() for r in runs):
+            raise ValueError("not a list of runs")
+    except (OSError, ValueError) as error:
+        raise CheckpointsError(f"--checkpoints-from {path}: {error}") from error
     mine = {k: v for k, v in {**BEFORE_KEYS, **training}.items() if k != "test_set"}
     found, other = {}, set()
-    for run in json.loads(path.read_text()):
+    for run in runs:
         theirs = {k: v for k, v in {**BEFORE_KEYS, **run.get("training", {})}.items() if k != "test_set"}
         if theirs == mine:
             found[(run["seed"], run["majority"], run["objective"])] = run
         else:
             other |= {k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)}
     if not found:
-        raise ValueError(f"--checkpoints-from {path}: no run trained with this command's setting" + (f" (they differ in {', '.join(sorted(other))})" if other else ""))
+        raise CheckpointsError(f"--checkpoints-from {path}: no run trained with this command's setting" + (f" (they differ in {', '.join(sorted(other))})" if other else ""))
     return found
 
 
-def evaluate_checkpoints(source: dict, work: Path, tag: str, policy, tokenizer, splits: dict[str, list[str]], answers: dict[str, list[str]], seed: int,
+def evaluate_checkpoints(source: dict, folder: Path, policy, tokenizer, splits: dict[str, list[str]], answers: dict[str, list[str]], seed: int,
                          max_new_tokens: int, min_new_tokens: int) -> list[dict]:
-    """A trained run's curve (`source`, from `trained_elsewhere`; its checkpoints' weights where
-    `checkpoint_file(work, tag, step)` puts them) answered on this command's test questions (`splits["test"]`, judged
-    against the base's `answers["test"]`): what training with this test set would have written, since
-    training never reads the test questions (the batches follow the seed alone, `train_maxmin`), at the
-    cost of the test answers alone. The validation scores and answers are the source's; the last
-    checkpoint answers the validation questions again, and a difference raises ValueError (other
-    weights or other sampling: not the same training), as does a missing checkpoint file."""
+    """A trained run's curve (`source`, from `trained_elsewhere`; its checkpoints' weights in `folder`,
+    `checkpoint_file` in it) answered on this command's test questions (`splits["test"]`,
+    judged against the base's `answers["test"]`): what training with this test set would have written,
+    at the cost of the test answers alone. That holds because training never reads the test questions
+    and draws no torch randomness after a checkpoint's answers (its batches follow the seed alone in
+    `train_maxmin`'s own `random.Random`, and LoRA dropout is 0): with dropout, the answers' sampling
+    would change the training that follows them, and this would no longer be the same training.
+
+    The validation scores and answers are the source's. Raises CheckpointsError when the base's
+    validation answers are not the source's, a checkpoint file is missing, does not load as the
+    policy's LoRA weights, or differs from the file its run wrote (`checkpoint_sha256`, kept since
+    session 14's review, 1 Dec 2026), or, for a run without those hashes, when the last checkpoint answers the
+    validation questions otherwise than its run did."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     from pluralign.policy.maxmin import generate
     from pluralign.policy.style_groups import win_scores
 
+    if source["curve"][0]["step"] == 0 and source["curve"][0].get("last_val_answers") != answers["val"]:
+        raise CheckpointsError(f"--checkpoints-from: the base's validation answers here are not those its run ({folder}) was scored against")
     curve = []
     for n, point in enumerate(source["curve"]):
         said = answers["test"]  # step 0: the fresh LoRA is the identity, its samples are the base's
         if point["step"] > 0:
-            weights = checkpoint_file(work, tag, point["step"])
+            weights = checkpoint_file(folder, point["step"])
             if not weights.exists():
-                raise ValueError(f"--checkpoints-from: {weights} is missing (runs trained before checkpoints were kept have none)")
-            set_peft_model_state_dict(policy, load_file(str(weights), device=str(next(policy.parameters()).device)))
+                raise CheckpointsError(f"--checkpoints-from: {weights} is missing (runs trained before checkpoints were kept have none)")
+            if "checkpoint_sha256" in point and file_sha256(weights) != point["checkpoint_sha256"]:
+                raise CheckpointsError(f"--checkpoints-from: {weights} is not the file its run wrote (another training in the same folder?)")
+            loaded = set_peft_model_state_dict(policy, load_file(str(weights), device=str(next(policy.parameters()).device)))
+            missing = [k for k in loaded.missing_keys if "lora_" in k]
+            if loaded.unexpected_keys or missing:
+                raise CheckpointsError(f"--checkpoints-from: {weights} does not fit the policy's LoRA (unexpected {loaded.unexpected_keys[:3]}, missing {missing[:3]})")
             policy.eval()
             said = generate(policy, tokenizer, splits["test"], max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET["test"], min_new_tokens=min_new_tokens)
-            if n == len(source["curve"]) - 1:
+            if n == len(source["curve"]) - 1 and not all("checkpoint_sha256" in c for c in source["curve"][1:]):
                 again = generate(policy, tokenizer, splits["val"], max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET["val"], min_new_tokens=min_new_tokens)
                 if again != point["last_val_answers"]:
-                    raise ValueError(f"--checkpoints-from: {weights} answers the validation questions otherwise than the run it was saved by: not the same training")
+                    raise CheckpointsError(f"--checkpoints-from: {weights} answers the validation questions otherwise than the run it was saved by: not the same training")
         curve.append({"step": point["step"], "val": point["val"], "last_test_scores": win_scores(said, answers["test"]), "last_test_answers": said,
-                      "last_val_answers": point["last_val_answers"]})
+                      "last_val_answers": point["last_val_answers"]} | {k: point[k] for k in ("checkpoint_sha256",) if k in point})  # another set can follow
     return curve
 
 
@@ -562,7 +602,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
     selection; nor is one whose pairs a run in `same_pairs` (`runs_by_pairs`) trained on already.
     With `trained` (`trained_elsewhere`, --checkpoints-from) nothing is trained: each run's
     checkpoints answer this command's test questions (`evaluate_checkpoints`); a run it lacks, or one
-    trained on other pairs, raises ValueError."""
+    trained on other pairs, raises CheckpointsError."""
     from sklearn.metrics import adjusted_rand_score
 
     from pluralign.data.io import write_jsonl
@@ -617,7 +657,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         digest = pairs_digest(pairs)
         twin = (same_pairs or {}).get((seed, objective, digest))
         if twin is not None:  # the same pairs and training: the same policy, whatever the shares
-            result = {**json.loads(json.dumps(twin)), "majority": majority, "ari": ari, "reused_from_majority": twin["majority"]}
+            result = {**json.loads(json.dumps(twin)), "majority": majority, "ari": ari, "reused_from_majority": twin.get("reused_from_majority", twin["majority"])}
             report(result["curve"])
             print(f"  seed {seed} {tag}: the same {len(pairs)} pairs as the {objective} run at majority {twin['majority']}: reused (reports steps "
                   + ", ".join(f"{c['step']}->{c['selected_step']}" for c in result["curve"]) + ")", flush=True)
@@ -630,16 +670,18 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         if trained is not None:  # --checkpoints-from: that command's training, this command's test questions
             source = trained.get((seed, majority, objective))
             if source is None or source.get("pairs_digest") != digest:
-                raise ValueError(f"--checkpoints-from: no run seed {seed} {tag} trained on these {len(pairs)} pairs in {args.checkpoints_from}")
-            folder = Path(args.checkpoints_from).parent / f"seed-{seed}"
-            source_tag = f"{objective}-{round(source.get('reused_from_majority', majority) * 100)}"  # a reused run's checkpoints are its twin's
-            curve = evaluate_checkpoints(source, folder, source_tag, policy, tokenizer, splits, answers, seed, args.max_new_tokens, args.min_new_tokens)
+                raise CheckpointsError(f"--checkpoints-from: no run seed {seed} {tag} trained on these {len(pairs)} pairs in {args.checkpoints_from}")
+            # the folder its run recorded (a run reused through --reuse keeps its twin's), else the one beside the results
+            # (runs before session 14's review; a run reused from another share trained under that share's tag)
+            folder = Path(source["checkpoints"]) if "checkpoints" in source else \
+                checkpoint_folder(Path(args.checkpoints_from).parent / f"seed-{seed}", f"{objective}-{round(source.get('reused_from_majority', majority) * 100)}")
+            curve = evaluate_checkpoints(source, folder, policy, tokenizer, splits, answers, seed, args.max_new_tokens, args.min_new_tokens)
             report(curve)
-            print(f"  seed {seed} {tag}: answered the test questions with the {len(curve) - 1} checkpoints of {folder / ('checkpoints-' + source_tag)} (reports steps "
+            print(f"  seed {seed} {tag}: answered the test questions with the {len(curve) - 1} checkpoints of {folder} (reports steps "
                   + ", ".join(f"{c['step']}->{c['selected_step']}" for c in curve) + ")", flush=True)
             results.append({**{k: source[k] for k in ("heads", "pairing", "pairs", "seconds_per_step", "peak_memory_mb", "loss")},
                             "seed": seed, "majority": majority, "objective": objective, "training": training_setting(args), "ari": ari, "pairs_digest": digest,
-                            "curve": curve, "checkpoints_from": str(folder / f"checkpoints-{source_tag}")})
+                            "curve": curve, "checkpoints_from": str(folder), "checkpoints": str(folder)})  # so a third set can answer from these results too
             continue
         curve: list[dict] = []
         weights: dict[int, dict] = {}  # every checkpoint's LoRA weights (a few MB each): the selected one is saved
@@ -659,15 +701,16 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
             if step > 0:  # kept on disk too, so another command answers other test questions with them (--checkpoints-from)
                 from safetensors.torch import save_file
 
-                checkpoint_file(work, tag, step).parent.mkdir(parents=True, exist_ok=True)
-                save_file({n: t.cpu().contiguous() for n, t in weights[step].items()}, str(checkpoint_file(work, tag, step)))
+                checkpoint_folder(work, tag).mkdir(parents=True, exist_ok=True)
+                save_file({n: t.cpu().contiguous() for n, t in weights[step].items()}, str(checkpoint_file(checkpoint_folder(work, tag), step)))
             curve.append({
                 "step": step, "val": val, "last_test_scores": last, "last_test_answers": said["test"], "last_val_answers": said["val"],
-            })  # lengths, exclamation marks and samples derive from the answers (runs before them kept only those)
+            } | ({"checkpoint_sha256": file_sha256(checkpoint_file(checkpoint_folder(work, tag), step))} if step > 0 else {}))  # lengths, exclamation marks and samples derive from the answers (runs before them kept only those)
             rates = {g: sum(w) / len(w) for g, w in last.items()}
             print(f"  seed {seed} {tag} step {step:3d}: test win enthusiastic {rates['enthusiastic']:.2f} concise {rates['concise']:.2f} "
                   f"| val {val['enthusiastic']:.2f}/{val['concise']:.2f} | {said['test'][0][:60]!r}", flush=True)
 
+        shutil.rmtree(checkpoint_folder(work, tag), ignore_errors=True)  # no file of an earlier training stays among this one's
         log = train_maxmin(policy, tokenize_pairs(pairs, tokenizer, config.max_length), config, callback=measure, every=args.every)
         report(curve)
         for point in curve:
@@ -682,7 +725,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         save_policy(policy, work / f"policy-{tag}", meta)
         results.append({
             "seed": seed, "majority": majority, "objective": objective, "training": training_setting(args), "heads": k, "pairing": args.pairing, "ari": ari, "pairs": len(pairs),
-            "pairs_digest": digest,
+            "pairs_digest": digest, "checkpoints": str(checkpoint_folder(work, tag).resolve()),
             "curve": curve, "seconds_per_step": log.seconds_per_step, "peak_memory_mb": log.peak_memory_mb, "loss": log.loss,
         })
         print(f"  seed {seed} {tag}: {len(pairs)} pairs, {log.seconds_per_step:.2f} s/step, peak {log.peak_memory_mb:.0f} MB, ARI {ari}", flush=True)
@@ -908,7 +951,7 @@ def main() -> None:
             parser.error(f"--checkpoints-from ({args.checkpoints_from}) is this command's own results: give the other test set's command its own --work")
         try:
             trained = trained_elsewhere(Path(args.checkpoints_from), training_setting(args))
-        except ValueError as error:
+        except CheckpointsError as error:
             parser.error(str(error))
     reuse = [Path(f) for f in args.reuse]
     for done, seed in enumerate(seeds, 1):
@@ -919,9 +962,7 @@ def main() -> None:
             same_pairs = runs_by_pairs(reuse, training_setting(args)) | {(r["seed"], r["objective"], r["pairs_digest"]): r for r in results if "pairs_digest" in r}
             try:
                 results += run_seed(args, seed, majority, splits, work, stored, same_pairs, trained)
-            except ValueError as error:
-                if trained is None:
-                    raise
+            except CheckpointsError as error:
                 parser.error(str(error))
             (Path(args.work) / "results.json").write_text(json.dumps(results, indent=1))
         # the summary over the seeds finished so far: a run cut short still leaves its figures

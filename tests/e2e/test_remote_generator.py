@@ -25,6 +25,7 @@ def backend(tmp_path_factory, tiny_generator_dir, tiny_pal_dir):
     proc.stop()
 
 
+@pytest.mark.slow  # the remote server's start and two generations (~30 s together): `make test-scaleout`
 def test_remote_generator_speaks_the_openai_protocol(backend):
     proc, key = backend
     remote = RemoteGenerator(proc.url + "/v1", "pluralign", api_key=key)
@@ -52,6 +53,7 @@ def test_remote_generator_speaks_the_openai_protocol(backend):
         RemoteGenerator(proc.url + "/v1", "pluralign", api_key="pk-wrong").generate([{"role": "user", "content": "Hi"}])
 
 
+@pytest.mark.slow  # the remote server's start and two generations (~30 s together): `make test-scaleout`
 def test_front_service_generates_on_the_remote_server(backend, tmp_path, tiny_pal_dir):
     from openai import OpenAI
 

@@ -97,14 +97,14 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
 
 def test_checkpoints_answer_another_test_set_as_training_with_it_would(tmp_path):
     """--checkpoints-from: a command on another test set trains nothing and reports what training
-    with that test set reports (the batches never read the test questions); another training setting,
-    or weights that answer validation otherwise than the run that saved them, are refused by name."""
-    import shutil
-
+    with that test set reports (the batches never read the test questions), also for a share whose
+    runs were reused from another; another training setting, a checkpoint file changed since its run
+    wrote it, or (for a run stored without the files' hashes) weights that answer validation
+    otherwise than their run are refused by name."""
     from safetensors.torch import load_file, save_file
 
     model = save_tiny_generator(tmp_path / "tiny")
-    for work, test_set in (("main", "main"), ("fifth", "fifth"), ("direct", "fifth"), ("bad", "fifth")):
+    for work, test_set in (("main", "main"), ("fifth", "fifth"), ("ninety", "fifth"), ("chain", "fourth"), ("direct", "fifth"), ("bad", "fifth"), ("bad2", "fifth")):
         cached = {}
         for part, asked in zip(("train", "val", "test"), questions(test_set=test_set), strict=True):
             cached[part] = [f"Here is answer {i} about it. It goes on for a while, part {part}." for i in range(6)]
@@ -113,8 +113,8 @@ def test_checkpoints_answer_another_test_set_as_training_with_it_would(tmp_path)
         (tmp_path / work / "seed-0" / "base-answers-4-min2-seed0.json").write_text(json.dumps(cached))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
-    def bench(work, *extra):
-        command = [sys.executable, "-m", "benchmarks.maxmin_policy", "--majority", "0.8", "0.9", "--seeds", "0", "--json", "--base-model", str(model),
+    def bench(work, *extra, majority=("0.8", "0.9")):
+        command = [sys.executable, "-m", "benchmarks.maxmin_policy", "--majority", *majority, "--seeds", "0", "--json", "--base-model", str(model),
                    "--limit", "6", "--users", "20", "--steps", "3", "--every", "1", "--batch-size", "4", "--max-new-tokens", "4", "--min-new-tokens", "2",
                    "--work", str(tmp_path / work), *extra]
         return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -129,17 +129,39 @@ def test_checkpoints_answer_another_test_set_as_training_with_it_would(tmp_path)
     direct = bench("direct", "--test-set", "fifth")
     assert direct.returncode == 0, direct.stderr[-3000:]
     assert direct.stdout.count("s/step") == 2
-    assert json.loads(answered.stdout.strip().splitlines()[-1]) == json.loads(direct.stdout.strip().splitlines()[-1])
+    line = json.loads(direct.stdout.strip().splitlines()[-1])
+    assert json.loads(answered.stdout.strip().splitlines()[-1]) == line
     ours, theirs = (json.loads((tmp_path / w / "results.json").read_text()) for w in ("fifth", "direct"))
     for a, b in zip(ours, theirs, strict=True):
         assert a["training"] == b["training"] and a["training"]["test_set"] == "fifth"
         assert [(c["step"], c["selected_step"], c["last_test_answers"], c["test_scores"]) for c in a["curve"]] == \
             [(c["step"], c["selected_step"], c["last_test_answers"], c["test_scores"]) for c in b["curve"]]
+    # training changed what the policy writes, so checkpoints that loaded nothing could not match the direct run
+    assert any(c["last_test_answers"] != r["curve"][1]["last_test_answers"] for r in theirs for c in r["curve"][2:])
+
+    # 90/10 alone: its source runs were reused from the 80/20 ones, whose checkpoints answer for them
+    ninety = bench("ninety", "--test-set", "fifth", "--checkpoints-from", source, majority=("0.9",))
+    assert ninety.returncode == 0, ninety.stderr[-3000:]
+    assert ninety.stdout.count("checkpoints-single-80") == 1 and ninety.stdout.count("checkpoints-maxmin-80") == 1
+    assert json.loads(ninety.stdout.strip().splitlines()[-1]) == line["majority"]["0.9"]
+
+    # a set answered from checkpoints passes them on: a third set answers from its results
+    chain = bench("chain", "--test-set", "fourth", "--checkpoints-from", str(tmp_path / "fifth" / "results.json"))
+    assert chain.returncode == 0, chain.stderr[-3000:]
+    assert chain.stdout.count("checkpoints of") == 2 and "s/step" not in chain.stdout
 
     other = bench("bad", "--test-set", "fifth", "--checkpoints-from", source, "--lr", "0.01")
     assert other.returncode == 2 and "differ in lr" in other.stderr
-    shutil.rmtree(tmp_path / "bad" / "seed-0" / "checkpoints-maxmin-80", ignore_errors=True)
-    last = tmp_path / "main" / "seed-0" / "checkpoints-maxmin-80" / "step-003.safetensors"
-    save_file({n: t * 50 for n, t in load_file(str(last)).items()}, str(last))  # 2,500 times the run's update: not its answers
-    wrong = bench("bad", "--test-set", "fifth", "--checkpoints-from", source)
-    assert wrong.returncode == 2 and "answers the validation questions otherwise" in wrong.stderr and "step-003" in wrong.stderr
+    folder = tmp_path / "main" / "seed-0" / "checkpoints-maxmin-80"
+    for step in (1, 3):  # 2,500 times the run's update: not its weights, nor its answers
+        save_file({n: t * 50 for n, t in load_file(str(folder / f"step-00{step}.safetensors")).items()}, str(folder / f"step-00{step}.safetensors"))
+    changed = bench("bad", "--test-set", "fifth", "--checkpoints-from", source)
+    assert changed.returncode == 2 and "step-001.safetensors is not the file its run wrote" in changed.stderr, changed.stderr[-2000:]
+    runs = json.loads(Path(source).read_text())
+    for run in runs:  # as stored before the hashes were kept: the last checkpoint answers validation again
+        for point in run["curve"]:
+            point.pop("checkpoint_sha256", None)
+    (tmp_path / "nohash").mkdir()
+    (tmp_path / "nohash" / "results.json").write_text(json.dumps(runs))
+    wrong = bench("bad2", "--test-set", "fifth", "--checkpoints-from", str(tmp_path / "nohash" / "results.json"))
+    assert wrong.returncode == 2 and "answers the validation questions otherwise" in wrong.stderr and "step-003" in wrong.stderr, wrong.stderr[-2000:]

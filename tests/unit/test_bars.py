@@ -218,6 +218,7 @@ def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
     assert "(tie-break 0.001), batches of 16 pairs, brief variants of at least 4 words, judged by" in row
     assert ("48 fifth test set's questions on fresh topics (FIFTH_TOPICS, read after the batch size of 16 was chosen) answered by the checkpoints "
             "of the same training on another test set (--checkpoints-from) (48 validation") in row
+    assert row.endswith("| yes on this test set; the contract line reads the first |")  # the same figures on the first set: "| yes |" (above)
 
 
 def test_the_ceiling_row_names_its_split_and_tie_break():

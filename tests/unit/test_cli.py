@@ -45,6 +45,7 @@ def test_eval_prints_the_json_contract(shared_data, tmp_path):
     assert report["seen_macro_acc"] > 0.8
 
 
+@pytest.mark.slow  # a persona EM eval over every K, about 12 s: `make test-all` (the default suite stays under 10 minutes)
 def test_eval_without_k_chooses_it_and_reports_the_criterion(shared_data):
     """EM on two opposed persona groups: K = 2 is chosen, K = 1 scores worse, the table shows it."""
     result = run_cli(
@@ -109,6 +110,7 @@ def test_an_active_target_without_active_shots_is_a_clear_usage_error():
         assert "--active-target" in result.stderr and "--shots active" in result.stderr
 
 
+@pytest.mark.slow  # two full persona evals, about 23 s: `make test-all` (the default suite stays under 10 minutes)
 def test_eval_takes_more_unseen_users_and_queries(shared_data):
     """Issue 16's offline bar needed more new users than the eval's 10 per group to decide; `pluralign
     eval` takes them (before, only benchmarks/active_shots.py could), and the seen users stay the same."""

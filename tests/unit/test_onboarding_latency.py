@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a benchmark script's contract, about 10 s: `make test-bench`
 def test_onboarding_latency_reads_every_stored_user_and_times_each_step():
     done = subprocess.run([sys.executable, "-m", "benchmarks.onboarding_latency", "--users", "3", "--pairs", "4", "--history", "2",
                            "--repeats", "2", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
