@@ -56,8 +56,9 @@ def maxmin_rows(result: dict, source: str) -> list[str]:
             if step in MAXMIN_STEPS:  # the interval's lower end, and no seed below the bar on its own
                 verdicts.append(gain["interval"][0] >= MAXMIN_GAIN and gap["interval"][0] >= MAXMIN_GAP and worst_gain >= MAXMIN_GAIN and worst_gap >= MAXMIN_GAP)
         decided = len(seeds) >= MIN_SEEDS and not reduced and len(verdicts) == len(MAXMIN_STEPS)
-        other_set = setting.get("test_set", "main") not in ("main", "main+confirm")  # the contract line reads the first test set
-        met = ("yes" + (" on this test set; the contract line reads the first" if other_set else "") if all(verdicts) else "no") if decided else ("not decided: " + ", ".join(
+        # the contract line reads every test set pooled ("all") since 1 Dec 2026, 18:34 UTC; the first set before
+        other_set = setting.get("test_set", "main") != "all"
+        met = ("yes" + (" on this test set; the contract line reads all five sets pooled" if other_set else "") if all(verdicts) else "no") if decided else ("not decided: " + ", ".join(
             ([f"{len(seeds)} seed(s)"] if len(seeds) < MIN_SEEDS else []) + (["reduced setting: " + ", ".join(reduced)] if reduced else [])
             + (["bar steps missing"] if len(verdicts) < len(MAXMIN_STEPS) else [])) + ("; intervals clear the bar" if verdicts and all(verdicts) else "; intervals do not clear the bar"))
         candidates = f"{setting['samples']} sampled answers per training question (best-of-{setting['samples']}), " if setting.get("samples", 1) > 1 else ""
@@ -70,11 +71,14 @@ def maxmin_rows(result: dict, source: str) -> list[str]:
                   "fresh": "third test set's questions on fresh topics (FRESH_TOPICS, read after the checkpoint rule was chosen)",
                   "fourth": "fourth test set's questions on fresh topics (FOURTH_TOPICS, read after the batch size was chosen)",
                   "fifth": "fifth test set's questions on fresh topics (FIFTH_TOPICS, read after the batch size of 16 was chosen)",
-                  "main+confirm": "test questions (the first test set's and the confirmation set's on fresh topics, CONFIRM_TOPICS)"}.get(setting.get("test_set"), "test questions")
+                  "main+confirm": "test questions (the first test set's and the confirmation set's on fresh topics, CONFIRM_TOPICS)",
+                  "all": "test questions of all five test sets pooled (the first, CONFIRM, FRESH, FOURTH and FIFTH_TOPICS; each set answered as its own command answers it)",
+                  }.get(setting.get("test_set"), f"test questions of the sets {setting['test_set']} pooled" if "+" in setting.get("test_set", "") else "test questions")
         rule = (f", MaxMin's by the widest margin on both halves of the bar (majority within {setting['majority_tolerance'] * 100:g} points, minority ahead by {setting['minority_gain'] * 100:g})"
                 if setting.get("maxmin_rule") == "margin" else "")
         chose = f" ({setting['questions']['val']} validation questions chose the checkpoints{rule})" if setting.get("select") == "validation" and "val" in setting["questions"] else ""
         answered = " answered by the checkpoints of the same training on another test set (--checkpoints-from)" if setting.get("checkpoints_from") else ""
+        answered += " joined from each set's own command (--pool)" if setting.get("pool") else ""
         figure = (f"{candidates}seeds {' '.join(map(str, seeds))}, {setting['questions']['test']} {tested}{answered}{chose}, MaxMin minus single in points, "
                   f"mean [95% bootstrap interval over questions of the mean over seeds]: " + "; ".join(cells) + f" (`{source}`)")
         rows.append(f"| 17 seeds | MaxMin policy {split}: minority gain >= +20 and majority gap >= -5 at steps 15, 30, 60, interval's lower end and every seed, {MIN_SEEDS}+ seeds | {figure} | {met} |")
@@ -145,7 +149,8 @@ def maxmin_ceiling_rows(result: dict, source: str) -> list[str]:
     least += f"brief variants of at least {result['brief_words']} words, " if result.get("brief_words", 1) > 1 else ""
     split = result.get("split", "test")
     named = {"confirm": "confirmation test (CONFIRM_TOPICS)", "fresh": "third test set (FRESH_TOPICS)",
-             "fourth": "fourth test set (FOURTH_TOPICS)", "fifth": "fifth test set (FIFTH_TOPICS)"}.get(result.get("test_set"), split) if split == "test" else split
+             "fourth": "fourth test set (FOURTH_TOPICS)", "fifth": "fifth test set (FIFTH_TOPICS)",
+             "all": "test (all five sets)"}.get(result.get("test_set"), split) if split == "test" else split
     figure = (f"no training: each objective answers with its top style variant of the base's own {named} answer; {least}seeds {seeds}, "
               f"{result['questions'][split]} {named} questions, MaxMin minus single in points: " + "; ".join(cells) + f" (`{source}`)")
     verdict = (f"falls short at {', '.join(short)}: out of reach of a policy that writes MaxMin's compromise of the base's own answer"

@@ -7,8 +7,9 @@ For each seed (the population, EM, the base model's sampled answers and the LoRA
 and batches all follow it):
 
 1. SmolLM2-135M-Instruct (or `--base-model DIR`) answers the training, validation and test
-   questions (sampled, short). Three disjoint topic sets: 80 training questions, 48 validation, 48
-   test (each topic in both templates).
+   questions (sampled, short). Disjoint topic sets: 80 training questions, 48 validation, and 240
+   test (five sets of 48, `--test-set all`; one set with `--test-set NAME`), each topic in both
+   templates.
 2. A population of 100 users (majority `enthusiastic`, minority `concise`; see
    pluralign/policy/style_groups.py) compares variants of the training answers.
 3. EM learns reward heads from those unlabelled comparisons: K=2 (MaxMin) and K=1 (single reward).
@@ -81,7 +82,7 @@ written on 1 Dec 2026 after `--brief-words` was chosen on the first test set's f
 any policy answered them. The training and the validation choices are those of the same command on
 the first test set (the test questions never choose), so `--pool RESULTS` (that command's
 results.json) reports every step over both sets' 96 questions, after checking that the two are one
-training (`pool_test_sets`).
+training (`pool_test_sets`; since session 15 it takes any of the other sets' results, several at once).
 
 A third test set (`--test-set fresh`): 48 questions on `FRESH_TOPICS`, written on 1 Dec 2026
 (09:32 UTC) before any policy answered them and after the first two sets had been read. The MaxMin
@@ -131,6 +132,15 @@ Measured (BENCHMARKS.md, session 14): on the fifth set every bar step clears on 
 first set the majority holds and step 60 clears, but step 15 fails (seed 0 +15.6, the interval's
 lower end +13.5) and step 30 fails on seed 1 (+17.7). Batches of 8 did better there at steps 15 and
 30, and validation tells the two apart no more than the bar does. The default stays 16 as declared.
+
+Every test set pooled (`--test-set all`, the default from 1 Dec 2026, 18:34 UTC; `--test-set main`
+is the first set alone, the default before): the five sets' 240 questions, each set sampled on its
+own from the test split's seed (`sample_answers`), so this reports what the five sets' commands
+report joined by `--pool` (tested on a tiny model: the same answers, scores and contract line).
+Declared, with the rule that the bar is read on this pool, before the confirmation, third and fourth
+sets were answered by the batch-16 checkpoints (BENCHMARKS.md, session 15). The reason is issue 17's:
+enough questions that the intervals decide; one checkpoint scored 15.6 and 20.8 points apart on two
+sets of 48. With `--limit N`, the first N questions of each set.
 
 `--ceiling` trains nothing: each objective answers every test question with its top candidate
 among the style variants of the base's own test answer (`argmax_scores`), which is what a policy
@@ -236,20 +246,44 @@ FIFTH_TOPICS = [
 
 # the test sets `--test-set` names, each 24 topics asked in both templates
 TEST_SETS = {"main": TOPICS[40:], "confirm": CONFIRM_TOPICS, "fresh": FRESH_TOPICS, "fourth": FOURTH_TOPICS, "fifth": FIFTH_TOPICS}
+# `--test-set all` (the default from 1 Dec 2026, 18:34 UTC): every set above, in this order, each
+# answered as its own command answers it (`sample_answers`), so its figures are those of the five
+# commands pooled (`--pool`)
+ALL_SETS = "all"
+# which test set a test question belongs to: `sample_answers` samples each set's questions on its own
+SET_OF_QUESTION = {t.format(x): name for name, topics in TEST_SETS.items() for x in topics for t in TEMPLATES}
 
 
-def questions(validation_topics: int = len(VALIDATION_TOPICS), test_set: str = "main") -> tuple[list[str], list[str], list[str]]:
+def questions(validation_topics: int = len(VALIDATION_TOPICS), test_set: str = "main", limit: int | None = None) -> tuple[list[str], list[str], list[str]]:
     """Training (80), validation (2 per topic: 48 with the default 24 topics, 24 with the first 12, the
     set before 1 Dec 2026) and test (48) questions on disjoint topics, each topic in both templates.
     `test_set` "confirm", "fresh", "fourth" or "fifth": the test questions are `CONFIRM_TOPICS`', `FRESH_TOPICS`',
-    `FOURTH_TOPICS`' or `FIFTH_TOPICS`' (48) instead. Raises ValueError for another name."""
+    `FOURTH_TOPICS`' or `FIFTH_TOPICS`' (48) instead; "all" (`ALL_SETS`): the five sets' 240, in
+    `TEST_SETS` order. `limit`: the first N questions of each split, and with "all" of each test set
+    (`--limit`). Raises ValueError for another name."""
     def ask(topics):
         return [t.format(x) for x in topics for t in TEMPLATES]
 
-    if test_set not in TEST_SETS:
-        raise ValueError(f"test_set must be one of {sorted(TEST_SETS)}, got {test_set!r}")
-    test = TEST_SETS[test_set]
-    return ask(TOPICS[:40]), ask(VALIDATION_TOPICS[:validation_topics]), ask(test)
+    limit = limit or None  # 0: every question, as --limit 0
+    if test_set not in (*TEST_SETS, ALL_SETS):
+        raise ValueError(f"test_set must be one of {sorted(TEST_SETS) + [ALL_SETS]}, got {test_set!r}")
+    test = [q for name in (TEST_SETS if test_set == ALL_SETS else [test_set]) for q in ask(TEST_SETS[name])[:limit]]
+    return ask(TOPICS[:40])[:limit], ask(VALIDATION_TOPICS[:validation_topics])[:limit], test
+
+
+def sample_answers(model, tokenizer, prompts: list[str], part: str, seed: int, max_new_tokens: int, min_new_tokens: int) -> list[str]:
+    """`generate`'s sampled answers to one split's `prompts` under `seed`; the test questions one test
+    set at a time (`SET_OF_QUESTION`), each from `seed`, so that `--test-set all` answers each set as
+    that set's own command does (sampling in batches draws from one generator: answering 240
+    questions in one call would give other answers to the later sets)."""
+    from itertools import groupby
+
+    from pluralign.policy.maxmin import generate
+
+    if part != "test":
+        return generate(model, tokenizer, prompts, max_new_tokens, seed=seed, min_new_tokens=min_new_tokens)
+    return [a for _, group in groupby(prompts, key=SET_OF_QUESTION.get)
+            for a in generate(model, tokenizer, list(group), max_new_tokens, seed=seed, min_new_tokens=min_new_tokens)]
 
 
 def candidates_and_rewards(prompts, answers, heads, extra=(), brief_words: int = 1):
@@ -396,6 +430,12 @@ def training_setting(args) -> dict:
     return {k: getattr(args, k) for k in TRAINING_KEYS} | {"judge": JUDGE}
 
 
+def training_but_test_set(training: dict) -> dict:
+    """A run's training setting without its test set (a run stored before a key had its `BEFORE_KEYS`
+    value): two runs with equal ones are one training, whatever questions they were tested on."""
+    return {k: v for k, v in {**BEFORE_KEYS, **training}.items() if k != "test_set"}
+
+
 def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict]:
     """Runs in a results.json written before (`path`, may be missing) whose training setting equals
     `training`, by (seed, majority, objective): a command cut short, or one that only changes the
@@ -471,12 +511,6 @@ class CheckpointsError(ValueError):
     """`--checkpoints-from` cannot answer with the checkpoints it names: a usage error, said in one line."""
 
 
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def checkpoint_folder(work: Path, tag: str) -> Path:
     """Where a run keeps its checkpoints' LoRA weights: WORK/seed-S/checkpoints-TAG."""
     return work / f"checkpoints-{tag}"
@@ -498,10 +532,10 @@ def trained_elsewhere(path: Path, training: dict) -> dict[tuple[int, float, str]
             raise ValueError("not a list of runs")
     except (OSError, ValueError) as error:
         raise CheckpointsError(f"--checkpoints-from {path}: {error}") from error
-    mine = {k: v for k, v in {**BEFORE_KEYS, **training}.items() if k != "test_set"}
+    mine = training_but_test_set(training)
     found, other = {}, set()
     for run in runs:
-        theirs = {k: v for k, v in {**BEFORE_KEYS, **run.get("training", {})}.items() if k != "test_set"}
+        theirs = training_but_test_set(run.get("training", {}))
         if theirs == mine:
             found[(run["seed"], run["majority"], run["objective"])] = run
         else:
@@ -526,8 +560,10 @@ def evaluate_checkpoints(source: dict, folder: Path, policy, tokenizer, splits: 
     policy's LoRA weights, or differs from the file its run wrote (`checkpoint_sha256`, kept since
     session 14's review, 1 Dec 2026), or, for a run without those hashes, when the last checkpoint answers the
     validation questions otherwise than its run did."""
+    import hashlib
+
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     from pluralign.policy.maxmin import generate
     from pluralign.policy.style_groups import win_scores
@@ -541,14 +577,16 @@ def evaluate_checkpoints(source: dict, folder: Path, policy, tokenizer, splits: 
             weights = checkpoint_file(folder, point["step"])
             if not weights.exists():
                 raise CheckpointsError(f"--checkpoints-from: {weights} is missing (runs trained before checkpoints were kept have none)")
-            if "checkpoint_sha256" in point and file_sha256(weights) != point["checkpoint_sha256"]:
+            data = weights.read_bytes()
+            if "checkpoint_sha256" in point and hashlib.sha256(data).hexdigest() != point["checkpoint_sha256"]:
                 raise CheckpointsError(f"--checkpoints-from: {weights} is not the file its run wrote (another training in the same folder?)")
-            loaded = set_peft_model_state_dict(policy, load_file(str(weights), device=str(next(policy.parameters()).device)))
+            device = next(policy.parameters()).device
+            loaded = set_peft_model_state_dict(policy, {n: t.to(device) for n, t in load(data).items()})
             missing = [k for k in loaded.missing_keys if "lora_" in k]
             if loaded.unexpected_keys or missing:
                 raise CheckpointsError(f"--checkpoints-from: {weights} does not fit the policy's LoRA (unexpected {loaded.unexpected_keys[:3]}, missing {missing[:3]})")
             policy.eval()
-            said = generate(policy, tokenizer, splits["test"], max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET["test"], min_new_tokens=min_new_tokens)
+            said = sample_answers(policy, tokenizer, splits["test"], "test", seed + SAMPLING_SEED_OFFSET["test"], max_new_tokens, min_new_tokens)
             if n == len(source["curve"]) - 1 and not all("checkpoint_sha256" in c for c in source["curve"][1:]):
                 again = generate(policy, tokenizer, splits["val"], max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET["val"], min_new_tokens=min_new_tokens)
                 if again != point["last_val_answers"]:
@@ -578,8 +616,6 @@ def load_base(folder: str | None):
 def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_tokens: int, base_model: str | None,
                  min_new_tokens: int = 0) -> dict[str, list[str]]:
     """The base model's sampled answers per split, cached in WORK (one file per seed and lengths)."""
-    from pluralign.policy.maxmin import generate
-
     least = f"-min{min_new_tokens}" if min_new_tokens else ""  # the files written before --min-new-tokens keep their names
     cache = work / f"base-answers-{max_new_tokens}{least}-seed{seed}.json"
     answers = json.loads(cache.read_text()) if cache.exists() else {}
@@ -589,7 +625,7 @@ def base_answers(work: Path, splits: dict[str, list[str]], seed: int, max_new_to
             loaded = loaded or load_base(base_model)
             model, tokenizer = loaded
             offset = SAMPLING_SEED_OFFSET[part] if part in SAMPLING_SEED_OFFSET else EXTRA_SAMPLE_OFFSET + int(part.rsplit("-", 1)[1])
-            answers[part] = generate(model, tokenizer, prompts, max_new_tokens, seed=seed + offset, min_new_tokens=min_new_tokens)
+            answers[part] = sample_answers(model, tokenizer, prompts, part, seed + offset, max_new_tokens, min_new_tokens)
             answers[f"{part}_questions"] = prompts
             cache.write_text(json.dumps(answers, indent=1))
     return {part: answers[part] for part in splits}
@@ -611,7 +647,6 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         MaxMinConfig,
         PolicyMeta,
         base_model_id,
-        generate,
         maxmin_scores,
         ranked_pairs,
         save_policy,
@@ -681,7 +716,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
                   + ", ".join(f"{c['step']}->{c['selected_step']}" for c in curve) + ")", flush=True)
             results.append({**{k: source[k] for k in ("heads", "pairing", "pairs", "seconds_per_step", "peak_memory_mb", "loss")},
                             "seed": seed, "majority": majority, "objective": objective, "training": training_setting(args), "ari": ari, "pairs_digest": digest,
-                            "curve": curve, "checkpoints_from": str(folder), "checkpoints": str(folder)})  # so a third set can answer from these results too
+                            "curve": curve, "checkpoints_from": str(Path(args.checkpoints_from).resolve()), "checkpoints": str(folder)})  # the folder: so a third set can answer from these results too
             continue
         curve: list[dict] = []
         weights: dict[int, dict] = {}  # every checkpoint's LoRA weights (a few MB each): the selected one is saved
@@ -692,20 +727,24 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
             if step == 0:  # the fresh LoRA is the identity (B = 0): its samples are the base's, same seeds
                 said = {part: answers[part] for part in ("val", "test")}
             else:  # the base's seeds per split (base_answers), so a policy that changed nothing ties everywhere
-                said = {part: generate(model, tokenizer, splits[part], args.max_new_tokens, seed=seed + SAMPLING_SEED_OFFSET[part],
-                                         min_new_tokens=args.min_new_tokens)
+                said = {part: sample_answers(model, tokenizer, splits[part], part, seed + SAMPLING_SEED_OFFSET[part], args.max_new_tokens, args.min_new_tokens)
                         for part in ("val", "test")}
             val = win_rates(said["val"], answers["val"])
             last = win_scores(said["test"], answers["test"])
             weights[step] = {n: t.detach().clone() for n, t in get_peft_model_state_dict(model).items()}
+            kept = {}
             if step > 0:  # kept on disk too, so another command answers other test questions with them (--checkpoints-from)
-                from safetensors.torch import save_file
+                import hashlib
 
+                from safetensors.torch import save
+
+                data = save({n: t.cpu().contiguous() for n, t in weights[step].items()})
                 checkpoint_folder(work, tag).mkdir(parents=True, exist_ok=True)
-                save_file({n: t.cpu().contiguous() for n, t in weights[step].items()}, str(checkpoint_file(checkpoint_folder(work, tag), step)))
+                checkpoint_file(checkpoint_folder(work, tag), step).write_bytes(data)
+                kept = {"checkpoint_sha256": hashlib.sha256(data).hexdigest()}
             curve.append({
                 "step": step, "val": val, "last_test_scores": last, "last_test_answers": said["test"], "last_val_answers": said["val"],
-            } | ({"checkpoint_sha256": file_sha256(checkpoint_file(checkpoint_folder(work, tag), step))} if step > 0 else {}))  # lengths, exclamation marks and samples derive from the answers (runs before them kept only those)
+            } | kept)  # lengths, exclamation marks and samples derive from the answers (runs before them kept only those)
             rates = {g: sum(w) / len(w) for g, w in last.items()}
             print(f"  seed {seed} {tag} step {step:3d}: test win enthusiastic {rates['enthusiastic']:.2f} concise {rates['concise']:.2f} "
                   f"| val {val['enthusiastic']:.2f}/{val['concise']:.2f} | {said['test'][0][:60]!r}", flush=True)
@@ -776,40 +815,54 @@ def ceiling(args, seeds: list[int], splits: dict[str, list[str]]) -> dict:
     return out
 
 
-def pool_test_sets(results: list[dict], confirmed: list[dict]) -> list[dict]:
-    """`--pool`: each run of `results` with its reported checkpoints' test scores followed by those of
-    the same run (seed, majority, objective) in `confirmed`, a `--test-set confirm` command's
-    results.json, so that the summary is over both test sets' questions (96). The two must be one
+def pool_test_sets(results: list[dict], others: list[list[dict]]) -> tuple[list[dict], str]:
+    """`--pool`: each run of `results` (one test set's) with its reported checkpoints' test scores
+    joined to those of the same run (seed, majority, objective) in each of `others` (results.json
+    lists of the same command on other test sets), in `TEST_SETS` order, so the summary is over every
+    set's questions; with all five sets, what `--test-set all` reports. Every set must be one
     training: the same training setting but for `test_set`, and at every step the same validation
     scores and the same checkpoint chosen (the validation questions choose; the test ones never do).
-    Raises ValueError naming the run and what differs (also for a run found twice in `confirmed`,
-    or a run of `results` that was not tested on the first set)."""
-    found: dict = {}
-    for r in confirmed:
-        key = (r["seed"], r["majority"], r["objective"])
-        if key in found:
-            raise ValueError(f"--pool: run seed {key[0]} {key[2]}-{round(key[1] * 100)} is in the confirmation results twice")
-        found[key] = r
+    Returns (the pooled runs, the pooled sets' name: "all" for the five, else "main+confirm" and the
+    like). Raises ValueError naming the run or list and what differs: a list of runs on more than
+    one set, on "all", or on a set already pooled; a run missing from a list or found in it twice."""
+    sets: dict[str, dict] = {}
+    for runs in [results, *others]:
+        named = {r.get("training", {}).get("test_set", "main") for r in runs}
+        if len(named) != 1 or not named <= TEST_SETS.keys():
+            raise ValueError(f"--pool: a list of runs tested on {sorted(named)}: each list must hold one of {list(TEST_SETS)}")
+        name = named.pop()
+        if name in sets:
+            raise ValueError(f"--pool: two lists of runs tested on {name!r}")
+        found: dict = {}
+        for r in runs:
+            key = (r["seed"], r["majority"], r["objective"])
+            if key in found:
+                raise ValueError(f"--pool: run seed {key[0]} {key[2]}-{round(key[1] * 100)} is in the {name!r} results twice")
+            found[key] = r
+        sets[name] = found
+    order = [name for name in TEST_SETS if name in sets]
     pooled = []
     for run in results:
         key = (run["seed"], run["majority"], run["objective"])
-        other = found.get(key)
         name = f"seed {key[0]} {key[2]}-{round(key[1] * 100)}"
-        if run["training"].get("test_set", "main") != "main":
-            raise ValueError(f"--pool: run {name} to pool into was tested on {run['training']['test_set']!r}, not the first test set ('main')")
-        if other is None:
-            raise ValueError(f"--pool: no run {name} in the confirmation results")
-        if other["training"].get("test_set") != "confirm":
-            raise ValueError(f"--pool: run {name} of the confirmation results was tested on {other['training'].get('test_set', 'main')!r}, not 'confirm'")
-        mine = {k: v for k, v in {**BEFORE_KEYS, **run["training"]}.items() if k != "test_set"}  # a run stored before a key had its old value
-        theirs = {k: v for k, v in {**BEFORE_KEYS, **other["training"]}.items() if k != "test_set"}
-        if mine != theirs:
-            raise ValueError(f"--pool: run {name} was trained otherwise: " + ", ".join(sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))))
-        if [(c["step"], c["selected_step"], c["val"]) for c in run["curve"]] != [(c["step"], c["selected_step"], c["val"]) for c in other["curve"]]:
-            raise ValueError(f"--pool: run {name} chose other checkpoints or scored validation otherwise: not one training")
-        curve = [{**c, "test_scores": {g: c["test_scores"][g] + o["test_scores"][g] for g in c["test_scores"]}} for c, o in zip(run["curve"], other["curve"], strict=True)]
+        twins = []
+        for test_set in order:
+            other = sets[test_set].get(key)
+            if other is None:
+                raise ValueError(f"--pool: no run {name} in the {test_set!r} results")
+            mine, theirs = training_but_test_set(run["training"]), training_but_test_set(other["training"])
+            if mine != theirs:
+                raise ValueError(f"--pool: run {name} on {test_set!r} was trained otherwise: " + ", ".join(sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))))
+            if [(c["step"], c["selected_step"], c["val"]) for c in run["curve"]] != [(c["step"], c["selected_step"], c["val"]) for c in other["curve"]]:
+                raise ValueError(f"--pool: run {name} on {test_set!r} chose other checkpoints or scored validation otherwise: not one training")
+            if "pairs_digest" in run and "pairs_digest" in other and run["pairs_digest"] != other["pairs_digest"] or any(
+                    "checkpoint_sha256" in c and "checkpoint_sha256" in o and c["checkpoint_sha256"] != o["checkpoint_sha256"] for c, o in zip(run["curve"], other["curve"], strict=True)):
+                raise ValueError(f"--pool: run {name} on {test_set!r} trained on other pairs or kept other checkpoint files: not one training")
+            twins.append(other)
+        curve = [{**c, "test_scores": {g: [x for t in twin_points for x in t["test_scores"][g]] for g in c["test_scores"]}}
+                 for c, *twin_points in zip(run["curve"], *(t["curve"] for t in twins), strict=True)]
         pooled.append({**run, "curve": curve})
-    return pooled
+    return pooled, ALL_SETS if order == list(TEST_SETS) else "+".join(order)
 
 
 def summarize_runs(results: list[dict], seeds: list[int], majority: float) -> dict:
@@ -835,7 +888,8 @@ def summarize_runs(results: list[dict], seeds: list[int], majority: float) -> di
     return out
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments (`main` checks them together after parsing)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--majority", type=float, nargs="+", default=[0.8, 0.9], help="majority shares to run")
     parser.add_argument("--objectives", nargs="+", default=["single", "maxmin"], choices=["single", "maxmin"])
@@ -857,10 +911,13 @@ def main() -> None:
                         help=f"choose checkpoints on the first N validation topics, two questions each (default all {len(VALIDATION_TOPICS)}; 12: the set before 1 Dec 2026)")
     parser.add_argument("--brief-words", type=int, default=BRIEF_WORDS,
                         help=f"the brief variants run to the first sentence end that closes at least N words (style_groups.first_sentence; default {BRIEF_WORDS}); 1: the first sentence however short, the runs before it")
-    parser.add_argument("--test-set", default="main", choices=list(TEST_SETS),
-                        help="the test questions: main (the first set: the 48 of every run recorded before the confirmation set), confirm (48 on CONFIRM_TOPICS, a confirmation set), fresh (48 on FRESH_TOPICS, a third set) or fourth (48 on FOURTH_TOPICS) or fifth (48 on FIFTH_TOPICS); each needs its own --work: the base's test answers are cached per work folder")
-    parser.add_argument("--pool", default=None, metavar="RESULTS",
-                        help="the results.json of the same command with --test-set confirm: report each step over both test sets' questions (pool_test_sets)")
+    parser.add_argument("--test-set", default=ALL_SETS, choices=[*TEST_SETS, ALL_SETS],
+                        help="the test questions: all (the default from 1 Dec 2026, 18:34 UTC: the five sets below, 240 questions, each set answered as its own command answers it), "
+                             "main (the first set: the 48 of every run recorded before the confirmation set, and the default before), confirm (48 on CONFIRM_TOPICS, a confirmation set), "
+                             "fresh (48 on FRESH_TOPICS, a third set), fourth (48 on FOURTH_TOPICS) or fifth (48 on FIFTH_TOPICS); each needs its own --work: the base's test answers are cached per work folder")
+    parser.add_argument("--pool", nargs="+", default=[], metavar="RESULTS",
+                        help="results.json files of the same command on other test sets (one set each): report each step over every set's questions, this command's included, "
+                             "in the order of --test-set's list (pool_test_sets; all five: what --test-set all reports)")
     parser.add_argument("--select", default="validation", choices=["validation", "last"], help="validation: report each step's best checkpoint so far on the validation questions; last: the weights at that step")
     parser.add_argument("--maxmin-rule", default="floor", choices=list(MAXMIN_RULES),
                         help="with --select validation, how MaxMin's checkpoint is chosen against the single policy's reported validation rates: floor (the best worst group among checkpoints whose majority is within --majority-tolerance) or margin (the widest margin by which both halves of the bar clear: majority within --majority-tolerance, minority ahead by --minority-gain; bar_margin)")
@@ -882,6 +939,11 @@ def main() -> None:
     parser.add_argument("--ceiling", action="store_true", help="train nothing: score each objective's top candidate among the style variants of the base's own test answers, or --ceiling-split's (what imitating the ranking perfectly would give)")
     parser.add_argument("--ceiling-split", default="test", choices=["train", "val", "test"], help="with --ceiling: the questions to score (val: a choice made on validation)")
     parser.add_argument("--json", action="store_true", help="print the contract line last: {\"steps\": {STEP: {\"majority_gap\": [lo, hi], \"minority_gain\": [lo, hi]}}}")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = args.seeds if args.seeds is not None else [args.seed]
@@ -899,15 +961,34 @@ def main() -> None:
         parser.error(f"--validation-topics ({args.validation_topics}) must be in [1, {len(VALIDATION_TOPICS)}]")
     if not args.tie_break >= 0 or args.tie_break == float("inf"):  # NaN fails the first test
         parser.error(f"--tie-break ({args.tie_break}) must be a finite number >= 0")
+    pooled_runs = []
     if args.pool:
-        if args.test_set != "main" or args.ceiling:
-            parser.error(f"--pool ({args.pool}) pools into the first test set's runs: it needs --test-set main and no --ceiling")
-        try:
-            confirmed = json.loads(Path(args.pool).read_text())
-            if not isinstance(confirmed, list) or not all(isinstance(r, dict) and r.get("training", {}).get("test_set") == "confirm" for r in confirmed):
-                raise ValueError("not a list of runs tested with --test-set confirm")
-        except (OSError, ValueError) as error:
-            parser.error(f"--pool ({args.pool}): {error}")
+        if args.test_set == ALL_SETS or args.ceiling:
+            parser.error(f"--pool ({' '.join(args.pool)}) joins other test sets' runs to this command's: it needs one --test-set other than {ALL_SETS!r} (--test-set main, say) and no --ceiling")
+        pooled_sets: dict[str, str] = {}
+        mine = training_but_test_set(training_setting(args))
+        wanted = {(s, m, o) for s in seeds for m in args.majority for o in args.objectives}
+        for path in args.pool:  # every check pool_test_sets makes that needs no training, before any
+            try:
+                runs = json.loads(Path(path).read_text())
+                if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) and {"seed", "majority", "objective", "curve", "training"} <= r.keys() for r in runs):
+                    raise ValueError("not a results.json (a list of runs, each with its training setting)")
+                named = sorted({r["training"].get("test_set", "main") for r in runs})
+                if len(named) != 1 or named[0] in (args.test_set, ALL_SETS):
+                    raise ValueError(f"runs tested on {named}: each file must hold one test set's runs, neither this command's ({args.test_set!r}) nor {ALL_SETS!r}")
+                if named[0] in pooled_sets:
+                    raise ValueError(f"its runs are tested on {named[0]!r}, as those of {pooled_sets[named[0]]}")
+                missing = wanted - {(r["seed"], r["majority"], r["objective"]) for r in runs}
+                if missing:
+                    raise ValueError("it has no run " + ", ".join(f"seed {s} {o}-{round(m * 100)}" for s, m, o in sorted(missing)))
+                differ = sorted({k for r in runs for k, v in training_but_test_set(r["training"]).items() if mine.get(k) != v} |
+                                {k for r in runs for k in mine.keys() - training_but_test_set(r["training"]).keys()})
+                if differ:
+                    raise ValueError(f"its runs were trained otherwise than this command's (they differ in {', '.join(differ)})")
+            except (OSError, ValueError) as error:
+                parser.error(f"--pool ({path}): {error}")
+            pooled_sets[named[0]] = path
+            pooled_runs.append(runs)
     if args.maxmin_rule == "margin" and (args.majority_tolerance < 0 or not 0 <= args.minority_gain <= 1 or 0.5 in args.majority):
         parser.error(f"--maxmin-rule margin measures from a majority and a minority: it needs --majority-tolerance >= 0 (got {args.majority_tolerance}), "
                      f"--minority-gain in [0, 1] (got {args.minority_gain}) and no --majority 0.5")
@@ -916,9 +997,8 @@ def main() -> None:
     if len(set(seeds)) < len(seeds):
         parser.error(f"--seeds {' '.join(map(str, seeds))}: a seed given twice would count twice over seeds")
 
-    train_q, val_q, test_q = questions(args.validation_topics, args.test_set)
-    limit = args.limit or None
-    splits = {"train": train_q[:limit], "val": val_q[:limit], "test": test_q[:limit]}
+    train_q, val_q, test_q = questions(args.validation_topics, args.test_set, args.limit or None)
+    splits = {"train": train_q, "val": val_q, "test": test_q}
     if args.ceiling:
         from benchmarks.bars import points, span
 
@@ -944,6 +1024,14 @@ def main() -> None:
     setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}, "judge": JUDGE}
     if args.rejudge and not args.fresh:
         print(f"scored again with today's judge: {rejudge(Path(args.work), splits, args.validation_topics, args.test_set)} stored run(s)")
+    elsewhere = Path(args.work) / "results.json"
+    if elsewhere.exists() and not args.ceiling:  # training here would replace that run's checkpoints and results
+        same = training_but_test_set(training_setting(args))
+        tested = sorted({r.get("training", {}).get("test_set", "main") for r in json.loads(elsewhere.read_text())
+                         if training_but_test_set(r.get("training", {})) == same} - {args.test_set})
+        if tested:
+            parser.error(f"--work ({args.work}) holds runs of this training tested on {', '.join(tested)}: give --test-set {args.test_set} its own --work "
+                         f"(its checkpoints and results.json would be replaced; commands recorded before 1 Dec 2026, 18:34 UTC ran 'main': add --test-set main)")
     stored = {} if args.fresh else stored_runs(Path(args.work) / "results.json", training_setting(args))
     trained = None
     if args.checkpoints_from:
@@ -975,13 +1063,14 @@ def main() -> None:
 
     if args.pool:
         try:
-            results = pool_test_sets(results, confirmed)
+            results, pooled_name = pool_test_sets(results, pooled_runs)
         except ValueError as error:
             parser.error(str(error))
         pooled_questions = {len(c["test_scores"]["enthusiastic"]) for r in results for c in r["curve"]}
         if len(pooled_questions) != 1:
             parser.error(f"--pool: the pooled runs hold {sorted(pooled_questions)} test questions: not one question set")
-        setting = setting | {"test_set": "main+confirm", "questions": setting["questions"] | {"test": pooled_questions.pop()}}
+        # each set's answers are its own command's (trained, or answered by that training's checkpoints): this command's --checkpoints-from is one set's
+        setting = setting | {"test_set": pooled_name, "checkpoints_from": None, "questions": setting["questions"] | {"test": pooled_questions.pop()}}
         summaries = {str(m): summarize_runs(results, seeds, m) for m in args.majority}
         full = full | {"setting": setting | {"seeds": seeds}, "majority": summaries}
         if args.out:

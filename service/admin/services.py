@@ -203,9 +203,11 @@ class Admin:
             log.exception("adapter trigger failed for %s/%s", tenant, user)
 
     async def audit(self, params: dict[str, Param], wait: float) -> Job:
-        """Run an audit job and wait (without blocking the event loop) until it ends or `wait` passes."""
-        job = await sync_to_thread(self.submit, "audit", params)  # moving the log's backlog may take a while
+        """Run an audit job and wait (without blocking the event loop) until it ends or `wait` seconds
+        have passed since the call: the submit, which first moves the feedback log into the table,
+        counts against the same wait."""
         deadline = time.monotonic() + wait
+        job = await sync_to_thread(self.submit, "audit", params)  # moving the log's backlog may take a while
         while time.monotonic() < deadline:
             job = self.runner.get(job.id)
             if job.state not in ACTIVE_STATES:

@@ -27,9 +27,9 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
     # sentences, so its four style variants would collapse to two and MaxMin would rank no pair
     for seed in (0, 1, 2):
         cached = {}
-        for part, asked in zip(("train", "val", "test"), questions(), strict=True):
-            cached[part] = [f"Here is answer {i} about it. It goes on for a while, seed {seed}." for i in range(6)]
-            cached[f"{part}_questions"] = asked[:6]
+        for part, asked in zip(("train", "val", "test"), questions(test_set="all", limit=6), strict=True):  # the default: 6 of each test set
+            cached[part] = [f"Here is answer {i % 6} about it. It goes on for a while, seed {seed}." for i in range(len(asked))]
+            cached[f"{part}_questions"] = asked
         (tmp_path / "work" / f"seed-{seed}").mkdir(parents=True)
         (tmp_path / "work" / f"seed-{seed}" / f"base-answers-4-min2-seed{seed}.json").write_text(json.dumps(cached))  # 2 to 4 new tokens
     out = tmp_path / "summary.json"
@@ -51,7 +51,7 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
 
     summary = json.loads(out.read_text())
     row = summary["majority"]["0.8"]["steps"]["2"]
-    assert row["minority_gain"]["seeds"] == [0, 1, 2] and row["minority_gain"]["units"] == 6  # 6 test questions
+    assert row["minority_gain"]["seeds"] == [0, 1, 2] and row["minority_gain"]["units"] == 30  # 6 test questions of each of the five sets
     assert line["steps"]["2"]["minority_gain"] == row["minority_gain"]["interval"]
     for objective in ("single", "maxmin"):  # validation picks a checkpoint at or before the step reported
         assert all(0 <= s <= 2 for s in row[objective]["selected_step"].values())
@@ -61,7 +61,7 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
     results = json.loads((tmp_path / "work" / "results.json").read_text())
     assert sorted((r["seed"], r["objective"]) for r in results) == [(s, o) for s in (0, 1, 2) for o in ("maxmin", "single")]
     for point in (c for r in results for c in r["curve"] if c["step"] > 0):  # every checkpoint's answers, to judge again later
-        assert len(point["last_test_answers"]) == len(point["last_test_scores"]["concise"]) == 6 and len(point["last_val_answers"]) == 6
+        assert len(point["last_test_answers"]) == len(point["last_test_scores"]["concise"]) == 30 and len(point["last_val_answers"]) == 6
     assert summary["setting"]["min_new_tokens"] == 2 and "repeats" in summary["setting"]["judge"]
 
     # the same command with another selection rule reuses every stored run (no training) and reselects
@@ -165,3 +165,49 @@ def test_checkpoints_answer_another_test_set_as_training_with_it_would(tmp_path)
     (tmp_path / "nohash" / "results.json").write_text(json.dumps(runs))
     wrong = bench("bad2", "--test-set", "fifth", "--checkpoints-from", str(tmp_path / "nohash" / "results.json"))
     assert wrong.returncode == 2 and "answers the validation questions otherwise" in wrong.stderr and "step-003" in wrong.stderr, wrong.stderr[-2000:]
+
+
+def test_all_test_sets_report_what_the_five_sets_commands_pooled_report(tmp_path):
+    """The default `--test-set all` answers each test set as that set's own command does, so its
+    answers, scores and contract line are those of the five commands joined by `--pool` (the first
+    set trained, the other four answered by its checkpoints)."""
+    model = save_tiny_generator(tmp_path / "tiny")
+    names = ["main", "confirm", "fresh", "fourth", "fifth"]
+    for work in [*names, "all"]:
+        cached = {}
+        for part, asked in zip(("train", "val", "test"), questions(test_set=work, limit=6), strict=True):
+            cached[part] = [f"Here is answer {i % 6} about it. It goes on for a while, part {part}." for i in range(len(asked))]
+            cached[f"{part}_questions"] = asked
+        (tmp_path / work / "seed-0").mkdir(parents=True)
+        (tmp_path / work / "seed-0" / "base-answers-4-min2-seed0.json").write_text(json.dumps(cached))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+    def bench(work, *extra):
+        command = [sys.executable, "-m", "benchmarks.maxmin_policy", "--majority", "0.8", "--seeds", "0", "--json", "--base-model", str(model),
+                   "--limit", "6", "--users", "20", "--steps", "3", "--every", "1", "--batch-size", "4", "--max-new-tokens", "4", "--min-new-tokens", "2",
+                   "--work", str(tmp_path / work), *extra]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    bench("main", "--test-set", "main")
+    for name in names[1:]:
+        bench(name, "--test-set", name, "--checkpoints-from", str(tmp_path / "main" / "results.json"))
+    everything = bench("all")  # the default test set, trained directly
+    assert everything.stdout.count("s/step") == 2
+    line = json.loads(everything.stdout.strip().splitlines()[-1])
+    pooled = bench("main", "--test-set", "main", "--out", str(tmp_path / "pooled.json"),
+                   "--pool", *(str(tmp_path / name / "results.json") for name in reversed(names[1:])))  # any order: pooled in the sets' order
+    assert "s/step" not in pooled.stdout  # the first set's runs are reused
+    assert json.loads(pooled.stdout.strip().splitlines()[-1]) == line
+    summary = json.loads((tmp_path / "pooled.json").read_text())
+    assert summary["setting"]["test_set"] == "all" and summary["setting"]["questions"]["test"] == 30
+    runs = {name: json.loads((tmp_path / name / "results.json").read_text()) for name in [*names, "all"]}
+    for objective in ("single", "maxmin"):
+        joined = [next(r for r in runs[name] if r["objective"] == objective)["curve"] for name in names]
+        direct = next(r for r in runs["all"] if r["objective"] == objective)["curve"]
+        for step, point in enumerate(direct):
+            assert point["last_test_answers"] == [a for curve in joined for a in curve[step]["last_test_answers"]]
+            assert point["test_scores"] == {g: [x for curve in joined for x in curve[step]["test_scores"][g]] for g in point["test_scores"]}
+    # training changed what the policy writes, so the equality is not that of untrained answers
+    assert any(c["last_test_answers"] != direct[1]["last_test_answers"] for c in direct[2:])

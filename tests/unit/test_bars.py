@@ -69,7 +69,7 @@ def test_rows_regenerate_between_the_markers_only(tmp_path):
     maxmin = [r for r in rows if "MaxMin" in r]
     assert len(maxmin) == 2
     three, one = (r for r in maxmin if "seeds 0 1 2" in r), (r for r in maxmin if "seeds 0," in r)
-    assert next(three).endswith("| yes |")  # about +55 points on every seed, majority never worse
+    assert next(three).endswith("| yes on this test set; the contract line reads all five sets pooled |")  # about +55 points on every seed, majority never worse
     assert "| not decided: 1 seed(s); intervals clear the bar |" in next(one)
     ukp = next(r for r in rows if "UKP" in r)
     assert "pal-a 0." in ukp and ukp.endswith("| yes (above) |")
@@ -195,12 +195,19 @@ def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
     assert "no minimum answer length, judged by the groups' rules alone, seeds 0 1 2" in maxmin_rows(result, "x.json")[0]
     result["setting"] |= {"min_new_tokens": 8, "judge": "the rules and more"}
     row = maxmin_rows(result, "x.json")[0]
-    assert "every answer at least 8 tokens, judged by the rules and more, seeds 0 1 2" in row and row.endswith("| yes |")
+    assert "every answer at least 8 tokens, judged by the rules and more, seeds 0 1 2" in row
+    assert row.endswith("| yes on this test set; the contract line reads all five sets pooled |")  # a result without the key: the first set
+    result["setting"] |= {"test_set": "all", "questions": {"test": 240}}
+    row = maxmin_rows(result, "x.json")[0]
+    assert "240 test questions of all five test sets pooled (the first, CONFIRM" in row and row.endswith("| yes |")  # what the contract line reads
+    result["setting"] |= {"test_set": "main+fifth", "questions": {"test": 96}, "pool": ["runs/fifth/results.json"]}
+    assert "96 test questions of the sets main+fifth pooled joined from each set's own command (--pool), MaxMin" in maxmin_rows(result, "x.json")[0]
+    result["setting"] |= {"pool": []}
     result["setting"] |= {"tie_break": 1e-3}
     assert "at least 8 tokens, MaxMin's ties on the worst group to EM's share-weighted mean (tie-break 0.001), judged by" in maxmin_rows(result, "x.json")[0]
     result["setting"] |= {"brief_words": 4}
     assert "(tie-break 0.001), brief variants of at least 4 words, judged by" in maxmin_rows(result, "x.json")[0]
-    result["setting"] |= {"test_set": "confirm"}
+    result["setting"] |= {"test_set": "confirm", "questions": {"test": 48}}
     assert "48 confirmation test questions on fresh topics (CONFIRM_TOPICS), MaxMin minus single" in maxmin_rows(result, "x.json")[0]
     result["setting"] |= {"test_set": "main+confirm", "questions": {"test": 96}}
     assert "96 test questions (the first test set's and the confirmation set's on fresh topics, CONFIRM_TOPICS), MaxMin" in maxmin_rows(result, "x.json")[0]
@@ -218,7 +225,7 @@ def test_the_maxmin_rows_say_when_answers_had_a_minimum_length():
     assert "(tie-break 0.001), batches of 16 pairs, brief variants of at least 4 words, judged by" in row
     assert ("48 fifth test set's questions on fresh topics (FIFTH_TOPICS, read after the batch size of 16 was chosen) answered by the checkpoints "
             "of the same training on another test set (--checkpoints-from) (48 validation") in row
-    assert row.endswith("| yes on this test set; the contract line reads the first |")  # the same figures on the first set: "| yes |" (above)
+    assert row.endswith("| yes on this test set; the contract line reads all five sets pooled |")  # the same figures on all five: "| yes |" (above)
 
 
 def test_the_ceiling_row_names_its_split_and_tie_break():
@@ -239,3 +246,5 @@ def test_the_ceiling_row_names_its_split_and_tie_break():
     assert "base's own fourth test set (FOURTH_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]
     result["test_set"] = "fifth"
     assert "base's own fifth test set (FIFTH_TOPICS) answer; " in maxmin_ceiling_rows(result, "x.json")[0]
+    result |= {"test_set": "all", "questions": {"test": 240}}
+    assert "base's own test (all five sets) answer; " in maxmin_ceiling_rows(result, "x.json")[0] and "240 test (all five sets) questions" in maxmin_ceiling_rows(result, "x.json")[0]

@@ -291,9 +291,13 @@ def test_rejudge_leaves_runs_on_the_other_test_set(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("flags, says", [
-    (["--pool", "/nonexistent/results.json"], "--pool (/nonexistent/results.json): "),
-    (["--pool", "MAIN_RUNS"], "not a list of runs tested with --test-set confirm"),  # the first set's own runs
-    (["--pool", "CONFIRM_RUNS", "--test-set", "confirm"], "it needs --test-set main"),
+    (["--pool", "/nonexistent/results.json", "--test-set", "main"], "--pool (/nonexistent/results.json): "),
+    (["--pool", "MAIN_RUNS", "--test-set", "main"], "runs tested on ['main']: each file must hold one test set's runs, neither this command's ('main')"),
+    (["--pool", "CONFIRM_RUNS", "CONFIRM_RUNS", "--test-set", "main", "--seeds", "0", "--majority", "0.8", "--objectives", "maxmin"], "as those of"),
+    (["--pool", "CONFIRM_RUNS", "--test-set", "main", "--seeds", "0", "1", "--majority", "0.8", "--objectives", "maxmin"], "it has no run seed 1 maxmin-80"),
+    (["--pool", "OTHER_RUNS", "--test-set", "main", "--seeds", "0", "--majority", "0.8", "--objectives", "maxmin"], "trained otherwise than this command's (they differ in lr)"),
+    (["--pool", "CONFIRM_RUNS"], "it needs one --test-set other than 'all'"),  # the default pools nothing more
+    (["--pool", "NOT_RUNS", "--test-set", "main"], "not a results.json"),
     (["--maxmin-rule", "margin", "--majority-tolerance", "-1"], "--maxmin-rule margin measures from a majority and a minority"),
     (["--maxmin-rule", "margin", "--majority", "0.5"], "no --majority 0.5"),
 ])
@@ -302,9 +306,16 @@ def test_pool_flags_are_usage_errors_before_any_work(tmp_path, flags, says):
     import sys
     from pathlib import Path
 
-    (tmp_path / "main.json").write_text(json.dumps([{"seed": 0, "training": {"test_set": "main"}}]))
-    (tmp_path / "confirm.json").write_text(json.dumps([{"seed": 0, "training": {"test_set": "confirm"}}]))
-    flags = [str(tmp_path / "main.json") if f == "MAIN_RUNS" else str(tmp_path / "confirm.json") if f == "CONFIRM_RUNS" else f for f in flags]
+    from benchmarks.maxmin_policy import build_parser, training_setting
+
+    training = training_setting(build_parser().parse_args(["--test-set", "confirm"]))  # the training of the commands below
+    run = {"seed": 0, "majority": 0.8, "objective": "maxmin", "curve": []}
+    (tmp_path / "main.json").write_text(json.dumps([run | {"training": training | {"test_set": "main"}}]))
+    (tmp_path / "confirm.json").write_text(json.dumps([run | {"training": training}]))
+    (tmp_path / "not.json").write_text(json.dumps([run]))  # no training setting
+    (tmp_path / "other.json").write_text(json.dumps([run | {"training": training | {"test_set": "fresh", "lr": 0.5}}]))
+    files = {"MAIN_RUNS": "main.json", "CONFIRM_RUNS": "confirm.json", "NOT_RUNS": "not.json", "OTHER_RUNS": "other.json"}
+    flags = [str(tmp_path / files[f]) if f in files else f for f in flags]
     done = subprocess.run([sys.executable, "-m", "benchmarks.maxmin_policy", "--work", str(tmp_path / "never-written"), *flags],
                           cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and says in done.stderr, done.stderr[-800:]
@@ -398,8 +409,10 @@ def test_the_reported_answers_summary_comes_from_the_kept_answers():
 
 
 def test_pooling_joins_one_trainings_test_sets_and_refuses_two_trainings():
-    """`--pool`: a run's test scores followed by its --test-set confirm twin's, per reported step;
-    a twin trained otherwise, or whose validation chose another checkpoint, is refused."""
+    """`--pool`: a run's test scores joined to its twins' on other test sets, per reported step, in
+    `TEST_SETS` order whatever order the lists come in (all five: what `--test-set all` reports);
+    a twin trained otherwise, or whose validation chose another checkpoint, is refused, and so is a
+    list on the command's own set, on two sets, or a set given twice."""
     from benchmarks.maxmin_policy import pool_test_sets, summarize_runs
 
     def run(objective, test_set, scores, selected=5, lr=2e-3):
@@ -408,23 +421,38 @@ def test_pooling_joins_one_trainings_test_sets_and_refuses_two_trainings():
 
     main = [run("single", "main", [1.0, 1.0]), run("maxmin", "main", [1.0, 0.0])]
     confirm = [run("single", "confirm", [1.0, 1.0, 1.0]), run("maxmin", "confirm", [0.5, 0.5, 1.0])]
-    pooled = pool_test_sets(main, confirm)
+    pooled, name = pool_test_sets(main, [confirm])
+    assert name == "main+confirm"
     assert pooled[1]["curve"][0]["test_scores"]["enthusiastic"] == [1.0, 0.0, 0.5, 0.5, 1.0]
     assert main[1]["curve"][0]["test_scores"]["enthusiastic"] == [1.0, 0.0]  # the inputs are left as they were
     summary = summarize_runs(pooled, [0], 0.8)["steps"]["5"]
     assert summary["majority_gap"]["mean"] == pytest.approx(-0.4)  # (0 - 1 - 0.5 - 0.5 + 0) / 5
-    with pytest.raises(ValueError, match="chose other checkpoints"):
-        pool_test_sets(main, [confirm[0], run("maxmin", "confirm", [1.0], selected=0)])
-    with pytest.raises(ValueError, match="trained otherwise: lr"):
-        pool_test_sets(main, [confirm[0], run("maxmin", "confirm", [1.0], lr=1e-3)])
-    with pytest.raises(ValueError, match="tested on 'main'"):
-        pool_test_sets(main, main)
-    with pytest.raises(ValueError, match="no run seed 0 maxmin-80"):
-        pool_test_sets(main, confirm[:1])
-    with pytest.raises(ValueError, match="in the confirmation results twice"):
-        pool_test_sets(main, confirm + confirm[:1])
-    with pytest.raises(ValueError, match="to pool into was tested on 'confirm'"):
-        pool_test_sets(confirm, confirm)
+    # from the confirmation set's command, the first set's scores still come first
+    assert pool_test_sets(confirm, [main])[0][1]["curve"][0]["test_scores"]["enthusiastic"] == [1.0, 0.0, 0.5, 0.5, 1.0]
+    later = {t: [run("single", t, [1.0]), run("maxmin", t, [float(i)])] for i, t in enumerate(("fresh", "fourth", "fifth"), 2)}
+    every, name = pool_test_sets(confirm, [later["fifth"], main, later["fourth"], later["fresh"]])
+    assert name == "all" and every[1]["curve"][0]["test_scores"]["concise"] == [1.0, 0.0, 0.5, 0.5, 1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match="on 'confirm' chose other checkpoints"):
+        pool_test_sets(main, [[confirm[0], run("maxmin", "confirm", [1.0], selected=0)]])
+    with pytest.raises(ValueError, match="on 'confirm' was trained otherwise: lr"):
+        pool_test_sets(main, [[confirm[0], run("maxmin", "confirm", [1.0], lr=1e-3)]])
+    with pytest.raises(ValueError, match="on 'confirm' trained on other pairs or kept other checkpoint files"):
+        pool_test_sets([{**main[0], "pairs_digest": "a"}], [[{**confirm[0], "pairs_digest": "b"}]])
+    hashed = [{**main[0], "curve": [{**main[0]["curve"][0], "checkpoint_sha256": "a"}]}]
+    with pytest.raises(ValueError, match="on 'confirm' trained on other pairs or kept other checkpoint files"):
+        pool_test_sets(hashed, [[{**confirm[0], "curve": [{**confirm[0]["curve"][0], "checkpoint_sha256": "b"}]}]])
+    with pytest.raises(ValueError, match="two lists of runs tested on 'main'"):
+        pool_test_sets(main, [main])
+    with pytest.raises(ValueError, match="two lists of runs tested on 'confirm'"):
+        pool_test_sets(main, [confirm, confirm])
+    with pytest.raises(ValueError, match="no run seed 0 maxmin-80 in the 'confirm' results"):
+        pool_test_sets(main, [confirm[:1]])
+    with pytest.raises(ValueError, match="is in the 'confirm' results twice"):
+        pool_test_sets(main, [confirm + confirm[:1]])
+    with pytest.raises(ValueError, match=r"tested on \['confirm', 'main'\]"):
+        pool_test_sets(main, [confirm + main])
+    with pytest.raises(ValueError, match=r"tested on \['all'\]"):
+        pool_test_sets(main, [[run("single", "all", [1.0])]])
 
 
 @pytest.mark.parametrize("name", [name for name in TEST_SETS if name != "main"])
@@ -448,3 +476,22 @@ def test_an_unknown_test_set_is_refused_by_name():
 
     with pytest.raises(ValueError, match="test_set must be one of .*'fifth'.*, got 'no such set'"):
         maxmin_policy.questions(test_set="no such set")
+
+
+def test_a_work_folder_holding_another_test_sets_runs_is_refused_before_any_work(tmp_path):
+    """Training with the default `--test-set all` in a folder whose results.json holds the same
+    training on the first set (a command recorded before the default changed) would replace that
+    run's checkpoints and results: a usage error instead, which names the set and the flag."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from benchmarks.maxmin_policy import build_parser, training_setting
+
+    training = training_setting(build_parser().parse_args([])) | {"test_set": "main"}
+    stored = json.dumps([{"seed": 0, "majority": 0.8, "objective": "maxmin", "curve": [], "training": training}])
+    (tmp_path / "results.json").write_text(stored)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.maxmin_policy", "--work", str(tmp_path)], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "holds runs of this training tested on main: give --test-set all its own --work" in done.stderr, done.stderr[-800:]
+    assert (tmp_path / "results.json").read_text() == stored and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
