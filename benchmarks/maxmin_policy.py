@@ -140,7 +140,10 @@ report joined by `--pool` (tested on a tiny model: the same answers, scores and 
 Declared, with the rule that the bar is read on this pool, before the confirmation, third and fourth
 sets were answered by the batch-16 checkpoints (BENCHMARKS.md, session 15). The reason is issue 17's:
 enough questions that the intervals decide; one checkpoint scored 15.6 and 20.8 points apart on two
-sets of 48. With `--limit N`, the first N questions of each set.
+sets of 48. With `--limit N`, the first N questions of each set. Measured (BENCHMARKS.md, session
+15, the batch-16 checkpoints): on the pool every bar step clears on every seed, step 15 narrowly
+(minority +24.7, interval's lower end +20.5, worst seed +21.9); alone, four of the five sets fail
+step 15, and so do the 144 questions unread when the rule was declared.
 
 `--ceiling` trains nothing: each objective answers every test question with its top candidate
 among the style variants of the base's own test answer (`argmax_scores`), which is what a policy
