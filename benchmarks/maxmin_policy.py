@@ -823,8 +823,10 @@ def pool_test_sets(results: list[dict], others: list[list[dict]]) -> tuple[list[
     joined to those of the same run (seed, majority, objective) in each of `others` (results.json
     lists of the same command on other test sets), in `TEST_SETS` order, so the summary is over every
     set's questions; with all five sets, what `--test-set all` reports. Every set must be one
-    training: the same training setting but for `test_set`, and at every step the same validation
-    scores and the same checkpoint chosen (the validation questions choose; the test ones never do).
+    training: the same training setting but for `test_set`, and the same checkpoints with the same
+    validation scores. Each step reports, on every set, the checkpoint this command's selection chose
+    (`results`' `selected_step`, on validation; another set's command may have selected otherwise:
+    its checkpoints' own test scores, `last_test_scores`, are what is pooled).
     Returns (the pooled runs, the pooled sets' name: "all" for the five, else "main+confirm" and the
     like). Raises ValueError naming the run or list and what differs: a list of runs on more than
     one set, on "all", or on a set already pooled; a run missing from a list or found in it twice."""
@@ -856,14 +858,14 @@ def pool_test_sets(results: list[dict], others: list[list[dict]]) -> tuple[list[
             mine, theirs = training_but_test_set(run["training"]), training_but_test_set(other["training"])
             if mine != theirs:
                 raise ValueError(f"--pool: run {name} on {test_set!r} was trained otherwise: " + ", ".join(sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))))
-            if [(c["step"], c["selected_step"], c["val"]) for c in run["curve"]] != [(c["step"], c["selected_step"], c["val"]) for c in other["curve"]]:
-                raise ValueError(f"--pool: run {name} on {test_set!r} chose other checkpoints or scored validation otherwise: not one training")
+            if [(c["step"], c["val"]) for c in run["curve"]] != [(c["step"], c["val"]) for c in other["curve"]]:
+                raise ValueError(f"--pool: run {name} on {test_set!r} has other checkpoints or scored validation otherwise: not one training")
             if "pairs_digest" in run and "pairs_digest" in other and run["pairs_digest"] != other["pairs_digest"] or any(
                     "checkpoint_sha256" in c and "checkpoint_sha256" in o and c["checkpoint_sha256"] != o["checkpoint_sha256"] for c, o in zip(run["curve"], other["curve"], strict=True)):
                 raise ValueError(f"--pool: run {name} on {test_set!r} trained on other pairs or kept other checkpoint files: not one training")
             twins.append(other)
-        curve = [{**c, "test_scores": {g: [x for t in twin_points for x in t["test_scores"][g]] for g in c["test_scores"]}}
-                 for c, *twin_points in zip(run["curve"], *(t["curve"] for t in twins), strict=True)]
+        scored = [{c["step"]: c["last_test_scores"] for c in twin["curve"]} for twin in twins]  # every checkpoint's own test scores, per set
+        curve = [{**c, "test_scores": {g: [x for by_step in scored for x in by_step[c["selected_step"]][g]] for g in c["test_scores"]}} for c in run["curve"]]
         pooled.append({**run, "curve": curve})
     return pooled, ALL_SETS if order == list(TEST_SETS) else "+".join(order)
 
@@ -1002,6 +1004,19 @@ def main() -> None:
 
     train_q, val_q, test_q = questions(args.validation_topics, args.test_set, args.limit or None)
     splits = {"train": train_q, "val": val_q, "test": test_q}
+    elsewhere = Path(args.work) / "results.json"
+    if elsewhere.exists():  # training here would replace that run's checkpoints and results (and --ceiling its base answers' cache)
+        same = training_but_test_set(training_setting(args))
+        try:
+            held = json.loads(elsewhere.read_text())
+            if not isinstance(held, list) or not all(isinstance(r, dict) for r in held):
+                raise ValueError("not a list of runs")
+        except (OSError, ValueError) as error:
+            parser.error(f"--work ({args.work}): its results.json cannot be read ({error}); move it away or give another --work")
+        tested = sorted({r.get("training", {}).get("test_set", "main") for r in held if training_but_test_set(r.get("training", {})) == same} - {args.test_set})
+        if tested:
+            parser.error(f"--work ({args.work}) holds runs of this training tested on {', '.join(tested)}: give --test-set {args.test_set} its own --work "
+                         f"(its checkpoints and results.json would be replaced; commands recorded before 1 Dec 2026, 18:34 UTC ran 'main': add --test-set main)")
     if args.ceiling:
         from benchmarks.bars import points, span
 
@@ -1027,14 +1042,6 @@ def main() -> None:
     setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}, "judge": JUDGE}
     if args.rejudge and not args.fresh:
         print(f"scored again with today's judge: {rejudge(Path(args.work), splits, args.validation_topics, args.test_set)} stored run(s)")
-    elsewhere = Path(args.work) / "results.json"
-    if elsewhere.exists() and not args.ceiling:  # training here would replace that run's checkpoints and results
-        same = training_but_test_set(training_setting(args))
-        tested = sorted({r.get("training", {}).get("test_set", "main") for r in json.loads(elsewhere.read_text())
-                         if training_but_test_set(r.get("training", {})) == same} - {args.test_set})
-        if tested:
-            parser.error(f"--work ({args.work}) holds runs of this training tested on {', '.join(tested)}: give --test-set {args.test_set} its own --work "
-                         f"(its checkpoints and results.json would be replaced; commands recorded before 1 Dec 2026, 18:34 UTC ran 'main': add --test-set main)")
     stored = {} if args.fresh else stored_runs(Path(args.work) / "results.json", training_setting(args))
     trained = None
     if args.checkpoints_from:
@@ -1044,6 +1051,10 @@ def main() -> None:
             trained = trained_elsewhere(Path(args.checkpoints_from), training_setting(args))
         except CheckpointsError as error:
             parser.error(str(error))
+        lacking = sorted({(s, m, o) for s in seeds for m in args.majority for o in args.objectives} - trained.keys())
+        if lacking:  # before any seed is answered
+            parser.error(f"--checkpoints-from ({args.checkpoints_from}) has no run " + ", ".join(f"seed {s} {o}-{round(m * 100)}" for s, m, o in lacking)
+                         + " trained with this command's setting")
     reuse = [Path(f) for f in args.reuse]
     for done, seed in enumerate(seeds, 1):
         work = Path(args.work) / f"seed-{seed}"

@@ -10,6 +10,33 @@ import pytest
 
 from benchmarks.maxmin_policy import TEST_SETS, apply_selection, select_checkpoint
 
+
+def bench_command(*argv: str):
+    """The benchmark's command line run in this process (`main`, as `python -m benchmarks.maxmin_policy
+    ARGV` would): its exit code and what it wrote to stderr. The usage errors tested here come before
+    any model loads, so a subprocess per case (about 3 s each, mostly imports) buys nothing."""
+    import contextlib
+    import io
+    import sys
+    from types import SimpleNamespace
+
+    import torch
+
+    import benchmarks.maxmin_policy as bench
+
+    argv_before, threads, err = sys.argv, torch.get_num_threads(), io.StringIO()
+    sys.argv = ["maxmin_policy", *argv]
+    try:
+        with contextlib.redirect_stderr(err):
+            bench.main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        sys.argv = argv_before
+        torch.set_num_threads(threads)  # main sets --threads for the process
+    return SimpleNamespace(returncode=code, stderr=err.getvalue())
+
 SHARES = {"enthusiastic": 0.8, "concise": 0.2}
 
 
@@ -302,9 +329,6 @@ def test_rejudge_leaves_runs_on_the_other_test_set(tmp_path, monkeypatch):
     (["--maxmin-rule", "margin", "--majority", "0.5"], "no --majority 0.5"),
 ])
 def test_pool_flags_are_usage_errors_before_any_work(tmp_path, flags, says):
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from benchmarks.maxmin_policy import build_parser, training_setting
 
@@ -316,19 +340,14 @@ def test_pool_flags_are_usage_errors_before_any_work(tmp_path, flags, says):
     (tmp_path / "other.json").write_text(json.dumps([run | {"training": training | {"test_set": "fresh", "lr": 0.5}}]))
     files = {"MAIN_RUNS": "main.json", "CONFIRM_RUNS": "confirm.json", "NOT_RUNS": "not.json", "OTHER_RUNS": "other.json"}
     flags = [str(tmp_path / files[f]) if f in files else f for f in flags]
-    done = subprocess.run([sys.executable, "-m", "benchmarks.maxmin_policy", "--work", str(tmp_path / "never-written"), *flags],
-                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    done = bench_command("--work", str(tmp_path / "never-written"), *flags)
     assert done.returncode == 2 and says in done.stderr, done.stderr[-800:]
     assert not (tmp_path / "never-written").exists()
 
 
 def test_a_policy_without_a_loss_is_a_usage_error():
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    done = subprocess.run([sys.executable, "-m", "benchmarks.maxmin_policy", "--dpo", "0", "--nll", "0"], cwd=Path(__file__).resolve().parents[2],
-                          capture_output=True, text=True, timeout=120)
+    done = bench_command("--dpo", "0", "--nll", "0")
     assert done.returncode == 2 and "--dpo (0.0) and --nll (0.0)" in done.stderr
 
 
@@ -345,12 +364,8 @@ def test_a_policy_without_a_loss_is_a_usage_error():
     (["--brief-words", "0"], "--brief-words"),  # a brief variant of no words
 ])
 def test_odd_ceiling_flags_are_usage_errors_before_any_work(flags, named):
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    done = subprocess.run([sys.executable, "-m", "benchmarks.maxmin_policy", "--ceiling", "--work", "/nonexistent/never-written", *flags],
-                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    done = bench_command("--ceiling", "--work", "/nonexistent/never-written", *flags)
     assert done.returncode == 2, done.stderr[-800:]
     assert named in done.stderr
 
@@ -410,13 +425,15 @@ def test_the_reported_answers_summary_comes_from_the_kept_answers():
 
 def test_pooling_joins_one_trainings_test_sets_and_refuses_two_trainings():
     """`--pool`: a run's test scores joined to its twins' on other test sets, per reported step, in
-    `TEST_SETS` order whatever order the lists come in (all five: what `--test-set all` reports);
-    a twin trained otherwise, or whose validation chose another checkpoint, is refused, and so is a
-    list on the command's own set, on two sets, or a set given twice."""
+    `TEST_SETS` order whatever order the lists come in (all five: what `--test-set all` reports),
+    each set at the checkpoint this command's selection reports; a twin trained otherwise, or whose
+    checkpoints scored validation otherwise, is refused, and so is a list on the command's own set,
+    on two sets, or a set given twice."""
     from benchmarks.maxmin_policy import pool_test_sets, summarize_runs
 
-    def run(objective, test_set, scores, selected=5, lr=2e-3):
-        point = {"step": 5, "selected_step": selected, "val": rates(0.9, 0.8), "test_scores": {"enthusiastic": scores, "concise": scores}}
+    def run(objective, test_set, scores, selected=5, lr=2e-3, val=0.9):
+        point = {"step": 5, "selected_step": selected, "val": rates(val, 0.8), "test_scores": {"enthusiastic": scores, "concise": scores},
+                 "last_test_scores": {"enthusiastic": scores, "concise": scores}}
         return {"seed": 0, "majority": 0.8, "objective": objective, "training": {"lr": lr, "test_set": test_set}, "curve": [point]}
 
     main = [run("single", "main", [1.0, 1.0]), run("maxmin", "main", [1.0, 0.0])]
@@ -432,8 +449,16 @@ def test_pooling_joins_one_trainings_test_sets_and_refuses_two_trainings():
     later = {t: [run("single", t, [1.0]), run("maxmin", t, [float(i)])] for i, t in enumerate(("fresh", "fourth", "fifth"), 2)}
     every, name = pool_test_sets(confirm, [later["fifth"], main, later["fourth"], later["fresh"]])
     assert name == "all" and every[1]["curve"][0]["test_scores"]["concise"] == [1.0, 0.0, 0.5, 0.5, 1.0, 2.0, 3.0, 4.0]
-    with pytest.raises(ValueError, match="on 'confirm' chose other checkpoints"):
-        pool_test_sets(main, [[confirm[0], run("maxmin", "confirm", [1.0], selected=0)]])
+    # the confirmation set's command selected step 0 at step 5 (--select, say): this command's step 5 is pooled
+    at_zero = run("maxmin", "confirm", [0.0], selected=0)
+    at_zero["curve"].insert(0, {"step": 0, "selected_step": 0, "val": rates(0.5, 0.5), "test_scores": {"enthusiastic": [0.0], "concise": [0.0]},
+                                "last_test_scores": {"enthusiastic": [0.0], "concise": [0.0]}})
+    at_zero["curve"][1] |= {"last_test_scores": {"enthusiastic": [1.0], "concise": [1.0]}}
+    two_steps = [{**r, "curve": [{**at_zero["curve"][0], "selected_step": 0}, r["curve"][0]]} for r in main]
+    reselected, _ = pool_test_sets(two_steps, [[{**confirm[0], "curve": [at_zero["curve"][0], confirm[0]["curve"][0]]}, at_zero]])
+    assert reselected[1]["curve"][1]["test_scores"]["enthusiastic"] == [1.0, 0.0, 1.0]  # the confirmation set's step-5 checkpoint, not its step 0
+    with pytest.raises(ValueError, match="on 'confirm' has other checkpoints or scored validation otherwise"):
+        pool_test_sets(main, [[confirm[0], run("maxmin", "confirm", [1.0], val=0.5)]])
     with pytest.raises(ValueError, match="on 'confirm' was trained otherwise: lr"):
         pool_test_sets(main, [[confirm[0], run("maxmin", "confirm", [1.0], lr=1e-3)]])
     with pytest.raises(ValueError, match="on 'confirm' trained on other pairs or kept other checkpoint files"):
@@ -482,16 +507,35 @@ def test_a_work_folder_holding_another_test_sets_runs_is_refused_before_any_work
     """Training with the default `--test-set all` in a folder whose results.json holds the same
     training on the first set (a command recorded before the default changed) would replace that
     run's checkpoints and results: a usage error instead, which names the set and the flag."""
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from benchmarks.maxmin_policy import build_parser, training_setting
 
     training = training_setting(build_parser().parse_args([])) | {"test_set": "main"}
     stored = json.dumps([{"seed": 0, "majority": 0.8, "objective": "maxmin", "curve": [], "training": training}])
     (tmp_path / "results.json").write_text(stored)
-    done = subprocess.run([sys.executable, "-m", "benchmarks.maxmin_policy", "--work", str(tmp_path)], cwd=Path(__file__).resolve().parents[2],
-                          capture_output=True, text=True, timeout=120)
+    done = bench_command("--work", str(tmp_path))
     assert done.returncode == 2 and "holds runs of this training tested on main: give --test-set all its own --work" in done.stderr, done.stderr[-800:]
     assert (tmp_path / "results.json").read_text() == stored and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_an_unreadable_results_file_in_the_work_folder_is_a_usage_error(tmp_path):
+    """A command killed while writing WORK/results.json can leave it truncated: the next command in
+    that folder says so, naming --work, instead of a traceback."""
+
+    (tmp_path / "results.json").write_text('[{"seed": 0, "tra')
+    done = bench_command("--work", str(tmp_path))
+    assert done.returncode == 2 and f"--work ({tmp_path}): its results.json cannot be read" in done.stderr, done.stderr[-800:]
+
+
+def test_checkpoints_from_a_command_without_every_run_is_refused_before_any_seed(tmp_path):
+    """--checkpoints-from names each run it lacks (seed, objective, share) before answering any."""
+
+    from benchmarks.maxmin_policy import build_parser, training_setting
+
+    training = training_setting(build_parser().parse_args(["--test-set", "main"]))
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "results.json").write_text(json.dumps([{"seed": 0, "majority": 0.8, "objective": "maxmin", "curve": [], "training": training}]))
+    done = bench_command("--test-set", "confirm", "--seeds", "0", "1", "--majority", "0.8",
+                           "--checkpoints-from", str(tmp_path / "main" / "results.json"), "--work", str(tmp_path / "confirm"), "--out", str(tmp_path / "out.json"))
+    assert done.returncode == 2 and "has no run seed 0 single-80, seed 1 maxmin-80, seed 1 single-80 trained with this command's setting" in done.stderr, done.stderr[-800:]
+    assert not (tmp_path / "confirm").exists() and not (tmp_path / "out.json").exists()
