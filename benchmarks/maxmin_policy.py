@@ -73,6 +73,8 @@ choose anything. `--select last` reports the weights at step S as they are. Ever
 checkpoint's validation and test scores are kept in WORK/results.json, and a later command with
 the same training setting (`TRAINING_KEYS`) reuses those runs instead of training them again
 (`--fresh` retrains): a command cut short resumes, and a change of selection rule costs no training.
+Runs of that training which a command does not run (other seeds or shares) stay in the file (since
+session 15; before, a command on fewer seeds dropped them).
 `--reuse RESULTS.json` does the same across commands for runs that trained on identical pairs
 (`pairs_digest`): at 90/10 EM's MaxMin heads rank every candidate as at 80/20, so the 90/10
 command reuses the 80/20 MaxMin runs and trains only its single-reward policies.
@@ -1042,7 +1044,9 @@ def main() -> None:
     setting = {k: v for k, v in vars(args).items() if k not in ("json", "out", "work", "seed", "seeds")} | {"questions": {p: len(q) for p, q in splits.items()}, "judge": JUDGE}
     if args.rejudge and not args.fresh:
         print(f"scored again with today's judge: {rejudge(Path(args.work), splits, args.validation_topics, args.test_set)} stored run(s)")
-    stored = {} if args.fresh else stored_runs(Path(args.work) / "results.json", training_setting(args))
+    # runs of this training in WORK that this command does not run (other seeds or shares) stay in its results.json
+    kept = stored_runs(Path(args.work) / "results.json", training_setting(args))
+    stored = {} if args.fresh else kept
     trained = None
     if args.checkpoints_from:
         if Path(args.checkpoints_from).resolve().parent == Path(args.work).resolve():
@@ -1066,7 +1070,8 @@ def main() -> None:
                 results += run_seed(args, seed, majority, splits, work, stored, same_pairs, trained)
             except CheckpointsError as error:
                 parser.error(str(error))
-            (Path(args.work) / "results.json").write_text(json.dumps(results, indent=1))
+            produced = {(r["seed"], r["majority"], r["objective"]) for r in results}
+            (Path(args.work) / "results.json").write_text(json.dumps(results + [r for key, r in kept.items() if key not in produced], indent=1))
         # the summary over the seeds finished so far: a run cut short still leaves its figures
         summaries = {str(m): summarize_runs(results, seeds[:done], m) for m in args.majority}
         full = {"benchmark": "maxmin_policy", "setting": setting | {"seeds": seeds[:done]}, "majority": summaries,

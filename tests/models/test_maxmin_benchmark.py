@@ -72,6 +72,14 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
     assert all(c["selected_step"] == c["step"] for r in rerun for c in r["curve"])  # --select last
     assert [c["val"] for r in rerun for c in r["curve"]] == [c["val"] for r in results for c in r["curve"]]
 
+    # a command on fewer seeds in the same folder keeps the other seeds' runs in its results.json
+    assert command[5:9] == ["--seeds", "0", "1", "2"]
+    one = subprocess.run([*command[:6], "0", *command[9:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert one.stdout.count("reused from") == 2 and "s/step" not in one.stdout
+    assert sorted((r["seed"], r["objective"]) for r in json.loads((tmp_path / "work" / "results.json").read_text())) == \
+        [(s, o) for s in (0, 1, 2) for o in ("maxmin", "single")]
+
     # runs scored by another judge are trained again unless --rejudge scores their kept answers again
     older = json.loads((tmp_path / "work" / "results.json").read_text())
     for run in older:
