@@ -441,6 +441,11 @@ def training_but_test_set(training: dict) -> dict:
     return {k: v for k, v in {**BEFORE_KEYS, **training}.items() if k != "test_set"}
 
 
+def run_names(keys) -> str:
+    """Runs named by their (seed, majority, objective) keys, in order: "seed 0 maxmin-80, seed 1 single-90"."""
+    return ", ".join(f"seed {s} {o}-{round(m * 100)}" for s, m, o in sorted(keys))
+
+
 def stored_runs(path: Path, training: dict) -> dict[tuple[int, float, str], dict]:
     """Runs in a results.json written before (`path`, may be missing) whose training setting equals
     `training`, by (seed, majority, objective): a command cut short, or one that only changes the
@@ -844,14 +849,14 @@ def pool_test_sets(results: list[dict], others: list[list[dict]]) -> tuple[list[
         for r in runs:
             key = (r["seed"], r["majority"], r["objective"])
             if key in found:
-                raise ValueError(f"--pool: run seed {key[0]} {key[2]}-{round(key[1] * 100)} is in the {name!r} results twice")
+                raise ValueError(f"--pool: run {run_names([key])} is in the {name!r} results twice")
             found[key] = r
         sets[name] = found
     order = [name for name in TEST_SETS if name in sets]
     pooled = []
     for run in results:
         key = (run["seed"], run["majority"], run["objective"])
-        name = f"seed {key[0]} {key[2]}-{round(key[1] * 100)}"
+        name = run_names([key])
         twins = []
         for test_set in order:
             other = sets[test_set].get(key)
@@ -968,13 +973,13 @@ def main() -> None:
         parser.error(f"--validation-topics ({args.validation_topics}) must be in [1, {len(VALIDATION_TOPICS)}]")
     if not args.tie_break >= 0 or args.tie_break == float("inf"):  # NaN fails the first test
         parser.error(f"--tie-break ({args.tie_break}) must be a finite number >= 0")
+    wanted = {(s, m, o) for s in seeds for m in args.majority for o in args.objectives}  # the runs this command reports
     pooled_runs = []
     if args.pool:
         if args.test_set == ALL_SETS or args.ceiling:
             parser.error(f"--pool ({' '.join(args.pool)}) joins other test sets' runs to this command's: it needs one --test-set other than {ALL_SETS!r} (--test-set main, say) and no --ceiling")
         pooled_sets: dict[str, str] = {}
         mine = training_but_test_set(training_setting(args))
-        wanted = {(s, m, o) for s in seeds for m in args.majority for o in args.objectives}
         for path in args.pool:  # every check pool_test_sets makes that needs no training, before any
             try:
                 runs = json.loads(Path(path).read_text())
@@ -987,7 +992,7 @@ def main() -> None:
                     raise ValueError(f"its runs are tested on {named[0]!r}, as those of {pooled_sets[named[0]]}")
                 missing = wanted - {(r["seed"], r["majority"], r["objective"]) for r in runs}
                 if missing:
-                    raise ValueError("it has no run " + ", ".join(f"seed {s} {o}-{round(m * 100)}" for s, m, o in sorted(missing)))
+                    raise ValueError("it has no run " + run_names(missing))
                 differ = sorted({k for r in runs for k, v in training_but_test_set(r["training"]).items() if mine.get(k) != v} |
                                 {k for r in runs for k in mine.keys() - training_but_test_set(r["training"]).keys()})
                 if differ:
@@ -1055,10 +1060,9 @@ def main() -> None:
             trained = trained_elsewhere(Path(args.checkpoints_from), training_setting(args))
         except CheckpointsError as error:
             parser.error(str(error))
-        lacking = sorted({(s, m, o) for s in seeds for m in args.majority for o in args.objectives} - trained.keys())
+        lacking = wanted - trained.keys()
         if lacking:  # before any seed is answered
-            parser.error(f"--checkpoints-from ({args.checkpoints_from}) has no run " + ", ".join(f"seed {s} {o}-{round(m * 100)}" for s, m, o in lacking)
-                         + " trained with this command's setting")
+            parser.error(f"--checkpoints-from ({args.checkpoints_from}) has no run {run_names(lacking)} trained with this command's setting")
     reuse = [Path(f) for f in args.reuse]
     for done, seed in enumerate(seeds, 1):
         work = Path(args.work) / f"seed-{seed}"
