@@ -31,10 +31,21 @@ with `compare_target = best` (information about which choice is best), in `rando
 choices drawn at random. `--cross-rules` also runs every style rule on every other style user's
 prompts and seeds, six times the style users from the same generations (with `--generation-cache`,
 nothing new is generated). The bar is
-how many rounds each needs to reach a 70% pick rate (`rounds_to_70`).
+how many rounds each needs to reach a 70% pick rate (`rounds_to_70`, a window of 3 rounds).
+
+Session 16 (`--arms ask_active ask_random ...`): the questionnaire arms chat as `user_model` does,
+and each round the user also answers one comparison of two answers to a calibration prompt: the pair
+the onboarding route `POST /v1/users/{id}/next-comparison` returns for a pool of 16 prompts x 4
+answers (`ask_active`), or a pair of that pool at random (`ask_random`). With pair or questionnaire
+arms every user's model is also probed before the first round and after each round: the chat route's
+own ranking of 16 held-out candidate sets per kind (`probe`), so the pick rate after r rounds of
+feedback is read without a window (`probe_rate`, `probe_rounds_to_70`, and `halved`: whether the
+active arm needs at most half the rounds of its random counterpart). `--cross-persona` runs each
+persona rule on the other persona rule's users' prompts too.
 
 With `--json` the last line is `{"rules": {RULE: {ARM: pick_rate}}, "rounds": R, "ties": {RULE: n}}`
-(with the pair arms also `rounds_to_70` and `feedback`, see `pair_summary`).
+(with the pair arms also `rounds_to_70` and `feedback`, see `pair_summary`; with probes also
+`probe_rate`, `probe_rounds_to_70` and `halved`, see `probe_summary`).
 Figures, the per-round table and learning curves (PNG) go to `--out`.
 """
 
@@ -56,6 +67,7 @@ import numpy as np
 
 ARMS = ("today", "user_model", "control")
 PAIR_ARMS = ("active", "active_best", "random_pair")  # issue 16: feedback on two shown choices only
+ASK_ARMS = ("ask_active", "ask_random")  # issue 16: each round one comparison from a calibration pool
 ARM_SETTINGS = {
     "today": {"user_model": "prototypes", "rerank": True},
     "user_model": {"user_model": "residual", "rerank": True},
@@ -63,6 +75,8 @@ ARM_SETTINGS = {
     "active": {"user_model": "residual", "rerank": True, "compare_target": "coefficients"},
     "active_best": {"user_model": "residual", "rerank": True, "compare_target": "best"},
     "random_pair": {"user_model": "residual", "rerank": True},
+    "ask_active": {"user_model": "residual", "rerank": True},
+    "ask_random": {"user_model": "residual", "rerank": True},
 }
 
 # ---- the simulated users' rules: transparent scores over the answer text ---------------------------
@@ -124,13 +138,33 @@ QUESTIONS = [
     "What makes a good cup of coffee?", "How do I write a thank-you note?", "How can I eat healthier?",
     "How do I get better at public speaking?",
 ]
+# Issue 16, session 16: candidate sets no simulated user chats about. PROBE: after every round, how
+# often the user's model ranks the rule's pick first on these (the pick rate, measured without a
+# window). CALIBRATION: the pool the questionnaire arms (`ask_*`) ask from.
+PROBE_QUESTIONS = [
+    "How do I clean my kitchen quickly?", "What should I do on a long train ride?", "How can I make my mornings calmer?",
+    "How do I pick a book for a book club?", "What is a good way to learn to draw?", "How do I host a dinner for friends?",
+    "How can I keep my desk tidy?", "What should I bring on a hike?", "How do I care for a new bicycle?",
+    "How can I drink more water?", "What is a good hobby to start this winter?", "How do I write a short story?",
+    "How can I make a budget for a trip?", "What should I cook for a picnic?", "How do I teach a child to swim?",
+    "How can I improve my handwriting?",
+]
+CALIBRATION_QUESTIONS = [
+    "How do I plan a road trip?", "What is a good way to meet my neighbors?", "How can I get better at chess?",
+    "How do I make a simple soup?", "What should I do before moving house?", "How can I keep a journal?",
+    "How do I choose running shoes?", "What is a relaxing evening routine?", "How do I start learning guitar?",
+    "How can I waste less food?", "What makes a good podcast?", "How do I take better photos with my phone?",
+    "How can I make a room quieter?", "What should I know before camping alone?", "How do I learn to bake bread?",
+    "How can I be a better listener?",
+]
 PERSONA_TRAIT = "interest-in-science"  # statements a holder of the trait would or would not say
+PERSONA_CHAT, PERSONA_PROBE, PERSONA_CALIBRATION = slice(0, 200), slice(200, 216), slice(216, 232)  # statement rows
 
 
-def persona_questions(shared_data: Path) -> list[str]:
+def persona_questions(shared_data: Path, rows: slice = PERSONA_CHAT) -> list[str]:
     path = shared_data / "anthropic_persona" / "persona" / f"{PERSONA_TRAIT}.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [f'Do you agree with this statement? "{r["statement"]}"' for r in rows[:200]]
+    statements = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [f'Do you agree with this statement? "{r["statement"]}"' for r in statements[rows]]
 
 
 # ---- the servers ---------------------------------------------------------------------------------
@@ -173,6 +207,45 @@ class SharedGenerations:
     def generate(self, messages, n=1, sampling=None, adapter=None, cancel=None):
         key = ("plain", json.dumps(messages), n, sampling, adapter)
         return self._cached(key, lambda: self._generator.generate(messages, n=n, sampling=sampling, adapter=adapter, cancel=cancel))
+
+
+class SharedEncodings:
+    """Wraps the encoder all arms use: the same texts in the same order encode to the same vectors,
+    so each distinct batch is encoded once (the probes re-rank the same candidate sets every round,
+    and the questionnaire sends the same pool with every request)."""
+
+    def __init__(self, encoder):
+        self._encoder = encoder
+        self._memo: dict[tuple[str, ...], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def encode(self, texts):
+        key = tuple(texts)
+        with self._lock:
+            hit = self._memo.get(key)
+        if hit is None:
+            hit = self._encoder.encode(list(texts))
+            with self._lock:
+                self._memo[key] = hit
+        return hit.copy()
+
+
+def candidate_sets(generator, prompts: list[str], first_seed: int, args) -> list[tuple[str, list[str]]]:
+    """(prompt, 4 answers) per prompt, generated as the chat route does with `n: 4` (balanced answer
+    styles, stances for yes-or-no questions), seeds `first_seed`, `first_seed + 1`, ..."""
+    from pluralign.policy.generator import Sampling
+    from pluralign.policy.styles import asks_judgement, choose_styles
+
+    out = []
+    for i, prompt in enumerate(prompts):
+        sampling = Sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=first_seed + i)
+        messages = [{"role": "user", "content": prompt}]
+        styles = choose_styles(4, sampling.seed, stances=asks_judgement(messages))
+        out.append((prompt, [c.text for c in generator.generate_styled(messages, styles, sampling)[0]]))
+    return out
 
 
 class Server:
@@ -235,6 +308,10 @@ def make_users(args) -> list[tuple[str, str, int]]:
     base += [(f"persona_majority-{i}", "persona_majority") for i in range(args.persona_users - minority)]
     base += [(f"persona_minority-{i}", "persona_minority") for i in range(minority)]
     users = [(user, rule, u) for u, (user, rule) in enumerate(base)]
+    if args.cross_persona:  # each persona rule also on the other persona rule's users' prompts and seeds
+        personas = [(u, user, rule) for u, (user, rule) in enumerate(base) if rule.startswith("persona")]
+        users += [(f"{rule}-on-{other}", rule, u) for rule in ("persona_majority", "persona_minority")
+                  for u, other, other_rule in personas if other_rule != rule]
     if args.cross_rules:  # every style rule also on every other style user's prompts and seeds
         styles = [(u, user, rule) for u, (user, rule) in enumerate(base) if not rule.startswith("persona")]
         users += [(f"{rule}-on-{other}", rule, u) for rule in dict.fromkeys(r for _, _, r in styles)
@@ -242,10 +319,26 @@ def make_users(args) -> list[tuple[str, str, int]]:
     return users
 
 
-def run_loop(arms: dict, users, prompts_for, args) -> list[dict]:
-    records = []
+TENANT = "bench"  # the tenant of the key each arm issues
+
+
+def run_loop(arms: dict, users, prompts_for, args, probe_sets=None, pools=None) -> tuple[list[dict], list[dict]]:
+    """The rounds, every user and arm in turn. With `probe_sets` ({"style" | "persona": sets}) every
+    user's model is also probed before the first round and after each round's feedback (`probe`);
+    `pools` (same keys) are the questionnaire arms' calibration pools. Returns (records, probes)."""
+    records, probes = [], []
     clients = {arm: httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=600)
                for arm, (server, key, _) in arms.items()}
+    asked = {(arm, user): set() for arm in arms for user, _, _ in users}  # ask_random: pool pairs already asked
+
+    def probe_all(after: int) -> None:
+        for arm, (_, _, runtime) in arms.items():
+            for user, rule, _ in users:
+                hits, scored = probe(runtime, user, rule, probe_sets[kind_of(rule)])
+                probes.append({"after": after, "user": user, "rule": rule, "arm": arm, "hits": hits, "scored": scored})
+
+    if probe_sets:
+        probe_all(0)
     for rnd in range(args.rounds):
         for user, rule, u in users:
             prompt = prompts_for(user)[rnd]
@@ -269,13 +362,54 @@ def run_loop(arms: dict, users, prompts_for, args) -> list[dict]:
                 })
                 if arm in PAIR_ARMS:
                     records[-1]["feedback"] = pair_feedback(clients[arm], arm, out, scores, random.Random(f"{seed}-pair"))
+                elif arm in ASK_ARMS:
+                    records[-1]["feedback"] = ask_feedback(clients[arm], arm, user, rule, pools[kind_of(rule)], asked[arm, user],
+                                                           random.Random(f"{seed}-ask"))
                 elif not tie:
                     fb = clients[arm].post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick})
                     fb.raise_for_status()
         done = [r for r in records if r["round"] == rnd + 1 and not r["tie"]]
         rates = {arm: np.mean([r["hit"] for r in done if r["arm"] == arm]) if done else float("nan") for arm in arms}
-        print(f"round {rnd + 1:2d}: " + "  ".join(f"{a} {v:.2f}" for a, v in rates.items()), file=sys.stderr, flush=True)
-    return records
+        if probe_sets:
+            probe_all(rnd + 1)
+            mine = [p for p in probes if p["after"] == rnd + 1]
+            rates = {arm: sum(p["hits"] for p in mine if p["arm"] == arm) / max(1, sum(p["scored"] for p in mine if p["arm"] == arm))
+                     for arm in arms}
+        print(f"round {rnd + 1:2d}{' (probes)' if probe_sets else ''}: " + "  ".join(f"{a} {v:.2f}" for a, v in rates.items()),
+              file=sys.stderr, flush=True)
+    return records, probes
+
+
+def kind_of(rule: str) -> str:
+    return "persona" if rule.startswith("persona") else "style"
+
+
+def probe(rt, user: str, rule: str, sets: list[tuple[str, list[str]]]) -> tuple[int, int]:
+    """(hits, scored): over candidate sets the user never chats about, how many times the chat route's
+    own ranking (`plan`, then `score_candidates`, in process; nothing is stored) puts first a choice
+    the user's rule scores highest; sets whose four choices tie under the rule are left out. Reading
+    the model this way after every round gives the pick rate without a window over rounds."""
+    from dataclasses import replace
+
+    from service.chat.schemas import Timings
+    from service.chat.services import plan, score_candidates
+
+    hits = scored = 0
+    base = None
+    for prompt, texts in sets:
+        scores = [RULES[rule](t) for t in texts]
+        if max(scores) == min(scores):
+            continue
+        messages = [{"role": "user", "content": prompt}]
+        if base is None:  # the user's model is read once per probe
+            p = base = plan(rt, TENANT, user, messages, 4, True, 0, returned=4, styles=True)
+        else:
+            p = replace(base, prompt=prompt, messages=messages, context=messages, prompt_vec=rt.encoder.encode([prompt])[0],
+                        candidate_vectors=None, candidate_x=None, timings=Timings())
+        _, order = score_candidates(rt, p, texts)
+        hits += scores[order[0]] == max(scores)
+        scored += 1
+    return hits, scored
 
 
 def pair_feedback(client, arm: str, out: dict, scores: list[float], rng: random.Random) -> list[int] | None:
@@ -289,6 +423,42 @@ def pair_feedback(client, arm: str, out: dict, scores: list[float], rng: random.
     fb = client.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick, "shown": pair})
     fb.raise_for_status()
     return pair
+
+
+def ask_feedback(client, arm: str, user: str, rule: str, pool: list[tuple[str, list[str]]], asked: set,
+                 rng: random.Random) -> dict | None:
+    """The questionnaire arms: besides the round's chat, the user answers one comparison of two
+    answers to a calibration prompt, sent as `comparison` feedback (`tie` when the rule scores them
+    alike, so the pair is not asked again). `ask_active`: the pair `POST /v1/users/{id}/next-comparison`
+    returns for the pool (BALD on the user's posterior; nothing once `worth_asking` is false);
+    `ask_random`: a pair of the pool drawn at random among those not asked yet. Returns what was sent,
+    or None."""
+    if arm == "ask_active":
+        r = client.post(f"/v1/users/{user}/next-comparison", json={"pool": [{"prompt": q, "answers": a} for q, a in pool]})
+        if r.status_code == 400:  # every pair of the pool asked already
+            return None
+        r.raise_for_status()
+        out = r.json()
+        if not out["worth_asking"]:
+            return None
+        prompt, (a, b) = out["prompt"], out["answers"]
+        key = (prompt, *sorted((a, b)))
+        repeat = key in asked
+        asked.add(key)
+    else:
+        left = [(q, a[i], a[j]) for q, a in pool for i in range(len(a)) for j in range(i + 1, len(a))
+                if a[i].strip() != a[j].strip() and (q, *sorted((a[i], a[j]))) not in asked]
+        if not left:
+            return None
+        prompt, a, b = rng.choice(left)
+        asked.add((prompt, *sorted((a, b))))
+        repeat = False
+    sa, sb = RULES[rule](a), RULES[rule](b)
+    chosen, rejected = (a, b) if sa >= sb else (b, a)
+    fb = client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": prompt, "chosen": chosen,
+                                           "rejected": rejected, "tie": sa == sb})
+    fb.raise_for_status()
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "tie": sa == sb, "repeat": repeat}
 
 
 def rounds_to(records: list[dict], rule: str, arm: str, rounds: int, bar: float = 0.7, window: int = 3) -> int | None:
@@ -305,7 +475,7 @@ def pair_summary(records: list[dict], rounds: int) -> dict:
     """For the pair arms: per rule and arm, the rounds to a 70% pick rate (window of 3) and how many
     feedbacks were sent before it (all rounds when never reached); and feedbacks sent per arm."""
     out = {"rounds_to_70": {}, "feedback_to_70": {}, "feedback": {}}
-    arms = [a for a in PAIR_ARMS if any(r["arm"] == a for r in records)]
+    arms = [a for a in (*PAIR_ARMS, *ASK_ARMS) if any(r["arm"] == a for r in records)]
     for rule in RULES:
         out["rounds_to_70"][rule], out["feedback_to_70"][rule] = {}, {}
         for arm in arms:
@@ -331,9 +501,40 @@ def summarize(records: list[dict], rounds: int) -> dict:
             if any(r["arm"] == arm and not r["tie"] for r in mine) else None
             for arm in arms
         }
-    if any(a in arms for a in PAIR_ARMS):
+    if any(a in arms for a in (*PAIR_ARMS, *ASK_ARMS)):
         out.update(pair_summary(records, rounds))
     return out
+
+
+VERDICT_PAIRS = (("ask_active", "ask_random"), ("active", "random_pair"))  # (active, its random counterpart)
+
+
+def probe_summary(probes: list[dict], rounds: int, bar: float = 0.7) -> dict:
+    """From the probes: per rule and arm the pick rate after 0, 1, ..., `rounds` rounds of feedback
+    (hits over scored sets, pooled over the rule's users), the first round count at which it reaches
+    `bar` (None: never within `rounds`), and per (active, random) pair of arms whether the active arm
+    needs at most half the rounds the random one does (`halved`; when the random arm never reaches
+    the bar, the active one must by `rounds` / 2). Issue 16's closed-loop bar reads `halved` for
+    `ask_active` against `ask_random` (declared in BENCHMARKS.md before the session-16 run)."""
+    arms = list(dict.fromkeys(p["arm"] for p in probes))
+    rate, reached = {}, {}
+    for rule in RULES:
+        rate[rule], reached[rule] = {}, {}
+        for arm in arms:
+            curve = []
+            for after in range(rounds + 1):
+                mine = [p for p in probes if p["rule"] == rule and p["arm"] == arm and p["after"] == after]
+                scored = sum(p["scored"] for p in mine)
+                curve.append(round(sum(p["hits"] for p in mine) / scored, 4) if scored else None)
+            rate[rule][arm] = curve
+            reached[rule][arm] = next((r for r, v in enumerate(curve) if v is not None and v >= bar), None)
+    halved = {}
+    for active, rand in VERDICT_PAIRS:
+        if active in arms and rand in arms:
+            halved[active] = {rule: reached[rule][active] is not None
+                              and reached[rule][active] <= (rounds if reached[rule][rand] is None else reached[rule][rand]) / 2
+                              for rule in RULES}
+    return {"probe_rate": rate, "probe_rounds_to_70": reached, "halved": halved}
 
 
 def advantage_table(records: list[dict], rounds: int) -> dict:
@@ -354,7 +555,7 @@ def plot(records: list[dict], rounds: int, path: Path) -> None:
 
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True, sharey=True)
     colours = {"today": "tab:orange", "user_model": "tab:blue", "control": "tab:grey", "active": "tab:green",
-               "active_best": "tab:olive", "random_pair": "tab:red"}
+               "active_best": "tab:olive", "random_pair": "tab:red", "ask_active": "tab:purple", "ask_random": "tab:brown"}
     arms = list(dict.fromkeys(r["arm"] for r in records))
     for ax, rule in zip(axes.flat, RULES, strict=False):
         for arm in arms:
@@ -376,6 +577,31 @@ def plot(records: list[dict], rounds: int, path: Path) -> None:
         ax.set_ylabel("served = user's pick")
     axes.flat[0].legend(loc="lower right")
     fig.suptitle("Closed loop: pick rate per round (window of 3 rounds; dotted: chance with 4 candidates)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def plot_probes(summary: dict, path: Path) -> None:
+    """The probes' pick rate after r rounds of feedback, per rule and arm, with the 70% line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True, sharey=True)
+    for ax, (rule, curves) in zip(axes.flat, summary["probe_rate"].items(), strict=False):
+        for arm, curve in curves.items():
+            xs = [r for r, v in enumerate(curve) if v is not None]
+            ax.plot(xs, [curve[r] for r in xs], label=arm, marker="o", markersize=3)
+        ax.axhline(0.7, color="black", linestyle=":", linewidth=1)
+        ax.set_title(rule)
+        ax.set_ylim(-0.02, 1.02)
+    for ax in axes[-1]:
+        ax.set_xlabel("rounds of feedback")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("held-out pick rate")
+    axes.flat[0].legend(loc="lower right")
+    fig.suptitle("Closed loop: the user's model on held-out candidate sets after each round (dotted: 70%)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
 
@@ -426,7 +652,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--generation-cache", type=Path, default=None,
                         help="keep generations in this file across runs (same prompts and seeds, same candidates): "
                              "for re-measuring the ranking without generating again")
-    parser.add_argument("--arms", nargs="+", choices=[*ARMS, *PAIR_ARMS], default=None,
+    parser.add_argument("--cross-persona", action="store_true",
+                        help="also run each persona rule on the other persona rule's users' prompts and seeds")
+    parser.add_argument("--probes", type=int, default=None,
+                        help="held-out prompts per kind (style, persona; at most 16) whose candidate sets probe every "
+                             "user's model after each round (default 16 with pair or questionnaire arms, else 0)")
+    parser.add_argument("--pool", type=int, default=16,
+                        help="calibration prompts per kind (4 answers each, at most 16) the questionnaire arms ask from")
+    parser.add_argument("--arms", nargs="+", choices=[*ARMS, *PAIR_ARMS, *ASK_ARMS], default=None,
                         help=f"arms to run (default: {' '.join(ARMS)})")
     parser.add_argument("--compare-arms", action="store_true",
                         help="issue 16: also the pair arms (active: the response's `compare` pair; active_best: the same "
@@ -436,6 +669,12 @@ def main(argv: list[str] | None = None) -> None:
     args.arms = tuple(args.arms or (ARMS + PAIR_ARMS if args.compare_arms else ARMS))
     args.rounds = args.rounds or (10 if args.fast else 20)
     args.users_per_rule = args.users_per_rule or (1 if args.fast else 2)
+    if args.probes is None:
+        args.probes = 16 if any(a in (*PAIR_ARMS, *ASK_ARMS) for a in args.arms) else 0
+    if not 0 <= args.probes <= len(PROBE_QUESTIONS):
+        parser.error(f"--probes: between 0 and {len(PROBE_QUESTIONS)}")
+    if not 1 <= args.pool <= len(CALIBRATION_QUESTIONS):
+        parser.error(f"--pool: between 1 and {len(CALIBRATION_QUESTIONS)} (4 answers each; the route takes 64 answers)")
     args.out.mkdir(parents=True, exist_ok=True)
 
     from pluralign.embed.encoders import SentenceEncoder
@@ -443,9 +682,16 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.time()
     generator = SharedGenerations(make_generator(args.generator), args.generation_cache)
-    encoder = SentenceEncoder()
+    encoder = SharedEncodings(SentenceEncoder())
     persona = persona_questions(args.shared_data)
     users = make_users(args)
+    probe_sets = pools = None
+    if args.probes:
+        probe_sets = {"style": candidate_sets(generator, PROBE_QUESTIONS[: args.probes], 20_000, args),
+                      "persona": candidate_sets(generator, persona_questions(args.shared_data, PERSONA_PROBE)[: args.probes], 21_000, args)}
+    if any(a in ASK_ARMS for a in args.arms):
+        pools = {"style": candidate_sets(generator, CALIBRATION_QUESTIONS[: args.pool], 30_000, args),
+                 "persona": candidate_sets(generator, persona_questions(args.shared_data, PERSONA_CALIBRATION)[: args.pool], 31_000, args)}
 
     sequence_of = {user: users[u][0] for user, _, u in users}  # whose prompt order each user gets
 
@@ -461,7 +707,7 @@ def main(argv: list[str] | None = None) -> None:
         for s in servers:
             s.__enter__()
         try:
-            records = run_loop(arms, users, prompts_for, args)
+            records, probes = run_loop(arms, users, prompts_for, args, probe_sets, pools)
         finally:
             for s in servers:
                 s.__exit__(None, None, None)
@@ -470,14 +716,20 @@ def main(argv: list[str] | None = None) -> None:
             for _, _, runtime in arms.values():
                 runtime.wait_for_background()
     summary = summarize(records, args.rounds)
+    if probes:
+        summary.update(probe_summary(probes, args.rounds))
     extra = {"advantage": advantage_table(records, args.rounds), "users": len(users), "seconds": round(time.time() - start, 1),
              "generations": {"computed": generator.computed, "reused": generator.reused}}
     if args.diversity:
         extra["diversity"] = diversity(generator, {"style": QUESTIONS[: args.diversity], "persona": persona[: args.diversity]}, args)
     generator.save()
     (args.out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if probes:
+        (args.out / "probes.jsonl").write_text("".join(json.dumps(p) + "\n" for p in probes))
     (args.out / "summary.json").write_text(json.dumps({**summary, **extra}, indent=1))
     plot(records, args.rounds, args.out / "learning_curves.png")
+    if probes:
+        plot_probes(summary, args.out / "probe_curves.png")
 
     print(f"closed loop: {len(users)} users, {args.rounds} rounds, pick rates over rounds {args.rounds // 2 + 1}-{args.rounds} (ties left out)")
     print(f"{'rule':18s} " + " ".join(f"{a:>11s}" for a in args.arms) + "   ties   advantage (user_model)")
@@ -489,6 +741,15 @@ def main(argv: list[str] | None = None) -> None:
         for rule, reached in summary["rounds_to_70"].items():
             print(f"  {rule:18s} " + "   ".join(f"{arm} {'-' if r is None else r} ({summary['feedback_to_70'][rule][arm]})" for arm, r in reached.items()))
         print("  feedbacks sent: " + ", ".join(f"{a} {n}" for a, n in summary["feedback"].items()))
+    if "probe_rate" in summary:
+        print(f"pick rate on {args.probes} held-out prompts per kind after r rounds of feedback (r = 0..{args.rounds}); "
+              "first r at 70% ('-': never):")
+        for rule, curves in summary["probe_rate"].items():
+            for arm, curve in curves.items():
+                r = summary["probe_rounds_to_70"][rule][arm]
+                print(f"  {rule:18s} {arm:12s} {'-' if r is None else r:>3}  " + " ".join("  - " if v is None else f"{v:.2f}" for v in curve))
+        for active, rules in summary["halved"].items():
+            print(f"  {active} in at most half the rounds of its random pairs: " + ", ".join(f"{rule} {'yes' if ok else 'no'}" for rule, ok in rules.items()))
     if "diversity" in extra:
         print("candidates tying under each rule (share of prompts), styles vs plain sampling:")
         for rule in RULES:

@@ -57,7 +57,7 @@ def test_pair_arms_with_tiny_models(tmp_path, tiny_generator_dir, tiny_pal_dir):
     70%. `--cross-rules` adds every style rule on every other style user's prompts, generated once."""
     result = run_closed_loop(tmp_path, "--generator", str(tiny_generator_dir), "--pal", str(tiny_pal_dir), "--fast",
                              "--rounds", "3", "--max-tokens", "6", "--cross-rules",
-                             "--arms", "active", "active_best", "random_pair", timeout=900)
+                             "--arms", "active", "active_best", "random_pair", "--probes", "2", timeout=900)
     assert {"rules", "rounds", "ties"} <= set(result) and {"rounds_to_70", "feedback_to_70", "feedback"} <= set(result)
     assert all(set(arms) == {"active", "active_best", "random_pair"} for arms in result["rules"].values())
     assert set(result["rounds_to_70"]["short"]) == {"active", "active_best", "random_pair"}
@@ -73,4 +73,44 @@ def test_pair_arms_with_tiny_models(tmp_path, tiny_generator_dir, tiny_pal_dir):
     theirs = [sorted(r["choices"]) for r in records if r["user"] == "casual-0" and r["arm"] == "active"]
     assert mine == theirs  # the same prompts and seeds, so the same candidates (ranked for another rule)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["generations"]["computed"] == 3 * 11  # the cross-rule users reuse the 11 users' generations
+    # the cross-rule users reuse the 11 users' generations; 2 + 2 held-out probe sets are generated once
+    assert summary["generations"]["computed"] == 3 * 11 + 4
+    assert set(result["halved"]) == {"active"} and len(result["probe_rate"]["short"]["random_pair"]) == 4
+
+
+@pytest.mark.slow
+def test_questionnaire_arms_and_probes_with_tiny_models(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    """(slow-marked; `make test-slow-loop`) Issue 16, session 16: `ask_active` answers the pair the
+    onboarding route returns for the calibration pool, `ask_random` a pair of the pool at random, both
+    as `comparison` feedback beside the round's chat; every user's model is probed on held-out candidate
+    sets before the first round and after each, and the JSON line says per rule whether the active arm
+    halved the rounds its random pairs need."""
+    result = run_closed_loop(tmp_path, "--generator", str(tiny_generator_dir), "--pal", str(tiny_pal_dir), "--fast",
+                             "--rounds", "2", "--max-tokens", "6", "--arms", "ask_active", "ask_random",
+                             "--probes", "3", "--pool", "2", "--cross-persona", timeout=900)
+    rules = {"short", "long", "lists", "no_lists", "casual", "formal", "persona_majority", "persona_minority"}
+    assert set(result["probe_rounds_to_70"]) == rules and set(result["halved"]) == {"ask_active"}
+    assert set(result["halved"]["ask_active"]) == rules
+    for rule in rules:
+        for arm in ("ask_active", "ask_random"):
+            curve = result["probe_rate"][rule][arm]
+            assert len(curve) == 3 and all(v is None or 0 <= v <= 1 for v in curve)
+            reached = result["probe_rounds_to_70"][rule][arm]
+            assert reached == next((r for r, v in enumerate(curve) if v is not None and v >= 0.7), None)
+        # before any feedback both arms hold the same prior: the same ranking of the same sets
+        assert result["probe_rate"][rule]["ask_active"][0] == result["probe_rate"][rule]["ask_random"][0]
+    probes = [json.loads(line) for line in (tmp_path / "out" / "probes.jsonl").read_text().splitlines()]
+    # 6 style users, 4 + 1 persona users and each persona rule on the other's users (5): 16 users, 2 arms, 3 reads
+    assert len(probes) == 16 * 2 * 3 and {p["after"] for p in probes} == {0, 1, 2}
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert "persona_minority-on-persona_majority-0" in {r["user"] for r in records}
+    sent = {arm: [r["feedback"] for r in records if r["arm"] == arm and r["feedback"]] for arm in ("ask_active", "ask_random")}
+    assert sent["ask_active"] and sent["ask_random"]
+    from benchmarks.closed_loop import CALIBRATION_QUESTIONS
+    for items in sent.values():
+        for item in items:  # a calibration prompt (style) or statement (persona), two different answers
+            assert item["chosen"] != item["rejected"] and not item["repeat"]
+            assert item["prompt"] in CALIBRATION_QUESTIONS[:2] or item["prompt"].startswith("Do you agree")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    # chats of the 11 base users' sequences, then 3 + 3 probe sets and 2 + 2 calibration sets, each generated once
+    assert summary["generations"]["computed"] == 2 * 11 + 6 + 4
