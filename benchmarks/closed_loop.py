@@ -33,8 +33,10 @@ prompts and seeds, six times the style users from the same generations (with `--
 nothing new is generated). The bar is
 how many rounds each needs to reach a 70% pick rate (`rounds_to_70`, a window of 3 rounds).
 
-Session 16 (`--arms ask_active ask_random ...`): the questionnaire arms chat as `user_model` does,
-and each round the user also answers one comparison of two answers to a calibration prompt: the pair
+Session 16 (`--arms ask_active ask_random ...`): the questionnaire arms serve chats ranked as
+`user_model` does, but the user's feedback each round is one comparison of two answers to a
+calibration prompt (nothing on the chat itself, so each round teaches one comparison, as in the pair
+arms): the pair
 the onboarding route `POST /v1/users/{id}/next-comparison` returns for a pool of 16 prompts x 4
 answers (`ask_active`), or a pair of that pool at random (`ask_random`). With pair or questionnaire
 arms every user's model is also probed before the first round and after each round: the chat route's
@@ -244,7 +246,10 @@ def candidate_sets(generator, prompts: list[str], first_seed: int, args) -> list
         sampling = Sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=first_seed + i)
         messages = [{"role": "user", "content": prompt}]
         styles = choose_styles(4, sampling.seed, stances=asks_judgement(messages))
-        out.append((prompt, [c.text for c in generator.generate_styled(messages, styles, sampling)[0]]))
+        answers = [c.text for c in generator.generate_styled(messages, styles, sampling)[0]]
+        answers = [a for a in answers if a.strip()]  # a blank answer can be neither asked about nor sent
+        if len(answers) >= 2:
+            out.append((prompt, answers))
     return out
 
 
@@ -402,7 +407,7 @@ def probe(rt, user: str, rule: str, sets: list[tuple[str, list[str]]]) -> tuple[
             continue
         messages = [{"role": "user", "content": prompt}]
         if base is None:  # the user's model is read once per probe
-            p = base = plan(rt, TENANT, user, messages, 4, True, 0, returned=4, styles=True)
+            p = base = plan(rt, TENANT, user, messages, 4, rt.settings.rerank, 0, returned=4, styles=True)
         else:
             p = replace(base, prompt=prompt, messages=messages, context=messages, prompt_vec=rt.encoder.encode([prompt])[0],
                         candidate_vectors=None, candidate_x=None, timings=Timings())
@@ -435,8 +440,8 @@ def ask_feedback(client, arm: str, user: str, rule: str, pool: list[tuple[str, l
     or None."""
     if arm == "ask_active":
         r = client.post(f"/v1/users/{user}/next-comparison", json={"pool": [{"prompt": q, "answers": a} for q, a in pool]})
-        if r.status_code == 400:  # every pair of the pool asked already
-            return None
+        if r.status_code == 400 and r.json().get("error", {}).get("param") == "pool" and "no pair" in r.text:
+            return None  # every pair of the pool asked already
         r.raise_for_status()
         out = r.json()
         if not out["worth_asking"]:

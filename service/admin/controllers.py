@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Litestar, Request, get, post
+from litestar.concurrency import sync_to_thread
 from litestar.exceptions import NotFoundException, TooManyRequestsException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
@@ -97,6 +98,12 @@ async def fairness_audit(
     job = await admin.audit(params, wait)
     if job.state in ("queued", "running"):
         return Response(AuditPending(job=job), status_code=202)
+    # reading the report and every stored one is file work: off the event loop, or it stalls every request
+    return await sync_to_thread(_audit_response, admin, job)
+
+
+def _audit_response(admin: Admin, job: Job) -> Response:
+    """The ended audit job's answer: its report with the change since the previous one, or why not."""
     report = admin.report(job)
     if report is None:
         if "no stored comparisons" in (job.error or ""):

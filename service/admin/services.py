@@ -209,7 +209,7 @@ class Admin:
         deadline = time.monotonic() + wait
         job = await sync_to_thread(self.submit, "audit", params)  # moving the log's backlog may take a while
         while time.monotonic() < deadline:
-            job = self.runner.get(job.id)
+            job = await sync_to_thread(self.runner.get, job.id)  # a file read: not on the event loop
             if job.state not in ACTIVE_STATES:
                 break
             await asyncio.sleep(0.1)

@@ -155,6 +155,48 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)
 
 
+def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, monkeypatch):
+    """The audit route reads the job's report and every stored report (to say what changed since the
+    previous audit). With many stored reports that takes a while; it used to run on the event loop,
+    so every other request of every tenant waited for it."""
+    import threading
+
+    from service.admin.services import Admin
+
+    svc.keys.setdefault("initech", svc.runtime.keys.issue("initech"))  # a tenant of its own: other tests count theirs
+    with svc.client("initech") as c:
+        for i in range(4):
+            for user, segment in (("ivy", "a"), ("ian", "b")):
+                body = {"type": "comparison", "user": user, "prompt": f"Tea or coffee, take {i}?", "chosen": "Tea.",
+                        "rejected": "Coffee.", "attributes": {"segment": segment}}
+                assert c.post("/v1/feedback", json=body).status_code == 201
+    reading, original = threading.Event(), Admin.reports
+
+    def slow_reports(self, limit=50):  # as if hundreds of reports were stored
+        reading.set()
+        time.sleep(2.0)
+        return original(self, limit)
+
+    monkeypatch.setattr(Admin, "reports", slow_reports)
+    answer = {}
+
+    def audit():
+        with svc.client("admin") as admin:
+            answer["r"] = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "initech", "min_comparisons": 1,
+                                                                     "wait": 120}, timeout=240)
+
+    thread = threading.Thread(target=audit)
+    thread.start()
+    assert reading.wait(180), "the audit job did not end"
+    with svc.client("acme") as other:
+        start = time.monotonic()
+        assert other.get("/health").status_code == 200
+        took = time.monotonic() - start
+    thread.join(60)
+    assert answer["r"].status_code == 200, answer["r"].text
+    assert took < 1.0, took  # 2 s and more while the reports were read on the event loop
+
+
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = start_service(tmp_path_factory.mktemp("capped-data"), tiny_generator_dir, tiny_pal_dir, minilm,
