@@ -552,63 +552,60 @@ def advantage_table(records: list[dict], rounds: int) -> dict:
     }
 
 
-def plot(records: list[dict], rounds: int, path: Path) -> None:
+COLOURS = {"today": "tab:orange", "user_model": "tab:blue", "control": "tab:grey", "active": "tab:green",
+           "active_best": "tab:olive", "random_pair": "tab:red", "ask_active": "tab:purple", "ask_random": "tab:brown"}
+
+
+def curves_figure(panels: dict[str, dict[str, tuple[list, list]]], line: float, xlabel: str, ylabel: str, title: str,
+                  path: Path) -> None:
+    """One panel per rule ({rule: {arm: (xs, ys)}}), a dotted horizontal line at `line`, saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True, sharey=True)
-    colours = {"today": "tab:orange", "user_model": "tab:blue", "control": "tab:grey", "active": "tab:green",
-               "active_best": "tab:olive", "random_pair": "tab:red", "ask_active": "tab:purple", "ask_random": "tab:brown"}
+    for ax, (rule, curves) in zip(axes.flat, panels.items(), strict=False):
+        for arm, (xs, ys) in curves.items():
+            ax.plot(xs, ys, label=arm, color=COLOURS[arm], marker="o", markersize=3)
+        ax.axhline(line, color="black", linestyle=":", linewidth=1)
+        ax.set_title(rule)
+        ax.set_ylim(-0.02, 1.02)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    axes.flat[0].legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def plot(records: list[dict], rounds: int, path: Path) -> None:
+    """The served answer's pick rate per round, a running window of 3 rounds over the rule's users
+    (tie rounds left out)."""
     arms = list(dict.fromkeys(r["arm"] for r in records))
-    for ax, rule in zip(axes.flat, RULES, strict=False):
+    panels = {}
+    for rule in RULES:
+        panels[rule] = {}
         for arm in arms:
-            colour = colours[arm]
             xs, ys = [], []
             for rnd in range(1, rounds + 1):
-                # a running window of 3 rounds over the rule's users, tie rounds left out
                 hits = [r["hit"] for r in records if r["rule"] == rule and r["arm"] == arm and abs(r["round"] - rnd) <= 1 and not r["tie"]]
                 if hits:
                     xs.append(rnd)
                     ys.append(np.mean(hits))
-            ax.plot(xs, ys, label=arm, color=colour, marker="o", markersize=3)
-        ax.axhline(0.25, color="black", linestyle=":", linewidth=1)
-        ax.set_title(rule)
-        ax.set_ylim(-0.02, 1.02)
-    for ax in axes[-1]:
-        ax.set_xlabel("round")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("served = user's pick")
-    axes.flat[0].legend(loc="lower right")
-    fig.suptitle("Closed loop: pick rate per round (window of 3 rounds; dotted: chance with 4 candidates)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+            panels[rule][arm] = (xs, ys)
+    curves_figure(panels, 0.25, "round", "served = user's pick",
+                  "Closed loop: pick rate per round (window of 3 rounds; dotted: chance with 4 candidates)", path)
 
 
 def plot_probes(summary: dict, path: Path) -> None:
     """The probes' pick rate after r rounds of feedback, per rule and arm, with the 70% line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True, sharey=True)
-    for ax, (rule, curves) in zip(axes.flat, summary["probe_rate"].items(), strict=False):
-        for arm, curve in curves.items():
-            xs = [r for r, v in enumerate(curve) if v is not None]
-            ax.plot(xs, [curve[r] for r in xs], label=arm, marker="o", markersize=3)
-        ax.axhline(0.7, color="black", linestyle=":", linewidth=1)
-        ax.set_title(rule)
-        ax.set_ylim(-0.02, 1.02)
-    for ax in axes[-1]:
-        ax.set_xlabel("rounds of feedback")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("held-out pick rate")
-    axes.flat[0].legend(loc="lower right")
-    fig.suptitle("Closed loop: the user's model on held-out candidate sets after each round (dotted: 70%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    panels = {rule: {arm: ([r for r, v in enumerate(curve) if v is not None], [v for v in curve if v is not None])
+                     for arm, curve in curves.items()} for rule, curves in summary["probe_rate"].items()}
+    curves_figure(panels, 0.7, "rounds of feedback", "held-out pick rate",
+                  "Closed loop: the user's model on held-out candidate sets after each round (dotted: 70%)", path)
 
 
 def diversity(generator, prompts: dict[str, list[str]], args) -> dict:
