@@ -38,7 +38,8 @@ Session 16 (`--arms ask_active ask_random ...`): the questionnaire arms serve ch
 calibration prompt (nothing on the chat itself, so each round teaches one comparison, as in the pair
 arms): the pair
 the onboarding route `POST /v1/users/{id}/next-comparison` returns for a pool of 16 prompts x 4
-answers (`ask_active`), or a pair of that pool at random (`ask_random`). With pair or questionnaire
+answers (`ask_active`; `ask_predictive` with `target: predictive`, EPIG), or a pair of that pool at
+random (`ask_random`). With pair or questionnaire
 arms every user's model is also probed before the first round and after each round: the chat route's
 own ranking of 16 held-out candidate sets per kind (`probe`), so the pick rate after r rounds of
 feedback is read without a window (`probe_rate`, `probe_rounds_to_70`, and `halved`: whether the
@@ -69,7 +70,7 @@ import numpy as np
 
 ARMS = ("today", "user_model", "control")
 PAIR_ARMS = ("active", "active_best", "random_pair")  # issue 16: feedback on two shown choices only
-ASK_ARMS = ("ask_active", "ask_random")  # issue 16: each round one comparison from a calibration pool
+ASK_ARMS = ("ask_active", "ask_predictive", "ask_random")  # issue 16: each round one comparison from a calibration pool
 ARM_SETTINGS = {
     "today": {"user_model": "prototypes", "rerank": True},
     "user_model": {"user_model": "residual", "rerank": True},
@@ -78,6 +79,7 @@ ARM_SETTINGS = {
     "active_best": {"user_model": "residual", "rerank": True, "compare_target": "best"},
     "random_pair": {"user_model": "residual", "rerank": True},
     "ask_active": {"user_model": "residual", "rerank": True},
+    "ask_predictive": {"user_model": "residual", "rerank": True},
     "ask_random": {"user_model": "residual", "rerank": True},
 }
 
@@ -436,10 +438,11 @@ def ask_feedback(client, arm: str, user: str, rule: str, pool: list[tuple[str, l
     answers to a calibration prompt, sent as `comparison` feedback (`tie` when the rule scores them
     alike, so the pair is not asked again). `ask_active`: the pair `POST /v1/users/{id}/next-comparison`
     returns for the pool (BALD on the user's posterior; nothing once `worth_asking` is false);
-    `ask_random`: a pair of the pool drawn at random among those not asked yet. Returns what was sent,
-    or None."""
-    if arm == "ask_active":
-        r = client.post(f"/v1/users/{user}/next-comparison", json={"pool": [{"prompt": q, "answers": a} for q, a in pool]})
+    `ask_predictive`: the same route with `target: predictive` (EPIG over the pool's pairs); `ask_random`:
+    a pair of the pool drawn at random among those not asked yet. Returns what was sent, or None."""
+    if arm in ("ask_active", "ask_predictive"):
+        body = {"pool": [{"prompt": q, "answers": a} for q, a in pool], **({"target": "predictive"} if arm == "ask_predictive" else {})}
+        r = client.post(f"/v1/users/{user}/next-comparison", json=body)
         if r.status_code == 400 and r.json().get("error", {}).get("param") == "pool" and "no pair" in r.text:
             return None  # every pair of the pool asked already
         r.raise_for_status()
@@ -511,7 +514,7 @@ def summarize(records: list[dict], rounds: int) -> dict:
     return out
 
 
-VERDICT_PAIRS = (("ask_active", "ask_random"), ("active", "random_pair"))  # (active, its random counterpart)
+VERDICT_PAIRS = (("ask_active", "ask_random"), ("ask_predictive", "ask_random"), ("active", "random_pair"))  # (active, its random counterpart)
 
 
 def probe_summary(probes: list[dict], rounds: int, bar: float = 0.7) -> dict:
@@ -519,8 +522,9 @@ def probe_summary(probes: list[dict], rounds: int, bar: float = 0.7) -> dict:
     (hits over scored sets, pooled over the rule's users), the first round count at which it reaches
     `bar` (None: never within `rounds`), and per (active, random) pair of arms whether the active arm
     needs at most half the rounds the random one does (`halved`; when the random arm never reaches
-    the bar, the active one must by `rounds` / 2). Issue 16's closed-loop bar reads `halved` for
-    `ask_active` against `ask_random` (declared in BENCHMARKS.md before the session-16 run)."""
+    the bar, the active one must by `rounds` / 2). Issue 16's closed-loop bar read `halved` for
+    `ask_active` against `ask_random` in session 16's first run, and for `ask_predictive` against it in
+    the second (each declared in BENCHMARKS.md before its run)."""
     arms = list(dict.fromkeys(p["arm"] for p in probes))
     rate, reached = {}, {}
     for rule in RULES:
@@ -553,7 +557,8 @@ def advantage_table(records: list[dict], rounds: int) -> dict:
 
 
 COLOURS = {"today": "tab:orange", "user_model": "tab:blue", "control": "tab:grey", "active": "tab:green",
-           "active_best": "tab:olive", "random_pair": "tab:red", "ask_active": "tab:purple", "ask_random": "tab:brown"}
+           "active_best": "tab:olive", "random_pair": "tab:red", "ask_active": "tab:purple", "ask_random": "tab:brown",
+           "ask_predictive": "tab:pink"}
 
 
 def curves_figure(panels: dict[str, dict[str, tuple[list, list]]], line: float, xlabel: str, ylabel: str, title: str,

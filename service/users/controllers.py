@@ -192,11 +192,12 @@ class PoolItem(Base):
 
 class NextComparisonRequest(Base):
     """A tenant-supplied calibration pool; without one (`{}`), pairs of the tenant's stored comparisons are used.
-    `target`: what the answer should teach, the user's coefficients (BALD, the default) or which of the
-    tenant's fitted users the user is like (`population`, for cold starts in a tenant with distinct groups)."""
+    `target`: what the answer should teach, the user's coefficients (BALD, the default), which of the
+    tenant's fitted users the user is like (`population`, for cold starts in a tenant with distinct groups),
+    or the user's answers to the pool's other pairs (`predictive`, EPIG)."""
 
     pool: Annotated[list[PoolItem], msgspec.Meta(min_length=1, max_length=64)] | None = None
-    target: Literal["coefficients", "population"] = "coefficients"
+    target: Literal["coefficients", "population", "predictive"] = "coefficients"
 
 
 @post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429), summary="The most informative comparison to ask a user next")

@@ -510,11 +510,11 @@ class NextComparison(msgspec.Struct, kw_only=True):
     user: str
     prompt: str
     answers: list[str]  # the two answers to show; send the pick as `comparison` feedback
-    bits: float  # expected information of the user's answer (about their model, or about which known user they are like)
-    worth_asking: bool  # false once even this pair carries fewer than `compare_min_bits` bits
+    bits: float  # expected information of the user's answer (about their model, which known user they are like, or their other answers)
+    worth_asking: bool  # false once even this pair carries fewer than `compare_min_bits` bits (about their model, with `predictive`)
     pool: str  # "supplied" (the request's calibration pool) or "stored" (the tenant's stored comparisons)
     pairs: int  # candidate pairs considered
-    criterion: str = "coefficients"  # what `bits` is about: "coefficients" (BALD) or "population"
+    criterion: str = "coefficients"  # what `bits` is about: "coefficients" (BALD), "population" or "predictive" (EPIG)
     population_users: int = 0  # with "population": the tenant's fitted users the user was compared against
 
 
@@ -554,8 +554,20 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     `criterion` says which) with fewer than two such users, or when no pair carries
     `compare_min_bits` about them: known users who predict alike cannot tell the user apart, and
     the user's own model may still be worth asking about.
+    "predictive": the information the answer carries about the user's answers to the pool's pairs
+    (all of them, asked or not: the comparisons this user's model is for), EPIG
+    (`predictive_information`, Bickford Smith et al. 2023). BALD's most informative pair is the one
+    farthest apart in the model's features, however unlike the rest of the pool it is; EPIG asks about
+    pairs that tell most about the others. `worth_asking` still reads BALD's best pair, so it keeps
+    its meaning (whether the user's model is still uncertain).
     Raises a 400 naming `pool` when there is nothing to choose from."""
-    from pluralign.user.active import all_pairs, group_information, pair_information, particle_posterior
+    from pluralign.user.active import (
+        all_pairs,
+        group_information,
+        pair_information,
+        particle_posterior,
+        predictive_information,
+    )
     from pluralign.user.features import response_features
     from service.errors import bad_request
 
@@ -596,13 +608,18 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         criterion = "population"
         if bits.max() < rt.settings.compare_min_bits:  # the known users cannot tell this user apart: ask about the user's own model
             bits, criterion = None, "coefficients"
+    worth = None
     if bits is None:
         mean, cov = model.posterior(weights.state, weights.stated.signs())
         bits = pair_information(x[a] - x[b], mean, cov)
+        if target == "predictive":
+            worth = bool(bits.max() >= rt.settings.compare_min_bits)
+            targets = x[np.asarray(first)] - x[np.asarray(second)]  # (T, D) every pair of the pool
+            bits, criterion = predictive_information(x[a] - x[b], targets, mean, cov), "predictive"
     best = int(np.argmax(bits))
     i, j = int(a[best]), int(b[best])
     return NextComparison(
         user=user_id, prompt=prompts[i], answers=[answers[i], answers[j]], bits=round(float(bits[best]), 4),
-        worth_asking=bool(bits[best] >= rt.settings.compare_min_bits), pool=source, pairs=len(keep),
+        worth_asking=bool(bits[best] >= rt.settings.compare_min_bits) if worth is None else worth, pool=source, pairs=len(keep),
         criterion=criterion, population_users=len(particles) if criterion == "population" else 0,
     )

@@ -86,26 +86,26 @@ def test_questionnaire_arms_and_probes_with_tiny_models(tmp_path, tiny_generator
     sets before the first round and after each, and the JSON line says per rule whether the active arm
     halved the rounds its random pairs need."""
     result = run_closed_loop(tmp_path, "--generator", str(tiny_generator_dir), "--pal", str(tiny_pal_dir), "--fast",
-                             "--rounds", "2", "--max-tokens", "6", "--arms", "ask_active", "ask_random",
+                             "--rounds", "2", "--max-tokens", "6", "--arms", "ask_active", "ask_predictive", "ask_random",
                              "--probes", "3", "--pool", "2", "--cross-persona", timeout=900)
     rules = {"short", "long", "lists", "no_lists", "casual", "formal", "persona_majority", "persona_minority"}
-    assert set(result["probe_rounds_to_70"]) == rules and set(result["halved"]) == {"ask_active"}
-    assert set(result["halved"]["ask_active"]) == rules
+    assert set(result["probe_rounds_to_70"]) == rules and set(result["halved"]) == {"ask_active", "ask_predictive"}
+    assert set(result["halved"]["ask_active"]) == set(result["halved"]["ask_predictive"]) == rules
     for rule in rules:
-        for arm in ("ask_active", "ask_random"):
+        for arm in ("ask_active", "ask_predictive", "ask_random"):
             curve = result["probe_rate"][rule][arm]
             assert len(curve) == 3 and all(v is None or 0 <= v <= 1 for v in curve)
             reached = result["probe_rounds_to_70"][rule][arm]
             assert reached == next((r for r, v in enumerate(curve) if v is not None and v >= 0.7), None)
         # before any feedback both arms hold the same prior: the same ranking of the same sets
-        assert result["probe_rate"][rule]["ask_active"][0] == result["probe_rate"][rule]["ask_random"][0]
+        assert result["probe_rate"][rule]["ask_active"][0] == result["probe_rate"][rule]["ask_predictive"][0] == result["probe_rate"][rule]["ask_random"][0]
     probes = [json.loads(line) for line in (tmp_path / "out" / "probes.jsonl").read_text().splitlines()]
-    # 6 style users, 4 + 1 persona users and each persona rule on the other's users (5): 16 users, 2 arms, 3 reads
-    assert len(probes) == 16 * 2 * 3 and {p["after"] for p in probes} == {0, 1, 2}
+    # 6 style users, 4 + 1 persona users and each persona rule on the other's users (5): 16 users, 3 arms, 3 reads
+    assert len(probes) == 16 * 3 * 3 and {p["after"] for p in probes} == {0, 1, 2}
     records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
     assert "persona_minority-on-persona_majority-0" in {r["user"] for r in records}
-    sent = {arm: [r["feedback"] for r in records if r["arm"] == arm and r["feedback"]] for arm in ("ask_active", "ask_random")}
-    assert sent["ask_active"] and sent["ask_random"]
+    sent = {arm: [r["feedback"] for r in records if r["arm"] == arm and r["feedback"]] for arm in ("ask_active", "ask_predictive", "ask_random")}
+    assert sent["ask_active"] and sent["ask_predictive"] and sent["ask_random"]
     from benchmarks.closed_loop import CALIBRATION_QUESTIONS
     for items in sent.values():
         for item in items:  # a calibration prompt (style) or statement (persona), two different answers

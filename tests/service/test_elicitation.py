@@ -194,6 +194,33 @@ def test_onboarding_returns_the_most_informative_pair_from_a_pool(svc):
         assert none.status_code == 400 and "pool" in none.text
 
 
+def test_onboarding_by_predictive_information_asks_about_the_pool_and_keeps_worth_asking(svc, monkeypatch):
+    """`target: predictive` (EPIG): the pair whose answer tells most about the user's answers to the
+    pool's pairs. `bits` is that information; `worth_asking` still reads BALD's best pair, so it
+    turns false when, and only when, the coefficients' criterion does."""
+    import msgspec
+
+    short, long_ = short_and_long("gardens")
+    pool = [{"prompt": "Tips on gardens?", "answers": [short, long_, "- Water.\n- Weed.\n- Wait."]},
+            {"prompt": "Tips on baking?", "answers": ["Bake.", "Weigh the flour, preheat the oven, and let the dough rest overnight."]}]
+    texts = {(item["prompt"], a) for item in pool for a in item["answers"]}
+    with svc.client() as c:
+        epig = c.post("/v1/users/asker/next-comparison", json={"pool": pool, "target": "predictive"})
+        bald = c.post("/v1/users/asker/next-comparison", json={"pool": pool}).json()
+        assert epig.status_code == 200, epig.text
+        out = epig.json()
+        assert out["criterion"] == "predictive" and out["pool"] == "supplied" and out["pairs"] == 4
+        assert all((out["prompt"], a) in texts for a in out["answers"]) and out["answers"][0] != out["answers"][1]
+        assert 0 < out["bits"] <= 1 and out["worth_asking"] and bald["worth_asking"]
+        # above BALD's best pair, neither criterion finds the user worth asking about
+        monkeypatch.setattr(svc.runtime, "settings", msgspec.structs.replace(svc.runtime.settings, compare_min_bits=bald["bits"] + 0.01))
+        again = c.post("/v1/users/asker/next-comparison", json={"pool": pool, "target": "predictive"}).json()
+        assert not again["worth_asking"] and not c.post("/v1/users/asker/next-comparison", json={"pool": pool}).json()["worth_asking"]
+        # below it, both do, though EPIG's own bits (about other answers) may be smaller than the threshold
+        monkeypatch.setattr(svc.runtime, "settings", msgspec.structs.replace(svc.runtime.settings, compare_min_bits=bald["bits"] - 0.01))
+        assert c.post("/v1/users/asker/next-comparison", json={"pool": pool, "target": "predictive"}).json()["worth_asking"]
+
+
 def test_onboarding_by_population_asks_which_known_user_the_new_one_is_like(svc, monkeypatch):
     """`target: population`: the pair whose answer tells most about which of the tenant's fitted
     users a new user is like. Runs on the other tenant (after the test above found it empty)."""
