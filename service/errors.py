@@ -22,13 +22,14 @@ log = logging.getLogger("pluralign.service")
 # OpenAI's `error.type` per status; statuses not listed fall back to their class (4xx or 5xx)
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-    405: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error", 415: "invalid_request_error",
+    405: "invalid_request_error", 409: "conflict_error", 412: "invalid_request_error", 413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable_error",
 }
 # `error.code` per status, when the raiser gave none: a stable machine-readable word
 ERROR_CODES = {
     400: "invalid_value", 401: "invalid_api_key", 403: "permission_denied", 404: "not_found", 405: "method_not_allowed",
-    409: "conflict", 413: "request_too_large", 415: "unsupported_media_type", 422: "invalid_value",
+    409: "conflict", 412: "version_mismatch", 413: "request_too_large", 415: "unsupported_media_type", 422: "invalid_value",
     429: "rate_limit_exceeded", 500: "internal_error", 503: "unavailable",
 }
 
@@ -52,6 +53,7 @@ _WHY = {
     400: "Bad request: `error.param` names the field and `error.message` the problem",
     404: "Not found in this tenant",
     409: "Conflict",
+    412: "Precondition failed: `If-Match` names another version than the current one (its `ETag` is in the answer)",
     413: "Request body too large",
     429: "Too many requests: retry after `Retry-After` seconds",
 }

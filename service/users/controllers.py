@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, Parameter
-from litestar.response import Stream
+from litestar.response import Response, Stream
 
 from pluralign.data.record import Base
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.user import FEATURE_NAMES
-from service.errors import bad_request, error_responses
+from service.errors import bad_request, error_response, error_responses
 from service.feedback.services import check_labels
 from service.ids import check_user_id
 from service.runtime import Runtime
@@ -158,28 +159,68 @@ def get_stated(
     user_id: FromPath[str],
     limit: Annotated[int, Parameter(ge=1, le=services.MAX_STATED_PAGE)] = 20,
     before: Annotated[int | None, Parameter(ge=1)] = None,
-) -> services.StatedPage:
+) -> Response[services.StatedPage]:
     """The current stated preferences and the changes of the `limit` (1-100) newest versions below
     `before` (default: from the current version), oldest first; `next_before` pages back, null at
-    version 1. The whole history is in GET .../export."""
+    version 1. The whole history is in GET .../export. `ETag` is the current version, for a PATCH's
+    `If-Match`."""
     rt, tenant, user_id = _user(request, user_id)
-    return services.stated_page(rt, tenant, user_id, limit, before)
+    return _tagged(services.stated_page(rt, tenant, user_id, limit, before))
 
 
-@patch("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(429), summary="Set or clear a user's stated preferences")
-def patch_stated(request: Request, user_id: FromPath[str], data: JSONBody[StatedPatch]) -> services.StatedPage:
+def _tagged(page: services.StatedPage) -> Response[services.StatedPage]:
+    """The page with `ETag: "<version>"`, for a later PATCH's `If-Match`."""
+    return Response(page, headers={"ETag": f'"{page.version}"'})
+
+
+_TAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+
+
+def _if_match(value: str | None) -> list[int | None] | None:
+    """An `If-Match` header: a list of version tags (`"3"`, `W/"3"` or `3`) or `*`. Raises a 400
+    naming `If-Match` when an element is none of these."""
+    if value is None:
+        return None
+    wanted = []
+    for element in value.split(","):
+        element = element.strip()
+        found = _TAG.match(element)
+        if element == "*":
+            wanted.append(None)
+        elif found:
+            wanted.append(int(found.group(1)))
+        else:
+            raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
+    return wanted
+
+
+@patch("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(412, 429), summary="Set or clear a user's stated preferences")
+def patch_stated(
+    request: Request,
+    user_id: FromPath[str],
+    data: JSONBody[StatedPatch],
+    if_match: Annotated[str | None, Parameter(header="If-Match", description='Version tags ("3", from an ETag) or *: change only if still at one of them')] = None,
+) -> Response[services.StatedPage]:
     """Each named feature (`length`, `list_items`, `exclamations`, `contractions`, `word_length`,
     `second_person`, `affirmation`) set to `more` or `less` becomes a strong prior on the user's weight for it (the
     next ranking follows it; enough contrary feedback still moves it); null clears it. Every call
     that changes something is one new version, recorded with its time, shown in the profile and
     exported with the user; the answer carries that version's changes. A call that changes
-    nothing (clearing what is not set) writes nothing: for an unknown user it creates no user."""
+    nothing (clearing what is not set) writes nothing: for an unknown user it creates no user.
+    With `If-Match` (tags from the `ETag` of a GET or PATCH), the change is made only if the
+    preferences are still at one of those versions; otherwise a 412 changes nothing and its `ETag`
+    is the current version."""
     rt, tenant, user_id = _user(request, user_id)
+    wanted = _if_match(if_match)
     unknown = [name for name in data.preferences if name not in FEATURE_NAMES]
     if unknown:  # named, but not echoed whole: a name may be most of a megabyte body
         name = unknown[0] if len(unknown[0]) <= 64 else unknown[0][:64] + "..."
         raise bad_request(f"preferences.{name}", f"is not a named feature; known: {', '.join(FEATURE_NAMES)}")
-    return services.set_stated(rt, tenant, user_id, data.preferences)
+    try:
+        return _tagged(services.set_stated(rt, tenant, user_id, data.preferences, wanted))
+    except services.VersionMismatch as exc:
+        return error_response(412, f"`If-Match`: {exc}, not {if_match[:64]}: read them again, then PATCH",
+                              "If-Match", headers={"ETag": f'"{exc.current}"'})
 
 
 MAX_POOL_ANSWERS = 64  # answers over the whole pool (64 x 8 of 2 KB took ~60 s of encoding on two loaded cores)

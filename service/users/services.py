@@ -243,21 +243,39 @@ def _store_missing_changes(rt: Runtime, tenant: str, user_id: str, stated: State
         rt.store.add_stated_changes(tenant, user_id, missing)
 
 
-def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None]) -> StatedPage:
+class VersionMismatch(Exception):
+    """A conditional change (`If-Match`) named versions the user's stated preferences are not at."""
+
+    def __init__(self, current: int):
+        super().__init__(f"the stated preferences are at version {current}")
+        self.current = current
+
+
+def version_matches(current: int, wanted: list[int | None]) -> bool:
+    """`wanted` from an `If-Match` header: version numbers, None for `*` (any version that exists)."""
+    return any(current >= 1 if w is None else current == w for w in wanted)
+
+
+def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None],
+               if_match: list[int | None] | None = None) -> StatedPage:
     """Apply a change set to the user's stated preferences as one new version, store it, and refit
     the user against the new prior, all under the user's lock; returns the new record with the
     new version's changes (a page of one version). A change set that changes nothing (clearing
     what is not set, setting what already is) writes nothing, creates no user and returns the
     record as it is with no changes (`history` empty). The row is written before the changes
     table: a stop between the two leaves the version in the row, which reads merge in and the
-    next change stores.
-    Raises ValueError naming an unknown feature."""
+    next change stores. `if_match`: change only if the current version is one of these (None in it:
+    any existing version), checked under the lock, so two clients that read the same version cannot
+    both change it.
+    Raises ValueError naming an unknown feature, VersionMismatch when `if_match` does not hold."""
     with rt.user_lock(tenant, user_id):
         rt.ingest.flush_user(tenant, user_id)
         rt.store.refresh("users", "stated_changes")  # with replicas: start from another's PATCH a moment ago
         record = rt.store.get_user(tenant, user_id)
         now = time.time()
         current = stated_of(record)
+        if if_match is not None and not version_matches(current.version, if_match):
+            raise VersionMismatch(current.version)
         stated = current.changed(changes, at=now)
         if stated is current:  # no new version: no changes to carry, `next_before` pages from the current one
             return StatedPage(version=current.version, preferences=current.preferences, history=[],

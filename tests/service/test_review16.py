@@ -332,3 +332,35 @@ def test_a_refit_on_one_replica_keeps_a_stated_preference_patched_through_anothe
         assert StatedPreferences.decode(row.stated).preferences == {"length": "more"}
         b.runtime.store.refresh("users")
         assert StatedPreferences.decode(b.runtime.store.get_user("acme", "hopper").stated).preferences == {"length": "more"}
+
+
+def test_if_match_makes_a_patch_conditional_on_the_version_read(svc):
+    """Two clients read version N and both PATCH: without a condition the later silently replaces
+    the earlier's choice. GET and PATCH answer `ETag: "N"`; a PATCH with `If-Match` naming another
+    version than the current one is a 412 that changes nothing and says the current version."""
+    with svc.client() as c:
+        first = c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}})
+        assert first.status_code == 200 and first.headers["etag"] == '"1"'
+        read = c.get("/v1/users/racer/stated-preferences")
+        assert read.headers["etag"] == '"1"'
+        # both read version 1; one sets lists, then the other, still holding version 1, tries to change length
+        mine = c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"list_items": "less"}}, headers={"If-Match": '"1"'})
+        assert mine.status_code == 200 and mine.json()["version"] == 2 and mine.headers["etag"] == '"2"'
+        stale = c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": '"1"'})
+        assert stale.status_code == 412, stale.text
+        assert field_named(stale) == "If-Match" and "version 2" in stale.json()["error"]["message"] and stale.headers["etag"] == '"2"'
+        now = c.get("/v1/users/racer/stated-preferences").json()
+        assert now["version"] == 2 and now["preferences"] == {"length": "less", "list_items": "less"}  # nothing written
+        # a strong or weak tag, or the bare number, of the current version goes through; `*` needs a version to exist
+        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": 'W/"2"'}).status_code == 200
+        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": "3"}).status_code == 200
+        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": "*"}).status_code == 200
+        assert c.patch("/v1/users/nobody-yet/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": "*"}).status_code == 412
+        assert c.patch("/v1/users/newcomer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": '"0"'}).status_code == 200
+        for bad in ('"x"', "-1", "", '"5" junk'):
+            r = c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": bad})
+            assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
+        assert c.get("/v1/users/racer/stated-preferences").json()["version"] == 5
+        # a list matches when any of its tags is the current version (RFC 9110, 13.1.1)
+        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": '"1", "2"'}).status_code == 412
+        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": '"1", "5"'}).status_code == 200
