@@ -1,7 +1,15 @@
-"""The two default encoders: sentence-transformers (MiniLM) and causal-LM hidden states (SmolLM2)."""
+"""The two default encoders: sentence-transformers (MiniLM) and causal-LM hidden states (SmolLM2).
+
+Each encodes one call at a time (a lock per encoder). A call first counts the tokens of the texts
+the model will cut (no truncation), then encodes them (truncation and padding), both on one fast
+tokenizer whose truncation and padding settings are state of its one Rust object. Two threads
+interleaving those calls produced a batch without padding ("Unable to create tensor ..."), which
+failed a request under concurrent load (tests/unit/test_encoder_threads.py).
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,16 +31,19 @@ class SentenceEncoder:
         self.dim = int(self.model.get_embedding_dimension())
         self.max_length = int(self.model.max_seq_length)  # word pieces read per text (MiniLM: 256); the rest is cut
         self.truncated = 0  # texts embedded so far that were longer than max_length (only their start counts)
+        self._lock = threading.Lock()  # one call at a time: the tokenizer's settings are shared state
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, dim) float32 unit vectors, in the order of `texts`."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        # count the texts the model will cut (a cheap tokenizer pass, without the model)
-        lengths = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
-        self.truncated += sum(len(ids) > self.max_length for ids in lengths)
-        out = self.model.encode(
-            list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True
-        )
+        with self._lock:
+            # count the texts the model will cut (a cheap tokenizer pass, without the model)
+            lengths = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+            self.truncated += sum(len(ids) > self.max_length for ids in lengths)
+            out = self.model.encode(
+                list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True
+            )
         return out.astype(np.float32, copy=False)
 
 
@@ -50,9 +61,15 @@ class CausalLMEncoder:
         self.max_length = max_length
         self.truncated = 0  # texts embedded so far that were longer than max_length
         self.dim = int(model.config.hidden_size)
+        self._lock = threading.Lock()  # one call at a time: the tokenizer's settings are shared state
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, dim) float32 unit vectors, in the order of `texts`."""
+        with self._lock:
+            return self._encode(texts)
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
         device = next(self.model.parameters()).device
         lengths = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"] if len(texts) else []
         self.truncated += sum(len(ids) > self.max_length for ids in lengths)

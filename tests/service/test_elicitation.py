@@ -194,6 +194,23 @@ def test_onboarding_returns_the_most_informative_pair_from_a_pool(svc):
         assert none.status_code == 400 and "pool" in none.text
 
 
+def test_onboarding_from_stored_comparisons_counts_feedback_still_in_the_log(svc):
+    """`{}` asks from the tenant's stored comparisons. In a tenant whose only comparison was
+    acknowledged a moment ago (still in the feedback log, not yet moved into the table), it used to
+    answer 400 "no pair ... left" until the background ingest ran."""
+    svc.keys.setdefault("hooli", svc.runtime.keys.issue("hooli"))
+    short, long_ = short_and_long("kites")
+    with svc.client("hooli") as c:
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "early", "prompt": "Tips on kites?",
+                                            "chosen": short, "rejected": long_}).status_code == 201
+        for target in ("coefficients", "predictive"):
+            r = c.post("/v1/users/late/next-comparison", json={"target": target})
+            assert r.status_code == 200, r.text
+            assert r.json()["pool"] == "stored" and set(r.json()["answers"]) == {short, long_}
+        nothing = c.post("/v1/users/early/next-comparison", json={})  # their own comparison is all there is
+        assert nothing.status_code == 400 and field_named(nothing) == "pool"
+
+
 def test_onboarding_by_predictive_information_asks_about_the_pool_and_keeps_worth_asking(svc, monkeypatch):
     """`target: predictive` (EPIG): the pair whose answer tells most about the user's answers to the
     pool's pairs. `bits` is that information; `worth_asking` still reads BALD's best pair, so it
