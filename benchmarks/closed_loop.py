@@ -393,7 +393,8 @@ def kind_of(rule: str) -> str:
 
 def probe(rt, user: str, rule: str, sets: list[tuple[str, list[str]]]) -> tuple[int, int]:
     """(hits, scored): over candidate sets the user never chats about, how many times the chat route's
-    own ranking (`plan`, then `score_candidates`, in process; nothing is stored) puts first a choice
+    own ranking (`plan`, then `score_candidates`, in process; no interaction is stored, though a stale
+    user model is refitted and written as a chat's read would) puts first a choice
     the user's rule scores highest; sets whose four choices tie under the rule are left out. Reading
     the model this way after every round gives the pick rate without a window over rounds."""
     from dataclasses import replace

@@ -611,18 +611,16 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         source = "stored"
     done = {frozenset((r["chosen"], r["rejected"])) for r in rt.store.history(tenant, user_id).rows}
 
-    def askable(first, second, answers):
-        return [(a, b) for a, b in zip(first, second, strict=True)
-                if answers[a].strip() != answers[b].strip() and frozenset((answers[a], answers[b])) not in done]
-
-    keep = askable(first, second, answers)
+    askable = lambda: [(a, b) for a, b in zip(first, second, strict=True)  # noqa: E731
+                       if answers[a].strip() != answers[b].strip() and frozenset((answers[a], answers[b])) not in done]
+    keep = askable()
     if not keep and pool is None:
         # nothing stored to ask about yet: the tenant's acknowledged feedback may still be in the log
         # (or in the ingest worker's batch, which the flush waits for: it then moves nothing itself)
         rt.ingest.flush(tenant)
         prompts, answers, prompt_vec, answer_vec = rt.store.answers_sample(tenant)
         first, second = list(range(0, len(answers), 2)), list(range(1, len(answers), 2))
-        keep = askable(first, second, answers)
+        keep = askable()
     if not keep:
         raise bad_request("pool", "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each")
     x = model.candidates(prompt_vec, answer_vec, answers).x  # (M, D)
