@@ -77,6 +77,10 @@ class Settings(Base, frozen=True):
     tenant_generations: int = 4  # chats one tenant may have waiting or running; more get 429 + Retry-After
     generation_queue: int = 32  # chats waiting across all tenants; more get 429 + Retry-After
     max_context_tokens: int | None = None  # prompt + max_tokens limit (default: the model's context; set it for `openai:URL`)
+    # prompt tokens (messages and retrieved shots) one chat may send: its prefill holds the generation
+    # worker, and a disconnect is only seen between tokens (4 candidates of 1,600 tokens: ~21 s on two
+    # cores); retrieved shots are left out first; None: only the context limit
+    max_prompt_tokens: int | None = 2048
     tenant_requests_per_second: int = 200  # requests per second per tenant (429 + Retry-After beyond); 0: no limit
     tenant_queued_jobs: int = 8  # adapter jobs one tenant may have queued or running (the trigger waits beyond)
     job_attempts: int = 3  # launches of a job before a restart gives it up as failed
@@ -92,6 +96,8 @@ class Settings(Base, frozen=True):
             raise ValueError("`candidates` must be at least 2 when `rerank` is on")
         if self.generator_timeout_s <= 0 or self.generator_retries < 0:
             raise ValueError("`generator_timeout_s` must be positive and `generator_retries` at least 0")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError(f"`max_prompt_tokens` must be at least 1, got {self.max_prompt_tokens}")
         if self.admin_session_s < 1:
             raise ValueError("`admin_session_s` must be at least 1")
         if not 0.0 <= self.compare_min_bits:

@@ -35,6 +35,7 @@ from service.scheduler import Busy
 log = logging.getLogger("pluralign.service")
 
 MAX_N = 8
+MAX_MESSAGE_CHARS = 20_000  # one message's text (docs/api.md: wire-format caps)
 MODEL_ALIASES = ("pluralign", "default")
 
 
@@ -156,32 +157,51 @@ def context_limit(rt: Runtime) -> int | None:
     return rt.settings.max_context_tokens or getattr(rt.generator, "context_tokens", None)
 
 
-def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> None:
-    """A prompt that cannot fit the model's context with max_tokens is a 400 before any work. A
-    token holds at most ~16 characters here, so far longer text is refused without tokenizing it."""
+def prompt_budget(rt: Runtime, sampling: Sampling) -> tuple[int | None, str]:
+    """The most prompt tokens one chat may send, and what sets it: the model's context less
+    max_tokens, or `max_prompt_tokens` (a prompt's prefill holds the generation worker, and a
+    disconnect is only seen between tokens, so it is bounded for every tenant's sake)."""
+    budgets = []
     limit = context_limit(rt)
-    if limit is None:
+    if limit is not None:
+        budgets.append((limit - sampling.max_tokens, f"with max_tokens {sampling.max_tokens} it exceeds the model's context of {limit} tokens"))
+    if rt.settings.max_prompt_tokens is not None:
+        budgets.append((rt.settings.max_prompt_tokens, f"this service takes at most {rt.settings.max_prompt_tokens} (`max_prompt_tokens`)"))
+    return min(budgets, default=(None, ""))
+
+
+def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> None:
+    """A message over MAX_MESSAGE_CHARS, or a prompt that cannot fit the prompt budget, is a 400
+    before any work. A token holds at most ~16 characters here, so far longer text is refused
+    without tokenizing it."""
+    for i, m in enumerate(data.messages):
+        if len(m.text()) > MAX_MESSAGE_CHARS:
+            raise bad_request(f"messages[{i}].content", f"{len(m.text())} characters; a message holds at most {MAX_MESSAGE_CHARS}")
+    budget, why = prompt_budget(rt, sampling)
+    if budget is None:
         return
-    room = limit - sampling.max_tokens
     chars = sum(len(m.text()) for m in data.messages)
-    if chars > 16 * room:
-        raise bad_request("messages", f"{chars} characters cannot fit the model's context of {limit} tokens "
-                                      f"with max_tokens {sampling.max_tokens}")
+    if chars > 16 * budget:
+        raise bad_request("messages", f"{chars} characters cannot fit the prompt budget of {budget} tokens: {why}")
 
 
 def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling) -> services.Plan:
-    """The plan, once its context (messages and retrieved shots) is known to fit with max_tokens.
-    Runs on the scheduler: the plan's timings record how the request waited for its turn."""
+    """The plan, once its context (messages and retrieved shots) is known to fit the prompt budget:
+    retrieved shots are left out, farthest first, until it does; messages that do not fit alone are
+    a 400 naming `messages`. Runs on the scheduler: the plan's timings record how the request waited
+    for its turn."""
     p = plan_for(rt, tenant, data)
     waited = rt.scheduler.waited()
     if waited is not None:
         p.timings.queue_ms, p.timings.queued_behind = round(waited.seconds * 1000, 3), waited.behind
-    limit = context_limit(rt)
-    if limit is not None:
+    budget, why = prompt_budget(rt, sampling)
+    if budget is not None:
         tokens = rt.generator.prompt_tokens(p.context)
-        if tokens + sampling.max_tokens > limit:
-            raise bad_request("messages", f"the prompt is {tokens} tokens; with max_tokens {sampling.max_tokens} "
-                                          f"it exceeds the model's context of {limit} tokens")
+        while tokens > budget and p.shots:
+            p.drop_shot()
+            tokens = rt.generator.prompt_tokens(p.context)
+        if tokens > budget:
+            raise bad_request("messages", f"the prompt is {tokens} tokens; {why}")
     return p
 
 

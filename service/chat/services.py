@@ -34,7 +34,7 @@ class Plan:
     prompt_vec: np.ndarray | None  # (d,)
     messages: list[dict[str, str]]  # as the client sent them
     context: list[dict[str, str]]  # with the user's shots
-    history: list[str]
+    history: list[str]  # the shots' preference ids, nearest first
     adapter: str | None
     weights: UserWeights | None
     candidates: int
@@ -46,6 +46,13 @@ class Plan:
     candidate_vectors: np.ndarray | None = None  # (N, d) the candidates' embeddings, once computed for reranking
     candidate_x: np.ndarray | None = None  # (N, D) their user-model coordinates, once computed
     planned_at: float = field(default_factory=time.monotonic)  # before the user's history was read
+    shots: list[Shot] = field(default_factory=list)  # the retrieved shots in `context`, nearest first
+
+    def drop_shot(self) -> None:
+        """Leave the farthest shot out of the context (a prompt over the service's budget keeps the
+        client's messages whole and gives up retrieved history first)."""
+        self.shots, self.history = self.shots[:-1], self.history[:-1]
+        self.context = with_shots(self.shots, self.messages)
 
 
 def new_response_id() -> str:
@@ -62,7 +69,7 @@ def plan(
 ) -> Plan:
     timings, planned_at = Timings(), time.monotonic()
     prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    prompt_vec, history, context, adapter, weights = None, [], messages, None, None
+    prompt_vec, history, context, adapter, weights, shot_list = None, [], messages, None, None, []
     if user_id is not None:
         start = time.perf_counter()
         rt.ingest.flush_user(tenant, user_id)  # the user's feedback still in the log: embedded and moved now
@@ -73,7 +80,8 @@ def plan(
         timings.retrieval_ms = ms(start)
         start = time.perf_counter()
         history = [row.pref_id for row in usable]
-        context = with_shots([Shot(question=r.prompt, preferred=r.chosen, dispreferred=r.rejected) for r in usable], messages)
+        shot_list = [Shot(question=r.prompt, preferred=r.chosen, dispreferred=r.rejected) for r in usable]
+        context = with_shots(shot_list, messages)
         adapter = load_user_adapter(rt, tenant, user_id, weights)
         timings.context_ms = ms(start)
     elif do_rerank:
@@ -82,7 +90,7 @@ def plan(
         response_id=new_response_id(), tenant=tenant, user_id=user_id, prompt=prompt, prompt_vec=prompt_vec,
         messages=messages, context=context, history=history, adapter=adapter, weights=weights,
         candidates=candidates, rerank=do_rerank and candidates > 1, timings=timings, returned=returned,
-        styles=styles and candidates > 1, planned_at=planned_at,
+        styles=styles and candidates > 1, planned_at=planned_at, shots=shot_list,
     )
 
 

@@ -68,16 +68,59 @@ def test_a_tenant_over_its_generation_slots_gets_429_with_retry_after_and_others
     assert other.status_code == 200, other.text  # another tenant is not refused for acme's load
 
 
-def test_a_prompt_longer_than_the_context_is_a_400_up_front(svc):
-    with svc.client("acme") as c:
+def test_a_prompt_longer_than_the_context_is_a_400_up_front(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, svc = serve(tmp_path, Generator.from_folder(tiny_generator_dir), tiny_pal_dir, minilm, rerank=False, candidates=1,
+                        max_prompt_tokens=None)  # only the model's context (4096 tokens) bounds the prompt
+    with server, svc.client("acme") as c:
         huge = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "x" * 200_000}]})
-        assert huge.status_code == 400 and field_named(huge) == "messages", huge.text
+        assert huge.status_code == 400 and field_named(huge) == "messages[0].content", huge.text
         started = time.monotonic()
-        long = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "hello " * 5000}]})
+        many = [{"role": "user", "content": "hello " * 3000}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "hello " * 3000}]
+        long = c.post("/v1/chat/completions", json={**CHAT, "messages": many})
         assert long.status_code == 400 and "context of 4096 tokens" in long.text, long.text
         assert time.monotonic() - started < 10
-        near = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1000, "messages": [{"role": "user", "content": "hello " * 3500}]})
-        assert near.status_code == 400 and "max_tokens 1000" in near.text  # fits alone, not with max_tokens
+        two = [{"role": "user", "content": "hello " * 1750}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "hello " * 1750}]
+        near = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1000, "messages": two})
+        assert near.status_code == 400 and "max_tokens 1000" in near.text, near.text  # fits alone, not with max_tokens
+
+
+def test_the_prompt_budget_bounds_one_chat_for_every_tenant(svc):
+    """A message over 20,000 characters, or a prompt over `max_prompt_tokens` (2,048 by default),
+    is a 400 before any generation: a prompt's prefill holds the one generation worker and cannot be
+    interrupted (a 12,000-character chat held every tenant's chats for minutes)."""
+    with svc.client("acme") as c:
+        over = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "a" * 20_001}]})
+        assert over.status_code == 400 and field_named(over) == "messages[0].content" and "20000" in over.text, over.text
+        parts = [{"type": "text", "text": "a" * 10_001}, {"type": "text", "text": "b" * 10_000}]
+        split = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": parts}]})
+        assert split.status_code == 400 and field_named(split) == "messages[0].content", split.text
+        many = [{"role": "user", "content": "hello " * 3000}, {"role": "assistant", "content": "ok " * 6000}, {"role": "user", "content": "hello " * 3000}]
+        whole = c.post("/v1/chat/completions", json={**CHAT, "messages": many})  # each under the cap, together far over the budget
+        assert whole.status_code == 400 and field_named(whole) == "messages" and "`max_prompt_tokens`" in whole.text, whole.text
+        long = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "hello " * 2500}]})
+        assert long.status_code == 400 and field_named(long) == "messages" and "at most 2048 (`max_prompt_tokens`)" in long.text, long.text
+        assert svc.runtime.scheduler.stats()["running"] == 0
+        fits = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2, "messages": [{"role": "user", "content": "hello " * 1000}]})
+        assert fits.status_code == 200, fits.text
+
+
+def test_retrieved_shots_give_way_to_the_prompt_budget(svc):
+    """The service's own additions never make a chat a 400: shots are left out, farthest first,
+    until the prompt fits; only the client's messages can be too long."""
+    long_answer = "This answer goes on about the topic at some length. " * 12  # clipped to 600 characters in a shot
+    with svc.client("acme") as c:
+        for i in range(4):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "shots-user", "prompt": f"Question {i} " + long_answer,
+                                             "chosen": "Yes. " + long_answer, "rejected": "No. " + long_answer})
+            assert r.status_code == 201, r.text
+        question = {"role": "user", "content": "Question 0 " + "hello " * 1500}
+        r = c.post("/v1/chat/completions", json={**CHAT, "user": "shots-user", "max_tokens": 2, "pluralign": {"shots": 4}, "messages": [question]})
+        assert r.status_code == 200, r.text
+        kept = r.json()["pluralign"]["history"]
+        assert len(kept) < 4, kept  # the farthest shots left out to fit
+        short = c.post("/v1/chat/completions", json={**CHAT, "user": "shots-user", "max_tokens": 2, "pluralign": {"shots": 4},
+                                                     "messages": [{"role": "user", "content": "Question 0"}]})
+        assert short.status_code == 200 and len(short.json()["pluralign"]["history"]) == 4, short.text  # all fit a short question
 
 
 def test_a_stream_whose_client_leaves_stops_generating(svc):
