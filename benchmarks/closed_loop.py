@@ -287,18 +287,24 @@ class Server:
         self.thread.join(timeout=300)  # on a loaded machine a last request can take minutes to answer
 
 
+def arm_settings(root: Path, arm: str, args):
+    """The service's settings for one arm: its own data folder under `root`, the PAL checkpoint
+    `args.pal` (else bootstrapped into `root / "pal"` by the first runtime built)."""
+    from service.settings import Settings
+
+    return Settings(
+        data_dir=str(root / arm), pal_dir=str(args.pal or root / "pal"), shared_data=str(args.shared_data), candidates=4,
+        shots=0, max_tokens=args.max_tokens, adapter_every=10**9, **ARM_SETTINGS[arm],
+    )
+
+
 def build_arms(root: Path, generator, encoder, args, names=ARMS) -> dict:
     from service.app import create_app
     from service.runtime import Runtime
-    from service.settings import Settings
 
     arms = {}
     for arm in names:
-        settings = Settings(
-            data_dir=str(root / arm), pal_dir=str(args.pal or root / "pal"), shared_data=str(args.shared_data), candidates=4,
-            shots=0, max_tokens=args.max_tokens, adapter_every=10**9, **ARM_SETTINGS[arm],
-        )
-        runtime = Runtime.build(settings, generator=generator, encoder=encoder)  # the first bootstraps PAL
+        runtime = Runtime.build(arm_settings(root, arm, args), generator=generator, encoder=encoder)  # the first bootstraps PAL
         arms[arm] = (Server(create_app(runtime=runtime)), runtime.keys.issue("bench"), runtime)
     return arms
 

@@ -1,0 +1,68 @@
+"""The questionnaire replay's search for a questionnaire meeting per-rule deadlines
+(`benchmarks.questionnaire_bound`), on a pool and target sets whose coordinates are known."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from benchmarks import questionnaire_bound as qb
+from pluralign.user.model import ResidualPrior
+
+
+class Model:
+    prior = ResidualPrior()
+
+
+def answer(items: int, words: int) -> str:
+    """An answer with `items` list lines and about `words` words of prose."""
+    return "\n".join([" ".join(["word"] * words)] + [f"- item {i}" for i in range(items)])
+
+
+def coords(text: str) -> np.ndarray:
+    """(2,): list items and words / 10 (what the rules `lists` and `long` read)."""
+    return np.array([text.count("\n- "), len(text.split()) / 10])
+
+
+def replay(pool, targets) -> qb.Replay:
+    r = qb.Replay.__new__(qb.Replay)
+    r.model, r.pool, r._scored = Model(), pool, {}
+    r.pool_x = [np.stack([coords(t) for t in texts]) for _, texts in pool]
+    r.targets = [(texts, np.stack([coords(t) for t in texts])) for _, texts in targets]
+    r.pairs = [(s, i, j) for s, (_, texts) in enumerate(pool) for i in range(len(texts)) for j in range(i + 1, len(texts))]
+    r.all_diff = np.array([r.pool_x[s][i] - r.pool_x[s][j] for s, i, j in r.pairs])
+    r.prior_mean, r.prior_precision = np.zeros(2), np.full(2, 1 / 25)
+    return r
+
+
+@pytest.fixture
+def lists_pool():
+    rng = random.Random(0)
+    targets = [(f"t{k}", [answer(rng.randint(0, 3), rng.randint(5, 30)) for _ in range(4)]) for k in range(12)]
+    pool = [("list or prose", [answer(3, 10), answer(0, 10)]), ("long or short", [answer(0, 30), answer(0, 5)])]
+    return replay(pool, targets)
+
+
+def test_one_clean_question_settles_each_rule_and_the_tree_says_which(lists_pool):
+    tree = qb.questionnaire_exists(lists_pool, {"lists": 1, "no_lists": 1})
+    assert tree is not None and tree["pair"][0] == "list or prose"  # the length question cannot settle both
+    assert set(tree["children"]) == {"1", "-1"} and all(sub == {} for sub in tree["children"].values())
+    assert qb.follow(lists_pool, tree, "lists") == 1 and qb.follow(lists_pool, tree, "no_lists") == 1
+
+
+def test_no_questionnaire_beats_a_deadline_the_pool_cannot_meet(lists_pool):
+    # before any answer the prior ranks at chance: nothing reaches 70% at round 0
+    assert qb.questionnaire_exists(lists_pool, {"lists": 0}) is None
+    with pytest.raises(qb.Budget):
+        qb.questionnaire_exists(lists_pool, {"lists": 2, "long": 2}, budget=1)
+
+
+def test_the_replayed_criteria_run_past_the_pool_and_the_oracle_is_never_behind_at_round_one(lists_pool):
+    for criterion in ("bald", "predictive", "oracle"):
+        curve, fitted = lists_pool.run("lists", criterion, rounds=3)
+        assert len(curve) == len(fitted) == 4 and all(0 <= v <= 1 for v in curve) and fitted[-1] <= 2
+    oracle = lists_pool.run("lists", "oracle", rounds=1)[0][1]
+    assert oracle >= max(lists_pool.run("lists", c, rounds=1)[0][1] for c in ("bald", "predictive"))
+    assert qb.rounds_to([0.1, 0.69, 0.7, 0.2]) == 2 and qb.rounds_to([0.1]) is None
