@@ -211,6 +211,32 @@ def test_onboarding_from_stored_comparisons_counts_feedback_still_in_the_log(svc
         assert nothing.status_code == 400 and field_named(nothing) == "pool"
 
 
+def test_onboarding_from_stored_comparisons_samples_the_whole_tenant_past_pairs_already_compared(svc):
+    """The tester's reproducer: in one tenant z0 compared 210 pairs (prompts 0-209) and z1 the same
+    pairs of prompts 0-199. `{}` for z1 used to answer 400 "no pair ... left": the candidates were
+    the tenant's first 200 rows in storage order (z0's prompts 0-199, all compared by z1), the same
+    for every user, so prompts 200-209 were never offered."""
+    svc.keys.setdefault("initech", svc.runtime.keys.issue("initech"))
+
+    def lines(n: int) -> bytes:
+        return b"".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Answer {i}, short.",
+                                    "rejected": f"Answer {i}, which is a good deal longer than the other one."}).encode() + b"\n"
+                        for i in range(n))
+
+    with svc.client("initech") as c:
+        for user, n in (("z0", 210), ("z1", 200)):
+            r = c.post(f"/v1/users/{user}/import", content=lines(n), headers={"content-type": "application/x-ndjson"})
+            assert r.status_code == 201, r.text
+        svc.runtime.ingest.flush("initech")
+        r = c.post("/v1/users/z1/next-comparison", json={})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["pool"] == "stored" and out["pairs"] == 10  # prompts 200-209, each once (z0's row)
+        assert out["prompt"] in {f"Question {i}?" for i in range(200, 210)}
+        fresh = c.post("/v1/users/z2/next-comparison", json={}).json()
+        assert fresh["pairs"] == 200  # the bound: 200 of the 210 distinct pairs, not all of them
+
+
 def test_onboarding_by_predictive_information_asks_about_the_pool_and_keeps_worth_asking(svc, monkeypatch):
     """`target: predictive` (EPIG): the pair whose answer tells most about the user's answers to the
     pool's pairs. `bits` is that information; `worth_asking` still reads BALD's best pair, so it
