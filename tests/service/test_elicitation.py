@@ -127,6 +127,22 @@ def test_a_stated_preference_changes_the_next_ranking_and_enough_contrary_feedba
         assert c.get("/v1/users/stella/stated-preferences").json()["version"] == 0
 
 
+def test_the_summary_of_a_user_who_only_stated_a_preference_claims_nothing_else(svc):
+    """GET /v1/users/sp3 after stating `length` only listed every other feature as `"direction":
+    "more"` at 0 +- 5, reading "prefers answers formatted as lists (uncertain)"."""
+    with svc.client() as c:
+        assert c.patch("/v1/users/sp3/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        r = c.get("/v1/users/sp3")
+        assert r.status_code == 200, r.text
+    summary = r.json()["summary"]
+    features = {f["feature"]: f for f in summary["features"]}
+    assert features["length"]["direction"] == "less" and features["length"]["text"].startswith("prefers shorter answers")
+    others = [f for name, f in features.items() if name != "length"]
+    assert others and all(f["weight"] == 0 and f["direction"] is None and f["text"].startswith("no preference learned yet")
+                          for f in others), others
+    assert not any("prefers" in t for t in summary["sentences"][1:]), summary["sentences"]
+
+
 SENTENCES = ["Start with one small step.", "Keep a short list of what worked.", "Ask someone who has done it before.",
              "Set aside ten minutes each day.", "Write down what you want to change.", "Pick a time that suits the week.",
              "Check how it went after a month.", "Expect a slow start and be patient."]
