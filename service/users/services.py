@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import numpy as np
 
+from pluralign.data.text import is_blank, visible
 from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.user import FEATURE_NAMES, UserState
@@ -479,7 +480,7 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
     rt.ingest.flush_user(tenant, user_id)
     preferences, _ = rt.store.preferences_for(tenant, user_id)
     for row in preferences:
-        if not row.rejected.strip():
+        if is_blank(row.rejected):
             continue
         record = Preference(
             user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
@@ -614,7 +615,8 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
             start += len(item)
         source = "supplied"
     done = {frozenset((r["chosen"], r["rejected"])) for r in rt.store.history(tenant, user_id).rows}
-    new_pair = lambda x, y: x.strip() != y.strip() and frozenset((x, y)) not in done  # noqa: E731
+    # two answers a person can tell apart (an answer stored before blank ones were refused is never shown)
+    new_pair = lambda x, y: not is_blank(x) and not is_blank(y) and visible(x) != visible(y) and frozenset((x, y)) not in done  # noqa: E731
     stored = lambda: rt.store.answers_sample(  # noqa: E731
         tenant, STORED_PAIRS, seed=stored_seed(tenant, user_id), keep=new_pair, leave_out_user=user_id)
     if pool is None:

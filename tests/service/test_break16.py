@@ -119,6 +119,9 @@ def test_summary_with_one_comparison(svc):
     ([{"prompt": "p", "answers": ["a", "b"]}] * 65, "pool"),
     ([{"prompt": "p", "answers": [f"a{i}" for i in range(9)]}], "pool"),
     ([{"prompt": "p", "answers": ["   ", "A real answer."]}], "pool[0].answers[0]"),
+    ([{"prompt": "p", "answers": ["A real answer.", "\u200b\u2060"]}], "pool[0].answers[1]"),  # no visible character
+    ([{"prompt": "p", "answers": ["a", "\ufeffa\u200d"]}], "pool"),  # visibly the same answer
+    ([{"prompt": "\u200b", "answers": ["One.", "Two."]}], "pool[0].prompt"),
     ([{"prompt": "  ", "answers": ["One.", "Two."]}], "pool[0].prompt"),
     ([{"prompt": "p", "answers": ["a", "b"], "extra": 1}], "extra"),
 ])

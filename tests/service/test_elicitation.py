@@ -253,6 +253,39 @@ def test_onboarding_from_stored_comparisons_samples_the_whole_tenant_past_pairs_
         assert fresh["pairs"] == 200  # the bound: 200 of the 210 distinct pairs, not all of them
 
 
+def test_an_answer_with_no_visible_character_is_refused_and_never_offered(svc):
+    """The tester's reproducer: a comparison whose `rejected` is a zero-width space (U+200B, kept by
+    `str.strip()`) was stored (201), and next-comparison with `{}` offered it as an answer."""
+    from pluralign.store import StoredPreference
+
+    svc.keys.setdefault("umbrella", svc.runtime.keys.issue("umbrella"))
+    short, long_ = short_and_long("rain")
+    good = {"type": "comparison", "user": "zw", "prompt": "Tips on rain?", "chosen": short, "rejected": long_}
+    with svc.client("umbrella") as c:
+        for field, text in (("rejected", "\u200b"), ("chosen", " \u200c\u200d\n"), ("prompt", "\u2060\ufeff")):
+            r = c.post("/v1/feedback", json={**good, field: text})
+            assert r.status_code == 400 and field_named(r) == field, (field, r.text)
+        same = c.post("/v1/feedback", json={**good, "rejected": "\u200b" + short + "\ufeff"})  # visibly `chosen`
+        assert same.status_code == 400 and field_named(same) == "rejected", same.text
+        served = chat(c, "zw")
+        edit = c.post("/v1/feedback", json={"type": "edit", "response_id": served["id"], "edited": "\u200b\u2060"})
+        assert edit.status_code == 400 and field_named(edit) == "edited", edit.text
+        line = json.dumps({"prompt": "Tips on rain?", "chosen": short, "rejected": "\u200b"}).encode()
+        imported = c.post("/v1/users/zw/import", content=line, headers={"content-type": "application/x-ndjson"})
+        assert imported.status_code == 400 and "line 1.rejected" in imported.text, imported.text
+        assert c.post("/v1/feedback", json=good).status_code == 201
+        # a row stored before answers were checked this way is never offered
+        legacy = StoredPreference(tenant="umbrella", user_id="old", pref_id="legacy", prompt="Tips on snow?",
+                                  chosen="Wear boots.", rejected="\u200b", kind="comparison", created_at=0.0)
+        vectors = svc.runtime.encoder.encode([legacy.prompt, legacy.chosen, legacy.rejected])
+        svc.runtime.store.add_preferences([legacy], vectors[:1], vectors[1:2], vectors[2:])
+        svc.runtime.ingest.flush("umbrella")
+        out = c.post("/v1/users/asker/next-comparison", json={})
+        assert out.status_code == 200, out.text
+        assert set(out.json()["answers"]) == {short, long_} and out.json()["pairs"] == 1, out.json()
+        assert c.post("/v1/users/zw/next-comparison", json={}).status_code == 400  # only the blank pair is left
+
+
 def test_onboarding_by_predictive_information_asks_about_the_pool_and_keeps_worth_asking(svc, monkeypatch):
     """`target: predictive` (EPIG): the pair whose answer tells most about the user's answers to the
     pool's pairs. `bits` is that information; `worth_asking` still reads BALD's best pair, so it
