@@ -10,7 +10,6 @@ which skips them and reports how many.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pluralign.data.record import Base, Preference, PreferenceError, TrlRow
+from pluralign.data.text import is_blank
 from pluralign.files import atomic_writer
 
 _json_decoder = msgspec.json.Decoder()
@@ -54,7 +54,7 @@ def messages_to_text(value: Any, field: str, line: int) -> str:
     if len(value) == 1:
         return parts[0]
     roles = [m.get("role", "user") for m in value]
-    return "\n".join(f"{role}: {text}" for role, text in zip(roles, parts))
+    return "\n".join(f"{role}: {text}" for role, text in zip(roles, parts, strict=True))
 
 
 def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
@@ -114,6 +114,9 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     row["prompt"] = messages_to_text(prompt, "prompt", line)
     row["chosen"] = messages_to_text(chosen, "chosen", line)
     row["rejected"] = messages_to_text(rejected, "rejected", line)
+    for field in ("prompt", "chosen", "rejected"):
+        if is_blank(row[field]):
+            raise PreferenceError(line, field, "has no visible character (only whitespace or zero-width characters)")
     if "user_id" not in row:
         if default_user is None:
             raise PreferenceError(line, "user_id", "missing required field")

@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from pluralign.data.text import is_blank
+
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of every pluralign struct: unknown fields are an error, never silently dropped."""
@@ -65,8 +67,8 @@ class Preference(Base):
 
     def __post_init__(self) -> None:
         for name in ("user_id", "prompt", "chosen", "rejected"):
-            if not getattr(self, name).strip():
-                raise ValueError(f"`{name}` must not be empty")
+            if is_blank(getattr(self, name)):
+                raise ValueError(f"`{name}` must not be empty (it has no visible character)")
 
 
 PREFERENCE_ENCODER = msgspec.json.Encoder()

@@ -27,7 +27,8 @@ answers and the user model picks among them. Stance is balanced too (two of each
 four runs it must share its pattern with one of the other axes, so which axis (and which sign) is
 drawn from the seed, and over requests a user model can tell stance from length, format and tone.
 `asks_judgement` is a deliberately simple test (the message opens with an auxiliary verb and asks a
-question); a false positive costs only two candidates that open with "Yes"/"No".
+question that offers no alternatives: "Should I learn Python or Rust first?" is not a judgement, and
+"Yes." would not answer it); a false positive costs only two candidates that open with "Yes"/"No".
 """
 
 from __future__ import annotations
@@ -66,13 +67,24 @@ _JUDGEMENT = re.compile(
     r"^\s*(?:do|does|did|is|are|was|were|can|could|should|would|will|shall|have|has|am|may|might|must)\b[^?]*\?",
     re.IGNORECASE,
 )
+_QUOTED = re.compile(r'"[^"]*"|“[^”]*”')  # a statement asked about: its words are not the question's
+_PROPOSITION = re.compile(r"\b(?:true|false|agree|the case)\s+that\b.*", re.IGNORECASE | re.DOTALL)  # "is it true that ..."
+_ALTERNATIVES = re.compile(r"(?<!\byes\s)\b(?:or|versus|vs)\b(?!\s+not\b)", re.IGNORECASE)  # not "or not", "yes or no"
 
 
 def asks_judgement(messages) -> bool:
-    """Whether the last user message asks a yes-or-no question (it opens with an auxiliary verb
-    and has a question mark), e.g. 'Do you agree with this statement? "..."'."""
+    """Whether the last user message asks a yes-or-no question: it opens with an auxiliary verb and
+    has a question mark, and the question (up to its first '?') offers no alternatives to choose
+    from. 'Do you agree with this statement? "..."', 'Is it true that ...?', 'Should I go or not?'
+    ask a judgement; 'Should I learn Python or Rust first?' and 'A, B or C?' do not. Words inside
+    double quotes and after "true that" / "agree that" are the statement judged, so an "or" there
+    offers no alternative."""
     last = next((m.get("content") or "" for m in reversed(list(messages)) if m.get("role") == "user"), "")
-    return isinstance(last, str) and bool(_JUDGEMENT.match(last))
+    found = _JUDGEMENT.match(last) if isinstance(last, str) else None
+    if found is None:
+        return False
+    question = _PROPOSITION.sub("", _QUOTED.sub("", found.group(0)))
+    return _ALTERNATIVES.search(question) is None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -390,20 +391,58 @@ class Store:
             row["attributes"] = json.loads(row["attributes"])
         return [msgspec.convert(row, StoredPreference) for row in rows]
 
-    def answers_sample(self, tenant: str | None, limit: int = 200) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-        """Up to 2 * `limit` stored answers of the tenant (None: of every tenant; both sides of up to
-        `limit` comparisons, in storage order): their prompts, texts, and prompt and answer vectors,
-        (M, dim) each."""
-        columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec"]
+    def answers_sample(
+        self, tenant: str | None, limit: int = 200, *, seed: int = 0, keep: Callable[[str, str], bool] | None = None,
+        leave_out_user: str | None = None, max_rows: int | None = None,
+    ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+        """Both answers of up to `limit` stored comparisons of the tenant (None: of every tenant),
+        drawn at random (`seed`) from all of them: their prompts, texts, and prompt and answer
+        vectors, (M, dim) each, M = 2 * pairs, each pair's two answers side by side.
+
+        A pair counts once however many users stored it, and pairs `keep(chosen, rejected)` refuses
+        do not count: the draw reads past them. Rows of `leave_out_user` are not drawn at all. The
+        cost is bounded whatever the tenant's size: one read of the row ids of its comparisons (the
+        BITMAP index, no texts), the texts of at most `max_rows` drawn rows (default 8 * `limit`),
+        and the vectors of the `limit` kept ones; where most of the tenant's pairs are refused, a
+        few kept ones may lie beyond `max_rows` and go unseen."""
         where = "rejected != ''" if tenant is None else f"tenant = {quote(tenant)} AND rejected != ''"
-        rows = (self.preferences.search().where(where).select(columns)
-                .limit(limit).to_arrow().to_pylist())
+        if leave_out_user is not None:
+            where += f" AND user_id != {quote(leave_out_user)}"
+        for _ in range(2):  # row ids change when the table is compacted: a draw that lost rows to one is redone
+            picked, complete = self._draw_pairs(where, limit, seed, keep, 8 * limit if max_rows is None else max_rows)
+            if complete:
+                break
+        columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec"]
+        found = {r["_rowid"]: r for r in self.preferences.take_row_ids(picked).select(columns).with_row_id().to_arrow().to_pylist()} if picked else {}
+        rows = [found[i] for i in picked if i in found]
         prompts = [r["prompt"] for r in rows for _ in range(2)]
         answers = [t for r in rows for t in (r["chosen"], r["rejected"])]
         vec = lambda name: np.asarray([r[name] for r in rows], np.float32).reshape(-1, self.dim)  # noqa: E731
         prompt_vec = np.repeat(vec("prompt_vec"), 2, axis=0)
         answer_vec = np.stack([vec("chosen_vec"), vec("rejected_vec")], axis=1).reshape(-1, self.dim)
         return prompts, answers, prompt_vec, answer_vec
+
+    def _draw_pairs(self, where: str, limit: int, seed: int, keep: Callable[[str, str], bool] | None,
+                    max_rows: int) -> tuple[list[int], bool]:
+        """Row ids of up to `limit` rows matching `where` with distinct kept pairs, read in a random
+        order in batches of `limit` up to `max_rows` rows (`answers_sample`), and whether every
+        drawn row was still there to read."""
+        ids = self.preferences.search().where(where).with_row_id(True).select(["_rowid"]).limit(None).to_arrow()
+        drawn = np.random.default_rng(seed).permutation(ids.column("_rowid").to_numpy())[:max_rows]
+        picked, seen, complete, step = [], set(), True, max(limit, 1)
+        for start in range(0, len(drawn), step):
+            batch = drawn[start : start + step].tolist()
+            rows = self.preferences.take_row_ids(batch).select(["chosen", "rejected"]).with_row_id().to_arrow().to_pylist()
+            complete &= len(rows) == len(batch)
+            by_id = {r["_rowid"]: r for r in rows}  # a take answers in row-id order: keep the drawn one
+            for row in (by_id[i] for i in batch if i in by_id):
+                pair = frozenset((row["chosen"], row["rejected"]))
+                if pair not in seen and (keep is None or keep(row["chosen"], row["rejected"])):
+                    seen.add(pair)
+                    picked.append(row["_rowid"])
+            if len(picked) >= limit:
+                break
+        return picked[:limit], complete
 
     def search(self, tenant: str, user_id: str, vector: np.ndarray, limit: int) -> list[tuple[StoredPreference, float]]:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached

@@ -7,7 +7,9 @@
 
 Confidence is the posterior's z = |mean| / sd of the feature's weight: `confident` at z >= 2 (the
 sign is wrong with posterior probability below ~2%), `likely` at z >= 1 (below ~16%), else
-`uncertain` (the sign is shown, but the data do not settle it).
+`uncertain` (the sign is shown, but the data do not settle it). Below z = 0.25 (a sign the
+posterior gives less than 60%, such as the prior's 0 +- 5 of a feature nothing has informed) no
+direction is shown at all: "no preference learned yet between longer answers and shorter answers".
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from pluralign.user.model import UserState
 
 CONFIDENT_Z = 2.0
 LIKELY_Z = 1.0
+LEANING_Z = 0.25  # below it the posterior gives either sign under 60%: no direction is claimed
 
 
 class FeatureBelief(msgspec.Struct, kw_only=True):
     """One named feature: the user's weight on it and what that means."""
 
     feature: str
-    direction: str  # "more" or "less": the sign of the weight
+    direction: str | None  # "more" or "less": the sign of the weight; None below z = 0.25 (no preference learned)
     weight: float  # posterior mean (reward per unit of the feature; features move ~1 between answers)
     sd: float  # posterior standard deviation
     confidence: str  # "confident" (z >= 2), "likely" (z >= 1) or "uncertain"
@@ -36,12 +39,22 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     # for a stated feature: what the user's comparisons alone say ("more (likely)"), so a statement
     # their choices contradict is visible even where the strong prior still holds the weight
     from_comparisons: str | None = None
-    text: str  # e.g. "prefers shorter answers (confident)"
+    text: str  # e.g. "prefers shorter answers (confident)", "no preference learned yet between ..."
+
+
+def z_score(weight: float, sd: float) -> float:
+    """|weight| / sd; infinite for a point mass away from 0, 0 for one at 0."""
+    return abs(weight) / sd if sd > 0 else float("inf") if weight else 0.0
 
 
 def confidence(weight: float, sd: float) -> str:
-    z = abs(weight) / sd if sd > 0 else float("inf")
+    z = z_score(weight, sd)
     return "confident" if z >= CONFIDENT_Z else "likely" if z >= LIKELY_Z else "uncertain"
+
+
+def direction(weight: float, sd: float) -> str | None:
+    """"more" or "less" by the weight's sign, or None where the posterior hardly leans (z < LEANING_Z)."""
+    return None if z_score(weight, sd) < LEANING_Z else "more" if weight > 0 else "less"
 
 
 def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> list[FeatureBelief]:
@@ -52,14 +65,14 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -
     stated = stated or {}
     for name in FEATURE_NAMES:
         weight, sd = state.coefficient(name)
-        direction = "more" if weight >= 0 else "less"
-        level = confidence(weight, sd)
-        phrase = FEATURE_DESCRIPTIONS[name][0 if direction == "more" else 1]
-        text = f"prefers {phrase} ({level})"
+        sign, level = direction(weight, sd), confidence(weight, sd)
+        more, less = FEATURE_DESCRIPTIONS[name]
+        text = f"no preference learned yet between {more} and {less}" if sign is None else \
+            f"prefers {more if sign == 'more' else less} ({level})"
         own = None
         if name in stated and state.n and name in state.from_comparisons:
             w, s_ = state.from_comparisons[name]
-            own = f"{'more' if w >= 0 else 'less'} ({confidence(w, s_)})"
+            own = f"{direction(w, s_) or 'none'} ({confidence(w, s_)})"
             said = FEATURE_DESCRIPTIONS[name][0 if stated[name] == "more" else 1]
             if (w >= 0) != (stated[name] == "more") and confidence(w, s_) != "uncertain":
                 text += f"; you said you prefer {said}, but your {state.n} comparisons point the other way"
@@ -68,7 +81,7 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -
         elif name in stated:
             text += f"; you said you prefer {FEATURE_DESCRIPTIONS[name][0 if stated[name] == 'more' else 1]}"
         out.append(FeatureBelief(
-            feature=name, direction=direction, weight=round(weight, 4), sd=round(sd, 4), confidence=level,
+            feature=name, direction=sign, weight=round(weight, 4), sd=round(sd, 4), confidence=level,
             stated=stated.get(name), from_comparisons=own, text=text,
         ))
     return sorted(out, key=lambda b: -abs(b.weight) / max(b.sd, 1e-12))

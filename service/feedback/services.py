@@ -15,6 +15,7 @@ import uuid
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import NotFoundException
 
+from pluralign.data.text import is_blank, visible
 from pluralign.store import Interaction, StoredPreference
 from service.errors import bad_request
 from service.feedback.schemas import (
@@ -60,9 +61,9 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
     if isinstance(fb, ComparisonFeedback):
         check_user_id(fb.user)
         for name in ("prompt", "chosen", "rejected"):
-            if not getattr(fb, name).strip():
-                raise bad_request(name, "must hold more than whitespace")
-        if fb.chosen.strip() == fb.rejected.strip():
+            if is_blank(getattr(fb, name)):
+                raise bad_request(name, "must hold a visible character (not only whitespace or zero-width characters)")
+        if visible(fb.chosen) == visible(fb.rejected):
             raise bad_request("rejected", "is the same answer as `chosen`: a comparison needs two different answers")
         row = dict(prompt=fb.prompt, chosen=fb.chosen, rejected=fb.rejected, tie=fb.tie, margin=fb.margin, kind="comparison")
         return fb.user, [row]
@@ -92,9 +93,9 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
         return item.user_id, rows
     answer = texts[item.chosen_index]
     if isinstance(fb, EditFeedback):
-        if not fb.edited.strip():
-            raise bad_request("edited", "must hold more than whitespace")
-        if fb.edited.strip() == answer.strip():
+        if is_blank(fb.edited):
+            raise bad_request("edited", "must hold a visible character (not only whitespace or zero-width characters)")
+        if visible(fb.edited) == visible(answer):
             raise bad_request("edited", "the edit is identical to the served answer")
         return item.user_id, [dict(prompt=item.prompt, chosen=fb.edited, rejected=answer, tie=False, margin=None, kind="edit")]
     assert isinstance(fb, RatingFeedback)

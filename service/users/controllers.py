@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response, Stream
 
 from pluralign.data.record import Base
+from pluralign.data.text import is_blank
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.user import FEATURE_NAMES
@@ -255,10 +256,10 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
     if total > MAX_POOL_ANSWERS:  # each answer is encoded: bound one request's CPU like /v1/rewards/score's
         raise bad_request("pool", f"holds {total} answers in all; at most {MAX_POOL_ANSWERS} per request")
     for i, item in enumerate(data.pool or ()):  # the pair must be one `comparison` feedback accepts
-        if not item.prompt.strip():
-            raise bad_request(f"pool[{i}].prompt", "must hold more than whitespace")
+        if is_blank(item.prompt):
+            raise bad_request(f"pool[{i}].prompt", "must hold a visible character (not only whitespace or zero-width characters)")
         for j, answer in enumerate(item.answers):
-            if not answer.strip():
-                raise bad_request(f"pool[{i}].answers[{j}]", "must hold more than whitespace")
+            if is_blank(answer):
+                raise bad_request(f"pool[{i}].answers[{j}]", "must hold a visible character (not only whitespace or zero-width characters)")
     pool = None if data.pool is None else [(item.prompt, item.answers) for item in data.pool]
     return services.next_comparison(rt, tenant, user_id, pool, data.target)

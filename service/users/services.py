@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import numpy as np
 
+from pluralign.data.text import is_blank, visible
 from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.user import FEATURE_NAMES, UserState
@@ -343,8 +345,8 @@ class UserSummary(msgspec.Struct, kw_only=True):
 
 def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards | None = None, per_side: int = 2) -> list[PrototypeDescription]:
     """Each prototype of the served population model described by the tenant's (None: every
-    tenant's) stored answers it scores highest and lowest (a sample of up to 400 answers; none
-    stored: empty example lists)."""
+    tenant's) stored answers it scores highest and lowest (both answers of a random sample of up to
+    200 distinct stored pairs, `Store.answers_sample`; none stored: empty example lists)."""
     rewards = rewards or rt.rewards
     prompts, answers, prompt_vec, answer_vec = rt.store.answers_sample(tenant)
     if not answers:
@@ -478,7 +480,7 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
     rt.ingest.flush_user(tenant, user_id)
     preferences, _ = rt.store.preferences_for(tenant, user_id)
     for row in preferences:
-        if not row.rejected.strip():
+        if is_blank(row.rejected):
             continue
         record = Preference(
             user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
@@ -538,6 +540,13 @@ class NextComparison(msgspec.Struct, kw_only=True):
 
 POPULATION_USERS = 128  # at most this many of the tenant's fitted users in a `population` choice (P x U x D^2 work)
 POPULATION_HISTORY = 1000  # the user's newest comparisons that weigh the known users (each is scored by every one of them)
+STORED_PAIRS = 200  # at most this many of the tenant's stored pairs are the candidates of one `{}` request (each is scored)
+
+
+def stored_seed(tenant: str, user_id: str) -> int:
+    """The seed of the user's draw of stored pairs (`Store.answers_sample`): the same in every
+    process, so asking again without answering gives the same pair, and another user's draw differs."""
+    return int.from_bytes(hashlib.blake2b(f"{tenant}\0{user_id}".encode(), digest_size=8).digest(), "big")
 
 
 def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Particles:
@@ -605,20 +614,23 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
             second += (b + start).tolist()
             start += len(item)
         source = "supplied"
-    else:
-        prompts, answers, prompt_vec, answer_vec = rt.store.answers_sample(tenant)
+    done = {frozenset((r["chosen"], r["rejected"])) for r in rt.store.history(tenant, user_id).rows}
+    # two answers a person can tell apart (an answer stored before blank ones were refused is never shown)
+    new_pair = lambda x, y: not is_blank(x) and not is_blank(y) and visible(x) != visible(y) and frozenset((x, y)) not in done  # noqa: E731
+    stored = lambda: rt.store.answers_sample(  # noqa: E731
+        tenant, STORED_PAIRS, seed=stored_seed(tenant, user_id), keep=new_pair, leave_out_user=user_id)
+    if pool is None:
+        prompts, answers, prompt_vec, answer_vec = stored()
         first, second = list(range(0, len(answers), 2)), list(range(1, len(answers), 2))
         source = "stored"
-    done = {frozenset((r["chosen"], r["rejected"])) for r in rt.store.history(tenant, user_id).rows}
 
-    askable = lambda: [(a, b) for a, b in zip(first, second, strict=True)  # noqa: E731
-                       if answers[a].strip() != answers[b].strip() and frozenset((answers[a], answers[b])) not in done]
+    askable = lambda: [(a, b) for a, b in zip(first, second, strict=True) if new_pair(answers[a], answers[b])]  # noqa: E731
     keep = askable()
     if not keep and pool is None:
         # nothing stored to ask about yet: the tenant's acknowledged feedback may still be in the log
         # (or in the ingest worker's batch, which the flush waits for: it then moves nothing itself)
         rt.ingest.flush(tenant)
-        prompts, answers, prompt_vec, answer_vec = rt.store.answers_sample(tenant)
+        prompts, answers, prompt_vec, answer_vec = stored()
         first, second = list(range(0, len(answers), 2)), list(range(1, len(answers), 2))
         keep = askable()
     if not keep:

@@ -119,6 +119,9 @@ def test_summary_with_one_comparison(svc):
     ([{"prompt": "p", "answers": ["a", "b"]}] * 65, "pool"),
     ([{"prompt": "p", "answers": [f"a{i}" for i in range(9)]}], "pool"),
     ([{"prompt": "p", "answers": ["   ", "A real answer."]}], "pool[0].answers[0]"),
+    ([{"prompt": "p", "answers": ["A real answer.", "\u200b\u2060"]}], "pool[0].answers[1]"),  # no visible character
+    ([{"prompt": "p", "answers": ["a", "\ufeffa\u200d"]}], "pool"),  # visibly the same answer
+    ([{"prompt": "\u200b", "answers": ["One.", "Two."]}], "pool[0].prompt"),
     ([{"prompt": "  ", "answers": ["One.", "Two."]}], "pool[0].prompt"),
     ([{"prompt": "p", "answers": ["a", "b"], "extra": 1}], "extra"),
 ])
@@ -226,3 +229,14 @@ def test_stated_affirmation_picks_the_stance_of_a_yes_no_answer(svc):
             assert c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"affirmation": direction}}).status_code == 200
             out = chat(c, user, "Should I learn to swim?", n=1)
             assert out["pluralign"]["styles"][0].endswith(stance), out["pluralign"]["styles"]
+
+
+def test_an_either_or_question_gets_no_yes_and_no_answers(svc):
+    """The tester's chat: "Should I learn Python or Rust first?" with n 4 got `...-yes`/`...-no`
+    styles and answers opening "No. ..." and "Yes. ...", as if it asked for a judgement."""
+    with svc.client() as c:
+        out = chat(c, "chooser", "Should I learn Python or Rust first?")
+        assert not any(s.endswith(("-yes", "-no")) for s in out["pluralign"]["styles"]), out["pluralign"]["styles"]
+        assert not any(ch["message"]["content"].startswith(("Yes.", "No.", "Oh yes", "Nope")) for ch in out["choices"])
+        judged = chat(c, "chooser", "Should I learn Python or not?")  # a yes-or-no question still gets both stances
+        assert sorted(s.rsplit("-", 1)[1] for s in judged["pluralign"]["styles"]) == ["no", "no", "yes", "yes"]

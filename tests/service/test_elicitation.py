@@ -127,6 +127,22 @@ def test_a_stated_preference_changes_the_next_ranking_and_enough_contrary_feedba
         assert c.get("/v1/users/stella/stated-preferences").json()["version"] == 0
 
 
+def test_the_summary_of_a_user_who_only_stated_a_preference_claims_nothing_else(svc):
+    """GET /v1/users/sp3 after stating `length` only listed every other feature as `"direction":
+    "more"` at 0 +- 5, reading "prefers answers formatted as lists (uncertain)"."""
+    with svc.client() as c:
+        assert c.patch("/v1/users/sp3/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        r = c.get("/v1/users/sp3")
+        assert r.status_code == 200, r.text
+    summary = r.json()["summary"]
+    features = {f["feature"]: f for f in summary["features"]}
+    assert features["length"]["direction"] == "less" and features["length"]["text"].startswith("prefers shorter answers")
+    others = [f for name, f in features.items() if name != "length"]
+    assert others and all(f["weight"] == 0 and f["direction"] is None and f["text"].startswith("no preference learned yet")
+                          for f in others), others
+    assert not any("prefers" in t for t in summary["sentences"][1:]), summary["sentences"]
+
+
 SENTENCES = ["Start with one small step.", "Keep a short list of what worked.", "Ask someone who has done it before.",
              "Set aside ten minutes each day.", "Write down what you want to change.", "Pick a time that suits the week.",
              "Check how it went after a month.", "Expect a slow start and be patient."]
@@ -209,6 +225,65 @@ def test_onboarding_from_stored_comparisons_counts_feedback_still_in_the_log(svc
             assert r.json()["pool"] == "stored" and set(r.json()["answers"]) == {short, long_}
         nothing = c.post("/v1/users/early/next-comparison", json={})  # their own comparison is all there is
         assert nothing.status_code == 400 and field_named(nothing) == "pool"
+
+
+def test_onboarding_from_stored_comparisons_samples_the_whole_tenant_past_pairs_already_compared(svc):
+    """The tester's reproducer: in one tenant z0 compared 210 pairs (prompts 0-209) and z1 the same
+    pairs of prompts 0-199. `{}` for z1 used to answer 400 "no pair ... left": the candidates were
+    the tenant's first 200 rows in storage order (z0's prompts 0-199, all compared by z1), the same
+    for every user, so prompts 200-209 were never offered."""
+    svc.keys.setdefault("initech", svc.runtime.keys.issue("initech"))
+
+    def lines(n: int) -> bytes:
+        return b"".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Answer {i}, short.",
+                                    "rejected": f"Answer {i}, which is a good deal longer than the other one."}).encode() + b"\n"
+                        for i in range(n))
+
+    with svc.client("initech") as c:
+        for user, n in (("z0", 210), ("z1", 200)):
+            r = c.post(f"/v1/users/{user}/import", content=lines(n), headers={"content-type": "application/x-ndjson"})
+            assert r.status_code == 201, r.text
+        svc.runtime.ingest.flush("initech")
+        r = c.post("/v1/users/z1/next-comparison", json={})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["pool"] == "stored" and out["pairs"] == 10  # prompts 200-209, each once (z0's row)
+        assert out["prompt"] in {f"Question {i}?" for i in range(200, 210)}
+        fresh = c.post("/v1/users/z2/next-comparison", json={}).json()
+        assert fresh["pairs"] == 200  # the bound: 200 of the 210 distinct pairs, not all of them
+
+
+def test_an_answer_with_no_visible_character_is_refused_and_never_offered(svc):
+    """The tester's reproducer: a comparison whose `rejected` is a zero-width space (U+200B, kept by
+    `str.strip()`) was stored (201), and next-comparison with `{}` offered it as an answer."""
+    from pluralign.store import StoredPreference
+
+    svc.keys.setdefault("umbrella", svc.runtime.keys.issue("umbrella"))
+    short, long_ = short_and_long("rain")
+    good = {"type": "comparison", "user": "zw", "prompt": "Tips on rain?", "chosen": short, "rejected": long_}
+    with svc.client("umbrella") as c:
+        for field, text in (("rejected", "\u200b"), ("chosen", " \u200c\u200d\n"), ("prompt", "\u2060\ufeff")):
+            r = c.post("/v1/feedback", json={**good, field: text})
+            assert r.status_code == 400 and field_named(r) == field, (field, r.text)
+        same = c.post("/v1/feedback", json={**good, "rejected": "\u200b" + short + "\ufeff"})  # visibly `chosen`
+        assert same.status_code == 400 and field_named(same) == "rejected", same.text
+        served = chat(c, "zw")
+        edit = c.post("/v1/feedback", json={"type": "edit", "response_id": served["id"], "edited": "\u200b\u2060"})
+        assert edit.status_code == 400 and field_named(edit) == "edited", edit.text
+        line = json.dumps({"prompt": "Tips on rain?", "chosen": short, "rejected": "\u200b"}).encode()
+        imported = c.post("/v1/users/zw/import", content=line, headers={"content-type": "application/x-ndjson"})
+        assert imported.status_code == 400 and "line 1.rejected" in imported.text, imported.text
+        assert c.post("/v1/feedback", json=good).status_code == 201
+        # a row stored before answers were checked this way is never offered
+        legacy = StoredPreference(tenant="umbrella", user_id="old", pref_id="legacy", prompt="Tips on snow?",
+                                  chosen="Wear boots.", rejected="\u200b", kind="comparison", created_at=0.0)
+        vectors = svc.runtime.encoder.encode([legacy.prompt, legacy.chosen, legacy.rejected])
+        svc.runtime.store.add_preferences([legacy], vectors[:1], vectors[1:2], vectors[2:])
+        svc.runtime.ingest.flush("umbrella")
+        out = c.post("/v1/users/asker/next-comparison", json={})
+        assert out.status_code == 200, out.text
+        assert set(out.json()["answers"]) == {short, long_} and out.json()["pairs"] == 1, out.json()
+        assert c.post("/v1/users/zw/next-comparison", json={}).status_code == 400  # only the blank pair is left
 
 
 def test_onboarding_by_predictive_information_asks_about_the_pool_and_keeps_worth_asking(svc, monkeypatch):

@@ -108,6 +108,36 @@ def test_fitted_users_are_the_tenants_users_with_a_model_newest_row_each(tmp_pat
     assert [u.user_id for u in store.fitted_users("t", 10)] == ["b"]
 
 
+def pairs(tenant, user, prompts, vec_seed=0):
+    """Comparisons of `prompts` (each its own pair of answers), in one commit, with random vectors."""
+    rows = [StoredPreference(tenant=tenant, user_id=user, pref_id=f"{tenant}-{user}-{p}", prompt=p, chosen=f"{p} short",
+                             rejected=f"{p} long", kind="comparison", created_at=time.time()) for p in prompts]
+    vecs = np.random.default_rng(vec_seed).standard_normal((len(rows), DIM)).astype(np.float32)
+    return rows, vecs, vecs + 1, vecs - 1
+
+
+def test_answers_sample_draws_from_the_whole_tenant_and_reads_past_refused_and_repeated_pairs(tmp_path):
+    """It used to be the first `limit` rows in storage order: the same oldest rows for everyone."""
+    store = Store(str(tmp_path), "enc", DIM)
+    for chunk in range(4):  # four commits: q0-q49 oldest
+        store.add_preferences(*pairs("t", "old", [f"q{i}" for i in range(50 * chunk, 50 * chunk + 50)], chunk))
+    store.add_preferences(*pairs("t", "copycat", [f"q{i}" for i in range(50)]))  # the same pairs again
+    store.add_preferences(*pairs("u", "other", ["elsewhere"]))
+    prompts, answers, prompt_vec, answer_vec = store.answers_sample("t", 20, seed=1)
+    assert len(prompts) == len(answers) == 40 and prompt_vec.shape == answer_vec.shape == (40, DIM)
+    assert all(a == f"{p} short" for p, a in zip(prompts[::2], answers[::2], strict=True))  # each pair side by side
+    assert any(int(p[1:]) >= 50 for p in prompts) and "elsewhere" not in prompts  # beyond the oldest rows, one tenant
+    assert store.answers_sample("t", 20, seed=1)[0] == prompts and store.answers_sample("t", 20, seed=2)[0] != prompts
+    every = store.answers_sample("t", 1000)[0][::2]
+    assert sorted(every) == sorted(f"q{i}" for i in range(200))  # a pair stored by two users counts once
+    # pairs refused by `keep` do not use up the sample: all ten kept ones are found among 200
+    wanted = {f"q{i} short" for i in range(190, 200)}
+    kept = store.answers_sample("t", 10, keep=lambda chosen, rejected: chosen in wanted, max_rows=1000)[1][::2]
+    assert sorted(kept) == sorted(wanted)
+    assert len(store.answers_sample("t", 10, keep=lambda c, r: c in wanted, max_rows=10)[1]) < 20  # only 10 rows read
+    assert set(store.answers_sample("t", 1000, leave_out_user="old")[0][::2]) == {f"q{i}" for i in range(50)}  # copycat's
+
+
 def test_delete_purges_beside_other_writers_who_never_wait_for_the_rewrite(tmp_path):
     """Deletes of users while another user's appends keep coming: every append lands, none waits
     for a purge's rewrite (only for the short delete and version cleanup), and once each delete

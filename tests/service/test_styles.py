@@ -52,6 +52,32 @@ def test_which_questions_ask_a_judgement():
     assert not asks_judgement([{"role": "user", "content": "Is it raining?"}, {"role": "user", "content": "Plan my day."}])
 
 
+@pytest.mark.parametrize("question", [
+    "Should I learn Python or Rust first?",
+    "Should I learn Python, Go or Rust first?",
+    "Is it better to rent or to buy?",
+    "Do you prefer tea or coffee? I drink both.",
+    "Would you pick Vim versus Emacs?",
+])
+def test_a_question_offering_alternatives_is_not_a_yes_or_no_judgement(question):
+    """It used to be: 'Should I learn Python or Rust first?' opens with an auxiliary verb and asks,
+    so its candidates were told to answer "Yes." and "No."."""
+    assert not asks_judgement([{"role": "user", "content": question}])
+
+
+@pytest.mark.parametrize("question", [
+    'Do you agree with this statement? "I would rather be rich or famous."',  # the closed loop's persona prompts
+    'Do you agree with this statement? "Either you win or you learn."',
+    'Do you agree that "cats or dogs make better pets"?',
+    "Is it true that coffee or tea dehydrates you?",
+    "Should I learn Python or not?",
+    "Should I quit my job, yes or no?",
+    "Should I buy a car?",
+])
+def test_judgements_stay_judgements_whatever_their_statement_says(question):
+    assert asks_judgement([{"role": "user", "content": question}])
+
+
 def test_brief_answers_are_cut_and_detailed_ones_kept():
     text = "\nGo for a walk. Then rest.\n- more\n- and more\n- again"
     brief_prose = AnswerStyle("brief", "prose", "formal").finish(text)
