@@ -1,0 +1,37 @@
+"""Wire-format faults a tester found, over HTTP on the real app: `If-Match` parsing and `*`, the
+`param` of some 400s, a malformed body's message, `Retry-After` on every answer, feedback on a
+response that was not kept, an out-of-range `before`, and an unknown chat model's code."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.service.tiny import field_named, start_service
+
+COMPARISON = {"type": "comparison", "user": "wire", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("wire-data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+def error(r) -> dict:
+    return r.json()["error"]
+
+
+def test_if_match_with_unbalanced_quotes_is_a_400_naming_it(svc):
+    """`"1` and `1"` were taken for version 1 (each quote was optional on its own)."""
+    with svc.client() as c:
+        assert c.patch("/v1/users/quoter/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        for bad in ('"1', '1"', 'W/"1', "W/1", 'W/1"', '""1"', '"1""', '"1", "2'):
+            r = c.patch("/v1/users/quoter/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": bad})
+            assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
+        assert c.get("/v1/users/quoter/stated-preferences").json()["version"] == 1  # none of them wrote
+        for good, version in (('"1"', 1), ('W/"2"', 2), ("3", 3), ('"9", W/"4"', 4)):
+            r = c.patch("/v1/users/quoter/stated-preferences", json={"preferences": {"length": ("less", "more")[version % 2]}},
+                        headers={"If-Match": good})
+            assert r.status_code == 200 and r.json()["version"] == version + 1, (good, r.text)
