@@ -35,3 +35,17 @@ def test_if_match_with_unbalanced_quotes_is_a_400_naming_it(svc):
             r = c.patch("/v1/users/quoter/stated-preferences", json={"preferences": {"length": ("less", "more")[version % 2]}},
                         headers={"If-Match": good})
             assert r.status_code == 200 and r.json()["version"] == version + 1, (good, r.text)
+
+
+def test_if_match_star_matches_every_record_get_serves(svc):
+    """GET answers 200 with `ETag: "0"` for a user who never stated anything (known or not), so that
+    record exists and `If-Match: *` matches it (RFC 9110, 13.1.1); it was a 412 "at version 0, not *"."""
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json=COMPARISON).status_code == 201
+        for user in ("wire", "never-seen"):
+            read = c.get(f"/v1/users/{user}/stated-preferences")
+            assert read.status_code == 200 and read.headers["etag"] == '"0"', read.text
+            r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": "*"})
+            assert r.status_code == 200 and r.json()["version"] == 1 and r.headers["etag"] == '"1"', (user, r.text)
+            again = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": "*"})
+            assert again.status_code == 200 and again.json()["version"] == 2, again.text
