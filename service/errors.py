@@ -82,7 +82,7 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return Response(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
-_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_AT_PATH = re.compile(r" - at (?:`key` in )?`\$\.?([^`]*)`$")  # a bad key of a dict is named by the dict
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 
 

@@ -20,7 +20,7 @@ from litestar.enums import RequestEncodingType
 
 from service.errors import bad_request
 
-_AT = re.compile(r"^(?P<problem>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
+_AT = re.compile(r"^(?P<problem>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.S)  # a key of a dict: "at `key` in `$.x`"
 _NAMED = re.compile(r"field `(?P<name>[^`]+)`")
 _KEY_BEFORE = re.compile(rb'"((?:[^"\\]|\\.){1,128})"\s*:\s*(?:\[\s*)?"?[^"]*$', re.S)
 
@@ -32,10 +32,13 @@ def _decoder(body_type: type) -> msgspec.json.Decoder:
 
 def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
     """(`messages[0].role`, problem) from msgspec's 'problem - at `$.messages[0].role`'; a missing or
-    unknown field is named by the field itself."""
+    unknown field is named by the field itself, a bad key of a dict ('problem - at `key` in
+    `$.attributes`') by the dict."""
     message = str(exc)
     found = _AT.match(message)
     problem, path = (found["problem"], found["path"].lstrip(".")) if found else (message, "")
+    if found and found["key"]:
+        problem = f"a key: {problem}"
     named = _NAMED.search(problem)
     if named and ("missing required field" in problem or "unknown field" in problem):
         path = f"{path}.{named['name']}" if path else named["name"]

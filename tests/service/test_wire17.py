@@ -49,3 +49,10 @@ def test_if_match_star_matches_every_record_get_serves(svc):
             assert r.status_code == 200 and r.json()["version"] == 1 and r.headers["etag"] == '"1"', (user, r.text)
             again = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": "*"})
             assert again.status_code == 200 and again.json()["version"] == 2, again.text
+
+
+def test_an_empty_attribute_name_is_named_attributes(svc):
+    with svc.client() as c:
+        r = c.post("/v1/feedback", json={**COMPARISON, "attributes": {"": "v"}})
+    assert r.status_code == 400 and field_named(r) == "attributes", r.text
+    assert "at `key`" not in error(r)["message"] and error(r)["message"].startswith("`attributes`"), r.text
