@@ -56,3 +56,11 @@ def test_an_empty_attribute_name_is_named_attributes(svc):
         r = c.post("/v1/feedback", json={**COMPARISON, "attributes": {"": "v"}})
     assert r.status_code == 400 and field_named(r) == "attributes", r.text
     assert "at `key`" not in error(r)["message"] and error(r)["message"].startswith("`attributes`"), r.text
+
+
+def test_a_too_long_idempotency_key_is_named_as_the_header(svc):
+    with svc.client() as c:
+        for key in ("k" * 256, "has space"):
+            r = c.post("/v1/feedback", json=COMPARISON, headers={"Idempotency-Key": key})
+            assert r.status_code == 400 and field_named(r) == "Idempotency-Key", r.text
+            assert error(r)["message"].startswith("`Idempotency-Key`"), r.text
