@@ -6,7 +6,7 @@ untyped decoder (a 500). `strict_json_body` runs first on every route that takes
 decodes the raw bytes straight into the handler's declared type with msgspec (`strict=True`: no
 strings for numbers or booleans; a typed decode stops at the first level that does not fit, so
 depth costs nothing) and answers a 400 naming the field on any mismatch. Invalid UTF-8 is a 400
-naming the key whose string holds it.
+naming the field whose string holds it, by its dotted path (`pool[0].answers[1]`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from service.errors import bad_request
 
 _AT = re.compile(r"^(?P<problem>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.S)  # a key of a dict: "at `key` in `$.x`"
 _NAMED = re.compile(r"field `(?P<name>[^`]+)`")
-_KEY_BEFORE = re.compile(rb'"((?:[^"\\]|\\.){1,128})"\s*:\s*(?:\[\s*)?"?[^"]*$', re.S)
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|"|[{}\[\],]', re.S)  # a whole string, an unterminated one's quote, or structure
 
 
 @lru_cache(maxsize=64)
@@ -46,14 +46,49 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
 
 
 def _utf8_field(body: bytes) -> str:
-    """The key whose string value holds the first invalid UTF-8 byte of `body` (or `body`)."""
+    """The dotted path (`pool[0].answers[1]`, `attributes.g`) of the string holding the first invalid
+    UTF-8 byte of `body`; a key holding it is named by its object (`attributes`); `body` when no
+    field does (a string at the top, a key at the top)."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        key = _KEY_BEFORE.search(body[: exc.start])
-        if key:
-            return key.group(1).decode("utf-8", "replace")
+        return _path_to_open_string(body[: exc.start]) or "body"
     return "body"
+
+
+def _path_to_open_string(prefix: bytes) -> str:
+    """The path of the string `prefix` ends inside. msgspec decodes in order and stops at that string,
+    so the JSON before it is well formed (and valid UTF-8): a scan of its brackets, commas and
+    strings finds each open object's current key and each open array's current index."""
+    opened: list[list] = []  # per open container: [key or None, expecting a key] or [index]
+    for token in _TOKEN.finditer(prefix):
+        text = token.group()
+        if text == b'"':  # the string holding the byte: a key names its object, a value its member
+            if opened and len(opened[-1]) == 2 and opened[-1][1]:
+                opened.pop()
+            return "".join(_member(frame, i) for i, frame in enumerate(opened))
+        if text == b"{":
+            opened.append([None, True])
+        elif text == b"[":
+            opened.append([0])
+        elif text in (b"}", b"]"):
+            if opened:
+                opened.pop()
+        elif text == b",":
+            if opened and len(opened[-1]) == 2:
+                opened[-1][1] = True
+            elif opened:
+                opened[-1][0] += 1
+        elif opened and len(opened[-1]) == 2 and opened[-1][1]:  # an object's key
+            key = msgspec.json.decode(text, type=str)
+            opened[-1] = [key if len(key) <= 64 else key[:64] + "...", False]
+    return ""
+
+
+def _member(frame: list, depth: int) -> str:
+    if len(frame) == 1:
+        return f"[{frame[0]}]"
+    return f".{frame[0]}" if depth else str(frame[0])
 
 
 def allowed_methods(request: Request) -> str | None:

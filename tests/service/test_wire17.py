@@ -64,3 +64,23 @@ def test_a_too_long_idempotency_key_is_named_as_the_header(svc):
             r = c.post("/v1/feedback", json=COMPARISON, headers={"Idempotency-Key": key})
             assert r.status_code == 400 and field_named(r) == "Idempotency-Key", r.text
             assert error(r)["message"].startswith("`Idempotency-Key`"), r.text
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/v1/users/wire/next-comparison", b'{"pool": [{"prompt": "p", "answers": ["a", "b\xff"]}]}', "pool[0].answers[1]"),
+    ("/v1/users/wire/next-comparison", b'{"pool": [{"prompt": "p", "answers": ["a", "b"]}, {"answers": ["\xc3", "c"], "prompt": "q"}]}',
+     "pool[1].answers[0]"),
+    ("/v1/users/wire/next-comparison", b'{"pool": [{"prompt": "p\xff", "answers": ["a", "b"]}]}', "pool[0].prompt"),
+    ("/v1/chat/completions", b'{"model": "pluralign", "messages": [{"role": "user", "content": "h\xff"}]}', "messages[0].content"),
+    ("/v1/chat/completions", b'{"model": "pluralign", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\"x\\" \xff"}]}]}',
+     "messages[0].content[0].text"),
+    ("/v1/feedback", b'{"type": "comparison", "user": "wire", "prompt": "p", "chosen": "a", "rejected": "b", "attributes": {"g": "\xff"}}',
+     "attributes.g"),
+    ("/v1/feedback", b'{"type": "comparison", "user": "wire", "prompt": "p", "chosen": "a", "rejected": "b", "attributes": {"\xff": "v"}}',
+     "attributes"),
+], ids=["pool-answer", "second-pool-answer", "pool-prompt", "chat-content", "chat-content-part", "attribute-value", "attribute-name"])
+def test_invalid_utf8_names_the_dotted_path_of_its_field(svc, path, body, field):
+    with svc.client() as c:
+        r = c.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and field_named(r) == field, r.text
+    assert error(r)["message"].startswith(f"`{field}`: is not valid UTF-8"), r.text
