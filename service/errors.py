@@ -163,10 +163,10 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         status = exc.status_code
         if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
             return Redirect("/admin/login", status_code=303)  # a browser without a session: to the login form
-        if status == HTTP_400_BAD_REQUEST and _malformed_json(exc):
-            return error_response(400, f"the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
-        message = exc.detail
         param, code, detail = _from_extra(exc.extra, request)
+        if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
+            return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
+        message = exc.detail
         if code == "unknown_parameter":
             detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
         if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field

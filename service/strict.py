@@ -127,7 +127,7 @@ async def strict_json_body(request: Request) -> None:
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
     except msgspec.DecodeError as exc:
-        raise bad_request("body", f"the request body is not valid JSON: {exc}") from None
+        raise bad_request("body", f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)
         raise bad_request(field, f"is not valid UTF-8 ({exc.reason} at byte {exc.start} of the string)") from None

@@ -84,3 +84,11 @@ def test_invalid_utf8_names_the_dotted_path_of_its_field(svc, path, body, field)
         r = c.post(path, content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400 and field_named(r) == field, r.text
     assert error(r)["message"].startswith(f"`{field}`: is not valid UTF-8"), r.text
+
+
+def test_a_malformed_body_says_so_once(svc):
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=b'{"type": "comparison", "user": ', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", r.text
+    assert error(r)["message"].count("not valid JSON") == 1, r.text
+    assert error(r)["message"].startswith("`body`: the request body is not valid JSON: "), r.text
