@@ -92,3 +92,12 @@ def test_a_malformed_body_says_so_once(svc):
     assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", r.text
     assert error(r)["message"].count("not valid JSON") == 1, r.text
     assert error(r)["message"].startswith("`body`: the request body is not valid JSON: "), r.text
+
+
+def test_only_a_429_carries_retry_after(svc):
+    """Every answer carried `Retry-After: 1` (the rate limiter's headers, meant for its 429, were
+    added to all); the `RateLimit-*` headers stay on every limited answer."""
+    with svc.client() as c:
+        for r in (c.post("/v1/feedback", json=COMPARISON), c.get("/v1/models"), c.get("/v1/users/nobody-here")):
+            assert "retry-after" not in r.headers, (r.status_code, dict(r.headers))
+            assert "ratelimit-limit" in r.headers and "ratelimit-remaining" in r.headers, dict(r.headers)
