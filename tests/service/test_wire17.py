@@ -101,3 +101,16 @@ def test_only_a_429_carries_retry_after(svc):
         for r in (c.post("/v1/feedback", json=COMPARISON), c.get("/v1/models"), c.get("/v1/users/nobody-here")):
             assert "retry-after" not in r.headers, (r.status_code, dict(r.headers))
             assert "ratelimit-limit" in r.headers and "ratelimit-remaining" in r.headers, dict(r.headers)
+
+
+@pytest.mark.parametrize("chat", [{}, {"user": "wire", "store": False}])
+def test_feedback_on_a_response_not_kept_says_it_was_not_stored(svc, chat):
+    with svc.client() as c:
+        served = c.post("/v1/chat/completions", json={**CHAT, **chat, "n": 2})
+        assert served.status_code == 200, served.text
+        response_id = served.json()["pluralign"]["response_id"]
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": response_id, "chosen_index": 1})
+    assert r.status_code == 404 and field_named(r) == "response_id", r.text
+    message = error(r)["message"]
+    assert "not stored" in message and "store: false" in message and "anonymous" in message, message
+    assert "was served" not in message, message
