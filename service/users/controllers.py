@@ -158,10 +158,10 @@ def get_stated(
     request: Request,
     user_id: FromPath[str],
     limit: Annotated[int, Parameter(ge=1, le=services.MAX_STATED_PAGE)] = 20,
-    before: Annotated[int | None, Parameter(ge=1)] = None,
+    before: Annotated[int | None, Parameter(ge=1, le=services.MAX_STATED_VERSION)] = None,
 ) -> Response[services.StatedPage]:
     """The current stated preferences and the changes of the `limit` (1-100) newest versions below
-    `before` (default: from the current version), oldest first; `next_before` pages back, null at
+    `before` (1 to 2^63-1, the stored version's range; default: from the current version), oldest first; `next_before` pages back, null at
     version 1. The whole history is in GET .../export. `ETag` is the current version, for a PATCH's
     `If-Match`."""
     rt, tenant, user_id = _user(request, user_id)

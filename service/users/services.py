@@ -179,6 +179,7 @@ def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
 
 
 MAX_STATED_PAGE = 100  # versions per page of GET .../stated-preferences (a version holds at most 16 changes)
+MAX_STATED_VERSION = 2**63 - 1  # the stored `version` is an int64: a `before` above it is out of range
 
 
 class StatedPage(msgspec.Struct, kw_only=True):

@@ -114,3 +114,11 @@ def test_feedback_on_a_response_not_kept_says_it_was_not_stored(svc, chat):
     message = error(r)["message"]
     assert "not stored" in message and "store: false" in message and "anonymous" in message, message
     assert "was served" not in message, message
+
+
+def test_an_out_of_range_before_is_a_400_naming_it(svc):
+    with svc.client() as c:
+        for before in ("99999999999999999999999", str(2**63), "0", "-1", "x"):
+            r = c.get("/v1/users/wire/stated-preferences", params={"before": before})
+            assert r.status_code == 400 and field_named(r) == "before", (before, r.text)
+        assert c.get("/v1/users/wire/stated-preferences", params={"before": str(2**63 - 1)}).status_code == 200
