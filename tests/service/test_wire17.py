@@ -122,3 +122,10 @@ def test_an_out_of_range_before_is_a_400_naming_it(svc):
             r = c.get("/v1/users/wire/stated-preferences", params={"before": before})
             assert r.status_code == 400 and field_named(r) == "before", (before, r.text)
         assert c.get("/v1/users/wire/stated-preferences", params={"before": str(2**63 - 1)}).status_code == 200
+
+
+def test_an_unknown_chat_model_has_code_model_not_found(svc):
+    with svc.client() as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "model": "gpt-4o"})
+    assert r.status_code == 400 and field_named(r) == "model" and error(r)["code"] == "model_not_found", r.text
+    assert "gpt-4o" in error(r)["message"], r.text
