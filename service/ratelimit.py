@@ -1,12 +1,15 @@
 """Requests per second per tenant (setting `tenant_requests_per_second`), on Litestar's rate-limit
 middleware: a tenant's keys share one budget; beyond it a 429 with Retry-After and the IETF
-RateLimit headers. Requests without a known key are counted by client address. /health,
-/metrics and /schema are not limited."""
+RateLimit headers. Every limited answer carries the RateLimit headers; only the 429 Retry-After.
+Requests without a known key are counted by client address. /health, /metrics and /schema are
+not limited."""
 
 from __future__ import annotations
 
 from litestar import Request
+from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware, get_remote_address
+from litestar.types import Message, Send
 
 from service.auth import KeyRing
 
@@ -21,10 +24,27 @@ def tenant_of(request: Request) -> str:
 
 
 class TenantRateLimit(RateLimitMiddleware):
+    """Litestar's middleware, with `Retry-After` on its 429 only: every limited answer carries the
+    `RateLimit-*` headers, and Litestar builds both from `create_response_headers`."""
+
     def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
+        """The 429's headers: the RateLimit ones and `Retry-After` (the seconds until the window resets)."""
         headers = super().create_response_headers(cache_object)
         headers["Retry-After"] = str(max(1, int(headers[self.config.rate_limit_reset_header_key])))
         return headers
+
+    def create_send_wrapper(self, send: Send, cache_object: CacheObject) -> Send:
+        """Every other answer's: the RateLimit headers alone."""
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                headers = MutableScopeHeaders(message)
+                for key, value in RateLimitMiddleware.create_response_headers(self, cache_object).items():
+                    headers[key] = value
+            await send(message)
+
+        return send_wrapper
 
 
 def rate_limit(per_second: int) -> RateLimitConfig:

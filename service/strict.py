@@ -6,7 +6,7 @@ untyped decoder (a 500). `strict_json_body` runs first on every route that takes
 decodes the raw bytes straight into the handler's declared type with msgspec (`strict=True`: no
 strings for numbers or booleans; a typed decode stops at the first level that does not fit, so
 depth costs nothing) and answers a 400 naming the field on any mismatch. Invalid UTF-8 is a 400
-naming the key whose string holds it.
+naming the field whose string holds it, by its dotted path (`pool[0].answers[1]`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from litestar.enums import RequestEncodingType
 
 from service.errors import bad_request
 
-_AT = re.compile(r"^(?P<problem>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
+_AT = re.compile(r"^(?P<problem>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.S)  # a key of a dict: "at `key` in `$.x`"
 _NAMED = re.compile(r"field `(?P<name>[^`]+)`")
-_KEY_BEFORE = re.compile(rb'"((?:[^"\\]|\\.){1,128})"\s*:\s*(?:\[\s*)?"?[^"]*$', re.S)
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|"|[{}\[\],]', re.S)  # a whole string, an unterminated one's quote, or structure
 
 
 @lru_cache(maxsize=64)
@@ -32,10 +32,13 @@ def _decoder(body_type: type) -> msgspec.json.Decoder:
 
 def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
     """(`messages[0].role`, problem) from msgspec's 'problem - at `$.messages[0].role`'; a missing or
-    unknown field is named by the field itself."""
+    unknown field is named by the field itself, a bad key of a dict ('problem - at `key` in
+    `$.attributes`') by the dict."""
     message = str(exc)
     found = _AT.match(message)
     problem, path = (found["problem"], found["path"].lstrip(".")) if found else (message, "")
+    if found and found["key"]:
+        problem = f"a key: {problem}"
     named = _NAMED.search(problem)
     if named and ("missing required field" in problem or "unknown field" in problem):
         path = f"{path}.{named['name']}" if path else named["name"]
@@ -43,14 +46,49 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
 
 
 def _utf8_field(body: bytes) -> str:
-    """The key whose string value holds the first invalid UTF-8 byte of `body` (or `body`)."""
+    """The dotted path (`pool[0].answers[1]`, `attributes.g`) of the string holding the first invalid
+    UTF-8 byte of `body`; a key holding it is named by its object (`attributes`); `body` when no
+    field does (a string at the top, a key at the top)."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        key = _KEY_BEFORE.search(body[: exc.start])
-        if key:
-            return key.group(1).decode("utf-8", "replace")
+        return _path_to_open_string(body[: exc.start]) or "body"
     return "body"
+
+
+def _path_to_open_string(prefix: bytes) -> str:
+    """The path of the string `prefix` ends inside. msgspec decodes in order and stops at that string,
+    so the JSON before it is well formed (and valid UTF-8): a scan of its brackets, commas and
+    strings finds each open object's current key and each open array's current index."""
+    opened: list[list] = []  # per open container: [key or None, expecting a key] or [index]
+    for token in _TOKEN.finditer(prefix):
+        text = token.group()
+        if text == b'"':  # the string holding the byte: a key names its object, a value its member
+            if opened and len(opened[-1]) == 2 and opened[-1][1]:
+                opened.pop()
+            return "".join(_member(frame, i) for i, frame in enumerate(opened))
+        if text == b"{":
+            opened.append([None, True])
+        elif text == b"[":
+            opened.append([0])
+        elif text in (b"}", b"]"):
+            if opened:
+                opened.pop()
+        elif text == b",":
+            if opened and len(opened[-1]) == 2:
+                opened[-1][1] = True
+            elif opened:
+                opened[-1][0] += 1
+        elif opened and len(opened[-1]) == 2 and opened[-1][1]:  # an object's key
+            key = msgspec.json.decode(text, type=str)
+            opened[-1] = [key if len(key) <= 64 else key[:64] + "...", False]
+    return ""
+
+
+def _member(frame: list, depth: int) -> str:
+    if len(frame) == 1:
+        return f"[{frame[0]}]"
+    return f".{frame[0]}" if depth else str(frame[0])
 
 
 def allowed_methods(request: Request) -> str | None:
@@ -89,7 +127,7 @@ async def strict_json_body(request: Request) -> None:
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
     except msgspec.DecodeError as exc:
-        raise bad_request("body", f"the request body is not valid JSON: {exc}") from None
+        raise bad_request("body", f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)
         raise bad_request(field, f"is not valid UTF-8 ({exc.reason} at byte {exc.start} of the string)") from None

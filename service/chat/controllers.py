@@ -71,7 +71,8 @@ def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
 
 def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
     if data.model not in model_names(rt):
-        raise bad_request("model", f"unknown model {data.model!r}; available: {', '.join(model_names(rt))}")
+        # OpenAI's code for it (its status is 404; ours stays the documented 400 naming `model`)
+        raise bad_request("model", f"unknown model {data.model!r}; available: {', '.join(model_names(rt))}", code="model_not_found")
     if not data.messages:
         raise bad_request("messages", "must hold at least one message")
     last_user = max((i for i, m in enumerate(data.messages) if m.role == "user"), default=None)

@@ -32,9 +32,14 @@ from service.users.services import schedule_refit
 
 
 def served(rt: Runtime, tenant: str, response_id: str) -> Interaction:
+    """The stored response feedback refers to. Raises a 404 naming `response_id` when this tenant
+    keeps none by that id: unknown, another tenant's, or served but not kept (an anonymous chat's,
+    a `store: false` one's, a deleted user's)."""
     item = rt.store.get_interaction(tenant, response_id)
     if item is None:  # another tenant's response ids are invisible, exactly like unknown ones
-        raise NotFoundException(f"no response {response_id} was served to this tenant")
+        problem = (f"response {response_id} is not stored for this tenant: responses to anonymous chats (no `user`) "
+                   "and to chats sent with store: false are not kept, so they take no feedback")
+        raise NotFoundException(f"`response_id`: {problem}", extra=[{"key": "response_id", "message": problem, "code": "not_found"}])
     return item
 
 

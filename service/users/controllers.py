@@ -159,10 +159,10 @@ def get_stated(
     request: Request,
     user_id: FromPath[str],
     limit: Annotated[int, Parameter(ge=1, le=services.MAX_STATED_PAGE)] = 20,
-    before: Annotated[int | None, Parameter(ge=1)] = None,
+    before: Annotated[int | None, Parameter(ge=1, le=services.MAX_STATED_VERSION)] = None,
 ) -> Response[services.StatedPage]:
     """The current stated preferences and the changes of the `limit` (1-100) newest versions below
-    `before` (default: from the current version), oldest first; `next_before` pages back, null at
+    `before` (1 to 2^63-1, the stored version's range; default: from the current version), oldest first; `next_before` pages back, null at
     version 1. The whole history is in GET .../export. `ETag` is the current version, for a PATCH's
     `If-Match`."""
     rt, tenant, user_id = _user(request, user_id)
@@ -174,12 +174,12 @@ def _tagged(page: services.StatedPage) -> Response[services.StatedPage]:
     return Response(page, headers={"ETag": f'"{page.version}"'})
 
 
-_TAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+_TAG = re.compile(r'^(?:(?:W/)?"(\d{1,18})"|(\d{1,18}))$')  # "3", W/"3" or a bare 3: quotes come in pairs
 
 
 def _if_match(value: str | None) -> list[int | None] | None:
     """An `If-Match` header: a list of version tags (`"3"`, `W/"3"` or `3`) or `*`. Raises a 400
-    naming `If-Match` when an element is none of these."""
+    naming `If-Match` when an element is none of these (`"3` or `3"`: a quote without its pair)."""
     if value is None:
         return None
     wanted = []
@@ -189,7 +189,7 @@ def _if_match(value: str | None) -> list[int | None] | None:
         if element == "*":
             wanted.append(None)
         elif found:
-            wanted.append(int(found.group(1)))
+            wanted.append(int(found.group(1) or found.group(2)))
         else:
             raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
     return wanted

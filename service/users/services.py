@@ -181,6 +181,7 @@ def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
 
 
 MAX_STATED_PAGE = 100  # versions per page of GET .../stated-preferences (a version holds at most 16 changes)
+MAX_STATED_VERSION = 2**63 - 1  # the stored `version` is an int64: a `before` above it is out of range
 
 
 class StatedPage(msgspec.Struct, kw_only=True):
@@ -254,8 +255,10 @@ class VersionMismatch(Exception):
 
 
 def version_matches(current: int, wanted: list[int | None]) -> bool:
-    """`wanted` from an `If-Match` header: version numbers, None for `*` (any version that exists)."""
-    return any(current >= 1 if w is None else current == w for w in wanted)
+    """`wanted` from an `If-Match` header: version numbers, None for `*`. `*` matches whenever a
+    current record exists (RFC 9110, 13.1.1), and one always does: GET answers every user's, at
+    version 0 for a user who never stated anything (known to the tenant or not)."""
+    return any(w is None or current == w for w in wanted)
 
 
 def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None],
@@ -266,8 +269,8 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
     what is not set, setting what already is) writes nothing, creates no user and returns the
     record as it is with no changes (`history` empty). The row is written before the changes
     table: a stop between the two leaves the version in the row, which reads merge in and the
-    next change stores. `if_match`: change only if the current version is one of these (None in it:
-    any existing version), checked under the lock, so two clients that read the same version cannot
+    next change stores. `if_match`: change only if the current version is one of these (None in it,
+    `*`: any version, 0 included), checked under the lock, so two clients that read the same version cannot
     both change it.
     Raises ValueError naming an unknown feature, VersionMismatch when `if_match` does not hold."""
     with rt.user_lock(tenant, user_id):

@@ -95,7 +95,7 @@ def test_audit_query_values_are_checked_and_never_reach_a_job(svc, query, field)
 @pytest.mark.parametrize("body,field", [
     (b'{"model": "pluralign", "seed": 18446744073709551616, "messages": [{"role": "user", "content": "hi"}]}', "seed"),
     (b'{"model": "pluralign", "temperature": 1e400, "messages": [{"role": "user", "content": "hi"}]}', "temperature"),
-    (b'{"model": "pluralign", "messages": [{"role": "user", "content": "h\xff\xfei"}]}', "content"),
+    (b'{"model": "pluralign", "messages": [{"role": "user", "content": "h\xff\xfei"}]}', "messages[0].content"),
     (b'{"model": "pluralign", "user": "a\xc3", "messages": [{"role": "user", "content": "hi"}]}', "user"),
     (b'{"model": "pluralign", "n": "3", "messages": [{"role": "user", "content": "hi"}]}', "n"),
     (b'{"model": "pluralign", "stream": "true", "messages": [{"role": "user", "content": "hi"}]}', "stream"),
