@@ -555,7 +555,7 @@ def stored_seed(tenant: str, user_id: str) -> int:
 def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Particles:
     """Up to `POPULATION_USERS` of the tenant's other users whose stored user model belongs to the
     current population model (`UserModel.fits`), each their own group; there may be none. Only their
-    fitted coefficients are read, never their texts."""
+    fitted coefficients are read, never their texts (the pair asked comes from the pool)."""
     from pluralign.user.active import Particles
 
     model = rewards.user_model
