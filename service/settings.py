@@ -80,7 +80,10 @@ class Settings(Base, frozen=True):
     # prompt tokens (messages and retrieved shots) one chat may send: its prefill holds the generation
     # worker, and a disconnect is only seen between tokens (4 candidates of 1,600 tokens: ~21 s on two
     # cores); retrieved shots are left out first; None: only the context limit
-    max_prompt_tokens: int | None = 2048
+    max_prompt_tokens: int | None = 1024
+    # prompt tokens one chat may prefill, summed over its candidates (each prefills the prompt): beyond
+    # it fewer candidates are generated, down to the `n` returned; None: no bound
+    max_prefill_tokens: int | None = 4096
     tenant_requests_per_second: int = 200  # requests per second per tenant (429 + Retry-After beyond); 0: no limit
     tenant_queued_jobs: int = 8  # adapter jobs one tenant may have queued or running (the trigger waits beyond)
     job_attempts: int = 3  # launches of a job before a restart gives it up as failed
@@ -98,6 +101,8 @@ class Settings(Base, frozen=True):
             raise ValueError("`generator_timeout_s` must be positive and `generator_retries` at least 0")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"`max_prompt_tokens` must be at least 1, got {self.max_prompt_tokens}")
+        if self.max_prefill_tokens is not None and self.max_prefill_tokens < 1:
+            raise ValueError(f"`max_prefill_tokens` must be at least 1, got {self.max_prefill_tokens}")
         if self.admin_session_s < 1:
             raise ValueError("`admin_session_s` must be at least 1")
         if not 0.0 <= self.compare_min_bits:

@@ -172,37 +172,58 @@ def prompt_budget(rt: Runtime, sampling: Sampling) -> tuple[int | None, str]:
 
 
 def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> None:
-    """A message over MAX_MESSAGE_CHARS, or a prompt that cannot fit the prompt budget, is a 400
-    before any work. A token holds at most ~16 characters here, so far longer text is refused
-    without tokenizing it."""
-    for i, m in enumerate(data.messages):
+    """A message whose text (content, refusal and tool calls, as the model reads it) is over
+    MAX_MESSAGE_CHARS, or a prompt that cannot fit the prompt budget, is a 400 before any work. A
+    token holds at most ~16 characters here, so far longer text is refused without tokenizing it."""
+    for i, (m, templated) in enumerate(zip(data.messages, template_messages(data.messages), strict=True)):
         if len(m.text()) > MAX_MESSAGE_CHARS:
             raise bad_request(f"messages[{i}].content", f"{len(m.text())} characters; a message holds at most {MAX_MESSAGE_CHARS}")
+        if len(templated["content"]) > MAX_MESSAGE_CHARS:
+            raise bad_request(f"messages[{i}]", f"its text with its refusal and tool calls is {len(templated['content'])} characters; "
+                                                f"a message holds at most {MAX_MESSAGE_CHARS}")
     budget, why = prompt_budget(rt, sampling)
     if budget is None:
         return
-    chars = sum(len(m.text()) for m in data.messages)
+    chars = sum(len(m["content"]) for m in template_messages(data.messages))
     if chars > 16 * budget:
         raise bad_request("messages", f"{chars} characters cannot fit the prompt budget of {budget} tokens: {why}")
 
 
 def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling) -> services.Plan:
-    """The plan, once its context (messages and retrieved shots) is known to fit the prompt budget:
-    retrieved shots are left out, farthest first, until it does; messages that do not fit alone are
-    a 400 naming `messages`. Runs on the scheduler: the plan's timings record how the request waited
-    for its turn."""
+    """The plan, once its context (messages and retrieved shots) is known to fit the prompt budget
+    and its candidates the prefill budget. Retrieved shots are left out, farthest first, until the
+    prompt fits; messages that do not fit alone are a 400 naming `messages`. Then fewer candidates
+    are generated while their prefill (candidates x prompt tokens) is over `max_prefill_tokens`,
+    down to the `n` returned; `n` copies over it are a 400 naming `n` (`messages` for one). Runs
+    on the scheduler: the plan's timings record how the request waited for its turn."""
     p = plan_for(rt, tenant, data)
     waited = rt.scheduler.waited()
     if waited is not None:
         p.timings.queue_ms, p.timings.queued_behind = round(waited.seconds * 1000, 3), waited.behind
     budget, why = prompt_budget(rt, sampling)
+    tokens = None
     if budget is not None:
         tokens = rt.generator.prompt_tokens(p.context)
-        while tokens > budget and p.shots:
-            p.drop_shot()
-            tokens = rt.generator.prompt_tokens(p.context)
+        if tokens > budget and p.shots:
+            alone = rt.generator.prompt_tokens(p.context_without_shots())
+            if alone > budget:  # the client's messages alone: no shot to give up makes them fit
+                raise bad_request("messages", f"the prompt is {alone} tokens; {why}")
+            while tokens > budget and p.shots:
+                p.drop_shot()
+                tokens = rt.generator.prompt_tokens(p.context)
         if tokens > budget:
             raise bad_request("messages", f"the prompt is {tokens} tokens; {why}")
+    prefill = rt.settings.max_prefill_tokens
+    if prefill is not None and p.candidates > 1:
+        tokens = rt.generator.prompt_tokens(p.context) if tokens is None else tokens
+        fits = prefill // max(tokens, 1)
+        if fits < p.returned:
+            raise bad_request("n" if p.returned > 1 else "messages",
+                              f"the prompt is {tokens} tokens and {p.returned} choices prefill {tokens * p.returned}; "
+                              f"this service prefills at most {prefill} tokens a chat (`max_prefill_tokens`)")
+        if fits < p.candidates:
+            p.candidates = fits
+            p.rerank, p.styles = p.rerank and fits > 1, p.styles and fits > 1
     return p
 
 

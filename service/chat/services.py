@@ -48,6 +48,10 @@ class Plan:
     planned_at: float = field(default_factory=time.monotonic)  # before the user's history was read
     shots: list[Shot] = field(default_factory=list)  # the retrieved shots in `context`, nearest first
 
+    def context_without_shots(self) -> list[dict[str, str]]:
+        """The context once every retrieved shot is left out (a named user's keeps its system turn)."""
+        return with_shots([], self.messages) if self.user_id is not None else self.messages
+
     def drop_shot(self) -> None:
         """Leave the farthest shot out of the context (a prompt over the service's budget keeps the
         client's messages whole and gives up retrieved history first)."""

@@ -85,35 +85,59 @@ def test_a_prompt_longer_than_the_context_is_a_400_up_front(tmp_path, tiny_gener
 
 
 def test_the_prompt_budget_bounds_one_chat_for_every_tenant(svc):
-    """A message over 20,000 characters, or a prompt over `max_prompt_tokens` (2,048 by default),
-    is a 400 before any generation: a prompt's prefill holds the one generation worker and cannot be
-    interrupted (a 12,000-character chat held every tenant's chats for minutes)."""
+    """A message over 20,000 characters (its content, refusal or tool calls), or a prompt over
+    `max_prompt_tokens` (1,024 by default), is a 400 before any generation: a prompt's prefill holds
+    the one generation worker and cannot be interrupted (a 12,000-character chat held every tenant's
+    chats for minutes)."""
     with svc.client("acme") as c:
         over = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "a" * 20_001}]})
         assert over.status_code == 400 and field_named(over) == "messages[0].content" and "20000" in over.text, over.text
         parts = [{"type": "text", "text": "a" * 10_001}, {"type": "text", "text": "b" * 10_000}]
         split = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": parts}]})
         assert split.status_code == 400 and field_named(split) == "messages[0].content", split.text
+        refusal = [{"role": "assistant", "content": None, "refusal": "r" * 25_000}, {"role": "user", "content": "hi"}]
+        r = c.post("/v1/chat/completions", json={**CHAT, "messages": refusal})
+        assert r.status_code == 400 and field_named(r) == "messages[0]" and "refusal and tool calls" in r.text, r.text
+        started = time.monotonic()
+        call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "ab " * 300_000}}
+        calls = [{"role": "assistant", "content": None, "tool_calls": [call]}, {"role": "user", "content": "hi"}]
+        r = c.post("/v1/chat/completions", json={**CHAT, "messages": calls})
+        assert r.status_code == 400 and field_named(r) == "messages[0]", r.text
+        assert time.monotonic() - started < 10  # refused before any tokenizing (it took 11.9 s behind 17 tokenizations)
         many = [{"role": "user", "content": "hello " * 3000}, {"role": "assistant", "content": "ok " * 6000}, {"role": "user", "content": "hello " * 3000}]
         whole = c.post("/v1/chat/completions", json={**CHAT, "messages": many})  # each under the cap, together far over the budget
         assert whole.status_code == 400 and field_named(whole) == "messages" and "`max_prompt_tokens`" in whole.text, whole.text
-        long = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "hello " * 2500}]})
-        assert long.status_code == 400 and field_named(long) == "messages" and "at most 2048 (`max_prompt_tokens`)" in long.text, long.text
+        long = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "hello " * 1500}]})
+        assert long.status_code == 400 and field_named(long) == "messages" and "at most 1024 (`max_prompt_tokens`)" in long.text, long.text
         assert svc.runtime.scheduler.stats()["running"] == 0
-        fits = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2, "messages": [{"role": "user", "content": "hello " * 1000}]})
+        fits = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2, "messages": [{"role": "user", "content": "hello " * 500}]})
         assert fits.status_code == 200, fits.text
+
+
+def test_a_chat_prefills_at_most_max_prefill_tokens_over_its_candidates(svc):
+    """Each candidate prefills the prompt again: 8 candidates of a 700-token prompt are cut to the 5
+    that fit 4,096 prefill tokens (8 candidates of 2,006 tokens held another tenant's chat for
+    130 s), and 8 returned choices that cannot fit are a 400 naming `n`."""
+    prompt = [{"role": "user", "content": "hello " * 700}]
+    with svc.client("acme") as c:
+        tokens = svc.runtime.generator.prompt_tokens([{"role": "user", "content": "hello " * 700}])
+        r = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1, "messages": prompt, "pluralign": {"candidates": 8}})
+        assert r.status_code == 200, r.text
+        assert r.json()["pluralign"]["candidates"] == 4096 // tokens < 8, (r.json()["pluralign"], tokens)
+        n8 = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1, "n": 8, "messages": prompt})
+        assert n8.status_code == 400 and field_named(n8) == "n" and "`max_prefill_tokens`" in n8.text, n8.text
 
 
 def test_retrieved_shots_give_way_to_the_prompt_budget(svc):
     """The service's own additions never make a chat a 400: shots are left out, farthest first,
     until the prompt fits; only the client's messages can be too long."""
-    long_answer = "This answer goes on about the topic at some length. " * 12  # clipped to 600 characters in a shot
+    answer = "This answer goes on about the topic at some length. " * 4
     with svc.client("acme") as c:
         for i in range(4):
-            r = c.post("/v1/feedback", json={"type": "comparison", "user": "shots-user", "prompt": f"Question {i} " + long_answer,
-                                             "chosen": "Yes. " + long_answer, "rejected": "No. " + long_answer})
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "shots-user", "prompt": f"Question {i} " + answer,
+                                             "chosen": "Yes. " + answer, "rejected": "No. " + answer})
             assert r.status_code == 201, r.text
-        question = {"role": "user", "content": "Question 0 " + "hello " * 1500}
+        question = {"role": "user", "content": "Question 0 " + "hello " * 800}
         r = c.post("/v1/chat/completions", json={**CHAT, "user": "shots-user", "max_tokens": 2, "pluralign": {"shots": 4}, "messages": [question]})
         assert r.status_code == 200, r.text
         kept = r.json()["pluralign"]["history"]
