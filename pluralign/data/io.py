@@ -9,6 +9,7 @@ which skips them and reports how many.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pluralign.data.record import Base, Preference, PreferenceError, TrlRow
-from pluralign.data.text import is_blank
+from pluralign.data.text import is_blank, visible
 from pluralign.files import atomic_writer
 
 _json_decoder = msgspec.json.Decoder()
@@ -76,6 +77,8 @@ def _attribute_labels(value: Any, line: int) -> dict[str, str]:
         raise PreferenceError(line, "attributes", "expected an object of labels")
     labels = {}
     for key, item in value.items():
+        if is_blank(key):
+            raise PreferenceError(line, "attributes", "an attribute name must hold a visible character")
         if isinstance(item, str):
             labels[key] = item
         elif isinstance(item, (bool, int, float)):
@@ -117,6 +120,11 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     for field in ("prompt", "chosen", "rejected"):
         if is_blank(row[field]):
             raise PreferenceError(line, field, "has no visible character (only whitespace or zero-width characters)")
+    if visible(row["chosen"]) == visible(row["rejected"]):
+        raise PreferenceError(line, "rejected", "is the same answer as `chosen`: a comparison needs two different answers")
+    margin = row.get("margin")
+    if isinstance(margin, (int, float)) and not isinstance(margin, bool) and not 0 <= margin <= 1e6:
+        raise PreferenceError(line, "margin", "must be >= 0 (how much better `chosen` is) and at most 1e6")
     if "user_id" not in row:
         if default_user is None:
             raise PreferenceError(line, "user_id", "missing required field")
@@ -174,15 +182,41 @@ def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str 
     return records, LoadReport(loaded=len(records), skipped=skipped, errors=errors)
 
 
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> tuple[str | None, str]:
+    """(the top-level field holding the bad bytes, if the line parses without them; the problem)."""
+    problem = f"is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line)"
+    try:  # lone surrogates stand for the bad bytes: find the field whose value holds one
+        row = json.loads(raw.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        return None, problem
+    bad = lambda text: any("\udc80" <= c <= "\udcff" for c in text)  # noqa: E731
+    if isinstance(row, dict):
+        for key, value in row.items():
+            if bad(key) or bad(json.dumps(value, ensure_ascii=False)):
+                return (None if bad(key) else key), problem
+    return None, problem
+
+
+def _decode_line(number: int, raw: bytes) -> Any:
+    """One JSON line; a line that is not JSON or not UTF-8 raises PreferenceError naming it (and the field)."""
+    try:
+        return _json_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise PreferenceError(number, None, f"malformed JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        field, problem = _not_utf8(raw, exc)
+        raise PreferenceError(number, field, problem) from None
+
+
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
             try:
-                yield number, _json_decoder.decode(raw)
-            except msgspec.DecodeError as exc:
-                yield number, _Malformed(str(exc))
+                yield number, _decode_line(number, raw)
+            except PreferenceError as exc:
+                yield number, _Malformed(exc)
 
 
 def _parquet_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -199,8 +233,10 @@ def _parquet_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Malformed:
-    def __init__(self, why: str):
-        self.why = why
+    """A line that is not JSON (or not UTF-8): its error, raised unless bad rows are skipped."""
+
+    def __init__(self, error: PreferenceError):
+        self.error = error
 
 
 def read_preferences(
@@ -223,7 +259,7 @@ def read_preferences(
         for line, row in rows:
             if isinstance(row, _Malformed):
                 if not skip_bad:
-                    raise PreferenceError(line, None, f"malformed JSON ({row.why})")
+                    raise row.error
                 yield line, None
             else:
                 yield line, row
@@ -244,10 +280,10 @@ def read_preference_lines(
             if not raw.strip():
                 continue
             try:
-                yield number, _json_decoder.decode(raw)
-            except msgspec.DecodeError as exc:
+                yield number, _decode_line(number, raw)
+            except PreferenceError:
                 if not skip_bad:
-                    raise PreferenceError(number, None, f"malformed JSON ({exc})") from None
+                    raise
                 yield number, None
 
     records, report = _collect(rows(), skip_bad, default_user)

@@ -1,23 +1,44 @@
 """What of a text a reader can see: the one test of "blank" for answers, prompts and edits.
 
 `str.strip()` keeps Unicode format characters (category Cf: U+200B zero-width space, U+200C and
-U+200D joiners, U+2060 word joiner, U+FEFF byte-order mark), so an answer made only of them passed
-as non-blank and was stored and shown. Characters inside a text are left alone: a joiner between
-two emoji is part of what is shown.
+U+200D joiners, U+2060 word joiner, U+FEFF byte-order mark), control characters (Cc: U+0000,
+U+007F) and the other Default_Ignorable_Code_Point characters that render as nothing (U+034F
+combining grapheme joiner, U+115F/U+1160 and U+3164/U+FFA0 Hangul fillers, U+FE00-U+FE0F variation
+selectors, ...), and U+2800 (a blank Braille pattern), so an answer made only of them passed as
+non-blank and was stored and shown. Characters inside a text are left alone: a joiner between two
+emoji is part of what is shown. Combining marks (Mn, Me) are kept at the ends too (e + U+0301 is
+"é"), but a text of nothing else than them and invisible characters is blank: they mark nothing.
 """
 
 from __future__ import annotations
 
 import unicodedata
 
+# Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt) that are not Cf or Cc, plus the
+# Cf ranges it lists (kept here so the list reads whole), and U+2800 BRAILLE PATTERN BLANK
+_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x2800, 0x2800), (0x3164, 0x3164), (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)
+
 
 def _invisible(char: str) -> bool:
-    return char.isspace() or unicodedata.category(char) == "Cf"
+    """Whether `char` shows nothing: whitespace, a control or format character, a default-ignorable one."""
+    if char.isspace() or unicodedata.category(char) in ("Cc", "Cf"):
+        return True
+    point = ord(char)
+    return any(low <= point <= high for low, high in _IGNORABLE)
+
+
+def _mark(char: str) -> bool:
+    return unicodedata.category(char) in ("Mn", "Me")
 
 
 def visible(text: str) -> str:
-    """`text` without the whitespace and format characters at either end; two texts with the same
-    `visible` read the same. visible("\u200b Yes.\ufeff") == "Yes."."""
+    """`text` without the invisible characters (whitespace, Cc, Cf, default-ignorable, U+2800) at
+    either end; two texts with the same `visible` read the same. visible("\u200b Yes.\u3164") == "Yes.".
+    Combining marks stay (visible("e\u0301") == "e\u0301")."""
     start, end = 0, len(text)
     while start < end and _invisible(text[start]):
         start += 1
@@ -27,5 +48,6 @@ def visible(text: str) -> str:
 
 
 def is_blank(text: str) -> bool:
-    """Whether `text` has no visible character (only whitespace and format characters, or nothing)."""
-    return not visible(text)
+    """Whether `text` has no visible character: nothing, or only invisible characters (see
+    `visible`) and combining marks with no base character to mark."""
+    return all(_invisible(c) or _mark(c) for c in visible(text))

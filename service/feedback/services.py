@@ -61,6 +61,17 @@ def check_labels(rt: Runtime, source: str | None, attributes: dict[str, str], wh
             raise bad_request(f"{where}attributes.{name}", f"{len(value)} characters; at most {limits.max_attribute_value_chars}")
 
 
+def _rivals(texts: list[str], answer: str) -> list[str]:
+    """The texts to compare `answer` with: each visible text once, neither blank nor `answer` again."""
+    seen = {visible(answer)}
+    rivals = []
+    for text in texts:
+        if not is_blank(text) and visible(text) not in seen:
+            seen.add(visible(text))
+            rivals.append(text)
+    return rivals
+
+
 def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict]]:
     """(user, [{prompt, chosen, rejected, tie, margin, kind}]) for one feedback body."""
     if isinstance(fb, ComparisonFeedback):
@@ -81,6 +92,8 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
         if fb.chosen_index >= len(shown):
             raise bad_request("chosen_index", f"must be below the number of returned choices ({len(shown)})")
         chosen = shown[fb.chosen_index]
+        if is_blank(chosen):
+            raise bad_request("chosen_index", "this choice is a blank answer (no visible character): pick another, or send a `comparison`")
         if fb.shown is not None:  # only these choices were shown side by side
             if len(set(fb.shown)) != len(fb.shown):
                 raise bad_request("shown", "lists a choice twice")
@@ -89,12 +102,12 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
             if fb.chosen_index not in fb.shown:
                 raise bad_request("chosen_index", "must be one of the `shown` choices")
             shown = [shown[i] for i in fb.shown]
-        rows = [  # the pick beats every other choice the user was shown, not candidates never returned
+        rows = [  # the pick beats every other choice the user was shown, not candidates never returned (nor blank ones)
             dict(prompt=item.prompt, chosen=chosen, rejected=other, tie=False, margin=None, kind="choice")
-            for other in dict.fromkeys(shown) if other != chosen
+            for other in _rivals(shown, chosen)
         ]
         if not rows:
-            raise bad_request("chosen_index", "every candidate of this response has the same text")
+            raise bad_request("chosen_index", "every other choice of this response has the same visible text or is blank: nothing to compare")
         return item.user_id, rows
     answer = texts[item.chosen_index]
     if isinstance(fb, EditFeedback):
@@ -104,7 +117,9 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
             raise bad_request("edited", "the edit is identical to the served answer")
         return item.user_id, [dict(prompt=item.prompt, chosen=fb.edited, rejected=answer, tie=False, margin=None, kind="edit")]
     assert isinstance(fb, RatingFeedback)
-    others = [t for t in dict.fromkeys(texts) if t != answer]
+    if is_blank(answer):
+        raise bad_request("response_id", "the served answer of this response is blank (no visible character): there is nothing to rate")
+    others = _rivals(texts, answer)
     margin = (fb.rating - 3) / 2  # in [-1, 1]
     if fb.rating == 3 or not others:  # nothing to compare against: kept, not used for fitting
         return item.user_id, [dict(prompt=item.prompt, chosen=answer, rejected="", tie=fb.rating == 3, margin=margin, kind="rating")]

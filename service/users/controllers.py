@@ -103,12 +103,15 @@ async def import_preferences(request: Request, user_id: FromPath[str]) -> Import
     from pluralign.data.record import PreferenceError
 
     rt, tenant, user_id = _user(request, user_id)
-    body = await request.body()
+    lines = (await request.body()).splitlines()
+    numbers = [n for n, raw in enumerate(lines, start=1) if raw.strip()]  # each record's line (blank lines are skipped)
+    if not numbers:
+        raise bad_request("body", "holds no preference rows: send JSON lines, one comparison a line")
     try:
-        records, _ = read_preference_lines(body.splitlines(), default_user=user_id)
+        records, _ = read_preference_lines(lines, default_user=user_id)
     except PreferenceError as exc:
         raise bad_request(f"line {exc.line}" + (f".{exc.field}" if exc.field else ""), exc.problem) from None
-    for i, record in enumerate(records, start=1):
+    for i, record in zip(numbers, records, strict=True):
         if record.user_id != user_id:
             raise bad_request(f"line {i}.user_id", f"names user {record.user_id!r}; this import is for {user_id!r}")
         check_labels(rt, record.source, record.attributes, where=f"line {i}.")

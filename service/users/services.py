@@ -352,6 +352,10 @@ def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards
     200 distinct stored pairs, `Store.answers_sample`; none stored: empty example lists)."""
     rewards = rewards or rt.rewards
     prompts, answers, prompt_vec, answer_vec = rt.store.answers_sample(tenant)
+    keep = [i for i, answer in enumerate(answers) if not is_blank(answer)]  # an older version stored blank answers
+    if len(keep) < len(answers):
+        prompts, answers = [prompts[i] for i in keep], [answers[i] for i in keep]
+        prompt_vec, answer_vec = prompt_vec[keep], answer_vec[keep]
     if not answers:
         return describe_prototypes(np.zeros((0, rewards.k)), [], [], per_side)
     scores = np.stack([rewards.score(logits, prompt_vec, answer_vec) for logits in rewards.prototype_logits()], axis=1)  # (M, K)
@@ -476,15 +480,17 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
 def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     """JSONL in the preference-file form (`pluralign.data.io.preference_row`: TRL's prompt/chosen/
     rejected plus user_id, margin, tie, source, created_at, attributes): what `import_preferences`,
-    `pluralign data import` and TRL read. Rating rows without a rival answer (nothing to compare) are left out."""
+    `pluralign data import` and TRL read. Rating rows without a rival answer (nothing to compare) are left out,
+    and so are rows an import would refuse that older versions stored (a blank prompt or answer, two
+    answers with the same visible text)."""
     from pluralign.data.io import preference_row
     from pluralign.data.record import Preference
 
     rt.ingest.flush_user(tenant, user_id)
     preferences, _ = rt.store.preferences_for(tenant, user_id)
     for row in preferences:
-        if is_blank(row.rejected):
-            continue
+        if is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or visible(row.chosen) == visible(row.rejected):
+            continue  # a rating without rival, or a blank or same-answer row an older version stored: import refuses them
         record = Preference(
             user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
             tie=row.tie, source=row.source, created_at=row.created_at, attributes=row.attributes,

@@ -78,3 +78,38 @@ def test_import_names_the_bad_line_and_field(svc):
         assert r.status_code == 201 and len(r.json()["stored"]) == 1
         page = acme.get("/v1/users/sam/preferences").json()
     assert (page["data"][0]["prompt"], page["data"][0]["chosen"], page["data"][0]["rejected"]) == ("Tea?", "Yes.", "No.")
+
+
+@pytest.mark.parametrize("row, field", [
+    ({"chosen": "a", "rejected": "a\u200b"}, "line 2.rejected"),
+    ({"chosen": "same", "rejected": "same"}, "line 2.rejected"),
+    ({"chosen": "Yes.", "rejected": "Yes.\u3164"}, "line 2.rejected"),
+    ({"chosen": "a", "rejected": "b", "margin": -1}, "line 2.margin"),
+    ({"chosen": "a", "rejected": "b", "attributes": {"": "v"}}, "line 2.attributes"),
+])
+def test_import_refuses_what_feedback_refuses_and_stores_nothing(svc, row, field):
+    body = b'{"prompt": "Q", "chosen": "fine", "rejected": "bad"}\n' + json.dumps({"prompt": "Q", **row}).encode() + b"\n"
+    with svc.client("acme") as acme:
+        r = acme.post("/v1/users/strict/import", content=body, headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+        assert acme.get("/v1/users/strict/preferences").json()["data"] == []
+
+
+OK_ROW = b'{"prompt": "Q", "chosen": "a", "rejected": "b"}'
+
+
+@pytest.mark.parametrize("body, param", [
+    (b"\n\n" + OK_ROW + b"\n\n" + b'{"prompt": "Q", "chosen": "a", "rejected": "b", "source": "' + b"s" * 200 + b'"}', "line 5.source"),
+    (OK_ROW + b'\n\n{"prompt": "Q", "chosen": "a", "rejected": "b", "user_id": "other"}', "line 3.user_id"),
+    (OK_ROW + b'\r\n\r\n{"prompt": "Q", "chosen": "a"}', "line 3.rejected"),
+    (b'{"prompt":"Q","chosen":"a\xff","rejected":"b"}', "line 1.chosen"),
+    (b'\n' + OK_ROW + b'\n{"prompt":"Q","chosen":"a","rejected":"b","attributes":{"g":"\xc3"}}', "line 3.attributes"),
+    (b"", "body"),
+    (b"\n \n", "body"),
+])
+def test_import_errors_name_the_real_line_and_field(svc, body, param):
+    with svc.client("acme") as acme:
+        r = acme.post("/v1/users/lines/import", content=body, headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        assert "codec" not in r.json()["error"]["message"]
+        assert acme.get("/v1/users/lines/preferences").json()["data"] == []
