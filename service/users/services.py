@@ -552,6 +552,15 @@ def stored_seed(tenant: str, user_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{tenant}\0{user_id}".encode(), digest_size=8).digest(), "big")
 
 
+def pair_shown_first(seed: int, x: str, y: str) -> str:
+    """Which of a stored pair's two answers is shown first: a coin drawn from the user's `seed` and
+    the pair's texts, never from which was chosen, so the order reveals no stored choice (and no
+    position bias follows it); the same on every call while the pair is the same, whoever stored it."""
+    low, high = sorted((x, y))
+    coin = hashlib.blake2b(f"{seed}\0{low}\0{high}".encode(), digest_size=1).digest()[0] & 1
+    return high if coin else low
+
+
 def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Particles:
     """Up to `POPULATION_USERS` of the tenant's other users whose stored user model belongs to the
     current population model (`UserModel.fits`), each their own group; there may be none. Only their
@@ -622,9 +631,18 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     new_pair = lambda x, y: not is_blank(x) and not is_blank(y) and visible(x) != visible(y) and frozenset((x, y)) not in done  # noqa: E731
     stored = lambda: rt.store.answers_sample(  # noqa: E731
         tenant, STORED_PAIRS, seed=stored_seed(tenant, user_id), keep=new_pair, leave_out_user=user_id)
+    def stored_pairs() -> tuple[list[int], list[int]]:
+        """Each stored pair (laid out chosen, rejected) in the order it is shown (`pair_shown_first`)."""
+        seed, first, second = stored_seed(tenant, user_id), [], []
+        for k in range(0, len(answers), 2):
+            flip = pair_shown_first(seed, answers[k], answers[k + 1]) != answers[k]
+            first.append(k + flip)
+            second.append(k + 1 - flip)
+        return first, second
+
     if pool is None:
         prompts, answers, prompt_vec, answer_vec = stored()
-        first, second = list(range(0, len(answers), 2)), list(range(1, len(answers), 2))
+        first, second = stored_pairs()
         source = "stored"
 
     askable = lambda: [(a, b) for a, b in zip(first, second, strict=True) if new_pair(answers[a], answers[b])]  # noqa: E731
@@ -634,7 +652,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         # (or in the ingest worker's batch, which the flush waits for: it then moves nothing itself)
         rt.ingest.flush(tenant)
         prompts, answers, prompt_vec, answer_vec = stored()
-        first, second = list(range(0, len(answers), 2)), list(range(1, len(answers), 2))
+        first, second = stored_pairs()
         keep = askable()
     if not keep:
         raise bad_request("pool", "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each")

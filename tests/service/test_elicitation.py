@@ -390,3 +390,30 @@ def test_onboarding_by_population_skips_users_of_an_older_population_without_los
         out = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"})
         assert out.status_code == 200, out.text
         assert out.json()["criterion"] == "population" and out.json()["population_users"] == 2, out.json()
+
+
+def test_onboarding_from_stored_comparisons_shows_each_pair_in_an_order_that_reveals_no_choice(svc):
+    """The tester's reproducer: Alice stored Tea > Coffee; `{}` for a new user answered
+    ["Tea.", "Coffee."] (the chosen answer first), and after Bob stored Coffee > Tea it answered
+    ["Coffee.", "Tea."]: a position bias that also told the new user what another user picked. Each
+    pair's order is now a coin of the user's seed and the pair's texts, not of the stored choice."""
+    svc.keys.setdefault("tea-house", svc.runtime.keys.issue("tea-house"))
+    newcomers = [f"new{i}" for i in range(12)]
+    with svc.client("tea-house") as c:
+        def shown() -> list[list[str]]:
+            out = [c.post(f"/v1/users/{u}/next-comparison", json={}) for u in newcomers]
+            assert all(r.status_code == 200 for r in out), [r.text for r in out]
+            return [r.json()["answers"] for r in out]
+
+        def store(user: str, chosen: str, rejected: str) -> None:
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea or coffee?",
+                                                "chosen": chosen, "rejected": rejected}).status_code == 201
+            svc.runtime.ingest.flush_user("tea-house", user)
+
+        store("alice", "Tea.", "Coffee.")
+        after_alice = shown()
+        assert {tuple(a) for a in after_alice} == {("Tea.", "Coffee."), ("Coffee.", "Tea.")}  # not always the choice first
+        store("bob", "Coffee.", "Tea.")
+        assert shown() == after_alice  # Bob's contrary row changes nothing a newcomer sees
+        assert shown() == after_alice  # and asking again gives the same pair in the same order
+
