@@ -242,7 +242,7 @@ class NextComparisonRequest(Base):
     target: Literal["coefficients", "population", "predictive"] = "coefficients"
 
 
-@post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429), summary="The most informative comparison to ask a user next")
+@post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429, 503), summary="The most informative comparison to ask a user next")
 def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[NextComparisonRequest]) -> services.NextComparison:
     """For onboarding questionnaires: the pair of answers (to one prompt) whose comparison would
     teach the user's model most, chosen by expected information gain on their posterior (the same

@@ -544,6 +544,8 @@ class NextComparison(msgspec.Struct, kw_only=True):
 POPULATION_USERS = 128  # at most this many of the tenant's fitted users in a `population` choice (P x U x D^2 work)
 POPULATION_HISTORY = 1000  # the user's newest comparisons that weigh the known users (each is scored by every one of them)
 STORED_PAIRS = 200  # at most this many of the tenant's stored pairs are the candidates of one `{}` request (each is scored)
+FLUSH_INLINE_ROWS = STORED_PAIRS  # a `{}` request with nothing stored moves at most this many pending rows itself, else 503
+FLUSH_RETRY_AFTER = 5  # seconds: `Retry-After` of that 503
 
 
 def stored_seed(tenant: str, user_id: str) -> int:
@@ -649,7 +651,16 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     keep = askable()
     if not keep and pool is None:
         # nothing stored to ask about yet: the tenant's acknowledged feedback may still be in the log
-        # (or in the ingest worker's batch, which the flush waits for: it then moves nothing itself)
+        # (or in the ingest worker's batch, which the flush waits for: it then moves nothing itself).
+        # A few rows are moved here; a large backlog (an import) is left to the worker, not embedded
+        # inside one request.
+        if rt.ingest.pending_rows(tenant, FLUSH_INLINE_ROWS) > FLUSH_INLINE_ROWS:
+            from litestar.exceptions import ServiceUnavailableException
+
+            raise ServiceUnavailableException(
+                detail="this tenant's comparisons are still being stored (the feedback log is being moved into the table): "
+                       f"retry after {FLUSH_RETRY_AFTER} seconds, or send a calibration `pool`",
+                headers={"Retry-After": str(FLUSH_RETRY_AFTER)})
         rt.ingest.flush(tenant)
         prompts, answers, prompt_vec, answer_vec = stored()
         first, second = stored_pairs()
