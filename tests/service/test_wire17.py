@@ -154,3 +154,13 @@ def test_if_match_compares_strongly_ignores_empty_elements_and_takes_star_alone(
             r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": nothing})
             assert r.status_code == 400 and field_named(r) == "If-Match", (nothing, r.text)
         assert c.get(url).json()["version"] == 7  # none of the refused ones wrote
+
+
+def test_an_unknown_model_is_named_once_in_the_404(svc):
+    """The tester's reproducer: GET /v1/models/nope answered "`model`: no model 'nope'; available:
+    pluralign: unknown model", the problem said again after the list."""
+    with svc.client() as c:
+        r = c.get("/v1/models/nope")
+        assert r.status_code == 404 and error(r)["param"] == "model" and error(r)["code"] == "model_not_found", r.text
+        message = error(r)["message"]
+        assert message.startswith("`model`: no model 'nope'; available: ") and "unknown model" not in message, message
