@@ -164,3 +164,18 @@ def test_an_unknown_model_is_named_once_in_the_404(svc):
         assert r.status_code == 404 and error(r)["param"] == "model" and error(r)["code"] == "model_not_found", r.text
         message = error(r)["message"]
         assert message.startswith("`model`: no model 'nope'; available: ") and "unknown model" not in message, message
+
+
+@pytest.mark.parametrize("metadata", [
+    {"": "x"},  # the tester's reproducer: an empty key was accepted
+    {"k" * 65: "x"},  # OpenAI: keys up to 64 characters
+    {"k": "v" * 513},  # values up to 512
+    {f"k{i}": "v" for i in range(17)},  # at most 16 pairs (docs/api.md already said so)
+])
+def test_chat_metadata_out_of_openais_limits_is_a_400_naming_it(svc, metadata):
+    body = {"model": "pluralign", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "metadata": metadata}
+    with svc.client() as c:
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400 and error(r)["param"].startswith("metadata"), r.text
+        fine = c.post("/v1/chat/completions", json={**body, "metadata": {"k" * 64: "v" * 512, **{f"k{i}": "v" for i in range(15)}}})
+        assert fine.status_code == 200, fine.text
