@@ -56,6 +56,7 @@ _WHY = {
     412: "Precondition failed: `If-Match` names another version than the current one (its `ETag` is in the answer)",
     413: "Request body too large",
     429: "Too many requests: retry after `Retry-After` seconds",
+    503: "Unavailable for now: retry after `Retry-After` seconds",
 }
 
 

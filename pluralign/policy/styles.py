@@ -68,23 +68,36 @@ _JUDGEMENT = re.compile(
     re.IGNORECASE,
 )
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”')  # a statement asked about: its words are not the question's
-_PROPOSITION = re.compile(r"\b(?:true|false|agree|the case)\s+that\b.*", re.IGNORECASE | re.DOTALL)  # "is it true that ..."
+_PROPOSITION = re.compile(  # "is it true that ...", "is it true or false that ...": the rest is the statement
+    r"\b(?:true(?:\s+or\s+false)?|false(?:\s+or\s+true)?|agree|the case)\s+that\b.*", re.IGNORECASE | re.DOTALL)
 _ALTERNATIVES = re.compile(r"(?<!\byes\s)\b(?:or|versus|vs)\b(?!\s+not\b)", re.IGNORECASE)  # not "or not", "yes or no"
+_OR_NEXT = re.compile(r"^\s*(?:or|else)\b(?!\s+not\b)", re.IGNORECASE)  # "Should I buy? Or lease?": an alternative
+_QUESTION_MARKS = str.maketrans({"\uff1f": "?", "\ufe56": "?"})  # full-width and small question marks
 
 
 def asks_judgement(messages) -> bool:
     """Whether the last user message asks a yes-or-no question: it opens with an auxiliary verb and
-    has a question mark, and the question (up to its first '?') offers no alternatives to choose
-    from. 'Do you agree with this statement? "..."', 'Is it true that ...?', 'Should I go or not?'
-    ask a judgement; 'Should I learn Python or Rust first?' and 'A, B or C?' do not. Words inside
-    double quotes and after "true that" / "agree that" are the statement judged, so an "or" there
-    offers no alternative."""
+    has a question mark (full-width '？' counts), and neither the question (up to its first '?') nor a
+    sentence after it opening with "or" offers alternatives to choose from. 'Do you agree with this
+    statement? "..."', 'Is it true that ...?', 'Is it true or false that ...?', 'Should I go or not?'
+    ask a judgement; 'Should I learn Python or Rust first?', 'Should I buy a car? Or lease one?' and
+    'A, B or C?' do not. Words inside double quotes and after "true that" / "agree that" are the
+    statement judged, so an "or" there offers no alternative.
+
+    Only English is read: a question in another language, or one that does not open with an
+    auxiliary verb ("So, should I go?", "You agree, right?"), is never taken for a judgement."""
     last = next((m.get("content") or "" for m in reversed(list(messages)) if m.get("role") == "user"), "")
-    found = _JUDGEMENT.match(last) if isinstance(last, str) else None
+    if not isinstance(last, str):
+        return False
+    last = last.translate(_QUESTION_MARKS)
+    found = _JUDGEMENT.match(last)
     if found is None:
         return False
     question = _PROPOSITION.sub("", _QUOTED.sub("", found.group(0)))
-    return _ALTERNATIVES.search(question) is None
+    if _ALTERNATIVES.search(question) is not None:
+        return False
+    rest = _QUOTED.sub("", last[found.end():])
+    return not any(_OR_NEXT.match(sentence) for sentence in re.split(r"(?<=[.!?])", rest))
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,12 @@ class Ingestor:
         entries = self.log.pending_for(tenant, user_id)
         return self._move_entries(entries) if entries else 0
 
+    def pending_rows(self, tenant: str | None = None, at_most: int | None = None) -> int:
+        """How many rows (of `tenant` only, when given) wait in the log to be moved; counting stops
+        once past `at_most` (None: count them all), so asking "more than N?" stays cheap."""
+        entries = self.log.oldest(len(self.log.pending) if at_most is None else at_most + 1, tenant)
+        return sum(len(e.rows) for e in entries)
+
     def flush(self, tenant: str | None = None) -> int:
         """Move everything pending when called (of `tenant` only, when given), in the caller's
         thread (after the worker's current batch); feedback acknowledged meanwhile is left to the

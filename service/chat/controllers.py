@@ -406,5 +406,6 @@ def retrieve_model(request: Request, model_id: FromPath[Path]) -> dict:
     rt: Runtime = request.app.state.runtime
     name = str(model_id).lstrip("/")
     if name not in model_names(rt):
-        raise NotFoundException(f"`model`: no model {name!r}; available: {', '.join(model_names(rt))}", extra=[{"key": "model", "message": "unknown model", "code": "model_not_found"}])
+        problem = f"no model {name!r}; available: {', '.join(model_names(rt))}"  # said once: the extra is the message
+        raise NotFoundException(f"`model`: {problem}", extra=[{"key": "model", "message": problem, "code": "model_not_found"}])
     return model_card(name)

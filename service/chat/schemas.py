@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -73,6 +73,12 @@ class PluralignOptions(Base):
     styles: bool | None = None  # generate candidates in balanced answer styles (default: the service setting)
 
 
+# OpenAI's limits on `metadata`: at most 16 pairs, keys of 1-64 characters, values up to 512
+MetadataKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, msgspec.Meta(max_length=512)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=16)]
+
+
 class ChatRequest(Base):
     """OpenAI's chat request. docs/api.md has a table of every field: supported, ignored or refused.
 
@@ -111,7 +117,7 @@ class ChatRequest(Base):
     web_search_options: dict | None = None
     moderation: dict | None = None
     # accepted and ignored
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None  # checked against OpenAI's limits, then not used
     parallel_tool_calls: bool | None = None
     service_tier: str | None = None
     reasoning_effort: str | None = None

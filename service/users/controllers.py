@@ -177,24 +177,31 @@ def _tagged(page: services.StatedPage) -> Response[services.StatedPage]:
     return Response(page, headers={"ETag": f'"{page.version}"'})
 
 
-_TAG = re.compile(r'^(?:(?:W/)?"(\d{1,18})"|(\d{1,18}))$')  # "3", W/"3" or a bare 3: quotes come in pairs
+_TAG = re.compile(r'^(W/)?"(\d{1,18})"$|^(\d{1,18})$')  # "3", W/"3" or a bare 3: quotes come in pairs
 
 
 def _if_match(value: str | None) -> list[int | None] | None:
-    """An `If-Match` header: a list of version tags (`"3"`, `W/"3"` or `3`) or `*`. Raises a 400
-    naming `If-Match` when an element is none of these (`"3` or `3"`: a quote without its pair)."""
+    """An `If-Match` header: a list of version tags (`"3"`, `W/"3"` or `3`) or `*` alone. If-Match
+    compares strongly (RFC 9110, 13.1.1), so a weak tag `W/"3"` never matches: it is left out, and a
+    list of weak tags only is a 412. Empty list elements (`"5" ,`) are ignored (RFC 9110, 5.6.1).
+    Raises a 400 naming `If-Match` when an element is none of these (`"3` or `3"`: a quote without
+    its pair), when `*` comes with tags, or when there is no element at all."""
     if value is None:
         return None
-    wanted = []
-    for element in value.split(","):
-        element = element.strip()
+    elements = [e.strip() for e in value.split(",") if e.strip()]
+    if "*" in elements and len(elements) > 1:
+        raise bad_request("If-Match", "is either * or a list of version tags, not both")
+    wanted: list[int | None] = []
+    for element in elements:
         found = _TAG.match(element)
         if element == "*":
             wanted.append(None)
-        elif found:
-            wanted.append(int(found.group(1) or found.group(2)))
-        else:
+        elif found is None:
             raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
+        elif found.group(1) is None:  # a weak tag matches nothing under the strong comparison
+            wanted.append(int(found.group(2) or found.group(3)))
+    if not elements:
+        raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
     return wanted
 
 
@@ -245,7 +252,7 @@ class NextComparisonRequest(Base):
     target: Literal["coefficients", "population", "predictive"] = "coefficients"
 
 
-@post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429), summary="The most informative comparison to ask a user next")
+@post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429, 503), summary="The most informative comparison to ask a user next")
 def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[NextComparisonRequest]) -> services.NextComparison:
     """For onboarding questionnaires: the pair of answers (to one prompt) whose comparison would
     teach the user's model most, chosen by expected information gain on their posterior (the same

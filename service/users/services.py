@@ -550,12 +550,23 @@ class NextComparison(msgspec.Struct, kw_only=True):
 POPULATION_USERS = 128  # at most this many of the tenant's fitted users in a `population` choice (P x U x D^2 work)
 POPULATION_HISTORY = 1000  # the user's newest comparisons that weigh the known users (each is scored by every one of them)
 STORED_PAIRS = 200  # at most this many of the tenant's stored pairs are the candidates of one `{}` request (each is scored)
+FLUSH_INLINE_ROWS = STORED_PAIRS  # a `{}` request with nothing stored moves at most this many pending rows itself, else 503
+FLUSH_RETRY_AFTER = 5  # seconds: `Retry-After` of that 503
 
 
 def stored_seed(tenant: str, user_id: str) -> int:
     """The seed of the user's draw of stored pairs (`Store.answers_sample`): the same in every
     process, so asking again without answering gives the same pair, and another user's draw differs."""
     return int.from_bytes(hashlib.blake2b(f"{tenant}\0{user_id}".encode(), digest_size=8).digest(), "big")
+
+
+def pair_shown_first(seed: int, x: str, y: str) -> str:
+    """Which of a stored pair's two answers is shown first: a coin drawn from the user's `seed` and
+    the pair's texts, never from which was chosen, so the order reveals no stored choice (and no
+    position bias follows it); the same on every call while the pair is the same, whoever stored it."""
+    low, high = sorted((x, y))
+    coin = hashlib.blake2b(f"{seed}\0{low}\0{high}".encode(), digest_size=1).digest()[0] & 1
+    return high if coin else low
 
 
 def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Particles:
@@ -628,19 +639,37 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     new_pair = lambda x, y: not is_blank(x) and not is_blank(y) and visible(x) != visible(y) and frozenset((x, y)) not in done  # noqa: E731
     stored = lambda: rt.store.answers_sample(  # noqa: E731
         tenant, STORED_PAIRS, seed=stored_seed(tenant, user_id), keep=new_pair, leave_out_user=user_id)
+    def stored_pairs() -> tuple[list[int], list[int]]:
+        """Each stored pair (laid out chosen, rejected) in the order it is shown (`pair_shown_first`)."""
+        seed, first, second = stored_seed(tenant, user_id), [], []
+        for k in range(0, len(answers), 2):
+            flip = pair_shown_first(seed, answers[k], answers[k + 1]) != answers[k]
+            first.append(k + flip)
+            second.append(k + 1 - flip)
+        return first, second
+
     if pool is None:
         prompts, answers, prompt_vec, answer_vec = stored()
-        first, second = list(range(0, len(answers), 2)), list(range(1, len(answers), 2))
+        first, second = stored_pairs()
         source = "stored"
 
     askable = lambda: [(a, b) for a, b in zip(first, second, strict=True) if new_pair(answers[a], answers[b])]  # noqa: E731
     keep = askable()
     if not keep and pool is None:
         # nothing stored to ask about yet: the tenant's acknowledged feedback may still be in the log
-        # (or in the ingest worker's batch, which the flush waits for: it then moves nothing itself)
+        # (or in the ingest worker's batch, which the flush waits for: it then moves nothing itself).
+        # A few rows are moved here; a large backlog (an import) is left to the worker, not embedded
+        # inside one request.
+        if rt.ingest.pending_rows(tenant, FLUSH_INLINE_ROWS) > FLUSH_INLINE_ROWS:
+            from litestar.exceptions import ServiceUnavailableException
+
+            raise ServiceUnavailableException(
+                detail="this tenant's comparisons are still being stored (the feedback log is being moved into the table): "
+                       f"retry after {FLUSH_RETRY_AFTER} seconds, or send a calibration `pool`",
+                headers={"Retry-After": str(FLUSH_RETRY_AFTER)})
         rt.ingest.flush(tenant)
         prompts, answers, prompt_vec, answer_vec = stored()
-        first, second = list(range(0, len(answers), 2)), list(range(1, len(answers), 2))
+        first, second = stored_pairs()
         keep = askable()
     if not keep:
         raise bad_request("pool", "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each")

@@ -390,3 +390,59 @@ def test_onboarding_by_population_skips_users_of_an_older_population_without_los
         out = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"})
         assert out.status_code == 200, out.text
         assert out.json()["criterion"] == "population" and out.json()["population_users"] == 2, out.json()
+
+
+def test_onboarding_from_stored_comparisons_shows_each_pair_in_an_order_that_reveals_no_choice(svc):
+    """The tester's reproducer: Alice stored Tea > Coffee; `{}` for a new user answered
+    ["Tea.", "Coffee."] (the chosen answer first), and after Bob stored Coffee > Tea it answered
+    ["Coffee.", "Tea."]: a position bias that also told the new user what another user picked. Each
+    pair's order is now a coin of the user's seed and the pair's texts, not of the stored choice."""
+    svc.keys.setdefault("tea-house", svc.runtime.keys.issue("tea-house"))
+    newcomers = [f"new{i}" for i in range(12)]
+    with svc.client("tea-house") as c:
+        def shown() -> list[list[str]]:
+            out = [c.post(f"/v1/users/{u}/next-comparison", json={}) for u in newcomers]
+            assert all(r.status_code == 200 for r in out), [r.text for r in out]
+            return [r.json()["answers"] for r in out]
+
+        def store(user: str, chosen: str, rejected: str) -> None:
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea or coffee?",
+                                                "chosen": chosen, "rejected": rejected}).status_code == 201
+            svc.runtime.ingest.flush_user("tea-house", user)
+
+        store("alice", "Tea.", "Coffee.")
+        after_alice = shown()
+        assert {tuple(a) for a in after_alice} == {("Tea.", "Coffee."), ("Coffee.", "Tea.")}  # not always the choice first
+        store("bob", "Coffee.", "Tea.")
+        assert shown() == after_alice  # Bob's contrary row changes nothing a newcomer sees
+        assert shown() == after_alice  # and asking again gives the same pair in the same order
+
+
+def test_onboarding_from_stored_comparisons_does_not_embed_a_large_backlog_inside_the_request(svc, monkeypatch):
+    """The tester's reproducer: after importing 3,000 rows, the tenant's first `{}` took 113.7 s: it
+    moved (embedded) the whole backlog of the feedback log inline. Beyond `FLUSH_INLINE_ROWS` pending
+    rows it now answers 503 at once, with `Retry-After`, and leaves the backlog to the ingest worker."""
+    import threading
+
+    from service.users import services
+
+    monkeypatch.setattr(services, "FLUSH_INLINE_ROWS", 2)
+    svc.keys.setdefault("backlog", svc.runtime.keys.issue("backlog"))
+    lines = b"".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Answer {i}.",
+                                 "rejected": f"Answer {i}, a longer one."}).encode() + b"\n" for i in range(3))
+    answered: list = []
+    with svc.client("backlog") as c:
+        with svc.runtime.ingest.paused():  # the worker moves nothing meanwhile: the 3 rows stay in the log
+            r = c.post("/v1/users/importer/import", content=lines, headers={"content-type": "application/x-ndjson"})
+            assert r.status_code == 201, r.text
+            asker = threading.Thread(target=lambda: answered.append(c.post("/v1/users/fresh/next-comparison", json={})))
+            asker.start()
+            asker.join(timeout=20)
+            assert answered, "the request waited to move the tenant's whole backlog itself"
+        asker.join()
+        busy = answered[0]
+        assert busy.status_code == 503 and busy.headers["retry-after"] == str(services.FLUSH_RETRY_AFTER), busy.text
+        assert "still being stored" in busy.json()["error"]["message"] and "retry" in busy.json()["error"]["message"]
+        svc.runtime.ingest.flush("backlog")  # what the worker does meanwhile
+        again = c.post("/v1/users/fresh/next-comparison", json={})
+        assert again.status_code == 200 and again.json()["pool"] == "stored" and again.json()["pairs"] == 3, again.text

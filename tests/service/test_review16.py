@@ -351,8 +351,10 @@ def test_if_match_makes_a_patch_conditional_on_the_version_read(svc):
         assert field_named(stale) == "If-Match" and "version 2" in stale.json()["error"]["message"] and stale.headers["etag"] == '"2"'
         now = c.get("/v1/users/racer/stated-preferences").json()
         assert now["version"] == 2 and now["preferences"] == {"length": "less", "list_items": "less"}  # nothing written
-        # a strong or weak tag, or the bare number, of the current version goes through, and so does `*`
-        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": 'W/"2"'}).status_code == 200
+        # the tag or the bare number of the current version goes through, and so does `*`; a weak
+        # tag never matches (If-Match compares strongly, RFC 9110, 13.1.1)
+        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": 'W/"2"'}).status_code == 412
+        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": '"2"'}).status_code == 200
         assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": "3"}).status_code == 200
         assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": "*"}).status_code == 200
         # `*` matches the record GET serves, version 0 included (test_wire17 covers it)

@@ -102,3 +102,39 @@ def test_a_styled_batch_gives_one_candidate_per_style(tiny_generator_dir):
     assert prompt_tokens == gen.prompt_tokens(messages)
     again, _ = gen.generate_styled(messages, styles, Sampling(max_tokens=6, seed=1))
     assert [c.text for c in again] == [c.text for c in candidates]
+
+
+@pytest.mark.parametrize("question", [
+    "Should I buy a car? Or lease one?",  # only the text up to the first '?' used to be read
+    "Should I go? Or is it too late?",
+    "Should I go? Or else stay home.",
+])
+def test_a_follow_up_or_offers_an_alternative(question):
+    """The tester's reproducer: these got yes/no stance styles though the second sentence offers
+    another choice."""
+    assert not asks_judgement([{"role": "user", "content": question}])
+
+
+@pytest.mark.parametrize("question", [
+    "Should I go？",  # a full-width question mark used to be no question mark at all
+    "Is it true or false that the earth is flat?",  # the "or" of "true or false" offers no alternative
+    "Should I go? Or not?",
+    "Should I go? I am tired. Is it too late?",
+    'Do you agree with this statement? "Stay? Or go?"',  # the quoted statement's "Or" is not the question's
+])
+def test_yes_or_no_questions_the_classifier_used_to_miss(question):
+    assert asks_judgement([{"role": "user", "content": question}])
+
+
+def test_every_persona_prompt_is_a_judgement():
+    """The closed loop's persona prompts ('Do you agree with this statement? "<statement>"', over
+    every statement of the Anthropic persona data) all ask a judgement."""
+    import json
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "anthropic_persona" / "persona"
+    if not folder.is_dir():
+        pytest.skip("no ../shared/data/anthropic_persona")
+    statements = {json.loads(line)["statement"] for path in folder.glob("*.jsonl") for line in path.open()}
+    missed = [s for s in statements if not asks_judgement([{"role": "user", "content": f'Do you agree with this statement? "{s}"'}])]
+    assert len(statements) > 100_000 and missed == []

@@ -31,7 +31,7 @@ def test_if_match_with_unbalanced_quotes_is_a_400_naming_it(svc):
             r = c.patch("/v1/users/quoter/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": bad})
             assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
         assert c.get("/v1/users/quoter/stated-preferences").json()["version"] == 1  # none of them wrote
-        for good, version in (('"1"', 1), ('W/"2"', 2), ("3", 3), ('"9", W/"4"', 4)):
+        for good, version in (('"1"', 1), ('"2"', 2), ("3", 3), ('"9", "4"', 4)):
             r = c.patch("/v1/users/quoter/stated-preferences", json={"preferences": {"length": ("less", "more")[version % 2]}},
                         headers={"If-Match": good})
             assert r.status_code == 200 and r.json()["version"] == version + 1, (good, r.text)
@@ -129,3 +129,53 @@ def test_an_unknown_chat_model_has_code_model_not_found(svc):
         r = c.post("/v1/chat/completions", json={**CHAT, "model": "gpt-4o"})
     assert r.status_code == 400 and field_named(r) == "model" and error(r)["code"] == "model_not_found", r.text
     assert "gpt-4o" in error(r)["message"], r.text
+
+
+def test_if_match_compares_strongly_ignores_empty_elements_and_takes_star_alone(svc):
+    """The tester's reproducers: a weak `W/"3"` matched version 3 (200), though If-Match uses the
+    strong comparison (RFC 9110, 13.1.1); `"5" ,` (an empty list element, which RFC 9110's list
+    syntax ignores) was a 400; `"6",*` (`*` with tags, which the grammar does not allow) was taken.
+    Each refused PATCH would change something, so a 200 would show."""
+    url = "/v1/users/strong/stated-preferences"
+    with svc.client() as c:
+        for version in range(1, 4):
+            assert c.patch(url, json={"preferences": {"length": ("less", "more")[version % 2]}}).json()["version"] == version
+        for weak in ('W/"3"', 'W/"3", W/"2"'):
+            r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": weak})
+            assert r.status_code == 412 and field_named(r) == "If-Match" and r.headers["etag"] == '"3"', (weak, r.text)
+        assert c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": 'W/"3", "3"'}).status_code == 200
+        for listed, version in (('"4" ,', 4), (', "5"', 5), ('"1",, "6"', 6)):
+            r = c.patch(url, json={"preferences": {"length": ("less", "more")[(version + 1) % 2]}}, headers={"If-Match": listed})
+            assert r.status_code == 200 and r.json()["version"] == version + 1, (listed, r.text)
+        for mixed in ('"7",*', '*, "7"', "*, W/\"7\""):
+            r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": mixed})
+            assert r.status_code == 400 and field_named(r) == "If-Match", (mixed, r.text)
+        for nothing in (",", ", ,"):
+            r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": nothing})
+            assert r.status_code == 400 and field_named(r) == "If-Match", (nothing, r.text)
+        assert c.get(url).json()["version"] == 7  # none of the refused ones wrote
+
+
+def test_an_unknown_model_is_named_once_in_the_404(svc):
+    """The tester's reproducer: GET /v1/models/nope answered "`model`: no model 'nope'; available:
+    pluralign: unknown model", the problem said again after the list."""
+    with svc.client() as c:
+        r = c.get("/v1/models/nope")
+        assert r.status_code == 404 and error(r)["param"] == "model" and error(r)["code"] == "model_not_found", r.text
+        message = error(r)["message"]
+        assert message.startswith("`model`: no model 'nope'; available: ") and "unknown model" not in message, message
+
+
+@pytest.mark.parametrize("metadata", [
+    {"": "x"},  # the tester's reproducer: an empty key was accepted
+    {"k" * 65: "x"},  # OpenAI: keys up to 64 characters
+    {"k": "v" * 513},  # values up to 512
+    {f"k{i}": "v" for i in range(17)},  # at most 16 pairs (docs/api.md already said so)
+])
+def test_chat_metadata_out_of_openais_limits_is_a_400_naming_it(svc, metadata):
+    body = {"model": "pluralign", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "metadata": metadata}
+    with svc.client() as c:
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400 and error(r)["param"].startswith("metadata"), r.text
+        fine = c.post("/v1/chat/completions", json={**body, "metadata": {"k" * 64: "v" * 512, **{f"k{i}": "v" for i in range(15)}}})
+        assert fine.status_code == 200, fine.text
