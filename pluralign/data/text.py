@@ -43,8 +43,19 @@ def visible(text: str) -> str:
     while start < end and _invisible(text[start]):
         start += 1
     while end > start and _invisible(text[end - 1]):
+        if _tag_sequence_ends_at(text, start, end):
+            break  # a subdivision flag (U+1F3F4 and tag characters) ends the text: it is seen
         end -= 1
     return text[start:end]
+
+
+def _tag_sequence_ends_at(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] ends with an emoji tag sequence: U+1F3F4 and tag characters
+    (U+E0020-U+E007F; England's flag is U+1F3F4 + "gbeng" in tags + U+E007F)."""
+    k = end
+    while k > start and 0xE0020 <= ord(text[k - 1]) <= 0xE007F:
+        k -= 1
+    return k < end and k > start and text[k - 1] == "\U0001F3F4"
 
 
 def is_blank(text: str) -> bool:

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException, NotFoundException, TooManyRequest
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
+from pluralign.data.text import is_blank
 from pluralign.policy.generator import Sampling
 from service.chat import services
 from service.chat.fields import check_neutral_fields, template_messages
@@ -78,7 +79,7 @@ def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
     last_user = max((i for i, m in enumerate(data.messages) if m.role == "user"), default=None)
     if last_user is None:
         raise bad_request("messages", "must hold a non-empty `user` message")
-    if not data.messages[last_user].text().strip():  # the question answered is the last user message
+    if is_blank(data.messages[last_user].text()):  # the question answered is the last user message (nothing visible: no question)
         raise bad_request(f"messages[{last_user}].content", "the last `user` message must not be empty")
     n = choices_wanted(data)
     if not 1 <= n <= MAX_N:
@@ -214,7 +215,7 @@ def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling
         if tokens > budget:
             raise bad_request("messages", f"the prompt is {tokens} tokens; {why}")
     prefill = rt.settings.max_prefill_tokens
-    if prefill is not None and p.candidates > 1:
+    if prefill is not None:
         tokens = rt.generator.prompt_tokens(p.context) if tokens is None else tokens
         fits = prefill // max(tokens, 1)
         if fits < p.returned:

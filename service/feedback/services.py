@@ -53,6 +53,8 @@ def check_labels(rt: Runtime, source: str | None, attributes: dict[str, str], wh
     if len(attributes) > limits.max_attributes:
         raise bad_request(f"{where}attributes", f"{len(attributes)} attributes; at most {limits.max_attributes}")
     for name, value in attributes.items():
+        if is_blank(name):  # as an import refuses it: an export must read back
+            raise bad_request(f"{where}attributes", "an attribute name must hold a visible character")
         if len(name) > limits.max_attribute_name_chars:
             raise bad_request(f"{where}attributes", f"an attribute name of {len(name)} characters; at most {limits.max_attribute_name_chars}")
         if not isinstance(value, str):

@@ -84,7 +84,11 @@ def export_user(
     the user's comparisons as a preference file (TRL columns), which POST .../import reads back."""
     rt, tenant, user_id = _user(request, user_id)
     lines = list((services.export_lines if export_format == "all" else services.export_preference_lines)(rt, tenant, user_id))
-    if not lines and (export_format == "all" or rt.store.get_user(tenant, user_id) is None):  # a known user may have no comparisons yet
+    # a known user may have no comparisons to export yet (or only rows the preference file leaves out):
+    # unknown is when nothing at all is held about them
+    unknown = not lines and (export_format == "all" or (
+        rt.store.get_user(tenant, user_id) is None and next(iter(services.export_lines(rt, tenant, user_id)), None) is None))
+    if unknown:
         raise NotFoundException(f"no user {user_id!r} in this tenant")
     return Stream(iter(lines), media_type="application/x-ndjson", headers={"Content-Disposition": f'attachment; filename="{user_id}.jsonl"'})
 

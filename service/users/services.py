@@ -653,7 +653,8 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         first, second = stored_pairs()
         source = "stored"
 
-    askable = lambda: [(a, b) for a, b in zip(first, second, strict=True) if new_pair(answers[a], answers[b])]  # noqa: E731
+    askable = lambda: [(a, b) for a, b in zip(first, second, strict=True)  # noqa: E731
+                       if new_pair(answers[a], answers[b]) and not is_blank(prompts[a])]  # a question one can read
     keep = askable()
     if not keep and pool is None:
         # nothing stored to ask about yet: the tenant's acknowledged feedback may still be in the log
