@@ -184,12 +184,11 @@ def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str 
 
 def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> tuple[str | None, str]:
     """(the top-level field holding the bad bytes, if the line parses without them; the problem)."""
-    try:  # the decoder's own position may be within one string value: find the first bad byte of the line
+    try:  # msgspec's position is within one string value: the line's own first bad byte is wanted
         raw.decode("utf-8")
-        start = exc.start
     except UnicodeDecodeError as whole:
-        start = whole.start
-    problem = f"is not valid UTF-8 (byte 0x{raw[start]:02x} at byte {start + 1} of the line)"
+        exc = whole
+    problem = f"is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line)"
     try:  # lone surrogates stand for the bad bytes: find the field whose value holds one
         row = json.loads(raw.decode("utf-8", "surrogateescape"))
     except ValueError:

@@ -176,7 +176,8 @@ def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> Non
     """A message whose text (content, refusal and tool calls, as the model reads it) is over
     MAX_MESSAGE_CHARS, or a prompt that cannot fit the prompt budget, is a 400 before any work. A
     token holds at most ~16 characters here, so far longer text is refused without tokenizing it."""
-    for i, (m, templated) in enumerate(zip(data.messages, template_messages(data.messages), strict=True)):
+    templated_messages = template_messages(data.messages)  # the text the model reads of each message
+    for i, (m, templated) in enumerate(zip(data.messages, templated_messages, strict=True)):
         if len(m.text()) > MAX_MESSAGE_CHARS:
             raise bad_request(f"messages[{i}].content", f"{len(m.text())} characters; a message holds at most {MAX_MESSAGE_CHARS}")
         if len(templated["content"]) > MAX_MESSAGE_CHARS:
@@ -185,7 +186,7 @@ def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> Non
     budget, why = prompt_budget(rt, sampling)
     if budget is None:
         return
-    chars = sum(len(m["content"]) for m in template_messages(data.messages))
+    chars = sum(len(m["content"]) for m in templated_messages)
     if chars > 16 * budget:
         raise bad_request("messages", f"{chars} characters cannot fit the prompt budget of {budget} tokens: {why}")
 
