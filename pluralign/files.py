@@ -3,6 +3,7 @@ then renamed over it. Readers see the old file or the new one, never part of eit
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -13,8 +14,12 @@ from typing import BinaryIO
 
 @contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Yields a binary file; on a clean exit it replaces `path`, on an error it is removed."""
+    """Yields a binary file; on a clean exit it replaces `path`, on an error it is removed.
+
+    Raises IsADirectoryError (naming `path`) when `path` is a folder, before anything is written."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a file, is at this path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
