@@ -36,3 +36,20 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_writer(path) as f:
         f.write(data)
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
+    """The tensors of a safetensors file, by name (torch tensors on `device`).
+
+    Raises FileNotFoundError when there is no file, and ValueError naming `path` when it is not a
+    whole safetensors file (truncated by a crash mid-write, or another format)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path.name} in {path.parent}")
+    try:
+        return load_file(str(path), device=device)
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a whole safetensors file (truncated or another format): {exc}") from None

@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from pluralign.data.record import Base
 from pluralign.device import default_device
+from pluralign.files import read_safetensors
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
 
@@ -59,20 +60,34 @@ def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, enc
 
 
 def read_meta(folder: str | Path) -> PALMeta:
+    """The checkpoint's `PALMeta`. Raises FileNotFoundError when `folder` has no meta.json (not a
+    checkpoint, or one whose writing stopped part way: meta.json is written last), and ValueError
+    naming the file when it is not JSON, describes another kind of artifact (an EM mixture's
+    `kind`), another schema version, or lacks or mistypes a field."""
     path = Path(folder) / META_FILE
     if not path.exists():
         raise FileNotFoundError(f"{folder} is not a PAL checkpoint: no {META_FILE}")
     try:
-        meta = msgspec.json.decode(path.read_bytes(), type=PALMeta)
+        raw = msgspec.json.decode(path.read_bytes())
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not a PAL checkpoint description: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not a PAL checkpoint description: expected a JSON object")
+    if "kind" in raw:
+        raise ValueError(f"{folder} holds a {raw['kind']!r} artifact, not a PAL checkpoint")
+    if raw.get("schema_version") != PAL_SCHEMA:
+        raise ValueError(f"{path}: PAL checkpoint schema {raw.get('schema_version')}, this code reads schema {PAL_SCHEMA}")
+    try:
+        return msgspec.convert(raw, PALMeta)
     except msgspec.ValidationError as exc:
-        raise ValueError(f"{path}: not a PAL checkpoint description: {exc}") from exc
-    if meta.schema_version != PAL_SCHEMA:
-        raise ValueError(f"{path}: PAL checkpoint schema {meta.schema_version}, this code reads schema {PAL_SCHEMA}")
-    return meta
+        raise ValueError(f"{path}: not a PAL checkpoint description: {exc}") from None
 
 
 def load_pal(folder: str | Path, encoder_id: str | None = None, device=None) -> tuple[PALModel, UserWeights, PALMeta]:
-    """Rebuild the model (in eval mode, on `device` or the default one) and its user-weights table."""
+    """Rebuild the model (in eval mode, on `device` or the default one) and its user-weights table
+    (K logits per training user, float32). Raises FileNotFoundError for a missing file and
+    ValueError naming the file for any other mismatch: another encoder, a truncated
+    model.safetensors, weights whose shapes disagree with meta.json, user weights of another K."""
     folder = Path(folder)
     meta = read_meta(folder)
     if encoder_id is not None and meta.encoder_id != encoder_id:
@@ -81,6 +96,13 @@ def load_pal(folder: str | Path, encoder_id: str | None = None, device=None) -> 
             "its rewards mean nothing on another encoder's vectors; retrain or pick the matching encoder"
         )
     model = PALModel(meta.config())
-    model.load_state_dict(load_file(str(folder / MODEL_FILE)))
+    try:
+        model.load_state_dict(read_safetensors(folder / MODEL_FILE))
+    except RuntimeError as exc:  # missing, unexpected or differently shaped parameters
+        problem = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise ValueError(
+            f"{folder / MODEL_FILE} does not match {META_FILE} (variant {meta.variant}, K={meta.k}, input_dim={meta.input_dim}, "
+            f"latent_dim={meta.latent_dim}, hidden={meta.hidden}): {problem}"
+        ) from None
     user_weights = UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k)
     return model.to(device or default_device()).eval(), user_weights, meta

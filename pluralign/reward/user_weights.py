@@ -121,8 +121,8 @@ class UserWeights:
         """Read a table; refuses another schema version, or another K when `k` is given."""
         try:
             file = _DECODER.decode(Path(path).read_bytes())
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"{path}: not a user-weights file: {exc}") from exc
+        except msgspec.DecodeError as exc:  # not JSON, or not this schema's fields
+            raise ValueError(f"{path}: not a user-weights file: {exc}") from None
         if file.schema_version != USER_WEIGHTS_SCHEMA:
             raise ValueError(f"{path}: user-weights schema {file.schema_version}, this code reads {USER_WEIGHTS_SCHEMA}")
         if k is not None and file.k != k:

@@ -80,3 +80,106 @@ def test_the_real_process_prints_one_line_and_exits_2(tmp_path):
 def minilm_cache(tmp_path_factory) -> str:
     """The suite's shared embedding cache file (MiniLM vectors), so audits embed little."""
     return str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite")
+
+
+# -- artifacts: another kind, another version, truncated, a meta.json that lies --------------------
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def tiny_pal(folder, k: int = 2, input_dim: int = 384, encoder_id: str = MINILM_ID):
+    import torch
+
+    from pluralign.reward.pal import PALConfig, PALModel, UserWeights, save_pal
+
+    torch.manual_seed(0)
+    model = PALModel(PALConfig(k=k, input_dim=input_dim, latent_dim=4, hidden=8))
+    save_pal(folder, model, UserWeights.from_logits(["u0", "u1"], torch.zeros(2, k)), encoder_id)
+    return folder
+
+
+def tiny_em(folder, k: int = 2, dim: int = 384, encoder_id: str = MINILM_ID):
+    import torch
+
+    from pluralign.reward.em import EMConfig, EMMixture
+
+    model = EMMixture.from_heads(torch.randn(k, 2 * dim), torch.log(torch.full((k,), 1 / k)), EMConfig(k=k))
+    model.fit_result.responsibilities = torch.full((2, k), 1 / k, dtype=torch.float64)
+    model.users = ["u0", "u1"]
+    model.save(folder, encoder_id)
+    return folder
+
+
+def lie(folder, field: str, value) -> None:
+    meta = json.loads((folder / "meta.json").read_text())
+    meta[field] = value
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def truncate(path, keep: int = 100) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def test_a_truncated_pal_checkpoint_is_a_value_error_naming_the_file(tmp_path):
+    from pluralign.reward.pal import load_pal
+
+    folder = tiny_pal(tmp_path / "pal")
+    truncate(folder / "model.safetensors")
+    with pytest.raises(ValueError, match=r"model\.safetensors.*truncated"):
+        load_pal(folder)
+
+
+@pytest.mark.parametrize(("field", "value", "named"), [("k", 3, "K=3"), ("latent_dim", 8, "latent_dim=8"), ("variant", "b", "variant b")])
+def test_a_pal_meta_that_lies_about_the_weights_is_a_value_error(tmp_path, field, value, named):
+    from pluralign.reward.pal import load_pal
+
+    folder = tiny_pal(tmp_path / "pal")
+    lie(folder, field, value)
+    if field == "k":  # the user weights agree with the lie, so the model's weights are what disagree
+        import torch
+
+        from pluralign.reward.pal import UserWeights
+
+        UserWeights.from_logits(["u0"], torch.zeros(1, 3)).save(folder / "user_weights.json")
+    with pytest.raises(ValueError, match=named) as error:
+        load_pal(folder)
+    assert "model.safetensors does not match meta.json" in str(error.value)
+
+
+def test_pal_and_em_artifacts_refuse_each_other_by_kind(tmp_path):
+    from pluralign.reward.em import EMMixture
+    from pluralign.reward.pal import load_pal
+
+    pal, em = tiny_pal(tmp_path / "pal"), tiny_em(tmp_path / "em")
+    with pytest.raises(ValueError, match="holds a 'em-bt-mixture' artifact, not a PAL checkpoint"):
+        load_pal(em)
+    with pytest.raises(ValueError, match="holds a 'PAL checkpoint' artifact, not an em-bt-mixture"):
+        EMMixture.load(pal, MINILM_ID)
+
+
+def test_em_artifact_corruptions_are_value_errors_naming_the_file(tmp_path):
+    from pluralign.reward.em import EMMixture
+
+    folder = tiny_em(tmp_path / "em")
+    EMMixture.load(folder, MINILM_ID, 384)  # whole, it loads
+    heads = (folder / "heads.safetensors").read_bytes()
+    truncate(folder / "heads.safetensors")
+    with pytest.raises(ValueError, match=r"heads\.safetensors.*truncated"):
+        EMMixture.load(folder, MINILM_ID)
+    (folder / "heads.safetensors").write_bytes(heads)
+    (folder / "meta.json").write_text("{")
+    with pytest.raises(ValueError, match=r"meta\.json: not an artifact description"):
+        EMMixture.load(folder, MINILM_ID)
+    tiny_em(folder)
+    with open(folder / "users.jsonl", "a") as f:
+        f.write('{"user_id": 3, "cluster": 0, "posterior": [1, 0]}\n')
+    with pytest.raises(ValueError, match=r"users\.jsonl, line 3"):
+        EMMixture.load(folder, MINILM_ID)
+
+
+def test_audit_with_a_truncated_pal_checkpoint_is_a_one_line_error(tmp_path, capsys, minilm_cache):
+    data = write_jsonl(tmp_path / "p.jsonl", rows())
+    folder = tiny_pal(tmp_path / "pal")
+    truncate(folder / "model.safetensors")
+    code, _, err = cli(capsys, "audit", "--data", data, "--group-by", "pal_prototype", "--pal", str(folder), "--json", "--cache", minilm_cache)
+    assert code == 2 and "Traceback" not in err and "model.safetensors" in err
