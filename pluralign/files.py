@@ -53,3 +53,31 @@ def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
         return load_file(str(path), device=device)
     except SafetensorError as exc:
         raise ValueError(f"{path}: not a whole safetensors file (truncated or another format): {exc}") from None
+
+
+def check_artifact_folder(folder: str | os.PathLike, files: tuple[str, ...], what: str) -> Path:
+    """Whether an artifact made of `files` (names in the folder) may be written to `folder`: it may
+    be missing, empty, or hold only such files (an earlier artifact of the same kind, or what a
+    stopped write left of one). Anything else is refused, so a wrong --out never mixes one artifact's
+    files with another's or overwrites unrelated files. Raises NotADirectoryError when a file is at
+    `folder`, ValueError naming `folder` and a few of its other entries otherwise. Writes nothing."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"a file, not a folder for a {what}, is at this path", str(folder))
+    if folder.is_dir():
+        other = sorted(p.name for p in folder.iterdir() if p.name not in files)
+        if other:
+            shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+            raise ValueError(f"{folder} holds files that are not a {what}'s ({shown}): give a new or empty folder")
+    return folder
+
+
+def begin_artifact(folder: str | os.PathLike, files: tuple[str, ...], what: str) -> Path:
+    """`check_artifact_folder`, then create `folder` and remove the earlier artifact's `files`
+    (the first, its description, before the rest), so until the writer writes that description
+    again, last, the folder is no artifact: a stopped write never leaves one that loads half old."""
+    folder = check_artifact_folder(folder, files, what)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (folder / name).unlink(missing_ok=True)
+    return folder

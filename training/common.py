@@ -53,6 +53,17 @@ class AtLeastOne(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def check_out(out: str, files: tuple[str, ...], what: str) -> None:
+    """A trainer's --out, checked before it trains (`pluralign.files.check_artifact_folder`):
+    a ValueError that names --out when the folder holds anything but an earlier artifact's files."""
+    from pluralign.files import check_artifact_folder
+
+    try:
+        check_artifact_folder(out, files, what)
+    except (ValueError, NotADirectoryError) as exc:
+        raise ValueError(f"--out {out}: {exc.strerror}" if isinstance(exc, OSError) else f"--out: {exc}") from None
+
+
 def print_json(obj) -> None:
     sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
     sys.stdout.flush()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from pluralign.data.record import Base
 from pluralign.device import default_device
-from pluralign.files import read_safetensors
+from pluralign.files import begin_artifact, read_safetensors, write_atomic
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch
 
@@ -190,6 +190,9 @@ def fit_em(diff: torch.Tensor, user: torch.Tensor, n_users: int, config: EMConfi
 # The artifact: heads in safetensors, versions in msgspec JSON, user memberships as rows.
 
 
+EM_FILES = ("meta.json", "heads.safetensors", "users.jsonl", "metrics.json")  # meta.json first: see EMMixture.save
+
+
 class EMMeta(Base):
     schema_version: int
     kind: str  # always "em-bt-mixture"
@@ -304,27 +307,26 @@ class EMMixture:
     # -- artifact ---------------------------------------------------------------------------
 
     def save(self, out: str | Path, encoder_id: str) -> Path:
-        """Write `heads.safetensors`, `meta.json` and `users.jsonl` (one membership row per user)."""
-        from safetensors.torch import save_file
+        """Write `heads.safetensors`, `users.jsonl` (one membership row per user) and `meta.json`,
+        each whole and meta.json last (a write stopped part way leaves no artifact `load` takes).
+        `out` may hold only an earlier EM artifact's files (EM_FILES); anything else is a ValueError
+        and nothing is written (`pluralign.files.check_artifact_folder`)."""
+        from safetensors.torch import save
 
         W, log_pi = self._heads()
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {"head_weights": W.float().cpu().contiguous(), "log_mixing": log_pi.float().cpu().contiguous()},
-            str(out / "heads.safetensors"),
-        )
+        out = begin_artifact(out, EM_FILES, "em-bt-mixture artifact")
+        write_atomic(out / "heads.safetensors", save({"head_weights": W.float().cpu().contiguous(), "log_mixing": log_pi.float().cpu().contiguous()}))
         meta = EMMeta(
             schema_version=SCHEMA_VERSION, kind="em-bt-mixture", encoder_id=encoder_id, k=int(W.shape[0]),
             dim=int(W.shape[1]) // 2, features=FEATURES, assignment=self.config.assignment,
         )
-        (out / "meta.json").write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
         resp = self.fit_result.responsibilities.cpu()
         rows = [
             UserMembership(user_id=u, cluster=int(resp[i].argmax()), posterior=[round(float(p), 6) for p in resp[i]])
             for i, u in enumerate(self.users)
         ] if len(resp) else []
-        (out / "users.jsonl").write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
+        write_atomic(out / "users.jsonl", b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
+        write_atomic(out / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
         return out
 
     @classmethod

@@ -16,6 +16,7 @@ import msgspec
 import torch
 
 from pluralign.data.record import Base
+from pluralign.files import write_atomic
 
 USER_WEIGHTS_SCHEMA = 1
 
@@ -113,8 +114,9 @@ class UserWeights:
         return user_id in self._rows
 
     def save(self, path: str | Path) -> None:
+        """Write the table whole (temp file and rename): a crash leaves the old file or the new one."""
         file = UserWeightsFile(schema_version=USER_WEIGHTS_SCHEMA, k=self.k, prior=self._prior.tolist(), users=self._rows)
-        Path(path).write_bytes(_ENCODER.encode(file))
+        write_atomic(path, _ENCODER.encode(file))
 
     @classmethod
     def load(cls, path: str | Path, k: int | None = None) -> UserWeights:

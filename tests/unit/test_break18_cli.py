@@ -183,3 +183,62 @@ def test_audit_with_a_truncated_pal_checkpoint_is_a_one_line_error(tmp_path, cap
     truncate(folder / "model.safetensors")
     code, _, err = cli(capsys, "audit", "--data", data, "--group-by", "pal_prototype", "--pal", str(folder), "--json", "--cache", minilm_cache)
     assert code == 2 and "Traceback" not in err and "model.safetensors" in err
+
+
+# -- where a trainer writes: never over other files, never a half-old artifact ---------------------
+
+
+@pytest.mark.parametrize("trainer", ["pal", "em"])
+def test_train_refuses_an_out_folder_holding_other_files_before_training(tmp_path, capsys, trainer):
+    data = write_jsonl(tmp_path / "p.jsonl", rows())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, _, err = cli(capsys, "train", trainer, "--protocol", "file", "--data", data, "--k", "2", "--out", str(out), "--cache", str(tmp_path / "c.sqlite"))
+    assert code == 2 and "Traceback" not in err
+    assert "--out" in err and "notes.txt" in err and "new or empty folder" in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and not (tmp_path / "c.sqlite").exists()  # refused before embedding
+
+
+def test_train_em_refuses_a_pal_checkpoint_as_its_out(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "p.jsonl", rows())
+    pal = tiny_pal(tmp_path / "pal")
+    before = {p.name: p.read_bytes() for p in pal.iterdir()}
+    code, _, err = cli(capsys, "train", "em", "--protocol", "file", "--data", data, "--k", "2", "--out", str(pal))
+    assert code == 2 and "--out" in err and "user_weights.json" in err
+    assert {p.name: p.read_bytes() for p in pal.iterdir()} == before
+
+
+def test_train_pal_refuses_a_file_as_its_out(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "p.jsonl", rows())
+    code, _, err = cli(capsys, "train", "pal", "--protocol", "file", "--data", data, "--out", data)
+    assert code == 2 and "Traceback" not in err and f"--out {data}: a file, not a folder" in err
+
+
+def test_a_pal_checkpoint_written_over_another_is_whole_or_no_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from pluralign.reward.pal import UserWeights, load_pal, save_pal
+    from pluralign.reward.pal_model import PALConfig, PALModel
+
+    folder = tiny_pal(tmp_path / "pal", k=2)
+    tiny_pal(folder, k=3)  # an earlier checkpoint of the same kind is replaced
+    assert load_pal(folder)[2].k == 3
+
+    def stop(self, path):  # the process dies after the new weights, before the user weights and meta.json
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(UserWeights, "save", stop)
+    with pytest.raises(KeyboardInterrupt):
+        save_pal(folder, PALModel(PALConfig(k=2, input_dim=384, latent_dim=4, hidden=8)), UserWeights.from_logits(["u0"], torch.zeros(1, 2)), MINILM_ID)
+    with pytest.raises(FileNotFoundError, match="no meta.json"):  # not K=3's meta.json over K=2's weights
+        load_pal(folder)
+    assert not any(p.name.startswith(".") for p in folder.iterdir())  # no temp file left
+
+
+def test_em_save_refuses_a_folder_of_other_files(tmp_path):
+    (tmp_path / "em").mkdir()
+    (tmp_path / "em" / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ValueError, match="model.safetensors"):
+        tiny_em(tmp_path / "em")
+    assert [p.name for p in (tmp_path / "em").iterdir()] == ["model.safetensors"]

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
+from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, check_out, print_json
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,10 +30,12 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, load_protocol
-    from pluralign.reward.em import EMConfig, EMMixture
+    from pluralign.files import write_atomic
+    from pluralign.reward.em import EM_FILES, EMConfig, EMMixture
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.model_selection import KSearch, search_k
 
+    check_out(args.out, EM_FILES, "em-bt-mixture artifact")  # before any training: a wrong --out costs nothing
     protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
     encoder = cached_encoder(args)
     users = sorted({r.user_id for r in protocol.seen.train})
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         from sklearn.metrics import adjusted_rand_score
 
         report["ari"] = float(adjusted_rand_score([protocol.true_groups[u] for u in users], [clusters[u] for u in users]))
-    (Path(out) / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    write_atomic(Path(out) / "metrics.json", msgspec.json.format(msgspec.json.encode(report)))
     print_json(report)
     return 0
 
@@ -98,7 +100,7 @@ def register(sub) -> None:
     p.add_argument("--l2", type=float, default=1.0, help="ridge strength on each head")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    p.add_argument("--out", required=True, help="artifact folder")
+    p.add_argument("--out", required=True, help="artifact folder to write: new, empty, or an earlier EM artifact (replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_encoder_args(p)
     p.set_defaults(func=run)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
+from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, check_out, print_json
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,11 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, accuracy, load_protocol, macro
+    from pluralign.files import write_atomic
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.model_selection import KSearch, search_k
     from pluralign.reward.pal import PALConfig, PALTrainConfig, save_pal, train_pal
+    from pluralign.reward.pal_checkpoint import PAL_FILES
     from pluralign.reward.pal_preference import heldout_log_likelihood
 
+    check_out(args.out, PAL_FILES, "PAL checkpoint")  # before any training: a wrong --out costs nothing
     if args.threads:
         torch.set_num_threads(args.threads)
     protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         "by_k": runs, **selection.report(), "out": str(out), "artifact": str(out),
         "val_acc": metrics["val_acc"],  # of the kept K: the job runner's promotion compares it
     }
-    (out / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    write_atomic(out / "metrics.json", msgspec.json.format(msgspec.json.encode(report)))
     print_json(report)
     return 0
 
@@ -108,7 +111,7 @@ def register(sub) -> None:
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced)")
     p.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping on validation loss)")
     p.add_argument("--max-pairs", type=int, default=300_000, help="budget of pair visits (epochs x pairs); 0: none")
     p.add_argument("--batch-size", type=int, default=256)
