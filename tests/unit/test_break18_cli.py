@@ -242,3 +242,31 @@ def test_em_save_refuses_a_folder_of_other_files(tmp_path):
     with pytest.raises(ValueError, match="model.safetensors"):
         tiny_em(tmp_path / "em")
     assert [p.name for p in (tmp_path / "em").iterdir()] == ["model.safetensors"]
+
+
+# -- numbers: zero, negative, not finite -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "option", "problem"), [
+    (["train", "pal", "--protocol", "file", "--epochs", "0"], "--epochs", "expected an integer >= 1, got 0"),
+    (["train", "pal", "--protocol", "file", "--epochs", "-3"], "--epochs", "expected an integer >= 1, got -3"),
+    (["train", "pal", "--protocol", "file", "--batch-size", "0"], "--batch-size", "expected an integer >= 1, got 0"),
+    (["train", "pal", "--protocol", "file", "--lr-shared", "-1"], "--lr-shared", "expected a number > 0, got -1"),
+    (["train", "pal", "--protocol", "file", "--latent-dim", "0"], "--latent-dim", "expected an integer >= 1, got 0"),
+    (["train", "pal", "--protocol", "file", "--threads", "-1"], "--threads", "expected an integer >= 0, got -1"),
+    (["train", "em", "--protocol", "file", "--restarts", "0"], "--restarts", "expected an integer >= 1, got 0"),
+    (["train", "em", "--protocol", "file", "--l2", "nan"], "--l2", "expected a finite number, got 'nan'"),
+    (["audit", "--group-by", "segment", "--since", "nan"], "--since", "expected a finite number, got 'nan'"),
+    (["audit", "--group-by", "segment", "--min-group-size", "-1"], "--min-group-size", "expected an integer >= 1, got -1"),
+    (["eval", "--model", "bt", "--protocol", "persona", "--groups", "0"], "--groups", "expected an integer >= 2, got 0"),
+    (["train", "adapter", "--user", "alice", "--steps", "0"], "--steps", "expected an integer >= 1, got 0"),
+    (["train", "fspo", "--unseen-fraction", "1.5"], "--unseen-fraction", "expected a number < 1, got 1.5"),
+])
+def test_a_number_out_of_bounds_is_a_usage_error_naming_the_option(tmp_path, capsys, argv, option, problem):
+    out = tmp_path / "out"
+    extra = ["--data", write_jsonl(tmp_path / "p.jsonl", rows())] if argv[:1] in (["audit"], ["train"]) and argv[1:2] != ["adapter"] and argv[1:2] != ["fspo"] else []
+    extra += ["--out", str(out)] if argv[:2] in (["train", "pal"], ["train", "em"], ["train", "fspo"]) else []
+    code, _, err = cli(capsys, *argv, *extra)
+    assert code == 2 and "Traceback" not in err
+    assert f"argument {option}: {problem}" in err
+    assert not out.exists()

@@ -22,7 +22,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, check_out, print_json
+from training.common import (
+    DEFAULT_DATA_DIR,
+    AtLeastOne,
+    add_encoder_args,
+    cached_encoder,
+    check_out,
+    number,
+    print_json,
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,12 +100,12 @@ def register(sub) -> None:
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
-    p.add_argument("--groups", type=int, default=4, help="persona: number of true groups")
+    p.add_argument("--groups", type=number(int, minimum=2), default=4, help="persona: number of true groups")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"])
     p.add_argument("--init", default="kmeans", choices=["kmeans", "random"], help="k-means on per-user fits, or random groups")
-    p.add_argument("--restarts", type=int, default=4)
-    p.add_argument("--max-iter", type=int, default=50)
-    p.add_argument("--l2", type=float, default=1.0, help="ridge strength on each head")
+    p.add_argument("--restarts", type=number(int, minimum=1), default=4)
+    p.add_argument("--max-iter", type=number(int, minimum=1), default=50)
+    p.add_argument("--l2", type=number(float, minimum=0), default=1.0, help="ridge strength on each head")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--out", required=True, help="artifact folder to write: new, empty, or an earlier EM artifact (replaced)")
