@@ -270,3 +270,21 @@ def test_a_number_out_of_bounds_is_a_usage_error_naming_the_option(tmp_path, cap
     assert code == 2 and "Traceback" not in err
     assert f"argument {option}: {problem}" in err
     assert not out.exists()
+
+
+# -- file formats: told by content on input, by name on output -------------------------------------
+
+
+def test_a_parquet_file_without_the_parquet_suffix_is_read_as_parquet(tmp_path, capsys):
+    from datasets import Dataset
+
+    Dataset.from_dict({"prompt": ["The sky is"], "chosen": [" blue."], "rejected": [" green."]}).to_parquet(str(tmp_path / "prefs.pq"))
+    code, out, err = cli(capsys, "data", "stats", "--source", "parquet", "--path", str(tmp_path / "prefs.pq"), "--user", "alice", "--json")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["pairs"] == 1
+
+
+def test_export_to_an_unknown_suffix_is_refused_before_writing(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "p.jsonl", rows())
+    code, _, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", data, "--out", str(tmp_path / "prefs.csv"))
+    assert code == 2 and "--out" in err and ".csv" in err and not (tmp_path / "prefs.csv").exists()
