@@ -3,6 +3,7 @@ then renamed over it. Readers see the old file or the new one, never part of eit
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -13,8 +14,12 @@ from typing import BinaryIO
 
 @contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Yields a binary file; on a clean exit it replaces `path`, on an error it is removed."""
+    """Yields a binary file; on a clean exit it replaces `path`, on an error it is removed.
+
+    Raises IsADirectoryError (naming `path`) when `path` is a folder, before anything is written."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a file, is at this path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -31,3 +36,48 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_writer(path) as f:
         f.write(data)
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
+    """The tensors of a safetensors file, by name (torch tensors on `device`).
+
+    Raises FileNotFoundError when there is no file, and ValueError naming `path` when it is not a
+    whole safetensors file (truncated by a crash mid-write, or another format)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path.name} in {path.parent}")
+    try:
+        return load_file(str(path), device=device)
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a whole safetensors file (truncated or another format): {exc}") from None
+
+
+def check_artifact_folder(folder: str | os.PathLike, files: tuple[str, ...], what: str) -> Path:
+    """Whether an artifact made of `files` (names in the folder) may be written to `folder`: it may
+    be missing, empty, or hold only such files (an earlier artifact of the same kind, or what a
+    stopped write left of one). Anything else is refused, so a wrong --out never mixes one artifact's
+    files with another's or overwrites unrelated files. Raises NotADirectoryError when a file is at
+    `folder`, ValueError naming `folder` and a few of its other entries otherwise. Writes nothing."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"a file, not a folder for a {what}, is at this path", str(folder))
+    if folder.is_dir():
+        other = sorted(p.name for p in folder.iterdir() if p.name not in files)
+        if other:
+            shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+            raise ValueError(f"{folder} holds files that are not a {what}'s ({shown}): give a new or empty folder")
+    return folder
+
+
+def begin_artifact(folder: str | os.PathLike, files: tuple[str, ...], what: str) -> Path:
+    """`check_artifact_folder`, then create `folder` and remove the earlier artifact's `files`
+    (the first, its description, before the rest), so until the writer writes that description
+    again, last, the folder is no artifact: a stopped write never leaves one that loads half old."""
+    folder = check_artifact_folder(folder, files, what)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (folder / name).unlink(missing_ok=True)
+    return folder

@@ -50,9 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except ValueError as exc:
         print(f"pluralign: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path the command cannot read or write: a folder given for a file, no permission, ...
+        print(f"pluralign: error: {_os_problem(exc)}", file=sys.stderr)
+        return 2
+
+
+def _os_problem(exc: OSError) -> str:
+    """An OSError as one line naming the path: "Is a directory: out.jsonl" (not errno and repr)."""
+    if exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -51,6 +52,40 @@ class AtLeastOne(argparse.Action):
             if value < 1:
                 parser.error(f"argument {option_string}: expected an integer >= 1, got {value}")
         setattr(namespace, self.dest, values)
+
+
+def check_out(out: str, files: tuple[str, ...], what: str) -> None:
+    """A trainer's --out, checked before it trains (`pluralign.files.check_artifact_folder`):
+    a ValueError that names --out when the folder holds anything but an earlier artifact's files."""
+    from pluralign.files import check_artifact_folder
+
+    try:
+        check_artifact_folder(out, files, what)
+    except (ValueError, NotADirectoryError) as exc:
+        raise ValueError(f"--out {out}: {exc.strerror}" if isinstance(exc, OSError) else f"--out: {exc}") from None
+
+
+def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None):
+    """An argparse `type=` for a number with bounds: `minimum` (>=), `above` (>), `below` (<).
+
+    A value out of bounds, or a float that is not finite (nan, inf), is argparse's usage error
+    naming the option: "argument --epochs: expected an integer >= 1, got 0" (exit code 2), before
+    anything runs. The job runner's params (`training.jobs.params`) have the same lower bounds."""
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        for bound, fails, sign in ((minimum, lambda b: value < b, ">="), (above, lambda b: value <= b, ">"), (below, lambda b: value >= b, "<")):
+            if bound is not None and fails(bound):
+                raise argparse.ArgumentTypeError(f"expected {noun} {sign} {bound:g}, got {text}")
+        return value
+
+    return parse
 
 
 def print_json(obj) -> None:

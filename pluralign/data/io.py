@@ -243,15 +243,24 @@ class _Malformed:
         self.error = error
 
 
+def _is_parquet(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"PAR1"
+
+
 def read_preferences(
     path: str | os.PathLike, *, skip_bad: bool = False, default_user: str | None = None
 ) -> tuple[list[Preference], LoadReport]:
     """Load a `.jsonl` or `.parquet` preference file in any TRL preference form (see
-    `row_to_preference`). Raises PreferenceError on the first bad row (unless `skip_bad`)."""
+    `row_to_preference`). Parquet is told by its content (the `PAR1` magic bytes), whatever the
+    name; anything else is read as JSON lines. Raises FileNotFoundError when there is no file,
+    IsADirectoryError for a folder, PreferenceError on the first bad row (unless `skip_bad`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no preference file at {path}")
-    if path.suffix == ".parquet":
+    if path.suffix == ".parquet" or _is_parquet(path):
         table = pq.read_table(path)
         rows: Iterable[tuple[int, Any]] = (
             (i, _parquet_row(row)) for i, row in enumerate(table.to_pylist(), start=1)

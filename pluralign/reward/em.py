@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from pluralign.data.record import Base
 from pluralign.device import default_device
+from pluralign.files import begin_artifact, read_safetensors, write_atomic
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch
 
@@ -189,6 +190,9 @@ def fit_em(diff: torch.Tensor, user: torch.Tensor, n_users: int, config: EMConfi
 # The artifact: heads in safetensors, versions in msgspec JSON, user memberships as rows.
 
 
+EM_FILES = ("meta.json", "heads.safetensors", "users.jsonl", "metrics.json")  # meta.json first: see EMMixture.save
+
+
 class EMMeta(Base):
     schema_version: int
     kind: str  # always "em-bt-mixture"
@@ -303,49 +307,75 @@ class EMMixture:
     # -- artifact ---------------------------------------------------------------------------
 
     def save(self, out: str | Path, encoder_id: str) -> Path:
-        """Write `heads.safetensors`, `meta.json` and `users.jsonl` (one membership row per user)."""
-        from safetensors.torch import save_file
+        """Write `heads.safetensors`, `users.jsonl` (one membership row per user) and `meta.json`,
+        each whole and meta.json last (a write stopped part way leaves no artifact `load` takes).
+        `out` may hold only an earlier EM artifact's files (EM_FILES); anything else is a ValueError
+        and nothing is written (`pluralign.files.check_artifact_folder`)."""
+        from safetensors.torch import save
 
         W, log_pi = self._heads()
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {"head_weights": W.float().cpu().contiguous(), "log_mixing": log_pi.float().cpu().contiguous()},
-            str(out / "heads.safetensors"),
-        )
+        out = begin_artifact(out, EM_FILES, "em-bt-mixture artifact")
+        write_atomic(out / "heads.safetensors", save({"head_weights": W.float().cpu().contiguous(), "log_mixing": log_pi.float().cpu().contiguous()}))
         meta = EMMeta(
             schema_version=SCHEMA_VERSION, kind="em-bt-mixture", encoder_id=encoder_id, k=int(W.shape[0]),
             dim=int(W.shape[1]) // 2, features=FEATURES, assignment=self.config.assignment,
         )
-        (out / "meta.json").write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
         resp = self.fit_result.responsibilities.cpu()
         rows = [
             UserMembership(user_id=u, cluster=int(resp[i].argmax()), posterior=[round(float(p), 6) for p in resp[i]])
             for i, u in enumerate(self.users)
         ] if len(resp) else []
-        (out / "users.jsonl").write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
+        write_atomic(out / "users.jsonl", b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
+        write_atomic(out / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
         return out
 
     @classmethod
     def load(cls, folder: str | Path, encoder_id: str, dim: int | None = None) -> EMMixture:
-        """Load an artifact; refuses one written for another encoder, dimension or schema."""
-        from safetensors.torch import load_file
-
+        """Load an artifact: K heads of 2d weights, the log mixing weights (K,) and each training
+        user's posterior (K,). Raises FileNotFoundError for a missing file, and ValueError naming
+        the file for an artifact of another kind (a PAL checkpoint), schema, encoder, dimension or
+        features, for a file that is not JSON or truncated, and for tensors whose shapes disagree
+        with meta.json."""
         folder = Path(folder)
-        meta = msgspec.json.decode((folder / "meta.json").read_bytes(), type=EMMeta)
-        if meta.schema_version != SCHEMA_VERSION or meta.kind != "em-bt-mixture":
-            raise ValueError(f"{folder}: artifact schema {meta.kind} v{meta.schema_version}, expected em-bt-mixture v{SCHEMA_VERSION}")
+        path = folder / "meta.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{folder} is not an EM mixture artifact: no meta.json")
+        try:
+            raw = msgspec.json.decode(path.read_bytes())
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"{path}: not an artifact description: {exc}") from None
+        kind = raw.get("kind", "PAL checkpoint" if "variant" in raw else None) if isinstance(raw, dict) else None
+        if kind != "em-bt-mixture":
+            raise ValueError(f"{folder} holds {'a ' + repr(kind) if kind else 'no'} artifact, not an em-bt-mixture")
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"{folder}: artifact schema em-bt-mixture v{raw.get('schema_version')}, expected v{SCHEMA_VERSION}")
+        try:
+            meta = msgspec.convert(raw, EMMeta)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{path}: not an em-bt-mixture description: {exc}") from None
         if meta.encoder_id != encoder_id:
             raise ValueError(f"{folder}: heads were trained on encoder {meta.encoder_id!r}, not {encoder_id!r}")
         if dim is not None and meta.dim != dim:
             raise ValueError(f"{folder}: heads expect {meta.dim}-d embeddings, the encoder gives {dim}")
         if meta.features != FEATURES:
             raise ValueError(f"{folder}: features {meta.features!r}, this code builds {FEATURES!r}")
-        tensors = load_file(str(folder / "heads.safetensors"), device=str(default_device()))
-        if tuple(tensors["head_weights"].shape) != (meta.k, 2 * meta.dim):
-            raise ValueError(f"{folder}: head weights {tuple(tensors['head_weights'].shape)} disagree with meta K={meta.k}, d={meta.dim}")
+        tensors = read_safetensors(folder / "heads.safetensors", device=str(default_device()))
+        shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+        if shapes.get("head_weights") != (meta.k, 2 * meta.dim) or shapes.get("log_mixing") != (meta.k,):
+            raise ValueError(f"{folder}: heads.safetensors holds {shapes}, meta.json says K={meta.k}, d={meta.dim} "
+                             f"(head_weights ({meta.k}, {2 * meta.dim}), log_mixing ({meta.k},))")
         model = cls.from_heads(tensors["head_weights"], tensors["log_mixing"], EMConfig(k=meta.k, assignment=meta.assignment))
-        rows = [msgspec.json.decode(line, type=UserMembership) for line in (folder / "users.jsonl").read_bytes().splitlines() if line]
+        rows = []
+        for number, line in enumerate((folder / "users.jsonl").read_bytes().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = msgspec.json.decode(line, type=UserMembership)
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"{folder / 'users.jsonl'}, line {number}: not a user membership: {exc}") from None
+            if len(row.posterior) != meta.k:
+                raise ValueError(f"{folder / 'users.jsonl'}, line {number}: a posterior of {len(row.posterior)} values, K={meta.k}")
+            rows.append(row)
         if rows:
             model.users = [r.user_id for r in rows]
             model.fit_result.responsibilities = torch.tensor([r.posterior for r in rows], dtype=torch.float64, device=model.fit_result.head_weights.device)

@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save
 
 from pluralign.data.record import Base
 from pluralign.device import default_device
+from pluralign.files import begin_artifact, read_safetensors, write_atomic
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
 
@@ -41,38 +42,57 @@ class PALMeta(Base):
         return PALConfig(variant=self.variant, k=self.k, input_dim=self.input_dim, latent_dim=self.latent_dim, hidden=self.hidden)
 
 
+PAL_FILES = (META_FILE, MODEL_FILE, USER_WEIGHTS_FILE, "metrics.json")  # meta.json first: see save_pal
+
+
 def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, encoder_id: str, metrics: dict | None = None) -> None:
-    """Write the checkpoint folder (created if missing; files overwritten)."""
+    """Write the checkpoint folder (created if missing). `folder` may hold only an earlier PAL
+    checkpoint's files (PAL_FILES), which are replaced; anything else is a ValueError and nothing
+    is written (`pluralign.files.check_artifact_folder`). Each file is written whole (temp file and
+    rename) and meta.json last, so a write stopped part way leaves no folder `load_pal` takes."""
     if user_weights.k != model.config.k:
         raise ValueError(f"user weights have K={user_weights.k}, the model has K={model.config.k}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = begin_artifact(folder, PAL_FILES, "PAL checkpoint")
     c = model.config
     meta = PALMeta(
         schema_version=PAL_SCHEMA, encoder_id=encoder_id, variant=c.variant, k=c.k, input_dim=c.input_dim,
         latent_dim=c.latent_dim, hidden=c.hidden, users=len(user_weights),
         metrics={k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)},
     )
-    save_file({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}, str(folder / MODEL_FILE))
-    (folder / META_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
+    write_atomic(folder / MODEL_FILE, save({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}))
     user_weights.save(folder / USER_WEIGHTS_FILE)
+    write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(meta)))
 
 
 def read_meta(folder: str | Path) -> PALMeta:
+    """The checkpoint's `PALMeta`. Raises FileNotFoundError when `folder` has no meta.json (not a
+    checkpoint, or one whose writing stopped part way: meta.json is written last), and ValueError
+    naming the file when it is not JSON, describes another kind of artifact (an EM mixture's
+    `kind`), another schema version, or lacks or mistypes a field."""
     path = Path(folder) / META_FILE
     if not path.exists():
         raise FileNotFoundError(f"{folder} is not a PAL checkpoint: no {META_FILE}")
     try:
-        meta = msgspec.json.decode(path.read_bytes(), type=PALMeta)
+        raw = msgspec.json.decode(path.read_bytes())
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not a PAL checkpoint description: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not a PAL checkpoint description: expected a JSON object")
+    if "kind" in raw:
+        raise ValueError(f"{folder} holds a {raw['kind']!r} artifact, not a PAL checkpoint")
+    if raw.get("schema_version") != PAL_SCHEMA:
+        raise ValueError(f"{path}: PAL checkpoint schema {raw.get('schema_version')}, this code reads schema {PAL_SCHEMA}")
+    try:
+        return msgspec.convert(raw, PALMeta)
     except msgspec.ValidationError as exc:
-        raise ValueError(f"{path}: not a PAL checkpoint description: {exc}") from exc
-    if meta.schema_version != PAL_SCHEMA:
-        raise ValueError(f"{path}: PAL checkpoint schema {meta.schema_version}, this code reads schema {PAL_SCHEMA}")
-    return meta
+        raise ValueError(f"{path}: not a PAL checkpoint description: {exc}") from None
 
 
 def load_pal(folder: str | Path, encoder_id: str | None = None, device=None) -> tuple[PALModel, UserWeights, PALMeta]:
-    """Rebuild the model (in eval mode, on `device` or the default one) and its user-weights table."""
+    """Rebuild the model (in eval mode, on `device` or the default one) and its user-weights table
+    (K logits per training user, float32). Raises FileNotFoundError for a missing file and
+    ValueError naming the file for any other mismatch: another encoder, a truncated
+    model.safetensors, weights whose shapes disagree with meta.json, user weights of another K."""
     folder = Path(folder)
     meta = read_meta(folder)
     if encoder_id is not None and meta.encoder_id != encoder_id:
@@ -81,6 +101,13 @@ def load_pal(folder: str | Path, encoder_id: str | None = None, device=None) -> 
             "its rewards mean nothing on another encoder's vectors; retrain or pick the matching encoder"
         )
     model = PALModel(meta.config())
-    model.load_state_dict(load_file(str(folder / MODEL_FILE)))
+    try:
+        model.load_state_dict(read_safetensors(folder / MODEL_FILE))
+    except RuntimeError as exc:  # missing, unexpected or differently shaped parameters
+        problem = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise ValueError(
+            f"{folder / MODEL_FILE} does not match {META_FILE} (variant {meta.variant}, K={meta.k}, input_dim={meta.input_dim}, "
+            f"latent_dim={meta.latent_dim}, hidden={meta.hidden}): {problem}"
+        ) from None
     user_weights = UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k)
     return model.to(device or default_device()).eval(), user_weights, meta

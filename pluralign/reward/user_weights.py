@@ -16,6 +16,7 @@ import msgspec
 import torch
 
 from pluralign.data.record import Base
+from pluralign.files import write_atomic
 
 USER_WEIGHTS_SCHEMA = 1
 
@@ -113,16 +114,17 @@ class UserWeights:
         return user_id in self._rows
 
     def save(self, path: str | Path) -> None:
+        """Write the table whole (temp file and rename): a crash leaves the old file or the new one."""
         file = UserWeightsFile(schema_version=USER_WEIGHTS_SCHEMA, k=self.k, prior=self._prior.tolist(), users=self._rows)
-        Path(path).write_bytes(_ENCODER.encode(file))
+        write_atomic(path, _ENCODER.encode(file))
 
     @classmethod
     def load(cls, path: str | Path, k: int | None = None) -> UserWeights:
         """Read a table; refuses another schema version, or another K when `k` is given."""
         try:
             file = _DECODER.decode(Path(path).read_bytes())
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"{path}: not a user-weights file: {exc}") from exc
+        except msgspec.DecodeError as exc:  # not JSON, or not this schema's fields
+            raise ValueError(f"{path}: not a user-weights file: {exc}") from None
         if file.schema_version != USER_WEIGHTS_SCHEMA:
             raise ValueError(f"{path}: user-weights schema {file.schema_version}, this code reads {USER_WEIGHTS_SCHEMA}")
         if k is not None and file.k != k:

@@ -26,7 +26,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import write_atomic
-from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, report_progress
+from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, number, report_progress
 
 
 def load_records(args: argparse.Namespace):
@@ -140,10 +140,10 @@ def register(sub) -> None:
     p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")
     p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
     p.add_argument("--user-groups", help="JSON object user_id -> group (learned components); overrides attributes")
-    p.add_argument("--min-group-size", type=int, default=1, help="suppress groups with fewer users")
-    p.add_argument("--min-comparisons", type=int, default=50, help="flag groups with fewer comparisons")
-    p.add_argument("--since", type=float, default=None, help="score only comparisons created at or after this time")
-    p.add_argument("--groups", type=int, default=2, help="persona: number of groups")
+    p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
+    p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
+    p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
+    p.add_argument("--groups", type=number(int, minimum=2), default=2, help="persona: number of groups")
     p.add_argument("--group-weights", default="", help="persona: relative group sizes, e.g. 0.9,0.1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the report JSON here")

@@ -14,6 +14,7 @@ running pluralign (POST /v1/users/{user}/import, per user), e.g. a user's
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import msgspec
 
@@ -58,8 +59,11 @@ def stats(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     from pluralign.data.io import write_jsonl, write_parquet
 
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".jsonl", ".json", ".ndjson", ".parquet"):  # before reading: the format follows the name
+        raise ValueError(f"--out {args.out}: expected a .jsonl (or .json, .ndjson) or .parquet file name, got {suffix or 'no suffix'!r}")
     records, _ = _load(args)
-    parquet = args.out.endswith(".parquet")
+    parquet = suffix == ".parquet"
     n = write_parquet(records, args.out) if parquet else write_jsonl(records, args.out)
     print_json({"out": args.out, "format": "parquet" if parquet else "jsonl", "records": n, "users": len({r.user_id for r in records})})
     return 0

@@ -29,7 +29,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
+from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, number, print_json
 
 PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "--query-size"}  # EvalConfig field -> its flag
 
@@ -92,7 +92,7 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="train and evaluate a preference model on a protocol")
     p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona"])
-    p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
+    p.add_argument("--groups", type=number(int, minimum=2), default=4, help="persona: number of groups")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--unseen-per-group", dest="unseen_users_per_group", type=int, action=AtLeastOne, default=None,
@@ -107,6 +107,6 @@ def register(sub) -> None:
                         "seen users the user is like (group; predicted by those users, random k the same way beside it)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--json", action="store_true", help="print only the JSON report")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 is fastest on a busy box)")
+    p.add_argument("--threads", type=number(int, minimum=0), default=0, help="torch CPU threads (0: torch's default; 1 is fastest on a busy box)")
     add_encoder_args(p)
     p.set_defaults(func=run)

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.common import print_json
+from training.common import number, print_json
 
 DEFAULT_REGISTRY = os.environ.get("PLURALIGN_ADAPTER_DIR") or str(Path.home() / ".cache" / "pluralign" / "adapters")
 
@@ -132,10 +132,10 @@ def register(sub) -> None:
     p.add_argument("--from-fspo", default=None, help="start from this FSPO adapter folder (and use its shots)")
     p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
     p.add_argument("--loss", default="dpo", choices=["ipo", "dpo"])
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--beta", type=number(float, above=0), default=0.1)
+    p.add_argument("--lora-rank", type=number(int, minimum=1), default=8)
+    p.add_argument("--lr", type=number(float, above=0), default=2e-4)
+    p.add_argument("--steps", type=number(int, minimum=1), default=40)
+    p.add_argument("--batch-size", type=number(int, minimum=1), default=4)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)

@@ -22,7 +22,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
+from training.common import (
+    DEFAULT_DATA_DIR,
+    AtLeastOne,
+    add_encoder_args,
+    cached_encoder,
+    check_out,
+    number,
+    print_json,
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,10 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, load_protocol
-    from pluralign.reward.em import EMConfig, EMMixture
+    from pluralign.files import write_atomic
+    from pluralign.reward.em import EM_FILES, EMConfig, EMMixture
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.model_selection import KSearch, search_k
 
+    check_out(args.out, EM_FILES, "em-bt-mixture artifact")  # before any training: a wrong --out costs nothing
     protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
     encoder = cached_encoder(args)
     users = sorted({r.user_id for r in protocol.seen.train})
@@ -76,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         from sklearn.metrics import adjusted_rand_score
 
         report["ari"] = float(adjusted_rand_score([protocol.true_groups[u] for u in users], [clusters[u] for u in users]))
-    (Path(out) / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    write_atomic(Path(out) / "metrics.json", msgspec.json.format(msgspec.json.encode(report)))
     print_json(report)
     return 0
 
@@ -90,15 +100,15 @@ def register(sub) -> None:
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
-    p.add_argument("--groups", type=int, default=4, help="persona: number of true groups")
+    p.add_argument("--groups", type=number(int, minimum=2), default=4, help="persona: number of true groups")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"])
     p.add_argument("--init", default="kmeans", choices=["kmeans", "random"], help="k-means on per-user fits, or random groups")
-    p.add_argument("--restarts", type=int, default=4)
-    p.add_argument("--max-iter", type=int, default=50)
-    p.add_argument("--l2", type=float, default=1.0, help="ridge strength on each head")
+    p.add_argument("--restarts", type=number(int, minimum=1), default=4)
+    p.add_argument("--max-iter", type=number(int, minimum=1), default=50)
+    p.add_argument("--l2", type=number(float, minimum=0), default=1.0, help="ridge strength on each head")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    p.add_argument("--out", required=True, help="artifact folder")
+    p.add_argument("--out", required=True, help="artifact folder to write: new, empty, or an earlier EM artifact (replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_encoder_args(p)
     p.set_defaults(func=run)

@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.common import print_json
+from training.common import number, print_json
 
 
 def load_base(name: str):
@@ -80,15 +80,15 @@ def register(sub) -> None:
     p = sub.add_parser("maxmin", help="LoRA policy by DPO on MaxMin-ranked (or single-reward-ranked) comparisons")
     p.add_argument("--pairs", required=True, help="ranked comparisons (JSONL or Parquet)")
     p.add_argument("--objective", default="maxmin", choices=["maxmin", "single"], help="the reward that ranked the pairs (recorded)")
-    p.add_argument("--heads", type=int, default=2, help="reward heads behind the ranking (recorded; 1 for single)")
+    p.add_argument("--heads", type=number(int, minimum=1), default=2, help="reward heads behind the ranking (recorded; 1 for single)")
     p.add_argument("--base", default="smollm2", help="smollm2 (default) or a local causal-LM folder")
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-layers", type=int, default=0, help="adapt only the last N layers (0: all; 4 is quick on CPU)")
-    p.add_argument("--chosen-nll", type=float, default=0.0, help="weight of the chosen answer's NLL next to DPO (RPO)")
+    p.add_argument("--steps", type=number(int, minimum=1), default=60)
+    p.add_argument("--batch-size", type=number(int, minimum=1), default=8)
+    p.add_argument("--lr", type=number(float, above=0), default=5e-4)
+    p.add_argument("--beta", type=number(float, above=0), default=0.1)
+    p.add_argument("--lora-r", type=number(int, minimum=1), default=8)
+    p.add_argument("--lora-layers", type=number(int, minimum=0), default=0, help="adapt only the last N layers (0: all; 4 is quick on CPU)")
+    p.add_argument("--chosen-nll", type=number(float, minimum=0), default=0.0, help="weight of the chosen answer's NLL next to DPO (RPO)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="artifact folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -23,7 +23,15 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, print_json
+from training.common import (
+    DEFAULT_DATA_DIR,
+    AtLeastOne,
+    add_encoder_args,
+    cached_encoder,
+    check_out,
+    number,
+    print_json,
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,11 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, accuracy, load_protocol, macro
+    from pluralign.files import write_atomic
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.model_selection import KSearch, search_k
     from pluralign.reward.pal import PALConfig, PALTrainConfig, save_pal, train_pal
+    from pluralign.reward.pal_checkpoint import PAL_FILES
     from pluralign.reward.pal_preference import heldout_log_likelihood
 
+    check_out(args.out, PAL_FILES, "PAL checkpoint")  # before any training: a wrong --out costs nothing
     if args.threads:
         torch.set_num_threads(args.threads)
     protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
@@ -92,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         "by_k": runs, **selection.report(), "out": str(out), "artifact": str(out),
         "val_acc": metrics["val_acc"],  # of the kept K: the job runner's promotion compares it
     }
-    (out / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    write_atomic(out / "metrics.json", msgspec.json.format(msgspec.json.encode(report)))
     print_json(report)
     return 0
 
@@ -107,16 +118,16 @@ def register(sub) -> None:
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
-    p.add_argument("--groups", type=int, default=4, help="persona: number of groups")
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping on validation loss)")
-    p.add_argument("--max-pairs", type=int, default=300_000, help="budget of pair visits (epochs x pairs); 0: none")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr-shared", type=float, default=2e-3, help="Adam learning rate of the shared parameters")
-    p.add_argument("--lr-user", type=float, default=5e-2, help="Adam learning rate of the training users' logits")
-    p.add_argument("--latent-dim", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--groups", type=number(int, minimum=2), default=4, help="persona: number of groups")
+    p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced)")
+    p.add_argument("--epochs", type=number(int, minimum=1), default=40, help="most epochs (early stopping on validation loss)")
+    p.add_argument("--max-pairs", type=number(int, minimum=0), default=300_000, help="budget of pair visits (epochs x pairs); 0: none")
+    p.add_argument("--batch-size", type=number(int, minimum=1), default=256)
+    p.add_argument("--lr-shared", type=number(float, above=0), default=2e-3, help="Adam learning rate of the shared parameters")
+    p.add_argument("--lr-user", type=number(float, above=0), default=5e-2, help="Adam learning rate of the training users' logits")
+    p.add_argument("--latent-dim", type=number(int, minimum=1), default=64)
+    p.add_argument("--hidden", type=number(int, minimum=1), default=256)
+    p.add_argument("--threads", type=number(int, minimum=0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     add_encoder_args(p)
