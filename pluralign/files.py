@@ -57,15 +57,15 @@ def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
 
 def check_artifact_folder(folder: str | os.PathLike, files: tuple[str, ...], what: str) -> Path:
     """Whether an artifact made of `files` (names in the folder) may be written to `folder`: it may
-    be missing, empty, or hold only such files (an earlier artifact of the same kind, or what a
-    stopped write left of one). Anything else is refused, so a wrong --out never mixes one artifact's
+    be missing, empty, or hold only such files and their temp files (an earlier artifact of the same
+    kind, or what a stopped write left of one). Anything else is refused, so a wrong --out never mixes one artifact's
     files with another's or overwrites unrelated files. Raises NotADirectoryError when a file is at
     `folder`, ValueError naming `folder` and a few of its other entries otherwise. Writes nothing."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, f"a file, not a folder for a {what}, is at this path", str(folder))
     if folder.is_dir():
-        other = sorted(p.name for p in folder.iterdir() if p.name not in files)
+        other = sorted(p.name for p in folder.iterdir() if not _artifact_file(p.name, files))
         if other:
             shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
             raise ValueError(f"{folder} holds files that are not a {what}'s ({shown}): give a new or empty folder")
@@ -80,4 +80,24 @@ def begin_artifact(folder: str | os.PathLike, files: tuple[str, ...], what: str)
     folder.mkdir(parents=True, exist_ok=True)
     for name in files:
         (folder / name).unlink(missing_ok=True)
+    for path in folder.iterdir():  # temp files of a write that was killed before it could remove them
+        if path.name not in files:
+            path.unlink(missing_ok=True)
     return folder
+
+
+def _artifact_file(name: str, files: tuple[str, ...]) -> bool:
+    """`name` is one of `files`, or `atomic_writer`'s temp file for one (".<file>.<random>"), which a
+    killed write leaves behind."""
+    return name in files or any(name.startswith(f".{file}.") for file in files)
+
+
+def stopped_artifact(folder: str | os.PathLike, files: tuple[str, ...]) -> bool:
+    """Whether `folder` holds what a stopped write of an artifact made of `files` left: some of its
+    files or their temp files, but not its description `files[0]` (written last). False for a
+    missing or empty folder, a whole artifact, and a folder holding anything else."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    names = [p.name for p in folder.iterdir()]
+    return bool(names) and files[0] not in names and all(_artifact_file(name, files) for name in names)

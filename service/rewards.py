@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from pluralign.embed.base import Encoder
+from pluralign.files import stopped_artifact
 from pluralign.reward.em import EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
+from pluralign.reward.pal_checkpoint import PAL_FILES
 from pluralign.user import UserModel
 
 log = logging.getLogger("pluralign.service")
@@ -64,8 +66,15 @@ class UserRewards:
 
     @classmethod
     def load_or_bootstrap(cls, folder: str | Path, encoder: Encoder, shared_data: str | Path) -> UserRewards:
+        """The checkpoint in `folder`, trained there first when there is none: the folder is missing,
+        empty, or holds only what a stopped bootstrap left (checkpoint files without meta.json,
+        which is written last). Without persona data at `shared_data`, an untrained model that says
+        so. Raises ValueError or FileNotFoundError (naming the file) for a folder holding anything
+        else that is not a whole checkpoint."""
         folder = Path(folder)
-        if folder.exists() and any(folder.iterdir()):
+        if stopped_artifact(folder, PAL_FILES):
+            log.warning("%s holds what a stopped PAL bootstrap left (no %s): training it again", folder, PAL_FILES[0])
+        elif folder.exists() and any(folder.iterdir()):
             return cls.load(folder, encoder.encoder_id)
         log.info("no PAL checkpoint in %s: training one on persona data from %s (first start only, about a minute)", folder, shared_data)
         try:

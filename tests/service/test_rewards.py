@@ -38,3 +38,28 @@ def test_first_start_bootstraps_a_checkpoint_from_persona_data(tmp_path, minilm)
     assert rewards.trained and "bootstrapped" in rewards.note and any((tmp_path / "pal").iterdir())
     again = UserRewards.load_or_bootstrap(tmp_path / "pal", minilm, SHARED_DATA)
     assert again.version == rewards.version and "loaded" in again.note
+
+
+def test_a_bootstrap_killed_part_way_is_trained_again_at_the_next_start(tmp_path, tiny_pal_dir, minilm, monkeypatch):
+    """A first start killed while saving leaves the weights (or a temp file of one) but no meta.json:
+    the next start trains again instead of refusing to start, and the temp files go."""
+    import service.rewards as rewards_module
+    from pluralign.reward.pal import load_pal, save_pal
+
+    folder = tmp_path / "pal"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes((tiny_pal_dir / "model.safetensors").read_bytes()[:100])
+    (folder / ".user_weights.json.k2j3h4").write_bytes(b"{")
+    calls = []
+
+    def bootstrap(target, encoder, shared_data):  # the real trainer takes a minute; this saves the tiny checkpoint
+        calls.append(target)
+        model, user_weights, meta = load_pal(tiny_pal_dir)
+        save_pal(target, model, user_weights, meta.encoder_id)
+
+    monkeypatch.setattr(rewards_module, "bootstrap", bootstrap)
+    rewards = UserRewards.load_or_bootstrap(folder, minilm, SHARED_DATA)
+    assert calls == [folder] and rewards.trained and "bootstrapped" in rewards.note
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.safetensors", "user_weights.json"]
+    (folder / "notes.txt").write_text("mine")  # anything but the checkpoint's own files: loaded as before, never trained over
+    assert "loaded" in UserRewards.load_or_bootstrap(folder, minilm, SHARED_DATA).note and calls == [folder]
