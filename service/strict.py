@@ -6,7 +6,9 @@ untyped decoder (a 500). `strict_json_body` runs first on every route that takes
 decodes the raw bytes straight into the handler's declared type with msgspec (`strict=True`: no
 strings for numbers or booleans; a typed decode stops at the first level that does not fit, so
 depth costs nothing) and answers a 400 naming the field on any mismatch. Invalid UTF-8 is a 400
-naming the field whose string holds it, by its dotted path (`pool[0].answers[1]`).
+naming the field whose string holds it, by its dotted path (`pool[0].answers[1]`). `strict_query`
+does the same for query parameters: an integer written as a float (`limit=2.0`) or a parameter given
+twice is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from functools import lru_cache
 
 import msgspec
 from litestar import Request, Response
+from litestar.constants import RESERVED_KWARGS
 from litestar.enums import RequestEncodingType
+from litestar.params import ParameterKwarg
 
 from service.errors import bad_request
 
@@ -102,12 +106,52 @@ def allowed_methods(request: Request) -> str | None:
 
 
 async def before_request(request: Request) -> Response | None:
-    """The app's hook before every handler: OPTIONS answered with the path's full `Allow`, JSON
-    bodies decoded strictly."""
+    """The app's hook before every handler: OPTIONS answered with the path's full `Allow`, query
+    parameters and JSON bodies decoded strictly."""
     if request.method == "OPTIONS":
         allow = allowed_methods(request)
         return Response(None, status_code=204, headers={"Allow": allow}) if allow else None
+    strict_query(request)
     return await strict_json_body(request)
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+@lru_cache(maxsize=256)
+def _query_parameters(handler) -> tuple[tuple[str, bool], ...]:
+    """(name in the query, is an integer) for each query parameter of a route handler."""
+    found = []
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        kwarg = field.kwarg_definition
+        if name in RESERVED_KWARGS or not (kwarg is None or isinstance(kwarg, ParameterKwarg)):
+            continue  # the request, the body, a path parameter, a dependency
+        if kwarg is not None and (kwarg.header or kwarg.cookie):
+            continue
+        types = [t for t in field.inner_types if not t.is_none_type] if field.is_optional else [field]
+        integer = bool(types) and all(t.is_subclass_of(int) and not t.is_subclass_of(bool) for t in types)
+        found.append(((kwarg.query if kwarg is not None and kwarg.query else name), integer))
+    return tuple(found)
+
+
+def strict_query(request: Request) -> None:
+    """Query parameters as the docs promise: an integer is written as one (Litestar's lenient
+    conversion took `limit=2.0` and `before=1e3` for 2 and 1000), and each parameter is given at
+    most once (of `limit=1&limit=500` Litestar used the last). A 400 names the parameter as the
+    client wrote it."""
+    handler = request.scope.get("route_handler")
+    if getattr(handler, "parsed_fn_signature", None) is None:
+        return
+    path_params = request.path_params
+    for name, integer in _query_parameters(handler):
+        if name in path_params:
+            continue
+        values = request.query_params.getall(name, [])
+        if len(values) > 1:
+            raise bad_request(name, f"given {len(values)} times; give it once")
+        if integer and values and not _INTEGER.fullmatch(values[0]):
+            shown = values[0] if len(values[0]) <= 64 else values[0][:64] + "..."
+            raise bad_request(name, f"must be an integer (digits only, as in {name}=20), got {shown!r}")
 
 
 async def strict_json_body(request: Request) -> None:

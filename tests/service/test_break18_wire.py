@@ -48,3 +48,65 @@ def test_an_id_with_a_trailing_newline_is_refused(svc):
             assert r.status_code == 400 and field_named(r) in ("params.user", "params.tenant"), r.text
         assert admin.get("/admin/jobs").json()["jobs"] == []
 
+
+INTEGER_QUERIES = [
+    ("acme", "/v1/users/wire18/preferences", "limit"),
+    ("acme", "/v1/users/wire18/preferences", "offset"),
+    ("acme", "/v1/users/wire18/stated-preferences", "limit"),
+    ("acme", "/v1/users/wire18/stated-preferences", "before"),
+    ("admin", "/admin/jobs", "limit"),
+    ("admin", "/admin/audits/fairness?group_by=g&wait=0", "min_group_size"),
+    ("admin", "/admin/audits/fairness?group_by=g&wait=0", "min_comparisons"),
+]
+
+
+@pytest.mark.parametrize("who,path,name", INTEGER_QUERIES)
+@pytest.mark.parametrize("value", ["2.0", "1e1", "1E1", "2.", "0x10", " 2", "nan"])
+def test_an_integer_query_parameter_must_be_written_as_one(svc, who, path, name, value):
+    """docs/api.md: a `limit` or `before` that is not an integer is a 400 naming it; `limit=2.0` was
+    taken for 2 and `before=1e3` for 1000 (Litestar converts leniently)."""
+    with svc.client(who) as c:
+        r = c.get(path, params={name: value})
+    assert r.status_code == 400 and field_named(r) == name, (value, r.text)
+    assert error(r)["message"].startswith(f"`{name}`: must be an integer"), r.text
+
+
+@pytest.mark.parametrize("who,path,name", INTEGER_QUERIES + [("acme", "/v1/users/wire18/export", "format"),
+                                                             ("admin", "/admin/jobs", "state")])
+def test_a_query_parameter_given_twice_is_refused(svc, who, path, name):
+    """`limit=1&limit=500` was served with the last value: which one a client meant is unknown."""
+    value = {"format": "all", "state": "queued"}.get(name, "2")
+    with svc.client(who) as c:
+        r = c.get(path, params=[(name, value), (name, value)])
+    assert r.status_code == 400 and field_named(r) == name, r.text
+
+
+def test_integer_query_parameters_still_take_integers(svc):
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json=COMPARISON).status_code == 201
+        r = c.get("/v1/users/wire18/preferences", params={"limit": "1", "offset": "0"})
+        assert r.status_code == 200 and r.json()["limit"] == 1, r.text
+        assert c.get("/v1/users/wire18/preferences", params={"offset": "-1"}).status_code == 400
+        r = c.get("/v1/users/wire18/stated-preferences", params={"limit": "20", "before": "5"})
+        assert r.status_code == 200, r.text
+        assert c.get("/v1/users/wire18/stated-preferences", params={"before": "0"}).status_code == 400
+    with svc.client("admin") as admin:
+        assert admin.get("/admin/jobs", params={"limit": "3"}).status_code == 200
+
+
+@pytest.mark.parametrize("who,path,name", [("acme", "/v1/users/wire18/export?format=csv", "format"),
+                                           ("admin", "/admin/jobs?state=bogus", "state")])
+def test_a_query_parameter_is_named_as_sent(svc, who, path, name):
+    """`format=csv` was named `export_format` and `state=bogus` `job_state` (the Python arguments)."""
+    with svc.client(who) as c:
+        r = c.get(path)
+    assert r.status_code == 400 and field_named(r) == name and error(r)["message"].startswith(f"`{name}`"), r.text
+
+
+def test_a_missing_required_query_parameter_is_named(svc):
+    """`param` was null, and the message echoed the whole URL."""
+    with svc.client("admin") as admin:
+        r = admin.get("/admin/audits/fairness", params={"min_group_size": "2", "tenant": "<script>"})
+    assert r.status_code == 400 and field_named(r) == "group_by", r.text
+    assert error(r)["message"] == "`group_by`: a required query parameter is missing", r.text
+
