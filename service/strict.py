@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from types import UnionType
+from typing import Annotated, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 from litestar import Request, Response
@@ -47,6 +49,84 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
     if named and ("missing required field" in problem or "unknown field" in problem):
         path = f"{path}.{named['name']}" if path else named["name"]
     return path or "body", problem
+
+
+_SEGMENT = re.compile(r"\[(\d+)\]|\.?([^.\[]+)")
+
+
+def _dict_value_field(body: bytes, body_type: type, path: str) -> str:
+    """The dotted path of msgspec's `metadata[...]` (a dict's value: msgspec does not say which key):
+    `metadata.<key>`, the key of the first value (in the body's order, where msgspec stopped) that
+    does not convert to the dict's declared value type. The dict itself (`metadata`) when that cannot
+    be told (the body cannot be read again untyped, or no value is found at fault)."""
+    pieces = path.split("[...]")
+    try:
+        root = msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return pieces[0] or "body"
+    segments: list[str | int] = []
+    for piece in pieces[:-1]:
+        segments += [int(i) if i else name for i, name in _SEGMENT.findall(piece)]
+        key = _bad_entry(root, body_type, segments)
+        if key is None:
+            return _dotted(segments) or "body"
+        segments.append(key)
+    return _dotted(segments + [int(i) if i else name for i, name in _SEGMENT.findall(pieces[-1])])
+
+
+def _bad_entry(root, body_type: type, segments: list[str | int]) -> str | None:
+    """The key of the first value of the dict at `segments` (in `root`, typed by `body_type`) that
+    does not convert strictly to the dict's value type; None if there is none or no such dict."""
+    holder, annotation = root, body_type
+    for segment in segments:
+        annotation = _member_type(annotation, segment)
+        try:
+            holder = holder[segment]
+        except (KeyError, IndexError, TypeError):
+            return None
+    value_type = _member_type(annotation, "")
+    if not isinstance(holder, dict) or value_type is None:
+        return None
+    for key, value in holder.items():
+        try:
+            msgspec.convert(value, value_type, strict=True)
+        except msgspec.ValidationError:
+            return key
+    return None
+
+
+def _member_type(annotation, segment: str | int):
+    """The declared type of `annotation`'s member `segment`: a struct's field, a list's item, a
+    dict's value (any str segment of a dict; "" asks for it); None when there is none."""
+    if annotation is None:
+        return None
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    for option in options:
+        if get_origin(option) is Annotated:
+            option = get_args(option)[0]
+        origin = get_origin(option)
+        if isinstance(segment, int) and origin in (list, tuple):
+            return get_args(option)[0]
+        if isinstance(segment, str) and origin is dict:
+            return get_args(option)[1]
+        if isinstance(segment, str) and segment and isinstance(option, type) and issubclass(option, msgspec.Struct):
+            hints = get_type_hints(option, include_extras=True)
+            if segment in hints:
+                return hints[segment]
+    return None
+
+
+def _dotted(segments: list[str | int]) -> str:
+    out = ""
+    for segment in segments:
+        if isinstance(segment, int):
+            out += f"[{segment}]"
+        else:
+            segment = segment if len(segment) <= 64 else segment[:64] + "..."
+            out += f".{segment}" if out else segment
+    return out
 
 
 def _utf8_field(body: bytes) -> str:
@@ -168,6 +248,8 @@ async def strict_json_body(request: Request) -> None:
         _decoder(data.annotation).decode(body)
     except msgspec.ValidationError as exc:
         field, problem = field_of(exc)
+        if "[...]" in field:  # a dict's value: named by its key
+            field = _dict_value_field(body, data.annotation, field)
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
     except msgspec.DecodeError as exc:

@@ -110,3 +110,23 @@ def test_a_missing_required_query_parameter_is_named(svc):
     assert r.status_code == 400 and field_named(r) == "group_by", r.text
     assert error(r)["message"] == "`group_by`: a required query parameter is missing", r.text
 
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/v1/chat/completions", {**CHAT, "metadata": {"ok": "v", "long": "x" * 513}}, "metadata.long"),
+    ("/v1/chat/completions", {**CHAT, "metadata": {"ok": "v", "n": 5}}, "metadata.n"),
+    ("/v1/chat/completions", {**CHAT, "logit_bias": {"50256": "high"}}, "logit_bias.50256"),
+    ("/v1/feedback", {**COMPARISON, "attributes": {"group": "a", "segment": 1}}, "attributes.segment"),
+    ("/v1/users/wire18/stated-preferences", {"preferences": {"length": "more", "list_items": "sideways"}}, "preferences.list_items"),
+])
+def test_a_bad_value_of_a_dict_is_named_by_its_key(svc, path, body, field):
+    """msgspec names a dict's value `metadata[...]`; every other error names a dotted path."""
+    with svc.client() as c:
+        r = c.patch(path, json=body) if "stated" in path else c.post(path, json=body)
+    assert r.status_code == 400 and field_named(r) == field, r.text
+    assert error(r)["message"].startswith(f"`{field}`: "), r.text
+
+
+def test_a_bad_value_of_an_admin_job_params_is_named_by_its_key(svc):
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "g", "since": [1]}})
+    assert r.status_code == 400 and field_named(r) == "params.since", r.text
