@@ -147,9 +147,12 @@ def value_error_handler(_: Request, exc: ValueError) -> Response:
 
 
 def _malformed_json(exc: BaseException) -> bool:
+    """Whether `exc` came from a JSON decode error (Litestar's own decode of a body). A context
+    suppressed by `raise ... from None` is not followed: an error raised that way names its field
+    itself (the import's `line 3` was reported as the whole `body`)."""
     seen = exc
     for _ in range(4):
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
         if seen is None:
             return False
         if isinstance(seen, msgspec.DecodeError) and not isinstance(seen, msgspec.ValidationError):

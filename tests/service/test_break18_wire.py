@@ -130,3 +130,24 @@ def test_a_bad_value_of_an_admin_job_params_is_named_by_its_key(svc):
     with svc.client("admin") as admin:
         r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "g", "since": [1]}})
     assert r.status_code == 400 and field_named(r) == "params.since", r.text
+
+
+OK_ROW = b'{"prompt": "Q", "chosen": "a", "rejected": "b"}'
+
+
+@pytest.mark.parametrize("line", [
+    b'{"prompt": "Q", "chosen": NaN, "rejected": "b"}',
+    b'\xef\xbb\xbf{"prompt": "Q", "chosen": "a", "rejected": "b"}',
+    b'{"prompt": "Q", "chosen": "a"',
+    b'{"prompt": "Q", "chosen": "a", "rejected": "b"} x',
+])
+def test_a_malformed_import_line_is_named_by_its_line(svc, line):
+    """The message said `line 3` but `param` was `body` (the error handler followed the context of
+    an error raised `from None` down to the line's JSON decode error and renamed it)."""
+    with svc.client() as c:
+        r = c.post("/v1/users/imp18/import", content=OK_ROW + b"\n\n" + line + b"\n", headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 400 and field_named(r) == "line 3" and error(r)["code"] == "invalid_json", r.text
+        assert error(r)["message"].startswith("`line 3`: malformed JSON"), r.text
+        if line.startswith(b"\xef\xbb\xbf"):
+            assert "byte order mark" in error(r)["message"], r.text
+        assert c.get("/v1/users/imp18/preferences").json()["total"] == 0  # nothing of the body stored
