@@ -1,9 +1,14 @@
 """A fourth hostile pass, on the wire: identifiers with a trailing newline, integer query parameters
 written as floats or repeated, query parameters named by their Python argument, the `[...]` of a
-dict's value in an error's `param`, and the import's malformed JSON lines named `body`."""
+dict's value in an error's `param`, the import's malformed JSON lines named `body`, and streamed
+chats of several candidates whose client left (they held the generation worker to the end)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import httpx
 import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
@@ -151,3 +156,47 @@ def test_a_malformed_import_line_is_named_by_its_line(svc, line):
         if line.startswith(b"\xef\xbb\xbf"):
             assert "byte order mark" in error(r)["message"], r.text
         assert c.get("/v1/users/imp18/preferences").json()["total"] == 0  # nothing of the body stored
+
+
+LONG_STREAM = {"model": "pluralign", "user": "leaver", "stream": True, "max_tokens": 1000, "temperature": 1.0, "seed": 1,
+               "messages": [{"role": "user", "content": "Tell me a long story."}]}
+
+
+@pytest.mark.parametrize("options", [{}, {"n": 2}])
+def test_streams_of_several_candidates_whose_clients_left_free_the_worker(svc, options):
+    """A stream of several candidates generates and reranks them all before its first token; a
+    client that left meanwhile (or while its stream waited in the queue) was only noticed after the
+    whole generation, so four abandoned streams held the tenant's slots and the one generation
+    worker for every tenant for minutes (217 s on the live service). Now they stop at the next token
+    and streams still queued never run."""
+    body = {**LONG_STREAM, **options}
+    with svc.client() as c:
+        started = time.monotonic()
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            events = [line for line in r.iter_lines() if line.startswith("data:")]
+        full = time.monotonic() - started
+    assert events[-1] == "data: [DONE]" and full > 1.0, (events[-2:], full)
+
+    def leave() -> None:
+        try:
+            with svc.client() as c, c.stream("POST", "/v1/chat/completions", json=body,
+                                              timeout=httpx.Timeout(30, read=0.15 * full)) as r:
+                for _ in r.iter_lines():
+                    pass
+        except httpx.ReadTimeout:
+            pass
+
+    leavers = [threading.Thread(target=leave) for _ in range(3)]
+    for t in leavers:
+        t.start()
+    for t in leavers:
+        t.join()
+    left = time.monotonic()  # every client has closed its connection: one generating, two queued
+    while svc.runtime.scheduler.stats()["running"] + svc.runtime.scheduler.stats()["waiting"] and time.monotonic() < left + 3 * full:
+        time.sleep(0.01)
+    stopped_after = time.monotonic() - left
+    assert svc.runtime.scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}
+    assert stopped_after < 0.5 * full, (stopped_after, full)  # was about 2.85 full: the rest of one, then two more
+    with svc.client() as c:
+        again = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
+    assert again.status_code == 200, again.text
