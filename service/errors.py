@@ -83,6 +83,7 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return Response(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
+_MISSING = re.compile(r"^Missing required (?P<source>\w+) parameter '(?P<name>[^']*)' for path ")  # Litestar's message
 _AT_PATH = re.compile(r" - at (?:`key` in )?`\$\.?([^`]*)`$")  # a bad key of a dict is named by the dict
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 
@@ -102,26 +103,27 @@ def _msgspec_param(message: str) -> tuple[str, str | None, str | None]:
     return message, param, code
 
 
-def _header_name(request: Request, argument: str) -> str:
-    """The header a handler argument is read from (`idempotency_key` -> `Idempotency-Key`): Litestar's
-    own validation errors name the Python argument, the client knows the header."""
+def _wire_name(request: Request, argument: str, source: str) -> str:
+    """The header or query parameter a handler argument is read from (`idempotency_key` ->
+    `Idempotency-Key`, `export_format` -> `format`): Litestar's own validation errors name the
+    Python argument, the client knows the name it sent."""
     handler = request.scope.get("route_handler")
     found = getattr(handler, "parsed_fn_signature", None)
     field = found.parameters.get(argument) if found is not None else None
-    return getattr(getattr(field, "kwarg_definition", None), "header", None) or argument
+    return getattr(getattr(field, "kwarg_definition", None), source, None) or argument
 
 
 def _from_extra(extra, request: Request | None = None) -> tuple[str | None, str | None, str | None]:
-    """(param, code, message) from a ValidationException's `extra` (ours or Litestar's); a header is
-    named as sent when `request` is given."""
+    """(param, code, message) from a ValidationException's `extra` (ours or Litestar's); a header or
+    query parameter is named as sent when `request` is given."""
     items = extra if isinstance(extra, list) else [extra] if isinstance(extra, dict) else []
     for item in items:
         if not isinstance(item, dict):
             continue
         message = str(item.get("message") or "")
         key = item.get("key")
-        if key is not None and item.get("source") == "header" and request is not None:
-            key = _header_name(request, str(key))
+        if key is not None and item.get("source") in ("header", "query") and request is not None:
+            key = _wire_name(request, str(key), item["source"])
         if key is not None and not (item.get("source") == "body" and key == "data"):  # ours, or a query/path parameter
             return str(key), item.get("code"), message or None
         if message:  # the body's msgspec error: the field is in its path
@@ -145,9 +147,12 @@ def value_error_handler(_: Request, exc: ValueError) -> Response:
 
 
 def _malformed_json(exc: BaseException) -> bool:
+    """Whether `exc` came from a JSON decode error (Litestar's own decode of a body). A context
+    suppressed by `raise ... from None` is not followed: an error raised that way names its field
+    itself (the import's `line 3` was reported as the whole `body`)."""
     seen = exc
     for _ in range(4):
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
         if seen is None:
             return False
         if isinstance(seen, msgspec.DecodeError) and not isinstance(seen, msgspec.ValidationError):
@@ -168,6 +173,9 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
             return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
         message = exc.detail
+        missing = _MISSING.match(message) if status == HTTP_400_BAD_REQUEST and param is None else None
+        if missing:  # Litestar names it only in its message (with the whole URL)
+            param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"
         if code == "unknown_parameter":
             detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
         if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field

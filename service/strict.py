@@ -6,17 +6,23 @@ untyped decoder (a 500). `strict_json_body` runs first on every route that takes
 decodes the raw bytes straight into the handler's declared type with msgspec (`strict=True`: no
 strings for numbers or booleans; a typed decode stops at the first level that does not fit, so
 depth costs nothing) and answers a 400 naming the field on any mismatch. Invalid UTF-8 is a 400
-naming the field whose string holds it, by its dotted path (`pool[0].answers[1]`).
+naming the field whose string holds it, by its dotted path (`pool[0].answers[1]`). `strict_query`
+does the same for query parameters: an integer written as a float (`limit=2.0`) or a parameter given
+twice is a 400 naming it.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+from types import UnionType
+from typing import Annotated, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 from litestar import Request, Response
+from litestar.constants import RESERVED_KWARGS
 from litestar.enums import RequestEncodingType
+from litestar.params import ParameterKwarg
 
 from service.errors import bad_request
 
@@ -43,6 +49,84 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
     if named and ("missing required field" in problem or "unknown field" in problem):
         path = f"{path}.{named['name']}" if path else named["name"]
     return path or "body", problem
+
+
+_SEGMENT = re.compile(r"\[(\d+)\]|\.?([^.\[]+)")
+
+
+def _dict_value_field(body: bytes, body_type: type, path: str) -> str:
+    """The dotted path of msgspec's `metadata[...]` (a dict's value: msgspec does not say which key):
+    `metadata.<key>`, the key of the first value (in the body's order, where msgspec stopped) that
+    does not convert to the dict's declared value type. The dict itself (`metadata`) when that cannot
+    be told (the body cannot be read again untyped, or no value is found at fault)."""
+    pieces = path.split("[...]")
+    try:
+        root = msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return pieces[0] or "body"
+    segments: list[str | int] = []
+    for piece in pieces[:-1]:
+        segments += [int(i) if i else name for i, name in _SEGMENT.findall(piece)]
+        key = _bad_entry(root, body_type, segments)
+        if key is None:
+            return _dotted(segments) or "body"
+        segments.append(key)
+    return _dotted(segments + [int(i) if i else name for i, name in _SEGMENT.findall(pieces[-1])])
+
+
+def _bad_entry(root, body_type: type, segments: list[str | int]) -> str | None:
+    """The key of the first value of the dict at `segments` (in `root`, typed by `body_type`) that
+    does not convert strictly to the dict's value type; None if there is none or no such dict."""
+    holder, annotation = root, body_type
+    for segment in segments:
+        annotation = _member_type(annotation, segment)
+        try:
+            holder = holder[segment]
+        except (KeyError, IndexError, TypeError):
+            return None
+    value_type = _member_type(annotation, "")
+    if not isinstance(holder, dict) or value_type is None:
+        return None
+    for key, value in holder.items():
+        try:
+            msgspec.convert(value, value_type, strict=True)
+        except msgspec.ValidationError:
+            return key
+    return None
+
+
+def _member_type(annotation, segment: str | int):
+    """The declared type of `annotation`'s member `segment`: a struct's field, a list's item, a
+    dict's value (any str segment of a dict; "" asks for it); None when there is none."""
+    if annotation is None:
+        return None
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    for option in options:
+        if get_origin(option) is Annotated:
+            option = get_args(option)[0]
+        origin = get_origin(option)
+        if isinstance(segment, int) and origin in (list, tuple):
+            return get_args(option)[0]
+        if isinstance(segment, str) and origin is dict:
+            return get_args(option)[1]
+        if isinstance(segment, str) and segment and isinstance(option, type) and issubclass(option, msgspec.Struct):
+            hints = get_type_hints(option, include_extras=True)
+            if segment in hints:
+                return hints[segment]
+    return None
+
+
+def _dotted(segments: list[str | int]) -> str:
+    out = ""
+    for segment in segments:
+        if isinstance(segment, int):
+            out += f"[{segment}]"
+        else:
+            segment = segment if len(segment) <= 64 else segment[:64] + "..."
+            out += f".{segment}" if out else segment
+    return out
 
 
 def _utf8_field(body: bytes) -> str:
@@ -102,12 +186,52 @@ def allowed_methods(request: Request) -> str | None:
 
 
 async def before_request(request: Request) -> Response | None:
-    """The app's hook before every handler: OPTIONS answered with the path's full `Allow`, JSON
-    bodies decoded strictly."""
+    """The app's hook before every handler: OPTIONS answered with the path's full `Allow`, query
+    parameters and JSON bodies decoded strictly."""
     if request.method == "OPTIONS":
         allow = allowed_methods(request)
         return Response(None, status_code=204, headers={"Allow": allow}) if allow else None
+    strict_query(request)
     return await strict_json_body(request)
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+@lru_cache(maxsize=256)
+def _query_parameters(handler) -> tuple[tuple[str, bool], ...]:
+    """(name in the query, is an integer) for each query parameter of a route handler."""
+    found = []
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        kwarg = field.kwarg_definition
+        if name in RESERVED_KWARGS or not (kwarg is None or isinstance(kwarg, ParameterKwarg)):
+            continue  # the request, the body, a path parameter, a dependency
+        if kwarg is not None and (kwarg.header or kwarg.cookie):
+            continue
+        types = [t for t in field.inner_types if not t.is_none_type] if field.is_optional else [field]
+        integer = bool(types) and all(t.is_subclass_of(int) and not t.is_subclass_of(bool) for t in types)
+        found.append(((kwarg.query if kwarg is not None and kwarg.query else name), integer))
+    return tuple(found)
+
+
+def strict_query(request: Request) -> None:
+    """Query parameters as the docs promise: an integer is written as one (Litestar's lenient
+    conversion took `limit=2.0` and `before=1e3` for 2 and 1000), and each parameter is given at
+    most once (of `limit=1&limit=500` Litestar used the last). A 400 names the parameter as the
+    client wrote it."""
+    handler = request.scope.get("route_handler")
+    if getattr(handler, "parsed_fn_signature", None) is None:
+        return
+    path_params = request.path_params
+    for name, integer in _query_parameters(handler):
+        if name in path_params:
+            continue
+        values = request.query_params.getall(name, [])
+        if len(values) > 1:
+            raise bad_request(name, f"given {len(values)} times; give it once")
+        if integer and values and not _INTEGER.fullmatch(values[0]):
+            shown = values[0] if len(values[0]) <= 64 else values[0][:64] + "..."
+            raise bad_request(name, f"must be an integer (digits only, as in {name}=20), got {shown!r}")
 
 
 async def strict_json_body(request: Request) -> None:
@@ -124,6 +248,8 @@ async def strict_json_body(request: Request) -> None:
         _decoder(data.annotation).decode(body)
     except msgspec.ValidationError as exc:
         field, problem = field_of(exc)
+        if "[...]" in field:  # a dict's value: named by its key
+            field = _dict_value_field(body, data.annotation, field)
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
     except msgspec.DecodeError as exc:

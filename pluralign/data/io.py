@@ -206,7 +206,8 @@ def _decode_line(number: int, raw: bytes) -> Any:
     try:
         return _json_decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        raise PreferenceError(number, None, f"malformed JSON ({exc})") from None
+        bom = "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one" if raw.startswith(b"\xef\xbb\xbf") else ""
+        raise PreferenceError(number, None, f"malformed JSON ({exc}){bom}") from None
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)
         raise PreferenceError(number, field, problem) from None

@@ -14,7 +14,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
 from pluralign.data.text import is_blank
-from pluralign.policy.generator import Sampling
+from pluralign.policy.generator import Cancelled, Sampling
 from service.chat import services
 from service.chat.fields import check_neutral_fields, template_messages
 from service.chat.schemas import (
@@ -129,8 +129,8 @@ async def create_chat_completion(
         created = int(time.time())
         n = choices_wanted(data)
         stream_of = sse_events if n == 1 else sse_events_n
-        events = lambda: stream_of(rt, plan_checked(rt, tenant, data, sampling), sampling, created, include_usage, n)  # noqa: E731
-        return Stream(await scheduled_stream(rt, tenant, events), media_type="text/event-stream")
+        events = lambda gone: stream_of(rt, plan_checked(rt, tenant, data, sampling), sampling, created, include_usage, n, gone)  # noqa: E731
+        return Stream(await scheduled_stream(rt, tenant, events, request), media_type="text/event-stream")
     cancel = threading.Event()
     return await scheduled(rt, tenant, lambda: completion(rt, tenant, data, sampling, cancel), request, cancel)
 
@@ -275,17 +275,20 @@ async def _disconnected(request: Request) -> None:
 _END = object()
 
 
-async def scheduled_stream(rt: Runtime, tenant: str, make_events):
-    """The SSE events of `make_events()` produced on the scheduler and handed over as they come.
-    Waits for the first event, so a request that fails planning is still a plain 4xx. The returned
-    async iterator stops the producer when it is closed early (the client went away)."""
+async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Request | None = None):
+    """The SSE events of `make_events(gone)` produced on the scheduler and handed over as they come.
+    Waits for the first event, so a request that fails planning is still a plain 4xx. `gone` is set
+    when the client goes away: while the request waits for its first event (queued, planning; seen
+    with `request`) or once the returned async iterator is closed early. The producer then stops:
+    a generation still running stops at its next token (the events pass `gone` on as its cancel
+    event), one not started never runs, and the slot is free for the tenant's next chat."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     gone = threading.Event()
 
     def produce() -> None:
         try:
-            events = make_events()  # plans the answer: a bad request raises here, before any event
+            events = make_events(gone)  # plans the answer: a bad request raises here, before any event
         except BaseException:
             loop.call_soon_threadsafe(queue.put_nowait, _END)
             raise
@@ -294,16 +297,37 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events):
                 if gone.is_set():
                     break
                 loop.call_soon_threadsafe(queue.put_nowait, event)
+        except Cancelled:  # stopped by `gone`: nobody reads the rest
+            pass
         finally:
+            stopped = gone.is_set()  # read before _END: the relay sets it too once it has read the end
             events.close()  # a generation still running is cancelled (Generator.stream's finally)
             loop.call_soon_threadsafe(queue.put_nowait, _END)
+            if stopped:
+                rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
 
     try:
         future = rt.scheduler.submit(tenant, produce)
     except Busy as exc:
         raise _busy(exc) from None
 
-    first = await queue.get()
+    first_event = asyncio.ensure_future(queue.get())
+    left = asyncio.ensure_future(_disconnected(request)) if request is not None else None
+    never_ran = False
+    try:
+        await asyncio.wait({first_event, left} - {None}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not first_event.done():  # the client left (or this request was cancelled) before any event
+            gone.set()
+            never_ran = future.cancel()  # not started: never runs; running: stops at its next token
+            first_event.cancel()
+        if left is not None:
+            left.cancel()
+    if gone.is_set():
+        if never_ran:  # one that ran is counted by `produce`
+            rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
+        raise ClientGone(detail="the client disconnected before the stream started")
+    first = first_event.result()
     if first is _END:  # planning failed (a 4xx) or nothing came: the error is the response
         await asyncio.wrap_future(future)
 
@@ -339,15 +363,17 @@ def chunk_writer(rt: Runtime, p: services.Plan, created: int):
     return chunk
 
 
-def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, include_usage: bool, n: int = 1):
-    """`data: {chunk}` events, then `data: [DONE]`; the last chunk carries the `pluralign` object."""
+def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, include_usage: bool, n: int = 1,
+               cancel: threading.Event | None = None):
+    """`data: {chunk}` events, then `data: [DONE]`; the last chunk carries the `pluralign` object.
+    `cancel` stops a generation of several candidates at its next token (`Cancelled` is raised)."""
     chunk = chunk_writer(rt, p, created)
 
     yield chunk(Delta(role="assistant", content=""))
     try:
         served = None
         with rt.metrics.generation_queue.track_inprogress():
-            for piece in services.stream(rt, p, sampling):
+            for piece in services.stream(rt, p, sampling, cancel):
                 if isinstance(piece, services.Served):
                     served = piece
                 else:
@@ -358,6 +384,8 @@ def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, 
             usage = Usage(prompt_tokens=served.prompt_tokens, completion_tokens=best.tokens, total_tokens=served.prompt_tokens + best.tokens)
             yield chunk(None, usage=usage)
         rt.metrics.inc("pluralign_chat_completions_total", help="chat completions served", stream="true")
+    except Cancelled:  # the client went away: nobody reads an error event
+        raise
     except Exception as exc:  # the headers are sent: the client learns of it from an error event
         log.exception("stream %s failed", p.response_id)
         rt.metrics.inc("pluralign_stream_errors_total", help="streams that ended with an error event")
@@ -365,7 +393,8 @@ def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, 
     yield b"data: [DONE]\n\n"
 
 
-def sse_events_n(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, include_usage: bool, n: int):
+def sse_events_n(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, include_usage: bool, n: int,
+                 cancel: threading.Event | None = None):
     """n > 1 streamed as OpenAI does: chunks of choices 0..n-1 interleaved, each choice opened with
     its role and closed with its finish_reason; the last finishing chunk carries `pluralign`.
 
@@ -373,7 +402,7 @@ def sse_events_n(rt: Runtime, p: services.Plan, sampling: Sampling, created: int
     then sent piece by piece, one piece of each choice per round."""
     chunk = chunk_writer(rt, p, created)
     with rt.metrics.generation_queue.track_inprogress():
-        served = services.complete(rt, p, sampling)
+        served = services.complete(rt, p, sampling, cancel)
     chosen = [served.candidates[c] for c in served.order[:n]]
     for index in range(len(chosen)):
         yield chunk(Delta(role="assistant", content=""), index=index)

@@ -227,11 +227,12 @@ def complete(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event |
     return served
 
 
-def stream(rt: Runtime, p: Plan, sampling: Sampling) -> Iterator[str | Served]:
+def stream(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event | None = None) -> Iterator[str | Served]:
     """Text pieces of the served answer, then the Served record.
 
-    With one candidate the tokens stream as they are generated. With several, all are generated,
-    reranked, and the best one is then sent in pieces: reranking needs whole answers.
+    With one candidate the tokens stream as they are generated (closing the iterator stops them).
+    With several, all are generated, reranked, and the best one is then sent in pieces: reranking
+    needs whole answers; `cancel` stops that generation at its next token (`Cancelled`).
     """
     if p.candidates == 1:
         start = time.perf_counter()
@@ -247,7 +248,7 @@ def stream(rt: Runtime, p: Plan, sampling: Sampling) -> Iterator[str | Served]:
         remember(rt, served)
         yield served
         return
-    served = complete(rt, p, sampling)
+    served = complete(rt, p, sampling, cancel)
     text = served.candidates[served.order[0]].text
     for start in range(0, len(text), 16):
         yield text[start : start + 16]

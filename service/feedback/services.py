@@ -132,7 +132,7 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
     ]
 
 
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
 
 
 def idempotent_ids(tenant: str, user: str, key: str, n: int) -> list[str]:
@@ -159,7 +159,7 @@ async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: st
     With an `idempotency_key`, a feedback whose rows are already acknowledged is not stored again:
     the receipt of the first attempt comes back with replayed=True. Raises a 400 naming
     `Idempotency-Key` when the key is not 1-255 printable ASCII characters."""
-    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
     check_labels(rt, fb.source, fb.attributes)
     if isinstance(fb, ComparisonFeedback):

@@ -114,7 +114,8 @@ async def import_preferences(request: Request, user_id: FromPath[str]) -> Import
     try:
         records, _ = read_preference_lines(lines, default_user=user_id)
     except PreferenceError as exc:
-        raise bad_request(f"line {exc.line}" + (f".{exc.field}" if exc.field else ""), exc.problem) from None
+        code = "invalid_json" if exc.field is None and exc.problem.startswith("malformed JSON") else "invalid_value"
+        raise bad_request(f"line {exc.line}" + (f".{exc.field}" if exc.field else ""), exc.problem, code) from None
     for i, record in zip(numbers, records, strict=True):
         if record.user_id != user_id:
             raise bad_request(f"line {i}.user_id", f"names user {record.user_id!r}; this import is for {user_id!r}")

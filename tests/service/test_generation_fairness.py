@@ -168,8 +168,17 @@ def test_a_stream_whose_client_leaves_stops_generating(svc):
     assert stopped_after < max(0.5 * full, 0.3), (stopped_after, full)
 
 
+def cancelled_chats(svc) -> float:
+    """`pluralign_chat_cancelled_total` now (streams that were left count too)."""
+    for line in httpx.get(svc.url + "/metrics").text.splitlines():
+        if line.startswith("pluralign_chat_cancelled_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def test_a_non_streaming_chat_whose_client_leaves_stops_generating_and_frees_its_slot(svc):
     body = {**CHAT, "max_tokens": 1000, "temperature": 1.0, "seed": 1}
+    cancelled_before = cancelled_chats(svc)
     with svc.client("acme") as c:
         started = time.monotonic()
         whole = c.post("/v1/chat/completions", json=body)
@@ -187,7 +196,7 @@ def test_a_non_streaming_chat_whose_client_leaves_stops_generating_and_frees_its
     with svc.client("acme") as c:  # the slot is free and the model answers the next request at once
         again = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
     assert again.status_code == 200, again.text
-    assert "pluralign_chat_cancelled_total 1.0" in httpx.get(svc.url + "/metrics").text
+    assert cancelled_chats(svc) == cancelled_before + 1
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ def test_chat_errors_name_the_field(svc, body, field):
     ({"tie": "true"}, "tie"),
     ({"margin": "0.5"}, "margin"),
     ({"prompt": 5}, "prompt"),
-    ({"attributes": {"segment": 1}}, "attributes[...]"),
+    ({"attributes": {"segment": 1}}, "attributes.segment"),
 ])
 def test_feedback_is_decoded_strictly(svc, change, field):
     with svc.client("acme") as c:

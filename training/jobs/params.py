@@ -22,8 +22,9 @@ import msgspec
 
 from pluralign.data.record import Base
 
-# what a client may name: an attribute, a tenant, a user (the service's user-id rule)
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$")]
+# what a client may name: an attribute, a tenant, a user (the service's user-id rule); `(?!\n)`: msgspec
+# searches with Python's `re`, whose `$` also matches before a final newline ("alice\n" was a user)
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$(?!\n)")]
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 Epoch = Annotated[float, msgspec.Meta(ge=0, le=1e11)]  # a Unix time in seconds (finite: NaN is refused)
 
