@@ -24,8 +24,10 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/pluralign serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
+# two workers of one torch thread each (PYTEST_WORKERS=0 runs in one process): on two cores torch's
+# own threads spin against each other, and much of the suite waits on servers and child processes
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $${PYTEST_WORKERS:-2}
 
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m ""

@@ -51,4 +51,4 @@ def minilm():
     from pluralign.embed.encoders import SentenceEncoder
 
     cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR", REPO / ".cache" / "pluralign"))
-    return CachedEncoder(SentenceEncoder(), EmbeddingCache(cache_dir / "test-embeddings.sqlite"))
+    return CachedEncoder(SentenceEncoder(), EmbeddingCache(cache_dir / f"test-embeddings{os.environ.get('PYTEST_XDIST_WORKER', '')}.sqlite"))  # one file per xdist worker
