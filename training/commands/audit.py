@@ -82,6 +82,16 @@ def print_table(report) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pluralign.fairness.audit import UnknownGroupBy
+
+    try:
+        return _run(args)
+    except UnknownGroupBy as exc:  # a misspelled --group-by: one error naming it and the attributes there are
+        components = "" if args.store else "; or pal_prototype (with --pal), em_cluster (with --em)"
+        raise ValueError(f"--group-by {args.group_by}: {exc}{components}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from pluralign.fairness.audit import AuditConfig, audit, comparisons_from_records
     from pluralign.fairness.report import report_encoder
 
@@ -134,7 +144,8 @@ def register(sub) -> None:
     p.add_argument("--tenant", help="with --store: audit one tenant only")
     p.add_argument("--path", help="folder of the --source data (default under --data-dir)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    p.add_argument("--group-by", required=True, help="record attribute naming each comparison's group")
+    p.add_argument("--group-by", required=True,
+                   help="record attribute naming each comparison's group (an error if no comparison has it; those without it: 'unknown')")
     p.add_argument("--personalized", choices=["logistic", "pal"], default="logistic",
                    help="each user's online model: logistic on embeddings (default) or PAL logits (needs --pal)")
     p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")

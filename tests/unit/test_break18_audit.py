@@ -1,0 +1,95 @@
+"""What a hostile pass on `pluralign audit` and the trainers' `--k` found (break session 18): a
+misspelled `--group-by`, bad rows in `audit --data`, a malformed `--user-groups` file and a `--k`
+larger than the data each ran on (or ran silently wrong); each is now a one-line error naming the
+option or file, line and field, exit code 2, before anything is embedded or trained.
+
+The tests call the CLI's `main` with real files in a temp dir, as tests/unit/test_break18_cli.py does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import REPO
+from training.cli import main
+
+
+def rows(n_users: int = 2, per_user: int = 6, attributes=lambda u, i: {"segment": f"s{u % 2}"}) -> list[dict]:
+    return [
+        {"user_id": f"u{u}", "prompt": f"Tell me about topic {i}", "chosen": f"Short {i}.", "rejected": f"A much longer answer {i}.",
+         "attributes": attributes(u, i)}
+        for u in range(n_users) for i in range(per_user)
+    ]
+
+
+def write_jsonl(path, items) -> str:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in items))
+    return str(path)
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `pluralign argv...`; a usage error's SystemExit counts as its code."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def cache() -> list[str]:
+    """The suite's shared embedding cache (MiniLM vectors), so the audits that run embed little."""
+    return ["--cache", str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite")]
+
+
+# -- 1. a --group-by no comparison has ---------------------------------------------------------------
+
+
+def test_a_misspelled_group_by_is_an_error_listing_the_attributes_there_are(tmp_path, capsys, cache):
+    data = write_jsonl(tmp_path / "p.jsonl", rows(attributes=lambda u, i: {"segment": f"s{u % 2}", "plan": "pro"}))
+    code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "segmnt", "--json", *cache)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("pluralign: error: --group-by segmnt:") and "'segmnt'" in line
+    assert "plan, segment" in line  # the attributes that do exist
+    assert "pal_prototype (with --pal)" in line and "em_cluster (with --em)" in line
+
+
+def test_group_by_an_attribute_some_comparisons_lack_puts_those_in_unknown(tmp_path, capsys, cache):
+    # u0 and u2 carry the segment, u1 and u3 do not: the audit runs, and the rest are "unknown"
+    data = write_jsonl(tmp_path / "p.jsonl", rows(4, attributes=lambda u, i: {"segment": "s0"} if u % 2 == 0 else {}))
+    code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "segment", "--min-comparisons", "1", "--json", *cache)
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert {g["group"]: g["users"] for g in report["groups"]} == {"s0": 2, "unknown": 2}
+
+
+def test_a_store_audit_by_a_misspelled_attribute_names_it_and_lists_comparison_and_user_attributes(tmp_path, capsys):
+    """`audit --store` (what the admin route's job runs): the names come from stored comparisons and users."""
+    import time
+
+    import numpy as np
+
+    from pluralign.fairness.audit import UnknownGroupBy
+    from pluralign.fairness.store_source import comparisons_from_store
+    from pluralign.store import Store, StoredPreference
+    from pluralign.store.tables import UserRecord
+
+    store = Store(str(tmp_path / "db"), "enc", 4)
+    stored = [
+        StoredPreference(tenant="acme", user_id=f"u{u}", pref_id=f"p{u}{i}", prompt=f"q{i}", chosen="yes", rejected="no",
+                         kind="comparison", created_at=float(i), attributes={"segment": "s0"} if u == 0 else {})
+        for u in range(2) for i in range(3)
+    ]
+    vectors = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    store.add_preferences(stored, vectors, vectors, -vectors)
+    store.put_user(UserRecord(tenant="acme", user_id="u1", created_at=time.time(), updated_at=time.time(), attributes={"country": "fr"}))
+    with pytest.raises(UnknownGroupBy, match="'segmnt'.*country, segment") as caught:
+        comparisons_from_store(str(tmp_path / "db"), "segmnt")
+    assert caught.value.available == ["country", "segment"]
+    # an attribute only users carry is a group; comparisons of users without it are "unknown"
+    assert sorted(comparisons_from_store(str(tmp_path / "db"), "country").groups) == ["fr", "unknown"]
+    code, _, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "segmnt", "--json")
+    assert code == 2 and err.startswith("pluralign: error: --group-by segmnt: no stored comparison or user has") and "Traceback" not in err
