@@ -93,3 +93,29 @@ def test_a_store_audit_by_a_misspelled_attribute_names_it_and_lists_comparison_a
     assert sorted(comparisons_from_store(str(tmp_path / "db"), "country").groups) == ["fr", "unknown"]
     code, _, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "segmnt", "--json")
     assert code == 2 and err.startswith("pluralign: error: --group-by segmnt: no stored comparison or user has") and "Traceback" not in err
+
+
+# -- 2. bad rows in audit --data ----------------------------------------------------------------------
+
+
+def test_a_bad_row_in_audit_data_fails_naming_the_file_line_and_field(tmp_path, capsys, cache):
+    good = rows()
+    bad = [*good[:2], {**good[2], "chosen": 3}, *good[3:]]  # line 3: `chosen` is a number
+    data = write_jsonl(tmp_path / "p.jsonl", bad)
+    code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "segment", "--json", *cache)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"pluralign: error: --data {data}: line 3, field `chosen`:") and "--skip-bad" in line
+    # a line that is not JSON at all is named too
+    data = write_jsonl(tmp_path / "q.jsonl", [*good[:4], "{not json", *good[4:]])
+    code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "segment", "--json", *cache)
+    assert code == 2 and out == "" and f"--data {data}: line 5: malformed JSON" in err, err
+
+
+def test_audit_skip_bad_skips_bad_rows_and_says_how_many(tmp_path, capsys, cache):
+    good = rows()
+    data = write_jsonl(tmp_path / "p.jsonl", [*good[:2], {**good[2], "chosen": 3}, "{not json", *good[3:]])
+    code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "segment", "--skip-bad", "--json", *cache)
+    assert code == 0, err
+    assert "skipped 2 bad rows" in err
+    assert json.loads(out.strip().splitlines()[-1])["comparisons"] == len(good) - 1

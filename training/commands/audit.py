@@ -15,6 +15,8 @@ groups learned elsewhere (nearest PAL prototype, EM cluster); otherwise `--group
 attribute; `--group-by pal_prototype --pal DIR` and `--group-by em_cluster --em DIR` group users by
 a trained mixture's components. `--store` audits the service's LanceDB tables (stored vectors, user attributes, and
 `--group-by pal_prototype` for each user's nearest PAL prototype). Groups with fewer than `--min-group-size` users are suppressed.
+A `--data` file loads as for `data stats`: a bad row is an error naming its line and field, unless
+`--skip-bad` skips bad rows (and says how many). A `--group-by` no comparison has is an error.
 """
 
 from __future__ import annotations
@@ -33,8 +35,13 @@ def load_records(args: argparse.Namespace):
     """The comparisons to audit, from a preference file, UKP or a synthetic persona population."""
     if args.data:
         from pluralign.data.io import read_preferences
+        from pluralign.data.record import PreferenceError
 
-        records, load = read_preferences(args.data, skip_bad=True)
+        try:  # a bad row fails the load (naming its line and field) unless --skip-bad, as for `data stats`
+            records, load = read_preferences(args.data, skip_bad=args.skip_bad)
+        except PreferenceError as exc:
+            hint = "" if exc.line == 0 else " (--skip-bad skips bad rows)"
+            raise ValueError(f"--data {args.data}: {exc}{hint}") from None
         if load.skipped:
             print(f"skipped {load.skipped} bad rows; first: {load.errors[:3]}", file=sys.stderr)
         return records
@@ -138,7 +145,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("audit", help="fairness audit: per-group accuracy, personalized vs one-size-fits-all")
-    p.add_argument("--data", help="preference file (.jsonl or .parquet)")
+    p.add_argument("--data", help="preference file (.jsonl or .parquet); a bad row is an error naming its line and field")
+    p.add_argument("--skip-bad", action="store_true", help="with --data: skip malformed rows and report how many")
     p.add_argument("--source", choices=["ukp_convarg1", "persona"], help="a built-in data set instead of --data")
     p.add_argument("--store", help="LanceDB URI of the service's tables (e.g. data/lancedb)")
     p.add_argument("--tenant", help="with --store: audit one tenant only")
