@@ -119,3 +119,44 @@ def test_audit_skip_bad_skips_bad_rows_and_says_how_many(tmp_path, capsys, cache
     assert code == 0, err
     assert "skipped 2 bad rows" in err
     assert json.loads(out.strip().splitlines()[-1])["comparisons"] == len(good) - 1
+
+
+# -- 3. a malformed --user-groups file ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, named", [
+    ('{\n  "u0": "a",\n  "u1": "b",\n}\n', "line 4, column 1: malformed JSON"),  # a trailing comma
+    ('{\n  "u0": "a",\n  "u1": 7\n}\n', "line 3, field `u1`: expected a group name (a string), got a number (7)"),
+    ('{"u0": "a",\n "u1": null}', "line 2, field `u1`: expected a group name (a string), got null"),
+    ('{"u0": "a", "u1": {"group": "b"}}', "line 1, field `u1`: expected a group name (a string), got an object"),
+    ('\n["u0", "a"]\n', "line 2: expected a JSON object user_id -> group, got an array"),
+    ("", "line 1, column 1: malformed JSON"),
+    ("{}", "maps no user to a group"),
+    ('{"alice": "a", "bob": "b"}', "none of its 2 users is among the 2 users audited (it maps 'alice'; the data has 'u0')"),
+])
+def test_a_malformed_user_groups_file_is_an_error_naming_the_file_line_and_field(tmp_path, capsys, cache, text, named):
+    data = write_jsonl(tmp_path / "p.jsonl", rows())
+    groups = tmp_path / "groups.json"
+    groups.write_text(text)
+    code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "cluster", "--user-groups", str(groups), "--json", *cache)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"pluralign: error: --user-groups {groups}: ") and named in line, line
+
+
+def test_a_user_groups_file_that_is_not_utf8_names_the_line(tmp_path, capsys, cache):
+    data = write_jsonl(tmp_path / "p.jsonl", rows())
+    groups = tmp_path / "groups.json"
+    groups.write_bytes(b'{"u0": "a",\n "u1": "caf\xe9"}')
+    code, _, err = cli(capsys, "audit", "--data", data, "--group-by", "cluster", "--user-groups", str(groups), "--json", *cache)
+    assert code == 2 and f"--user-groups {groups}: line 2: not valid UTF-8 (byte 0xe9)" in err, err
+
+
+def test_a_good_user_groups_file_groups_the_users_it_names_and_the_rest_are_unassigned(tmp_path, capsys, cache):
+    data = write_jsonl(tmp_path / "p.jsonl", rows(3))
+    groups = tmp_path / "groups.json"
+    groups.write_text('{"u0": "a", "u1": "b", "someone-else": "c"}')
+    code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "cluster", "--user-groups", str(groups),
+                         "--min-comparisons", "1", "--json", *cache)
+    assert code == 0, err
+    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 1, "b": 1, "unassigned": 1}

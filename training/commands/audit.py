@@ -22,10 +22,10 @@ A `--data` file loads as for `data stats`: a bad row is an error naming its line
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from pathlib import Path
-
-import msgspec
 
 from pluralign.files import write_atomic
 from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, number, report_progress
@@ -59,6 +59,62 @@ def load_records(args: argparse.Namespace):
         # in each user's order of arrival: training pairs first, then validation, then test
         return [*seen.train, *seen.val, *seen.test]
     raise ValueError("give --data FILE, --store URI, or --source ukp_convarg1|persona")
+
+
+def read_user_groups(path: str) -> dict[str, str]:
+    """The `--user-groups` file: a JSON object user_id -> group name. A malformed file is a ValueError
+    naming the file, the line and (for a value that is not a group name) the user it maps."""
+    where = f"--user-groups {path}"
+    raw = Path(path).read_bytes()  # a missing or unreadable file: an OSError naming it
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{where}: line {line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: line {exc.lineno}, column {exc.colno}: malformed JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        line = text.count("\n", 0, len(text) - len(text.lstrip())) + 1
+        raise ValueError(f"{where}: line {line}: expected a JSON object user_id -> group, got {_json_kind(data)}")
+    for user, group in data.items():
+        if not isinstance(group, str):
+            line = _key_lines(text).get(user, 1)
+            raise ValueError(f"{where}: line {line}, field `{user}`: expected a group name (a string), got {_json_kind(group)}")
+    return data
+
+
+def _json_kind(value) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), f"a number ({value!r})")
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of each key of the (valid) JSON object `text`, the last one where a key repeats."""
+    decoder, space = json.JSONDecoder(), re.compile(r"\s*")
+    lines: dict[str, int] = {}
+    i = space.match(text, 0).end() + 1  # past "{"
+    while True:
+        i = space.match(text, i).end()
+        if text[i] == "}":
+            return lines
+        key, i = json.decoder.scanstring(text, i + 1)
+        lines[key] = text.count("\n", 0, i) + 1
+        i = space.match(text, space.match(text, i).end() + 1).end()  # past ":"
+        _, i = decoder.raw_decode(text, i)
+        i = space.match(text, i).end()
+        i += text[i] == ","
+
+
+def check_user_groups(path: str, user_groups: dict[str, str], records) -> None:
+    """A mapping that names none of the audited users would put everyone in "unassigned": an error."""
+    if not user_groups:
+        raise ValueError(f"--user-groups {path}: maps no user to a group (an empty object)")
+    audited = {r.user_id for r in records if not r.tie}
+    if audited and not audited & user_groups.keys():
+        raise ValueError(f"--user-groups {path}: none of its {len(user_groups)} users is among the {len(audited)} users audited "
+                         f"(it maps {sorted(user_groups)[0]!r}; the data has {sorted(audited)[0]!r})")
 
 
 def online_pal(records, encoder, users: list[str], pal_dir: str):
@@ -110,18 +166,18 @@ def _run(args: argparse.Namespace) -> int:
 
         comparisons = comparisons_from_store(args.store, args.group_by, args.tenant)
     else:
+        user_groups = read_user_groups(args.user_groups) if args.user_groups else None  # before the data: its errors cost nothing
         records = load_records(args)
+        if user_groups is not None:
+            check_user_groups(args.user_groups, user_groups, records)
         encoder = cached_encoder(args)
-        user_groups = None
-        if args.user_groups:
-            user_groups = msgspec.json.decode(Path(args.user_groups).read_bytes(), type=dict[str, str])
-        elif args.group_by == "pal_prototype":
+        if user_groups is None and args.group_by == "pal_prototype":
             from pluralign.fairness.components import pal_prototype_groups
 
             if not args.pal:
                 raise ValueError("--group-by pal_prototype needs --pal CHECKPOINT_DIR")
             user_groups = pal_prototype_groups(records, encoder, args.pal)
-        elif args.group_by == "em_cluster":
+        elif user_groups is None and args.group_by == "em_cluster":
             from pluralign.fairness.components import em_cluster_groups
 
             if not args.em:
@@ -158,7 +214,8 @@ def register(sub) -> None:
                    help="each user's online model: logistic on embeddings (default) or PAL logits (needs --pal)")
     p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")
     p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
-    p.add_argument("--user-groups", help="JSON object user_id -> group (learned components); overrides attributes")
+    p.add_argument("--user-groups", help="JSON object user_id -> group name (learned components); overrides attributes; "
+                   "users it does not name: 'unassigned'")
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
