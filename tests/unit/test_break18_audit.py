@@ -160,3 +160,58 @@ def test_a_good_user_groups_file_groups_the_users_it_names_and_the_rest_are_unas
                          "--min-comparisons", "1", "--json", *cache)
     assert code == 0, err
     assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 1, "b": 1, "unassigned": 1}
+
+
+# -- 4. a --k larger than the data --------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_embedding(monkeypatch):
+    """Fails the test if a trainer gets as far as building its encoder (embedding, then training)."""
+    def refuse(args):
+        raise AssertionError("the trainer went on to embed and train")
+
+    for name in ("train_pal", "train_em", "eval"):
+        monkeypatch.setattr(f"training.commands.{name}.cached_encoder", refuse)
+
+
+@pytest.mark.parametrize("trainer", ["pal", "em"])
+@pytest.mark.parametrize("ks, named", [(["50"], "--k 50:"), (["2", "5", "50"], "--k 5 50:")])
+def test_a_k_above_the_number_of_training_users_is_refused_before_training(tmp_path, capsys, no_embedding, trainer, ks, named):
+    data = write_jsonl(tmp_path / "p.jsonl", rows(4, per_user=8))
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "train", trainer, "--protocol", "file", "--data", data, "--k", *ks, "--out", str(out))
+    assert code == 2 and stdout == "" and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"pluralign: error: {named} more than the 4 training users") and "at most" in line, line
+    assert not out.exists() or list(out.iterdir()) == []  # nothing trained, nothing saved
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "anthropic_persona").is_dir(), reason="shared persona data not present")
+def test_eval_refuses_a_k_above_the_number_of_training_users_the_same_way(capsys, no_embedding):
+    code, _, err = cli(capsys, "eval", "--model", "em", "--k", "5000", "--protocol", "persona", "--groups", "2",
+                       "--data-dir", str(REPO.parent / "shared" / "data"))
+    assert code == 2 and err.startswith("pluralign: error: --k 5000: more than the ") and "training users" in err, err
+
+
+def test_k_equal_to_the_number_of_users_trains_and_the_search_stops_there(tmp_path, capsys, cache):
+    data = write_jsonl(tmp_path / "p.jsonl", rows(2, per_user=8))
+    code, out, err = cli(capsys, "train", "em", "--protocol", "file", "--data", data, "--k", "2", "--out", str(tmp_path / "em2"),
+                         "--quiet", *cache)
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["k"] == 2
+    # without --k the search tries K = 1, 2 on two users, never 3 (it used to, as --k-max 12 allowed)
+    code, out, err = cli(capsys, "train", "em", "--protocol", "file", "--data", data, "--out", str(tmp_path / "em"), "--quiet", *cache)
+    assert code == 0, err
+    assert sorted(json.loads(out.strip().splitlines()[-1])["k_criterion"]) == ["1", "2"]
+    assert "K = 1..2" in err
+
+
+def test_the_k_search_on_few_users_stops_at_their_number_and_refuses_larger_candidates():
+    from pluralign.reward.model_selection import KSearch, TooManyComponents
+
+    assert KSearch(k_max=12).for_users(3) == KSearch(k_max=3)  # what `eval` and train without --k search
+    assert KSearch(k_max=2).for_users(3) == KSearch(k_max=2)
+    assert KSearch(candidates=(1, 3)).for_users(3).candidates == (1, 3)
+    with pytest.raises(TooManyComponents, match="K = 4, 9 is more than the 3 training users"):
+        KSearch(candidates=(2, 9, 4)).for_users(3)
