@@ -65,6 +65,19 @@ def check_out(out: str, files: tuple[str, ...], what: str) -> None:
         raise ValueError(f"--out {out}: {exc.strerror}" if isinstance(exc, OSError) else f"--out: {exc}") from None
 
 
+def k_search(k: list[int] | None, k_max: int, users: int):
+    """The trainers' K search (`--k`, `--k-max`) on `users` training users, checked before training:
+    a --k above the number of training users is a ValueError naming --k (pluralign.reward.model_selection.
+    KSearch.for_users); an upward search stops at that number."""
+    from pluralign.reward.model_selection import KSearch, TooManyComponents
+
+    try:
+        return KSearch(k_max=k_max, candidates=tuple(k or ())).for_users(users)
+    except TooManyComponents as exc:
+        raise ValueError(f"--k {' '.join(map(str, exc.ks))}: more than the {users} training users; "
+                         f"K is at most the number of training users (each component is fitted from users' preferences)") from None
+
+
 def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None):
     """An argparse `type=` for a number with bounds: `minimum` (>=), `above` (>), `below` (<).
 

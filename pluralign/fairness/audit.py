@@ -74,6 +74,22 @@ class Comparisons:
         return len(self.user)
 
 
+class UnknownGroupBy(ValueError):
+    """`group_by` names an attribute that no audited comparison (nor user) has: the audit would put
+    every comparison in one group, "unknown". `available` lists the attribute names that do exist."""
+
+    SHOWN = 30  # attribute names listed in the message at most
+
+    def __init__(self, group_by: str, available: set[str] | list[str], where: str = "comparison to audit"):
+        self.group_by = group_by
+        self.available = sorted(available)
+        shown = ", ".join(self.available[: self.SHOWN])
+        if len(self.available) > self.SHOWN:
+            shown += f", ... ({len(self.available) - self.SHOWN} more)"
+        listed = f"attributes that exist: {shown}" if self.available else "none has any attribute"
+        super().__init__(f"no {where} has the attribute {group_by!r}; {listed}")
+
+
 def index_labels(labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     names = sorted(set(labels))
     position = {n: i for i, n in enumerate(names)}
@@ -92,10 +108,15 @@ def comparisons_from_records(
     group_by: str,
     user_groups: Mapping[str, str] | None = None,
 ) -> Comparisons:
-    """Embed each distinct response once; the group is `user_groups[user]` or the `group_by` attribute."""
+    """Embed each distinct response once; the group is `user_groups[user]` or the `group_by` attribute.
+
+    A comparison without the attribute is in group "unknown"; UnknownGroupBy (a ValueError) when no
+    comparison has it (a misspelled name), before anything is embedded."""
     pairs = [r for r in records if not r.tie]
     if not pairs:
         raise ValueError("no non-tie comparisons to audit")
+    if user_groups is None and not any(group_by in r.attributes for r in pairs):
+        raise UnknownGroupBy(group_by, {name for r in pairs for name in r.attributes})
     texts = list(dict.fromkeys(t for r in pairs for t in (r.chosen, r.rejected)))
     where = {t: i for i, t in enumerate(texts)}
     vectors = encoder.encode(texts)  # (T, d)

@@ -9,15 +9,16 @@ import json
 
 import numpy as np
 
-from pluralign.fairness.audit import Comparisons, index_labels, policy_outcome
+from pluralign.fairness.audit import Comparisons, UnknownGroupBy, index_labels, policy_outcome
 from pluralign.store.location import connect, options_from_env
 from pluralign.store.tables import quote
 
 PAL_PROTOTYPE = "pal_prototype"  # group_by value: each user's nearest PAL prototype
 
 
-def user_groups_from_store(db, group_by: str, tenant: str | None) -> dict[str, str]:
-    """`tenant/user` -> group from the users table (attributes, or the argmax of the PAL logits)."""
+def user_groups_from_store(db, group_by: str, tenant: str | None, names: set[str] | None = None) -> dict[str, str]:
+    """`tenant/user` -> group from the users table (attributes, or the argmax of the PAL logits).
+    `names`, if given, receives every user attribute name (and `pal_prototype` where a user has PAL logits)."""
     table = db.open_table("users")
     where = f"tenant = {quote(tenant)}" if tenant else None
     query = table.search().select(["tenant", "user_id", "attributes", "pal_logits"])
@@ -25,11 +26,16 @@ def user_groups_from_store(db, group_by: str, tenant: str | None) -> dict[str, s
     groups: dict[str, str] = {}
     for row in rows:
         key = f"{row['tenant']}/{row['user_id']}"
+        attributes = json.loads(row["attributes"] or "{}")
+        if names is not None:
+            names.update(attributes)
+            if row["pal_logits"] is not None:
+                names.add(PAL_PROTOTYPE)
         if group_by == PAL_PROTOTYPE:
             if row["pal_logits"] is not None:
                 groups[key] = f"prototype-{int(np.argmax(row['pal_logits']))}"
         else:
-            value = json.loads(row["attributes"] or "{}").get(group_by)
+            value = attributes.get(group_by)
             if value is not None:
                 groups[key] = str(value)
     return groups
@@ -51,9 +57,14 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     diff = (vectors("chosen_vec") - vectors("rejected_vec")).astype(np.float32)  # (N, d)
     users = [f"{t}/{u}" for t, u in zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)]
     attributes = [json.loads(a or "{}") for a in data.column("attributes").to_pylist()]
-    by_user = user_groups_from_store(db, group_by, tenant)
+    user_names: set[str] = set()
+    by_user = user_groups_from_store(db, group_by, tenant, user_names)
+    own = group_by != PAL_PROTOTYPE  # pal_prototype is never read from a comparison's attributes
+    if not any((own and group_by in a) or u in by_user for a, u in zip(attributes, users, strict=True)):
+        # a misspelled name would put every comparison in one group, "unknown"
+        raise UnknownGroupBy(group_by, {name for a in attributes for name in a} | user_names, "stored comparison or user")
     labels = [
-        str(a[group_by]) if group_by in a and group_by != PAL_PROTOTYPE else by_user.get(u, "unknown")
+        str(a[group_by]) if own and group_by in a else by_user.get(u, "unknown")
         for a, u in zip(attributes, users, strict=True)
     ]
     user, names = index_labels(users)

@@ -9,7 +9,8 @@ where a user's fitted preference is PAL's trained weights w_u, or EM's posterior
 user's training pairs. `L(K)` is a sum of per-user terms, so its uncertainty is measurable.
 
 Candidates: K = k_min, k_min + 1, ... (default 1 upward), stopping at `k_max` (default 12) or once
-`patience` (default 2) successive K have not raised the best L; or an explicit list of K.
+`patience` (default 2) successive K have not raised the best L; or an explicit list of K. K is never
+more than the number of training users (`KSearch.for_users`): a component is fitted from users.
 
 Choice: the smallest K whose L is within one standard error of the best (the one-standard-error
 rule, Hastie, Tibshirani & Friedman, Elements of Statistical Learning, 7.10), the standard error
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -37,6 +38,15 @@ import numpy as np
 from pluralign.reward.features import PairBatch
 
 TIE_TOLERANCE = 1e-6  # relative: totals closer than this are equal (rounding, not evidence)
+
+
+class TooManyComponents(ValueError):
+    """K larger than the number of training users: `ks` are the K asked for that are too large."""
+
+    def __init__(self, ks: list[int], users: int):
+        self.ks, self.users = ks, users
+        super().__init__(f"K = {', '.join(map(str, ks))} is more than the {users} training users "
+                         f"(each component is fitted from users' preferences): at most {users}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,18 @@ class KSearch:
             raise ValueError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
         if self.patience < 1:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
+
+    def for_users(self, users: int) -> KSearch:
+        """This search on the data of `users` training users: K is at most `users`. PAL fits each
+        prototype from users' mixture weights and EM each head from the users assigned to it, so a
+        K above the number of users leaves components no user supports. An upward search stops at
+        `users`; explicit candidates above it raise TooManyComponents (a ValueError)."""
+        too_many = sorted(k for k in set(self.candidates) if k > users)
+        if too_many:
+            raise TooManyComponents(too_many, users)
+        if self.candidates or users < 1 or self.k_max <= users:
+            return self
+        return replace(self, k_min=min(self.k_min, users), k_max=users)
 
     def describe(self) -> str:
         if self.candidates:
@@ -191,7 +213,7 @@ class KSelected:
             return model
 
         self.model, self.selection, _ = search_k(
-            fit_one, lambda m: m.heldout_log_likelihood(val), self.search, n_pairs=len(val)
+            fit_one, lambda m: m.heldout_log_likelihood(val), self.search.for_users(len(train.users)), n_pairs=len(val)
         )
         return {**self.fit_metrics[self.selection.k_selected], **self.selection.report()}
 

@@ -108,6 +108,9 @@ def _audit_response(admin: Admin, job: Job) -> Response:
     if report is None:
         if "no stored comparisons" in (job.error or ""):
             raise bad_request("group_by", "there are no stored comparisons to audit yet")
+        named = f"pluralign: error: --group-by {job.params.get('group_by')}: "
+        if named in (job.error or ""):  # no stored comparison nor user has the attribute (a misspelled name)
+            raise bad_request("group_by", job.error.split(named, 1)[1])
         # the worker could not compute this audit (e.g. no comparison carries `group_by`): the request's
         # parameters cannot be served, and the job record keeps the worker's log for the operator
         return error_response(422, f"audit job {job.id} {job.state}: {job.error}", code="audit_failed")

@@ -15,15 +15,17 @@ groups learned elsewhere (nearest PAL prototype, EM cluster); otherwise `--group
 attribute; `--group-by pal_prototype --pal DIR` and `--group-by em_cluster --em DIR` group users by
 a trained mixture's components. `--store` audits the service's LanceDB tables (stored vectors, user attributes, and
 `--group-by pal_prototype` for each user's nearest PAL prototype). Groups with fewer than `--min-group-size` users are suppressed.
+A `--data` file loads as for `data stats`: a bad row is an error naming its line and field, unless
+`--skip-bad` skips bad rows (and says how many). A `--group-by` no comparison has is an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from pathlib import Path
-
-import msgspec
 
 from pluralign.files import write_atomic
 from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, number, report_progress
@@ -33,8 +35,13 @@ def load_records(args: argparse.Namespace):
     """The comparisons to audit, from a preference file, UKP or a synthetic persona population."""
     if args.data:
         from pluralign.data.io import read_preferences
+        from pluralign.data.record import PreferenceError
 
-        records, load = read_preferences(args.data, skip_bad=True)
+        try:  # a bad row fails the load (naming its line and field) unless --skip-bad, as for `data stats`
+            records, load = read_preferences(args.data, skip_bad=args.skip_bad)
+        except PreferenceError as exc:
+            hint = "" if exc.line == 0 else " (--skip-bad skips bad rows)"
+            raise ValueError(f"--data {args.data}: {exc}{hint}") from None
         if load.skipped:
             print(f"skipped {load.skipped} bad rows; first: {load.errors[:3]}", file=sys.stderr)
         return records
@@ -52,6 +59,62 @@ def load_records(args: argparse.Namespace):
         # in each user's order of arrival: training pairs first, then validation, then test
         return [*seen.train, *seen.val, *seen.test]
     raise ValueError("give --data FILE, --store URI, or --source ukp_convarg1|persona")
+
+
+def read_user_groups(path: str) -> dict[str, str]:
+    """The `--user-groups` file: a JSON object user_id -> group name. A malformed file is a ValueError
+    naming the file, the line and (for a value that is not a group name) the user it maps."""
+    where = f"--user-groups {path}"
+    raw = Path(path).read_bytes()  # a missing or unreadable file: an OSError naming it
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{where}: line {line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: line {exc.lineno}, column {exc.colno}: malformed JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        line = text.count("\n", 0, len(text) - len(text.lstrip())) + 1
+        raise ValueError(f"{where}: line {line}: expected a JSON object user_id -> group, got {_json_kind(data)}")
+    for user, group in data.items():
+        if not isinstance(group, str):
+            line = _key_lines(text).get(user, 1)
+            raise ValueError(f"{where}: line {line}, field `{user}`: expected a group name (a string), got {_json_kind(group)}")
+    return data
+
+
+def _json_kind(value) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), f"a number ({value!r})")
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of each key of the (valid) JSON object `text`, the last one where a key repeats."""
+    decoder, space = json.JSONDecoder(), re.compile(r"\s*")
+    lines: dict[str, int] = {}
+    i = space.match(text, 0).end() + 1  # past "{"
+    while True:
+        i = space.match(text, i).end()
+        if text[i] == "}":
+            return lines
+        key, i = json.decoder.scanstring(text, i + 1)
+        lines[key] = text.count("\n", 0, i) + 1
+        i = space.match(text, space.match(text, i).end() + 1).end()  # past ":"
+        _, i = decoder.raw_decode(text, i)
+        i = space.match(text, i).end()
+        i += text[i] == ","
+
+
+def check_user_groups(path: str, user_groups: dict[str, str], records) -> None:
+    """A mapping that names none of the audited users would put everyone in "unassigned": an error."""
+    if not user_groups:
+        raise ValueError(f"--user-groups {path}: maps no user to a group (an empty object)")
+    audited = {r.user_id for r in records if not r.tie}
+    if audited and not audited & user_groups.keys():
+        raise ValueError(f"--user-groups {path}: none of its {len(user_groups)} users is among the {len(audited)} users audited "
+                         f"(it maps {sorted(user_groups)[0]!r}; the data has {sorted(audited)[0]!r})")
 
 
 def online_pal(records, encoder, users: list[str], pal_dir: str):
@@ -82,6 +145,16 @@ def print_table(report) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pluralign.fairness.audit import UnknownGroupBy
+
+    try:
+        return _run(args)
+    except UnknownGroupBy as exc:  # a misspelled --group-by: one error naming it and the attributes there are
+        components = "" if args.store else "; or pal_prototype (with --pal), em_cluster (with --em)"
+        raise ValueError(f"--group-by {args.group_by}: {exc}{components}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from pluralign.fairness.audit import AuditConfig, audit, comparisons_from_records
     from pluralign.fairness.report import report_encoder
 
@@ -93,18 +166,18 @@ def run(args: argparse.Namespace) -> int:
 
         comparisons = comparisons_from_store(args.store, args.group_by, args.tenant)
     else:
+        user_groups = read_user_groups(args.user_groups) if args.user_groups else None  # before the data: its errors cost nothing
         records = load_records(args)
+        if user_groups is not None:
+            check_user_groups(args.user_groups, user_groups, records)
         encoder = cached_encoder(args)
-        user_groups = None
-        if args.user_groups:
-            user_groups = msgspec.json.decode(Path(args.user_groups).read_bytes(), type=dict[str, str])
-        elif args.group_by == "pal_prototype":
+        if user_groups is None and args.group_by == "pal_prototype":
             from pluralign.fairness.components import pal_prototype_groups
 
             if not args.pal:
                 raise ValueError("--group-by pal_prototype needs --pal CHECKPOINT_DIR")
             user_groups = pal_prototype_groups(records, encoder, args.pal)
-        elif args.group_by == "em_cluster":
+        elif user_groups is None and args.group_by == "em_cluster":
             from pluralign.fairness.components import em_cluster_groups
 
             if not args.em:
@@ -128,18 +201,21 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("audit", help="fairness audit: per-group accuracy, personalized vs one-size-fits-all")
-    p.add_argument("--data", help="preference file (.jsonl or .parquet)")
+    p.add_argument("--data", help="preference file (.jsonl or .parquet); a bad row is an error naming its line and field")
+    p.add_argument("--skip-bad", action="store_true", help="with --data: skip malformed rows and report how many")
     p.add_argument("--source", choices=["ukp_convarg1", "persona"], help="a built-in data set instead of --data")
     p.add_argument("--store", help="LanceDB URI of the service's tables (e.g. data/lancedb)")
     p.add_argument("--tenant", help="with --store: audit one tenant only")
     p.add_argument("--path", help="folder of the --source data (default under --data-dir)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    p.add_argument("--group-by", required=True, help="record attribute naming each comparison's group")
+    p.add_argument("--group-by", required=True,
+                   help="record attribute naming each comparison's group (an error if no comparison has it; those without it: 'unknown')")
     p.add_argument("--personalized", choices=["logistic", "pal"], default="logistic",
                    help="each user's online model: logistic on embeddings (default) or PAL logits (needs --pal)")
     p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")
     p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
-    p.add_argument("--user-groups", help="JSON object user_id -> group (learned components); overrides attributes")
+    p.add_argument("--user-groups", help="JSON object user_id -> group name (learned components); overrides attributes; "
+                   "users it does not name: 'unassigned'")
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")

@@ -29,7 +29,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, number, print_json
+from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, k_search, number, print_json
 
 PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "--query-size"}  # EvalConfig field -> its flag
 
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --shots active needs a user model with a posterior (pal-a+residual, pal-b+residual), not {args.model}", file=sys.stderr)
         return 2
     protocol = load_protocol(config)
+    if args.k is not None:  # a fixed K, as the trainers check it: at most the number of training users
+        k_search([args.k], args.k, len({r.user_id for r in protocol.seen.train}))
     encoder = cached_encoder(args)
     active = args.shots == "active"
     bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())

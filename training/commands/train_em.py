@@ -5,8 +5,9 @@
     pluralign train em --k 3 --protocol ukp --assignment soft --restarts 8 --out runs/em-ukp
     pluralign train em --k 4 --protocol persona --groups 4 --init random --out runs/em-random
 
-K: one --k fits that K; several --k fit each; without --k, K = 1, 2, ... (up to --k-max, stopping
-after two K without a better criterion). Among several K the smallest K whose held-out
+K: one --k fits that K; several --k fit each; without --k, K = 1, 2, ... (up to --k-max and the number
+of training users, stopping after two K without a better criterion); a --k above the number of
+training users is an error before any training. Among several K the smallest K whose held-out
 log-likelihood of the seen users' validation pairs (each user scored under its posterior over
 heads) is within one standard error of the best is kept (pluralign.reward.model_selection).
 
@@ -28,6 +29,7 @@ from training.common import (
     add_encoder_args,
     cached_encoder,
     check_out,
+    k_search,
     number,
     print_json,
 )
@@ -41,12 +43,13 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.files import write_atomic
     from pluralign.reward.em import EM_FILES, EMConfig, EMMixture
     from pluralign.reward.features import embed_pairs
-    from pluralign.reward.model_selection import KSearch, search_k
+    from pluralign.reward.model_selection import search_k
 
     check_out(args.out, EM_FILES, "em-bt-mixture artifact")  # before any training: a wrong --out costs nothing
     protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
-    encoder = cached_encoder(args)
     users = sorted({r.user_id for r in protocol.seen.train})
+    search = k_search(args.k, args.k_max, len(users))  # before embedding or training: --k 50 on 4 users is refused
+    encoder = cached_encoder(args)
     train = embed_pairs(protocol.seen.train, encoder, users, protocol.group_attribute)
     val = embed_pairs(protocol.seen.val, encoder, users, protocol.group_attribute)
     by_k: dict[str, dict] = {}
@@ -64,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
         by_k[str(model.config.k)]["heldout_log_likelihood"] = float(per_user.sum())
         return per_user
 
-    search = KSearch(k_max=args.k_max, candidates=tuple(args.k or ()))
     model, selection, _ = search_k(fit, score, search, n_pairs=len(val))
     bar.close()
     metrics = by_k[str(selection.k_selected)]
@@ -94,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("em", help="EM mixture of K Bradley-Terry reward heads (MaxMin-RLHF)")
     p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
-                   help="reward heads; several values: keep the smallest K within one standard error of the best held-out "
+                   help="reward heads, at most the number of training users; several values: keep the smallest K within one standard error of the best held-out "
                         "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
-    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try (never above the number of training users)")
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")

@@ -7,7 +7,8 @@
 
 Trains on the protocol's seen users (early stopping on their validation pairs). The number of
 prototypes K: one --k trains that K; several --k train one model per K; without --k, K = 1, 2, ...
-(up to --k-max, stopping after two K without a better criterion). Among several K the checkpoint
+(up to --k-max and the number of training users, stopping after two K without a better
+criterion). A --k above the number of training users is an error before any training. Among several K the checkpoint
 kept is the smallest K whose held-out log-likelihood of the seen users' validation pairs is within
 one standard error of the best (pluralign.reward.model_selection). The --out folder receives
 model.safetensors, meta.json, user_weights.json (see pluralign.reward.pal_checkpoint) and
@@ -29,6 +30,7 @@ from training.common import (
     add_encoder_args,
     cached_encoder,
     check_out,
+    k_search,
     number,
     print_json,
 )
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.evaluation import EvalConfig, accuracy, load_protocol, macro
     from pluralign.files import write_atomic
     from pluralign.reward.features import embed_pairs
-    from pluralign.reward.model_selection import KSearch, search_k
+    from pluralign.reward.model_selection import search_k
     from pluralign.reward.pal import PALConfig, PALTrainConfig, save_pal, train_pal
     from pluralign.reward.pal_checkpoint import PAL_FILES
     from pluralign.reward.pal_preference import heldout_log_likelihood
@@ -51,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
-    encoder = cached_encoder(args)
     users = sorted({r.user_id for r in protocol.seen.train})
+    search = k_search(args.k, args.k_max, len(users))  # before embedding or training: --k 50 on 4 users is refused
+    encoder = cached_encoder(args)
     train, val, test = (embed_pairs(split, encoder, users, protocol.group_attribute)
                         for split in (protocol.seen.train, protocol.seen.val, protocol.seen.test))
     train_config = PALTrainConfig(
@@ -87,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         runs[str(result.model.config.k)]["heldout_log_likelihood"] = float(per_user.sum())
         return per_user
 
-    search = KSearch(k_max=args.k_max, candidates=tuple(args.k or ()))
     result, selection, _ = search_k(fit, score, search, n_pairs=len(val))
     k = selection.k_selected
     metrics = runs[str(k)]
@@ -112,9 +114,9 @@ def register(sub) -> None:
     p = sub.add_parser("pal", help="PAL mixture reward model (ideal points or prompt-conditioned prototypes)")
     p.add_argument("--variant", choices=["a", "b"], default="a", help="a: ideal point; b: prompt-conditioned cosine")
     p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
-                   help="prototypes; several values: keep the smallest K within one standard error of the best held-out "
+                   help="prototypes, at most the number of training users; several values: keep the smallest K within one standard error of the best held-out "
                         "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
-    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try (never above the number of training users)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
