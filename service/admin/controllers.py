@@ -23,6 +23,7 @@ from pluralign.fairness.report import AuditReport, since_previous
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
+from service.admin.session import PAGE_HEADERS
 from service.errors import bad_request, error_response, error_responses
 from training.jobs.params import JobParamsError, decode_params
 from training.jobs.record import Job, JobState
@@ -131,7 +132,7 @@ def dashboard(request: Request, tenant: str | None = None) -> Response:
     rt.ingest.flush(tenant)  # feedback acknowledged before this request describes the prototypes too
     prototypes = prototype_descriptions(rt, tenant)
     return Response(render_dashboard(latest, history, admin.runner.list(limit=200), signed_in, prototypes, rt.rewards.version),
-                    media_type="text/html")
+                    media_type="text/html", headers=PAGE_HEADERS)
 
 
 ADMIN_HANDLERS = (create_job, list_jobs, get_job, cancel_job, fairness_audit, dashboard)
