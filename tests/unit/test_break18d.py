@@ -57,3 +57,14 @@ def test_user_groups_nested_too_deeply_is_a_one_line_error(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err, err
     assert err.startswith(f"pluralign: error: --user-groups {groups}: ") and "nested too deeply" in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_user_groups_over_json_loads_limits_is_an_error_naming_the_file(tmp_path, capsys):
+    """An integer of 5,000 digits: json.loads raises a plain ValueError (not JSONDecodeError), which
+    reached the user as 'pluralign: error: Exceeds the limit (4300 digits) ...' naming no file."""
+    data = tmp_path / "prefs.jsonl"
+    data.write_text(json.dumps(OK) + "\n")
+    groups = tmp_path / "groups.json"
+    groups.write_text('{"u0": ' + "1" * 5000 + "}")
+    code, err = cli(capsys, "audit", "--data", str(data), "--group-by", "g", "--user-groups", str(groups))
+    assert code == 2 and err.startswith(f"pluralign: error: --user-groups {groups}: malformed JSON"), err
