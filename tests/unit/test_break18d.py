@@ -68,3 +68,48 @@ def test_user_groups_over_json_loads_limits_is_an_error_naming_the_file(tmp_path
     groups.write_text('{"u0": ' + "1" * 5000 + "}")
     code, err = cli(capsys, "audit", "--data", str(data), "--group-by", "g", "--user-groups", str(groups))
     assert code == 2 and err.startswith(f"pluralign: error: --user-groups {groups}: malformed JSON"), err
+
+
+class _Counts:
+    def __init__(self):
+        self.counted: dict[str, float] = {}
+
+    def inc(self, name: str, value: float = 1.0, help: str = "", **labels) -> None:
+        self.counted[name] = self.counted.get(name, 0) + value
+
+
+def test_a_stream_read_to_its_end_is_not_counted_as_cancelled():
+    """The producer read `gone` after its events ran out: a client that had read every event, [DONE]
+    included, and closed the connection before the relay read the end set `gone` first whenever the
+    producer thread had not yet got past its last `yield` (a busy machine), and the whole chat was
+    counted in pluralign_chat_cancelled_total (it was counted as completed too)."""
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from service.chat.controllers import scheduled_stream
+    from service.scheduler import FairScheduler
+
+    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts())
+
+    def make_events(gone: threading.Event):
+        yield b"data: {}\n\n"
+        yield b"data: [DONE]\n\n"
+        gone.wait(5)  # the producer thread, descheduled after its last event, runs on once the client has left
+
+    async def client_reads_everything_then_leaves() -> list[bytes]:
+        relay = await scheduled_stream(rt, "acme", make_events)
+        got = [await relay.__anext__(), await relay.__anext__()]
+        await relay.aclose()  # the connection closes after [DONE]: the server stops the response
+        return got
+
+    try:
+        got = asyncio.run(client_reads_everything_then_leaves())
+        assert got[-1] == b"data: [DONE]\n\n"
+        deadline = time.monotonic() + 5
+        while rt.scheduler.stats()["running"] and time.monotonic() < deadline:  # the producer has ended
+            time.sleep(0.01)
+        assert rt.metrics.counted.get("pluralign_chat_cancelled_total", 0) == 0, rt.metrics.counted
+    finally:
+        rt.scheduler.shutdown()
