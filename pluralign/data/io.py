@@ -202,7 +202,8 @@ def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> tuple[str | None, str]:
 
 
 def _decode_line(number: int, raw: bytes) -> Any:
-    """One JSON line; a line that is not JSON or not UTF-8 raises PreferenceError naming it (and the field)."""
+    """One JSON line; a line that is not JSON (or nested too deeply to decode) or not UTF-8 raises
+    PreferenceError naming it (and the field)."""
     try:
         return _json_decoder.decode(raw)
     except msgspec.DecodeError as exc:
@@ -211,6 +212,8 @@ def _decode_line(number: int, raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)
         raise PreferenceError(number, field, problem) from None
+    except RecursionError:  # nested deeper than the untyped decoder goes: a malformed line like any other
+        raise PreferenceError(number, None, "malformed JSON (nested too deeply)") from None
 
 
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:

@@ -292,15 +292,20 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
         except BaseException:
             loop.call_soon_threadsafe(queue.put_nowait, _END)
             raise
+        ended = False  # every event produced: the chat was served whole, whenever its client left
         try:
             for event in events:
                 if gone.is_set():
                     break
                 loop.call_soon_threadsafe(queue.put_nowait, event)
+            else:
+                ended = True
         except Cancelled:  # stopped by `gone`: nobody reads the rest
             pass
         finally:
-            stopped = gone.is_set()  # read before _END: the relay sets it too once it has read the end
+            # read before _END (the relay sets `gone` too once it has read the end); not once every event
+            # was produced: a client that read [DONE] and closed before this thread got here left nothing
+            stopped = gone.is_set() and not ended
             events.close()  # a generation still running is cancelled (Generator.stream's finally)
             loop.call_soon_threadsafe(queue.put_nowait, _END)
             if stopped:

@@ -75,6 +75,10 @@ def read_user_groups(path: str) -> dict[str, str]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{where}: line {exc.lineno}, column {exc.colno}: malformed JSON ({exc.msg})") from None
+    except RecursionError:  # nested deeper than json.loads goes: no group name is that deep
+        raise ValueError(f"{where}: malformed JSON (nested too deeply)") from None
+    except ValueError as exc:  # json.loads's own limits, e.g. an integer of more than 4,300 digits
+        raise ValueError(f"{where}: malformed JSON ({exc})") from None
     if not isinstance(data, dict):
         line = text.count("\n", 0, len(text) - len(text.lstrip())) + 1
         raise ValueError(f"{where}: line {line}: expected a JSON object user_id -> group, got {_json_kind(data)}")

@@ -1,0 +1,115 @@
+"""A hostile pass on today's fixes (break session 18d): a JSON line or file nested deeper than the
+decoder goes was no error naming its line or file. A preference line nested thousands of levels deep
+raised RecursionError out of the reader: `pluralign audit --data`, `data stats` and the trainers
+printed a traceback, and POST /v1/users/{id}/import answered `body` (the generic handler's name),
+not `line N` as for every other malformed line. `audit --user-groups` (read with `json.loads` since
+its errors name lines) printed a traceback where its typed decode had been a one-line error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pluralign.data.io import read_preference_lines
+from pluralign.data.record import PreferenceError
+from training.cli import main
+
+OK = {"user_id": "u0", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee.", "attributes": {"g": "a"}}
+DEPTH = 100_000
+
+
+def deep_line() -> bytes:
+    return b'{"user_id":"u1","prompt":"p","chosen":"a","rejected":"b","attributes":{"g":' + b"[" * DEPTH + b"]" * DEPTH + b"}}"
+
+
+def cli(capsys, *argv: str) -> tuple[int, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def test_a_deeply_nested_line_is_malformed_json_naming_its_line():
+    with pytest.raises(PreferenceError) as caught:
+        read_preference_lines([json.dumps(OK).encode(), b"", deep_line()])
+    assert caught.value.line == 3 and caught.value.field is None, caught.value
+    assert caught.value.problem.startswith("malformed JSON") and "nested too deeply" in caught.value.problem, caught.value
+    records, report = read_preference_lines([json.dumps(OK).encode(), deep_line()], skip_bad=True)
+    assert len(records) == 1 and report.skipped == 1
+
+
+def test_audit_data_nested_too_deeply_is_a_one_line_error(tmp_path, capsys):
+    data = tmp_path / "prefs.jsonl"
+    data.write_bytes(json.dumps(OK).encode() + b"\n" + deep_line() + b"\n")
+    code, err = cli(capsys, "audit", "--data", str(data), "--group-by", "g")
+    assert code == 2 and "Traceback" not in err, err
+    assert err.startswith(f"pluralign: error: --data {data}: line 2: malformed JSON") and len(err.strip().splitlines()) == 1, err
+
+
+def test_user_groups_nested_too_deeply_is_a_one_line_error(tmp_path, capsys):
+    data = tmp_path / "prefs.jsonl"
+    data.write_text(json.dumps(OK) + "\n")
+    groups = tmp_path / "groups.json"
+    groups.write_text('{"u0": ' + "[" * DEPTH + "]" * DEPTH + "}")
+    code, err = cli(capsys, "audit", "--data", str(data), "--group-by", "g", "--user-groups", str(groups))
+    assert code == 2 and "Traceback" not in err, err
+    assert err.startswith(f"pluralign: error: --user-groups {groups}: ") and "nested too deeply" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_user_groups_over_json_loads_limits_is_an_error_naming_the_file(tmp_path, capsys):
+    """An integer of 5,000 digits: json.loads raises a plain ValueError (not JSONDecodeError), which
+    reached the user as 'pluralign: error: Exceeds the limit (4300 digits) ...' naming no file."""
+    data = tmp_path / "prefs.jsonl"
+    data.write_text(json.dumps(OK) + "\n")
+    groups = tmp_path / "groups.json"
+    groups.write_text('{"u0": ' + "1" * 5000 + "}")
+    code, err = cli(capsys, "audit", "--data", str(data), "--group-by", "g", "--user-groups", str(groups))
+    assert code == 2 and err.startswith(f"pluralign: error: --user-groups {groups}: malformed JSON"), err
+
+
+class _Counts:
+    def __init__(self):
+        self.counted: dict[str, float] = {}
+
+    def inc(self, name: str, value: float = 1.0, help: str = "", **labels) -> None:
+        self.counted[name] = self.counted.get(name, 0) + value
+
+
+def test_a_stream_read_to_its_end_is_not_counted_as_cancelled():
+    """The producer read `gone` after its events ran out: a client that had read every event, [DONE]
+    included, and closed the connection before the relay read the end set `gone` first whenever the
+    producer thread had not yet got past its last `yield` (a busy machine), and the whole chat was
+    counted in pluralign_chat_cancelled_total (it was counted as completed too)."""
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from service.chat.controllers import scheduled_stream
+    from service.scheduler import FairScheduler
+
+    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts())
+
+    def make_events(gone: threading.Event):
+        yield b"data: {}\n\n"
+        yield b"data: [DONE]\n\n"
+        gone.wait(5)  # the producer thread, descheduled after its last event, runs on once the client has left
+
+    async def client_reads_everything_then_leaves() -> list[bytes]:
+        relay = await scheduled_stream(rt, "acme", make_events)
+        got = [await relay.__anext__(), await relay.__anext__()]
+        await relay.aclose()  # the connection closes after [DONE]: the server stops the response
+        return got
+
+    try:
+        got = asyncio.run(client_reads_everything_then_leaves())
+        assert got[-1] == b"data: [DONE]\n\n"
+        deadline = time.monotonic() + 5
+        while rt.scheduler.stats()["running"] and time.monotonic() < deadline:  # the producer has ended
+            time.sleep(0.01)
+        assert rt.metrics.counted.get("pluralign_chat_cancelled_total", 0) == 0, rt.metrics.counted
+    finally:
+        rt.scheduler.shutdown()
