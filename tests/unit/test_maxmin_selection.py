@@ -241,7 +241,8 @@ def test_the_argmax_ceiling_shows_where_the_compromise_loses_the_majority():
 def test_the_ceiling_breaks_egalitarian_ties_by_the_groups_shares():
     """Test answers of one unfinished sentence: their only variants are the answer and its excited
     form, tied on the worst group. With the plain minimum the choice fell to rounding or the texts'
-    order: here MaxMin kept two of the six base answers (a tie for both groups). With the tie broken
+    order: here MaxMin kept some of the six base answers (a tie for both groups: two with torch on
+two threads, three on one, so the count is not asserted). With the tie broken
     by EM's mixing weights it writes the excited form every time, as the single reward does: the
     majority wins, the minority loses to both."""
     from benchmarks.maxmin_policy import argmax_scores
@@ -257,7 +258,8 @@ def test_the_ceiling_breaks_egalitarian_ties_by_the_groups_shares():
     }
     splits = {"train": [f"Question {i}?" for i in range(12)], "test": [f"Tell me about thing {i}." for i in range(6)]}
     plain = argmax_scores(splits, answers, seed=0, majority=0.8, users=40, tie_break=0.0)
-    assert plain["maxmin"]["enthusiastic"].count(0.5) == 2 and plain["maxmin"]["concise"].count(0.5) == 2
+    kept = plain["maxmin"]["enthusiastic"].count(0.5)
+    assert kept >= 1 and plain["maxmin"]["concise"].count(0.5) == kept
     broken = argmax_scores(splits, answers, seed=0, majority=0.8, users=40, tie_break=1e-3)
     assert broken["maxmin"] == broken["single"] == {"enthusiastic": [1.0] * 6, "concise": [0.0] * 6}
 
