@@ -31,6 +31,14 @@ by MaxMin over the prototypes there, ranked by the prior mean here.
     python -m benchmarks.questionnaire_bound --target fresh --generation-cache runs/gen_seed1.pkl --seed 1 --json
     python -m benchmarks.questionnaire_bound ... --recorded benchmarks/results/closed-loop/epig-seed1.json
 
+`--prior population` starts (and fits) every questionnaire from the service's pooled prior
+(`PLURALIGN_POOLED_PRIOR_USERS`, `pluralign.user.pooled`) estimated from earlier simulated users:
+`--cohort-users` per rule (of both kinds), each having answered `--cohort-answers` random comparisons
+of the fresh sets (never the pool's or the probe's), so the prior knows how users of these rules
+differ, as a tenant's pooled prior knows its users. Only with `--target probe`.
+
+    python -m benchmarks.questionnaire_bound --generation-cache runs/gen_seed1.pkl --seed 1 --prior population --json
+
 `--recorded` (one or more files) compares the replayed `bald` / `predictive` curves with a closed-loop
 summary's `ask_active` / `ask_predictive` probe curves (the replay's check on the service), from the
 first round after which a comparison is fitted. With
@@ -66,12 +74,13 @@ class Replay:
         from pluralign.user.active import all_pairs
 
         self.model = model
+        self.encoder = encoder
         self.pool = pool
         self.targets = [(texts, self._x(prompt, texts, encoder)) for prompt, texts in targets]
         self.pool_x = [self._x(prompt, texts, encoder) for prompt, texts in pool]
         self.pairs = [(s, int(i), int(j)) for s, (_, texts) in enumerate(pool) for i, j in zip(*all_pairs(len(texts)), strict=True)]
         self.all_diff = np.array([self.pool_x[s][i] - self.pool_x[s][j] for s, i, j in self.pairs])  # (T, D) EPIG's targets
-        self.prior_mean, self.prior_precision = model.prior_mean(), model.prior_precision()
+        self.prior_mean, self.prior_precision = model.prior_mean(), model.prior_precision()  # (D,), (D,) or (D, D)
         self._scored: dict[str, list] = {}  # rule -> [(x (n, D), the rule's top answers (n,) bool)] of scored target sets
 
     def _x(self, prompt: str, texts: list[str], encoder) -> np.ndarray:
@@ -81,7 +90,8 @@ class Replay:
         from pluralign.user.model import fit_posterior
 
         if not rows:
-            return self.prior_mean, np.diag(1.0 / self.prior_precision)
+            p = self.prior_precision
+            return self.prior_mean, np.diag(1.0 / p) if p.ndim == 1 else np.linalg.inv(p)
         p = self.model.prior
         return fit_posterior(np.array(rows), self.prior_mean, self.prior_precision, p.newton_steps, p.tol)
 
@@ -146,6 +156,38 @@ class Replay:
     def all_pairs_rate(self, rule: str) -> tuple[float, int]:
         rows = [r for r in (self.answer(rule, p) for p in self.pairs) if r is not None]
         return self.pick_rate(self.posterior(rows)[0], rule), len(rows)
+
+
+def population_prior(replays: dict[str, Replay], cohort: dict[str, list], users: int, answers: int, spread: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The service's pooled prior (`pluralign.user.pooled`, `PLURALIGN_POOLED_PRIOR_USERS`) from
+    earlier users: `users` simulated users per rule, each answering `answers` random comparisons
+    from their kind's `cohort` sets (candidate sets that are neither the pool nor the targets),
+    fitted from the user model's own prior as a refit fits them; then the pooled estimate (the mean
+    and covariance of their posterior means, plus `spread` times their mean posterior variances).
+    Returns the mean (D,), the precision (D, D) and a description."""
+    from pluralign.user.active import all_pairs
+    from pluralign.user.pooled import pooled_from_fits
+
+    means, variances = [], []
+    for kind, replay in replays.items():
+        xs = [replay._x(prompt, texts, replay.encoder) for prompt, texts in cohort[kind]]
+        pairs = [(s, int(i), int(j)) for s, (_, texts) in enumerate(cohort[kind]) for i, j in zip(*all_pairs(len(texts)), strict=True)
+                 if texts[i].strip() != texts[j].strip()]
+        for rule in (r for r in cl.RULES if cl.kind_of(r) == kind):
+            for u in range(users):
+                rng = random.Random(f"cohort-{seed}-{rule}-{u}")
+                rows = []
+                for s, i, j in rng.sample(pairs, min(answers, len(pairs))):
+                    texts = cohort[kind][s][1]
+                    won = int(np.sign(cl.RULES[rule](texts[i]) - cl.RULES[rule](texts[j])))
+                    if won:
+                        rows.append(won * (xs[s][i] - xs[s][j]))
+                mean, cov = replay.posterior(rows)
+                means.append(mean)
+                variances.append(np.diag(cov))
+    prior = pooled_from_fits(np.array(means), np.array(variances), replay.model.names, spread)
+    return prior.mean, prior.precision, {"users": prior.users, "answers": answers, "spread": spread}
 
 
 class Budget(Exception):
@@ -253,11 +295,23 @@ def build(args) -> tuple[dict[str, Replay], dict[str, list]]:
     else:
         targets = {"style": cl.candidate_sets(generator, cl.QUESTIONS, 40_000, args),
                    "persona": cl.candidate_sets(generator, cl.persona_questions(args.shared_data, FRESH_PERSONA), 41_000, args)}
+    cohort = {}
+    if args.prior == "population":  # earlier users answer other sets: the chat questions' (fresh) ones, not the targets
+        if args.target == "fresh":
+            raise SystemExit("questionnaire_bound: error: --prior population reads the fresh sets as earlier users' answers; use --target probe")
+        cohort = {"style": cl.candidate_sets(generator, cl.QUESTIONS, 40_000, args),
+                  "persona": cl.candidate_sets(generator, cl.persona_questions(args.shared_data, FRESH_PERSONA), 41_000, args)}
     generator.save()
     with tempfile.TemporaryDirectory(prefix="questionnaire-bound-") as tmp:
         runtime = Runtime.build(cl.arm_settings(Path(tmp), "ask_active", args), generator=generator, encoder=encoder)
         model = runtime.rewards.user_model
-        return {kind: Replay(model, encoder, pools[kind], targets[kind]) for kind in pools}, targets
+        replays = {kind: Replay(model, encoder, pools[kind], targets[kind]) for kind in pools}
+        if cohort:
+            mean, precision, about = population_prior(replays, cohort, args.cohort_users, args.cohort_answers, args.cohort_spread, args.seed)
+            for replay in replays.values():
+                replay.prior_mean, replay.prior_precision = mean, precision
+            print(f"population prior from {about}", file=sys.stderr)
+    return replays, targets
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -282,6 +336,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=300_000, help="most posterior fits of that search per kind")
     parser.add_argument("--tree-out", type=Path, default=None, help="where to write the questionnaires found (JSON per kind)")
     parser.add_argument("--tree", type=Path, default=None, help="questionnaires (--tree-out's file) to follow on this target")
+    parser.add_argument("--prior", choices=("model", "population"), default="model",
+                        help="every questionnaire starts from (and is fitted with) the user model's prior, or the service's pooled "
+                             "prior (PLURALIGN_POOLED_PRIOR_USERS) from earlier simulated users (`population_prior`; they answer the fresh sets)")
+    parser.add_argument("--cohort-users", type=int, default=8, help="--prior population: earlier users per rule")
+    parser.add_argument("--cohort-answers", type=int, default=40, help="--prior population: random comparisons each earlier user answered")
+    parser.add_argument("--cohort-spread", type=float, default=0.2, help="--prior population: weight of the mean posterior covariance")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -306,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         for c, v in curves.items():
             print(f"    {c:10s} " + " ".join(f"{x:.2f}" for x in v), file=sys.stderr, flush=True)
 
-    summary = {"target": args.target, "rounds": args.rounds, "sets": {k: len(v) for k, v in targets.items()}, "rules": out}
+    summary = {"target": args.target, "prior": args.prior, "rounds": args.rounds, "sets": {k: len(v) for k, v in targets.items()}, "rules": out}
     if "oracle" in args.criteria and "random" in args.criteria:  # could any greedy questionnaire halve random pairs' rounds?
         summary["oracle_halves"] = {rule: r["rounds_to_70"]["oracle"] is not None and r["rounds_to_70"]["oracle"] <= (
             args.rounds if r["rounds_to_70"]["random"] is None else r["rounds_to_70"]["random"]) / 2 for rule, r in out.items()}

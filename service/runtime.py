@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cachetools import TTLCache
+
 from pluralign.embed.base import Encoder
 from pluralign.policy.adapters import AdapterPool, AdapterRegistry
 from pluralign.policy.generator import Generator
@@ -93,6 +95,10 @@ class Runtime:
     background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="refit"))
     pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
+    # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
+    # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
+    pooled_priors: TTLCache | None = None
+    pooled_lock: threading.Lock = field(default_factory=threading.Lock)
     # called with (tenant, user_id) inside a user's DELETE, under the user's lock; each returns how many
     # files it removed (the admin area: the user's jobs, their snapshots and records)
     delete_hooks: list[Callable[[str, str], int]] = field(default_factory=list)
@@ -131,6 +137,8 @@ class Runtime:
         if self.scheduler is None:
             s = self.settings
             self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue)
+        if self.pooled_priors is None:
+            self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
 
     def wait_for_background(self) -> None:
         """Block until every acknowledged feedback is in the table and every refit queued so far has run."""

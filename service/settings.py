@@ -49,6 +49,12 @@ class Settings(Base, frozen=True):
     # model's coefficients, as the onboarding route does) or `best` (which returned choice is best for
     # the user); on the closed loop neither beat the other or random pairs clearly (BENCHMARKS.md)
     compare_target: str = "coefficients"
+    # a new user's first questions are chosen, and their comparisons fitted, under the tenant's pooled
+    # prior (`pluralign.user.pooled`: how the tenant's fitted users differ, empirical Bayes) once at
+    # least this many of its users are fitted; 0: the user model's own prior for everyone
+    pooled_prior_users: int = 0
+    pooled_prior_spread: float = 0.2  # weight of the users' mean posterior variance in the pooled prior
+    pooled_prior_ttl_s: float = 60.0  # a tenant's pooled prior is estimated again after this many seconds
     shots: int = 4  # past preferences put in the context
     max_tokens: int = 128  # default completion length
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
@@ -107,6 +113,10 @@ class Settings(Base, frozen=True):
             raise ValueError("`admin_session_s` must be at least 1")
         if not 0.0 <= self.compare_min_bits:
             raise ValueError(f"`compare_min_bits` must be >= 0, got {self.compare_min_bits}")
+        if self.pooled_prior_users < 0 or self.pooled_prior_users == 1:
+            raise ValueError(f"`pooled_prior_users` must be 0 (off) or at least 2, got {self.pooled_prior_users}")
+        if not self.pooled_prior_spread >= 0 or not 0 < self.pooled_prior_ttl_s < float("inf"):
+            raise ValueError("`pooled_prior_spread` must be >= 0 and `pooled_prior_ttl_s` positive and finite")
         if self.compare_target not in ("best", "coefficients"):
             raise ValueError(f"`compare_target` must be `best` or `coefficients`, got {self.compare_target!r}")
         if self.user_model not in ("residual", "prototypes"):

@@ -50,6 +50,7 @@ from pluralign.user.population import as_population, softmax
 
 if TYPE_CHECKING:
     from pluralign.reward.em import EMMixture
+    from pluralign.user.pooled import PooledPrior
 
 STATE_VERSION = 1
 
@@ -96,6 +97,12 @@ class UserState(Base, kw_only=True):
     # comparisons without the stated prior, i.e. what the comparisons alone say (the readable
     # summary shows it; kept here so a profile read needs no second fit)
     from_comparisons: dict[str, list[float]] = {}
+    # fitted under a tenant's pooled prior (`pluralign.user.pooled`): how many users it came from, and
+    # the posterior mean and variances (D,) under the model's own prior, which later pooled priors
+    # are estimated from (empty when the state was fitted under the model's own prior)
+    pooled_users: int = 0
+    unpooled_mean: list[float] = []
+    unpooled_var: list[float] = []
 
     def mean_array(self) -> np.ndarray:
         return np.asarray(self.mean, np.float64)
@@ -128,20 +135,23 @@ def fit_posterior(
     """Laplace approximation of Bayesian logistic regression without intercept.
 
     design (N, D): x_c - x_r of each comparison (the chosen answer's features minus the rejected's);
-    prior_mean (D,), prior_precision (D,) (a diagonal Gaussian prior). Returns the posterior mode
-    (D,) and covariance (D, D) = inverse Hessian of the negative log posterior at the mode. Newton's
-    method on a strictly convex objective, with step halving as a safeguard."""
+    prior_mean (D,), prior_precision (D,) (a diagonal Gaussian prior) or (D, D) (a full one, e.g. a
+    population's spread). Returns the posterior mode (D,) and covariance (D, D) = inverse Hessian of
+    the negative log posterior at the mode. Newton's method on a strictly convex objective, with
+    step halving as a safeguard."""
     beta = prior_mean.astype(np.float64).copy()
-    prec = np.diag(prior_precision.astype(np.float64))
+    prec = np.asarray(prior_precision, np.float64)
+    prec = np.diag(prec) if prec.ndim == 1 else prec
 
     def objective(b: np.ndarray) -> float:
-        return float(np.logaddexp(0.0, -(design @ b)).sum() + 0.5 * ((b - prior_mean) ** 2 * prior_precision).sum())
+        d = b - prior_mean
+        return float(np.logaddexp(0.0, -(design @ b)).sum() + 0.5 * d @ prec @ d)
 
     loss = objective(beta)
     hessian = prec
     for _ in range(steps):
         p = 1.0 / (1.0 + np.exp(-(design @ beta)))  # (N,) P(chosen beats rejected)
-        grad = -design.T @ (1.0 - p) + prior_precision * (beta - prior_mean)  # (D,)
+        grad = -design.T @ (1.0 - p) + prec @ (beta - prior_mean)  # (D,)
         hessian = (design.T * (p * (1.0 - p))) @ design + prec  # (D, D)
         step = np.linalg.solve(hessian, grad)
         size = 1.0
@@ -217,12 +227,33 @@ class UserModel:
             precision[self.names.index(name)] = 1.0 / p.stated_scale**2
         return precision
 
-    def posterior(self, state: UserState | None, stated: Mapping[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def prior_for(self, stated: Mapping[str, int] | None = None, pooled: PooledPrior | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(mean (D,), precision (D,) or (D, D)) of a new user's prior: the model's own
+        (`prior_mean`, `prior_precision`), or a tenant's `pooled` prior (full) with each stated
+        preference set on top as in the model's (its feature's mean `stated_weight` times the sign,
+        sd `stated_scale`, uncorrelated with the rest). Raises ValueError on a pooled prior over
+        other coefficients."""
+        if pooled is None:
+            return self.prior_mean(stated), self.prior_precision(stated)
+        if tuple(pooled.names) != tuple(self.names):
+            raise ValueError("the pooled prior is on other coefficients than this model's")
+        mean, cov = pooled.mean.copy(), pooled.cov.copy()
+        for name, sign in (stated or {}).items():
+            i = self.names.index(name)
+            mean[i] = sign * self.prior.stated_weight
+            cov[i, :] = cov[:, i] = 0.0
+            cov[i, i] = self.prior.stated_scale**2
+        return mean, np.linalg.inv(cov)
+
+    def posterior(self, state: UserState | None, stated: Mapping[str, int] | None = None,
+                  pooled: PooledPrior | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(mean (D,), cov (D, D)) of the user's coefficients: the stored posterior, or without one
-        the prior (with the stated preferences), which is what a new user's posterior is."""
+        the prior (`prior_for`: the model's or the tenant's `pooled` one, with the stated preferences),
+        which is what a new user's posterior is."""
         if state is not None:
             return state.mean_array(), state.cov_array()
-        return self.prior_mean(stated), np.diag(1.0 / self.prior_precision(stated))
+        mean, precision = self.prior_for(stated, pooled)
+        return mean, np.diag(1.0 / precision) if precision.ndim == 1 else np.linalg.inv(precision)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.array(a, dtype=np.float32), device=self.base.device())  # a writable copy
@@ -265,37 +296,44 @@ class UserModel:
     def fit_user(
         self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, chosen_texts: Sequence[str],
         rejected_texts: Sequence[str], prior_logits: np.ndarray, fitted_at: float = 0.0,
-        stated: Mapping[str, int] | None = None,
+        stated: Mapping[str, int] | None = None, pooled: PooledPrior | None = None,
     ) -> tuple[np.ndarray, UserState]:
         """A whole refit from the user's N comparisons (embeddings (N, d) each, answer texts): the
         population model's K logits around `prior_logits`, and the posterior, from one pass of the
-        population model's networks over the comparisons. Same result as `fit_logits` then `fit`."""
+        population model's networks over the comparisons. Same result as `fit_logits` then `fit`.
+        With a tenant's `pooled` prior the posterior is fitted under it (`prior_for`), and the state also
+        keeps the posterior under the model's own prior (`UserState.unpooled_mean`)."""
         if not (len(prompt) == len(chosen) == len(rejected) == len(chosen_texts) == len(rejected_texts)):
             raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
         prior_logits = np.asarray(prior_logits, np.float64)
         if not len(prompt):
-            return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at, stated)
+            return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at, stated, pooled)
         p, c, r, diff = self._diff(prompt, chosen, rejected)
         logits = self.base.fit_logits(p, c, r, diff, prior_logits)
         named = response_features(chosen_texts) - response_features(rejected_texts)  # (N, F)
-        return logits, self._posterior(logits, self._split(diff, named), fitted_at, stated)
+        return logits, self._posterior(logits, self._split(diff, named), fitted_at, stated, pooled)
 
-    def _posterior(self, logits: np.ndarray, design: np.ndarray, fitted_at: float, stated: Mapping[str, int] | None = None) -> UserState:
+    def _posterior(self, logits: np.ndarray, design: np.ndarray, fitted_at: float, stated: Mapping[str, int] | None = None,
+                   pooled: PooledPrior | None = None) -> UserState:
         p = self.prior
         stated = dict(stated or {})
         unknown = sorted(set(stated) - set(FEATURE_NAMES))
         if unknown:
             raise ValueError(f"stated preferences on unknown features {unknown}; known: {list(FEATURE_NAMES)}")
-        mean, cov = fit_posterior(design, self.prior_mean(stated), self.prior_precision(stated), p.newton_steps, p.tol)
-        alone = {}
-        if stated and len(design):  # the same comparisons under the default prior: what they alone say
-            mean_u, cov_u = fit_posterior(design, self.prior_mean(), self.prior_precision(), p.newton_steps, p.tol)
-            alone = {name: [float(mean_u[i]), float(np.sqrt(max(cov_u[i, i], 0.0)))]
-                     for name in sorted(stated) for i in [self.names.index(name)]}
+        mean, cov = fit_posterior(design, *self.prior_for(stated, pooled), p.newton_steps, p.tol)
+        alone, own = {}, None
+        if (stated or pooled is not None) and len(design):  # the same comparisons under the model's prior alone
+            own = fit_posterior(design, self.prior_mean(), self.prior_precision(), p.newton_steps, p.tol)
+        if stated and len(design):  # what the comparisons alone say on each stated feature
+            alone = {name: [float(own[0][i]), float(np.sqrt(max(own[1][i, i], 0.0)))] for name in sorted(stated) for i in [self.names.index(name)]}
+        unpooled_mean, unpooled_var = [], []
+        if pooled is not None and own is not None and not stated:  # what a later pooled prior is estimated from
+            unpooled_mean, unpooled_var = own[0].tolist(), np.diag(own[1]).tolist()
         return UserState(
             population=self.population, features=FEATURES_VERSION, names=list(self.names),
             logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design),
             fitted_at=fitted_at, stated=stated, from_comparisons=alone,
+            pooled_users=0 if pooled is None else pooled.users, unpooled_mean=unpooled_mean, unpooled_var=unpooled_var,
         )
 
     def fit(

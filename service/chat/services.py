@@ -20,7 +20,7 @@ from pluralign.user.active import PairChoice, most_informative_pair
 from pluralign.user.model import Candidates
 from service.chat.schemas import PluralignInfo, Timings
 from service.runtime import Runtime
-from service.users.services import UserWeights, residual_on, user_weights
+from service.users.services import UserWeights, pooled_prior_of, residual_on, user_weights
 
 
 @dataclass
@@ -177,7 +177,8 @@ def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> 
         vectors = p.candidate_vectors if p.candidate_vectors is not None else rt.encoder.encode(texts)
         prompt_vec = p.prompt_vec if p.prompt_vec is not None else rt.encoder.encode([p.prompt])[0]
         x = model.candidates(prompt_vec, vectors[shown], [texts[i] for i in shown]).x
-    mean, cov = model.posterior(p.weights.state, p.weights.stated.signs())
+    pooled = pooled_prior_of(rt, p.tenant, p.weights.rewards or rt.rewards) if p.weights.state is None else None
+    mean, cov = model.posterior(p.weights.state, p.weights.stated.signs(), pooled)
     choice = most_informative_pair(x, mean, cov, rt.settings.compare_min_bits, rt.settings.compare_target)
     p.timings.compare_ms = ms(start)
     return choice

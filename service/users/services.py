@@ -20,6 +20,7 @@ from pluralign.data.text import is_blank, visible
 from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.user import FEATURE_NAMES, UserState
+from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
 from pluralign.user.summary import Example, PrototypeDescription, describe_prototypes, feature_beliefs
 from pluralign.user.summary import FeatureBelief as FeatureSummary
@@ -66,6 +67,32 @@ def stated_of(record: UserRecord | None) -> StatedPreferences:
         return StatedPreferences()
 
 
+POOLED_USERS = 128  # at most this many of the tenant's fitted users estimate its pooled prior (one bounded query)
+
+
+def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPrior | None:
+    """The tenant's pooled prior for new users (`pluralign.user.pooled`): estimated from up to
+    `POOLED_USERS` of its users fitted on at least one comparison against `rewards`' population model
+    and without stated preferences (their states hold their own statements), once at least
+    `pooled_prior_users` are; None below that, with the setting at 0, or without the residual user
+    model. Only that tenant's users are read (one tenant's prior never comes from another's users);
+    the estimate is reused `pooled_prior_ttl_s` seconds."""
+    s = rt.settings
+    if not s.pooled_prior_users or not residual_on(rt):
+        return None
+    key = (tenant, rewards.version)
+    with rt.pooled_lock:
+        if key in rt.pooled_priors:
+            return rt.pooled_priors[key]
+    model = rewards.user_model
+    states = [state for record in rt.store.fitted_users(tenant, POOLED_USERS, pal_version=rewards.version)
+              for state in [stored_state(record)] if state is not None and state.n > 0 and model.fits(state)]
+    prior = pooled_prior(states, model.names, s.pooled_prior_spread) if len(states) >= s.pooled_prior_users else None
+    with rt.pooled_lock:
+        rt.pooled_priors[key] = prior
+    return prior
+
+
 def adapter_folder(rt: Runtime, tenant: str, user_id: str):
     return rt.adapters.registry.folder(tenant, user_id)
 
@@ -101,7 +128,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
         if residual_on(rt):  # PAL's logits and the residual in one pass
             logits, state = rewards.user_model.fit_user(
                 prompt, chosen, rejected, chosen_texts, rejected_texts, prior_logits=rewards.prior(), fitted_at=now,
-                stated=stated.signs(),
+                stated=stated.signs(), pooled=pooled_prior_of(rt, tenant, rewards),
             )
         else:
             logits = rewards.fit(prompt, chosen, rejected)
@@ -110,7 +137,8 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
         if record is None and not len(history):
             return UserWeights(logits=logits, prior=True, record=None, rewards=rewards)  # deleted (or never seen): no row from nothing
         if residual_on(rt) and stated.preferences:  # no comparisons yet, but a stated preference: the prior is the state
-            state = rewards.user_model.fit_user(prompt, chosen, rejected, chosen_texts, rejected_texts, logits, now, stated.signs())[1]
+            state = rewards.user_model.fit_user(prompt, chosen, rejected, chosen_texts, rejected_texts, logits, now, stated.signs(),
+                                                pooled_prior_of(rt, tenant, rewards))[1]
     record = UserRecord(
         tenant=tenant,
         user_id=user_id,
@@ -316,6 +344,7 @@ class UserModelProfile(msgspec.Struct):
     features: dict[str, FeatureBelief]  # FEATURE_NAMES -> belief; positive = prefers more of it
     comparisons: int
     population: str  # the population checkpoint the residual was fitted against
+    pooled_users: int = 0  # fitted under the tenant's pooled prior from this many of its users (0: the model's own prior)
 
 
 def model_profile(state: UserState | None) -> UserModelProfile | None:
@@ -325,7 +354,7 @@ def model_profile(state: UserState | None) -> UserModelProfile | None:
     return UserModelProfile(
         prototypes=[belief(n) for n in state.names if n.startswith("prototype_")],
         features={name: belief(name) for name in FEATURE_NAMES}, comparisons=state.n,
-        population=state.population,
+        population=state.population, pooled_users=state.pooled_users,
     )
 
 
@@ -688,7 +717,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
             bits, criterion = None, "coefficients"
     worth = None
     if bits is None:
-        mean, cov = model.posterior(weights.state, weights.stated.signs())
+        mean, cov = model.posterior(weights.state, weights.stated.signs(), pooled_prior_of(rt, tenant, rewards))
         bits = pair_information(x[a] - x[b], mean, cov)
         if target == "predictive":
             worth = bool(bits.max() >= rt.settings.compare_min_bits)

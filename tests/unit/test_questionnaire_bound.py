@@ -14,6 +14,7 @@ from pluralign.user.model import ResidualPrior
 
 class Model:
     prior = ResidualPrior()
+    names = ("list_items", "length")
 
 
 def answer(items: int, words: int) -> str:
@@ -28,7 +29,7 @@ def coords(text: str) -> np.ndarray:
 
 def replay(pool, targets) -> qb.Replay:
     r = qb.Replay.__new__(qb.Replay)
-    r.model, r.pool, r._scored = Model(), pool, {}
+    r.model, r.pool, r._scored, r.encoder = Model(), pool, {}, None
     r.pool_x = [np.stack([coords(t) for t in texts]) for _, texts in pool]
     r.targets = [(texts, np.stack([coords(t) for t in texts])) for _, texts in targets]
     r.pairs = [(s, i, j) for s, (_, texts) in enumerate(pool) for i in range(len(texts)) for j in range(i + 1, len(texts))]
@@ -66,3 +67,20 @@ def test_the_replayed_criteria_run_past_the_pool_and_the_oracle_is_never_behind_
     oracle = lists_pool.run("lists", "oracle", rounds=1)[0][1]
     assert oracle >= max(lists_pool.run("lists", c, rounds=1)[0][1] for c in ("bald", "predictive"))
     assert qb.rounds_to([0.1, 0.69, 0.7, 0.2]) == 2 and qb.rounds_to([0.1]) is None
+
+
+def test_the_population_prior_is_wide_where_earlier_users_differ(lists_pool, monkeypatch):
+    """Earlier users of `lists` and `no_lists` disagree on list items and agree (not at all) on
+    length: the prior's variance on list items is well above its variance on length, and a
+    questionnaire fitted from it settles both list rules after one answer."""
+    rng = random.Random(1)
+    cohort = [(f"c{k}", [answer(rng.randint(0, 3), rng.randint(5, 30)) for _ in range(4)]) for k in range(8)]
+    monkeypatch.setattr(qb.Replay, "_x", lambda self, prompt, texts, encoder: np.stack([coords(t) for t in texts]))
+    monkeypatch.setattr(qb.cl, "RULES", {r: qb.cl.RULES[r] for r in ("lists", "no_lists")})
+    mean, precision, about = qb.population_prior({"style": lists_pool}, {"style": cohort}, users=4, answers=12, spread=0.2, seed=0)
+    cov = np.linalg.inv(precision)
+    assert about["users"] == 8 and cov[0, 0] > 3 * cov[1, 1]
+    lists_pool.prior_mean, lists_pool.prior_precision = mean, precision
+    for rule in ("lists", "no_lists"):
+        curve, _ = lists_pool.run(rule, "predictive", 1)
+        assert curve[1] >= 0.7, (rule, curve)

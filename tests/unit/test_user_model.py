@@ -30,6 +30,27 @@ def test_laplace_mode_and_covariance_match_a_reference_optimizer():
     assert mode == pytest.approx(mean0) and np.diag(cov) == pytest.approx(1 / prec)
 
 
+def test_a_full_prior_precision_is_fitted_like_a_reference_optimizer():
+    """A (D, D) prior precision (a population's spread, correlated across coordinates)."""
+    rng = np.random.default_rng(1)
+    design = rng.normal(size=(30, 4))
+    design *= np.sign(design @ np.array([1.0, -1.0, 0.5, 0.0]))[:, None]
+    a = rng.normal(size=(4, 4))
+    mean0, prec = np.array([0.5, 0, 0, 0]), a @ a.T + 0.5 * np.eye(4)
+
+    def neg_log_post(b):
+        d = b - mean0
+        return np.logaddexp(0, -(design @ b)).sum() + 0.5 * d @ prec @ d
+
+    ref = minimize(neg_log_post, mean0, method="BFGS", options={"gtol": 1e-10}).x
+    mode, cov = fit_posterior(design, mean0, prec)
+    assert mode == pytest.approx(ref, abs=1e-5)
+    p = 1 / (1 + np.exp(-(design @ mode)))
+    assert np.linalg.inv(cov) == pytest.approx((design.T * (p * (1 - p))) @ design + prec, rel=1e-8)
+    diagonal = np.array([4.0, 1, 1, 2])  # a diagonal matrix is the (D,) form
+    assert fit_posterior(design, mean0, np.diag(diagonal))[0] == pytest.approx(fit_posterior(design, mean0, diagonal)[0])
+
+
 def test_named_features_read_length_lists_and_register():
     short, long_, listed = "Yes.", "Well, there are many things one could say about this topic at length.", "- a\n- b\n- c"
     f = dict(zip(FEATURE_NAMES, response_features([short, long_, listed]).T, strict=True))
