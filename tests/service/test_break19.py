@@ -1,0 +1,77 @@
+"""A fifth hostile pass, on the wire: request methods no route has became label values of the
+request metrics (a client could grow /metrics without bound), and an integer query parameter with no
+upper bound (`offset`) took any number of digits.
+
+The server runs on uvicorn's h11 protocol, which takes any token as a method (httptools, the
+default where it is installed, refuses unknown ones but still takes WebDAV's and others, ~40)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import start_service
+
+COMPARISON = {"type": "comparison", "user": "wire19", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+CHAT = {"model": "pluralign", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("break19"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS, adapter_every=1_000_000)
+    server.server.config.http = "h11"
+    with server:
+        yield service
+
+
+def error(r) -> dict:
+    return r.json()["error"]
+
+
+def send_raw(svc, method: str, path: str, key: str) -> bytes:
+    """One request with a method no HTTP client library would send; the status line answered."""
+    with socket.create_connection(("127.0.0.1", svc.server.port), timeout=30) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def request_series(svc) -> list[str]:
+    with svc.client("admin") as c:
+        text = c.get("/metrics").text
+    return [line for line in text.splitlines() if line.startswith(("pluralign_http_requests_total{", "pluralign_http_request_seconds_count{"))]
+
+
+def test_made_up_methods_do_not_grow_the_request_metrics(svc):
+    """Each method a client made up was a `method` label value of its own: 200 requests of 200 methods
+    added 200 series to /metrics, for ever (memory, and every scrape's size). A method the API does
+    not serve now counts as `method="other"`."""
+    key = svc.keys["acme"]
+    before = len(request_series(svc))
+    for i in range(100):
+        for path in ("/v1/models", f"/nope{i}"):
+            assert send_raw(svc, f"FOO{i}", path, key).split()[1] in (b"404", b"405")
+    for method in ("PROPFIND", "PURGE", "get"):  # known to parsers, or a lower-case spelling: not the API's either
+        send_raw(svc, method, "/v1/models", key)
+    series = request_series(svc)
+    assert len(series) - before <= 4, series  # other x {404, 405}, counter and the 404s' timing
+    assert not [s for s in series if "FOO" in s or "PROPFIND" in s or 'method="get"' in s], series
+    assert any('method="other",route="unmatched",status="405"' in s for s in series), series
+    assert any('method="other",route="unmatched",status="404"' in s for s in series), series
+
+
+def test_the_methods_the_api_serves_keep_their_label(svc):
+    with svc.client() as c:
+        assert c.get("/v1/models").status_code == 200
+        assert c.post("/v1/feedback", json=COMPARISON).status_code == 201
+        assert c.options("/v1/models").status_code == 204
+        assert c.head("/health").status_code in (200, 405)
+    series = request_series(svc)
+    for label in ('method="GET",route="/v1/models",status="200"', 'method="POST",route="/v1/feedback",status="201"',
+                  'method="OPTIONS",route="/v1/models"'):
+        assert any(label in s for s in series), (label, series)
