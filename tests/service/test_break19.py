@@ -12,7 +12,7 @@ import socket
 import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
-from tests.service.tiny import start_service
+from tests.service.tiny import field_named, start_service
 
 COMPARISON = {"type": "comparison", "user": "wire19", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
 CHAT = {"model": "pluralign", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
@@ -75,3 +75,49 @@ def test_the_methods_the_api_serves_keep_their_label(svc):
     for label in ('method="GET",route="/v1/models",status="200"', 'method="POST",route="/v1/feedback",status="201"',
                   'method="OPTIONS",route="/v1/models"'):
         assert any(label in s for s in series), (label, series)
+
+
+INTEGER_QUERIES = [  # (who, path, name, lowest, highest)
+    ("acme", "/v1/users/wire19/preferences", "offset", 0, 2**63 - 1),
+    ("acme", "/v1/users/wire19/preferences", "limit", 1, 500),
+    ("acme", "/v1/users/wire19/stated-preferences", "limit", 1, 100),
+    ("acme", "/v1/users/wire19/stated-preferences", "before", 1, 2**63 - 1),
+    ("admin", "/admin/jobs", "limit", 1, 1000),
+    ("admin", "/admin/audits/fairness?group_by=g&wait=0", "min_group_size", 1, 1_000_000),
+    ("admin", "/admin/audits/fairness?group_by=g&wait=0", "min_comparisons", 0, 100_000_000),
+]
+
+
+@pytest.mark.parametrize("who,path,name,lowest,highest", INTEGER_QUERIES)
+@pytest.mark.parametrize("digits", [20, 31, 5000])
+def test_a_huge_integer_query_parameter_is_a_400_naming_its_range(svc, who, path, name, lowest, highest, digits):
+    """`offset` had no upper bound: offset=10**30 was served (200, and `offset` echoed back as a
+    31-digit number no int64 or JavaScript client reads exactly), and 5,000 digits was a 400 saying
+    only 'Integer value out of range'. Every integer query parameter is now bounded (an int64 at
+    most) and a value outside is a 400 naming the parameter and its range."""
+    value = "9" * digits
+    with svc.client(who) as c:
+        r = c.get(path + ("&" if "?" in path else "?") + f"{name}={value}")
+    assert r.status_code == 400 and field_named(r) == name, r.text
+    assert error(r)["message"].startswith(f"`{name}`: must be an integer from {lowest} to {highest}, got '999"), r.text
+    assert len(error(r)["message"]) < 200, r.text
+
+
+@pytest.mark.parametrize("who,path,name,lowest,highest", INTEGER_QUERIES)
+def test_an_integer_query_parameter_just_outside_its_range_names_the_range(svc, who, path, name, lowest, highest):
+    with svc.client(who) as c:
+        for value in (lowest - 1, highest + 1):
+            r = c.get(path + ("&" if "?" in path else "?") + f"{name}={value}")
+            assert r.status_code == 400 and field_named(r) == name, r.text
+            assert error(r)["message"] == f"`{name}`: must be an integer from {lowest} to {highest}, got '{value}'", r.text
+
+
+def test_integer_query_parameters_at_their_bounds_are_served(svc):
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json={**COMPARISON, "user": "edge19"}).status_code == 201
+        r = c.get("/v1/users/edge19/preferences", params={"offset": str(2**63 - 1), "limit": "500"})
+        assert r.status_code == 200 and r.json()["data"] == [] and r.json()["offset"] == 2**63 - 1, r.text
+        r = c.get("/v1/users/edge19/preferences", params={"offset": "0", "limit": "1"})
+        assert r.status_code == 200 and r.json()["total"] == 1, r.text
+        r = c.get("/v1/users/edge19/preferences", params={"offset": "-0"})
+        assert r.status_code == 200, r.text
