@@ -28,23 +28,20 @@ import sys
 from pathlib import Path
 
 from pluralign.files import write_atomic
-from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, number, report_progress
+from training.common import (
+    DEFAULT_DATA_DIR,
+    add_encoder_args,
+    cached_encoder,
+    number,
+    read_preference_file,
+    report_progress,
+)
 
 
 def load_records(args: argparse.Namespace):
     """The comparisons to audit, from a preference file, UKP or a synthetic persona population."""
-    if args.data:
-        from pluralign.data.io import read_preferences
-        from pluralign.data.record import PreferenceError
-
-        try:  # a bad row fails the load (naming its line and field) unless --skip-bad, as for `data stats`
-            records, load = read_preferences(args.data, skip_bad=args.skip_bad)
-        except PreferenceError as exc:
-            hint = "" if exc.line == 0 else " (--skip-bad skips bad rows)"
-            raise ValueError(f"--data {args.data}: {exc}{hint}") from None
-        if load.skipped:
-            print(f"skipped {load.skipped} bad rows; first: {load.errors[:3]}", file=sys.stderr)
-        return records
+    if args.data:  # a bad row fails the load (naming its line and field) unless --skip-bad, as for `data stats`
+        return read_preference_file("--data", args.data, skip_bad=args.skip_bad)
     if args.source == "ukp_convarg1":
         from pluralign.data.ukp import load_ukp
 

@@ -18,21 +18,16 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import print_json
+from training.common import print_json, read_preference_file
 
 
 def _load(args):
-    from pluralign.data.io import read_preferences
     from pluralign.data.ukp import load_ukp
 
     if args.source == "ukp_convarg1":
         return load_ukp(args.path)
     if args.source in ("jsonl", "parquet", "file"):
-        records, report = read_preferences(args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None))
-        if report.skipped:
-            import sys
-
-            print(f"skipped {report.skipped} bad rows; first: {report.errors[:3]}", file=sys.stderr)
+        records = read_preference_file("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None))
         return records, len(records)
     raise ValueError(f"unknown --source {args.source!r}: expected ukp_convarg1, jsonl or parquet")
 
