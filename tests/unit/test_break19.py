@@ -81,3 +81,57 @@ def test_a_trainer_s_bad_data_file_is_named_too(tmp_path, capsys):
     code, _, err = cli(capsys, "train", "adapter", "--user", "u0", "--data", data, "--registry", str(tmp_path / "adapters"))
     assert code == 2 and "Traceback" not in err, err
     assert err.strip().startswith(f"pluralign: error: --data {data}: line 3: malformed JSON"), err
+
+
+# -- audit --store and the inputs it does not read ---------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    import numpy as np
+
+    from pluralign.store import Store, StoredPreference
+
+    db = Store(str(tmp_path / "db"), "enc", 4)
+    stored = [
+        StoredPreference(tenant="acme", user_id=f"u{u}", pref_id=f"p{u}{i}", prompt=f"q{i}", chosen="yes", rejected="no",
+                         kind="comparison", created_at=float(i), attributes={"segment": f"s{u}"})
+        for u in range(2) for i in range(3)
+    ]
+    vectors = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    db.add_preferences(stored, vectors, vectors, -vectors)
+    return str(tmp_path / "db")
+
+
+def test_audit_store_with_user_groups_is_refused_not_ignored(tmp_path, capsys, store):
+    """`--user-groups` was never read with `--store`: the report grouped by the stored attribute, and
+    said nothing of the file the user had given."""
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"u0": "a", "u1": "a"}))
+    code, out, err = cli(capsys, "audit", "--store", store, "--group-by", "segment", "--user-groups", str(groups),
+                         "--min-comparisons", "1", "--json")
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    (message,) = err.strip().splitlines()
+    assert message.startswith(f"pluralign: error: --user-groups {groups}: not read with --store"), message
+
+
+@pytest.mark.parametrize("extra", [["--data", "p.jsonl"], ["--source", "persona"], ["--path", "x"], ["--skip-bad"],
+                                   ["--em", "em"], ["--pal", "pal"]])
+def test_audit_store_refuses_every_input_it_would_not_read(capsys, store, extra):
+    code, out, err = cli(capsys, "audit", "--store", store, "--group-by", "segment", *extra, "--json")
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert err.startswith(f"pluralign: error: {extra[0]}") and "--store" in err, err
+
+
+def test_audit_tenant_without_store_and_data_with_source_are_refused(tmp_path, capsys):
+    data = write_lines(tmp_path / "p.jsonl", rows())
+    code, _, err = cli(capsys, "audit", "--data", data, "--tenant", "acme", "--group-by", "segment", "--json")
+    assert code == 2 and err.startswith("pluralign: error: --tenant") and "--store" in err, err
+    code, _, err = cli(capsys, "audit", "--data", data, "--source", "persona", "--group-by", "segment", "--json")
+    assert code == 2 and err.startswith("pluralign: error: --data") and "--source" in err, err
+
+
+def test_audit_store_alone_still_runs(capsys, store):
+    code, out, err = cli(capsys, "audit", "--store", store, "--group-by", "segment", "--min-comparisons", "1", "--json")
+    assert code == 0, err
+    assert sorted(g["group"] for g in json.loads(out.strip().splitlines()[-1])["groups"]) == ["s0", "s1"]
