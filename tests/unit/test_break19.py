@@ -135,3 +135,51 @@ def test_audit_store_alone_still_runs(capsys, store):
     code, out, err = cli(capsys, "audit", "--store", store, "--group-by", "segment", "--min-comparisons", "1", "--json")
     assert code == 0, err
     assert sorted(g["group"] for g in json.loads(out.strip().splitlines()[-1])["groups"]) == ["s0", "s1"]
+def test_data_import_to_a_service_it_cannot_reach_is_an_error_naming_the_url(tmp_path, capsys):
+    """A refused connection was a traceback ending in httpx.ConnectError, exit 1."""
+    data = write_lines(tmp_path / "p.jsonl", rows())
+    for url in ("http://127.0.0.1:9", "localhost:8000", "http://[::1"):
+        code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", data, "--url", url, "--key", "pk-test")
+        assert code == 2 and out == "" and "Traceback" not in err, (url, err)
+        (message,) = err.strip().splitlines()
+        assert message.startswith(f"pluralign: error: --url {url}: "), message
+
+
+
+
+def test_data_import_refused_half_way_says_what_was_stored_and_escapes_user_ids(tmp_path, capsys):
+    """A refusal for the second user said nothing of the first user's rows, already stored; a user id
+    holding `?` or `/` was pasted into the URL as it was (`/v1/users/a?b/import` is another request)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    paths: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            paths.append(self.path)
+            ok = self.path.startswith("/v1/users/u0/")
+            answer = json.dumps({"user": "u0", "stored": [str(i) for i in range(body.count(b"\n"))]} if ok else
+                                {"error": {"message": "`user_id`: not a valid id", "param": "user_id"}}).encode()
+            self.send_response(201 if ok else 400)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        data = write_lines(tmp_path / "p.jsonl", [*rows(1), *({**r, "user_id": "a?b/c"} for r in rows(1))])
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", data, "--url", url, "--key", "pk-test")
+    finally:
+        server.shutdown()
+    assert paths == ["/v1/users/u0/import", "/v1/users/a%3Fb%2Fc/import"]
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    (message,) = err.strip().splitlines()
+    assert "'a?b/c'" in message and "(400)" in message and "not a valid id" in message, message
+    assert "4 rows of 1 user were stored before it" in message, message
