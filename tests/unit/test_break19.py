@@ -183,3 +183,22 @@ def test_data_import_refused_half_way_says_what_was_stored_and_escapes_user_ids(
     (message,) = err.strip().splitlines()
     assert "'a?b/c'" in message and "(400)" in message and "not a valid id" in message, message
     assert "4 rows of 1 user were stored before it" in message, message
+
+
+UKP_PAIR = ("<annotatedArgumentPair><id>p1</id><debateMetaData><title>T</title></debateMetaData>"
+            "<arg1><text>A</text><stance>s</stance></arg1>{arg2}"
+            "<mTurkAssignment><value>a1</value><turkID>w1</turkID></mTurkAssignment></annotatedArgumentPair>")
+
+
+@pytest.mark.parametrize("xml,said", [
+    ('<?xml version="1.0"?><list><unclosed>', "line 1, column 37: malformed XML"),
+    (f'<?xml version="1.0"?><list>{UKP_PAIR.format(arg2="")}</list>', "pair p1: `rejected` must not be empty"),
+])
+def test_a_broken_ukp_xml_file_is_an_error_naming_the_file(tmp_path, capsys, xml, said):
+    """A malformed XML file was a traceback (xml.etree's ParseError is not a ValueError); a pair
+    without its second argument was an error naming neither the file nor the pair."""
+    (tmp_path / "topic.xml").write_text(xml)
+    code, out, err = cli(capsys, "data", "stats", "--source", "ukp_convarg1", "--path", str(tmp_path))
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    (message,) = err.strip().splitlines()
+    assert message.startswith(f"pluralign: error: {tmp_path / 'topic.xml'}: {said}"), message
