@@ -149,3 +149,21 @@ def test_a_body_that_is_not_json_is_a_400_naming_body_whatever_its_content_type(
             assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", (raw, r.text)
         r = c.request(method, path, content=json.dumps(body).encode(), headers=headers)
         assert r.status_code < 300 or field_named(r) == "params.min_group_size", r.text
+
+
+def test_a_damaged_key_file_is_a_500_that_names_no_path(svc):
+    """A key file damaged while the service runs (a bad hand edit): every request was a 400 whose
+    message was msgspec's ('Expected `array`, got `object`'), as if the client were at fault; with
+    the file named in that error it would have shown a server path to anyone. It is a 500 now, the
+    path only in the log, and the service works again once the file is whole."""
+    path = svc.runtime.keys.path
+    whole = path.read_bytes()
+    try:
+        path.write_bytes(b'{"sha256": "x"}')
+        with svc.client() as c:
+            r = c.get("/v1/models")
+        assert r.status_code == 500 and str(path) not in r.text and "api_keys" not in r.text, r.text
+    finally:
+        path.write_bytes(whole)
+    with svc.client() as c:
+        assert c.get("/v1/models").status_code == 200

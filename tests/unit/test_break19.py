@@ -202,3 +202,14 @@ def test_a_broken_ukp_xml_file_is_an_error_naming_the_file(tmp_path, capsys, xml
     assert code == 2 and out == "" and "Traceback" not in err, err
     (message,) = err.strip().splitlines()
     assert message.startswith(f"pluralign: error: {tmp_path / 'topic.xml'}: {said}"), message
+
+
+@pytest.mark.parametrize("content", [b"{broken", b'{"sha256": "x"}', b"\xff\xfe"])
+def test_a_damaged_api_key_file_is_an_error_naming_it(tmp_path, capsys, content):
+    """`pluralign keys list` over a damaged api_keys.json said only 'Expected `array`, got `object`'."""
+    (tmp_path / "api_keys.json").write_bytes(content)
+    for action in (["list"], ["create", "--tenant", "acme"]):
+        code, out, err = cli(capsys, "keys", "--data-dir", str(tmp_path), *action)
+        assert code == 2 and out == "" and "Traceback" not in err, err
+        assert err.startswith(f"pluralign: error: {tmp_path / 'api_keys.json'}: not a list of API keys ("), err
+    assert (tmp_path / "api_keys.json").read_bytes() == content  # create wrote nothing over it
