@@ -29,6 +29,11 @@ SESSION_COOKIE = "pluralign_admin"  # the dashboard's session (service/admin/ses
 SAFE_METHODS = ("GET", "HEAD")
 
 
+class KeyFileError(OSError):
+    """The key file cannot be used (damaged): the server's problem, not the client's, so not a
+    ValueError (those are answered 400, with their message)."""
+
+
 class ApiKey(Base):
     sha256: str
     tenant: str
@@ -83,8 +88,13 @@ class KeyRing:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _load(self) -> None:
+        """The file's keys. A damaged file is never written over: it is a KeyFileError naming it (the
+        CLI prints it; a request meanwhile is a 500 whose message, with the path, stays in the log)."""
         stamp = self._stamp()
-        keys = msgspec.json.decode(self.path.read_bytes(), type=list[ApiKey]) if stamp else []
+        try:
+            keys = msgspec.json.decode(self.path.read_bytes(), type=list[ApiKey]) if stamp else []
+        except msgspec.DecodeError as exc:
+            raise KeyFileError(f"{self.path}: not a list of API keys ({exc})") from None
         self.keys, self._seen = {k.sha256: k for k in keys}, stamp
 
     def _write(self) -> None:

@@ -83,6 +83,7 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return Response(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
+MAX_PARAM = 64  # characters of a field's name an error repeats: the name comes from the client, at any length
 _MISSING = re.compile(r"^Missing required (?P<source>\w+) parameter '(?P<name>[^']*)' for path ")  # Litestar's message
 _AT_PATH = re.compile(r" - at (?:`key` in )?`\$\.?([^`]*)`$")  # a bad key of a dict is named by the dict
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
@@ -173,6 +174,9 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
             return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
         message = exc.detail
+        if param is not None and len(param) > MAX_PARAM:  # a client's field name, repeated in `param` and the message
+            long, param = param, param[:MAX_PARAM] + "..."
+            message, detail = message.replace(long, param), detail.replace(long, param) if detail else detail
         missing = _MISSING.match(message) if status == HTTP_400_BAD_REQUEST and param is None else None
         if missing:  # Litestar names it only in its message (with the whole URL)
             param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"

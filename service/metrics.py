@@ -2,7 +2,9 @@
 
 Request counters and latency histograms are labelled by the full route template
 (`/admin/jobs/{job_id:str}`), so cardinality stays bounded; requests no route matched count as
-`route="unmatched"`. Values that live elsewhere (table rows, the feedback backlog, jobs by state,
+`route="unmatched"`. The `method` label is one of HTTP's own methods (RFC 9110 and PATCH) or
+`other`: a server may take any token as a method (uvicorn's h11 does), and each made-up one would
+be a series of its own. Values that live elsewhere (table rows, the feedback backlog, jobs by state,
 the generation queue) are read at scrape time by `StateCollector`. `process_*` and `python_*`
 metrics come from prometheus_client's own collectors.
 """
@@ -32,6 +34,8 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 # the classic text format, which every Prometheus reads; Litestar adds `; charset=utf-8`
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.removesuffix("; charset=utf-8")
 UNMATCHED = "unmatched"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+OTHER_METHOD = "other"
 _COUNTED = "pluralign.metrics.counted"  # scope key: the request was counted by the middleware
 
 
@@ -109,8 +113,15 @@ def route_of(scope: Scope) -> str:
     return scope.get("path_template") or UNMATCHED
 
 
+def method_of(scope: Scope) -> str:
+    """The request's method as a label value: HTTP's own methods as sent, any other token `other`
+    (methods are case-sensitive: `get` is not GET)."""
+    method = scope.get("method", "")
+    return method if method in METHODS else OTHER_METHOD
+
+
 def _count(metrics: Metrics, scope: Scope, status: int, seconds: float | None) -> None:
-    route, method = route_of(scope), scope.get("method", "")
+    route, method = route_of(scope), method_of(scope)
     metrics.inc("pluralign_http_requests_total", help="HTTP requests by route template, method and status", route=route, method=method, status=str(status))
     if seconds is not None:
         metrics.observe("pluralign_http_request_seconds", seconds, help="HTTP request latency by route template", route=route, method=method)

@@ -7,8 +7,9 @@ decodes the raw bytes straight into the handler's declared type with msgspec (`s
 strings for numbers or booleans; a typed decode stops at the first level that does not fit, so
 depth costs nothing) and answers a 400 naming the field on any mismatch. Invalid UTF-8 is a 400
 naming the field whose string holds it, by its dotted path (`pool[0].answers[1]`). `strict_query`
-does the same for query parameters: an integer written as a float (`limit=2.0`) or a parameter given
-twice is a 400 naming it.
+does the same for query parameters: an integer written as a float (`limit=2.0`), one outside its
+range (every integer parameter has one, an int64's at most), or a parameter given twice is a 400
+naming it.
 """
 
 from __future__ import annotations
@@ -196,11 +197,36 @@ async def before_request(request: Request) -> Response | None:
 
 
 _INTEGER = re.compile(r"-?[0-9]+")
+INT64 = (-(2**63), 2**63 - 1)  # what msgspec, LanceDB and a job file hold: an integer parameter's widest range
+
+
+class QueryParameter(msgspec.Struct, frozen=True):
+    """A query parameter of a route: its name in the query and, for an integer, its range."""
+
+    name: str
+    integer: bool = False
+    lowest: int = INT64[0]
+    highest: int = INT64[1]
+
+
+def _bounds(kwarg: ParameterKwarg | None) -> tuple[int, int]:
+    """The integer range a parameter declares (`ge`/`gt`, `le`/`lt`), within an int64's."""
+    lowest, highest = INT64
+    if kwarg is not None:
+        if kwarg.ge is not None:
+            lowest = max(lowest, int(kwarg.ge))
+        if kwarg.gt is not None:
+            lowest = max(lowest, int(kwarg.gt) + 1)
+        if kwarg.le is not None:
+            highest = min(highest, int(kwarg.le))
+        if kwarg.lt is not None:
+            highest = min(highest, int(kwarg.lt) - 1)
+    return lowest, highest
 
 
 @lru_cache(maxsize=256)
-def _query_parameters(handler) -> tuple[tuple[str, bool], ...]:
-    """(name in the query, is an integer) for each query parameter of a route handler."""
+def _query_parameters(handler) -> tuple[QueryParameter, ...]:
+    """Each query parameter of a route handler."""
     found = []
     for name, field in handler.parsed_fn_signature.parameters.items():
         kwarg = field.kwarg_definition
@@ -210,7 +236,8 @@ def _query_parameters(handler) -> tuple[tuple[str, bool], ...]:
             continue
         types = [t for t in field.inner_types if not t.is_none_type] if field.is_optional else [field]
         integer = bool(types) and all(t.is_subclass_of(int) and not t.is_subclass_of(bool) for t in types)
-        found.append(((kwarg.query if kwarg is not None and kwarg.query else name), integer))
+        wire = kwarg.query if kwarg is not None and kwarg.query else name
+        found.append(QueryParameter(wire, integer, *_bounds(kwarg)) if integer else QueryParameter(wire))
     return tuple(found)
 
 
@@ -218,20 +245,28 @@ def strict_query(request: Request) -> None:
     """Query parameters as the docs promise: an integer is written as one (Litestar's lenient
     conversion took `limit=2.0` and `before=1e3` for 2 and 1000), and each parameter is given at
     most once (of `limit=1&limit=500` Litestar used the last). A 400 names the parameter as the
-    client wrote it."""
+    client wrote it. An integer outside its range is refused here, by its digits (`offset` had no
+    upper bound: 10**30 was served, and 5,000 digits answered only 'Integer value out of range')."""
     handler = request.scope.get("route_handler")
     if getattr(handler, "parsed_fn_signature", None) is None:
         return
     path_params = request.path_params
-    for name, integer in _query_parameters(handler):
+    for parameter in _query_parameters(handler):
+        name = parameter.name
         if name in path_params:
             continue
         values = request.query_params.getall(name, [])
         if len(values) > 1:
             raise bad_request(name, f"given {len(values)} times; give it once")
-        if integer and values and not _INTEGER.fullmatch(values[0]):
-            shown = values[0] if len(values[0]) <= 64 else values[0][:64] + "..."
+        if not (parameter.integer and values):
+            continue
+        value = values[0]
+        shown = value if len(value) <= 24 else value[:24] + "..."
+        if not _INTEGER.fullmatch(value):
             raise bad_request(name, f"must be an integer (digits only, as in {name}=20), got {shown!r}")
+        digits = value.lstrip("-").lstrip("0")
+        if len(digits) > 19 or not parameter.lowest <= int(value) <= parameter.highest:  # 19: an int64's digits
+            raise bad_request(name, f"must be an integer from {parameter.lowest} to {parameter.highest}, got {shown!r}")
 
 
 async def strict_json_body(request: Request) -> None:

@@ -101,6 +101,24 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
     return parse
 
 
+def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None):
+    """The records of the preference file given as `option` (`--data`, `--path`): a bad row or an
+    empty file is a ValueError naming the option, the file, the line and the field ("--data p.jsonl:
+    line 3, field `chosen`: ..."), with a hint at --skip-bad where the command has it (`skip_bad` is
+    not None); rows skipped with it are counted on stderr."""
+    from pluralign.data.io import read_preferences
+    from pluralign.data.record import PreferenceError
+
+    try:
+        records, load = read_preferences(path, skip_bad=bool(skip_bad), default_user=default_user)
+    except PreferenceError as exc:
+        hint = " (--skip-bad skips bad rows)" if skip_bad is not None and exc.line else ""
+        raise ValueError(f"{option} {exc}{hint}") from None
+    if load.skipped:
+        print(f"skipped {load.skipped} bad rows; first: {load.errors[:3]}", file=sys.stderr)
+    return records
+
+
 def print_json(obj) -> None:
     sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
     sys.stdout.flush()

@@ -260,7 +260,8 @@ def read_preferences(
     """Load a `.jsonl` or `.parquet` preference file in any TRL preference form (see
     `row_to_preference`). Parquet is told by its content (the `PAR1` magic bytes), whatever the
     name; anything else is read as JSON lines. Raises FileNotFoundError when there is no file,
-    IsADirectoryError for a folder, PreferenceError on the first bad row (unless `skip_bad`)."""
+    IsADirectoryError for a folder, PreferenceError naming the file on the first bad row (unless
+    `skip_bad`) or when it holds no row."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no preference file at {path}")
@@ -281,9 +282,13 @@ def read_preferences(
             else:
                 yield line, row
 
-    records, report = _collect(checked(), skip_bad, default_user)
+    try:
+        records, report = _collect(checked(), skip_bad, default_user)
+    except PreferenceError as exc:
+        exc.path = str(path)
+        raise
     if not records and not report.skipped:
-        raise PreferenceError(0, None, f"{path} holds no preference rows")
+        raise PreferenceError(0, None, "holds no preference rows", path=str(path))
     return records, report
 
 

@@ -14,14 +14,22 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class PreferenceError(ValueError):
-    """A preference row that cannot be read; names the line (or row) and the field."""
+    """A preference row that cannot be read; names the line (or row) and the field, and the file
+    (`path`) when it came from one: "prefs.jsonl: line 3, field `chosen`: ...". Line 0 is the
+    whole file ("prefs.jsonl: holds no preference rows")."""
 
-    def __init__(self, line: int, field: str | None, problem: str):
+    def __init__(self, line: int, field: str | None, problem: str, path: str | None = None):
+        super().__init__(line, field, problem, path)
         self.line = line
         self.field = field
         self.problem = problem
-        where = f"line {line}" + (f", field `{field}`" if field else "")
-        super().__init__(f"{where}: {problem}")
+        self.path = path
+
+    def __str__(self) -> str:
+        where = [self.path] if self.path else []
+        if self.line:
+            where.append(f"line {self.line}" + (f", field `{self.field}`" if self.field else ""))
+        return ": ".join([*where, self.problem])
 
 
 Message = dict[str, Any]  # a chat message as TRL stores it: {"role", "content"} (other keys kept)

@@ -38,7 +38,9 @@ def prompt_for(title: str, side: str) -> str:
 
 
 def load_ukp(path: str | os.PathLike) -> tuple[list[Preference], int]:
-    """Return (records, number of argument pairs). Ties are kept with tie=True."""
+    """Return (records, number of argument pairs). Ties are kept with tie=True. A file that is not
+    well-formed XML, or a pair that makes no comparison, is a ValueError naming the file (and the
+    line or the pair)."""
     folder = _xml_dir(Path(path))
     files = sorted(folder.glob("*.xml"))
     if not files:
@@ -46,32 +48,47 @@ def load_ukp(path: str | os.PathLike) -> tuple[list[Preference], int]:
     records: list[Preference] = []
     pairs = 0
     for file in files:
-        root = ET.parse(file).getroot()
+        try:
+            root = ET.parse(file).getroot()
+        except ET.ParseError as exc:  # a SyntaxError, not a ValueError: named here or it is a traceback
+            line, column = exc.position
+            reason = str(exc).rsplit(": line ", 1)[0]  # expat's "no element found: line 1, column 37"
+            raise ValueError(f"{file}: line {line}, column {column}: malformed XML ({reason})") from None
         for pair in root.iter("annotatedArgumentPair"):
             pairs += 1
-            pair_id = _text(pair, "id")
-            arg1 = _text(pair.find("arg1"), "text")
-            arg2 = _text(pair.find("arg2"), "text")
-            side = _text(pair.find("arg1"), "stance")
-            title = _text(pair.find("debateMetaData"), "title")
-            prompt = prompt_for(title, side)
-            for a in pair.iter("mTurkAssignment"):
-                value = _text(a, "value")
-                stance = _text(a, "workerStance") or "unknown"
-                attributes = {"worker_stance": stance, "pair_id": pair_id, "topic": file.stem}
-                chosen, rejected = (arg2, arg1) if value == "a2" else (arg1, arg2)
-                records.append(
-                    Preference(
-                        user_id=_text(a, "turkID"),
-                        prompt=prompt,
-                        chosen=chosen,
-                        rejected=rejected,
-                        tie=value == "equal",
-                        source=SOURCE,
-                        attributes=attributes,
-                    )
-                )
+            try:
+                records.extend(_pair_records(pair, file.stem))
+            except ValueError as exc:  # a pair without an argument, a worker without an id, ...
+                raise ValueError(f"{file}: pair {_text(pair, 'id') or pairs}: {exc}") from None
     return records, pairs
+
+
+def _pair_records(pair: ET.Element, topic: str) -> list[Preference]:
+    """One record per worker who judged the argument pair."""
+    pair_id = _text(pair, "id")
+    arg1 = _text(pair.find("arg1"), "text")
+    arg2 = _text(pair.find("arg2"), "text")
+    side = _text(pair.find("arg1"), "stance")
+    title = _text(pair.find("debateMetaData"), "title")
+    prompt = prompt_for(title, side)
+    records = []
+    for a in pair.iter("mTurkAssignment"):
+        value = _text(a, "value")
+        stance = _text(a, "workerStance") or "unknown"
+        attributes = {"worker_stance": stance, "pair_id": pair_id, "topic": topic}
+        chosen, rejected = (arg2, arg1) if value == "a2" else (arg1, arg2)
+        records.append(
+            Preference(
+                user_id=_text(a, "turkID"),
+                prompt=prompt,
+                chosen=chosen,
+                rejected=rejected,
+                tie=value == "equal",
+                source=SOURCE,
+                attributes=attributes,
+            )
+        )
+    return records
 
 
 def ukp_stats(records: list[Preference], pairs: int) -> UkpStats:

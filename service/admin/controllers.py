@@ -80,8 +80,8 @@ async def fairness_audit(
     group_by: str,
     since: float | None = None,
     tenant: str | None = None,
-    min_group_size: Annotated[int, Parameter(ge=1)] = 1,
-    min_comparisons: Annotated[int, Parameter(ge=0)] = 50,
+    min_group_size: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,  # the audit job's own ranges
+    min_comparisons: Annotated[int, Parameter(ge=0, le=100_000_000)] = 50,
     wait: Annotated[float, Parameter(ge=0, le=600)] = 60.0,
 ) -> Response:
     """200 with the AuditReport (with its change since the previous audit by the same attribute);

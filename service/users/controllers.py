@@ -66,7 +66,7 @@ def get_user(request: Request, user_id: FromPath[str]) -> services.UserProfile:
 def list_preferences(
     request: Request,
     user_id: FromPath[str],
-    offset: Annotated[int, Parameter(ge=0)] = 0,
+    offset: Annotated[int, Parameter(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
 ) -> PreferencePage:
     rt, tenant, user_id = _user(request, user_id)

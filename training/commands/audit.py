@@ -14,7 +14,8 @@ Each comparison is predicted by its user's online model before the model learns 
 groups learned elsewhere (nearest PAL prototype, EM cluster); otherwise `--group-by` names a record
 attribute; `--group-by pal_prototype --pal DIR` and `--group-by em_cluster --em DIR` group users by
 a trained mixture's components. `--store` audits the service's LanceDB tables (stored vectors, user attributes, and
-`--group-by pal_prototype` for each user's nearest PAL prototype). Groups with fewer than `--min-group-size` users are suppressed.
+`--group-by pal_prototype` for each user's nearest PAL prototype; the file and learned-component
+options are refused with it). Groups with fewer than `--min-group-size` users are suppressed.
 A `--data` file loads as for `data stats`: a bad row is an error naming its line and field, unless
 `--skip-bad` skips bad rows (and says how many). A `--group-by` no comparison has is an error.
 """
@@ -28,23 +29,20 @@ import sys
 from pathlib import Path
 
 from pluralign.files import write_atomic
-from training.common import DEFAULT_DATA_DIR, add_encoder_args, cached_encoder, number, report_progress
+from training.common import (
+    DEFAULT_DATA_DIR,
+    add_encoder_args,
+    cached_encoder,
+    number,
+    read_preference_file,
+    report_progress,
+)
 
 
 def load_records(args: argparse.Namespace):
     """The comparisons to audit, from a preference file, UKP or a synthetic persona population."""
-    if args.data:
-        from pluralign.data.io import read_preferences
-        from pluralign.data.record import PreferenceError
-
-        try:  # a bad row fails the load (naming its line and field) unless --skip-bad, as for `data stats`
-            records, load = read_preferences(args.data, skip_bad=args.skip_bad)
-        except PreferenceError as exc:
-            hint = "" if exc.line == 0 else " (--skip-bad skips bad rows)"
-            raise ValueError(f"--data {args.data}: {exc}{hint}") from None
-        if load.skipped:
-            print(f"skipped {load.skipped} bad rows; first: {load.errors[:3]}", file=sys.stderr)
-        return records
+    if args.data:  # a bad row fails the load (naming its line and field) unless --skip-bad, as for `data stats`
+        return read_preference_file("--data", args.data, skip_bad=args.skip_bad)
     if args.source == "ukp_convarg1":
         from pluralign.data.ukp import load_ukp
 
@@ -158,10 +156,34 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--group-by {args.group_by}: {exc}{components}") from None
 
 
+STORE_IGNORES = {  # what --store would not read (its groups come from stored attributes and PAL logits)
+    "data": "--data", "source": "--source", "path": "--path", "skip_bad": "--skip-bad", "user_groups": "--user-groups",
+    "em": "--em", "pal": "--pal",
+}
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Every input option given is read: one the chosen source would not read is an error naming it,
+    not a report silently made without it (`--store` never read `--user-groups`)."""
+    if args.store:
+        for name, option in STORE_IGNORES.items():
+            value = getattr(args, name)
+            if value:
+                given = option if value is True else f"{option} {value}"
+                raise ValueError(f"{given}: not read with --store, which groups by the stored comparisons' and users' "
+                                 "attributes (set through the API) or by each user's stored PAL weights (--group-by pal_prototype)")
+        return
+    if args.tenant:
+        raise ValueError(f"--tenant {args.tenant}: only read with --store (a file or --source has no tenants)")
+    if args.data and args.source:
+        raise ValueError(f"--data {args.data}: give --data FILE or --source {args.source}, not both")
+
+
 def _run(args: argparse.Namespace) -> int:
     from pluralign.fairness.audit import AuditConfig, audit, comparisons_from_records
     from pluralign.fairness.report import report_encoder
 
+    check_inputs(args)
     personalized = None
     if args.personalized == "pal" and (args.store or not args.pal):
         raise ValueError("--personalized pal needs --pal CHECKPOINT_DIR and a preference file or --source")

@@ -18,21 +18,16 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import print_json
+from training.common import print_json, read_preference_file
 
 
 def _load(args):
-    from pluralign.data.io import read_preferences
     from pluralign.data.ukp import load_ukp
 
     if args.source == "ukp_convarg1":
         return load_ukp(args.path)
     if args.source in ("jsonl", "parquet", "file"):
-        records, report = read_preferences(args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None))
-        if report.skipped:
-            import sys
-
-            print(f"skipped {report.skipped} bad rows; first: {report.errors[:3]}", file=sys.stderr)
+        records = read_preference_file("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None))
         return records, len(records)
     raise ValueError(f"unknown --source {args.source!r}: expected ukp_convarg1, jsonl or parquet")
 
@@ -73,8 +68,11 @@ IMPORT_CHUNK = 500  # rows per request: well under the service's default 1 MB bo
 
 
 def import_(args: argparse.Namespace) -> int:
-    """POST each user's rows to the service, in chunks; the summary counts what it stored."""
+    """POST each user's rows to the service, in chunks; the summary counts what it stored. A service
+    that cannot be reached, or that refuses a chunk, is an error naming the URL or the user, and
+    saying what was stored before it (those rows stay stored)."""
     import os
+    from urllib.parse import quote
 
     import httpx
 
@@ -87,15 +85,28 @@ def import_(args: argparse.Namespace) -> int:
     by_user: dict[str, list] = {}
     for record in records:
         by_user.setdefault(record.user_id, []).append(record)
-    stored = 0
-    with httpx.Client(base_url=args.url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
-        for user, rows in by_user.items():
-            for start in range(0, len(rows), IMPORT_CHUNK):
-                body = b"".join(msgspec.json.encode(preference_row(r)) + b"\n" for r in rows[start : start + IMPORT_CHUNK])
-                r = client.post(f"/v1/users/{user}/import", content=body, headers={"Content-Type": "application/x-ndjson"})
-                if r.status_code != 201:
-                    raise ValueError(f"the service refused user {user!r} ({r.status_code}): {r.text[:300]}")
-                stored += len(r.json()["stored"])
+    stored, users_done = 0, 0
+
+    def so_far() -> str:
+        return f"{stored} rows of {users_done} user{'s' * (users_done != 1)} were stored before it" if stored else "nothing was stored"
+
+    try:
+        with httpx.Client(base_url=args.url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+            for user, rows in by_user.items():
+                for start in range(0, len(rows), IMPORT_CHUNK):
+                    body = b"".join(msgspec.json.encode(preference_row(r)) + b"\n" for r in rows[start : start + IMPORT_CHUNK])
+                    # a user id is one path segment: `a?b` or `a/b` must not become another request
+                    r = client.post(f"/v1/users/{quote(user, safe='')}/import", content=body, headers={"Content-Type": "application/x-ndjson"})
+                    if r.status_code != 201:
+                        raise ValueError(f"the service refused user {user!r} ({r.status_code}): {r.text[:300]} ({so_far()})")
+                    try:
+                        stored += len(msgspec.json.decode(r.content)["stored"])
+                    except (msgspec.DecodeError, KeyError, TypeError):
+                        raise ValueError(f"--url {args.url}: answered 201 without pluralign's `stored` list: is it a pluralign service? "
+                                         f"({so_far()})") from None
+                users_done += 1
+    except (httpx.TransportError, httpx.InvalidURL) as exc:  # refused, unresolvable, no scheme, timed out
+        raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()})") from None
     print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored})
     return 0
 

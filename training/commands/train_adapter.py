@@ -20,14 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-from training.common import number, print_json
+from training.common import number, print_json, read_preference_file
 
 DEFAULT_REGISTRY = os.environ.get("PLURALIGN_ADAPTER_DIR") or str(Path.home() / ".cache" / "pluralign" / "adapters")
 
 
 def user_comparisons(args: argparse.Namespace):
     """The user's untied comparisons, from a preference file or from the service's LanceDB store."""
-    from pluralign.data.io import read_preferences
     from pluralign.data.record import Preference
 
     if args.store:
@@ -44,7 +43,7 @@ def user_comparisons(args: argparse.Namespace):
         ]
         where = f"the store under {args.store} (tenant {args.tenant!r})"
     elif args.data:
-        records, _ = read_preferences(args.data)
+        records = read_preference_file("--data", args.data)
         where = args.data
     else:
         raise ValueError("give --data FILE or --store DATA_DIR")

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.common import DEFAULT_DATA_DIR, number, print_json
+from training.common import DEFAULT_DATA_DIR, number, print_json, read_preference_file
 
 
 def load_base(spec: str):
@@ -42,14 +42,13 @@ def load_base(spec: str):
 
 def load_population(args: argparse.Namespace):
     """(training users -> comparisons, unseen support, unseen query) for the chosen population."""
-    from pluralign.data.io import read_preferences
     from pluralign.data.splits import by_user, split_unseen
     from pluralign.evaluation import EvalConfig, load_protocol
 
     if args.population == "file":
         if not args.data:
             raise ValueError("--population file needs --data FILE")
-        records, _ = read_preferences(args.data)
+        records = read_preference_file("--data", args.data)
         users = by_user([r for r in records if not r.tie])
         names = sorted(users)
         held_out = set(names[:: max(2, round(1 / args.unseen_fraction))])  # every n-th user is unseen

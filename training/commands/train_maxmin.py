@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.common import number, print_json
+from training.common import number, print_json, read_preference_file
 
 
 def load_base(name: str):
@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     import msgspec
     from tqdm import tqdm
 
-    from pluralign.data.io import read_preferences
     from pluralign.policy.maxmin import (
         MaxMinConfig,
         PolicyMeta,
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         with_lora,
     )
 
-    records, _ = read_preferences(args.pairs)
+    records = read_preference_file("--pairs", args.pairs)
     config = MaxMinConfig(objective=args.objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_r=args.lora_r, lora_layers=args.lora_layers, chosen_nll_weight=args.chosen_nll, seed=args.seed)
     base, tokenizer = load_base(args.base)
     base_id = base_model_id(base)
