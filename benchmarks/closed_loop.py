@@ -292,9 +292,10 @@ def arm_settings(root: Path, arm: str, args):
     `args.pal` (else bootstrapped into `root / "pal"` by the first runtime built)."""
     from service.settings import Settings
 
+    pooled = {"pooled_prior_users": COHORT_PRIOR_USERS} if getattr(args, "cohort_users", 0) and arm in ASK_ARMS else {}
     return Settings(
         data_dir=str(root / arm), pal_dir=str(args.pal or root / "pal"), shared_data=str(args.shared_data), candidates=4,
-        shots=0, max_tokens=args.max_tokens, adapter_every=10**9, **ARM_SETTINGS[arm],
+        shots=0, max_tokens=args.max_tokens, adapter_every=10**9, **ARM_SETTINGS[arm], **pooled,
     )
 
 
@@ -333,6 +334,57 @@ def make_users(args) -> list[tuple[str, str, int]]:
 
 
 TENANT = "bench"  # the tenant of the key each arm issues
+COHORT_PRIOR_USERS = 16  # with --cohort-users: the questionnaire arms' PLURALIGN_POOLED_PRIOR_USERS
+
+
+def fitted_under_pooled(runtime, users: list[str]) -> int:
+    """How many of `users` the arm's service last fitted under its tenant's pooled prior."""
+    from service.users.services import stored_state
+
+    states = [stored_state(runtime.store.get_user(TENANT, u)) for u in users]
+    return sum(1 for s in states if s is not None and s.pooled_users > 0)
+
+
+def seed_cohort(arms: dict, cohort_sets: dict[str, list[tuple[str, list[str]]]], args) -> int:
+    """`--cohort-users`: before the first round, each questionnaire arm's tenant gets
+    `cohort_users` earlier users per rule (of both kinds), each having answered `cohort_answers`
+    random comparisons of their kind's `cohort_sets` (the chat questions' fresh candidate sets:
+    neither the pool nor the probe), imported over HTTP and fitted by a profile read, so the arm's
+    pooled prior (`PLURALIGN_POOLED_PRIOR_USERS`) is estimated from them. The same users and
+    answers as `benchmarks.questionnaire_bound --prior population` (same seeds); ties are not sent.
+    The tenant's cached prior, estimated while the cohort was being fitted, is then dropped, as its
+    TTL would drop it. Returns the users per arm."""
+    from pluralign.user.active import all_pairs
+
+    made = 0
+    for arm, (server, key, runtime) in arms.items():
+        if arm not in ASK_ARMS:
+            continue
+        client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=600)
+        made = 0
+        for kind, sets in cohort_sets.items():
+            pairs = [(s, int(i), int(j)) for s, (_, texts) in enumerate(sets) for i, j in zip(*all_pairs(len(texts)), strict=True)
+                     if texts[i].strip() != texts[j].strip()]
+            for rule in (r for r in RULES if kind_of(r) == kind):
+                for u in range(args.cohort_users):
+                    rng = random.Random(f"cohort-{args.seed}-{rule}-{u}")
+                    lines = []
+                    for s, i, j in rng.sample(pairs, min(args.cohort_answers, len(pairs))):
+                        prompt, texts = sets[s]
+                        a, b = RULES[rule](texts[i]), RULES[rule](texts[j])
+                        if a != b:
+                            chosen, rejected = (texts[i], texts[j]) if a > b else (texts[j], texts[i])
+                            lines.append(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected}))
+                    user = f"cohort-{rule}-{u}"
+                    if lines:
+                        client.post(f"/v1/users/{user}/import", content="\n".join(lines) + "\n",
+                                    headers={"Content-Type": "application/x-ndjson"}).raise_for_status()
+                        client.get(f"/v1/users/{user}").raise_for_status()  # fitted now, under the model's own prior
+                        made += 1
+        runtime.wait_for_background()
+        runtime.pooled_priors.clear()
+        client.close()
+    return made
 
 
 def run_loop(arms: dict, users, prompts_for, args, probe_sets=None, pools=None) -> tuple[list[dict], list[dict]]:
@@ -678,6 +730,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-arms", action="store_true",
                         help="issue 16: also the pair arms (active: the response's `compare` pair; active_best: the same "
                              "with compare_target=best; random_pair: two at random)")
+    parser.add_argument("--cohort-users", type=int, default=0,
+                        help="issue 16: earlier users per rule seeded into the questionnaire arms' tenants before the first "
+                             "round, whose pooled prior (PLURALIGN_POOLED_PRIOR_USERS) then starts every new user (0: none)")
+    parser.add_argument("--cohort-answers", type=int, default=40, help="random comparisons each earlier user answered")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.arms = tuple(args.arms or (ARMS + PAIR_ARMS if args.compare_arms else ARMS))
@@ -687,6 +743,10 @@ def main(argv: list[str] | None = None) -> None:
         args.probes = 16 if any(a in (*PAIR_ARMS, *ASK_ARMS) for a in args.arms) else 0
     if not 0 <= args.probes <= len(PROBE_QUESTIONS):
         parser.error(f"--probes: between 0 and {len(PROBE_QUESTIONS)}")
+    if args.cohort_users < 0 or args.cohort_answers < 1:
+        parser.error("--cohort-users must be >= 0 and --cohort-answers >= 1")
+    if args.cohort_users and not any(a in ASK_ARMS for a in args.arms):
+        parser.error("--cohort-users seeds the questionnaire arms (ask_*); none was chosen")
     if not 1 <= args.pool <= len(CALIBRATION_QUESTIONS):
         parser.error(f"--pool: between 1 and {len(CALIBRATION_QUESTIONS)} (4 answers each; the route takes 64 answers)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -707,6 +767,10 @@ def main(argv: list[str] | None = None) -> None:
         pools = {"style": candidate_sets(generator, CALIBRATION_QUESTIONS[: args.pool], 30_000, args),
                  "persona": candidate_sets(generator, persona_questions(args.shared_data, PERSONA_CALIBRATION)[: args.pool], 31_000, args)}
 
+    cohort_sets = None
+    if args.cohort_users:  # the sets questionnaire_bound's fresh target reads: the chat questions', other seeds
+        cohort_sets = {"style": candidate_sets(generator, QUESTIONS, 40_000, args),
+                       "persona": candidate_sets(generator, persona_questions(args.shared_data, slice(0, 30)), 41_000, args)}
     sequence_of = {user: users[u][0] for user, _, u in users}  # whose prompt order each user gets
 
     def prompts_for(user: str) -> list[str]:
@@ -721,7 +785,9 @@ def main(argv: list[str] | None = None) -> None:
         for s in servers:
             s.__enter__()
         try:
+            cohort = seed_cohort(arms, cohort_sets, args) if cohort_sets else 0
             records, probes = run_loop(arms, users, prompts_for, args, probe_sets, pools)
+            pooled = {arm: fitted_under_pooled(runtime, [u for u, _, _ in users]) for arm, (_, _, runtime) in arms.items() if cohort}
         finally:
             for s in servers:
                 s.__exit__(None, None, None)
@@ -733,6 +799,8 @@ def main(argv: list[str] | None = None) -> None:
     if probes:
         summary.update(probe_summary(probes, args.rounds))
     extra = {"advantage": advantage_table(records, args.rounds), "users": len(users), "seconds": round(time.time() - start, 1),
+             "cohort": {"users": cohort, "answers": args.cohort_answers, "prior_users": COHORT_PRIOR_USERS,
+                        "fitted_under_pooled": pooled} if cohort else None,
              "generations": {"computed": generator.computed, "reused": generator.reused}}
     if args.diversity:
         extra["diversity"] = diversity(generator, {"style": QUESTIONS[: args.diversity], "persona": persona[: args.diversity]}, args)

@@ -114,3 +114,20 @@ def test_questionnaire_arms_and_probes_with_tiny_models(tmp_path, tiny_generator
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     # chats of the 11 base users' sequences, then 3 + 3 probe sets and 2 + 2 calibration sets, each generated once
     assert summary["generations"]["computed"] == 2 * 11 + 6 + 4
+
+
+@pytest.mark.slow
+def test_a_cohort_of_earlier_users_starts_the_questionnaire_arms_from_their_pooled_prior(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    """(slow-marked; `make test-slow-loop`) `--cohort-users`: each questionnaire arm's tenant first
+    gets earlier users (one per rule here) who answered random comparisons of other candidate sets;
+    the arm's service (PLURALIGN_POOLED_PRIOR_USERS) then fits the measured users under the pooled
+    prior estimated from them."""
+    result = run_closed_loop(tmp_path, "--generator", str(tiny_generator_dir), "--pal", str(tiny_pal_dir), "--fast",
+                             "--rounds", "2", "--max-tokens", "6", "--arms", "ask_predictive", "ask_random",
+                             "--probes", "2", "--pool", "2", "--cohort-users", "2", "--cohort-answers", "6", timeout=900)
+    assert set(result["halved"]) == {"ask_predictive"}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    cohort = summary["cohort"]
+    assert cohort["users"] == 16 and cohort["answers"] == 6  # 2 per rule, 8 rules, in each arm's tenant
+    # 6 style and 5 persona users answered two questions each: every one was fitted under the pooled prior
+    assert cohort["fitted_under_pooled"] == {"ask_predictive": 11, "ask_random": 11}
