@@ -81,9 +81,10 @@ def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPri
     if not s.pooled_prior_users or not residual_on(rt):
         return None
     key = (tenant, rewards.version)
-    with rt.pooled_lock:
-        if key in rt.pooled_priors:
-            return rt.pooled_priors[key]
+    with rt.pooled_lock:  # one look (`get`): `key in` then `[key]` raised KeyError when it expired between them
+        cached = rt.pooled_priors.get(key, _MISSING)
+    if cached is not _MISSING:
+        return cached
     model = rewards.user_model
     states = [state for record in rt.store.fitted_users(tenant, POOLED_USERS, pal_version=rewards.version)
               for state in [stored_state(record)] if state is not None and state.n > 0 and model.fits(state)]
@@ -91,6 +92,9 @@ def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPri
     with rt.pooled_lock:
         rt.pooled_priors[key] = prior
     return prior
+
+
+_MISSING = object()
 
 
 def adapter_folder(rt: Runtime, tenant: str, user_id: str):

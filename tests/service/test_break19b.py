@@ -1,0 +1,27 @@
+"""A hostile pass on the tenant's pooled prior (`PLURALIGN_POOLED_PRIOR_USERS`) through the real app."""
+
+from __future__ import annotations
+
+import itertools
+
+from cachetools import TTLCache
+
+from tests.service.test_pooled_prior import POOL, teach
+from tests.service.test_user_model_service import TOPICS
+from tests.service.tiny import start_service
+
+
+def test_a_cached_prior_expiring_mid_read_is_no_500(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """The cache was asked `key in cache` and then `cache[key]`: a prior expiring between the two
+    (the clock moves on) raised KeyError, a 500 to a user's next-comparison."""
+    server, service = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, pooled_prior_users=2,
+                                     pooled_prior_ttl_s=0.5)
+    clock = itertools.count(0.0, 0.3)  # every look at the clock is 0.3 s later: expiries fall between any two looks
+    with server, service.client("globex") as c:
+        for u in range(2):
+            teach(c, f"pop{u}", u % 2 == 0, TOPICS[:4])
+            assert c.get(f"/v1/users/pop{u}").status_code == 200
+        service.runtime.pooled_priors = TTLCache(maxsize=1024, ttl=0.5, timer=lambda: next(clock))
+        for i in range(6):
+            r = c.post(f"/v1/users/new{i}/next-comparison", json={"pool": POOL})
+            assert r.status_code == 200, r.text
