@@ -76,13 +76,15 @@ def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPri
     and without stated preferences (their states hold their own statements), once at least
     `pooled_prior_users` are; None below that, with the setting at 0, or without the residual user
     model. Only that tenant's users are read (one tenant's prior never comes from another's users);
-    the estimate is reused `pooled_prior_ttl_s` seconds."""
+    the estimate is reused `pooled_prior_ttl_s` seconds, until a user of the tenant is deleted
+    (`Runtime.forget_pooled`)."""
     s = rt.settings
     if not s.pooled_prior_users or not residual_on(rt):
         return None
     key = (tenant, rewards.version)
     with rt.pooled_lock:  # one look (`get`): `key in` then `[key]` raised KeyError when it expired between them
         cached = rt.pooled_priors.get(key, _MISSING)
+        generation = rt.pooled_generation.get(tenant, 0)
     if cached is not _MISSING:
         return cached
     model = rewards.user_model
@@ -90,7 +92,8 @@ def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPri
               for state in [stored_state(record)] if state is not None and state.n > 0 and model.fits(state)]
     prior = pooled_prior(states, model.names, s.pooled_prior_spread) if len(states) >= s.pooled_prior_users else None
     with rt.pooled_lock:
-        rt.pooled_priors[key] = prior
+        if rt.pooled_generation.get(tenant, 0) == generation:  # no user of the tenant was deleted meanwhile
+            rt.pooled_priors[key] = prior
     return prior
 
 
@@ -564,6 +567,7 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
         rt.adapters.forget(tenant, user_id)
         counts["job_files"] = job_files
         rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
+        rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
     return counts
 
 

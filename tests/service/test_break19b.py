@@ -11,6 +11,24 @@ from tests.service.test_user_model_service import TOPICS
 from tests.service.tiny import start_service
 
 
+def test_a_deleted_user_no_longer_shapes_the_tenants_pooled_prior(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A DELETE leaves nothing of the user behind: the tenant's cached pooled prior, estimated from
+    them among others, is dropped with them, not served for up to the TTL (60 s by default)."""
+    server, service = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, pooled_prior_users=4,
+                                     pooled_prior_ttl_s=60)
+    with server, service.client("globex") as c:
+        for u in range(4):
+            teach(c, f"pop{u}", u % 2 == 0, TOPICS[:6])
+            assert c.get(f"/v1/users/pop{u}").status_code == 200
+        service.runtime.pooled_priors.clear()  # as once the prior estimated while the tenant had fewer users expires
+        teach(c, "newbie", True, TOPICS[8:9])
+        assert c.get("/v1/users/newbie").json()["user_model"]["pooled_users"] == 4
+        for gone in ("pop0", "pop1"):
+            assert c.delete(f"/v1/users/{gone}").status_code == 200
+        teach(c, "later", True, TOPICS[8:9])  # 3 fitted users are left (newbie is one): below the bound
+        assert c.get("/v1/users/later").json()["user_model"]["pooled_users"] == 0
+
+
 def test_a_cached_prior_expiring_mid_read_is_no_500(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """The cache was asked `key in cache` and then `cache[key]`: a prior expiring between the two
     (the clock moves on) raised KeyError, a 500 to a user's next-comparison."""
