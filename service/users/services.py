@@ -26,6 +26,7 @@ from pluralign.user.summary import Example, PrototypeDescription, describe_proto
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.rewards import UserRewards
 from service.runtime import Runtime
+from service.settings import POOLED_PRIOR_MAX_USERS
 
 if TYPE_CHECKING:
     from pluralign.user.active import Particles
@@ -67,7 +68,7 @@ def stated_of(record: UserRecord | None) -> StatedPreferences:
         return StatedPreferences()
 
 
-POOLED_USERS = 128  # at most this many of the tenant's fitted users estimate its pooled prior (one bounded query)
+POOLED_USERS = POOLED_PRIOR_MAX_USERS  # at most this many of the tenant's fitted users estimate its pooled prior (one bounded query)
 
 
 def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPrior | None:
