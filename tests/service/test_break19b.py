@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
+import time
 
+import numpy as np
+import pytest
 from cachetools import TTLCache
 
 from tests.service.test_pooled_prior import POOL, teach
@@ -43,3 +47,29 @@ def test_a_cached_prior_expiring_mid_read_is_no_500(tmp_path, tiny_generator_dir
         for i in range(6):
             r = c.post(f"/v1/users/new{i}/next-comparison", json={"pool": POOL})
             assert r.status_code == 200, r.text
+
+
+def test_what_docs_say_a_user_s_export_tells_about_the_others_holds(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """docs/api.md: with N = 2, one stated preference on a fresh user makes their export the other
+    users' mean coefficients, so whoever controls one of the two learns the other's exactly (a
+    disclosure the docs now state, not one this pass could remove)."""
+    server, service = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, pooled_prior_users=2,
+                                     pooled_prior_ttl_s=0.2)
+
+    def state(c, user):
+        return next(json.loads(x) for x in c.get(f"/v1/users/{user}/export").text.splitlines() if '"type":"user"' in x)["user_model"]
+
+    with server, service.client("globex") as c:
+        teach(c, "victim", True, TOPICS[:6])
+        teach(c, "attacker", False, TOPICS[:6])
+        for user in ("victim", "attacker"):
+            assert c.get(f"/v1/users/{user}").status_code == 200
+        time.sleep(0.3)
+        r = c.patch("/v1/users/spy/stated-preferences", json={"preferences": {"list_items": "less"}})
+        assert r.status_code == 200, r.text
+        spy, attacker, victim = (state(c, u) for u in ("spy", "attacker", "victim"))
+        assert spy["pooled_users"] == 2 and spy["n"] == 0
+        keep = [i for i, name in enumerate(spy["names"]) if name != "list_items"]
+        own = np.array(attacker["unpooled_mean"] or attacker["mean"])
+        truth = np.array(victim["unpooled_mean"] or victim["mean"])
+        assert (2 * np.array(spy["mean"]) - own)[keep] == pytest.approx(truth[keep], abs=1e-9)
