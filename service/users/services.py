@@ -89,7 +89,7 @@ def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPri
     if cached is not _MISSING:
         return cached
     model = rewards.user_model
-    states = [state for record in rt.store.fitted_users(tenant, POOLED_USERS, pal_version=rewards.version)
+    states = [state for record in rt.store.fitted_users(tenant, POOLED_USERS, pal_version=rewards.version, min_preferences=1)
               for state in [stored_state(record)] if state is not None and state.n > 0 and model.fits(state)]
     prior = pooled_prior(states, model.names, s.pooled_prior_spread) if len(states) >= s.pooled_prior_users else None
     with rt.pooled_lock:
@@ -615,7 +615,7 @@ def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Par
 
     model = rewards.user_model
     states = []
-    for record in rt.store.fitted_users(tenant, POPULATION_USERS + 1, pal_version=rewards.version):  # stale rows never fill the bound
+    for record in rt.store.fitted_users(tenant, POPULATION_USERS + 1, pal_version=rewards.version, min_preferences=1):  # stale rows never fill the bound, nor stated-only ones
         state = stored_state(record)
         if record.user_id != user_id and state is not None and state.n > 0 and model.fits(state, stated_of(record).signs()):
             states.append(state)

@@ -73,3 +73,24 @@ def test_what_docs_say_a_user_s_export_tells_about_the_others_holds(tmp_path, ti
         own = np.array(attacker["unpooled_mean"] or attacker["mean"])
         truth = np.array(victim["unpooled_mean"] or victim["mean"])
         assert (2 * np.array(spy["mean"]) - own)[keep] == pytest.approx(truth[keep], abs=1e-9)
+
+
+def test_users_who_only_stated_preferences_do_not_crowd_out_the_fitted_ones(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """The prior reads one bounded query of the tenant's users with a stored model (128 rows), then
+    keeps those fitted on comparisons: a tenant whose oldest 128 users only stated preferences at
+    sign-up (a model with no comparisons) never had a pooled prior, however many users answered."""
+    server, service = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, pooled_prior_users=2,
+                                     pooled_prior_ttl_s=0.2)
+    with server, service.client("globex") as c:
+        for u in range(130):
+            r = c.patch(f"/v1/users/signup{u}/stated-preferences", json={"preferences": {"list_items": "less"}})
+            assert r.status_code == 200, r.text
+        for u in range(2):
+            teach(c, f"pop{u}", u % 2 == 0, TOPICS[:4])
+            assert c.get(f"/v1/users/pop{u}").status_code == 200
+        time.sleep(0.3)
+        teach(c, "newbie", True, TOPICS[8:9])
+        assert c.get("/v1/users/newbie").json()["user_model"]["pooled_users"] == 2
+        # next-comparison's `population` target read the same crowded window: nobody to compare against
+        r = c.post("/v1/users/newer/next-comparison", json={"pool": POOL, "target": "population"})
+        assert r.status_code == 200 and r.json()["population_users"] == 3, r.text
