@@ -99,6 +99,9 @@ class Runtime:
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
     pooled_priors: TTLCache | None = None
     pooled_lock: threading.Lock = field(default_factory=threading.Lock)
+    # tenant -> how many times its cached priors were dropped (`forget_pooled`): an estimate read before
+    # a drop is not cached after it
+    pooled_generation: dict = field(default_factory=dict)
     # called with (tenant, user_id) inside a user's DELETE, under the user's lock; each returns how many
     # files it removed (the admin area: the user's jobs, their snapshots and records)
     delete_hooks: list[Callable[[str, str], int]] = field(default_factory=list)
@@ -127,6 +130,15 @@ class Runtime:
             for key in [k for k, at in self._deleted_at.items() if now - at > DELETE_MEMORY_S]:
                 del self._deleted_at[key]
             self._deleted_at[(tenant, user_id)] = now
+
+    def forget_pooled(self, tenant: str) -> None:
+        """Drop the tenant's cached pooled priors (a user of theirs was deleted: nothing estimated from
+        them is served again); an estimate being read meanwhile is answered but not cached."""
+        with self.pooled_lock:
+            self.pooled_generation[tenant] = self.pooled_generation.get(tenant, 0) + 1
+            if self.pooled_priors is not None:
+                for key in [k for k in list(self.pooled_priors.keys()) if k[0] == tenant]:
+                    self.pooled_priors.pop(key, None)
 
     def deleted_since(self, tenant: str, user_id: str, since: float) -> bool:
         """Whether the user was deleted at or after `since` (time.monotonic(), within DELETE_MEMORY_S)."""

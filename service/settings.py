@@ -11,6 +11,8 @@ import msgspec
 from pluralign.data.record import Base
 
 ENV_PREFIX = "PLURALIGN_"
+POOLED_PRIOR_MAX_USERS = 128  # a tenant's pooled prior is estimated from at most this many users (one bounded query)
+POOLED_PRIOR_MAX_SPREAD = 100.0  # sd 10x a user's own posterior's: far wider than the model's own prior already
 
 
 class Settings(Base, frozen=True):
@@ -113,10 +115,14 @@ class Settings(Base, frozen=True):
             raise ValueError("`admin_session_s` must be at least 1")
         if not 0.0 <= self.compare_min_bits:
             raise ValueError(f"`compare_min_bits` must be >= 0, got {self.compare_min_bits}")
-        if self.pooled_prior_users < 0 or self.pooled_prior_users == 1:
-            raise ValueError(f"`pooled_prior_users` must be 0 (off) or at least 2, got {self.pooled_prior_users}")
-        if not self.pooled_prior_spread >= 0 or not 0 < self.pooled_prior_ttl_s < float("inf"):
-            raise ValueError("`pooled_prior_spread` must be >= 0 and `pooled_prior_ttl_s` positive and finite")
+        if not (self.pooled_prior_users == 0 or 2 <= self.pooled_prior_users <= POOLED_PRIOR_MAX_USERS):
+            raise ValueError(f"`pooled_prior_users` must be 0 (off) or 2..{POOLED_PRIOR_MAX_USERS} (the most users a prior "
+                             f"is estimated from), got {self.pooled_prior_users}")
+        if not 0 < self.pooled_prior_spread <= POOLED_PRIOR_MAX_SPREAD:  # NaN fails too
+            raise ValueError(f"`pooled_prior_spread` must be above 0 (0 closes every direction the users' data left alone) "
+                             f"and at most {POOLED_PRIOR_MAX_SPREAD:g}, got {self.pooled_prior_spread}")
+        if not 0 < self.pooled_prior_ttl_s < float("inf"):
+            raise ValueError(f"`pooled_prior_ttl_s` must be positive and finite, got {self.pooled_prior_ttl_s}")
         if self.compare_target not in ("best", "coefficients"):
             raise ValueError(f"`compare_target` must be `best` or `coefficients`, got {self.compare_target!r}")
         if self.user_model not in ("residual", "prototypes"):

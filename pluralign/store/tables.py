@@ -510,17 +510,21 @@ class Store:
         row["attributes"] = json.loads(row["attributes"])
         return msgspec.convert(row, UserRecord)
 
-    def fitted_users(self, tenant: str, limit: int, pal_version: str | None = None) -> list[UserRecord]:
+    def fitted_users(self, tenant: str, limit: int, pal_version: str | None = None, min_preferences: int = 0) -> list[UserRecord]:
         """Up to `limit` users of the tenant with a fitted user model (a stored state), in storage
         order, the newest row of each: the population a new user is compared against when onboarding
         asks which of them the user is like. One query, bounded by `limit` (rows of a user written
         twice by two processes count twice). With `pal_version`, only rows fitted against that
-        population checkpoint: users not back since a retrain must not fill the bound."""
+        population checkpoint: users not back since a retrain must not fill the bound. With
+        `min_preferences`, only users fitted on at least that many comparisons: users who only stated
+        preferences (a model from no comparisons) must not fill it either."""
         if limit <= 0:
             return []
         where = f"tenant = {quote(tenant)} AND user_model IS NOT NULL"
         if pal_version is not None:
             where += f" AND pal_version = {quote(pal_version)}"
+        if min_preferences > 0:
+            where += f" AND n_preferences >= {int(min_preferences)}"
         rows = self.users.search().where(where).limit(int(limit)).to_arrow().to_pylist()
         newest: dict[str, dict] = {}
         for row in rows:

@@ -26,6 +26,7 @@ from pluralign.user.summary import Example, PrototypeDescription, describe_proto
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.rewards import UserRewards
 from service.runtime import Runtime
+from service.settings import POOLED_PRIOR_MAX_USERS
 
 if TYPE_CHECKING:
     from pluralign.user.active import Particles
@@ -67,7 +68,7 @@ def stated_of(record: UserRecord | None) -> StatedPreferences:
         return StatedPreferences()
 
 
-POOLED_USERS = 128  # at most this many of the tenant's fitted users estimate its pooled prior (one bounded query)
+POOLED_USERS = POOLED_PRIOR_MAX_USERS  # at most this many of the tenant's fitted users estimate its pooled prior (one bounded query)
 
 
 def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPrior | None:
@@ -76,21 +77,28 @@ def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPri
     and without stated preferences (their states hold their own statements), once at least
     `pooled_prior_users` are; None below that, with the setting at 0, or without the residual user
     model. Only that tenant's users are read (one tenant's prior never comes from another's users);
-    the estimate is reused `pooled_prior_ttl_s` seconds."""
+    the estimate is reused `pooled_prior_ttl_s` seconds, until a user of the tenant is deleted
+    (`Runtime.forget_pooled`)."""
     s = rt.settings
     if not s.pooled_prior_users or not residual_on(rt):
         return None
     key = (tenant, rewards.version)
-    with rt.pooled_lock:
-        if key in rt.pooled_priors:
-            return rt.pooled_priors[key]
+    with rt.pooled_lock:  # one look (`get`): `key in` then `[key]` raised KeyError when it expired between them
+        cached = rt.pooled_priors.get(key, _MISSING)
+        generation = rt.pooled_generation.get(tenant, 0)
+    if cached is not _MISSING:
+        return cached
     model = rewards.user_model
-    states = [state for record in rt.store.fitted_users(tenant, POOLED_USERS, pal_version=rewards.version)
+    states = [state for record in rt.store.fitted_users(tenant, POOLED_USERS, pal_version=rewards.version, min_preferences=1)
               for state in [stored_state(record)] if state is not None and state.n > 0 and model.fits(state)]
     prior = pooled_prior(states, model.names, s.pooled_prior_spread) if len(states) >= s.pooled_prior_users else None
     with rt.pooled_lock:
-        rt.pooled_priors[key] = prior
+        if rt.pooled_generation.get(tenant, 0) == generation:  # no user of the tenant was deleted meanwhile
+            rt.pooled_priors[key] = prior
     return prior
+
+
+_MISSING = object()
 
 
 def adapter_folder(rt: Runtime, tenant: str, user_id: str):
@@ -560,6 +568,7 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
         rt.adapters.forget(tenant, user_id)
         counts["job_files"] = job_files
         rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
+        rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
     return counts
 
 
@@ -606,7 +615,7 @@ def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Par
 
     model = rewards.user_model
     states = []
-    for record in rt.store.fitted_users(tenant, POPULATION_USERS + 1, pal_version=rewards.version):  # stale rows never fill the bound
+    for record in rt.store.fitted_users(tenant, POPULATION_USERS + 1, pal_version=rewards.version, min_preferences=1):  # stale rows never fill the bound, nor stated-only ones
         state = stored_state(record)
         if record.user_id != user_id and state is not None and state.n > 0 and model.fits(state, stated_of(record).signs()):
             states.append(state)
