@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from training.cli import main
+from tests.unit.clitools import cli, write_jsonl
 
 
 def rows(n_users: int = 2, per_user: int = 6) -> list[dict]:
@@ -24,19 +24,8 @@ def rows(n_users: int = 2, per_user: int = 6) -> list[dict]:
     ]
 
 
-def write_jsonl(path, items) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in items))
-    return str(path)
 
 
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `pluralign argv...`; a usage error's SystemExit counts as its code."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- paths the command cannot read or write -------------------------------------------------------

@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from training.cli import main
+from tests.unit.clitools import cli
+from tests.unit.clitools import write_jsonl as write_lines
 
 
 def rows(n_users: int = 2, per_user: int = 4) -> list[dict]:
@@ -22,19 +23,8 @@ def rows(n_users: int = 2, per_user: int = 4) -> list[dict]:
     ]
 
 
-def write_lines(path, lines: list[str | dict]) -> str:
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
-    return str(path)
 
 
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `pluralign argv...`; a usage error's SystemExit counts as its code."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 DATA_COMMANDS = {  # the arguments each `data` command needs besides --source and --path

@@ -1,0 +1,23 @@
+"""Helpers for tests that run the `pluralign` CLI in-process, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+from training.cli import main
+
+
+def write_jsonl(path, items) -> str:
+    """Write `items` (dicts as JSON, strings as they are) one per line; returns the path as a string."""
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in items))
+    return str(path)
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `pluralign argv...`; a usage error's SystemExit counts as its code."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
