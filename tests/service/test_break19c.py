@@ -109,3 +109,40 @@ def test_an_adapter_job_for_a_user_without_comparisons_stays_a_400_naming_the_us
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == "params.user" and "no stored comparisons" in error["message"], error
+
+
+def test_the_embeddings_server_answers_an_encoder_value_error_with_a_500():
+    """`pluralign serve-embeddings` had the same handler: an encoder's ValueError was a 400 carrying
+    its text. A request it refuses is still a 400 naming the field."""
+    import numpy as np
+    from litestar.testing import TestClient
+
+    from service.embeddings.app import create_embeddings_app
+
+    class Broken:
+        encoder_id, dim = "broken-encoder", 4
+
+        def encode(self, texts):
+            if texts == ["boom"]:
+                raise ValueError(f"cannot reshape array of size 7 into shape (4,) reading {SECRET}")
+            return np.zeros((len(texts), 4), np.float32)
+
+    class Kept(logging.Handler):  # on the logger itself: the app's startup reconfigures the root's handlers
+        records: list[logging.LogRecord] = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    kept = Kept(logging.ERROR)
+    logging.getLogger("pluralign.embeddings").addHandler(kept)
+    try:
+        with TestClient(create_embeddings_app(Broken())) as client:
+            r = client.post("/v1/embeddings", json={"model": "broken-encoder", "input": "boom"})
+            assert r.status_code == 500, r.text
+            assert r.json()["error"]["message"] == "internal error" and SECRET not in r.text
+            assert any(SECRET in str(rec.exc_info[1]) for rec in kept.records if rec.exc_info)
+            r = client.post("/v1/embeddings", json={"model": "broken-encoder", "input": []})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "input", r.text
+            assert client.post("/v1/embeddings", json={"model": "broken-encoder", "input": "fine"}).status_code == 200
+    finally:
+        logging.getLogger("pluralign.embeddings").removeHandler(kept)
