@@ -78,7 +78,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
 async def fairness_audit(
     request: Request,
     group_by: str,
-    since: float | None = None,
+    since: Annotated[float | None, Parameter(ge=0, le=1e11)] = None,  # Unix seconds: the audit job's `since` range
     tenant: str | None = None,
     min_group_size: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,  # the audit job's own ranges
     min_comparisons: Annotated[int, Parameter(ge=0, le=100_000_000)] = 50,

@@ -111,6 +111,35 @@ def test_an_adapter_job_for_a_user_without_comparisons_stays_a_400_naming_the_us
     assert error["param"] == "params.user" and "no stored comparisons" in error["message"], error
 
 
+@pytest.mark.parametrize(("query", "name"), [
+    ("wait=" + "0" * 5000, "wait"),
+    ("wait=1e400", "wait"),
+    ("wait=nan", "wait"),
+    ("wait=soon", "wait"),
+    ("since=" + "9" * 400, "since"),
+    ("since=inf", "since"),
+    ("since=-1e999", "since"),
+])
+def test_a_float_query_parameter_out_of_its_range_is_a_400_naming_it(svc, query, name):
+    """`wait=` with 5,000 zeros answered "Expected `float`, got `str`" and 400 nines "Number out of
+    range", naming nothing readable; an infinite or NaN value went through Litestar's conversion."""
+    with svc.client("admin") as c:
+        r = c.get(f"/admin/audits/fairness?group_by=segment&{query}")
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == name, error
+    wanted = {"wait": "a number from 0 to 600", "since": "a number from 0 to 100000000000"}[name]
+    assert error["message"].startswith(f"`{name}`: must be {wanted}") and len(error["message"]) < 300, error
+
+
+def test_a_float_query_parameter_within_range_still_works(svc):
+    with svc.client("admin") as c:
+        r = c.get("/admin/audits/fairness?group_by=segment&wait=0.0&since=1.5e9")
+    assert r.status_code in (200, 202, 400, 422), r.text
+    if r.status_code == 400:
+        assert r.json()["error"]["param"] == "group_by", r.text
+
+
 def test_the_embeddings_server_answers_an_encoder_value_error_with_a_500():
     """`pluralign serve-embeddings` had the same handler: an encoder's ValueError was a 400 carrying
     its text. A request it refuses is still a 400 naming the field."""
