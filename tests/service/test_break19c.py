@@ -175,3 +175,25 @@ def test_the_embeddings_server_answers_an_encoder_value_error_with_a_500():
             assert client.post("/v1/embeddings", json={"model": "broken-encoder", "input": "fine"}).status_code == 200
     finally:
         logging.getLogger("pluralign.embeddings").removeHandler(kept)
+
+
+def test_an_unreadable_audit_report_is_a_500_not_a_422(svc, monkeypatch, caplog):
+    """An audit job that succeeded but whose report file cannot be read (damaged, removed) was a 422
+    `audit_failed` "audit job ... succeeded: None", as if the request's parameters could not be
+    served; it is the server's data: a 500, its detail in the log."""
+    import service.admin.services as admin_services
+
+    with svc.client("acme") as c:
+        for i in range(3):
+            body = {**COMPARISON, "user": f"v19c-audit{i}", "attributes": {"segment": "east" if i else "west"}}
+            assert c.post("/v1/feedback", json=body).status_code == 201
+
+    def damaged(raw):
+        raise ValueError(f"Expected `object`, got `str` reading {SECRET}")
+
+    monkeypatch.setattr(admin_services, "decode_report", damaged)
+    with svc.client("admin") as admin, caplog.at_level(logging.ERROR, logger="pluralign.service"):
+        r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "acme", "min_comparisons": 1, "wait": 120},
+                      timeout=240)
+    internal(r)
+    assert logged(caplog, "cannot be read")
