@@ -2,7 +2,13 @@
 
 OpenAI's clients read this shape: the official `openai` client raises `BadRequestError` with
 `e.message`, `e.param` and `e.code` filled from it (LiteLLM and LangChain pass it on). Every bad
-input is a 4xx whose `message` and `param` name the field; nothing reaches the client as a bare 500.
+input is a 4xx whose `message` and `param` name the field; no bad input is answered with a 500.
+
+Only request validation is a 4xx: the places that check a request raise `bad_request` (or another
+HTTPException). Any other exception, a `ValueError` included (a damaged stored row, a numerical
+failure inside a fit, msgspec's errors on the server's own data, a bug), is a 500 `internal error`
+whose detail goes to the log only: a 4xx tells clients, retries and monitoring that the caller is
+at fault, and its message went out with file paths and internal field names.
 """
 
 from __future__ import annotations
