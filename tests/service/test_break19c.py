@@ -76,8 +76,11 @@ def test_a_damaged_users_row_is_a_500_not_the_clients_fault(svc, caplog):
         assert c.post("/v1/feedback", json={**COMPARISON, "user": "v19c-c"}).status_code == 201
         assert c.get("/v1/users/v19c-c").status_code == 200
         rt.store.users.update(where="user_id = 'v19c-c'", values={"attributes": "{damaged"})
-        with caplog.at_level(logging.ERROR, logger="pluralign.service"):
-            r = c.get("/v1/users/v19c-c")
+        try:
+            with caplog.at_level(logging.ERROR, logger="pluralign.service"):
+                r = c.get("/v1/users/v19c-c")
+        finally:  # repaired: the module's later tests (an audit reads every users row) must not meet it
+            rt.store.users.update(where="user_id = 'v19c-c'", values={"attributes": "{}"})
     internal(r)
     assert logged(caplog, "Expecting")
 
