@@ -24,7 +24,7 @@ from service.admin.controllers import ADMIN_HANDLERS, start_admin, stop_admin
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
-from service.errors import internal_error_handler, value_error_handler
+from service.errors import internal_error_handler
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
 from service.metrics import count_unrouted, metrics_middleware
@@ -79,7 +79,8 @@ def create_app(
             *([rate_limit(settings.tenant_requests_per_second).middleware] if settings.tenant_requests_per_second else []),
             DefineMiddleware(BearerAuth, exclude=PUBLIC_PATHS),
         ],
-        exception_handlers={HTTPException: internal_error_handler, ValueError: value_error_handler, Exception: internal_error_handler},
+        # a ValueError is no client's error unless raised as `bad_request` (service.errors): it is a 500
+        exception_handlers={HTTPException: internal_error_handler, Exception: internal_error_handler},
         openapi_config=OpenAPIConfig(
             title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users",
             render_plugins=[swagger_page()],  # the first plugin also serves /schema

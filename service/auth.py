@@ -30,8 +30,8 @@ SAFE_METHODS = ("GET", "HEAD")
 
 
 class KeyFileError(OSError):
-    """The key file cannot be used (damaged): the server's problem, not the client's, so not a
-    ValueError (those are answered 400, with their message)."""
+    """The key file cannot be used (damaged): the server's problem, not the client's (a 500 whose
+    detail is logged, as for any exception not raised as `bad_request`)."""
 
 
 class ApiKey(Base):

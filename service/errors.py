@@ -2,7 +2,13 @@
 
 OpenAI's clients read this shape: the official `openai` client raises `BadRequestError` with
 `e.message`, `e.param` and `e.code` filled from it (LiteLLM and LangChain pass it on). Every bad
-input is a 4xx whose `message` and `param` name the field; nothing reaches the client as a bare 500.
+input is a 4xx whose `message` and `param` name the field; no bad input is answered with a 500.
+
+Only request validation is a 4xx: the places that check a request raise `bad_request` (or another
+HTTPException). Any other exception, a `ValueError` included (a damaged stored row, a numerical
+failure inside a fit, msgspec's errors on the server's own data, a bug), is a 500 `internal error`
+whose detail goes to the log only: a 4xx tells clients, retries and monitoring that the caller is
+at fault, and its message went out with file paths and internal field names.
 """
 
 from __future__ import annotations
@@ -140,13 +146,6 @@ def stream_error(status: int, detail: str) -> dict:
     return body if "error" in body else {"error": {"message": detail, **body}}
 
 
-def value_error_handler(_: Request, exc: ValueError) -> Response:
-    """Library ValueErrors (a bad record, an unknown adapter, a bad setting in a request) are the client's."""
-    message = str(exc)
-    named = re.match(r"`([\w.\[\]]+)`", message)  # the library names the field first: "`rating`: must be ..."
-    return error_response(HTTP_400_BAD_REQUEST, message, named.group(1) if named else None)
-
-
 def _malformed_json(exc: BaseException) -> bool:
     """Whether `exc` came from a JSON decode error (Litestar's own decode of a body). A context
     suppressed by `raise ... from None` is not followed: an error raised that way names its field
@@ -162,8 +161,9 @@ def _malformed_json(exc: BaseException) -> bool:
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response:
-    """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected;
-    a 500's own message stays in the log."""
+    """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected,
+    a ValueError included (not a client's error unless raised as `bad_request`); a 500's own message
+    stays in the log."""
     if isinstance(exc, RecursionError):  # a body nested deeper than any decoder goes
         return error_response(400, "`body`: the JSON is nested too deeply", "body", "invalid_json")
     if isinstance(exc, HTTPException) and exc.status_code != HTTP_500_INTERNAL_SERVER_ERROR:

@@ -9,11 +9,12 @@ depth costs nothing) and answers a 400 naming the field on any mismatch. Invalid
 naming the field whose string holds it, by its dotted path (`pool[0].answers[1]`). `strict_query`
 does the same for query parameters: an integer written as a float (`limit=2.0`), one outside its
 range (every integer parameter has one, an int64's at most), or a parameter given twice is a 400
-naming it.
+naming it; so is a float parameter that is not a finite decimal number within its range.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from types import UnionType
@@ -198,15 +199,23 @@ async def before_request(request: Request) -> Response | None:
 
 _INTEGER = re.compile(r"-?[0-9]+")
 INT64 = (-(2**63), 2**63 - 1)  # what msgspec, LanceDB and a job file hold: an integer parameter's widest range
+# a number as JSON writes it (what Litestar's conversion reads after this check): no `+5`, `.5`, `inf`, `nan`
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+MAX_NUMBER_CHARS = 32  # a float parameter's characters: 17 significant digits, a sign, a point and an exponent fit
 
 
 class QueryParameter(msgspec.Struct, frozen=True):
-    """A query parameter of a route: its name in the query and, for an integer, its range."""
+    """A query parameter of a route: its name in the query and, for an integer or a float (`number`),
+    its range (a float's is closed: `ge`/`le`; `gt`/`lt` are taken as the same bounds, and the
+    handler's own validation still excludes them)."""
 
     name: str
     integer: bool = False
     lowest: int = INT64[0]
     highest: int = INT64[1]
+    number: bool = False
+    least: float = -math.inf
+    most: float = math.inf
 
 
 def _bounds(kwarg: ParameterKwarg | None) -> tuple[int, int]:
@@ -224,6 +233,48 @@ def _bounds(kwarg: ParameterKwarg | None) -> tuple[int, int]:
     return lowest, highest
 
 
+def _float_bounds(kwarg: ParameterKwarg | None) -> tuple[float, float]:
+    """The range a float parameter declares; an unbounded side is infinite (only finite values pass)."""
+    least, most = -math.inf, math.inf
+    if kwarg is not None:
+        low = kwarg.ge if kwarg.ge is not None else kwarg.gt
+        high = kwarg.le if kwarg.le is not None else kwarg.lt
+        least = float(low) if low is not None else least
+        most = float(high) if high is not None else most
+    return least, most
+
+
+def _shown_bound(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+
+
+def number_range(parameter: QueryParameter) -> str:
+    """`a number from 0 to 600`, `a number of at least 0`, `a finite number`."""
+    least, most = parameter.least, parameter.most
+    if math.isfinite(least) and math.isfinite(most):
+        return f"a number from {_shown_bound(least)} to {_shown_bound(most)}"
+    if math.isfinite(least):
+        return f"a number of at least {_shown_bound(least)}"
+    if math.isfinite(most):
+        return f"a number of at most {_shown_bound(most)}"
+    return "a finite number"
+
+
+def check_number(parameter: QueryParameter, value: str) -> None:
+    """A 400 naming the parameter unless `value` is a decimal number (as JSON writes one, at most
+    `MAX_NUMBER_CHARS` characters) within its range: `wait=` and 5,000 zeros answered "Expected
+    `float`, got `str`", 400 nines "Number out of range", `since=nan` reached the handler."""
+    name = parameter.name
+    shown = value if len(value) <= 24 else value[:24] + "..."
+    wanted = number_range(parameter)
+    if len(value) > MAX_NUMBER_CHARS or not _NUMBER.fullmatch(value):
+        raise bad_request(name, f"must be {wanted}, written in decimal in at most {MAX_NUMBER_CHARS} characters "
+                                f"(as in {name}=1.5), got {shown!r}")
+    number = float(value)
+    if not (math.isfinite(number) and parameter.least <= number <= parameter.most):
+        raise bad_request(name, f"must be {wanted}, got {shown!r}")
+
+
 @lru_cache(maxsize=256)
 def _query_parameters(handler) -> tuple[QueryParameter, ...]:
     """Each query parameter of a route handler."""
@@ -236,8 +287,14 @@ def _query_parameters(handler) -> tuple[QueryParameter, ...]:
             continue
         types = [t for t in field.inner_types if not t.is_none_type] if field.is_optional else [field]
         integer = bool(types) and all(t.is_subclass_of(int) and not t.is_subclass_of(bool) for t in types)
+        number = bool(types) and not integer and all(t.is_subclass_of(float) for t in types)
         wire = kwarg.query if kwarg is not None and kwarg.query else name
-        found.append(QueryParameter(wire, integer, *_bounds(kwarg)) if integer else QueryParameter(wire))
+        if integer:
+            found.append(QueryParameter(wire, integer, *_bounds(kwarg)))
+        elif number:
+            found.append(QueryParameter(wire, number=True, least=_float_bounds(kwarg)[0], most=_float_bounds(kwarg)[1]))
+        else:
+            found.append(QueryParameter(wire))
     return tuple(found)
 
 
@@ -258,6 +315,9 @@ def strict_query(request: Request) -> None:
         values = request.query_params.getall(name, [])
         if len(values) > 1:
             raise bad_request(name, f"given {len(values)} times; give it once")
+        if parameter.number and values:
+            check_number(parameter, values[0])
+            continue
         if not (parameter.integer and values):
             continue
         value = values[0]

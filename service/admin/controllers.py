@@ -78,7 +78,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
 async def fairness_audit(
     request: Request,
     group_by: str,
-    since: float | None = None,
+    since: Annotated[float | None, Parameter(ge=0, le=1e11)] = None,  # Unix seconds: the audit job's `since` range
     tenant: str | None = None,
     min_group_size: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,  # the audit job's own ranges
     min_comparisons: Annotated[int, Parameter(ge=0, le=100_000_000)] = 50,
@@ -106,6 +106,8 @@ async def fairness_audit(
 def _audit_response(admin: Admin, job: Job) -> Response:
     """The ended audit job's answer: its report with the change since the previous one, or why not."""
     report = admin.report(job)
+    if report is None and job.state == "succeeded":  # its report file is missing or damaged: the server's, not the request's
+        raise RuntimeError(f"audit job {job.id} succeeded but its report {job.result_path} cannot be read")  # a 500, logged
     if report is None:
         if "no stored comparisons" in (job.error or ""):
             raise bad_request("group_by", "there are no stored comparisons to audit yet")

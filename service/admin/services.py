@@ -100,7 +100,7 @@ class Admin:
             for p in stored if p.rejected
         ]
         if not records:
-            raise ValueError(f"user {user!r} of tenant {tenant!r} has no stored comparisons to train on")
+            raise bad_request("params.user", f"user {user!r} of tenant {tenant!r} has no stored comparisons to train on")
         path = self.folder / "data" / tenant / f"{user}-{int(time.time() * 1000)}.jsonl"
         write_jsonl(records, path)
         return path
@@ -115,7 +115,8 @@ class Admin:
             for p in self.rt.store.all_comparisons()
         ]
         if not records:
-            raise ValueError("the store holds no comparisons to train a population model on")
+            raise bad_request("params.protocol", "the store holds no comparisons to train a population model on "
+                                                 "(`file`, the default): store feedback first, or name a built-in protocol")
         path = self.folder / "data" / "population" / f"comparisons-{int(time.time() * 1000)}.jsonl"
         write_jsonl(records, path)
         return path

@@ -9,6 +9,7 @@ thread, in the order they come.
 from __future__ import annotations
 
 import base64
+import logging
 import threading
 from typing import Literal
 
@@ -21,6 +22,8 @@ from litestar.exceptions import HTTPException
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
 from service.errors import bad_request
+
+log = logging.getLogger("pluralign.embeddings")
 
 
 class EmbeddingsRequest(msgspec.Struct):  # OpenAI's request carries fields we ignore (user, dimensions)
@@ -49,9 +52,16 @@ class EmbeddingsResponse(Base):
     object: str = "list"
 
 
-def openai_error(_: Request, exc: Exception) -> Response:
-    """Errors in OpenAI's shape (`{"error": {"message", "type", "param"}}`), which its clients print."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 400
+def openai_error(request: Request, exc: Exception) -> Response:
+    """Errors in OpenAI's shape (`{"error": {"message", "type", "param"}}`), which its clients print.
+    Only an HTTPException (a request checked and refused) is a 4xx; anything else, a ValueError from
+    the encoder included, is a 500 `internal error` with its detail in the log (it was a 400 carrying
+    the exception's text)."""
+    if not isinstance(exc, HTTPException):
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return Response({"error": {"message": "internal error", "type": "server_error", "param": None, "code": "internal_error"}},
+                        status_code=500)
+    status = exc.status_code
     extra = getattr(exc, "extra", None)
     param = extra[0].get("key") if isinstance(extra, list) and extra and isinstance(extra[0], dict) else None
     message = exc.detail if isinstance(exc, HTTPException) else str(exc)
@@ -94,5 +104,5 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     async def health() -> dict[str, str | int]:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
 
-    return Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, ValueError: openai_error}, debug=False)
+    return Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error}, debug=False)
 
