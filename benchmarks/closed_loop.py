@@ -345,6 +345,22 @@ def fitted_under_pooled(runtime, users: list[str]) -> int:
     return sum(1 for s in states if s is not None and s.pooled_users > 0)
 
 
+def cohort_answers(sets: list[tuple[str, list[str]]], rule: str, user: int, seed: int, answers: int) -> list[tuple[int, int, int]]:
+    """The `answers` random comparisons earlier user number `user` of `rule` answered among the pairs
+    of different answers of `sets`, as (set, chosen answer, rejected answer) indices, ties left out:
+    the same draw wherever a cohort is simulated (`seed_cohort`, `questionnaire_bound --prior population`)."""
+    from pluralign.user.active import all_pairs
+
+    pairs = [(s, int(i), int(j)) for s, (_, texts) in enumerate(sets) for i, j in zip(*all_pairs(len(texts)), strict=True)
+             if texts[i].strip() != texts[j].strip()]
+    out = []
+    for s, i, j in random.Random(f"cohort-{seed}-{rule}-{user}").sample(pairs, min(answers, len(pairs))):
+        a, b = RULES[rule](sets[s][1][i]), RULES[rule](sets[s][1][j])
+        if a != b:
+            out.append((s, i, j) if a > b else (s, j, i))
+    return out
+
+
 def seed_cohort(arms: dict, cohort_sets: dict[str, list[tuple[str, list[str]]]], args) -> int:
     """`--cohort-users`: before the first round, each questionnaire arm's tenant gets
     `cohort_users` earlier users per rule (of both kinds), each having answered `cohort_answers`
@@ -354,8 +370,6 @@ def seed_cohort(arms: dict, cohort_sets: dict[str, list[tuple[str, list[str]]]],
     answers as `benchmarks.questionnaire_bound --prior population` (same seeds); ties are not sent.
     The tenant's cached prior, estimated while the cohort was being fitted, is then dropped, as its
     TTL would drop it. Returns the users per arm."""
-    from pluralign.user.active import all_pairs
-
     made = 0
     for arm, (server, key, runtime) in arms.items():
         if arm not in ASK_ARMS:
@@ -363,18 +377,10 @@ def seed_cohort(arms: dict, cohort_sets: dict[str, list[tuple[str, list[str]]]],
         client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=600)
         made = 0
         for kind, sets in cohort_sets.items():
-            pairs = [(s, int(i), int(j)) for s, (_, texts) in enumerate(sets) for i, j in zip(*all_pairs(len(texts)), strict=True)
-                     if texts[i].strip() != texts[j].strip()]
             for rule in (r for r in RULES if kind_of(r) == kind):
                 for u in range(args.cohort_users):
-                    rng = random.Random(f"cohort-{args.seed}-{rule}-{u}")
-                    lines = []
-                    for s, i, j in rng.sample(pairs, min(args.cohort_answers, len(pairs))):
-                        prompt, texts = sets[s]
-                        a, b = RULES[rule](texts[i]), RULES[rule](texts[j])
-                        if a != b:
-                            chosen, rejected = (texts[i], texts[j]) if a > b else (texts[j], texts[i])
-                            lines.append(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected}))
+                    lines = [json.dumps({"prompt": sets[s][0], "chosen": sets[s][1][c], "rejected": sets[s][1][r]})
+                             for s, c, r in cohort_answers(sets, rule, u, args.seed, args.cohort_answers)]
                     user = f"cohort-{rule}-{u}"
                     if lines:
                         client.post(f"/v1/users/{user}/import", content="\n".join(lines) + "\n",

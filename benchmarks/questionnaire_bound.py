@@ -166,23 +166,14 @@ def population_prior(replays: dict[str, Replay], cohort: dict[str, list], users:
     fitted from the user model's own prior as a refit fits them; then the pooled estimate (the mean
     and covariance of their posterior means, plus `spread` times their mean posterior variances).
     Returns the mean (D,), the precision (D, D) and a description."""
-    from pluralign.user.active import all_pairs
     from pluralign.user.pooled import pooled_from_fits
 
     means, variances = [], []
     for kind, replay in replays.items():
         xs = [replay._x(prompt, texts, replay.encoder) for prompt, texts in cohort[kind]]
-        pairs = [(s, int(i), int(j)) for s, (_, texts) in enumerate(cohort[kind]) for i, j in zip(*all_pairs(len(texts)), strict=True)
-                 if texts[i].strip() != texts[j].strip()]
         for rule in (r for r in cl.RULES if cl.kind_of(r) == kind):
             for u in range(users):
-                rng = random.Random(f"cohort-{seed}-{rule}-{u}")
-                rows = []
-                for s, i, j in rng.sample(pairs, min(answers, len(pairs))):
-                    texts = cohort[kind][s][1]
-                    won = int(np.sign(cl.RULES[rule](texts[i]) - cl.RULES[rule](texts[j])))
-                    if won:
-                        rows.append(won * (xs[s][i] - xs[s][j]))
+                rows = [xs[s][c] - xs[s][r] for s, c, r in cl.cohort_answers(cohort[kind], rule, u, seed, answers)]
                 mean, cov = replay.posterior(rows)
                 means.append(mean)
                 variances.append(np.diag(cov))

@@ -235,6 +235,11 @@ class UserModel:
         other coefficients."""
         if pooled is None:
             return self.prior_mean(stated), self.prior_precision(stated)
+        mean, cov = self._pooled_moments(stated, pooled)
+        return mean, np.linalg.inv(cov)
+
+    def _pooled_moments(self, stated: Mapping[str, int] | None, pooled: PooledPrior) -> tuple[np.ndarray, np.ndarray]:
+        """(mean (D,), cov (D, D)) of `prior_for` with a pooled prior."""
         if tuple(pooled.names) != tuple(self.names):
             raise ValueError("the pooled prior is on other coefficients than this model's")
         mean, cov = pooled.mean.copy(), pooled.cov.copy()
@@ -243,7 +248,7 @@ class UserModel:
             mean[i] = sign * self.prior.stated_weight
             cov[i, :] = cov[:, i] = 0.0
             cov[i, i] = self.prior.stated_scale**2
-        return mean, np.linalg.inv(cov)
+        return mean, cov
 
     def posterior(self, state: UserState | None, stated: Mapping[str, int] | None = None,
                   pooled: PooledPrior | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -252,8 +257,9 @@ class UserModel:
         which is what a new user's posterior is."""
         if state is not None:
             return state.mean_array(), state.cov_array()
-        mean, precision = self.prior_for(stated, pooled)
-        return mean, np.diag(1.0 / precision) if precision.ndim == 1 else np.linalg.inv(precision)
+        if pooled is not None:
+            return self._pooled_moments(stated, pooled)
+        return self.prior_mean(stated), np.diag(1.0 / self.prior_precision(stated))
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.array(a, dtype=np.float32), device=self.base.device())  # a writable copy

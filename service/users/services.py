@@ -68,12 +68,12 @@ def stated_of(record: UserRecord | None) -> StatedPreferences:
         return StatedPreferences()
 
 
-POOLED_USERS = POOLED_PRIOR_MAX_USERS  # at most this many of the tenant's fitted users estimate its pooled prior (one bounded query)
+_MISSING = object()
 
 
 def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPrior | None:
     """The tenant's pooled prior for new users (`pluralign.user.pooled`): estimated from up to
-    `POOLED_USERS` of its users fitted on at least one comparison against `rewards`' population model
+    `POOLED_PRIOR_MAX_USERS` of its users fitted on at least one comparison against `rewards`' population model
     and without stated preferences (their states hold their own statements), once at least
     `pooled_prior_users` are; None below that, with the setting at 0, or without the residual user
     model. Only that tenant's users are read (one tenant's prior never comes from another's users);
@@ -89,16 +89,13 @@ def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPri
     if cached is not _MISSING:
         return cached
     model = rewards.user_model
-    states = [state for record in rt.store.fitted_users(tenant, POOLED_USERS, pal_version=rewards.version, min_preferences=1)
+    states = [state for record in rt.store.fitted_users(tenant, POOLED_PRIOR_MAX_USERS, pal_version=rewards.version, min_preferences=1)
               for state in [stored_state(record)] if state is not None and state.n > 0 and model.fits(state)]
     prior = pooled_prior(states, model.names, s.pooled_prior_spread) if len(states) >= s.pooled_prior_users else None
     with rt.pooled_lock:
         if rt.pooled_generation.get(tenant, 0) == generation:  # no user of the tenant was deleted meanwhile
             rt.pooled_priors[key] = prior
     return prior
-
-
-_MISSING = object()
 
 
 def adapter_folder(rt: Runtime, tenant: str, user_id: str):
@@ -737,7 +734,8 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
             bits, criterion = None, "coefficients"
     worth = None
     if bits is None:
-        mean, cov = model.posterior(weights.state, weights.stated.signs(), pooled_prior_of(rt, tenant, rewards))
+        pooled = pooled_prior_of(rt, tenant, rewards) if weights.state is None else None  # a fitted user's posterior holds it
+        mean, cov = model.posterior(weights.state, weights.stated.signs(), pooled)
         bits = pair_information(x[a] - x[b], mean, cov)
         if target == "predictive":
             worth = bool(bits.max() >= rt.settings.compare_min_bits)
