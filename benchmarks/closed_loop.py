@@ -38,7 +38,8 @@ Session 16 (`--arms ask_active ask_random ...`): the questionnaire arms serve ch
 calibration prompt (nothing on the chat itself, so each round teaches one comparison, as in the pair
 arms): the pair
 the onboarding route `POST /v1/users/{id}/next-comparison` returns for a pool of 16 prompts x 4
-answers (`ask_active`; `ask_predictive` with `target: predictive`, EPIG), or a pair of that pool at
+answers (`ask_active`; `ask_predictive` with `target: predictive`, EPIG; `ask_population` with
+`target: population`, which of the tenant's fitted users this one is like), or a pair of that pool at
 random (`ask_random`). With pair or questionnaire
 arms every user's model is also probed before the first round and after each round: the chat route's
 own ranking of 16 held-out candidate sets per kind (`probe`), so the pick rate after r rounds of
@@ -70,7 +71,7 @@ import numpy as np
 
 ARMS = ("today", "user_model", "control")
 PAIR_ARMS = ("active", "active_best", "random_pair")  # issue 16: feedback on two shown choices only
-ASK_ARMS = ("ask_active", "ask_predictive", "ask_random")  # issue 16: each round one comparison from a calibration pool
+ASK_ARMS = ("ask_active", "ask_predictive", "ask_population", "ask_random")  # issue 16: each round one comparison from a calibration pool
 ARM_SETTINGS = {
     "today": {"user_model": "prototypes", "rerank": True},
     "user_model": {"user_model": "residual", "rerank": True},
@@ -80,6 +81,7 @@ ARM_SETTINGS = {
     "random_pair": {"user_model": "residual", "rerank": True},
     "ask_active": {"user_model": "residual", "rerank": True},
     "ask_predictive": {"user_model": "residual", "rerank": True},
+    "ask_population": {"user_model": "residual", "rerank": True},
     "ask_random": {"user_model": "residual", "rerank": True},
 }
 
@@ -497,16 +499,21 @@ def pair_feedback(client, arm: str, out: dict, scores: list[float], rng: random.
     return pair
 
 
+ASK_TARGETS = {"ask_active": None, "ask_predictive": "predictive", "ask_population": "population"}  # next-comparison's `target`
+
+
 def ask_feedback(client, arm: str, user: str, rule: str, pool: list[tuple[str, list[str]]], asked: set,
                  rng: random.Random) -> dict | None:
     """The questionnaire arms: besides the round's chat, the user answers one comparison of two
     answers to a calibration prompt, sent as `comparison` feedback (`tie` when the rule scores them
     alike, so the pair is not asked again). `ask_active`: the pair `POST /v1/users/{id}/next-comparison`
     returns for the pool (BALD on the user's posterior; nothing once `worth_asking` is false);
-    `ask_predictive`: the same route with `target: predictive` (EPIG over the pool's pairs); `ask_random`:
+    `ask_predictive`: the same route with `target: predictive` (EPIG over the pool's pairs);
+    `ask_population` with `target: population` (which of the tenant's fitted users this one is like,
+    BALD when they cannot tell); `ask_random`:
     a pair of the pool drawn at random among those not asked yet. Returns what was sent, or None."""
-    if arm in ("ask_active", "ask_predictive"):
-        body = {"pool": [{"prompt": q, "answers": a} for q, a in pool], **({"target": "predictive"} if arm == "ask_predictive" else {})}
+    if arm in ASK_TARGETS:
+        body = {"pool": [{"prompt": q, "answers": a} for q, a in pool], **({"target": ASK_TARGETS[arm]} if ASK_TARGETS[arm] else {})}
         r = client.post(f"/v1/users/{user}/next-comparison", json=body)
         if r.status_code == 400 and r.json().get("error", {}).get("param") == "pool" and "no pair" in r.text:
             return None  # every pair of the pool asked already
@@ -518,6 +525,7 @@ def ask_feedback(client, arm: str, user: str, rule: str, pool: list[tuple[str, l
         key = (prompt, *sorted((a, b)))
         repeat = key in asked
         asked.add(key)
+        criterion = out["criterion"]  # what the route asked by (`population` falls back to BALD)
     else:
         left = [(q, a[i], a[j]) for q, a in pool for i in range(len(a)) for j in range(i + 1, len(a))
                 if a[i].strip() != a[j].strip() and (q, *sorted((a[i], a[j]))) not in asked]
@@ -525,13 +533,13 @@ def ask_feedback(client, arm: str, user: str, rule: str, pool: list[tuple[str, l
             return None
         prompt, a, b = rng.choice(left)
         asked.add((prompt, *sorted((a, b))))
-        repeat = False
+        repeat, criterion = False, "random"
     sa, sb = RULES[rule](a), RULES[rule](b)
     chosen, rejected = (a, b) if sa >= sb else (b, a)
     fb = client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": prompt, "chosen": chosen,
                                            "rejected": rejected, "tie": sa == sb})
     fb.raise_for_status()
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "tie": sa == sb, "repeat": repeat}
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "tie": sa == sb, "repeat": repeat, "criterion": criterion}
 
 
 def rounds_to(records: list[dict], rule: str, arm: str, rounds: int, bar: float = 0.7, window: int = 3) -> int | None:
@@ -579,7 +587,7 @@ def summarize(records: list[dict], rounds: int) -> dict:
     return out
 
 
-VERDICT_PAIRS = (("ask_active", "ask_random"), ("ask_predictive", "ask_random"), ("active", "random_pair"))  # (active, its random counterpart)
+VERDICT_PAIRS = (("ask_active", "ask_random"), ("ask_predictive", "ask_random"), ("ask_population", "ask_random"), ("active", "random_pair"))  # (active, its random counterpart)
 
 
 def probe_summary(probes: list[dict], rounds: int, bar: float = 0.7) -> dict:
@@ -623,7 +631,7 @@ def advantage_table(records: list[dict], rounds: int) -> dict:
 
 COLOURS = {"today": "tab:orange", "user_model": "tab:blue", "control": "tab:grey", "active": "tab:green",
            "active_best": "tab:olive", "random_pair": "tab:red", "ask_active": "tab:purple", "ask_random": "tab:brown",
-           "ask_predictive": "tab:pink"}
+           "ask_predictive": "tab:pink", "ask_population": "tab:cyan"}
 
 
 def curves_figure(panels: dict[str, dict[str, tuple[list, list]]], line: float, xlabel: str, ylabel: str, title: str,

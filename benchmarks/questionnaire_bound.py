@@ -11,6 +11,10 @@ milliseconds, so it can also ask what no criterion could do from this pool:
 
 - `bald`: the route's default, BALD on the posterior (`pair_information`);
 - `predictive`: the route's `target: predictive`, EPIG over every pair of the pool (`predictive_information`);
+- `lookahead`: EPIG planned two questions ahead (`two_step_predictive`; session 20, replay only);
+- `population`: the route's `target: population`, information about which earlier user this one is
+  like (`group_information` over the cohort, each user their own group, falling back to BALD below
+  `COMPARE_MIN_BITS` as the route does); only with `--prior population`, whose cohort are the known users;
 - `random`: a pair not asked yet, drawn at random (`--randoms` users, the mean curve);
 - `oracle`: each round the pair after whose answer the pick rate on the target sets is highest. It
   reads the rule and the target sets, so it is a bound, not a method: a questionnaire chosen one
@@ -61,7 +65,7 @@ import numpy as np
 
 from benchmarks import closed_loop as cl
 
-CRITERIA = ("bald", "predictive", "random", "oracle")
+CRITERIA = ("bald", "predictive", "lookahead", "population", "random", "oracle")
 RECORDED_ARMS = {"bald": "ask_active", "predictive": "ask_predictive"}
 FRESH_PERSONA = slice(0, 30)  # statement rows of the fresh persona sets (chat rows; the probe's are 200-215)
 
@@ -82,6 +86,7 @@ class Replay:
         self.all_diff = np.array([self.pool_x[s][i] - self.pool_x[s][j] for s, i, j in self.pairs])  # (T, D) EPIG's targets
         self.prior_mean, self.prior_precision = model.prior_mean(), model.prior_precision()  # (D,), (D,) or (D, D)
         self._scored: dict[str, list] = {}  # rule -> [(x (n, D), the rule's top answers (n,) bool)] of scored target sets
+        self.particles = None  # `population`'s known users (`pluralign.user.active.Particles`): the cohort, with --prior population
 
     def _x(self, prompt: str, texts: list[str], encoder) -> np.ndarray:
         return self.model.candidates(encoder.encode([prompt])[0], encoder.encode(texts), texts).x
@@ -122,7 +127,13 @@ class Replay:
     def run(self, rule: str, criterion: str, rounds: int, rng: random.Random | None = None) -> tuple[list[float], list[int]]:
         """The pick rate after 0..rounds answered questions, each chosen by `criterion`, and how many
         of them were fitted (a tie is asked, not fitted) after each."""
-        from pluralign.user.active import pair_information, predictive_information
+        from pluralign.user.active import (
+            COMPARE_MIN_BITS,
+            group_information,
+            pair_information,
+            particle_posterior,
+            predictive_information,
+        )
 
         rows, asked = [], set()
         mean, cov = self.posterior(rows)
@@ -142,7 +153,17 @@ class Replay:
                 pair = max(keep, key=after)
             else:
                 diff = np.array([self.pool_x[s][i] - self.pool_x[s][j] for s, i, j in keep])
-                bits = pair_information(diff, mean, cov) if criterion == "bald" else predictive_information(diff, self.all_diff, mean, cov)
+                bits = None
+                if criterion == "population" and self.particles is not None and len(self.particles) >= 2:
+                    # the route's `target: population`: which known user is this one like, weighted by the answers so far
+                    weights = particle_posterior(self.particles.predictive(np.array(rows))) if rows else np.full(len(self.particles), 1 / len(self.particles))
+                    bits = group_information(self.particles.predictive(diff), weights, self.particles.groups)
+                    if bits.max() < COMPARE_MIN_BITS:
+                        bits = None  # the route falls back to BALD
+                if criterion == "lookahead":
+                    bits = two_step_predictive(diff, self.all_diff, mean, cov)
+                if bits is None:
+                    bits = predictive_information(diff, self.all_diff, mean, cov) if criterion == "predictive" else pair_information(diff, mean, cov)
                 pair = keep[int(np.argmax(bits))]
             asked.add(pair)
             row = self.answer(rule, pair)
@@ -165,10 +186,14 @@ def population_prior(replays: dict[str, Replay], cohort: dict[str, list], users:
     from their kind's `cohort` sets (candidate sets that are neither the pool nor the targets),
     fitted from the user model's own prior as a refit fits them; then the pooled estimate (the mean
     and covariance of their posterior means, plus `spread` times their mean posterior variances).
+    The cohort users refitted under that prior, as the service's refits fit them once it exists, are
+    `population`'s known users (`Replay.particles`, both kinds, as a tenant's fitted users are).
     Returns the mean (D,), the precision (D, D) and a description."""
+    from pluralign.user.active import Particles
+    from pluralign.user.model import fit_posterior
     from pluralign.user.pooled import pooled_from_fits
 
-    means, variances = [], []
+    means, variances, answered = [], [], []
     for kind, replay in replays.items():
         xs = [replay._x(prompt, texts, replay.encoder) for prompt, texts in cohort[kind]]
         for rule in (r for r in cl.RULES if cl.kind_of(r) == kind):
@@ -177,8 +202,37 @@ def population_prior(replays: dict[str, Replay], cohort: dict[str, list], users:
                 mean, cov = replay.posterior(rows)
                 means.append(mean)
                 variances.append(np.diag(cov))
+                answered.append(np.array(rows))
     prior = pooled_from_fits(np.array(means), np.array(variances), replay.model.names, spread)
+    p = replay.model.prior
+    fits = [fit_posterior(rows, prior.mean, prior.precision, p.newton_steps, p.tol) for rows in answered]
+    particles = Particles(np.stack([m for m, _ in fits]), np.stack([c for _, c in fits]), np.arange(len(fits)))
+    for replay in replays.values():
+        replay.particles = particles
     return prior.mean, prior.precision, {"users": prior.users, "answers": answers, "spread": spread}
+
+
+def two_step_predictive(diff: np.ndarray, targets: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """`lookahead`: EPIG planned two questions ahead, I(y1; y*) + E_{y1} max_{q2} I(y2; y* | y1)
+    (the information the next two answers carry about the targets when the second question is chosen
+    after the first answer), the posterior after y1 taken by reweighting the route's posterior
+    samples by its likelihood. diff (P, D), targets (T, D); returns (P,) bits. O(P^2 T S): ~1 s a
+    round at P = T = 90, S = 256."""
+    from scipy.special import expit
+
+    from pluralign.user.active import posterior_samples, sample_predictive_information
+
+    draws = posterior_samples(mean, cov)  # (S, D)
+    p, q = expit(draws @ diff.T), expit(draws @ targets.T)  # (S, P), (S, T)
+    w = np.full(len(draws), 1.0 / len(draws))
+    value = sample_predictive_information(p, q, w)
+    for k in range(diff.shape[0]):
+        for like in (p[:, k], 1.0 - p[:, k]):
+            share = float(w @ like)
+            after = sample_predictive_information(p, q, w * like / share)
+            after[k] = 0.0
+            value[k] += share * after.max()
+    return value
 
 
 class Budget(Exception):
@@ -310,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", choices=("probe", "fresh"), default="probe")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--randoms", type=int, default=12, help="random questionnaires per rule (their mean curve)")
-    parser.add_argument("--criteria", nargs="+", choices=CRITERIA, default=list(CRITERIA))
+    parser.add_argument("--criteria", nargs="+", choices=CRITERIA, default=[c for c in CRITERIA if c not in ("lookahead", "population")])
     parser.add_argument("--rules", nargs="+", choices=list(cl.RULES), default=list(cl.RULES))
     parser.add_argument("--seed", type=int, default=1, help="the closed loop's seed (names its run; the sets' seeds are fixed)")
     parser.add_argument("--max-tokens", type=int, default=32)
@@ -336,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
+    if "population" in args.criteria and args.prior != "population":
+        parser.error("--criteria population asks which earlier user a user is like: it needs --prior population (the earlier users)")
     start = time.time()
     replays, targets = build(args)
     out = {}

@@ -162,10 +162,20 @@ def predictive_information(diff: np.ndarray, targets: np.ndarray, mean: np.ndarr
     if diff.shape[1] != np.asarray(mean).shape[0] or targets.shape[1] != diff.shape[1]:
         raise ValueError(f"pairs {diff.shape}, targets {targets.shape} and mean {np.asarray(mean).shape} do not agree")
     draws = posterior_samples(mean, cov, samples, seed)  # (S, D)
-    p = expit(draws @ diff.T)  # (S, P)
-    q = expit(draws @ targets.T)  # (S, T)
-    both = p.T @ q / len(draws)  # (P, T) P(y = 1, y* = 1)
-    pm, qm = p.mean(0)[:, None], q.mean(0)[None, :]
+    return sample_predictive_information(expit(draws @ diff.T), expit(draws @ targets.T))
+
+
+def sample_predictive_information(p: np.ndarray, q: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """EPIG from S (weighted) posterior samples' predictives: p (S, P) and q (S, T), each sample's
+    probability that the first answer of each candidate and target comparison wins; weights (S,)
+    summing to 1 (None: equal), e.g. samples reweighted by an answer not yet given, to plan a
+    question ahead. Returns (P,) bits, averaged over the T targets, in [0, 1]."""
+    p, q = np.atleast_2d(np.asarray(p, np.float64)), np.atleast_2d(np.asarray(q, np.float64))
+    w = np.full(len(p), 1.0 / len(p)) if weights is None else np.asarray(weights, np.float64)
+    if q.shape[0] != len(p) or w.shape != (len(p),):
+        raise ValueError(f"predictives {p.shape} and {q.shape} and weights {w.shape} do not agree")
+    both = (p * w[:, None]).T @ q  # (P, T) P(y = 1, y* = 1)
+    pm, qm = (w @ p)[:, None], (w @ q)[None, :]
     cells = (both, pm - both, qm - both, 1.0 - pm - qm + both)
     joint = -sum(c * np.log2(np.clip(c, 1e-12, 1.0)) for c in cells)  # (P, T) H(y, y*)
     info = _entropy_bits(pm) + _entropy_bits(qm) - joint  # (P, T) I(y; y*)

@@ -248,3 +248,30 @@ def test_particle_predictive_keeps_memory_bounded_on_a_long_history():
     direct = np.einsum("pd,ude,pe->pu", diff[:50], covs, diff[:50])
     from scipy.special import expit
     assert np.allclose(prob[:50], expit(diff[:50] @ means.T / np.sqrt(1 + np.pi / 8 * direct)))
+
+
+def test_epig_from_weighted_samples_is_zero_for_a_known_user_and_a_bit_for_a_coin_between_two():
+    """`sample_predictive_information`: with equal weights it is `predictive_information`'s value
+    from the same draws; with all weight on one sample nothing is left to learn; with two samples of
+    opposite sign on feature 0, equally weighted, a question on feature 0 tells a target on feature 0
+    (nearly) a whole bit and a question on feature 1 nothing."""
+    from scipy.special import expit
+
+    from pluralign.user.active import posterior_samples, sample_predictive_information
+
+    x, mean, cov = contenders()
+    pairs, targets = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 3.0]]), np.array([[0.0, 1.0, 0.0], [1.0, 0.5, 0.0]])
+    draws = posterior_samples(mean, cov)
+    p, q = expit(draws @ pairs.T), expit(draws @ targets.T)
+    np.testing.assert_allclose(sample_predictive_information(p, q), predictive_information(pairs, targets, mean, cov))
+    one = np.zeros(len(draws))
+    one[7] = 1.0
+    np.testing.assert_allclose(sample_predictive_information(p, q, one), 0.0, atol=1e-9)
+    two = np.array([[10.0, 0.0], [-10.0, 0.0]])
+    questions, target = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.0]])
+    bits = sample_predictive_information(expit(two @ questions.T), expit(two @ target.T), np.array([0.5, 0.5]))
+    assert bits[0] > 0.99 and bits[1] < 1e-9
+    with pytest.raises(ValueError):
+        sample_predictive_information(p, q[:3])
+    with pytest.raises(ValueError):
+        sample_predictive_information(p, q, np.ones(3) / 3)

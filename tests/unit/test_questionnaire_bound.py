@@ -34,7 +34,7 @@ def replay(pool, targets) -> qb.Replay:
     r.targets = [(texts, np.stack([coords(t) for t in texts])) for _, texts in targets]
     r.pairs = [(s, i, j) for s, (_, texts) in enumerate(pool) for i in range(len(texts)) for j in range(i + 1, len(texts))]
     r.all_diff = np.array([r.pool_x[s][i] - r.pool_x[s][j] for s, i, j in r.pairs])
-    r.prior_mean, r.prior_precision = np.zeros(2), np.full(2, 1 / 25)
+    r.prior_mean, r.prior_precision, r.particles = np.zeros(2), np.full(2, 1 / 25), None
     return r
 
 
@@ -84,3 +84,35 @@ def test_the_population_prior_is_wide_where_earlier_users_differ(lists_pool, mon
     for rule in ("lists", "no_lists"):
         curve, _ = lists_pool.run(rule, "predictive", 1)
         assert curve[1] >= 0.7, (rule, curve)
+
+
+def test_the_population_and_lookahead_criteria_ask_what_separates_earlier_users(lists_pool, monkeypatch):
+    """Earlier users split on list items: asked which of them a new user is like (`population`, the
+    route's `target: population` over the cohort), the first question is the list one, which settles
+    both list rules. EPIG planned two answers ahead (`lookahead`) settles them within two (a pool of
+    two questions asks both, in either order). Without a cohort the CLI refuses `population`."""
+    rng = random.Random(1)
+    cohort = [(f"c{k}", [answer(rng.randint(0, 3), rng.randint(5, 30)) for _ in range(4)]) for k in range(8)]
+    monkeypatch.setattr(qb.Replay, "_x", lambda self, prompt, texts, encoder: np.stack([coords(t) for t in texts]))
+    monkeypatch.setattr(qb.cl, "RULES", {r: qb.cl.RULES[r] for r in ("lists", "no_lists")})
+    lists_pool.prior_mean, lists_pool.prior_precision, _ = qb.population_prior(
+        {"style": lists_pool}, {"style": cohort}, users=4, answers=12, spread=0.2, seed=0)
+    assert len(lists_pool.particles) == 8 and lists_pool.particles.means[:4, 0].mean() > 0 > lists_pool.particles.means[4:, 0].mean()
+    for rule in ("lists", "no_lists"):
+        curve, fitted = lists_pool.run(rule, "population", 2)
+        assert curve[1] >= 0.7 and fitted[1] == 1, (rule, curve)
+        assert lists_pool.run(rule, "lookahead", 2)[0][2] >= 0.7
+    with pytest.raises(SystemExit):
+        qb.main(["--criteria", "population"])
+
+
+def test_two_step_planning_values_a_question_at_least_as_much_as_one_step():
+    """The value of a question planned two answers ahead adds what the best second question is
+    expected to carry, so it is never below EPIG's one-step value of the same question."""
+    from pluralign.user.active import predictive_information
+
+    rng = np.random.default_rng(0)
+    diff, targets = rng.normal(size=(6, 3)), rng.normal(size=(10, 3))
+    mean, cov = np.zeros(3), np.eye(3) * 4
+    two, one = qb.two_step_predictive(diff, targets, mean, cov), predictive_information(diff, targets, mean, cov)
+    assert two.shape == (6,) and np.all(two >= one - 1e-9) and np.any(two > one + 0.01)
