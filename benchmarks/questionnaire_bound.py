@@ -131,11 +131,10 @@ class Replay:
             COMPARE_MIN_BITS,
             group_information,
             pair_information,
-            particle_posterior,
             predictive_information,
         )
 
-        rows, asked = [], set()
+        rows, tied, asked = [], [], set()  # tied: the pool pairs (first minus second) answered with a tie
         mean, cov = self.posterior(rows)
         curve, fitted = [self.pick_rate(mean, rule)], [0]
         for _ in range(rounds):
@@ -156,7 +155,7 @@ class Replay:
                 bits = None
                 if criterion == "population" and self.particles is not None and len(self.particles) >= 2:
                     # the route's `target: population`: which known user is this one like, weighted by the answers so far
-                    weights = particle_posterior(self.particles.predictive(np.array(rows))) if rows else np.full(len(self.particles), 1 / len(self.particles))
+                    weights = self.particle_weights(rows, tied)
                     bits = group_information(self.particles.predictive(diff), weights, self.particles.groups)
                     if bits.max() < COMPARE_MIN_BITS:
                         bits = None  # the route falls back to BALD
@@ -167,12 +166,24 @@ class Replay:
                 pair = keep[int(np.argmax(bits))]
             asked.add(pair)
             row = self.answer(rule, pair)
-            if row is not None:
+            if row is None:
+                s, i, j = pair
+                tied.append(self.pool_x[s][i] - self.pool_x[s][j])
+            else:
                 rows.append(row)
                 fitted[-1] = len(rows)
                 mean, cov = self.posterior(rows)
             curve.append(self.pick_rate(mean, rule))
         return curve, fitted
+
+    def particle_weights(self, rows: list[np.ndarray], tied: list[np.ndarray]) -> np.ndarray:
+        """(U,) the known users' weights after the answered comparisons `rows` (chosen minus rejected)
+        and the ties `tied`, as the route weighs them (`particle_posterior`)."""
+        from pluralign.user.active import particle_posterior
+
+        u = len(self.particles)
+        seen = self.particles.predictive(np.array(rows)) if rows else np.zeros((0, u))
+        return particle_posterior(seen, self.particles.predictive(np.array(tied)) if tied else None)
 
     def all_pairs_rate(self, rule: str) -> tuple[float, int]:
         rows = [r for r in (self.answer(rule, p) for p in self.pairs) if r is not None]

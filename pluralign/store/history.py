@@ -67,6 +67,14 @@ class History:
         return (self.prompt_vec[rows], self.chosen_vec[rows], self.rejected_vec[rows],
                 meta.column("chosen").to_pylist(), meta.column("rejected").to_pylist())
 
+    def tie_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+        """The ties of this snapshot (two answers, neither preferred) in `comparison_set`'s form, the
+        answer stored as chosen first: prompt, chosen and rejected vectors (M, d), and the texts."""
+        rows = np.flatnonzero(~self.comparison & pc.not_equal(self.meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool))
+        meta = self.meta.take(pa.array(rows, type=pa.int64()))
+        return (self.prompt_vec[rows], self.chosen_vec[rows], self.rejected_vec[rows],
+                meta.column("chosen").to_pylist(), meta.column("rejected").to_pylist())
+
     @property
     def rows(self) -> list[dict]:
         """Every row's non-vector columns (pages, exports, refits; not the search path)."""

@@ -259,11 +259,25 @@ def select_by_group(prob: np.ndarray, groups: np.ndarray, k: int) -> list[int]:
     return chosen
 
 
-def particle_posterior(prob_observed: np.ndarray) -> np.ndarray:
+def particle_posterior(prob_observed: np.ndarray, prob_tied: np.ndarray | None = None) -> np.ndarray:
     """(U,) posterior weights over U known users after comparisons whose observed winner each user
-    predicted with prob_observed (N, U) (uniform prior; log space, so many comparisons do not
-    underflow). With N = 0 the weights are uniform."""
+    predicted with prob_observed (N, U), and ties, answers that named no winner, of comparisons whose
+    first answer each user predicted to win with prob_tied (M, U) (uniform prior; log space, so
+    many comparisons do not underflow). With N = M = 0 the weights are uniform.
+
+    A tie's likelihood under a known user is 2 sqrt(p (1 - p)): Davidson's tie term ("On extending
+    the Bradley-Terry model to accommodate ties in paired comparison experiments", JASA 1970, with
+    nu = 1 and without its normaliser, so a strict answer keeps its Bradley-Terry likelihood): 1 for
+    a user who could not tell the two answers apart (p = 1/2), near 0 for one sure of either. So a
+    user who answers "no preference" moves towards the known users who are indifferent there,
+    where without it a tie told the questionnaire nothing and it asked the same kind of question
+    again. Raises ValueError when the two do not name the same U users."""
     logp = np.log(np.clip(np.atleast_2d(np.asarray(prob_observed, np.float64)), 1e-12, 1.0)).sum(0)
+    if prob_tied is not None and len(prob_tied):
+        tied = np.clip(np.atleast_2d(np.asarray(prob_tied, np.float64)), 1e-12, 1 - 1e-12)
+        if tied.shape[1] != logp.shape[0]:
+            raise ValueError(f"observed {np.shape(prob_observed)} and tied {tied.shape} name different known users")
+        logp = logp + np.log(2.0 * np.sqrt(tied * (1.0 - tied))).sum(0)
     w = np.exp(logp - logp.max())
     return w / w.sum()
 

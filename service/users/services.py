@@ -643,7 +643,8 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     "population": information about which of the tenant's fitted users (`population_particles`)
     the user is like, weighted by how well each predicts the user's comparisons so far
     (`group_information` with each known user their own group, `particle_posterior`, over the user's
-    newest `POPULATION_HISTORY` comparisons). It falls back to "coefficients" (the response's
+    newest `POPULATION_HISTORY` comparisons and as many ties: a tie weighs towards the known users
+    who are indifferent between its two answers). It falls back to "coefficients" (the response's
     `criterion` says which) with fewer than two such users, or when no pair carries
     `compare_min_bits` about them: known users who predict alike cannot tell the user apart, and
     the user's own model may still be worth asking about.
@@ -725,10 +726,12 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     particles = population_particles(rt, tenant, user_id, rewards) if target == "population" else None
     bits, criterion = None, "coefficients"
     if particles is not None and len(particles) >= 2:
-        prompt, chosen, rejected, chosen_texts, rejected_texts = (
-            part[-POPULATION_HISTORY:] for part in rt.store.history(tenant, user_id).comparison_set())
-        seen = particles.predictive(model.design(prompt, chosen, rejected, response_features(chosen_texts), response_features(rejected_texts)))
-        bits = group_information(particles.predictive(x[a] - x[b]), particle_posterior(seen), particles.groups)
+        history = rt.store.history(tenant, user_id)
+        def predicted(parts) -> np.ndarray:  # (N, U): each known user's predictive that the first answer wins
+            prompt, chosen, rejected, chosen_texts, rejected_texts = (part[-POPULATION_HISTORY:] for part in parts)
+            return particles.predictive(model.design(prompt, chosen, rejected, response_features(chosen_texts), response_features(rejected_texts)))
+        likeness = particle_posterior(predicted(history.comparison_set()), predicted(history.tie_set()))  # a tie: like the indifferent ones
+        bits = group_information(particles.predictive(x[a] - x[b]), likeness, particles.groups)
         criterion = "population"
         if bits.max() < rt.settings.compare_min_bits:  # the known users cannot tell this user apart: ask about the user's own model
             bits, criterion = None, "coefficients"

@@ -446,3 +446,40 @@ def test_onboarding_from_stored_comparisons_does_not_embed_a_large_backlog_insid
         svc.runtime.ingest.flush("backlog")  # what the worker does meanwhile
         again = c.post("/v1/users/fresh/next-comparison", json={})
         assert again.status_code == 200 and again.json()["pool"] == "stored" and again.json()["pairs"] == 3, again.text
+
+
+def test_a_tie_moves_the_population_questionnaire_towards_the_known_users_who_are_indifferent(svc):
+    """`target: population` in a tenant of two kinds of known users: four who choose by length (short
+    or long) and two who choose by lists against prose between answers of one length, so they cannot
+    tell a short answer from a long one. A new user first gets a length question (it splits more
+    known users) and answers "no preference" (`tie`). That tie is evidence: of the known users, only
+    the list users would be indifferent there, so the next question is the list one. Before ties were
+    weighed, a tie told the route nothing and it asked the other length question next."""
+    svc.keys.setdefault("stationers", svc.runtime.keys.issue("stationers"))
+
+    def lists_and_prose(topic: str) -> tuple[str, str]:
+        return (f"On {topic}:\n- plan\n- try\n- review", f"On {topic}, plan first, then try, then review.")
+
+    pool = [{"prompt": "Tips on travel?", "answers": list(short_and_long("travel"))},
+            {"prompt": "Tips on sleep?", "answers": list(short_and_long("sleep"))},
+            {"prompt": "Tips on music?", "answers": list(lists_and_prose("music"))}]
+    with svc.client("stationers") as c:
+        def known(user: str, pairs) -> None:
+            for topic, (chosen, rejected) in pairs:
+                assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tips on {topic}?",
+                                                    "chosen": chosen, "rejected": rejected}).status_code == 201
+            assert c.get(f"/v1/users/{user}").status_code == 200  # the profile read fits the user
+
+        for u in range(4):  # by length: two pick short, two long
+            known(f"length{u}", [(t, short_and_long(t)[:: 1 if u % 2 == 0 else -1]) for t in TOPICS[:8]])
+        for u in range(2):  # by lists, between answers of one length: one likes lists, one prose
+            known(f"lists{u}", [(t, lists_and_prose(t)[:: 1 if u == 0 else -1]) for t in TOPICS[:8]])
+        first = c.post("/v1/users/shrug/next-comparison", json={"pool": pool, "target": "population"}).json()
+        assert first["criterion"] == "population" and first["population_users"] == 6, first
+        assert first["prompt"] in ("Tips on travel?", "Tips on sleep?"), first  # a length question first
+        a, b = first["answers"]
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "shrug", "prompt": first["prompt"], "chosen": a,
+                                            "rejected": b, "tie": True}).status_code == 201
+        svc.runtime.ingest.flush_user("stationers", "shrug")
+        then = c.post("/v1/users/shrug/next-comparison", json={"pool": pool, "target": "population"}).json()
+        assert then["criterion"] == "population" and then["prompt"] == "Tips on music?", then

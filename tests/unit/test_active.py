@@ -275,3 +275,19 @@ def test_epig_from_weighted_samples_is_zero_for_a_known_user_and_a_bit_for_a_coi
         sample_predictive_information(p, q[:3])
     with pytest.raises(ValueError):
         sample_predictive_information(p, q, np.ones(3) / 3)
+
+
+def test_a_tie_weighs_towards_the_known_users_who_could_not_tell_the_answers_apart():
+    """`particle_posterior` with ties: a known user sure of either answer (p near 0 or 1) explains a
+    tie badly, one at p = 1/2 perfectly; strict answers keep their Bradley-Terry weights; no ties is
+    the weights without them; users that do not match raise."""
+    sure, unsure = 0.95, 0.5
+    tied = np.array([[sure, 1 - sure, unsure]])  # (1 tie, 3 known users)
+    w = particle_posterior(np.zeros((0, 3)), tied)
+    assert w[2] > 2 * w[0] and np.isclose(w[0], w[1]) and np.isclose(w.sum(), 1.0)
+    strict = np.array([[0.9, 0.2, 0.5]])
+    np.testing.assert_allclose(particle_posterior(strict, np.zeros((0, 3))), particle_posterior(strict))
+    both = particle_posterior(strict, tied)
+    np.testing.assert_allclose(both, particle_posterior(strict) * w / (particle_posterior(strict) * w).sum())
+    with pytest.raises(ValueError):
+        particle_posterior(strict, np.array([[0.5, 0.5]]))
