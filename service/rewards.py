@@ -20,7 +20,7 @@ from pluralign.embed.base import Encoder
 from pluralign.files import stopped_artifact
 from pluralign.reward.em import EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
-from pluralign.reward.pal_checkpoint import PAL_FILES
+from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE
 from pluralign.user import UserModel
 
 log = logging.getLogger("pluralign.service")
@@ -29,11 +29,26 @@ BOOTSTRAP_GROUPS = 4  # persona groups (and PAL prototypes) of the bootstrap che
 
 
 def checkpoint_version(folder: Path) -> str:
-    """A short hash of the checkpoint's files: user logits record it and are refitted when it changes."""
+    """A short hash of the population model in the checkpoint: user logits record it and are
+    refitted when it changes. The training users' own rows are left out (PAL's user_weights.json
+    rows, of which only K and the prior are hashed; EM's users.jsonl; meta.json's `users` count), so
+    a DELETE removing one of them (`pluralign.reward.training_users`) makes no other user's fit stale."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.name == "users.jsonl":
+            continue
+        data = path.read_bytes()
+        if path.name in (USER_WEIGHTS_FILE, META_FILE):
+            try:
+                decoded = msgspec.json.decode(data)
+            except msgspec.DecodeError:
+                decoded = None  # hashed as it is: loading refuses it anyway
+            if isinstance(decoded, dict) and path.name == USER_WEIGHTS_FILE:
+                data = msgspec.json.encode({"k": decoded.get("k"), "prior": decoded.get("prior")})
+            elif isinstance(decoded, dict):
+                data = msgspec.json.encode({k: v for k, v in decoded.items() if k != "users"}, order="sorted")
         digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+        digest.update(data)
     return digest.hexdigest()[:16]
 
 

@@ -22,7 +22,7 @@ from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from service.auth import KeyRing
 from service.metrics import Metrics
-from service.rewards import UserRewards
+from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import FairScheduler
 from service.settings import Settings
 
@@ -105,6 +105,15 @@ class Runtime:
     # called with (tenant, user_id) inside a user's DELETE, under the user's lock; each returns how many
     # files it removed (the admin area: the user's jobs, their snapshots and records)
     delete_hooks: list[Callable[[str, str], int]] = field(default_factory=list)
+    # called with a deleted user's `tenant/user` key once their rows are gone, under population_lock;
+    # each returns how many files it rewrote without the user (the admin area: population snapshots,
+    # PAL and EM artifacts of its jobs; `forget_population_user`)
+    population_hooks: list[Callable[[str], int]] = field(default_factory=list)
+    # held while population data is written from the store (a snapshot), copied into service or
+    # rewritten without a deleted user: a snapshot is taken before a DELETE's rewrite (and rewritten)
+    # or after the user's rows left the store, and a promotion copies an artifact before its rewrite
+    # (the served copy is rewritten too) or after
+    population_lock: threading.RLock = field(default_factory=threading.RLock)
     scheduler: FairScheduler | None = None  # generation's own threads, tenants in turn (built from settings)
     _user_locks: tuple[threading.RLock, ...] = field(default_factory=lambda: tuple(threading.RLock() for _ in range(64)))
     # (tenant, user_id) -> time.monotonic() of their latest DELETE, kept DELETE_MEMORY_S: a chat planned
@@ -214,15 +223,38 @@ class Runtime:
         UserRewards.load(source, self.encoder.encoder_id)
         served = self.settings.data_path / PROMOTED_PAL
         staged = served.with_name(f".{served.name}.staged")
-        shutil.rmtree(staged, ignore_errors=True)
-        shutil.copytree(source, staged)
-        swap_folder(staged, served)
-        rewards = UserRewards.load(served, self.encoder.encoder_id)
-        rewards.note = f"promoted from {source}"
-        self.rewards = rewards
+        with self.population_lock:
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(source, staged)
+            swap_folder(staged, served)
+            rewards = UserRewards.load(served, self.encoder.encoder_id)
+            rewards.note = f"promoted from {source}"
+            self.rewards = rewards
         self.metrics.inc("pluralign_population_swaps_total", help="population reward models swapped in while serving")
         log.info("now serving population model %s (%s, K=%d) from %s", rewards.version, rewards.kind, rewards.k, source)
         return rewards
+
+    def forget_population_user(self, key: str) -> int:
+        """For a DELETE, once the user's rows left the store: remove the training user `key`
+        (`tenant/user`, as population snapshots name them) from every population file that the
+        `population_hooks` know (the admin area's snapshots and job artifacts), then from the promoted
+        population model's per-user rows, on disk and in memory. The promoted model's version, and so
+        every other user's fit, is kept (`service.rewards.checkpoint_version`); what its shared
+        parameters learned from the user stays until a retrain. Returns the files rewritten."""
+        from pluralign.reward.pal_model import PALModel
+        from pluralign.reward.training_users import forget_training_users
+
+        served = self.settings.data_path / PROMOTED_PAL
+        with self.population_lock:
+            rewritten = sum(hook(key) for hook in list(self.population_hooks))
+            if not forget_training_users(served, lambda user: user == key):
+                return rewritten
+            # a served EM mixture holds the rows in memory too (a PAL model keeps only its prior)
+            if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(served):
+                rewards = UserRewards.load(served, self.encoder.encoder_id)
+                rewards.note = self.rewards.note
+                self.rewards = rewards
+        return rewritten + 1
 
     def maybe_compact(self) -> None:
         """Compact in a background thread once enough writes piled up (one compaction at a time)."""

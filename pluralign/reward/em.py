@@ -22,6 +22,7 @@ Heads are computed in float64: the monotonicity check compares numbers, not hope
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -381,3 +382,27 @@ class EMMixture:
             model.fit_result.responsibilities = torch.tensor([r.posterior for r in rows], dtype=torch.float64, device=model.fit_result.head_weights.device)
         return model
 
+
+
+def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
+    """Remove from an EM artifact's users.jsonl the membership rows of the training users
+    `forget(user_id)` picks, for a DELETE. The heads and mixing weights were fitted on them too and
+    stay until a retrain. The file is rewritten whole (temp file and rename); meta.json holds no
+    count of users, so it is left as it is. Returns the rows removed (0: nothing written). Raises
+    FileNotFoundError without users.jsonl and ValueError naming the line that is not a membership."""
+    path = Path(folder) / "users.jsonl"
+    kept, removed = [], 0
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = msgspec.json.decode(line, type=UserMembership)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"{path}, line {number}: not a user membership: {exc}") from None
+        if forget(row.user_id):
+            removed += 1
+        else:
+            kept.append(line + b"\n")
+    if removed:
+        write_atomic(path, b"".join(kept))
+    return removed

@@ -10,6 +10,7 @@ weights have the model's K, and refuses a mismatch with a ValueError that says w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -111,3 +112,24 @@ def load_pal(folder: str | Path, encoder_id: str | None = None, device=None) -> 
         ) from None
     user_weights = UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k)
     return model.to(device or default_device()).eval(), user_weights, meta
+
+
+def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
+    """Remove the user-weights rows of the training users `forget(user_id)` picks, for a DELETE.
+
+    Only their rows go: the shared parameters (prototypes) and the population prior were learned
+    from them too and stay until a retrain. user_weights.json is rewritten whole (temp file and
+    rename), then meta.json with the new `users` count, so the checkpoint loads at every step.
+    Returns the rows removed (0: nothing written). Raises what `read_meta` and `UserWeights.load` do
+    for a folder that is not a whole PAL checkpoint."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    weights = UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k)
+    gone = [u for u in weights.users() if forget(u)]
+    if not gone:
+        return 0
+    for user_id in gone:
+        weights.remove(user_id)
+    weights.save(folder / USER_WEIGHTS_FILE)
+    write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=len(weights)))))
+    return len(gone)

@@ -19,7 +19,9 @@ from litestar.concurrency import sync_to_thread
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
+from pluralign.files import write_atomic
 from pluralign.policy.adapters import adapter_name, swap_folder
+from pluralign.reward.training_users import forget_training_users
 from pluralign.store import StoredPreference
 from pluralign.store.location import options_to_env
 from service.errors import bad_request
@@ -31,6 +33,32 @@ from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig
 from training.jobs.triggers import AdapterTrigger
 
 log = logging.getLogger("pluralign.service")
+
+
+class _Named(msgspec.Struct):
+    user_id: str  # a snapshot line's user (`tenant/user`); its other fields are not read
+
+
+_NAMED = msgspec.json.Decoder(_Named)
+
+
+def _snapshot_users(path: Path) -> set[str]:
+    """The users (`tenant/user`) a population snapshot holds rows of."""
+    return {_NAMED.decode(line).user_id for line in path.read_bytes().splitlines() if line.strip()}
+
+
+def _drop_rows(path: Path, key: str) -> int:
+    """Rewrite the snapshot at `path` without user `key`'s rows (a temp file renamed over it: a
+    reader, a job starting, sees the old file or the new one). Returns 1 when it was rewritten."""
+    data = path.read_bytes()
+    if msgspec.json.encode(key) not in data:  # the name as the file spells it: no row of theirs
+        return 0
+    lines = data.splitlines(keepends=True)
+    kept = [line for line in lines if not line.strip() or _NAMED.decode(line).user_id != key]
+    if len(kept) == len(lines):
+        return 0
+    write_atomic(path, b"".join(kept))
+    return 1
 
 
 class QuotaExceeded(Exception):
@@ -48,11 +76,13 @@ class Admin:
         if settings.job_runner == "ray":
             from training.jobs.ray_runner import RayJobRunner
 
-            self.runner: JobRunner = RayJobRunner(config, settings.ray_address, on_promote=self.put_into_service)
+            self.runner: JobRunner = RayJobRunner(config, settings.ray_address, on_promote=self.put_into_service,
+                                                  on_succeed=self.keep_snapshot_users)
         else:
-            self.runner = LocalJobRunner(config, on_promote=self.put_into_service)
+            self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.keep_snapshot_users)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
         rt.delete_hooks.append(self.forget_user)
+        rt.population_hooks.append(self.forget_in_population)
         self._lock = threading.Lock()
         self._new: dict[tuple[str, str], int] = {}  # strict comparisons moved since the user's last check
 
@@ -107,19 +137,56 @@ class Admin:
 
     def population_snapshot(self) -> Path:
         """Every stored strict comparison of every tenant as one preference file; users are named
-        `tenant/user` so two tenants' users never merge into one."""
+        `tenant/user` so two tenants' users never merge into one. Read and written under the
+        runtime's population lock: a DELETE's rewrite of the snapshots (`forget_in_population`)
+        comes before (and so rewrites it) or after (and the user's rows are out of the store)."""
         self.rt.ingest.flush()
-        records = [
-            Preference(user_id=f"{p.tenant}/{p.user_id}", prompt=p.prompt, chosen=p.chosen, rejected=p.rejected,
-                       margin=p.margin, source=p.source, created_at=p.created_at, attributes=p.attributes)
-            for p in self.rt.store.all_comparisons()
-        ]
-        if not records:
-            raise bad_request("params.protocol", "the store holds no comparisons to train a population model on "
-                                                 "(`file`, the default): store feedback first, or name a built-in protocol")
-        path = self.folder / "data" / "population" / f"comparisons-{int(time.time() * 1000)}.jsonl"
-        write_jsonl(records, path)
+        with self.rt.population_lock:
+            records = [
+                Preference(user_id=f"{p.tenant}/{p.user_id}", prompt=p.prompt, chosen=p.chosen, rejected=p.rejected,
+                           margin=p.margin, source=p.source, created_at=p.created_at, attributes=p.attributes)
+                for p in self.rt.store.all_comparisons()
+            ]
+            if not records:
+                raise bad_request("params.protocol", "the store holds no comparisons to train a population model on "
+                                                     "(`file`, the default): store feedback first, or name a built-in protocol")
+            path = self.population_folder / f"comparisons-{int(time.time() * 1000)}.jsonl"
+            write_jsonl(records, path)
         return path
+
+    @property
+    def population_folder(self) -> Path:
+        return self.folder / "data" / "population"
+
+    def forget_in_population(self, key: str) -> int:
+        """For a DELETE (a `Runtime.population_hooks` entry, under its population lock): rewrite
+        every population snapshot without the rows of user `key` (`tenant/user`), and every PAL or
+        EM artifact of a job without their per-user weights (`pluralign.reward.training_users`);
+        each file whole (temp file and rename). A job training meanwhile read its snapshot before:
+        `keep_snapshot_users` removes the user from its artifact when it ends. Returns the files rewritten."""
+        rewritten = 0
+        if self.population_folder.is_dir():
+            for path in sorted(self.population_folder.glob("comparisons-*.jsonl")):
+                rewritten += _drop_rows(path, key)
+        artifacts = self.folder / "artifacts"
+        if artifacts.is_dir():
+            for folder in sorted(p for p in artifacts.iterdir() if p.is_dir()):
+                rewritten += 1 if forget_training_users(folder, lambda user: user == key) else 0
+        return rewritten
+
+    def keep_snapshot_users(self, job: Job) -> None:
+        """A succeeded PAL or EM job trained on a population snapshot (`on_succeed`): its artifact
+        keeps only the users its snapshot holds now, so a user deleted while it trained (their rows
+        already gone from the snapshot) leaves no fitted weights in it."""
+        data = job.params.get("data")
+        if job.kind not in ("pal", "em") or not job.artifact or not isinstance(data, str):
+            return
+        snapshot = Path(data)
+        if snapshot.parent != self.population_folder:
+            return  # a built-in protocol's users, not the service's
+        with self.rt.population_lock:
+            users = _snapshot_users(snapshot) if snapshot.is_file() else set()
+            forget_training_users(job.artifact, lambda user: user not in users)
 
     def put_into_service(self, job: Job, key: str) -> None:
         """A promoted adapter is copied into the serving registry and named in the user's row, under

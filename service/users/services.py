@@ -560,8 +560,10 @@ def import_rows(tenant: str, user_id: str, records: list) -> list[StoredPreferen
 def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
     """Every row, the weights and the adapter files of the user; old table versions are purged too,
     and so is their feedback still pending in the log (from memory and the log's files); their
-    queued or running jobs are stopped and every job file naming them removed (`delete_hooks`).
-    Returns counts by kind: preferences, interactions, users, stated_changes, adapter_files, job_files."""
+    queued or running jobs are stopped and every job file naming them removed (`delete_hooks`); their
+    rows and fitted weights leave population snapshots and PAL/EM artifacts (`Runtime.forget_population_user`).
+    Returns counts by kind: preferences, interactions, users, stated_changes, adapter_files, job_files,
+    population_files (files rewritten without them)."""
     with rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
         job_files = sum(hook(tenant, user_id) for hook in list(rt.delete_hooks))  # their jobs stop first
         pending = rt.ingest.forget_user(tenant, user_id)
@@ -575,6 +577,8 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
             shutil.rmtree(folder)
         rt.adapters.forget(tenant, user_id)
         counts["job_files"] = job_files
+        # population snapshots and PAL/EM artifacts trained on them: their rows and fitted weights go
+        counts["population_files"] = rt.forget_population_user(f"{tenant}/{user_id}")
         rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
         rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
     return counts

@@ -80,7 +80,8 @@ def test_delete_leaves_no_trace(svc):
         assert files_with_marker(), "the marker must be findable on disk before the delete"
         r = c.delete("/v1/users/olga")
         assert r.status_code == 200, r.text
-        assert r.json()["deleted"] == {"preferences": 2, "interactions": 1, "users": 1, "stated_changes": 0, "adapter_files": 1, "job_files": 0}
+        assert r.json()["deleted"] == {"preferences": 2, "interactions": 1, "users": 1, "stated_changes": 0, "adapter_files": 1, "job_files": 0,
+                                       "population_files": 0}
         assert c.get("/v1/users/olga").status_code == 404
         assert c.get("/v1/users/olga/export").status_code == 404
         assert c.get("/v1/users/olga/preferences").json()["total"] == 0

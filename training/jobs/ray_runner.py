@@ -83,7 +83,7 @@ class RayJobRunner(LocalJobRunner):
 
     def __init__(
         self, config: RunnerConfig, address: str | None = None, kinds: Mapping[str, JobKind] = KINDS,
-        on_promote: Callable[[Job, str], None] | None = None,
+        on_promote: Callable[[Job, str], None] | None = None, on_succeed: Callable[[Job], None] | None = None,
     ):
         """`address`: a Ray cluster (`ray://host:10001` or `host:6379`); None joins the Ray already
         initialized in this process, else starts a local one."""
@@ -93,7 +93,7 @@ class RayJobRunner(LocalJobRunner):
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
         self._ray = ray
         self._actor_class = ray.remote(JobProcess)
-        super().__init__(config, kinds, on_promote)
+        super().__init__(config, kinds, on_promote, on_succeed)
 
     # -- the interface -------------------------------------------------------------------------
 

@@ -103,11 +103,15 @@ class _Running:
 
 class LocalJobRunner:
     def __init__(
-        self, config: RunnerConfig, kinds: Mapping[str, JobKind] = KINDS, on_promote: Callable[[Job, str], None] | None = None
+        self, config: RunnerConfig, kinds: Mapping[str, JobKind] = KINDS, on_promote: Callable[[Job, str], None] | None = None,
+        on_succeed: Callable[[Job], None] | None = None,
     ):
-        """`on_promote(job, key)` puts a promoted artifact into service (e.g. installs an adapter)."""
+        """`on_promote(job, key)` puts a promoted artifact into service (e.g. installs an adapter).
+        `on_succeed(job)` sees each succeeded job's artifact before promotion is considered (e.g.
+        removes users deleted while it trained); an exception there fails the job."""
         self.config = config
         self.on_promote = on_promote
+        self.on_succeed = on_succeed
         self.kinds = dict(kinds)
         self.store = JobStore(config.folder)
         self.promotions = Promotions(Path(config.folder) / "promotions.json")
@@ -350,6 +354,13 @@ class LocalJobRunner:
             job, **{**done, "state": "succeeded"}, progress=1.0, metrics=metrics, result_path=str(result_path),
             artifact=str(result.get("artifact") or result.get("adapter") or job.artifact),
         )
+        if self.on_succeed is not None:
+            try:
+                self.on_succeed(finished)
+            except Exception as exc:  # its artifact may hold what must not be kept: never promoted, removed
+                log.exception("checking job %s's result failed", job.id)
+                shutil.rmtree(Path(self.config.folder) / "artifacts" / job.id, ignore_errors=True)
+                return msgspec.structs.replace(finished, state="failed", error=f"checking its result failed: {exc}")
         return self._promote(finished)
 
     def _promote(self, job: Job) -> Job:

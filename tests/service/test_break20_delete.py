@@ -1,0 +1,160 @@
+"""A user's DELETE leaves nothing of them in the data folder, even after population jobs trained on
+their comparisons: not in the population snapshots, not in a PAL or EM artifact's per-user weights
+(in the jobs folder or swapped into the service), while every other user's rows, in their tenant and
+in another, stay."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import msgspec
+
+from pluralign.reward.em import EMMixture
+from pluralign.reward.pal_checkpoint import load_pal, read_meta
+from service.admin.controllers import ADMIN_HANDLERS
+from service.rewards import UserRewards
+from service.runtime import PROMOTED_PAL
+from tests.service.test_admin import wait_job
+from tests.service.tiny import start_service
+
+GONE = "zed-q7x"  # acme's user who is deleted: the id and the marker appear nowhere else
+MARKER = "Quokka-marmalade-41x9"
+KEPT = "Wombat-chutney-88k2"  # globex's texts: they must survive acme's DELETE
+
+
+def give_comparisons(client, user: str, likes: str, marker: str = "", n: int = 8) -> None:
+    other = "coffee" if likes == "tea" else "tea"
+    for i in range(n):
+        body = {"type": "comparison", "user": user, "prompt": f"A drink for morning {i}? {marker}".strip(),
+                "chosen": f"Some {likes}, number {i}. {marker}".strip(), "rejected": f"Some {other}, number {i}.",
+                "attributes": {"segment": "s1" if i % 2 else "s2"}}
+        r = client.post("/v1/feedback", json=body)
+        assert r.status_code == 201, r.text
+
+
+def files_holding(folder: Path, *needles: str) -> list[str]:
+    """Every file under `folder` (binary ones too) whose bytes contain one of `needles`."""
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        found += [f"{path.relative_to(folder)}: {n}" for n in needles if n.encode() in data]
+    return found
+
+
+def run_job(admin, kind: str, params: dict) -> dict:
+    r = admin.post("/admin/jobs", json={"kind": kind, "params": params})
+    assert r.status_code == 201, r.text
+    job = wait_job(admin, r.json()["id"], timeout=300)
+    assert job["state"] == "succeeded", job
+    return job
+
+
+def test_nothing_of_a_deleted_user_is_left_after_population_jobs(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
+        give_comparisons(acme, GONE, "tea", MARKER)
+        give_comparisons(acme, "ann", "coffee")
+        give_comparisons(globex, "bea", "tea", KEPT)
+        give_comparisons(globex, "cal", "coffee")
+        chat = acme.post("/v1/chat/completions", json={"model": "pluralign", "user": GONE, "max_tokens": 3,
+                                                        "messages": [{"role": "user", "content": f"Morning drink? {MARKER}"}]})
+        assert chat.status_code == 200, chat.text
+        pal = run_job(admin, "pal", {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16})
+        em = run_job(admin, "em", {"k": 2, "restarts": 1})
+        run_job(admin, "audit", {"group_by": "segment", "min_comparisons": 0})
+        assert pal["promoted"] and em["promoted"] is True  # the EM mixture is the one served now
+        assert files_holding(data, MARKER, GONE)  # the jobs did hold the user's texts and id
+        served_version = rt.rewards.version
+
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        deleted = r.json()["deleted"]
+        assert deleted["preferences"] == 8 and deleted["users"] == 1
+        assert files_holding(data, MARKER, GONE) == []
+        # rewritten without them: two population snapshots, the PAL and the EM job's artifact, the served copy
+        assert deleted["population_files"] == 5 and deleted["job_files"] == 0
+        assert acme.get(f"/v1/users/{GONE}/export").status_code == 404
+        assert acme.get(f"/v1/users/{GONE}").status_code == 404
+
+        # everyone else's rows stay: the other acme user and the other tenant's, in snapshots and artifacts
+        snapshots = sorted((data / "jobs" / "data" / "population").glob("comparisons-*.jsonl"))
+        assert len(snapshots) == 2
+        for path in snapshots:
+            users = {msgspec.json.decode(line)["user_id"] for line in path.read_bytes().splitlines() if line.strip()}
+            assert users == {"acme/ann", "globex/bea", "globex/cal"}
+            assert KEPT.encode() in path.read_bytes()
+        _, weights, meta = load_pal(data / "jobs" / "artifacts" / pal["id"])
+        assert sorted(weights.users()) == ["acme/ann", "globex/bea", "globex/cal"] and meta.users == 3
+        mixture = EMMixture.load(data / "jobs" / "artifacts" / em["id"], minilm.encoder_id)
+        assert sorted(mixture.users) == ["acme/ann", "globex/bea", "globex/cal"]
+        assert mixture.fit_result.responsibilities.shape == (3, 2)
+        # the served copy too; it still loads, and its version (what users' fits are checked against) is kept
+        served = UserRewards.load(data / PROMOTED_PAL, minilm.encoder_id)
+        assert sorted(served.model.users) == ["acme/ann", "globex/bea", "globex/cal"]
+        assert served.version == served_version == rt.rewards.version
+        assert sorted(rt.rewards.model.users) == ["acme/ann", "globex/bea", "globex/cal"]  # and the one in memory
+        assert read_meta(data / "jobs" / "artifacts" / pal["id"]).users == 3
+
+        # the service goes on serving the others
+        for client, user in ((acme, "ann"), (globex, "bea")):
+            out = client.post("/v1/rewards/score", json={"user": user, "prompt": "A drink for the morning?",
+                                                          "responses": ["Some tea, please.", "Some coffee, please."]})
+            assert out.status_code == 200, out.text
+        assert globex.get("/v1/users/bea").status_code == 200
+
+
+def test_a_delete_leaves_the_same_user_id_of_another_tenant_in_a_population_model(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
+        give_comparisons(acme, "zed", "tea", MARKER)
+        give_comparisons(globex, "zed", "coffee", KEPT)
+        give_comparisons(globex, "ann", "tea")
+        pal = run_job(admin, "pal", {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16})
+        assert acme.delete("/v1/users/zed").status_code == 200
+        assert files_holding(data, MARKER) == []
+        _, weights, _ = load_pal(data / "jobs" / "artifacts" / pal["id"])
+        assert sorted(weights.users()) == ["globex/ann", "globex/zed"]
+        (snapshot,) = (data / "jobs" / "data" / "population").glob("comparisons-*.jsonl")
+        rows = [msgspec.json.decode(line) for line in snapshot.read_bytes().splitlines() if line.strip()]
+        assert sorted({r["user_id"] for r in rows}) == ["globex/ann", "globex/zed"] and len(rows) == 16
+        assert globex.get("/v1/users/zed").status_code == 200
+        assert globex.get("/v1/users/zed/preferences").json()["total"] == 8
+
+
+def test_a_user_deleted_while_a_population_job_trains_is_not_in_its_artifact(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """The job read its snapshot before the DELETE (its worker is stopped once training began), so
+    its artifact is written with the user's weights: they are removed when it ends, before promotion."""
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as acme, svc.client("admin") as admin:
+        give_comparisons(acme, GONE, "tea", MARKER)
+        give_comparisons(acme, "ann", "coffee")
+        give_comparisons(acme, "bob", "tea")
+        r = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 2, "epochs": 200, "latent_dim": 8, "hidden": 16}})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        snapshot = Path(r.json()["params"]["data"])
+        deadline = time.monotonic() + 120
+        # read by its worker: the first read after the write moves the file's access time (relatime) past its write time
+        while (stat := snapshot.stat()).st_atime_ns <= stat.st_mtime_ns:
+            assert time.monotonic() < deadline, f"the job's worker never read {snapshot} (a noatime file system?)"
+            time.sleep(0.002)
+        pid = msgspec.json.decode((data / "jobs" / f"{job_id}.job.json").read_bytes())["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert not (data / "jobs" / "artifacts" / job_id / "meta.json").exists()  # still training
+            r = acme.delete(f"/v1/users/{GONE}")
+            assert r.status_code == 200 and r.json()["deleted"]["population_files"] == 1, r.text  # its snapshot
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        job = wait_job(admin, job_id, timeout=300)
+        assert job["state"] == "succeeded" and job["promoted"] is True, job
+        _, weights, meta = load_pal(data / "jobs" / "artifacts" / job_id)
+        assert sorted(weights.users()) == ["acme/ann", "acme/bob"] and meta.users == 2
+        assert files_holding(data, MARKER, GONE) == []
