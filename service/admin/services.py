@@ -21,7 +21,7 @@ from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
 from pluralign.files import write_atomic
 from pluralign.policy.adapters import adapter_name, swap_folder
-from pluralign.reward.training_users import forget_training_users
+from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
 from pluralign.store.location import options_to_env
 from service.errors import bad_request
@@ -59,12 +59,6 @@ def _drop_rows(path: Path, key: str) -> int:
         return 0
     write_atomic(path, b"".join(kept))
     return 1
-
-
-def _drop_weights(folder: Path, key: str) -> int:
-    """Remove user `key`'s fitted weights from the PAL or EM artifact at `folder` (any other folder
-    is left alone). Returns 1 when a file was rewritten."""
-    return 1 if forget_training_users(folder, lambda user: user == key) else 0
 
 
 class QuotaExceeded(Exception):
@@ -176,7 +170,7 @@ class Admin:
         snapshots = sorted(self.population_folder.glob("comparisons-*.jsonl")) if self.population_folder.is_dir() else []
         artifacts = self.folder / "artifacts"
         folders = sorted(p for p in artifacts.iterdir() if p.is_dir()) if artifacts.is_dir() else []
-        for path, forget in [*((p, _drop_rows) for p in snapshots), *((f, _drop_weights) for f in folders)]:
+        for path, forget in [*((p, _drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
             try:
                 rewritten += forget(path, key)
             except (OSError, ValueError) as exc:  # damaged, another schema: left as it is, the others still rewritten
@@ -184,6 +178,17 @@ class Admin:
         if failures:
             raise ForgetIncomplete(rewritten, failures)
         return rewritten
+
+    def _drop_weights(self, folder: Path, key: str) -> int:
+        """Remove user `key`'s fitted weights from the PAL or EM artifact at `folder`, or from what a
+        stopped save of one left there once its job ended (a save still running is left to
+        `keep_snapshot_users`). Any other folder is left alone. Returns the files rewritten or removed."""
+        if forget_training_users(folder, lambda user: user == key):
+            return 1
+        job = self.runner.get(folder.name)
+        if job is not None and job.state in ACTIVE_STATES:
+            return 0
+        return forget_stopped_users(folder, lambda user: user == key)
 
     def keep_snapshot_users(self, job: Job) -> None:
         """A succeeded PAL or EM job trained on a population snapshot (`on_succeed`): its artifact

@@ -71,3 +71,31 @@ def test_an_unreadable_population_artifact_fails_the_delete_after_every_other_fi
         assert acme.delete(f"/v1/users/{GONE}").status_code == 404  # nothing of them is left
         assert files_holding(data, MARKER, GONE) == []
         assert acme.get("/v1/users/ann").status_code == 200
+
+
+def test_what_a_stopped_population_save_left_loses_the_deleted_user_too(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A PAL job's worker killed while saving (a cancel, the memory cap, a crash) leaves its
+    artifact without meta.json, which is written last: user_weights.json whole (and a temp file of a
+    write it was killed in) with every training user's row. That folder is no checkpoint, so the
+    DELETE passed it by and the user's weights stayed in the jobs folder. A failed job's EM save the same."""
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as acme, svc.client("admin") as admin:
+        give_comparisons(acme, GONE, "tea", MARKER)
+        give_comparisons(acme, "ann", "coffee")
+        pal = run_job(admin, "pal", {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16})
+        em = run_job(admin, "em", {"k": 2, "restarts": 1})
+        artifacts = data / "jobs" / "artifacts"
+        for job in (pal, em):  # as a killed save left them (meta.json goes first, comes back last)
+            per_user = "user_weights.json" if job is pal else "users.jsonl"
+            (artifacts / job["id"] / "meta.json").unlink()
+            shutil.copy(artifacts / job["id"] / per_user, artifacts / job["id"] / f".{per_user}.k1ll3d")
+
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        assert files_holding(data, MARKER, GONE) == []
+        weights = msgspec.json.decode((artifacts / pal["id"] / "user_weights.json").read_bytes())
+        assert sorted(weights["users"]) == ["acme/ann"]  # the others' rows are kept
+        users = [msgspec.json.decode(line)["user_id"] for line in (artifacts / em["id"] / "users.jsonl").read_bytes().splitlines()]
+        assert users == ["acme/ann"]
+        assert not list((artifacts / pal["id"]).glob(".user_weights.json.*"))
