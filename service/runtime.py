@@ -32,6 +32,16 @@ DELETE_MEMORY_S = 3600.0  # how long a user's DELETE is remembered for requests 
 PROMOTED_PAL = "pal-promoted"  # under the data folder: the promoted population checkpoint, served over pal_dir
 
 
+class ForgetIncomplete(RuntimeError):
+    """Population files that could not be read or rewritten without a deleted user (damaged, of
+    another schema, unwritable): they may still hold them. Raised once every other file was
+    rewritten; the message names the files (for the log, never a response)."""
+
+    def __init__(self, rewritten: int, failures: list[str]):
+        super().__init__(f"{len(failures)} population file(s) may still hold the deleted user: " + "; ".join(failures))
+        self.rewritten, self.failures = rewritten, failures
+
+
 def make_generator(
     name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2,
     own_process: bool = False,
@@ -240,21 +250,33 @@ class Runtime:
         `population_hooks` know (the admin area's snapshots and job artifacts), then from the promoted
         population model's per-user rows, on disk and in memory. The promoted model's version, and so
         every other user's fit, is kept (`service.rewards.checkpoint_version`); what its shared
-        parameters learned from the user stays until a retrain. Returns the files rewritten."""
+        parameters learned from the user stays until a retrain. Returns the files rewritten. A file
+        that cannot be read or rewritten (damaged, another schema) is left as it is and the others
+        are rewritten still; then ForgetIncomplete names them."""
         from pluralign.reward.pal_model import PALModel
         from pluralign.reward.training_users import forget_training_users
 
         served = self.settings.data_path / PROMOTED_PAL
+        rewritten, failures = 0, []
         with self.population_lock:
-            rewritten = sum(hook(key) for hook in list(self.population_hooks))
-            if not forget_training_users(served, lambda user: user == key):
-                return rewritten
-            # a served EM mixture holds the rows in memory too (a PAL model keeps only its prior)
-            if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(served):
-                rewards = UserRewards.load(served, self.encoder.encoder_id)
-                rewards.note = self.rewards.note
-                self.rewards = rewards
-        return rewritten + 1
+            for hook in list(self.population_hooks):
+                try:
+                    rewritten += hook(key)
+                except ForgetIncomplete as exc:  # the hook went on past them: so do the others
+                    rewritten, failures = rewritten + exc.rewritten, failures + exc.failures
+            try:
+                if forget_training_users(served, lambda user: user == key):
+                    rewritten += 1
+                    # a served EM mixture holds the rows in memory too (a PAL model keeps only its prior)
+                    if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(served):
+                        rewards = UserRewards.load(served, self.encoder.encoder_id)
+                        rewards.note = self.rewards.note
+                        self.rewards = rewards
+            except (OSError, ValueError) as exc:
+                failures.append(f"{served}: {exc}")
+        if failures:
+            raise ForgetIncomplete(rewritten, failures)
+        return rewritten
 
     def maybe_compact(self) -> None:
         """Compact in a background thread once enough writes piled up (one compaction at a time)."""

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import msgspec
 
+from pluralign.files import stopped_artifact
 from pluralign.reward import em, pal_checkpoint
+from pluralign.reward.user_weights import UserWeights
 
 
 def artifact_kind(folder: str | Path) -> str | None:
@@ -38,3 +40,35 @@ def forget_training_users(folder: str | Path, forget: Callable[[str], bool]) -> 
     if kind == "em":
         return em.forget_users(folder, forget)
     return 0
+
+
+def forget_stopped_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
+    """What a stopped save of a PAL checkpoint or EM mixture left at `folder` (its files without
+    meta.json, which is written last: `pluralign.files.stopped_artifact`) still holds the training
+    users' rows: the per-user file (user_weights.json, users.jsonl) is rewritten without those
+    `forget(user_id)` picks and the temp files of a write killed part way are removed. Only for a
+    folder no save is writing to (its job has ended). Any other folder is left alone. Returns the
+    files rewritten or removed."""
+    folder = Path(folder)
+    if stopped_artifact(folder, pal_checkpoint.PAL_FILES):
+        per_user = pal_checkpoint.USER_WEIGHTS_FILE
+    elif stopped_artifact(folder, em.EM_FILES):
+        per_user = "users.jsonl"
+    else:
+        return 0
+    changed = 0
+    for temp in folder.glob(f".{per_user}.*"):  # whatever it holds of the file, whole or not
+        temp.unlink(missing_ok=True)
+        changed += 1
+    path = folder / per_user
+    if not path.is_file():
+        return changed
+    if per_user == "users.jsonl":
+        return changed + (1 if em.forget_users(folder, forget) else 0)
+    weights = UserWeights.load(path)
+    gone = [u for u in weights.users() if forget(u)]
+    for user_id in gone:
+        weights.remove(user_id)
+    if gone:
+        weights.save(path)
+    return changed + (1 if gone else 0)

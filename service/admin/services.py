@@ -21,12 +21,12 @@ from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
 from pluralign.files import write_atomic
 from pluralign.policy.adapters import adapter_name, swap_folder
-from pluralign.reward.training_users import forget_training_users
+from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
 from pluralign.store.location import options_to_env
 from service.errors import bad_request
 from service.replicas import owner
-from service.runtime import Runtime
+from service.runtime import ForgetIncomplete, Runtime
 from service.users.services import adapter_folder
 from training.jobs.record import ACTIVE_STATES, Job, Param
 from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig
@@ -163,16 +163,32 @@ class Admin:
         every population snapshot without the rows of user `key` (`tenant/user`), and every PAL or
         EM artifact of a job without their per-user weights (`pluralign.reward.training_users`);
         each file whole (temp file and rename). A job training meanwhile read its snapshot before:
-        `keep_snapshot_users` removes the user from its artifact when it ends. Returns the files rewritten."""
-        rewritten = 0
-        if self.population_folder.is_dir():
-            for path in sorted(self.population_folder.glob("comparisons-*.jsonl")):
-                rewritten += _drop_rows(path, key)
+        `keep_snapshot_users` removes the user from its artifact when it ends. Returns the files
+        rewritten; raises ForgetIncomplete, once the others are rewritten, naming the files it could not
+        read or rewrite."""
+        rewritten, failures = 0, []
+        snapshots = sorted(self.population_folder.glob("comparisons-*.jsonl")) if self.population_folder.is_dir() else []
         artifacts = self.folder / "artifacts"
-        if artifacts.is_dir():
-            for folder in sorted(p for p in artifacts.iterdir() if p.is_dir()):
-                rewritten += 1 if forget_training_users(folder, lambda user: user == key) else 0
+        folders = sorted(p for p in artifacts.iterdir() if p.is_dir()) if artifacts.is_dir() else []
+        for path, forget in [*((p, _drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
+            try:
+                rewritten += forget(path, key)
+            except (OSError, ValueError) as exc:  # damaged, another schema: left as it is, the others still rewritten
+                failures.append(f"{path}: {exc}")
+        if failures:
+            raise ForgetIncomplete(rewritten, failures)
         return rewritten
+
+    def _drop_weights(self, folder: Path, key: str) -> int:
+        """Remove user `key`'s fitted weights from the PAL or EM artifact at `folder`, or from what a
+        stopped save of one left there once its job ended (a save still running is left to
+        `keep_snapshot_users`). Any other folder is left alone. Returns the files rewritten or removed."""
+        if forget_training_users(folder, lambda user: user == key):
+            return 1
+        job = self.runner.get(folder.name)
+        if job is not None and job.state in ACTIVE_STATES:
+            return 0
+        return forget_stopped_users(folder, lambda user: user == key)
 
     def keep_snapshot_users(self, job: Job) -> None:
         """A succeeded PAL or EM job trained on a population snapshot (`on_succeed`): its artifact

@@ -577,10 +577,13 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
             shutil.rmtree(folder)
         rt.adapters.forget(tenant, user_id)
         counts["job_files"] = job_files
-        # population snapshots and PAL/EM artifacts trained on them: their rows and fitted weights go
-        counts["population_files"] = rt.forget_population_user(f"{tenant}/{user_id}")
-        rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
-        rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
+        try:
+            # population snapshots and PAL/EM artifacts trained on them: their rows and fitted weights go
+            # (ForgetIncomplete, a 500, when a file could not be rewritten: a DELETE again retries it)
+            counts["population_files"] = rt.forget_population_user(f"{tenant}/{user_id}")
+        finally:  # their rows left the store whatever happened to the population files
+            rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
+            rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
     return counts
 
 
