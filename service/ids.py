@@ -11,6 +11,21 @@ USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}")
 RESPONSE_ID = re.compile(r"chatcmpl-[0-9a-f]{32}")
 
 
+# tenant names (from API keys, chosen by operators) name folders of the admin area's job data
+# (`jobs/data/<tenant>/`), beside its population snapshots (`jobs/data/population/`): an id, not a path
+RESERVED_TENANTS = frozenset({"population"})
+
+
+def tenant_problem(value: str) -> str | None:
+    """Why `value` cannot be a tenant name (None: it can): 1-128 characters of a user id's set, not
+    `RESERVED_TENANTS`."""
+    if not USER_ID.fullmatch(value):
+        return "a tenant name is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
+    if value in RESERVED_TENANTS:
+        return f"{value!r} is reserved (the admin area's population snapshots are stored under that name)"
+    return None
+
+
 def check_user_id(value: str, field: str = "user") -> str:
     if not USER_ID.fullmatch(value):
         raise bad_request(field, "a user id is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)")

@@ -238,7 +238,9 @@ class Admin:
             removed += sum(1 for p in self._job_files(job) if p.is_file())
             self.runner.purge(job.id)
         snapshots = self.folder / "data" / tenant
-        if snapshots.is_dir():
+        # never the population snapshots (`comparisons-<ms>.jsonl`), whatever a tenant is called (a key
+        # issued before tenant names were checked may name `population`): a DELETE rewrites them instead
+        if snapshots.is_dir() and snapshots.resolve() != self.population_folder.resolve():
             for path in snapshots.iterdir():
                 stem, _, stamp = path.name.removesuffix(".jsonl").rpartition("-")
                 if stem == user and stamp.isdigit() and path.name.endswith(".jsonl"):

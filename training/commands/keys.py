@@ -41,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
     keys = KeyRing(folder / "api_keys.json")
     describe = lambda k: {"id": key_id(k), "tenant": k.tenant, "admin": k.admin, "name": k.name, "created_at": k.created_at}
     if args.action == "create":
-        if not args.tenant.strip():
-            raise ValueError("--tenant must not be empty")
+        from service.ids import tenant_problem
+
+        problem = tenant_problem(args.tenant)
+        if problem:
+            raise ValueError(f"--tenant {args.tenant[:64]!r}: {problem}")
         key = keys.issue(args.tenant, admin=args.admin, name=args.name)
         entry = keys.lookup(key)
         print_json({**describe(entry), "key": key})
