@@ -367,13 +367,7 @@ class EMMixture:
                              f"(head_weights ({meta.k}, {2 * meta.dim}), log_mixing ({meta.k},))")
         model = cls.from_heads(tensors["head_weights"], tensors["log_mixing"], EMConfig(k=meta.k, assignment=meta.assignment))
         rows = []
-        for number, line in enumerate((folder / "users.jsonl").read_bytes().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = msgspec.json.decode(line, type=UserMembership)
-            except msgspec.DecodeError as exc:
-                raise ValueError(f"{folder / 'users.jsonl'}, line {number}: not a user membership: {exc}") from None
+        for number, _, row in memberships(folder / "users.jsonl"):
             if len(row.posterior) != meta.k:
                 raise ValueError(f"{folder / 'users.jsonl'}, line {number}: a posterior of {len(row.posterior)} values, K={meta.k}")
             rows.append(row)
@@ -384,6 +378,20 @@ class EMMixture:
 
 
 
+def memberships(path: Path) -> list[tuple[int, bytes, UserMembership]]:
+    """An EM artifact's users.jsonl as (line number, line, membership row), blank lines skipped.
+    Raises OSError when it cannot be read and ValueError naming the line that is not a membership."""
+    out = []
+    for number, line in enumerate(Path(path).read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append((number, line, msgspec.json.decode(line, type=UserMembership)))
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"{path}, line {number}: not a user membership: {exc}") from None
+    return out
+
+
 def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     """Remove from an EM artifact's users.jsonl the membership rows of the training users
     `forget(user_id)` picks, for a DELETE. The heads and mixing weights were fitted on them too and
@@ -392,13 +400,7 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     FileNotFoundError without users.jsonl and ValueError naming the line that is not a membership."""
     path = Path(folder) / "users.jsonl"
     kept, removed = [], 0
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = msgspec.json.decode(line, type=UserMembership)
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"{path}, line {number}: not a user membership: {exc}") from None
+    for _, line, row in memberships(path):
         if forget(row.user_id):
             removed += 1
         else:
