@@ -62,15 +62,15 @@ class History:
     def comparison_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
         """The strict comparisons of this snapshot: prompt, chosen and rejected vectors (N, d) each,
         and the chosen and rejected texts (N each), all in one order."""
-        rows = np.flatnonzero(self.comparison)
-        meta = self.meta.take(pa.array(rows, type=pa.int64()))
-        return (self.prompt_vec[rows], self.chosen_vec[rows], self.rejected_vec[rows],
-                meta.column("chosen").to_pylist(), meta.column("rejected").to_pylist())
+        return self._pairs(np.flatnonzero(self.comparison))
 
     def tie_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
         """The ties of this snapshot (two answers, neither preferred) in `comparison_set`'s form, the
         answer stored as chosen first: prompt, chosen and rejected vectors (M, d), and the texts."""
-        rows = np.flatnonzero(~self.comparison & pc.not_equal(self.meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool))
+        paired = pc.not_equal(self.meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool)
+        return self._pairs(np.flatnonzero(~self.comparison & paired))
+
+    def _pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
         meta = self.meta.take(pa.array(rows, type=pa.int64()))
         return (self.prompt_vec[rows], self.chosen_vec[rows], self.rejected_vec[rows],
                 meta.column("chosen").to_pylist(), meta.column("rejected").to_pylist())
