@@ -87,6 +87,24 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
     return make_encoder(name)
 
 
+
+def remove_crash_leftovers(served: Path) -> int:
+    """Remove what a process killed mid-swap or mid-write left beside the promoted population model
+    `served`: `.<name>.staged` and `.<name>.retired` (whole copies, every training user's rows in
+    them) and temp files `.<file>.<random>` inside it. Called under `Runtime.population_lock`, which
+    every swap and every rewrite holds, so none of them is in progress. Returns what went."""
+    gone = 0
+    for leftover in (served.with_name(f".{served.name}.staged"), served.with_name(f".{served.name}.retired")):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+            gone += 1
+    if served.is_dir():
+        for temp in served.glob(".*"):
+            if temp.is_file():
+                temp.unlink()
+                gone += 1
+    return gone
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -259,6 +277,7 @@ class Runtime:
         served = self.settings.data_path / PROMOTED_PAL
         rewritten, failures = 0, []
         with self.population_lock:
+            rewritten += remove_crash_leftovers(served)
             for hook in list(self.population_hooks):
                 try:
                     rewritten += hook(key)

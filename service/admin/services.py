@@ -167,6 +167,11 @@ class Admin:
         rewritten; raises ForgetIncomplete, once the others are rewritten, naming the files it could not
         read or rewrite."""
         rewritten, failures = 0, []
+        # a snapshot's temp file that a killed write left (none is being written: the lock is held)
+        leftovers = sorted(self.population_folder.glob(".comparisons-*.jsonl.*")) if self.population_folder.is_dir() else []
+        for temp in leftovers:
+            temp.unlink(missing_ok=True)
+        rewritten += len(leftovers)
         snapshots = sorted(self.population_folder.glob("comparisons-*.jsonl")) if self.population_folder.is_dir() else []
         artifacts = self.folder / "artifacts"
         folders = sorted(p for p in artifacts.iterdir() if p.is_dir()) if artifacts.is_dir() else []
