@@ -18,7 +18,7 @@ import torch
 
 from pluralign.embed.base import Encoder
 from pluralign.files import stopped_artifact
-from pluralign.reward.em import EMMixture
+from pluralign.reward.em import USERS_FILE, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
 from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE
 from pluralign.user import UserModel
@@ -35,7 +35,7 @@ def checkpoint_version(folder: Path) -> str:
     a DELETE removing one of them (`pluralign.reward.training_users`) makes no other user's fit stale."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.name == "users.jsonl":
+        if path.name == USERS_FILE:
             continue
         data = path.read_bytes()
         if path.name in (USER_WEIGHTS_FILE, META_FILE):

@@ -87,7 +87,6 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
     return make_encoder(name)
 
 
-
 def remove_crash_leftovers(served: Path) -> int:
     """Remove what a process killed mid-swap or mid-write left beside the promoted population model
     `served`: `.<name>.staged` and `.<name>.retired` (whole copies, every training user's rows in
@@ -104,6 +103,7 @@ def remove_crash_leftovers(served: Path) -> int:
                 temp.unlink()
                 gone += 1
     return gone
+
 
 @dataclass
 class Runtime:

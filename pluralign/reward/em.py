@@ -191,7 +191,8 @@ def fit_em(diff: torch.Tensor, user: torch.Tensor, n_users: int, config: EMConfi
 # The artifact: heads in safetensors, versions in msgspec JSON, user memberships as rows.
 
 
-EM_FILES = ("meta.json", "heads.safetensors", "users.jsonl", "metrics.json")  # meta.json first: see EMMixture.save
+USERS_FILE = "users.jsonl"  # one membership row per training user
+EM_FILES = ("meta.json", "heads.safetensors", USERS_FILE, "metrics.json")  # meta.json first: see EMMixture.save
 
 
 class EMMeta(Base):
@@ -326,7 +327,7 @@ class EMMixture:
             UserMembership(user_id=u, cluster=int(resp[i].argmax()), posterior=[round(float(p), 6) for p in resp[i]])
             for i, u in enumerate(self.users)
         ] if len(resp) else []
-        write_atomic(out / "users.jsonl", b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
+        write_atomic(out / USERS_FILE, b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
         write_atomic(out / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
         return out
 
@@ -367,9 +368,9 @@ class EMMixture:
                              f"(head_weights ({meta.k}, {2 * meta.dim}), log_mixing ({meta.k},))")
         model = cls.from_heads(tensors["head_weights"], tensors["log_mixing"], EMConfig(k=meta.k, assignment=meta.assignment))
         rows = []
-        for number, _, row in memberships(folder / "users.jsonl"):
+        for number, _, row in memberships(folder / USERS_FILE):
             if len(row.posterior) != meta.k:
-                raise ValueError(f"{folder / 'users.jsonl'}, line {number}: a posterior of {len(row.posterior)} values, K={meta.k}")
+                raise ValueError(f"{folder / USERS_FILE}, line {number}: a posterior of {len(row.posterior)} values, K={meta.k}")
             rows.append(row)
         if rows:
             model.users = [r.user_id for r in rows]
@@ -398,7 +399,7 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     stay until a retrain. The file is rewritten whole (temp file and rename); meta.json holds no
     count of users, so it is left as it is. Returns the rows removed (0: nothing written). Raises
     FileNotFoundError without users.jsonl and ValueError naming the line that is not a membership."""
-    path = Path(folder) / "users.jsonl"
+    path = Path(folder) / USERS_FILE
     kept, removed = [], 0
     for _, line, row in memberships(path):
         if forget(row.user_id):

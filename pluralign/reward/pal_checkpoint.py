@@ -124,12 +124,20 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     for a folder that is not a whole PAL checkpoint."""
     folder = Path(folder)
     meta = read_meta(folder)
-    weights = UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k)
+    gone, left = forget_weight_rows(folder / USER_WEIGHTS_FILE, forget, k=meta.k)
+    if gone:
+        write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=left))))
+    return gone
+
+
+def forget_weight_rows(path: str | Path, forget: Callable[[str], bool], k: int | None = None) -> tuple[int, int]:
+    """Rewrite the user-weights file at `path` (temp file and rename) without the rows `forget(user_id)`
+    picks; nothing is written when none is picked. Returns (rows removed, rows left). Raises what
+    `UserWeights.load` does (`k`: the K it must have)."""
+    weights = UserWeights.load(path, k=k)
     gone = [u for u in weights.users() if forget(u)]
-    if not gone:
-        return 0
     for user_id in gone:
         weights.remove(user_id)
-    weights.save(folder / USER_WEIGHTS_FILE)
-    write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=len(weights)))))
-    return len(gone)
+    if gone:
+        weights.save(path)
+    return len(gone), len(weights)

@@ -10,7 +10,6 @@ import msgspec
 
 from pluralign.files import stopped_artifact
 from pluralign.reward import em, pal_checkpoint
-from pluralign.reward.user_weights import UserWeights
 
 
 def artifact_kind(folder: str | Path) -> str | None:
@@ -53,7 +52,7 @@ def forget_stopped_users(folder: str | Path, forget: Callable[[str], bool]) -> i
     if stopped_artifact(folder, pal_checkpoint.PAL_FILES):
         per_user = pal_checkpoint.USER_WEIGHTS_FILE
     elif stopped_artifact(folder, em.EM_FILES):
-        per_user = "users.jsonl"
+        per_user = em.USERS_FILE
     else:
         return 0
     changed = 0
@@ -63,12 +62,6 @@ def forget_stopped_users(folder: str | Path, forget: Callable[[str], bool]) -> i
     path = folder / per_user
     if not path.is_file():
         return changed
-    if per_user == "users.jsonl":
+    if per_user == em.USERS_FILE:
         return changed + (1 if em.forget_users(folder, forget) else 0)
-    weights = UserWeights.load(path)
-    gone = [u for u in weights.users() if forget(u)]
-    for user_id in gone:
-        weights.remove(user_id)
-    if gone:
-        weights.save(path)
-    return changed + (1 if gone else 0)
+    return changed + (1 if pal_checkpoint.forget_weight_rows(path, forget)[0] else 0)
