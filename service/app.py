@@ -92,8 +92,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600,
         ) if settings.cors_origins else None,
         debug=False,
-        on_startup=[start_admin],
-        on_shutdown=[stop_admin, _stop_ingest],
+        on_startup=[start_admin, _start_deletion_sweep],
+        on_shutdown=[_stop_deletion_sweep, stop_admin, _stop_ingest],
         after_exception=[count_unrouted],
     )
     app.state.runtime = runtime
@@ -123,6 +123,20 @@ def swagger_page() -> SwaggerRenderPlugin:
         standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
         favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>",
     )
+
+
+def _start_deletion_sweep(app: Litestar) -> None:
+    """With several replicas: apply other replicas' DELETEs to this one's files (service.deletions),
+    after the admin area has hooked its jobs folder in."""
+    sweep = app.state.runtime.deletion_sweep
+    if sweep is not None:
+        sweep.start()
+
+
+def _stop_deletion_sweep(app: Litestar) -> None:
+    sweep = app.state.runtime.deletion_sweep
+    if sweep is not None:
+        sweep.stop()
 
 
 def _stop_ingest(app: Litestar) -> None:

@@ -18,9 +18,11 @@ from pluralign.embed.base import Encoder
 from pluralign.policy.adapters import AdapterPool, AdapterRegistry
 from pluralign.policy.generator import Generator
 from pluralign.store import Store, StoredPreference
+from pluralign.store.deletions import Forget
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from service.auth import KeyRing
+from service.deletions import DeletionSweep
 from service.metrics import Metrics
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import FairScheduler
@@ -130,13 +132,16 @@ class Runtime:
     # tenant -> how many times its cached priors were dropped (`forget_pooled`): an estimate read before
     # a drop is not cached after it
     pooled_generation: dict = field(default_factory=dict)
-    # called with (tenant, user_id) inside a user's DELETE, under the user's lock; each returns how many
-    # files it removed (the admin area: the user's jobs, their snapshots and records)
-    delete_hooks: list[Callable[[str, str], int]] = field(default_factory=list)
-    # called with a deleted user's `tenant/user` key once their rows are gone, under population_lock;
-    # each returns how many files it rewrote without the user (the admin area: population snapshots,
-    # PAL and EM artifacts of its jobs; `forget_population_user`)
-    population_hooks: list[Callable[[str], int]] = field(default_factory=list)
+    # called with the deleted users (a `Forget`: one user inside their DELETE, under their lock, or other
+    # replicas' deletion records); each returns how many files it removed (the admin area: their jobs,
+    # snapshots and records)
+    delete_hooks: list[Callable[[Forget], int]] = field(default_factory=list)
+    # called with the deleted users once their rows are gone, under population_lock; each returns how
+    # many files it rewrote without them (the admin area: population snapshots, PAL and EM artifacts of
+    # its jobs; `forget_population_users`)
+    population_hooks: list[Callable[[Forget], int]] = field(default_factory=list)
+    # with several replicas: other replicas' DELETEs applied to this one's files (built in __post_init__)
+    deletion_sweep: DeletionSweep | None = None
     # held while population data is written from the store (a snapshot), copied into service or
     # rewritten without a deleted user: a snapshot is taken before a DELETE's rewrite (and rewritten)
     # or after the user's rows left the store, and a promotion copies an artifact before its rewrite
@@ -188,6 +193,8 @@ class Runtime:
             self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue)
         if self.pooled_priors is None:
             self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
+        if self.deletion_sweep is None and self.settings.replicas > 1:
+            self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
 
     def wait_for_background(self) -> None:
         """Block until every acknowledged feedback is in the table and every refit queued so far has run."""
@@ -262,11 +269,12 @@ class Runtime:
         log.info("now serving population model %s (%s, K=%d) from %s", rewards.version, rewards.kind, rewards.k, source)
         return rewards
 
-    def forget_population_user(self, key: str) -> int:
-        """For a DELETE, once the user's rows left the store: remove the training user `key`
-        (`tenant/user`, as population snapshots name them) from every population file that the
-        `population_hooks` know (the admin area's snapshots and job artifacts), then from the promoted
-        population model's per-user rows, on disk and in memory. The promoted model's version, and so
+    def forget_population_users(self, forget: Forget) -> int:
+        """For a DELETE, once the user's rows left the store (or for other replicas' deletion
+        records): remove the training users `forget` names (`tenant/user`, as population snapshots
+        name them, or its hash) from every population file that the `population_hooks` know (the
+        admin area's snapshots and job artifacts), then from the promoted population model's per-user
+        rows, on disk and in memory. The promoted model's version, and so
         every other user's fit, is kept (`service.rewards.checkpoint_version`); what its shared
         parameters learned from the user stays until a retrain. Returns the files rewritten. A file
         that cannot be read or rewritten (damaged, another schema) is left as it is and the others
@@ -280,11 +288,11 @@ class Runtime:
             rewritten += remove_crash_leftovers(served)
             for hook in list(self.population_hooks):
                 try:
-                    rewritten += hook(key)
+                    rewritten += hook(forget)
                 except ForgetIncomplete as exc:  # the hook went on past them: so do the others
                     rewritten, failures = rewritten + exc.rewritten, failures + exc.failures
             try:
-                if forget_training_users(served, lambda user: user == key):
+                if forget_training_users(served, forget):
                     rewritten += 1
                     # a served EM mixture holds the rows in memory too (a PAL model keeps only its prior)
                     if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(served):

@@ -76,6 +76,7 @@ class Settings(Base, frozen=True):
     replicas: int = 1  # API processes sharing store_uri
     replica_index: int = 0  # this one's place among them, 0..replicas-1 (a StatefulSet ordinal)
     store_sync_ms: int | None = None  # how stale a read may be w.r.t. other replicas' commits; default 1000 with several, off with one
+    deletion_sweep_s: float = 10.0  # with several replicas: how often each applies other replicas' DELETEs to its own files
     adapters_dir: str | None = None  # per-user adapters; default <data_dir>/adapters (share it between replicas)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     # a local generator (`smollm2` or a folder) runs in a child process, so its Python-heavy sampling loop
@@ -135,6 +136,8 @@ class Settings(Base, frozen=True):
             raise ValueError("`store_uri` must name the shared store when `replicas` is above 1")
         if self.job_runner not in ("local", "ray"):
             raise ValueError(f"`job_runner` must be `local` or `ray`, got {self.job_runner!r}")
+        if not 0 < self.deletion_sweep_s < float("inf"):  # NaN fails too
+            raise ValueError(f"`deletion_sweep_s` must be positive and finite, got {self.deletion_sweep_s}")
         if self.store_sync_ms is not None and self.store_sync_ms < 0:
             raise ValueError("`store_sync_ms` must be at least 0")
         for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_queued_jobs", "job_attempts",

@@ -310,13 +310,24 @@ class FeedbackLog:
                     if not info.live and entry.segment != self._current:
                         self._remove(entry.segment)
 
-    def forget_user(self, tenant: str, user_id: str) -> int:
+    def users(self) -> set[UserKey]:
+        """Everyone with a record in the log's files, pending or already moved."""
+        with self._io:
+            return {key for info in self._segments.values() for key in info.users}
+
+    def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Drop the user's pending records and rewrite every segment that held any record of theirs
-        (pending or already moved), so none of their text stays in this folder. Returns how many
+        (pending or already moved), so none of their text stays in this folder. With `before` (unix
+        seconds), only pending records whose rows were all created before it are dropped (those of a
+        user deleted by another replica at `before`); later ones stay pending. Returns how many
         pending records were dropped."""
         key = (tenant, user_id)
         with self._io, self._cv:
-            dropped = self._by_user.pop(key, {})
+            mine = self._by_user.pop(key, {})
+            dropped = {seq for seq, entry in mine.items() if before is None or all(r.created_at < before for r in entry.rows)}
+            kept = {seq: entry for seq, entry in mine.items() if seq not in dropped}
+            if kept:
+                self._by_user[key] = kept
             for seq in dropped:
                 entry = self.pending.pop(seq)
                 self._segments[entry.segment].live -= 1

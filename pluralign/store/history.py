@@ -185,6 +185,12 @@ class HistoryCache:
                 self._checked.pop(gone, None)
                 self._bytes -= dropped.nbytes
 
+    def invalidate_where(self, drop: Callable[[UserKey], bool]) -> None:
+        """Invalidate every cached user for whom `drop((tenant, user_id))` is true."""
+        with self._lock:
+            keys = [key for key in self._items if drop(key)]
+        self.invalidate(keys)
+
     @property
     def nbytes(self) -> int:
         return self._bytes

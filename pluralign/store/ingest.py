@@ -100,10 +100,11 @@ class Ingestor:
         with self._worker:
             yield
 
-    def forget_user(self, tenant: str, user_id: str) -> int:
-        """Drop the user's pending rows (from memory and the log's files); none is moved afterwards."""
+    def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
+        """Drop the user's pending rows (from memory and the log's files); none is moved afterwards.
+        `before`: only rows created before it (`FeedbackLog.forget_user`)."""
         with self._move:
-            return self.log.forget_user(tenant, user_id)
+            return self.log.forget_user(tenant, user_id, before)
 
     def _move_entries(self, entries: list[Entry]) -> int:
         rows = [r for e in entries for r in e.rows]

@@ -25,6 +25,8 @@ import pyarrow as pa
 from lancedb.index import Bitmap
 
 from pluralign.data.record import Base
+from pluralign.store import deletions
+from pluralign.store.deletions import Deletion
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
 from pluralign.store.location import connect
@@ -167,6 +169,10 @@ class Store:
         self._upserts = GroupCommit(self._commit_users)
         existing = set(self.db.list_tables().tables)
         self.tables = {name: self._open(name, schema, name in existing) for name, schema in self.schemas.items()}
+        # who was deleted, by hash, for other replicas' files (`pluralign.store.deletions`); apart from
+        # `tables`: it names no user by id, so a user's DELETE, compaction and stats pass it by
+        self.deletions = self._open(deletions.TABLE, deletions.deletion_schema(), deletions.TABLE in existing)
+        self._new_deletions = 0
         self.writes_since_compaction = 0
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()
@@ -248,6 +254,18 @@ class Store:
         rows = [{"tenant": tenant, "user_id": user_id, "version": c["version"], "at": c["at"], "feature": c["feature"],
                  "direction": c["direction"], "schema_version": SCHEMA_VERSION} for c in changes]
         self._append("stated_changes", pa.Table.from_pylist(rows, schema=self.schemas["stated_changes"]))
+
+    def record_deletion(self, deletion: Deletion) -> None:
+        """Append a user's DELETE to the deletion record every process on this store reads."""
+        row = {**msgspec.to_builtins(deletion), "schema_version": SCHEMA_VERSION}
+        with self._lock:
+            self.deletions.add(pa.Table.from_pylist([row], schema=self.deletions.schema))
+            self._new_deletions += 1
+
+    def deletions_since(self, since: float) -> list[Deletion]:
+        """Deletion records with `deleted_at` at or after `since` (unix seconds), any order."""
+        rows = self.deletions.search().where(f"deleted_at >= {float(since)!r}").limit(None).to_arrow().to_pylist()
+        return [msgspec.convert({k: v for k, v in r.items() if k != "schema_version"}, Deletion) for r in rows]
 
     def _commit_users(self, data: pa.Table) -> None:
         keys = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
@@ -630,6 +648,11 @@ class Store:
                     warnings.simplefilter("ignore", UserWarning)
                     table.optimize(cleanup_older_than=keep_versions_for)
                 self._ensure_indexes(name)
+            if self._new_deletions >= 64:  # one small fragment per DELETE: merged now and then
+                self._new_deletions = 0
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.deletions.optimize(cleanup_older_than=keep_versions_for)
 
     def stats(self) -> dict[str, int]:
         return {name: table.count_rows() for name, table in self.tables.items()}

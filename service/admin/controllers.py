@@ -153,6 +153,6 @@ def stop_admin(app: Litestar) -> None:
     if admin is not None:
         if admin.on_moved in app.state.runtime.moved_hooks:
             app.state.runtime.moved_hooks.remove(admin.on_moved)
-        if admin.forget_user in app.state.runtime.delete_hooks:
-            app.state.runtime.delete_hooks.remove(admin.forget_user)
+        if admin.forget_jobs in app.state.runtime.delete_hooks:
+            app.state.runtime.delete_hooks.remove(admin.forget_jobs)
         admin.runner.stop()

@@ -23,6 +23,7 @@ from pluralign.files import write_atomic
 from pluralign.policy.adapters import adapter_name, swap_folder
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
+from pluralign.store.deletions import Forget
 from pluralign.store.location import options_to_env
 from service.errors import bad_request
 from service.replicas import owner
@@ -47,14 +48,15 @@ def _snapshot_users(path: Path) -> set[str]:
     return {_NAMED.decode(line).user_id for line in path.read_bytes().splitlines() if line.strip()}
 
 
-def _drop_rows(path: Path, key: str) -> int:
-    """Rewrite the snapshot at `path` without user `key`'s rows (a temp file renamed over it: a
-    reader, a job starting, sees the old file or the new one). Returns 1 when it was rewritten."""
+def _drop_rows(path: Path, forget: Forget) -> int:
+    """Rewrite the snapshot at `path` without the rows of the users `forget` names (a temp file
+    renamed over it: a reader, a job starting, sees the old file or the new one). Returns 1 when it
+    was rewritten."""
     data = path.read_bytes()
-    if msgspec.json.encode(key) not in data:  # the name as the file spells it: no row of theirs
+    if not forget.may_name(data):  # the names as the file spells them: no row of theirs
         return 0
     lines = data.splitlines(keepends=True)
-    kept = [line for line in lines if not line.strip() or _NAMED.decode(line).user_id != key]
+    kept = [line for line in lines if not line.strip() or not forget(_NAMED.decode(line).user_id)]
     if len(kept) == len(lines):
         return 0
     write_atomic(path, b"".join(kept))
@@ -81,7 +83,7 @@ class Admin:
         else:
             self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.keep_snapshot_users)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
-        rt.delete_hooks.append(self.forget_user)
+        rt.delete_hooks.append(self.forget_jobs)
         rt.population_hooks.append(self.forget_in_population)
         self._lock = threading.Lock()
         self._new: dict[tuple[str, str], int] = {}  # strict comparisons moved since the user's last check
@@ -158,10 +160,10 @@ class Admin:
     def population_folder(self) -> Path:
         return self.folder / "data" / "population"
 
-    def forget_in_population(self, key: str) -> int:
+    def forget_in_population(self, forget: Forget) -> int:
         """For a DELETE (a `Runtime.population_hooks` entry, under its population lock): rewrite
-        every population snapshot without the rows of user `key` (`tenant/user`), and every PAL or
-        EM artifact of a job without their per-user weights (`pluralign.reward.training_users`);
+        every population snapshot without the rows of the users `forget` names (`tenant/user`, or a
+        hash of it), and every PAL or EM artifact of a job without their per-user weights (`pluralign.reward.training_users`);
         each file whole (temp file and rename). A job training meanwhile read its snapshot before:
         `keep_snapshot_users` removes the user from its artifact when it ends. Returns the files
         rewritten; raises ForgetIncomplete, once the others are rewritten, naming the files it could not
@@ -175,25 +177,25 @@ class Admin:
         snapshots = sorted(self.population_folder.glob("comparisons-*.jsonl")) if self.population_folder.is_dir() else []
         artifacts = self.folder / "artifacts"
         folders = sorted(p for p in artifacts.iterdir() if p.is_dir()) if artifacts.is_dir() else []
-        for path, forget in [*((p, _drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
+        for path, drop in [*((p, _drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
             try:
-                rewritten += forget(path, key)
+                rewritten += drop(path, forget)
             except (OSError, ValueError) as exc:  # damaged, another schema: left as it is, the others still rewritten
                 failures.append(f"{path}: {exc}")
         if failures:
             raise ForgetIncomplete(rewritten, failures)
         return rewritten
 
-    def _drop_weights(self, folder: Path, key: str) -> int:
-        """Remove user `key`'s fitted weights from the PAL or EM artifact at `folder`, or from what a
+    def _drop_weights(self, folder: Path, forget: Forget) -> int:
+        """Remove the fitted weights of the users `forget` names from the PAL or EM artifact at `folder`, or from what a
         stopped save of one left there once its job ended (a save still running is left to
         `keep_snapshot_users`). Any other folder is left alone. Returns the files rewritten or removed."""
-        if forget_training_users(folder, lambda user: user == key):
+        if forget_training_users(folder, forget):
             return 1
         job = self.runner.get(folder.name)
         if job is not None and job.state in ACTIVE_STATES:
             return 0
-        return forget_stopped_users(folder, lambda user: user == key)
+        return forget_stopped_users(folder, forget)
 
     def keep_snapshot_users(self, job: Job) -> None:
         """A succeeded PAL or EM job trained on a population snapshot (`on_succeed`): its artifact
@@ -232,26 +234,31 @@ class Admin:
             if record is not None:
                 self.rt.store.put_user(msgspec.structs.replace(record, adapter=adapter_name(tenant, user), updated_at=time.time()))
 
-    def forget_user(self, tenant: str, user: str) -> int:
-        """For a user's DELETE: stop their queued or running jobs and delete every job file that
+    def forget_jobs(self, forget: Forget) -> int:
+        """For a user's DELETE (a `Runtime.delete_hooks` entry), or other replicas' deletion records:
+        stop the queued or running jobs of the users `forget` names and delete every job file that
         holds their data or names them (records, logs, results, artifacts, comparison snapshots),
         and what promotions.json serves for them. Returns how many files went."""
         removed = 0
         for job in self.runner.list(limit=1_000_000):
-            if job.params.get("user") != user or str(job.params.get("tenant", "default")) != tenant:
+            user = job.params.get("user")
+            if not isinstance(user, str) or not forget.user(str(job.params.get("tenant", "default")), user):
                 continue
             removed += sum(1 for p in self._job_files(job) if p.is_file())
             self.runner.purge(job.id)
-        snapshots = self.folder / "data" / tenant
+        data = self.folder / "data"
         # never the population snapshots (`comparisons-<ms>.jsonl`), whatever a tenant is called (a key
         # issued before tenant names were checked may name `population`): a DELETE rewrites them instead
-        if snapshots.is_dir() and snapshots.resolve() != self.population_folder.resolve():
-            for path in snapshots.iterdir():
+        tenants = [d for d in data.iterdir() if d.is_dir() and d.resolve() != self.population_folder.resolve()] if data.is_dir() else []
+        for folder in tenants:
+            for path in folder.iterdir():
                 stem, _, stamp = path.name.removesuffix(".jsonl").rpartition("-")
-                if stem == user and stamp.isdigit() and path.name.endswith(".jsonl"):
+                if stamp.isdigit() and path.name.endswith(".jsonl") and forget.user(folder.name, stem):
                     path.unlink(missing_ok=True)
                     removed += 1
-        self.runner.promotions.forget(f"adapter/{tenant}/{user}")
+        for key in self.runner.promotions.keys("adapter/"):
+            if forget(key.removeprefix("adapter/")):
+                self.runner.promotions.forget(key)
         return removed
 
     def _job_files(self, job: Job) -> list[Path]:

@@ -19,6 +19,7 @@ import numpy as np
 from pluralign.data.text import is_blank, visible
 from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
 from pluralign.store import StoredPreference, UserRecord
+from pluralign.store.deletions import Forget
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
@@ -561,11 +562,13 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
     """Every row, the weights and the adapter files of the user; old table versions are purged too,
     and so is their feedback still pending in the log (from memory and the log's files); their
     queued or running jobs are stopped and every job file naming them removed (`delete_hooks`); their
-    rows and fitted weights leave population snapshots and PAL/EM artifacts (`Runtime.forget_population_user`).
+    rows and fitted weights leave population snapshots and PAL/EM artifacts (`Runtime.forget_population_users`); with several replicas, a
+    deletion record tells the others to do the same to their own files (`service.deletions`).
     Returns counts by kind: preferences, interactions, users, stated_changes, adapter_files, job_files,
     population_files (files rewritten without them)."""
+    forget = Forget.key(f"{tenant}/{user_id}")
     with rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
-        job_files = sum(hook(tenant, user_id) for hook in list(rt.delete_hooks))  # their jobs stop first
+        job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
         pending = rt.ingest.forget_user(tenant, user_id)
         in_row = len(_row_only_changes(rt, tenant, user_id, stated_of(rt.store.get_user(tenant, user_id))))
         counts = rt.store.delete_user(tenant, user_id)
@@ -580,10 +583,12 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
         try:
             # population snapshots and PAL/EM artifacts trained on them: their rows and fitted weights go
             # (ForgetIncomplete, a 500, when a file could not be rewritten: a DELETE again retries it)
-            counts["population_files"] = rt.forget_population_user(f"{tenant}/{user_id}")
+            counts["population_files"] = rt.forget_population_users(forget)
         finally:  # their rows left the store whatever happened to the population files
             rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
             rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
+            if rt.deletion_sweep is not None:  # other replicas' files: their sweeps read this record (service.deletions)
+                rt.deletion_sweep.record(tenant, user_id)
     return counts
 
 

@@ -150,13 +150,13 @@ def start_service(data_dir: Path, generator_dir: Path, pal_dir: Path, encoder, a
     return server, Service(server, runtime, keys)
 
 
-def start_replicas(tmp_path: Path, generator_dir: Path, pal_dir: Path, encoder, sync_ms: int = 60_000):
+def start_replicas(tmp_path: Path, generator_dir: Path, pal_dir: Path, encoder, sync_ms: int = 60_000, admin_handlers=(), **settings):
     """Two services on one store (`replicas=2`), each with its own data folder and reads allowed to
     be `sync_ms` stale; both know tenant acme's key. Returns (first server, a, second server, b)."""
     store = str(tmp_path / "shared-lancedb")
-    first, a = start_service(tmp_path / "a", generator_dir, pal_dir, encoder, store_uri=store, replicas=2,
-                             replica_index=0, store_sync_ms=sync_ms)
-    second, b = start_service(tmp_path / "b", generator_dir, pal_dir, encoder, store_uri=store, replicas=2,
-                              replica_index=1, store_sync_ms=sync_ms)
+    first, a = start_service(tmp_path / "a", generator_dir, pal_dir, encoder, admin_handlers, store_uri=store, replicas=2,
+                             replica_index=0, store_sync_ms=sync_ms, **settings)
+    second, b = start_service(tmp_path / "b", generator_dir, pal_dir, encoder, admin_handlers, store_uri=store, replicas=2,
+                              replica_index=1, store_sync_ms=sync_ms, **settings)
     b.keys["acme"] = b.runtime.keys.issue("acme")
     return first, a, second, b

@@ -48,6 +48,11 @@ class Promotions:
             return True, f"promoted: first {key} (held-out accuracy {heldout_accuracy:.4f})"
         return True, f"promoted: held-out accuracy {heldout_accuracy:.4f} >= {current.heldout_accuracy:.4f} of {current.artifact}"
 
+    def keys(self, prefix: str = "") -> list[str]:
+        """The keys something is served for, those starting with `prefix`."""
+        with self._lock:
+            return [key for key in self._served if key.startswith(prefix)]
+
     def forget(self, key: str) -> bool:
         """Stop recording what is served for `key` (its user was deleted); True if there was one."""
         with self._lock:

@@ -1,0 +1,141 @@
+"""Users deleted, as a record every process on one store reads: how a DELETE answered by one
+replica reaches the files only another replica holds (its population snapshots, its jobs' PAL and EM
+artifacts, its promoted model). Each replica keeps its own jobs folder, so the shared LanceDB store
+is the one place all of them read; the table `deletions` there is that record.
+
+A row names the deleted user by `user_hash`, the sha256 (hex) of `tenant/user_id`, never by the id
+itself: the record outlives the user, and a replica only has to recognise the names in its own files
+(population files name users `tenant/user`). The hash hides an id from a casual reader of the table,
+not from one who guesses ids and hashes them. `tenant` is kept plain: it names the customer, and a
+replica drops that tenant's cached estimates. Rows are appended and never changed; a replica
+remembers which it has applied (`Applied`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+
+from pluralign.data.record import Base
+from pluralign.files import write_atomic
+from pluralign.store.schemas import SCHEMA_VERSION
+
+TABLE = "deletions"
+# a row may become visible to another replica this late after its `deleted_at` (clock skew between
+# replicas, kept small by NTP, plus the commit and `store_sync_ms`): an `Applied` keeps the ids of rows
+# this much older than its watermark, so a late one is still applied once and an early one never twice
+SLACK_S = 600.0
+
+
+def key_hash(key: str) -> str:
+    """sha256 (hex, 64 characters) of a training user's key `tenant/user_id`."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def user_hash(tenant: str, user_id: str) -> str:
+    """The hash a deletion record names user `user_id` of `tenant` by (`key_hash` of `tenant/user_id`)."""
+    return key_hash(f"{tenant}/{user_id}")
+
+
+def deletion_schema() -> pa.Schema:
+    """One row per DELETE of a user: which (by hash), when (unix seconds) and which replica answered it."""
+    return pa.schema(
+        [
+            pa.field("deletion_id", pa.string(), nullable=False),
+            pa.field("tenant", pa.string(), nullable=False),
+            pa.field("user_hash", pa.string(), nullable=False),
+            pa.field("deleted_at", pa.float64(), nullable=False),
+            pa.field("replica", pa.int32(), nullable=False),
+            pa.field("schema_version", pa.int32(), nullable=False),
+        ],
+        metadata={"schema_version": str(SCHEMA_VERSION)},
+    )
+
+
+class Deletion(Base, kw_only=True, frozen=True):
+    deletion_id: str
+    tenant: str
+    user_hash: str
+    deleted_at: float  # unix seconds, the answering replica's clock
+    replica: int  # the replica index that answered the DELETE
+
+
+def new_deletion(tenant: str, user_id: str, deleted_at: float, replica: int) -> Deletion:
+    return Deletion(deletion_id=uuid.uuid4().hex, tenant=tenant, user_hash=user_hash(tenant, user_id),
+                    deleted_at=deleted_at, replica=replica)
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Which training users (`tenant/user` keys, as population files name them) to forget: named by
+    key (a DELETE answered here) or by `key_hash` (deletion records of other replicas). Callable on a
+    key, as `pluralign.reward.training_users` takes it."""
+
+    keys: frozenset[str] = frozenset()
+    hashes: frozenset[str] = frozenset()
+
+    @classmethod
+    def key(cls, key: str) -> Forget:
+        return cls(keys=frozenset([key]))
+
+    @classmethod
+    def of(cls, deletions: Iterable[Deletion]) -> Forget:
+        return cls(hashes=frozenset(d.user_hash for d in deletions))
+
+    def __call__(self, key: str) -> bool:
+        return key in self.keys or (bool(self.hashes) and key_hash(key) in self.hashes)
+
+    def user(self, tenant: str, user_id: str) -> bool:
+        return self(f"{tenant}/{user_id}")
+
+    def may_name(self, data: bytes) -> bool:
+        """False only when `data` (a JSON file's bytes) cannot name any of these users: a key is looked
+        for as the JSON string it is written as; a hash cannot be, so with hashes every file may."""
+        return bool(self.hashes) or any(msgspec.json.encode(k) in data for k in self.keys)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.hashes)
+
+
+class Applied(msgspec.Struct, kw_only=True):
+    """Which deletion records one replica has applied to its own files (a JSON file in its data
+    folder): every record with `deleted_at` below `watermark - SLACK_S`, and those in `ids`."""
+
+    watermark: float = 0.0  # the newest `deleted_at` applied
+    ids: dict[str, float] = msgspec.field(default_factory=dict)  # applied records within SLACK_S of it: id -> deleted_at
+
+    @classmethod
+    def load(cls, path: Path) -> Applied:
+        """The state at `path`; a missing file is a replica that has applied nothing (every record is
+        then applied once: applying one again is harmless). Raises ValueError on a damaged file."""
+        if not path.is_file():
+            return cls()
+        try:
+            return msgspec.json.decode(path.read_bytes(), type=cls)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"{path}: not an applied-deletions file ({exc})") from None
+
+    def since(self) -> float:
+        """The `deleted_at` from which records may still be unapplied."""
+        return self.watermark - SLACK_S
+
+    def pending(self, records: Iterable[Deletion]) -> list[Deletion]:
+        """Those of `records` not applied yet, oldest first."""
+        return sorted((r for r in records if r.deleted_at >= self.since() and r.deletion_id not in self.ids),
+                      key=lambda r: r.deleted_at)
+
+    def add(self, records: Iterable[Deletion]) -> Applied:
+        """The state once `records` are applied too; ids older than the new watermark's slack go
+        (`pending` passes over those records by their time)."""
+        ids = {**self.ids, **{r.deletion_id: r.deleted_at for r in records}}
+        watermark = max([self.watermark, *ids.values()])
+        return Applied(watermark=watermark, ids={i: at for i, at in ids.items() if at >= watermark - SLACK_S})
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, msgspec.json.encode(self))

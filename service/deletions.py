@@ -1,0 +1,110 @@
+"""Other replicas' DELETEs applied to this replica's own files.
+
+Each replica keeps its own data folder: its feedback log, its jobs (population snapshots, PAL and
+EM artifacts, adapter jobs' snapshots) and the population model it promoted. A DELETE cleans the
+answering replica's folder and the shared store; with several replicas it also appends a record to
+the store's `deletions` table (`pluralign.store.deletions`: the user by hash, the time), and every
+replica's `DeletionSweep` applies new records to its own folder within `deletion_sweep_s`: the
+users' jobs and job files, their rows and fitted weights in population files (the promoted model's
+too, on disk and in memory), what its feedback log still holds of rows acknowledged before the
+DELETE, its cached histories and its cached pooled priors of that tenant.
+
+The loop is a plain thread with an Event (the compaction thread's pattern): one small query of the
+table every interval needs no job engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from pluralign.store.deletions import Applied, Deletion, Forget, new_deletion, user_hash
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
+
+log = logging.getLogger("pluralign.deletions")
+
+APPLIED_FILE = "deletions-applied.json"  # in the replica's data folder: which records it has applied
+
+
+def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
+    """Remove the users `records` name from this replica's files and caches (the module docstring).
+    Returns the files removed or rewritten. Raises ForgetIncomplete (service.runtime) when a
+    population file could not be rewritten, after every other file was."""
+    forget = Forget.of(records)
+    deleted_at: dict[str, float] = {}
+    for r in records:
+        deleted_at[r.user_hash] = max(deleted_at.get(r.user_hash, r.deleted_at), r.deleted_at)
+    files = sum(hook(forget) for hook in list(rt.delete_hooks))
+    for tenant, user_id in sorted(rt.ingest.log.users()):
+        if forget.user(tenant, user_id):  # only rows acknowledged before the DELETE: later ones are the user's again
+            rt.ingest.forget_user(tenant, user_id, before=deleted_at[user_hash(tenant, user_id)])
+    rt.store.histories.invalidate_where(lambda key: forget.user(*key))
+    for tenant in sorted({r.tenant for r in records}):
+        rt.forget_pooled(tenant)
+    return files + rt.forget_population_users(forget)
+
+
+class DeletionSweep:
+    """Applies the store's deletion records to this replica's files every `interval_s` seconds (and
+    at start), each record once (`Applied`, kept in `APPLIED_FILE`); records this replica wrote
+    itself are applied already (`record`)."""
+
+    def __init__(self, rt: Runtime, interval_s: float):
+        self.rt = rt
+        self.interval_s = interval_s
+        self.path = rt.settings.data_path / APPLIED_FILE
+        self._lock = threading.Lock()  # orders reads and writes of APPLIED_FILE
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self, tenant: str, user_id: str) -> Deletion:
+        """A DELETE answered here (this replica's files are cleaned already): recorded for the
+        other replicas, and noted as applied here."""
+        deletion = new_deletion(tenant, user_id, time.time(), self.rt.settings.replica_index)
+        self.rt.store.record_deletion(deletion)
+        self._note_applied([deletion])
+        return deletion
+
+    def run_once(self) -> int:
+        """Apply the records not applied yet; returns how many. A record whose files could not all be
+        rewritten (ForgetIncomplete) stays unapplied and is tried again next time."""
+        with self._lock:
+            applied = Applied.load(self.path)
+        pending = applied.pending(self.rt.store.deletions_since(applied.since()))
+        if not pending:
+            return 0
+        files = apply_deletions(self.rt, pending)
+        self._note_applied(pending)
+        log.info("applied %d deletion records of other replicas (%d files)", len(pending), files)
+        self.rt.metrics.inc("pluralign_deletions_applied_total", len(pending),
+                            help="other replicas' user deletions applied to this replica's files")
+        return len(pending)
+
+    def _note_applied(self, records: list[Deletion]) -> None:
+        with self._lock:
+            Applied.load(self.path).add(records).save(self.path)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="deletion-sweep")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.run_once()
+            except Exception:  # a damaged file, the store unreachable: logged, tried again next time
+                log.exception("applying deletion records failed")
+            if self._stop.wait(self.interval_s):
+                return

@@ -1,0 +1,117 @@
+"""A DELETE answered by one replica reaches the files only another replica holds: its population
+snapshots, its PAL and EM artifacts, the population model it promoted (on disk and in memory), its
+feedback log; through the store's deletion record (`pluralign.store.deletions`), which names the user
+by hash only, and every replica's sweep (`service.deletions`)."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from pluralign.reward.pal_checkpoint import load_pal
+from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, user_hash
+from pluralign.store.feedback_log import FeedbackLog
+from service.admin.controllers import ADMIN_HANDLERS
+from service.runtime import PROMOTED_PAL
+from tests.service.test_break20_delete import GONE, KEPT, MARKER, files_holding, give_comparisons, run_job
+from tests.service.test_feedback_log import feedback, log_bytes
+from tests.service.tiny import start_replicas
+
+
+def wait_until(check, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_a_delete_on_one_replica_cleans_the_population_files_of_the_other(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2)
+    folder_b = tmp_path / "b"
+    with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b, b.client("globex") as globex_b, \
+            b.client("admin") as admin_b:
+        give_comparisons(acme_b, GONE, "tea", MARKER)  # through replica b: its feedback log holds them
+        give_comparisons(acme_b, "ann", "coffee")
+        give_comparisons(globex_b, "bea", "tea", KEPT)
+        pal = run_job(admin_b, "pal", {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16})
+        em = run_job(admin_b, "em", {"k": 2, "restarts": 1})
+        assert em["promoted"] is True  # replica b serves the EM mixture, with the user's row in memory
+        assert files_holding(folder_b, MARKER, GONE)
+        assert f"acme/{GONE}" in b.runtime.rewards.model.users
+
+        r = acme_a.delete(f"/v1/users/{GONE}")  # answered by replica a
+        assert r.status_code == 200, r.text
+        assert r.json()["deleted"]["preferences"] == 8
+        assert files_holding(tmp_path / "a", MARKER, GONE) == []
+
+        # replica b's own folder loses them within its sweep, every other user's rows staying
+        assert wait_until(lambda: files_holding(folder_b, MARKER, GONE)) == []
+        assert f"acme/{GONE}" not in b.runtime.rewards.model.users
+        snapshots = sorted((folder_b / "jobs" / "data" / "population").glob("comparisons-*.jsonl"))
+        assert len(snapshots) == 2  # the PAL job's and the EM job's
+        for path in snapshots:
+            users = {msgspec.json.decode(line)["user_id"] for line in path.read_bytes().splitlines() if line.strip()}
+            assert users == {"acme/ann", "globex/bea"} and KEPT.encode() in path.read_bytes()
+        _, weights, meta = load_pal(folder_b / "jobs" / "artifacts" / pal["id"])
+        assert sorted(weights.users()) == ["acme/ann", "globex/bea"] and meta.users == 2
+        assert (folder_b / PROMOTED_PAL / "meta.json").is_file()
+        # the shared store names the user nowhere, the deletion record by hash only
+        assert files_holding(tmp_path / "shared-lancedb", MARKER, GONE) == []
+        (record,) = b.runtime.store.deletions_since(0)
+        assert record.user_hash == user_hash("acme", GONE) and record.tenant == "acme" and record.replica == 0
+        # each record is applied once: replica a wrote it (applied there), replica b applied it
+        assert a.runtime.deletion_sweep.run_once() == 0 and b.runtime.deletion_sweep.run_once() == 0
+        assert globex_b.get("/v1/users/bea").status_code == 200
+        out = acme_b.post("/v1/rewards/score", json={"user": "ann", "prompt": "A drink?", "responses": ["Tea.", "Coffee."]})
+        assert out.status_code == 200, out.text
+
+
+def test_feedback_acknowledged_after_the_delete_stays_pending(tmp_path):
+    """Another replica's DELETE at time T drops this log's records of the user from before T only: what
+    the user sent again after it is theirs, and stays to be moved."""
+    log = FeedbackLog(tmp_path, segment_bytes=600)
+    for i in range(3):
+        log.append(feedback("ann", i))
+        log.append(feedback("bob", i))
+    deleted_at = time.time()
+    time.sleep(0.01)
+    log.append(feedback("ann", 9))  # the user back after the DELETE
+    assert log.forget_user("t", "ann", before=deleted_at) == 3
+    assert b"question 0 of ann" not in log_bytes(tmp_path) and b"question 9 of ann" in log_bytes(tmp_path)
+    assert sorted(e.rows[0].prompt for e in log.pending.values() if e.key == ("t", "ann")) == ["question 9 of ann"]
+    assert ("t", "ann") in log.users()
+    log.close()
+
+
+def test_applied_records_are_remembered_with_a_slack_for_late_ones(tmp_path):
+    def at(t: float, name: str) -> Deletion:
+        return msgspec.structs.replace(new_deletion("acme", name, t, 0), deletion_id=name)
+
+    path = tmp_path / "applied.json"
+    state = Applied.load(path)
+    assert state.pending([at(5.0, "x")]) == [at(5.0, "x")]  # a fresh replica applies every record
+    state.add([at(5.0, "x"), at(10_000.0, "y")]).save(path)
+    state = Applied.load(path)
+    assert state.watermark == 10_000.0 and set(state.ids) == {"y"}  # x is older than the slack: passed by time
+    late = at(10_000.0 - SLACK_S / 2, "late")  # committed late by a replica with a slower clock
+    assert state.pending([at(5.0, "x"), at(10_000.0, "y"), late]) == [late]
+    path.write_bytes(b"{not json")
+    try:
+        Applied.load(path)
+    except ValueError as exc:
+        assert "applied-deletions" in str(exc)
+    else:
+        raise AssertionError("a damaged file must be refused")
+
+
+def test_forget_names_users_by_key_or_by_hash():
+    by_key, by_hash = Forget.key("acme/ann"), Forget.of([new_deletion("acme", "ann", 1.0, 0)])
+    for forget in (by_key, by_hash):
+        assert forget("acme/ann") and forget.user("acme", "ann")
+        assert not forget("globex/ann") and not forget("acme/anna")
+    assert not by_key.may_name(b'{"user_id": "acme/bob"}') and by_key.may_name(b'{"user_id": "acme/ann"}')
+    assert by_hash.may_name(b"anything")  # a hash cannot be looked for in a file's bytes
