@@ -56,7 +56,15 @@ def _drop_rows(path: Path, forget: Forget) -> int:
     if not forget.may_name(data):  # the names as the file spells them: no row of theirs
         return 0
     lines = data.splitlines(keepends=True)
-    kept = [line for line in lines if not line.strip() or not forget(_NAMED.decode(line).user_id)]
+    verdicts: dict[str, bool] = {}  # per user, not per row: a hash costs more than the row's decode
+
+    def gone(line: bytes) -> bool:
+        user = _NAMED.decode(line).user_id
+        if user not in verdicts:
+            verdicts[user] = forget(user)
+        return verdicts[user]
+
+    kept = [line for line in lines if not line.strip() or not gone(line)]
     if len(kept) == len(lines):
         return 0
     write_atomic(path, b"".join(kept))

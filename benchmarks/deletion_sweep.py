@@ -1,0 +1,72 @@
+"""What applying a deletion costs per population snapshot: a DELETE answered here names the user by
+key (`Forget.key`: the file's bytes are searched for the name first, and only a file that holds it is
+decoded), while another replica's record names them by hash (`Forget.of`: every row's user is
+decoded and hashed). Both rewrite a file that holds the user, as `service.admin.services._drop_rows`
+does; the snapshot is the service's own format (one JSON preference per line, users `tenant/user`).
+
+    python -m benchmarks.deletion_sweep                  # 50,000 rows over 1,000 users, 5 repeats
+    python -m benchmarks.deletion_sweep --rows 200000 --json
+
+Prints the median seconds per snapshot for: a user the snapshot does not hold (by key, by hash) and
+a user it holds (by key, by hash), and the hash/key ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from pluralign.data.io import write_jsonl
+from pluralign.data.record import Preference
+from pluralign.store.deletions import Forget, new_deletion
+from service.admin.services import _drop_rows
+
+
+def snapshot(path: Path, rows: int, users: int) -> None:
+    records = [Preference(user_id=f"acme/user-{i % users}", prompt=f"Question {i} about something ordinary?",
+                          chosen=f"A chosen answer number {i}, a sentence or two long.", rejected=f"A rejected answer {i}.")
+               for i in range(rows)]
+    write_jsonl(records, path)
+
+
+def timed(path: Path, original: bytes, forget: Forget, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        path.write_bytes(original)
+        started = time.perf_counter()
+        _drop_rows(path, forget)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "comparisons-1.jsonl"
+        snapshot(path, args.rows, args.users)
+        original = path.read_bytes()
+        cases = {
+            "absent_by_key": Forget.key("acme/nobody"),
+            "absent_by_hash": Forget.of([new_deletion("acme", "nobody", 0.0, 0)]),
+            "present_by_key": Forget.key("acme/user-7"),
+            "present_by_hash": Forget.of([new_deletion("acme", "user-7", 0.0, 0)]),
+        }
+        out = {name: timed(path, original, forget, args.repeats) for name, forget in cases.items()}
+    out = {"rows": args.rows, "users": args.users, "megabytes": round(len(original) / 1e6, 1),
+           **{k: round(v, 4) for k, v in out.items()},
+           "absent_ratio": round(out["absent_by_hash"] / out["absent_by_key"], 1),
+           "present_ratio": round(out["present_by_hash"] / out["present_by_key"], 2)}
+    print(json.dumps(out) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
+
+
+if __name__ == "__main__":
+    main()
