@@ -34,7 +34,8 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     """Remove the users `records` name from this replica's files and caches (the module docstring).
     Returns the files removed or rewritten. Raises ForgetIncomplete (service.runtime) when a
     population file could not be rewritten, after every other file was."""
-    forget = Forget.of(records)
+    # a replica's reads of the store may lag its commits: data it made this late may still hold the user
+    forget = Forget.of(records, stale_s=rt.settings.sync_seconds or 0.0)
     deleted_at: dict[str, float] = {}
     for r in records:
         deleted_at[r.user_hash] = max(deleted_at.get(r.user_hash, r.deleted_at), r.deleted_at)
@@ -73,7 +74,7 @@ class DeletionSweep:
         """Apply the records not applied yet; returns how many. A record whose files could not all be
         rewritten (ForgetIncomplete) stays unapplied and is tried again next time."""
         with self._lock:
-            applied = Applied.load(self.path)
+            applied = self._load()
         pending = applied.pending(self.rt.store.deletions_since(applied.since()))
         if not pending:
             return 0
@@ -84,9 +85,18 @@ class DeletionSweep:
                             help="other replicas' user deletions applied to this replica's files")
         return len(pending)
 
+    def _load(self) -> Applied:
+        """What was applied here; a damaged file counts as nothing applied (every record is applied
+        again, which takes only data from before each DELETE) and is written whole at the next note."""
+        try:
+            return Applied.load(self.path)
+        except ValueError:
+            log.warning("%s is damaged: applying every deletion record again", self.path)
+            return Applied()
+
     def _note_applied(self, records: list[Deletion]) -> None:
         with self._lock:
-            Applied.load(self.path).add(records).save(self.path)
+            self._load().add(records).save(self.path)
 
     def start(self) -> None:
         if self._thread is None:

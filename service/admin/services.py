@@ -37,7 +37,8 @@ log = logging.getLogger("pluralign.service")
 
 
 class _Named(msgspec.Struct):
-    user_id: str  # a snapshot line's user (`tenant/user`); its other fields are not read
+    user_id: str  # a snapshot line's user (`tenant/user`); its other fields but the time are not read
+    created_at: float | None = None  # when the row was acknowledged (unix seconds)
 
 
 _NAMED = msgspec.json.Decoder(_Named)
@@ -56,11 +57,21 @@ def _drop_rows(path: Path, forget: Forget) -> int:
     if not forget.may_name(data):  # the names as the file spells them: no row of theirs
         return 0
     lines = data.splitlines(keepends=True)
-    kept = [line for line in lines if not line.strip() or not forget(_NAMED.decode(line).user_id)]
+    kept = [line for line in lines if not line.strip() or not _row_forgotten(_NAMED.decode(line), forget)]
     if len(kept) == len(lines):
         return 0
     write_atomic(path, b"".join(kept))
     return 1
+
+
+def _row_forgotten(row: _Named, forget: Forget) -> bool:
+    return forget.made_at(row.created_at)(row.user_id)  # a row sent after the user's DELETE is theirs again
+
+
+def _stamp(path: Path) -> float | None:
+    """When a job snapshot (`<name>-<ms>.jsonl`) was taken (unix seconds), None when its name says not."""
+    stamp = path.name.removesuffix(".jsonl").rpartition("-")[2]
+    return int(stamp) / 1000 if stamp.isdigit() else None
 
 
 class QuotaExceeded(Exception):
@@ -190,9 +201,12 @@ class Admin:
         """Remove the fitted weights of the users `forget` names from the PAL or EM artifact at `folder`, or from what a
         stopped save of one left there once its job ended (a save still running is left to
         `keep_snapshot_users`). Any other folder is left alone. Returns the files rewritten or removed."""
+        job = self.runner.get(folder.name)
+        if job is not None:  # weights fitted on data from after a user's DELETE are theirs again
+            data = job.params.get("data")
+            forget = forget.made_at(_stamp(Path(data)) if isinstance(data, str) else job.created_at)
         if forget_training_users(folder, forget):
             return 1
-        job = self.runner.get(folder.name)
         if job is not None and job.state in ACTIVE_STATES:
             return 0
         return forget_stopped_users(folder, forget)
@@ -242,7 +256,8 @@ class Admin:
         removed = 0
         for job in self.runner.list(limit=1_000_000):
             user = job.params.get("user")
-            if not isinstance(user, str) or not forget.user(str(job.params.get("tenant", "default")), user):
+            # a job queued after the user's DELETE (they came back) is theirs again
+            if not isinstance(user, str) or not forget.made_at(job.created_at).user(str(job.params.get("tenant", "default")), user):
                 continue
             removed += sum(1 for p in self._job_files(job) if p.is_file())
             self.runner.purge(job.id)
@@ -253,11 +268,12 @@ class Admin:
         for folder in tenants:
             for path in folder.iterdir():
                 stem, _, stamp = path.name.removesuffix(".jsonl").rpartition("-")
-                if stamp.isdigit() and path.name.endswith(".jsonl") and forget.user(folder.name, stem):
+                if stamp.isdigit() and path.name.endswith(".jsonl") and forget.made_at(int(stamp) / 1000).user(folder.name, stem):
                     path.unlink(missing_ok=True)
                     removed += 1
         for key in self.runner.promotions.keys("adapter/"):
-            if forget(key.removeprefix("adapter/")):
+            served = self.runner.promotions.served(key)
+            if served is not None and forget.made_at(served.promoted_at)(key.removeprefix("adapter/")):
                 self.runner.promotions.forget(key)
         return removed
 
