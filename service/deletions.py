@@ -96,7 +96,7 @@ class DeletionSweep:
 
     def _note_applied(self, records: list[Deletion]) -> None:
         with self._lock:
-            self._load().add(records).save(self.path)
+            self._load().add(records, now=time.time()).save(self.path)
 
     def start(self) -> None:
         if self._thread is None:

@@ -150,11 +150,13 @@ class Applied(msgspec.Struct, kw_only=True):
         return sorted((r for r in records if r.deleted_at >= self.since() and r.deletion_id not in self.ids),
                       key=lambda r: r.deleted_at)
 
-    def add(self, records: Iterable[Deletion]) -> Applied:
+    def add(self, records: Iterable[Deletion], now: float = math.inf) -> Applied:
         """The state once `records` are applied too; ids older than the new watermark's slack go
-        (`pending` passes over those records by their time)."""
+        (`pending` passes over those records by their time). The watermark never passes `now` (this
+        replica's clock): a record from a replica whose clock runs ahead must not pass over the
+        records every other replica writes meanwhile; its id is kept until the watermark reaches it."""
         ids = {**self.ids, **{r.deletion_id: r.deleted_at for r in records}}
-        watermark = max([self.watermark, *ids.values()])
+        watermark = min(max([self.watermark, *ids.values()]), now)
         return Applied(watermark=watermark, ids={i: at for i, at in ids.items() if at >= watermark - SLACK_S})
 
     def save(self, path: Path) -> None:

@@ -9,6 +9,7 @@ import time
 import msgspec
 
 from pluralign.reward.em import EMMixture
+from pluralign.store.deletions import Applied, new_deletion
 from service.admin.controllers import ADMIN_HANDLERS
 from service.deletions import APPLIED_FILE
 from tests.service.test_break20_delete import GONE, KEPT, MARKER, files_holding, give_comparisons, run_job
@@ -81,3 +82,22 @@ def test_a_restarted_replica_applying_records_again_keeps_what_a_returning_user_
             mixture = EMMixture.load(folder_b / "jobs" / "artifacts" / em["id"], minilm.encoder_id)
             assert f"acme/{GONE}" in mixture.users
 
+
+def test_a_replica_whose_clock_runs_ahead_does_not_hide_later_deletes(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A replica with a clock an hour ahead (a VM resumed before NTP caught up) answers one DELETE: the
+    others apply it, and still apply every DELETE after it that replicas with a right clock record."""
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
+                                         deletion_sweep_s=0.2)
+    folder_b = tmp_path / "b"
+    with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
+        give_comparisons(acme_b, GONE, "tea", MARKER)
+        give_comparisons(acme_b, "ann", "coffee")
+        b.runtime.wait_for_background()
+        assert not wait_until(lambda: acme_a.get(f"/v1/users/{GONE}").status_code != 200, timeout=10)
+        ahead = new_deletion("globex", "someone", time.time() + 3600, 2)  # what the third replica records
+        a.runtime.store.record_deletion(ahead)
+        assert not wait_until(lambda: ahead.deletion_id not in Applied.load(folder_b / APPLIED_FILE).ids, timeout=10)
+        assert files_holding(folder_b, MARKER, GONE)
+        r = acme_a.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        assert wait_until(lambda: files_holding(folder_b, MARKER, GONE), timeout=10) == []
