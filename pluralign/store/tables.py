@@ -267,6 +267,12 @@ class Store:
         rows = self.deletions.search().where(f"deleted_at >= {float(since)!r}").limit(None).to_arrow().to_pylist()
         return [msgspec.convert({k: v for k, v in r.items() if k != "schema_version"}, Deletion) for r in rows]
 
+    def deleted_after(self, user_hash: str, since: float) -> bool:
+        """Whether a deletion record names `user_hash` (`deletions.user_hash`) at or after `since`."""
+        if not all(c in "0123456789abcdef" for c in user_hash):
+            raise ValueError(f"not a user hash: {user_hash!r}")
+        return self.deletions.count_rows(f"user_hash = '{user_hash}' AND deleted_at >= {float(since)!r}") > 0
+
     def _commit_users(self, data: pa.Table) -> None:
         keys = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
         last = {key: i for i, key in enumerate(keys)}  # a batch may update one user twice: keep the newest

@@ -237,7 +237,10 @@ class Admin:
             return
         tenant, user = str(job.params.get("tenant", "default")), str(job.params["user"])
         with self.rt.user_lock(tenant, user):
-            if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user):
+            # deleted meanwhile: here (the job purged, no rows left) or through another replica, even if
+            # they came back since (an adapter trained on what the DELETE removed is never installed)
+            if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user) \
+                    or self.rt.recorded_deleted_since(tenant, user, job.created_at):
                 raise ValueError(f"user {user!r} of tenant {tenant!r} was deleted while job {job.id} ran")
             served = adapter_folder(self.rt, tenant, user)
             staged = served.with_name(f".{served.name}.{job.id}")

@@ -4,6 +4,7 @@ record again takes nothing a user sent after their DELETE."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import msgspec
@@ -101,3 +102,40 @@ def test_a_replica_whose_clock_runs_ahead_does_not_hide_later_deletes(tmp_path, 
         r = acme_a.delete(f"/v1/users/{GONE}")
         assert r.status_code == 200, r.text
         assert wait_until(lambda: files_holding(folder_b, MARKER, GONE), timeout=10) == []
+
+
+def test_a_chat_generating_on_one_replica_while_another_deletes_its_user_stores_nothing(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """The DELETE is answered by replica a while replica b generates a chat planned from the user's
+    history: b stores no interaction of theirs in the shared store afterwards."""
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
+                                         deletion_sweep_s=0.2)
+    entered, release = threading.Event(), threading.Event()
+    for name in ("generate", "generate_styled"):
+        real = getattr(b.runtime.generator, name)
+
+        def held(*args, _real=real, **kwargs):
+            entered.set()
+            assert release.wait(60)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(b.runtime.generator, name, held)
+    with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
+        give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
+        b.runtime.wait_for_background()
+        assert not wait_until(lambda: acme_a.get(f"/v1/users/{GONE}").status_code != 200, timeout=10)
+        out = {}
+        chat = threading.Thread(target=lambda: out.setdefault("r", acme_b.post("/v1/chat/completions", json={
+            "model": "pluralign", "user": GONE, "n": 2, "messages": [{"role": "user", "content": f"Tea? {MARKER}"}]})))
+        chat.start()
+        assert entered.wait(60)  # replica b has read the user's history and is generating
+        r = acme_a.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        time.sleep(0.4)  # past store_sync_ms: replica b can see the DELETE's record
+        release.set()
+        chat.join(60)
+        assert out["r"].status_code == 200, out["r"].text  # the answer still goes out
+        b.runtime.wait_for_background()
+        time.sleep(0.4)
+        assert a.runtime.store.count_interactions("acme", GONE) == 0
+        assert acme_a.get(f"/v1/users/{GONE}").status_code == 404
