@@ -586,6 +586,25 @@ class Store:
                 self._purge(name)
         return counts
 
+    def delete_feedback_before(self, tenant: str, user_id: str, before: float) -> int:
+        """Delete the user's feedback rows created before `before` (unix seconds): those a process
+        acknowledged before another one answered their DELETE, and moved in after it. Purged as
+        `delete_user` purges; when nothing else of the user is left, every row of theirs goes (the users
+        row a refit of those rows wrote). Returns the feedback rows deleted."""
+        table, where = self.tables["preferences"], f"{owner_filter(tenant, user_id)} AND created_at < {float(before)!r}"
+        with self._maintenance:
+            with self._lock:
+                deleted = table.count_rows(where)
+                if deleted:
+                    table.delete(where)
+                self.histories.invalidate([(tenant, user_id)])
+            if deleted:
+                self._purge("preferences")
+        others = ("preferences", "interactions", "stated_changes")
+        if deleted and not any(self.tables[name].count_rows(owner_filter(tenant, user_id)) for name in others):
+            self.delete_user(tenant, user_id)
+        return deleted
+
     def _purge(self, name: str) -> None:
         """After a delete: no file of the table may still hold a deleted row. Every fragment with a
         deletion is rewritten (Lance's compaction otherwise keeps a fragment below 10% deleted, the

@@ -139,3 +139,38 @@ def test_a_chat_generating_on_one_replica_while_another_deletes_its_user_stores_
         time.sleep(0.4)
         assert a.runtime.store.count_interactions("acme", GONE) == 0
         assert acme_a.get(f"/v1/users/{GONE}").status_code == 404
+
+
+def test_feedback_one_replica_moves_after_another_answered_the_delete_leaves_the_store(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Replica b acknowledged the user's feedback before replica a answered their DELETE, and moved it
+    into the shared store after (its embedding backlog), before its sweep's next pass: that pass takes
+    those rows out of the store again."""
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
+                                         deletion_sweep_s=3600)  # b's sweep: a pass at start, then when called
+    entered, release = threading.Event(), threading.Event()
+    real = b.runtime.ingest._move_entries
+
+    def held(entries):
+        entered.set()
+        assert release.wait(60)
+        return real(entries)
+
+    with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
+        give_comparisons(acme_a, GONE, "tea", n=2)
+        a.runtime.wait_for_background()
+        monkeypatch.setattr(b.runtime.ingest, "_move_entries", held)
+        give_comparisons(acme_b, GONE, "coffee", MARKER, n=2)  # acknowledged by b; its move is slow
+        assert entered.wait(30)
+        r = acme_a.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        release.set()
+        b.runtime.wait_for_background()  # b moved them into the store, after the DELETE
+        assert b.runtime.deletion_sweep.run_once() == 1  # b's next pass
+        time.sleep(0.4)  # past store_sync_ms
+        assert a.runtime.store.count_comparisons("acme", GONE) == 0
+        assert acme_a.get(f"/v1/users/{GONE}").status_code == 404
+        assert files_holding(tmp_path / "shared-lancedb", MARKER) == []
+        give_comparisons(acme_b, "ann", "coffee", n=2)  # everyone else's feedback is moved as before
+        b.runtime.wait_for_background()
+        assert not wait_until(lambda: a.runtime.store.count_comparisons("acme", "ann") != 2, timeout=5)
