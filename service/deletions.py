@@ -7,7 +7,8 @@ the store's `deletions` table (`pluralign.store.deletions`: the user by hash, th
 replica's `DeletionSweep` applies new records to its own folder within `deletion_sweep_s`: the
 users' jobs and job files, their rows and fitted weights in population files (the promoted model's
 too, on disk and in memory), what its feedback log still holds of rows acknowledged before the
-DELETE, its cached histories and its cached pooled priors of that tenant.
+DELETE (and such rows it moved into the store after the DELETE), its cached histories and its cached
+pooled priors of that tenant.
 
 The loop is a plain thread with an Event (the compaction thread's pattern): one small query of the
 table every interval needs no job engine.
@@ -20,9 +21,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from pluralign.store.deletions import Applied, Deletion, Forget, new_deletion, user_hash
+from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, user_hash
 
 if TYPE_CHECKING:
+    from pluralign.store import StoredPreference
     from service.runtime import Runtime
 
 log = logging.getLogger("pluralign.deletions")
@@ -34,14 +36,19 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     """Remove the users `records` name from this replica's files and caches (the module docstring).
     Returns the files removed or rewritten. Raises ForgetIncomplete (service.runtime) when a
     population file could not be rewritten, after every other file was."""
-    forget = Forget.of(records)
+    # a replica's reads of the store may lag its commits: data it made this late may still hold the user
+    forget = Forget.of(records, stale_s=rt.settings.sync_seconds or 0.0)
     deleted_at: dict[str, float] = {}
     for r in records:
         deleted_at[r.user_hash] = max(deleted_at.get(r.user_hash, r.deleted_at), r.deleted_at)
     files = sum(hook(forget) for hook in list(rt.delete_hooks))
-    for tenant, user_id in sorted(rt.ingest.log.users()):
+    moved = rt.deletion_sweep.moved_lately() if rt.deletion_sweep is not None else set()
+    for tenant, user_id in sorted(rt.ingest.log.users() | moved):
         if forget.user(tenant, user_id):  # only rows acknowledged before the DELETE: later ones are the user's again
-            rt.ingest.forget_user(tenant, user_id, before=deleted_at[user_hash(tenant, user_id)])
+            before = deleted_at[user_hash(tenant, user_id)]
+            rt.ingest.forget_user(tenant, user_id, before=before)
+            # and those this replica moved into the store after the DELETE, before this pass
+            rt.store.delete_feedback_before(tenant, user_id, before)
     rt.store.histories.invalidate_where(lambda key: forget.user(*key))
     for tenant in sorted({r.tenant for r in records}):
         rt.forget_pooled(tenant)
@@ -60,6 +67,25 @@ class DeletionSweep:
         self._lock = threading.Lock()  # orders reads and writes of APPLIED_FILE
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # users whose feedback this replica moved into the store lately -> when (unix seconds): a record
+        # of their DELETE may arrive after the move (`apply_deletions`); kept SLACK_S
+        self._moved: dict[tuple[str, str], float] = {}
+        self._moved_lock = threading.Lock()
+        rt.moved_hooks.append(self.on_moved)
+
+    def on_moved(self, rows: list[StoredPreference]) -> None:
+        """A `Runtime.moved_hooks` entry: remember whose feedback was moved."""
+        now = time.time()
+        with self._moved_lock:
+            for r in rows:
+                self._moved[(r.tenant, r.user_id)] = now
+
+    def moved_lately(self) -> set[tuple[str, str]]:
+        """The users whose feedback this replica moved in the last SLACK_S seconds."""
+        since = time.time() - SLACK_S
+        with self._moved_lock:
+            self._moved = {key: at for key, at in self._moved.items() if at >= since}
+            return set(self._moved)
 
     def record(self, tenant: str, user_id: str) -> Deletion:
         """A DELETE answered here (this replica's files are cleaned already): recorded for the
@@ -73,7 +99,7 @@ class DeletionSweep:
         """Apply the records not applied yet; returns how many. A record whose files could not all be
         rewritten (ForgetIncomplete) stays unapplied and is tried again next time."""
         with self._lock:
-            applied = Applied.load(self.path)
+            applied = self._load()
         pending = applied.pending(self.rt.store.deletions_since(applied.since()))
         if not pending:
             return 0
@@ -84,9 +110,18 @@ class DeletionSweep:
                             help="other replicas' user deletions applied to this replica's files")
         return len(pending)
 
+    def _load(self) -> Applied:
+        """What was applied here; a damaged file counts as nothing applied (every record is applied
+        again, which takes only data from before each DELETE) and is written whole at the next note."""
+        try:
+            return Applied.load(self.path)
+        except ValueError:
+            log.warning("%s is damaged: applying every deletion record again", self.path)
+            return Applied()
+
     def _note_applied(self, records: list[Deletion]) -> None:
         with self._lock:
-            Applied.load(self.path).add(records).save(self.path)
+            self._load().add(records, now=time.time()).save(self.path)
 
     def start(self) -> None:
         if self._thread is None:

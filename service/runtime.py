@@ -18,7 +18,7 @@ from pluralign.embed.base import Encoder
 from pluralign.policy.adapters import AdapterPool, AdapterRegistry
 from pluralign.policy.generator import Generator
 from pluralign.store import Store, StoredPreference
-from pluralign.store.deletions import Forget
+from pluralign.store.deletions import Forget, user_hash
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from service.auth import KeyRing
@@ -183,9 +183,17 @@ class Runtime:
                     self.pooled_priors.pop(key, None)
 
     def deleted_since(self, tenant: str, user_id: str, since: float) -> bool:
-        """Whether the user was deleted at or after `since` (time.monotonic(), within DELETE_MEMORY_S)."""
+        """Whether the user was deleted at or after `since` (time.monotonic(), within DELETE_MEMORY_S
+        when through this process; with several replicas, through any of them)."""
         with self._deleted_lock:
-            return self._deleted_at.get((tenant, user_id), float("-inf")) >= since
+            if self._deleted_at.get((tenant, user_id), float("-inf")) >= since:
+                return True
+        return self.recorded_deleted_since(tenant, user_id, time.time() - (time.monotonic() - since))
+
+    def recorded_deleted_since(self, tenant: str, user_id: str, since: float) -> bool:
+        """With several replicas: whether a DELETE of the user through any of them was recorded at or
+        after `since` (unix seconds; the store's deletion records, as stale as `store_sync_ms`)."""
+        return self.deletion_sweep is not None and self.store.deleted_after(user_hash(tenant, user_id), since)
 
     def __post_init__(self) -> None:
         if self.scheduler is None:

@@ -14,9 +14,10 @@ remembers which it has applied (`Applied`).
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -75,21 +76,47 @@ def new_deletion(tenant: str, user_id: str, deleted_at: float, replica: int) -> 
 class Forget:
     """Which training users (`tenant/user` keys, as population files name them) to forget: named by
     key (a DELETE answered here) or by `key_hash` (deletion records of other replicas). Callable on a
-    key, as `pluralign.reward.training_users` takes it."""
+    key, as `pluralign.reward.training_users` takes it.
+
+    A record may be applied long after its DELETE (a replica restarting, or applying every record
+    again without its `Applied` file), when the user may have come back: what they sent since is theirs
+    again. So a user named by hash is forgotten only from data made before `until` (`made_at`)."""
 
     keys: frozenset[str] = frozenset()
     hashes: frozenset[str] = frozenset()
+    # hash -> the newest time (unix seconds) data of theirs from before the DELETE may carry: the latest
+    # record's deleted_at plus how stale a replica's reads of the store may be
+    until: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def key(cls, key: str) -> Forget:
         return cls(keys=frozenset([key]))
 
     @classmethod
-    def of(cls, deletions: Iterable[Deletion]) -> Forget:
-        return cls(hashes=frozenset(d.user_hash for d in deletions))
+    def of(cls, deletions: Iterable[Deletion], stale_s: float = 0.0) -> Forget:
+        until: dict[str, float] = {}
+        for d in deletions:
+            until[d.user_hash] = max(until.get(d.user_hash, d.deleted_at + stale_s), d.deleted_at + stale_s)
+        return cls(hashes=frozenset(until), until=until)
+
+    def made_at(self, t: float | None) -> Forget:
+        """The users whose data something made at `t` (unix seconds; None: not known) may hold: every one
+        named by key (deleted here, now), and those named by hash whose DELETE came after `t`."""
+        if t is None:
+            return self
+        hashes = frozenset(h for h in self.hashes if self.until.get(h, math.inf) > t)
+        return Forget(keys=self.keys, hashes=hashes, until={h: self.until[h] for h in hashes if h in self.until})
 
     def __call__(self, key: str) -> bool:
         return key in self.keys or (bool(self.hashes) and key_hash(key) in self.hashes)
+
+    def until_of(self, key: str) -> float | None:
+        """Data of user `key` made before this time (unix seconds) is forgotten: inf for one named by
+        key, their DELETE's `until` for one named by hash, None for anyone else."""
+        if key in self.keys:
+            return math.inf
+        h = key_hash(key) if self.hashes else None
+        return self.until.get(h, math.inf) if h in self.hashes else None
 
     def user(self, tenant: str, user_id: str) -> bool:
         return self(f"{tenant}/{user_id}")
@@ -113,7 +140,8 @@ class Applied(msgspec.Struct, kw_only=True):
     @classmethod
     def load(cls, path: Path) -> Applied:
         """The state at `path`; a missing file is a replica that has applied nothing (every record is
-        then applied once: applying one again is harmless). Raises ValueError on a damaged file."""
+        then applied once: applying one again takes only data from before its DELETE, `Forget.made_at`).
+        Raises ValueError on a damaged file."""
         if not path.is_file():
             return cls()
         try:
@@ -130,11 +158,13 @@ class Applied(msgspec.Struct, kw_only=True):
         return sorted((r for r in records if r.deleted_at >= self.since() and r.deletion_id not in self.ids),
                       key=lambda r: r.deleted_at)
 
-    def add(self, records: Iterable[Deletion]) -> Applied:
+    def add(self, records: Iterable[Deletion], now: float = math.inf) -> Applied:
         """The state once `records` are applied too; ids older than the new watermark's slack go
-        (`pending` passes over those records by their time)."""
+        (`pending` passes over those records by their time). The watermark never passes `now` (this
+        replica's clock): a record from a replica whose clock runs ahead must not pass over the
+        records every other replica writes meanwhile; its id is kept until the watermark reaches it."""
         ids = {**self.ids, **{r.deletion_id: r.deleted_at for r in records}}
-        watermark = max([self.watermark, *ids.values()])
+        watermark = min(max([self.watermark, *ids.values()]), now)
         return Applied(watermark=watermark, ids={i: at for i, at in ids.items() if at >= watermark - SLACK_S})
 
     def save(self, path: Path) -> None:

@@ -267,6 +267,12 @@ class Store:
         rows = self.deletions.search().where(f"deleted_at >= {float(since)!r}").limit(None).to_arrow().to_pylist()
         return [msgspec.convert({k: v for k, v in r.items() if k != "schema_version"}, Deletion) for r in rows]
 
+    def deleted_after(self, user_hash: str, since: float) -> bool:
+        """Whether a deletion record names `user_hash` (`deletions.user_hash`) at or after `since`."""
+        if not all(c in "0123456789abcdef" for c in user_hash):
+            raise ValueError(f"not a user hash: {user_hash!r}")
+        return self.deletions.count_rows(f"user_hash = '{user_hash}' AND deleted_at >= {float(since)!r}") > 0
+
     def _commit_users(self, data: pa.Table) -> None:
         keys = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
         last = {key: i for i, key in enumerate(keys)}  # a batch may update one user twice: keep the newest
@@ -579,6 +585,25 @@ class Store:
             for name in (n for n, c in counts.items() if c):  # only the tables that held the user
                 self._purge(name)
         return counts
+
+    def delete_feedback_before(self, tenant: str, user_id: str, before: float) -> int:
+        """Delete the user's feedback rows created before `before` (unix seconds): those a process
+        acknowledged before another one answered their DELETE, and moved in after it. Purged as
+        `delete_user` purges; when nothing else of the user is left, every row of theirs goes (the users
+        row a refit of those rows wrote). Returns the feedback rows deleted."""
+        table, where = self.tables["preferences"], f"{owner_filter(tenant, user_id)} AND created_at < {float(before)!r}"
+        with self._maintenance:
+            with self._lock:
+                deleted = table.count_rows(where)
+                if deleted:
+                    table.delete(where)
+                self.histories.invalidate([(tenant, user_id)])
+            if deleted:
+                self._purge("preferences")
+        others = ("preferences", "interactions", "stated_changes")
+        if deleted and not any(self.tables[name].count_rows(owner_filter(tenant, user_id)) for name in others):
+            self.delete_user(tenant, user_id)
+        return deleted
 
     def _purge(self, name: str) -> None:
         """After a delete: no file of the table may still hold a deleted row. Every fragment with a

@@ -37,7 +37,8 @@ log = logging.getLogger("pluralign.service")
 
 
 class _Named(msgspec.Struct):
-    user_id: str  # a snapshot line's user (`tenant/user`); its other fields are not read
+    user_id: str  # a snapshot line's user (`tenant/user`); its other fields but the time are not read
+    created_at: float | None = None  # when the row was acknowledged (unix seconds)
 
 
 _NAMED = msgspec.json.Decoder(_Named)
@@ -56,19 +57,26 @@ def _drop_rows(path: Path, forget: Forget) -> int:
     if not forget.may_name(data):  # the names as the file spells them: no row of theirs
         return 0
     lines = data.splitlines(keepends=True)
-    verdicts: dict[str, bool] = {}  # per user, not per row: a hash costs more than the row's decode
+    verdicts: dict[str, float | None] = {}  # per user, not per row: a hash costs more than the row's decode
 
     def gone(line: bytes) -> bool:
-        user = _NAMED.decode(line).user_id
-        if user not in verdicts:
-            verdicts[user] = forget(user)
-        return verdicts[user]
+        row = _NAMED.decode(line)
+        if row.user_id not in verdicts:
+            verdicts[row.user_id] = forget.until_of(row.user_id)
+        until = verdicts[row.user_id]  # a row sent after the user's DELETE is theirs again
+        return until is not None and (row.created_at is None or row.created_at < until)
 
     kept = [line for line in lines if not line.strip() or not gone(line)]
     if len(kept) == len(lines):
         return 0
     write_atomic(path, b"".join(kept))
     return 1
+
+
+def _stamp(path: Path) -> float | None:
+    """When a job snapshot (`<name>-<ms>.jsonl`) was taken (unix seconds), None when its name says not."""
+    stamp = path.name.removesuffix(".jsonl").rpartition("-")[2]
+    return int(stamp) / 1000 if stamp.isdigit() else None
 
 
 class QuotaExceeded(Exception):
@@ -198,9 +206,12 @@ class Admin:
         """Remove the fitted weights of the users `forget` names from the PAL or EM artifact at `folder`, or from what a
         stopped save of one left there once its job ended (a save still running is left to
         `keep_snapshot_users`). Any other folder is left alone. Returns the files rewritten or removed."""
+        job = self.runner.get(folder.name)
+        if job is not None:  # weights fitted on data from after a user's DELETE are theirs again
+            data = job.params.get("data")
+            forget = forget.made_at(_stamp(Path(data)) if isinstance(data, str) else job.created_at)
         if forget_training_users(folder, forget):
             return 1
-        job = self.runner.get(folder.name)
         if job is not None and job.state in ACTIVE_STATES:
             return 0
         return forget_stopped_users(folder, forget)
@@ -231,7 +242,10 @@ class Admin:
             return
         tenant, user = str(job.params.get("tenant", "default")), str(job.params["user"])
         with self.rt.user_lock(tenant, user):
-            if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user):
+            # deleted meanwhile: here (the job purged, no rows left) or through another replica, even if
+            # they came back since (an adapter trained on what the DELETE removed is never installed)
+            if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user) \
+                    or self.rt.recorded_deleted_since(tenant, user, job.created_at):
                 raise ValueError(f"user {user!r} of tenant {tenant!r} was deleted while job {job.id} ran")
             served = adapter_folder(self.rt, tenant, user)
             staged = served.with_name(f".{served.name}.{job.id}")
@@ -250,7 +264,8 @@ class Admin:
         removed = 0
         for job in self.runner.list(limit=1_000_000):
             user = job.params.get("user")
-            if not isinstance(user, str) or not forget.user(str(job.params.get("tenant", "default")), user):
+            # a job queued after the user's DELETE (they came back) is theirs again
+            if not isinstance(user, str) or not forget.made_at(job.created_at).user(str(job.params.get("tenant", "default")), user):
                 continue
             removed += sum(1 for p in self._job_files(job) if p.is_file())
             self.runner.purge(job.id)
@@ -261,11 +276,12 @@ class Admin:
         for folder in tenants:
             for path in folder.iterdir():
                 stem, _, stamp = path.name.removesuffix(".jsonl").rpartition("-")
-                if stamp.isdigit() and path.name.endswith(".jsonl") and forget.user(folder.name, stem):
+                if stamp.isdigit() and path.name.endswith(".jsonl") and forget.made_at(int(stamp) / 1000).user(folder.name, stem):
                     path.unlink(missing_ok=True)
                     removed += 1
         for key in self.runner.promotions.keys("adapter/"):
-            if forget(key.removeprefix("adapter/")):
+            served = self.runner.promotions.served(key)
+            if served is not None and forget.made_at(served.promoted_at)(key.removeprefix("adapter/")):
                 self.runner.promotions.forget(key)
         return removed
 

@@ -190,7 +190,8 @@ def remember(rt: Runtime, served: Served) -> None:
     Candidates are stored in served order (best first), so `candidates[i]` is the response's
     `choices[i]` for i < `returned`, and feedback indices mean what the client saw. Nothing is
     stored when the user was deleted after the plan read their history (the DELETE answered that
-    nothing of them is left; with replicas, only a DELETE through this process is seen)."""
+    nothing of them is left; with replicas, a DELETE through another one is seen by its record once
+    reads catch up with it, `Runtime.deleted_since`)."""
     p = served.plan
     if p.user_id is None or not p.store:
         return
