@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import threading
 import time
 import warnings
@@ -41,6 +42,10 @@ from pluralign.store.schemas import (
 )
 
 log = logging.getLogger("pluralign.store")
+PURGE_ATTEMPTS = 8  # a DELETE's maintenance steps, each against other replicas' concurrent ones (`Store._retried`)
+# with other processes on the store, a DELETE removes old versions this long after they can last have
+# looked for a newer one (`sync_seconds` after its purge), so none is still reading one it removes
+READ_MARGIN_S = 0.5
 
 INDEXED_COLUMNS = ("tenant", "user_id")
 COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
@@ -569,21 +574,26 @@ class Store:
 
         Other users' writes wait for the write lock only while the rows are deleted and while old
         versions are removed, not while fragments are rewritten and indexes rebuilt (appends commit
-        beside a compaction; see `_purge`)."""
+        beside a compaction; see `_purge`). Another process on the store (a replica) purging at the
+        same moment can remove a version this one is working on, or commit a rewrite first: each
+        step is then done again on the newest version (`PURGE_ATTEMPTS`, with a random pause), and
+        raises the last error when every attempt failed."""
         where = owner_filter(tenant, user_id)
-        counts = {}
+        counts = dict.fromkeys(self.tables, 0)
         with self._maintenance:  # one delete or compaction at a time
-            with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
-                # the users row last: a DELETE stopped part way leaves the user there (delete again),
-                # never rows of theirs (stated changes) without the row that numbers them
-                for name, table in sorted(self.tables.items(), key=lambda item: item[0] == "users"):
-                    counts[name] = table.count_rows(where)
-                    if counts[name]:
-                        table.delete(where)
-                self.histories.invalidate([(tenant, user_id)])
-            counts = {name: counts[name] for name in self.tables}  # in the tables' order
-            for name in (n for n, c in counts.items() if c):  # only the tables that held the user
-                self._purge(name)
+            def delete_rows() -> None:
+                with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
+                    # the users row last: a DELETE stopped part way leaves the user there (delete again),
+                    # never rows of theirs (stated changes) without the row that numbers them
+                    for name, table in sorted(self.tables.items(), key=lambda item: item[0] == "users"):
+                        found = table.count_rows(where)
+                        if found:
+                            table.delete(where)
+                            counts[name] += found
+                    self.histories.invalidate([(tenant, user_id)])
+
+            self._retried(delete_rows)
+            self._purge_tables([n for n, c in counts.items() if c])  # only the tables that held the user
         return counts
 
     def delete_feedback_before(self, tenant: str, user_id: str, before: float) -> int:
@@ -592,32 +602,62 @@ class Store:
         `delete_user` purges; when nothing else of the user is left, every row of theirs goes (the users
         row a refit of those rows wrote). Returns the feedback rows deleted."""
         table, where = self.tables["preferences"], f"{owner_filter(tenant, user_id)} AND created_at < {float(before)!r}"
+        deleted = 0
         with self._maintenance:
-            with self._lock:
-                deleted = table.count_rows(where)
-                if deleted:
-                    table.delete(where)
-                self.histories.invalidate([(tenant, user_id)])
+            def delete_rows() -> None:
+                nonlocal deleted
+                with self._lock:
+                    found = table.count_rows(where)
+                    if found:
+                        table.delete(where)
+                        deleted += found
+                    self.histories.invalidate([(tenant, user_id)])
+
+            self._retried(delete_rows)
             if deleted:
-                self._purge("preferences")
+                self._purge_tables(["preferences"])
         others = ("preferences", "interactions", "stated_changes")
         if deleted and not any(self.tables[name].count_rows(owner_filter(tenant, user_id)) for name in others):
             self.delete_user(tenant, user_id)
         return deleted
 
+    def _purge_tables(self, names: list[str]) -> None:
+        """`_purge` each named table, then remove their old versions (the caller holds the maintenance
+        lock). With other processes on the store, which may read a version from before the purge until
+        they next look for a newer one, the old versions go `sync_seconds` + READ_MARGIN_S later."""
+        for name in names:
+            self._retried(lambda name=name: self._purge(name))
+        if self.sync_seconds is None:  # alone on the store: no one else reads an older version
+            self._retried(lambda: self._drop_old_versions(names, None))
+        else:
+            purged_at = time.time()
+            time.sleep(self.sync_seconds + READ_MARGIN_S)
+            self._retried(lambda: self._drop_old_versions(names, purged_at))
+
+    def _retried(self, step: Callable[[], None]) -> None:
+        """Run a maintenance step, again on the newest versions when it failed: another process's
+        concurrent maintenance removed files it read or wrote, or committed a conflicting rewrite first."""
+        for attempt in range(PURGE_ATTEMPTS):
+            try:
+                return step()
+            except (OSError, RuntimeError) as exc:  # "Not found", "conflict", "failed to persist": Lance names
+                if attempt == PURGE_ATTEMPTS - 1:  # no kind for them, and each step is safe to do again
+                    raise
+                log.warning("store maintenance met another process's (%s); again on the newest version", exc)
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+                self.refresh(*self.tables)
+
     def _purge(self, name: str) -> None:
         """After a delete: no file of the table may still hold a deleted row. Every fragment with a
         deletion is rewritten (Lance's compaction otherwise keeps a fragment below 10% deleted, the
-        row still in its data file), the BITMAP indexes are rebuilt (an index keeps the values of
-        deleted rows), and every older version with its files is removed (transaction files name
-        the delete's filter). The caller holds the maintenance lock.
+        row still in its data file) and the BITMAP indexes are rebuilt (an index keeps the values of
+        deleted rows); `_drop_old_versions` then removes the older versions with their files
+        (transaction files name the delete's filter). The caller holds the maintenance lock.
 
         The rewrite and the index rebuild run beside other writers' appends (Lance commits an
         append next to a rewrite or an index; rows appended meanwhile stay outside the rebuilt
         index and are scanned until the next compaction). The users table takes upserts, which
-        conflict with a rewrite, so it is purged under the write lock (one small row per user).
-        Removing old versions takes the write lock too: with `delete_unverified` it would also
-        remove the data files of an append written but not yet committed."""
+        conflict with a rewrite, so it is purged under the write lock (one small row per user)."""
         table = self.tables[name]
         with self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -638,11 +678,22 @@ class Store:
                         for index in table.list_indices():
                             table.drop_index(index.name)
                         self._indexed.discard(name)
+
+    def _drop_old_versions(self, names: list[str], purged_at: float | None) -> None:
+        """Remove the named tables' versions from before a purge, with every file only they hold:
+        all but the newest (`purged_at` None), or those made before `purged_at` (unix seconds; the
+        caller waited until every process on the store looks at a newer one). Under the write lock:
+        with `delete_unverified` it also removes files no version names yet, such as those of an
+        append written and not committed, or what a compaction that lost to the delete left (which
+        may hold the deleted rows). Another process's append in flight at this instant can fail and
+        be retried; its reads of older versions cannot, hence the wait."""
         with self._lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             # deprecated for `Table.optimize`, which would also compact and re-index here, under the write lock
             warnings.simplefilter("ignore", DeprecationWarning)
-            table.cleanup_old_versions(timedelta(0), delete_unverified=True)
+            for name in names:
+                older = timedelta(0) if purged_at is None else timedelta(seconds=max(0.0, time.time() - purged_at))
+                self.tables[name].cleanup_old_versions(older, delete_unverified=True)
 
     @staticmethod
     def _rewrite(table) -> None:

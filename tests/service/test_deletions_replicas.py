@@ -115,3 +115,28 @@ def test_forget_names_users_by_key_or_by_hash():
         assert not forget("globex/ann") and not forget("acme/anna")
     assert not by_key.may_name(b'{"user_id": "acme/bob"}') and by_key.may_name(b'{"user_id": "acme/ann"}')
     assert by_hash.may_name(b"anything")  # a hash cannot be looked for in a file's bytes
+
+
+def test_deletes_answered_by_two_replicas_at_once_all_succeed(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Each replica's purge removes the table's old versions; it must not remove what the other
+    replica is writing at that moment (its own DELETE's compaction, its new index)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200)
+    users = [f"user-{i}" for i in range(12)]
+    with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
+        for i, user in enumerate(users):
+            give_comparisons(acme_a if i % 2 else acme_b, user, "tea", f"{MARKER}-{i}", n=3)
+        a.runtime.wait_for_background()
+        b.runtime.wait_for_background()
+        assert not wait_until(lambda: acme_a.get(f"/v1/users/{users[0]}/preferences").json()["total"] != 3, timeout=10)
+
+        def delete(i: int) -> int:
+            return (acme_a if i % 2 else acme_b).delete(f"/v1/users/{users[i]}").status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(delete, range(len(users))))
+        assert codes == [200] * len(users)
+        assert files_holding(tmp_path / "shared-lancedb", MARKER) == []
+        for user in users:
+            assert acme_a.get(f"/v1/users/{user}/preferences").json()["total"] == 0
