@@ -1,0 +1,67 @@
+"""Session 21a: pluralign used the way a new user would, with the tools people already use.
+
+Each test drives the real app over HTTP (or the real CLI process) with the real client library."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.service.tiny import start_service
+
+# comparisons labelled differently, as an app labels them: not every row has every label
+LABELLED = [
+    ("What should I cook tonight?", "A spicy vegetable curry.", "A plain steak.", {"segment": "calm"}),
+    ("Plan my weekend", "A quiet hike in the hills.", "A loud party downtown.", {"device": "phone"}),
+    ("Suggest a book", "A slow literary novel.", "A fast airport thriller.", {}),
+]
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("break21a-data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    service.keys["initech"] = service.runtime.keys.issue("initech")
+    with server:
+        yield service
+
+
+def test_an_export_passed_through_hugging_face_datasets_imports_back(svc, tmp_path):
+    """Before: `datasets` reads the export's `attributes` as JSON text (Parquet: the arrow.json
+    extension type) or, built from rows, as a struct whose absent keys are null; `data import`
+    refused both ("line 1, field `attributes`: expected an object of labels", "field
+    `attributes.device`: expected a string, number or boolean label") and so did the import route."""
+    datasets = pytest.importorskip("datasets")
+    with svc.client("acme") as acme:
+        for prompt, chosen, rejected, attributes in LABELLED:
+            r = acme.post("/v1/feedback", json={"type": "comparison", "user": "rita", "prompt": prompt, "chosen": chosen,
+                                                "rejected": rejected, "attributes": attributes})
+            assert r.status_code == 201, r.text
+        exported = acme.get("/v1/users/rita/export", params={"format": "preferences"})
+    assert exported.status_code == 200
+    (tmp_path / "rita.jsonl").write_bytes(exported.content)
+    cache = str(tmp_path / "hf-cache")
+    loaded = datasets.load_dataset("json", data_files=str(tmp_path / "rita.jsonl"), split="train", cache_dir=cache)
+    assert {"prompt", "chosen", "rejected"} <= set(loaded.column_names)  # what TRL's DPOTrainer reads
+    loaded.to_parquet(str(tmp_path / "rita.parquet"))
+    rebuilt = datasets.Dataset.from_list([json.loads(line) for line in exported.text.splitlines()])
+    rebuilt.to_json(str(tmp_path / "rebuilt.jsonl"))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "data", "import", "--source", "parquet", "--path", str(tmp_path / "rita.parquet"),
+         "--url", svc.url, "--key", svc.keys["globex"]],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["stored"] == len(LABELLED)
+    with svc.client("initech") as initech:
+        r = initech.post("/v1/users/rita/import", content=(tmp_path / "rebuilt.jsonl").read_bytes(),
+                         headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+    for tenant in ("globex", "initech"):
+        with svc.client(tenant) as client:
+            page = client.get("/v1/users/rita/preferences").json()["data"]
+        assert [(p["prompt"], p["attributes"]) for p in page] == [(prompt, labels) for prompt, _, _, labels in LABELLED]
