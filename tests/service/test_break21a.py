@@ -65,3 +65,20 @@ def test_an_export_passed_through_hugging_face_datasets_imports_back(svc, tmp_pa
         with svc.client(tenant) as client:
             page = client.get("/v1/users/rita/preferences").json()["data"]
         assert [(p["prompt"], p["attributes"]) for p in page] == [(prompt, labels) for prompt, _, _, labels in LABELLED]
+
+
+def test_data_import_takes_the_base_url_an_openai_client_is_given(svc, tmp_path):
+    """Before: `--url http://HOST:PORT/v1` (the `base_url` of the openai client, docs/api.md) posted to
+    /v1/v1/users/.../import and exited 2 with "the service refused user 'tia' (404): ... Not Found"."""
+    path = tmp_path / "tia.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r, _ in LABELLED))
+    for url in (f"{svc.url}/v1", f"{svc.url}/v1/"):
+        result = subprocess.run(
+            [sys.executable, "-m", "training.cli", "data", "import", "--source", "jsonl", "--path", str(path), "--user", "tia",
+             "--url", url, "--key", svc.keys["acme"]],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout.strip().splitlines()[-1])["stored"] == len(LABELLED)
+    with svc.client("acme") as acme:
+        assert acme.get("/v1/users/tia").json()["counts"]["preferences"] == 2 * len(LABELLED)
