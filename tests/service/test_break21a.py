@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from service.admin.controllers import ADMIN_HANDLERS
 from tests.conftest import REPO
 from tests.service.tiny import start_service
 
@@ -23,7 +24,8 @@ LABELLED = [
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("break21a-data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    server, service = start_service(tmp_path_factory.mktemp("break21a-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS)
     service.keys["initech"] = service.runtime.keys.issue("initech")
     with server:
         yield service
@@ -82,3 +84,15 @@ def test_data_import_takes_the_base_url_an_openai_client_is_given(svc, tmp_path)
         assert json.loads(result.stdout.strip().splitlines()[-1])["stored"] == len(LABELLED)
     with svc.client("acme") as acme:
         assert acme.get("/v1/users/tia").json()["counts"]["preferences"] == 2 * len(LABELLED)
+
+
+def test_listing_jobs_of_a_kind_that_does_not_exist_is_a_400_naming_kind(svc):
+    """Before: `GET /admin/jobs?kind=pals` (a typo of `pal`) answered 200 `{"jobs": []}`, as if no
+    job of that kind had run, while `?state=bogus` was a 400 naming `state`."""
+    with svc.client("admin") as admin:
+        r = admin.get("/admin/jobs", params={"kind": "pals"})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "kind" and "'pals'" in error["message"] and "pal" in error["message"].split("known:")[1]
+        for kind in ("adapter", "pal", "em", "audit"):
+            assert admin.get("/admin/jobs", params={"kind": kind}).status_code == 200
