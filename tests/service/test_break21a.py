@@ -5,10 +5,13 @@ Each test drives the real app over HTTP (or the real CLI process) with the real 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.conftest import REPO
@@ -96,3 +99,33 @@ def test_listing_jobs_of_a_kind_that_does_not_exist_is_a_400_naming_kind(svc):
         assert error["param"] == "kind" and "'pals'" in error["message"] and "pal" in error["message"].split("known:")[1]
         for kind in ("adapter", "pal", "em", "audit"):
             assert admin.get("/admin/jobs", params={"kind": kind}).status_code == 200
+
+
+def documented_metrics() -> list[str]:
+    """The metric names of docs/api.md's /metrics table (its first column), `process_*` aside."""
+    text = (REPO / "docs" / "api.md").read_text()
+    table = text.split("`/metrics` (text format 0.0.4")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| `pluralign_")]
+    return [name for row in rows for name in re.findall(r"`(pluralign_\w+)`", row.split("|")[1])]
+
+
+def test_every_documented_metric_is_exported_before_its_first_event(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Before: a counter appeared in /metrics only once it was first incremented, so on a fresh
+    service `pluralign_users_deleted_total`, `pluralign_compactions_total`, `pluralign_feedback_rows_total`,
+    `pluralign_chat_completions_total` and `pluralign_personalization_seconds` were absent: an alert
+    or a rate() over them read "no data" instead of 0 (Prometheus: avoid missing metrics)."""
+    server, fresh = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server:
+        httpx.get(fresh.url + "/health")
+        r = httpx.get(fresh.url + "/metrics")
+    assert r.status_code == 200
+    exported = {s.name: s for family in text_string_to_metric_families(r.text) for s in family.samples}
+    documented = documented_metrics()
+    assert "pluralign_users_deleted_total" in documented and len(documented) >= 15
+    missing = [name for name in documented if not {name, name + "_count"} & exported.keys()]
+    assert missing == []
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for family in text_string_to_metric_families(r.text) for s in family.samples}
+    assert values[("pluralign_users_deleted_total", ())] == 0
+    assert values[("pluralign_chat_completions_total", (("stream", "true"),))] == 0
+    assert {values[("pluralign_feedback_rows_total", (("kind", kind),))] for kind in ("comparison", "choice", "rating", "edit", "import")} == {0}
