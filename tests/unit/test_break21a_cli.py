@@ -5,6 +5,7 @@ nor a server that never listens."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tests.unit.clitools import cli
 
 
 def serve(tmp_path, *argv: str, command: str = "serve") -> subprocess.CompletedProcess:
@@ -56,3 +58,16 @@ def test_a_host_or_log_level_the_server_cannot_use_is_named(tmp_path):
     result = serve(tmp_path, "--log-level", "loud")
     assert result.returncode == 2 and "--log-level" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_keys_take_data_dir_after_the_subcommand_too(tmp_path, capsys):
+    """Before: `pluralign keys create --tenant acme --data-dir D` (where every other command takes
+    --data-dir) exited 2 with "unrecognized arguments: --data-dir D"; only `keys --data-dir D create` worked."""
+    folder = str(tmp_path / "data")
+    code, out, err = cli(capsys, "keys", "create", "--tenant", "acme", "--name", "web", "--data-dir", folder)
+    assert code == 0, err
+    created = json.loads(out.strip().splitlines()[-1])
+    code, out, err = cli(capsys, "keys", "list", "--data-dir", folder)
+    assert code == 0 and json.loads(out.strip().splitlines()[-1]) == {"keys": 1}
+    code, out, _ = cli(capsys, "keys", "--data-dir", folder, "revoke", created["id"])  # the old position still works
+    assert code == 0 and json.loads(out)["revoked"][0]["id"] == created["id"]
