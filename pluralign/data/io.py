@@ -41,6 +41,10 @@ TRL_EXTRA_COLUMNS = (
 )
 
 
+# the `type` of each line of the service's full export of a user (`GET /v1/users/{id}/export`)
+EXPORT_LINE_TYPES = ("user", "preference", "interaction")
+
+
 def messages_to_text(value: Any, field: str, line: int) -> str:
     """Flatten a TRL conversational field (a list of {role, content}) into plain text."""
     if isinstance(value, str):
@@ -99,6 +103,9 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     A row without `user_id` belongs to `default_user` when given."""
     if not isinstance(row, dict):
         raise PreferenceError(line, None, "expected a JSON object")
+    if row.get("type") in EXPORT_LINE_TYPES and "tenant" in row:
+        raise PreferenceError(line, "type", f"a {row['type']!r} line of a user's full export, which does not import: export "
+                                            "the user's preference file instead (`GET /v1/users/{id}/export?format=preferences`)")
     row = dict(row)
     implicit = "prompt" not in row
     for field in ("chosen", "rejected") if implicit else ("prompt", "chosen", "rejected"):

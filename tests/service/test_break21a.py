@@ -129,3 +129,23 @@ def test_every_documented_metric_is_exported_before_its_first_event(tmp_path, ti
     assert values[("pluralign_users_deleted_total", ())] == 0
     assert values[("pluralign_chat_completions_total", (("stream", "true"),))] == 0
     assert {values[("pluralign_feedback_rows_total", (("kind", kind),))] for kind in ("comparison", "choice", "rating", "edit", "import")} == {0}
+
+
+def test_importing_a_users_full_export_says_to_import_the_preference_file(svc):
+    """Before: the full export (`GET .../export`, "everything, as JSONL") posted to the import route
+    was refused with "`line 1.type`: Object contains unknown field `type`" (or, when its user line
+    came first, "`line 1.chosen`: missing required field"): nothing said that the import takes the
+    other export, `?format=preferences`."""
+    with svc.client("acme") as acme:
+        r = acme.post("/v1/feedback", json={"type": "comparison", "user": "uma", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."})
+        assert r.status_code == 201
+        full = acme.get("/v1/users/uma/export")
+        assert full.status_code == 200 and {json.loads(line)["type"] for line in full.text.splitlines()} >= {"preference"}
+        r = acme.post("/v1/users/uma2/import", content=full.content, headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "line 1.type" and "format=preferences" in error["message"]
+        assert acme.get("/v1/users/uma2").status_code == 404  # nothing stored
+        preferences = acme.get("/v1/users/uma/export", params={"format": "preferences"})
+    with svc.client("globex") as globex:
+        assert globex.post("/v1/users/uma/import", content=preferences.content).status_code == 201
