@@ -149,3 +149,14 @@ def test_importing_a_users_full_export_says_to_import_the_preference_file(svc):
         preferences = acme.get("/v1/users/uma/export", params={"format": "preferences"})
     with svc.client("globex") as globex:
         assert globex.post("/v1/users/uma/import", content=preferences.content).status_code == 201
+
+
+def test_a_login_form_without_its_key_is_a_400_naming_key(svc):
+    """Before: `curl -X POST $URL/admin/login` (or a form without `key`) answered `param: null` and
+    "Validation failed for POST /admin/login: Object missing required field `key`"."""
+    for body in ({}, {"name": "ops"}):
+        r = httpx.post(svc.url + "/admin/login", data=body)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] in ("key", "name"), error
+        assert error["message"].startswith(f"`{error['param']}`") and "/admin/login" not in error["message"]
