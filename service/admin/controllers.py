@@ -25,6 +25,7 @@ from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
 from service.admin.session import PAGE_HEADERS
 from service.errors import bad_request, error_response, error_responses
+from service.ids import USER_ID
 from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
@@ -128,6 +129,8 @@ def dashboard(request: Request, tenant: str | None = None) -> Response:
     feedback acknowledged before the request is moved out of the log first, so it counts."""
     from service.users.services import prototype_descriptions
 
+    if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
+        raise bad_request("tenant", "a tenant name is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)")
     admin = _admin(request)
     history = admin.reports()
     latest: AuditReport | None = history[0] if history else None

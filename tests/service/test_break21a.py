@@ -160,3 +160,15 @@ def test_a_login_form_without_its_key_is_a_400_naming_key(svc):
         error = r.json()["error"]
         assert error["param"] in ("key", "name"), error
         assert error["message"].startswith(f"`{error['param']}`") and "/admin/login" not in error["message"]
+
+
+def test_a_dashboard_tenant_that_is_no_tenant_name_is_a_400_naming_it(svc):
+    """Before: `GET /admin/dashboard?tenant=a b` (or `?tenant=`) answered 200 with a page that
+    described the prototypes by no answer at all, as if that tenant had stored nothing, while the
+    fairness audit refused the same `tenant` with a 400 naming it."""
+    with svc.client("admin") as admin:
+        for bad in ("a b", "", "x' OR '1'='1"):
+            r = admin.get("/admin/dashboard", params={"tenant": bad})
+            assert r.status_code == 400, (bad, r.text[:200])
+            assert r.json()["error"]["param"] == "tenant"
+        assert admin.get("/admin/dashboard", params={"tenant": "acme"}).status_code == 200
