@@ -93,6 +93,7 @@ MAX_PARAM = 64  # characters of a field's name an error repeats: the name comes 
 _MISSING = re.compile(r"^Missing required (?P<source>\w+) parameter '(?P<name>[^']*)' for path ")  # Litestar's message
 _AT_PATH = re.compile(r" - at (?:`key` in )?`\$\.?([^`]*)`$")  # a bad key of a dict is named by the dict
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 
 
 def _msgspec_param(message: str) -> tuple[str, str | None, str | None]:
@@ -107,6 +108,9 @@ def _msgspec_param(message: str) -> tuple[str, str | None, str | None]:
     if unknown:
         param = f"{param}.{unknown.group(1)}" if param else unknown.group(1)
         code = "unknown_parameter"
+    missing = _MISSING_FIELD.search(message)
+    if missing:  # the field is named, not the object holding it (as a body decoded strictly names it)
+        param = f"{param}.{missing.group(1)}" if param else missing.group(1)
     return message, param, code
 
 
@@ -183,7 +187,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         if code == "unknown_parameter":
             detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
         if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
-            message = f"{message}: {detail}" if param is None or param in detail else f"`{param}`: {detail}"
+            message = f"{message}: {detail}" if param is None else detail if detail.startswith(f"`{param}`") else f"`{param}`: {detail}"
         if param and param not in message:
             message = f"`{param}`: {message}"
         return error_response(status, message, param, code, headers=exc.headers)

@@ -37,6 +37,20 @@ UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 OTHER_METHOD = "other"
 _COUNTED = "pluralign.metrics.counted"  # scope key: the request was counted by the middleware
+# Series that exist from the start, at 0 (Prometheus: "avoid missing metrics"), so an alert or a
+# rate() over one reads 0, not "no data", before its first event: name -> (help, label values).
+# A request's route and status, which no list bounds ahead, are not among them.
+DECLARED_COUNTERS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
+    "pluralign_chat_completions_total": ("chat completions served", {"stream": ("false", "true")}),
+    "pluralign_chat_cancelled_total": ("chats stopped because their client disconnected", {}),
+    "pluralign_stream_errors_total": ("streams that ended with an error event", {}),
+    "pluralign_feedback_rows_total": ("preference rows written", {"kind": ("comparison", "choice", "rating", "edit", "import")}),
+    "pluralign_feedback_replayed_total": ("feedback retries answered from what was stored", {}),
+    "pluralign_users_deleted_total": ("users deleted", {}),
+    "pluralign_compactions_total": ("background table compactions", {}),
+    "pluralign_population_swaps_total": ("population reward models swapped in while serving", {}),
+}
+DECLARED_HISTOGRAMS = {"pluralign_personalization_seconds": "retrieval + context + rerank time"}
 
 
 class Metrics:
@@ -54,6 +68,13 @@ class Metrics:
         self.generation_queue = self._get(
             Gauge, "pluralign_generation_queue", "chat requests waiting for or running generation (one runs at a time locally)", ()
         )
+        for name, (help, labels) in DECLARED_COUNTERS.items():
+            counter = self._get(Counter, name, help, tuple(labels))
+            for label, values in labels.items():  # one label each
+                for value in values:
+                    counter.labels(**{label: value})
+        for name, help in DECLARED_HISTOGRAMS.items():
+            self._get(Histogram, name, help, (), buckets=BUCKETS)
 
     def _get(self, kind, name: str, help: str, labels: Iterable[str], **kwargs):
         with self._lock:

@@ -2,7 +2,7 @@
 
     pluralign data stats --source ukp_convarg1 --path ../shared/data/ukp_convarg1 --json
     pluralign eval --model bt --protocol persona --groups 4 --json
-    pluralign train pal --variant a --k 4
+    pluralign train pal --variant a --protocol persona --groups 4 --out artifacts/pal-a
     pluralign serve --host 127.0.0.1 --port 8000
     pluralign keys create --tenant acme --name "web app"
 """

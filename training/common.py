@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import math
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -99,6 +101,33 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
         return value
 
     return parse
+
+
+def add_listen_args(parser: argparse.ArgumentParser, default_port: int, default_log_level: str = "info") -> None:
+    """A server command's --host, --port and --log-level (uvicorn's levels); see `check_listen`."""
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=number(int, minimum=0, below=65536), default=default_port,
+                        help=f"port, 0 to 65535 (default {default_port}; 0: any free port)")
+    parser.add_argument("--log-level", default=default_log_level, choices=("critical", "error", "warning", "info", "debug", "trace"),
+                        help=f"uvicorn log level (default {default_log_level})")
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind `host`:`port` once, as uvicorn will, before the server loads anything: a host that does
+    not resolve or an address taken by another process is a ValueError naming --host or --port, not
+    uvicorn's error after the models have loaded (a minute at a first start)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"--host {host}: not an address this machine can listen on ({getattr(exc, 'strerror', None) or exc})") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own socket
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ValueError(f"--port {port}: {host}:{port} is in use by another process; choose another port") from None
+            raise ValueError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
 
 
 def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None):

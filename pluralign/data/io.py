@@ -41,6 +41,10 @@ TRL_EXTRA_COLUMNS = (
 )
 
 
+# the `type` of each line of the service's full export of a user (`GET /v1/users/{id}/export`)
+EXPORT_LINE_TYPES = ("user", "preference", "interaction")
+
+
 def messages_to_text(value: Any, field: str, line: int) -> str:
     """Flatten a TRL conversational field (a list of {role, content}) into plain text."""
     if isinstance(value, str):
@@ -72,13 +76,16 @@ def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
 
 
 def _attribute_labels(value: Any, line: int) -> dict[str, str]:
-    """Attributes are labels: strings kept, numbers and booleans as their JSON text (4 -> "4")."""
+    """Attributes are labels: strings kept, numbers and booleans as their JSON text (4 -> "4"), a
+    null is no label (Hugging Face `datasets` gives every row every key some row has, null where absent)."""
     if not isinstance(value, dict):
         raise PreferenceError(line, "attributes", "expected an object of labels")
     labels = {}
     for key, item in value.items():
         if is_blank(key):
             raise PreferenceError(line, "attributes", "an attribute name must hold a visible character")
+        if item is None:
+            continue
         if isinstance(item, str):
             labels[key] = item
         elif isinstance(item, (bool, int, float)):
@@ -96,6 +103,9 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     A row without `user_id` belongs to `default_user` when given."""
     if not isinstance(row, dict):
         raise PreferenceError(line, None, "expected a JSON object")
+    if row.get("type") in EXPORT_LINE_TYPES and "tenant" in row:
+        raise PreferenceError(line, "type", f"a {row['type']!r} line of a user's full export, which does not import: export "
+                                            "the user's preference file instead (`GET /v1/users/{id}/export?format=preferences`)")
     row = dict(row)
     implicit = "prompt" not in row
     for field in ("chosen", "rejected") if implicit else ("prompt", "chosen", "rejected"):
@@ -227,10 +237,19 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
                 yield number, _Malformed(exc)
 
 
-def _parquet_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A Parquet row as a JSON row: nulls dropped; attributes from key/value pairs (this module's
-    form) or an Arrow map (older files); messages without the null keys Arrow gives absent ones."""
+def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -> dict[str, Any] | _Malformed:
+    """A Parquet row as a JSON row: nulls dropped; columns of JSON text (Arrow's `arrow.json`
+    extension type, which Hugging Face `datasets` writes for its `Json` feature) decoded; attributes
+    from key/value pairs (this module's form) or an Arrow map (older files); messages without the
+    null keys Arrow gives absent ones."""
     row = {k: v for k, v in row.items() if v is not None}
+    for name in json_columns & row.keys():
+        try:
+            row[name] = _json_decoder.decode(row[name])
+        except (msgspec.DecodeError, RecursionError):
+            return _Malformed(PreferenceError(line, name, "malformed JSON text in a JSON column"))
+        if row[name] is None:  # JSON's null: as absent as Arrow's
+            del row[name]
     attributes = row.get("attributes")
     if isinstance(attributes, list):
         row["attributes"] = dict((a["key"], a["value"]) if isinstance(a, dict) else a for a in attributes)
@@ -267,8 +286,11 @@ def read_preferences(
         raise FileNotFoundError(f"no preference file at {path}")
     if path.suffix == ".parquet" or _is_parquet(path):
         table = pq.read_table(path)
+        json_columns = frozenset(
+            f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType) and f.type.extension_name == "arrow.json"
+        )
         rows: Iterable[tuple[int, Any]] = (
-            (i, _parquet_row(row)) for i, row in enumerate(table.to_pylist(), start=1)
+            (i, _parquet_row(i, row, json_columns)) for i, row in enumerate(table.to_pylist(), start=1)
         )
     else:
         rows = _jsonl_rows(path)

@@ -25,7 +25,8 @@ from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
 from service.admin.session import PAGE_HEADERS
 from service.errors import bad_request, error_response, error_responses
-from training.jobs.params import JobParamsError, decode_params
+from service.ids import USER_ID
+from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
 
@@ -55,6 +56,8 @@ def list_jobs(
     job_state: Annotated[JobState | None, Parameter(query="state")] = None,  # `state` is a reserved name in Litestar
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> JobList:
+    if kind is not None and kind not in PARAMS:  # a misspelled kind would list nothing, as if none had run
+        raise bad_request("kind", f"unknown job kind {kind!r}; known: {', '.join(sorted(PARAMS))}")
     return JobList(jobs=_admin(request).runner.list(kind=kind, state=job_state, limit=limit))
 
 
@@ -126,6 +129,8 @@ def dashboard(request: Request, tenant: str | None = None) -> Response:
     feedback acknowledged before the request is moved out of the log first, so it counts."""
     from service.users.services import prototype_descriptions
 
+    if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
+        raise bad_request("tenant", "a tenant name is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)")
     admin = _admin(request)
     history = admin.reports()
     latest: AuditReport | None = history[0] if history else None

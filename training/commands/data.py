@@ -90,8 +90,9 @@ def import_(args: argparse.Namespace) -> int:
     def so_far() -> str:
         return f"{stored} rows of {users_done} user{'s' * (users_done != 1)} were stored before it" if stored else "nothing was stored"
 
+    base = args.url.rstrip("/").removesuffix("/v1")  # the openai client's base_url names the service too
     try:
-        with httpx.Client(base_url=args.url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
             for user, rows in by_user.items():
                 for start in range(0, len(rows), IMPORT_CHUNK):
                     body = b"".join(msgspec.json.encode(preference_row(r)) + b"\n" for r in rows[start : start + IMPORT_CHUNK])
@@ -128,6 +129,6 @@ def register(sub) -> None:
         elif name == "export":
             p.add_argument("--out", required=True, help="a .jsonl or .parquet file")
         else:
-            p.add_argument("--url", required=True, help="the receiving service, e.g. http://127.0.0.1:8000")
+            p.add_argument("--url", required=True, help="the receiving service, e.g. http://127.0.0.1:8000 (or its /v1 base URL)")
             p.add_argument("--key", default=None, help="a tenant key of that service (default: PLURALIGN_KEY)")
         p.set_defaults(func=func)

@@ -27,9 +27,11 @@ def register(subparsers) -> None:
     create.add_argument("--tenant", required=True, help="the tenant the key reaches (admin keys: a label)")
     create.add_argument("--admin", action="store_true", help="an admin key (/admin routes only)")
     create.add_argument("--name", default="", help="a label to find it by")
-    sub.add_parser("list", help="keys: id, tenant, admin, name, created_at (never the key)")
+    listing = sub.add_parser("list", help="keys: id, tenant, admin, name, created_at (never the key)")
     revoke = sub.add_parser("revoke", help="remove a key by id (from `list`) or name; effective at once")
     revoke.add_argument("key", help="the key's id (8+ hex digits of its hash) or its name")
+    for command in (create, listing, revoke):  # after the subcommand too, where every other command takes it
+        command.add_argument("--data-dir", default=argparse.SUPPRESS, help="the service's data folder (as `keys --data-dir`)")
     parser.set_defaults(func=run)
 
 

@@ -14,13 +14,13 @@ import logging
 import os
 import sys
 
+from training.common import add_listen_args, check_listen
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run the HTTP service (uvicorn)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    add_listen_args(parser, default_port=8000)
     parser.set_defaults(func=run)
 
 
@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from service.settings import Settings
     from training.common import setup_logging
 
+    check_listen(args.host, args.port)  # before a data folder, a key or a model
     setup_logging()
     os.umask(0o077)  # users' data, keys and jobs: readable by this account only (files 0600, folders 0700)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # no progress bar per request

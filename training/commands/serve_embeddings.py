@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 
+from training.common import add_listen_args, check_listen
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve-embeddings", help="serve /v1/embeddings (OpenAI shape) over a local encoder",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    add_listen_args(parser, default_port=8001, default_log_level="warning")
     parser.add_argument("--encoder", default="minilm", help="`minilm`, `minilm-onnx-int8` or a sentence-transformers folder")
-    parser.add_argument("--log-level", default="warning", help="uvicorn log level")
     parser.set_defaults(func=run)
 
 
@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from service.runtime import make_encoder
     from training.common import setup_logging
 
+    check_listen(args.host, args.port)  # before the encoder loads
     setup_logging()
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     encoder = make_encoder(args.encoder)
