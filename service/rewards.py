@@ -21,6 +21,7 @@ from pluralign.files import stopped_artifact
 from pluralign.reward.em import USERS_FILE, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
 from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE
+from pluralign.reward.training_users import artifact_kind
 from pluralign.user import UserModel
 
 log = logging.getLogger("pluralign.service")
@@ -68,10 +69,10 @@ class UserRewards:
     @classmethod
     def load(cls, folder: str | Path, encoder_id: str) -> UserRewards:
         """A PAL checkpoint or an EM mixture artifact (told apart by its meta.json); raises
-        ValueError for one trained on another encoder or written by another schema."""
+        ValueError naming the file for one trained on another encoder, written by another schema, or
+        damaged (a meta.json that is not a JSON object is read as a PAL checkpoint's, and refused so)."""
         folder = Path(folder)
-        meta = msgspec.json.decode((folder / "meta.json").read_bytes()) if (folder / "meta.json").exists() else {}
-        if meta.get("kind") == "em-bt-mixture":
+        if artifact_kind(folder) == "em":
             mixture = EMMixture.load(folder, encoder_id)
             prior = mixture._heads()[1].double().cpu().numpy()  # log mixing weights
             return cls(mixture, prior, checkpoint_version(folder), trained=True, note=f"EM mixture loaded from {folder}")
