@@ -181,12 +181,25 @@ class AdapterRegistry:
         check_base(meta, base_model, f"for user {user!r} of tenant {tenant!r}")
         return folder, meta
 
-    def delete(self, tenant: str, user: str) -> bool:
+    def delete(self, tenant: str, user: str) -> int:
+        """Remove the user's adapter and what a killed swap left of one (`leftovers`); returns the files that went."""
+        gone = 0
+        for folder in [self.folder(tenant, user), *self.leftovers(tenant, user)]:
+            if folder.is_dir():
+                gone += sum(1 for p in folder.rglob("*") if p.is_file())
+                shutil.rmtree(folder)
+        return gone
+
+    def leftovers(self, tenant: str, user: str) -> list[Path]:
+        """Folders a process killed while replacing the user's adapter left beside it, each a whole or
+        partial adapter of theirs: `.<user>.<suffix>` (`save_adapter`'s `tmp`, `swap_folder`'s
+        `retired`, a promotion's `<job id>`). The suffix holds no dot, so another user whose id
+        extends this one (`<user>.b`, whose leftovers are `.<user>.b.<suffix>`) is never matched."""
         folder = self.folder(tenant, user)
-        if not folder.exists():
-            return False
-        shutil.rmtree(folder)
-        return True
+        prefix = f".{folder.name}."
+        if not folder.parent.is_dir():
+            return []
+        return sorted(p for p in folder.parent.iterdir() if p.name.startswith(prefix) and "." not in p.name[len(prefix):] and p.is_dir())
 
     def users(self, tenant: str) -> list[str]:
         folder = self.root / _key_part(tenant, "tenant")

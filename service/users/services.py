@@ -571,10 +571,7 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
         counts = rt.store.delete_user(tenant, user_id)
         counts["preferences"] += pending  # acknowledged rows, wherever they were
         counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
-        folder = adapter_folder(rt, tenant, user_id)
-        counts["adapter_files"] = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
-        if folder.exists():
-            shutil.rmtree(folder)
+        counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
         rt.adapters.forget(tenant, user_id)
         counts["job_files"] = job_files
         try:

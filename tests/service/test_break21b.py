@@ -10,10 +10,11 @@ import subprocess
 import sys
 import textwrap
 
+import msgspec
 import pytest
 
 from pluralign.store.feedback_log import FeedbackLog
-from tests.service.tiny import ROOT, free_port
+from tests.service.tiny import ROOT, free_port, start_service
 
 # A service process whose disk fills up in the middle of a feedback's record (RLIMIT_FSIZE: the
 # write stops part way, then fails with EFBIG, as ENOSPC does), then has room again, acknowledges
@@ -77,3 +78,38 @@ def test_serve_with_a_damaged_checkpoint_description_is_one_line_naming_it(tmp_p
     assert serve.returncode == 2 and "Traceback" not in serve.stderr, serve.stderr[-3000:]
     (error,) = [line for line in serve.stderr.splitlines() if line.startswith("pluralign: error:")]
     assert error.startswith(f"pluralign: error: {pal / 'meta.json'}: not a PAL checkpoint description"), error
+
+
+def test_what_a_killed_adapter_swap_left_goes_with_the_user(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """An adapter is replaced by renames beside it (`swap_folder`): `train adapter --store` writes
+    `.<user>.tmp` first, a promotion copies the job's adapter to `.<user>.<job id>`, and the old one
+    is moved to `.<user>.retired` for an instant. A process killed there leaves those folders, the
+    user's LoRA weights and `pluralign.json` naming them; a DELETE removed only `<user>/`, so they
+    outlived the user. Now they go too (counted in adapter_files), and a user whose id extends the
+    first one's (`<user>.b`) keeps their adapter."""
+    from tests.service.test_break20_delete import GONE, files_holding, give_comparisons
+    from tests.service.test_service_adapters import random_adapter
+
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm)
+    registry = svc.runtime.adapters.registry
+    neighbour = f"{GONE}.b"
+    with server, svc.client("acme") as acme:
+        for user in (GONE, neighbour):
+            give_comparisons(acme, user, "tea")
+            random_adapter(tiny_generator_dir, registry.folder("acme", user), tiny_generator_dir.name, "user", 1)
+            meta = registry.meta("acme", user)
+            (registry.folder("acme", user) / "pluralign.json").write_bytes(  # as registry.save writes it: naming the user
+                msgspec.json.encode(msgspec.structs.replace(meta, tenant="acme", user=user)))
+        folder = registry.folder("acme", GONE)
+        files = sum(1 for p in folder.rglob("*") if p.is_file())
+        for suffix in ("tmp", "retired", "18c2f3a4b5d-1a2b3c4d"):  # save_adapter's, swap_folder's, a promotion's
+            shutil.copytree(folder, folder.with_name(f".{folder.name}.{suffix}"))
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        left = files_holding(registry.root, f'"user":"{GONE}"')
+        assert left == [], left
+        assert r.json()["deleted"]["adapter_files"] == 4 * files
+        assert registry.meta("acme", neighbour) is not None  # the other user's adapter stays
+        assert acme.delete(f"/v1/users/{neighbour}").status_code == 200
+        assert [p.name for p in registry.folder("acme", GONE).parent.iterdir()] == []
