@@ -71,13 +71,32 @@ def test_serve_with_a_damaged_checkpoint_description_is_one_line_naming_it(tmp_p
     pal = tmp_path / "pal"
     shutil.copytree(tiny_pal_dir, pal)
     (pal / "meta.json").write_text(DAMAGED_META[damage]((pal / "meta.json").read_text()))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLURALIGN_DATA_DIR": str(tmp_path / "data"), "PLURALIGN_PAL_DIR": str(pal),
-           "PLURALIGN_GENERATOR": str(tiny_generator_dir), "PLURALIGN_ENCODER": "minilm", "OMP_NUM_THREADS": "1"}
+    error = serve_error(tmp_path / "data", tiny_generator_dir, pal)
+    assert error.startswith(f"pluralign: error: {pal / 'meta.json'}: not a PAL checkpoint description"), error
+
+
+def serve_error(data, generator_dir, pal) -> str:
+    """The one error line of `pluralign serve` (a real process) on the data folder `data`, which must
+    refuse to start: exit code 2, no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLURALIGN_DATA_DIR": str(data), "PLURALIGN_PAL_DIR": str(pal),
+           "PLURALIGN_GENERATOR": str(generator_dir), "PLURALIGN_ENCODER": "minilm", "OMP_NUM_THREADS": "1"}
     serve = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
     assert serve.returncode == 2 and "Traceback" not in serve.stderr, serve.stderr[-3000:]
     (error,) = [line for line in serve.stderr.splitlines() if line.startswith("pluralign: error:")]
-    assert error.startswith(f"pluralign: error: {pal / 'meta.json'}: not a PAL checkpoint description"), error
+    return error
+
+
+def test_serve_with_a_damaged_promotions_file_is_one_line_naming_it(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    """jobs/promotions.json (which artifact is served per key, and its held-out accuracy) damaged:
+    the admin area read it at startup, inside uvicorn's lifespan, so `pluralign serve` printed a
+    traceback ending in `msgspec.ValidationError: Expected `str`, got `int` - at `$[...].artifact``,
+    'Application startup failed' and exit 3, naming no file. It is read before serving now."""
+    data = tmp_path / "data"
+    (data / "jobs").mkdir(parents=True)
+    (data / "jobs" / "promotions.json").write_text('{"pal": {"artifact": 3, "heldout_accuracy": 0.9, "job_id": "j", "promoted_at": 0}}')
+    error = serve_error(data, tiny_generator_dir, tiny_pal_dir)
+    assert error.startswith(f"pluralign: error: {data / 'jobs' / 'promotions.json'}: not a promotions file"), error
 
 
 def test_what_a_killed_adapter_swap_left_goes_with_the_user(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
