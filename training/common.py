@@ -56,13 +56,34 @@ class AtLeastOne(argparse.Action):
 
 def check_out(out: str, files: tuple[str, ...], what: str) -> None:
     """A trainer's --out, checked before it trains (`pluralign.files.check_artifact_folder`):
-    a ValueError that names --out when the folder holds anything but an earlier artifact's files."""
+    a ValueError that names --out when the folder holds anything but an earlier artifact's files,
+    or when nothing can be written there (`check_writable`)."""
     from pluralign.files import check_artifact_folder
 
     try:
         check_artifact_folder(out, files, what)
     except (ValueError, NotADirectoryError) as exc:
         raise ValueError(f"--out {out}: {exc.strerror}" if isinstance(exc, OSError) else f"--out: {exc}") from None
+    check_writable("--out", out)
+
+
+def check_writable(option: str, path: str) -> None:
+    """Whether the file or folder `path` can be written, checked before the work that produces it:
+    its nearest existing folder must take a new file (a probe file, removed at once). A ValueError
+    naming `option` otherwise: a file where a folder is needed, no permission, a read-only place."""
+    import tempfile
+
+    base = Path(path).absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise ValueError(f"{option} {path}: {base} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".pluralign-write-check.")
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write in {base} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def k_search(k: list[int] | None, k_max: int, users: int):

@@ -33,6 +33,7 @@ from training.common import (
     DEFAULT_DATA_DIR,
     add_encoder_args,
     cached_encoder,
+    check_writable,
     number,
     read_preference_file,
     report_progress,
@@ -184,6 +185,8 @@ def _run(args: argparse.Namespace) -> int:
     from pluralign.fairness.report import report_encoder
 
     check_inputs(args)
+    if args.out:
+        check_writable("--out", args.out)  # before the audit: a report that cannot be written costs nothing
     personalized = None
     if args.personalized == "pal" and (args.store or not args.pal):
         raise ValueError("--personalized pal needs --pal CHECKPOINT_DIR and a preference file or --source")

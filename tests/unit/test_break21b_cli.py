@@ -1,0 +1,48 @@
+"""A hostile pass on the `pluralign` command line (break session 21b): an output that cannot be
+written was found out only when written, after the work (a trainer's whole run), and the error named
+a path but not the option (`pluralign: error: Not a directory: afile/pal`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.clitools import cli
+from tests.unit.clitools import write_jsonl as write_lines
+
+
+def rows(n_users: int = 2, per_user: int = 10) -> list[dict]:
+    return [{"user_id": f"u{u}", "prompt": f"Tell me about topic {i}", "chosen": f"Short {i}.", "rejected": f"A much longer answer {i}.",
+             "attributes": {"segment": f"s{u}"}}
+            for u in range(n_users) for i in range(per_user)]
+
+
+COMMANDS = {  # each command writing --out, with what it needs besides
+    "train pal": ["train", "pal", "--protocol", "file", "--data", "{data}", "--k", "1", "--epochs", "1", "--out", "{out}"],
+    "train em": ["train", "em", "--protocol", "file", "--data", "{data}", "--k", "1", "--out", "{out}"],
+    "data export": ["data", "export", "--source", "jsonl", "--path", "{data}", "--out", "{out}.jsonl"],
+    "audit": ["audit", "--data", "{data}", "--group-by", "segment", "--out", "{out}.json"],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_out_under_a_file_is_refused_before_the_work_naming_out(tmp_path, capsys, command, one_torch_thread):
+    """`--out notes.txt/pal` (a file where a folder must be): train pal trained its whole run, then
+    said `pluralign: error: Not a directory: notes.txt/pal`; export read the data first, then said so
+    of a temp file (`.../.x.jsonl.mb9gn2wa`)."""
+    data = write_lines(tmp_path / "p.jsonl", rows())
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "result"
+    argv = [a.format(data=data, out=out) for a in COMMANDS[command]]
+    code, stdout, err = cli(capsys, *argv)
+    assert code == 2 and stdout == "" and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"pluralign: error: --out {argv[-1]}: {tmp_path / 'notes.txt'} is a file, not a folder"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "p.jsonl"]
+
+
+def test_an_out_where_nothing_can_be_written_is_refused_before_training(tmp_path, capsys):
+    """/proc takes no new file, even for root (a read-only mount does the same): the run trained,
+    then failed on it, naming no option."""
+    data = write_lines(tmp_path / "p.jsonl", rows())
+    code, _, err = cli(capsys, "train", "pal", "--protocol", "file", "--data", data, "--k", "1", "--out", "/proc/pal-out")
+    assert code == 2 and err.strip().startswith("pluralign: error: --out /proc/pal-out: cannot write in /proc ("), err
