@@ -26,11 +26,13 @@ import msgspec
 import torch
 
 from pluralign.data.record import Base
+from pluralign.files import check_artifact_folder
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
 
 SCHEMA_VERSION = 1
 META_FILE = "pluralign.json"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_FILES = (META_FILE, *PEFT_FILES, "README.md", "metrics.json")  # what an adapter folder may hold (peft writes a README)
 FALLBACK_ADAPTER = "fallback"  # the pool's name for the adapter serving users without their own
 
 
@@ -108,8 +110,11 @@ def write_meta(folder: str | Path, meta: AdapterMeta) -> AdapterMeta:
 
 
 def save_adapter(model, folder: str | Path, meta: AdapterMeta, adapter_name: str = "default") -> Path:
-    """Write one adapter of a peft model in peft's format plus our metadata, replacing `folder` whole."""
-    folder = Path(folder)
+    """Write one adapter of a peft model in peft's format plus our metadata, replacing `folder` whole.
+
+    `folder` may be missing, empty or an earlier adapter (ADAPTER_FILES); a folder holding anything
+    else is a ValueError before anything is written, since replacing it whole would delete those files."""
+    folder = check_artifact_folder(folder, ADAPTER_FILES, "LoRA adapter")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
