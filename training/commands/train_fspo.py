@@ -101,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
     )
     train_users, support, query = load_population(args)
     eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
-    test = query_episodes({u: support[u] for u in eval_users}, query, config.shots, per_user=args.eval_per_user)
-    test = [e for e in test if e.user_id in set(eval_users)]
+    test = query_episodes({u: support[u] for u in eval_users}, {u: query[u] for u in eval_users}, config.shots, per_user=args.eval_per_user)
     episodes = training_episodes(
         train_users, config.shots, args.episodes or config.steps * config.batch_size, seed=config.seed, queries=config.queries
     )

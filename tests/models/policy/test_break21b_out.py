@@ -5,6 +5,7 @@ training now, and an earlier artifact of their own kind is still replaced."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -71,3 +72,15 @@ def tiny_pal_like(tmp_path):
     for name, data in (("meta.json", b'{"schema_version": 1}'), ("model.safetensors", b"weights"), ("user_weights.json", b"{}")):
         (folder / name).write_bytes(data)
     return folder
+
+
+@pytest.mark.parametrize("eval_users", ["1", "0"])
+def test_train_fspo_scores_only_the_unseen_users_asked_for(base_and_data, tmp_path, capsys, eval_users):
+    """--eval-users below the number of unseen users (the default 20 on a file of 100+ users, whose
+    fifth is unseen) was a traceback ending in KeyError: 'user5': the query episodes were built for
+    every unseen user but the shots only for the first --eval-users of them."""
+    base, data = base_and_data
+    code, out, err = cli(capsys, *fspo(base, data, tmp_path / "fspo"), "--eval-users", eval_users)
+    assert code == 0 and "Traceback" not in err, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["unseen_users"] == int(eval_users) and report["unseen_pairs"] == int(eval_users)
