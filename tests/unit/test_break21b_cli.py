@@ -4,6 +4,8 @@ a path but not the option (`pluralign: error: Not a directory: afile/pal`)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.unit.clitools import cli
@@ -46,3 +48,28 @@ def test_an_out_where_nothing_can_be_written_is_refused_before_training(tmp_path
     data = write_lines(tmp_path / "p.jsonl", rows())
     code, _, err = cli(capsys, "train", "pal", "--protocol", "file", "--data", data, "--k", "1", "--out", "/proc/pal-out")
     assert code == 2 and err.strip().startswith("pluralign: error: --out /proc/pal-out: cannot write in /proc ("), err
+
+
+def test_skip_bad_reports_why_a_line_that_is_not_json_was_skipped(tmp_path, capsys):
+    """--skip-bad said `line 2: expected a JSON object` of a line that is not JSON at all (or not
+    UTF-8): the line's own error was dropped and the row checked as if it were null."""
+    data = write_lines(tmp_path / "p.jsonl", [rows()[0], "{not json", rows()[1]])
+    code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", data, "--skip-bad", "--json")
+    assert code == 0 and '"judgments":2' in out, err
+    assert "skipped 1 bad rows; first: ['line 2: malformed JSON" in err, err
+
+
+def test_a_file_whose_every_row_is_bad_is_an_error_even_with_skip_bad(tmp_path, capsys):
+    """A preference file saved as UTF-16 (Windows' "Unicode"): every line is bad, so --skip-bad (as
+    the error's hint suggested) skipped them all, and `data export` wrote an empty file, exit 0. Now
+    nothing is written and the error names the file, the count and the first line's reason, with a
+    hint at the encoding."""
+    data = tmp_path / "p.jsonl"
+    data.write_bytes("".join(json.dumps(r) + "\n" for r in rows()).encode("utf-16"))
+    out = tmp_path / "out.jsonl"
+    code, stdout, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", str(data), "--skip-bad", "--out", str(out))
+    assert code == 2 and stdout == "" and not out.exists(), err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"pluralign: error: --path {data}: no row could be read: all "), line  # 21: UTF-16 splits into one more "line"
+    assert "rows are bad (first: line 1: malformed JSON" in line
+    assert "UTF-16" in line
