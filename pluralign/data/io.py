@@ -270,7 +270,10 @@ def read_preferences(
     if not path.exists():
         raise FileNotFoundError(f"no preference file at {path}")
     if path.suffix == ".parquet" or _is_parquet(path):
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except pa.ArrowException as exc:  # cut short by a crash or a copy, or another format under the name
+            raise PreferenceError(0, None, f"not a whole Parquet file (truncated or another format): {exc}", path=str(path)) from None
         rows: Iterable[tuple[int, Any]] = (
             (i, _parquet_row(row)) for i, row in enumerate(table.to_pylist(), start=1)
         )

@@ -73,3 +73,19 @@ def test_a_file_whose_every_row_is_bad_is_an_error_even_with_skip_bad(tmp_path, 
     assert line.startswith(f"pluralign: error: --path {data}: no row could be read: all "), line  # 21: UTF-16 splits into one more "line"
     assert "rows are bad (first: line 1: malformed JSON" in line
     assert "UTF-16" in line
+
+
+def test_a_damaged_parquet_file_is_an_error_naming_the_option(tmp_path, capsys):
+    """A Parquet file cut short said `pluralign: error: Could not open Parquet input source
+    '<path>': Parquet magic bytes not found in footer...`: Arrow's words, no option named, unlike
+    every other bad preference file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    whole = tmp_path / "whole.parquet"
+    pq.write_table(pa.Table.from_pylist(rows()), whole)
+    data = tmp_path / "p.parquet"
+    data.write_bytes(whole.read_bytes()[:-100])
+    code, out, err = cli(capsys, "data", "stats", "--source", "parquet", "--path", str(data))
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert err.strip().startswith(f"pluralign: error: --path {data}: not a whole Parquet file (truncated or another format)"), err
