@@ -38,7 +38,14 @@ def cached_encoder(args: argparse.Namespace):
     from pluralign.embed.cache import CachedEncoder, EmbeddingCache
     from pluralign.embed.encoders import make_encoder
 
-    return CachedEncoder(make_encoder(args.encoder), EmbeddingCache(cache_path(args.cache)))
+    path = cache_path(args.cache)
+    try:  # before the encoder loads: a wrong --cache costs nothing
+        cache = EmbeddingCache(path)
+    except (ValueError, OSError) as exc:
+        where = "--cache" if args.cache else "the embedding cache (PLURALIGN_CACHE_DIR)"
+        problem = f"{path}: {exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"{where} {problem}") from None
+    return CachedEncoder(make_encoder(args.encoder), cache)
 
 
 class AtLeastOne(argparse.Action):

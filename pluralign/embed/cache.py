@@ -23,14 +23,18 @@ def text_key(text: str) -> bytes:
 
 class EmbeddingCache:
     def __init__(self, path: str | Path):
+        """Opens (or creates) the cache at `path`; raises ValueError naming it when it is not one."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS embedding (encoder TEXT, key BLOB, vector BLOB, PRIMARY KEY (encoder, key))"
-        )
+        try:  # several processes may share one cache: a writer waits for another's transaction
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS embedding (encoder TEXT, key BLOB, vector BLOB, PRIMARY KEY (encoder, key))"
+            )
+        except sqlite3.Error as exc:  # a folder, another kind of file, a damaged database
+            raise ValueError(f"{self.path}: cannot open it as an embedding cache (a SQLite file): {exc}") from None
 
     def get(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}

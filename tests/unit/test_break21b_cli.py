@@ -89,3 +89,19 @@ def test_a_damaged_parquet_file_is_an_error_naming_the_option(tmp_path, capsys):
     code, out, err = cli(capsys, "data", "stats", "--source", "parquet", "--path", str(data))
     assert code == 2 and out == "" and "Traceback" not in err, err
     assert err.strip().startswith(f"pluralign: error: --path {data}: not a whole Parquet file (truncated or another format)"), err
+
+
+@pytest.mark.parametrize("cache", ["not a database", "a folder", "under a file"])
+def test_a_cache_that_cannot_be_opened_is_an_error_naming_cache(tmp_path, capsys, cache):
+    """--cache on a file that is not SQLite, on a folder, or under a file: train pal printed a
+    traceback ending in sqlite3.DatabaseError: file is not a database (or OperationalError: unable
+    to open database file), exit 1; audit said `File exists: notes.txt`."""
+    data = write_lines(tmp_path / "p.jsonl", rows())
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "folder").mkdir()
+    path = {"not a database": tmp_path / "notes.txt", "a folder": tmp_path / "folder", "under a file": tmp_path / "notes.txt" / "c.sqlite"}[cache]
+    code, out, err = cli(capsys, "train", "pal", "--protocol", "file", "--data", data, "--k", "1", "--out", str(tmp_path / "pal"), "--cache", str(path))
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"pluralign: error: --cache {path}: "), line
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "pal").exists()
