@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -88,11 +89,31 @@ def read_meta(folder: str | Path) -> AdapterMeta:
     path = folder / META_FILE
     if not path.exists():
         raise AdapterError(f"{folder} is not a pluralign adapter (no {META_FILE})")
-    raw = msgspec.json.decode(path.read_bytes())
+    data = path.read_bytes()
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise AdapterError(f"{path}: not an adapter description: {exc}") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
         raise AdapterError(f"{folder}: adapter schema version {version}, this code reads {SCHEMA_VERSION}")
-    return _meta_decoder.decode(path.read_bytes())
+    try:
+        return _meta_decoder.decode(data)
+    except msgspec.DecodeError as exc:  # a field missing or of another type
+        raise AdapterError(f"{path}: not an adapter description: {exc}") from None
+
+
+@contextmanager
+def _reading_weights(folder: str | Path):
+    """Around peft's loading of an adapter's weights: a file cut short (a crash mid-copy) or weights
+    shaped for another model are an AdapterError naming the folder, not safetensors' or torch's own."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, RuntimeError) as exc:
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AdapterError(f"{folder}: the adapter's weights cannot be loaded (truncated, or for another model): {problem}") from None
 
 
 def check_base(meta: AdapterMeta, base_model: str, where: str | Path) -> None:
@@ -147,7 +168,8 @@ def load_adapter(base_model, folder: str | Path, base_model_id: str, trainable: 
 
     meta = read_meta(folder)
     check_base(meta, base_model_id, folder)
-    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable), meta
+    with _reading_weights(folder):
+        return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable), meta
 
 
 def _key_part(value: str, what: str) -> str:
@@ -231,10 +253,11 @@ class ModelHost:
     def load_adapter(self, name: str, folder: str | Path) -> None:
         from peft import PeftModel
 
-        if hasattr(self.model, "peft_config"):
-            self.model.load_adapter(str(folder), adapter_name=name)
-        else:
-            self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+        with _reading_weights(folder):
+            if hasattr(self.model, "peft_config"):
+                self.model.load_adapter(str(folder), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
         self.model.eval()
 
     def drop_adapter(self, name: str) -> None:

@@ -84,3 +84,32 @@ def test_train_fspo_scores_only_the_unseen_users_asked_for(base_and_data, tmp_pa
     assert code == 0 and "Traceback" not in err, err
     report = json.loads(out.strip().splitlines()[-1])
     assert report["unseen_users"] == int(eval_users) and report["unseen_pairs"] == int(eval_users)
+
+
+def cut_short(path):
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+DAMAGE = {  # a damaged copy of an FSPO adapter, and what the error then says of it
+    "description cut short": ("pluralign.json", cut_short, "pluralign.json: not an adapter description: "),
+    "a field of another type": ("pluralign.json", lambda p: p.write_text(p.read_text().replace('"shots": 1', '"shots": "one"')),
+                                "pluralign.json: not an adapter description: Expected `int`, got `str` - at `$.shots`"),
+    "weights cut short": ("adapter_model.safetensors", cut_short, ": the adapter's weights cannot be loaded (truncated, or for another model)"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_fspo_adapter_is_a_one_line_error_naming_it(base_and_data, tmp_path, capsys, damage):
+    """`train adapter --from-fspo DIR` on a damaged adapter said `pluralign: error: Input data was
+    truncated` or `Expected `int`, got `str` - at `$.shots`` (no file named), or printed a traceback
+    ending in safetensors' SafetensorError (exit 1) for weights cut short (a crash mid-copy)."""
+    base, data = base_and_data
+    fspo_dir = tmp_path / "fspo"
+    assert cli(capsys, *fspo(base, data, fspo_dir))[0] == 0
+    name, spoil, said = DAMAGE[damage]
+    spoil(fspo_dir / name)
+    code, out, err = cli(capsys, "train", "adapter", "--user", "user0", "--data", str(data), "--registry", str(tmp_path / "adapters"),
+                         "--from-fspo", str(fspo_dir), "--base", str(base), "--steps", "1")
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    (line,) = [x for x in err.strip().splitlines() if x.startswith("pluralign")]
+    assert line.startswith(f"pluralign: error: {fspo_dir}") and said in line, line
