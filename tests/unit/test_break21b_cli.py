@@ -105,3 +105,16 @@ def test_a_cache_that_cannot_be_opened_is_an_error_naming_cache(tmp_path, capsys
     (line,) = err.strip().splitlines()
     assert line.startswith(f"pluralign: error: --cache {path}: "), line
     assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "pal").exists()
+
+
+@pytest.mark.parametrize("blank", ["", " "])
+def test_keys_revoke_with_a_blank_argument_revokes_nothing(tmp_path, capsys, blank):
+    """`pluralign keys revoke "$KEY_ID"` with the variable unset revoked every key created without
+    --name (their name is ""), in every tenant, at once in the running service."""
+    keys = ["keys", "--data-dir", str(tmp_path)]
+    for tenant in ("acme", "globex"):
+        assert cli(capsys, *keys, "create", "--tenant", tenant)[0] == 0
+    code, out, err = cli(capsys, *keys, "revoke", blank)
+    assert code == 2 and out == "" and err.startswith("pluralign: error: no key id or name given"), (code, out, err)
+    code, out, _ = cli(capsys, *keys, "list")
+    assert code == 0 and out.strip().splitlines()[-1] == '{"keys":2}'
