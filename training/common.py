@@ -23,10 +23,9 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def cache_path(value: str | None = None) -> Path:
-    if value:
-        return Path(value)
-    root = os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign"
-    return Path(root) / "embeddings.sqlite"
+    from pluralign.embed.cache import default_cache_path
+
+    return Path(value) if value else default_cache_path()
 
 
 def add_encoder_args(parser: argparse.ArgumentParser) -> None:
