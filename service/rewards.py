@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import msgspec
@@ -134,14 +133,13 @@ class UserRewards:
 def bootstrap(folder: Path, encoder: Encoder, shared_data: Path) -> None:
     """Train PAL on a small persona population and save it to `folder`."""
     from pluralign.data.persona import PersonaConfig, build_persona
-    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
+    from pluralign.embed.cache import CachedEncoder, EmbeddingCache, default_cache_path
     from pluralign.reward.features import embed_pairs
 
     if not (shared_data / "anthropic_persona").is_dir() and not (shared_data / "persona").is_dir():
         raise FileNotFoundError(f"no anthropic_persona folder under {shared_data}")
     protocol = build_persona(PersonaConfig(groups=BOOTSTRAP_GROUPS, users_per_group=10, comparisons_per_user=40), shared_data)
-    cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign")
-    cached = CachedEncoder(encoder, EmbeddingCache(cache_dir / "embeddings.sqlite"))
+    cached = CachedEncoder(encoder, EmbeddingCache(default_cache_path()))
     users = sorted({r.user_id for r in protocol.seen.train})
     log.info("PAL bootstrap 1/3: embedding %d comparisons of %d users", len(protocol.seen.train) + len(protocol.seen.val), len(users))
     train = embed_pairs(protocol.seen.train, cached, users)

@@ -585,7 +585,6 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
         in_row = len(_row_only_changes(rt, tenant, user_id, stated_of(rt.store.get_user(tenant, user_id))))
         texts = [t for p in rt.store.preferences_for(tenant, user_id)[0] for t in (p.prompt, p.chosen, p.rejected)]
         counts = rt.store.delete_user(tenant, user_id)
-        forget_embeddings(texts)
         counts["preferences"] += pending  # acknowledged rows, wherever they were
         counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
         counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
@@ -598,6 +597,7 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
         finally:  # their rows left the store whatever happened to the population files
             rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
             rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
+            forget_embeddings(texts)  # last: a cache it cannot open (a 500; a DELETE again retries) stops nothing else
     return counts
 
 
