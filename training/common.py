@@ -105,6 +105,17 @@ def k_search(k: list[int] | None, k_max: int, users: int):
                          f"K is at most the number of training users (each component is fitted from users' preferences)") from None
 
 
+def check_store(option: str, value: str, uri: str, hint: str) -> None:
+    """The service's LanceDB tables at `uri`, named by `option VALUE`, checked before they are opened:
+    opening a local folder creates it (and `Store` its tables), so a mistyped path would leave an
+    empty store behind and then say only that a table is missing. A ValueError naming the option
+    when `uri` holds no preferences table; object-store URIs are left to the store."""
+    from pluralign.store.location import is_object_store
+
+    if not is_object_store(uri) and not (Path(uri) / "preferences.lance").is_dir():
+        raise ValueError(f"{option} {value}: no pluralign store there ({Path(uri) / 'preferences.lance'} is missing): {hint}")
+
+
 def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None):
     """An argparse `type=` for a number with bounds: `minimum` (>=), `above` (>), `below` (<).
 

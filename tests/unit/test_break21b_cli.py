@@ -118,3 +118,17 @@ def test_keys_revoke_with_a_blank_argument_revokes_nothing(tmp_path, capsys, bla
     assert code == 2 and out == "" and err.startswith("pluralign: error: no key id or name given"), (code, out, err)
     code, out, _ = cli(capsys, *keys, "list")
     assert code == 0 and out.strip().splitlines()[-1] == '{"keys":2}'
+
+
+@pytest.mark.parametrize("command", ["audit", "train adapter"])
+def test_a_mistyped_store_is_an_error_naming_store_and_creates_nothing(tmp_path, capsys, command):
+    """`audit --store data/lanced` (a typo) created that folder, then said `pluralign: error: Table
+    'preferences' was not found`; `train adapter --store ./dta` loaded MiniLM and created a whole
+    empty LanceDB store there (four tables) before saying the user had no comparisons in it."""
+    store = tmp_path / "typo"
+    argv = {"audit": ["audit", "--store", str(store), "--group-by", "segment"],
+            "train adapter": ["train", "adapter", "--user", "alice", "--store", str(store), "--steps", "1"]}[command]
+    code, out, err = cli(capsys, *argv)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert err.strip().startswith(f"pluralign: error: --store {store}: no pluralign store there"), err
+    assert not store.exists()

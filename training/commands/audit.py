@@ -33,6 +33,7 @@ from training.common import (
     DEFAULT_DATA_DIR,
     add_encoder_args,
     cached_encoder,
+    check_store,
     check_writable,
     number,
     read_preference_file,
@@ -193,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.store:
         from pluralign.fairness.store_source import comparisons_from_store
 
+        check_store("--store", args.store, args.store, "give the service's LanceDB folder (e.g. data/lancedb) or its object-store URI")
         comparisons = comparisons_from_store(args.store, args.group_by, args.tenant)
     else:
         user_groups = read_user_groups(args.user_groups) if args.user_groups else None  # before the data: its errors cost nothing
