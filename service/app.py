@@ -21,6 +21,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from service.admin.controllers import ADMIN_HANDLERS, start_admin, stop_admin
+from service.admin.services import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
@@ -61,6 +62,7 @@ def create_app(
 ) -> Litestar:
     settings = settings or (runtime.settings if runtime else Settings.load())
     runtime = runtime or Runtime.build(settings)
+    check_jobs_folder(runtime.settings)  # before serving: what startup would fail on is an error naming the file
     _wire_ingest(runtime)
     route_handlers: list[ControllerRouterHandler] = [
         health,

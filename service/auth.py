@@ -119,7 +119,11 @@ class KeyRing:
 
     def revoke(self, key_id: str) -> list[ApiKey]:
         """Remove the keys whose id (`key_id(entry)`, a prefix of the hash of at least 8 hex digits)
-        or name is `key_id`; returns them. Raises ValueError when none matches."""
+        or name is `key_id`; returns them. Raises ValueError when none matches, and for a blank
+        `key_id`: keys issued without a name have the name "", so an empty argument (an unset
+        variable in a script) would revoke every one of them, in every tenant."""
+        if not key_id.strip():
+            raise ValueError("no key id or name given: an id is 8+ hex digits of the key's hash (`pluralign keys list`), a name is the one given at create")
         with self._exclusive():
             gone = [k for k in self.keys.values() if k.name == key_id or (len(key_id) >= 8 and k.sha256.startswith(key_id))]
             if not gone:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import msgspec
@@ -21,6 +20,7 @@ from pluralign.files import stopped_artifact
 from pluralign.reward.em import USERS_FILE, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
 from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE
+from pluralign.reward.training_users import artifact_kind
 from pluralign.user import UserModel
 
 log = logging.getLogger("pluralign.service")
@@ -68,10 +68,10 @@ class UserRewards:
     @classmethod
     def load(cls, folder: str | Path, encoder_id: str) -> UserRewards:
         """A PAL checkpoint or an EM mixture artifact (told apart by its meta.json); raises
-        ValueError for one trained on another encoder or written by another schema."""
+        ValueError naming the file for one trained on another encoder, written by another schema, or
+        damaged (a meta.json that is not a JSON object is read as a PAL checkpoint's, and refused so)."""
         folder = Path(folder)
-        meta = msgspec.json.decode((folder / "meta.json").read_bytes()) if (folder / "meta.json").exists() else {}
-        if meta.get("kind") == "em-bt-mixture":
+        if artifact_kind(folder) == "em":
             mixture = EMMixture.load(folder, encoder_id)
             prior = mixture._heads()[1].double().cpu().numpy()  # log mixing weights
             return cls(mixture, prior, checkpoint_version(folder), trained=True, note=f"EM mixture loaded from {folder}")
@@ -133,14 +133,13 @@ class UserRewards:
 def bootstrap(folder: Path, encoder: Encoder, shared_data: Path) -> None:
     """Train PAL on a small persona population and save it to `folder`."""
     from pluralign.data.persona import PersonaConfig, build_persona
-    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
+    from pluralign.embed.cache import CachedEncoder, EmbeddingCache, default_cache_path
     from pluralign.reward.features import embed_pairs
 
     if not (shared_data / "anthropic_persona").is_dir() and not (shared_data / "persona").is_dir():
         raise FileNotFoundError(f"no anthropic_persona folder under {shared_data}")
     protocol = build_persona(PersonaConfig(groups=BOOTSTRAP_GROUPS, users_per_group=10, comparisons_per_user=40), shared_data)
-    cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign")
-    cached = CachedEncoder(encoder, EmbeddingCache(cache_dir / "embeddings.sqlite"))
+    cached = CachedEncoder(encoder, EmbeddingCache(default_cache_path()))
     users = sorted({r.user_id for r in protocol.seen.train})
     log.info("PAL bootstrap 1/3: embedding %d comparisons of %d users", len(protocol.seen.train) + len(protocol.seen.val), len(users))
     train = embed_pairs(protocol.seen.train, cached, users)

@@ -25,10 +25,9 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def cache_path(value: str | None = None) -> Path:
-    if value:
-        return Path(value)
-    root = os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign"
-    return Path(root) / "embeddings.sqlite"
+    from pluralign.embed.cache import default_cache_path
+
+    return Path(value) if value else default_cache_path()
 
 
 def add_encoder_args(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +39,14 @@ def cached_encoder(args: argparse.Namespace):
     from pluralign.embed.cache import CachedEncoder, EmbeddingCache
     from pluralign.embed.encoders import make_encoder
 
-    return CachedEncoder(make_encoder(args.encoder), EmbeddingCache(cache_path(args.cache)))
+    path = cache_path(args.cache)
+    try:  # before the encoder loads: a wrong --cache costs nothing
+        cache = EmbeddingCache(path)
+    except (ValueError, OSError) as exc:
+        where = "--cache" if args.cache else "the embedding cache (PLURALIGN_CACHE_DIR)"
+        problem = f"{path}: {exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"{where} {problem}") from None
+    return CachedEncoder(make_encoder(args.encoder), cache)
 
 
 class AtLeastOne(argparse.Action):
@@ -58,13 +64,34 @@ class AtLeastOne(argparse.Action):
 
 def check_out(out: str, files: tuple[str, ...], what: str) -> None:
     """A trainer's --out, checked before it trains (`pluralign.files.check_artifact_folder`):
-    a ValueError that names --out when the folder holds anything but an earlier artifact's files."""
+    a ValueError that names --out when the folder holds anything but an earlier artifact's files,
+    or when nothing can be written there (`check_writable`)."""
     from pluralign.files import check_artifact_folder
 
     try:
         check_artifact_folder(out, files, what)
     except (ValueError, NotADirectoryError) as exc:
         raise ValueError(f"--out {out}: {exc.strerror}" if isinstance(exc, OSError) else f"--out: {exc}") from None
+    check_writable("--out", out)
+
+
+def check_writable(option: str, path: str) -> None:
+    """Whether the file or folder `path` can be written, checked before the work that produces it:
+    its nearest existing folder must take a new file (a probe file, removed at once). A ValueError
+    naming `option` otherwise: a file where a folder is needed, no permission, a read-only place."""
+    import tempfile
+
+    base = Path(path).absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise ValueError(f"{option} {path}: {base} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".pluralign-write-check.")
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write in {base} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def k_search(k: list[int] | None, k_max: int, users: int):
@@ -78,6 +105,17 @@ def k_search(k: list[int] | None, k_max: int, users: int):
     except TooManyComponents as exc:
         raise ValueError(f"--k {' '.join(map(str, exc.ks))}: more than the {users} training users; "
                          f"K is at most the number of training users (each component is fitted from users' preferences)") from None
+
+
+def check_store(option: str, value: str, uri: str, hint: str) -> None:
+    """The service's LanceDB tables at `uri`, named by `option VALUE`, checked before they are opened:
+    opening a local folder creates it (and `Store` its tables), so a mistyped path would leave an
+    empty store behind and then say only that a table is missing. A ValueError naming the option
+    when `uri` holds no preferences table; object-store URIs are left to the store."""
+    from pluralign.store.location import is_object_store
+
+    if not is_object_store(uri) and not (Path(uri) / "preferences.lance").is_dir():
+        raise ValueError(f"{option} {value}: no pluralign store there ({Path(uri) / 'preferences.lance'} is missing): {hint}")
 
 
 def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None):

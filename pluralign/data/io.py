@@ -182,6 +182,8 @@ def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str 
     skipped = 0
     for line, row in rows:
         try:
+            if isinstance(row, _Malformed):
+                raise row.error
             records.append(row_to_preference(row, line, default_user))
         except PreferenceError as exc:
             if not skip_bad:
@@ -218,6 +220,8 @@ def _decode_line(number: int, raw: bytes) -> Any:
         return _json_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         bom = "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one" if raw.startswith(b"\xef\xbb\xbf") else ""
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) > 1 and 0 in raw[:2]):
+            bom = "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
         raise PreferenceError(number, None, f"malformed JSON ({exc}){bom}") from None
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)
@@ -285,7 +289,10 @@ def read_preferences(
     if not path.exists():
         raise FileNotFoundError(f"no preference file at {path}")
     if path.suffix == ".parquet" or _is_parquet(path):
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except pa.ArrowException as exc:  # cut short by a crash or a copy, or another format under the name
+            raise PreferenceError(0, None, f"not a whole Parquet file (truncated or another format): {exc}", path=str(path)) from None
         json_columns = frozenset(
             f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType) and f.type.extension_name == "arrow.json"
         )
@@ -295,23 +302,21 @@ def read_preferences(
     else:
         rows = _jsonl_rows(path)
 
-    def checked() -> Iterable[tuple[int, Any]]:
-        for line, row in rows:
-            if isinstance(row, _Malformed):
-                if not skip_bad:
-                    raise row.error
-                yield line, None
-            else:
-                yield line, row
-
     try:
-        records, report = _collect(checked(), skip_bad, default_user)
+        records, report = _collect(rows, skip_bad, default_user)
     except PreferenceError as exc:
         exc.path = str(path)
         raise
-    if not records and not report.skipped:
-        raise PreferenceError(0, None, "holds no preference rows", path=str(path))
+    if not records:
+        raise PreferenceError(0, None, _nothing_read(report), path=str(path))
     return records, report
+
+
+def _nothing_read(report: LoadReport) -> str:
+    """Why a load kept no record: no row at all, or only bad rows (skipped, yet nothing is left to use)."""
+    if not report.skipped:
+        return "holds no preference rows"
+    return f"no row could be read: all {report.skipped} rows are bad (first: {report.errors[0]})"
 
 
 def read_preference_lines(
@@ -325,14 +330,12 @@ def read_preference_lines(
                 continue
             try:
                 yield number, _decode_line(number, raw)
-            except PreferenceError:
-                if not skip_bad:
-                    raise
-                yield number, None
+            except PreferenceError as exc:
+                yield number, _Malformed(exc)
 
     records, report = _collect(rows(), skip_bad, default_user)
-    if not records and not report.skipped:
-        raise PreferenceError(0, None, "no preference rows")
+    if not records:
+        raise PreferenceError(0, None, "no preference rows" if not report.skipped else _nothing_read(report))
     return records, report
 
 

@@ -7,6 +7,7 @@ vector as bytes; writes are batched in one transaction.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -21,16 +22,27 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+def default_cache_path() -> Path:
+    """The cache the CLI's commands and the service's jobs share: PLURALIGN_CACHE_DIR (default
+    ~/.cache/pluralign), file embeddings.sqlite."""
+    root = os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign"
+    return Path(root) / "embeddings.sqlite"
+
+
 class EmbeddingCache:
     def __init__(self, path: str | Path):
+        """Opens (or creates) the cache at `path`; raises ValueError naming it when it is not one."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS embedding (encoder TEXT, key BLOB, vector BLOB, PRIMARY KEY (encoder, key))"
-        )
+        try:  # several processes may share one cache: a writer waits for another's transaction
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS embedding (encoder TEXT, key BLOB, vector BLOB, PRIMARY KEY (encoder, key))"
+            )
+        except sqlite3.Error as exc:  # a folder, another kind of file, a damaged database
+            raise ValueError(f"{self.path}: cannot open it as an embedding cache (a SQLite file): {exc}") from None
 
     def get(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
@@ -52,6 +64,20 @@ class EmbeddingCache:
                 "INSERT OR REPLACE INTO embedding VALUES (?, ?, ?)",
                 [(encoder_id, k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vectors, strict=False)],
             )
+
+    def forget(self, texts: Sequence[str]) -> int:
+        """Remove the vectors of `texts` (under every encoder), overwriting them on disk (secure_delete,
+        then the write-ahead log truncated), for a user's DELETE. Returns the rows removed."""
+        keys = list(dict.fromkeys(text_key(t) for t in texts))
+        gone = 0
+        with self._lock:
+            self._db.execute("PRAGMA secure_delete=ON")
+            with self._db:
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start : start + 500]
+                    gone += self._db.execute(f"DELETE FROM embedding WHERE key IN ({','.join('?' * len(chunk))})", chunk).rowcount
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return gone
 
     def __len__(self) -> int:
         with self._lock:

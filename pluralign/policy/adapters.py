@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -26,11 +27,13 @@ import msgspec
 import torch
 
 from pluralign.data.record import Base
+from pluralign.files import check_artifact_folder
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
 
 SCHEMA_VERSION = 1
 META_FILE = "pluralign.json"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_FILES = (META_FILE, *PEFT_FILES, "README.md", "metrics.json")  # what an adapter folder may hold (peft writes a README)
 FALLBACK_ADAPTER = "fallback"  # the pool's name for the adapter serving users without their own
 
 
@@ -86,11 +89,31 @@ def read_meta(folder: str | Path) -> AdapterMeta:
     path = folder / META_FILE
     if not path.exists():
         raise AdapterError(f"{folder} is not a pluralign adapter (no {META_FILE})")
-    raw = msgspec.json.decode(path.read_bytes())
+    data = path.read_bytes()
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise AdapterError(f"{path}: not an adapter description: {exc}") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
         raise AdapterError(f"{folder}: adapter schema version {version}, this code reads {SCHEMA_VERSION}")
-    return _meta_decoder.decode(path.read_bytes())
+    try:
+        return _meta_decoder.decode(data)
+    except msgspec.DecodeError as exc:  # a field missing or of another type
+        raise AdapterError(f"{path}: not an adapter description: {exc}") from None
+
+
+@contextmanager
+def _reading_weights(folder: str | Path):
+    """Around peft's loading of an adapter's weights: a file cut short (a crash mid-copy) or weights
+    shaped for another model are an AdapterError naming the folder, not safetensors' or torch's own."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, RuntimeError) as exc:
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AdapterError(f"{folder}: the adapter's weights cannot be loaded (truncated, or for another model): {problem}") from None
 
 
 def check_base(meta: AdapterMeta, base_model: str, where: str | Path) -> None:
@@ -108,8 +131,11 @@ def write_meta(folder: str | Path, meta: AdapterMeta) -> AdapterMeta:
 
 
 def save_adapter(model, folder: str | Path, meta: AdapterMeta, adapter_name: str = "default") -> Path:
-    """Write one adapter of a peft model in peft's format plus our metadata, replacing `folder` whole."""
-    folder = Path(folder)
+    """Write one adapter of a peft model in peft's format plus our metadata, replacing `folder` whole.
+
+    `folder` may be missing, empty or an earlier adapter (ADAPTER_FILES); a folder holding anything
+    else is a ValueError before anything is written, since replacing it whole would delete those files."""
+    folder = check_artifact_folder(folder, ADAPTER_FILES, "LoRA adapter")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -142,7 +168,8 @@ def load_adapter(base_model, folder: str | Path, base_model_id: str, trainable: 
 
     meta = read_meta(folder)
     check_base(meta, base_model_id, folder)
-    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable), meta
+    with _reading_weights(folder):
+        return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable), meta
 
 
 def _key_part(value: str, what: str) -> str:
@@ -181,12 +208,25 @@ class AdapterRegistry:
         check_base(meta, base_model, f"for user {user!r} of tenant {tenant!r}")
         return folder, meta
 
-    def delete(self, tenant: str, user: str) -> bool:
+    def delete(self, tenant: str, user: str) -> int:
+        """Remove the user's adapter and what a killed swap left of one (`leftovers`); returns the files that went."""
+        gone = 0
+        for folder in [self.folder(tenant, user), *self.leftovers(tenant, user)]:
+            if folder.is_dir():
+                gone += sum(1 for p in folder.rglob("*") if p.is_file())
+                shutil.rmtree(folder)
+        return gone
+
+    def leftovers(self, tenant: str, user: str) -> list[Path]:
+        """Folders a process killed while replacing the user's adapter left beside it, each a whole or
+        partial adapter of theirs: `.<user>.<suffix>` (`save_adapter`'s `tmp`, `swap_folder`'s
+        `retired`, a promotion's `<job id>`). The suffix holds no dot, so another user whose id
+        extends this one (`<user>.b`, whose leftovers are `.<user>.b.<suffix>`) is never matched."""
         folder = self.folder(tenant, user)
-        if not folder.exists():
-            return False
-        shutil.rmtree(folder)
-        return True
+        prefix = f".{folder.name}."
+        if not folder.parent.is_dir():
+            return []
+        return sorted(p for p in folder.parent.iterdir() if p.name.startswith(prefix) and "." not in p.name[len(prefix):] and p.is_dir())
 
     def users(self, tenant: str) -> list[str]:
         folder = self.root / _key_part(tenant, "tenant")
@@ -213,10 +253,11 @@ class ModelHost:
     def load_adapter(self, name: str, folder: str | Path) -> None:
         from peft import PeftModel
 
-        if hasattr(self.model, "peft_config"):
-            self.model.load_adapter(str(folder), adapter_name=name)
-        else:
-            self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+        with _reading_weights(folder):
+            if hasattr(self.model, "peft_config"):
+                self.model.load_adapter(str(folder), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
         self.model.eval()
 
     def drop_adapter(self, name: str) -> None:

@@ -216,8 +216,12 @@ class FeedbackLog:
         error = None
         try:
             with self._io:
-                _write_all(self._fd, b"".join(t.frame for t in batch))
-                os.fdatasync(self._fd)
+                try:
+                    _write_all(self._fd, b"".join(t.frame for t in batch))
+                    os.fdatasync(self._fd)
+                except BaseException:
+                    self._drop_unacknowledged()
+                    raise
                 segment = self._current
                 self._size += sum(len(t.frame) for t in batch)
         except BaseException as exc:  # every writer of the round sees the failure
@@ -241,6 +245,24 @@ class FeedbackLog:
                 pass
         if error is None and self._size >= self.segment_bytes:
             self._rotate()
+
+    def _drop_unacknowledged(self) -> None:
+        """After a failed round (disk full, I/O error): cut the segment back to its acknowledged
+        records. A write can fail part way and leave a torn record; replay stops at the first torn
+        record, so one left in the middle would hide every acknowledged record appended after it.
+        When the file cannot be cut, later records go to a fresh segment instead. Called under `_io`."""
+        try:
+            os.ftruncate(self._fd, self._size)
+            return
+        except OSError:
+            pass
+        old = self._fd
+        try:
+            self._open(self._current + 1)
+        except OSError:  # neither (the disk is failing): nothing more to try here
+            return
+        self._current += 1
+        os.close(old)
 
     def _rotate(self) -> None:
         with self._io, self._cv:

@@ -28,7 +28,9 @@ from pluralign.store.location import options_to_env
 from service.errors import bad_request
 from service.replicas import owner
 from service.runtime import ForgetIncomplete, Runtime
+from service.settings import Settings
 from service.users.services import adapter_folder
+from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, Param
 from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig
 from training.jobs.triggers import AdapterTrigger
@@ -79,6 +81,18 @@ def _stamp(path: Path) -> float | None:
     return int(stamp) / 1000 if stamp.isdigit() else None
 
 
+def jobs_folder(settings: Settings) -> Path:
+    """The admin area's folder: job records, logs, artifacts, snapshots and promotions.json."""
+    return settings.data_path / "jobs"
+
+
+def check_jobs_folder(settings: Settings) -> None:
+    """Read what the admin area reads at startup and cannot skip (promotions.json), before the app
+    serves: a damaged file is a ValueError naming it (the CLI's one-line error), not a traceback of
+    a failed startup. Damaged job records are skipped at startup, each logged."""
+    Promotions(jobs_folder(settings) / "promotions.json")
+
+
 class QuotaExceeded(Exception):
     """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows."""
 
@@ -87,7 +101,7 @@ class Admin:
     def __init__(self, rt: Runtime):
         settings = rt.settings
         self.rt = rt
-        self.folder = settings.data_path / "jobs"
+        self.folder = jobs_folder(settings)
         # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables
         config = RunnerConfig(folder=self.folder, workers=settings.job_workers, max_attempts=settings.job_attempts,
                               env=options_to_env(settings.storage_options), memory_mb=settings.job_memory_mb or None)

@@ -558,12 +558,28 @@ def import_rows(tenant: str, user_id: str, records: list) -> list[StoredPreferen
     ]
 
 
+def forget_embeddings(texts: list[str]) -> None:
+    """Remove the vectors of a deleted user's texts from the embedding cache the admin area's jobs
+    fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash).
+    Nothing is created when there is no cache."""
+    from pluralign.embed.cache import EmbeddingCache, default_cache_path
+
+    path = default_cache_path()
+    if texts and path.is_file():
+        cache = EmbeddingCache(path)
+        try:
+            cache.forget(texts)
+        finally:
+            cache.close()
+
+
 def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
     """Every row, the weights and the adapter files of the user; old table versions are purged too,
     and so is their feedback still pending in the log (from memory and the log's files); their
     queued or running jobs are stopped and every job file naming them removed (`delete_hooks`); their
-    rows and fitted weights leave population snapshots and PAL/EM artifacts (`Runtime.forget_population_users`); with several replicas, a
-    deletion record tells the others to do the same to their own files (`service.deletions`).
+    rows and fitted weights leave population snapshots and PAL/EM artifacts (`Runtime.forget_population_users`), and the vectors of their
+    texts the embedding cache those jobs fill; with several replicas, a deletion record tells the others to do the
+    same to their own files (`service.deletions`).
     Returns counts by kind: preferences, interactions, users, stated_changes, adapter_files, job_files,
     population_files (files rewritten without them)."""
     forget = Forget.key(f"{tenant}/{user_id}")
@@ -571,13 +587,11 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
         job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
         pending = rt.ingest.forget_user(tenant, user_id)
         in_row = len(_row_only_changes(rt, tenant, user_id, stated_of(rt.store.get_user(tenant, user_id))))
+        texts = [t for p in rt.store.preferences_for(tenant, user_id)[0] for t in (p.prompt, p.chosen, p.rejected)]
         counts = rt.store.delete_user(tenant, user_id)
         counts["preferences"] += pending  # acknowledged rows, wherever they were
         counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
-        folder = adapter_folder(rt, tenant, user_id)
-        counts["adapter_files"] = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
-        if folder.exists():
-            shutil.rmtree(folder)
+        counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
         rt.adapters.forget(tenant, user_id)
         counts["job_files"] = job_files
         try:
@@ -589,6 +603,7 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
             rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
             if rt.deletion_sweep is not None:  # other replicas' files: their sweeps read this record (service.deletions)
                 rt.deletion_sweep.record(tenant, user_id)
+            forget_embeddings(texts)  # last: a cache it cannot open (a 500; a DELETE again retries) stops nothing else
     return counts
 
 

@@ -33,6 +33,8 @@ from training.common import (
     DEFAULT_DATA_DIR,
     add_encoder_args,
     cached_encoder,
+    check_store,
+    check_writable,
     number,
     read_preference_file,
     report_progress,
@@ -184,12 +186,15 @@ def _run(args: argparse.Namespace) -> int:
     from pluralign.fairness.report import report_encoder
 
     check_inputs(args)
+    if args.out:
+        check_writable("--out", args.out)  # before the audit: a report that cannot be written costs nothing
     personalized = None
     if args.personalized == "pal" and (args.store or not args.pal):
         raise ValueError("--personalized pal needs --pal CHECKPOINT_DIR and a preference file or --source")
     if args.store:
         from pluralign.fairness.store_source import comparisons_from_store
 
+        check_store("--store", args.store, args.store, "give the service's LanceDB folder (e.g. data/lancedb) or its object-store URI")
         comparisons = comparisons_from_store(args.store, args.group_by, args.tenant)
     else:
         user_groups = read_user_groups(args.user_groups) if args.user_groups else None  # before the data: its errors cost nothing

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import print_json, read_preference_file
+from training.common import check_writable, print_json, read_preference_file
 
 
 def _load(args):
@@ -57,6 +57,7 @@ def export(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".jsonl", ".json", ".ndjson", ".parquet"):  # before reading: the format follows the name
         raise ValueError(f"--out {args.out}: expected a .jsonl (or .json, .ndjson) or .parquet file name, got {suffix or 'no suffix'!r}")
+    check_writable("--out", args.out)
     records, _ = _load(args)
     parquet = suffix == ".parquet"
     n = write_parquet(records, args.out) if parquet else write_jsonl(records, args.out)

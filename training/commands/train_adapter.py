@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.common import number, print_json, read_preference_file
+from training.common import check_store, number, print_json, read_preference_file
 
 DEFAULT_REGISTRY = os.environ.get("PLURALIGN_ADAPTER_DIR") or str(Path.home() / ".cache" / "pluralign" / "adapters")
 
@@ -33,6 +33,7 @@ def user_comparisons(args: argparse.Namespace):
         from pluralign.embed.encoders import make_encoder
         from pluralign.store import Store
 
+        check_store("--store", args.store, str(Path(args.store) / "lancedb"), "give the service's data folder (PLURALIGN_DATA_DIR), which holds lancedb/")
         encoder = make_encoder(args.encoder)
         store = Store(str(Path(args.store) / "lancedb"), encoder.encoder_id, encoder.dim)
         rows, _ = store.preferences_for(args.tenant, args.user)

@@ -17,7 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from training.common import DEFAULT_DATA_DIR, number, print_json, read_preference_file
+from training.common import DEFAULT_DATA_DIR, check_out, number, print_json, read_preference_file
+
+# what `--full` writes (transformers' model and tokenizer files, our pluralign.json): an earlier one is replaced
+FULL_MODEL_FILES = (
+    "pluralign.json", "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt",
+    "added_tokens.json", "README.md",
+)
 
 
 def load_base(spec: str):
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from pluralign.policy.adapters import AdapterMeta, data_version, save_adapter, write_meta
+    from pluralign.policy.adapters import ADAPTER_FILES, AdapterMeta, data_version, save_adapter, write_meta
     from pluralign.policy.fspo import (
         FSPOConfig,
         ReferencePolicy,
@@ -76,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         training_episodes,
     )
 
+    if args.out:  # before any training: a wrong --out costs nothing, and a folder of other files is never replaced
+        check_out(args.out, FULL_MODEL_FILES if args.full else ADAPTER_FILES, "full model" if args.full else "LoRA adapter")
     config = FSPOConfig(
         shots=args.shots,
         loss=args.loss,
@@ -92,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
     )
     train_users, support, query = load_population(args)
     eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
-    test = query_episodes({u: support[u] for u in eval_users}, query, config.shots, per_user=args.eval_per_user)
-    test = [e for e in test if e.user_id in set(eval_users)]
+    test = query_episodes({u: support[u] for u in eval_users}, {u: query[u] for u in eval_users}, config.shots, per_user=args.eval_per_user)
     episodes = training_episodes(
         train_users, config.shots, args.episodes or config.steps * config.batch_size, seed=config.seed, queries=config.queries
     )

@@ -20,7 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.common import number, print_json, read_preference_file
+from training.common import check_out, number, print_json, read_preference_file
+
+MAXMIN_FILES = ("meta.json", "adapter", "metrics.json")  # pluralign.policy.maxmin.save_policy's, and this command's metrics
 
 
 def load_base(name: str):
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         with_lora,
     )
 
+    check_out(args.out, MAXMIN_FILES, "MaxMin policy")  # before any training: a wrong --out costs nothing
     records = read_preference_file("--pairs", args.pairs)
     config = MaxMinConfig(objective=args.objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_r=args.lora_r, lora_layers=args.lora_layers, chosen_nll_weight=args.chosen_nll, seed=args.seed)
     base, tokenizer = load_base(args.base)

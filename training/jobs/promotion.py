@@ -28,7 +28,10 @@ class Promotions:
         self._lock = threading.Lock()
         self._served: dict[str, Served] = {}
         if self.path.exists():
-            self._served = msgspec.json.decode(self.path.read_bytes(), type=dict[str, Served])
+            try:
+                self._served = msgspec.json.decode(self.path.read_bytes(), type=dict[str, Served])
+            except msgspec.DecodeError as exc:  # never written over: what it says is served would be lost
+                raise ValueError(f"{self.path}: not a promotions file (artifact served per key): {exc}") from None
 
     def served(self, key: str) -> Served | None:
         """The artifact to serve for `key` (e.g. `adapter/alice`, `pal`), or None."""
