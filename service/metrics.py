@@ -49,6 +49,7 @@ DECLARED_COUNTERS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "pluralign_users_deleted_total": ("users deleted", {}),
     "pluralign_compactions_total": ("background table compactions", {}),
     "pluralign_population_swaps_total": ("population reward models swapped in while serving", {}),
+    "pluralign_deletions_applied_total": ("other replicas' user deletions applied to this replica's files", {}),
 }
 DECLARED_HISTOGRAMS = {"pluralign_personalization_seconds": "retrieval + context + rerank time"}
 

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import TypeVar
 
 import msgspec
 import numpy as np
@@ -42,10 +43,12 @@ from pluralign.store.schemas import (
 )
 
 log = logging.getLogger("pluralign.store")
+T = TypeVar("T")
 PURGE_ATTEMPTS = 8  # a DELETE's maintenance steps, each against other replicas' concurrent ones (`Store._retried`)
 # with other processes on the store, a DELETE removes old versions this long after they can last have
 # looked for a newer one (`sync_seconds` after its purge), so none is still reading one it removes
-READ_MARGIN_S = 0.5
+READ_MARGIN_S = 2.0
+READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 
 INDEXED_COLUMNS = ("tenant", "user_id")
 COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
@@ -332,11 +335,29 @@ class Store:
 
     # ---- reads ------------------------------------------------------------------------------
 
+    def _read(self, read: Callable[[], T]) -> T:
+        """A read that another process's DELETE may overlap: it removes old versions only after every
+        process looks at a newer one (`_purge_tables`), but a read that began on one and is still
+        running then meets "Not found"; it is read again, on the newest version (alone on the store,
+        nothing removes what a read uses: read once)."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return read()
+            except (OSError, RuntimeError, ValueError) as exc:
+                if self.sync_seconds is None or attempt == READ_ATTEMPTS - 1 or "not found" not in str(exc).lower():
+                    raise
+                log.warning("a read met another process's removal of old versions (%s); read again", exc)
+                self.refresh(*self.tables)
+        raise AssertionError("unreachable")
+
     def _rows(self, name: str, where: str, columns: list[str] | None = None) -> list[dict]:
-        query = self.tables[name].search().where(where)
-        if columns:
-            query = query.select(columns)
-        return query.limit(None).to_arrow().to_pylist()
+        def read() -> list[dict]:
+            query = self.tables[name].search().where(where)
+            if columns:
+                query = query.select(columns)
+            return query.limit(None).to_arrow().to_pylist()
+
+        return self._read(read)
 
     @staticmethod
     def _preference(row: dict, tenant: str, user_id: str) -> StoredPreference:
@@ -354,7 +375,7 @@ class Store:
         if history is None or self.sync_seconds is None or self.histories.age(key) < self.sync_seconds:
             return history
         since = time.monotonic()
-        if self.preferences.count_rows(owner_filter(tenant, user_id)) == len(history):
+        if self._read(lambda: self.preferences.count_rows(owner_filter(tenant, user_id))) == len(history):
             self.histories.checked(key, since)
             return history
         self.histories.invalidate([key])  # another process added or deleted rows of the user
@@ -367,7 +388,7 @@ class Store:
 
         def load() -> History:
             columns = [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version")]
-            table = self.preferences.search().where(owner_filter(tenant, user_id)).select(columns).limit(None).to_arrow()
+            table = self._read(lambda: self.preferences.search().where(owner_filter(tenant, user_id)).select(columns).limit(None).to_arrow())
             return History.from_arrow(table, self.dim)
 
         return self.histories.get((tenant, user_id), load)

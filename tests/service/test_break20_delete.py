@@ -39,7 +39,10 @@ def files_holding(folder: Path, *needles: str) -> list[str]:
     """Every file under `folder` (binary ones too) whose bytes contain one of `needles`."""
     found = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # a temp file renamed meanwhile (a rewrite in progress): its new name is read
+            continue
         found += [f"{path.relative_to(folder)}: {n}" for n in needles if n.encode() in data]
     return found
 
