@@ -8,7 +8,9 @@ does; the snapshot is the service's own format (one JSON preference per line, us
     python -m benchmarks.deletion_sweep --rows 200000 --json
 
 Prints the median seconds per snapshot for: a user the snapshot does not hold (by key, by hash) and
-a user it holds (by key, by hash), and the hash/key ratios.
+a user it holds (by key, by hash), and the hash/key ratios. With `--records N`, also what a replica's
+chat pays to look its user up in N deletion records (`Store.deleted_after`), median ms of 20, before
+and after a compaction gives the table its index on `user_hash`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
+
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
-from pluralign.store.deletions import Forget, new_deletion
+from pluralign.store import Store
+from pluralign.store.deletions import Forget, deletion_schema, new_deletion, user_hash
 from service.admin.services import _drop_rows
 
 
@@ -43,11 +48,36 @@ def timed(path: Path, original: bytes, forget: Forget, repeats: int) -> float:
     return statistics.median(times)
 
 
+def lookups(folder: Path, records: int) -> dict[str, float]:
+    """Median ms of `Store.deleted_after` over `records` deletion records, unindexed then indexed."""
+    import pyarrow as pa
+
+    store = Store(str(folder / "db"), "bench", 8)
+    rows = [{**msgspec.to_builtins(new_deletion("acme", f"user-{i}", float(i), 0)), "schema_version": 1} for i in range(records)]
+    store.deletions.add(pa.Table.from_pylist(rows, schema=deletion_schema()))
+    probe = user_hash("acme", f"user-{records // 2}")
+
+    def median_ms() -> float:
+        store.deleted_after(probe, 0.0)
+        times = []
+        for _ in range(20):
+            started = time.perf_counter()
+            assert store.deleted_after(probe, 0.0)
+            times.append(time.perf_counter() - started)
+        return round(statistics.median(times) * 1000, 2)
+
+    before = median_ms()
+    store._new_deletions = records  # as if they were recorded one by one: the next compaction indexes them
+    store.compact(every_table=True)
+    return {"lookup_ms_unindexed": before, "lookup_ms_indexed": median_ms()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--records", type=int, default=0, help="also time user lookups in this many deletion records")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
@@ -61,10 +91,11 @@ def main() -> None:
             "present_by_hash": Forget.of([new_deletion("acme", "user-7", 0.0, 0)]),
         }
         out = {name: timed(path, original, forget, args.repeats) for name, forget in cases.items()}
+        extra = lookups(Path(folder), args.records) if args.records else {}
     out = {"rows": args.rows, "users": args.users, "megabytes": round(len(original) / 1e6, 1),
            **{k: round(v, 4) for k, v in out.items()},
            "absent_ratio": round(out["absent_by_hash"] / out["absent_by_key"], 1),
-           "present_ratio": round(out["present_by_hash"] / out["present_by_key"], 2)}
+           "present_ratio": round(out["present_by_hash"] / out["present_by_key"], 2), **extra}
     print(json.dumps(out) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
 
 

@@ -140,3 +140,22 @@ def test_deletes_answered_by_two_replicas_at_once_all_succeed(tmp_path, tiny_gen
         assert files_holding(tmp_path / "shared-lancedb", MARKER) == []
         for user in users:
             assert acme_a.get(f"/v1/users/{user}/preferences").json()["total"] == 0
+
+
+def test_the_deletion_records_are_indexed_by_user_once_compacted(tmp_path):
+    """A replica's chat looks its user up in the records (`Store.deleted_after`): past 64 records a
+    compaction gives the table an index on `user_hash`, and lookups answer the same."""
+    from pluralign.store import Store
+
+    store = Store(str(tmp_path / "db"), "hash", 8)
+    for i in range(70):
+        store.record_deletion(new_deletion("acme", f"user-{i}", 1000.0 + i, 0))
+    assert not store.deletions.list_indices()
+    store.compact(every_table=True)
+    assert [tuple(i.columns) for i in store.deletions.list_indices()] == [("user_hash",)]
+    store.record_deletion(new_deletion("acme", "late", 5000.0, 1))  # after the index: scanned beside it
+    assert store.deleted_after(user_hash("acme", "user-3"), 1000.0)
+    assert not store.deleted_after(user_hash("acme", "user-3"), 1004.0)
+    assert store.deleted_after(user_hash("acme", "late"), 4000.0)
+    assert not store.deleted_after(user_hash("globex", "user-3"), 0.0)
+    assert len(store.deletions_since(0)) == 71
