@@ -126,9 +126,6 @@ class Forget:
         for as the JSON string it is written as; a hash cannot be, so with hashes every file may."""
         return bool(self.hashes) or any(msgspec.json.encode(k) in data for k in self.keys)
 
-    def __bool__(self) -> bool:
-        return bool(self.keys or self.hashes)
-
 
 class Applied(msgspec.Struct, kw_only=True):
     """Which deletion records one replica has applied to its own files (a JSON file in its data

@@ -289,8 +289,8 @@ class Admin:
         tenants = [d for d in data.iterdir() if d.is_dir() and d.resolve() != self.population_folder.resolve()] if data.is_dir() else []
         for folder in tenants:
             for path in folder.iterdir():
-                stem, _, stamp = path.name.removesuffix(".jsonl").rpartition("-")
-                if stamp.isdigit() and path.name.endswith(".jsonl") and forget.made_at(int(stamp) / 1000).user(folder.name, stem):
+                taken = _stamp(path) if path.name.endswith(".jsonl") else None
+                if taken is not None and forget.made_at(taken).user(folder.name, path.name.removesuffix(".jsonl").rpartition("-")[0]):
                     path.unlink(missing_ok=True)
                     removed += 1
         for key in self.runner.promotions.keys("adapter/"):
