@@ -50,6 +50,7 @@ DECLARED_COUNTERS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "pluralign_compactions_total": ("background table compactions", {}),
     "pluralign_population_swaps_total": ("population reward models swapped in while serving", {}),
     "pluralign_deletions_applied_total": ("other replicas' user deletions applied to this replica's files", {}),
+    "pluralign_jobs_pruned_total": ("finished jobs whose files the job retention removed", {}),
 }
 DECLARED_HISTOGRAMS = {"pluralign_personalization_seconds": "retrieval + context + rerank time"}
 

@@ -96,6 +96,9 @@ class Settings(Base, frozen=True):
     tenant_requests_per_second: int = 200  # requests per second per tenant (429 + Retry-After beyond); 0: no limit
     tenant_queued_jobs: int = 8  # adapter jobs one tenant may have queued or running (the trigger waits beyond)
     job_attempts: int = 3  # launches of a job before a restart gives it up as failed
+    # seconds a finished job's files (record, log, data snapshot, artifact) are kept; audits, served
+    # artifacts and each user's (and population kind's) latest job stay (`training.jobs.retention`); 0: keep every job
+    job_retention_s: float = 7 * 86400.0
     job_memory_mb: int = 6144  # resident memory one job's worker (with its children) may hold; over it: killed, job failed; 0: no cap (local runner)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS); none by default
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
@@ -146,6 +149,8 @@ class Settings(Base, frozen=True):
                 raise ValueError(f"`{name}` must be at least 1")
         if self.tenant_requests_per_second < 0:
             raise ValueError("`tenant_requests_per_second` must be 0 (no limit) or more")
+        if not 0 <= self.job_retention_s < float("inf"):  # NaN fails too
+            raise ValueError(f"`job_retention_s` must be 0 (keep every job) or positive and finite, got {self.job_retention_s}")
         if self.job_memory_mb < 0:
             raise ValueError("`job_memory_mb` must be 0 (no cap) or more")
 

@@ -151,6 +151,8 @@ def start_admin(app: Litestar) -> None:
     app.state.admin = admin
     app.state.runtime.moved_hooks.append(admin.on_moved)
     admin.runner.start()
+    if admin.retention is not None:
+        admin.retention.start()
 
 
 def stop_admin(app: Litestar) -> None:
@@ -160,4 +162,6 @@ def stop_admin(app: Litestar) -> None:
             app.state.runtime.moved_hooks.remove(admin.on_moved)
         if admin.forget_jobs in app.state.runtime.delete_hooks:
             app.state.runtime.delete_hooks.remove(admin.forget_jobs)
+        if admin.retention is not None:
+            admin.retention.stop()
         admin.runner.stop()

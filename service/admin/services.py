@@ -25,6 +25,7 @@ from pluralign.reward.training_users import forget_stopped_users, forget_trainin
 from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget
 from pluralign.store.location import options_to_env
+from service.admin.retention import JobRetention, snapshot_taken
 from service.errors import bad_request
 from service.replicas import owner
 from service.runtime import ForgetIncomplete, Runtime
@@ -75,12 +76,6 @@ def _drop_rows(path: Path, forget: Forget) -> int:
     return 1
 
 
-def _stamp(path: Path) -> float | None:
-    """When a job snapshot (`<name>-<ms>.jsonl`) was taken (unix seconds), None when its name says not."""
-    stamp = path.name.removesuffix(".jsonl").rpartition("-")[2]
-    return int(stamp) / 1000 if stamp.isdigit() else None
-
-
 def jobs_folder(settings: Settings) -> Path:
     """The admin area's folder: job records, logs, artifacts, snapshots and promotions.json."""
     return settings.data_path / "jobs"
@@ -113,6 +108,7 @@ class Admin:
         else:
             self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.keep_snapshot_users)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
+        self.retention = JobRetention(self, settings.job_retention_s) if settings.job_retention_s else None
         rt.delete_hooks.append(self.forget_jobs)
         rt.population_hooks.append(self.forget_in_population)
         self._lock = threading.Lock()
@@ -223,7 +219,7 @@ class Admin:
         job = self.runner.get(folder.name)
         if job is not None:  # weights fitted on data from after a user's DELETE are theirs again
             data = job.params.get("data")
-            forget = forget.made_at(_stamp(Path(data)) if isinstance(data, str) else job.created_at)
+            forget = forget.made_at(snapshot_taken(Path(data)) if isinstance(data, str) else job.created_at)
         if forget_training_users(folder, forget):
             return 1
         if job is not None and job.state in ACTIVE_STATES:
@@ -289,7 +285,7 @@ class Admin:
         tenants = [d for d in data.iterdir() if d.is_dir() and d.resolve() != self.population_folder.resolve()] if data.is_dir() else []
         for folder in tenants:
             for path in folder.iterdir():
-                taken = _stamp(path) if path.name.endswith(".jsonl") else None
+                taken = snapshot_taken(path) if path.name.endswith(".jsonl") else None
                 if taken is not None and forget.made_at(taken).user(folder.name, path.name.removesuffix(".jsonl").rpartition("-")[0]):
                     path.unlink(missing_ok=True)
                     removed += 1

@@ -1,0 +1,157 @@
+"""Finished jobs' files go once `job_retention_s` has passed (`PLURALIGN_JOB_RETENTION_S`, 7 days;
+0 keeps every job).
+
+Which jobs go is `training.jobs.retention.expired` (audits, served artifacts and the newest job of
+each user's or population's lineage stay). For each, the runner's `purge` removes its record, log,
+output, result and artifact folder, and the data snapshot it trained on goes with it. Snapshots
+and artifact folders that no job names any more (a job record purged by an older version, a
+snapshot written for a submit that then failed) go `ORPHAN_GRACE_S` after the retention: a
+snapshot is written just before its job is queued, so a young one may be about to be named.
+
+Runs at start and then every quarter of the retention (at least 1 s, at most an hour), on its own
+thread: the population snapshots are removed under the runtime's population lock, which a DELETE's
+rewrite of them also holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from training.jobs.retention import expired
+
+if TYPE_CHECKING:
+    from service.admin.services import Admin
+
+log = logging.getLogger("pluralign.service")
+
+ORPHAN_GRACE_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one pass removed: jobs purged, data snapshots and orphaned artifact folders removed."""
+
+    jobs: int = 0
+    snapshots: int = 0
+    artifacts: int = 0
+
+
+def interval_s(keep_s: float) -> float:
+    """Seconds between passes for a retention of `keep_s` seconds."""
+    return min(3600.0, max(1.0, keep_s / 4))
+
+
+class JobRetention:
+    def __init__(self, admin: Admin, keep_s: float):
+        """`keep_s`: seconds a finished job's files are kept (positive and finite)."""
+        if not 0 < keep_s < float("inf"):
+            raise ValueError(f"`job_retention_s` must be positive and finite (0: keep every job), got {keep_s}")
+        self.admin = admin
+        self.keep_s = keep_s
+        self._lock = threading.Lock()  # one pass at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, now: float | None = None) -> Pruned:
+        """One pass at `now` (unix seconds, default the clock). Files that cannot be removed are
+        logged and tried again at the next pass."""
+        now = time.time() if now is None else now
+        runner, folder = self.admin.runner, self.admin.folder
+        with self._lock:
+            jobs = runner.list(limit=1_000_000)
+            promotions = runner.promotions
+            served = {s.job_id for key in promotions.keys("") if (s := promotions.served(key)) is not None}
+            gone = expired(jobs, now=now, keep_s=self.keep_s, served=served)
+            data = folder / "data"
+            theirs = {_inside(j.params.get("data"), data) for j in gone} - {None}
+            for job in gone:
+                runner.purge(job.id)
+            remaining = runner.list(limit=1_000_000)  # jobs queued meanwhile name only new snapshots
+            named = {_inside(j.params.get("data"), data) for j in remaining} - {None}
+            snapshots = 0
+            for path in sorted(data.rglob("*.jsonl")) if data.is_dir() else []:
+                key = path.resolve()
+                if key in named:
+                    continue
+                taken = snapshot_taken(path)
+                if key in theirs or (taken is not None and taken <= now - self.keep_s - ORPHAN_GRACE_S):
+                    snapshots += self._remove_snapshot(path)
+            artifacts = 0
+            known = {j.id for j in remaining}
+            folders = folder / "artifacts"
+            for path in sorted(folders.iterdir()) if folders.is_dir() else []:
+                if path.name in known or not path.is_dir():
+                    continue
+                if _modified(path) <= now - self.keep_s - ORPHAN_GRACE_S:
+                    shutil.rmtree(path, ignore_errors=True)
+                    artifacts += not path.exists()
+        pruned = Pruned(len(gone), snapshots, artifacts)
+        if gone or snapshots or artifacts:
+            log.info("job retention: %d finished jobs, %d data snapshots and %d orphaned artifact folders removed "
+                     "(older than %g s)", pruned.jobs, pruned.snapshots, pruned.artifacts, self.keep_s)
+            self.admin.rt.metrics.inc("pluralign_jobs_pruned_total", pruned.jobs,
+                                      help="finished jobs whose files the job retention removed")
+        return pruned
+
+    def _remove_snapshot(self, path: Path) -> int:
+        population = path.parent.resolve() == self.admin.population_folder.resolve()
+        try:
+            if population:  # a DELETE rewrites these (temp file and rename) under the same lock
+                with self.admin.rt.population_lock:
+                    path.unlink(missing_ok=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("job retention could not remove %s: %s", path, exc)
+            return 0
+        return 1
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="job-retention")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.run_once()
+            except Exception:  # a pass that failed is tried again at the next one; serving goes on
+                log.exception("job retention pass failed")
+            if self._stop.wait(interval_s(self.keep_s)):
+                return
+
+
+def _inside(data: object, folder: Path) -> Path | None:
+    """A job's `data` parameter as a resolved path when it lies in the admin area's `folder`, else None."""
+    if not isinstance(data, str):
+        return None
+    path = Path(data).resolve()
+    return path if path.is_relative_to(folder.resolve()) else None
+
+
+def snapshot_taken(path: Path) -> float | None:
+    """When a snapshot (`<name>-<ms>.jsonl`) was taken (unix seconds), None when its name says not."""
+    stamp = path.name.removesuffix(".jsonl").rpartition("-")[2]
+    return int(stamp) / 1000 if stamp.isdigit() else None
+
+
+def _modified(path: Path) -> float:
+    """The newest modification time (unix seconds) of a folder or anything in it; infinity when it
+    cannot be read (gone meanwhile: nothing to remove)."""
+    try:
+        return max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.rglob("*"))])
+    except OSError:
+        return float("inf")

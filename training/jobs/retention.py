@@ -1,0 +1,57 @@
+"""Which finished jobs may go: a retention policy for the job folder.
+
+Every training job leaves a record, a log, a data snapshot (an adapter job's copy of its user's
+comparisons, a population job's copy of every tenant's) and an artifact (a LoRA adapter, a mixture
+checkpoint). The adapter trigger queues one per user every `adapter_every` comparisons, so without
+a policy the folder grows without bound, and the trigger's and the dashboard's scans of the job
+list grow with it. `expired` names the jobs whose files can be removed; the service's
+`service.admin.retention.JobRetention` removes them.
+
+Kept whatever their age: jobs still queued or running, audits (their reports are the dashboard's
+history, a few KB each), a job whose artifact is served (promotions.json names the job), and the newest
+job of each lineage (kind, tenant, user), with the newest one that was not cancelled: the adapter
+trigger counts a user's new comparisons from that one (`training.jobs.triggers`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from training.jobs.record import FINAL_STATES, Job
+
+KEPT_KINDS = frozenset({"audit"})
+
+
+def lineage(job: Job) -> tuple[str, str | None, str | None]:
+    """(kind, tenant, user): a user's adapter jobs form one lineage, a population kind's jobs another."""
+    user = job.params.get("user")
+    if not isinstance(user, str):
+        return job.kind, None, None
+    return job.kind, str(job.params.get("tenant", "default")), user
+
+
+def expired(jobs: Iterable[Job], *, now: float, keep_s: float, served: Collection[str]) -> list[Job]:
+    """The jobs, in the order given, whose files a retention of `keep_s` seconds removes at `now`
+    (unix seconds): finished (succeeded, failed or cancelled) at least `keep_s` ago, not an audit,
+    not in `served` (ids of the jobs whose artifacts promotions.json serves), and not the newest job of their
+    lineage nor its newest job that was not cancelled. Raises ValueError when `keep_s` is not
+    positive and finite (a retention of 0 means "keep every job": do not call)."""
+    if not 0 < keep_s < float("inf"):  # NaN fails too
+        raise ValueError(f"`keep_s` must be positive and finite, got {keep_s}")
+    jobs = list(jobs)
+    newest: dict[tuple, Job] = {}
+    baseline: dict[tuple, Job] = {}
+    for job in jobs:
+        key = lineage(job)
+        if key not in newest or (job.created_at, job.id) > (newest[key].created_at, newest[key].id):
+            newest[key] = job
+        if job.state != "cancelled" and (key not in baseline or (job.created_at, job.id) > (baseline[key].created_at, baseline[key].id)):
+            baseline[key] = job
+    kept = {j.id for j in newest.values()} | {j.id for j in baseline.values()}
+    cutoff = now - keep_s
+    return [
+        j for j in jobs
+        if j.state in FINAL_STATES and j.kind not in KEPT_KINDS and j.id not in kept
+        and (j.finished_at if j.finished_at is not None else j.created_at) <= cutoff
+        and j.id not in served
+    ]
