@@ -61,8 +61,11 @@ def create_app(
     admin_handlers: Sequence[ControllerRouterHandler] | None = None,
 ) -> Litestar:
     settings = settings or (runtime.settings if runtime else Settings.load())
+    # before any model loads: what startup would fail on is an error naming the file, at once
+    check_jobs_folder(runtime.settings if runtime else settings)
+    if runtime is None:
+        Runtime.check_population_model(settings)
     runtime = runtime or Runtime.build(settings)
-    check_jobs_folder(runtime.settings)  # before serving: what startup would fail on is an error naming the file
     _wire_ingest(runtime)
     route_handlers: list[ControllerRouterHandler] = [
         health,

@@ -19,7 +19,7 @@ from pluralign.embed.base import Encoder
 from pluralign.files import stopped_artifact
 from pluralign.reward.em import USERS_FILE, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
-from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE
+from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE, read_meta
 from pluralign.reward.training_users import artifact_kind
 from pluralign.user import UserModel
 
@@ -64,6 +64,16 @@ class UserRewards:
         self.note = note
         self.user_model = UserModel(self.model, population=version, prior_logits=self._prior)  # population + each user's own part
         self.kind = self.user_model.base.kind
+
+    @staticmethod
+    def check_description(folder: str | Path) -> None:
+        """Read the meta.json of the checkpoint or mixture `load` would read at `folder`, without its
+        weights (a start checks it before loading any model): raises ValueError naming the file when
+        it is damaged or describes another artifact. A folder without meta.json passes (none there,
+        or what a stopped bootstrap left: `load_or_bootstrap` trains again)."""
+        folder = Path(folder)
+        if (folder / META_FILE).exists() and artifact_kind(folder) != "em":
+            read_meta(folder)
 
     @classmethod
     def load(cls, folder: str | Path, encoder_id: str) -> UserRewards:

@@ -209,6 +209,14 @@ class Runtime:
         self.ingest.flush()
         self.background.submit(lambda: None).result()
 
+    @staticmethod
+    def check_population_model(settings: Settings) -> None:
+        """Read the description of the population model `build` would serve (the promoted one, else
+        `pal_path`) before any model is loaded: a damaged one is a ValueError naming the file at
+        once, not after the encoder and generator have loaded."""
+        promoted = settings.data_path / PROMOTED_PAL
+        UserRewards.check_description(promoted if (promoted / "meta.json").exists() else settings.pal_path)
+
     @classmethod
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""

@@ -77,12 +77,14 @@ def test_serve_with_a_damaged_checkpoint_description_is_one_line_naming_it(tmp_p
 
 def serve_error(data, generator_dir, pal) -> str:
     """The one error line of `pluralign serve` (a real process) on the data folder `data`, which must
-    refuse to start: exit code 2, no traceback."""
+    refuse to start: exit code 2, no traceback, no model loaded first."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PLURALIGN_DATA_DIR": str(data), "PLURALIGN_PAL_DIR": str(pal),
            "PLURALIGN_GENERATOR": str(generator_dir), "PLURALIGN_ENCODER": "minilm", "OMP_NUM_THREADS": "1"}
     serve = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
     assert serve.returncode == 2 and "Traceback" not in serve.stderr, serve.stderr[-3000:]
+    # at once: before, the encoder and generator loaded first (20 s to a minute on two cores)
+    assert "loading the encoder" not in serve.stderr, serve.stderr[-3000:]
     (error,) = [line for line in serve.stderr.splitlines() if line.startswith("pluralign: error:")]
     return error
 
