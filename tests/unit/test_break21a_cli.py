@@ -71,3 +71,15 @@ def test_keys_take_data_dir_after_the_subcommand_too(tmp_path, capsys):
     assert code == 0 and json.loads(out.strip().splitlines()[-1]) == {"keys": 1}
     code, out, _ = cli(capsys, "keys", "--data-dir", folder, "revoke", created["id"])  # the old position still works
     assert code == 0 and json.loads(out)["revoked"][0]["id"] == created["id"]
+
+
+@pytest.mark.parametrize("command", ["serve", "serve-embeddings"])
+def test_an_address_that_cannot_be_used_is_named_before_the_model_stack_is_imported(command):
+    """Before: the service's imports (torch, transformers, litestar: 13 s on two cores) ran before the
+    address was checked, so `--host` with a typo waited that long for its one-line error."""
+    probe = ("import sys\nfrom training.cli import main\n"
+             f"code = main([{command!r}, '--host', 'no-such-host.invalid', '--port', '0'])\n"
+             "print(code, sorted(m for m in ('torch', 'transformers', 'litestar', 'uvicorn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["2", "[]"], (result.stdout, result.stderr)
+    assert result.stderr.strip().startswith("pluralign: error: --host no-such-host.invalid")

@@ -25,6 +25,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_listen(args.host, args.port)  # before a data folder, a key, a model or the service's imports (seconds)
     import uvicorn
 
     from service.app import create_app
@@ -32,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from service.settings import Settings
     from training.common import setup_logging
 
-    check_listen(args.host, args.port)  # before a data folder, a key or a model
     setup_logging()
     os.umask(0o077)  # users' data, keys and jobs: readable by this account only (files 0600, folders 0700)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # no progress bar per request

@@ -23,13 +23,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_listen(args.host, args.port)  # before the encoder or the service's imports (seconds)
     import uvicorn
 
     from service.embeddings.app import create_embeddings_app
     from service.runtime import make_encoder
     from training.common import setup_logging
 
-    check_listen(args.host, args.port)  # before the encoder loads
     setup_logging()
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     encoder = make_encoder(args.encoder)
