@@ -13,6 +13,7 @@ emoji is part of what is shown. Combining marks (Mn, Me) are kept at the ends to
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 
 # Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt) that are not Cf or Cc, plus the
 # Cf ranges it lists (kept here so the list reads whole), and U+2800 BRAILLE PATTERN BLANK
@@ -23,14 +24,18 @@ _IGNORABLE = (
 )
 
 
+@lru_cache(maxsize=8192)  # per character: every record's texts are tested at both ends (UKP: 1M calls)
 def _invisible(char: str) -> bool:
     """Whether `char` shows nothing: whitespace, a control or format character, a default-ignorable one."""
+    if "!" <= char <= "~":  # printable ASCII
+        return False
     if char.isspace() or unicodedata.category(char) in ("Cc", "Cf"):
         return True
     point = ord(char)
     return any(low <= point <= high for low, high in _IGNORABLE)
 
 
+@lru_cache(maxsize=8192)
 def _mark(char: str) -> bool:
     return unicodedata.category(char) in ("Mn", "Me")
 
