@@ -1,0 +1,109 @@
+"""Break 22c: the library used as a data scientist would, fed bad input. Each test drives a public
+function the way a notebook would and checks that a docstring's promise holds: a ValueError naming
+the argument and the problem, never a silent result from garbage or a crash from deep inside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pluralign.reward.pal import PALConfig, PALModel, fit_user, fit_users, update_user
+
+TINY = {"input_dim": 8, "latent_dim": 4, "hidden": 8}
+
+
+def tiny_pal(variant: str = "a", k: int = 2) -> PALModel:
+    torch.manual_seed(0)
+    return PALModel(PALConfig(variant=variant, k=k, **TINY)).eval()
+
+
+def comparisons(n: int = 3, dim: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(n, dim, generator=g) for _ in range(3))  # prompt, chosen, rejected
+
+
+# -- PAL's few-shot fit ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["a", "b"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_fit_user_refuses_non_finite_embeddings_naming_the_argument(variant, bad):
+    # before: the objective was NaN, no step was taken, and the prior came back as the user's fit
+    model = tiny_pal(variant)
+    prompt, chosen, rejected = comparisons()
+    chosen[1, 3] = bad
+    with pytest.raises(ValueError, match=r"`chosen`.*row 1.*not finite"):
+        fit_user(model, prompt, chosen, rejected)
+
+
+def test_fit_user_refuses_embeddings_of_another_width():
+    prompt, chosen, rejected = comparisons(dim=5)
+    with pytest.raises(ValueError, match=r"`prompt`.*\(3, 5\).*input_dim=8"):
+        fit_user(tiny_pal(), prompt, chosen, rejected)
+
+
+def test_fit_user_refuses_different_numbers_of_comparisons():
+    prompt, chosen, rejected = comparisons()
+    with pytest.raises(ValueError, match=r"`chosen` has 2 rows, `prompt` has 3"):
+        fit_user(tiny_pal(), prompt, chosen[:2], rejected)
+
+
+@pytest.mark.parametrize(("prior", "problem"), [(torch.zeros(3), r"`prior_logits`.*3 values.*K=2"),
+                                                (torch.tensor([float("nan"), 0.0]), r"`prior_logits`.*not finite")])
+def test_fit_user_refuses_prior_logits_that_are_not_k_finite_numbers(prior, problem):
+    with pytest.raises(ValueError, match=problem):
+        fit_user(tiny_pal(), *comparisons(), prior_logits=prior)
+    with pytest.raises(ValueError, match=problem.replace("prior_logits", "logits")):
+        update_user(tiny_pal(), prior, *comparisons())
+
+
+@pytest.mark.parametrize("strength", [0.0, -1.0, float("nan")])
+def test_fit_user_refuses_a_prior_strength_that_is_not_positive(strength):
+    # before: 0 raised numpy's LinAlgError (a singular Hessian), -1 returned the prior silently
+    with pytest.raises(ValueError, match="`prior_strength` must be a positive number"):
+        fit_user(tiny_pal(), *comparisons(), prior_strength=strength)
+
+
+def test_fit_users_refuses_an_owner_outside_the_users():
+    prompt, chosen, rejected = comparisons()
+    with pytest.raises(ValueError, match=r"`user`.*0 \.\. 1.*5"):
+        fit_users(tiny_pal(), prompt, chosen, rejected, torch.tensor([0, 1, 5]), 2)
+    with pytest.raises(ValueError, match=r"`user` has 2 rows"):
+        fit_users(tiny_pal(), prompt, chosen, rejected, torch.tensor([0, 1]), 2)
+
+
+def test_fit_user_takes_float64_tensors_and_numpy_arrays():
+    # before: float64 (numpy's default) crashed in the first Linear ("mat1 and mat2 must have the same dtype")
+    model = tiny_pal()
+    prompt, chosen, rejected = comparisons()
+    want = fit_user(model, prompt, chosen, rejected)
+    assert torch.allclose(fit_user(model, prompt.double(), chosen.double(), rejected.double()), want, atol=1e-5)
+    assert torch.allclose(fit_user(model, prompt.numpy(), chosen.numpy(), rejected.numpy()), want, atol=1e-5)
+
+
+def test_user_model_refuses_non_finite_embeddings_instead_of_reporting_a_fit():
+    # before: the posterior was the prior, recorded as fitted on 3 comparisons
+    from pluralign.user import UserModel
+
+    model = tiny_pal()
+    um = UserModel(model, population="test")
+    prompt, chosen, rejected = (t.numpy() for t in comparisons())
+    rejected[2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"`rejected`.*row 2.*not finite"):
+        um.fit_user(prompt, chosen, rejected, ["a", "b", "c"], ["d", "e", "f"], np.zeros(2))
+    with pytest.raises(ValueError, match=r"`prior_logits`.*3 values.*K=2"):
+        um.fit_user(prompt, chosen, chosen + 1, ["a", "b", "c"], ["d", "e", "f"], np.zeros(3))
+    with pytest.raises(ValueError, match=r"`response`.*row 0.*not finite"):
+        um.candidates(prompt[0], np.full((2, 8), np.nan), ["a", "b"])
+
+
+def test_fit_posterior_refuses_a_non_finite_design():
+    from pluralign.user import fit_posterior
+
+    design = np.ones((2, 3))
+    design[1, 1] = np.inf
+    with pytest.raises(ValueError, match=r"`design`.*row 1.*not finite"):
+        fit_posterior(design, np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match=r"`prior_mean`.*2 values.*D=3"):
+        fit_posterior(np.ones((2, 3)), np.zeros(2), np.ones(3))
