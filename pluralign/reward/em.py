@@ -36,6 +36,8 @@ from pluralign.device import default_device
 from pluralign.files import begin_artifact, read_safetensors, write_atomic
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch
+from pluralign.reward.inputs import at_least, first_bad_row
+from pluralign.reward.model_selection import TooManyComponents
 
 SCHEMA_VERSION = 1
 FEATURES = "response;prompt*response"  # how f(x, y) is built from the encoder's embeddings
@@ -61,6 +63,8 @@ class EMConfig:
             raise ValueError(f"init must be `kmeans` or `random`, got {self.init!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+        at_least("EMConfig", 1, restarts=self.restarts, lbfgs_iter=self.lbfgs_iter)
+        at_least("EMConfig", 0, max_iter=self.max_iter, tol=self.tol, l2=self.l2, init_l2=self.init_l2)
 
 
 @dataclass
@@ -158,7 +162,16 @@ def _initial_assignments(diff, user, n_users, config: EMConfig) -> list[np.ndarr
 
 
 def fit_em(diff: torch.Tensor, user: torch.Tensor, n_users: int, config: EMConfig = EMConfig(), progress=None) -> EMFit:
-    """Run EM with restarts on pair features `diff` (N, F) of users `user` (N,); keep the best J."""
+    """Run EM with restarts on pair features `diff` (N, F) of users `user` (N,); keep the best J.
+    Raises ValueError when there are no pairs or `diff` holds NaN or inf, and TooManyComponents (a
+    ValueError) when K is more than the n_users users."""
+    if len(diff) == 0:
+        raise ValueError("`diff` holds no pairs: nothing to fit")
+    row = first_bad_row(diff)
+    if row is not None:
+        raise ValueError(f"`diff` row {row} is not finite (NaN or inf)")
+    if config.k > n_users:
+        raise TooManyComponents([config.k], n_users)
     diff, user = diff.double(), user.long()
     hard = config.assignment == "hard"
     best: EMFit | None = None
@@ -229,6 +242,14 @@ class EMMixture:
         return model
 
     def fit(self, train: PairBatch, val: PairBatch, progress=None) -> dict[str, float]:
+        """Fit the heads on `train`; `val` (the same users, may be empty) gives val_acc. Raises
+        ValueError naming the field when the pairs cannot be trained on (`PairBatch.check`) and
+        TooManyComponents (a ValueError) when K is more than the training users."""
+        train.check("train", min_pairs=1)
+        if len(val):
+            val.check("val", train.prompt.shape[-1])
+        if self.config.k > len(train.users):
+            raise TooManyComponents([self.config.k], len(train.users))
         device = default_device()
         train = train.to(device)
         self.users = list(train.users)

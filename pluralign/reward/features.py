@@ -10,6 +10,7 @@ import torch
 
 from pluralign.data.record import Preference
 from pluralign.embed.base import Encoder
+from pluralign.reward.inputs import comparison_rows, owners
 from pluralign.user.features import response_features
 
 
@@ -29,6 +30,16 @@ class PairBatch:
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
+
+    def check(self, name: str, dim: int | None = None, min_pairs: int = 0) -> None:
+        """Raise ValueError naming `name`.field when these pairs cannot be trained or scored on:
+        fewer than `min_pairs`, embeddings not (N, d) alike (d = `dim` when given), NaN or inf in
+        them (the first such row), or a `user` index outside `users`."""
+        if len(self) < min_pairs:
+            raise ValueError(f"`{name}` holds {len(self)} pairs, at least {min_pairs} needed")
+        dim = self.prompt.shape[-1] if dim is None else dim
+        comparison_rows(dim, self.prompt.device, **{f"{name}.{f}": getattr(self, f) for f in ("prompt", "chosen", "rejected")})
+        owners(self.user, len(self), len(self.users), f"{name}.user")
 
     def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> PairBatch:
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)

@@ -78,16 +78,25 @@ def positive(name: str, value) -> float:
     return float(value)
 
 
-def owners(user, n_rows: int, n_users: int) -> torch.Tensor:
-    """Each comparison's user index (N,) as int64 on the CPU; ValueError naming `user` when it is not
+def owners(user, n_rows: int, n_users: int, name: str = "user") -> torch.Tensor:
+    """Each comparison's user index (N,) as int64 on the CPU; ValueError naming `name` when it is not
     N integers in 0 .. n_users - 1."""
-    t = _tensor("user", user, f"{n_rows} user indices").detach().cpu()
+    t = _tensor(name, user, f"{n_rows} user indices").detach().cpu()
     if t.dim() != 1 or t.shape[0] != n_rows:
-        raise ValueError(f"`user` has {t.shape[0] if t.dim() else 0} rows (shape {tuple(t.shape)}), the comparisons {n_rows}: "
+        raise ValueError(f"`{name}` has {t.shape[0] if t.dim() else 0} rows (shape {tuple(t.shape)}), the comparisons {n_rows}: "
                          "one user index per comparison")
     if t.is_floating_point():
-        raise ValueError(f"`user` holds {t.dtype}, not integer user indices")
+        raise ValueError(f"`{name}` holds {t.dtype}, not integer user indices")
     if n_rows and (int(t.min()) < 0 or int(t.max()) >= n_users):
         bad = int(t[(t < 0) | (t >= n_users)][0])
-        raise ValueError(f"`user` must index the users 0 .. {n_users - 1} (n_users={n_users}), got {bad}")
+        raise ValueError(f"`{name}` must index the users 0 .. {n_users - 1} (n_users={n_users}), got {bad}")
     return t.long()
+
+
+def at_least(owner: str, minimum: float, **fields) -> None:
+    """ValueError naming the first of `fields` (a config's) that is not a number >= `minimum`;
+    None is allowed only where the caller leaves the field out."""
+    for name, value in fields.items():
+        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < minimum:
+            raise ValueError(f"{owner}: `{name}` must be a number >= {minimum:g}, got {value!r}")

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pluralign.reward.inputs import at_least
+
 VARIANTS = ("a", "b")
 MAX_SCALE = 50.0  # variant b: cap on the cosine's scale, so margins stay finite
 
@@ -42,6 +44,7 @@ class PALConfig:
             raise ValueError(f"unknown PAL variant {self.variant!r}: expected one of {VARIANTS}")
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
+        at_least("PALConfig", 1, input_dim=self.input_dim, latent_dim=self.latent_dim, hidden=self.hidden)
 
 
 @dataclass

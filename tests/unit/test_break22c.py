@@ -107,3 +107,97 @@ def test_fit_posterior_refuses_a_non_finite_design():
         fit_posterior(design, np.zeros(3), np.ones(3))
     with pytest.raises(ValueError, match=r"`prior_mean`.*2 values.*D=3"):
         fit_posterior(np.ones((2, 3)), np.zeros(2), np.ones(3))
+
+
+# -- training on a PairBatch: PAL, EM, the Bradley-Terry baselines -----------------------------
+
+
+def pair_batch(users: int = 2, per_user: int = 6, dim: int = 8, seed: int = 0):
+    from pluralign.reward.features import PairBatch
+
+    n = users * per_user
+    prompt, chosen, rejected = comparisons(n, dim, seed)
+    user = torch.arange(users).repeat_interleave(per_user)
+    return PairBatch(prompt, chosen, rejected, user, [f"u{i}" for i in range(users)], ["g"] * n)
+
+
+def trainers():
+    from pluralign.reward.bt import BTConfig, PerUserBT, SingleBT
+    from pluralign.reward.em import EMConfig, EMMixture
+    from pluralign.reward.pal import PALPreference, PALTrainConfig
+
+    return {
+        "pal": lambda: PALPreference(PALConfig(k=2, **TINY), PALTrainConfig(max_epochs=1)),
+        "em": lambda: EMMixture(EMConfig(k=2, restarts=1, max_iter=2)),
+        "bt": lambda: SingleBT(BTConfig(full_batch_steps=2, full_batch_min_steps=1)),
+        "per-user-bt": lambda: PerUserBT(),
+    }
+
+
+@pytest.mark.parametrize("name", ["pal", "em", "bt", "per-user-bt"])
+@pytest.mark.parametrize("field", ["prompt", "chosen", "rejected"])
+def test_training_refuses_non_finite_embeddings_naming_the_field(name, field):
+    # before: PAL crashed with "Expected state_dict to be dict-like, got NoneType", EM with "value
+    # cannot be converted to type float without overflow", the BT baselines trained on it and
+    # reported val_acc 0.0 (bt) or 1.0 (per-user-bt)
+    train, val = pair_batch(), pair_batch(seed=1)
+    getattr(train, field)[4, 2] = float("nan")
+    with pytest.raises(ValueError, match=rf"`train.{field}` row 4 is not finite"):
+        trainers()[name]().fit(train, val)
+
+
+@pytest.mark.parametrize("name", ["pal", "em", "bt", "per-user-bt"])
+def test_training_refuses_no_training_pairs(name):
+    # before: EM and per-user BT crashed in torch ("max(): Expected reduction dim to be specified"),
+    # bt "trained" on nothing and reported val_acc nan
+    empty = pair_batch(users=2, per_user=0)
+    with pytest.raises(ValueError, match=r"`train` holds 0 pairs"):
+        trainers()[name]().fit(empty, pair_batch())
+
+
+@pytest.mark.parametrize("name", ["pal", "em"])
+def test_a_mixture_refuses_more_components_than_training_users(name):
+    # before: K = 3 heads / prototypes were fitted from 2 users without a word (README: "K users
+    # support at most K components"; only the CLI's K search said so)
+    from pluralign.reward.bt import BTConfig  # noqa: F401 (trainers() imports lazily)
+    from pluralign.reward.em import EMConfig, EMMixture
+    from pluralign.reward.model_selection import TooManyComponents
+    from pluralign.reward.pal import PALPreference, PALTrainConfig
+
+    model = PALPreference(PALConfig(k=3, **TINY), PALTrainConfig(max_epochs=1)) if name == "pal" \
+        else EMMixture(EMConfig(k=3, restarts=1, max_iter=2))
+    with pytest.raises(TooManyComponents, match=r"K = 3 is more than the 2 training users"):
+        model.fit(pair_batch(users=2), pair_batch(users=2, seed=1))
+
+
+@pytest.mark.parametrize("name", ["bt", "per-user-bt"])
+def test_baselines_without_validation_pairs_report_no_validation_accuracy(name):
+    # before: {"val_acc": nan, "val_loss": nan}: a NaN accuracy reported as a number
+    metrics = trainers()[name]().fit(pair_batch(), pair_batch(per_user=0))
+    assert "val_acc" not in metrics and "val_loss" not in metrics
+
+
+@pytest.mark.parametrize(("make", "field"), [
+    ("PALConfig(input_dim=0)", "input_dim"), ("PALConfig(latent_dim=-1)", "latent_dim"), ("PALConfig(hidden=0)", "hidden"),
+    ("PALTrainConfig(batch_size=0)", "batch_size"), ("PALTrainConfig(max_epochs=0)", "max_epochs"),
+    ("PALTrainConfig(patience=0)", "patience"), ("PALTrainConfig(lr_shared=-1.0)", "lr_shared"),
+    ("EMConfig(restarts=0)", "restarts"), ("EMConfig(l2=-1.0)", "l2"), ("EMConfig(max_iter=-1)", "max_iter"),
+    ("BTConfig(batch_size=0)", "batch_size"), ("BTConfig(l2=-1.0)", "l2"),
+])
+def test_training_configs_refuse_values_that_cannot_train_naming_the_field(make, field):
+    # before: PALTrainConfig(batch_size=0) failed at train time with "range() arg 3 must not be
+    # zero", EMConfig(restarts=0) with a bare AssertionError, EMConfig(l2=-1.0) "fitted" to J=4e57,
+    # PALConfig(input_dim=0) was accepted
+    from pluralign.reward.bt import BTConfig  # noqa: F401
+    from pluralign.reward.em import EMConfig  # noqa: F401
+    from pluralign.reward.pal import PALTrainConfig  # noqa: F401
+
+    with pytest.raises(ValueError, match=rf"`{field}`"):
+        eval(make)
+
+
+@pytest.mark.parametrize("name", ["bt", "per-user-bt"])
+def test_baselines_say_they_are_not_fitted(name):
+    # before: a bare AssertionError
+    with pytest.raises(RuntimeError, match="fit it first"):
+        trainers()[name]().prob_seen(pair_batch())
