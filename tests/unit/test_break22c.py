@@ -201,3 +201,51 @@ def test_baselines_say_they_are_not_fitted(name):
     # before: a bare AssertionError
     with pytest.raises(RuntimeError, match="fit it first"):
         trainers()[name]().prob_seen(pair_batch())
+
+
+# -- fairness metrics and the audit ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [[0.7, float("nan")], [0.7, 1.5], [0.7, -0.1]])
+def test_fairness_metrics_refuse_values_that_are_not_probabilities(p):
+    # before: ECE raised numpy's "'list' argument must have no negative elements" on NaN and
+    # returned 0.4 for 1.5; credit(nan) was a silent 0 (a wrong prediction)
+    from pluralign.evaluation import accuracy
+    from pluralign.fairness.metrics import credit, expected_calibration_error
+
+    for metric in (expected_calibration_error, credit, accuracy):
+        with pytest.raises(ValueError, match=r"`p` must be probabilities in \[0, 1\]: element 1 is"):
+            metric(np.array(p))
+
+
+def test_fairness_metrics_take_lists_and_refuse_no_bins():
+    # before: a list was "AttributeError: 'list' object has no attribute 'size'"; bins=0 numpy's bincount message
+    from pluralign.fairness.metrics import expected_calibration_error, win_rate
+
+    assert expected_calibration_error([0.6, 0.9]) == pytest.approx(expected_calibration_error(np.array([0.6, 0.9])))
+    assert win_rate([True, False, True]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="`bins` must be"):
+        expected_calibration_error(np.array([0.6]), bins=0)
+
+
+@pytest.mark.parametrize(("field", "value"), [("ece_bins", 0), ("projection_dim", 0), ("base_dim", 0),
+                                              ("min_group_size", 0), ("base_l2", -1.0), ("base_max_rows", 0)])
+def test_audit_config_refuses_values_that_cannot_audit_naming_the_field(field, value):
+    # before: ece_bins=0 failed mid-audit with "'list' argument must have no negative elements",
+    # projection_dim=0 with "max(): Expected reduction dim to be specified"
+    from pluralign.fairness.audit import AuditConfig
+
+    with pytest.raises(ValueError, match=rf"AuditConfig: `{field}`"):
+        AuditConfig(**{field: value})
+
+
+def test_audit_refuses_non_finite_embedding_differences():
+    # before: torch's "linalg.eigh: The algorithm failed to converge" from the whitening
+    from pluralign.fairness.audit import Comparisons, audit
+
+    diff = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    diff[3, 1] = np.nan
+    c = Comparisons(diff=diff, user=np.array([0, 0, 0, 1, 1, 1]), users=["a", "b"], group=np.array([0, 0, 0, 1, 1, 1]),
+                    groups=["x", "y"], time=np.arange(6.0), policy_win=np.zeros(6, np.int8), encoder_id="test")
+    with pytest.raises(ValueError, match=r"`diff` row 3 is not finite"):
+        audit(c, "g")
