@@ -249,3 +249,53 @@ def test_audit_refuses_non_finite_embedding_differences():
                     groups=["x", "y"], time=np.arange(6.0), policy_win=np.zeros(6, np.int8), encoder_id="test")
     with pytest.raises(ValueError, match=r"`diff` row 3 is not finite"):
         audit(c, "g")
+
+
+# -- the LanceDB store -------------------------------------------------------------------------
+
+
+def test_store_on_a_file_says_it_is_a_file(tmp_path):
+    # before: FileExistsError "[Errno 17] File exists" from deep in LanceDB
+    from pluralign.store import Store, StoreError
+
+    path = tmp_path / "notes.txt"
+    path.write_text("x")
+    with pytest.raises(StoreError, match=r"notes.txt is a file, not a folder for the store's tables"):
+        Store(str(path), "test", 8)
+    assert path.read_text() == "x"
+    with pytest.raises(StoreError, match=r"`dim` must be"):
+        Store(str(tmp_path / "s"), "test", 0)
+
+
+def _stored_row(i: int):
+    from pluralign.store import StoredPreference
+
+    return StoredPreference(tenant="t", user_id="u", pref_id=f"p{i}", prompt=f"p{i}", chosen="a", rejected="b",
+                            kind="comparison", created_at=float(i))
+
+
+def test_store_refuses_non_finite_vectors_naming_the_column(tmp_path):
+    # before: LanceDB's "lance error: LanceError(Arrow): Compute error: Vector column contains NaN values"
+    from pluralign.store import Store, StoreError
+
+    store = Store(str(tmp_path / "s"), "test", 4)
+    ok = np.ones((1, 4), np.float32)
+    bad = ok.copy()
+    bad[0, 2] = np.inf
+    with pytest.raises(StoreError, match=r"`chosen_vec` row 0 is not finite"):
+        store.add_preferences([_stored_row(1)], ok, bad, ok)
+    assert store.count_preferences("t", "u") == 0
+
+
+@pytest.mark.parametrize(("vector", "problem"), [(np.zeros(3), r"`vector` has shape \(3,\), expected \(4,\)"),
+                                                 (np.array([1.0, np.nan, 0.0, 0.0]), r"`vector` is not finite")])
+def test_store_search_refuses_a_query_vector_of_another_width_or_not_finite(tmp_path, vector, problem):
+    # before: a NaN query answered [] (from LanceDB) or every row at distance NaN (from a cached
+    # history); another width was numpy's "matmul: Input operand 1 has a mismatch in its core dimension 0"
+    from pluralign.store import Store, StoreError
+
+    store = Store(str(tmp_path / "s"), "test", 4)
+    store.add_preferences([_stored_row(1)], np.ones((1, 4)), np.ones((1, 4)), np.zeros((1, 4)))
+    store.history("t", "u")  # cached: the search reads the history
+    with pytest.raises(StoreError, match=problem):
+        store.search("t", "u", vector, 3)
