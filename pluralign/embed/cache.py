@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pluralign.embed.base import Encoder
+from pluralign.embed.base import Encoder, checked_vectors
 
 
 def text_key(text: str) -> bytes:
@@ -88,7 +88,9 @@ class EmbeddingCache:
 
 
 class CachedEncoder:
-    """Wraps an encoder: texts already cached are read back, only new ones are embedded."""
+    """Wraps an encoder: texts already cached are read back, only new ones are embedded. What the
+    encoder returns is checked before it is cached (`checked_vectors`): a ValueError, and nothing
+    kept, when it is another shape than (texts, dim) or not finite."""
 
     def __init__(self, encoder: Encoder, cache: EmbeddingCache):
         self.encoder = encoder
@@ -109,7 +111,7 @@ class CachedEncoder:
             first_text = {}
             for k, t in zip(keys, texts, strict=False):
                 first_text.setdefault(k, t)
-            vectors = self.encoder.encode([first_text[k] for k in missing])
+            vectors = checked_vectors(self.encoder, self.encoder.encode([first_text[k] for k in missing]), len(missing))
             self.cache.put(self.cache_id, missing, vectors)
             self.embedded += len(missing)
             found.update(zip(missing, vectors, strict=False))

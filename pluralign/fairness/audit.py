@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pluralign.data.record import Preference
-from pluralign.embed.base import Encoder
+from pluralign.embed.base import Encoder, checked_vectors
 from pluralign.fairness.metrics import credit, expected_calibration_error, win_rate
 from pluralign.fairness.online import (
     OnlineLogistic,
@@ -125,7 +125,7 @@ def comparisons_from_records(
         raise UnknownGroupBy(group_by, {name for r in pairs for name in r.attributes})
     texts = list(dict.fromkeys(t for r in pairs for t in (r.chosen, r.rejected)))
     where = {t: i for i, t in enumerate(texts)}
-    vectors = encoder.encode(texts)  # (T, d)
+    vectors = checked_vectors(encoder, encoder.encode(texts), len(texts))  # (T, d)
     chosen = np.fromiter((where[r.chosen] for r in pairs), np.int64, len(pairs))
     rejected = np.fromiter((where[r.rejected] for r in pairs), np.int64, len(pairs))
     user, users = index_labels([r.user_id for r in pairs])

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pluralign.data.record import Preference
-from pluralign.embed.base import Encoder
+from pluralign.embed.base import Encoder, checked_vectors
 from pluralign.reward.inputs import comparison_rows, owners
 from pluralign.user.features import response_features
 
@@ -62,12 +62,17 @@ def embed_pairs(
     users: Sequence[str] | None = None,
     group_attribute: str = "group",
 ) -> PairBatch:
-    """Embed each distinct text once; `users` fixes the user index order (default: first seen)."""
-    texts = list(dict.fromkeys(t for r in records for t in (r.prompt, r.chosen, r.rejected)))
-    index = {t: i for i, t in enumerate(texts)}
-    vectors = torch.from_numpy(encoder.encode(texts)) if texts else torch.zeros(0, encoder.dim)
+    """Embed each distinct text once; `users` fixes the user index order (default: first seen).
+    Raises ValueError naming a record's user that `users` leaves out, and (`checked_vectors`) when
+    the encoder returns another shape than (texts, dim) or a vector that is not finite."""
     users = list(users) if users is not None else list(dict.fromkeys(r.user_id for r in records))
     user_index = {u: i for i, u in enumerate(users)}
+    missing = next((r.user_id for r in records if r.user_id not in user_index), None)
+    if missing is not None:
+        raise ValueError(f"a record of user {missing!r} is not in `users` ({len(users)} ids): every record's user must be listed")
+    texts = list(dict.fromkeys(t for r in records for t in (r.prompt, r.chosen, r.rejected)))
+    index = {t: i for i, t in enumerate(texts)}
+    vectors = torch.from_numpy(checked_vectors(encoder, encoder.encode(texts), len(texts))) if texts else torch.zeros(0, encoder.dim)
     take = lambda field: vectors[torch.tensor([index[getattr(r, field)] for r in records], dtype=torch.long)]  # noqa: E731
     if not records:
         empty = torch.zeros(0, encoder.dim)

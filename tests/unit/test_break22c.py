@@ -299,3 +299,83 @@ def test_store_search_refuses_a_query_vector_of_another_width_or_not_finite(tmp_
     store.history("t", "u")  # cached: the search reads the history
     with pytest.raises(StoreError, match=problem):
         store.search("t", "u", vector, 3)
+
+
+# -- embedding: the cache and embed_pairs ------------------------------------------------------
+
+
+class BrokenEncoder:
+    """An encoder whose output is wrong in one way: `make(n)` returns what it answers for n texts."""
+
+    encoder_id = "broken-8"
+    dim = 8
+
+    def __init__(self, make):
+        self.make = make
+
+    def encode(self, texts):
+        return self.make(len(texts))
+
+
+BROKEN = {
+    "another width": (lambda n: np.zeros((n, 5), np.float32), r"returned shape \(2, 5\) for 2 texts, expected \(2, 8\)"),
+    "too few rows": (lambda n: np.zeros((n - 1, 8), np.float32), r"returned shape \(1, 8\) for 2 texts, expected \(2, 8\)"),
+    "NaN": (lambda n: np.full((n, 8), np.nan, np.float32), r"returned a vector that is not finite"),
+}
+
+
+@pytest.mark.parametrize("broken", list(BROKEN))
+def test_the_embedding_cache_keeps_nothing_an_encoder_got_wrong(tmp_path, broken):
+    # before: the wrong vectors were written to the cache first, then encode failed with numpy's
+    # "could not broadcast input array from shape (5,) into shape (8,)" or a KeyError (or returned
+    # NaN); a later run with the same encoder id read the cached garbage back
+    from pluralign.embed import CachedEncoder, EmbeddingCache
+
+    make, problem = BROKEN[broken]
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    with pytest.raises(ValueError, match=rf"encoder 'broken-8' {problem}"):
+        CachedEncoder(BrokenEncoder(make), cache).encode(["a", "b"])
+    assert len(cache) == 0
+
+
+@pytest.mark.parametrize("broken", list(BROKEN))
+def test_embed_pairs_refuses_what_an_encoder_got_wrong(broken):
+    # before: 5-wide vectors became a PairBatch an 8-wide model later choked on, NaN went through
+    from pluralign.data.record import Preference
+    from pluralign.reward.features import embed_pairs
+
+    make, problem = BROKEN[broken]
+    record = Preference(user_id="u", prompt="p", chosen="a", rejected="b")
+    with pytest.raises(ValueError, match=rf"encoder 'broken-8' {problem.replace('2 texts', '3 texts').replace('(2,', '(3,').replace('(1,', '(2,')}"):
+        embed_pairs([record], BrokenEncoder(make))
+
+
+def test_embed_pairs_names_a_user_missing_from_users():
+    # before: KeyError: 'u'
+    from pluralign.data.record import Preference
+    from pluralign.reward.features import embed_pairs
+
+    class Zeros:
+        encoder_id, dim = "zeros", 4
+
+        def encode(self, texts):
+            return np.zeros((len(texts), 4), np.float32)
+
+    with pytest.raises(ValueError, match=r"user 'u'.*not in `users`"):
+        embed_pairs([Preference(user_id="u", prompt="p", chosen="a", rejected="b")], Zeros(), users=["v"])
+
+
+# -- the user-weights table --------------------------------------------------------------------
+
+
+def test_user_weights_from_logits_refuses_duplicate_or_missing_users():
+    # before: a duplicate id kept the last row silently (version 2), a count mismatch was
+    # "zip() argument 2 is longer than argument 1", UserWeights(0) was a table of 0 logits
+    from pluralign.reward.pal import UserWeights
+
+    with pytest.raises(ValueError, match=r"`users` names 'a' twice"):
+        UserWeights.from_logits(["a", "a"], torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"`users` has 2 ids, `logits` 3 rows"):
+        UserWeights.from_logits(["a", "b"], torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"`k` must be"):
+        UserWeights(0)
