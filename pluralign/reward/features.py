@@ -63,8 +63,13 @@ def embed_pairs(
     group_attribute: str = "group",
 ) -> PairBatch:
     """Embed each distinct text once; `users` fixes the user index order (default: first seen).
-    Raises ValueError naming a record's user that `users` leaves out, and (`checked_vectors`) when
-    the encoder returns another shape than (texts, dim) or a vector that is not finite."""
+    Raises ValueError for a tie (`tie=True`: equal answers, not a pairwise comparison; leave ties
+    out), naming a record's user that `users` leaves out, and (`checked_vectors`) when the encoder
+    returns another shape than (texts, dim) or a vector that is not finite."""
+    tie = next((i for i, r in enumerate(records) if r.tie), None)
+    if tie is not None:
+        raise ValueError(f"record {tie} (user {records[tie].user_id!r}) is a tie: a pair here says `chosen` won, so "
+                         "leave ties out ([r for r in records if not r.tie])")
     users = list(users) if users is not None else list(dict.fromkeys(r.user_id for r in records))
     user_index = {u: i for i, u in enumerate(users)}
     missing = next((r.user_id for r in records if r.user_id not in user_index), None)

@@ -379,3 +379,43 @@ def test_user_weights_from_logits_refuses_duplicate_or_missing_users():
         UserWeights.from_logits(["a", "b"], torch.zeros(3, 2))
     with pytest.raises(ValueError, match=r"`k` must be"):
         UserWeights(0)
+
+
+# -- ties and splits ---------------------------------------------------------------------------
+
+
+class _Zeros:
+    encoder_id, dim = "zeros", 4
+
+    def encode(self, texts):
+        return np.arange(len(texts) * 4, dtype=np.float32).reshape(len(texts), 4) / 100
+
+
+def test_embed_pairs_refuses_ties_instead_of_training_them_as_wins():
+    # before: a tie (Preference: "kept, but not used for pairwise training") became a pair whose
+    # `chosen` won, and every trainer learned it as a strict preference
+    from pluralign.data.record import Preference
+    from pluralign.reward.features import embed_pairs
+
+    records = [Preference(user_id="u", prompt="p", chosen="a", rejected="b"),
+               Preference(user_id="u", prompt="p", chosen="c", rejected="d", tie=True)]
+    with pytest.raises(ValueError, match=r"record 1 \(user 'u'\) is a tie"):
+        embed_pairs(records, _Zeros())
+    assert len(embed_pairs([r for r in records if not r.tie], _Zeros())) == 1
+
+
+@pytest.mark.parametrize(("call", "field"), [
+    ("split_seen(users, 0, val=2.0)", "val"), ("split_seen(users, 0, test=-0.1)", "test"),
+    ("split_seen(users, 0, val=0.5, test=0.5)", "val"), ("split_unseen(users, 0, query_fraction=1.5)", "query_fraction"),
+    ("split_unseen(users, 0, min_query=-1)", "min_query"), ("file_protocol(records, min_pairs=0)", "min_pairs"),
+])
+def test_splits_refuse_fractions_that_leave_no_training_pairs(call, field):
+    # before: val=2.0 put every pair in val and none in train without a word; file_protocol(min_pairs=0)
+    # said "no user has 0 or more strict comparisons"
+    from pluralign.data.record import Preference
+    from pluralign.data.splits import file_protocol, split_seen, split_unseen  # noqa: F401
+
+    records = [Preference(user_id="u", prompt=f"p{i}", chosen="a", rejected="b") for i in range(10)]
+    users = {"u": records}  # noqa: F841 (read by eval)
+    with pytest.raises(ValueError, match=rf"`{field}`"):
+        eval(call)
