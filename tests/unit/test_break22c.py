@@ -419,3 +419,49 @@ def test_splits_refuse_fractions_that_leave_no_training_pairs(call, field):
     users = {"u": records}  # noqa: F841 (read by eval)
     with pytest.raises(ValueError, match=rf"`{field}`"):
         eval(call)
+
+
+# -- scoring: a PAL user's reward, MaxMin's pick, the next question ----------------------------
+
+
+@pytest.mark.parametrize(("logits", "prompt_dim", "rows", "problem"), [
+    (torch.zeros(5), 8, 3, r"`user_logits` has 5 values per row, the model has K=2"),
+    (torch.tensor([float("nan"), 0.0]), 8, 3, r"`user_logits` is not finite"),
+    (torch.zeros(2), 5, 3, r"`prompt` has shape \(3, 5\); the model reads \(N, 8\)"),
+    (torch.zeros(2), 8, 2, r"`response` has 2 rows, `prompt` has 3"),
+    (torch.zeros(4, 2), 8, 3, r"`user_logits` has 4 rows, the responses 3"),
+])
+def test_pal_reward_names_the_argument_that_does_not_fit(logits, prompt_dim, rows, problem):
+    # before: torch's "mat1 and mat2 shapes cannot be multiplied (3x5 and 2x4)", "Sizes of tensors
+    # must match", or NaN rewards for NaN logits
+    model = tiny_pal()
+    with pytest.raises(ValueError, match=problem):
+        model.reward(logits, torch.randn(3, prompt_dim), torch.randn(rows, prompt_dim))
+
+
+def test_pal_reward_and_preference_prob_take_numpy_and_float64():
+    # before: "softmax(): argument 'input' (position 1) must be Tensor, not numpy.ndarray"
+    model = tiny_pal()
+    prompt, chosen, rejected = comparisons()
+    want = model.reward(torch.zeros(2), prompt, chosen)
+    assert torch.allclose(model.reward(np.zeros(2), prompt.numpy().astype(np.float64), chosen.numpy()), want, atol=1e-6)
+    with pytest.raises(ValueError, match=r"`user_logits` has 3 values per row, the model has K=2"):
+        model.preference_prob(torch.zeros(3), prompt, chosen, rejected)
+
+
+def test_most_informative_pair_refuses_non_finite_candidates():
+    # before: PairChoice(first=0, second=1, bits=nan): a question chosen on NaN
+    from pluralign.user.active import most_informative_pair
+
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    x[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"`x` row 2 is not finite"):
+        most_informative_pair(x, np.zeros(4), np.eye(4))
+
+
+def test_select_maxmin_refuses_non_finite_rewards():
+    # before: "attempt to get argmax of an empty sequence"
+    from pluralign.policy.rerank_maxmin import select_maxmin
+
+    with pytest.raises(ValueError, match=r"`rewards` of candidate 0 is not finite"):
+        select_maxmin(np.array([[np.nan, 1.0], [0.5, 0.2]]))
