@@ -143,14 +143,24 @@ class SingleBT:
             metrics = {"val_acc": _accuracy(margin), "val_loss": float(torch.nn.functional.softplus(-margin).mean()), **metrics}
         return metrics
 
+    def _checked(self, pairs: PairBatch, name: str) -> PairBatch:
+        if self.model is None:
+            raise RuntimeError("the Bradley-Terry model has no weights: fit it first")
+        pairs.check(name, self.model.net[0].in_features // 2)  # ValueError naming `name`.field
+        return pairs.to(default_device())
+
     @torch.no_grad()
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:
-        pairs = pairs.to(default_device())
+        pairs = self._checked(pairs, "pairs")
         margin = self.reward(pairs.prompt, pairs.chosen) - self.reward(pairs.prompt, pairs.rejected)
         return torch.sigmoid(margin).cpu().numpy()
 
+    @torch.no_grad()
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
-        return self.prob_seen(query)  # one reward for everyone: nothing to personalize
+        self._checked(support, "support")  # one reward for everyone: nothing to personalize, yet bad pairs are named
+        query = self._checked(query, "query")
+        margin = self.reward(query.prompt, query.chosen) - self.reward(query.prompt, query.rejected)
+        return torch.sigmoid(margin).cpu().numpy()
 
     def user_clusters(self) -> dict[str, int] | None:
         return None
@@ -198,16 +208,20 @@ class PerUserBT:
         self.weights = fit_user_logistic(self._diff(train), train.user, len(train.users), self.config.l2)
         return {"val_acc": float((self.prob_seen(val) > 0.5).mean())} if len(val) else {}
 
-    @torch.no_grad()
-    def prob_seen(self, pairs: PairBatch) -> np.ndarray:
+    def _checked(self, pairs: PairBatch, name: str) -> PairBatch:
         if self.weights is None:
             raise RuntimeError("the per-user Bradley-Terry model has no weights: fit it first")
-        pairs = pairs.to(default_device())
+        pairs.check(name, self.weights.shape[1])  # ValueError naming `name`.field
+        return pairs.to(default_device())
+
+    @torch.no_grad()
+    def prob_seen(self, pairs: PairBatch) -> np.ndarray:
+        pairs = self._checked(pairs, "pairs")
         margin = (self.weights[pairs.user] * self._diff(pairs)).sum(-1)
         return torch.sigmoid(margin).cpu().numpy()
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
-        support, query = support.to(default_device()), query.to(default_device())
+        support, query = self._checked(support, "support"), self._checked(query, "query")
         W = fit_user_logistic(self._diff(support), support.user, len(support.users), self.config.l2)
         margin = (W[query.user] * self._diff(query)).sum(-1)
         return torch.sigmoid(margin).cpu().numpy()

@@ -465,3 +465,52 @@ def test_select_maxmin_refuses_non_finite_rewards():
 
     with pytest.raises(ValueError, match=r"`rewards` of candidate 0 is not finite"):
         select_maxmin(np.array([[np.nan, 1.0], [0.5, 0.2]]))
+
+
+# -- scoring pairs with a fitted model ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """Each trainer fitted once on two users (tiny and fast)."""
+    out = {}
+    for name, make in trainers().items():
+        model = make()
+        model.fit(pair_batch(), pair_batch(seed=1))
+        out[name] = model
+    return out
+
+
+@pytest.mark.parametrize("name", ["pal", "em", "bt", "per-user-bt"])
+def test_fitted_models_refuse_non_finite_pairs_to_score(fitted, name):
+    # before: PAL and the baselines answered P = nan, EM's posterior put a NaN user on head 0
+    # ([1, 0]) and answered nan for its queries
+    model = fitted[name]
+    bad = pair_batch(seed=2)
+    bad.rejected[3, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"`pairs.rejected` row 3 is not finite"):
+        model.prob_seen(bad)
+    with pytest.raises(ValueError, match=r"`query.rejected` row 3 is not finite"):
+        model.prob_new_users(pair_batch(seed=3), bad)
+    with pytest.raises(ValueError, match=r"`support.rejected` row 3 is not finite"):
+        model.prob_new_users(bad, pair_batch(seed=3))
+
+
+def test_em_names_pairs_of_other_users_or_another_width(fitted):
+    # before: "IndexError: index 2 is out of bounds for dimension 0 with size 2" and
+    # "mat1 and mat2 shapes cannot be multiplied (1x10 and 16x2)"
+    em = fitted["em"]
+    with pytest.raises(ValueError, match=r"index the users the mixture was fitted on"):
+        em.prob_seen(pair_batch(users=3))
+    with pytest.raises(ValueError, match=r"`support.prompt` has shape \(12, 5\); the model reads \(N, 8\)"):
+        em.posterior(pair_batch(dim=5))
+    with pytest.raises(ValueError, match=r"`prompt` has shape \(2, 5\); the model reads \(N, 8\)"):
+        em.rewards(torch.randn(2, 5), torch.randn(2, 5))
+
+
+def test_stated_preferences_refuse_a_direction_outside_more_or_less():
+    # before: {"length": "sideways"} was recorded, and signs() then failed with KeyError: 'sideways'
+    from pluralign.user.stated import StatedPreferences
+
+    with pytest.raises(ValueError, match=r"`length`: direction must be 'more', 'less' or None, got 'sideways'"):
+        StatedPreferences().changed({"length": "sideways"}, 0.0)
