@@ -514,3 +514,18 @@ def test_stated_preferences_refuse_a_direction_outside_more_or_less():
 
     with pytest.raises(ValueError, match=r"`length`: direction must be 'more', 'less' or None, got 'sideways'"):
         StatedPreferences().changed({"length": "sideways"}, 0.0)
+
+
+def test_a_cache_row_of_another_width_is_embedded_again_not_returned(tmp_path):
+    # before: a row an earlier broken encoder left (5 floats for an 8-wide encoder) made every later
+    # encode of that text fail with "could not broadcast input array from shape (5,) into shape (8,)"
+    from pluralign.embed import CachedEncoder, EmbeddingCache
+    from pluralign.embed.cache import text_key
+
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    cache.put("broken-8", [text_key("a")], np.zeros((1, 5), np.float32))
+    good = BrokenEncoder(lambda n: np.ones((n, 8), np.float32))
+    encoder = CachedEncoder(good, cache)
+    assert np.array_equal(encoder.encode(["a", "b"]), np.ones((2, 8), np.float32))
+    assert encoder.embedded == 2
+    assert cache.get("broken-8", [text_key("a")])[text_key("a")].shape == (8,)
