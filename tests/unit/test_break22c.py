@@ -529,3 +529,18 @@ def test_a_cache_row_of_another_width_is_embedded_again_not_returned(tmp_path):
     assert np.array_equal(encoder.encode(["a", "b"]), np.ones((2, 8), np.float32))
     assert encoder.embedded == 2
     assert cache.get("broken-8", [text_key("a")])[text_key("a")].shape == (8,)
+
+
+def test_online_pal_refuses_non_finite_embeddings_and_bad_prior():
+    # before: built happily; every prediction was NaN (scored as a wrong answer by the audit)
+    from pluralign.fairness.online import OnlinePAL
+
+    prompt, chosen, rejected = comparisons()
+    bad = chosen.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"`chosen` row 0 is not finite"):
+        OnlinePAL(tiny_pal(), torch.zeros(2), prompt, bad, rejected, n_users=1)
+    with pytest.raises(ValueError, match=r"`prior_logits` has 3 values"):
+        OnlinePAL(tiny_pal(), torch.zeros(3), prompt, chosen, rejected, n_users=1)
+    with pytest.raises(ValueError, match=r"`prior_strength` must be a positive number"):
+        OnlinePAL(tiny_pal(), torch.zeros(2), prompt, chosen, rejected, n_users=1, prior_strength=0.0)
