@@ -20,6 +20,7 @@ from pluralign.data.persona import PersonaConfig, build_persona
 from pluralign.data.splits import SHOTS, Protocol, file_protocol, ukp_protocol
 from pluralign.data.ukp import load_ukp
 from pluralign.embed.base import Encoder
+from pluralign.fairness.metrics import credit
 from pluralign.reward.base import PreferenceModel
 from pluralign.reward.features import PairBatch, embed_pairs
 
@@ -57,8 +58,9 @@ def load_protocol(config: EvalConfig) -> Protocol:
 
 
 def accuracy(p: np.ndarray) -> np.ndarray:
-    """Per-pair credit: 1 when P(chosen) > 0.5, 0.5 on an exact tie, else 0."""
-    return (p > 0.5).astype(np.float64) + 0.5 * (p == 0.5)
+    """Per-pair credit: 1 when P(chosen) > 0.5, 0.5 on an exact tie, else 0. Raises ValueError when
+    a model's P is not a probability (a NaN would count as a wrong prediction and pass unseen)."""
+    return credit(p)
 
 
 def user_accuracy(correct: np.ndarray, users: np.ndarray) -> dict[int, float]:

@@ -47,7 +47,14 @@ def by_user(records: list[Preference]) -> dict[str, list[Preference]]:
 def split_seen(
     users: dict[str, list[Preference]], seed: int, val: float = 0.1, test: float = 0.2
 ) -> SeenSplit:
-    """Split each user's pairs into train/val/test, the same way for the same seed."""
+    """Split each user's pairs into train/val/test, the same way for the same seed: round(n * test)
+    test pairs and round(n * val) validation pairs per user, at least one of each. Raises ValueError
+    naming `val` or `test` unless both are in [0, 1) with val + test < 1 (else no pair is left to train on)."""
+    for name, value in (("val", val), ("test", test)):
+        if not 0 <= value < 1:
+            raise ValueError(f"`{name}` must be a fraction in [0, 1), got {value!r}")
+    if val + test >= 1:
+        raise ValueError(f"`val` + `test` must be below 1 (the rest trains), got {val} + {test}")
     split = SeenSplit(train=[], val=[], test=[])
     for user in sorted(users):
         pairs = list(users[user])
@@ -63,7 +70,13 @@ def split_seen(
 def split_unseen(
     users: dict[str, list[Preference]], seed: int, query_fraction: float = 0.3, min_query: int = 10
 ) -> UnseenSplit:
-    """Per user: a fixed query set, and the rest as an ordered support pool."""
+    """Per user: a fixed query set of max(min_query, round(n * query_fraction)) pairs, and the rest
+    as an ordered support pool. Raises ValueError naming `query_fraction` (not in [0, 1]) or
+    `min_query` (negative)."""
+    if not 0 <= query_fraction <= 1:
+        raise ValueError(f"`query_fraction` must be a fraction in [0, 1], got {query_fraction!r}")
+    if min_query < 0:
+        raise ValueError(f"`min_query` must be >= 0, got {min_query!r}")
     split = UnseenSplit(support={}, query={})
     for user in sorted(users):
         pairs = list(users[user])
@@ -89,7 +102,10 @@ def ukp_protocol(records: list[Preference], seed: int = 0) -> Protocol:
 
 def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = 5) -> Protocol:
     """Any preference file (e.g. a snapshot of the service's own feedback): every user with at least
-    `min_pairs` strict comparisons is a seen user, split train/val/test; there are no unseen users."""
+    `min_pairs` strict comparisons is a seen user, split train/val/test; there are no unseen users.
+    Raises ValueError naming `min_pairs` below 1, and when no user has that many."""
+    if min_pairs < 1:
+        raise ValueError(f"`min_pairs` must be >= 1, got {min_pairs!r}")
     users = {u: p for u, p in by_user([r for r in records if not r.tie and r.rejected]).items() if len(p) >= min_pairs}
     if not users:
         raise ValueError(f"no user has {min_pairs} or more strict comparisons to train on")

@@ -17,3 +17,18 @@ class Encoder(Protocol):
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:  # (N, dim) float32
         ...
+
+
+def checked_vectors(encoder: Encoder, vectors, n_texts: int) -> np.ndarray:
+    """What `encoder.encode` returned for `n_texts` texts, as float32 (n_texts, encoder.dim); raises
+    ValueError naming the encoder when it is another shape or holds NaN or inf, so nothing built
+    on it (a cache row, a PairBatch, a stored row) is kept."""
+    vectors = np.asarray(vectors, np.float32)
+    want = (n_texts, encoder.dim)
+    if vectors.shape != want:
+        raise ValueError(f"encoder {encoder.encoder_id!r} returned shape {vectors.shape} for {n_texts} texts, expected {want}")
+    bad = ~np.isfinite(vectors).all(-1)
+    if bad.any():
+        raise ValueError(f"encoder {encoder.encoder_id!r} returned a vector that is not finite (NaN or inf) for text "
+                         f"{int(np.flatnonzero(bad)[0])}")
+    return vectors

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pluralign.embed.base import Encoder
+from pluralign.embed.base import Encoder, checked_vectors
 
 
 def text_key(text: str) -> bytes:
@@ -88,7 +88,10 @@ class EmbeddingCache:
 
 
 class CachedEncoder:
-    """Wraps an encoder: texts already cached are read back, only new ones are embedded."""
+    """Wraps an encoder: texts already cached are read back, only new ones are embedded. What the
+    encoder returns is checked before it is cached (`checked_vectors`): a ValueError, and nothing
+    kept, when it is another shape than (texts, dim) or not finite. A cached row that is not
+    (dim,) finite numbers is embedded again and replaced."""
 
     def __init__(self, encoder: Encoder, cache: EmbeddingCache):
         self.encoder = encoder
@@ -104,12 +107,15 @@ class CachedEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         keys = [text_key(t) for t in texts]
         found = self.cache.get(self.cache_id, list(dict.fromkeys(keys)))
+        # a row of another width or not finite (left by an encoder before its output was checked) is
+        # embedded again and replaced, not returned
+        found = {k: v for k, v in found.items() if v.shape == (self.dim,) and np.isfinite(v).all()}
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         if missing:
             first_text = {}
             for k, t in zip(keys, texts, strict=False):
                 first_text.setdefault(k, t)
-            vectors = self.encoder.encode([first_text[k] for k in missing])
+            vectors = checked_vectors(self.encoder, self.encoder.encode([first_text[k] for k in missing]), len(missing))
             self.cache.put(self.cache_id, missing, vectors)
             self.embedded += len(missing)
             found.update(zip(missing, vectors, strict=False))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pluralign.data.record import Preference
-from pluralign.embed.base import Encoder
+from pluralign.embed.base import Encoder, checked_vectors
 from pluralign.fairness.metrics import credit, expected_calibration_error, win_rate
 from pluralign.fairness.online import (
     OnlineLogistic,
@@ -34,6 +34,7 @@ from pluralign.fairness.online import (
     single_threaded,
 )
 from pluralign.fairness.report import AuditReport, GroupMetrics
+from pluralign.reward.inputs import at_least
 
 # Feedback comparing a personalized and a base response names where each came from.
 CHOSEN_POLICY = "chosen_policy"
@@ -53,6 +54,11 @@ class AuditConfig:
     since: float | None = None  # score only comparisons at or after this time (all are learned from)
     seed: int = 0
     online: OnlineLogisticConfig = OnlineLogisticConfig()
+
+    def __post_init__(self) -> None:
+        at_least("AuditConfig", 1, min_group_size=self.min_group_size, projection_dim=self.projection_dim,
+                 base_dim=self.base_dim, base_max_rows=self.base_max_rows, ece_bins=self.ece_bins)
+        at_least("AuditConfig", 0, min_comparisons=self.min_comparisons, base_l2=self.base_l2)
 
 
 @dataclass
@@ -119,7 +125,7 @@ def comparisons_from_records(
         raise UnknownGroupBy(group_by, {name for r in pairs for name in r.attributes})
     texts = list(dict.fromkeys(t for r in pairs for t in (r.chosen, r.rejected)))
     where = {t: i for i, t in enumerate(texts)}
-    vectors = encoder.encode(texts)  # (T, d)
+    vectors = checked_vectors(encoder, encoder.encode(texts), len(texts))  # (T, d)
     chosen = np.fromiter((where[r.chosen] for r in pairs), np.int64, len(pairs))
     rejected = np.fromiter((where[r.rejected] for r in pairs), np.int64, len(pairs))
     user, users = index_labels([r.user_id for r in pairs])
@@ -232,6 +238,10 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
     start = time.perf_counter()
     if len(c) == 0:
         raise ValueError("no comparisons to audit")
+    bad = ~np.isfinite(c.diff).all(-1)
+    if bad.any():
+        raise ValueError(f"`diff` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf): the embeddings of "
+                         "that comparison's answers hold NaN or inf")
     whitening = principal_whitening(c.diff, max(config.base_dim, config.projection_dim), config.seed)  # (d, R)
     z = torch.from_numpy(c.diff) @ whitening  # (N, R)
     # a small audit fits the base model on fewer directions: about ten comparisons per weight

@@ -5,8 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 
+def probabilities(p, name: str = "p") -> np.ndarray:
+    """`p` as a float64 array (N,) of probabilities; ValueError naming `name` and the first element
+    that is not a number in [0, 1] (a NaN would otherwise count as a wrong prediction)."""
+    p = np.asarray(p, np.float64).reshape(-1)
+    bad = ~((p >= 0) & (p <= 1))  # NaN fails both comparisons
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"`{name}` must be probabilities in [0, 1]: element {i} is {p[i]!r}")
+    return p
+
+
 def credit(p: np.ndarray) -> np.ndarray:
-    """Per-comparison accuracy credit: 1 when P(chosen) > 0.5, 0.5 on an exact tie, else 0."""
+    """Per-comparison accuracy credit: 1 when P(chosen) > 0.5, 0.5 on an exact tie, else 0.
+    Raises ValueError when `p` holds a value that is not a probability (NaN included)."""
+    p = probabilities(p)
     return (p > 0.5).astype(np.float64) + 0.5 * (p == 0.5)
 
 
@@ -14,7 +27,11 @@ def expected_calibration_error(p: np.ndarray, bins: int = 10) -> float | None:
     """ECE of the predicted winner: |confidence - accuracy| averaged over equal-width confidence bins.
 
     The outcome is always "chosen won", so confidence is max(p, 1 - p) and a prediction is right when
-    p > 0.5. Returns None when there is nothing to measure."""
+    p > 0.5. Returns None when there is nothing to measure. Raises ValueError when `p` holds a value
+    that is not a probability (NaN included) or `bins` is not a whole number >= 1."""
+    if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or bins < 1:
+        raise ValueError(f"`bins` must be a whole number >= 1, got {bins!r}")
+    p = probabilities(p)
     if p.size == 0:
         return None
     confidence = np.maximum(p, 1.0 - p)
@@ -28,4 +45,5 @@ def expected_calibration_error(p: np.ndarray, bins: int = 10) -> float | None:
 
 def win_rate(personalized_chosen: np.ndarray) -> float | None:
     """Share of personalized-vs-base comparisons that the personalized response won (None if none)."""
+    personalized_chosen = np.asarray(personalized_chosen, bool)
     return float(personalized_chosen.mean()) if personalized_chosen.size else None

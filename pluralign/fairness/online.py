@@ -146,6 +146,15 @@ class OnlinePAL:
 
     def __init__(self, model, prior_logits: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor,
                  rejected: torch.Tensor, n_users: int, prior_strength: float = 1.0):
+        """Comparisons (N, d) each; raises ValueError naming the argument whose embeddings are not
+        (N, input_dim) alike or not finite, `prior_logits` not K finite numbers, or `prior_strength`
+        not positive."""
+        from pluralign.reward.inputs import comparison_rows, logits_row, positive
+
+        prior_strength = positive("prior_strength", prior_strength)
+        prior_logits = logits_row("prior_logits", prior_logits, model.config.k)
+        prompt, chosen, rejected = comparison_rows(model.config.input_dim, next(model.parameters()).device,
+                                                   prompt=prompt, chosen=chosen, rejected=rejected)
         with torch.no_grad():
             self.terms = model.pair_terms(prompt, chosen, rejected).numpy()  # float64 arrays, N rows
         self.scorer = model.scorer

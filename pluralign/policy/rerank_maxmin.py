@@ -13,10 +13,14 @@ import numpy as np
 
 
 def normalize_rewards(rewards: np.ndarray, mean: np.ndarray | None = None, scale: np.ndarray | None = None) -> np.ndarray:
-    """(n, G) rewards standardized per group: by the given reference, else over the n candidates."""
+    """(n, G) rewards standardized per group: by the given reference, else over the n candidates.
+    Raises ValueError on another shape or rewards that are not finite."""
     rewards = np.asarray(rewards, dtype=np.float64)
     if rewards.ndim != 2 or rewards.shape[0] == 0:
         raise ValueError(f"rewards must be (n candidates, G groups) with n >= 1, got shape {rewards.shape}")
+    bad = ~np.isfinite(rewards).all(1)
+    if bad.any():
+        raise ValueError(f"`rewards` of candidate {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
     mean = rewards.mean(0) if mean is None else np.asarray(mean, dtype=np.float64)
     scale = rewards.std(0) if scale is None else np.asarray(scale, dtype=np.float64)
     return (rewards - mean) / np.where(scale > 1e-12, scale, 1.0)

@@ -18,6 +18,7 @@ from pluralign.device import default_device
 from pluralign.losses import bradley_terry_loss
 from pluralign.reward.early_stopping import EarlyStopping, StoppingRule
 from pluralign.reward.features import PairBatch
+from pluralign.reward.inputs import at_least
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,14 @@ class BTConfig:
     patience_ratio: float = 0.5
     l2: float = 1e-2  # per-user BT: ridge strength
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        at_least("BTConfig", 1, hidden=self.hidden, epochs=self.epochs, batch_size=self.batch_size, patience=self.patience,
+                 full_batch_steps=self.full_batch_steps, full_batch_patience=self.full_batch_patience)
+        at_least("BTConfig", 0, weight_decay=self.weight_decay, min_epochs=self.min_epochs, full_batch_items=self.full_batch_items,
+                 full_batch_min_steps=self.full_batch_min_steps, patience_ratio=self.patience_ratio, l2=self.l2)
+        if not self.lr > 0:
+            raise ValueError(f"BTConfig: `lr` must be a number > 0, got {self.lr!r}")
 
 
 class RewardMLP(nn.Module):
@@ -69,7 +78,8 @@ class SingleBT:
         self.model: RewardMLP | None = None
 
     def reward(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
-        assert self.model is not None
+        if self.model is None:
+            raise RuntimeError("the Bradley-Terry model has no weights: fit it first")
         return self.model(prompt, response)
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
@@ -83,7 +93,11 @@ class SingleBT:
         then once the validation loss has not improved for max(patience, patience_ratio x the
         steps to its last improvement); the weights at the lowest validation loss are restored.
         Without validation pairs it trains for the whole budget. Returns val_acc and val_loss at the
-        restored weights, best_epoch, epochs run, full_batch, train_loss."""
+        restored weights (left out without validation pairs), best_epoch, epochs run, full_batch,
+        train_loss. Raises ValueError naming the field when the pairs cannot be trained on
+        (`PairBatch.check`: none, embeddings not alike or not finite, a user index outside `users`)."""
+        train.check("train", min_pairs=1)
+        val.check("val", train.prompt.shape[-1])
         cfg = self.config
         torch.manual_seed(cfg.seed)
         device = default_device()
@@ -122,22 +136,31 @@ class SingleBT:
         if stopper.best_state is not None:
             model.load_state_dict(stopper.best_state)
         self.model = model.eval()
-        with torch.no_grad():
-            margin = model(val.prompt, val.chosen) - model(val.prompt, val.rejected)
-        return {
-            "val_acc": _accuracy(margin), "val_loss": float(torch.nn.functional.softplus(-margin).mean()) if len(val) else float("nan"),
-            "best_epoch": stopper.best_at,
-            "epochs": epoch + 1, "full_batch": full_batch, "train_loss": float(loss.detach()),
-        }
+        metrics = {"best_epoch": stopper.best_at, "epochs": epoch + 1, "full_batch": full_batch, "train_loss": float(loss.detach())}
+        if len(val):
+            with torch.no_grad():
+                margin = model(val.prompt, val.chosen) - model(val.prompt, val.rejected)
+            metrics = {"val_acc": _accuracy(margin), "val_loss": float(torch.nn.functional.softplus(-margin).mean()), **metrics}
+        return metrics
+
+    def _checked(self, pairs: PairBatch, name: str) -> PairBatch:
+        if self.model is None:
+            raise RuntimeError("the Bradley-Terry model has no weights: fit it first")
+        pairs.check(name, self.model.net[0].in_features // 2)  # ValueError naming `name`.field
+        return pairs.to(default_device())
 
     @torch.no_grad()
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:
-        pairs = pairs.to(default_device())
+        pairs = self._checked(pairs, "pairs")
         margin = self.reward(pairs.prompt, pairs.chosen) - self.reward(pairs.prompt, pairs.rejected)
         return torch.sigmoid(margin).cpu().numpy()
 
+    @torch.no_grad()
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
-        return self.prob_seen(query)  # one reward for everyone: nothing to personalize
+        self._checked(support, "support")  # one reward for everyone: nothing to personalize, yet bad pairs are named
+        query = self._checked(query, "query")
+        margin = self.reward(query.prompt, query.chosen) - self.reward(query.prompt, query.rejected)
+        return torch.sigmoid(margin).cpu().numpy()
 
     def user_clusters(self) -> dict[str, int] | None:
         return None
@@ -147,7 +170,10 @@ def fit_user_logistic(diff: torch.Tensor, user: torch.Tensor, n_users: int, l2: 
     """Independent ridge logistic regressions, one per user, solved together with L-BFGS.
 
     diff: (N, d) chosen-minus-rejected features; returns W (U, d). Users share nothing: the loss is
-    a sum of per-user terms, so each row of W depends only on that user's pairs."""
+    a sum of per-user terms, so each row of W depends only on that user's pairs; a user without
+    pairs gets zeros."""
+    if len(diff) == 0 or n_users == 0:  # nothing to fit (L-BFGS fails on an empty problem)
+        return torch.zeros(n_users, diff.shape[1], device=diff.device)
     W = torch.zeros(n_users, diff.shape[1], device=diff.device, requires_grad=True)
     optimizer = torch.optim.LBFGS([W], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
 
@@ -174,20 +200,28 @@ class PerUserBT:
         return pairs.chosen - pairs.rejected  # prompt terms cancel in a linear reward
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
+        """One ridge logistic regression per training user; val_acc on `val` (left out when it is
+        empty). Raises ValueError naming the field when the pairs cannot be trained on (`PairBatch.check`)."""
+        train.check("train", min_pairs=1)
+        val.check("val", train.prompt.shape[-1])
         train = train.to(default_device())
         self.weights = fit_user_logistic(self._diff(train), train.user, len(train.users), self.config.l2)
-        val_p = self.prob_seen(val)
-        return {"val_acc": float((val_p > 0.5).mean())}
+        return {"val_acc": float((self.prob_seen(val) > 0.5).mean())} if len(val) else {}
+
+    def _checked(self, pairs: PairBatch, name: str) -> PairBatch:
+        if self.weights is None:
+            raise RuntimeError("the per-user Bradley-Terry model has no weights: fit it first")
+        pairs.check(name, self.weights.shape[1])  # ValueError naming `name`.field
+        return pairs.to(default_device())
 
     @torch.no_grad()
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:
-        assert self.weights is not None
-        pairs = pairs.to(default_device())
+        pairs = self._checked(pairs, "pairs")
         margin = (self.weights[pairs.user] * self._diff(pairs)).sum(-1)
         return torch.sigmoid(margin).cpu().numpy()
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
-        support, query = support.to(default_device()), query.to(default_device())
+        support, query = self._checked(support, "support"), self._checked(query, "query")
         W = fit_user_logistic(self._diff(support), support.user, len(support.users), self.config.l2)
         margin = (W[query.user] * self._diff(query)).sum(-1)
         return torch.sigmoid(margin).cpu().numpy()

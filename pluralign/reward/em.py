@@ -36,6 +36,8 @@ from pluralign.device import default_device
 from pluralign.files import begin_artifact, read_safetensors, write_atomic
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch
+from pluralign.reward.inputs import at_least, comparison_rows, first_bad_row
+from pluralign.reward.model_selection import TooManyComponents
 
 SCHEMA_VERSION = 1
 FEATURES = "response;prompt*response"  # how f(x, y) is built from the encoder's embeddings
@@ -61,6 +63,8 @@ class EMConfig:
             raise ValueError(f"init must be `kmeans` or `random`, got {self.init!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+        at_least("EMConfig", 1, restarts=self.restarts, lbfgs_iter=self.lbfgs_iter)
+        at_least("EMConfig", 0, max_iter=self.max_iter, tol=self.tol, l2=self.l2, init_l2=self.init_l2)
 
 
 @dataclass
@@ -158,7 +162,16 @@ def _initial_assignments(diff, user, n_users, config: EMConfig) -> list[np.ndarr
 
 
 def fit_em(diff: torch.Tensor, user: torch.Tensor, n_users: int, config: EMConfig = EMConfig(), progress=None) -> EMFit:
-    """Run EM with restarts on pair features `diff` (N, F) of users `user` (N,); keep the best J."""
+    """Run EM with restarts on pair features `diff` (N, F) of users `user` (N,); keep the best J.
+    Raises ValueError when there are no pairs or `diff` holds NaN or inf, and TooManyComponents (a
+    ValueError) when K is more than the n_users users."""
+    if len(diff) == 0:
+        raise ValueError("`diff` holds no pairs: nothing to fit")
+    row = first_bad_row(diff)
+    if row is not None:
+        raise ValueError(f"`diff` row {row} is not finite (NaN or inf)")
+    if config.k > n_users:
+        raise TooManyComponents([config.k], n_users)
     diff, user = diff.double(), user.long()
     hard = config.assignment == "hard"
     best: EMFit | None = None
@@ -229,6 +242,14 @@ class EMMixture:
         return model
 
     def fit(self, train: PairBatch, val: PairBatch, progress=None) -> dict[str, float]:
+        """Fit the heads on `train`; `val` (the same users, may be empty) gives val_acc. Raises
+        ValueError naming the field when the pairs cannot be trained on (`PairBatch.check`) and
+        TooManyComponents (a ValueError) when K is more than the training users."""
+        train.check("train", min_pairs=1)
+        if len(val):
+            val.check("val", train.prompt.shape[-1])
+        if self.config.k > len(train.users):
+            raise TooManyComponents([self.config.k], len(train.users))
         device = default_device()
         train = train.to(device)
         self.users = list(train.users)
@@ -257,17 +278,29 @@ class EMMixture:
         p = torch.sigmoid(pair_features(pairs).double() @ W.T)  # (N, K)
         return (posterior[pairs.user] * p).sum(1).cpu().numpy()
 
+    def _checked(self, pairs: PairBatch, name: str) -> PairBatch:
+        """`pairs` on the heads' device; ValueError naming `name`.field when they are not of the
+        heads' width or not finite (`PairBatch.check`)."""
+        W, _ = self._heads()
+        pairs.check(name, int(W.shape[1]) // 2)
+        return pairs.to(W.device)
+
     @torch.no_grad()
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:
-        W, _ = self._heads()
-        pairs = pairs.to(W.device)
-        return self._predict(self.fit_result.responsibilities.to(W.device), pairs)
+        """P(chosen) for pairs of the training users (`pairs.users` as fitted). Raises ValueError
+        for pairs of other users, of another width or not finite."""
+        pairs = self._checked(pairs, "pairs")
+        if pairs.users != self.users:
+            raise ValueError("pairs must index the users the mixture was fitted on (pairs.users == the training users); "
+                             "score new users with prob_new_users")
+        return self._predict(self.fit_result.responsibilities.to(pairs.prompt.device), pairs)
 
     @torch.no_grad()
     def posterior(self, support: PairBatch) -> torch.Tensor:
-        """Each support user's posterior over heads given its pairs: (U, K). Hard EM keeps the argmax."""
+        """Each support user's posterior over heads given its pairs: (U, K). Hard EM keeps the argmax.
+        Raises ValueError naming `support`.field when the pairs are not of the heads' width or not finite."""
         W, log_pi = self._heads()
-        support = support.to(W.device)
+        support = self._checked(support, "support")
         ll = user_log_likelihood(W, pair_features(support).double(), support.user, len(support.users)) + log_pi
         post = torch.softmax(ll, dim=1)
         if self.config.assignment == "hard":
@@ -276,9 +309,11 @@ class EMMixture:
 
     @torch.no_grad()
     def rewards(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
-        """Every head's reward r_k(x, y) = w_k . [y; x * y] for embeddings (n, d): (n, K)."""
+        """Every head's reward r_k(x, y) = w_k . [y; x * y] for embeddings (n, d): (n, K). Raises
+        ValueError naming `prompt` or `response` when they are not (n, d) alike or not finite."""
         W, _ = self._heads()
-        prompt, response = prompt.to(W.device).double(), response.to(W.device).double()
+        prompt, response = comparison_rows(int(W.shape[1]) // 2, W.device, prompt=prompt, response=response)
+        prompt, response = prompt.double(), response.double()
         return torch.cat([response, prompt * response], dim=-1) @ W.T
 
     @torch.no_grad()
@@ -293,13 +328,13 @@ class EMMixture:
         resp = self.fit_result.responsibilities
         if pairs.users != self.users or len(resp) != len(self.users):
             raise ValueError("held-out pairs must index the users the mixture was fitted on")
-        pairs = pairs.to(W.device)
+        pairs = self._checked(pairs, "pairs")
         ll = user_log_likelihood(W, pair_features(pairs).double(), pairs.user, len(self.users))  # (U, K)
         return torch.logsumexp(torch.log(resp.to(W.device)) + ll, dim=1).cpu().numpy()
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
-        W, _ = self._heads()
-        return self._predict(self.posterior(support), query.to(W.device))
+        posterior = self.posterior(support)
+        return self._predict(posterior, self._checked(query, "query"))
 
     def user_clusters(self) -> dict[str, int] | None:
         if self.fit_result is None or not len(self.fit_result.responsibilities):

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from pluralign.data.record import Preference
-from pluralign.embed.base import Encoder
+from pluralign.embed.base import Encoder, checked_vectors
+from pluralign.reward.inputs import comparison_rows, owners
 from pluralign.user.features import response_features
 
 
@@ -29,6 +30,16 @@ class PairBatch:
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
+
+    def check(self, name: str, dim: int | None = None, min_pairs: int = 0) -> None:
+        """Raise ValueError naming `name`.field when these pairs cannot be trained or scored on:
+        fewer than `min_pairs`, embeddings not (N, d) alike (d = `dim` when given), NaN or inf in
+        them (the first such row), or a `user` index outside `users`."""
+        if len(self) < min_pairs:
+            raise ValueError(f"`{name}` holds {len(self)} pairs, at least {min_pairs} needed")
+        dim = self.prompt.shape[-1] if dim is None else dim
+        comparison_rows(dim, self.prompt.device, **{f"{name}.{f}": getattr(self, f) for f in ("prompt", "chosen", "rejected")})
+        owners(self.user, len(self), len(self.users), f"{name}.user")
 
     def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> PairBatch:
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
@@ -51,12 +62,22 @@ def embed_pairs(
     users: Sequence[str] | None = None,
     group_attribute: str = "group",
 ) -> PairBatch:
-    """Embed each distinct text once; `users` fixes the user index order (default: first seen)."""
-    texts = list(dict.fromkeys(t for r in records for t in (r.prompt, r.chosen, r.rejected)))
-    index = {t: i for i, t in enumerate(texts)}
-    vectors = torch.from_numpy(encoder.encode(texts)) if texts else torch.zeros(0, encoder.dim)
+    """Embed each distinct text once; `users` fixes the user index order (default: first seen).
+    Raises ValueError for a tie (`tie=True`: equal answers, not a pairwise comparison; leave ties
+    out), naming a record's user that `users` leaves out, and (`checked_vectors`) when the encoder
+    returns another shape than (texts, dim) or a vector that is not finite."""
+    tie = next((i for i, r in enumerate(records) if r.tie), None)
+    if tie is not None:
+        raise ValueError(f"record {tie} (user {records[tie].user_id!r}) is a tie: a pair here says `chosen` won, so "
+                         "leave ties out ([r for r in records if not r.tie])")
     users = list(users) if users is not None else list(dict.fromkeys(r.user_id for r in records))
     user_index = {u: i for i, u in enumerate(users)}
+    missing = next((r.user_id for r in records if r.user_id not in user_index), None)
+    if missing is not None:
+        raise ValueError(f"a record of user {missing!r} is not in `users` ({len(users)} ids): every record's user must be listed")
+    texts = list(dict.fromkeys(t for r in records for t in (r.prompt, r.chosen, r.rejected)))
+    index = {t: i for i, t in enumerate(texts)}
+    vectors = torch.from_numpy(checked_vectors(encoder, encoder.encode(texts), len(texts))) if texts else torch.zeros(0, encoder.dim)
     take = lambda field: vectors[torch.tensor([index[getattr(r, field)] for r in records], dtype=torch.long)]  # noqa: E731
     if not records:
         empty = torch.zeros(0, encoder.dim)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pluralign.reward.inputs import comparison_rows, logits_row, owners, positive
 from pluralign.reward.pal_model import PairTerms, PALModel
 
 PRIOR_STRENGTH = 0.5  # precision of the Gaussian prior on a user's logits
@@ -41,11 +42,22 @@ def fit_users_from_terms(
     prior_strength: float = PRIOR_STRENGTH,
     max_steps: int = MAX_STEPS,
 ) -> torch.Tensor:
-    """Fit U users' logits (U, K) from precomputed pair terms; `user` (N,) says whose each pair is."""
+    """Fit U users' logits (U, K) from precomputed pair terms; `user` (N,) says whose each pair is.
+
+    Raises ValueError naming the argument: `user` not N indices in 0 .. n_users - 1, `init_logits`
+    or `prior_logits` not K finite numbers, `prior_strength` not a positive number, or terms that
+    are not finite (a model whose parameters hold NaN)."""
     k = model.config.k
     scorer = model.scorer
+    prior_strength = positive("prior_strength", prior_strength)
+    init_logits = None if init_logits is None else logits_row("init_logits", init_logits, k)
+    prior_logits = None if prior_logits is None else logits_row("prior_logits", prior_logits, k)
     terms = terms.numpy()
-    user = user.detach().cpu().numpy()
+    user = owners(user, len(terms.pull), n_users).numpy()
+    bad = ~np.isfinite(terms.pull).all(-1) | ~np.isfinite(terms.bias)
+    if bad.any():
+        raise ValueError(f"the pair terms of comparison {int(np.flatnonzero(bad)[0])} are not finite: the model's "
+                         "parameters hold NaN or inf")
     owner = np.zeros((n_users, len(user)))  # (U, N) one-hot: sums pairs into their users
     owner[user, np.arange(len(user))] = 1.0
 
@@ -108,7 +120,11 @@ def fit_users(
     """Fit many users at once: comparisons (N, D) with owner `user` (N,) -> logits (U, K) on the CPU.
 
     Each row depends only on that user's comparisons; a user without any gets the prior (or
-    `init_logits`)."""
+    `init_logits`). Embeddings may be tensors or numpy arrays of any real dtype (D = the model's
+    input_dim). Raises ValueError naming the argument that is not (N, D), has another N, holds NaN
+    or inf, or (`fit_users_from_terms`) a `user`, logits or `prior_strength` that do not fit."""
+    device = next(model.parameters()).device
+    prompt, chosen, rejected = comparison_rows(model.config.input_dim, device, prompt=prompt, chosen=chosen, rejected=rejected)
     terms = model.pair_terms(prompt, chosen, rejected)
     return fit_users_from_terms(model, terms, user, n_users, init_logits, prior_logits, prior_strength, max_steps)
 
@@ -124,15 +140,17 @@ def fit_user(
     max_steps: int = MAX_STEPS,
 ) -> torch.Tensor:
     """One user's K logits from their comparisons (N, D) each, or one comparison (D,); shared
-    parameters are only read.
+    parameters are only read. Tensors or numpy arrays of any real dtype.
 
     `prior_logits` is the centre of the prior (pass `UserWeights.prior()`); it defaults to
-    `init_logits`, or to uniform weights. Returns (K,) on the CPU."""
-    if prompt.dim() == 1:
-        prompt, chosen, rejected = prompt[None], chosen[None], rejected[None]
+    `init_logits`, or to uniform weights. Returns (K,) on the CPU. Raises ValueError naming the
+    argument (`fit_users`): embeddings not (N, D) alike or not finite, logits not K finite numbers,
+    `prior_strength` not positive. No comparisons (N = 0) give the prior."""
+    if np.ndim(prompt) == 1:
+        prompt, chosen, rejected = (np.asarray(t)[None] if not isinstance(t, torch.Tensor) else t[None] for t in (prompt, chosen, rejected))
     if prior_logits is None:
         prior_logits = init_logits
-    user = torch.zeros(prompt.shape[0], dtype=torch.long)
+    user = torch.zeros(len(prompt), dtype=torch.long)
     return fit_users(model, prompt, chosen, rejected, user, 1, init_logits, prior_logits, prior_strength, max_steps)[0]
 
 
@@ -149,6 +167,10 @@ def update_user(
 
     The current logits act as the prior centre with precision `stiffness`: a new comparison moves
     them, but less the stiffer the prior. When the full history is at hand, `fit_user` on all of
-    it is exact and still fast; this is the constant-memory update. Returns (K,)."""
+    it is exact and still fast; this is the constant-memory update. Returns (K,). Raises ValueError
+    naming `logits` or `stiffness` when they are not K finite numbers or a positive number, and as
+    `fit_user` does on the comparisons."""
+    logits = logits_row("logits", logits, model.config.k)
+    stiffness = positive("stiffness", stiffness)
     return fit_user(model, prompt, chosen, rejected, init_logits=logits, prior_logits=logits,
                     prior_strength=stiffness, max_steps=max_steps)

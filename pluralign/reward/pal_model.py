@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pluralign.reward.inputs import at_least, comparison_rows
 
 VARIANTS = ("a", "b")
 MAX_SCALE = 50.0  # variant b: cap on the cosine's scale, so margins stay finite
@@ -42,6 +45,7 @@ class PALConfig:
             raise ValueError(f"unknown PAL variant {self.variant!r}: expected one of {VARIANTS}")
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
+        at_least("PALConfig", 1, input_dim=self.input_dim, latent_dim=self.latent_dim, hidden=self.hidden)
 
 
 @dataclass
@@ -174,8 +178,28 @@ class PALModel(nn.Module):
     def weights(user_logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(user_logits, dim=-1)
 
+    def _user_rows(self, user_logits, n: int, device: torch.device) -> torch.Tensor:
+        """user_logits (K,) or (n, K), any real dtype, as float32 on `device`; ValueError naming them."""
+        k = self.config.k
+        if not isinstance(user_logits, torch.Tensor):
+            user_logits = torch.as_tensor(np.asarray(user_logits, np.float32))
+        if user_logits.dim() not in (1, 2) or user_logits.shape[-1] != k:
+            raise ValueError(f"`user_logits` has {user_logits.shape[-1] if user_logits.dim() else 1} values per row, "
+                             f"the model has K={k}: (K,) for one user or (N, K) per row")
+        if user_logits.dim() == 2 and user_logits.shape[0] != n:
+            raise ValueError(f"`user_logits` has {user_logits.shape[0]} rows, the responses {n}: (K,) or one row per response")
+        user_logits = user_logits.to(device=device, dtype=torch.float32)
+        if not bool(torch.isfinite(user_logits).all()):
+            raise ValueError("`user_logits` is not finite (NaN or inf)")
+        return user_logits
+
     def reward(self, user_logits: torch.Tensor, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
-        """user_logits (K,) for one user or (N, K) per row; prompt, response (N, D) -> rewards (N,)."""
+        """user_logits (K,) for one user or (N, K) per row; prompt, response (N, D) -> rewards (N,).
+        Tensors or numpy arrays of any real dtype; raises ValueError naming the argument whose shape
+        does not fit (K, D = input_dim, N) or that holds NaN or inf."""
+        device = next(self.parameters()).device
+        prompt, response = comparison_rows(self.config.input_dim, device, prompt=prompt, response=response)
+        user_logits = self._user_rows(user_logits, len(prompt), device)
         weights = self.weights(user_logits)
         if weights.dim() == 1:
             weights = weights.expand(prompt.shape[0], -1)
@@ -194,7 +218,10 @@ class PALModel(nn.Module):
     def preference_prob(
         self, user_logits: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor
     ) -> torch.Tensor:
-        """P(chosen beats rejected) for N comparisons -> (N,)."""
+        """P(chosen beats rejected) for N comparisons -> (N,). Raises ValueError as `reward` does."""
+        device = next(self.parameters()).device
+        prompt, chosen, rejected = comparison_rows(self.config.input_dim, device, prompt=prompt, chosen=chosen, rejected=rejected)
+        user_logits = self._user_rows(user_logits, len(prompt), device)
         return torch.sigmoid(self.margin(user_logits, self.pair_terms(prompt, chosen, rejected)))
 
     def ideal_points(self, user_logits: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:

@@ -106,15 +106,19 @@ class PALPreference:
         return torch.sigmoid(margin).cpu().numpy()
 
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:
+        pairs.check("pairs", self._trained()[0].config.input_dim)
         logits, _ = self._trained()[1].stack(pairs.users)  # unknown users fall back to the prior
         return self._prob(logits, pairs)
 
     def heldout_log_likelihood(self, pairs: PairBatch) -> np.ndarray:
         """Per user of `pairs.users`: the log-likelihood of its pairs under its trained weights, (U,) nats."""
+        pairs.check("pairs", self._trained()[0].config.input_dim)
         return heldout_log_likelihood(*self._trained(), pairs)
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
         model, user_weights = self._trained()
+        support.check("support", model.config.input_dim)
+        query.check("query", model.config.input_dim)
         support = support.to(default_device())
         logits = fit_users(
             model, support.prompt, support.chosen, support.rejected, support.user, len(support.users),

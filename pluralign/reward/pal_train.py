@@ -18,6 +18,8 @@ import torch
 from pluralign.device import default_device
 from pluralign.losses import bradley_terry_loss
 from pluralign.reward.features import PairBatch
+from pluralign.reward.inputs import at_least
+from pluralign.reward.model_selection import TooManyComponents
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
 
@@ -37,6 +39,13 @@ class PALTrainConfig:
     init_scale: float = 0.01
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        at_least("PALTrainConfig", 1, batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
+                 **({} if self.max_pairs is None else {"max_pairs": self.max_pairs}))
+        at_least("PALTrainConfig", 0, weight_decay=self.weight_decay, init_scale=self.init_scale)
+        for name in ("lr_shared", "lr_user", *(() if self.max_seconds is None else ("max_seconds",))):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"PALTrainConfig: `{name}` must be a number > 0, got {getattr(self, name)!r}")
 
     def epochs_for(self, n_pairs: int) -> int:
         """Epochs the budget allows for a training set of n_pairs."""
@@ -73,14 +82,19 @@ def train_pal(
     train_config: PALTrainConfig = PALTrainConfig(),
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> PALResult:
-    """Train on seen users' pairs; `val` indexes the same users. `progress(epoch, metrics)` per epoch."""
+    """Train on seen users' pairs; `val` indexes the same users. `progress(epoch, metrics)` per epoch.
+
+    Raises ValueError when the pairs cannot be trained on (`PairBatch.check`: none, embeddings not
+    (N, input_dim) or not finite, a user index outside `users`; the field is named), when train and
+    val index other users, TooManyComponents (a ValueError) when K is more than the training users,
+    and ValueError when the validation loss was never finite (training diverged)."""
     tc = train_config
     if train.users != val.users:
         raise ValueError("train and validation pairs must index the same users")
-    if len(train) == 0 or len(val) == 0:
-        raise ValueError(f"PAL needs training and validation pairs (early stopping), got {len(train)} and {len(val)}")
-    if train.prompt.shape[1] != config.input_dim:
-        raise ValueError(f"embeddings are {train.prompt.shape[1]}-d, the config says input_dim={config.input_dim}")
+    train.check("train", config.input_dim, min_pairs=1)
+    val.check("val", config.input_dim, min_pairs=1)  # early stopping reads it
+    if config.k > len(train.users):
+        raise TooManyComponents([config.k], len(train.users))
     torch.manual_seed(tc.seed)
     device = default_device()
     train, val = train.to(device), val.to(device)
@@ -120,6 +134,9 @@ def train_pal(
         if since >= tc.patience or (tc.max_seconds is not None and time.perf_counter() - start > tc.max_seconds):
             break
     seconds = time.perf_counter() - start
+    if best_state is None:
+        raise ValueError(f"PAL training diverged: the validation loss was not finite at any of {epoch} epochs "
+                         f"(lr_shared={tc.lr_shared}, lr_user={tc.lr_user}); lower the learning rates")
     model.load_state_dict(best_state)
     model.eval()
     weights = UserWeights.from_logits(train.users, best_logits)

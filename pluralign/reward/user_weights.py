@@ -9,6 +9,7 @@ The file is msgspec JSON with a schema version and K; loading refuses any other.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +42,9 @@ class UserWeights:
     """user_id -> (K logits, version), plus the population prior. Logits come back as float32 (K,)."""
 
     def __init__(self, k: int, prior: torch.Tensor | None = None):
+        """An empty table for K logits per user; raises ValueError when `k` is not a whole number >= 1."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"`k` must be a whole number >= 1 (the model's K), got {k!r}")
         self.k = k
         self._prior = torch.zeros(k) if prior is None else self._check(prior)
         self._rows: dict[str, UserRow] = {}
@@ -55,8 +59,14 @@ class UserWeights:
 
     @classmethod
     def from_logits(cls, users: list[str], logits: torch.Tensor) -> UserWeights:
-        """A table for trained users: row i of logits (U, K) belongs to users[i]; prior = their centred mean."""
+        """A table for trained users: row i of logits (U, K) belongs to users[i]; prior = their centred mean.
+        Raises ValueError when `users` names a user twice or has another count than `logits` has rows."""
         logits = logits.detach().float().cpu()
+        if len(users) != len(logits):
+            raise ValueError(f"`users` has {len(users)} ids, `logits` {len(logits)} rows: one row per user")
+        twice = next((u for u, n in Counter(users).items() if n > 1), None)
+        if twice is not None:
+            raise ValueError(f"`users` names {twice!r} twice: each user has one row")
         centred = logits - logits.mean(-1, keepdim=True)
         table = cls(logits.shape[1], centred.mean(0) if len(users) else None)
         for user, row in zip(users, logits, strict=True):

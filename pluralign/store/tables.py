@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 import msgspec
@@ -31,7 +32,7 @@ from pluralign.store import deletions
 from pluralign.store.deletions import Deletion
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
-from pluralign.store.location import connect
+from pluralign.store.location import connect, is_object_store
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
     SCHEMA_VERSION,
@@ -158,7 +159,13 @@ class Store:
         storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
     ):
         """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
-        object store; see `pluralign.store.location`. `sync_seconds`: see the class."""
+        object store; see `pluralign.store.location`. `sync_seconds`: see the class. Raises StoreError
+        when `uri` is a local file (not a folder), `dim` is not >= 1, or the tables there were made
+        for another encoder or schema."""
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise StoreError(f"`dim` must be the encoder's embedding width (a whole number >= 1), got {dim!r}")
+        if not is_object_store(uri) and "://" not in uri and Path(uri).exists() and not Path(uri).is_dir():
+            raise StoreError(f"{uri} is a file, not a folder for the store's tables")
         self.uri = uri
         self.encoder_id = encoder_id
         self.dim = dim
@@ -224,7 +231,8 @@ class Store:
     def add_preferences(
         self, rows: list[StoredPreference], prompt_vec: np.ndarray, chosen_vec: np.ndarray, rejected_vec: np.ndarray
     ) -> None:
-        """Append rows with their (N, dim) vectors in one committed version."""
+        """Append rows with their (N, dim) vectors in one committed version. Raises StoreError
+        naming the vector column that is not (N, dim) or holds NaN or inf (nothing is written)."""
         if not rows:
             return
         schema = self.schemas["preferences"]
@@ -236,6 +244,9 @@ class Store:
         for name, array in (("prompt_vec", prompt_vec), ("chosen_vec", chosen_vec), ("rejected_vec", rejected_vec)):
             if array.shape != (len(rows), self.dim):
                 raise StoreError(f"`{name}` has shape {array.shape}, expected ({len(rows)}, {self.dim})")
+            bad = ~np.isfinite(np.asarray(array, np.float32)).all(-1)
+            if bad.any():
+                raise StoreError(f"`{name}` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
             columns[name] = _vectors(array, self.dim)
         columns["schema_version"] = [SCHEMA_VERSION] * len(rows)
         self._append("preferences", pa.table(columns, schema=schema))
@@ -497,7 +508,13 @@ class Store:
     def search(self, tenant: str, user_id: str, vector: np.ndarray, limit: int) -> list[tuple[StoredPreference, float]]:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached
         history, else one LanceDB vector search (selected columns only, prefiltered by the BITMAP
-        indexes; cheaper than loading the whole history), and the history is loaded behind it."""
+        indexes; cheaper than loading the whole history), and the history is loaded behind it.
+        Raises StoreError when `vector` is not (dim,) finite numbers."""
+        vector = np.asarray(vector, np.float32)
+        if vector.shape != (self.dim,):
+            raise StoreError(f"`vector` has shape {vector.shape}, expected ({self.dim},)")
+        if not np.isfinite(vector).all():
+            raise StoreError("`vector` is not finite (NaN or inf)")
         history = self._cached(tenant, user_id)
         if history is None:
             self.warm(tenant, user_id)

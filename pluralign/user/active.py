@@ -304,10 +304,13 @@ def most_informative_pair(x: np.ndarray, mean: np.ndarray, cov: np.ndarray, min_
     than `min_bits` (the user is well known on these candidates). `target`: `coefficients` (BALD,
     `pair_information`) or `best` (information about which candidate is best,
     `best_information`). Identical candidates (a zero difference) carry nothing and are never
-    chosen. Raises ValueError on an unknown target."""
+    chosen. Raises ValueError on an unknown target and on candidates that are not finite."""
     if target not in CRITERIA:
         raise ValueError(f"target must be one of {CRITERIA}, got {target!r}")
     x = np.asarray(x, np.float64)
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(-1) if x.ndim else np.array([])
+    if bad.any():
+        raise ValueError(f"`x` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf): a question chosen on it would mean nothing")
     if len(x) < 2:
         return None
     first, second = all_pairs(len(x))
@@ -330,7 +333,9 @@ def select_active(design: np.ndarray, prior_mean: np.ndarray, prior_precision: n
     a time). `target`: `coefficients` (BALD, `pair_information`) or `predictive` (EPIG with the
     pool as the targets, `predictive_information`); BENCHMARKS.md compares them on persona users. prior_mean, prior_precision (D,) are the user
     model's diagonal Gaussian prior. Returns min(k, P) distinct indices in the order chosen. Raises
-    ValueError on an unknown target."""
+    ValueError on an unknown target or a negative `k` (and, `fit_posterior`, a design that is not finite)."""
+    if k < 0:
+        raise ValueError(f"`k` must be >= 0, got {k!r}")
     from pluralign.user.model import fit_posterior
 
     if target not in ("predictive", "coefficients"):

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from pluralign.data.record import Base
+from pluralign.reward.inputs import comparison_rows, logits_row
 from pluralign.reward.pal_model import PALModel
 from pluralign.user.features import FEATURE_NAMES, FEATURES_VERSION, response_features
 from pluralign.user.population import as_population, softmax
@@ -138,9 +139,25 @@ def fit_posterior(
     prior_mean (D,), prior_precision (D,) (a diagonal Gaussian prior) or (D, D) (a full one, e.g. a
     population's spread). Returns the posterior mode (D,) and covariance (D, D) = inverse Hessian of
     the negative log posterior at the mode. Newton's method on a strictly convex objective, with
-    step halving as a safeguard."""
-    beta = prior_mean.astype(np.float64).copy()
+    step halving as a safeguard. Raises ValueError naming the argument that is not of these shapes
+    or holds NaN or inf (on a NaN design no step is taken and the prior would come back as a fit)."""
+    design = np.asarray(design, np.float64)
+    if design.ndim != 2:
+        raise ValueError(f"`design` has shape {design.shape}, expected (N, D)")
+    d = design.shape[1]
+    prior_mean = np.asarray(prior_mean, np.float64)
     prec = np.asarray(prior_precision, np.float64)
+    if prior_mean.shape != (d,):
+        raise ValueError(f"`prior_mean` has {prior_mean.size} values (shape {prior_mean.shape}), the design has D={d} columns")
+    if prec.shape not in ((d,), (d, d)):
+        raise ValueError(f"`prior_precision` has shape {prec.shape}, expected ({d},) or ({d}, {d})")
+    bad = ~np.isfinite(design).all(-1)
+    if bad.any():
+        raise ValueError(f"`design` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
+    for name, value in (("prior_mean", prior_mean), ("prior_precision", prec)):
+        if not np.isfinite(value).all():
+            raise ValueError(f"`{name}` is not finite (NaN or inf)")
+    beta = prior_mean.copy()
     prec = np.diag(prec) if prec.ndim == 1 else prec
 
     def objective(b: np.ndarray) -> float:
@@ -261,9 +278,6 @@ class UserModel:
             return self._pooled_moments(stated, pooled)
         return self.prior_mean(stated), np.diag(1.0 / self.prior_precision(stated))
 
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.array(a, dtype=np.float32), device=self.base.device())  # a writable copy
-
     def _split(self, coords: np.ndarray, named: np.ndarray) -> np.ndarray:
         """(N, 1 + K + L) population coordinates and (N, F) named features -> (N, D) in `names` order."""
         k = 1 + self.k
@@ -273,13 +287,20 @@ class UserModel:
         self, prompt: np.ndarray, response: np.ndarray, texts: Sequence[str] | None = None, named: np.ndarray | None = None
     ) -> Candidates:
         """prompt (N, d) or (d,), response (N, d), and the answers' texts N (or their named features
-        (N, F) already computed) -> their coordinates. Raises ValueError on mismatched lengths."""
-        response = np.asarray(response, np.float32)
-        prompt = np.broadcast_to(np.asarray(prompt, np.float32).reshape(-1, response.shape[1]), response.shape)
+        (N, F) already computed) -> their coordinates. Raises ValueError on mismatched lengths, and
+        naming `prompt` or `response` when they are not of the model's width or not finite."""
+        dim, device = self.base.input_dim, self.base.device()
+        (response_t,) = comparison_rows(dim, device, response=response)
+        prompt = np.asarray(prompt.detach().cpu() if isinstance(prompt, torch.Tensor) else prompt)
+        if prompt.ndim == 1:
+            prompt = np.broadcast_to(prompt, (len(response_t), len(prompt)))
+        (prompt_t,) = comparison_rows(dim, device, prompt=prompt)
+        if len(prompt_t) != len(response_t):
+            raise ValueError(f"`prompt` has {len(prompt_t)} rows, `response` has {len(response_t)}: one prompt, or one per response")
         named = response_features(texts) if named is None else np.asarray(named, np.float64)
-        if len(named) != response.shape[0]:
-            raise ValueError(f"{len(named)} texts for {response.shape[0]} response vectors")
-        coords = self.base.coordinates(self._tensor(prompt), self._tensor(response)).double().cpu().numpy()
+        if len(named) != len(response_t):
+            raise ValueError(f"{len(named)} texts for {len(response_t)} response vectors")
+        coords = self.base.coordinates(prompt_t, response_t).double().cpu().numpy()
         return Candidates(x=self._split(coords, named))
 
     def score(self, logits: np.ndarray, state: UserState | None, c: Candidates) -> np.ndarray:
@@ -290,14 +311,17 @@ class UserModel:
 
     @torch.no_grad()
     def _diff(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray):
-        p, c, r = self._tensor(prompt), self._tensor(chosen), self._tensor(rejected)
+        # ValueError naming the argument that is not (N, d) alike or holds NaN / inf
+        p, c, r = comparison_rows(self.base.input_dim, self.base.device(), prompt=prompt, chosen=chosen, rejected=rejected)
         both = self.base.coordinates(torch.cat([p, p]), torch.cat([c, r]))  # one pass: (2N, 1 + K + L)
         return p, c, r, (both[: len(prompt)] - both[len(prompt) :]).double().cpu().numpy()
 
     def fit_logits(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, prior_logits: np.ndarray) -> np.ndarray:
-        """The population model's own fit of a user's K logits from comparisons (N, d) each."""
+        """The population model's own fit of a user's K logits from comparisons (N, d) each.
+        Raises ValueError naming the argument that is not (N, d) alike, not finite, or (`prior_logits`) not K numbers."""
+        prior_logits = logits_row("prior_logits", prior_logits, self.k, minus_inf=True).double().numpy()
         p, c, r, diff = self._diff(prompt, chosen, rejected)
-        return self.base.fit_logits(p, c, r, diff, np.asarray(prior_logits, np.float64))
+        return self.base.fit_logits(p, c, r, diff, prior_logits)
 
     def fit_user(
         self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, chosen_texts: Sequence[str],
@@ -308,10 +332,12 @@ class UserModel:
         population model's K logits around `prior_logits`, and the posterior, from one pass of the
         population model's networks over the comparisons. Same result as `fit_logits` then `fit`.
         With a tenant's `pooled` prior the posterior is fitted under it (`prior_for`), and the state also
-        keeps the posterior under the model's own prior (`UserState.unpooled_mean`)."""
+        keeps the posterior under the model's own prior (`UserState.unpooled_mean`). Raises ValueError
+        on mismatched lengths, and naming the argument whose embeddings are not (N, d) or not finite,
+        or `prior_logits` when they are not K finite numbers."""
         if not (len(prompt) == len(chosen) == len(rejected) == len(chosen_texts) == len(rejected_texts)):
             raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
-        prior_logits = np.asarray(prior_logits, np.float64)
+        prior_logits = logits_row("prior_logits", prior_logits, self.k, minus_inf=True).double().numpy()
         if not len(prompt):
             return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at, stated, pooled)
         p, c, r, diff = self._diff(prompt, chosen, rejected)

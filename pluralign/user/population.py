@@ -58,6 +58,7 @@ class PALPopulation:
         self.kind = f"pal-{model.config.variant}"
         self.k = model.config.k
         self.latent_dim = model.config.latent_dim
+        self.input_dim = model.config.input_dim  # width of the embeddings it reads
         self.population_weights = softmax(np.asarray(prior_logits, np.float64))
 
     def device(self) -> torch.device:
@@ -102,6 +103,7 @@ class EMPopulation:
         heads, log_mixing = mixture._heads()
         self.k = int(heads.shape[0])
         self.latent_dim = 0
+        self.input_dim = int(heads.shape[1]) // 2  # heads read [y; x * y]
         self.log_mixing = log_mixing.double().cpu().numpy()  # (K,) the population prior
 
     def device(self) -> torch.device:

@@ -54,10 +54,14 @@ class StatedPreferences(Base, kw_only=True):
     def changed(self, changes: Mapping[str, Direction | None], at: float) -> StatedPreferences:
         """The record with `changes` applied (a direction sets, None clears) as one new version whose
         `history` is the changes that changed something; `self` itself when none does (clearing what
-        is not set, setting what is already so). Raises ValueError naming an unknown feature."""
+        is not set, setting what is already so). Raises ValueError naming an unknown feature or a
+        direction other than "more", "less" or None."""
         unknown = [name for name in changes if name not in FEATURE_NAMES]
         if unknown:
             raise ValueError(f"unknown feature {unknown[0]!r}; known: {', '.join(FEATURE_NAMES)}")
+        for name, direction in changes.items():
+            if direction is not None and direction not in SIGN:
+                raise ValueError(f"`{name}`: direction must be 'more', 'less' or None, got {direction!r}")
         effective = {name: d for name, d in changes.items() if self.preferences.get(name) != d}
         if not effective:
             return self
