@@ -1,0 +1,55 @@
+"""Session 22b: wire details real clients stumble on, each driven over HTTP against the real app."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import start_service
+
+ASK = {"model": "pluralign", "user": "lena", "messages": [{"role": "user", "content": "Suggest a weekend plan"}]}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("left22b-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS)
+    with server:
+        yield service
+
+
+def assert_error_shape(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    assert r.headers["content-type"].startswith("application/json"), (r.request.method, r.request.url, r.headers["content-type"], r.text[:200])
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    return error
+
+
+@pytest.mark.parametrize("path", ["/schema/nope", "/schema/swagger.css", "/schema/openapi.yaml", "/schema/nope/deeper",
+                                  "/schema/assets/nope.js", "/nope", "/v1/nope", "/v1/chat/completion", "/admin/nope"])
+def test_an_unknown_path_is_a_json_404_naming_it(svc, path):
+    """Before: `GET /schema/nope` (any one segment under /schema that Litestar's OpenAPI plugin does
+    not serve) answered Litestar's HTML page `<h1>Error 404</h1>` (text/html), while every other
+    error of the API is OpenAI's JSON shape; and an unknown route's 404 said only "Not Found", as
+    an unknown user's does, so a typo in a route read like a missing resource."""
+    with svc.client() as c:
+        error = assert_error_shape(c.get(path), 404)
+    assert error["type"] == "not_found_error" and error["code"] == "not_found", error
+    if not path.startswith("/schema/assets/"):  # the static files router names the file itself
+        assert f"GET {path}" in error["message"], error
+
+
+@pytest.mark.parametrize("method,path,allowed", [
+    ("POST", "/v1/models", "GET"), ("DELETE", "/schema/openapi.json", "GET"), ("PUT", "/health", "GET"),
+    ("POST", "/schema/nope", "GET"), ("GET", "/v1/chat/completions", "POST"), ("PUT", "/v1/users/lena", "DELETE"),
+])
+def test_a_method_a_path_does_not_take_is_a_json_405_naming_what_it_takes(svc, method, path, allowed):
+    """Before: 405s were JSON, but said only "Method Not Allowed": the methods the path takes were in
+    the `Allow` header alone."""
+    with svc.client() as c:
+        r = c.request(method, path)
+    error = assert_error_shape(r, 405)
+    assert allowed in r.headers["allow"], r.headers
+    assert f"{method} {path}" in error["message"] and allowed in error["message"], error
