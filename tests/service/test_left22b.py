@@ -53,3 +53,35 @@ def test_a_method_a_path_does_not_take_is_a_json_405_naming_what_it_takes(svc, m
     error = assert_error_shape(r, 405)
     assert allowed in r.headers["allow"], r.headers
     assert f"{method} {path}" in error["message"] and allowed in error["message"], error
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"stream": False, "stream_options": {"include_usage": False}}, "stream_options"),
+    ({"max_tokens": 8, "max_completion_tokens": 16}, "max_tokens"),
+    ({"response_format": {"type": "text", "json_schema": {"name": "plan", "schema": {"type": "object"}}}}, "response_format.json_schema"),
+])
+def test_fields_that_only_make_sense_together_are_refused_naming_the_field(svc, extra, param):
+    """Before: each was a 200 that silently ignored one field: `stream_options` without `stream: true`
+    (OpenAI: 400 "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param
+    `stream_options`), `max_tokens` and `max_completion_tokens` that disagree (OpenAI: 400 "Setting
+    'max_tokens' and 'max_completion_tokens' at the same time is not supported.", param
+    `max_tokens`; the service silently used max_completion_tokens), a `json_schema` under
+    `response_format.type: text` (the schema was dropped and plain text served)."""
+    with svc.client() as c:
+        r = c.post("/v1/chat/completions", json={**ASK, **extra})
+    error = assert_error_shape(r, 400)
+    assert error["param"] == param and error["code"] == "invalid_parameter_combination", error
+    assert error["message"].startswith(f"`{param}`"), error
+
+
+def test_the_fields_agreeing_are_still_served(svc):
+    """What the checks above must not refuse: stream_options with a stream, both token limits equal."""
+    with svc.client() as c:
+        r = c.post("/v1/chat/completions", json={**ASK, "max_tokens": 4, "max_completion_tokens": 4, "stream_options": None,
+                                                 "response_format": {"type": "text"}})
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] <= 4
+        with c.stream("POST", "/v1/chat/completions", json={**ASK, "max_tokens": 4, "stream": True,
+                                                            "stream_options": {"include_usage": True}}) as s:
+            assert s.status_code == 200 and '"usage"' in s.read().decode()
