@@ -23,6 +23,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
+from pluralign.data.text import is_blank
+
 log = logging.getLogger("pluralign.service")
 
 # OpenAI's `error.type` per status; statuses not listed fall back to their class (4xx or 5xx)
@@ -74,6 +76,13 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
 def bad_request(field: str, problem: str, code: str = "invalid_value") -> ValidationException:
     """A 400 whose body says which field is wrong and why (`param` = `field`)."""
     return ValidationException(detail=f"`{field}`: {problem}", extra=[{"key": field, "message": problem, "code": code}])
+
+
+def refuse_blank(field: str, text: str) -> None:
+    """A 400 naming `field` when `text` has no visible character (`pluralign.data.text.is_blank`):
+    the rule for every text the API compares, scores or asks about."""
+    if is_blank(text):
+        raise bad_request(field, "must hold a visible character (not only whitespace or zero-width characters)")
 
 
 def error_type(status: int) -> str:

@@ -85,3 +85,19 @@ def test_the_fields_agreeing_are_still_served(svc):
         with c.stream("POST", "/v1/chat/completions", json={**ASK, "max_tokens": 4, "stream": True,
                                                             "stream_options": {"include_usage": True}}) as s:
             assert s.status_code == 200 and '"usage"' in s.read().decode()
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"prompt": "What should I cook?", "responses": ["A curry.", " \n\t"]}, "responses[1]"),
+    ({"prompt": "What should I cook?", "responses": ["\u200b"]}, "responses[0]"),
+    ({"prompt": "What should I cook?", "responses": [""]}, "responses[0]"),
+    ({"prompt": "   ", "responses": ["A curry.", "A steak."]}, "prompt"),
+])
+def test_a_blank_text_to_score_is_a_400_naming_it(svc, body, param):
+    """Before: `POST /v1/rewards/score` scored a whitespace-only or zero-width answer (200 with a
+    score and possibly `best_index` on it) and a blank prompt, while a comparison, a next-comparison
+    pool and a chat's question refuse blank texts with a 400 naming the field."""
+    with svc.client() as c:
+        r = c.post("/v1/rewards/score", json={"user": "lena", **body})
+    error = assert_error_shape(r, 400)
+    assert error["param"] == param and error["message"].startswith(f"`{param}`"), error
