@@ -78,6 +78,13 @@ def bad_request(field: str, problem: str, code: str = "invalid_value") -> Valida
     return ValidationException(detail=f"`{field}`: {problem}", extra=[{"key": field, "message": problem, "code": code}])
 
 
+def unsupported_media_type(field: str, problem: str, accept: str) -> HTTPException:
+    """A 415 whose body names `field` (`param`) and says why; its `Accept` header names the media
+    type the route takes (RFC 9110, 15.5.16)."""
+    return HTTPException(status_code=415, detail=f"`{field}`: {problem}", headers={"Accept": accept},
+                         extra=[{"key": field, "message": problem, "code": "unsupported_media_type"}])
+
+
 def refuse_blank(field: str, text: str) -> None:
     """A 400 naming `field` when `text` has no visible character (`pluralign.data.text.is_blank`):
     the rule for every text the API compares, scores or asks about."""

@@ -101,3 +101,29 @@ def test_a_blank_text_to_score_is_a_400_naming_it(svc, body, param):
         r = c.post("/v1/rewards/score", json={"user": "lena", **body})
     error = assert_error_shape(r, 400)
     assert error["param"] == param and error["message"].startswith(f"`{param}`"), error
+
+
+@pytest.mark.parametrize("content_type,body", [
+    ("application/json", b'{"key": "pk-secret-json"}'),
+    ("application/x-www-form-urlencoded", b'{"key": "pk-secret-json"}'),  # curl -d '{...}' without -H: a form type
+    ("text/plain", b"key=pk-secret-json"),
+    ("application/json", b'{"' + b"k" * 200_000 + b'": 1}'),  # was named by its 200 KB field (test_break19)
+    ("multipart/form-data; boundary=xyz", b'--xyz\r\nContent-Disposition: form-data; name="key"\r\n\r\npk-secret-json\r\n--xyz--\r\n'),
+])
+def test_a_login_body_that_is_not_a_form_is_a_415_saying_the_route_takes_a_form(svc, content_type, body):
+    """Before: a JSON body (`{"key": "pk-..."}`) to the form-only `POST /admin/login` was a 400 naming
+    one unknown field called `{"key": "pk-..."}`: the key sent came back in `param` and `message`.
+    A multipart body was named the same way (its boundary and headers as a field name)."""
+    r = httpx.post(svc.url + "/admin/login", content=body, headers={"Content-Type": content_type})
+    error = assert_error_shape(r, 415)
+    assert error["param"] == "body" and error["code"] == "unsupported_media_type", error
+    assert "application/x-www-form-urlencoded" in error["message"] and "`key`" in error["message"], error
+    assert "pk-secret-json" not in r.text and "kkkk" not in r.text and len(r.content) < 1000, r.text[:300]
+    assert r.headers["accept"] == "application/x-www-form-urlencoded"
+
+
+def test_the_login_form_still_signs_in(svc):
+    r = httpx.post(svc.url + "/admin/login", data={"key": svc.keys["admin"]})
+    assert r.status_code == 303 and r.headers["location"] == "/admin/dashboard", r.text
+    r = httpx.post(svc.url + "/admin/login", content=f"key={svc.keys['admin']}".encode())  # no Content-Type at all
+    assert r.status_code == 303, r.text
