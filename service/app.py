@@ -93,7 +93,8 @@ def create_app(
         before_request=before_request,
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600,
+            # X-Pluralign-User: the load balancer's routing key (deploy/README.md), sent by clients beside `user`
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Pluralign-User"], max_age=600,
         ) if settings.cors_origins else None,
         debug=False,
         on_startup=[start_admin, _start_deletion_sweep],

@@ -8,13 +8,14 @@ import pytest
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.tiny import start_service
 
+APP = "https://app.example"
 ASK = {"model": "pluralign", "user": "lena", "messages": [{"role": "user", "content": "Suggest a weekend plan"}]}
 
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = start_service(tmp_path_factory.mktemp("left22b-data"), tiny_generator_dir, tiny_pal_dir, minilm,
-                                    admin_handlers=ADMIN_HANDLERS)
+                                    admin_handlers=ADMIN_HANDLERS, cors_origins=(APP,))
     with server:
         yield service
 
@@ -127,3 +128,15 @@ def test_the_login_form_still_signs_in(svc):
     assert r.status_code == 303 and r.headers["location"] == "/admin/dashboard", r.text
     r = httpx.post(svc.url + "/admin/login", content=f"key={svc.keys['admin']}".encode())  # no Content-Type at all
     assert r.status_code == 303, r.text
+
+
+def test_a_browser_may_send_the_routing_header_deploy_readme_asks_clients_for(svc):
+    """Before: deploy/README.md routes a user's requests to one replica by `X-Pluralign-User` (clients
+    send it), but CORS allowed only Authorization, Content-Type and Idempotency-Key: a browser app's
+    preflight naming it was refused (400 "Headers not allowed"), so the app could not call the API."""
+    preflight = httpx.options(svc.url + "/v1/chat/completions", headers={
+        "Origin": APP, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,x-pluralign-user"})
+    assert preflight.status_code in (200, 204), preflight.text
+    assert "x-pluralign-user" in preflight.headers["access-control-allow-headers"].lower(), preflight.headers
+
