@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import httpx
 import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
-from tests.service.tiny import start_service
+from tests.conftest import REPO
+from tests.service.tiny import free_port, start_service
 
 APP = "https://app.example"
 ASK = {"model": "pluralign", "user": "lena", "messages": [{"role": "user", "content": "Suggest a weekend plan"}]}
@@ -140,3 +146,22 @@ def test_a_browser_may_send_the_routing_header_deploy_readme_asks_clients_for(sv
     assert preflight.status_code in (200, 204), preflight.text
     assert "x-pluralign-user" in preflight.headers["access-control-allow-headers"].lower(), preflight.headers
 
+
+def test_serve_takes_the_data_folder_as_keys_does(tmp_path):
+    """Before: `pluralign serve --data-dir D` exited 2 ("unrecognized arguments: --data-dir D") while
+    `pluralign keys --data-dir D` names the same folder; the service's folder could only be set by
+    PLURALIGN_DATA_DIR. Now the key a first start issues lands in D (checked before any model loads)."""
+    folder, cwd = tmp_path / "served", tmp_path / "cwd"
+    cwd.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PLURALIGN_DATA_DIR": str(tmp_path / "not-this-one")}
+    process = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--data-dir", str(folder), "--port", str(free_port())],
+                               cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (folder / "api_keys.json").exists() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        process.kill()
+        _, stderr = process.communicate(timeout=30)
+    assert (folder / "api_keys.json").exists(), stderr[-2000:]
+    assert not (tmp_path / "not-this-one").exists() and not (cwd / "data").exists()
