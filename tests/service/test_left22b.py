@@ -165,3 +165,17 @@ def test_serve_takes_the_data_folder_as_keys_does(tmp_path):
         _, stderr = process.communicate(timeout=30)
     assert (folder / "api_keys.json").exists(), stderr[-2000:]
     assert not (tmp_path / "not-this-one").exists() and not (cwd / "data").exists()
+
+
+def test_every_exported_metric_is_in_the_docs_table(svc):
+    """The other direction of test_break21a's check (documented => exported). Before:
+    `pluralign_embed_truncated_texts_total` was exported but missing from docs/api.md's /metrics table
+    (named only in a duplicated comment of the Operations block)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.service.test_break21a import documented_metrics
+
+    exported = {family.name for family in text_string_to_metric_families(httpx.get(svc.url + "/metrics").text)
+                if family.name.startswith("pluralign_") and not family.name.endswith("_created")}  # prometheus_client's own
+    documented = {name.removesuffix("_total") for name in documented_metrics()}
+    assert exported <= documented, sorted(exported - documented)
