@@ -27,6 +27,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import ParameterKwarg
 
 from service.errors import bad_request, unsupported_media_type
+from service.ids import PATTERN_WORDS
 
 _AT = re.compile(r"^(?P<problem>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.S)  # a key of a dict: "at `key` in `$.x`"
 _NAMED = re.compile(r"field `(?P<name>[^`]+)`")
@@ -50,6 +51,8 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
     named = _NAMED.search(problem)
     if named and ("missing required field" in problem or "unknown field" in problem):
         path = f"{path}.{named['name']}" if path else named["name"]
+    if problem.startswith("Expected `str` matching regex"):  # the pattern in words, not the regex
+        problem = next((f"must be {words}" for core, words in PATTERN_WORDS.items() if core in problem), problem)
     return path or "body", problem
 
 

@@ -179,3 +179,14 @@ def test_every_exported_metric_is_in_the_docs_table(svc):
                 if family.name.startswith("pluralign_") and not family.name.endswith("_created")}  # prometheus_client's own
     documented = {name.removesuffix("_total") for name in documented_metrics()}
     assert exported <= documented, sorted(exported - documented)
+
+
+def test_a_response_id_that_is_not_one_says_what_one_looks_like(svc):
+    """Before: docs/api.md's `choice` example as written (`"response_id": "chatcmpl-…"`, a placeholder)
+    answered "`response_id`: Expected `str` matching regex '^chatcmpl-[0-9a-f]{32}$(?!\\\\n)'": the
+    service's own regex, with a lookahead only a Python reader can parse."""
+    with svc.client() as c:
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": "chatcmpl-…", "chosen_index": 2})
+    error = assert_error_shape(r, 400)
+    assert error["param"] == "response_id" and "regex" not in error["message"], error
+    assert "pluralign.response_id" in error["message"] and "32 hex digits" in error["message"], error
