@@ -190,3 +190,18 @@ def test_a_response_id_that_is_not_one_says_what_one_looks_like(svc):
     error = assert_error_shape(r, 400)
     assert error["param"] == "response_id" and "regex" not in error["message"], error
     assert "pluralign.response_id" in error["message"] and "32 hex digits" in error["message"], error
+
+
+def test_serve_embeddings_starts_without_litestar_warnings(minilm):
+    """Before: `pluralign serve-embeddings --port 8001` (deploy/README.md) printed two
+    LitestarWarnings at every start ("Use of an asynchronous callable ... with sync_to_thread;
+    sync_to_thread has no effect on async callable"), for its two async handlers."""
+    import warnings
+
+    from litestar.utils.warnings import LitestarWarning
+
+    from service.embeddings.app import create_embeddings_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LitestarWarning)
+        create_embeddings_app(minilm)
