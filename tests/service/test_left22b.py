@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -205,3 +206,45 @@ def test_serve_embeddings_starts_without_litestar_warnings(minilm):
     with warnings.catch_warnings():
         warnings.simplefilter("error", LitestarWarning)
         create_embeddings_app(minilm)
+
+
+DOCS = ("README.md", "docs/api.md", "docs/admin.md", "deploy/README.md")
+_COMMAND = re.compile(r"^(?:[A-Z_]+=\S+ )*(?:\S*/)?(?:pluralign|python -m training\.cli)((?: [a-z][a-z-]+)+)(.*)"
+                      r"|^(?:[A-Z_]+=\S+ )*\S*python (?:-m )?(benchmarks[./]\w+)(?:\.py)?(.*)")
+
+
+def documented_command_lines() -> dict[tuple[str, ...], set[str]]:
+    """{command words: options} of every `pluralign ...` and benchmark command line in DOCS's code
+    blocks (continuation lines joined; a comment ends a line)."""
+    found: dict[tuple[str, ...], set[str]] = {}
+    for doc in DOCS:
+        text = (REPO / doc).read_text().replace("\\\n", " ")
+        for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+            for line in block.splitlines():
+                match = _COMMAND.search(line.split("  #")[0])
+                if not match:
+                    continue
+                if match[3]:
+                    words, rest = ("-m", match[3].replace("/", ".")), match[4]
+                else:
+                    words, rest = tuple(match[1].split()), match[2]
+                found.setdefault(words, set()).update(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", rest))
+    return found
+
+
+def test_every_option_a_documented_command_line_gives_exists():
+    """Before: deploy/README.md's `benchmarks/replicas.py --seconds 30 --probes 60 --sync-ms 500`
+    exited 2 ("unrecognized arguments: --seconds 30"): the script has no --seconds. Each command
+    line of the docs' code blocks is checked against its own `--help`."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    missing = []
+    for words, options in documented_command_lines().items():
+        command = [sys.executable, *words] if words[0] == "-m" else [sys.executable, "-m", "training.cli", *words]
+        while True:  # `pluralign keys create ...`: the longest prefix of words that is a command
+            helped = subprocess.run([*command, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+            if helped.returncode == 0 or len(command) <= 4:
+                break
+            command = command[:-1]
+        assert helped.returncode == 0, (words, helped.stderr[-500:])
+        missing += [f"{' '.join(words)} {option}" for option in sorted(options) if option not in helped.stdout]
+    assert not missing, missing
