@@ -25,7 +25,7 @@ from service.admin.services import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
-from service.errors import internal_error_handler
+from service.errors import internal_error_handler, schema_router_hook
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
 from service.metrics import count_unrouted, metrics_middleware
@@ -89,12 +89,15 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users",
             render_plugins=[swagger_page()],  # the first plugin also serves /schema
+            # Litestar's own 404 page under /schema is HTML: the hook makes it the API's JSON 404
+            openapi_router=Router(path="/schema", route_handlers=[], include_in_schema=False, after_request=schema_router_hook),
         ),
         request_max_body_size=settings.max_body_bytes,
         before_request=before_request,
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600,
+            # X-Pluralign-User: the load balancer's routing key (deploy/README.md), sent by clients beside `user`
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Pluralign-User"], max_age=600,
         ) if settings.cors_origins else None,
         debug=False,
         on_startup=[start_admin, _start_deletion_sweep],

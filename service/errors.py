@@ -18,10 +18,12 @@ import re
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
+
+from pluralign.data.text import is_blank
 
 log = logging.getLogger("pluralign.service")
 
@@ -74,6 +76,20 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
 def bad_request(field: str, problem: str, code: str = "invalid_value") -> ValidationException:
     """A 400 whose body says which field is wrong and why (`param` = `field`)."""
     return ValidationException(detail=f"`{field}`: {problem}", extra=[{"key": field, "message": problem, "code": code}])
+
+
+def unsupported_media_type(field: str, problem: str, accept: str) -> HTTPException:
+    """A 415 whose body names `field` (`param`) and says why; its `Accept` header names the media
+    type the route takes (RFC 9110, 15.5.16)."""
+    return HTTPException(status_code=415, detail=f"`{field}`: {problem}", headers={"Accept": accept},
+                         extra=[{"key": field, "message": problem, "code": "unsupported_media_type"}])
+
+
+def refuse_blank(field: str, text: str) -> None:
+    """A 400 naming `field` when `text` has no visible character (`pluralign.data.text.is_blank`):
+    the rule for every text the API compares, scores or asks about."""
+    if is_blank(text):
+        raise bad_request(field, "must hold a visible character (not only whitespace or zero-width characters)")
 
 
 def error_type(status: int) -> str:
@@ -164,6 +180,32 @@ def _malformed_json(exc: BaseException) -> bool:
     return False
 
 
+MAX_PATH = 128  # characters of a request's path an error repeats
+
+
+def _unrouted(request: Request, exc: HTTPException) -> str | None:
+    """Litestar's bare 404 (no route has this path) and 405 (the path's routes take other methods)
+    say only "Not Found" and "Method Not Allowed"; OpenAI's say which request it was ("Invalid URL
+    (GET /v1/nope)"), so a typo in a route does not read like a missing user. None for every other
+    error (ours always carry their own detail)."""
+    path = request.url.path if len(request.url.path) <= MAX_PATH else request.url.path[:MAX_PATH] + "..."
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        return f"no route `{request.method} {path}`: docs/api.md lists the routes"
+    if exc.status_code == 405 and exc.detail == "Method Not Allowed":
+        allowed = next((value for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
+        return f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed"
+    return None
+
+
+def schema_router_hook(response: Response) -> Response:
+    """The `after_request` hook of the /schema router: Litestar's OpenAPI plugin answers a /schema/<name>
+    it does not serve with its own HTML page, `<h1>Error 404</h1>`; raised instead, it is the JSON 404
+    that every other unknown path answers."""
+    if response.status_code == 404:
+        raise NotFoundException()
+    return response
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected,
     a ValueError included (not a client's error unless raised as `bad_request`); a 500's own message
@@ -177,7 +219,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         param, code, detail = _from_extra(exc.extra, request)
         if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
             return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
-        message = exc.detail
+        message = _unrouted(request, exc) or exc.detail
         if param is not None and len(param) > MAX_PARAM:  # a client's field name, repeated in `param` and the message
             long, param = param, param[:MAX_PARAM] + "..."
             message, detail = message.replace(long, param), detail.replace(long, param) if detail else detail

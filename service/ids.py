@@ -9,6 +9,12 @@ from service.errors import bad_request
 # checked with `fullmatch`: a `$` also matches before a final newline, so "alice\n" was a user id
 USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}")
 RESPONSE_ID = re.compile(r"chatcmpl-[0-9a-f]{32}")
+# the same as a wire schema's pattern (msgspec searches with `re`, whose `$` also matches before a final newline)
+RESPONSE_ID_PATTERN = rf"^{RESPONSE_ID.pattern}$(?!\n)"
+# what a pattern of the wire schemas means, said to a client instead of the regex (service.strict)
+PATTERN_WORDS = {
+    RESPONSE_ID.pattern: "the `id` of a chat completion (`chatcmpl-` and 32 hex digits, the reply's `pluralign.response_id`)",
+}
 
 
 # tenant names (from API keys, chosen by operators) name folders of the admin area's job data

@@ -16,7 +16,7 @@ from litestar.response import Stream
 from pluralign.data.text import is_blank
 from pluralign.policy.generator import Cancelled, Sampling
 from service.chat import services
-from service.chat.fields import check_neutral_fields, template_messages
+from service.chat.fields import check_combinations, check_neutral_fields, template_messages
 from service.chat.schemas import (
     CHUNK_ENCODER,
     AssistantMessage,
@@ -122,6 +122,7 @@ async def create_chat_completion(
     Annotated as a Response so each response keeps its own media type (JSON or server-sent events)."""
     rt: Runtime = request.app.state.runtime
     tenant = request.user.tenant
+    check_combinations(data)
     sampling = sampling_for(rt, data)
     check_prompt_size(rt, data, sampling)
     if data.stream:

@@ -11,6 +11,22 @@ from service.chat.schemas import ChatMessage, ChatRequest
 from service.errors import bad_request
 
 UNSUPPORTED = "unsupported_value"
+COMBINATION = "invalid_parameter_combination"  # OpenAI's code for two fields that do not go together
+
+
+def check_combinations(data: ChatRequest) -> None:
+    """Raise a 400 (ValidationException, code `invalid_parameter_combination`) naming a field that
+    only means something beside another one the request does not set, or that contradicts another:
+    serving the request would silently drop what that field asked for. OpenAI refuses the first two
+    the same way (`param` `stream_options`, `max_tokens`)."""
+    if data.stream_options is not None and not data.stream:
+        raise bad_request("stream_options", "is only allowed when `stream` is true (the usage of a JSON reply is in its `usage`)", COMBINATION)
+    if data.max_tokens is not None and data.max_completion_tokens is not None and data.max_tokens != data.max_completion_tokens:
+        raise bad_request("max_tokens", f"{data.max_tokens} and `max_completion_tokens` {data.max_completion_tokens} disagree: "
+                                        "send one of them (`max_tokens` is OpenAI's older name)", COMBINATION)
+    if data.response_format is not None and data.response_format.json_schema is not None and data.response_format.type != "json_schema":
+        raise bad_request("response_format.json_schema", f"is only allowed with `response_format.type` `json_schema`, "
+                                                         f"got {data.response_format.type!r}", COMBINATION)
 
 
 def check_neutral_fields(data: ChatRequest) -> None:

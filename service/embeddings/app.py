@@ -76,7 +76,7 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     lock = threading.Lock()
     served = {"requests": 0, "texts": 0}
 
-    @post("/v1/embeddings", status_code=200, sync_to_thread=False)
+    @post("/v1/embeddings", status_code=200)  # async: the encoder runs in a worker thread (sync_to_thread below)
     async def embeddings(data: EmbeddingsRequest) -> EmbeddingsResponse:
         if data.model != encoder.encoder_id:
             raise bad_request("model", f"this server serves {encoder.encoder_id!r}, not {data.model!r}")
@@ -100,7 +100,7 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
         tokens = sum(len(t.split()) for t in texts)  # a word count: the server has no tokenizer of its own
         return EmbeddingsResponse(data=items, model=encoder.encoder_id, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
 
-    @get("/health", sync_to_thread=False)
+    @get("/health")
     async def health() -> dict[str, str | int]:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
 

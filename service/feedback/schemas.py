@@ -7,10 +7,10 @@ from typing import Annotated
 import msgspec
 
 from pluralign.data.record import Base
+from service.ids import RESPONSE_ID_PATTERN
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
-# `(?!\n)`: msgspec searches with Python's `re`, whose `$` also matches before a final newline
-ResponseId = Annotated[str, msgspec.Meta(pattern=r"^chatcmpl-[0-9a-f]{32}$(?!\n)")]
+ResponseId = Annotated[str, msgspec.Meta(pattern=RESPONSE_ID_PATTERN)]
 # labels are stored with every row the feedback makes: small and bounded, by settings (max_attributes,
 # max_attribute_name_chars, max_attribute_value_chars, max_source_chars; see docs/api.md), checked
 # by `service.feedback.services.check_labels` (400 naming the field)

@@ -17,7 +17,7 @@ from litestar.exceptions import NotFoundException
 
 from pluralign.data.text import is_blank, visible
 from pluralign.store import Interaction, StoredPreference
-from service.errors import bad_request
+from service.errors import bad_request, refuse_blank
 from service.feedback.schemas import (
     ChoiceFeedback,
     ComparisonFeedback,
@@ -79,8 +79,7 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
     if isinstance(fb, ComparisonFeedback):
         check_user_id(fb.user)
         for name in ("prompt", "chosen", "rejected"):
-            if is_blank(getattr(fb, name)):
-                raise bad_request(name, "must hold a visible character (not only whitespace or zero-width characters)")
+            refuse_blank(name, getattr(fb, name))
         if visible(fb.chosen) == visible(fb.rejected):
             raise bad_request("rejected", "is the same answer as `chosen`: a comparison needs two different answers")
         row = dict(prompt=fb.prompt, chosen=fb.chosen, rejected=fb.rejected, tie=fb.tie, margin=fb.margin, kind="comparison")
@@ -113,8 +112,7 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
         return item.user_id, rows
     answer = texts[item.chosen_index]
     if isinstance(fb, EditFeedback):
-        if is_blank(fb.edited):
-            raise bad_request("edited", "must hold a visible character (not only whitespace or zero-width characters)")
+        refuse_blank("edited", fb.edited)
         if visible(fb.edited) == visible(answer):
             raise bad_request("edited", "the edit is identical to the served answer")
         return item.user_id, [dict(prompt=item.prompt, chosen=fb.edited, rejected=answer, tie=False, margin=None, kind="edit")]

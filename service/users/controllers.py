@@ -12,11 +12,10 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response, Stream
 
 from pluralign.data.record import Base
-from pluralign.data.text import is_blank
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.user import FEATURE_NAMES
-from service.errors import bad_request, error_response, error_responses
+from service.errors import bad_request, error_response, error_responses, refuse_blank
 from service.feedback.services import check_labels
 from service.ids import check_user_id
 from service.runtime import Runtime
@@ -142,6 +141,9 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
     user = check_user_id(data.user)
     if len(data.responses) < 1:
         raise bad_request("responses", "must hold at least one response")
+    refuse_blank("prompt", data.prompt)  # as a comparison's texts and a next-comparison pool's
+    for i, response in enumerate(data.responses):
+        refuse_blank(f"responses[{i}]", response)
     weights = services.user_weights(rt, request.user.tenant, user)
     vectors = rt.encoder.encode([data.prompt, *data.responses])  # (1 + N, d)
     rewards = weights.rewards or rt.rewards
@@ -271,10 +273,8 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
     if total > MAX_POOL_ANSWERS:  # each answer is encoded: bound one request's CPU like /v1/rewards/score's
         raise bad_request("pool", f"holds {total} answers in all; at most {MAX_POOL_ANSWERS} per request")
     for i, item in enumerate(data.pool or ()):  # the pair must be one `comparison` feedback accepts
-        if is_blank(item.prompt):
-            raise bad_request(f"pool[{i}].prompt", "must hold a visible character (not only whitespace or zero-width characters)")
+        refuse_blank(f"pool[{i}].prompt", item.prompt)
         for j, answer in enumerate(item.answers):
-            if is_blank(answer):
-                raise bad_request(f"pool[{i}].answers[{j}]", "must hold a visible character (not only whitespace or zero-width characters)")
+            refuse_blank(f"pool[{i}].answers[{j}]", answer)
     pool = None if data.pool is None else [(item.prompt, item.answers) for item in data.pool]
     return services.next_comparison(rt, tenant, user_id, pool, data.target)

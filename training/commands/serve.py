@@ -1,9 +1,10 @@
 """`pluralign serve`: the HTTP service on embedded defaults.
 
     pluralign serve --host 127.0.0.1 --port 8000
+    pluralign serve --data-dir /srv/pluralign --port 8000
 
-Settings come from PLURALIGN_* variables (PLURALIGN_DATA_DIR, default ./data) or a TOML file named by
-PLURALIGN_CONFIG. At first start a development API key is issued for tenant `default`, printed once,
+Settings come from PLURALIGN_* variables (PLURALIGN_DATA_DIR, default ./data; --data-dir wins over it,
+as for `pluralign keys`) or a TOML file named by PLURALIGN_CONFIG. At first start a development API key is issued for tenant `default`, printed once,
 and stored hashed in the data folder. GET /health answers once the models are loaded.
 """
 
@@ -21,6 +22,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run the HTTP service (uvicorn)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_listen_args(parser, default_port=8000)
+    parser.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
     parser.set_defaults(func=run)
 
 
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging()
     os.umask(0o077)  # users' data, keys and jobs: readable by this account only (files 0600, folders 0700)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # no progress bar per request
-    settings = Settings.load()
+    settings = Settings.load(data_dir=args.data_dir)
     settings.data_path.mkdir(parents=True, exist_ok=True)
     keys = KeyRing(settings.data_path / "api_keys.json")
     if len(keys) == 0:
