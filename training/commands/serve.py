@@ -3,8 +3,10 @@
     pluralign serve --host 127.0.0.1 --port 8000
 
 Settings come from PLURALIGN_* variables (PLURALIGN_DATA_DIR, default ./data) or a TOML file named by
-PLURALIGN_CONFIG. At first start a development API key is issued for tenant `default`, printed once,
-and stored hashed in the data folder. GET /health answers once the models are loaded.
+PLURALIGN_CONFIG. At first start, once the data folder has been read and the models loaded, a
+development API key is issued for tenant `default`, printed once, and stored hashed in the data
+folder; a data folder the service cannot use is an error first, and no key is issued. GET /health
+answers once the models are loaded.
 """
 
 from __future__ import annotations
@@ -27,21 +29,26 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.admin.services import check_jobs_folder
     from service.app import create_app
     from service.auth import KeyRing
     from service.settings import Settings
-    from training.common import setup_logging
+    from training.common import check_writable, setup_logging
 
     check_listen(args.host, args.port)  # before a data folder, a key or a model
     setup_logging()
     os.umask(0o077)  # users' data, keys and jobs: readable by this account only (files 0600, folders 0700)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # no progress bar per request
     settings = Settings.load()
+    # the data folder, before a model loads (a minute) or a key is issued: a file there, or a place
+    # this account cannot write, is one line naming the setting; a damaged file in it names the file
+    check_writable("PLURALIGN_DATA_DIR (setting data_dir)", str(settings.data_path))
     settings.data_path.mkdir(parents=True, exist_ok=True)
-    keys = KeyRing(settings.data_path / "api_keys.json")
-    if len(keys) == 0:
+    keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
+    check_jobs_folder(settings)
+    app = create_app(settings)  # everything else the data folder holds is read here
+    if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
         key = keys.issue("default", name="development key")
         print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
-    app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
     return 0
