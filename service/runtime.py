@@ -23,7 +23,7 @@ from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from service.auth import KeyRing
 from service.deletions import DeletionSweep
-from service.metrics import Metrics
+from service.metrics import DECLARED_COUNTERS, Metrics
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import FairScheduler
 from service.settings import Settings
@@ -203,6 +203,9 @@ class Runtime:
             self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.deletion_sweep is None and self.settings.replicas > 1:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
+        # a user's adapter found damaged (or for another base model): they get the fallback, counted once
+        self.adapters.on_unusable = lambda tenant, user, error: self.metrics.inc(
+            "pluralign_adapters_unusable_total", help=DECLARED_COUNTERS["pluralign_adapters_unusable_total"][0])
 
     def wait_for_background(self) -> None:
         """Block until every acknowledged feedback is in the table and every refit queued so far has run."""

@@ -96,3 +96,91 @@ def test_a_job_record_a_full_disk_refuses_is_written_once_there_is_room(runner, 
     while on_disk(runner, job.id).state != "failed" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert on_disk(runner, job.id) == runner.get(job.id)
+
+
+# -- a damaged per-user adapter ------------------------------------------------------------------
+
+def _cut_weights(folder):
+    path = folder / "adapter_model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _break_config(folder):
+    (folder / "adapter_config.json").write_text('{"peft_type": "LORA", "r": ')
+
+
+DAMAGE = {
+    "weights cut short": _cut_weights,
+    "config not JSON": _break_config,
+    "config not LoRA's": lambda folder: (folder / "adapter_config.json").write_text('{"peft_type": "LORA", "r": "eight", "lora_wings": 3}'),
+    "weights missing": lambda folder: (folder / "adapter_model.safetensors").unlink(),
+    "description cut short": lambda folder: (folder / "pluralign.json").write_text('{"schema_version": 1, "kind": "us'),
+}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    from tests.service.test_service_adapters import random_adapter
+    from tests.service.tiny import start_service
+
+    fspo = random_adapter(tiny_generator_dir, tmp_path_factory.mktemp("fspo") / "fspo", tiny_generator_dir.name, "fspo", 1)
+    data_dir = tmp_path_factory.mktemp("data")
+    server, service = start_service(data_dir, tiny_generator_dir, tiny_pal_dir, minilm, fspo_adapter=str(fspo))
+    service.data_dir = data_dir
+    with server:
+        yield service
+
+
+def unusable_count(svc) -> float:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(svc.url + "/metrics").text)}
+    family = families.get("pluralign_adapters_unusable")
+    return family.samples[0].value if family else 0.0
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_user_adapter_falls_back_logged_once(svc, tiny_generator_dir, caplog, damage):
+    """Before: every chat of the user answered 500 `internal error` (a traceback each time: peft's
+    or safetensors' error, or 'adapter ... lacks adapter_model.safetensors'), as long as the folder
+    stayed damaged. Now the FSPO adapter answers them, the response does not name their adapter,
+    the failure is logged and counted once, and a repaired adapter is used at once."""
+    import logging
+
+    from pluralign.policy.adapters import AdapterRegistry, adapter_name
+    from tests.service.test_service_adapters import chat, random_adapter
+
+    user = "u-" + "".join(c for c in damage if c.isalnum())
+    folder = AdapterRegistry(svc.data_dir / "adapters").folder("acme", user)
+    random_adapter(tiny_generator_dir, folder, tiny_generator_dir.name, "user", 3)
+    DAMAGE[damage](folder)
+    before = unusable_count(svc)
+    with svc.client() as c, caplog.at_level(logging.ERROR):
+        answers = [chat(c, user) for _ in range(3)]
+    assert [r.status_code for r in answers] == [200] * 3, answers[0].text
+    assert {r.json()["pluralign"]["adapter"] for r in answers} == {"fallback"}  # never their adapter
+    logged = [r for r in caplog.records if user in r.getMessage()]
+    assert len(logged) == 1 and "served by the fallback" in logged[0].getMessage(), [r.getMessage() for r in caplog.records]
+    assert unusable_count(svc) == before + 1
+    assert adapter_name("acme", user) not in svc.runtime.generator.adapters  # nothing half loaded
+    random_adapter(tiny_generator_dir, folder, tiny_generator_dir.name, "user", 3)  # retrained: whole again
+    with svc.client() as c:
+        assert chat(c, user).json()["pluralign"]["adapter"] == adapter_name("acme", user)
+
+
+@pytest.mark.parametrize("damage", ["weights cut short"])  # a config peft cannot apply: the per-user test above
+def test_serve_with_a_damaged_fspo_adapter_is_one_line_naming_it(tmp_path, tiny_generator_dir, tiny_pal_dir, monkeypatch, damage):
+    """The FSPO adapter (setting fspo_adapter) is the service's own: damaged, the service does not
+    start, and says which file. Before: a traceback ending in the generation process's
+    'GeneratorProcessError: SafetensorError: Error while deserializing header: ...' or peft's
+    "TypeError: '<=' not supported between instances of 'str' and 'int'" (exit 1), naming no file."""
+    from tests.service.test_break21b import serve_error
+    from tests.service.test_service_adapters import random_adapter
+
+    fspo = random_adapter(tiny_generator_dir, tmp_path / "fspo", tiny_generator_dir.name, "fspo", 1)
+    DAMAGE[damage](fspo)
+    monkeypatch.setenv("PLURALIGN_FSPO_ADAPTER", str(fspo))
+    error = serve_error(tmp_path / "data", tiny_generator_dir, tiny_pal_dir)
+    assert error.startswith(f"pluralign: error: PLURALIGN_FSPO_ADAPTER (setting fspo_adapter): {fspo}"), error
+    assert not (tmp_path / "data" / "api_keys.json").exists()  # and no key issued for a service that never ran

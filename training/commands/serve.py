@@ -46,6 +46,14 @@ def run(args: argparse.Namespace) -> int:
     settings.data_path.mkdir(parents=True, exist_ok=True)
     keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
     check_jobs_folder(settings)
+    if settings.fspo_adapter:  # the service's own adapter: damaged, it is named before any model loads
+        from pluralign.policy.adapters import AdapterError, check_files, read_meta
+
+        try:
+            read_meta(settings.fspo_adapter)
+            check_files(settings.fspo_adapter)
+        except AdapterError as exc:
+            raise ValueError(f"PLURALIGN_FSPO_ADAPTER (setting fspo_adapter): {exc}") from None
     app = create_app(settings)  # everything else the data folder holds is read here
     if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
         key = keys.issue("default", name="development key")
