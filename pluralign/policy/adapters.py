@@ -119,8 +119,8 @@ def reading_adapter(folder: str | Path):
         raise
     except (SafetensorError, RuntimeError, TypeError, KeyError, ValueError) as exc:
         problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AdapterError(f"{folder}: the adapter cannot be loaded (truncated, for another model, or a configuration "
-                           f"peft cannot apply): {problem}") from None
+        raise AdapterError(f"{folder}: the adapter's weights cannot be loaded (truncated, or for another model), "
+                           f"or peft cannot apply its configuration: {problem}") from None
 
 
 def check_base(meta: AdapterMeta, base_model: str, where: str | Path) -> None:
