@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
 import shutil
 import threading
@@ -91,11 +92,13 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
 
 def remove_crash_leftovers(served: Path) -> int:
     """Remove what a process killed mid-swap or mid-write left beside the promoted population model
-    `served`: `.<name>.staged` and `.<name>.retired` (whole copies, every training user's rows in
-    them) and temp files `.<file>.<random>` inside it. Called under `Runtime.population_lock`, which
-    every swap and every rewrite holds, so none of them is in progress. Returns what went."""
+    `served`: `.<name>.staged` and `.<name>.retired<random>` (`pluralign.files.swap_folder`; whole
+    copies, every training user's rows in them) and temp files `.<file>.<random>` inside it. Called
+    under `Runtime.population_lock`, which every swap and every rewrite holds, so none of them is in
+    progress. Returns what went."""
     gone = 0
-    for leftover in (served.with_name(f".{served.name}.staged"), served.with_name(f".{served.name}.retired")):
+    retired = sorted(served.parent.glob(f".{glob.escape(served.name)}.retired*")) if served.parent.is_dir() else []
+    for leftover in (served.with_name(f".{served.name}.staged"), *retired):
         if leftover.is_dir():
             shutil.rmtree(leftover)
             gone += 1

@@ -28,7 +28,7 @@ import msgspec
 import torch
 
 from pluralign.data.record import Base
-from pluralign.files import check_artifact_folder
+from pluralign.files import staged_folder, swap_folder  # noqa: F401 (swap_folder: the service imports it from here)
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
 
 SCHEMA_VERSION = 1
@@ -166,35 +166,23 @@ def write_meta(folder: str | Path, meta: AdapterMeta) -> AdapterMeta:
 
 
 def save_adapter(model, folder: str | Path, meta: AdapterMeta, adapter_name: str = "default") -> Path:
-    """Write one adapter of a peft model in peft's format plus our metadata, replacing `folder` whole.
+    """Write one adapter of a peft model in peft's format plus our metadata, replacing `folder` whole
+    (`pluralign.files.staged_folder`: a kill mid-save leaves the earlier adapter; of saves to one
+    folder at once, the last to finish is the adapter, whole).
 
     `folder` may be missing, empty or an earlier adapter (ADAPTER_FILES); a folder holding anything
     else is a ValueError before anything is written, since replacing it whole would delete those files."""
-    folder = check_artifact_folder(folder, ADAPTER_FILES, "LoRA adapter")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.peft_config[adapter_name].base_model_name_or_path = meta.base_model
-    # LoRA leaves the vocabulary alone: say so, or peft asks the hub for the base model's config
-    model.save_pretrained(str(tmp), selected_adapters=[adapter_name], save_embedding_layers=False)
-    if adapter_name != "default":  # peft writes non-default adapters into a subfolder
-        for f in (tmp / adapter_name).iterdir():
-            f.rename(tmp / f.name)
-        (tmp / adapter_name).rmdir()
-    write_meta(tmp, meta)
-    swap_folder(tmp, folder)
+    folder = Path(folder)
+    with staged_folder(folder, ADAPTER_FILES, "LoRA adapter") as tmp:
+        model.peft_config[adapter_name].base_model_name_or_path = meta.base_model
+        # LoRA leaves the vocabulary alone: say so, or peft asks the hub for the base model's config
+        model.save_pretrained(str(tmp), selected_adapters=[adapter_name], save_embedding_layers=False)
+        if adapter_name != "default":  # peft writes non-default adapters into a subfolder
+            for f in (tmp / adapter_name).iterdir():
+                f.rename(tmp / f.name)
+            (tmp / adapter_name).rmdir()
+        write_meta(tmp, meta)
     return folder
-
-
-def swap_folder(staged: Path, folder: Path) -> None:
-    """Put the fully written `staged` folder in place of `folder` with renames, so a reader sees
-    the old adapter or the new one, never half of one."""
-    retired = folder.with_name(f".{folder.name}.retired")
-    shutil.rmtree(retired, ignore_errors=True)
-    if folder.exists():
-        folder.rename(retired)
-    staged.rename(folder)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def load_adapter(base_model, folder: str | Path, base_model_id: str, trainable: bool = False):
@@ -252,8 +240,8 @@ class AdapterRegistry:
 
     def leftovers(self, tenant: str, user: str) -> list[Path]:
         """Folders a process killed while replacing the user's adapter left beside it, each a whole or
-        partial adapter of theirs: `.<user>.<suffix>` (`save_adapter`'s `tmp`, `swap_folder`'s
-        `retired`, a promotion's `<job id>`). The suffix holds no dot, so another user whose id
+        partial adapter of theirs: `.<user>.<suffix>` (`save_adapter`'s staged `<random>`,
+        `swap_folder`'s `retired<random>`, a promotion's `<job id>`). The suffix holds no dot, so another user whose id
         extends this one (`<user>.b`, whose leftovers are `.<user>.b.<suffix>`) is never matched."""
         folder = self.folder(tenant, user)
         prefix = f".{folder.name}."

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import REPO
-from tests.unit.clitools import cli
+from tests.service.tiny import tiny_generator_dir  # noqa: F401, F811 (a fixture)
+from tests.unit.clitools import cli, write_jsonl
 
 ROW = {"user_id": "ann", "prompt": "Colour?", "chosen": "Red.", "rejected": "Blue."}
 
@@ -64,3 +65,142 @@ def test_serve_on_a_damaged_data_folder_prints_no_key_and_issues_none(tmp_path):
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("pluralign: error:")]
     assert error.startswith(f"pluralign: error: {data / 'jobs' / 'promotions.json'}: not a promotions file")
     assert not (data / "api_keys.json").exists()
+
+
+# -- trainers' saves: a kill mid-save, two saves to one --out at once ------------------------------
+
+def _disk_fills_mid_write(monkeypatch, module):
+    """`module.safe_save_file` (what peft and transformers write weights with) writes half the file,
+    then fails as a full disk does: what a kill or ENOSPC mid-save leaves."""
+    import errno
+    import importlib
+
+    target = importlib.import_module(module)
+    real = target.safe_save_file
+
+    def half(tensors, filename, *args, **kwargs):
+        real(tensors, filename, *args, **kwargs)
+        with open(filename, "r+b") as f:
+            f.truncate(os.path.getsize(filename) // 2)
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+    monkeypatch.setattr(target, "safe_save_file", half)
+
+
+def _pairs(tmp_path):
+    rows = [{"user_id": f"u{i}", "prompt": f"Pick {i}?", "chosen": "yes", "rejected": f"no {i}"} for i in range(4)]
+    return write_jsonl(tmp_path / "pairs.jsonl", rows)
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_maxmin_save_cut_short_leaves_the_earlier_policy_whole(tmp_path, tiny_generator_dir, capsys, monkeypatch):  # noqa: F811
+    """Before: `train maxmin --out DIR` over an earlier policy wrote DIR/adapter in place: a save cut
+    short (disk full, a kill) left the earlier meta.json beside a truncated adapter_model.safetensors,
+    and load_policy failed on it ('Error while deserializing header')."""
+    from transformers import AutoModelForCausalLM
+
+    from pluralign.policy.maxmin import load_policy
+
+    out = tmp_path / "policy"
+    argv = ["train", "maxmin", "--pairs", _pairs(tmp_path), "--base", str(tiny_generator_dir), "--steps", "1",
+            "--batch-size", "2", "--lora-r", "2", "--quiet", "--out", str(out)]
+    code, _, err = cli(capsys, *argv)
+    assert code == 0, err
+    earlier = _files(out)
+    _disk_fills_mid_write(monkeypatch, "peft.peft_model")
+    code, _, err = cli(capsys, *argv[:-3], "--seed", "1", "--quiet", "--out", str(out))
+    assert code == 2 and err.startswith("pluralign: error: No space left on device"), err
+    assert _files(out) == earlier
+    load_policy(out, AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)), expected_base=str(tiny_generator_dir))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl", "policy"]  # nothing half-written beside it
+
+
+def test_an_fspo_full_save_cut_short_leaves_the_earlier_model_whole(tmp_path, tiny_generator_dir, capsys, monkeypatch):  # noqa: F811
+    """Before: `train fspo --full --out DIR` wrote transformers' files into DIR in place: cut short,
+    DIR held the earlier pluralign.json and config beside a truncated model.safetensors."""
+    rows = [{"user_id": f"u{u}", "prompt": f"Pick {i}?", "chosen": ["yes", "no"][u % 2], "rejected": ["no", "yes"][u % 2] + "!"}
+            for u in range(6) for i in range(3)]
+    data = write_jsonl(tmp_path / "prefs.jsonl", rows)
+    out = tmp_path / "full"
+    argv = ["train", "fspo", "--population", "file", "--data", data, "--base", str(tiny_generator_dir), "--shots", "1", "--steps", "1",
+            "--batch-size", "1", "--episodes", "1", "--eval-per-user", "1", "--full", "--out", str(out)]
+    code, _, err = cli(capsys, *argv)
+    assert code == 0, err
+    earlier = _files(out)
+    _disk_fills_mid_write(monkeypatch, "transformers.modeling_utils")
+    code, _, err = cli(capsys, *argv[:-2], "--seed", "1", "--out", str(out))
+    assert code == 2 and "No space left on device" in err, err
+    assert _files(out) == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "prefs.jsonl"]
+
+
+class _SlowPolicy:
+    """Stands in for a peft model whose save takes a while: writes its `tag` as the weights, then
+    waits for `wait` (the other save to have finished) before the save carries on."""
+
+    def __init__(self, tag, wait=None, started=None):
+        import types
+
+        self.tag, self.wait, self.started = tag, wait, started
+        self.peft_config = {"default": types.SimpleNamespace(base_model_name_or_path=None)}
+
+    def save_pretrained(self, path, **kwargs):
+        os.makedirs(path, exist_ok=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            with open(os.path.join(path, name), "w") as f:
+                f.write(self.tag)
+        if self.started is not None:
+            self.started.set()
+        if self.wait is not None:
+            assert self.wait.wait(30)
+
+
+@pytest.mark.parametrize("artifact", ["maxmin policy", "adapter"])
+def test_two_saves_to_one_out_at_once_leave_one_whole_artifact(tmp_path, artifact):
+    """Two trainers saving to one --out at once, the first slower: the first wrote its weights,
+    the second saved whole, then the first wrote its description. Before: the MaxMin policy at
+    --out had the second run's weights under the first run's meta.json; the adapter's first save
+    failed ('No such file or directory: .../.out.tmp/pluralign.json': the second had removed and
+    then renamed the shared temp folder). Now each save writes its own temp folder and the last
+    to finish is the artifact, whole."""
+    import threading
+
+    from pluralign.policy.adapters import AdapterMeta, read_meta, save_adapter
+    from pluralign.policy.maxmin import PolicyMeta, save_policy
+
+    out = tmp_path / "out"
+
+    def save(policy):
+        if artifact == "adapter":
+            save_adapter(policy, out, AdapterMeta(kind="user", base_model="tiny", shots=0, data_version=policy.tag))
+        else:
+            save_policy(policy, out, PolicyMeta(schema_version=1, kind="maxmin-lora", base_model="tiny", objective=policy.tag,
+                                                heads=1, steps=1, beta=0.1, lora_r=2))
+
+    second_done, first_wrote = threading.Event(), threading.Event()
+    errors = []
+    first = threading.Thread(target=lambda: _catch(errors, save, _SlowPolicy("first", wait=second_done, started=first_wrote)))
+    first.start()
+    assert first_wrote.wait(30)
+    save(_SlowPolicy("second"))
+    second_done.set()
+    first.join(30)
+    assert errors == []
+    if artifact == "adapter":
+        weights, described = (out / "adapter_model.safetensors").read_text(), read_meta(out).data_version
+    else:
+        import msgspec
+
+        weights, described = (out / "adapter" / "adapter_model.safetensors").read_text(), msgspec.json.decode((out / "meta.json").read_bytes())["objective"]
+    assert weights == described == "first"  # the last save to finish, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def _catch(errors, fn, *args):
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 (reported by the test)
+        errors.append(repr(exc))
