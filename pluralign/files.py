@@ -6,6 +6,7 @@ its place with renames."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import tempfile
@@ -88,6 +89,31 @@ def begin_artifact(folder: str | os.PathLike, files: tuple[str, ...], what: str)
         if path.name not in files:
             path.unlink(missing_ok=True)
     return folder
+
+
+class ArtifactBusy(ValueError):
+    """Another process is writing an artifact into this folder now (`writing_artifact`)."""
+
+
+@contextmanager
+def writing_artifact(folder: str | os.PathLike, files: tuple[str, ...], what: str) -> Iterator[Path]:
+    """`begin_artifact`, holding an exclusive lock on the folder (flock on its descriptor) until the
+    block ends, for artifacts written in place, description last. A second save into the folder
+    meanwhile is an ArtifactBusy naming it, before it removes or writes anything: two saves
+    interleaving their files would leave one's weights under the other's description, which loads.
+    (Folders written whole beside the target, `staged_folder`, need no lock: the last one wins.)"""
+    folder = check_artifact_folder(folder, files, what)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArtifactBusy(f"{folder}: another process is saving a {what} there now: wait for it to finish, "
+                               "or give another folder") from None
+        yield begin_artifact(folder, files, what)
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def _artifact_file(name: str, files: tuple[str, ...]) -> bool:

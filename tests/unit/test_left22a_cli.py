@@ -204,3 +204,48 @@ def _catch(errors, fn, *args):
         fn(*args)
     except Exception as exc:  # noqa: BLE001 (reported by the test)
         errors.append(repr(exc))
+
+
+def test_a_pal_save_into_a_folder_another_save_is_writing_is_refused(tmp_path):
+    """PAL checkpoints (and EM mixtures) are written in place, meta.json last, so two saves into one
+    folder at once interleaved: the first wrote its weights, the second its whole checkpoint, then
+    the first its meta.json over the second's: a checkpoint of one run's weights under the other's
+    description, which loads (same K). Now the second save, while the first holds the folder, is an
+    error naming it before it touches anything (`pluralign train pal` and `train em` say --out)."""
+    import threading
+
+    import torch
+
+    from pluralign.reward import pal_checkpoint
+    from pluralign.reward.pal import load_pal, save_pal
+    from tests.unit.test_pal_artifacts import table, tiny_model
+
+    folder = tmp_path / "ckpt"
+    wrote_weights, second_done = threading.Event(), threading.Event()
+    real = pal_checkpoint.write_atomic
+
+    def slow(path, data):
+        real(path, data)
+        if path.name == pal_checkpoint.MODEL_FILE and threading.current_thread().name == "first":
+            wrote_weights.set()
+            assert second_done.wait(30)
+
+    first_model, errors = tiny_model(), []
+    pal_checkpoint.write_atomic = slow
+    try:
+        first = threading.Thread(name="first", target=lambda: save_pal(folder, first_model, table(), "enc", {"run": 1.0}))
+        first.start()
+        assert wrote_weights.wait(30)
+        torch.manual_seed(1)
+        try:
+            save_pal(folder, tiny_model(), table(), "enc", {"run": 2.0})
+        except ValueError as exc:  # pluralign.files.ArtifactBusy
+            errors.append(str(exc))
+        second_done.set()
+        first.join(30)
+    finally:
+        pal_checkpoint.write_atomic = real
+    assert errors == [f"{folder}: another process is saving a PAL checkpoint there now: wait for it to finish, or give another folder"]
+    model, _, meta = load_pal(folder)
+    assert meta.metrics == {"run": 1.0}
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), first_model.state_dict().values(), strict=True))
