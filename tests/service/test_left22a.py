@@ -184,3 +184,39 @@ def test_serve_with_a_damaged_fspo_adapter_is_one_line_naming_it(tmp_path, tiny_
     error = serve_error(tmp_path / "data", tiny_generator_dir, tiny_pal_dir)
     assert error.startswith(f"pluralign: error: PLURALIGN_FSPO_ADAPTER (setting fspo_adapter): {fspo}"), error
     assert not (tmp_path / "data" / "api_keys.json").exists()  # and no key issued for a service that never ran
+
+
+def test_registering_an_adapter_cut_short_leaves_the_users_adapter_as_it_was(svc, tiny_generator_dir, tmp_path, monkeypatch):
+    """register_adapter removed the user's adapter folder, then copied the new one in: a copy cut
+    short (disk full, a kill) left the user with a partial folder (before: its files differed from
+    the earlier adapter's; after a kill between the two, none at all). A damaged source was copied
+    in and only found at the user's next chat."""
+    import shutil
+
+    from pluralign.policy.adapters import AdapterError, AdapterRegistry, adapter_name
+    from service.users.services import register_adapter
+    from tests.service.test_service_adapters import chat, random_adapter
+
+    folder = AdapterRegistry(svc.data_dir / "adapters").folder("acme", "rita")
+    register_adapter(svc.runtime, "acme", "rita", random_adapter(tiny_generator_dir, tmp_path / "first", tiny_generator_dir.name, "user", 4))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    second = random_adapter(tiny_generator_dir, tmp_path / "second", tiny_generator_dir.name, "user", 5)
+    real, copied = shutil.copyfile, []
+
+    def copyfile(src, dst, *args, **kwargs):
+        if copied:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        copied.append(dst)
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    with pytest.raises(OSError, match="No space left"):
+        register_adapter(svc.runtime, "acme", "rita", second)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".rita.")) == []  # nothing left beside it
+    with svc.client() as c:
+        assert chat(c, "rita").json()["pluralign"]["adapter"] == adapter_name("acme", "rita")
+    (second / "adapter_model.safetensors").write_bytes(b"cut")
+    with pytest.raises(AdapterError, match="not a whole safetensors file"):
+        register_adapter(svc.runtime, "acme", "rita", second)
