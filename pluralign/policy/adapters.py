@@ -258,7 +258,7 @@ class AdapterRegistry:
 
 def _stamp(folder: Path) -> tuple:
     """What changes when an adapter folder's files do (a retrain, a promotion, a repair): each file's
-    name, size and modification time; () for a missing folder."""
+    name, size, modification time and inode (a swap brings new ones); () for a missing folder."""
     try:
         return tuple(sorted((p.name, st.st_size, st.st_mtime_ns, st.st_ino) for p in folder.iterdir() for st in [p.stat()]))
     except OSError:
@@ -365,7 +365,9 @@ class AdapterPool:
 
     def forget(self, tenant: str, user: str) -> None:
         """Drop a user's adapter from memory (call after deleting or retraining it)."""
-        self.unload(adapter_name(tenant, user))
+        with self._lock:
+            self._unusable.pop(adapter_name(tenant, user), None)  # a new one is tried at the next request
+            self.unload(adapter_name(tenant, user))
 
     def adapter_for(self, tenant: str, user: str, pinned: frozenset[str] = frozenset()) -> str:
         """The loaded adapter name serving this user (loading it if the registry has one), else the fallback.
