@@ -220,3 +220,36 @@ def test_registering_an_adapter_cut_short_leaves_the_users_adapter_as_it_was(svc
     (second / "adapter_model.safetensors").write_bytes(b"cut")
     with pytest.raises(AdapterError, match="not a whole safetensors file"):
         register_adapter(svc.runtime, "acme", "rita", second)
+
+
+def test_stopping_the_runner_on_a_full_disk_stops_every_worker(tmp_path, monkeypatch):
+    """stop() recorded each stopped job as queued again as it went: on a full disk the first record
+    raised OSError out of stop(), and the other workers were never stopped (orphans training on).
+    Now every worker is stopped; the records on disk still say running, so a restart queues them."""
+    import psutil
+
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=2), TEST_KINDS)
+    runner.start()
+    jobs = [runner.submit("work", {"seconds": 60}) for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while any(runner.get(j.id).state != "running" for j in jobs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [runner.get(j.id).pid for j in jobs]
+    full_disk_for(monkeypatch, "training.jobs.store", "write_atomic", lambda path: True)
+    alive: list[int] = []
+    try:
+        try:
+            runner.stop()
+        finally:
+            alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    finally:
+        for pid in pids:  # never leave a worker behind, whatever the code under test did
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+    assert alive == []
+    assert [runner.get(j.id).state for j in jobs] == ["queued", "queued"]
+    monkeypatch.undo()
+    restarted = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs"), TEST_KINDS)
+    assert [restarted.get(j.id).state for j in jobs] == ["queued", "queued"]

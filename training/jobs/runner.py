@@ -198,8 +198,8 @@ class LocalJobRunner:
                 running.out.close()
                 running.err.close()
                 job = self.store.get(job_id)
-                if job is not None and job.state == "running":
-                    self.store.put(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, "interrupted by shutdown; queued again"][-self.config.log_lines :]))
+                if job is not None and job.state == "running":  # a full disk here must not leave the next workers running
+                    self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, "interrupted by shutdown; queued again"][-self.config.log_lines :]))
             self._running.clear()
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
