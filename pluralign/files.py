@@ -1,11 +1,16 @@
 """Whole-file writes that a crash cannot leave half done: a temp file beside the target, fsynced,
-then renamed over it. Readers see the old file or the new one, never part of either."""
+then renamed over it. Readers see the old file or the new one, never part of either. Artifact
+folders the same way (`staged_folder`): written into a temp folder beside the target, then put in
+its place with renames."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,6 +91,31 @@ def begin_artifact(folder: str | os.PathLike, files: tuple[str, ...], what: str)
     return folder
 
 
+class ArtifactBusy(ValueError):
+    """Another process is writing an artifact into this folder now (`writing_artifact`)."""
+
+
+@contextmanager
+def writing_artifact(folder: str | os.PathLike, files: tuple[str, ...], what: str) -> Iterator[Path]:
+    """`begin_artifact`, holding an exclusive lock on the folder (flock on its descriptor) until the
+    block ends, for artifacts written in place, description last. A second save into the folder
+    meanwhile is an ArtifactBusy naming it, before it removes or writes anything: two saves
+    interleaving their files would leave one's weights under the other's description, which loads.
+    (Folders written whole beside the target, `staged_folder`, need no lock: the last one wins.)"""
+    folder = check_artifact_folder(folder, files, what)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArtifactBusy(f"{folder}: another process is saving a {what} there now: wait for it to finish, "
+                               "or give another folder") from None
+        yield begin_artifact(folder, files, what)
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 def _artifact_file(name: str, files: tuple[str, ...]) -> bool:
     """`name` is one of `files`, or `atomic_writer`'s temp file for one (".<file>.<random>"), which a
     killed write leaves behind."""
@@ -101,3 +131,68 @@ def stopped_artifact(folder: str | os.PathLike, files: tuple[str, ...]) -> bool:
         return False
     names = [p.name for p in folder.iterdir()]
     return bool(names) and files[0] not in names and all(_artifact_file(name, files) for name in names)
+
+
+@contextmanager
+def staged_folder(folder: str | os.PathLike, files: tuple[str, ...], what: str) -> Iterator[Path]:
+    """Write an artifact folder whole or not at all: yields a new empty folder beside `folder`
+    (hidden, ".<name>.<random>") to write the artifact into; on a clean exit its files are fsynced
+    and it takes the place of `folder` by renames (`swap_folder`), on an error it is removed. A kill
+    mid-write leaves `folder` as it was (and the hidden folder beside it); saves to one folder at
+    once each write their own, and the last to finish is the artifact, whole.
+
+    `folder` is checked first (`check_artifact_folder`: NotADirectoryError, ValueError naming it)."""
+    folder = check_artifact_folder(folder, files, what)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        yield staged
+        _fsync_tree(staged)
+        swap_folder(staged, folder)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def swap_folder(staged: Path, folder: Path) -> None:
+    """Put the fully written `staged` folder in place of `folder` with renames, so a reader sees the
+    old artifact or the new one, never half of one. The old one is renamed aside (".<name>.retired<random>")
+    and removed; if another writer puts its folder in place between the two renames, that one is
+    renamed aside too: the last swap wins, whole."""
+    staged, folder = Path(staged), Path(folder)
+    for _ in range(100):
+        retired = folder.with_name(f".{folder.name}.retired{uuid.uuid4().hex[:12]}")
+        try:
+            folder.rename(retired)
+        except FileNotFoundError:
+            retired = None
+        try:
+            staged.rename(folder)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue  # another swap put its folder there meanwhile: retire that one too
+        finally:
+            if retired is not None:
+                shutil.rmtree(retired, ignore_errors=True)
+        _fsync_dir(folder.parent)
+        return
+    raise OSError(errno.EBUSY, "other writers kept replacing this folder", str(folder))
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Each file under `folder` and the folders themselves on disk, before a rename publishes them."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for path in [*sorted(p for p in folder.rglob("*") if p.is_dir()), folder]:
+        _fsync_dir(path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

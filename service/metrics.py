@@ -51,6 +51,8 @@ DECLARED_COUNTERS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "pluralign_population_swaps_total": ("population reward models swapped in while serving", {}),
     "pluralign_deletions_applied_total": ("other replicas' user deletions applied to this replica's files", {}),
     "pluralign_jobs_pruned_total": ("finished jobs whose files the job retention removed", {}),
+    "pluralign_adapters_unusable_total": ("users' adapters found damaged or built for another base model (each once, until its files "
+                                          "change); their users are served by the fallback", {}),
 }
 DECLARED_HISTOGRAMS = {"pluralign_personalization_seconds": "retrieval + context + rerank time"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
 import shutil
 import threading
@@ -23,7 +24,7 @@ from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from service.auth import KeyRing
 from service.deletions import DeletionSweep
-from service.metrics import Metrics
+from service.metrics import DECLARED_COUNTERS, Metrics
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import FairScheduler
 from service.settings import Settings
@@ -91,11 +92,13 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
 
 def remove_crash_leftovers(served: Path) -> int:
     """Remove what a process killed mid-swap or mid-write left beside the promoted population model
-    `served`: `.<name>.staged` and `.<name>.retired` (whole copies, every training user's rows in
-    them) and temp files `.<file>.<random>` inside it. Called under `Runtime.population_lock`, which
-    every swap and every rewrite holds, so none of them is in progress. Returns what went."""
+    `served`: `.<name>.staged` and `.<name>.retired<random>` (`pluralign.files.swap_folder`; whole
+    copies, every training user's rows in them) and temp files `.<file>.<random>` inside it. Called
+    under `Runtime.population_lock`, which every swap and every rewrite holds, so none of them is in
+    progress. Returns what went."""
     gone = 0
-    for leftover in (served.with_name(f".{served.name}.staged"), served.with_name(f".{served.name}.retired")):
+    retired = sorted(served.parent.glob(f".{glob.escape(served.name)}.retired*")) if served.parent.is_dir() else []
+    for leftover in (served.with_name(f".{served.name}.staged"), *retired):
         if leftover.is_dir():
             shutil.rmtree(leftover)
             gone += 1
@@ -203,6 +206,9 @@ class Runtime:
             self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.deletion_sweep is None and self.settings.replicas > 1:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
+        # a user's adapter found damaged (or for another base model): they get the fallback, counted once
+        self.adapters.on_unusable = lambda tenant, user, error: self.metrics.inc(
+            "pluralign_adapters_unusable_total", help=DECLARED_COUNTERS["pluralign_adapters_unusable_total"][0])
 
     def wait_for_background(self) -> None:
         """Block until every acknowledged feedback is in the table and every refit queued so far has run."""

@@ -10,6 +10,7 @@ which skips them and reports how many.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -135,6 +136,9 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     margin = row.get("margin")
     if isinstance(margin, (int, float)) and not isinstance(margin, bool) and not 0 <= margin <= 1e6:
         raise PreferenceError(line, "margin", "must be >= 0 (how much better `chosen` is) and at most 1e6")
+    created_at = row.get("created_at")
+    if isinstance(created_at, float) and not math.isfinite(created_at):  # Parquet's NaN, JSON's 1e999: no time at all
+        raise PreferenceError(line, "created_at", f"must be a finite time (seconds since the epoch), got {created_at}")
     if "user_id" not in row:
         if default_user is None:
             raise PreferenceError(line, "user_id", "missing required field")

@@ -14,11 +14,12 @@ without an adapter use the fallback (the FSPO adapter when given, else the bare 
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -27,7 +28,7 @@ import msgspec
 import torch
 
 from pluralign.data.record import Base
-from pluralign.files import check_artifact_folder
+from pluralign.files import staged_folder, swap_folder  # noqa: F401 (swap_folder: the service imports it from here)
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
 
 SCHEMA_VERSION = 1
@@ -35,6 +36,8 @@ META_FILE = "pluralign.json"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 ADAPTER_FILES = (META_FILE, *PEFT_FILES, "README.md", "metrics.json")  # what an adapter folder may hold (peft writes a README)
 FALLBACK_ADAPTER = "fallback"  # the pool's name for the adapter serving users without their own
+
+log = logging.getLogger(__name__)
 
 
 class AdapterMeta(Base, kw_only=True):
@@ -104,16 +107,20 @@ def read_meta(folder: str | Path) -> AdapterMeta:
 
 
 @contextmanager
-def _reading_weights(folder: str | Path):
-    """Around peft's loading of an adapter's weights: a file cut short (a crash mid-copy) or weights
-    shaped for another model are an AdapterError naming the folder, not safetensors' or torch's own."""
+def reading_adapter(folder: str | Path):
+    """Around peft's loading of an adapter: a file cut short (a crash mid-copy), weights shaped for
+    another model or a configuration peft cannot apply (a field of the wrong type) are an
+    AdapterError naming the folder, not safetensors', torch's or peft's own."""
     from safetensors import SafetensorError
 
     try:
         yield
-    except (SafetensorError, RuntimeError) as exc:
+    except AdapterError:
+        raise
+    except (SafetensorError, RuntimeError, TypeError, KeyError, ValueError) as exc:
         problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AdapterError(f"{folder}: the adapter's weights cannot be loaded (truncated, or for another model): {problem}") from None
+        raise AdapterError(f"{folder}: the adapter's weights cannot be loaded (truncated, or for another model), "
+                           f"or peft cannot apply its configuration: {problem}") from None
 
 
 def check_base(meta: AdapterMeta, base_model: str, where: str | Path) -> None:
@@ -124,6 +131,34 @@ def check_base(meta: AdapterMeta, base_model: str, where: str | Path) -> None:
         )
 
 
+def check_files(folder: str | Path) -> None:
+    """Whether peft's files in `folder` can be loaded, read before any model is touched (a load
+    that fails part way leaves a half-made adapter in the model): both present, adapter_config.json
+    a LoRA configuration, adapter_model.safetensors whole. Raises AdapterError naming the folder
+    and the file. Reads the weights once (an adapter is a few MB)."""
+    from peft import LoraConfig
+
+    from pluralign.files import read_safetensors
+
+    folder = Path(folder)
+    missing = [f for f in PEFT_FILES if not (folder / f).is_file()]
+    if missing:
+        raise AdapterError(f"adapter {folder} lacks {', '.join(missing)}")
+    try:
+        config = LoraConfig.from_pretrained(str(folder))
+    except Exception as exc:  # not JSON, not an object, fields peft does not know or refuses
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AdapterError(f"{folder / PEFT_FILES[0]}: not a LoRA adapter configuration: {problem}") from None
+    # peft takes any JSON value for these and fails part way through loading (a half-made adapter)
+    for field, value, minimum in (("r", config.r, 1), ("lora_alpha", config.lora_alpha, 0)):
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum or (field == "r" and value != int(value)):
+            raise AdapterError(f"{folder / PEFT_FILES[0]}: not a LoRA adapter configuration: `{field}` is {value!r}")
+    try:
+        read_safetensors(folder / PEFT_FILES[1])
+    except ValueError as exc:
+        raise AdapterError(str(exc)) from None
+
+
 def write_meta(folder: str | Path, meta: AdapterMeta) -> AdapterMeta:
     meta = msgspec.structs.replace(meta, created_at=meta.created_at or time.time())
     (Path(folder) / META_FILE).write_bytes(msgspec.json.format(_meta_encoder.encode(meta)))
@@ -131,35 +166,23 @@ def write_meta(folder: str | Path, meta: AdapterMeta) -> AdapterMeta:
 
 
 def save_adapter(model, folder: str | Path, meta: AdapterMeta, adapter_name: str = "default") -> Path:
-    """Write one adapter of a peft model in peft's format plus our metadata, replacing `folder` whole.
+    """Write one adapter of a peft model in peft's format plus our metadata, replacing `folder` whole
+    (`pluralign.files.staged_folder`: a kill mid-save leaves the earlier adapter; of saves to one
+    folder at once, the last to finish is the adapter, whole).
 
     `folder` may be missing, empty or an earlier adapter (ADAPTER_FILES); a folder holding anything
     else is a ValueError before anything is written, since replacing it whole would delete those files."""
-    folder = check_artifact_folder(folder, ADAPTER_FILES, "LoRA adapter")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.peft_config[adapter_name].base_model_name_or_path = meta.base_model
-    # LoRA leaves the vocabulary alone: say so, or peft asks the hub for the base model's config
-    model.save_pretrained(str(tmp), selected_adapters=[adapter_name], save_embedding_layers=False)
-    if adapter_name != "default":  # peft writes non-default adapters into a subfolder
-        for f in (tmp / adapter_name).iterdir():
-            f.rename(tmp / f.name)
-        (tmp / adapter_name).rmdir()
-    write_meta(tmp, meta)
-    swap_folder(tmp, folder)
+    folder = Path(folder)
+    with staged_folder(folder, ADAPTER_FILES, "LoRA adapter") as tmp:
+        model.peft_config[adapter_name].base_model_name_or_path = meta.base_model
+        # LoRA leaves the vocabulary alone: say so, or peft asks the hub for the base model's config
+        model.save_pretrained(str(tmp), selected_adapters=[adapter_name], save_embedding_layers=False)
+        if adapter_name != "default":  # peft writes non-default adapters into a subfolder
+            for f in (tmp / adapter_name).iterdir():
+                f.rename(tmp / f.name)
+            (tmp / adapter_name).rmdir()
+        write_meta(tmp, meta)
     return folder
-
-
-def swap_folder(staged: Path, folder: Path) -> None:
-    """Put the fully written `staged` folder in place of `folder` with renames, so a reader sees
-    the old adapter or the new one, never half of one."""
-    retired = folder.with_name(f".{folder.name}.retired")
-    shutil.rmtree(retired, ignore_errors=True)
-    if folder.exists():
-        folder.rename(retired)
-    staged.rename(folder)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def load_adapter(base_model, folder: str | Path, base_model_id: str, trainable: bool = False):
@@ -168,7 +191,7 @@ def load_adapter(base_model, folder: str | Path, base_model_id: str, trainable: 
 
     meta = read_meta(folder)
     check_base(meta, base_model_id, folder)
-    with _reading_weights(folder):
+    with reading_adapter(folder):
         return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable), meta
 
 
@@ -202,10 +225,8 @@ class AdapterRegistry:
         meta = self.meta(tenant, user)
         if meta is None:
             raise AdapterError(f"no adapter for user {user!r} of tenant {tenant!r}")
-        missing = [f for f in PEFT_FILES if not (folder / f).exists()]
-        if missing:
-            raise AdapterError(f"adapter {folder} lacks {', '.join(missing)}")
         check_base(meta, base_model, f"for user {user!r} of tenant {tenant!r}")
+        check_files(folder)
         return folder, meta
 
     def delete(self, tenant: str, user: str) -> int:
@@ -219,8 +240,8 @@ class AdapterRegistry:
 
     def leftovers(self, tenant: str, user: str) -> list[Path]:
         """Folders a process killed while replacing the user's adapter left beside it, each a whole or
-        partial adapter of theirs: `.<user>.<suffix>` (`save_adapter`'s `tmp`, `swap_folder`'s
-        `retired`, a promotion's `<job id>`). The suffix holds no dot, so another user whose id
+        partial adapter of theirs: `.<user>.<suffix>` (`save_adapter`'s staged `<random>`,
+        `swap_folder`'s `retired<random>`, a promotion's `<job id>`). The suffix holds no dot, so another user whose id
         extends this one (`<user>.b`, whose leftovers are `.<user>.b.<suffix>`) is never matched."""
         folder = self.folder(tenant, user)
         prefix = f".{folder.name}."
@@ -233,6 +254,15 @@ class AdapterRegistry:
         if not folder.is_dir():
             return []
         return sorted(unquote(p.name) for p in folder.iterdir() if (p / META_FILE).exists())
+
+
+def _stamp(folder: Path) -> tuple:
+    """What changes when an adapter folder's files do (a retrain, a promotion, a repair): each file's
+    name, size, modification time and inode (a swap brings new ones); () for a missing folder."""
+    try:
+        return tuple(sorted((p.name, st.st_size, st.st_mtime_ns, st.st_ino) for p in folder.iterdir() for st in [p.stat()]))
+    except OSError:
+        return ()
 
 
 def adapter_name(tenant: str, user: str) -> str:
@@ -253,15 +283,21 @@ class ModelHost:
     def load_adapter(self, name: str, folder: str | Path) -> None:
         from peft import PeftModel
 
-        with _reading_weights(folder):
+        with reading_adapter(folder):
             if hasattr(self.model, "peft_config"):
                 self.model.load_adapter(str(folder), adapter_name=name)
             else:
                 self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
         self.model.eval()
 
+    @property
+    def adapters(self) -> set[str]:
+        config = getattr(self.model, "peft_config", None)
+        return set(config) if config else set()
+
     def drop_adapter(self, name: str) -> None:
-        self.model.delete_adapter(name)
+        if name in self.adapters:
+            self.model.delete_adapter(name)
 
 
 class AdapterPool:
@@ -287,10 +323,14 @@ class AdapterPool:
         self.budget_bytes = budget_bytes
         self.loaded: OrderedDict[str, tuple[int, float]] = OrderedDict()  # name -> (bytes, created_at)
         self._lock = threading.RLock()
+        self._unusable: dict[str, tuple] = {}  # adapter name -> `_stamp` of its folder when it was found unusable
+        # told once of each user's adapter found unusable (until its files change): (tenant, user, error)
+        self.on_unusable: Callable[[str, str, AdapterError], None] | None = None
         self.fallback = BASE_ADAPTER
-        if fallback is not None:
+        if fallback is not None:  # the service's own setting: a damaged one is an error at start, naming it
             meta = read_meta(fallback)
             check_base(meta, base_model, fallback)
+            check_files(fallback)
             self._load(FALLBACK_ADAPTER, Path(fallback))
             self.fallback = FALLBACK_ADAPTER
 
@@ -306,7 +346,12 @@ class AdapterPool:
         return hasattr(self.model, "peft_config")
 
     def _load(self, name: str, folder: Path) -> int:
-        self.host.load_adapter(name, folder)
+        try:
+            self.host.load_adapter(name, folder)
+        except (AdapterError, ValueError) as exc:  # what a load failing part way made of it must not serve anyone
+            if name in getattr(self.host, "adapters", ()):
+                self.host.drop_adapter(name)
+            raise exc if isinstance(exc, AdapterError) else AdapterError(f"{folder}: the adapter cannot be loaded: {exc}") from None
         if getattr(self.host, "model", None) is None:  # a remote server holds the weights: count the files
             return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
         marker = f".{name}."
@@ -320,22 +365,44 @@ class AdapterPool:
 
     def forget(self, tenant: str, user: str) -> None:
         """Drop a user's adapter from memory (call after deleting or retraining it)."""
-        self.unload(adapter_name(tenant, user))
+        with self._lock:
+            self._unusable.pop(adapter_name(tenant, user), None)  # a new one is tried at the next request
+            self.unload(adapter_name(tenant, user))
 
     def adapter_for(self, tenant: str, user: str, pinned: frozenset[str] = frozenset()) -> str:
-        """The loaded adapter name serving this user (loading it if the registry has one), else the fallback."""
+        """The loaded adapter name serving this user (loading it if the registry has one), else the fallback.
+
+        A user's adapter that cannot be used (damaged: its description or peft's files missing, cut
+        short or unreadable; or built for another base model) is never half loaded: the user gets
+        the fallback, and the adapter is reported once (an error logged, `on_unusable(tenant, user,
+        error)` called) and not read again until its files change (a retrained
+        or promoted adapter is tried at once). Raises AdapterError only when the adapters needed at
+        once exceed the budget."""
         with self._lock:
-            meta = self.registry.meta(tenant, user)
             name = adapter_name(tenant, user)
-            if meta is None:
-                self.unload(name)
+            folder = self.registry.folder(tenant, user)
+            stamp = _stamp(folder)
+            if self._unusable.get(name) == stamp:
                 return self.fallback
-            if name in self.loaded and self.loaded[name][1] == meta.created_at:
-                self.loaded.move_to_end(name)
-                return name
-            self.unload(name)  # absent, or retrained since it was loaded
-            folder, meta = self.registry.require(tenant, user, self.base_model)
-            size = self._load(name, folder)
+            self._unusable.pop(name, None)
+            try:
+                meta = self.registry.meta(tenant, user)
+                if meta is None:
+                    self.unload(name)
+                    return self.fallback
+                if name in self.loaded and self.loaded[name][1] == meta.created_at:
+                    self.loaded.move_to_end(name)
+                    return name
+                self.unload(name)  # absent, or retrained since it was loaded
+                folder, meta = self.registry.require(tenant, user, self.base_model)
+                size = self._load(name, folder)
+            except AdapterError as exc:
+                self._unusable[name] = stamp
+                log.error("the adapter of user %r of tenant %r cannot be used; they are served by the fallback until "
+                          "its files change: %s", user, tenant, exc)
+                if self.on_unusable is not None:
+                    self.on_unusable(tenant, user, exc)
+                return self.fallback
             self.loaded[name] = (size, meta.created_at)
             for victim in [n for n in self.loaded if n not in pinned and n != name]:
                 if self.bytes_used <= self.budget_bytes:

@@ -121,23 +121,35 @@ class Generator:
         return set(config) if config else set()
 
     def load_adapter(self, name: str, folder: str | Path) -> None:
-        """Load a saved LoRA adapter under `name` (the base model is wrapped on first use)."""
+        """Load a saved LoRA adapter under `name` (the base model is wrapped on first use). Raises
+        `pluralign.policy.adapters.AdapterError` naming the folder when its files cannot be loaded;
+        what the failed load made of the adapter is removed."""
         from peft import PeftModel
 
+        from pluralign.policy.adapters import AdapterError, reading_adapter
+
         with self._lock:
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(str(folder), adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name).eval()
+            try:
+                with reading_adapter(folder):
+                    if isinstance(self.model, PeftModel):
+                        self.model.load_adapter(str(folder), adapter_name=name)
+                    else:
+                        self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name).eval()
+            except AdapterError:
+                self._drop(name)
+                raise
 
     def drop_adapter(self, name: str) -> None:
         with self._lock:
-            if name in self.adapters:
-                self.model.delete_adapter(name)
-                if not self.adapters:  # peft keeps pointing at the deleted adapter: go back to the bare base
-                    self.model = self.model.unload().eval()
-                elif self.model.active_adapter not in self.adapters:
-                    self.model.set_adapter(next(iter(self.adapters)))
+            self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        if name in self.adapters:
+            self.model.delete_adapter(name)
+            if not self.adapters:  # peft keeps pointing at the deleted adapter: go back to the bare base
+                self.model = self.model.unload().eval()
+            elif self.model.active_adapter not in self.adapters:
+                self.model.set_adapter(next(iter(self.adapters)))
 
     def _adapter_kwargs(self, adapter: str | None, batch: int) -> dict:
         if not self.adapters:

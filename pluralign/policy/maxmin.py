@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -394,13 +394,22 @@ def base_model_id(model) -> str:
     return getattr(model.config, "name_or_path", "") or type(model).__name__
 
 
-def save_policy(policy, out: str | Path, meta: PolicyMeta) -> Path:
-    """Write OUT/adapter (peft's own format) and OUT/meta.json."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    policy.save_pretrained(str(out / "adapter"), save_embedding_layers=False)  # no hub lookup: LoRA keeps the vocabulary
-    (out / "meta.json").write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
-    return out
+POLICY_FILES = ("meta.json", "adapter", "metrics.json")  # what a MaxMin policy folder holds (meta.json first: its description)
+
+
+def save_policy(policy, out: str | Path, meta: PolicyMeta, extra: Mapping[str, bytes] | None = None) -> Path:
+    """Write OUT/adapter (peft's own format), OUT/meta.json and the `extra` files (name -> bytes, among
+    POLICY_FILES: e.g. metrics.json), replacing OUT whole (`pluralign.files.staged_folder`): a kill
+    mid-save leaves the earlier policy, and of saves to one OUT at once the last to finish is the
+    policy, whole. Raises ValueError naming OUT when it holds other files, NotADirectoryError for a file."""
+    from pluralign.files import staged_folder
+
+    with staged_folder(out, POLICY_FILES, "MaxMin policy") as staged:
+        policy.save_pretrained(str(staged / "adapter"), save_embedding_layers=False)  # no hub lookup: LoRA keeps the vocabulary
+        (staged / "meta.json").write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
+        for name, data in (extra or {}).items():
+            (staged / name).write_bytes(data)
+    return Path(out)
 
 
 def load_policy(folder: str | Path, base_model, expected_base: str | None = None):

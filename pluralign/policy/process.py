@@ -163,6 +163,10 @@ class ProcessGenerator:
             name, text = value
             if name == "ValueError":  # e.g. an adapter that is not loaded: the caller's mistake, as in-process
                 raise ValueError(text)
+            if name == "AdapterError":  # an adapter's files the child could not load, as in-process
+                from pluralign.policy.adapters import AdapterError
+
+                raise AdapterError(text)
             raise GeneratorProcessError(f"{name}: {text}")
         raise GeneratorProcessError(str(value))
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from pluralign.data.record import Base
 from pluralign.device import default_device
-from pluralign.files import begin_artifact, read_safetensors, write_atomic
+from pluralign.files import read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch
 from pluralign.reward.inputs import at_least, comparison_rows, first_bad_row
@@ -347,12 +347,11 @@ class EMMixture:
         """Write `heads.safetensors`, `users.jsonl` (one membership row per user) and `meta.json`,
         each whole and meta.json last (a write stopped part way leaves no artifact `load` takes).
         `out` may hold only an earlier EM artifact's files (EM_FILES); anything else is a ValueError
-        and nothing is written (`pluralign.files.check_artifact_folder`)."""
+        and nothing is written (`pluralign.files.check_artifact_folder`); another save into `out`
+        meanwhile is a `pluralign.files.ArtifactBusy` (ValueError) naming it."""
         from safetensors.torch import save
 
         W, log_pi = self._heads()
-        out = begin_artifact(out, EM_FILES, "em-bt-mixture artifact")
-        write_atomic(out / "heads.safetensors", save({"head_weights": W.float().cpu().contiguous(), "log_mixing": log_pi.float().cpu().contiguous()}))
         meta = EMMeta(
             schema_version=SCHEMA_VERSION, kind="em-bt-mixture", encoder_id=encoder_id, k=int(W.shape[0]),
             dim=int(W.shape[1]) // 2, features=FEATURES, assignment=self.config.assignment,
@@ -362,8 +361,10 @@ class EMMixture:
             UserMembership(user_id=u, cluster=int(resp[i].argmax()), posterior=[round(float(p), 6) for p in resp[i]])
             for i, u in enumerate(self.users)
         ] if len(resp) else []
-        write_atomic(out / USERS_FILE, b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
-        write_atomic(out / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+        with writing_artifact(out, EM_FILES, "em-bt-mixture artifact") as out:
+            write_atomic(out / "heads.safetensors", save({"head_weights": W.float().cpu().contiguous(), "log_mixing": log_pi.float().cpu().contiguous()}))
+            write_atomic(out / USERS_FILE, b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
+            write_atomic(out / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
         return out
 
     @classmethod

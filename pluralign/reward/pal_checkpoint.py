@@ -18,7 +18,7 @@ from safetensors.torch import save
 
 from pluralign.data.record import Base
 from pluralign.device import default_device
-from pluralign.files import begin_artifact, read_safetensors, write_atomic
+from pluralign.files import read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
 
@@ -50,19 +50,20 @@ def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, enc
     """Write the checkpoint folder (created if missing). `folder` may hold only an earlier PAL
     checkpoint's files (PAL_FILES), which are replaced; anything else is a ValueError and nothing
     is written (`pluralign.files.check_artifact_folder`). Each file is written whole (temp file and
-    rename) and meta.json last, so a write stopped part way leaves no folder `load_pal` takes."""
+    rename) and meta.json last, so a write stopped part way leaves no folder `load_pal` takes; another
+    save into `folder` meanwhile is a `pluralign.files.ArtifactBusy` (ValueError) naming it."""
     if user_weights.k != model.config.k:
         raise ValueError(f"user weights have K={user_weights.k}, the model has K={model.config.k}")
-    folder = begin_artifact(folder, PAL_FILES, "PAL checkpoint")
     c = model.config
     meta = PALMeta(
         schema_version=PAL_SCHEMA, encoder_id=encoder_id, variant=c.variant, k=c.k, input_dim=c.input_dim,
         latent_dim=c.latent_dim, hidden=c.hidden, users=len(user_weights),
         metrics={k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)},
     )
-    write_atomic(folder / MODEL_FILE, save({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}))
-    user_weights.save(folder / USER_WEIGHTS_FILE)
-    write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(meta)))
+    with writing_artifact(folder, PAL_FILES, "PAL checkpoint") as folder:
+        write_atomic(folder / MODEL_FILE, save({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}))
+        user_weights.save(folder / USER_WEIGHTS_FILE)
+        write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(meta)))
 
 
 def read_meta(folder: str | Path) -> PALMeta:

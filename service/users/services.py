@@ -17,7 +17,17 @@ import msgspec
 import numpy as np
 
 from pluralign.data.text import is_blank, visible
-from pluralign.policy.adapters import META_FILE, AdapterMeta, adapter_name, check_base, read_meta, write_meta
+from pluralign.files import staged_folder
+from pluralign.policy.adapters import (
+    ADAPTER_FILES,
+    META_FILE,
+    AdapterMeta,
+    adapter_name,
+    check_base,
+    check_files,
+    read_meta,
+    write_meta,
+)
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.store.deletions import Forget
 from pluralign.user import FEATURE_NAMES, UserState
@@ -488,13 +498,14 @@ def register_adapter(rt: Runtime, tenant: str, user_id: str, source: Path) -> st
         raise ValueError(f"{source} holds no adapter_config.json (save the adapter with peft's save_pretrained)")
     if (source / META_FILE).exists():  # built by pluralign: refuse one trained on another base model
         check_base(read_meta(source), rt.generator.model_id, source)
+    check_files(source)  # a damaged copy is refused here, not found at the user's next chat
     name = adapter_name(tenant, user_id)
     folder = adapter_folder(rt, tenant, user_id)
-    if folder.exists():
-        shutil.rmtree(folder)
-    shutil.copytree(source, folder)
-    if not (folder / META_FILE).exists():  # a bare peft folder: registered for the model served here
-        write_meta(folder, AdapterMeta(kind="user", base_model=rt.generator.model_id, shots=0, data_version="registered"))
+    # copied beside the user's adapter, then renamed into place: a copy cut short leaves the old one
+    with staged_folder(folder, ADAPTER_FILES, "LoRA adapter") as staged:
+        shutil.copytree(source, staged, dirs_exist_ok=True)
+        if not (staged / META_FILE).exists():  # a bare peft folder: registered for the model served here
+            write_meta(staged, AdapterMeta(kind="user", base_model=rt.generator.model_id, shots=0, data_version="registered"))
     rt.adapters.forget(tenant, user_id)  # a re-registered adapter is reloaded from its new files
     with rt.user_lock(tenant, user_id):  # no PATCH or refit between the read and the write is undone
         weights = user_weights(rt, tenant, user_id)

@@ -4,8 +4,10 @@
     pluralign serve --data-dir /srv/pluralign --port 8000
 
 Settings come from PLURALIGN_* variables (PLURALIGN_DATA_DIR, default ./data; --data-dir wins over it,
-as for `pluralign keys`) or a TOML file named by PLURALIGN_CONFIG. At first start a development API key is issued for tenant `default`, printed once,
-and stored hashed in the data folder. GET /health answers once the models are loaded.
+as for `pluralign keys`) or a TOML file named by PLURALIGN_CONFIG. At first start, once the data
+folder has been read and the models loaded, a development API key is issued for tenant `default`,
+printed once, and stored hashed in the data folder; a data folder the service cannot use is an
+error first, and no key is issued. GET /health answers once the models are loaded.
 """
 
 from __future__ import annotations
@@ -30,20 +32,34 @@ def run(args: argparse.Namespace) -> int:
     check_listen(args.host, args.port)  # before a data folder, a key, a model or the service's imports (seconds)
     import uvicorn
 
+    from service.admin.services import check_jobs_folder
     from service.app import create_app
     from service.auth import KeyRing
     from service.settings import Settings
-    from training.common import setup_logging
+    from training.common import check_writable, setup_logging
 
     setup_logging()
     os.umask(0o077)  # users' data, keys and jobs: readable by this account only (files 0600, folders 0700)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # no progress bar per request
     settings = Settings.load(data_dir=args.data_dir)
+    # the data folder, before a model loads (a minute) or a key is issued: a file there, or a place
+    # this account cannot write, is one line naming the option or setting; a damaged file in it names the file
+    option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
+    check_writable(option, str(settings.data_path))
     settings.data_path.mkdir(parents=True, exist_ok=True)
-    keys = KeyRing(settings.data_path / "api_keys.json")
-    if len(keys) == 0:
+    keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
+    check_jobs_folder(settings)
+    if settings.fspo_adapter:  # the service's own adapter: damaged, it is named before any model loads
+        from pluralign.policy.adapters import AdapterError, check_files, read_meta
+
+        try:
+            read_meta(settings.fspo_adapter)
+            check_files(settings.fspo_adapter)
+        except AdapterError as exc:
+            raise ValueError(f"PLURALIGN_FSPO_ADAPTER (setting fspo_adapter): {exc}") from None
+    app = create_app(settings)  # everything else the data folder holds is read here
+    if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
         key = keys.issue("default", name="development key")
         print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
-    app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
     return 0

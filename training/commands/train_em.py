@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, load_protocol
-    from pluralign.files import write_atomic
+    from pluralign.files import ArtifactBusy, write_atomic
     from pluralign.reward.em import EM_FILES, EMConfig, EMMixture
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.model_selection import search_k
@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"em: {search.describe()}; K = {selection.k_selected} selected ({selection.rule})", file=sys.stderr)
         for line in selection.table():
             print(line, file=sys.stderr)
-    out = model.save(args.out, encoder_id=encoder.encoder_id)
+    try:
+        out = model.save(args.out, encoder_id=encoder.encoder_id)
+    except ArtifactBusy as exc:  # another trainer is saving into --out now
+        raise ValueError(f"--out: {exc}") from None
 
     fit_result = model.fit_result
     report = {

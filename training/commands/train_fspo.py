@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from pluralign.files import staged_folder
     from pluralign.policy.adapters import ADAPTER_FILES, AdapterMeta, data_version, save_adapter, write_meta
     from pluralign.policy.fspo import (
         FSPOConfig,
@@ -145,11 +146,11 @@ def run(args: argparse.Namespace) -> int:
         metrics=metrics,
     )
     if args.out:
-        if config.full_finetune:
-            out = Path(args.out)
-            policy.save_pretrained(str(out))
-            tokenizer.save_pretrained(str(out))
-            write_meta(out, meta)
+        if config.full_finetune:  # written whole beside --out, then renamed into place (as save_adapter does)
+            with staged_folder(args.out, FULL_MODEL_FILES, "full model") as staged:
+                policy.save_pretrained(str(staged))
+                tokenizer.save_pretrained(str(staged))
+                write_meta(staged, meta)
         else:
             save_adapter(policy, args.out, meta)
     print_json({"population": args.population, "out": args.out, **metrics})

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from training.common import check_out, number, print_json, read_preference_file
 
@@ -67,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
         schema_version=1, kind="maxmin-lora", base_model=base_id, objective=args.objective, heads=args.heads,
         steps=config.steps, beta=config.beta, lora_r=config.lora_r,
     )
-    out = save_policy(policy, args.out, meta)
     report = {
         "objective": args.objective, "heads": args.heads, "base_model": base_id, "pairs": len(records),
         "steps": config.steps, "final_loss": log.loss[-1], "loss": log.loss, "reward_accuracy": log.reward_accuracy,
-        "seconds_per_step": log.seconds_per_step, "peak_memory_mb": log.peak_memory_mb, "out": str(out),
+        "seconds_per_step": log.seconds_per_step, "peak_memory_mb": log.peak_memory_mb, "out": str(args.out),
     }
-    (Path(out) / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    # the metrics go in with the policy: a kill or another save never pairs one run's with another's
+    save_policy(policy, args.out, meta, extra={"metrics.json": msgspec.json.format(msgspec.json.encode(report))})
     print_json(report)
     return 0
 

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, accuracy, load_protocol, macro
-    from pluralign.files import write_atomic
+    from pluralign.files import ArtifactBusy, write_atomic
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.model_selection import search_k
     from pluralign.reward.pal import PALConfig, PALTrainConfig, save_pal, train_pal
@@ -98,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
         for line in selection.table():
             print(line, file=sys.stderr)
     out = Path(args.out)
-    save_pal(out, result.model, result.user_weights, encoder.encoder_id, metrics)
+    try:
+        save_pal(out, result.model, result.user_weights, encoder.encoder_id, metrics)
+    except ArtifactBusy as exc:  # another trainer is saving into --out now
+        raise ValueError(f"--out: {exc}") from None
     report = {
         "variant": args.variant, "protocol": protocol.name, "encoder_id": encoder.encoder_id, "chosen_k": k,
         "seen_users": len(users), "train_pairs": len(train), "val_pairs": len(val), "test_pairs": len(test),

@@ -45,8 +45,9 @@ class Promotions:
             if current is not None and heldout_accuracy < current.heldout_accuracy:
                 return False, (f"kept, not served: held-out accuracy {heldout_accuracy:.4f} < "
                                f"{current.heldout_accuracy:.4f} of the served {current.artifact} (job {current.job_id})")
-            self._served[key] = Served(artifact=artifact, heldout_accuracy=heldout_accuracy, job_id=job_id, promoted_at=time.time())
-            write_atomic(self.path, msgspec.json.encode(self._served))
+            served = {**self._served, key: Served(artifact=artifact, heldout_accuracy=heldout_accuracy, job_id=job_id, promoted_at=time.time())}
+            write_atomic(self.path, msgspec.json.encode(served))  # on disk first: a failed write promotes nothing
+            self._served = served
         if current is None:
             return True, f"promoted: first {key} (held-out accuracy {heldout_accuracy:.4f})"
         return True, f"promoted: held-out accuracy {heldout_accuracy:.4f} >= {current.heldout_accuracy:.4f} of {current.artifact}"
@@ -59,7 +60,9 @@ class Promotions:
     def forget(self, key: str) -> bool:
         """Stop recording what is served for `key` (its user was deleted); True if there was one."""
         with self._lock:
-            if self._served.pop(key, None) is None:
+            if key not in self._served:
                 return False
-            write_atomic(self.path, msgspec.json.encode(self._served))
+            served = {k: v for k, v in self._served.items() if k != key}
+            write_atomic(self.path, msgspec.json.encode(served))  # on disk first, as in `consider`
+            self._served = served
         return True

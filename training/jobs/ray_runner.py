@@ -126,7 +126,7 @@ class RayJobRunner(LocalJobRunner):
                 self._ray.get(actor.poll.remote(), timeout=30)
             except Exception:  # no such actor (node lost, cluster restarted) or it died
                 note = f"its Ray actor is gone (attempt {job.attempts}); queued again"
-                self.store.put(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+                self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
                 continue
             self._running[job.id] = _Attached(job.id, actor, None)
             log.info("attached to running job %s on Ray", job.id)
@@ -170,7 +170,7 @@ class RayJobRunner(LocalJobRunner):
                     attached.started = None
                 except Exception as exc:
                     self._detach(job_id)
-                    self.store.put(msgspec.structs.replace(job, state="failed", error=f"could not start on Ray: {exc}", finished_at=time.time()))
+                    self._record(msgspec.structs.replace(job, state="failed", error=f"could not start on Ray: {exc}", finished_at=time.time()))
                     continue
             progress, tail = self._read_log(job_id)
             try:
@@ -178,14 +178,14 @@ class RayJobRunner(LocalJobRunner):
             except Exception as exc:  # the actor died with its node: run the job again
                 self._detach(job_id)
                 note = f"its Ray actor died ({type(exc).__name__}); queued again"
-                self.store.put(msgspec.structs.replace(job, state="queued", log_tail=[*tail, note][-self.config.log_lines :]))
+                self._record(msgspec.structs.replace(job, state="queued", log_tail=[*tail, note][-self.config.log_lines :]))
                 continue
             if code is None:
                 if progress != job.progress or tail != job.log_tail:
-                    self.store.put(msgspec.structs.replace(job, progress=progress, log_tail=tail))
+                    self._record(msgspec.structs.replace(job, progress=progress, log_tail=tail))
                 continue
             self._detach(job_id)
-            self.store.put(self._finish(job, code, progress, tail))
+            self._finished(job, code, progress, tail)
 
     def _detach(self, job_id: str) -> None:
         attached = self._running.pop(job_id, None)

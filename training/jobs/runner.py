@@ -120,6 +120,7 @@ class LocalJobRunner:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
+        self._unwritten: set[str] = set()  # jobs whose latest record is held in memory only (`_record`)
         self._recover()
 
     # -- the interface -------------------------------------------------------------------------
@@ -197,8 +198,8 @@ class LocalJobRunner:
                 running.out.close()
                 running.err.close()
                 job = self.store.get(job_id)
-                if job is not None and job.state == "running":
-                    self.store.put(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, "interrupted by shutdown; queued again"][-self.config.log_lines :]))
+                if job is not None and job.state == "running":  # a full disk here must not leave the next workers running
+                    self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, "interrupted by shutdown; queued again"][-self.config.log_lines :]))
             self._running.clear()
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
@@ -222,11 +223,11 @@ class LocalJobRunner:
                 _kill_group(job.pid, signal.SIGKILL)
             if job.attempts >= self.config.max_attempts:  # e.g. a job that takes the machine down each time
                 note = f"runner restarted during attempt {job.attempts}; gave up after {job.attempts} attempts"
-                self.store.put(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
+                self._record(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
                                                        log_tail=[*job.log_tail, note][-self.config.log_lines :]))
                 continue
             note = f"runner restarted during attempt {job.attempts}; queued again"
-            self.store.put(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+            self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -250,7 +251,7 @@ class LocalJobRunner:
                 self._start_worker(job)
             except Exception as exc:
                 log.exception("job %s could not start", job.id)
-                self.store.put(msgspec.structs.replace(job, state="failed", error=f"could not start: {exc}", finished_at=time.time()))
+                self._record(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}", finished_at=time.time()))
 
     def _start_worker(self, job: Job) -> None:
         kind = self.kinds.get(job.kind)
@@ -274,48 +275,92 @@ class LocalJobRunner:
             os.setpriority(os.PRIO_PROCESS, process.pid, self.config.nice)
         except OSError:
             pass
+        try:  # recorded running before it counts as running: a worker no record names is never left behind
+            self.store.put(msgspec.structs.replace(
+                job, state="running", pid=process.pid, attempts=job.attempts + 1, started_at=time.time(), progress=0.0,
+                artifact=str(artifact), error=None, log_tail=[*job.log_tail, "$ " + " ".join(argv[1:])][-self.config.log_lines :],
+            ))
+        except BaseException:
+            _kill_group(process.pid, signal.SIGKILL)
+            process.wait()
+            out.close()
+            err.close()
+            raise
         self._running[job.id] = _Running(job.id, process, out, err)
-        self.store.put(msgspec.structs.replace(
-            job, state="running", pid=process.pid, attempts=job.attempts + 1, started_at=time.time(), progress=0.0,
-            artifact=str(artifact), error=None, log_tail=[*job.log_tail, "$ " + " ".join(argv[1:])][-self.config.log_lines :],
-        ))
 
     def _poll(self) -> None:
-        for job_id, running in list(self._running.items()):
+        for job_id in sorted(self._unwritten):  # records a full disk refused earlier: written once it has room
+            self._unwritten.discard(job_id)
             job = self.store.get(job_id)
-            if job is None:  # purged (perhaps while it was being launched): stop it, leave no file
-                _kill_group(running.process.pid, signal.SIGKILL)
-                if running.process.poll() is not None:
+            if job is not None:
+                self._record(job)
+        for job_id, running in list(self._running.items()):
+            try:
+                self._poll_one(job_id, running)
+            except Exception as exc:  # one job's trouble (its log unreadable, ...) never stalls the others
+                log.exception("polling job %s failed", job_id)
+                if running.process.poll() is not None and self._running.pop(job_id, None) is not None:
                     running.out.close()
                     running.err.close()
-                    del self._running[job_id]
-                    for suffix in ("log", "out"):
-                        self.store.path(job_id, suffix).unlink(missing_ok=True)
-                    shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
-                continue
-            progress, tail = self._read_log(job_id)
-            code = running.process.poll()
-            if code is None and running.over_memory_mb is None and self.config.memory_mb is not None:
-                held = _resident_mb(running.process.pid)
-                if held > self.config.memory_mb:
-                    running.over_memory_mb = held
-                    log.warning("job %s holds %.0f MB, over the cap of %d MB: killed", job_id, held, self.config.memory_mb)
-                    _kill_group(running.process.pid, signal.SIGKILL)
-                    code = running.process.wait()
-            if code is None:
-                if progress != job.progress or tail != job.log_tail:
-                    self.store.put(msgspec.structs.replace(job, progress=progress, log_tail=tail))
-                continue
-            running.out.close()
-            running.err.close()
-            del self._running[job_id]
-            if running.over_memory_mb is not None:
-                note = (f"memory cap exceeded: the worker held {running.over_memory_mb:.0f} MB of resident memory, over the cap "
-                        f"of {self.config.memory_mb} MB (setting job_memory_mb); it was killed")
-                self.store.put(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
-                                                       log_tail=[*tail, note][-self.config.log_lines :]))
-                continue
-            self.store.put(self._finish(job, code, progress, tail))
+                    job = self.store.get(job_id)
+                    if job is not None:
+                        self._record(_failed(job, f"the runner could not finish it: {_problem(exc)}"))
+
+    def _poll_one(self, job_id: str, running: _Running) -> None:
+        job = self.store.get(job_id)
+        if job is None:  # purged (perhaps while it was being launched): stop it, leave no file
+            _kill_group(running.process.pid, signal.SIGKILL)
+            if running.process.poll() is not None:
+                running.out.close()
+                running.err.close()
+                del self._running[job_id]
+                for suffix in ("log", "out"):
+                    self.store.path(job_id, suffix).unlink(missing_ok=True)
+                shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+            return
+        progress, tail = self._read_log(job_id)
+        code = running.process.poll()
+        if code is None and running.over_memory_mb is None and self.config.memory_mb is not None:
+            held = _resident_mb(running.process.pid)
+            if held > self.config.memory_mb:
+                running.over_memory_mb = held
+                log.warning("job %s holds %.0f MB, over the cap of %d MB: killed", job_id, held, self.config.memory_mb)
+                _kill_group(running.process.pid, signal.SIGKILL)
+                code = running.process.wait()
+        if code is None:
+            if progress != job.progress or tail != job.log_tail:
+                self._record(msgspec.structs.replace(job, progress=progress, log_tail=tail))
+            return
+        running.out.close()
+        running.err.close()
+        del self._running[job_id]
+        if running.over_memory_mb is not None:
+            note = (f"memory cap exceeded: the worker held {running.over_memory_mb:.0f} MB of resident memory, over the cap "
+                    f"of {self.config.memory_mb} MB (setting job_memory_mb); it was killed")
+            self._record(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
+                                                 log_tail=[*tail, note][-self.config.log_lines :]))
+            return
+        self._finished(job, code, progress, tail)
+
+    def _finished(self, job: Job, code: int, progress: float, tail: list[str]) -> None:
+        """Record a job whose worker exited: `_finish`'s verdict, or failed with why when finishing
+        it raised (a full disk writing result.json or promotions.json), never left running."""
+        try:
+            final = self._finish(job, code, progress, tail)
+        except Exception as exc:
+            log.exception("finishing job %s failed", job.id)
+            final = _failed(msgspec.structs.replace(job, log_tail=tail), f"finishing it failed: {_problem(exc)}")
+        self._record(final)
+
+    def _record(self, job: Job) -> None:
+        """Write the job's record; when that fails (a full disk), hold it in memory, so readers see
+        its state at once, and write it again at each poll until it is on disk."""
+        try:
+            self.store.put(job)
+        except OSError as exc:
+            log.error("could not write job %s's record (%s); kept in memory, written again at the next poll", job.id, _problem(exc))
+            self.store.hold(job)
+            self._unwritten.add(job.id)
 
     def _read_log(self, job_id: str) -> tuple[float, list[str]]:
         path = self.store.path(job_id, "log")
@@ -381,6 +426,19 @@ class LocalJobRunner:
                 log.exception("putting job %s into service failed", job.id)
                 note = f"{note}; but putting it into service failed: {exc}"
         return msgspec.structs.replace(job, promoted=promoted, promotion_note=note, metrics=metrics)
+
+
+def _failed(job: Job, error: str) -> Job:
+    """The job as failed with `error`, its worker gone; the error ends its log tail too."""
+    return msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=error,
+                                   log_tail=[*job.log_tail, error][-30:])
+
+
+def _problem(exc: BaseException) -> str:
+    """An exception as one line: an OSError as "No space left on device: <path>", others as their message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _last_json_line(path: Path) -> dict | None:

@@ -44,6 +44,14 @@ class JobStore:
             self._jobs[job.id] = job
         return job
 
+    def hold(self, job: Job) -> Job:
+        """Keep `job` in memory only, when writing its record failed (a full disk): readers see its
+        state at once, and the writer `put`s it again later. A restart reads the older record."""
+        with self._lock:
+            if job.id not in self._removed:
+                self._jobs[job.id] = job
+        return job
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
