@@ -3,11 +3,13 @@ the way a careless or hostile operator or client would, each over HTTP against t
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
 
 from service.admin.controllers import ADMIN_HANDLERS
+from service.admin.retention import ORPHAN_GRACE_S
 from tests.service.test_break20_delete import give_comparisons
 from tests.service.tiny import start_service
 from training.jobs.record import Job, job_encoder
@@ -46,3 +48,57 @@ def test_retention_keeps_the_job_the_adapter_trigger_counts_from(tmp_path, tiny_
         svc.runtime.wait_for_background()
         ids = {j["id"] for j in adapter_jobs(admin, "lena")}
         assert ids == {by_trigger, by_hand}, adapter_jobs(admin, "lena")
+
+
+def wait_until_gone(*paths: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(p.exists() for p in paths):
+        time.sleep(0.2)
+
+
+def test_an_odd_file_in_the_jobs_data_folder_stops_neither_the_retention_nor_a_delete(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A `.jsonl` whose name ends in a dash and digits Python reads as digits but `int` does not
+    (`notes-\u00b2.jsonl`, superscript two: `str.isdigit` is true). Before: every retention pass
+    failed on it ("ValueError: invalid literal for int()"), so nothing was ever pruned again, and
+    every DELETE of a user of that tenant answered 500 (it reads the same names)."""
+    data = tmp_path / "jobs" / "data"
+    (data / "acme").mkdir(parents=True)
+    (data / "acme" / "notes-\u00b2.jsonl").write_text("{}\n")
+    (data / "population").mkdir()
+    old_orphan = data / "population" / f"comparisons-{int((LONG_AGO - ORPHAN_GRACE_S) * 1000)}.jsonl"
+    old_orphan.write_text("{}\n")
+    server, svc = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                job_retention_s=RETENTION_S)
+    with server, svc.client("acme") as c:
+        wait_until_gone(old_orphan)
+        assert not old_orphan.exists(), "the retention pass stopped before the orphaned snapshot"
+        give_comparisons(c, "lena", "tea", n=2)
+        svc.runtime.wait_for_background()
+        r = c.delete("/v1/users/lena")
+        assert r.status_code in (200, 204), r.text
+
+
+def test_leftovers_without_a_stamp_in_their_name_go_once_old(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """What a killed snapshot write leaves (`.<name>.jsonl.<random>`, atomic_writer's temp file) and a
+    snapshot whose name carries no stamp (an operator's `data` file for a job since purged) have no
+    time in their name. Before: the retention read a time from snapshot names only, so these stayed
+    for good (a user's comparisons among them, outside what a DELETE looks for in a tenant's folder)."""
+    data = tmp_path / "jobs" / "data"
+    old = LONG_AGO - ORPHAN_GRACE_S
+    files = {
+        "tenant temp": data / "acme" / f".lena-{int(old * 1000)}.jsonl.k3x9q",
+        "population temp": data / "population" / f".comparisons-{int(old * 1000)}.jsonl.a81zz",
+        "no stamp": data / "acme" / "lena-by-hand.jsonl",
+    }
+    young = data / "acme" / "bo-by-hand.jsonl"  # written just now: a submit may be about to name it
+    for path in (*files.values(), young):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"user_id": "lena"}\n')
+    for path in files.values():
+        os.utime(path, (old, old))
+    server, svc = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                job_retention_s=RETENTION_S)
+    with server:
+        wait_until_gone(*files.values(), timeout=8)
+        assert {name for name, path in files.items() if path.exists()} == set()
+        assert young.is_file()
