@@ -150,6 +150,19 @@ def snapshot_taken(path: Path) -> float | None:
     return int(stamp) / 1000 if stamp.isascii() and stamp.isdigit() else None
 
 
+def snapshot_named(path: Path) -> tuple[str, float] | None:
+    """(user, when taken) of a user's snapshot `<user>-<ms>.jsonl`, or of the temp file a killed
+    write of one left (`.<user>-<ms>.jsonl.<random>`, `pluralign.files.atomic_writer`'s); None for
+    any other name."""
+    name = path.name
+    if name.startswith(".") and ".jsonl." in name:
+        name = name[1:].rpartition(".jsonl.")[0] + ".jsonl"
+    if not name.endswith(".jsonl"):
+        return None
+    taken = snapshot_taken(Path(name))
+    return None if taken is None else (name.removesuffix(".jsonl").rpartition("-")[0], taken)
+
+
 def _written(path: Path) -> float:
     """When a file of the data folder was written (unix seconds): a snapshot's stamp, else (a temp
     file a killed write left, a file named by hand) its modification time; infinity when it cannot

@@ -102,3 +102,24 @@ def test_leftovers_without_a_stamp_in_their_name_go_once_old(tmp_path, tiny_gene
         wait_until_gone(*files.values(), timeout=8)
         assert {name for name, path in files.items() if path.exists()} == set()
         assert young.is_file()
+
+
+def test_a_delete_removes_the_temp_file_a_killed_snapshot_write_left_of_the_user(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """An adapter job's snapshot of a user's comparisons is written to a temp file beside it
+    (`.lena-<ms>.jsonl.<random>`) and renamed; a kill between leaves the temp file. Before: a DELETE
+    removed the user's snapshots by their names (`lena-<ms>.jsonl`) only, so the temp file, with
+    every comparison of theirs, stayed in the jobs' data folder after the DELETE answered."""
+    tenant = tmp_path / "jobs" / "data" / "acme"
+    tenant.mkdir(parents=True)
+    theirs = tenant / f".lena-{int(time.time() * 1000) - 1000}.jsonl.k3x9q"
+    others = tenant / f".bo-{int(time.time() * 1000) - 1000}.jsonl.a81zz"
+    for path in (theirs, others):
+        path.write_text('{"user_id": "x", "prompt": "A drink for morning 0?"}\n')
+    server, svc = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as c:
+        give_comparisons(c, "lena", "tea", n=2)
+        svc.runtime.wait_for_background()
+        r = c.delete("/v1/users/lena")
+        assert r.status_code in (200, 204), r.text
+        assert not theirs.exists()
+        assert others.is_file()
