@@ -88,11 +88,16 @@ def data_version(records) -> str:
 
 
 def read_meta(folder: str | Path) -> AdapterMeta:
+    """The adapter description in `folder`. Raises AdapterError naming the file when there is none,
+    it cannot be read (an OSError) or it is not a description of this schema version."""
     folder = Path(folder)
     path = folder / META_FILE
     if not path.exists():
         raise AdapterError(f"{folder} is not a pluralign adapter (no {META_FILE})")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # a folder in its place, an I/O error, a permission: unreadable, as damaged
+        raise AdapterError(f"{path}: the adapter description cannot be read: {exc.strerror or exc}") from None
     try:
         raw = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
@@ -348,7 +353,7 @@ class AdapterPool:
     def _load(self, name: str, folder: Path) -> int:
         try:
             self.host.load_adapter(name, folder)
-        except (AdapterError, ValueError) as exc:  # what a load failing part way made of it must not serve anyone
+        except (AdapterError, ValueError, OSError) as exc:  # what a load failing part way made of it must not serve anyone
             if name in getattr(self.host, "adapters", ()):
                 self.host.drop_adapter(name)
             raise exc if isinstance(exc, AdapterError) else AdapterError(f"{folder}: the adapter cannot be loaded: {exc}") from None
@@ -373,7 +378,7 @@ class AdapterPool:
         """The loaded adapter name serving this user (loading it if the registry has one), else the fallback.
 
         A user's adapter that cannot be used (damaged: its description or peft's files missing, cut
-        short or unreadable; or built for another base model) is never half loaded: the user gets
+        short, unreadable or refused by the OS; or built for another base model) is never half loaded: the user gets
         the fallback, and the adapter is reported once (an error logged, `on_unusable(tenant, user,
         error)` called) and not read again until its files change (a retrained
         or promoted adapter is tried at once). Raises AdapterError only when the adapters needed at

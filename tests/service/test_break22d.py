@@ -8,6 +8,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from service.admin.controllers import ADMIN_HANDLERS
 from service.admin.retention import ORPHAN_GRACE_S
 from tests.service.test_break20_delete import give_comparisons
@@ -123,3 +125,57 @@ def test_a_delete_removes_the_temp_file_a_killed_snapshot_write_left_of_the_user
         assert r.status_code in (200, 204), r.text
         assert not theirs.exists()
         assert others.is_file()
+
+
+# -- a user's damaged adapter falls back ---------------------------------------------------------
+
+def _folder_instead(name: str):
+    def damage(folder: Path) -> None:
+        path = folder / name
+        path.unlink()
+        path.mkdir()  # what a bad restore or a mount gone wrong leaves: reading it is an OSError
+    return damage
+
+
+UNREADABLE = {
+    "description a folder": _folder_instead("pluralign.json"),
+    "weights a folder": _folder_instead("adapter_model.safetensors"),
+    "config a folder": _folder_instead("adapter_config.json"),
+}
+
+
+@pytest.fixture(scope="module")
+def adapters_svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    from tests.service.test_service_adapters import random_adapter
+
+    fspo = random_adapter(tiny_generator_dir, tmp_path_factory.mktemp("fspo") / "fspo", tiny_generator_dir.name, "fspo", 1)
+    data_dir = tmp_path_factory.mktemp("data")
+    server, service = start_service(data_dir, tiny_generator_dir, tiny_pal_dir, minilm, fspo_adapter=str(fspo))
+    service.data_dir = data_dir
+    with server:
+        yield service
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("damage", UNREADABLE)
+def test_an_adapter_file_that_cannot_be_read_falls_back_too(adapters_svc, tiny_generator_dir, damage, stream):
+    """An adapter file the OS refuses to read (here a folder where the file should be: EISDIR; on
+    a real disk an I/O error, or a permission the service's user lacks). Before: only the damage
+    pluralign and peft name (AdapterError, ValueError) fell back; an OSError went through, and every
+    chat of the user answered 500 `internal error` (a stream: an error event) for as long as it
+    lasted."""
+    from pluralign.policy.adapters import AdapterRegistry, adapter_name
+    from tests.service.test_service_adapters import GREEDY, random_adapter
+
+    svc = adapters_svc
+    user = "r-" + "".join(c for c in damage if c.isalnum()) + ("-s" if stream else "")
+    folder = AdapterRegistry(svc.data_dir / "adapters").folder("acme", user)
+    random_adapter(tiny_generator_dir, folder, tiny_generator_dir.name, "user", 3)
+    UNREADABLE[damage](folder)
+    body = {"model": "pluralign", "messages": [{"role": "user", "content": "Colour?"}], "user": user, "n": 2,
+            "stream": stream, **GREEDY}
+    with svc.client() as c:
+        r = c.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert "internal error" not in r.text and '"error"' not in r.text, r.text[:400]
+    assert adapter_name("acme", user) not in svc.runtime.generator.adapters  # nothing half loaded
