@@ -11,8 +11,9 @@ name (`<name>-<ms>.jsonl`), else from the file's modification time: a snapshot i
 before its job is queued, so a young one may be about to be named.
 
 Runs at start and then every quarter of the retention (at least 1 s, at most an hour), on its own
-thread: the population snapshots are removed under the runtime's population lock, which a DELETE's
-rewrite of them also holds.
+thread: the population snapshots, job artifacts and orphaned artifact folders are removed under the
+runtime's population lock (one job or folder at a time), which a DELETE's rewrite of them (every
+PAL/EM artifact without the user's weights) also holds.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class JobRetention:
             data = folder / "data"
             theirs = {_inside(j.params.get("data"), data) for j in gone} - {None}
             for job in gone:
-                runner.purge(job.id)
+                with self.admin.rt.population_lock:  # a DELETE rewrites PAL/EM artifacts under it
+                    runner.purge(job.id)
             remaining = runner.list(limit=1_000_000)  # jobs queued meanwhile name only new snapshots
             named = {_inside(j.params.get("data"), data) for j in remaining} - {None}
             snapshots = 0
@@ -90,7 +92,8 @@ class JobRetention:
                 if path.name in known or not path.is_dir():
                     continue
                 if _modified(path) <= now - self.keep_s - ORPHAN_GRACE_S:
-                    shutil.rmtree(path, ignore_errors=True)
+                    with self.admin.rt.population_lock:
+                        shutil.rmtree(path, ignore_errors=True)
                     artifacts += not path.exists()
         pruned = Pruned(len(gone), snapshots, artifacts)
         if gone or snapshots or artifacts:

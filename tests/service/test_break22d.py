@@ -127,6 +127,35 @@ def test_a_delete_removes_the_temp_file_a_killed_snapshot_write_left_of_the_user
         assert others.is_file()
 
 
+
+def test_the_retention_leaves_population_artifacts_alone_while_a_delete_rewrites_them(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A DELETE rewrites every PAL/EM job's artifact without the user's weights, under the runtime's
+    population lock (held here as a long rewrite would). Before: the retention purged an old EM
+    job's artifact folder meanwhile, without the lock: the rewrite then found files gone from under
+    it (the DELETE's ForgetIncomplete, a 500) or renamed its rewrite into a folder being removed."""
+    jobs_folder = tmp_path / "jobs"
+    old = finished_job(jobs_folder, "em", {"k": 2}, LONG_AGO)
+    finished_job(jobs_folder, "em", {"k": 2}, LONG_AGO + 3600)  # the newest em job: kept
+    artifact = jobs_folder / "artifacts" / old
+    artifact.mkdir(parents=True)
+    (artifact / "users.jsonl").write_text('{"user": "acme/lena"}\n')
+    server, svc = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                job_retention_s=RETENTION_S)
+    lock = svc.runtime.population_lock
+    lock.acquire()  # before the server starts: its first pass runs at start
+    try:
+        with server, svc.client("admin") as admin:
+            time.sleep(2.5)  # two passes at least
+            assert artifact.is_dir(), "the retention removed a population artifact a DELETE was rewriting"
+            lock.release()
+            lock = None
+            wait_until_gone(artifact)
+            assert not artifact.exists() and admin.get(f"/admin/jobs/{old}").status_code == 404
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 # -- a user's damaged adapter falls back ---------------------------------------------------------
 
 def _folder_instead(name: str):
