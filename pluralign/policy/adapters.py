@@ -362,6 +362,12 @@ class AdapterPool:
         marker = f".{name}."
         return sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if marker in n)
 
+    def _held(self, name: str) -> bool:
+        """Whether the host still holds a loaded adapter: a generation process started again after a
+        crash loads its adapters again, except one damaged on disk meanwhile."""
+        adapters = getattr(self.host, "adapters", None)
+        return adapters is None or name in adapters
+
     def unload(self, name: str) -> None:
         with self._lock:
             if name in self.loaded:
@@ -395,7 +401,7 @@ class AdapterPool:
                 if meta is None:
                     self.unload(name)
                     return self.fallback
-                if name in self.loaded and self.loaded[name][1] == meta.created_at:
+                if name in self.loaded and self.loaded[name][1] == meta.created_at and self._held(name):
                     self.loaded.move_to_end(name)
                     return name
                 self.unload(name)  # absent, or retrained since it was loaded

@@ -208,3 +208,46 @@ def test_an_adapter_file_that_cannot_be_read_falls_back_too(adapters_svc, tiny_g
     assert r.status_code == 200, r.text
     assert "internal error" not in r.text and '"error"' not in r.text, r.text[:400]
     assert adapter_name("acme", user) not in svc.runtime.generator.adapters  # nothing half loaded
+
+
+def test_a_new_generation_process_skips_an_adapter_damaged_since_it_was_loaded(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """The generation child (`generation_process`, the default) died (the OOM killer) after one
+    user's adapter was damaged on disk while loaded. The new child loads the adapters the old one
+    held again from their folders. Before: the damaged one's load raised out of the restart, the
+    adapters after it were never loaded again, and the pool still took all of them for loaded: the
+    damaged user and the next users answered 500 `internal error` (the child: 'not loaded') for good."""
+    import signal
+
+    import httpx
+
+    from pluralign.policy.adapters import AdapterRegistry, adapter_name
+    from pluralign.policy.process import ProcessGenerator
+    from service.app import create_app
+    from service.runtime import Runtime
+    from service.settings import Settings
+    from tests.service.test_service_adapters import chat, random_adapter
+    from tests.service.tiny import LiveServer
+
+    settings = Settings(data_dir=str(tmp_path / "data"), generator=str(tiny_generator_dir), pal_dir=str(tiny_pal_dir), max_tokens=6)
+    runtime = Runtime.build(settings, encoder=minilm)
+    assert isinstance(runtime.generator, ProcessGenerator)
+    registry = AdapterRegistry(settings.adapters_path)
+    users = ["dana", "eli"]  # loaded in this order: the damaged one first
+    for seed, user in enumerate(users):
+        random_adapter(tiny_generator_dir, registry.folder("acme", user), runtime.generator.model_id, "user", seed)
+    key = runtime.keys.issue("acme")
+    try:
+        with LiveServer(create_app(runtime=runtime, admin_handlers=())) as server:
+            c = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+            assert [chat(c, u).json()["pluralign"]["adapter"] for u in users] == [adapter_name("acme", u) for u in users]
+            weights = registry.folder("acme", "dana") / "adapter_model.safetensors"
+            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+            os.kill(runtime.generator.pid, signal.SIGKILL)
+            time.sleep(0.5)
+            answers = {u: chat(c, u) for u in users}
+            assert {u: r.status_code for u, r in answers.items()} == {"dana": 200, "eli": 200}, answers["dana"].text
+            assert answers["eli"].json()["pluralign"]["adapter"] == adapter_name("acme", "eli")
+            assert answers["dana"].json()["pluralign"]["adapter"] != adapter_name("acme", "dana")
+            assert chat(c, "dana").status_code == 200 and chat(c, "eli").status_code == 200
+    finally:
+        runtime.generator.close()
