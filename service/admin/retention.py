@@ -13,7 +13,8 @@ before its job is queued, so a young one may be about to be named.
 Runs at start and then every quarter of the retention (at least 1 s, at most an hour), on its own
 thread: the population snapshots, job artifacts and orphaned artifact folders are removed under the
 runtime's population lock (one job or folder at a time), which a DELETE's rewrite of them (every
-PAL/EM artifact without the user's weights) also holds.
+PAL/EM artifact without the user's weights) also holds; a job's record is purged after its
+artifact, outside that lock (the job runner takes the population lock under its own).
 """
 
 from __future__ import annotations
@@ -74,8 +75,12 @@ class JobRetention:
             data = folder / "data"
             theirs = {_inside(j.params.get("data"), data) for j in gone} - {None}
             for job in gone:
-                with self.admin.rt.population_lock:  # a DELETE rewrites PAL/EM artifacts under it
-                    runner.purge(job.id)
+                # a DELETE rewrites PAL/EM artifacts under the population lock. The artifact goes first,
+                # under it; the purge after, without it: the runner's dispatcher holds the runner's lock
+                # while it takes the population lock (a promotion's swap), so never the other way round
+                with self.admin.rt.population_lock:
+                    shutil.rmtree(folder / "artifacts" / job.id, ignore_errors=True)
+                runner.purge(job.id)
             remaining = runner.list(limit=1_000_000)  # jobs queued meanwhile name only new snapshots
             named = {_inside(j.params.get("data"), data) for j in remaining} - {None}
             snapshots = 0
