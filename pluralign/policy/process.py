@@ -262,12 +262,18 @@ class ProcessGenerator:
     @property
     def adapters(self) -> set[str]:
         """The adapters the child holds; a child that died is started again first, so this says what
-        the next call can use (one damaged on disk since it was loaded is not loaded again)."""
-        with self._lock:
+        the next call can use (one damaged on disk since it was loaded is not loaded again). Never
+        waits for a call in progress (a stream holds the lock to its end): that call starts a new
+        child itself if it needs one."""
+        if not self._lock.acquire(blocking=False):
+            return set(self._adapters)
+        try:
             if self._process is not None and not self._process.is_alive() and not self._closed:
                 log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
                 self._start()
             return set(self._adapters)
+        finally:
+            self._lock.release()
 
     def load_adapter(self, name: str, folder: str | Path) -> None:
         self._call("load_adapter", name, str(folder))
