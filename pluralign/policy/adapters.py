@@ -88,11 +88,16 @@ def data_version(records) -> str:
 
 
 def read_meta(folder: str | Path) -> AdapterMeta:
+    """The adapter description in `folder`. Raises AdapterError naming the file when there is none,
+    it cannot be read (an OSError) or it is not a description of this schema version."""
     folder = Path(folder)
     path = folder / META_FILE
     if not path.exists():
         raise AdapterError(f"{folder} is not a pluralign adapter (no {META_FILE})")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # a folder in its place, an I/O error, a permission: unreadable, as damaged
+        raise AdapterError(f"{path}: the adapter description cannot be read: {exc.strerror or exc}") from None
     try:
         raw = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
@@ -348,7 +353,7 @@ class AdapterPool:
     def _load(self, name: str, folder: Path) -> int:
         try:
             self.host.load_adapter(name, folder)
-        except (AdapterError, ValueError) as exc:  # what a load failing part way made of it must not serve anyone
+        except (AdapterError, ValueError, OSError) as exc:  # what a load failing part way made of it must not serve anyone
             if name in getattr(self.host, "adapters", ()):
                 self.host.drop_adapter(name)
             raise exc if isinstance(exc, AdapterError) else AdapterError(f"{folder}: the adapter cannot be loaded: {exc}") from None
@@ -356,6 +361,12 @@ class AdapterPool:
             return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
         marker = f".{name}."
         return sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if marker in n)
+
+    def _held(self, name: str) -> bool:
+        """Whether the host still holds a loaded adapter: a generation process started again after a
+        crash loads its adapters again, except one damaged on disk meanwhile."""
+        adapters = getattr(self.host, "adapters", None)
+        return adapters is None or name in adapters
 
     def unload(self, name: str) -> None:
         with self._lock:
@@ -373,7 +384,7 @@ class AdapterPool:
         """The loaded adapter name serving this user (loading it if the registry has one), else the fallback.
 
         A user's adapter that cannot be used (damaged: its description or peft's files missing, cut
-        short or unreadable; or built for another base model) is never half loaded: the user gets
+        short, unreadable or refused by the OS; or built for another base model) is never half loaded: the user gets
         the fallback, and the adapter is reported once (an error logged, `on_unusable(tenant, user,
         error)` called) and not read again until its files change (a retrained
         or promoted adapter is tried at once). Raises AdapterError only when the adapters needed at
@@ -390,7 +401,7 @@ class AdapterPool:
                 if meta is None:
                     self.unload(name)
                     return self.fallback
-                if name in self.loaded and self.loaded[name][1] == meta.created_at:
+                if name in self.loaded and self.loaded[name][1] == meta.created_at and self._held(name):
                     self.loaded.move_to_end(name)
                     return name
                 self.unload(name)  # absent, or retrained since it was loaded

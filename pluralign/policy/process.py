@@ -15,7 +15,8 @@ without asking the child.
 One call runs at a time (the child serves them in order, as one model on one device would anyway).
 `cancel` events work as with `Generator`: the child stops at its next token and the call raises
 `Cancelled`. If the child dies (e.g. killed for memory), calls raise `GeneratorProcessError` and the
-next call starts a new child (with the adapters that were loaded).
+next call starts a new child (with the adapters that were loaded, but one damaged on disk meanwhile: it is
+logged and left out of `adapters`, so the adapter pool loads it afresh or falls back).
 """
 
 from __future__ import annotations
@@ -67,7 +68,14 @@ def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
             elif op == "generate_styled":
                 conn.send(("ok", generator.generate_styled(*args, cancel=cancel)))
             elif op == "load_adapter":
-                conn.send(("ok", generator.load_adapter(*args)))
+                try:
+                    conn.send(("ok", generator.load_adapter(*args)))
+                except Exception as exc:
+                    if _drop_half_loaded(generator, args[0]):
+                        raise
+                    # the model is in a state no one should be served from: this child ends, the next call starts a clean one
+                    conn.send(("failed", (type(exc).__name__, f"{exc} (the generation process starts again)", True)))
+                    return
             elif op == "drop_adapter":
                 conn.send(("ok", generator.drop_adapter(*args)))
             else:
@@ -76,6 +84,19 @@ def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
             conn.send(("cancelled", str(exc)))
         except Exception as exc:  # the caller sees it; the child carries on
             conn.send(("failed", (type(exc).__name__, str(exc))))
+
+
+def _drop_half_loaded(generator: Generator, name: str) -> bool:
+    """Drop what a failed load left of adapter `name` in the child (it must serve no one, as
+    `AdapterPool._load` drops it in process). False when that cannot be done (peft's first load into
+    the bare model injects its layers in place and cannot always be undone)."""
+    try:
+        if name in generator.adapters:
+            generator.drop_adapter(name)
+    except Exception as exc:
+        log.error("generation process: what a failed load left of adapter %s could not be dropped: %s", name, exc)
+        return False
+    return True
 
 
 class ProcessGenerator:
@@ -93,6 +114,7 @@ class ProcessGenerator:
         self._lock = threading.Lock()
         self._context = mp.get_context("spawn")  # no fork of a process with threads and a torch runtime
         self._process = None
+        self._closed = False
         self.context_tokens: int | None = None
         self._start()
 
@@ -113,9 +135,18 @@ class ProcessGenerator:
         if kind != "ready":
             raise GeneratorProcessError(f"the generation process could not load {self.folder}: {value}")
         self.context_tokens = value
-        for name, folder in self._adapters.items():  # a new child after a crash: the same adapters again
+        from pluralign.policy.adapters import AdapterError
+
+        for name, folder in list(self._adapters.items()):  # a new child after a crash: the same adapters again
             self._conn.send(("load_adapter", (name, folder)))
-            self._result(*self._conn.recv())
+            try:
+                self._reply(self._conn.recv())
+            except (AdapterError, ValueError) as exc:  # damaged since it was loaded: not loaded now (`adapters` says so)
+                log.error("generation process: adapter %s is not loaded again: %s", name, exc)
+                del self._adapters[name]
+                if not self._process.is_alive():  # the failed load left the child unusable: a clean one, without it
+                    self._start()
+                    return
         log.info("generation process %d serves %s", self._process.pid, self.model_id)
 
     @property
@@ -124,6 +155,7 @@ class ProcessGenerator:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._process is not None and self._process.is_alive():
                 self._conn.close()
                 self._process.join(5)
@@ -153,6 +185,14 @@ class ProcessGenerator:
         except EOFError:
             raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) during a call") from None
 
+    def _reply(self, message):
+        """Under the lock: the result of the child's reply; a child that ends after it (a failed
+        adapter load it could not undo) is waited for, so the next call starts a new one."""
+        kind, value = message
+        if kind == "failed" and len(value) > 2 and value[2]:
+            self._process.join(30)
+        return self._result(kind, value)
+
     @staticmethod
     def _result(kind: str, value):
         if kind == "ok":
@@ -160,7 +200,7 @@ class ProcessGenerator:
         if kind == "cancelled":
             raise Cancelled(value)
         if kind == "failed":
-            name, text = value
+            name, text = value[:2]
             if name == "ValueError":  # e.g. an adapter that is not loaded: the caller's mistake, as in-process
                 raise ValueError(text)
             if name == "AdapterError":  # an adapter's files the child could not load, as in-process
@@ -173,7 +213,7 @@ class ProcessGenerator:
     def _call(self, op: str, *args, cancel: threading.Event | None = None):
         with self._lock:
             self._send(op, args)
-            return self._result(*self._receive(cancel))
+            return self._reply(self._receive(cancel))
 
     def generate(
         self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None,
@@ -221,7 +261,19 @@ class ProcessGenerator:
 
     @property
     def adapters(self) -> set[str]:
-        return set(self._adapters)
+        """The adapters the child holds; a child that died is started again first, so this says what
+        the next call can use (one damaged on disk since it was loaded is not loaded again). Never
+        waits for a call in progress (a stream holds the lock to its end): that call starts a new
+        child itself if it needs one."""
+        if not self._lock.acquire(blocking=False):
+            return set(self._adapters)
+        try:
+            if self._process is not None and not self._process.is_alive() and not self._closed:
+                log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
+                self._start()
+            return set(self._adapters)
+        finally:
+            self._lock.release()
 
     def load_adapter(self, name: str, folder: str | Path) -> None:
         self._call("load_adapter", name, str(folder))

@@ -3,14 +3,18 @@
 
 Which jobs go is `training.jobs.retention.expired` (audits, served artifacts and the newest job of
 each user's or population's lineage stay). For each, the runner's `purge` removes its record, log,
-output, result and artifact folder, and the data snapshot it trained on goes with it. Snapshots
-and artifact folders that no job names any more (a job record purged by an older version, a
-snapshot written for a submit that then failed) go `ORPHAN_GRACE_S` after the retention: a
-snapshot is written just before its job is queued, so a young one may be about to be named.
+output, result and artifact folder, and the data snapshot it trained on goes with it. Files of
+the data folder and artifact folders that no job names any more (a job record purged by an older
+version, a snapshot written for a submit that then failed, a temp file a killed write left, a file
+put there by hand) go `ORPHAN_GRACE_S` after the retention, reckoned from the stamp of a snapshot's
+name (`<name>-<ms>.jsonl`), else from the file's modification time: a snapshot is written just
+before its job is queued, so a young one may be about to be named.
 
 Runs at start and then every quarter of the retention (at least 1 s, at most an hour), on its own
-thread: the population snapshots are removed under the runtime's population lock, which a DELETE's
-rewrite of them also holds.
+thread: the population snapshots, job artifacts and orphaned artifact folders are removed under the
+runtime's population lock (one job or folder at a time), which a DELETE's rewrite of them (every
+PAL/EM artifact without the user's weights) also holds; a job's record is purged after its
+artifact, outside that lock (the job runner takes the population lock under its own).
 """
 
 from __future__ import annotations
@@ -71,16 +75,20 @@ class JobRetention:
             data = folder / "data"
             theirs = {_inside(j.params.get("data"), data) for j in gone} - {None}
             for job in gone:
+                # a DELETE rewrites PAL/EM artifacts under the population lock. The artifact goes first,
+                # under it; the purge after, without it: the runner's dispatcher holds the runner's lock
+                # while it takes the population lock (a promotion's swap), so never the other way round
+                with self.admin.rt.population_lock:
+                    shutil.rmtree(folder / "artifacts" / job.id, ignore_errors=True)
                 runner.purge(job.id)
             remaining = runner.list(limit=1_000_000)  # jobs queued meanwhile name only new snapshots
             named = {_inside(j.params.get("data"), data) for j in remaining} - {None}
             snapshots = 0
-            for path in sorted(data.rglob("*.jsonl")) if data.is_dir() else []:
+            for path in sorted(p for p in data.rglob("*") if p.is_file()) if data.is_dir() else []:
                 key = path.resolve()
                 if key in named:
                     continue
-                taken = snapshot_taken(path)
-                if key in theirs or (taken is not None and taken <= now - self.keep_s - ORPHAN_GRACE_S):
+                if key in theirs or _written(path) <= now - self.keep_s - ORPHAN_GRACE_S:
                     snapshots += self._remove_snapshot(path)
             artifacts = 0
             known = {j.id for j in remaining}
@@ -89,7 +97,8 @@ class JobRetention:
                 if path.name in known or not path.is_dir():
                     continue
                 if _modified(path) <= now - self.keep_s - ORPHAN_GRACE_S:
-                    shutil.rmtree(path, ignore_errors=True)
+                    with self.admin.rt.population_lock:
+                        shutil.rmtree(path, ignore_errors=True)
                     artifacts += not path.exists()
         pruned = Pruned(len(gone), snapshots, artifacts)
         if gone or snapshots or artifacts:
@@ -143,9 +152,36 @@ def _inside(data: object, folder: Path) -> Path | None:
 
 
 def snapshot_taken(path: Path) -> float | None:
-    """When a snapshot (`<name>-<ms>.jsonl`) was taken (unix seconds), None when its name says not."""
+    """When a snapshot (`<name>-<ms>.jsonl`, ASCII digits) was taken (unix seconds), None when its
+    name says not (`notes-\u00b2.jsonl` included: `str.isdigit` holds for digits `int` refuses)."""
     stamp = path.name.removesuffix(".jsonl").rpartition("-")[2]
-    return int(stamp) / 1000 if stamp.isdigit() else None
+    return int(stamp) / 1000 if stamp.isascii() and stamp.isdigit() else None
+
+
+def snapshot_named(path: Path) -> tuple[str, float] | None:
+    """(user, when taken) of a user's snapshot `<user>-<ms>.jsonl`, or of the temp file a killed
+    write of one left (`.<user>-<ms>.jsonl.<random>`, `pluralign.files.atomic_writer`'s); None for
+    any other name."""
+    name = path.name
+    if name.startswith(".") and ".jsonl." in name:
+        name = name[1:].rpartition(".jsonl.")[0] + ".jsonl"
+    if not name.endswith(".jsonl"):
+        return None
+    taken = snapshot_taken(Path(name))
+    return None if taken is None else (name.removesuffix(".jsonl").rpartition("-")[0], taken)
+
+
+def _written(path: Path) -> float:
+    """When a file of the data folder was written (unix seconds): a snapshot's stamp, else (a temp
+    file a killed write left, a file named by hand) its modification time; infinity when it cannot
+    be read (gone meanwhile: nothing to remove)."""
+    taken = snapshot_taken(path) if path.name.endswith(".jsonl") else None
+    if taken is not None:
+        return taken
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _modified(path: Path) -> float:

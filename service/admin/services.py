@@ -25,7 +25,7 @@ from pluralign.reward.training_users import forget_stopped_users, forget_trainin
 from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget
 from pluralign.store.location import options_to_env
-from service.admin.retention import JobRetention, snapshot_taken
+from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
 from service.errors import bad_request
 from service.replicas import owner
 from service.runtime import ForgetIncomplete, Runtime
@@ -285,8 +285,8 @@ class Admin:
         tenants = [d for d in data.iterdir() if d.is_dir() and d.resolve() != self.population_folder.resolve()] if data.is_dir() else []
         for folder in tenants:
             for path in folder.iterdir():
-                taken = snapshot_taken(path) if path.name.endswith(".jsonl") else None
-                if taken is not None and forget.made_at(taken).user(folder.name, path.name.removesuffix(".jsonl").rpartition("-")[0]):
+                named = snapshot_named(path)  # a temp file a killed write left holds their rows too
+                if named is not None and forget.made_at(named[1]).user(folder.name, named[0]):
                     path.unlink(missing_ok=True)
                     removed += 1
         for key in self.runner.promotions.keys("adapter/"):

@@ -9,8 +9,9 @@ list grow with it. `expired` names the jobs whose files can be removed; the serv
 
 Kept whatever their age: jobs still queued or running, audits (their reports are the dashboard's
 history, a few KB each), a job whose artifact is served (promotions.json names the job), and the newest
-job of each lineage (kind, tenant, user), with the newest one that was not cancelled: the adapter
-trigger counts a user's new comparisons from that one (`training.jobs.triggers`).
+job of each lineage (kind, tenant, user), with the one the adapter trigger counts a user's new
+comparisons from (`training.jobs.triggers.baseline`: the most comparisons recorded by a job not
+cancelled; for a population kind, its newest job not cancelled).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from training.jobs.record import FINAL_STATES, Job
+from training.jobs.triggers import baseline
 
 KEPT_KINDS = frozenset({"audit"})
 
@@ -34,20 +36,20 @@ def expired(jobs: Iterable[Job], *, now: float, keep_s: float, served: Collectio
     """The jobs, in the order given, whose files a retention of `keep_s` seconds removes at `now`
     (unix seconds): finished (succeeded, failed or cancelled) at least `keep_s` ago, not an audit,
     not in `served` (ids of the jobs whose artifacts promotions.json serves), and not the newest job of their
-    lineage nor its newest job that was not cancelled. Raises ValueError when `keep_s` is not
+    lineage nor its `training.jobs.triggers.baseline`. Raises ValueError when `keep_s` is not
     positive and finite (a retention of 0 means "keep every job": do not call)."""
     if not 0 < keep_s < float("inf"):  # NaN fails too
         raise ValueError(f"`keep_s` must be positive and finite, got {keep_s}")
     jobs = list(jobs)
-    newest: dict[tuple, Job] = {}
-    baseline: dict[tuple, Job] = {}
+    lineages: dict[tuple, list[Job]] = {}
     for job in jobs:
-        key = lineage(job)
-        if key not in newest or (job.created_at, job.id) > (newest[key].created_at, newest[key].id):
-            newest[key] = job
-        if job.state != "cancelled" and (key not in baseline or (job.created_at, job.id) > (baseline[key].created_at, baseline[key].id)):
-            baseline[key] = job
-    kept = {j.id for j in newest.values()} | {j.id for j in baseline.values()}
+        lineages.setdefault(lineage(job), []).append(job)
+    kept = set()
+    for members in lineages.values():
+        kept.add(max(members, key=lambda j: (j.created_at, j.id)).id)
+        counted = baseline(members)
+        if counted is not None:
+            kept.add(counted.id)
     cutoff = now - keep_s
     return [
         j for j in jobs
