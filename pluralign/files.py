@@ -175,7 +175,7 @@ def swap_folder(staged: Path, folder: Path) -> None:
         finally:
             if retired is not None:
                 shutil.rmtree(retired, ignore_errors=True)
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
         return
     raise OSError(errno.EBUSY, "other writers kept replacing this folder", str(folder))
 
@@ -187,10 +187,11 @@ def _fsync_tree(folder: Path) -> None:
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
     for path in [*sorted(p for p in folder.rglob("*") if p.is_dir()), folder]:
-        _fsync_dir(path)
+        fsync_dir(path)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """A folder's entries (a new or renamed file's name) on disk."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, user_hash
+from service.periodic import Periodic
 
 if TYPE_CHECKING:
     from pluralign.store import StoredPreference
@@ -55,18 +56,16 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     return files + rt.forget_population_users(forget)
 
 
-class DeletionSweep:
+class DeletionSweep(Periodic):
     """Applies the store's deletion records to this replica's files every `interval_s` seconds (and
     at start), each record once (`Applied`, kept in `APPLIED_FILE`); records this replica wrote
     itself are applied already (`record`)."""
 
     def __init__(self, rt: Runtime, interval_s: float):
+        super().__init__(interval_s, "deletion-sweep", "applying deletion records")
         self.rt = rt
-        self.interval_s = interval_s
         self.path = rt.settings.data_path / APPLIED_FILE
         self._lock = threading.Lock()  # orders reads and writes of APPLIED_FILE
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         # users whose feedback this replica moved into the store lately -> when (unix seconds): a record
         # of their DELETE may arrive after the move (`apply_deletions`); kept SLACK_S
         self._moved: dict[tuple[str, str], float] = {}
@@ -122,24 +121,3 @@ class DeletionSweep:
     def _note_applied(self, records: list[Deletion]) -> None:
         with self._lock:
             self._load().add(records, now=time.time()).save(self.path)
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, daemon=True, name="deletion-sweep")
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                self.run_once()
-            except Exception:  # a damaged file, the store unreachable: logged, tried again next time
-                log.exception("applying deletion records failed")
-            if self._stop.wait(self.interval_s):
-                return

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import msgspec
 
+from pluralign.files import fsync_dir
 from pluralign.store.tables import StoredPreference
 
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
@@ -105,12 +106,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FeedbackLog:
@@ -158,7 +153,7 @@ class FeedbackLog:
         self._segments.setdefault(segment, _Segment())
         self._fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = os.fstat(self._fd).st_size
-        _fsync_dir(self.folder)  # the new file's name is durable before a record in it is acknowledged
+        fsync_dir(self.folder)  # the new file's name is durable before a record in it is acknowledged
 
     def _register(self, entry: Entry) -> None:
         self.pending[entry.seq] = entry
@@ -372,7 +367,7 @@ class FeedbackLog:
                     os.close(fd)
                 os.replace(tmp, self._path(segment))
                 self._segments[segment] = _Segment(live=len(keep), users={e.key for e in keep})
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
             return len(dropped)
 
     def close(self) -> None:

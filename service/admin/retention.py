@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.periodic import Periodic
 from training.jobs.retention import expired
 
 if TYPE_CHECKING:
@@ -51,16 +52,15 @@ def interval_s(keep_s: float) -> float:
     return min(3600.0, max(1.0, keep_s / 4))
 
 
-class JobRetention:
+class JobRetention(Periodic):
     def __init__(self, admin: Admin, keep_s: float):
         """`keep_s`: seconds a finished job's files are kept (positive and finite)."""
         if not 0 < keep_s < float("inf"):
             raise ValueError(f"`job_retention_s` must be positive and finite (0: keep every job), got {keep_s}")
+        super().__init__(interval_s(keep_s), "job-retention", "job retention pass")
         self.admin = admin
         self.keep_s = keep_s
         self._lock = threading.Lock()  # one pass at a time
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self, now: float | None = None) -> Pruned:
         """One pass at `now` (unix seconds, default the clock). Files that cannot be removed are
@@ -120,27 +120,6 @@ class JobRetention:
             log.warning("job retention could not remove %s: %s", path, exc)
             return 0
         return 1
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, daemon=True, name="job-retention")
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                self.run_once()
-            except Exception:  # a pass that failed is tried again at the next one; serving goes on
-                log.exception("job retention pass failed")
-            if self._stop.wait(interval_s(self.keep_s)):
-                return
 
 
 def _inside(data: object, folder: Path) -> Path | None:

@@ -1,0 +1,45 @@
+"""A pass a service runs in the background: at start, then every `interval_s` seconds, on its own
+daemon thread, until stopped. A pass that raises is logged and tried again at the next one; the
+service goes on serving. Subclasses give `run_once` (`service.deletions.DeletionSweep`,
+`service.admin.retention.JobRetention`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+log = logging.getLogger("pluralign.service")
+
+
+class Periodic:
+    def __init__(self, interval_s: float, name: str, what: str):
+        """`interval_s`: seconds between passes (positive); `name`: the thread's; `what`: the pass,
+        as a failure's log line names it ("applying deletion records")."""
+        self.interval_s = interval_s
+        self._name, self._what = name, what
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> object:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, daemon=True, name=self._name)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.run_once()
+            except Exception:  # a damaged file, the store unreachable, ...: tried again at the next pass
+                log.exception("%s failed", self._what)
+            if self._stop.wait(self.interval_s):
+                return
