@@ -64,7 +64,7 @@ def create_app(
     # before any model loads: what startup would fail on is an error naming the file, at once
     check_jobs_folder(runtime.settings if runtime else settings)
     if runtime is None:
-        Runtime.check_population_model(settings)
+        Runtime.check_startup_files(settings)
     runtime = runtime or Runtime.build(settings)
     _wire_ingest(runtime)
     route_handlers: list[ControllerRouterHandler] = [

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 
 log = logging.getLogger("pluralign.service")
 
 
-class Periodic:
+class Periodic(ABC):
     def __init__(self, interval_s: float, name: str, what: str):
         """`interval_s`: seconds between passes (positive); `name`: the thread's; `what`: the pass,
         as a failure's log line names it ("applying deletion records")."""
@@ -20,8 +21,9 @@ class Periodic:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @abstractmethod
     def run_once(self) -> object:
-        raise NotImplementedError
+        """One pass; what it returns is the subclass's (a count, a summary)."""
 
     def start(self) -> None:
         if self._thread is None:

@@ -16,7 +16,8 @@ from pathlib import Path
 from cachetools import TTLCache
 
 from pluralign.embed.base import Encoder
-from pluralign.policy.adapters import AdapterPool, AdapterRegistry
+from pluralign.files import swap_folder
+from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
 from pluralign.policy.generator import Generator
 from pluralign.store import Store, StoredPreference
 from pluralign.store.deletions import Forget, user_hash
@@ -216,12 +217,19 @@ class Runtime:
         self.background.submit(lambda: None).result()
 
     @staticmethod
-    def check_population_model(settings: Settings) -> None:
+    def check_startup_files(settings: Settings) -> None:
         """Read the description of the population model `build` would serve (the promoted one, else
-        `pal_path`) before any model is loaded: a damaged one is a ValueError naming the file at
-        once, not after the encoder and generator have loaded."""
+        `pal_path`) and the FSPO adapter's files (`fspo_adapter`) before any model is loaded: a
+        damaged one is a ValueError naming the file (and the setting) at once, not after the
+        encoder and generator have loaded."""
         promoted = settings.data_path / PROMOTED_PAL
         UserRewards.check_description(promoted if (promoted / "meta.json").exists() else settings.pal_path)
+        if settings.fspo_adapter:  # the service's own adapter
+            try:
+                read_meta(settings.fspo_adapter)
+                check_files(settings.fspo_adapter)
+            except AdapterError as exc:
+                raise ValueError(f"PLURALIGN_FSPO_ADAPTER (setting fspo_adapter): {exc}") from None
 
     @classmethod
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
@@ -275,8 +283,6 @@ class Runtime:
         data folder with renames (a restart serves it too), then swapped in with one assignment:
         requests in flight finish with the model they started with, and each user's weights are
         refitted against the new prototypes at their next request (their `pal_version` differs)."""
-        from pluralign.policy.adapters import swap_folder
-
         UserRewards.load(source, self.encoder.encoder_id)
         served = self.settings.data_path / PROMOTED_PAL
         staged = served.with_name(f".{served.name}.staged")

@@ -28,7 +28,7 @@ import msgspec
 import torch
 
 from pluralign.data.record import Base
-from pluralign.files import staged_folder, swap_folder  # noqa: F401 (swap_folder: the service imports it from here)
+from pluralign.files import staged_folder
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
 
 SCHEMA_VERSION = 1

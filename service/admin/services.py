@@ -19,8 +19,8 @@ from litestar.concurrency import sync_to_thread
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
-from pluralign.files import write_atomic
-from pluralign.policy.adapters import adapter_name, swap_folder
+from pluralign.files import swap_folder, write_atomic
+from pluralign.policy.adapters import adapter_name
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget

@@ -13,7 +13,7 @@ import pytest
 from service.admin.controllers import ADMIN_HANDLERS
 from service.admin.retention import ORPHAN_GRACE_S
 from tests.service.test_break20_delete import give_comparisons
-from tests.service.tiny import start_service
+from tests.service.tiny import fspo_service, start_service
 from training.jobs.record import Job, job_encoder
 
 RETENTION_S = 3.0
@@ -175,13 +175,7 @@ UNREADABLE = {
 
 @pytest.fixture(scope="module")
 def adapters_svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    from tests.service.test_service_adapters import random_adapter
-
-    fspo = random_adapter(tiny_generator_dir, tmp_path_factory.mktemp("fspo") / "fspo", tiny_generator_dir.name, "fspo", 1)
-    data_dir = tmp_path_factory.mktemp("data")
-    server, service = start_service(data_dir, tiny_generator_dir, tiny_pal_dir, minilm, fspo_adapter=str(fspo))
-    service.data_dir = data_dir
-    with server:
+    with fspo_service(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm) as service:
         yield service
 
 

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.e2e.job_kinds import TEST_KINDS
+from tests.service.tiny import fspo_service
 from training.jobs.record import decode_job
 from training.jobs.runner import LocalJobRunner, RunnerConfig
 
@@ -120,14 +121,7 @@ DAMAGE = {
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    from tests.service.test_service_adapters import random_adapter
-    from tests.service.tiny import start_service
-
-    fspo = random_adapter(tiny_generator_dir, tmp_path_factory.mktemp("fspo") / "fspo", tiny_generator_dir.name, "fspo", 1)
-    data_dir = tmp_path_factory.mktemp("data")
-    server, service = start_service(data_dir, tiny_generator_dir, tiny_pal_dir, minilm, fspo_adapter=str(fspo))
-    service.data_dir = data_dir
-    with server:
+    with fspo_service(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm) as service:
         yield service
 
 

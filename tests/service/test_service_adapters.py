@@ -11,7 +11,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from pluralign.policy.adapters import AdapterError, AdapterMeta, AdapterRegistry, adapter_name, save_adapter
-from tests.service.tiny import start_service
+from tests.service.tiny import fspo_service
 from training.cli import main
 
 GREEDY = {"temperature": 0, "pluralign": {"rerank": False, "shots": 0}}
@@ -31,11 +31,7 @@ def chat(client, user):
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    fspo = random_adapter(tiny_generator_dir, tmp_path_factory.mktemp("fspo") / "fspo", tiny_generator_dir.name, "fspo", 1)
-    data_dir = tmp_path_factory.mktemp("data")
-    server, service = start_service(data_dir, tiny_generator_dir, tiny_pal_dir, minilm, fspo_adapter=str(fspo))
-    service.data_dir = data_dir
-    with server:
+    with fspo_service(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm) as service:
         yield service
 
 

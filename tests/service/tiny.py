@@ -3,6 +3,7 @@ checkpoint trained on a small persona population, and a live uvicorn server on 1
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -160,3 +161,17 @@ def start_replicas(tmp_path: Path, generator_dir: Path, pal_dir: Path, encoder, 
                               replica_index=1, store_sync_ms=sync_ms, **settings)
     b.keys["acme"] = b.runtime.keys.issue("acme")
     return first, a, second, b
+
+
+@contextlib.contextmanager
+def fspo_service(tmp_path_factory, generator_dir: Path, pal_dir: Path, encoder):
+    """A live service whose fallback adapter (`fspo_adapter`) is a random LoRA on the tiny model;
+    `service.data_dir` is its data folder."""
+    from tests.service.test_service_adapters import random_adapter
+
+    fspo = random_adapter(generator_dir, tmp_path_factory.mktemp("fspo") / "fspo", generator_dir.name, "fspo", 1)
+    data_dir = tmp_path_factory.mktemp("data")
+    server, service = start_service(data_dir, generator_dir, pal_dir, encoder, fspo_adapter=str(fspo))
+    service.data_dir = data_dir
+    with server:
+        yield service

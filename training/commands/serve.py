@@ -32,7 +32,6 @@ def run(args: argparse.Namespace) -> int:
     check_listen(args.host, args.port)  # before a data folder, a key, a model or the service's imports (seconds)
     import uvicorn
 
-    from service.admin.services import check_jobs_folder
     from service.app import create_app
     from service.auth import KeyRing
     from service.settings import Settings
@@ -48,16 +47,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(option, str(settings.data_path))
     settings.data_path.mkdir(parents=True, exist_ok=True)
     keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
-    check_jobs_folder(settings)
-    if settings.fspo_adapter:  # the service's own adapter: damaged, it is named before any model loads
-        from pluralign.policy.adapters import AdapterError, check_files, read_meta
-
-        try:
-            read_meta(settings.fspo_adapter)
-            check_files(settings.fspo_adapter)
-        except AdapterError as exc:
-            raise ValueError(f"PLURALIGN_FSPO_ADAPTER (setting fspo_adapter): {exc}") from None
-    app = create_app(settings)  # everything else the data folder holds is read here
+    app = create_app(settings)  # promotions.json, the population model's description and the FSPO adapter first, then the models
     if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
         key = keys.issue("default", name="development key")
         print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
