@@ -45,10 +45,18 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def minilm():
-    """The real MiniLM sentence encoder, cached on disk for the whole session."""
-    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
+def sentence_encoder():
+    """The real MiniLM sentence encoder, loaded once per process (seconds): both `minilm` fixtures
+    (this one's cached, tests/service/tiny.py's plain) share it."""
     from pluralign.embed.encoders import SentenceEncoder
 
+    return SentenceEncoder()
+
+
+@pytest.fixture(scope="session")
+def minilm(sentence_encoder):
+    """The real MiniLM sentence encoder, cached on disk for the whole session."""
+    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
+
     cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR", REPO / ".cache" / "pluralign"))
-    return CachedEncoder(SentenceEncoder(), EmbeddingCache(cache_dir / f"test-embeddings{os.environ.get('PYTEST_XDIST_WORKER', '')}.sqlite"))  # one file per xdist worker
+    return CachedEncoder(sentence_encoder, EmbeddingCache(cache_dir / f"test-embeddings{os.environ.get('PYTEST_XDIST_WORKER', '')}.sqlite"))  # one file per xdist worker

@@ -31,7 +31,7 @@ def cache_path(value: str | None = None) -> Path:
 
 
 def add_encoder_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", default="minilm", help="minilm (default) or smollm2")
+    parser.add_argument("--encoder", default="minilm", help="minilm (default), minilm-onnx, minilm-onnx-int8 or smollm2")
     parser.add_argument("--cache", default=None, help="embedding cache file (default ~/.cache/pluralign)")
 
 

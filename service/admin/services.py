@@ -31,6 +31,7 @@ from service.replicas import owner
 from service.runtime import ForgetIncomplete, Runtime
 from service.settings import Settings
 from service.users.services import adapter_folder
+from training.jobs.params import JOB_ENCODERS
 from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, Param
 from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig
@@ -122,6 +123,10 @@ class Admin:
         if kind in ("pal", "em") and params.get("protocol", "file") == "file":
             # retrain the population model on the service's own feedback (every tenant's users)
             params.update(protocol="file", data=str(self.population_snapshot()))
+        if kind in ("pal", "em") and self.rt.settings.encoder in JOB_ENCODERS:
+            # embed with the encoder this service embeds with: its model is served against those vectors
+            # (a folder or a remote encoder: the trainer's default, MiniLM)
+            params["encoder"] = self.rt.settings.encoder
         if kind == "adapter" and "data" not in params and "user" in params:
             tenant, user = str(params.setdefault("tenant", "default")), str(params["user"])
             # under the user's lock: a DELETE cannot fall between the snapshot and the queued job,

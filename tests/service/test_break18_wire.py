@@ -158,7 +158,9 @@ def test_a_malformed_import_line_is_named_by_its_line(svc, line):
         assert c.get("/v1/users/imp18/preferences").json()["total"] == 0  # nothing of the body stored
 
 
-LONG_STREAM = {"model": "pluralign", "user": "leaver", "stream": True, "max_tokens": 1000, "temperature": 1.0, "seed": 1,
+# 4 candidates of 400 tokens: several seconds on two cores (the test measures against that, so it
+# needs no more: 1,000 tokens only made each run 2.5x longer)
+LONG_STREAM = {"model": "pluralign", "user": "leaver", "stream": True, "max_tokens": 400, "temperature": 1.0, "seed": 1,
                "messages": [{"role": "user", "content": "Tell me a long story."}]}
 
 

@@ -21,7 +21,21 @@ def test_a_legacy_tenant_named_population_deletes_only_its_user_never_the_popula
 ):
     """A key issued before the rule for tenant `population` (written into api_keys.json as an
     older version wrote it): its user `comparisons` is deleted; the population snapshot, whose name
-    matched the user's snapshot pattern, is rewritten without them, not removed."""
+    matched the user's snapshot pattern, is rewritten without them, not removed.
+
+    Then, on the same population job (one job's worker costs seconds), what a crash left beside
+    population files: a process killed mid-swap leaves `.pal-promoted.staged` or
+    `.pal-promoted.retired` (whole copies of a population checkpoint); one killed mid-write leaves a
+    snapshot's or a weights file's temp file (`.comparisons-<ms>.jsonl.<random>`,
+    `.user_weights.json.<random>`). Each holds every training user. Under the population lock no
+    swap or write is in progress, so a DELETE removes them; the promoted model and the snapshot
+    themselves are rewritten as before."""
+    import shutil
+
+    from pluralign.reward.pal_checkpoint import load_pal
+    from service.runtime import PROMOTED_PAL
+    from tests.service.test_break20_delete import GONE, MARKER, files_holding
+
     data = tmp_path / "data"
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
     key = "pk-legacy-population-tenant-key-0001"
@@ -33,16 +47,33 @@ def test_a_legacy_tenant_named_population_deletes_only_its_user_never_the_popula
 
         legacy = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
         give_comparisons(legacy, "comparisons", "tea")
+        give_comparisons(acme, GONE, "tea", MARKER)
         give_comparisons(acme, "ann", "coffee")
-        run_job(admin, "pal", {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16})
+        assert run_job(admin, "pal", {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16})["promoted"]
         snapshots = sorted((data / "jobs" / "data" / "population").glob("comparisons-*.jsonl"))
         assert len(snapshots) == 1
         r = legacy.delete("/v1/users/comparisons")
         assert r.status_code == 200, r.text
         assert snapshots[0].is_file(), "a DELETE removed the population snapshot"
         users = {msgspec.json.decode(line)["user_id"] for line in snapshots[0].read_bytes().splitlines()}
-        assert users == {"acme/ann"}  # the deleted user's rows went; acme's user stayed
+        assert users == {"acme/ann", f"acme/{GONE}"}  # the deleted user's rows went; acme's users stayed
         legacy.close()
+
+        # what a crash left beside population files goes with the next deleted user
+        served = data / PROMOTED_PAL
+        for leftover in (".pal-promoted.staged", ".pal-promoted.retired"):
+            shutil.copytree(served, data / leftover)
+        shutil.copy(served / "user_weights.json", served / ".user_weights.json.k3j9x")
+        (snapshot,) = snapshots
+        shutil.copy(snapshot, snapshot.with_name(f".{snapshot.name}.q8w2e"))
+        assert files_holding(data, MARKER, GONE)
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        assert files_holding(data, MARKER, GONE) == []
+        assert not (data / ".pal-promoted.staged").exists() and not (data / ".pal-promoted.retired").exists()
+        _, weights, _ = load_pal(served)  # the promoted checkpoint still loads, without the user
+        assert sorted(weights.users()) == ["acme/ann"]
+        assert snapshot.is_file() and b"acme/ann" in snapshot.read_bytes()
 
 
 @pytest.mark.parametrize("tenant", ["population", "acme/../x", "../x", ".hidden", "a b", "x" * 129, "tenant\n"])
@@ -61,36 +92,3 @@ def test_keyring_refuses_them_too_and_keeps_the_names_in_use(tmp_path):
     for tenant in ("population", "x/y", ""):
         with pytest.raises(ValueError, match="tenant"):
             ring.issue(tenant)
-
-
-def test_what_a_crash_left_beside_population_files_loses_the_deleted_user_too(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
-    """A process killed mid-swap leaves `.pal-promoted.staged` or `.pal-promoted.retired` (whole
-    copies of a population checkpoint); one killed mid-write leaves a snapshot's or a weights file's
-    temp file (`.comparisons-<ms>.jsonl.<random>`, `.user_weights.json.<random>`). Each holds every
-    training user. Under the population lock no swap or write is in progress, so a DELETE removes
-    them; the promoted model and the snapshot themselves are rewritten as before."""
-    import shutil
-
-    from pluralign.reward.pal_checkpoint import load_pal
-    from service.runtime import PROMOTED_PAL
-    from tests.service.test_break20_delete import GONE, MARKER, files_holding
-
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
-    with server, svc.client("acme") as acme, svc.client("admin") as admin:
-        give_comparisons(acme, GONE, "tea", MARKER)
-        give_comparisons(acme, "ann", "coffee")
-        assert run_job(admin, "pal", {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16})["promoted"]
-        served = data / PROMOTED_PAL
-        for leftover in (".pal-promoted.staged", ".pal-promoted.retired"):
-            shutil.copytree(served, data / leftover)
-        shutil.copy(served / "user_weights.json", served / ".user_weights.json.k3j9x")
-        (snapshot,) = (data / "jobs" / "data" / "population").glob("comparisons-*.jsonl")
-        shutil.copy(snapshot, snapshot.with_name(f".{snapshot.name}.q8w2e"))
-        r = acme.delete(f"/v1/users/{GONE}")
-        assert r.status_code == 200, r.text
-        assert files_holding(data, MARKER, GONE) == []
-        assert not (data / ".pal-promoted.staged").exists() and not (data / ".pal-promoted.retired").exists()
-        _, weights, _ = load_pal(served)  # the promoted checkpoint still loads, without the user
-        assert sorted(weights.users()) == ["acme/ann"]
-        assert snapshot.is_file() and b"acme/ann" in snapshot.read_bytes()

@@ -38,7 +38,9 @@ def test_first_start_shows_its_setup_progress(tiny_generator_dir, minilm, tmp_pa
     from service.runtime import Runtime
     from service.settings import Settings
 
-    settings = Settings(data_dir=str(tmp_path / "data"), generator=str(tiny_generator_dir), shared_data=str(tmp_path / "no-data"))
+    # generating in this process: a generation child would cost seconds to start and the steps are the same
+    settings = Settings(data_dir=str(tmp_path / "data"), generator=str(tiny_generator_dir), shared_data=str(tmp_path / "no-data"),
+                        generation_process=False)
     with caplog.at_level(logging.INFO, logger="pluralign.service"):
         Runtime.build(settings, encoder=minilm)
     steps = [r.getMessage() for r in caplog.records if r.name == "pluralign.service"]

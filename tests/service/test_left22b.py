@@ -151,13 +151,15 @@ def test_a_browser_may_send_the_routing_header_deploy_readme_asks_clients_for(sv
     assert "x-pluralign-user" in preflight.headers["access-control-allow-headers"].lower(), preflight.headers
 
 
-def test_serve_takes_the_data_folder_as_keys_does(tmp_path):
+def test_serve_takes_the_data_folder_as_keys_does(tmp_path, tiny_generator_dir, tiny_pal_dir):
     """Before: `pluralign serve --data-dir D` exited 2 ("unrecognized arguments: --data-dir D") while
     `pluralign keys --data-dir D` names the same folder; the service's folder could only be set by
-    PLURALIGN_DATA_DIR. Now the key a first start issues lands in D (checked before any model loads)."""
+    PLURALIGN_DATA_DIR. Now the key a first start issues lands in D (checked before any model loads).
+    The key comes once the models are loaded: tiny ones, generating in the service's own process."""
     folder, cwd = tmp_path / "served", tmp_path / "cwd"
     cwd.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PLURALIGN_DATA_DIR": str(tmp_path / "not-this-one")}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PLURALIGN_DATA_DIR": str(tmp_path / "not-this-one"),
+           "PLURALIGN_GENERATOR": str(tiny_generator_dir), "PLURALIGN_PAL_DIR": str(tiny_pal_dir), "PLURALIGN_GENERATION_PROCESS": "false"}
     process = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--data-dir", str(folder), "--port", str(free_port())],
                                cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -3,6 +3,7 @@ adapters, a new child after a crash, and light reads beside a generation flood o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -60,13 +61,16 @@ def test_a_cancel_event_stops_the_childs_generation_and_the_next_call_is_served(
     assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=4, seed=2))[0][0].tokens <= 4
 
 
-def test_adapters_load_in_the_child_and_survive_a_crash_of_it(tiny_generator_dir, tmp_path):
+def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generator_dir, tmp_path):
+    """On the module's child (starting one costs seconds): the crash starts a new one, which the
+    tests after this one use, as the service would."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
     get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
-    remote = ProcessGenerator(tiny_generator_dir)
+    _, remote = pair
+    assert not remote.adapters
     try:
         greedy = Sampling(max_tokens=8, temperature=0)
         plain = remote.generate(MESSAGES, sampling=greedy)[0][0].text
@@ -83,7 +87,9 @@ def test_adapters_load_in_the_child_and_survive_a_crash_of_it(tiny_generator_dir
         remote.drop_adapter("u1")
         assert remote.generate(MESSAGES, sampling=greedy)[0][0].text == plain and not remote.adapters
     finally:
-        remote.close()
+        if remote.adapters:  # failed part way: the next tests get the child without it
+            with contextlib.suppress(Exception):
+                remote.drop_adapter("u1")
 
 
 def test_generation_uses_no_cpu_of_the_calling_process(pair):

@@ -108,10 +108,9 @@ def tiny_generator_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def minilm():
-    from pluralign.embed.encoders import SentenceEncoder
-
-    return SentenceEncoder()
+def minilm(sentence_encoder):
+    """MiniLM without an embedding cache (the service keeps its own), the session's one model (tests/conftest.py)."""
+    return sentence_encoder
 
 
 @pytest.fixture(scope="session")

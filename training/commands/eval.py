@@ -35,23 +35,24 @@ PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from pluralign.evaluation import EvalConfig, evaluate, load_protocol
-    from pluralign.reward.registry import build_model
-
+    # usage errors first: the imports below (torch, the models) take seconds
     if args.active_target is not None and args.shots != "active":  # it would be ignored: no active figures at all
         print(f"error: --active-target {args.active_target} chooses how --shots active picks; add --shots active (or drop --active-target)", file=sys.stderr)
         return 2
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     sizes = {field: getattr(args, field) for field in PERSONA_SIZES if getattr(args, field) is not None}
     if sizes and args.protocol != "persona":
         given = ", ".join(f"{PERSONA_SIZES[field]} {value}" for field, value in sizes.items())
         print(f"error: {given}: persona only (UKP's unseen users are its own held-out annotators)", file=sys.stderr)
         return 2
+    from tqdm import tqdm
+
+    from pluralign.evaluation import EvalConfig, evaluate, load_protocol
+    from pluralign.reward.registry import build_model
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     config = EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, **sizes)
     if args.shots == "active":  # issue 16's bar compares 2 and 5 active shots with 4 and 10 random ones
         config = replace(config, shots=tuple(sorted({*config.shots, 4})))

@@ -30,9 +30,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_listen(args.host, args.port)  # before a data folder, a key, a model or the service's imports (seconds)
-    import uvicorn
-
-    from service.app import create_app
     from service.auth import KeyRing
     from service.settings import Settings
     from training.common import check_writable, setup_logging
@@ -47,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     check_writable(option, str(settings.data_path))
     settings.data_path.mkdir(parents=True, exist_ok=True)
     keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
+    import uvicorn  # the service's imports (torch, the models' libraries: seconds) once the folder is known good
+
+    from service.app import create_app
+
     app = create_app(settings)  # promotions.json, the population model's description and the FSPO adapter first, then the models
     if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
         key = keys.issue("default", name="development key")

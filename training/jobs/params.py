@@ -27,6 +27,9 @@ from pluralign.data.record import Base
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$(?!\n)")]
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 Epoch = Annotated[float, msgspec.Meta(ge=0, le=1e11)]  # a Unix time in seconds (finite: NaN is refused)
+# the encoders a trainer's `--encoder` builds by name (`pluralign.embed.encoders.make_encoder`)
+JobEncoder = Literal["minilm", "minilm-onnx", "minilm-onnx-int8", "smollm2"]
+JOB_ENCODERS: tuple[str, ...] = JobEncoder.__args__
 
 
 class AdapterParams(Base, frozen=True):
@@ -54,6 +57,7 @@ class PalParams(Base, frozen=True):
     variant: Literal["a", "b"] = "a"
     k: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None  # None: chosen from the data (held-out likelihood)
     data: str | None = None  # server-set: the snapshot of the service's comparisons
+    encoder: JobEncoder | None = None  # server-set: the encoder the service embeds with (None: the trainer's default)
     groups: Annotated[int, msgspec.Meta(ge=2, le=64)] = 4
     epochs: Annotated[int, msgspec.Meta(ge=1, le=200)] = 40
     max_pairs: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 300_000
@@ -71,6 +75,7 @@ class EmParams(Base, frozen=True):
     protocol: Literal["persona", "ukp", "file"] = "persona"
     k: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None  # None: chosen from the data (held-out likelihood)
     data: str | None = None  # server-set: the snapshot of the service's comparisons
+    encoder: JobEncoder | None = None  # server-set: the encoder the service embeds with (None: the trainer's default)
     groups: Annotated[int, msgspec.Meta(ge=2, le=64)] = 4
     assignment: Literal["hard", "soft"] = "hard"
     init: Literal["kmeans", "random"] = "kmeans"
@@ -93,7 +98,7 @@ class AuditParams(Base, frozen=True):
 
 
 PARAMS: dict[str, type[Base]] = {"adapter": AdapterParams, "pal": PalParams, "em": EmParams, "audit": AuditParams}
-SERVER_SET: dict[str, tuple[str, ...]] = {"adapter": ("data", "base"), "audit": ("store",), "pal": ("data",), "em": ("data",)}
+SERVER_SET: dict[str, tuple[str, ...]] = {"adapter": ("data", "base"), "audit": ("store",), "pal": ("data", "encoder"), "em": ("data", "encoder")}
 
 
 class JobParamsError(ValueError):
