@@ -28,10 +28,11 @@ import pyarrow as pa
 from lancedb.index import Bitmap, BTree
 
 from pluralign.data.record import Base
-from pluralign.store import deletions
+from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
+from pluralign.store.lease import Lease, open_lease_table
 from pluralign.store.location import connect, is_object_store
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
@@ -172,7 +173,7 @@ class Store:
         self.sync_seconds = sync_seconds
         self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds))
         self._lock = threading.RLock()  # held by every commit
-        self._maintenance = threading.RLock()  # held by compaction and deletes
+        self._maintenance_lock = threading.RLock()  # held by compaction and deletes (`_maintenance`)
         self.schemas = {
             "preferences": preference_schema(encoder_id, dim),
             "interactions": interaction_schema(encoder_id, dim),
@@ -188,6 +189,8 @@ class Store:
         # `tables`: it names no user by id, so a user's DELETE, compaction and stats pass it by
         self.deletions = self._open(deletions.TABLE, deletions.deletion_schema(), deletions.TABLE in existing)
         self._new_deletions = 0
+        # several processes on the store: their maintenance takes turns (`pluralign.store.lease`)
+        self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing))
         self.writes_since_compaction = 0
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()
@@ -196,6 +199,13 @@ class Store:
         self._warmer = ThreadPoolExecutor(1, thread_name_prefix="history")
         for name in self.tables:
             self._ensure_indexes(name)
+
+    @contextlib.contextmanager
+    def _maintenance(self):
+        """One delete or compaction at a time: in this process (a lock) and, with other processes on
+        the store, among them (the store's lease)."""
+        with self._maintenance_lock, self.lease or contextlib.nullcontext():
+            yield
 
     def _open(self, name: str, schema: pa.Schema, exists: bool):
         if not exists:
@@ -618,7 +628,7 @@ class Store:
         raises the last error when every attempt failed."""
         where = owner_filter(tenant, user_id)
         counts = dict.fromkeys(self.tables, 0)
-        with self._maintenance:  # one delete or compaction at a time
+        with self._maintenance():  # one delete or compaction at a time
             def delete_rows() -> None:
                 with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
@@ -641,7 +651,7 @@ class Store:
         row a refit of those rows wrote). Returns the feedback rows deleted."""
         table, where = self.tables["preferences"], f"{owner_filter(tenant, user_id)} AND created_at < {float(before)!r}"
         deleted = 0
-        with self._maintenance:
+        with self._maintenance():
             def delete_rows() -> None:
                 nonlocal deleted
                 with self._lock:
@@ -720,18 +730,20 @@ class Store:
     def _drop_old_versions(self, names: list[str], purged_at: float | None) -> None:
         """Remove the named tables' versions from before a purge, with every file only they hold:
         all but the newest (`purged_at` None), or those made before `purged_at` (unix seconds; the
-        caller waited until every process on the store looks at a newer one). Under the write lock:
-        with `delete_unverified` it also removes files no version names yet, such as those of an
-        append written and not committed, or what a compaction that lost to the delete left (which
-        may hold the deleted rows). Another process's append in flight at this instant can fail and
-        be retried; its reads of older versions cannot, hence the wait."""
+        caller waited until every process on the store looks at a newer one). Under the write lock.
+        Alone on the store, it also removes files no version names (`delete_unverified`), such as
+        those of an append that a killed process wrote and never committed. With other processes
+        (`lease` set) it does not: those files may be another process's write in flight, which would
+        then commit a version naming files that are gone. No purge of another process can have lost
+        to this one's meanwhile (they take turns under the lease), so no such file holds the rows
+        deleted here; what a killed process left goes by Lance's own rule, once 7 days old."""
         with self._lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             # deprecated for `Table.optimize`, which would also compact and re-index here, under the write lock
             warnings.simplefilter("ignore", DeprecationWarning)
             for name in names:
                 older = timedelta(0) if purged_at is None else timedelta(seconds=max(0.0, time.time() - purged_at))
-                self.tables[name].cleanup_old_versions(older, delete_unverified=True)
+                self.tables[name].cleanup_old_versions(older, delete_unverified=self.lease is None)
 
     @staticmethod
     def _rewrite(table) -> None:
@@ -751,7 +763,7 @@ class Store:
         Appends go on meanwhile: Lance commits an append and a compaction side by side. The users
         table takes upserts, which would conflict with a rewrite, so it is compacted under the
         write lock."""
-        with self._maintenance:
+        with self._maintenance():
             self.writes_since_compaction = 0
             for name, table in self.tables.items():
                 if not (every_table or self._pending[name]) or not table.count_rows():

@@ -57,3 +57,46 @@ def test_an_older_user_row_never_replaces_a_newer_one(tmp_path):
     a.put_user(row(30.0, [2.0, 2.0]))
     assert b.get_user("t", "u").pal_logits == [2.0, 2.0]
     assert a.users.count_rows() == 1
+
+
+def test_a_replicas_delete_leaves_another_processs_write_in_flight_alone(tmp_path):
+    """Before: a DELETE's purge removed every file no table version named (Lance's
+    `delete_unverified`), so another replica's append written but not yet committed lost its data
+    file, committed anyway, and every read of the table then failed with Lance "Not found" (seen as
+    500s when two replicas answered DELETEs at once). With replicas the purge leaves such files."""
+    import lance
+
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    a.add_preferences(*prefs("t", "gone", 2))
+    a.add_preferences(*prefs("t", "kept", 2))
+    uri = str(tmp_path / "preferences.lance")
+    before = lance.dataset(uri)
+    # another replica's append: its data file written, its commit not yet made
+    other = prefs("t", "late", 3)
+    staged = Store(str(tmp_path / "scratch"), "enc", DIM)
+    staged.add_preferences(*other)
+    fragments = lance.fragment.write_fragments(staged.preferences.to_arrow(), uri, schema=before.schema)
+    assert a.delete_user("t", "gone")["preferences"] == 2
+    lance.LanceDataset.commit(uri, lance.LanceOperation.Append(fragments), read_version=lance.dataset(uri).version)
+    time.sleep(0.05)
+    assert a.count_preferences("t", "late") == 3 and a.count_preferences("t", "kept") == 2
+    assert sorted(r["user_id"] for r in lance.dataset(uri).to_table(columns=["user_id"]).to_pylist()) == \
+        ["kept"] * 2 + ["late"] * 3
+
+
+def test_replicas_take_turns_at_maintenance(tmp_path):
+    """Two Stores on one folder (two replicas): while one holds the maintenance lease, the other's
+    compaction waits; the lease is free again once the first is done, and taken again within a process."""
+    import threading
+
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    a.add_preferences(*prefs("t", "u", 2))
+    done = threading.Event()
+    with a.lease, a.lease:  # re-entrant in one process
+        worker = threading.Thread(target=lambda: (b.compact(every_table=True), done.set()))
+        worker.start()
+        assert not done.wait(0.5)  # b waits for a
+    assert done.wait(10)
+    worker.join()
+    assert a.lease.holder == "" and b.lease.holder == ""

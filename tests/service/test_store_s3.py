@@ -35,3 +35,23 @@ def test_an_audit_worker_reads_the_bucket_with_the_settings_it_was_handed(s3, mo
         monkeypatch.setenv(name, value)
     found = comparisons_from_store(s3.uri("audit"), "segment")
     assert len(found.diff) == 6 and sorted(found.groups) == ["a", "b"]
+
+
+def test_two_replicas_on_a_bucket_take_turns_at_maintenance(s3):
+    """The maintenance lease (`pluralign.store.lease`) on an object store: a second replica's DELETE
+    waits while the first holds the lease, then runs."""
+    import threading
+
+    from tests.service.test_store import prefs
+
+    a = Store(s3.uri("lease"), "enc", 8, storage_options=s3.options, sync_seconds=0)
+    b = Store(s3.uri("lease"), "enc", 8, storage_options=s3.options, sync_seconds=0)
+    a.add_preferences(*prefs("t", "u", 2))
+    done = threading.Event()
+    with a.lease:
+        worker = threading.Thread(target=lambda: (b.delete_user("t", "u"), done.set()))
+        worker.start()
+        assert not done.wait(0.5)
+    assert done.wait(30)
+    worker.join()
+    assert a.count_preferences("t", "u") == 0 and a.lease.holder == ""

@@ -1,0 +1,112 @@
+"""A lease that lets one process at a time do a store's maintenance (deletes, compaction, removal of
+old versions) when several processes (replicas) write the same LanceDB tables.
+
+Why: two replicas purging at once lose each other's work. A rewrite that loses to the other
+replica's delete leaves data files no version names, holding the rows that delete removed; and
+Lance's `cleanup_old_versions(delete_unverified=True)`, the only call that removes such files at
+once, also removes the files of another process's write in flight, which then commits a version
+naming missing files (a table that answers "Not found" until its index is rebuilt: seen as 500s
+from DELETEs answered by two replicas at once). With the lease, maintenance never runs on two
+replicas at once, so no purge loses to another, and old versions are removed without
+`delete_unverified` (what other replicas append meanwhile is left alone).
+
+How: one row in a LanceDB table of its own (`TABLE`); taking the lease is a conditional update
+(`holder = '' OR expires < now`), which Lance commits atomically: of two processes updating the row
+at once, the second's commit conflicts, is redone on the newest version, and finds the row taken
+(4 processes x 15 turns on a local folder: no two turns overlapped). A holder renews the row every
+`ttl_s / 3` while it holds it; a holder that died frees it after `ttl_s`. Neither LanceDB nor Lance
+offers a lock between processes (their commits are optimistic), and a file lock would not reach an
+object store, hence this module. Times are unix seconds of each process's clock: replicas' clocks
+must agree to well under `ttl_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+import pyarrow as pa
+
+log = logging.getLogger("pluralign.store")
+TABLE = "maintenance_lease"
+TTL_S = 30.0
+POLL_S = 0.05
+
+
+def lease_schema() -> pa.Schema:
+    return pa.schema([("name", pa.string()), ("holder", pa.string()), ("expires", pa.float64())])
+
+
+def open_lease_table(db, exists: bool):
+    """The lease table of `db` (a LanceDB connection), made with its one free row when missing. Two
+    processes making it at once: Lance commits one table; the other opens it."""
+    if exists:
+        return db.open_table(TABLE)
+    try:
+        return db.create_table(TABLE, pa.table({"name": ["store"], "holder": [""], "expires": [0.0]}, schema=lease_schema()))
+    except (OSError, RuntimeError, ValueError):  # made by another process meanwhile
+        return db.open_table(TABLE)
+
+
+class Lease:
+    """The store's maintenance lease (see the module). `with lease:` blocks until this process holds it
+    and renews it until the block ends; re-entrant within a process (the caller serialises its own
+    threads). Raises TimeoutError when not taken within `wait_s` seconds."""
+
+    def __init__(self, table, ttl_s: float = TTL_S, wait_s: float = 600.0):
+        self.table = table
+        self.ttl_s = ttl_s
+        self.wait_s = wait_s
+        self.holder = ""
+        self._depth = 0
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _take(self, holder: str) -> bool:
+        now = time.time()
+        try:
+            result = self.table.update(where=f"holder = '' OR expires < {now!r}",
+                                       values={"holder": holder, "expires": now + self.ttl_s})
+        except (OSError, RuntimeError) as exc:  # a conflict Lance did not redo: someone else took it
+            log.debug("maintenance lease not taken (%s)", exc)
+            return False
+        return result.rows_updated == 1
+
+    def _renew(self, holder: str) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                self.table.update(where=f"holder = '{holder}'", values={"expires": time.time() + self.ttl_s})
+            except (OSError, RuntimeError) as exc:
+                log.warning("maintenance lease not renewed (%s); trying again", exc)
+
+    def __enter__(self) -> Lease:
+        if self._depth:
+            self._depth += 1
+            return self
+        holder, deadline = uuid.uuid4().hex, time.monotonic() + self.wait_s
+        while not self._take(holder):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the store's maintenance lease was not free within {self.wait_s:g} s")
+            time.sleep(POLL_S)
+        self.holder, self._depth = holder, 1
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew, args=(holder,), name="lease", daemon=True)
+        self._renewer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
+        self._stop.set()
+        self._renewer.join()
+        for attempt in range(3):
+            try:
+                self.table.update(where=f"holder = '{self.holder}'", values={"holder": "", "expires": 0.0})
+                break
+            except (OSError, RuntimeError) as exc:  # left to expire after ttl_s when this keeps failing
+                log.warning("maintenance lease not released (%s)", exc)
+                time.sleep(POLL_S * (attempt + 1))
+        self.holder = ""
