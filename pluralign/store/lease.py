@@ -26,6 +26,8 @@ import logging
 import threading
 import time
 import uuid
+import warnings
+from datetime import timedelta
 
 import pyarrow as pa
 
@@ -66,9 +68,12 @@ class Lease:
 
     def _take(self, holder: str) -> bool:
         now = time.time()
+        free = f"holder = '' OR expires < {now!r}"
         try:
-            result = self.table.update(where=f"holder = '' OR expires < {now!r}",
-                                       values={"holder": holder, "expires": now + self.ttl_s})
+            # an update commits a version even when it changes no row: look first, update only a free row
+            if not self.table.count_rows(free):
+                return False
+            result = self.table.update(where=free, values={"holder": holder, "expires": now + self.ttl_s})
         except (OSError, RuntimeError) as exc:  # a conflict Lance did not redo: someone else took it
             log.debug("maintenance lease not taken (%s)", exc)
             return False
@@ -110,3 +115,9 @@ class Lease:
                 log.warning("maintenance lease not released (%s)", exc)
                 time.sleep(POLL_S * (attempt + 1))
         self.holder = ""
+        try:  # each turn commits 2 versions and a renewal 1: the old ones go (nothing reads them after a turn)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.table.cleanup_old_versions(timedelta(minutes=5))
+        except (OSError, RuntimeError) as exc:
+            log.warning("old versions of the maintenance lease not removed (%s)", exc)

@@ -93,10 +93,13 @@ def test_replicas_take_turns_at_maintenance(tmp_path):
     b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
     a.add_preferences(*prefs("t", "u", 2))
     done = threading.Event()
+    versions = tmp_path / "maintenance_lease.lance" / "_versions"
     with a.lease, a.lease:  # re-entrant in one process
         worker = threading.Thread(target=lambda: (b.compact(every_table=True), done.set()))
         worker.start()
+        held = len(list(versions.iterdir()))
         assert not done.wait(0.5)  # b waits for a
+        assert len(list(versions.iterdir())) == held  # without committing a version at each look
     assert done.wait(10)
     worker.join()
     assert a.lease.holder == "" and b.lease.holder == ""
