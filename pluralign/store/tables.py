@@ -622,10 +622,11 @@ class Store:
 
         Other users' writes wait for the write lock only while the rows are deleted and while old
         versions are removed, not while fragments are rewritten and indexes rebuilt (appends commit
-        beside a compaction; see `_purge`). Another process on the store (a replica) purging at the
-        same moment can remove a version this one is working on, or commit a rewrite first: each
-        step is then done again on the newest version (`PURGE_ATTEMPTS`, with a random pause), and
-        raises the last error when every attempt failed."""
+        beside a compaction; see `_purge`). With other processes on the store (replicas), deletes and
+        compactions take turns among them under the store's lease (`pluralign.store.lease`; raises
+        TimeoutError when it is not free within 10 minutes). A step that meets another process's
+        commit (an upsert that conflicts with a rewrite) is done again on the newest version
+        (`PURGE_ATTEMPTS`, with a random pause), and raises the last error when every attempt failed."""
         where = owner_filter(tenant, user_id)
         counts = dict.fromkeys(self.tables, 0)
         with self._maintenance():  # one delete or compaction at a time
