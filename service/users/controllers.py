@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Request, delete, get, patch, post
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, ServiceUnavailableException
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response, Stream
 
@@ -125,10 +125,16 @@ async def import_preferences(request: Request, user_id: FromPath[str]) -> Import
     return Imported(user=user_id, stored=[s.pref_id for s in stored])
 
 
-@delete("/v1/users/{user_id:str}", sync_to_thread=True, status_code=200, responses=error_responses(404, 429), summary="Delete every trace of a user")
+@delete("/v1/users/{user_id:str}", sync_to_thread=True, status_code=200, responses=error_responses(404, 429, 503), summary="Delete every trace of a user")
 def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
+    """503 with Retry-After when, with replicas, the store's maintenance lease stays with another
+    replica past its wait (`pluralign.store.lease`): their rows are still in the store; the DELETE sent again finishes."""
     rt, tenant, user_id = _user(request, user_id)
-    counts = services.delete(rt, tenant, user_id)
+    try:
+        counts = services.delete(rt, tenant, user_id)
+    except TimeoutError as exc:
+        raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
+                                          "send the DELETE again", headers={"Retry-After": "30"}) from None
     if not any(counts.values()):
         raise NotFoundException(f"no user {user_id!r} in this tenant")
     rt.metrics.inc("pluralign_users_deleted_total", help="users deleted")
