@@ -106,8 +106,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-
-
 class FeedbackLog:
     """`append(rows)` (or `await append_async(rows)`) returns once the rows are durable; they stay
     `pending` until `done(entries)`."""
