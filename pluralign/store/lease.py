@@ -18,6 +18,13 @@ at once, the second's commit conflicts, is redone on the newest version, and fin
 offers a lock between processes (their commits are optimistic), and a file lock would not reach an
 object store, hence this module. Times are unix seconds of each process's clock: replicas' clocks
 must agree to well under `ttl_s`.
+
+A holder that stops renewing for `ttl_s` (paused by SIGSTOP or a frozen VM, or its renewals failing)
+has lost the lease to whoever takes it next. So before each destructive step the holder `confirm`s
+it: a conditional update that extends the lease only while this process is still its holder, and
+raises `LeaseLost` otherwise; the turn then stops before that step. A pause between the confirmation
+and the step itself, longer than `ttl_s`, is not caught: Lance cannot make one table's commit
+conditional on another's row, so this narrows the window to one step rather than closing it.
 """
 
 from __future__ import annotations
@@ -35,6 +42,12 @@ log = logging.getLogger("pluralign.store")
 TABLE = "maintenance_lease"
 TTL_S = 30.0
 POLL_S = 0.05
+
+
+class LeaseLost(TimeoutError):
+    """This process held the maintenance lease but another took it after `ttl_s` without a renewal
+    (this process was paused, or could not renew it): its turn stops before the next destructive step.
+    A TimeoutError, so a caller that asks for another try later (a 503 with Retry-After) does so."""
 
 
 def lease_schema() -> pa.Schema:
@@ -63,6 +76,7 @@ class Lease:
         self.wait_s = wait_s
         self.holder = ""
         self._depth = 0
+        self._lost = False  # a renewal found the row no longer ours
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -79,12 +93,32 @@ class Lease:
             return False
         return result.rows_updated == 1
 
+    def _extend(self, holder: str) -> bool:
+        """Push the lease's expiry `ttl_s` ahead if `holder` still holds it; False when another took it."""
+        result = self.table.update(where=f"holder = '{holder}'", values={"expires": time.time() + self.ttl_s})
+        return result.rows_updated == 1
+
     def _renew(self, holder: str) -> None:
         while not self._stop.wait(self.ttl_s / 3):
             try:
-                self.table.update(where=f"holder = '{holder}'", values={"expires": time.time() + self.ttl_s})
+                if not self._extend(holder):
+                    self._lost = True
+                    log.warning("maintenance lease lost: another process took it after %g s without a renewal", self.ttl_s)
+                    return
             except (OSError, RuntimeError) as exc:
                 log.warning("maintenance lease not renewed (%s); trying again", exc)
+
+    def confirm(self) -> None:
+        """Before a destructive step: extend the lease if this process still holds it, else raise
+        LeaseLost (another process took it after `ttl_s` without a renewal from this one). Also raises
+        LeaseLost when the lease is not held at all (a step outside `with lease:`), and lets Lance's
+        OSError or RuntimeError through when the lease table cannot be written (the turn stops too)."""
+        if not self._depth:
+            raise LeaseLost("the store's maintenance lease is not held by this process")
+        if self._lost or not self._extend(self.holder):
+            self._lost = True
+            raise LeaseLost(f"the store's maintenance lease was taken by another process after {self.ttl_s:g} s "
+                            "without a renewal from this one (paused, or its renewals failed); this turn stopped")
 
     def __enter__(self) -> Lease:
         if self._depth:
@@ -95,7 +129,7 @@ class Lease:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the store's maintenance lease was not free within {self.wait_s:g} s")
             time.sleep(POLL_S)
-        self.holder, self._depth = holder, 1
+        self.holder, self._depth, self._lost = holder, 1, False
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew, args=(holder,), name="lease", daemon=True)
         self._renewer.start()

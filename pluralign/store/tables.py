@@ -32,7 +32,7 @@ from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
-from pluralign.store.lease import Lease, open_lease_table
+from pluralign.store.lease import Lease, LeaseLost, open_lease_table
 from pluralign.store.location import connect, is_object_store
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
@@ -158,9 +158,12 @@ class Store:
     def __init__(
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
         storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
+        lease_ttl_s: float = lease.TTL_S,
     ):
         """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
-        object store; see `pluralign.store.location`. `sync_seconds`: see the class. Raises StoreError
+        object store; see `pluralign.store.location`. `sync_seconds`: see the class. `lease_ttl_s`: seconds
+        after which the maintenance lease of a replica that stopped renewing it is free (with `sync_seconds`
+        only; `pluralign.store.lease`). Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, or the tables there were made
         for another encoder or schema."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -190,7 +193,7 @@ class Store:
         self.deletions = self._open(deletions.TABLE, deletions.deletion_schema(), deletions.TABLE in existing)
         self._new_deletions = 0
         # several processes on the store: their maintenance takes turns (`pluralign.store.lease`)
-        self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing))
+        self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing), ttl_s=lease_ttl_s)
         self.writes_since_compaction = 0
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()
@@ -206,6 +209,12 @@ class Store:
         the store, among them (the store's lease)."""
         with self._maintenance_lock, self.lease or contextlib.nullcontext():
             yield
+
+    def _fence(self) -> None:
+        """Before each destructive maintenance step: with replicas, confirm this process still holds
+        the store's lease (raises `LeaseLost` when another took it meanwhile; nothing more is done)."""
+        if self.lease is not None:
+            self.lease.confirm()
 
     def _open(self, name: str, schema: pa.Schema, exists: bool):
         if not exists:
@@ -632,6 +641,7 @@ class Store:
         with self._maintenance():  # one delete or compaction at a time
             def delete_rows() -> None:
                 with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
+                    self._fence()
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
                     # never rows of theirs (stated changes) without the row that numbers them
                     for name, table in sorted(self.tables.items(), key=lambda item: item[0] == "users"):
@@ -656,6 +666,7 @@ class Store:
             def delete_rows() -> None:
                 nonlocal deleted
                 with self._lock:
+                    self._fence()
                     found = table.count_rows(where)
                     if found:
                         table.delete(where)
@@ -689,6 +700,8 @@ class Store:
         for attempt in range(PURGE_ATTEMPTS):
             try:
                 return step()
+            except LeaseLost:  # another process's turn now: this one stops (a TimeoutError, so an OSError)
+                raise
             except (OSError, RuntimeError) as exc:  # "Not found", "conflict", "failed to persist": Lance names
                 if attempt == PURGE_ATTEMPTS - 1:  # no kind for them, and each step is safe to do again
                     raise
@@ -712,18 +725,21 @@ class Store:
             warnings.simplefilter("ignore", UserWarning)
             if table.count_rows():
                 try:
+                    self._fence()
                     self._rewrite(table)
                 except (OSError, RuntimeError) as exc:  # Lance gave up committing beside many appends
                     if "conflict" not in str(exc).lower() or name == "users":
                         raise
                     log.warning("purge of %s conflicted with appends (%s); redoing it with appends held", name, exc)
                     with self._lock:
+                        self._fence()
                         self._rewrite(table)
                 self._indexed.add(name)
                 self._pending[name] = 0
             else:  # nothing left: the indexes go (an empty table cannot hold one); the next write makes them
                 with self._lock:  # an append now would make an index for its rows; none is running
                     if not table.count_rows():
+                        self._fence()
                         for index in table.list_indices():
                             table.drop_index(index.name)
                         self._indexed.discard(name)
@@ -744,6 +760,7 @@ class Store:
             warnings.simplefilter("ignore", DeprecationWarning)
             for name in names:
                 older = timedelta(0) if purged_at is None else timedelta(seconds=max(0.0, time.time() - purged_at))
+                self._fence()
                 self.tables[name].cleanup_old_versions(older, delete_unverified=self.lease is None)
 
     @staticmethod
@@ -773,6 +790,7 @@ class Store:
                 with self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
                     # keep_versions_for=0 only comes from delete_user, which holds every lock
                     warnings.simplefilter("ignore", UserWarning)
+                    self._fence()
                     table.optimize(cleanup_older_than=keep_versions_for)
                 self._ensure_indexes(name)
             if self._new_deletions >= 64:  # one small fragment per DELETE: merged now and then
@@ -783,6 +801,7 @@ class Store:
                     # records without an index, 2.4 ms with (lancedb 0.40, one core); `optimize` folds new rows in
                     if not any(tuple(i.columns) == ("user_hash",) for i in self.deletions.list_indices()):
                         self.deletions.create_index("user_hash", config=BTree())
+                    self._fence()
                     self.deletions.optimize(cleanup_older_than=keep_versions_for)
 
     def stats(self) -> dict[str, int]:
