@@ -54,13 +54,17 @@ def lease_schema() -> pa.Schema:
     return pa.schema([("name", pa.string()), ("holder", pa.string()), ("expires", pa.float64())])
 
 
+def free_row() -> pa.Table:
+    return pa.table({"name": ["store"], "holder": [""], "expires": [0.0]}, schema=lease_schema())
+
+
 def open_lease_table(db, exists: bool):
     """The lease table of `db` (a LanceDB connection), made with its one free row when missing. Two
     processes making it at once: Lance commits one table; the other opens it."""
     if exists:
         return db.open_table(TABLE)
     try:
-        return db.create_table(TABLE, pa.table({"name": ["store"], "holder": [""], "expires": [0.0]}, schema=lease_schema()))
+        return db.create_table(TABLE, free_row())
     except (OSError, RuntimeError, ValueError):  # made by another process meanwhile
         return db.open_table(TABLE)
 
@@ -68,10 +72,15 @@ def open_lease_table(db, exists: bool):
 class Lease:
     """The store's maintenance lease (see the module). `with lease:` blocks until this process holds it
     and renews it until the block ends; re-entrant within a process (the caller serialises its own
-    threads). Raises TimeoutError when not taken within `wait_s` seconds."""
+    threads). Raises TimeoutError when not taken within `wait_s` seconds.
 
-    def __init__(self, table, ttl_s: float = TTL_S, wait_s: float = 600.0):
+    A table an operator removed or damaged (its row gone, or doubled) is made again with its one free
+    row by whoever looks at it next (`db`, the LanceDB connection, reopens it), so turns go on. If a
+    process held the lease meanwhile, it loses it (its next `confirm` raises LeaseLost)."""
+
+    def __init__(self, table, ttl_s: float = TTL_S, wait_s: float = 600.0, db=None):
         self.table = table
+        self.db = db
         self.ttl_s = ttl_s
         self.wait_s = wait_s
         self.holder = ""
@@ -85,13 +94,30 @@ class Lease:
         free = f"holder = '' OR expires < {now!r}"
         try:
             # an update commits a version even when it changes no row: look first, update only a free row
-            if not self.table.count_rows(free):
+            found = self.table.count_rows(free)
+            if found != 1:
+                if found > 1 or self.table.count_rows() != 1:
+                    self._repair(f"{found} free rows" if found else "no row")
                 return False
             result = self.table.update(where=free, values={"holder": holder, "expires": now + self.ttl_s})
         except (OSError, RuntimeError) as exc:  # a conflict Lance did not redo: someone else took it
-            log.debug("maintenance lease not taken (%s)", exc)
+            if "not found" in str(exc).lower():  # the table's folder removed under a running process
+                self._repair(str(exc))
+            else:
+                log.debug("maintenance lease not taken (%s)", exc)
             return False
         return result.rows_updated == 1
+
+    def _repair(self, why: str) -> None:
+        """The table holds something other than the one lease row (or is gone): write it again with its
+        one free row. Two processes doing it at once: the later overwrite wins, one row either way."""
+        if self.db is None:
+            return
+        log.warning("maintenance lease table damaged (%s): made again with its one free row", why)
+        try:
+            self.table = self.db.create_table(TABLE, free_row(), mode="overwrite")
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.warning("maintenance lease table not made again (%s)", exc)
 
     def _extend(self, holder: str) -> bool:
         """Push the lease's expiry `ttl_s` ahead if `holder` still holds it; False when another took it."""

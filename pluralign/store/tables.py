@@ -193,7 +193,7 @@ class Store:
         self.deletions = self._open(deletions.TABLE, deletions.deletion_schema(), deletions.TABLE in existing)
         self._new_deletions = 0
         # several processes on the store: their maintenance takes turns (`pluralign.store.lease`)
-        self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing), ttl_s=lease_ttl_s)
+        self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing), ttl_s=lease_ttl_s, db=self.db)
         self.writes_since_compaction = 0
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()

@@ -1,0 +1,41 @@
+"""The store's maintenance lease table (`pluralign.store.lease`) removed or damaged by an operator
+while replicas run: their deletes and compactions must go on (the table made again with its one
+free row), not wait 10 minutes and answer 503 for good, and the replicas must still take turns."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+
+from pluralign.store import Store
+from pluralign.store.lease import TABLE
+from tests.service.test_store import DIM, prefs
+
+
+def damage(store, how: str, tmp_path) -> None:
+    if how == "table removed":
+        shutil.rmtree(tmp_path / f"{TABLE}.lance")
+    elif how == "row removed":
+        store.lease.table.delete("true")
+    else:  # two rows, as two processes that each put one back would leave
+        store.lease.table.add([{"name": "store", "holder": "", "expires": 0.0}])
+
+
+@pytest.mark.parametrize("how", ["table removed", "row removed", "row doubled"])
+def test_replicas_go_on_taking_turns_after_the_lease_table_is_damaged(tmp_path, how):
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    a.add_preferences(*prefs("t", "u", 2))
+    damage(a, how, tmp_path)
+    a.lease.wait_s = b.lease.wait_s = 5.0
+    assert a.delete_user("t", "u")["preferences"] == 2  # before: TimeoutError after the whole wait
+    done = threading.Event()
+    with a.lease:  # and they still take turns: b waits while a holds it
+        worker = threading.Thread(target=lambda: (b.compact(every_table=True), done.set()))
+        worker.start()
+        assert not done.wait(0.5)
+    assert done.wait(10)
+    worker.join()
+    assert a.lease.table.count_rows() == 1
