@@ -25,6 +25,11 @@ it: a conditional update that extends the lease only while this process is still
 raises `LeaseLost` otherwise; the turn then stops before that step. A pause between the confirmation
 and the step itself, longer than `ttl_s`, is not caught: Lance cannot make one table's commit
 conditional on another's row, so this narrows the window to one step rather than closing it.
+
+A turn that stops part way (its process killed, or LeaseLost) may have deleted a user's rows without
+yet removing the files that hold them. So a holder marks the tables it is about to delete from
+(`mark`: one row `purge:<table>` each, beside the lease row) and clears them once purged (`clear`);
+the next holder finds them (`pending`) and finishes that purge first (`Store._maintenance`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ import pyarrow as pa
 
 log = logging.getLogger("pluralign.store")
 TABLE = "maintenance_lease"
+LEASE_ROW = "name = 'store'"
+PURGE = "purge:"  # a mark's row name: PURGE + the table whose purge a stopped turn left to do
 TTL_S = 30.0
 POLL_S = 0.05
 
@@ -89,14 +96,19 @@ class Lease:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
+    @property
+    def depth(self) -> int:
+        """How many `with lease:` blocks of this process are open (0: not held; 1: its outermost turn)."""
+        return self._depth
+
     def _take(self, holder: str) -> bool:
         now = time.time()
-        free = f"holder = '' OR expires < {now!r}"
+        free = f"{LEASE_ROW} AND (holder = '' OR expires < {now!r})"
         try:
             # an update commits a version even when it changes no row: look first, update only a free row
             found = self.table.count_rows(free)
             if found != 1:
-                if found > 1 or self.table.count_rows() != 1:
+                if found > 1 or self.table.count_rows(LEASE_ROW) != 1:
                     self._repair(f"{found} free rows" if found else "no row")
                 return False
             result = self.table.update(where=free, values={"holder": holder, "expires": now + self.ttl_s})
@@ -115,7 +127,11 @@ class Lease:
             return
         log.warning("maintenance lease table damaged (%s): made again with its one free row", why)
         try:
-            self.table = self.db.create_table(TABLE, free_row(), mode="overwrite")
+            try:  # the purges left to do stay marked
+                marks = self.table.search().where(f"NOT ({LEASE_ROW})").limit(None).to_arrow().cast(lease_schema())
+            except (OSError, RuntimeError):
+                marks = free_row().slice(0, 0)
+            self.table = self.db.create_table(TABLE, pa.concat_tables([free_row(), marks]), mode="overwrite")
         except (OSError, RuntimeError, ValueError) as exc:
             log.warning("maintenance lease table not made again (%s)", exc)
 
@@ -145,6 +161,25 @@ class Lease:
             self._lost = True
             raise LeaseLost(f"the store's maintenance lease was taken by another process after {self.ttl_s:g} s "
                             "without a renewal from this one (paused, or its renewals failed); this turn stopped")
+
+    def pending(self) -> set[str]:
+        """The tables whose purge a stopped turn left to do (marked and never cleared)."""
+        rows = self.table.search().where(f"NOT ({LEASE_ROW})").limit(None).to_arrow().column("name").to_pylist()
+        return {name.removeprefix(PURGE) for name in rows if name.startswith(PURGE)}
+
+    def mark(self, names: list[str]) -> None:
+        """Before deleting rows from the named tables: they need a purge, whoever finishes it. Raises
+        LeaseLost (nothing marked) when this process no longer holds the lease."""
+        new = sorted(set(names) - self.pending())
+        if new:
+            self.confirm()
+            self.table.add(pa.table({"name": [PURGE + n for n in new], "holder": [""] * len(new),
+                                     "expires": [time.time()] * len(new)}, schema=lease_schema()))
+
+    def clear(self, names: list[str]) -> None:
+        """The named tables are purged: their marks go."""
+        if names and self.pending() & set(names):
+            self.table.delete("name IN (" + ", ".join(f"'{PURGE}{n}'" for n in names) + ")")
 
     def __enter__(self) -> Lease:
         if self._depth:

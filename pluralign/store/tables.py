@@ -208,7 +208,19 @@ class Store:
         """One delete or compaction at a time: in this process (a lock) and, with other processes on
         the store, among them (the store's lease)."""
         with self._maintenance_lock, self.lease or contextlib.nullcontext():
+            if self.lease is not None and self.lease.depth == 1:  # a new turn: first what a stopped one left
+                left = sorted(self.lease.pending() & set(self.tables))
+                if left:
+                    log.warning("finishing the purge of %s that another turn left (its process stopped)", ", ".join(left))
+                    self.refresh(*left)
+                    self._purge_tables(left)
             yield
+
+    def _mark(self, names: list[str]) -> None:
+        """Before deleting rows from the named tables: with replicas, mark them in the lease table so
+        that, should this turn stop before their purge, the next holder purges them (`Lease.mark`)."""
+        if self.lease is not None and names:
+            self.lease.mark(names)
 
     def _fence(self) -> None:
         """Before each destructive maintenance step: with replicas, confirm this process still holds
@@ -644,11 +656,12 @@ class Store:
                     self._fence()
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
                     # never rows of theirs (stated changes) without the row that numbers them
+                    found = {name: table.count_rows(where) for name, table in self.tables.items()}
+                    self._mark([name for name, n in found.items() if n])
                     for name, table in sorted(self.tables.items(), key=lambda item: item[0] == "users"):
-                        found = table.count_rows(where)
-                        if found:
+                        if found[name]:
                             table.delete(where)
-                            counts[name] += found
+                            counts[name] += found[name]
                     self.histories.invalidate([(tenant, user_id)])
 
             self._retried(delete_rows)
@@ -669,6 +682,7 @@ class Store:
                     self._fence()
                     found = table.count_rows(where)
                     if found:
+                        self._mark(["preferences"])
                         table.delete(where)
                         deleted += found
                     self.histories.invalidate([(tenant, user_id)])
@@ -693,6 +707,8 @@ class Store:
             purged_at = time.time()
             time.sleep(self.sync_seconds + READ_MARGIN_S)
             self._retried(lambda: self._drop_old_versions(names, purged_at))
+        if self.lease is not None:
+            self.lease.clear(names)
 
     def _retried(self, step: Callable[[], None]) -> None:
         """Run a maintenance step, again on the newest versions when it failed: another process's
