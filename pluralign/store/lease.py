@@ -34,6 +34,7 @@ the next holder finds them (`pending`) and finishes that purge first (`Store._ma
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -113,8 +114,11 @@ class Lease:
                 return False
             result = self.table.update(where=free, values={"holder": holder, "expires": now + self.ttl_s})
         except (OSError, RuntimeError) as exc:  # a conflict Lance did not redo: someone else took it
-            if "not found" in str(exc).lower():  # the table's folder removed under a running process
-                self._repair(str(exc))
+            if "not found" in str(exc).lower() and self.db is not None:
+                # the table's folder removed (made again, free), or a stale handle's version removed (opened again)
+                log.warning("maintenance lease table not found (%s): opened again, or made again when gone", exc)
+                with contextlib.suppress(OSError, RuntimeError, ValueError):
+                    self.table = open_lease_table(self.db, exists=False)
             else:
                 log.debug("maintenance lease not taken (%s)", exc)
             return False
