@@ -53,6 +53,7 @@ READ_MARGIN_S = 2.0
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 
 INDEXED_COLUMNS = ("tenant", "user_id")
+INDEX_ATTEMPTS = 3  # `Store._ensure_indexes` against another process making the same index
 COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
 
 
@@ -365,15 +366,27 @@ class Store:
             self._ensure_indexes(name)
 
     def _ensure_indexes(self, name: str) -> None:
-        """BITMAP indexes on tenant and user_id (created once the table has rows)."""
+        """BITMAP indexes on tenant and user_id (created once the table has rows). Another process
+        making them at the same moment preempts this one's (Lance: "Retryable commit conflict"): then
+        its index serves. Never raises for a write already committed: an index still missing after
+        INDEX_ATTEMPTS is logged and made at a later write (reads scan meanwhile)."""
         table = self.tables[name]
-        if not table.count_rows():
-            return
-        have = {tuple(i.columns) for i in table.list_indices()}
-        for column in INDEXED_COLUMNS:
-            if (column,) not in have:
-                table.create_index(column, config=Bitmap(), replace=True)
-        self._indexed.add(name)
+        for attempt in range(INDEX_ATTEMPTS):
+            try:
+                if not table.count_rows():
+                    return
+                have = {tuple(i.columns) for i in table.list_indices()}
+                for column in INDEXED_COLUMNS:
+                    if (column,) not in have:
+                        table.create_index(column, config=Bitmap(), replace=True)
+                self._indexed.add(name)
+                return
+            except (OSError, RuntimeError) as exc:
+                if attempt == INDEX_ATTEMPTS - 1:
+                    log.warning("indexes of %s not made (%s); a later write makes them", name, exc)
+                    return
+                time.sleep(random.uniform(0.02, 0.1))
+                self.refresh(name)
 
     # ---- reads ------------------------------------------------------------------------------
 
