@@ -711,7 +711,10 @@ class Store:
     def _purge_tables(self, names: list[str]) -> None:
         """`_purge` each named table, then remove their old versions (the caller holds the maintenance
         lock). With other processes on the store, which may read a version from before the purge until
-        they next look for a newer one, the old versions go `sync_seconds` + READ_MARGIN_S later."""
+        they next look for a newer one, the old versions go `sync_seconds` + READ_MARGIN_S later.
+        No table named: nothing to wait for (a DELETE of no one keeps no replica waiting)."""
+        if not names:
+            return
         for name in names:
             self._retried(lambda name=name: self._purge(name))
         if self.sync_seconds is None:  # alone on the store: no one else reads an older version

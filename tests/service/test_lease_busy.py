@@ -57,3 +57,21 @@ def test_a_delete_whose_lease_another_replica_took_meanwhile_is_a_503_and_the_ne
         r = acme.delete("/v1/users/ann")  # the DELETE sent again: her rows were already gone
         assert r.status_code in (200, 404), r.text
         assert files_holding(tmp_path / "data", "okapi-marker") == []
+
+
+def test_a_delete_of_no_one_does_not_hold_the_replicas_lease(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A DELETE of a user with no rows (a 404) has nothing to purge: before, with replicas, it still
+    slept `store_sync_ms` + 2 s holding the store-wide lease, so a client sending such DELETEs kept
+    every replica's deletes and compactions waiting."""
+    import time
+
+    from pluralign.store.tables import READ_MARGIN_S
+
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, store_sync_ms=0)
+    with server, svc.client("acme") as acme:
+        acme.delete("/v1/users/nobody-yet")  # the first request's one-off costs
+        began = time.monotonic()
+        r = acme.delete("/v1/users/nobody")
+        took = time.monotonic() - began
+        assert r.status_code == 404, r.text
+        assert took < READ_MARGIN_S, took
