@@ -17,7 +17,8 @@ at once, the second's commit conflicts, is redone on the newest version, and fin
 `ttl_s / 3` while it holds it; a holder that died frees it after `ttl_s`. Neither LanceDB nor Lance
 offers a lock between processes (their commits are optimistic), and a file lock would not reach an
 object store, hence this module. Times are unix seconds of each process's clock: replicas' clocks
-must agree to well under `ttl_s`.
+must agree to well under `ttl_s`; an expiry more than `MAX_AHEAD` TTLs ahead (a dead holder whose clock
+ran ahead) counts as free, so such a lease does not stay taken for hours.
 
 A holder that stops renewing for `ttl_s` (paused by SIGSTOP or a frozen VM, or its renewals failing)
 has lost the lease to whoever takes it next. So before each destructive step the holder `confirm`s
@@ -50,6 +51,7 @@ LEASE_ROW = "name = 'store'"
 PURGE = "purge:"  # a mark's row name: PURGE + the table whose purge a stopped turn left to do
 TTL_S = 30.0
 POLL_S = 0.05
+MAX_AHEAD = 10  # an expiry more than this many TTLs ahead of a process's clock counts as free (`Lease._take`)
 
 
 class LeaseLost(TimeoutError):
@@ -89,6 +91,7 @@ class Lease:
     def __init__(self, table, ttl_s: float = TTL_S, wait_s: float = 600.0, db=None):
         self.table = table
         self.db = db
+        self.max_ahead_s = MAX_AHEAD * ttl_s  # a renewal sets `ttl_s` ahead; past this, a clock was wrong
         self.ttl_s = ttl_s
         self.wait_s = wait_s
         self.holder = ""
@@ -104,7 +107,8 @@ class Lease:
 
     def _take(self, holder: str) -> bool:
         now = time.time()
-        free = f"{LEASE_ROW} AND (holder = '' OR expires < {now!r})"
+        # an expiry further ahead than a renewal sets: a holder whose clock ran ahead, then died (else it stays for hours)
+        free = f"{LEASE_ROW} AND (holder = '' OR expires < {now!r} OR expires > {now + self.max_ahead_s!r})"
         try:
             # an update commits a version even when it changes no row: look first, update only a free row
             found = self.table.count_rows(free)

@@ -57,3 +57,22 @@ def test_a_stale_replica_whose_version_was_removed_does_not_take_a_held_lease(tm
             with stale.lease:
                 pass
         holder.lease.confirm()  # still the holder
+
+
+def test_a_lease_left_by_a_dead_holder_with_a_clock_far_ahead_is_free_after_all(tmp_path):
+    """A holder whose clock ran hours ahead (a VM resumed with a wrong time) and then died leaves an
+    expiry hours away: every replica's deletes and compactions waited for it (503s for hours). An
+    expiry further ahead than any renewal can set (`lease.MAX_AHEAD` TTLs past now) is taken as free."""
+    import time
+
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    a.add_preferences(*prefs("t", "u", 2))
+    a.lease.table.update(where="name = 'store'", values={"holder": "dead-replica", "expires": time.time() + 6 * 3600})
+    a.lease.wait_s = 3.0
+    assert a.delete_user("t", "u")["preferences"] == 2  # before: TimeoutError after the whole wait
+    live = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    live.lease.wait_s = 1.0
+    with a.lease:  # a lease renewed as usual still keeps the others out
+        with pytest.raises(TimeoutError):
+            with live.lease:
+                pass
