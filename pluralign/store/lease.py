@@ -17,11 +17,25 @@ at once, the second's commit conflicts, is redone on the newest version, and fin
 `ttl_s / 3` while it holds it; a holder that died frees it after `ttl_s`. Neither LanceDB nor Lance
 offers a lock between processes (their commits are optimistic), and a file lock would not reach an
 object store, hence this module. Times are unix seconds of each process's clock: replicas' clocks
-must agree to well under `ttl_s`.
+must agree to well under `ttl_s`; an expiry more than `MAX_AHEAD` TTLs ahead (a dead holder whose clock
+ran ahead) counts as free, so such a lease does not stay taken for hours.
+
+A holder that stops renewing for `ttl_s` (paused by SIGSTOP or a frozen VM, or its renewals failing)
+has lost the lease to whoever takes it next. So before each destructive step the holder `confirm`s
+it: a conditional update that extends the lease only while this process is still its holder, and
+raises `LeaseLost` otherwise; the turn then stops before that step. A pause between the confirmation
+and the step itself, longer than `ttl_s`, is not caught: Lance cannot make one table's commit
+conditional on another's row, so this narrows the window to one step rather than closing it.
+
+A turn that stops part way (its process killed, or LeaseLost) may have deleted a user's rows without
+yet removing the files that hold them. So a holder marks the tables it is about to delete from
+(`mark`: one row `purge:<table>` each, beside the lease row) and clears them once purged (`clear`);
+the next holder finds them (`pending`) and finishes that purge first (`Store._maintenance`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -33,12 +47,25 @@ import pyarrow as pa
 
 log = logging.getLogger("pluralign.store")
 TABLE = "maintenance_lease"
+LEASE_ROW = "name = 'store'"
+PURGE = "purge:"  # a mark's row name: PURGE + the table whose purge a stopped turn left to do
 TTL_S = 30.0
 POLL_S = 0.05
+MAX_AHEAD = 10  # an expiry more than this many TTLs ahead of a process's clock counts as free (`Lease._take`)
+
+
+class LeaseLost(TimeoutError):
+    """This process held the maintenance lease but another took it after `ttl_s` without a renewal
+    (this process was paused, or could not renew it): its turn stops before the next destructive step.
+    A TimeoutError, so a caller that asks for another try later (a 503 with Retry-After) does so."""
 
 
 def lease_schema() -> pa.Schema:
     return pa.schema([("name", pa.string()), ("holder", pa.string()), ("expires", pa.float64())])
+
+
+def free_row() -> pa.Table:
+    return pa.table({"name": ["store"], "holder": [""], "expires": [0.0]}, schema=lease_schema())
 
 
 def open_lease_table(db, exists: bool):
@@ -47,7 +74,7 @@ def open_lease_table(db, exists: bool):
     if exists:
         return db.open_table(TABLE)
     try:
-        return db.create_table(TABLE, pa.table({"name": ["store"], "holder": [""], "expires": [0.0]}, schema=lease_schema()))
+        return db.create_table(TABLE, free_row())
     except (OSError, RuntimeError, ValueError):  # made by another process meanwhile
         return db.open_table(TABLE)
 
@@ -55,36 +82,112 @@ def open_lease_table(db, exists: bool):
 class Lease:
     """The store's maintenance lease (see the module). `with lease:` blocks until this process holds it
     and renews it until the block ends; re-entrant within a process (the caller serialises its own
-    threads). Raises TimeoutError when not taken within `wait_s` seconds."""
+    threads). Raises TimeoutError when not taken within `wait_s` seconds.
 
-    def __init__(self, table, ttl_s: float = TTL_S, wait_s: float = 600.0):
+    A table an operator removed or damaged (its row gone, or doubled) is made again with its one free
+    row by whoever looks at it next (`db`, the LanceDB connection, reopens it), so turns go on. If a
+    process held the lease meanwhile, it loses it (its next `confirm` raises LeaseLost)."""
+
+    def __init__(self, table, ttl_s: float = TTL_S, wait_s: float = 600.0, db=None):
         self.table = table
+        self.db = db
+        self.max_ahead_s = MAX_AHEAD * ttl_s  # a renewal sets `ttl_s` ahead; past this, a clock was wrong
         self.ttl_s = ttl_s
         self.wait_s = wait_s
         self.holder = ""
         self._depth = 0
+        self._lost = False  # a renewal found the row no longer ours
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
+    @property
+    def depth(self) -> int:
+        """How many `with lease:` blocks of this process are open (0: not held; 1: its outermost turn)."""
+        return self._depth
+
     def _take(self, holder: str) -> bool:
         now = time.time()
-        free = f"holder = '' OR expires < {now!r}"
+        # an expiry further ahead than a renewal sets: a holder whose clock ran ahead, then died (else it stays for hours)
+        free = f"{LEASE_ROW} AND (holder = '' OR expires < {now!r} OR expires > {now + self.max_ahead_s!r})"
         try:
             # an update commits a version even when it changes no row: look first, update only a free row
-            if not self.table.count_rows(free):
+            found = self.table.count_rows(free)
+            if found != 1:
+                if found > 1 or self.table.count_rows(LEASE_ROW) != 1:
+                    self._repair(f"{found} free rows" if found else "no row")
                 return False
             result = self.table.update(where=free, values={"holder": holder, "expires": now + self.ttl_s})
         except (OSError, RuntimeError) as exc:  # a conflict Lance did not redo: someone else took it
-            log.debug("maintenance lease not taken (%s)", exc)
+            if "not found" in str(exc).lower() and self.db is not None:
+                # the table's folder removed (made again, free), or a stale handle's version removed (opened again)
+                log.warning("maintenance lease table not found (%s): opened again, or made again when gone", exc)
+                with contextlib.suppress(OSError, RuntimeError, ValueError):
+                    self.table = open_lease_table(self.db, exists=False)
+            else:
+                log.debug("maintenance lease not taken (%s)", exc)
             return False
+        return result.rows_updated == 1
+
+    def _repair(self, why: str) -> None:
+        """The table holds something other than the one lease row (or is gone): write it again with its
+        one free row. Two processes doing it at once: the later overwrite wins, one row either way."""
+        if self.db is None:
+            return
+        log.warning("maintenance lease table damaged (%s): made again with its one free row", why)
+        try:
+            try:  # the purges left to do stay marked
+                marks = self.table.search().where(f"NOT ({LEASE_ROW})").limit(None).to_arrow().cast(lease_schema())
+            except (OSError, RuntimeError):
+                marks = free_row().slice(0, 0)
+            self.table = self.db.create_table(TABLE, pa.concat_tables([free_row(), marks]), mode="overwrite")
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.warning("maintenance lease table not made again (%s)", exc)
+
+    def _extend(self, holder: str) -> bool:
+        """Push the lease's expiry `ttl_s` ahead if `holder` still holds it; False when another took it."""
+        result = self.table.update(where=f"holder = '{holder}'", values={"expires": time.time() + self.ttl_s})
         return result.rows_updated == 1
 
     def _renew(self, holder: str) -> None:
         while not self._stop.wait(self.ttl_s / 3):
             try:
-                self.table.update(where=f"holder = '{holder}'", values={"expires": time.time() + self.ttl_s})
+                if not self._extend(holder):
+                    self._lost = True
+                    log.warning("maintenance lease lost: another process took it after %g s without a renewal", self.ttl_s)
+                    return
             except (OSError, RuntimeError) as exc:
                 log.warning("maintenance lease not renewed (%s); trying again", exc)
+
+    def confirm(self) -> None:
+        """Before a destructive step: extend the lease if this process still holds it, else raise
+        LeaseLost (another process took it after `ttl_s` without a renewal from this one). Also raises
+        LeaseLost when the lease is not held at all (a step outside `with lease:`), and lets Lance's
+        OSError or RuntimeError through when the lease table cannot be written (the turn stops too)."""
+        if not self._depth:
+            raise LeaseLost("the store's maintenance lease is not held by this process")
+        if self._lost or not self._extend(self.holder):
+            self._lost = True
+            raise LeaseLost(f"the store's maintenance lease was taken by another process after {self.ttl_s:g} s "
+                            "without a renewal from this one (paused, or its renewals failed); this turn stopped")
+
+    def pending(self) -> set[str]:
+        """The tables whose purge a stopped turn left to do (marked and never cleared)."""
+        rows = self.table.search().where(f"NOT ({LEASE_ROW})").limit(None).to_arrow().column("name").to_pylist()
+        return {name.removeprefix(PURGE) for name in rows if name.startswith(PURGE)}
+
+    def mark(self, names: list[str]) -> None:
+        """Before deleting rows from the named tables: they need a purge, whoever finishes it. Raises
+        LeaseLost (nothing marked) when this process no longer holds the lease."""
+        new = sorted(set(names) - self.pending())
+        if new:
+            self.confirm()
+            self.table.add(pa.table({"name": [PURGE + n for n in new], "holder": [""] * len(new),
+                                     "expires": [time.time()] * len(new)}, schema=lease_schema()))
+
+    def clear(self, names: list[str]) -> None:
+        """The named tables are purged: their marks go."""
+        if names and self.pending() & set(names):
+            self.table.delete("name IN (" + ", ".join(f"'{PURGE}{n}'" for n in names) + ")")
 
     def __enter__(self) -> Lease:
         if self._depth:
@@ -95,7 +198,7 @@ class Lease:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the store's maintenance lease was not free within {self.wait_s:g} s")
             time.sleep(POLL_S)
-        self.holder, self._depth = holder, 1
+        self.holder, self._depth, self._lost = holder, 1, False
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew, args=(holder,), name="lease", daemon=True)
         self._renewer.start()

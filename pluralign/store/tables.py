@@ -32,7 +32,7 @@ from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
-from pluralign.store.lease import Lease, open_lease_table
+from pluralign.store.lease import Lease, LeaseLost, open_lease_table
 from pluralign.store.location import connect, is_object_store
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
@@ -53,6 +53,7 @@ READ_MARGIN_S = 2.0
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 
 INDEXED_COLUMNS = ("tenant", "user_id")
+INDEX_ATTEMPTS = 3  # `Store._ensure_indexes` against another process making the same index
 COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
 
 
@@ -158,9 +159,12 @@ class Store:
     def __init__(
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
         storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
+        lease_ttl_s: float = lease.TTL_S,
     ):
         """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
-        object store; see `pluralign.store.location`. `sync_seconds`: see the class. Raises StoreError
+        object store; see `pluralign.store.location`. `sync_seconds`: see the class. `lease_ttl_s`: seconds
+        after which the maintenance lease of a replica that stopped renewing it is free (with `sync_seconds`
+        only; `pluralign.store.lease`). Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, or the tables there were made
         for another encoder or schema."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -190,7 +194,7 @@ class Store:
         self.deletions = self._open(deletions.TABLE, deletions.deletion_schema(), deletions.TABLE in existing)
         self._new_deletions = 0
         # several processes on the store: their maintenance takes turns (`pluralign.store.lease`)
-        self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing))
+        self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing), ttl_s=lease_ttl_s, db=self.db)
         self.writes_since_compaction = 0
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()
@@ -205,7 +209,25 @@ class Store:
         """One delete or compaction at a time: in this process (a lock) and, with other processes on
         the store, among them (the store's lease)."""
         with self._maintenance_lock, self.lease or contextlib.nullcontext():
+            if self.lease is not None and self.lease.depth == 1:  # a new turn: first what a stopped one left
+                left = sorted(self.lease.pending() & set(self.tables))
+                if left:
+                    log.warning("finishing the purge of %s that another turn left (its process stopped)", ", ".join(left))
+                    self.refresh(*left)
+                    self._purge_tables(left)
             yield
+
+    def _mark(self, names: list[str]) -> None:
+        """Before deleting rows from the named tables: with replicas, mark them in the lease table so
+        that, should this turn stop before their purge, the next holder purges them (`Lease.mark`)."""
+        if self.lease is not None and names:
+            self.lease.mark(names)
+
+    def _fence(self) -> None:
+        """Before each destructive maintenance step: with replicas, confirm this process still holds
+        the store's lease (raises `LeaseLost` when another took it meanwhile; nothing more is done)."""
+        if self.lease is not None:
+            self.lease.confirm()
 
     def _open(self, name: str, schema: pa.Schema, exists: bool):
         if not exists:
@@ -344,15 +366,27 @@ class Store:
             self._ensure_indexes(name)
 
     def _ensure_indexes(self, name: str) -> None:
-        """BITMAP indexes on tenant and user_id (created once the table has rows)."""
+        """BITMAP indexes on tenant and user_id (created once the table has rows). Another process
+        making them at the same moment preempts this one's (Lance: "Retryable commit conflict"): then
+        its index serves. Never raises for a write already committed: an index still missing after
+        INDEX_ATTEMPTS is logged and made at a later write (reads scan meanwhile)."""
         table = self.tables[name]
-        if not table.count_rows():
-            return
-        have = {tuple(i.columns) for i in table.list_indices()}
-        for column in INDEXED_COLUMNS:
-            if (column,) not in have:
-                table.create_index(column, config=Bitmap(), replace=True)
-        self._indexed.add(name)
+        for attempt in range(INDEX_ATTEMPTS):
+            try:
+                if not table.count_rows():
+                    return
+                have = {tuple(i.columns) for i in table.list_indices()}
+                for column in INDEXED_COLUMNS:
+                    if (column,) not in have:
+                        table.create_index(column, config=Bitmap(), replace=True)
+                self._indexed.add(name)
+                return
+            except (OSError, RuntimeError) as exc:
+                if attempt == INDEX_ATTEMPTS - 1:
+                    log.warning("indexes of %s not made (%s); a later write makes them", name, exc)
+                    return
+                time.sleep(random.uniform(0.02, 0.1))
+                self.refresh(name)
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -632,13 +666,15 @@ class Store:
         with self._maintenance():  # one delete or compaction at a time
             def delete_rows() -> None:
                 with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
+                    self._fence()
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
                     # never rows of theirs (stated changes) without the row that numbers them
+                    found = {name: table.count_rows(where) for name, table in self.tables.items()}
+                    self._mark([name for name, n in found.items() if n])
                     for name, table in sorted(self.tables.items(), key=lambda item: item[0] == "users"):
-                        found = table.count_rows(where)
-                        if found:
+                        if found[name]:
                             table.delete(where)
-                            counts[name] += found
+                            counts[name] += found[name]
                     self.histories.invalidate([(tenant, user_id)])
 
             self._retried(delete_rows)
@@ -656,8 +692,10 @@ class Store:
             def delete_rows() -> None:
                 nonlocal deleted
                 with self._lock:
+                    self._fence()
                     found = table.count_rows(where)
                     if found:
+                        self._mark(["preferences"])
                         table.delete(where)
                         deleted += found
                     self.histories.invalidate([(tenant, user_id)])
@@ -673,7 +711,10 @@ class Store:
     def _purge_tables(self, names: list[str]) -> None:
         """`_purge` each named table, then remove their old versions (the caller holds the maintenance
         lock). With other processes on the store, which may read a version from before the purge until
-        they next look for a newer one, the old versions go `sync_seconds` + READ_MARGIN_S later."""
+        they next look for a newer one, the old versions go `sync_seconds` + READ_MARGIN_S later.
+        No table named: nothing to wait for (a DELETE of no one keeps no replica waiting)."""
+        if not names:
+            return
         for name in names:
             self._retried(lambda name=name: self._purge(name))
         if self.sync_seconds is None:  # alone on the store: no one else reads an older version
@@ -682,6 +723,8 @@ class Store:
             purged_at = time.time()
             time.sleep(self.sync_seconds + READ_MARGIN_S)
             self._retried(lambda: self._drop_old_versions(names, purged_at))
+        if self.lease is not None:
+            self.lease.clear(names)
 
     def _retried(self, step: Callable[[], None]) -> None:
         """Run a maintenance step, again on the newest versions when it failed: another process's
@@ -689,6 +732,8 @@ class Store:
         for attempt in range(PURGE_ATTEMPTS):
             try:
                 return step()
+            except LeaseLost:  # another process's turn now: this one stops (a TimeoutError, so an OSError)
+                raise
             except (OSError, RuntimeError) as exc:  # "Not found", "conflict", "failed to persist": Lance names
                 if attempt == PURGE_ATTEMPTS - 1:  # no kind for them, and each step is safe to do again
                     raise
@@ -712,18 +757,21 @@ class Store:
             warnings.simplefilter("ignore", UserWarning)
             if table.count_rows():
                 try:
+                    self._fence()
                     self._rewrite(table)
                 except (OSError, RuntimeError) as exc:  # Lance gave up committing beside many appends
                     if "conflict" not in str(exc).lower() or name == "users":
                         raise
                     log.warning("purge of %s conflicted with appends (%s); redoing it with appends held", name, exc)
                     with self._lock:
+                        self._fence()
                         self._rewrite(table)
                 self._indexed.add(name)
                 self._pending[name] = 0
             else:  # nothing left: the indexes go (an empty table cannot hold one); the next write makes them
                 with self._lock:  # an append now would make an index for its rows; none is running
                     if not table.count_rows():
+                        self._fence()
                         for index in table.list_indices():
                             table.drop_index(index.name)
                         self._indexed.discard(name)
@@ -744,6 +792,7 @@ class Store:
             warnings.simplefilter("ignore", DeprecationWarning)
             for name in names:
                 older = timedelta(0) if purged_at is None else timedelta(seconds=max(0.0, time.time() - purged_at))
+                self._fence()
                 self.tables[name].cleanup_old_versions(older, delete_unverified=self.lease is None)
 
     @staticmethod
@@ -773,6 +822,7 @@ class Store:
                 with self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
                     # keep_versions_for=0 only comes from delete_user, which holds every lock
                     warnings.simplefilter("ignore", UserWarning)
+                    self._fence()
                     table.optimize(cleanup_older_than=keep_versions_for)
                 self._ensure_indexes(name)
             if self._new_deletions >= 64:  # one small fragment per DELETE: merged now and then
@@ -783,6 +833,7 @@ class Store:
                     # records without an index, 2.4 ms with (lancedb 0.40, one core); `optimize` folds new rows in
                     if not any(tuple(i.columns) == ("user_hash",) for i in self.deletions.list_indices()):
                         self.deletions.create_index("user_hash", config=BTree())
+                    self._fence()
                     self.deletions.optimize(cleanup_older_than=keep_versions_for)
 
     def stats(self) -> dict[str, int]:

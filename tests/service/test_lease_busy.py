@@ -24,3 +24,54 @@ def test_a_delete_while_another_replica_holds_the_lease_is_a_503_then_goes_throu
         r = acme.delete("/v1/users/ann")
         assert r.status_code == 200, r.text
         assert r.json()["deleted"]["preferences"] == 2
+
+
+def test_a_delete_whose_lease_another_replica_took_meanwhile_is_a_503_and_the_next_turn_purges(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Mid-DELETE (rows gone, old versions not yet removed) another replica takes the lease, as it does
+    when this one was paused past the TTL: the DELETE stops before its next step with a 503 and
+    Retry-After, and the next turn on the store finishes the purge, so no file keeps her text."""
+    import threading
+    import time
+
+    from tests.service.test_break20_delete import files_holding
+
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, store_sync_ms=0)
+    store = svc.runtime.store
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, "ann", "tea", marker="okapi-marker", n=2)
+        svc.runtime.wait_for_background()
+        answer = {}
+        deleting = threading.Thread(target=lambda: answer.update(r=acme.delete("/v1/users/ann")))
+        deleting.start()
+        began = time.monotonic()
+        # her rows are gone and the lease is held: the DELETE is in its purge (2 s before the old versions go)
+        while store.lease.table.count_rows("holder != ''") == 0 or store.tables["preferences"].count_rows("user_id = 'ann'"):
+            assert time.monotonic() - began < 30 and deleting.is_alive(), answer
+            time.sleep(0.01)
+        store.lease.table.update(where="name = 'store'", values={"holder": "other-replica", "expires": time.time() + 60})
+        deleting.join(30)
+        r = answer["r"]
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "30" and "another process" in r.text
+        store.lease.table.update(where="name = 'store'", values={"holder": "", "expires": 0.0})  # that replica's turn ends
+        r = acme.delete("/v1/users/ann")  # the DELETE sent again: her rows were already gone
+        assert r.status_code in (200, 404), r.text
+        assert files_holding(tmp_path / "data", "okapi-marker") == []
+
+
+def test_a_delete_of_no_one_does_not_hold_the_replicas_lease(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A DELETE of a user with no rows (a 404) has nothing to purge: before, with replicas, it still
+    slept `store_sync_ms` + 2 s holding the store-wide lease, so a client sending such DELETEs kept
+    every replica's deletes and compactions waiting."""
+    import time
+
+    from pluralign.store.tables import READ_MARGIN_S
+
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, store_sync_ms=0)
+    with server, svc.client("acme") as acme:
+        acme.delete("/v1/users/nobody-yet")  # the first request's one-off costs
+        began = time.monotonic()
+        r = acme.delete("/v1/users/nobody")
+        took = time.monotonic() - began
+        assert r.status_code == 404, r.text
+        assert took < READ_MARGIN_S, took
