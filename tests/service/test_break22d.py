@@ -52,9 +52,10 @@ def test_retention_keeps_the_job_the_adapter_trigger_counts_from(tmp_path, tiny_
         assert ids == {by_trigger, by_hand}, adapter_jobs(admin, "lena")
 
 
-def wait_until_gone(*paths: Path, timeout: float = 15.0) -> None:
+def wait_until_gone(*paths: Path, timeout: float = 15.0, also=lambda: True) -> None:
+    """Until none of `paths` exists and `also()` holds (at most `timeout` seconds)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(p.exists() for p in paths):
+    while time.monotonic() < deadline and (any(p.exists() for p in paths) or not also()):
         time.sleep(0.2)
 
 
@@ -149,7 +150,8 @@ def test_the_retention_leaves_population_artifacts_alone_while_a_delete_rewrites
             assert artifact.is_dir(), "the retention removed a population artifact a DELETE was rewriting"
             lock.release()
             lock = None
-            wait_until_gone(artifact)
+            # the pass removes the artifact (under the lock), then purges the job's record: wait for both
+            wait_until_gone(artifact, also=lambda: admin.get(f"/admin/jobs/{old}").status_code == 404)
             assert not artifact.exists() and admin.get(f"/admin/jobs/{old}").status_code == 404
     finally:
         if lock is not None:
