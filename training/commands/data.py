@@ -71,7 +71,10 @@ IMPORT_CHUNK = 500  # rows per request: well under the service's default 1 MB bo
 def import_(args: argparse.Namespace) -> int:
     """POST each user's rows to the service, in chunks; the summary counts what it stored. A service
     that cannot be reached, or that refuses a chunk, is an error naming the URL or the user, and
-    saying what was stored before it (those rows stay stored)."""
+    saying what was stored before it (those rows stay stored). Each chunk carries an
+    `Idempotency-Key` drawn from its place and content, so the same command run again (after the
+    file is mended, or a request timed out) does not store a chunk the service already holds."""
+    import hashlib
     import os
     from urllib.parse import quote
 
@@ -98,9 +101,12 @@ def import_(args: argparse.Namespace) -> int:
                 for start in range(0, len(rows), IMPORT_CHUNK):
                     body = b"".join(msgspec.json.encode(preference_row(r)) + b"\n" for r in rows[start : start + IMPORT_CHUNK])
                     # a user id is one path segment: `a?b` or `a/b` must not become another request
-                    r = client.post(f"/v1/users/{quote(user, safe='')}/import", content=body, headers={"Content-Type": "application/x-ndjson"})
+                    idempotency_key = "import-" + hashlib.sha256(f"{start}\0".encode() + body).hexdigest()
+                    r = client.post(f"/v1/users/{quote(user, safe='')}/import", content=body,
+                                    headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key})
                     if r.status_code != 201:
-                        raise ValueError(f"the service refused user {user!r} ({r.status_code}): {r.text[:300]} ({so_far()})")
+                        raise ValueError(f"the service refused user {user!r} ({r.status_code}): {r.text[:300]} ({so_far()}; "
+                                         "the same command run again stores only what the service does not hold)")
                     try:
                         stored += len(msgspec.json.decode(r.content)["stored"])
                     except (msgspec.DecodeError, KeyError, TypeError):
@@ -108,7 +114,8 @@ def import_(args: argparse.Namespace) -> int:
                                          f"({so_far()})") from None
                 users_done += 1
     except (httpx.TransportError, httpx.InvalidURL) as exc:  # refused, unresolvable, no scheme, timed out
-        raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()})") from None
+        raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()}; "
+                         "the same command run again stores only what the service does not hold)") from None
     print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored})
     return 0
 

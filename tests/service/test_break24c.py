@@ -1,0 +1,76 @@
+"""Session 24c, a new user's first hour: retrying an import does not store its rows twice.
+
+`pluralign data import` sends a file user by user; when the service refuses a later user, the error
+says the earlier users' rows stay stored, so the user mends the file and runs the same command
+again. Before, that second run stored every earlier row a second time (a user's comparisons
+doubled, and their model with them). The import route now takes `Idempotency-Key` as feedback
+does, and the CLI sends one per chunk drawn from the chunk's content."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.service.tiny import start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("b24c-data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+def _import(svc, path, who="acme"):
+    return subprocess.run(
+        [sys.executable, "-m", "training.cli", "data", "import", "--source", "jsonl", "--path", str(path),
+         "--url", svc.url, "--key", svc.keys[who]],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+
+
+def _rows(user, n, source="import"):
+    return [{"user_id": user, "prompt": f"Q{i}?", "chosen": f"Short {i}.", "rejected": f"A longer answer {i}, with words.",
+             "source": source} for i in range(n)]
+
+
+def test_running_a_failed_import_again_stores_the_earlier_users_once(svc, tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    bad = _rows("uma", 1, source="s" * 200)  # over max_source_chars: the service refuses uma's chunk
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows("ida", 3) + bad))
+    first = _import(svc, path)
+    assert first.returncode != 0 and "3 rows of 1 user were stored" in first.stderr, first.stderr
+    assert "line 1.source" in first.stderr
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows("ida", 3) + _rows("uma", 1)))  # mended, same command
+    second = _import(svc, path)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout.strip().splitlines()[-1])["stored"] == 4  # every row is stored now (ida's were before)
+    with svc.client("acme") as acme:
+        assert acme.get("/v1/users/ida").json()["counts"]["preferences"] == 3
+        assert acme.get("/v1/users/uma").json()["counts"]["preferences"] == 1
+        assert len(acme.get("/v1/users/ida/preferences").json()["data"]) == 3
+
+
+def test_an_import_sent_again_with_its_idempotency_key_is_replayed(svc):
+    body = "".join(json.dumps(r) + "\n" for r in _rows("ivo", 2)).encode()
+    headers = {"content-type": "application/x-ndjson", "Idempotency-Key": "ivo-file-1"}
+    with svc.client("acme") as acme:
+        first = acme.post("/v1/users/ivo/import", content=body, headers=headers)
+        again = acme.post("/v1/users/ivo/import", content=body, headers=headers)
+        assert first.status_code == again.status_code == 201, again.text
+        assert "Idempotent-Replayed" not in first.headers and again.headers["Idempotent-Replayed"] == "true"
+        assert again.json() == first.json()
+        assert acme.get("/v1/users/ivo").json()["counts"]["preferences"] == 2
+        other = acme.post("/v1/users/ivy/import", content=body.replace(b'"ivo"', b'"ivy"'), headers=headers)
+        assert other.status_code == 201 and "Idempotent-Replayed" not in other.headers  # keys are per user
+        bad = acme.post("/v1/users/ivo/import", content=body, headers={"Idempotency-Key": "has space"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "Idempotency-Key"
+    with svc.client("globex") as globex:  # and per tenant
+        r = globex.post("/v1/users/ivo/import", content=body, headers=headers)
+        assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers
+
