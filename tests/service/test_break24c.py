@@ -74,3 +74,39 @@ def test_an_import_sent_again_with_its_idempotency_key_is_replayed(svc):
         r = globex.post("/v1/users/ivo/import", content=body, headers=headers)
         assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers
 
+
+
+@pytest.mark.slow  # ~15-50 s: a real training process, tiny model (tests/unit/test_break24c_batches.py is the fast check)
+def test_a_users_adapter_trains_on_batches_of_batch_size_not_on_all_their_comparisons_at_once(tiny_generator_dir, tmp_path):
+    """`pluralign train adapter` (what the service's adapter job runs) on one user's comparisons with
+    no shots: every episode has the same (empty) context, so they formed one context group, and a
+    group was never split, so every step scored all of the user's comparisons, repeated to fill
+    the steps, in one packed row (`--batch-size` ignored). With the real SmolLM2 the first adapter
+    job on 12 comparisons held 6 GB and was killed at `job_memory_mb`; here, with a tiny model of
+    SmolLM2's vocabulary, the worker's peak memory shows it."""
+    import os
+    import time
+
+    import psutil
+
+    words = " ".join(f"word{j}" for j in range(40))
+    path = tmp_path / "kim.jsonl"
+    path.write_text("".join(
+        json.dumps({"user_id": "kim", "prompt": f"Question {i}?", "chosen": f"Short {i}.", "rejected": f"Long {i}: {words}."}) + "\n"
+        for i in range(20)))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "train", "adapter", "--user", "kim", "--data", str(path), "--base", str(tiny_generator_dir),
+         "--registry", str(tmp_path / "adapters"), "--steps", "2", "--batch-size", "2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    peak_mb, process = 0.0, psutil.Process(worker.pid)
+    while worker.poll() is None:  # the resident memory the job runner's cap reads (`job_memory_mb`), sampled as it does
+        try:
+            peak_mb = max(peak_mb, process.memory_info().rss / 2**20)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    out, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err[-2000:]
+    assert json.loads(out.strip().splitlines()[-1])["steps"] == 2
+    assert peak_mb < 1200, f"the worker held {peak_mb:.0f} MB for 2 steps of 2 pairs on a tiny model"
