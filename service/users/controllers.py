@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Request, delete, get, patch, post
+from litestar.concurrency import sync_to_thread
 from litestar.exceptions import NotFoundException, ServiceUnavailableException
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response, Stream
@@ -16,7 +17,7 @@ from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.user import FEATURE_NAMES
 from service.errors import bad_request, error_response, error_responses, refuse_blank
-from service.feedback.services import check_labels
+from service.feedback.services import IDEMPOTENCY_KEY, already_stored, check_labels, idempotent_ids
 from service.ids import check_user_id
 from service.runtime import Runtime
 from service.users import services
@@ -98,13 +99,23 @@ class Imported(msgspec.Struct):
 
 
 @post("/v1/users/{user_id:str}/import", status_code=201, summary="Import a user's comparisons (a preference file, JSONL)")
-async def import_preferences(request: Request, user_id: FromPath[str]) -> Imported:
+async def import_preferences(
+    request: Request,
+    user_id: FromPath[str],
+    idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=255)] = None,
+) -> Response[Imported]:
     """The body is JSON lines in any TRL preference form (what `GET .../export?format=preferences`
     writes, or a TRL dataset); rows without `user_id` are this user's, rows naming another are a
-    400. Stored like comparison feedback: durable on reply, the user's weights refit behind it."""
+    400. Stored like comparison feedback: durable on reply, the user's weights refit behind it.
+
+    Send `Idempotency-Key` (per tenant and user, as for feedback) to retry safely: a body already
+    stored under the key stores nothing and answers 201 with the first receipt and
+    `Idempotent-Replayed: true` (`pluralign data import` sends one per chunk, from its content)."""
     from pluralign.data.io import read_preference_lines
     from pluralign.data.record import PreferenceError
 
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
     rt, tenant, user_id = _user(request, user_id)
     lines = (await request.body()).splitlines()
     numbers = [n for n, raw in enumerate(lines, start=1) if raw.strip()]  # each record's line (blank lines are skipped)
@@ -119,7 +130,19 @@ async def import_preferences(request: Request, user_id: FromPath[str]) -> Import
         if record.user_id != user_id:
             raise bad_request(f"line {i}.user_id", f"names user {record.user_id!r}; this import is for {user_id!r}")
         check_labels(rt, record.source, record.attributes, where=f"line {i}.")
-    stored = services.import_rows(tenant, user_id, records)
+    if idempotency_key is None:
+        return Response(await _store_imported(rt, tenant, user_id, records), status_code=201)
+    ids = idempotent_ids(tenant, user_id, idempotency_key, len(records))
+    async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
+        found = await sync_to_thread(already_stored, rt, tenant, user_id, ids)
+        if found:
+            rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
+            return Response(Imported(user=user_id, stored=found), status_code=201, headers={"Idempotent-Replayed": "true"})
+        return Response(await _store_imported(rt, tenant, user_id, records, ids), status_code=201)
+
+
+async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list, ids: list[str] | None = None) -> Imported:
+    stored = services.import_rows(tenant, user_id, records, ids)
     await rt.ingest.submit_async(stored)
     rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
     return Imported(user=user_id, stored=[s.pref_id for s in stored])

@@ -555,17 +555,19 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
         yield msgspec.json.encode(preference_row(record)) + b"\n"
 
 
-def import_rows(tenant: str, user_id: str, records: list) -> list[StoredPreference]:
-    """Stored comparison rows for `user_id` from preference records (their times and labels kept)."""
+def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | None = None) -> list[StoredPreference]:
+    """Stored comparison rows for `user_id` from preference records (their times and labels kept);
+    `pref_ids` (one per record, an idempotent import's) or fresh random ids."""
     now = time.time()
+    pref_ids = pref_ids or [uuid.uuid4().hex for _ in records]
     return [
         StoredPreference(
-            tenant=tenant, user_id=user_id, pref_id=uuid.uuid4().hex, kind="comparison",
+            tenant=tenant, user_id=user_id, pref_id=pref_id, kind="comparison",
             created_at=r.created_at if r.created_at is not None else now + i * 1e-6,
             prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie, margin=r.margin,
             source=r.source or "import", attributes=r.attributes,
         )
-        for i, r in enumerate(records)
+        for i, (r, pref_id) in enumerate(zip(records, pref_ids, strict=True))
     ]
 
 

@@ -65,13 +65,31 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-IMPORT_CHUNK = 500  # rows per request: well under the service's default 1 MB body limit for typical rows
+IMPORT_CHUNK = 500  # rows per request at most
+IMPORT_CHUNK_BYTES = 512_000  # body bytes per request at most: half the service's default limit (PLURALIGN_MAX_BODY_BYTES)
+
+
+def import_chunks(lines: list[bytes], max_rows: int = IMPORT_CHUNK, max_bytes: int = IMPORT_CHUNK_BYTES) -> list[tuple[int, int]]:
+    """(start, stop) ranges of `lines` (one encoded row each, newline included): consecutive rows,
+    at most `max_rows` of them and `max_bytes` together (a longer row alone is a chunk)."""
+    chunks, start, size = [], 0, 0
+    for i, line in enumerate(lines):
+        if i > start and (i - start >= max_rows or size + len(line) > max_bytes):
+            chunks.append((start, i))
+            start, size = i, 0
+        size += len(line)
+    if start < len(lines):
+        chunks.append((start, len(lines)))
+    return chunks
 
 
 def import_(args: argparse.Namespace) -> int:
     """POST each user's rows to the service, in chunks; the summary counts what it stored. A service
     that cannot be reached, or that refuses a chunk, is an error naming the URL or the user, and
-    saying what was stored before it (those rows stay stored)."""
+    saying what was stored before it (those rows stay stored). Each chunk carries an
+    `Idempotency-Key` drawn from its place and content, so the same command run again (after the
+    file is mended, or a request timed out) does not store a chunk the service already holds."""
+    import hashlib
     import os
     from urllib.parse import quote
 
@@ -95,12 +113,23 @@ def import_(args: argparse.Namespace) -> int:
     try:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
             for user, rows in by_user.items():
-                for start in range(0, len(rows), IMPORT_CHUNK):
-                    body = b"".join(msgspec.json.encode(preference_row(r)) + b"\n" for r in rows[start : start + IMPORT_CHUNK])
+                lines = [msgspec.json.encode(preference_row(r)) + b"\n" for r in rows]
+                pending = import_chunks(lines)[::-1]  # a stack: a chunk the service finds too large is halved in place
+                while pending:
+                    start, stop = pending.pop()
+                    body = b"".join(lines[start:stop])
+                    idempotency_key = "import-" + hashlib.sha256(f"{start}\0".encode() + body).hexdigest()
                     # a user id is one path segment: `a?b` or `a/b` must not become another request
-                    r = client.post(f"/v1/users/{quote(user, safe='')}/import", content=body, headers={"Content-Type": "application/x-ndjson"})
+                    r = client.post(f"/v1/users/{quote(user, safe='')}/import", content=body,
+                                    headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key})
+                    if r.status_code == 413 and stop - start > 1:  # over the service's body limit: send it in two halves
+                        middle = (start + stop) // 2
+                        pending += [(middle, stop), (start, middle)]
+                        continue
                     if r.status_code != 201:
-                        raise ValueError(f"the service refused user {user!r} ({r.status_code}): {r.text[:300]} ({so_far()})")
+                        too_large = " (one row over the service's body limit, PLURALIGN_MAX_BODY_BYTES)" if r.status_code == 413 else ""
+                        raise ValueError(f"the service refused user {user!r} ({r.status_code}){too_large}: {r.text[:300]} ({so_far()}; "
+                                         "the same command run again stores only what the service does not hold)")
                     try:
                         stored += len(msgspec.json.decode(r.content)["stored"])
                     except (msgspec.DecodeError, KeyError, TypeError):
@@ -108,7 +137,8 @@ def import_(args: argparse.Namespace) -> int:
                                          f"({so_far()})") from None
                 users_done += 1
     except (httpx.TransportError, httpx.InvalidURL) as exc:  # refused, unresolvable, no scheme, timed out
-        raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()})") from None
+        raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()}; "
+                         "the same command run again stores only what the service does not hold)") from None
     print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored})
     return 0
 
