@@ -152,6 +152,7 @@ class Runtime:
     # (the served copy is rewritten too) or after
     population_lock: threading.RLock = field(default_factory=threading.RLock)
     scheduler: FairScheduler | None = None  # generation's own threads, tenants in turn (built from settings)
+    deletes: FairScheduler | None = None  # DELETEs' own thread, tenants in turn (built from settings)
     _user_locks: tuple[threading.RLock, ...] = field(default_factory=lambda: tuple(threading.RLock() for _ in range(64)))
     # (tenant, user_id) -> time.monotonic() of their latest DELETE, kept DELETE_MEMORY_S: a chat planned
     # before it (their history read, generating meanwhile) then stores nothing of them
@@ -203,6 +204,8 @@ class Runtime:
         if self.scheduler is None:
             s = self.settings
             self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue)
+        if self.deletes is None:
+            self.deletes = FairScheduler(1, self.settings.tenant_deletes, self.settings.delete_queue, what="deletes")
         if self.pooled_priors is None:
             self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.deletion_sweep is None and self.settings.replicas > 1:

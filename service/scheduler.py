@@ -1,4 +1,4 @@
-"""A fair scheduler for generation: its own threads, tenants served in turn, bounded queues.
+"""A fair scheduler for generation (and for DELETEs): its own threads, tenants served in turn, bounded queues.
 
 Generation holds the model for seconds; if it ran on the request thread pool, one tenant's burst
 of chats would leave every light route (profiles, feedback lookups) waiting for a thread. Here
@@ -10,6 +10,10 @@ answers 429 with Retry-After) instead of an ever longer wait.
 
     scheduler = FairScheduler(workers=1, per_tenant=4, max_waiting=32)
     future = scheduler.submit("acme", lambda: generate(...))  # concurrent.futures.Future
+
+A DELETE may wait minutes for the store's maintenance lease (`pluralign.store.lease`) while another
+replica holds it; DELETEs run on a scheduler of their own (`what="deletes"`, one worker) for the same
+reason: one tenant's burst of them would otherwise hold every request thread.
 """
 
 from __future__ import annotations
@@ -51,11 +55,12 @@ class Waited:
 
 
 class FairScheduler:
-    def __init__(self, workers: int = 1, per_tenant: int = 4, max_waiting: int = 32):
+    def __init__(self, workers: int = 1, per_tenant: int = 4, max_waiting: int = 32, what: str = "generations"):
+        """`what` names the work in Busy's message and the worker threads."""
         if workers < 1 or per_tenant < 1 or max_waiting < 1:
             raise ValueError("`workers`, `per_tenant` and `max_waiting` must be at least 1")
-        self.workers, self.per_tenant, self.max_waiting = workers, per_tenant, max_waiting
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="generate")
+        self.workers, self.per_tenant, self.max_waiting, self.what = workers, per_tenant, max_waiting, what
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=what)
         self._lock = threading.Lock()
         self._waiting: dict[str, deque[_Task]] = {}  # per tenant, oldest first
         self._turns: deque[str] = deque()  # tenants with waiting work, in the order they are served
@@ -71,10 +76,10 @@ class FairScheduler:
         with self._lock:
             waiting = sum(len(q) for q in self._waiting.values())
             if self._held[tenant] >= self.per_tenant:
-                raise Busy(f"this tenant already has {self._held[tenant]} generations waiting or running "
+                raise Busy(f"this tenant already has {self._held[tenant]} {self.what} waiting or running "
                            f"(at most {self.per_tenant})", self._retry_after(self._held[tenant]))
             if waiting >= self.max_waiting:
-                raise Busy(f"{waiting} generations are waiting (at most {self.max_waiting})", self._retry_after(waiting))
+                raise Busy(f"{waiting} {self.what} are waiting (at most {self.max_waiting})", self._retry_after(waiting))
             task = _Task(tenant, fn, started_before=self._started)
             self._waiting.setdefault(tenant, deque()).append(task)
             if tenant not in self._turns:

@@ -85,6 +85,10 @@ class Settings(Base, frozen=True):
     generation_workers: int = 1  # threads that generate (their own: light routes never wait behind generation)
     tenant_generations: int = 4  # chats one tenant may have waiting or running; more get 429 + Retry-After
     generation_queue: int = 32  # chats waiting across all tenants; more get 429 + Retry-After
+    # DELETEs run one at a time on their own thread, tenants in turn (with replicas one may wait minutes
+    # for the store's maintenance lease): those of one tenant waiting or running, and of all tenants waiting
+    tenant_deletes: int = 8  # more get 429 + Retry-After
+    delete_queue: int = 64  # more get 429 + Retry-After
     max_context_tokens: int | None = None  # prompt + max_tokens limit (default: the model's context; set it for `openai:URL`)
     # prompt tokens (messages and retrieved shots) one chat may send: its prefill holds the generation
     # worker, and a disconnect is only seen between tokens (4 candidates of 1,600 tokens: ~21 s on two
@@ -143,7 +147,7 @@ class Settings(Base, frozen=True):
             raise ValueError(f"`deletion_sweep_s` must be positive and finite, got {self.deletion_sweep_s}")
         if self.store_sync_ms is not None and self.store_sync_ms < 0:
             raise ValueError("`store_sync_ms` must be at least 0")
-        for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_queued_jobs", "job_attempts",
+        for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_deletes", "delete_queue", "tenant_queued_jobs", "job_attempts",
                      "max_source_chars", "max_attributes", "max_attribute_name_chars", "max_attribute_value_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1")

@@ -217,6 +217,13 @@ class Store:
                     self._purge_tables(left)
             yield
 
+    def maintenance(self) -> contextlib.AbstractContextManager:
+        """This process's turn at deletes and compactions (re-entrant; `delete_user` and `compact` take
+        it themselves). A caller that holds other locks across a delete takes the turn first, so that
+        while it waits for the turn (with replicas, for the store's lease: up to 10 minutes, then
+        TimeoutError) it holds nothing else."""
+        return self._maintenance()
+
     def _mark(self, names: list[str]) -> None:
         """Before deleting rows from the named tables: with replicas, mark them in the lease table so
         that, should this turn stop before their purge, the next holder purges them (`Lease.mark`)."""

@@ -594,9 +594,12 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
     texts the embedding cache those jobs fill; with several replicas, a deletion record tells the others to do the
     same to their own files (`service.deletions`).
     Returns counts by kind: preferences, interactions, users, stated_changes, adapter_files, job_files,
-    population_files (files rewritten without them)."""
+    population_files (files rewritten without them). Raises TimeoutError when, with replicas, the
+    store's maintenance lease is not free within its wait."""
     forget = Forget.key(f"{tenant}/{user_id}")
-    with rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
+    # the store's maintenance turn first (with replicas it may wait minutes for the lease), then the
+    # user's lock: their chats and refits (and others' sharing the lock's stripe) never wait that long
+    with rt.store.maintenance(), rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
         job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
         pending = rt.ingest.forget_user(tenant, user_id)
         in_row = len(_row_only_changes(rt, tenant, user_id, stated_of(rt.store.get_user(tenant, user_id))))
