@@ -7,6 +7,7 @@ old table versions for good, and the DELETE sent again found no row and purged n
 from __future__ import annotations
 
 import msgspec
+import numpy as np
 import pytest
 
 from pluralign.store import Store
@@ -101,3 +102,50 @@ def test_a_finished_delete_leaves_no_purge_to_do(tmp_path):
     assert files_holding(tmp_path, MARKER) == []
     assert store.purges_left() == set()
     assert Store(str(tmp_path), "enc", DIM).purges_left() == set()
+
+
+def test_a_delete_stopped_after_the_rows_went_leaves_no_vector_of_their_texts(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """The embedding cache population jobs fill (PLURALIGN_CACHE_DIR) holds vectors of the user's texts,
+    keyed by each text's SHA-256. Before, the DELETE forgot them last, naming the texts it had read from
+    the rows: stopped after the rows went, the DELETE sent again found no row, so no text, and the
+    vectors stayed for good (a 404 leaving `cached(...) == 1`)."""
+    import sqlite3
+
+    from pluralign.embed.cache import EmbeddingCache, text_key
+    from service.users import services
+    from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
+    from tests.service.tiny import start_service
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "embeddings.sqlite"
+    theirs = [f"A drink for morning {i}? {MARKER}" for i in range(2)] + [f"Some tea, number {i}. {MARKER}" for i in range(2)]
+
+    def cached(text: str) -> int:
+        with sqlite3.connect(cache) as db:
+            return db.execute("SELECT COUNT(*) FROM embedding WHERE key = ?", [text_key(text)]).fetchone()[0]
+
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        give_comparisons(acme, "ann", "coffee", n=1)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2  # moved into the table
+        jobs_cache = EmbeddingCache(cache)  # what a population job embedded of everyone's texts
+        jobs_cache.put(minilm.encoder_id, [text_key(t) for t in theirs], np.ones((4, 4), np.float32))
+        jobs_cache.close()
+
+        delete_user = rt.store.delete_user
+
+        def killed_after_the_rows(tenant, user_id):
+            delete_user(tenant, user_id)
+            raise Stopped
+
+        monkeypatch.setattr(rt.store, "delete_user", killed_after_the_rows)
+        with pytest.raises(Stopped):
+            services.delete(rt, "acme", GONE)
+        assert rt.store.count_preferences("acme", GONE) == 0
+        monkeypatch.setattr(rt.store, "delete_user", delete_user)
+        r = acme.delete(f"/v1/users/{GONE}")  # sent again: no row of theirs is left
+        assert r.status_code == 404, r.text
+        assert [cached(t) for t in theirs] == [0, 0, 0, 0]
+        assert acme.get("/v1/users/ann/preferences").json()["total"] == 1
