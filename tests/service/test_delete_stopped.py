@@ -149,3 +149,39 @@ def test_a_delete_stopped_after_the_rows_went_leaves_no_vector_of_their_texts(tm
         assert r.status_code == 404, r.text
         assert [cached(t) for t in theirs] == [0, 0, 0, 0]
         assert acme.get("/v1/users/ann/preferences").json()["total"] == 1
+
+
+def test_a_delete_stopped_after_the_rows_went_is_finished_by_the_delete_sent_again(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """What a killed DELETE had not reached yet outside the tables (here the user's adapter folder) is
+    not finished by a restart: the DELETE sent again removes it and answers 200 counting it; the next is a 404."""
+    from service.users import services
+    from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
+    from tests.service.test_service_adapters import random_adapter
+    from tests.service.tiny import start_service
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm)
+    rt, registry = svc.runtime, svc.runtime.adapters.registry
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+        random_adapter(tiny_generator_dir, registry.folder("acme", GONE), tiny_generator_dir.name, "user", 1)
+        meta = registry.meta("acme", GONE)
+        (registry.folder("acme", GONE) / "pluralign.json").write_bytes(msgspec.json.encode(msgspec.structs.replace(meta, tenant="acme", user=GONE)))
+        files = sum(1 for p in registry.folder("acme", GONE).rglob("*") if p.is_file())
+        delete_user = rt.store.delete_user
+
+        def killed_after_the_rows(tenant, user_id):
+            delete_user(tenant, user_id)
+            raise Stopped
+
+        monkeypatch.setattr(rt.store, "delete_user", killed_after_the_rows)
+        with pytest.raises(Stopped):
+            services.delete(rt, "acme", GONE)
+        monkeypatch.setattr(rt.store, "delete_user", delete_user)
+        assert registry.folder("acme", GONE).is_dir()  # not reached
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200 and r.json()["deleted"]["adapter_files"] == files, r.text
+        assert not registry.folder("acme", GONE).exists()
+        assert files_holding(tmp_path / "data", MARKER, f'"user":"{GONE}"') == []
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 404
