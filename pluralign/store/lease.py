@@ -30,7 +30,10 @@ conditional on another's row, so this narrows the window to one step rather than
 A turn that stops part way (its process killed, or LeaseLost) may have deleted a user's rows without
 yet removing the files that hold them. So a holder marks the tables it is about to delete from
 (`mark`: one row `purge:<table>` each, beside the lease row) and clears them once purged (`clear`);
-the next holder finds them (`pending`) and finishes that purge first (`Store._maintenance`).
+the next holder finds them (`pending`) and finishes that purge first (`Store._maintenance`). A store
+with one process (no lease) keeps the same marks in the same table (`PurgeMarks`, the lease row left
+free), so a purge its killed process left is finished on its next start; a store that moves from one
+process to replicas, or back, finishes the other's marks too.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ LEASE_ROW = "name = 'store'"
 PURGE = "purge:"  # a mark's row name: PURGE + the table whose purge a stopped turn left to do
 TTL_S = 30.0
 POLL_S = 0.05
+TIDY_EVERY = 64  # alone on the store, the marks table's old versions go after this many clears (2 versions each)
 MAX_AHEAD = 10  # an expiry more than this many TTLs ahead of a process's clock counts as free (`Lease._take`)
 
 
@@ -79,7 +83,73 @@ def open_lease_table(db, exists: bool):
         return db.open_table(TABLE)
 
 
-class Lease:
+class PurgeMarks:
+    """The purges a stopped delete left to do: one row `purge:<table>` each in `table` (the lease
+    table), written before rows are deleted from that table and removed once it is purged. With one
+    process on the store (`alone`), the Store keeps its marks here and, as the table's only writer,
+    remembers them after one read (a DELETE then costs two small commits, about 5 ms, and no read);
+    with replicas, `Lease` (a PurgeMarks whose `mark` first confirms the lease) reads them each time.
+    Lance's OSError or RuntimeError pass through (after one, the marks are read again)."""
+
+    def __init__(self, table, alone: bool = False):
+        self.table = table
+        self._alone = alone
+        self._known: set[str] | None = None  # alone: the marks the table holds, once read
+        self._clears = 0
+
+    def pending(self) -> set[str]:
+        """The tables whose purge a stopped turn left to do (marked and never cleared)."""
+        if self._known is not None:
+            return set(self._known)
+        rows = self.table.search().where(f"NOT ({LEASE_ROW})").limit(None).to_arrow().column("name").to_pylist()
+        found = {name.removeprefix(PURGE) for name in rows if name.startswith(PURGE)}
+        if self._alone:
+            self._known = set(found)
+        return found
+
+    def _before_mark(self) -> None:
+        """What must hold before a mark is written (`Lease`: that this process still holds the lease)."""
+
+    def mark(self, names: list[str]) -> None:
+        """Before deleting rows from the named tables: they need a purge, whoever finishes it (one commit
+        when any is not marked yet, none otherwise)."""
+        new = sorted(set(names) - self.pending())
+        if new:
+            self._before_mark()
+            self._write(lambda: self.table.add(pa.table({"name": [PURGE + n for n in new], "holder": [""] * len(new),
+                                                         "expires": [time.time()] * len(new)}, schema=lease_schema())))
+            if self._known is not None:
+                self._known |= set(new)
+
+    def clear(self, names: list[str]) -> None:
+        """The named tables are purged: their marks go."""
+        if names and self.pending() & set(names):
+            self._write(lambda: self.table.delete("name IN (" + ", ".join(f"'{PURGE}{n}'" for n in names) + ")"))
+            if self._known is not None:
+                self._known -= set(names)
+            self._clears += 1
+            if self._alone and not self._clears % TIDY_EVERY:  # alone, no one reads an old version: all go
+                self.drop_old_versions(timedelta(0))
+
+    def _write(self, commit) -> None:
+        try:
+            commit()
+        except BaseException:  # committed or not: read again next time
+            self._known = None
+            raise
+
+    def drop_old_versions(self, older: timedelta = timedelta(minutes=5)) -> None:
+        """Remove the table's versions older than `older` (a mark and its clearing commit one each;
+        nothing reads them afterwards); logs, and leaves them, when Lance cannot."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.table.cleanup_old_versions(older)
+        except (OSError, RuntimeError) as exc:
+            log.warning("old versions of the maintenance lease table not removed (%s)", exc)
+
+
+class Lease(PurgeMarks):
     """The store's maintenance lease (see the module). `with lease:` blocks until this process holds it
     and renews it until the block ends; re-entrant within a process (the caller serialises its own
     threads). Raises TimeoutError when not taken within `wait_s` seconds.
@@ -89,7 +159,7 @@ class Lease:
     process held the lease meanwhile, it loses it (its next `confirm` raises LeaseLost)."""
 
     def __init__(self, table, ttl_s: float = TTL_S, wait_s: float = 600.0, db=None):
-        self.table = table
+        super().__init__(table)
         self.db = db
         self.max_ahead_s = MAX_AHEAD * ttl_s  # a renewal sets `ttl_s` ahead; past this, a clock was wrong
         self.ttl_s = ttl_s
@@ -170,24 +240,9 @@ class Lease:
             raise LeaseLost(f"the store's maintenance lease was taken by another process after {self.ttl_s:g} s "
                             "without a renewal from this one (paused, or its renewals failed); this turn stopped")
 
-    def pending(self) -> set[str]:
-        """The tables whose purge a stopped turn left to do (marked and never cleared)."""
-        rows = self.table.search().where(f"NOT ({LEASE_ROW})").limit(None).to_arrow().column("name").to_pylist()
-        return {name.removeprefix(PURGE) for name in rows if name.startswith(PURGE)}
-
-    def mark(self, names: list[str]) -> None:
-        """Before deleting rows from the named tables: they need a purge, whoever finishes it. Raises
-        LeaseLost (nothing marked) when this process no longer holds the lease."""
-        new = sorted(set(names) - self.pending())
-        if new:
-            self.confirm()
-            self.table.add(pa.table({"name": [PURGE + n for n in new], "holder": [""] * len(new),
-                                     "expires": [time.time()] * len(new)}, schema=lease_schema()))
-
-    def clear(self, names: list[str]) -> None:
-        """The named tables are purged: their marks go."""
-        if names and self.pending() & set(names):
-            self.table.delete("name IN (" + ", ".join(f"'{PURGE}{n}'" for n in names) + ")")
+    def _before_mark(self) -> None:
+        """A mark is written only while this process holds the lease: raises LeaseLost (nothing marked) otherwise."""
+        self.confirm()
 
     def __enter__(self) -> Lease:
         if self._depth:
@@ -218,9 +273,4 @@ class Lease:
                 log.warning("maintenance lease not released (%s)", exc)
                 time.sleep(POLL_S * (attempt + 1))
         self.holder = ""
-        try:  # each turn commits 2 versions and a renewal 1: the old ones go (nothing reads them after a turn)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.table.cleanup_old_versions(timedelta(minutes=5))
-        except (OSError, RuntimeError) as exc:
-            log.warning("old versions of the maintenance lease not removed (%s)", exc)
+        self.drop_old_versions()  # each turn commits 2 versions and a renewal 1: nothing reads them after a turn

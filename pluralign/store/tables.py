@@ -32,7 +32,7 @@ from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
-from pluralign.store.lease import Lease, LeaseLost, open_lease_table
+from pluralign.store.lease import Lease, LeaseLost, PurgeMarks, open_lease_table
 from pluralign.store.location import connect, is_object_store
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
@@ -159,12 +159,14 @@ class Store:
     def __init__(
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
         storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
-        lease_ttl_s: float = lease.TTL_S,
+        lease_ttl_s: float = lease.TTL_S, finish_purges: bool = True,
     ):
         """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
         object store; see `pluralign.store.location`. `sync_seconds`: see the class. `lease_ttl_s`: seconds
         after which the maintenance lease of a replica that stopped renewing it is free (with `sync_seconds`
-        only; `pluralign.store.lease`). Raises StoreError
+        only; `pluralign.store.lease`). `finish_purges` (without `sync_seconds`): finish now the purges a
+        killed process of this store left (`delete_user`); False for a process that only reads a store
+        another one serves (`pluralign train-adapter --store`), which must not purge beside it. Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, or the tables there were made
         for another encoder or schema."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -195,6 +197,10 @@ class Store:
         self._new_deletions = 0
         # several processes on the store: their maintenance takes turns (`pluralign.store.lease`)
         self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing), ttl_s=lease_ttl_s, db=self.db)
+        # the purges a stopped delete left to do: with replicas, beside the lease row; alone, in the same
+        # table (its lease row stays free), so a killed process's purge is finished on its next start
+        self.marks: PurgeMarks = self.lease or PurgeMarks(open_lease_table(self.db, lease.TABLE in existing), alone=True)
+        self._turns = 0  # open `_maintenance` blocks of this process (1: its outermost turn)
         self.writes_since_compaction = 0
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()
@@ -203,19 +209,32 @@ class Store:
         self._warmer = ThreadPoolExecutor(1, thread_name_prefix="history")
         for name in self.tables:
             self._ensure_indexes(name)
+        if self.lease is None and finish_purges:  # alone on the store: what a killed process of it left is finished now
+            try:
+                with self._maintenance():  # a turn begins with what a stopped one left
+                    pass
+            except (OSError, RuntimeError) as exc:  # Lance's; the marks stay for the next turn
+                log.warning("the purge a stopped delete left was not finished at open (%s); the next delete or compaction tries again", exc)
+            self.marks.drop_old_versions(timedelta(0))
 
     @contextlib.contextmanager
     def _maintenance(self):
         """One delete or compaction at a time: in this process (a lock) and, with other processes on
-        the store, among them (the store's lease)."""
+        the store, among them (the store's lease). A new turn first finishes the purges a stopped one
+        left (`PurgeMarks`): one whose process was killed (with replicas, this or another; alone, this
+        one's, before it started again), or whose purge raised."""
         with self._maintenance_lock, self.lease or contextlib.nullcontext():
-            if self.lease is not None and self.lease.depth == 1:  # a new turn: first what a stopped one left
-                left = sorted(self.lease.pending() & set(self.tables))
-                if left:
-                    log.warning("finishing the purge of %s that another turn left (its process stopped)", ", ".join(left))
-                    self.refresh(*left)
-                    self._purge_tables(left)
-            yield
+            self._turns += 1
+            try:
+                if self._turns == 1 and (self.lease is None or self.lease.depth == 1):
+                    left = sorted(self.marks.pending() & set(self.tables))
+                    if left:
+                        log.warning("finishing the purge of %s that a stopped delete left", ", ".join(left))
+                        self.refresh(*left)
+                        self._purge_tables(left)
+                yield
+            finally:
+                self._turns -= 1
 
     def maintenance(self) -> contextlib.AbstractContextManager:
         """This process's turn at deletes and compactions (re-entrant; `delete_user` and `compact` take
@@ -225,10 +244,15 @@ class Store:
         return self._maintenance()
 
     def _mark(self, names: list[str]) -> None:
-        """Before deleting rows from the named tables: with replicas, mark them in the lease table so
-        that, should this turn stop before their purge, the next holder purges them (`Lease.mark`)."""
-        if self.lease is not None and names:
-            self.lease.mark(names)
+        """Before deleting rows from the named tables: mark them (`PurgeMarks.mark`) so that, should this
+        turn stop before their purge, the next turn (with replicas, the lease's next holder; alone, this
+        process's next, or its next start) purges them."""
+        if names:
+            self.marks.mark(names)
+
+    def purges_left(self) -> set[str]:
+        """The tables whose purge a stopped delete left to do (empty once the next turn has run)."""
+        return self.marks.pending() & set(self.tables)
 
     def _fence(self) -> None:
         """Before each destructive maintenance step: with replicas, confirm this process still holds
@@ -667,7 +691,13 @@ class Store:
         compactions take turns among them under the store's lease (`pluralign.store.lease`; raises
         TimeoutError when it is not free within 10 minutes). A step that meets another process's
         commit (an upsert that conflicts with a rewrite) is done again on the newest version
-        (`PURGE_ATTEMPTS`, with a random pause), and raises the last error when every attempt failed."""
+        (`PURGE_ATTEMPTS`, with a random pause), and raises the last error when every attempt failed.
+
+        Stopped part way (its process killed, a step raising, LeaseLost) after the rows went and before
+        their files did: the tables were marked first (`PurgeMarks`), so the next turn finishes the purge
+        (any delete, even of no one, or compaction; with replicas, the lease's next holder's; alone, at
+        the latest when the store opens again). Returns the rows deleted, by table (all 0 when none of
+        the user's rows was left, as for such a call sent again)."""
         where = owner_filter(tenant, user_id)
         counts = dict.fromkeys(self.tables, 0)
         with self._maintenance():  # one delete or compaction at a time
@@ -730,8 +760,7 @@ class Store:
             purged_at = time.time()
             time.sleep(self.sync_seconds + READ_MARGIN_S)
             self._retried(lambda: self._drop_old_versions(names, purged_at))
-        if self.lease is not None:
-            self.lease.clear(names)
+        self.marks.clear(names)
 
     def _retried(self, step: Callable[[], None]) -> None:
         """Run a maintenance step, again on the newest versions when it failed: another process's

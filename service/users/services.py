@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -591,8 +592,10 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
     and so is their feedback still pending in the log (from memory and the log's files); their
     queued or running jobs are stopped and every job file naming them removed (`delete_hooks`); their
     rows and fitted weights leave population snapshots and PAL/EM artifacts (`Runtime.forget_population_users`), and the vectors of their
-    texts the embedding cache those jobs fill; with several replicas, a deletion record tells the others to do the
-    same to their own files (`service.deletions`).
+    texts the embedding cache those jobs fill (first, while the rows still name the texts); with several replicas,
+    a deletion record tells the others to do the same to their own files (`service.deletions`). Stopped part way
+    (the process killed), the store finishes the purge of rows already deleted at its next turn or start
+    (`Store.delete_user`); the DELETE sent again does the rest.
     Returns counts by kind: preferences, interactions, users, stated_changes, adapter_files, job_files,
     population_files (files rewritten without them). Raises TimeoutError when, with replicas, the
     store's maintenance lease is not free within its wait."""
@@ -604,6 +607,15 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
         pending = rt.ingest.forget_user(tenant, user_id)
         in_row = len(_row_only_changes(rt, tenant, user_id, stated_of(rt.store.get_user(tenant, user_id))))
         texts = [t for p in rt.store.preferences_for(tenant, user_id)[0] for t in (p.prompt, p.chosen, p.rejected)]
+        # the vectors of their texts go while the rows still name those texts: a DELETE stopped after the rows
+        # went (its process killed) and sent again would find none to forget. A cache it cannot open (raised
+        # at the end: a 500) stops nothing else
+        try:
+            forget_embeddings(texts)
+            cache_error = None
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            log.error("the vectors of a deleted user's texts stay in the embedding cache: %s", exc)
+            cache_error = exc
         counts = rt.store.delete_user(tenant, user_id)
         counts["preferences"] += pending  # acknowledged rows, wherever they were
         counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
@@ -619,7 +631,8 @@ def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
             rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
             if rt.deletion_sweep is not None:  # other replicas' files: their sweeps read this record (service.deletions)
                 rt.deletion_sweep.record(tenant, user_id)
-            forget_embeddings(texts)  # last: a cache it cannot open (a 500; a DELETE again retries) stops nothing else
+    if cache_error is not None:
+        raise cache_error
     return counts
 
 

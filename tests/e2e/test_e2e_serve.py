@@ -22,7 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServeProcess:
-    def __init__(self, data_dir: Path, generator_dir: Path | str, pal_dir: Path, **extra_env: str):
+    """`pluralign serve` in a process of its own; `code`: Python run instead of `-m training.cli` (it
+    gets the same `serve ...` arguments; a test patches something in it, then calls `training.cli.main`)."""
+
+    def __init__(self, data_dir: Path, generator_dir: Path | str, pal_dir: Path, code: str | None = None, **extra_env: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"serve-{self.port}.log"
@@ -33,7 +36,7 @@ class ServeProcess:
         }
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "training.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+                [sys.executable, *(["-c", code] if code else ["-m", "training.cli"]), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )
         deadline = time.time() + 120

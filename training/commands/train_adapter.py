@@ -35,7 +35,8 @@ def user_comparisons(args: argparse.Namespace):
 
         check_store("--store", args.store, str(Path(args.store) / "lancedb"), "give the service's data folder (PLURALIGN_DATA_DIR), which holds lancedb/")
         encoder = make_encoder(args.encoder)
-        store = Store(str(Path(args.store) / "lancedb"), encoder.encoder_id, encoder.dim)
+        # only reads: the service may be running on that store (its purges are its own)
+        store = Store(str(Path(args.store) / "lancedb"), encoder.encoder_id, encoder.dim, finish_purges=False)
         rows, _ = store.preferences_for(args.tenant, args.user)
         records = [
             Preference(user_id=args.user, prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie)
