@@ -173,6 +173,12 @@ def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None
     empty file is a ValueError naming the option, the file, the line and the field ("--data p.jsonl:
     line 3, field `chosen`: ..."), with a hint at --skip-bad where the command has it (`skip_bad` is
     not None); rows skipped with it are counted on stderr."""
+    return read_preference_rows(option, path, skip_bad=skip_bad, default_user=default_user)[0]
+
+
+def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None):
+    """`read_preference_file`, with where each record is in the file: (records, lines), `lines[i]`
+    the line (JSON lines) or row (Parquet), from 1, of `records[i]`."""
     from pluralign.data.io import read_preferences
     from pluralign.data.record import PreferenceError
 
@@ -183,7 +189,7 @@ def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None
         raise ValueError(f"{option} {exc}{hint}") from None
     if load.skipped:
         print(f"skipped {load.skipped} bad rows; first: {load.errors[:3]}", file=sys.stderr)
-    return records
+    return records, load.lines
 
 
 def print_json(obj) -> None:

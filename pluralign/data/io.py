@@ -29,11 +29,14 @@ _json_encoder = msgspec.json.Encoder()
 
 
 class LoadReport(Base):
-    """What a load read: records kept, rows skipped, and the first few errors."""
+    """What a load read: records kept, rows skipped, the first few errors, and where each record
+    came from: `lines[i]` is the line (JSON lines; blank lines counted) or row (Parquet), from 1, of
+    `records[i]`, so a later error about a record can name its line in the file."""
 
     loaded: int
     skipped: int = 0
     errors: list[str] = []
+    lines: list[int] = []
 
 
 # TRL's own columns besides prompt/chosen/rejected that are kept with a row and written back
@@ -183,19 +186,21 @@ def _field_of(message: str) -> str | None:
 def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str | None = None) -> tuple[list[Preference], LoadReport]:
     records: list[Preference] = []
     errors: list[str] = []
+    lines: list[int] = []
     skipped = 0
     for line, row in rows:
         try:
             if isinstance(row, _Malformed):
                 raise row.error
             records.append(row_to_preference(row, line, default_user))
+            lines.append(line)
         except PreferenceError as exc:
             if not skip_bad:
                 raise
             skipped += 1
             if len(errors) < 20:
                 errors.append(str(exc))
-    return records, LoadReport(loaded=len(records), skipped=skipped, errors=errors)
+    return records, LoadReport(loaded=len(records), skipped=skipped, errors=errors, lines=lines)
 
 
 def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> tuple[str | None, str]:
