@@ -9,6 +9,7 @@ which skips them and reports how many.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -296,7 +297,7 @@ def read_preferences(
     `skip_bad`) or when it holds no row."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no preference file at {path}")
+        raise FileNotFoundError(errno.ENOENT, "no preference file there", str(path))
     if path.suffix == ".parquet" or _is_parquet(path):
         try:
             table = pq.read_table(path)

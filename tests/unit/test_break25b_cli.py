@@ -38,3 +38,45 @@ def test_usage_errors_have_the_same_prefix_and_name_the_command(capsys, argv, sa
     assert last.startswith(f"pluralign: error: {said}"), last
     assert last.endswith(f"(see `pluralign {command}{' ' if command else ''}--help`)"), last
     assert err.startswith("usage: pluralign"), err
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A folder, a missing file, a binary file and a file where a folder is expected."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "binary.jsonl").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "notes.txt").write_text("not a folder")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, option, name, said", [
+    (["data", "stats", "--source", "jsonl", "--path"], "--path", "folder", "is a directory, not a file"),
+    (["data", "stats", "--source", "jsonl", "--path"], "--path", "missing.jsonl", "no such file"),
+    (["data", "export", "--source", "jsonl", "--out", "{tmp}/o.jsonl", "--path"], "--path", "folder", "is a directory, not a file"),
+    (["audit", "--group-by", "segment", "--data"], "--data", "folder", "is a directory, not a file"),
+    (["train", "maxmin", "--out", "{tmp}/mm", "--pairs"], "--pairs", "folder", "is a directory, not a file"),
+    (["train", "pal", "--protocol", "file", "--out", "{tmp}/pal", "--data"], "--data", "binary.jsonl", "line 1: malformed JSON"),
+    (["train", "em", "--protocol", "file", "--out", "{tmp}/em", "--data"], "--data", "folder", "is a directory, not a file"),
+    (["train", "pal", "--protocol", "file", "--out", "{tmp}/pal", "--data"], "--data", "missing.jsonl", "no such file"),
+    (["data", "stats", "--source", "ukp_convarg1", "--path"], "--path", "notes.txt", "no UKPConvArg1 XML files"),
+    (["keys", "list", "--data-dir"], "--data-dir", "notes.txt", "a file, not a folder"),
+    (["eval", "--model", "bt", "--protocol", "persona", "--data-dir"], "--data-dir", "folder", "no persona trait file"),
+    (["train", "em", "--protocol", "ukp", "--out", "{tmp}/em", "--data-dir"], "--data-dir", "folder", "no UKPConvArg1 XML files"),
+])
+def test_an_input_that_cannot_be_read_is_named_by_its_option(capsys, inputs, argv, option, name, said):
+    """Before: `Is a directory: /x/folder` (no option), `no preference file at /x/missing.jsonl`,
+    `train pal`'s `/x/binary.jsonl: line 1: ...` where every other command says `--data /x/binary.jsonl: ...`,
+    `Not a directory: /x/notes.txt/api_keys.json` for `keys --data-dir` given a file."""
+    argv = [a.replace("{tmp}", str(inputs)) for a in argv]
+    code, out, err = cli(capsys, *argv, str(inputs / name))
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"pluralign: error: {option} {inputs / name}: ") and said in line, line
+    assert sorted(p.name for p in inputs.iterdir()) == ["binary.jsonl", "folder", "notes.txt"]  # nothing written
+
+
+def test_data_given_without_protocol_file_is_refused(capsys, tmp_path):
+    """`--data` is read only by `--protocol file`; with persona it was ignored without a word."""
+    code, out, err = cli(capsys, "train", "pal", "--protocol", "persona", "--data", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "pal"))
+    assert code == 2 and err.strip().startswith("pluralign: error: --data ") and "--protocol file" in err, err
+

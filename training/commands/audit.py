@@ -37,6 +37,7 @@ from training.common import (
     check_writable,
     number,
     read_preference_file,
+    reading,
     report_progress,
 )
 
@@ -48,13 +49,15 @@ def load_records(args: argparse.Namespace):
     if args.source == "ukp_convarg1":
         from pluralign.data.ukp import load_ukp
 
-        return load_ukp(args.path or Path(args.data_dir) / "ukp_convarg1")[0]
+        with reading(*(("--path", args.path) if args.path else ("--data-dir", args.data_dir))):
+            return load_ukp(args.path or Path(args.data_dir) / "ukp_convarg1")[0]
     if args.source == "persona":
         from pluralign.data.persona import PersonaConfig, build_persona
 
         weights = tuple(float(w) for w in args.group_weights.split(",")) if args.group_weights else ()
         config = PersonaConfig(groups=args.groups, group_weights=weights, seed=args.seed)
-        protocol = build_persona(config, args.path or args.data_dir)
+        with reading(*(("--path", args.path) if args.path else ("--data-dir", args.data_dir))):
+            protocol = build_persona(config, args.path or args.data_dir)
         seen = protocol.seen
         # in each user's order of arrival: training pairs first, then validation, then test
         return [*seen.train, *seen.val, *seen.test]

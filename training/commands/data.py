@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import check_writable, print_json, read_preference_rows
+from training.common import check_writable, print_json, read_preference_rows, reading
 
 
 def _load(args):
@@ -33,7 +33,8 @@ def _load_located(args):
     from pluralign.data.ukp import load_ukp
 
     if args.source == "ukp_convarg1":
-        records, pairs = load_ukp(args.path)
+        with reading("--path", args.path):
+            records, pairs = load_ukp(args.path)
         return records, pairs, [f"pair {r.attributes.get('pair_id', '?')}" for r in records]
     if args.source in ("jsonl", "parquet", "file"):
         records, lines = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None))

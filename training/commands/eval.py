@@ -29,7 +29,16 @@ import argparse
 import sys
 from dataclasses import replace
 
-from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, k_search, number, print_json
+from training.common import (
+    DEFAULT_DATA_DIR,
+    AtLeastOne,
+    add_encoder_args,
+    cached_encoder,
+    k_search,
+    number,
+    print_json,
+    reading,
+)
 
 PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "--query-size"}  # EvalConfig field -> its flag
 
@@ -57,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, k=args.k, seed=args.seed)
     if args.shots == "active" and not hasattr(model, "prob_new_users_active"):
         raise ValueError(f"--shots active needs a user model with a posterior (pal-a+residual, pal-b+residual), not {args.model}")
-    protocol = load_protocol(config)
+    with reading("--data-dir", args.data_dir):
+        protocol = load_protocol(config)
     if args.k is not None:  # a fixed K, as the trainers check it: at most the number of training users
         k_search([args.k], args.k, len({r.user_id for r in protocol.seen.train}))
     encoder = cached_encoder(args)
