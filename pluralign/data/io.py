@@ -223,6 +223,12 @@ def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> tuple[str | None, str]:
     return None, problem
 
 
+def _utf16_like(raw: bytes) -> bool:
+    """Whether a line reads as UTF-16 text of mostly ASCII: every other byte of its start is NUL."""
+    sample = raw[:64].rstrip(b"\n")
+    return len(sample) >= 4 and any(half and half.count(0) >= 0.9 * len(half) for half in (sample[0::2], sample[1::2]))
+
+
 def _decode_line(number: int, raw: bytes) -> Any:
     """One JSON line; a line that is not JSON (or nested too deeply to decode) or not UTF-8 raises
     PreferenceError naming it (and the field)."""
@@ -230,8 +236,10 @@ def _decode_line(number: int, raw: bytes) -> Any:
         return _json_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         bom = "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one" if raw.startswith(b"\xef\xbb\xbf") else ""
-        if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) > 1 and 0 in raw[:2]):
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_like(raw):
             bom = "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
+        elif b"\0" in raw:
+            bom = "; it holds NUL bytes: a binary file, not JSON lines"
         raise PreferenceError(number, None, f"malformed JSON ({exc}){bom}") from None
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)

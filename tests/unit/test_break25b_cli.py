@@ -80,3 +80,13 @@ def test_data_given_without_protocol_file_is_refused(capsys, tmp_path):
     code, out, err = cli(capsys, "train", "pal", "--protocol", "persona", "--data", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "pal"))
     assert code == 2 and err.strip().startswith("pluralign: error: --data ") and "--protocol file" in err, err
 
+
+def test_a_binary_file_is_not_called_utf16(capsys, inputs):
+    """Before: a binary file (bytes 0..255) was "malformed JSON ...; it looks UTF-16 encoded (NUL bytes
+    between characters): save the file as UTF-8", because its first byte was NUL."""
+    code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", str(inputs / "binary.jsonl"))
+    assert code == 2 and "UTF-16" not in err and "it holds NUL bytes: a binary file, not JSON lines" in err, err
+    utf16 = inputs / "utf16.jsonl"
+    utf16.write_bytes('{"user_id": "u", "prompt": "Q", "chosen": "a", "rejected": "b"}\n'.encode("utf-16-le"))
+    code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", str(utf16))
+    assert code == 2 and "it looks UTF-16 encoded" in err, err
