@@ -244,39 +244,45 @@ class Runtime:
         step("loading the encoder %s", settings.encoder if encoder is None else encoder.encoder_id)
         encoder = encoder or make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
         step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)", settings.generator if generator is None else generator.model_id)
+        own_generator = generator is None
         generator = generator or make_generator(
             settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries,
             own_process=settings.generation_process,
         )
-        step("opening the tables at %s", settings.lancedb_uri)
-        store = Store(
-            settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,
-            storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
-        )
-        hooks: list[Callable[[list[StoredPreference]], None]] = []
-        step("replaying the feedback log")
-        ingest = Ingestor(
-            FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,
-            on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
-        )
-        promoted = settings.data_path / PROMOTED_PAL
-        if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
-            step("loading the promoted population model from %s", promoted)
-            rewards = UserRewards.load(promoted, encoder.encoder_id)
-        else:
-            step("loading the PAL reward model from %s", settings.pal_path)
-            rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
-        keys = KeyRing(settings.data_path / "api_keys.json")
-        adapters = AdapterPool(
-            generator, AdapterRegistry(settings.adapters_path), generator.model_id,
-            budget_bytes=settings.adapter_budget_mb << 20, fallback=settings.fspo_adapter,
-        )
-        step("done")
-        log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
-        return cls(
-            settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
-            adapters=adapters, ingest=ingest, moved_hooks=hooks,
-        )
+        try:
+            step("opening the tables at %s", settings.lancedb_uri)
+            store = Store(
+                settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,
+                storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
+            )
+            hooks: list[Callable[[list[StoredPreference]], None]] = []
+            step("replaying the feedback log")
+            ingest = Ingestor(
+                FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,
+                on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
+            )
+            promoted = settings.data_path / PROMOTED_PAL
+            if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
+                step("loading the promoted population model from %s", promoted)
+                rewards = UserRewards.load(promoted, encoder.encoder_id)
+            else:
+                step("loading the PAL reward model from %s", settings.pal_path)
+                rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
+            keys = KeyRing(settings.data_path / "api_keys.json")
+            adapters = AdapterPool(
+                generator, AdapterRegistry(settings.adapters_path), generator.model_id,
+                budget_bytes=settings.adapter_budget_mb << 20, fallback=settings.fspo_adapter,
+            )
+            step("done")
+            log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
+            return cls(
+                settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
+                adapters=adapters, ingest=ingest, moved_hooks=hooks,
+            )
+        except BaseException:
+            if own_generator and hasattr(generator, "close"):  # its child process stopped now, not at the interpreter's
+                generator.close()  # exit (which warns on stderr of a leaked semaphore, below the start's one-line error)
+            raise
 
     def swap_rewards(self, source: Path) -> UserRewards:
         """Serve the population model at `source` (a PAL checkpoint or an EM mixture) from the next
