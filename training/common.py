@@ -189,8 +189,9 @@ def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None
     except PreferenceError as exc:
         hint = " (--skip-bad skips bad rows)" if skip_bad is not None and exc.line else ""
         raise ValueError(f"{option} {exc}{hint}") from None
-    if load.skipped:
-        print(f"skipped {load.skipped} bad rows; first: {load.errors[:3]}", file=sys.stderr)
+    if load.skipped:  # one line naming the file, the count and the first few lines skipped (not a Python list)
+        first = "; ".join(load.errors[:3])
+        print(f"{option} {path}: skipped {load.skipped} bad row{'s' * (load.skipped != 1)} (--skip-bad); first: {first}", file=sys.stderr)
     return records, load.lines
 
 

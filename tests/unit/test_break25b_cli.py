@@ -90,3 +90,15 @@ def test_a_binary_file_is_not_called_utf16(capsys, inputs):
     utf16.write_bytes('{"user_id": "u", "prompt": "Q", "chosen": "a", "rejected": "b"}\n'.encode("utf-16-le"))
     code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", str(utf16))
     assert code == 2 and "it looks UTF-16 encoded" in err, err
+
+
+def test_skip_bad_reports_the_skipped_rows_in_one_readable_line(capsys, tmp_path):
+    """Before: `skipped 1 bad rows; first: ['line 2: malformed JSON ...']`: a Python list, "1 rows", no file."""
+    path = tmp_path / "p.jsonl"
+    good = '{"user_id": "u", "prompt": "Q%d", "chosen": "a", "rejected": "b"}'
+    path.write_text("\n".join([good % 1, "{not json", good % 2, '{"user_id": "u"}', good % 3]) + "\n")
+    code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", str(path), "--skip-bad", "--json")
+    assert code == 0 and '"judgments":3' in out, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"--path {path}: skipped 2 bad rows (--skip-bad); first: line 2: malformed JSON"), line
+    assert "; line 4, field `chosen`: missing required field" in line and "['" not in line, line
