@@ -99,3 +99,17 @@ def test_a_user_id_the_service_cannot_take_is_named_by_its_line_before_anything_
     assert "nothing was sent" in result.stderr, result.stderr
     with svc.client("acme") as acme:
         assert acme.get("/v1/users/ida25").status_code == 404  # checked before the first request, not after ida25's rows
+
+
+@pytest.mark.parametrize("key, said", [("pk-not-a-key", "not a key of this service"), ("admin", "an admin key")])
+def test_a_key_the_service_refuses_is_named_as_the_key_not_as_the_user(svc, tmp_path, key, said):
+    """Before: `the service refused user 'ida' (401): {...}`, as if the user's rows were at fault."""
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(_row("ida26", i)) + "\n" for i in range(2)))
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "data", "import", "--source", "jsonl", "--path", str(path),
+         "--url", svc.url, "--key", svc.keys.get(key, key)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"pluralign: error: --key: {svc.url} refused it (") and said in line, line
+    assert "user 'ida26'" not in line, line

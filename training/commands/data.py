@@ -144,6 +144,10 @@ def import_(args: argparse.Namespace) -> int:
                         middle = (start + stop) // 2
                         pending += [(middle, stop), (start, middle)]
                         continue
+                    if r.status_code in (401, 403):  # the key, not the rows: said of --key, whichever user was being sent
+                        why = ("not a key of this service (`pluralign keys create --tenant NAME` where it runs issues one)"
+                               if r.status_code == 401 else "an admin key reaches only /admin routes: give a tenant key")
+                        raise ValueError(f"--key: {args.url} refused it ({r.status_code}: {_message(r)}): {why} ({so_far()})")
                     if r.status_code != 201:
                         sent = [where[i] for i in indexes[start:stop]]
                         row = _refused_row(r, sent)
@@ -164,6 +168,14 @@ def import_(args: argparse.Namespace) -> int:
         raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()}; {again})") from None
     print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored})
     return 0
+
+
+def _message(response) -> str:
+    """The `error.message` of a pluralign (OpenAI-shaped) error body, else the body's start."""
+    try:
+        return str(msgspec.json.decode(response.content)["error"]["message"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return response.text[:200]
 
 
 _ROW_PARAM = re.compile(r"line (\d+)(?:\.(.+))?")  # the import route's `param` for a bad row: its line in the body, then the field
