@@ -113,3 +113,22 @@ def test_a_key_the_service_refuses_is_named_as_the_key_not_as_the_user(svc, tmp_
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"pluralign: error: --key: {svc.url} refused it (") and said in line, line
     assert "user 'ida26'" not in line, line
+
+
+@pytest.fixture(scope="module")
+def limited_svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("b25b-limited"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    tenant_requests_per_second=2)
+    with server:
+        yield service
+
+
+def test_an_import_waits_out_the_services_rate_limit_instead_of_failing_half_way(limited_svc, tmp_path):
+    """Five users are five requests; at 2 requests a second the third was a 429 and the command
+    stopped half way ("the service refused user 'u2' (429) ...; 2 rows of 2 users were stored
+    before it"). Each chunk carries an Idempotency-Key, so sending it again after Retry-After is safe."""
+    path = tmp_path / "five.jsonl"
+    path.write_text("".join(json.dumps(_row(f"rl{u}", 0)) + "\n" for u in range(5)))
+    result = _import(limited_svc, path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["stored"] == 5

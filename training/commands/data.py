@@ -101,9 +101,11 @@ def import_(args: argparse.Namespace) -> int:
     reached, or that refuses a chunk, is an error naming the URL or the row, and saying what was
     stored before it (those rows stay stored). Each chunk carries an `Idempotency-Key` drawn from
     its place and content, so the same command run again (after the file is mended, or a request
-    timed out) does not store a chunk the service already holds."""
+    timed out) does not store a chunk the service already holds; a chunk answered 429 or 503 with
+    a short `Retry-After` is sent again after it (up to IMPORT_RETRIES times)."""
     import hashlib
     import os
+    import time
     from urllib.parse import quote
 
     import httpx
@@ -137,9 +139,14 @@ def import_(args: argparse.Namespace) -> int:
                     start, stop = pending.pop()
                     body = b"".join(lines[start:stop])
                     idempotency_key = "import-" + hashlib.sha256(f"{start}\0".encode() + body).hexdigest()
-                    # a user id is one path segment: `a?b` or `a/b` must not become another request
-                    r = client.post(f"/v1/users/{quote(user, safe='')}/import", content=body,
-                                    headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key})
+                    for attempt in range(IMPORT_RETRIES + 1):
+                        # a user id is one path segment: `a?b` or `a/b` must not become another request
+                        r = client.post(f"/v1/users/{quote(user, safe='')}/import", content=body,
+                                        headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key})
+                        wait = _retry_after(r)
+                        if wait is None or attempt == IMPORT_RETRIES:
+                            break
+                        time.sleep(wait)  # rate-limited or busy: the same chunk again (its Idempotency-Key stores it once)
                     if r.status_code == 413 and stop - start > 1:  # over the service's body limit: send it in two halves
                         middle = (start + stop) // 2
                         pending += [(middle, stop), (start, middle)]
@@ -168,6 +175,22 @@ def import_(args: argparse.Namespace) -> int:
         raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()}; {again})") from None
     print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored})
     return 0
+
+
+IMPORT_RETRIES = 5  # a chunk answered 429 or 503 with a Retry-After is sent again this many times at most
+IMPORT_MAX_WAIT_S = 60.0  # a longer Retry-After is not waited for: the error says so, and the same command resumes
+
+
+def _retry_after(response) -> float | None:
+    """Seconds to wait before sending a chunk again: a 429 (the tenant's rate limit) or 503 (the
+    service busy) with a `Retry-After` of at most IMPORT_MAX_WAIT_S seconds; None otherwise."""
+    if response.status_code not in (429, 503):
+        return None
+    try:
+        wait = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return wait if 0 <= wait <= IMPORT_MAX_WAIT_S else None
 
 
 def _message(response) -> str:
