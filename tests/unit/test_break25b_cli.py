@@ -137,3 +137,26 @@ def test_a_ukp_pair_the_service_refuses_is_named_by_its_pair_id(capsys, tmp_path
         server.shutdown()
     assert code == 2 and out == "", err
     assert err.strip().startswith(f"pluralign: error: --path {tmp_path}: pair p2, field `source`: too long (user 'w1'"), err
+
+
+@pytest.mark.parametrize("extra, option, name, said", [
+    (["--out"], "--out", "folder", "is a directory; give a file name for the report"),
+    (["--personalized", "pal", "--pal"], "--pal", "folder", "is not a PAL checkpoint: no meta.json"),
+    (["--group-by", "em_cluster", "--em"], "--em", "notes.txt", "not an EM mixture artifact"),
+    (["--user-groups"], "--user-groups", "folder", "is a directory, not a file"),
+    (["--user-groups"], "--user-groups", "empty.json", "is empty: expected a JSON object user_id -> group"),
+])
+def test_audit_checks_its_other_inputs_before_loading_the_encoder(capsys, inputs, extra, option, name, said):
+    """Before: `--out folder` ran the whole audit, then `a folder, not a file, is at this path: /x/folder`;
+    `--pal`/`--em` loaded the encoder, then `/x/folder is not a PAL checkpoint` (no option);
+    `--user-groups folder`: `Is a directory: /x/folder`; an empty one: `line 1, column 1: malformed JSON (Expecting value)`."""
+    (inputs / "empty.json").write_text("")
+    data = inputs / "p.jsonl"
+    data.write_text('{"user_id": "u", "prompt": "Q", "chosen": "a", "rejected": "b", "attributes": {"segment": "s"}}\n')
+    argv = ["audit", "--data", str(data), "--group-by", "segment", *extra, str(inputs / name)]
+    if "--group-by" in extra:
+        argv = argv[:4] + argv[6:]  # the last --group-by wins anyway; keep one
+    code, out, err = cli(capsys, *argv)
+    assert code == 2 and out == "", err
+    (line,) = err.strip().splitlines()  # no model-loading progress bar before it
+    assert line.startswith(f"pluralign: error: {option} {inputs / name}: ") and said in line, line
