@@ -95,6 +95,14 @@ def check_writable(option: str, path: str) -> None:
     os.unlink(probe)
 
 
+def check_writable_file(option: str, path: str, what: str = "the output") -> None:
+    """`check_writable` for an output *file*: a folder at `path` is a ValueError naming `option`
+    before the work (it would be found only when the file is written, after it)."""
+    if Path(path).is_dir():
+        raise ValueError(f"{option} {path}: is a directory; give a file name for {what}")
+    check_writable(option, path)
+
+
 def k_search(k: list[int] | None, k_max: int, users: int):
     """The trainers' K search (`--k`, `--k-max`) on `users` training users, checked before training:
     a --k above the number of training users is a ValueError naming --k (pluralign.reward.model_selection.

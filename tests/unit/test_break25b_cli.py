@@ -160,3 +160,15 @@ def test_audit_checks_its_other_inputs_before_loading_the_encoder(capsys, inputs
     assert code == 2 and out == "", err
     (line,) = err.strip().splitlines()  # no model-loading progress bar before it
     assert line.startswith(f"pluralign: error: {option} {inputs / name}: ") and said in line, line
+
+
+def test_data_export_onto_a_folder_named_like_a_file_is_refused_before_reading(capsys, inputs):
+    """Before: `data export --out out.jsonl` where out.jsonl is a folder read the whole source, then
+    `a folder, not a file, is at this path: /x/out.jsonl` (no option)."""
+    (inputs / "out.jsonl").mkdir()
+    data = inputs / "p.jsonl"
+    data.write_text('{"user_id": "u", "prompt": "Q", "chosen": "a", "rejected": "b"}\n')
+    code, out, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", str(data), "--out", str(inputs / "out.jsonl"))
+    assert code == 2 and out == "", err
+    (line,) = err.strip().splitlines()
+    assert line == f"pluralign: error: --out {inputs / 'out.jsonl'}: is a directory; give a file name for the exported file", line

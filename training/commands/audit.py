@@ -34,7 +34,7 @@ from training.common import (
     add_encoder_args,
     cached_encoder,
     check_store,
-    check_writable,
+    check_writable_file,
     number,
     read_preference_file,
     reading,
@@ -205,9 +205,7 @@ def _run(args: argparse.Namespace) -> int:
 
     check_inputs(args)
     if args.out:  # before the audit: a report that cannot be written costs nothing
-        if Path(args.out).is_dir():
-            raise ValueError(f"--out {args.out}: is a directory; give a file name for the report JSON")
-        check_writable("--out", args.out)
+        check_writable_file("--out", args.out, "the report JSON")
     check_artifacts(args)
     personalized = None
     if args.personalized == "pal" and (args.store or not args.pal):

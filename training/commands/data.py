@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import check_writable, print_json, read_preference_rows, reading
+from training.common import check_writable_file, print_json, read_preference_rows, reading
 
 
 def _load(args):
@@ -67,7 +67,7 @@ def export(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".jsonl", ".json", ".ndjson", ".parquet"):  # before reading: the format follows the name
         raise ValueError(f"--out {args.out}: expected a .jsonl (or .json, .ndjson) or .parquet file name, got {suffix or 'no suffix'!r}")
-    check_writable("--out", args.out)
+    check_writable_file("--out", args.out, "the exported file")
     records, _ = _load(args)
     parquet = suffix == ".parquet"
     n = write_parquet(records, args.out) if parquet else write_jsonl(records, args.out)
