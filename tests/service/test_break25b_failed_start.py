@@ -99,22 +99,33 @@ def test_left_as_found_removes_only_what_the_failed_block_created(tmp_path):
     assert not fresh.exists()
 
 
-@pytest.mark.parametrize("content,said", [
-    (b"{not json", "not a list of API keys (it is not JSON: "),
-    (b"", "not a list of API keys (it is empty; a key file with no keys holds `[]`)"),
-    (b'[{"sha256": "ab", "tenant": 7}]', "not a list of API keys (key 1, field `tenant`: expected `str`, got `int`)"),
-    (b'{"keys": []}', "not a list of API keys (it holds an object, not a JSON list)"),
-])
-def test_a_malformed_api_keys_file_is_named_with_what_is_wrong(tmp_path, content, said):
+def test_a_malformed_api_keys_file_stops_serve_naming_it_and_is_left_as_it_was(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    (data / "api_keys.json").write_bytes(content)
+    (data / "api_keys.json").write_bytes(b"{not json")
     before = snapshot(data)
     result = serve(tmp_path, data)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert last_line(result).startswith(f"pluralign: error: {data / 'api_keys.json'}: "), result.stderr[-3000:]
-    assert said in last_line(result), result.stderr[-3000:]
-    assert snapshot(data) == before and (data / "api_keys.json").read_bytes() == content
+    assert last_line(result).startswith(f"pluralign: error: {data / 'api_keys.json'}: not a list of API keys (it is not JSON: "), result.stderr
+    assert snapshot(data) == before and (data / "api_keys.json").read_bytes() == b"{not json"
+
+
+@pytest.mark.parametrize("content,said", [
+    (b"", "not a list of API keys (it is empty; a key file with no keys holds `[]`)"),
+    (b'[{"sha256": "ab", "tenant": 7}]', "not a list of API keys (key 1, field `tenant`: expected `str`, got `int`)"),
+    (b'[{"sha256": "ab", "tenant": "t"}, {"tenant": "u"}]', "not a list of API keys (key 2: object missing required field `sha256`)"),
+    (b'{"keys": []}', "not a list of API keys (it holds an object, not a JSON list)"),
+])
+def test_a_malformed_api_keys_file_says_what_is_wrong(tmp_path, content, said):
+    """Before: "(Input data was truncated)" for an empty file, "(Expected `array`, got `object`)" for
+    `{not json` and for an object alike, msgspec's "- at `$[0].tenant`" for a key's field."""
+    from service.auth import KeyFileError, read_key_file
+
+    path = tmp_path / "api_keys.json"
+    path.write_bytes(content)
+    with pytest.raises(KeyFileError) as caught:
+        read_key_file(path)
+    assert str(caught.value) == f"{path}: {said}"
 
 
 def test_a_bad_setting_names_the_variable_or_the_file_it_came_from(tmp_path):

@@ -161,8 +161,9 @@ def import_(args: argparse.Namespace) -> int:
                         if row is not None:
                             raise ValueError(f"--path {args.path}: {row} (user {user!r}; the service refused it with {r.status_code}; "
                                              f"{so_far()}; {again})")
-                        raise ValueError(f"the service refused user {user!r} ({r.status_code}) for --path {args.path} {sent[0]} "
-                                         f"to {sent[-1]}: {r.text[:300]} ({so_far()}; {again})")
+                        rows = sent[0] if len(sent) == 1 else f"{sent[0]} to {sent[-1]}"
+                        raise ValueError(f"the service refused user {user!r} ({r.status_code}) for --path {args.path} {rows}: "
+                                         f"{r.text[:300]} ({so_far()}; {again})")
                     try:
                         count = len(msgspec.json.decode(r.content)["stored"])
                     except (msgspec.DecodeError, KeyError, TypeError):
