@@ -75,10 +75,18 @@ def test_an_input_that_cannot_be_read_is_named_by_its_option(capsys, inputs, arg
     assert sorted(p.name for p in inputs.iterdir()) == ["binary.jsonl", "folder", "notes.txt"]  # nothing written
 
 
-def test_data_given_without_protocol_file_is_refused(capsys, tmp_path):
-    """`--data` is read only by `--protocol file`; with persona it was ignored without a word."""
-    code, out, err = cli(capsys, "train", "pal", "--protocol", "persona", "--data", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "pal"))
-    assert code == 2 and err.strip().startswith("pluralign: error: --data ") and "--protocol file" in err, err
+@pytest.mark.parametrize("argv, needs", [
+    (["train", "pal", "--protocol", "persona"], "--protocol file"),
+    (["train", "em", "--protocol", "ukp"], "--protocol file"),
+    (["train", "fspo", "--population", "persona"], "--population file"),
+])
+def test_data_given_without_protocol_file_is_refused(capsys, tmp_path, argv, needs):
+    """`--data` is read only by `--protocol file` (`--population file`); with another it was ignored
+    without a word, and `train pal` (`train fspo`: minutes, a model loaded) trained on persona instead."""
+    code, out, err = cli(capsys, *argv, "--data", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "out"))
+    assert code == 2 and out == "", err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"pluralign: error: --data {tmp_path / 'p.jsonl'}: read only with {needs}"), line
 
 
 def test_a_binary_file_is_not_called_utf16(capsys, inputs):
