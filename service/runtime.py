@@ -78,7 +78,8 @@ def make_generator(
 def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None) -> Encoder:
     """`minilm`, `minilm-onnx`, `minilm-onnx-int8`, `smollm2`, a sentence-transformers folder, or
     `openai:URL` for a server speaking OpenAI's /v1/embeddings (`model_id` names its model; default
-    MiniLM's id, which the tables and the PAL checkpoint must have been made with)."""
+    MiniLM's id, which the tables and the PAL checkpoint must have been made with). Raises
+    ValueError for an unknown name or a folder that holds no sentence-transformers model."""
     from pluralign.embed.encoders import SentenceEncoder, make_encoder
 
     if name.startswith("openai:"):
@@ -87,7 +88,10 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
 
         return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key)
     if Path(name).is_dir():
-        return SentenceEncoder(path=name, encoder_id=Path(name).name)
+        try:
+            return SentenceEncoder(path=name, encoder_id=Path(name).name)
+        except (OSError, ValueError) as exc:  # transformers' words for a folder of something else: "Unrecognized model in ..."
+            raise ValueError(f"{name}: not a sentence-transformers model folder ({exc})") from None
     return make_encoder(name)
 
 
@@ -242,7 +246,11 @@ class Runtime:
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
         step("loading the encoder %s", settings.encoder if encoder is None else encoder.encoder_id)
-        encoder = encoder or make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
+        if encoder is None:
+            try:
+                encoder = make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
+            except ValueError as exc:
+                raise ValueError(f"PLURALIGN_ENCODER (setting encoder): {exc}") from None
         step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)", settings.generator if generator is None else generator.model_id)
         own_generator = generator is None
         generator = generator or make_generator(

@@ -180,3 +180,13 @@ def test_data_export_onto_a_folder_named_like_a_file_is_refused_before_reading(c
     assert code == 2 and out == "", err
     (line,) = err.strip().splitlines()
     assert line == f"pluralign: error: --out {inputs / 'out.jsonl'}: is a directory; give a file name for the exported file", line
+
+
+def test_an_encoder_folder_that_holds_no_model_is_named_by_its_option(capsys, tmp_path):
+    """Before: `pluralign: error: Unrecognized model in /x/folder. Should have a model_type key in its config.json.`
+    (transformers' words; neither --encoder nor what was expected)."""
+    (tmp_path / "folder").mkdir()
+    code, out, err = cli(capsys, "serve-embeddings", "--port", "0", "--encoder", str(tmp_path / "folder"))
+    assert code == 2 and out == "", err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"pluralign: error: --encoder {tmp_path / 'folder'}: {tmp_path / 'folder'}: not a sentence-transformers model folder"), last
