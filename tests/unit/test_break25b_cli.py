@@ -190,3 +190,11 @@ def test_an_encoder_folder_that_holds_no_model_is_named_by_its_option(capsys, tm
     assert code == 2 and out == "", err
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"pluralign: error: --encoder {tmp_path / 'folder'}: {tmp_path / 'folder'}: not a sentence-transformers model folder"), last
+
+
+@pytest.mark.parametrize("option", [["--user", "ann"], ["--skip-bad"]])
+def test_data_options_ukp_would_ignore_are_refused(capsys, tmp_path, option):
+    """Before: `data stats --source ukp_convarg1 --user ann` (or --skip-bad) read the folder as if neither was given."""
+    code, out, err = cli(capsys, "data", "stats", "--source", "ukp_convarg1", "--path", str(tmp_path), *option)
+    assert code == 2 and out == "", err
+    assert err.strip().startswith(f"pluralign: error: {option[0]}: read only for a preference file"), err

@@ -33,6 +33,9 @@ def _load_located(args):
     from pluralign.data.ukp import load_ukp
 
     if args.source == "ukp_convarg1":
+        for option, given in (("--user", getattr(args, "user", None)), ("--skip-bad", args.skip_bad)):
+            if given:  # it would be ignored: UKP's rows name their worker, and a bad pair is always an error
+                raise ValueError(f"{option}: read only for a preference file (--source jsonl or parquet), not --source ukp_convarg1")
         with reading("--path", args.path):
             records, pairs = load_ukp(args.path)
         return records, pairs, [f"pair {r.attributes.get('pair_id', '?')}" for r in records]
