@@ -197,3 +197,30 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def left_as_found(*folders: str | os.PathLike) -> Iterator[None]:
+    """Undo what the block created in `folders` if it raises: an entry at a folder's top level that
+    was not there before is removed (a whole subtree), and a folder that did not exist is removed
+    with everything in it. What was there before is left alone (a file changed inside an old entry
+    stays changed). For a start-up that fails part way: a service that cannot start leaves its data
+    folder as it found it, not with empty tables and logs beside a damaged file."""
+    paths = [Path(f).absolute() for f in folders]
+    before = {path: (set(os.listdir(path)) if path.is_dir() else None) for path in paths}
+    try:
+        yield
+    except BaseException:
+        for path, names in before.items():
+            if not path.is_dir():
+                continue
+            if names is None:
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            for name in set(os.listdir(path)) - names:
+                entry = path / name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import re
 import secrets
 import threading
 import time
@@ -53,6 +54,37 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+_AT = re.compile(r"(?P<problem>.*) - at `\$\[(?P<index>\d+)\](?:\.(?P<field>\w+))?`")
+_JSON_KINDS = {dict: "an object", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
+
+
+def read_key_file(path: Path) -> list[ApiKey]:
+    """The keys in the key file at `path`. Raises KeyFileError naming the file and what is wrong:
+    "<path>: not a list of API keys (" then: it is empty, not JSON, a JSON object (or other value),
+    or which key (from 1) and field is not a key's."""
+    raw = path.read_bytes()
+
+    def damaged(problem: str) -> KeyFileError:
+        return KeyFileError(f"{path}: not a list of API keys ({problem})")
+
+    if not raw.strip():
+        raise damaged("it is empty; a key file with no keys holds `[]`")
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise damaged(f"it is not JSON: {exc}") from None
+    if not isinstance(value, list):
+        raise damaged(f"it holds {_JSON_KINDS.get(type(value), 'another value')}, not a JSON list")
+    try:
+        return msgspec.convert(value, list[ApiKey])
+    except msgspec.ValidationError as exc:
+        found = _AT.fullmatch(str(exc))
+        if found is None:
+            raise damaged(str(exc)) from None
+        field = f", field `{found['field']}`" if found["field"] else ""
+        raise damaged(f"key {int(found['index']) + 1}{field}: {found['problem'][:1].lower()}{found['problem'][1:]}") from None
+
+
 class KeyRing:
     """The hashed keys of one data folder; the plain key is shown once, when issued.
 
@@ -91,10 +123,7 @@ class KeyRing:
         """The file's keys. A damaged file is never written over: it is a KeyFileError naming it (the
         CLI prints it; a request meanwhile is a 500 whose message, with the path, stays in the log)."""
         stamp = self._stamp()
-        try:
-            keys = msgspec.json.decode(self.path.read_bytes(), type=list[ApiKey]) if stamp else []
-        except msgspec.DecodeError as exc:
-            raise KeyFileError(f"{self.path}: not a list of API keys ({exc})") from None
+        keys = read_key_file(self.path) if stamp else []
         self.keys, self._seen = {k.sha256: k for k in keys}, stamp
 
     def _write(self) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
+from pluralign.data.record import USER_ID, USER_ID_RULE
 from service.errors import bad_request
 
-# checked with `fullmatch`: a `$` also matches before a final newline, so "alice\n" was a user id
-USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}")
 RESPONSE_ID = re.compile(r"chatcmpl-[0-9a-f]{32}")
 # the same as a wire schema's pattern (msgspec searches with `re`, whose `$` also matches before a final newline)
 RESPONSE_ID_PATTERN = rf"^{RESPONSE_ID.pattern}$(?!\n)"
@@ -34,7 +33,7 @@ def tenant_problem(value: str) -> str | None:
 
 def check_user_id(value: str, field: str = "user") -> str:
     if not USER_ID.fullmatch(value):
-        raise bad_request(field, "a user id is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)")
+        raise bad_request(field, USER_ID_RULE)
     return value
 
 

@@ -78,7 +78,8 @@ def make_generator(
 def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None) -> Encoder:
     """`minilm`, `minilm-onnx`, `minilm-onnx-int8`, `smollm2`, a sentence-transformers folder, or
     `openai:URL` for a server speaking OpenAI's /v1/embeddings (`model_id` names its model; default
-    MiniLM's id, which the tables and the PAL checkpoint must have been made with)."""
+    MiniLM's id, which the tables and the PAL checkpoint must have been made with). Raises
+    ValueError for an unknown name or a folder that holds no sentence-transformers model."""
     from pluralign.embed.encoders import SentenceEncoder, make_encoder
 
     if name.startswith("openai:"):
@@ -87,7 +88,10 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
 
         return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key)
     if Path(name).is_dir():
-        return SentenceEncoder(path=name, encoder_id=Path(name).name)
+        try:
+            return SentenceEncoder(path=name, encoder_id=Path(name).name)
+        except (OSError, ValueError) as exc:  # transformers' words for a folder of something else: "Unrecognized model in ..."
+            raise ValueError(f"{name}: not a sentence-transformers model folder ({exc})") from None
     return make_encoder(name)
 
 
@@ -242,41 +246,51 @@ class Runtime:
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
         step("loading the encoder %s", settings.encoder if encoder is None else encoder.encoder_id)
-        encoder = encoder or make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
+        if encoder is None:
+            try:
+                encoder = make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
+            except ValueError as exc:
+                raise ValueError(f"PLURALIGN_ENCODER (setting encoder): {exc}") from None
         step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)", settings.generator if generator is None else generator.model_id)
+        own_generator = generator is None
         generator = generator or make_generator(
             settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries,
             own_process=settings.generation_process,
         )
-        step("opening the tables at %s", settings.lancedb_uri)
-        store = Store(
-            settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,
-            storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
-        )
-        hooks: list[Callable[[list[StoredPreference]], None]] = []
-        step("replaying the feedback log")
-        ingest = Ingestor(
-            FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,
-            on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
-        )
-        promoted = settings.data_path / PROMOTED_PAL
-        if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
-            step("loading the promoted population model from %s", promoted)
-            rewards = UserRewards.load(promoted, encoder.encoder_id)
-        else:
-            step("loading the PAL reward model from %s", settings.pal_path)
-            rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
-        keys = KeyRing(settings.data_path / "api_keys.json")
-        adapters = AdapterPool(
-            generator, AdapterRegistry(settings.adapters_path), generator.model_id,
-            budget_bytes=settings.adapter_budget_mb << 20, fallback=settings.fspo_adapter,
-        )
-        step("done")
-        log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
-        return cls(
-            settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
-            adapters=adapters, ingest=ingest, moved_hooks=hooks,
-        )
+        try:
+            step("opening the tables at %s", settings.lancedb_uri)
+            store = Store(
+                settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,
+                storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
+            )
+            hooks: list[Callable[[list[StoredPreference]], None]] = []
+            step("replaying the feedback log")
+            ingest = Ingestor(
+                FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,
+                on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
+            )
+            promoted = settings.data_path / PROMOTED_PAL
+            if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
+                step("loading the promoted population model from %s", promoted)
+                rewards = UserRewards.load(promoted, encoder.encoder_id)
+            else:
+                step("loading the PAL reward model from %s", settings.pal_path)
+                rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
+            keys = KeyRing(settings.data_path / "api_keys.json")
+            adapters = AdapterPool(
+                generator, AdapterRegistry(settings.adapters_path), generator.model_id,
+                budget_bytes=settings.adapter_budget_mb << 20, fallback=settings.fspo_adapter,
+            )
+            step("done")
+            log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
+            return cls(
+                settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
+                adapters=adapters, ingest=ingest, moved_hooks=hooks,
+            )
+        except BaseException:
+            if own_generator and hasattr(generator, "close"):  # its child process stopped now, not at the interpreter's
+                generator.close()  # exit (which warns on stderr of a leaked semaphore, below the start's one-line error)
+            raise
 
     def swap_rewards(self, source: Path) -> UserRewards:
         """Serve the population model at `source` (a PAL checkpoint or an EM mixture) from the next

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -193,18 +194,53 @@ class Settings(Base, frozen=True):
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
-        """Defaults < TOML file named by PLURALIGN_CONFIG < PLURALIGN_* variables < `overrides`."""
+        """Defaults < TOML file named by PLURALIGN_CONFIG < PLURALIGN_* variables < `overrides`.
+
+        Raises ValueError naming where a bad value came from and what is wrong with it:
+        "PLURALIGN_MAX_TOKENS (setting max_tokens): expected `int`, got `str` 'abc'", "PLURALIGN_CONFIG
+        FILE (setting ...): ...", "PLURALIGN_CONFIG FILE: not TOML (...)" or "...: no setting `name`"."""
         environ = dict(os.environ if environ is None else environ)
         values: dict = {}
+        origin: dict[str, str] = {}  # setting -> where its value came from, for an error about it
         config = environ.get(ENV_PREFIX + "CONFIG")
         if config:
-            values.update(tomllib.loads(Path(config).read_text()))
+            values.update(_read_config(config, cls.__struct_fields__))
+            origin.update(dict.fromkeys(values, f"{ENV_PREFIX}CONFIG {config} (setting {{}})"))
         for name in cls.__struct_fields__:
             key = ENV_PREFIX + name.upper()
             if key in environ:
                 values[name] = environ[key]
-        values.update({k: v for k, v in overrides.items() if v is not None})
+                origin[name] = f"{key} (setting {{}})"
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
+        origin.update({k: f"--{k.replace('_', '-')}" for k in given})
         try:
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise ValueError(f"bad setting: {exc}") from None
+            problem, _, path = str(exc).partition(" - at `$.")
+            named = [path.rstrip("`")] if path else re.findall(r"`(\w+)`", problem)  # __post_init__'s errors name settings so
+            field = next((name for name in named if name in origin), None)
+            if field is None:
+                raise ValueError(f"bad setting: {exc}") from None
+            problem = problem[:1].lower() + problem[1:]
+            if problem.startswith("expected "):  # a type error: the value given, as given
+                problem += f" {values[field]!r}"
+            raise ValueError(f"{origin[field].format(field)}: {problem}") from None
+
+
+def _read_config(config: str, fields: tuple[str, ...]) -> dict:
+    """The settings in the TOML file `config` (PLURALIGN_CONFIG). Raises ValueError naming it when
+    it cannot be read, is not TOML, or names a setting there is not (a typo would be ignored)."""
+    where = f"{ENV_PREFIX}CONFIG {config}"
+    try:
+        values = tomllib.loads(Path(config).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{where}: not TOML ({exc})") from None
+    unknown = [name for name in values if name not in fields]
+    if unknown:
+        raise ValueError(f"{where}: no setting `{unknown[0]}`")
+    return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import math
@@ -94,6 +95,14 @@ def check_writable(option: str, path: str) -> None:
     os.unlink(probe)
 
 
+def check_writable_file(option: str, path: str, what: str = "the output") -> None:
+    """`check_writable` for an output *file*: a folder at `path` is a ValueError naming `option`
+    before the work (it would be found only when the file is written, after it)."""
+    if Path(path).is_dir():
+        raise ValueError(f"{option} {path}: is a directory; give a file name for {what}")
+    check_writable(option, path)
+
+
 def k_search(k: list[int] | None, k_max: int, users: int):
     """The trainers' K search (`--k`, `--k-max`) on `users` training users, checked before training:
     a --k above the number of training users is a ValueError naming --k (pluralign.reward.model_selection.
@@ -173,17 +182,62 @@ def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None
     empty file is a ValueError naming the option, the file, the line and the field ("--data p.jsonl:
     line 3, field `chosen`: ..."), with a hint at --skip-bad where the command has it (`skip_bad` is
     not None); rows skipped with it are counted on stderr."""
+    return read_preference_rows(option, path, skip_bad=skip_bad, default_user=default_user)[0]
+
+
+def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None):
+    """`read_preference_file`, with where each record is in the file: (records, lines), `lines[i]`
+    the line (JSON lines) or row (Parquet), from 1, of `records[i]`."""
     from pluralign.data.io import read_preferences
     from pluralign.data.record import PreferenceError
 
     try:
-        records, load = read_preferences(path, skip_bad=bool(skip_bad), default_user=default_user)
+        with reading(option, path):
+            records, load = read_preferences(path, skip_bad=bool(skip_bad), default_user=default_user)
     except PreferenceError as exc:
         hint = " (--skip-bad skips bad rows)" if skip_bad is not None and exc.line else ""
         raise ValueError(f"{option} {exc}{hint}") from None
-    if load.skipped:
-        print(f"skipped {load.skipped} bad rows; first: {load.errors[:3]}", file=sys.stderr)
-    return records
+    if load.skipped:  # one line naming the file, the count and the first few lines skipped (not a Python list)
+        first = "; ".join(load.errors[:3])
+        print(f"{option} {path}: skipped {load.skipped} bad row{'s' * (load.skipped != 1)} (--skip-bad); first: {first}", file=sys.stderr)
+    return records, load.lines
+
+
+def load_training_protocol(args: argparse.Namespace):
+    """The protocol a trainer reads (`--protocol`, `--data`, `--data-dir`, `--groups`, `--seed`):
+    `file` reads `--data` as every command reads a preference file (an error names --data, the line
+    and the field); `ukp` and `persona` read `--data-dir` (a missing file names --data-dir). A
+    `--data` beside another protocol, which would be ignored, is a ValueError naming it."""
+    from pluralign.data.splits import file_protocol
+    from pluralign.evaluation import EvalConfig, load_protocol
+
+    if args.protocol == "file":
+        if not args.data:
+            raise ValueError("--protocol file needs --data PATH: a JSONL or Parquet preference file")
+        return file_protocol(read_preference_file("--data", args.data), seed=args.seed)
+    if args.data:
+        raise ValueError(f"--data {args.data}: read only with --protocol file (--protocol {args.protocol} reads its data from --data-dir)")
+    with reading("--data-dir", args.data_dir):
+        return load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+
+
+@contextlib.contextmanager
+def reading(option: str, value):
+    """An input given as `option VALUE` that cannot be read is a ValueError naming both: "--path
+    x.jsonl: no such file or folder", "--data d: is a directory, not a file", "--data-dir d: no persona trait file
+    d/persona/..." (an OSError raised inside the block: a missing file, a folder for a file, no permission)."""
+    try:
+        yield
+    except IsADirectoryError:
+        raise ValueError(f"{option} {value}: is a directory, not a file") from None
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and exc.strerror and str(exc.filename) == str(value):
+            problem = "no such file or folder"
+        elif exc.strerror:
+            problem = exc.strerror + (f": {exc.filename}" if exc.filename and str(exc.filename) != str(value) else "")
+        else:
+            problem = str(exc)
+        raise ValueError(f"{option} {value}: {problem}") from None
 
 
 def print_json(obj) -> None:

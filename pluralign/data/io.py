@@ -9,6 +9,7 @@ which skips them and reports how many.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -29,11 +30,14 @@ _json_encoder = msgspec.json.Encoder()
 
 
 class LoadReport(Base):
-    """What a load read: records kept, rows skipped, and the first few errors."""
+    """What a load read: records kept, rows skipped, the first few errors, and where each record
+    came from: `lines[i]` is the line (JSON lines; blank lines counted) or row (Parquet), from 1, of
+    `records[i]`, so a later error about a record can name its line in the file."""
 
     loaded: int
     skipped: int = 0
     errors: list[str] = []
+    lines: list[int] = []
 
 
 # TRL's own columns besides prompt/chosen/rejected that are kept with a row and written back
@@ -183,19 +187,21 @@ def _field_of(message: str) -> str | None:
 def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str | None = None) -> tuple[list[Preference], LoadReport]:
     records: list[Preference] = []
     errors: list[str] = []
+    lines: list[int] = []
     skipped = 0
     for line, row in rows:
         try:
             if isinstance(row, _Malformed):
                 raise row.error
             records.append(row_to_preference(row, line, default_user))
+            lines.append(line)
         except PreferenceError as exc:
             if not skip_bad:
                 raise
             skipped += 1
             if len(errors) < 20:
                 errors.append(str(exc))
-    return records, LoadReport(loaded=len(records), skipped=skipped, errors=errors)
+    return records, LoadReport(loaded=len(records), skipped=skipped, errors=errors, lines=lines)
 
 
 def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> tuple[str | None, str]:
@@ -217,6 +223,12 @@ def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> tuple[str | None, str]:
     return None, problem
 
 
+def _utf16_like(raw: bytes) -> bool:
+    """Whether a line reads as UTF-16 text of mostly ASCII: every other byte of its start is NUL."""
+    sample = raw[:64].rstrip(b"\n")
+    return len(sample) >= 4 and any(half and half.count(0) >= 0.9 * len(half) for half in (sample[0::2], sample[1::2]))
+
+
 def _decode_line(number: int, raw: bytes) -> Any:
     """One JSON line; a line that is not JSON (or nested too deeply to decode) or not UTF-8 raises
     PreferenceError naming it (and the field)."""
@@ -224,8 +236,10 @@ def _decode_line(number: int, raw: bytes) -> Any:
         return _json_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         bom = "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one" if raw.startswith(b"\xef\xbb\xbf") else ""
-        if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) > 1 and 0 in raw[:2]):
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_like(raw):
             bom = "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
+        elif b"\0" in raw:
+            bom = "; it holds NUL bytes: a binary file, not JSON lines"
         raise PreferenceError(number, None, f"malformed JSON ({exc}){bom}") from None
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)
@@ -291,7 +305,7 @@ def read_preferences(
     `skip_bad`) or when it holds no row."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no preference file at {path}")
+        raise FileNotFoundError(errno.ENOENT, "no preference file there", str(path))
     if path.suffix == ".parquet" or _is_parquet(path):
         try:
             table = pq.read_table(path)

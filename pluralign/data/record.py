@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
 
 from pluralign.data.text import is_blank
+
+
+# a user id as the service takes it (it is a URL path segment and names the user's rows), checked with
+# `fullmatch`: a `$` also matches before a final newline, so "alice\n" was a user id
+USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}")
+USER_ID_RULE = "a user id is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -167,8 +167,8 @@ class Store:
         only; `pluralign.store.lease`). `finish_purges` (without `sync_seconds`): finish now the purges a
         killed process of this store left (`delete_user`); False for a process that only reads a store
         another one serves (`pluralign train-adapter --store`), which must not purge beside it. Raises StoreError
-        when `uri` is a local file (not a folder), `dim` is not >= 1, or the tables there were made
-        for another encoder or schema."""
+        when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
+        for another encoder or schema, or one cannot be opened (damaged: named)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise StoreError(f"`dim` must be the encoder's embedding width (a whole number >= 1), got {dim!r}")
         if not is_object_store(uri) and "://" not in uri and Path(uri).exists() and not Path(uri).is_dir():
@@ -263,8 +263,12 @@ class Store:
     def _open(self, name: str, schema: pa.Schema, exists: bool):
         if not exists:
             return self.db.create_table(name, schema=schema)
-        table = self.db.open_table(name)
-        found = table.schema.metadata or {}
+        try:
+            table = self.db.open_table(name)
+            found = table.schema.metadata or {}
+        except (RuntimeError, OSError, ValueError) as exc:  # lance's errors for a manifest cut short, a file missing, ...
+            raise StoreError(f"table `{name}` at {self.uri} cannot be opened (damaged or unreadable: {exc}); "
+                             "restore the folder from a backup, or use another data folder") from None
         for key, want in schema.metadata.items():
             have = found.get(key, b"").decode()
             if have != want.decode():

@@ -44,7 +44,7 @@ def test_running_a_failed_import_again_stores_the_earlier_users_once(svc, tmp_pa
     path.write_text("".join(json.dumps(r) + "\n" for r in _rows("ida", 3) + bad))
     first = _import(svc, path)
     assert first.returncode != 0 and "3 rows of 1 user were stored" in first.stderr, first.stderr
-    assert "line 1.source" in first.stderr
+    assert f"--path {path}: line 4, field `source`" in first.stderr  # the file's line (the request's was line 1)
 
     path.write_text("".join(json.dumps(r) + "\n" for r in _rows("ida", 3) + _rows("uma", 1)))  # mended, same command
     second = _import(svc, path)

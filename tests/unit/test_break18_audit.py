@@ -119,7 +119,7 @@ def test_audit_skip_bad_skips_bad_rows_and_says_how_many(tmp_path, capsys, cache
     ('{"u0": "a",\n "u1": null}', "line 2, field `u1`: expected a group name (a string), got null"),
     ('{"u0": "a", "u1": {"group": "b"}}', "line 1, field `u1`: expected a group name (a string), got an object"),
     ('\n["u0", "a"]\n', "line 2: expected a JSON object user_id -> group, got an array"),
-    ("", "line 1, column 1: malformed JSON"),
+    ("", "is empty: expected a JSON object user_id -> group name"),  # 25b: was "line 1, column 1: malformed JSON"
     ("{}", "maps no user to a group"),
     ('{"alice": "a", "bob": "b"}', "none of its 2 users is among the 2 users audited (it maps 'alice'; the data has 'u0')"),
 ])

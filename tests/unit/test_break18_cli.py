@@ -62,7 +62,7 @@ def test_the_real_process_prints_one_line_and_exits_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "training.cli", "data", "stats", "--source", "jsonl", "--path", str(tmp_path)],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [f"pluralign: error: Is a directory: {tmp_path}"]
+    assert result.stderr.strip().splitlines() == [f"pluralign: error: --path {tmp_path}: is a directory, not a file"]  # 25b: names --path
 
 
 @pytest.fixture

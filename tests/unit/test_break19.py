@@ -163,16 +163,22 @@ def test_data_import_refused_half_way_says_what_was_stored_and_escapes_user_ids(
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        data = write_lines(tmp_path / "p.jsonl", [*rows(1), *({**r, "user_id": "a?b/c"} for r in rows(1))])
+        data = write_lines(tmp_path / "p.jsonl", [*rows(1), *({**r, "user_id": "a+b@c:d"} for r in rows(1))])
         url = f"http://127.0.0.1:{server.server_address[1]}"
         code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", data, "--url", url, "--key", "pk-test")
+        assert paths == ["/v1/users/u0/import", "/v1/users/a%2Bb%40c%3Ad/import"]
+        assert code == 2 and out == "" and "Traceback" not in err, err
+        (message,) = err.strip().splitlines()
+        assert "'a+b@c:d'" in message and "(400)" in message and "not a valid id" in message, message
+        assert "4 rows of 1 user were stored before it" in message, message
+        # a user id the service never takes (`?` and `/` in it) is refused before anything is sent (session 25b)
+        paths.clear()
+        data = write_lines(tmp_path / "q.jsonl", [*rows(1), *({**r, "user_id": "a?b/c"} for r in rows(1))])
+        code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", data, "--url", url, "--key", "pk-test")
+        assert paths == [] and code == 2, err
+        assert f"--path {data}: line 5, field `user_id`: 'a?b/c': a user id is" in err and "nothing was sent" in err, err
     finally:
         server.shutdown()
-    assert paths == ["/v1/users/u0/import", "/v1/users/a%3Fb%2Fc/import"]
-    assert code == 2 and out == "" and "Traceback" not in err, err
-    (message,) = err.strip().splitlines()
-    assert "'a?b/c'" in message and "(400)" in message and "not a valid id" in message, message
-    assert "4 rows of 1 user were stored before it" in message, message
 
 
 UKP_PAIR = ("<annotatedArgumentPair><id>p1</id><debateMetaData><title>T</title></debateMetaData>"

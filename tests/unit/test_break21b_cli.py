@@ -56,7 +56,7 @@ def test_skip_bad_reports_why_a_line_that_is_not_json_was_skipped(tmp_path, caps
     data = write_lines(tmp_path / "p.jsonl", [rows()[0], "{not json", rows()[1]])
     code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", data, "--skip-bad", "--json")
     assert code == 0 and '"judgments":2' in out, err
-    assert "skipped 1 bad rows; first: ['line 2: malformed JSON" in err, err
+    assert f"--path {data}: skipped 1 bad row (--skip-bad); first: line 2: malformed JSON" in err, err  # 25b: no list repr
 
 
 def test_a_file_whose_every_row_is_bad_is_an_error_even_with_skip_bad(tmp_path, capsys):

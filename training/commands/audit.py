@@ -34,9 +34,10 @@ from training.common import (
     add_encoder_args,
     cached_encoder,
     check_store,
-    check_writable,
+    check_writable_file,
     number,
     read_preference_file,
+    reading,
     report_progress,
 )
 
@@ -48,13 +49,15 @@ def load_records(args: argparse.Namespace):
     if args.source == "ukp_convarg1":
         from pluralign.data.ukp import load_ukp
 
-        return load_ukp(args.path or Path(args.data_dir) / "ukp_convarg1")[0]
+        with reading(*(("--path", args.path) if args.path else ("--data-dir", args.data_dir))):
+            return load_ukp(args.path or Path(args.data_dir) / "ukp_convarg1")[0]
     if args.source == "persona":
         from pluralign.data.persona import PersonaConfig, build_persona
 
         weights = tuple(float(w) for w in args.group_weights.split(",")) if args.group_weights else ()
         config = PersonaConfig(groups=args.groups, group_weights=weights, seed=args.seed)
-        protocol = build_persona(config, args.path or args.data_dir)
+        with reading(*(("--path", args.path) if args.path else ("--data-dir", args.data_dir))):
+            protocol = build_persona(config, args.path or args.data_dir)
         seen = protocol.seen
         # in each user's order of arrival: training pairs first, then validation, then test
         return [*seen.train, *seen.val, *seen.test]
@@ -65,7 +68,10 @@ def read_user_groups(path: str) -> dict[str, str]:
     """The `--user-groups` file: a JSON object user_id -> group name. A malformed file is a ValueError
     naming the file, the line and (for a value that is not a group name) the user it maps."""
     where = f"--user-groups {path}"
-    raw = Path(path).read_bytes()  # a missing or unreadable file: an OSError naming it
+    with reading("--user-groups", path):
+        raw = Path(path).read_bytes()
+    if not raw.strip():
+        raise ValueError(f"{where}: is empty: expected a JSON object user_id -> group name")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -181,13 +187,26 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise ValueError(f"--data {args.data}: give --data FILE or --source {args.source}, not both")
 
 
+def check_artifacts(args: argparse.Namespace) -> None:
+    """`--pal` and `--em` name an artifact folder: one without its description (meta.json) is an
+    error naming the option before the encoder loads (seconds); the rest is checked as it loads."""
+    if args.pal:
+        from pluralign.reward.pal_checkpoint import read_meta
+
+        with reading("--pal", args.pal):
+            read_meta(args.pal)
+    if args.em and not (Path(args.em) / "meta.json").is_file():
+        raise ValueError(f"--em {args.em}: not an EM mixture artifact (no meta.json in it; `pluralign train em --out` writes one)")
+
+
 def _run(args: argparse.Namespace) -> int:
     from pluralign.fairness.audit import AuditConfig, audit, comparisons_from_records
     from pluralign.fairness.report import report_encoder
 
     check_inputs(args)
-    if args.out:
-        check_writable("--out", args.out)  # before the audit: a report that cannot be written costs nothing
+    if args.out:  # before the audit: a report that cannot be written costs nothing
+        check_writable_file("--out", args.out, "the report JSON")
+    check_artifacts(args)
     personalized = None
     if args.personalized == "pal" and (args.store or not args.pal):
         raise ValueError("--personalized pal needs --pal CHECKPOINT_DIR and a preference file or --source")

@@ -14,21 +14,34 @@ running pluralign (POST /v1/users/{user}/import, per user), e.g. a user's
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import msgspec
 
-from training.common import check_writable, print_json, read_preference_file
+from training.common import check_writable_file, print_json, read_preference_rows, reading
 
 
 def _load(args):
+    records, pairs, _ = _load_located(args)
+    return records, pairs
+
+
+def _load_located(args):
+    """(records, pairs, where): `where[i]` says where `records[i]` is in --path, for an error
+    about it: "line 1203" (a JSON line or a Parquet row) or "pair <id>" (UKPConvArg1)."""
     from pluralign.data.ukp import load_ukp
 
     if args.source == "ukp_convarg1":
-        return load_ukp(args.path)
+        for option, given in (("--user", getattr(args, "user", None)), ("--skip-bad", args.skip_bad)):
+            if given:  # it would be ignored: UKP's rows name their worker, and a bad pair is always an error
+                raise ValueError(f"{option}: read only for a preference file (--source jsonl or parquet), not --source ukp_convarg1")
+        with reading("--path", args.path):
+            records, pairs = load_ukp(args.path)
+        return records, pairs, [f"pair {r.attributes.get('pair_id', '?')}" for r in records]
     if args.source in ("jsonl", "parquet", "file"):
-        records = read_preference_file("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None))
-        return records, len(records)
+        records, lines = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None))
+        return records, len(records), [f"line {n}" for n in lines]
     raise ValueError(f"unknown --source {args.source!r}: expected ukp_convarg1, jsonl or parquet")
 
 
@@ -57,7 +70,7 @@ def export(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".jsonl", ".json", ".ndjson", ".parquet"):  # before reading: the format follows the name
         raise ValueError(f"--out {args.out}: expected a .jsonl (or .json, .ndjson) or .parquet file name, got {suffix or 'no suffix'!r}")
-    check_writable("--out", args.out)
+    check_writable_file("--out", args.out, "the exported file")
     records, _ = _load(args)
     parquet = suffix == ".parquet"
     n = write_parquet(records, args.out) if parquet else write_jsonl(records, args.out)
@@ -84,63 +97,133 @@ def import_chunks(lines: list[bytes], max_rows: int = IMPORT_CHUNK, max_bytes: i
 
 
 def import_(args: argparse.Namespace) -> int:
-    """POST each user's rows to the service, in chunks; the summary counts what it stored. A service
-    that cannot be reached, or that refuses a chunk, is an error naming the URL or the user, and
-    saying what was stored before it (those rows stay stored). Each chunk carries an
-    `Idempotency-Key` drawn from its place and content, so the same command run again (after the
-    file is mended, or a request timed out) does not store a chunk the service already holds."""
+    """POST each user's rows to the service, in chunks; the summary counts what it stored. A row
+    the service cannot take is an error naming its line in --path (and the field), found before
+    anything is sent where it can be (a user id the service does not take), else from the
+    service's refusal (which names the row's line within the request). A service that cannot be
+    reached, or that refuses a chunk, is an error naming the URL or the row, and saying what was
+    stored before it (those rows stay stored). Each chunk carries an `Idempotency-Key` drawn from
+    its place and content, so the same command run again (after the file is mended, or a request
+    timed out) does not store a chunk the service already holds; a chunk answered 429 or 503 with
+    a short `Retry-After` is sent again after it (up to IMPORT_RETRIES times)."""
     import hashlib
     import os
+    import time
     from urllib.parse import quote
 
     import httpx
 
     from pluralign.data.io import preference_row
+    from pluralign.data.record import USER_ID, USER_ID_RULE
 
     key = args.key or os.environ.get("PLURALIGN_KEY")
     if not key:
         raise ValueError("--key (or PLURALIGN_KEY) is required: a tenant key of the receiving service")
-    records, _ = _load(args)
-    by_user: dict[str, list] = {}
-    for record in records:
-        by_user.setdefault(record.user_id, []).append(record)
-    stored, users_done = 0, 0
+    records, _, where = _load_located(args)
+    by_user: dict[str, list[int]] = {}  # each user's records, as indexes into `records` (and `where`)
+    for i, record in enumerate(records):
+        if not USER_ID.fullmatch(record.user_id):  # the service would refuse it after earlier users were stored
+            raise ValueError(f"--path {args.path}: {where[i]}, field `user_id`: {record.user_id!r}: {USER_ID_RULE} (nothing was sent)")
+        by_user.setdefault(record.user_id, []).append(i)
+    stored, users_stored = 0, 0
 
     def so_far() -> str:
-        return f"{stored} rows of {users_done} user{'s' * (users_done != 1)} were stored before it" if stored else "nothing was stored"
+        return f"{stored} rows of {users_stored} user{'s' * (users_stored != 1)} were stored before it" if stored else "nothing was stored"
 
+    again = "the same command run again stores only what the service does not hold"
     base = args.url.rstrip("/").removesuffix("/v1")  # the openai client's base_url names the service too
     try:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
-            for user, rows in by_user.items():
-                lines = [msgspec.json.encode(preference_row(r)) + b"\n" for r in rows]
+            for user, indexes in by_user.items():
+                lines = [msgspec.json.encode(preference_row(records[i])) + b"\n" for i in indexes]
                 pending = import_chunks(lines)[::-1]  # a stack: a chunk the service finds too large is halved in place
+                user_stored = 0
                 while pending:
                     start, stop = pending.pop()
                     body = b"".join(lines[start:stop])
                     idempotency_key = "import-" + hashlib.sha256(f"{start}\0".encode() + body).hexdigest()
-                    # a user id is one path segment: `a?b` or `a/b` must not become another request
-                    r = client.post(f"/v1/users/{quote(user, safe='')}/import", content=body,
-                                    headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key})
+                    for attempt in range(IMPORT_RETRIES + 1):
+                        # a user id is one path segment: `a?b` or `a/b` must not become another request
+                        r = client.post(f"/v1/users/{quote(user, safe='')}/import", content=body,
+                                        headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key})
+                        wait = _retry_after(r)
+                        if wait is None or attempt == IMPORT_RETRIES:
+                            break
+                        time.sleep(wait)  # rate-limited or busy: the same chunk again (its Idempotency-Key stores it once)
                     if r.status_code == 413 and stop - start > 1:  # over the service's body limit: send it in two halves
                         middle = (start + stop) // 2
                         pending += [(middle, stop), (start, middle)]
                         continue
+                    if r.status_code in (401, 403):  # the key, not the rows: said of --key, whichever user was being sent
+                        why = ("not a key of this service (`pluralign keys create --tenant NAME` where it runs issues one)"
+                               if r.status_code == 401 else "an admin key reaches only /admin routes: give a tenant key")
+                        raise ValueError(f"--key: {args.url} refused it ({r.status_code}: {_message(r)}): {why} ({so_far()})")
                     if r.status_code != 201:
-                        too_large = " (one row over the service's body limit, PLURALIGN_MAX_BODY_BYTES)" if r.status_code == 413 else ""
-                        raise ValueError(f"the service refused user {user!r} ({r.status_code}){too_large}: {r.text[:300]} ({so_far()}; "
-                                         "the same command run again stores only what the service does not hold)")
+                        sent = [where[i] for i in indexes[start:stop]]
+                        row = _refused_row(r, sent)
+                        if row is not None:
+                            raise ValueError(f"--path {args.path}: {row} (user {user!r}; the service refused it with {r.status_code}; "
+                                             f"{so_far()}; {again})")
+                        rows = sent[0] if len(sent) == 1 else f"{sent[0]} to {sent[-1]}"
+                        raise ValueError(f"the service refused user {user!r} ({r.status_code}) for --path {args.path} {rows}: "
+                                         f"{r.text[:300]} ({so_far()}; {again})")
                     try:
-                        stored += len(msgspec.json.decode(r.content)["stored"])
+                        count = len(msgspec.json.decode(r.content)["stored"])
                     except (msgspec.DecodeError, KeyError, TypeError):
                         raise ValueError(f"--url {args.url}: answered 201 without pluralign's `stored` list: is it a pluralign service? "
                                          f"({so_far()})") from None
-                users_done += 1
+                    if count and not user_stored:
+                        users_stored += 1
+                    stored, user_stored = stored + count, user_stored + count
     except (httpx.TransportError, httpx.InvalidURL) as exc:  # refused, unresolvable, no scheme, timed out
-        raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()}; "
-                         "the same command run again stores only what the service does not hold)") from None
+        raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()}; {again})") from None
     print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored})
     return 0
+
+
+IMPORT_RETRIES = 5  # a chunk answered 429 or 503 with a Retry-After is sent again this many times at most
+IMPORT_MAX_WAIT_S = 60.0  # a longer Retry-After is not waited for: the error says so, and the same command resumes
+
+
+def _retry_after(response) -> float | None:
+    """Seconds to wait before sending a chunk again: a 429 (the tenant's rate limit) or 503 (the
+    service busy) with a `Retry-After` of at most IMPORT_MAX_WAIT_S seconds; None otherwise."""
+    if response.status_code not in (429, 503):
+        return None
+    try:
+        wait = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return wait if 0 <= wait <= IMPORT_MAX_WAIT_S else None
+
+
+def _message(response) -> str:
+    """The `error.message` of a pluralign (OpenAI-shaped) error body, else the body's start."""
+    try:
+        return str(msgspec.json.decode(response.content)["error"]["message"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return response.text[:200]
+
+
+_ROW_PARAM = re.compile(r"line (\d+)(?:\.(.+))?")  # the import route's `param` for a bad row: its line in the body, then the field
+
+
+def _refused_row(response, sent: list[str]) -> str | None:
+    """The import route's refusal of one row of a chunk, said of the row's place in the file
+    (`sent[i]` is where the chunk's line i + 1 came from): "line 1203, field `source`: 200
+    characters; at most 128". None when the refusal is not about one row."""
+    if response.status_code == 413 and len(sent) == 1:
+        return f"{sent[0]}: one row over the service's body limit (PLURALIGN_MAX_BODY_BYTES)"
+    try:
+        error = msgspec.json.decode(response.content)["error"]
+        param, message = error["param"], error["message"]
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return None
+    found = _ROW_PARAM.fullmatch(param) if isinstance(param, str) else None
+    if found is None or not 1 <= int(found[1]) <= len(sent) or not isinstance(message, str):
+        return None
+    field = f", field `{found[2]}`" if found[2] else ""
+    return f"{sent[int(found[1]) - 1]}{field}: {message.removeprefix(f'`{param}`: ')}"
 
 
 def register(sub) -> None:

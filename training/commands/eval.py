@@ -29,7 +29,16 @@ import argparse
 import sys
 from dataclasses import replace
 
-from training.common import DEFAULT_DATA_DIR, AtLeastOne, add_encoder_args, cached_encoder, k_search, number, print_json
+from training.common import (
+    DEFAULT_DATA_DIR,
+    AtLeastOne,
+    add_encoder_args,
+    cached_encoder,
+    k_search,
+    number,
+    print_json,
+    reading,
+)
 
 PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "--query-size"}  # EvalConfig field -> its flag
 
@@ -37,13 +46,11 @@ PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the imports below (torch, the models) take seconds
     if args.active_target is not None and args.shots != "active":  # it would be ignored: no active figures at all
-        print(f"error: --active-target {args.active_target} chooses how --shots active picks; add --shots active (or drop --active-target)", file=sys.stderr)
-        return 2
+        raise ValueError(f"--active-target {args.active_target} chooses how --shots active picks; add --shots active (or drop --active-target)")
     sizes = {field: getattr(args, field) for field in PERSONA_SIZES if getattr(args, field) is not None}
     if sizes and args.protocol != "persona":
         given = ", ".join(f"{PERSONA_SIZES[field]} {value}" for field, value in sizes.items())
-        print(f"error: {given}: persona only (UKP's unseen users are its own held-out annotators)", file=sys.stderr)
-        return 2
+        raise ValueError(f"{given}: persona only (UKP's unseen users are its own held-out annotators)")
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, evaluate, load_protocol
@@ -58,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
         config = replace(config, shots=tuple(sorted({*config.shots, 4})))
     model = build_model(args.model, k=args.k, seed=args.seed)
     if args.shots == "active" and not hasattr(model, "prob_new_users_active"):
-        print(f"error: --shots active needs a user model with a posterior (pal-a+residual, pal-b+residual), not {args.model}", file=sys.stderr)
-        return 2
-    protocol = load_protocol(config)
+        raise ValueError(f"--shots active needs a user model with a posterior (pal-a+residual, pal-b+residual), not {args.model}")
+    with reading("--data-dir", args.data_dir):
+        protocol = load_protocol(config)
     if args.k is not None:  # a fixed K, as the trainers check it: at most the number of training users
         k_search([args.k], args.k, len({r.user_id for r in protocol.seen.train}))
     encoder = cached_encoder(args)

@@ -7,7 +7,9 @@ Settings come from PLURALIGN_* variables (PLURALIGN_DATA_DIR, default ./data; --
 as for `pluralign keys`) or a TOML file named by PLURALIGN_CONFIG. At first start, once the data
 folder has been read and the models loaded, a development API key is issued for tenant `default`,
 printed once, and stored hashed in the data folder; a data folder the service cannot use is an
-error first, and no key is issued. GET /health answers once the models are loaded.
+error first, and no key is issued. A start that fails (a bad setting, a damaged file, Ctrl-C while
+the models load) prints one line `pluralign: error: ...` naming the setting or file, and removes what
+it had created in the data folder. GET /health answers once the models are loaded.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_listen(args.host, args.port)  # before a data folder, a key, a model or the service's imports (seconds)
+    from pluralign.files import left_as_found
+    from pluralign.store.location import is_object_store
     from service.auth import KeyRing
     from service.settings import Settings
     from training.common import check_writable, setup_logging
@@ -42,15 +46,19 @@ def run(args: argparse.Namespace) -> int:
     # this account cannot write, is one line naming the option or setting; a damaged file in it names the file
     option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     check_writable(option, str(settings.data_path))
-    settings.data_path.mkdir(parents=True, exist_ok=True)
-    keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
-    import uvicorn  # the service's imports (torch, the models' libraries: seconds) once the folder is known good
+    # a start that fails part way (a damaged checkpoint once the tables are open, a model that will
+    # not load, Ctrl-C) removes what it created: the folder is left as it was found
+    local_store = [] if is_object_store(settings.lancedb_uri) else [settings.lancedb_uri]
+    with left_as_found(settings.data_path, *local_store):
+        settings.data_path.mkdir(parents=True, exist_ok=True)
+        keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
+        import uvicorn  # the service's imports (torch, the models' libraries: seconds) once the folder is known good
 
-    from service.app import create_app
+        from service.app import create_app
 
-    app = create_app(settings)  # promotions.json, the population model's description and the FSPO adapter first, then the models
-    if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
-        key = keys.issue("default", name="development key")
-        print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
+        app = create_app(settings)  # promotions.json, the population model's description and the FSPO adapter first, then the models
+        if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
+            key = keys.issue("default", name="development key")
+            print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
     return 0

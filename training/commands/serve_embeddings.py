@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging()
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
-    encoder = make_encoder(args.encoder)
+    try:
+        encoder = make_encoder(args.encoder)
+    except ValueError as exc:
+        raise ValueError(f"--encoder {args.encoder}: {exc}") from None
     uvicorn.run(create_embeddings_app(encoder), host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -30,6 +30,7 @@ from training.common import (
     cached_encoder,
     check_out,
     k_search,
+    load_training_protocol,
     number,
     print_json,
 )
@@ -39,14 +40,13 @@ def run(args: argparse.Namespace) -> int:
     import msgspec
     from tqdm import tqdm
 
-    from pluralign.evaluation import EvalConfig, load_protocol
     from pluralign.files import ArtifactBusy, write_atomic
     from pluralign.reward.em import EM_FILES, EMConfig, EMMixture
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.model_selection import search_k
 
     check_out(args.out, EM_FILES, "em-bt-mixture artifact")  # before any training: a wrong --out costs nothing
-    protocol = load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, path=args.data))
+    protocol = load_training_protocol(args)  # `file`: --data, as every command reads a preference file
     users = sorted({r.user_id for r in protocol.seen.train})
     search = k_search(args.k, args.k_max, len(users))  # before embedding or training: --k 50 on 4 users is refused
     encoder = cached_encoder(args)

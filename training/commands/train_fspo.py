@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.common import DEFAULT_DATA_DIR, check_out, number, print_json, read_preference_file
+from training.common import DEFAULT_DATA_DIR, check_out, number, print_json, read_preference_file, reading
 
 # what `--full` writes (transformers' model and tokenizer files, our pluralign.json): an earlier one is replaced
 FULL_MODEL_FILES = (
@@ -52,6 +52,8 @@ def load_population(args: argparse.Namespace):
     from pluralign.data.splits import by_user, split_unseen
     from pluralign.evaluation import EvalConfig, load_protocol
 
+    if args.data and args.population != "file":  # it would be ignored: a run on another population, minutes long
+        raise ValueError(f"--data {args.data}: read only with --population file (--population {args.population} reads --data-dir)")
     if args.population == "file":
         if not args.data:
             raise ValueError("--population file needs --data FILE")
@@ -61,9 +63,8 @@ def load_population(args: argparse.Namespace):
         held_out = set(names[:: max(2, round(1 / args.unseen_fraction))])  # every n-th user is unseen
         unseen = split_unseen({u: users[u] for u in held_out}, args.seed, min_query=1)
         return {u: users[u] for u in names if u not in held_out}, unseen.support, unseen.query
-    protocol = load_protocol(
-        EvalConfig(protocol=args.population, data_dir=args.data_dir, groups=args.groups, seed=args.seed)
-    )
+    with reading("--data-dir", args.data_dir):
+        protocol = load_protocol(EvalConfig(protocol=args.population, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
     return by_user(protocol.seen.train), protocol.unseen.support, protocol.unseen.query
 
 
