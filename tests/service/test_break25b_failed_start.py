@@ -73,6 +73,22 @@ def test_a_start_that_fails_after_opening_the_tables_leaves_the_data_folder_as_i
     assert snapshot(data) == before  # before: lancedb/ and feedback-log/ left in it (and a new folder left behind)
 
 
+@pytest.mark.slow  # a real start, 10-20 s
+def test_a_failed_start_of_a_replica_leaves_the_shared_store_alone(tmp_path, tiny_generator_dir, damaged_pal):
+    """With replicas the store is shared: what appeared in it while this start ran may be another
+    replica's (its first tables, when they start together), so a failed start removes only what it
+    created in its own data folder. Before: the shared store's folder, new when the start began, was
+    removed whole."""
+    data, shared = tmp_path / "data", tmp_path / "shared-lancedb"
+    result = serve(tmp_path, data, PLURALIGN_PAL_DIR=str(damaged_pal), PLURALIGN_GENERATOR=str(tiny_generator_dir),
+                   PLURALIGN_GENERATION_PROCESS="false", PLURALIGN_REPLICAS="2", PLURALIGN_REPLICA_INDEX="0",
+                   PLURALIGN_STORE_URI=str(shared))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "not a whole safetensors file" in last_line(result)
+    assert snapshot(data) is None
+    assert shared.is_dir() and any(p.name == "preferences.lance" for p in shared.iterdir())
+
+
 def test_left_as_found_removes_only_what_the_failed_block_created(tmp_path):
     from pluralign.files import left_as_found
 

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     check_writable(option, str(settings.data_path))
     # a start that fails part way (a damaged checkpoint once the tables are open, a model that will
     # not load, Ctrl-C) removes what it created: the folder is left as it was found
-    local_store = [] if is_object_store(settings.lancedb_uri) else [settings.lancedb_uri]
+    # not a store other replicas share (`replicas` > 1): what appeared there meanwhile may be theirs
+    local_store = [] if is_object_store(settings.lancedb_uri) or settings.replicas > 1 else [settings.lancedb_uri]
     with left_as_found(settings.data_path, *local_store):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
