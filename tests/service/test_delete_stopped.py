@@ -104,6 +104,23 @@ def test_a_finished_delete_leaves_no_purge_to_do(tmp_path):
     assert Store(str(tmp_path), "enc", DIM).purges_left() == set()
 
 
+def stop_after_the_rows(rt, user_id: str, monkeypatch) -> None:
+    """Run the service's DELETE of acme's `user_id` and stop it (as a kill would) right after the
+    store deleted their rows; the store's own delete is put back for what follows."""
+    from service.users import services
+
+    delete_user = rt.store.delete_user
+
+    def killed_after_the_rows(tenant, user):
+        delete_user(tenant, user)
+        raise Stopped
+
+    monkeypatch.setattr(rt.store, "delete_user", killed_after_the_rows)
+    with pytest.raises(Stopped):
+        services.delete(rt, "acme", user_id)
+    monkeypatch.setattr(rt.store, "delete_user", delete_user)
+
+
 def test_a_delete_stopped_after_the_rows_went_leaves_no_vector_of_their_texts(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     """The embedding cache population jobs fill (PLURALIGN_CACHE_DIR) holds vectors of the user's texts,
     keyed by each text's SHA-256. Before, the DELETE forgot them last, naming the texts it had read from
@@ -112,7 +129,6 @@ def test_a_delete_stopped_after_the_rows_went_leaves_no_vector_of_their_texts(tm
     import sqlite3
 
     from pluralign.embed.cache import EmbeddingCache, text_key
-    from service.users import services
     from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
     from tests.service.tiny import start_service
 
@@ -134,17 +150,8 @@ def test_a_delete_stopped_after_the_rows_went_leaves_no_vector_of_their_texts(tm
         jobs_cache.put(minilm.encoder_id, [text_key(t) for t in theirs], np.ones((4, 4), np.float32))
         jobs_cache.close()
 
-        delete_user = rt.store.delete_user
-
-        def killed_after_the_rows(tenant, user_id):
-            delete_user(tenant, user_id)
-            raise Stopped
-
-        monkeypatch.setattr(rt.store, "delete_user", killed_after_the_rows)
-        with pytest.raises(Stopped):
-            services.delete(rt, "acme", GONE)
+        stop_after_the_rows(rt, GONE, monkeypatch)
         assert rt.store.count_preferences("acme", GONE) == 0
-        monkeypatch.setattr(rt.store, "delete_user", delete_user)
         r = acme.delete(f"/v1/users/{GONE}")  # sent again: no row of theirs is left
         assert r.status_code == 404, r.text
         assert [cached(t) for t in theirs] == [0, 0, 0, 0]
@@ -154,7 +161,6 @@ def test_a_delete_stopped_after_the_rows_went_leaves_no_vector_of_their_texts(tm
 def test_a_delete_stopped_after_the_rows_went_is_finished_by_the_delete_sent_again(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     """What a killed DELETE had not reached yet outside the tables (here the user's adapter folder) is
     not finished by a restart: the DELETE sent again removes it and answers 200 counting it; the next is a 404."""
-    from service.users import services
     from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
     from tests.service.test_service_adapters import random_adapter
     from tests.service.tiny import start_service
@@ -169,16 +175,7 @@ def test_a_delete_stopped_after_the_rows_went_is_finished_by_the_delete_sent_aga
         meta = registry.meta("acme", GONE)
         (registry.folder("acme", GONE) / "pluralign.json").write_bytes(msgspec.json.encode(msgspec.structs.replace(meta, tenant="acme", user=GONE)))
         files = sum(1 for p in registry.folder("acme", GONE).rglob("*") if p.is_file())
-        delete_user = rt.store.delete_user
-
-        def killed_after_the_rows(tenant, user_id):
-            delete_user(tenant, user_id)
-            raise Stopped
-
-        monkeypatch.setattr(rt.store, "delete_user", killed_after_the_rows)
-        with pytest.raises(Stopped):
-            services.delete(rt, "acme", GONE)
-        monkeypatch.setattr(rt.store, "delete_user", delete_user)
+        stop_after_the_rows(rt, GONE, monkeypatch)
         assert registry.folder("acme", GONE).is_dir()  # not reached
         r = acme.delete(f"/v1/users/{GONE}")
         assert r.status_code == 200 and r.json()["deleted"]["adapter_files"] == files, r.text

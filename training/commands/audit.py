@@ -46,17 +46,18 @@ def load_records(args: argparse.Namespace):
     """The comparisons to audit, from a preference file, UKP or a synthetic persona population."""
     if args.data:  # a bad row fails the load (naming its line and field) unless --skip-bad, as for `data stats`
         return read_preference_file("--data", args.data, skip_bad=args.skip_bad)
+    given = ("--path", args.path) if args.path else ("--data-dir", args.data_dir)  # what an unreadable source is said of
     if args.source == "ukp_convarg1":
         from pluralign.data.ukp import load_ukp
 
-        with reading(*(("--path", args.path) if args.path else ("--data-dir", args.data_dir))):
+        with reading(*given):
             return load_ukp(args.path or Path(args.data_dir) / "ukp_convarg1")[0]
     if args.source == "persona":
         from pluralign.data.persona import PersonaConfig, build_persona
 
         weights = tuple(float(w) for w in args.group_weights.split(",")) if args.group_weights else ()
         config = PersonaConfig(groups=args.groups, group_weights=weights, seed=args.seed)
-        with reading(*(("--path", args.path) if args.path else ("--data-dir", args.data_dir))):
+        with reading(*given):
             protocol = build_persona(config, args.path or args.data_dir)
         seen = protocol.seen
         # in each user's order of arrival: training pairs first, then validation, then test

@@ -108,7 +108,6 @@ def import_(args: argparse.Namespace) -> int:
     a short `Retry-After` is sent again after it (up to IMPORT_RETRIES times)."""
     import hashlib
     import os
-    import time
     from urllib.parse import quote
 
     import httpx
@@ -142,14 +141,9 @@ def import_(args: argparse.Namespace) -> int:
                     start, stop = pending.pop()
                     body = b"".join(lines[start:stop])
                     idempotency_key = "import-" + hashlib.sha256(f"{start}\0".encode() + body).hexdigest()
-                    for attempt in range(IMPORT_RETRIES + 1):
-                        # a user id is one path segment: `a?b` or `a/b` must not become another request
-                        r = client.post(f"/v1/users/{quote(user, safe='')}/import", content=body,
-                                        headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key})
-                        wait = _retry_after(r)
-                        if wait is None or attempt == IMPORT_RETRIES:
-                            break
-                        time.sleep(wait)  # rate-limited or busy: the same chunk again (its Idempotency-Key stores it once)
+                    # a user id is one path segment: `a?b` or `a/b` must not become another request
+                    r = _post_retrying(client, f"/v1/users/{quote(user, safe='')}/import", body,
+                                       {"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key})
                     if r.status_code == 413 and stop - start > 1:  # over the service's body limit: send it in two halves
                         middle = (start + stop) // 2
                         pending += [(middle, stop), (start, middle)]
@@ -183,6 +177,21 @@ def import_(args: argparse.Namespace) -> int:
 
 IMPORT_RETRIES = 5  # a chunk answered 429 or 503 with a Retry-After is sent again this many times at most
 IMPORT_MAX_WAIT_S = 60.0  # a longer Retry-After is not waited for: the error says so, and the same command resumes
+
+
+def _post_retrying(client, url: str, body: bytes, headers: dict[str, str]):
+    """POST `body`; a 429 or 503 with a short `Retry-After` (`_retry_after`) is waited out and the
+    same request sent again, up to IMPORT_RETRIES times (its Idempotency-Key stores it once).
+    Returns the last response."""
+    import time
+
+    for _ in range(IMPORT_RETRIES):
+        r = client.post(url, content=body, headers=headers)
+        wait = _retry_after(r)
+        if wait is None:
+            return r
+        time.sleep(wait)
+    return client.post(url, content=body, headers=headers)
 
 
 def _retry_after(response) -> float | None:
