@@ -55,8 +55,11 @@ def sentence_encoder():
 
 @pytest.fixture(scope="session")
 def minilm(sentence_encoder):
-    """The real MiniLM sentence encoder, cached on disk for the whole session."""
+    """The real MiniLM sentence encoder, cached on disk for the whole session: in the file the CLI
+    tests pass as `--cache` (tests/unit/test_cli.py), which every xdist worker shares too (SQLite in WAL
+    mode; a writer waits for another's transaction). On a fresh checkout the ~900 persona texts that
+    tests/models and the CLI's eval embed are then embedded once, not once per worker and again by the CLI."""
     from pluralign.embed.cache import CachedEncoder, EmbeddingCache
 
     cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR", REPO / ".cache" / "pluralign"))
-    return CachedEncoder(sentence_encoder, EmbeddingCache(cache_dir / f"test-embeddings{os.environ.get('PYTEST_XDIST_WORKER', '')}.sqlite"))  # one file per xdist worker
+    return CachedEncoder(sentence_encoder, EmbeddingCache(cache_dir / "test-embeddings.sqlite"))
