@@ -226,7 +226,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         missing = _MISSING.match(message) if status == HTTP_400_BAD_REQUEST and param is None else None
         if missing:  # Litestar names it only in its message (with the whole URL)
             param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"
-        if code == "unknown_parameter":
+        if code == "unknown_parameter" and "unknown field" in message:  # msgspec's words for a body's field
             detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
         if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
             message = f"{message}: {detail}" if param is None else detail if detail.startswith(f"`{param}`") else f"`{param}`: {detail}"

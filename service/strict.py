@@ -9,11 +9,13 @@ depth costs nothing) and answers a 400 naming the field on any mismatch. Invalid
 naming the field whose string holds it, by its dotted path (`pool[0].answers[1]`). `strict_query`
 does the same for query parameters: an integer written as a float (`limit=2.0`), one outside its
 range (every integer parameter has one, an int64's at most), or a parameter given twice is a 400
-naming it; so is a float parameter that is not a finite decimal number within its range.
+naming it; so is a float parameter that is not a finite decimal number within its range, and a
+parameter the route does not take (`unknown_parameter`; /health, /metrics and /schema take any).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from functools import lru_cache
@@ -302,6 +304,26 @@ def _query_parameters(handler) -> tuple[QueryParameter, ...]:
     return tuple(found)
 
 
+# routes read by tools that add query parameters of their own (probes, scrapers, the docs pages): any query
+OPEN_QUERY = ("/health", "/metrics", "/schema")
+
+
+def refuse_unknown_query(request: Request, parameters: tuple[QueryParameter, ...]) -> None:
+    """A 400 (`unknown_parameter`) naming the first query parameter the route does not take, and the
+    closest one it does: a mistyped one was ignored (`export?fromat=preferences` answered the full
+    export with 200, as if understood), where an unknown body field is refused."""
+    template = request.scope.get("path_template") or request.url.path
+    if template.startswith(OPEN_QUERY):
+        return
+    known = [parameter.name for parameter in parameters if parameter.name not in request.path_params]
+    for name in request.query_params:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            takes = f"this route takes {', '.join(f'`{k}`' for k in known)}" if known else "this route takes no query parameters"
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise bad_request(name, f"unknown query parameter{hint}; {takes}", code="unknown_parameter")
+
+
 def strict_query(request: Request) -> None:
     """Query parameters as the docs promise: an integer is written as one (Litestar's lenient
     conversion took `limit=2.0` and `before=1e3` for 2 and 1000), and each parameter is given at
@@ -312,6 +334,7 @@ def strict_query(request: Request) -> None:
     if getattr(handler, "parsed_fn_signature", None) is None:
         return
     path_params = request.path_params
+    refuse_unknown_query(request, _query_parameters(handler))
     for parameter in _query_parameters(handler):
         name = parameter.name
         if name in path_params:

@@ -1,0 +1,67 @@
+"""Session 26b: a new user's pass with curl and the openai client over the real app (tiny models,
+real LanceDB in a temp dir, uvicorn on 127.0.0.1): what the earlier passes missed in the query
+string, the rate-limit headers, HEAD, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from tests.service.tiny import start_service
+
+COMPARISON = {"type": "comparison", "user": "wire26", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("wire26-data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        with service.client() as c:
+            assert c.post("/v1/feedback", json=COMPARISON).status_code == 201
+        yield service
+
+
+@pytest.mark.parametrize("who, path, named, meant", [
+    ("acme", "/v1/users/wire26/export?fromat=preferences", "fromat", "format"),  # before: 200, the full export
+    ("acme", "/v1/users/wire26/preferences?limt=1", "limt", "limit"),            # before: 200, 50 rows
+    ("acme", "/v1/users/wire26/stated-preferences?limit=5&befor=3", "befor", "before"),
+    ("acme", "/v1/models?limit=1", "limit", None),
+    ("acme", "/v1/users/wire26?verbose=1", "verbose", None),
+])
+def test_an_unknown_query_parameter_is_a_400_naming_it(svc, who, path, named, meant):
+    """A mistyped query parameter was ignored, so `export?fromat=preferences` answered the full
+    export (not a preference file) with 200, as if the request had been understood."""
+    with svc.client(who) as c:
+        r = c.get(path)
+    assert r.status_code == 400, (path, r.status_code, r.text[:300])
+    error = r.json()["error"]
+    assert error["param"] == named and error["code"] == "unknown_parameter", error
+    assert error["message"].startswith(f"`{named}`: unknown query parameter"), error
+    assert (f"did you mean `{meant}`?" in error["message"]) if meant else "takes no query parameters" in error["message"], error
+
+
+def test_probes_and_the_schema_still_take_any_query(svc):
+    """Health checks, scrapers and the docs pages are read by tools that add their own parameters."""
+    for path in ("/health?probe=1", "/metrics?format=prometheus", "/schema/openapi.json?v=2"):
+        assert httpx.get(svc.url + path).status_code == 200, path
+
+
+def test_ratelimit_reset_is_never_negative(svc):
+    """`RateLimit-Reset` is delta-seconds (a non-negative integer); it was computed when the answer
+    started from the window the request began in, so a request longer than the window (a body
+    uploaded slowly, a chat of several seconds) said `RateLimit-Reset: -1`."""
+    body = json.dumps({**COMPARISON, "user": "slow26"}).encode()
+
+    def trickle():
+        yield body[:10]
+        time.sleep(2.2)
+        yield body[10:]
+
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=trickle(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    assert int(r.headers["ratelimit-reset"]) >= 0, dict(r.headers)
+    assert 0 <= int(r.headers["ratelimit-remaining"]) <= int(r.headers["ratelimit-limit"]), dict(r.headers)
