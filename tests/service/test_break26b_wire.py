@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.tiny import start_service
 
 COMPARISON = {"type": "comparison", "user": "wire26", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
@@ -17,7 +18,8 @@ COMPARISON = {"type": "comparison", "user": "wire26", "prompt": "Tea or coffee?"
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("wire26-data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    server, service = start_service(tmp_path_factory.mktemp("wire26-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS)
     with server:
         with service.client() as c:
             assert c.post("/v1/feedback", json=COMPARISON).status_code == 201
@@ -30,6 +32,7 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     ("acme", "/v1/users/wire26/stated-preferences?limit=5&befor=3", "befor", "before"),
     ("acme", "/v1/models?limit=1", "limit", None),
     ("acme", "/v1/users/wire26?verbose=1", "verbose", None),
+    ("admin", "/admin/jobs?knd=pal", "knd", "kind"),
 ])
 def test_an_unknown_query_parameter_is_a_400_naming_it(svc, who, path, named, meant):
     """A mistyped query parameter was ignored, so `export?fromat=preferences` answered the full
@@ -65,3 +68,24 @@ def test_ratelimit_reset_is_never_negative(svc):
     assert r.status_code == 201, r.text
     assert int(r.headers["ratelimit-reset"]) >= 0, dict(r.headers)
     assert 0 <= int(r.headers["ratelimit-remaining"]) <= int(r.headers["ratelimit-limit"]), dict(r.headers)
+
+
+def test_openapi_declares_the_headers_and_statuses_the_service_answers(svc):
+    """docs/api.md promises `Retry-After` with every 429 and 503, an `ETag` from the stated-preferences
+    routes (and on their 412), `Idempotent-Replayed` on a replayed feedback or import, and the login
+    form's 415 for a body that is not a form; the schema declared none of them."""
+    schema = httpx.get(svc.url + "/schema/openapi.json").json()
+    operations = {(path, method): op for path, item in schema["paths"].items() for method, op in item.items()
+                  if method in ("get", "post", "put", "patch", "delete")}
+    for (path, method), op in operations.items():
+        for status in ("429", "503"):
+            if status in op["responses"]:
+                assert "Retry-After" in op["responses"][status].get("headers", {}), (path, method, status)
+    stated = "/v1/users/{user_id}/stated-preferences"
+    for method, status in (("get", "200"), ("patch", "200"), ("patch", "412")):
+        assert "ETag" in operations[(stated, method)]["responses"][status].get("headers", {}), (method, status)
+    for path in ("/v1/feedback", "/v1/users/{user_id}/import"):
+        assert "Idempotent-Replayed" in operations[(path, "post")]["responses"]["201"].get("headers", {}), path
+    assert "415" in operations[("/admin/login", "post")]["responses"]
+    with svc.client(None) as c:  # and it does answer 415
+        assert c.post("/admin/login", json={"key": "k"}).status_code == 415
