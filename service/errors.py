@@ -24,6 +24,7 @@ from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 from pluralign.data.text import is_blank
+from service.head import with_head
 
 log = logging.getLogger("pluralign.service")
 
@@ -192,7 +193,7 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
     if exc.status_code == 404 and exc.detail == "Not Found":
         return f"no route `{request.method} {path}`: docs/api.md lists the routes"
     if exc.status_code == 405 and exc.detail == "Method Not Allowed":
-        allowed = next((value for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
+        allowed = next((with_head(value) for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
         return f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed"
     return None
 
@@ -232,6 +233,9 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
             message = f"{message}: {detail}" if param is None else detail if detail.startswith(f"`{param}`") else f"`{param}`: {detail}"
         if param and param not in message:
             message = f"`{param}`: {message}"
-        return error_response(status, message, param, code, headers=exc.headers)
+        headers = exc.headers
+        if status == 405 and headers:  # Litestar's Allow: the path's declared methods; HEAD is answered wherever GET is
+            headers = {name: with_head(value) if name.lower() == "allow" else value for name, value in headers.items()}
+        return error_response(status, message, param, code, headers=headers)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")

@@ -29,6 +29,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import ParameterKwarg
 
 from service.errors import bad_request, unsupported_media_type
+from service.head import with_head
 from service.ids import PATTERN_WORDS
 
 _AT = re.compile(r"^(?P<problem>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.S)  # a key of a dict: "at `key` in `$.x`"
@@ -184,11 +185,12 @@ def _member(frame: list, depth: int) -> str:
 
 def allowed_methods(request: Request) -> str | None:
     """Every method of the matched path. Litestar's automatic OPTIONS answer lists only the methods
-    of the first handler registered on a path (GET /v1/users/{id} but not its DELETE)."""
+    of the first handler registered on a path (GET /v1/users/{id} but not its DELETE); HEAD wherever
+    GET is (`service.head`)."""
     template = request.scope.get("path_template")
     for route in request.app.routes:
         if getattr(route, "path_format", None) == template and hasattr(route, "methods"):
-            return ", ".join(sorted(route.methods))
+            return with_head(", ".join(route.methods))
     return None
 
 

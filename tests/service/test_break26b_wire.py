@@ -70,6 +70,24 @@ def test_ratelimit_reset_is_never_negative(svc):
     assert 0 <= int(r.headers["ratelimit-remaining"]) <= int(r.headers["ratelimit-limit"]), dict(r.headers)
 
 
+def test_head_is_answered_wherever_get_is(svc):
+    """RFC 9110 9.1: a server supports HEAD wherever it supports GET (`curl -I`, uptime monitors);
+    it was a 405 `the path takes OPTIONS, GET`."""
+    for who, path in ((None, "/health"), (None, "/metrics"), ("acme", "/v1/models"), ("acme", "/v1/users/wire26/stated-preferences"),
+                      ("acme", "/v1/users/wire26/export")):  # the export is streamed (chunked)
+        with svc.client(who) as c:
+            got, head = c.get(path), c.head(path)
+        assert head.status_code == 200 and head.content == b"", (path, head.status_code, head.text[:200])
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.headers.get("etag") == got.headers.get("etag"), path
+    with svc.client("acme") as c:
+        assert c.head("/v1/users/nobody26").status_code == 404  # as GET
+        wrong = c.head("/v1/feedback")  # POST only: 405, naming HEAD and what the path takes
+        options = c.options("/v1/models")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "OPTIONS, POST", (wrong.status_code, dict(wrong.headers))
+    assert options.status_code == 204 and options.headers["allow"] == "GET, HEAD, OPTIONS", dict(options.headers)
+
+
 def test_openapi_declares_the_headers_and_statuses_the_service_answers(svc):
     """docs/api.md promises `Retry-After` with every 429 and 503, an `ETag` from the stated-preferences
     routes (and on their 412), `Idempotent-Replayed` on a replayed feedback or import, and the login
