@@ -56,6 +56,7 @@ MEDIA = {  # (path, method) -> the media types the 200 really answers
     ("/v1/users/{user_id}/export", "get"): {"application/x-ndjson": {"schema": {"type": "string", "description": "one JSON object per line"}}},
 }
 RETRY_AFTER = {"description": "seconds to wait before sending the request again", "schema": {"type": "integer", "minimum": 1}}
+WWW_AUTHENTICATE = {"description": '`Bearer realm="pluralign"` (with `error="invalid_token"` for an unknown key)', "schema": {"type": "string"}}
 ETAG = {"description": 'the stated preferences\' current version, `"<version>"` (for `If-Match`)', "schema": {"type": "string"}}
 RESPONSE_HEADERS = {  # (path, method, status) -> headers it answers, beyond Retry-After on every 429 and 503
     ("/v1/users/{user_id}/stated-preferences", "get", "200"): {"ETag": ETAG},
@@ -116,6 +117,8 @@ def complete_openapi(schema: dict) -> dict:
                 headers = RESPONSE_HEADERS.get((path, method, status), {})
                 if status in ("429", "503"):
                     headers = {**headers, "Retry-After": RETRY_AFTER}
+                if status == "401" and (path, method) != ("/admin/login", "post"):  # that one answers the form again
+                    headers = {**headers, "WWW-Authenticate": WWW_AUTHENTICATE}
                 if headers:
                     response.setdefault("headers", {}).update(headers)
             if path == "/v1/chat/completions":

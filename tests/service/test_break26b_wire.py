@@ -104,6 +104,22 @@ def test_openapi_declares_the_headers_and_statuses_the_service_answers(svc):
         assert "ETag" in operations[(stated, method)]["responses"][status].get("headers", {}), (method, status)
     for path in ("/v1/feedback", "/v1/users/{user_id}/import"):
         assert "Idempotent-Replayed" in operations[(path, "post")]["responses"]["201"].get("headers", {}), path
+    assert "WWW-Authenticate" in operations[("/v1/models", "get")]["responses"]["401"]["headers"]
     assert "415" in operations[("/admin/login", "post")]["responses"]
     with svc.client(None) as c:  # and it does answer 415
         assert c.post("/admin/login", json={"key": "k"}).status_code == 415
+
+
+@pytest.mark.parametrize("authorization, said, challenge", [
+    (None, "missing `Authorization: Bearer <API key>` header", 'Bearer realm="pluralign"'),
+    ("Basic YTpi", "`Authorization`: the scheme must be `Bearer` (an API key), got `Basic`", 'Bearer realm="pluralign"'),
+    ("Bearer pk-not-a-key", "unknown API key", 'Bearer realm="pluralign", error="invalid_token"'),
+])
+def test_a_401_says_how_to_authenticate(svc, authorization, said, challenge):
+    """RFC 9110 15.5.2: a 401 carries `WWW-Authenticate` with a challenge (RFC 6750 3: `Bearer`, and
+    `error="invalid_token"` for a key that is not valid); it had none, and a key sent with another
+    scheme was called missing."""
+    r = httpx.get(svc.url + "/v1/models", headers={"Authorization": authorization} if authorization else {})
+    assert r.status_code == 401, r.text
+    assert r.headers.get("www-authenticate") == challenge, dict(r.headers)
+    assert r.json()["error"]["message"] == said and r.json()["error"]["type"] == "authentication_error", r.text
