@@ -123,3 +123,12 @@ def test_a_401_says_how_to_authenticate(svc, authorization, said, challenge):
     assert r.status_code == 401, r.text
     assert r.headers.get("www-authenticate") == challenge, dict(r.headers)
     assert r.json()["error"]["message"] == said and r.json()["error"]["type"] == "authentication_error", r.text
+
+
+def test_the_two_exports_are_saved_under_different_names(svc):
+    """`curl -OJ` (and a browser) saves under the `Content-Disposition` name: the preference file
+    was `<user>.jsonl` too, so downloading both left one, overwritten by the other."""
+    with svc.client() as c:
+        full, prefs = c.get("/v1/users/wire26/export"), c.get("/v1/users/wire26/export", params={"format": "preferences"})
+    assert full.headers["content-disposition"] == 'attachment; filename="wire26.jsonl"', dict(full.headers)
+    assert prefs.headers["content-disposition"] == 'attachment; filename="wire26-preferences.jsonl"', dict(prefs.headers)
