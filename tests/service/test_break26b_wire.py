@@ -132,3 +132,16 @@ def test_the_two_exports_are_saved_under_different_names(svc):
         full, prefs = c.get("/v1/users/wire26/export"), c.get("/v1/users/wire26/export", params={"format": "preferences"})
     assert full.headers["content-disposition"] == 'attachment; filename="wire26.jsonl"', dict(full.headers)
     assert prefs.headers["content-disposition"] == 'attachment; filename="wire26-preferences.jsonl"', dict(prefs.headers)
+
+
+def test_an_unknown_job_parameter_is_unknown_parameter_naming_the_closest(svc):
+    """A misspelt job parameter had the generic `invalid_value` code and msgspec's words ("Object
+    contains unknown field `kk`"), where an unknown field anywhere else is `unknown_parameter`."""
+    with svc.client("admin") as c:
+        r = c.post("/admin/jobs", json={"kind": "pal", "params": {"kk": 4}})
+        jobs = c.get("/admin/jobs").json()["jobs"]
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "params.kk" and error["code"] == "unknown_parameter", error
+    assert error["message"].startswith("`params.kk`: unknown parameter of a `pal` job (did you mean `k`?); it takes "), error
+    assert jobs == []  # nothing queued
