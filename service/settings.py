@@ -260,7 +260,8 @@ def check_variables(environ: dict[str, str] | None = None) -> None:
 
 def _read_config(config: str, fields: tuple[str, ...]) -> dict:
     """The settings in the TOML file `config` (PLURALIGN_CONFIG). Raises ValueError naming it when
-    it cannot be read, is not TOML, or names a setting there is not (a typo would be ignored)."""
+    it cannot be read, is not TOML, or names a setting there is not (a typo would be ignored; the
+    closest setting is named)."""
     where = f"{ENV_PREFIX}CONFIG {config}"
     try:
         values = tomllib.loads(Path(config).read_text(encoding="utf-8"))
@@ -272,5 +273,6 @@ def _read_config(config: str, fields: tuple[str, ...]) -> dict:
         raise ValueError(f"{where}: not TOML ({exc})") from None
     unknown = [name for name in values if name not in fields]
     if unknown:
-        raise ValueError(f"{where}: no setting `{unknown[0]}`")
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        raise ValueError(f"{where}: no setting `{unknown[0]}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
     return values

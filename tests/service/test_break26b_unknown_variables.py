@@ -104,3 +104,14 @@ def test_every_variable_named_in_the_repository_is_a_setting_or_declared():
     unknown = {name: where for name, where in found.items()
                if name not in known and not (name.endswith("_") and any(k.startswith(name) for k in known))}
     assert not unknown, f"PLURALIGN_* variables neither a setting nor in service.settings.OTHER_VARIABLES: {unknown}"
+
+
+def test_a_misspelt_name_in_the_toml_file_names_the_setting_meant(tmp_path):
+    """The file refused an unknown name already ("no setting `max_toknes`") but left the operator to
+    find the right one among 70; the variables now say which was meant, and so does the file."""
+    config = tmp_path / "pluralign.toml"
+    config.write_text("max_toknes = 64\n")
+    result = pluralign(tmp_path, "serve", "--port", "0", "--data-dir", str(tmp_path / "data"), PLURALIGN_CONFIG=str(config))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == f"pluralign: error: PLURALIGN_CONFIG {config}: no setting `max_toknes` (did you mean `max_tokens`?)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pluralign.toml"]
