@@ -198,6 +198,14 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
     return None
 
 
+def _too_large(request: Request) -> str:
+    """A 413's message: how large the body was (when it said) and the limit, the setting named."""
+    limit = request.app.state.runtime.settings.max_body_bytes
+    sent = request.headers.get("content-length", "")
+    size = f"{int(sent)} bytes" if sent.isdigit() and len(sent) < 20 else "a body"
+    return f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)"
+
+
 def schema_router_hook(response: Response) -> Response:
     """The `after_request` hook of the /schema router: Litestar's OpenAPI plugin answers a /schema/<name>
     it does not serve with its own HTML page, `<h1>Error 404</h1>`; raised instead, it is the JSON 404
@@ -221,6 +229,8 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
             return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
         message = _unrouted(request, exc) or exc.detail
+        if status == 413 and exc.detail == "Request Entity Too Large":  # Litestar's, naming neither the body nor the limit
+            param, message = "body", _too_large(request)
         if param is not None and len(param) > MAX_PARAM:  # a client's field name, repeated in `param` and the message
             long, param = param, param[:MAX_PARAM] + "..."
             message, detail = message.replace(long, param), detail.replace(long, param) if detail else detail

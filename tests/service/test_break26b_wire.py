@@ -145,3 +145,22 @@ def test_an_unknown_job_parameter_is_unknown_parameter_naming_the_closest(svc):
     assert error["param"] == "params.kk" and error["code"] == "unknown_parameter", error
     assert error["message"].startswith("`params.kk`: unknown parameter of a `pal` job (did you mean `k`?); it takes "), error
     assert jobs == []  # nothing queued
+
+
+def test_a_body_over_the_limit_is_a_413_naming_body_and_the_limit(svc):
+    """The 413 said only "Request Entity Too Large" with `param` null: not which limit, nor how far
+    over it (the openai client shows `Error code: 413 - Request Entity Too Large`)."""
+    limit = svc.runtime.settings.max_body_bytes
+    body = json.dumps({**COMPARISON, "prompt": "x" * limit}).encode()
+
+    def chunked():  # no Content-Length: the size is not known up front
+        yield body
+
+    with svc.client() as c:
+        sized = c.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
+        unsized = c.post("/v1/feedback", content=chunked(), headers={"Content-Type": "application/json"})
+    for r, size in ((sized, f"{len(body)} bytes"), (unsized, "a body")):
+        assert r.status_code == 413, r.text
+        error = r.json()["error"]
+        assert error["param"] == "body" and error["code"] == "request_too_large", error
+        assert error["message"] == f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)", error
