@@ -20,7 +20,7 @@ import math
 import re
 from functools import lru_cache
 from types import UnionType
-from typing import Annotated, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 from litestar import Request, Response
@@ -126,6 +126,39 @@ def _member_type(annotation, segment: str | int):
     return None
 
 
+def _options(annotation) -> list:
+    """The types `annotation` may be: a union's members, each without `Annotated`."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return [get_args(o)[0] if get_origin(o) is Annotated else o for o in options]
+
+
+def literal_values(annotation) -> tuple[str, ...]:
+    """The values of a `Literal[...]` (or an optional one); () for any other type."""
+    return tuple(str(v) for o in _options(annotation) if get_origin(o) is Literal for v in get_args(o))
+
+
+def _choices(body_type: type, field: str) -> tuple[str, ...]:
+    """What the body's field at the dotted path `field` takes when it is a choice: a Literal's
+    values, or the tags of a union of tagged structs (`type` of a feedback, of a content part)."""
+    segments = [int(i) if i else name for i, name in _SEGMENT.findall(field)]
+    if not segments:
+        return ()
+    parent = body_type
+    for segment in segments[:-1]:
+        parent = _member_type(parent, segment)
+    tags = tuple(str(o.__struct_config__.tag) for o in _options(parent) if isinstance(o, type) and issubclass(o, msgspec.Struct)
+                 and o.__struct_config__.tag_field == segments[-1])
+    return tags or literal_values(_member_type(parent, segments[-1]))
+
+
+def one_of(choices: tuple[str, ...], got: str) -> str:
+    """`must be one of `a`, `b`; got 'c'`: a value outside a field's choices, said with them."""
+    got = got if len(got) <= 66 else got[:64] + "...'"
+    return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}"
+
+
 def _dotted(segments: list[str | int]) -> str:
     out = ""
     for segment in segments:
@@ -224,6 +257,7 @@ class QueryParameter(msgspec.Struct, frozen=True):
     number: bool = False
     least: float = -math.inf
     most: float = math.inf
+    choices: tuple[str, ...] = ()  # a Literal's values
 
 
 def _bounds(kwarg: ParameterKwarg | None) -> tuple[int, int]:
@@ -302,7 +336,7 @@ def _query_parameters(handler) -> tuple[QueryParameter, ...]:
         elif number:
             found.append(QueryParameter(wire, number=True, least=_float_bounds(kwarg)[0], most=_float_bounds(kwarg)[1]))
         else:
-            found.append(QueryParameter(wire))
+            found.append(QueryParameter(wire, choices=literal_values(field.annotation)))
     return tuple(found)
 
 
@@ -347,6 +381,8 @@ def strict_query(request: Request) -> None:
         if parameter.number and values:
             check_number(parameter, values[0])
             continue
+        if parameter.choices and values and values[0] not in parameter.choices:
+            raise bad_request(name, one_of(parameter.choices, repr(values[0])))
         if not (parameter.integer and values):
             continue
         value = values[0]
@@ -395,6 +431,10 @@ async def strict_json_body(request: Request) -> None:
         field, problem = field_of(exc)
         if "[...]" in field:  # a dict's value: named by its key
             field = _dict_value_field(body, data.annotation, field)
+        invalid = re.match(r"Invalid (?:enum )?value (?P<got>.*)$", problem, re.S)
+        choices = _choices(data.annotation, field) if invalid else ()
+        if choices:  # msgspec's "Invalid enum value 'robot'" says nothing of what the field takes
+            problem = one_of(choices, invalid["got"])
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
     except msgspec.DecodeError as exc:

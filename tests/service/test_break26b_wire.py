@@ -164,3 +164,30 @@ def test_a_body_over_the_limit_is_a_413_naming_body_and_the_limit(svc):
         error = r.json()["error"]
         assert error["param"] == "body" and error["code"] == "request_too_large", error
         assert error["message"] == f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)", error
+
+
+@pytest.mark.parametrize("path, body, param, allowed, got", [
+    ("/v1/chat/completions", {"model": "pluralign", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]},
+     "messages[0].content[0].type", "`text`, `refusal`", "'image_url'"),
+    ("/v1/chat/completions", {"model": "pluralign", "messages": [{"role": "robot", "content": "hi"}]},
+     "messages[0].role", "`system`, `developer`, `user`, `assistant`, `tool`", "'robot'"),
+    ("/v1/feedback", {**COMPARISON, "type": "vote"}, "type", "`choice`, `comparison`, `rating`, `edit`", "'vote'"),
+    ("/v1/users/wire26/stated-preferences", {"preferences": {"length": "bigger"}}, "preferences.length", "`more`, `less`", "'bigger'"),
+    ("/v1/users/wire26/next-comparison", {"target": "everyone"}, "target", "`coefficients`, `population`, `predictive`", "'everyone'"),
+])
+def test_a_value_outside_a_fields_choices_names_the_choices(svc, path, body, param, allowed, got):
+    """msgspec's "Invalid value 'image_url'" / "Invalid enum value 'robot'" named the field but not
+    what it takes: an image part (which the openai client sends as documented) left the user guessing."""
+    with svc.client() as c:
+        r = c.request("PATCH" if "stated" in path else "POST", path, json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["message"] == f"`{param}`: must be one of {allowed}; got {got}", error
+
+
+def test_a_query_value_outside_its_choices_names_the_choices(svc):
+    with svc.client() as c:
+        r = c.get("/v1/users/wire26/export", params={"format": "csv"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == "`format`: must be one of `all`, `preferences`; got 'csv'", r.text
