@@ -62,9 +62,10 @@ def test_every_command_refuses_a_mistyped_variable(tmp_path):
     assert result.stderr.strip() == "pluralign: error: PLURALIGN_DEVCE: no such setting or variable (did you mean PLURALIGN_DEVICE?)"
 
 
-def test_the_other_variables_and_every_setting_are_accepted(tmp_path):
+def test_the_variables_read_outside_settings_are_accepted(tmp_path):
     """Variables read outside Settings (the key for `data import`, the caches, a job's id) are not
-    refused: a worker started by the service inherits its environment."""
+    refused: a worker started by the service inherits its environment. (PLURALIGN_CONFIG is left
+    out: "x" is no file.)"""
     env = {name: "x" for name in settings_module.OTHER_VARIABLES}
     env.pop("PLURALIGN_CONFIG")
     result = pluralign(tmp_path, "keys", "--data-dir", str(tmp_path / "d"), "list", **env)
