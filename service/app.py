@@ -28,6 +28,7 @@ from service.chat.controllers import create_chat_completion, list_models, retrie
 from service.errors import internal_error_handler, schema_router_hook
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
+from service.head import answer_head
 from service.metrics import count_unrouted, metrics_middleware
 from service.openapi import install as install_openapi
 from service.ratelimit import rate_limit
@@ -104,6 +105,7 @@ def create_app(
         on_shutdown=[_stop_deletion_sweep, stop_admin, _stop_ingest],
         after_exception=[count_unrouted],
     )
+    app.asgi_handler = answer_head(app.asgi_handler)  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
     app.state.admin_sessions = AdminSessions(settings.admin_session_s)
     runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time

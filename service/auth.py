@@ -187,8 +187,14 @@ def key_id(entry: ApiKey) -> str:
     return entry.sha256[:12]
 
 
+# every 401 says how to authenticate (RFC 9110 15.5.2), as RFC 6750 3 words it for bearer tokens
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pluralign"'}
+INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="pluralign", error="invalid_token"'}
+
+
 class BearerAuth(AbstractAuthenticationMiddleware):
-    """Resolves `Authorization: Bearer KEY` to a Principal (401 when missing or unknown).
+    """Resolves `Authorization: Bearer KEY` to a Principal (401 with `WWW-Authenticate` when missing,
+    of another scheme, or unknown).
 
     Without the header, a GET of an /admin page may present the dashboard's session cookie instead."""
 
@@ -201,14 +207,17 @@ class BearerAuth(AbstractAuthenticationMiddleware):
                 raise PermissionDeniedException("an admin session only reads pages; changes need `Authorization: Bearer <admin key>`")
             principal = sessions.lookup(connection.cookies[SESSION_COOKIE]) if sessions is not None else None
             if principal is None:
-                raise NotAuthorizedException("the admin session expired or was closed: sign in again at /admin/login")
+                raise NotAuthorizedException("the admin session expired or was closed: sign in again at /admin/login", headers=CHALLENGE)
             return AuthenticationResult(user=principal, auth=None)
-        if scheme.lower() != "bearer" or not key.strip():
-            raise NotAuthorizedException("missing `Authorization: Bearer <API key>` header")
+        if header.strip() and scheme.lower() != "bearer":  # a key sent as `Basic ...` (or a bare key) is not missing
+            raise NotAuthorizedException(f"`Authorization`: the scheme must be `Bearer` (an API key), got `{scheme[:16]}`",
+                                         headers=CHALLENGE)
+        if not key.strip():
+            raise NotAuthorizedException("missing `Authorization: Bearer <API key>` header", headers=CHALLENGE)
         keys: KeyRing = connection.app.state.runtime.keys
         entry = keys.lookup(key.strip())
         if entry is None:
-            raise NotAuthorizedException("unknown API key")
+            raise NotAuthorizedException("unknown API key", headers=INVALID_TOKEN)
         return AuthenticationResult(user=Principal(tenant=entry.tenant, admin=entry.admin), auth=entry)
 
 

@@ -24,6 +24,7 @@ from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 from pluralign.data.text import is_blank
+from service.head import with_head
 
 log = logging.getLogger("pluralign.service")
 
@@ -192,9 +193,17 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
     if exc.status_code == 404 and exc.detail == "Not Found":
         return f"no route `{request.method} {path}`: docs/api.md lists the routes"
     if exc.status_code == 405 and exc.detail == "Method Not Allowed":
-        allowed = next((value for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
+        allowed = next((with_head(value) for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
         return f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed"
     return None
+
+
+def _too_large(request: Request) -> str:
+    """A 413's message: how large the body was (when it said) and the limit, the setting named."""
+    limit = request.app.state.runtime.settings.max_body_bytes
+    sent = request.headers.get("content-length", "")
+    size = f"{int(sent)} bytes" if sent.isdigit() and len(sent) < 20 else "a body"
+    return f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)"
 
 
 def schema_router_hook(response: Response) -> Response:
@@ -220,18 +229,23 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
             return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
         message = _unrouted(request, exc) or exc.detail
+        if status == 413 and exc.detail == "Request Entity Too Large":  # Litestar's, naming neither the body nor the limit
+            param, message = "body", _too_large(request)
         if param is not None and len(param) > MAX_PARAM:  # a client's field name, repeated in `param` and the message
             long, param = param, param[:MAX_PARAM] + "..."
             message, detail = message.replace(long, param), detail.replace(long, param) if detail else detail
         missing = _MISSING.match(message) if status == HTTP_400_BAD_REQUEST and param is None else None
         if missing:  # Litestar names it only in its message (with the whole URL)
             param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"
-        if code == "unknown_parameter":
+        if code == "unknown_parameter" and "unknown field" in message:  # msgspec's words for a body's field
             detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
         if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
             message = f"{message}: {detail}" if param is None else detail if detail.startswith(f"`{param}`") else f"`{param}`: {detail}"
         if param and param not in message:
             message = f"`{param}`: {message}"
-        return error_response(status, message, param, code, headers=exc.headers)
+        headers = exc.headers
+        if status == 405 and headers:  # Litestar's Allow: the path's declared methods; HEAD is answered wherever GET is
+            headers = {name: with_head(value) if name.lower() == "allow" else value for name, value in headers.items()}
+        return error_response(status, message, param, code, headers=headers)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")

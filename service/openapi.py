@@ -1,6 +1,7 @@
 """The OpenAPI document says what the service does: who may call each route, every error status it
-answers (in OpenAI's error shape), and the real media types (server-sent events, the Prometheus
-text, the dashboard's HTML, JSON lines).
+answers (in OpenAI's error shape), the headers clients act on (`Retry-After`, `ETag`,
+`Idempotent-Replayed`), and the real media types (server-sent events, the Prometheus text, the
+dashboard's HTML, JSON lines).
 
 Litestar derives paths and bodies from the handlers; `complete_openapi` adds what it cannot know,
 in place, on the dict that `/schema/openapi.json` and the docs pages serve.
@@ -54,6 +55,17 @@ MEDIA = {  # (path, method) -> the media types the 200 really answers
     ("/admin/login", "get"): {"text/html": {"schema": {"type": "string"}}},
     ("/v1/users/{user_id}/export", "get"): {"application/x-ndjson": {"schema": {"type": "string", "description": "one JSON object per line"}}},
 }
+RETRY_AFTER = {"description": "seconds to wait before sending the request again", "schema": {"type": "integer", "minimum": 1}}
+WWW_AUTHENTICATE = {"description": '`Bearer realm="pluralign"` (with `error="invalid_token"` for an unknown key)', "schema": {"type": "string"}}
+ETAG = {"description": 'the stated preferences\' current version, `"<version>"` (for `If-Match`)', "schema": {"type": "string"}}
+RESPONSE_HEADERS = {  # (path, method, status) -> headers it answers, beyond Retry-After on every 429 and 503
+    ("/v1/users/{user_id}/stated-preferences", "get", "200"): {"ETag": ETAG},
+    ("/v1/users/{user_id}/stated-preferences", "patch", "200"): {"ETag": ETAG},
+    ("/v1/users/{user_id}/stated-preferences", "patch", "412"): {"ETag": ETAG},
+    **{(path, "post", "201"): {"Idempotent-Replayed": {
+        "description": "`true` when the `Idempotency-Key` was stored already: nothing new was stored, the first receipt is answered",
+        "schema": {"type": "string", "enum": ["true"]}}} for path in ("/v1/feedback", "/v1/users/{user_id}/import")},
+}
 SSE = {"schema": {"type": "string", "description": "`data: {chat.completion.chunk}` events, then `data: [DONE]`"}}
 
 
@@ -75,7 +87,7 @@ def _fix_one_of(node: Any) -> None:
 
 
 def complete_openapi(schema: dict) -> dict:
-    """Security schemes and requirements, declared errors and real media types, in place."""
+    """Security schemes and requirements, declared errors, response headers and real media types, in place."""
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {})["ErrorBody"] = ERROR_SCHEMA
     components["securitySchemes"] = SECURITY_SCHEMES
@@ -99,6 +111,16 @@ def complete_openapi(schema: dict) -> dict:
                 responses[status] = {"description": "see other", "headers": {"Location": {"schema": {"type": "string"}}}}
             if (path, method) == ("/admin/login", "post"):
                 responses["401"] = {"description": "not an admin key: the form again, with the reason", "content": MEDIA[("/admin/login", "get")]}
+                responses["415"] = {**_error("the body is not a form (JSON, multipart, text): `Accept` names the form type"),
+                                    "headers": {"Accept": {"schema": {"type": "string"}}}}
+            for status, response in responses.items():
+                headers = RESPONSE_HEADERS.get((path, method, status), {})
+                if status in ("429", "503"):
+                    headers = {**headers, "Retry-After": RETRY_AFTER}
+                if status == "401" and (path, method) != ("/admin/login", "post"):  # that one answers the form again
+                    headers = {**headers, "WWW-Authenticate": WWW_AUTHENTICATE}
+                if headers:
+                    response.setdefault("headers", {}).update(headers)
             if path == "/v1/chat/completions":
                 responses["200"].setdefault("content", {})["text/event-stream"] = SSE
                 responses["200"]["description"] = "a chat.completion (JSON), or with `stream: true` server-sent chunks"

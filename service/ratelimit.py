@@ -27,9 +27,18 @@ class TenantRateLimit(RateLimitMiddleware):
     """Litestar's middleware, with `Retry-After` on its 429 only: every limited answer carries the
     `RateLimit-*` headers, and Litestar builds both from `create_response_headers`."""
 
+    def rate_limit_headers(self, cache_object: CacheObject) -> dict[str, str]:
+        """The `RateLimit-*` headers, `RateLimit-Reset` at least 0: it is delta-seconds, and Litestar
+        subtracts the time the answer starts from the end of the window the request began in, so an
+        answer started after that window (a slowly uploaded body, a chat of seconds) said -1, -2, ...."""
+        headers = RateLimitMiddleware.create_response_headers(self, cache_object)
+        key = self.config.rate_limit_reset_header_key
+        headers[key] = str(max(0, int(headers[key])))
+        return headers
+
     def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
         """The 429's headers: the RateLimit ones and `Retry-After` (the seconds until the window resets)."""
-        headers = super().create_response_headers(cache_object)
+        headers = self.rate_limit_headers(cache_object)
         headers["Retry-After"] = str(max(1, int(headers[self.config.rate_limit_reset_header_key])))
         return headers
 
@@ -40,7 +49,7 @@ class TenantRateLimit(RateLimitMiddleware):
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 headers = MutableScopeHeaders(message)
-                for key, value in RateLimitMiddleware.create_response_headers(self, cache_object).items():
+                for key, value in self.rate_limit_headers(cache_object).items():
                     headers[key] = value
             await send(message)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -12,6 +13,20 @@ import msgspec
 from pluralign.data.record import Base
 
 ENV_PREFIX = "PLURALIGN_"
+# PLURALIGN_* variables that are not settings, read elsewhere (name -> who reads it). Every other
+# PLURALIGN_* variable must be a setting: an unknown one (a typo) is refused at start, not ignored.
+# tests/service/test_break26b_unknown_variables.py checks that every one named in the repository is here.
+OTHER_VARIABLES: dict[str, str] = {
+    "PLURALIGN_CONFIG": "the TOML file of settings (Settings.load)",
+    "PLURALIGN_KEY": "`pluralign data import`'s tenant key (training/commands/data.py)",
+    "PLURALIGN_MODEL_CACHE": "where models are converted and cached (pluralign/embed/models.py)",
+    "PLURALIGN_CACHE_DIR": "the embedding cache of the CLI and jobs (pluralign/embed/cache.py)",
+    "PLURALIGN_DEVICE": "the torch device (pluralign/device.py)",
+    "PLURALIGN_ADAPTER_DIR": "`pluralign train adapter`'s default registry (training/commands/train_adapter.py)",
+    "PLURALIGN_JOB_ID": "set by the job runner in each worker's environment (training/jobs/runner.py)",
+    "PLURALIGN_PROGRESS": "set by the job runners: a worker reports progress (training/common.py)",
+    "PLURALIGN_SCREENSHOTS": "a folder for the browser tests' screenshots (tests/service/test_browser_pages.py)",
+}
 POOLED_PRIOR_MAX_USERS = 128  # a tenant's pooled prior is estimated from at most this many users (one bounded query)
 POOLED_PRIOR_MAX_SPREAD = 100.0  # sd 10x a user's own posterior's: far wider than the model's own prior already
 
@@ -196,10 +211,12 @@ class Settings(Base, frozen=True):
     def load(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
         """Defaults < TOML file named by PLURALIGN_CONFIG < PLURALIGN_* variables < `overrides`.
 
-        Raises ValueError naming where a bad value came from and what is wrong with it:
+        Raises ValueError for a PLURALIGN_* variable that is neither a setting nor in OTHER_VARIABLES
+        (`check_variables`), and naming where a bad value came from and what is wrong with it:
         "PLURALIGN_MAX_TOKENS (setting max_tokens): expected `int`, got `str` 'abc'", "PLURALIGN_CONFIG
         FILE (setting ...): ...", "PLURALIGN_CONFIG FILE: not TOML (...)" or "...: no setting `name`"."""
         environ = dict(os.environ if environ is None else environ)
+        check_variables(environ)
         values: dict = {}
         origin: dict[str, str] = {}  # setting -> where its value came from, for an error about it
         config = environ.get(ENV_PREFIX + "CONFIG")
@@ -228,9 +245,23 @@ class Settings(Base, frozen=True):
             raise ValueError(f"{origin[field].format(field)}: {problem}") from None
 
 
+def check_variables(environ: dict[str, str] | None = None) -> None:
+    """Raises ValueError for the first PLURALIGN_* variable in `environ` (default os.environ) that is
+    neither a setting nor in OTHER_VARIABLES: "<variable>: no such setting or variable (did you mean
+    <the closest known name>?)", or "(see docs/api.md)" when none is close."""
+    environ = os.environ if environ is None else environ
+    known = [name.upper() for name in Settings.__struct_fields__] + [name.removeprefix(ENV_PREFIX) for name in OTHER_VARIABLES]
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name.removeprefix(ENV_PREFIX) not in known:
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1)  # the prefix alone is not close
+            hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "see docs/api.md"
+            raise ValueError(f"{name}: no such setting or variable ({hint})")
+
+
 def _read_config(config: str, fields: tuple[str, ...]) -> dict:
     """The settings in the TOML file `config` (PLURALIGN_CONFIG). Raises ValueError naming it when
-    it cannot be read, is not TOML, or names a setting there is not (a typo would be ignored)."""
+    it cannot be read, is not TOML, or names a setting there is not (a typo would be ignored; the
+    closest setting is named)."""
     where = f"{ENV_PREFIX}CONFIG {config}"
     try:
         values = tomllib.loads(Path(config).read_text(encoding="utf-8"))
@@ -242,5 +273,6 @@ def _read_config(config: str, fields: tuple[str, ...]) -> dict:
         raise ValueError(f"{where}: not TOML ({exc})") from None
     unknown = [name for name in values if name not in fields]
     if unknown:
-        raise ValueError(f"{where}: no setting `{unknown[0]}`")
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        raise ValueError(f"{where}: no setting `{unknown[0]}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
     return values

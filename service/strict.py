@@ -9,16 +9,18 @@ depth costs nothing) and answers a 400 naming the field on any mismatch. Invalid
 naming the field whose string holds it, by its dotted path (`pool[0].answers[1]`). `strict_query`
 does the same for query parameters: an integer written as a float (`limit=2.0`), one outside its
 range (every integer parameter has one, an int64's at most), or a parameter given twice is a 400
-naming it; so is a float parameter that is not a finite decimal number within its range.
+naming it; so is a float parameter that is not a finite decimal number within its range, and a
+parameter the route does not take (`unknown_parameter`; /health, /metrics and /schema take any).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from functools import lru_cache
 from types import UnionType
-from typing import Annotated, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 from litestar import Request, Response
@@ -27,6 +29,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import ParameterKwarg
 
 from service.errors import bad_request, unsupported_media_type
+from service.head import with_head
 from service.ids import PATTERN_WORDS
 
 _AT = re.compile(r"^(?P<problem>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.S)  # a key of a dict: "at `key` in `$.x`"
@@ -123,6 +126,39 @@ def _member_type(annotation, segment: str | int):
     return None
 
 
+def _options(annotation) -> list:
+    """The types `annotation` may be: a union's members, each without `Annotated`."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return [get_args(o)[0] if get_origin(o) is Annotated else o for o in options]
+
+
+def literal_values(annotation) -> tuple[str, ...]:
+    """The values of a `Literal[...]` (or an optional one); () for any other type."""
+    return tuple(str(v) for o in _options(annotation) if get_origin(o) is Literal for v in get_args(o))
+
+
+def _choices(body_type: type, field: str) -> tuple[str, ...]:
+    """What the body's field at the dotted path `field` takes when it is a choice: a Literal's
+    values, or the tags of a union of tagged structs (`type` of a feedback, of a content part)."""
+    segments = [int(i) if i else name for i, name in _SEGMENT.findall(field)]
+    if not segments:
+        return ()
+    parent = body_type
+    for segment in segments[:-1]:
+        parent = _member_type(parent, segment)
+    tags = tuple(str(o.__struct_config__.tag) for o in _options(parent) if isinstance(o, type) and issubclass(o, msgspec.Struct)
+                 and o.__struct_config__.tag_field == segments[-1])
+    return tags or literal_values(_member_type(parent, segments[-1]))
+
+
+def one_of(choices: tuple[str, ...], got: str) -> str:
+    """`must be one of `a`, `b`; got 'c'`: a value outside a field's choices, said with them."""
+    got = got if len(got) <= 66 else got[:64] + "...'"
+    return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}"
+
+
 def _dotted(segments: list[str | int]) -> str:
     out = ""
     for segment in segments:
@@ -182,11 +218,12 @@ def _member(frame: list, depth: int) -> str:
 
 def allowed_methods(request: Request) -> str | None:
     """Every method of the matched path. Litestar's automatic OPTIONS answer lists only the methods
-    of the first handler registered on a path (GET /v1/users/{id} but not its DELETE)."""
+    of the first handler registered on a path (GET /v1/users/{id} but not its DELETE); HEAD wherever
+    GET is (`service.head`)."""
     template = request.scope.get("path_template")
     for route in request.app.routes:
         if getattr(route, "path_format", None) == template and hasattr(route, "methods"):
-            return ", ".join(sorted(route.methods))
+            return with_head(", ".join(route.methods))
     return None
 
 
@@ -220,6 +257,7 @@ class QueryParameter(msgspec.Struct, frozen=True):
     number: bool = False
     least: float = -math.inf
     most: float = math.inf
+    choices: tuple[str, ...] = ()  # a Literal's values
 
 
 def _bounds(kwarg: ParameterKwarg | None) -> tuple[int, int]:
@@ -298,8 +336,28 @@ def _query_parameters(handler) -> tuple[QueryParameter, ...]:
         elif number:
             found.append(QueryParameter(wire, number=True, least=_float_bounds(kwarg)[0], most=_float_bounds(kwarg)[1]))
         else:
-            found.append(QueryParameter(wire))
+            found.append(QueryParameter(wire, choices=literal_values(field.annotation)))
     return tuple(found)
+
+
+# routes read by tools that add query parameters of their own (probes, scrapers, the docs pages): any query
+OPEN_QUERY = ("/health", "/metrics", "/schema")
+
+
+def refuse_unknown_query(request: Request, parameters: tuple[QueryParameter, ...]) -> None:
+    """A 400 (`unknown_parameter`) naming the first query parameter the route does not take, and the
+    closest one it does: a mistyped one was ignored (`export?fromat=preferences` answered the full
+    export with 200, as if understood), where an unknown body field is refused."""
+    template = request.scope.get("path_template") or request.url.path
+    if template.startswith(OPEN_QUERY):
+        return
+    known = [parameter.name for parameter in parameters if parameter.name not in request.path_params]
+    for name in request.query_params:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            takes = f"this route takes {', '.join(f'`{k}`' for k in known)}" if known else "this route takes no query parameters"
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise bad_request(name, f"unknown query parameter{hint}; {takes}", code="unknown_parameter")
 
 
 def strict_query(request: Request) -> None:
@@ -312,6 +370,7 @@ def strict_query(request: Request) -> None:
     if getattr(handler, "parsed_fn_signature", None) is None:
         return
     path_params = request.path_params
+    refuse_unknown_query(request, _query_parameters(handler))
     for parameter in _query_parameters(handler):
         name = parameter.name
         if name in path_params:
@@ -322,6 +381,8 @@ def strict_query(request: Request) -> None:
         if parameter.number and values:
             check_number(parameter, values[0])
             continue
+        if parameter.choices and values and values[0] not in parameter.choices:
+            raise bad_request(name, one_of(parameter.choices, repr(values[0])))
         if not (parameter.integer and values):
             continue
         value = values[0]
@@ -370,6 +431,10 @@ async def strict_json_body(request: Request) -> None:
         field, problem = field_of(exc)
         if "[...]" in field:  # a dict's value: named by its key
             field = _dict_value_field(body, data.annotation, field)
+        invalid = re.match(r"Invalid (?:enum )?value (?P<got>.*)$", problem, re.S)
+        choices = _choices(data.annotation, field) if invalid else ()
+        if choices:  # msgspec's "Invalid enum value 'robot'" says nothing of what the field takes
+            problem = one_of(choices, invalid["got"])
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
     except msgspec.DecodeError as exc:

@@ -59,6 +59,11 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
+        from service.settings import check_variables
+
+        # every command: a mistyped PLURALIGN_* variable (`_DATA_DRI` for `keys`, `_DEVCE` for `train`)
+        # is refused, not ignored while the command runs on the default
+        check_variables()
         return int(args.func(args) or 0)
     except ValueError as exc:
         print(f"pluralign: error: {exc}", file=sys.stderr)

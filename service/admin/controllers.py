@@ -42,7 +42,7 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
     try:
         decode_params(data.kind, params, from_client=True)
     except JobParamsError as exc:
-        raise bad_request(exc.field, exc.problem) from None
+        raise bad_request(exc.field, exc.problem, code="unknown_parameter" if exc.unknown else "invalid_value") from None
     try:
         return _admin(request).submit(data.kind, params)
     except QuotaExceeded as exc:

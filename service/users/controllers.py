@@ -92,7 +92,8 @@ def export_user(
         rt.store.get_user(tenant, user_id) is None and next(iter(services.export_lines(rt, tenant, user_id)), None) is None))
     if unknown:
         raise NotFoundException(f"no user {user_id!r} in this tenant")
-    return Stream(iter(lines), media_type="application/x-ndjson", headers={"Content-Disposition": f'attachment; filename="{user_id}.jsonl"'})
+    name = f"{user_id}.jsonl" if export_format == "all" else f"{user_id}-preferences.jsonl"  # saving both keeps both
+    return Stream(iter(lines), media_type="application/x-ndjson", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 class Imported(msgspec.Struct):

@@ -167,7 +167,7 @@ def test_settings_errors_name_the_variable_or_the_config_file(tmp_path):
     config.write_text("max_tokens = \n")
     assert error(PLURALIGN_CONFIG=str(config)).startswith(f"PLURALIGN_CONFIG {config}: not TOML (")
     config.write_text("max_tokenz = 3\n")
-    assert error(PLURALIGN_CONFIG=str(config)) == f"PLURALIGN_CONFIG {config}: no setting `max_tokenz`"
+    assert error(PLURALIGN_CONFIG=str(config)) == f"PLURALIGN_CONFIG {config}: no setting `max_tokenz` (did you mean `max_tokens`?)"
     assert error(PLURALIGN_CONFIG=str(tmp_path / "missing.toml")) == (
         f"PLURALIGN_CONFIG {tmp_path / 'missing.toml'}: cannot read it (No such file or directory)")
     config.write_bytes(b"max_tokens = 3\n# \xff\n")

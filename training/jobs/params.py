@@ -13,6 +13,7 @@ the output folder.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -104,9 +105,10 @@ SERVER_SET: dict[str, tuple[str, ...]] = {"adapter": ("data", "base"), "audit": 
 class JobParamsError(ValueError):
     """A job parameter that is not allowed, of the wrong type or out of bounds; `field` names it."""
 
-    def __init__(self, field: str, problem: str):
+    def __init__(self, field: str, problem: str, unknown: bool = False):
         self.field = field
         self.problem = problem
+        self.unknown = unknown  # a name the kind does not take (the API's `unknown_parameter`)
         super().__init__(f"`{field}`: {problem}")
 
 
@@ -133,6 +135,12 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
     for name, value in params.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise JobParamsError(f"params.{name}", f"must be a finite number, got {value}")
+    takes = [name for name in schema.__struct_fields__ if name not in SERVER_SET.get(kind, ())]
+    for name in params:
+        if name not in schema.__struct_fields__:
+            close = difflib.get_close_matches(name, takes, n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise JobParamsError(f"params.{name}", f"unknown parameter of a `{kind}` job{hint}; it takes {', '.join(takes)}", unknown=True)
     try:
         return msgspec.convert(dict(params), schema, strict=True)
     except msgspec.ValidationError as exc:

@@ -1,0 +1,193 @@
+"""Session 26b: a new user's pass with curl and the openai client over the real app (tiny models,
+real LanceDB in a temp dir, uvicorn on 127.0.0.1): what the earlier passes missed in the query
+string, the rate-limit headers, HEAD, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import start_service
+
+COMPARISON = {"type": "comparison", "user": "wire26", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("wire26-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS)
+    with server:
+        with service.client() as c:
+            assert c.post("/v1/feedback", json=COMPARISON).status_code == 201
+        yield service
+
+
+@pytest.mark.parametrize("who, path, named, meant", [
+    ("acme", "/v1/users/wire26/export?fromat=preferences", "fromat", "format"),  # before: 200, the full export
+    ("acme", "/v1/users/wire26/preferences?limt=1", "limt", "limit"),            # before: 200, 50 rows
+    ("acme", "/v1/users/wire26/stated-preferences?limit=5&befor=3", "befor", "before"),
+    ("acme", "/v1/models?limit=1", "limit", None),
+    ("acme", "/v1/users/wire26?verbose=1", "verbose", None),
+    ("admin", "/admin/jobs?knd=pal", "knd", "kind"),
+])
+def test_an_unknown_query_parameter_is_a_400_naming_it(svc, who, path, named, meant):
+    """A mistyped query parameter was ignored, so `export?fromat=preferences` answered the full
+    export (not a preference file) with 200, as if the request had been understood."""
+    with svc.client(who) as c:
+        r = c.get(path)
+    assert r.status_code == 400, (path, r.status_code, r.text[:300])
+    error = r.json()["error"]
+    assert error["param"] == named and error["code"] == "unknown_parameter", error
+    assert error["message"].startswith(f"`{named}`: unknown query parameter"), error
+    assert (f"did you mean `{meant}`?" in error["message"]) if meant else "takes no query parameters" in error["message"], error
+
+
+def test_probes_and_the_schema_still_take_any_query(svc):
+    """Health checks, scrapers and the docs pages are read by tools that add their own parameters."""
+    for path in ("/health?probe=1", "/metrics?format=prometheus", "/schema/openapi.json?v=2"):
+        assert httpx.get(svc.url + path).status_code == 200, path
+
+
+def test_ratelimit_reset_is_never_negative(svc):
+    """`RateLimit-Reset` is delta-seconds (a non-negative integer); it was computed when the answer
+    started from the window the request began in, so a request longer than the window (a body
+    uploaded slowly, a chat of several seconds) said `RateLimit-Reset: -1`."""
+    body = json.dumps({**COMPARISON, "user": "slow26"}).encode()
+
+    def trickle():
+        yield body[:10]
+        time.sleep(2.2)
+        yield body[10:]
+
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=trickle(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    assert int(r.headers["ratelimit-reset"]) >= 0, dict(r.headers)
+    assert 0 <= int(r.headers["ratelimit-remaining"]) <= int(r.headers["ratelimit-limit"]), dict(r.headers)
+
+
+def test_head_is_answered_wherever_get_is(svc):
+    """RFC 9110 9.1: a server supports HEAD wherever it supports GET (`curl -I`, uptime monitors);
+    it was a 405 `the path takes OPTIONS, GET`."""
+    for who, path in ((None, "/health"), (None, "/metrics"), ("acme", "/v1/models"), ("acme", "/v1/users/wire26/stated-preferences"),
+                      ("acme", "/v1/users/wire26/export")):  # the export is streamed (chunked)
+        with svc.client(who) as c:
+            got, head = c.get(path), c.head(path)
+        assert head.status_code == 200 and head.content == b"", (path, head.status_code, head.text[:200])
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.headers.get("etag") == got.headers.get("etag"), path
+    with svc.client("acme") as c:
+        assert c.head("/v1/users/nobody26").status_code == 404  # as GET
+        wrong = c.head("/v1/feedback")  # POST only: 405, naming HEAD and what the path takes
+        options = c.options("/v1/models")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "OPTIONS, POST", (wrong.status_code, dict(wrong.headers))
+    assert options.status_code == 204 and options.headers["allow"] == "GET, HEAD, OPTIONS", dict(options.headers)
+
+
+def test_openapi_declares_the_headers_and_statuses_the_service_answers(svc):
+    """docs/api.md promises `Retry-After` with every 429 and 503, an `ETag` from the stated-preferences
+    routes (and on their 412), `Idempotent-Replayed` on a replayed feedback or import, and the login
+    form's 415 for a body that is not a form; the schema declared none of them."""
+    schema = httpx.get(svc.url + "/schema/openapi.json").json()
+    operations = {(path, method): op for path, item in schema["paths"].items() for method, op in item.items()
+                  if method in ("get", "post", "put", "patch", "delete")}
+    for (path, method), op in operations.items():
+        for status in ("429", "503"):
+            if status in op["responses"]:
+                assert "Retry-After" in op["responses"][status].get("headers", {}), (path, method, status)
+    stated = "/v1/users/{user_id}/stated-preferences"
+    for method, status in (("get", "200"), ("patch", "200"), ("patch", "412")):
+        assert "ETag" in operations[(stated, method)]["responses"][status].get("headers", {}), (method, status)
+    for path in ("/v1/feedback", "/v1/users/{user_id}/import"):
+        assert "Idempotent-Replayed" in operations[(path, "post")]["responses"]["201"].get("headers", {}), path
+    assert "WWW-Authenticate" in operations[("/v1/models", "get")]["responses"]["401"]["headers"]
+    assert "415" in operations[("/admin/login", "post")]["responses"]
+    with svc.client(None) as c:  # and it does answer 415
+        assert c.post("/admin/login", json={"key": "k"}).status_code == 415
+
+
+@pytest.mark.parametrize("authorization, said, challenge", [
+    (None, "missing `Authorization: Bearer <API key>` header", 'Bearer realm="pluralign"'),
+    ("Basic YTpi", "`Authorization`: the scheme must be `Bearer` (an API key), got `Basic`", 'Bearer realm="pluralign"'),
+    ("Bearer pk-not-a-key", "unknown API key", 'Bearer realm="pluralign", error="invalid_token"'),
+])
+def test_a_401_says_how_to_authenticate(svc, authorization, said, challenge):
+    """RFC 9110 15.5.2: a 401 carries `WWW-Authenticate` with a challenge (RFC 6750 3: `Bearer`, and
+    `error="invalid_token"` for a key that is not valid); it had none, and a key sent with another
+    scheme was called missing."""
+    r = httpx.get(svc.url + "/v1/models", headers={"Authorization": authorization} if authorization else {})
+    assert r.status_code == 401, r.text
+    assert r.headers.get("www-authenticate") == challenge, dict(r.headers)
+    assert r.json()["error"]["message"] == said and r.json()["error"]["type"] == "authentication_error", r.text
+
+
+def test_the_two_exports_are_saved_under_different_names(svc):
+    """`curl -OJ` (and a browser) saves under the `Content-Disposition` name: the preference file
+    was `<user>.jsonl` too, so downloading both left one, overwritten by the other."""
+    with svc.client() as c:
+        full, prefs = c.get("/v1/users/wire26/export"), c.get("/v1/users/wire26/export", params={"format": "preferences"})
+    assert full.headers["content-disposition"] == 'attachment; filename="wire26.jsonl"', dict(full.headers)
+    assert prefs.headers["content-disposition"] == 'attachment; filename="wire26-preferences.jsonl"', dict(prefs.headers)
+
+
+def test_an_unknown_job_parameter_is_unknown_parameter_naming_the_closest(svc):
+    """A misspelt job parameter had the generic `invalid_value` code and msgspec's words ("Object
+    contains unknown field `kk`"), where an unknown field anywhere else is `unknown_parameter`."""
+    with svc.client("admin") as c:
+        r = c.post("/admin/jobs", json={"kind": "pal", "params": {"kk": 4}})
+        jobs = c.get("/admin/jobs").json()["jobs"]
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "params.kk" and error["code"] == "unknown_parameter", error
+    assert error["message"].startswith("`params.kk`: unknown parameter of a `pal` job (did you mean `k`?); it takes "), error
+    assert jobs == []  # nothing queued
+
+
+def test_a_body_over_the_limit_is_a_413_naming_body_and_the_limit(svc):
+    """The 413 said only "Request Entity Too Large" with `param` null: not which limit, nor how far
+    over it (the openai client shows `Error code: 413 - Request Entity Too Large`)."""
+    limit = svc.runtime.settings.max_body_bytes
+    body = json.dumps({**COMPARISON, "prompt": "x" * limit}).encode()
+
+    def chunked():  # no Content-Length: the size is not known up front
+        yield body
+
+    with svc.client() as c:
+        sized = c.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
+        unsized = c.post("/v1/feedback", content=chunked(), headers={"Content-Type": "application/json"})
+    for r, size in ((sized, f"{len(body)} bytes"), (unsized, "a body")):
+        assert r.status_code == 413, r.text
+        error = r.json()["error"]
+        assert error["param"] == "body" and error["code"] == "request_too_large", error
+        assert error["message"] == f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)", error
+
+
+@pytest.mark.parametrize("path, body, param, allowed, got", [
+    ("/v1/chat/completions", {"model": "pluralign", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]},
+     "messages[0].content[0].type", "`text`, `refusal`", "'image_url'"),
+    ("/v1/chat/completions", {"model": "pluralign", "messages": [{"role": "robot", "content": "hi"}]},
+     "messages[0].role", "`system`, `developer`, `user`, `assistant`, `tool`", "'robot'"),
+    ("/v1/feedback", {**COMPARISON, "type": "vote"}, "type", "`choice`, `comparison`, `rating`, `edit`", "'vote'"),
+    ("/v1/users/wire26/stated-preferences", {"preferences": {"length": "bigger"}}, "preferences.length", "`more`, `less`", "'bigger'"),
+    ("/v1/users/wire26/next-comparison", {"target": "everyone"}, "target", "`coefficients`, `population`, `predictive`", "'everyone'"),
+])
+def test_a_value_outside_a_fields_choices_names_the_choices(svc, path, body, param, allowed, got):
+    """msgspec's "Invalid value 'image_url'" / "Invalid enum value 'robot'" named the field but not
+    what it takes: an image part (which the openai client sends as documented) left the user guessing."""
+    with svc.client() as c:
+        r = c.request("PATCH" if "stated" in path else "POST", path, json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["message"] == f"`{param}`: must be one of {allowed}; got {got}", error
+
+
+def test_a_query_value_outside_its_choices_names_the_choices(svc):
+    with svc.client() as c:
+        r = c.get("/v1/users/wire26/export", params={"format": "csv"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == "`format`: must be one of `all`, `preferences`; got 'csv'", r.text
