@@ -46,6 +46,7 @@ from service.users.controllers import (
     patch_stated,
     score_responses,
 )
+from service.users.services import UnfinishedDeletes
 
 TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
@@ -100,8 +101,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Pluralign-User"], max_age=600,
         ) if settings.cors_origins else None,
         debug=False,
-        on_startup=[start_admin, _start_deletion_sweep],
-        on_shutdown=[_stop_deletion_sweep, stop_admin, _stop_ingest],
+        on_startup=[start_admin, _start_deletion_sweep, _start_unfinished_deletes],
+        on_shutdown=[_stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_ingest],
         after_exception=[count_unrouted],
     )
     app.state.runtime = runtime
@@ -145,6 +146,20 @@ def _stop_deletion_sweep(app: Litestar) -> None:
     sweep = app.state.runtime.deletion_sweep
     if sweep is not None:
         sweep.stop()
+
+
+def _start_unfinished_deletes(app: Litestar) -> None:
+    """Finish the DELETEs a stopped process left in the journal (`service.users.journal`), now and every
+    `deletion_sweep_s`, after the admin area has hooked its jobs folder in (their population files)."""
+    runtime = app.state.runtime
+    app.state.unfinished_deletes = UnfinishedDeletes(runtime, runtime.settings.deletion_sweep_s)
+    app.state.unfinished_deletes.start()
+
+
+def _stop_unfinished_deletes(app: Litestar) -> None:
+    finishing = app.state.get("unfinished_deletes")
+    if finishing is not None:
+        finishing.stop()
 
 
 def _stop_ingest(app: Litestar) -> None:

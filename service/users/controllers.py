@@ -156,7 +156,8 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     thread, so one tenant's DELETEs waiting for the store's lease never stall another tenant's
     requests. 429 with Retry-After past `tenant_deletes` of the tenant's (or `delete_queue` of
     everyone's) waiting. 503 with Retry-After when, with replicas, the store's maintenance lease stays with another
-    replica past its wait (`pluralign.store.lease`): their rows are still in the store; the DELETE sent again finishes.
+    replica past its wait (`pluralign.store.lease`): their rows are still in the store; the DELETE sent again finishes
+(one that lost the lease part way is also finished by the service's journal, `service.users.journal`).
     A DELETE once queued runs even if its client goes away."""
     rt, tenant, user_id = _user(request, user_id)
     try:
