@@ -33,7 +33,7 @@ from pluralign.policy.adapters import (
     write_meta,
 )
 from pluralign.store import StoredPreference, UserRecord
-from pluralign.store.deletions import Forget, new_deletion
+from pluralign.store.deletions import Forget, new_deletion, user_hash
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
@@ -631,7 +631,7 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
                 counts = forget_before(rt, tenant, user_id, unfinished.started_at)
                 journal.done(entry)
                 return counts
-            counts, cache_error = _delete_steps(rt, tenant, user_id)
+            counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at)
             journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
         finally:
             journal.release(entry)
@@ -640,8 +640,9 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
     return counts
 
 
-def _delete_steps(rt: Runtime, tenant: str, user_id: str) -> tuple[dict[str, int], Exception | None]:
-    """`delete`'s steps, under its turn and the user's lock: the counts, and the embedding cache's error if any."""
+def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> tuple[dict[str, int], Exception | None]:
+    """`delete`'s steps, under its turn and the user's lock, for a DELETE begun at `started_at` (unix
+    seconds): the counts, and the embedding cache's error if any."""
     forget = Forget.key(f"{tenant}/{user_id}")
     job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
     pending = rt.ingest.forget_user(tenant, user_id)
@@ -657,8 +658,10 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str) -> tuple[dict[str, int
         log.error("the vectors of a deleted user's texts stay in the embedding cache: %s", exc)
         cache_error = exc
     counts = rt.store.delete_user(tenant, user_id)
-    if rt.deletion_sweep is not None:  # other replicas' files: their sweeps read this record (service.deletions),
-        rt.deletion_sweep.record(tenant, user_id)  # even if this replica stops before the steps below
+    # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops
+    # before the steps below; once per DELETE (finishing one from the journal, it may be there already)
+    if rt.deletion_sweep is not None and (any(counts.values()) or not recorded_since(rt, tenant, user_id, started_at)):
+        rt.deletion_sweep.record(tenant, user_id)
     counts["preferences"] += pending  # acknowledged rows, wherever they were
     counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
     counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
@@ -711,9 +714,14 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
         counts["population_files"] = rt.forget_population_users(forget)  # rows made before it (`Forget.made_at`)
     finally:
         rt.forget_pooled(tenant)
-        if rt.deletion_sweep is not None:
+        if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
             rt.deletion_sweep.record(tenant, user_id, deleted_at=before)
     return counts
+
+
+def recorded_since(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
+    """Whether the store's deletion records hold a DELETE of the user at or after `since` (unix seconds)."""
+    return rt.store.deleted_after(user_hash(tenant, user_id), since)
 
 
 class UnfinishedDeletes(Periodic):

@@ -119,3 +119,35 @@ def test_a_damaged_journal_entry_is_logged_and_left(tmp_path, caplog):
     damaged.write_bytes(b'{"tenant": "acme"')
     assert journal.pending() == []
     assert damaged.exists() and str(damaged) in caplog.text
+
+
+def test_a_replica_stopped_after_the_rows_still_records_the_delete_for_the_others(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Replica a is stopped in the DELETE after the user's rows left the store, before their adapter and
+    population files (and it never finishes: its adapter step keeps failing, as a replica that never
+    comes back): replica b still removes them from its own population snapshot, because the deletion
+    record is written as soon as the rows went. Before, the record came last: b kept them for good."""
+    from service.users import services
+    from tests.service.test_delete_stopped import Stopped
+    from tests.service.tiny import start_replicas
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2)
+    with first, second, b.client("acme") as acme_b:
+        give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
+        give_comparisons(acme_b, "ann", "coffee", n=2)
+        assert acme_b.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+        second.server.config.app.state.admin.population_snapshot()  # replica b's own file naming them
+        assert files_holding(tmp_path / "b", MARKER, GONE)
+
+        def stopped(tenant, user):
+            raise Stopped
+
+        monkeypatch.setattr(a.runtime.adapters.registry, "delete", stopped)
+        try:
+            services.delete(a.runtime, "acme", GONE)
+        except Stopped:
+            pass
+        assert a.runtime.store.count_preferences("acme", GONE) == 0  # the rows went, nothing after them ran
+        assert wait_until(lambda: files_holding(tmp_path / "b", MARKER, GONE) == []), files_holding(tmp_path / "b", MARKER, GONE)
+        assert len(b.runtime.store.deletions_since(0)) == 1  # a's passes over its journal record it once
