@@ -102,7 +102,7 @@ def create_app(
         ) if settings.cors_origins else None,
         debug=False,
         on_startup=[start_admin, _start_deletion_sweep, _start_unfinished_deletes],
-        on_shutdown=[_stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_ingest],
+        on_shutdown=[stop_taking_deletes, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_ingest],
         after_exception=[count_unrouted],
     )
     app.state.runtime = runtime
@@ -160,6 +160,16 @@ def _stop_unfinished_deletes(app: Litestar) -> None:
     finishing = app.state.get("unfinished_deletes")
     if finishing is not None:
         finishing.stop()
+
+
+def stop_taking_deletes(app: Litestar) -> int:
+    """The service is told to stop: DELETEs still waiting for their turn never begin, their clients get
+    503 with Retry-After at once (nothing of the user deleted: safe to send again), and so does every
+    DELETE received from now on; a running DELETE goes on (the journal finishes it at the next start if the
+    process ends first). `pluralign serve` calls it when uvicorn begins its shutdown, before it waits for
+    the requests in flight (and would answer them 500 once its graceful timeout ran out); the app's
+    shutdown calls it again. Returns how many waiting DELETEs were refused."""
+    return app.state.runtime.deletes.close("the service is stopping")
 
 
 def _stop_ingest(app: Litestar) -> None:
