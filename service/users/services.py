@@ -43,7 +43,7 @@ from service.metrics import DECLARED_COUNTERS
 from service.periodic import Periodic
 from service.rewards import UserRewards
 from service.runtime import Runtime
-from service.scheduler import Busy
+from service.scheduler import Busy, Stopping
 from service.settings import POOLED_PRIOR_MAX_USERS
 from service.users.journal import Unfinished
 
@@ -747,9 +747,11 @@ class UnfinishedDeletes(Periodic):
                 self._queued.add(key)
             try:
                 future = self.rt.deletes.submit(entry.tenant, partial(delete, self.rt, entry.tenant, entry.user_id, entry))
-            except Busy:  # the DELETEs' queue is full: the next pass submits it
+            except (Busy, Stopping) as exc:  # the DELETEs' queue is full (the next pass submits it), or the service stops
                 with self._lock:
                     self._queued.discard(key)
+                if isinstance(exc, Stopping):
+                    break
                 continue
             future.add_done_callback(partial(self._finished, key))
             submitted += 1
@@ -760,7 +762,9 @@ class UnfinishedDeletes(Periodic):
             self._queued.discard(key)
         if future.cancelled():
             return
-        if (exc := future.exception()) is not None:
+        if isinstance(exc := future.exception(), Stopping):  # refused as the service stops: the next start finishes it
+            return
+        if exc is not None:
             log.error("an unfinished DELETE of a user of tenant %s is tried again at the next pass: %s", key[0], exc)
         elif any(future.result().values()):
             log.warning("finished a DELETE of a user of tenant %s that a stopped process had left unfinished", key[0])

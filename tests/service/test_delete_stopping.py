@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 
 from service.app import stop_taking_deletes
+from service.users import services
 from tests.service.test_break20_delete import give_comparisons
 from tests.service.tiny import start_service
 
@@ -48,3 +49,7 @@ def test_a_waiting_delete_is_answered_503_when_the_service_stops(tmp_path, tiny_
         zed.join(30)
         assert answers["zed"].status_code == 200, answers["zed"].text  # the running one finished
         assert acme.get("/v1/users/ann/preferences").json()["total"] == 1  # nothing of ann's was deleted
+        # an unfinished DELETE in the journal is left for the next start, without an error, once the service stops
+        entry = rt.delete_journal.begin("acme", "ann", 1.0)
+        rt.delete_journal.release(entry)
+        assert services.UnfinishedDeletes(rt, 3600).run_once() == 0 and rt.delete_journal.pending() == [entry]
