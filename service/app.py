@@ -47,6 +47,7 @@ from service.users.controllers import (
     patch_stated,
     score_responses,
 )
+from service.users.services import UnfinishedDeletes
 
 TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
@@ -101,8 +102,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Pluralign-User"], max_age=600,
         ) if settings.cors_origins else None,
         debug=False,
-        on_startup=[start_admin, _start_deletion_sweep],
-        on_shutdown=[_stop_deletion_sweep, stop_admin, _stop_ingest],
+        on_startup=[start_admin, _start_deletion_sweep, _start_unfinished_deletes],
+        on_shutdown=[stop_taking_deletes, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_ingest],
         after_exception=[count_unrouted],
     )
     app.asgi_handler = answer_head(app.asgi_handler)  # HEAD wherever GET is (Litestar routes only declared methods)
@@ -147,6 +148,30 @@ def _stop_deletion_sweep(app: Litestar) -> None:
     sweep = app.state.runtime.deletion_sweep
     if sweep is not None:
         sweep.stop()
+
+
+def _start_unfinished_deletes(app: Litestar) -> None:
+    """Finish the DELETEs a stopped process left in the journal (`service.users.journal`), now and every
+    `deletion_sweep_s`, after the admin area has hooked its jobs folder in (their population files)."""
+    runtime = app.state.runtime
+    app.state.unfinished_deletes = UnfinishedDeletes(runtime, runtime.settings.deletion_sweep_s)
+    app.state.unfinished_deletes.start()
+
+
+def _stop_unfinished_deletes(app: Litestar) -> None:
+    finishing = app.state.get("unfinished_deletes")
+    if finishing is not None:
+        finishing.stop()
+
+
+def stop_taking_deletes(app: Litestar) -> int:
+    """The service is told to stop: DELETEs still waiting for their turn never begin, their clients get
+    503 with Retry-After at once (nothing of the user deleted: safe to send again), and so does every
+    DELETE received from now on; a running DELETE goes on (the journal finishes it at the next start if the
+    process ends first). `pluralign serve` calls it when uvicorn begins its shutdown, before it waits for
+    the requests in flight (and would answer them 500 once its graceful timeout ran out); the app's
+    shutdown calls it again. Returns how many waiting DELETEs were refused."""
+    return app.state.runtime.deletes.close("the service is stopping")
 
 
 def _stop_ingest(app: Litestar) -> None:

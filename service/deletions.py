@@ -86,10 +86,11 @@ class DeletionSweep(Periodic):
             self._moved = {key: at for key, at in self._moved.items() if at >= since}
             return set(self._moved)
 
-    def record(self, tenant: str, user_id: str) -> Deletion:
-        """A DELETE answered here (this replica's files are cleaned already): recorded for the
-        other replicas, and noted as applied here."""
-        deletion = new_deletion(tenant, user_id, time.time(), self.rt.settings.replica_index)
+    def record(self, tenant: str, user_id: str, deleted_at: float | None = None) -> Deletion:
+        """A DELETE answered here (its own steps clean this replica's files): recorded for the other
+        replicas, and noted as applied here. `deleted_at` (unix seconds): what the user sent before it
+        is deleted (default now: the DELETE's rows have just left the store)."""
+        deletion = new_deletion(tenant, user_id, time.time() if deleted_at is None else deleted_at, self.rt.settings.replica_index)
         self.rt.store.record_deletion(deletion)
         self._note_applied([deletion])
         return deletion

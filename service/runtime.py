@@ -29,6 +29,7 @@ from service.metrics import DECLARED_COUNTERS, Metrics
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import FairScheduler
 from service.settings import Settings
+from service.users.journal import JOURNAL_FOLDER, DeleteJournal
 
 log = logging.getLogger("pluralign.service")
 
@@ -150,6 +151,8 @@ class Runtime:
     population_hooks: list[Callable[[Forget], int]] = field(default_factory=list)
     # with several replicas: other replicas' DELETEs applied to this one's files (built in __post_init__)
     deletion_sweep: DeletionSweep | None = None
+    # DELETEs begun and not finished, on disk, finished at the next start (built in __post_init__)
+    delete_journal: DeleteJournal | None = None
     # held while population data is written from the store (a snapshot), copied into service or
     # rewritten without a deleted user: a snapshot is taken before a DELETE's rewrite (and rewritten)
     # or after the user's rows left the store, and a promotion copies an artifact before its rewrite
@@ -214,6 +217,8 @@ class Runtime:
             self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.deletion_sweep is None and self.settings.replicas > 1:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
+        if self.delete_journal is None:
+            self.delete_journal = DeleteJournal(self.settings.data_path / JOURNAL_FOLDER)
         # a user's adapter found damaged (or for another base model): they get the fallback, counted once
         self.adapters.on_unusable = lambda tenant, user, error: self.metrics.inc(
             "pluralign_adapters_unusable_total", help=DECLARED_COUNTERS["pluralign_adapters_unusable_total"][0])

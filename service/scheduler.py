@@ -36,6 +36,10 @@ class Busy(Exception):
         self.retry_after = retry_after  # seconds, at least 1
 
 
+class Stopping(Exception):
+    """The scheduler takes no more work (the service is shutting down); the task never ran."""
+
+
 @dataclass
 class _Task:
     tenant: str
@@ -69,11 +73,15 @@ class FairScheduler:
         self._started = 0  # tasks started so far
         self._seconds = 1.0  # moving average of one task's run time (for Retry-After)
         self._local = threading.local()  # the Waited of the task a worker thread runs
+        self._closed: str | None = None  # why it takes no more work (`close`)
 
     def submit(self, tenant: str, fn: Callable[[], Any]) -> Future:
         """Queue `fn` for `tenant`; its Future has fn's result or exception. Cancelling the Future
-        before the task starts drops it. Raises Busy when the tenant or the queue is full."""
+        before the task starts drops it. Raises Busy when the tenant or the queue is full, Stopping
+        once `close` was called."""
         with self._lock:
+            if self._closed is not None:
+                raise Stopping(self._closed)
             waiting = sum(len(q) for q in self._waiting.values())
             if self._held[tenant] >= self.per_tenant:
                 raise Busy(f"this tenant already has {self._held[tenant]} {self.what} waiting or running "
@@ -95,6 +103,21 @@ class FairScheduler:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"running": self._running, "waiting": sum(len(q) for q in self._waiting.values()), "tenants": len(self._turns)}
+
+    def close(self, reason: str) -> int:
+        """Take no more work: the tasks still waiting never run, their Futures raise Stopping(`reason`)
+        (and so does every later `submit`); running ones finish. Returns how many were refused."""
+        with self._lock:
+            self._closed = reason
+            waiting = [task for queue in self._waiting.values() for task in queue]
+            self._waiting.clear()
+            self._turns.clear()
+            for task in waiting:
+                self._release(task.tenant)
+        for task in waiting:
+            if task.future.set_running_or_notify_cancel():  # False: cancelled already (its client went away)
+                task.future.set_exception(Stopping(reason))
+        return len(waiting)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -92,7 +92,7 @@ class Settings(Base, frozen=True):
     replicas: int = 1  # API processes sharing store_uri
     replica_index: int = 0  # this one's place among them, 0..replicas-1 (a StatefulSet ordinal)
     store_sync_ms: int | None = None  # how stale a read may be w.r.t. other replicas' commits; default 1000 with several, off with one
-    deletion_sweep_s: float = 10.0  # with several replicas: how often each applies other replicas' DELETEs to its own files
+    deletion_sweep_s: float = 10.0  # how often unfinished DELETEs are retried (service.users.journal) and, with several replicas, each applies other replicas' DELETEs to its own files
     adapters_dir: str | None = None  # per-user adapters; default <data_dir>/adapters (share it between replicas)
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     # a local generator (`smollm2` or a folder) runs in a child process, so its Python-heavy sampling loop

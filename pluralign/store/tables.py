@@ -722,28 +722,30 @@ class Store:
             self._purge_tables([n for n, c in counts.items() if c])  # only the tables that held the user
         return counts
 
-    def delete_feedback_before(self, tenant: str, user_id: str, before: float) -> int:
+    def delete_feedback_before(self, tenant: str, user_id: str, before: float, chats: bool = False) -> int:
         """Delete the user's feedback rows created before `before` (unix seconds): those a process
-        acknowledged before another one answered their DELETE, and moved in after it. Purged as
-        `delete_user` purges; when nothing else of the user is left, every row of theirs goes (the users
-        row a refit of those rows wrote). Returns the feedback rows deleted."""
-        table, where = self.tables["preferences"], f"{owner_filter(tenant, user_id)} AND created_at < {float(before)!r}"
-        deleted = 0
+        acknowledged before another one answered their DELETE, and moved in after it. `chats`: their
+        chats (interactions) created before it too (a DELETE finished after the user came back).
+        Purged as `delete_user` purges; when nothing else of the user is left, every row of theirs goes
+        (the users row a refit of those rows wrote). Returns the rows deleted."""
+        names = ["preferences", *(["interactions"] if chats else [])]
+        where = f"{owner_filter(tenant, user_id)} AND created_at < {float(before)!r}"
+        found: dict[str, int] = {}
         with self._maintenance():
             def delete_rows() -> None:
-                nonlocal deleted
                 with self._lock:
                     self._fence()
-                    found = table.count_rows(where)
-                    if found:
-                        self._mark(["preferences"])
-                        table.delete(where)
-                        deleted += found
+                    found.clear()
+                    found.update({name: self.tables[name].count_rows(where) for name in names})
+                    self._mark([name for name in names if found[name]])
+                    for name in names:
+                        if found[name]:
+                            self.tables[name].delete(where)
                     self.histories.invalidate([(tenant, user_id)])
 
             self._retried(delete_rows)
-            if deleted:
-                self._purge_tables(["preferences"])
+            self._purge_tables([name for name in names if found[name]])
+        deleted = sum(found.values())
         others = ("preferences", "interactions", "stated_changes")
         if deleted and not any(self.tables[name].count_rows(owner_filter(tenant, user_id)) for name in others):
             self.delete_user(tenant, user_id)

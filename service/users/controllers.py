@@ -21,7 +21,7 @@ from service.errors import bad_request, error_response, error_responses, refuse_
 from service.feedback.services import IDEMPOTENCY_KEY, already_stored, check_labels, idempotent_ids
 from service.ids import check_user_id
 from service.runtime import Runtime
-from service.scheduler import Busy
+from service.scheduler import Busy, Stopping
 from service.users import services
 
 
@@ -151,21 +151,28 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
     return Imported(user=user_id, stored=[s.pref_id for s in stored])
 
 
+STOPPING_RETRY_AFTER = 5  # seconds: `Retry-After` of a DELETE refused as the service stops (another replica, or this one restarted)
+
+
 @delete("/v1/users/{user_id:str}", status_code=200, responses=error_responses(404, 429, 503), summary="Delete every trace of a user")
 async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     """Runs on the DELETEs' own thread, tenants in turn (`rt.deletes`): waiting for it holds no request
     thread, so one tenant's DELETEs waiting for the store's lease never stall another tenant's
     requests. 429 with Retry-After past `tenant_deletes` of the tenant's (or `delete_queue` of
     everyone's) waiting. 503 with Retry-After when, with replicas, the store's maintenance lease stays with another
-    replica past its wait (`pluralign.store.lease`): their rows are still in the store; the DELETE sent again finishes.
-    A DELETE once queued runs even if its client goes away."""
+    replica past its wait (`pluralign.store.lease`): their rows are still in the store; the DELETE sent again finishes
+(one that lost the lease part way is also finished by the service's journal, `service.users.journal`).
+    A DELETE once queued runs even if its client goes away. 503 with Retry-After when the service is told to
+    stop (SIGTERM) while the DELETE waits for its turn (`service.app.stop_taking_deletes`): it never began."""
     rt, tenant, user_id = _user(request, user_id)
     try:
         future = rt.deletes.submit(tenant, lambda: services.delete(rt, tenant, user_id))
+        counts = await asyncio.shield(asyncio.wrap_future(future))
     except Busy as exc:
         raise TooManyRequestsException(detail=f"deletes are busy: {exc}", headers={"Retry-After": str(exc.retry_after)}) from None
-    try:
-        counts = await asyncio.shield(asyncio.wrap_future(future))
+    except Stopping as exc:  # waiting when the service was told to stop: it never began
+        raise ServiceUnavailableException(detail=f"{exc}: nothing of the user was deleted; send the DELETE again",
+                                          headers={"Retry-After": str(STOPPING_RETRY_AFTER)}) from None
     except TimeoutError as exc:
         raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
                                           "send the DELETE again", headers={"Retry-After": "30"}) from None

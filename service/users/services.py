@@ -7,10 +7,13 @@ import json
 import logging
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,15 +33,19 @@ from pluralign.policy.adapters import (
     write_meta,
 )
 from pluralign.store import StoredPreference, UserRecord
-from pluralign.store.deletions import Forget
+from pluralign.store.deletions import Forget, new_deletion, user_hash
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
 from pluralign.user.summary import Example, PrototypeDescription, describe_prototypes, feature_beliefs
 from pluralign.user.summary import FeatureBelief as FeatureSummary
+from service.metrics import DECLARED_COUNTERS
+from service.periodic import Periodic
 from service.rewards import UserRewards
 from service.runtime import Runtime
+from service.scheduler import Busy, Stopping
 from service.settings import POOLED_PRIOR_MAX_USERS
+from service.users.journal import Unfinished
 
 if TYPE_CHECKING:
     from pluralign.user.active import Particles
@@ -587,54 +594,182 @@ def forget_embeddings(texts: list[str]) -> None:
             cache.close()
 
 
-def delete(rt: Runtime, tenant: str, user_id: str) -> dict[str, int]:
+def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None = None) -> dict[str, int]:
     """Every row, the weights and the adapter files of the user; old table versions are purged too,
     and so is their feedback still pending in the log (from memory and the log's files); their
     queued or running jobs are stopped and every job file naming them removed (`delete_hooks`); their
     rows and fitted weights leave population snapshots and PAL/EM artifacts (`Runtime.forget_population_users`), and the vectors of their
     texts the embedding cache those jobs fill (first, while the rows still name the texts); with several replicas,
-    a deletion record tells the others to do the same to their own files (`service.deletions`). Stopped part way
-    (the process killed), the store finishes the purge of rows already deleted at its next turn or start
-    (`Store.delete_user`); the DELETE sent again does the rest.
+    a deletion record tells the others to do the same to their own files (`service.deletions`), written as soon as the
+    rows left the store.
+
+    Before its first destructive step the DELETE is written to the journal of DELETEs in progress
+    (`service.users.journal`), and its entry goes only once every step finished (the embedding cache's
+    failure aside: the rows that named the texts are gone, so a retry cannot find them). Stopped part way
+    (the process killed, a population file that could not be rewritten), the service finishes it at its
+    next start and every `deletion_sweep_s` after (`UnfinishedDeletes`, which passes the entry as
+    `unfinished`), whether or not the client sends it again; the store finishes its own purge at its next
+    turn or start (`Store.delete_user`). A user who came back meanwhile (feedback, a chat or a stated
+    preference after the DELETE began) keeps what they sent since: only what is older goes (`forget_before`).
+
     Returns counts by kind: preferences, interactions, users, stated_changes, adapter_files, job_files,
-    population_files (files rewritten without them). Raises TimeoutError when, with replicas, the
-    store's maintenance lease is not free within its wait."""
-    forget = Forget.key(f"{tenant}/{user_id}")
+    population_files (files rewritten without them); all 0 for an `unfinished` entry finished meanwhile.
+    Raises TimeoutError when, with replicas, the store's maintenance lease is not free within its wait;
+    OSError when the journal entry cannot be written (then nothing was deleted)."""
+    journal = rt.delete_journal
     # the store's maintenance turn first (with replicas it may wait minutes for the lease), then the
     # user's lock: their chats and refits (and others' sharing the lock's stripe) never wait that long
     with rt.store.maintenance(), rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
-        job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
-        pending = rt.ingest.forget_user(tenant, user_id)
-        in_row = len(_row_only_changes(rt, tenant, user_id, stated_of(rt.store.get_user(tenant, user_id))))
-        texts = [t for p in rt.store.preferences_for(tenant, user_id)[0] for t in (p.prompt, p.chosen, p.rejected)]
-        # the vectors of their texts go while the rows still name those texts: a DELETE stopped after the rows
-        # went (its process killed) and sent again would find none to forget. A cache it cannot open (raised
-        # at the end: a 500) stops nothing else
+        if unfinished is None:
+            entry = journal.begin(tenant, user_id, time.time())
+        elif journal.resume(unfinished):
+            entry = unfinished
+        else:  # finished meanwhile, replaced by a later DELETE of theirs, or being run
+            return dict.fromkeys((*rt.store.tables, "adapter_files", "job_files", "population_files"), 0)
         try:
-            forget_embeddings(texts)
-            cache_error = None
-        except (OSError, ValueError, sqlite3.Error) as exc:
-            log.error("the vectors of a deleted user's texts stay in the embedding cache: %s", exc)
-            cache_error = exc
-        counts = rt.store.delete_user(tenant, user_id)
-        counts["preferences"] += pending  # acknowledged rows, wherever they were
-        counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
-        counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
-        rt.adapters.forget(tenant, user_id)
-        counts["job_files"] = job_files
-        try:
-            # population snapshots and PAL/EM artifacts trained on them: their rows and fitted weights go
-            # (ForgetIncomplete, a 500, when a file could not be rewritten: a DELETE again retries it)
-            counts["population_files"] = rt.forget_population_users(forget)
-        finally:  # their rows left the store whatever happened to the population files
-            rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
-            rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
-            if rt.deletion_sweep is not None:  # other replicas' files: their sweeps read this record (service.deletions)
-                rt.deletion_sweep.record(tenant, user_id)
+            if unfinished is not None and came_back(rt, tenant, user_id, unfinished.started_at):
+                counts = forget_before(rt, tenant, user_id, unfinished.started_at)
+                journal.done(entry)
+                return counts
+            counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at)
+            journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
+        finally:
+            journal.release(entry)
     if cache_error is not None:
         raise cache_error
     return counts
 
+
+def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> tuple[dict[str, int], Exception | None]:
+    """`delete`'s steps, under its turn and the user's lock, for a DELETE begun at `started_at` (unix
+    seconds): the counts, and the embedding cache's error if any."""
+    forget = Forget.key(f"{tenant}/{user_id}")
+    job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
+    pending = rt.ingest.forget_user(tenant, user_id)
+    in_row = len(_row_only_changes(rt, tenant, user_id, stated_of(rt.store.get_user(tenant, user_id))))
+    texts = [t for p in rt.store.preferences_for(tenant, user_id)[0] for t in (p.prompt, p.chosen, p.rejected)]
+    # the vectors of their texts go while the rows still name those texts: a DELETE stopped after the rows
+    # went (its process killed) and finished or sent again would find none to forget. A cache it cannot open
+    # (raised at the end: a 500) stops nothing else
+    try:
+        forget_embeddings(texts)
+        cache_error = None
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        log.error("the vectors of a deleted user's texts stay in the embedding cache: %s", exc)
+        cache_error = exc
+    counts = rt.store.delete_user(tenant, user_id)
+    # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops
+    # before the steps below; once per DELETE (finishing one from the journal, it may be there already)
+    if rt.deletion_sweep is not None and (any(counts.values()) or not recorded_since(rt, tenant, user_id, started_at)):
+        rt.deletion_sweep.record(tenant, user_id)
+    counts["preferences"] += pending  # acknowledged rows, wherever they were
+    counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
+    counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
+    rt.adapters.forget(tenant, user_id)
+    counts["job_files"] = job_files
+    try:
+        # population snapshots and PAL/EM artifacts trained on them: their rows and fitted weights go
+        # (ForgetIncomplete, a 500, when a file could not be rewritten: the journal entry stays, the next pass retries)
+        counts["population_files"] = rt.forget_population_users(forget)
+    finally:  # their rows left the store whatever happened to the population files
+        rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
+        rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
+    return counts, cache_error
+
+
+def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
+    """Whether the user sent anything (feedback, a chat, a stated preference) at or after `since`
+    (unix seconds), their feedback still pending in the log included."""
+    rt.ingest.flush_user(tenant, user_id)
+    if rt.deletion_sweep is not None:  # with replicas: what another replica stored a moment ago
+        rt.store.refresh("preferences", "interactions", "stated_changes")
+    return (any(p.created_at >= since for p in rt.store.preferences_for(tenant, user_id)[0])
+            or any(i.created_at >= since for i in rt.store.interactions_for(tenant, user_id))
+            or any(c["at"] >= since for c in rt.store.stated_changes(tenant, user_id)))
+
+
+def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict[str, int]:
+    """Finish the DELETE of a user who came back after it began (`before`, unix seconds): what they
+    sent before it goes (their jobs and job files, pending feedback, feedback rows and chats, their
+    adapter when trained before it, their rows in population files), what they sent since stays.
+    With replicas the deletion record carries `before`. Stated preferences they set before it stay in
+    their row (its current state is theirs now). Returns counts by kind as `delete` does; raises
+    ForgetIncomplete as `Runtime.forget_population_users` does."""
+    forget = Forget.of([new_deletion(tenant, user_id, before, rt.settings.replica_index)])  # by hash, with `until`
+    counts = dict.fromkeys((*rt.store.tables, "adapter_files", "job_files", "population_files"), 0)
+    counts["job_files"] = sum(hook(forget) for hook in list(rt.delete_hooks))  # only jobs queued before it
+    pending = rt.ingest.forget_user(tenant, user_id, before=before)
+    chats = rt.store.count_interactions(tenant, user_id)
+    rows = rt.store.delete_feedback_before(tenant, user_id, before, chats=True)
+    chats -= rt.store.count_interactions(tenant, user_id)
+    counts.update(preferences=pending + rows - chats, interactions=chats)
+    try:
+        meta = rt.adapters.registry.meta(tenant, user_id)
+    except (OSError, ValueError):  # unreadable: not shown to be trained since, so it goes
+        meta = None
+    if meta is None or meta.created_at < before:
+        counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)
+        rt.adapters.forget(tenant, user_id)
+    try:
+        counts["population_files"] = rt.forget_population_users(forget)  # rows made before it (`Forget.made_at`)
+    finally:
+        rt.forget_pooled(tenant)
+        if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
+            rt.deletion_sweep.record(tenant, user_id, deleted_at=before)
+    return counts
+
+
+def recorded_since(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
+    """Whether the store's deletion records hold a DELETE of the user at or after `since` (unix seconds)."""
+    return rt.store.deleted_after(user_hash(tenant, user_id), since)
+
+
+class UnfinishedDeletes(Periodic):
+    """Finishes the DELETEs the journal holds that no thread here runs (`service.users.journal`): at
+    start (a DELETE the last process was killed in) and every `interval_s` seconds (one whose population
+    file could not be rewritten). Each runs as a DELETE does, on the DELETEs' own thread, tenants in
+    turn (`Runtime.deletes`); one that fails stays in the journal for the next pass."""
+
+    def __init__(self, rt: Runtime, interval_s: float):
+        super().__init__(interval_s, "unfinished-deletes", "finishing unfinished DELETEs")
+        self.rt = rt
+        self._queued: set[tuple[str, str]] = set()  # submitted and not run yet: not submitted twice
+        self._lock = threading.Lock()
+
+    def run_once(self) -> int:
+        """Submit the unfinished DELETEs not submitted yet; returns how many were."""
+        submitted = 0
+        for entry in self.rt.delete_journal.pending():
+            key = (entry.tenant, entry.user_id)
+            with self._lock:
+                if key in self._queued:
+                    continue
+                self._queued.add(key)
+            try:
+                future = self.rt.deletes.submit(entry.tenant, partial(delete, self.rt, entry.tenant, entry.user_id, entry))
+            except (Busy, Stopping) as exc:  # the DELETEs' queue is full (the next pass submits it), or the service stops
+                with self._lock:
+                    self._queued.discard(key)
+                if isinstance(exc, Stopping):
+                    break
+                continue
+            future.add_done_callback(partial(self._finished, key))
+            submitted += 1
+        return submitted
+
+    def _finished(self, key: tuple[str, str], future: Future) -> None:
+        with self._lock:
+            self._queued.discard(key)
+        if future.cancelled():
+            return
+        if isinstance(exc := future.exception(), Stopping):  # refused as the service stops: the next start finishes it
+            return
+        if exc is not None:
+            log.error("an unfinished DELETE of a user of tenant %s is tried again at the next pass: %s", key[0], exc)
+        elif any(future.result().values()):
+            log.warning("finished a DELETE of a user of tenant %s that a stopped process had left unfinished", key[0])
+            self.rt.metrics.inc("pluralign_unfinished_deletes_finished_total",
+                                help=DECLARED_COUNTERS["pluralign_unfinished_deletes_finished_total"][0])
 
 
 class NextComparison(msgspec.Struct, kw_only=True):

@@ -10,8 +10,10 @@ import shutil
 import msgspec
 
 from pluralign.reward.pal_checkpoint import load_pal
+from pluralign.store.deletions import user_hash
 from service.admin.controllers import ADMIN_HANDLERS
 from service.runtime import PROMOTED_PAL
+from service.users.journal import JOURNAL_FOLDER
 from tests.service.test_break20_delete import GONE, MARKER, files_holding, give_comparisons, run_job
 from tests.service.tiny import start_service
 
@@ -56,9 +58,12 @@ def test_an_unreadable_population_artifact_fails_the_delete_after_every_other_fi
         assert r.status_code == 500, r.text
         assert "older-schema" not in r.text  # the path is in the log only
         assert any("0-older-schema" in text for text in records)
-        # every file it could rewrite was: only the unreadable folder holds the user
+        # every file it could rewrite was: only the unreadable folder holds the user, and the journal's
+        # entry of the unfinished DELETE (their id, not their texts: finished by the next pass or DELETE)
         holding = {line.split(": ")[0] for line in files_holding(data, MARKER, GONE)}
-        assert holding and all(path.startswith("jobs/artifacts/0-older-schema/") for path in holding), holding
+        entry = f"{JOURNAL_FOLDER}/{user_hash('acme', GONE)}.json"
+        assert entry in holding and files_holding(data / JOURNAL_FOLDER, MARKER) == [], holding
+        assert all(path.startswith("jobs/artifacts/0-older-schema/") for path in holding - {entry}), holding
         _, weights, meta = load_pal(data / "jobs" / "artifacts" / pal["id"])
         assert sorted(weights.users()) == ["acme/ann"] and meta.users == 1
         _, served, _ = load_pal(data / PROMOTED_PAL)

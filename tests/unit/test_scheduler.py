@@ -77,3 +77,21 @@ def test_a_task_knows_how_long_it_waited_and_how_many_started_before_it():
     assert waited.behind == 1 and waited.seconds >= 0.05  # one of a's queued tasks went first, then b
     assert [f.result(timeout=10).behind for f in flood] == [0, 2, 3, 4]  # a's second waited for b's turn too
     assert scheduler.waited() is None  # outside a task
+
+
+def test_closing_refuses_the_waiting_tasks_and_lets_the_running_one_finish():
+    from service.scheduler import Stopping
+
+    scheduler = FairScheduler(workers=1, per_tenant=4, max_waiting=8)
+    gate, ran = threading.Event(), []
+    running = scheduler.submit("a", lambda: gate.wait(10) and ran.append("running"))
+    waiting = [scheduler.submit(t, lambda t=t: ran.append(t)) for t in ("a", "b")]
+    assert scheduler.close("the service is stopping") == 2
+    for f in waiting:
+        with pytest.raises(Stopping, match="stopping"):
+            f.result(timeout=1)
+    with pytest.raises(Stopping):
+        scheduler.submit("c", lambda: None)
+    gate.set()
+    running.result(timeout=10)
+    assert ran == ["running"] and scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}

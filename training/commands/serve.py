@@ -15,9 +15,11 @@ it had created in the data folder. GET /health answers once the models are loade
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from functools import partial
 
 from training.common import add_listen_args, check_listen
 
@@ -55,11 +57,30 @@ def run(args: argparse.Namespace) -> int:
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
         import uvicorn  # the service's imports (torch, the models' libraries: seconds) once the folder is known good
 
-        from service.app import create_app
+        from service.app import create_app, stop_taking_deletes
 
         app = create_app(settings)  # promotions.json, the population model's description and the FSPO adapter first, then the models
         if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
             key = keys.issue("default", name="development key")
             print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
-    return 0
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    server = stopping_server()(config, on_stop=partial(stop_taking_deletes, app))
+    with contextlib.suppress(KeyboardInterrupt):  # as `uvicorn.run`
+        server.run()
+    return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
+
+
+def stopping_server():
+    """uvicorn's Server, telling the app it is stopping (`on_stop`) before it waits for requests in flight."""
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        def __init__(self, config: uvicorn.Config, on_stop):
+            super().__init__(config)
+            self.on_stop = on_stop
+
+        async def shutdown(self, sockets=None) -> None:
+            self.on_stop()  # DELETEs still waiting: 503 now, not uvicorn's 500 after its graceful timeout
+            await super().shutdown(sockets)
+
+    return StoppingServer

@@ -1,0 +1,121 @@
+"""The journal of DELETEs in progress: how a DELETE whose process was killed part way is finished
+without the client sending it again.
+
+A user's DELETE (`service.users.services.delete`) runs many steps: jobs, the feedback log, the
+embedding cache, the store's rows, the adapter folder, population files, the deletion record for
+other replicas. The store finishes its own purge after a kill (`pluralign.store.lease.PurgeMarks`);
+everything after it would stay for good. So before its first destructive step the DELETE writes an
+entry here, and removes it only once every step finished; the service finishes the DELETEs whose
+entries it finds at its next start and at every pass after (`services.UnfinishedDeletes`).
+
+An entry is one small JSON file in `<data folder>/deletes-in-progress/`, named by the user's hash
+(`pluralign.store.deletions.user_hash`), written whole (temp file, fsync, rename, fsync of the folder).
+It holds the tenant, the user's id and when the DELETE began: the steps need the id (the store's rows
+and the adapter folder are named by it), so an entry keeps it only while that user's DELETE is
+unfinished, and never their texts. The deletions table, which outlives the DELETE, keeps the hash only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import msgspec
+
+from pluralign.data.record import Base
+from pluralign.files import write_atomic
+from pluralign.store.deletions import user_hash
+
+log = logging.getLogger("pluralign.service")
+
+JOURNAL_FOLDER = "deletes-in-progress"  # under the data folder
+
+
+class Unfinished(Base, kw_only=True, frozen=True):
+    """A DELETE begun and not (yet) finished."""
+
+    tenant: str
+    user_id: str
+    started_at: float  # unix seconds: what the user sent before it is deleted, what they send after is theirs
+
+
+class DeleteJournal:
+    """The entries of one data folder (the module docstring). Thread-safe."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._running: set[str] = set()  # hashes of the users whose DELETE this process runs now
+
+    def path(self, tenant: str, user_id: str) -> Path:
+        return self.folder / f"{user_hash(tenant, user_id)}.json"
+
+    def begin(self, tenant: str, user_id: str, started_at: float) -> Unfinished:
+        """Write the entry of a DELETE about to begin (replacing an earlier one of the user: this one
+        covers everything that one did) and note it as running here. Raises OSError when it cannot
+        be written: then nothing may be deleted."""
+        entry = Unfinished(tenant=tenant, user_id=user_id, started_at=started_at)
+        self._write(entry)
+        with self._lock:
+            self._running.add(user_hash(tenant, user_id))
+        return entry
+
+    def resume(self, entry: Unfinished) -> bool:
+        """Take up `entry` (read by `pending`) to finish it here; False when it is no longer the user's
+        entry (finished meanwhile, or replaced by a later DELETE of theirs) or is being run already."""
+        key = user_hash(entry.tenant, entry.user_id)
+        with self._lock:
+            if key in self._running or self._read(self.path(entry.tenant, entry.user_id)) != entry:
+                return False
+            self._running.add(key)
+        return True
+
+    def done(self, entry: Unfinished) -> None:
+        """Every step of the DELETE finished: its entry (and so the user's id) goes."""
+        path = self.path(entry.tenant, entry.user_id)
+        if self._read(path) == entry:
+            path.unlink(missing_ok=True)
+            self._sync_folder()
+
+    def release(self, entry: Unfinished) -> None:
+        """The DELETE stopped running here (done or not): a later pass may take up its entry."""
+        with self._lock:
+            self._running.discard(user_hash(entry.tenant, entry.user_id))
+
+    def pending(self) -> list[Unfinished]:
+        """The unfinished DELETEs no thread of this process is running, oldest first. A damaged entry
+        (not written by `begin`, which writes whole files) is logged and left for the operator."""
+        if not self.folder.is_dir():
+            return []
+        entries = []
+        for path in sorted(self.folder.glob("*.json")):
+            entry = self._read(path)
+            if entry is None:
+                if path.exists():
+                    log.error("%s is not a DELETE journal entry: the DELETE it was written for may be unfinished", path)
+                continue
+            with self._lock:
+                if user_hash(entry.tenant, entry.user_id) not in self._running:
+                    entries.append(entry)
+        return sorted(entries, key=lambda e: e.started_at)
+
+    def _write(self, entry: Unfinished) -> None:
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(self.path(entry.tenant, entry.user_id), msgspec.json.encode(entry))
+        self._sync_folder()  # the rename (or, in `done`, the unlink) survives a power loss too
+
+    def _sync_folder(self) -> None:
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _read(path: Path) -> Unfinished | None:
+        try:
+            return msgspec.json.decode(path.read_bytes(), type=Unfinished)
+        except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+            return None

@@ -1,0 +1,153 @@
+"""A DELETE stopped part way (its process killed) after the user's rows left the store, and never sent
+again: what it had not reached yet (the user's adapter folder, their rows in population files) is
+finished by the service itself at its next start, from its journal of DELETEs in progress
+(`service.users.journal`). Before, only the DELETE sent again finished them: a client that never sent
+it left the user's adapter and their texts in population snapshots for good."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from service.admin.controllers import ADMIN_HANDLERS
+from service.users.journal import JOURNAL_FOLDER
+from tests.files import files_holding
+from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
+from tests.service.test_delete_stopped import stop_after_the_rows
+from tests.service.test_service_adapters import random_adapter
+from tests.service.tiny import start_service
+
+LATER = "Pangolin-porridge-26a"  # what the user sends after their DELETE: theirs again
+
+
+def wait_until(check, timeout: float = 10.0):
+    """`check()` once it is truthy, else its last value after `timeout` seconds (for the assert's message)."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def with_adapter_and_snapshot(svc, server, tiny_generator_dir) -> None:
+    """The user's adapter folder (as a promoted adapter job leaves it) and a population snapshot naming them."""
+    registry = svc.runtime.adapters.registry
+    random_adapter(tiny_generator_dir, registry.folder("acme", GONE), tiny_generator_dir.name, "user", 1)
+    meta = registry.meta("acme", GONE)
+    (registry.folder("acme", GONE) / "pluralign.json").write_bytes(msgspec.json.encode(msgspec.structs.replace(meta, tenant="acme", user=GONE)))
+    server.server.config.app.state.admin.population_snapshot()
+
+
+def test_a_delete_stopped_after_the_rows_is_finished_at_the_next_start(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    # no pass of the journal in this process but the one at its start: the next start finishes the DELETE
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        give_comparisons(acme, "ann", "coffee", n=2)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2  # moved into the table
+        assert acme.get("/v1/users/ann/preferences").json()["total"] == 2
+        with_adapter_and_snapshot(svc, server, tiny_generator_dir)
+        stop_after_the_rows(svc.runtime, GONE, monkeypatch)
+        left = files_holding(data, MARKER, GONE)
+        assert any(f.startswith("adapters") for f in left) and any(f.startswith("jobs") for f in left), left
+        (entry,) = (data / JOURNAL_FOLDER).iterdir()  # the journal's entry: no text of theirs, their id only while unfinished
+        assert MARKER not in entry.read_text() and GONE in entry.read_text()
+
+    again, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)  # the next start
+    with again, svc.client("acme") as acme:  # the DELETE is never sent again
+        assert wait_until(lambda: files_holding(data, MARKER, GONE) == []), files_holding(data, MARKER, GONE)
+        assert not svc.runtime.adapters.registry.folder("acme", GONE).exists()
+        assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir())), list((data / JOURNAL_FOLDER).iterdir())
+        assert acme.get("/v1/users/ann/preferences").json()["total"] == 2
+        (snapshot,) = (data / "jobs" / "data" / "population").glob("comparisons-*.jsonl")
+        assert {msgspec.json.decode(line)["user_id"] for line in snapshot.read_bytes().splitlines()} == {"acme/ann"}
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 404  # nothing of theirs is left
+        assert acme.delete("/v1/users/ann").status_code == 200
+        assert list((data / JOURNAL_FOLDER).iterdir()) == []  # a finished DELETE leaves no entry
+
+
+def test_a_user_who_came_back_after_the_stopped_delete_keeps_what_they_sent_since(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Finishing the DELETE at the next start removes only what they sent before it began: their
+    feedback sent after it (here, before the restart) is theirs again."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+        with_adapter_and_snapshot(svc, server, tiny_generator_dir)
+        stop_after_the_rows(svc.runtime, GONE, monkeypatch)
+        give_comparisons(acme, GONE, "coffee", LATER, n=1)  # they came back
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 1
+
+    again, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with again, svc.client("acme") as acme:
+        assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir())), list((data / JOURNAL_FOLDER).iterdir())
+        assert files_holding(data, MARKER) == []  # the snapshot's rows of theirs from before, and their adapter, went
+        assert not svc.runtime.adapters.registry.folder("acme", GONE).exists()
+        page = acme.get(f"/v1/users/{GONE}/preferences").json()
+        assert page["total"] == 1 and LATER in page["data"][0]["prompt"], page
+
+
+def test_the_journal_keeps_an_entry_until_its_delete_is_done(tmp_path):
+    from service.users.journal import DeleteJournal
+
+    journal = DeleteJournal(tmp_path / JOURNAL_FOLDER)
+    entry = journal.begin("acme", "zed", 100.0)
+    assert journal.pending() == []  # running here: no pass takes it up
+    journal.release(entry)  # stopped (a step raised)
+    assert journal.pending() == [entry]
+    assert journal.resume(entry) and not journal.resume(entry)  # one run at a time
+    journal.release(entry)
+    later = journal.begin("acme", "zed", 200.0)  # the DELETE sent again replaces it
+    journal.release(later)
+    assert not journal.resume(entry) and journal.pending() == [later]
+    journal.done(entry)  # an older run finishing removes nothing of the later one
+    assert journal.pending() == [later]
+    journal.done(later)
+    assert journal.pending() == [] and list((tmp_path / JOURNAL_FOLDER).iterdir()) == []
+
+
+def test_a_damaged_journal_entry_is_logged_and_left(tmp_path, caplog):
+    from service.users.journal import DeleteJournal
+
+    journal = DeleteJournal(tmp_path / JOURNAL_FOLDER)
+    (tmp_path / JOURNAL_FOLDER).mkdir()
+    damaged = tmp_path / JOURNAL_FOLDER / "0.json"
+    damaged.write_bytes(b'{"tenant": "acme"')
+    assert journal.pending() == []
+    assert damaged.exists() and str(damaged) in caplog.text
+
+
+def test_a_replica_stopped_after_the_rows_still_records_the_delete_for_the_others(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Replica a is stopped in the DELETE after the user's rows left the store, before their adapter and
+    population files (and it never finishes: its adapter step keeps failing, as a replica that never
+    comes back): replica b still removes them from its own population snapshot, because the deletion
+    record is written as soon as the rows went. Before, the record came last: b kept them for good."""
+    from service.users import services
+    from tests.service.test_delete_stopped import Stopped
+    from tests.service.tiny import start_replicas
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2)
+    with first, second, b.client("acme") as acme_b:
+        give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
+        give_comparisons(acme_b, "ann", "coffee", n=2)
+        assert acme_b.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+        second.server.config.app.state.admin.population_snapshot()  # replica b's own file naming them
+        assert files_holding(tmp_path / "b", MARKER, GONE)
+
+        def stopped(tenant, user):
+            raise Stopped
+
+        monkeypatch.setattr(a.runtime.adapters.registry, "delete", stopped)
+        try:
+            services.delete(a.runtime, "acme", GONE)
+        except Stopped:
+            pass
+        assert a.runtime.store.count_preferences("acme", GONE) == 0  # the rows went, nothing after them ran
+        assert wait_until(lambda: files_holding(tmp_path / "b", MARKER, GONE) == []), files_holding(tmp_path / "b", MARKER, GONE)
+        assert len(b.runtime.store.deletions_since(0)) == 1  # a's passes over its journal record it once
