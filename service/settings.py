@@ -27,6 +27,11 @@ OTHER_VARIABLES: dict[str, str] = {
     "PLURALIGN_PROGRESS": "set by the job runners: a worker reports progress (training/common.py)",
     "PLURALIGN_SCREENSHOTS": "a folder for the browser tests' screenshots (tests/service/test_browser_pages.py)",
 }
+# the variables Kubernetes gives every pod for each Service of its namespace (enableServiceLinks, on by
+# default): a Service named `pluralign-api` (deploy/k8s) or `pluralign` makes <NAME>_SERVICE_HOST,
+# <NAME>_SERVICE_PORT[_<port name>], <NAME>_PORT and <NAME>_PORT_<port>_<protocol>[_PROTO|_PORT|_ADDR].
+# No setting is named so; they are not typos of one, and refusing them kept every pod from starting.
+SERVICE_LINK = re.compile(r"(?:[A-Z0-9_]+_)?(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)")
 POOLED_PRIOR_MAX_USERS = 128  # a tenant's pooled prior is estimated from at most this many users (one bounded query)
 POOLED_PRIOR_MAX_SPREAD = 100.0  # sd 10x a user's own posterior's: far wider than the model's own prior already
 
@@ -247,12 +252,13 @@ class Settings(Base, frozen=True):
 
 def check_variables(environ: dict[str, str] | None = None) -> None:
     """Raises ValueError for the first PLURALIGN_* variable in `environ` (default os.environ) that is
-    neither a setting nor in OTHER_VARIABLES: "<variable>: no such setting or variable (did you mean
+    neither a setting nor in OTHER_VARIABLES nor a Kubernetes service link (SERVICE_LINK): "<variable>: no such setting or variable (did you mean
     <the closest known name>?)", or "(see docs/api.md)" when none is close."""
     environ = os.environ if environ is None else environ
     known = [name.upper() for name in Settings.__struct_fields__] + [name.removeprefix(ENV_PREFIX) for name in OTHER_VARIABLES]
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name.removeprefix(ENV_PREFIX) not in known:
+        rest = name.removeprefix(ENV_PREFIX)
+        if name.startswith(ENV_PREFIX) and rest not in known and not SERVICE_LINK.fullmatch(rest):
             close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1)  # the prefix alone is not close
             hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "see docs/api.md"
             raise ValueError(f"{name}: no such setting or variable ({hint})")

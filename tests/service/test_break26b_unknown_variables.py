@@ -116,3 +116,21 @@ def test_a_misspelt_name_in_the_toml_file_names_the_setting_meant(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip() == f"pluralign: error: PLURALIGN_CONFIG {config}: no setting `max_toknes` (did you mean `max_tokens`?)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pluralign.toml"]
+
+
+def test_kubernetes_service_links_are_not_taken_for_mistyped_settings(tmp_path):
+    """Kubernetes gives every pod variables naming each Service of its namespace (enableServiceLinks,
+    on by default): the shipped manifest's Service `pluralign-api` makes PLURALIGN_API_SERVICE_HOST,
+    PLURALIGN_API_PORT_80_TCP and the like. Before, `pluralign serve` refused them ("no such setting or
+    variable") and exited 2: every pod started after the Service existed never came up. A mistyped
+    setting beside them is still refused."""
+    links = {"PLURALIGN_API_SERVICE_HOST": "10.96.0.12", "PLURALIGN_API_SERVICE_PORT": "80",
+             "PLURALIGN_API_PORT": "tcp://10.96.0.12:80", "PLURALIGN_API_PORT_80_TCP": "tcp://10.96.0.12:80",
+             "PLURALIGN_API_PORT_80_TCP_PROTO": "tcp", "PLURALIGN_API_PORT_80_TCP_PORT": "80",
+             "PLURALIGN_API_PORT_80_TCP_ADDR": "10.96.0.12", "PLURALIGN_SERVICE_HOST": "10.96.0.13",
+             "PLURALIGN_SERVICE_PORT_HTTP": "8000", "PLURALIGN_PORT": "tcp://10.96.0.13:8000"}
+    result = pluralign(tmp_path, "keys", "--data-dir", str(tmp_path / "d"), "list", **links)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Settings.load({**links, "PLURALIGN_MAX_TOKENS": "64"}).max_tokens == 64
+    with pytest.raises(ValueError, match=r"^PLURALIGN_MAX_TOKNES: no such setting or variable"):
+        Settings.load({**links, "PLURALIGN_MAX_TOKNES": "64"})
