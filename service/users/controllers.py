@@ -23,6 +23,7 @@ from service.ids import check_user_id
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
 from service.users import services
+from service.users.journal import DeleteNotRecorded
 
 
 class PreferencePage(msgspec.Struct):
@@ -151,6 +152,7 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
     return Imported(user=user_id, stored=[s.pref_id for s in stored])
 
 
+NOT_RECORDED_RETRY_AFTER = 30  # seconds: `Retry-After` of a DELETE refused because its journal entry could not be written
 STOPPING_RETRY_AFTER = 5  # seconds: `Retry-After` of a DELETE refused as the service stops (another replica, or this one restarted)
 
 
@@ -163,7 +165,9 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     replica past its wait (`pluralign.store.lease`): their rows are still in the store; the DELETE sent again finishes
 (one that lost the lease part way is also finished by the service's journal, `service.users.journal`).
     A DELETE once queued runs even if its client goes away. 503 with Retry-After when the service is told to
-    stop (SIGTERM) while the DELETE waits for its turn (`service.app.stop_taking_deletes`): it never began."""
+    stop (SIGTERM) while the DELETE waits for its turn (`service.app.stop_taking_deletes`): it never began.
+    503 (`delete_not_recorded`) with Retry-After when its journal entry cannot be written (a read-only or
+    full disk): it never began either."""
     rt, tenant, user_id = _user(request, user_id)
     try:
         future = rt.deletes.submit(tenant, lambda: services.delete(rt, tenant, user_id))
@@ -173,6 +177,10 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     except Stopping as exc:  # waiting when the service was told to stop: it never began
         raise ServiceUnavailableException(detail=f"{exc}: nothing of the user was deleted; send the DELETE again",
                                           headers={"Retry-After": str(STOPPING_RETRY_AFTER)}) from None
+    except DeleteNotRecorded:  # the journal's folder cannot be written (its path and cause are in the log)
+        return error_response(503, "the DELETE could not be recorded before it began (the service cannot write to its data "
+                              "folder; the operator's log says why): nothing of the user was deleted; send the DELETE again",
+                              code="delete_not_recorded", headers={"Retry-After": str(NOT_RECORDED_RETRY_AFTER)})
     except TimeoutError as exc:
         raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
                                           "send the DELETE again", headers={"Retry-After": "30"}) from None

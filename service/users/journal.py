@@ -33,6 +33,11 @@ log = logging.getLogger("pluralign.service")
 JOURNAL_FOLDER = "deletes-in-progress"  # under the data folder
 
 
+class DeleteNotRecorded(OSError):
+    """The journal entry of a DELETE about to begin could not be written (a read-only or full disk):
+    the DELETE did not begin, nothing of the user was deleted."""
+
+
 class Unfinished(Base, kw_only=True, frozen=True):
     """A DELETE begun and not (yet) finished."""
 
@@ -55,9 +60,13 @@ class DeleteJournal:
     def begin(self, tenant: str, user_id: str, started_at: float) -> Unfinished:
         """Write the entry of a DELETE about to begin (replacing an earlier one of the user: this one
         covers everything that one did) and note it as running here. Raises OSError when it cannot
-        be written: then nothing may be deleted."""
+        be written (DeleteNotRecorded, the cause logged with its path): then nothing may be deleted."""
         entry = Unfinished(tenant=tenant, user_id=user_id, started_at=started_at)
-        self._write(entry)
+        try:
+            self._write(entry)
+        except OSError as exc:
+            log.error("a DELETE was refused: its entry in %s could not be written: %s", self.folder, exc)
+            raise DeleteNotRecorded(exc.errno, "the journal of DELETEs in progress cannot be written") from exc
         with self._lock:
             self._running.add(user_hash(tenant, user_id))
         return entry
@@ -86,7 +95,9 @@ class DeleteJournal:
 
     def pending(self) -> list[Unfinished]:
         """The unfinished DELETEs no thread of this process is running, oldest first. A damaged entry
-        (not written by `begin`, which writes whole files) is logged and left for the operator."""
+        (not written by `begin`, which writes whole files), anything else there (a folder, a file it
+        cannot read) and an entry under a name not its user's (a copy, a restore: finishing it could
+        not remove it) are logged and left for the operator; the others are still returned."""
         if not self.folder.is_dir():
             return []
         entries = []
@@ -95,6 +106,9 @@ class DeleteJournal:
             if entry is None:
                 if path.exists():
                     log.error("%s is not a DELETE journal entry: the DELETE it was written for may be unfinished", path)
+                continue
+            if path.name != self.path(entry.tenant, entry.user_id).name:
+                log.error("%s is a DELETE journal entry under another name than its user's: left for the operator", path)
                 continue
             with self._lock:
                 if user_hash(entry.tenant, entry.user_id) not in self._running:
@@ -117,5 +131,5 @@ class DeleteJournal:
     def _read(path: Path) -> Unfinished | None:
         try:
             return msgspec.json.decode(path.read_bytes(), type=Unfinished)
-        except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):  # gone, a folder, unreadable, damaged
             return None

@@ -1,0 +1,65 @@
+"""Session 26c: a hostile pass over the journal of DELETEs in progress (`service.users.journal`) with
+the real app (tiny models, real LanceDB in a temp dir, uvicorn on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from service.users import services
+from service.users.journal import JOURNAL_FOLDER
+from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
+from tests.service.test_delete_journal import wait_until
+from tests.service.test_delete_stopped import stop_after_the_rows
+from tests.service.tiny import start_service
+
+
+def test_a_delete_whose_journal_cannot_be_written_is_a_clear_503_and_deletes_nothing(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """The journal's folder cannot be written (here a file stands where it goes; a read-only or full
+    disk is the same OSError): the DELETE must not begin, and its client must be told so. Before: a bare
+    500 "internal error" (nothing said whether anything was deleted, or what to do)."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+        (data / JOURNAL_FOLDER).write_text("not a folder")
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 503 and r.headers.get("Retry-After"), (r.status_code, r.text)
+        error = r.json()["error"]
+        assert "nothing of the user was deleted" in error["message"] and error["code"] == "delete_not_recorded", error
+        assert str(data) not in r.text  # the server's paths are the operator's (its log names them)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2  # nothing deleted
+        (data / JOURNAL_FOLDER).unlink()
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 200  # sent again once it can be written
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 404  # nothing of theirs left
+        assert list((data / JOURNAL_FOLDER).iterdir()) == []
+
+
+def test_a_foreign_entry_in_the_journal_does_not_stop_the_others_being_finished(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, caplog):
+    """A folder, or an entry under another user's name, among the journal's entries: the unfinished
+    DELETE beside them is still finished by the service's pass, and the foreign ones are logged and
+    left. Before: reading the folder raised IsADirectoryError out of every pass ("finishing unfinished
+    DELETEs failed"), so no unfinished DELETE was ever finished."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        give_comparisons(acme, "ann", "coffee", n=1)
+        stop_after_the_rows(rt, GONE, monkeypatch)
+        journal = data / JOURNAL_FOLDER
+        (entry,) = journal.iterdir()
+        (journal / "0000.json").mkdir()  # sorted before the real entry
+        misplaced = journal / "0001.json"  # a valid entry under a name not its user's (a copy, a restore)
+        misplaced.write_bytes(entry.read_bytes().replace(GONE.encode(), b"ann"))
+        monkeypatch.setattr(logging.getLogger("pluralign.service"), "handlers", [caplog.handler])  # the app's logging set-up took root's
+        assert services.UnfinishedDeletes(rt, 3600).run_once() == 1, caplog.text[-2000:]
+        assert wait_until(lambda: not entry.exists()), caplog.text[-2000:]
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 404  # finished: nothing of theirs left
+        assert acme.get("/v1/users/ann/preferences").json()["total"] == 1  # the misplaced entry deleted nobody
+        assert sorted(p.name for p in journal.iterdir()) == ["0000.json", "0001.json"]  # left for the operator
+        assert str(journal / "0000.json") in caplog.text and str(misplaced) in caplog.text
+        assert os.path.isdir(journal / "0000.json")
