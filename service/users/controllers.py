@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+from functools import partial
 from typing import Annotated, Literal
 
 import msgspec
@@ -24,6 +26,8 @@ from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
 from service.users import services
 from service.users.journal import DeleteNotRecorded
+
+log = logging.getLogger("pluralign.service")
 
 
 class PreferencePage(msgspec.Struct):
@@ -102,7 +106,7 @@ class Imported(msgspec.Struct):
     stored: list[str]  # pref_ids written (durable before this reply)
 
 
-@post("/v1/users/{user_id:str}/import", status_code=201, summary="Import a user's comparisons (a preference file, JSONL)")
+@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(429, 503), summary="Import a user's comparisons (a preference file, JSONL)")
 async def import_preferences(
     request: Request,
     user_id: FromPath[str],
@@ -146,10 +150,30 @@ async def import_preferences(
 
 
 async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list, ids: list[str] | None = None) -> Imported:
+    await _finish_unfinished_delete(rt, tenant, user_id)
     stored = services.import_rows(tenant, user_id, records, ids)
     await rt.ingest.submit_async(stored)
     rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
     return Imported(user=user_id, stored=[s.pref_id for s in stored])
+
+
+async def _finish_unfinished_delete(rt: Runtime, tenant: str, user_id: str) -> None:
+    """An import's rows keep the times they were first made, so the journal could not tell them from what
+    a DELETE of the user stopped part way was meant to remove (it keeps only what came at or after the
+    DELETE began): that DELETE is finished first, on the DELETEs' thread, and the import stored after it.
+    429 or 503 with Retry-After when it cannot be finished now (nothing of the import stored)."""
+    entry = rt.delete_journal.unfinished(tenant, user_id)
+    if entry is None:
+        return
+    try:
+        future = rt.deletes.submit(tenant, partial(services.delete, rt, tenant, user_id, entry))
+        await asyncio.shield(asyncio.wrap_future(future))
+    except Busy as exc:
+        raise TooManyRequestsException(detail=f"deletes are busy: {exc}", headers={"Retry-After": str(exc.retry_after)}) from None
+    except Exception as exc:  # Stopping, the lease's TimeoutError, a population file it could not rewrite (ForgetIncomplete)
+        log.error("an import waits for the unfinished DELETE of a user of tenant %s: %s", tenant, exc)
+        raise ServiceUnavailableException(detail="a DELETE of this user begun earlier is still being finished: nothing "
+                                          "was imported; send the import again", headers={"Retry-After": str(NOT_RECORDED_RETRY_AFTER)}) from None
 
 
 NOT_RECORDED_RETRY_AFTER = 30  # seconds: `Retry-After` of a DELETE refused because its journal entry could not be written

@@ -71,6 +71,10 @@ class DeleteJournal:
             self._running.add(user_hash(tenant, user_id))
         return entry
 
+    def unfinished(self, tenant: str, user_id: str) -> Unfinished | None:
+        """The user's entry: a DELETE of theirs begun and not finished (running here or stopped), or None."""
+        return self._read(self.path(tenant, user_id))
+
     def resume(self, entry: Unfinished) -> bool:
         """Take up `entry` (read by `pending`) to finish it here; False when it is no longer the user's
         entry (finished meanwhile, or replaced by a later DELETE of theirs) or is being run already."""

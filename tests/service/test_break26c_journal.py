@@ -63,3 +63,28 @@ def test_a_foreign_entry_in_the_journal_does_not_stop_the_others_being_finished(
         assert sorted(p.name for p in journal.iterdir()) == ["0000.json", "0001.json"]  # left for the operator
         assert str(journal / "0000.json") in caplog.text and str(misplaced) in caplog.text
         assert os.path.isdir(journal / "0000.json")
+
+
+def test_what_a_user_imports_after_their_stopped_delete_is_kept_when_it_is_finished(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """The user's DELETE was stopped part way; afterwards they import a preference file (their own
+    older export: its rows carry the times they were first made, before the DELETE began). Finishing the
+    DELETE tells what they sent since by those times, so it took the import for what the DELETE was
+    meant to remove. Before: every imported row was deleted (what they sent after the DELETE lost)."""
+    import msgspec
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+        stop_after_the_rows(rt, GONE, monkeypatch)
+        rows = [{"prompt": f"Old question {i}?", "chosen": f"Kept answer {i}.", "rejected": f"Other answer {i}.",
+                 "created_at": 1_700_000_000.0 + i} for i in range(3)]
+        r = acme.post(f"/v1/users/{GONE}/import", content=b"".join(msgspec.json.encode(row) + b"\n" for row in rows))
+        assert r.status_code == 201, r.text
+        services.UnfinishedDeletes(rt, 3600).run_once()
+        assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir())), list((data / JOURNAL_FOLDER).iterdir())
+        page = acme.get(f"/v1/users/{GONE}/preferences").json()
+        assert page["total"] == 3 and {p["chosen"] for p in page["data"]} == {row["chosen"] for row in rows}, page
