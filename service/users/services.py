@@ -692,7 +692,8 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
     """Finish the DELETE of a user who came back after it began (`before`, unix seconds): what they
     sent before it goes (their jobs and job files, pending feedback, feedback rows and chats, their
     adapter when trained before it, their rows in population files), what they sent since stays.
-    With replicas the deletion record carries `before`. Stated preferences they set before it stay in
+    With replicas the deletion record carries `before`. Their users row is fitted again from what stays
+    (its attributes only those that feedback carried); stated preferences they set before it stay in
     their row (its current state is theirs now). Returns counts by kind as `delete` does; raises
     ForgetIncomplete as `Runtime.forget_population_users` does."""
     forget = Forget.of([new_deletion(tenant, user_id, before, rt.settings.replica_index)])  # by hash, with `until`
@@ -703,6 +704,11 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
     rows = rt.store.delete_feedback_before(tenant, user_id, before, chats=True)
     chats -= rt.store.count_interactions(tenant, user_id)
     counts.update(preferences=pending + rows - chats, interactions=chats)
+    if (rows or pending) and (record := rt.store.get_user(tenant, user_id)) is not None:
+        # their users row was drawn from those rows too (weights, the residual, the attributes their feedback
+        # carried, which a refit keeps): fitted again from what they sent since, with only its attributes
+        rt.store.put_user(msgspec.structs.replace(record, attributes={}))
+        _refit(rt, tenant, user_id, None, None)
     try:
         meta = rt.adapters.registry.meta(tenant, user_id)
     except (OSError, ValueError):  # unreadable: not shown to be trained since, so it goes

@@ -88,3 +88,40 @@ def test_what_a_user_imports_after_their_stopped_delete_is_kept_when_it_is_finis
         assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir())), list((data / JOURNAL_FOLDER).iterdir())
         page = acme.get(f"/v1/users/{GONE}/preferences").json()
         assert page["total"] == 3 and {p["chosen"] for p in page["data"]} == {row["chosen"] for row in rows}, page
+
+
+def test_a_user_who_came_back_keeps_nothing_derived_from_before_the_delete(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """The DELETE stopped before the rows went (its process killed while it stopped their jobs); the
+    user came back. Finishing the DELETE removes their rows from before, and must also remove what the
+    service had drawn from them: the attributes their old feedback carried live on in their users row."""
+    from tests.service.test_delete_stopped import Stopped
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        old = {"type": "comparison", "user": GONE, "prompt": "Which?", "chosen": "This one.", "rejected": "That one.",
+               "attributes": {"diet": "secret-old"}}
+        assert acme.post("/v1/feedback", json=old).status_code == 201
+        assert acme.get(f"/v1/users/{GONE}").status_code == 200  # fitted: their users row holds the attribute
+        assert "secret-old" in acme.get(f"/v1/users/{GONE}").text
+
+        def killed(forget):
+            raise Stopped
+
+        rt.delete_hooks.insert(0, killed)
+        try:
+            services.delete(rt, "acme", GONE)
+        except Stopped:
+            pass
+        rt.delete_hooks.remove(killed)
+        time_sent = {"type": "comparison", "user": GONE, "prompt": "Again?", "chosen": "Yes.", "rejected": "No.",
+                     "attributes": {"segment": "new"}}
+        assert acme.post("/v1/feedback", json=time_sent).status_code == 201  # they came back
+        services.UnfinishedDeletes(rt, 3600).run_once()
+        assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir())), list((data / JOURNAL_FOLDER).iterdir())
+        page = acme.get(f"/v1/users/{GONE}/preferences").json()
+        assert page["total"] == 1 and page["data"][0]["prompt"] == "Again?", page
+        user = acme.get(f"/v1/users/{GONE}")
+        assert user.status_code == 200 and "secret-old" not in user.text, user.text
