@@ -86,11 +86,16 @@ class DeleteJournal:
         return True
 
     def done(self, entry: Unfinished) -> None:
-        """Every step of the DELETE finished: its entry (and so the user's id) goes."""
+        """Every step of the DELETE finished: its entry (and so the user's id) goes. One that cannot be
+        removed (a read-only folder) is logged and stays: the DELETE did its work, and a later pass,
+        finding nothing left to delete, removes it."""
         path = self.path(entry.tenant, entry.user_id)
         if self._read(path) == entry:
-            path.unlink(missing_ok=True)
-            self._sync_folder()
+            try:
+                path.unlink(missing_ok=True)
+                self._sync_folder()
+            except OSError as exc:
+                log.error("the entry of a finished DELETE, %s, could not be removed (a later pass tries again): %s", path, exc)
 
     def release(self, entry: Unfinished) -> None:
         """The DELETE stopped running here (done or not): a later pass may take up its entry."""

@@ -125,3 +125,45 @@ def test_a_user_who_came_back_keeps_nothing_derived_from_before_the_delete(tmp_p
         assert page["total"] == 1 and page["data"][0]["prompt"] == "Again?", page
         user = acme.get(f"/v1/users/{GONE}")
         assert user.status_code == 200 and "secret-old" not in user.text, user.text
+
+
+def test_a_delete_whose_entry_cannot_be_removed_answers_200_and_a_later_pass_removes_it(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Every step of the DELETE ran, then its journal entry could not be removed (the folder made
+    immutable meanwhile: `chattr +i`, as a read-only remount would). The user is deleted, so the client
+    is told so; the entry stays until a pass can remove it. Before: a bare 500 "internal error" for a
+    DELETE that had deleted everything (and the DELETE sent again was a 404)."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    journal = data / JOURNAL_FOLDER
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode != 0:
+        pytest.skip("needs chattr +i (root on ext4 or the like)")
+    subprocess.run(["chattr", "-i", str(probe)], check=True)
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+
+    def frozen(forget) -> int:  # the last thing before the entry goes: the folder cannot be changed from now on
+        subprocess.run(["chattr", "+i", str(journal)], check=True)
+        return 0
+
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+        forget_population_users = rt.forget_population_users
+        monkeypatch.setattr(rt, "forget_population_users", frozen)
+        try:
+            r = acme.delete(f"/v1/users/{GONE}")
+            assert r.status_code == 200 and r.json()["deleted"]["preferences"] == 2, (r.status_code, r.text)
+            assert len(list(journal.iterdir())) == 1  # it names the user until it can be removed
+        finally:
+            subprocess.run(["chattr", "-i", str(journal)], check=True)
+        monkeypatch.setattr(rt, "forget_population_users", forget_population_users)
+        services.UnfinishedDeletes(rt, 3600).run_once()
+        assert wait_until(lambda: not any(journal.iterdir())), list(journal.iterdir())
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 404
