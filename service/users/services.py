@@ -625,7 +625,7 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
         elif journal.resume(unfinished):
             entry = unfinished
         else:  # finished meanwhile, replaced by a later DELETE of theirs, or being run
-            return dict.fromkeys((*rt.store.tables, "adapter_files", "job_files", "population_files"), 0)
+            return no_counts(rt)
         try:
             if unfinished is not None and came_back(rt, tenant, user_id, unfinished.started_at):
                 counts = forget_before(rt, tenant, user_id, unfinished.started_at)
@@ -697,7 +697,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
     their row (its current state is theirs now). Returns counts by kind as `delete` does; raises
     ForgetIncomplete as `Runtime.forget_population_users` does."""
     forget = Forget.of([new_deletion(tenant, user_id, before, rt.settings.replica_index)])  # by hash, with `until`
-    counts = dict.fromkeys((*rt.store.tables, "adapter_files", "job_files", "population_files"), 0)
+    counts = no_counts(rt)
     counts["job_files"] = sum(hook(forget) for hook in list(rt.delete_hooks))  # only jobs queued before it
     pending = rt.ingest.forget_user(tenant, user_id, before=before)
     chats = rt.store.count_interactions(tenant, user_id)
@@ -723,6 +723,11 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
         if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
             rt.deletion_sweep.record(tenant, user_id, deleted_at=before)
     return counts
+
+
+def no_counts(rt: Runtime) -> dict[str, int]:
+    """`delete`'s counts by kind, each 0."""
+    return dict.fromkeys((*rt.store.tables, "adapter_files", "job_files", "population_files"), 0)
 
 
 def recorded_since(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:

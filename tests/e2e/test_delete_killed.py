@@ -62,6 +62,16 @@ def send_delete(url: str, headers: dict) -> None:
         httpx.delete(url, headers=headers, timeout=60)
 
 
+def kill_when_stopped(proc: ServeProcess, headers: dict, stopped_at) -> None:
+    """Send zed's DELETE and SIGKILL the server once its hook wrote `stopped_at` (the DELETE stopped there)."""
+    threading.Thread(target=send_delete, args=(f"{proc.url}/v1/users/zed", headers), daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not stopped_at.exists():
+        assert time.monotonic() < deadline and proc.proc.poll() is None, proc.log.read_text()
+        time.sleep(0.02)
+    proc.kill9()
+
+
 @pytest.mark.slow
 def test_a_delete_killed_before_its_purge_leaves_nothing_after_a_restart(tmp_path, tiny_generator_dir, tiny_pal_dir):
     data, stopped_at = tmp_path / "data", tmp_path / "stopped-at"
@@ -78,12 +88,7 @@ def test_a_delete_killed_before_its_purge_leaves_nothing_after_a_restart(tmp_pat
             for user, n in (("zed", 3), ("ann", 2)):  # her read moves her pending rows into the table
                 assert client.get(f"/v1/users/{user}/preferences").json()["total"] == n
         assert files_holding(data / "lancedb", MARKER)
-        threading.Thread(target=send_delete, args=(f"{proc.url}/v1/users/zed", headers), daemon=True).start()
-        deadline = time.monotonic() + 60
-        while not stopped_at.exists():  # her rows are deleted; the purge would begin now
-            assert time.monotonic() < deadline and proc.proc.poll() is None, proc.log.read_text()
-            time.sleep(0.02)
-        proc.kill9()
+        kill_when_stopped(proc, headers, stopped_at)  # her rows are deleted; the purge would begin now
         assert "preferences" in stopped_at.read_text()
         assert files_holding(data, MARKER)  # what the kill left: her text in the old versions' files
     finally:
@@ -130,12 +135,7 @@ def test_a_delete_killed_after_the_rows_is_finished_by_the_restart_without_being
         write_jsonl([Preference(user_id=f"default/{user}", prompt=f"Tea? {marker}", chosen="Tea.", rejected="Coffee.", created_at=time.time())
                      for user, marker in (("zed", MARKER), ("ann", "kept"))],
                     data / "jobs" / "data" / "population" / f"comparisons-{int(time.time() * 1000)}.jsonl")
-        threading.Thread(target=send_delete, args=(f"{proc.url}/v1/users/zed", headers), daemon=True).start()
-        deadline = time.monotonic() + 60
-        while not stopped_at.exists():  # her rows are deleted and purged; the adapter and population steps would run now
-            assert time.monotonic() < deadline and proc.proc.poll() is None, proc.log.read_text()
-            time.sleep(0.02)
-        proc.kill9()
+        kill_when_stopped(proc, headers, stopped_at)  # her rows are deleted and purged; the adapter and population steps would run now
         assert "'preferences': 2" in stopped_at.read_text()
         left = files_holding(data, MARKER, '"zed"')
         assert any(f.startswith("adapters") for f in left) and any(f.startswith("jobs") for f in left), left
