@@ -17,7 +17,7 @@ from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
 from tests.service.test_break21_deletions import snapshot_rows
 from tests.service.test_delete_journal import wait_until
 from tests.service.test_delete_stopped import Stopped
-from tests.service.tiny import start_replicas
+from tests.service.tiny import start_replicas, start_service
 
 SYNC_MS = 200  # how stale a replica's reads of the store may be
 
@@ -29,11 +29,11 @@ def preference_lines(response) -> list[dict]:
 def test_a_reimport_through_another_replica_survives_the_stopped_delete_being_finished(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     """Replica a is stopped in the user's DELETE after their rows left the store (and its deletion record
     was written); the user's app imports their earlier export through replica b. Then b's sweep applies
-    a's record and a (started again) finishes the DELETE from its journal. Before: b's sweep deleted the
+    a's record, and a, started again, finishes the DELETE from its journal. Before: b's sweep deleted the
     imported rows (they carry times from before the DELETE), and so did a's finishing DELETE, which did
     not see the user as come back: the user's GET found nothing of what they imported after the DELETE."""
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    # each pass run here, by hand: a's journal pass is what a's next start runs
+    # b's sweep is run here by hand, after the import (its passes at start ran before the DELETE)
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=SYNC_MS,
                                          admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
     with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
@@ -69,17 +69,19 @@ def test_a_reimport_through_another_replica_survives_the_stopped_delete_being_fi
         assert b.runtime.deletion_sweep.run_once() == 1  # b applies a's record after the import
         assert acme_b.get(f"/v1/users/{GONE}/preferences").json()["total"] == 3, "b's sweep took the import"
 
-        assert services.UnfinishedDeletes(a.runtime, 3600).run_once() == 1  # a started again: its journal's pass
-        assert wait_until(lambda: not any((tmp_path / "a" / JOURNAL_FOLDER).iterdir())), "a's DELETE was not finished"
-        for client in (acme_a, acme_b):
-            assert wait_until(lambda client=client: client.get(f"/v1/users/{GONE}/preferences").json()["total"] == 3), \
-                client.get(f"/v1/users/{GONE}/preferences").json()
-            lines = preference_lines(client.get(f"/v1/users/{GONE}/export"))
-            assert sorted(line["prompt"] for line in lines) == sorted(msgspec.json.decode(x)["prompt"] for x in exported.content.splitlines())
-            assert all(line["created_at"] < record.deleted_at < line["received_at"] for line in lines), lines  # their times kept
-            assert client.get(f"/v1/users/{GONE}").json()["counts"]["preferences"] == 3
-        assert [snapshot_rows(path).get(f"acme/{GONE}") for path in snapshots] == [3, 3], "a snapshot lost the import"
-
+        first.__exit__(None, None, None)  # replica a stops; it starts again on its own folder
+        again, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, ADMIN_HANDLERS, deletion_sweep_s=3600,
+                                 store_uri=str(tmp_path / "shared-lancedb"), replicas=2, replica_index=0, store_sync_ms=SYNC_MS)
+        with again, a.client("acme") as acme_a:  # its start finishes the DELETE its journal holds
+            assert wait_until(lambda: not any((tmp_path / "a" / JOURNAL_FOLDER).iterdir())), "a's DELETE was not finished"
+            for client in (acme_a, acme_b):
+                assert wait_until(lambda client=client: client.get(f"/v1/users/{GONE}/preferences").json()["total"] == 3), \
+                    client.get(f"/v1/users/{GONE}/preferences").json()
+                lines = preference_lines(client.get(f"/v1/users/{GONE}/export"))
+                assert sorted(line["prompt"] for line in lines) == sorted(msgspec.json.decode(x)["prompt"] for x in exported.content.splitlines())
+                assert all(line["created_at"] < record.deleted_at < line["received_at"] for line in lines), lines  # their times kept
+                assert client.get(f"/v1/users/{GONE}").json()["counts"]["preferences"] == 3
+            assert [snapshot_rows(path).get(f"acme/{GONE}") for path in snapshots] == [3, 3], "a snapshot lost the import"
 
 def test_imported_rows_pending_in_a_log_survive_a_delete_record_from_before_they_came(tmp_path):
     """Another replica's DELETE at time T drops this replica's pending records of the user received
