@@ -333,13 +333,13 @@ class FeedbackLog:
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Drop the user's pending records and rewrite every segment that held any record of theirs
         (pending or already moved), so none of their text stays in this folder. With `before` (unix
-        seconds), only pending records whose rows were all created before it are dropped (those of a
-        user deleted by another replica at `before`); later ones stay pending. Returns how many
+        seconds), only pending records whose rows were all received before it are dropped (those of a
+        user deleted by another replica at `before`; `StoredPreference.received`); later ones stay pending. Returns how many
         pending records were dropped."""
         key = (tenant, user_id)
         with self._io, self._cv:
             mine = self._by_user.pop(key, {})
-            dropped = {seq for seq, entry in mine.items() if before is None or all(r.created_at < before for r in entry.rows)}
+            dropped = {seq for seq, entry in mine.items() if before is None or all(r.received() < before for r in entry.rows)}
             kept = {seq: entry for seq, entry in mine.items() if seq not in dropped}
             if kept:
                 self._by_user[key] = kept

@@ -102,7 +102,7 @@ class Ingestor:
 
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Drop the user's pending rows (from memory and the log's files); none is moved afterwards.
-        `before`: only rows created before it (`FeedbackLog.forget_user`)."""
+        `before`: only rows received before it (`FeedbackLog.forget_user`)."""
         with self._move:
             return self.log.forget_user(tenant, user_id, before)
 

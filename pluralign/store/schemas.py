@@ -48,6 +48,11 @@ def preference_schema(encoder_id: str, dim: int) -> pa.Schema:
             pa.field("chosen_vec", vector_type(dim)),
             pa.field("rejected_vec", vector_type(dim)),
             pa.field("schema_version", pa.int32(), nullable=False),
+            # added later (nullable, so older tables gain it on open): when the service received the row
+            # (unix seconds, the receiving replica's clock). `created_at` is when it was made, which an
+            # import keeps from its file; a DELETE tells what a user sent after it began by this one.
+            # Null = a row stored before it was kept: its `created_at` stands in
+            pa.field("received_at", pa.float64(), nullable=True),
         ],
         metadata=_metadata(encoder_id, dim),
     )

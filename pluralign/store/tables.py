@@ -76,10 +76,19 @@ class StoredPreference(Base):
     margin: float | None = None
     source: str | None = None
     attributes: dict[str, str] = {}
+    # when the service received the row (unix seconds, the receiving replica's clock); `created_at` is
+    # when it was made (an import keeps its file's). None: stored before it was kept (`received`)
+    received_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PREFERENCE_KINDS:
             raise ValueError(f"`kind` must be one of {', '.join(PREFERENCE_KINDS)}, got {self.kind!r}")
+
+    def received(self) -> float:
+        """When the row reached the service: what a DELETE compares with the time it began, since an
+        imported row's `created_at` may be older than a DELETE it came after. A row stored before
+        `received_at` was kept counts as received when it was made."""
+        return self.created_at if self.received_at is None else self.received_at
 
 
 class Interaction(Base):
@@ -305,7 +314,8 @@ class Store:
         schema = self.schemas["preferences"]
         columns = {
             name: [getattr(r, name) for r in rows]
-            for name in ("tenant", "user_id", "pref_id", "prompt", "chosen", "rejected", "tie", "margin", "kind", "source", "created_at")
+            for name in ("tenant", "user_id", "pref_id", "prompt", "chosen", "rejected", "tie", "margin", "kind", "source", "created_at",
+                         "received_at")
         }
         columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in rows]
         for name, array in (("prompt_vec", prompt_vec), ("chosen_vec", chosen_vec), ("rejected_vec", rejected_vec)):
@@ -455,6 +465,7 @@ class Store:
             tenant=tenant, user_id=user_id, pref_id=row["pref_id"], prompt=row["prompt"],
             chosen=row["chosen"], rejected=row["rejected"], kind=row["kind"], created_at=row["created_at"],
             tie=row["tie"], margin=row["margin"], source=row["source"], attributes=json.loads(row["attributes"]),
+            received_at=row.get("received_at"),
         )
 
     def _cached(self, tenant: str, user_id: str) -> History | None:
@@ -723,24 +734,26 @@ class Store:
         return counts
 
     def delete_feedback_before(self, tenant: str, user_id: str, before: float, chats: bool = False) -> int:
-        """Delete the user's feedback rows created before `before` (unix seconds): those a process
-        acknowledged before another one answered their DELETE, and moved in after it. `chats`: their
-        chats (interactions) created before it too (a DELETE finished after the user came back).
-        Purged as `delete_user` purges; when nothing else of the user is left, every row of theirs goes
-        (the users row a refit of those rows wrote). Returns the rows deleted."""
+        """Delete the user's feedback rows received before `before` (unix seconds; `received_before`):
+        those a process acknowledged before another one answered their DELETE, and moved in after it.
+        `chats`: their chats (interactions) created before it too (a DELETE finished after the user came
+        back; a chat is stored when it is served). Purged as `delete_user` purges; when nothing else of
+        the user is left, every row of theirs goes (the users row a refit of those rows wrote). Returns
+        the rows deleted."""
         names = ["preferences", *(["interactions"] if chats else [])]
-        where = f"{owner_filter(tenant, user_id)} AND created_at < {float(before)!r}"
+        wheres = {"preferences": f"{owner_filter(tenant, user_id)} AND {received_before(before)}",
+                  "interactions": f"{owner_filter(tenant, user_id)} AND created_at < {float(before)!r}"}
         found: dict[str, int] = {}
         with self._maintenance():
             def delete_rows() -> None:
                 with self._lock:
                     self._fence()
                     found.clear()
-                    found.update({name: self.tables[name].count_rows(where) for name in names})
+                    found.update({name: self.tables[name].count_rows(wheres[name]) for name in names})
                     self._mark([name for name in names if found[name]])
                     for name in names:
                         if found[name]:
-                            self.tables[name].delete(where)
+                            self.tables[name].delete(wheres[name])
                     self.histories.invalidate([(tenant, user_id)])
 
             self._retried(delete_rows)
@@ -880,6 +893,13 @@ class Store:
 
     def stats(self) -> dict[str, int]:
         return {name: table.count_rows() for name, table in self.tables.items()}
+
+
+def received_before(before: float) -> str:
+    """A filter for preference rows the service received before `before` (unix seconds): by
+    `received_at`, or by `created_at` for a row stored before that column was kept (null there)."""
+    t = repr(float(before))
+    return f"(received_at < {t} OR (received_at IS NULL AND created_at < {t}))"
 
 
 def new_created_at() -> float:

@@ -42,7 +42,7 @@ log = logging.getLogger("pluralign.service")
 
 class _Named(msgspec.Struct):
     user_id: str  # a snapshot line's user (`tenant/user`); its other fields but the time are not read
-    created_at: float | None = None  # when the row was acknowledged (unix seconds)
+    created_at: float | None = None  # when the service received the row (unix seconds; `Admin.population_snapshot`)
 
 
 _NAMED = msgspec.json.Decoder(_Named)
@@ -172,12 +172,15 @@ class Admin:
         """Every stored strict comparison of every tenant as one preference file; users are named
         `tenant/user` so two tenants' users never merge into one. Read and written under the
         runtime's population lock: a DELETE's rewrite of the snapshots (`forget_in_population`)
-        comes before (and so rewrites it) or after (and the user's rows are out of the store)."""
+        comes before (and so rewrites it) or after (and the user's rows are out of the store).
+        A row's `created_at` there is when the service received it (`StoredPreference.received`): a
+        DELETE's record takes from a snapshot the rows from before it (`_drop_rows`), and an imported
+        row's own time may be older than a DELETE it came after. No trainer reads the times."""
         self.rt.ingest.flush()
         with self.rt.population_lock:
             records = [
                 Preference(user_id=f"{p.tenant}/{p.user_id}", prompt=p.prompt, chosen=p.chosen, rejected=p.rejected,
-                           margin=p.margin, source=p.source, created_at=p.created_at, attributes=p.attributes)
+                           margin=p.margin, source=p.source, created_at=p.received(), attributes=p.attributes)
                 for p in self.rt.store.all_comparisons()
             ]
             if not records:

@@ -179,7 +179,7 @@ async def _store(rt: Runtime, tenant: str, user: str, fb: FeedbackBody, rows: li
     now = time.time()
     stored = [
         StoredPreference(
-            tenant=tenant, user_id=user, pref_id=pref_id, created_at=now + i * 1e-6,
+            tenant=tenant, user_id=user, pref_id=pref_id, created_at=now + i * 1e-6, received_at=now,
             source=fb.source or "feedback", attributes=fb.attributes, **r,
         )
         for i, (r, pref_id) in enumerate(zip(rows, ids, strict=True))

@@ -158,9 +158,10 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
 
 
 async def _finish_unfinished_delete(rt: Runtime, tenant: str, user_id: str) -> None:
-    """An import's rows keep the times they were first made, so the journal could not tell them from what
-    a DELETE of the user stopped part way was meant to remove (it keeps only what came at or after the
-    DELETE began): that DELETE is finished first, on the DELETEs' thread, and the import stored after it.
+    """A DELETE of the user stopped part way is finished first, on the DELETEs' thread, and the import
+    stored after it: what the user sees once the import is acknowledged is what they imported, never
+    rows the DELETE was to remove beside it. (Finished later, the DELETE would keep the import too: it
+    tells what came after it began by when the rows were received, `StoredPreference.received`.)
     429 or 503 with Retry-After when it cannot be finished now (nothing of the import stored)."""
     entry = rt.delete_journal.unfinished(tenant, user_id)
     if entry is None:

@@ -564,8 +564,8 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
 
 
 def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | None = None) -> list[StoredPreference]:
-    """Stored comparison rows for `user_id` from preference records (their times and labels kept);
-    `pref_ids` (one per record, an idempotent import's) or fresh random ids."""
+    """Stored comparison rows for `user_id` from preference records (their times and labels kept,
+    received now); `pref_ids` (one per record, an idempotent import's) or fresh random ids."""
     now = time.time()
     pref_ids = pref_ids or [uuid.uuid4().hex for _ in records]
     return [
@@ -573,7 +573,7 @@ def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | 
             tenant=tenant, user_id=user_id, pref_id=pref_id, kind="comparison",
             created_at=r.created_at if r.created_at is not None else now + i * 1e-6,
             prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie, margin=r.margin,
-            source=r.source or "import", attributes=r.attributes,
+            source=r.source or "import", attributes=r.attributes, received_at=now,
         )
         for i, (r, pref_id) in enumerate(zip(records, pref_ids, strict=True))
     ]
@@ -609,8 +609,9 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
     (the process killed, a population file that could not be rewritten), the service finishes it at its
     next start and every `deletion_sweep_s` after (`UnfinishedDeletes`, which passes the entry as
     `unfinished`), whether or not the client sends it again; the store finishes its own purge at its next
-    turn or start (`Store.delete_user`). A user who came back meanwhile (feedback, a chat or a stated
-    preference after the DELETE began) keeps what they sent since: only what is older goes (`forget_before`).
+    turn or start (`Store.delete_user`). A user who came back meanwhile (feedback, an import, a chat or a
+    stated preference received after the DELETE began, through any replica) keeps what they sent since:
+    only what was received before goes (`came_back`, `forget_before`).
 
     Returns counts by kind: preferences, interactions, users, stated_changes, adapter_files, job_files,
     population_files (files rewritten without them); all 0 for an `unfinished` entry finished meanwhile.
@@ -678,12 +679,14 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> 
 
 
 def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
-    """Whether the user sent anything (feedback, a chat, a stated preference) at or after `since`
-    (unix seconds), their feedback still pending in the log included."""
+    """Whether the user sent anything (feedback, an import, a chat, a stated preference) at or after
+    `since` (unix seconds), their feedback still pending in the log included: told by when each row
+    reached the service (`StoredPreference.received`), on whichever replica, not by the time it carries
+    (an import keeps its file's, which may be older than the DELETE)."""
     rt.ingest.flush_user(tenant, user_id)
     if rt.deletion_sweep is not None:  # with replicas: what another replica stored a moment ago
         rt.store.refresh("preferences", "interactions", "stated_changes")
-    return (any(p.created_at >= since for p in rt.store.preferences_for(tenant, user_id)[0])
+    return (any(p.received() >= since for p in rt.store.preferences_for(tenant, user_id)[0])
             or any(i.created_at >= since for i in rt.store.interactions_for(tenant, user_id))
             or any(c["at"] >= since for c in rt.store.stated_changes(tenant, user_id)))
 
