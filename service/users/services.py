@@ -662,7 +662,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> 
     # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops
     # before the steps below; once per DELETE (finishing one from the journal, it may be there already)
     if rt.deletion_sweep is not None and (any(counts.values()) or not recorded_since(rt, tenant, user_id, started_at)):
-        rt.deletion_sweep.record(tenant, user_id)
+        rt.deletion_sweep.record(tenant, user_id, began_at=started_at)
     counts["preferences"] += pending  # acknowledged rows, wherever they were
     counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
     counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
@@ -695,7 +695,8 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
     """Finish the DELETE of a user who came back after it began (`before`, unix seconds): what they
     sent before it goes (their jobs and job files, pending feedback, feedback rows and chats, their
     adapter when trained before it, their rows in population files), what they sent since stays.
-    With replicas the deletion record carries `before`. Their users row is fitted again from what stays
+    With replicas the deletion record carries `before` as when the DELETE began (its `deleted_at` is
+    now, when it is recorded). Their users row is fitted again from what stays
     (its attributes only those that feedback carried); stated preferences they set before it stay in
     their row (its current state is theirs now). Returns counts by kind as `delete` does; raises
     ForgetIncomplete as `Runtime.forget_population_users` does."""
@@ -724,7 +725,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
     finally:
         rt.forget_pooled(tenant)
         if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
-            rt.deletion_sweep.record(tenant, user_id, deleted_at=before)
+            rt.deletion_sweep.record(tenant, user_id, began_at=before)  # recorded now: a replica whose watermark passed `before` applies it
     return counts
 
 
