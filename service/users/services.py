@@ -512,8 +512,12 @@ def register_adapter(rt: Runtime, tenant: str, user_id: str, source: Path) -> st
     # copied beside the user's adapter, then renamed into place: a copy cut short leaves the old one
     with staged_folder(folder, ADAPTER_FILES, "LoRA adapter") as staged:
         shutil.copytree(source, staged, dirs_exist_ok=True)
-        if not (staged / META_FILE).exists():  # a bare peft folder: registered for the model served here
-            write_meta(staged, AdapterMeta(kind="user", base_model=rt.generator.model_id, shots=0, data_version="registered"))
+        now = time.time()
+        if (staged / META_FILE).exists():  # when it was received here, beside when it was trained (`forget_before`)
+            write_meta(staged, msgspec.structs.replace(read_meta(staged), received_at=now))
+        else:  # a bare peft folder: registered for the model served here
+            write_meta(staged, AdapterMeta(kind="user", base_model=rt.generator.model_id, shots=0, data_version="registered",
+                                           created_at=now, received_at=now))
     rt.adapters.forget(tenant, user_id)  # a re-registered adapter is reloaded from its new files
     with rt.user_lock(tenant, user_id):  # no PATCH or refit between the read and the write is undone
         weights = user_weights(rt, tenant, user_id)
@@ -694,7 +698,8 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
 def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict[str, int]:
     """Finish the DELETE of a user who came back after it began (`before`, unix seconds): what they
     sent before it goes (their jobs and job files, pending feedback, feedback rows and chats, their
-    adapter when trained before it, their rows in population files), what they sent since stays.
+    adapter when it reached this service before it (trained here or registered: `AdapterMeta.received`), their
+    rows in population files), what they sent since stays.
     With replicas the deletion record carries `before` as when the DELETE began (its `deleted_at` is
     now, when it is recorded). Their users row is fitted again from what stays
     (its attributes only those that feedback carried); stated preferences they set before it stay in
@@ -717,7 +722,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
         meta = rt.adapters.registry.meta(tenant, user_id)
     except (OSError, ValueError):  # unreadable: not shown to be trained since, so it goes
         meta = None
-    if meta is None or meta.created_at < before:
+    if meta is None or meta.received() < before:  # trained, or registered here, before it
         counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)
         rt.adapters.forget(tenant, user_id)
     try:

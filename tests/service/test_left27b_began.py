@@ -150,3 +150,25 @@ def test_deletion_records_of_an_older_table_read_as_begun_when_written_and_a_lat
     assert forget.until_of("t/ann") == 1000.0 and forget.until_of("t/bob") == 2000.0  # rows: received before it began
     assert forget.made_at(2500.0)("t/bob") and not forget.made_at(3000.0)("t/bob")  # made before it was written
     assert not forget.made_at(1000.0)("t/ann") and forget.made_at(999.0)("t/ann")
+
+
+def test_an_adapter_registered_after_the_delete_began_stays_when_it_is_finished(tmp_path, tmp_path_factory, tiny_generator_dir,
+                                                                                 tiny_pal_dir, minilm, monkeypatch):
+    """The service dies in the user's DELETE; the user comes back, and an adapter trained for them
+    elsewhere, before the DELETE, is registered (`register_adapter`). Finishing the DELETE keeps what
+    came after it began. Before: the adapter went, judged by when it was trained (its `created_at`),
+    and the user's chats were served by the fallback."""
+    from pluralign.policy.adapters import adapter_name
+    from tests.service.test_service_adapters import chat, random_adapter
+    from tests.service.tiny import fspo_service
+
+    trained = random_adapter(tiny_generator_dir, tmp_path / "trained", tiny_generator_dir.name, "user", 3)
+    with fspo_service(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm) as svc, svc.client() as c:
+        give_comparisons(c, GONE, "tea", MARKER, n=2)
+        stop_before_the_rows_go(monkeypatch, svc.runtime, "acme", GONE)
+        give_comparisons(c, GONE, "coffee", BACK, n=1)  # they come back
+        services.register_adapter(svc.runtime, "acme", GONE, trained)
+        assert chat(c, GONE).json()["pluralign"]["adapter"] == adapter_name("acme", GONE)
+        finish_from_journal(svc.runtime, svc.data_dir)  # the service started again
+        assert [BACK in p for p in prompts(c, GONE)] == [True]
+        assert chat(c, GONE).json()["pluralign"]["adapter"] == adapter_name("acme", GONE)
