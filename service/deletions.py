@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, user_hash
+from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion
 from service.periodic import Periodic
 
 if TYPE_CHECKING:
@@ -40,16 +40,13 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     population file could not be rewritten, after every other file was."""
     # a replica's reads of the store may lag its commits: data it made this late may still hold the user
     forget = Forget.of(records, stale_s=rt.settings.sync_seconds or 0.0)
-    # rows received before the DELETE began are theirs no more (`Deletion.began`): a DELETE finished long
-    # after it began (its replica restarting) is recorded late, and what came meanwhile is the user's again
-    began: dict[str, float] = {}
-    for r in records:
-        began[r.user_hash] = max(began.get(r.user_hash, r.began()), r.began())
     files = sum(hook(forget) for hook in list(rt.delete_hooks))
     moved = rt.deletion_sweep.moved_lately() if rt.deletion_sweep is not None else set()
     for tenant, user_id in sorted(rt.ingest.log.users() | moved):
-        if forget.user(tenant, user_id):  # only rows received before the DELETE began: later ones are the user's again
-            before = began[user_hash(tenant, user_id)]
+        # only rows received before the DELETE began (`Deletion.began`, plus the staleness): later ones are
+        # the user's again, though a DELETE finished long after it began (its replica restarting) is recorded late
+        before = forget.until_of(f"{tenant}/{user_id}")
+        if before is not None:
             rt.ingest.forget_user(tenant, user_id, before=before)
             # and those this replica moved into the store after the DELETE, before this pass
             rt.store.delete_feedback_before(tenant, user_id, before)
