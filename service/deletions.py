@@ -3,11 +3,12 @@
 Each replica keeps its own data folder: its feedback log, its jobs (population snapshots, PAL and
 EM artifacts, adapter jobs' snapshots) and the population model it promoted. A DELETE cleans the
 answering replica's folder and the shared store; with several replicas it also appends a record to
-the store's `deletions` table (`pluralign.store.deletions`: the user by hash, the time), and every
-replica's `DeletionSweep` applies new records to its own folder within `deletion_sweep_s`: the
+the store's `deletions` table (`pluralign.store.deletions`: the user by hash, when the DELETE began
+and when it was recorded), and every replica's `DeletionSweep` applies new records to its own folder
+within `deletion_sweep_s`: the
 users' jobs and job files, their rows and fitted weights in population files (the promoted model's
-too, on disk and in memory), what its feedback log still holds of rows acknowledged before the
-DELETE (and such rows it moved into the store after the DELETE), its cached histories and its cached
+too, on disk and in memory), what its feedback log still holds of rows received before the DELETE
+began (and such rows it moved into the store after the DELETE), its cached histories and its cached
 pooled priors of that tenant.
 
 The loop is a plain thread with an Event (the compaction thread's pattern): one small query of the
@@ -21,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, user_hash
+from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion
 from service.periodic import Periodic
 
 if TYPE_CHECKING:
@@ -39,14 +40,13 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     population file could not be rewritten, after every other file was."""
     # a replica's reads of the store may lag its commits: data it made this late may still hold the user
     forget = Forget.of(records, stale_s=rt.settings.sync_seconds or 0.0)
-    deleted_at: dict[str, float] = {}
-    for r in records:
-        deleted_at[r.user_hash] = max(deleted_at.get(r.user_hash, r.deleted_at), r.deleted_at)
     files = sum(hook(forget) for hook in list(rt.delete_hooks))
     moved = rt.deletion_sweep.moved_lately() if rt.deletion_sweep is not None else set()
     for tenant, user_id in sorted(rt.ingest.log.users() | moved):
-        if forget.user(tenant, user_id):  # only rows acknowledged before the DELETE: later ones are the user's again
-            before = deleted_at[user_hash(tenant, user_id)]
+        # only rows received before the DELETE began (`Deletion.began`, plus the staleness): later ones are
+        # the user's again, though a DELETE finished long after it began (its replica restarting) is recorded late
+        before = forget.until_of(f"{tenant}/{user_id}")
+        if before is not None:
             rt.ingest.forget_user(tenant, user_id, before=before)
             # and those this replica moved into the store after the DELETE, before this pass
             rt.store.delete_feedback_before(tenant, user_id, before)
@@ -86,11 +86,11 @@ class DeletionSweep(Periodic):
             self._moved = {key: at for key, at in self._moved.items() if at >= since}
             return set(self._moved)
 
-    def record(self, tenant: str, user_id: str, deleted_at: float | None = None) -> Deletion:
-        """A DELETE answered here (its own steps clean this replica's files): recorded for the other
-        replicas, and noted as applied here. `deleted_at` (unix seconds): what the user sent before it
-        is deleted (default now: the DELETE's rows have just left the store)."""
-        deletion = new_deletion(tenant, user_id, time.time() if deleted_at is None else deleted_at, self.rt.settings.replica_index)
+    def record(self, tenant: str, user_id: str, began_at: float) -> Deletion:
+        """A DELETE answered here (its own steps clean this replica's files), begun at `began_at` (unix
+        seconds: what the user sent before it is deleted), its rows just gone from the store: recorded
+        now for the other replicas, and noted as applied here."""
+        deletion = new_deletion(tenant, user_id, time.time(), self.rt.settings.replica_index, began_at=began_at)
         self.rt.store.record_deletion(deletion)
         self._note_applied([deletion])
         return deletion

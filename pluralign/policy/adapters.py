@@ -55,6 +55,14 @@ class AdapterMeta(Base, kw_only=True):
     tenant: str | None = None
     user: str | None = None
     parent: str | None = None  # data_version of the adapter training started from, if any
+    # when a service received it (unix seconds): one trained elsewhere and registered there keeps its
+    # `created_at`, which may be older than a DELETE it came after. None: made where it is (`received`)
+    received_at: float | None = None
+
+    def received(self) -> float:
+        """When the adapter reached the service whose registry holds it: what a DELETE finished after
+        the user came back compares with the time it began (`created_at` for one trained there)."""
+        return self.created_at if self.received_at is None else self.received_at
 
 
 class AdapterError(ValueError):

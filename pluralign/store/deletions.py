@@ -45,7 +45,8 @@ def user_hash(tenant: str, user_id: str) -> str:
 
 
 def deletion_schema() -> pa.Schema:
-    """One row per DELETE of a user: which (by hash), when (unix seconds) and which replica answered it."""
+    """One row per DELETE of a user: which (by hash), when it was recorded and when it began (unix
+    seconds), and which replica answered it."""
     return pa.schema(
         [
             pa.field("deletion_id", pa.string(), nullable=False),
@@ -54,22 +55,38 @@ def deletion_schema() -> pa.Schema:
             pa.field("deleted_at", pa.float64(), nullable=False),
             pa.field("replica", pa.int32(), nullable=False),
             pa.field("schema_version", pa.int32(), nullable=False),
+            # added later (nullable, so an older table gains it on open): when the DELETE began (`Deletion`).
+            # Null = a record written before it was kept: its `deleted_at` stands in
+            pa.field("began_at", pa.float64(), nullable=True),
         ],
         metadata={"schema_version": str(SCHEMA_VERSION)},
     )
 
 
 class Deletion(Base, kw_only=True, frozen=True):
+    """A DELETE of a user, as every replica reads it. Two times, both on the answering replica's clock:
+    `deleted_at`, when the record was written (the user's rows from before the DELETE had left the
+    store by then; what replicas' watermarks follow, `Applied`), and `began_at`, when the DELETE began
+    (what the user sent before it is deleted, what they sent after is theirs: `began`). A DELETE
+    stopped part way and finished later (a replica restarting) is recorded when it is finished, so the
+    two may lie far apart."""
+
     deletion_id: str
     tenant: str
     user_hash: str
-    deleted_at: float  # unix seconds, the answering replica's clock
+    deleted_at: float  # unix seconds: when the record was written
     replica: int  # the replica index that answered the DELETE
+    began_at: float | None = None  # unix seconds: when the DELETE began; None: written before it was kept
+
+    def began(self) -> float:
+        """When the DELETE began: rows of the user received before it are theirs no more. A record
+        written before `began_at` was kept counts as begun when it was written (its old meaning)."""
+        return self.deleted_at if self.began_at is None else self.began_at
 
 
-def new_deletion(tenant: str, user_id: str, deleted_at: float, replica: int) -> Deletion:
+def new_deletion(tenant: str, user_id: str, deleted_at: float, replica: int, began_at: float | None = None) -> Deletion:
     return Deletion(deletion_id=uuid.uuid4().hex, tenant=tenant, user_hash=user_hash(tenant, user_id),
-                    deleted_at=deleted_at, replica=replica)
+                    deleted_at=deleted_at, replica=replica, began_at=began_at)
 
 
 @dataclass(frozen=True)
@@ -80,13 +97,19 @@ class Forget:
 
     A record may be applied long after its DELETE (a replica restarting, or applying every record
     again without its `Applied` file), when the user may have come back: what they sent since is theirs
-    again. So a user named by hash is forgotten only from data made before `until` (`made_at`)."""
+    again. So a user named by hash is forgotten only from rows received before `until` (`until_of`: the
+    DELETE's beginning) and from things made before `made_until` (`made_at`: the record's writing, by
+    when their rows from before it had left the store; a snapshot taken or a job queued between the
+    two may hold those rows)."""
 
     keys: frozenset[str] = frozenset()
     hashes: frozenset[str] = frozenset()
-    # hash -> the newest time (unix seconds) data of theirs from before the DELETE may carry: the latest
-    # record's deleted_at plus how stale a replica's reads of the store may be
+    # hash -> rows of theirs received before this (unix seconds) are forgotten: the latest record's
+    # `began()` plus how stale a replica's reads of the store may be
     until: Mapping[str, float] = field(default_factory=dict)
+    # hash -> what was made before this (unix seconds) may hold their rows from before the DELETE: the
+    # latest record's `deleted_at` plus the same staleness. Missing: `until` stands in
+    made_until: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def key(cls, key: str) -> Forget:
@@ -95,24 +118,28 @@ class Forget:
     @classmethod
     def of(cls, deletions: Iterable[Deletion], stale_s: float = 0.0) -> Forget:
         until: dict[str, float] = {}
+        made_until: dict[str, float] = {}
         for d in deletions:
-            until[d.user_hash] = max(until.get(d.user_hash, d.deleted_at + stale_s), d.deleted_at + stale_s)
-        return cls(hashes=frozenset(until), until=until)
+            until[d.user_hash] = max(until.get(d.user_hash, -math.inf), d.began() + stale_s)
+            made_until[d.user_hash] = max(made_until.get(d.user_hash, -math.inf), d.deleted_at + stale_s)
+        return cls(hashes=frozenset(until), until=until, made_until=made_until)
 
     def made_at(self, t: float | None) -> Forget:
         """The users whose data something made at `t` (unix seconds; None: not known) may hold: every one
-        named by key (deleted here, now), and those named by hash whose DELETE came after `t`."""
+        named by key (deleted here, now), and those named by hash whose record was written after `t`."""
         if t is None:
             return self
-        hashes = frozenset(h for h in self.hashes if self.until.get(h, math.inf) > t)
-        return Forget(keys=self.keys, hashes=hashes, until={h: self.until[h] for h in hashes if h in self.until})
+        made = {h: self.made_until.get(h, self.until.get(h, math.inf)) for h in self.hashes}
+        hashes = frozenset(h for h in self.hashes if made[h] > t)
+        return Forget(keys=self.keys, hashes=hashes, until={h: self.until[h] for h in hashes if h in self.until},
+                      made_until={h: self.made_until[h] for h in hashes if h in self.made_until})
 
     def __call__(self, key: str) -> bool:
         return key in self.keys or (bool(self.hashes) and key_hash(key) in self.hashes)
 
     def until_of(self, key: str) -> float | None:
-        """Data of user `key` made before this time (unix seconds) is forgotten: inf for one named by
-        key, their DELETE's `until` for one named by hash, None for anyone else."""
+        """Rows of user `key` received before this time (unix seconds) are forgotten: inf for one named
+        by key, their DELETE's `until` for one named by hash, None for anyone else."""
         if key in self.keys:
             return math.inf
         h = key_hash(key) if self.hashes else None

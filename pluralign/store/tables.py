@@ -359,9 +359,10 @@ class Store:
             self._new_deletions += 1
 
     def deletions_since(self, since: float) -> list[Deletion]:
-        """Deletion records with `deleted_at` at or after `since` (unix seconds), any order."""
+        """Deletion records with `deleted_at` at or after `since` (unix seconds), any order. Columns a
+        later version adds are passed over (a replica of this version still reads its records)."""
         rows = self.deletions.search().where(f"deleted_at >= {float(since)!r}").limit(None).to_arrow().to_pylist()
-        return [msgspec.convert({k: v for k, v in r.items() if k != "schema_version"}, Deletion) for r in rows]
+        return [msgspec.convert({k: r[k] for k in _DELETION_FIELDS if k in r}, Deletion) for r in rows]
 
     def deleted_after(self, user_hash: str, since: float) -> bool:
         """Whether a deletion record names `user_hash` (`deletions.user_hash`) at or after `since`."""
@@ -893,6 +894,9 @@ class Store:
 
     def stats(self) -> dict[str, int]:
         return {name: table.count_rows() for name, table in self.tables.items()}
+
+
+_DELETION_FIELDS = tuple(f.name for f in msgspec.structs.fields(Deletion))
 
 
 def received_before(before: float) -> str:

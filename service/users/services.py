@@ -512,8 +512,12 @@ def register_adapter(rt: Runtime, tenant: str, user_id: str, source: Path) -> st
     # copied beside the user's adapter, then renamed into place: a copy cut short leaves the old one
     with staged_folder(folder, ADAPTER_FILES, "LoRA adapter") as staged:
         shutil.copytree(source, staged, dirs_exist_ok=True)
-        if not (staged / META_FILE).exists():  # a bare peft folder: registered for the model served here
-            write_meta(staged, AdapterMeta(kind="user", base_model=rt.generator.model_id, shots=0, data_version="registered"))
+        now = time.time()
+        if (staged / META_FILE).exists():  # when it was received here, beside when it was trained (`forget_before`)
+            write_meta(staged, msgspec.structs.replace(read_meta(staged), received_at=now))
+        else:  # a bare peft folder: registered for the model served here
+            write_meta(staged, AdapterMeta(kind="user", base_model=rt.generator.model_id, shots=0, data_version="registered",
+                                           created_at=now, received_at=now))
     rt.adapters.forget(tenant, user_id)  # a re-registered adapter is reloaded from its new files
     with rt.user_lock(tenant, user_id):  # no PATCH or refit between the read and the write is undone
         weights = user_weights(rt, tenant, user_id)
@@ -662,7 +666,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> 
     # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops
     # before the steps below; once per DELETE (finishing one from the journal, it may be there already)
     if rt.deletion_sweep is not None and (any(counts.values()) or not recorded_since(rt, tenant, user_id, started_at)):
-        rt.deletion_sweep.record(tenant, user_id)
+        rt.deletion_sweep.record(tenant, user_id, began_at=started_at)
     counts["preferences"] += pending  # acknowledged rows, wherever they were
     counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
     counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
@@ -694,8 +698,10 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
 def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict[str, int]:
     """Finish the DELETE of a user who came back after it began (`before`, unix seconds): what they
     sent before it goes (their jobs and job files, pending feedback, feedback rows and chats, their
-    adapter when trained before it, their rows in population files), what they sent since stays.
-    With replicas the deletion record carries `before`. Their users row is fitted again from what stays
+    adapter when it reached this service before it (trained here or registered: `AdapterMeta.received`), their
+    rows in population files), what they sent since stays.
+    With replicas the deletion record carries `before` as when the DELETE began (its `deleted_at` is
+    now, when it is recorded). Their users row is fitted again from what stays
     (its attributes only those that feedback carried); stated preferences they set before it stay in
     their row (its current state is theirs now). Returns counts by kind as `delete` does; raises
     ForgetIncomplete as `Runtime.forget_population_users` does."""
@@ -716,7 +722,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
         meta = rt.adapters.registry.meta(tenant, user_id)
     except (OSError, ValueError):  # unreadable: not shown to be trained since, so it goes
         meta = None
-    if meta is None or meta.created_at < before:
+    if meta is None or meta.received() < before:  # trained, or registered here, before it
         counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)
         rt.adapters.forget(tenant, user_id)
     try:
@@ -724,7 +730,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
     finally:
         rt.forget_pooled(tenant)
         if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
-            rt.deletion_sweep.record(tenant, user_id, deleted_at=before)
+            rt.deletion_sweep.record(tenant, user_id, began_at=before)  # recorded now: a replica whose watermark passed `before` applies it
     return counts
 
 
