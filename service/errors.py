@@ -24,6 +24,7 @@ from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 from pluralign.data.text import is_blank
+from pluralign.store.failures import StoreUnavailable, unavailable
 from service.head import with_head
 
 log = logging.getLogger("pluralign.service")
@@ -39,7 +40,7 @@ ERROR_TYPES = {
 ERROR_CODES = {
     400: "invalid_value", 401: "invalid_api_key", 403: "permission_denied", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 412: "version_mismatch", 413: "request_too_large", 415: "unsupported_media_type", 422: "invalid_value",
-    429: "rate_limit_exceeded", 500: "internal_error", 503: "unavailable",
+    429: "rate_limit_exceeded", 500: "internal_error", 503: "unavailable", 507: "insufficient_storage",
 }
 
 
@@ -66,6 +67,7 @@ _WHY = {
     413: "Request body too large",
     429: "Too many requests: retry after `Retry-After` seconds",
     503: "Unavailable for now: retry after `Retry-After` seconds",
+    507: "Insufficient storage: the service's disk is full; nothing this request sent was acknowledged",
 }
 
 
@@ -160,10 +162,10 @@ def _from_extra(extra, request: Request | None = None) -> tuple[str | None, str 
     return None, None, None
 
 
-def stream_error(status: int, detail: str) -> dict:
+def stream_error(status: int, detail: str, code: str | None = None) -> dict:
     """The body of a server-sent error event (a stream's headers are already sent): OpenAI's
     `{"error": {...}}` wrapping this module's error body."""
-    body = error_body(status, detail)
+    body = error_body(status, detail, code=code)
     return body if "error" in body else {"error": {"message": detail, **body}}
 
 
@@ -247,5 +249,42 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         if status == 405 and headers:  # Litestar's Allow: the path's declared methods; HEAD is answered wherever GET is
             headers = {name: with_head(value) if name.lower() == "allow" else value for name, value in headers.items()}
         return error_response(status, message, param, code, headers=headers)
+    storage = storage_failure(request, exc)
+    if storage is not None:
+        return storage
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
+
+
+STORAGE_RETRY_AFTER = 60  # seconds: `Retry-After` of a 503 for a table that cannot be read or written
+
+
+def storage_status(exc: StoreUnavailable, method: str = "POST") -> tuple[int, str, str]:
+    """(status, code, message) for stored data that cannot be read or written while answering a
+    request of `method`: 507 `insufficient_storage` for no room, 503 `storage_unavailable` for a
+    read-only folder or a damaged file. The message names the table (or the feedback log), never a path."""
+    if method in ("GET", "HEAD"):
+        done = "send the request again later"
+    elif method == "DELETE":  # its journal entry stays (`service.users.services.delete`)
+        done = "the DELETE is recorded and the service finishes it by itself once the store is fixed (sending it again is safe)"
+    else:
+        done = "nothing this request sent was acknowledged; send it again later"
+    status, code = (507, "insufficient_storage") if exc.problem == "full" else (503, "storage_unavailable")
+    return status, code, f"{exc.public} (the operator's log says where): {done}"
+
+
+def storage_failure(request: Request, exc: BaseException) -> Response | None:
+    """A request that failed because stored data cannot be read or written (a full disk, a read-only
+    mount, a damaged LanceDB file; `pluralign.store.failures`): 507 or 503 naming what, and one log
+    line naming it with its folder and the cause, for the operator (docs/operations.md). None for
+    any other failure."""
+    folder = str(request.app.state.runtime.settings.data_path)
+    failure = unavailable(exc, "a file of the service", folder, "read or written") if isinstance(exc, OSError) else None
+    if failure is None:
+        return None
+    if failure is not exc:  # a plain OSError (ENOSPC, EROFS) from a file the service writes itself
+        request.app.state.runtime.store.problems.failed(failure)
+    status, code, message = storage_status(failure, request.method)
+    log.error("%s %s answered %d: %s (docs/operations.md, storage failures)", request.method, request.url.path, status, failure)
+    headers = {"Retry-After": str(STORAGE_RETRY_AFTER)} if status == 503 else None
+    return error_response(status, message, code=code, headers=headers)

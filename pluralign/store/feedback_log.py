@@ -30,6 +30,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import fsync_dir
+from pluralign.store.failures import Problems, unavailable
 from pluralign.store.tables import StoredPreference
 
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
@@ -110,8 +111,11 @@ class FeedbackLog:
     """`append(rows)` (or `await append_async(rows)`) returns once the rows are durable; they stay
     `pending` until `done(entries)`."""
 
-    def __init__(self, folder: str | Path, segment_bytes: int = 8 << 20):
+    def __init__(self, folder: str | Path, segment_bytes: int = 8 << 20, problems: Problems | None = None):
+        """`problems`: where a write that failed for want of room (or a read-only folder) is noted,
+        and cleared by the next that succeeds (`pluralign.store.failures`)."""
         self.folder = Path(folder)
+        self.problems = problems
         self.folder.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
         self._io = threading.Lock()  # the open segment: writes, rotation, rewrites
@@ -217,8 +221,12 @@ class FeedbackLog:
                     raise
                 segment = self._current
                 self._size += sum(len(t.frame) for t in batch)
-        except BaseException as exc:  # every writer of the round sees the failure
-            error = exc
+        except BaseException as exc:  # every writer of the round sees the failure: naming the log when it is no room
+            error = unavailable(exc, "the feedback log", str(self.folder), "written") or exc
+            if self.problems is not None and error is not exc:
+                self.problems.failed(error)
+        if error is None and self.problems is not None:
+            self.problems.succeeded("the feedback log", "written")
         with self._cv:
             for t in batch:
                 if error is None:

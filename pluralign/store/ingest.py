@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pluralign.embed.base import Encoder
+from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
 from pluralign.store.tables import Store, StoredPreference
 
@@ -132,6 +134,7 @@ class Ingestor:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         except (AttributeError, OSError):
             pass
+        last, said = "", 0.0  # the last storage failure logged, and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5):
                 continue
@@ -140,6 +143,12 @@ class Ingestor:
                     entries = [] if self._stop.is_set() else self.log.oldest(self.batch)
                     if entries:
                         self._move_entries(entries)
+            except StoreUnavailable as exc:  # no room, a damaged table: said once a minute, not with every retry
+                if str(exc) != last or time.monotonic() - said > 60:
+                    log.error("moving feedback from the log into the table failed: %s; the rows stay in the log "
+                              "(acknowledged, replayed at a restart) and are moved once the table can be written", exc)
+                    last, said = str(exc), time.monotonic()
+                self._stop.wait(1.0)
             except Exception:  # the records stay pending (and durable); try again shortly
                 log.exception("moving feedback from the log failed")
                 self._stop.wait(1.0)

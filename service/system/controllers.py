@@ -22,8 +22,11 @@ def health(request: Request) -> dict:
     rt: Runtime = request.app.state.runtime
     # public: model ids and versions only, never a filesystem path (the PAL note names its folder)
     pal = {k: v for k, v in rt.rewards.describe().items() if k != "note"}
+    # tables (or the feedback log) that failed to be read or written lately: the operator's log names the folder
+    storage = rt.store.problems.recent()
     return {
-        "status": "ok",
+        "status": "degraded" if storage else "ok",
+        "storage": storage,
         "generator": _public(rt.generator.model_id),
         "encoder": _public(rt.encoder.encoder_id),
         "pal": pal,

@@ -34,6 +34,7 @@ from pluralign.policy.adapters import (
 )
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.store.deletions import Forget, new_deletion, user_hash
+from pluralign.store.failures import StoreUnavailable
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
@@ -198,6 +199,8 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
             merged = rt.pending_refits.pop(key)
         try:
             refit(rt, tenant, user_id, attributes=merged or None)
+        except StoreUnavailable as exc:  # a full disk, a damaged table: its words are enough
+            log.error("background refit of %s/%s failed: %s", tenant, user_id, exc)
         except Exception:  # the next request of the user refits instead
             log.exception("background refit of %s/%s failed", tenant, user_id)
 

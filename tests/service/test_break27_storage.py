@@ -1,0 +1,242 @@
+"""Session 27: storage failures while serving, with the real app (tiny models, real LanceDB in a temp
+dir, uvicorn on 127.0.0.1): a damaged Lance data file, a full disk under the feedback log and under
+the tables. Before, each was a bare 500 "internal error" (Lance's words in the log named neither the
+table nor the folder) and /health said "ok"."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import subprocess
+import sys
+import textwrap
+
+import lancedb
+import pytest
+
+import pluralign.store.feedback_log as feedback_log
+from pluralign.store import Store
+from service.users import services
+from service.users.journal import JOURNAL_FOLDER
+from tests.service.test_break20_delete import give_comparisons
+from tests.service.test_delete_journal import wait_until
+from tests.service.tiny import ROOT, start_service
+
+# what Lance raises when a write meets a file size limit (RLIMIT_FSIZE; a full disk says os error 28):
+# seen from lancedb 0.40's `Table.add` (test_a_real_lance_write_over_a_file_size_limit_names_the_table)
+LANCE_FULL = ("lance error: LanceError(IO): File too large (os error 27), /root/.cargo/registry/src/index.crates.io-"
+              "1949cf8c6b5b557f/lance-file-13.0.0/src/writer/structural.rs:258:9")
+
+
+def comparison(user: str, i: int = 0) -> dict:
+    return {"type": "comparison", "user": user, "prompt": f"Which drink {i}?", "chosen": f"Tea {i}.", "rejected": f"Coffee {i}."}
+
+
+def chat(client, user: str, **extra):
+    return client.post("/v1/chat/completions", json={"model": "pluralign", "user": user, "max_tokens": 3,
+                                                      "messages": [{"role": "user", "content": "Hello?"}], **extra})
+
+
+def no_room(table, monkeypatch, method: str = "add") -> None:
+    """`table.<method>` fails as Lance does on a full disk (this table only)."""
+
+    def full(*args, **kwargs):
+        raise RuntimeError(LANCE_FULL)
+
+    monkeypatch.setattr(table, method, full)
+
+
+def storage_error(r, status: int, code: str, what: str, data) -> str:
+    assert r.status_code == status, (r.status_code, r.text)
+    error = r.json()["error"]
+    assert error["code"] == code and error["message"].startswith(what), error
+    assert str(data) not in r.text  # the server's paths are the operator's (its log names them)
+    assert (r.headers.get("Retry-After") is not None) == (status == 503)
+    return error["message"]
+
+
+@pytest.fixture
+def service_log(monkeypatch, caplog):
+    """The service's and the store's log records (the app's logging set-up took root's handlers)."""
+    for name in ("pluralign.service", "pluralign.store"):
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [caplog.handler])
+    return caplog
+
+
+def test_a_damaged_data_file_is_a_503_naming_the_table_and_health_says_so(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, service_log):
+    """A data file of the preferences table cut short while the service runs (a disk error, a partial
+    restore). Before: every read of the table answered 500 "internal error", the log said only Lance's
+    "failed to fill whole buffer", and /health said "ok". Feedback is still acknowledged (the log takes
+    it; appends make new files) and routes that read no table still answer. Then the recovery that
+    docs/operations.md gives: stop, roll the table back to its newest readable version, start again."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    files = data / "lancedb" / "preferences.lance" / "data"
+    with server, svc.client("acme") as acme, svc.client("globex") as globex:
+        give_comparisons(globex, "bea", "tea", n=2)
+        rt.wait_for_background()
+        before = set(files.iterdir())
+        give_comparisons(acme, "ann", "coffee", n=2)
+        rt.wait_for_background()
+        for damaged in set(files.iterdir()) - before:  # ann's rows
+            damaged.write_bytes(damaged.read_bytes()[:100])
+        rt.store.histories.invalidate([("acme", "ann")])  # as a restart (or the cache's eviction) would
+
+        for r in (acme.get("/v1/users/ann/preferences"), acme.get("/v1/users/ann"), chat(acme, "ann")):
+            message = storage_error(r, 503, "storage_unavailable", "table `preferences` cannot be read: a file of it is damaged", data)
+        assert "nothing this request sent was acknowledged" in message  # the chat: nothing of it stored
+        assert acme.post("/v1/feedback", json=comparison("ann", 9)).status_code == 201  # durable in the log
+        assert acme.get("/v1/models").status_code == 200 and acme.get("/metrics").status_code == 200
+        health = acme.get("/health").json()
+        assert health["status"] == "degraded", health
+        (problem,) = health["storage"]
+        assert problem["what"] == "table `preferences`" and problem["action"] == "read" and problem["problem"] == "unreadable"
+        assert problem["failures"] >= 3, problem
+        logged = [r.getMessage() for r in service_log.records if "table `preferences`" in r.getMessage()]
+        assert any(f"at {data / 'lancedb'} cannot be read" in line and "failed to fill whole buffer" in line
+                   and "docs/operations.md" in line for line in logged), logged
+
+    # docs/operations.md, "A damaged table": the newest version whose rows all read, made the latest
+    table = lancedb.connect(str(data / "lancedb")).open_table("preferences")
+    for version in sorted((v["version"] for v in table.list_versions()), reverse=True):
+        table.checkout(version)
+        try:
+            table.to_arrow()
+            break
+        except (OSError, RuntimeError):
+            continue
+    table.restore()
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    with server, svc.client("acme") as acme, svc.client("globex") as globex:
+        assert globex.get("/v1/users/bea/preferences").json()["total"] == 2
+        assert acme.get("/v1/users/ann/preferences").status_code == 200  # readable again (rows since the version are gone)
+        assert acme.get("/health").json()["status"] == "ok"
+
+
+NO_WRITE = {  # errno -> status, code, what the message says
+    "full": (errno.ENOSPC, 507, "insufficient_storage", "no space left"),
+    "read-only": (errno.EROFS, 503, "storage_unavailable", "the folder is read-only"),
+}
+
+
+@pytest.mark.parametrize("cause", NO_WRITE)
+def test_a_full_disk_under_the_feedback_log_is_a_507_and_acknowledges_nothing(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, service_log, cause):
+    """No room for the feedback log's record (or its folder remounted read-only). Before: a bare 500
+    "internal error" for the feedback and for an import (the client could not tell whether it was
+    stored; it was not). Once it can be written again, the next feedback is acknowledged and /health
+    is "ok" again, without a restart."""
+    code, status, word, says = NO_WRITE[cause]
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    with server, svc.client("acme") as acme:
+        assert acme.post("/v1/feedback", json=comparison("ann", 0)).status_code == 201
+
+        def full(fd, data):
+            raise OSError(code, errno.errorcode[code])
+
+        with monkeypatch.context() as disk:
+            disk.setattr(feedback_log, "_write_all", full)
+            for r in (acme.post("/v1/feedback", json=comparison("ann", 1)),
+                      acme.post("/v1/users/ann/import", content=b'{"prompt": "Q?", "chosen": "X.", "rejected": "Y."}\n')):
+                message = storage_error(r, status, word, f"the feedback log cannot be written: {says}", data)
+                assert "nothing this request sent was acknowledged" in message
+            health = acme.get("/health").json()
+            assert health["status"] == "degraded" and health["storage"][0]["what"] == "the feedback log", health
+            assert any(f"the feedback log at {data / 'feedback-log'} cannot be written" in r.getMessage() for r in service_log.records)
+        assert acme.post("/v1/feedback", json=comparison("ann", 2)).status_code == 201  # room again
+        page = acme.get("/v1/users/ann/preferences").json()
+        assert [p["chosen"] for p in page["data"]] == ["Tea 0.", "Tea 2."], page  # exactly what was acknowledged
+        assert acme.get("/health").json()["status"] == "ok"
+
+
+def test_a_full_disk_under_the_tables_is_a_507_naming_the_table_and_loses_nothing(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, service_log):
+    """No room for LanceDB's files. A chat whose answer cannot be stored, streamed or not, and a read
+    that must first move the user's acknowledged feedback into the table: before, a bare 500 (a stream's
+    error event "generation failed: RuntimeError"). Feedback is still acknowledged (the log takes it),
+    the ingest worker says so once, not a traceback a second, and moves it once there is room."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        with monkeypatch.context() as disk:
+            no_room(rt.store.interactions, disk)
+            storage_error(chat(acme, "ann"), 507, "insufficient_storage", "table `interactions` cannot be written: no space left", data)
+            stream = chat(acme, "ann", stream=True)
+            assert stream.status_code == 200 and '"code":"insufficient_storage"' in stream.text, stream.text[-500:]
+            assert "table `interactions` cannot be written" in stream.text and stream.text.endswith("data: [DONE]\n\n")
+            assert acme.get("/health").json()["storage"][0]["what"] == "table `interactions`"
+        assert chat(acme, "ann").status_code == 200  # room again
+        assert acme.get("/health").json()["status"] == "ok"
+
+        with monkeypatch.context() as disk:
+            no_room(rt.store.preferences, disk)
+            for i in range(3):
+                assert acme.post("/v1/feedback", json=comparison("bob", i)).status_code == 201
+            storage_error(acme.get("/v1/users/bob/preferences"), 507, "insufficient_storage", "table `preferences` cannot be written", data)
+            assert wait_until(lambda: any("moving feedback from the log into the table failed" in r.getMessage() for r in service_log.records))
+            assert acme.get("/health").json()["feedback_pending"] == 3
+        rt.wait_for_background()
+        assert acme.get("/v1/users/bob/preferences").json()["total"] == 3  # nothing acknowledged was lost
+        moving = [r for r in service_log.records if r.getMessage().startswith("moving feedback")]
+        assert len(moving) == 1 and moving[0].exc_info is None, [r.getMessage() for r in moving]
+
+
+def test_a_delete_that_cannot_write_the_table_is_recorded_and_finished_once_there_is_room(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """A DELETE whose rows cannot be deleted (no room for Lance's deletion file). Before: a bare 500;
+    now a 507 saying the DELETE is recorded, and the service's own pass finishes it once there is room."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, "ann", "tea", n=2)
+        rt.wait_for_background()  # in the table, not only in the log
+        with monkeypatch.context() as disk:
+            no_room(rt.store.preferences, disk, "delete")
+            message = storage_error(acme.delete("/v1/users/ann"), 507, "insufficient_storage", "table `preferences` cannot be written", data)
+            assert "the DELETE is recorded" in message
+        assert len(list((data / JOURNAL_FOLDER).iterdir())) == 1
+        assert services.UnfinishedDeletes(rt, 3600).run_once() == 1
+        assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir()))
+        assert acme.delete("/v1/users/ann").status_code == 404  # nothing of theirs left
+
+
+# A real Lance write over a file size limit (RLIMIT_FSIZE, as a full disk fails it), then room again
+LIMITED_WRITE = textwrap.dedent("""
+    import resource, signal, sys
+    import numpy as np
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from tests.service.test_feedback_log import feedback
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit fails instead of killing
+    store = Store(sys.argv[1], "enc", 4)
+    rows = feedback("ann", 0, n=200)
+    vectors = np.ones((200, 4), np.float32)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))
+    try:
+        store.add_preferences(rows, vectors, vectors, vectors)
+    except StoreUnavailable as exc:
+        print(exc.problem, exc.name)
+        print(exc)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    store.add_preferences(rows[:1], vectors[:1], vectors[:1], vectors[:1])
+""")
+
+
+def test_a_real_lance_write_over_a_file_size_limit_names_the_table(tmp_path):
+    """What LANCE_FULL stands for: lancedb's own error for a write that meets the limit is a
+    StoreUnavailable naming the table; the failed write leaves nothing that stops the next open."""
+    folder = tmp_path / "lancedb"
+    child = subprocess.run([sys.executable, "-c", LIMITED_WRITE, str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-3000:]
+    first, message = child.stdout.splitlines()
+    assert first == "full table `preferences`", child.stdout
+    assert message.startswith(f"table `preferences` at {folder} cannot be written: no space left") and "(os error 27)" in message
+    assert ".rs:" not in message  # not where in Lance's source
+    assert Store(str(folder), "enc", 4).stats()["preferences"] == 1
