@@ -24,7 +24,7 @@ from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 from pluralign.data.text import is_blank
-from pluralign.store.failures import StoreUnavailable, unavailable
+from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import with_head
 
 log = logging.getLogger("pluralign.service")
@@ -279,11 +279,13 @@ def storage_failure(request: Request, exc: BaseException) -> Response | None:
     line naming it with its folder and the cause, for the operator (docs/operations.md). None for
     any other failure."""
     folder = str(request.app.state.runtime.settings.data_path)
-    failure = unavailable(exc, "a file of the service", folder, "read or written") if isinstance(exc, OSError) else None
+    found = storage_problem(exc)
+    action = "read or written" if found is not None and found[0] == "unreadable" else "written"  # EIO: either
+    failure = unavailable(exc, "a file of the service", folder, action) if isinstance(exc, OSError) else None
     if failure is None:
         return None
-    if failure is not exc:  # a plain OSError (ENOSPC, EROFS) from a file the service writes itself
-        request.app.state.runtime.store.problems.failed(failure)
+    if failure is not exc:  # a plain OSError (ENOSPC, EROFS) from a file the service writes itself (a job's record)
+        request.app.state.runtime.store.problems.failed(failure, watched=False)
     status, code, message = storage_status(failure, request.method)
     log.error("%s %s answered %d: %s (docs/operations.md, storage failures)", request.method, request.url.path, status, failure)
     headers = {"Retry-After": str(STORAGE_RETRY_AFTER)} if status == 503 else None

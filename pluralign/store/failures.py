@@ -82,30 +82,37 @@ def unavailable(exc: BaseException, name: str, where: str, action: str) -> Store
 
 class Problems:
     """The storage failures seen lately, by what failed and how (`failed`), for a health check: a
-    write that failed is shown until a later write of the same thing succeeds (room again), any
-    other failure (a read) for READ_PROBLEM_S after it was last seen (a damaged file stays damaged until an
-    operator restores it; reads of other rows may still succeed meanwhile)."""
+    write that failed is shown until a later write of the same thing succeeds (room again); a read,
+    or a write whose successes nobody reports, for READ_PROBLEM_S after it was last seen (a damaged
+    file stays damaged until an operator restores it; reads of other rows may succeed meanwhile)."""
 
     def __init__(self, read_problem_s: float = READ_PROBLEM_S):
         self.read_problem_s = read_problem_s
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], dict] = {}  # (name, action) -> problem, failures, first and last seen
+        self._ages: set[tuple[str, str]] = set()  # those shown only READ_PROBLEM_S after they were last seen
 
-    def failed(self, exc: StoreUnavailable) -> None:
+    def failed(self, exc: StoreUnavailable, watched: bool = True) -> None:
+        """`watched`: a later success of the same write is reported (`succeeded`); False for writes
+        nobody reports, whose failures are shown as long as a read's."""
         now = time.time()
         with self._lock:
             seen = self._seen.setdefault((exc.name, exc.action), {"failures": 0, "since": now})
             seen.update(problem=exc.problem, last=now, failures=seen["failures"] + 1)
+            if not watched or exc.action != "written":
+                self._ages.add((exc.name, exc.action))
 
     def succeeded(self, name: str, action: str) -> None:
         if action == "written" and (name, action) in self._seen:
             with self._lock:
-                self._seen.pop((name, action), None)
+                if (name, action) not in self._ages:
+                    self._seen.pop((name, action), None)
 
     def recent(self) -> list[dict]:
         """[{what, action, problem, failures, since, last}] (unix seconds), oldest first."""
         now = time.time()
         with self._lock:
-            for key in [k for k, s in self._seen.items() if k[1] != "written" and now - s["last"] > self.read_problem_s]:
+            for key in [k for k, s in self._seen.items() if k in self._ages and now - s["last"] > self.read_problem_s]:
                 del self._seen[key]
+                self._ages.discard(key)
             return [{"what": name, "action": action, **seen} for (name, action), seen in sorted(self._seen.items(), key=lambda i: i[1]["since"])]
