@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from pluralign.embed.base import Encoder
 from pluralign.store.failures import StoreUnavailable
@@ -59,11 +57,9 @@ class Ingestor:
         """Replayed records whose rows reached the table before a crash (moved, but their segment
         was not yet deleted) are dropped, not moved twice."""
         replayed = list(self.log.pending.values())
-        if not replayed or not self.store.preferences.count_rows():
+        if not replayed:
             return
-        ids = pa.array([r.pref_id for e in replayed for r in e.rows])
-        stored = self.store.preferences.search().select(["pref_id"]).limit(None).to_arrow().column("pref_id")
-        present = set(pc.filter(ids, pc.is_in(ids, value_set=stored)).to_pylist())
+        present = self.store.stored_pref_ids([r.pref_id for e in replayed for r in e.rows])
         self.log.done([e for e in replayed if all(r.pref_id in present for r in e.rows)])
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
 

@@ -26,6 +26,7 @@ from typing import TypeVar
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
 from pluralign.data.record import Base
@@ -549,6 +550,15 @@ class Store:
     def wait_warm(self) -> None:
         """Block until the background loads queued so far are done (tests, benchmarks)."""
         self._warmer.submit(lambda: None).result()
+
+    @_uses("preferences", "read")
+    def stored_pref_ids(self, pref_ids: list[str]) -> set[str]:
+        """Which of `pref_ids` the preferences table holds (a scan of its `pref_id` column)."""
+        if not pref_ids or not self.preferences.count_rows():
+            return set()
+        ids = pa.array(pref_ids, pa.string())
+        stored = self.preferences.search().select(["pref_id"]).limit(None).to_arrow().column("pref_id")
+        return set(pc.filter(ids, pc.is_in(ids, value_set=stored)).to_pylist())
 
     @_uses("preferences", "read")
     def count_preferences(self, tenant: str, user_id: str) -> int:

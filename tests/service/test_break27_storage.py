@@ -279,3 +279,60 @@ def test_a_real_lance_write_over_a_file_size_limit_names_the_table(tmp_path):
     assert message.startswith(f"table `preferences` at {folder} cannot be written: no space left") and "(os error 27)" in message
     assert ".rs:" not in message  # not where in Lance's source
     assert Store(str(folder), "enc", 4).stats()["preferences"] == 1
+
+
+def damaged_with_feedback_pending(data) -> None:
+    """A data folder whose preferences table has a data file cut short, and feedback acknowledged in
+    the log but not yet moved into the table (the service stopped with a backlog): a start must check
+    the table for the log's rows, so it reads the damaged file."""
+    import numpy as np
+
+    from pluralign.store.feedback_log import FeedbackLog
+    from tests.service.test_feedback_log import feedback
+
+    store = Store(str(data / "lancedb"), "sentence-transformers/all-MiniLM-L6-v2", 384)
+    vectors = np.ones((2, 384), np.float32)
+    store.add_preferences(feedback("ann", 0, n=2), vectors, vectors, vectors)
+    log = FeedbackLog(data / "feedback-log")
+    log.append(feedback("ann", 1))
+    log.close()
+    for damaged in (data / "lancedb" / "preferences.lance" / "data").iterdir():
+        damaged.write_bytes(damaged.read_bytes()[:100])
+
+
+def test_a_start_that_meets_a_damaged_table_names_it(tmp_path):
+    """Before: Lance's RuntimeError "failed to fill whole buffer" out of the feedback log's replay (a
+    traceback from `pluralign serve`, naming neither the table nor the folder)."""
+    from pluralign.store.failures import StoreUnavailable
+    from pluralign.store.feedback_log import FeedbackLog
+    from pluralign.store.ingest import Ingestor
+    from training.cli import _os_problem
+
+    data = tmp_path / "data"
+    damaged_with_feedback_pending(data)
+    store = Store(str(data / "lancedb"), "sentence-transformers/all-MiniLM-L6-v2", 384)
+    log = FeedbackLog(data / "feedback-log")
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            Ingestor(log, store, encoder=None)
+    finally:
+        log.close()
+    line = _os_problem(caught.value)  # what `pluralign serve` prints after "pluralign: error: "
+    assert line.startswith(f"table `preferences` at {data / 'lancedb'} cannot be read: a file of it is damaged"), line
+    assert "\n" not in line and ".rs:" not in line
+
+
+@pytest.mark.slow  # ~10 s: MiniLM and a tiny generator load before the tables are opened
+def test_serve_on_a_damaged_table_with_feedback_pending_is_one_error_naming_it(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    """Before: a traceback ending in Lance's RuntimeError, exit code 1."""
+    import os
+
+    data = tmp_path / "data"
+    damaged_with_feedback_pending(data)
+    env = {**os.environ, "PLURALIGN_PAL_DIR": str(tiny_pal_dir), "PLURALIGN_GENERATOR": str(tiny_generator_dir),
+           "PLURALIGN_GENERATION_PROCESS": "false", "PLURALIGN_SHARED_DATA": str(tmp_path / "none")}
+    result = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--data-dir", str(data), "--port", "0"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert (f"pluralign: error: table `preferences` at {data / 'lancedb'} cannot be read: a file of it is damaged or unreadable"
+            in result.stderr), result.stderr[-3000:]
