@@ -956,7 +956,12 @@ class Store:
                     self.deletions.optimize(cleanup_older_than=keep_versions_for)
 
     def stats(self) -> dict[str, int]:
-        return {name: table.count_rows() for name, table in self.tables.items()}
+        """Rows per table; a table that cannot be counted (damaged) is left out (and noted in `problems`)."""
+        counts = {}
+        for name, table in self.tables.items():
+            with contextlib.suppress(StoreUnavailable), self._on(name, "read"):
+                counts[name] = table.count_rows()
+        return counts
 
 
 def new_created_at() -> float:

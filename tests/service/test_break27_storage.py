@@ -88,7 +88,10 @@ def test_a_damaged_data_file_is_a_503_naming_the_table_and_health_says_so(tmp_pa
             message = storage_error(r, 503, "storage_unavailable", "table `preferences` cannot be read: a file of it is damaged", data)
         assert "nothing this request sent was acknowledged" in message  # the chat: nothing of it stored
         assert acme.post("/v1/feedback", json=comparison("ann", 9)).status_code == 201  # durable in the log
-        assert acme.get("/v1/models").status_code == 200 and acme.get("/metrics").status_code == 200
+        assert acme.get("/v1/models").status_code == 200
+        metrics = acme.get("/metrics")
+        assert metrics.status_code == 200 and 'pluralign_table_rows{table="users"}' in metrics.text, metrics.text[-2000:]
+        assert 'pluralign_storage_failures{action="read",problem="unreadable",what="table `preferences`"}' in metrics.text
         health = acme.get("/health").json()
         assert health["status"] == "degraded", health
         (problem,) = health["storage"]
