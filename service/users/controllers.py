@@ -208,6 +208,10 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     except TimeoutError as exc:
         raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
                                           "send the DELETE again", headers={"Retry-After": "30"}) from None
+    except services.EmbeddingsNotForgotten:  # its cause, the cache's path in it, is in the log (`_delete_steps`)
+        return error_response(500, "the user is deleted, but the vectors of their texts stay in the embedding cache the "
+                              "training jobs share, which could not be rewritten (the operator's log says why; sending the "
+                              "DELETE again cannot remove them)", code="embeddings_not_forgotten")
     if not any(counts.values()):
         raise NotFoundException(f"no user {user_id!r} in this tenant")
     rt.metrics.inc("pluralign_users_deleted_total", help="users deleted")

@@ -582,6 +582,12 @@ def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | 
     ]
 
 
+class EmbeddingsNotForgotten(RuntimeError):
+    """Every step of a DELETE ran (its journal entry is gone) but the vectors of the user's texts could
+    not be removed from the embedding cache the jobs share (damaged, unreadable): the rows that named
+    the texts are gone, so no later pass can find them. The cause names the file (for the log)."""
+
+
 def forget_embeddings(texts: list[str]) -> None:
     """Remove the vectors of a deleted user's texts from the embedding cache the admin area's jobs
     fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash).
@@ -639,7 +645,7 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
         finally:
             journal.release(entry)
     if cache_error is not None:
-        raise cache_error
+        raise EmbeddingsNotForgotten(cache_error) from cache_error
     return counts
 
 

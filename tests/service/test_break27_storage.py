@@ -339,3 +339,29 @@ def test_serve_on_a_damaged_table_with_feedback_pending_is_one_error_naming_it(t
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert (f"pluralign: error: table `preferences` at {data / 'lancedb'} cannot be read: a file of it is damaged or unreadable"
             in result.stderr), result.stderr[-3000:]
+
+
+def test_a_delete_that_cannot_forget_the_embedding_cache_says_so(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, service_log):
+    """The embedding cache the training jobs share (PLURALIGN_CACHE_DIR) is damaged. The DELETE removes
+    everything else of the user and cannot remove the vectors of their texts from it. Before: a bare 500
+    "internal error" for a DELETE that had deleted the user (sent again: 404), nothing saying what was
+    left; a cause that is an OSError would now read as a full disk with the DELETE "recorded" (it is not:
+    its journal entry is gone, every other step ran)."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, "ann", "tea", n=2)
+        svc.runtime.wait_for_background()  # in the table: a job could have embedded them
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "embeddings.sqlite").write_bytes(b"not a database, a copy cut short" * 64)
+        r = acme.delete("/v1/users/ann")
+        assert r.status_code == 500, r.text
+        error = r.json()["error"]
+        assert error["code"] == "embeddings_not_forgotten", error
+        assert error["message"].startswith("the user is deleted, but the vectors of their texts stay in the embedding cache"), error
+        assert str(tmp_path) not in r.text
+        assert not any((data / JOURNAL_FOLDER).iterdir())  # nothing left for the journal's pass: every other step ran
+        assert acme.get("/v1/users/ann/preferences").json()["total"] == 0
+        assert acme.delete("/v1/users/ann").status_code == 404
+        assert any(str(tmp_path / "cache" / "embeddings.sqlite") in r.getMessage() for r in service_log.records)
