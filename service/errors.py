@@ -259,18 +259,25 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
 STORAGE_RETRY_AFTER = 60  # seconds: `Retry-After` of a 503 for a table that cannot be read or written
 
 
-def storage_status(exc: StoreUnavailable, method: str = "POST") -> tuple[int, str, str]:
+def storage_status(exc: StoreUnavailable, method: str = "POST", done: str | None = None) -> tuple[int, str, str]:
     """(status, code, message) for stored data that cannot be read or written while answering a
     request of `method`: 507 `insufficient_storage` for no room, 503 `storage_unavailable` for a
-    read-only folder or a damaged file. The message names the table (or the feedback log), never a path."""
-    if method in ("GET", "HEAD"):
-        done = "send the request again later"
-    elif method == "DELETE":  # its journal entry stays (`service.users.services.delete`)
-        done = "the DELETE is recorded and the service finishes it by itself once the store is fixed (sending it again is safe)"
-    else:
-        done = "nothing this request sent was acknowledged; send it again later"
+    read-only folder or a damaged file. The message names the table (or the feedback log), never a
+    path, then says what became of the request (`done`, else by its method)."""
+    if done is None:
+        done = ("send the request again later" if method in ("GET", "HEAD")
+                else "nothing this request sent was acknowledged; send it again later")
     status, code = (507, "insufficient_storage") if exc.problem == "full" else (503, "storage_unavailable")
     return status, code, f"{exc.public} (the operator's log says where): {done}"
+
+
+def storage_response(request: Request, failure: StoreUnavailable, done: str | None = None) -> Response:
+    """The 507 or 503 of `storage_status`, and one log line naming what failed, its folder and the
+    cause, for the operator (docs/operations.md)."""
+    status, code, message = storage_status(failure, request.method, done)
+    log.error("%s %s answered %d: %s (docs/operations.md, storage failures)", request.method, request.url.path, status, failure)
+    headers = {"Retry-After": str(STORAGE_RETRY_AFTER)} if status == 503 else None
+    return error_response(status, message, code=code, headers=headers)
 
 
 def storage_failure(request: Request, exc: BaseException) -> Response | None:
@@ -286,7 +293,4 @@ def storage_failure(request: Request, exc: BaseException) -> Response | None:
         return None
     if failure is not exc:  # a plain OSError (ENOSPC, EROFS) from a file the service writes itself (a job's record)
         request.app.state.runtime.store.problems.failed(failure, watched=False)
-    status, code, message = storage_status(failure, request.method)
-    log.error("%s %s answered %d: %s (docs/operations.md, storage failures)", request.method, request.url.path, status, failure)
-    headers = {"Retry-After": str(STORAGE_RETRY_AFTER)} if status == 503 else None
-    return error_response(status, message, code=code, headers=headers)
+    return storage_response(request, failure)

@@ -18,8 +18,9 @@ from litestar.response import Response, Stream
 from pluralign.data.record import Base
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
+from pluralign.store.failures import StoreUnavailable
 from pluralign.user import FEATURE_NAMES
-from service.errors import bad_request, error_response, error_responses, refuse_blank
+from service.errors import bad_request, error_response, error_responses, refuse_blank, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, already_stored, check_labels, idempotent_ids
 from service.ids import check_user_id
 from service.runtime import Runtime
@@ -208,6 +209,12 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     except TimeoutError as exc:
         raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
                                           "send the DELETE again", headers={"Retry-After": "30"}) from None
+    except StoreUnavailable as exc:  # a table it reads or writes: no room, read-only, damaged
+        if rt.delete_journal.unfinished(tenant, user_id) is not None:  # begun: the journal's pass finishes it
+            done = "the DELETE is recorded and the service finishes it by itself once the store is fixed (sending it again is safe)"
+        else:  # it never began (the store's turn failed first): nothing of the user was deleted
+            done = "nothing of the user was deleted; send the DELETE again later"
+        return storage_response(request, exc, done)
     except services.EmbeddingsNotForgotten:  # its cause, the cache's path in it, is in the log (`_delete_steps`)
         return error_response(500, "the user is deleted, but the vectors of their texts stay in the embedding cache the "
                               "training jobs share, which could not be rewritten (the operator's log says why; sending the "

@@ -247,6 +247,26 @@ def test_health_shows_a_failed_write_until_one_succeeds_and_a_failed_read_for_a_
     assert problems.recent() == []
 
 
+def test_a_delete_whose_turn_cannot_begin_says_nothing_was_deleted(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """A DELETE's turn first finishes the purge a stopped one left; with no room for that, the DELETE
+    never began (its journal entry is not written): its answer must not say it is recorded."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, "ann", "tea", n=2)
+        rt.wait_for_background()
+        rt.store.marks.mark(["preferences"])  # a purge left to do, as a killed DELETE leaves it
+        with monkeypatch.context() as disk:
+            no_room(rt.store.preferences, disk, "compact_files")
+            message = storage_error(acme.delete("/v1/users/ann"), 507, "insufficient_storage", "table `preferences` cannot be written", data)
+            assert message.endswith("nothing of the user was deleted; send the DELETE again later"), message
+            assert not (data / JOURNAL_FOLDER).exists() or not any((data / JOURNAL_FOLDER).iterdir())
+            assert acme.get("/v1/users/ann/preferences").json()["total"] == 2
+        assert acme.delete("/v1/users/ann").status_code == 200  # room again
+
+
 # A real Lance write over a file size limit (RLIMIT_FSIZE, as a full disk fails it), then room again
 LIMITED_WRITE = textwrap.dedent("""
     import resource, signal, sys
