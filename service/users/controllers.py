@@ -23,7 +23,7 @@ from pluralign.user import FEATURE_NAMES
 from service.errors import bad_request, error_response, error_responses, refuse_blank, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, already_stored, check_labels, idempotent_ids
 from service.ids import check_user_id
-from service.runtime import Runtime
+from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
 from service.users import services
 from service.users.journal import DeleteNotRecorded
@@ -215,6 +215,12 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
         else:  # it never began (the store's turn failed first): nothing of the user was deleted
             done = "nothing of the user was deleted; send the DELETE again later"
         return storage_response(request, exc, done)
+    except ForgetIncomplete as exc:  # every other step ran; its journal entry stays for the next pass
+        log.error("DELETE of a user of tenant %s: %s; the journal's pass tries again", tenant, exc)
+        files = f"{len(exc.failures)} population file{'s' if len(exc.failures) > 1 else ''}"
+        return error_response(500, f"the user's rows are deleted, but {files} could not be rewritten without them (damaged or "
+                              "unreadable; the operator's log names them): the DELETE is recorded and the service tries again "
+                              "until they are mended or removed", code="population_not_rewritten")
     except services.EmbeddingsNotForgotten:  # its cause, the cache's path in it, is in the log (`_delete_steps`)
         return error_response(500, "the user is deleted, but the vectors of their texts stay in the embedding cache the "
                               "training jobs share, which could not be rewritten (the operator's log says why; sending the "

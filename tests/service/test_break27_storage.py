@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import time
 
 import lancedb
 import pytest
@@ -385,3 +386,33 @@ def test_a_delete_that_cannot_forget_the_embedding_cache_says_so(tmp_path, tiny_
         assert acme.get("/v1/users/ann/preferences").json()["total"] == 0
         assert acme.delete("/v1/users/ann").status_code == 404
         assert any(str(tmp_path / "cache" / "embeddings.sqlite") in r.getMessage() for r in service_log.records)
+
+
+def test_a_delete_that_cannot_rewrite_a_damaged_population_snapshot_says_so(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """A population snapshot (the jobs' copy of every user's comparisons) cut short by a partial copy:
+    the DELETE removes the user from the store and everything else, cannot rewrite that file without
+    them, and keeps its journal entry (the service tries again). Before: a bare 500 "internal error",
+    nothing saying the user's rows were deleted, nor that one file still holds them."""
+    from service.admin.controllers import ADMIN_HANDLERS
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    population = data / "jobs" / "data" / "population"
+    population.mkdir(parents=True)
+    snapshot = population / f"comparisons-{int(time.time() * 1000)}.jsonl"  # a young one: the job retention keeps it
+    snapshot.write_text('{"user_id": "acme/ann", "prompt": "Tea?", "created_at": 1.0}\n{"user_id": "acme/bo", "prom')
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, "ann", "tea", n=2)
+        svc.runtime.wait_for_background()
+        r = acme.delete("/v1/users/ann")
+        assert r.status_code == 500, r.text
+        error = r.json()["error"]
+        assert error["code"] == "population_not_rewritten", error
+        assert error["message"].startswith("the user's rows are deleted, but 1 population file could not be rewritten without them"), error
+        assert str(data) not in r.text
+        assert acme.get("/v1/users/ann/preferences").json()["total"] == 0
+        assert len(list((data / JOURNAL_FOLDER).iterdir())) == 1  # the service tries again
+        snapshot.unlink()  # the operator removes it (docs/operations.md): the next pass finishes the DELETE
+        assert services.UnfinishedDeletes(svc.runtime, 3600).run_once() == 1
+        assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir()))
