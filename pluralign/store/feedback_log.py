@@ -152,10 +152,17 @@ class FeedbackLog:
         return self.folder / f"{segment:012d}.log"
 
     def _open(self, segment: int) -> None:
+        """Make `segment` the file written to (the caller closes the one before). Raises OSError (no
+        room for the file, a read-only folder) with nothing changed."""
+        fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            fsync_dir(self.folder)  # the new file's name is durable before a record in it is acknowledged
+        except BaseException:
+            os.close(fd)
+            raise
         self._segments.setdefault(segment, _Segment())
-        self._fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._size = os.fstat(self._fd).st_size
-        fsync_dir(self.folder)  # the new file's name is durable before a record in it is acknowledged
+        self._fd, self._size = fd, size
 
     def _register(self, entry: Entry) -> None:
         self.pending[entry.seq] = entry
@@ -266,13 +273,19 @@ class FeedbackLog:
         os.close(old)
 
     def _rotate(self) -> None:
+        """Start the next segment once this one is full. When its file cannot be made (no room, a
+        read-only folder), records go on into this one and the next round tries again: the writer
+        thread must outlive it (every later append would wait for it for good)."""
         with self._io, self._cv:
             if self._size < self.segment_bytes:
                 return
-            old = self._current
-            os.close(self._fd)
+            old, old_fd = self._current, self._fd
+            try:
+                self._open(old + 1)
+            except OSError:
+                return
+            os.close(old_fd)
             self._current = old + 1
-            self._open(self._current)
             if not self._segments[old].live:
                 self._remove(old)
 
@@ -356,9 +369,10 @@ class FeedbackLog:
                 self._segments[entry.segment].live -= 1
             touched = sorted(s for s, info in self._segments.items() if key in info.users)
             if self._current in touched:  # start a fresh segment: the old one is rewritten below
-                os.close(self._fd)
+                old_fd = self._fd
+                self._open(self._current + 1)  # raises with the old one still open when it cannot
+                os.close(old_fd)
                 self._current += 1
-                self._open(self._current)
             for segment in touched:
                 keep = [e for e in self.pending.values() if e.segment == segment]
                 if not keep:

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 
+import httpx
 import lancedb
 import pytest
 
@@ -416,3 +417,32 @@ def test_a_delete_that_cannot_rewrite_a_damaged_population_snapshot_says_so(tmp_
         snapshot.unlink()  # the operator removes it (docs/operations.md): the next pass finishes the DELETE
         assert services.UnfinishedDeletes(svc.runtime, 3600).run_once() == 1
         assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir()))
+
+
+def test_a_feedback_log_segment_that_cannot_be_created_does_not_stall_feedback(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """The feedback log starts a new segment file once one is full (8 MiB); with no room for the new
+    file's entry in its folder (or the folder remounted read-only), creating it fails. Before: that
+    failure killed the log's writer thread after the round was acknowledged, and every feedback after
+    it waited for good (the request never answered)."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    log = svc.runtime.ingest.log
+    with server, svc.client("acme") as acme:
+        acme.timeout = httpx.Timeout(20)
+        monkeypatch.setattr(log, "segment_bytes", 1)  # every round fills its segment
+
+        def no_room(segment):
+            raise OSError(errno.ENOSPC, "No space left on device", str(log._path(segment)))
+
+        stored = []
+        with monkeypatch.context() as disk:
+            disk.setattr(log, "_open", no_room)
+            for i in range(3):
+                r = acme.post("/v1/feedback", json=comparison("ann", i))
+                assert r.status_code == 201, r.text  # the record is in the segment it had
+                stored += r.json()["stored"]
+        r = acme.post("/v1/feedback", json=comparison("ann", 3))  # room again: a new segment
+        assert r.status_code == 201, r.text
+        stored += r.json()["stored"]
+        page = acme.get("/v1/users/ann/preferences").json()
+        assert sorted(p["pref_id"] for p in page["data"]) == sorted(stored)
