@@ -356,7 +356,19 @@ class FeedbackLog:
         (pending or already moved), so none of their text stays in this folder. With `before` (unix
         seconds), only pending records whose rows were all created before it are dropped (those of a
         user deleted by another replica at `before`); later ones stay pending. Returns how many
-        pending records were dropped."""
+        pending records were dropped. A segment that cannot be rewritten (no room) raises StoreUnavailable
+        naming the log; the records it holds were dropped from what is pending all the same."""
+        try:
+            return self._forget_user(tenant, user_id, before)
+        except OSError as exc:
+            failure = unavailable(exc, "the feedback log", str(self.folder), "written")
+            if failure is None:
+                raise
+            if self.problems is not None:
+                self.problems.failed(failure)
+            raise failure from exc
+
+    def _forget_user(self, tenant: str, user_id: str, before: float | None) -> int:
         key = (tenant, user_id)
         with self._io, self._cv:
             mine = self._by_user.pop(key, {})

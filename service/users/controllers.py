@@ -18,7 +18,7 @@ from litestar.response import Response, Stream
 from pluralign.data.record import Base
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
-from pluralign.store.failures import StoreUnavailable
+from pluralign.store.failures import unavailable
 from pluralign.user import FEATURE_NAMES
 from service.errors import bad_request, error_response, error_responses, refuse_blank, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, already_stored, check_labels, idempotent_ids
@@ -209,12 +209,17 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     except TimeoutError as exc:
         raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
                                           "send the DELETE again", headers={"Retry-After": "30"}) from None
-    except StoreUnavailable as exc:  # a table it reads or writes: no room, read-only, damaged
+    except OSError as exc:  # a table or file it reads or writes: no room, read-only, damaged
+        failure = unavailable(exc, "a file of the service", str(rt.settings.data_path), "written")
+        if failure is None:
+            raise
+        if failure is not exc:  # a file the service writes itself
+            rt.store.problems.failed(failure, watched=False)
         if rt.delete_journal.unfinished(tenant, user_id) is not None:  # begun: the journal's pass finishes it
             done = "the DELETE is recorded and the service finishes it by itself once the store is fixed (sending it again is safe)"
         else:  # it never began (the store's turn failed first): nothing of the user was deleted
             done = "nothing of the user was deleted; send the DELETE again later"
-        return storage_response(request, exc, done)
+        return storage_response(request, failure, done)
     except ForgetIncomplete as exc:  # every other step ran; its journal entry stays for the next pass
         log.error("DELETE of a user of tenant %s: %s; the journal's pass tries again", tenant, exc)
         files = f"{len(exc.failures)} population file{'s' if len(exc.failures) > 1 else ''}"

@@ -269,6 +269,35 @@ def test_a_delete_whose_turn_cannot_begin_says_nothing_was_deleted(tmp_path, tin
         assert acme.delete("/v1/users/ann").status_code == 200  # room again
 
 
+def test_a_delete_that_cannot_rewrite_the_feedback_log_is_recorded_and_finished_once_there_is_room(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """A DELETE rewrites the feedback log's segments without the user's records; with no room for the
+    rewrite it stops there. Before: a bare 500 "internal error"; now a 507 naming the feedback log and
+    saying the DELETE is recorded, and the journal's pass finishes it, every other user's feedback kept."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        with rt.ingest.paused():  # both users' feedback stays in the log's segment
+            for i in range(2):
+                assert acme.post("/v1/feedback", json=comparison("ann", i)).status_code == 201
+                assert acme.post("/v1/feedback", json=comparison("bo", i)).status_code == 201
+
+            def full(fd, data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            with monkeypatch.context() as disk:
+                disk.setattr(feedback_log, "_write_all", full)
+                message = storage_error(acme.delete("/v1/users/ann"), 507, "insufficient_storage", "the feedback log cannot be written", data)
+                assert "the DELETE is recorded" in message
+                assert acme.get("/health").json()["storage"][0]["what"] == "the feedback log"
+            assert services.UnfinishedDeletes(rt, 3600).run_once() == 1
+            assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir()))
+        assert not any(b"Tea 0." in p.read_bytes() and b"ann" in p.read_bytes() for p in (data / "feedback-log").iterdir())
+        assert acme.get("/v1/users/ann/preferences").json()["total"] == 0
+        assert acme.get("/v1/users/bo/preferences").json()["total"] == 2
+
+
 # A real Lance write over a file size limit (RLIMIT_FSIZE, as a full disk fails it), then room again
 LIMITED_WRITE = textwrap.dedent("""
     import resource, signal, sys
