@@ -322,6 +322,7 @@ LIMITED_WRITE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a child process loading lancedb (~2 s); tests/e2e/test_break27_full_disk.py meets the real limit too
 def test_a_real_lance_write_over_a_file_size_limit_names_the_table(tmp_path):
     """What LANCE_FULL stands for: lancedb's own error for a write that meets the limit is a
     StoreUnavailable naming the table; the failed write leaves nothing that stops the next open."""
