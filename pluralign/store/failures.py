@@ -108,6 +108,12 @@ class Problems:
                 if (name, action) not in self._ages:
                     self._seen.pop((name, action), None)
 
+    def forget(self, name: str, action: str) -> None:
+        """Drop what was noted of `name` and `action` (a step that failed was done again, and passed)."""
+        with self._lock:
+            self._seen.pop((name, action), None)
+            self._ages.discard((name, action))
+
     def recent(self) -> list[dict]:
         """[{what, action, problem, failures, since, last}] (unix seconds), oldest first."""
         now = time.time()

@@ -841,14 +841,19 @@ class Store:
     def _retried(self, step: Callable[[], None]) -> None:
         """Run a maintenance step, again on the newest versions when it failed: another process's
         concurrent maintenance removed files it read or wrote, or committed a conflicting rewrite first."""
+        passed: list[StoreUnavailable] = []  # failures a later attempt got past: not the health check's
         for attempt in range(PURGE_ATTEMPTS):
             try:
-                return step()
+                step()
+                for exc in passed:
+                    self.problems.forget(exc.name, exc.action)
+                return
             except LeaseLost:  # another process's turn now: this one stops (a TimeoutError, so an OSError)
                 raise
             except StoreUnavailable as exc:  # no room, or read-only: doing it again cannot help
                 if exc.problem != "unreadable" or attempt == PURGE_ATTEMPTS - 1:  # unreadable: maybe another's removal
                     raise
+                passed.append(exc)
                 log.warning("store maintenance could not read (%s); again on the newest version", exc)
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
                 self.refresh(*self.tables)
