@@ -110,7 +110,7 @@ def choices_wanted(data: ChatRequest) -> int:
     return 1 if data.n is None else data.n
 
 
-@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429), summary="Create a personalized chat completion")
+@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429, 503, 507), summary="Create a personalized chat completion")
 async def create_chat_completion(
     request: Request, data: JSONBody[ChatRequest]
 ) -> Response[ChatCompletion]:

@@ -107,7 +107,7 @@ class Imported(msgspec.Struct):
     stored: list[str]  # pref_ids written (durable before this reply)
 
 
-@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(429, 503), summary="Import a user's comparisons (a preference file, JSONL)")
+@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(429, 503, 507), summary="Import a user's comparisons (a preference file, JSONL)")
 async def import_preferences(
     request: Request,
     user_id: FromPath[str],
@@ -181,7 +181,7 @@ NOT_RECORDED_RETRY_AFTER = 30  # seconds: `Retry-After` of a DELETE refused beca
 STOPPING_RETRY_AFTER = 5  # seconds: `Retry-After` of a DELETE refused as the service stops (another replica, or this one restarted)
 
 
-@delete("/v1/users/{user_id:str}", status_code=200, responses=error_responses(404, 429, 503), summary="Delete every trace of a user")
+@delete("/v1/users/{user_id:str}", status_code=200, responses=error_responses(404, 429, 503, 507), summary="Delete every trace of a user")
 async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     """Runs on the DELETEs' own thread, tenants in turn (`rt.deletes`): waiting for it holds no request
     thread, so one tenant's DELETEs waiting for the store's lease never stall another tenant's
@@ -313,7 +313,7 @@ def _if_match(value: str | None) -> list[int | None] | None:
     return wanted
 
 
-@patch("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(412, 429), summary="Set or clear a user's stated preferences")
+@patch("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(412, 429, 503, 507), summary="Set or clear a user's stated preferences")
 def patch_stated(
     request: Request,
     user_id: FromPath[str],

@@ -155,6 +155,8 @@ def test_a_full_disk_under_the_feedback_log_is_a_507_and_acknowledges_nothing(tm
         page = acme.get("/v1/users/ann/preferences").json()
         assert [p["chosen"] for p in page["data"]] == ["Tea 0.", "Tea 2."], page  # exactly what was acknowledged
         assert acme.get("/health").json()["status"] == "ok"
+        paths = acme.get("/schema/openapi.json").json()["paths"]  # clients learn of both from the schema
+        assert {"503", "507"} <= set(paths["/v1/feedback"]["post"]["responses"])
 
 
 def test_a_full_disk_under_the_tables_is_a_507_naming_the_table_and_loses_nothing(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, service_log):
