@@ -24,6 +24,14 @@ PROBLEMS = {  # kind -> words for it
 }
 READ_PROBLEM_S = 600.0  # how long a failed read is reported (`Problems.recent`) after it was last seen
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
+# Lance's words for a file it cannot read (lancedb 0.40): a data file cut short or emptied ("LanceError(IO):
+# ... failed to fill whole buffer", "Invalid range 0..1835 for object of size 0 bytes"), one removed ("Not
+# found: <path>"), a deletion file damaged ("LanceError(Arrow): Parser error: Arrow file does not contain
+# correct footer", "LanceError(Arrow): Io error: invalid seek ..."); a data file whose header is overwritten
+# makes its reader panic ("task 355 panicked with message ...")
+_PANIC = re.compile(r"task \d+ panicked with message")
+_UNREADABLE = re.compile(r"LanceError\(IO\)|LanceError\(Arrow\): (?:Io|Parser|Ipc) error|Not found: |corrupt|" + _PANIC.pattern,
+                         re.IGNORECASE)
 _RUST_SOURCE = re.compile(r",\s*/\S+\.rs:\d+:\d+")  # where in Lance's source: no use to an operator
 
 
@@ -52,11 +60,11 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
         return exc.problem, exc.errno
     code = exc.errno if isinstance(exc, OSError) else None
     text = str(exc)
-    if code is None and isinstance(exc, (OSError, RuntimeError, ValueError)) and "lance" in text.lower():
-        found = _OS_ERROR.search(text)
+    if code is None and isinstance(exc, (OSError, RuntimeError, ValueError)):
+        found = _OS_ERROR.search(text) if "lance" in text.lower() else None
         if found:
             code = int(found.group(1))
-        elif "LanceError(IO)" in text:
+        elif _UNREADABLE.search(text) and ("lance" in text.lower() or _PANIC.match(text)):
             return "unreadable", None
     if code in FULL:
         return "full", code

@@ -315,6 +315,45 @@ def test_a_delete_that_cannot_rewrite_the_feedback_log_is_recorded_and_finished_
         assert acme.get("/v1/users/bo/preferences").json()["total"] == 2
 
 
+LANCE_SAYS = {  # what lancedb 0.40 raised here for each damage (a read of the table), Rust source lines cut
+    "data file cut short": "lance error: LanceError(IO): Generic LocalFileSystem error: failed to fill whole buffer, /rustc/x/result.rs:1896:29",
+    "data file emptied": "lance error: LanceError(IO): Generic memory error: Invalid range 0..1835 for object of size 0 bytes, /rustc/x/a.rs:1:1",
+    "data file removed": "lance error: LanceError(IO): Generic N/A error: Wrapped error: Not found: Wrapped error: Not found: /d/t.lance/data/1.lance",
+    "deletion file cut short": "lance error: LanceError(Arrow): Parser error: Arrow file does not contain correct footer, /c/deletion.rs:1:1",
+    "deletion file overwritten": "lance error: LanceError(Arrow): Io error: invalid seek to a negative or overflowing position, /c/deletion.rs:157:49",
+    "data file header overwritten": 'task 355 panicked with message "the offset + length of the sliced Buffer cannot exceed the existing length"',
+}
+
+
+@pytest.mark.parametrize("damage", LANCE_SAYS)
+def test_lance_s_words_for_a_damaged_file_name_the_table(damage, tmp_path, monkeypatch):
+    """Before this session every one of them was a 500 "internal error"; the first three were a 503 naming
+    the table from this session's first commit, the last three still a 500."""
+    from pluralign.store.failures import StoreUnavailable
+
+    store = Store(str(tmp_path / "lancedb"), "enc", 4)
+
+    def damaged(*args, **kwargs):
+        raise RuntimeError(LANCE_SAYS[damage])
+
+    monkeypatch.setattr(store.interactions, "search", damaged)
+    with pytest.raises(StoreUnavailable) as caught:
+        store.interactions_for("acme", "ann")
+    assert (caught.value.name, caught.value.action, caught.value.problem) == ("table `interactions`", "read", "unreadable")
+    assert ".rs:" not in str(caught.value)
+
+
+def test_what_is_not_a_storage_failure_stays_what_it_was(tmp_path, monkeypatch):
+    """A commit conflict, a bad filter or a timeout is no damaged file: it is raised as it was."""
+    store = Store(str(tmp_path / "lancedb"), "enc", 4)
+    for words in ("lance error: Retryable commit conflict for version 3", "lance error: LanceError(Schema): no field `x`",
+                  "task 7 cancelled"):
+        monkeypatch.setattr(store.interactions, "search", lambda *a, words=words, **k: (_ for _ in ()).throw(RuntimeError(words)))
+        with pytest.raises(RuntimeError) as caught:
+            store.interactions_for("acme", "ann")
+        assert type(caught.value) is RuntimeError and str(caught.value) == words
+
+
 # A real Lance write over a file size limit (RLIMIT_FSIZE, as a full disk fails it), then room again
 LIMITED_WRITE = textwrap.dedent("""
     import resource, signal, sys
