@@ -8,7 +8,9 @@ Only request validation is a 4xx: the places that check a request raise `bad_req
 HTTPException). Any other exception, a `ValueError` included (a damaged stored row, a numerical
 failure inside a fit, msgspec's errors on the server's own data, a bug), is a 500 `internal error`
 whose detail goes to the log only: a 4xx tells clients, retries and monitoring that the caller is
-at fault, and its message went out with file paths and internal field names.
+at fault, and its message went out with file paths and internal field names. Stored data that cannot
+be read or written (`pluralign.store.failures`: a full disk, a read-only mount, a damaged LanceDB
+file) is not a bug: 507 or 503 naming the table or file kind, never its path (`storage_failure`).
 """
 
 from __future__ import annotations
