@@ -21,6 +21,7 @@ PROBLEMS = {  # kind -> words for it
     "full": "no space left (the disk is full, or a quota or file size limit is reached)",
     "read-only": "the folder is read-only or not permitted",
     "unreadable": "a file of it is damaged or unreadable",
+    "missing": "its folder was removed",
 }
 READ_PROBLEM_S = 600.0  # how long a failed read is reported (`Problems.recent`) after it was last seen
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")

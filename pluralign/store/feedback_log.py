@@ -30,7 +30,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import fsync_dir
-from pluralign.store.failures import Problems, unavailable
+from pluralign.store.failures import Problems, StoreUnavailable, unavailable
 from pluralign.store.tables import StoredPreference
 
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
@@ -221,6 +221,7 @@ class FeedbackLog:
         try:
             with self._io:
                 try:
+                    self._rehome_if_removed()
                     _write_all(self._fd, b"".join(t.frame for t in batch))
                     os.fdatasync(self._fd)
                 except BaseException:
@@ -230,6 +231,8 @@ class FeedbackLog:
                 self._size += sum(len(t.frame) for t in batch)
         except BaseException as exc:  # every writer of the round sees the failure: naming the log when it is no room
             error = unavailable(exc, "the feedback log", str(self.folder), "written") or exc
+            if isinstance(exc, FileNotFoundError):  # its folder removed (`_rehome_if_removed` could not make a file)
+                error = StoreUnavailable("the feedback log", str(self.folder), "written", "missing", str(exc), exc.errno)
             if self.problems is not None and error is not exc:
                 self.problems.failed(error)
         if error is None and self.problems is not None:
@@ -253,6 +256,35 @@ class FeedbackLog:
                 pass
         if error is None and self._size >= self.segment_bytes:
             self._rotate()
+
+    def _rehome_if_removed(self) -> None:
+        """When the file being written was removed from the folder (a cleanup of `*.log` files, an
+        operator), a record appended to it would be acknowledged and lost at the next start: its
+        pending records are first written again into a new segment file, fsynced, which then takes
+        the round. Raises OSError when that cannot be done (the folder gone, no room): the round fails,
+        nothing acknowledged, and the next round tries again. Called under `_io`."""
+        if os.fstat(self._fd).st_nlink:
+            return
+        old, new = self._current, self._current + 1
+        with self._cv:
+            keep = [e for e in self.pending.values() if e.segment == old]
+        data = b"".join(frame(e.rows) for e in keep)
+        fd = os.open(self._path(new), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+            fsync_dir(self.folder)
+        except BaseException:
+            os.close(fd)
+            self._path(new).unlink(missing_ok=True)
+            raise
+        os.close(self._fd)
+        self._fd, self._size, self._current = fd, len(data), new
+        with self._cv:
+            for entry in keep:
+                entry.segment = new
+            self._segments.pop(old, None)
+            self._segments[new] = _Segment(live=len(keep), users={e.key for e in keep})
 
     def _drop_unacknowledged(self) -> None:
         """After a failed round (disk full, I/O error): cut the segment back to its acknowledged

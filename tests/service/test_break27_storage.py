@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -532,3 +533,37 @@ def test_a_feedback_log_segment_that_cannot_be_created_does_not_stall_feedback(t
         stored += r.json()["stored"]
         page = acme.get("/v1/users/ann/preferences").json()
         assert sorted(p["pref_id"] for p in page["data"]) == sorted(stored)
+
+
+def test_feedback_acknowledged_into_a_segment_file_someone_removed_survives(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """The feedback log's segment files are `<n>.log` in `<data>/feedback-log/`; a cleanup that removes
+    `*.log` files (or an operator) takes the one being written. Before: the service went on appending to
+    the removed file, fsynced, acknowledged, and a crash then lost every record in it (no file left to
+    replay). Now the next round writes the removed segment's pending records again into a new file first."""
+    from pluralign.store.feedback_log import read_frames
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "data" / "feedback-log"
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    acknowledged = []
+    with server, svc.client("acme") as acme, rt.ingest.paused():  # the records stay pending: only the log holds them
+        for i in range(2):
+            r = acme.post("/v1/feedback", json=comparison("ann", i))
+            assert r.status_code == 201, r.text
+            acknowledged += r.json()["stored"]
+        for segment in folder.glob("*.log"):
+            segment.unlink()
+        r = acme.post("/v1/feedback", json=comparison("ann", 2))
+        assert r.status_code == 201, r.text
+        acknowledged += r.json()["stored"]
+        shutil.rmtree(folder)  # the whole folder
+        r = acme.post("/v1/feedback", json=comparison("ann", 3))
+        storage_error(r, 503, "storage_unavailable", "the feedback log cannot be written: its folder was removed", tmp_path)
+        folder.mkdir()  # the operator puts it back
+        r = acme.post("/v1/feedback", json=comparison("ann", 4))
+        assert r.status_code == 201, r.text
+        acknowledged += r.json()["stored"]
+        # what a restart after a crash now would replay
+        replayed = [row.pref_id for path in sorted(folder.glob("*.log")) for rows in read_frames(path) for row in rows]
+        assert sorted(replayed) == sorted(acknowledged)
