@@ -17,6 +17,7 @@ import time
 
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no room: disk, quota, file size limit
 READ_ONLY = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+UNREADABLE = frozenset({errno.EIO, errno.ESTALE, errno.ENOTCONN})  # a disk error; a network or FUSE mount gone
 PROBLEMS = {  # kind -> words for it
     "full": "no space left (the disk is full, or a quota or file size limit is reached)",
     "read-only": "the folder is read-only or not permitted",
@@ -71,7 +72,7 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
         return "full", code
     if code in READ_ONLY:
         return "read-only", code
-    if code == errno.EIO:
+    if code in UNREADABLE:
         return "unreadable", code
     return None
 

@@ -344,6 +344,18 @@ def test_lance_s_words_for_a_damaged_file_name_the_table(damage, tmp_path, monke
     assert ".rs:" not in str(caught.value)
 
 
+def test_the_system_s_errors_are_sorted_by_what_an_operator_does_about_them():
+    from pluralign.store.failures import storage_problem
+
+    kinds = {code: (storage_problem(OSError(code, "words")) or (None,))[0] for code in (
+        errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO, errno.ESTALE, errno.ENOTCONN, errno.ENOENT)}
+    assert kinds == {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EFBIG: "full", errno.EROFS: "read-only",
+                     errno.EACCES: "read-only", errno.EIO: "unreadable", errno.ESTALE: "unreadable",
+                     errno.ENOTCONN: "unreadable", errno.ENOENT: None}
+    assert storage_problem(RuntimeError("lance error: LanceError(IO): No space left on device (os error 28), /x.rs:1:1")) == ("full", 28)
+    assert storage_problem(RuntimeError("lance error: LanceError(IO): Read-only file system (os error 30)")) == ("read-only", 30)
+
+
 def test_what_is_not_a_storage_failure_stays_what_it_was(tmp_path, monkeypatch):
     """A commit conflict, a bad filter or a timeout is no damaged file: it is raised as it was."""
     store = Store(str(tmp_path / "lancedb"), "enc", 4)
