@@ -49,6 +49,9 @@ class StoreUnavailable(OSError):
     def __str__(self) -> str:
         return self.strerror
 
+    def __reduce__(self):  # pickled whole (a job's error on Ray, a child process): OSError's own takes (errno, strerror)
+        return type(self), (self.name, self.where, self.action, self.problem, self.detail, self.errno)
+
     @property
     def public(self) -> str:
         """The message without the folder and the cause's words (which may name files)."""

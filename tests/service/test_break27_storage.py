@@ -356,6 +356,18 @@ def test_the_system_s_errors_are_sorted_by_what_an_operator_does_about_them():
     assert storage_problem(RuntimeError("lance error: LanceError(IO): Read-only file system (os error 30)")) == ("read-only", 30)
 
 
+def test_a_storage_failure_crosses_a_process_boundary_whole():
+    """A job's error travels pickled (Ray, a child process); OSError's own pickling would call the
+    constructor with (errno, message) and fail."""
+    import pickle
+
+    from pluralign.store.failures import StoreUnavailable
+
+    sent = StoreUnavailable("table `users`", "/srv/lancedb", "written", "full", "No space left on device", errno.ENOSPC)
+    got = pickle.loads(pickle.dumps(sent))
+    assert (type(got), str(got), got.public, got.errno) == (StoreUnavailable, str(sent), sent.public, errno.ENOSPC)
+
+
 def test_what_is_not_a_storage_failure_stays_what_it_was(tmp_path, monkeypatch):
     """A commit conflict, a bad filter or a timeout is no damaged file: it is raised as it was."""
     store = Store(str(tmp_path / "lancedb"), "enc", 4)
