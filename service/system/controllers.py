@@ -41,8 +41,8 @@ def scrape_state(app: Litestar) -> list:
     histories = rt.store.histories
     state = [
         ("pluralign_table_rows", "gauge", "rows per LanceDB table", [({"table": name}, n) for name, n in rt.store.stats().items()]),
-        ("pluralign_storage_failures", "gauge", "failures to read or write stored data lately, as /health lists them",
-         [({"what": p["what"], "action": p["action"], "problem": p["problem"]}, p["failures"]) for p in rt.store.problems.recent()]),
+        ("pluralign_storage_failures", "gauge", "failures to read or write stored data lately, of what /health lists under storage",
+         [({}, sum(p["failures"] for p in rt.store.problems.recent()))]),
         ("pluralign_feedback_pending_rows", "gauge", "acknowledged feedback rows still in the log (not yet embedded)", [({}, pending)]),
         ("pluralign_feedback_moved_rows", "counter", "feedback rows embedded and moved into the table since start", [({}, rt.ingest.moved)]),
         ("pluralign_history_cache_users", "gauge", "users whose history is held in memory", [({}, len(histories))]),
