@@ -354,7 +354,11 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
         _store_missing_changes(rt, tenant, user_id, current)
         base = record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
         rt.store.put_user(msgspec.structs.replace(base, stated=stated.encode(), updated_at=now))
-        rt.store.add_stated_changes(tenant, user_id, [msgspec.to_builtins(c) for c in stated.history])
+        try:
+            rt.store.add_stated_changes(tenant, user_id, [msgspec.to_builtins(c) for c in stated.history])
+        except StoreUnavailable as exc:  # the version is stored, in the row: reads merge it in, the next change appends it
+            log.error("stated preferences of a user of tenant %s: version %d is kept in their row only for now: %s",
+                      tenant, stated.version, exc)
         _refit(rt, tenant, user_id, None, None)
     rt.maybe_compact()  # each change set is a commit to the users and changes tables
     return StatedPage(version=stated.version, preferences=stated.preferences, history=stated.history,

@@ -592,3 +592,24 @@ def test_feedback_acknowledged_into_a_segment_file_someone_removed_survives(tmp_
         # what a restart after a crash now would replay
         replayed = [row.pref_id for path in sorted(folder.glob("*.log")) for rows in read_frames(path) for row in rows]
         assert sorted(replayed) == sorted(acknowledged)
+
+
+def test_a_stated_preference_kept_in_the_user_s_row_is_not_refused(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """A PATCH writes the user's row (the new version) first, then appends the version's changes to
+    their history table; with no room for the second, the change is stored all the same (reads merge
+    the row's version in, the next change stores the missing one). It must not be answered 507
+    "nothing this request sent was acknowledged" while GET then shows it applied."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        with monkeypatch.context() as disk:
+            no_room(rt.store.tables["stated_changes"], disk)
+            r = acme.patch("/v1/users/ann/stated-preferences", json={"preferences": {"length": "less"}})
+            assert r.status_code == 200 and r.json()["version"] == 1, r.text
+        page = acme.get("/v1/users/ann/stated-preferences").json()
+        assert page["version"] == 1 and page["preferences"] == {"length": "less"}, page
+        r = acme.patch("/v1/users/ann/stated-preferences", json={"preferences": {"list_items": "more"}})
+        assert r.status_code == 200, r.text
+        history = acme.get("/v1/users/ann/stated-preferences").json()["history"]
+        assert sorted(c["version"] for c in history) == [1, 2], history  # the missing version was stored after
