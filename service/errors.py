@@ -290,7 +290,7 @@ def storage_failure(request: Request, exc: BaseException) -> Response | None:
     folder = str(request.app.state.runtime.settings.data_path)
     found = storage_problem(exc)
     action = "read or written" if found is not None and found[0] == "unreadable" else "written"  # EIO: either
-    failure = unavailable(exc, "a file of the service", folder, action) if isinstance(exc, OSError) else None
+    failure = unavailable(exc, "the data folder", folder, action) if isinstance(exc, OSError) else None
     if failure is None:
         return None
     if failure is not exc:  # a plain OSError (ENOSPC, EROFS) from a file the service writes itself (a job's record)

@@ -210,7 +210,7 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
         raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
                                           "send the DELETE again", headers={"Retry-After": "30"}) from None
     except OSError as exc:  # a table or file it reads or writes: no room, read-only, damaged
-        failure = unavailable(exc, "a file of the service", str(rt.settings.data_path), "written")
+        failure = unavailable(exc, "the data folder", str(rt.settings.data_path), "written")
         if failure is None:
             raise
         if failure is not exc:  # a file the service writes itself

@@ -216,7 +216,7 @@ def test_a_delete_that_cannot_write_the_table_is_recorded_and_finished_once_ther
 
 def test_a_job_whose_record_cannot_be_written_is_a_507_and_is_not_created(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     """An admin's job submitted with no room for its record. Before: a bare 500. /health lists it as
-    `a file of the service` (nothing reports the next record written: shown as a read's failure is)."""
+    `the data folder` (nothing reports the next record written: shown as a read's failure is)."""
     import training.jobs.store as job_store
     from service.admin.controllers import ADMIN_HANDLERS
 
@@ -230,9 +230,9 @@ def test_a_job_whose_record_cannot_be_written_is_a_507_and_is_not_created(tmp_pa
         with monkeypatch.context() as disk:
             disk.setattr(job_store, "write_atomic", full)
             r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "min_comparisons": 0}})
-            storage_error(r, 507, "insufficient_storage", "a file of the service cannot be written: no space left", data)
+            storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
         assert admin.get("/admin/jobs").json()["jobs"] == []
-        assert admin.get("/health").json()["storage"][0]["what"] == "a file of the service"
+        assert admin.get("/health").json()["storage"][0]["what"] == "the data folder"
 
 
 def test_health_shows_a_failed_write_until_one_succeeds_and_a_failed_read_for_a_while():
@@ -244,7 +244,7 @@ def test_health_shows_a_failed_write_until_one_succeeds_and_a_failed_read_for_a_
     problems = Problems(read_problem_s=-1.0)  # a read's failure is no longer shown once recent() looks
     problems.failed(failure("table `users`", "written", "full"))
     problems.failed(failure("table `users`", "written", "full"))
-    problems.failed(failure("a file of the service", "written", "full"), watched=False)
+    problems.failed(failure("the data folder", "written", "full"), watched=False)
     problems.failed(failure("table `preferences`", "read", "unreadable"))
     assert [(p["what"], p["failures"]) for p in problems.recent()] == [("table `users`", 2)]  # the others aged out
     problems.succeeded("table `preferences`", "read")
