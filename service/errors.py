@@ -8,7 +8,9 @@ Only request validation is a 4xx: the places that check a request raise `bad_req
 HTTPException). Any other exception, a `ValueError` included (a damaged stored row, a numerical
 failure inside a fit, msgspec's errors on the server's own data, a bug), is a 500 `internal error`
 whose detail goes to the log only: a 4xx tells clients, retries and monitoring that the caller is
-at fault, and its message went out with file paths and internal field names.
+at fault, and its message went out with file paths and internal field names. Stored data that cannot
+be read or written (`pluralign.store.failures`: a full disk, a read-only mount, a damaged LanceDB
+file) is not a bug: 507 or 503 naming the table or file kind, never its path (`storage_failure`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 from pluralign.data.text import is_blank
+from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import with_head
 
 log = logging.getLogger("pluralign.service")
@@ -39,7 +42,7 @@ ERROR_TYPES = {
 ERROR_CODES = {
     400: "invalid_value", 401: "invalid_api_key", 403: "permission_denied", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 412: "version_mismatch", 413: "request_too_large", 415: "unsupported_media_type", 422: "invalid_value",
-    429: "rate_limit_exceeded", 500: "internal_error", 503: "unavailable",
+    429: "rate_limit_exceeded", 500: "internal_error", 503: "unavailable", 507: "insufficient_storage",
 }
 
 
@@ -66,6 +69,7 @@ _WHY = {
     413: "Request body too large",
     429: "Too many requests: retry after `Retry-After` seconds",
     503: "Unavailable for now: retry after `Retry-After` seconds",
+    507: "Insufficient storage: the service's disk is full; nothing this request sent was acknowledged",
 }
 
 
@@ -160,10 +164,10 @@ def _from_extra(extra, request: Request | None = None) -> tuple[str | None, str 
     return None, None, None
 
 
-def stream_error(status: int, detail: str) -> dict:
+def stream_error(status: int, detail: str, code: str | None = None) -> dict:
     """The body of a server-sent error event (a stream's headers are already sent): OpenAI's
     `{"error": {...}}` wrapping this module's error body."""
-    body = error_body(status, detail)
+    body = error_body(status, detail, code=code)
     return body if "error" in body else {"error": {"message": detail, **body}}
 
 
@@ -247,5 +251,48 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         if status == 405 and headers:  # Litestar's Allow: the path's declared methods; HEAD is answered wherever GET is
             headers = {name: with_head(value) if name.lower() == "allow" else value for name, value in headers.items()}
         return error_response(status, message, param, code, headers=headers)
+    storage = storage_failure(request, exc)
+    if storage is not None:
+        return storage
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
+
+
+STORAGE_RETRY_AFTER = 60  # seconds: `Retry-After` of a 503 for a table that cannot be read or written
+
+
+def storage_status(exc: StoreUnavailable, method: str = "POST", done: str | None = None) -> tuple[int, str, str]:
+    """(status, code, message) for stored data that cannot be read or written while answering a
+    request of `method`: 507 `insufficient_storage` for no room, 503 `storage_unavailable` for a
+    read-only folder or a damaged file. The message names the table (or the feedback log), never a
+    path, then says what became of the request (`done`, else by its method)."""
+    if done is None:
+        done = ("send the request again later" if method in ("GET", "HEAD")
+                else "nothing this request sent was acknowledged; send it again later")
+    status, code = (507, "insufficient_storage") if exc.problem == "full" else (503, "storage_unavailable")
+    return status, code, f"{exc.public} (the operator's log says where): {done}"
+
+
+def storage_response(request: Request, failure: StoreUnavailable, done: str | None = None) -> Response:
+    """The 507 or 503 of `storage_status`, and one log line naming what failed, its folder and the
+    cause, for the operator (docs/operations.md)."""
+    status, code, message = storage_status(failure, request.method, done)
+    log.error("%s %s answered %d: %s (docs/operations.md, storage failures)", request.method, request.url.path, status, failure)
+    headers = {"Retry-After": str(STORAGE_RETRY_AFTER)} if status == 503 else None
+    return error_response(status, message, code=code, headers=headers)
+
+
+def storage_failure(request: Request, exc: BaseException) -> Response | None:
+    """A request that failed because stored data cannot be read or written (a full disk, a read-only
+    mount, a damaged LanceDB file; `pluralign.store.failures`): 507 or 503 naming what, and one log
+    line naming it with its folder and the cause, for the operator (docs/operations.md). None for
+    any other failure."""
+    folder = str(request.app.state.runtime.settings.data_path)
+    found = storage_problem(exc)
+    action = "read or written" if found is not None and found[0] == "unreadable" else "written"  # EIO: either
+    failure = unavailable(exc, "the data folder", folder, action) if isinstance(exc, OSError) else None
+    if failure is None:
+        return None
+    if failure is not exc:  # a plain OSError (ENOSPC, EROFS) from a file the service writes itself (a job's record)
+        request.app.state.runtime.store.problems.failed(failure, watched=False)
+    return storage_response(request, failure)

@@ -271,7 +271,7 @@ class Runtime:
             hooks: list[Callable[[list[StoredPreference]], None]] = []
             step("replaying the feedback log")
             ingest = Ingestor(
-                FeedbackLog(settings.data_path / "feedback-log"), store, encoder, batch=settings.ingest_batch,
+                FeedbackLog(settings.data_path / "feedback-log", problems=store.problems), store, encoder, batch=settings.ingest_batch,
                 on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
             )
             promoted = settings.data_path / PROMOTED_PAL

@@ -30,6 +30,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import fsync_dir
+from pluralign.store.failures import Problems, StoreUnavailable, unavailable
 from pluralign.store.tables import StoredPreference
 
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
@@ -110,8 +111,11 @@ class FeedbackLog:
     """`append(rows)` (or `await append_async(rows)`) returns once the rows are durable; they stay
     `pending` until `done(entries)`."""
 
-    def __init__(self, folder: str | Path, segment_bytes: int = 8 << 20):
+    def __init__(self, folder: str | Path, segment_bytes: int = 8 << 20, problems: Problems | None = None):
+        """`problems`: where a write that failed for want of room (or a read-only folder) is noted,
+        and cleared by the next that succeeds (`pluralign.store.failures`)."""
         self.folder = Path(folder)
+        self.problems = problems
         self.folder.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
         self._io = threading.Lock()  # the open segment: writes, rotation, rewrites
@@ -148,10 +152,17 @@ class FeedbackLog:
         return self.folder / f"{segment:012d}.log"
 
     def _open(self, segment: int) -> None:
+        """Make `segment` the file written to (the caller closes the one before). Raises OSError (no
+        room for the file, a read-only folder) with nothing changed."""
+        fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            fsync_dir(self.folder)  # the new file's name is durable before a record in it is acknowledged
+        except BaseException:
+            os.close(fd)
+            raise
         self._segments.setdefault(segment, _Segment())
-        self._fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._size = os.fstat(self._fd).st_size
-        fsync_dir(self.folder)  # the new file's name is durable before a record in it is acknowledged
+        self._fd, self._size = fd, size
 
     def _register(self, entry: Entry) -> None:
         self.pending[entry.seq] = entry
@@ -210,6 +221,7 @@ class FeedbackLog:
         try:
             with self._io:
                 try:
+                    self._rehome_if_removed()
                     _write_all(self._fd, b"".join(t.frame for t in batch))
                     os.fdatasync(self._fd)
                 except BaseException:
@@ -217,8 +229,14 @@ class FeedbackLog:
                     raise
                 segment = self._current
                 self._size += sum(len(t.frame) for t in batch)
-        except BaseException as exc:  # every writer of the round sees the failure
-            error = exc
+        except BaseException as exc:  # every writer of the round sees the failure: naming the log when it is no room
+            error = unavailable(exc, "the feedback log", str(self.folder), "written") or exc
+            if isinstance(exc, FileNotFoundError):  # its folder removed (`_rehome_if_removed` could not make a file)
+                error = StoreUnavailable("the feedback log", str(self.folder), "written", "missing", str(exc), exc.errno)
+            if self.problems is not None and error is not exc:
+                self.problems.failed(error)
+        if error is None and self.problems is not None:
+            self.problems.succeeded("the feedback log", "written")
         with self._cv:
             for t in batch:
                 if error is None:
@@ -239,6 +257,35 @@ class FeedbackLog:
         if error is None and self._size >= self.segment_bytes:
             self._rotate()
 
+    def _rehome_if_removed(self) -> None:
+        """When the file being written was removed from the folder (a cleanup of `*.log` files, an
+        operator), a record appended to it would be acknowledged and lost at the next start: its
+        pending records are first written again into a new segment file, fsynced, which then takes
+        the round. Raises OSError when that cannot be done (the folder gone, no room): the round fails,
+        nothing acknowledged, and the next round tries again. Called under `_io`."""
+        if os.fstat(self._fd).st_nlink:
+            return
+        old, new = self._current, self._current + 1
+        with self._cv:
+            keep = [e for e in self.pending.values() if e.segment == old]
+        data = b"".join(frame(e.rows) for e in keep)
+        fd = os.open(self._path(new), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+            fsync_dir(self.folder)
+        except BaseException:
+            os.close(fd)
+            self._path(new).unlink(missing_ok=True)
+            raise
+        os.close(self._fd)
+        self._fd, self._size, self._current = fd, len(data), new
+        with self._cv:
+            for entry in keep:
+                entry.segment = new
+            self._segments.pop(old, None)
+            self._segments[new] = _Segment(live=len(keep), users={e.key for e in keep})
+
     def _drop_unacknowledged(self) -> None:
         """After a failed round (disk full, I/O error): cut the segment back to its acknowledged
         records. A write can fail part way and leave a torn record; replay stops at the first torn
@@ -258,13 +305,19 @@ class FeedbackLog:
         os.close(old)
 
     def _rotate(self) -> None:
+        """Start the next segment once this one is full. When its file cannot be made (no room, a
+        read-only folder), records go on into this one and the next round tries again: the writer
+        thread must outlive it (every later append would wait for it for good)."""
         with self._io, self._cv:
             if self._size < self.segment_bytes:
                 return
-            old = self._current
-            os.close(self._fd)
+            old, old_fd = self._current, self._fd
+            try:
+                self._open(old + 1)
+            except OSError:
+                return
+            os.close(old_fd)
             self._current = old + 1
-            self._open(self._current)
             if not self._segments[old].live:
                 self._remove(old)
 
@@ -335,7 +388,19 @@ class FeedbackLog:
         (pending or already moved), so none of their text stays in this folder. With `before` (unix
         seconds), only pending records whose rows were all received before it are dropped (those of a
         user deleted by another replica at `before`; `StoredPreference.received`); later ones stay pending. Returns how many
-        pending records were dropped."""
+        pending records were dropped. A segment that cannot be rewritten (no room) raises StoreUnavailable
+        naming the log; the records it holds were dropped from what is pending all the same."""
+        try:
+            return self._forget_user(tenant, user_id, before)
+        except OSError as exc:
+            failure = unavailable(exc, "the feedback log", str(self.folder), "written")
+            if failure is None:
+                raise
+            if self.problems is not None:
+                self.problems.failed(failure)
+            raise failure from exc
+
+    def _forget_user(self, tenant: str, user_id: str, before: float | None) -> int:
         key = (tenant, user_id)
         with self._io, self._cv:
             mine = self._by_user.pop(key, {})
@@ -348,9 +413,10 @@ class FeedbackLog:
                 self._segments[entry.segment].live -= 1
             touched = sorted(s for s, info in self._segments.items() if key in info.users)
             if self._current in touched:  # start a fresh segment: the old one is rewritten below
-                os.close(self._fd)
+                old_fd = self._fd
+                self._open(self._current + 1)  # raises with the old one still open when it cannot
+                os.close(old_fd)
                 self._current += 1
-                self._open(self._current)
             for segment in touched:
                 keep = [e for e in self.pending.values() if e.segment == segment]
                 if not keep:

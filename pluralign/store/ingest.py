@@ -14,13 +14,13 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from pluralign.embed.base import Encoder
+from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
 from pluralign.store.tables import Store, StoredPreference
 
@@ -57,11 +57,9 @@ class Ingestor:
         """Replayed records whose rows reached the table before a crash (moved, but their segment
         was not yet deleted) are dropped, not moved twice."""
         replayed = list(self.log.pending.values())
-        if not replayed or not self.store.preferences.count_rows():
+        if not replayed:
             return
-        ids = pa.array([r.pref_id for e in replayed for r in e.rows])
-        stored = self.store.preferences.search().select(["pref_id"]).limit(None).to_arrow().column("pref_id")
-        present = set(pc.filter(ids, pc.is_in(ids, value_set=stored)).to_pylist())
+        present = self.store.stored_pref_ids([r.pref_id for e in replayed for r in e.rows])
         self.log.done([e for e in replayed if all(r.pref_id in present for r in e.rows)])
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
 
@@ -132,6 +130,7 @@ class Ingestor:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         except (AttributeError, OSError):
             pass
+        last, said = "", 0.0  # the last storage failure logged, and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5):
                 continue
@@ -140,6 +139,12 @@ class Ingestor:
                     entries = [] if self._stop.is_set() else self.log.oldest(self.batch)
                     if entries:
                         self._move_entries(entries)
+            except StoreUnavailable as exc:  # no room, a damaged table: said once a minute, not with every retry
+                if str(exc) != last or time.monotonic() - said > 60:
+                    log.error("moving feedback from the log into the table failed: %s; the rows stay in the log "
+                              "(acknowledged, replayed at a restart) and are moved once the table can be written", exc)
+                    last, said = str(exc), time.monotonic()
+                self._stop.wait(1.0)
             except Exception:  # the records stay pending (and durable); try again shortly
                 log.exception("moving feedback from the log failed")
                 self._stop.wait(1.0)

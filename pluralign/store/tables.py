@@ -10,6 +10,7 @@ has committed a new table version, which is what makes the service's 201 durable
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -25,11 +26,13 @@ from typing import TypeVar
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
 from pluralign.data.record import Base
 from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
+from pluralign.store.failures import Problems, StoreUnavailable, unavailable
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
 from pluralign.store.lease import Lease, LeaseLost, PurgeMarks, open_lease_table
@@ -59,6 +62,21 @@ COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise rew
 
 class StoreError(ValueError):
     """A table that cannot be used as asked (a schema mismatch, a bad identifier)."""
+
+
+def _uses(name: str, action: str):
+    """A Store method that reads (`action` "read") or writes ("written") the table `name`: a storage
+    failure in it (a full disk, a damaged file) is raised as StoreUnavailable naming the table."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            with self._on(name, action):
+                return method(self, *args, **kwargs)
+
+        return run
+
+    return wrap
 
 
 class StoredPreference(Base):
@@ -183,6 +201,7 @@ class Store:
         if not is_object_store(uri) and "://" not in uri and Path(uri).exists() and not Path(uri).is_dir():
             raise StoreError(f"{uri} is a file, not a folder for the store's tables")
         self.uri = uri
+        self.problems = Problems()  # storage failures seen lately (`_on`), for a health check
         self.encoder_id = encoder_id
         self.dim = dim
         self.sync_seconds = sync_seconds
@@ -252,6 +271,22 @@ class Store:
         TimeoutError) it holds nothing else."""
         return self._maintenance()
 
+    @contextlib.contextmanager
+    def _on(self, name: str, action: str):
+        """Around a read ("read") or write ("written") of the table `name`: Lance's or the system's
+        storage failures (`pluralign.store.failures.storage_problem`) are raised as StoreUnavailable
+        naming the table and its folder, and noted in `problems`; a success clears a failed write."""
+        what = f"table `{name}`"
+        try:
+            yield
+        except (OSError, RuntimeError, ValueError) as exc:
+            found = unavailable(exc, what, self.uri, action)
+            if found is None or found is exc:
+                raise
+            self.problems.failed(found)
+            raise found from exc
+        self.problems.succeeded(what, action)
+
     def _mark(self, names: list[str]) -> None:
         """Before deleting rows from the named tables: mark them (`PurgeMarks.mark`) so that, should this
         turn stop before their purge, the next turn (with replicas, the lease's next holder; alone, this
@@ -304,6 +339,7 @@ class Store:
 
     # ---- writes -----------------------------------------------------------------------------
 
+    @_uses("preferences", "written")
     def add_preferences(
         self, rows: list[StoredPreference], prompt_vec: np.ndarray, chosen_vec: np.ndarray, rejected_vec: np.ndarray
     ) -> None:
@@ -328,12 +364,14 @@ class Store:
         columns["schema_version"] = [SCHEMA_VERSION] * len(rows)
         self._append("preferences", pa.table(columns, schema=schema))
 
+    @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
         row = msgspec.to_builtins(item)
         row["messages"] = json.dumps(item.messages)
         row["schema_version"] = SCHEMA_VERSION
         self._append("interactions", pa.Table.from_pylist([row], schema=self.schemas["interactions"]))
 
+    @_uses("users", "written")
     def put_user(self, user: UserRecord) -> None:
         """Insert or replace the (tenant, user_id) row; a row whose `updated_at` is older than the
         stored one's is dropped (writes are ordered by it, not by arrival)."""
@@ -342,6 +380,7 @@ class Store:
         row["schema_version"] = SCHEMA_VERSION
         self._upserts.submit(pa.Table.from_pylist([row], schema=self.schemas["users"]))
 
+    @_uses("stated_changes", "written")
     def add_stated_changes(self, tenant: str, user_id: str, changes: list[dict]) -> None:
         """Append changes of the user's stated preferences (dicts with `version`, `at`, `feature`,
         `direction`) in one committed version."""
@@ -351,6 +390,7 @@ class Store:
                  "direction": c["direction"], "schema_version": SCHEMA_VERSION} for c in changes]
         self._append("stated_changes", pa.Table.from_pylist(rows, schema=self.schemas["stated_changes"]))
 
+    @_uses("deletions", "written")
     def record_deletion(self, deletion: Deletion) -> None:
         """Append a user's DELETE to the deletion record every process on this store reads."""
         row = {**msgspec.to_builtins(deletion), "schema_version": SCHEMA_VERSION}
@@ -358,12 +398,14 @@ class Store:
             self.deletions.add(pa.Table.from_pylist([row], schema=self.deletions.schema))
             self._new_deletions += 1
 
+    @_uses("deletions", "read")
     def deletions_since(self, since: float) -> list[Deletion]:
         """Deletion records with `deleted_at` at or after `since` (unix seconds), any order. Columns a
         later version adds are passed over (a replica of this version still reads its records)."""
         rows = self.deletions.search().where(f"deleted_at >= {float(since)!r}").limit(None).to_arrow().to_pylist()
         return [msgspec.convert({k: r[k] for k in _DELETION_FIELDS if k in r}, Deletion) for r in rows]
 
+    @_uses("deletions", "read")
     def deleted_after(self, user_hash: str, since: float) -> bool:
         """Whether a deletion record names `user_hash` (`deletions.user_hash`) at or after `since`."""
         if not all(c in "0123456789abcdef" for c in user_hash):
@@ -483,6 +525,7 @@ class Store:
         self.histories.invalidate([key])  # another process added or deleted rows of the user
         return None
 
+    @_uses("preferences", "read")
     def history(self, tenant: str, user_id: str) -> History:
         """Every preference row of the user with its vectors (cached until their rows change)."""
         if self.sync_seconds is not None:
@@ -520,10 +563,21 @@ class Store:
         """Block until the background loads queued so far are done (tests, benchmarks)."""
         self._warmer.submit(lambda: None).result()
 
+    @_uses("preferences", "read")
+    def stored_pref_ids(self, pref_ids: list[str]) -> set[str]:
+        """Which of `pref_ids` the preferences table holds (a scan of its `pref_id` column)."""
+        if not pref_ids or not self.preferences.count_rows():
+            return set()
+        ids = pa.array(pref_ids, pa.string())
+        stored = self.preferences.search().select(["pref_id"]).limit(None).to_arrow().column("pref_id")
+        return set(pc.filter(ids, pc.is_in(ids, value_set=stored)).to_pylist())
+
+    @_uses("preferences", "read")
     def count_preferences(self, tenant: str, user_id: str) -> int:
         history = self._cached(tenant, user_id)
         return len(history) if history is not None else self.preferences.count_rows(owner_filter(tenant, user_id))
 
+    @_uses("preferences", "read")
     def count_comparisons(self, tenant: str, user_id: str) -> int:
         """How many strict comparisons (what a reward fit uses) the user has."""
         history = self._cached(tenant, user_id)
@@ -535,6 +589,7 @@ class Store:
         """(prompt, chosen, rejected) vectors, each (N, dim), of the user's strict comparisons."""
         return self.history(tenant, user_id).comparison_set()[:3]
 
+    @_uses("preferences", "read")
     def all_comparisons(self) -> list[StoredPreference]:
         """Every strict comparison of every tenant and user (population retraining), without vectors."""
         columns = [f.name for f in self.schemas["preferences"] if f.name != "schema_version" and not f.name.endswith("_vec")]
@@ -543,6 +598,7 @@ class Store:
             row["attributes"] = json.loads(row["attributes"])
         return [msgspec.convert(row, StoredPreference) for row in rows]
 
+    @_uses("preferences", "read")
     def answers_sample(
         self, tenant: str | None, limit: int = 200, *, seed: int = 0, keep: Callable[[str, str], bool] | None = None,
         leave_out_user: str | None = None, max_rows: int | None = None,
@@ -596,6 +652,7 @@ class Store:
                 break
         return picked[:limit], complete
 
+    @_uses("preferences", "read")
     def search(self, tenant: str, user_id: str, vector: np.ndarray, limit: int) -> list[tuple[StoredPreference, float]]:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached
         history, else one LanceDB vector search (selected columns only, prefiltered by the BITMAP
@@ -633,6 +690,7 @@ class Store:
         for name in names:
             self.tables[name].checkout_latest()
 
+    @_uses("stated_changes", "read")
     def stated_changes(self, tenant: str, user_id: str, first: int = 1, last: int | None = None) -> list[dict]:
         """The user's stated-preference changes of versions `first` to `last` (None: the newest), in
         version order, each a dict with `version`, `at`, `feature`, `direction`. One query prefiltered
@@ -643,20 +701,24 @@ class Store:
         rows = self._rows("stated_changes", where, ["version", "at", "feature", "direction"])
         return sorted(rows, key=lambda r: r["version"])
 
+    @_uses("interactions", "read")
     def get_interaction(self, tenant: str, response_id: str) -> Interaction | None:
         rows = self._rows("interactions", f"tenant = {quote(tenant)} AND response_id = {quote(response_id)}")
         if not rows:
             return None
         return _interaction(rows[0])
 
+    @_uses("interactions", "read")
     def count_interactions(self, tenant: str, user_id: str) -> int:
         return self.interactions.count_rows(owner_filter(tenant, user_id))
 
+    @_uses("interactions", "read")
     def interactions_for(self, tenant: str, user_id: str) -> list[Interaction]:
         rows = self._rows("interactions", owner_filter(tenant, user_id))
         rows.sort(key=lambda r: r["created_at"])
         return [_interaction(row) for row in rows]
 
+    @_uses("users", "read")
     def get_user(self, tenant: str, user_id: str) -> UserRecord | None:
         rows = self._rows("users", owner_filter(tenant, user_id))
         if not rows:
@@ -668,6 +730,7 @@ class Store:
         row["attributes"] = json.loads(row["attributes"])
         return msgspec.convert(row, UserRecord)
 
+    @_uses("users", "read")
     def fitted_users(self, tenant: str, limit: int, pal_version: str | None = None, min_preferences: int = 0) -> list[UserRecord]:
         """Up to `limit` users of the tenant with a fitted user model (a stored state), in storage
         order, the newest row of each: the population a new user is compared against when onboarding
@@ -722,11 +785,15 @@ class Store:
                     self._fence()
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
                     # never rows of theirs (stated changes) without the row that numbers them
-                    found = {name: table.count_rows(where) for name, table in self.tables.items()}
+                    found = {}
+                    for name, table in self.tables.items():
+                        with self._on(name, "read"):
+                            found[name] = table.count_rows(where)
                     self._mark([name for name, n in found.items() if n])
                     for name, table in sorted(self.tables.items(), key=lambda item: item[0] == "users"):
                         if found[name]:
-                            table.delete(where)
+                            with self._on(name, "written"):
+                                table.delete(where)
                             counts[name] += found[name]
                     self.histories.invalidate([(tenant, user_id)])
 
@@ -750,11 +817,14 @@ class Store:
                 with self._lock:
                     self._fence()
                     found.clear()
-                    found.update({name: self.tables[name].count_rows(wheres[name]) for name in names})
+                    for name in names:
+                        with self._on(name, "read"):
+                            found[name] = self.tables[name].count_rows(wheres[name])
                     self._mark([name for name in names if found[name]])
                     for name in names:
                         if found[name]:
-                            self.tables[name].delete(wheres[name])
+                            with self._on(name, "written"):
+                                self.tables[name].delete(wheres[name])
                     self.histories.invalidate([(tenant, user_id)])
 
             self._retried(delete_rows)
@@ -773,7 +843,7 @@ class Store:
         if not names:
             return
         for name in names:
-            self._retried(lambda name=name: self._purge(name))
+            self._retried(lambda name=name: self._purge(name))  # `_purge` names the table it fails on
         if self.sync_seconds is None:  # alone on the store: no one else reads an older version
             self._retried(lambda: self._drop_old_versions(names, None))
         else:
@@ -785,11 +855,22 @@ class Store:
     def _retried(self, step: Callable[[], None]) -> None:
         """Run a maintenance step, again on the newest versions when it failed: another process's
         concurrent maintenance removed files it read or wrote, or committed a conflicting rewrite first."""
+        passed: list[StoreUnavailable] = []  # failures a later attempt got past: not the health check's
         for attempt in range(PURGE_ATTEMPTS):
             try:
-                return step()
+                step()
+                for exc in passed:
+                    self.problems.forget(exc.name, exc.action)
+                return
             except LeaseLost:  # another process's turn now: this one stops (a TimeoutError, so an OSError)
                 raise
+            except StoreUnavailable as exc:  # no room, or read-only: doing it again cannot help
+                if exc.problem != "unreadable" or attempt == PURGE_ATTEMPTS - 1:  # unreadable: maybe another's removal
+                    raise
+                passed.append(exc)
+                log.warning("store maintenance could not read (%s); again on the newest version", exc)
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+                self.refresh(*self.tables)
             except (OSError, RuntimeError) as exc:  # "Not found", "conflict", "failed to persist": Lance names
                 if attempt == PURGE_ATTEMPTS - 1:  # no kind for them, and each step is safe to do again
                     raise
@@ -809,7 +890,7 @@ class Store:
         index and are scanned until the next compaction). The users table takes upserts, which
         conflict with a rewrite, so it is purged under the write lock (one small row per user)."""
         table = self.tables[name]
-        with self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
+        with self._on(name, "written"), self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             if table.count_rows():
                 try:
@@ -849,7 +930,8 @@ class Store:
             for name in names:
                 older = timedelta(0) if purged_at is None else timedelta(seconds=max(0.0, time.time() - purged_at))
                 self._fence()
-                self.tables[name].cleanup_old_versions(older, delete_unverified=self.lease is None)
+                with self._on(name, "written"):
+                    self.tables[name].cleanup_old_versions(older, delete_unverified=self.lease is None)
 
     @staticmethod
     def _rewrite(table) -> None:
@@ -875,7 +957,7 @@ class Store:
                 if not (every_table or self._pending[name]) or not table.count_rows():
                     continue
                 self._pending[name] = 0
-                with self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
+                with self._on(name, "written"), self._lock if name == "users" else contextlib.nullcontext(), warnings.catch_warnings():
                     # keep_versions_for=0 only comes from delete_user, which holds every lock
                     warnings.simplefilter("ignore", UserWarning)
                     self._fence()
@@ -893,7 +975,12 @@ class Store:
                     self.deletions.optimize(cleanup_older_than=keep_versions_for)
 
     def stats(self) -> dict[str, int]:
-        return {name: table.count_rows() for name, table in self.tables.items()}
+        """Rows per table; a table that cannot be counted (damaged) is left out (and noted in `problems`)."""
+        counts = {}
+        for name, table in self.tables.items():
+            with contextlib.suppress(StoreUnavailable), self._on(name, "read"):
+                counts[name] = table.count_rows()
+        return counts
 
 
 _DELETION_FIELDS = tuple(f.name for f in msgspec.structs.fields(Deletion))

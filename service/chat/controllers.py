@@ -15,6 +15,7 @@ from litestar.response import Stream
 
 from pluralign.data.text import is_blank
 from pluralign.policy.generator import Cancelled, Sampling
+from pluralign.store.failures import StoreUnavailable
 from service.chat import services
 from service.chat.fields import check_combinations, check_neutral_fields, template_messages
 from service.chat.schemas import (
@@ -28,7 +29,7 @@ from service.chat.schemas import (
     Delta,
     Usage,
 )
-from service.errors import bad_request, error_responses, stream_error
+from service.errors import bad_request, error_responses, storage_status, stream_error
 from service.ids import check_user_id
 from service.runtime import Runtime
 from service.scheduler import Busy
@@ -109,7 +110,7 @@ def choices_wanted(data: ChatRequest) -> int:
     return 1 if data.n is None else data.n
 
 
-@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429), summary="Create a personalized chat completion")
+@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429, 503, 507), summary="Create a personalized chat completion")
 async def create_chat_completion(
     request: Request, data: JSONBody[ChatRequest]
 ) -> Response[ChatCompletion]:
@@ -392,6 +393,11 @@ def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, 
         rt.metrics.inc("pluralign_chat_completions_total", help="chat completions served", stream="true")
     except Cancelled:  # the client went away: nobody reads an error event
         raise
+    except StoreUnavailable as exc:  # its table cannot be read or written: said as a request's 507 or 503 says it
+        status, code, message = storage_status(exc)
+        log.error("stream %s answered %d: %s (docs/operations.md, storage failures)", p.response_id, status, exc)
+        rt.metrics.inc("pluralign_stream_errors_total", help="streams that ended with an error event")
+        yield b"data: " + CHUNK_ENCODER.encode(stream_error(status, message, code)) + b"\n\n"
     except Exception as exc:  # the headers are sent: the client learns of it from an error event
         log.exception("stream %s failed", p.response_id)
         rt.metrics.inc("pluralign_stream_errors_total", help="streams that ended with an error event")

@@ -22,8 +22,11 @@ def health(request: Request) -> dict:
     rt: Runtime = request.app.state.runtime
     # public: model ids and versions only, never a filesystem path (the PAL note names its folder)
     pal = {k: v for k, v in rt.rewards.describe().items() if k != "note"}
+    # tables (or the feedback log) that failed to be read or written lately: the operator's log names the folder
+    storage = rt.store.problems.recent()
     return {
-        "status": "ok",
+        "status": "degraded" if storage else "ok",
+        "storage": storage,
         "generator": _public(rt.generator.model_id),
         "encoder": _public(rt.encoder.encoder_id),
         "pal": pal,
@@ -38,6 +41,8 @@ def scrape_state(app: Litestar) -> list:
     histories = rt.store.histories
     state = [
         ("pluralign_table_rows", "gauge", "rows per LanceDB table", [({"table": name}, n) for name, n in rt.store.stats().items()]),
+        ("pluralign_storage_failures", "gauge", "failures to read or write stored data lately, of what /health lists under storage",
+         [({}, sum(p["failures"] for p in rt.store.problems.recent()))]),
         ("pluralign_feedback_pending_rows", "gauge", "acknowledged feedback rows still in the log (not yet embedded)", [({}, pending)]),
         ("pluralign_feedback_moved_rows", "counter", "feedback rows embedded and moved into the table since start", [({}, rt.ingest.moved)]),
         ("pluralign_history_cache_users", "gauge", "users whose history is held in memory", [({}, len(histories))]),

@@ -18,11 +18,12 @@ from litestar.response import Response, Stream
 from pluralign.data.record import Base
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
+from pluralign.store.failures import unavailable
 from pluralign.user import FEATURE_NAMES
-from service.errors import bad_request, error_response, error_responses, refuse_blank
+from service.errors import bad_request, error_response, error_responses, refuse_blank, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, already_stored, check_labels, idempotent_ids
 from service.ids import check_user_id
-from service.runtime import Runtime
+from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
 from service.users import services
 from service.users.journal import DeleteNotRecorded
@@ -106,7 +107,7 @@ class Imported(msgspec.Struct):
     stored: list[str]  # pref_ids written (durable before this reply)
 
 
-@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(429, 503), summary="Import a user's comparisons (a preference file, JSONL)")
+@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(429, 503, 507), summary="Import a user's comparisons (a preference file, JSONL)")
 async def import_preferences(
     request: Request,
     user_id: FromPath[str],
@@ -181,7 +182,7 @@ NOT_RECORDED_RETRY_AFTER = 30  # seconds: `Retry-After` of a DELETE refused beca
 STOPPING_RETRY_AFTER = 5  # seconds: `Retry-After` of a DELETE refused as the service stops (another replica, or this one restarted)
 
 
-@delete("/v1/users/{user_id:str}", status_code=200, responses=error_responses(404, 429, 503), summary="Delete every trace of a user")
+@delete("/v1/users/{user_id:str}", status_code=200, responses=error_responses(404, 429, 503, 507), summary="Delete every trace of a user")
 async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     """Runs on the DELETEs' own thread, tenants in turn (`rt.deletes`): waiting for it holds no request
     thread, so one tenant's DELETEs waiting for the store's lease never stall another tenant's
@@ -209,6 +210,27 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     except TimeoutError as exc:
         raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
                                           "send the DELETE again", headers={"Retry-After": "30"}) from None
+    except OSError as exc:  # a table or file it reads or writes: no room, read-only, damaged
+        failure = unavailable(exc, "the data folder", str(rt.settings.data_path), "written")
+        if failure is None:
+            raise
+        if failure is not exc:  # a file the service writes itself
+            rt.store.problems.failed(failure, watched=False)
+        if rt.delete_journal.unfinished(tenant, user_id) is not None:  # begun: the journal's pass finishes it
+            done = "the DELETE is recorded and the service finishes it by itself once the store is fixed (sending it again is safe)"
+        else:  # it never began (the store's turn failed first): nothing of the user was deleted
+            done = "nothing of the user was deleted; send the DELETE again later"
+        return storage_response(request, failure, done)
+    except ForgetIncomplete as exc:  # every other step ran; its journal entry stays for the next pass
+        log.error("DELETE of a user of tenant %s: %s; the journal's pass tries again", tenant, exc)
+        files = f"{len(exc.failures)} population file{'s' if len(exc.failures) > 1 else ''}"
+        return error_response(500, f"the user's rows are deleted, but {files} could not be rewritten without them (damaged or "
+                              "unreadable; the operator's log names them): the DELETE is recorded and the service tries again "
+                              "until they are mended or removed", code="population_not_rewritten")
+    except services.EmbeddingsNotForgotten:  # its cause, the cache's path in it, is in the log (`_delete_steps`)
+        return error_response(500, "the user is deleted, but the vectors of their texts stay in the embedding cache the "
+                              "training jobs share, which could not be rewritten (the operator's log says why; sending the "
+                              "DELETE again cannot remove them)", code="embeddings_not_forgotten")
     if not any(counts.values()):
         raise NotFoundException(f"no user {user_id!r} in this tenant")
     rt.metrics.inc("pluralign_users_deleted_total", help="users deleted")
@@ -292,7 +314,7 @@ def _if_match(value: str | None) -> list[int | None] | None:
     return wanted
 
 
-@patch("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(412, 429), summary="Set or clear a user's stated preferences")
+@patch("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(412, 429, 503, 507), summary="Set or clear a user's stated preferences")
 def patch_stated(
     request: Request,
     user_id: FromPath[str],

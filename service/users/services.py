@@ -34,6 +34,7 @@ from pluralign.policy.adapters import (
 )
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.store.deletions import Forget, new_deletion, user_hash
+from pluralign.store.failures import StoreUnavailable
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
@@ -198,6 +199,8 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
             merged = rt.pending_refits.pop(key)
         try:
             refit(rt, tenant, user_id, attributes=merged or None)
+        except StoreUnavailable as exc:  # a full disk, a damaged table: its words are enough
+            log.error("background refit of %s/%s failed: %s", tenant, user_id, exc)
         except Exception:  # the next request of the user refits instead
             log.exception("background refit of %s/%s failed", tenant, user_id)
 
@@ -351,7 +354,11 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
         _store_missing_changes(rt, tenant, user_id, current)
         base = record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
         rt.store.put_user(msgspec.structs.replace(base, stated=stated.encode(), updated_at=now))
-        rt.store.add_stated_changes(tenant, user_id, [msgspec.to_builtins(c) for c in stated.history])
+        try:
+            rt.store.add_stated_changes(tenant, user_id, [msgspec.to_builtins(c) for c in stated.history])
+        except StoreUnavailable as exc:  # the version is stored, in the row: reads merge it in, the next change appends it
+            log.error("stated preferences of a user of tenant %s: version %d is kept in their row only for now: %s",
+                      tenant, stated.version, exc)
         _refit(rt, tenant, user_id, None, None)
     rt.maybe_compact()  # each change set is a commit to the users and changes tables
     return StatedPage(version=stated.version, preferences=stated.preferences, history=stated.history,
@@ -583,6 +590,12 @@ def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | 
     ]
 
 
+class EmbeddingsNotForgotten(RuntimeError):
+    """Every step of a DELETE ran (its journal entry is gone) but the vectors of the user's texts could
+    not be removed from the embedding cache the jobs share (damaged, unreadable): the rows that named
+    the texts are gone, so no later pass can find them. The cause names the file (for the log)."""
+
+
 def forget_embeddings(texts: list[str]) -> None:
     """Remove the vectors of a deleted user's texts from the embedding cache the admin area's jobs
     fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash).
@@ -641,7 +654,7 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
         finally:
             journal.release(entry)
     if cache_error is not None:
-        raise cache_error
+        raise EmbeddingsNotForgotten(cache_error) from cache_error
     return counts
 
 

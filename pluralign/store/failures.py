@@ -1,0 +1,137 @@
+"""Stored data that cannot be read or written: a full disk, a read-only mount, a damaged file.
+
+Lance reports these as `RuntimeError("lance error: LanceError(IO): File too large (os error 27), <its
+Rust source line>")` (a truncated data file: "failed to fill whole buffer", no file named), plain
+file writes as OSError. Both become `StoreUnavailable`, which names what could not be read or written
+(a table, the feedback log) and why, so that a caller can say so (the service: 507 or 503) instead
+of an "internal error", and an operator reads which table in the log. `Problems` remembers the
+recent ones for a health check.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import threading
+import time
+
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no room: disk, quota, file size limit
+READ_ONLY = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+UNREADABLE = frozenset({errno.EIO, errno.ESTALE, errno.ENOTCONN})  # a disk error; a network or FUSE mount gone
+PROBLEMS = {  # kind -> words for it
+    "full": "no space left (the disk is full, or a quota or file size limit is reached)",
+    "read-only": "the folder is read-only or not permitted",
+    "unreadable": "a file of it is damaged or unreadable",
+    "missing": "its folder was removed",
+}
+READ_PROBLEM_S = 600.0  # how long a failed read is reported (`Problems.recent`) after it was last seen
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+# Lance's words for a file it cannot read (lancedb 0.40): a data file cut short or emptied ("LanceError(IO):
+# ... failed to fill whole buffer", "Invalid range 0..1835 for object of size 0 bytes"), one removed ("Not
+# found: <path>"), a deletion file damaged ("LanceError(Arrow): Parser error: Arrow file does not contain
+# correct footer", "LanceError(Arrow): Io error: invalid seek ..."); a data file whose header is overwritten
+# makes its reader panic ("task 355 panicked with message ...")
+_PANIC = re.compile(r"task \d+ panicked with message")
+_UNREADABLE = re.compile(r"LanceError\(IO\)|LanceError\(Arrow\): (?:Io|Parser|Ipc) error|Not found: |corrupt|" + _PANIC.pattern,
+                         re.IGNORECASE)
+_RUST_SOURCE = re.compile(r",\s*/\S+\.rs:\d+:\d+")  # where in Lance's source: no use to an operator
+
+
+class StoreUnavailable(OSError):
+    """`name` (`table preferences`, `the feedback log`) at `where` (a folder or URI) cannot be
+    `action` (read, written) because of `problem` (a key of PROBLEMS); `detail`: the cause's own
+    words. Its message names the folder: for logs, not for clients (use `public`)."""
+
+    def __init__(self, name: str, where: str, action: str, problem: str, detail: str, code: int | None = None):
+        super().__init__(code or errno.EIO, f"{name} at {where} cannot be {action}: {PROBLEMS[problem]} ({detail})")
+        self.name, self.where, self.action, self.problem, self.detail = name, where, action, problem, detail
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):  # pickled whole (a job's error on Ray, a child process): OSError's own takes (errno, strerror)
+        return type(self), (self.name, self.where, self.action, self.problem, self.detail, self.errno)
+
+    @property
+    def public(self) -> str:
+        """The message without the folder and the cause's words (which may name files)."""
+        return f"{self.name} cannot be {self.action}: {PROBLEMS[self.problem]}"
+
+
+def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
+    """(kind, errno) when `exc` says stored data cannot be read or written (a key of PROBLEMS), else
+    None: a bad argument, a commit conflict, a timeout and the like are not."""
+    if isinstance(exc, StoreUnavailable):
+        return exc.problem, exc.errno
+    code = exc.errno if isinstance(exc, OSError) else None
+    text = str(exc)
+    if code is None and isinstance(exc, (OSError, RuntimeError, ValueError)):
+        found = _OS_ERROR.search(text) if "lance" in text.lower() else None
+        if found:
+            code = int(found.group(1))
+        elif _UNREADABLE.search(text) and ("lance" in text.lower() or _PANIC.match(text)):
+            return "unreadable", None
+    if code in FULL:
+        return "full", code
+    if code in READ_ONLY:
+        return "read-only", code
+    if code in UNREADABLE:
+        return "unreadable", code
+    return None
+
+
+def unavailable(exc: BaseException, name: str, where: str, action: str) -> StoreUnavailable | None:
+    """`exc` as a StoreUnavailable naming `name`, or None when it is no storage problem (re-raise it)."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    found = storage_problem(exc)
+    if found is None:
+        return None
+    detail = _RUST_SOURCE.sub("", getattr(exc, "strerror", None) or str(exc)).strip()
+    if isinstance(exc, OSError) and exc.filename:
+        detail = f"{detail}: {exc.filename}"
+    return StoreUnavailable(name, where, action, found[0], detail, found[1])
+
+
+class Problems:
+    """The storage failures seen lately, by what failed and how (`failed`), for a health check: a
+    write that failed is shown until a later write of the same thing succeeds (room again); a read,
+    or a write whose successes nobody reports, for READ_PROBLEM_S after it was last seen (a damaged
+    file stays damaged until an operator restores it; reads of other rows may succeed meanwhile)."""
+
+    def __init__(self, read_problem_s: float = READ_PROBLEM_S):
+        self.read_problem_s = read_problem_s
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], dict] = {}  # (name, action) -> problem, failures, first and last seen
+        self._ages: set[tuple[str, str]] = set()  # those shown only READ_PROBLEM_S after they were last seen
+
+    def failed(self, exc: StoreUnavailable, watched: bool = True) -> None:
+        """`watched`: a later success of the same write is reported (`succeeded`); False for writes
+        nobody reports, whose failures are shown as long as a read's."""
+        now = time.time()
+        with self._lock:
+            seen = self._seen.setdefault((exc.name, exc.action), {"failures": 0, "since": now})
+            seen.update(problem=exc.problem, last=now, failures=seen["failures"] + 1)
+            if not watched or exc.action != "written":
+                self._ages.add((exc.name, exc.action))
+
+    def succeeded(self, name: str, action: str) -> None:
+        if action == "written" and (name, action) in self._seen:
+            with self._lock:
+                if (name, action) not in self._ages:
+                    self._seen.pop((name, action), None)
+
+    def forget(self, name: str, action: str) -> None:
+        """Drop what was noted of `name` and `action` (a step that failed was done again, and passed)."""
+        with self._lock:
+            self._seen.pop((name, action), None)
+            self._ages.discard((name, action))
+
+    def recent(self) -> list[dict]:
+        """[{what, action, problem, failures, since, last}] (unix seconds), oldest first."""
+        now = time.time()
+        with self._lock:
+            for key in [k for k, s in self._seen.items() if k in self._ages and now - s["last"] > self.read_problem_s]:
+                del self._seen[key]
+                self._ages.discard(key)
+            return [{"what": name, "action": action, **seen} for (name, action), seen in sorted(self._seen.items(), key=lambda i: i[1]["since"])]
