@@ -326,11 +326,11 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
     def produce() -> None:
         try:
             events = make_events(gone)  # plans the answer: a bad request raises here, before any event
+            chat = rt.chats.generating(gone)  # stopped by the service's cut too (its events then say so)
         except BaseException:
             loop.call_soon_threadsafe(queue.put_nowait, _END)
             raise
         ended = False  # every event produced: the chat was served whole, whenever its client left
-        chat = rt.chats.generating(gone)
         try:
             with chat:
                 for event in events:
