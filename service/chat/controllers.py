@@ -111,7 +111,7 @@ def choices_wanted(data: ChatRequest) -> int:
     return 1 if data.n is None else data.n
 
 
-@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429), summary="Create a personalized chat completion")
+@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429, 503), summary="Create a personalized chat completion")
 async def create_chat_completion(
     request: Request, data: JSONBody[ChatRequest]
 ) -> Response[ChatCompletion]:
@@ -120,7 +120,8 @@ async def create_chat_completion(
     Runs on the fair generation scheduler (`rt.scheduler`), not on the request threads: 429 with
     Retry-After when this tenant has `tenant_generations` chats in flight or the queue is full; 400
     up front when the prompt and max_tokens exceed the model's context. A stream whose client goes
-    away stops generating; a stream that fails ends with an error event, then `[DONE]`.
+    away stops generating; a stream that fails ends with an error event, then `[DONE]`. 503 with
+    Retry-After once the service is stopping (`service.app.stop_taking_work`, `cut_running`).
     Annotated as a Response so each response keeps its own media type (JSON or server-sent events)."""
     rt: Runtime = request.app.state.runtime
     tenant = request.user.tenant
