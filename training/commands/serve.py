@@ -57,17 +57,27 @@ def run(args: argparse.Namespace) -> int:
     with left_as_found(settings.data_path, *local_store):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
-        import uvicorn  # the service's imports (torch, the models' libraries: seconds) once the folder is known good
-
         from service.app import create_app, cut_running, stop_taking_work
 
         app = create_app(settings)  # promotions.json, the population model's description and the FSPO adapter first, then the models
         if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
             key = keys.issue("default", name="development key")
             print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
+    started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_work, app), on_grace_over=partial(cut_running, app))
+    if not started:
+        return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
+    return how_it_stopped(app.state.runtime, requests)
+
+
+def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None) -> tuple[bool, CancelledRequests]:
+    """Serve `app` with uvicorn on `args.host`/`args.port` until SIGTERM or Ctrl-C, telling it it stops
+    (`on_stop`) and that the graceful wait is nearly over (`on_grace_over`). Returns whether it had
+    started, and the requests its graceful wait cancelled."""
+    import uvicorn
+
     requests = CancelledRequests(app)
     config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S)
-    server = stopping_server()(config, on_stop=partial(stop_taking_work, app), on_grace_over=partial(cut_running, app))
+    server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None))
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
     # program embedding it learns of it): left to the default, SIGTERM would end the process by the
     # signal (status 143: "Error" to Kubernetes and Docker, though the stop was clean). Its own handler,
@@ -79,9 +89,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if not server.started:
-        return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
-    return how_it_stopped(app.state.runtime, requests)
+    return server.started, requests
 
 
 def how_it_stopped(rt, requests: CancelledRequests) -> int:
