@@ -34,6 +34,7 @@ from service.openapi import install as install_openapi
 from service.ratelimit import rate_limit
 from service.runtime import Runtime
 from service.settings import Settings
+from service.stopping import STOPPING
 from service.strict import before_request
 from service.system.controllers import health, metrics, scrape_state
 from service.users.controllers import (
@@ -103,7 +104,7 @@ def create_app(
         ) if settings.cors_origins else None,
         debug=False,
         on_startup=[start_admin, _start_deletion_sweep, _start_unfinished_deletes],
-        on_shutdown=[stop_taking_deletes, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_ingest],
+        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_ingest],
         after_exception=[count_unrouted],
     )
     app.asgi_handler = answer_head(app.asgi_handler)  # HEAD wherever GET is (Litestar routes only declared methods)
@@ -164,6 +165,26 @@ def _stop_unfinished_deletes(app: Litestar) -> None:
         finishing.stop()
 
 
+def stop_taking_work(app: Litestar) -> int:
+    """The service is told to stop: work still waiting for its turn never begins, and its clients get 503
+    with Retry-After at once (nothing done: safe to send again, to another replica or once this one is
+    back): chats waiting for a generation slot (streamed or not) and DELETEs waiting for theirs, and
+    so does every chat or DELETE received from now on. What runs goes on: chats generating now until
+    `cut_running`, a running DELETE to its end (or the journal finishes it at the next start).
+    `pluralign serve` calls it when uvicorn begins its shutdown, before it waits for the requests in
+    flight; the app's shutdown calls it again. Returns how many waiting chats and DELETEs were refused."""
+    return app.state.runtime.scheduler.close(STOPPING) + stop_taking_deletes(app)
+
+
+def cut_running(app: Litestar) -> int:
+    """The service is stopping and its graceful wait is nearly over: the chats still generating stop at
+    their next token; a plain one is answered 503 with Retry-After (nothing stored), a stream ends with
+    an error event saying the service stops, then `[DONE]`, rather than being cut mid-body when the
+    server's graceful timeout cancels its request. `pluralign serve` calls it a second before uvicorn's
+    timeout. Returns how many chats were stopped."""
+    return app.state.runtime.chats.cut()
+
+
 def stop_taking_deletes(app: Litestar) -> int:
     """The service is told to stop: DELETEs still waiting for their turn never begin, their clients get
     503 with Retry-After at once (nothing of the user deleted: safe to send again), and so does every
@@ -171,7 +192,7 @@ def stop_taking_deletes(app: Litestar) -> int:
     process ends first). `pluralign serve` calls it when uvicorn begins its shutdown, before it waits for
     the requests in flight (and would answer them 500 once its graceful timeout ran out); the app's
     shutdown calls it again. Returns how many waiting DELETEs were refused."""
-    return app.state.runtime.deletes.close("the service is stopping")
+    return app.state.runtime.deletes.close(STOPPING)
 
 
 def _stop_ingest(app: Litestar) -> None:

@@ -29,6 +29,7 @@ from service.metrics import DECLARED_COUNTERS, Metrics
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import FairScheduler
 from service.settings import Settings
+from service.stopping import GeneratingChats
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
 
 log = logging.getLogger("pluralign.service")
@@ -160,6 +161,7 @@ class Runtime:
     population_lock: threading.RLock = field(default_factory=threading.RLock)
     scheduler: FairScheduler | None = None  # generation's own threads, tenants in turn (built from settings)
     deletes: FairScheduler | None = None  # DELETEs' own thread, tenants in turn (built from settings)
+    chats: GeneratingChats = field(default_factory=GeneratingChats)  # the chats generating now (stopped by `cut` as the service stops)
     _user_locks: tuple[threading.RLock, ...] = field(default_factory=lambda: tuple(threading.RLock() for _ in range(64)))
     # (tenant, user_id) -> time.monotonic() of their latest DELETE, kept DELETE_MEMORY_S: a chat planned
     # before it (their history read, generating meanwhile) then stores nothing of them

@@ -19,11 +19,12 @@ reason: one tenant's burst of them would otherwise hold every request thread.
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,10 @@ class FairScheduler:
         if workers < 1 or per_tenant < 1 or max_waiting < 1:
             raise ValueError("`workers`, `per_tenant` and `max_waiting` must be at least 1")
         self.workers, self.per_tenant, self.max_waiting, self.what = workers, per_tenant, max_waiting, what
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=what)
+        # daemon threads, started as needed: a task still running when the process ends (a DELETE waiting
+        # minutes for the store's lease) does not hold its exit; `close` already refused what waited
+        self._threads: list[threading.Thread] = []
+        self._started_tasks: queue.SimpleQueue = queue.SimpleQueue()  # (task, waited), None to stop a thread
         self._lock = threading.Lock()
         self._waiting: dict[str, deque[_Task]] = {}  # per tenant, oldest first
         self._turns: deque[str] = deque()  # tenants with waiting work, in the order they are served
@@ -120,7 +124,15 @@ class FairScheduler:
         return len(waiting)
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """The threads end once their task is done (their tasks are not waited for)."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._started_tasks.put(None)
+
+    def _worker(self) -> None:
+        while (item := self._started_tasks.get()) is not None:
+            self._run(*item)
 
     def _retry_after(self, ahead: int) -> int:
         return max(1, math.ceil(self._seconds * (ahead + 1) / self.workers))
@@ -141,7 +153,11 @@ class FairScheduler:
             self._running += 1
             waited = Waited(time.monotonic() - task.submitted, self._started - task.started_before)
             self._started += 1
-            self._executor.submit(self._run, task, waited)
+            if len(self._threads) < self.workers:
+                thread = threading.Thread(target=self._worker, name=f"{self.what}-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+            self._started_tasks.put((task, waited))
 
     def _release(self, tenant: str) -> None:
         self._held[tenant] -= 1

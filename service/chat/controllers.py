@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from pathlib import Path
 
 from litestar import Request, Response, get, post
-from litestar.exceptions import HTTPException, NotFoundException, TooManyRequestsException
+from litestar.exceptions import HTTPException, NotFoundException, ServiceUnavailableException, TooManyRequestsException
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
@@ -32,7 +33,8 @@ from service.chat.schemas import (
 from service.errors import bad_request, error_responses, storage_status, stream_error
 from service.ids import check_user_id
 from service.runtime import Runtime
-from service.scheduler import Busy
+from service.scheduler import Busy, Stopping
+from service.stopping import STOPPING, STOPPING_RETRY_AFTER
 
 log = logging.getLogger("pluralign.service")
 
@@ -119,7 +121,8 @@ async def create_chat_completion(
     Runs on the fair generation scheduler (`rt.scheduler`), not on the request threads: 429 with
     Retry-After when this tenant has `tenant_generations` chats in flight or the queue is full; 400
     up front when the prompt and max_tokens exceed the model's context. A stream whose client goes
-    away stops generating; a stream that fails ends with an error event, then `[DONE]`.
+    away stops generating; a stream that fails ends with an error event, then `[DONE]`. 503 with
+    Retry-After once the service is stopping (`service.app.stop_taking_work`, `cut_running`).
     Annotated as a Response so each response keeps its own media type (JSON or server-sent events)."""
     rt: Runtime = request.app.state.runtime
     tenant = request.user.tenant
@@ -140,8 +143,14 @@ async def create_chat_completion(
 def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, cancel: threading.Event | None = None) -> Response[ChatCompletion]:
     p = plan_checked(rt, tenant, data, sampling)
     created = int(time.time())
-    with rt.metrics.generation_queue.track_inprogress():
-        served = services.complete(rt, p, sampling, cancel)
+    cancel = cancel or threading.Event()
+    with rt.chats.generating(cancel) as chat, rt.metrics.generation_queue.track_inprogress():
+        try:
+            served = services.complete(rt, p, sampling, cancel)
+        except Cancelled:
+            if chat.cut:  # the service stops (`service.app.cut_running`): not the client's leaving
+                raise stopping("the chat was stopped before it was finished (nothing was stored); send it again") from None
+            raise
     chosen = served.order[: choices_wanted(data)]
     choices = [
         Choice(index=i, message=AssistantMessage(content=served.candidates[c].text), finish_reason=served.candidates[c].finish_reason)
@@ -231,6 +240,15 @@ def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling
     return p
 
 
+def stopping(detail: str) -> ServiceUnavailableException:
+    """503 with Retry-After: the service is stopping (SIGTERM), the chat was not served; another replica,
+    or this one once back, serves it."""
+    return ServiceUnavailableException(detail=f"{STOPPING}: {detail}", headers={"Retry-After": str(STOPPING_RETRY_AFTER)})
+
+
+NOT_BEGUN = "the chat was not begun; send it again"
+
+
 def _busy(exc: Busy) -> TooManyRequestsException:
     return TooManyRequestsException(detail=f"generation is busy: {exc}", headers={"Retry-After": str(exc.retry_after)})
 
@@ -250,9 +268,11 @@ async def scheduled(rt: Runtime, tenant: str, fn, request: Request | None = None
         future = rt.scheduler.submit(tenant, fn)
     except Busy as exc:
         raise _busy(exc) from None
+    except Stopping:
+        raise stopping(NOT_BEGUN) from None
     answer = asyncio.wrap_future(future)
     if request is None or cancel is None:
-        return await answer
+        return await _unless_stopping(answer)
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -264,7 +284,24 @@ async def scheduled(rt: Runtime, tenant: str, fn, request: Request | None = None
     if answer.cancelled():
         rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
         raise ClientGone(detail="the client disconnected before the answer was ready")
-    return answer.result()
+    return await _unless_stopping(answer)
+
+
+async def _unless_stopping(answer: asyncio.Future):
+    """The answer; 503 (`stopping`) when its task was still waiting as the scheduler closed."""
+    try:
+        return await answer
+    except Stopping:
+        raise stopping(NOT_BEGUN) from None
+
+
+async def _refused(future) -> None:
+    """Returns once the scheduler refused `future`'s task (it closed while the task waited), and never
+    otherwise (it is cancelled): a task that ran tells its outcome through its events."""
+    with contextlib.suppress(Exception):  # Stopping among them; not this coroutine's own cancellation
+        await asyncio.shield(asyncio.wrap_future(future))
+    if not isinstance(future.exception(), Stopping):
+        await asyncio.Event().wait()
 
 
 async def _disconnected(request: Request) -> None:
@@ -291,24 +328,30 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
     def produce() -> None:
         try:
             events = make_events(gone)  # plans the answer: a bad request raises here, before any event
+            chat = rt.chats.generating(gone)  # stopped by the service's cut too (its events then say so)
         except BaseException:
             loop.call_soon_threadsafe(queue.put_nowait, _END)
             raise
         ended = False  # every event produced: the chat was served whole, whenever its client left
         try:
-            for event in events:
-                if gone.is_set():
-                    break
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-            else:
-                ended = True
-        except Cancelled:  # stopped by `gone`: nobody reads the rest
+            with chat:
+                for event in events:
+                    if gone.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+                else:
+                    ended = True
+        except Cancelled:  # stopped by `gone`: nobody reads the rest (unless the service stops, below)
             pass
         finally:
             # read before _END (the relay sets `gone` too once it has read the end); not once every event
             # was produced: a client that read [DONE] and closed before this thread got here left nothing
-            stopped = gone.is_set() and not ended
+            stopped = gone.is_set() and not ended and not chat.cut
             events.close()  # a generation still running is cancelled (Generator.stream's finally)
+            if chat.cut and not ended:  # the service stops: the client is told, as a failed stream is (vLLM does the same)
+                error = stream_error(503, f"{STOPPING}: the answer was stopped before it was finished; send the request again")
+                for event in (b"data: " + CHUNK_ENCODER.encode(error) + b"\n\n", b"data: [DONE]\n\n"):
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
             loop.call_soon_threadsafe(queue.put_nowait, _END)
             if stopped:
                 rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
@@ -317,20 +360,26 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
         future = rt.scheduler.submit(tenant, produce)
     except Busy as exc:
         raise _busy(exc) from None
+    except Stopping:
+        raise stopping(NOT_BEGUN) from None
 
     first_event = asyncio.ensure_future(queue.get())
     left = asyncio.ensure_future(_disconnected(request)) if request is not None else None
+    refused = asyncio.ensure_future(_refused(future))  # still waiting as the scheduler closed: never runs
     never_ran = False
     try:
-        await asyncio.wait({first_event, left} - {None}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({first_event, left, refused} - {None}, return_when=asyncio.FIRST_COMPLETED)
+        if refused.done() and not refused.cancelled() and not first_event.done():
+            raise stopping(NOT_BEGUN)
     finally:
+        refused.cancel()
         if not first_event.done():  # the client left (or this request was cancelled) before any event
             gone.set()
             never_ran = future.cancel()  # not started: never runs; running: stops at its next token
             first_event.cancel()
         if left is not None:
             left.cancel()
-    if gone.is_set():
+    if first_event.cancelled():  # (`gone` alone may be the service's cut, whose events tell the client)
         if never_ran:  # one that ran is counted by `produce`
             rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
         raise ClientGone(detail="the client disconnected before the stream started")

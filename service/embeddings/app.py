@@ -3,11 +3,14 @@
 It is what `PLURALIGN_ENCODER=openai:URL` talks to when no Text Embeddings Inference or vLLM server
 is at hand (tests, a CPU box set apart for embedding). Floats or base64 (little-endian float32, the
 openai client's default) as the request asks; requests are encoded one at a time in a worker
-thread, in the order they come.
+thread, in the order they come. Told to stop (`stop_taking_encodes`, SIGTERM), requests still waiting
+for their turn are answered 503 with Retry-After at once (the openai client, and so `RemoteEncoder`,
+sends them again); the one encoding finishes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import threading
@@ -16,12 +19,13 @@ from typing import Literal
 import msgspec
 import numpy as np
 from litestar import Litestar, Request, Response, get, post
-from litestar.concurrency import sync_to_thread
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ServiceUnavailableException, TooManyRequestsException
 
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
 from service.errors import bad_request
+from service.scheduler import Busy, FairScheduler, Stopping
+from service.stopping import STOPPING, STOPPING_RETRY_AFTER
 
 log = logging.getLogger("pluralign.embeddings")
 
@@ -68,15 +72,17 @@ def openai_error(request: Request, exc: Exception) -> Response:
     if isinstance(extra, list) and param is None and extra:  # request-body validation: say which field
         message = f"{message}: {extra}"
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return Response({"error": {"message": message, "type": kind, "param": param, "code": None}}, status_code=status)
+    return Response({"error": {"message": message, "type": kind, "param": param, "code": None}}, status_code=status, headers=exc.headers)
 
 
 def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     """Serves `encoder` under its `encoder_id` (the only model name accepted) at /v1/embeddings."""
     lock = threading.Lock()
     served = {"requests": 0, "texts": 0}
+    # one encoding at a time, in the order they come (bounded only to keep memory finite): closed as the server stops
+    turns = FairScheduler(workers=1, per_tenant=QUEUE, max_waiting=QUEUE, what="encodings")
 
-    @post("/v1/embeddings", status_code=200)  # async: the encoder runs in a worker thread (sync_to_thread below)
+    @post("/v1/embeddings", status_code=200)  # async: the encoder runs on the `turns` thread (below)
     async def embeddings(data: EmbeddingsRequest) -> EmbeddingsResponse:
         if data.model != encoder.encoder_id:
             raise bad_request("model", f"this server serves {encoder.encoder_id!r}, not {data.model!r}")
@@ -92,7 +98,13 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
                 served["texts"] += len(texts)
                 return encoder.encode(texts)
 
-        vectors = (await sync_to_thread(run)).astype("<f4", copy=False)  # (n, d)
+        try:
+            vectors = (await asyncio.wrap_future(turns.submit("all", run))).astype("<f4", copy=False)  # (n, d)
+        except Busy as exc:
+            raise TooManyRequestsException(detail=f"encodings are busy: {exc}", headers={"Retry-After": str(exc.retry_after)}) from None
+        except Stopping:
+            raise ServiceUnavailableException(detail=f"{STOPPING}: the texts were not encoded; send them again",
+                                              headers={"Retry-After": str(STOPPING_RETRY_AFTER)}) from None
         if data.encoding_format == "base64":
             items = [Embedding(index=i, embedding=base64.b64encode(v.tobytes()).decode()) for i, v in enumerate(vectors)]
         else:
@@ -104,5 +116,16 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     async def health() -> dict[str, str | int]:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
 
-    return Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error}, debug=False)
+    app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error}, debug=False)
+    app.state.encodings = turns
+    return app
+
+
+QUEUE = 10_000  # requests waiting to be encoded, at most
+
+
+def stop_taking_encodes(app: Litestar) -> int:
+    """The server is told to stop: requests waiting for their turn are answered 503 with Retry-After at
+    once, as is every later one; the one encoding finishes. Returns how many were refused."""
+    return app.state.encodings.close(STOPPING)
 

@@ -90,8 +90,9 @@ def test_a_stream_read_to_its_end_is_not_counted_as_cancelled():
 
     from service.chat.controllers import scheduled_stream
     from service.scheduler import FairScheduler
+    from service.stopping import GeneratingChats
 
-    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts())
+    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts(), chats=GeneratingChats())
 
     def make_events(gone: threading.Event):
         yield b"data: {}\n\n"

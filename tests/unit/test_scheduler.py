@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,18 @@ def test_closing_refuses_the_waiting_tasks_and_lets_the_running_one_finish():
     gate.set()
     running.result(timeout=10)
     assert ran == ["running"] and scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}
+
+
+def test_a_task_still_running_does_not_hold_the_process_exit():
+    """`pluralign serve` returns once uvicorn stopped; a DELETE still waiting for the store's lease (minutes)
+    on the scheduler's thread held the interpreter's exit (a ThreadPoolExecutor's threads are joined at
+    exit) until the orchestrator's SIGKILL, where the signal uvicorn re-raised used to end it at once."""
+    import subprocess
+    import sys
+
+    code = ("import threading; from service.scheduler import FairScheduler; s = FairScheduler(what='deletes'); "
+            "started = threading.Event(); s.submit('acme', lambda: (started.set(), threading.Event().wait(3600))); "
+            "assert started.wait(10); print('running', flush=True)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert (done.returncode, done.stdout) == (0, "running\n"), done.stderr

@@ -15,9 +15,11 @@ it had created in the data folder. GET /health answers once the models are loade
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from functools import partial
 
@@ -55,32 +57,97 @@ def run(args: argparse.Namespace) -> int:
     with left_as_found(settings.data_path, *local_store):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
-        import uvicorn  # the service's imports (torch, the models' libraries: seconds) once the folder is known good
-
-        from service.app import create_app, stop_taking_deletes
+        from service.app import create_app, cut_running, stop_taking_work
 
         app = create_app(settings)  # promotions.json, the population model's description and the FSPO adapter first, then the models
         if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
             key = keys.issue("default", name="development key")
             print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
-    server = stopping_server()(config, on_stop=partial(stop_taking_deletes, app))
-    with contextlib.suppress(KeyboardInterrupt):  # as `uvicorn.run`
-        server.run()
-    return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
+    started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_work, app), on_grace_over=partial(cut_running, app))
+    if not started:
+        return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
+    return how_it_stopped(app.state.runtime, requests)
+
+
+def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None) -> tuple[bool, CancelledRequests]:
+    """Serve `app` with uvicorn on `args.host`/`args.port` until SIGTERM or Ctrl-C, telling it it stops
+    (`on_stop`) and that the graceful wait is nearly over (`on_grace_over`). Returns whether it had
+    started, and the requests its graceful wait cancelled."""
+    import uvicorn
+
+    requests = CancelledRequests(app)
+    config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S)
+    server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None))
+    # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
+    # program embedding it learns of it): left to the default, SIGTERM would end the process by the
+    # signal (status 143: "Error" to Kubernetes and Docker, though the stop was clean). Its own handler,
+    # found there instead, takes it as the stop it already made; the status says how the stop went.
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # as `uvicorn.run`
+            server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return server.started, requests
+
+
+def how_it_stopped(rt, requests: CancelledRequests) -> int:
+    """0 when every request in flight was answered and no chat or DELETE is left running; else CUT_OFF,
+    logged. The scheduler's threads still running cut-off work (a DELETE waiting for the store's lease, a
+    chat's prefill) do not hold the process's exit (they are daemon threads), as the signal would not have."""
+    cut = rt.chats.cut_off + requests.cancelled
+    running = {"chat(s)": rt.scheduler.stats()["running"], "DELETE(s)": rt.deletes.stats()["running"]}
+    if not cut and not any(running.values()):
+        return 0
+    log = logging.getLogger("pluralign.service")
+    log.error("stopped with %d request(s) cut off (%d chat(s) stopped a second before the %d s graceful wait ended, %d request(s) "
+              "cancelled by its end)%s", cut, rt.chats.cut_off, GRACE_S, requests.cancelled,
+              "".join(f"; {n} {what} still running left unfinished" for what, n in running.items() if n))
+    if running["DELETE(s)"]:
+        log.error("a DELETE left unfinished is finished from the journal (deletes-in-progress/) at the next start")
+    return CUT_OFF
+
+
+GRACE_S = 5  # seconds uvicorn waits for the requests in flight once told to stop (`timeout_graceful_shutdown`)
+CUT_EARLY_S = 1.0  # chats still generating are stopped this long before it ends, so their answers go out whole
+CUT_OFF = 4  # exit status: stopped, but the graceful wait cut requests off
+
+
+class CancelledRequests:
+    """The ASGI app, counting the HTTP requests cancelled in it: uvicorn cancels those still running when
+    its graceful wait runs out (and answers them 500, or closes a response under way)."""
+
+    def __init__(self, app):
+        self.app, self.cancelled = app, 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if scope["type"] == "http":
+                self.cancelled += 1
+            raise
 
 
 def stopping_server():
-    """uvicorn's Server, telling the app it is stopping (`on_stop`) before it waits for requests in flight."""
+    """uvicorn's Server, telling the app it is stopping (`on_stop`) before it waits for requests in flight,
+    and that the wait is nearly over (`on_grace_over`, CUT_EARLY_S before its graceful timeout)."""
     import uvicorn
 
     class StoppingServer(uvicorn.Server):
-        def __init__(self, config: uvicorn.Config, on_stop):
+        def __init__(self, config: uvicorn.Config, on_stop, on_grace_over):
             super().__init__(config)
-            self.on_stop = on_stop
+            self.on_stop, self.on_grace_over = on_stop, on_grace_over
 
         async def shutdown(self, sockets=None) -> None:
-            self.on_stop()  # DELETEs still waiting: 503 now, not uvicorn's 500 after its graceful timeout
-            await super().shutdown(sockets)
+            self.on_stop()  # work still waiting: 503 now, not uvicorn's 500 after its graceful timeout
+            grace = self.config.timeout_graceful_shutdown
+            cut = asyncio.get_running_loop().call_later(max(grace - CUT_EARLY_S, 0), self.on_grace_over) if grace is not None else None
+            try:
+                await super().shutdown(sockets)
+            finally:
+                if cut is not None:
+                    cut.cancel()
 
     return StoppingServer

@@ -4,6 +4,10 @@
 
 The API service uses it with `PLURALIGN_ENCODER=openai:http://127.0.0.1:8001/v1` and
 `PLURALIGN_ENCODER_MODEL=sentence-transformers/all-MiniLM-L6-v2` (the name this server serves).
+
+SIGTERM or Ctrl-C stops it as `pluralign serve` stops: requests waiting for the encoder are answered 503
+with Retry-After at once, the one encoding gets up to 5 s; exit status 0, or 4 when that wait cut
+requests off, 3 when it could not start.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_listen(args.host, args.port)  # before the encoder or the service's imports (seconds)
-    import uvicorn
+    from functools import partial
 
-    from service.embeddings.app import create_embeddings_app
+    from service.embeddings.app import create_embeddings_app, stop_taking_encodes
     from service.runtime import make_encoder
+    from training.commands.serve import CUT_OFF, serve_until_stopped
     from training.common import setup_logging
 
     setup_logging()
@@ -36,5 +41,11 @@ def run(args: argparse.Namespace) -> int:
         encoder = make_encoder(args.encoder)
     except ValueError as exc:
         raise ValueError(f"--encoder {args.encoder}: {exc}") from None
-    uvicorn.run(create_embeddings_app(encoder), host=args.host, port=args.port, log_level=args.log_level)
+    app = create_embeddings_app(encoder)
+    started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_encodes, app))
+    if not started:
+        return 3
+    if requests.cancelled:
+        logging.getLogger("pluralign.embeddings").error("stopped with %d request(s) cut off by the graceful wait", requests.cancelled)
+        return CUT_OFF
     return 0
