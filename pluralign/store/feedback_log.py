@@ -258,16 +258,23 @@ class FeedbackLog:
             self._rotate()
 
     def _rehome_if_removed(self) -> None:
-        """When the file being written was removed from the folder (a cleanup of `*.log` files, an
-        operator), a record appended to it would be acknowledged and lost at the next start: its
-        pending records are first written again into a new segment file, fsynced, which then takes
-        the round. Raises OSError when that cannot be done (the folder gone, no room): the round fails,
-        nothing acknowledged, and the next round tries again. Called under `_io`."""
-        if os.fstat(self._fd).st_nlink:
-            return
+        """When segment files still holding pending records were removed from the folder (a cleanup of
+        `*.log` files, an operator): the one being written, whose next records would be acknowledged and
+        lost at the next start, and older ones a backlog still waits in (the table cannot be written, a
+        slow encoder), whose records would be lost too. Their pending records are first written again
+        into a new segment file, fsynced, which then takes the round. Raises OSError when that cannot be
+        done (the folder gone, no room): the round fails, nothing acknowledged, and the next round tries
+        again. Called under `_io`; one stat per segment with pending records."""
         old, new = self._current, self._current + 1
         with self._cv:
-            keep = [e for e in self.pending.values() if e.segment == old]
+            older = [s for s, info in self._segments.items() if s != old and info.live]
+        gone = {s for s in older if not self._path(s).exists()}
+        if not os.fstat(self._fd).st_nlink:
+            gone.add(old)
+        if not gone:
+            return
+        with self._cv:
+            keep = [e for e in self.pending.values() if e.segment in gone]
         data = b"".join(frame(e.rows) for e in keep)
         fd = os.open(self._path(new), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
@@ -283,8 +290,11 @@ class FeedbackLog:
         with self._cv:
             for entry in keep:
                 entry.segment = new
-            self._segments.pop(old, None)
+            for segment in gone:
+                self._segments.pop(segment, None)
             self._segments[new] = _Segment(live=len(keep), users={e.key for e in keep})
+            if old in self._segments and not self._segments[old].live:  # the one written till now, still there, done with
+                self._remove(old)
 
     def _drop_unacknowledged(self) -> None:
         """After a failed round (disk full, I/O error): cut the segment back to its acknowledged

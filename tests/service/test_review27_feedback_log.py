@@ -1,0 +1,40 @@
+"""The feedback log keeps acknowledged feedback whose segment files were removed, not only the one being written.
+
+A backlog (the table cannot be written, or the encoder is slow) spans several segment files of the
+log; a cleanup of `*.log` files (an operator freeing room) removes them all. Every pending record is
+only in those files: the next round must write all of them again, not only the current segment's."""
+
+from __future__ import annotations
+
+from pluralign.store.feedback_log import read_frames
+from tests.service.test_break27_storage import comparison
+from tests.service.tiny import start_service
+
+
+def test_feedback_acknowledged_into_older_segment_files_someone_removed_survives(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "data" / "feedback-log"
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    acknowledged = []
+    with server, svc.client("acme") as acme, rt.ingest.paused():  # the records stay pending: only the log holds them
+        rt.ingest.log.segment_bytes = 1  # each round fills its segment: the backlog spans several files
+        for i in range(3):
+            r = acme.post("/v1/feedback", json=comparison("ann", i))
+            assert r.status_code == 201, r.text
+            acknowledged += r.json()["stored"]
+        assert len(list(folder.glob("*.log"))) > 2
+        for segment in folder.glob("*.log"):
+            segment.unlink()
+        r = acme.post("/v1/feedback", json=comparison("ann", 3))
+        assert r.status_code == 201, r.text
+        acknowledged += r.json()["stored"]
+        # what a restart after a crash now would replay
+        replayed = [row.pref_id for path in sorted(folder.glob("*.log")) for rows in read_frames(path) for row in rows]
+        assert sorted(replayed) == sorted(acknowledged)
+        assert len(rt.ingest.log.pending) == 4
+    # and a real restart on the folder serves every acknowledged row
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    with server, svc.client("acme") as acme:
+        page = acme.get("/v1/users/ann/preferences", params={"limit": 100}).json()
+        assert sorted(p["pref_id"] for p in page["data"]) == sorted(acknowledged)
