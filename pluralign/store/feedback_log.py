@@ -11,7 +11,8 @@ and moves them into the preferences table.
 
 Records live in numbered segment files; a segment is deleted once none of its records is pending.
 At open, the segments left are replayed (a torn record at a segment's end, from a crash mid-write,
-was never acknowledged and is skipped). Forgetting a user rewrites every segment that ever held one
+was never acknowledged and is skipped; a whole one this version cannot read, a later version's, stops
+the open and its file stays: `LaterVersionRecord`). Forgetting a user rewrites every segment that ever held one
 of their records, so a deleted user's text does not stay on disk here either.
 
 Frame: payload length and CRC-32 (little-endian uint32 each), then the msgpack list of rows.
@@ -84,8 +85,15 @@ def frame(rows: list[StoredPreference]) -> bytes:
     return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+class LaterVersionRecord(ValueError):
+    """A record whose checksum is whole but whose rows this version cannot read (a field or kind it
+    does not know): a later version wrote it, and the service was rolled back while it was pending.
+    It is acknowledged feedback: never taken for a torn record (whose segment would then be removed)."""
+
+
 def read_frames(path: Path) -> list[list[StoredPreference]]:
-    """The whole records of a segment file, stopping at the first torn or corrupt one."""
+    """The whole records of a segment file, stopping at the first torn one (a crash mid-write: never
+    acknowledged). Raises LaterVersionRecord, naming the file, for a whole record it cannot read."""
     data = path.read_bytes()
     out, at = [], 0
     while at + FRAME.size <= len(data):
@@ -95,8 +103,11 @@ def read_frames(path: Path) -> list[list[StoredPreference]]:
             break
         try:
             out.append(_decode(payload))
-        except (msgspec.DecodeError, ValueError):
-            break
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise LaterVersionRecord(
+                f"{path}: record {len(out) + 1} is acknowledged feedback this version of pluralign cannot read ({exc}): "
+                "a later version wrote it. Start that version again and let it move the log's records into the table "
+                "(`pluralign_feedback_pending_rows` 0) before starting this one; the file is left as it is") from None
         at += FRAME.size + size
     return out
 

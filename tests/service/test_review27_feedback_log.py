@@ -38,3 +38,31 @@ def test_feedback_acknowledged_into_older_segment_files_someone_removed_survives
     with server, svc.client("acme") as acme:
         page = acme.get("/v1/users/ann/preferences", params={"limit": 100}).json()
         assert sorted(p["pref_id"] for p in page["data"]) == sorted(acknowledged)
+
+
+def test_a_record_a_later_version_wrote_stops_the_start_and_stays(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """A record whose checksum is whole but whose rows carry a field this version does not know was
+    written by a later version (the binary rolled back while feedback waited in the log; this version
+    wrote `received_at`, which the one before cannot read). Before: replay took it for a torn record,
+    found nothing pending in the segment and removed the file: acknowledged feedback gone, silently.
+    Now the start fails naming the file, and the file stays for the version that can read it."""
+    import zlib
+
+    import msgspec
+    import pytest
+
+    from pluralign.store.feedback_log import FRAME
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "data" / "feedback-log"
+    folder.mkdir(parents=True)
+    row = {"tenant": "acme", "user_id": "ann", "pref_id": "p1", "kind": "comparison", "created_at": 1.0, "prompt": "Which?",
+           "chosen": "Tea.", "rejected": "Coffee.", "acknowledged_by": "a later version"}
+    payload = msgspec.msgpack.encode([row])
+    segment = folder / "000000000001.log"
+    segment.write_bytes(FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
+    with pytest.raises(ValueError) as caught:
+        start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    message = str(caught.value)
+    assert str(segment) in message and "acknowledged_by" in message and "later version" in message, message
+    assert segment.read_bytes().endswith(payload)
