@@ -99,7 +99,8 @@ def read_frames(path: Path) -> list[list[StoredPreference]]:
     while at + FRAME.size <= len(data):
         size, crc = FRAME.unpack_from(data, at)
         payload = data[at + FRAME.size : at + FRAME.size + size]
-        if len(payload) < size or zlib.crc32(payload) != crc:
+        # torn: cut short, or a zero-filled tail a crash left (size 0, and crc32 of nothing is 0): no record is empty
+        if not size or len(payload) < size or zlib.crc32(payload) != crc:
             break
         try:
             out.append(_decode(payload))

@@ -66,3 +66,27 @@ def test_a_record_a_later_version_wrote_stops_the_start_and_stays(tmp_path, tiny
     message = str(caught.value)
     assert str(segment) in message and "acknowledged_by" in message and "later version" in message, message
     assert segment.read_bytes().endswith(payload)
+
+
+def test_a_zero_filled_tail_a_crash_left_is_still_a_torn_record(tmp_path):
+    """A crash mid-round can leave a segment's tail zero-filled (the file's size reached the disk, its
+    data did not; XFS and ext4 do this): a zero header reads as an empty record whose checksum matches.
+    It was never acknowledged: skipped, as a torn record is, not taken for a later version's record."""
+    import time
+
+    from pluralign.store.feedback_log import FeedbackLog
+    from pluralign.store.tables import StoredPreference
+
+    folder = tmp_path / "feedback-log"
+    log = FeedbackLog(folder)
+    log.append([StoredPreference(tenant="acme", user_id="ann", pref_id="p1", kind="comparison", created_at=time.time(),
+                                 received_at=time.time(), prompt="Which?", chosen="Tea.", rejected="Coffee.")])
+    log.close()
+    (segment,) = [p for p in folder.glob("*.log") if p.stat().st_size]
+    with segment.open("ab") as f:
+        f.write(bytes(64))
+    log = FeedbackLog(folder)
+    try:
+        assert [r.pref_id for e in log.pending.values() for r in e.rows] == ["p1"]
+    finally:
+        log.close()
