@@ -11,7 +11,8 @@ and moves them into the preferences table.
 
 Records live in numbered segment files; a segment is deleted once none of its records is pending.
 At open, the segments left are replayed (a torn record at a segment's end, from a crash mid-write,
-was never acknowledged and is skipped). Forgetting a user rewrites every segment that ever held one
+was never acknowledged and is skipped; a whole one this version cannot read, a later version's, stops
+the open and its file stays: `LaterVersionRecord`). Forgetting a user rewrites every segment that ever held one
 of their records, so a deleted user's text does not stay on disk here either.
 
 Frame: payload length and CRC-32 (little-endian uint32 each), then the msgpack list of rows.
@@ -84,19 +85,30 @@ def frame(rows: list[StoredPreference]) -> bytes:
     return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+class LaterVersionRecord(ValueError):
+    """A record whose checksum is whole but whose rows this version cannot read (a field or kind it
+    does not know): a later version wrote it, and the service was rolled back while it was pending.
+    It is acknowledged feedback: never taken for a torn record (whose segment would then be removed)."""
+
+
 def read_frames(path: Path) -> list[list[StoredPreference]]:
-    """The whole records of a segment file, stopping at the first torn or corrupt one."""
+    """The whole records of a segment file, stopping at the first torn one (a crash mid-write: never
+    acknowledged). Raises LaterVersionRecord, naming the file, for a whole record it cannot read."""
     data = path.read_bytes()
     out, at = [], 0
     while at + FRAME.size <= len(data):
         size, crc = FRAME.unpack_from(data, at)
         payload = data[at + FRAME.size : at + FRAME.size + size]
-        if len(payload) < size or zlib.crc32(payload) != crc:
+        # torn: cut short, or a zero-filled tail a crash left (size 0, and crc32 of nothing is 0): no record is empty
+        if not size or len(payload) < size or zlib.crc32(payload) != crc:
             break
         try:
             out.append(_decode(payload))
-        except (msgspec.DecodeError, ValueError):
-            break
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise LaterVersionRecord(
+                f"{path}: record {len(out) + 1} is acknowledged feedback this version of pluralign cannot read ({exc}): "
+                "a later version wrote it. Start that version again and let it move the log's records into the table "
+                "(`pluralign_feedback_pending_rows` 0) before starting this one; the file is left as it is") from None
         at += FRAME.size + size
     return out
 
@@ -258,16 +270,23 @@ class FeedbackLog:
             self._rotate()
 
     def _rehome_if_removed(self) -> None:
-        """When the file being written was removed from the folder (a cleanup of `*.log` files, an
-        operator), a record appended to it would be acknowledged and lost at the next start: its
-        pending records are first written again into a new segment file, fsynced, which then takes
-        the round. Raises OSError when that cannot be done (the folder gone, no room): the round fails,
-        nothing acknowledged, and the next round tries again. Called under `_io`."""
-        if os.fstat(self._fd).st_nlink:
-            return
+        """When segment files still holding pending records were removed from the folder (a cleanup of
+        `*.log` files, an operator): the one being written, whose next records would be acknowledged and
+        lost at the next start, and older ones a backlog still waits in (the table cannot be written, a
+        slow encoder), whose records would be lost too. Their pending records are first written again
+        into a new segment file, fsynced, which then takes the round. Raises OSError when that cannot be
+        done (the folder gone, no room): the round fails, nothing acknowledged, and the next round tries
+        again. Called under `_io`; one stat per segment with pending records."""
         old, new = self._current, self._current + 1
         with self._cv:
-            keep = [e for e in self.pending.values() if e.segment == old]
+            older = [s for s, info in self._segments.items() if s != old and info.live]
+        gone = {s for s in older if not self._path(s).exists()}
+        if not os.fstat(self._fd).st_nlink:
+            gone.add(old)
+        if not gone:
+            return
+        with self._cv:
+            keep = [e for e in self.pending.values() if e.segment in gone]
         data = b"".join(frame(e.rows) for e in keep)
         fd = os.open(self._path(new), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
@@ -283,8 +302,11 @@ class FeedbackLog:
         with self._cv:
             for entry in keep:
                 entry.segment = new
-            self._segments.pop(old, None)
+            for segment in gone:
+                self._segments.pop(segment, None)
             self._segments[new] = _Segment(live=len(keep), users={e.key for e in keep})
+            if old in self._segments and not self._segments[old].live:  # the one written till now, still there, done with
+                self._remove(old)
 
     def _drop_unacknowledged(self) -> None:
         """After a failed round (disk full, I/O error): cut the segment back to its acknowledged

@@ -123,18 +123,23 @@ def adapter_folder(rt: Runtime, tenant: str, user_id: str):
 
 
 def refit(
-    rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None, rewards: UserRewards | None = None
+    rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None, rewards: UserRewards | None = None,
+    unsaved_ok: bool = False,
 ) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
-    attributes gather those their feedback carried (later ones win), then `attributes`.
+    attributes gather those their feedback carried (later ones win), then `attributes`. `unsaved_ok`:
+    a read's refit, whose row the users table cannot take (no room, read-only), is logged and served
+    all the same (the row is a cache of their comparisons: the next read fits again); a DELETE's or a
+    change's refit raises StoreUnavailable (a row drawn from deleted rows must not stay).
 
     Runs under the user's lock, so a DELETE is either before it (nothing to fit: no row is written,
     the user stays deleted) or after it (the DELETE removes what it wrote)."""
     with rt.user_lock(tenant, user_id):
-        return _refit(rt, tenant, user_id, attributes, rewards)
+        return _refit(rt, tenant, user_id, attributes, rewards, unsaved_ok)
 
 
-def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None, rewards: UserRewards | None) -> UserWeights:
+def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None, rewards: UserRewards | None,
+           unsaved_ok: bool = False) -> UserWeights:
     # one snapshot of the history for vectors, texts and attributes: feedback moved into the table
     # meanwhile must not make them disagree (the next read sees the new rows as stale and refits)
     history = rt.store.history(tenant, user_id)
@@ -178,7 +183,12 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
         user_model=state.encode() if state is not None else None,
         stated=record.stated if record else None,
     )
-    rt.store.put_user(record)
+    try:
+        rt.store.put_user(record)
+    except StoreUnavailable as exc:
+        if not unsaved_ok:
+            raise
+        log.error("the fit of a user of tenant %s is served without being stored (fitted again until it is): %s", tenant, exc)
     return UserWeights(logits=logits, prior=prior, record=record, state=state, rewards=rewards, stated=stated)
 
 
@@ -219,16 +229,16 @@ def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
     if record is None:
         if rt.store.count_preferences(tenant, user_id) == 0:
             return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
-        return refit(rt, tenant, user_id, rewards=rewards)
+        return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     stale = record.pal_version != rewards.version or record.n_preferences != rt.store.count_comparisons(tenant, user_id)
     if stale:
-        return refit(rt, tenant, user_id, rewards=rewards)
+        return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     stated = stated_of(record)
     state = stored_state(record) if residual_on(rt) else None
     if record.pal_logits is None and not (residual_on(rt) and stated.preferences):
         return UserWeights(logits=rewards.prior(), prior=True, record=record, rewards=rewards, stated=stated)
     if residual_on(rt) and not rewards.user_model.fits(state, stated.signs()):  # an older model, feature set or stated prior
-        return refit(rt, tenant, user_id, rewards=rewards)
+        return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     if record.pal_logits is None:  # only stated preferences so far
         return UserWeights(logits=rewards.prior(), prior=True, record=record, state=state, rewards=rewards, stated=stated)
     return UserWeights(logits=np.asarray(record.pal_logits, np.float32), prior=False, record=record, state=state,
