@@ -1,0 +1,35 @@
+"""Review 27b: storage failures of derived writes must not make an answer say nothing was stored, nor
+a failure be hidden behind another write's success."""
+
+from __future__ import annotations
+
+from tests.service.test_break27_storage import LANCE_FULL
+from tests.service.tiny import start_service
+
+
+def test_a_stated_change_stored_is_not_refused_when_only_its_refit_row_cannot_be_written(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                        minilm, monkeypatch):
+    """A PATCH writes the user's row with the new version, then refits them and writes the row again
+    (a cache of their fit: reads fit again while it is stale). No room for the second write: the
+    change is stored all the same, so not 507 "nothing this request sent was acknowledged"."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        merge_insert, calls = rt.store.users.merge_insert, []
+
+        def room_once(*args, **kwargs):  # the new version's row is written; the refit's row finds no room
+            calls.append(1)
+            if len(calls) > 1:
+                raise RuntimeError(LANCE_FULL)
+            return merge_insert(*args, **kwargs)
+
+        with monkeypatch.context() as disk:
+            disk.setattr(rt.store.users, "merge_insert", room_once)
+            r = acme.patch("/v1/users/ann/stated-preferences", json={"preferences": {"length": "less"}})
+            assert len(calls) >= 2, calls  # the refit's write was refused
+            assert r.status_code == 200 and r.json()["version"] == 1, r.text
+            assert acme.get("/health").json()["status"] == "degraded"  # the operator still learns of it
+        page = acme.get("/v1/users/ann/stated-preferences").json()
+        assert page["version"] == 1 and page["preferences"] == {"length": "less"}, page
+        assert acme.get("/v1/users/ann").status_code == 200
