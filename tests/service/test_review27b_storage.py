@@ -3,6 +3,7 @@ a failure be hidden behind another write's success."""
 
 from __future__ import annotations
 
+from tests.service.test_break20_delete import give_comparisons
 from tests.service.test_break27_storage import LANCE_FULL
 from tests.service.tiny import start_service
 
@@ -33,3 +34,42 @@ def test_a_stated_change_stored_is_not_refused_when_only_its_refit_row_cannot_be
         page = acme.get("/v1/users/ann/stated-preferences").json()
         assert page["version"] == 1 and page["preferences"] == {"length": "less"}, page
         assert acme.get("/v1/users/ann").status_code == 200
+
+
+VANISHED = "lance error: LanceError(IO): Generic N/A error: Wrapped error: Not found: Wrapped error: Not found: /d/t.lance/data/1.lance"
+
+
+def test_a_request_read_meeting_a_file_another_replica_removed_is_read_again_not_a_damaged_table(tmp_path, tiny_generator_dir,
+                                                                                                 tiny_pal_dir, minilm, monkeypatch):
+    """With replicas, another one's cleanup removes old versions' files; a read still on such a version
+    meets "Not found". It is read again on the newest version (as maintenance steps are), not answered
+    503 "a file of it is damaged" with /health degraded for 10 minutes. Found again: reported."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600, store_sync_ms=1000)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, "ann", "tea", n=2)
+        assert acme.get("/v1/users/ann").status_code == 200
+        rt.wait_for_background()
+        count_rows, calls = rt.store.interactions.count_rows, []
+
+        def vanished_once(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError(VANISHED)
+            return count_rows(*args, **kwargs)
+
+        with monkeypatch.context() as race:
+            race.setattr(rt.store.interactions, "count_rows", vanished_once)
+            r = acme.get("/v1/users/ann")
+            assert len(calls) >= 2, calls
+            assert r.status_code == 200, r.text
+            assert acme.get("/health").json()["status"] == "ok"
+
+        def vanished(*args, **kwargs):
+            raise RuntimeError(VANISHED)
+
+        with monkeypatch.context() as damaged:  # gone from the newest version too: a damaged table, said so
+            damaged.setattr(rt.store.interactions, "count_rows", vanished)
+            assert acme.get("/v1/users/ann").status_code == 503
+            assert acme.get("/health").json()["status"] == "degraded"
