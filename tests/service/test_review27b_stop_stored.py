@@ -9,8 +9,10 @@ import json
 import threading
 
 from service.app import cut_running
+from tests.service import test_stop_chats
 from tests.service.test_generation_fairness import CHAT
-from tests.service.test_stop_chats import held  # noqa: F401 (fixture)
+
+held = test_stop_chats.held  # the fixture: the tiny model, held (`HeldGenerator`), served
 
 
 def events_of(r) -> list:
