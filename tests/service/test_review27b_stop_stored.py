@@ -90,3 +90,29 @@ def test_an_n2_stream_cut_once_generated_but_before_it_is_stored_stores_nothing_
     events = events_of(answer[0])
     assert events[-1] == "[DONE]" and "the service is stopping" in json.loads(events[-2])["error"]["message"], events
     assert rt.store.count_interactions("acme", "ann") == 0  # told to send it again: nothing of it was kept
+
+
+def test_a_one_choice_stream_cut_while_its_answer_is_stored_is_sent_whole_and_stored_once(held, monkeypatch):
+    """The same with n = 1, whose tokens stream as they are generated: the cut lands once the last one
+    was sent, while the interaction is stored; the stream still ends with its finish chunk."""
+    from pluralign.policy.generator import Generator
+
+    rt, app = held.runtime, held.server.server.config.app
+    monkeypatch.setattr(held.generator, "stream", Generator.stream.__get__(held.generator))  # the tiny model's own: it ends
+    storing, release = hold_storing(rt, monkeypatch)
+    answer: list = []
+
+    def send() -> None:
+        with held.client("acme") as c:
+            answer.append(c.post("/v1/chat/completions", json={**CHAT, "user": "ann", "stream": True}))
+
+    t = threading.Thread(target=send)
+    t.start()
+    assert storing.wait(30)
+    cut_running(app)
+    release.set()
+    t.join(30)
+    events = events_of(answer[0])
+    assert events[-1] == "[DONE]" and not any("error" in json.loads(e) for e in events[:-1]), events
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] is not None, events
+    assert rt.store.count_interactions("acme", "ann") == 1
