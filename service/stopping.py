@@ -10,8 +10,13 @@ chat) or ends its stream with an error event and `[DONE]`.
 
     with rt.chats.generating(cancel) as chat:
         ...  # generate, checking `cancel` per token
+        if not rt.chats.generated(cancel): raise Cancelled()  # cut already: store nothing
+        ...  # store it, send it: `cut` no longer stops it
     if chat.cut: ...  # stopped because the service stops, not because the client left
-"""
+
+A chat whose answer is generated and about to be stored has nothing left to stop: it is sent whole (a
+stream to its end), never told "send it again" after its interaction was stored (the retry would
+store it twice)."""
 
 from __future__ import annotations
 
@@ -55,23 +60,38 @@ class GeneratingChats:
         with self._lock:
             self._cutting = True
             chats = list(self._chats)
-        return self._cut(chats)
+            self._mark(chats)
+        for chat in chats:
+            chat.cancel.set()
+        return len(chats)
+
+    def generated(self, cancel: threading.Event | None) -> bool:
+        """The chat `cancel` stops has its answer whole and is about to store it: False when it was cut
+        already (store nothing; it tells its client to send it again), else True, and `cut` no longer
+        stops it (decided under the lock `cut` marks chats under: never both stored and cut)."""
+        with self._lock:
+            for chat in self._chats:
+                if chat.cancel is cancel:
+                    if chat.cut:
+                        return False
+                    self._chats.discard(chat)
+                    return True
+        return True
 
     def _add(self, chat: Chat) -> None:
         with self._lock:
             self._chats.add(chat)
             late = self._cutting
+            if late:
+                self._mark([chat])
         if late:
-            self._cut([chat])
+            chat.cancel.set()
 
     def _remove(self, chat: Chat) -> None:
         with self._lock:
             self._chats.discard(chat)
 
-    def _cut(self, chats: list[Chat]) -> int:
+    def _mark(self, chats: list[Chat]) -> None:  # (under the lock)
         for chat in chats:
             chat.cut = True
-            chat.cancel.set()
-        with self._lock:
-            self.cut_off += len(chats)
-        return len(chats)
+        self.cut_off += len(chats)

@@ -24,6 +24,10 @@ PROBLEMS = {  # kind -> words for it
     "unreadable": "a file of it is damaged or unreadable",
     "missing": "its folder was removed",
 }
+# a rewrite of stored files without a deleted user's records (the feedback log's segments): noted apart from
+# the plain writes of the same thing, whose later success does not mean the deleted user's text is gone
+REWRITTEN = "rewritten without a deleted user"
+WRITES = frozenset({"written", REWRITTEN})  # actions whose failure shows until that same action succeeds
 READ_PROBLEM_S = 600.0  # how long a failed read is reported (`Problems.recent`) after it was last seen
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 # Lance's words for a file it cannot read (lancedb 0.40): a data file cut short or emptied ("LanceError(IO):
@@ -112,11 +116,11 @@ class Problems:
         with self._lock:
             seen = self._seen.setdefault((exc.name, exc.action), {"failures": 0, "since": now})
             seen.update(problem=exc.problem, last=now, failures=seen["failures"] + 1)
-            if not watched or exc.action != "written":
+            if not watched or exc.action not in WRITES:
                 self._ages.add((exc.name, exc.action))
 
     def succeeded(self, name: str, action: str) -> None:
-        if action == "written" and (name, action) in self._seen:
+        if action in WRITES and (name, action) in self._seen:
             with self._lock:
                 if (name, action) not in self._ages:
                     self._seen.pop((name, action), None)

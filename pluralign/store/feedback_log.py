@@ -31,7 +31,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import fsync_dir
-from pluralign.store.failures import Problems, StoreUnavailable, unavailable
+from pluralign.store.failures import REWRITTEN, Problems, StoreUnavailable, unavailable
 from pluralign.store.tables import StoredPreference
 
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
@@ -128,6 +128,7 @@ class FeedbackLog:
         and cleared by the next that succeeds (`pluralign.store.failures`)."""
         self.folder = Path(folder)
         self.problems = problems
+        self._unrewritten: set[UserKey] = set()  # users whose `forget_user` could not rewrite the segments holding their records
         self.folder.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
         self._io = threading.Lock()  # the open segment: writes, rotation, rewrites
@@ -411,16 +412,27 @@ class FeedbackLog:
         seconds), only pending records whose rows were all received before it are dropped (those of a
         user deleted by another replica at `before`; `StoredPreference.received`); later ones stay pending. Returns how many
         pending records were dropped. A segment that cannot be rewritten (no room) raises StoreUnavailable
-        naming the log; the records it holds were dropped from what is pending all the same."""
+        naming the log; the records it holds were dropped from what is pending all the same. The failure
+        is noted in `problems` as the log not `REWRITTEN` (not as a failed write, which the next record
+        written would clear): shown until no user's rewrite is left undone (`forget_user` of each again)."""
         try:
-            return self._forget_user(tenant, user_id, before)
+            dropped = self._forget_user(tenant, user_id, before)
         except OSError as exc:
             failure = unavailable(exc, "the feedback log", str(self.folder), "written")
             if failure is None:
                 raise
+            with self._io:
+                self._unrewritten.add((tenant, user_id))
             if self.problems is not None:
-                self.problems.failed(failure)
+                self.problems.failed(StoreUnavailable(failure.name, failure.where, REWRITTEN, failure.problem, failure.detail,
+                                                      failure.errno))
             raise failure from exc
+        with self._io:
+            self._unrewritten.discard((tenant, user_id))
+            done = not self._unrewritten
+        if done and self.problems is not None:
+            self.problems.succeeded("the feedback log", REWRITTEN)
+        return dropped
 
     def _forget_user(self, tenant: str, user_id: str, before: float | None) -> int:
         key = (tenant, user_id)

@@ -66,12 +66,16 @@ class StoreError(ValueError):
 
 def _uses(name: str, action: str):
     """A Store method that reads (`action` "read") or writes ("written") the table `name`: a storage
-    failure in it (a full disk, a damaged file) is raised as StoreUnavailable naming the table."""
+    failure in it (a full disk, a damaged file) is raised as StoreUnavailable naming the table. A read
+    that met another process's removal of old versions is read again first (`Store._read`): only a
+    file missing from the newest version too is a damaged table."""
 
     def wrap(method):
         @functools.wraps(method)
         def run(self, *args, **kwargs):
             with self._on(name, action):
+                if action == "read":
+                    return self._read(lambda: method(self, *args, **kwargs))
                 return method(self, *args, **kwargs)
 
         return run
@@ -202,6 +206,7 @@ class Store:
             raise StoreError(f"{uri} is a file, not a folder for the store's tables")
         self.uri = uri
         self.problems = Problems()  # storage failures seen lately (`_on`), for a health check
+        self._reading = threading.local()  # `.on`: this thread is in a `_read` (one retrying loop, the outermost)
         self.encoder_id = encoder_id
         self.dim = dim
         self.sync_seconds = sync_seconds
@@ -482,16 +487,23 @@ class Store:
         """A read that another process's DELETE may overlap: it removes old versions only after every
         process looks at a newer one (`_purge_tables`), but a read that began on one and is still
         running then meets "Not found"; it is read again, on the newest version (alone on the store,
-        nothing removes what a read uses: read once)."""
-        for attempt in range(READ_ATTEMPTS):
-            try:
-                return read()
-            except (OSError, RuntimeError, ValueError) as exc:
-                if self.sync_seconds is None or attempt == READ_ATTEMPTS - 1 or "not found" not in str(exc).lower():
-                    raise
-                log.warning("a read met another process's removal of old versions (%s); read again", exc)
-                self.refresh(*self.tables)
-        raise AssertionError("unreachable")
+        nothing removes what a read uses: read once). Within a read already read again this way (every
+        `_uses` read), once: the outer read does it again, whole."""
+        if getattr(self._reading, "on", False):
+            return read()
+        self._reading.on = True
+        try:
+            for attempt in range(READ_ATTEMPTS):
+                try:
+                    return read()
+                except (OSError, RuntimeError, ValueError) as exc:
+                    if self.sync_seconds is None or attempt == READ_ATTEMPTS - 1 or "not found" not in str(exc).lower():
+                        raise
+                    log.warning("a read met another process's removal of old versions (%s); read again", exc)
+                    self.refresh(*self.tables)
+            raise AssertionError("unreachable")
+        finally:
+            self._reading.on = False
 
     def _rows(self, name: str, where: str, columns: list[str] | None = None) -> list[dict]:
         def read() -> list[dict]:

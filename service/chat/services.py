@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pluralign.policy.context import Shot, with_shots
-from pluralign.policy.generator import Candidate, Sampling
+from pluralign.policy.generator import Cancelled, Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
 from pluralign.policy.rerank import ranked_by, rerank, rerank_maxmin
 from pluralign.policy.styles import asks_judgement, choose_styles
@@ -213,7 +213,9 @@ def remember(rt: Runtime, served: Served) -> None:
 
 def complete(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event | None = None) -> Served:
     """Generate, rerank and remember. `cancel` (set when the client goes away) stops generation at
-    its next token and raises `pluralign.policy.generator.Cancelled`; nothing is stored then."""
+    its next token and raises `pluralign.policy.generator.Cancelled`; nothing is stored then. Once
+    generated, a chat the service's stop cut first raises Cancelled too (stores nothing); one it did not
+    is no longer cut (`GeneratingChats.generated`): stored, it is sent whole."""
     start = time.perf_counter()
     if p.styles and hasattr(rt.generator, "generate_styled"):  # a remote generator samples plain candidates
         styles = choose_styles(p.candidates, sampling.seed, stances=asks_judgement(p.messages))
@@ -225,6 +227,8 @@ def complete(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event |
     scores, order = score_candidates(rt, p, texts)
     served = Served(plan=p, candidates=candidates, scores=scores, order=order, prompt_tokens=prompt_tokens,
                     compare=choose_compare(rt, p, texts, order))
+    if not rt.chats.generated(cancel):  # the service stopped it first (`service.stopping`): nothing stored
+        raise Cancelled()
     remember(rt, served)
     return served
 
@@ -247,6 +251,8 @@ def stream(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event | N
         p.timings.generation_ms = ms(start)
         prompt_tokens = rt.generator.prompt_tokens(p.context)
         served = Served(plan=p, candidates=[final], scores=[0.0], order=[0], prompt_tokens=prompt_tokens)
+        if not rt.chats.generated(cancel):  # as in `complete`
+            raise Cancelled()
         remember(rt, served)
         yield served
         return

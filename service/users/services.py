@@ -129,8 +129,9 @@ def refit(
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
     attributes gather those their feedback carried (later ones win), then `attributes`. `unsaved_ok`:
     a read's refit, whose row the users table cannot take (no room, read-only), is logged and served
-    all the same (the row is a cache of their comparisons: the next read fits again); a DELETE's or a
-    change's refit raises StoreUnavailable (a row drawn from deleted rows must not stay).
+    all the same (the row is a cache of their comparisons: the next read fits again), as is a stated
+    change's (`set_stated`: its version is stored by then); a DELETE's refit raises StoreUnavailable (a
+    row drawn from deleted rows must not stay).
 
     Runs under the user's lock, so a DELETE is either before it (nothing to fit: no row is written,
     the user stays deleted) or after it (the DELETE removes what it wrote)."""
@@ -369,7 +370,11 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
         except StoreUnavailable as exc:  # the version is stored, in the row: reads merge it in, the next change appends it
             log.error("stated preferences of a user of tenant %s: version %d is kept in their row only for now: %s",
                       tenant, stated.version, exc)
-        _refit(rt, tenant, user_id, None, None)
+        try:  # the change is stored: the refit's row is a cache (a read whose fit does not match the stated version fits again)
+            _refit(rt, tenant, user_id, None, None, unsaved_ok=True)
+        except StoreUnavailable as exc:  # its history unreadable now: the next read of the user fits them
+            log.error("stated preferences of a user of tenant %s: version %d is stored, their refit failed: %s",
+                      tenant, stated.version, exc)
     rt.maybe_compact()  # each change set is a commit to the users and changes tables
     return StatedPage(version=stated.version, preferences=stated.preferences, history=stated.history,
                       next_before=stated.version if stated.version > 1 else None)
