@@ -59,6 +59,16 @@ def storage_error(r, status: int, code: str, what: str, data) -> str:
 
 
 @pytest.fixture
+def serve(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Starts the service on `tmp_path/data` with an embedding cache of its own, the journal's pass left
+    to the test: `serve()` -> (data folder, server, service). Called in the test, not here: the app's
+    logging set-up then happens where `service_log` (caplog) looks."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    return lambda: (data, *start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600))
+
+
+@pytest.fixture
 def service_log(monkeypatch, caplog):
     """The service's and the store's log records (the app's logging set-up took root's handlers)."""
     for name in ("pluralign.service", "pluralign.store"):
@@ -66,15 +76,13 @@ def service_log(monkeypatch, caplog):
     return caplog
 
 
-def test_a_damaged_data_file_is_a_503_naming_the_table_and_health_says_so(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, service_log):
+def test_a_damaged_data_file_is_a_503_naming_the_table_and_health_says_so(service_log, serve, tiny_generator_dir, tiny_pal_dir, minilm):
     """A data file of the preferences table cut short while the service runs (a disk error, a partial
     restore). Before: every read of the table answered 500 "internal error", the log said only Lance's
     "failed to fill whole buffer", and /health said "ok". Feedback is still acknowledged (the log takes
     it; appends make new files) and routes that read no table still answer. Then the recovery that
     docs/operations.md gives: stop, roll the table back to its newest readable version, start again."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     rt = svc.runtime
     files = data / "lancedb" / "preferences.lance" / "data"
     with server, svc.client("acme") as acme, svc.client("globex") as globex:
@@ -129,15 +137,13 @@ NO_WRITE = {  # errno -> status, code, what the message says
 
 
 @pytest.mark.parametrize("cause", NO_WRITE)
-def test_a_full_disk_under_the_feedback_log_is_a_507_and_acknowledges_nothing(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, service_log, cause):
+def test_a_full_disk_under_the_feedback_log_is_a_507_and_acknowledges_nothing(service_log, serve, monkeypatch, cause):
     """No room for the feedback log's record (or its folder remounted read-only). Before: a bare 500
     "internal error" for the feedback and for an import (the client could not tell whether it was
     stored; it was not). Once it can be written again, the next feedback is acknowledged and /health
     is "ok" again, without a restart."""
     code, status, word, says = NO_WRITE[cause]
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     with server, svc.client("acme") as acme:
         assert acme.post("/v1/feedback", json=comparison("ann", 0)).status_code == 201
 
@@ -161,14 +167,12 @@ def test_a_full_disk_under_the_feedback_log_is_a_507_and_acknowledges_nothing(tm
         assert {"503", "507"} <= set(paths["/v1/feedback"]["post"]["responses"])
 
 
-def test_a_full_disk_under_the_tables_is_a_507_naming_the_table_and_loses_nothing(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, service_log):
+def test_a_full_disk_under_the_tables_is_a_507_naming_the_table_and_loses_nothing(service_log, serve, monkeypatch):
     """No room for LanceDB's files. A chat whose answer cannot be stored, streamed or not, and a read
     that must first move the user's acknowledged feedback into the table: before, a bare 500 (a stream's
     error event "generation failed: RuntimeError"). Feedback is still acknowledged (the log takes it),
     the ingest worker says so once, not a traceback a second, and moves it once there is room."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         with monkeypatch.context() as disk:
@@ -194,12 +198,10 @@ def test_a_full_disk_under_the_tables_is_a_507_naming_the_table_and_loses_nothin
         assert len(moving) == 1 and moving[0].exc_info is None, [r.getMessage() for r in moving]
 
 
-def test_a_delete_that_cannot_write_the_table_is_recorded_and_finished_once_there_is_room(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_a_delete_that_cannot_write_the_table_is_recorded_and_finished_once_there_is_room(serve, monkeypatch):
     """A DELETE whose rows cannot be deleted (no room for Lance's deletion file). Before: a bare 500;
     now a 507 saying the DELETE is recorded, and the service's own pass finishes it once there is room."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         give_comparisons(acme, "ann", "tea", n=2)
@@ -257,12 +259,10 @@ def test_health_shows_a_failed_write_until_one_succeeds_and_a_failed_read_for_a_
     assert problems.recent() == []
 
 
-def test_a_delete_whose_turn_cannot_begin_says_nothing_was_deleted(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_a_delete_whose_turn_cannot_begin_says_nothing_was_deleted(serve, monkeypatch):
     """A DELETE's turn first finishes the purge a stopped one left; with no room for that, the DELETE
     never began (its journal entry is not written): its answer must not say it is recorded."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         give_comparisons(acme, "ann", "tea", n=2)
@@ -288,13 +288,11 @@ def test_a_delete_whose_turn_cannot_begin_says_nothing_was_deleted(tmp_path, tin
         assert missed and acme.get("/health").json()["storage"] == []  # not "degraded" for a failure got past
 
 
-def test_a_delete_that_cannot_rewrite_the_feedback_log_is_recorded_and_finished_once_there_is_room(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_a_delete_that_cannot_rewrite_the_feedback_log_is_recorded_and_finished_once_there_is_room(serve, monkeypatch):
     """A DELETE rewrites the feedback log's segments without the user's records; with no room for the
     rewrite it stops there. Before: a bare 500 "internal error"; now a 507 naming the feedback log and
     saying the DELETE is recorded, and the journal's pass finishes it, every other user's feedback kept."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         with rt.ingest.paused():  # both users' feedback stays in the log's segment
@@ -475,15 +473,13 @@ def test_serve_on_a_damaged_table_with_feedback_pending_is_one_error_naming_it(t
             in result.stderr), result.stderr[-3000:]
 
 
-def test_a_delete_that_cannot_forget_the_embedding_cache_says_so(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, service_log):
+def test_a_delete_that_cannot_forget_the_embedding_cache_says_so(service_log, serve, tmp_path):
     """The embedding cache the training jobs share (PLURALIGN_CACHE_DIR) is damaged. The DELETE removes
     everything else of the user and cannot remove the vectors of their texts from it. Before: a bare 500
     "internal error" for a DELETE that had deleted the user (sent again: 404), nothing saying what was
     left; a cause that is an OSError would now read as a full disk with the DELETE "recorded" (it is not:
     its journal entry is gone, every other step ran)."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     with server, svc.client("acme") as acme:
         give_comparisons(acme, "ann", "tea", n=2)
         svc.runtime.wait_for_background()  # in the table: a job could have embedded them
@@ -531,13 +527,12 @@ def test_a_delete_that_cannot_rewrite_a_damaged_population_snapshot_says_so(tmp_
         assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir()))
 
 
-def test_a_feedback_log_segment_that_cannot_be_created_does_not_stall_feedback(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_a_feedback_log_segment_that_cannot_be_created_does_not_stall_feedback(serve, monkeypatch):
     """The feedback log starts a new segment file once one is full (8 MiB); with no room for the new
     file's entry in its folder (or the folder remounted read-only), creating it fails. Before: that
     failure killed the log's writer thread after the round was acknowledged, and every feedback after
     it waited for good (the request never answered)."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    _, server, svc = serve()
     log = svc.runtime.ingest.log
     with server, svc.client("acme") as acme:
         acme.timeout = httpx.Timeout(20)
@@ -594,13 +589,12 @@ def test_feedback_acknowledged_into_a_segment_file_someone_removed_survives(tmp_
         assert sorted(replayed) == sorted(acknowledged)
 
 
-def test_a_stated_preference_kept_in_the_user_s_row_is_not_refused(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_a_stated_preference_kept_in_the_user_s_row_is_not_refused(serve, monkeypatch):
     """A PATCH writes the user's row (the new version) first, then appends the version's changes to
     their history table; with no room for the second, the change is stored all the same (reads merge
     the row's version in, the next change stores the missing one). It must not be answered 507
     "nothing this request sent was acknowledged" while GET then shows it applied."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    _, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         with monkeypatch.context() as disk:
