@@ -324,7 +324,7 @@ class LocalJobRunner:
             held = _resident_mb(running.process.pid)
             if held > self.config.memory_mb:
                 running.over_memory_mb = held
-                log.warning("job %s holds %.0f MB, over the cap of %d MB: killed", job_id, held, self.config.memory_mb)
+                log.warning("job %s holds %.1f MB, over the cap of %d MB: killed", job_id, held, self.config.memory_mb)
                 _kill_group(running.process.pid, signal.SIGKILL)
                 code = running.process.wait()
         if code is None:
@@ -335,7 +335,7 @@ class LocalJobRunner:
         running.err.close()
         del self._running[job_id]
         if running.over_memory_mb is not None:
-            note = (f"memory cap exceeded: the worker held {running.over_memory_mb:.0f} MB of resident memory, over the cap "
+            note = (f"memory cap exceeded: the worker held {running.over_memory_mb:.1f} MB of resident memory, over the cap "
                     f"of {self.config.memory_mb} MB (setting job_memory_mb); it was killed")
             self._record(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
                                                  log_tail=[*tail, note][-self.config.log_lines :]))
