@@ -14,13 +14,11 @@ from tests.service.test_delete_stopped import stop_after_the_rows
 from tests.service.tiny import start_service
 
 
-def test_a_delete_whose_journal_cannot_be_written_is_a_clear_503_and_deletes_nothing(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_a_delete_whose_journal_cannot_be_written_is_a_clear_503_and_deletes_nothing(serve):
     """The journal's folder cannot be written (here a file stands where it goes; a read-only or full
     disk is the same OSError): the DELETE must not begin, and its client must be told so. Before: a bare
     500 "internal error" (nothing said whether anything was deleted, or what to do)."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     with server, svc.client("acme") as acme:
         give_comparisons(acme, GONE, "tea", MARKER, n=2)
         assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
@@ -37,14 +35,12 @@ def test_a_delete_whose_journal_cannot_be_written_is_a_clear_503_and_deletes_not
         assert list((data / JOURNAL_FOLDER).iterdir()) == []
 
 
-def test_a_foreign_entry_in_the_journal_does_not_stop_the_others_being_finished(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, caplog):
+def test_a_foreign_entry_in_the_journal_does_not_stop_the_others_being_finished(serve, monkeypatch, caplog):
     """A folder, or an entry under another user's name, among the journal's entries: the unfinished
     DELETE beside them is still finished by the service's pass, and the foreign ones are logged and
     left. Before: reading the folder raised IsADirectoryError out of every pass ("finishing unfinished
     DELETEs failed"), so no unfinished DELETE was ever finished."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         give_comparisons(acme, GONE, "tea", MARKER, n=2)
@@ -65,16 +61,14 @@ def test_a_foreign_entry_in_the_journal_does_not_stop_the_others_being_finished(
         assert os.path.isdir(journal / "0000.json")
 
 
-def test_what_a_user_imports_after_their_stopped_delete_is_kept_when_it_is_finished(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_what_a_user_imports_after_their_stopped_delete_is_kept_when_it_is_finished(serve, monkeypatch):
     """The user's DELETE was stopped part way; afterwards they import a preference file (their own
     older export: its rows carry the times they were first made, before the DELETE began). Finishing the
     DELETE tells what they sent since by those times, so it took the import for what the DELETE was
     meant to remove. Before: every imported row was deleted (what they sent after the DELETE lost)."""
     import msgspec
 
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         give_comparisons(acme, GONE, "tea", MARKER, n=2)
@@ -90,15 +84,13 @@ def test_what_a_user_imports_after_their_stopped_delete_is_kept_when_it_is_finis
         assert page["total"] == 3 and {p["chosen"] for p in page["data"]} == {row["chosen"] for row in rows}, page
 
 
-def test_a_user_who_came_back_keeps_nothing_derived_from_before_the_delete(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_a_user_who_came_back_keeps_nothing_derived_from_before_the_delete(serve):
     """The DELETE stopped before the rows went (its process killed while it stopped their jobs); the
     user came back. Finishing the DELETE removes their rows from before, and must also remove what the
     service had drawn from them: the attributes their old feedback carried live on in their users row."""
     from tests.service.test_delete_stopped import Stopped
 
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         old = {"type": "comparison", "user": GONE, "prompt": "Which?", "chosen": "This one.", "rejected": "That one.",

@@ -59,16 +59,6 @@ def storage_error(r, status: int, code: str, what: str, data) -> str:
 
 
 @pytest.fixture
-def serve(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
-    """Starts the service on `tmp_path/data` with an embedding cache of its own, the journal's pass left
-    to the test: `serve()` -> (data folder, server, service). Called in the test, not here: the app's
-    logging set-up then happens where `service_log` (caplog) looks."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    return lambda: (data, *start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600))
-
-
-@pytest.fixture
 def service_log(monkeypatch, caplog):
     """The service's and the store's log records (the app's logging set-up took root's handlers)."""
     for name in ("pluralign.service", "pluralign.store"):

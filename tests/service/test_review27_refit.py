@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from tests.service.test_break20_delete import give_comparisons
 from tests.service.test_break27_storage import LANCE_FULL, chat
-from tests.service.tiny import start_service
 
 
-def test_a_refit_whose_row_cannot_be_stored_still_answers(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+def test_a_refit_whose_row_cannot_be_stored_still_answers(serve, monkeypatch):
+    _, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         give_comparisons(acme, "ann", "tea", n=3)
