@@ -33,6 +33,10 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + " UTC" if ts else "-"
 
@@ -62,7 +66,7 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
             parts.append(f'<text x="{x + bar / 2 - 1:.1f}" y="{top + plot_h - h - 3:.1f}" font-size="10" text-anchor="middle">{value:.2f}</text>')
         label = _e(g.group) + (" *" if g.too_few_comparisons else "")
         parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" text-anchor="middle">{label}</text>')
-        parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 30}" font-size="10" text-anchor="middle" fill="#718096">{g.users} users, {g.comparisons} pairs</text>')
+        parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 30}" font-size="10" text-anchor="middle" fill="#718096">{_count(g.users, "user")}, {_count(g.comparisons, "pair")}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -164,14 +168,20 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
     `prototypes` describe the population's prototypes by stored answers (`population`: its version)."""
     if report is not None:
+        suppressed = report.suppressed_groups
         summary = (
-            f"Audit by <b>{_e(report.group_by)}</b> at {_when(report.created_at)}: {report.users} users, "
-            f"{report.comparisons} comparisons"
-            + (f", {report.suppressed_groups} groups of fewer than {report.min_group_size} users suppressed" if report.suppressed_groups else "")
-            + f". Worst group <b>{_e(report.worst_group)}</b> "
-            f"{(report.worst_group_accuracy or 0):.3f} personalized (gap {(report.gap or 0):.3f}); one-size-fits-all worst "
-            f"<b>{_e(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
+            f"Audit by <b>{_e(report.group_by)}</b> at {_when(report.created_at)}: {_count(report.users, 'user')}, "
+            f"{_count(report.comparisons, 'comparison')}"
+            + (f", {_count(suppressed, 'group')} of fewer than {report.min_group_size} users suppressed" if suppressed else "")
         )
+        if report.worst_group is None:  # every group suppressed (or none at all): nothing is ranked
+            summary += ": no worst group to show (lower <code>min_group_size</code> to see small groups)."
+        else:
+            summary += (
+                f". Worst group <b>{_e(report.worst_group)}</b> "
+                f"{(report.worst_group_accuracy or 0):.3f} personalized (gap {(report.gap or 0):.3f}); one-size-fits-all worst "
+                f"<b>{_e(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
+            )
         flagged = any(g.too_few_comparisons for g in report.groups)
         note = f'<p class="muted">* flagged: fewer than {report.min_comparisons} comparisons, not ranked</p>' if flagged else ""
         bars = group_bars(report) + note

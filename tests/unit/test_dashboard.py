@@ -94,3 +94,20 @@ def test_headless_chromium_draws_the_charts(tmp_path):
     assert _count(empty, PERSONAL) < 800 and _count(empty, BASE) < 800
     assert _count(drawn, PERSONAL) > 10_000 and _count(drawn, BASE) > 4_000
     assert _count(drawn, PERSONAL) > _count(drawn, BASE)  # personalized bars are taller here
+
+
+def test_an_audit_whose_every_group_is_suppressed_names_no_worst_group():
+    """Before: docs/admin.md's audit (`min_group_size=5`) on a young service suppressed every group, and the
+    page read "Worst group <b>None</b> 0.000 personalized (gap 0.000)", as if a group scored 0; and a
+    group of one user was "1 users, 1 pairs"."""
+    empty = AuditReport(group_by="segment", created_at=1_764_000_000, encoder_id="e", personalized_model="online-logistic",
+                        base_model="crossfit-logistic", users=2, comparisons=2, groups=[], suppressed_groups=2, min_group_size=5)
+    html = render_dashboard(empty, [empty], [])
+    assert "None" not in html and "0.000" not in html, re.search(r"Audit by.{0,300}", html)[0]
+    assert "2 groups of fewer than 5 users suppressed" in html and "no worst group" in html
+    one = AuditReport(group_by="segment", created_at=1_764_000_000, encoder_id="e", personalized_model="online-logistic",
+                      base_model="crossfit-logistic", users=1, comparisons=1, groups=[group("solo", 1.0, 0.0, users=1)],
+                      worst_group="solo", worst_group_accuracy=1.0, gap=0.0, base_worst_group="solo", base_worst_group_accuracy=0.0, base_gap=0.0)
+    one.groups[0].comparisons = 1
+    html = render_dashboard(one, [one], [])
+    assert "1 user, 1 comparison." in html and ">1 user, 1 pair<" in html, re.findall(r"1 users?,[^<.]*", html)
