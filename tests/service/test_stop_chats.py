@@ -66,6 +66,15 @@ def wait_until(condition) -> None:
     raise AssertionError("never happened")
 
 
+def stopped_chats(svc) -> dict[str, float]:
+    """/metrics' `pluralign_chat_stopped_total` by `when` (waiting, generating)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = text_string_to_metric_families(httpx.get(svc.url + "/metrics").text)
+    return {s.labels["when"]: s.value for f in families if f.name == "pluralign_chat_stopped" for s in f.samples
+            if s.name.endswith("_total")}
+
+
 def assert_stopping(r: httpx.Response) -> None:
     assert r.status_code == 503, (r.status_code, r.text)
     assert r.headers["Retry-After"] == "5" and r.headers["content-type"].startswith("application/json"), r.headers
@@ -104,6 +113,8 @@ def test_chats_waiting_when_the_service_stops_get_503_at_once_and_the_running_on
     held.generator.release.set()
     running.join(30)
     assert answers["running"].status_code == 200, answers["running"].text  # the chat under way finished
+    # the four chats answered 503 before they began show in /metrics (they were counted nowhere)
+    assert stopped_chats(held) == {"waiting": 4, "generating": 0}, stopped_chats(held)
     held.server.__exit__(None, None, None)  # the app's shutdown: the ingest worker and the log close
     log = FeedbackLog(held.data_dir / "feedback-log")
     try:
@@ -142,3 +153,4 @@ def test_chats_still_generating_when_the_grace_is_over_end_in_a_way_the_client_c
     assert_stopping(plain)  # a plain chat: 503, nothing stored, safe to send again
     assert rt.scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}
     assert rt.chats.cut_off == 3
+    assert stopped_chats(held) == {"waiting": 0, "generating": 3}, stopped_chats(held)  # counted nowhere before
