@@ -24,8 +24,8 @@ from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
 from service.admin.session import PAGE_HEADERS
-from service.head import NO_HEAD
 from service.errors import bad_request, error_response, error_responses
+from service.head import NO_HEAD
 from service.ids import USER_ID
 from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState

@@ -345,12 +345,14 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
             loop.call_soon_threadsafe(queue.put_nowait, _END)
             raise
         ended = False  # every event produced: the chat was served whole, whenever its client left
+        sent = False  # an event was handed over: the stream's headers go (or went) with it
         try:
             with chat:
                 for event in events:
                     if gone.is_set():
                         break
                     loop.call_soon_threadsafe(queue.put_nowait, event)
+                    sent = True
                 else:
                     ended = True
         except Cancelled:  # stopped by `gone`: nobody reads the rest (unless the service stops, below)
@@ -360,14 +362,19 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
             # was produced: a client that read [DONE] and closed before this thread got here left nothing
             stopped = gone.is_set() and not ended and not chat.cut
             events.close()  # a generation still running is cancelled (Generator.stream's finally)
-            if chat.cut and not ended:  # the service stops: the client is told, as a failed stream is (vLLM does the same)
+            cut = chat.cut and not ended
+            if cut:
                 count_stopped(rt, "generating")
+            if cut and sent:  # the service stops: the client is told, as a failed stream is (vLLM does the same)
                 error = stream_error(503, f"{STOPPING}: the answer was stopped before it was finished; send the request again")
                 for event in (b"data: " + CHUNK_ENCODER.encode(error) + b"\n\n", b"data: [DONE]\n\n"):
                     loop.call_soon_threadsafe(queue.put_nowait, event)
             loop.call_soon_threadsafe(queue.put_nowait, _END)
             if stopped:
                 rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
+        if cut and not sent:  # before its first event (n > 1 generates every candidate first): no header is sent,
+            # so it is answered as a chat the stop found waiting, a plain 503 with Retry-After, which clients send again
+            raise stopping("the chat was stopped before it was finished (nothing was stored); send it again")
 
     try:
         future = rt.scheduler.submit(tenant, produce)
