@@ -275,15 +275,22 @@ class Settings(Base, frozen=True):
 def check_variables(environ: dict[str, str] | None = None) -> None:
     """Raises ValueError for the first PLURALIGN_* variable in `environ` (default os.environ) that is
     neither a setting nor in OTHER_VARIABLES nor a Kubernetes service link (SERVICE_LINK): "<variable>: no such setting or variable (did you mean
-    <the closest known name>?)", or "(see docs/api.md)" when none is close."""
+    <the closest known name>?)", or "(see docs/api.md)" when none is close. One in lower or mixed case
+    (`pluralign_data_dir`, which the settings never read) likewise: "<variable>: no such variable; the
+    settings' variables are upper case (did you mean PLURALIGN_DATA_DIR?)"."""
     environ = os.environ if environ is None else environ
     known = [name.upper() for name in Settings.__struct_fields__] + [name.removeprefix(ENV_PREFIX) for name in OTHER_VARIABLES]
     for name in sorted(environ):
-        rest = name.removeprefix(ENV_PREFIX)
-        if name.startswith(ENV_PREFIX) and rest not in known and not SERVICE_LINK.fullmatch(rest):
-            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1)  # the prefix alone is not close
-            hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "see docs/api.md"
-            raise ValueError(f"{name}: no such setting or variable ({hint})")
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):].upper()
+        if name == name.upper() and (rest in known or SERVICE_LINK.fullmatch(rest)):
+            continue
+        close = [rest] if rest in known else difflib.get_close_matches(rest, known, n=1)  # the prefix alone is not close
+        hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "see docs/api.md"
+        if name != name.upper():  # `pluralign_max_tokens`: variables are case-sensitive, and ours are upper case
+            raise ValueError(f"{name}: no such variable; the settings' variables are upper case ({hint})")
+        raise ValueError(f"{name}: no such setting or variable ({hint})")
 
 
 def _read_config(config: str, fields: tuple[str, ...]) -> dict:
