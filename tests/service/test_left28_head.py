@@ -56,10 +56,12 @@ def test_head_of_the_fairness_audit_is_a_405_and_starts_no_job(svc):
     answer's status without it."""
     with svc.client("admin") as c:
         head = c.head("/admin/audits/fairness?group_by=country")
+        bare = c.head("/admin/audits/fairness")  # its required parameter missing: still the method's 405, not a 400
         options = c.options("/admin/audits/fairness")
         posted = c.post("/admin/audits/fairness", json={})
         jobs = c.get("/admin/jobs").json()["jobs"]
     assert head.status_code == 405 and head.headers["allow"] == "GET, OPTIONS", (head.status_code, dict(head.headers))
+    assert bare.status_code == 405, bare.status_code
     assert jobs == [], jobs
     assert options.headers["allow"] == "GET, OPTIONS", dict(options.headers)
     assert posted.status_code == 405 and posted.headers["allow"] == "GET, OPTIONS", dict(posted.headers)
