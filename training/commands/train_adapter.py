@@ -100,11 +100,11 @@ def run(args: argparse.Namespace) -> int:
         policy = add_lora(model, config)
     reference = ReferencePolicy(policy)
     started = time.time()
-    before = reward_accuracy(policy, reference, tokenizer, test, config) if test else float("nan")
+    before = reward_accuracy(policy, reference, tokenizer, test, config) if test else None  # none held out: not measured (null)
     bar = tqdm(total=config.steps, desc=f"adapter {args.user}", file=sys.stderr, disable=not sys.stderr.isatty())
     metrics = train(policy, reference, tokenizer, episodes, config, on_step=lambda step, s: bar.update())
     bar.close()
-    after = reward_accuracy(policy, reference, tokenizer, test, config) if test else float("nan")
+    after = reward_accuracy(policy, reference, tokenizer, test, config) if test else None
     metrics.update(
         comparisons=float(len(train_pairs)),
         held_out=float(len(held_out)),

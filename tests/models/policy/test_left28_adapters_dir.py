@@ -18,18 +18,19 @@ from training.cli import main
 
 @pytest.fixture
 def trained(make_tiny_lm, tokenizer, tmp_path, monkeypatch, capsys):
-    """`train(*env pairs)`: `pluralign train adapter` for user alice of tenant acme, run in tmp_path
-    without --registry; returns (exit status, stderr)."""
+    """`train(comparisons=5, **env)`: `pluralign train adapter` for user alice of tenant acme, run in
+    tmp_path without --registry; returns (exit status, stderr)."""
     base = tmp_path / "tiny"
     make_tiny_lm("tiny-dir").save_pretrained(base)
     tokenizer.save_pretrained(base)
-    write_jsonl([Preference(user_id="alice", prompt=f"Pick {i}?", chosen="yes", rejected="no") for i in range(5)], tmp_path / "prefs.jsonl")
     monkeypatch.chdir(tmp_path)
     for name in ("PLURALIGN_ADAPTERS_DIR", "PLURALIGN_ADAPTER_DIR", "PLURALIGN_DATA_DIR", "PLURALIGN_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
-    def train(**env) -> tuple[int, str]:
+    def train(comparisons: int = 5, **env) -> tuple[int, str]:
+        write_jsonl([Preference(user_id="alice", prompt=f"Pick {i}?", chosen="yes", rejected="no") for i in range(comparisons)],
+                    tmp_path / "prefs.jsonl")
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         code = main(["train", "adapter", "--user", "alice", "--tenant", "acme", "--data", "prefs.jsonl", "--base", str(base),
@@ -79,3 +80,13 @@ def test_a_command_says_the_old_name_is_deprecated_in_one_line(tmp_path):
     result = pluralign(tmp_path, "keys", "list", PLURALIGN_ADAPTER_DIR=str(tmp_path / "old"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.splitlines() == ["pluralign: warning: PLURALIGN_ADAPTER_DIR is deprecated: use PLURALIGN_ADAPTERS_DIR"], result.stderr
+
+
+def test_an_adapter_trained_on_too_few_comparisons_to_hold_any_out_can_be_read(trained):
+    """Under 5 comparisons none is held out, so the held-out accuracies were NaN, which JSON writes as
+    null: `pluralign.json` then failed to load ("Expected `float`, got `null` - at `$.metrics[...]`"),
+    and the service served the user the fallback, counting the adapter unusable."""
+    code, err = trained(comparisons=3)
+    assert code == 0, err
+    meta = served_from({}).meta("acme", "alice")
+    assert meta.metrics["held_out"] == 0 and meta.metrics["held_out_acc_after"] is None, meta.metrics
