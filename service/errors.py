@@ -27,7 +27,7 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER
 
 from pluralign.data.text import is_blank
 from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
-from service.head import with_head
+from service.head import allow_for
 
 log = logging.getLogger("pluralign.service")
 
@@ -197,7 +197,7 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
     if exc.status_code == 404 and exc.detail == "Not Found":
         return f"no route `{request.method} {path}`: docs/api.md lists the routes"
     if exc.status_code == 405 and exc.detail == "Method Not Allowed":
-        allowed = next((with_head(value) for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
+        allowed = next((allow_for(request.app, request.url.path, value) for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
         return f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed"
     return None
 
@@ -248,8 +248,8 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         if param and param not in message:
             message = f"`{param}`: {message}"
         headers = exc.headers
-        if status == 405 and headers:  # Litestar's Allow: the path's declared methods; HEAD is answered wherever GET is
-            headers = {name: with_head(value) if name.lower() == "allow" else value for name, value in headers.items()}
+        if status == 405 and headers:  # Litestar's Allow: the path's declared methods; HEAD wherever GET is and takes it
+            headers = {name: allow_for(request.app, request.url.path, value) if name.lower() == "allow" else value for name, value in headers.items()}
         return error_response(status, message, param, code, headers=headers)
     storage = storage_failure(request, exc)
     if storage is not None:

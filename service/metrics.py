@@ -43,6 +43,8 @@ _COUNTED = "pluralign.metrics.counted"  # scope key: the request was counted by 
 DECLARED_COUNTERS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "pluralign_chat_completions_total": ("chat completions served", {"stream": ("false", "true")}),
     "pluralign_chat_cancelled_total": ("chats stopped because their client disconnected", {}),
+    "pluralign_chat_stopped_total": ("chats the service's stop ended: waiting (503, never begun) or generating (cut: a 503, a "
+                                     "stream's error event)", {"when": ("waiting", "generating")}),
     "pluralign_stream_errors_total": ("streams that ended with an error event", {}),
     "pluralign_feedback_rows_total": ("preference rows written", {"kind": ("comparison", "choice", "rating", "edit", "import")}),
     "pluralign_feedback_replayed_total": ("feedback retries answered from what was stored", {}),

@@ -6,6 +6,7 @@ import difflib
 import os
 import re
 import tomllib
+import warnings
 from pathlib import Path
 
 import msgspec
@@ -22,10 +23,21 @@ OTHER_VARIABLES: dict[str, str] = {
     "PLURALIGN_MODEL_CACHE": "where models are converted and cached (pluralign/embed/models.py)",
     "PLURALIGN_CACHE_DIR": "the embedding cache of the CLI and jobs (pluralign/embed/cache.py)",
     "PLURALIGN_DEVICE": "the torch device (pluralign/device.py)",
-    "PLURALIGN_ADAPTER_DIR": "`pluralign train adapter`'s default registry (training/commands/train_adapter.py)",
+    "PLURALIGN_ADAPTER_DIR": "deprecated name of PLURALIGN_ADAPTERS_DIR (DEPRECATED_VARIABLES)",
     "PLURALIGN_JOB_ID": "set by the job runner in each worker's environment (training/jobs/runner.py)",
     "PLURALIGN_PROGRESS": "set by the job runners: a worker reports progress (training/common.py)",
     "PLURALIGN_SCREENSHOTS": "a folder for the browser tests' screenshots (tests/service/test_browser_pages.py)",
+}
+class DeprecatedVariable(FutureWarning):
+    """An old name of a setting's variable was set (FutureWarning: shown by default, to the operator)."""
+
+
+# old names still read as the setting's variable, with a FutureWarning naming it (old -> new). Both set
+# to different values is an error: which one was meant cannot be known.
+DEPRECATED_VARIABLES: dict[str, str] = {
+    # `pluralign train adapter`'s registry had a variable of its own, so the adapters it trained went where
+    # the service never looked; both now read the service's setting
+    "PLURALIGN_ADAPTER_DIR": "PLURALIGN_ADAPTERS_DIR",
 }
 # the variables Kubernetes gives every pod for each Service of its namespace (enableServiceLinks, on by
 # default): a Service named `pluralign-api` (deploy/k8s) or `pluralign` makes <NAME>_SERVICE_HOST,
@@ -98,7 +110,9 @@ class Settings(Base, frozen=True):
     replica_index: int = 0  # this one's place among them, 0..replicas-1 (a StatefulSet ordinal)
     store_sync_ms: int | None = None  # how stale a read may be w.r.t. other replicas' commits; default 1000 with several, off with one
     deletion_sweep_s: float = 10.0  # how often unfinished DELETEs are retried (service.users.journal) and, with several replicas, each applies other replicas' DELETEs to its own files
-    adapters_dir: str | None = None  # per-user adapters; default <data_dir>/adapters (share it between replicas)
+    # per-user adapters, where `pluralign train adapter` saves them too; default <data_dir>/adapters (share it
+    # between replicas). PLURALIGN_ADAPTER_DIR is its deprecated name
+    adapters_dir: str | None = None
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     # a local generator (`smollm2` or a folder) runs in a child process, so its Python-heavy sampling loop
     # never holds this process's GIL while light routes are served (issue 13: reads' p99 under a chat flood)
@@ -222,6 +236,14 @@ class Settings(Base, frozen=True):
         FILE (setting ...): ...", "PLURALIGN_CONFIG FILE: not TOML (...)" or "...: no setting `name`"."""
         environ = dict(os.environ if environ is None else environ)
         check_variables(environ)
+        for old_name, new_name in DEPRECATED_VARIABLES.items():
+            if old_name not in environ:
+                continue
+            if environ.get(new_name, environ[old_name]) != environ[old_name]:
+                raise ValueError(f"{old_name} ({environ[old_name]}) and {new_name} ({environ[new_name]}) differ: "
+                                 f"{old_name} is deprecated, unset it and keep {new_name}")
+            warnings.warn(f"{old_name} is deprecated: use {new_name}", DeprecatedVariable, stacklevel=2)
+            environ[new_name] = environ.pop(old_name)
         values: dict = {}
         origin: dict[str, str] = {}  # setting -> where its value came from, for an error about it
         config = environ.get(ENV_PREFIX + "CONFIG")
@@ -253,15 +275,22 @@ class Settings(Base, frozen=True):
 def check_variables(environ: dict[str, str] | None = None) -> None:
     """Raises ValueError for the first PLURALIGN_* variable in `environ` (default os.environ) that is
     neither a setting nor in OTHER_VARIABLES nor a Kubernetes service link (SERVICE_LINK): "<variable>: no such setting or variable (did you mean
-    <the closest known name>?)", or "(see docs/api.md)" when none is close."""
+    <the closest known name>?)", or "(see docs/api.md)" when none is close. One in lower or mixed case
+    (`pluralign_data_dir`, which the settings never read) likewise: "<variable>: no such variable; the
+    settings' variables are upper case (did you mean PLURALIGN_DATA_DIR?)"."""
     environ = os.environ if environ is None else environ
     known = [name.upper() for name in Settings.__struct_fields__] + [name.removeprefix(ENV_PREFIX) for name in OTHER_VARIABLES]
     for name in sorted(environ):
-        rest = name.removeprefix(ENV_PREFIX)
-        if name.startswith(ENV_PREFIX) and rest not in known and not SERVICE_LINK.fullmatch(rest):
-            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1)  # the prefix alone is not close
-            hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "see docs/api.md"
-            raise ValueError(f"{name}: no such setting or variable ({hint})")
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):].upper()
+        if name == name.upper() and (rest in known or SERVICE_LINK.fullmatch(rest)):
+            continue
+        close = [rest] if rest in known else difflib.get_close_matches(rest, known, n=1)  # the prefix alone is not close
+        hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "see docs/api.md"
+        if name != name.upper():  # `pluralign_max_tokens`: variables are case-sensitive, and ours are upper case
+            raise ValueError(f"{name}: no such variable; the settings' variables are upper case ({hint})")
+        raise ValueError(f"{name}: no such setting or variable ({hint})")
 
 
 def _read_config(config: str, fields: tuple[str, ...]) -> dict:

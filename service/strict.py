@@ -26,10 +26,11 @@ import msgspec
 from litestar import Request, Response
 from litestar.constants import RESERVED_KWARGS
 from litestar.enums import RequestEncodingType
+from litestar.exceptions import MethodNotAllowedException
 from litestar.params import ParameterKwarg
 
 from service.errors import bad_request, unsupported_media_type
-from service.head import with_head
+from service.head import allow_for, is_head, takes_head
 from service.ids import PATTERN_WORDS
 
 _AT = re.compile(r"^(?P<problem>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.S)  # a key of a dict: "at `key` in `$.x`"
@@ -219,11 +220,11 @@ def _member(frame: list, depth: int) -> str:
 def allowed_methods(request: Request) -> str | None:
     """Every method of the matched path. Litestar's automatic OPTIONS answer lists only the methods
     of the first handler registered on a path (GET /v1/users/{id} but not its DELETE); HEAD wherever
-    GET is (`service.head`)."""
+    GET is and takes it (`service.head`)."""
     template = request.scope.get("path_template")
     for route in request.app.routes:
         if getattr(route, "path_format", None) == template and hasattr(route, "methods"):
-            return with_head(", ".join(route.methods))
+            return allow_for(request.app, request.url.path, ", ".join(route.methods))
     return None
 
 
@@ -233,6 +234,11 @@ async def before_request(request: Request) -> Response | None:
     if request.method == "OPTIONS":
         allow = allowed_methods(request)
         return Response(None, status_code=204, headers={"Allow": allow}) if allow else None
+    if is_head(request) and not takes_head(request.route_handler):  # its GET starts work: before any of it
+        allow = allowed_methods(request) or "GET, OPTIONS"
+        raise MethodNotAllowedException(
+            detail=f"`HEAD {request.url.path}`: the path takes {allow} (its GET starts a job, which a HEAD must not)",
+            headers={"Allow": allow})
     strict_query(request)
     await strict_form_body(request)
     return await strict_json_body(request)

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 # No hub at run time (models come from packages, see README). Offline mode, set before anything
 # imports huggingface_hub, also stops peft from asking the hub for a base model's config each time
@@ -56,8 +57,21 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_format_warning = warnings.formatwarning
+
+
+def _as_cli_line(message, category, filename, lineno, line=None) -> str:
+    """A deprecated variable's warning as one line in the CLI's words; any other as Python writes it."""
+    from service.settings import DeprecatedVariable
+
+    if issubclass(category, DeprecatedVariable):
+        return f"pluralign: warning: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    warnings.formatwarning = _as_cli_line
     try:
         from service.settings import check_variables
 

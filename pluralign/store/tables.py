@@ -55,6 +55,10 @@ PURGE_ATTEMPTS = 8  # a DELETE's maintenance steps, each against other replicas'
 READ_MARGIN_S = 2.0
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 
+WRITE_ATTEMPTS = 3  # a commit that met such a removal: made again on the newest version (`Store._commit`)
+# the columns that tell an appended row apart (a commit is whole or absent: its first row tells whether it is there)
+APPEND_KEYS = {"preferences": ("pref_id",), "interactions": ("response_id",),
+               "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",)}
 INDEXED_COLUMNS = ("tenant", "user_id")
 INDEX_ATTEMPTS = 3  # `Store._ensure_indexes` against another process making the same index
 COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
@@ -400,7 +404,8 @@ class Store:
         """Append a user's DELETE to the deletion record every process on this store reads."""
         row = {**msgspec.to_builtins(deletion), "schema_version": SCHEMA_VERSION}
         with self._lock:
-            self.deletions.add(pa.Table.from_pylist([row], schema=self.deletions.schema))
+            data = pa.Table.from_pylist([row], schema=self.deletions.schema)
+            self._commit(deletions.TABLE, self.deletions, lambda: self.deletions.add(data), appended=data)
             self._new_deletions += 1
 
     @_uses("deletions", "read")
@@ -425,12 +430,12 @@ class Store:
         with self._lock:
             # a version check: a row only replaces one it is not older than, so a slower writer (another
             # replica's refit that started first) never silently puts back older weights
-            (
+            self._commit("users", self.users, lambda: (
                 self.users.merge_insert(["tenant", "user_id"])
                 .when_matched_update_all(where="target.updated_at <= source.updated_at")
                 .when_not_matched_insert_all()
                 .execute(data)
-            )
+            ))  # made twice, the same (a row replaces only one not newer than itself)
             self._after_write("users")
 
     def _append(self, name: str, data: pa.Table) -> None:
@@ -438,7 +443,8 @@ class Store:
 
     def _commit_append(self, name: str, data: pa.Table) -> None:
         with self._lock:  # a delete of the user cannot fall between the commit and the cache update
-            self.tables[name].add(data)
+            table = self.tables[name]
+            self._commit(name, table, lambda: table.add(data), appended=data)
             self._after_write(name)
             if name == "preferences":
                 self._grow_histories(data)
@@ -451,6 +457,35 @@ class Store:
         part = lambda idx: History.from_arrow(data.take(idx).drop_columns(["tenant", "user_id", "schema_version"]), self.dim)
         for key, idx in rows_of.items():
             self.histories.extend(key, lambda idx=idx: part(idx))
+
+    def _commit(self, name: str, table, write: Callable[[], object], appended: pa.Table | None = None) -> None:
+        """`write()`, one commit to `table`, which another process's removal of old versions may meet as
+        a read does (`_read`): the version this process's handle looks at lost its files ("Not found",
+        met as Lance begins from that version, before it commits), and every later write from the
+        handle would meet it again. The table is pointed at its newest version and the write made again,
+        unless it is there already: an append (`appended`) whose first row the table holds, by its key
+        (`APPEND_KEYS`), was committed (a commit is whole or absent) and is not appended twice; an upsert
+        is made again (the same twice). Alone on the store nothing removes what a write uses: raised at
+        once (a damaged table)."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                write()
+                return
+            except (OSError, RuntimeError, ValueError) as exc:
+                if self.sync_seconds is None or attempt == WRITE_ATTEMPTS - 1 or "not found" not in str(exc).lower():
+                    raise
+                log.warning("a write to %s met another process's removal of old versions (%s); again on the newest version", name, exc)
+                table.checkout_latest()
+                if appended is not None and self._holds(table, name, appended):
+                    return
+
+    @staticmethod
+    def _holds(table, name: str, appended: pa.Table) -> bool:
+        """Whether `table` holds the first row of `appended` (by `APPEND_KEYS[name]`)."""
+        first = appended.slice(0, 1).to_pylist()[0]
+        where = " AND ".join(f"{column} = {quote(first[column]) if isinstance(first[column], str) else int(first[column])}"
+                             for column in APPEND_KEYS[name])
+        return table.count_rows(where) > 0
 
     def _after_write(self, name: str) -> None:
         self.writes_since_compaction += 1

@@ -25,6 +25,7 @@ from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
 from service.admin.session import PAGE_HEADERS
 from service.errors import bad_request, error_response, error_responses
+from service.head import NO_HEAD
 from service.ids import USER_ID
 from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState
@@ -77,7 +78,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
         raise NotFoundException(f"no job {job_id}") from None
 
 
-@get("/audits/fairness", responses={**error_responses(422), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
+@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(
     request: Request,
     group_by: str,

@@ -149,6 +149,7 @@ def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, 
             served = services.complete(rt, p, sampling, cancel)
         except Cancelled:
             if chat.cut:  # the service stops (`service.app.cut_running`): not the client's leaving
+                count_stopped(rt, "generating")
                 raise stopping("the chat was stopped before it was finished (nothing was stored); send it again") from None
             raise
     chosen = served.order[: choices_wanted(data)]
@@ -247,6 +248,17 @@ def stopping(detail: str) -> ServiceUnavailableException:
 
 
 NOT_BEGUN = "the chat was not begun; send it again"
+STOPPED_HELP = "chats the service's stop ended: waiting (503, never begun) or generating (cut: a 503, a stream's error event)"
+
+
+def count_stopped(rt: Runtime, when: str) -> None:
+    rt.metrics.inc("pluralign_chat_stopped_total", help=STOPPED_HELP, when=when)
+
+
+def not_begun(rt: Runtime) -> ServiceUnavailableException:
+    """The 503 of a chat the service's stop found waiting (or that came while it stops), counted."""
+    count_stopped(rt, "waiting")
+    return stopping(NOT_BEGUN)
 
 
 def _busy(exc: Busy) -> TooManyRequestsException:
@@ -269,10 +281,10 @@ async def scheduled(rt: Runtime, tenant: str, fn, request: Request | None = None
     except Busy as exc:
         raise _busy(exc) from None
     except Stopping:
-        raise stopping(NOT_BEGUN) from None
+        raise not_begun(rt) from None
     answer = asyncio.wrap_future(future)
     if request is None or cancel is None:
-        return await _unless_stopping(answer)
+        return await _unless_stopping(rt, answer)
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -284,15 +296,15 @@ async def scheduled(rt: Runtime, tenant: str, fn, request: Request | None = None
     if answer.cancelled():
         rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
         raise ClientGone(detail="the client disconnected before the answer was ready")
-    return await _unless_stopping(answer)
+    return await _unless_stopping(rt, answer)
 
 
-async def _unless_stopping(answer: asyncio.Future):
+async def _unless_stopping(rt: Runtime, answer: asyncio.Future):
     """The answer; 503 (`stopping`) when its task was still waiting as the scheduler closed."""
     try:
         return await answer
     except Stopping:
-        raise stopping(NOT_BEGUN) from None
+        raise not_begun(rt) from None
 
 
 async def _refused(future) -> None:
@@ -333,12 +345,14 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
             loop.call_soon_threadsafe(queue.put_nowait, _END)
             raise
         ended = False  # every event produced: the chat was served whole, whenever its client left
+        sent = False  # an event was handed over: the stream's headers go (or went) with it
         try:
             with chat:
                 for event in events:
                     if gone.is_set():
                         break
                     loop.call_soon_threadsafe(queue.put_nowait, event)
+                    sent = True
                 else:
                     ended = True
         except Cancelled:  # stopped by `gone`: nobody reads the rest (unless the service stops, below)
@@ -348,20 +362,26 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
             # was produced: a client that read [DONE] and closed before this thread got here left nothing
             stopped = gone.is_set() and not ended and not chat.cut
             events.close()  # a generation still running is cancelled (Generator.stream's finally)
-            if chat.cut and not ended:  # the service stops: the client is told, as a failed stream is (vLLM does the same)
+            cut = chat.cut and not ended
+            if cut:
+                count_stopped(rt, "generating")
+            if cut and sent:  # the service stops: the client is told, as a failed stream is (vLLM does the same)
                 error = stream_error(503, f"{STOPPING}: the answer was stopped before it was finished; send the request again")
                 for event in (b"data: " + CHUNK_ENCODER.encode(error) + b"\n\n", b"data: [DONE]\n\n"):
                     loop.call_soon_threadsafe(queue.put_nowait, event)
             loop.call_soon_threadsafe(queue.put_nowait, _END)
             if stopped:
                 rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
+        if cut and not sent:  # before its first event (n > 1 generates every candidate first): no header is sent,
+            # so it is answered as a chat the stop found waiting, a plain 503 with Retry-After, which clients send again
+            raise stopping("the chat was stopped before it was finished (nothing was stored); send it again")
 
     try:
         future = rt.scheduler.submit(tenant, produce)
     except Busy as exc:
         raise _busy(exc) from None
     except Stopping:
-        raise stopping(NOT_BEGUN) from None
+        raise not_begun(rt) from None
 
     first_event = asyncio.ensure_future(queue.get())
     left = asyncio.ensure_future(_disconnected(request)) if request is not None else None
@@ -370,7 +390,7 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
     try:
         await asyncio.wait({first_event, left, refused} - {None}, return_when=asyncio.FIRST_COMPLETED)
         if refused.done() and not refused.cancelled() and not first_event.done():
-            raise stopping(NOT_BEGUN)
+            raise not_begun(rt)
     finally:
         refused.cancel()
         if not first_event.done():  # the client left (or this request was cancelled) before any event

@@ -22,6 +22,7 @@ from pluralign.store.failures import unavailable
 from pluralign.user import FEATURE_NAMES
 from service.errors import bad_request, error_response, error_responses, refuse_blank, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, already_stored, check_labels, idempotent_ids
+from service.head import is_head
 from service.ids import check_user_id
 from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
@@ -91,6 +92,12 @@ def export_user(
     """`format=all`: user, preference and interaction lines, each tagged by `type`. `format=preferences`:
     the user's comparisons as a preference file (TRL columns), which POST .../import reads back."""
     rt, tenant, user_id = _user(request, user_id)
+    name = f"{user_id}.jsonl" if export_format == "all" else f"{user_id}-preferences.jsonl"  # saving both keeps both
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if is_head(request):  # the GET's status (is anything held about them?) without reading every row
+        if not services.anything_held(rt, tenant, user_id):
+            raise NotFoundException(f"no user {user_id!r} in this tenant")
+        return Stream(iter(()), media_type="application/x-ndjson", headers=headers)
     lines = list((services.export_lines if export_format == "all" else services.export_preference_lines)(rt, tenant, user_id))
     # a known user may have no comparisons to export yet (or only rows the preference file leaves out):
     # unknown is when nothing at all is held about them
@@ -98,8 +105,7 @@ def export_user(
         rt.store.get_user(tenant, user_id) is None and next(iter(services.export_lines(rt, tenant, user_id)), None) is None))
     if unknown:
         raise NotFoundException(f"no user {user_id!r} in this tenant")
-    name = f"{user_id}.jsonl" if export_format == "all" else f"{user_id}-preferences.jsonl"  # saving both keeps both
-    return Stream(iter(lines), media_type="application/x-ndjson", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Stream(iter(lines), media_type="application/x-ndjson", headers=headers)
 
 
 class Imported(msgspec.Struct):

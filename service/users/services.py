@@ -568,6 +568,14 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
         yield encode({"type": "interaction", **msgspec.to_builtins(item)}) + b"\n"
 
 
+def anything_held(rt: Runtime, tenant: str, user_id: str) -> bool:
+    """Whether an export of the user holds anything (a user row, a preference or an interaction; their
+    acknowledged feedback moved first): counts, not rows."""
+    rt.ingest.flush_user(tenant, user_id)
+    return (rt.store.get_user(tenant, user_id) is not None or rt.store.count_preferences(tenant, user_id) > 0
+            or rt.store.count_interactions(tenant, user_id) > 0)
+
+
 def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     """JSONL in the preference-file form (`pluralign.data.io.preference_row`: TRL's prompt/chosen/
     rejected plus user_id, margin, tie, source, created_at, attributes): what `import_preferences`,

@@ -545,16 +545,15 @@ def test_a_feedback_log_segment_that_cannot_be_created_does_not_stall_feedback(s
         assert sorted(p["pref_id"] for p in page["data"]) == sorted(stored)
 
 
-def test_feedback_acknowledged_into_a_segment_file_someone_removed_survives(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_feedback_acknowledged_into_a_segment_file_someone_removed_survives(serve, tmp_path):
     """The feedback log's segment files are `<n>.log` in `<data>/feedback-log/`; a cleanup that removes
     `*.log` files (or an operator) takes the one being written. Before: the service went on appending to
     the removed file, fsynced, acknowledged, and a crash then lost every record in it (no file left to
     replay). Now the next round writes the removed segment's pending records again into a new file first."""
     from pluralign.store.feedback_log import read_frames
 
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    folder = tmp_path / "data" / "feedback-log"
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
+    folder = data / "feedback-log"
     rt = svc.runtime
     acknowledged = []
     with server, svc.client("acme") as acme, rt.ingest.paused():  # the records stay pending: only the log holds them

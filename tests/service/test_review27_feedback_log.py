@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from pluralign.store.feedback_log import read_frames
 from tests.service.test_break27_storage import comparison
-from tests.service.tiny import start_service
 
 
-def test_feedback_acknowledged_into_older_segment_files_someone_removed_survives(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    folder = tmp_path / "data" / "feedback-log"
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+def test_feedback_acknowledged_into_older_segment_files_someone_removed_survives(serve):
+    data, server, svc = serve()
+    folder = data / "feedback-log"
     rt = svc.runtime
     acknowledged = []
     with server, svc.client("acme") as acme, rt.ingest.paused():  # the records stay pending: only the log holds them
@@ -34,13 +32,13 @@ def test_feedback_acknowledged_into_older_segment_files_someone_removed_survives
         assert sorted(replayed) == sorted(acknowledged)
         assert len(rt.ingest.log.pending) == 4
     # and a real restart on the folder serves every acknowledged row
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    _, server, svc = serve()
     with server, svc.client("acme") as acme:
         page = acme.get("/v1/users/ann/preferences", params={"limit": 100}).json()
         assert sorted(p["pref_id"] for p in page["data"]) == sorted(acknowledged)
 
 
-def test_a_record_a_later_version_wrote_stops_the_start_and_stays(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_a_record_a_later_version_wrote_stops_the_start_and_stays(serve, tmp_path):
     """A record whose checksum is whole but whose rows carry a field this version does not know was
     written by a later version (the binary rolled back while feedback waited in the log; this version
     wrote `received_at`, which the one before cannot read). Before: replay took it for a torn record,
@@ -53,8 +51,7 @@ def test_a_record_a_later_version_wrote_stops_the_start_and_stays(tmp_path, tiny
 
     from pluralign.store.feedback_log import FRAME
 
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    folder = tmp_path / "data" / "feedback-log"
+    folder = tmp_path / "data" / "feedback-log"  # the data folder `serve` starts on, written before it starts
     folder.mkdir(parents=True)
     row = {"tenant": "acme", "user_id": "ann", "pref_id": "p1", "kind": "comparison", "created_at": 1.0, "prompt": "Which?",
            "chosen": "Tea.", "rejected": "Coffee.", "acknowledged_by": "a later version"}
@@ -62,7 +59,7 @@ def test_a_record_a_later_version_wrote_stops_the_start_and_stays(tmp_path, tiny
     segment = folder / "000000000001.log"
     segment.write_bytes(FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
     with pytest.raises(ValueError) as caught:
-        start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+        serve()
     message = str(caught.value)
     assert str(segment) in message and "acknowledged_by" in message and "later version" in message, message
     assert segment.read_bytes().endswith(payload)

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from tests.service.test_break20_delete import give_comparisons
 from tests.service.test_break27_storage import LANCE_FULL
-from tests.service.tiny import start_service
 
 
-def test_a_stated_change_stored_is_not_refused_when_only_its_refit_row_cannot_be_written(tmp_path, tiny_generator_dir, tiny_pal_dir,
-                                                                                        minilm, monkeypatch):
+def test_a_stated_change_stored_is_not_refused_when_only_its_refit_row_cannot_be_written(serve, monkeypatch):
     """A PATCH writes the user's row with the new version, then refits them and writes the row again
     (a cache of their fit: reads fit again while it is stale). No room for the second write: the
     change is stored all the same, so not 507 "nothing this request sent was acknowledged"."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    _, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         merge_insert, calls = rt.store.users.merge_insert, []
@@ -39,13 +36,11 @@ def test_a_stated_change_stored_is_not_refused_when_only_its_refit_row_cannot_be
 VANISHED = "lance error: LanceError(IO): Generic N/A error: Wrapped error: Not found: Wrapped error: Not found: /d/t.lance/data/1.lance"
 
 
-def test_a_request_read_meeting_a_file_another_replica_removed_is_read_again_not_a_damaged_table(tmp_path, tiny_generator_dir,
-                                                                                                 tiny_pal_dir, minilm, monkeypatch):
+def test_a_request_read_meeting_a_file_another_replica_removed_is_read_again_not_a_damaged_table(serve, monkeypatch):
     """With replicas, another one's cleanup removes old versions' files; a read still on such a version
     meets "Not found". It is read again on the newest version (as maintenance steps are), not answered
     503 "a file of it is damaged" with /health degraded for 10 minutes. Found again: reported."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600, store_sync_ms=1000)
+    _, server, svc = serve(store_sync_ms=1000)
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         give_comparisons(acme, "ann", "tea", n=2)
@@ -76,8 +71,7 @@ def test_a_request_read_meeting_a_file_another_replica_removed_is_read_again_not
             assert acme.get("/health").json()["status"] == "degraded"
 
 
-def test_a_feedback_log_rewrite_that_failed_stays_on_health_until_it_is_done_not_until_any_write(tmp_path, tiny_generator_dir,
-                                                                                               tiny_pal_dir, minilm, monkeypatch):
+def test_a_feedback_log_rewrite_that_failed_stays_on_health_until_it_is_done_not_until_any_write(serve, monkeypatch):
     """A DELETE that could not rewrite the feedback log's segments without the user leaves their text in
     those files until the journal's pass does it. Before: noted as the log's failed "write", which the
     next feedback written cleared: /health said ok while the deleted user's text was still on disk."""
@@ -89,8 +83,7 @@ def test_a_feedback_log_rewrite_that_failed_stays_on_health_until_it_is_done_not
     from tests.service.test_break27_storage import comparison
     from tests.service.test_delete_journal import wait_until
 
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    data, server, svc = serve()
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         with rt.ingest.paused():  # ann's and bo's feedback stay in the log's segment (bo's is written again without ann's)
@@ -108,6 +101,6 @@ def test_a_feedback_log_rewrite_that_failed_stays_on_health_until_it_is_done_not
             assert health["status"] == "degraded", health  # ann's text is still in a segment file
             assert [(s["what"], s["action"]) for s in health["storage"]] == [("the feedback log", "rewritten without a deleted user")], health
             assert services.UnfinishedDeletes(rt, 3600).run_once() == 1  # the journal's pass rewrites it
-            assert wait_until(lambda: not any((tmp_path / "data" / JOURNAL_FOLDER).iterdir()))
+            assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir()))
         health = acme.get("/health").json()
         assert health["status"] == "ok", health

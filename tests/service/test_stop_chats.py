@@ -13,7 +13,6 @@ The exit status of a real `pluralign serve` is tests/e2e/test_serve_exit.py (slo
 
 from __future__ import annotations
 
-import json
 import threading
 
 import httpx
@@ -40,6 +39,13 @@ class HeldGenerator(Generator):
                 raise Cancelled()
         return super().generate(messages, n=n, sampling=sampling, adapter=adapter, cancel=cancel)
 
+    def generate_styled(self, messages, styles, sampling=None, adapter=None, cancel=None):  # n > 1: candidates in styles
+        self.running.set()
+        while not self.release.wait(0.01):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+        return super().generate_styled(messages, styles, sampling=sampling, adapter=adapter, cancel=cancel)
+
     def stream(self, messages, sampling=None, adapter=None):
         for _ in range(100_000):  # until the stream is closed
             threading.Event().wait(0.01)  # a token's time
@@ -64,6 +70,15 @@ def wait_until(condition) -> None:
             return
         ticks.wait(0.01)
     raise AssertionError("never happened")
+
+
+def stopped_chats(svc) -> dict[str, float]:
+    """/metrics' `pluralign_chat_stopped_total` by `when` (waiting, generating)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = text_string_to_metric_families(httpx.get(svc.url + "/metrics").text)
+    return {s.labels["when"]: s.value for f in families if f.name == "pluralign_chat_stopped" for s in f.samples
+            if s.name.endswith("_total")}
 
 
 def assert_stopping(r: httpx.Response) -> None:
@@ -104,6 +119,8 @@ def test_chats_waiting_when_the_service_stops_get_503_at_once_and_the_running_on
     held.generator.release.set()
     running.join(30)
     assert answers["running"].status_code == 200, answers["running"].text  # the chat under way finished
+    # the four chats answered 503 before they began show in /metrics (they were counted nowhere)
+    assert stopped_chats(held) == {"waiting": 4, "generating": 0}, stopped_chats(held)
     held.server.__exit__(None, None, None)  # the app's shutdown: the ingest worker and the log close
     log = FeedbackLog(held.data_dir / "feedback-log")
     try:
@@ -136,9 +153,40 @@ def test_chats_still_generating_when_the_grace_is_over_end_in_a_way_the_client_c
     with held.client("acme") as c:
         streamed = c.post("/v1/chat/completions", json={**CHAT, "stream": True})
         plain = c.post("/v1/chat/completions", json=CHAT)
-    # a stream ends with the error event, then [DONE] (a whole body, not one cut off)
-    events = [line.removeprefix("data: ") for line in streamed.text.splitlines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]" and "the service is stopping" in json.loads(events[-2])["error"]["message"], events
+    # a stream stopped before its first event: a plain 503 (it was a stream opening with the error event)
+    assert_stopping(streamed)
     assert_stopping(plain)  # a plain chat: 503, nothing stored, safe to send again
     assert rt.scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}
     assert rt.chats.cut_off == 3
+    assert stopped_chats(held) == {"waiting": 0, "generating": 3}, stopped_chats(held)  # counted nowhere before
+
+
+def test_a_stream_stopped_before_its_first_event_is_a_plain_503_the_client_retries(held):
+    """n > 1 generates every candidate before its first event, so the stop can cut it before any: its
+    stream opened with the error event (no role chunk; the openai client raised APIError and did not
+    send it again). Nothing was sent, the headers neither: it is answered as a chat refused before it
+    began, a plain 503 with Retry-After, which the openai client sends again."""
+    import openai
+
+    rt, app = held.runtime, held.server.server.config.app
+    client = openai.OpenAI(base_url=held.url + "/v1", api_key=held.keys["acme"], max_retries=0)
+    answer: dict = {}
+
+    def send() -> None:
+        try:
+            stream = client.chat.completions.create(model="pluralign", messages=CHAT["messages"], user="ann", stream=True, n=2)
+            answer["chunks"] = list(stream)
+        except openai.APIError as exc:
+            answer["error"] = exc
+
+    sending = threading.Thread(target=send)
+    sending.start()
+    assert held.generator.running.wait(30)  # generating its candidates: no event yet
+    assert cut_running(app) == 1
+    sending.join(30)
+    error = answer.get("error")
+    assert isinstance(error, openai.APIStatusError), repr(error)  # an HTTP status, not an event in a 200 stream
+    assert error.status_code == 503 and error.response.headers["Retry-After"] == "5", (error.status_code, error.response.headers)
+    assert "the service is stopping" in error.message and error.body["code"] == "unavailable", error.body
+    assert stopped_chats(held) == {"waiting": 0, "generating": 1}, stopped_chats(held)
+    wait_until(lambda: rt.scheduler.stats()["running"] == 0)

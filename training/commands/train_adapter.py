@@ -3,18 +3,18 @@
     OMP_NUM_THREADS=1 pluralign train adapter --user alice --tenant acme --data prefs.jsonl --registry adapters/
     pluralign train adapter --user alice --data prefs.jsonl --from-fspo artifacts/fspo-persona --steps 40
     pluralign train adapter --user alice --tenant acme --store ./data   # the service's data dir: its LanceDB
-                                                                        # comparisons in, ./data/adapters out
+                                                                        # comparisons in, its adapters folder out
 
 Starting from an FSPO adapter keeps its few-shot format: each training pair is shown after the
 same number of the user's own comparisons that FSPO was trained with. A fifth of the user's
 comparisons (when there are at least 5) are held out and scored before and after training. The
-adapter is saved in peft's format under `<registry>/<tenant>/<user>/` with its metadata.
+adapter is saved in peft's format under `<registry>/<tenant>/<user>/` with its metadata. Without
+`--registry` the registry is the service's adapters folder (`default_registry`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -22,7 +22,14 @@ from pathlib import Path
 
 from training.common import check_store, number, print_json, read_preference_file
 
-DEFAULT_REGISTRY = os.environ.get("PLURALIGN_ADAPTER_DIR") or str(Path.home() / ".cache" / "pluralign" / "adapters")
+
+def default_registry(store: str | None) -> str:
+    """Where the service reads users' adapters: its `adapters_dir` (PLURALIGN_ADAPTERS_DIR, or the
+    PLURALIGN_CONFIG file), else `<data dir>/adapters`, the data dir being `store` (--store), else the
+    service's (PLURALIGN_DATA_DIR, ./data)."""
+    from service.settings import Settings
+
+    return str(Settings.load(data_dir=store).adapters_path)
 
 
 def user_comparisons(args: argparse.Namespace):
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.policy.fspo import FSPOConfig, ReferencePolicy, add_lora, episode, reward_accuracy, train
     from training.commands.train_fspo import load_base
 
+    registry = args.registry or default_registry(args.store)  # before any work: a bad environment is refused first
     comparisons = user_comparisons(args)
     random.Random(args.seed).shuffle(comparisons)
     n_test = len(comparisons) // 5 if len(comparisons) >= 5 else 0
@@ -92,11 +100,11 @@ def run(args: argparse.Namespace) -> int:
         policy = add_lora(model, config)
     reference = ReferencePolicy(policy)
     started = time.time()
-    before = reward_accuracy(policy, reference, tokenizer, test, config) if test else float("nan")
+    before = reward_accuracy(policy, reference, tokenizer, test, config) if test else None  # none held out: not measured (null)
     bar = tqdm(total=config.steps, desc=f"adapter {args.user}", file=sys.stderr, disable=not sys.stderr.isatty())
     metrics = train(policy, reference, tokenizer, episodes, config, on_step=lambda step, s: bar.update())
     bar.close()
-    after = reward_accuracy(policy, reference, tokenizer, test, config) if test else float("nan")
+    after = reward_accuracy(policy, reference, tokenizer, test, config) if test else None
     metrics.update(
         comparisons=float(len(train_pairs)),
         held_out=float(len(held_out)),
@@ -114,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
         metrics=metrics,
         parent=parent.data_version if parent else None,
     )
-    registry = args.registry or (str(Path(args.store) / "adapters") if args.store else DEFAULT_REGISTRY)
     folder = AdapterRegistry(registry).save(args.tenant, args.user, policy, meta)
     print_json({"tenant": args.tenant, "user": args.user, "adapter": str(folder), **metrics})
     return 0
@@ -128,7 +135,8 @@ def register(sub) -> None:
     p.add_argument("--store", default=None, help="the service's data dir: read its LanceDB store, save to its adapters/")
     p.add_argument("--encoder", default="minilm", help="--store: the encoder the store was built with")
     p.add_argument(
-        "--registry", default=None, help="adapter registry folder (default <store>/adapters, else $PLURALIGN_ADAPTER_DIR)"
+        "--registry", default=None,
+        help="adapter registry folder (default: where the service reads adapters, $PLURALIGN_ADAPTERS_DIR, else <store or $PLURALIGN_DATA_DIR or ./data>/adapters)"
     )
     p.add_argument("--from-fspo", default=None, help="start from this FSPO adapter folder (and use its shots)")
     p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
