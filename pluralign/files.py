@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -17,25 +18,53 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+@contextmanager
+def writing_to(path: str | os.PathLike, weights: str | os.PathLike | None = None) -> Iterator[None]:
+    """Errors of the writes in the block name what was being written. A write or fsync that fails
+    (a full disk: ENOSPC; a file size limit: EFBIG) raises an OSError without a file name, so the
+    one line a user sees said "[Errno 28] No space left on device" and no more: it gets `path`.
+    safetensors' own error for a failed write ("I/O error: ... (os error 28)", not an OSError)
+    becomes that OSError too, naming `weights` (default `path`). Other errors pass unchanged."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or not exc.errno:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+    except SafetensorError as exc:
+        found = _OS_ERROR.search(str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(weights or path)) from exc
+
+
 @contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Yields a binary file; on a clean exit it replaces `path`, on an error it is removed.
+    """Yields a binary file; on a clean exit it replaces `path`, on an error it is removed. A write
+    that fails (a full disk) is an OSError naming `path` (`writing_to`), not the temp file.
 
     Raises IsADirectoryError (naming `path`) when `path` is a folder, before anything is written."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "a folder, not a file, is at this path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing_to(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
