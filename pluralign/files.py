@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
@@ -176,6 +175,37 @@ def staged_folder(folder: str | os.PathLike, files: tuple[str, ...], what: str) 
     staged = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         yield staged
+        _fsync_tree(staged)
+        swap_folder(staged, folder)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO)  # the copy's side, not the source's
+
+
+def copy_into_place(source: str | os.PathLike, folder: str | os.PathLike, staged: str | os.PathLike) -> None:
+    """Copy the artifact folder `source` to `folder` whole or not at all, to put an artifact into
+    service: into `staged`, a hidden folder beside `folder` (what a copy killed part way left there
+    is removed first), each file fsynced, then in place of `folder` by renames (`swap_folder`). A copy
+    that fails removes `staged` and leaves `folder` as it was; a full disk (or a read-only one) is an
+    OSError naming the file of `folder` that could not be written, not shutil's list of pairs."""
+    source, folder, staged = Path(source), Path(folder), Path(staged)
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        staged.mkdir(parents=True)
+        for path in sorted(source.rglob("*")):
+            relative = path.relative_to(source)
+            if path.is_dir():
+                (staged / relative).mkdir()
+                continue
+            try:
+                shutil.copy2(path, staged / relative)
+            except OSError as exc:
+                if exc.errno not in _NO_ROOM:
+                    raise
+                raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(folder / relative)) from None
         _fsync_tree(staged)
         swap_folder(staged, folder)
     except BaseException:
