@@ -364,9 +364,16 @@ class LocalJobRunner:
 
     def _read_log(self, job_id: str) -> tuple[float, list[str]]:
         path = self.store.path(job_id, "log")
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - 65536))
-            lines = f.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
+                lines = f.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()
+        except FileNotFoundError:  # removed behind the runner's back (a cleanup of *.log): the job goes on
+            job = self.store.get(job_id)
+            if job is None:
+                return 0.0, []
+            note = f"its log {path} was removed while it ran: no more progress or log lines from it"
+            return job.progress, job.log_tail if note in job.log_tail else [*job.log_tail, note][-self.config.log_lines :]
         progress = 0.0
         kept: list[str] = []
         for line in lines:
