@@ -167,14 +167,16 @@ def staged_folder(folder: str | os.PathLike, files: tuple[str, ...], what: str) 
     (hidden, ".<name>.<random>") to write the artifact into; on a clean exit its files are fsynced
     and it takes the place of `folder` by renames (`swap_folder`), on an error it is removed. A kill
     mid-write leaves `folder` as it was (and the hidden folder beside it); saves to one folder at
-    once each write their own, and the last to finish is the artifact, whole.
+    once each write their own, and the last to finish is the artifact, whole. A write in the block
+    that fails (a full disk) is an OSError naming `folder` (`writing_to`), not the hidden folder.
 
     `folder` is checked first (`check_artifact_folder`: NotADirectoryError, ValueError naming it)."""
     folder = check_artifact_folder(folder, files, what)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        yield staged
+        with writing_to(folder):
+            yield staged
         _fsync_tree(staged)
         swap_folder(staged, folder)
     except BaseException:

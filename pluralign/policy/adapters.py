@@ -187,7 +187,7 @@ def save_adapter(model, folder: str | Path, meta: AdapterMeta, adapter_name: str
     else is a ValueError before anything is written, since replacing it whole would delete those files."""
     folder = Path(folder)
     # a full disk is an OSError naming the adapter (its weights file when safetensors failed), not the hidden folder
-    with writing_to(folder, weights=folder / PEFT_FILES[1]), staged_folder(folder, ADAPTER_FILES, "LoRA adapter") as tmp:
+    with staged_folder(folder, ADAPTER_FILES, "LoRA adapter") as tmp, writing_to(folder, weights=folder / PEFT_FILES[1]):
         model.peft_config[adapter_name].base_model_name_or_path = meta.base_model
         # LoRA leaves the vocabulary alone: say so, or peft asks the hub for the base model's config
         model.save_pretrained(str(tmp), selected_adapters=[adapter_name], save_embedding_layers=False)

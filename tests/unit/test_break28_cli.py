@@ -64,3 +64,16 @@ def test_train_adapter_on_a_full_disk_is_one_line_naming_the_adapter(tmp_path, c
     assert list((registry / "default").iterdir()) == []
     code, stdout, err = cli(capsys, *argv)  # room again
     assert code == 0 and (registry / "default" / "u0" / "pluralign.json").is_file(), err
+
+
+def test_train_maxmin_on_a_full_disk_is_one_line_naming_out(tmp_path, capsys, tiny_base, one_torch_thread):
+    """Every artifact written whole beside its target (`staged_folder`: MaxMin policies, `train fspo
+    --full`) says so. Before: safetensors' traceback."""
+    data = write_jsonl(tmp_path / "p.jsonl", rows())
+    out = tmp_path / "mm"
+    with file_size_limit(20_000):
+        code, stdout, err = cli(capsys, "train", "maxmin", "--pairs", data, "--base", str(tiny_base), "--steps", "1",
+                                "--batch-size", "2", "--quiet", "--out", str(out))
+    assert code == 2 and stdout == "" and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == f"pluralign: error: File too large: {out}", err
+    assert list(tmp_path.iterdir()) == [tmp_path / "p.jsonl"]  # nothing half-written beside it
