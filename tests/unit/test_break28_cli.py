@@ -5,12 +5,16 @@ ended in safetensors' traceback; a job's error, which is the worker's last line,
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
+import subprocess
+import sys
 from contextlib import contextmanager
 
 import pytest
 
-from tests.service.tiny import save_tiny_generator
+from tests.service.tiny import ROOT, save_tiny_generator
 from tests.unit.clitools import cli, write_jsonl
 
 
@@ -77,3 +81,20 @@ def test_train_maxmin_on_a_full_disk_is_one_line_naming_out(tmp_path, capsys, ti
     assert code == 2 and stdout == "" and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == f"pluralign: error: File too large: {out}", err
     assert list(tmp_path.iterdir()) == [tmp_path / "p.jsonl"]  # nothing half-written beside it
+
+
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "interrupted (SIGINT)"), (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_a_command_stopped_by_ctrl_c_or_sigterm_says_so_in_one_line(tmp_path, sig, code, said):
+    """Before: Ctrl-C printed a KeyboardInterrupt traceback; SIGTERM (`kill`, a job's cancel) ended the
+    process there and then, saying nothing, and no `finally` ran (a trainer's hidden folder or temp
+    file stayed beside its --out). The command reads a FIFO: it is running once the FIFO is open."""
+    fifo = tmp_path / "prefs.jsonl"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "data", "stats", "--source", "jsonl", "--path", str(fifo)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with open(fifo, "wb"):  # returns once the command opened it to read
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code and out == b"", (proc.returncode, err)
+    assert err.decode().strip().splitlines() == [f"pluralign: error: {said}"], err
