@@ -19,7 +19,7 @@ from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
 from pluralign.files import copy_into_place, write_atomic
-from pluralign.policy.adapters import adapter_name
+from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget
@@ -264,6 +264,10 @@ class Admin:
             if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user) \
                     or self.rt.recorded_deleted_since(tenant, user, job.created_at):
                 raise ValueError(f"user {user!r} of tenant {tenant!r} was deleted while job {job.id} ran")
+            # one this service cannot load (damaged, a later version's, for another base model) never
+            # replaces the served adapter: an AdapterError naming the file, and the job is not promoted
+            check_base(read_meta(job.artifact), self.rt.generator.model_id, job.artifact)
+            check_files(job.artifact)
             served = adapter_folder(self.rt, tenant, user)
             # whole or not at all; what a promotion of this job killed part way left at `staged` goes first
             copy_into_place(job.artifact, served, staged=served.with_name(f".{served.name}.{job.id}"))

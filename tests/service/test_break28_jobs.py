@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import resource
 from contextlib import contextmanager
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -48,12 +49,14 @@ def adapter_job(admin) -> str:
     return r.json()["id"]
 
 
-@pytest.mark.slow  # three adapter jobs: ~20 s on two busy cores
+@pytest.mark.slow  # four adapter jobs: ~25 s on two busy cores
 def test_an_adapter_promotion_left_half_done_or_on_a_full_disk_serves_the_earlier_one(serve):
     """Before: (1) what a promotion killed part way left (`adapters/acme/.fred.<job id>`) made the job's
     next run fail to install it (`[Errno 17] File exists`) while the job said promoted; (2) a copy that
     met a full disk left a half-copied folder beside the served one, and the job said `promoted: true`
-    with promotions.json naming an adapter that was never served."""
+    with promotions.json naming an adapter that was never served; (3) an adapter written by a later
+    version (schema 2, a field this one does not know) was installed over the served one, which the
+    user's chats then could not load: they fell back to the base model."""
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
     served = data / "adapters" / "acme" / "fred"
     with server, svc.client("acme") as c, svc.client("admin") as admin:
@@ -83,6 +86,27 @@ def test_an_adapter_promotion_left_half_done_or_on_a_full_disk_serves_the_earlie
 
         third = wait_job(admin, adapter_job(admin), timeout=300)  # room again
         assert third["promoted"] is True and served_job(data, "adapter/acme/fred") == third["id"], third
+        installed = (served / "adapter_model.safetensors").read_bytes()
+
+        # a worker of a later pluralign (a Ray worker on a newer image) writes an adapter this one cannot read
+        runner = server.server.config.app.state.admin.runner
+        checked = runner.on_succeed
+
+        def later_version(job):
+            meta = msgspec.json.decode((Path(job.artifact) / "pluralign.json").read_bytes())
+            (Path(job.artifact) / "pluralign.json").write_bytes(msgspec.json.encode({**meta, "schema_version": 2, "calibration": 1.0}))
+            checked(job)
+
+        runner.on_succeed = later_version
+        fourth = wait_job(admin, adapter_job(admin), timeout=300)
+        runner.on_succeed = checked
+        assert fourth["state"] == "succeeded" and fourth["promoted"] is False, fourth
+        assert fourth["promotion_note"].startswith(
+            f"kept, not served: putting it into service failed: {Path(fourth['artifact'])}: adapter schema version 2, this code reads 1"), fourth
+        assert (served / "adapter_model.safetensors").read_bytes() == installed and read_meta(served).schema_version == 1
+        r = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "fred", "max_tokens": 3,
+                                                  "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 200 and r.json()["pluralign"]["adapter"] == adapter_name("acme", "fred"), r.text
 
 
 @pytest.mark.slow  # a PAL job: ~15 s on two busy cores
