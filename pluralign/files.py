@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -16,26 +17,53 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+@contextmanager
+def writing_to(path: str | os.PathLike, weights: str | os.PathLike | None = None) -> Iterator[None]:
+    """Errors of the writes in the block name what was being written. A write or fsync that fails
+    (a full disk: ENOSPC; a file size limit: EFBIG) raises an OSError without a file name, so the
+    one line a user sees said "[Errno 28] No space left on device" and no more: it gets `path`.
+    safetensors' own error for a failed write ("I/O error: ... (os error 28)", not an OSError)
+    becomes that OSError too, naming `weights` (default `path`). Other errors pass unchanged."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or not exc.errno:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+    except SafetensorError as exc:
+        found = _OS_ERROR.search(str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(weights or path)) from exc
+
 
 @contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Yields a binary file; on a clean exit it replaces `path`, on an error it is removed.
+    """Yields a binary file; on a clean exit it replaces `path`, on an error it is removed. A write
+    that fails (a full disk) is an OSError naming `path` (`writing_to`), not the temp file.
 
     Raises IsADirectoryError (naming `path`) when `path` is a folder, before anything is written."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "a folder, not a file, is at this path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing_to(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -139,14 +167,47 @@ def staged_folder(folder: str | os.PathLike, files: tuple[str, ...], what: str) 
     (hidden, ".<name>.<random>") to write the artifact into; on a clean exit its files are fsynced
     and it takes the place of `folder` by renames (`swap_folder`), on an error it is removed. A kill
     mid-write leaves `folder` as it was (and the hidden folder beside it); saves to one folder at
-    once each write their own, and the last to finish is the artifact, whole.
+    once each write their own, and the last to finish is the artifact, whole. A write in the block
+    that fails (a full disk) is an OSError naming `folder` (`writing_to`), not the hidden folder.
 
     `folder` is checked first (`check_artifact_folder`: NotADirectoryError, ValueError naming it)."""
     folder = check_artifact_folder(folder, files, what)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        yield staged
+        with writing_to(folder):
+            yield staged
+        _fsync_tree(staged)
+        swap_folder(staged, folder)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO)  # the copy's side, not the source's
+
+
+def copy_into_place(source: str | os.PathLike, folder: str | os.PathLike, staged: str | os.PathLike) -> None:
+    """Copy the artifact folder `source` to `folder` whole or not at all, to put an artifact into
+    service: into `staged`, a hidden folder beside `folder` (what a copy killed part way left there
+    is removed first), each file fsynced, then in place of `folder` by renames (`swap_folder`). A copy
+    that fails removes `staged` and leaves `folder` as it was; a full disk (or a read-only one) is an
+    OSError naming the file of `folder` that could not be written, not shutil's list of pairs."""
+    source, folder, staged = Path(source), Path(folder), Path(staged)
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        staged.mkdir(parents=True)
+        for path in sorted(source.rglob("*")):
+            relative = path.relative_to(source)
+            if path.is_dir():
+                (staged / relative).mkdir()
+                continue
+            try:
+                shutil.copy2(path, staged / relative)
+            except OSError as exc:
+                if exc.errno not in _NO_ROOM:
+                    raise
+                raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(folder / relative)) from None
         _fsync_tree(staged)
         swap_folder(staged, folder)
     except BaseException:

@@ -16,7 +16,7 @@ from pathlib import Path
 from cachetools import TTLCache
 
 from pluralign.embed.base import Encoder
-from pluralign.files import swap_folder
+from pluralign.files import copy_into_place
 from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
 from pluralign.policy.generator import Generator
 from pluralign.store import Store, StoredPreference
@@ -311,9 +311,7 @@ class Runtime:
         served = self.settings.data_path / PROMOTED_PAL
         staged = served.with_name(f".{served.name}.staged")
         with self.population_lock:
-            shutil.rmtree(staged, ignore_errors=True)
-            shutil.copytree(source, staged)
-            swap_folder(staged, served)
+            copy_into_place(source, served, staged)  # whole or not at all: a full disk leaves the served one
             rewards = UserRewards.load(served, self.encoder.encoder_id)
             rewards.note = f"promoted from {source}"
             self.rewards = rewards

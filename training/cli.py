@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
 
 # No hub at run time (models come from packages, see README). Offline mode, set before anything
@@ -69,9 +71,24 @@ def _as_cli_line(message, category, filename, lineno, line=None) -> str:
     return _format_warning(message, category, filename, lineno, line)
 
 
+SERVERS = ("serve", "serve-embeddings")  # uvicorn handles their SIGTERM: a graceful shutdown
+
+
+class Stopped(BaseException):
+    """SIGTERM reached a command that is not a server: raised where it runs, so every `finally` and
+    `except BaseException` on the way out runs (a trainer removes its temp file or hidden folder)."""
+
+
+def _stopped(signum, frame):
+    raise Stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     warnings.formatwarning = _as_cli_line
+    # (signal handlers belong to the main thread: main() called from another keeps the default)
+    handle = args.command not in SERVERS and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stopped) if handle else None
     try:
         from service.settings import check_variables
 
@@ -79,12 +96,21 @@ def main(argv: list[str] | None = None) -> int:
         # is refused, not ignored while the command runs on the default
         check_variables()
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: what was written is whole or removed on the way out, as for SIGTERM
+        print("pluralign: error: interrupted (SIGINT)", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Stopped:
+        print("pluralign: error: stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except ValueError as exc:
         print(f"pluralign: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path the command cannot read or write: a folder given for a file, no permission, ...
         print(f"pluralign: error: {_os_problem(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:  # main() called in-process (tests, scripts) leaves the caller's handler
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _os_problem(exc: OSError) -> str:

@@ -28,7 +28,7 @@ import msgspec
 import torch
 
 from pluralign.data.record import Base
-from pluralign.files import staged_folder
+from pluralign.files import staged_folder, writing_to
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
 
 SCHEMA_VERSION = 1
@@ -186,7 +186,8 @@ def save_adapter(model, folder: str | Path, meta: AdapterMeta, adapter_name: str
     `folder` may be missing, empty or an earlier adapter (ADAPTER_FILES); a folder holding anything
     else is a ValueError before anything is written, since replacing it whole would delete those files."""
     folder = Path(folder)
-    with staged_folder(folder, ADAPTER_FILES, "LoRA adapter") as tmp:
+    # a full disk is an OSError naming the adapter (its weights file when safetensors failed), not the hidden folder
+    with staged_folder(folder, ADAPTER_FILES, "LoRA adapter") as tmp, writing_to(folder, weights=folder / PEFT_FILES[1]):
         model.peft_config[adapter_name].base_model_name_or_path = meta.base_model
         # LoRA leaves the vocabulary alone: say so, or peft asks the hub for the base model's config
         model.save_pretrained(str(tmp), selected_adapters=[adapter_name], save_embedding_layers=False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -19,8 +18,8 @@ from litestar.concurrency import sync_to_thread
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.fairness.report import AuditReport, decode_report
-from pluralign.files import swap_folder, write_atomic
-from pluralign.policy.adapters import adapter_name
+from pluralign.files import copy_into_place, write_atomic
+from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget
@@ -265,10 +264,13 @@ class Admin:
             if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user) \
                     or self.rt.recorded_deleted_since(tenant, user, job.created_at):
                 raise ValueError(f"user {user!r} of tenant {tenant!r} was deleted while job {job.id} ran")
+            # one this service cannot load (damaged, a later version's, for another base model) never
+            # replaces the served adapter: an AdapterError naming the file, and the job is not promoted
+            check_base(read_meta(job.artifact), self.rt.generator.model_id, job.artifact)
+            check_files(job.artifact)
             served = adapter_folder(self.rt, tenant, user)
-            staged = served.with_name(f".{served.name}.{job.id}")
-            shutil.copytree(job.artifact, staged)
-            swap_folder(staged, served)
+            # whole or not at all; what a promotion of this job killed part way left at `staged` goes first
+            copy_into_place(job.artifact, served, staged=served.with_name(f".{served.name}.{job.id}"))
             self.rt.adapters.forget(tenant, user)  # the old weights leave memory; the next request loads these
             record = self.rt.store.get_user(tenant, user)
             if record is not None:

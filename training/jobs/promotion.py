@@ -52,6 +52,20 @@ class Promotions:
             return True, f"promoted: first {key} (held-out accuracy {heldout_accuracy:.4f})"
         return True, f"promoted: held-out accuracy {heldout_accuracy:.4f} >= {current.heldout_accuracy:.4f} of {current.artifact}"
 
+    def withdraw(self, key: str, job_id: str, previous: Served | None) -> None:
+        """Undo `consider`'s promotion of job `job_id` for `key` when putting it into service failed:
+        `previous` (what was served before it, None: nothing) is recorded as served again, so the
+        next candidate is compared with what is served. A key since promoted to another job is left."""
+        with self._lock:
+            current = self._served.get(key)
+            if current is None or current.job_id != job_id:
+                return
+            served = {k: v for k, v in self._served.items() if k != key}
+            if previous is not None:
+                served[key] = previous
+            write_atomic(self.path, msgspec.json.encode(served))  # on disk first, as in `consider`
+            self._served = served
+
     def keys(self, prefix: str = "") -> list[str]:
         """The keys something is served for, those starting with `prefix`."""
         with self._lock:

@@ -364,9 +364,16 @@ class LocalJobRunner:
 
     def _read_log(self, job_id: str) -> tuple[float, list[str]]:
         path = self.store.path(job_id, "log")
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - 65536))
-            lines = f.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
+                lines = f.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()
+        except FileNotFoundError:  # removed behind the runner's back (a cleanup of *.log): the job goes on
+            job = self.store.get(job_id)
+            if job is None:
+                return 0.0, []
+            note = f"its log {path} was removed while it ran: no more progress or log lines from it"
+            return job.progress, job.log_tail if note in job.log_tail else [*job.log_tail, note][-self.config.log_lines :]
         progress = 0.0
         kept: list[str] = []
         for line in lines:
@@ -386,6 +393,12 @@ class LocalJobRunner:
         done = dict(state="failed", pid=None, finished_at=time.time(), log_tail=tail)
         if job.cancel_requested:
             return msgspec.structs.replace(job, **{**done, "state": "cancelled"})
+        if code < 0:  # a signal the runner did not send (it sends SIGTERM only to cancel, recorded above)
+            name = _signal_name(-code)
+            last = f"; its last line: {tail[-1]}" if tail else ""
+            return msgspec.structs.replace(job, **done, error=(
+                f"killed by {name} (exit code {code}) from outside the job runner (the out-of-memory killer, an operator, "
+                f"a shutdown); its artifact is not used{last}"))
         if code != 0:
             reason = tail[-1] if tail else "no output"
             return msgspec.structs.replace(job, **done, error=f"exit code {code}: {reason}")
@@ -422,9 +435,12 @@ class LocalJobRunner:
         if promoted and self.on_promote is not None:
             try:
                 self.on_promote(job, key)
-            except Exception as exc:  # recorded; the runner and the service carry on
+            except Exception as exc:  # not served: recorded so, and the earlier artifact stays the one compared with
                 log.exception("putting job %s into service failed", job.id)
-                note = f"{note}; but putting it into service failed: {exc}"
+                self.promotions.withdraw(key, job.id, replaced)
+                still = f"job {replaced.job_id} still served" if replaced else "nothing is served for it yet"
+                note = f"kept, not served: putting it into service failed: {_problem(exc)}; {still}"
+                promoted = False
         return msgspec.structs.replace(job, promoted=promoted, promotion_note=note, metrics=metrics)
 
 
@@ -432,6 +448,13 @@ def _failed(job: Job, error: str) -> Job:
     """The job as failed with `error`, its worker gone; the error ends its log tail too."""
     return msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=error,
                                    log_tail=[*job.log_tail, error][-30:])
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _problem(exc: BaseException) -> str:
