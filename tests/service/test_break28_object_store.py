@@ -31,6 +31,12 @@ def s3():
 
 
 @pytest.fixture
+def prefix(tmp_path) -> str:
+    """A prefix of the bucket for this test alone: moto keeps a bucket's objects for the whole process."""
+    return tmp_path.name
+
+
+@pytest.fixture
 def service_log(monkeypatch, caplog):
     for name in ("pluralign.service", "pluralign.store"):
         monkeypatch.setattr(logging.getLogger(name), "handlers", [caplog.handler])
@@ -52,11 +58,11 @@ def no_secrets(*texts: str) -> None:
 
 
 @pytest.mark.slow  # ~16 s on two busy cores (retries, the ingest worker's turns); fast: test_a_store_that_..._naming_the_table[wrong keys]
-def test_an_object_store_that_goes_away_is_a_503_saying_so_and_the_service_recovers_by_itself(service_log, serve, s3):
+def test_an_object_store_that_goes_away_is_a_503_saying_so_and_the_service_recovers_by_itself(service_log, serve, s3, prefix):
     """The endpoint stops while the service runs (connections refused), then comes back on the same
     address. Feedback is acknowledged meanwhile (the local log keeps it) and moved in once the store
     answers, without a restart; /health names the tables while it is down and is "ok" once they answer."""
-    data, server, svc = serve(**s3.settings("svc"), store_retries=1)
+    data, server, svc = serve(**s3.settings(prefix), store_retries=1)
     rt = svc.runtime
     with server, svc.client("acme") as acme, svc.client("globex") as globex:
         give_comparisons(acme, "ann", "tea", n=2)
@@ -97,14 +103,14 @@ FAULTS = {  # what the store answers -> what the client is told
 
 
 @pytest.mark.parametrize("fault", [pytest.param(name, marks=marks) for name, (_, _, marks) in FAULTS.items()])
-def test_a_store_that_throttles_fails_hangs_or_refuses_the_keys_is_a_503_naming_the_table(service_log, serve, s3, fault):
+def test_a_store_that_throttles_fails_hangs_or_refuses_the_keys_is_a_503_naming_the_table(service_log, serve, s3, prefix, fault):
     """A proxy in front of moto answers every request itself. A hung store is answered within the
     store's timeout (`store_timeout_s`, 1 s here: four reads of 1 s each, not the minutes of object_store's
     own 30 s a request retried for 180 s); a 403's body names the access key id, as S3's does: it is in no
     log line, error or health output."""
     answer, says, _ = FAULTS[fault]
     with FaultyProxy(s3.endpoint) as proxy:
-        data, server, svc = serve(**s3.settings("faults", proxy.endpoint), store_timeout_s=1.0, store_retries=1)
+        data, server, svc = serve(**s3.settings(prefix, proxy.endpoint), store_timeout_s=1.0, store_retries=1)
         rt = svc.runtime
         with server, svc.client("acme") as acme:
             give_comparisons(acme, "ann", "tea", n=2)
@@ -125,15 +131,16 @@ def test_a_store_that_throttles_fails_hangs_or_refuses_the_keys_is_a_503_naming_
             proxy.release.set()
             assert chat(acme, "ann").status_code == 200
             assert wait_until(lambda: acme.get("/health").json()["feedback_pending"] == 0)  # moved in, no restart
-            assert acme.get("/v1/users/bob/preferences").json()["total"] == 1
+            page = acme.get("/v1/users/bob/preferences").json()
+            assert page["total"] == 1, page
             assert acme.get("/health").json()["status"] == "ok"
 
 
-def test_a_deleted_bucket_is_named_and_feedback_is_kept(service_log, serve, s3):
+def test_a_deleted_bucket_is_named_and_feedback_is_kept(service_log, serve, s3, prefix):
     """The bucket removed under the running service: reads meet its tables' files gone, writes S3's
     NoSuchBucket. The feedback sent meanwhile stays in the local log (acknowledged), and the ingest
     worker says the bucket does not exist."""
-    data, server, svc = serve(**s3.settings("gone"), store_retries=1)
+    data, server, svc = serve(**s3.settings(prefix), store_retries=1)
     rt = svc.runtime
     with server, svc.client("acme") as acme:
         give_comparisons(acme, "ann", "tea", n=1)
@@ -185,7 +192,7 @@ def test_object_store_words_are_sorted_by_what_an_operator_checks(words):
     assert storage_problem(RuntimeError("lance error: Retryable commit conflict for version 3")) is None
 
 
-def test_what_s3_repeats_of_the_request_and_the_store_s_keys_are_in_no_error(s3):
+def test_what_s3_repeats_of_the_request_and_the_store_s_keys_are_in_no_error(s3, prefix):
     """A Store on a bucket behind a proxy answering 403 (its body names the access key id, as S3's
     does), opened and then read: its errors name the table and the problem, not the key."""
     from pluralign.store import Store
@@ -194,7 +201,7 @@ def test_what_s3_repeats_of_the_request_and_the_store_s_keys_are_in_no_error(s3)
 
     with FaultyProxy(s3.endpoint) as proxy:
         options = {**s3.options, "aws_endpoint": proxy.endpoint, "client_max_retries": "0"}
-        store = Store(s3.uri("keys"), "enc", 8, storage_options=options)
+        store = Store(s3.uri(f"{prefix}/keys"), "enc", 8, storage_options=options)
         store.add_preferences(*prefs("t", "u", 1))
         proxy.fault = lambda method, path, headers: (403, "SignatureDoesNotMatch")
         with pytest.raises(StoreUnavailable) as caught:
@@ -202,7 +209,7 @@ def test_what_s3_repeats_of_the_request_and_the_store_s_keys_are_in_no_error(s3)
         assert (caught.value.name, caught.value.problem) == ("table `preferences`", "denied")
         assert "<AWSAccessKeyId>(hidden)</AWSAccessKeyId>" in str(caught.value)
         with pytest.raises(StoreUnavailable) as opening:
-            Store(s3.uri("other"), "enc", 8, storage_options=options)
+            Store(s3.uri(f"{prefix}/other"), "enc", 8, storage_options=options)
         assert (opening.value.name, opening.value.action, opening.value.problem) == ("the store", "opened", "denied")
         no_secrets(str(caught.value), str(opening.value))
 
@@ -216,13 +223,13 @@ START_FAULTS = {  # what is wrong -> the setting the one line names first, and w
 
 @pytest.mark.slow  # three real starts (the encoder and a tiny generator load before the store opens), 10-20 s each
 @pytest.mark.parametrize("wrong", START_FAULTS)
-def test_serve_on_a_store_it_cannot_reach_says_which_setting_in_one_line_and_exits_3(tmp_path, s3, tiny_generator_dir, wrong):
+def test_serve_on_a_store_it_cannot_reach_says_which_setting_in_one_line_and_exits_3(tmp_path, s3, prefix, tiny_generator_dir, wrong):
     """Before: `pluralign: error: Invalid input, Failed to connect to namespace: IO { source: Generic { store:
     "S3", source: ListRequest ...` (some 900 characters of object_store's debug output, naming no setting),
     exit status 2 (a bad setting's), whether the endpoint was down, the bucket missing or the keys wrong."""
     from tests.service.test_break25b_failed_start import last_line, serve, snapshot
 
-    env = {f"PLURALIGN_{k.upper()}": str(v).lower() if isinstance(v, bool) else v for k, v in s3.settings("start").items()}
+    env = {f"PLURALIGN_{k.upper()}": str(v).lower() if isinstance(v, bool) else v for k, v in s3.settings(prefix).items()}
     with FaultyProxy(s3.endpoint) as proxy:
         if wrong == "endpoint down":
             env["PLURALIGN_STORE_ENDPOINT"] = f"http://127.0.0.1:{proxy.endpoint.rsplit(':', 1)[1]}"
