@@ -192,6 +192,7 @@ def test_object_store_words_are_sorted_by_what_an_operator_checks(words):
     assert storage_problem(RuntimeError("lance error: Retryable commit conflict for version 3")) is None
 
 
+@pytest.mark.slow  # ~4 s; the service's log and answers are checked in the default suite by the [wrong keys] case above
 def test_what_s3_repeats_of_the_request_and_the_store_s_keys_are_in_no_error(s3, prefix):
     """A Store on a bucket behind a proxy answering 403 (its body names the access key id, as S3's
     does), opened and then read: its errors name the table and the problem, not the key."""
@@ -249,3 +250,20 @@ def test_serve_on_a_store_it_cannot_reach_says_which_setting_in_one_line_and_exi
     assert "Traceback" not in result.stderr and "development API key" not in result.stderr
     no_secrets(result.stdout, result.stderr)
     assert snapshot(data) is None  # the data folder it made is removed again
+
+
+def test_metrics_answers_while_the_store_hangs(serve, s3, prefix):
+    """Replicas read the store at every count (`store_sync_ms`; 0 here): /metrics counted every table's
+    rows in the scrape, so a hung store held the scrape for its timeouts (33 s with `store_timeout_s` 1 s;
+    60 s a request here, past this client's 30 s and a Prometheus scrape's 10 s) and the storage-failure
+    gauge was never read. Now the scrape reports the last counts it got and the gauge."""
+    with FaultyProxy(s3.endpoint) as proxy:
+        data, server, svc = serve(**s3.settings(prefix, proxy.endpoint), store_timeout_s=60.0, store_retries=0, store_sync_ms=0)
+        with server, svc.client("acme") as acme:
+            assert 'pluralign_table_rows{table="preferences"} 0' in acme.get("/metrics").text
+            proxy.fault = lambda method, path, headers: "hang"
+            acme.timeout = 30
+            metrics = acme.get("/metrics")
+            assert metrics.status_code == 200 and 'pluralign_table_rows{table="preferences"} 0' in metrics.text
+            assert "pluralign_storage_failures" in metrics.text
+            proxy.release.set()  # the count waiting on the store ends (the connection dropped)
