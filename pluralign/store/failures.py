@@ -53,7 +53,7 @@ _UNREACHABLE = re.compile(r"error sending request|dispatch failure|tcp connect e
                           r"operation timed out|non-2xx status code: 5\d\d|status: 5\d\d|<Code>SlowDown<", re.IGNORECASE)
 _DENIED = re.compile(r"lacked the necessary privileges|non-2xx status code: 403|status: 403|<Code>(?:InvalidAccessKeyId|"
                      r"SignatureDoesNotMatch|ExpiredToken|InvalidToken|AccessDenied)<", re.IGNORECASE)
-_NO_BUCKET = re.compile(r"<Code>NoSuchBucket<|NoSuchBucket")
+_NO_BUCKET = re.compile(r"NoSuchBucket")
 _OBJECT_STORE = re.compile(r"\bS3\b|object.?store|Error performing (?:GET|PUT|POST|DELETE|HEAD)", re.IGNORECASE)
 # what S3's error bodies repeat of a request (real S3 names the access key id of a 403, and the string it
 # signed): hidden before the words reach a log line or an error
@@ -111,7 +111,7 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
 def object_store_problem(text: str) -> str | None:
     """"no-bucket", "denied" or "unreachable" when `text` (Lance's or object_store's words) says an object
     store has no such bucket, refused the credentials, or did not answer (or answered 5xx); else None."""
-    if not _OBJECT_STORE.search(text) and "lance" not in text.lower():
+    if not _OBJECT_STORE.search(text):  # a local disk's "(os error 110)" is no object store's
         return None
     if _NO_BUCKET.search(text):
         return "no-bucket"
@@ -189,4 +189,3 @@ class Problems:
                 del self._seen[key]
                 self._ages.discard(key)
             return [{"what": name, "action": action, **seen} for (name, action), seen in sorted(self._seen.items(), key=lambda i: i[1]["since"])]
-
