@@ -175,6 +175,15 @@ class Problems:
                 if (name, action) not in self._ages:
                     self._seen.pop((name, action), None)
 
+    def object_store_down(self, within_s: float) -> dict | None:
+        """The latest object-store failure (`OBJECT_STORE_PROBLEMS`: no answer, the keys refused, no
+        bucket) seen in the last `within_s` seconds and not yet followed by a success, else None."""
+        now = time.time()
+        with self._lock:
+            found = [{"what": name, "action": action, **seen} for (name, action), seen in self._seen.items()
+                     if seen["problem"] in OBJECT_STORE_PROBLEMS and now - seen["last"] < within_s]
+        return max(found, key=lambda p: p["last"]) if found else None
+
     def forget(self, name: str, action: str) -> None:
         """Drop what was noted of `name` and `action` (a step that failed was done again, and passed)."""
         with self._lock:
