@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -59,6 +60,11 @@ class Settings(Base, frozen=True):
     store_allow_http: bool = False  # allow a plain-http endpoint (local S3-compatible servers)
     store_access_key_id: str | None = None
     store_secret_access_key: str | None = None
+    # with an object store: the longest one request to it may take (connecting at most 5 s of it), and how
+    # often a failed one (refused, timed out, 5xx, SlowDown) is sent again, with backoff, within that time
+    # from its first try; a request that needs the store while it is down is answered 503 within a few of these
+    store_timeout_s: float = 10.0
+    store_retries: int = 3
     generator: str = "smollm2"  # `smollm2`, a folder holding a saved causal LM, or `openai:URL` (vLLM)
     generator_model: str | None = None  # with `openai:URL`: the base model's name on that server
     generator_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
@@ -180,6 +186,10 @@ class Settings(Base, frozen=True):
             raise ValueError(f"`job_runner` must be `local` or `ray`, got {self.job_runner!r}")
         if not 0 < self.deletion_sweep_s < float("inf"):  # NaN fails too
             raise ValueError(f"`deletion_sweep_s` must be positive and finite, got {self.deletion_sweep_s}")
+        if not 0 < self.store_timeout_s <= 3600:  # NaN fails too
+            raise ValueError(f"`store_timeout_s` must be above 0 and at most 3600, got {self.store_timeout_s}")
+        if not 0 <= self.store_retries <= 100:
+            raise ValueError(f"`store_retries` must be 0..100, got {self.store_retries}")
         if self.store_sync_ms is not None and self.store_sync_ms < 0:
             raise ValueError("`store_sync_ms` must be at least 0")
         for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_deletes", "delete_queue", "tenant_queued_jobs", "job_attempts",
@@ -209,6 +219,12 @@ class Settings(Base, frozen=True):
             "allow_http": "true" if self.store_allow_http else None,
             "aws_access_key_id": self.store_access_key_id, "aws_secret_access_key": self.store_secret_access_key,
         }
+        from pluralign.store.location import is_object_store  # lancedb: imported by whoever opens the store anyway
+
+        if is_object_store(self.lancedb_uri):  # object_store's own: 30 s a request, retried for up to 180 s
+            ms = max(1, round(self.store_timeout_s * 1000))
+            options.update(timeout=f"{ms}ms", connect_timeout=f"{min(ms, 5000)}ms", client_max_retries=str(self.store_retries),
+                           client_retry_timeout=str(max(1, math.ceil(self.store_timeout_s))))
         return {k: v for k, v in options.items() if v}
 
     @property

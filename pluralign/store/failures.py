@@ -1,8 +1,11 @@
-"""Stored data that cannot be read or written: a full disk, a read-only mount, a damaged file.
+"""Stored data that cannot be read or written: a full disk, a read-only mount, a damaged file, an
+object store that cannot be reached, refuses the credentials, or has no such bucket.
 
 Lance reports these as `RuntimeError("lance error: LanceError(IO): File too large (os error 27), <its
 Rust source line>")` (a truncated data file: "failed to fill whole buffer", no file named), plain
-file writes as OSError. Both become `StoreUnavailable`, which names what could not be read or written
+file writes as OSError; an object store's failures come in object_store's words inside Lance's
+("Generic S3 error: ... HTTP error: error sending request", "403 Forbidden: ...InvalidAccessKeyId...",
+"NoSuchBucket"). All become `StoreUnavailable`, which names what could not be read or written
 (a table, the feedback log) and why, so that a caller can say so (the service: 507 or 503) instead
 of an "internal error", and an operator reads which table in the log. `Problems` remembers the
 recent ones for a health check.
@@ -23,10 +26,15 @@ PROBLEMS = {  # kind -> words for it
     "read-only": "the folder is read-only or not permitted",
     "unreadable": "a file of it is damaged or unreadable",
     "missing": "its folder was removed",
+    # an object store (`s3://`): what an operator checks is the endpoint, the keys, or the bucket
+    "unreachable": "the object store did not answer in time or answered with a server error (down, unreachable, slow or throttling)",
+    "denied": "the object store refused the credentials (a wrong or expired key, or no permission)",
+    "no-bucket": "its bucket does not exist",
 }
 # a rewrite of stored files without a deleted user's records (the feedback log's segments): noted apart from
 # the plain writes of the same thing, whose later success does not mean the deleted user's text is gone
 REWRITTEN = "rewritten without a deleted user"
+OBJECT_STORE_PROBLEMS = frozenset({"unreachable", "denied", "no-bucket"})  # shown until the same action succeeds, reads too
 WRITES = frozenset({"written", REWRITTEN})  # actions whose failure shows until that same action succeeds
 READ_PROBLEM_S = 600.0  # how long a failed read is reported (`Problems.recent`) after it was last seen
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -38,6 +46,19 @@ _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 _PANIC = re.compile(r"task \d+ panicked with message")
 _UNREADABLE = re.compile(r"LanceError\(IO\)|LanceError\(Arrow\): (?:Io|Parser|Ipc) error|Not found: |corrupt|" + _PANIC.pattern,
                          re.IGNORECASE)
+# object_store's words (inside Lance's) for a request that never got an answer (refused, reset, timed out:
+# "HTTP error: error sending request", hyper's "tcp connect error", "dispatch failure"), or got S3's 5xx
+# ("Server returned non-2xx status code: 503 Service Unavailable: ...SlowDown...", "status: 503")
+_UNREACHABLE = re.compile(r"error sending request|dispatch failure|tcp connect error|Connection ?refused|connection reset|"
+                          r"operation timed out|non-2xx status code: 5\d\d|status: 5\d\d|<Code>SlowDown<", re.IGNORECASE)
+_DENIED = re.compile(r"lacked the necessary privileges|non-2xx status code: 403|status: 403|<Code>(?:InvalidAccessKeyId|"
+                     r"SignatureDoesNotMatch|ExpiredToken|InvalidToken|AccessDenied)<", re.IGNORECASE)
+_NO_BUCKET = re.compile(r"NoSuchBucket")
+_OBJECT_STORE = re.compile(r"\bS3\b|object.?store|Error performing (?:GET|PUT|POST|DELETE|HEAD)", re.IGNORECASE)
+# what S3's error bodies repeat of a request (real S3 names the access key id of a 403, and the string it
+# signed): hidden before the words reach a log line or an error
+_ECHOED = re.compile(r"<(AWSAccessKeyId|SignatureProvided|StringToSign|StringToSignBytes|CanonicalRequest|CanonicalRequestBytes)>.*?</\1>",
+                     re.DOTALL)
 _RUST_SOURCE = re.compile(r",\s*/\S+\.rs:\d+:\d+")  # where in Lance's source: no use to an operator
 
 
@@ -73,7 +94,10 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
         found = _OS_ERROR.search(text) if "lance" in text.lower() else None
         if found:
             code = int(found.group(1))
-        elif _UNREADABLE.search(text) and ("lance" in text.lower() or _PANIC.match(text)):
+        remote = object_store_problem(text) if code not in FULL | READ_ONLY else None
+        if remote is not None:
+            return remote, None
+        if not found and _UNREADABLE.search(text) and ("lance" in text.lower() or _PANIC.match(text)):
             return "unreadable", None
     if code in FULL:
         return "full", code
@@ -84,14 +108,39 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
     return None
 
 
-def unavailable(exc: BaseException, name: str, where: str, action: str) -> StoreUnavailable | None:
-    """`exc` as a StoreUnavailable naming `name`, or None when it is no storage problem (re-raise it)."""
+def object_store_problem(text: str) -> str | None:
+    """"no-bucket", "denied" or "unreachable" when `text` (Lance's or object_store's words) says an object
+    store has no such bucket, refused the credentials, or did not answer (or answered 5xx); else None."""
+    if not _OBJECT_STORE.search(text):  # a local disk's "(os error 110)" is no object store's
+        return None
+    if _NO_BUCKET.search(text):
+        return "no-bucket"
+    if _DENIED.search(text):
+        return "denied"
+    if _UNREACHABLE.search(text):
+        return "unreachable"
+    return None
+
+
+def scrub(text: str, secrets=()) -> str:
+    """`text` without what an S3 error body repeats of the request (the access key id, the signed string)
+    and without any of `secrets` (the store's credentials), for a log line or an error."""
+    text = _ECHOED.sub(lambda m: f"<{m.group(1)}>(hidden)</{m.group(1)}>", text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "(hidden)")
+    return text
+
+
+def unavailable(exc: BaseException, name: str, where: str, action: str, secrets=()) -> StoreUnavailable | None:
+    """`exc` as a StoreUnavailable naming `name`, or None when it is no storage problem (re-raise it).
+    `secrets` (the store's credentials) are left out of its words."""
     if isinstance(exc, StoreUnavailable):
         return exc
     found = storage_problem(exc)
     if found is None:
         return None
-    detail = _RUST_SOURCE.sub("", getattr(exc, "strerror", None) or str(exc)).strip()
+    detail = scrub(_RUST_SOURCE.sub("", getattr(exc, "strerror", None) or str(exc)).strip(), secrets)
     if isinstance(exc, OSError) and exc.filename:
         detail = f"{detail}: {exc.filename}"
     return StoreUnavailable(name, where, action, found[0], detail, found[1])
@@ -99,7 +148,8 @@ def unavailable(exc: BaseException, name: str, where: str, action: str) -> Store
 
 class Problems:
     """The storage failures seen lately, by what failed and how (`failed`), for a health check: a
-    write that failed is shown until a later write of the same thing succeeds (room again); a read,
+    write that failed is shown until a later write of the same thing succeeds (room again), and so is
+    a read of an object store that did not answer or refused it (it answers again); a read,
     or a write whose successes nobody reports, for READ_PROBLEM_S after it was last seen (a damaged
     file stays damaged until an operator restores it; reads of other rows may succeed meanwhile)."""
 
@@ -116,14 +166,23 @@ class Problems:
         with self._lock:
             seen = self._seen.setdefault((exc.name, exc.action), {"failures": 0, "since": now})
             seen.update(problem=exc.problem, last=now, failures=seen["failures"] + 1)
-            if not watched or exc.action not in WRITES:
+            if not watched or (exc.action not in WRITES and exc.problem not in OBJECT_STORE_PROBLEMS):
                 self._ages.add((exc.name, exc.action))
 
     def succeeded(self, name: str, action: str) -> None:
-        if action in WRITES and (name, action) in self._seen:
+        if (name, action) in self._seen:
             with self._lock:
                 if (name, action) not in self._ages:
                     self._seen.pop((name, action), None)
+
+    def object_store_down(self, within_s: float) -> dict | None:
+        """The latest object-store failure (`OBJECT_STORE_PROBLEMS`: no answer, the keys refused, no
+        bucket) seen in the last `within_s` seconds and not yet followed by a success, else None."""
+        now = time.time()
+        with self._lock:
+            found = [{"what": name, "action": action, **seen} for (name, action), seen in self._seen.items()
+                     if seen["problem"] in OBJECT_STORE_PROBLEMS and now - seen["last"] < within_s]
+        return max(found, key=lambda p: p["last"]) if found else None
 
     def forget(self, name: str, action: str) -> None:
         """Drop what was noted of `name` and `action` (a step that failed was done again, and passed)."""

@@ -130,7 +130,7 @@ class Ingestor:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         except (AttributeError, OSError):
             pass
-        last, said = "", 0.0  # the last storage failure logged, and when
+        last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5):
                 continue
@@ -140,10 +140,10 @@ class Ingestor:
                     if entries:
                         self._move_entries(entries)
             except StoreUnavailable as exc:  # no room, a damaged table: said once a minute, not with every retry
-                if str(exc) != last or time.monotonic() - said > 60:
+                if (exc.name, exc.action, exc.problem) != last or time.monotonic() - said > 60:
                     log.error("moving feedback from the log into the table failed: %s; the rows stay in the log "
                               "(acknowledged, replayed at a restart) and are moved once the table can be written", exc)
-                    last, said = str(exc), time.monotonic()
+                    last, said = (exc.name, exc.action, exc.problem), time.monotonic()
                 self._stop.wait(1.0)
             except Exception:  # the records stay pending (and durable); try again shortly
                 log.exception("moving feedback from the log failed")

@@ -32,7 +32,7 @@ from lancedb.index import Bitmap, BTree
 from pluralign.data.record import Base
 from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
-from pluralign.store.failures import Problems, StoreUnavailable, unavailable
+from pluralign.store.failures import Problems, StoreUnavailable, object_store_problem, unavailable
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
 from pluralign.store.lease import Lease, LeaseLost, PurgeMarks, open_lease_table
@@ -214,7 +214,16 @@ class Store:
         self.encoder_id = encoder_id
         self.dim = dim
         self.sync_seconds = sync_seconds
-        self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds))
+        # the credentials among the options: never in a log line or an error (`failures.scrub`)
+        self._secrets = tuple(v for k, v in (storage_options or {}).items() if "key" in k or "secret" in k or "token" in k)
+        try:
+            self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds))
+            existing = set(self.db.list_tables().tables)
+        except (OSError, RuntimeError, ValueError) as exc:  # an object store down, refusing the keys, without the bucket
+            found = unavailable(exc, "the store", uri, "opened", self._secrets) if is_object_store(uri) else None
+            if found is None:
+                raise
+            raise found from None
         self._lock = threading.RLock()  # held by every commit
         self._maintenance_lock = threading.RLock()  # held by compaction and deletes (`_maintenance`)
         self.schemas = {
@@ -226,7 +235,6 @@ class Store:
         self._appends = {name: GroupCommit(lambda data, name=name: self._commit_append(name, data))
                          for name in ("preferences", "interactions", "stated_changes")}
         self._upserts = GroupCommit(self._commit_users)
-        existing = set(self.db.list_tables().tables)
         self.tables = {name: self._open(name, schema, name in existing) for name, schema in self.schemas.items()}
         # who was deleted, by hash, for other replicas' files (`pluralign.store.deletions`); apart from
         # `tables`: it names no user by id, so a user's DELETE, compaction and stats pass it by
@@ -289,7 +297,7 @@ class Store:
         try:
             yield
         except (OSError, RuntimeError, ValueError) as exc:
-            found = unavailable(exc, what, self.uri, action)
+            found = unavailable(exc, what, self.uri, action, self._secrets)
             if found is None or found is exc:
                 raise
             self.problems.failed(found)
@@ -314,12 +322,16 @@ class Store:
             self.lease.confirm()
 
     def _open(self, name: str, schema: pa.Schema, exists: bool):
-        if not exists:
-            return self.db.create_table(name, schema=schema)
         try:
+            if not exists:
+                return self.db.create_table(name, schema=schema)
             table = self.db.open_table(name)
             found = table.schema.metadata or {}
         except (RuntimeError, OSError, ValueError) as exc:  # lance's errors for a manifest cut short, a file missing, ...
+            if is_object_store(self.uri) and object_store_problem(str(exc)) is not None:  # its endpoint, keys or bucket
+                raise unavailable(exc, f"table `{name}`", self.uri, "opened" if exists else "created", self._secrets) from None
+            if not exists:
+                raise
             raise StoreError(f"table `{name}` at {self.uri} cannot be opened (damaged or unreadable: {exc}); "
                              "restore the folder from a backup, or use another data folder") from None
         for key, want in schema.metadata.items():

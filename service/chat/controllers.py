@@ -30,7 +30,7 @@ from service.chat.schemas import (
     Delta,
     Usage,
 )
-from service.errors import bad_request, error_responses, storage_status, stream_error
+from service.errors import bad_request, error_responses, storage_response, storage_status, stream_error
 from service.ids import check_user_id
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
@@ -108,6 +108,22 @@ def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
     return p
 
 
+NOT_TRIED = ("not tried: it failed within the last PLURALIGN_STORE_TIMEOUT_S seconds; nothing this request sent "
+             "was acknowledged; send it again later")
+
+
+def store_down(rt: Runtime) -> StoreUnavailable | None:
+    """The object store's failure when one was seen within the last `store_timeout_s` (not followed by a
+    success): a chat is then answered 503 at once instead of taking a generation slot to wait out the
+    store's timeouts again (10-40 s each; the chats queued behind it, any tenant's, waited as long
+    again). After that time the next chat tries the store again."""
+    down = rt.store.problems.object_store_down(rt.settings.store_timeout_s)
+    if down is None:
+        return None
+    return StoreUnavailable(down["what"], rt.settings.lancedb_uri, down["action"], down["problem"],
+                            f"not tried: {down['failures']} failure(s), the last {time.time() - down['last']:.1f} s ago")
+
+
 def choices_wanted(data: ChatRequest) -> int:
     return 1 if data.n is None else data.n
 
@@ -129,6 +145,9 @@ async def create_chat_completion(
     check_combinations(data)
     sampling = sampling_for(rt, data)
     check_prompt_size(rt, data, sampling)
+    down = store_down(rt)
+    if down is not None:
+        return storage_response(request, down, NOT_TRIED)
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
         created = int(time.time())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from litestar import Litestar, Request, get
@@ -34,13 +37,51 @@ def health(request: Request) -> dict:
     }
 
 
+ROWS_WAIT_S = 2.0  # the longest a scrape waits for the tables' row counts before it reports the last ones
+
+
+class TableRows:
+    """The tables' row counts for /metrics, counted on a thread of their own, one count at a time: a
+    scrape waits at most ROWS_WAIT_S for the count, then reports the last one it got. Counted in the
+    scrape, an object store that hangs held every scrape for its timeouts and retries (33 s with
+    `store_timeout_s` 1 s on replicas, which count on the store), past a scraper's own timeout
+    (Prometheus: 10 s), so the storage-failure gauge beside it was never read when it mattered."""
+
+    def __init__(self, store):
+        self.store = store
+        self._lock = threading.Lock()
+        self._counting: Future | None = None
+        self._last: dict[str, int] = {}
+
+    def _count(self, future: Future) -> None:
+        try:
+            future.set_result(self.store.stats())
+        except BaseException as exc:  # noqa: BLE001 - handed to the scrape that waits, if any
+            future.set_exception(exc)
+
+    def get(self, wait_s: float = ROWS_WAIT_S) -> dict[str, int]:
+        with self._lock:
+            if self._counting is None or self._counting.done():
+                self._counting = Future()
+                threading.Thread(target=self._count, args=(self._counting,), name="table-rows", daemon=True).start()
+            counting = self._counting
+        try:
+            self._last = counting.result(timeout=wait_s)
+        except FutureTimeout:
+            pass
+        return self._last
+
+
 def scrape_state(app: Litestar) -> list:
     """What /metrics reads from the runtime at scrape time: (name, kind, help, [(labels, value)])."""
     rt: Runtime = app.state.runtime
     _, pending = rt.ingest.log.backlog()
     histories = rt.store.histories
+    rows = app.state.get("table_rows")
+    if rows is None:
+        rows = app.state.table_rows = TableRows(rt.store)
     state = [
-        ("pluralign_table_rows", "gauge", "rows per LanceDB table", [({"table": name}, n) for name, n in rt.store.stats().items()]),
+        ("pluralign_table_rows", "gauge", "rows per LanceDB table", [({"table": name}, n) for name, n in rows.get().items()]),
         ("pluralign_storage_failures", "gauge", "failures to read or write stored data lately, of what /health lists under storage",
          [({}, sum(p["failures"] for p in rt.store.problems.recent()))]),
         ("pluralign_feedback_pending_rows", "gauge", "acknowledged feedback rows still in the log (not yet embedded)", [({}, pending)]),

@@ -38,7 +38,14 @@ def test_object_store_settings_become_lance_storage_options():
     assert settings.lancedb_uri == "s3://bucket/pluralign"
     assert settings.storage_options == {
         "aws_endpoint": "http://127.0.0.1:9000", "allow_http": "true", "aws_access_key_id": "id", "aws_secret_access_key": "secret",
+        # object_store's own bounds (30 s a request, retried for 180 s) held a request on a hung store for minutes
+        "timeout": "10000ms", "connect_timeout": "5000ms", "client_max_retries": "3", "client_retry_timeout": "10",
     }
+    quick = Settings.load({**env, "PLURALIGN_STORE_TIMEOUT_S": "1.5", "PLURALIGN_STORE_RETRIES": "0"}).storage_options
+    assert (quick["timeout"], quick["connect_timeout"], quick["client_max_retries"], quick["client_retry_timeout"]) == ("1500ms", "1500ms", "0", "2")
+    for name, value in (("PLURALIGN_STORE_TIMEOUT_S", "0"), ("PLURALIGN_STORE_TIMEOUT_S", "nan"), ("PLURALIGN_STORE_RETRIES", "-1")):
+        with pytest.raises(ValueError, match=name.removeprefix("PLURALIGN_").lower()):
+            Settings.load({**env, name: value})
     assert Settings.load({}).storage_options == {}
     with pytest.raises(ValueError, match="store_allow_http"):
         Settings.load({"PLURALIGN_STORE_ALLOW_HTTP": "perhaps"})

@@ -36,9 +36,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_listen(args.host, args.port)  # before a data folder, a key, a model or the service's imports (seconds)
-    from pluralign.files import left_as_found
+    from pluralign.store.failures import StoreUnavailable
     from pluralign.store.location import is_object_store
-    from service.auth import KeyRing
     from service.settings import Settings
     from training.common import check_writable, setup_logging
 
@@ -54,19 +53,56 @@ def run(args: argparse.Namespace) -> int:
     # not load, Ctrl-C) removes what it created: the folder is left as it was found
     # not a store other replicas share (`replicas` > 1): what appeared there meanwhile may be theirs
     local_store = [] if is_object_store(settings.lancedb_uri) or settings.replicas > 1 else [settings.lancedb_uri]
+    try:
+        app = start(settings, local_store)
+    except StoreUnavailable as exc:  # the object store down, refusing the keys, without the bucket: not a bad setting's 2
+        print(f"pluralign: error: {store_problem(settings, exc)}", file=sys.stderr, flush=True)
+        return 3
+    from service.app import cut_running, stop_taking_work
+
+    started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_work, app), on_grace_over=partial(cut_running, app))
+    if not started:
+        return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
+    return how_it_stopped(app.state.runtime, requests)
+
+
+def start(settings, local_store: list[str]):
+    """The app, built; a key printed at the first start. What a failed start created is removed."""
+    from pluralign.files import left_as_found
+    from service.auth import KeyRing
+
     with left_as_found(settings.data_path, *local_store):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
-        from service.app import create_app, cut_running, stop_taking_work
+        from service.app import create_app
 
         app = create_app(settings)  # promotions.json, the population model's description and the FSPO adapter first, then the models
         if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
             key = keys.issue("default", name="development key")
             print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
-    started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_work, app), on_grace_over=partial(cut_running, app))
-    if not started:
-        return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
-    return how_it_stopped(app.state.runtime, requests)
+    return app
+
+
+STORE_SETTINGS = {  # what an operator checks for each object-store problem at start
+    "unreachable": "PLURALIGN_STORE_ENDPOINT (setting store_endpoint)",
+    "denied": "PLURALIGN_STORE_ACCESS_KEY_ID and PLURALIGN_STORE_SECRET_ACCESS_KEY (settings store_access_key_id, store_secret_access_key)",
+    "no-bucket": "PLURALIGN_STORE_URI (setting store_uri)",
+}
+MAX_DETAIL = 400  # characters of the object store's own words a failed start repeats (the log line is one line)
+
+
+def store_problem(settings, exc) -> str:
+    """One line for a start whose store cannot be opened: the setting to check first, the store, what is
+    wrong, and the cause's words (no credentials: `pluralign.store.failures.scrub`)."""
+    from pluralign.store.failures import PROBLEMS
+
+    where = settings.lancedb_uri
+    setting = STORE_SETTINGS.get(exc.problem, "PLURALIGN_STORE_URI (setting store_uri)")
+    if exc.problem == "unreachable":
+        setting += f" = {settings.store_endpoint}" if settings.store_endpoint else " (unset: AWS's own endpoint)"
+        setting += f", within PLURALIGN_STORE_TIMEOUT_S = {settings.store_timeout_s:g} s a request"
+    detail = exc.detail if len(exc.detail) <= MAX_DETAIL else exc.detail[:MAX_DETAIL] + "..."
+    return f"{setting}: the store {where} cannot be {exc.action}: {PROBLEMS[exc.problem]} ({detail})"
 
 
 def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None) -> tuple[bool, CancelledRequests]:

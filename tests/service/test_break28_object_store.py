@@ -1,0 +1,273 @@
+"""Session 28: the service on an object store (moto's S3 on loopback, `tests/s3.py`) that goes away,
+refuses the keys, throttles or hangs while the service runs, with the real app over HTTP.
+
+Before: every request that needed the store was answered 503 saying "a file of it is damaged or
+unreadable" (the operator restores a backup for a bucket that only needed its endpoint back); a hung
+store held a chat for minutes (object_store's 30 s a request, retried for up to 180 s, several requests
+a read); the ingest worker logged its failure every few seconds (its words named a new file each try,
+so "once a minute" never held); a 403's S3 body, naming the access key id, went to the log as it was;
+and /health stayed "degraded" for 10 minutes after the store answered again."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.s3 import FaultyProxy, S3Server
+from tests.service.test_break20_delete import give_comparisons
+from tests.service.test_break27_storage import chat, comparison
+from tests.service.test_delete_journal import wait_until
+
+ACCESS_KEY, SECRET_KEY = "AKIAPLURALIGNTEST28", "pluralign-secret-not-to-be-shown-28"
+UNREACHABLE = "the object store did not answer in time or answered with a server error"
+DENIED = "the object store refused the credentials"
+
+
+@pytest.fixture
+def s3():
+    with S3Server("pluralign-break28", access_key=ACCESS_KEY, secret_key=SECRET_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def prefix(tmp_path) -> str:
+    """A prefix of the bucket for this test alone: moto keeps a bucket's objects for the whole process."""
+    return tmp_path.name
+
+
+@pytest.fixture
+def service_log(monkeypatch, caplog):
+    for name in ("pluralign.service", "pluralign.store"):
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [caplog.handler])
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+def unavailable(r, says: str) -> str:
+    assert r.status_code == 503, (r.status_code, r.text)
+    error = r.json()["error"]
+    assert error["code"] == "storage_unavailable" and says in error["message"], error
+    assert "damaged" not in error["message"] and r.headers["Retry-After"] == "60"
+    return error["message"]
+
+
+def no_secrets(*texts: str) -> None:
+    for text in texts:
+        assert ACCESS_KEY not in text and SECRET_KEY not in text, text[-2000:]
+
+
+@pytest.mark.slow  # ~16 s on two busy cores (retries, the ingest worker's turns); fast: test_a_store_that_..._naming_the_table[wrong keys]
+def test_an_object_store_that_goes_away_is_a_503_saying_so_and_the_service_recovers_by_itself(service_log, serve, s3, prefix):
+    """The endpoint stops while the service runs (connections refused), then comes back on the same
+    address. Feedback is acknowledged meanwhile (the local log keeps it) and moved in once the store
+    answers, without a restart; /health names the tables while it is down and is "ok" once they answer."""
+    data, server, svc = serve(**s3.settings(prefix), store_retries=1)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme, svc.client("globex") as globex:
+        give_comparisons(acme, "ann", "tea", n=2)
+        rt.wait_for_background()
+        assert chat(acme, "ann").status_code == 200
+        s3.stop()
+        bodies = [unavailable(chat(acme, "ann"), UNREACHABLE), unavailable(globex.get("/v1/users/bea"), UNREACHABLE),
+                  unavailable(chat(globex, "bea"), "not tried")]  # at once: the store failed within store_timeout_s
+        assert "nothing this request sent was acknowledged" in bodies[0]
+        for i in range(2):
+            assert acme.post("/v1/feedback", json=comparison("bob", i)).status_code == 201  # durable in the local log
+        assert wait_until(lambda: sum(p["failures"] for p in rt.store.problems.recent()
+                                      if p["what"] == "table `preferences`" and p["action"] == "written") >= 3)
+        health = acme.get("/health").json()
+        assert health["status"] == "degraded" and health["feedback_pending"] == 2, health
+        assert {p["problem"] for p in health["storage"]} == {"unreachable"}, health
+        assert "table `preferences`" in {p["what"] for p in health["storage"]}, health
+        moving = [r.getMessage() for r in service_log.records if r.getMessage().startswith("moving feedback")]
+        assert len(moving) == 1 and UNREACHABLE in moving[0], moving  # said once, not at every try
+        metrics = acme.get("/metrics").text
+        no_secrets(*bodies, str(health), metrics, *(r.getMessage() for r in service_log.records))
+
+        s3.start()
+        assert wait_until(lambda: acme.get("/health").json()["feedback_pending"] == 0, timeout=60)
+        assert [p["chosen"] for p in acme.get("/v1/users/bob/preferences").json()["data"]] == ["Tea 0.", "Tea 1."]
+        assert wait_until(lambda: chat(acme, "ann").status_code == 200, timeout=30)
+        assert globex.get("/v1/users/bea").status_code == 404
+        assert acme.get("/health").json()["status"] == "ok"
+
+
+SLOW = pytest.mark.slow  # 4-8 s each (the store's retries and timeouts); their words are checked fast by test_object_store_words_*
+FAULTS = {  # what the store answers -> what the client is told
+    "throttling (503 SlowDown)": ((503, "SlowDown"), UNREACHABLE, SLOW),
+    "failing (500 InternalError)": ((500, "InternalError"), UNREACHABLE, SLOW),
+    "dropping connections": ("drop", UNREACHABLE, SLOW),
+    "hanging (no answer)": ("hang", UNREACHABLE, SLOW),
+    "expired keys (403 ExpiredToken)": ((403, "ExpiredToken"), DENIED, SLOW),
+    "wrong keys (403 InvalidAccessKeyId)": ((403, "InvalidAccessKeyId"), DENIED, ()),
+}
+
+
+@pytest.mark.parametrize("fault", [pytest.param(name, marks=marks) for name, (_, _, marks) in FAULTS.items()])
+def test_a_store_that_throttles_fails_hangs_or_refuses_the_keys_is_a_503_naming_the_table(service_log, serve, s3, prefix, fault):
+    """A proxy in front of moto answers every request itself. A hung store is answered within the
+    store's timeout (`store_timeout_s`, 1 s here: four reads of 1 s each, not the minutes of object_store's
+    own 30 s a request retried for 180 s); a 403's body names the access key id, as S3's does: it is in no
+    log line, error or health output."""
+    answer, says, _ = FAULTS[fault]
+    with FaultyProxy(s3.endpoint) as proxy:
+        data, server, svc = serve(**s3.settings(prefix, proxy.endpoint), store_timeout_s=1.0, store_retries=1)
+        rt = svc.runtime
+        with server, svc.client("acme") as acme:
+            give_comparisons(acme, "ann", "tea", n=2)
+            rt.wait_for_background()
+            rt.store.histories.invalidate([("acme", "ann")])  # as a restart would: the next read goes to the store
+            proxy.fault = lambda method, path, headers: answer
+            with svc.client("acme") as bounded:
+                bounded.timeout = 60  # object_store's own timeouts took minutes here
+                message = unavailable(chat(bounded, "ann"), says)
+            assert proxy.requests > 0
+            with svc.client("globex") as globex:  # another tenant's chat is not queued behind the store's timeouts again
+                assert "not tried: it failed within the last PLURALIGN_STORE_TIMEOUT_S seconds" in unavailable(chat(globex, "bea"), says)
+            assert acme.post("/v1/feedback", json=comparison("bob")).status_code == 201  # the local log takes it
+            health = acme.get("/health").json()
+            assert health["status"] == "degraded" and health["storage"][0]["problem"] == ("denied" if says == DENIED else "unreachable")
+            logged = [r.getMessage() for r in service_log.records if "answered 503" in r.getMessage()]
+            assert logged and "table `" in logged[0], logged
+            no_secrets(message, str(health), acme.get("/metrics").text, *(r.getMessage() for r in service_log.records))
+            proxy.fault = lambda method, path, headers: None
+            proxy.release.set()
+            assert wait_until(lambda: chat(acme, "ann").status_code == 200)  # once `store_timeout_s` has passed, or a write got through
+            assert wait_until(lambda: acme.get("/health").json()["feedback_pending"] == 0)  # moved in, no restart
+            page = acme.get("/v1/users/bob/preferences").json()
+            assert page["total"] == 1, page
+            assert acme.get("/health").json()["status"] == "ok"
+
+
+def test_a_deleted_bucket_is_named_and_feedback_is_kept(service_log, serve, s3, prefix):
+    """The bucket removed under the running service: reads meet its tables' files gone, writes S3's
+    NoSuchBucket. The feedback sent meanwhile stays in the local log (acknowledged), and the ingest
+    worker says the bucket does not exist."""
+    data, server, svc = serve(**s3.settings(prefix), store_retries=1)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, "ann", "tea", n=1)
+        rt.wait_for_background()
+        bucket = s3.client()
+        for item in bucket.list_objects_v2(Bucket=s3.bucket).get("Contents", []):
+            bucket.delete_object(Bucket=s3.bucket, Key=item["Key"])
+        bucket.delete_bucket(Bucket=s3.bucket)
+        assert acme.post("/v1/feedback", json=comparison("bob")).status_code == 201
+        assert wait_until(lambda: any("its bucket does not exist" in r.getMessage() for r in service_log.records
+                                      if r.getMessage().startswith("moving feedback")))
+        assert acme.get("/health").json()["feedback_pending"] == 1
+        r = acme.get("/v1/users/bob/preferences")  # first moves bob's feedback in: the write fails
+        assert r.status_code == 503 and "its bucket does not exist" in r.json()["error"]["message"], r.text
+
+
+# object_store's words inside Lance's, as lancedb 0.40 raised them here against moto (through the proxy),
+# the endpoint and file names shortened; before this session each was "unreadable" (a damaged file) or,
+# at open, no storage problem at all (a ValueError, or a traceback)
+OBJECT_STORE_SAYS = {
+    "lance error: LanceError(IO): Generic N/A error: LanceError(IO): Generic S3 error: Error performing GET http://127.0.0.1:1/b/p/"
+    "users.lance/data/1.lance in 395.98ms, after 3 retries, max_retries: 3, retry_timeout: 180s  - HTTP error: error sending request": "unreachable",
+    "lance error: LanceError(IO): single PUT of p/preferences.lance/data/1.lance failed after 1.07s (3635 bytes): Generic S3 error: Error "
+    "performing PUT http://127.0.0.1:1/b/p/preferences.lance/data/1.lance in 107.47ms, after 1 retries, max_retries: 1, retry_timeout: "
+    "180s  - Server returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code></Error>": "unreachable",
+    "lance error: LanceError(IO): Generic N/A error: LanceError(IO): The operation lacked the necessary privileges to complete for path "
+    "p/x.lance: Error performing GET http://127.0.0.1:1/b/p/x.lance in 42.71ms - Server returned non-2xx status code: 403 Forbidden: "
+    "<Error><Code>InvalidAccessKeyId</Code></Error>": "denied",
+    "lance error: LanceError(IO): single PUT of p/x.lance failed after 48.55ms: Object at location p/x.lance not found: Error performing "
+    "PUT http://127.0.0.1:1/b/p/x.lance in 48.42ms - Server returned non-2xx status code: 404 Not Found: <Error><Code>NoSuchBucket</Code>"
+    "<Message>The specified bucket does not exist</Message></Error>": "no-bucket",
+    'Invalid input, Failed to connect to namespace: IO { source: Generic { store: "S3", source: ListRequest { source: RetryError('
+    'RetryErrorImpl { method: GET, uri: Some(http://127.0.0.1:1/b?list-type=2), retries: 1, inner: Http(HttpError { kind: Connect, '
+    'source: reqwest::Error { kind: Request, source: hyper_util::client::legacy::Error(Connect, ConnectError("tcp connect error", '
+    '127.0.0.1:1, Os { code: 111, kind: ConnectionRefused, message: "Connection refused" })) } }) }) } }': "unreachable",
+    'Invalid input, Failed to connect to namespace: IO { source: Generic { store: "S3", source: ListRequest { source: RetryError('
+    'RetryErrorImpl { method: GET, retries: 0, inner: Status { status: 403, body: Some("<Error><Code>InvalidAccessKeyId</Code>'
+    '</Error>") } }) } }': "denied",
+}
+
+
+@pytest.mark.parametrize("words", OBJECT_STORE_SAYS, ids=range(len(OBJECT_STORE_SAYS)))
+def test_object_store_words_are_sorted_by_what_an_operator_checks(words):
+    """The endpoint (down, slow, throttling), the keys, or the bucket; a local disk's words keep their kinds."""
+    from pluralign.store.failures import storage_problem
+
+    assert storage_problem(ValueError(words) if words.startswith("Invalid") else RuntimeError(words)) == (OBJECT_STORE_SAYS[words], None)
+    assert storage_problem(RuntimeError("lance error: LanceError(IO): No space left on device (os error 28), /x.rs:1:1")) == ("full", 28)
+    assert storage_problem(RuntimeError("lance error: Retryable commit conflict for version 3")) is None
+
+
+@pytest.mark.slow  # ~4 s; the service's log and answers are checked in the default suite by the [wrong keys] case above
+def test_what_s3_repeats_of_the_request_and_the_store_s_keys_are_in_no_error(s3, prefix):
+    """A Store on a bucket behind a proxy answering 403 (its body names the access key id, as S3's
+    does), opened and then read: its errors name the table and the problem, not the key."""
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from tests.service.test_store import prefs
+
+    with FaultyProxy(s3.endpoint) as proxy:
+        options = {**s3.options, "aws_endpoint": proxy.endpoint, "client_max_retries": "0"}
+        store = Store(s3.uri(f"{prefix}/keys"), "enc", 8, storage_options=options)
+        store.add_preferences(*prefs("t", "u", 1))
+        proxy.fault = lambda method, path, headers: (403, "SignatureDoesNotMatch")
+        with pytest.raises(StoreUnavailable) as caught:
+            store.add_preferences(*prefs("t", "u", 1))
+        assert (caught.value.name, caught.value.problem) == ("table `preferences`", "denied")
+        assert "<AWSAccessKeyId>(hidden)</AWSAccessKeyId>" in str(caught.value)
+        with pytest.raises(StoreUnavailable) as opening:
+            Store(s3.uri(f"{prefix}/other"), "enc", 8, storage_options=options)
+        assert (opening.value.name, opening.value.action, opening.value.problem) == ("the store", "opened", "denied")
+        no_secrets(str(caught.value), str(opening.value))
+
+
+START_FAULTS = {  # what is wrong -> the setting the one line names first, and what it says
+    "endpoint down": ("PLURALIGN_STORE_ENDPOINT (setting store_endpoint) = http://127.0.0.1:", UNREACHABLE),
+    "no such bucket": ("PLURALIGN_STORE_URI (setting store_uri)", "its bucket does not exist"),
+    "wrong keys": ("PLURALIGN_STORE_ACCESS_KEY_ID and PLURALIGN_STORE_SECRET_ACCESS_KEY", DENIED),
+}
+
+
+@pytest.mark.slow  # three real starts (the encoder and a tiny generator load before the store opens), 10-20 s each
+@pytest.mark.parametrize("wrong", START_FAULTS)
+def test_serve_on_a_store_it_cannot_reach_says_which_setting_in_one_line_and_exits_3(tmp_path, s3, prefix, tiny_generator_dir, wrong):
+    """Before: `pluralign: error: Invalid input, Failed to connect to namespace: IO { source: Generic { store:
+    "S3", source: ListRequest ...` (some 900 characters of object_store's debug output, naming no setting),
+    exit status 2 (a bad setting's), whether the endpoint was down, the bucket missing or the keys wrong."""
+    from tests.service.test_break25b_failed_start import last_line, serve, snapshot
+
+    env = {f"PLURALIGN_{k.upper()}": str(v).lower() if isinstance(v, bool) else v for k, v in s3.settings(prefix).items()}
+    with FaultyProxy(s3.endpoint) as proxy:
+        if wrong == "endpoint down":
+            env["PLURALIGN_STORE_ENDPOINT"] = f"http://127.0.0.1:{proxy.endpoint.rsplit(':', 1)[1]}"
+            proxy.__exit__()  # its port now refuses connections
+        elif wrong == "no such bucket":
+            env["PLURALIGN_STORE_URI"] = "s3://no-such-bucket-28/start"
+        else:
+            env["PLURALIGN_STORE_ENDPOINT"] = proxy.endpoint
+            proxy.fault = lambda method, path, headers: (403, "InvalidAccessKeyId")
+        data = tmp_path / "data"
+        result = serve(tmp_path, data, PLURALIGN_GENERATOR=str(tiny_generator_dir), PLURALIGN_GENERATION_PROCESS="false",
+                       PLURALIGN_STORE_RETRIES="1", **env)
+    setting, says = START_FAULTS[wrong]
+    assert result.returncode == 3, result.stderr[-3000:]
+    line = last_line(result)
+    assert line.startswith(f"pluralign: error: {setting}") and says in line and "s3://" in line, line
+    assert "Traceback" not in result.stderr and "development API key" not in result.stderr
+    no_secrets(result.stdout, result.stderr)
+    assert snapshot(data) is None  # the data folder it made is removed again
+
+
+def test_metrics_answers_while_the_store_hangs(serve, s3, prefix):
+    """Replicas read the store at every count (`store_sync_ms`; 0 here): /metrics counted every table's
+    rows in the scrape, so a hung store held the scrape for its timeouts (33 s with `store_timeout_s` 1 s;
+    60 s a request here, past this client's 30 s and a Prometheus scrape's 10 s) and the storage-failure
+    gauge was never read. Now the scrape reports the last counts it got and the gauge."""
+    with FaultyProxy(s3.endpoint) as proxy:
+        data, server, svc = serve(**s3.settings(prefix, proxy.endpoint), store_timeout_s=60.0, store_retries=0, store_sync_ms=0)
+        with server, svc.client("acme") as acme:
+            assert 'pluralign_table_rows{table="preferences"} 0' in acme.get("/metrics").text
+            proxy.fault = lambda method, path, headers: "hang"
+            acme.timeout = 30
+            metrics = acme.get("/metrics")
+            assert metrics.status_code == 200 and 'pluralign_table_rows{table="preferences"} 0' in metrics.text
+            assert "pluralign_storage_failures" in metrics.text
+            proxy.release.set()  # the count waiting on the store ends (the connection dropped)
