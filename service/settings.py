@@ -237,7 +237,8 @@ class Settings(Base, frozen=True):
         environ = dict(os.environ if environ is None else environ)
         check_variables(environ)
         for old_name, new_name in DEPRECATED_VARIABLES.items():
-            if old_name not in environ:
+            if not environ.get(old_name):  # unset, or emptied: names nothing (as its readers took it before)
+                environ.pop(old_name, None)
                 continue
             if environ.get(new_name, environ[old_name]) != environ[old_name]:
                 raise ValueError(f"{old_name} ({environ[old_name]}) and {new_name} ({environ[new_name]}) differ: "

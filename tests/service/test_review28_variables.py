@@ -26,3 +26,11 @@ def test_a_config_file_setting_in_upper_case_names_the_setting(tmp_path):
     assert result.returncode == 2, (result.stdout, result.stderr[-2000:])
     assert result.stderr.strip() == (f"pluralign: error: PLURALIGN_CONFIG {config}: no setting `ADAPTERS_DIR` "
                                      "(did you mean `adapters_dir`? the file's settings are lower case)")
+
+
+def test_an_empty_old_adapters_variable_is_as_unset(tmp_path):
+    """`PLURALIGN_ADAPTER_DIR=` (emptied rather than removed, e.g. in a manifest) was `train adapter`'s
+    default before the rename, and names no folder: not an error beside the new name."""
+    settings = Settings.load({"PLURALIGN_ADAPTER_DIR": "", "PLURALIGN_ADAPTERS_DIR": str(tmp_path / "new")})  # was: "differ"
+    assert settings.adapters_path == tmp_path / "new"
+    assert Settings.load({"PLURALIGN_ADAPTER_DIR": "", "PLURALIGN_DATA_DIR": str(tmp_path)}).adapters_path == tmp_path / "adapters"
