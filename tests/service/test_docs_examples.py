@@ -283,8 +283,19 @@ def test_the_admin_examples_too(tmp_path_factory, tiny_generator_dir, tiny_pal_d
         assert follow_the_docs(service, tmp_path, admin_work=True) >= 40
 
 
+# python blocks of the docs not run here: their first line -> the test that makes the same calls (their
+# imports take seconds, and litellm asks the network for a price list first)
+RUN_ELSEWHERE = {"import litellm": "tests/service/test_openai_clients.py::test_litellm_with_user_in_extra_body and "
+                                   "::test_langchain_chat_openai_with_user_in_extra_body"}
+
+
 def test_the_openai_client_snippet_of_the_docs_runs(svc):
-    """docs/api.md's `openai` snippet, run as written with only its base URL and KEY filled in."""
+    """docs/api.md's `openai` snippet, run as written with only its base URL and KEY filled in. Any other
+    python block of the docs is one RUN_ELSEWHERE names, or this test fails naming it (a new snippet is
+    run somewhere, not left out unseen)."""
+    unrun = [f"{doc}:{first}" for doc in DOCS for first, block in fenced_blocks(doc, "python")
+             if "from openai import OpenAI" not in block and block.splitlines()[0] not in RUN_ELSEWHERE]
+    assert not unrun, f"python blocks of the docs that no test runs: {unrun} (run them here, or name their test in RUN_ELSEWHERE)"
     [snippet] = [block for _, block in fenced_blocks("docs/api.md", "python") if "from openai import OpenAI" in block]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
