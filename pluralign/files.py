@@ -5,6 +5,7 @@ its place with renames."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -218,23 +219,27 @@ def copy_into_place(source: str | os.PathLike, folder: str | os.PathLike, staged
 def swap_folder(staged: Path, folder: Path) -> None:
     """Put the fully written `staged` folder in place of `folder` with renames, so a reader sees the
     old artifact or the new one, never half of one. The old one is renamed aside (".<name>.retired<random>")
-    and removed; if another writer puts its folder in place between the two renames, that one is
-    renamed aside too: the last swap wins, whole."""
+    and removed once the new one is in place; if another writer puts its folder in place between the two
+    renames, that one is renamed aside too: the last swap wins, whole. Anything else that stops the
+    swap between the renames (a failed rename, Ctrl-C, SIGTERM raised as an exception) puts the old
+    one back first: `folder` is never left empty."""
     staged, folder = Path(staged), Path(folder)
     for _ in range(100):
         retired = folder.with_name(f".{folder.name}.retired{uuid.uuid4().hex[:12]}")
         try:
-            folder.rename(retired)
-        except FileNotFoundError:
-            retired = None
-        try:
+            with contextlib.suppress(FileNotFoundError):
+                folder.rename(retired)
             staged.rename(folder)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-            continue  # another swap put its folder there meanwhile: retire that one too
+        except BaseException as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                shutil.rmtree(retired, ignore_errors=True)  # superseded by the folder another swap put there
+                continue  # another swap put its folder there meanwhile: retire that one too
+            if retired.exists() and not folder.exists():
+                with contextlib.suppress(OSError):  # (another swap's folder got there first: it is the artifact)
+                    retired.rename(folder)  # as it was
+            raise
         finally:
-            if retired is not None:
+            if retired.exists() and folder.exists():  # the new one is in place (or the old one back)
                 shutil.rmtree(retired, ignore_errors=True)
         fsync_dir(folder.parent)
         return

@@ -253,7 +253,8 @@ class Settings(Base, frozen=True):
         environ = dict(os.environ if environ is None else environ)
         check_variables(environ)
         for old_name, new_name in DEPRECATED_VARIABLES.items():
-            if old_name not in environ:
+            if not environ.get(old_name):  # unset, or emptied: names nothing (as its readers took it before)
+                environ.pop(old_name, None)
                 continue
             if environ.get(new_name, environ[old_name]) != environ[old_name]:
                 raise ValueError(f"{old_name} ({environ[old_name]}) and {new_name} ({environ[new_name]}) differ: "
@@ -303,7 +304,8 @@ def check_variables(environ: dict[str, str] | None = None) -> None:
         if name == name.upper() and (rest in known or SERVICE_LINK.fullmatch(rest)):
             continue
         close = [rest] if rest in known else difflib.get_close_matches(rest, known, n=1)  # the prefix alone is not close
-        hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "see docs/api.md"
+        meant = DEPRECATED_VARIABLES.get(f"{ENV_PREFIX}{close[0]}", f"{ENV_PREFIX}{close[0]}") if close else None  # never an old name
+        hint = f"did you mean {meant}?" if meant else "see docs/api.md"
         if name != name.upper():  # `pluralign_max_tokens`: variables are case-sensitive, and ours are upper case
             raise ValueError(f"{name}: no such variable; the settings' variables are upper case ({hint})")
         raise ValueError(f"{name}: no such setting or variable ({hint})")
@@ -324,6 +326,8 @@ def _read_config(config: str, fields: tuple[str, ...]) -> dict:
         raise ValueError(f"{where}: not TOML ({exc})") from None
     unknown = [name for name in values if name not in fields]
     if unknown:
+        if unknown[0].lower() in fields:  # written as its variable is
+            raise ValueError(f"{where}: no setting `{unknown[0]}` (did you mean `{unknown[0].lower()}`? the file's settings are lower case)")
         close = difflib.get_close_matches(unknown[0], fields, n=1)
         raise ValueError(f"{where}: no setting `{unknown[0]}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
     return values

@@ -1,8 +1,24 @@
-"""Scanning a data folder for what a delete must have removed, while other writers keep going."""
+"""Scanning a data folder for what a delete must have removed, while other writers keep going; a disk
+that fills up (a file size limit)."""
 
 from __future__ import annotations
 
+import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Every file this process writes may grow to `limit` bytes: past it, the write fails (EFBIG, as a
+    full disk's ENOSPC). Worker processes started before keep the limit they had."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def files_holding(folder: Path, *needles: str) -> list[str]:

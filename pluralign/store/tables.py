@@ -416,8 +416,7 @@ class Store:
         """Append a user's DELETE to the deletion record every process on this store reads."""
         row = {**msgspec.to_builtins(deletion), "schema_version": SCHEMA_VERSION}
         with self._lock:
-            data = pa.Table.from_pylist([row], schema=self.deletions.schema)
-            self._commit(deletions.TABLE, self.deletions, lambda: self.deletions.add(data), appended=data)
+            self._commit_rows(deletions.TABLE, self.deletions, pa.Table.from_pylist([row], schema=self.deletions.schema))
             self._new_deletions += 1
 
     @_uses("deletions", "read")
@@ -455,8 +454,7 @@ class Store:
 
     def _commit_append(self, name: str, data: pa.Table) -> None:
         with self._lock:  # a delete of the user cannot fall between the commit and the cache update
-            table = self.tables[name]
-            self._commit(name, table, lambda: table.add(data), appended=data)
+            self._commit_rows(name, self.tables[name], data)
             self._after_write(name)
             if name == "preferences":
                 self._grow_histories(data)
@@ -470,15 +468,13 @@ class Store:
         for key, idx in rows_of.items():
             self.histories.extend(key, lambda idx=idx: part(idx))
 
-    def _commit(self, name: str, table, write: Callable[[], object], appended: pa.Table | None = None) -> None:
+    def _commit(self, name: str, table, write: Callable[[], object]) -> None:
         """`write()`, one commit to `table`, which another process's removal of old versions may meet as
         a read does (`_read`): the version this process's handle looks at lost its files ("Not found",
         met as Lance begins from that version, before it commits), and every later write from the
-        handle would meet it again. The table is pointed at its newest version and the write made again,
-        unless it is there already: an append (`appended`) whose first row the table holds, by its key
-        (`APPEND_KEYS`), was committed (a commit is whole or absent) and is not appended twice; an upsert
-        is made again (the same twice). Alone on the store nothing removes what a write uses: raised at
-        once (a damaged table)."""
+        handle would meet it again. The table is pointed at its newest version and the write made again
+        (an upsert: the same twice; an append: `_commit_rows`). Alone on the store nothing removes what
+        a write uses: raised at once (a damaged table)."""
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 write()
@@ -488,16 +484,35 @@ class Store:
                     raise
                 log.warning("a write to %s met another process's removal of old versions (%s); again on the newest version", name, exc)
                 table.checkout_latest()
-                if appended is not None and self._holds(table, name, appended):
-                    return
+
+    def _commit_rows(self, name: str, table, data: pa.Table) -> None:
+        """Append `data` in one commit (`_commit`). Made again, it appends only the rows the table
+        lacks by their key (`APPEND_KEYS`): the first attempt may have committed (a commit is whole or
+        absent), and a batch holds several writers' rows, any of which another replica may have stored
+        meanwhile (an idempotent retry moved by both), so no row is stored twice and none is dropped."""
+        again = False
+
+        def append() -> None:
+            nonlocal again
+            rows = self._lacking(table, name, data) if again else data
+            again = True
+            if rows.num_rows:
+                table.add(rows)
+
+        self._commit(name, table, append)
 
     @staticmethod
-    def _holds(table, name: str, appended: pa.Table) -> bool:
-        """Whether `table` holds the first row of `appended` (by `APPEND_KEYS[name]`)."""
-        first = appended.slice(0, 1).to_pylist()[0]
-        where = " AND ".join(f"{column} = {quote(first[column]) if isinstance(first[column], str) else int(first[column])}"
-                             for column in APPEND_KEYS[name])
-        return table.count_rows(where) > 0
+    def _lacking(table, name: str, data: pa.Table) -> pa.Table:
+        """The rows of `data` whose key (`APPEND_KEYS[name]`) `table` does not hold (a scan of the
+        key columns, on the rare write made again)."""
+        keys = APPEND_KEYS[name]
+
+        def joined(rows: pa.Table) -> pa.Array:
+            columns = [pc.cast(rows.column(k), pa.string()) for k in keys]
+            return columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, "\x00")
+
+        held = joined(table.search().select(list(keys)).limit(None).to_arrow())
+        return data.filter(pc.invert(pc.is_in(joined(data), value_set=held)))
 
     def _after_write(self, name: str) -> None:
         self.writes_since_compaction += 1

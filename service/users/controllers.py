@@ -100,10 +100,8 @@ def export_user(
         return Stream(iter(()), media_type="application/x-ndjson", headers=headers)
     lines = list((services.export_lines if export_format == "all" else services.export_preference_lines)(rt, tenant, user_id))
     # a known user may have no comparisons to export yet (or only rows the preference file leaves out):
-    # unknown is when nothing at all is held about them
-    unknown = not lines and (export_format == "all" or (
-        rt.store.get_user(tenant, user_id) is None and next(iter(services.export_lines(rt, tenant, user_id)), None) is None))
-    if unknown:
+    # unknown is when nothing at all is held about them, as for HEAD
+    if not lines and not services.anything_held(rt, tenant, user_id):
         raise NotFoundException(f"no user {user_id!r} in this tenant")
     return Stream(iter(lines), media_type="application/x-ndjson", headers=headers)
 

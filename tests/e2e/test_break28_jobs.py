@@ -79,21 +79,26 @@ def test_a_worker_killed_from_outside_says_so(tmp_path):
         runner.stop()
 
 
-def test_a_job_whose_log_file_is_removed_while_it_runs_still_succeeds(tmp_path, caplog):
+@pytest.mark.parametrize("removed", [("log",), ("out", "log")], ids=["its log", "its output and log"])
+def test_a_job_whose_log_file_is_removed_while_it_runs_still_succeeds(tmp_path, caplog, removed):
     """Before: the runner's every poll (5 a second) logged a traceback (`polling job ... failed`), and
     the job, whose worker then printed its result and exited 0, was failed: `the runner could not
-    finish it: No such file or directory: <id>.log` (a cleanup of `*.log` files removes jobs' logs)."""
+    finish it: No such file or directory: <id>.log` (a cleanup of `*.log` files removes jobs' logs).
+    Review 28: the runner reads what the worker writes from the files it holds open, so its output
+    removed too still gives the result (was failed: `... No such file or directory: <id>.out`), and
+    the log lines written after the removal still come (was the note "its log <path> was removed
+    while it ran: no more progress or log lines from it")."""
     runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), TEST_KINDS)
     runner.start()
     try:
         job = runner.submit("work", {"seconds": 1})
         while runner.get(job.id).pid is None:  # recorded running once its worker exists
             time.sleep(0.05)
-        log = runner.store.path(job.id, "log")
-        log.unlink()
+        for suffix in removed:
+            runner.store.path(job.id, suffix).unlink()
         done = runner.wait(job.id, timeout=30)
     finally:
         runner.stop()
     assert done.state == "succeeded" and done.metrics["heldout_accuracy"] == 0.5, done
-    assert f"its log {log} was removed while it ran: no more progress or log lines from it" in done.log_tail, done.log_tail
+    assert not runner.store.path(job.id, "log").exists() and done.log_tail[-1] == "training done" and done.progress == 1.0, done.log_tail
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.records

@@ -6,7 +6,6 @@ few lines of Python: tests/e2e/test_break28_jobs.py."""
 
 from __future__ import annotations
 
-import resource
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from pluralign.policy.adapters import adapter_name, read_meta
 from service.admin.controllers import ADMIN_HANDLERS
+from tests.files import file_size_limit
 from tests.service.test_admin import wait_job
 from tests.service.test_delete_journal import wait_until
 
@@ -30,12 +30,8 @@ def full_disk_once_running(admin, job_id: str, limit: int):
     """Files this process writes may grow to `limit` bytes from when job `job_id` is recorded running
     (its worker was started before: it keeps the limit it had) until the block ends."""
     assert wait_until(lambda: admin.get(f"/admin/jobs/{job_id}").json()["state"] != "queued", timeout=60)
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
+    with file_size_limit(limit):
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def served_job(data, key: str) -> str | None:

@@ -29,6 +29,7 @@ _BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 _OUTPUT_COMMENT = re.compile(r"#(?: \{| {2}|\s*HTTP/)")  # a line showing what the command above prints
 _STATUS = re.compile(r"(?:HTTP/1\.1 |(?<![\d\"]): )([1-5]\d\d)(?= [A-Z{])")  # `# HTTP/1.1 412 ...`, `...: 201 {"user", ...}`
 _QUOTED = re.compile(r'"([A-Za-z_]\w*)"')
+_CURL = re.compile(r"(?<![\w-])curl\s")  # the command, not a word in a JSON body ("curl's")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ def documented_curl_examples(doc: str) -> list[Example]:
     continuation lines and quotes spanning lines joined, with its comment: the rest of its line after
     `#`, and the comment lines right below that show its output (`# {...`, `# HTTP/1.1 ...`, `#  ...`)."""
     examples = []
+    text = (REPO / doc).read_text()
+    for m in _BLOCK.finditer(text):  # curl in a block of another language (`sh`, none): not run, so refused
+        if m[1] != "bash" and _CURL.search(m[2]):
+            raise AssertionError(f"{doc}:{text[: m.start()].count(chr(10)) + 1}: a curl example this test cannot run "
+                                 f"(a block fenced `{m[1]}`, not `bash`)")
     for first, block in fenced_blocks(doc, "bash"):
         lines, i = block.splitlines(), 0
         while i < len(lines):
@@ -87,6 +93,9 @@ def documented_curl_examples(doc: str) -> list[Example]:
                 assign, command = m[1], m[2]
             if command.startswith("curl ") or (assign and command.startswith("pluralign ")):
                 examples.append(Example(f"{doc}:{first + start}", command, comment, assign))
+            elif _CURL.search(command):  # `ID=$(curl ...)`, a loop, `time curl`: a step left out would pass unseen
+                raise AssertionError(f"{doc}:{first + start}: a curl example this test cannot run: {command[:120]!r} "
+                                     "(write it as `curl ...` or `export NAME=$(curl ... | jq -r .field)`, or teach the test)")
     return examples
 
 
@@ -274,10 +283,33 @@ def test_the_admin_examples_too(tmp_path_factory, tiny_generator_dir, tiny_pal_d
         assert follow_the_docs(service, tmp_path, admin_work=True) >= 40
 
 
+# python blocks of the docs not run here: their first line -> the test that makes the same calls (their
+# imports take seconds, and litellm asks the network for a price list first)
+RUN_ELSEWHERE = {"import litellm": "tests/service/test_openai_clients.py::test_litellm_with_user_in_extra_body and "
+                                   "::test_langchain_chat_openai_with_user_in_extra_body"}
+
+
 def test_the_openai_client_snippet_of_the_docs_runs(svc):
-    """docs/api.md's `openai` snippet, run as written with only its base URL and KEY filled in."""
+    """docs/api.md's `openai` snippet, run as written with only its base URL and KEY filled in. Any other
+    python block of the docs is one RUN_ELSEWHERE names, or this test fails naming it (a new snippet is
+    run somewhere, not left out unseen)."""
+    unrun = [f"{doc}:{first}" for doc in DOCS for first, block in fenced_blocks(doc, "python")
+             if "from openai import OpenAI" not in block and block.splitlines()[0] not in RUN_ELSEWHERE]
+    assert not unrun, f"python blocks of the docs that no test runs: {unrun} (run them here, or name their test in RUN_ELSEWHERE)"
     [snippet] = [block for _, block in fenced_blocks("docs/api.md", "python") if "from openai import OpenAI" in block]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(snippet.replace("http://127.0.0.1:8000", svc.url), {"KEY": svc.keys["acme"]})  # noqa: S102
     assert "chatcmpl-" in out.getvalue()
+
+
+def test_a_curl_example_the_parser_cannot_run_fails_loudly(tmp_path):
+    """A curl line in a form the reader above does not run (an assignment without `export`, a loop, a
+    block fenced `sh` rather than `bash`) is an error naming it, not an example silently left out."""
+    doc = tmp_path / "doc.md"
+    for block in ("```bash\nID=$(curl -s $URL/health | jq -r .status)\n```\n",
+                  "```bash\nfor u in alice bob; do curl -s $URL/v1/users/$u; done\n```\n",
+                  "```sh\ncurl -s $URL/health\n```\n"):
+        doc.write_text(f"# A doc\n\n{block}")
+        with pytest.raises(AssertionError, match=rf"^{re.escape(str(doc))}:\d+: a curl example this test cannot run"):
+            documented_curl_examples(str(doc))

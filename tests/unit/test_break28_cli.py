@@ -6,14 +6,13 @@ ended in safetensors' traceback; a job's error, which is the worker's last line,
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import pytest
 
+from tests.files import file_size_limit
 from tests.service.tiny import ROOT, save_tiny_generator
 from tests.unit.clitools import cli, write_jsonl
 
@@ -21,17 +20,6 @@ from tests.unit.clitools import cli, write_jsonl
 def rows(n_users: int = 2, per_user: int = 10) -> list[dict]:
     return [{"user_id": f"u{u}", "prompt": f"Tell me about topic {i}", "chosen": f"Short {i}.", "rejected": f"A much longer answer {i}."}
             for u in range(n_users) for i in range(per_user)]
-
-
-@contextmanager
-def file_size_limit(limit: int):
-    """Every file this process writes may grow to `limit` bytes: past it, the write fails (EFBIG)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def test_train_pal_on_a_full_disk_names_the_file_it_could_not_write(tmp_path, capsys, one_torch_thread):

@@ -263,8 +263,10 @@ class LocalJobRunner:
         threads = str(self.config.worker_threads)
         env = {**os.environ, PROGRESS_ENV: "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
                "OPENBLAS_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id}
-        out = open(self.store.path(job.id, "out"), "wb")
-        err = open(self.store.path(job.id, "log"), "wb")
+        # held open, readable: what the worker writes is read from these, so a cleanup that removes the
+        # files (`*.log`) while it runs takes neither its progress nor its result
+        out = open(self.store.path(job.id, "out"), "w+b")
+        err = open(self.store.path(job.id, "log"), "w+b")
         try:
             process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=self.config.cwd, env=env, start_new_session=True)
         except BaseException:
@@ -331,6 +333,7 @@ class LocalJobRunner:
             if progress != job.progress or tail != job.log_tail:
                 self._record(msgspec.structs.replace(job, progress=progress, log_tail=tail))
             return
+        output = _held_bytes(running.out)  # the result line, even if the file was removed
         running.out.close()
         running.err.close()
         del self._running[job_id]
@@ -340,13 +343,13 @@ class LocalJobRunner:
             self._record(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
                                                  log_tail=[*tail, note][-self.config.log_lines :]))
             return
-        self._finished(job, code, progress, tail)
+        self._finished(job, code, progress, tail, output)
 
-    def _finished(self, job: Job, code: int, progress: float, tail: list[str]) -> None:
+    def _finished(self, job: Job, code: int, progress: float, tail: list[str], output: bytes | None = None) -> None:
         """Record a job whose worker exited: `_finish`'s verdict, or failed with why when finishing
         it raised (a full disk writing result.json or promotions.json), never left running."""
         try:
-            final = self._finish(job, code, progress, tail)
+            final = self._finish(job, code, progress, tail, output)
         except Exception as exc:
             log.exception("finishing job %s failed", job.id)
             final = _failed(msgspec.structs.replace(job, log_tail=tail), f"finishing it failed: {_problem(exc)}")
@@ -364,10 +367,14 @@ class LocalJobRunner:
 
     def _read_log(self, job_id: str) -> tuple[float, list[str]]:
         path = self.store.path(job_id, "log")
+        running = self._running.get(job_id)
         try:
-            with open(path, "rb") as f:
-                f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
-                lines = f.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()
+            if isinstance(running, _Running):  # the file this runner holds, there whether or not its name is
+                data = _held_bytes(running.err, last=65536)
+            else:
+                with open(path, "rb") as f:
+                    data = _held_bytes(f, last=65536)
+            lines = data.decode("utf-8", "replace").replace("\r", "\n").splitlines()
         except FileNotFoundError:  # removed behind the runner's back (a cleanup of *.log): the job goes on
             job = self.store.get(job_id)
             if job is None:
@@ -389,7 +396,8 @@ class LocalJobRunner:
             progress = job.progress
         return progress, kept[-self.config.log_lines :]
 
-    def _finish(self, job: Job, code: int, progress: float, tail: list[str]) -> Job:
+    def _finish(self, job: Job, code: int, progress: float, tail: list[str], output: bytes | None = None) -> Job:
+        """`output`: the worker's standard output (None: read from its file)."""
         done = dict(state="failed", pid=None, finished_at=time.time(), log_tail=tail)
         if job.cancel_requested:
             return msgspec.structs.replace(job, **{**done, "state": "cancelled"})
@@ -402,7 +410,7 @@ class LocalJobRunner:
         if code != 0:
             reason = tail[-1] if tail else "no output"
             return msgspec.structs.replace(job, **done, error=f"exit code {code}: {reason}")
-        result = _last_json_line(self.store.path(job.id, "out"))
+        result = _last_json_line(self.store.path(job.id, "out").read_bytes() if output is None else output)
         if result is None:
             return msgspec.structs.replace(job, **done, error="the worker printed no JSON result")
         result_path = self.store.path(job.id, "result.json")
@@ -464,8 +472,16 @@ def _problem(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _last_json_line(path: Path) -> dict | None:
-    for line in reversed(path.read_bytes().splitlines()):
+def _held_bytes(f, last: int | None = None) -> bytes:
+    """What an open file holds (its `last` bytes), read at an offset: a writer sharing its position
+    (the worker's stdout or stderr) is not moved."""
+    size = os.fstat(f.fileno()).st_size
+    start = 0 if last is None else max(0, size - last)
+    return os.pread(f.fileno(), size - start, start)
+
+
+def _last_json_line(output: bytes) -> dict | None:
+    for line in reversed(output.splitlines()):
         if line.strip().startswith(b"{"):
             try:
                 value = msgspec.json.decode(line)
