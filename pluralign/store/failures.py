@@ -55,10 +55,11 @@ _DENIED = re.compile(r"lacked the necessary privileges|non-2xx status code: 403|
                      r"SignatureDoesNotMatch|ExpiredToken|InvalidToken|AccessDenied)<", re.IGNORECASE)
 _NO_BUCKET = re.compile(r"NoSuchBucket")
 _OBJECT_STORE = re.compile(r"\bS3\b|object.?store|Error performing (?:GET|PUT|POST|DELETE|HEAD)", re.IGNORECASE)
-# what S3's error bodies repeat of a request (real S3 names the access key id of a 403, and the string it
-# signed): hidden before the words reach a log line or an error
-_ECHOED = re.compile(r"<(AWSAccessKeyId|SignatureProvided|StringToSign|StringToSignBytes|CanonicalRequest|CanonicalRequestBytes)>.*?</\1>",
-                     re.DOTALL)
+# what S3's error bodies repeat of a request (real S3 names the access key id of a 403 and the string it
+# signed, and an ExpiredToken or InvalidToken 400 the session token itself, `<Token-0>`): hidden before the
+# words reach a log line or an error
+_ECHOED = re.compile(r"<(AWSAccessKeyId|SignatureProvided|StringToSign|StringToSignBytes|CanonicalRequest|CanonicalRequestBytes|"
+                     r"Token-\d+)>.*?</\1>", re.DOTALL)
 _RUST_SOURCE = re.compile(r",\s*/\S+\.rs:\d+:\d+")  # where in Lance's source: no use to an operator
 
 

@@ -114,7 +114,7 @@ NOT_TRIED = ("not tried: it failed within the last PLURALIGN_STORE_TIMEOUT_S sec
 
 def store_down(rt: Runtime) -> StoreUnavailable | None:
     """The object store's failure when one was seen within the last `store_timeout_s` (not followed by a
-    success): a chat is then answered 503 at once instead of taking a generation slot to wait out the
+    success): a chat naming a user is then answered 503 at once instead of taking a generation slot to wait out the
     store's timeouts again (10-40 s each; the chats queued behind it, any tenant's, waited as long
     again). After that time the next chat tries the store again."""
     down = rt.store.problems.object_store_down(rt.settings.store_timeout_s)
@@ -145,7 +145,7 @@ async def create_chat_completion(
     check_combinations(data)
     sampling = sampling_for(rt, data)
     check_prompt_size(rt, data, sampling)
-    down = store_down(rt)
+    down = store_down(rt) if (data.safety_identifier or data.user) is not None else None  # naming no user: nothing stored is read or written
     if down is not None:
         return storage_response(request, down, NOT_TRIED)
     if data.stream:

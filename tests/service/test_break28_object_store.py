@@ -271,3 +271,40 @@ def test_metrics_answers_while_the_store_hangs(serve, s3, prefix):
             assert metrics.status_code == 200 and 'pluralign_table_rows{table="preferences"} 0' in metrics.text
             assert "pluralign_storage_failures" in metrics.text
             proxy.release.set()  # the count waiting on the store ends (the connection dropped)
+
+
+def test_a_session_token_s3_repeats_as_it_refuses_it_is_in_no_error(s3, prefix, monkeypatch):
+    """An expired session token (an instance role's, Kubernetes' IRSA: `AWS_SESSION_TOKEN`, no setting of
+    ours) is refused by S3 with a 400 ExpiredToken whose body repeats the token (`<Token-0>`). Before: the
+    token went into the error and the log line as S3 sent it; now it is hidden, and the kind is "denied"."""
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from tests.service.test_store import prefs
+
+    token = "IQoJb3JpZ2luX2VjEPLURALIGNSESSIONTOKEN28"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    with FaultyProxy(s3.endpoint) as proxy:
+        store = Store(s3.uri(f"{prefix}/token"), "enc", 8, storage_options={**s3.options, "aws_endpoint": proxy.endpoint, "client_max_retries": "0"})
+        proxy.fault = lambda method, path, headers: (400, "ExpiredToken")
+        with pytest.raises(StoreUnavailable) as caught:
+            store.add_preferences(*prefs("t", "u", 1))
+    assert caught.value.problem == "denied" and "<Token-0>(hidden)</Token-0>" in str(caught.value), str(caught.value)
+    assert token not in str(caught.value) and token not in caught.value.detail
+
+
+def test_a_chat_naming_no_user_is_answered_while_the_store_is_known_down(serve, s3, prefix):
+    """A chat naming no user reads and stores nothing, so a store known down is nothing to it. Before: for
+    `store_timeout_s` after any tenant's request met the store down, it was refused too ('not tried')."""
+    with FaultyProxy(s3.endpoint) as proxy:
+        data, server, svc = serve(**s3.settings(prefix, proxy.endpoint), store_timeout_s=60.0, store_retries=0)
+        with server, svc.client("acme") as acme, svc.client("globex") as globex:
+            proxy.fault = lambda method, path, headers: (403, "InvalidAccessKeyId")
+            unavailable(chat(acme, "ann"), DENIED)
+            assert "not tried" in unavailable(chat(globex, "bea"), DENIED)  # the store is known down
+            asked = proxy.requests
+            anonymous = {"model": "pluralign", "max_tokens": 3, "messages": [{"role": "user", "content": "Hello?"}]}
+            r = globex.post("/v1/chat/completions", json=anonymous)
+            assert r.status_code == 200, r.text
+            streamed = globex.post("/v1/chat/completions", json={**anonymous, "stream": True})
+            assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text
+            assert proxy.requests == asked  # they asked nothing of the store
