@@ -13,10 +13,12 @@ recent ones for a health check.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
 import threading
 import time
+from urllib.parse import urlsplit
 
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no room: disk, quota, file size limit
 READ_ONLY = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -121,6 +123,19 @@ def object_store_problem(text: str) -> str | None:
     if _UNREACHABLE.search(text):
         return "unreachable"
     return None
+
+
+def secrets_of(storage_options) -> tuple[str, ...]:
+    """The credentials among Lance `storage_options`, for `scrub`: the keys, secrets and tokens, and the
+    password of a URL (an endpoint `http://user:password@host`, which object_store's words repeat whole)."""
+    found = []
+    for name, value in (storage_options or {}).items():
+        if "key" in name or "secret" in name or "token" in name:
+            found.append(value)
+        elif "://" in str(value):
+            with contextlib.suppress(ValueError):  # not a URL after all
+                found.append(urlsplit(value).password)
+    return tuple(v for v in found if v)
 
 
 def scrub(text: str, secrets=()) -> str:

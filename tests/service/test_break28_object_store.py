@@ -308,3 +308,26 @@ def test_a_chat_naming_no_user_is_answered_while_the_store_is_known_down(serve, 
             streamed = globex.post("/v1/chat/completions", json={**anonymous, "stream": True})
             assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text
             assert proxy.requests == asked  # they asked nothing of the store
+
+
+def test_a_password_in_the_endpoint_url_is_in_no_error_nor_the_failed_start_line():
+    """PLURALIGN_STORE_ENDPOINT=http://user:password@host (a gateway wanting basic auth): object_store's words
+    repeat the URL whole. Before: the password was in the StoreUnavailable, its log lines, and `pluralign
+    serve`'s one line (which names the endpoint)."""
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from service.settings import Settings
+    from tests.s3 import _free_port
+    from training.commands.serve import store_problem
+
+    password = "endpoint-password-28"
+    settings = Settings.load({}, store_uri="s3://no-bucket/p", store_endpoint=f"http://gateway:{password}@127.0.0.1:{_free_port()}",
+                             store_allow_http=True, store_region="us-east-1", store_access_key_id=ACCESS_KEY,
+                             store_secret_access_key=SECRET_KEY, store_retries=0, store_timeout_s=1.0)
+    with pytest.raises(StoreUnavailable) as caught:  # nothing listens there: refused at once
+        Store(settings.lancedb_uri, "enc", 8, storage_options=settings.storage_options)
+    line = store_problem(settings, caught.value)
+    assert caught.value.problem == "unreachable" and "http://gateway:(hidden)@127.0.0.1" in line, line
+    for text in (str(caught.value), caught.value.detail, line):
+        assert password not in text, text
+    no_secrets(str(caught.value), line)
