@@ -331,3 +331,20 @@ def test_a_password_in_the_endpoint_url_is_in_no_error_nor_the_failed_start_line
     for text in (str(caught.value), caught.value.detail, line):
         assert password not in text, text
     no_secrets(str(caught.value), line)
+
+
+def test_an_audit_of_a_store_that_refuses_the_keys_says_so_without_them(s3, prefix, monkeypatch, capsys):
+    """`pluralign audit --store s3://...` (what the service's audit jobs run, the store's PLURALIGN_STORE_*
+    variables in their environment): a store refusing the keys is one line saying so, exit 2. Before: the
+    audit read the store around the service's handling, so S3's 403 body, naming the access key id, went
+    to stderr (the job's log, shown by GET /admin/jobs/{id}) as it was."""
+    from tests.unit.clitools import cli
+
+    with FaultyProxy(s3.endpoint) as proxy:
+        for name, value in {**s3.env(prefix), "PLURALIGN_STORE_ENDPOINT": proxy.endpoint}.items():
+            monkeypatch.setenv(name, value)
+        proxy.fault = lambda method, path, headers: (403, "InvalidAccessKeyId")
+        code, out, err = cli(capsys, "audit", "--store", s3.uri(prefix), "--group-by", "segment", "--json")
+    assert proxy.requests > 0 and code == 2, (code, err[-3000:])
+    assert err.startswith("pluralign: error: ") and DENIED in err and err.count("\n") == 1, err[-3000:]
+    no_secrets(out, err)
