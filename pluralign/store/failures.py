@@ -1,5 +1,5 @@
 """Stored data that cannot be read or written: a full disk, a read-only mount, a damaged file, an
-object store that cannot be reached, refuses the credentials, or has no such bucket.
+object store that cannot be reached, refuses the credentials, has no such bucket, or is in another region.
 
 Lance reports these as `RuntimeError("lance error: LanceError(IO): File too large (os error 27), <its
 Rust source line>")` (a truncated data file: "failed to fill whole buffer", no file named), plain
@@ -32,11 +32,12 @@ PROBLEMS = {  # kind -> words for it
     "unreachable": "the object store did not answer in time or answered with a server error (down, unreachable, slow or throttling)",
     "denied": "the object store refused the credentials (a wrong or expired key, or no permission)",
     "no-bucket": "its bucket does not exist",
+    "wrong-region": "the object store refused the request as malformed or redirected it (most often a wrong region)",
 }
 # a rewrite of stored files without a deleted user's records (the feedback log's segments): noted apart from
 # the plain writes of the same thing, whose later success does not mean the deleted user's text is gone
 REWRITTEN = "rewritten without a deleted user"
-OBJECT_STORE_PROBLEMS = frozenset({"unreachable", "denied", "no-bucket"})  # shown until the same action succeeds, reads too
+OBJECT_STORE_PROBLEMS = frozenset({"unreachable", "denied", "no-bucket", "wrong-region"})  # shown until the same action succeeds, reads too
 WRITES = frozenset({"written", REWRITTEN})  # actions whose failure shows until that same action succeeds
 READ_PROBLEM_S = 600.0  # how long a failed read is reported (`Problems.recent`) after it was last seen
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -56,6 +57,10 @@ _UNREACHABLE = re.compile(r"error sending request|dispatch failure|tcp connect e
 _DENIED = re.compile(r"lacked the necessary privileges|non-2xx status code: 403|status: 403|<Code>(?:InvalidAccessKeyId|"
                      r"SignatureDoesNotMatch|ExpiredToken|InvalidToken|AccessDenied)<", re.IGNORECASE)
 _NO_BUCKET = re.compile(r"NoSuchBucket")
+# a request signed for another region: S3 answers 400 AuthorizationHeaderMalformed, or 301 PermanentRedirect
+# (object_store: "Received redirect without LOCATION, this normally indicates an incorrectly configured region")
+_WRONG_REGION = re.compile(r"non-2xx status code: 400|status: 400\b|Received redirect|BareRedirect|status: 301\b|"
+                           r"<Code>(?:AuthorizationHeaderMalformed|PermanentRedirect|IllegalLocationConstraintException)<")
 _OBJECT_STORE = re.compile(r"\bS3\b|object.?store|Error performing (?:GET|PUT|POST|DELETE|HEAD)", re.IGNORECASE)
 # what S3's error bodies repeat of a request (real S3 names the access key id of a 403 and the string it
 # signed, and an ExpiredToken or InvalidToken 400 the session token itself, `<Token-0>`): hidden before the
@@ -112,8 +117,9 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
 
 
 def object_store_problem(text: str) -> str | None:
-    """"no-bucket", "denied" or "unreachable" when `text` (Lance's or object_store's words) says an object
-    store has no such bucket, refused the credentials, or did not answer (or answered 5xx); else None."""
+    """"no-bucket", "denied", "unreachable" or "wrong-region" when `text` (Lance's or object_store's words)
+    says an object store has no such bucket, refused the credentials, did not answer (or answered 5xx), or
+    refused the request as malformed or redirected it (400, 301: a wrong region); else None."""
     if not _OBJECT_STORE.search(text):  # a local disk's "(os error 110)" is no object store's
         return None
     if _NO_BUCKET.search(text):
@@ -122,6 +128,8 @@ def object_store_problem(text: str) -> str | None:
         return "denied"
     if _UNREACHABLE.search(text):
         return "unreachable"
+    if _WRONG_REGION.search(text):
+        return "wrong-region"
     return None
 
 

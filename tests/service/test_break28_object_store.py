@@ -348,3 +348,27 @@ def test_an_audit_of_a_store_that_refuses_the_keys_says_so_without_them(s3, pref
     assert proxy.requests > 0 and code == 2, (code, err[-3000:])
     assert err.startswith("pluralign: error: ") and DENIED in err and err.count("\n") == 1, err[-3000:]
     no_secrets(out, err)
+
+
+def test_a_wrong_region_is_named_not_called_a_damaged_file(s3, prefix):
+    """S3 answers a request signed for another region 400 AuthorizationHeaderMalformed (or 301 without a
+    Location). Before: a write was 'a file of it is damaged or unreadable' (an operator restores a backup),
+    and a start printed object_store's debug output naming no setting, exit 2."""
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from service.settings import Settings
+    from tests.service.test_store import prefs
+    from training.commands.serve import store_problem
+
+    with FaultyProxy(s3.endpoint) as proxy:
+        options = {**s3.options, "aws_endpoint": proxy.endpoint, "client_max_retries": "0"}
+        store = Store(s3.uri(f"{prefix}/region"), "enc", 8, storage_options=options)
+        for i, answer in enumerate([(400, "AuthorizationHeaderMalformed"), (301, "PermanentRedirect")]):
+            proxy.fault = lambda method, path, headers, answer=answer: answer
+            with pytest.raises(StoreUnavailable) as writing:
+                store.add_preferences(*prefs("t", "u", 1))
+            with pytest.raises(StoreUnavailable) as opening:
+                Store(s3.uri(f"{prefix}/other{i}"), "enc", 8, storage_options=options)
+            assert (writing.value.problem, opening.value.problem) == ("wrong-region", "wrong-region"), (answer, str(writing.value), str(opening.value))
+            line = store_problem(Settings.load({}, **s3.settings(prefix, proxy.endpoint)), opening.value)
+            assert line.startswith("PLURALIGN_STORE_REGION (setting store_region) = us-east-1: ") and "damaged" not in line, line
