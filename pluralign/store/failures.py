@@ -182,6 +182,7 @@ class Problems:
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], dict] = {}  # (name, action) -> problem, failures, first and last seen
         self._ages: set[tuple[str, str]] = set()  # those shown only READ_PROBLEM_S after they were last seen
+        self._answered = 0.0  # when a write of the store last succeeded (`written`; `object_store_down`)
 
     def failed(self, exc: StoreUnavailable, watched: bool = True) -> None:
         """`watched`: a later success of the same write is reported (`succeeded`); False for writes
@@ -193,6 +194,11 @@ class Problems:
             if not watched or (exc.action not in WRITES and exc.problem not in OBJECT_STORE_PROBLEMS):
                 self._ages.add((exc.name, exc.action))
 
+    def written(self) -> None:
+        """A write of the store (any table) succeeded: it answers. Not a read, which Lance may answer from
+        what it holds in memory without asking the store."""
+        self._answered = time.time()
+
     def succeeded(self, name: str, action: str) -> None:
         if (name, action) in self._seen:
             with self._lock:
@@ -201,11 +207,12 @@ class Problems:
 
     def object_store_down(self, within_s: float) -> dict | None:
         """The latest object-store failure (`OBJECT_STORE_PROBLEMS`: no answer, the keys refused, no
-        bucket) seen in the last `within_s` seconds and not yet followed by a success, else None."""
+        bucket) seen in the last `within_s` seconds and followed neither by a success of the same read or
+        write nor by any successful write (`written`: the store answers again), else None."""
         now = time.time()
         with self._lock:
             found = [{"what": name, "action": action, **seen} for (name, action), seen in self._seen.items()
-                     if seen["problem"] in OBJECT_STORE_PROBLEMS and now - seen["last"] < within_s]
+                     if seen["problem"] in OBJECT_STORE_PROBLEMS and now - seen["last"] < within_s and seen["last"] > self._answered]
         return max(found, key=lambda p: p["last"]) if found else None
 
     def forget(self, name: str, action: str) -> None:

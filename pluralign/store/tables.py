@@ -303,6 +303,8 @@ class Store:
             self.problems.failed(found)
             raise found from exc
         self.problems.succeeded(what, action)
+        if action == "written":
+            self.problems.written()
 
     def _mark(self, names: list[str]) -> None:
         """Before deleting rows from the named tables: mark them (`PurgeMarks.mark`) so that, should this

@@ -372,3 +372,22 @@ def test_a_wrong_region_is_named_not_called_a_damaged_file(s3, prefix):
             assert (writing.value.problem, opening.value.problem) == ("wrong-region", "wrong-region"), (answer, str(writing.value), str(opening.value))
             line = store_problem(Settings.load({}, **s3.settings(prefix, proxy.endpoint)), opening.value)
             assert line.startswith("PLURALIGN_STORE_REGION (setting store_region) = us-east-1: ") and "damaged" not in line, line
+
+
+def test_a_chat_is_tried_again_once_the_store_answered_since_it_failed(serve, s3, prefix):
+    """A write the store did not answer (503 SlowDown on the interactions table's PUTs, then no more),
+    then a write of another table that succeeded (feedback moved in): the store answers, and chats are tried again, as docs/operations.md
+    says ('until a read or write of it succeeds'). Before: only a success of that same table's write
+    ended it, so every tenant's chat was refused 'not tried' for `store_timeout_s` after it, whatever
+    the store answered meanwhile."""
+    with FaultyProxy(s3.endpoint) as proxy:
+        data, server, svc = serve(**s3.settings(prefix, proxy.endpoint), store_timeout_s=60.0, store_retries=0)
+        with server, svc.client("acme") as acme, svc.client("globex") as globex:
+            throttled = [True]
+            proxy.fault = lambda method, path, headers: (503, "SlowDown") if throttled[0] and method == "PUT" and "interactions.lance" in path else None
+            unavailable(chat(acme, "ann"), UNREACHABLE)  # its interaction's write
+            throttled[0] = False
+            assert globex.post("/v1/feedback", json=comparison("bea")).status_code == 201
+            assert wait_until(lambda: globex.get("/health").json()["feedback_pending"] == 0)  # a write the store answered
+            r = chat(globex, "bea")
+            assert r.status_code == 200, r.text
