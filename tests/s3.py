@@ -88,7 +88,8 @@ class FaultyProxy:
     """An HTTP proxy on 127.0.0.1 in front of `upstream` (moto) that answers chosen requests itself:
     `proxy.fault = lambda method, path, headers: ...` returns None (pass the request on), an
     (status, S3 error code) pair (answered with S3's XML error body), "drop" (the connection closed
-    unanswered) or "hang" (no answer until `release` is set or the proxy stops). `requests` counts
+    unanswered) or "hang" (no answer until `release` is set or the proxy stops). Its error bodies repeat
+    what S3's do: a 403 the access key id, an ExpiredToken or InvalidToken the session token. `requests` counts
     what reached it. `with FaultyProxy(s3.endpoint) as proxy:`; point the store at `proxy.endpoint`."""
 
     def __init__(self, upstream: str):
@@ -127,6 +128,9 @@ class FaultyProxy:
                     status, code = fault
                     key = re.search(r"Credential=([^/,]+)", self.headers.get("Authorization", ""))
                     echoed = f"<AWSAccessKeyId>{key.group(1)}</AWSAccessKeyId>" if key and status == 403 else ""
+                    token = self.headers.get("X-Amz-Security-Token")
+                    if token and code in ("ExpiredToken", "InvalidToken"):  # S3 repeats the session token it refuses (a 400)
+                        echoed += f"<Token-0>{token}</Token-0>"
                     self._answer(status, [("Content-Type", "application/xml")],
                                  f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{code}</Message>{echoed}</Error>".encode())
                     return

@@ -5,11 +5,13 @@ their largest PAL mixture weight."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
 
 from pluralign.fairness.audit import Comparisons, UnknownGroupBy, index_labels, policy_outcome
+from pluralign.store.failures import secrets_of, unavailable
 from pluralign.store.location import connect, options_from_env
 from pluralign.store.tables import quote
 
@@ -41,15 +43,31 @@ def user_groups_from_store(db, group_by: str, tenant: str | None, names: set[str
     return groups
 
 
+@contextlib.contextmanager
+def reading(uri: str, name: str, storage_options: dict[str, str]):
+    """Around a read of `name` at `uri`: a store that cannot be read (a full or damaged disk, an object store
+    down, refusing the keys, without the bucket) is a StoreUnavailable saying so, without the credentials
+    (what S3's error bodies repeat of them too), not object_store's words as they came."""
+    try:
+        yield
+    except (OSError, RuntimeError, ValueError) as exc:
+        found = unavailable(exc, name, uri, "read", secrets_of(storage_options))
+        if found is None or found is exc:
+            raise
+        raise found from None
+
+
 def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, storage_options: dict[str, str] | None = None) -> Comparisons:
     """Every stored non-tie comparison (of one tenant, or all), users named `tenant/user`. An object
     store is reached with `storage_options`, default those named by `PLURALIGN_STORE_*` variables."""
-    db = connect(uri, options_from_env() if storage_options is None else storage_options)
-    table = db.open_table("preferences")
-    encoder_id = (table.schema.metadata or {}).get(b"encoder_id", b"unknown").decode()
-    where = "tie = false AND rejected != ''" + (f" AND tenant = {quote(tenant)}" if tenant else "")
-    columns = ["tenant", "user_id", "created_at", "attributes", "chosen_vec", "rejected_vec"]
-    data = table.search().where(where).select(columns).limit(None).to_arrow()
+    options = options_from_env() if storage_options is None else storage_options
+    with reading(uri, "table `preferences`", options):
+        db = connect(uri, options)
+        table = db.open_table("preferences")
+        encoder_id = (table.schema.metadata or {}).get(b"encoder_id", b"unknown").decode()
+        where = "tie = false AND rejected != ''" + (f" AND tenant = {quote(tenant)}" if tenant else "")
+        columns = ["tenant", "user_id", "created_at", "attributes", "chosen_vec", "rejected_vec"]
+        data = table.search().where(where).select(columns).limit(None).to_arrow()
     if data.num_rows == 0:
         raise ValueError("no stored comparisons to audit" + (f" for tenant {tenant}" if tenant else ""))
     dim = data.schema.field("chosen_vec").type.list_size
@@ -58,7 +76,8 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     users = [f"{t}/{u}" for t, u in zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)]
     attributes = [json.loads(a or "{}") for a in data.column("attributes").to_pylist()]
     user_names: set[str] = set()
-    by_user = user_groups_from_store(db, group_by, tenant, user_names)
+    with reading(uri, "table `users`", options):
+        by_user = user_groups_from_store(db, group_by, tenant, user_names)
     own = group_by != PAL_PROTOTYPE  # pal_prototype is never read from a comparison's attributes
     if not any((own and group_by in a) or u in by_user for a, u in zip(attributes, users, strict=True)):
         # a misspelled name would put every comparison in one group, "unknown"

@@ -1,5 +1,5 @@
 """Stored data that cannot be read or written: a full disk, a read-only mount, a damaged file, an
-object store that cannot be reached, refuses the credentials, or has no such bucket.
+object store that cannot be reached, refuses the credentials, has no such bucket, or is in another region.
 
 Lance reports these as `RuntimeError("lance error: LanceError(IO): File too large (os error 27), <its
 Rust source line>")` (a truncated data file: "failed to fill whole buffer", no file named), plain
@@ -13,10 +13,12 @@ recent ones for a health check.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
 import threading
 import time
+from urllib.parse import urlsplit
 
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no room: disk, quota, file size limit
 READ_ONLY = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -30,11 +32,12 @@ PROBLEMS = {  # kind -> words for it
     "unreachable": "the object store did not answer in time or answered with a server error (down, unreachable, slow or throttling)",
     "denied": "the object store refused the credentials (a wrong or expired key, or no permission)",
     "no-bucket": "its bucket does not exist",
+    "wrong-region": "the object store refused the request as malformed or redirected it (most often a wrong region)",
 }
 # a rewrite of stored files without a deleted user's records (the feedback log's segments): noted apart from
 # the plain writes of the same thing, whose later success does not mean the deleted user's text is gone
 REWRITTEN = "rewritten without a deleted user"
-OBJECT_STORE_PROBLEMS = frozenset({"unreachable", "denied", "no-bucket"})  # shown until the same action succeeds, reads too
+OBJECT_STORE_PROBLEMS = frozenset({"unreachable", "denied", "no-bucket", "wrong-region"})  # shown until the same action succeeds, reads too
 WRITES = frozenset({"written", REWRITTEN})  # actions whose failure shows until that same action succeeds
 READ_PROBLEM_S = 600.0  # how long a failed read is reported (`Problems.recent`) after it was last seen
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -54,11 +57,16 @@ _UNREACHABLE = re.compile(r"error sending request|dispatch failure|tcp connect e
 _DENIED = re.compile(r"lacked the necessary privileges|non-2xx status code: 403|status: 403|<Code>(?:InvalidAccessKeyId|"
                      r"SignatureDoesNotMatch|ExpiredToken|InvalidToken|AccessDenied)<", re.IGNORECASE)
 _NO_BUCKET = re.compile(r"NoSuchBucket")
+# a request signed for another region: S3 answers 400 AuthorizationHeaderMalformed, or 301 PermanentRedirect
+# (object_store: "Received redirect without LOCATION, this normally indicates an incorrectly configured region")
+_WRONG_REGION = re.compile(r"non-2xx status code: 400|status: 400\b|Received redirect|BareRedirect|status: 301\b|"
+                           r"<Code>(?:AuthorizationHeaderMalformed|PermanentRedirect|IllegalLocationConstraintException)<")
 _OBJECT_STORE = re.compile(r"\bS3\b|object.?store|Error performing (?:GET|PUT|POST|DELETE|HEAD)", re.IGNORECASE)
-# what S3's error bodies repeat of a request (real S3 names the access key id of a 403, and the string it
-# signed): hidden before the words reach a log line or an error
-_ECHOED = re.compile(r"<(AWSAccessKeyId|SignatureProvided|StringToSign|StringToSignBytes|CanonicalRequest|CanonicalRequestBytes)>.*?</\1>",
-                     re.DOTALL)
+# what S3's error bodies repeat of a request (real S3 names the access key id of a 403 and the string it
+# signed, and an ExpiredToken or InvalidToken 400 the session token itself, `<Token-0>`): hidden before the
+# words reach a log line or an error
+_ECHOED = re.compile(r"<(AWSAccessKeyId|SignatureProvided|StringToSign|StringToSignBytes|CanonicalRequest|CanonicalRequestBytes|"
+                     r"Token-\d+)>.*?</\1>", re.DOTALL)
 _RUST_SOURCE = re.compile(r",\s*/\S+\.rs:\d+:\d+")  # where in Lance's source: no use to an operator
 
 
@@ -109,8 +117,9 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
 
 
 def object_store_problem(text: str) -> str | None:
-    """"no-bucket", "denied" or "unreachable" when `text` (Lance's or object_store's words) says an object
-    store has no such bucket, refused the credentials, or did not answer (or answered 5xx); else None."""
+    """"no-bucket", "denied", "unreachable" or "wrong-region" when `text` (Lance's or object_store's words)
+    says an object store has no such bucket, refused the credentials, did not answer (or answered 5xx), or
+    refused the request as malformed or redirected it (400, 301: a wrong region); else None."""
     if not _OBJECT_STORE.search(text):  # a local disk's "(os error 110)" is no object store's
         return None
     if _NO_BUCKET.search(text):
@@ -119,7 +128,22 @@ def object_store_problem(text: str) -> str | None:
         return "denied"
     if _UNREACHABLE.search(text):
         return "unreachable"
+    if _WRONG_REGION.search(text):
+        return "wrong-region"
     return None
+
+
+def secrets_of(storage_options) -> tuple[str, ...]:
+    """The credentials among Lance `storage_options`, for `scrub`: the keys, secrets and tokens, and the
+    password of a URL (an endpoint `http://user:password@host`, which object_store's words repeat whole)."""
+    found = []
+    for name, value in (storage_options or {}).items():
+        if "key" in name or "secret" in name or "token" in name:
+            found.append(value)
+        elif "://" in str(value):
+            with contextlib.suppress(ValueError):  # not a URL after all
+                found.append(urlsplit(value).password)
+    return tuple(v for v in found if v)
 
 
 def scrub(text: str, secrets=()) -> str:
@@ -158,6 +182,7 @@ class Problems:
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], dict] = {}  # (name, action) -> problem, failures, first and last seen
         self._ages: set[tuple[str, str]] = set()  # those shown only READ_PROBLEM_S after they were last seen
+        self._answered = 0.0  # when a write of the store last succeeded (`written`; `object_store_down`)
 
     def failed(self, exc: StoreUnavailable, watched: bool = True) -> None:
         """`watched`: a later success of the same write is reported (`succeeded`); False for writes
@@ -169,6 +194,11 @@ class Problems:
             if not watched or (exc.action not in WRITES and exc.problem not in OBJECT_STORE_PROBLEMS):
                 self._ages.add((exc.name, exc.action))
 
+    def written(self) -> None:
+        """A write of the store (any table) succeeded: it answers. Not a read, which Lance may answer from
+        what it holds in memory without asking the store."""
+        self._answered = time.time()
+
     def succeeded(self, name: str, action: str) -> None:
         if (name, action) in self._seen:
             with self._lock:
@@ -177,11 +207,12 @@ class Problems:
 
     def object_store_down(self, within_s: float) -> dict | None:
         """The latest object-store failure (`OBJECT_STORE_PROBLEMS`: no answer, the keys refused, no
-        bucket) seen in the last `within_s` seconds and not yet followed by a success, else None."""
+        bucket) seen in the last `within_s` seconds and followed neither by a success of the same read or
+        write nor by any successful write (`written`: the store answers again), else None."""
         now = time.time()
         with self._lock:
             found = [{"what": name, "action": action, **seen} for (name, action), seen in self._seen.items()
-                     if seen["problem"] in OBJECT_STORE_PROBLEMS and now - seen["last"] < within_s]
+                     if seen["problem"] in OBJECT_STORE_PROBLEMS and now - seen["last"] < within_s and seen["last"] > self._answered]
         return max(found, key=lambda p: p["last"]) if found else None
 
     def forget(self, name: str, action: str) -> None:

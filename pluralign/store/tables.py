@@ -32,7 +32,7 @@ from lancedb.index import Bitmap, BTree
 from pluralign.data.record import Base
 from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
-from pluralign.store.failures import Problems, StoreUnavailable, object_store_problem, unavailable
+from pluralign.store.failures import Problems, StoreUnavailable, object_store_problem, secrets_of, unavailable
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
 from pluralign.store.lease import Lease, LeaseLost, PurgeMarks, open_lease_table
@@ -215,7 +215,7 @@ class Store:
         self.dim = dim
         self.sync_seconds = sync_seconds
         # the credentials among the options: never in a log line or an error (`failures.scrub`)
-        self._secrets = tuple(v for k, v in (storage_options or {}).items() if "key" in k or "secret" in k or "token" in k)
+        self._secrets = secrets_of(storage_options)
         try:
             self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds))
             existing = set(self.db.list_tables().tables)
@@ -303,6 +303,8 @@ class Store:
             self.problems.failed(found)
             raise found from exc
         self.problems.succeeded(what, action)
+        if action == "written":
+            self.problems.written()
 
     def _mark(self, names: list[str]) -> None:
         """Before deleting rows from the named tables: mark them (`PurgeMarks.mark`) so that, should this

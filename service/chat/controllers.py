@@ -114,7 +114,7 @@ NOT_TRIED = ("not tried: it failed within the last PLURALIGN_STORE_TIMEOUT_S sec
 
 def store_down(rt: Runtime) -> StoreUnavailable | None:
     """The object store's failure when one was seen within the last `store_timeout_s` (not followed by a
-    success): a chat is then answered 503 at once instead of taking a generation slot to wait out the
+    success): a chat naming a user is then answered 503 at once instead of taking a generation slot to wait out the
     store's timeouts again (10-40 s each; the chats queued behind it, any tenant's, waited as long
     again). After that time the next chat tries the store again."""
     down = rt.store.problems.object_store_down(rt.settings.store_timeout_s)
@@ -145,7 +145,7 @@ async def create_chat_completion(
     check_combinations(data)
     sampling = sampling_for(rt, data)
     check_prompt_size(rt, data, sampling)
-    down = store_down(rt)
+    down = store_down(rt) if (data.safety_identifier or data.user) is not None else None  # naming no user: nothing stored is read or written
     if down is not None:
         return storage_response(request, down, NOT_TRIED)
     if data.stream:
@@ -345,6 +345,19 @@ async def _disconnected(request: Request) -> None:
 _END = object()
 
 
+def _cut_ending(rt: Runtime, cut: bool, sent: bool) -> tuple[bytes, ...]:
+    """The events that end a stream whose chat the service's stop cut (`cut`) after its first event was
+    handed over (`sent`: its headers went with it): an error event and [DONE], as a failed stream is told
+    (vLLM does the same). A cut chat is counted; one not cut ends as its own events did."""
+    if not cut:
+        return ()
+    count_stopped(rt, "generating")
+    if not sent:  # answered a plain 503 instead (`scheduled_stream`'s producer raises it)
+        return ()
+    error = stream_error(503, f"{STOPPING}: the answer was stopped before it was finished; send the request again")
+    return b"data: " + CHUNK_ENCODER.encode(error) + b"\n\n", b"data: [DONE]\n\n"
+
+
 async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Request | None = None):
     """The SSE events of `make_events(gone)` produced on the scheduler and handed over as they come.
     Waits for the first event, so a request that fails planning is still a plain 4xx. `gone` is set
@@ -382,13 +395,8 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
             stopped = gone.is_set() and not ended and not chat.cut
             events.close()  # a generation still running is cancelled (Generator.stream's finally)
             cut = chat.cut and not ended
-            if cut:
-                count_stopped(rt, "generating")
-            if cut and sent:  # the service stops: the client is told, as a failed stream is (vLLM does the same)
-                error = stream_error(503, f"{STOPPING}: the answer was stopped before it was finished; send the request again")
-                for event in (b"data: " + CHUNK_ENCODER.encode(error) + b"\n\n", b"data: [DONE]\n\n"):
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
-            loop.call_soon_threadsafe(queue.put_nowait, _END)
+            for event in (*_cut_ending(rt, cut, sent), _END):
+                loop.call_soon_threadsafe(queue.put_nowait, event)
             if stopped:
                 rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
         if cut and not sent:  # before its first event (n > 1 generates every candidate first): no header is sent,

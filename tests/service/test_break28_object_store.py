@@ -125,6 +125,12 @@ def test_a_store_that_throttles_fails_hangs_or_refuses_the_keys_is_a_503_naming_
             assert proxy.requests > 0
             with svc.client("globex") as globex:  # another tenant's chat is not queued behind the store's timeouts again
                 assert "not tried: it failed within the last PLURALIGN_STORE_TIMEOUT_S seconds" in unavailable(chat(globex, "bea"), says)
+                # a chat naming no user reads and stores nothing: answered as ever (it was refused 'not tried' too)
+                asked, anonymous = proxy.requests, {"model": "pluralign", "max_tokens": 3, "messages": [{"role": "user", "content": "Hi?"}]}
+                assert globex.post("/v1/chat/completions", json=anonymous).status_code == 200
+                streamed = globex.post("/v1/chat/completions", json={**anonymous, "stream": True})
+                assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text
+                assert proxy.requests == asked  # they asked nothing of the store
             assert acme.post("/v1/feedback", json=comparison("bob")).status_code == 201  # the local log takes it
             health = acme.get("/health").json()
             assert health["status"] == "degraded" and health["storage"][0]["problem"] == ("denied" if says == DENIED else "unreachable")
@@ -183,6 +189,17 @@ OBJECT_STORE_SAYS = {
     'Invalid input, Failed to connect to namespace: IO { source: Generic { store: "S3", source: ListRequest { source: RetryError('
     'RetryErrorImpl { method: GET, retries: 0, inner: Status { status: 403, body: Some("<Error><Code>InvalidAccessKeyId</Code>'
     '</Error>") } }) } }': "denied",
+    # a request signed for another region (before: "unreadable" on reads and writes, a raw ValueError at open)
+    "lance error: LanceError(IO): single PUT of p/x.lance failed after 41.1ms: Generic S3 error: Error performing PUT "
+    "http://127.0.0.1:1/b/p/x.lance in 41.1ms - Server returned non-2xx status code: 400 Bad Request: <?xml version='1.0' "
+    "encoding='UTF-8'?><Error><Code>AuthorizationHeaderMalformed</Code><Message>AuthorizationHeaderMalformed</Message></Error>": "wrong-region",
+    "lance error: LanceError(IO): single PUT of p/x.lance failed after 448.7µs: Generic S3 error: Error performing PUT "
+    "http://127.0.0.1:1/b/p/x.lance in 448.7µs - Received redirect without LOCATION, this normally indicates an incorrectly configured region": "wrong-region",
+    'Invalid input, Failed to connect to namespace: IO { source: Generic { store: "S3", source: ListRequest { source: RetryError('
+    'RetryErrorImpl { method: GET, uri: Some(http://127.0.0.1:1/b?list-type=2), retries: 0, max_retries: 0, inner: BareRedirect }) } }': "wrong-region",
+    'Invalid input, Failed to connect to namespace: IO { source: Generic { store: "S3", source: ListRequest { source: RetryError('
+    'RetryErrorImpl { method: GET, retries: 0, inner: Status { status: 400, body: Some("<Error><Code>AuthorizationHeaderMalformed'
+    '</Code></Error>") } }) } }': "wrong-region",
 }
 
 
@@ -271,3 +288,158 @@ def test_metrics_answers_while_the_store_hangs(serve, s3, prefix):
             assert metrics.status_code == 200 and 'pluralign_table_rows{table="preferences"} 0' in metrics.text
             assert "pluralign_storage_failures" in metrics.text
             proxy.release.set()  # the count waiting on the store ends (the connection dropped)
+
+
+@pytest.mark.slow  # ~2 s; fast: test_what_s3_repeats_and_an_endpoint_password_are_hidden
+def test_a_session_token_s3_repeats_as_it_refuses_it_is_in_no_error(s3, prefix, monkeypatch):
+    """An expired session token (an instance role's, Kubernetes' IRSA: `AWS_SESSION_TOKEN`, no setting of
+    ours) is refused by S3 with a 400 ExpiredToken whose body repeats the token (`<Token-0>`). Before: the
+    token went into the error and the log line as S3 sent it; now it is hidden, and the kind is "denied"."""
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from tests.service.test_store import prefs
+
+    token = "IQoJb3JpZ2luX2VjEPLURALIGNSESSIONTOKEN28"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    with FaultyProxy(s3.endpoint) as proxy:
+        store = Store(s3.uri(f"{prefix}/token"), "enc", 8, storage_options={**s3.options, "aws_endpoint": proxy.endpoint, "client_max_retries": "0"})
+        proxy.fault = lambda method, path, headers: (400, "ExpiredToken")
+        with pytest.raises(StoreUnavailable) as caught:
+            store.add_preferences(*prefs("t", "u", 1))
+    assert caught.value.problem == "denied" and "<Token-0>(hidden)</Token-0>" in str(caught.value), str(caught.value)
+    assert token not in str(caught.value) and token not in caught.value.detail
+
+
+@pytest.mark.slow  # ~2.5 s; fast: test_what_s3_repeats_and_an_endpoint_password_are_hidden
+def test_a_password_in_the_endpoint_url_is_in_no_error_nor_the_failed_start_line():
+    """PLURALIGN_STORE_ENDPOINT=http://user:password@host (a gateway wanting basic auth): object_store's words
+    repeat the URL whole. Before: the password was in the StoreUnavailable, its log lines, and `pluralign
+    serve`'s one line (which names the endpoint)."""
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from service.settings import Settings
+    from tests.s3 import _free_port
+    from training.commands.serve import store_problem
+
+    password = "endpoint-password-28"
+    settings = Settings.load({}, store_uri="s3://no-bucket/p", store_endpoint=f"http://gateway:{password}@127.0.0.1:{_free_port()}",
+                             store_allow_http=True, store_region="us-east-1", store_access_key_id=ACCESS_KEY,
+                             store_secret_access_key=SECRET_KEY, store_retries=0, store_timeout_s=1.0)
+    with pytest.raises(StoreUnavailable) as caught:  # nothing listens there: refused at once
+        Store(settings.lancedb_uri, "enc", 8, storage_options=settings.storage_options)
+    line = store_problem(settings, caught.value)
+    assert caught.value.problem == "unreachable" and "http://gateway:(hidden)@127.0.0.1" in line, line
+    for text in (str(caught.value), caught.value.detail, line):
+        assert password not in text, text
+    no_secrets(str(caught.value), line)
+
+
+@pytest.mark.slow  # ~3.5 s (the audit's imports); fast: store_source.reading is failures.unavailable, checked by test_object_store_words_*
+def test_an_audit_of_a_store_that_refuses_the_keys_says_so_without_them(s3, prefix, monkeypatch, capsys):
+    """`pluralign audit --store s3://...` (what the service's audit jobs run, the store's PLURALIGN_STORE_*
+    variables in their environment): a store refusing the keys is one line saying so, exit 2. Before: the
+    audit read the store around the service's handling, so S3's 403 body, naming the access key id, went
+    to stderr (the job's log, shown by GET /admin/jobs/{id}) as it was."""
+    from tests.unit.clitools import cli
+
+    with FaultyProxy(s3.endpoint) as proxy:
+        for name, value in {**s3.env(prefix), "PLURALIGN_STORE_ENDPOINT": proxy.endpoint}.items():
+            monkeypatch.setenv(name, value)
+        proxy.fault = lambda method, path, headers: (403, "InvalidAccessKeyId")
+        code, out, err = cli(capsys, "audit", "--store", s3.uri(prefix), "--group-by", "segment", "--json")
+    assert proxy.requests > 0 and code == 2, (code, err[-3000:])
+    assert err.startswith("pluralign: error: ") and DENIED in err and err.count("\n") == 1, err[-3000:]
+    no_secrets(out, err)
+
+
+@pytest.mark.slow  # ~7 s; fast: test_object_store_words_* (the 400 and 301 words) and test_what_s3_repeats_...
+def test_a_wrong_region_is_named_not_called_a_damaged_file(s3, prefix):
+    """S3 answers a request signed for another region 400 AuthorizationHeaderMalformed (or 301 without a
+    Location). Before: a write was 'a file of it is damaged or unreadable' (an operator restores a backup),
+    and a start printed object_store's debug output naming no setting, exit 2."""
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from service.settings import Settings
+    from tests.service.test_store import prefs
+    from training.commands.serve import store_problem
+
+    with FaultyProxy(s3.endpoint) as proxy:
+        options = {**s3.options, "aws_endpoint": proxy.endpoint, "client_max_retries": "0"}
+        store = Store(s3.uri(f"{prefix}/region"), "enc", 8, storage_options=options)
+        for i, answer in enumerate([(400, "AuthorizationHeaderMalformed"), (301, "PermanentRedirect")]):
+            proxy.fault = lambda method, path, headers, answer=answer: answer
+            with pytest.raises(StoreUnavailable) as writing:
+                store.add_preferences(*prefs("t", "u", 1))
+            with pytest.raises(StoreUnavailable) as opening:
+                Store(s3.uri(f"{prefix}/other{i}"), "enc", 8, storage_options=options)
+            assert (writing.value.problem, opening.value.problem) == ("wrong-region", "wrong-region"), (answer, str(writing.value), str(opening.value))
+            line = store_problem(Settings.load({}, **s3.settings(prefix, proxy.endpoint)), opening.value)
+            assert line.startswith("PLURALIGN_STORE_REGION (setting store_region) = us-east-1: ") and "damaged" not in line, line
+
+
+@pytest.mark.slow  # ~4 s; fast: test_a_write_that_succeeds_ends_the_chats_fast_503
+def test_a_chat_is_tried_again_once_the_store_answered_since_it_failed(serve, s3, prefix):
+    """A write the store did not answer (503 SlowDown on the interactions table's PUTs, then no more),
+    then a write of another table that succeeded (feedback moved in): the store answers, and chats are tried again, as docs/operations.md
+    says ('until a read or write of it succeeds'). Before: only a success of that same table's write
+    ended it, so every tenant's chat was refused 'not tried' for `store_timeout_s` after it, whatever
+    the store answered meanwhile."""
+    with FaultyProxy(s3.endpoint) as proxy:
+        data, server, svc = serve(**s3.settings(prefix, proxy.endpoint), store_timeout_s=60.0, store_retries=0)
+        with server, svc.client("acme") as acme, svc.client("globex") as globex:
+            throttled = [True]
+            proxy.fault = lambda method, path, headers: (503, "SlowDown") if throttled[0] and method == "PUT" and "interactions.lance" in path else None
+            unavailable(chat(acme, "ann"), UNREACHABLE)  # its interaction's write
+            throttled[0] = False
+            assert globex.post("/v1/feedback", json=comparison("bea")).status_code == 201
+            assert wait_until(lambda: globex.get("/health").json()["feedback_pending"] == 0)  # a write the store answered
+            r = chat(globex, "bea")
+            assert r.status_code == 200, r.text
+
+
+
+def test_what_s3_repeats_and_an_endpoint_password_are_hidden():
+    """The words of the slow tests above, without a store: S3's `<Token-0>` (a refused session token) and
+    a password in the endpoint's URL are '(hidden)' in the error and in `pluralign serve`'s one line, which
+    names PLURALIGN_STORE_REGION for a wrong region."""
+    from pluralign.store.failures import secrets_of, unavailable
+    from service.settings import Settings
+    from training.commands.serve import store_problem
+
+    token, password = "IQoJb3JpZ2luX2VjEPLURALIGNSESSIONTOKEN28", "endpoint-password-28"
+    settings = Settings.load({}, store_uri="s3://b/p", store_endpoint=f"http://gateway:{password}@127.0.0.1:1", store_region="eu-west-1",
+                             store_access_key_id=ACCESS_KEY, store_secret_access_key=SECRET_KEY)
+    words = {"denied": f"lance error: LanceError(IO): Generic S3 error: Error performing PUT http://gateway:{password}@127.0.0.1:1/b/p/x.lance "
+                       f"- Server returned non-2xx status code: 400 Bad Request: <Error><Code>ExpiredToken</Code><Token-0>{token}</Token-0></Error>",
+             "unreachable": f"lance error: LanceError(IO): Generic S3 error: Error performing GET http://gateway:{password}@127.0.0.1:1/b/p/x.lance "
+                            "- HTTP error: error sending request",
+             "wrong-region": "lance error: LanceError(IO): Generic S3 error: Error performing GET http://127.0.0.1:1/b/p/x.lance - Server returned "
+                             "non-2xx status code: 400 Bad Request: <Error><Code>AuthorizationHeaderMalformed</Code></Error>"}
+    for kind, text in words.items():
+        found = unavailable(RuntimeError(text), "the store", settings.lancedb_uri, "opened", secrets_of(settings.storage_options))
+        line = store_problem(settings, found)
+        assert found.problem == kind and "damaged" not in line, line
+        for shown in (str(found), line):
+            assert token not in shown and password not in shown, shown
+            no_secrets(shown)
+    assert "<Token-0>(hidden)</Token-0>" in str(unavailable(RuntimeError(words["denied"]), "t", "s3://b/p", "read"))
+    assert store_problem(settings, unavailable(RuntimeError(words["unreachable"]), "t", "s3://b/p", "read")).startswith(
+        "PLURALIGN_STORE_ENDPOINT (setting store_endpoint) = http://gateway:(hidden)@127.0.0.1:1")
+    assert store_problem(settings, unavailable(RuntimeError(words["wrong-region"]), "t", "s3://b/p", "read")).startswith(
+        "PLURALIGN_STORE_REGION (setting store_region) = eu-west-1: ")
+
+
+def test_a_write_that_succeeds_ends_the_chats_fast_503():
+    """`Problems.object_store_down` (what a chat's fast 503 asks): a failed write of one table is ended by
+    any write the store takes, not by a read (Lance may answer one from memory) nor by the local feedback log."""
+    from pluralign.store.failures import Problems, StoreUnavailable
+
+    problems = Problems()
+    problems.failed(StoreUnavailable("table `interactions`", "s3://b/p", "written", "unreachable", "503 SlowDown"))
+    problems.succeeded("table `users`", "read")
+    problems.succeeded("the feedback log", "written")
+    assert problems.object_store_down(60)["what"] == "table `interactions`"
+    problems.succeeded("table `preferences`", "written")
+    problems.written()  # as Store._on says of a write
+    assert problems.object_store_down(60) is None
+    assert problems.recent()[0]["what"] == "table `interactions`"  # /health lists it until that write succeeds

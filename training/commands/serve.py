@@ -87,6 +87,7 @@ STORE_SETTINGS = {  # what an operator checks for each object-store problem at s
     "unreachable": "PLURALIGN_STORE_ENDPOINT (setting store_endpoint)",
     "denied": "PLURALIGN_STORE_ACCESS_KEY_ID and PLURALIGN_STORE_SECRET_ACCESS_KEY (settings store_access_key_id, store_secret_access_key)",
     "no-bucket": "PLURALIGN_STORE_URI (setting store_uri)",
+    "wrong-region": "PLURALIGN_STORE_REGION (setting store_region)",
 }
 MAX_DETAIL = 400  # characters of the object store's own words a failed start repeats (the log line is one line)
 
@@ -94,13 +95,16 @@ MAX_DETAIL = 400  # characters of the object store's own words a failed start re
 def store_problem(settings, exc) -> str:
     """One line for a start whose store cannot be opened: the setting to check first, the store, what is
     wrong, and the cause's words (no credentials: `pluralign.store.failures.scrub`)."""
-    from pluralign.store.failures import PROBLEMS
+    from pluralign.store.failures import PROBLEMS, scrub, secrets_of
 
     where = settings.lancedb_uri
     setting = STORE_SETTINGS.get(exc.problem, "PLURALIGN_STORE_URI (setting store_uri)")
     if exc.problem == "unreachable":
-        setting += f" = {settings.store_endpoint}" if settings.store_endpoint else " (unset: AWS's own endpoint)"
+        endpoint = scrub(settings.store_endpoint or "", secrets_of(settings.storage_options))  # a password in its URL
+        setting += f" = {endpoint}" if endpoint else " (unset: AWS's own endpoint)"
         setting += f", within PLURALIGN_STORE_TIMEOUT_S = {settings.store_timeout_s:g} s a request"
+    elif exc.problem == "wrong-region":
+        setting += f" = {settings.store_region}" if settings.store_region else " (unset: AWS_REGION, or us-east-1)"
     detail = exc.detail if len(exc.detail) <= MAX_DETAIL else exc.detail[:MAX_DETAIL] + "..."
     return f"{setting}: the store {where} cannot be {exc.action}: {PROBLEMS[exc.problem]} ({detail})"
 
