@@ -67,7 +67,9 @@ _OBJECT_STORE = re.compile(r"\bS3\b|object.?store|Error performing (?:GET|PUT|PO
 # words reach a log line or an error
 _ECHOED = re.compile(r"<(AWSAccessKeyId|SignatureProvided|StringToSign|StringToSignBytes|CanonicalRequest|CanonicalRequestBytes|"
                      r"Token-\d+)>.*?</\1>", re.DOTALL)
-_RUST_SOURCE = re.compile(r",\s*/\S+\.rs:\d+:\d+")  # where in Lance's source: no use to an operator
+# where in Lance's source (`, /root/.cargo/.../lance-io-13.0.0/src/object_store.rs:512:23`): no use to an operator,
+# and no object store's word either (a local disk's error raised in Lance's object_store.rs is a local disk's)
+_RUST_SOURCE = re.compile(r",\s*[^\s,]+\.rs:\d+:\d+")
 
 
 class StoreUnavailable(OSError):
@@ -97,7 +99,7 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
     if isinstance(exc, StoreUnavailable):
         return exc.problem, exc.errno
     code = exc.errno if isinstance(exc, OSError) else None
-    text = str(exc)
+    text = _RUST_SOURCE.sub("", str(exc))
     if code is None and isinstance(exc, (OSError, RuntimeError, ValueError)):
         found = _OS_ERROR.search(text) if "lance" in text.lower() else None
         if found:
@@ -120,6 +122,7 @@ def object_store_problem(text: str) -> str | None:
     """"no-bucket", "denied", "unreachable" or "wrong-region" when `text` (Lance's or object_store's words)
     says an object store has no such bucket, refused the credentials, did not answer (or answered 5xx), or
     refused the request as malformed or redirected it (400, 301: a wrong region); else None."""
+    text = _RUST_SOURCE.sub("", text)
     if not _OBJECT_STORE.search(text):  # a local disk's "(os error 110)" is no object store's
         return None
     if _NO_BUCKET.search(text):

@@ -213,6 +213,25 @@ def test_object_store_words_are_sorted_by_what_an_operator_checks(words):
     assert storage_problem(RuntimeError("lance error: Retryable commit conflict for version 3")) is None
 
 
+# a local disk's words from Lance name where in Lance's source they were raised, and that file may be its
+# object_store.rs (`object.?store`), so a local "Connection reset" read as an object store's (session 28b)
+LANCE_SOURCE = ", /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lance-io-13.0.0/src/object_store.rs:512:23"
+
+
+def test_a_local_disk_s_words_are_no_object_store_s_where_lance_names_its_object_store_source():
+    """Before: ("unreachable", None): 'the object store did not answer' for a folder on a local disk."""
+    from pluralign.store.failures import storage_problem, unavailable
+
+    local = "lance error: LanceError(IO): Generic LocalFileSystem error: Unable to read /data/p/x.lance: {} (os error {}){}"
+    assert storage_problem(RuntimeError(local.format("Connection reset by peer", 104, LANCE_SOURCE))) is None
+    assert storage_problem(RuntimeError(local.format("Connection refused", 111, ", lance-io/src/object_store.rs:1:1"))) is None
+    eio = RuntimeError(local.format("Input/output error; connection reset", 5, LANCE_SOURCE))
+    assert storage_problem(eio) == ("unreadable", 5)
+    assert ".rs:" not in unavailable(eio, "table `users`", "/data/p", "read").detail
+    # an object store's words keep their kind with the same source named
+    assert storage_problem(RuntimeError(next(iter(OBJECT_STORE_SAYS)) + LANCE_SOURCE)) == ("unreachable", None)
+
+
 @pytest.mark.slow  # ~4 s; the service's log and answers are checked in the default suite by the [wrong keys] case above
 def test_what_s3_repeats_of_the_request_and_the_store_s_keys_are_in_no_error(s3, prefix):
     """A Store on a bucket behind a proxy answering 403 (its body names the access key id, as S3's
