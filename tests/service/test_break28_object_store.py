@@ -462,3 +462,20 @@ def test_a_write_that_succeeds_ends_the_chats_fast_503():
     problems.written()  # as Store._on says of a write
     assert problems.object_store_down(60) is None
     assert problems.recent()[0]["what"] == "table `interactions`"  # /health lists it until that write succeeds
+
+
+def test_chats_answered_not_tried_log_it_once_a_minute(service_log, serve):
+    """While the store is known down every chat naming a user is answered 503 'not tried' at once. Before:
+    each logged an ERROR line, so a flood of chats flooded the log. Now the first is logged and the rest
+    within NOT_TRIED_LOG_S are not; the failure that started it (the first real one) keeps its own line."""
+    from pluralign.store.failures import StoreUnavailable
+    from service.chat.controllers import NOT_TRIED_LOG_S
+
+    data, server, svc = serve()
+    with server, svc.client("acme") as acme:
+        failure = StoreUnavailable("table `preferences`", "s3://b/p", "read", "unreachable", "HTTP error: error sending request")
+        svc.runtime.store.problems.failed(failure)  # as a chat whose read of the store failed notes it
+        for user in ("ann", "bea", "cid"):
+            unavailable(chat(acme, user), "not tried")
+    said = [r for r in service_log.records if "not tried" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "ERROR" and NOT_TRIED_LOG_S >= 60, [r.getMessage() for r in said]
