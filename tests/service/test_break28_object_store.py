@@ -200,6 +200,11 @@ OBJECT_STORE_SAYS = {
     'Invalid input, Failed to connect to namespace: IO { source: Generic { store: "S3", source: ListRequest { source: RetryError('
     'RetryErrorImpl { method: GET, retries: 0, inner: Status { status: 400, body: Some("<Error><Code>AuthorizationHeaderMalformed'
     '</Code></Error>") } }) } }': "wrong-region",
+    # no credentials anywhere (no key set, no AWS_* variables, no instance role): before, a raw ValueError at open
+    'Invalid input, Failed to connect to namespace: IO { source: Generic { store: "N/A", source: IO { source: "Failed to get AWS '
+    'credentials: CredentialsNotLoaded(CredentialsNotLoaded { source: Some(\\"no providers in chain provided credentials\\") })", '
+    'location: Location { file: "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lance-io-13.0.0/src/object_store/providers/'
+    'aws.rs", line: 607, column: 30 }, backtrace: MaybeBacktrace } }': "no-credentials",
 }
 
 
@@ -479,3 +484,29 @@ def test_chats_answered_not_tried_log_it_once_a_minute(service_log, serve):
             unavailable(chat(acme, user), "not tried")
     said = [r for r in service_log.records if "not tried" in r.getMessage()]
     assert len(said) == 1 and said[0].levelname == "ERROR" and NOT_TRIED_LOG_S >= 60, [r.getMessage() for r in said]
+
+
+@pytest.mark.slow  # ~2.4 s (Lance's credential chain); fast: test_object_store_words_* (the CredentialsNotLoaded words)
+def test_a_store_without_any_credentials_is_one_line_naming_the_key_settings(monkeypatch, tmp_path):
+    """No key set and none in AWS_* variables: Lance's credential chain finds none. Before: its debug text
+    (`CredentialsNotLoaded`), no storage problem, so `pluralign serve` printed it whole, exit 2. The
+    instance-metadata endpoint is kept out (AWS_EC2_METADATA_DISABLED), the endpoint is a closed port."""
+    import os
+
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from service.settings import Settings
+    from training.commands.serve import STORE_SETTINGS, store_problem
+
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws
+    settings = Settings.load({}, store_uri="s3://pluralign-none/p", store_endpoint="http://127.0.0.1:1", store_allow_http=True,
+                             store_region="us-east-1", store_retries=0, store_timeout_s=1.0)
+    with pytest.raises(StoreUnavailable) as opening:
+        Store(settings.lancedb_uri, "enc", 8, storage_options=settings.storage_options)
+    assert (opening.value.action, opening.value.problem) == ("opened", "no-credentials"), str(opening.value)
+    line = store_problem(settings, opening.value)
+    assert line.startswith(STORE_SETTINGS["denied"] + ": the store s3://pluralign-none/p cannot be opened: no credentials"), line
+    assert "\n" not in line and "Location {" not in line, line
