@@ -273,11 +273,12 @@ def storage_status(exc: StoreUnavailable, method: str = "POST", done: str | None
     return status, code, f"{exc.public} (the operator's log says where): {done}"
 
 
-def storage_response(request: Request, failure: StoreUnavailable, done: str | None = None) -> Response:
+def storage_response(request: Request, failure: StoreUnavailable, done: str | None = None, logged: bool = True) -> Response:
     """The 507 or 503 of `storage_status`, and one log line naming what failed, its folder and the
-    cause, for the operator (docs/operations.md)."""
+    cause, for the operator (docs/operations.md); none when not `logged` (said lately)."""
     status, code, message = storage_status(failure, request.method, done)
-    log.error("%s %s answered %d: %s (docs/operations.md, storage failures)", request.method, request.url.path, status, failure)
+    if logged:
+        log.error("%s %s answered %d: %s (docs/operations.md, storage failures)", request.method, request.url.path, status, failure)
     headers = {"Retry-After": str(STORAGE_RETRY_AFTER)} if status == 503 else None
     return error_response(status, message, code=code, headers=headers)
 

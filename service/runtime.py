@@ -117,6 +117,25 @@ def remove_crash_leftovers(served: Path) -> int:
     return gone
 
 
+NOT_TRIED_LOG_S = 60.0  # a chat answered "not tried" is logged once in this time (a flood of chats: one line)
+
+
+class OncePer:
+    """Whether a log line about `what` is due: the first time, when `what` changed, or once `every_s` passed."""
+
+    def __init__(self, every_s: float):
+        self.every_s, self._what, self._said = every_s, None, 0.0
+        self._lock = threading.Lock()
+
+    def due(self, what) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if what == self._what and now - self._said < self.every_s:
+                return False
+            self._what, self._said = what, now
+            return True
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -161,6 +180,8 @@ class Runtime:
     population_lock: threading.RLock = field(default_factory=threading.RLock)
     scheduler: FairScheduler | None = None  # generation's own threads, tenants in turn (built from settings)
     deletes: FairScheduler | None = None  # DELETEs' own thread, tenants in turn (built from settings)
+    # when a chat answered "not tried" (the store known down) was last logged: once a minute, not every chat
+    not_tried_said: OncePer = field(default_factory=lambda: OncePer(NOT_TRIED_LOG_S))
     chats: GeneratingChats = field(default_factory=GeneratingChats)  # the chats generating now (stopped by `cut` as the service stops)
     _user_locks: tuple[threading.RLock, ...] = field(default_factory=lambda: tuple(threading.RLock() for _ in range(64)))
     # (tenant, user_id) -> time.monotonic() of their latest DELETE, kept DELETE_MEMORY_S: a chat planned

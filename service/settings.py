@@ -46,6 +46,9 @@ DEPRECATED_VARIABLES: dict[str, str] = {
 # No setting is named so; they are not typos of one, and refusing them kept every pod from starting.
 SERVICE_LINK = re.compile(r"(?:[A-Z0-9_]+_)?(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)")
 POOLED_PRIOR_MAX_USERS = 128  # a tenant's pooled prior is estimated from at most this many users (one bounded query)
+# the shortest `store_timeout_s`: one request to an object store (a TLS connection, a small GET) takes tens of
+# milliseconds even on loopback, so a value below this (0.0001: a unit slip) failed every request as "did not answer"
+MIN_STORE_TIMEOUT_S = 0.1
 POOLED_PRIOR_MAX_SPREAD = 100.0  # sd 10x a user's own posterior's: far wider than the model's own prior already
 
 
@@ -186,8 +189,9 @@ class Settings(Base, frozen=True):
             raise ValueError(f"`job_runner` must be `local` or `ray`, got {self.job_runner!r}")
         if not 0 < self.deletion_sweep_s < float("inf"):  # NaN fails too
             raise ValueError(f"`deletion_sweep_s` must be positive and finite, got {self.deletion_sweep_s}")
-        if not 0 < self.store_timeout_s <= 3600:  # NaN fails too
-            raise ValueError(f"`store_timeout_s` must be above 0 and at most 3600, got {self.store_timeout_s}")
+        if not MIN_STORE_TIMEOUT_S <= self.store_timeout_s <= 3600:  # NaN fails too
+            raise ValueError(f"`store_timeout_s` must be at least {MIN_STORE_TIMEOUT_S:g} (seconds; below it no request to the store "
+                             f"can finish) and at most 3600, got {self.store_timeout_s:g}")
         if not 0 <= self.store_retries <= 100:
             raise ValueError(f"`store_retries` must be 0..100, got {self.store_retries}")
         if self.store_sync_ms is not None and self.store_sync_ms < 0:

@@ -33,11 +33,12 @@ PROBLEMS = {  # kind -> words for it
     "denied": "the object store refused the credentials (a wrong or expired key, or no permission)",
     "no-bucket": "its bucket does not exist",
     "wrong-region": "the object store refused the request as malformed or redirected it (most often a wrong region)",
+    "no-credentials": "no credentials for the object store were found (no key set, none in AWS_* variables, no instance role)",
 }
 # a rewrite of stored files without a deleted user's records (the feedback log's segments): noted apart from
 # the plain writes of the same thing, whose later success does not mean the deleted user's text is gone
 REWRITTEN = "rewritten without a deleted user"
-OBJECT_STORE_PROBLEMS = frozenset({"unreachable", "denied", "no-bucket", "wrong-region"})  # shown until the same action succeeds, reads too
+OBJECT_STORE_PROBLEMS = frozenset({"unreachable", "denied", "no-bucket", "wrong-region", "no-credentials"})  # shown until the same action succeeds, reads too
 WRITES = frozenset({"written", REWRITTEN})  # actions whose failure shows until that same action succeeds
 READ_PROBLEM_S = 600.0  # how long a failed read is reported (`Problems.recent`) after it was last seen
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -67,7 +68,12 @@ _OBJECT_STORE = re.compile(r"\bS3\b|object.?store|Error performing (?:GET|PUT|PO
 # words reach a log line or an error
 _ECHOED = re.compile(r"<(AWSAccessKeyId|SignatureProvided|StringToSign|StringToSignBytes|CanonicalRequest|CanonicalRequestBytes|"
                      r"Token-\d+)>.*?</\1>", re.DOTALL)
-_RUST_SOURCE = re.compile(r",\s*/\S+\.rs:\d+:\d+")  # where in Lance's source: no use to an operator
+# where in Lance's source (`, /root/.cargo/.../lance-io-13.0.0/src/object_store.rs:512:23`): no use to an operator,
+# and no object store's word either (a local disk's error raised in Lance's object_store.rs is a local disk's)
+_RUST_SOURCE = re.compile(r",\s*[^\s,]+\.rs:\d+:\d+|,\s*location: Location \{[^}]*\}(?:,\s*backtrace: \w+)?")
+# Lance's credential chain (aws-config) found no credentials at all: no key set, no AWS_* variables, no profile
+# or instance role ("Failed to get AWS credentials: CredentialsNotLoaded(... no providers in chain ...)")
+_NO_CREDENTIALS = re.compile(r"Failed to get AWS credentials|CredentialsNotLoaded|no providers in chain provided credentials")
 
 
 class StoreUnavailable(OSError):
@@ -97,7 +103,7 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
     if isinstance(exc, StoreUnavailable):
         return exc.problem, exc.errno
     code = exc.errno if isinstance(exc, OSError) else None
-    text = str(exc)
+    text = _RUST_SOURCE.sub("", str(exc))
     if code is None and isinstance(exc, (OSError, RuntimeError, ValueError)):
         found = _OS_ERROR.search(text) if "lance" in text.lower() else None
         if found:
@@ -117,9 +123,12 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
 
 
 def object_store_problem(text: str) -> str | None:
-    """"no-bucket", "denied", "unreachable" or "wrong-region" when `text` (Lance's or object_store's words)
+    """"no-credentials", "no-bucket", "denied", "unreachable" or "wrong-region" when `text` (Lance's or object_store's words)
     says an object store has no such bucket, refused the credentials, did not answer (or answered 5xx), or
     refused the request as malformed or redirected it (400, 301: a wrong region); else None."""
+    text = _RUST_SOURCE.sub("", text)
+    if _NO_CREDENTIALS.search(text):
+        return "no-credentials"
     if not _OBJECT_STORE.search(text):  # a local disk's "(os error 110)" is no object store's
         return None
     if _NO_BUCKET.search(text):

@@ -32,7 +32,7 @@ from service.chat.schemas import (
 )
 from service.errors import bad_request, error_responses, storage_response, storage_status, stream_error
 from service.ids import check_user_id
-from service.runtime import Runtime
+from service.runtime import NOT_TRIED_LOG_S, Runtime
 from service.scheduler import Busy, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
 
@@ -147,7 +147,7 @@ async def create_chat_completion(
     check_prompt_size(rt, data, sampling)
     down = store_down(rt) if (data.safety_identifier or data.user) is not None else None  # naming no user: nothing stored is read or written
     if down is not None:
-        return storage_response(request, down, NOT_TRIED)
+        return storage_response(request, down, NOT_TRIED, logged=rt.not_tried_said.due((down.name, down.action, down.problem)))
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
         created = int(time.time())

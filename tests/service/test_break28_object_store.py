@@ -200,6 +200,11 @@ OBJECT_STORE_SAYS = {
     'Invalid input, Failed to connect to namespace: IO { source: Generic { store: "S3", source: ListRequest { source: RetryError('
     'RetryErrorImpl { method: GET, retries: 0, inner: Status { status: 400, body: Some("<Error><Code>AuthorizationHeaderMalformed'
     '</Code></Error>") } }) } }': "wrong-region",
+    # no credentials anywhere (no key set, no AWS_* variables, no instance role): before, a raw ValueError at open
+    'Invalid input, Failed to connect to namespace: IO { source: Generic { store: "N/A", source: IO { source: "Failed to get AWS '
+    'credentials: CredentialsNotLoaded(CredentialsNotLoaded { source: Some(\\"no providers in chain provided credentials\\") })", '
+    'location: Location { file: "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lance-io-13.0.0/src/object_store/providers/'
+    'aws.rs", line: 607, column: 30 }, backtrace: MaybeBacktrace } }': "no-credentials",
 }
 
 
@@ -211,6 +216,25 @@ def test_object_store_words_are_sorted_by_what_an_operator_checks(words):
     assert storage_problem(ValueError(words) if words.startswith("Invalid") else RuntimeError(words)) == (OBJECT_STORE_SAYS[words], None)
     assert storage_problem(RuntimeError("lance error: LanceError(IO): No space left on device (os error 28), /x.rs:1:1")) == ("full", 28)
     assert storage_problem(RuntimeError("lance error: Retryable commit conflict for version 3")) is None
+
+
+# a local disk's words from Lance name where in Lance's source they were raised, and that file may be its
+# object_store.rs (`object.?store`), so a local "Connection reset" read as an object store's (session 28b)
+LANCE_SOURCE = ", /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lance-io-13.0.0/src/object_store.rs:512:23"
+
+
+def test_a_local_disk_s_words_are_no_object_store_s_where_lance_names_its_object_store_source():
+    """Before: ("unreachable", None): 'the object store did not answer' for a folder on a local disk."""
+    from pluralign.store.failures import storage_problem, unavailable
+
+    local = "lance error: LanceError(IO): Generic LocalFileSystem error: Unable to read /data/p/x.lance: {} (os error {}){}"
+    assert storage_problem(RuntimeError(local.format("Connection reset by peer", 104, LANCE_SOURCE))) is None
+    assert storage_problem(RuntimeError(local.format("Connection refused", 111, ", lance-io/src/object_store.rs:1:1"))) is None
+    eio = RuntimeError(local.format("Input/output error; connection reset", 5, LANCE_SOURCE))
+    assert storage_problem(eio) == ("unreadable", 5)
+    assert ".rs:" not in unavailable(eio, "table `users`", "/data/p", "read").detail
+    # an object store's words keep their kind with the same source named
+    assert storage_problem(RuntimeError(next(iter(OBJECT_STORE_SAYS)) + LANCE_SOURCE)) == ("unreachable", None)
 
 
 @pytest.mark.slow  # ~4 s; the service's log and answers are checked in the default suite by the [wrong keys] case above
@@ -443,3 +467,46 @@ def test_a_write_that_succeeds_ends_the_chats_fast_503():
     problems.written()  # as Store._on says of a write
     assert problems.object_store_down(60) is None
     assert problems.recent()[0]["what"] == "table `interactions`"  # /health lists it until that write succeeds
+
+
+def test_chats_answered_not_tried_log_it_once_a_minute(service_log, serve):
+    """While the store is known down every chat naming a user is answered 503 'not tried' at once. Before:
+    each logged an ERROR line, so a flood of chats flooded the log. Now the first is logged and the rest
+    within NOT_TRIED_LOG_S are not; the failure that started it (the first real one) keeps its own line."""
+    from pluralign.store.failures import StoreUnavailable
+    from service.chat.controllers import NOT_TRIED_LOG_S
+
+    data, server, svc = serve()
+    with server, svc.client("acme") as acme:
+        failure = StoreUnavailable("table `preferences`", "s3://b/p", "read", "unreachable", "HTTP error: error sending request")
+        svc.runtime.store.problems.failed(failure)  # as a chat whose read of the store failed notes it
+        for user in ("ann", "bea", "cid"):
+            unavailable(chat(acme, user), "not tried")
+    said = [r for r in service_log.records if "not tried" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "ERROR" and NOT_TRIED_LOG_S >= 60, [r.getMessage() for r in said]
+
+
+@pytest.mark.slow  # ~2.4 s (Lance's credential chain); fast: test_object_store_words_* (the CredentialsNotLoaded words)
+def test_a_store_without_any_credentials_is_one_line_naming_the_key_settings(monkeypatch, tmp_path):
+    """No key set and none in AWS_* variables: Lance's credential chain finds none. Before: its debug text
+    (`CredentialsNotLoaded`), no storage problem, so `pluralign serve` printed it whole, exit 2. The
+    instance-metadata endpoint is kept out (AWS_EC2_METADATA_DISABLED), the endpoint is a closed port."""
+    import os
+
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from service.settings import Settings
+    from training.commands.serve import STORE_SETTINGS, store_problem
+
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws
+    settings = Settings.load({}, store_uri="s3://pluralign-none/p", store_endpoint="http://127.0.0.1:1", store_allow_http=True,
+                             store_region="us-east-1", store_retries=0, store_timeout_s=1.0)
+    with pytest.raises(StoreUnavailable) as opening:
+        Store(settings.lancedb_uri, "enc", 8, storage_options=settings.storage_options)
+    assert (opening.value.action, opening.value.problem) == ("opened", "no-credentials"), str(opening.value)
+    line = store_problem(settings, opening.value)
+    assert line.startswith(STORE_SETTINGS["denied"] + ": the store s3://pluralign-none/p cannot be opened: no credentials"), line
+    assert "\n" not in line and "Location {" not in line, line

@@ -51,6 +51,30 @@ def test_object_store_settings_become_lance_storage_options():
         Settings.load({"PLURALIGN_STORE_ALLOW_HTTP": "perhaps"})
 
 
+def test_a_store_timeout_too_short_for_any_request_is_refused_at_start(tmp_path):
+    """Before: PLURALIGN_STORE_TIMEOUT_S=0.0001 was accepted and became a 1 ms timeout that failed every
+    request to the store (each read and write 503 'did not answer in time'). Now one line naming the
+    variable and the floor, exit 2, before a model loads or the data folder is made."""
+    import os
+    import subprocess
+    import sys
+
+    from service.settings import MIN_STORE_TIMEOUT_S
+
+    with pytest.raises(ValueError, match=f"`store_timeout_s` must be at least {MIN_STORE_TIMEOUT_S:g}"):
+        Settings.load({"PLURALIGN_STORE_TIMEOUT_S": "0.05"})
+    assert Settings.load({"PLURALIGN_STORE_TIMEOUT_S": str(MIN_STORE_TIMEOUT_S)}).store_timeout_s == MIN_STORE_TIMEOUT_S
+    env = {**os.environ, "PLURALIGN_STORE_URI": "s3://bucket/pluralign", "PLURALIGN_STORE_TIMEOUT_S": "0.0001",
+           # were it accepted: a closed port on loopback, not AWS
+           "PLURALIGN_STORE_ENDPOINT": "http://127.0.0.1:1", "PLURALIGN_STORE_ALLOW_HTTP": "true", "AWS_EC2_METADATA_DISABLED": "true"}
+    result = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--data-dir", str(tmp_path / "data"), "--port", "0"],
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("pluralign: error: PLURALIGN_STORE_TIMEOUT_S (setting store_timeout_s): "), result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "data").exists()
+
+
 def test_replica_settings():
     shared = {"PLURALIGN_STORE_URI": "/srv/store", "PLURALIGN_REPLICAS": "2"}
     assert Settings.load({**shared, "PLURALIGN_REPLICA_INDEX": "1"}).sync_seconds == 1.0  # several: reads look for others' commits

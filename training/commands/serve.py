@@ -89,6 +89,7 @@ STORE_SETTINGS = {  # what an operator checks for each object-store problem at s
     "no-bucket": "PLURALIGN_STORE_URI (setting store_uri)",
     "wrong-region": "PLURALIGN_STORE_REGION (setting store_region)",
 }
+STORE_SETTINGS["no-credentials"] = STORE_SETTINGS["denied"]
 MAX_DETAIL = 400  # characters of the object store's own words a failed start repeats (the log line is one line)
 
 
