@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from service.admin.controllers import ADMIN_HANDLERS
 from service.users import services
-from tests.service.tiny import start_service
+from tests.service.tiny import serving_a_comparison
 
 COMPARISON = {"type": "comparison", "user": "head28", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
 
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("head28-data"), tiny_generator_dir, tiny_pal_dir, minilm,
-                                    admin_handlers=ADMIN_HANDLERS)
-    with server:
-        with service.client() as c:
-            assert c.post("/v1/feedback", json=COMPARISON).status_code == 201
+    with serving_a_comparison(tmp_path_factory.mktemp("head28-data"), tiny_generator_dir, tiny_pal_dir, minilm, COMPARISON) as service:
         yield service
 
 

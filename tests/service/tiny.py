@@ -150,6 +150,18 @@ def start_service(data_dir: Path, generator_dir: Path, pal_dir: Path, encoder, a
     return server, Service(server, runtime, keys)
 
 
+@contextlib.contextmanager
+def serving_a_comparison(data_dir: Path, generator_dir: Path, pal_dir: Path, encoder, comparison: dict):
+    """A live service with the admin routes whose default tenant holds `comparison` (a feedback body)."""
+    from service.admin.controllers import ADMIN_HANDLERS
+
+    server, service = start_service(data_dir, generator_dir, pal_dir, encoder, admin_handlers=ADMIN_HANDLERS)
+    with server:
+        with service.client() as c:
+            assert c.post("/v1/feedback", json=comparison).status_code == 201
+        yield service
+
+
 def start_replicas(tmp_path: Path, generator_dir: Path, pal_dir: Path, encoder, sync_ms: int = 60_000, admin_handlers=(), **settings):
     """Two services on one store (`replicas=2`), each with its own data folder and reads allowed to
     be `sync_ms` stale; both know tenant acme's key. Returns (first server, a, second server, b)."""
