@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pluralign.device import default_device
+from pluralign.embed.base import text_list
 from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path
 
 
@@ -34,7 +35,8 @@ class SentenceEncoder:
         self._lock = threading.Lock()  # one call at a time: the tokenizer's settings are shared state
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, dim) float32 unit vectors, in the order of `texts`."""
+        """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
+        texts = text_list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         with self._lock:
@@ -64,7 +66,8 @@ class CausalLMEncoder:
         self._lock = threading.Lock()  # one call at a time: the tokenizer's settings are shared state
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, dim) float32 unit vectors, in the order of `texts`."""
+        """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
+        texts = text_list(texts)
         with self._lock:
             return self._encode(texts)
 

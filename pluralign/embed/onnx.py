@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pluralign.embed.base import text_list
 from pluralign.embed.models import MINILM_ID, minilm_path, model_cache_dir
 
 INT8_SUFFIX = "@onnx-int8"  # encoder_id of the quantized vectors
@@ -90,6 +91,7 @@ class OnnxMiniLM:
         self.session = ort.InferenceSession(str(minilm_onnx(quantize)), options, providers=["CPUExecutionProvider"])
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = text_list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding

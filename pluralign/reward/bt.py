@@ -18,7 +18,7 @@ from pluralign.device import default_device
 from pluralign.losses import bradley_terry_loss
 from pluralign.reward.early_stopping import EarlyStopping, StoppingRule
 from pluralign.reward.features import PairBatch
-from pluralign.reward.inputs import at_least
+from pluralign.reward.inputs import at_least, comparison_rows
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,17 @@ class SingleBT:
         self.config = config
         self.model: RewardMLP | None = None
 
+    @torch.no_grad()
     def reward(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+        """The one reward everyone shares, r(x, y) (Bradley & Terry 1952; the reward model of
+        Ouyang et al. 2022 on frozen embeddings): prompt, response (N, d) -> (N,), on the model's
+        device. Tensors or numpy arrays of any real dtype. Raises RuntimeError before `fit`, and
+        ValueError naming `prompt` or `response` when it is not (N, d) (d: the embeddings fitted
+        on), the two have other N, or one holds NaN or inf."""
         if self.model is None:
             raise RuntimeError("the Bradley-Terry model has no weights: fit it first")
+        device = next(self.model.parameters()).device
+        prompt, response = comparison_rows(self.model.net[0].in_features // 2, device, prompt=prompt, response=response)
         return self.model(prompt, response)
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
