@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from pluralign.data.record import Preference
+from pluralign.data.splits import file_protocol, split_seen
 from pluralign.evaluation import group_accuracy, macro
 from pluralign.fairness.metrics import credit, expected_calibration_error
 from pluralign.reward.bt import BTConfig, SingleBT
@@ -152,3 +154,17 @@ def test_an_encoder_given_one_string_asks_for_a_list(sentence_encoder):
     with pytest.raises(TypeError, match=r"`texts\[1\]` is int, not str"):
         sentence_encoder.encode(["a", 3])
     assert sentence_encoder.encode(("Suggest a weekend plan",)).shape == (1, 384)
+
+
+def comparisons(user: str, n: int) -> list[Preference]:
+    return [Preference(user_id=user, prompt=f"q{i}", chosen=f"short {i}", rejected=f"a long answer {i}") for i in range(n)]
+
+
+def test_a_seen_user_too_small_to_train_on_is_named_not_left_untrained():
+    users = {"ann": comparisons("ann", 12), "bob": comparisons("bob", 2)}
+    with pytest.raises(ValueError, match=r"user 'bob' has 2 comparisons.*at least 3 needed"):
+        split_seen(users, seed=0)  # before: bob's 2 pairs went to test and val, none to train, silently
+    split = split_seen({"ann": users["ann"], "cat": comparisons("cat", 3)}, seed=0)
+    assert sum(r.user_id == "cat" for r in split.train) == 1
+    with pytest.raises(ValueError, match=r"`min_pairs` must be >= 3"):
+        file_protocol(users["ann"] + users["bob"], min_pairs=2)
