@@ -17,7 +17,7 @@ import torch
 
 from pluralign.device import default_device
 from pluralign.embed.base import text_list
-from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path
+from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path, quiet_loading
 
 
 class SentenceEncoder:
@@ -28,7 +28,8 @@ class SentenceEncoder:
 
         self.encoder_id = encoder_id
         self.batch_size = batch_size
-        self.model = SentenceTransformer(path or minilm_path(), device=str(default_device()))
+        with quiet_loading():
+            self.model = SentenceTransformer(path or minilm_path(), device=str(default_device()))
         self.dim = int(self.model.get_embedding_dimension())
         self.max_length = int(self.model.max_seq_length)  # word pieces read per text (MiniLM: 256); the rest is cut
         self.truncated = 0  # texts embedded so far that were longer than max_length (only their start counts)
