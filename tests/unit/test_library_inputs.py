@@ -12,7 +12,7 @@ from pluralign.data.record import Preference
 from pluralign.data.splits import file_protocol, split_seen
 from pluralign.evaluation import group_accuracy, macro
 from pluralign.fairness.metrics import credit, expected_calibration_error
-from pluralign.reward.bt import BTConfig, SingleBT
+from pluralign.reward.bt import BTConfig, PerUserBT, SingleBT
 from pluralign.reward.em import EMConfig, EMMixture
 from pluralign.reward.features import PairBatch
 from pluralign.reward.pal import (
@@ -24,6 +24,7 @@ from pluralign.reward.pal import (
     save_pal,
     train_pal,
 )
+from pluralign.reward.pal_preference import PALPreference
 
 DIM, USERS, PER_USER = 8, 4, 10
 
@@ -168,3 +169,20 @@ def test_a_seen_user_too_small_to_train_on_is_named_not_left_untrained():
     assert sum(r.user_id == "cat" for r in split.train) == 1
     with pytest.raises(ValueError, match=r"`min_pairs` must be >= 3"):
         file_protocol(users["ann"] + users["bob"], min_pairs=2)
+
+
+def test_new_users_query_pairs_indexed_otherwise_than_their_support_are_refused():
+    """A query PairBatch embedded on its own indexes its users in another order than the support's:
+    each user would be scored with another user's fit."""
+    support, query = pairs(3, users=2), pairs(4, users=2)
+    swapped = PairBatch(query.prompt, query.chosen, query.rejected, 1 - query.user, ["u1", "u0"], query.group)
+    em = EMMixture(EMConfig(k=2, restarts=1, max_iter=3))
+    em.fit(pairs(0), pairs(1))
+    per_user = PerUserBT()
+    per_user.fit(pairs(0), pairs(1))
+    pal = PALPreference(*tiny_pal())
+    pal.fit(pairs(0), pairs(1))
+    for model in (em, per_user, pal):
+        with pytest.raises(ValueError, match=r"`query.users` \['u1', 'u0'\] are not `support.users` \['u0', 'u1'\]"):
+            model.prob_new_users(support, swapped)  # before: each user scored with the other's fit
+        assert model.prob_new_users(support, query).shape == (len(query),)
