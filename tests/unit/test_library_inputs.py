@@ -19,6 +19,7 @@ from pluralign.reward.pal import (
     PALConfig,
     PALModel,
     PALTrainConfig,
+    UserWeights,
     evaluate_pairs,
     load_pal,
     save_pal,
@@ -186,3 +187,14 @@ def test_new_users_query_pairs_indexed_otherwise_than_their_support_are_refused(
         with pytest.raises(ValueError, match=r"`query.users` \['u1', 'u0'\] are not `support.users` \['u0', 'u1'\]"):
             model.prob_new_users(support, swapped)  # before: each user scored with the other's fit
         assert model.prob_new_users(support, query).shape == (len(query),)
+
+
+def test_user_weights_name_the_user_whose_logits_do_not_fit():
+    weights = UserWeights.from_logits(["ann", "bob"], torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"`logits` of 'eve' has 3 values, expected 2 logits"):
+        weights.set("eve", torch.zeros(3))  # before: "expected 2 logits, got 3", no argument, no user
+    with pytest.raises(ValueError, match=r"`logits` of 'eve' is not finite \(NaN or inf\)"):
+        weights.set("eve", np.array([np.nan, 0.0]))
+    with pytest.raises(ValueError, match=r"`prior` has 3 values, expected 2 logits"):
+        weights.set_prior([0.0, 0.0, 0.0])
+    assert weights.set("eve", np.array([1.0, -1.0])) == 1 and weights.get("eve").dtype == torch.float32
