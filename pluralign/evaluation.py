@@ -63,8 +63,15 @@ def accuracy(p: np.ndarray) -> np.ndarray:
     return credit(p)
 
 
+def _same_length(correct, labels, name: str, what: str) -> None:
+    if len(labels) != len(correct):
+        raise ValueError(f"`{name}` has {len(labels)} {what}, `correct` {len(correct)}: one per comparison")
+
+
 def user_accuracy(correct: np.ndarray, users: np.ndarray) -> dict[int, float]:
-    """Per user index: the mean credit of that user's pairs."""
+    """Per user index: the mean credit of that user's pairs. `correct` (N,) is `credit(p)`, `users`
+    (N,) each pair's user index; ValueError naming `users` when it has another length."""
+    _same_length(correct, users, "users", "entries")
     per_user = defaultdict(list)
     for c, u in zip(correct, users, strict=False):
         per_user[int(u)].append(c)
@@ -72,11 +79,17 @@ def user_accuracy(correct: np.ndarray, users: np.ndarray) -> dict[int, float]:
 
 
 def macro(correct: np.ndarray, users: np.ndarray) -> float:
+    """Macro accuracy: the mean over users of each user's mean credit (NaN for no pairs), so a user
+    with many pairs counts as much as one with few. Raises as `user_accuracy` does."""
     per_user = user_accuracy(correct, users)
     return float(np.mean(list(per_user.values()))) if per_user else float("nan")
 
 
 def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, float], dict[str, int]]:
+    """({group: mean credit of its pairs}, {group: its pairs}) for `correct` (N,) (`credit(p)`) and
+    each pair's group label (N,); the worst group is min(acc, key=acc.get). ValueError naming
+    `groups` when it has another length."""
+    _same_length(correct, groups, "groups", "labels")
     sums: dict[str, list[float]] = defaultdict(list)
     for c, g in zip(correct, groups, strict=False):
         sums[g].append(c)

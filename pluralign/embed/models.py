@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -19,6 +20,22 @@ log = logging.getLogger(__name__)
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers draws a "Loading weights" progress bar on stderr for every model it loads: noise
+    in a notebook, a log or the service's output, for a load that takes a second. Off while one of
+    ours loads, then as the caller had it (the setting is transformers' own, process-wide)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def minilm_path() -> str:
@@ -53,8 +70,9 @@ def smollm2_dir() -> Path:
 
         gguf = smollm2_gguf()
         log.info("converting %s to fp32 in %s (once; about 30 s)", gguf.name, target)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -75,6 +93,7 @@ def load_smollm2(device=None):
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device or default_device()).eval()
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device or default_device()).eval()
     model.config.name_or_path = SMOLLM2_ID
     return model, tokenizer

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pluralign.embed.models import MINILM_ID, minilm_path, model_cache_dir
+from pluralign.embed.base import text_list
+from pluralign.embed.models import MINILM_ID, minilm_path, model_cache_dir, quiet_loading
 
 INT8_SUFFIX = "@onnx-int8"  # encoder_id of the quantized vectors
 _lock = threading.Lock()
@@ -39,7 +40,8 @@ def _export(target: Path) -> None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
 
     path = minilm_path()
-    model = AutoModel.from_pretrained(path).eval()
+    with quiet_loading():
+        model = AutoModel.from_pretrained(path).eval()
     batch = AutoTokenizer.from_pretrained(path)(["an example", "a longer example sentence"], padding=True, return_tensors="pt")
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {name: {0: "batch", 1: "tokens"} for name in [*names, "last_hidden_state"]}
@@ -90,6 +92,7 @@ class OnnxMiniLM:
         self.session = ort.InferenceSession(str(minilm_onnx(quantize)), options, providers=["CPUExecutionProvider"])
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = text_list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pluralign.embed.base import text_list
+
 
 class RemoteEncoderError(RuntimeError):
     """The embeddings server is unreachable or answered something that is not an embeddings list."""
@@ -51,7 +53,7 @@ class RemoteEncoder:
         return vectors / np.where(norms > 0, norms, 1.0)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = text_list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        texts = list(texts)
         return np.concatenate([self._request(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])

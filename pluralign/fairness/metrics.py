@@ -6,8 +6,11 @@ import numpy as np
 
 
 def probabilities(p, name: str = "p") -> np.ndarray:
-    """`p` as a float64 array (N,) of probabilities; ValueError naming `name` and the first element
-    that is not a number in [0, 1] (a NaN would otherwise count as a wrong prediction)."""
+    """`p` (a numpy array, a list, or a torch tensor as a model returns it, gradient or not) as a
+    float64 array (N,) of probabilities; ValueError naming `name` and the first element that is
+    not a number in [0, 1] (a NaN would otherwise count as a wrong prediction)."""
+    if hasattr(p, "detach"):  # a torch tensor; the library does not import torch here for it
+        p = p.detach().cpu()
     p = np.asarray(p, np.float64).reshape(-1)
     bad = ~((p >= 0) & (p <= 1))  # NaN fails both comparisons
     if bad.any():

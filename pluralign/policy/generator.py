@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from pluralign.device import default_device
+from pluralign.embed.models import quiet_loading
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -94,7 +95,8 @@ class Generator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device or default_device())
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device or default_device())
         return cls(model, tokenizer, model_id or Path(folder).name)
 
     @classmethod

@@ -17,12 +17,17 @@ from torch import nn
 from pluralign.device import default_device
 from pluralign.losses import bradley_terry_loss
 from pluralign.reward.early_stopping import EarlyStopping, StoppingRule
-from pluralign.reward.features import PairBatch
-from pluralign.reward.inputs import at_least
+from pluralign.reward.features import PairBatch, same_users
+from pluralign.reward.inputs import at_least, comparison_rows
 
 
 @dataclass(frozen=True)
 class BTConfig:
+    """Training of the Bradley-Terry baselines; each field is explained beside it. Two regimes:
+    when the training pairs hold at most `full_batch_items` distinct answers (any small data set),
+    `SingleBT` trains full-batch and `full_batch_steps`, `full_batch_patience` and
+    `full_batch_min_steps` bound it, not `epochs`, `batch_size`, `patience` and `min_epochs`."""
+
     hidden: int = 256  # MLP width of the single reward model
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -71,15 +76,27 @@ def _accuracy(p: torch.Tensor) -> float:
 
 
 class SingleBT:
+    """One reward for everyone: the Bradley-Terry model (Bradley & Terry, 1952) of RLHF's reward
+    model (Ouyang et al., 2022), an MLP on frozen [prompt; response] embeddings. New users get the
+    same reward: nothing is personalized. Probabilities come back as float32 numpy (N,)."""
+
     name = "bt"
 
     def __init__(self, config: BTConfig = BTConfig()):
         self.config = config
         self.model: RewardMLP | None = None
 
+    @torch.no_grad()
     def reward(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+        """The one reward everyone shares, r(x, y) (Bradley & Terry 1952; the reward model of
+        Ouyang et al. 2022 on frozen embeddings): prompt, response (N, d) -> (N,), on the model's
+        device. Tensors or numpy arrays of any real dtype. Raises RuntimeError before `fit`, and
+        ValueError naming `prompt` or `response` when it is not (N, d) (d: the embeddings fitted
+        on), the two have other N, or one holds NaN or inf."""
         if self.model is None:
             raise RuntimeError("the Bradley-Terry model has no weights: fit it first")
+        device = next(self.model.parameters()).device
+        prompt, response = comparison_rows(self.model.net[0].in_features // 2, device, prompt=prompt, response=response)
         return self.model(prompt, response)
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
@@ -189,6 +206,10 @@ def fit_user_logistic(diff: torch.Tensor, user: torch.Tensor, n_users: int, l2: 
 
 
 class PerUserBT:
+    """An independent Bradley-Terry model per user: ridge logistic regression on the difference of
+    the two answers' embeddings (chosen - rejected), weight `BTConfig.l2`, no sharing between users.
+    A new user is fitted from their support pairs alone. Probabilities come back as numpy (N,)."""
+
     name = "per-user-bt"
 
     def __init__(self, config: BTConfig = BTConfig()):
@@ -222,6 +243,7 @@ class PerUserBT:
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
         support, query = self._checked(support, "support"), self._checked(query, "query")
+        same_users(support, query)
         W = fit_user_logistic(self._diff(support), support.user, len(support.users), self.config.l2)
         margin = (W[query.user] * self._diff(query)).sum(-1)
         return torch.sigmoid(margin).cpu().numpy()

@@ -35,7 +35,7 @@ from pluralign.data.record import Base
 from pluralign.device import default_device
 from pluralign.files import read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
-from pluralign.reward.features import PairBatch
+from pluralign.reward.features import PairBatch, same_users
 from pluralign.reward.inputs import at_least, comparison_rows, first_bad_row
 from pluralign.reward.model_selection import TooManyComponents
 
@@ -45,6 +45,9 @@ FEATURES = "response;prompt*response"  # how f(x, y) is built from the encoder's
 
 @dataclass(frozen=True)
 class EMConfig:
+    """EM over K Bradley-Terry heads, the first half of MaxMin-RLHF (Chakraborty et al., "MaxMin-RLHF:
+    Alignment with Diverse Human Preferences", ICML 2024); each field is explained beside it."""
+
     k: int = 2  # number of reward heads (latent groups)
     assignment: str = "hard"  # "hard": each user to its best head; "soft": posterior weights
     restarts: int = 4  # independent initializations; the best final objective is kept
@@ -333,6 +336,11 @@ class EMMixture:
         return torch.logsumexp(torch.log(resp.to(W.device)) + ll, dim=1).cpu().numpy()
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
+        """P(chosen) (N_query,) for new users: each user's posterior over heads from their support
+        pairs (`posterior`; no support pairs: the mixing weights), then the heads' probabilities
+        mixed by it. `query.users` must be `support.users` (the same index). Raises ValueError
+        naming `support`.field or `query`.field as `PairBatch.check` does."""
+        same_users(support, query)
         posterior = self.posterior(support)
         return self._predict(posterior, self._checked(query, "query"))
 

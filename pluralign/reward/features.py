@@ -10,13 +10,18 @@ import torch
 
 from pluralign.data.record import Preference
 from pluralign.embed.base import Encoder, checked_vectors
-from pluralign.reward.inputs import comparison_rows, owners
+from pluralign.reward.inputs import as_numbers, comparison_rows, owners
 from pluralign.user.features import response_features
 
 
 @dataclass
 class PairBatch:
-    """Named fields for N comparisons. `user` indexes `users`; `group` labels each pair."""
+    """Named fields for N comparisons. `user` indexes `users`; `group` labels each pair.
+
+    The embeddings may be given as tensors or numpy arrays of any real dtype: they are kept as
+    float32 tensors (what the models compute in), and `user` as a tensor. Raises ValueError naming
+    the field that is not numbers; `check` (which every fit and score calls) names one of another
+    shape or length."""
 
     prompt: torch.Tensor  # (N, d)
     chosen: torch.Tensor  # (N, d)
@@ -28,6 +33,12 @@ class PairBatch:
     chosen_named: torch.Tensor | None = None
     rejected_named: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        for f in ("prompt", "chosen", "rejected"):
+            value = as_numbers(f"PairBatch.{f}", getattr(self, f), "an (N, d) array of numbers")
+            setattr(self, f, value if value.dtype == torch.float32 else value.float())
+        self.user = as_numbers("PairBatch.user", self.user, "N user indices")
+
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
@@ -38,8 +49,11 @@ class PairBatch:
         if len(self) < min_pairs:
             raise ValueError(f"`{name}` holds {len(self)} pairs, at least {min_pairs} needed")
         dim = self.prompt.shape[-1] if dim is None else dim
-        comparison_rows(dim, self.prompt.device, **{f"{name}.{f}": getattr(self, f) for f in ("prompt", "chosen", "rejected")})
-        owners(self.user, len(self), len(self.users), f"{name}.user")
+        rows = comparison_rows(dim, self.prompt.device, **{f"{name}.{f}": getattr(self, f) for f in ("prompt", "chosen", "rejected")})
+        n = len(rows[0])  # the comparisons are the embeddings' rows; `user` and `group` must have as many
+        owners(self.user, n, len(self.users), f"{name}.user")
+        if len(self.group) != n:
+            raise ValueError(f"`{name}.group` has {len(self.group)} labels, the comparisons {n}: one label per comparison")
 
     def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> PairBatch:
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
@@ -54,6 +68,16 @@ class PairBatch:
             self.prompt.to(device), self.chosen.to(device), self.rejected.to(device),
             self.user.to(device), self.users, self.group, self.chosen_named, self.rejected_named,
         )
+
+
+def same_users(support: PairBatch, query: PairBatch) -> None:
+    """ValueError naming `query.users` when new users' query pairs index other users than their
+    support pairs do (another list, or the same users in another order: two `embed_pairs` calls
+    without `users=`): each user would be scored with another user's fit."""
+    if list(query.users) != list(support.users):
+        shown = lambda users: repr(list(users)) if len(users) <= 6 else f"[{len(users)} users]"  # noqa: E731
+        raise ValueError(f"`query.users` {shown(query.users)} are not `support.users` {shown(support.users)}: "
+                         "embed both with the same `users=` so that user i is the same person in each")
 
 
 def embed_pairs(

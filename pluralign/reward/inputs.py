@@ -14,7 +14,9 @@ import torch
 _INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def _tensor(name: str, value, what: str) -> torch.Tensor:
+def as_numbers(name: str, value, what: str) -> torch.Tensor:
+    """`value` (a tensor, a numpy array or nested sequences) as a tensor of its own real dtype;
+    ValueError naming `name` when it is not numbers (`what` says what was expected)."""
     try:
         if isinstance(value, torch.Tensor):
             t = value
@@ -43,7 +45,7 @@ def comparison_rows(dim: int, device: torch.device | str | None = None, **named)
     out: list[torch.Tensor] = []
     first: tuple[str, int] | None = None
     for name, value in named.items():
-        t = _tensor(name, value, f"an (N, {dim}) array of numbers")
+        t = as_numbers(name, value, f"an (N, {dim}) array of numbers")
         if t.dim() != 2 or t.shape[1] != dim:
             raise ValueError(f"`{name}` has shape {tuple(t.shape)}; the model reads (N, {dim}) embeddings (input_dim={dim})")
         if first is None:
@@ -62,7 +64,7 @@ def logits_row(name: str, logits, k: int, minus_inf: bool = False) -> torch.Tens
     """A user's K logits as a float32 tensor (K,) on the CPU; ValueError naming `name` when they
     are not K finite numbers. `minus_inf` lets a component have no weight at all (-inf: an EM
     head no training user chose)."""
-    t = _tensor(name, logits, f"{k} numbers").detach().cpu().float()
+    t = as_numbers(name, logits, f"{k} numbers").detach().cpu().float()
     if t.dim() != 1 or t.shape[0] != k:
         raise ValueError(f"`{name}` has {t.numel()} values (shape {tuple(t.shape)}), the model has K={k}")
     if not bool((torch.isfinite(t) | (minus_inf & (t == float("-inf")))).all()):
@@ -81,7 +83,7 @@ def positive(name: str, value) -> float:
 def owners(user, n_rows: int, n_users: int, name: str = "user") -> torch.Tensor:
     """Each comparison's user index (N,) as int64 on the CPU; ValueError naming `name` when it is not
     N integers in 0 .. n_users - 1."""
-    t = _tensor(name, user, f"{n_rows} user indices").detach().cpu()
+    t = as_numbers(name, user, f"{n_rows} user indices").detach().cpu()
     if t.dim() != 1 or t.shape[0] != n_rows:
         raise ValueError(f"`{name}` has {t.shape[0] if t.dim() else 0} rows (shape {tuple(t.shape)}), the comparisons {n_rows}: "
                          "one user index per comparison")

@@ -1,8 +1,11 @@
 """PAL mixture reward models: the public surface in one import.
 
+    from pluralign.reward.features import embed_pairs
     from pluralign.reward.pal import PALConfig, PALTrainConfig, train_pal, save_pal, load_pal, fit_user
 
-    result = train_pal(train, val, PALConfig(variant="a", k=4), PALTrainConfig())
+    train = embed_pairs(train_records, encoder, users=users)  # a PairBatch: (N, D) embeddings, user (N,)
+    val = embed_pairs(val_records, encoder, users=users)      # the same users, indexed the same way
+    result = train_pal(train, val, PALConfig(variant="a", k=4, input_dim=encoder.dim), PALTrainConfig())
     save_pal("artifacts/pal-a", result.model, result.user_weights, encoder_id=encoder.encoder_id)
     model, user_weights, meta = load_pal("artifacts/pal-a", encoder_id=encoder.encoder_id)
     logits = fit_user(model, prompt, chosen, rejected, prior_logits=user_weights.prior())  # (K,)
@@ -11,7 +14,9 @@
 
 Modules: `pal_model` (config, the two variants, the shared model), `pal_fit` (few-shot fitting),
 `pal_train` (the training loop), `pal_checkpoint` (versioned folders), `user_weights` (the
-user table), `pal_preference` (the `pluralign eval` adapter).
+user table), `pal_preference` (the `pluralign eval` adapter). The paper: Chen et al., "PAL:
+Sample-Efficient Personalized Reward Modeling for Pluralistic Alignment", ICLR 2025. A walk through
+all of it from Python: docs/library.md.
 """
 
 from pluralign.reward.pal_checkpoint import PAL_SCHEMA, PALMeta, load_pal, read_meta, save_pal

@@ -17,7 +17,7 @@ import msgspec
 from safetensors.torch import save
 
 from pluralign.data.record import Base
-from pluralign.device import default_device
+from pluralign.device import usable_device
 from pluralign.files import read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
@@ -92,9 +92,13 @@ def read_meta(folder: str | Path) -> PALMeta:
 
 def load_pal(folder: str | Path, encoder_id: str | None = None, device=None) -> tuple[PALModel, UserWeights, PALMeta]:
     """Rebuild the model (in eval mode, on `device` or the default one) and its user-weights table
-    (K logits per training user, float32). Raises FileNotFoundError for a missing file and
-    ValueError naming the file for any other mismatch: another encoder, a truncated
-    model.safetensors, weights whose shapes disagree with meta.json, user weights of another K."""
+    (K logits per training user, float32). `device` ("cpu", "cuda:0", a torch.device) plays
+    `map_location`'s part: a checkpoint trained on a GPU loads on a CPU-only machine with
+    device="cpu". Raises FileNotFoundError for a missing file, ValueError naming `device` when
+    this machine lacks it (`pluralign.device.usable_device`), and ValueError naming the file for
+    any other mismatch: another encoder, a truncated model.safetensors, weights whose shapes
+    disagree with meta.json, user weights of another K."""
+    device = usable_device(device)
     folder = Path(folder)
     meta = read_meta(folder)
     if encoder_id is not None and meta.encoder_id != encoder_id:
@@ -112,7 +116,7 @@ def load_pal(folder: str | Path, encoder_id: str | None = None, device=None) -> 
             f"latent_dim={meta.latent_dim}, hidden={meta.hidden}): {problem}"
         ) from None
     user_weights = UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k)
-    return model.to(device or default_device()).eval(), user_weights, meta
+    return model.to(device).eval(), user_weights, meta
 
 
 def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:

@@ -32,7 +32,8 @@ MAX_SCALE = 50.0  # variant b: cap on the cosine's scale, so margins stay finite
 
 @dataclass(frozen=True)
 class PALConfig:
-    """The shared architecture; with the encoder id it is all a checkpoint needs to rebuild a model."""
+    """The shared architecture; with the encoder id it is all a checkpoint needs to rebuild a model.
+    `input_dim` must be the encoder's width (`encoder.dim`); each field is explained beside it."""
 
     variant: str = "a"  # "a": ideal point, r = -||f(x,y) - a_u||^2; "b": scaled cosine(f(y), a_u(x))
     k: int = 4  # number of prototypes (mixture components)
@@ -178,15 +179,16 @@ class PALModel(nn.Module):
     def weights(user_logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(user_logits, dim=-1)
 
-    def _user_rows(self, user_logits, n: int, device: torch.device) -> torch.Tensor:
-        """user_logits (K,) or (n, K), any real dtype, as float32 on `device`; ValueError naming them."""
+    def _user_rows(self, user_logits, n: int | None, device: torch.device) -> torch.Tensor:
+        """user_logits (K,) or (n, K) (any n when None), any real dtype, as float32 on `device`;
+        ValueError naming them."""
         k = self.config.k
         if not isinstance(user_logits, torch.Tensor):
             user_logits = torch.as_tensor(np.asarray(user_logits, np.float32))
         if user_logits.dim() not in (1, 2) or user_logits.shape[-1] != k:
             raise ValueError(f"`user_logits` has {user_logits.shape[-1] if user_logits.dim() else 1} values per row, "
                              f"the model has K={k}: (K,) for one user or (N, K) per row")
-        if user_logits.dim() == 2 and user_logits.shape[0] != n:
+        if user_logits.dim() == 2 and n is not None and user_logits.shape[0] != n:
             raise ValueError(f"`user_logits` has {user_logits.shape[0]} rows, the responses {n}: (K,) or one row per response")
         user_logits = user_logits.to(device=device, dtype=torch.float32)
         if not bool(torch.isfinite(user_logits).all()):
@@ -218,12 +220,24 @@ class PALModel(nn.Module):
     def preference_prob(
         self, user_logits: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor
     ) -> torch.Tensor:
-        """P(chosen beats rejected) for N comparisons -> (N,). Raises ValueError as `reward` does."""
+        """P(chosen beats rejected) = sigmoid(r_u(x, chosen) - r_u(x, rejected)) (Bradley-Terry) for
+        N comparisons: user_logits (K,) or (N, K); prompt, chosen, rejected (N, D) -> (N,), on the
+        model's device and, like `reward`, tracked by autograd (`.detach()` before numpy; the
+        fairness metrics take it as it is). Raises ValueError as `reward` does."""
         device = next(self.parameters()).device
         prompt, chosen, rejected = comparison_rows(self.config.input_dim, device, prompt=prompt, chosen=chosen, rejected=rejected)
         user_logits = self._user_rows(user_logits, len(prompt), device)
         return torch.sigmoid(self.margin(user_logits, self.pair_terms(prompt, chosen, rejected)))
 
     def ideal_points(self, user_logits: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
-        """Users' ideal points: variant a (U, K) -> (U, d); variant b needs one prompt per row."""
-        return self.scorer.ideal_points(self.weights(user_logits), prompt)
+        """Users' ideal points in the latent space (PAL's a_u = sum_k w_uk p_k, Chen et al. 2025):
+        variant a: user_logits (U, K) -> (U, latent_dim); variant b also needs `prompt` (U, D), one
+        per row, and gives each user's prototype mix for it. Tensors or numpy arrays of any real
+        dtype. Raises ValueError naming `user_logits` (not (U, K) finite numbers) or `prompt`."""
+        device = next(self.parameters()).device
+        if prompt is None and self.config.variant == "b":
+            raise ValueError("`prompt` is needed: variant b's prototypes depend on the prompt, (U, D) one per row")
+        if prompt is not None:
+            (prompt,) = comparison_rows(self.config.input_dim, device, prompt=prompt)
+        rows = self._user_rows(user_logits, len(prompt) if prompt is not None else None, device)
+        return self.scorer.ideal_points(self.weights(rows), prompt)

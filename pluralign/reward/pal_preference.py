@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pluralign.device import default_device
-from pluralign.reward.features import PairBatch
+from pluralign.reward.features import PairBatch, same_users
 from pluralign.reward.pal_fit import PRIOR_STRENGTH, fit_users
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.pal_train import PALTrainConfig, train_pal
@@ -119,6 +119,7 @@ class PALPreference:
         model, user_weights = self._trained()
         support.check("support", model.config.input_dim)
         query.check("query", model.config.input_dim)
+        same_users(support, query)
         support = support.to(default_device())
         logits = fit_users(
             model, support.prompt, support.chosen, support.rejected, support.user, len(support.users),

@@ -18,7 +18,7 @@ import torch
 from pluralign.device import default_device
 from pluralign.losses import bradley_terry_loss
 from pluralign.reward.features import PairBatch
-from pluralign.reward.inputs import at_least
+from pluralign.reward.inputs import as_numbers, at_least
 from pluralign.reward.model_selection import TooManyComponents
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
@@ -61,9 +61,26 @@ class PALResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-@torch.no_grad()
 def evaluate_pairs(model: PALModel, logits: torch.Tensor, pairs: PairBatch, batch_size: int = 4096) -> tuple[float, float]:
-    """(mean loss, accuracy) of users' logits (U, K) on their pairs."""
+    """(mean loss in nats, accuracy in [0, 1]) of users' logits (U, K) on their pairs: row u of
+    `logits` is the user `pairs.user` indexes as u (`UserWeights.stack(pairs.users)[0]`); NaN for
+    no pairs. Tensors or numpy arrays of any real dtype. Raises ValueError naming `logits` when it
+    is not (U, K) finite numbers for the U = len(pairs.users) users, and `pairs`.field as
+    `PairBatch.check` does (embeddings not (N, input_dim) or not finite, a user index outside)."""
+    pairs.check("pairs", model.config.input_dim)
+    u, k = len(pairs.users), model.config.k
+    table = as_numbers("logits", logits, f"({u}, {k}) logits")
+    if table.dim() != 2 or tuple(table.shape) != (u, k):
+        raise ValueError(f"`logits` has shape {tuple(table.shape)}; one row of K logits per user of `pairs.users` is "
+                         f"(U, K) = ({u}, {k})")
+    if not bool(torch.isfinite(table).all()):
+        raise ValueError("`logits` is not finite (NaN or inf)")
+    device = next(model.parameters()).device
+    return _evaluate(model, table.detach().to(device=device, dtype=torch.float32), pairs.to(device), batch_size)
+
+
+@torch.no_grad()
+def _evaluate(model: PALModel, logits: torch.Tensor, pairs: PairBatch, batch_size: int) -> tuple[float, float]:
     if len(pairs) == 0:
         return float("nan"), float("nan")
     losses, correct = [], []
@@ -121,7 +138,7 @@ def train_pal(
             optimizer.step()
             seen_pairs += len(b)
         model.eval()
-        val_loss, val_acc = evaluate_pairs(model, user_logits.detach(), val)
+        val_loss, val_acc = _evaluate(model, user_logits.detach(), val, 4096)  # checked above
         metrics = {"epoch": epoch, "train_loss": float(loss.detach()), "val_loss": val_loss, "val_acc": val_acc}
         if progress:
             progress(epoch, metrics)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import torch
 
 from pluralign.data.record import Base
@@ -49,12 +50,18 @@ class UserWeights:
         self._prior = torch.zeros(k) if prior is None else self._check(prior)
         self._rows: dict[str, UserRow] = {}
 
-    def _check(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = torch.as_tensor(logits, dtype=torch.float32).detach().cpu().reshape(-1)
+    def _check(self, logits: torch.Tensor, label: str = "`prior`") -> torch.Tensor:
+        """`logits` (tensor or numpy, any real dtype, K values) as float32 (K,) on the CPU; ValueError
+        naming them (`label`) when they are not K finite numbers."""
+        try:
+            logits = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
+            logits = logits.detach().cpu().to(torch.float32).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{label} is not {self.k} numbers") from None
         if logits.shape[0] != self.k:
-            raise ValueError(f"expected {self.k} logits, got {logits.shape[0]}")
+            raise ValueError(f"{label} has {logits.shape[0]} values, expected {self.k} logits (the table's K)")
         if not torch.isfinite(logits).all():
-            raise ValueError("user logits must be finite")
+            raise ValueError(f"{label} is not finite (NaN or inf): {logits.tolist()}")
         return logits
 
     @classmethod
@@ -95,9 +102,10 @@ class UserWeights:
         return row.version if row is not None else 0
 
     def set(self, user_id: str, logits: torch.Tensor) -> int:
-        """Store a user's logits; returns the row's new version."""
+        """Store a user's logits (K,) (tensor or numpy, any real dtype); returns the row's new version.
+        Raises ValueError naming the user when they are not K finite numbers."""
         version = self.version(user_id) + 1
-        self._rows[user_id] = UserRow(logits=self._check(logits).tolist(), version=version)
+        self._rows[user_id] = UserRow(logits=self._check(logits, f"`logits` of {user_id!r}").tolist(), version=version)
         return version
 
     def remove(self, user_id: str) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pluralign.reward.features import PairBatch
+from pluralign.reward.features import PairBatch, same_users
 from pluralign.reward.model_selection import KSelected
 from pluralign.reward.pal_fit import fit_users
 from pluralign.reward.pal_preference import PALPreference
@@ -98,6 +98,7 @@ class ResidualPreference:
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
         model, user_weights = self.pal._trained()
+        same_users(support, query)
         logits = fit_users(
             model, support.prompt, support.chosen, support.rejected, support.user, len(support.users),
             prior_logits=user_weights.prior(), prior_strength=self.pal.prior_strength,
@@ -175,6 +176,7 @@ class ResidualPreference:
         `prob_new_users` can, given enough comparisons."""
         from pluralign.user.active import particle_posterior
 
+        same_users(support, query)
         particles = particles if particles is not None else self.population_particles()
         out = np.zeros(len(query))
         s_user, q_user = support.user.cpu().numpy(), query.user.cpu().numpy()
