@@ -42,6 +42,8 @@ from pluralign.store.schemas import (
     SCHEMA_VERSION,
     added_columns,
     interaction_schema,
+    newer_schema,
+    older_schema,
     preference_schema,
     stated_change_schema,
     user_schema,
@@ -338,14 +340,27 @@ class Store:
                              "restore the folder from a backup, or use another data folder") from None
         for key, want in schema.metadata.items():
             have = found.get(key, b"").decode()
-            if have != want.decode():
+            if have == want.decode() or key == b"schema_version" and older_schema(have):
+                continue
+            if key == b"schema_version" and newer_schema(have):
                 raise StoreError(
-                    f"table `{name}` at {self.uri} has {key.decode()}={have or 'missing'}, "
-                    f"this service expects {want.decode()}; use another data folder or migrate it"
+                    f"table `{name}` at {self.uri} has schema_version={have}: a newer pluralign release has opened "
+                    f"this data folder (this one writes {want.decode()}); run that release, or restore the copy of "
+                    "the folder taken before the upgrade (docs/operations.md, 'Upgrading and rolling back')"
                 )
+            raise StoreError(
+                f"table `{name}` at {self.uri} has {key.decode()}={have or 'missing'}, "
+                f"this service expects {want.decode()}; use another data folder or migrate it"
+            )
         missing = added_columns(schema, table.schema)
         if missing:
             table.add_columns(missing)
+        if found.get(b"schema_version") != schema.metadata[b"schema_version"]:
+            # an earlier release's table: its columns are in place (above), so the mark goes last, in
+            # one commit; a start stopped before it redoes only this. Releases before this version
+            # refuse a marked table at start (their check above wants their own mark).
+            table.to_lance().update_schema_metadata({"schema_version": schema.metadata[b"schema_version"].decode()})
+            table = self.db.open_table(name)
         return table
 
     @property

@@ -3,7 +3,8 @@
 Each fixture under tests/fixtures/upgrade/<commit>/ is a data folder that release's own `pluralign
 serve` wrote as users use it (tests/fixtures/upgrade/make_fixture.py regenerates it and says how):
 chats, every kind of feedback, stated preferences where the release had them, a DELETEd user, a
-promoted adapter and an audit job; `expected.json` is what the old release answered for each user.
+promoted adapter and an audit job, and one comparison acknowledged but still in the feedback log;
+`expected.json` is what the old release answered for each user.
 The test copies one to a temp folder, starts today's app on it over HTTP with the old release's keys,
 and checks what a user and an operator would.
 """
@@ -35,9 +36,12 @@ def rows_by_identity(export: list[dict]) -> dict:
 
 
 def table_marks(store: Path) -> dict[str, tuple[str, int]]:
+    """Each table's schema-version mark and version, of the tables that carry one (not the
+    maintenance lease's, which no release checks)."""
     db = lancedb.connect(str(store))
-    return {name: ((db.open_table(name).schema.metadata or {}).get(b"schema_version", b"").decode(), db.open_table(name).version)
-            for name in db.list_tables().tables}
+    tables = {name: db.open_table(name) for name in db.list_tables().tables}
+    marks = {name: ((t.schema.metadata or {}).get(b"schema_version", b"").decode(), t.version) for name, t in tables.items()}
+    return {name: mark for name, mark in marks.items() if mark[0]}
 
 
 @pytest.fixture
@@ -75,20 +79,27 @@ def check_everything_is_there(expected: dict, service) -> None:
         profile = c.get(f"/v1/users/{user}")
         assert profile.status_code == 200, profile.text
         new, was = profile.json(), old["profile"]
-        for field in ("user", "attributes", "counts", "adapter", "created_at"):
+        pending = [expected["pending"]] if expected["pending"]["user_id"] == user else []  # acknowledged, still in the log
+        assert new["counts"]["preferences"] == was["counts"]["preferences"] + len(pending), user
+        for field in ("user", "attributes", "adapter", "created_at"):
             assert new[field] == was[field], (user, field)
         assert new["pal"]["prior"] is False and new["pal"]["nearest_prototype"] == was["pal"]["nearest_prototype"]
+        if not pending:  # refitted against the same population model and comparisons: the same fit, not a reset
+            assert new["pal"]["weights"] == pytest.approx(was["pal"]["weights"], abs=1e-3), user
         export = c.get(f"/v1/users/{user}/export")
         assert export.status_code == 200, export.text
         rows = rows_by_identity([json.loads(line) for line in export.text.splitlines()])
         old_rows = rows_by_identity(old["export"])
+        for row in pending:
+            assert {k: rows[("preference", row["pref_id"])][k] for k in row} == row
+            del rows[("preference", row["pref_id"])]
         assert set(rows) == set(old_rows), user  # no row lost, none made up
         for key, row in old_rows.items():
             if key[0] != "user":  # the user row's fit is refreshed (below); every feedback row is as it was
                 assert rows[key] == row, key
         assert rows[("user", user)]["stated"] == old_rows[("user", user)].get("stated", rows[("user", user)]["stated"])
         listed = c.get(f"/v1/users/{user}/preferences")
-        assert listed.status_code == 200 and listed.json()["total"] == old["preferences"]["total"]
+        assert listed.status_code == 200 and listed.json()["total"] == old["preferences"]["total"] + len(pending)
         stated = c.get(f"/v1/users/{user}/stated-preferences")
         assert stated.status_code == 200, stated.text
         if old["stated"] is not None:  # the release had stated preferences: every version kept
@@ -126,3 +137,43 @@ def check_everything_is_there(expected: dict, service) -> None:
 def test_an_older_releases_data_folder_serves_every_user_after_an_upgrade(upgraded, commit):
     expected, data, service = upgraded(commit)
     check_everything_is_there(expected, service)
+
+
+def test_the_first_open_marks_the_tables_once_so_older_releases_refuse_them(tmp_path):
+    """Today's store marks each table it opens with its schema version (2), once: both releases
+    above refuse a table whose mark is not theirs ("has schema_version=2, this service expects 1;
+    use another data folder or migrate it", their Store._open), so a rollback onto a folder today's
+    code wrote stops at start rather than answering 400 for every user (2a4712d cannot read today's
+    user rows: "unknown field `user_model`"). A second open commits nothing."""
+    from pluralign.embed.encoders import MINILM_ID
+    from pluralign.store import SCHEMA_VERSION, Store
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "b7168d1" / "data", data)
+    store = data / "lancedb"
+    before = table_marks(store)
+    assert {mark for mark, _ in before.values()} == {"1"}
+    Store(str(store), MINILM_ID, 384)
+    marked = table_marks(store)
+    assert {mark for mark, _ in marked.values()} == {str(SCHEMA_VERSION)} != {"1"}
+    Store(str(store), MINILM_ID, 384)
+    assert table_marks(store) == marked  # the migration ran once: no commit at the second start
+
+
+def test_a_table_a_newer_release_marked_is_refused_naming_what_to_do(tmp_path):
+    """The other direction, for today's code: a folder a later release has opened is refused at
+    start, naming the table, both versions and what to run, and nothing in it is changed."""
+    from pluralign.embed.encoders import MINILM_ID
+    from pluralign.store import SCHEMA_VERSION, Store, StoreError
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "b7168d1" / "data", data)
+    store = data / "lancedb"
+    Store(str(store), MINILM_ID, 384)
+    lancedb.connect(str(store)).open_table("users").to_lance().update_schema_metadata({"schema_version": str(SCHEMA_VERSION + 1)})
+    before = table_marks(store)
+    with pytest.raises(StoreError) as refused:
+        Store(str(store), MINILM_ID, 384)
+    words = str(refused.value)
+    assert "`users`" in words and f"schema_version={SCHEMA_VERSION + 1}" in words and "newer" in words and "taken before the upgrade" in words
+    assert table_marks(store) == before
