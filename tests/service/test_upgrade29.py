@@ -177,3 +177,17 @@ def test_a_table_a_newer_release_marked_is_refused_naming_what_to_do(tmp_path):
     words = str(refused.value)
     assert "`users`" in words and f"schema_version={SCHEMA_VERSION + 1}" in words and "newer" in words and "taken before the upgrade" in words
     assert table_marks(store) == before
+
+
+def test_a_process_that_only_reads_an_older_releases_store_leaves_its_mark(tmp_path):
+    """`pluralign train adapter --store` reads a store another process serves (`finish_purges=False`):
+    run from the new release beside an older serve, it must not mark the tables, or that serve would
+    refuse its own folder at its next start."""
+    from pluralign.embed.encoders import MINILM_ID
+    from pluralign.store import Store
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "b7168d1" / "data", data)
+    store = Store(str(data / "lancedb"), MINILM_ID, 384, finish_purges=False)
+    assert len(store.preferences_for("default", "alice")[0]) == 10
+    assert {mark for mark, _ in table_marks(data / "lancedb").values()} == {"1"}
