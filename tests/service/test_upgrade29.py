@@ -86,6 +86,9 @@ def check_everything_is_there(expected: dict, service) -> None:
         assert new["pal"]["prior"] is False and new["pal"]["nearest_prototype"] == was["pal"]["nearest_prototype"]
         if not pending:  # refitted against the same population model and comparisons: the same fit, not a reset
             assert new["pal"]["weights"] == pytest.approx(was["pal"]["weights"], abs=1e-3), user
+        if "summary" in was:  # the release said in words what it believed: the stated ones still act, the sure ones still hold
+            said = lambda summary: {f["feature"]: (f["stated"], f["direction"]) for f in summary["features"] if f["stated"] or f["confidence"] == "confident"}
+            assert said(new["summary"]) == said(was["summary"]), user
         export = c.get(f"/v1/users/{user}/export")
         assert export.status_code == 200, export.text
         rows = rows_by_identity([json.loads(line) for line in export.text.splitlines()])
