@@ -194,3 +194,19 @@ def test_a_process_that_only_reads_an_older_releases_store_leaves_its_mark(tmp_p
     store = Store(str(data / "lancedb"), MINILM_ID, 384, finish_purges=False)
     assert len(store.preferences_for("default", "alice")[0]) == 10
     assert {mark for mark, _ in table_marks(data / "lancedb").values()} == {"1"}
+
+
+def test_a_first_start_stopped_after_some_tables_were_marked_is_finished_by_the_next(tmp_path):
+    """The marks go table by table, `preferences` first (the table every release opens first, so an
+    earlier release already refuses the folder); the next start marks the rest and keeps the rows."""
+    from pluralign.embed.encoders import MINILM_ID
+    from pluralign.store import SCHEMA_VERSION, Store
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "b7168d1" / "data", data)
+    store = data / "lancedb"
+    lancedb.connect(str(store)).open_table("preferences").to_lance().update_schema_metadata({"schema_version": str(SCHEMA_VERSION)})
+    assert table_marks(store)["users"][0] == "1"
+    opened = Store(str(store), MINILM_ID, 384)
+    assert {mark for mark, _ in table_marks(store).values()} == {str(SCHEMA_VERSION)}
+    assert len(opened.preferences_for("default", "alice")[0]) == 10
