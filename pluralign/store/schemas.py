@@ -9,8 +9,21 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 2: the first version whose tables an earlier release must not open (release 2a4712d cannot read its
+# user rows; every release before 2 refuses a table not marked 1). Tables marked 1 are marked 2 when
+# opened (`older_schema`), after their added columns; one marked above this is a newer release's.
+SCHEMA_VERSION = 2
 PREFERENCE_KINDS = ("choice", "comparison", "rating", "edit")
+
+
+def older_schema(mark: str) -> bool:
+    """A table's `schema_version` mark written by an earlier release, which this one upgrades on open."""
+    return mark.isdigit() and 1 <= int(mark) < SCHEMA_VERSION
+
+
+def newer_schema(mark: str) -> bool:
+    """A mark written by a later release: this one refuses the table (its rows may not read back)."""
+    return mark.isdigit() and int(mark) > SCHEMA_VERSION
 
 
 def added_columns(schema: pa.Schema, existing: pa.Schema) -> list[pa.Field]:

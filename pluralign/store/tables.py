@@ -42,6 +42,8 @@ from pluralign.store.schemas import (
     SCHEMA_VERSION,
     added_columns,
     interaction_schema,
+    newer_schema,
+    older_schema,
     preference_schema,
     stated_change_schema,
     user_schema,
@@ -200,8 +202,10 @@ class Store:
         object store; see `pluralign.store.location`. `sync_seconds`: see the class. `lease_ttl_s`: seconds
         after which the maintenance lease of a replica that stopped renewing it is free (with `sync_seconds`
         only; `pluralign.store.lease`). `finish_purges` (without `sync_seconds`): finish now the purges a
-        killed process of this store left (`delete_user`); False for a process that only reads a store
-        another one serves (`pluralign train-adapter --store`), which must not purge beside it. Raises StoreError
+        killed process of this store left (`delete_user`), and mark tables an earlier release wrote
+        with this one's schema version (`_open`); False for a process that only reads a store another
+        one serves (`pluralign train-adapter --store`), which must not purge beside it, nor lock out
+        an earlier release serving it. Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -226,6 +230,10 @@ class Store:
             raise found from None
         self._lock = threading.RLock()  # held by every commit
         self._maintenance_lock = threading.RLock()  # held by compaction and deletes (`_maintenance`)
+        # the schema-version mark an earlier release left on the tables, kept by a process that only
+        # reads a store another one serves (`finish_purges` False): that one may be the earlier release
+        self._older_mark: str | None = None
+        self._marks = finish_purges
         self.schemas = {
             "preferences": preference_schema(encoder_id, dim),
             "interactions": interaction_schema(encoder_id, dim),
@@ -326,6 +334,8 @@ class Store:
     def _open(self, name: str, schema: pa.Schema, exists: bool):
         try:
             if not exists:
+                if self._older_mark is not None:  # beside an earlier release: a table it would refuse is not made
+                    schema = schema.with_metadata({**schema.metadata, b"schema_version": self._older_mark.encode()})
                 return self.db.create_table(name, schema=schema)
             table = self.db.open_table(name)
             found = table.schema.metadata or {}
@@ -338,14 +348,30 @@ class Store:
                              "restore the folder from a backup, or use another data folder") from None
         for key, want in schema.metadata.items():
             have = found.get(key, b"").decode()
-            if have != want.decode():
+            if have == want.decode() or key == b"schema_version" and older_schema(have):
+                continue
+            if key == b"schema_version" and newer_schema(have):
                 raise StoreError(
-                    f"table `{name}` at {self.uri} has {key.decode()}={have or 'missing'}, "
-                    f"this service expects {want.decode()}; use another data folder or migrate it"
+                    f"table `{name}` at {self.uri} has schema_version={have}: a newer pluralign release has opened "
+                    f"this data folder (this one writes {want.decode()}); run that release, or restore the copy of "
+                    "the folder taken before the upgrade (docs/operations.md, 'Upgrading and rolling back')"
                 )
+            raise StoreError(
+                f"table `{name}` at {self.uri} has {key.decode()}={have or 'missing'}, "
+                f"this service expects {want.decode()}; use another data folder or migrate it"
+            )
         missing = added_columns(schema, table.schema)
         if missing:
             table.add_columns(missing)
+        mark = schema.metadata[b"schema_version"]
+        if found.get(b"schema_version") != mark and not self._marks:
+            self._older_mark = found[b"schema_version"].decode()
+        elif found.get(b"schema_version") != mark:
+            # an earlier release's table: its columns are in place (above), so the mark goes last, in
+            # one commit; a start stopped before it redoes only this. Releases before this version
+            # refuse a marked table at start (their check above wants their own mark).
+            table.to_lance().update_schema_metadata({"schema_version": mark.decode()})
+            table = self.db.open_table(name)
         return table
 
     @property

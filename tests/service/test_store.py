@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from pluralign.store import Store, StoredPreference, StoreError, UserRecord
+from pluralign.store import SCHEMA_VERSION, Store, StoredPreference, StoreError, UserRecord
 from tests.files import files_holding
 
 DIM = 8
@@ -30,8 +30,8 @@ def test_tables_are_indexed_and_versioned(tmp_path):
     store.add_preferences(*prefs("t", "u", 3))
     indexed = {(i.columns[0], i.index_type) for i in store.preferences.list_indices()}
     assert {("tenant", "Bitmap"), ("user_id", "Bitmap")} <= indexed
-    assert store.preferences.schema.metadata[b"schema_version"] == b"1"
-    assert store.preferences.to_arrow().column("schema_version").to_pylist() == [1, 1, 1]
+    assert store.preferences.schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
+    assert store.preferences.to_arrow().column("schema_version").to_pylist() == [SCHEMA_VERSION] * 3
     with pytest.raises(StoreError, match="encoder_id=enc-a"):
         Store(str(tmp_path), "enc-b", DIM)
     with pytest.raises(StoreError, match="dim=8"):

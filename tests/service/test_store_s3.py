@@ -55,3 +55,22 @@ def test_two_replicas_on_a_bucket_take_turns_at_maintenance(s3):
     assert done.wait(30)
     worker.join()
     assert a.count_preferences("t", "u") == 0 and a.lease.holder == ""
+
+
+def test_tables_an_earlier_release_marked_are_marked_again_on_the_bucket(s3):
+    """The upgrade's mark (docs/operations.md, 'Upgrading and rolling back') on object storage: a table
+    marked schema_version=1 by an earlier release is marked with this one's when the store opens,
+    through the store's own storage options."""
+    import lancedb
+
+    from pluralign.store import SCHEMA_VERSION
+
+    Store(s3.uri("upgrade"), "enc", DIM, storage_options=s3.options)
+    db = lancedb.connect(s3.uri("upgrade"), storage_options=s3.options)
+    for name in ("preferences", "users"):
+        db.open_table(name).to_lance().update_schema_metadata({"schema_version": "1"})
+    assert db.open_table("users").schema.metadata[b"schema_version"] == b"1"
+    store = Store(s3.uri("upgrade"), "enc", DIM, storage_options=s3.options)
+    for name in ("preferences", "users"):
+        assert store.tables[name].schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
+        assert db.open_table(name).schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
