@@ -1,0 +1,63 @@
+"""What a long-lived `pluralign serve` must not accumulate (benchmarks/long_run.py found each): per-user
+bookkeeping of users no longer cached, and whatever a path leaves behind per request. Small scale and
+count-based: the same figure after N and after many more requests."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.service.tiny import start_service
+
+
+COUNTED_USERS = 16  # the adapter trigger's per-user counts kept here (service.admin.services.ADAPTER_COUNTED_USERS)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    from service.admin import services as admin_services
+    from service.admin.controllers import ADMIN_HANDLERS
+
+    data = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(admin_services, "ADAPTER_COUNTED_USERS", COUNTED_USERS, raising=False)
+        # a history cache of 0 bytes: no user is cached (as most of thousands of users are not, in 512 MB)
+        server, service = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                        history_cache_mb=0, adapter_every=3)
+        service.data_dir = data
+        with server:
+            yield service
+
+
+def comparison(user: str, i: int) -> dict:
+    return {"type": "comparison", "user": user, "prompt": f"Which is better, option {i}?",
+            "chosen": f"The first option, number {i}.", "rejected": f"The second option, number {i}."}
+
+
+def test_history_cache_keeps_nothing_per_user_it_does_not_cache(svc):
+    """Each feedback bumped a per-user generation in the history cache, kept for ever: one entry per
+    user who ever gave feedback (and per deleted user), however small the cache."""
+    histories = svc.runtime.store.histories
+    with svc.client() as c:
+        for i in range(60):
+            user = f"many{i}"
+            assert c.post("/v1/feedback", json=comparison(user, i)).status_code == 201
+            assert c.get(f"/v1/users/{user}").status_code == 200  # its rows moved into the table, its history read
+            if i % 3 == 0:
+                assert c.delete(f"/v1/users/{user}").status_code == 200
+        svc.runtime.wait_for_background()
+    assert histories.tracked() <= len(histories) + 1, (histories.tracked(), len(histories))
+
+
+def test_adapter_trigger_counts_stay_bounded_and_a_delete_forgets_its_user(svc):
+    """The adapter trigger counted each user's new comparisons in a dict that was never pruned: one
+    entry per user who ever sent a comparison (a deleted user's too), for the life of the process."""
+    counts = svc.server.server.config.app.state.admin._new
+    with svc.client() as c:
+        for i in range(40):
+            assert c.post("/v1/feedback", json=comparison(f"counted{i}", i)).status_code == 201
+        svc.runtime.wait_for_background()
+        assert len(counts) <= COUNTED_USERS, len(counts)
+        assert ("acme", "counted39") in counts  # the latest users are counted
+        assert c.delete("/v1/users/counted39").status_code == 200
+    assert ("acme", "counted39") not in counts
+
