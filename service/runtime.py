@@ -288,7 +288,7 @@ class Runtime:
         try:
             step("opening the tables at %s", settings.lancedb_uri)
             store = Store(
-                settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,
+                settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20, cache_bytes=settings.store_cache_mb << 20,
                 storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
             )
             hooks: list[Callable[[list[StoredPreference]], None]] = []

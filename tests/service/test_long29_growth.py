@@ -61,3 +61,15 @@ def test_adapter_trigger_counts_stay_bounded_and_a_delete_forgets_its_user(svc):
         assert c.delete("/v1/users/counted39").status_code == 200
     assert ("acme", "counted39") not in counts
 
+
+def test_lance_caches_stay_under_store_cache_mb(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """LanceDB's session caches (Lance's default: 6 GiB of index pages, 1 GiB of metadata) kept every
+    table version's manifest and index pages: ~0.1 MB more for each write, for the life of the process
+    (benchmarks/long_run.py: RSS +430 MB over 6,500 requests). `store_cache_mb` bounds them."""
+    server, service = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, store_cache_mb=1, compact_every=10)
+    with server, service.client() as c:
+        for i in range(120):
+            assert c.post("/v1/feedback", json=comparison(f"cached{i}", i)).status_code == 201
+            assert c.get(f"/v1/users/cached{i}").status_code == 200  # moved into the table (a commit), read back
+        service.runtime.wait_for_background()
+        assert 0 < service.runtime.store.cache_bytes <= 1 << 20, service.runtime.store.cache_bytes
