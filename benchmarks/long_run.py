@@ -62,12 +62,12 @@ def start(data: Path, port: int, env: dict, code: Path = ROOT) -> subprocess.Pop
 
 
 def proc_figures(pid: int) -> dict:
-    """RSS of the server and its children (the generator's process), its fds and threads."""
+    """RSS of the server and of its children (the generator's process), its fds and threads."""
     import psutil
 
     p = psutil.Process(pid)
-    rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True) if c.is_running())
-    return {"rss_mb": round(rss / 2**20, 1), "fds": p.num_fds(), "threads": p.num_threads(),
+    rss, child = p.memory_info().rss, sum(c.memory_info().rss for c in p.children(recursive=True) if c.is_running())
+    return {"rss_mb": round(rss / 2**20, 1), "child_rss_mb": round(child / 2**20, 1), "fds": p.num_fds(), "threads": p.num_threads(),
             "child_fds": sum(c.num_fds() for c in p.children(recursive=True))}
 
 
@@ -97,8 +97,8 @@ def quantiles(values: list[float]) -> tuple[float, float]:
 class Load:
     """The traffic: latencies of the current window by kind, and errors (unexpected statuses)."""
 
-    def __init__(self, url: str, key: str, users: int, seed: int, new_share: float):
-        self.url, self.key, self.users, self.new_share = url, key, users, new_share
+    def __init__(self, url: str, key: str, users: int, seed: int, new_share: float, invalid: int = 1):
+        self.url, self.key, self.users, self.new_share, self.invalid = url, key, users, new_share, invalid
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.window: dict[str, list[float]] = {k: [] for k in KINDS}
@@ -106,7 +106,7 @@ class Load:
         self.next_user = 0
         self.deleted: set[str] = set()
         self.served: list[tuple[str, str, int]] = []  # (user, response id, choices)
-        self.counts = {"requests": 0, "invalid": 0, "disconnects": 0, "deletes": 0, "exports": 0}
+        self.counts = {"requests": 0, "invalid": 0, "disconnects": 0, "deletes": 0, "exports": 0, "streams_refused": 0}
 
     def user(self, new: bool) -> str:
         with self.lock:
@@ -150,13 +150,14 @@ class Load:
             self.timed("user", lambda: c.get(f"/v1/users/{other}"), want=(200, 404))
         self.timed("metrics", lambda: c.get("/metrics"), want=(200,))
         # requests that fail validation: each must be a 4xx and leave nothing behind
-        for bad in ({"model": "pluralign", "n": "3", "messages": [{"role": "user", "content": "hi"}]},
-                    {"model": "pluralign", "user": "x" * 300, "messages": []}):
+        for bad in self.invalid * ({"model": "pluralign", "n": "3", "messages": [{"role": "user", "content": "hi"}]},
+                                   {"model": "pluralign", "user": "x" * 300, "messages": []}):
             self.timed(None, lambda: c.post("/v1/chat/completions", json=bad), want=(400, 422))
-        self.timed(None, lambda: c.post("/v1/feedback", json={"type": "comparison", "user": "v", "prompt": "p", "chosen": "s", "rejected": "s"}),
-                   want=(400, 422))
+        for _ in range(self.invalid):
+            self.timed(None, lambda: c.post("/v1/feedback", json={"type": "comparison", "user": "v", "prompt": "p", "chosen": "s", "rejected": "s"}),
+                       want=(400, 422))
         with self.lock:
-            self.counts["invalid"] += 3
+            self.counts["invalid"] += 3 * self.invalid
 
     def disconnect(self) -> None:
         """A streamed chat whose client hangs up after the first chunk (a new connection each time)."""
@@ -166,6 +167,10 @@ class Load:
         try:
             with httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60) as c:
                 with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                    if r.status_code != 200:  # 429 when the tenant's generation slots are full: not a disconnect mid-stream
+                        with self.lock:
+                            self.counts["streams_refused"] += 1
+                        return
                     for _ in r.iter_raw():
                         break
         except httpx.HTTPError as exc:
@@ -207,6 +212,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="keep-alive clients, each a thread")
     parser.add_argument("--chats", type=int, default=3, help="chats per client per round (each with its feedback and a GET)")
     parser.add_argument("--disconnects", type=int, default=2, help="streams hung up after their first chunk, per round")
+    parser.add_argument("--invalid", type=int, default=1, help="sets of 3 requests failing validation, per client per round")
     parser.add_argument("--delete-every", type=int, default=2, help="rounds between an export + DELETE")
     parser.add_argument("--port", type=int, default=8797)
     parser.add_argument("--data", default=None, help="the data folder (default: a fresh temp folder)")
@@ -225,12 +231,13 @@ def main() -> None:
     if not (pal / "meta.json").exists():
         train_tiny_pal(pal, SentenceEncoder())
     key = KeyRing(data / "api_keys.json").issue("default", name="long-run")
-    env = {"PLURALIGN_GENERATOR": str(generator), "PLURALIGN_PAL_DIR": str(pal), "PLURALIGN_CANDIDATES": "2",
+    # 16 generations of the tenant at once: the clients' chats and the streams hung up on are served, not 429
+    env = {"PLURALIGN_GENERATOR": str(generator), "PLURALIGN_PAL_DIR": str(pal), "PLURALIGN_CANDIDATES": "2", "PLURALIGN_TENANT_GENERATIONS": "16",
            **dict(e.split("=", 1) for e in args.env)}
     proc = start(data, args.port, env, Path(args.serve_from))
     url = f"http://127.0.0.1:{args.port}"
     chats = args.rounds * args.clients * args.chats
-    load = Load(url, key, args.users, seed=0, new_share=min(0.8, args.users / chats))
+    load = Load(url, key, args.users, seed=0, new_share=min(0.8, args.users / max(1, chats)), invalid=args.invalid)
     clients = [httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) for _ in range(args.clients)]
     windows: list[dict] = []
     began = time.perf_counter()
@@ -271,7 +278,7 @@ def main() -> None:
     first, last = windows[0], windows[-1]
 
     def flat(w: dict) -> dict:
-        out = {k: w[k] for k in ("round", "s", "users", "requests", "rss_mb", "fds", "child_fds", "threads", "metric_series")}
+        out = {k: w[k] for k in ("round", "s", "users", "requests", "rss_mb", "child_rss_mb", "fds", "child_fds", "threads", "metric_series")}
         out.update({f"{k}_p50_ms": v["p50_ms"] for k, v in w["latency"].items()})
         out.update({f"{k}_p99_ms": v["p99_ms"] for k, v in w["latency"].items()})
         out["log_segments"], out["data_files"] = w["folder"]["feedback_log_segments"], w["folder"]["data_files"]
