@@ -76,7 +76,7 @@ def folder_figures(data: Path) -> dict:
     out: dict = {}
     lance = data / "lancedb"
     for table in sorted(lance.glob("*.lance")) if lance.is_dir() else []:
-        def count(sub: str) -> int:
+        def count(sub: str, table: Path = table) -> int:
             return sum(1 for p in (table / sub).rglob("*") if p.is_file()) if (table / sub).is_dir() else 0
         size = sum(p.stat().st_size for p in table.rglob("*") if p.is_file())
         out[table.stem] = {"versions": count("_versions"), "fragments": count("data"), "deletions": count("_deletions"),
@@ -138,21 +138,21 @@ class Load:
             user = self.user(new=self.rng.random() < self.new_share)
             body = {"model": "pluralign", "user": user, "n": 2, "max_tokens": 6, "seed": self.rng.randrange(1 << 30),
                     "messages": [{"role": "user", "content": f"What should {user} cook tonight, idea {self.rng.randrange(1000)}?"}]}
-            r = self.timed("chat", lambda: c.post("/v1/chat/completions", json=body), want=(200, 404))
+            r = self.timed("chat", lambda body=body: c.post("/v1/chat/completions", json=body), want=(200, 404))
             if r is not None and r.status_code == 200 and len(r.json()["choices"]) >= 2:
                 fb = {"type": "choice", "response_id": r.json()["id"], "chosen_index": self.rng.randrange(2)}
-                self.timed("feedback", lambda: c.post("/v1/feedback", json=fb), want=(201, 404))
+                self.timed("feedback", lambda fb=fb: c.post("/v1/feedback", json=fb), want=(201, 404))
             i = self.rng.randrange(1 << 30)
             fb = {"type": "comparison", "user": user, "prompt": f"Which answer about topic {i} is better?",
                   "chosen": f"A short answer, number {i}.", "rejected": f"A much longer and wordier answer, number {i}!"}
-            self.timed("feedback", lambda: c.post("/v1/feedback", json=fb), want=(201,))
+            self.timed("feedback", lambda fb=fb: c.post("/v1/feedback", json=fb), want=(201,))
             other = self.user(new=False)
-            self.timed("user", lambda: c.get(f"/v1/users/{other}"), want=(200, 404))
+            self.timed("user", lambda other=other: c.get(f"/v1/users/{other}"), want=(200, 404))
         self.timed("metrics", lambda: c.get("/metrics"), want=(200,))
         # requests that fail validation: each must be a 4xx and leave nothing behind
         for bad in self.invalid * ({"model": "pluralign", "n": "3", "messages": [{"role": "user", "content": "hi"}]},
                                    {"model": "pluralign", "user": "x" * 300, "messages": []}):
-            self.timed(None, lambda: c.post("/v1/chat/completions", json=bad), want=(400, 422))
+            self.timed(None, lambda bad=bad: c.post("/v1/chat/completions", json=bad), want=(400, 422))
         for _ in range(self.invalid):
             self.timed(None, lambda: c.post("/v1/feedback", json={"type": "comparison", "user": "v", "prompt": "p", "chosen": "s", "rejected": "s"}),
                        want=(400, 422))

@@ -1,13 +1,12 @@
-"""What a long-lived `pluralign serve` must not accumulate (benchmarks/long_run.py found each): per-user
-bookkeeping of users no longer cached, and whatever a path leaves behind per request. Small scale and
-count-based: the same figure after N and after many more requests."""
+"""What a long-lived `pluralign serve` must not accumulate, each found by benchmarks/long_run.py: per-user
+bookkeeping kept for every user ever seen, caches without a bound, per-request work that grows with the
+tenant's rows. Small scale and count-based: entries, bytes and reads after many requests, not times."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.service.tiny import start_service
-
 
 COUNTED_USERS = 16  # the adapter trigger's per-user counts kept here (service.admin.services.ADAPTER_COUNTED_USERS)
 DESCRIBED_PAIRS = 2  # a tenant's sample of stored pairs is full, and its description kept, from 2 pairs here (200 served)
