@@ -158,6 +158,9 @@ class Runtime:
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
     pooled_priors: TTLCache | None = None
     pooled_lock: threading.Lock = field(default_factory=threading.Lock)
+    # (tenant, population version) -> how each prototype is described by the tenant's stored answers (a
+    # profile's summary; `service.users.services.described_prototypes`), kept as the pooled priors are
+    described: TTLCache | None = None
     # tenant -> how many times its cached priors were dropped (`forget_pooled`): an estimate read before
     # a drop is not cached after it
     pooled_generation: dict = field(default_factory=dict)
@@ -209,13 +212,15 @@ class Runtime:
             self._deleted_at[(tenant, user_id)] = now
 
     def forget_pooled(self, tenant: str) -> None:
-        """Drop the tenant's cached pooled priors (a user of theirs was deleted: nothing estimated from
-        them is served again); an estimate being read meanwhile is answered but not cached."""
+        """Drop the tenant's cached pooled priors and prototype descriptions (a user of theirs was
+        deleted: nothing estimated from them, and none of their answers, is served again); an estimate
+        being read meanwhile is answered but not cached."""
         with self.pooled_lock:
             self.pooled_generation[tenant] = self.pooled_generation.get(tenant, 0) + 1
-            if self.pooled_priors is not None:
-                for key in [k for k in list(self.pooled_priors.keys()) if k[0] == tenant]:
-                    self.pooled_priors.pop(key, None)
+            for cache in (self.pooled_priors, self.described):
+                if cache is not None:
+                    for key in [k for k in list(cache.keys()) if k[0] == tenant]:
+                        cache.pop(key, None)
 
     def deleted_since(self, tenant: str, user_id: str, since: float) -> bool:
         """Whether the user was deleted at or after `since` (time.monotonic(), within DELETE_MEMORY_S
@@ -238,6 +243,8 @@ class Runtime:
             self.deletes = FairScheduler(1, self.settings.tenant_deletes, self.settings.delete_queue, what="deletes")
         if self.pooled_priors is None:
             self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
+        if self.described is None:
+            self.described = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.deletion_sweep is None and self.settings.replicas > 1:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
         if self.delete_journal is None:
@@ -288,7 +295,7 @@ class Runtime:
         try:
             step("opening the tables at %s", settings.lancedb_uri)
             store = Store(
-                settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20,
+                settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20, cache_bytes=settings.store_cache_mb << 20,
                 storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
             )
             hooks: list[Callable[[list[StoredPreference]], None]] = []

@@ -110,6 +110,9 @@ class Settings(Base, frozen=True):
     compact_every: int = 50  # table commits between background compactions (rows appended since are outside the BITMAP index and scanned)
     ingest_batch: int = 64  # feedback records embedded and moved into the preferences table per batch
     history_cache_mb: int = 512  # users' histories (rows + vectors, ~470 KiB per 100 rows at 384-d) kept for retrieval and refits
+    # LanceDB's caches of index pages and table metadata (Lance's default, 7 GiB, fills with every table
+    # version's entries as writes go on: ~0.1 MB a write, never given back below it)
+    store_cache_mb: int = 256
     adapter_every: int = 50  # new comparisons of a user that queue an adapter job for them
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
     job_runner: str = "local"  # `local` (worker processes of this one) or `ray` (detached Ray actors; see deploy/README.md)
@@ -179,6 +182,8 @@ class Settings(Base, frozen=True):
             raise ValueError(f"`compare_target` must be `best` or `coefficients`, got {self.compare_target!r}")
         if self.user_model not in ("residual", "prototypes"):
             raise ValueError(f"`user_model` must be `residual` or `prototypes`, got {self.user_model!r}")
+        if self.store_cache_mb < 1:
+            raise ValueError(f"`store_cache_mb` must be at least 1, got {self.store_cache_mb}")
         if self.ingest_batch < 1:
             raise ValueError("`ingest_batch` must be at least 1")
         if self.replicas < 1 or not 0 <= self.replica_index < self.replicas:

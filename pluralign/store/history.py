@@ -83,6 +83,11 @@ class History:
     def take(self, indices: list[int]) -> list[dict]:
         return self.meta.take(pa.array(indices, type=pa.int64())).to_pylist() if indices else []
 
+    def tracked(self) -> int:
+        """Users the cache keeps anything about (their history, its check time, a load's generation)."""
+        with self._lock:
+            return len(set(self._items) | set(self._checked) | set(self._loading))
+
     @property
     def nbytes(self) -> int:
         return self.prompt_vec.nbytes * 3 + self.meta.nbytes
@@ -100,15 +105,17 @@ class History:
 
 class HistoryCache:
     """Least recently used histories up to `budget_bytes`. A load that raced a write is not kept:
-    `invalidate` bumps the user's generation, and a load only lands if the generation it started
-    under is still current."""
+    each load in flight holds a ticket in `_loading`, `extend` and `invalidate` take the user's
+    tickets away, and a load only lands if its ticket is still there. Nothing is kept about a user
+    beyond their cached history and the loads in flight (a per-user generation counter, kept for
+    every user who ever wrote, grew by one entry per user for the life of the process)."""
 
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
         self._items: OrderedDict[UserKey, History] = OrderedDict()
         self._bytes = 0
-        self._generation: dict[UserKey, int] = {}
+        self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
         self._checked: dict[UserKey, float] = {}  # monotonic time the history was last known to match the table
         self.hits = 0
         self.misses = 0
@@ -132,11 +139,17 @@ class HistoryCache:
                 self.hits += 1
                 return found
             self.misses += 1
-            generation = self._generation.get(key, 0)
+            ticket = object()
+            self._loading.setdefault(key, set()).add(ticket)
         started = time.monotonic()
-        history = load()
+        try:
+            history = load()
+        except BaseException:
+            with self._lock:
+                self._settle(key, ticket)
+            raise
         with self._lock:
-            if self._generation.get(key, 0) == generation and key not in self._items and history.nbytes <= self.budget_bytes:
+            if self._settle(key, ticket) and key not in self._items and history.nbytes <= self.budget_bytes:
                 self._items[key] = history
                 self._checked[key] = started
                 self._bytes += history.nbytes
@@ -146,11 +159,21 @@ class HistoryCache:
                     self._bytes -= dropped.nbytes
         return history
 
+    def _settle(self, key: UserKey, ticket: object) -> bool:
+        """A load finished (under the lock): drop its ticket; whether no write came meanwhile."""
+        tickets = self._loading.get(key)
+        if tickets is None or ticket not in tickets:
+            return False
+        tickets.discard(ticket)
+        if not tickets:
+            del self._loading[key]
+        return True
+
     def extend(self, key: UserKey, new_rows: Callable[[], History]) -> None:
         """The user's rows grew by `new_rows()`: a cached history takes them (write-through), so a
         user who keeps giving feedback stays warm; a load in flight is not kept (it may miss them)."""
         with self._lock:
-            self._generation[key] = self._generation.get(key, 0) + 1
+            self._loading.pop(key, None)  # a load in flight may miss the new rows: not kept
             found = self._items.get(key)
             if found is None:
                 return
@@ -175,7 +198,7 @@ class HistoryCache:
     def invalidate(self, keys) -> None:
         with self._lock:
             for key in keys:
-                self._generation[key] = self._generation.get(key, 0) + 1
+                self._loading.pop(key, None)
                 self._checked.pop(key, None)
                 dropped = self._items.pop(key, None)
                 if dropped is not None:
@@ -190,6 +213,11 @@ class HistoryCache:
         with self._lock:
             keys = [key for key in self._items if drop(key)]
         self.invalidate(keys)
+
+    def tracked(self) -> int:
+        """Users the cache keeps anything about (their history, its check time, a load's generation)."""
+        with self._lock:
+            return len(set(self._items) | set(self._checked) | set(self._loading))
 
     @property
     def nbytes(self) -> int:

@@ -42,13 +42,24 @@ def options_to_env(options: Mapping[str, str]) -> dict[str, str]:
     return {names[k]: v for k, v in options.items() if k in names and v}
 
 
-def connect(uri: str, storage_options: Mapping[str, str] | None = None, read_consistency: timedelta | None = None):
+def cache_session(cache_bytes: int):
+    """A LanceDB session whose caches hold at most `cache_bytes`: three quarters for index pages, a
+    quarter for table metadata (manifests, fragment and index descriptions). Lance's own default (6 GiB
+    and 1 GiB) fills with every table version's entries as writes go on: a long-lived process grew ~0.1 MB
+    a write (benchmarks/long_run.py)."""
+    return lancedb.Session(index_cache_size_bytes=cache_bytes - cache_bytes // 4, metadata_cache_size_bytes=cache_bytes // 4)
+
+
+def connect(uri: str, storage_options: Mapping[str, str] | None = None, read_consistency: timedelta | None = None, session=None):
     """A LanceDB connection; `storage_options` only matter for an object-store URI.
 
     `read_consistency`: how stale a read may be with respect to commits by other processes (None:
     never look for them, LanceDB's default and right for one process; timedelta(0): look at every
-    read, one listing of the table's versions each, which on S3 is a request)."""
+    read, one listing of the table's versions each, which on S3 is a request). `session`: its caches
+    (`cache_session`); None: LanceDB's default."""
     kwargs: dict = {"read_consistency_interval": read_consistency} if read_consistency is not None else {}
+    if session is not None:
+        kwargs["session"] = session
     if storage_options and is_object_store(uri):
         kwargs["storage_options"] = dict(storage_options)
     return lancedb.connect(uri, **kwargs)

@@ -36,7 +36,7 @@ from pluralign.store.failures import Problems, StoreUnavailable, object_store_pr
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
 from pluralign.store.lease import Lease, LeaseLost, PurgeMarks, open_lease_table
-from pluralign.store.location import connect, is_object_store
+from pluralign.store.location import cache_session, connect, is_object_store
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
     SCHEMA_VERSION,
@@ -196,7 +196,7 @@ class Store:
     def __init__(
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
         storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
-        lease_ttl_s: float = lease.TTL_S, finish_purges: bool = True,
+        lease_ttl_s: float = lease.TTL_S, finish_purges: bool = True, cache_bytes: int = 256 << 20,
     ):
         """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
         object store; see `pluralign.store.location`. `sync_seconds`: see the class. `lease_ttl_s`: seconds
@@ -205,7 +205,8 @@ class Store:
         killed process of this store left (`delete_user`), and mark tables an earlier release wrote
         with this one's schema version (`_open`); False for a process that only reads a store another
         one serves (`pluralign train-adapter --store`), which must not purge beside it, nor lock out
-        an earlier release serving it. Raises StoreError
+        an earlier release serving it. `cache_bytes`: the most LanceDB's caches of index pages and
+        table metadata hold (`location.cache_session`). Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -221,7 +222,8 @@ class Store:
         # the credentials among the options: never in a log line or an error (`failures.scrub`)
         self._secrets = secrets_of(storage_options)
         try:
-            self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds))
+            self._session = cache_session(cache_bytes)
+            self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds), self._session)
             existing = set(self.db.list_tables().tables)
         except (OSError, RuntimeError, ValueError) as exc:  # an object store down, refusing the keys, without the bucket
             found = unavailable(exc, "the store", uri, "opened", self._secrets) if is_object_store(uri) else None
@@ -1075,6 +1077,11 @@ class Store:
                         self.deletions.create_index("user_hash", config=BTree())
                     self._fence()
                     self.deletions.optimize(cleanup_older_than=keep_versions_for)
+
+    @property
+    def cache_bytes(self) -> int:
+        """What LanceDB's caches of this store hold now (at most the `cache_bytes` it was opened with)."""
+        return self._session.size_bytes
 
     def stats(self) -> dict[str, int]:
         """Rows per table; a table that cannot be counted (damaged) is left out (and noted in `problems`)."""

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import msgspec
+from cachetools import LRUCache
 from litestar.concurrency import sync_to_thread
 
 from pluralign.data.io import write_jsonl
@@ -37,6 +38,10 @@ from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig
 from training.jobs.triggers import AdapterTrigger
 
 log = logging.getLogger("pluralign.service")
+# users whose new comparisons the adapter trigger counts (`Admin.on_moved`), the most recently moved;
+# a user pushed out starts again from 0 (as after a restart) and is checked `adapter_every` comparisons
+# later; the trigger itself decides by the table's count, so no job is lost, only later (~100 B a user)
+ADAPTER_COUNTED_USERS = 100_000
 
 
 class _Named(msgspec.Struct):
@@ -112,7 +117,8 @@ class Admin:
         rt.delete_hooks.append(self.forget_jobs)
         rt.population_hooks.append(self.forget_in_population)
         self._lock = threading.Lock()
-        self._new: dict[tuple[str, str], int] = {}  # strict comparisons moved since the user's last check
+        # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
+        self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
 
     def submit(self, kind: str, params: dict[str, Param]) -> Job:
         params = dict(params)
@@ -281,6 +287,13 @@ class Admin:
         stop the queued or running jobs of the users `forget` names and delete every job file that
         holds their data or names them (records, logs, results, artifacts, comparison snapshots),
         and what promotions.json serves for them. Returns how many files went."""
+        with self._lock:  # their comparisons counted for the adapter trigger: they start again from 0
+            for key in forget.keys:
+                tenant, _, user = key.partition("/")
+                self._new.pop((tenant, user), None)
+            if forget.hashes:
+                for tenant, user in [k for k in self._new if forget.user(*k)]:
+                    self._new.pop((tenant, user), None)
         removed = 0
         for job in self.runner.list(limit=1_000_000):
             user = job.params.get("user")

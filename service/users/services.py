@@ -432,12 +432,18 @@ class UserSummary(msgspec.Struct, kw_only=True):
     sentences: list[str]  # the same, as short sentences a person can read
 
 
+DESCRIBED_PAIRS = 200  # stored pairs drawn to describe the prototypes (`Store.answers_sample`)
+
+
 def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards | None = None, per_side: int = 2) -> list[PrototypeDescription]:
     """Each prototype of the served population model described by the tenant's (None: every
     tenant's) stored answers it scores highest and lowest (both answers of a random sample of up to
     200 distinct stored pairs, `Store.answers_sample`; none stored: empty example lists)."""
-    rewards = rewards or rt.rewards
-    prompts, answers, prompt_vec, answer_vec = rt.store.answers_sample(tenant)
+    return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS), per_side)
+
+
+def _describe(rewards: UserRewards, prompts: list[str], answers: list[str], prompt_vec: np.ndarray, answer_vec: np.ndarray,
+              per_side: int = 2) -> list[PrototypeDescription]:
     keep = [i for i, answer in enumerate(answers) if not is_blank(answer)]  # an older version stored blank answers
     if len(keep) < len(answers):
         prompts, answers = [prompts[i] for i in keep], [answers[i] for i in keep]
@@ -446,6 +452,27 @@ def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards
         return describe_prototypes(np.zeros((0, rewards.k)), [], [], per_side)
     scores = np.stack([rewards.score(logits, prompt_vec, answer_vec) for logits in rewards.prototype_logits()], axis=1)  # (M, K)
     return describe_prototypes(scores, prompts, answers, per_side)
+
+
+def described_prototypes(rt: Runtime, tenant: str, rewards: UserRewards) -> list[PrototypeDescription]:
+    """`prototype_descriptions` of the tenant. Once its sample is full (the tenant holds at least
+    DESCRIBED_PAIRS pairs) it is reused `pooled_prior_ttl_s` seconds per population model, until a
+    user of the tenant is deleted (`Runtime.forget_pooled`): drawn afresh for every profile, the sample
+    read every row id of the tenant, so a profile got slower as the tenant's rows grew. A smaller tenant's
+    is drawn each time (cheap, and each new pair changes it)."""
+    key = (tenant, rewards.version)
+    with rt.pooled_lock:
+        cached = rt.described.get(key, _MISSING)
+        generation = rt.pooled_generation.get(tenant, 0)
+    if cached is not _MISSING:
+        return cached
+    sample = rt.store.answers_sample(tenant, DESCRIBED_PAIRS)
+    described = _describe(rewards, *sample)
+    with rt.pooled_lock:
+        # full, and no user of the tenant deleted meanwhile
+        if len(sample[1]) >= 2 * DESCRIBED_PAIRS and rt.pooled_generation.get(tenant, 0) == generation:
+            rt.described[key] = described
+    return described
 
 
 def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, comparisons: int) -> UserSummary:
@@ -459,7 +486,7 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         logits = np.asarray(weights.logits, np.float64)
         protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
     nearest = int(np.argmax(protos))
-    described = prototype_descriptions(rt, tenant, rewards)[nearest]
+    described = described_prototypes(rt, tenant, rewards)[nearest]
     sentences = [b.text for b in beliefs if b.confidence != "uncertain" or b.stated]
     if not sentences:
         sentences = ["no preference about how answers are written is settled yet"]

@@ -1,0 +1,103 @@
+"""What a long-lived `pluralign serve` must not accumulate, each found by benchmarks/long_run.py: per-user
+bookkeeping kept for every user ever seen, caches without a bound, per-request work that grows with the
+tenant's rows. Small scale and count-based: entries, bytes and reads after many requests, not times."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.service.tiny import start_service
+
+COUNTED_USERS = 16  # the adapter trigger's per-user counts kept here (service.admin.services.ADAPTER_COUNTED_USERS)
+DESCRIBED_PAIRS = 2  # a tenant's sample of stored pairs is full, and its description kept, from 2 pairs here (200 served)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    from service.admin import services as admin_services
+    from service.admin.controllers import ADMIN_HANDLERS
+    from service.users import services as user_services
+
+    data = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(admin_services, "ADAPTER_COUNTED_USERS", COUNTED_USERS, raising=False)
+        mp.setattr(user_services, "DESCRIBED_PAIRS", DESCRIBED_PAIRS, raising=False)
+        # a history cache of 0 bytes: no user is cached (as most of thousands of users are not, in 512 MB)
+        server, service = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                        history_cache_mb=0, adapter_every=3)
+        service.data_dir = data
+        with server:
+            yield service
+
+
+def comparison(user: str, i: int) -> dict:
+    return {"type": "comparison", "user": user, "prompt": f"Which is better, option {i}?",
+            "chosen": f"The first option, number {i}.", "rejected": f"The second option, number {i}."}
+
+
+def test_history_cache_keeps_nothing_per_user_it_does_not_cache(svc):
+    """Each feedback bumped a per-user generation in the history cache, kept for ever: one entry per
+    user who ever gave feedback (and per deleted user), however small the cache."""
+    histories = svc.runtime.store.histories
+    with svc.client() as c:
+        for i in range(30):
+            user = f"many{i}"
+            assert c.post("/v1/feedback", json=comparison(user, i)).status_code == 201
+            assert c.get(f"/v1/users/{user}").status_code == 200  # its rows moved into the table, its history read
+            if i % 3 == 0:
+                assert c.delete(f"/v1/users/{user}").status_code == 200
+        svc.runtime.wait_for_background()
+    assert histories.tracked() <= len(histories) + 1, (histories.tracked(), len(histories))
+
+
+def test_adapter_trigger_counts_stay_bounded_and_a_delete_forgets_its_user(svc):
+    """The adapter trigger counted each user's new comparisons in a dict that was never pruned: one
+    entry per user who ever sent a comparison (a deleted user's too), for the life of the process."""
+    counts = svc.server.server.config.app.state.admin._new
+    with svc.client() as c:
+        for i in range(24):
+            assert c.post("/v1/feedback", json=comparison(f"counted{i}", i)).status_code == 201
+        svc.runtime.wait_for_background()
+        assert len(counts) <= COUNTED_USERS, len(counts)
+        assert ("acme", "counted23") in counts  # the latest users are counted
+        assert c.delete("/v1/users/counted23").status_code == 200
+    assert ("acme", "counted23") not in counts
+
+
+def test_lance_caches_stay_under_store_cache_mb(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """LanceDB's session caches (Lance's default: 6 GiB of index pages, 1 GiB of metadata) kept every
+    table version's manifest and index pages: ~0.1 MB more for each write, for the life of the process
+    (benchmarks/long_run.py: RSS +430 MB over 6,500 requests). `store_cache_mb` bounds them."""
+    server, service = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, store_cache_mb=1, compact_every=10)
+    with server, service.client() as c:
+        for i in range(30):
+            assert c.post("/v1/feedback", json=comparison(f"cached{i}", i)).status_code == 201
+            assert c.get(f"/v1/users/cached{i}").status_code == 200  # moved into the table (a commit), read back
+        service.runtime.wait_for_background()
+        assert 0 < service.runtime.store.cache_bytes <= 1 << 20, service.runtime.store.cache_bytes
+
+
+def test_profiles_do_not_each_sample_the_tenants_stored_answers(svc):
+    """Each GET of a profile drew a fresh sample of the tenant's stored comparisons to describe the
+    nearest prototype (every row id of the tenant read, up to 1,600 rows' texts, 200 pairs scored): a
+    profile got slower as the tenant's rows grew (long run: GET user p50 x1.4 over 6,500 requests).
+    Once the sample is full the description is kept per tenant and population model for
+    `pooled_prior_ttl_s`, and a DELETE drops it (it quotes stored answers)."""
+    store = svc.runtime.store
+    calls = []
+    sample = store.answers_sample
+    with svc.client() as c:
+        for i in range(3):
+            assert c.post("/v1/feedback", json=comparison("profiled", i)).status_code == 201
+        assert c.get("/v1/users/profiled").status_code == 200
+        store.answers_sample = lambda *a, **k: calls.append(a) or sample(*a, **k)
+        try:
+            for _ in range(20):
+                assert c.get("/v1/users/profiled").status_code == 200
+            assert len(calls) == 0, len(calls)
+            assert c.delete("/v1/users/profiled").status_code == 200
+            assert c.post("/v1/feedback", json=comparison("profiled2", 0)).status_code == 201
+            assert c.get("/v1/users/profiled2").status_code == 200
+            assert len(calls) == 1  # described again after the DELETE
+        finally:
+            del store.answers_sample
