@@ -60,6 +60,11 @@ def upgraded(request, tmp_path, tiny_generator_dir, minilm, monkeypatch):  # noq
         fixture = FIXTURES / commit
         data = tmp_path / commit
         shutil.copytree(fixture / "data", data)
+        # job records name the folder where the release wrote them (/tmp/up29/<commit>/data): as on any other
+        # machine, or a folder restored elsewhere, nothing is read from there
+        made_in = f"/tmp/up29/{commit}/data"
+        for path in (data / "jobs").glob("*.json"):
+            path.write_text(path.read_text().replace(made_in, str(tmp_path / "moved-away" / commit / "data")))
         server, service = start_service(data, generator, data / "pal", minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
         service.keys = json.loads((fixture / "keys.json").read_text())  # the old release's keys, not new ones
         server.__enter__()
@@ -122,6 +127,10 @@ def check_everything_is_there(expected: dict, service) -> None:
         assert [(j["id"], j["kind"], j["state"]) for j in jobs.json()["jobs"]] == \
                [(j["id"], j["kind"], j["state"]) for j in expected["jobs"]["jobs"]]
         assert admin.get("/metrics").status_code == 200
+        # the old release's audit report is in the dashboard's history (its job record names another folder)
+        page = admin.get("/admin/dashboard")
+        assert page.status_code == 200 and "No audit has been run yet" not in page.text
+        assert 'id="worst-group-over-time"' in page.text
     assert httpx.get(service.url + "/health").status_code == 200
     # a DELETE removes everything of alice's, as today's DELETE does
     deleted = clients["default"].delete("/v1/users/alice")
