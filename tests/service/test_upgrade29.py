@@ -219,3 +219,39 @@ def test_a_first_start_stopped_after_some_tables_were_marked_is_finished_by_the_
     opened = Store(str(store), MINILM_ID, 384)
     assert {mark for mark, _ in table_marks(store).values()} == {str(SCHEMA_VERSION)}
     assert len(opened.preferences_for("default", "alice")[0]) == 10
+
+
+def test_replicas_started_together_on_an_older_releases_store_all_start(tmp_path):
+    """Every replica of a shared store started at once on the new release (a rollout): each opens each
+    table as the older release left it and adds its columns and its mark at the same moment. Lance
+    refuses the second of two such commits ('Incompatible transaction: This UpdateConfig transaction is
+    incompatible with concurrent transaction'): that replica's start failed with Lance's OSError. Now a
+    replica whose commit lost takes the table as the other one left it, and both start."""
+    import threading
+
+    from pluralign.embed.encoders import MINILM_ID
+    from pluralign.store import SCHEMA_VERSION, Store
+
+    for trial in range(3):  # the race is lost in most tries: three make a miss unlikely
+        data = tmp_path / f"data{trial}"
+        shutil.copytree(FIXTURES / "b7168d1" / "data" / "lancedb", data)
+        together = threading.Barrier(2)
+        failed: list[BaseException] = []
+        opened: list[Store] = []
+
+        def start(data=data, together=together, failed=failed, opened=opened):
+            together.wait()
+            try:
+                opened.append(Store(str(data), MINILM_ID, 384, sync_seconds=1.0))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failed.append(exc)
+
+        replicas = [threading.Thread(target=start) for _ in range(2)]
+        for t in replicas:
+            t.start()
+        for t in replicas:
+            t.join()
+        assert failed == [] and len(opened) == 2, failed
+        assert {mark for mark, _ in table_marks(data).values()} == {str(SCHEMA_VERSION)}
+        for store in opened:
+            assert len(store.preferences_for("default", "alice")[0]) == 10
