@@ -11,6 +11,7 @@ from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
 from tests.service.tiny import start_replicas
 
 
+@pytest.mark.slow
 def test_another_replicas_delete_leaves_no_answer_of_the_user_in_cached_profiles(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """Replica b learns of a DELETE answered by replica a from the store's deletion record (its sweep,
     every `deletion_sweep_s`) and drops its cached prototype descriptions of the tenant with its pooled
