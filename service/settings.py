@@ -49,6 +49,7 @@ POOLED_PRIOR_MAX_USERS = 128  # a tenant's pooled prior is estimated from at mos
 # the shortest `store_timeout_s`: one request to an object store (a TLS connection, a small GET) takes tens of
 # milliseconds even on loopback, so a value below this (0.0001: a unit slip) failed every request as "did not answer"
 MIN_STORE_TIMEOUT_S = 0.1
+MAX_STORE_CACHE_MB = 1 << 30  # `store_cache_mb`: LanceDB takes its cache sizes as 64-bit counts of bytes
 POOLED_PRIOR_MAX_SPREAD = 100.0  # sd 10x a user's own posterior's: far wider than the model's own prior already
 
 
@@ -182,8 +183,9 @@ class Settings(Base, frozen=True):
             raise ValueError(f"`compare_target` must be `best` or `coefficients`, got {self.compare_target!r}")
         if self.user_model not in ("residual", "prototypes"):
             raise ValueError(f"`user_model` must be `residual` or `prototypes`, got {self.user_model!r}")
-        if self.store_cache_mb < 1:
-            raise ValueError(f"`store_cache_mb` must be at least 1, got {self.store_cache_mb}")
+        if not 1 <= self.store_cache_mb <= MAX_STORE_CACHE_MB:
+            raise ValueError(f"`store_cache_mb` must be at least 1 and at most {MAX_STORE_CACHE_MB} (1 PiB; LanceDB counts "
+                             f"its caches' bytes in 64 bits), got {self.store_cache_mb}")
         if self.ingest_batch < 1:
             raise ValueError("`ingest_batch` must be at least 1")
         if self.replicas < 1 or not 0 <= self.replica_index < self.replicas:

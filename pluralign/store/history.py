@@ -83,11 +83,6 @@ class History:
     def take(self, indices: list[int]) -> list[dict]:
         return self.meta.take(pa.array(indices, type=pa.int64())).to_pylist() if indices else []
 
-    def tracked(self) -> int:
-        """Users the cache keeps anything about (their history, its check time, a load's generation)."""
-        with self._lock:
-            return len(set(self._items) | set(self._checked) | set(self._loading))
-
     @property
     def nbytes(self) -> int:
         return self.prompt_vec.nbytes * 3 + self.meta.nbytes
@@ -215,7 +210,7 @@ class HistoryCache:
         self.invalidate(keys)
 
     def tracked(self) -> int:
-        """Users the cache keeps anything about (their history, its check time, a load's generation)."""
+        """Users the cache keeps anything about (their history, its check time, a load's ticket)."""
         with self._lock:
             return len(set(self._items) | set(self._checked) | set(self._loading))
 

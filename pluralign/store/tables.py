@@ -58,6 +58,7 @@ READ_MARGIN_S = 2.0
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 
 WRITE_ATTEMPTS = 3  # a commit that met such a removal: made again on the newest version (`Store._commit`)
+UPGRADE_ATTEMPTS = 4  # an older table's added columns and mark, against replicas upgrading it at the same moment (`Store._open`)
 # the columns that tell an appended row apart (a commit is whole or absent: its first row tells whether it is there)
 APPEND_KEYS = {"preferences": ("pref_id",), "interactions": ("response_id",),
                "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",)}
@@ -179,6 +180,12 @@ def owner_filter(tenant: str, user_id: str) -> str:
 def _vectors(array: np.ndarray, dim: int) -> pa.FixedSizeListArray:
     array = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
     return pa.FixedSizeListArray.from_arrays(pa.array(array, type=pa.float32()), dim)
+
+
+def _commit_conflict(exc: BaseException) -> bool:
+    """Whether Lance refused a commit because another one on the table came first."""
+    words = str(exc).lower()
+    return "commit conflict" in words or "incompatible transaction" in words
 
 
 class Store:
@@ -336,9 +343,15 @@ class Store:
     def _open(self, name: str, schema: pa.Schema, exists: bool):
         try:
             if not exists:
+                made = schema
                 if self._older_mark is not None:  # beside an earlier release: a table it would refuse is not made
-                    schema = schema.with_metadata({**schema.metadata, b"schema_version": self._older_mark.encode()})
-                return self.db.create_table(name, schema=schema)
+                    made = schema.with_metadata({**schema.metadata, b"schema_version": self._older_mark.encode()})
+                try:
+                    return self.db.create_table(name, schema=made)
+                except ValueError:  # "already exists": another process (a replica started with this one) made it
+                    if name not in self.db.list_tables().tables:
+                        raise
+                    exists = True  # checked and upgraded as any existing table, below
             table = self.db.open_table(name)
             found = table.schema.metadata or {}
         except (RuntimeError, OSError, ValueError) as exc:  # lance's errors for a manifest cut short, a file missing, ...
@@ -362,6 +375,25 @@ class Store:
                 f"table `{name}` at {self.uri} has {key.decode()}={have or 'missing'}, "
                 f"this service expects {want.decode()}; use another data folder or migrate it"
             )
+        for attempt in range(UPGRADE_ATTEMPTS):
+            try:
+                return self._upgrade(name, schema, table)
+            except (OSError, RuntimeError) as exc:
+                # Lance refuses a commit that raced another one on the table ("Incompatible transaction",
+                # "Retryable commit conflict"): replicas started together each upgrade it at the same
+                # moment. The table as the winner left it is looked at again (its columns or mark may be in)
+                if not _commit_conflict(exc):  # a full or read-only disk, ...: as it came
+                    raise
+                if attempt == UPGRADE_ATTEMPTS - 1:
+                    raise StoreError(f"table `{name}` at {self.uri} could not be upgraded to this release's columns "
+                                     f"and schema_version (another process kept committing to it: {exc})") from None
+                table = self.db.open_table(name)
+        raise AssertionError("unreachable")
+
+    def _upgrade(self, name: str, schema: pa.Schema, table):
+        """Add the columns this release adds to a table an earlier release wrote, then its mark (with
+        `finish_purges`; a process that only reads keeps the earlier mark: `_older_mark`)."""
+        found = table.schema.metadata or {}
         missing = added_columns(schema, table.schema)
         if missing:
             table.add_columns(missing)

@@ -373,8 +373,10 @@ class Admin:
     def report(self, job: Job) -> AuditReport | None:
         if job.kind != "audit" or job.state != "succeeded" or not job.result_path:
             return None
+        # read in this jobs folder: the record names the path where it was written, another one once the
+        # data folder was moved or restored elsewhere (a start from another path, another machine)
         try:
-            return decode_report(Path(job.result_path).read_bytes())
+            return decode_report(self.runner.store.path(job.id, "result.json").read_bytes())
         except (OSError, ValueError, msgspec.DecodeError):
             return None
 

@@ -32,7 +32,7 @@ from service.chat.schemas import (
 )
 from service.errors import bad_request, error_responses, storage_response, storage_status, stream_error
 from service.ids import check_user_id
-from service.runtime import NOT_TRIED_LOG_S, Runtime
+from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
 

@@ -474,7 +474,7 @@ def test_chats_answered_not_tried_log_it_once_a_minute(service_log, serve):
     each logged an ERROR line, so a flood of chats flooded the log. Now the first is logged and the rest
     within NOT_TRIED_LOG_S are not; the failure that started it (the first real one) keeps its own line."""
     from pluralign.store.failures import StoreUnavailable
-    from service.chat.controllers import NOT_TRIED_LOG_S
+    from service.runtime import NOT_TRIED_LOG_S
 
     data, server, svc = serve()
     with server, svc.client("acme") as acme:

@@ -29,7 +29,10 @@ def wait_until(check, timeout: float = 30.0):
         time.sleep(0.1)
 
 
-def test_a_delete_on_one_replica_cleans_the_population_files_of_the_other(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+def test_a_delete_on_one_replica_cleans_the_population_files_of_the_other(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    from service.users import services as user_services
+
+    monkeypatch.setattr(user_services, "DESCRIBED_PAIRS", 2)  # profiles' prototype descriptions kept per tenant from 2 pairs
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
                                          admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2)
     folder_b = tmp_path / "b"
@@ -43,6 +46,9 @@ def test_a_delete_on_one_replica_cleans_the_population_files_of_the_other(tmp_pa
         assert em["promoted"] is True  # replica b serves the EM mixture, with the user's row in memory
         assert files_holding(folder_b, MARKER, GONE)
         assert f"acme/{GONE}" in b.runtime.rewards.model.users
+        assert acme_b.get("/v1/users/ann").status_code == 200
+        key = ("acme", b.runtime.rewards.version)
+        described = b.runtime.described[key]  # drawn from a sample that may quote the user
 
         r = acme_a.delete(f"/v1/users/{GONE}")  # answered by replica a
         assert r.status_code == 200, r.text
@@ -52,6 +58,10 @@ def test_a_delete_on_one_replica_cleans_the_population_files_of_the_other(tmp_pa
         # replica b's own folder loses them within its sweep, every other user's rows staying
         assert wait_until(lambda: files_holding(folder_b, MARKER, GONE)) == []
         assert f"acme/{GONE}" not in b.runtime.rewards.model.users
+        # b's cached description went with the record (test_review29b shows its quoted answers)
+        assert b.runtime.described.get(key) is not described
+        profile = acme_b.get("/v1/users/ann")
+        assert profile.status_code == 200 and MARKER not in profile.text
         snapshots = sorted((folder_b / "jobs" / "data" / "population").glob("comparisons-*.jsonl"))
         assert len(snapshots) == 2  # the PAL job's and the EM job's
         for path in snapshots:

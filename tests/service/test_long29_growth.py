@@ -101,3 +101,26 @@ def test_profiles_do_not_each_sample_the_tenants_stored_answers(svc):
             assert len(calls) == 1  # described again after the DELETE
         finally:
             del store.answers_sample
+
+
+def test_a_user_pushed_out_of_the_trigger_counts_still_gets_their_adapter_job(svc):
+    """The counts are an LRU: a user pushed out by COUNTED_USERS others starts counting again from 0,
+    and is checked `adapter_every` (3 here) comparisons later against the table's count, so their job
+    comes (later), never lost. Pins (nothing was wrong)."""
+    counts = svc.server.server.config.app.state.admin._new
+    adapter_jobs = lambda admin: [j for j in admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"]  # noqa: E731
+                                  if j["params"].get("user") == "pushed"]
+    with svc.client() as c, svc.client("admin") as admin:
+        for i in range(2):
+            assert c.post("/v1/feedback", json=comparison("pushed", i)).status_code == 201
+        svc.runtime.wait_for_background()
+        assert ("acme", "pushed") in counts
+        for i in range(COUNTED_USERS):
+            assert c.post("/v1/feedback", json=comparison(f"pusher{i}", i)).status_code == 201
+        svc.runtime.wait_for_background()
+        assert ("acme", "pushed") not in counts and adapter_jobs(admin) == []
+        for i in range(2, 5):  # 5 stored, 3 counted since it came back: checked, and due (none before)
+            assert c.post("/v1/feedback", json=comparison("pushed", i)).status_code == 201
+        svc.runtime.wait_for_background()
+        (job,) = adapter_jobs(admin)
+        assert job["params"]["comparisons"] == 5

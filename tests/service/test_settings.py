@@ -84,3 +84,14 @@ def test_replica_settings():
         Settings.load({**shared, "PLURALIGN_REPLICA_INDEX": "2"})
     with pytest.raises(ValueError, match="store_uri"):
         Settings.load({"PLURALIGN_REPLICAS": "2"})
+
+
+def test_a_store_cache_beyond_any_machine_is_refused_naming_the_variable():
+    """PLURALIGN_STORE_CACHE_MB above what LanceDB's session takes (a 64-bit count of bytes) was accepted,
+    and the start failed once the models were loaded with a traceback ending 'OverflowError: int too big to
+    convert', naming no setting. Now refused with the other bad values (0, negative, not a whole number)."""
+    for value, problem in (("0", "at least 1"), ("-1", "at least 1"), ("1.5", "expected `int`"), ("lots", "expected `int`"),
+                           ("100000000000000000000", "at most")):
+        with pytest.raises(ValueError, match=f"PLURALIGN_STORE_CACHE_MB \\(setting store_cache_mb\\): .*{problem}"):
+            Settings.load({"PLURALIGN_STORE_CACHE_MB": value})
+    assert Settings.load({"PLURALIGN_STORE_CACHE_MB": "1"}).store_cache_mb == 1

@@ -74,3 +74,39 @@ def test_tables_an_earlier_release_marked_are_marked_again_on_the_bucket(s3):
     for name in ("preferences", "users"):
         assert store.tables[name].schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
         assert db.open_table(name).schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
+
+
+def test_replicas_started_together_on_an_earlier_releases_bucket_both_mark_it(s3):
+    """Two replicas of the new release started at once on a bucket whose tables an earlier release
+    marked schema_version=1 (tests/service/test_upgrade29.py has the local folder): both start, and each
+    table ends with this release's mark."""
+    import threading
+
+    import lancedb
+
+    from pluralign.store import SCHEMA_VERSION
+
+    for trial in range(3):
+        uri = s3.uri(f"together{trial}")
+        Store(uri, "enc", DIM, storage_options=s3.options)
+        db = lancedb.connect(uri, storage_options=s3.options)
+        for name in ("preferences", "interactions", "users", "stated_changes", "deletions"):
+            db.open_table(name).to_lance().update_schema_metadata({"schema_version": "1"})
+        together = threading.Barrier(2)
+        failed: list[BaseException] = []
+
+        def start(uri=uri, together=together, failed=failed):
+            together.wait()
+            try:
+                Store(uri, "enc", DIM, storage_options=s3.options, sync_seconds=1.0)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failed.append(exc)
+
+        replicas = [threading.Thread(target=start) for _ in range(2)]
+        for t in replicas:
+            t.start()
+        for t in replicas:
+            t.join()
+        assert failed == [], failed
+        for name in ("preferences", "users"):
+            assert db.open_table(name).schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()

@@ -60,6 +60,11 @@ def upgraded(request, tmp_path, tiny_generator_dir, minilm, monkeypatch):  # noq
         fixture = FIXTURES / commit
         data = tmp_path / commit
         shutil.copytree(fixture / "data", data)
+        # job records name the folder where the release wrote them (/tmp/up29/<commit>/data): as on any other
+        # machine, or a folder restored elsewhere, nothing is read from there
+        made_in = f"/tmp/up29/{commit}/data"
+        for path in (data / "jobs").glob("*.json"):
+            path.write_text(path.read_text().replace(made_in, str(tmp_path / "moved-away" / commit / "data")))
         server, service = start_service(data, generator, data / "pal", minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
         service.keys = json.loads((fixture / "keys.json").read_text())  # the old release's keys, not new ones
         server.__enter__()
@@ -122,6 +127,10 @@ def check_everything_is_there(expected: dict, service) -> None:
         assert [(j["id"], j["kind"], j["state"]) for j in jobs.json()["jobs"]] == \
                [(j["id"], j["kind"], j["state"]) for j in expected["jobs"]["jobs"]]
         assert admin.get("/metrics").status_code == 200
+        # the old release's audit report is in the dashboard's history (its job record names another folder)
+        page = admin.get("/admin/dashboard")
+        assert page.status_code == 200 and "No audit has been run yet" not in page.text
+        assert 'id="worst-group-over-time"' in page.text
     assert httpx.get(service.url + "/health").status_code == 200
     # a DELETE removes everything of alice's, as today's DELETE does
     deleted = clients["default"].delete("/v1/users/alice")
@@ -210,3 +219,39 @@ def test_a_first_start_stopped_after_some_tables_were_marked_is_finished_by_the_
     opened = Store(str(store), MINILM_ID, 384)
     assert {mark for mark, _ in table_marks(store).values()} == {str(SCHEMA_VERSION)}
     assert len(opened.preferences_for("default", "alice")[0]) == 10
+
+
+def test_replicas_started_together_on_an_older_releases_store_all_start(tmp_path):
+    """Every replica of a shared store started at once on the new release (a rollout): each opens each
+    table as the older release left it and adds its columns and its mark at the same moment. Lance
+    refuses the second of two such commits ('Incompatible transaction: This UpdateConfig transaction is
+    incompatible with concurrent transaction'): that replica's start failed with Lance's OSError. Now a
+    replica whose commit lost takes the table as the other one left it, and both start."""
+    import threading
+
+    from pluralign.embed.encoders import MINILM_ID
+    from pluralign.store import SCHEMA_VERSION, Store
+
+    for trial in range(3):  # the race is lost in most tries: three make a miss unlikely
+        data = tmp_path / f"data{trial}"
+        shutil.copytree(FIXTURES / "b7168d1" / "data" / "lancedb", data)
+        together = threading.Barrier(2)
+        failed: list[BaseException] = []
+        opened: list[Store] = []
+
+        def start(data=data, together=together, failed=failed, opened=opened):
+            together.wait()
+            try:
+                opened.append(Store(str(data), MINILM_ID, 384, sync_seconds=1.0))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failed.append(exc)
+
+        replicas = [threading.Thread(target=start) for _ in range(2)]
+        for t in replicas:
+            t.start()
+        for t in replicas:
+            t.join()
+        assert failed == [] and len(opened) == 2, failed
+        assert {mark for mark, _ in table_marks(data).values()} == {str(SCHEMA_VERSION)}
+        for store in opened:
+            assert len(store.preferences_for("default", "alice")[0]) == 10
