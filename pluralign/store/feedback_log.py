@@ -379,10 +379,17 @@ class FeedbackLog:
         with self._cv:
             return len(self.pending), sum(len(e.rows) for e in self.pending.values())
 
-    def wait(self, timeout: float) -> bool:
-        """Block until something is pending (True) or `timeout` passes (False)."""
+    def wait(self, timeout: float, until: threading.Event | None = None) -> bool:
+        """Block until something is pending (True), or `timeout` passes or `until` is set (`wake` then
+        ends the wait at once; False unless something is pending)."""
         with self._cv:
-            return self._cv.wait_for(lambda: bool(self.pending), timeout)
+            self._cv.wait_for(lambda: bool(self.pending) or (until is not None and until.is_set()), timeout)
+            return bool(self.pending)
+
+    def wake(self) -> None:
+        """Waiters look again now (at their `until` event): a worker told to stop ends its wait."""
+        with self._cv:
+            self._cv.notify_all()
 
     def done(self, entries: list[Entry]) -> None:
         """These entries were moved into the table: drop them, and every segment left with none pending."""

@@ -132,7 +132,7 @@ class Ingestor:
             pass
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
-            if not self.log.wait(timeout=0.5):
+            if not self.log.wait(timeout=0.5, until=self._stop):
                 continue
             try:
                 with self._worker:
@@ -150,8 +150,9 @@ class Ingestor:
                 self._stop.wait(1.0)
 
     def stop(self) -> None:
-        """The worker takes no further batch (pending rows stay in the log)."""
+        """The worker takes no further batch (pending rows stay in the log); an idle one stops waiting."""
         self._stop.set()
+        self.log.wake()
 
     def close(self) -> None:
         self.stop()

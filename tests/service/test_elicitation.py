@@ -61,13 +61,14 @@ def test_bad_shown_is_a_400_naming_the_field(svc, body, field):
         assert field in (field_named(r) or "") or field in r.text
 
 
-def test_compare_disappears_once_the_user_is_well_known(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+def test_compare_disappears_once_the_user_is_well_known(svc):
     """A user who answers every `compare` (picking the shorter of the two, a `choice` with `shown`)
     is asked while new; as their posterior narrows the pairs carry less, and once the best pair
-    carries fewer than `compare_min_bits` (0.1) bits `compare` is null. A new user is still asked."""
-    server, service = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm)
+    carries fewer than `compare_min_bits` (0.1) bits `compare` is null. A new user is still asked.
+    In a tenant of its own on the module's service (it had a service of its own)."""
+    svc.keys.setdefault("well-known", svc.runtime.keys.issue("well-known"))
     bits, nulls = [], 0
-    with server, service.client() as c:
+    with svc.client("well-known") as c:
         for rnd in range(90):
             out = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "known", "n": 4, "seed": rnd, "messages": [
                 {"role": "user", "content": f"Tip number {rnd}?"}]}).json()

@@ -132,15 +132,36 @@ class Service:
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 
 
+_TOKENIZERS: dict[tuple, object] = {}
+
+
+def tiny_generator(folder: Path):
+    """`Generator.from_folder(folder)`, its tokenizer parsed once per process and deep-copied for each
+    generator (its own copy: a fast tokenizer used from two threads at once raises "Already borrowed").
+    Parsing SmolLM2's tokenizer.json took 0.2-0.3 s of every service a test starts, the copy 0.1 s."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pluralign.device import default_device
+    from pluralign.policy.generator import Generator
+
+    folder = Path(folder)
+    key = (folder.resolve(), *(f.stat().st_mtime_ns for f in sorted(folder.glob("tokenizer*"))))
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = copy.deepcopy(_TOKENIZERS[key])
+    return Generator(AutoModelForCausalLM.from_pretrained(str(folder)).to(default_device()), tokenizer, folder.name)
+
+
 def start_service(data_dir: Path, generator_dir: Path, pal_dir: Path, encoder, admin_handlers=(), **settings):
     """Build the runtime from tiny models and serve it; returns (LiveServer context, Service)."""
-    from pluralign.policy.generator import Generator
     from service.app import create_app
     from service.runtime import Runtime
     from service.settings import Settings
 
     config = Settings(data_dir=str(data_dir), generator=str(generator_dir), pal_dir=str(pal_dir), max_tokens=12, **settings)
-    runtime = Runtime.build(config, generator=Generator.from_folder(generator_dir), encoder=encoder)
+    runtime = Runtime.build(config, generator=tiny_generator(generator_dir), encoder=encoder)
     keys = {
         "acme": runtime.keys.issue("acme"),
         "globex": runtime.keys.issue("globex"),
