@@ -1,0 +1,37 @@
+"""A second, hostile pass over pluralign as a library (docs/library.md): what a researcher does in a
+notebook that the first pass let through or refused wrongly. Each test drives the public function
+the way the guide does, on tiny tensors or a temp folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pluralign.reward.bt import PerUserBT
+from pluralign.reward.em import EMConfig, EMMixture
+from pluralign.reward.features import PairBatch
+from tests.unit.test_library_inputs import pairs
+
+
+def reindexed(batch: PairBatch, users: list[str]) -> PairBatch:
+    """The same pairs of the same people, indexed by another `users` list (another order, or only
+    the users that own these pairs): what `embed_pairs(records, encoder)` without `users=` gives."""
+    where = {u: i for i, u in enumerate(users)}
+    user = torch.tensor([where[batch.users[i]] for i in batch.user.tolist()])
+    return PairBatch(batch.prompt, batch.chosen, batch.rejected, user, users, batch.group)
+
+
+@pytest.mark.parametrize("make", [PerUserBT, lambda: EMMixture(EMConfig(k=2, restarts=1))], ids=["per-user-bt", "em"])
+def test_seen_users_are_scored_by_name_whatever_the_batch_s_user_order(make):
+    train, test = pairs(0), pairs(1)
+    model = make()
+    model.fit(train, pairs(2))
+    expected = model.prob_seen(test)
+    # before: PerUserBT scored u0's pairs with u3's weights, silently; EM refused the batch
+    assert np.allclose(model.prob_seen(reindexed(test, list(reversed(test.users)))), expected)
+    odd = test.select(np.flatnonzero(test.user.numpy() % 2 == 1))
+    assert np.allclose(model.prob_seen(reindexed(odd, ["u3", "u1"])), expected[test.user.numpy() % 2 == 1])
+    stranger = PairBatch(test.prompt[:2], test.chosen[:2], test.rejected[:2], torch.tensor([0, 1]), ["u0", "zoe"], ["even", "even"])
+    with pytest.raises(ValueError, match=r"'zoe'.*prob_new_users"):
+        model.prob_seen(stranger)
