@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from pluralign.data.record import Base
-from pluralign.device import default_device
+from pluralign.device import default_device, usable_device
 from pluralign.files import read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch, same_users, seen_rows
@@ -375,12 +375,15 @@ class EMMixture:
         return out
 
     @classmethod
-    def load(cls, folder: str | Path, encoder_id: str, dim: int | None = None) -> EMMixture:
+    def load(cls, folder: str | Path, encoder_id: str, dim: int | None = None, device=None) -> EMMixture:
         """Load an artifact: K heads of 2d weights, the log mixing weights (K,) and each training
-        user's posterior (K,). Raises FileNotFoundError for a missing file, and ValueError naming
-        the file for an artifact of another kind (a PAL checkpoint), schema, encoder, dimension or
-        features, for a file that is not JSON or truncated, and for tensors whose shapes disagree
-        with meta.json."""
+        user's posterior (K,), on `device` ("cpu", "cuda:0", a torch.device; default the default
+        one), as `load_pal` does: heads fitted on a GPU load on a CPU-only machine with device="cpu".
+        Raises FileNotFoundError for a missing file, ValueError naming `device` when this machine
+        lacks it (`pluralign.device.usable_device`), and ValueError naming the file for an artifact
+        of another kind (a PAL checkpoint), schema, encoder, dimension or features, for a file that
+        is not JSON or truncated, and for tensors whose shapes disagree with meta.json."""
+        device = usable_device(device)
         folder = Path(folder)
         path = folder / "meta.json"
         if not path.exists():
@@ -404,7 +407,7 @@ class EMMixture:
             raise ValueError(f"{folder}: heads expect {meta.dim}-d embeddings, the encoder gives {dim}")
         if meta.features != FEATURES:
             raise ValueError(f"{folder}: features {meta.features!r}, this code builds {FEATURES!r}")
-        tensors = read_safetensors(folder / "heads.safetensors", device=str(default_device()))
+        tensors = read_safetensors(folder / "heads.safetensors", device=str(device))
         shapes = {name: tuple(t.shape) for name, t in tensors.items()}
         if shapes.get("head_weights") != (meta.k, 2 * meta.dim) or shapes.get("log_mixing") != (meta.k,):
             raise ValueError(f"{folder}: heads.safetensors holds {shapes}, meta.json says K={meta.k}, d={meta.dim} "

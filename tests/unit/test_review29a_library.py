@@ -35,3 +35,17 @@ def test_seen_users_are_scored_by_name_whatever_the_batch_s_user_order(make):
     stranger = PairBatch(test.prompt[:2], test.chosen[:2], test.rejected[:2], torch.tensor([0, 1]), ["u0", "zoe"], ["even", "even"])
     with pytest.raises(ValueError, match=r"'zoe'.*prob_new_users"):
         model.prob_seen(stranger)
+
+
+def test_em_mixture_loads_on_the_device_asked_for_as_load_pal_does(tmp_path):
+    em = EMMixture(EMConfig(k=2, restarts=1))
+    em.fit(pairs(0), pairs(1))
+    em.save(tmp_path / "em", encoder_id="enc")
+    loaded = EMMixture.load(tmp_path / "em", "enc", device="cpu")  # before: TypeError, no `device`
+    assert loaded.fit_result.head_weights.device.type == "cpu"
+    assert np.allclose(loaded.prob_seen(pairs(2)), em.prob_seen(pairs(2)))
+    with pytest.raises(ValueError, match=r"`device` 'gpu' is not a torch device"):
+        EMMixture.load(tmp_path / "em", "enc", device="gpu")
+    if torch.cuda.device_count() < 8:
+        with pytest.raises(ValueError, match=r"`device` 'cuda:7' is not available on this machine"):
+            EMMixture.load(tmp_path / "em", "enc", device="cuda:7")
