@@ -49,3 +49,32 @@ def test_em_mixture_loads_on_the_device_asked_for_as_load_pal_does(tmp_path):
     if torch.cuda.device_count() < 8:
         with pytest.raises(ValueError, match=r"`device` 'cuda:7' is not available on this machine"):
             EMMixture.load(tmp_path / "em", "enc", device="cuda:7")
+
+
+def test_a_hugging_face_dataset_loads_in_one_call_as_its_parquet_file_does(tmp_path):
+    """A `datasets.Dataset` gives every row every column some row has (null where absent), and
+    pluralign's own Parquet export read back by `datasets` has its attributes as key/value pairs:
+    before, `row_to_preference` per row (the guide's way) refused both ("field `tie`: Expected
+    `bool`, got `null`", "field `attributes`: expected an object of labels"), and there was no
+    one call."""
+    datasets = pytest.importorskip("datasets")
+    from pluralign.data import io
+    from pluralign.data.record import Preference
+
+    rows = [{"user_id": "ann", "prompt": "p", "chosen": "yes", "rejected": "no", "tie": True},
+            {"user_id": "ann", "prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}]
+    mixed = datasets.Dataset.from_list([rows[0], {**rows[0], "prompt": "q", "tie": None}])
+    records, report = io.read_rows(mixed)
+    assert [r.tie for r in records] == [True, False] and report.lines == [1, 2]
+    io.write_parquet([Preference(user_id="bob", prompt="p", chosen="x", rejected="y", attributes={"group": "g1"})], tmp_path / "e.parquet")
+    exported = datasets.Dataset.from_parquet(str(tmp_path / "e.parquet"), cache_dir=str(tmp_path / "hf"))
+    (record,), _ = io.read_rows(exported)
+    assert record.attributes == {"group": "g1"}
+    assert io.read_rows(exported.to_pandas())[0] == [record]  # a DataFrame: nulls, not NaN
+    with pytest.raises(TypeError, match=r"one split"):
+        io.read_rows(datasets.DatasetDict(train=exported))  # iterating it gives the split names
+    with pytest.raises(TypeError, match=r"read_preferences"):
+        io.read_rows(str(tmp_path / "e.parquet"))
+    with pytest.raises(io.PreferenceError, match=r"line 2, field `rejected`"):
+        io.read_rows([rows[0], {**rows[0], "rejected": "yes"}])
+    assert io.read_rows([rows[0], {**rows[0], "rejected": "yes"}], skip_bad=True)[1].skipped == 1
