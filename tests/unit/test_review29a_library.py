@@ -78,3 +78,19 @@ def test_a_hugging_face_dataset_loads_in_one_call_as_its_parquet_file_does(tmp_p
     with pytest.raises(io.PreferenceError, match=r"line 2, field `rejected`"):
         io.read_rows([rows[0], {**rows[0], "rejected": "yes"}])
     assert io.read_rows([rows[0], {**rows[0], "rejected": "yes"}], skip_bad=True)[1].skipped == 1
+
+
+def test_a_store_opened_with_another_encoder_says_what_it_was_made_for_in_the_library_s_words(tmp_path):
+    """Before: "table `preferences` at ... has encoder_id=enc-a, this service expects enc-b; use
+    another data folder or migrate it", to a notebook that runs no service."""
+    from pluralign.store import Store
+    from pluralign.store.tables import StoreError
+
+    Store(str(tmp_path), "enc-a", 8)
+    for encoder_id, dim, made, opened in [("enc-b", 8, "encoder_id=enc-a", "encoder_id=enc-b"), ("enc-a", 16, "dim=8", "dim=16")]:
+        with pytest.raises(StoreError) as refused:
+            Store(str(tmp_path), encoder_id, dim)
+        message = str(refused.value)
+        assert "service expects" not in message, message
+        assert f"was made with {made}, and is opened with {opened} (Store's `{opened.split('=')[0]}`" in message, message
+        assert "open it with the encoder that made it" in message, message
