@@ -94,3 +94,20 @@ def test_a_store_opened_with_another_encoder_says_what_it_was_made_for_in_the_li
         assert "service expects" not in message, message
         assert f"was made with {made}, and is opened with {opened} (Store's `{opened.split('=')[0]}`" in message, message
         assert "open it with the encoder that made it" in message, message
+
+
+def test_user_logits_of_any_kind_go_through_the_one_check_that_names_them():
+    """Before: PALModel's own conversion said "could not convert string to float: 'a'" for logits
+    that are not numbers, and torch warned on stderr of a read-only array (a pandas Series)."""
+    pd = pytest.importorskip("pandas")
+    from pluralign.reward.pal import PALModel
+    from tests.unit.test_library_inputs import tiny_pal
+
+    model = PALModel(tiny_pal()[0]).eval()
+    batch = pairs(0)
+    logits = np.array([0.3, -0.3])
+    expected = model.preference_prob(logits, batch.prompt, batch.chosen, batch.rejected)
+    assert torch.allclose(model.preference_prob(pd.Series(logits), batch.prompt, batch.chosen, batch.rejected), expected)
+    for bad in (["a", "b"], {"k": 1}):
+        with pytest.raises(ValueError, match=r"^`user_logits` is not"):
+            model.preference_prob(bad, batch.prompt, batch.chosen, batch.rejected)
