@@ -111,3 +111,13 @@ def test_user_logits_of_any_kind_go_through_the_one_check_that_names_them():
     for bad in (["a", "b"], {"k": 1}):
         with pytest.raises(ValueError, match=r"^`user_logits` is not"):
             model.preference_prob(bad, batch.prompt, batch.chosen, batch.rejected)
+
+
+def test_a_file_of_ties_only_is_told_why_no_user_is_left():
+    """Before: "no user has 5 or more strict comparisons to train on", for 3 users of 8 rows each."""
+    from pluralign.data.record import Preference
+    from pluralign.data.splits import file_protocol
+
+    ties = [Preference(user_id=u, prompt=f"q{i}", chosen="a", rejected="b", tie=True) for u in "xyz" for i in range(8)]
+    with pytest.raises(ValueError, match=r"no user has 5 or more strict comparisons .*of 24 records, 24 of them ties"):
+        file_protocol(ties)
