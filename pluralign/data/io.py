@@ -105,8 +105,8 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
 
     Standard (strings) or conversational (message lists); explicit (`prompt`) or implicit prompt
     (chosen and rejected share it as a prefix). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
-    A row without `user_id` belongs to `default_user` when given. Rows of a Hugging Face `Dataset`
-    (nulls for absent values): `read_rows`."""
+    A row without `user_id` belongs to `default_user` when given; a null `tie` is no tie. Rows of a
+    Hugging Face `Dataset` (nulls for absent values): `read_rows`."""
     if not isinstance(row, dict):
         raise PreferenceError(line, None, "expected a JSON object")
     if row.get("type") in EXPORT_LINE_TYPES and "tenant" in row:
@@ -150,6 +150,8 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
         row["user_id"] = default_user
     if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
         row["user_id"] = str(row["user_id"])
+    if "tie" in row and row["tie"] is None:  # null as `datasets` writes an absent value (margin, source, created_at take it)
+        del row["tie"]
     if "attributes" in row and row["attributes"] is not None:
         row["attributes"] = _attribute_labels(row["attributes"], line)
     try:

@@ -121,3 +121,17 @@ def test_a_file_of_ties_only_is_told_why_no_user_is_left():
     ties = [Preference(user_id=u, prompt=f"q{i}", chosen="a", rejected="b", tie=True) for u in "xyz" for i in range(8)]
     with pytest.raises(ValueError, match=r"no user has 5 or more strict comparisons .*of 24 records, 24 of them ties"):
         file_protocol(ties)
+
+
+def test_json_lines_written_by_datasets_read_a_null_tie_as_no_tie(tmp_path):
+    """`Dataset.to_json` writes `"tie": null` on every row that had none when another row had one;
+    before, `read_preferences` (so `pluralign data import` and the import route) refused the file:
+    "line 2, field `tie`: Expected `bool`, got `null`"."""
+    datasets = pytest.importorskip("datasets")
+    from pluralign.data.io import read_preferences
+
+    row = {"user_id": "ann", "prompt": "p", "chosen": "yes", "rejected": "no"}
+    datasets.Dataset.from_list([{**row, "tie": True}, {**row, "prompt": "q", "tie": None}]).to_json(str(tmp_path / "d.jsonl"))
+    assert '"tie":null' in (tmp_path / "d.jsonl").read_text()
+    records, _ = read_preferences(tmp_path / "d.jsonl")
+    assert [r.tie for r in records] == [True, False]
