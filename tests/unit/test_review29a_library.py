@@ -135,3 +135,14 @@ def test_json_lines_written_by_datasets_read_a_null_tie_as_no_tie(tmp_path):
     assert '"tie":null' in (tmp_path / "d.jsonl").read_text()
     records, _ = read_preferences(tmp_path / "d.jsonl")
     assert [r.tie for r in records] == [True, False]
+
+
+def test_a_residual_user_model_names_the_answer_features_a_hand_built_batch_lacks():
+    """The +residual user models also read named features of each answer, which `embed_pairs` adds
+    and a researcher's own PairBatch lacks: before, "AttributeError: 'NoneType' object has no
+    attribute 'detach'" after the PAL model had trained."""
+    from pluralign.reward.registry import build_model
+
+    model = build_model("pal-a+residual", k=2)
+    with pytest.raises(ValueError, match=r"`train.chosen_named` is missing.*embed_pairs"):
+        model.fit(pairs(0), pairs(1))
