@@ -305,7 +305,8 @@ def check_variables(environ: dict[str, str] | None = None) -> None:
     neither a setting nor in OTHER_VARIABLES nor a Kubernetes service link (SERVICE_LINK): "<variable>: no such setting or variable (did you mean
     <the closest known name>?)", or "(see docs/api.md)" when none is close. One in lower or mixed case
     (`pluralign_data_dir`, which the settings never read) likewise: "<variable>: no such variable; the
-    settings' variables are upper case (did you mean PLURALIGN_DATA_DIR?)"."""
+    settings' variables are upper case (did you mean PLURALIGN_DATA_DIR?)". And when PLURALIGN_DEVICE
+    names a device this machine lacks, or no device at all (`pluralign.device.check_device_variable`)."""
     environ = os.environ if environ is None else environ
     known = [name.upper() for name in Settings.__struct_fields__] + [name.removeprefix(ENV_PREFIX) for name in OTHER_VARIABLES]
     for name in sorted(environ):
@@ -320,6 +321,10 @@ def check_variables(environ: dict[str, str] | None = None) -> None:
         if name != name.upper():  # `pluralign_max_tokens`: variables are case-sensitive, and ours are upper case
             raise ValueError(f"{name}: no such variable; the settings' variables are upper case ({hint})")
         raise ValueError(f"{name}: no such setting or variable ({hint})")
+    if environ.get("PLURALIGN_DEVICE"):  # torch only then: `pluralign keys` starts without it
+        from pluralign.device import check_device_variable
+
+        check_device_variable(environ)
 
 
 def _read_config(config: str, fields: tuple[str, ...]) -> dict:

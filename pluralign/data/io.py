@@ -13,7 +13,7 @@ import errno
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,8 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
 
     Standard (strings) or conversational (message lists); explicit (`prompt`) or implicit prompt
     (chosen and rejected share it as a prefix). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
-    A row without `user_id` belongs to `default_user` when given."""
+    A row without `user_id` belongs to `default_user` when given; a null `tie` is no tie. Rows of a
+    Hugging Face `Dataset` (nulls for absent values): `read_rows`."""
     if not isinstance(row, dict):
         raise PreferenceError(line, None, "expected a JSON object")
     if row.get("type") in EXPORT_LINE_TYPES and "tenant" in row:
@@ -149,6 +150,8 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
         row["user_id"] = default_user
     if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
         row["user_id"] = str(row["user_id"])
+    if "tie" in row and row["tie"] is None:  # null as `datasets` writes an absent value (margin, source, created_at take it)
+        del row["tie"]
     if "attributes" in row and row["attributes"] is not None:
         row["attributes"] = _attribute_labels(row["attributes"], line)
     try:
@@ -311,12 +314,7 @@ def read_preferences(
             table = pq.read_table(path)
         except pa.ArrowException as exc:  # cut short by a crash or a copy, or another format under the name
             raise PreferenceError(0, None, f"not a whole Parquet file (truncated or another format): {exc}", path=str(path)) from None
-        json_columns = frozenset(
-            f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType) and f.type.extension_name == "arrow.json"
-        )
-        rows: Iterable[tuple[int, Any]] = (
-            (i, _parquet_row(i, row, json_columns)) for i, row in enumerate(table.to_pylist(), start=1)
-        )
+        rows: Iterable[tuple[int, Any]] = _table_rows(table)
     else:
         rows = _jsonl_rows(path)
 
@@ -327,6 +325,40 @@ def read_preferences(
         raise
     if not records:
         raise PreferenceError(0, None, _nothing_read(report), path=str(path))
+    return records, report
+
+
+def _table_rows(table: pa.Table) -> Iterable[tuple[int, Any]]:
+    """(row number from 1, row as JSON) of an Arrow table, read as a Parquet file's rows are."""
+    json_columns = frozenset(
+        f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType) and f.type.extension_name == "arrow.json"
+    )
+    return ((i, _parquet_row(i, row, json_columns)) for i, row in enumerate(table.to_pylist(), start=1))
+
+
+def read_rows(rows: Any, *, skip_bad: bool = False, default_user: str | None = None) -> tuple[list[Preference], LoadReport]:
+    """`read_preferences` for rows already in memory, in any TRL preference form: a Hugging Face
+    `datasets.Dataset` (one split: `dataset_dict["train"]`), a pandas DataFrame, a pyarrow Table, or
+    any iterable of row dicts. Rows are read as a Parquet file's are: a null is an absent value
+    (`datasets` gives every row every column some row has), attributes are labels or key/value pairs
+    (pluralign's own Parquet export, read back by `datasets`). `LoadReport.lines[i]` is the row, from
+    1, of `records[i]`. Raises TypeError for a path or text (read it with `read_preferences`) and for
+    a mapping (a `DatasetDict`, whose iteration gives its split names), and PreferenceError naming the
+    row and field of the first bad row (unless `skip_bad`) or when there is no row."""
+    if isinstance(rows, str | bytes | os.PathLike):
+        raise TypeError("`rows` is a path or text, not rows: read a file with read_preferences(path)")
+    if isinstance(rows, Mapping):
+        raise TypeError(f"`rows` is a mapping ({', '.join(map(str, list(rows)[:4]))}): a DatasetDict's splits or one row; "
+                        "pass one split (rows['train']) or a list of rows")
+    if hasattr(rows, "columns") and hasattr(rows, "to_dict") and not isinstance(rows, pa.Table):  # pandas: NaN and None as nulls
+        rows = pa.Table.from_pandas(rows, preserve_index=False)
+    if isinstance(rows, pa.Table):
+        numbered = _table_rows(rows)
+    else:
+        numbered = ((i, _parquet_row(i, row, frozenset()) if isinstance(row, Mapping) else row) for i, row in enumerate(rows, start=1))
+    records, report = _collect(numbered, skip_bad, default_user)
+    if not records:
+        raise PreferenceError(0, None, _nothing_read(report))
     return records, report
 
 

@@ -120,10 +120,13 @@ def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = 5) 
     """Any preference file (e.g. a snapshot of the service's own feedback): every user with at least
     `min_pairs` strict comparisons is a seen user, split train/val/test (`split_seen`); there are
     no unseen users. Raises ValueError naming `min_pairs` below 3 (each seen user needs one
-    comparison to test, one to validate and one to train on), and when no user has that many."""
+    comparison to test, one to validate and one to train on), and when no user has that many
+    (saying how many records are ties)."""
     if min_pairs < 3:
         raise ValueError(f"`min_pairs` must be >= 3 (a test, a validation and a training pair per user), got {min_pairs!r}")
     users = {u: p for u, p in by_user([r for r in records if not r.tie and r.rejected]).items() if len(p) >= min_pairs}
     if not users:
-        raise ValueError(f"no user has {min_pairs} or more strict comparisons to train on")
+        ties = sum(r.tie for r in records)
+        among = f" (of {len(records)} records, {ties} of them ties: equal answers, which pairwise models leave out)" if ties else ""
+        raise ValueError(f"no user has {min_pairs} or more strict comparisons to train on{among}")
     return Protocol(name="file", seen=split_seen(users, seed), unseen=UnseenSplit(support={}, query={}))

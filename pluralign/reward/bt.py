@@ -17,7 +17,7 @@ from torch import nn
 from pluralign.device import default_device
 from pluralign.losses import bradley_terry_loss
 from pluralign.reward.early_stopping import EarlyStopping, StoppingRule
-from pluralign.reward.features import PairBatch, same_users
+from pluralign.reward.features import PairBatch, same_users, seen_rows
 from pluralign.reward.inputs import at_least, comparison_rows
 
 
@@ -214,7 +214,8 @@ class PerUserBT:
 
     def __init__(self, config: BTConfig = BTConfig()):
         self.config = config
-        self.weights: torch.Tensor | None = None  # (U, 2d)
+        self.weights: torch.Tensor | None = None  # (U, d), row u: user `users[u]`
+        self.users: list[str] = []  # the training users, in the order of `weights`' rows
 
     @staticmethod
     def _diff(pairs: PairBatch) -> torch.Tensor:
@@ -227,6 +228,7 @@ class PerUserBT:
         val.check("val", train.prompt.shape[-1])
         train = train.to(default_device())
         self.weights = fit_user_logistic(self._diff(train), train.user, len(train.users), self.config.l2)
+        self.users = list(train.users)
         return {"val_acc": float((self.prob_seen(val) > 0.5).mean())} if len(val) else {}
 
     def _checked(self, pairs: PairBatch, name: str) -> PairBatch:
@@ -237,8 +239,10 @@ class PerUserBT:
 
     @torch.no_grad()
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:
+        """P(chosen) (N,) for pairs of the training users, matched by name (`seen_rows`); ValueError
+        naming a user not fitted on."""
         pairs = self._checked(pairs, "pairs")
-        margin = (self.weights[pairs.user] * self._diff(pairs)).sum(-1)
+        margin = (self.weights[seen_rows(pairs, self.users)] * self._diff(pairs)).sum(-1)
         return torch.sigmoid(margin).cpu().numpy()
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:

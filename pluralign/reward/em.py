@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from pluralign.data.record import Base
-from pluralign.device import default_device
+from pluralign.device import default_device, usable_device
 from pluralign.files import read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
-from pluralign.reward.features import PairBatch, same_users
+from pluralign.reward.features import PairBatch, same_users, seen_rows
 from pluralign.reward.inputs import at_least, comparison_rows, first_bad_row
 from pluralign.reward.model_selection import TooManyComponents
 
@@ -276,10 +276,11 @@ class EMMixture:
         Raises RuntimeError before a fit or load."""
         return self._heads()[1].exp().cpu().numpy()
 
-    def _predict(self, posterior: torch.Tensor, pairs: PairBatch) -> np.ndarray:
+    def _predict(self, posterior: torch.Tensor, pairs: PairBatch, user: torch.Tensor | None = None) -> np.ndarray:
+        """P(chosen) (N,): the heads' probabilities mixed by row `user` (default `pairs.user`) of `posterior`."""
         W, _ = self._heads()
         p = torch.sigmoid(pair_features(pairs).double() @ W.T)  # (N, K)
-        return (posterior[pairs.user] * p).sum(1).cpu().numpy()
+        return (posterior[pairs.user if user is None else user] * p).sum(1).cpu().numpy()
 
     def _checked(self, pairs: PairBatch, name: str) -> PairBatch:
         """`pairs` on the heads' device; ValueError naming `name`.field when they are not of the
@@ -290,13 +291,11 @@ class EMMixture:
 
     @torch.no_grad()
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:
-        """P(chosen) for pairs of the training users (`pairs.users` as fitted). Raises ValueError
-        for pairs of other users, of another width or not finite."""
+        """P(chosen) for pairs of the training users, matched by name (`seen_rows`: `pairs.users` in
+        any order, or only some of them). Raises ValueError naming a user not fitted on, and for
+        pairs of another width or not finite."""
         pairs = self._checked(pairs, "pairs")
-        if pairs.users != self.users:
-            raise ValueError("pairs must index the users the mixture was fitted on (pairs.users == the training users); "
-                             "score new users with prob_new_users")
-        return self._predict(self.fit_result.responsibilities.to(pairs.prompt.device), pairs)
+        return self._predict(self.fit_result.responsibilities.to(pairs.prompt.device), pairs, seen_rows(pairs, self.users, "the mixture"))
 
     @torch.no_grad()
     def posterior(self, support: PairBatch) -> torch.Tensor:
@@ -376,12 +375,15 @@ class EMMixture:
         return out
 
     @classmethod
-    def load(cls, folder: str | Path, encoder_id: str, dim: int | None = None) -> EMMixture:
+    def load(cls, folder: str | Path, encoder_id: str, dim: int | None = None, device=None) -> EMMixture:
         """Load an artifact: K heads of 2d weights, the log mixing weights (K,) and each training
-        user's posterior (K,). Raises FileNotFoundError for a missing file, and ValueError naming
-        the file for an artifact of another kind (a PAL checkpoint), schema, encoder, dimension or
-        features, for a file that is not JSON or truncated, and for tensors whose shapes disagree
-        with meta.json."""
+        user's posterior (K,), on `device` ("cpu", "cuda:0", a torch.device; default the default
+        one), as `load_pal` does: heads fitted on a GPU load on a CPU-only machine with device="cpu".
+        Raises FileNotFoundError for a missing file, ValueError naming `device` when this machine
+        lacks it (`pluralign.device.usable_device`), and ValueError naming the file for an artifact
+        of another kind (a PAL checkpoint), schema, encoder, dimension or features, for a file that
+        is not JSON or truncated, and for tensors whose shapes disagree with meta.json."""
+        device = usable_device(device)
         folder = Path(folder)
         path = folder / "meta.json"
         if not path.exists():
@@ -405,7 +407,7 @@ class EMMixture:
             raise ValueError(f"{folder}: heads expect {meta.dim}-d embeddings, the encoder gives {dim}")
         if meta.features != FEATURES:
             raise ValueError(f"{folder}: features {meta.features!r}, this code builds {FEATURES!r}")
-        tensors = read_safetensors(folder / "heads.safetensors", device=str(default_device()))
+        tensors = read_safetensors(folder / "heads.safetensors", device=str(device))
         shapes = {name: tuple(t.shape) for name, t in tensors.items()}
         if shapes.get("head_weights") != (meta.k, 2 * meta.dim) or shapes.get("log_mixing") != (meta.k,):
             raise ValueError(f"{folder}: heads.safetensors holds {shapes}, meta.json says K={meta.k}, d={meta.dim} "

@@ -80,6 +80,22 @@ def same_users(support: PairBatch, query: PairBatch) -> None:
                          "embed both with the same `users=` so that user i is the same person in each")
 
 
+def seen_rows(pairs: PairBatch, fitted: Sequence[str], model: str = "the model") -> torch.Tensor:
+    """Each pair's row (N,) int64 among the users a model was fitted on (`fitted`, in its order):
+    `pairs.users` are matched by name, so a batch indexing its users otherwise (another order, or
+    only the users it holds: `embed_pairs` without `users=`) scores each pair with its own user's
+    fit. Raises ValueError naming the first user who owns pairs and was not fitted on."""
+    if list(pairs.users) == list(fitted):
+        return pairs.user
+    where = {u: i for i, u in enumerate(fitted)}
+    rows = torch.tensor([where.get(u, -1) for u in pairs.users], dtype=torch.long)[pairs.user.cpu()]  # (N,)
+    if bool((rows < 0).any()):
+        stranger = pairs.users[int(pairs.user[int(torch.nonzero(rows < 0)[0])])]
+        raise ValueError(f"`pairs` must index the users {model} was fitted on: {stranger!r} is not one of its {len(fitted)} "
+                         "training users; score new users with prob_new_users(support, query)")
+    return rows.to(pairs.user.device)
+
+
 def embed_pairs(
     records: Sequence[Preference],
     encoder: Encoder,

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pluralign.reward.inputs import at_least, comparison_rows
+from pluralign.reward.inputs import as_numbers, at_least, comparison_rows
 
 VARIANTS = ("a", "b")
 MAX_SCALE = 50.0  # variant b: cap on the cosine's scale, so margins stay finite
@@ -183,8 +182,7 @@ class PALModel(nn.Module):
         """user_logits (K,) or (n, K) (any n when None), any real dtype, as float32 on `device`;
         ValueError naming them."""
         k = self.config.k
-        if not isinstance(user_logits, torch.Tensor):
-            user_logits = torch.as_tensor(np.asarray(user_logits, np.float32))
+        user_logits = as_numbers("user_logits", user_logits, f"(K,) or (N, K) logits, K={k}")
         if user_logits.dim() not in (1, 2) or user_logits.shape[-1] != k:
             raise ValueError(f"`user_logits` has {user_logits.shape[-1] if user_logits.dim() else 1} values per row, "
                              f"the model has K={k}: (K,) for one user or (N, K) per row")

@@ -371,9 +371,14 @@ class Store:
                     f"this data folder (this one writes {want.decode()}); run that release, or restore the copy of "
                     "the folder taken before the upgrade (docs/operations.md, 'Upgrading and rolling back')"
                 )
+            if key == b"schema_version":  # none at all, or one no release writes: not a table of ours
+                raise StoreError(f"table `{name}` at {self.uri} has schema_version={have or 'missing'}, this release "
+                                 f"writes {want.decode()}: not a pluralign table; use another data folder")
+            field = key.decode()  # encoder_id or dim: vectors of another encoder
             raise StoreError(
-                f"table `{name}` at {self.uri} has {key.decode()}={have or 'missing'}, "
-                f"this service expects {want.decode()}; use another data folder or migrate it"
+                f"table `{name}` at {self.uri} was made with {field}={have or 'missing'}, and is opened with "
+                f"{field}={want.decode()} (Store's `{field}`; the service's from its `encoder` setting): open it with "
+                "the encoder that made it, or use another data folder"
             )
         for attempt in range(UPGRADE_ATTEMPTS):
             try:

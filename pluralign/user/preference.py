@@ -28,6 +28,16 @@ def _numpy(t: torch.Tensor | None) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
+def _named(pairs: PairBatch, name: str = "pairs") -> tuple[np.ndarray, np.ndarray]:
+    """The named features of each answer, chosen and rejected (N, F) float64; ValueError naming
+    `name` when the batch has none (built by hand rather than by `embed_pairs`)."""
+    if pairs.chosen_named is None or pairs.rejected_named is None:
+        raise ValueError(f"`{name}.chosen_named` is missing: the +residual user models also read named features of each "
+                         "answer (pluralign.user.features.response_features); build the pairs with embed_pairs, or pass "
+                         "chosen_named=response_features(chosen texts) and rejected_named likewise")
+    return _numpy(pairs.chosen_named), _numpy(pairs.rejected_named)
+
+
 class ResidualPreference:
     """`pal` is a PALPreference, or a `KSelected` one whose K is chosen from the data when fitted."""
 
@@ -41,6 +51,8 @@ class ResidualPreference:
         self._particles: Particles | None = None  # `population_particles`, from the states of the last fit
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
+        _named(train, "train")  # before the population model trains
+        _named(val, "val")
         metrics = self.selector.fit(train, val)
         self.pal = self.selector.model if isinstance(self.selector, KSelected) else self.selector
         logits, _ = self.pal.user_weights.stack(train.users)  # (U, K)
@@ -69,7 +81,7 @@ class ResidualPreference:
         um = self.user_model
         user = pairs.user.cpu().numpy()
         p, c, r = _numpy(pairs.prompt), _numpy(pairs.chosen), _numpy(pairs.rejected)
-        cn, rn = _numpy(pairs.chosen_named), _numpy(pairs.rejected_named)
+        cn, rn = _named(pairs)
         states = {}
         for i, name in enumerate(pairs.users):
             rows = np.flatnonzero(user == i)
@@ -80,7 +92,7 @@ class ResidualPreference:
         um = self.user_model
         user = pairs.user.cpu().numpy()
         p, c, r = _numpy(pairs.prompt), _numpy(pairs.chosen), _numpy(pairs.rejected)
-        cn, rn = _numpy(pairs.chosen_named), _numpy(pairs.rejected_named)
+        cn, rn = _named(pairs)
         prior_logits = _numpy(self.pal.user_weights.prior())
         out = np.zeros(len(user))
         for i, name in enumerate(pairs.users):
@@ -177,6 +189,8 @@ class ResidualPreference:
         from pluralign.user.active import particle_posterior
 
         same_users(support, query)
+        _named(support, "support")
+        _named(query, "query")
         particles = particles if particles is not None else self.population_particles()
         out = np.zeros(len(query))
         s_user, q_user = support.user.cpu().numpy(), query.user.cpu().numpy()

@@ -65,9 +65,10 @@ def test_every_command_refuses_a_mistyped_variable(tmp_path):
 def test_the_variables_read_outside_settings_are_accepted(tmp_path):
     """Variables read outside Settings (the key for `data import`, the caches, a job's id) are not
     refused: a worker started by the service inherits its environment. (PLURALIGN_CONFIG is left
-    out: "x" is no file.)"""
+    out: "x" is no file; PLURALIGN_DEVICE is "cpu": "x" is no device, refused since review29a.)"""
     env = {name: "x" for name in settings_module.OTHER_VARIABLES}
     env.pop("PLURALIGN_CONFIG")
+    env["PLURALIGN_DEVICE"] = "cpu"
     result = pluralign(tmp_path, "keys", "--data-dir", str(tmp_path / "d"), "list", **env)
     assert result.returncode == 0, result.stderr[-2000:]
 
