@@ -131,7 +131,7 @@ def test_the_dashboard_counts_feedback_still_in_the_log(svc, monkeypatch):
     rt = svc.runtime
     svc.keys["initech"] = rt.keys.issue("initech")
     # the ingest worker takes nothing more from the log (its current wait ends within 0.5 s)
-    monkeypatch.setattr(rt.ingest.log, "wait", lambda timeout: time.sleep(timeout) or False)
+    monkeypatch.setattr(rt.ingest.log, "wait", lambda timeout, until=None: time.sleep(timeout) or False)
     time.sleep(0.7)
     marker = "zq7lagging"
     with svc.client("initech") as c, svc.client("admin") as admin:
