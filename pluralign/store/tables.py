@@ -80,6 +80,8 @@ def _uses(name: str, action: str):
     def wrap(method):
         @functools.wraps(method)
         def run(self, *args, **kwargs):
+            if action == "written":
+                self._refuse_older(name)
             with self._on(name, action):
                 if action == "read":
                     return self._read(lambda: method(self, *args, **kwargs))
@@ -243,6 +245,9 @@ class Store:
         # reads a store another one serves (`finish_purges` False): that one may be the earlier release
         self._older_mark: str | None = None
         self._marks = finish_purges
+        # the tables such a process left as the earlier release wrote them: each one's columns this
+        # release adds, which it lacks (read as null, `_present`); nothing is written to them (`_refuse_older`)
+        self._older: dict[str, dict[str, pa.Field]] = {}
         self.schemas = {
             "preferences": preference_schema(encoder_id, dim),
             "interactions": interaction_schema(encoder_id, dim),
@@ -270,7 +275,8 @@ class Store:
         self._warming: set[tuple[str, str]] = set()
         self._warmer = ThreadPoolExecutor(1, thread_name_prefix="history")
         for name in self.tables:
-            self._ensure_indexes(name)
+            if name not in self._older:  # an earlier release's table, only read: not even an index is added
+                self._ensure_indexes(name)
         if self.lease is None and finish_purges:  # alone on the store: what a killed process of it left is finished now
             try:
                 with self._maintenance():  # a turn begins with what a stopped one left
@@ -285,6 +291,7 @@ class Store:
         the store, among them (the store's lease). A new turn first finishes the purges a stopped one
         left (`PurgeMarks`): one whose process was killed (with replicas, this or another; alone, this
         one's, before it started again), or whose purge raised."""
+        self._refuse_older(*self._older)
         with self._maintenance_lock, self.lease or contextlib.nullcontext():
             self._turns += 1
             try:
@@ -392,21 +399,48 @@ class Store:
 
     def _upgrade(self, name: str, schema: pa.Schema, table):
         """Add the columns this release adds to a table an earlier release wrote, then its mark (with
-        `finish_purges`; a process that only reads keeps the earlier mark: `_older_mark`)."""
+        `finish_purges`). A process that only reads commits nothing to it: that release may be serving
+        it, and a commit of ours could clash with its writes. It keeps the earlier mark (`_older_mark`)
+        and the table as it is: the columns it lacks read as null (`_present`)."""
         found = table.schema.metadata or {}
         missing = added_columns(schema, table.schema)
-        if missing:
-            table.add_columns(missing)
         mark = schema.metadata[b"schema_version"]
         if found.get(b"schema_version") != mark and not self._marks:
             self._older_mark = found[b"schema_version"].decode()
-        elif found.get(b"schema_version") != mark:
+            self._older[name] = {f.name: f for f in missing}
+            return table
+        if missing:
+            table.add_columns(missing)
+        if found.get(b"schema_version") != mark:
             # an earlier release's table: its columns are in place (above), so the mark goes last, in
             # one commit; a start stopped before it redoes only this. Releases before this version
             # refuse a marked table at start (their check above wants their own mark).
             table.to_lance().update_schema_metadata({"schema_version": mark.decode()})
             table = self.db.open_table(name)
         return table
+
+    def _refuse_older(self, *names: str) -> None:
+        """Before a write or a delete: refuse it on a table an earlier release wrote and this process
+        only reads (`_upgrade`), naming it and what to do."""
+        for name in names:
+            if name in self._older:
+                raise StoreError(
+                    f"table `{name}` at {self.uri} has schema_version={self._older_mark}, an earlier release's, and this "
+                    "process only reads it (finish_purges=False): nothing is written to it; start this release's "
+                    "`pluralign serve` on the folder first (it upgrades the tables), or write through the release serving it"
+                )
+
+    def _present(self, name: str, columns: list[str]) -> list[str]:
+        """Of `columns`, those the table holds: all but this release's added ones in an earlier
+        release's table that this process only reads (`_upgrade`)."""
+        absent = self._older.get(name, {})
+        return [c for c in columns if c not in absent]
+
+    def _with_absent(self, name: str, rows: pa.Table) -> pa.Table:
+        """`rows` of the table `name` with the columns it lacks (`_present`) added, null."""
+        for field in self._older.get(name, {}).values():
+            rows = rows.append_column(field, pa.nulls(rows.num_rows, field.type))
+        return rows
 
     @property
     def preferences(self):
@@ -668,9 +702,9 @@ class Store:
             self._cached(tenant, user_id)  # drops a history that no longer matches the table
 
         def load() -> History:
-            columns = [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version")]
+            columns = self._present("preferences", [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version")])
             table = self._read(lambda: self.preferences.search().where(owner_filter(tenant, user_id)).select(columns).limit(None).to_arrow())
-            return History.from_arrow(table, self.dim)
+            return History.from_arrow(self._with_absent("preferences", table), self.dim)
 
         return self.histories.get((tenant, user_id), load)
 
@@ -728,7 +762,7 @@ class Store:
     @_uses("preferences", "read")
     def all_comparisons(self) -> list[StoredPreference]:
         """Every strict comparison of every tenant and user (population retraining), without vectors."""
-        columns = [f.name for f in self.schemas["preferences"] if f.name != "schema_version" and not f.name.endswith("_vec")]
+        columns = self._present("preferences", [f.name for f in self.schemas["preferences"] if f.name != "schema_version" and not f.name.endswith("_vec")])
         rows = self._rows("preferences", "tie = false AND rejected != ''", columns)
         for row in rows:
             row["attributes"] = json.loads(row["attributes"])
@@ -802,7 +836,8 @@ class Store:
         history = self._cached(tenant, user_id)
         if history is None:
             self.warm(tenant, user_id)
-            columns = [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version") and not f.name.endswith("_vec")]
+            columns = self._present("preferences", [f.name for f in self.schemas["preferences"]
+                                                    if f.name not in ("tenant", "user_id", "schema_version") and not f.name.endswith("_vec")])
             rows = (
                 self.preferences.search(np.asarray(vector, np.float32), vector_column_name="prompt_vec")
                 .distance_type("cosine")
@@ -875,7 +910,7 @@ class Store:
         population checkpoint: users not back since a retrain must not fill the bound. With
         `min_preferences`, only users fitted on at least that many comparisons: users who only stated
         preferences (a model from no comparisons) must not fill it either."""
-        if limit <= 0:
+        if limit <= 0 or not self._present("users", ["user_model"]):  # an earlier release's table without user models
             return []
         where = f"tenant = {quote(tenant)} AND user_model IS NOT NULL"
         if pal_version is not None:

@@ -1,0 +1,57 @@
+"""Leftovers of the upgrade and uptime work: a process that only reads an older release's store
+changes none of its tables, every command that opens a store refuses a newer release's folder, ..."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "upgrade"
+
+
+def tables_as_they_are(store: Path) -> dict[str, tuple[int, list[str], dict]]:
+    """Each table's version, column names and schema metadata."""
+    db = lancedb.connect(str(store))
+    out = {}
+    for name in db.list_tables().tables:
+        table = db.open_table(name)
+        out[name] = (table.version, table.schema.names, dict(table.schema.metadata or {}))
+    return out
+
+
+@pytest.mark.parametrize("commit", ["b7168d1", "2a4712d"])
+def test_a_process_that_only_reads_an_older_releases_store_changes_none_of_its_tables(tmp_path, commit):
+    """`pluralign train adapter --store` beside an older release's serve (`finish_purges=False`): it
+    added this release's columns (`received_at`, ...) to that release's tables, commits that can clash
+    with the serve's own writes. Now it reads the tables as they are (the columns they lack read as
+    null) and commits nothing to them; a write through it is refused, naming the table."""
+    from pluralign.embed.encoders import MINILM_ID
+    from pluralign.store import Store, StoreError
+    from pluralign.store.tables import StoredPreference
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / commit / "data" / "lancedb", data)
+    before = tables_as_they_are(data)
+    reader = Store(str(data), MINILM_ID, 384, finish_purges=False)
+    rows, total = reader.preferences_for("default", "alice")
+    assert total == len(rows) >= 10 and all(r.received_at is None and r.received() == r.created_at for r in rows)
+    history = reader.history("default", "alice")
+    assert len(history) == total and len(history.comparison_set()[3]) > 0
+    reader.histories.invalidate([("default", "alice")])  # a search without the cached history: LanceDB's
+    nearest = reader.search("default", "alice", history.prompt_vec[0], 3)
+    assert len(nearest) == 3 and nearest[0][1] == pytest.approx(0.0, abs=1e-5)
+    assert {(p.user_id, p.received_at) for p in reader.all_comparisons() if p.tenant == "default"} >= {("alice", None)}
+    assert len(reader.interactions_for("default", "alice")) == reader.count_interactions("default", "alice") > 0
+    assert reader.get_user("default", "alice").user_id == "alice"
+    assert isinstance(reader.fitted_users("default", 10), list)
+    one = StoredPreference(tenant="default", user_id="zed", pref_id="p-new", prompt="q", chosen="a", rejected="b", kind="comparison", created_at=1.0)
+    vec = np.ones((1, 384), np.float32)
+    with pytest.raises(StoreError) as refused:
+        reader.add_preferences([one], vec, vec, vec)
+    assert "`preferences`" in str(refused.value) and "only reads" in str(refused.value)
+    after = tables_as_they_are(data)
+    assert {name: after[name] for name in before} == before  # not a commit to any of its tables
