@@ -71,6 +71,19 @@ class StoreError(ValueError):
     """A table that cannot be used as asked (a schema mismatch, a bad identifier)."""
 
 
+def refuse_newer(name: str, uri: str, metadata: dict[bytes, bytes] | None) -> None:
+    """Raise StoreError when the table `name` at `uri` (its schema `metadata`) carries the mark of a
+    newer release: its rows may not read back under this one. What every command that opens a store
+    checks first (`Store._open`, `pluralign audit --store`)."""
+    have = (metadata or {}).get(b"schema_version", b"").decode()
+    if newer_schema(have):
+        raise StoreError(
+            f"table `{name}` at {uri} has schema_version={have}: a newer pluralign release has opened "
+            f"this data folder (this one writes {SCHEMA_VERSION}); run that release, or restore the copy of "
+            "the folder taken before the upgrade (docs/operations.md, 'Upgrading and rolling back')"
+        )
+
+
 def _uses(name: str, action: str):
     """A Store method that reads (`action` "read") or writes ("written") the table `name`: a storage
     failure in it (a full disk, a damaged file) is raised as StoreUnavailable naming the table. A read
@@ -368,16 +381,11 @@ class Store:
                 raise
             raise StoreError(f"table `{name}` at {self.uri} cannot be opened (damaged or unreadable: {exc}); "
                              "restore the folder from a backup, or use another data folder") from None
+        refuse_newer(name, self.uri, found)
         for key, want in schema.metadata.items():
             have = found.get(key, b"").decode()
             if have == want.decode() or key == b"schema_version" and older_schema(have):
                 continue
-            if key == b"schema_version" and newer_schema(have):
-                raise StoreError(
-                    f"table `{name}` at {self.uri} has schema_version={have}: a newer pluralign release has opened "
-                    f"this data folder (this one writes {want.decode()}); run that release, or restore the copy of "
-                    "the folder taken before the upgrade (docs/operations.md, 'Upgrading and rolling back')"
-                )
             raise StoreError(
                 f"table `{name}` at {self.uri} has {key.decode()}={have or 'missing'}, "
                 f"this service expects {want.decode()}; use another data folder or migrate it"

@@ -55,3 +55,49 @@ def test_a_process_that_only_reads_an_older_releases_store_changes_none_of_its_t
     assert "`preferences`" in str(refused.value) and "only reads" in str(refused.value)
     after = tables_as_they_are(data)
     assert {name: after[name] for name in before} == before  # not a commit to any of its tables
+
+
+def marked_by_a_newer_release(tmp_path: Path, table: str) -> Path:
+    """A copy of the b7168d1 data folder that today's code has opened and a later release then marked
+    (`table` only: a newer release marks table by table too)."""
+    from pluralign.embed.encoders import MINILM_ID
+    from pluralign.store import SCHEMA_VERSION, Store
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "b7168d1" / "data", data)
+    Store(str(data / "lancedb"), MINILM_ID, 384)
+    lancedb.connect(str(data / "lancedb")).open_table(table).to_lance().update_schema_metadata({"schema_version": str(SCHEMA_VERSION + 1)})
+    return data
+
+
+@pytest.mark.parametrize("table", ["preferences", "users"])
+def test_audit_of_a_store_a_newer_release_marked_is_refused_as_serve_refuses_it(tmp_path, capsys, table):
+    """`pluralign audit --store` read such a folder's tables straight from LanceDB and reported on
+    them (its rows may not read back under this release). Now it refuses as `serve` does: one line,
+    exit 2, naming the table, both versions and what to do, and nothing is written."""
+    from pluralign.store import SCHEMA_VERSION
+    from tests.unit.clitools import cli
+
+    data = marked_by_a_newer_release(tmp_path, table)
+    before = tables_as_they_are(data / "lancedb")
+    code, out, err = cli(capsys, "audit", "--store", str(data / "lancedb"), "--group-by", "segment", "--json")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+    assert err.startswith(f"pluralign: error: table `{table}` at {data / 'lancedb'} has schema_version={SCHEMA_VERSION + 1}: a newer pluralign release")
+    assert f"this one writes {SCHEMA_VERSION}" in err and "run that release" in err
+    assert tables_as_they_are(data / "lancedb") == before
+
+
+def test_train_adapter_of_a_store_a_newer_release_marked_is_refused_the_same_way(tmp_path, capsys, monkeypatch, minilm):
+    """The other command that opens a store (`Store`, as `serve` does): the same line, exit 2, before any training."""
+    from pluralign.store import SCHEMA_VERSION
+    from tests.unit.clitools import cli
+
+    monkeypatch.delenv("PLURALIGN_ADAPTERS_DIR", raising=False)
+    data = marked_by_a_newer_release(tmp_path, "users")
+    before = tables_as_they_are(data / "lancedb")
+    adapters = lambda: sorted(p.relative_to(data) for p in (data / "adapters").rglob("*"))  # noqa: E731
+    had = adapters()
+    code, out, err = cli(capsys, "train", "adapter", "--user", "alice", "--store", str(data), "--steps", "1")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+    assert err.startswith(f"pluralign: error: table `users` at {data / 'lancedb'} has schema_version={SCHEMA_VERSION + 1}: a newer pluralign release")
+    assert tables_as_they_are(data / "lancedb") == before and adapters() == had
