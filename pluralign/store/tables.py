@@ -337,11 +337,25 @@ class Store:
             found = unavailable(exc, what, self.uri, action, self._secrets)
             if found is None or found is exc:
                 raise
+            if found.problem == "unreadable" and is_object_store(self.uri):
+                found = self._bucket_gone(found)
             self.problems.failed(found)
             raise found from exc
         self.problems.succeeded(what, action)
         if action == "written":
             self.problems.written()
+
+    def _bucket_gone(self, found: StoreUnavailable) -> StoreUnavailable:
+        """`found` (a file of an object store's table unreadable: Lance says "Not found" for every file of
+        a bucket deleted under it, where a write meets S3's NoSuchBucket) as "no-bucket" when a listing of
+        the store, the one request made for it, finds no bucket; else `found` as it was."""
+        try:
+            self.db.list_tables()
+        except (OSError, RuntimeError, ValueError) as exc:
+            listed = unavailable(exc, found.name, self.uri, found.action, self._secrets)
+            if listed is not None and listed.problem == "no-bucket":
+                return listed
+        return found
 
     def _mark(self, names: list[str]) -> None:
         """Before deleting rows from the named tables: mark them (`PurgeMarks.mark`) so that, should this

@@ -101,3 +101,27 @@ def test_train_adapter_of_a_store_a_newer_release_marked_is_refused_the_same_way
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
     assert err.startswith(f"pluralign: error: table `users` at {data / 'lancedb'} has schema_version={SCHEMA_VERSION + 1}: a newer pluralign release")
     assert tables_as_they_are(data / "lancedb") == before and adapters() == had
+
+
+def test_a_file_gone_from_a_bucket_still_there_is_still_an_unreadable_file(tmp_path):
+    """The bucket is looked for only when a read fails, and only a bucket that is gone is said to be
+    (test_break28_object_store's deleted bucket): a table file removed from a bucket that is still there
+    is a damaged table, as before."""
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from pluralign.store.tables import StoredPreference
+    from tests.s3 import S3Server
+
+    with S3Server("pluralign-left29") as s3:
+        store = Store(s3.uri("p"), "enc", 4, storage_options=s3.options)
+        rows = [StoredPreference(tenant="t", user_id="u", pref_id=f"p{i}", prompt="q", chosen="a", rejected="b", kind="comparison",
+                                 created_at=1.0) for i in range(3)]
+        vec = np.ones((3, 4), np.float32)
+        store.add_preferences(rows, vec, vec, vec)
+        client = s3.client()
+        for item in client.list_objects_v2(Bucket=s3.bucket, Prefix="p/preferences.lance/").get("Contents", []):
+            if "/data/" in item["Key"] or "/_indices/" in item["Key"]:
+                client.delete_object(Bucket=s3.bucket, Key=item["Key"])
+        with pytest.raises(StoreUnavailable) as failed:
+            store.history("t", "u")
+        assert failed.value.problem == "unreadable" and failed.value.action == "read", failed.value
