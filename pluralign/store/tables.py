@@ -226,8 +226,8 @@ class Store:
         only; `pluralign.store.lease`). `finish_purges` (without `sync_seconds`): finish now the purges a
         killed process of this store left (`delete_user`), and mark tables an earlier release wrote
         with this one's schema version (`_open`); False for a process that only reads a store another
-        one serves (`pluralign train-adapter --store`), which must not purge beside it, nor lock out
-        an earlier release serving it. `cache_bytes`: the most LanceDB's caches of index pages and
+        one serves (`pluralign train adapter --store`), which must not purge beside it, nor change an
+        earlier release's tables (`_upgrade`: read as they are; a write to one is a StoreError). `cache_bytes`: the most LanceDB's caches of index pages and
         table metadata hold (`location.cache_session`). Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
