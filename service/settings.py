@@ -8,6 +8,7 @@ import os
 import re
 import tomllib
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -157,62 +158,9 @@ class Settings(Base, frozen=True):
     admin_session_s: int = 3600  # the dashboard's login session expires this many seconds after sign-in
 
     def __post_init__(self) -> None:
-        if self.candidates < 1:
-            raise ValueError("`candidates` must be at least 1")
-        if self.rerank and self.candidates < 2:
-            raise ValueError("`candidates` must be at least 2 when `rerank` is on")
-        if self.generator_timeout_s <= 0 or self.generator_retries < 0:
-            raise ValueError("`generator_timeout_s` must be positive and `generator_retries` at least 0")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
-            raise ValueError(f"`max_prompt_tokens` must be at least 1, got {self.max_prompt_tokens}")
-        if self.max_prefill_tokens is not None and self.max_prefill_tokens < 1:
-            raise ValueError(f"`max_prefill_tokens` must be at least 1, got {self.max_prefill_tokens}")
-        if self.admin_session_s < 1:
-            raise ValueError("`admin_session_s` must be at least 1")
-        if not 0.0 <= self.compare_min_bits:
-            raise ValueError(f"`compare_min_bits` must be >= 0, got {self.compare_min_bits}")
-        if not (self.pooled_prior_users == 0 or 2 <= self.pooled_prior_users <= POOLED_PRIOR_MAX_USERS):
-            raise ValueError(f"`pooled_prior_users` must be 0 (off) or 2..{POOLED_PRIOR_MAX_USERS} (the most users a prior "
-                             f"is estimated from), got {self.pooled_prior_users}")
-        if not 0 < self.pooled_prior_spread <= POOLED_PRIOR_MAX_SPREAD:  # NaN fails too
-            raise ValueError(f"`pooled_prior_spread` must be above 0 (0 closes every direction the users' data left alone) "
-                             f"and at most {POOLED_PRIOR_MAX_SPREAD:g}, got {self.pooled_prior_spread}")
-        if not 0 < self.pooled_prior_ttl_s < float("inf"):
-            raise ValueError(f"`pooled_prior_ttl_s` must be positive and finite, got {self.pooled_prior_ttl_s}")
-        if self.compare_target not in ("best", "coefficients"):
-            raise ValueError(f"`compare_target` must be `best` or `coefficients`, got {self.compare_target!r}")
-        if self.user_model not in ("residual", "prototypes"):
-            raise ValueError(f"`user_model` must be `residual` or `prototypes`, got {self.user_model!r}")
-        if not 1 <= self.store_cache_mb <= MAX_STORE_CACHE_MB:
-            raise ValueError(f"`store_cache_mb` must be at least 1 and at most {MAX_STORE_CACHE_MB} (1 PiB; LanceDB counts "
-                             f"its caches' bytes in 64 bits), got {self.store_cache_mb}")
-        if self.ingest_batch < 1:
-            raise ValueError("`ingest_batch` must be at least 1")
-        if self.replicas < 1 or not 0 <= self.replica_index < self.replicas:
-            raise ValueError(f"`replica_index` must be in 0..{self.replicas - 1} and `replicas` at least 1")
-        if self.replicas > 1 and not self.store_uri:
-            raise ValueError("`store_uri` must name the shared store when `replicas` is above 1")
-        if self.job_runner not in ("local", "ray"):
-            raise ValueError(f"`job_runner` must be `local` or `ray`, got {self.job_runner!r}")
-        if not 0 < self.deletion_sweep_s < float("inf"):  # NaN fails too
-            raise ValueError(f"`deletion_sweep_s` must be positive and finite, got {self.deletion_sweep_s}")
-        if not MIN_STORE_TIMEOUT_S <= self.store_timeout_s <= 3600:  # NaN fails too
-            raise ValueError(f"`store_timeout_s` must be at least {MIN_STORE_TIMEOUT_S:g} (seconds; below it no request to the store "
-                             f"can finish) and at most 3600, got {self.store_timeout_s:g}")
-        if not 0 <= self.store_retries <= 100:
-            raise ValueError(f"`store_retries` must be 0..100, got {self.store_retries}")
-        if self.store_sync_ms is not None and self.store_sync_ms < 0:
-            raise ValueError("`store_sync_ms` must be at least 0")
-        for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_deletes", "delete_queue", "tenant_queued_jobs", "job_attempts",
-                     "max_source_chars", "max_attributes", "max_attribute_name_chars", "max_attribute_value_chars"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be at least 1")
-        if self.tenant_requests_per_second < 0:
-            raise ValueError("`tenant_requests_per_second` must be 0 (no limit) or more")
-        if not 0 <= self.job_retention_s < float("inf"):  # NaN fails too
-            raise ValueError(f"`job_retention_s` must be 0 (keep every job) or positive and finite, got {self.job_retention_s}")
-        if self.job_memory_mb < 0:
-            raise ValueError("`job_memory_mb` must be 0 (no cap) or more")
+        for broken, error in RULES:  # the first rule broken is the error
+            if broken(self):
+                raise ValueError(error if isinstance(error, str) else error(self))
 
     @property
     def data_path(self) -> Path:
@@ -298,6 +246,67 @@ class Settings(Base, frozen=True):
             if problem.startswith("expected "):  # a type error: the value given, as given
                 problem += f" {values[field]!r}"
             raise ValueError(f"{origin[field].format(field)}: {problem}") from None
+
+
+# (when a setting's value is broken, what the error says: a string, or one made from the settings),
+# checked in this order by Settings.__post_init__. `not lo <= x <= hi` forms also refuse NaN.
+Rule = tuple[Callable[[Settings], bool], str | Callable[[Settings], str]]
+
+
+def _at_least_1(name: str) -> Rule:
+    return (lambda s: getattr(s, name) < 1, f"`{name}` must be at least 1")
+
+
+RULES: tuple[Rule, ...] = (
+    # answers
+    (lambda s: s.candidates < 1, "`candidates` must be at least 1"),
+    (lambda s: s.rerank and s.candidates < 2, "`candidates` must be at least 2 when `rerank` is on"),
+    (lambda s: s.generator_timeout_s <= 0 or s.generator_retries < 0,
+     "`generator_timeout_s` must be positive and `generator_retries` at least 0"),
+    (lambda s: s.max_prompt_tokens is not None and s.max_prompt_tokens < 1,
+     lambda s: f"`max_prompt_tokens` must be at least 1, got {s.max_prompt_tokens}"),
+    (lambda s: s.max_prefill_tokens is not None and s.max_prefill_tokens < 1,
+     lambda s: f"`max_prefill_tokens` must be at least 1, got {s.max_prefill_tokens}"),
+    (lambda s: s.admin_session_s < 1, "`admin_session_s` must be at least 1"),
+    # the user model
+    (lambda s: not 0.0 <= s.compare_min_bits, lambda s: f"`compare_min_bits` must be >= 0, got {s.compare_min_bits}"),
+    (lambda s: not (s.pooled_prior_users == 0 or 2 <= s.pooled_prior_users <= POOLED_PRIOR_MAX_USERS),
+     lambda s: f"`pooled_prior_users` must be 0 (off) or 2..{POOLED_PRIOR_MAX_USERS} (the most users a prior "
+               f"is estimated from), got {s.pooled_prior_users}"),
+    (lambda s: not 0 < s.pooled_prior_spread <= POOLED_PRIOR_MAX_SPREAD,
+     lambda s: f"`pooled_prior_spread` must be above 0 (0 closes every direction the users' data left alone) "
+               f"and at most {POOLED_PRIOR_MAX_SPREAD:g}, got {s.pooled_prior_spread}"),
+    (lambda s: not 0 < s.pooled_prior_ttl_s < float("inf"),
+     lambda s: f"`pooled_prior_ttl_s` must be positive and finite, got {s.pooled_prior_ttl_s}"),
+    (lambda s: s.compare_target not in ("best", "coefficients"),
+     lambda s: f"`compare_target` must be `best` or `coefficients`, got {s.compare_target!r}"),
+    (lambda s: s.user_model not in ("residual", "prototypes"),
+     lambda s: f"`user_model` must be `residual` or `prototypes`, got {s.user_model!r}"),
+    # the store and replicas
+    (lambda s: not 1 <= s.store_cache_mb <= MAX_STORE_CACHE_MB,
+     lambda s: f"`store_cache_mb` must be at least 1 and at most {MAX_STORE_CACHE_MB} (1 PiB; LanceDB counts "
+               f"its caches' bytes in 64 bits), got {s.store_cache_mb}"),
+    (lambda s: s.ingest_batch < 1, "`ingest_batch` must be at least 1"),
+    (lambda s: s.replicas < 1 or not 0 <= s.replica_index < s.replicas,
+     lambda s: f"`replica_index` must be in 0..{s.replicas - 1} and `replicas` at least 1"),
+    (lambda s: s.replicas > 1 and not s.store_uri, "`store_uri` must name the shared store when `replicas` is above 1"),
+    (lambda s: s.job_runner not in ("local", "ray"), lambda s: f"`job_runner` must be `local` or `ray`, got {s.job_runner!r}"),
+    (lambda s: not 0 < s.deletion_sweep_s < float("inf"),
+     lambda s: f"`deletion_sweep_s` must be positive and finite, got {s.deletion_sweep_s}"),
+    (lambda s: not MIN_STORE_TIMEOUT_S <= s.store_timeout_s <= 3600,
+     lambda s: f"`store_timeout_s` must be at least {MIN_STORE_TIMEOUT_S:g} (seconds; below it no request to the store "
+               f"can finish) and at most 3600, got {s.store_timeout_s:g}"),
+    (lambda s: not 0 <= s.store_retries <= 100, lambda s: f"`store_retries` must be 0..100, got {s.store_retries}"),
+    (lambda s: s.store_sync_ms is not None and s.store_sync_ms < 0, "`store_sync_ms` must be at least 0"),
+    # queues, limits and jobs
+    *(_at_least_1(name) for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_deletes", "delete_queue",
+                                     "tenant_queued_jobs", "job_attempts", "max_source_chars", "max_attributes",
+                                     "max_attribute_name_chars", "max_attribute_value_chars")),
+    (lambda s: s.tenant_requests_per_second < 0, "`tenant_requests_per_second` must be 0 (no limit) or more"),
+    (lambda s: not 0 <= s.job_retention_s < float("inf"),
+     lambda s: f"`job_retention_s` must be 0 (keep every job) or positive and finite, got {s.job_retention_s}"),
+    (lambda s: s.job_memory_mb < 0, "`job_memory_mb` must be 0 (no cap) or more"),
+)
 
 
 def check_variables(environ: dict[str, str] | None = None) -> None:

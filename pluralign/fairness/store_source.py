@@ -13,7 +13,7 @@ import numpy as np
 from pluralign.fairness.audit import Comparisons, UnknownGroupBy, index_labels, policy_outcome
 from pluralign.store.failures import secrets_of, unavailable
 from pluralign.store.location import connect, options_from_env
-from pluralign.store.tables import quote
+from pluralign.store.tables import quote, refuse_newer
 
 PAL_PROTOTYPE = "pal_prototype"  # group_by value: each user's nearest PAL prototype
 
@@ -22,6 +22,7 @@ def user_groups_from_store(db, group_by: str, tenant: str | None, names: set[str
     """`tenant/user` -> group from the users table (attributes, or the argmax of the PAL logits).
     `names`, if given, receives every user attribute name (and `pal_prototype` where a user has PAL logits)."""
     table = db.open_table("users")
+    refuse_newer("users", db.uri, table.schema.metadata)
     where = f"tenant = {quote(tenant)}" if tenant else None
     query = table.search().select(["tenant", "user_id", "attributes", "pal_logits"])
     rows = (query.where(where) if where else query).limit(None).to_list()
@@ -64,6 +65,7 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     with reading(uri, "table `preferences`", options):
         db = connect(uri, options)
         table = db.open_table("preferences")
+        refuse_newer("preferences", uri, table.schema.metadata)
         encoder_id = (table.schema.metadata or {}).get(b"encoder_id", b"unknown").decode()
         where = "tie = false AND rejected != ''" + (f" AND tenant = {quote(tenant)}" if tenant else "")
         columns = ["tenant", "user_id", "created_at", "attributes", "chosen_vec", "rejected_vec"]

@@ -71,6 +71,19 @@ class StoreError(ValueError):
     """A table that cannot be used as asked (a schema mismatch, a bad identifier)."""
 
 
+def refuse_newer(name: str, uri: str, metadata: dict[bytes, bytes] | None) -> None:
+    """Raise StoreError when the table `name` at `uri` (its schema `metadata`) carries the mark of a
+    newer release: its rows may not read back under this one. What every command that opens a store
+    checks first (`Store._open`, `pluralign audit --store`)."""
+    have = (metadata or {}).get(b"schema_version", b"").decode()
+    if newer_schema(have):
+        raise StoreError(
+            f"table `{name}` at {uri} has schema_version={have}: a newer pluralign release has opened "
+            f"this data folder (this one writes {SCHEMA_VERSION}); run that release, or restore the copy of "
+            "the folder taken before the upgrade (docs/operations.md, 'Upgrading and rolling back')"
+        )
+
+
 def _uses(name: str, action: str):
     """A Store method that reads (`action` "read") or writes ("written") the table `name`: a storage
     failure in it (a full disk, a damaged file) is raised as StoreUnavailable naming the table. A read
@@ -80,6 +93,8 @@ def _uses(name: str, action: str):
     def wrap(method):
         @functools.wraps(method)
         def run(self, *args, **kwargs):
+            if action == "written":
+                self._refuse_older(name)
             with self._on(name, action):
                 if action == "read":
                     return self._read(lambda: method(self, *args, **kwargs))
@@ -211,8 +226,8 @@ class Store:
         only; `pluralign.store.lease`). `finish_purges` (without `sync_seconds`): finish now the purges a
         killed process of this store left (`delete_user`), and mark tables an earlier release wrote
         with this one's schema version (`_open`); False for a process that only reads a store another
-        one serves (`pluralign train-adapter --store`), which must not purge beside it, nor lock out
-        an earlier release serving it. `cache_bytes`: the most LanceDB's caches of index pages and
+        one serves (`pluralign train adapter --store`), which must not purge beside it, nor change an
+        earlier release's tables (`_upgrade`: read as they are; a write to one is a StoreError). `cache_bytes`: the most LanceDB's caches of index pages and
         table metadata hold (`location.cache_session`). Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
@@ -243,6 +258,9 @@ class Store:
         # reads a store another one serves (`finish_purges` False): that one may be the earlier release
         self._older_mark: str | None = None
         self._marks = finish_purges
+        # the tables such a process left as the earlier release wrote them: each one's columns this
+        # release adds, which it lacks (read as null, `_present`); nothing is written to them (`_refuse_older`)
+        self._older: dict[str, dict[str, pa.Field]] = {}
         self.schemas = {
             "preferences": preference_schema(encoder_id, dim),
             "interactions": interaction_schema(encoder_id, dim),
@@ -270,7 +288,8 @@ class Store:
         self._warming: set[tuple[str, str]] = set()
         self._warmer = ThreadPoolExecutor(1, thread_name_prefix="history")
         for name in self.tables:
-            self._ensure_indexes(name)
+            if name not in self._older:  # an earlier release's table, only read: not even an index is added
+                self._ensure_indexes(name)
         if self.lease is None and finish_purges:  # alone on the store: what a killed process of it left is finished now
             try:
                 with self._maintenance():  # a turn begins with what a stopped one left
@@ -285,6 +304,7 @@ class Store:
         the store, among them (the store's lease). A new turn first finishes the purges a stopped one
         left (`PurgeMarks`): one whose process was killed (with replicas, this or another; alone, this
         one's, before it started again), or whose purge raised."""
+        self._refuse_older(*self._older)
         with self._maintenance_lock, self.lease or contextlib.nullcontext():
             self._turns += 1
             try:
@@ -317,11 +337,25 @@ class Store:
             found = unavailable(exc, what, self.uri, action, self._secrets)
             if found is None or found is exc:
                 raise
+            if found.problem == "unreadable" and is_object_store(self.uri):
+                found = self._bucket_gone(found)
             self.problems.failed(found)
             raise found from exc
         self.problems.succeeded(what, action)
         if action == "written":
             self.problems.written()
+
+    def _bucket_gone(self, found: StoreUnavailable) -> StoreUnavailable:
+        """`found` (a file of an object store's table unreadable: Lance says "Not found" for every file of
+        a bucket deleted under it, where a write meets S3's NoSuchBucket) as "no-bucket" when a listing of
+        the store, the one request made for it, finds no bucket; else `found` as it was."""
+        try:
+            self.db.list_tables()
+        except (OSError, RuntimeError, ValueError) as exc:
+            listed = unavailable(exc, found.name, self.uri, found.action, self._secrets)
+            if listed is not None and listed.problem == "no-bucket":
+                return listed
+        return found
 
     def _mark(self, names: list[str]) -> None:
         """Before deleting rows from the named tables: mark them (`PurgeMarks.mark`) so that, should this
@@ -361,16 +395,11 @@ class Store:
                 raise
             raise StoreError(f"table `{name}` at {self.uri} cannot be opened (damaged or unreadable: {exc}); "
                              "restore the folder from a backup, or use another data folder") from None
+        refuse_newer(name, self.uri, found)
         for key, want in schema.metadata.items():
             have = found.get(key, b"").decode()
             if have == want.decode() or key == b"schema_version" and older_schema(have):
                 continue
-            if key == b"schema_version" and newer_schema(have):
-                raise StoreError(
-                    f"table `{name}` at {self.uri} has schema_version={have}: a newer pluralign release has opened "
-                    f"this data folder (this one writes {want.decode()}); run that release, or restore the copy of "
-                    "the folder taken before the upgrade (docs/operations.md, 'Upgrading and rolling back')"
-                )
             if key == b"schema_version":  # none at all, or one no release writes: not a table of ours
                 raise StoreError(f"table `{name}` at {self.uri} has schema_version={have or 'missing'}, this release "
                                  f"writes {want.decode()}: not a pluralign table; use another data folder")
@@ -397,21 +426,48 @@ class Store:
 
     def _upgrade(self, name: str, schema: pa.Schema, table):
         """Add the columns this release adds to a table an earlier release wrote, then its mark (with
-        `finish_purges`; a process that only reads keeps the earlier mark: `_older_mark`)."""
+        `finish_purges`). A process that only reads commits nothing to it: that release may be serving
+        it, and a commit of ours could clash with its writes. It keeps the earlier mark (`_older_mark`)
+        and the table as it is: the columns it lacks read as null (`_present`)."""
         found = table.schema.metadata or {}
         missing = added_columns(schema, table.schema)
-        if missing:
-            table.add_columns(missing)
         mark = schema.metadata[b"schema_version"]
         if found.get(b"schema_version") != mark and not self._marks:
             self._older_mark = found[b"schema_version"].decode()
-        elif found.get(b"schema_version") != mark:
+            self._older[name] = {f.name: f for f in missing}
+            return table
+        if missing:
+            table.add_columns(missing)
+        if found.get(b"schema_version") != mark:
             # an earlier release's table: its columns are in place (above), so the mark goes last, in
             # one commit; a start stopped before it redoes only this. Releases before this version
             # refuse a marked table at start (their check above wants their own mark).
             table.to_lance().update_schema_metadata({"schema_version": mark.decode()})
             table = self.db.open_table(name)
         return table
+
+    def _refuse_older(self, *names: str) -> None:
+        """Before a write or a delete: refuse it on a table an earlier release wrote and this process
+        only reads (`_upgrade`), naming it and what to do."""
+        for name in names:
+            if name in self._older:
+                raise StoreError(
+                    f"table `{name}` at {self.uri} has schema_version={self._older_mark}, an earlier release's, and this "
+                    "process only reads it (finish_purges=False): nothing is written to it; start this release's "
+                    "`pluralign serve` on the folder first (it upgrades the tables), or write through the release serving it"
+                )
+
+    def _present(self, name: str, columns: list[str]) -> list[str]:
+        """Of `columns`, those the table holds: all but this release's added ones in an earlier
+        release's table that this process only reads (`_upgrade`)."""
+        absent = self._older.get(name, {})
+        return [c for c in columns if c not in absent]
+
+    def _with_absent(self, name: str, rows: pa.Table) -> pa.Table:
+        """`rows` of the table `name` with the columns it lacks (`_present`) added, null."""
+        for field in self._older.get(name, {}).values():
+            rows = rows.append_column(field, pa.nulls(rows.num_rows, field.type))
+        return rows
 
     @property
     def preferences(self):
@@ -673,9 +729,9 @@ class Store:
             self._cached(tenant, user_id)  # drops a history that no longer matches the table
 
         def load() -> History:
-            columns = [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version")]
+            columns = self._present("preferences", [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version")])
             table = self._read(lambda: self.preferences.search().where(owner_filter(tenant, user_id)).select(columns).limit(None).to_arrow())
-            return History.from_arrow(table, self.dim)
+            return History.from_arrow(self._with_absent("preferences", table), self.dim)
 
         return self.histories.get((tenant, user_id), load)
 
@@ -733,7 +789,7 @@ class Store:
     @_uses("preferences", "read")
     def all_comparisons(self) -> list[StoredPreference]:
         """Every strict comparison of every tenant and user (population retraining), without vectors."""
-        columns = [f.name for f in self.schemas["preferences"] if f.name != "schema_version" and not f.name.endswith("_vec")]
+        columns = self._present("preferences", [f.name for f in self.schemas["preferences"] if f.name != "schema_version" and not f.name.endswith("_vec")])
         rows = self._rows("preferences", "tie = false AND rejected != ''", columns)
         for row in rows:
             row["attributes"] = json.loads(row["attributes"])
@@ -807,7 +863,8 @@ class Store:
         history = self._cached(tenant, user_id)
         if history is None:
             self.warm(tenant, user_id)
-            columns = [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version") and not f.name.endswith("_vec")]
+            columns = self._present("preferences", [f.name for f in self.schemas["preferences"]
+                                                    if f.name not in ("tenant", "user_id", "schema_version") and not f.name.endswith("_vec")])
             rows = (
                 self.preferences.search(np.asarray(vector, np.float32), vector_column_name="prompt_vec")
                 .distance_type("cosine")
@@ -880,7 +937,7 @@ class Store:
         population checkpoint: users not back since a retrain must not fill the bound. With
         `min_preferences`, only users fitted on at least that many comparisons: users who only stated
         preferences (a model from no comparisons) must not fill it either."""
-        if limit <= 0:
+        if limit <= 0 or not self._present("users", ["user_model"]):  # an earlier release's table without user models
             return []
         where = f"tenant = {quote(tenant)} AND user_model IS NOT NULL"
         if pal_version is not None:

@@ -139,8 +139,8 @@ def test_a_job_interrupted_max_attempts_times_is_failed_not_relaunched(tmp_path)
     from training.jobs.store import JobStore
 
     store = JobStore(tmp_path / "jobs")
-    store.put(Job(id="tired", kind="work", state="running", attempts=3, created_at=1.0))
-    store.put(Job(id="fresh", kind="work", state="running", attempts=1, created_at=2.0))
+    store.add(Job(id="tired", kind="work", state="running", attempts=3, created_at=1.0))
+    store.add(Job(id="fresh", kind="work", state="running", attempts=1, created_at=2.0))
     runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", max_attempts=3), TEST_KINDS)
     tired, fresh = runner.get("tired"), runner.get("fresh")
     assert tired.state == "failed" and "gave up after 3 attempts" in tired.error
@@ -165,3 +165,24 @@ def test_purge_kills_a_running_job_and_leaves_no_file(tmp_path):
         runner.stop()
     again = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs"), TEST_KINDS)
     assert again.get(job.id) is None
+
+
+def test_purged_jobs_leave_nothing_in_the_runners_memory_and_a_late_write_does_not_bring_one_back(tmp_path):
+    """Retention and DELETEs purge jobs for as long as the service runs (an adapter job every
+    `adapter_every` comparisons of each user): the job store kept every purged id for ever, to drop a
+    late write of one. Now a write of a job the store no longer holds is dropped without remembering
+    it: purging 200 jobs leaves the store holding what a fresh one holds, and the dispatcher's late
+    write of a purged job (its record read before the purge) still neither shows it nor writes its file."""
+    import msgspec
+
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), TEST_KINDS)  # not started: all stay queued
+    held = lambda store: {name: len(value) for name, value in vars(store).items() if isinstance(value, dict | set | list)}  # noqa: E731
+    fresh = held(runner.store)
+    jobs = [runner.submit("work", {"seconds": 0}) for _ in range(200)]
+    stale = runner.get(jobs[0].id)
+    for job in jobs:
+        runner.purge(job.id)
+    assert held(runner.store) == fresh
+    runner.store.put(msgspec.structs.replace(stale, state="running"))  # a write that read the record before the purge
+    assert runner.get(stale.id) is None and runner.list() == []
+    assert list((tmp_path / "jobs").glob("*.job.json")) == []

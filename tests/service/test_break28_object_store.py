@@ -149,7 +149,8 @@ def test_a_store_that_throttles_fails_hangs_or_refuses_the_keys_is_a_503_naming_
 def test_a_deleted_bucket_is_named_and_feedback_is_kept(service_log, serve, s3, prefix):
     """The bucket removed under the running service: reads meet its tables' files gone, writes S3's
     NoSuchBucket. The feedback sent meanwhile stays in the local log (acknowledged), and the ingest
-    worker says the bucket does not exist."""
+    worker says the bucket does not exist. A read says so too (it said "a file of it is damaged or
+    unreadable": an operator would restore a backup rather than the bucket)."""
     data, server, svc = serve(**s3.settings(prefix), store_retries=1)
     rt = svc.runtime
     with server, svc.client("acme") as acme:
@@ -159,6 +160,9 @@ def test_a_deleted_bucket_is_named_and_feedback_is_kept(service_log, serve, s3, 
         for item in bucket.list_objects_v2(Bucket=s3.bucket).get("Contents", []):
             bucket.delete_object(Bucket=s3.bucket, Key=item["Key"])
         bucket.delete_bucket(Bucket=s3.bucket)
+        # a read meets its table's files gone (Lance: "Not found"): the bucket is looked for then, and named
+        said = unavailable(acme.get("/v1/users/ann"), "its bucket does not exist")
+        assert said.startswith("table `users` cannot be read")
         assert acme.post("/v1/feedback", json=comparison("bob")).status_code == 201
         assert wait_until(lambda: any("its bucket does not exist" in r.getMessage() for r in service_log.records
                                       if r.getMessage().startswith("moving feedback")))

@@ -130,7 +130,7 @@ class LocalJobRunner:
             raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(self.kinds))}")
         self.kinds[kind].check(params)
         job = Job(id=f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}", kind=kind, params=dict(params), created_at=time.time())
-        self.store.put(job)
+        self.store.add(job)
         self._wake.set()
         return job
 

@@ -1,7 +1,10 @@
 """Job records on disk: one JSON file per job, written to a temp file and renamed into place,
 so a crash at any moment leaves either the old record or the new one, never half of one.
 
-One process (the runner) writes a folder; it keeps the records in memory and writes through."""
+One process (the runner) writes a folder; it keeps the records in memory and writes through. A job
+is `add`ed once, then `put` as its state changes; a purged job (`remove`) is forgotten whole: a late
+`put` of it (a record read before the purge) finds it no longer held and is dropped, so nothing is
+kept per purged job for as long as the service runs."""
 
 from __future__ import annotations
 
@@ -24,7 +27,6 @@ class JobStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
-        self._removed: set[str] = set()  # purged ids: a late write of one is dropped, never resurrects it
         for path in sorted(self.folder.glob("*.job.json")):
             try:
                 job = decode_job(path.read_bytes())
@@ -36,9 +38,18 @@ class JobStore:
     def path(self, job_id: str, suffix: str = "job.json") -> Path:
         return self.folder / f"{job_id}.{suffix}"
 
-    def put(self, job: Job) -> Job:
+    def add(self, job: Job) -> Job:
+        """Write a new job's first record (its id new to the folder)."""
         with self._lock:
-            if job.id in self._removed:
+            write_atomic(self.path(job.id), job_encoder.encode(job))
+            self._jobs[job.id] = job
+        return job
+
+    def put(self, job: Job) -> Job:
+        """Write a later state of a job this store holds; a job no longer held (purged) is not
+        written: a late write never resurrects it."""
+        with self._lock:
+            if job.id not in self._jobs:
                 return job
             write_atomic(self.path(job.id), job_encoder.encode(job))
             self._jobs[job.id] = job
@@ -48,7 +59,7 @@ class JobStore:
         """Keep `job` in memory only, when writing its record failed (a full disk): readers see its
         state at once, and the writer `put`s it again later. A restart reads the older record."""
         with self._lock:
-            if job.id not in self._removed:
+            if job.id in self._jobs:
                 self._jobs[job.id] = job
         return job
 
@@ -63,7 +74,6 @@ class JobStore:
     def remove(self, job_id: str) -> Job | None:
         """Forget a job and delete its record, log, output and result files (its artifact folder is the runner's)."""
         with self._lock:
-            self._removed.add(job_id)
             job = self._jobs.pop(job_id, None)
             for suffix in ("job.json", "log", "out", "result.json"):
                 self.path(job_id, suffix).unlink(missing_ok=True)
