@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from pluralign.fairness.store_source import comparisons_from_store
 from pluralign.store import Store, StoredPreference
 from pluralign.store.location import options_from_env, options_to_env
 from tests.s3 import S3Server
+from tests.together import at_once
 
 DIM = 8
 
@@ -80,8 +83,6 @@ def test_replicas_started_together_on_an_earlier_releases_bucket_both_mark_it(s3
     """Two replicas of the new release started at once on a bucket whose tables an earlier release
     marked schema_version=1 (tests/service/test_upgrade29.py has the local folder): both start, and each
     table ends with this release's mark."""
-    import threading
-
     import lancedb
 
     from pluralign.store import SCHEMA_VERSION
@@ -92,21 +93,7 @@ def test_replicas_started_together_on_an_earlier_releases_bucket_both_mark_it(s3
         db = lancedb.connect(uri, storage_options=s3.options)
         for name in ("preferences", "interactions", "users", "stated_changes", "deletions"):
             db.open_table(name).to_lance().update_schema_metadata({"schema_version": "1"})
-        together = threading.Barrier(2)
-        failed: list[BaseException] = []
-
-        def start(uri=uri, together=together, failed=failed):
-            together.wait()
-            try:
-                Store(uri, "enc", DIM, storage_options=s3.options, sync_seconds=1.0)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                failed.append(exc)
-
-        replicas = [threading.Thread(target=start) for _ in range(2)]
-        for t in replicas:
-            t.start()
-        for t in replicas:
-            t.join()
-        assert failed == [], failed
+        started = at_once(*[partial(Store, uri, "enc", DIM, storage_options=s3.options, sync_seconds=1.0)] * 2)
+        assert [s for s in started if isinstance(s, BaseException)] == []
         for name in ("preferences", "users"):
             assert db.open_table(name).schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()

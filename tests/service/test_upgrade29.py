@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ import lancedb
 import pytest
 
 from tests.service.tiny import start_service
+from tests.together import at_once
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "upgrade"
 USERS = (("alice", "default"), ("bob", "default"), ("dave", "acme"))
@@ -227,31 +229,14 @@ def test_replicas_started_together_on_an_older_releases_store_all_start(tmp_path
     refuses the second of two such commits ('Incompatible transaction: This UpdateConfig transaction is
     incompatible with concurrent transaction'): that replica's start failed with Lance's OSError. Now a
     replica whose commit lost takes the table as the other one left it, and both start."""
-    import threading
-
     from pluralign.embed.encoders import MINILM_ID
     from pluralign.store import SCHEMA_VERSION, Store
 
     for trial in range(3):  # the race is lost in most tries: three make a miss unlikely
         data = tmp_path / f"data{trial}"
         shutil.copytree(FIXTURES / "b7168d1" / "data" / "lancedb", data)
-        together = threading.Barrier(2)
-        failed: list[BaseException] = []
-        opened: list[Store] = []
-
-        def start(data=data, together=together, failed=failed, opened=opened):
-            together.wait()
-            try:
-                opened.append(Store(str(data), MINILM_ID, 384, sync_seconds=1.0))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                failed.append(exc)
-
-        replicas = [threading.Thread(target=start) for _ in range(2)]
-        for t in replicas:
-            t.start()
-        for t in replicas:
-            t.join()
-        assert failed == [] and len(opened) == 2, failed
+        opened = at_once(*[partial(Store, str(data), MINILM_ID, 384, sync_seconds=1.0)] * 2)
+        assert [s for s in opened if isinstance(s, BaseException)] == []
         assert {mark for mark, _ in table_marks(data).values()} == {str(SCHEMA_VERSION)}
         for store in opened:
             assert len(store.preferences_for("default", "alice")[0]) == 10
