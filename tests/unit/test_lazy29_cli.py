@@ -1,0 +1,67 @@
+"""Commands do not pay for what they do not use.
+
+`pluralign eval` and the trainers load their encoder only at the first text missing from the embedding
+cache (a rerun on cached texts loads none: MiniLM took 4-6 s a run on 2 cores), and `pluralign serve` /
+`serve-embeddings` refuse a bad setting before importing torch, lancedb and the service (2-5 s).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.unit.clitools import cli
+
+CACHE = REPO / ".cache" / "pluralign" / "test-embeddings.sqlite"  # the CLI tests' cache (tests/unit/test_cli.py)
+
+
+@pytest.fixture
+def encoder_loads(monkeypatch) -> list[str]:
+    """The MiniLM encoders constructed (each a load of its weights) while the test runs."""
+    from pluralign.embed.encoders import SentenceEncoder
+
+    loads: list[str] = []
+    load = SentenceEncoder.__init__
+
+    def counted(self, *args, **kwargs):
+        loads.append("minilm")
+        load(self, *args, **kwargs)
+
+    monkeypatch.setattr(SentenceEncoder, "__init__", counted)
+    return loads
+
+
+def test_a_cached_rerun_of_eval_loads_no_encoder(shared_data, capsys, encoder_loads):
+    """Before: every `pluralign eval` loaded MiniLM before it looked in the embedding cache, though a
+    rerun found every text there (one load a run). Now the encoder loads at the first text the cache
+    lacks: the rerun loads none, and reports the same figures."""
+    argv = ("eval", "--model", "per-user-bt", "--protocol", "persona", "--groups", "2", "--unseen-per-group", "2",
+            "--query-size", "5", "--json", "--data-dir", str(shared_data), "--cache", str(CACHE))
+    code, out, err = cli(capsys, *argv)  # the first run fills the cache where it lacks a text (loading MiniLM then)
+    assert code == 0, err
+    first = json.loads(out.strip().splitlines()[-1])
+    encoder_loads.clear()
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    assert encoder_loads == []
+    second = json.loads(out.strip().splitlines()[-1])
+    assert {**second, "seconds": 0} == {**first, "seconds": 0}
+
+
+@pytest.mark.slow  # two persona evals as processes, about 20 s: `make test-all`
+def test_the_cached_rerun_of_the_documented_eval_never_imports_the_encoders_library(shared_data, tmp_path):
+    """The README's `pluralign eval --model bt --protocol persona --groups 4 --json`, run twice as a user
+    runs it: the rerun finds every text in the cache and never imports sentence-transformers."""
+    argv = [sys.executable, "-X", "importtime", "-m", "training.cli", "eval", "--model", "bt", "--protocol", "persona", "--groups", "4",
+            "--json", "--data-dir", str(shared_data), "--cache", str(CACHE)]
+    runs = [subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in runs[1].stderr.splitlines() if line.startswith("import time:")}
+    assert "sentence_transformers" not in imported and "torch" in imported  # torch: the eval's own models
+    reports = [json.loads(run.stdout.strip().splitlines()[-1]) for run in runs]
+    assert {**reports[1], "seconds": 0} == {**reports[0], "seconds": 0}
