@@ -214,6 +214,15 @@ class Settings(Base, frozen=True):
         if self.job_memory_mb < 0:
             raise ValueError("`job_memory_mb` must be 0 (no cap) or more")
 
+    def check_models(self) -> None:
+        """`encoder` and `generator` name what a start can load (a name it knows, a folder, `openai:URL`),
+        checked without importing torch or loading anything: a mistyped one is the ValueError loading it
+        gives (service.runtime.make_encoder, make_generator) at once, not after seconds of imports and an
+        encoder's load. What a folder holds is checked as it loads."""
+        check_encoder_name(self.encoder, "PLURALIGN_ENCODER (setting encoder)")
+        if not (self.generator.startswith("openai:") or self.generator == "smollm2" or Path(self.generator).is_dir()):
+            raise ValueError(unknown_generator(self.generator))
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
@@ -298,6 +307,24 @@ class Settings(Base, frozen=True):
             if problem.startswith("expected "):  # a type error: the value given, as given
                 problem += f" {values[field]!r}"
             raise ValueError(f"{origin[field].format(field)}: {problem}") from None
+
+
+def check_encoder_name(name: str, where: str) -> None:
+    """`name` is an encoder the service's `make_encoder` can load (`openai:URL`, a folder, or a name
+    `pluralign.embed.named` knows); else a ValueError "<where>: unknown encoder ...", before any import of
+    torch or a model library."""
+    if name.startswith("openai:") or Path(name).is_dir():
+        return
+    from pluralign.embed.named import encoder_identity
+
+    try:
+        encoder_identity(name)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def unknown_generator(name: str) -> str:
+    return f"setting `generator`: expected `smollm2`, a model folder or `openai:URL`, got {name!r}"
 
 
 def check_variables(environ: dict[str, str] | None = None) -> None:

@@ -36,6 +36,14 @@ def add_encoder_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, help="embedding cache file (default ~/.cache/pluralign)")
 
 
+def check_encoder(args: argparse.Namespace) -> None:
+    """`--encoder` names an encoder `make_encoder` knows: its ValueError at once, before a command
+    imports torch (seconds); `cached_encoder` would find it only then."""
+    from pluralign.embed.named import encoder_identity
+
+    encoder_identity(args.encoder)
+
+
 def cached_encoder(args: argparse.Namespace):
     """`--encoder` behind the embedding cache `--cache`. The encoder loads at the first text missing from
     the cache (`LazyEncoder`): a rerun on cached texts loads no weights. An unknown --encoder is a

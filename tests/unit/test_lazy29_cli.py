@@ -65,3 +65,48 @@ def test_the_cached_rerun_of_the_documented_eval_never_imports_the_encoders_libr
     assert "sentence_transformers" not in imported and "torch" in imported  # torch: the eval's own models
     reports = [json.loads(run.stdout.strip().splitlines()[-1]) for run in runs]
     assert {**reports[1], "seconds": 0} == {**reports[0], "seconds": 0}
+
+
+HEAVY = ("torch", "lancedb", "litestar", "service.app", "transformers", "uvicorn")  # seconds of imports before a server starts
+ENCODERS = "expected `minilm`, `minilm-onnx`, `minilm-onnx-int8` or `smollm2`"
+
+
+@pytest.mark.parametrize("argv, env, said", [
+    (["serve"], {"PLURALIGN_STORE_RETRIES": "abc"}, "PLURALIGN_STORE_RETRIES (setting store_retries): expected `int`, got `str` 'abc'"),
+    (["serve"], {"PLURALIGN_ENCODER": "minilm-onx"}, f"PLURALIGN_ENCODER (setting encoder): unknown encoder 'minilm-onx': {ENCODERS}"),
+    (["serve"], {"PLURALIGN_GENERATOR": "smollm3"}, "setting `generator`: expected `smollm2`, a model folder or `openai:URL`, got 'smollm3'"),
+    (["serve-embeddings", "--encoder", "minilm-onx"], {}, f"--encoder minilm-onx: unknown encoder 'minilm-onx': {ENCODERS}"),
+    (["eval", "--model", "bt", "--protocol", "persona", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
+    (["train", "pal", "--protocol", "persona", "--out", "pal", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
+    (["train", "em", "--protocol", "persona", "--out", "em", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
+])
+def test_a_bad_setting_is_refused_before_torch_and_lancedb_are_imported(tmp_path, argv, env, said):
+    """Before: a bad PLURALIGN_* value was refused after lancedb's import (~1.5 s), a mistyped encoder or
+    generator after torch's and the service's (3-5 s) and once the data folder was made. Now: the same
+    one line and exit 2 at once, nothing imported that the check does not need, no data folder made."""
+    port = ["--port", "0"] if argv[0].startswith("serve") else []
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "training.cli", *argv, *port],
+                            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
+                                                 "PLURALIGN_DATA_DIR": str(tmp_path / "data"), **env},
+                            capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert (result.returncode, lines) == (2, [f"pluralign: error: {said}"]), result.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no data folder, cache or artifact made
+
+
+def test_a_port_in_use_is_refused_before_anything_heavy_is_imported(tmp_path):
+    """(So it was before: `check_listen` binds first; kept so.)"""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "training.cli", "serve", "--port", str(port)],
+                                cwd=REPO, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert (result.returncode, lines) == (2, [f"pluralign: error: --port {port}: 127.0.0.1:{port} is in use by another process; choose another port"])
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & set(HEAVY)
