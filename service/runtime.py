@@ -28,7 +28,7 @@ from service.deletions import DeletionSweep
 from service.metrics import DECLARED_COUNTERS, Metrics
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import FairScheduler
-from service.settings import Settings
+from service.settings import Settings, unknown_generator
 from service.stopping import GeneratingChats
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
 
@@ -74,7 +74,7 @@ def make_generator(
 
             return ProcessGenerator(name)  # type: ignore[return-value]
         return Generator.from_folder(name)
-    raise ValueError(f"setting `generator`: expected `smollm2`, a model folder or `openai:URL`, got {name!r}")
+    raise ValueError(unknown_generator(name))  # (Settings.check_models: the same, before anything loads)
 
 
 def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None) -> Encoder:

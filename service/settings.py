@@ -162,6 +162,15 @@ class Settings(Base, frozen=True):
             if broken(self):
                 raise ValueError(error if isinstance(error, str) else error(self))
 
+    def check_models(self) -> None:
+        """`encoder` and `generator` name what a start can load (a name it knows, a folder, `openai:URL`),
+        checked without importing torch or loading anything: a mistyped one is the ValueError loading it
+        gives (service.runtime.make_encoder, make_generator) at once, not after seconds of imports and an
+        encoder's load. What a folder holds is checked as it loads."""
+        check_encoder_name(self.encoder, "PLURALIGN_ENCODER (setting encoder)")
+        if not (self.generator.startswith("openai:") or self.generator == "smollm2" or Path(self.generator).is_dir()):
+            raise ValueError(unknown_generator(self.generator))
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
@@ -307,6 +316,24 @@ RULES: tuple[Rule, ...] = (
      lambda s: f"`job_retention_s` must be 0 (keep every job) or positive and finite, got {s.job_retention_s}"),
     (lambda s: s.job_memory_mb < 0, "`job_memory_mb` must be 0 (no cap) or more"),
 )
+
+
+def check_encoder_name(name: str, where: str) -> None:
+    """`name` is an encoder the service's `make_encoder` can load (`openai:URL`, a folder, or a name
+    `pluralign.embed.named` knows); else a ValueError "<where>: unknown encoder ...", before any import of
+    torch or a model library."""
+    if name.startswith("openai:") or Path(name).is_dir():
+        return
+    from pluralign.embed.named import encoder_identity
+
+    try:
+        encoder_identity(name)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def unknown_generator(name: str) -> str:
+    return f"setting `generator`: expected `smollm2`, a model folder or `openai:URL`, got {name!r}"
 
 
 def check_variables(environ: dict[str, str] | None = None) -> None:

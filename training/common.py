@@ -36,18 +36,30 @@ def add_encoder_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, help="embedding cache file (default ~/.cache/pluralign)")
 
 
-def cached_encoder(args: argparse.Namespace):
-    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
-    from pluralign.embed.encoders import make_encoder
+def check_encoder(args: argparse.Namespace) -> None:
+    """`--encoder` names an encoder `make_encoder` knows: its ValueError at once, before a command
+    imports torch (seconds); `cached_encoder` would find it only then."""
+    from pluralign.embed.named import encoder_identity
 
+    encoder_identity(args.encoder)
+
+
+def cached_encoder(args: argparse.Namespace):
+    """`--encoder` behind the embedding cache `--cache`. The encoder loads at the first text missing from
+    the cache (`LazyEncoder`): a rerun on cached texts loads no weights. An unknown --encoder is a
+    ValueError at once (`make_encoder`'s words)."""
+    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
+    from pluralign.embed.named import LazyEncoder
+
+    encoder = LazyEncoder(args.encoder)
     path = cache_path(args.cache)
-    try:  # before the encoder loads: a wrong --cache costs nothing
+    try:  # a wrong --cache costs nothing
         cache = EmbeddingCache(path)
     except (ValueError, OSError) as exc:
         where = "--cache" if args.cache else "the embedding cache (PLURALIGN_CACHE_DIR)"
         problem = f"{path}: {exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ValueError(f"{where} {problem}") from None
-    return CachedEncoder(make_encoder(args.encoder), cache)
+    return CachedEncoder(encoder, cache)
 
 
 class AtLeastOne(argparse.Action):

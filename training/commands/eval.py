@@ -34,6 +34,7 @@ from training.common import (
     AtLeastOne,
     add_encoder_args,
     cached_encoder,
+    check_encoder,
     k_search,
     number,
     print_json,
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if sizes and args.protocol != "persona":
         given = ", ".join(f"{PERSONA_SIZES[field]} {value}" for field, value in sizes.items())
         raise ValueError(f"{given}: persona only (UKP's unseen users are its own held-out annotators)")
+    check_encoder(args)
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, evaluate, load_protocol

@@ -36,19 +36,22 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_listen(args.host, args.port)  # before a data folder, a key, a model or the service's imports (seconds)
-    from pluralign.store.failures import StoreUnavailable
-    from pluralign.store.location import is_object_store
     from service.settings import Settings
     from training.common import check_writable, setup_logging
 
     setup_logging()
     os.umask(0o077)  # users' data, keys and jobs: readable by this account only (files 0600, folders 0700)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # no progress bar per request
+    # the settings, the data folder and the models' names, before the service's imports (torch, lancedb:
+    # seconds), a model loads (a minute) or a key is issued: a bad value, a file or a place this account
+    # cannot write as data folder is one line naming the option or setting; a damaged file in it names the file
     settings = Settings.load(data_dir=args.data_dir)
-    # the data folder, before a model loads (a minute) or a key is issued: a file there, or a place
-    # this account cannot write, is one line naming the option or setting; a damaged file in it names the file
     option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     check_writable(option, str(settings.data_path))
+    settings.check_models()
+    from pluralign.store.failures import StoreUnavailable
+    from pluralign.store.location import is_object_store
+
     # a start that fails part way (a damaged checkpoint once the tables are open, a model that will
     # not load, Ctrl-C) removes what it created: the folder is left as it was found
     # not a store other replicas share (`replicas` > 1): what appeared there meanwhile may be theirs

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_listen(args.host, args.port)  # before the encoder or the service's imports (seconds)
+    from service.settings import check_encoder_name
+
+    check_encoder_name(args.encoder, f"--encoder {args.encoder}")  # a mistyped name: before them too
     from functools import partial
 
     from service.embeddings.app import create_embeddings_app, stop_taking_encodes

@@ -28,6 +28,7 @@ from training.common import (
     AtLeastOne,
     add_encoder_args,
     cached_encoder,
+    check_encoder,
     check_out,
     k_search,
     load_training_protocol,
@@ -37,6 +38,7 @@ from training.common import (
 
 
 def run(args: argparse.Namespace) -> int:
+    check_encoder(args)  # before the imports below (torch: seconds)
     import msgspec
     from tqdm import tqdm
 

@@ -29,6 +29,7 @@ from training.common import (
     AtLeastOne,
     add_encoder_args,
     cached_encoder,
+    check_encoder,
     check_out,
     k_search,
     load_training_protocol,
@@ -38,6 +39,7 @@ from training.common import (
 
 
 def run(args: argparse.Namespace) -> int:
+    check_encoder(args)  # before the imports below (torch: seconds)
     import numpy as np
     import torch
     from tqdm import tqdm
