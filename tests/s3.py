@@ -90,7 +90,7 @@ class FaultyProxy:
     (status, S3 error code) pair (answered with S3's XML error body), "drop" (the connection closed
     unanswered) or "hang" (no answer until `release` is set or the proxy stops). Its error bodies repeat
     what S3's do: a 403 the access key id, an ExpiredToken or InvalidToken the session token. `requests` counts
-    what reached it. `with FaultyProxy(s3.endpoint) as proxy:`; point the store at `proxy.endpoint`."""
+    what reached it, and `asked` lists each as (method, path). `with FaultyProxy(s3.endpoint) as proxy:`; point the store at `proxy.endpoint`."""
 
     def __init__(self, upstream: str):
         import threading
@@ -99,6 +99,7 @@ class FaultyProxy:
         self.fault = lambda method, path, headers: None
         self.release = threading.Event()
         self.requests = 0
+        self.asked: list[tuple[str, str]] = []
 
     def __enter__(self) -> FaultyProxy:
         import http.client
@@ -115,6 +116,7 @@ class FaultyProxy:
 
             def _any(self) -> None:
                 proxy.requests += 1
+                proxy.asked.append((self.command, self.path))
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fault = proxy.fault(self.command, self.path, self.headers)
                 if fault == "hang":

@@ -130,7 +130,11 @@ def test_a_store_that_throttles_fails_hangs_or_refuses_the_keys_is_a_503_naming_
                 assert globex.post("/v1/chat/completions", json=anonymous).status_code == 200
                 streamed = globex.post("/v1/chat/completions", json={**anonymous, "stream": True})
                 assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text
-                assert proxy.requests == asked  # they asked nothing of the store
+                # they asked nothing of the store. What Lance still had under way for ann's failed read (more
+                # GETs of the data files of the tables it was reading, sent late on a busy machine) is not theirs
+                read = {p.split(".lance/data/")[0] for m, p in proxy.asked[:asked] if m == "GET" and ".lance/data/" in p}
+                late = [(m, p) for m, p in proxy.asked[asked:] if not (m == "GET" and p.split(".lance/data/")[0] in read)]
+                assert late == [], proxy.asked[asked:]
             assert acme.post("/v1/feedback", json=comparison("bob")).status_code == 201  # the local log takes it
             health = acme.get("/health").json()
             assert health["status"] == "degraded" and health["storage"][0]["problem"] == ("denied" if says == DENIED else "unreachable")
