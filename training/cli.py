@@ -90,11 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     handle = args.command not in SERVERS and threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stopped) if handle else None
     try:
-        from service.settings import check_variables
+        from service.settings import DeprecatedVariable, Settings, check_variables
 
         # every command: a mistyped PLURALIGN_* variable (`_DATA_DRI` for `keys`, `_DEVCE` for `train`)
         # is refused, not ignored while the command runs on the default
         check_variables()
+        # and a bad value of one (`PLURALIGN_STORE_RETRIES=abc`, a PLURALIGN_CONFIG file that is not TOML),
+        # in serve's words, though the command may not read it: the service, or a job it starts, would refuse it
+        with warnings.catch_warnings():  # a deprecated name is the warning of the command that reads it
+            warnings.simplefilter("ignore", DeprecatedVariable)
+            Settings.load()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: what was written is whole or removed on the way out, as for SIGTERM
         print("pluralign: error: interrupted (SIGINT)", file=sys.stderr)
