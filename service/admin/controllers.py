@@ -45,7 +45,8 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
     except JobParamsError as exc:
         raise bad_request(exc.field, exc.problem, code="unknown_parameter" if exc.unknown else "invalid_value") from None
     try:
-        return _admin(request).submit(data.kind, params)
+        admin = _admin(request)
+        return admin.public.job(admin.submit(data.kind, params))
     except QuotaExceeded as exc:
         raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
 
@@ -59,7 +60,8 @@ def list_jobs(
 ) -> JobList:
     if kind is not None and kind not in PARAMS:  # a misspelled kind would list nothing, as if none had run
         raise bad_request("kind", f"unknown job kind {kind!r}; known: {', '.join(sorted(PARAMS))}")
-    return JobList(jobs=_admin(request).runner.list(kind=kind, state=job_state, limit=limit))
+    admin = _admin(request)
+    return JobList(jobs=[admin.public.job(j) for j in admin.runner.list(kind=kind, state=job_state, limit=limit)])
 
 
 @get("/jobs/{job_id:str}", sync_to_thread=False, responses=error_responses(404), summary="One job: state, progress, metrics, log tail")
@@ -67,13 +69,13 @@ def get_job(request: Request, job_id: FromPath[str]) -> Job:
     job = _admin(request).runner.get(job_id)
     if job is None:
         raise NotFoundException(f"no job {job_id}")
-    return job
+    return _admin(request).public.job(job)
 
 
 @post("/jobs/{job_id:str}/cancel", sync_to_thread=False, status_code=200, responses=error_responses(404), summary="Cancel a queued or running job")
 def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
     try:
-        return _admin(request).runner.cancel(job_id)
+        return _admin(request).public.job(_admin(request).runner.cancel(job_id))
     except UnknownJob:
         raise NotFoundException(f"no job {job_id}") from None
 
@@ -102,7 +104,7 @@ async def fairness_audit(
     admin = _admin(request)
     job = await admin.audit(params, wait)
     if job.state in ("queued", "running"):
-        return Response(AuditPending(job=job), status_code=202)
+        return Response(AuditPending(job=admin.public.job(job)), status_code=202)
     # reading the report and every stored one is file work: off the event loop, or it stalls every request
     return await sync_to_thread(_audit_response, admin, job)
 
@@ -117,10 +119,10 @@ def _audit_response(admin: Admin, job: Job) -> Response:
             raise bad_request("group_by", "there are no stored comparisons to audit yet")
         named = f"pluralign: error: --group-by {job.params.get('group_by')}: "
         if named in (job.error or ""):  # no stored comparison nor user has the attribute (a misspelled name)
-            raise bad_request("group_by", job.error.split(named, 1)[1])
+            raise bad_request("group_by", admin.public.text(job.error.split(named, 1)[1]))
         # the worker could not compute this audit (e.g. no comparison carries `group_by`): the request's
         # parameters cannot be served, and the job record keeps the worker's log for the operator
-        return error_response(422, f"audit job {job.id} {job.state}: {job.error}", code="audit_failed")
+        return error_response(422, f"audit job {job.id} {job.state}: {admin.public.text(job.error or '')}", code="audit_failed")
     return Response(since_previous(report, admin.reports()))
 
 
@@ -139,7 +141,7 @@ def dashboard(request: Request, tenant: str | None = None) -> Response:
     rt = request.app.state.runtime
     rt.ingest.flush(tenant)  # feedback acknowledged before this request describes the prototypes too
     prototypes = prototype_descriptions(rt, tenant)
-    return Response(render_dashboard(latest, history, admin.runner.list(limit=200), signed_in, prototypes, rt.rewards.version),
+    return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes, rt.rewards.version),
                     media_type="text/html", headers=PAGE_HEADERS)
 
 

@@ -25,6 +25,7 @@ from pluralign.reward.training_users import forget_stopped_users, forget_trainin
 from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget
 from pluralign.store.location import options_to_env
+from service.admin.paths import PublicPaths
 from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
 from service.errors import bad_request
 from service.replicas import owner
@@ -102,6 +103,7 @@ class Admin:
         settings = rt.settings
         self.rt = rt
         self.folder = jobs_folder(settings)
+        self.public = PublicPaths(settings.data_path)  # a job as the HTTP routes show it (service.admin.paths)
         # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables
         config = RunnerConfig(folder=self.folder, workers=settings.job_workers, max_attempts=settings.job_attempts,
                               env=options_to_env(settings.storage_options), memory_mb=settings.job_memory_mb or None)

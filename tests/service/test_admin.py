@@ -81,8 +81,10 @@ def give_twenty_comparisons(svc, user):
         jobs = admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"]
     (job,) = [j for j in jobs if j["params"].get("user") == user]
     assert {k: job["params"][k] for k in ("tenant", "user", "comparisons")} == {"tenant": "acme", "user": user, "comparisons": 20}
-    assert job["params"]["base"] == svc.runtime.settings.generator  # the adapter fits the served model
-    assert Path(job["params"]["data"]).read_text().count("\n") == 20  # a snapshot of the user's comparisons
+    # the adapter fits the served model (its folder shown by name: left30) and a snapshot of the user's comparisons
+    # in the data folder (shown relative to it)
+    assert job["params"]["base"] == Path(svc.runtime.settings.generator).name
+    assert (svc.runtime.settings.data_path / job["params"]["data"]).read_text().count("\n") == 20
     return job
 
 

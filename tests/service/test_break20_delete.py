@@ -142,7 +142,7 @@ def test_a_user_deleted_while_a_population_job_trains_is_not_in_its_artifact(tmp
         r = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 2, "epochs": 200, "latent_dim": 8, "hidden": 16}})
         assert r.status_code == 201, r.text
         job_id = r.json()["id"]
-        snapshot = Path(r.json()["params"]["data"])
+        snapshot = data / r.json()["params"]["data"]  # shown relative to the data folder (left30)
         deadline = time.monotonic() + 120
         # read by its worker: the first read after the write moves the file's access time (relatime) past its write time
         while (stat := snapshot.stat()).st_atime_ns <= stat.st_mtime_ns:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -59,9 +58,9 @@ def test_finished_jobs_files_go_after_the_retention_and_what_is_still_needed_sta
         ems = []
         for _ in range(2):  # the same comparisons and seed: the second is as good, so it is promoted
             ems.append(run_job(admin, "em", {"k": 2, "restarts": 1}))
-            snapshot = Path(ems[-1]["params"]["data"])
+            snapshot = tmp_path / ems[-1]["params"]["data"]  # shown relative to the data folder (left30)
             assert snapshot.is_file() and snapshot.parent == population  # the newest job's: kept
-        snapshots = {j["id"]: Path(j["params"]["data"]) for j in ems}
+        snapshots = {j["id"]: tmp_path / j["params"]["data"] for j in ems}
         first, second = ems
         assert second["promoted"], second
         stay, go = {second["id"]}, [first["id"]]

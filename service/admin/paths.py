@@ -1,0 +1,45 @@
+"""Paths of the server's disk as the HTTP API shows them: one in the data folder relative to it
+(`jobs/<id>.result.json`), one elsewhere by its name (as /health names a model folder); a name or a
+URI (`smollm2`, `s3://bucket/x`, `openai:URL`) as it is. The records on disk and the CLI keep the paths."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import msgspec
+
+from training.jobs.record import Job
+
+PATH_PARAMS = ("data", "store", "base")  # the params the service sets (training.jobs.params.SERVER_SET) that name a file or folder
+
+
+class PublicPaths:
+    def __init__(self, data_dir: str | os.PathLike):
+        root = Path(os.path.abspath(data_dir))
+        self.roots = tuple(dict.fromkeys((root, root.resolve())))  # as given and through its symlinks
+        # the folder's absolute path in a text (an error, a log line), then a `/` (dropped) or no more of a name (`.`)
+        self._in_text = re.compile("(?:" + "|".join(re.escape(str(r)) for r in sorted(self.roots, key=lambda r: -len(str(r)))) + r")(/|(?![\w.-]))")
+
+    def path(self, value: str) -> str:
+        if "://" in value or value.startswith("openai:"):
+            return value
+        absolute = Path(os.path.abspath(value))
+        for root in self.roots:
+            if absolute.is_relative_to(root):
+                return absolute.relative_to(root).as_posix()
+        return absolute.name if Path(value).is_absolute() else value
+
+    def text(self, text: str) -> str:
+        return self._in_text.sub(lambda m: "" if m.group(1) else ".", text)
+
+    def job(self, job: Job) -> Job:
+        maybe = lambda value, show: None if value is None else show(value)
+        return msgspec.structs.replace(
+            job,
+            params={k: self.path(v) if k in PATH_PARAMS and isinstance(v, str) else v for k, v in job.params.items()},
+            result_path=maybe(job.result_path, self.path), artifact=maybe(job.artifact, self.path),
+            promotion_note=maybe(job.promotion_note, self.text), error=maybe(job.error, self.text),
+            log_tail=[self.text(line) for line in job.log_tail],
+        )
