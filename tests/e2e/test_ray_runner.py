@@ -4,6 +4,8 @@ Slow-marked (`make test-scaleout`): starting Ray takes ~10-20 s here."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -112,3 +114,44 @@ def test_a_job_submitted_over_http_runs_on_ray(ray_cluster, tmp_path, tiny_gener
         assert job["state"] == "succeeded", job
         assert any(line.startswith("on Ray (") for line in job["log_tail"])
         assert job["metrics"]["comparisons"] == 6
+
+
+def _workers_of(job_id: str) -> list[int]:
+    """Pids of this machine's processes whose environment names the job (`PLURALIGN_JOB_ID`)."""
+    from training.jobs.runner import _is_worker_of
+
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_worker_of(int(p.name), job_id)]
+
+
+def test_an_actor_whose_running_record_cannot_be_written_is_stopped_with_its_worker(ray_cluster, tmp_path, monkeypatch):
+    """left30. Before: when the record that says the job runs could not be written (a full disk) after its
+    actor had been started, the job was failed "could not start" while the detached actor and its worker
+    ran on (a 10-minute worker here: until its end, holding a CPU Ray then counts as free). Now the actor's
+    worker is killed and the actor too, as the local runner kills a worker it could not record."""
+    import errno
+
+    from training.jobs.store import JobStore
+
+    put = JobStore.put
+    failed: list[str] = []
+
+    def full_disk_once(store, job):
+        if job.state == "running" and not failed:
+            failed.append(job.id)
+            raise OSError(errno.ENOSPC, "No space left on device", str(store.path(job.id)))
+        return put(store, job)
+
+    monkeypatch.setattr(JobStore, "put", full_disk_once)
+    marker = tmp_path / "marker"
+    runner = make_runner(tmp_path / "jobs")
+    job = runner.submit("work", {"seconds": 600.0, "marker": str(marker)})
+    try:
+        wait_for(lambda: runner.get(job.id).state == "failed", 120, "the job was never failed")
+        assert runner.get(job.id).error == f"could not start: No space left on device: {tmp_path / 'jobs' / job.id}.job.json"
+        wait_for(lambda: not _actor_alive(ray_cluster, job.id), 60, "its actor was left running")
+        wait_for(lambda: not _workers_of(job.id), 60, "its worker was left running")
+        assert runner.get(job.id).state == "failed"  # and stays so: nothing of it is polled
+    finally:
+        runner.stop()
+        for pid in _workers_of(job.id):  # (what the runner left, before the fix)
+            os.kill(pid, signal.SIGKILL)

@@ -35,6 +35,7 @@ from training.jobs.runner import JOB_ENV, LocalJobRunner, RunnerConfig
 log = logging.getLogger(__name__)
 
 NAMESPACE = "pluralign"
+KILL_WAIT_S = 30.0  # the longest a runner waits for an actor to stop the worker it started
 
 
 def actor_name(job_id: str) -> str:
@@ -69,6 +70,15 @@ class JobProcess:
                 os.killpg(self.process.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group and wait for it (a start whose record could not be written)."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
 
 
 @dataclass
@@ -151,11 +161,28 @@ class RayJobRunner(LocalJobRunner):
         ).remote()
         started = actor.start.remote(argv, env, str(self.config.cwd), str(self.store.path(job.id, "out")),
                                      str(self.store.path(job.id, "log")), self.config.nice)
+        try:  # recorded running before it counts as running: an actor no record names is never left behind
+            self.store.put(msgspec.structs.replace(
+                job, state="running", pid=None, attempts=job.attempts + 1, started_at=time.time(), progress=0.0,
+                artifact=str(artifact), error=None, log_tail=[*job.log_tail, placed][-self.config.log_lines :],
+            ))
+        except BaseException:
+            self._kill_actor(actor)
+            raise
         self._running[job.id] = _Attached(job.id, actor, started)
-        self.store.put(msgspec.structs.replace(
-            job, state="running", pid=None, attempts=job.attempts + 1, started_at=time.time(), progress=0.0,
-            artifact=str(artifact), error=None, log_tail=[*job.log_tail, placed][-self.config.log_lines :],
-        ))
+
+    def _kill_actor(self, actor) -> None:
+        """Stop a just-started actor and its worker: the worker's group is killed (it leads its own session,
+        so killing the actor alone leaves it running) once `start` has run (an actor's calls run in order;
+        one Ray cannot place in KILL_WAIT_S never starts it), then the detached actor itself."""
+        try:
+            self._ray.get(actor.kill.remote(), timeout=KILL_WAIT_S)
+        except Exception:
+            log.exception("could not stop the worker of an actor being removed")
+        try:
+            self._ray.kill(actor)
+        except Exception:
+            log.exception("could not remove a Ray actor")
 
     def _poll(self) -> None:
         ray = self._ray
