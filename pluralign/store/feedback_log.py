@@ -392,8 +392,12 @@ class FeedbackLog:
             self._cv.notify_all()
 
     def done(self, entries: list[Entry]) -> None:
-        """These entries were moved into the table: drop them, and every segment left with none pending."""
+        """These entries were moved into the table: drop them, and every segment left with none pending.
+        After `close` it does nothing: a worker whose store call outlived `Ingestor.close`'s wait leaves the
+        closed log's files as they are, and the next open's replay drops what reached the table."""
         with self._io, self._cv:
+            if self._closed:
+                return
             for entry in entries:
                 if self.pending.pop(entry.seq, None) is None:
                     continue

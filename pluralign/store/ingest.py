@@ -154,7 +154,13 @@ class Ingestor:
         self._stop.set()
         self.log.wake()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker, waiting at most `timeout` seconds for its batch, then close the log. A worker
+        still in a store call then leaves the closed log alone (`FeedbackLog.done`): its batch stays in the
+        log's files, acknowledged, and the next start drops what of it reached the table."""
         self.stop()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            log.warning("the feedback worker is still moving a batch after %g s (a store call that has not returned); "
+                        "closing the log without it: the batch stays in the log and is replayed at the next start", timeout)
         self.log.close()
