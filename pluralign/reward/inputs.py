@@ -36,6 +36,14 @@ def first_bad_row(t: torch.Tensor) -> int | None:
     return None if bool(finite.all()) else int((~finite).nonzero()[0, 0])
 
 
+def one_row(value, dim: int):
+    """One comparison's embedding given as (dim,) as the one row (1, dim) it is (`fit_user` reads one
+    comparison so); anything else as it is, for `comparison_rows` to check (and name its shape)."""
+    if np.ndim(value) != 1 or len(value) != dim:
+        return value
+    return value[None] if isinstance(value, torch.Tensor) else np.asarray(value)[None]
+
+
 def comparison_rows(dim: int, device: torch.device | str | None = None, **named) -> list[torch.Tensor]:
     """Embeddings of N comparisons, each named argument (N, dim), as float32 tensors on `device`,
     in the order given: `comparison_rows(8, prompt=p, chosen=c, rejected=r)`. Takes tensors or

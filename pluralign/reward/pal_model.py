@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pluralign.reward.inputs import as_numbers, at_least, comparison_rows
+from pluralign.reward.inputs import as_numbers, at_least, comparison_rows, one_row
 
 VARIANTS = ("a", "b")
 MAX_SCALE = 50.0  # variant b: cap on the cosine's scale, so margins stay finite
@@ -194,11 +194,13 @@ class PALModel(nn.Module):
         return user_logits
 
     def reward(self, user_logits: torch.Tensor, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
-        """user_logits (K,) for one user or (N, K) per row; prompt, response (N, D) -> rewards (N,).
-        Tensors or numpy arrays of any real dtype; raises ValueError naming the argument whose shape
-        does not fit (K, D = input_dim, N) or that holds NaN or inf."""
+        """user_logits (K,) for one user or (N, K) per row; prompt, response (N, D), or (D,) for one
+        row (as `fit_user` takes one comparison) -> rewards (N,). Tensors or numpy arrays of any real
+        dtype; raises ValueError naming the argument whose shape does not fit (K, D = input_dim, N) or
+        that holds NaN or inf."""
         device = next(self.parameters()).device
-        prompt, response = comparison_rows(self.config.input_dim, device, prompt=prompt, response=response)
+        d = self.config.input_dim
+        prompt, response = comparison_rows(d, device, prompt=one_row(prompt, d), response=one_row(response, d))
         user_logits = self._user_rows(user_logits, len(prompt), device)
         weights = self.weights(user_logits)
         if weights.dim() == 1:
@@ -223,7 +225,8 @@ class PALModel(nn.Module):
         model's device and, like `reward`, tracked by autograd (`.detach()` before numpy; the
         fairness metrics take it as it is). Raises ValueError as `reward` does."""
         device = next(self.parameters()).device
-        prompt, chosen, rejected = comparison_rows(self.config.input_dim, device, prompt=prompt, chosen=chosen, rejected=rejected)
+        d = self.config.input_dim  # (D,) each: one comparison, as for `reward`
+        prompt, chosen, rejected = comparison_rows(d, device, prompt=one_row(prompt, d), chosen=one_row(chosen, d), rejected=one_row(rejected, d))
         user_logits = self._user_rows(user_logits, len(prompt), device)
         return torch.sigmoid(self.margin(user_logits, self.pair_terms(prompt, chosen, rejected)))
 

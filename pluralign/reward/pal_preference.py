@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pluralign.device import default_device
-from pluralign.reward.features import PairBatch, same_users
+from pluralign.reward.features import PairBatch, same_users, seen_rows
 from pluralign.reward.pal_fit import PRIOR_STRENGTH, fit_users
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.pal_train import PALTrainConfig, train_pal
@@ -106,8 +106,12 @@ class PALPreference:
         return torch.sigmoid(margin).cpu().numpy()
 
     def prob_seen(self, pairs: PairBatch) -> np.ndarray:
-        pairs.check("pairs", self._trained()[0].config.input_dim)
-        logits, _ = self._trained()[1].stack(pairs.users)  # unknown users fall back to the prior
+        """P(chosen) for pairs of the trained users, matched by name. Raises ValueError naming a user who
+        owns pairs and was not trained on (as `PerUserBT` and `EMMixture` do; `prob_new_users` fits new ones)."""
+        model, user_weights = self._trained()
+        pairs.check("pairs", model.config.input_dim)
+        seen_rows(pairs, user_weights.users(), "the PAL model")
+        logits, _ = user_weights.stack(pairs.users)  # (U, K); a listed user without pairs: the prior, never read
         return self._prob(logits, pairs)
 
     def heldout_log_likelihood(self, pairs: PairBatch) -> np.ndarray:
