@@ -157,3 +157,34 @@ def test_a_streams_error_event_carries_the_request_id(held):  # noqa: F811
     errors = [json.loads(line.removeprefix("data: ")) for line in seen if line.startswith("data: {\"error\"")]
     assert errors and errors[0]["error"]["request_id"] == "stream-trace-3", seen
     wait_until(lambda: held.runtime.scheduler.stats()["running"] == 0)
+
+
+def test_a_job_queued_by_a_request_is_logged_under_its_id(serve, collect):
+    from service.admin.controllers import ADMIN_HANDLERS
+
+    _, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    logs = collect()
+    with server, svc.client("admin") as admin:
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "tenant": "nobody-here"}},
+                       headers={"X-Request-Id": "job-trace-5"})
+        assert r.status_code == 201, r.text
+        job = r.json()["id"]
+        assert admin.post(f"/admin/jobs/{job}/cancel").status_code == 200
+    queued = [rec for rec in logs.records if rec.getMessage() == f"queued audit job {job}"]
+    assert [rec.request_id for rec in queued] == ["job-trace-5"]
+
+
+def test_scheduled_work_runs_under_the_id_of_the_request_that_queued_it():
+    """Generation and DELETEs run on the schedulers' own threads: the request's id goes with them."""
+    from service.requestid import REQUEST_ID
+    from service.scheduler import FairScheduler
+
+    scheduler = FairScheduler(workers=1, per_tenant=2, max_waiting=2, what="deletes")
+    token = REQUEST_ID.set("delete-trace-6")
+    try:
+        future = scheduler.submit("acme", REQUEST_ID.get)
+    finally:
+        REQUEST_ID.reset(token)
+    assert future.result(timeout=30) == "delete-trace-6"
+    assert scheduler.submit("acme", REQUEST_ID.get).result(timeout=30) is None  # no request: none
+    scheduler.shutdown()
