@@ -25,13 +25,14 @@ from service.admin.services import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
-from service.errors import internal_error_handler, schema_router_hook
+from service.errors import internal_error_handler, refuse_request_id, schema_router_hook
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
-from service.head import answer_head
-from service.metrics import count_unrouted, metrics_middleware
+from service.head import HEAD_KEY, answer_head
+from service.metrics import count_unrouted, method_of, metrics_middleware, route_of
 from service.openapi import install as install_openapi
 from service.ratelimit import rate_limit
+from service.requestid import app_logging, with_request_ids
 from service.runtime import Runtime
 from service.settings import Settings
 from service.stopping import STOPPING
@@ -100,14 +101,20 @@ def create_app(
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             # X-Pluralign-User: the load balancer's routing key (deploy/README.md), sent by clients beside `user`
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Pluralign-User"], max_age=600,
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Pluralign-User", "X-Request-Id"], max_age=600,
+            expose_headers=["X-Request-Id"],
         ) if settings.cors_origins else None,
         debug=False,
+        logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
         on_startup=[start_admin, _start_deletion_sweep, _start_unfinished_deletes],
         on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_ingest],
         after_exception=[count_unrouted],
     )
-    app.asgi_handler = answer_head(app.asgi_handler)  # HEAD wherever GET is (Litestar routes only declared methods)
+    # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
+    app.asgi_handler = answer_head(with_request_ids(
+        app.asgi_handler, log_access=settings.access_log, tenant_of=_tenant_of, route_of=route_of, refuse=refuse_request_id,
+        method_of=lambda scope: "HEAD" if scope.get(HEAD_KEY) else method_of(scope),
+    ))  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
     app.state.admin_sessions = AdminSessions(settings.admin_session_s)
     runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time
@@ -116,6 +123,11 @@ def create_app(
 
 
 DOCS_ASSETS = "/schema/assets"
+
+
+def _tenant_of(scope) -> str | None:
+    """The tenant whose key the request presented (None: no key, an admin key's own tenant is named too)."""
+    return getattr(scope.get("user"), "tenant", None)
 
 
 def swagger_ui_static() -> Path:

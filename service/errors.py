@@ -1,4 +1,5 @@
-"""Every error is OpenAI-shaped and names the field: `{"error": {"message", "type", "param", "code"}}`.
+"""Every error is OpenAI-shaped and names the field: `{"error": {"message", "type", "param", "code"}}`,
+with the request's `X-Request-Id` beside them as `request_id` (service.requestid).
 
 OpenAI's clients read this shape: the official `openai` client raises `BadRequestError` with
 `e.message`, `e.param` and `e.code` filled from it (LiteLLM and LangChain pass it on). Every bad
@@ -28,6 +29,8 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER
 from pluralign.data.text import is_blank
 from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import allow_for
+from service.requestid import HEADER as REQUEST_ID_HEADER
+from service.requestid import current as current_request_id
 
 log = logging.getLogger("pluralign.service")
 
@@ -53,6 +56,7 @@ class ErrorInfo(msgspec.Struct):
     type: str
     param: str | None = None
     code: str | None = None
+    request_id: str | None = None  # the answer's `X-Request-Id`: what the operator's log lines of this request carry
 
 
 class ErrorBody(msgspec.Struct):
@@ -102,8 +106,14 @@ def error_type(status: int) -> str:
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
-    """`{"error": {"message", "type", "param", "code"}}` for a response of `status`."""
-    return {"error": {"message": message, "type": error_type(status), "param": param, "code": code or ERROR_CODES.get(status)}}
+    """`{"error": {"message", "type", "param", "code", "request_id"}}` for a response of `status`."""
+    return {"error": {"message": message, "type": error_type(status), "param": param, "code": code or ERROR_CODES.get(status),
+                      "request_id": current_request_id()}}
+
+
+def refuse_request_id(problem: str) -> tuple[int, bytes]:
+    """The 400 of a malformed `X-Request-Id` header (service.requestid), as the JSON body's bytes."""
+    return 400, msgspec.json.encode(error_body(400, f"`{REQUEST_ID_HEADER}`: {problem}", REQUEST_ID_HEADER, "invalid_value"))
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None, headers=None) -> Response:

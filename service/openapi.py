@@ -27,6 +27,7 @@ ERROR_SCHEMA = {
                 "type": {"type": "string", "examples": ["invalid_request_error"]},
                 "param": {"type": ["string", "null"], "description": "the field at fault (`messages[0].role`), or null"},
                 "code": {"type": ["string", "null"], "examples": ["invalid_value"]},
+                "request_id": {"type": ["string", "null"], "description": "the answer's `X-Request-Id`, which the service's log lines of this request carry"},
             },
         }
     },

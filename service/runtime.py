@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from cachetools import TTLCache
@@ -26,6 +27,7 @@ from pluralign.store.ingest import Ingestor
 from service.auth import KeyRing
 from service.deletions import DeletionSweep
 from service.metrics import DECLARED_COUNTERS, Metrics
+from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import FairScheduler
 from service.settings import Settings, unknown_generator
@@ -302,7 +304,7 @@ class Runtime:
             step("replaying the feedback log")
             ingest = Ingestor(
                 FeedbackLog(settings.data_path / "feedback-log", problems=store.problems), store, encoder, batch=settings.ingest_batch,
-                on_moved=lambda rows: [hook(rows) for hook in list(hooks)],
+                on_moved=partial(per_request, hooks),  # each request's rows under its X-Request-Id
             )
             promoted = settings.data_path / PROMOTED_PAL
             if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted

@@ -28,6 +28,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.requestid import in_context
+
 
 class Busy(Exception):
     """The tenant (or everyone) has as much generation work waiting as allowed; retry later."""
@@ -92,7 +94,7 @@ class FairScheduler:
                            f"(at most {self.per_tenant})", self._retry_after(self._held[tenant]))
             if waiting >= self.max_waiting:
                 raise Busy(f"{waiting} {self.what} are waiting (at most {self.max_waiting})", self._retry_after(waiting))
-            task = _Task(tenant, fn, started_before=self._started)
+            task = _Task(tenant, in_context(fn), started_before=self._started)  # the request's id goes with it
             self._waiting.setdefault(tenant, deque()).append(task)
             if tenant not in self._turns:
                 self._turns.append(tenant)

@@ -156,6 +156,10 @@ class Settings(Base, frozen=True):
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS); none by default
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
     admin_session_s: int = 3600  # the dashboard's login session expires this many seconds after sign-in
+    # one line per request (logger `pluralign.access`: method, route template, status, ms, tenant, request id;
+    # never a key, a raw path or a body); `pluralign serve` then leaves uvicorn's own access lines out
+    access_log: bool = True
+    log_format: str = "text"  # `pluralign serve`'s log lines: `text` or `json` (one object a line, for a log shipper)
 
     def __post_init__(self) -> None:
         for broken, error in RULES:  # the first rule broken is the error
@@ -277,6 +281,7 @@ RULES: tuple[Rule, ...] = (
     (lambda s: s.max_prefill_tokens is not None and s.max_prefill_tokens < 1,
      lambda s: f"`max_prefill_tokens` must be at least 1, got {s.max_prefill_tokens}"),
     (lambda s: s.admin_session_s < 1, "`admin_session_s` must be at least 1"),
+    (lambda s: s.log_format not in ("text", "json"), lambda s: f"`log_format` must be `text` or `json`, got {s.log_format!r}"),
     # the user model
     (lambda s: not 0.0 <= s.compare_min_bits, lambda s: f"`compare_min_bits` must be >= 0, got {s.compare_min_bits}"),
     (lambda s: not (s.pooled_prior_users == 0 or 2 <= s.pooled_prior_users <= POOLED_PRIOR_MAX_USERS),

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from litestar import Litestar, Request, get, post
@@ -31,6 +32,8 @@ from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
 
+log = logging.getLogger("pluralign.service")
+
 
 def _admin(request: Request) -> Admin:
     return request.app.state.admin
@@ -46,9 +49,11 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
         raise bad_request(exc.field, exc.problem, code="unknown_parameter" if exc.unknown else "invalid_value") from None
     try:
         admin = _admin(request)
-        return admin.public.job(admin.submit(data.kind, params))
+        job = admin.submit(data.kind, params)
     except QuotaExceeded as exc:
         raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
+    log.info("queued %s job %s", data.kind, job.id)  # the request's id on it: from the request to the job's own log
+    return admin.public.job(job)
 
 
 @get("/jobs", sync_to_thread=False, summary="Jobs, newest first")

@@ -27,6 +27,7 @@ from service.feedback.schemas import (
     RatingFeedback,
 )
 from service.ids import check_user_id
+from service.requestid import remember
 from service.runtime import Runtime
 from service.users.services import schedule_refit
 
@@ -184,6 +185,7 @@ async def _store(rt: Runtime, tenant: str, user: str, fb: FeedbackBody, rows: li
         )
         for i, (r, pref_id) in enumerate(zip(rows, ids, strict=True))
     ]
+    remember([s.pref_id for s in stored])  # before: the worker may move them as soon as they are on disk
     await rt.ingest.submit_async(stored)
     rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind=rows[0]["kind"])
     return FeedbackReceipt(user=user, stored=[s.pref_id for s in stored])

@@ -24,6 +24,7 @@ from service.errors import bad_request, error_response, error_responses, refuse_
 from service.feedback.services import IDEMPOTENCY_KEY, already_stored, check_labels, idempotent_ids
 from service.head import is_head
 from service.ids import check_user_id
+from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
 from service.users import services
@@ -157,6 +158,7 @@ async def import_preferences(
 async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list, ids: list[str] | None = None) -> Imported:
     await _finish_unfinished_delete(rt, tenant, user_id)
     stored = services.import_rows(tenant, user_id, records, ids)
+    remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
     await rt.ingest.submit_async(stored)
     rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
     return Imported(user=user_id, stored=[s.pref_id for s in stored])

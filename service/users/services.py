@@ -42,6 +42,7 @@ from pluralign.user.summary import Example, PrototypeDescription, describe_proto
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.metrics import DECLARED_COUNTERS
 from service.periodic import Periodic
+from service.requestid import in_context
 from service.rewards import UserRewards
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
@@ -209,13 +210,15 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
         with rt.refit_lock:
             merged = rt.pending_refits.pop(key)
         try:
+            start = time.perf_counter()
             refit(rt, tenant, user_id, attributes=merged or None)
+            log.debug("background refit of a user of tenant %s done in %.1f ms", tenant, (time.perf_counter() - start) * 1000)
         except StoreUnavailable as exc:  # a full disk, a damaged table: its words are enough
             log.error("background refit of %s/%s failed: %s", tenant, user_id, exc)
         except Exception:  # the next request of the user refits instead
             log.exception("background refit of %s/%s failed", tenant, user_id)
 
-    rt.background.submit(run)
+    rt.background.submit(in_context(run))  # under the id of the request that caused it (service.requestid)
 
 
 def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:

@@ -33,7 +33,8 @@ def internal(r) -> None:
     """A 500 that says nothing of the server's insides."""
     assert r.status_code == 500, r.text
     error = r.json()["error"]
-    assert error == {"message": "internal error", "type": "server_error", "param": None, "code": "internal_error"}, error
+    assert error == {"message": "internal error", "type": "server_error", "param": None, "code": "internal_error",
+                     "request_id": r.headers["X-Request-Id"]}, error  # obs30: the id the operator's log line carries
 
 
 def logged(caplog, text: str) -> bool:

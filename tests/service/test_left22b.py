@@ -34,7 +34,8 @@ def assert_error_shape(r: httpx.Response, status: int) -> dict:
     assert r.status_code == status, (r.status_code, r.text[:300])
     assert r.headers["content-type"].startswith("application/json"), (r.request.method, r.request.url, r.headers["content-type"], r.text[:200])
     error = r.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
+    assert set(error) == {"message", "type", "param", "code", "request_id"}, error
+    assert error["request_id"] == r.headers["X-Request-Id"], (error, r.headers)  # obs30: the answer's id, beside the fields
     return error
 
 

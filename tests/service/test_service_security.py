@@ -158,7 +158,8 @@ def test_bad_input_is_a_clear_4xx(svc, method, path, body, status, names):
     assert r.status_code == status, r.text
     assert names in r.text
     error = r.json()["error"]  # OpenAI's shape, for every status
-    assert set(error) == {"message", "type", "param", "code"} and names in error["message"]
+    assert set(error) == {"message", "type", "param", "code", "request_id"} and names in error["message"]
+    assert error["request_id"] == r.headers["X-Request-Id"]
     assert error["type"] == {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error"}[status]
 
 

@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     # seconds), a model loads (a minute) or a key is issued: a bad value, a file or a place this account
     # cannot write as data folder is one line naming the option or setting; a damaged file in it names the file
     settings = Settings.load(data_dir=args.data_dir)
+    from service.requestid import configure_logging
+
+    configure_logging(settings.log_format)  # PLURALIGN_LOG_FORMAT; each request's lines carry its X-Request-Id
     option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     check_writable(option, str(settings.data_path))
     settings.check_models()
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         return 3
     from service.app import cut_running, stop_taking_work
 
-    started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_work, app), on_grace_over=partial(cut_running, app))
+    started, requests = serve_until_stopped(app, args, json_logs=settings.log_format == "json", own_access_log=True, on_stop=partial(stop_taking_work, app), on_grace_over=partial(cut_running, app))
     if not started:
         return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
     return how_it_stopped(app.state.runtime, requests)
@@ -113,14 +116,18 @@ def store_problem(settings, exc) -> str:
     return f"{setting}: the store {where} cannot be {exc.action}: {PROBLEMS[exc.problem]} ({detail})"
 
 
-def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None) -> tuple[bool, CancelledRequests]:
+def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None, json_logs: bool = False,
+                        own_access_log: bool = False) -> tuple[bool, CancelledRequests]:
     """Serve `app` with uvicorn on `args.host`/`args.port` until SIGTERM or Ctrl-C, telling it it stops
     (`on_stop`) and that the graceful wait is nearly over (`on_grace_over`). Returns whether it had
-    started, and the requests its graceful wait cancelled."""
+    started, and the requests its graceful wait cancelled. With `own_access_log` uvicorn's access lines are
+    left out (they show raw paths, user ids in them; the app writes its own, `PLURALIGN_ACCESS_LOG`); with `json_logs`
+    its other lines go to the root logger's handler, so every line on stderr is one JSON object."""
     import uvicorn
 
     requests = CancelledRequests(app)
-    config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S)
+    config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S,
+                            access_log=not own_access_log, **({"log_config": None} if json_logs else {}))
     server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None))
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
     # program embedding it learns of it): left to the default, SIGTERM would end the process by the
