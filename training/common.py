@@ -107,6 +107,22 @@ def check_writable(option: str, path: str) -> None:
     os.unlink(probe)
 
 
+def check_temp_dir() -> None:
+    """A temporary folder this process can write (Python's: TMPDIR, TEMP or TMP, else /tmp, /var/tmp,
+    /usr/tmp, the working folder): torch's import fails without one ("No usable temporary directory
+    found"), and Lance writes there while it builds an index. A ValueError naming TMPDIR and the
+    folders tried (a read-only root file system with nothing mounted at /tmp)."""
+    import tempfile
+
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError:
+        tried = [os.environ[v] for v in ("TMPDIR", "TEMP", "TMP") if os.environ.get(v)] + ["/tmp", "/var/tmp", "/usr/tmp", os.getcwd()]
+        raise ValueError(f"TMPDIR{'' if os.environ.get('TMPDIR') else ' (unset)'}: no writable temporary folder "
+                         f"({', '.join(tried)} cannot be written); set TMPDIR to a writable folder, or mount one at /tmp "
+                         f"(Kubernetes: an emptyDir, as deploy/k8s/pluralign.yaml does)") from None
+
+
 def check_writable_file(option: str, path: str, what: str = "the output") -> None:
     """`check_writable` for an output *file*: a folder at `path` is a ValueError naming `option`
     before the work (it would be found only when the file is written, after it)."""
