@@ -58,6 +58,8 @@ def cached_encoder(args: argparse.Namespace):
     except (ValueError, OSError) as exc:
         where = "--cache" if args.cache else "the embedding cache (PLURALIGN_CACHE_DIR)"
         problem = f"{path}: {exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and not args.cache:  # no writable HOME (a container): say where else it can go
+            problem += "; set PLURALIGN_CACHE_DIR (or --cache) to a folder this account can write"
         raise ValueError(f"{where} {problem}") from None
     return CachedEncoder(encoder, cache)
 

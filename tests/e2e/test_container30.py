@@ -118,6 +118,19 @@ def test_no_writable_temporary_folder_is_one_line_naming_tmpdir(unprivileged, sc
     assert list(data.iterdir()) == []
 
 
+def test_a_cli_command_without_a_writable_home_names_the_embedding_cache_variable(unprivileged, scratch):
+    """`pluralign eval` (as a Kubernetes Job would run it): the default embedding cache is under HOME.
+    Before: the line named the path and the error, not what to set."""
+    run = subprocess.run([*unprivileged, sys.executable, "-m", "training.cli", "eval", "--model", "bt", "--protocol", "persona",
+                          "--groups", "2", "--data-dir", str(SHARED_DATA)],
+                         cwd=ROOT, env=bare_env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    home = pwd.getpwuid(UID).pw_dir
+    assert run.stderr.strip().splitlines() == [
+        f"pluralign: error: the embedding cache (PLURALIGN_CACHE_DIR) {home}/.cache/pluralign/embeddings.sqlite: Permission denied: "
+        f"{home}; set PLURALIGN_CACHE_DIR (or --cache) to a folder this account can write"], run.stderr
+
+
 def modes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*") if not p.is_symlink()}
 
