@@ -177,11 +177,13 @@ def staged_folder(folder: str | os.PathLike, files: tuple[str, ...], what: str) 
     folder = check_artifact_folder(folder, files, what)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    if group_shared(folder.parent):  # mkdtemp's 0700 would hide the artifact from the folder's group (vLLM reading adapters)
-        os.chmod(staged, 0o2750)
+    shared = group_shared(folder.parent)
     try:
         with writing_to(folder):
             yield staged
+        if shared:  # mkdtemp's 0700, safetensors' 0600 would hide the artifact from the folder's group (vLLM reading adapters)
+            for path in [staged, *staged.rglob("*")]:
+                os.chmod(path, 0o2750 if path.is_dir() else 0o640)
         _fsync_tree(staged)
         swap_folder(staged, folder)
     except BaseException:
@@ -199,14 +201,16 @@ def copy_into_place(source: str | os.PathLike, folder: str | os.PathLike, staged
     that fails removes `staged` and leaves `folder` as it was; a full disk (or a read-only one) is an
     OSError naming the file of `folder` that could not be written, not shutil's list of pairs."""
     source, folder, staged = Path(source), Path(folder), Path(staged)
-    shared = group_shared(folder.parent)  # the copies readable by its group (the source's mode may be 0600)
     shutil.rmtree(staged, ignore_errors=True)
     try:
         staged.mkdir(parents=True)
+        shared = group_shared(staged)  # (setgid from a shared parent) the copies readable by its group: the source's may be 0600
+        if shared:
+            os.chmod(staged, 0o2750)
         for path in sorted(source.rglob("*")):
             relative = path.relative_to(source)
             if path.is_dir():
-                (staged / relative).mkdir()
+                (staged / relative).mkdir(mode=0o2750 if shared else 0o777)
                 continue
             try:
                 shutil.copy2(path, staged / relative)
