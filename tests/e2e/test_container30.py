@@ -100,6 +100,14 @@ def test_a_model_cache_it_cannot_write_is_one_line_naming_the_variable(unprivile
     assert list(data.iterdir()) == []  # nothing made in the data folder either
 
 
+def test_serve_embeddings_names_the_model_cache_too(unprivileged, scratch):
+    run = subprocess.run([*unprivileged, sys.executable, "-m", "training.cli", "serve-embeddings", "--encoder", "minilm-onnx-int8",
+                          "--port", str(free_port())], cwd=ROOT, env=bare_env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pluralign: error: PLURALIGN_MODEL_CACHE (unset: ~/.cache/pluralign/models): "), run.stderr
+
+
 def test_no_writable_temporary_folder_is_one_line_naming_tmpdir(unprivileged, scratch):
     """A read-only root file system with nothing mounted at /tmp (a mount namespace: /tmp and /var/tmp
     read-only). Before: `[Errno 2] No usable temporary directory found in [...]` from torch's import."""
