@@ -81,6 +81,10 @@ def test_a_data_folder_another_account_owns_is_left_as_it_is(tmp_path):
     mine.chmod(0o2775)
     keep_private(mine)
     assert stat.S_IMODE(mine.stat().st_mode) == 0o2770  # a shared one keeps its group, loses the others
+    plain = tmp_path / "plain"
+    plain.mkdir(mode=0o755)
+    keep_private(plain)
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o700  # as before: this account's only
 
 
 @pytest.mark.slow
