@@ -57,6 +57,8 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     with writing_to(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
+            if group_shared(path.parent):  # mkstemp's 0600 would hide it from the folder's group
+                os.fchmod(fd, 0o640)
             with os.fdopen(fd, "wb") as f:
                 yield f
                 f.flush()
@@ -175,9 +177,13 @@ def staged_folder(folder: str | os.PathLike, files: tuple[str, ...], what: str) 
     folder = check_artifact_folder(folder, files, what)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    shared = group_shared(folder.parent)
     try:
         with writing_to(folder):
             yield staged
+        if shared:  # mkdtemp's 0700, safetensors' 0600 would hide the artifact from the folder's group (vLLM reading adapters)
+            for path in [staged, *staged.rglob("*")]:
+                os.chmod(path, 0o2750 if path.is_dir() else 0o640)
         _fsync_tree(staged)
         swap_folder(staged, folder)
     except BaseException:
@@ -198,13 +204,18 @@ def copy_into_place(source: str | os.PathLike, folder: str | os.PathLike, staged
     shutil.rmtree(staged, ignore_errors=True)
     try:
         staged.mkdir(parents=True)
+        shared = group_shared(staged)  # (setgid from a shared parent) the copies readable by its group: the source's may be 0600
+        if shared:
+            os.chmod(staged, 0o2750)
         for path in sorted(source.rglob("*")):
             relative = path.relative_to(source)
             if path.is_dir():
-                (staged / relative).mkdir()
+                (staged / relative).mkdir(mode=0o2750 if shared else 0o777)
                 continue
             try:
                 shutil.copy2(path, staged / relative)
+                if shared:
+                    os.chmod(staged / relative, 0o640)
             except OSError as exc:
                 if exc.errno not in _NO_ROOM:
                     raise
@@ -290,3 +301,27 @@ def left_as_found(*folders: str | os.PathLike) -> Iterator[None]:
                 else:
                     entry.unlink(missing_ok=True)
         raise
+
+
+def group_shared(folder: str | Path) -> bool:
+    """Whether `folder` is shared with its group: setgid, as Kubernetes makes a volume mounted with an
+    `fsGroup` (and `chmod g+s` marks a folder other accounts of a group read). A missing folder is not."""
+    import stat
+
+    try:
+        return bool(os.stat(folder).st_mode & stat.S_ISGID)
+    except OSError:
+        return False
+
+
+def keep_private(folder: str | Path) -> None:
+    """`folder` readable by this account only (0700), or by its group too when it is `group_shared`
+    (the others' bits cleared, the group's kept). A folder another account owns (the root of a volume
+    Kubernetes mounted with an `fsGroup`) is left as it is: only its owner may change its mode."""
+    import stat
+
+    mode = os.stat(folder)
+    if mode.st_uid != os.geteuid():
+        return
+    os.chmod(folder, stat.S_IMODE(mode.st_mode) & ~0o007 if mode.st_mode & stat.S_ISGID else 0o700)
+

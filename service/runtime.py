@@ -17,7 +17,7 @@ from pathlib import Path
 from cachetools import TTLCache
 
 from pluralign.embed.base import Encoder
-from pluralign.files import copy_into_place
+from pluralign.files import copy_into_place, keep_private
 from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
 from pluralign.policy.generator import Generator
 from pluralign.store import Store, StoredPreference
@@ -279,7 +279,7 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
-        settings.data_path.chmod(0o700)  # users' texts, keys and jobs: no other account may read them
+        keep_private(settings.data_path)  # users' texts, keys and jobs: no other account (but a shared folder's group) may read them
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
         step("loading the encoder %s", settings.encoder if encoder is None else encoder.encoder_id)

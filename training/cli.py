@@ -22,6 +22,9 @@ import warnings
 # an adapter is saved (a failed lookup and two warnings on stderr per save).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# ONNX Runtime (>= 1.31) keeps a telemetry device id and an event database under ~/.cache/Microsoft:
+# a growing file outside the data folder, and a warning at every start where HOME cannot be written
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
 COMMANDS = (

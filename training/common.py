@@ -58,6 +58,8 @@ def cached_encoder(args: argparse.Namespace):
     except (ValueError, OSError) as exc:
         where = "--cache" if args.cache else "the embedding cache (PLURALIGN_CACHE_DIR)"
         problem = f"{path}: {exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and not args.cache:  # no writable HOME (a container): say where else it can go
+            problem += "; set PLURALIGN_CACHE_DIR (or --cache) to a folder this account can write"
         raise ValueError(f"{where} {problem}") from None
     return CachedEncoder(encoder, cache)
 
@@ -105,6 +107,22 @@ def check_writable(option: str, path: str) -> None:
         raise ValueError(f"{option} {path}: cannot write in {base} ({exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def check_temp_dir() -> None:
+    """A temporary folder this process can write (Python's: TMPDIR, TEMP or TMP, else /tmp, /var/tmp,
+    /usr/tmp, the working folder): torch's import fails without one ("No usable temporary directory
+    found"), and Lance writes there while it builds an index. A ValueError naming TMPDIR and the
+    folders tried (a read-only root file system with nothing mounted at /tmp)."""
+    import tempfile
+
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError:
+        tried = [os.environ[v] for v in ("TMPDIR", "TEMP", "TMP") if os.environ.get(v)] + ["/tmp", "/var/tmp", "/usr/tmp", os.getcwd()]
+        raise ValueError(f"TMPDIR{'' if os.environ.get('TMPDIR') else ' (unset)'}: no writable temporary folder "
+                         f"({', '.join(tried)} cannot be written); set TMPDIR to a writable folder, or mount one at /tmp "
+                         f"(Kubernetes: an emptyDir, as deploy/k8s/pluralign.yaml does)") from None
 
 
 def check_writable_file(option: str, path: str, what: str = "the output") -> None:

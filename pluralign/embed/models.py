@@ -55,17 +55,70 @@ def smollm2_gguf() -> Path:
     return files[0]
 
 
+MODEL_CACHE_ENV = "PLURALIGN_MODEL_CACHE"
+SMOLLM2_FP32 = "smollm2-135m-instruct-fp32"  # folders of the model cache, made once each
+MINILM_ONNX = "all-minilm-l6-v2-onnx"
+
+
+class ModelCacheError(ValueError):
+    """A model must be made in the model cache (converted, exported) and the cache cannot be written:
+    the message names PLURALIGN_MODEL_CACHE, the folder and why, and what to do."""
+
+
 def model_cache_dir() -> Path:
-    root = os.environ.get("PLURALIGN_MODEL_CACHE") or Path.home() / ".cache" / "pluralign" / "models"
+    root = os.environ.get(MODEL_CACHE_ENV) or Path.home() / ".cache" / "pluralign" / "models"
     return Path(root)
+
+
+def _cache_files(encoder: str, generator: str) -> list[Path]:
+    """The files of the model cache that the encoder and generator names (the service's settings,
+    the CLI's --encoder) load from: none for `minilm` (the package's weights), a folder or `openai:URL`."""
+    cache = model_cache_dir()
+    smollm2 = [cache / SMOLLM2_FP32 / "config.json", cache / SMOLLM2_FP32 / "model.safetensors"]
+    files = smollm2 if generator == "smollm2" or encoder in ("smollm2", SMOLLM2_ID) else []
+    if encoder in ("minilm-onnx", "minilm-onnx-int8"):
+        files.append(cache / MINILM_ONNX / "model.onnx")
+    if encoder == "minilm-onnx-int8":
+        files.append(cache / MINILM_ONNX / "model-int8.onnx")
+    return files
+
+
+def check_model_cache(encoder: str, generator: str) -> None:
+    """The models `encoder` and `generator` load are in the model cache already, or the cache can take
+    them (they are made there at the first load: SmolLM2 converted to fp32, MiniLM exported to ONNX).
+    Checked before anything is imported or loaded: a ModelCacheError naming PLURALIGN_MODEL_CACHE and
+    the folder otherwise (a read-only image, no writable HOME), not an error about `/nonexistent`
+    seconds into a start."""
+    missing = [f for f in _cache_files(encoder, generator) if not f.is_file()]
+    if missing:
+        writable_cache(sorted({f.parent.name for f in missing}))
+
+
+def writable_cache(names: list[str]) -> None:
+    """The model cache can take the folders `names` (made in it now): a ModelCacheError otherwise."""
+    cache = model_cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / f".pluralign-write-check.{os.getpid()}", "wb"):
+            pass
+        os.unlink(cache / f".pluralign-write-check.{os.getpid()}")
+    except OSError as exc:
+        unset = "" if os.environ.get(MODEL_CACHE_ENV) else " (unset: ~/.cache/pluralign/models)"
+        where = f"{exc.filename}: " if exc.filename and str(exc.filename) != str(cache) else ""
+        raise ModelCacheError(
+            f"{MODEL_CACHE_ENV}{unset}: {cache} cannot be written ({where}{exc.strerror or exc}), and {', '.join(names)} "
+            f"must be made there once; set {MODEL_CACHE_ENV} to a writable folder, or make the models there "
+            f"beforehand as deploy/Dockerfile does"
+        ) from None
 
 
 def smollm2_dir() -> Path:
     """A folder with SmolLM2's fp32 weights and tokenizer in transformers' format (made once)."""
-    target = model_cache_dir() / "smollm2-135m-instruct-fp32"
+    target = model_cache_dir() / SMOLLM2_FP32
     with _lock:
         if (target / "config.json").exists() and (target / "model.safetensors").exists():
             return target
+        writable_cache([SMOLLM2_FP32])
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         gguf = smollm2_gguf()

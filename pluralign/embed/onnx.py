@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pluralign.embed.base import text_list
-from pluralign.embed.models import MINILM_ID, minilm_path, model_cache_dir, quiet_loading
+from pluralign.embed.models import MINILM_ID, MINILM_ONNX, minilm_path, model_cache_dir, quiet_loading, writable_cache
 from pluralign.embed.named import INT8_SUFFIX  # encoder_id suffix of the quantized vectors
 
 _lock = threading.Lock()
@@ -56,10 +56,12 @@ def _export(target: Path) -> None:
 
 def minilm_onnx(quantize: bool = False) -> Path:
     """The exported (and optionally int8-quantized) MiniLM file, made once."""
-    folder = model_cache_dir() / "all-minilm-l6-v2-onnx"
+    folder = model_cache_dir() / MINILM_ONNX
     fp32, int8 = folder / "model.onnx", folder / "model-int8.onnx"
     with _lock:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not fp32.exists() or (quantize and not int8.exists()):
+            writable_cache([MINILM_ONNX])  # a clear error naming PLURALIGN_MODEL_CACHE, not mkdir's
+            folder.mkdir(parents=True, exist_ok=True)
         if not fp32.exists():
             _export(fp32)
         if quantize and not int8.exists():

@@ -51,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format)  # PLURALIGN_LOG_FORMAT; each request's lines carry its X-Request-Id
     option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     check_writable(option, str(settings.data_path))
+    from pluralign.files import group_shared
+
+    if group_shared(settings.data_path):  # an fsGroup volume: the group's other accounts (vLLM, a backup) read it
+        os.umask(0o027)  # files 0640, folders 0750
     settings.check_models()
+    check_runs_here(settings)
     from pluralign.store.failures import StoreUnavailable
     from pluralign.store.location import is_object_store
 
@@ -70,6 +75,22 @@ def run(args: argparse.Namespace) -> int:
     if not started:
         return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
     return how_it_stopped(app.state.runtime, requests)
+
+
+def check_runs_here(settings) -> None:
+    """What a start writes outside the data folder, checked before the imports and the models (a
+    container with a read-only root, no writable HOME, an arbitrary uid): a ValueError naming the
+    variable and the folder. The embedding cache the PAL bootstrap and the jobs fill is the data
+    folder's own (`cache/`) unless PLURALIGN_CACHE_DIR names another (the jobs inherit it)."""
+    from pluralign.embed.models import check_model_cache
+    from training.common import check_temp_dir, check_writable
+
+    check_temp_dir()  # torch and Lance need one; without it torch's import fails
+    check_model_cache(settings.encoder, settings.generator)
+    if os.environ.get("PLURALIGN_CACHE_DIR"):
+        check_writable("PLURALIGN_CACHE_DIR", os.environ["PLURALIGN_CACHE_DIR"])
+    else:
+        os.environ["PLURALIGN_CACHE_DIR"] = str(settings.data_path.absolute() / "cache")
 
 
 def start(settings, local_store: list[str]):

@@ -31,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from service.settings import check_encoder_name
 
     check_encoder_name(args.encoder, f"--encoder {args.encoder}")  # a mistyped name: before them too
+    from pluralign.embed.models import check_model_cache
+    from training.common import check_temp_dir
+
+    check_temp_dir()  # a read-only root without /tmp, a model cache it cannot write: one line, before them too
+    check_model_cache(args.encoder, generator="")
     from functools import partial
 
     from service.embeddings.app import create_embeddings_app, stop_taking_encodes

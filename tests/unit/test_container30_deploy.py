@@ -1,0 +1,61 @@
+"""deploy/ for a locked-down cluster: every object of the Kubernetes manifest validates against the
+Kubernetes API's own schema (kubernetes-validate, strict: a misspelt field is an error), the API pods
+meet Pod Security's `restricted` profile with a read-only root and a writable /tmp, their probes are
+the ones /health is for, and the image runs as a non-root user. No cluster here: checked offline."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+KUBERNETES = "1.34"  # the oldest release the manifest is written for (the pod-index label needs >= 1.28)
+
+
+def manifest() -> list[dict]:
+    return [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "pluralign.yaml").read_text()) if d]
+
+
+def api_pod() -> dict:
+    return next(d for d in manifest() if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+
+
+def test_every_object_validates_against_the_kubernetes_schema():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (requirements.txt) is not installed")
+    for doc in manifest():
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)  # raises naming the field
+
+
+def test_the_api_pods_meet_the_restricted_pod_security_profile():
+    pod = api_pod()
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["fsGroup"]  # the volumes writable by the uid, setgid: shared with the group
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["readOnlyRootFilesystem"] is True
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]]  # torch and Lance need a writable temporary folder
+    assert not any(v.get("hostPath") for v in pod["volumes"])
+
+
+def test_probes_match_what_health_says():
+    """/health answers once the models are loaded, 200 also when `degraded` (a restart would not mend a
+    full disk): a startup probe long enough for a first start's PAL bootstrap, liveness and readiness on it."""
+    container = api_pod()["containers"][0]
+    probes = {name: container[name] for name in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert all(p["httpGet"] == {"path": "/health", "port": 8000} for p in probes.values())
+    startup = probes["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 180
+    assert api_pod()["terminationGracePeriodSeconds"] >= 15  # the 5 s graceful wait and the tables closing
+
+
+def test_the_image_runs_as_a_non_root_user():
+    users = re.findall(r"^USER\s+(\S+)", (DEPLOY / "Dockerfile").read_text(), flags=re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
