@@ -1,0 +1,98 @@
+"""Users who do not write in English, over real HTTP: the same text in NFC and NFD is one answer
+(a comparison of the two, an edit that only recomposes, a choice between the two spellings), what
+is stored comes back byte for byte (export and import), and an error repeating a client's field
+name never cuts an emoji or a letter with its marks in two."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+
+import pytest
+import regex
+
+from pluralign.policy.generator import Candidate, Generator
+from tests.service.tiny import start_service
+
+NFC = "Café crème, s'il vous plaît."
+NFD = unicodedata.normalize("NFD", NFC)
+TEXTS = [  # scripts a product has users in, each as written (some NFD on purpose)
+    "今天天气很好，我们去公园吧。", "日本語のテキストです。", "مرحبا بالعالم، كيف حالك؟", "שלום עולם, מה שלומך?",
+    "नमस्ते दुनिया, आप कैसे हैं?", "Привет, мир! Как дела?", "👩🏽‍💻 ships 🏳️‍🌈 and 👨‍👩‍👧‍👦", NFD,
+    unicodedata.normalize("NFD", "한국어 문장입니다."), "zero\u200bwidth\u200djoiner and RTL mark \u200f here", "Mixed: 東京 in Москва مع עברית",
+]
+
+
+class FixedGenerator(Generator):
+    texts = [NFC, NFD, "Tea."]
+
+    def generate(self, messages, n=1, sampling=None, adapter=None, cancel=None):
+        return [Candidate(text=self.texts[i % len(self.texts)], finish_reason="stop", tokens=1) for i in range(n)], 5
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("i18n"), tiny_generator_dir, tiny_pal_dir, minilm, rerank=False)
+    service.runtime.generator.__class__ = FixedGenerator
+    with server:
+        yield service
+
+
+def chat(client, user: str, texts: list[str]) -> dict:
+    FixedGenerator.texts = texts
+    r = client.post("/v1/chat/completions", json={"model": "pluralign", "n": len(texts), "max_tokens": 3, "user": user,
+                                                  "pluralign": {"styles": False}, "messages": [{"role": "user", "content": "Un café ?"}]})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_comparison_of_one_text_in_nfc_and_nfd_is_refused_as_the_same_answer(svc):
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "nfd1", "prompt": "Un café ?", "chosen": NFC, "rejected": NFD})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "rejected", r.text
+
+
+def test_an_edit_that_only_changes_the_normal_form_is_refused_as_identical(svc):
+    with svc.client("acme") as c:
+        body = chat(c, "nfd2", [NFC])
+        r = c.post("/v1/feedback", json={"type": "edit", "response_id": body["id"], "edited": NFD})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "edited", r.text
+
+
+def test_a_choice_compares_with_each_answer_once_whatever_its_normal_form(svc):
+    with svc.client("acme") as c:
+        body = chat(c, "nfd3", [NFC, NFD, "Tea."])
+        texts = [ch["message"]["content"] for ch in body["choices"]]
+        assert sorted(texts) == sorted([NFC, NFD, "Tea."])  # served as generated, not normalised
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": texts.index("Tea.")})
+        assert r.status_code == 201, r.text
+        rows = c.get("/v1/users/nfd3/preferences").json()["data"]
+    assert len(rows) == 1 and rows[0]["chosen"] == "Tea." and rows[0]["rejected"] in (NFC, NFD), rows
+
+
+def test_texts_in_every_script_come_back_byte_for_byte_through_export_and_import(svc):
+    with svc.client("acme") as c:
+        for i, text in enumerate(TEXTS):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "script1", "prompt": TEXTS[-1 - i], "chosen": text,
+                                             "rejected": f"{text} (2)", "attributes": {"langue": "français", "группа": "ملصق"}})
+            assert r.status_code == 201, r.text
+        exported = c.get("/v1/users/script1/export", params={"format": "preferences"})
+        assert exported.status_code == 200
+        lines = [json.loads(line) for line in exported.content.decode("utf-8").splitlines()]
+        assert sorted(line["chosen"] for line in lines) == sorted(TEXTS)
+        moved = "".join(json.dumps({**line, "user_id": "script2"}, ensure_ascii=False) + "\n" for line in lines).encode()
+        r = c.post("/v1/users/script2/import", content=moved, headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code in (200, 201), r.text
+        again = c.get("/v1/users/script2/export", params={"format": "preferences"}).content.decode("utf-8")
+    assert sorted(json.loads(line)["prompt"] for line in again.splitlines()) == sorted(TEXTS)
+
+
+@pytest.mark.parametrize("name", ["👨‍👩‍👧‍👦" * 20, "x" + "e\u0301" * 40, "🏳️‍🌈" * 17])
+def test_an_error_repeating_a_long_field_name_cuts_it_between_graphemes(svc, name):
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "u", "prompt": "p", "chosen": "a", "rejected": "b", name: 1})
+    assert r.status_code == 400, r.text
+    param = r.json()["error"]["param"]
+    shown = param.removesuffix("...").removesuffix("…")
+    assert shown and name.startswith(shown) and regex.fullmatch(r"\X*", shown)
+    assert regex.findall(r"\X", shown) == regex.findall(r"\X", name)[: len(regex.findall(r"\X", shown))], param
