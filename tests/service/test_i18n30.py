@@ -96,3 +96,32 @@ def test_an_error_repeating_a_long_field_name_cuts_it_between_graphemes(svc, nam
     shown = param.removesuffix("...").removesuffix("…")
     assert shown and name.startswith(shown) and regex.fullmatch(r"\X*", shown)
     assert regex.findall(r"\X", shown) == regex.findall(r"\X", name)[: len(regex.findall(r"\X", shown))], param
+
+
+SHORT_LONG = {  # (short, long) answers in scripts whose words are not A-Z (Chinese and Japanese write no spaces)
+    "zh": ("可以。", "可以。我们明天早上去公园散步，然后一起吃午饭，下午再去博物馆看看新的展览。"),
+    "ja": ("はい。", "はい。明日の朝は公園を散歩して、それから一緒に昼ご飯を食べて、午後は美術館に行きましょう。"),
+    "ru": ("Да.", "Да. Завтра утром мы пойдём гулять в парк, потом вместе пообедаем, а днём сходим в музей."),
+    "ar": ("نعم.", "نعم. غدا صباحا سنذهب إلى الحديقة، ثم نتناول الغداء معا، وبعد الظهر نزور المتحف."),
+    "he": ("כן.", "כן. מחר בבוקר נטייל בפארק, אחר כך נאכל ארוחת צהריים יחד, ואחר הצהריים נלך למוזיאון."),
+    "hi": ("हाँ।", "हाँ। कल सुबह हम पार्क में टहलेंगे, फिर साथ में खाना खाएंगे और दोपहर में संग्रहालय जाएंगे।"),
+}
+
+
+@pytest.mark.parametrize("lang", sorted(SHORT_LONG))
+def test_a_stated_length_preference_acts_on_answers_in_any_script(svc, lang):
+    """PATCH stated-preferences `length: less` / `more`, then score a short and a long answer: the
+    stated preference orders them for either user (the `length` feature counted only A-Z words: every
+    Chinese, Russian, Arabic, Hebrew or Hindi answer had length 0, and a stated preference did nothing)."""
+    short, long = SHORT_LONG[lang]
+    order = {}
+    with svc.client("acme") as c:
+        for direction in ("less", "more"):
+            user = f"len-{lang}-{direction}"
+            r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": direction}})
+            assert r.status_code == 200, r.text
+            r = c.post("/v1/rewards/score", json={"user": user, "prompt": "明天做什么？", "responses": [short, long]})
+            assert r.status_code == 200, r.text
+            scores = r.json()["scores"]
+            order[direction] = scores[0] > scores[1]
+    assert order == {"less": True, "more": False}, order

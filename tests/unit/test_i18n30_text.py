@@ -84,3 +84,24 @@ def test_answer_key_makes_nfc_and_nfd_one_answer_and_keeps_scripts_apart():
     assert answer_key("한국어") == answer_key(unicodedata.normalize("NFD", "한국어"))
     assert len({answer_key(t) for t in SCRIPTS}) == len(SCRIPTS)
     assert answer_key("ﬁ") != answer_key("fi")  # compatibility forms (NFKC) are not folded: a ligature may be meant
+
+
+@pytest.mark.parametrize("short, long", [
+    ("可以。", "可以。我们明天早上去公园散步，然后一起吃午饭。"), ("はい。", "はい。明日の朝は公園を散歩しましょう。"),
+    ("Да.", "Да. Завтра утром мы пойдём гулять в парк."), ("نعم.", "نعم. غدا صباحا سنذهب إلى الحديقة."),
+    ("כן.", "כן. מחר בבוקר נטייל בפארק."), ("हाँ।", "हाँ। कल सुबह हम पार्क में टहलेंगे।"),
+])
+def test_length_counts_words_of_every_script(short, long):
+    from pluralign.user.features import FEATURE_NAMES, text_features
+
+    i = FEATURE_NAMES.index("length")
+    assert text_features(long)[i] > text_features(short)[i] > 0
+
+
+def test_features_read_nfd_as_nfc_and_full_width_exclamations():
+    from pluralign.user.features import FEATURE_NAMES, text_features
+
+    text = "Très bien ! Voilà, c'est réglé."
+    assert text_features(unicodedata.normalize("NFD", text)) == text_features(text)
+    e = FEATURE_NAMES.index("exclamations")
+    assert text_features("太好了！我们走吧。")[e] == text_features("Great! Let's go.")[e] == 0.5
