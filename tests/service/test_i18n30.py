@@ -32,7 +32,10 @@ class FixedGenerator(Generator):
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("i18n"), tiny_generator_dir, tiny_pal_dir, minilm, rerank=False)
+    from service.admin.controllers import ADMIN_HANDLERS
+
+    server, service = start_service(tmp_path_factory.mktemp("i18n"), tiny_generator_dir, tiny_pal_dir, minilm, rerank=False,
+                                    admin_handlers=ADMIN_HANDLERS)
     service.runtime.generator.__class__ = FixedGenerator
     with server:
         yield service
@@ -125,3 +128,15 @@ def test_a_stated_length_preference_acts_on_answers_in_any_script(svc, lang):
             scores = r.json()["scores"]
             order[direction] = scores[0] > scores[1]
     assert order == {"less": True, "more": False}, order
+
+
+def test_the_dashboard_shows_stored_answers_in_rtl_scripts_isolated_and_says_its_charset(svc):
+    with svc.client("globex") as c:  # a tenant of these comparisons only: the page shows its stored answers
+        for text in TEXTS[2:4]:  # Arabic and Hebrew
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "rtl1", "prompt": text, "chosen": text + " ١٢٣", "rejected": "OK 123"})
+            assert r.status_code == 201, r.text
+    with svc.client("admin") as admin:
+        page = admin.get("/admin/dashboard", params={"tenant": "globex"})
+    assert page.status_code == 200 and page.headers["content-type"].replace(" ", "").lower() == "text/html;charset=utf-8"
+    shown = [t for t in (*TEXTS[2:4], *(f"{t} ١٢٣" for t in TEXTS[2:4]), "OK 123") if t in page.text]
+    assert shown and all(f"<bdi>{t}</bdi>" in page.text for t in shown), page.text[-3000:]
