@@ -80,11 +80,16 @@ def is_blank(text: str) -> bool:
     return all(_invisible(c) or _mark(c) for c in visible(text))
 
 
+def nfc(text: str) -> str:
+    """`text` in Unicode's composed form (NFC): one spelling of a label (a group in an audit) however
+    a client's keyboard wrote it."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
 def answer_key(text: str) -> str:
     """What two answers must share to be the same answer: `visible(text)` in Unicode's composed form
     (NFC), so "Caf\u00e9" and "Cafe\u0301" (NFD) are one answer. For comparing only: texts are kept as written."""
-    shown = visible(text)
-    return shown if shown.isascii() else unicodedata.normalize("NFC", shown)
+    return nfc(visible(text))
 
 
 _GRAPHEME = regex.compile(r"\X")

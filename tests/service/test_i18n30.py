@@ -140,3 +140,23 @@ def test_the_dashboard_shows_stored_answers_in_rtl_scripts_isolated_and_says_its
     assert page.status_code == 200 and page.headers["content-type"].replace(" ", "").lower() == "text/html;charset=utf-8"
     shown = [t for t in (*TEXTS[2:4], *(f"{t} ١٢٣" for t in TEXTS[2:4]), "OK 123") if t in page.text]
     assert shown and all(f"<bdi>{t}</bdi>" in page.text for t in shown), page.text[-3000:]
+
+
+def test_an_audit_counts_a_group_label_in_nfc_and_nfd_as_one_group(svc):
+    """Feedback over HTTP whose group label (and the attribute's name) some clients send in NFD: the
+    audit over the store (what `pluralign audit --store` and the admin's audit job read) sees one
+    group per label, named in NFC, not two groups that each look smaller than they are."""
+    from pluralign.fairness.store_source import comparisons_from_store
+
+    region, city = "région", "Île-de-France"
+    with svc.client("acme") as c:
+        for i in range(4):
+            name = unicodedata.normalize("NFD" if i % 2 else "NFC", region)
+            label = unicodedata.normalize("NFC" if i < 2 else "NFD", city)
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": f"idf{i}", "prompt": "Où aller ?", "chosen": f"Paris {i}",
+                                             "rejected": f"Lyon {i}", "attributes": {name: label}})
+            assert r.status_code == 201, r.text
+    svc.runtime.ingest.flush("acme")
+    comparisons = comparisons_from_store(svc.runtime.store.uri, unicodedata.normalize("NFD", region), "acme")
+    mine = {comparisons.groups[g] for g, u in zip(comparisons.group, comparisons.user, strict=True) if comparisons.users[u].startswith("acme/idf")}
+    assert mine == {city}, mine
