@@ -83,6 +83,13 @@ def test_texts_in_every_script_come_back_byte_for_byte_through_export_and_import
         assert exported.status_code == 200
         lines = [json.loads(line) for line in exported.content.decode("utf-8").splitlines()]
         assert sorted(line["chosen"] for line in lines) == sorted(TEXTS)
+        import io
+
+        import pandas as pd
+        import pyarrow.json as pa_json
+
+        assert sorted(pd.read_json(io.BytesIO(exported.content), lines=True)["chosen"]) == sorted(TEXTS)
+        assert sorted(pa_json.read_json(io.BytesIO(exported.content)).column("chosen").to_pylist()) == sorted(TEXTS)
         moved = "".join(json.dumps({**line, "user_id": "script2"}, ensure_ascii=False) + "\n" for line in lines).encode()
         r = c.post("/v1/users/script2/import", content=moved, headers={"Content-Type": "application/x-ndjson"})
         assert r.status_code in (200, 201), r.text
