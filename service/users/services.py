@@ -955,9 +955,11 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
             second += (b + start).tolist()
             start += len(item)
         source = "supplied"
-    done = {frozenset((r["chosen"], r["rejected"])) for r in rt.store.history(tenant, user_id).rows}
-    # two answers a person can tell apart (an answer stored before blank ones were refused is never shown)
-    new_pair = lambda x, y: not is_blank(x) and not is_blank(y) and answer_key(x) != answer_key(y) and frozenset((x, y)) not in done  # noqa: E731
+    done = {frozenset((answer_key(r["chosen"]), answer_key(r["rejected"]))) for r in rt.store.history(tenant, user_id).rows}
+    # two answers a person can tell apart (an answer stored before blank ones were refused is never shown),
+    # not asked before in either spelling (NFC or NFD)
+    new_pair = lambda x, y: (not is_blank(x) and not is_blank(y) and answer_key(x) != answer_key(y)  # noqa: E731
+                             and frozenset((answer_key(x), answer_key(y))) not in done)
     stored = lambda: rt.store.answers_sample(  # noqa: E731
         tenant, STORED_PAIRS, seed=stored_seed(tenant, user_id), keep=new_pair, leave_out_user=user_id)
     def stored_pairs() -> tuple[list[int], list[int]]:

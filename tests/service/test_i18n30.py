@@ -167,3 +167,14 @@ def test_an_audit_counts_a_group_label_in_nfc_and_nfd_as_one_group(svc):
     comparisons = comparisons_from_store(svc.runtime.store.uri, unicodedata.normalize("NFD", region), "acme")
     mine = {comparisons.groups[g] for g, u in zip(comparisons.group, comparisons.user, strict=True) if comparisons.users[u].startswith("acme/idf")}
     assert mine == {city}, mine
+
+
+def test_next_comparison_never_asks_between_two_spellings_of_one_answer_nor_again_in_another(svc):
+    with svc.client("acme") as c:
+        ask = lambda user, answers: c.post(f"/v1/users/{user}/next-comparison", json={"pool": [{"prompt": "Un café ?", "answers": answers}]})  # noqa: E731
+        r = ask("nc1", [NFC, NFD])
+        assert r.status_code == 400 and r.json()["error"]["param"] == "pool", r.text  # the same answer twice: nothing to ask
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "nc2", "prompt": "Un café ?", "chosen": NFC, "rejected": "Un thé."})
+        assert r.status_code == 201, r.text
+        r = ask("nc2", [NFD, "Un thé."])  # asked already, in the other spelling
+    assert r.status_code == 400 and r.json()["error"]["param"] == "pool", r.text
