@@ -178,3 +178,13 @@ def test_next_comparison_never_asks_between_two_spellings_of_one_answer_nor_agai
         assert r.status_code == 201, r.text
         r = ask("nc2", [NFD, "Un thé."])  # asked already, in the other spelling
     assert r.status_code == 400 and r.json()["error"]["param"] == "pool", r.text
+
+
+def test_an_unknown_stated_preference_with_a_long_emoji_name_is_named_cut_between_graphemes(svc):
+    name = "x" + "👩🏽‍💻" * 30
+    with svc.client("acme") as c:
+        r = c.patch("/v1/users/st1/stated-preferences", json={"preferences": {name: "less"}})
+    assert r.status_code == 400, r.text
+    shown = r.json()["error"]["param"].removeprefix("preferences.").removesuffix("...")
+    assert shown and name.startswith(shown)
+    assert regex.findall(r"\X", shown) == regex.findall(r"\X", name)[: len(regex.findall(r"\X", shown))], shown
