@@ -26,7 +26,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
-from pluralign.data.text import is_blank
+from pluralign.data.text import is_blank, shorten
 from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import allow_for
 from service.requestid import HEADER as REQUEST_ID_HEADER
@@ -203,7 +203,7 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
     say only "Not Found" and "Method Not Allowed"; OpenAI's say which request it was ("Invalid URL
     (GET /v1/nope)"), so a typo in a route does not read like a missing user. None for every other
     error (ours always carry their own detail)."""
-    path = request.url.path if len(request.url.path) <= MAX_PATH else request.url.path[:MAX_PATH] + "..."
+    path = shorten(request.url.path, MAX_PATH + 3, "...")  # between graphemes: never half an emoji
     if exc.status_code == 404 and exc.detail == "Not Found":
         return f"no route `{request.method} {path}`: docs/api.md lists the routes"
     if exc.status_code == 405 and exc.detail == "Method Not Allowed":
@@ -246,7 +246,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         if status == 413 and exc.detail == "Request Entity Too Large":  # Litestar's, naming neither the body nor the limit
             param, message = "body", _too_large(request)
         if param is not None and len(param) > MAX_PARAM:  # a client's field name, repeated in `param` and the message
-            long, param = param, param[:MAX_PARAM] + "..."
+            long, param = param, shorten(param, MAX_PARAM + 3, "...")
             message, detail = message.replace(long, param), detail.replace(long, param) if detail else detail
         missing = _MISSING.match(message) if status == HTTP_400_BAD_REQUEST and param is None else None
         if missing:  # Litestar names it only in its message (with the whole URL)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pluralign.data.record import Base, Preference, PreferenceError, TrlRow
-from pluralign.data.text import is_blank, visible
+from pluralign.data.text import answer_key, is_blank
 from pluralign.files import atomic_writer
 
 _json_decoder = msgspec.json.Decoder()
@@ -136,7 +136,7 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     for field in ("prompt", "chosen", "rejected"):
         if is_blank(row[field]):
             raise PreferenceError(line, field, "has no visible character (only whitespace or zero-width characters)")
-    if visible(row["chosen"]) == visible(row["rejected"]):
+    if answer_key(row["chosen"]) == answer_key(row["rejected"]):
         raise PreferenceError(line, "rejected", "is the same answer as `chosen`: a comparison needs two different answers")
     margin = row.get("margin")
     if isinstance(margin, (int, float)) and not isinstance(margin, bool) and not 0 <= margin <= 1e6:

@@ -8,12 +8,23 @@ selectors, ...), and U+2800 (a blank Braille pattern), so an answer made only of
 non-blank and was stored and shown. Characters inside a text are left alone: a joiner between two
 emoji is part of what is shown. Combining marks (Mn, Me) are kept at the ends too (e + U+0301 is
 "é"), but a text of nothing else than them and invisible characters is blank: they mark nothing.
+
+Two spellings of one text (é as U+00E9, NFC, or as e + U+0301, NFD: macOS file names, some
+keyboards and input methods write the second) are one answer: `answer_key` compares texts in NFC.
+Texts are stored, served and exported as they were written, never normalised on the way (a round
+trip gives back the same string); only comparisons use the key.
+
+`shorten` cuts a text for display (an error's echo, a profile's example answers) between grapheme
+clusters (Unicode's extended graphemes, the `regex` module's \\X): never inside an emoji's ZWJ
+sequence, a flag, a skin tone, or between a letter and its combining marks.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from functools import lru_cache
+
+import regex
 
 # Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt) that are not Cf or Cc, plus the
 # Cf ranges it lists (kept here so the list reads whole), and U+2800 BRAILLE PATTERN BLANK
@@ -67,3 +78,32 @@ def is_blank(text: str) -> bool:
     """Whether `text` has no visible character: nothing, or only invisible characters (see
     `visible`) and combining marks with no base character to mark."""
     return all(_invisible(c) or _mark(c) for c in visible(text))
+
+
+def nfc(text: str) -> str:
+    """`text` in Unicode's composed form (NFC): one spelling of a label (a group in an audit) however
+    a client's keyboard wrote it."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def answer_key(text: str) -> str:
+    """What two answers must share to be the same answer: `visible(text)` in Unicode's composed form
+    (NFC), so "Caf\u00e9" and "Cafe\u0301" (NFD) are one answer. For comparing only: texts are kept as written."""
+    return nfc(visible(text))
+
+
+_GRAPHEME = regex.compile(r"\X")
+
+
+def shorten(text: str, max_chars: int, mark: str = "\u2026") -> str:
+    """`text` when it has at most `max_chars` characters (code points), else its longest head of whole
+    grapheme clusters that leaves room for `mark`, then `mark`: at most `max_chars` characters in all.
+    shorten("ab\U0001F44D\U0001F3FDc", 4) == "ab\u2026" (the thumb and its skin tone stay together)."""
+    if len(text) <= max_chars:
+        return text
+    room, end = max(0, max_chars - len(mark)), 0
+    for match in _GRAPHEME.finditer(text):  # lazily: stops at the first cluster past the room
+        if match.end() > room:
+            break
+        end = match.end()
+    return text[:end] + mark

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from pluralign.data.record import Preference
+from pluralign.data.text import nfc
 from pluralign.embed.base import Encoder, checked_vectors
 from pluralign.fairness.metrics import credit, expected_calibration_error, win_rate
 from pluralign.fairness.online import (
@@ -121,8 +122,10 @@ def comparisons_from_records(
     pairs = [r for r in records if not r.tie]
     if not pairs:
         raise ValueError("no non-tie comparisons to audit")
-    if user_groups is None and not any(group_by in r.attributes for r in pairs):
-        raise UnknownGroupBy(group_by, {name for r in pairs for name in r.attributes})
+    group_by = nfc(group_by)  # names and labels compared in NFC: one group however a client spelt it
+    named = [{nfc(k): v for k, v in r.attributes.items()} for r in pairs]
+    if user_groups is None and not any(group_by in a for a in named):
+        raise UnknownGroupBy(group_by, {name for a in named for name in a})
     texts = list(dict.fromkeys(t for r in pairs for t in (r.chosen, r.rejected)))
     where = {t: i for i, t in enumerate(texts)}
     vectors = checked_vectors(encoder, encoder.encode(texts), len(texts))  # (T, d)
@@ -132,7 +135,7 @@ def comparisons_from_records(
     if user_groups is not None:
         labels = [user_groups.get(r.user_id, "unassigned") for r in pairs]
     else:
-        labels = [r.attributes.get(group_by, "unknown") for r in pairs]
+        labels = [nfc(a.get(group_by, "unknown")) for a in named]
     group, groups = index_labels(labels)
     stamps = [r.created_at for r in pairs]
     order = np.array(stamps, np.float64) if all(s is not None for s in stamps) else np.arange(len(pairs), dtype=np.float64)

@@ -10,6 +10,15 @@ user's coefficient on it reads as a sentence: a negative weight on `length` is "
 answers". Only differences between two answers of one prompt enter a Bradley-Terry margin, so no
 feature is centred.
 
+Any script: a word is a run of letters (with their combining marks) of any alphabet, and in scripts
+written without spaces (Chinese, Japanese) each character counts as one word, so `length` measures a
+Chinese, Russian, Arabic, Hebrew or Hindi answer as it does an English one (an English text's
+features are what they were). Sentences also end at 。！？ ؟ and the Devanagari danda, and a
+full-width ！ is an exclamation mark. A text is read in NFC (its NFD spelling has the same features).
+`contractions`, `second_person` and `affirmation` read English words only: in other languages they
+stay 0 and say nothing (docs/api.md). Thai, Lao, Khmer and Burmese, written without spaces, count a
+whole run as one word.
+
 Shape: `response_features(texts)` -> (N, F) float64, columns in FEATURE_NAMES order.
 """
 
@@ -18,11 +27,13 @@ from __future__ import annotations
 import functools
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
+import regex
 
-FEATURES_VERSION = "text-features-2"  # bump when a definition changes: stored user states refit
+FEATURES_VERSION = "text-features-3"  # bump when a definition changes: stored user states refit
 FEATURE_NAMES = ("length", "list_items", "exclamations", "contractions", "word_length", "second_person", "affirmation")
 FEATURE_DESCRIPTIONS = {
     "length": ("longer answers", "shorter answers"),
@@ -34,9 +45,11 @@ FEATURE_DESCRIPTIONS = {
     "affirmation": ("answers that open with yes (agreeing)", "answers that open with no (disagreeing)"),
 }
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
+_ASCII_WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")  # the English definition (and a faster pass for ASCII text)
+# in ASCII this finds exactly what _ASCII_WORD does; ideographs and kana one by one
+_WORD = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]|[\p{L}\p{M}--\p{Han}\p{Hiragana}\p{Katakana}][\p{L}\p{M}'’--\p{Han}\p{Hiragana}\p{Katakana}]*", regex.V1)
 _LIST_LINE = re.compile(r"^\s*(?:[-*•+]|\d{1,2}[.)])\s+\S")
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)|[。！？؟।]+")
 _CONTRACTION = re.compile(r"[A-Za-z](?:n['’]t|['’](?:re|ll|ve|m|d|s))\b", re.IGNORECASE)
 _YES = frozenset({"yes", "yeah", "yep", "yup", "absolutely", "definitely", "agreed", "indeed"})
 _NO = frozenset({"no", "nope", "nah", "not", "never", "disagree"})
@@ -47,7 +60,11 @@ _YOU = re.compile(r"\byou(?:r|rs|rself|['’](?:re|ll|ve|d))?\b", re.IGNORECASE)
 def text_features(text: str) -> tuple[float, ...]:
     """The F features of one answer (see the module docstring for their meaning and scale). Cached:
     a refit reads the same stored answers again, and a regex pass is most of a refit's cost."""
-    words = _WORD.findall(text)
+    if text.isascii():
+        words = _ASCII_WORD.findall(text)
+    else:
+        text = unicodedata.normalize("NFC", text)
+        words = _WORD.findall(text)
     n_words = len(words)
     lines = [line for line in text.splitlines() if line.strip()]
     sentences = max(1, len(_SENTENCE_END.findall(text)))
@@ -55,7 +72,7 @@ def text_features(text: str) -> tuple[float, ...]:
     return (
         math.log1p(n_words),  # a doubling of the length adds ~0.69
         math.log1p(sum(1 for line in lines if _LIST_LINE.match(line))),  # list items: 0 for prose, ~1.1 for 2 items
-        min(text.count("!") / sentences, 2.0),  # exclamation marks per sentence
+        min((text.count("!") + text.count("！")) / sentences, 2.0),  # exclamation marks per sentence
         min(len(_CONTRACTION.findall(text)) * per_word, 3.0),  # contractions per 10 words
         (sum(len(w) for w in words) / n_words - 4.5) if n_words else 0.0,  # mean letters per word, minus 4.5
         min(len(_YOU.findall(text)) * per_word, 3.0),  # 'you' forms per 10 words

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 import numpy as np
 
+from pluralign.data.text import answer_key, shorten
 from pluralign.user.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
 from pluralign.user.model import UserState
 
@@ -109,8 +110,8 @@ def describe_prototypes(
     scores = np.asarray(scores, np.float64)
     if scores.ndim != 2 or len(prompts) != len(scores) or len(answers) != len(scores):
         raise ValueError(f"scores {scores.shape} for {len(prompts)} prompts and {len(answers)} answers")
-    keep = list({a: i for i, a in enumerate(answers)}.values())  # one row per distinct answer text
-    cut = lambda t: t if len(t) <= max_chars else t[: max_chars - 1] + "…"  # noqa: E731
+    keep = list({answer_key(a): i for i, a in enumerate(answers)}.values())  # one row per distinct answer (NFC = NFD)
+    cut = lambda t: shorten(t, max_chars)  # noqa: E731  (between graphemes)
     out = []
     for k in range(scores.shape[1]):
         order = sorted(keep, key=lambda i: -scores[i, k])

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+from pluralign.data.text import shorten
 from pluralign.fairness.report import AuditReport
 from pluralign.user.summary import PrototypeDescription
 from training.jobs.record import Job
@@ -31,6 +32,12 @@ table{border-collapse:collapse;font-size:13px;width:100%} th,td{text-align:left;
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _bdi(value: object) -> str:
+    """User text (a group label, a stored answer) isolated from the text around it: an Arabic or
+    Hebrew label takes its own direction and does not carry the numbers after it to its side."""
+    return f"<bdi>{_e(value)}</bdi>"
 
 
 def _count(n: int, noun: str) -> str:
@@ -64,8 +71,8 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
                 f'width="{bar - 2:.1f}" height="{h:.1f}" fill="{color}"><title>{_e(g.group)} {series}: {value:.3f}</title></rect>'
             )
             parts.append(f'<text x="{x + bar / 2 - 1:.1f}" y="{top + plot_h - h - 3:.1f}" font-size="10" text-anchor="middle">{value:.2f}</text>')
-        label = _e(g.group) + (" *" if g.too_few_comparisons else "")
-        parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" text-anchor="middle">{label}</text>')
+        label = _e(g.group) + (" *" if g.too_few_comparisons else "")  # SVG has no <bdi>: the label's own direction
+        parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" text-anchor="middle" unicode-bidi="plaintext">{label}</text>')
         parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 30}" font-size="10" text-anchor="middle" fill="#718096">{_count(g.users, "user")}, {_count(g.comparisons, "pair")}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -130,9 +137,9 @@ def job_table(jobs: Sequence[Job], limit: int = 25) -> str:
         note = j.error or j.promotion_note or ""
         params = ", ".join(f"{k}={v}" for k, v in j.params.items())
         rows.append(
-            f"<tr><td>{_e(j.id)}</td><td>{_e(j.kind)}</td><td>{_e(params)}</td>"
+            f"<tr><td>{_e(j.id)}</td><td>{_e(j.kind)}</td><td>{_bdi(params)}</td>"
             f'<td><span class="state" style="background:{STATE_COLORS[j.state]}">{_e(j.state)}</span></td>'
-            f"<td>{j.progress:.0%}</td><td>{_when(j.created_at)}</td><td>{_e(note[:160])}</td></tr>"
+            f"<td>{j.progress:.0%}</td><td>{_when(j.created_at)}</td><td>{_bdi(shorten(note, 160))}</td></tr>"
         )
     head = "<tr><th>job</th><th>kind</th><th>params</th><th>state</th><th>progress</th><th>created</th><th>note</th></tr>"
     return f'<table id="jobs">{head}{"".join(rows) or "<tr><td colspan=7>no jobs</td></tr>"}</table>'
@@ -155,7 +162,7 @@ def prototype_section(prototypes: Sequence[PrototypeDescription], population: st
     rows = []
     for p in prototypes:
         cell = lambda examples: "".join(  # noqa: E731
-            f'<li><span class="muted">{_e(x.prompt)}</span><br>{_e(x.answer)} <span class="muted">({x.score:.2f})</span></li>' for x in examples)
+            f'<li><span class="muted">{_bdi(x.prompt)}</span><br>{_bdi(x.answer)} <span class="muted">({x.score:.2f})</span></li>' for x in examples)
         rows.append(f'<tr class="prototype" data-prototype="{p.prototype}"><td>{p.prototype}</td>'
                     f"<td><ul>{cell(p.highest)}</ul></td><td><ul>{cell(p.lowest)}</ul></td></tr>")
     head = "<tr><th>prototype</th><th>stored answers it scores highest</th><th>and lowest</th></tr>"
@@ -170,7 +177,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
     if report is not None:
         suppressed = report.suppressed_groups
         summary = (
-            f"Audit by <b>{_e(report.group_by)}</b> at {_when(report.created_at)}: {_count(report.users, 'user')}, "
+            f"Audit by <b>{_bdi(report.group_by)}</b> at {_when(report.created_at)}: {_count(report.users, 'user')}, "
             f"{_count(report.comparisons, 'comparison')}"
             + (f", {_count(suppressed, 'group')} of fewer than {report.min_group_size} users suppressed" if suppressed else "")
         )
@@ -178,9 +185,9 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
             summary += ": no worst group to show (lower <code>min_group_size</code> to see small groups)."
         else:
             summary += (
-                f". Worst group <b>{_e(report.worst_group)}</b> "
+                f". Worst group <b>{_bdi(report.worst_group)}</b> "
                 f"{(report.worst_group_accuracy or 0):.3f} personalized (gap {(report.gap or 0):.3f}); one-size-fits-all worst "
-                f"<b>{_e(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
+                f"<b>{_bdi(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
             )
         flagged = any(g.too_few_comparisons for g in report.groups)
         note = f'<p class="muted">* flagged: fewer than {report.min_comparisons} comparisons, not ranked</p>' if flagged else ""

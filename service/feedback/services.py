@@ -15,7 +15,7 @@ import uuid
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import NotFoundException
 
-from pluralign.data.text import is_blank, visible
+from pluralign.data.text import answer_key, is_blank
 from pluralign.store import Interaction, StoredPreference
 from service.errors import bad_request, refuse_blank
 from service.feedback.schemas import (
@@ -66,11 +66,11 @@ def check_labels(rt: Runtime, source: str | None, attributes: dict[str, str], wh
 
 def _rivals(texts: list[str], answer: str) -> list[str]:
     """The texts to compare `answer` with: each visible text once, neither blank nor `answer` again."""
-    seen = {visible(answer)}
+    seen = {answer_key(answer)}  # NFC and NFD spellings are one answer
     rivals = []
     for text in texts:
-        if not is_blank(text) and visible(text) not in seen:
-            seen.add(visible(text))
+        if not is_blank(text) and answer_key(text) not in seen:
+            seen.add(answer_key(text))
             rivals.append(text)
     return rivals
 
@@ -81,7 +81,7 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
         check_user_id(fb.user)
         for name in ("prompt", "chosen", "rejected"):
             refuse_blank(name, getattr(fb, name))
-        if visible(fb.chosen) == visible(fb.rejected):
+        if answer_key(fb.chosen) == answer_key(fb.rejected):
             raise bad_request("rejected", "is the same answer as `chosen`: a comparison needs two different answers")
         row = dict(prompt=fb.prompt, chosen=fb.chosen, rejected=fb.rejected, tie=fb.tie, margin=fb.margin, kind="comparison")
         return fb.user, [row]
@@ -114,7 +114,7 @@ def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict
     answer = texts[item.chosen_index]
     if isinstance(fb, EditFeedback):
         refuse_blank("edited", fb.edited)
-        if visible(fb.edited) == visible(answer):
+        if answer_key(fb.edited) == answer_key(answer):
             raise bad_request("edited", "the edit is identical to the served answer")
         return item.user_id, [dict(prompt=item.prompt, chosen=fb.edited, rejected=answer, tie=False, margin=None, kind="edit")]
     assert isinstance(fb, RatingFeedback)

@@ -16,6 +16,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response, Stream
 
 from pluralign.data.record import Base
+from pluralign.data.text import shorten
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.store.failures import unavailable
@@ -340,7 +341,7 @@ def patch_stated(
     wanted = _if_match(if_match)
     unknown = [name for name in data.preferences if name not in FEATURE_NAMES]
     if unknown:  # named, but not echoed whole: a name may be most of a megabyte body
-        name = unknown[0] if len(unknown[0]) <= 64 else unknown[0][:64] + "..."
+        name = shorten(unknown[0], 67, "...")  # cut between graphemes
         raise bad_request(f"preferences.{name}", f"is not a named feature; known: {', '.join(FEATURE_NAMES)}")
     try:
         return _tagged(services.set_stated(rt, tenant, user_id, data.preferences, wanted))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import numpy as np
 
-from pluralign.data.text import is_blank, visible
+from pluralign.data.text import answer_key, is_blank
 from pluralign.files import staged_folder
 from pluralign.policy.adapters import (
     ADAPTER_FILES,
@@ -618,7 +618,7 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
     rt.ingest.flush_user(tenant, user_id)
     preferences, _ = rt.store.preferences_for(tenant, user_id)
     for row in preferences:
-        if is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or visible(row.chosen) == visible(row.rejected):
+        if is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected):
             continue  # a rating without rival, or a blank or same-answer row an older version stored: import refuses them
         record = Preference(
             user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
@@ -958,9 +958,11 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
             second += (b + start).tolist()
             start += len(item)
         source = "supplied"
-    done = {frozenset((r["chosen"], r["rejected"])) for r in rt.store.history(tenant, user_id).rows}
-    # two answers a person can tell apart (an answer stored before blank ones were refused is never shown)
-    new_pair = lambda x, y: not is_blank(x) and not is_blank(y) and visible(x) != visible(y) and frozenset((x, y)) not in done  # noqa: E731
+    done = {frozenset((answer_key(r["chosen"]), answer_key(r["rejected"]))) for r in rt.store.history(tenant, user_id).rows}
+    # two answers a person can tell apart (an answer stored before blank ones were refused is never shown),
+    # not asked before in either spelling (NFC or NFD)
+    new_pair = lambda x, y: (not is_blank(x) and not is_blank(y) and answer_key(x) != answer_key(y)  # noqa: E731
+                             and frozenset((answer_key(x), answer_key(y))) not in done)
     stored = lambda: rt.store.answers_sample(  # noqa: E731
         tenant, STORED_PAIRS, seed=stored_seed(tenant, user_id), keep=new_pair, leave_out_user=user_id)
     def stored_pairs() -> tuple[list[int], list[int]]:

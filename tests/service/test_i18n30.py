@@ -1,0 +1,190 @@
+"""Users who do not write in English, over real HTTP: the same text in NFC and NFD is one answer
+(a comparison of the two, an edit that only recomposes, a choice between the two spellings), what
+is stored comes back byte for byte (export and import), and an error repeating a client's field
+name never cuts an emoji or a letter with its marks in two."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+
+import pytest
+import regex
+
+from pluralign.policy.generator import Candidate, Generator
+from tests.service.tiny import start_service
+
+NFC = "Café crème, s'il vous plaît."
+NFD = unicodedata.normalize("NFD", NFC)
+TEXTS = [  # scripts a product has users in, each as written (some NFD on purpose)
+    "今天天气很好，我们去公园吧。", "日本語のテキストです。", "مرحبا بالعالم، كيف حالك؟", "שלום עולם, מה שלומך?",
+    "नमस्ते दुनिया, आप कैसे हैं?", "Привет, мир! Как дела?", "👩🏽‍💻 ships 🏳️‍🌈 and 👨‍👩‍👧‍👦", NFD,
+    unicodedata.normalize("NFD", "한국어 문장입니다."), "zero\u200bwidth\u200djoiner and RTL mark \u200f here", "Mixed: 東京 in Москва مع עברית",
+]
+
+
+class FixedGenerator(Generator):
+    texts = [NFC, NFD, "Tea."]
+
+    def generate(self, messages, n=1, sampling=None, adapter=None, cancel=None):
+        return [Candidate(text=self.texts[i % len(self.texts)], finish_reason="stop", tokens=1) for i in range(n)], 5
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    from service.admin.controllers import ADMIN_HANDLERS
+
+    server, service = start_service(tmp_path_factory.mktemp("i18n"), tiny_generator_dir, tiny_pal_dir, minilm, rerank=False,
+                                    admin_handlers=ADMIN_HANDLERS)
+    service.runtime.generator.__class__ = FixedGenerator
+    with server:
+        yield service
+
+
+def chat(client, user: str, texts: list[str]) -> dict:
+    FixedGenerator.texts = texts
+    r = client.post("/v1/chat/completions", json={"model": "pluralign", "n": len(texts), "max_tokens": 3, "user": user,
+                                                  "pluralign": {"styles": False}, "messages": [{"role": "user", "content": "Un café ?"}]})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_comparison_of_one_text_in_nfc_and_nfd_is_refused_as_the_same_answer(svc):
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "nfd1", "prompt": "Un café ?", "chosen": NFC, "rejected": NFD})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "rejected", r.text
+
+
+def test_an_edit_that_only_changes_the_normal_form_is_refused_as_identical(svc):
+    with svc.client("acme") as c:
+        body = chat(c, "nfd2", [NFC])
+        r = c.post("/v1/feedback", json={"type": "edit", "response_id": body["id"], "edited": NFD})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "edited", r.text
+
+
+def test_a_choice_compares_with_each_answer_once_whatever_its_normal_form(svc):
+    with svc.client("acme") as c:
+        body = chat(c, "nfd3", [NFC, NFD, "Tea."])
+        texts = [ch["message"]["content"] for ch in body["choices"]]
+        assert sorted(texts) == sorted([NFC, NFD, "Tea."])  # served as generated, not normalised
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": texts.index("Tea.")})
+        assert r.status_code == 201, r.text
+        rows = c.get("/v1/users/nfd3/preferences").json()["data"]
+    assert len(rows) == 1 and rows[0]["chosen"] == "Tea." and rows[0]["rejected"] in (NFC, NFD), rows
+
+
+def test_texts_in_every_script_come_back_byte_for_byte_through_export_and_import(svc):
+    with svc.client("acme") as c:
+        for i, text in enumerate(TEXTS):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "script1", "prompt": TEXTS[-1 - i], "chosen": text,
+                                             "rejected": f"{text} (2)", "attributes": {"langue": "français", "группа": "ملصق"}})
+            assert r.status_code == 201, r.text
+        exported = c.get("/v1/users/script1/export", params={"format": "preferences"})
+        assert exported.status_code == 200
+        lines = [json.loads(line) for line in exported.content.decode("utf-8").splitlines()]
+        assert sorted(line["chosen"] for line in lines) == sorted(TEXTS)
+        import io
+
+        import pandas as pd
+        import pyarrow.json as pa_json
+
+        assert sorted(pd.read_json(io.BytesIO(exported.content), lines=True)["chosen"]) == sorted(TEXTS)
+        assert sorted(pa_json.read_json(io.BytesIO(exported.content)).column("chosen").to_pylist()) == sorted(TEXTS)
+        moved = "".join(json.dumps({**line, "user_id": "script2"}, ensure_ascii=False) + "\n" for line in lines).encode()
+        r = c.post("/v1/users/script2/import", content=moved, headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code in (200, 201), r.text
+        again = c.get("/v1/users/script2/export", params={"format": "preferences"}).content.decode("utf-8")
+    assert sorted(json.loads(line)["prompt"] for line in again.splitlines()) == sorted(TEXTS)
+
+
+@pytest.mark.parametrize("name", ["👨‍👩‍👧‍👦" * 20, "x" + "e\u0301" * 40, "🏳️‍🌈" * 17])
+def test_an_error_repeating_a_long_field_name_cuts_it_between_graphemes(svc, name):
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "u", "prompt": "p", "chosen": "a", "rejected": "b", name: 1})
+    assert r.status_code == 400, r.text
+    param = r.json()["error"]["param"]
+    shown = param.removesuffix("...").removesuffix("…")
+    assert shown and name.startswith(shown) and regex.fullmatch(r"\X*", shown)
+    assert regex.findall(r"\X", shown) == regex.findall(r"\X", name)[: len(regex.findall(r"\X", shown))], param
+
+
+SHORT_LONG = {  # (short, long) answers in scripts whose words are not A-Z (Chinese and Japanese write no spaces)
+    "zh": ("可以。", "可以。我们明天早上去公园散步，然后一起吃午饭，下午再去博物馆看看新的展览。"),
+    "ja": ("はい。", "はい。明日の朝は公園を散歩して、それから一緒に昼ご飯を食べて、午後は美術館に行きましょう。"),
+    "ru": ("Да.", "Да. Завтра утром мы пойдём гулять в парк, потом вместе пообедаем, а днём сходим в музей."),
+    "ar": ("نعم.", "نعم. غدا صباحا سنذهب إلى الحديقة، ثم نتناول الغداء معا، وبعد الظهر نزور المتحف."),
+    "he": ("כן.", "כן. מחר בבוקר נטייל בפארק, אחר כך נאכל ארוחת צהריים יחד, ואחר הצהריים נלך למוזיאון."),
+    "hi": ("हाँ।", "हाँ। कल सुबह हम पार्क में टहलेंगे, फिर साथ में खाना खाएंगे और दोपहर में संग्रहालय जाएंगे।"),
+}
+
+
+@pytest.mark.parametrize("lang", sorted(SHORT_LONG))
+def test_a_stated_length_preference_acts_on_answers_in_any_script(svc, lang):
+    """PATCH stated-preferences `length: less` / `more`, then score a short and a long answer: the
+    stated preference orders them for either user (the `length` feature counted only A-Z words: every
+    Chinese, Russian, Arabic, Hebrew or Hindi answer had length 0, and a stated preference did nothing)."""
+    short, long = SHORT_LONG[lang]
+    order = {}
+    with svc.client("acme") as c:
+        for direction in ("less", "more"):
+            user = f"len-{lang}-{direction}"
+            r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": direction}})
+            assert r.status_code == 200, r.text
+            r = c.post("/v1/rewards/score", json={"user": user, "prompt": "明天做什么？", "responses": [short, long]})
+            assert r.status_code == 200, r.text
+            scores = r.json()["scores"]
+            order[direction] = scores[0] > scores[1]
+    assert order == {"less": True, "more": False}, order
+
+
+def test_the_dashboard_shows_stored_answers_in_rtl_scripts_isolated_and_says_its_charset(svc):
+    with svc.client("globex") as c:  # a tenant of these comparisons only: the page shows its stored answers
+        for text in TEXTS[2:4]:  # Arabic and Hebrew
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "rtl1", "prompt": text, "chosen": text + " ١٢٣", "rejected": "OK 123"})
+            assert r.status_code == 201, r.text
+    with svc.client("admin") as admin:
+        page = admin.get("/admin/dashboard", params={"tenant": "globex"})
+    assert page.status_code == 200 and page.headers["content-type"].replace(" ", "").lower() == "text/html;charset=utf-8"
+    shown = [t for t in (*TEXTS[2:4], *(f"{t} ١٢٣" for t in TEXTS[2:4]), "OK 123") if t in page.text]
+    assert shown and all(f"<bdi>{t}</bdi>" in page.text for t in shown), page.text[-3000:]
+
+
+def test_an_audit_counts_a_group_label_in_nfc_and_nfd_as_one_group(svc):
+    """Feedback over HTTP whose group label (and the attribute's name) some clients send in NFD: the
+    audit over the store (what `pluralign audit --store` and the admin's audit job read) sees one
+    group per label, named in NFC, not two groups that each look smaller than they are."""
+    from pluralign.fairness.store_source import comparisons_from_store
+
+    region, city = "région", "Île-de-France"
+    with svc.client("acme") as c:
+        for i in range(4):
+            name = unicodedata.normalize("NFD" if i % 2 else "NFC", region)
+            label = unicodedata.normalize("NFC" if i < 2 else "NFD", city)
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": f"idf{i}", "prompt": "Où aller ?", "chosen": f"Paris {i}",
+                                             "rejected": f"Lyon {i}", "attributes": {name: label}})
+            assert r.status_code == 201, r.text
+    svc.runtime.ingest.flush("acme")
+    comparisons = comparisons_from_store(svc.runtime.store.uri, unicodedata.normalize("NFD", region), "acme")
+    mine = {comparisons.groups[g] for g, u in zip(comparisons.group, comparisons.user, strict=True) if comparisons.users[u].startswith("acme/idf")}
+    assert mine == {city}, mine
+
+
+def test_next_comparison_never_asks_between_two_spellings_of_one_answer_nor_again_in_another(svc):
+    with svc.client("acme") as c:
+        ask = lambda user, answers: c.post(f"/v1/users/{user}/next-comparison", json={"pool": [{"prompt": "Un café ?", "answers": answers}]})  # noqa: E731
+        r = ask("nc1", [NFC, NFD])
+        assert r.status_code == 400 and r.json()["error"]["param"] == "pool", r.text  # the same answer twice: nothing to ask
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "nc2", "prompt": "Un café ?", "chosen": NFC, "rejected": "Un thé."})
+        assert r.status_code == 201, r.text
+        r = ask("nc2", [NFD, "Un thé."])  # asked already, in the other spelling
+    assert r.status_code == 400 and r.json()["error"]["param"] == "pool", r.text
+
+
+def test_an_unknown_stated_preference_with_a_long_emoji_name_is_named_cut_between_graphemes(svc):
+    name = "x" + "👩🏽‍💻" * 30
+    with svc.client("acme") as c:
+        r = c.patch("/v1/users/st1/stated-preferences", json={"preferences": {name: "less"}})
+    assert r.status_code == 400, r.text
+    shown = r.json()["error"]["param"].removeprefix("preferences.").removesuffix("...")
+    assert shown and name.startswith(shown)
+    assert regex.findall(r"\X", shown) == regex.findall(r"\X", name)[: len(regex.findall(r"\X", shown))], shown
