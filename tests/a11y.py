@@ -54,7 +54,8 @@ def tab_walk(driver, presses: int) -> list[dict]:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
-    driver.execute_script("document.activeElement && document.activeElement.blur(); window.getSelection().removeAllRanges();")
+    # focus the page itself: the next Tab starts from its top (a blur would leave the start where focus was)
+    driver.execute_script("const b = document.body; b.tabIndex = -1; b.focus(); b.removeAttribute('tabindex');")
     stops = []
     for _ in range(presses):
         ActionChains(driver).send_keys(Keys.TAB).perform()
