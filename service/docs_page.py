@@ -1,7 +1,8 @@
 """The API docs page (Swagger UI at /schema and /schema/swagger), made readable to more people than
 Swagger UI's own page is: the page names its language, Swagger UI draws inside a `main` landmark
 under a heading-one (hidden but read), its method badges, version stamps and Authorize button get
-text colours of >= 4.5:1, focus is always drawn, and its transitions and animations stop for readers
+text colours of >= 4.5:1, focus is always drawn, a wide responses table scrolls in its own box at
+320 CSS px, and its transitions and animations stop for readers
 who ask for less motion (`prefers-reduced-motion`).
 
 What stays Swagger UI's own (its markup, not its colours): a copy button inside each operation's
@@ -26,6 +27,7 @@ body{margin:0;padding:0}
 .swagger-ui .btn.authorize{color:#1c6b46;border-color:#1c6b46} .swagger-ui .btn.authorize svg{fill:#1c6b46}
 .swagger-ui .json-schema-2020-12-expand-deep-button{color:#4a5568}
 .swagger-ui :focus-visible{outline:3px solid #1a4f8b;outline-offset:2px}
+.swagger-ui .responses-inner,.swagger-ui .table-container{overflow-x:auto}
 @media (prefers-reduced-motion:reduce){*,*::before,*::after{animation:none!important;transition:none!important;scroll-behavior:auto!important}}
 </style>"""
 

@@ -159,8 +159,11 @@ def test_api_docs_name_their_language_landmark_and_heading_and_keep_still(svc, b
     """Before, axe-core on /schema/swagger: html-has-lang (no `lang`), landmark-one-main and region
     (no main landmark), page-has-heading-one, and color-contrast on the method badges (white on
     #61affe: 2.3:1), the version stamps and the Authorize button; and Swagger UI's transitions ran
-    under prefers-reduced-motion. Left to Swagger UI upstream: nested-interactive, select-name and
-    target-size (its own markup)."""
+    under prefers-reduced-motion; at 320 CSS px an opened operation's responses table widened the page.
+    Left to Swagger UI upstream: nested-interactive, select-name and target-size (its own markup)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
     from tests.a11y import axe_violations, emulate
 
     emulate(browser, prefers_reduced_motion="reduce")
@@ -174,6 +177,13 @@ def test_api_docs_name_their_language_landmark_and_heading_and_keep_still(svc, b
         moving = browser.execute_script("""return [...document.querySelectorAll('*')].filter(e => {
             const s = getComputedStyle(e); return parseFloat(s.transitionDuration) > 0 || s.animationName !== 'none'; }).length""")
         assert moving == 0
+        emulate(browser, width=320)  # 400% zoom: an operation opened (by keyboard) fits, its responses table scrolls in its own box
+        browser.refresh()
+        wait_for(browser, ".swagger-ui .opblock")
+        browser.execute_script("document.querySelector('.opblock-summary-control').focus()")
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        wait_for(browser, ".responses-table")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 320  # before: 330
     finally:
         emulate(browser)
 
