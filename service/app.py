@@ -25,6 +25,7 @@ from service.admin.services import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
+from service.docs_page import SwaggerPage
 from service.errors import internal_error_handler, refuse_request_id, schema_router_hook
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
@@ -140,7 +141,7 @@ def swagger_ui_static() -> Path:
 
 def swagger_page() -> SwaggerRenderPlugin:
     """/schema and /schema/swagger, drawn from assets the app serves itself: no CDN, works offline."""
-    return SwaggerRenderPlugin(
+    return SwaggerPage(  # Litestar's page with a lang, a main landmark, readable colours (service/docs_page.py)
         path="/swagger",
         js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
         css_url=f"{DOCS_ASSETS}/swagger-ui.css",

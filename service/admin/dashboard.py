@@ -2,6 +2,12 @@
 
 `render_dashboard` is a pure function of an audit report, earlier reports and the job list, so it
 is tested without a server and rendered the same way by the service.
+
+Made to be read without sight, without a mouse, zoomed to 400% and in any colour scheme: landmarks
+and a skip link, each chart named with its numbers and followed by a table of them, series told apart
+by pattern, dash and marker shape as well as colour, focus always drawn, the charts scaled down and
+wide tables scrolled in their own region at 320 CSS px, and colours for a dark scheme and forced colours
+(docs/admin.md, "Accessibility").
 """
 
 from __future__ import annotations
@@ -17,17 +23,50 @@ from pluralign.user.summary import PrototypeDescription
 from training.jobs.record import Job
 
 PERSONAL, BASE = "#2b6cb0", "#dd6b20"
-STATE_COLORS = {"queued": "#a0aec0", "running": "#3182ce", "succeeded": "#38a169", "failed": "#e53e3e", "cancelled": "#718096"}
+# white text on each is >= 4.5:1 (the pills in the job table); each differs from the next in lightness too
+STATE_COLORS = {"queued": "#553c9a", "running": "#2b6cb0", "succeeded": "#276749", "failed": "#c53030", "cancelled": "#4a5568"}
+HATCH = "url(#hatch-base)"  # one-size-fits-all bars: hatched, not only orange
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1a202c;background:#f7fafc}
-h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:0 0 8px} .muted{color:#718096;font-size:13px}
-section{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:16px;margin:16px 0}
-table{border-collapse:collapse;font-size:13px;width:100%} th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #edf2f7}
-.state{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px}
-.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
-.flag{color:#b7791f}
+:root{color-scheme:light dark;--fg:#1a202c;--muted:#4a5568;--bg:#f7fafc;--card:#fff;--line:#e2e8f0;--grid:#e2e8f0;--focus:#1a4f8b}
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;padding:16px;color:var(--fg);background:var(--bg);line-height:1.4}
+header{display:flex;flex-wrap:wrap;align-items:baseline;justify-content:space-between;gap:4px 16px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:0 0 8px} .muted{color:var(--muted);font-size:13px}
+section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:16px;margin:16px 0}
+main:focus{outline:none}
+svg.chart{display:block;max-width:100%;height:auto} svg text{fill:var(--fg)} svg .tick{fill:var(--muted)} svg .grid{stroke:var(--grid)}
+svg .on-bar{fill:#fff}
+.scroll{max-width:100%;overflow-x:auto}
+table{border-collapse:collapse;font-size:13px;width:100%} th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:break-word}
+thead th{border-bottom:2px solid var(--muted)} caption{text-align:left;font-size:13px;color:var(--muted);padding:4px 0}
+.state{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;border:1px solid transparent}
+.legend{list-style:none;padding:0;margin:8px 0;display:flex;flex-wrap:wrap;gap:4px 20px}
+.legend svg{vertical-align:middle;margin-right:6px}
+.flag{color:#975a16}
+button{font:inherit;font-size:14px;padding:6px 12px;border:1px solid var(--muted);border-radius:6px;background:var(--card);color:var(--fg);cursor:pointer}
+summary{cursor:pointer;margin:8px 0}
+:focus-visible{outline:3px solid var(--focus);outline-offset:2px}
+.skip{position:absolute;left:16px;top:-100px;background:var(--card);color:var(--fg);padding:8px 12px;border:2px solid var(--focus);border-radius:6px;z-index:1}
+.skip:focus{top:8px}
+.hatch-fill{fill:#dd6b20} .hatch-line{fill:#fff}
+@media (prefers-color-scheme:dark){
+:root{--fg:#f7fafc;--muted:#cbd5e0;--bg:#171923;--card:#1a202c;--line:#4a5568;--grid:#4a5568;--focus:#90cdf4}
+.bar.personalized,.point.personalized,.swatch.personalized{fill:#63b3ed} .line.personalized{stroke:#63b3ed}
+.hatch-fill{fill:#f6ad55} .hatch-line{fill:#1a202c} .point.base{fill:#f6ad55} .line.base{stroke:#f6ad55} .flag{color:#f6e05e}
+}
+@media (forced-colors:active){
+.state{border-color:CanvasText} .legend svg,svg.chart .bar,svg.chart .point,svg.chart .line,svg.chart .state-bar{forced-color-adjust:none}
+}
+@media (prefers-reduced-motion:reduce){*,*::before,*::after{animation:none!important;transition:none!important;scroll-behavior:auto!important}}
 """
+# one-size-fits-all's hatching, defined once per page (every chart and legend swatch refers to it)
+PATTERNS = (
+    '<svg width="0" height="0" style="position:absolute" aria-hidden="true" focusable="false"><defs>'
+    '<pattern id="hatch-base" patternUnits="userSpaceOnUse" width="6" height="6" patternTransform="rotate(45)">'
+    f'<rect class="hatch-fill" width="6" height="6" fill="{BASE}"/><rect class="hatch-line" width="2" height="6" fill="#fff"/>'
+    "</pattern></defs></svg>"
+)
 
 
 def _e(value: object) -> str:
@@ -48,46 +87,79 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + " UTC" if ts else "-"
 
 
+def _scroll(table: str, caption_id: str) -> str:
+    """A table in a region of its own that scrolls sideways when the page is narrow (not the page):
+    focusable, so a keyboard scrolls it too, and named by the table's caption."""
+    return f'<div class="scroll" role="region" tabindex="0" aria-labelledby="{caption_id}">{table}</div>'
+
+
 def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
-    """Grouped bars: each group's personalized and one-size-fits-all accuracy, 0 to 1."""
+    """Grouped bars: each group's personalized (solid) and one-size-fits-all (hatched) accuracy, 0 to 1."""
     left, bottom, top = 48, 56, 16
     plot_h = height - bottom - top
     groups = report.groups
     n = max(1, len(groups))
     slot = (width - left - 8) / n
     bar = min(48.0, slot * 0.35)
-    parts = [f'<svg id="group-accuracy" role="img" aria-label="accuracy per group" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    said = "; ".join(f"{g.group}: {g.personalized_accuracy:.2f} personalized, {g.base_accuracy:.2f} one-size-fits-all" for g in groups[:8])
+    label = (f"Bar chart of accuracy per group, 0 to 1, personalized (solid bars) and one-size-fits-all (hatched bars): {said}"
+             + ("; more groups in the table below" if len(groups) > 8 else "; the table below gives the numbers"))
+    parts = [f'<svg id="group-accuracy" class="chart" role="img" aria-label="{_e(label)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = top + plot_h * (1 - tick)
-        parts.append(f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e2e8f0"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#4a5568">{tick:.2f}</text>')
+        parts.append(f'<line class="grid" x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e2e8f0"/>')
+        parts.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#4a5568">{tick:.2f}</text>')
     for i, g in enumerate(groups):
         x0 = left + i * slot + slot / 2 - bar
-        for j, (value, color, series) in enumerate(((g.personalized_accuracy, PERSONAL, "personalized"), (g.base_accuracy, BASE, "base"))):
+        for j, (value, color, series) in enumerate(((g.personalized_accuracy, PERSONAL, "personalized"), (g.base_accuracy, HATCH, "base"))):
             h = plot_h * max(0.0, min(1.0, value))
             x = x0 + j * bar
             parts.append(
                 f'<rect class="bar {series}" data-group="{_e(g.group)}" data-value="{value:.4f}" x="{x:.1f}" y="{top + plot_h - h:.1f}" '
-                f'width="{bar - 2:.1f}" height="{h:.1f}" fill="{color}"><title>{_e(g.group)} {series}: {value:.3f}</title></rect>'
+                f'width="{bar - 2:.1f}" height="{h:.1f}" fill="{color}" stroke="{BASE if series == "base" else PERSONAL}">'
+                f"<title>{_e(g.group)} {series}: {value:.3f}</title></rect>"
             )
             parts.append(f'<text x="{x + bar / 2 - 1:.1f}" y="{top + plot_h - h - 3:.1f}" font-size="10" text-anchor="middle">{value:.2f}</text>')
-        label = _e(g.group) + (" *" if g.too_few_comparisons else "")  # SVG has no <bdi>: the label's own direction
-        parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" text-anchor="middle" unicode-bidi="plaintext">{label}</text>')
-        parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 30}" font-size="10" text-anchor="middle" fill="#718096">{_count(g.users, "user")}, {_count(g.comparisons, "pair")}</text>')
+        name = _e(g.group) + (" *" if g.too_few_comparisons else "")  # SVG has no <bdi>: the label's own direction
+        parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" text-anchor="middle" unicode-bidi="plaintext">{name}</text>')
+        parts.append(f'<text class="tick" x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 30}" font-size="10" text-anchor="middle" fill="#4a5568">{_count(g.users, "user")}, {_count(g.comparisons, "pair")}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
+def group_table(report: AuditReport) -> str:
+    """The bar chart's numbers, one row per group."""
+    rows = "".join(
+        f'<tr><th scope="row">{_bdi(g.group)}</th><td>{g.users}</td><td>{g.personalized_accuracy:.3f}</td><td>{g.base_accuracy:.3f}</td>'
+        f'<td>{g.comparisons}</td><td>{"fewer than " + str(report.min_comparisons) + " comparisons: not ranked" if g.too_few_comparisons else ""}</td></tr>'
+        for g in report.groups
+    )
+    head = ('<thead><tr><th scope="col">group</th><th scope="col">users</th><th scope="col">personalized</th>'
+            '<th scope="col">one-size-fits-all</th><th scope="col">comparisons</th><th scope="col">note</th></tr></thead>')
+    caption = '<caption id="group-accuracy-numbers-caption">Accuracy per group: the chart\'s numbers</caption>'
+    body = rows or '<tr><td colspan="6">no group to show</td></tr>'
+    return _scroll(f'<table id="group-accuracy-numbers">{caption}{head}<tbody>{body}</tbody></table>', "group-accuracy-numbers-caption")
+
+
 def worst_group_over_time(history: Sequence[AuditReport], width: int = 760, height: int = 240) -> str:
-    """Worst-group accuracy of each stored audit, personalized and one-size-fits-all, in time order."""
+    """Worst-group accuracy of each stored audit, personalized (solid line, round points) and
+    one-size-fits-all (dashed line, square points), in time order."""
     left, bottom, top, right = 48, 36, 16, 16
     plot_w, plot_h = width - left - right, height - bottom - top
     points = sorted((r for r in history if r.worst_group_accuracy is not None), key=lambda r: r.created_at)
-    parts = [f'<svg id="worst-group-over-time" role="img" aria-label="worst-group accuracy over time" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    if points:
+        last = points[-1]
+        label = (f"Line chart of the worst group's accuracy in {_count(len(points), 'stored audit')}, {_when(points[0].created_at)} to "
+                 f"{_when(last.created_at)}, personalized (solid line, round points) and one-size-fits-all (dashed line, square points); "
+                 f"latest {last.worst_group_accuracy:.2f} personalized, {(last.base_worst_group_accuracy or 0):.2f} one-size-fits-all. "
+                 "The numbers of every audit are in the table below.")
+    else:
+        label = "Line chart of the worst group's accuracy over time: no stored audits yet"
+    parts = [f'<svg id="worst-group-over-time" class="chart" role="img" aria-label="{_e(label)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
     for tick in (0.0, 0.5, 1.0):
         y = top + plot_h * (1 - tick)
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e2e8f0"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#4a5568">{tick:.1f}</text>')
+        parts.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e2e8f0"/>')
+        parts.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#4a5568">{tick:.1f}</text>')
     if points:
         t0, t1 = points[0].created_at, points[-1].created_at
         span = (t1 - t0) or 1.0
@@ -96,39 +168,61 @@ def worst_group_over_time(history: Sequence[AuditReport], width: int = 760, heig
             x = left + (plot_w * (r.created_at - t0) / span if len(points) > 1 else plot_w / 2)
             return x, top + plot_h * (1 - max(0.0, min(1.0, value)))
 
-        for series, color, value_of in (
-            ("personalized", PERSONAL, lambda r: r.worst_group_accuracy),
-            ("base", BASE, lambda r: r.base_worst_group_accuracy if r.base_worst_group_accuracy is not None else 0.0),
+        for series, color, dash, value_of in (
+            ("personalized", PERSONAL, "", lambda r: r.worst_group_accuracy),
+            ("base", BASE, ' stroke-dasharray="7 4"', lambda r: r.base_worst_group_accuracy if r.base_worst_group_accuracy is not None else 0.0),
         ):
             coords = [xy(r, value_of(r)) for r in points]
             if len(coords) > 1:
                 path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-                parts.append(f'<polyline class="line {series}" points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+                parts.append(f'<polyline class="line {series}" points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
             for (x, y), r in zip(coords, points, strict=True):
-                parts.append(f'<circle class="point {series}" cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{color}"><title>{_when(r.created_at)} {series}: {value_of(r):.3f} ({_e(r.group_by)})</title></circle>')
-        parts.append(f'<text x="{left}" y="{height - 10}" font-size="10" fill="#718096">{_when(t0)}</text>')
-        parts.append(f'<text x="{width - right}" y="{height - 10}" font-size="10" text-anchor="end" fill="#718096">{_when(t1)}</text>')
+                tip = f"<title>{_when(r.created_at)} {series}: {value_of(r):.3f} ({_e(r.group_by)})</title>"
+                if series == "base":  # a square, not only another colour
+                    parts.append(f'<rect class="point {series}" x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" fill="{color}">{tip}</rect>')
+                else:
+                    parts.append(f'<circle class="point {series}" cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{color}">{tip}</circle>')
+        parts.append(f'<text class="tick" x="{left}" y="{height - 10}" font-size="10" fill="#4a5568">{_when(t0)}</text>')
+        parts.append(f'<text class="tick" x="{width - right}" y="{height - 10}" font-size="10" text-anchor="end" fill="#4a5568">{_when(t1)}</text>')
     else:
-        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#718096">no stored audits yet</text>')
+        parts.append(f'<text class="tick" x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#4a5568">no stored audits yet</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
+def worst_group_table(history: Sequence[AuditReport]) -> str:
+    """The line chart's numbers, one row per stored audit (newest first), folded away: there may be many."""
+    points = sorted((r for r in history if r.worst_group_accuracy is not None), key=lambda r: r.created_at, reverse=True)
+    if not points:
+        return ""
+    rows = "".join(
+        f'<tr><th scope="row">{_when(r.created_at)}</th><td>{_e(r.group_by)}</td><td>{_e(r.worst_group)}</td><td>{r.worst_group_accuracy:.3f}</td>'
+        f'<td>{_e(r.base_worst_group or "-")}</td><td>{(r.base_worst_group_accuracy or 0):.3f}</td></tr>'
+        for r in points
+    )
+    head = ('<thead><tr><th scope="col">audit</th><th scope="col">grouped by</th><th scope="col">worst group</th><th scope="col">personalized</th>'
+            '<th scope="col">one-size-fits-all worst group</th><th scope="col">one-size-fits-all</th></tr></thead>')
+    caption = '<caption id="worst-group-over-time-numbers-caption">Worst-group accuracy of every stored audit, newest first</caption>'
+    table = f'<table id="worst-group-over-time-numbers">{caption}{head}<tbody>{rows}</tbody></table>'
+    return f"<details><summary>The numbers: {_count(len(points), 'stored audit')}</summary>{_scroll(table, 'worst-group-over-time-numbers-caption')}</details>"
+
+
 def job_states(jobs: Sequence[Job], width: int = 760, height: int = 28) -> str:
-    """One stacked bar: how many jobs are in each state."""
+    """One stacked bar: how many jobs are in each state (each segment edged; the counts are said in words beside it)."""
     counts = Counter(j.state for j in jobs)
     total = sum(counts.values()) or 1
-    parts = [f'<svg id="job-states" role="img" aria-label="jobs by state" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    said = ", ".join(f"{counts[state]} {state}" for state in STATE_COLORS if counts[state]) or "no jobs"
+    parts = [f'<svg id="job-states" class="chart" role="img" aria-label="Jobs by state: {_e(said)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
     x = 0.0
     for state, color in STATE_COLORS.items():
         if counts[state]:
             w = width * counts[state] / total
-            parts.append(f'<rect class="state-bar {state}" data-count="{counts[state]}" x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{color}"><title>{state}: {counts[state]}</title></rect>')
+            parts.append(f'<rect class="state-bar {state}" data-count="{counts[state]}" x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{color}" stroke="#fff" stroke-width="2"><title>{state}: {counts[state]}</title></rect>')
             if w > 60:
-                parts.append(f'<text x="{x + w / 2:.1f}" y="{height / 2 + 4}" font-size="12" text-anchor="middle" fill="#fff">{state} {counts[state]}</text>')
+                parts.append(f'<text class="on-bar" x="{x + w / 2:.1f}" y="{height / 2 + 4}" font-size="12" text-anchor="middle" fill="#fff">{state} {counts[state]}</text>')
             x += w
     parts.append("</svg>")
-    return "".join(parts)
+    return "".join(parts) + f'<p class="muted">{_e(said)}</p>'
 
 
 def job_table(jobs: Sequence[Job], limit: int = 25) -> str:
@@ -137,18 +231,20 @@ def job_table(jobs: Sequence[Job], limit: int = 25) -> str:
         note = j.error or j.promotion_note or ""
         params = ", ".join(f"{k}={v}" for k, v in j.params.items())
         rows.append(
-            f"<tr><td>{_e(j.id)}</td><td>{_e(j.kind)}</td><td>{_bdi(params)}</td>"
+            f'<tr><th scope="row">{_e(j.id)}</th><td>{_e(j.kind)}</td><td>{_bdi(params)}</td>'
             f'<td><span class="state" style="background:{STATE_COLORS[j.state]}">{_e(j.state)}</span></td>'
             f"<td>{j.progress:.0%}</td><td>{_when(j.created_at)}</td><td>{_bdi(shorten(note, 160))}</td></tr>"
         )
-    head = "<tr><th>job</th><th>kind</th><th>params</th><th>state</th><th>progress</th><th>created</th><th>note</th></tr>"
-    return f'<table id="jobs">{head}{"".join(rows) or "<tr><td colspan=7>no jobs</td></tr>"}</table>'
+    head = "".join(f'<th scope="col">{name}</th>' for name in ("job", "kind", "params", "state", "progress", "created", "note"))
+    shown = f"the {min(limit, len(jobs))} newest of {len(jobs)}" if len(jobs) > limit else "newest first"
+    caption = f'<caption id="jobs-caption">Jobs, {shown}</caption>'
+    body = "".join(rows) or '<tr><td colspan="7">no jobs</td></tr>'
+    return _scroll(f'<table id="jobs">{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>', "jobs-caption")
 
 
 SIGN_OUT = (
-    '<form method="post" action="/admin/logout" style="float:right;margin:0">'
-    '<button id="sign-out" type="submit" style="padding:6px 12px;border:1px solid #cbd5e0;border-radius:6px;background:#fff;cursor:pointer">'
-    "Sign out</button></form>"
+    '<form method="post" action="/admin/logout" style="margin:0">'
+    '<button id="sign-out" type="submit">Sign out</button></form>'
 )
 
 
@@ -163,11 +259,27 @@ def prototype_section(prototypes: Sequence[PrototypeDescription], population: st
     for p in prototypes:
         cell = lambda examples: "".join(  # noqa: E731
             f'<li><span class="muted">{_bdi(x.prompt)}</span><br>{_bdi(x.answer)} <span class="muted">({x.score:.2f})</span></li>' for x in examples)
-        rows.append(f'<tr class="prototype" data-prototype="{p.prototype}"><td>{p.prototype}</td>'
+        rows.append(f'<tr class="prototype" data-prototype="{p.prototype}"><th scope="row">{p.prototype}</th>'
                     f"<td><ul>{cell(p.highest)}</ul></td><td><ul>{cell(p.lowest)}</ul></td></tr>")
-    head = "<tr><th>prototype</th><th>stored answers it scores highest</th><th>and lowest</th></tr>"
+    head = ('<thead><tr><th scope="col">prototype</th><th scope="col">stored answers it scores highest</th>'
+            '<th scope="col">and lowest</th></tr></thead>')
+    caption = '<caption id="prototypes-caption">Each prototype by the stored answers it scores highest and lowest (prompt, answer, score)</caption>'
     note = f'<p class="muted">population model {_e(population)}; rewards compare within a prototype only</p>' if population else ""
-    return f'{note}<table id="prototypes">{head}{"".join(rows)}</table>'
+    return note + _scroll(f'<table id="prototypes">{caption}{head}<tbody>{"".join(rows)}</tbody></table>', "prototypes-caption")
+
+
+def legend() -> str:
+    """What tells the two series apart, drawn and said: colour, fill, line and marker."""
+    def swatch(series: str, fill: str, stroke: str) -> str:
+        return (f'<svg class="swatch-svg" aria-hidden="true" focusable="false" width="16" height="16" viewBox="0 0 16 16">'
+                f'<rect class="swatch {series}" x="1" y="1" width="14" height="14" fill="{fill}" stroke="{stroke}"/></svg>')
+
+    return (
+        '<ul class="legend">'
+        f"<li>{swatch('personalized', PERSONAL, PERSONAL)}personalized (prequential): blue, solid bars, solid line, round points</li>"
+        f"<li>{swatch('base', HATCH, BASE)}one-size-fits-all: orange, hatched bars, dashed line, square points</li>"
+        "</ul>"
+    )
 
 
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
@@ -191,19 +303,22 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
             )
         flagged = any(g.too_few_comparisons for g in report.groups)
         note = f'<p class="muted">* flagged: fewer than {report.min_comparisons} comparisons, not ranked</p>' if flagged else ""
-        bars = group_bars(report) + note
+        bars = group_bars(report) + note + group_table(report)
     else:
         summary, bars = "No audit has been run yet: queue an audit job.", ""
-    legend = f'<div class="legend muted"><span style="background:{PERSONAL}"></span>personalized (prequential)<span style="background:{BASE}"></span>one-size-fits-all</div>'
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>pluralign: fairness and jobs</title>"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><title>pluralign: fairness and jobs</title>'
         f"<style>{STYLE}</style></head><body>"
+        '<a class="skip" href="#main">Skip to the dashboard</a>'
+        "<header><div><h1>pluralign operations</h1>"
+        f'<p class="muted">rendered {_when(time.time())}</p></div>'
         + (SIGN_OUT if signed_in else "")
-        + "<h1>pluralign operations</h1>"
-        f'<p class="muted">rendered {_when(time.time())}</p>'
-        f"<section><h2>Accuracy per group</h2><p>{summary}</p>{legend}{bars}</section>"
-        f"<section><h2>Worst-group accuracy over time</h2>{legend}{worst_group_over_time(history)}</section>"
-        f"<section><h2>Jobs</h2>{job_states(jobs)}{job_table(jobs)}</section>"
-        f"<section><h2>The population's prototypes</h2>{prototype_section(prototypes, population)}</section>"
-        "</body></html>"
+        + '</header><main id="main" tabindex="-1">'
+        + PATTERNS
+        + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{legend()}{bars}</section>'
+        f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{worst_group_over_time(history)}{worst_group_table(history)}</section>'
+        f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs)}</section>'
+        f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population)}</section>'
+        "</main></body></html>"
     )

@@ -84,29 +84,43 @@ class LoginForm(Base):
     key: str
 
 
-PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>pluralign admin login</title>
+PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}pluralign admin login</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:#f7fafc;color:#1a202c;margin:0}}
-main{{max-width:420px;margin:80px auto;background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:28px}}
-h1{{font-size:22px;margin:0 0 6px}} p{{color:#4a5568;font-size:14px}}
+:root{{color-scheme:light dark;--fg:#1a202c;--muted:#4a5568;--bg:#f7fafc;--card:#fff;--line:#e2e8f0;--field:#718096;--focus:#1a4f8b;--button:#2b6cb0}}
+body{{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:var(--bg);color:var(--fg);margin:0;padding:0 12px}}
+main{{max-width:420px;margin:80px auto;background:var(--card);border:1px solid var(--line);border-radius:8px;padding:28px}}
+h1{{font-size:22px;margin:0 0 6px}} p{{color:var(--muted);font-size:14px}}
 label{{display:block;font-size:13px;margin:18px 0 6px}}
-input{{width:100%;box-sizing:border-box;padding:10px;border:1px solid #cbd5e0;border-radius:6px;font-size:15px}}
-button{{margin-top:18px;width:100%;padding:11px;border:0;border-radius:6px;background:#2b6cb0;color:#fff;font-size:15px;cursor:pointer}}
+input{{width:100%;box-sizing:border-box;padding:10px;border:1px solid var(--field);border-radius:6px;font-size:15px;background:var(--card);color:var(--fg)}}
+input[aria-invalid=true]{{border:2px solid #c53030}}
+button{{margin-top:18px;width:100%;padding:11px;border:0;border-radius:6px;background:var(--button);color:#fff;font-size:15px;cursor:pointer}}
+input:focus,:focus-visible{{outline:3px solid var(--focus);outline-offset:2px}}
 .error{{background:#fff5f5;border:1px solid #feb2b2;color:#c53030;padding:8px 10px;border-radius:6px;font-size:14px}}
+@media (prefers-color-scheme:dark){{
+:root{{--fg:#f7fafc;--muted:#cbd5e0;--bg:#171923;--card:#1a202c;--line:#4a5568;--field:#a0aec0;--focus:#90cdf4;--button:#2b6cb0}}
+.error{{background:#3b1d1d;border-color:#fc8181;color:#feb2b2}} input[aria-invalid=true]{{border-color:#fc8181}}
+}}
+@media (forced-colors:active){{button{{border:1px solid ButtonText}}}}
 </style></head><body><main>
 <h1>pluralign</h1><p>Sign in to the operator's dashboard with an admin API key.</p>
 {error}
 <form method="post" action="/admin/login">
 <label for="key">Admin key</label>
-<input id="key" name="key" type="password" autocomplete="current-password" placeholder="pk-..." required autofocus>
+<input id="key" name="key" type="password" autocomplete="current-password" placeholder="pk-..." required autofocus{invalid}>
 <button type="submit">Sign in</button>
 </form></main></body></html>"""
 
 
 def login_page(error: str = "", status: int = 200) -> Response:
-    box = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    return Response(PAGE.format(error=box), media_type="text/html", status_code=status, headers=PAGE_HEADERS)
+    """The form; with `error`, the reason first in the title (what a screen reader reads on arrival) and
+    in a box that describes the key field, which is marked invalid and has focus."""
+    if error:
+        box = f'<p class="error" id="key-error" role="alert">{html.escape(error)}</p>'
+        page = PAGE.format(title=f"Error: {html.escape(error)} - ", error=box, invalid=' aria-invalid="true" aria-describedby="key-error"')
+    else:
+        page = PAGE.format(title="", error="", invalid="")
+    return Response(page, media_type="text/html", status_code=status, headers=PAGE_HEADERS)
 
 
 def _sessions(request: Request) -> AdminSessions:

@@ -153,3 +153,87 @@ def test_dashboard_login_cookie_sign_out_and_expiry(svc, browser):
     browser.get(local(svc, "/admin/dashboard"))
     wait_for(browser, "form input#key")
     assert browser.current_url.endswith("/admin/login")
+
+
+def test_api_docs_name_their_language_landmark_and_heading_and_keep_still(svc, browser):
+    """Before, axe-core on /schema/swagger: html-has-lang (no `lang`), landmark-one-main and region
+    (no main landmark), page-has-heading-one, and color-contrast on the method badges (white on
+    #61affe: 2.3:1), the version stamps and the Authorize button; and Swagger UI's transitions ran
+    under prefers-reduced-motion; at 320 CSS px an opened operation's responses table widened the page.
+    Left to Swagger UI upstream: nested-interactive, select-name and target-size (its own markup)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.a11y import axe_violations, emulate
+
+    emulate(browser, prefers_reduced_motion="reduce")
+    try:
+        browser.get(local(svc, "/schema/swagger"))
+        wait_for(browser, ".swagger-ui .opblock")
+        found = axe_violations(browser)
+        fixed = {"html-has-lang", "landmark-one-main", "region", "page-has-heading-one", "color-contrast"}
+        assert not fixed & set(found), {rule: found[rule][:3] for rule in fixed & set(found)}
+        assert browser.execute_script("return document.documentElement.lang") == "en"
+        moving = browser.execute_script("""return [...document.querySelectorAll('*')].filter(e => {
+            const s = getComputedStyle(e); return parseFloat(s.transitionDuration) > 0 || s.animationName !== 'none'; }).length""")
+        assert moving == 0
+        emulate(browser, width=320)  # 400% zoom: an operation opened (by keyboard) fits, its responses table scrolls in its own box
+        browser.refresh()
+        wait_for(browser, ".swagger-ui .opblock")
+        browser.execute_script("document.querySelector('.opblock-summary-control').focus()")
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        wait_for(browser, ".responses-table")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 320  # before: 330
+    finally:
+        emulate(browser)
+
+
+def test_sign_in_and_out_by_keyboard_alone(svc, browser):
+    """A keyboard-only (and screen-reader) operator: the key field has focus on arrival; a wrong key
+    answers the form with focus back in the field, which is marked invalid and described by the error
+    (before: neither, so a screen reader said nothing of why; the title did not say it either); Tab
+    reaches the field and the button with a drawn 2 px+ focus outline (before: Chromium's 1 px ring);
+    Enter signs in; on the dashboard the skip link and "Sign out" come first, and Enter on "Sign out"
+    signs out. axe-core finds nothing on the form, its error and the dashboard (before: on the
+    dashboard, color-contrast, landmark-one-main, region)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.a11y import axe_violations, controls, emulate, tab_walk
+
+    def keys(*typed):
+        ActionChains(browser).send_keys(*typed).perform()
+
+    def focused(attribute: str):
+        return browser.execute_script(f"return document.activeElement.getAttribute('{attribute}')")
+
+    browser.delete_all_cookies()
+    browser.get(local(svc, "/admin/dashboard"))
+    wait_for(browser, "form input#key")
+    assert focused("id") == "key"
+    assert axe_violations(browser) == {}
+    keys("pk-not-a-key", Keys.ENTER)
+    error = wait_for(browser, ".error")
+    assert focused("id") == "key" and focused("aria-invalid") == "true"
+    assert browser.find_element("id", focused("aria-describedby")).text == error.text == "That is not an admin key."
+    assert browser.title.startswith("Error:")
+    assert axe_violations(browser) == {}
+    stops = tab_walk(browser, 3)
+    assert [s["name"] for s in stops] == controls(browser) == ["input#key:", "button#:Sign in"]
+    assert all(s["outline"] for s in stops), stops
+    emulate(browser, prefers_color_scheme="dark")
+    try:
+        assert axe_violations(browser) == {}
+        assert browser.execute_script("return getComputedStyle(document.querySelector('main')).backgroundColor") != "rgb(255, 255, 255)"
+    finally:
+        emulate(browser)
+
+    tab_walk(browser, 1)  # back in the key field, by keyboard
+    keys(svc.keys["admin"], Keys.ENTER)
+    wait_for(browser, "#sign-out")
+    assert axe_violations(browser) == {}
+    stops = tab_walk(browser, 2)
+    assert [s["id"] for s in stops] == ["", "sign-out"] and stops[0]["text"].startswith("Skip to")
+    keys(Keys.ENTER)
+    wait_for(browser, "form input#key")
+    assert browser.get_cookie("pluralign_admin") is None and focused("id") == "key"
