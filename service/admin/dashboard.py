@@ -196,8 +196,8 @@ def worst_group_table(history: Sequence[AuditReport]) -> str:
     if not points:
         return ""
     rows = "".join(
-        f'<tr><th scope="row">{_when(r.created_at)}</th><td>{_e(r.group_by)}</td><td>{_e(r.worst_group)}</td><td>{r.worst_group_accuracy:.3f}</td>'
-        f'<td>{_e(r.base_worst_group or "-")}</td><td>{(r.base_worst_group_accuracy or 0):.3f}</td></tr>'
+        f'<tr><th scope="row">{_when(r.created_at)}</th><td>{_bdi(r.group_by)}</td><td>{_bdi(r.worst_group)}</td><td>{r.worst_group_accuracy:.3f}</td>'
+        f'<td>{_bdi(r.base_worst_group or "-")}</td><td>{(r.base_worst_group_accuracy or 0):.3f}</td></tr>'
         for r in points
     )
     head = ('<thead><tr><th scope="col">audit</th><th scope="col">grouped by</th><th scope="col">worst group</th><th scope="col">personalized</th>'

@@ -46,16 +46,16 @@ def run(args: argparse.Namespace) -> int:
     # seconds), a model loads (a minute) or a key is issued: a bad value, a file or a place this account
     # cannot write as data folder is one line naming the option or setting; a damaged file in it names the file
     settings = Settings.load(data_dir=args.data_dir)
-    from service.requestid import configure_logging
-
-    configure_logging(settings.log_format)  # PLURALIGN_LOG_FORMAT; each request's lines carry its X-Request-Id
     option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     check_writable(option, str(settings.data_path))
     from pluralign.files import group_shared
 
     if group_shared(settings.data_path):  # an fsGroup volume: the group's other accounts (vLLM, a backup) read it
         os.umask(0o027)  # files 0640, folders 0750
-    settings.check_models()
+    settings.check_models()  # an unknown encoder or generator: refused before litestar, torch and lancedb load
+    from service.requestid import configure_logging
+
+    configure_logging(settings.log_format)  # PLURALIGN_LOG_FORMAT; each request's lines carry its X-Request-Id
     check_runs_here(settings)
     from pluralign.store.failures import StoreUnavailable
     from pluralign.store.location import is_object_store
