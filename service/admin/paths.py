@@ -16,6 +16,9 @@ PATH_PARAMS = ("data", "store", "base")  # the params the service sets (training
 
 
 class PublicPaths:
+    """How the API shows paths of one data folder: `path` one path, `text` the folder's absolute path
+    inside a message (an error, a log line), `job` a job record's paths and messages (a copy)."""
+
     def __init__(self, data_dir: str | os.PathLike):
         root = Path(os.path.abspath(data_dir))
         self.roots = tuple(dict.fromkeys((root, root.resolve())))  # as given and through its symlinks

@@ -17,12 +17,12 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.processes import wait_healthy
 from tests.service.tiny import SHARED_DATA, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,16 +161,7 @@ def test_serve_as_an_arbitrary_uid_writes_only_its_data_folder(unprivileged, scr
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 240
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline, log.read_text()
-            time.sleep(0.5)
+        wait_healthy(url, proc, log, timeout=240)
         key = next(line.split(": ")[-1] for line in log.read_text().splitlines() if "development API key" in line)
         headers = {"Authorization": f"Bearer {key}"}
         chat = {"model": "pluralign", "user": "ann", "messages": [{"role": "user", "content": "Hi"}]}

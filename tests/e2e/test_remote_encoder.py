@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from pluralign.embed.models import MINILM_ID
 from pluralign.embed.remote import RemoteEncoder, RemoteEncoderError
 from tests.e2e.test_e2e_serve import ROOT, ServeProcess
+from tests.processes import wait_healthy
 from tests.service.tiny import free_port
 
 TEXTS = ["Suggest a weekend plan", "A quiet hike.", "A loud party with a lot of people.", ""]
@@ -34,15 +34,7 @@ def embeddings_server(tmp_path_factory):
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.time() < deadline, log.read_text()
-                time.sleep(0.2)
+        wait_healthy(url, proc, log, timeout=120)
         yield url
     finally:
         proc.terminate()
