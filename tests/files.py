@@ -3,6 +3,7 @@ that fills up (a file size limit)."""
 
 from __future__ import annotations
 
+import os
 import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,10 +27,14 @@ def files_holding(folder: Path, *needles: str) -> list[str]:
     vanishes between the listing and the read (a concurrent writer's temporary file, renamed or
     removed) holds nothing any more and is skipped."""
     found = []
-    for path in folder.rglob("*"):
-        try:
-            data = path.read_bytes() if path.is_file() else b""
-        except FileNotFoundError:
-            continue
-        found += [f"{path.relative_to(folder)}: {n}" for n in needles if n.encode() in data]
+    # os.walk, not Path.rglob: rglob raises FileNotFoundError when a folder it listed is removed before
+    # it reads it (a delete's purge removing an old version's folder); os.walk skips such a folder
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = Path(root, name)
+            try:
+                data = path.read_bytes() if path.is_file() else b""
+            except FileNotFoundError:
+                continue
+            found += [f"{path.relative_to(folder)}: {n}" for n in needles if n.encode() in data]
     return found

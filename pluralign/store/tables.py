@@ -57,6 +57,7 @@ PURGE_ATTEMPTS = 8  # a DELETE's maintenance steps, each against other replicas'
 READ_MARGIN_S = 2.0
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 
+DRAW_ATTEMPTS = 3  # draws of `Store.answers_sample` redone after a compaction changed the row ids meanwhile
 WRITE_ATTEMPTS = 3  # a commit that met such a removal: made again on the newest version (`Store._commit`)
 UPGRADE_ATTEMPTS = 4  # an older table's added columns and mark, against replicas upgrading it at the same moment (`Store._open`)
 # the columns that tell an appended row apart (a commit is whole or absent: its first row tells whether it is there)
@@ -813,12 +814,15 @@ class Store:
         where = "rejected != ''" if tenant is None else f"tenant = {quote(tenant)} AND rejected != ''"
         if leave_out_user is not None:
             where += f" AND user_id != {quote(leave_out_user)}"
-        for _ in range(2):  # row ids change when the table is compacted: a draw that lost rows to one is redone
-            picked, complete = self._draw_pairs(where, limit, seed, keep, 8 * limit if max_rows is None else max_rows)
-            if complete:
-                break
         columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec"]
-        found = {r["_rowid"]: r for r in self.preferences.take_row_ids(picked).select(columns).with_row_id().to_arrow().to_pylist()} if picked else {}
+        for _ in range(DRAW_ATTEMPTS):
+            # row ids change when the table is compacted (a background compaction commits beside this read):
+            # a draw, or the read of its rows, that lost rows to one is redone on the new ids
+            picked, complete = self._draw_pairs(where, limit, seed, keep, 8 * limit if max_rows is None else max_rows)
+            taken = self.preferences.take_row_ids(picked).select(columns).with_row_id().to_arrow().to_pylist() if picked else []
+            found = {r["_rowid"]: r for r in taken}
+            if complete and all(i in found for i in picked):
+                break
         rows = [found[i] for i in picked if i in found]
         prompts = [r["prompt"] for r in rows for _ in range(2)]
         answers = [t for r in rows for t in (r["chosen"], r["rejected"])]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import msgspec
 
@@ -17,6 +16,7 @@ from pluralign.reward.pal_checkpoint import load_pal, read_meta
 from service.admin.controllers import ADMIN_HANDLERS
 from service.rewards import UserRewards
 from service.runtime import PROMOTED_PAL
+from tests.files import files_holding  # noqa: F401 (tests import it from here too)
 from tests.service.test_admin import wait_job
 from tests.service.tiny import start_service
 
@@ -33,18 +33,6 @@ def give_comparisons(client, user: str, likes: str, marker: str = "", n: int = 8
                 "attributes": {"segment": "s1" if i % 2 else "s2"}}
         r = client.post("/v1/feedback", json=body)
         assert r.status_code == 201, r.text
-
-
-def files_holding(folder: Path, *needles: str) -> list[str]:
-    """Every file under `folder` (binary ones too) whose bytes contain one of `needles`."""
-    found = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:  # a temp file renamed meanwhile (a rewrite in progress): its new name is read
-            continue
-        found += [f"{path.relative_to(folder)}: {n}" for n in needles if n.encode() in data]
-    return found
 
 
 def run_job(admin, kind: str, params: dict) -> dict:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pluralign.store import Store
+from tests.files import files_holding
 from tests.service.test_store import DIM
 
 TTL_S = 1.0
@@ -35,7 +36,7 @@ CHILD = textwrap.dedent("""
 
 
 def files_with(root: Path, marker: bytes) -> list[str]:
-    return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and marker in p.read_bytes()]
+    return files_holding(root, marker.decode())
 
 
 def test_a_delete_killed_after_its_rows_went_is_purged_by_the_next_holder(tmp_path):

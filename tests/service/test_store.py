@@ -138,6 +138,29 @@ def test_answers_sample_draws_from_the_whole_tenant_and_reads_past_refused_and_r
     assert set(store.answers_sample("t", 1000, leave_out_user="old")[0][::2]) == {f"q{i}" for i in range(50)}  # copycat's
 
 
+def test_answers_sample_reads_every_drawn_pair_when_a_compaction_commits_between_its_draw_and_its_read(tmp_path):
+    """CI's failure (test_elicitation's onboarding from stored comparisons, 400 "no pair ... left"):
+    a feedback POST starts a background compaction (`maybe_compact`) that committed after
+    `answers_sample` had drawn its row ids and before it read their rows; the new fragments have new
+    row ids, so the read found none of them and the tenant's one stored pair was not offered."""
+    store = Store(str(tmp_path), "enc", DIM)
+    for chunk in range(3):  # three fragments, which a compaction merges into one (new row ids)
+        store.add_preferences(*pairs("t", "old", [f"q{i}" for i in range(10 * chunk, 10 * chunk + 10)], chunk))
+    draw, compacted = store._draw_pairs, []
+
+    def draw_then_compact(*args, **kwargs):
+        out = draw(*args, **kwargs)
+        if not compacted:
+            store.compact(every_table=True)
+            compacted.append(True)
+        return out
+
+    store._draw_pairs = draw_then_compact
+    prompts, answers, prompt_vec, answer_vec = store.answers_sample("t", 30, seed=1)
+    assert compacted and sorted(prompts[::2]) == sorted(f"q{i}" for i in range(30))
+    assert len(answers) == 60 and prompt_vec.shape == answer_vec.shape == (60, DIM)
+
+
 def test_delete_purges_beside_other_writers_who_never_wait_for_the_rewrite(tmp_path):
     """Deletes of users while another user's appends keep coming: every append lands, none waits
     for a purge's rewrite (only for the short delete and version cleanup), and once each delete
