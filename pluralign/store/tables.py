@@ -576,14 +576,15 @@ class Store:
         self._appends[name].submit(data)
 
     def _commit_append(self, name: str, data: pa.Table) -> None:
-        with self._lock:  # a delete of the user cannot fall between the commit and the cache update
+        owners = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)) if name == "preferences" else []
+        # a delete of the user cannot fall between the commit and the cache update, nor a load of their history land
+        with self._lock, self.histories.writing(owners):
             self._commit_rows(name, self.tables[name], data)
             self._after_write(name)
-            if name == "preferences":
-                self._grow_histories(data)
+            if owners:
+                self._grow_histories(data, owners)
 
-    def _grow_histories(self, data: pa.Table) -> None:
-        owners = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
+    def _grow_histories(self, data: pa.Table, owners: list[tuple[str, str]]) -> None:
         rows_of: dict[tuple[str, str], list[int]] = {}
         for i, key in enumerate(owners):
             rows_of.setdefault(key, []).append(i)
