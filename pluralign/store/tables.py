@@ -1008,8 +1008,9 @@ class Store:
         the user is left, every row of theirs goes (the users row a refit of those rows wrote). Returns
         the rows deleted."""
         names = ["preferences", *(["interactions"] if chats else [])]
-        wheres = {"preferences": f"{owner_filter(tenant, user_id)} AND {received_before(before)}",
-                  "interactions": f"{owner_filter(tenant, user_id)} AND created_at < {float(before)!r}"}
+        owner = owner_filter(tenant, user_id)
+        wheres = {"preferences": f"{owner} AND {received_before(before)}",
+                  "interactions": f"{owner} AND created_at < {float(before)!r}", "users": owner}
         found: dict[str, int] = {}
         with self._maintenance():
             def delete_rows() -> None:
@@ -1019,20 +1020,26 @@ class Store:
                     for name in names:
                         with self._on(name, "read"):
                             found[name] = self.tables[name].count_rows(wheres[name])
-                    self._mark([name for name in names if found[name]])
-                    for name in names:
-                        if found[name]:
+                    # nothing else of theirs left: the users row goes in this step too. Looked at after the step
+                    # (a later turn), feedback they sent since, committed in between, went with it
+                    if sum(found.values()):
+                        left = 0
+                        for name in ("preferences", "interactions", "stated_changes"):
+                            with self._on(name, "read"):
+                                left += self.tables[name].count_rows(owner)
+                        if left == sum(found.values()):
+                            with self._on("users", "read"):
+                                found["users"] = self.users.count_rows(owner)
+                    self._mark([name for name, n in found.items() if n])
+                    for name, n in sorted(found.items(), key=lambda item: item[0] == "users"):  # the users row last
+                        if n:
                             with self._on(name, "written"):
                                 self.tables[name].delete(wheres[name])
                     self.histories.invalidate([(tenant, user_id)])
 
             self._retried(delete_rows)
-            self._purge_tables([name for name in names if found[name]])
-        deleted = sum(found.values())
-        others = ("preferences", "interactions", "stated_changes")
-        if deleted and not any(self.tables[name].count_rows(owner_filter(tenant, user_id)) for name in others):
-            self.delete_user(tenant, user_id)
-        return deleted
+            self._purge_tables([name for name, n in found.items() if n])
+        return sum(n for name, n in found.items() if name != "users")
 
     def _purge_tables(self, names: list[str]) -> None:
         """`_purge` each named table, then remove their old versions (the caller holds the maintenance

@@ -3,7 +3,10 @@ hook at the one moment it can happen (no sleeps, nothing timed)."""
 
 from __future__ import annotations
 
-from pluralign.store import Store
+import msgspec
+
+from pluralign.store import Store, UserRecord
+from pluralign.store.tables import owner_filter
 from tests.service.test_store import DIM, pairs
 
 
@@ -30,3 +33,33 @@ def test_a_history_loaded_while_a_feedback_commit_lands_holds_each_row_once(tmp_
     page, total = store.preferences_for("t", "ann")
     assert (total, [p.prompt for p in page]) == (3, ["q0", "q1", "q2"])
     assert store.count_comparisons("t", "ann") == 3 and store.comparisons("t", "ann")[0].shape == (3, DIM)
+
+
+def test_feedback_committed_while_a_sweep_deletes_a_users_older_rows_stays(tmp_path):
+    """Another replica's DELETE applied here (`service.deletions.apply_deletions`): the user's rows
+    received before it go (`Store.delete_feedback_before`), and when nothing else of theirs is left,
+    their users row too. That was a count of their rows, then a whole `delete_user` in a later
+    maintenance turn (with replicas, after waiting for the store's lease): feedback the user sent
+    after coming back, which the ingest worker committed in between, was deleted with it (an
+    acknowledged row, sent after the DELETE, lost)."""
+    store = Store(str(tmp_path), "enc", DIM)
+    rows, *vectors = pairs("t", "ann", ["old0", "old1"])
+    store.add_preferences([msgspec.structs.replace(r, received_at=1000.0) for r in rows], *vectors)
+    store.put_user(UserRecord(tenant="t", user_id="ann", created_at=1000.0, updated_at=1000.0))
+    back, *back_vectors = pairs("t", "ann", ["back"], 1)
+    table, landed = store.tables["preferences"], []
+    count_rows = table.count_rows
+
+    def count_then_commit_lands(where=None):  # the ingest worker's commit of what the user sent since, just then
+        n = count_rows(where)
+        if where == owner_filter("t", "ann") and not landed:  # the count of what else of theirs is left
+            store.add_preferences([msgspec.structs.replace(back[0], received_at=3000.0)], *back_vectors)
+            landed.append(True)
+        return n
+
+    table.count_rows = count_then_commit_lands
+    assert store.delete_feedback_before("t", "ann", 2000.0) == 2
+    assert landed
+    assert [p.prompt for p in store.preferences_for("t", "ann")[0]] == ["back"]
+    again = Store(str(tmp_path), "enc", DIM)
+    assert again.count_preferences("t", "ann") == 1 and again.get_user("t", "ann") is None  # their refit writes a new one
