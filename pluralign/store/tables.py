@@ -55,7 +55,7 @@ PURGE_ATTEMPTS = 8  # a DELETE's maintenance steps, each against other replicas'
 # with other processes on the store, a DELETE removes old versions this long after they can last have
 # looked for a newer one (`sync_seconds` after its purge), so none is still reading one it removes
 READ_MARGIN_S = 2.0
-READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
+READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin, or alone: at once): read again (`Store._read`)
 
 WRITE_ATTEMPTS = 3  # a commit that met such a removal: made again on the newest version (`Store._commit`)
 UPGRADE_ATTEMPTS = 4  # an older table's added columns and mark, against replicas upgrading it at the same moment (`Store._open`)
@@ -670,11 +670,12 @@ class Store:
     # ---- reads ------------------------------------------------------------------------------
 
     def _read(self, read: Callable[[], T]) -> T:
-        """A read that another process's DELETE may overlap: it removes old versions only after every
-        process looks at a newer one (`_purge_tables`), but a read that began on one and is still
-        running then meets "Not found"; it is read again, on the newest version (alone on the store,
-        nothing removes what a read uses: read once). Within a read already read again this way (every
-        `_uses` read), once: the outer read does it again, whole."""
+        """A read that a DELETE may overlap: another process's removes old versions only after every
+        process looks at a newer one (`_purge_tables`), and this process's own (alone on the store) at
+        once, beside this process's other reads, which take no lock; a read that began on such a
+        version and is still running then meets "Not found"; it is read again, on the newest version.
+        Within a read already read again this way (every `_uses` read), once: the outer read does it
+        again, whole."""
         if getattr(self._reading, "on", False):
             return read()
         self._reading.on = True
@@ -683,9 +684,9 @@ class Store:
                 try:
                     return read()
                 except (OSError, RuntimeError, ValueError) as exc:
-                    if self.sync_seconds is None or attempt == READ_ATTEMPTS - 1 or "not found" not in str(exc).lower():
+                    if attempt == READ_ATTEMPTS - 1 or "not found" not in str(exc).lower():
                         raise
-                    log.warning("a read met another process's removal of old versions (%s); read again", exc)
+                    log.warning("a read met a DELETE's removal of old versions (%s); read again", exc)
                     self.refresh(*self.tables)
             raise AssertionError("unreachable")
         finally:
