@@ -55,7 +55,7 @@ PURGE_ATTEMPTS = 8  # a DELETE's maintenance steps, each against other replicas'
 # with other processes on the store, a DELETE removes old versions this long after they can last have
 # looked for a newer one (`sync_seconds` after its purge), so none is still reading one it removes
 READ_MARGIN_S = 2.0
-READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin, or alone: at once): read again (`Store._read`)
+READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 
 WRITE_ATTEMPTS = 3  # a commit that met such a removal: made again on the newest version (`Store._commit`)
 UPGRADE_ATTEMPTS = 4  # an older table's added columns and mark, against replicas upgrading it at the same moment (`Store._open`)
