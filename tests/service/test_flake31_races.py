@@ -3,6 +3,9 @@ hook at the one moment it can happen (no sleeps, nothing timed)."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import msgspec
 
 from pluralign.store import Store, UserRecord
@@ -111,3 +114,37 @@ def test_a_read_that_began_before_a_delete_removed_old_versions_is_read_again(tm
     page, total = store.preferences_for("t", "kept")
     assert first and (total, [p.prompt for p in page]) == (2, ["k0", "k1"])
     assert store.problems.recent() == []
+
+
+def test_a_delete_while_another_jobs_artifact_folder_is_removed_answers_200(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """A DELETE rewrites every PAL/EM artifact folder it listed without the user's weights. A job's
+    folder removed after the listing, while its files were read (the job purged by a replica's deletion
+    sweep, or its result refused by its check: neither under the population lock), was a file that
+    could not be read: the DELETE answered 500 "could not be rewritten", naming a folder that no longer
+    exists, though nothing of the user was left anywhere."""
+    from pluralign.reward import training_users
+    from service.admin.controllers import ADMIN_HANDLERS
+    from service.users.journal import JOURNAL_FOLDER
+    from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
+    from tests.service.tiny import start_service
+
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER)
+        svc.runtime.wait_for_background()
+        artifact = server.server.config.app.state.admin.folder / "artifacts" / "job-purged-meanwhile"
+        shutil.copytree(tiny_pal_dir, artifact)
+        kind, removed = training_users.artifact_kind, []
+
+        def removed_once_looked_at(folder):
+            found = kind(folder)
+            if Path(folder) == artifact and not removed:
+                shutil.rmtree(artifact)  # its job purged just then
+                removed.append(True)
+            return found
+
+        monkeypatch.setattr(training_users, "artifact_kind", removed_once_looked_at)
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert removed and r.status_code == 200, r.text
+        assert not any((data / JOURNAL_FOLDER).iterdir())  # finished: nothing left for a later pass
