@@ -9,10 +9,11 @@ rows change. Cosine search over a user's ~100 rows in numpy takes microseconds.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,8 +101,9 @@ class History:
 
 class HistoryCache:
     """Least recently used histories up to `budget_bytes`. A load that raced a write is not kept:
-    each load in flight holds a ticket in `_loading`, `extend` and `invalidate` take the user's
-    tickets away, and a load only lands if its ticket is still there. Nothing is kept about a user
+    each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
+    user's tickets away, and a load only lands if its ticket is still there and no write of the
+    user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
     beyond their cached history and the loads in flight (a per-user generation counter, kept for
     every user who ever wrote, grew by one entry per user for the life of the process)."""
 
@@ -111,6 +113,7 @@ class HistoryCache:
         self._items: OrderedDict[UserKey, History] = OrderedDict()
         self._bytes = 0
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
+        self._writes: dict[UserKey, int] = {}  # users with a write in `writing` now: how many
         self._checked: dict[UserKey, float] = {}  # monotonic time the history was last known to match the table
         self.hits = 0
         self.misses = 0
@@ -144,7 +147,7 @@ class HistoryCache:
                 self._settle(key, ticket)
             raise
         with self._lock:
-            if self._settle(key, ticket) and key not in self._items and history.nbytes <= self.budget_bytes:
+            if self._settle(key, ticket) and key not in self._writes and key not in self._items and history.nbytes <= self.budget_bytes:
                 self._items[key] = history
                 self._checked[key] = started
                 self._bytes += history.nbytes
@@ -163,6 +166,29 @@ class HistoryCache:
         if not tickets:
             del self._loading[key]
         return True
+
+    @contextlib.contextmanager
+    def writing(self, keys) -> Iterator[None]:
+        """Around a commit of rows of the users `keys` and its `extend`s: no load lands meanwhile (one
+        that read the table after the commit holds its rows, which `extend` would then add again).
+        A write that raised leaves the users uncached: its commit may have landed."""
+        keys = set(keys)
+        with self._lock:
+            for key in keys:
+                self._writes[key] = self._writes.get(key, 0) + 1
+                self._loading.pop(key, None)
+        try:
+            yield
+        except BaseException:
+            self.invalidate(keys)
+            raise
+        finally:
+            with self._lock:
+                for key in keys:
+                    if self._writes[key] == 1:
+                        del self._writes[key]
+                    else:
+                        self._writes[key] -= 1
 
     def extend(self, key: UserKey, new_rows: Callable[[], History]) -> None:
         """The user's rows grew by `new_rows()`: a cached history takes them (write-through), so a
@@ -212,7 +238,7 @@ class HistoryCache:
     def tracked(self) -> int:
         """Users the cache keeps anything about (their history, its check time, a load's ticket)."""
         with self._lock:
-            return len(set(self._items) | set(self._checked) | set(self._loading))
+            return len(set(self._items) | set(self._checked) | set(self._loading) | set(self._writes))
 
     @property
     def nbytes(self) -> int:

@@ -577,14 +577,15 @@ class Store:
         self._appends[name].submit(data)
 
     def _commit_append(self, name: str, data: pa.Table) -> None:
-        with self._lock:  # a delete of the user cannot fall between the commit and the cache update
+        owners = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)) if name == "preferences" else []
+        # a delete of the user cannot fall between the commit and the cache update, nor a load of their history land
+        with self._lock, self.histories.writing(owners):
             self._commit_rows(name, self.tables[name], data)
             self._after_write(name)
-            if name == "preferences":
-                self._grow_histories(data)
+            if owners:
+                self._grow_histories(data, owners)
 
-    def _grow_histories(self, data: pa.Table) -> None:
-        owners = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
+    def _grow_histories(self, data: pa.Table, owners: list[tuple[str, str]]) -> None:
         rows_of: dict[tuple[str, str], list[int]] = {}
         for i, key in enumerate(owners):
             rows_of.setdefault(key, []).append(i)
@@ -670,11 +671,12 @@ class Store:
     # ---- reads ------------------------------------------------------------------------------
 
     def _read(self, read: Callable[[], T]) -> T:
-        """A read that another process's DELETE may overlap: it removes old versions only after every
-        process looks at a newer one (`_purge_tables`), but a read that began on one and is still
-        running then meets "Not found"; it is read again, on the newest version (alone on the store,
-        nothing removes what a read uses: read once). Within a read already read again this way (every
-        `_uses` read), once: the outer read does it again, whole."""
+        """A read that a DELETE may overlap: another process's removes old versions only after every
+        process looks at a newer one (`_purge_tables`), and this process's own (alone on the store) at
+        once, beside this process's other reads, which take no lock; a read that began on such a
+        version and is still running then meets "Not found"; it is read again, on the newest version.
+        Within a read already read again this way (every `_uses` read), once: the outer read does it
+        again, whole."""
         if getattr(self._reading, "on", False):
             return read()
         self._reading.on = True
@@ -683,9 +685,9 @@ class Store:
                 try:
                     return read()
                 except (OSError, RuntimeError, ValueError) as exc:
-                    if self.sync_seconds is None or attempt == READ_ATTEMPTS - 1 or "not found" not in str(exc).lower():
+                    if attempt == READ_ATTEMPTS - 1 or "not found" not in str(exc).lower():
                         raise
-                    log.warning("a read met another process's removal of old versions (%s); read again", exc)
+                    log.warning("a read met a DELETE's removal of old versions (%s); read again", exc)
                     self.refresh(*self.tables)
             raise AssertionError("unreachable")
         finally:
@@ -1011,8 +1013,9 @@ class Store:
         the user is left, every row of theirs goes (the users row a refit of those rows wrote). Returns
         the rows deleted."""
         names = ["preferences", *(["interactions"] if chats else [])]
-        wheres = {"preferences": f"{owner_filter(tenant, user_id)} AND {received_before(before)}",
-                  "interactions": f"{owner_filter(tenant, user_id)} AND created_at < {float(before)!r}"}
+        owner = owner_filter(tenant, user_id)
+        wheres = {"preferences": f"{owner} AND {received_before(before)}",
+                  "interactions": f"{owner} AND created_at < {float(before)!r}", "users": owner}
         found: dict[str, int] = {}
         with self._maintenance():
             def delete_rows() -> None:
@@ -1022,20 +1025,26 @@ class Store:
                     for name in names:
                         with self._on(name, "read"):
                             found[name] = self.tables[name].count_rows(wheres[name])
-                    self._mark([name for name in names if found[name]])
-                    for name in names:
-                        if found[name]:
+                    # nothing else of theirs left: the users row goes in this step too. Looked at after the step
+                    # (a later turn), feedback they sent since, committed in between, went with it
+                    if sum(found.values()):
+                        left = 0
+                        for name in ("preferences", "interactions", "stated_changes"):
+                            with self._on(name, "read"):
+                                left += self.tables[name].count_rows(owner)
+                        if left == sum(found.values()):
+                            with self._on("users", "read"):
+                                found["users"] = self.users.count_rows(owner)
+                    self._mark([name for name, n in found.items() if n])
+                    for name, n in sorted(found.items(), key=lambda item: item[0] == "users"):  # the users row last
+                        if n:
                             with self._on(name, "written"):
                                 self.tables[name].delete(wheres[name])
                     self.histories.invalidate([(tenant, user_id)])
 
             self._retried(delete_rows)
-            self._purge_tables([name for name in names if found[name]])
-        deleted = sum(found.values())
-        others = ("preferences", "interactions", "stated_changes")
-        if deleted and not any(self.tables[name].count_rows(owner_filter(tenant, user_id)) for name in others):
-            self.delete_user(tenant, user_id)
-        return deleted
+            self._purge_tables([name for name, n in found.items() if n])
+        return sum(n for name, n in found.items() if name != "users")
 
     def _purge_tables(self, names: list[str]) -> None:
         """`_purge` each named table, then remove their old versions (the caller holds the maintenance

@@ -41,17 +41,17 @@ def test_a_damaged_applied_file_does_not_stop_the_sweep(tmp_path, tiny_generator
         give_comparisons(acme_b, "ann", "coffee")
         b.runtime.wait_for_background()
         assert files_holding(folder_b, MARKER, GONE)
-        assert not wait_until(lambda: acme_a.get(f"/v1/users/{GONE}").status_code != 200, timeout=10)
+        assert not wait_until(lambda: acme_a.get(f"/v1/users/{GONE}").status_code != 200)
         r = acme_a.delete(f"/v1/users/{GONE}")
         assert r.status_code == 200, r.text
-        assert wait_until(lambda: files_holding(folder_b, MARKER, GONE), timeout=10) == []
+        assert wait_until(lambda: files_holding(folder_b, MARKER, GONE)) == []
         def still_damaged() -> bool:  # noted once the files are clean: read it once the sweep has written it
             try:
                 return not msgspec.json.decode((folder_b / APPLIED_FILE).read_bytes())["watermark"] > 0
             except msgspec.DecodeError:
                 return True
 
-        assert not wait_until(still_damaged, timeout=10)  # written whole again
+        assert not wait_until(still_damaged)  # written whole again
         assert acme_b.get("/v1/users/ann").status_code == 200
 
 
@@ -68,10 +68,10 @@ def test_a_restarted_replica_applying_records_again_keeps_what_a_returning_user_
             give_comparisons(acme_b, "ann", "coffee")
             give_comparisons(globex_b, "bea", "tea", KEPT)
             b.runtime.wait_for_background()
-            assert not wait_until(lambda: acme_a.get(f"/v1/users/{GONE}").status_code != 200, timeout=10)
+            assert not wait_until(lambda: acme_a.get(f"/v1/users/{GONE}").status_code != 200)
             r = acme_a.delete(f"/v1/users/{GONE}")
             assert r.status_code == 200, r.text
-            assert wait_until(lambda: files_holding(folder_b, MARKER), timeout=10) == []
+            assert wait_until(lambda: files_holding(folder_b, MARKER)) == []
             (record,) = b.runtime.store.deletions_since(0)
             time.sleep(max(0.0, record.deleted_at + 0.2 - time.time()))  # past store_sync_ms: nothing stale is read
             give_comparisons(acme_b, GONE, "coffee", BACK)  # the user comes back
@@ -82,7 +82,7 @@ def test_a_restarted_replica_applying_records_again_keeps_what_a_returning_user_
                                   store_uri=str(tmp_path / "shared-lancedb"), replicas=2, replica_index=1,
                                   store_sync_ms=200, deletion_sweep_s=0.2)
         with second:
-            assert not wait_until(lambda: not (folder_b / APPLIED_FILE).is_file(), timeout=10)  # the sweep ran
+            assert not wait_until(lambda: not (folder_b / APPLIED_FILE).is_file())  # the sweep ran
             (snapshot,) = (folder_b / "jobs" / "data" / "population").glob("comparisons-*.jsonl")
             assert snapshot_rows(snapshot) == {f"acme/{GONE}": 8, "acme/ann": 8, "globex/bea": 8}
             assert BACK.encode() in snapshot.read_bytes() and MARKER.encode() not in snapshot.read_bytes()
@@ -100,14 +100,14 @@ def test_a_replica_whose_clock_runs_ahead_does_not_hide_later_deletes(tmp_path, 
         give_comparisons(acme_b, GONE, "tea", MARKER)
         give_comparisons(acme_b, "ann", "coffee")
         b.runtime.wait_for_background()
-        assert not wait_until(lambda: acme_a.get(f"/v1/users/{GONE}").status_code != 200, timeout=10)
+        assert not wait_until(lambda: acme_a.get(f"/v1/users/{GONE}").status_code != 200)
         ahead = new_deletion("globex", "someone", time.time() + 3600, 2)  # what the third replica records
         a.runtime.store.record_deletion(ahead)
-        assert not wait_until(lambda: ahead.deletion_id not in Applied.load(folder_b / APPLIED_FILE).ids, timeout=10)
+        assert not wait_until(lambda: ahead.deletion_id not in Applied.load(folder_b / APPLIED_FILE).ids)
         assert files_holding(folder_b, MARKER, GONE)
         r = acme_a.delete(f"/v1/users/{GONE}")
         assert r.status_code == 200, r.text
-        assert wait_until(lambda: files_holding(folder_b, MARKER, GONE), timeout=10) == []
+        assert wait_until(lambda: files_holding(folder_b, MARKER, GONE)) == []
 
 
 def test_a_chat_generating_on_one_replica_while_another_deletes_its_user_stores_nothing(
@@ -129,7 +129,7 @@ def test_a_chat_generating_on_one_replica_while_another_deletes_its_user_stores_
     with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
         give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
         b.runtime.wait_for_background()
-        assert not wait_until(lambda: acme_a.get(f"/v1/users/{GONE}").status_code != 200, timeout=10)
+        assert not wait_until(lambda: acme_a.get(f"/v1/users/{GONE}").status_code != 200)
         out = {}
         chat = threading.Thread(target=lambda: out.setdefault("r", acme_b.post("/v1/chat/completions", json={
             "model": "pluralign", "user": GONE, "n": 2, "messages": [{"role": "user", "content": f"Tea? {MARKER}"}]})))
@@ -179,4 +179,4 @@ def test_feedback_one_replica_moves_after_another_answered_the_delete_leaves_the
         assert files_holding(tmp_path / "shared-lancedb", MARKER) == []
         give_comparisons(acme_b, "ann", "coffee", n=2)  # everyone else's feedback is moved as before
         b.runtime.wait_for_background()
-        assert not wait_until(lambda: a.runtime.store.count_comparisons("acme", "ann") != 2, timeout=5)
+        assert not wait_until(lambda: a.runtime.store.count_comparisons("acme", "ann") != 2)

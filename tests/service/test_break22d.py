@@ -52,7 +52,7 @@ def test_retention_keeps_the_job_the_adapter_trigger_counts_from(tmp_path, tiny_
         assert ids == {by_trigger, by_hand}, adapter_jobs(admin, "lena")
 
 
-def wait_until_gone(*paths: Path, timeout: float = 15.0, also=lambda: True) -> None:
+def wait_until_gone(*paths: Path, timeout: float = 60.0, also=lambda: True) -> None:
     """Until none of `paths` exists and `also()` holds (at most `timeout` seconds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (any(p.exists() for p in paths) or not also()):

@@ -21,8 +21,10 @@ from tests.service.tiny import start_service
 LATER = "Pangolin-porridge-26a"  # what the user sends after their DELETE: theirs again
 
 
-def wait_until(check, timeout: float = 10.0):
-    """`check()` once it is truthy, else its last value after `timeout` seconds (for the assert's message)."""
+def wait_until(check, timeout: float = 60.0):
+    """`check()` once it is truthy, else its last value after `timeout` seconds (for the assert's message).
+    Only a failing check waits that long: background work (a sweep, a journal pass) on a loaded 2-core
+    CI machine took more than the 10 s this waited before."""
     deadline = time.monotonic() + timeout
     while not (value := check()) and time.monotonic() < deadline:
         time.sleep(0.05)

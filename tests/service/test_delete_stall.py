@@ -14,6 +14,14 @@ from tests.service.test_break20_delete import give_comparisons
 from tests.service.tiny import start_service
 
 
+def until(condition, timeout: float = 60.0) -> None:
+    """Until `condition()` holds (AssertionError after `timeout` seconds, which only a failing one waits)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.02)
+
+
 def test_a_tenants_deletes_waiting_for_the_lease_never_stall_another_tenant(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """Before: each DELETE waited (up to 10 minutes, one after another behind the process's
     maintenance lock) in a request thread; 45 of them took every thread and another tenant's read
@@ -33,7 +41,10 @@ def test_a_tenants_deletes_waiting_for_the_lease_never_stall_another_tenant(tmp_
             senders = [threading.Thread(target=send, args=("acme", f"u{i}"), daemon=True) for i in range(45)]
             for sender in senders:
                 sender.start()
-            time.sleep(3)
+            deletes, kept = svc.runtime.deletes, svc.runtime.settings.tenant_deletes
+            # every DELETE answered 429 or queued (one running, waiting for the lease): waited for, where 3 s
+            # were slept, which a loaded 2-core machine may not answer 45 requests in
+            until(lambda: len(answers) == 45 - kept and sum(deletes.stats()[k] for k in ("running", "waiting")) == kept)
             r = globex.get("/v1/users/gus/preferences", timeout=5)  # before: httpx.ReadTimeout
             assert r.status_code == 200 and r.json()["total"] == 2
             refused = [r for t, r, _ in answers if r.status_code == 429]
@@ -41,7 +52,7 @@ def test_a_tenants_deletes_waiting_for_the_lease_never_stall_another_tenant(tmp_
             assert all(int(r.headers["retry-after"]) >= 1 and "deletes are busy" in r.text for r in refused)
             late = threading.Thread(target=send, args=("globex", "gus"), daemon=True)
             late.start()
-            time.sleep(0.5)
+            until(lambda: deletes.stats()["waiting"] == kept)  # queued behind acme's (slept 0.5 s for before)
         for sender in [*senders, late]:
             sender.join(60)
         done = sorted(answers, key=lambda a: a[2])
@@ -67,7 +78,7 @@ def test_a_delete_waiting_for_the_lease_holds_no_users_lock(tmp_path, tiny_gener
         with Lease(svc.runtime.store.lease.table):
             deleting = threading.Thread(target=lambda: answer.update(r=acme.delete("/v1/users/ann", timeout=60)), daemon=True)
             deleting.start()
-            time.sleep(1)
+            until(lambda: svc.runtime.deletes.stats()["running"] == 1)  # begun (slept 1 s for before)
             assert "r" not in answer  # waiting for the lease
             with svc.client("acme") as other:
                 r = other.patch("/v1/users/ann/stated-preferences", json={"preferences": {"length": "less"}}, timeout=5)

@@ -20,7 +20,8 @@ from tests.service.test_feedback_log import feedback, log_bytes
 from tests.service.tiny import start_replicas
 
 
-def wait_until(check, timeout: float = 30.0):
+def wait_until(check, timeout: float = 60.0):
+    """Until `check()` is falsy (at most `timeout` seconds, which only a failing check waits); its last value."""
     deadline = time.monotonic() + timeout
     while True:
         found = check()
@@ -144,7 +145,7 @@ def test_deletes_answered_by_two_replicas_at_once_all_succeed(tmp_path, tiny_gen
             give_comparisons(acme_a if i % 2 else acme_b, user, "tea", f"{MARKER}-{i}", n=3)
         a.runtime.wait_for_background()
         b.runtime.wait_for_background()
-        assert not wait_until(lambda: acme_a.get(f"/v1/users/{users[0]}/preferences").json()["total"] != 3, timeout=10)
+        assert not wait_until(lambda: acme_a.get(f"/v1/users/{users[0]}/preferences").json()["total"] != 3)
 
         def delete(i: int) -> int:
             return (acme_a if i % 2 else acme_b).delete(f"/v1/users/{users[i]}").status_code

@@ -6,6 +6,7 @@ and concurrent or hostile PATCHes keep versions dense."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -130,9 +131,18 @@ def test_a_patch_that_changes_nothing_creates_and_writes_nothing(svc):
 def test_the_dashboard_counts_feedback_still_in_the_log(svc, monkeypatch):
     rt = svc.runtime
     svc.keys["initech"] = rt.keys.issue("initech")
-    # the ingest worker takes nothing more from the log (its current wait ends within 0.5 s)
-    monkeypatch.setattr(rt.ingest.log, "wait", lambda timeout, until=None: time.sleep(timeout) or False)
-    time.sleep(0.7)
+    # the ingest worker takes nothing more from the log once it is in this wait. Waited for, not slept
+    # 0.7 s for: the worker runs at nice 19, and on a loaded machine its real wait (0.5 s) could still be
+    # running then, wake at the feedback below and move it before the test looked at the log
+    idle = threading.Event()
+
+    def wait_finding_nothing(timeout, until=None) -> bool:
+        idle.set()
+        time.sleep(timeout)
+        return False
+
+    monkeypatch.setattr(rt.ingest.log, "wait", wait_finding_nothing)
+    assert idle.wait(60)
     marker = "zq7lagging"
     with svc.client("initech") as c, svc.client("admin") as admin:
         r = c.post("/v1/feedback", json={"type": "comparison", "user": "lag", "prompt": "Dinner ideas?",
