@@ -36,6 +36,16 @@ def default_cache_path() -> Path:
                          "to a folder this account can write") from None
 
 
+def home_cache_path() -> Path | None:
+    """The CLI's default cache, ~/.cache/pluralign/embeddings.sqlite, whatever PLURALIGN_CACHE_DIR says (None
+    without a home folder): `pluralign serve` and its jobs used it too before their cache moved into the data
+    folder, and a CLI run on an export of the service's feedback fills it."""
+    try:
+        return home_folder() / ".cache" / "pluralign" / "embeddings.sqlite"
+    except NoHomeFolder:
+        return None
+
+
 class EmbeddingCache:
     def __init__(self, path: str | Path):
         """Opens (or creates) the cache at `path`; raises ValueError naming it when it is not one."""

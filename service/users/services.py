@@ -651,17 +651,27 @@ class EmbeddingsNotForgotten(RuntimeError):
 
 def forget_embeddings(texts: list[str]) -> None:
     """Remove the vectors of a deleted user's texts from the embedding cache the admin area's jobs
-    fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash).
-    Nothing is created when there is no cache."""
-    from pluralign.embed.cache import EmbeddingCache, default_cache_path
+    fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash), and
+    from the CLI's default cache in ~/.cache, which the service's jobs filled before their cache moved into
+    the data folder (an upgraded install's). Nothing is created where there is no cache. Every cache is
+    tried; the first error is raised after."""
+    from pluralign.embed.cache import EmbeddingCache, default_cache_path, home_cache_path
 
-    path = default_cache_path()
-    if texts and path.is_file():
-        cache = EmbeddingCache(path)
+    if not texts:
+        return
+    paths = [default_cache_path(), home_cache_path()]
+    error = None
+    for path in dict.fromkeys(p.resolve() for p in paths if p is not None and p.is_file()):
         try:
-            cache.forget(texts)
-        finally:
-            cache.close()
+            cache = EmbeddingCache(path)
+            try:
+                cache.forget(texts)
+            finally:
+                cache.close()
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None = None) -> dict[str, int]:
