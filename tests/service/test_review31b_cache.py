@@ -42,3 +42,43 @@ def test_a_delete_forgets_the_user_s_vectors_in_the_cache_an_earlier_release_fil
         # and overwritten on disk: the vector's bytes only once more, ann's row
         raw = b"".join(p.read_bytes() for p in path.parent.iterdir() if p.name.startswith("embeddings.sqlite"))
         assert raw.count(vector.tobytes()) == 1, path
+
+
+def test_a_delete_finished_after_the_user_came_back_forgets_the_vectors_of_what_they_sent_before(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                                   minilm, monkeypatch):
+    """A DELETE stopped before it reached the embedding cache (the feedback log's rewrite failed: a full disk),
+    the user sending feedback again before the journal's pass finishes it. Before: that pass (`forget_before`)
+    deleted the rows they sent before but left those rows' vectors in the cache for good."""
+    import errno
+
+    from service.users import services
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(data / "cache"))
+    theirs = [f"A drink for morning {i}? {MARKER}" for i in range(2)] + [f"Some tea, number {i}. {MARKER}" for i in range(2)]
+    later = "A drink for morning 0? Pangolin-porridge-26a"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+        cache = EmbeddingCache(data / "cache" / "embeddings.sqlite")  # what a population job embedded
+        cache.put(minilm.encoder_id, [text_key(t) for t in [*theirs, later]], np.ones((5, minilm.dim), np.float32))
+        cache.close()
+        forget_user = rt.ingest.forget_user
+
+        def full_disk(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device", str(data / "feedback-log" / "000000000001.tmp"))
+
+        monkeypatch.setattr(rt.ingest, "forget_user", full_disk)
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 507 and "finishes it by itself" in r.text, r.text
+        monkeypatch.setattr(rt.ingest, "forget_user", forget_user)
+        give_comparisons(acme, GONE, "coffee", "Pangolin-porridge-26a", n=1)  # they came back
+        (entry,) = rt.delete_journal.pending()
+        services.delete(rt, "acme", GONE, entry)  # the journal's pass (UnfinishedDeletes.run_once) finishing it
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 1
+    with sqlite3.connect(data / "cache" / "embeddings.sqlite") as db:
+        left = [db.execute("SELECT COUNT(*) FROM embedding WHERE key = ?", [text_key(t)]).fetchone()[0] for t in [*theirs, later]]
+    assert left == [0, 0, 0, 0, 1], left  # what they sent since stays
