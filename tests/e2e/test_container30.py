@@ -213,3 +213,33 @@ def test_serve_as_an_arbitrary_uid_writes_only_its_data_folder(unprivileged, scr
     assert found and not [p for p, m in found.items() if m & 0o007], found  # nothing for other accounts
     shared = {p: m for p, m in found.items() if p.startswith(("pal", "api_keys.json"))}
     assert shared and all(m & 0o040 for m in shared.values()), shared  # the group's (vLLM, a backup) to read
+
+
+@pytest.mark.slow
+def test_a_data_folder_made_inside_an_fsgroup_volume_is_its_group_s_to_read(unprivileged, scratch, tiny_generator_dir):
+    """PLURALIGN_DATA_DIR a folder not made yet inside an fsGroup volume (`/var/lib/pluralign/data`). Before: the
+    start decided the files' modes by the data folder, which did not exist yet, so it made it 2700 and its files
+    0600 (the group could read nothing), though every later start wrote 0640 files into it."""
+    volume = owned_folder(scratch / "volume", uid=0, gid=FS_GROUP, mode=0o2775)
+    data = volume / "data"
+    generator = readable_copy(tiny_generator_dir, scratch / "generator")
+    port = free_port()
+    env = bare_env(PLURALIGN_DATA_DIR=str(data), PLURALIGN_GENERATOR=str(generator), PLURALIGN_ENCODER="minilm",
+                   PLURALIGN_GENERATION_PROCESS="false", PLURALIGN_MAX_TOKENS="8", PLURALIGN_SHARED_DATA=str(SHARED_DATA))
+    log = scratch / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*as_uid(FS_GROUP), sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--log-level", "warning"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log, timeout=240)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o2750, oct(data.stat().st_mode)
+    found = modes(data)
+    shared = {p: m for p, m in found.items() if p.startswith(("pal", "api_keys.json"))}
+    assert shared and all(m & 0o040 for m in shared.values()), shared
+    assert not [p for p, m in found.items() if m & 0o007], found
