@@ -119,11 +119,12 @@ class Ingestor:
     def flush(self, tenant: str | None = None) -> int:
         """Move everything pending when called (of `tenant` only, when given), in the caller's
         thread (after the worker's current batch); feedback acknowledged meanwhile is left to the
-        worker, so a steady stream of it cannot keep the caller waiting. Returns how many rows moved."""
+        worker, so a steady stream of it cannot keep the caller waiting. Returns how many rows moved; once the
+        log is closed (the service stopping) none: what is pending stays in its files for the next start."""
         total = 0
         with self._worker:
             upto = self.log.last_seq()
-            while upto is not None and (entries := self.log.oldest(self.batch, tenant, upto)):
+            while upto is not None and not self.log.closed and (entries := self.log.oldest(self.batch, tenant, upto)):
                 total += self._move_entries(entries)
         return total
 

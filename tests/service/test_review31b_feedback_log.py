@@ -88,3 +88,33 @@ def test_a_log_opened_again_while_the_closed_one_s_worker_is_in_the_store_stores
     assert store.count_preferences("t", "ann") == 2
     assert again.log.backlog() == (0, 0)
     again.close()
+
+
+def test_flush_after_close_returns_with_the_batch_left_in_the_log(tmp_path, monkeypatch):
+    """A request thread still flushing while the service stops (the dashboard, a population snapshot):
+    once the log is closed nothing can be moved (`done` keeps it pending), so flush must end. Before: it
+    asked the log for the same oldest records again and again, for ever, holding the worker's lock."""
+    from pluralign.store import Store
+
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    folder = tmp_path / "log"
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    with ingest.paused():  # the worker moves nothing: the record is still pending when the service stops
+        ingest.submit(feedback("ann", 0, n=2))
+        ingest.stop()
+    ingest.close()
+    asked = []
+    oldest = ingest.log.oldest
+
+    def counted(*args, **kwargs):
+        asked.append(1)
+        assert len(asked) < 100, "flush asks the closed log for the same records again and again"
+        return oldest(*args, **kwargs)
+
+    monkeypatch.setattr(ingest.log, "oldest", counted)
+    assert ingest.flush() == 0
+    assert store.count_preferences("t", "ann") == 0
+    again = Ingestor(FeedbackLog(folder), store, HashEncoder())  # the next start moves it: nothing lost
+    again.flush()  # (its worker may have moved it already)
+    assert store.count_preferences("t", "ann") == 2
+    again.close()
