@@ -75,12 +75,20 @@ def test_a_log_opened_again_while_the_closed_one_s_worker_is_in_the_store_stores
     store.entered.wait()  # the worker is in the store call, which hangs
     ingest.close(timeout=0.05)
     # the store answers once the new open says it waits for it (before the fix: never said; answered below)
-    handler = ReleaseWhenLogged("opened again", store.release)
-    logging.getLogger("pluralign.store").addHandler(handler)
+    logger, handler = logging.getLogger("pluralign.store"), ReleaseWhenLogged("opened again", store.release)
+    level, disabled = logger.level, logger.disabled
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.disabled = False
+    never_hang = threading.Timer(120, store.release.set)  # were the line never logged, the open would wait for good
+    never_hang.start()
     try:
         again = Ingestor(FeedbackLog(folder), store, HashEncoder())
     finally:
-        logging.getLogger("pluralign.store").removeHandler(handler)
+        never_hang.cancel()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.disabled = disabled
     store.release.set()
     ingest._thread.join(60)
     assert not ingest._thread.is_alive()
