@@ -303,6 +303,20 @@ def left_as_found(*folders: str | os.PathLike) -> Iterator[None]:
         raise
 
 
+class NoHomeFolder(ValueError):
+    """The account has no home folder for a default under it: HOME unset and its uid without a passwd entry
+    (OpenShift's arbitrary uid, a bare `env -i`). The message says so; the caller names its variable."""
+
+
+def home_folder() -> Path:
+    """This account's home folder (HOME, else its passwd entry); NoHomeFolder when it has neither (Python's
+    own RuntimeError, which a command would show as a traceback)."""
+    try:
+        return Path.home()
+    except RuntimeError:
+        raise NoHomeFolder(f"this account has no home folder (HOME is unset and uid {os.getuid()} has no passwd entry)") from None
+
+
 def group_shared(folder: str | Path) -> bool:
     """Whether `folder` is shared with its group: setgid, as Kubernetes makes a volume mounted with an
     `fsGroup` (and `chmod g+s` marks a folder other accounts of a group read). A missing folder is not."""

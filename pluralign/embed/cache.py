@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pluralign.embed.base import Encoder, checked_vectors, text_list
+from pluralign.files import NoHomeFolder, home_folder
 
 
 def text_key(text: str) -> bytes:
@@ -24,9 +25,25 @@ def text_key(text: str) -> bytes:
 
 def default_cache_path() -> Path:
     """The cache the CLI's commands and the service's jobs share: PLURALIGN_CACHE_DIR (default
-    ~/.cache/pluralign), file embeddings.sqlite."""
-    root = os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign"
-    return Path(root) / "embeddings.sqlite"
+    ~/.cache/pluralign), file embeddings.sqlite. A ValueError naming PLURALIGN_CACHE_DIR when it is unset
+    and the account has no home folder."""
+    if os.environ.get("PLURALIGN_CACHE_DIR"):
+        return Path(os.environ["PLURALIGN_CACHE_DIR"]) / "embeddings.sqlite"
+    try:
+        return home_folder() / ".cache" / "pluralign" / "embeddings.sqlite"
+    except NoHomeFolder as exc:
+        raise ValueError(f"PLURALIGN_CACHE_DIR (unset: ~/.cache/pluralign): {exc}; set PLURALIGN_CACHE_DIR (or --cache) "
+                         "to a folder this account can write") from None
+
+
+def home_cache_path() -> Path | None:
+    """The CLI's default cache, ~/.cache/pluralign/embeddings.sqlite, whatever PLURALIGN_CACHE_DIR says (None
+    without a home folder): `pluralign serve` and its jobs used it too before their cache moved into the data
+    folder, and a CLI run on an export of the service's feedback fills it."""
+    try:
+        return home_folder() / ".cache" / "pluralign" / "embeddings.sqlite"
+    except NoHomeFolder:
+        return None
 
 
 class EmbeddingCache:

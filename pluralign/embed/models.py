@@ -15,6 +15,8 @@ import os
 import threading
 from pathlib import Path
 
+from pluralign.files import NoHomeFolder, home_folder
+
 log = logging.getLogger(__name__)
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -65,21 +67,28 @@ class ModelCacheError(ValueError):
     the message names PLURALIGN_MODEL_CACHE, the folder and why, and what to do."""
 
 
-def model_cache_dir() -> Path:
-    root = os.environ.get(MODEL_CACHE_ENV) or Path.home() / ".cache" / "pluralign" / "models"
-    return Path(root)
+def model_cache_dir(names: list[str] | None = None) -> Path:
+    """PLURALIGN_MODEL_CACHE, default ~/.cache/pluralign/models. A ModelCacheError when it is unset and the
+    account has no home folder, naming the folders `names` that must be made there (when given)."""
+    if os.environ.get(MODEL_CACHE_ENV):
+        return Path(os.environ[MODEL_CACHE_ENV])
+    try:
+        return home_folder() / ".cache" / "pluralign" / "models"
+    except NoHomeFolder as exc:
+        made = f", and {', '.join(names)} must be made in the model cache once" if names else ""
+        raise ModelCacheError(f"{MODEL_CACHE_ENV} (unset: ~/.cache/pluralign/models): {exc}{made}; set {MODEL_CACHE_ENV} to a "
+                              "writable folder, or make the models there beforehand as deploy/Dockerfile does") from None
 
 
-def _cache_files(encoder: str, generator: str) -> list[Path]:
-    """The files of the model cache that the encoder and generator names (the service's settings,
-    the CLI's --encoder) load from: none for `minilm` (the package's weights), a folder or `openai:URL`."""
-    cache = model_cache_dir()
-    smollm2 = [cache / SMOLLM2_FP32 / "config.json", cache / SMOLLM2_FP32 / "model.safetensors"]
+def _cache_files(encoder: str, generator: str) -> list[str]:
+    """The files of the model cache (relative to it) that the encoder and generator names (the service's
+    settings, the CLI's --encoder) load from: none for `minilm` (the package's weights), a folder or `openai:URL`."""
+    smollm2 = [f"{SMOLLM2_FP32}/config.json", f"{SMOLLM2_FP32}/model.safetensors"]
     files = smollm2 if generator == "smollm2" or encoder in ("smollm2", SMOLLM2_ID) else []
     if encoder in ("minilm-onnx", "minilm-onnx-int8"):
-        files.append(cache / MINILM_ONNX / "model.onnx")
+        files.append(f"{MINILM_ONNX}/model.onnx")
     if encoder == "minilm-onnx-int8":
-        files.append(cache / MINILM_ONNX / "model-int8.onnx")
+        files.append(f"{MINILM_ONNX}/model-int8.onnx")
     return files
 
 
@@ -87,16 +96,20 @@ def check_model_cache(encoder: str, generator: str) -> None:
     """The models `encoder` and `generator` load are in the model cache already, or the cache can take
     them (they are made there at the first load: SmolLM2 converted to fp32, MiniLM exported to ONNX).
     Checked before anything is imported or loaded: a ModelCacheError naming PLURALIGN_MODEL_CACHE and
-    the folder otherwise (a read-only image, no writable HOME), not an error about `/nonexistent`
-    seconds into a start."""
-    missing = [f for f in _cache_files(encoder, generator) if not f.is_file()]
+    the folder otherwise (a read-only image, no writable HOME, no home folder at all), not an error about
+    `/nonexistent` seconds into a start."""
+    files = _cache_files(encoder, generator)
+    if not files:
+        return
+    cache = model_cache_dir(sorted({f.split("/")[0] for f in files}))
+    missing = [f for f in files if not (cache / f).is_file()]
     if missing:
-        writable_cache(sorted({f.parent.name for f in missing}))
+        writable_cache(sorted({f.split("/")[0] for f in missing}))
 
 
 def writable_cache(names: list[str]) -> None:
     """The model cache can take the folders `names` (made in it now): a ModelCacheError otherwise."""
-    cache = model_cache_dir()
+    cache = model_cache_dir(names)
     try:
         cache.mkdir(parents=True, exist_ok=True)
         with open(cache / f".pluralign-write-check.{os.getpid()}", "wb"):

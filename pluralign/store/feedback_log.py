@@ -175,7 +175,8 @@ class FeedbackLog:
             os.close(fd)
             raise
         self._segments.setdefault(segment, _Segment())
-        self._fd, self._size = fd, size
+        self._fd: int | None = fd
+        self._size = size
 
     def _register(self, entry: Entry) -> None:
         self.pending[entry.seq] = entry
@@ -457,7 +458,8 @@ class FeedbackLog:
                 entry = self.pending.pop(seq)
                 self._segments[entry.segment].live -= 1
             touched = sorted(s for s, info in self._segments.items() if key in info.users)
-            if self._current in touched:  # start a fresh segment: the old one is rewritten below
+            # start a fresh segment: the old one is rewritten below (a closed log's is rewritten as the others)
+            if self._current in touched and self._fd is not None:
                 old_fd = self._fd
                 self._open(self._current + 1)  # raises with the old one still open when it cannot
                 os.close(old_fd)
@@ -479,6 +481,11 @@ class FeedbackLog:
             fsync_dir(self.folder)
             return len(dropped)
 
+    @property
+    def closed(self) -> bool:
+        """`close` was called: nothing more is appended, and `done` does nothing."""
+        return self._closed
+
     def close(self) -> None:
         """Writes what is queued, then stops the writer and closes the file."""
         with self._cv:
@@ -486,4 +493,6 @@ class FeedbackLog:
             self._work.notify()
         self._thread.join()
         with self._io:
-            os.close(self._fd)
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None  # `forget_user` after close rewrites the files and opens no segment

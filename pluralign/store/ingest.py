@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -25,6 +26,29 @@ from pluralign.store.feedback_log import Entry, FeedbackLog
 from pluralign.store.tables import Store, StoredPreference
 
 log = logging.getLogger("pluralign.store")
+
+
+class _FolderMoves:
+    """What the Ingestors of one feedback-log folder in this process share: the lock a move into the table
+    holds from its check of what is pending to its commit."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+
+_folders: weakref.WeakValueDictionary[str, _FolderMoves] = weakref.WeakValueDictionary()
+_folders_lock = threading.Lock()
+
+
+def _moves_of(folder) -> _FolderMoves:
+    """One per folder, while an Ingestor of it (or its worker) lives: a log opened again on a folder whose
+    closed log's worker is still in a store call (`Ingestor.close` gave up waiting) shares its lock."""
+    with _folders_lock:
+        key = os.path.realpath(folder)
+        moves = _folders.get(key)
+        if moves is None:
+            moves = _folders[key] = _FolderMoves()
+        return moves
 
 
 class Ingestor:
@@ -45,7 +69,10 @@ class Ingestor:
         self.batch = batch  # feedback records per worker batch
         self.nice = nice
         self.on_moved = on_moved
-        self._move = threading.Lock()  # a record is appended to the table at most once
+        # a record is appended to the table at most once: by this Ingestor, or another of the same folder in
+        # this process (the log opened again while a closed one's worker was still in a store call)
+        self._moves = _moves_of(feedback_log.folder)
+        self._move = self._moves.lock
         self._worker = threading.Lock()  # held by the worker over a whole batch, hook included
         self.moved = 0  # rows moved so far (for metrics and benchmarks)
         self._stop = threading.Event()
@@ -59,8 +86,16 @@ class Ingestor:
         replayed = list(self.log.pending.values())
         if not replayed:
             return
-        present = self.store.stored_pref_ids([r.pref_id for e in replayed for r in e.rows])
-        self.log.done([e for e in replayed if all(r.pref_id in present for r in e.rows)])
+        if not self._move.acquire(blocking=False):  # an earlier open's worker is storing a batch: read the table after it
+            log.warning("the feedback log %s was opened again while the worker of its earlier open in this process is "
+                        "still storing a batch (a store call that has not returned); waiting for it, so that the batch is "
+                        "not stored twice", self.log.folder)
+            self._move.acquire()
+        try:
+            present = self.store.stored_pref_ids([r.pref_id for e in replayed for r in e.rows])
+            self.log.done([e for e in replayed if all(r.pref_id in present for r in e.rows)])
+        finally:
+            self._move.release()
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
 
     def submit(self, rows: list[StoredPreference]) -> None:
@@ -84,11 +119,12 @@ class Ingestor:
     def flush(self, tenant: str | None = None) -> int:
         """Move everything pending when called (of `tenant` only, when given), in the caller's
         thread (after the worker's current batch); feedback acknowledged meanwhile is left to the
-        worker, so a steady stream of it cannot keep the caller waiting. Returns how many rows moved."""
+        worker, so a steady stream of it cannot keep the caller waiting. Returns how many rows moved; once the
+        log is closed (the service stopping) none: what is pending stays in its files for the next start."""
         total = 0
         with self._worker:
             upto = self.log.last_seq()
-            while upto is not None and (entries := self.log.oldest(self.batch, tenant, upto)):
+            while upto is not None and not self.log.closed and (entries := self.log.oldest(self.batch, tenant, upto)):
                 total += self._move_entries(entries)
         return total
 
@@ -110,6 +146,8 @@ class Ingestor:
         vectors = dict(zip(texts, self.encoder.encode(texts), strict=True))  # the slow part, outside the lock
         zero = np.zeros(self.encoder.dim, np.float32)
         with self._move:
+            if self.log.closed:  # stopped meanwhile: the batch stays in the log's files, for the next open
+                return 0
             entries = [e for e in entries if self.log.is_pending(e)]  # not moved or forgotten meanwhile
             rows = [r for e in entries for r in e.rows]
             if not rows:

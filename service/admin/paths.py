@@ -1,18 +1,22 @@
 """Paths of the server's disk as the HTTP API shows them: one in the data folder relative to it
-(`jobs/<id>.result.json`), one elsewhere by its name (as /health names a model folder); a name or a
-URI (`smollm2`, `s3://bucket/x`, `openai:URL`) as it is. The records on disk and the CLI keep the paths."""
+(`jobs/<id>.result.json`), one elsewhere by its name (as /health names a model folder), in a field or in
+a text (a job's error, log tail: a worker's paths too); a name or a URI (`smollm2`, `s3://bucket/x`,
+`openai:URL`) as it is. The records on disk and the CLI keep the paths."""
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import msgspec
 
 from training.jobs.record import Job
 
 PATH_PARAMS = ("data", "store", "base")  # the params the service sets (training.jobs.params.SERVER_SET) that name a file or folder
+# an absolute path of two names or more in a text (a worker's interpreter install, checkout or temporary folder): not
+# part of a URL (`http://host/x`, `s3://b/x`), a relative path (`./x`, `~/.cache`, `a/b`) or a word (`texts/s`)
+_ELSEWHERE = re.compile(r"(?<![\w.~:/\\-])(?:/[^\s/'\"`:,;()\[\]{}<>|=]+){2,}/?")
 
 
 class PublicPaths:
@@ -35,7 +39,9 @@ class PublicPaths:
         return absolute.name if Path(value).is_absolute() else value
 
     def text(self, text: str) -> str:
-        return self._in_text.sub(lambda m: "" if m.group(1) else ".", text)
+        """`text` with a path in the data folder relative to it, and any other absolute path by its name."""
+        text = self._in_text.sub(lambda m: "" if m.group(1) else ".", text)
+        return _ELSEWHERE.sub(lambda m: PurePosixPath(m.group(0)).name, text)
 
     def job(self, job: Job) -> Job:
         maybe = lambda value, show: None if value is None else show(value)

@@ -651,17 +651,27 @@ class EmbeddingsNotForgotten(RuntimeError):
 
 def forget_embeddings(texts: list[str]) -> None:
     """Remove the vectors of a deleted user's texts from the embedding cache the admin area's jobs
-    fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash).
-    Nothing is created when there is no cache."""
-    from pluralign.embed.cache import EmbeddingCache, default_cache_path
+    fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash), and
+    from the CLI's default cache in ~/.cache, which the service's jobs filled before their cache moved into
+    the data folder (an upgraded install's). Nothing is created where there is no cache. Every cache is
+    tried; the first error is raised after."""
+    from pluralign.embed.cache import EmbeddingCache, default_cache_path, home_cache_path
 
-    path = default_cache_path()
-    if texts and path.is_file():
-        cache = EmbeddingCache(path)
+    if not texts:
+        return
+    paths = [default_cache_path(), home_cache_path()]
+    error = None
+    for path in dict.fromkeys(p.resolve() for p in paths if p is not None and p.is_file()):
         try:
-            cache.forget(texts)
-        finally:
-            cache.close()
+            cache = EmbeddingCache(path)
+            try:
+                cache.forget(texts)
+            finally:
+                cache.close()
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None = None) -> dict[str, int]:
@@ -699,10 +709,9 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
             return no_counts(rt)
         try:
             if unfinished is not None and came_back(rt, tenant, user_id, unfinished.started_at):
-                counts = forget_before(rt, tenant, user_id, unfinished.started_at)
-                journal.done(entry)
-                return counts
-            counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at)
+                counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at)
+            else:
+                counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at)
             journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
         finally:
             journal.release(entry)
@@ -718,16 +727,9 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> 
     job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
     pending = rt.ingest.forget_user(tenant, user_id)
     in_row = len(_row_only_changes(rt, tenant, user_id, stated_of(rt.store.get_user(tenant, user_id))))
-    texts = [t for p in rt.store.preferences_for(tenant, user_id)[0] for t in (p.prompt, p.chosen, p.rejected)]
     # the vectors of their texts go while the rows still name those texts: a DELETE stopped after the rows
-    # went (its process killed) and finished or sent again would find none to forget. A cache it cannot open
-    # (raised at the end: a 500) stops nothing else
-    try:
-        forget_embeddings(texts)
-        cache_error = None
-    except (OSError, ValueError, sqlite3.Error) as exc:
-        log.error("the vectors of a deleted user's texts stay in the embedding cache: %s", exc)
-        cache_error = exc
+    # went (its process killed) and finished or sent again would find none to forget
+    cache_error = _forget_vectors(rt, tenant, user_id)
     counts = rt.store.delete_user(tenant, user_id)
     # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops
     # before the steps below; once per DELETE (finishing one from the journal, it may be there already)
@@ -748,6 +750,20 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> 
     return counts, cache_error
 
 
+def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None = None) -> Exception | None:
+    """`forget_embeddings` of the texts of the user's stored comparisons (received before `before`, when
+    given). A cache it cannot open or rewrite is logged and returned, not raised: it stops no other step
+    of the DELETE, which raises it at the end (a 500)."""
+    rows = rt.store.preferences_for(tenant, user_id)[0]
+    texts = [t for p in rows if before is None or p.received() < before for t in (p.prompt, p.chosen, p.rejected)]
+    try:
+        forget_embeddings(texts)
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        log.error("the vectors of a deleted user's texts stay in the embedding cache: %s", exc)
+        return exc
+    return None
+
+
 def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
     """Whether the user sent anything (feedback, an import, a chat, a stated preference) at or after
     `since` (unix seconds), their feedback still pending in the log included: told by when each row
@@ -761,7 +777,7 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
             or any(c["at"] >= since for c in rt.store.stated_changes(tenant, user_id)))
 
 
-def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict[str, int]:
+def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tuple[dict[str, int], Exception | None]:
     """Finish the DELETE of a user who came back after it began (`before`, unix seconds): what they
     sent before it goes (their jobs and job files, pending feedback, feedback rows and chats, their
     adapter when it reached this service before it (trained here or registered: `AdapterMeta.received`), their
@@ -769,12 +785,14 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
     With replicas the deletion record carries `before` as when the DELETE began (its `deleted_at` is
     now, when it is recorded). Their users row is fitted again from what stays
     (its attributes only those that feedback carried); stated preferences they set before it stay in
-    their row (its current state is theirs now). Returns counts by kind as `delete` does; raises
+    their row (its current state is theirs now); so do the vectors of the texts they sent before it in the
+    embedding cache. Returns counts by kind as `delete` does, and the embedding cache's error if any; raises
     ForgetIncomplete as `Runtime.forget_population_users` does."""
     forget = Forget.of([new_deletion(tenant, user_id, before, rt.settings.replica_index)])  # by hash, with `until`
     counts = no_counts(rt)
     counts["job_files"] = sum(hook(forget) for hook in list(rt.delete_hooks))  # only jobs queued before it
     pending = rt.ingest.forget_user(tenant, user_id, before=before)
+    cache_error = _forget_vectors(rt, tenant, user_id, before)  # while the rows still name the texts
     chats = rt.store.count_interactions(tenant, user_id)
     rows = rt.store.delete_feedback_before(tenant, user_id, before, chats=True)
     chats -= rt.store.count_interactions(tenant, user_id)
@@ -797,7 +815,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> dict
         rt.forget_pooled(tenant)
         if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
             rt.deletion_sweep.record(tenant, user_id, began_at=before)  # recorded now: a replica whose watermark passed `before` applies it
-    return counts
+    return counts, cache_error
 
 
 def no_counts(rt: Runtime) -> dict[str, int]:

@@ -141,6 +141,39 @@ def test_a_cli_command_without_a_writable_home_names_the_embedding_cache_variabl
         f"{home}; set PLURALIGN_CACHE_DIR (or --cache) to a folder this account can write"], run.stderr
 
 
+NO_PASSWD_UID = 1000680000  # OpenShift's kind of uid: assigned per namespace, no entry in the image's passwd file
+
+
+def test_an_arbitrary_uid_without_home_or_passwd_entry_is_one_line_naming_the_variable(unprivileged, scratch):
+    """OpenShift's arbitrary uid with group 0 and no HOME set: Python cannot tell a home folder at all.
+    Before: a traceback (`RuntimeError: Could not determine home directory.`) from serve's model-cache check,
+    and from the CLI's default embedding cache."""
+    try:
+        pwd.getpwuid(NO_PASSWD_UID)
+        pytest.skip(f"uid {NO_PASSWD_UID} has a passwd entry here")
+    except KeyError:
+        pass
+    data = owned_folder(scratch / "data", uid=NO_PASSWD_UID, gid=0, mode=0o770)
+    nobody = ["setpriv", f"--reuid={NO_PASSWD_UID}", "--regid=0", "--clear-groups"]
+    run = subprocess.run([*nobody, sys.executable, "-m", "training.cli", "serve", "--port", str(free_port())],
+                         cwd=ROOT, env=bare_env(PLURALIGN_DATA_DIR=str(data)), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "pluralign: error: PLURALIGN_MODEL_CACHE (unset: ~/.cache/pluralign/models): this account has no home folder "
+        f"(HOME is unset and uid {NO_PASSWD_UID} has no passwd entry), and all-minilm-l6-v2-onnx, smollm2-135m-instruct-fp32 "
+        "must be made in the model cache once; set PLURALIGN_MODEL_CACHE to a writable folder, or make the models there "
+        "beforehand as deploy/Dockerfile does"], run.stderr
+    assert list(data.iterdir()) == []
+    run = subprocess.run([*nobody, sys.executable, "-m", "training.cli", "eval", "--model", "bt", "--protocol", "persona",
+                          "--groups", "2", "--data-dir", str(SHARED_DATA)],
+                         cwd=ROOT, env=bare_env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "pluralign: error: PLURALIGN_CACHE_DIR (unset: ~/.cache/pluralign): this account has no home folder "
+        f"(HOME is unset and uid {NO_PASSWD_UID} has no passwd entry); set PLURALIGN_CACHE_DIR (or --cache) to a folder "
+        "this account can write"], run.stderr
+
+
 def modes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*") if not p.is_symlink()}
 
@@ -180,3 +213,33 @@ def test_serve_as_an_arbitrary_uid_writes_only_its_data_folder(unprivileged, scr
     assert found and not [p for p, m in found.items() if m & 0o007], found  # nothing for other accounts
     shared = {p: m for p, m in found.items() if p.startswith(("pal", "api_keys.json"))}
     assert shared and all(m & 0o040 for m in shared.values()), shared  # the group's (vLLM, a backup) to read
+
+
+@pytest.mark.slow
+def test_a_data_folder_made_inside_an_fsgroup_volume_is_its_group_s_to_read(unprivileged, scratch, tiny_generator_dir):
+    """PLURALIGN_DATA_DIR a folder not made yet inside an fsGroup volume (`/var/lib/pluralign/data`). Before: the
+    start decided the files' modes by the data folder, which did not exist yet, so it made it 2700 and its files
+    0600 (the group could read nothing), though every later start wrote 0640 files into it."""
+    volume = owned_folder(scratch / "volume", uid=0, gid=FS_GROUP, mode=0o2775)
+    data = volume / "data"
+    generator = readable_copy(tiny_generator_dir, scratch / "generator")
+    port = free_port()
+    env = bare_env(PLURALIGN_DATA_DIR=str(data), PLURALIGN_GENERATOR=str(generator), PLURALIGN_ENCODER="minilm",
+                   PLURALIGN_GENERATION_PROCESS="false", PLURALIGN_MAX_TOKENS="8", PLURALIGN_SHARED_DATA=str(SHARED_DATA))
+    log = scratch / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*as_uid(FS_GROUP), sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--log-level", "warning"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log, timeout=240)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o2750, oct(data.stat().st_mode)
+    found = modes(data)
+    shared = {p: m for p, m in found.items() if p.startswith(("pal", "api_keys.json"))}
+    assert shared and all(m & 0o040 for m in shared.values()), shared
+    assert not [p for p, m in found.items() if m & 0o007], found

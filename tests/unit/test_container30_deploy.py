@@ -59,3 +59,46 @@ def test_probes_match_what_health_says():
 def test_the_image_runs_as_a_non_root_user():
     users = re.findall(r"^USER\s+(\S+)", (DEPLOY / "Dockerfile").read_text(), flags=re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_a_key_revoked_in_the_secret_stops_working_in_running_pods(tmp_path):
+    """The API keys are a Secret. Mounted with `subPath` (as before), kubelet never updates the file: a key
+    revoked in the Secret stayed valid until the pod restarted, though deploy/README.md promised the next
+    request. Now the data folder's key file is a link to the Secret's mounted folder (an init container makes
+    it); here kubelet's update of such a folder (a new `..data` swapped in) is played against the real KeyRing."""
+    import shlex
+
+    from service.auth import KeyRing
+
+    pod = api_pod()
+    secrets = {v["name"] for v in pod["volumes"] if "secret" in v}
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        assert not [m for m in container.get("volumeMounts", []) if m["name"] in secrets and "subPath" in m], container["name"]
+    (keys_mount,) = [m["mountPath"] for m in pod["containers"][0]["volumeMounts"] if m["name"] in secrets]
+    (link,) = [c for c in pod.get("initContainers", []) if "ln -sfn" in " ".join(c["command"])]
+    assert link["securityContext"] == pod["containers"][0]["securityContext"]  # restricted as the API container
+    target, name = shlex.split(link["command"][-1])[-2:]
+    assert target == f"{keys_mount}/api_keys.json" and name == "/var/lib/pluralign/api_keys.json"
+
+    # kubelet's layout of a Secret volume: api_keys.json -> ..data/api_keys.json, ..data -> a timestamped folder
+    secret, data = tmp_path / keys_mount.strip("/"), tmp_path / "var/lib/pluralign"
+    data.mkdir(parents=True)
+    writer = KeyRing(tmp_path / "admin" / "api_keys.json")  # where the operator makes the Secret's file
+    key, other = writer.issue("acme", name="old"), writer.issue("acme", name="new")
+
+    def kubelet_writes(version: str) -> None:
+        folder = secret / f"..{version}"
+        folder.mkdir(parents=True)
+        (folder / "api_keys.json").write_bytes(writer.path.read_bytes())
+        (secret / "..data_tmp").symlink_to(folder.name)
+        (secret / "..data_tmp").replace(secret / "..data")
+        if not (secret / "api_keys.json").is_symlink():
+            (secret / "api_keys.json").symlink_to("..data/api_keys.json")
+
+    kubelet_writes("2026_12_04_03_00_00.1")
+    (tmp_path / name.strip("/")).symlink_to(tmp_path / target.strip("/"))  # what link-keys makes
+    served = KeyRing(data / "api_keys.json")
+    assert served.lookup(key) is not None and served.lookup(other) is not None
+    writer.revoke("old")  # kubectl edits the Secret; kubelet swaps its folder in
+    kubelet_writes("2026_12_04_03_01_00.2")
+    assert served.lookup(key) is None and served.lookup(other) is not None  # at the next request

@@ -50,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
     check_writable(option, str(settings.data_path))
     from pluralign.files import group_shared
 
-    if group_shared(settings.data_path):  # an fsGroup volume: the group's other accounts (vLLM, a backup) read it
+    # an fsGroup volume: the group's other accounts (vLLM, a backup) read it. A data folder not made yet is
+    # made in the folder above it, whose setgid it inherits: that folder decides
+    folder = settings.data_path.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if group_shared(folder):
         os.umask(0o027)  # files 0640, folders 0750
     settings.check_models()  # an unknown encoder or generator: refused before litestar, torch and lancedb load
     from service.requestid import configure_logging
