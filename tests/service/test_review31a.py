@@ -1,0 +1,115 @@
+"""Session 31's hostile review of request ids (obs30) and one answer in any spelling (i18n30): each case
+failed before its fix. A browser reads the 400 of a malformed `X-Request-Id` (CORS), the feedback rows'
+request ids survive many threads, a stored pair written in NFC and NFD is drawn once, and text that is
+not Unicode (a lone UTF-16 surrogate) is refused where it enters the library."""
+
+from __future__ import annotations
+
+import threading
+import time
+import unicodedata
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pluralign.store import Store, StoredPreference
+
+ORIGIN = "https://app.example"
+
+
+def test_a_browser_reads_the_refusal_of_a_malformed_request_id(serve):
+    """The 400 naming `X-Request-Id` carries the CORS headers every other answer has: without them a
+    browser shows its client a network error instead of the reason (the 404 beside it had them)."""
+    _, server, svc = serve(cors_origins=(ORIGIN,))
+    with server, svc.client() as c:
+        refused = c.get("/v1/models", headers={"Origin": ORIGIN, "X-Request-Id": "has space"})
+        unrouted = c.get("/v1/nope", headers={"Origin": ORIGIN})
+        elsewhere = c.get("/v1/models", headers={"Origin": "https://evil.example", "X-Request-Id": "has space"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "X-Request-Id", refused.text
+    assert unrouted.status_code == 404 and unrouted.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert refused.headers.get("Access-Control-Allow-Origin") == ORIGIN, dict(refused.headers)
+    assert refused.headers["Access-Control-Expose-Headers"] == "X-Request-Id"
+    assert refused.json()["error"]["request_id"] == refused.headers["X-Request-Id"]
+    assert elsewhere.status_code == 400 and "Access-Control-Allow-Origin" not in elsewhere.headers  # an origin not allowed
+
+
+def test_feedback_rows_request_ids_are_kept_whatever_threads_remember_and_move_them(monkeypatch):
+    """`remember` runs on the event loop, `per_request` on the ingest worker and on request threads that
+    flush: one unguarded LRU between them raised KeyError / 'OrderedDict mutated during iteration'
+    (a 500 on POST /v1/feedback, or the moved rows' refits skipped) and lost ids."""
+    import sys
+
+    from cachetools import LRUCache
+
+    from service import requestid
+
+    monkeypatch.setattr(requestid, "_CAUSES", LRUCache(maxsize=1000))  # full soon: remember evicts as well
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often, as a loaded server's do
+    errors, given = [], {}
+
+    def sender(k: int) -> None:
+        with requestid.as_request(f"req-{k}"):
+            try:
+                for i in range(6000):
+                    requestid.remember([f"{k}-{i}"])
+            except Exception as exc:  # noqa: BLE001 (the test reports it)
+                errors.append(exc)
+
+    def mover(k: int) -> None:
+        hook = lambda rows: given.setdefault(rows[0].pref_id, requestid.current())  # noqa: E731
+        try:
+            for i in range(6000):
+                requestid.per_request([hook], [SimpleNamespace(pref_id=f"{k}-{i}")])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f, args=(k,)) for k in range(3) for f in (sender, mover)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert not errors, errors[:3]
+    assert all(rid in (None, f"req-{pref.split('-')[0]}") for pref, rid in given.items())  # never another request's id
+    assert len(requestid._CAUSES) <= 1000
+
+
+DIM = 8
+
+
+def test_a_pair_stored_in_nfc_and_in_nfd_is_drawn_once(tmp_path):
+    """`answers_sample` draws distinct pairs: two users' rows of one pair, one typed on macOS (NFD),
+    were two pairs (the profile's examples and next-comparison's candidates held it twice)."""
+    store = Store(str(tmp_path), "enc", DIM)
+    answers = [("Café crème.", "Thé noir."), ("Crêpe.", "Gaufre."), ("Oui.", "Non.")]
+    rows = []
+    for user, form in (("mac", "NFD"), ("pc", "NFC")):
+        for i, (chosen, rejected) in enumerate(answers):
+            rows.append(StoredPreference(
+                tenant="t", user_id=user, pref_id=f"{user}-{i}", prompt=unicodedata.normalize(form, "Un café ?"),
+                chosen=unicodedata.normalize(form, chosen), rejected=unicodedata.normalize(form, rejected),
+                kind="comparison", created_at=time.time()))
+    vecs = np.random.default_rng(0).standard_normal((len(rows), DIM)).astype(np.float32)
+    store.add_preferences(rows, vecs, vecs + 1, vecs - 1)
+    _, drawn, _, _ = store.answers_sample("t", 100)
+    pairs = [frozenset(unicodedata.normalize("NFC", a) for a in drawn[k : k + 2]) for k in range(0, len(drawn), 2)]
+    assert sorted(map(sorted, pairs)) == sorted(sorted(p) for p in answers), drawn
+
+
+@pytest.mark.parametrize("text", ["half an emoji \ud83d", "\udc00 a low half"])
+def test_a_lone_surrogate_is_refused_where_a_preference_is_read(text):
+    """JSON text cut by a UTF-16 slice (JavaScript's `slice`) holds "\\ud83d": Python's json reads it,
+    msgspec (the service's bodies) refuses it. `read_rows` took it, and the store, the export and the
+    encoder then failed on it ('surrogates not allowed') far from the row at fault."""
+    from pluralign.data.io import PreferenceError, read_rows
+
+    with pytest.raises(PreferenceError) as refused:
+        read_rows([{"user_id": "u", "prompt": "p", "chosen": text, "rejected": "b"}])
+    assert refused.value.field == "chosen" and "surrogate" in str(refused.value), str(refused.value)
+    _, report = read_rows([{"user_id": "u", "prompt": "p", "chosen": text, "rejected": "b"},
+                           {"user_id": "u", "prompt": "p", "chosen": "a", "rejected": "b"}], skip_bad=True)
+    assert report.loaded == 1 and report.skipped == 1 and "surrogate" in report.errors[0]
