@@ -5,6 +5,7 @@ not Unicode (a lone UTF-16 surrogate) is refused where it enters the library."""
 
 from __future__ import annotations
 
+import ast
 import threading
 import time
 import unicodedata
@@ -113,3 +114,70 @@ def test_a_lone_surrogate_is_refused_where_a_preference_is_read(text):
     _, report = read_rows([{"user_id": "u", "prompt": "p", "chosen": text, "rejected": "b"},
                            {"user_id": "u", "prompt": "p", "chosen": "a", "rejected": "b"}], skip_bad=True)
     assert report.loaded == 1 and report.skipped == 1 and "surrogate" in report.errors[0]
+
+
+FAMILY, THUMB = "\U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466", "\U0001F44D\U0001F3FD"
+
+
+def whole_graphemes(shown: str, sent: str) -> bool:
+    """`shown` is `sent`'s first clusters, none cut in two."""
+    import regex
+
+    clusters = regex.findall(r"\X", sent)
+    return regex.findall(r"\X", shown) == clusters[: len(regex.findall(r"\X", shown))] and sent.startswith(shown)
+
+
+@pytest.mark.parametrize("where", ["value", "query"])
+def test_an_error_echoing_a_long_value_or_query_cuts_it_between_graphemes(serve, where):
+    """The echo of a value outside a field's choices and of a query value was cut at a fixed count of
+    code points (`[:64]`, `[:24]`): inside an emoji's ZWJ sequence or skin tone, or inside the `\\u200d`
+    Python writes for its joiner."""
+    _, server, svc = serve()
+    with server, svc.client() as c:
+        if where == "value":
+            sent = "x" + FAMILY * 20
+            r = c.post("/v1/chat/completions", json={"model": "pluralign", "messages": [{"role": sent, "content": "Hi"}]})
+            shown = r.json()["error"]["message"].split("got ", 1)[1]
+            shown = ast.literal_eval(shown).removesuffix("...")  # the value as Python writes it: '\\u200d' for a ZWJ
+        else:
+            sent = "1" + THUMB * 20
+            r = c.get("/v1/users/u1/stated-preferences", params={"limit": sent})
+            shown = r.json()["error"]["message"].split("got '", 1)[1].removesuffix("...'")
+    assert r.status_code == 400, r.text
+    assert shown != sent and len(shown) > 1 and whole_graphemes(shown, sent), (shown, r.json()["error"])
+
+
+def test_a_generation_servers_long_error_is_cut_between_graphemes():
+    """`RemoteGeneratorError` repeats the server's error, cut at 300 code points: it was `[:300]`, inside
+    an emoji's ZWJ sequence when the server echoed the user's prompt (as vLLM's errors do)."""
+    import http.server
+    import json
+
+    from pluralign.policy.remote import RemoteGenerator, RemoteGeneratorError, RemotePolicy
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"error": {"message": "prompt too long: " + FAMILY * 60, "type": "BadRequestError"}}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        remote = RemoteGenerator(f"http://127.0.0.1:{server.server_port}/v1", "m", policy=RemotePolicy(timeout_s=5, max_retries=0))
+        with pytest.raises(RemoteGeneratorError) as refused:
+            remote.generate([{"role": "user", "content": "Hi"}])
+    finally:
+        server.shutdown()
+        server.server_close()
+    shown = str(refused.value).split("answered 400: ", 1)[1]
+    assert FAMILY in shown and len(shown) <= 300, shown
+    head = shown.rstrip("\u2026.")
+    assert head.endswith(FAMILY) or not head.endswith(("\u200d", "\U0001F468", "\U0001F469", "\U0001F467")), head[-20:]
