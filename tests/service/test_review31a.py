@@ -6,6 +6,7 @@ not Unicode (a lone UTF-16 surrogate) is refused where it enters the library."""
 from __future__ import annotations
 
 import ast
+import logging
 import threading
 import time
 import unicodedata
@@ -181,3 +182,31 @@ def test_a_generation_servers_long_error_is_cut_between_graphemes():
     assert FAMILY in shown and len(shown) <= 300, shown
     head = shown.rstrip("\u2026.")
     assert head.endswith(FAMILY) or not head.endswith(("\u200d", "\U0001F468", "\U0001F469", "\U0001F467")), head[-20:]
+
+
+from tests.service.test_obs30_request_ids import collect, lines_of  # noqa: E402, F401 (the fixture)
+
+MARKED_USER = "user-marker-Rv93"
+
+
+@pytest.mark.parametrize("failure", ["storage", "unhandled"])
+def test_a_failed_requests_log_line_names_the_route_not_the_users_id(serve, collect, monkeypatch, failure):  # noqa: F811
+    """A storage failure's line and an unhandled error's named the raw path, the user's id in it (the
+    access log writes the route template: user ids are personal data); now the template, with the id."""
+    from pluralign.store.failures import StoreUnavailable
+
+    _, server, svc = serve()
+    logs = collect()
+
+    def broken(*args, **kwargs):
+        if failure == "storage":
+            raise StoreUnavailable("table users", "/data/store", "read", "full", "No space left on device")
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(svc.runtime.store, "get_user", broken)
+    with server, svc.client() as c:
+        r = c.get(f"/v1/users/{MARKED_USER}", headers={"X-Request-Id": "fail-7"})
+    assert r.status_code == (507 if failure == "storage" else 500), r.text
+    failed = [rec for rec in logs.records if rec.levelno >= logging.ERROR and rec.request_id == "fail-7"]
+    assert failed and "/v1/users/{user_id}" in failed[0].getMessage(), [rec.getMessage() for rec in failed]
+    assert not [line for line in lines_of(logs) if MARKED_USER in line]
