@@ -210,3 +210,29 @@ def test_a_failed_requests_log_line_names_the_route_not_the_users_id(serve, coll
     failed = [rec for rec in logs.records if rec.levelno >= logging.ERROR and rec.request_id == "fail-7"]
     assert failed and "/v1/users/{user_id}" in failed[0].getMessage(), [rec.getMessage() for rec in failed]
     assert not [line for line in lines_of(logs) if MARKED_USER in line]
+
+
+def test_a_background_failure_names_a_user_of_a_tenant_not_the_users_id(serve, collect, monkeypatch):  # noqa: F811
+    """The lines a user's feedback causes behind the reply (a refit that failed, an adapter trigger that
+    failed) named `tenant/user`: a user's id in the operator's log, kept after their DELETE, where the
+    DELETE's and the fit's own lines say 'a user of tenant X'. The request id leads to the request."""
+    from service.admin.controllers import ADMIN_HANDLERS
+    from service.users import services
+
+    _, server, svc = serve(admin_handlers=ADMIN_HANDLERS, adapter_every=1)
+    logs = collect()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(services, "refit", broken)
+    monkeypatch.setattr(svc.runtime.store, "count_comparisons", broken)  # the adapter trigger's count
+    with server, svc.client() as c:
+        fb = {"type": "comparison", "user": MARKED_USER, "prompt": "p", "chosen": "a", "rejected": "b"}
+        assert c.post("/v1/feedback", json=fb, headers={"X-Request-Id": "bg-fail-8"}).status_code == 201
+        svc.runtime.ingest.flush()
+        svc.runtime.wait_for_background()
+    failed = [rec.getMessage() for rec in logs.records if rec.levelno >= logging.ERROR and rec.request_id == "bg-fail-8"]
+    assert any("refit" in m for m in failed) and any("adapter trigger" in m for m in failed), failed
+    assert all("a user of tenant acme" in m for m in failed), failed
+    assert not [line for line in lines_of(logs) if MARKED_USER in line]
