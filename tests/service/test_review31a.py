@@ -20,11 +20,23 @@ from pluralign.store import Store, StoredPreference
 ORIGIN = "https://app.example"
 
 
-def test_a_browser_reads_the_refusal_of_a_malformed_request_id(serve):
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):  # noqa: F811
+    """One service for the HTTP cases (each server start costs seconds): CORS on, the admin routes,
+    an adapter job due at every comparison."""
+    from service.admin.controllers import ADMIN_HANDLERS
+    from tests.service.tiny import start_service
+
+    server, service = start_service(tmp_path_factory.mktemp("review31a"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    cors_origins=(ORIGIN,), admin_handlers=ADMIN_HANDLERS, adapter_every=1, deletion_sweep_s=3600)
+    with server:
+        yield service
+
+
+def test_a_browser_reads_the_refusal_of_a_malformed_request_id(live):
     """The 400 naming `X-Request-Id` carries the CORS headers every other answer has: without them a
     browser shows its client a network error instead of the reason (the 404 beside it had them)."""
-    _, server, svc = serve(cors_origins=(ORIGIN,))
-    with server, svc.client() as c:
+    with live.client() as c:
         refused = c.get("/v1/models", headers={"Origin": ORIGIN, "X-Request-Id": "has space"})
         unrouted = c.get("/v1/nope", headers={"Origin": ORIGIN})
         elsewhere = c.get("/v1/models", headers={"Origin": "https://evil.example", "X-Request-Id": "has space"})
@@ -129,12 +141,11 @@ def whole_graphemes(shown: str, sent: str) -> bool:
 
 
 @pytest.mark.parametrize("where", ["value", "query"])
-def test_an_error_echoing_a_long_value_or_query_cuts_it_between_graphemes(serve, where):
+def test_an_error_echoing_a_long_value_or_query_cuts_it_between_graphemes(live, where):
     """The echo of a value outside a field's choices and of a query value was cut at a fixed count of
     code points (`[:64]`, `[:24]`): inside an emoji's ZWJ sequence or skin tone, or inside the `\\u200d`
     Python writes for its joiner."""
-    _, server, svc = serve()
-    with server, svc.client() as c:
+    with live.client() as c:
         if where == "value":
             sent = "x" + FAMILY * 20
             r = c.post("/v1/chat/completions", json={"model": "pluralign", "messages": [{"role": sent, "content": "Hi"}]})
@@ -190,12 +201,11 @@ MARKED_USER = "user-marker-Rv93"
 
 
 @pytest.mark.parametrize("failure", ["storage", "unhandled"])
-def test_a_failed_requests_log_line_names_the_route_not_the_users_id(serve, collect, monkeypatch, failure):  # noqa: F811
+def test_a_failed_requests_log_line_names_the_route_not_the_users_id(live, collect, monkeypatch, failure):  # noqa: F811
     """A storage failure's line and an unhandled error's named the raw path, the user's id in it (the
     access log writes the route template: user ids are personal data); now the template, with the id."""
     from pluralign.store.failures import StoreUnavailable
 
-    _, server, svc = serve()
     logs = collect()
 
     def broken(*args, **kwargs):
@@ -203,8 +213,8 @@ def test_a_failed_requests_log_line_names_the_route_not_the_users_id(serve, coll
             raise StoreUnavailable("table users", "/data/store", "read", "full", "No space left on device")
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(svc.runtime.store, "get_user", broken)
-    with server, svc.client() as c:
+    monkeypatch.setattr(live.runtime.store, "get_user", broken)
+    with live.client() as c:
         r = c.get(f"/v1/users/{MARKED_USER}", headers={"X-Request-Id": "fail-7"})
     assert r.status_code == (507 if failure == "storage" else 500), r.text
     failed = [rec for rec in logs.records if rec.levelno >= logging.ERROR and rec.request_id == "fail-7"]
@@ -212,26 +222,24 @@ def test_a_failed_requests_log_line_names_the_route_not_the_users_id(serve, coll
     assert not [line for line in lines_of(logs) if MARKED_USER in line]
 
 
-def test_a_background_failure_names_a_user_of_a_tenant_not_the_users_id(serve, collect, monkeypatch):  # noqa: F811
+def test_a_background_failure_names_a_user_of_a_tenant_not_the_users_id(live, collect, monkeypatch):  # noqa: F811
     """The lines a user's feedback causes behind the reply (a refit that failed, an adapter trigger that
     failed) named `tenant/user`: a user's id in the operator's log, kept after their DELETE, where the
     DELETE's and the fit's own lines say 'a user of tenant X'. The request id leads to the request."""
-    from service.admin.controllers import ADMIN_HANDLERS
     from service.users import services
 
-    _, server, svc = serve(admin_handlers=ADMIN_HANDLERS, adapter_every=1)
     logs = collect()
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(services, "refit", broken)
-    monkeypatch.setattr(svc.runtime.store, "count_comparisons", broken)  # the adapter trigger's count
-    with server, svc.client() as c:
+    monkeypatch.setattr(live.runtime.store, "count_comparisons", broken)  # the adapter trigger's count
+    with live.client() as c:
         fb = {"type": "comparison", "user": MARKED_USER, "prompt": "p", "chosen": "a", "rejected": "b"}
         assert c.post("/v1/feedback", json=fb, headers={"X-Request-Id": "bg-fail-8"}).status_code == 201
-        svc.runtime.ingest.flush()
-        svc.runtime.wait_for_background()
+        live.runtime.ingest.flush()
+        live.runtime.wait_for_background()
     failed = [rec.getMessage() for rec in logs.records if rec.levelno >= logging.ERROR and rec.request_id == "bg-fail-8"]
     assert any("refit" in m for m in failed) and any("adapter trigger" in m for m in failed), failed
     assert all("a user of tenant acme" in m for m in failed), failed
