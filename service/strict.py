@@ -158,11 +158,12 @@ def _choices(body_type: type, field: str) -> tuple[str, ...]:
 
 def one_of(choices: tuple[str, ...], got: str) -> str:
     """`must be one of `a`, `b`; got 'c'`: a value outside a field's choices, said with them."""
-    if len(got) > 66:  # msgspec's repr of the value: cut the value between graphemes, then written again
+    if len(got) > 66:  # msgspec's repr of the value: a string is cut between graphemes, then written again
         try:
-            got = repr(shorten(ast.literal_eval(got), 66, "..."))
-        except (ValueError, SyntaxError):  # not a quoted string
-            got = shorten(got, 67, "...")
+            value = ast.literal_eval(got)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            value = None
+        got = repr(shorten(value, 66, "...")) if isinstance(value, str) else shorten(got, 67, "...")
     return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}"
 
 

@@ -244,3 +244,11 @@ def test_a_background_failure_names_a_user_of_a_tenant_not_the_users_id(live, co
     assert any("refit" in m for m in failed) and any("adapter trigger" in m for m in failed), failed
     assert all("a user of tenant acme" in m for m in failed), failed
     assert not [line for line in lines_of(logs) if MARKED_USER in line]
+
+
+def test_a_long_value_outside_the_choices_that_is_not_a_string_is_cut_too():
+    """msgspec writes the value it refused: a number is no quoted string to cut between graphemes."""
+    from service.strict import one_of
+
+    assert one_of(("a", "b"), "1" * 80) == "must be one of `a`, `b`; got " + "1" * 64 + "..."
+    assert one_of(("a", "b"), repr("x" * 80)) == "must be one of `a`, `b`; got '" + "x" * 63 + "...'"  # as before for ASCII
