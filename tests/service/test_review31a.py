@@ -252,3 +252,22 @@ def test_a_long_value_outside_the_choices_that_is_not_a_string_is_cut_too():
 
     assert one_of(("a", "b"), "1" * 80) == "must be one of `a`, `b`; got " + "1" * 64 + "..."
     assert one_of(("a", "b"), repr("x" * 80)) == "must be one of `a`, `b`; got '" + "x" * 63 + "...'"  # as before for ASCII
+
+
+def test_an_audit_counts_a_label_that_reads_the_same_as_one_group(live):
+    """Labels from clients as they come: a CSV's trailing space, a zero-width space or a BOM pasted
+    before the text. Each was a group of its own on the dashboard, looking like the others ("Paris"
+    three times, each smaller than it is); the audit reads names and labels as answers are compared
+    (`answer_key`: the visible text in NFC)."""
+    from pluralign.fairness.store_source import comparisons_from_store
+
+    spellings = [("ville", "Paris"), ("ville ", "Paris "), ("\u200bville", "\ufeffParis"), ("ville", "Pari\u0073\u200b")]
+    with live.client("acme") as c:
+        for i, (name, label) in enumerate(spellings):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": f"lbl{i}", "prompt": "Où aller ?", "chosen": f"Paris {i}",
+                                             "rejected": f"Lyon {i}", "attributes": {name: label}})
+            assert r.status_code == 201, r.text
+    live.runtime.ingest.flush("acme")
+    comparisons = comparisons_from_store(live.runtime.store.uri, "ville", "acme")
+    mine = {comparisons.groups[g] for g, u in zip(comparisons.group, comparisons.user, strict=True) if comparisons.users[u].startswith("acme/lbl")}
+    assert mine == {"Paris"}, mine
