@@ -15,6 +15,7 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
+from litestar.middleware._internal.cors import CORSMiddleware  # the one Litestar wraps its router in (2.25 pinned)
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
@@ -115,6 +116,8 @@ def create_app(
     app.asgi_handler = answer_head(with_request_ids(
         app.asgi_handler, log_access=settings.access_log, tenant_of=_tenant_of, route_of=route_of, refuse=refuse_request_id,
         method_of=lambda scope: "HEAD" if scope.get(HEAD_KEY) else method_of(scope),
+        # the refusal of a malformed id gets the CORS headers the app's other answers get, so a browser reads it
+        around_refusal=partial(CORSMiddleware, config=app.cors_config) if app.cors_config else lambda refusal: refusal,
     ))  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
     app.state.admin_sessions = AdminSessions(settings.admin_session_s)

@@ -29,6 +29,7 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER
 from pluralign.data.text import is_blank, shorten
 from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import allow_for
+from service.metrics import route_of
 from service.requestid import HEADER as REQUEST_ID_HEADER
 from service.requestid import current as current_request_id
 
@@ -264,7 +265,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
     storage = storage_failure(request, exc)
     if storage is not None:
         return storage
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s %s", request.method, route_of(request.scope), exc_info=exc)  # the template: no user id
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
@@ -288,7 +289,7 @@ def storage_response(request: Request, failure: StoreUnavailable, done: str | No
     cause, for the operator (docs/operations.md); none when not `logged` (said lately)."""
     status, code, message = storage_status(failure, request.method, done)
     if logged:
-        log.error("%s %s answered %d: %s (docs/operations.md, storage failures)", request.method, request.url.path, status, failure)
+        log.error("%s %s answered %d: %s (docs/operations.md, storage failures)", request.method, route_of(request.scope), status, failure)
     headers = {"Retry-After": str(STORAGE_RETRY_AFTER)} if status == 503 else None
     return error_response(status, message, code=code, headers=headers)
 

@@ -14,6 +14,8 @@ from typing import Any
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 
+from service.requestid import VALID
+
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 ERROR_SCHEMA = {
     "type": "object",
@@ -67,6 +69,15 @@ RESPONSE_HEADERS = {  # (path, method, status) -> headers it answers, beyond Ret
         "description": "`true` when the `Idempotency-Key` was stored already: nothing new was stored, the first receipt is answered",
         "schema": {"type": "string", "enum": ["true"]}}} for path in ("/v1/feedback", "/v1/users/{user_id}/import")},
 }
+# every route takes and every answer carries `X-Request-Id` (service.requestid): declared once, referred to from each
+REQUEST_ID_PARAMETER = {
+    "name": "X-Request-Id", "in": "header", "required": False,
+    "description": "your id for this request (a gateway's, a trace's), answered back and on the service's log lines; "
+                   "without it the service makes one (`req_` and 32 hex digits). Another value is a 400 naming the header",
+    "schema": {"type": "string", "pattern": f"^{VALID.pattern}$"},
+}
+REQUEST_ID_HEADER = {"description": "the request's id: the one sent, else a fresh `req_<32 hex>`; error bodies repeat it as "
+                                    "`error.request_id`", "schema": {"type": "string"}}
 SSE = {"schema": {"type": "string", "description": "`data: {chat.completion.chunk}` events, then `data: [DONE]`"}}
 
 
@@ -92,11 +103,14 @@ def complete_openapi(schema: dict) -> dict:
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {})["ErrorBody"] = ERROR_SCHEMA
     components["securitySchemes"] = SECURITY_SCHEMES
+    components.setdefault("parameters", {})["RequestId"] = REQUEST_ID_PARAMETER
+    components.setdefault("headers", {})["RequestId"] = REQUEST_ID_HEADER
     for path, item in schema.get("paths", {}).items():
         for method, op in item.items():
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
             responses = op.setdefault("responses", {})
+            op.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
             public = path in PUBLIC or path.startswith("/schema")
             if not public:
                 op["security"] = [{"apiKey": []}, {"adminSession": []}] if path.startswith("/admin") else [{"apiKey": []}]
@@ -120,8 +134,7 @@ def complete_openapi(schema: dict) -> dict:
                     headers = {**headers, "Retry-After": RETRY_AFTER}
                 if status == "401" and (path, method) != ("/admin/login", "post"):  # that one answers the form again
                     headers = {**headers, "WWW-Authenticate": WWW_AUTHENTICATE}
-                if headers:
-                    response.setdefault("headers", {}).update(headers)
+                response.setdefault("headers", {}).update({**headers, "X-Request-Id": {"$ref": "#/components/headers/RequestId"}})
             if path == "/v1/chat/completions":
                 responses["200"].setdefault("content", {})["text/event-stream"] = SSE
                 responses["200"]["description"] = "a chat.completion (JSON), or with `stream: true` server-sent chunks"

@@ -28,6 +28,7 @@ import contextlib
 import contextvars
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,6 +45,7 @@ VALID = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII, no spaces: one token
 access_log = logging.getLogger("pluralign.access")
 _ENCODER = msgspec.json.Encoder()
 _CAUSES: LRUCache = LRUCache(maxsize=100_000)  # feedback row id -> the request that sent it (in memory only)
+_CAUSES_LOCK = threading.Lock()  # remember (the event loop) and per_request (the ingest worker, flushing requests' threads)
 
 
 def new_id() -> str:
@@ -66,8 +68,9 @@ def remember(row_ids: list[str]) -> None:
     a batch of several requests' rows) calls its hooks under this id (`per_request`)."""
     rid = REQUEST_ID.get()
     if rid is not None:
-        for row_id in row_ids:
-            _CAUSES[row_id] = rid
+        with _CAUSES_LOCK:  # cachetools' caches are not thread-safe
+            for row_id in row_ids:
+                _CAUSES[row_id] = rid
 
 
 @contextlib.contextmanager
@@ -88,8 +91,9 @@ def per_request(hooks: list[Callable[[list], None]], rows: list) -> None:
     them (`remember`) under that request's id, so a refit or job they trigger logs it; rows of no known
     request (replayed after a restart) are given together, under none. One request's rows: one call."""
     groups: dict[str | None, list] = {}
-    for row in rows:
-        groups.setdefault(_CAUSES.pop(row.pref_id, None), []).append(row)
+    with _CAUSES_LOCK:
+        for row in rows:
+            groups.setdefault(_CAUSES.pop(row.pref_id, None), []).append(row)
     for rid, group in groups.items():
         with as_request(rid):
             for hook in list(hooks):
@@ -108,10 +112,12 @@ def header_problem(values: list[bytes]) -> str | None:
 
 def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Scope], str | None],
                      route_of: Callable[[Scope], str], method_of: Callable[[Scope], str],
-                     refuse: Callable[[str], tuple[int, bytes]]) -> ASGIApp:
+                     refuse: Callable[[str], tuple[int, bytes]],
+                     around_refusal: Callable[[ASGIApp], ASGIApp] = lambda refusal: refusal) -> ASGIApp:
     """Wraps the app's ASGI handler (outside its routing, so 404s and 401s are answered with it too):
     sets `REQUEST_ID` for the request, adds `X-Request-Id` to its answer, writes its access-log line.
-    `refuse(problem)` -> (status, JSON body) answers a malformed header (under a fresh id)."""
+    `refuse(problem)` -> (status, JSON body) answers a malformed header (under a fresh id), served by
+    `around_refusal(refusal)`: the app's CORS middleware, so a browser can read why (as any other 400)."""
 
     async def handler(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,14 +138,14 @@ def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Sco
                 message = {**message, "headers": [*headers, (b"x-request-id", rid.encode("latin-1"))]}
             await send(message)
 
+        async def refusal(scope: Scope, receive: Receive, send: Send) -> None:
+            code, body = refuse(problem)
+            await send({"type": "http.response.start", "status": code,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
         try:
-            if problem is None:
-                await app(scope, receive, send_with_id)
-            else:
-                status, body = refuse(problem)
-                await send_with_id({"type": "http.response.start", "status": status,
-                                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-                await send_with_id({"type": "http.response.body", "body": body})
+            await (app if problem is None else around_refusal(refusal))(scope, receive, send_with_id)
         finally:
             if log_access:
                 line = {"method": method_of(scope), "route": route_of(scope), "status": status,

@@ -15,6 +15,7 @@ parameter the route does not take (`unknown_parameter`; /health, /metrics and /s
 
 from __future__ import annotations
 
+import ast
 import difflib
 import math
 import re
@@ -29,6 +30,7 @@ from litestar.enums import RequestEncodingType
 from litestar.exceptions import MethodNotAllowedException
 from litestar.params import ParameterKwarg
 
+from pluralign.data.text import shorten
 from service.errors import bad_request, unsupported_media_type
 from service.head import allow_for, is_head, takes_head
 from service.ids import PATTERN_WORDS
@@ -156,7 +158,12 @@ def _choices(body_type: type, field: str) -> tuple[str, ...]:
 
 def one_of(choices: tuple[str, ...], got: str) -> str:
     """`must be one of `a`, `b`; got 'c'`: a value outside a field's choices, said with them."""
-    got = got if len(got) <= 66 else got[:64] + "...'"
+    if len(got) > 66:  # msgspec's repr of the value: a string is cut between graphemes, then written again
+        try:
+            value = ast.literal_eval(got)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            value = None
+        got = repr(shorten(value, 66, "...")) if isinstance(value, str) else shorten(got, 67, "...")
     return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}"
 
 
@@ -166,7 +173,7 @@ def _dotted(segments: list[str | int]) -> str:
         if isinstance(segment, int):
             out += f"[{segment}]"
         else:
-            segment = segment if len(segment) <= 64 else segment[:64] + "..."
+            segment = shorten(segment, 67, "...")
             out += f".{segment}" if out else segment
     return out
 
@@ -207,7 +214,7 @@ def _path_to_open_string(prefix: bytes) -> str:
                 opened[-1][0] += 1
         elif opened and len(opened[-1]) == 2 and opened[-1][1]:  # an object's key
             key = msgspec.json.decode(text, type=str)
-            opened[-1] = [key if len(key) <= 64 else key[:64] + "...", False]
+            opened[-1] = [shorten(key, 67, "..."), False]
     return ""
 
 
@@ -313,7 +320,7 @@ def check_number(parameter: QueryParameter, value: str) -> None:
     `MAX_NUMBER_CHARS` characters) within its range: `wait=` and 5,000 zeros answered "Expected
     `float`, got `str`", 400 nines "Number out of range", `since=nan` reached the handler."""
     name = parameter.name
-    shown = value if len(value) <= 24 else value[:24] + "..."
+    shown = shorten(value, 27, "...")  # between graphemes
     wanted = number_range(parameter)
     if len(value) > MAX_NUMBER_CHARS or not _NUMBER.fullmatch(value):
         raise bad_request(name, f"must be {wanted}, written in decimal in at most {MAX_NUMBER_CHARS} characters "
@@ -392,7 +399,7 @@ def strict_query(request: Request) -> None:
         if not (parameter.integer and values):
             continue
         value = values[0]
-        shown = value if len(value) <= 24 else value[:24] + "..."
+        shown = shorten(value, 27, "...")
         if not _INTEGER.fullmatch(value):
             raise bad_request(name, f"must be an integer (digits only, as in {name}=20), got {shown!r}")
         digits = value.lstrip("-").lstrip("0")

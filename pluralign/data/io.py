@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pluralign.data.record import Base, Preference, PreferenceError, TrlRow
-from pluralign.data.text import answer_key, is_blank
+from pluralign.data.text import answer_key, is_blank, surrogate_problem
 from pluralign.files import atomic_writer
 
 _json_decoder = msgspec.json.Decoder()
@@ -89,6 +89,8 @@ def _attribute_labels(value: Any, line: int) -> dict[str, str]:
     for key, item in value.items():
         if is_blank(key):
             raise PreferenceError(line, "attributes", "an attribute name must hold a visible character")
+        if problem := surrogate_problem(key) or (surrogate_problem(item) if isinstance(item, str) else None):
+            raise PreferenceError(line, "attributes", f"an attribute name or label {problem}")
         if item is None:
             continue
         if isinstance(item, str):
@@ -136,6 +138,8 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     for field in ("prompt", "chosen", "rejected"):
         if is_blank(row[field]):
             raise PreferenceError(line, field, "has no visible character (only whitespace or zero-width characters)")
+        if problem := surrogate_problem(row[field]):
+            raise PreferenceError(line, field, problem)
     if answer_key(row["chosen"]) == answer_key(row["rejected"]):
         raise PreferenceError(line, "rejected", "is the same answer as `chosen`: a comparison needs two different answers")
     margin = row.get("margin")
@@ -150,6 +154,9 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
         row["user_id"] = default_user
     if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
         row["user_id"] = str(row["user_id"])
+    for field in ("user_id", "source"):
+        if isinstance(row.get(field), str) and (problem := surrogate_problem(row[field])):
+            raise PreferenceError(line, field, problem)
     if "tie" in row and row["tie"] is None:  # null as `datasets` writes an absent value (margin, source, created_at take it)
         del row["tie"]
     if "attributes" in row and row["attributes"] is not None:

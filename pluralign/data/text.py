@@ -92,6 +92,20 @@ def answer_key(text: str) -> str:
     return nfc(visible(text))
 
 
+def surrogate_problem(text: str) -> str | None:
+    """Why `text` is not Unicode text (None: it is): a lone UTF-16 surrogate (U+D800-U+DFFF), which no
+    UTF-8 file, Arrow column or tokenizer holds. Python's `json` reads one from "\\ud83d" (text cut
+    inside an emoji by a UTF-16 slice, JavaScript's `slice`); msgspec, and so the service, refuses it."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"holds a lone UTF-16 surrogate (U+{ord(text[exc.start]):04X} at character {exc.start + 1}), which is not text: "
+                "half of an emoji cut by a UTF-16 slice?")
+    return None
+
+
 _GRAPHEME = regex.compile(r"\X")
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pluralign.data.record import Preference
-from pluralign.data.text import nfc
+from pluralign.data.text import answer_key
 from pluralign.embed.base import Encoder, checked_vectors
 from pluralign.fairness.metrics import credit, expected_calibration_error, win_rate
 from pluralign.fairness.online import (
@@ -122,8 +122,8 @@ def comparisons_from_records(
     pairs = [r for r in records if not r.tie]
     if not pairs:
         raise ValueError("no non-tie comparisons to audit")
-    group_by = nfc(group_by)  # names and labels compared in NFC: one group however a client spelt it
-    named = [{nfc(k): v for k, v in r.attributes.items()} for r in pairs]
+    group_by = answer_key(group_by)  # names and labels compared as answers are (answer_key): one group however a client spelt it
+    named = [{answer_key(k): v for k, v in r.attributes.items()} for r in pairs]
     if user_groups is None and not any(group_by in a for a in named):
         raise UnknownGroupBy(group_by, {name for a in named for name in a})
     texts = list(dict.fromkeys(t for r in pairs for t in (r.chosen, r.rejected)))
@@ -135,7 +135,7 @@ def comparisons_from_records(
     if user_groups is not None:
         labels = [user_groups.get(r.user_id, "unassigned") for r in pairs]
     else:
-        labels = [nfc(a.get(group_by, "unknown")) for a in named]
+        labels = [answer_key(a.get(group_by, "unknown")) for a in named]
     group, groups = index_labels(labels)
     stamps = [r.created_at for r in pairs]
     order = np.array(stamps, np.float64) if all(s is not None for s in stamps) else np.arange(len(pairs), dtype=np.float64)

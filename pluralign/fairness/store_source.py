@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from pluralign.data.text import nfc
+from pluralign.data.text import answer_key
 from pluralign.fairness.audit import Comparisons, UnknownGroupBy, index_labels, policy_outcome
 from pluralign.store.failures import secrets_of, unavailable
 from pluralign.store.location import connect, options_from_env
@@ -30,7 +30,7 @@ def user_groups_from_store(db, group_by: str, tenant: str | None, names: set[str
     groups: dict[str, str] = {}
     for row in rows:
         key = f"{row['tenant']}/{row['user_id']}"
-        attributes = {nfc(k): v for k, v in json.loads(row["attributes"] or "{}").items()}  # NFD spellings: one name
+        attributes = {answer_key(k): v for k, v in json.loads(row["attributes"] or "{}").items()}  # NFD spellings, stray spaces or zero-width characters: one name
         if names is not None:
             names.update(attributes)
             if row["pal_logits"] is not None:
@@ -39,9 +39,9 @@ def user_groups_from_store(db, group_by: str, tenant: str | None, names: set[str
             if row["pal_logits"] is not None:
                 groups[key] = f"prototype-{int(np.argmax(row['pal_logits']))}"
         else:
-            value = attributes.get(nfc(group_by))
+            value = attributes.get(answer_key(group_by))
             if value is not None:
-                groups[key] = nfc(str(value))  # a label sent in NFC or NFD is one group
+                groups[key] = answer_key(str(value))  # a label that reads the same is one group (NFC or NFD, stray invisibles)
     return groups
 
 
@@ -77,8 +77,8 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     vectors = lambda name: data.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)  # noqa: E731
     diff = (vectors("chosen_vec") - vectors("rejected_vec")).astype(np.float32)  # (N, d)
     users = [f"{t}/{u}" for t, u in zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)]
-    group_by = nfc(group_by)  # names and labels compared in NFC: one group however a client spelt it
-    attributes = [{nfc(k): v for k, v in json.loads(a or "{}").items()} for a in data.column("attributes").to_pylist()]
+    group_by = answer_key(group_by)  # names and labels compared as answers are (answer_key): one group however a client spelt it
+    attributes = [{answer_key(k): v for k, v in json.loads(a or "{}").items()} for a in data.column("attributes").to_pylist()]
     user_names: set[str] = set()
     with reading(uri, "table `users`", options):
         by_user = user_groups_from_store(db, group_by, tenant, user_names)
@@ -87,7 +87,7 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
         # a misspelled name would put every comparison in one group, "unknown"
         raise UnknownGroupBy(group_by, {name for a in attributes for name in a} | user_names, "stored comparison or user")
     labels = [
-        nfc(str(a[group_by])) if own and group_by in a else by_user.get(u, "unknown")
+        answer_key(str(a[group_by])) if own and group_by in a else by_user.get(u, "unknown")
         for a, u in zip(attributes, users, strict=True)
     ]
     user, names = index_labels(users)

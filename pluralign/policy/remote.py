@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import openai
 
+from pluralign.data.text import shorten
 from pluralign.policy.generator import Cancelled, Candidate, Sampling
 
 
@@ -73,7 +74,7 @@ class RemoteGenerator:
         try:
             return request()
         except openai.APIStatusError as exc:
-            raise RemoteGeneratorError(f"generation server at {self.base_url} answered {exc.status_code}: {exc.message[:300]}") from exc
+            raise RemoteGeneratorError(f"generation server at {self.base_url} answered {exc.status_code}: {shorten(exc.message, 300)}") from exc
         except openai.APITimeoutError as exc:
             raise RemoteGeneratorError(
                 f"generation server at {self.base_url} timed out after {self.policy.timeout_s:g} s ({self.policy.max_retries} retries)"
@@ -121,7 +122,7 @@ class RemoteGenerator:
             raise Cancelled("cancelled while the server generated")
         choices = sorted(completion.choices or [], key=lambda c: c.index)
         if not choices:
-            raise RemoteGeneratorError(f"not a chat completion (no choices): {str(completion)[:300]}")
+            raise RemoteGeneratorError(f"not a chat completion (no choices): {shorten(str(completion), 300)}")
         usage = completion.usage
         total = usage.completion_tokens if usage else 0
         shares = [total // len(choices) + (1 if i < total % len(choices) else 0) for i in range(len(choices))]

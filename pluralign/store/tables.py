@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
 from pluralign.data.record import Base
+from pluralign.data.text import answer_key
 from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
 from pluralign.store.failures import Problems, StoreUnavailable, object_store_problem, secrets_of, unavailable
@@ -807,7 +808,7 @@ class Store:
         drawn at random (`seed`) from all of them: their prompts, texts, and prompt and answer
         vectors, (M, dim) each, M = 2 * pairs, each pair's two answers side by side.
 
-        A pair counts once however many users stored it, and pairs `keep(chosen, rejected)` refuses
+        A pair counts once however many users stored it (in NFC or NFD: `answer_key`), and pairs `keep(chosen, rejected)` refuses
         do not count: the draw reads past them. Rows of `leave_out_user` are not drawn at all. The
         cost is bounded whatever the tenant's size: one read of the row ids of its comparisons (the
         BITMAP index, no texts), the texts of at most `max_rows` drawn rows (default 8 * `limit`),
@@ -847,7 +848,7 @@ class Store:
             complete &= len(rows) == len(batch)
             by_id = {r["_rowid"]: r for r in rows}  # a take answers in row-id order: keep the drawn one
             for row in (by_id[i] for i in batch if i in by_id):
-                pair = frozenset((row["chosen"], row["rejected"]))
+                pair = frozenset((answer_key(row["chosen"]), answer_key(row["rejected"])))  # NFC and NFD: one pair
                 if pair not in seen and (keep is None or keep(row["chosen"], row["rejected"])):
                     seen.add(pair)
                     picked.append(row["_rowid"])

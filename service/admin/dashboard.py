@@ -79,6 +79,12 @@ def _bdi(value: object) -> str:
     return f"<bdi>{_e(value)}</bdi>"
 
 
+def _isolated(value: object) -> str:
+    """User text where HTML's <bdi> cannot go (an SVG <title>, a tooltip): between U+2068 FIRST STRONG
+    ISOLATE and U+2069 POP DIRECTIONAL ISOLATE, plain text's isolation, to the same effect."""
+    return f"\u2068{_e(value)}\u2069"
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -117,7 +123,7 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
             parts.append(
                 f'<rect class="bar {series}" data-group="{_e(g.group)}" data-value="{value:.4f}" x="{x:.1f}" y="{top + plot_h - h:.1f}" '
                 f'width="{bar - 2:.1f}" height="{h:.1f}" fill="{color}" stroke="{BASE if series == "base" else PERSONAL}">'
-                f"<title>{_e(g.group)} {series}: {value:.3f}</title></rect>"
+                f"<title>{_isolated(g.group)} {series}: {value:.3f}</title></rect>"
             )
             parts.append(f'<text x="{x + bar / 2 - 1:.1f}" y="{top + plot_h - h - 3:.1f}" font-size="10" text-anchor="middle">{value:.2f}</text>')
         name = _e(g.group) + (" *" if g.too_few_comparisons else "")  # SVG has no <bdi>: the label's own direction
@@ -177,7 +183,7 @@ def worst_group_over_time(history: Sequence[AuditReport], width: int = 760, heig
                 path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
                 parts.append(f'<polyline class="line {series}" points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
             for (x, y), r in zip(coords, points, strict=True):
-                tip = f"<title>{_when(r.created_at)} {series}: {value_of(r):.3f} ({_e(r.group_by)})</title>"
+                tip = f"<title>{_when(r.created_at)} {series}: {value_of(r):.3f} ({_isolated(r.group_by)})</title>"
                 if series == "base":  # a square, not only another colour
                     parts.append(f'<rect class="point {series}" x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" fill="{color}">{tip}</rect>')
                 else:

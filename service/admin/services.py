@@ -357,9 +357,9 @@ class Admin:
                 comparisons = self.rt.store.count_comparisons(tenant, user)
                 job = self.trigger.on_feedback(tenant, user, comparisons)
             if job is not None:
-                log.info("queued adapter job %s for %s/%s at %d comparisons", job.id, tenant, user, comparisons)
+                log.info("queued adapter job %s for a user of tenant %s at %d comparisons", job.id, tenant, comparisons)  # no user id in logs
         except Exception:
-            log.exception("adapter trigger failed for %s/%s", tenant, user)
+            log.exception("adapter trigger failed for a user of tenant %s", tenant)
 
     async def audit(self, params: dict[str, Param], wait: float) -> Job:
         """Run an audit job and wait (without blocking the event loop) until it ends or `wait` seconds

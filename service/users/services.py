@@ -214,9 +214,9 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
             refit(rt, tenant, user_id, attributes=merged or None)
             log.debug("background refit of a user of tenant %s done in %.1f ms", tenant, (time.perf_counter() - start) * 1000)
         except StoreUnavailable as exc:  # a full disk, a damaged table: its words are enough
-            log.error("background refit of %s/%s failed: %s", tenant, user_id, exc)
+            log.error("background refit of a user of tenant %s failed: %s", tenant, exc)
         except Exception:  # the next request of the user refits instead
-            log.exception("background refit of %s/%s failed", tenant, user_id)
+            log.exception("background refit of a user of tenant %s failed", tenant)
 
     rt.background.submit(in_context(run))  # under the id of the request that caused it (service.requestid)
 

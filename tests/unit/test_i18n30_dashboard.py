@@ -67,3 +67,16 @@ def test_a_long_job_note_is_cut_between_graphemes():
     cell = next(data for data, _ in (lambda p: (p.feed(page(note)), p.nodes)[1])(UserText()) if "👨" in data)
     shown = regex.findall(r"\X", html.unescape(cell).rstrip("…"))
     assert shown == regex.findall(r"\X", note)[: len(shown)] and len(shown) > 10, cell
+
+
+def test_a_charts_tooltip_isolates_the_label_it_names():
+    """SVG's <title> (a bar's tooltip, what a screen reader says) has no <bdi>: a label in Arabic took the
+    numbers after it to its side ("0.600 :personalized المجموعة ب"). Its label is now between U+2068 FIRST
+    STRONG ISOLATE and U+2069 POP DIRECTIONAL ISOLATE, Unicode's plain-text isolation (review31a)."""
+    titles = [html.unescape(t) for t in regex.findall(r"<title>(.*?)</title>", page())[1:]]  # the page's own <title> first
+    named = [t for t in titles if any(label in t for label in (ARABIC, HEBREW, "منطقة"))]
+    assert len(named) >= 4, titles
+    for title in named:
+        for label in (ARABIC, HEBREW, "منطقة"):
+            if label in title:
+                assert f"\u2068{label}\u2069" in title, title
