@@ -225,7 +225,7 @@ def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None
         with reading(option, path):
             records, load = read_preferences(path, skip_bad=bool(skip_bad), default_user=default_user)
     except PreferenceError as exc:
-        hint = " (--skip-bad skips bad rows)" if skip_bad is not None and exc.line else ""
+        hint = " (--skip-bad skips bad rows)" if skip_bad is not None and exc.line and exc.skippable else ""
         raise ValueError(f"{option} {exc}{hint}") from None
     if load.skipped:  # one line naming the file, the count and the first few lines skipped (not a Python list)
         first = "; ".join(load.errors[:3])

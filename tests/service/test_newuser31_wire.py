@@ -1,0 +1,54 @@
+"""A first-day user's import bodies, sent with curl the way people do: each mistake is a 400 naming
+the line and saying what to send instead."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.service.tiny import field_named, start_service
+
+ROW = {"prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("newuser31"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    adapter_every=1_000_000)
+    with server:
+        yield service
+
+
+def curl(svc, path, *argv: str) -> dict:
+    out = subprocess.run(["curl", "-s", svc.url + path, "-H", f"Authorization: Bearer {svc.keys['acme']}",
+                          "-H", "Content-Type: application/x-ndjson", *argv], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_a_file_sent_with_curl_d_is_told_to_use_data_binary(svc, tmp_path):
+    """`curl -d @prefs.jsonl` strips the file's newlines, so every row arrives on one line. Before:
+    "`line 1`: malformed JSON (JSON is malformed: trailing characters (byte 63))"."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(json.dumps(ROW) + "\n" + json.dumps(ROW) + "\n")
+    body = curl(svc, "/v1/users/nu31a/import", "-d", f"@{path}")
+    assert body["error"]["param"] == "line 1" and body["error"]["code"] == "invalid_json", body
+    assert "several JSON objects on one line" in body["error"]["message"], body
+    assert "--data-binary @FILE" in body["error"]["message"], body
+    assert curl(svc, "/v1/users/nu31a/import", "--data-binary", f"@{path}")["user"] == "nu31a"  # as told: stored
+
+
+def test_a_json_array_body_is_told_to_send_json_lines(svc, tmp_path):
+    """A JSON array of rows (what `json.dump(rows, f)` writes). Before: "`line 1`: expected a JSON object"."""
+    path = tmp_path / "prefs.json"
+    path.write_text(json.dumps([ROW, ROW]))
+    body = curl(svc, "/v1/users/nu31b/import", "--data-binary", f"@{path}")
+    assert body["error"]["param"] == "line 1" and "JSON array: the rows go one JSON object a line" in body["error"]["message"], body
+    with svc.client() as c:
+        assert c.get("/v1/users/nu31b").status_code == 404  # nothing stored
+        r = c.post("/v1/users/nu31b/import", content=json.dumps([ROW], indent=2), headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 400 and field_named(r) == "line 1" and "it opens a JSON array" in r.text, r.text

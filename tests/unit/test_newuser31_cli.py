@@ -1,0 +1,56 @@
+"""A first-day user's preference files and key listings, through the real `pluralign` command
+(a subprocess, as a shell runs it): each mistake is one line naming the argument and what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+ROW = {"user_id": "ann", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+
+
+def pluralign(cwd, *argv: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLURALIGN_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr, result
+    (line,) = result.stderr.strip().splitlines()
+    return line
+
+
+@pytest.mark.parametrize("form", ["datasets-array", "pretty-array"])
+def test_a_json_array_file_is_named_as_one_with_what_to_do(tmp_path, form):
+    """A `.json` file holding one JSON array (what `Dataset.to_json(..., lines=False)` and
+    `json.dump(rows, f, indent=2)` write). Before: `line 1: expected a JSON object (--skip-bad skips
+    bad rows)` or `line 1: malformed JSON (Input data was truncated) (--skip-bad skips bad rows)`,
+    and --skip-bad then skipped every line and loaded nothing."""
+    path = tmp_path / "prefs.json"
+    if form == "datasets-array":
+        datasets = pytest.importorskip("datasets")
+        datasets.Dataset.from_list([ROW, ROW]).to_json(path, lines=False)
+    else:
+        path.write_text(json.dumps([ROW, ROW], indent=2))
+    line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path)))
+    assert line.startswith(f"pluralign: error: --path {path}: line 1"), line
+    assert "JSON array: the rows go one JSON object a line (JSON lines)" in line and "jq -c '.[]'" in line and "--skip-bad" not in line, line
+
+
+def test_several_objects_on_one_line_are_named_with_what_to_do(tmp_path):
+    """Rows joined on one line (a file whose newlines were lost). Before: `line 1: malformed JSON (JSON
+    is malformed: trailing characters (byte 64))`."""
+    path = tmp_path / "joined.jsonl"
+    path.write_text(json.dumps(ROW) + json.dumps(ROW) + "\n")
+    line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path)))
+    assert line.startswith(f"pluralign: error: --path {path}: line 1: malformed JSON"), line
+    assert "several JSON objects on one line" in line, line
+
