@@ -54,3 +54,14 @@ def test_several_objects_on_one_line_are_named_with_what_to_do(tmp_path):
     assert line.startswith(f"pluralign: error: --path {path}: line 1: malformed JSON"), line
     assert "several JSON objects on one line" in line, line
 
+
+@pytest.mark.parametrize("action", [["list"], ["revoke", "web"]])
+def test_keys_of_a_data_folder_that_does_not_exist_is_an_error_naming_it(tmp_path, action):
+    """`pluralign keys list` run from the wrong directory (the default folder is ./data). Before:
+    `{"keys":0}` and exit 0, as if the service had no keys; `revoke`: `no key with id or name 'web'`."""
+    line = one_error_line(pluralign(tmp_path, "keys", *action))
+    assert line.startswith(f"pluralign: error: PLURALIGN_DATA_DIR (setting data_dir) data: no such folder ({tmp_path / 'data'})"), line
+    line = one_error_line(pluralign(tmp_path, "keys", "--data-dir", "srv", *action))
+    assert line.startswith(f"pluralign: error: --data-dir srv: no such folder ({tmp_path / 'srv'})"), line
+    assert "--data-dir" in line and "pluralign serve" in line, line
+    assert list(tmp_path.iterdir()) == []  # nothing created
