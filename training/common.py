@@ -215,9 +215,11 @@ def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None
     return read_preference_rows(option, path, skip_bad=skip_bad, default_user=default_user)[0]
 
 
-def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None):
+def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None,
+                         user_option: str | None = None):
     """`read_preference_file`, with where each record is in the file: (records, lines), `lines[i]`
-    the line (JSON lines) or row (Parquet), from 1, of `records[i]`."""
+    the line (JSON lines) or row (Parquet), from 1, of `records[i]`. `user_option`: the command's
+    option naming the user of rows without `user_id`, which a row missing one is pointed at."""
     from pluralign.data.io import read_preferences
     from pluralign.data.record import PreferenceError
 
@@ -226,6 +228,8 @@ def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None
             records, load = read_preferences(path, skip_bad=bool(skip_bad), default_user=default_user)
     except PreferenceError as exc:
         hint = " (--skip-bad skips bad rows)" if skip_bad is not None and exc.line and exc.skippable else ""
+        if user_option and default_user is None and exc.field == "user_id" and exc.problem == "missing required field":
+            hint = f" (a TRL dataset names no user: {user_option} NAME makes every row without `user_id` that user's)"
         raise ValueError(f"{option} {exc}{hint}") from None
     if load.skipped:  # one line naming the file, the count and the first few lines skipped (not a Python list)
         first = "; ".join(load.errors[:3])

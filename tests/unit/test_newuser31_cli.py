@@ -65,3 +65,15 @@ def test_keys_of_a_data_folder_that_does_not_exist_is_an_error_naming_it(tmp_pat
     assert line.startswith(f"pluralign: error: --data-dir srv: no such folder ({tmp_path / 'srv'})"), line
     assert "--data-dir" in line and "pluralign serve" in line, line
     assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_a_trl_dataset_without_user_ids_is_told_to_name_its_user(tmp_path):
+    """A TRL preference dataset (no `user_id` column) imported as README says. Before: `line 1, field
+    `user_id`: missing required field (--skip-bad skips bad rows)`: --skip-bad would skip every row."""
+    datasets = pytest.importorskip("datasets")
+    path = tmp_path / "trl.jsonl"
+    datasets.Dataset.from_list([{k: v for k, v in ROW.items() if k != "user_id"}] * 2).to_json(path)
+    line = one_error_line(pluralign(tmp_path, "data", "import", "--source", "jsonl", "--path", str(path),
+                                    "--url", "http://127.0.0.1:9", "--key", "pk-unused"))
+    assert line.startswith(f"pluralign: error: --path {path}: line 1, field `user_id`: missing required field"), line
+    assert "--user NAME" in line and "--skip-bad" not in line, line

@@ -40,7 +40,8 @@ def _load_located(args):
             records, pairs = load_ukp(args.path)
         return records, pairs, [f"pair {r.attributes.get('pair_id', '?')}" for r in records]
     if args.source in ("jsonl", "parquet", "file"):
-        records, lines = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None))
+        records, lines = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None),
+                                              user_option="--user")
         return records, len(records), [f"line {n}" for n in lines]
     raise ValueError(f"unknown --source {args.source!r}: expected ukp_convarg1, jsonl or parquet")
 
