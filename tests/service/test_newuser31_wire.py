@@ -52,3 +52,15 @@ def test_a_json_array_body_is_told_to_send_json_lines(svc, tmp_path):
         assert c.get("/v1/users/nu31b").status_code == 404  # nothing stored
         r = c.post("/v1/users/nu31b/import", content=json.dumps([ROW], indent=2), headers={"Content-Type": "application/x-ndjson"})
         assert r.status_code == 400 and field_named(r) == "line 1" and "it opens a JSON array" in r.text, r.text
+
+
+def test_a_key_sent_without_bearer_is_not_echoed_back(svc):
+    """`curl -H "Authorization: $KEY"` (the word `Bearer` forgotten). Before: "the scheme must be
+    `Bearer` (an API key), got `pk-...`" with the key's first 16 characters, a third of its secret."""
+    key = svc.keys["acme"]
+    out = subprocess.run(["curl", "-s", "-i", svc.url + "/v1/models", "-H", f"Authorization: {key}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("HTTP/1.1 401"), out.stdout
+    assert key[:8] not in out.stdout, out.stdout  # "pk-" and 5 characters of the secret: none of it echoed
+    body = json.loads(out.stdout.split("\n\n", 1)[1])  # text mode: \r\n read as \n
+    assert body["error"]["message"] == "`Authorization`: a key without its scheme: send `Authorization: Bearer <API key>`", body
