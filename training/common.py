@@ -90,13 +90,15 @@ def check_out(out: str, files: tuple[str, ...], what: str) -> None:
     check_writable("--out", out)
 
 
-def check_writable(option: str, path: str) -> None:
+def check_writable(option: str, path: str, *, file: bool = False) -> None:
     """Whether the file or folder `path` can be written, checked before the work that produces it:
     its nearest existing folder must take a new file (a probe file, removed at once). A ValueError
-    naming `option` otherwise: a file where a folder is needed, no permission, a read-only place."""
+    naming `option` otherwise: a file where a folder is needed, no permission, a read-only place.
+    `file`: `path` is a file, written beside itself and renamed over it, so a file there already is
+    replaced (its folder is probed), not a folder missing."""
     import tempfile
 
-    base = Path(path).absolute()
+    base = Path(path).absolute().parent if file else Path(path).absolute()
     while not base.exists():
         base = base.parent
     if not base.is_dir():
@@ -130,7 +132,7 @@ def check_writable_file(option: str, path: str, what: str = "the output") -> Non
     before the work (it would be found only when the file is written, after it)."""
     if Path(path).is_dir():
         raise ValueError(f"{option} {path}: is a directory; give a file name for {what}")
-    check_writable(option, path)
+    check_writable(option, path, file=True)
 
 
 def k_search(k: list[int] | None, k_max: int, users: int):

@@ -77,3 +77,18 @@ def test_a_trl_dataset_without_user_ids_is_told_to_name_its_user(tmp_path):
                                     "--url", "http://127.0.0.1:9", "--key", "pk-unused"))
     assert line.startswith(f"pluralign: error: --path {path}: line 1, field `user_id`: missing required field"), line
     assert "--user NAME" in line and "--skip-bad" not in line, line
+
+
+def test_an_export_run_again_replaces_its_file(tmp_path):
+    """`data export --out prefs.jsonl` run a second time (or over its own --path). Before: `--out
+    prefs.jsonl: /x/prefs.jsonl is a file, not a folder`, exit 2: an output file could be written once."""
+    source = tmp_path / "trl.jsonl"
+    source.write_text(json.dumps(ROW) + "\n")
+    out = tmp_path / "prefs.jsonl"
+    out.write_text("an earlier export\n")
+    for target in (out, source):
+        result = pluralign(tmp_path, "data", "export", "--source", "jsonl", "--path", str(source), "--out", str(target))
+        assert result.returncode == 0 and result.stderr == "", result
+        assert json.loads(result.stdout.splitlines()[-1])["records"] == 1, result.stdout
+        assert [json.loads(line)["prompt"] for line in target.read_text().splitlines()] == [ROW["prompt"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefs.jsonl", "trl.jsonl"]  # no temp file left
