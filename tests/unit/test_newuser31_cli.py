@@ -94,14 +94,19 @@ def test_an_export_run_again_replaces_its_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prefs.jsonl", "trl.jsonl"]  # no temp file left
 
 
-def test_train_adapter_reads_a_trl_file_as_the_users(tmp_path):
+def test_train_adapter_reads_a_trl_file_as_the_users(capsys, tmp_path):
     """`train adapter --user ann --data trl.jsonl` on a TRL file of ann's comparisons (no `user_id`
     column). Before: `--data trl.jsonl: line 1, field `user_id`: missing required field`, though --user
     names the user. Now the rows are ann's, and the run goes on to the next check (--base here, so no
-    model is trained)."""
+    model is trained). In-process (`training.cli.main` with the user's argv): a subprocess spent 6 s
+    importing torch for this one line."""
+    from tests.unit.clitools import cli
+
     path = tmp_path / "trl.jsonl"
     path.write_text(json.dumps({k: v for k, v in ROW.items() if k != "user_id"}) + "\n")
-    line = one_error_line(pluralign(tmp_path, "train", "adapter", "--user", "ann", "--data", str(path),
-                                    "--registry", str(tmp_path / "adapters"), "--base", str(tmp_path / "no-model")))
+    code, out, err = cli(capsys, "train", "adapter", "--user", "ann", "--data", str(path),
+                         "--registry", str(tmp_path / "adapters"), "--base", str(tmp_path / "no-model"))
+    assert code == 2 and out == "", err
+    (line,) = err.strip().splitlines()
     assert line.startswith("pluralign: error: --base must be `smollm2` or a transformers model folder"), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trl.jsonl"]  # nothing written
