@@ -241,17 +241,21 @@ def _decode_line(number: int, raw: bytes) -> Any:
     try:
         return _json_decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        bom = "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one" if raw.startswith(b"\xef\xbb\xbf") else ""
-        if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_like(raw):
-            bom = "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
+        hint = "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one" if raw.startswith(b"\xef\xbb\xbf") else ""
+        if raw.startswith(b"PAR1"):  # a Parquet body: files are told by this magic, a body is JSON lines only
+            hint = "; a Parquet file: `pluralign data import --source parquet --path FILE` sends its rows"
+        elif raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_like(raw):
+            hint = "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
         elif b"\0" in raw:
-            bom = "; it holds NUL bytes: a binary file, not JSON lines"
+            hint = "; it holds NUL bytes: a binary file, not JSON lines"
+        elif raw.strip() == b"{":
+            hint = "; a JSON object spread over several lines: JSON lines keep each row on one line (`jq -c . FILE` writes them so)"
         elif raw.lstrip().startswith(b"["):
             raise _json_array(number, f"malformed JSON ({exc}); it opens a ") from None
         elif "trailing characters" in str(exc) and _JOINED_OBJECTS.search(raw):
-            bom = ("; several JSON objects on one line: each row goes on its own line (`curl -d @FILE` drops a file's "
-                   "newlines: send it with `--data-binary @FILE`)")
-        raise PreferenceError(number, None, f"malformed JSON ({exc}){bom}") from None
+            hint = ("; several JSON objects on one line: each row goes on its own line (`curl -d @FILE` drops a file's "
+                    "newlines: send it with `--data-binary @FILE`)")
+        raise PreferenceError(number, None, f"malformed JSON ({exc}){hint}") from None
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)
         raise PreferenceError(number, field, problem) from None

@@ -64,3 +64,20 @@ def test_a_key_sent_without_bearer_is_not_echoed_back(svc):
     assert key[:8] not in out.stdout, out.stdout  # "pk-" and 5 characters of the secret: none of it echoed
     body = json.loads(out.stdout.split("\n\n", 1)[1])  # text mode: \r\n read as \n
     assert body["error"]["message"] == "`Authorization`: a key without its scheme: send `Authorization: Bearer <API key>`", body
+
+
+def test_a_parquet_file_or_a_pretty_printed_row_is_told_what_to_send(svc, tmp_path):
+    """A Parquet file (`datasets`' `to_parquet`) posted as the body, and one row pretty-printed
+    (`json.dump(row, f, indent=2)`). Before: "malformed JSON (...); it holds NUL bytes: a binary file,
+    not JSON lines" and "malformed JSON (Input data was truncated)", neither saying what to send."""
+    datasets = pytest.importorskip("datasets")
+    parquet = tmp_path / "prefs.parquet"
+    datasets.Dataset.from_list([ROW]).to_parquet(parquet)
+    body = curl(svc, "/v1/users/nu31c/import", "--data-binary", f"@{parquet}")
+    assert body["error"]["param"] == "line 1", body
+    assert "a Parquet file: `pluralign data import --source parquet --path FILE` sends its rows" in body["error"]["message"], body
+    pretty = tmp_path / "row.json"
+    pretty.write_text(json.dumps(ROW, indent=2))
+    body = curl(svc, "/v1/users/nu31c/import", "--data-binary", f"@{pretty}")
+    assert body["error"]["param"] == "line 1", body
+    assert "a JSON object spread over several lines" in body["error"]["message"] and "jq -c ." in body["error"]["message"], body
