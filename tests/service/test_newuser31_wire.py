@@ -23,9 +23,9 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
         yield service
 
 
-def curl(svc, path, *argv: str) -> dict:
+def curl(svc, path, *argv: str, content_type: str = "application/x-ndjson") -> dict:
     out = subprocess.run(["curl", "-s", svc.url + path, "-H", f"Authorization: Bearer {svc.keys['acme']}",
-                          "-H", "Content-Type: application/x-ndjson", *argv], capture_output=True, text=True, timeout=60)
+                          "-H", f"Content-Type: {content_type}", *argv], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -81,3 +81,19 @@ def test_a_parquet_file_or_a_pretty_printed_row_is_told_what_to_send(svc, tmp_pa
     body = curl(svc, "/v1/users/nu31c/import", "--data-binary", f"@{pretty}")
     assert body["error"]["param"] == "line 1", body
     assert "a JSON object spread over several lines" in body["error"]["message"] and "jq -c ." in body["error"]["message"], body
+
+
+def test_a_choice_sent_with_its_user_says_the_response_names_the_user(svc):
+    """A comparison needs `user`, so a new user sends it with a choice too (the chat was alice's).
+    Before: "`user`: unknown field (docs/api.md lists the fields this API takes)", nothing more."""
+    import openai
+
+    client = openai.OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0)
+    reply = client.chat.completions.create(model="pluralign", user="nu31d", n=2, max_tokens=4,
+                                           messages=[{"role": "user", "content": "Tea or coffee?"}])
+    choice = {"type": "choice", "user": "nu31d", "response_id": reply.id, "chosen_index": 1}
+    body = curl(svc, "/v1/feedback", "--data-binary", json.dumps(choice), content_type="application/json")
+    assert body["error"]["param"] == "user" and body["error"]["code"] == "unknown_parameter", body
+    assert "a `choice`, `rating` or `edit` takes no `user`: its `response_id` names the chat, and the chat its user" in body["error"]["message"], body
+    del choice["user"]
+    assert curl(svc, "/v1/feedback", "--data-binary", json.dumps(choice), content_type="application/json")["user"] == "nu31d"
