@@ -444,6 +444,9 @@ async def strict_json_body(request: Request) -> None:
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
     except msgspec.DecodeError as exc:
+        if not body.strip():  # `curl -X POST URL` alone: "Input data was truncated" would not say what to send
+            raise bad_request("body", "the request body is empty: send a JSON object (`{}` takes every optional field's "
+                                      "default)", code="invalid_json") from None
         raise bad_request("body", f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)

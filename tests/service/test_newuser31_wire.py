@@ -97,3 +97,13 @@ def test_a_choice_sent_with_its_user_says_the_response_names_the_user(svc):
     assert "a `choice`, `rating` or `edit` takes no `user`: its `response_id` names the chat, and the chat its user" in body["error"]["message"], body
     del choice["user"]
     assert curl(svc, "/v1/feedback", "--data-binary", json.dumps(choice), content_type="application/json")["user"] == "nu31d"
+
+
+def test_an_empty_body_says_to_send_a_json_object(svc):
+    """`curl -X POST .../next-comparison` with no body (every field of it is optional). Before: "`body`:
+    the request body is not valid JSON: Input data was truncated"."""
+    out = subprocess.run(["curl", "-s", "-X", "POST", svc.url + "/v1/users/nu31e/next-comparison",
+                          "-H", f"Authorization: Bearer {svc.keys['acme']}"], capture_output=True, text=True, timeout=60)
+    body = json.loads(out.stdout)
+    assert body["error"]["param"] == "body" and body["error"]["code"] == "invalid_json", body
+    assert body["error"]["message"] == "`body`: the request body is empty: send a JSON object (`{}` takes every optional field's default)", body
