@@ -110,3 +110,14 @@ def test_train_adapter_reads_a_trl_file_as_the_users(capsys, tmp_path):
     (line,) = err.strip().splitlines()
     assert line.startswith("pluralign: error: --base must be `smollm2` or a transformers model folder"), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trl.jsonl"]  # nothing written
+
+
+def test_an_import_user_the_service_never_takes_is_named_by_user(tmp_path):
+    """`data import --user "ann smith"` on a TRL file. Before: `--path trl.jsonl: line 1, field `user_id`:
+    'ann smith': ...`, naming the file and a field it does not have rather than the option given."""
+    path = tmp_path / "trl.jsonl"
+    path.write_text(json.dumps({k: v for k, v in ROW.items() if k != "user_id"}) + "\n")
+    line = one_error_line(pluralign(tmp_path, "data", "import", "--source", "jsonl", "--path", str(path), "--user", "ann smith",
+                                    "--url", "http://127.0.0.1:9", "--key", "pk-unused"))
+    assert line.startswith("pluralign: error: --user 'ann smith': a user id is 1-128 characters"), line
+    assert line.endswith("(nothing was sent)"), line
