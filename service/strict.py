@@ -26,7 +26,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.constants import RESERVED_KWARGS
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import MethodNotAllowedException
+from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
 
 from service.errors import bad_request, unsupported_media_type
@@ -239,9 +239,22 @@ async def before_request(request: Request) -> Response | None:
         raise MethodNotAllowedException(
             detail=f"`HEAD {request.url.path}`: the path takes {allow} (its GET starts a job, which a HEAD must not)",
             headers={"Allow": allow})
+    refuse_content_coding(request)
     strict_query(request)
     await strict_form_body(request)
     return await strict_json_body(request)
+
+
+def refuse_content_coding(request: Request) -> None:
+    """A body sent with a `Content-Encoding` (gzip, br, ...) is a 415 naming the header, whose
+    `Accept-Encoding: identity` says what is taken (RFC 9110 15.5.16): bodies are read as sent, so a
+    compressed one was "not valid JSON", and a plain one labelled compressed was read despite its label."""
+    coding = request.headers.get("content-encoding", "").strip()
+    if coding.lower() in ("", "identity") or request.method not in ("POST", "PUT", "PATCH"):
+        return
+    problem = f"{coding[:32]!r}: request bodies are read as sent, not decompressed: send it uncompressed"
+    raise HTTPException(status_code=415, detail=f"`Content-Encoding`: {problem}", headers={"Accept-Encoding": "identity"},
+                        extra=[{"key": "Content-Encoding", "message": problem, "code": "unsupported_media_type"}])
 
 
 _INTEGER = re.compile(r"-?[0-9]+")

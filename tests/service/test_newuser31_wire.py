@@ -107,3 +107,26 @@ def test_an_empty_body_says_to_send_a_json_object(svc):
     body = json.loads(out.stdout)
     assert body["error"]["param"] == "body" and body["error"]["code"] == "invalid_json", body
     assert body["error"]["message"] == "`body`: the request body is empty: send a JSON object (`{}` takes every optional field's default)", body
+
+
+@pytest.mark.parametrize("path", ["/v1/feedback", "/v1/users/nu31f/import"])
+def test_a_compressed_body_is_refused_naming_content_encoding(svc, tmp_path, path):
+    """A gzip-compressed body (`Content-Encoding: gzip`, as some HTTP clients send). Before: "`body`:
+    the request body is not valid JSON: JSON is malformed: invalid character (byte 0)", and a plain body
+    labelled `br` was read as if the label were not there. RFC 9110 15.5.16: a 415 whose
+    `Accept-Encoding` says which codings are taken."""
+    import gzip
+
+    row = {"type": "comparison", "user": "nu31f", **ROW} if path == "/v1/feedback" else ROW
+    packed = tmp_path / "body.gz"
+    packed.write_bytes(gzip.compress(json.dumps(row).encode() + b"\n"))
+    out = subprocess.run(["curl", "-s", "-i", svc.url + path, "-H", f"Authorization: Bearer {svc.keys['acme']}",
+                          "-H", "Content-Type: application/json", "-H", "Content-Encoding: gzip", "--data-binary", f"@{packed}"],
+                         capture_output=True, text=True, timeout=60)
+    head, body = out.stdout.split("\n\n", 1)  # text mode: \r\n read as \n
+    assert head.startswith("HTTP/1.1 415") and "accept-encoding: identity" in head.lower(), head
+    error = json.loads(body)["error"]
+    assert error["param"] == "Content-Encoding" and error["code"] == "unsupported_media_type", error
+    assert error["message"] == "`Content-Encoding`: 'gzip': request bodies are read as sent, not decompressed: send it uncompressed", error
+    with svc.client() as c:
+        assert c.get("/v1/users/nu31f").status_code == 404  # nothing stored
