@@ -267,8 +267,8 @@ _JOINED_OBJECTS = re.compile(rb"}\s*{")
 
 
 def _json_array(line: int, before: str = "") -> PreferenceError:
-    """A line holding (or opening) a JSON array: the file is one JSON document, not JSON lines. Not a
-    bad row that `skip_bad` could skip: every line of such a file is one."""
+    """A line holding (or opening) a JSON array: the file is one JSON document, not JSON lines. Not
+    `skippable`: a hint at skipping bad rows would not help, every line of such a file is one."""
     error = PreferenceError(line, None, f"{before}JSON array: the rows go one JSON object a line (JSON lines); "
                                         "`jq -c '.[]' FILE.json > FILE.jsonl` writes an array's objects so")
     error.skippable = False
