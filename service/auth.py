@@ -209,7 +209,10 @@ class BearerAuth(AbstractAuthenticationMiddleware):
             if principal is None:
                 raise NotAuthorizedException("the admin session expired or was closed: sign in again at /admin/login", headers=CHALLENGE)
             return AuthenticationResult(user=principal, auth=None)
-        if header.strip() and scheme.lower() != "bearer":  # a key sent as `Basic ...` (or a bare key) is not missing
+        if header.strip() and not key.strip() and scheme.lower() != "bearer":  # a bare key: never echoed (it is the secret)
+            raise NotAuthorizedException("`Authorization`: a key without its scheme: send `Authorization: Bearer <API key>`",
+                                         headers=CHALLENGE)
+        if header.strip() and scheme.lower() != "bearer":  # a key sent as `Basic ...` is not missing
             raise NotAuthorizedException(f"`Authorization`: the scheme must be `Bearer` (an API key), got `{scheme[:16]}`",
                                          headers=CHALLENGE)
         if not key.strip():

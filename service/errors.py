@@ -254,6 +254,9 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
             param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"
         if code == "unknown_parameter" and "unknown field" in message:  # msgspec's words for a body's field
             detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
+            if request.url.path == "/v1/feedback" and param == "user":  # a comparison takes it, so the body was another kind
+                detail = message = ("`user`: a `choice`, `rating` or `edit` takes no `user`: its `response_id` names "
+                                    "the chat, and the chat its user (leave it out)")
         if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
             message = f"{message}: {detail}" if param is None else detail if detail.startswith(f"`{param}`") else f"`{param}`: {detail}"
         if param and param not in message:

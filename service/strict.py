@@ -27,7 +27,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.constants import RESERVED_KWARGS
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import MethodNotAllowedException
+from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
 
 from pluralign.data.text import shorten
@@ -246,9 +246,22 @@ async def before_request(request: Request) -> Response | None:
         raise MethodNotAllowedException(
             detail=f"`HEAD {request.url.path}`: the path takes {allow} (its GET starts a job, which a HEAD must not)",
             headers={"Allow": allow})
+    refuse_content_coding(request)
     strict_query(request)
     await strict_form_body(request)
     return await strict_json_body(request)
+
+
+def refuse_content_coding(request: Request) -> None:
+    """A body sent with a `Content-Encoding` (gzip, br, ...) is a 415 naming the header, whose
+    `Accept-Encoding: identity` says what is taken (RFC 9110 15.5.16): bodies are read as sent, so a
+    compressed one was "not valid JSON", and a plain one labelled compressed was read despite its label."""
+    coding = request.headers.get("content-encoding", "").strip()
+    if coding.lower() in ("", "identity") or request.method not in ("POST", "PUT", "PATCH"):
+        return
+    problem = f"{coding[:32]!r}: request bodies are read as sent, not decompressed: send it uncompressed"
+    raise HTTPException(status_code=415, detail=f"`Content-Encoding`: {problem}", headers={"Accept-Encoding": "identity"},
+                        extra=[{"key": "Content-Encoding", "message": problem, "code": "unsupported_media_type"}])
 
 
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -451,6 +464,9 @@ async def strict_json_body(request: Request) -> None:
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
     except msgspec.DecodeError as exc:
+        if not body.strip():  # `curl -X POST URL` alone: "Input data was truncated" would not say what to send
+            raise bad_request("body", "the request body is empty: send a JSON object (`{}` takes every optional field's "
+                                      "default)", code="invalid_json") from None
         raise bad_request("body", f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)

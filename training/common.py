@@ -90,13 +90,15 @@ def check_out(out: str, files: tuple[str, ...], what: str) -> None:
     check_writable("--out", out)
 
 
-def check_writable(option: str, path: str) -> None:
+def check_writable(option: str, path: str, *, file: bool = False) -> None:
     """Whether the file or folder `path` can be written, checked before the work that produces it:
     its nearest existing folder must take a new file (a probe file, removed at once). A ValueError
-    naming `option` otherwise: a file where a folder is needed, no permission, a read-only place."""
+    naming `option` otherwise: a file where a folder is needed, no permission, a read-only place.
+    `file`: `path` is a file, written beside itself and renamed over it, so a file there already is
+    replaced (its folder is probed), not a folder missing."""
     import tempfile
 
-    base = Path(path).absolute()
+    base = Path(path).absolute().parent if file else Path(path).absolute()
     while not base.exists():
         base = base.parent
     if not base.is_dir():
@@ -130,7 +132,7 @@ def check_writable_file(option: str, path: str, what: str = "the output") -> Non
     before the work (it would be found only when the file is written, after it)."""
     if Path(path).is_dir():
         raise ValueError(f"{option} {path}: is a directory; give a file name for {what}")
-    check_writable(option, path)
+    check_writable(option, path, file=True)
 
 
 def k_search(k: list[int] | None, k_max: int, users: int):
@@ -215,9 +217,11 @@ def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None
     return read_preference_rows(option, path, skip_bad=skip_bad, default_user=default_user)[0]
 
 
-def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None):
+def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None,
+                         user_option: str | None = None):
     """`read_preference_file`, with where each record is in the file: (records, lines), `lines[i]`
-    the line (JSON lines) or row (Parquet), from 1, of `records[i]`."""
+    the line (JSON lines) or row (Parquet), from 1, of `records[i]`. `user_option`: the command's
+    option naming the user of rows without `user_id`, which a row missing one is pointed at."""
     from pluralign.data.io import read_preferences
     from pluralign.data.record import PreferenceError
 
@@ -225,7 +229,9 @@ def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None
         with reading(option, path):
             records, load = read_preferences(path, skip_bad=bool(skip_bad), default_user=default_user)
     except PreferenceError as exc:
-        hint = " (--skip-bad skips bad rows)" if skip_bad is not None and exc.line else ""
+        hint = " (--skip-bad skips bad rows)" if skip_bad is not None and exc.line and exc.skippable else ""
+        if user_option and default_user is None and exc.field == "user_id" and exc.problem == "missing required field":
+            hint = f" (a TRL dataset names no user: {user_option} NAME makes every row without `user_id` that user's)"
         raise ValueError(f"{option} {exc}{hint}") from None
     if load.skipped:  # one line naming the file, the count and the first few lines skipped (not a Python list)
         first = "; ".join(load.errors[:3])

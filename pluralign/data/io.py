@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,8 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     (chosen and rejected share it as a prefix). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
     A row without `user_id` belongs to `default_user` when given; a null `tie` is no tie. Rows of a
     Hugging Face `Dataset` (nulls for absent values): `read_rows`."""
+    if isinstance(row, list) and all(isinstance(item, dict) for item in row):
+        raise _json_array(line, "expected a JSON object, got a ")
     if not isinstance(row, dict):
         raise PreferenceError(line, None, "expected a JSON object")
     if row.get("type") in EXPORT_LINE_TYPES and "tenant" in row:
@@ -245,17 +248,38 @@ def _decode_line(number: int, raw: bytes) -> Any:
     try:
         return _json_decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        bom = "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one" if raw.startswith(b"\xef\xbb\xbf") else ""
-        if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_like(raw):
-            bom = "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
+        hint = "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one" if raw.startswith(b"\xef\xbb\xbf") else ""
+        if raw.startswith(b"PAR1"):  # a Parquet body: files are told by this magic, a body is JSON lines only
+            hint = "; a Parquet file: `pluralign data import --source parquet --path FILE` sends its rows"
+        elif raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_like(raw):
+            hint = "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
         elif b"\0" in raw:
-            bom = "; it holds NUL bytes: a binary file, not JSON lines"
-        raise PreferenceError(number, None, f"malformed JSON ({exc}){bom}") from None
+            hint = "; it holds NUL bytes: a binary file, not JSON lines"
+        elif raw.strip() == b"{":
+            hint = "; a JSON object spread over several lines: JSON lines keep each row on one line (`jq -c . FILE` writes them so)"
+        elif raw.lstrip().startswith(b"["):
+            raise _json_array(number, f"malformed JSON ({exc}); it opens a ") from None
+        elif "trailing characters" in str(exc) and _JOINED_OBJECTS.search(raw):
+            hint = ("; several JSON objects on one line: each row goes on its own line (`curl -d @FILE` drops a file's "
+                    "newlines: send it with `--data-binary @FILE`)")
+        raise PreferenceError(number, None, f"malformed JSON ({exc}){hint}") from None
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)
         raise PreferenceError(number, field, problem) from None
     except RecursionError:  # nested deeper than the untyped decoder goes: a malformed line like any other
         raise PreferenceError(number, None, "malformed JSON (nested too deeply)") from None
+
+
+_JOINED_OBJECTS = re.compile(rb"}\s*{")
+
+
+def _json_array(line: int, before: str = "") -> PreferenceError:
+    """A line holding (or opening) a JSON array: the file is one JSON document, not JSON lines. Not
+    `skippable`: a hint at skipping bad rows would not help, every line of such a file is one."""
+    error = PreferenceError(line, None, f"{before}JSON array: the rows go one JSON object a line (JSON lines); "
+                                        "`jq -c '.[]' FILE.json > FILE.jsonl` writes an array's objects so")
+    error.skippable = False
+    return error
 
 
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:

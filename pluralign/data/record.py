@@ -23,7 +23,10 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class PreferenceError(ValueError):
     """A preference row that cannot be read; names the line (or row) and the field, and the file
     (`path`) when it came from one: "prefs.jsonl: line 3, field `chosen`: ...". Line 0 is the
-    whole file ("prefs.jsonl: holds no preference rows")."""
+    whole file ("prefs.jsonl: holds no preference rows"). `skippable` is False where skipping bad
+    rows would not help (a file in another form, whose every line is one)."""
+
+    skippable = True
 
     def __init__(self, line: int, field: str | None, problem: str, path: str | None = None):
         super().__init__(line, field, problem, path)

@@ -69,6 +69,7 @@ def test_the_variables_read_outside_settings_are_accepted(tmp_path):
     env = {name: "x" for name in settings_module.OTHER_VARIABLES}
     env.pop("PLURALIGN_CONFIG")
     env["PLURALIGN_DEVICE"] = "cpu"
+    (tmp_path / "d").mkdir()  # a data folder: `keys list` of one that does not exist is an error (newuser31)
     result = pluralign(tmp_path, "keys", "--data-dir", str(tmp_path / "d"), "list", **env)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -130,6 +131,7 @@ def test_kubernetes_service_links_are_not_taken_for_mistyped_settings(tmp_path):
              "PLURALIGN_API_PORT_80_TCP_PROTO": "tcp", "PLURALIGN_API_PORT_80_TCP_PORT": "80",
              "PLURALIGN_API_PORT_80_TCP_ADDR": "10.96.0.12", "PLURALIGN_SERVICE_HOST": "10.96.0.13",
              "PLURALIGN_SERVICE_PORT_HTTP": "8000", "PLURALIGN_PORT": "tcp://10.96.0.13:8000"}
+    (tmp_path / "d").mkdir()  # a data folder: `keys list` of one that does not exist is an error (newuser31)
     result = pluralign(tmp_path, "keys", "--data-dir", str(tmp_path / "d"), "list", **links)
     assert result.returncode == 0, result.stderr[-2000:]
     assert Settings.load({**links, "PLURALIGN_MAX_TOKENS": "64"}).max_tokens == 64

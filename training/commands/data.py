@@ -40,7 +40,8 @@ def _load_located(args):
             records, pairs = load_ukp(args.path)
         return records, pairs, [f"pair {r.attributes.get('pair_id', '?')}" for r in records]
     if args.source in ("jsonl", "parquet", "file"):
-        records, lines = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None))
+        records, lines = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None),
+                                              user_option="--user")
         return records, len(records), [f"line {n}" for n in lines]
     raise ValueError(f"unknown --source {args.source!r}: expected ukp_convarg1, jsonl or parquet")
 
@@ -118,6 +119,8 @@ def import_(args: argparse.Namespace) -> int:
     key = args.key or os.environ.get("PLURALIGN_KEY")
     if not key:
         raise ValueError("--key (or PLURALIGN_KEY) is required: a tenant key of the receiving service")
+    if args.user is not None and not USER_ID.fullmatch(args.user):  # before the file: it is the option, not a row, to mend
+        raise ValueError(f"--user {args.user[:64]!r}: {USER_ID_RULE} (nothing was sent)")
     records, _, where = _load_located(args)
     by_user: dict[str, list[int]] = {}  # each user's records, as indexes into `records` (and `where`)
     for i, record in enumerate(records):

@@ -52,7 +52,7 @@ def user_comparisons(args: argparse.Namespace):
         ]
         where = f"the store under {args.store} (tenant {args.tenant!r})"
     elif args.data:
-        records = read_preference_file("--data", args.data)
+        records = read_preference_file("--data", args.data, default_user=args.user)  # a TRL file names no user: --user's
         where = args.data
     else:
         raise ValueError("give --data FILE or --store DATA_DIR")
@@ -131,7 +131,7 @@ def register(sub) -> None:
     p = sub.add_parser("adapter", help="train one user's LoRA adapter (DPO) and store it in the adapter registry")
     p.add_argument("--user", required=True)
     p.add_argument("--tenant", default="default")
-    p.add_argument("--data", default=None, help="preference JSONL/Parquet file holding the user's comparisons")
+    p.add_argument("--data", default=None, help="preference JSONL/Parquet file holding the user's comparisons (rows without `user_id`, as in a TRL dataset, are --user's)")
     p.add_argument("--store", default=None, help="the service's data dir: read its LanceDB store, save to its adapters/")
     p.add_argument("--encoder", default="minilm", help="--store: the encoder the store was built with")
     p.add_argument(

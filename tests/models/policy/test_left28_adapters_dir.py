@@ -77,6 +77,7 @@ def test_a_command_says_the_old_name_is_deprecated_in_one_line(tmp_path):
     """As an operator sees it: `pluralign keys list` (which reads the settings) with the old name set."""
     from tests.service.test_break26b_unknown_variables import pluralign
 
+    (tmp_path / "data").mkdir()  # the service's data folder: `keys list` of one that does not exist is an error
     result = pluralign(tmp_path, "keys", "list", PLURALIGN_ADAPTER_DIR=str(tmp_path / "old"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.splitlines() == ["pluralign: warning: PLURALIGN_ADAPTER_DIR is deprecated: use PLURALIGN_ADAPTERS_DIR"], result.stderr

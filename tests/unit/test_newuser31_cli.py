@@ -1,0 +1,123 @@
+"""A first-day user's preference files and key listings, through the real `pluralign` command
+(a subprocess, as a shell runs it): each mistake is one line naming the argument and what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+ROW = {"user_id": "ann", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+
+
+def pluralign(cwd, *argv: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLURALIGN_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr, result
+    (line,) = result.stderr.strip().splitlines()
+    return line
+
+
+@pytest.mark.parametrize("form", ["datasets-array", "pretty-array"])
+def test_a_json_array_file_is_named_as_one_with_what_to_do(tmp_path, form):
+    """A `.json` file holding one JSON array (what `Dataset.to_json(..., lines=False)` and
+    `json.dump(rows, f, indent=2)` write). Before: `line 1: expected a JSON object (--skip-bad skips
+    bad rows)` or `line 1: malformed JSON (Input data was truncated) (--skip-bad skips bad rows)`,
+    and --skip-bad then skipped every line and loaded nothing."""
+    path = tmp_path / "prefs.json"
+    if form == "datasets-array":
+        datasets = pytest.importorskip("datasets")
+        datasets.Dataset.from_list([ROW, ROW]).to_json(path, lines=False)
+    else:
+        path.write_text(json.dumps([ROW, ROW], indent=2))
+    line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path)))
+    assert line.startswith(f"pluralign: error: --path {path}: line 1"), line
+    assert "JSON array: the rows go one JSON object a line (JSON lines)" in line and "jq -c '.[]'" in line and "--skip-bad" not in line, line
+
+
+def test_several_objects_on_one_line_are_named_with_what_to_do(tmp_path):
+    """Rows joined on one line (a file whose newlines were lost). Before: `line 1: malformed JSON (JSON
+    is malformed: trailing characters (byte 64))`."""
+    path = tmp_path / "joined.jsonl"
+    path.write_text(json.dumps(ROW) + json.dumps(ROW) + "\n")
+    line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path)))
+    assert line.startswith(f"pluralign: error: --path {path}: line 1: malformed JSON"), line
+    assert "several JSON objects on one line" in line, line
+
+
+@pytest.mark.parametrize("action", [["list"], ["revoke", "web"]])
+def test_keys_of_a_data_folder_that_does_not_exist_is_an_error_naming_it(tmp_path, action):
+    """`pluralign keys list` run from the wrong directory (the default folder is ./data). Before:
+    `{"keys":0}` and exit 0, as if the service had no keys; `revoke`: `no key with id or name 'web'`."""
+    line = one_error_line(pluralign(tmp_path, "keys", *action))
+    assert line.startswith(f"pluralign: error: PLURALIGN_DATA_DIR (setting data_dir) data: no such folder ({tmp_path / 'data'})"), line
+    line = one_error_line(pluralign(tmp_path, "keys", "--data-dir", "srv", *action))
+    assert line.startswith(f"pluralign: error: --data-dir srv: no such folder ({tmp_path / 'srv'})"), line
+    assert "--data-dir" in line and "pluralign serve" in line, line
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_a_trl_dataset_without_user_ids_is_told_to_name_its_user(tmp_path):
+    """A TRL preference dataset (no `user_id` column) imported as README says. Before: `line 1, field
+    `user_id`: missing required field (--skip-bad skips bad rows)`: --skip-bad would skip every row."""
+    datasets = pytest.importorskip("datasets")
+    path = tmp_path / "trl.jsonl"
+    datasets.Dataset.from_list([{k: v for k, v in ROW.items() if k != "user_id"}] * 2).to_json(path)
+    line = one_error_line(pluralign(tmp_path, "data", "import", "--source", "jsonl", "--path", str(path),
+                                    "--url", "http://127.0.0.1:9", "--key", "pk-unused"))
+    assert line.startswith(f"pluralign: error: --path {path}: line 1, field `user_id`: missing required field"), line
+    assert "--user NAME" in line and "--skip-bad" not in line, line
+
+
+def test_an_export_run_again_replaces_its_file(tmp_path):
+    """`data export --out prefs.jsonl` run a second time (or over its own --path). Before: `--out
+    prefs.jsonl: /x/prefs.jsonl is a file, not a folder`, exit 2: an output file could be written once."""
+    source = tmp_path / "trl.jsonl"
+    source.write_text(json.dumps(ROW) + "\n")
+    out = tmp_path / "prefs.jsonl"
+    out.write_text("an earlier export\n")
+    for target in (out, source):
+        result = pluralign(tmp_path, "data", "export", "--source", "jsonl", "--path", str(source), "--out", str(target))
+        assert result.returncode == 0 and result.stderr == "", result
+        assert json.loads(result.stdout.splitlines()[-1])["records"] == 1, result.stdout
+        assert [json.loads(line)["prompt"] for line in target.read_text().splitlines()] == [ROW["prompt"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefs.jsonl", "trl.jsonl"]  # no temp file left
+
+
+def test_train_adapter_reads_a_trl_file_as_the_users(capsys, tmp_path):
+    """`train adapter --user ann --data trl.jsonl` on a TRL file of ann's comparisons (no `user_id`
+    column). Before: `--data trl.jsonl: line 1, field `user_id`: missing required field`, though --user
+    names the user. Now the rows are ann's, and the run goes on to the next check (--base here, so no
+    model is trained). In-process (`training.cli.main` with the user's argv): a subprocess spent 6 s
+    importing torch for this one line."""
+    from tests.unit.clitools import cli
+
+    path = tmp_path / "trl.jsonl"
+    path.write_text(json.dumps({k: v for k, v in ROW.items() if k != "user_id"}) + "\n")
+    code, out, err = cli(capsys, "train", "adapter", "--user", "ann", "--data", str(path),
+                         "--registry", str(tmp_path / "adapters"), "--base", str(tmp_path / "no-model"))
+    assert code == 2 and out == "", err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("pluralign: error: --base must be `smollm2` or a transformers model folder"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trl.jsonl"]  # nothing written
+
+
+def test_an_import_user_the_service_never_takes_is_named_by_user(tmp_path):
+    """`data import --user "ann smith"` on a TRL file. Before: `--path trl.jsonl: line 1, field `user_id`:
+    'ann smith': ...`, naming the file and a field it does not have rather than the option given."""
+    path = tmp_path / "trl.jsonl"
+    path.write_text(json.dumps({k: v for k, v in ROW.items() if k != "user_id"}) + "\n")
+    line = one_error_line(pluralign(tmp_path, "data", "import", "--source", "jsonl", "--path", str(path), "--user", "ann smith",
+                                    "--url", "http://127.0.0.1:9", "--key", "pk-unused"))
+    assert line.startswith("pluralign: error: --user 'ann smith': a user id is 1-128 characters"), line
+    assert line.endswith("(nothing was sent)"), line
