@@ -10,6 +10,7 @@ and stops cleanly writing only in the data folder, also when that folder is an f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -17,6 +18,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -178,12 +180,10 @@ def modes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*") if not p.is_symlink()}
 
 
-@pytest.mark.slow
-def test_serve_as_an_arbitrary_uid_writes_only_its_data_folder(unprivileged, scratch, tiny_generator_dir):
-    """The data folder is an fsGroup volume's root: owned by root, group 2000, setgid, the uid a member.
-    Before: the start failed at `chmod` of that folder (only its owner may), and with that out of the way,
-    at the PAL bootstrap's embedding cache in ~/.cache (`Read-only file system: /nonexistent`)."""
-    data = owned_folder(scratch / "data", uid=0, gid=FS_GROUP, mode=0o2775)
+@contextlib.contextmanager
+def serving_as_group_member(data: Path, scratch: Path, tiny_generator_dir: Path) -> Iterator[tuple[str, Path]]:
+    """`pluralign serve` on `data` as a uid in FS_GROUP with a bare environment: (its URL, its log) once
+    /health answers; stopped by SIGTERM at the end, which must exit 0."""
     generator = readable_copy(tiny_generator_dir, scratch / "generator")
     port = free_port()
     env = bare_env(PLURALIGN_DATA_DIR=str(data), PLURALIGN_GENERATOR=str(generator), PLURALIGN_ENCODER="minilm",
@@ -195,18 +195,28 @@ def test_serve_as_an_arbitrary_uid_writes_only_its_data_folder(unprivileged, scr
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, log, timeout=240)
-        key = next(line.split(": ")[-1] for line in log.read_text().splitlines() if "development API key" in line)
-        headers = {"Authorization": f"Bearer {key}"}
-        chat = {"model": "pluralign", "user": "ann", "messages": [{"role": "user", "content": "Hi"}]}
-        assert httpx.post(url + "/v1/chat/completions", json=chat, headers=headers, timeout=60).status_code == 200
-        feedback = {"type": "comparison", "user": "ann", "prompt": "Hi", "chosen": "Hello.", "rejected": "Go away."}
-        assert httpx.post(url + "/v1/feedback", json=feedback, headers=headers, timeout=60).status_code == 201
+        yield url, log
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_serve_as_an_arbitrary_uid_writes_only_its_data_folder(unprivileged, scratch, tiny_generator_dir):
+    """The data folder is an fsGroup volume's root: owned by root, group 2000, setgid, the uid a member.
+    Before: the start failed at `chmod` of that folder (only its owner may), and with that out of the way,
+    at the PAL bootstrap's embedding cache in ~/.cache (`Read-only file system: /nonexistent`)."""
+    data = owned_folder(scratch / "data", uid=0, gid=FS_GROUP, mode=0o2775)
+    with serving_as_group_member(data, scratch, tiny_generator_dir) as (url, log):
+        key = next(line.split(": ")[-1] for line in log.read_text().splitlines() if "development API key" in line)
+        headers = {"Authorization": f"Bearer {key}"}
+        chat = {"model": "pluralign", "user": "ann", "messages": [{"role": "user", "content": "Hi"}]}
+        assert httpx.post(url + "/v1/chat/completions", json=chat, headers=headers, timeout=60).status_code == 200
+        feedback = {"type": "comparison", "user": "ann", "prompt": "Hi", "chosen": "Hello.", "rejected": "Go away."}
+        assert httpx.post(url + "/v1/feedback", json=feedback, headers=headers, timeout=60).status_code == 201
     assert (data / "cache" / "embeddings.sqlite").is_file()  # the bootstrap's embedding cache: the data folder's own
     assert "Traceback" not in log.read_text() and "telemetry" not in log.read_text(), log.read_text()
     found = modes(data)
@@ -222,22 +232,8 @@ def test_a_data_folder_made_inside_an_fsgroup_volume_is_its_group_s_to_read(unpr
     0600 (the group could read nothing), though every later start wrote 0640 files into it."""
     volume = owned_folder(scratch / "volume", uid=0, gid=FS_GROUP, mode=0o2775)
     data = volume / "data"
-    generator = readable_copy(tiny_generator_dir, scratch / "generator")
-    port = free_port()
-    env = bare_env(PLURALIGN_DATA_DIR=str(data), PLURALIGN_GENERATOR=str(generator), PLURALIGN_ENCODER="minilm",
-                   PLURALIGN_GENERATION_PROCESS="false", PLURALIGN_MAX_TOKENS="8", PLURALIGN_SHARED_DATA=str(SHARED_DATA))
-    log = scratch / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*as_uid(FS_GROUP), sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--log-level", "warning"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc, log, timeout=240)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with serving_as_group_member(data, scratch, tiny_generator_dir):
+        pass  # started (healthy) and stopped cleanly
     assert stat.S_IMODE(data.stat().st_mode) == 0o2750, oct(data.stat().st_mode)
     found = modes(data)
     shared = {p: m for p, m in found.items() if p.startswith(("pal", "api_keys.json"))}
