@@ -14,6 +14,8 @@ if params.get("marker"):
 for i in range(4):
     print(f"@progress {i / 4}", file=sys.stderr, flush=True)
     time.sleep(params.get("seconds", 0.0) / 4)
+if params.get("say"):
+    print(params["say"], file=sys.stderr, flush=True)
 if params.get("crash"):
     raise RuntimeError("the worker fell over")
 print("training done", file=sys.stderr)

@@ -162,8 +162,10 @@ def import_(args: argparse.Namespace) -> int:
                             raise ValueError(f"--path {args.path}: {row} (user {user!r}; the service refused it with {r.status_code}; "
                                              f"{so_far()}; {again})")
                         rows = sent[0] if len(sent) == 1 else f"{sent[0]} to {sent[-1]}"
+                        from pluralign.data.text import shorten
+
                         raise ValueError(f"the service refused user {user!r} ({r.status_code}) for --path {args.path} {rows}: "
-                                         f"{r.text[:300]} ({so_far()}; {again})")
+                                         f"{shorten(r.text, 300)} ({so_far()}; {again})")
                     try:
                         count = len(msgspec.json.decode(r.content)["stored"])
                     except (msgspec.DecodeError, KeyError, TypeError):
@@ -214,7 +216,9 @@ def _message(response) -> str:
     try:
         return str(msgspec.json.decode(response.content)["error"]["message"])
     except (msgspec.DecodeError, KeyError, TypeError):
-        return response.text[:200]
+        from pluralign.data.text import shorten
+
+        return shorten(response.text, 200)
 
 
 _ROW_PARAM = re.compile(r"line (\d+)(?:\.(.+))?")  # the import route's `param` for a bad row: its line in the body, then the field

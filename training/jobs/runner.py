@@ -27,6 +27,7 @@ from typing import Protocol
 import msgspec
 import psutil
 
+from pluralign.data.text import shorten
 from pluralign.files import write_atomic
 from training.common import PROGRESS_ENV, PROGRESS_PREFIX
 from training.jobs.kinds import HELDOUT_METRICS, KINDS, JobKind
@@ -36,6 +37,7 @@ from training.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
+LOG_LINE_CHARS = 500  # the most of one worker log line a job's `log_tail` keeps
 JOB_ENV = "PLURALIGN_JOB_ID"  # set in each worker's environment, so a restart can recognise its workers
 
 
@@ -390,7 +392,7 @@ class LocalJobRunner:
                 except ValueError:
                     pass
             elif line.strip():
-                kept.append(line[:500])
+                kept.append(shorten(line, LOG_LINE_CHARS))  # between grapheme clusters: an emoji is kept whole or left out
         job = self.store.get(job_id)
         if progress == 0.0 and job is not None:
             progress = job.progress
