@@ -25,6 +25,21 @@ LABELLED = [
 ]
 
 
+# the export read by Hugging Face `datasets` the two ways people build one (argv[1]: the folder holding
+# rita.jsonl); writes rita.parquet and rebuilt.jsonl there and prints the loaded column names
+DATASETS_ROUND_TRIP = """
+import json, sys
+from pathlib import Path
+import datasets
+folder = Path(sys.argv[1])
+loaded = datasets.load_dataset("json", data_files=str(folder / "rita.jsonl"), split="train", cache_dir=str(folder / "hf-cache"))
+loaded.to_parquet(str(folder / "rita.parquet"))
+rows = [json.loads(line) for line in (folder / "rita.jsonl").read_text().splitlines()]
+datasets.Dataset.from_list(rows).to_json(str(folder / "rebuilt.jsonl"))
+print(json.dumps(loaded.column_names))
+"""
+
+
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = start_service(tmp_path_factory.mktemp("break21a-data"), tiny_generator_dir, tiny_pal_dir, minilm,
@@ -39,7 +54,7 @@ def test_an_export_passed_through_hugging_face_datasets_imports_back(svc, tmp_pa
     extension type) or, built from rows, as a struct whose absent keys are null; `data import`
     refused both ("line 1, field `attributes`: expected an object of labels", "field
     `attributes.device`: expected a string, number or boolean label") and so did the import route."""
-    datasets = pytest.importorskip("datasets")
+    pytest.importorskip("datasets")
     with svc.client("acme") as acme:
         for prompt, chosen, rejected, attributes in LABELLED:
             r = acme.post("/v1/feedback", json={"type": "comparison", "user": "rita", "prompt": prompt, "chosen": chosen,
@@ -48,12 +63,12 @@ def test_an_export_passed_through_hugging_face_datasets_imports_back(svc, tmp_pa
         exported = acme.get("/v1/users/rita/export", params={"format": "preferences"})
     assert exported.status_code == 200
     (tmp_path / "rita.jsonl").write_bytes(exported.content)
-    cache = str(tmp_path / "hf-cache")
-    loaded = datasets.load_dataset("json", data_files=str(tmp_path / "rita.jsonl"), split="train", cache_dir=cache)
-    assert {"prompt", "chosen", "rejected"} <= set(loaded.column_names)  # what TRL's DPOTrainer reads
-    loaded.to_parquet(str(tmp_path / "rita.parquet"))
-    rebuilt = datasets.Dataset.from_list([json.loads(line) for line in exported.text.splitlines()])
-    rebuilt.to_json(str(tmp_path / "rebuilt.jsonl"))
+    # `datasets` runs in a process of its own, as in a user's script: not in this worker, which also hosts
+    # the service's threads (a CI run of edae3b2 lost this worker while this test ran, no traceback)
+    converted = subprocess.run([sys.executable, "-X", "faulthandler", "-c", DATASETS_ROUND_TRIP, str(tmp_path)],
+                               capture_output=True, text=True, timeout=300)
+    assert converted.returncode == 0, f"exit {converted.returncode}:\n{converted.stderr[-4000:]}"
+    assert {"prompt", "chosen", "rejected"} <= set(json.loads(converted.stdout.splitlines()[-1]))  # what TRL's DPOTrainer reads
 
     result = subprocess.run(
         [sys.executable, "-m", "training.cli", "data", "import", "--source", "parquet", "--path", str(tmp_path / "rita.parquet"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -70,9 +71,13 @@ def test_a_parquet_file_or_a_pretty_printed_row_is_told_what_to_send(svc, tmp_pa
     """A Parquet file (`datasets`' `to_parquet`) posted as the body, and one row pretty-printed
     (`json.dump(row, f, indent=2)`). Before: "malformed JSON (...); it holds NUL bytes: a binary file,
     not JSON lines" and "malformed JSON (Input data was truncated)", neither saying what to send."""
-    datasets = pytest.importorskip("datasets")
+    pytest.importorskip("datasets")
     parquet = tmp_path / "prefs.parquet"
-    datasets.Dataset.from_list([ROW]).to_parquet(parquet)
+    # in a process of its own, as in a user's script: not in this worker, which also hosts the service's threads
+    written = subprocess.run([sys.executable, "-X", "faulthandler", "-c",
+                              "import datasets, json, sys; datasets.Dataset.from_list([json.loads(sys.argv[1])]).to_parquet(sys.argv[2])",
+                              json.dumps(ROW), str(parquet)], capture_output=True, text=True, timeout=300)
+    assert written.returncode == 0, f"exit {written.returncode}:\n{written.stderr[-4000:]}"
     body = curl(svc, "/v1/users/nu31c/import", "--data-binary", f"@{parquet}")
     assert body["error"]["param"] == "line 1", body
     assert "a Parquet file: `pluralign data import --source parquet --path FILE` sends its rows" in body["error"]["message"], body
