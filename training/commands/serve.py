@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_format)  # PLURALIGN_LOG_FORMAT; each request's lines carry its X-Request-Id
     check_runs_here(settings)
-    from pluralign.store.failures import StoreUnavailable
+    from pluralign.store.failures import OBJECT_STORE_PROBLEMS, StoreUnavailable
     from pluralign.store.location import is_object_store
 
     # a start that fails part way (a damaged checkpoint once the tables are open, a model that will
@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         app = start(settings, local_store)
     except StoreUnavailable as exc:  # the object store down, refusing the keys, without the bucket: not a bad setting's 2
+        if exc.problem not in OBJECT_STORE_PROBLEMS:
+            raise  # a local table damaged, a full or read-only disk: main's one line naming the table, exit 2 (docs/operations.md)
         print(f"pluralign: error: {store_problem(settings, exc)}", file=sys.stderr, flush=True)
         return 3
     from service.app import cut_running, stop_taking_work
