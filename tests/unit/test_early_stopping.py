@@ -66,6 +66,8 @@ def test_single_bt_trains_past_an_accuracy_plateau_to_the_lowest_validation_loss
     assert metrics["val_acc"] > 0.9
     assert metrics["best_epoch"] > 180, metrics  # accuracy on a patience of 40 stopped at step 154, best 114
     # the kept weights are those of the lowest validation loss seen
+    device = next(bt.model.parameters()).device  # the model trains on CUDA where there is one
+    prompt, chosen, rejected = (t.to(device) for t in (val.prompt, val.chosen, val.rejected))
     with torch.no_grad():
-        margin = bt.model(val.prompt, val.chosen) - bt.model(val.prompt, val.rejected)
+        margin = bt.model(prompt, chosen) - bt.model(prompt, rejected)
     assert float(torch.nn.functional.softplus(-margin).mean()) == pytest.approx(metrics["val_loss"], rel=1e-5)

@@ -42,7 +42,7 @@ def train_categorical(heads: EMMixture, pairing=best_vs_rest, steps: int = 300, 
     """DPO-train a softmax policy over the four answers on pairs ranked by min over the heads."""
     candidates = sorted(style_variants(ANSWER).values())
     features = answer_features(candidates)
-    rewards = heads.rewards(torch.ones_like(features), features).numpy()  # (4, K)
+    rewards = heads.rewards(torch.ones_like(features), features).cpu().numpy()  # (4, K), on the heads' device
     pairs = ranked_pairs(PROMPT, candidates, maxmin_scores(rewards), source="test", pairing=pairing)
     index = {c: i for i, c in enumerate(candidates)}
     chosen = torch.tensor([index[p.chosen] for p in pairs])
