@@ -312,7 +312,7 @@ class Runtime:
                 rewards = UserRewards.load(promoted, encoder.encoder_id)
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)
-                rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
+                rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
             keys = KeyRing(settings.data_path / "api_keys.json")
             adapters = AdapterPool(
                 generator, AdapterRegistry(settings.adapters_path), generator.model_id,

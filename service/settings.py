@@ -82,7 +82,9 @@ class Settings(Base, frozen=True):
     encoder_model: str | None = None  # with `openai:URL`: the model's name on that server (default MiniLM's id)
     encoder_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
     pal_dir: str | None = None  # PAL checkpoint folder; default <data_dir>/pal (bootstrapped if absent)
-    shared_data: str = "../shared/data"  # persona data used to bootstrap a PAL checkpoint
+    # persona data a PAL checkpoint is bootstrapped from; default `../shared/data` beside the checkout
+    # (`pluralign.data.shared`), wherever the service is started from
+    shared_data: str | None = None
     candidates: int = 4  # answers generated per request when reranking (at least 2)
     rerank: bool = True  # rerank candidates by the user's PAL reward
     candidate_styles: bool = True  # generate the candidates in balanced answer styles (length, lists, register)
@@ -202,6 +204,12 @@ class Settings(Base, frozen=True):
     @property
     def pal_path(self) -> Path:
         return Path(self.pal_dir) if self.pal_dir else self.data_path / "pal"
+
+    @property
+    def shared_data_path(self) -> Path:
+        from pluralign.data.shared import shared_data_dir
+
+        return shared_data_dir(self.shared_data)
 
     @property
     def adapters_path(self) -> Path:

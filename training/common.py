@@ -14,7 +14,10 @@ from pathlib import Path
 
 import msgspec
 
-DEFAULT_DATA_DIR = "../shared/data"
+from pluralign.data.shared import shared_data_dir
+
+# the commands' --data-dir: PLURALIGN_SHARED_DATA, else ../shared/data beside the checkout (not the working folder)
+DEFAULT_DATA_DIR = str(shared_data_dir(os.environ.get("PLURALIGN_SHARED_DATA")))
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     except StoreUnavailable as exc:  # the object store down, refusing the keys, without the bucket: not a bad setting's 2
         print(f"pluralign: error: {store_problem(settings, exc)}", file=sys.stderr, flush=True)
         return 3
+    if not app.state.runtime.rewards.trained:
+        print(untrained_line(settings), file=sys.stderr, flush=True)
     from service.app import cut_running, stop_taking_work
 
     started, requests = serve_until_stopped(app, args, json_logs=settings.log_format == "json", own_access_log=True, on_stop=partial(stop_taking_work, app), on_grace_over=partial(cut_running, app))
@@ -113,6 +115,18 @@ def start(settings, local_store: list[str]):
             key = keys.issue("default", name="development key")
             print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
     return app
+
+
+def untrained_line(settings) -> str:
+    """The one loud start line of a service serving an untrained population model (no persona data to
+    bootstrap a PAL checkpoint from): what it means and the two ways to train one."""
+    shared = settings.shared_data_path
+    where = "PLURALIGN_SHARED_DATA" if settings.shared_data else "../shared/data beside the checkout; PLURALIGN_SHARED_DATA overrides it"
+    return (f"pluralign: warning: the population reward model is UNTRAINED: no persona data at {shared.absolute()} ({where}) to "
+            f"train it from: its prototypes are random, so reranking and users' fitted weights mean nothing yet. "
+            f"To train it: put the shared data there (a folder holding anthropic_persona/) or set PLURALIGN_SHARED_DATA to it "
+            f"and restart (a start that finds none trains a PAL checkpoint into {settings.pal_path}, about a minute); or run "
+            f"`pluralign train pal --protocol persona --groups 4 --data-dir DATA --out {settings.pal_path}` and restart")
 
 
 STORE_SETTINGS = {  # what an operator checks for each object-store problem at start
