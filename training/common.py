@@ -21,6 +21,12 @@ from pluralign.data.shared import shared_data_dir
 DEFAULT_DATA_DIR = str(shared_data_dir(os.environ.get("PLURALIGN_SHARED_DATA")))
 
 
+# help strings of options several commands share
+SEED_HELP = "random seed (splits, initialization, batch order): the same seed and inputs give the same run (default %(default)s)"
+DATA_DIR_HELP = ("the shared data folder holding ukp_convarg1/ and anthropic_persona/ (default: PLURALIGN_SHARED_DATA, "
+                 "else ../shared/data beside the checkout: %(default)s)")
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

@@ -30,7 +30,9 @@ from pathlib import Path
 
 from pluralign.files import write_atomic
 from training.common import (
+    DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
+    SEED_HELP,
     add_encoder_args,
     cached_encoder,
     check_writable_file,
@@ -257,7 +259,7 @@ def register(sub) -> None:
     p.add_argument("--store", help="the service's store: its data folder (e.g. data), the lancedb/ folder in it, or an object-store URI")
     p.add_argument("--tenant", help="with --store: audit one tenant only")
     p.add_argument("--path", help="folder of the --source data (default under --data-dir)")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--group-by", required=True,
                    help="record attribute naming each comparison's group (an error if no comparison has it; those without it: 'unknown')")
     p.add_argument("--personalized", choices=["logistic", "pal"], default="logistic",
@@ -271,7 +273,7 @@ def register(sub) -> None:
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
     p.add_argument("--groups", type=number(int, minimum=2), default=2, help="persona: number of groups")
     p.add_argument("--group-weights", default="", help="persona: relative group sizes, e.g. 0.9,0.1")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--out", help="also write the report JSON here")
     p.add_argument("--json", action="store_true", help="print only the JSON report")
     add_encoder_args(p)

@@ -19,7 +19,7 @@ import random
 import sys
 import time
 
-from training.common import StoreFolder, number, print_json, read_preference_file, store_folder
+from training.common import SEED_HELP, StoreFolder, number, print_json, read_preference_file, store_folder
 
 
 def default_registry(store: str | None) -> str:
@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("adapter", help="train one user's LoRA adapter (DPO) and store it in the adapter registry")
-    p.add_argument("--user", required=True)
-    p.add_argument("--tenant", default="default")
+    p.add_argument("--user", required=True, help="the end user whose comparisons train the adapter (the API's `user`)")
+    p.add_argument("--tenant", default="default", help="the user's tenant, as in the service (default %(default)s)")
     p.add_argument("--data", default=None, help="preference JSONL/Parquet file holding the user's comparisons (rows without `user_id`, as in a TRL dataset, are --user's)")
     p.add_argument("--store", default=None, help="the service's data folder (or the lancedb/ folder in it): read its LanceDB store, save to its adapters/")
     p.add_argument("--encoder", default="minilm", help="--store: the encoder the store was built with")
@@ -140,11 +140,12 @@ def register(sub) -> None:
     )
     p.add_argument("--from-fspo", default=None, help="start from this FSPO adapter folder (and use its shots)")
     p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
-    p.add_argument("--loss", default="dpo", choices=["ipo", "dpo"])
-    p.add_argument("--beta", type=number(float, above=0), default=0.1)
-    p.add_argument("--lora-rank", type=number(int, minimum=1), default=8)
-    p.add_argument("--lr", type=number(float, above=0), default=2e-4)
-    p.add_argument("--steps", type=number(int, minimum=1), default=40)
-    p.add_argument("--batch-size", type=number(int, minimum=1), default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loss", default="dpo", choices=["ipo", "dpo"], help="preference loss (default %(default)s)")
+    p.add_argument("--beta", type=number(float, above=0), default=0.1,
+                   help="the loss's beta: how far the adapter may move the base model (smaller: further; default %(default)g)")
+    p.add_argument("--lora-rank", type=number(int, minimum=1), default=8, help="LoRA rank (default %(default)s)")
+    p.add_argument("--lr", type=number(float, above=0), default=2e-4, help="AdamW learning rate (default %(default)g)")
+    p.add_argument("--steps", type=number(int, minimum=1), default=40, help="optimizer steps (default %(default)s)")
+    p.add_argument("--batch-size", type=number(int, minimum=1), default=4, help="comparisons per step (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.set_defaults(func=run)
