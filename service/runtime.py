@@ -62,7 +62,10 @@ def make_generator(
         from pluralign.policy.remote import RemoteGenerator, RemotePolicy
 
         policy = RemotePolicy(timeout_s=timeout_s, max_retries=retries)
-        return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key, policy=policy)  # type: ignore[return-value]
+        from service.requestid import outgoing_headers
+
+        return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key, policy=policy,  # type: ignore[return-value]
+                               request_headers=outgoing_headers)
     if name == "smollm2":
         if own_process:
             from pluralign.embed.models import SMOLLM2_ID, smollm2_dir
@@ -89,8 +92,9 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
     if name.startswith("openai:"):
         from pluralign.embed.models import MINILM_ID
         from pluralign.embed.remote import RemoteEncoder
+        from service.requestid import outgoing_headers
 
-        return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key)
+        return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key, request_headers=outgoing_headers)
     if Path(name).is_dir():
         try:
             return SentenceEncoder(path=name, encoder_id=Path(name).name)
