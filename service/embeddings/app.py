@@ -26,7 +26,7 @@ from litestar.exceptions import HTTPException, ServiceUnavailableException, TooM
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
 from service.errors import bad_request, refuse_request_id
-from service.metrics import method_of, route_of
+from service.metrics import access_route_of, method_of
 from service.requestid import app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
@@ -124,7 +124,7 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
                    logging_config=app_logging("text"))  # each line a request caused ends ` request_id=<id>`
     # the caller's X-Request-Id (the front service's request, `RemoteEncoder`) echoed and on the access line
     # (`pluralign.access`: method, route template, status, ms, request id), so one request is followed across both logs
-    app.asgi_handler = with_request_ids(app.asgi_handler, log_access=True, tenant_of=lambda scope: None, route_of=route_of,
+    app.asgi_handler = with_request_ids(app.asgi_handler, log_access=True, tenant_of=lambda scope: None, route_of=access_route_of,
                                         method_of=method_of, refuse=refuse_request_id)
     app.state.encodings = turns
     return app
