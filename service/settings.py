@@ -159,6 +159,11 @@ class Settings(Base, frozen=True):
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS); none by default
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
     admin_session_s: int = 3600  # the dashboard's login session expires this many seconds after sign-in
+    # seconds `pluralign serve` keeps listening once told to stop (SIGTERM), answering every new request 503
+    # with Retry-After and X-Request-Id (`service.stopping.draining`): a load balancer still sending here
+    # while it learns of the stop gets an answer to retry elsewhere, not a refused or dropped connection.
+    # uvicorn itself closes its listening socket and idle connections first thing; 0: it does so at once
+    stop_drain_s: float = 0.0
     # one line per request (logger `pluralign.access`: method, route template, status, ms, tenant, request id;
     # never a key, a raw path or a body); `pluralign serve` then leaves uvicorn's own access lines out
     access_log: bool = True
@@ -329,6 +334,7 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 <= s.job_retention_s < float("inf"),
      lambda s: f"`job_retention_s` must be 0 (keep every job) or positive and finite, got {s.job_retention_s}"),
     (lambda s: s.job_memory_mb < 0, "`job_memory_mb` must be 0 (no cap) or more"),
+    (lambda s: not 0 <= s.stop_drain_s <= 60, lambda s: f"`stop_drain_s` must be 0 (none) to 60 seconds, got {s.stop_drain_s}"),
 )
 
 

@@ -55,3 +55,26 @@ def test_the_shared_data_is_found_beside_the_checkout_from_any_working_folder(tm
         assert str(beside) in log and str(elsewhere.parent / "shared") not in log, log
     finally:
         proc.stop()
+
+
+def test_requests_arriving_while_it_stops_get_503_with_retry_after_and_their_id(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    """Before: uvicorn's shutdown closed the listening socket and idle connections at once: a request a
+    load balancer still sent met a refused or dropped connection. With PLURALIGN_STOP_DRAIN_S it keeps
+    listening that long, answering 503 with Retry-After and X-Request-Id (then stops as before: exit 0)."""
+    proc = ServeProcess(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, PLURALIGN_STOP_DRAIN_S="4",
+                        PLURALIGN_CACHE_DIR=str(tmp_path / "cache"))
+    try:
+        with httpx.Client(base_url=proc.url, timeout=5) as c:
+            assert c.get("/health").status_code == 200
+            proc.proc.terminate()
+            deadline = time.time() + 3
+            while (r := c.get("/v1/models", headers={"X-Request-Id": "ops33-drain"})).status_code != 503:
+                assert time.time() < deadline, r.status_code
+                time.sleep(0.05)
+        assert r.headers["Retry-After"] == "5" and r.headers["X-Request-Id"] == "ops33-drain", r.headers
+        assert r.json()["error"]["request_id"] == "ops33-drain" and "stopping" in r.json()["error"]["message"], r.text
+        again = httpx.get(proc.url + "/health", timeout=5)  # a new connection too, not refused
+        assert again.status_code == 503 and again.headers["Retry-After"] == "5"
+        assert proc.proc.wait(timeout=30) == 0, proc.log.read_text()
+    finally:
+        proc.stop()
