@@ -31,13 +31,13 @@ from service.errors import internal_error_handler, refuse_request_id, schema_rou
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
 from service.head import HEAD_KEY, answer_head
-from service.metrics import count_unrouted, method_of, metrics_middleware, route_of
+from service.metrics import access_route_of, count_unrouted, method_of, metrics_middleware
 from service.openapi import install as install_openapi
 from service.ratelimit import rate_limit
 from service.requestid import app_logging, with_request_ids
 from service.runtime import Runtime
 from service.settings import Settings
-from service.stopping import STOPPING
+from service.stopping import STOPPING, draining
 from service.strict import before_request
 from service.system.controllers import health, metrics, scrape_state
 from service.users.controllers import (
@@ -113,8 +113,9 @@ def create_app(
         after_exception=[count_unrouted],
     )
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
+    app.state.draining = False  # `pluralign serve` told to stop and draining (setting stop_drain_s): every request 503
     app.asgi_handler = answer_head(with_request_ids(
-        app.asgi_handler, log_access=settings.access_log, tenant_of=_tenant_of, route_of=route_of, refuse=refuse_request_id,
+        draining(app.asgi_handler, lambda: app.state.draining), log_access=settings.access_log, tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id,
         method_of=lambda scope: "HEAD" if scope.get(HEAD_KEY) else method_of(scope),
         # the refusal of a malformed id gets the CORS headers the app's other answers get, so a browser reads it
         around_refusal=partial(CORSMiddleware, config=app.cors_config) if app.cors_config else lambda refusal: refusal,

@@ -11,6 +11,8 @@ metrics come from prometheus_client's own collectors.
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -139,6 +141,32 @@ def route_of(scope: Scope) -> str:
     if handler is not None and getattr(handler, "is_mount", False):
         return next(iter(handler.paths)).rstrip("/") + "/{file_path}"
     return scope.get("path_template") or UNMATCHED
+
+
+def access_route_of(scope: Scope) -> str:
+    """`route_of`, and for a request whose path a route has but not its method (405: Litestar then sets no
+    template) that route's template, so the access log names it (never the raw path: user ids are in
+    paths). `unmatched` when no route has the path (404)."""
+    route = route_of(scope)
+    app = scope.get("app")
+    if route != UNMATCHED or app is None:
+        return route
+    path = scope.get("path", "")
+    return next((template for pattern, template in _route_patterns(app) if pattern.fullmatch(path)), UNMATCHED)
+
+
+@functools.lru_cache(maxsize=8)
+def _route_patterns(app) -> list[tuple[re.Pattern, str]]:
+    """Each HTTP route of `app` as (a regex its paths match, its template), plain paths before those with
+    parameters (`/v1/users/export` before `/v1/users/{user_id}`); a `:path` parameter spans segments."""
+    found = []
+    for route in app.routes:
+        if not hasattr(route, "path_format") or getattr(route, "is_mount", False):
+            continue
+        pattern = re.sub(r"\\\{(\w+):path\\\}", ".*", re.escape(route.path))
+        pattern = re.sub(r"\\\{\w+(?::\w+)?\\\}", "[^/]+", pattern)
+        found.append((len(route.path_parameters), re.compile(pattern), route.path_format))
+    return [(pattern, template) for _, pattern, template in sorted(found, key=lambda f: f[0])]
 
 
 def method_of(scope: Scope) -> str:

@@ -57,6 +57,13 @@ def current() -> str | None:
     return REQUEST_ID.get()
 
 
+def outgoing_headers() -> dict[str, str]:
+    """Headers for a call this code makes to another server (the remote encoder and generator): the
+    current request's `X-Request-Id`, so that server's log names the request it served; none outside one."""
+    rid = REQUEST_ID.get()
+    return {HEADER: rid} if rid is not None else {}
+
+
 def in_context(fn: Callable[[], Any]) -> Callable[[], Any]:
     """`fn`, to run on another thread in the caller's context (its request id with it)."""
     context = contextvars.copy_context()

@@ -106,7 +106,7 @@ class UserRewards:
             bootstrap(folder, encoder, Path(shared_data))
         except FileNotFoundError as exc:
             note = f"UNTRAINED reward model: no persona data to bootstrap from ({exc}); set PLURALIGN_SHARED_DATA"
-            log.warning(note)
+            log.info(note)  # `pluralign serve` says it loudly once the service can start (training.commands.serve)
             torch.manual_seed(0)
             model = PALModel(PALConfig(k=BOOTSTRAP_GROUPS, input_dim=encoder.dim))
             return cls(model, np.zeros(BOOTSTRAP_GROUPS, np.float32), "untrained", trained=False, note=note)

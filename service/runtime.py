@@ -62,7 +62,10 @@ def make_generator(
         from pluralign.policy.remote import RemoteGenerator, RemotePolicy
 
         policy = RemotePolicy(timeout_s=timeout_s, max_retries=retries)
-        return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key, policy=policy)  # type: ignore[return-value]
+        from service.requestid import outgoing_headers
+
+        return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key, policy=policy,  # type: ignore[return-value]
+                               request_headers=outgoing_headers)
     if name == "smollm2":
         if own_process:
             from pluralign.embed.models import SMOLLM2_ID, smollm2_dir
@@ -89,8 +92,9 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
     if name.startswith("openai:"):
         from pluralign.embed.models import MINILM_ID
         from pluralign.embed.remote import RemoteEncoder
+        from service.requestid import outgoing_headers
 
-        return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key)
+        return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key, request_headers=outgoing_headers)
     if Path(name).is_dir():
         try:
             return SentenceEncoder(path=name, encoder_id=Path(name).name)
@@ -312,7 +316,7 @@ class Runtime:
                 rewards = UserRewards.load(promoted, encoder.encoder_id)
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)
-                rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data)
+                rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
             keys = KeyRing(settings.data_path / "api_keys.json")
             adapters = AdapterPool(
                 generator, AdapterRegistry(settings.adapters_path), generator.model_id,

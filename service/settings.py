@@ -27,6 +27,7 @@ OTHER_VARIABLES: dict[str, str] = {
     "PLURALIGN_DEVICE": "the torch device (pluralign/device.py)",
     "PLURALIGN_ADAPTER_DIR": "deprecated name of PLURALIGN_ADAPTERS_DIR (DEPRECATED_VARIABLES)",
     "PLURALIGN_JOB_ID": "set by the job runner in each worker's environment (training/jobs/runner.py)",
+    "PLURALIGN_REQUEST_ID": "set by the job runner: the X-Request-Id of the request that caused the job (training/jobs/runner.py)",
     "PLURALIGN_PROGRESS": "set by the job runners: a worker reports progress (training/common.py)",
     "PLURALIGN_SCREENSHOTS": "a folder for the browser tests' screenshots (tests/service/test_browser_pages.py)",
 }
@@ -82,7 +83,9 @@ class Settings(Base, frozen=True):
     encoder_model: str | None = None  # with `openai:URL`: the model's name on that server (default MiniLM's id)
     encoder_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
     pal_dir: str | None = None  # PAL checkpoint folder; default <data_dir>/pal (bootstrapped if absent)
-    shared_data: str = "../shared/data"  # persona data used to bootstrap a PAL checkpoint
+    # persona data a PAL checkpoint is bootstrapped from; default `../shared/data` beside the checkout
+    # (`pluralign.data.shared`), wherever the service is started from
+    shared_data: str | None = None
     candidates: int = 4  # answers generated per request when reranking (at least 2)
     rerank: bool = True  # rerank candidates by the user's PAL reward
     candidate_styles: bool = True  # generate the candidates in balanced answer styles (length, lists, register)
@@ -156,6 +159,11 @@ class Settings(Base, frozen=True):
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS); none by default
     adapter_budget_mb: int = 512  # memory for loaded per-user LoRA adapters; least recently used unload beyond it
     admin_session_s: int = 3600  # the dashboard's login session expires this many seconds after sign-in
+    # seconds `pluralign serve` keeps listening once told to stop (SIGTERM), answering every new request 503
+    # with Retry-After and X-Request-Id (`service.stopping.draining`): a load balancer still sending here
+    # while it learns of the stop gets an answer to retry elsewhere, not a refused or dropped connection.
+    # uvicorn itself closes its listening socket and idle connections first thing; 0: it does so at once
+    stop_drain_s: float = 0.0
     # one line per request (logger `pluralign.access`: method, route template, status, ms, tenant, request id;
     # never a key, a raw path or a body); `pluralign serve` then leaves uvicorn's own access lines out
     access_log: bool = True
@@ -202,6 +210,12 @@ class Settings(Base, frozen=True):
     @property
     def pal_path(self) -> Path:
         return Path(self.pal_dir) if self.pal_dir else self.data_path / "pal"
+
+    @property
+    def shared_data_path(self) -> Path:
+        from pluralign.data.shared import shared_data_dir
+
+        return shared_data_dir(self.shared_data)
 
     @property
     def adapters_path(self) -> Path:
@@ -320,6 +334,7 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 <= s.job_retention_s < float("inf"),
      lambda s: f"`job_retention_s` must be 0 (keep every job) or positive and finite, got {s.job_retention_s}"),
     (lambda s: s.job_memory_mb < 0, "`job_memory_mb` must be 0 (no cap) or more"),
+    (lambda s: not 0 <= s.stop_drain_s <= 60, lambda s: f"`stop_drain_s` must be 0 (none) to 60 seconds, got {s.stop_drain_s}"),
 )
 
 

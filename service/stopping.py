@@ -21,7 +21,32 @@ store it twice)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import msgspec
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+
+def draining(app: ASGIApp, is_draining: Callable[[], bool]) -> ASGIApp:
+    """The app, answering every HTTP request 503 with Retry-After (and `Connection: close`) while
+    `is_draining()`: the service is stopping and keeps listening a while (`stop_drain_s`) only so that
+    what still arrives gets an answer to retry elsewhere. Inside `service.requestid.with_request_ids`:
+    the answer carries X-Request-Id, its body `error.request_id`, and it has its access line."""
+    from service.errors import error_body
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_draining():
+            await app(scope, receive, send)
+            return
+        body = msgspec.json.encode(error_body(503, f"{STOPPING}: send the request again (to another replica, or once this one is back)"))
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(STOPPING_RETRY_AFTER).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    return handler
+
 
 STOPPING_RETRY_AFTER = 5  # seconds: `Retry-After` of work refused or stopped as the service stops (another replica, or this one restarted)
 STOPPING = "the service is stopping"

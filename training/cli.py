@@ -86,8 +86,22 @@ def _stopped(signum, frame):
     raise Stopped
 
 
+def name_the_cause() -> None:
+    """In a job's worker started by a request (PLURALIGN_REQUEST_ID, set by the job runner): the first
+    line of the job's log names that request, and every log line the command writes ends with it, so the
+    service's lines and the job's are found by one id."""
+    cause, job = os.environ.get("PLURALIGN_REQUEST_ID"), os.environ.get("PLURALIGN_JOB_ID")
+    if not cause:
+        return
+    import logging
+
+    print(f"pluralign: job {job or '-'} started by request request_id={cause}", file=sys.stderr, flush=True)
+    logging.basicConfig(format=f"%(asctime)s %(levelname)s %(name)s: %(message)s request_id={cause.replace('%', '%%')}", stream=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    name_the_cause()
     warnings.formatwarning = _as_cli_line
     # (signal handlers belong to the main thread: main() called from another keeps the default)
     handle = args.command not in SERVERS and threading.current_thread() is threading.main_thread()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import logging
 import math
@@ -14,7 +15,16 @@ from pathlib import Path
 
 import msgspec
 
-DEFAULT_DATA_DIR = "../shared/data"
+from pluralign.data.shared import shared_data_dir
+
+# the commands' --data-dir: PLURALIGN_SHARED_DATA, else ../shared/data beside the checkout (not the working folder)
+DEFAULT_DATA_DIR = str(shared_data_dir(os.environ.get("PLURALIGN_SHARED_DATA")))
+
+
+# help strings of options several commands share
+SEED_HELP = "random seed (splits, initialization, batch order): the same seed and inputs give the same run (default %(default)s)"
+DATA_DIR_HELP = ("the shared data folder holding ukp_convarg1/ and anthropic_persona/ (default: PLURALIGN_SHARED_DATA, "
+                 "else ../shared/data beside the checkout: %(default)s)")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -148,15 +158,35 @@ def k_search(k: list[int] | None, k_max: int, users: int):
                          f"K is at most the number of training users (each component is fitted from users' preferences)") from None
 
 
-def check_store(option: str, value: str, uri: str, hint: str) -> None:
-    """The service's LanceDB tables at `uri`, named by `option VALUE`, checked before they are opened:
-    opening a local folder creates it (and `Store` its tables), so a mistyped path would leave an
-    empty store behind and then say only that a table is missing. A ValueError naming the option
-    when `uri` holds no preferences table; object-store URIs are left to the store."""
+@dataclasses.dataclass(frozen=True)
+class StoreFolder:
+    """Where a `--store` option's tables are: `uri` (the LanceDB folder or object-store URI) and, for a
+    local store, the service's data folder that holds it (None when the tables are not in `lancedb/`
+    of one, or lie in an object store)."""
+
+    uri: str
+    data_dir: Path | None
+
+
+def store_folder(option: str, value: str) -> StoreFolder:
+    """`option VALUE` naming the service's store either way an operator has it at hand: its data folder
+    (PLURALIGN_DATA_DIR, holding `lancedb/`), the `lancedb/` folder inside it, or an object-store URI
+    (taken as the tables' URI, left to the store). Checked before anything is opened (opening a local
+    folder creates it, and `Store` its tables): a ValueError naming the option, the path and both forms
+    when neither holds a preferences table."""
     from pluralign.store.location import is_object_store
 
-    if not is_object_store(uri) and not (Path(uri) / "preferences.lance").is_dir():
-        raise ValueError(f"{option} {value}: no pluralign store there ({Path(uri) / 'preferences.lance'} is missing): {hint}")
+    if is_object_store(value):
+        return StoreFolder(value, None)
+    path = Path(value)
+    if (path / "lancedb" / "preferences.lance").is_dir():
+        return StoreFolder(str(path / "lancedb"), path)
+    if (path / "preferences.lance").is_dir():
+        return StoreFolder(str(path), path.parent if path.name == "lancedb" else None)
+    problem = "no such folder" if not path.exists() else "not a folder" if not path.is_dir() else \
+        f"neither {path / 'lancedb' / 'preferences.lance'} nor {path / 'preferences.lance'} is there"
+    raise ValueError(f"{option} {value}: no pluralign store there ({problem}): give the service's data folder "
+                     f"(PLURALIGN_DATA_DIR, which holds lancedb/) or the lancedb/ folder inside it")
 
 
 def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None):

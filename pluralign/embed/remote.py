@@ -7,7 +7,7 @@ another): name the server's model as the `encoder_id`, e.g. `sentence-transforme
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -22,17 +22,20 @@ class RemoteEncoder:
     """`encode(texts)` -> (N, dim) float32, L2-normalized, in `batch_size` texts per request.
 
     Ready once constructed: one request at construction learns `dim` (and fails early, with
-    `RemoteEncoderError`, when the server is down or serves no such model)."""
+    `RemoteEncoderError`, when the server is down or serves no such model). `request_headers()` is
+    asked at each request for headers to send with it (the service passes the `X-Request-Id` of the
+    request the texts are embedded for, so the embeddings server's log names it)."""
 
     def __init__(
         self, base_url: str, model: str, api_key: str | None = None, batch_size: int = 32, timeout: float = 60.0,
-        max_retries: int = 2,
+        max_retries: int = 2, request_headers: Callable[[], Mapping[str, str]] = dict,
     ):
         from openai import OpenAI
 
         self.base_url = base_url.rstrip("/")
         self.encoder_id = model
         self.batch_size = batch_size  # TEI's default --max-client-batch-size is 32
+        self.request_headers = request_headers
         self._client = OpenAI(base_url=self.base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries)
         self.dim = int(self._request(["dimension probe"]).shape[1])
 
@@ -40,7 +43,8 @@ class RemoteEncoder:
         import openai
 
         try:
-            response = self._client.embeddings.create(model=self.encoder_id, input=texts, encoding_format="float")
+            response = self._client.embeddings.create(model=self.encoder_id, input=texts, encoding_format="float",
+                                                      extra_headers=dict(self.request_headers()))
         except openai.APIError as exc:
             raise RemoteEncoderError(f"embeddings server at {self.base_url}: {exc}") from exc
         items = sorted(response.data, key=lambda d: d.index)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +42,13 @@ class RemotePolicy:
 
 
 class RemoteGenerator:
-    def __init__(self, base_url: str, model_id: str, api_key: str | None = None, policy: RemotePolicy = RemotePolicy()):
+    """`request_headers()` is asked at each request for headers to send with it (the service passes the
+    `X-Request-Id` of the chat the answer is generated for, so the generation server's log names it)."""
+
+    def __init__(self, base_url: str, model_id: str, api_key: str | None = None, policy: RemotePolicy = RemotePolicy(),
+                 request_headers: Callable[[], Mapping[str, str]] = dict):
         self.base_url = base_url.rstrip("/")
+        self.request_headers = request_headers
         self.model_id = model_id
         self.policy = policy
         self._client = openai.OpenAI(
@@ -62,12 +67,14 @@ class RemoteGenerator:
 
     def load_adapter(self, name: str, folder: str | Path) -> None:
         """Ask the server to load a peft adapter folder (a path the server can read) under `name`."""
-        self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(folder)}, cast_to=httpx.Response))
+        self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(folder)}, cast_to=httpx.Response,
+                                             options={"headers": dict(self.request_headers())}))
         self._adapters[name] = str(folder)
 
     def drop_adapter(self, name: str) -> None:
         if name in self._adapters:
-            self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx.Response))
+            self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx.Response,
+                                                 options={"headers": dict(self.request_headers())}))
             del self._adapters[name]
 
     def _call(self, request):
@@ -101,6 +108,7 @@ class RemoteGenerator:
             request["frequency_penalty"] = sampling.frequency_penalty
         if sampling.presence_penalty:
             request["presence_penalty"] = sampling.presence_penalty
+        request["extra_headers"] = dict(self.request_headers())  # the client's own argument: sent as headers, not in the body
         return request
 
     def generate(

@@ -29,6 +29,7 @@ from service.admin.paths import PublicPaths
 from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
 from service.errors import bad_request
 from service.replicas import owner
+from service.requestid import current
 from service.runtime import ForgetIncomplete, Runtime
 from service.settings import Settings
 from service.users.services import adapter_folder
@@ -148,8 +149,8 @@ class Admin:
                                         f"(at most {self.rt.settings.tenant_queued_jobs})")
                 params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
                 params["data"] = str(self.snapshot(tenant, user))
-                return self.runner.submit(kind, params)
-        return self.runner.submit(kind, params)
+                return self.runner.submit(kind, params, request_id=current())
+        return self.runner.submit(kind, params, request_id=current())  # the request that caused it (or the feedback's, for a trigger)
 
     def active_adapter_jobs(self, tenant: str) -> int:
         return sum(1 for j in self.runner.list(kind="adapter", limit=1_000_000)

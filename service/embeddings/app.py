@@ -5,7 +5,9 @@ is at hand (tests, a CPU box set apart for embedding). Floats or base64 (little-
 openai client's default) as the request asks; requests are encoded one at a time in a worker
 thread, in the order they come. Told to stop (`stop_taking_encodes`, SIGTERM), requests still waiting
 for their turn are answered 503 with Retry-After at once (the openai client, and so `RemoteEncoder`,
-sends them again); the one encoding finishes.
+sends them again); the one encoding finishes. Every answer carries `X-Request-Id` (the caller's own, as
+the front service's `RemoteEncoder` forwards it, or a fresh one), and each request has an access-log line
+naming it (`service.requestid`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from litestar.exceptions import HTTPException, ServiceUnavailableException, TooM
 
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
-from service.errors import bad_request
+from service.errors import bad_request, refuse_request_id
+from service.metrics import access_route_of, method_of
+from service.requestid import app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
 
@@ -116,7 +120,12 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     async def health() -> dict[str, str | int]:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
 
-    app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error}, debug=False)
+    app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error}, debug=False,
+                   logging_config=app_logging("text"))  # each line a request caused ends ` request_id=<id>`
+    # the caller's X-Request-Id (the front service's request, `RemoteEncoder`) echoed and on the access line
+    # (`pluralign.access`: method, route template, status, ms, request id), so one request is followed across both logs
+    app.asgi_handler = with_request_ids(app.asgi_handler, log_access=True, tenant_of=lambda scope: None, route_of=access_route_of,
+                                        method_of=method_of, refuse=refuse_request_id)
     app.state.encodings = turns
     return app
 

@@ -25,7 +25,8 @@ class ServeProcess:
     """`pluralign serve` in a process of its own; `code`: Python run instead of `-m training.cli` (it
     gets the same `serve ...` arguments; a test patches something in it, then calls `training.cli.main`)."""
 
-    def __init__(self, data_dir: Path, generator_dir: Path | str, pal_dir: Path, code: str | None = None, **extra_env: str):
+    def __init__(self, data_dir: Path, generator_dir: Path | str, pal_dir: Path, code: str | None = None, cwd: Path = ROOT,
+                 wait: bool = True, **extra_env: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"serve-{self.port}.log"
@@ -37,8 +38,10 @@ class ServeProcess:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, *(["-c", code] if code else ["-m", "training.cli"]), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
             )
+        if not wait:  # the caller reads the log itself
+            return
         deadline = time.time() + 120
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log.read_text()

@@ -45,6 +45,25 @@ def test_the_api_pods_meet_the_restricted_pod_security_profile():
     assert not any(v.get("hostPath") for v in pod["volumes"])
 
 
+def test_the_vllm_pod_meets_the_restricted_pod_security_profile():
+    """Session 33. Before: the vLLM Deployment had no securityContext: root, privilege escalation allowed,
+    the runtime's default capabilities, no seccomp profile (refused by a namespace enforcing `restricted`)."""
+    pod = next(d for d in manifest() if d["kind"] == "Deployment" and d["metadata"]["name"] == "vllm")["spec"]["template"]["spec"]
+    context = pod.get("securityContext", {})
+    assert context.get("runAsNonRoot") is True and context.get("runAsUser", 0) != 0, context
+    assert context.get("seccompProfile") == {"type": "RuntimeDefault"}, context
+    for container in pod["containers"]:
+        own = container.get("securityContext", {})
+        assert own.get("allowPrivilegeEscalation") is False and own.get("capabilities") == {"drop": ["ALL"]}, own
+        assert own.get("runAsUser", context["runAsUser"]) != 0 and own.get("privileged") is not True
+        # a non-root HOME it can write (the image's is root's): an emptyDir mounted there
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes[mounts[env["HOME"]]], (env, mounts)
+    assert not any(v.get("hostPath") for v in pod["volumes"])
+
+
 def test_probes_match_what_health_says():
     """/health answers once the models are loaded, 200 also when `degraded` (a restart would not mend a
     full disk): a startup probe long enough for a first start's PAL bootstrap, liveness and readiness on it."""

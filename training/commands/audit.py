@@ -4,7 +4,7 @@
     pluralign audit --source ukp_convarg1 --path ../shared/data/ukp_convarg1 --group-by worker_stance
     pluralign audit --source persona --groups 2 --group-weights 0.9,0.1 --group-by group --json
     pluralign audit --data prefs.parquet --group-by cluster --user-groups clusters.json --out report.json
-    pluralign audit --store data/lancedb --group-by segment --since 1764000000 --json
+    pluralign audit --store data --group-by segment --since 1764000000 --json
     pluralign audit --source persona --groups 4 --group-by pal_prototype --pal artifacts/pal-a
     pluralign audit --source persona --groups 4 --group-by em_cluster --em runs/em-persona4
     pluralign audit --source persona --groups 2 --group-by group --personalized pal --pal artifacts/pal-a
@@ -13,7 +13,7 @@ Each comparison is predicted by its user's online model before the model learns 
 (prequential accuracy); the base model is cross-fitted by user. `--user-groups` maps user ids to
 groups learned elsewhere (nearest PAL prototype, EM cluster); otherwise `--group-by` names a record
 attribute; `--group-by pal_prototype --pal DIR` and `--group-by em_cluster --em DIR` group users by
-a trained mixture's components. `--store` audits the service's LanceDB tables (stored vectors, user attributes, and
+a trained mixture's components. `--store` audits the service's LanceDB tables (its data folder or the `lancedb/` folder in it; stored vectors, user attributes, and
 `--group-by pal_prototype` for each user's nearest PAL prototype; the file and learned-component
 options are refused with it). Groups with fewer than `--min-group-size` users are suppressed.
 A `--data` file loads as for `data stats`: a bad row is an error naming its line and field, unless
@@ -30,15 +30,17 @@ from pathlib import Path
 
 from pluralign.files import write_atomic
 from training.common import (
+    DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
+    SEED_HELP,
     add_encoder_args,
     cached_encoder,
-    check_store,
     check_writable_file,
     number,
     read_preference_file,
     reading,
     report_progress,
+    store_folder,
 )
 
 
@@ -214,8 +216,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.store:
         from pluralign.fairness.store_source import comparisons_from_store
 
-        check_store("--store", args.store, args.store, "give the service's LanceDB folder (e.g. data/lancedb) or its object-store URI")
-        comparisons = comparisons_from_store(args.store, args.group_by, args.tenant)
+        comparisons = comparisons_from_store(store_folder("--store", args.store).uri, args.group_by, args.tenant)
     else:
         user_groups = read_user_groups(args.user_groups) if args.user_groups else None  # before the data: its errors cost nothing
         records = load_records(args)
@@ -255,10 +256,10 @@ def register(sub) -> None:
     p.add_argument("--data", help="preference file (.jsonl or .parquet); a bad row is an error naming its line and field")
     p.add_argument("--skip-bad", action="store_true", help="with --data: skip malformed rows and report how many")
     p.add_argument("--source", choices=["ukp_convarg1", "persona"], help="a built-in data set instead of --data")
-    p.add_argument("--store", help="LanceDB URI of the service's tables (e.g. data/lancedb)")
+    p.add_argument("--store", help="the service's store: its data folder (e.g. data), the lancedb/ folder in it, or an object-store URI")
     p.add_argument("--tenant", help="with --store: audit one tenant only")
     p.add_argument("--path", help="folder of the --source data (default under --data-dir)")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--group-by", required=True,
                    help="record attribute naming each comparison's group (an error if no comparison has it; those without it: 'unknown')")
     p.add_argument("--personalized", choices=["logistic", "pal"], default="logistic",
@@ -272,7 +273,7 @@ def register(sub) -> None:
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
     p.add_argument("--groups", type=number(int, minimum=2), default=2, help="persona: number of groups")
     p.add_argument("--group-weights", default="", help="persona: relative group sizes, e.g. 0.9,0.1")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--out", help="also write the report JSON here")
     p.add_argument("--json", action="store_true", help="print only the JSON report")
     add_encoder_args(p)

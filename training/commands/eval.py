@@ -30,7 +30,9 @@ import sys
 from dataclasses import replace
 
 from training.common import (
+    DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
+    SEED_HELP,
     AtLeastOne,
     add_encoder_args,
     cached_encoder,
@@ -103,10 +105,11 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("eval", help="train and evaluate a preference model on a protocol")
     p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
-    p.add_argument("--protocol", required=True, choices=["ukp", "persona"])
+    p.add_argument("--protocol", required=True, choices=["ukp", "persona"],
+                   help="ukp: the UKP ConvArg1 annotators; persona: a synthetic population of --groups groups from anthropic_persona")
     p.add_argument("--groups", type=number(int, minimum=2), default=4, help="persona: number of groups")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--unseen-per-group", dest="unseen_users_per_group", type=int, action=AtLeastOne, default=None,
                    help="persona: new (unseen) users per group (default 10); the seen users and their model stay the same, more users narrow the intervals")
     p.add_argument("--query-size", type=int, action=AtLeastOne, default=None, help="persona: held-out query comparisons per unseen user (default 20)")
@@ -117,7 +120,7 @@ def register(sub) -> None:
                    help="only with --shots active (default coefficients): what each chosen comparison should teach most about, the user model's "
                         "coefficients (BALD), the user's answers to the rest of their pool (EPIG), or which group of "
                         "seen users the user is like (group; predicted by those users, random k the same way beside it)")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print only the JSON report")
     p.add_argument("--threads", type=number(int, minimum=0), default=0, help="torch CPU threads (0: torch's default; 1 is fastest on a busy box)")
     add_encoder_args(p)

@@ -76,9 +76,13 @@ def run(args: argparse.Namespace) -> int:
             raise  # a local table damaged, a full or read-only disk: main's one line naming the table, exit 2 (docs/operations.md)
         print(f"pluralign: error: {store_problem(settings, exc)}", file=sys.stderr, flush=True)
         return 3
+    if not app.state.runtime.rewards.trained:
+        print(untrained_line(settings), file=sys.stderr, flush=True)
     from service.app import cut_running, stop_taking_work
 
-    started, requests = serve_until_stopped(app, args, json_logs=settings.log_format == "json", own_access_log=True, on_stop=partial(stop_taking_work, app), on_grace_over=partial(cut_running, app))
+    started, requests = serve_until_stopped(app, args, json_logs=settings.log_format == "json", own_access_log=True, on_stop=partial(stop_taking_work, app),
+                                            on_grace_over=partial(cut_running, app), drain_s=settings.stop_drain_s,
+                                            on_drain=partial(setattr, app.state, "draining"))
     if not started:
         return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
     return how_it_stopped(app.state.runtime, requests)
@@ -117,6 +121,18 @@ def start(settings, local_store: list[str]):
     return app
 
 
+def untrained_line(settings) -> str:
+    """The one loud start line of a service serving an untrained population model (no persona data to
+    bootstrap a PAL checkpoint from): what it means and the two ways to train one."""
+    shared = settings.shared_data_path
+    where = "PLURALIGN_SHARED_DATA" if settings.shared_data else "../shared/data beside the checkout; PLURALIGN_SHARED_DATA overrides it"
+    return (f"pluralign: warning: the population reward model is UNTRAINED: no persona data at {shared.absolute()} ({where}) to "
+            f"train it from: its prototypes are random, so reranking and users' fitted weights mean nothing yet. "
+            f"To train it: put the shared data there (a folder holding anthropic_persona/) or set PLURALIGN_SHARED_DATA to it "
+            f"and restart (a start that finds none trains a PAL checkpoint into {settings.pal_path}, about a minute); or run "
+            f"`pluralign train pal --protocol persona --groups 4 --data-dir DATA --out {settings.pal_path}` and restart")
+
+
 STORE_SETTINGS = {  # what an operator checks for each object-store problem at start
     "unreachable": "PLURALIGN_STORE_ENDPOINT (setting store_endpoint)",
     "denied": "PLURALIGN_STORE_ACCESS_KEY_ID and PLURALIGN_STORE_SECRET_ACCESS_KEY (settings store_access_key_id, store_secret_access_key)",
@@ -145,18 +161,20 @@ def store_problem(settings, exc) -> str:
 
 
 def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None, json_logs: bool = False,
-                        own_access_log: bool = False) -> tuple[bool, CancelledRequests]:
+                        own_access_log: bool = False, drain_s: float = 0.0, on_drain=None) -> tuple[bool, CancelledRequests]:
     """Serve `app` with uvicorn on `args.host`/`args.port` until SIGTERM or Ctrl-C, telling it it stops
     (`on_stop`) and that the graceful wait is nearly over (`on_grace_over`). Returns whether it had
     started, and the requests its graceful wait cancelled. With `own_access_log` uvicorn's access lines are
     left out (they show raw paths, user ids in them; the app writes its own, `PLURALIGN_ACCESS_LOG`); with `json_logs`
-    its other lines go to the root logger's handler, so every line on stderr is one JSON object."""
+    its other lines go to the root logger's handler, so every line on stderr is one JSON object. With `drain_s`,
+    it keeps listening that long once told to stop, `on_drain(True)` first (the app then answers every request 503)."""
     import uvicorn
 
     requests = CancelledRequests(app)
     config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S,
                             access_log=not own_access_log, **({"log_config": None} if json_logs else {}))
-    server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None))
+    server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None), drain_s=drain_s,
+                               on_drain=on_drain or (lambda draining: None))
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
     # program embedding it learns of it): left to the default, SIGTERM would end the process by the
     # signal (status 143: "Error" to Kubernetes and Docker, though the stop was clean). Its own handler,
@@ -215,12 +233,16 @@ def stopping_server():
     import uvicorn
 
     class StoppingServer(uvicorn.Server):
-        def __init__(self, config: uvicorn.Config, on_stop, on_grace_over):
+        def __init__(self, config: uvicorn.Config, on_stop, on_grace_over, drain_s: float = 0.0, on_drain=lambda draining: None):
             super().__init__(config)
-            self.on_stop, self.on_grace_over = on_stop, on_grace_over
+            self.on_stop, self.on_grace_over, self.drain_s, self.on_drain = on_stop, on_grace_over, drain_s, on_drain
 
         async def shutdown(self, sockets=None) -> None:
             self.on_stop()  # work still waiting: 503 now, not uvicorn's 500 after its graceful timeout
+            if self.drain_s > 0:  # uvicorn's shutdown closes the listening socket and idle connections first thing:
+                self.on_drain(True)  # until then, what arrives is answered 503 with Retry-After (service.stopping.draining)
+                logging.getLogger("pluralign.service").info("stopping: answering 503 for %g s before closing the listening socket", self.drain_s)
+                await asyncio.sleep(self.drain_s)
             grace = self.config.timeout_graceful_shutdown
             cut = asyncio.get_running_loop().call_later(max(grace - CUT_EARLY_S, 0), self.on_grace_over) if grace is not None else None
             try:

@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from training.common import setup_logging
 
     setup_logging()
+    from service.requestid import configure_logging
+
+    configure_logging("text")  # as the app's lines: a request's end with ` request_id=<id>`
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     try:
         encoder = make_encoder(args.encoder)

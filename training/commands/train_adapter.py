@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 pluralign train adapter --user alice --tenant acme --data prefs.jsonl --registry adapters/
     pluralign train adapter --user alice --data prefs.jsonl --from-fspo artifacts/fspo-persona --steps 40
-    pluralign train adapter --user alice --tenant acme --store ./data   # the service's data dir: its LanceDB
+    pluralign train adapter --user alice --tenant acme --store ./data   # the service's data dir (or ./data/lancedb): its LanceDB
                                                                         # comparisons in, its adapters folder out
 
 Starting from an FSPO adapter keeps its few-shot format: each training pair is shown after the
@@ -18,9 +18,8 @@ import argparse
 import random
 import sys
 import time
-from pathlib import Path
 
-from training.common import check_store, number, print_json, read_preference_file
+from training.common import SEED_HELP, StoreFolder, number, print_json, read_preference_file, store_folder
 
 
 def default_registry(store: str | None) -> str:
@@ -32,25 +31,24 @@ def default_registry(store: str | None) -> str:
     return str(Settings.load(data_dir=store).adapters_path)
 
 
-def user_comparisons(args: argparse.Namespace):
-    """The user's untied comparisons, from a preference file or from the service's LanceDB store."""
+def user_comparisons(args: argparse.Namespace, found: StoreFolder | None):
+    """The user's untied comparisons, from a preference file or from the service's LanceDB store (`found`, --store's)."""
     from pluralign.data.record import Preference
 
-    if args.store:
+    if found is not None:
         from pluralign.embed.encoders import make_encoder
         from pluralign.store import Store
 
-        check_store("--store", args.store, str(Path(args.store) / "lancedb"), "give the service's data folder (PLURALIGN_DATA_DIR), which holds lancedb/")
         encoder = make_encoder(args.encoder)
         # only reads: the service may be running on that store (its purges are its own)
-        store = Store(str(Path(args.store) / "lancedb"), encoder.encoder_id, encoder.dim, finish_purges=False)
+        store = Store(found.uri, encoder.encoder_id, encoder.dim, finish_purges=False)
         rows, _ = store.preferences_for(args.tenant, args.user)
         records = [
             Preference(user_id=args.user, prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie)
             for r in rows
             if r.rejected.strip() and r.prompt.strip() and r.chosen.strip()
         ]
-        where = f"the store under {args.store} (tenant {args.tenant!r})"
+        where = f"the store at {found.uri} (tenant {args.tenant!r})"
     elif args.data:
         records = read_preference_file("--data", args.data, default_user=args.user)  # a TRL file names no user: --user's
         where = args.data
@@ -69,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.policy.fspo import FSPOConfig, ReferencePolicy, add_lora, episode, reward_accuracy, train
     from training.commands.train_fspo import load_base
 
-    registry = args.registry or default_registry(args.store)  # before any work: a bad environment is refused first
-    comparisons = user_comparisons(args)
+    found = store_folder("--store", args.store) if args.store else None  # a data folder or its lancedb/: checked, not created
+    # before any work: a bad environment is refused first
+    registry = args.registry or default_registry(str(found.data_dir) if found and found.data_dir else None)
+    comparisons = user_comparisons(args, found)
     random.Random(args.seed).shuffle(comparisons)
     n_test = len(comparisons) // 5 if len(comparisons) >= 5 else 0
     held_out, train_pairs = comparisons[:n_test], comparisons[n_test:]
@@ -129,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("adapter", help="train one user's LoRA adapter (DPO) and store it in the adapter registry")
-    p.add_argument("--user", required=True)
-    p.add_argument("--tenant", default="default")
+    p.add_argument("--user", required=True, help="the end user whose comparisons train the adapter (the API's `user`)")
+    p.add_argument("--tenant", default="default", help="the user's tenant, as in the service (default %(default)s)")
     p.add_argument("--data", default=None, help="preference JSONL/Parquet file holding the user's comparisons (rows without `user_id`, as in a TRL dataset, are --user's)")
-    p.add_argument("--store", default=None, help="the service's data dir: read its LanceDB store, save to its adapters/")
+    p.add_argument("--store", default=None, help="the service's data folder (or the lancedb/ folder in it): read its LanceDB store, save to its adapters/")
     p.add_argument("--encoder", default="minilm", help="--store: the encoder the store was built with")
     p.add_argument(
         "--registry", default=None,
@@ -140,11 +140,12 @@ def register(sub) -> None:
     )
     p.add_argument("--from-fspo", default=None, help="start from this FSPO adapter folder (and use its shots)")
     p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
-    p.add_argument("--loss", default="dpo", choices=["ipo", "dpo"])
-    p.add_argument("--beta", type=number(float, above=0), default=0.1)
-    p.add_argument("--lora-rank", type=number(int, minimum=1), default=8)
-    p.add_argument("--lr", type=number(float, above=0), default=2e-4)
-    p.add_argument("--steps", type=number(int, minimum=1), default=40)
-    p.add_argument("--batch-size", type=number(int, minimum=1), default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loss", default="dpo", choices=["ipo", "dpo"], help="preference loss (default %(default)s)")
+    p.add_argument("--beta", type=number(float, above=0), default=0.1,
+                   help="the loss's beta: how far the adapter may move the base model (smaller: further; default %(default)g)")
+    p.add_argument("--lora-rank", type=number(int, minimum=1), default=8, help="LoRA rank (default %(default)s)")
+    p.add_argument("--lr", type=number(float, above=0), default=2e-4, help="AdamW learning rate (default %(default)g)")
+    p.add_argument("--steps", type=number(int, minimum=1), default=40, help="optimizer steps (default %(default)s)")
+    p.add_argument("--batch-size", type=number(int, minimum=1), default=4, help="comparisons per step (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.set_defaults(func=run)

@@ -24,7 +24,9 @@ import sys
 from pathlib import Path
 
 from training.common import (
+    DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
+    SEED_HELP,
     AtLeastOne,
     add_encoder_args,
     cached_encoder,
@@ -108,13 +110,15 @@ def register(sub) -> None:
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=number(int, minimum=2), default=4, help="persona: number of true groups")
-    p.add_argument("--assignment", default="hard", choices=["hard", "soft"])
+    p.add_argument("--assignment", default="hard", choices=["hard", "soft"],
+                   help="hard: each user to their best head; soft: posterior weights over the heads (default %(default)s)")
     p.add_argument("--init", default="kmeans", choices=["kmeans", "random"], help="k-means on per-user fits, or random groups")
-    p.add_argument("--restarts", type=number(int, minimum=1), default=4)
-    p.add_argument("--max-iter", type=number(int, minimum=1), default=50)
+    p.add_argument("--restarts", type=number(int, minimum=1), default=4,
+                   help="independent initializations; the best final objective is kept (default %(default)s)")
+    p.add_argument("--max-iter", type=number(int, minimum=1), default=50, help="most EM iterations per restart (default %(default)s)")
     p.add_argument("--l2", type=number(float, minimum=0), default=1.0, help="ridge strength on each head")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--out", required=True, help="artifact folder to write: new, empty, or an earlier EM artifact (replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_encoder_args(p)

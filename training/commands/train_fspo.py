@@ -17,7 +17,16 @@ import sys
 import time
 from pathlib import Path
 
-from training.common import DEFAULT_DATA_DIR, check_out, number, print_json, read_preference_file, reading
+from training.common import (
+    DATA_DIR_HELP,
+    DEFAULT_DATA_DIR,
+    SEED_HELP,
+    check_out,
+    number,
+    print_json,
+    read_preference_file,
+    reading,
+)
 
 # what `--full` writes (transformers' model and tokenizer files, our pluralign.json): an earlier one is replaced
 FULL_MODEL_FILES = (
@@ -160,30 +169,34 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("fspo", help="FSPO: train a policy to act as any user's reward model from a few shots")
-    p.add_argument("--population", default="persona", choices=["persona", "ukp", "file"])
+    p.add_argument("--population", default="persona", choices=["persona", "ukp", "file"],
+                   help="the users trained on: a synthetic persona population, the UKP annotators, or a preference file (--data); default %(default)s")
     p.add_argument("--groups", type=number(int, minimum=2), default=2, help="persona: number of (opposed) groups")
     p.add_argument("--data", default=None, help="--population file: a preference JSONL/Parquet file")
     p.add_argument("--unseen-fraction", type=number(float, above=0, below=1), default=0.2, help="--population file: share of users held out")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
-    p.add_argument("--shots", type=number(int, minimum=0), default=4)
-    p.add_argument("--loss", default="ipo", choices=["ipo", "dpo"])
-    p.add_argument("--beta", type=number(float, above=0), default=0.1)
-    p.add_argument("--lora-rank", type=number(int, minimum=1), default=8)
+    p.add_argument("--shots", type=number(int, minimum=0), default=4,
+                   help="the user's own past comparisons shown in context before each held-out one (default %(default)s)")
+    p.add_argument("--loss", default="ipo", choices=["ipo", "dpo"], help="preference loss on the held-out comparison (default %(default)s)")
+    p.add_argument("--beta", type=number(float, above=0), default=0.1,
+                   help="the loss's beta: how far the policy may move from pi_ref (smaller: further; default %(default)g)")
+    p.add_argument("--lora-rank", type=number(int, minimum=1), default=8, help="LoRA rank (default %(default)s)")
     p.add_argument("--lora-layers", type=number(int, minimum=0), default=0, help="LoRA on the top N layers only (0 = all); the frozen "
                    "layers below are computed once per batch and shared with pi_ref (the fast CPU setting)")
     p.add_argument("--full", action="store_true", help="train every weight (GPU); saves a full model folder")
-    p.add_argument("--lr", type=number(float, above=0), default=2e-4)
-    p.add_argument("--steps", type=number(int, minimum=1), default=100)
+    p.add_argument("--lr", type=number(float, above=0), default=2e-4, help="AdamW learning rate (default %(default)g)")
+    p.add_argument("--steps", type=number(int, minimum=1), default=100, help="optimizer steps (default %(default)s)")
     p.add_argument("--episodes", type=number(int, minimum=0), default=0, help="distinct training episodes, cycled through (0: steps x "
                    "batch size, each seen once); fewer than that with --lora-layers reuses the kept trunk states")
     p.add_argument("--batch-size", type=number(int, minimum=1), default=4, help="held-out comparisons per step")
     p.add_argument("--queries", type=number(int, minimum=1), default=1, help="held-out comparisons per set of shots: they share one "
                    "packed row, so the shots are computed once for all of them")
-    p.add_argument("--max-response-tokens", type=number(int, minimum=1), default=96)
+    p.add_argument("--max-response-tokens", type=number(int, minimum=1), default=96,
+                   help="answers are cut to this many tokens in training and scoring (default %(default)s)")
     p.add_argument("--eval-users", type=number(int, minimum=0), default=20, help="unseen users scored")
     p.add_argument("--eval-per-user", type=number(int, minimum=1), default=5, help="held-out comparisons per unseen user")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--out", default=None, help="artifact folder (peft adapter + pluralign.json)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.set_defaults(func=run)

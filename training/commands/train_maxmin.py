@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training.common import check_out, number, print_json, read_preference_file
+from training.common import SEED_HELP, check_out, number, print_json, read_preference_file
 
 MAXMIN_FILES = ("meta.json", "adapter", "metrics.json")  # pluralign.policy.maxmin.save_policy's, and this command's metrics
 
@@ -83,14 +83,15 @@ def register(sub) -> None:
     p.add_argument("--objective", default="maxmin", choices=["maxmin", "single"], help="the reward that ranked the pairs (recorded)")
     p.add_argument("--heads", type=number(int, minimum=1), default=2, help="reward heads behind the ranking (recorded; 1 for single)")
     p.add_argument("--base", default="smollm2", help="smollm2 (default) or a local causal-LM folder")
-    p.add_argument("--steps", type=number(int, minimum=1), default=60)
-    p.add_argument("--batch-size", type=number(int, minimum=1), default=8)
-    p.add_argument("--lr", type=number(float, above=0), default=5e-4)
-    p.add_argument("--beta", type=number(float, above=0), default=0.1)
-    p.add_argument("--lora-r", type=number(int, minimum=1), default=8)
+    p.add_argument("--steps", type=number(int, minimum=1), default=60, help="optimizer steps (default %(default)s)")
+    p.add_argument("--batch-size", type=number(int, minimum=1), default=8, help="comparisons per step (default %(default)s)")
+    p.add_argument("--lr", type=number(float, above=0), default=5e-4, help="AdamW learning rate of the LoRA weights (default %(default)g)")
+    p.add_argument("--beta", type=number(float, above=0), default=0.1,
+                   help="DPO's beta: how far the policy may move from the base model (smaller: further; default %(default)g)")
+    p.add_argument("--lora-r", type=number(int, minimum=1), default=8, help="LoRA rank (default %(default)s)")
     p.add_argument("--lora-layers", type=number(int, minimum=0), default=0, help="adapt only the last N layers (0: all; 4 is quick on CPU)")
     p.add_argument("--chosen-nll", type=number(float, minimum=0), default=0.0, help="weight of the chosen answer's NLL next to DPO (RPO)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--out", required=True, help="artifact folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

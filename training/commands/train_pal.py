@@ -25,7 +25,9 @@ from pathlib import Path
 import msgspec
 
 from training.common import (
+    DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
+    SEED_HELP,
     AtLeastOne,
     add_encoder_args,
     cached_encoder,
@@ -130,13 +132,14 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced)")
     p.add_argument("--epochs", type=number(int, minimum=1), default=40, help="most epochs (early stopping on validation loss)")
     p.add_argument("--max-pairs", type=number(int, minimum=0), default=300_000, help="budget of pair visits (epochs x pairs); 0: none")
-    p.add_argument("--batch-size", type=number(int, minimum=1), default=256)
+    p.add_argument("--batch-size", type=number(int, minimum=1), default=256, help="comparisons per optimizer step (default %(default)s)")
     p.add_argument("--lr-shared", type=number(float, above=0), default=2e-3, help="Adam learning rate of the shared parameters")
     p.add_argument("--lr-user", type=number(float, above=0), default=5e-2, help="Adam learning rate of the training users' logits")
-    p.add_argument("--latent-dim", type=number(int, minimum=1), default=64)
-    p.add_argument("--hidden", type=number(int, minimum=1), default=256)
+    p.add_argument("--latent-dim", type=number(int, minimum=1), default=64,
+                   help="size of the space where responses meet ideal points (default %(default)s)")
+    p.add_argument("--hidden", type=number(int, minimum=1), default=256, help="width of the hidden layer of every MLP (default %(default)s)")
     p.add_argument("--threads", type=number(int, minimum=0), default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     add_encoder_args(p)
     p.set_defaults(func=run)

@@ -30,7 +30,7 @@ import msgspec
 from training.common import PROGRESS_ENV
 from training.jobs.kinds import KINDS, JobKind
 from training.jobs.record import Job
-from training.jobs.runner import JOB_ENV, LocalJobRunner, RunnerConfig
+from training.jobs.runner import JOB_ENV, LocalJobRunner, RunnerConfig, cause_env
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class RayJobRunner(LocalJobRunner):
         argv = kind.command(job, artifact)
         threads = str(max(1, int(kind.cpus)))
         env = {PROGRESS_ENV: "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id}
+               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id, **cause_env(job)}
         resources = f"cpus={kind.cpus:g} gpus={kind.gpus:g} memory={kind.memory_mb}MB"
         placed = f"on Ray ({resources}), attempt {job.attempts + 1}: $ " + " ".join(argv[1:])
         self.store.path(job.id, "out").write_bytes(b"")  # a new attempt's output only

@@ -34,6 +34,9 @@ class Job(Base, kw_only=True):
     error: str | None = None
     attempts: int = 0  # launches so far; > 1 after a restart re-ran it
     cancel_requested: bool = False
+    # the X-Request-Id of the request that caused it (the admin call, or the feedback whose count
+    # triggered it); its worker has it as PLURALIGN_REQUEST_ID and names it at the top of its log
+    request_id: str | None = None
     pid: int | None = None
     created_at: float
     started_at: float | None = None

@@ -39,10 +39,16 @@ log = logging.getLogger(__name__)
 
 LOG_LINE_CHARS = 500  # the most of one worker log line a job's `log_tail` keeps
 JOB_ENV = "PLURALIGN_JOB_ID"  # set in each worker's environment, so a restart can recognise its workers
+REQUEST_ENV = "PLURALIGN_REQUEST_ID"  # the X-Request-Id of the request that caused the job, where one did
+
+
+def cause_env(job: Job) -> dict[str, str]:
+    """The worker's REQUEST_ENV: the request that caused `job` (none for a job no request caused)."""
+    return {REQUEST_ENV: job.request_id} if job.request_id else {}
 
 
 class JobRunner(Protocol):
-    def submit(self, kind: str, params: Mapping[str, Param]) -> Job: ...
+    def submit(self, kind: str, params: Mapping[str, Param], request_id: str | None = None) -> Job: ...
 
     def get(self, job_id: str) -> Job | None: ...
 
@@ -127,11 +133,13 @@ class LocalJobRunner:
 
     # -- the interface -------------------------------------------------------------------------
 
-    def submit(self, kind: str, params: Mapping[str, Param]) -> Job:
+    def submit(self, kind: str, params: Mapping[str, Param], request_id: str | None = None) -> Job:
+        """Queues a job of `kind`; `request_id`: the request that caused it (recorded, and given to its worker)."""
         if kind not in self.kinds:
             raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(self.kinds))}")
         self.kinds[kind].check(params)
-        job = Job(id=f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}", kind=kind, params=dict(params), created_at=time.time())
+        job = Job(id=f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}", kind=kind, params=dict(params), created_at=time.time(),
+                  request_id=request_id)
         self.store.add(job)
         self._wake.set()
         return job
@@ -264,7 +272,8 @@ class LocalJobRunner:
         argv = kind.command(job, artifact)
         threads = str(self.config.worker_threads)
         env = {**os.environ, PROGRESS_ENV: "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-               "OPENBLAS_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id}
+               "OPENBLAS_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id,
+               **cause_env(job)}
         # held open, readable: what the worker writes is read from these, so a cleanup that removes the
         # files (`*.log`) while it runs takes neither its progress nor its result
         out = open(self.store.path(job.id, "out"), "w+b")
