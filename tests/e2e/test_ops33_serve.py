@@ -9,6 +9,7 @@ import re
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import REPO
 from tests.e2e.test_e2e_serve import ServeProcess
@@ -57,6 +58,7 @@ def test_the_shared_data_is_found_beside_the_checkout_from_any_working_folder(tm
         proc.stop()
 
 
+@pytest.mark.slow  # ~35 s: a real serve, its drain and uvicorn's shutdown (PLURALIGN_STOP_DRAIN_S is opt-in)
 def test_requests_arriving_while_it_stops_get_503_with_retry_after_and_their_id(tmp_path, tiny_generator_dir, tiny_pal_dir):
     """Before: uvicorn's shutdown closed the listening socket and idle connections at once: a request a
     load balancer still sent met a refused or dropped connection. With PLURALIGN_STOP_DRAIN_S it keeps
