@@ -30,7 +30,7 @@ from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
 
-from pluralign.data.text import shorten
+from pluralign.data.text import lone_surrogate_escape, lone_surrogate_problem, shorten
 from service.errors import bad_request, unsupported_media_type
 from service.head import allow_for, is_head, takes_head
 from service.ids import PATTERN_WORDS
@@ -467,6 +467,10 @@ async def strict_json_body(request: Request) -> None:
         if not body.strip():  # `curl -X POST URL` alone: "Input data was truncated" would not say what to send
             raise bad_request("body", "the request body is empty: send a JSON object (`{}` takes every optional field's "
                                       "default)", code="invalid_json") from None
+        if (lone := lone_surrogate_escape(body)) is not None:  # msgspec says "truncated" or "surrogate pair", not where
+            offset, escape = lone
+            field = _path_to_open_string(body[:offset]) or "body"
+            raise bad_request(field, lone_surrogate_problem(escape, offset + 1), code="invalid_json") from None
         raise bad_request("body", f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)

@@ -139,7 +139,8 @@ async def import_preferences(
     try:
         records, _ = read_preference_lines(lines, default_user=user_id)
     except PreferenceError as exc:
-        code = "invalid_json" if exc.field is None and exc.problem.startswith("malformed JSON") else "invalid_value"
+        malformed = (exc.field is None and exc.problem.startswith("malformed JSON")) or "surrogate escape" in exc.problem
+        code = "invalid_json" if malformed else "invalid_value"
         raise bad_request(f"line {exc.line}" + (f".{exc.field}" if exc.field else ""), exc.problem, code) from None
     for i, record in zip(numbers, records, strict=True):
         if record.user_id != user_id:

@@ -42,3 +42,36 @@ def test_no_part_of_a_key_comes_back_from_a_malformed_authorization(live, shape,
     assert not [p for p in _pieces(secret) if p in logged], logged
     if shape.startswith("Basic"):
         assert "got `Basic`" in answer.json()["error"]["message"], answer.text
+
+
+LONE = "\\ud83d"  # as a client's JSON encoder writes half of an emoji: six ASCII characters
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "Tea?%s", "chosen": "a", "rejected": "b"}' % LONE, "prompt"),
+    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "Tea?", "chosen": "a", "rejected": "%s"}' % LONE, "rejected"),
+    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "\\ud83d\\ude00 ok", "chosen": "a", "rejected": "b%s"}' % LONE.replace("d83d", "de00"), "rejected"),
+    ("/v1/chat/completions", '{"model": "m", "user": "r33", "messages": [{"role": "user", "content": "%s"}]}' % LONE, "messages[0].content"),
+    ("/v1/rewards/score", '{"user": "r33", "prompt": "p", "responses": ["a", "b%s c"]}' % LONE, "responses[1]"),
+    ("/v1/users/r33/import", '{"prompt": "p", "chosen": "a%s", "rejected": "b"}\n' % LONE, "line 1.chosen"),
+])
+def test_a_lone_surrogate_escape_is_a_400_naming_its_field(live, path, body, field):
+    """A JSON string holding half of a UTF-16 pair (`"\\ud83d"`: JavaScript's `slice` cut an emoji).
+    Before: 400 `body` "the request body is not valid JSON: Input data was truncated" (or "unexpected
+    end of escaped utf-16 surrogate pair"), naming no field; an import named its line only. Now the
+    400 (`invalid_json`) names the field and the escape, in every route that takes JSON."""
+    content_type = "application/x-ndjson" if path.endswith("/import") else "application/json"
+    with live.client() as c:
+        answer = c.post(path, content=body.encode(), headers={"Content-Type": content_type})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["param"], error["code"]) == (field, "invalid_json"), error
+    assert "lone UTF-16 surrogate escape" in error["message"] and "\\ud" in error["message"], error
+
+
+def test_a_literal_backslash_u_and_a_whole_pair_are_text(live):
+    """`"\\\\ud83d"` (a backslash, then `ud83d`) and a whole pair are text: stored, not refused."""
+    body = '{"type": "comparison", "user": "r33b", "prompt": "\\\\ud83d", "chosen": "\\ud83d\\ude00", "rejected": "b"}'
+    with live.client() as c:
+        answer = c.post("/v1/feedback", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 201, answer.text
