@@ -75,3 +75,32 @@ def test_a_literal_backslash_u_and_a_whole_pair_are_text(live):
     with live.client() as c:
         answer = c.post("/v1/feedback", content=body.encode(), headers={"Content-Type": "application/json"})
     assert answer.status_code == 201, answer.text
+
+
+def test_a_delete_that_cannot_clean_the_old_home_cache_answers_200_with_a_warning(serve, tmp_path, monkeypatch, caplog):
+    """The old embedding cache under the service account's HOME (~/.cache/pluralign, which the DELETE
+    also cleans) cannot be rewritten. Before: 500 `embeddings_not_forgotten` for a DELETE that had deleted
+    the user (sent again: 404), and /health said "ok". Now: 200 with the counts and a warning naming the
+    cache (no path), the log names the file, and /health is `degraded` naming the embedding cache."""
+    from tests.service.test_break20_delete import give_comparisons
+
+    home = tmp_path / "home"
+    (home / ".cache" / "pluralign").mkdir(parents=True)
+    (home / ".cache" / "pluralign" / "embeddings.sqlite").write_bytes(b"not a database, a copy cut short" * 64)
+    monkeypatch.setenv("HOME", str(home))
+    data, server, svc = serve()
+    monkeypatch.setattr(logging.getLogger("pluralign.service"), "handlers", [caplog.handler])  # the app's set-up took root's
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, "ann", "tea", n=2)
+        svc.runtime.wait_for_background()
+        answer = acme.delete("/v1/users/ann")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["deleted"]["preferences"] == 2, body
+        assert len(body["warnings"]) == 1 and "home folder (~/.cache/pluralign)" in body["warnings"][0], body
+        assert str(tmp_path) not in answer.text
+        assert acme.get("/v1/users/ann/preferences").json()["total"] == 0
+        health = acme.get("/health").json()
+        assert health["status"] == "degraded" and [p["what"] for p in health["storage"]] == ["the embedding cache"], health
+        assert str(tmp_path) not in str(health)
+    assert any(str(home / ".cache" / "pluralign" / "embeddings.sqlite") in r.getMessage() for r in caplog.records)
