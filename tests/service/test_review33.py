@@ -48,12 +48,12 @@ LONE = "\\ud83d"  # as a client's JSON encoder writes half of an emoji: six ASCI
 
 
 @pytest.mark.parametrize("path, body, field", [
-    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "Tea?%s", "chosen": "a", "rejected": "b"}' % LONE, "prompt"),
-    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "Tea?", "chosen": "a", "rejected": "%s"}' % LONE, "rejected"),
-    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "\\ud83d\\ude00 ok", "chosen": "a", "rejected": "b%s"}' % LONE.replace("d83d", "de00"), "rejected"),
-    ("/v1/chat/completions", '{"model": "m", "user": "r33", "messages": [{"role": "user", "content": "%s"}]}' % LONE, "messages[0].content"),
-    ("/v1/rewards/score", '{"user": "r33", "prompt": "p", "responses": ["a", "b%s c"]}' % LONE, "responses[1]"),
-    ("/v1/users/r33/import", '{"prompt": "p", "chosen": "a%s", "rejected": "b"}\n' % LONE, "line 1.chosen"),
+    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "Tea?@", "chosen": "a", "rejected": "b"}'.replace("@", LONE), "prompt"),
+    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "Tea?", "chosen": "a", "rejected": "@"}'.replace("@", LONE), "rejected"),
+    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "\\ud83d\\ude00 ok", "chosen": "a", "rejected": "b@"}'.replace("@", LONE.replace("d83d", "de00")), "rejected"),
+    ("/v1/chat/completions", '{"model": "m", "user": "r33", "messages": [{"role": "user", "content": "@"}]}'.replace("@", LONE), "messages[0].content"),
+    ("/v1/rewards/score", '{"user": "r33", "prompt": "p", "responses": ["a", "b@ c"]}'.replace("@", LONE), "responses[1]"),
+    ("/v1/users/r33/import", '{"prompt": "p", "chosen": "a@", "rejected": "b"}\n'.replace("@", LONE), "line 1.chosen"),
 ])
 def test_a_lone_surrogate_escape_is_a_400_naming_its_field(live, path, body, field):
     """A JSON string holding half of a UTF-16 pair (`"\\ud83d"`: JavaScript's `slice` cut an emoji).
