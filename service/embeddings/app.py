@@ -26,6 +26,7 @@ from pluralign.embed.base import Encoder
 from service.errors import bad_request
 from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
+from service.strict import lone_surrogate_refusal
 
 log = logging.getLogger("pluralign.embeddings")
 
@@ -116,7 +117,14 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     async def health() -> dict[str, str | int]:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
 
-    app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error}, debug=False)
+    async def name_lone_surrogates(request: Request) -> None:
+        """A body whose only defect is a lone UTF-16 surrogate escape: a 400 naming its field (Litestar's
+        own decode said "Input data was truncated", naming none)."""
+        if request.method == "POST" and (refusal := lone_surrogate_refusal(await request.body())) is not None:
+            raise refusal
+
+    app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error},
+                   before_request=name_lone_surrogates, debug=False)
     app.state.encodings = turns
     return app
 

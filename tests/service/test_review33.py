@@ -104,3 +104,29 @@ def test_a_delete_that_cannot_clean_the_old_home_cache_answers_200_with_a_warnin
         assert health["status"] == "degraded" and [p["what"] for p in health["storage"]] == ["the embedding cache"], health
         assert str(tmp_path) not in str(health)
     assert any(str(home / ".cache" / "pluralign" / "embeddings.sqlite") in r.getMessage() for r in caplog.records)
+
+
+class ZeroEncoder:
+    encoder_id, dim = "zero", 2
+
+    def encode(self, texts):
+        import numpy as np
+
+        return np.zeros((len(texts), self.dim), dtype=np.float32)
+
+
+@pytest.mark.parametrize("body, field", [('{"model": "zero", "input": "@"}', "input"), ('{"model": "zero", "input": ["a", "b@"]}', "input[1]")])
+def test_the_embeddings_server_names_the_field_of_a_lone_surrogate_escape(body, field):
+    """`pluralign serve-embeddings` (its own app). Before: 400 "Input data was truncated", param null."""
+    import httpx
+
+    from service.embeddings.app import create_embeddings_app
+    from tests.service.tiny import LiveServer
+
+    with LiveServer(create_embeddings_app(ZeroEncoder())) as server:
+        answer = httpx.post(server.url + "/v1/embeddings", content=body.replace("@", LONE).encode(),
+                            headers={"Content-Type": "application/json"}, timeout=60)
+        fine = httpx.post(server.url + "/v1/embeddings", json={"model": "zero", "input": "\U0001f600"}, timeout=60)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == field, answer.text
+    assert "lone UTF-16 surrogate escape" in answer.json()["error"]["message"], answer.text
+    assert fine.status_code == 200, fine.text
