@@ -22,21 +22,23 @@ def test_keys_refuse_to_replace_a_linked_keys_file(tmp_path):
     """Before: `keys create` renamed its new file over the link (exit 0): the Secret's next update no
     longer reached the service, and the file under ..data/ kept the old keys. Now exit 2, one line
     naming the path and why, the link and its target as they were; `revoke` alike."""
+    made = tmp_path / "made"  # the Secret's content: one key named "first"
+    assert keys(made, "create", "--tenant", "acme", "--name", "first").returncode == 0
     data = tmp_path / "data"
     (data / "..data").mkdir(parents=True)
     target = data / "..data" / "api_keys.json"
-    target.write_text("[]")
+    target.write_bytes((made / "api_keys.json").read_bytes())
     link = data / "api_keys.json"
     link.symlink_to("..data/api_keys.json")
-    for args in (("create", "--tenant", "acme"), ("revoke", "nobody-by-that-name")):
+    for args in (("create", "--tenant", "acme"), ("revoke", "first")):
         done = keys(data, *args)
         assert done.returncode == 2, (done.stdout, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-        if args[0] == "create":
-            assert str(link) in lines[0] and "symbolic link" in lines[0], lines[0]
+        assert str(link) in lines[0] and "symbolic link" in lines[0], lines[0]
         assert link.is_symlink() and os.readlink(link) == "..data/api_keys.json"
-        assert target.read_text() == "[]"
+        assert target.read_bytes() == (made / "api_keys.json").read_bytes()
+    assert [k["name"] for k in map(json.loads, keys(data, "list").stdout.splitlines()[:-1])] == ["first"]  # read through the link
 
 
 def test_keys_keep_the_mode_of_the_keys_file(tmp_path):
