@@ -49,16 +49,26 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Yields a binary file; on a clean exit it replaces `path`, on an error it is removed. A write
     that fails (a full disk) is an OSError naming `path` (`writing_to`), not the temp file.
 
-    Raises IsADirectoryError (naming `path`) when `path` is a folder, before anything is written."""
+    The file replaced keeps its permission bits (mkstemp's 0600 would hide a 0640 file from the group that
+    reads it). Raises IsADirectoryError (naming `path`) when `path` is a folder, and SymlinkInTheWay when it
+    is a symbolic link (a Kubernetes Secret or ConfigMap mount is one, into `..data/`): the rename would
+    replace the link with a regular file, cut from what it points to. Both before anything is written."""
     path = Path(path)
+    if path.is_symlink():
+        raise SymlinkInTheWay(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "a folder, not a file, is at this path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     with writing_to(path):
+        try:
+            kept = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            kept = None
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
-            if group_shared(path.parent):  # mkstemp's 0600 would hide it from the folder's group
-                os.fchmod(fd, 0o640)
+            shared = 0o640 if group_shared(path.parent) else 0  # mkstemp's 0600 would hide it from the folder's group
+            if kept is not None or shared:
+                os.fchmod(fd, (kept if kept is not None else 0o600) | shared)
             with os.fdopen(fd, "wb") as f:
                 yield f
                 f.flush()
@@ -67,6 +77,17 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class SymlinkInTheWay(OSError):
+    """A file to be replaced is a symbolic link: refused, the link and what it points to left as they are."""
+
+    def __init__(self, path: Path):
+        target = os.readlink(path)
+        super().__init__(errno.EEXIST, f"a symbolic link (to {target}) is at this path, not a file: replacing it would "
+                         "replace the link with a regular file, cut from what it points to (a Kubernetes Secret or "
+                         "ConfigMap mount is such a link into ..data/); change the file it points to where it comes "
+                         "from, or remove the link first", str(path))
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

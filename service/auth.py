@@ -192,6 +192,22 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pluralign"'}
 INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="pluralign", error="invalid_token"'}
 
 
+# HTTP authentication schemes (IANA's registry and common custom ones): only these are named back. Any
+# other first word of the header may be the key itself (`Authorization: <key> extra words`), and a
+# secret never appears in an answer or a log.
+KNOWN_SCHEMES = {s.lower(): s for s in ("Basic", "Digest", "DPoP", "GNAP", "HOBA", "Mutual", "Negotiate", "NTLM", "OAuth",
+                                        "PrivateToken", "SCRAM-SHA-1", "SCRAM-SHA-256", "vapid", "AWS4-HMAC-SHA256",
+                                        "Token", "ApiKey", "Api-Key", "Key", "JWT")}
+
+
+def _shown_scheme(scheme: str) -> str:
+    """What a 401 says of a header's first word: `got `Basic`` for a known scheme, else nothing of it."""
+    known = KNOWN_SCHEMES.get(scheme.lower())
+    if known is not None:
+        return f"got `{known}`"
+    return "got a first word that is no authentication scheme (not shown: it may be the key; send `Bearer <API key>`)"
+
+
 class BearerAuth(AbstractAuthenticationMiddleware):
     """Resolves `Authorization: Bearer KEY` to a Principal (401 with `WWW-Authenticate` when missing,
     of another scheme, or unknown).
@@ -213,7 +229,7 @@ class BearerAuth(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("`Authorization`: a key without its scheme: send `Authorization: Bearer <API key>`",
                                          headers=CHALLENGE)
         if header.strip() and scheme.lower() != "bearer":  # a key sent as `Basic ...` is not missing
-            raise NotAuthorizedException(f"`Authorization`: the scheme must be `Bearer` (an API key), got `{scheme[:16]}`",
+            raise NotAuthorizedException(f"`Authorization`: the scheme must be `Bearer` (an API key), {_shown_scheme(scheme)}",
                                          headers=CHALLENGE)
         if not key.strip():
             raise NotAuthorizedException("missing `Authorization: Bearer <API key>` header", headers=CHALLENGE)

@@ -30,7 +30,7 @@ from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
 
-from pluralign.data.text import shorten
+from pluralign.data.text import lone_surrogate_escape, lone_surrogate_problem, shorten
 from service.errors import bad_request, unsupported_media_type
 from service.head import allow_for, is_head, takes_head
 from service.ids import PATTERN_WORDS
@@ -441,6 +441,16 @@ async def strict_form_body(request: Request) -> None:
     raise unsupported_media_type("body", f"this route takes a form ({FORM}: {fields}), not {what}", FORM)
 
 
+def lone_surrogate_refusal(body: bytes) -> HTTPException | None:
+    """The 400 (`invalid_json`) naming the field of a JSON body's first lone UTF-16 surrogate escape
+    (`"\\ud83d"`), when such escapes are all that is wrong with it; None otherwise."""
+    if (lone := lone_surrogate_escape(body)) is None:
+        return None
+    offset, escape = lone
+    field = _path_to_open_string(body[:offset]) or "body"
+    return bad_request(field, lone_surrogate_problem(escape, offset + 1), code="invalid_json")
+
+
 async def strict_json_body(request: Request) -> None:
     """A `before_request` hook: raises a 400 naming the field when the body does not decode strictly
     into the route's declared body type. Routes without a JSON body are left alone."""
@@ -467,6 +477,8 @@ async def strict_json_body(request: Request) -> None:
         if not body.strip():  # `curl -X POST URL` alone: "Input data was truncated" would not say what to send
             raise bad_request("body", "the request body is empty: send a JSON object (`{}` takes every optional field's "
                                       "default)", code="invalid_json") from None
+        if (refusal := lone_surrogate_refusal(body)) is not None:  # msgspec says "truncated" or "surrogate pair", not where
+            raise refusal from None
         raise bad_request("body", f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)

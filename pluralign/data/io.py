@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pluralign.data.record import Base, Preference, PreferenceError, TrlRow
-from pluralign.data.text import answer_key, is_blank, surrogate_problem
+from pluralign.data.text import answer_key, is_blank, lone_surrogate_escape, lone_surrogate_problem, surrogate_problem
 from pluralign.files import atomic_writer
 
 _json_decoder = msgspec.json.Decoder()
@@ -262,6 +262,8 @@ def _decode_line(number: int, raw: bytes) -> Any:
         elif "trailing characters" in str(exc) and _JOINED_OBJECTS.search(raw):
             hint = ("; several JSON objects on one line: each row goes on its own line (`curl -d @FILE` drops a file's "
                     "newlines: send it with `--data-binary @FILE`)")
+        if not hint and (lone := lone_surrogate_escape(raw)) is not None:
+            raise PreferenceError(number, _top_field_at(raw, lone[0]), lone_surrogate_problem(lone[1], lone[0] + 1)) from None
         raise PreferenceError(number, None, f"malformed JSON ({exc}){hint}") from None
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)
@@ -271,6 +273,23 @@ def _decode_line(number: int, raw: bytes) -> Any:
 
 
 _JOINED_OBJECTS = re.compile(rb"}\s*{")
+
+
+def _top_field_at(raw: bytes, offset: int) -> str | None:
+    """The top-level field of the JSON object line `raw` whose value holds byte `offset` (None: none
+    does, or the line is no object). Python's `json` reads lone surrogate escapes that msgspec refuses."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return None
+    if not isinstance(row, dict):
+        return None
+    for key, value in row.items():
+        if surrogate_problem(key):
+            return None
+        if surrogate_problem(json.dumps(value, ensure_ascii=False)):
+            return key
+    return None
 
 
 def _json_array(line: int, before: str = "") -> PreferenceError:

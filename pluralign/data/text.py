@@ -24,6 +24,7 @@ from __future__ import annotations
 import unicodedata
 from functools import lru_cache
 
+import msgspec
 import regex
 
 # Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt) that are not Cf or Cc, plus the
@@ -104,6 +105,54 @@ def surrogate_problem(text: str) -> str | None:
         return (f"holds a lone UTF-16 surrogate (U+{ord(text[exc.start]):04X} at character {exc.start + 1}), which is not text: "
                 "half of an emoji cut by a UTF-16 slice?")
     return None
+
+
+_ESCAPE = regex.compile(rb"\\u([dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def lone_surrogate_escape(raw: bytes) -> tuple[int, str] | None:
+    """The first lone UTF-16 surrogate escape (`\\ud83d` without its pair) in the JSON text `raw`, as
+    (byte offset of its backslash, the escape as written), when such escapes are all that keeps `raw`
+    from being JSON; None otherwise (no lone escape, or `raw` is malformed for another reason).
+    A pair (`\\ud83d\\ude00`) is one character and not lone; an escaped backslash (`\\\\ud83d`) starts no escape."""
+    lone: list[tuple[int, int]] = []  # (start, end) of each lone escape
+    pending: tuple[int, int] | None = None  # a high surrogate waiting for its low half
+    for m in _ESCAPE.finditer(raw):
+        before = m.start()
+        while before and raw[before - 1] == 0x5C:  # backslashes before it: an odd count makes it literal text
+            before -= 1
+        if (m.start() - before) % 2:
+            continue
+        high = int(m.group(1), 16) < 0xDC00
+        if pending is not None and not high and pending[1] == m.start():
+            pending = None  # the low half right after its high half: one character
+            continue
+        if pending is not None:
+            lone.append(pending)
+            pending = None
+        if high:
+            pending = (m.start(), m.end())
+        else:
+            lone.append((m.start(), m.end()))
+    if pending is not None:
+        lone.append(pending)
+    if not lone:
+        return None
+    mended = bytearray(raw)
+    for start, end in lone:
+        mended[start:end] = b"\\ufffd"
+    try:
+        msgspec.json.decode(bytes(mended))
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    start, end = min(lone)
+    return start, raw[start:end].decode("ascii")
+
+
+def lone_surrogate_problem(escape: str, offset: int) -> str:
+    """The words for a lone surrogate escape found by `lone_surrogate_escape` (offset counted from 1)."""
+    return (f"holds a lone UTF-16 surrogate escape (`{escape}` at byte {offset}), which is not text: half of "
+            "a character, as a UTF-16 slice (JavaScript's `slice`) cuts an emoji; send the whole character or drop it")
 
 
 _GRAPHEME = regex.compile(r"\X")

@@ -818,11 +818,14 @@ class Store:
         if leave_out_user is not None:
             where += f" AND user_id != {quote(leave_out_user)}"
         columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec"]
-        for _ in range(DRAW_ATTEMPTS):
+        for attempt in range(DRAW_ATTEMPTS):
             # row ids change when the table is compacted (a background compaction commits beside this read):
-            # a draw, or the read of its rows, that lost rows to one is redone on the new ids
-            picked, complete = self._draw_pairs(where, limit, seed, keep, 8 * limit if max_rows is None else max_rows)
-            taken = self.preferences.take_row_ids(picked).select(columns).with_row_id().to_arrow().to_pylist() if picked else []
+            # a draw, or the read of its rows, that lost rows to one is redone on the new ids; the last
+            # attempt draws and reads one pinned version, which no commit meanwhile changes (its files stay
+            # for `compact`'s keep_versions_for), so compactions in a row cannot leave it short
+            table = self.preferences if attempt < DRAW_ATTEMPTS - 1 else self._pinned_preferences()
+            picked, complete = self._draw_pairs(where, limit, seed, keep, 8 * limit if max_rows is None else max_rows, table)
+            taken = table.take_row_ids(picked).select(columns).with_row_id().to_arrow().to_pylist() if picked else []
             found = {r["_rowid"]: r for r in taken}
             if complete and all(i in found for i in picked):
                 break
@@ -834,17 +837,25 @@ class Store:
         answer_vec = np.stack([vec("chosen_vec"), vec("rejected_vec")], axis=1).reshape(-1, self.dim)
         return prompts, answers, prompt_vec, answer_vec
 
+    def _pinned_preferences(self):
+        """A handle of the preferences table at the version `self.preferences` reads now, which later
+        commits (another process's, a background compaction's) do not move."""
+        pinned = self.db.open_table("preferences")
+        pinned.checkout(self.preferences.version)
+        return pinned
+
     def _draw_pairs(self, where: str, limit: int, seed: int, keep: Callable[[str, str], bool] | None,
-                    max_rows: int) -> tuple[list[int], bool]:
+                    max_rows: int, table=None) -> tuple[list[int], bool]:
         """Row ids of up to `limit` rows matching `where` with distinct kept pairs, read in a random
-        order in batches of `limit` up to `max_rows` rows (`answers_sample`), and whether every
-        drawn row was still there to read."""
-        ids = self.preferences.search().where(where).with_row_id(True).select(["_rowid"]).limit(None).to_arrow()
+        order in batches of `limit` up to `max_rows` rows (`answers_sample`) from `table` (default the
+        preferences table's latest version), and whether every drawn row was still there to read."""
+        table = self.preferences if table is None else table
+        ids = table.search().where(where).with_row_id(True).select(["_rowid"]).limit(None).to_arrow()
         drawn = np.random.default_rng(seed).permutation(ids.column("_rowid").to_numpy())[:max_rows]
         picked, seen, complete, step = [], set(), True, max(limit, 1)
         for start in range(0, len(drawn), step):
             batch = drawn[start : start + step].tolist()
-            rows = self.preferences.take_row_ids(batch).select(["chosen", "rejected"]).with_row_id().to_arrow().to_pylist()
+            rows = table.take_row_ids(batch).select(["chosen", "rejected"]).with_row_id().to_arrow().to_pylist()
             complete &= len(rows) == len(batch)
             by_id = {r["_rowid"]: r for r in rows}  # a take answers in row-id order: keep the drawn one
             for row in (by_id[i] for i in batch if i in by_id):

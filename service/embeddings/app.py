@@ -30,6 +30,7 @@ from service.metrics import access_route_of, method_of
 from service.requestid import app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
+from service.strict import lone_surrogate_refusal
 
 log = logging.getLogger("pluralign.embeddings")
 
@@ -120,7 +121,14 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     async def health() -> dict[str, str | int]:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
 
-    app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error}, debug=False,
+    async def name_lone_surrogates(request: Request) -> None:
+        """A body whose only defect is a lone UTF-16 surrogate escape: a 400 naming its field (Litestar's
+        own decode said "Input data was truncated", naming none)."""
+        if request.method == "POST" and (refusal := lone_surrogate_refusal(await request.body())) is not None:
+            raise refusal
+
+    app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error},
+                   before_request=name_lone_surrogates, debug=False,
                    logging_config=app_logging("text"))  # each line a request caused ends ` request_id=<id>`
     # the caller's X-Request-Id (the front service's request, `RemoteEncoder`) echoed and on the access line
     # (`pluralign.access`: method, route template, status, ms, request id), so one request is followed across both logs

@@ -45,6 +45,7 @@ class PreferencePage(msgspec.Struct):
 class Deleted(msgspec.Struct):
     user: str
     deleted: dict[str, int]
+    warnings: list[str] = []  # what of the user could not be cleaned (an embedding cache): [] when all was
 
 
 class ScoreRequest(Base):
@@ -139,7 +140,8 @@ async def import_preferences(
     try:
         records, _ = read_preference_lines(lines, default_user=user_id)
     except PreferenceError as exc:
-        code = "invalid_json" if exc.field is None and exc.problem.startswith("malformed JSON") else "invalid_value"
+        malformed = (exc.field is None and exc.problem.startswith("malformed JSON")) or "surrogate escape" in exc.problem
+        code = "invalid_json" if malformed else "invalid_value"
         raise bad_request(f"line {exc.line}" + (f".{exc.field}" if exc.field else ""), exc.problem, code) from None
     for i, record in zip(numbers, records, strict=True):
         if record.user_id != user_id:
@@ -234,14 +236,16 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
         return error_response(500, f"the user's rows are deleted, but {files} could not be rewritten without them (damaged or "
                               "unreadable; the operator's log names them): the DELETE is recorded and the service tries again "
                               "until they are mended or removed", code="population_not_rewritten")
-    except services.EmbeddingsNotForgotten:  # its cause, the cache's path in it, is in the log (`_delete_steps`)
-        return error_response(500, "the user is deleted, but the vectors of their texts stay in the embedding cache the "
-                              "training jobs share, which could not be rewritten (the operator's log says why; sending the "
-                              "DELETE again cannot remove them)", code="embeddings_not_forgotten")
+    except services.EmbeddingsNotForgotten as exc:  # the user is gone: a 200 that says what stays (the log names the files)
+        counts = exc.counts
+        warnings = [f"the vectors of their texts stay in {name}, which could not be looked into or rewritten (the operator's "
+                    "log says why; /health shows it; sending the DELETE again cannot remove them)" for name in exc.left]
+    else:
+        warnings = []
     if not any(counts.values()):
         raise NotFoundException(f"no user {user_id!r} in this tenant")
     rt.metrics.inc("pluralign_users_deleted_total", help="users deleted")
-    return Deleted(user=user_id, deleted=counts)
+    return Deleted(user=user_id, deleted=counts, warnings=warnings)
 
 
 @post("/v1/rewards/score", sync_to_thread=True, status_code=200, responses=error_responses(413, 429), summary="Score responses with a user's reward")

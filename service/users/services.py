@@ -34,7 +34,7 @@ from pluralign.policy.adapters import (
 )
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.store.deletions import Forget, new_deletion, user_hash
-from pluralign.store.failures import StoreUnavailable
+from pluralign.store.failures import StoreUnavailable, storage_problem
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
@@ -645,33 +645,52 @@ def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | 
 
 class EmbeddingsNotForgotten(RuntimeError):
     """Every step of a DELETE ran (its journal entry is gone) but the vectors of the user's texts could
-    not be removed from the embedding cache the jobs share (damaged, unreadable): the rows that named
-    the texts are gone, so no later pass can find them. The cause names the file (for the log)."""
+    not be removed from an embedding cache (damaged, unreadable, its folder not permitted): the rows
+    that named the texts are gone, so no later pass can find them. `counts`: the DELETE's; `left`: what
+    could not be cleaned, in words for the client (no paths: the log names the files)."""
+
+    def __init__(self, counts: dict[str, int], left: list[str]):
+        super().__init__("; ".join(left))
+        self.counts, self.left = counts, left
 
 
-def forget_embeddings(texts: list[str]) -> None:
+JOBS_CACHE = "the embedding cache the training jobs share"
+HOME_CACHE = "the old embedding cache in the service account's home folder (~/.cache/pluralign)"
+
+
+def forget_embeddings(texts: list[str]) -> list[tuple[str, Path | None, Exception]]:
     """Remove the vectors of a deleted user's texts from the embedding cache the admin area's jobs
     fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash), and
     from the CLI's default cache in ~/.cache, which the service's jobs filled before their cache moved into
-    the data folder (an upgraded install's). Nothing is created where there is no cache. Every cache is
-    tried; the first error is raised after."""
+    the data folder (an upgraded install's). Nothing is created where there is no cache; no home folder
+    (HOME unset) is no cache there. Every cache is tried, and each that could not be looked into or
+    rewritten (damaged, its folder or HOME not readable) is returned as (its name in words, its path
+    when known, the error); [] when all were cleaned."""
     from pluralign.embed.cache import EmbeddingCache, default_cache_path, home_cache_path
 
     if not texts:
-        return
-    paths = [default_cache_path(), home_cache_path()]
-    error = None
-    for path in dict.fromkeys(p.resolve() for p in paths if p is not None and p.is_file()):
+        return []
+    try:
+        jobs = default_cache_path()
+    except ValueError:  # no home folder and no PLURALIGN_CACHE_DIR: the jobs had no cache there either
+        jobs = None
+    left: list[tuple[str, Path | None, Exception]] = []
+    seen: set[Path] = set()
+    for name, path in ((JOBS_CACHE, jobs), (HOME_CACHE, home_cache_path())):
+        if path is None:
+            continue
         try:
+            if not path.is_file() or path.resolve() in seen:  # is_file raises for a folder it may not look into
+                continue
+            seen.add(path.resolve())
             cache = EmbeddingCache(path)
             try:
                 cache.forget(texts)
             finally:
                 cache.close()
         except (OSError, ValueError, sqlite3.Error) as exc:
-            error = error or exc
-    if error is not None:
-        raise error
+            left.append((name, path, exc))
+    return left
 
 
 def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None = None) -> dict[str, int]:
@@ -715,12 +734,12 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
             journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
         finally:
             journal.release(entry)
-    if cache_error is not None:
-        raise EmbeddingsNotForgotten(cache_error) from cache_error
+    if cache_error:
+        raise EmbeddingsNotForgotten(counts, cache_error)
     return counts
 
 
-def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> tuple[dict[str, int], Exception | None]:
+def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> tuple[dict[str, int], list[str]]:
     """`delete`'s steps, under its turn and the user's lock, for a DELETE begun at `started_at` (unix
     seconds): the counts, and the embedding cache's error if any."""
     forget = Forget.key(f"{tenant}/{user_id}")
@@ -750,18 +769,20 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> 
     return counts, cache_error
 
 
-def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None = None) -> Exception | None:
+def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None = None) -> list[str]:
     """`forget_embeddings` of the texts of the user's stored comparisons (received before `before`, when
-    given). A cache it cannot open or rewrite is logged and returned, not raised: it stops no other step
-    of the DELETE, which raises it at the end (a 500)."""
+    given). A cache it cannot look into or rewrite stops no other step of the DELETE: it is logged (with
+    its path), noted for /health (`degraded`, as a storage problem) and returned in words, for the
+    DELETE's 200 to warn of."""
     rows = rt.store.preferences_for(tenant, user_id)[0]
     texts = [t for p in rows if before is None or p.received() < before for t in (p.prompt, p.chosen, p.rejected)]
-    try:
-        forget_embeddings(texts)
-    except (OSError, ValueError, sqlite3.Error) as exc:
-        log.error("the vectors of a deleted user's texts stay in the embedding cache: %s", exc)
-        return exc
-    return None
+    left = forget_embeddings(texts)
+    for name, path, exc in left:
+        log.error("the vectors of a deleted user's texts stay in %s (%s): %s", name, path, exc)
+        problem = (storage_problem(exc) or ("read-only" if isinstance(exc, PermissionError) else "unreadable", None))[0]
+        rt.store.problems.failed(StoreUnavailable("the embedding cache", str(path), "cleaned of a deleted user's texts",
+                                                  problem, str(exc)), watched=False)
+    return [name for name, _, _ in left]
 
 
 def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
@@ -777,7 +798,7 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
             or any(c["at"] >= since for c in rt.store.stated_changes(tenant, user_id)))
 
 
-def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tuple[dict[str, int], Exception | None]:
+def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tuple[dict[str, int], list[str]]:
     """Finish the DELETE of a user who came back after it began (`before`, unix seconds): what they
     sent before it goes (their jobs and job files, pending feedback, feedback rows and chats, their
     adapter when it reached this service before it (trained here or registered: `AdapterMeta.received`), their

@@ -476,11 +476,11 @@ def test_a_delete_that_cannot_forget_the_embedding_cache_says_so(service_log, se
         (tmp_path / "cache").mkdir()
         (tmp_path / "cache" / "embeddings.sqlite").write_bytes(b"not a database, a copy cut short" * 64)
         r = acme.delete("/v1/users/ann")
-        assert r.status_code == 500, r.text
-        error = r.json()["error"]
-        assert error["code"] == "embeddings_not_forgotten", error
-        assert error["message"].startswith("the user is deleted, but the vectors of their texts stay in the embedding cache"), error
+        assert r.status_code == 200, r.text  # session 33: the user is gone, so a 200 that warns (it was a 500)
+        warnings = r.json()["warnings"]
+        assert len(warnings) == 1 and warnings[0].startswith("the vectors of their texts stay in the embedding cache the training jobs share"), warnings
         assert str(tmp_path) not in r.text
+        assert acme.get("/health").json()["status"] == "degraded"
         assert not any((data / JOURNAL_FOLDER).iterdir())  # nothing left for the journal's pass: every other step ran
         assert acme.get("/v1/users/ann/preferences").json()["total"] == 0
         assert acme.delete("/v1/users/ann").status_code == 404

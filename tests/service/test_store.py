@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -244,3 +245,28 @@ def test_a_purge_that_conflicts_with_appends_is_redone_with_appends_held(tmp_pat
     assert "redoing it with appends held" in caplog.text
     left = files_holding(tmp_path, marker)
     assert left == [] and store.count_preferences("t", "bob") == 20
+
+
+def test_answers_sample_reads_every_drawn_pair_when_compactions_commit_beside_every_attempt(tmp_path):
+    """Session 33: a compaction committing between the draw and the read of every attempt (a busy
+    tenant's feedback starting one after another). Before: each of the DRAW_ATTEMPTS drew on the latest
+    version and read on a newer one, so the last attempt too came back short (rows lost, pairs not
+    offered). Now the last attempt draws and reads one pinned version."""
+    store = Store(str(tmp_path), "enc", DIM)
+    for chunk in range(3):
+        store.add_preferences(*pairs("t", "old", [f"q{i}" for i in range(10 * chunk, 10 * chunk + 10)], chunk))
+    draw, compactions = store._draw_pairs, []
+
+    def draw_then_compact(*args, **kwargs):
+        out = draw(*args, **kwargs)
+        n = len(compactions)  # a row of another tenant, then a compaction: every row gets a new id
+        store.add_preferences(*pairs("other", "x", [f"o{n}"], 10 + n))
+        store.compact(every_table=True, keep_versions_for=timedelta(minutes=5))
+        compactions.append(True)
+        return out
+
+    store._draw_pairs = draw_then_compact
+    prompts, answers, prompt_vec, answer_vec = store.answers_sample("t", 30, seed=1)
+    assert len(compactions) == 3
+    assert sorted(prompts[::2]) == sorted(f"q{i}" for i in range(30))
+    assert len(answers) == 60 and prompt_vec.shape == answer_vec.shape == (60, DIM)

@@ -1,0 +1,132 @@
+"""Session 33's hostile review: what a hostile or unlucky client sends (a key in the wrong place of
+`Authorization`, a JSON string holding a lone UTF-16 surrogate) is refused with a 4xx naming the field,
+and never echoed back when it is a secret. Each case failed before its fix."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):  # noqa: F811
+    """One service for the HTTP cases (each server start costs seconds)."""
+    from tests.service.tiny import start_service
+
+    server, service = start_service(tmp_path_factory.mktemp("review33"), tiny_generator_dir, tiny_pal_dir, minilm, deletion_sweep_s=3600)
+    with server:
+        yield service
+
+
+def _pieces(secret: str) -> list[str]:
+    """Every 6-character run of the key: none may appear in an answer or a log."""
+    return [secret[i:i + 6] for i in range(len(secret) - 5)]
+
+
+@pytest.mark.parametrize("shape", ["{key} extra words", "{key} x", "Bearer {key} extra words", "{key}", "Basic {key}",
+                                   "bearer{key}", "Token {key} {key}"])
+def test_no_part_of_a_key_comes_back_from_a_malformed_authorization(live, shape, caplog):
+    """`Authorization: <key> extra words` (the word `Bearer` forgotten, more words after the key). Before:
+    the 401 said "the scheme must be `Bearer` (an API key), got `pk-OFgPCPtbWyu-0`": the key's first 16
+    characters, to whoever reads the error (a client's logs, a proxy's). Now a first word that is no
+    known scheme is not repeated; a known one (`Basic`) still is."""
+    secret = live.keys["acme"]
+    caplog.set_level(logging.INFO)
+    with live.client(who="") as c:
+        answer = c.get("/v1/models", headers={"Authorization": shape.format(key=secret)})
+    assert answer.status_code == 401, answer.text
+    shown = answer.text + "".join(f"{k}: {v}" for k, v in answer.headers.items())
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert not [p for p in _pieces(secret) if p in shown], answer.text
+    assert not [p for p in _pieces(secret) if p in logged], logged
+    if shape.startswith("Basic"):
+        assert "got `Basic`" in answer.json()["error"]["message"], answer.text
+
+
+LONE = "\\ud83d"  # as a client's JSON encoder writes half of an emoji: six ASCII characters
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "Tea?@", "chosen": "a", "rejected": "b"}'.replace("@", LONE), "prompt"),
+    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "Tea?", "chosen": "a", "rejected": "@"}'.replace("@", LONE), "rejected"),
+    ("/v1/feedback", '{"type": "comparison", "user": "r33", "prompt": "\\ud83d\\ude00 ok", "chosen": "a", "rejected": "b@"}'.replace("@", LONE.replace("d83d", "de00")), "rejected"),
+    ("/v1/chat/completions", '{"model": "m", "user": "r33", "messages": [{"role": "user", "content": "@"}]}'.replace("@", LONE), "messages[0].content"),
+    ("/v1/rewards/score", '{"user": "r33", "prompt": "p", "responses": ["a", "b@ c"]}'.replace("@", LONE), "responses[1]"),
+    ("/v1/users/r33/import", '{"prompt": "p", "chosen": "a@", "rejected": "b"}\n'.replace("@", LONE), "line 1.chosen"),
+])
+def test_a_lone_surrogate_escape_is_a_400_naming_its_field(live, path, body, field):
+    """A JSON string holding half of a UTF-16 pair (`"\\ud83d"`: JavaScript's `slice` cut an emoji).
+    Before: 400 `body` "the request body is not valid JSON: Input data was truncated" (or "unexpected
+    end of escaped utf-16 surrogate pair"), naming no field; an import named its line only. Now the
+    400 (`invalid_json`) names the field and the escape, in every route that takes JSON."""
+    content_type = "application/x-ndjson" if path.endswith("/import") else "application/json"
+    with live.client() as c:
+        answer = c.post(path, content=body.encode(), headers={"Content-Type": content_type})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["param"], error["code"]) == (field, "invalid_json"), error
+    assert "lone UTF-16 surrogate escape" in error["message"] and "\\ud" in error["message"], error
+
+
+def test_a_literal_backslash_u_and_a_whole_pair_are_text(live):
+    """`"\\\\ud83d"` (a backslash, then `ud83d`) and a whole pair are text: stored, not refused."""
+    body = '{"type": "comparison", "user": "r33b", "prompt": "\\\\ud83d", "chosen": "\\ud83d\\ude00", "rejected": "b"}'
+    with live.client() as c:
+        answer = c.post("/v1/feedback", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 201, answer.text
+
+
+def test_a_delete_that_cannot_clean_the_old_home_cache_answers_200_with_a_warning(serve, tmp_path, monkeypatch, caplog):
+    """The old embedding cache under the service account's HOME (~/.cache/pluralign, which the DELETE
+    also cleans) cannot be rewritten. Before: 500 `embeddings_not_forgotten` for a DELETE that had deleted
+    the user (sent again: 404), and /health said "ok". Now: 200 with the counts and a warning naming the
+    cache (no path), the log names the file, and /health is `degraded` naming the embedding cache."""
+    from tests.service.test_break20_delete import give_comparisons
+
+    home = tmp_path / "home"
+    (home / ".cache" / "pluralign").mkdir(parents=True)
+    (home / ".cache" / "pluralign" / "embeddings.sqlite").write_bytes(b"not a database, a copy cut short" * 64)
+    monkeypatch.setenv("HOME", str(home))
+    data, server, svc = serve()
+    monkeypatch.setattr(logging.getLogger("pluralign.service"), "handlers", [caplog.handler])  # the app's set-up took root's
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, "ann", "tea", n=2)
+        svc.runtime.wait_for_background()
+        answer = acme.delete("/v1/users/ann")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["deleted"]["preferences"] == 2, body
+        assert len(body["warnings"]) == 1 and "home folder (~/.cache/pluralign)" in body["warnings"][0], body
+        assert str(tmp_path) not in answer.text
+        assert acme.get("/v1/users/ann/preferences").json()["total"] == 0
+        health = acme.get("/health").json()
+        assert health["status"] == "degraded" and [p["what"] for p in health["storage"]] == ["the embedding cache"], health
+        assert str(tmp_path) not in str(health)
+    assert any(str(home / ".cache" / "pluralign" / "embeddings.sqlite") in r.getMessage() for r in caplog.records)
+
+
+class ZeroEncoder:
+    encoder_id, dim = "zero", 2
+
+    def encode(self, texts):
+        import numpy as np
+
+        return np.zeros((len(texts), self.dim), dtype=np.float32)
+
+
+@pytest.mark.parametrize("body, field", [('{"model": "zero", "input": "@"}', "input"), ('{"model": "zero", "input": ["a", "b@"]}', "input[1]")])
+def test_the_embeddings_server_names_the_field_of_a_lone_surrogate_escape(body, field):
+    """`pluralign serve-embeddings` (its own app). Before: 400 "Input data was truncated", param null."""
+    import httpx
+
+    from service.embeddings.app import create_embeddings_app
+    from tests.service.tiny import LiveServer
+
+    with LiveServer(create_embeddings_app(ZeroEncoder())) as server:
+        answer = httpx.post(server.url + "/v1/embeddings", content=body.replace("@", LONE).encode(),
+                            headers={"Content-Type": "application/json"}, timeout=60)
+        fine = httpx.post(server.url + "/v1/embeddings", json={"model": "zero", "input": "\U0001f600"}, timeout=60)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == field, answer.text
+    assert "lone UTF-16 surrogate escape" in answer.json()["error"]["message"], answer.text
+    assert fine.status_code == 200, fine.text
