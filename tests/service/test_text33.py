@@ -80,3 +80,21 @@ def test_next_comparison_never_offers_two_spellings_of_one_answer_as_a_pair(svc)
         assert rows[0]["chosen"] == SOFT  # stored as written: the key is for comparing only
         r = ask("inv5", [ZWSP, "Never."])  # asked already, in another spelling
     assert r.status_code == 400 and r.json()["error"]["param"] == "pool", r.text
+
+
+def test_a_stated_length_preference_acts_on_thai_answers(svc):
+    """Thai writes no spaces between words: "Sure" and "Tomorrow morning we will go for a walk in the
+    park together" are each one unspaced run. Before text-features-4 each was one word, of equal
+    `length`, and a stated "shorter" or "longer" did nothing between them."""
+    short, long = "ได้ครับ", "พรุ่งนี้เช้าเราจะไปเดินเล่นที่สวนสาธารณะด้วยกัน"
+    order = {}
+    with svc.client("acme") as c:
+        for direction in ("less", "more"):
+            user = f"len-th-{direction}"
+            r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": direction}})
+            assert r.status_code == 200, r.text
+            r = c.post("/v1/rewards/score", json={"user": user, "prompt": "พรุ่งนี้ทำอะไรดี", "responses": [short, long]})
+            assert r.status_code == 200, r.text
+            scores = r.json()["scores"]
+            order[direction] = scores[0] > scores[1]
+    assert order == {"less": True, "more": False}, order

@@ -60,3 +60,32 @@ def test_a_profile_shows_an_answer_once_whatever_invisible_characters_it_holds()
     (described,) = describe_prototypes(scores, ["p"] * 5, answers, per_side=2, max_chars=200)
     shown = [x.answer for x in described.highest + described.lowest]
     assert sum(a.replace("\u200b", "").replace("\u2060", "") == COOP for a in shown) == 1, shown
+
+
+# Thai (real text): "Today the weather is very nice", one unspaced run, and its first word "today"
+THAI_SENTENCE, THAI_WORD = "วันนี้อากาศดีมาก", "วันนี้"
+THAI_ANSWER = "สวัสดีครับ วันนี้อากาศดีมาก เราไปเที่ยวสวนสาธารณะกันเถอะ"  # "Hello. The weather is very nice today; let's go to the park."
+TEXT_FEATURES_3 = {  # what text-features-3 gave: English (and other spaced or ideographic scripts) are unchanged
+    "Yes! You'll love it. It's great.": (1.9459101490553132, 0.0, 0.3333333333333333, 3.0, -0.5, 1.6666666666666667, 1.0),
+    'The committee recommends:\n- a review\n- a plan': (2.0794415416798357, 1.0986122886681096, 0.0, 0.0, 0.35714285714285676, 0.0, 0.0),
+    'Привет, мир! Как дела?': (1.6094379124341003, 0.0, 0.5, 0.0, -0.5, 0.0, 0.0),
+    '今天天气很好。': (1.9459101490553132, 0.0, 0.0, 0.0, -3.5, 0.0, 0.0),
+    "Café crème, s'il vous plaît.": (1.791759469228055, 0.0, 0.0, 0.0, -0.09999999999999964, 0.0, 0.0),
+}
+
+
+def test_thai_words_count_grapheme_clusters_not_one_word_per_unspaced_run():
+    from pluralign.user.features import FEATURE_NAMES, response_features
+
+    length = FEATURE_NAMES.index("length")
+    sentence, word, answer = response_features([THAI_SENTENCE, THAI_WORD, THAI_ANSWER])[:, length]
+    assert sentence > word + 0.5, (sentence, word)  # a sentence is longer than its first word
+    assert np.expm1(answer) > 30, answer  # 3 runs of 10-20 letters each: not 3 words
+
+
+def test_the_features_version_moves_and_other_scripts_keep_their_features():
+    from pluralign.user.features import FEATURES_VERSION, text_features
+
+    assert FEATURES_VERSION == "text-features-4"  # stored user states of text-features-3 refit (UserModel.fits)
+    for text, before in TEXT_FEATURES_3.items():
+        assert text_features(text) == pytest.approx(before), text
