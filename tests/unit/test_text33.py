@@ -89,3 +89,25 @@ def test_the_features_version_moves_and_other_scripts_keep_their_features():
     assert FEATURES_VERSION == "text-features-4"  # stored user states of text-features-3 refit (UserModel.fits)
     for text, before in TEXT_FEATURES_3.items():
         assert text_features(text) == pytest.approx(before), text
+
+
+def test_an_implicit_prompt_never_ends_inside_a_grapheme_cluster_and_is_shared_across_normal_forms(tmp_path):
+    """TRL's implicit-prompt form: chosen and rejected share the prompt as a prefix. Compared
+    character by character, two family emoji that differ in their last person shared "man ZWJ woman
+    ZWJ" (a prompt ending in a zero-width joiner, answers starting with a lone child), and a prompt one
+    side spelt in NFD shared only "Caf"."""
+    import unicodedata
+
+    family = "Which one is ours: \U0001F468\u200d\U0001F469\u200d\U0001F467"
+    rows = [
+        {"user_id": "u1", "chosen": family + " or the other?", "rejected": family[:-1] + "\U0001F466 or the other?"},
+        {"user_id": "u1", "chosen": "Un café ? Oui.", "rejected": unicodedata.normalize("NFD", "Un café ? Non.")},
+        {"user_id": "u1", "chosen": "Accent: e\u0301 is it", "rejected": "Accent: e\u0300 is it"},
+        {"user_id": "u1", "chosen": "Q: yes", "rejected": "Q: no"},  # as TRL: the space goes with the answer
+    ]
+    path = tmp_path / "implicit.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    records, _ = read_preferences(path)
+    assert [r.prompt for r in records] == ["Which one is ours:", "Un café ?", "Accent:", "Q:"]
+    assert records[0].chosen.startswith(" \U0001F468\u200d") and records[0].rejected.endswith("\U0001F466 or the other?")
+    assert [r.chosen for r in records[1:]] == [" Oui.", " e\u0301 is it", " yes"]
