@@ -99,3 +99,26 @@ def test_a_stated_length_preference_acts_on_thai_answers(svc):
             scores = r.json()["scores"]
             order[direction] = scores[0] > scores[1]
     assert order == {"less": True, "more": False}, order
+
+
+def test_an_imported_implicit_prompt_keeps_an_emoji_whole_and_an_nfd_prompt_shared(svc):
+    """TRL's implicit-prompt form over POST /v1/users/{id}/import: the prompt two conversations share
+    is found by grapheme clusters in NFC (character by character, "man ZWJ woman ZWJ" of two family
+    emoji was the prompt, and an NFD question on one side shared only "Un caf")."""
+    import json
+    import unicodedata
+
+    family = "Ours: \U0001F468\u200d\U0001F469\u200d\U0001F467"
+    turn = lambda text: [{"role": "user", "content": text}]  # noqa: E731
+    rows = [
+        {"chosen": family + " or not?", "rejected": family[:-1] + "\U0001F466 or not?"},
+        {"chosen": turn("Un café ?") + [{"role": "assistant", "content": "Oui."}],
+         "rejected": turn(unicodedata.normalize("NFD", "Un café ?")) + [{"role": "assistant", "content": "Non."}]},
+    ]
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    with svc.client("acme") as c:
+        r = c.post("/v1/users/imp33/import", content=body, headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+        stored = {row["prompt"]: (row["chosen"], row["rejected"]) for row in c.get("/v1/users/imp33/preferences").json()["data"]}
+    assert set(stored) == {"Ours:", "Un café ?"}, stored
+    assert stored["Ours:"][0].startswith(" \U0001F468\u200d\U0001F469") and stored["Un café ?"] == ("Oui.", "Non."), stored
