@@ -96,7 +96,7 @@ def _message_key(message: Any) -> Any:
 
 def _extract_text_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
     ends: list[tuple[int, int]] = [(0, 0)]  # (end in chosen, end in rejected) after each common grapheme cluster
-    for a, b in zip(_GRAPHEME.finditer(chosen), _GRAPHEME.finditer(rejected)):
+    for a, b in zip(_GRAPHEME.finditer(chosen), _GRAPHEME.finditer(rejected), strict=False):  # up to the shorter
         if nfc(a.group()) != nfc(b.group()):
             if len(ends) > 1 and chosen[ends[-1][0] - 1] == " ":  # the space belongs to the answer
                 ends.pop()
