@@ -21,9 +21,17 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+import regex
 
 from pluralign.data.record import Base, Preference, PreferenceError, TrlRow
-from pluralign.data.text import answer_key, is_blank, lone_surrogate_escape, lone_surrogate_problem, surrogate_problem
+from pluralign.data.text import (
+    answer_key,
+    is_blank,
+    lone_surrogate_escape,
+    lone_surrogate_problem,
+    nfc,
+    surrogate_problem,
+)
 from pluralign.files import atomic_writer
 
 _json_decoder = msgspec.json.Decoder()
@@ -70,15 +78,44 @@ def messages_to_text(value: Any, field: str, line: int) -> str:
 
 def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
     """TRL's implicit-prompt rule (`trl.data_utils.extract_prompt`): the prompt is the longest common
-    prefix of `chosen` and `rejected` (messages, or characters less a trailing space).
-    Returns (prompt, chosen rest, rejected rest)."""
+    prefix of `chosen` and `rejected` (messages, or text less a trailing space).
+    Returns (prompt, chosen rest, rejected rest), the prompt as `chosen` spells it.
+
+    Unlike TRL's character-by-character rule, text is compared in whole grapheme clusters (the
+    `regex` module's \\X), each in NFC, and messages with their texts in NFC: a prefix never ends
+    inside an emoji's ZWJ sequence or between a letter and its combining marks (before, "👨‍👩‍👧" and
+    "👨‍👩‍👦" left a prompt ending in a zero-width joiner), and a prompt one side spells in NFD is
+    still shared."""
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        return _extract_text_prompt(chosen, rejected)
     idx = 0
-    for idx in range(min(len(chosen), len(rejected))):
-        if chosen[idx] != rejected[idx]:
-            if idx > 0 and chosen[idx - 1] == " ":  # the space belongs to the answer
-                idx -= 1
+    for idx in range(min(len(chosen), len(rejected))):  # as TRL: no difference leaves the last message out
+        if _message_key(chosen[idx]) != _message_key(rejected[idx]):
             break
     return chosen[:idx], chosen[idx:], rejected[idx:]
+
+
+def _message_key(message: Any) -> Any:
+    if isinstance(message, dict):
+        return {k: nfc(v) if isinstance(v, str) else v for k, v in message.items()}
+    return message
+
+
+def _extract_text_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
+    ends: list[tuple[int, int]] = [(0, 0)]  # (end in chosen, end in rejected) after each common grapheme cluster
+    for a, b in zip(_GRAPHEME.finditer(chosen), _GRAPHEME.finditer(rejected), strict=False):  # up to the shorter
+        if nfc(a.group()) != nfc(b.group()):
+            if len(ends) > 1 and chosen[ends[-1][0] - 1] == " ":  # the space belongs to the answer
+                ends.pop()
+            break
+        ends.append((a.end(), b.end()))
+    else:  # one is a prefix of the other: as TRL, the last common cluster is left to the answers
+        ends = ends[:-1] or ends
+    end_c, end_r = ends[-1]
+    return chosen[:end_c], chosen[end_c:], rejected[end_r:]
+
+
+_GRAPHEME = regex.compile(r"\X")
 
 
 def _attribute_labels(value: Any, line: int) -> dict[str, str]:

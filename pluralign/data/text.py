@@ -11,6 +11,11 @@ emoji is part of what is shown. Combining marks (Mn, Me) are kept at the ends to
 
 Two spellings of one text (é as U+00E9, NFC, or as e + U+0301, NFD: macOS file names, some
 keyboards and input methods write the second) are one answer: `answer_key` compares texts in NFC.
+So are two texts that differ only by characters inside them that render as nothing (`comparable`):
+a soft hyphen a word processor left, a zero-width space or word joiner a web page's copy brought, a
+byte-order mark, bidi marks, a variation selector. Joiners that change what is drawn (ZWJ U+200D in
+an emoji sequence or Indic conjunct, ZWNJ U+200C in Persian or Hindi), tag characters (subdivision
+flags) and Hangul fillers (letters of old Hangul syllables) are kept.
 Texts are stored, served and exported as they were written, never normalised on the way (a round
 trip gives back the same string); only comparisons use the key.
 
@@ -87,10 +92,28 @@ def nfc(text: str) -> str:
     return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
+# Unicode's Default_Ignorable_Code_Point less those that change what is drawn: ZWNJ and ZWJ, the Hangul
+# fillers, the tag characters (U+E0000-U+E007F; variation selectors 17-256, U+E0100-U+E01EF, still go)
+_DROPPED = regex.compile(r"[\p{Default_Ignorable_Code_Point}--[\u200C\u200D\u115F\u1160\u3164\uFFA0\U000E0000-\U000E007F]]+",
+                         regex.V1)
+
+
+def comparable(text: str) -> str:
+    """`text` without the characters inside it that render as nothing and change nothing drawn: those
+    with Unicode's Default_Ignorable_Code_Point property (soft hyphen U+00AD, ZWSP U+200B, LRM/RLM
+    U+200E/F, bidi embeddings and isolates U+202A-E and U+2066-9, word joiner U+2060, BOM U+FEFF,
+    variation selectors U+FE00-F and U+E0100-U+E01EF, ...) except ZWNJ U+200C, ZWJ U+200D, the
+    Hangul fillers (U+115F, U+1160, U+3164, U+FFA0) and tag characters (U+E0000-U+E007F).
+    comparable("co\u00adop\u200b") == "coop"; comparable("\U0001F469\u200d\U0001F4BB") keeps the ZWJ.
+    For comparing only: not NFC (see `answer_key`), never stored."""
+    return text if text.isascii() else _DROPPED.sub("", text)
+
+
 def answer_key(text: str) -> str:
-    """What two answers must share to be the same answer: `visible(text)` in Unicode's composed form
-    (NFC), so "Caf\u00e9" and "Cafe\u0301" (NFD) are one answer. For comparing only: texts are kept as written."""
-    return nfc(visible(text))
+    """What two answers must share to be the same answer: `visible(text)` without the characters that
+    render as nothing (`comparable`), in Unicode's composed form (NFC), so "Caf\u00e9", "Cafe\u0301"
+    (NFD) and "Caf\u00ad\u00e9" (a soft hyphen) are one answer. For comparing only: texts are kept as written."""
+    return nfc(comparable(visible(text)))
 
 
 def surrogate_problem(text: str) -> str | None:

@@ -16,8 +16,11 @@ Chinese, Russian, Arabic, Hebrew or Hindi answer as it does an English one (an E
 features are what they were). Sentences also end at 。！？ ؟ and the Devanagari danda, and a
 full-width ！ is an exclamation mark. A text is read in NFC (its NFD spelling has the same features).
 `contractions`, `second_person` and `affirmation` read English words only: in other languages they
-stay 0 and say nothing (docs/api.md). Thai, Lao, Khmer and Burmese, written without spaces, count a
-whole run as one word.
+stay 0 and say nothing (docs/api.md). Thai, Lao, Khmer and Burmese, also written without spaces
+between words (a space ends a phrase or sentence), count each grapheme cluster (a consonant with its
+vowel and tone marks, the `regex` module's \\X) as one word: a proxy, as Chinese characters are, since
+splitting them into words needs a dictionary (ICU, PyThaiNLP). Before `text-features-4` a whole
+unspaced run of them was one word, so a Thai answer's `length` barely moved with its length.
 
 Shape: `response_features(texts)` -> (N, F) float64, columns in FEATURE_NAMES order.
 """
@@ -33,7 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 import regex
 
-FEATURES_VERSION = "text-features-3"  # bump when a definition changes: stored user states refit
+FEATURES_VERSION = "text-features-4"  # bump when a definition changes: stored user states refit
 FEATURE_NAMES = ("length", "list_items", "exclamations", "contractions", "word_length", "second_person", "affirmation")
 FEATURE_DESCRIPTIONS = {
     "length": ("longer answers", "shorter answers"),
@@ -47,7 +50,10 @@ FEATURE_DESCRIPTIONS = {
 
 _ASCII_WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")  # the English definition (and a faster pass for ASCII text)
 # in ASCII this finds exactly what _ASCII_WORD does; ideographs and kana one by one
-_WORD = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]|[\p{L}\p{M}--\p{Han}\p{Hiragana}\p{Katakana}][\p{L}\p{M}'’--\p{Han}\p{Hiragana}\p{Katakana}]*", regex.V1)
+# Thai, Lao, Khmer, Burmese letters: one word per grapheme cluster (a letter and its marks)
+_WORD = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]|(?=[\p{L}&&[\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]])\X"
+                      r"|[\p{L}\p{M}--\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]"
+                      r"[\p{L}\p{M}'’--\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]*", regex.V1)
 _LIST_LINE = re.compile(r"^\s*(?:[-*•+]|\d{1,2}[.)])\s+\S")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)|[。！？؟।]+")
 _CONTRACTION = re.compile(r"[A-Za-z](?:n['’]t|['’](?:re|ll|ve|m|d|s))\b", re.IGNORECASE)

@@ -949,6 +949,14 @@ def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Par
                      np.stack([s.cov_array() for s in states]) if states else np.zeros((0, dim, dim)), np.arange(len(states)))
 
 
+def _distinct(answers: list[str]) -> list[str]:
+    """`answers` without a later spelling of an earlier answer (same `answer_key`), in order."""
+    first: dict[str, str] = {}
+    for answer in answers:
+        first.setdefault(answer_key(answer), answer)
+    return list(first.values())
+
+
 def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str, list[str]]] | None,
                     target: str = "coefficients") -> NextComparison:
     """The most informative pair of answers to one prompt for this user (`pluralign.user.active`),
@@ -985,6 +993,9 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     rewards = weights.rewards or rt.rewards
     model = rewards.user_model
     if pool is not None:
+        # each answer of an item once (answer_key: NFC and NFD, invisible characters): two spellings of one
+        # answer are never a pair, nor do they make one pair count twice
+        pool = [(prompt, _distinct(answers)) for prompt, answers in pool]
         prompts = [prompt for prompt, answers in pool for _ in answers]
         answers = [a for _, answers in pool for a in answers]
         vectors = rt.encoder.encode([*(p for p, _ in pool), *answers])
