@@ -92,10 +92,12 @@ def prefill(data: Path, rows: int, users: int, chunk: int = 100_000) -> None:
             "chosen": [f"The first option, number {i}." for i in index],
             "rejected": [f"The second option, number {i}." for i in index],
             "tie": [False] * n, "margin": [None] * n, "kind": ["comparison"] * n, "source": ["benchmark"] * n,
-            "created_at": (now + index * 1e-6).tolist(), "attributes": ["{}"] * n,
+            "created_at": (now + index * 1e-6).tolist(), "received_at": (now + index * 1e-6).tolist(), "attributes": ["{}"] * n,
             "prompt_vec": vectors[0], "chosen_vec": vectors[1], "rejected_vec": vectors[2],
             "schema_version": [SCHEMA_VERSION] * n,
         }
+        for field in schema:  # a column added to the schema since, which this prefill does not know: null
+            columns.setdefault(field.name, pa.nulls(n, field.type))
         store.preferences.add(pa.table(columns, schema=schema))
     store.compact(every_table=True)
     print(f"prefilled {rows} rows over {users} users in {time.perf_counter() - began:.0f}s (random unit vectors)")
