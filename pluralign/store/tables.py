@@ -1203,15 +1203,11 @@ class Store:
         return self._session.size_bytes
 
     def stats(self) -> dict[str, int]:
-        """Rows per table in its newest version, another process's commits included (this handle may
-        look at an older one: alone on the store, it is not moved to another process's commits; see the
-        class); a table that cannot be counted (damaged) is left out (and noted in `problems`). Opens each
-        table's newest version apart from the handle, which stays where it is."""
+        """Rows per table; a table that cannot be counted (damaged) is left out (and noted in `problems`)."""
         counts = {}
         for name, table in self.tables.items():
             with contextlib.suppress(StoreUnavailable), self._on(name, "read"):
-                dataset = table.to_lance()
-                counts[name] = dataset.checkout_version(dataset.latest_version).count_rows()
+                counts[name] = table.count_rows()
         return counts
 
 

@@ -270,14 +270,3 @@ def test_answers_sample_reads_every_drawn_pair_when_compactions_commit_beside_ev
     assert len(compactions) == 3
     assert sorted(prompts[::2]) == sorted(f"q{i}" for i in range(30))
     assert len(answers) == 60 and prompt_vec.shape == answer_vec.shape == (60, DIM)
-
-
-def test_stats_count_the_rows_another_process_committed(tmp_path):
-    """Before: `stats` counted the version this Store's handle looked at, so rows another process
-    (a CLI import, another replica) committed were missing from /metrics' row counts."""
-    store = Store(str(tmp_path), "enc", DIM)
-    store.add_preferences(*prefs("t", "bob", 3))
-    other = Store(str(tmp_path), "enc", DIM, finish_purges=False)
-    other.add_preferences(*prefs("t", "cy", 4, start=50))
-    assert store.stats()["preferences"] == 7
-    assert store.count_preferences("t", "bob") == 3  # the handle itself is left where it was
