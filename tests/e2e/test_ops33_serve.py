@@ -17,6 +17,7 @@ from tests.e2e.test_e2e_serve import ServeProcess
 UNTRAINED = re.compile(r"^pluralign: warning: .*UNTRAINED", re.M)
 
 
+@pytest.mark.slow  # ~12 s, a real serve (the default suite keeps the shared-data test below)
 def test_a_start_without_persona_data_prints_one_loud_untrained_line_and_serves(tmp_path, tiny_generator_dir):
     """Before: only a timestamped log line among the start's others ("UNTRAINED reward model: no persona
     data ...; set PLURALIGN_SHARED_DATA"), saying neither what it means for users nor how to train."""

@@ -52,6 +52,7 @@ def logged(log, text: str, timeout: float = 10) -> bool:
     return True
 
 
+@pytest.mark.slow  # with the next test: a real serve-embeddings process (~11 s to start)
 def test_the_service_sends_a_chats_request_id_to_the_embeddings_server_which_logs_it(tmp_path, embeddings_server, tiny_generator_dir, tiny_pal_dir, monkeypatch):
     """Before: the remote encoder's requests carried no X-Request-Id, and serve-embeddings logged only
     uvicorn's access line (no id): a slow chat could not be followed to the embedding it waited on."""
@@ -71,6 +72,7 @@ def test_the_service_sends_a_chats_request_id_to_the_embeddings_server_which_log
     assert lines and all("/v1/embeddings" in line for line in lines), log.read_text()[-2000:]
 
 
+@pytest.mark.slow
 def test_serve_embeddings_answers_with_the_callers_id(embeddings_server):
     import httpx
 

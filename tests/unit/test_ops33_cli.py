@@ -29,7 +29,7 @@ def data(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("given", ["data", "data/lancedb"])
+@pytest.mark.parametrize("given", [pytest.param("data", marks=pytest.mark.slow), "data/lancedb"])  # the data folder: slow-marked for the suite's time
 def test_audit_store_takes_the_data_folder_or_its_lancedb_folder(data, given):
     """Before: `audit --store data` was "no pluralign store there (data/preferences.lance is missing)"."""
     result = pluralign("audit", "--store", str(data.parent / given), "--group-by", "segment", "--json")
@@ -38,8 +38,8 @@ def test_audit_store_takes_the_data_folder_or_its_lancedb_folder(data, given):
     assert report["comparisons"] > 0 and report["users"] > 0
 
 
-# the data folder worked before; with it slow-marked (~20 s: the base model loads) the default suite keeps the fixed form
-@pytest.mark.parametrize("given", [pytest.param("data", marks=pytest.mark.slow), "data/lancedb"])
+@pytest.mark.slow  # ~10 s a form (the base model loads); the audit's test keeps the shared folder rule in the default suite
+@pytest.mark.parametrize("given", ["data", "data/lancedb"])
 def test_train_adapter_store_takes_the_data_folder_or_its_lancedb_folder(data, given):
     """Before: `train adapter --store data/lancedb` looked for data/lancedb/lancedb and said no store was there.
     (A user with no comparisons: the store was opened and read, and no training runs.)"""
@@ -49,7 +49,8 @@ def test_train_adapter_store_takes_the_data_folder_or_its_lancedb_folder(data, g
     assert result.stderr.strip().splitlines()[-1] == f"pluralign: error: no comparisons of user 'nobody' in the store at {data / 'lancedb'} (tenant 'default')"
 
 
-@pytest.mark.parametrize("command", [["audit", "--group-by", "segment"], ["train", "adapter", "--user", "alice", "--steps", "1"]])
+@pytest.mark.parametrize("command", [["audit", "--group-by", "segment"],
+                                     pytest.param(["train", "adapter", "--user", "alice", "--steps", "1"], marks=pytest.mark.slow)])
 def test_a_store_that_is_neither_names_the_path_and_both_forms(tmp_path, command):
     typo = tmp_path / "dta"
     result = pluralign(*command, "--store", str(typo))

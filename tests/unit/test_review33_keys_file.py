@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.service.tiny import ROOT
 
 
@@ -41,6 +43,7 @@ def test_keys_refuse_to_replace_a_linked_keys_file(tmp_path):
     assert [k["name"] for k in map(json.loads, keys(data, "list").stdout.splitlines()[:-1])] == ["first"]  # read through the link
 
 
+@pytest.mark.slow  # ~6 s: two real CLI runs
 def test_keys_keep_the_mode_of_the_keys_file(tmp_path):
     """An operator made the keys file 0640 for the service's group. Before: `keys create` left it 0600
     (mkstemp's mode), so the service, running as another user of the group, could no longer read it."""
