@@ -8,6 +8,7 @@ import logging
 import shutil
 
 import msgspec
+import pytest
 
 from pluralign.reward.pal_checkpoint import load_pal
 from pluralign.store.deletions import user_hash
@@ -78,6 +79,7 @@ def test_an_unreadable_population_artifact_fails_the_delete_after_every_other_fi
         assert acme.get("/v1/users/ann").status_code == 200
 
 
+@pytest.mark.slow  # ~10 s: kept out of the default suite for its time (make test-all runs it)
 def test_what_a_stopped_population_save_left_loses_the_deleted_user_too(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """A PAL job's worker killed while saving (a cancel, the memory cap, a crash) leaves its
     artifact without meta.json, which is written last: user_weights.json whole (and a temp file of a

@@ -8,6 +8,7 @@ import threading
 import time
 
 import msgspec
+import pytest
 
 from pluralign.reward.em import EMMixture
 from pluralign.store.deletions import Applied, new_deletion
@@ -55,6 +56,7 @@ def test_a_damaged_applied_file_does_not_stop_the_sweep(tmp_path, tiny_generator
         assert acme_b.get("/v1/users/ann").status_code == 200
 
 
+@pytest.mark.slow  # ~12 s: kept out of the default suite for its time (make test-all runs it)
 def test_a_restarted_replica_applying_records_again_keeps_what_a_returning_user_sent(tmp_path, tiny_generator_dir,
                                                                                      tiny_pal_dir, minilm):
     """Replica b restarts without its deletions-applied.json (a new volume, a restore from backup): it

@@ -206,6 +206,7 @@ def test_an_adapter_file_that_cannot_be_read_falls_back_too(adapters_svc, tiny_g
     assert adapter_name("acme", user) not in svc.runtime.generator.adapters  # nothing half loaded
 
 
+@pytest.mark.slow  # ~19 s: kept out of the default suite for its time (make test-all runs it)
 def test_a_new_generation_process_skips_an_adapter_damaged_since_it_was_loaded(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """The generation child (`generation_process`, the default) died (the OOM killer) after one
     user's adapter was damaged on disk while loaded. The new child loads the adapters the old one

@@ -30,6 +30,7 @@ def wait_until(check, timeout: float = 60.0):
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # ~15 s: kept out of the default suite for its time (make test-all runs it)
 def test_a_delete_on_one_replica_cleans_the_population_files_of_the_other(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     from service.users import services as user_services
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.admin.controllers import ADMIN_HANDLERS
@@ -32,6 +33,7 @@ def pruned(admin) -> float:
     return next(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "pluralign_jobs_pruned_total")
 
 
+@pytest.mark.slow  # ~15 s: kept out of the default suite for its time (make test-all runs it)
 def test_finished_jobs_files_go_after_the_retention_and_what_is_still_needed_stays(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     server, svc = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
                                 adapter_every=10_000, job_retention_s=RETENTION_S)
