@@ -18,7 +18,8 @@ blocks of the same run.
    is answered (half of them with an `Idempotency-Key`); a probe thread of A sends one feedback of
    a user of its own and reads it back (`GET /v1/users/{id}/preferences`, timed: the read moves the
    pending row into the table, a commit under the store's write lock), and another asks for chat
-   completions (`max_tokens` 4) of A's users, each one after another. While busy, one thread
+   completions (`max_tokens` 4) of A's users, and a third reads the profile of a user of A who sends
+   nothing (`GET /v1/users/{id}`, nothing pending: a light read), each one after another. While busy, one thread
    of B DELETEs its users one after another (`--b-load delete`), or `import_clients` threads of B
    each import a file of `import_bytes` (JSON lines, TRL's explicit form) to a new user of B's, one
    after another (`--b-load import`).
@@ -53,7 +54,7 @@ from pluralign.store import SCHEMA_VERSION, Store  # noqa: E402
 from service.auth import KeyRing  # noqa: E402
 
 DIM = 384
-KINDS = ("feedback", "feedback (Idempotency-Key)", "read back own feedback", "chat completion")
+KINDS = ("feedback", "feedback (Idempotency-Key)", "read back own feedback", "chat completion", "profile GET (nothing pending)")
 
 
 def prefill(lancedb: Path, owners: list[tuple[str, str, int]]) -> int:
@@ -179,8 +180,8 @@ def main() -> None:
     data.mkdir()
     a_users, b_users = [f"a{i}" for i in range(args.a_users)], [f"b{i}" for i in range(args.b_users)]
     spare = [f"spare{i}" for i in range(args.lock_deletes)]  # deleted in this process, before the server starts
-    rows = prefill(data / "lancedb", [("acme", u, args.a_rows) for u in a_users] + [("bravo", u, args.b_rows) for u in b_users + spare])
-    print(f"prefilled {rows} rows ({len(b_users + spare)} x {args.b_rows} of B, {args.a_users} x {args.a_rows} of A) in {folder}", flush=True)
+    rows = prefill(data / "lancedb", [("acme", u, args.a_rows) for u in [*a_users, "aread"]] + [("bravo", u, args.b_rows) for u in b_users + spare])
+    print(f"prefilled {rows} rows ({len(b_users + spare)} x {args.b_rows} of B, {args.a_users + 1} x {args.a_rows} of A) in {folder}", flush=True)
     holds = write_lock_holds(data / "lancedb", "bravo", spare)
     for name, column in (("DELETE", 0), ("longest write-lock hold", 1), ("in _drop_old_versions", 2)):
         values = [h[column] for h in holds]
@@ -210,6 +211,7 @@ def main() -> None:
             warm.post("/v1/chat/completions", json={"model": "pluralign", "user": "a0", "max_tokens": 4,
                                                     "messages": [{"role": "user", "content": "Hello?"}]})
             warm.get("/v1/users/a0")
+            warm.get("/v1/users/aread")
         left = list(b_users)
 
         def phase(name: str) -> None:
@@ -240,7 +242,9 @@ def main() -> None:
                         i += 1
                         user = a_users[i % len(a_users)]
                         s = time.perf_counter()
-                        if kind == KINDS[2]:  # the read moves the one pending row into the table: a commit
+                        if kind == KINDS[4]:  # a user of A who sends nothing: a light read of stored rows
+                            r = a.get("/v1/users/aread")
+                        elif kind == KINDS[2]:  # the read moves the one pending row into the table: a commit
                             body = {"type": "comparison", "user": "aprobe", "prompt": f"{name} probe {i}: which?",
                                     "chosen": f"Probe answer {i}.", "rejected": "No."}
                             if a.post("/v1/feedback", json=body).status_code != 201:
