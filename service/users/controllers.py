@@ -130,8 +130,11 @@ async def import_preferences(
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
     rt, tenant, user_id = _user(request, user_id)
-    # off the event loop: a 1 MB body is ~8,000 lines, 0.2-0.5 s of Python that every tenant's requests waited out
-    records = await sync_to_thread(_read_import, rt, user_id, await request.body())
+    body = await request.body()
+    # off the event loop (a 1 MB body is ~8,000 lines, 0.2-0.5 s of Python that every tenant's requests
+    # waited out), and one of the tenant's imports at a time (`Runtime.import_lock`)
+    async with rt.import_lock(tenant):
+        records = await sync_to_thread(_read_import, rt, user_id, body)
     if idempotency_key is None:
         return Response(await _store_imported(rt, tenant, user_id, records), status_code=201)
     ids = idempotent_ids(tenant, user_id, idempotency_key, len(records))

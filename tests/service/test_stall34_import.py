@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import httpx
 import pytest
@@ -101,3 +102,56 @@ def test_a_tenants_large_imports_are_moved_into_the_table_in_bounded_batches(svc
         assert max(moved) <= INGEST_BATCH_ROWS, moved  # before: [4501] (INGEST_BATCH_ROWS 2048)
         assert [globex.get(f"/v1/users/{u}/preferences", params={"limit": 1}).json()["total"] for u in ("bulk0", "bulk1", "bulk2")] == [rows] * 3
         assert acme.get("/v1/users/cy/preferences").json()["total"] == 1
+
+
+def test_a_tenants_imports_are_read_one_at_a_time_and_no_other_tenants_wait(svc, monkeypatch):
+    """B's imports sent at once are read one after another (one thread of B's holding the interpreter
+    lock at a time, not one per import), while A's import is read beside them. Before: B's second
+    import was read beside its first (two of B's threads), measured by tenant_stall.py as A's requests
+    waiting on the lock."""
+    entered: list[str] = []
+    release = threading.Event()
+    read_lines = pluralign.data.io.read_preference_lines
+
+    def held(lines, **kwargs):
+        marker = next((m for m in ("b-first", "b-second", "a-own") if any(m.encode() in line for line in lines)), None)
+        if marker is not None:
+            entered.append(marker)
+            if marker == "b-first":
+                assert release.wait(60), "never released"
+        return read_lines(lines, **kwargs)
+
+    monkeypatch.setattr(pluralign.data.io, "read_preference_lines", held)
+    body = lambda marker: json.dumps({"prompt": f"{marker}?", "chosen": "Yes.", "rejected": "No."})  # noqa: E731
+    answers: dict[str, httpx.Response] = {}
+
+    def send(who: str, user: str, marker: str) -> None:
+        with svc.client(who) as c:
+            answers[marker] = c.post(f"/v1/users/{user}/import", content=body(marker), timeout=60)
+
+    first = threading.Thread(target=send, args=("globex", "gia", "b-first"), daemon=True)
+    first.start()
+    try:
+        until(lambda: entered == ["b-first"])
+        second = threading.Thread(target=send, args=("globex", "gus", "b-second"), daemon=True)
+        second.start()
+        # B's second reached the service: read already (before), or waiting for B's turn (asyncio.Lock's waiters)
+        lock = lambda: getattr(svc.runtime, "_import_locks", {}).get("globex")  # noqa: E731
+        until(lambda: "b-second" in entered or bool(lock() is not None and lock()._waiters))
+        send("acme", "amy", "a-own")  # A's import is read and stored while B's first is held
+        assert answers["a-own"].status_code == 201, answers["a-own"].text
+        assert "b-second" not in entered  # before: ["b-first", "b-second", "a-own"]
+    finally:
+        release.set()
+    first.join(60)
+    second.join(60)
+    assert entered == ["b-first", "a-own", "b-second"]
+    assert answers["b-first"].status_code == 201 and answers["b-second"].status_code == 201
+
+
+def until(condition, timeout: float = 60.0) -> None:
+    """Until `condition()` holds (AssertionError after `timeout` seconds, which only a failing one waits)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.02)
