@@ -204,6 +204,17 @@ class Runtime:
         """Orders the requests carrying one Idempotency-Key (on the event loop): check, then store."""
         return self._idempotency_locks[hash((tenant, key)) % len(self._idempotency_locks)]
 
+    _import_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def import_lock(self, tenant: str) -> asyncio.Lock:
+        """Held (on the event loop) while one of the tenant's imports is read in a thread: a tenant's imports
+        are read one at a time, so however many it sends at once it holds one thread running Python (and
+        the interpreter lock other tenants' requests need) at a time; other tenants' imports do not wait."""
+        lock = self._import_locks.get(tenant)
+        if lock is None:
+            lock = self._import_locks[tenant] = asyncio.Lock()
+        return lock
+
     def user_lock(self, tenant: str, user_id: str) -> threading.RLock:
         """The lock that orders a user's DELETE against writes of their row (refits, adapter
         promotion): held across read-then-write, so nothing fitted before a DELETE lands after it."""

@@ -113,7 +113,7 @@ class Settings(Base, frozen=True):
     max_attribute_name_chars: int = 64  # one label's name; longer: 400 naming `attributes`
     max_attribute_value_chars: int = 256  # one label's value; longer: 400 naming `attributes.<name>`
     compact_every: int = 50  # table commits between background compactions (rows appended since are outside the BITMAP index and scanned)
-    ingest_batch: int = 64  # feedback records embedded and moved into the preferences table per batch
+    ingest_batch: int = 64  # feedback records embedded and moved into the preferences table per batch (at most 2,048 rows: `pluralign.store.ingest.INGEST_BATCH_ROWS`)
     history_cache_mb: int = 512  # users' histories (rows + vectors, ~470 KiB per 100 rows at 384-d) kept for retrieval and refits
     # LanceDB's caches of index pages and table metadata (Lance's default, 7 GiB, fills with every table
     # version's entries as writes go on: ~0.1 MB a write, never given back below it)

@@ -26,6 +26,10 @@ from pluralign.store.feedback_log import Entry, FeedbackLog
 from pluralign.store.tables import Store, StoredPreference
 
 log = logging.getLogger("pluralign.store")
+# rows per worker batch at most (a record holding more goes alone): an import is one record of up to
+# ~8,000 rows (1 MB), and a batch of 64 of them was one encoder call over 1.5M texts and one commit
+# that other tenants' reads of their own pending rows (`flush_user`) waited behind
+INGEST_BATCH_ROWS = 2048
 
 
 class _FolderMoves:
@@ -60,6 +64,7 @@ class Ingestor:
         store: Store,
         encoder: Encoder,
         batch: int = 64,
+        batch_rows: int = INGEST_BATCH_ROWS,
         nice: int = 19,  # the lowest CPU priority: the request threads of this process come first
         on_moved: Callable[[list[StoredPreference]], None] | None = None,
     ):
@@ -67,6 +72,7 @@ class Ingestor:
         self.store = store
         self.encoder = encoder
         self.batch = batch  # feedback records per worker batch
+        self.batch_rows = batch_rows  # and rows per batch (`_bounded`)
         self.nice = nice
         self.on_moved = on_moved
         # a record is appended to the table at most once: by this Ingestor, or another of the same folder in
@@ -124,7 +130,7 @@ class Ingestor:
         total = 0
         with self._worker:
             upto = self.log.last_seq()
-            while upto is not None and not self.log.closed and (entries := self.log.oldest(self.batch, tenant, upto)):
+            while upto is not None and not self.log.closed and (entries := self._bounded(self.log.oldest(self.batch, tenant, upto))):
                 total += self._move_entries(entries)
         return total
 
@@ -139,6 +145,15 @@ class Ingestor:
         `before`: only rows received before it (`FeedbackLog.forget_user`)."""
         with self._move:
             return self.log.forget_user(tenant, user_id, before)
+
+    def _bounded(self, entries: list[Entry]) -> list[Entry]:
+        """The first of `entries` (oldest first) up to `batch_rows` rows in all; at least the first."""
+        rows = 0
+        for n, entry in enumerate(entries):
+            rows += len(entry.rows)
+            if n and rows > self.batch_rows:
+                return entries[:n]
+        return entries
 
     def _move_entries(self, entries: list[Entry]) -> int:
         rows = [r for e in entries for r in e.rows]
@@ -174,7 +189,7 @@ class Ingestor:
                 continue
             try:
                 with self._worker:
-                    entries = [] if self._stop.is_set() else self.log.oldest(self.batch)
+                    entries = [] if self._stop.is_set() else self._bounded(self.log.oldest(self.batch))
                     if entries:
                         self._move_entries(entries)
             except StoreUnavailable as exc:  # no room, a damaged table: said once a minute, not with every retry
