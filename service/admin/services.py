@@ -352,13 +352,19 @@ class Admin:
             self.on_feedback(tenant, user)
 
     def on_feedback(self, tenant: str, user: str) -> None:
-        """Queue an adapter job when the user has enough new comparisons; never fails the feedback."""
+        """Queue an adapter job when the user has enough new comparisons; never fails the feedback.
+        With the tenant at `tenant_queued_jobs` the user is checked again at their next strict
+        comparison (a warning line, no traceback: the quota doing its job is no error)."""
         try:
             with self.rt.user_lock(tenant, user):  # one check-then-queue at a time per user
                 comparisons = self.rt.store.count_comparisons(tenant, user)
                 job = self.trigger.on_feedback(tenant, user, comparisons)
             if job is not None:
                 log.info("queued adapter job %s for a user of tenant %s at %d comparisons", job.id, tenant, comparisons)  # no user id in logs
+        except QuotaExceeded as exc:
+            with self._lock:  # due again at their next strict comparison, not `adapter_every` later
+                self._new[(tenant, user)] = max(self._new.get((tenant, user), 0), self.trigger.every - 1)
+            log.warning("adapter trigger waits: %s; the user is checked again at their next comparison", exc)
         except Exception:
             log.exception("adapter trigger failed for a user of tenant %s", tenant)
 
