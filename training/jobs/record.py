@@ -47,7 +47,7 @@ class Job(Base, kw_only=True):
 
 
 class _Versioned(msgspec.Struct):
-    schema_version: object = None  # whatever the file holds: checked before the record's fields
+    schema_version: object = 1  # whatever the file holds, checked before the record's fields (none: the first schema's default)
 
 
 job_encoder = msgspec.json.Encoder()
@@ -62,7 +62,7 @@ def decode_job(data: bytes) -> Job:
     version = _version_decoder.decode(data).schema_version
     if not (type(version) is int and 1 <= version <= JOB_SCHEMA_VERSION):
         later = type(version) is int and version > JOB_SCHEMA_VERSION
-        raise ValueError(f"job record schema {version}, " + ("written by a later release of pluralign " if later else "")
-                         + f"(this one reads schemas 1-{JOB_SCHEMA_VERSION})")
+        raise ValueError(f"job record schema {version!r}" + (", written by a later release of pluralign" if later else "")
+                         + f" (this one reads schemas 1-{JOB_SCHEMA_VERSION})")
     job = job_decoder.decode(data)
     return job if version == JOB_SCHEMA_VERSION else msgspec.structs.replace(job, schema_version=JOB_SCHEMA_VERSION)
