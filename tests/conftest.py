@@ -63,3 +63,13 @@ def minilm(sentence_encoder):
 
     cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR", REPO / ".cache" / "pluralign"))
     return CachedEncoder(sentence_encoder, EmbeddingCache(cache_dir / "test-embeddings.sqlite"))
+
+
+@pytest.fixture(scope="session")
+def embeddings_server(tmp_path_factory):
+    """`pluralign serve-embeddings` (MiniLM) in a process of its own, started once per session (seconds)
+    for every module that embeds through it: (URL, its log file)."""
+    from tests.processes import serve_embeddings
+
+    with serve_embeddings(tmp_path_factory.mktemp("embeddings")) as (url, log):
+        yield url, log

@@ -147,6 +147,21 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     (chosen and rejected share it as a prefix). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
     A row without `user_id` belongs to `default_user` when given; a null `tie` is no tie. Rows of a
     Hugging Face `Dataset` (nulls for absent values): `read_rows`."""
+    _check_is_a_preference_row(row, line)
+    row = dict(row)
+    implicit = "prompt" not in row
+    original = _take_texts(row, line, implicit)  # row's prompt/chosen/rejected: now plain text
+    _take_other_fields(row, line, default_user)
+    try:
+        record = msgspec.convert(row, Preference)
+    except msgspec.ValidationError as exc:
+        raise PreferenceError(line, _field_of(str(exc)), str(exc).split(" - at ")[0]) from None
+    plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not original.extra
+    return record if plain else msgspec.structs.replace(record, trl=original)
+
+
+def _check_is_a_preference_row(row: Any, line: int) -> None:
+    """A JSON object that is not a line of a user's full export; else PreferenceError."""
     if isinstance(row, list) and all(isinstance(item, dict) for item in row):
         raise _json_array(line, "expected a JSON object, got a ")
     if not isinstance(row, dict):
@@ -154,8 +169,12 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     if row.get("type") in EXPORT_LINE_TYPES and "tenant" in row:
         raise PreferenceError(line, "type", f"a {row['type']!r} line of a user's full export, which does not import: export "
                                             "the user's preference file instead (`GET /v1/users/{id}/export?format=preferences`)")
-    row = dict(row)
-    implicit = "prompt" not in row
+
+
+def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
+    """Sets `row`'s prompt, chosen and rejected to their text (the prompt found as the shared prefix in the
+    implicit form) and pops TRL's extra columns; returns the row's TRL form as it came (`TrlRow`).
+    PreferenceError for a missing, blank or mixed-form text, or two answers that are the same one."""
     for field in ("chosen", "rejected") if implicit else ("prompt", "chosen", "rejected"):
         if field not in row:
             raise PreferenceError(line, field, "missing required field")
@@ -182,6 +201,12 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
             raise PreferenceError(line, field, problem)
     if answer_key(row["chosen"]) == answer_key(row["rejected"]):
         raise PreferenceError(line, "rejected", "is the same answer as `chosen`: a comparison needs two different answers")
+    return original
+
+
+def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None) -> None:
+    """Checks `row`'s margin and created_at, and puts its user_id (`default_user` when it has none, a number
+    as a string), tie and attributes in the form `Preference` takes; PreferenceError naming the field."""
     margin = row.get("margin")
     if isinstance(margin, (int, float)) and not isinstance(margin, bool) and not 0 <= margin <= 1e6:
         raise PreferenceError(line, "margin", "must be >= 0 (how much better `chosen` is) and at most 1e6")
@@ -201,12 +226,6 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
         del row["tie"]
     if "attributes" in row and row["attributes"] is not None:
         row["attributes"] = _attribute_labels(row["attributes"], line)
-    try:
-        record = msgspec.convert(row, Preference)
-    except msgspec.ValidationError as exc:
-        raise PreferenceError(line, _field_of(str(exc)), str(exc).split(" - at ")[0]) from None
-    plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not extra
-    return record if plain else msgspec.structs.replace(record, trl=original)
 
 
 def preference_row(record: Preference) -> dict[str, Any]:

@@ -76,56 +76,75 @@ def _rivals(texts: list[str], answer: str) -> list[str]:
 
 
 def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict]]:
-    """(user, [{prompt, chosen, rejected, tie, margin, kind}]) for one feedback body."""
+    """(user, [{prompt, chosen, rejected, tie, margin, kind}]) for one feedback body; a 400 naming the
+    field for one that cannot be stored (blank or identical answers, a choice out of range, ...)."""
     if isinstance(fb, ComparisonFeedback):
-        check_user_id(fb.user)
-        for name in ("prompt", "chosen", "rejected"):
-            refuse_blank(name, getattr(fb, name))
-        if answer_key(fb.chosen) == answer_key(fb.rejected):
-            raise bad_request("rejected", "is the same answer as `chosen`: a comparison needs two different answers")
-        row = dict(prompt=fb.prompt, chosen=fb.chosen, rejected=fb.rejected, tie=fb.tie, margin=fb.margin, kind="comparison")
-        return fb.user, [row]
+        return fb.user, _comparison_rows(fb)
     item = served(rt, tenant, fb.response_id)
-    texts = item.candidates
     if isinstance(fb, ChoiceFeedback):
-        shown = item.choice_texts()  # `chosen_index` indexes the response's `choices` as returned
-        if len(shown) < 2:
-            raise bad_request("response_id", "this response returned a single choice (request `n` > 1 to offer a choice): send a `comparison`, a `rating` or an `edit`")
-        if fb.chosen_index >= len(shown):
-            raise bad_request("chosen_index", f"must be below the number of returned choices ({len(shown)})")
-        chosen = shown[fb.chosen_index]
-        if is_blank(chosen):
-            raise bad_request("chosen_index", "this choice is a blank answer (no visible character): pick another, or send a `comparison`")
-        if fb.shown is not None:  # only these choices were shown side by side
-            if len(set(fb.shown)) != len(fb.shown):
-                raise bad_request("shown", "lists a choice twice")
-            if max(fb.shown) >= len(shown):
-                raise bad_request("shown", f"indices must be below the number of returned choices ({len(shown)})")
-            if fb.chosen_index not in fb.shown:
-                raise bad_request("chosen_index", "must be one of the `shown` choices")
-            shown = [shown[i] for i in fb.shown]
-        rows = [  # the pick beats every other choice the user was shown, not candidates never returned (nor blank ones)
-            dict(prompt=item.prompt, chosen=chosen, rejected=other, tie=False, margin=None, kind="choice")
-            for other in _rivals(shown, chosen)
-        ]
-        if not rows:
-            raise bad_request("chosen_index", "every other choice of this response has the same visible text or is blank: nothing to compare")
-        return item.user_id, rows
-    answer = texts[item.chosen_index]
+        return item.user_id, _choice_rows(item, fb)
     if isinstance(fb, EditFeedback):
-        refuse_blank("edited", fb.edited)
-        if answer_key(fb.edited) == answer_key(answer):
-            raise bad_request("edited", "the edit is identical to the served answer")
-        return item.user_id, [dict(prompt=item.prompt, chosen=fb.edited, rejected=answer, tie=False, margin=None, kind="edit")]
+        return item.user_id, _edit_rows(item, fb)
     assert isinstance(fb, RatingFeedback)
+    return item.user_id, _rating_rows(item, fb)
+
+
+def _comparison_rows(fb: ComparisonFeedback) -> list[dict]:
+    check_user_id(fb.user)
+    for name in ("prompt", "chosen", "rejected"):
+        refuse_blank(name, getattr(fb, name))
+    if answer_key(fb.chosen) == answer_key(fb.rejected):
+        raise bad_request("rejected", "is the same answer as `chosen`: a comparison needs two different answers")
+    return [dict(prompt=fb.prompt, chosen=fb.chosen, rejected=fb.rejected, tie=fb.tie, margin=fb.margin, kind="comparison")]
+
+
+def _choice_rows(item: Interaction, fb: ChoiceFeedback) -> list[dict]:
+    """The pick beats every other choice the user was shown (`shown`, else every returned choice)."""
+    shown = item.choice_texts()  # `chosen_index` indexes the response's `choices` as returned
+    if len(shown) < 2:
+        raise bad_request("response_id", "this response returned a single choice (request `n` > 1 to offer a choice): send a `comparison`, a `rating` or an `edit`")
+    if fb.chosen_index >= len(shown):
+        raise bad_request("chosen_index", f"must be below the number of returned choices ({len(shown)})")
+    chosen = shown[fb.chosen_index]
+    if is_blank(chosen):
+        raise bad_request("chosen_index", "this choice is a blank answer (no visible character): pick another, or send a `comparison`")
+    if fb.shown is not None:  # only these choices were shown side by side
+        if len(set(fb.shown)) != len(fb.shown):
+            raise bad_request("shown", "lists a choice twice")
+        if max(fb.shown) >= len(shown):
+            raise bad_request("shown", f"indices must be below the number of returned choices ({len(shown)})")
+        if fb.chosen_index not in fb.shown:
+            raise bad_request("chosen_index", "must be one of the `shown` choices")
+        shown = [shown[i] for i in fb.shown]
+    rows = [  # the pick beats every other choice the user was shown, not candidates never returned (nor blank ones)
+        dict(prompt=item.prompt, chosen=chosen, rejected=other, tie=False, margin=None, kind="choice")
+        for other in _rivals(shown, chosen)
+    ]
+    if not rows:
+        raise bad_request("chosen_index", "every other choice of this response has the same visible text or is blank: nothing to compare")
+    return rows
+
+
+def _edit_rows(item: Interaction, fb: EditFeedback) -> list[dict]:
+    answer = item.candidates[item.chosen_index]
+    refuse_blank("edited", fb.edited)
+    if answer_key(fb.edited) == answer_key(answer):
+        raise bad_request("edited", "the edit is identical to the served answer")
+    return [dict(prompt=item.prompt, chosen=fb.edited, rejected=answer, tie=False, margin=None, kind="edit")]
+
+
+def _rating_rows(item: Interaction, fb: RatingFeedback) -> list[dict]:
+    """The served answer against each other candidate, on the side the rating says (3: a tie, kept, not fitted)."""
+    texts = item.candidates
+    answer = texts[item.chosen_index]
     if is_blank(answer):
         raise bad_request("response_id", "the served answer of this response is blank (no visible character): there is nothing to rate")
     others = _rivals(texts, answer)
     margin = (fb.rating - 3) / 2  # in [-1, 1]
     if fb.rating == 3 or not others:  # nothing to compare against: kept, not used for fitting
-        return item.user_id, [dict(prompt=item.prompt, chosen=answer, rejected="", tie=fb.rating == 3, margin=margin, kind="rating")]
+        return [dict(prompt=item.prompt, chosen=answer, rejected="", tie=fb.rating == 3, margin=margin, kind="rating")]
     good = fb.rating > 3
-    return item.user_id, [
+    return [
         dict(prompt=item.prompt, chosen=answer if good else o, rejected=o if good else answer, tie=False, margin=abs(margin), kind="rating")
         for o in others
     ]

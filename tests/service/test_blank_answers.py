@@ -8,28 +8,19 @@ import json
 
 import pytest
 
-from pluralign.policy.generator import Candidate, Generator
 from pluralign.store.tables import StoredPreference
-from tests.service.tiny import start_service
+from tests.service.tiny import fixed_answers, fixed_service
 
 CHAT = {"model": "pluralign", "n": 4, "max_tokens": 3, "pluralign": {"styles": False},
         "messages": [{"role": "user", "content": "Say something."}]}
 
 
-class FixedGenerator(Generator):
-    """Answers with `texts`, in order (what a short `max_tokens` with a `stop` string can give)."""
-
-    texts = ["Sure,", "", "", ""]
-
-    def generate(self, messages, n=1, sampling=None, adapter=None, cancel=None):
-        return [Candidate(text=self.texts[i % len(self.texts)], finish_reason="stop", tokens=1) for i in range(n)], 5
+FixedGenerator = fixed_answers(["Sure,", "", "", ""])  # what a short `max_tokens` with a `stop` string can give
 
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("blank"), tiny_generator_dir, tiny_pal_dir, minilm, rerank=False)
-    service.runtime.generator.__class__ = FixedGenerator  # the tiny model's tokenizer, answers fixed
-    with server:
+    with fixed_service(tmp_path_factory.mktemp("blank"), tiny_generator_dir, tiny_pal_dir, minilm, FixedGenerator) as service:
         yield service
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from pluralign.data.text import visible
 from tests.service.test_blank_answers import FixedGenerator, chat
-from tests.service.tiny import start_service
+from tests.service.tiny import fixed_service, start_service
 
 ENGLAND = "It is \U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F"
 SCOTLAND = "It is \U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F"
@@ -17,9 +17,7 @@ SCOTLAND = "It is \U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("break17"), tiny_generator_dir, tiny_pal_dir, minilm, rerank=False)
-    service.runtime.generator.__class__ = FixedGenerator
-    with server:
+    with fixed_service(tmp_path_factory.mktemp("break17"), tiny_generator_dir, tiny_pal_dir, minilm, FixedGenerator) as service:
         yield service
 
 

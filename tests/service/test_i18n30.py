@@ -11,8 +11,7 @@ import unicodedata
 import pytest
 import regex
 
-from pluralign.policy.generator import Candidate, Generator
-from tests.service.tiny import start_service
+from tests.service.tiny import fixed_answers, fixed_service, stated_length_order
 
 NFC = "Café crème, s'il vous plaît."
 NFD = unicodedata.normalize("NFD", NFC)
@@ -23,21 +22,15 @@ TEXTS = [  # scripts a product has users in, each as written (some NFD on purpos
 ]
 
 
-class FixedGenerator(Generator):
-    texts = [NFC, NFD, "Tea."]
-
-    def generate(self, messages, n=1, sampling=None, adapter=None, cancel=None):
-        return [Candidate(text=self.texts[i % len(self.texts)], finish_reason="stop", tokens=1) for i in range(n)], 5
+FixedGenerator = fixed_answers([NFC, NFD, "Tea."])
 
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     from service.admin.controllers import ADMIN_HANDLERS
 
-    server, service = start_service(tmp_path_factory.mktemp("i18n"), tiny_generator_dir, tiny_pal_dir, minilm, rerank=False,
-                                    admin_handlers=ADMIN_HANDLERS)
-    service.runtime.generator.__class__ = FixedGenerator
-    with server:
+    with fixed_service(tmp_path_factory.mktemp("i18n"), tiny_generator_dir, tiny_pal_dir, minilm, FixedGenerator,
+                       admin_handlers=ADMIN_HANDLERS) as service:
         yield service
 
 
@@ -124,16 +117,8 @@ def test_a_stated_length_preference_acts_on_answers_in_any_script(svc, lang):
     stated preference orders them for either user (the `length` feature counted only A-Z words: every
     Chinese, Russian, Arabic, Hebrew or Hindi answer had length 0, and a stated preference did nothing)."""
     short, long = SHORT_LONG[lang]
-    order = {}
     with svc.client("acme") as c:
-        for direction in ("less", "more"):
-            user = f"len-{lang}-{direction}"
-            r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": direction}})
-            assert r.status_code == 200, r.text
-            r = c.post("/v1/rewards/score", json={"user": user, "prompt": "明天做什么？", "responses": [short, long]})
-            assert r.status_code == 200, r.text
-            scores = r.json()["scores"]
-            order[direction] = scores[0] > scores[1]
+        order = stated_length_order(c, f"len-{lang}", "明天做什么？", short, long)
     assert order == {"less": True, "more": False}, order
 
 

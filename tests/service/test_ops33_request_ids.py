@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,28 +16,8 @@ from service.admin.controllers import ADMIN_HANDLERS
 from service.app import create_app
 from service.runtime import Runtime
 from service.settings import Settings
-from tests.conftest import REPO
-from tests.processes import wait_healthy
 from tests.service.test_admin import wait_job
-from tests.service.tiny import LiveServer, Service, free_port, tiny_generator
-
-
-@pytest.fixture(scope="module")
-def embeddings_server(tmp_path_factory):
-    """`pluralign serve-embeddings` (MiniLM) in a process of its own: (URL, its log file)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("embeddings") / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve-embeddings", "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(url, proc, log, timeout=120)
-        yield url, log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+from tests.service.tiny import LiveServer, Service, tiny_generator
 
 
 def logged(log, text: str, timeout: float = 10) -> bool:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from pluralign.policy.generator import Candidate, Generator
-from tests.service.tiny import start_service
+from tests.service.tiny import fixed_answers, fixed_service, stated_length_order
 
 COOP = "The co-op opens at nine."
 SOFT = "The co-op o\u00adpens at nine."  # a soft hyphen a word processor left
@@ -16,18 +15,12 @@ ZWSP = "The co-op\u200b opens at nine."  # a zero-width space a web page's copy 
 BIDI = "\u200eThe co-op opens\u2060 at nine\ufe0e.\ufeff"  # LRM, word joiner, a variation selector, a BOM
 
 
-class FixedGenerator(Generator):
-    texts = [COOP]
-
-    def generate(self, messages, n=1, sampling=None, adapter=None, cancel=None):
-        return [Candidate(text=self.texts[i % len(self.texts)], finish_reason="stop", tokens=1) for i in range(n)], 5
+FixedGenerator = fixed_answers([COOP])
 
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("text33"), tiny_generator_dir, tiny_pal_dir, minilm, rerank=False)
-    service.runtime.generator.__class__ = FixedGenerator
-    with server:
+    with fixed_service(tmp_path_factory.mktemp("text33"), tiny_generator_dir, tiny_pal_dir, minilm, FixedGenerator) as service:
         yield service
 
 
@@ -88,16 +81,8 @@ def test_a_stated_length_preference_acts_on_thai_answers(svc):
     park together" are each one unspaced run. Before text-features-4 each was one word, of equal
     `length`, and a stated "shorter" or "longer" did nothing between them."""
     short, long = "ได้ครับ", "พรุ่งนี้เช้าเราจะไปเดินเล่นที่สวนสาธารณะด้วยกัน"
-    order = {}
     with svc.client("acme") as c:
-        for direction in ("less", "more"):
-            user = f"len-th-{direction}"
-            r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": direction}})
-            assert r.status_code == 200, r.text
-            r = c.post("/v1/rewards/score", json={"user": user, "prompt": "พรุ่งนี้ทำอะไรดี", "responses": [short, long]})
-            assert r.status_code == 200, r.text
-            scores = r.json()["scores"]
-            order[direction] = scores[0] > scores[1]
+        order = stated_length_order(c, "len-th", "พรุ่งนี้ทำอะไรดี", short, long)
     assert order == {"less": True, "more": False}, order
 
 

@@ -207,3 +207,41 @@ def fspo_service(tmp_path_factory, generator_dir: Path, pal_dir: Path, encoder):
     service.data_dir = data_dir
     with server:
         yield service
+
+
+def fixed_answers(texts: list[str]) -> type:
+    """A generator class whose chats answer `texts` in turn (its class attribute `texts`, which a test may
+    set before a chat): what `fixed_service` makes a service's tiny generator, keeping its tokenizer."""
+    from pluralign.policy.generator import Candidate, Generator
+
+    class FixedGenerator(Generator):
+        def generate(self, messages, n=1, sampling=None, adapter=None, cancel=None):
+            return [Candidate(text=self.texts[i % len(self.texts)], finish_reason="stop", tokens=1) for i in range(n)], 5
+
+    FixedGenerator.texts = list(texts)
+    return FixedGenerator
+
+
+@contextlib.contextmanager
+def fixed_service(data_dir: Path, generator_dir: Path, pal_dir: Path, encoder, generator: type, **settings):
+    """A live service (`start_service`, reranking off) whose generator answers as `generator` (a
+    `fixed_answers` class) does."""
+    server, service = start_service(data_dir, generator_dir, pal_dir, encoder, rerank=False, **settings)
+    service.runtime.generator.__class__ = generator
+    with server:
+        yield service
+
+
+def stated_length_order(client: httpx.Client, user: str, prompt: str, short: str, long: str) -> dict[str, bool]:
+    """For a user `user`-less and one `user`-more (PATCH stated-preferences `length`), whether
+    POST /v1/rewards/score ranks `short` above `long` for `prompt`: {"less": ..., "more": ...}."""
+    order = {}
+    for direction in ("less", "more"):
+        who = f"{user}-{direction}"
+        r = client.patch(f"/v1/users/{who}/stated-preferences", json={"preferences": {"length": direction}})
+        assert r.status_code == 200, r.text
+        r = client.post("/v1/rewards/score", json={"user": who, "prompt": prompt, "responses": [short, long]})
+        assert r.status_code == 200, r.text
+        scores = r.json()["scores"]
+        order[direction] = scores[0] > scores[1]
+    return order

@@ -8,7 +8,10 @@ import msgspec
 
 from pluralign.data.record import Base
 
-JOB_SCHEMA_VERSION = 1
+# 1: the first record; 2: `request_id` (a record of schema 1 reads as one without it). A release reads
+# every schema up to its own and refuses a later one by its number, before its fields (which
+# `forbid_unknown_fields` would refuse as if the file were damaged).
+JOB_SCHEMA_VERSION = 2
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
@@ -43,12 +46,23 @@ class Job(Base, kw_only=True):
     finished_at: float | None = None
 
 
+class _Versioned(msgspec.Struct):
+    schema_version: object = 1  # whatever the file holds, checked before the record's fields (none: the first schema's default)
+
+
 job_encoder = msgspec.json.Encoder()
 job_decoder = msgspec.json.Decoder(Job)
+_version_decoder = msgspec.json.Decoder(_Versioned)
 
 
 def decode_job(data: bytes) -> Job:
+    """The job of a record's JSON `data`, of any schema up to JOB_SCHEMA_VERSION (read as this one's).
+    Raises ValueError naming the schema for a record of another one (a later release's), and
+    msgspec.DecodeError for a record that is not one (damaged, or not JSON)."""
+    version = _version_decoder.decode(data).schema_version
+    if not (type(version) is int and 1 <= version <= JOB_SCHEMA_VERSION):
+        later = type(version) is int and version > JOB_SCHEMA_VERSION
+        raise ValueError(f"job record schema {version!r}" + (", written by a later release of pluralign" if later else "")
+                         + f" (this one reads schemas 1-{JOB_SCHEMA_VERSION})")
     job = job_decoder.decode(data)
-    if job.schema_version != JOB_SCHEMA_VERSION:
-        raise ValueError(f"job record schema {job.schema_version}, this version reads {JOB_SCHEMA_VERSION}")
-    return job
+    return job if version == JOB_SCHEMA_VERSION else msgspec.structs.replace(job, schema_version=JOB_SCHEMA_VERSION)
