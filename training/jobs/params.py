@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from pluralign.data.record import Base
+from pluralign.data.text import shorten
 
 # what a client may name: an attribute, a tenant, a user (the service's user-id rule); `(?!\n)`: msgspec
 # searches with Python's `re`, whose `$` also matches before a final newline ("alice\n" was a user)
@@ -127,7 +128,7 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
     server-set names are refused too. Raises JobParamsError naming `params.<name>`."""
     schema = PARAMS.get(kind)
     if schema is None:
-        raise JobParamsError("kind", f"unknown job kind {kind!r}; known: {', '.join(sorted(PARAMS))}")
+        raise JobParamsError("kind", f"unknown job kind {shorten(kind, 66, '...')!r}; known: {', '.join(sorted(PARAMS))}")
     if from_client:
         for name in SERVER_SET.get(kind, ()):
             if name in params:

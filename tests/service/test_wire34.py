@@ -1,0 +1,59 @@
+"""Session 34: a new user's adversarial pass with the openai client, httpx and the OpenAPI document
+over the real app (tiny models, real LanceDB in a temp dir, uvicorn on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from tests.service.tiny import serving_a_comparison
+
+COMPARISON = {"type": "comparison", "user": "wire34", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+LONG = "m" * 50_000  # a client's value at any length: a runaway template, a pasted document, a fuzzer
+CHAT = {"model": "pluralign", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    with serving_a_comparison(tmp_path_factory.mktemp("wire34-data"), tiny_generator_dir, tiny_pal_dir, minilm, COMPARISON) as service:
+        yield service
+
+
+def test_an_unknown_model_of_any_length_is_named_without_echoing_it_whole(svc):
+    """The openai client's message for a mistyped (here runaway) model was the whole 50,000-character
+    name: a 50 kB error body, as `repr` repeated it; a value is cut between graphemes (docs/api.md)."""
+    client = openai.OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=60)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=LONG, messages=CHAT["messages"], max_tokens=2)
+    error = caught.value
+    assert error.param == "model" and error.code == "model_not_found", error.body
+    assert error.message.startswith("Error code: 400 - `model`: unknown model 'mmm") and "...'; available: " in error.message
+    assert len(error.message) < 300, len(error.message)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("m" * 4000)
+    assert len(caught.value.message) < 300 and caught.value.body["param"] == "model", caught.value.message
+
+
+@pytest.mark.parametrize("who, method, path, body, param", [
+    ("acme", "POST", "/v1/chat/completions", {**CHAT, "response_format": {"type": LONG}}, "response_format.type"),
+    ("acme", "POST", "/v1/chat/completions", {**CHAT, "response_format": {"type": LONG, "json_schema": {"name": "x"}}},
+     "response_format.json_schema"),
+    ("acme", "POST", "/v1/chat/completions", {**CHAT, "modalities": ["text"] * 20_000}, "modalities"),
+    ("acme", "POST", "/v1/users/wire34/import", {"prompt": "p", "chosen": "a", "rejected": "b", "user_id": LONG}, "line 1.user_id"),
+    ("admin", "GET", "/admin/jobs?kind=" + "k" * 5000, None, "kind"),
+    ("admin", "POST", "/admin/jobs", {"kind": LONG, "params": {}}, "kind"),
+    ("admin", "GET", "/admin/jobs/" + "j" * 5000, None, None),
+    ("admin", "POST", "/admin/jobs/" + "j" * 5000 + "/cancel", None, None),
+])
+def test_an_error_repeats_a_long_value_cut(svc, who, method, path, body, param):
+    """Each of these repeated the client's value whole (50 kB bodies; a list of 20,000 strings came
+    back as its repr); now cut to about 70 characters between graphemes, the field still named."""
+    with svc.client(who) as c:
+        content = None if body is None else json.dumps(body).encode()
+        r = c.request(method, path, content=content, headers={"Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text[:300]
+    error = r.json()["error"]
+    assert error["param"] == param, error["param"]
+    assert len(r.content) < 600 and "..." in error["message"], (len(r.content), error["message"][:200])
