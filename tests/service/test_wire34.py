@@ -57,3 +57,21 @@ def test_an_error_repeats_a_long_value_cut(svc, who, method, path, body, param):
     error = r.json()["error"]
     assert error["param"] == param, error["param"]
     assert len(r.content) < 600 and "..." in error["message"], (len(r.content), error["message"][:200])
+
+
+@pytest.mark.parametrize("method, path, body, param", [
+    ("GET", "/admin/audits/fairness?group_by=&wait=0", None, "group_by"),
+    ("GET", "/admin/audits/fairness?group_by=segment&tenant=../acme&wait=0", None, "tenant"),
+    ("POST", "/admin/jobs", {"kind": "adapter", "params": {"user": "wire34", "tenant": "acme/../x"}}, "params.tenant"),
+    ("POST", "/admin/jobs", {"kind": "adapter", "params": {"user": "wire 34"}}, "params.user"),
+])
+def test_an_admin_id_that_breaks_the_rule_is_told_the_rule_in_words(svc, method, path, body, param):
+    """These said "Expected `str` matching regex '^[A-Za-z0-9][A-Za-z0-9._@:+\\\\-]{0,127}$(?!\\\\n)'":
+    the regex, lookahead and all, where the dashboard's `tenant` and every /v1 user id say the rule."""
+    with svc.client("admin") as c:
+        r = c.request(method, path, json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param, error
+    assert error["message"] == (f"`{param}`: must be 1-128 characters: letters, digits and . _ @ : + - "
+                                "(starting with a letter or digit)"), error["message"]
