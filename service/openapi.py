@@ -14,6 +14,8 @@ from typing import Any
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 
+from pluralign.data.record import USER_ID, USER_ID_RULE
+from service.feedback.services import IDEMPOTENCY_KEY
 from service.requestid import VALID
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
@@ -81,6 +83,40 @@ REQUEST_ID_HEADER = {"description": "the request's id: the one sent, else a fres
 SSE = {"schema": {"type": "string", "description": "`data: {chat.completion.chunk}` events, then `data: [DONE]`"}}
 
 
+# what the service checks of a user id (service.ids.check_user_id): declared, so a generated client or a schema
+# fuzzer knows it; `$` in a JSON Schema pattern (ECMA-262) does not match before a final newline, as Python's does
+USER_ID_SCHEMA = {"type": "string", "pattern": f"^{USER_ID.pattern}$", "minLength": 1, "maxLength": 128, "description": USER_ID_RULE}
+USER_FIELDS = ("user", "safety_identifier")  # a request body's fields naming the end user
+MODEL_ID_SCHEMA = {"type": "string", "description": "a model's `id` from GET /v1/models (it may hold a `/`)"}
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$",
+                          "description": "1-255 printable ASCII characters, no spaces"}
+
+
+def _declare_ids(schema: dict, op: dict) -> None:
+    """A path's `user_id` and a request body's `user` carry the user-id rule, `model_id` is a plain string
+    (Litestar's `:path` made it `format: uri`, which `pluralign` is not), `Idempotency-Key` its rule."""
+    for parameter in op.get("parameters", []):
+        name = parameter.get("name")
+        if (name, parameter.get("in")) == ("user_id", "path"):
+            parameter["schema"] = dict(USER_ID_SCHEMA)
+        elif (name, parameter.get("in")) == ("model_id", "path"):
+            parameter["schema"] = dict(MODEL_ID_SCHEMA)
+        elif (name, parameter.get("in")) == ("Idempotency-Key", "header"):
+            parameter["schema"] = {"oneOf": [IDEMPOTENCY_KEY_SCHEMA, {"type": "null"}]}
+    bodies = [media.get("schema", {}) for media in op.get("requestBody", {}).get("content", {}).values()]
+    refs = [b for body in bodies for b in (body.get("oneOf") or [body])]
+    components = schema.get("components", {}).get("schemas", {})
+    for ref in refs:
+        target = components.get(ref.get("$ref", "").rsplit("/", 1)[-1], {})
+        for field, spec in target.get("properties", {}).items():
+            if field not in USER_FIELDS:
+                continue
+            if spec.get("type") == "string":
+                target["properties"][field] = {**spec, **USER_ID_SCHEMA}
+            elif any(b.get("type") == "string" for b in spec.get("oneOf", [])):
+                spec["oneOf"] = [dict(USER_ID_SCHEMA) if b.get("type") == "string" else b for b in spec["oneOf"]]
+
+
 def _error(description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
 
@@ -109,6 +145,7 @@ def complete_openapi(schema: dict) -> dict:
         for method, op in item.items():
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
+            _declare_ids(schema, op)
             responses = op.setdefault("responses", {})
             op.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
             public = path in PUBLIC or path.startswith("/schema")

@@ -75,3 +75,40 @@ def test_an_admin_id_that_breaks_the_rule_is_told_the_rule_in_words(svc, method,
     assert error["param"] == param, error
     assert error["message"] == (f"`{param}`: must be 1-128 characters: letters, digits and . _ @ : + - "
                                 "(starting with a letter or digit)"), error["message"]
+
+
+def test_the_openapi_document_declares_the_id_rules_the_service_checks(svc):
+    """The document said a path's `user_id` and a body's `user` were any string (so a generated client or
+    schemathesis sent `a b`, `..`, 129 characters, and met 400s the document did not foresee), and
+    declared `model_id` a `uri`, which `pluralign` is not (a format-checking client refused the ids
+    GET /v1/models lists). Each declared rule is the one the service applies."""
+    import re
+
+    from openapi_spec_validator import validate
+
+    document = httpx_get(svc, "/schema/openapi.json").json()
+    validate(document)
+    user_ids = [prm["schema"] for item in document["paths"].values() for op in item.values() if isinstance(op, dict)
+                for prm in op.get("parameters", []) if prm.get("name") == "user_id"]
+    assert len(user_ids) == 8 and all(s.get("maxLength") == 128 and "pattern" in s for s in user_ids), user_ids
+    schemas = document["components"]["schemas"]
+    chat_user = next(b for b in schemas["ChatRequest"]["properties"]["user"]["oneOf"] if b.get("type") == "string")
+    for declared in (user_ids[0], schemas["ComparisonFeedback"]["properties"]["user"], schemas["ScoreRequest"]["properties"]["user"], chat_user):
+        pattern = re.compile(declared["pattern"])
+        for value, ok in (("alice", True), ("a.b@c:d+e-f_g", True), ("x" * 128, True), ("x" * 129, False), ("a b", False),
+                          ("..", False), (".x", False), ("", False), ("alicé", False)):
+            fits = bool(pattern.search(value)) and declared["minLength"] <= len(value) <= declared["maxLength"]
+            assert fits is ok, (declared, value)
+            with svc.client() as c:  # the service agrees: a 404 (unknown user) or a 400 naming the id
+                status = c.get(f"/v1/users/{value}/stated-preferences").status_code if value else 400
+            assert (status == 200) is ok, (value, status)
+    model_ids = [prm["schema"] for prm in document["paths"]["/v1/models/{model_id}"]["get"]["parameters"] if prm.get("name") == "model_id"]
+    assert model_ids and "format" not in model_ids[0], model_ids
+    key = next(prm["schema"] for prm in document["paths"]["/v1/feedback"]["post"]["parameters"] if prm.get("name") == "Idempotency-Key")
+    assert any(b.get("pattern") for b in key["oneOf"]), key
+
+
+def httpx_get(svc, path: str):
+    import httpx
+
+    return httpx.get(svc.url + path, timeout=30)
