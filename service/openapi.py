@@ -15,6 +15,7 @@ from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 
 from pluralign.data.record import USER_ID, USER_ID_RULE
+from pluralign.user import FEATURE_NAMES
 from service.feedback.services import IDEMPOTENCY_KEY
 from service.requestid import VALID
 
@@ -117,6 +118,25 @@ def _declare_ids(schema: dict, op: dict) -> None:
                 spec["oneOf"] = [dict(USER_ID_SCHEMA) if b.get("type") == "string" else b for b in spec["oneOf"]]
 
 
+# bodies Litestar cannot see: the import handler reads the request's bytes itself (JSON lines)
+REQUEST_BODIES = {
+    ("/v1/users/{user_id}/import", "post"): {
+        "required": True,
+        "description": "JSON lines, one comparison a line in any TRL preference form (what `export?format=preferences` writes); "
+                       "at most `PLURALIGN_MAX_BODY_BYTES`",
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+    },
+}
+
+
+def _declare_stated_features(schema: dict) -> None:
+    """A stated-preferences PATCH takes the named features only (1 to 16 of them): said in the schema."""
+    patch = schema.get("components", {}).get("schemas", {}).get("StatedPatch", {})
+    preferences = patch.get("properties", {}).get("preferences")
+    if preferences is not None:
+        preferences.update(propertyNames={"enum": list(FEATURE_NAMES)}, minProperties=1, maxProperties=16)
+
+
 def _error(description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
 
@@ -145,6 +165,8 @@ def complete_openapi(schema: dict) -> dict:
         for method, op in item.items():
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
+            if (path, method) in REQUEST_BODIES:
+                op["requestBody"] = REQUEST_BODIES[(path, method)]
             _declare_ids(schema, op)
             responses = op.setdefault("responses", {})
             op.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
@@ -175,6 +197,7 @@ def complete_openapi(schema: dict) -> dict:
             if path == "/v1/chat/completions":
                 responses["200"].setdefault("content", {})["text/event-stream"] = SSE
                 responses["200"]["description"] = "a chat.completion (JSON), or with `stream: true` server-sent chunks"
+    _declare_stated_features(schema)
     _fix_one_of(schema)
     return schema
 
