@@ -135,3 +135,18 @@ def test_the_openapi_document_declares_the_import_body_and_the_stated_features(s
             assert r.status_code == 200, (name, r.text)
         r = c.patch("/v1/users/wire34/stated-preferences", json={"preferences": {"brevity": "more"}})
         assert r.status_code == 400 and r.json()["error"]["param"] == "preferences.brevity", r.text
+
+
+def test_a_delete_counts_every_pending_row_it_removed(svc):
+    """A DELETE right after an import of 300 rows (still in the feedback log, not yet embedded) answered
+    `"preferences": 1`: it counted the log's records (one a request), not the rows they held, so a
+    user told what was removed about them read one comparison where 300 went. A `choice` (one record,
+    a row per beaten answer) was undercounted the same way."""
+    rows = "\n".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}) for i in range(300))
+    with svc.client() as c:
+        with svc.runtime.ingest.paused():  # the background mover leaves them in the log, as on a busy service
+            assert c.post("/v1/users/count34/import", content=rows).status_code == 201
+            r = c.delete("/v1/users/count34")
+        assert r.status_code == 200, r.text
+        assert r.json()["deleted"]["preferences"] == 300, r.json()
+        assert c.get("/v1/users/count34/preferences").json()["total"] == 0
