@@ -18,6 +18,7 @@ from pluralign.data.record import USER_ID, USER_ID_RULE
 from pluralign.user import FEATURE_NAMES
 from service.feedback.services import IDEMPOTENCY_KEY
 from service.requestid import VALID
+from training.jobs.params import PARAMS
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 ERROR_SCHEMA = {
@@ -88,9 +89,27 @@ SSE = {"schema": {"type": "string", "description": "`data: {chat.completion.chun
 # fuzzer knows it; `$` in a JSON Schema pattern (ECMA-262) does not match before a final newline, as Python's does
 USER_ID_SCHEMA = {"type": "string", "pattern": f"^{USER_ID.pattern}$", "minLength": 1, "maxLength": 128, "description": USER_ID_RULE}
 USER_FIELDS = ("user", "safety_identifier")  # a request body's fields naming the end user
+ID_QUERY = {("/admin/audits/fairness", "group_by"), ("/admin/audits/fairness", "tenant"), ("/admin/dashboard", "tenant")}  # ids
 MODEL_ID_SCHEMA = {"type": "string", "description": "a model's `id` from GET /v1/models (it may hold a `/`)"}
 IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$",
                           "description": "1-255 printable ASCII characters, no spaces"}
+
+
+def _declare_choices(schema: dict, path: str, op: dict) -> None:
+    """The admin routes' job kinds (a body's `kind`, the jobs list's `?kind=`) and the ids they take in the query
+    (a tenant, an attribute), which the service checks (training.jobs.params) but Litestar sees as any string."""
+    kinds = sorted(PARAMS)
+    request = schema.get("components", {}).get("schemas", {}).get("JobRequest", {}).get("properties", {})
+    if "kind" in request:
+        request["kind"] = {"type": "string", "enum": kinds}
+    for parameter in op.get("parameters", []):
+        if parameter.get("in") != "query":
+            continue
+        if (path, parameter.get("name")) == ("/admin/jobs", "kind"):
+            parameter["schema"] = {"oneOf": [{"type": "string", "enum": kinds}, {"type": "null"}]}
+        elif (path, parameter.get("name")) in ID_QUERY:
+            declared = {**USER_ID_SCHEMA, "description": "an id: " + USER_ID_RULE.split(" is ", 1)[1]}
+            parameter["schema"] = declared if parameter.get("required", False) else {"oneOf": [declared, {"type": "null"}]}
 
 
 def _declare_ids(schema: dict, op: dict) -> None:
@@ -168,6 +187,7 @@ def complete_openapi(schema: dict) -> dict:
             if (path, method) in REQUEST_BODIES:
                 op["requestBody"] = REQUEST_BODIES[(path, method)]
             _declare_ids(schema, op)
+            _declare_choices(schema, path, op)
             responses = op.setdefault("responses", {})
             op.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
             public = path in PUBLIC or path.startswith("/schema")

@@ -150,3 +150,28 @@ def test_a_delete_counts_every_pending_row_it_removed(svc):
         assert r.status_code == 200, r.text
         assert r.json()["deleted"]["preferences"] == 300, r.json()
         assert c.get("/v1/users/count34/preferences").json()["total"] == 0
+
+
+def test_the_openapi_document_declares_the_admin_routes_choices(svc):
+    """A job's `kind` (body and query), the audit's `group_by` and `tenant` and the dashboard's `tenant`
+    were any string in the document, while the service takes only its job kinds and ids: a client
+    generated from it offered free text where the service has a list, and its fuzzers met 400s."""
+    import re
+
+    from training.jobs.params import PARAMS
+
+    document = httpx_get(svc, "/schema/openapi.json").json()
+    kinds = document["components"]["schemas"]["JobRequest"]["properties"]["kind"].get("enum")
+    assert kinds is not None and set(kinds) == set(PARAMS), kinds
+    query = {(path, prm["name"]): prm["schema"] for path, item in document["paths"].items() if path.startswith("/admin")
+             for op in item.values() if isinstance(op, dict) for prm in op.get("parameters", []) if prm.get("in") == "query"}
+    listed = query[("/admin/jobs", "kind")]
+    assert any(set(b.get("enum") or []) == set(PARAMS) for b in listed.get("oneOf", [listed])), listed
+    for key in (("/admin/audits/fairness", "group_by"), ("/admin/audits/fairness", "tenant"), ("/admin/dashboard", "tenant")):
+        schema = query[key]
+        declared = next((b for b in schema.get("oneOf", [schema]) if b.get("type") == "string"), {})
+        assert "pattern" in declared and declared.get("maxLength") == 128, (key, schema)
+        assert re.search(declared["pattern"], "segment") and not re.search(declared["pattern"], "../acme"), (key, declared)
+    with svc.client("admin") as c:  # what is declared is taken
+        for kind in kinds:
+            assert c.get("/admin/jobs", params={"kind": kind}).status_code == 200, kind
