@@ -175,3 +175,23 @@ def test_the_openapi_document_declares_the_admin_routes_choices(svc):
     with svc.client("admin") as c:  # what is declared is taken
         for kind in kinds:
             assert c.get("/admin/jobs", params={"kind": kind}).status_code == 200, kind
+
+
+def test_head_requests_are_counted_as_head_in_the_metrics(svc):
+    """`HEAD /health` (an uptime monitor every few seconds) was counted under `method="GET"` in
+    pluralign_http_requests_total, while its access-log line said HEAD: the answer is routed as a GET
+    inside, and the metrics read that method."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def count(method: str, route: str) -> float:
+        text = httpx_get(svc, "/metrics").text
+        family = next(f for f in text_string_to_metric_families(text) if f.name == "pluralign_http_requests")
+        return sum(s.value for s in family.samples if s.name.endswith("_total") and s.labels["method"] == method
+                   and s.labels["route"] == route and s.labels["status"] == "200")
+
+    with svc.client() as c:
+        before_get, before_head = count("GET", "/v1/users/{user_id}"), count("HEAD", "/v1/users/{user_id}")
+        for _ in range(3):
+            assert c.head("/v1/users/wire34").status_code == 200
+        assert count("HEAD", "/v1/users/{user_id}") == before_head + 3
+        assert count("GET", "/v1/users/{user_id}") == before_get
