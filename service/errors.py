@@ -88,6 +88,18 @@ def bad_request(field: str, problem: str, code: str = "invalid_value") -> Valida
     return ValidationException(detail=f"`{field}`: {problem}", extra=[{"key": field, "message": problem, "code": code}])
 
 
+MAX_SHOWN = 66  # characters of a client's value an error repeats (a model name, a choice): sent at any length
+
+
+def shown(value: object) -> str:
+    """A client's value as an error repeats it: `repr` of a string cut between grapheme clusters to
+    `MAX_SHOWN` characters (`'aaa...'`), any other value's text cut the same way. Echoed whole, a
+    50,000-character `model` came back as a 50 kB error body."""
+    if isinstance(value, str):
+        return repr(shorten(value, MAX_SHOWN, "..."))
+    return shorten(str(value), MAX_SHOWN + 1, "...")
+
+
 def unsupported_media_type(field: str, problem: str, accept: str) -> HTTPException:
     """A 415 whose body names `field` (`param`) and says why; its `Accept` header names the media
     type the route takes (RFC 9110, 15.5.16)."""

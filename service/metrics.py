@@ -32,6 +32,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from service.head import HEAD_KEY
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # the classic text format, which every Prometheus reads; Litestar adds `; charset=utf-8`
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.removesuffix("; charset=utf-8")
@@ -171,7 +173,9 @@ def _route_patterns(app) -> list[tuple[re.Pattern, str]]:
 
 def method_of(scope: Scope) -> str:
     """The request's method as a label value: HTTP's own methods as sent, any other token `other`
-    (methods are case-sensitive: `get` is not GET)."""
+    (methods are case-sensitive: `get` is not GET). A HEAD is HEAD, though it is routed as a GET inside."""
+    if scope.get(HEAD_KEY):
+        return "HEAD"
     method = scope.get("method", "")
     return method if method in METHODS else OTHER_METHOD
 

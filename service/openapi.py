@@ -14,7 +14,11 @@ from typing import Any
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 
+from pluralign.data.record import USER_ID, USER_ID_RULE
+from pluralign.user import FEATURE_NAMES
+from service.feedback.services import IDEMPOTENCY_KEY
 from service.requestid import VALID
+from training.jobs.params import PARAMS
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 ERROR_SCHEMA = {
@@ -81,6 +85,77 @@ REQUEST_ID_HEADER = {"description": "the request's id: the one sent, else a fres
 SSE = {"schema": {"type": "string", "description": "`data: {chat.completion.chunk}` events, then `data: [DONE]`"}}
 
 
+# what the service checks of a user id (service.ids.check_user_id): declared, so a generated client or a schema
+# fuzzer knows it; `$` in a JSON Schema pattern (ECMA-262) does not match before a final newline, as Python's does
+USER_ID_SCHEMA = {"type": "string", "pattern": f"^{USER_ID.pattern}$", "minLength": 1, "maxLength": 128, "description": USER_ID_RULE}
+USER_FIELDS = ("user", "safety_identifier")  # a request body's fields naming the end user
+ID_QUERY = {("/admin/audits/fairness", "group_by"), ("/admin/audits/fairness", "tenant"), ("/admin/dashboard", "tenant")}  # ids
+MODEL_ID_SCHEMA = {"type": "string", "description": "a model's `id` from GET /v1/models (it may hold a `/`)"}
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$",
+                          "description": "1-255 printable ASCII characters, no spaces"}
+
+
+def _declare_choices(schema: dict, path: str, op: dict) -> None:
+    """The admin routes' job kinds (a body's `kind`, the jobs list's `?kind=`) and the ids they take in the query
+    (a tenant, an attribute), which the service checks (training.jobs.params) but Litestar sees as any string."""
+    kinds = sorted(PARAMS)
+    request = schema.get("components", {}).get("schemas", {}).get("JobRequest", {}).get("properties", {})
+    if "kind" in request:
+        request["kind"] = {"type": "string", "enum": kinds}
+    for parameter in op.get("parameters", []):
+        if parameter.get("in") != "query":
+            continue
+        if (path, parameter.get("name")) == ("/admin/jobs", "kind"):
+            parameter["schema"] = {"oneOf": [{"type": "string", "enum": kinds}, {"type": "null"}]}
+        elif (path, parameter.get("name")) in ID_QUERY:
+            declared = {**USER_ID_SCHEMA, "description": "an id: " + USER_ID_RULE.split(" is ", 1)[1]}
+            parameter["schema"] = declared if parameter.get("required", False) else {"oneOf": [declared, {"type": "null"}]}
+
+
+def _declare_ids(schema: dict, op: dict) -> None:
+    """A path's `user_id` and a request body's `user` carry the user-id rule, `model_id` is a plain string
+    (Litestar's `:path` made it `format: uri`, which `pluralign` is not), `Idempotency-Key` its rule."""
+    for parameter in op.get("parameters", []):
+        name = parameter.get("name")
+        if (name, parameter.get("in")) == ("user_id", "path"):
+            parameter["schema"] = dict(USER_ID_SCHEMA)
+        elif (name, parameter.get("in")) == ("model_id", "path"):
+            parameter["schema"] = dict(MODEL_ID_SCHEMA)
+        elif (name, parameter.get("in")) == ("Idempotency-Key", "header"):
+            parameter["schema"] = {"oneOf": [IDEMPOTENCY_KEY_SCHEMA, {"type": "null"}]}
+    bodies = [media.get("schema", {}) for media in op.get("requestBody", {}).get("content", {}).values()]
+    refs = [b for body in bodies for b in (body.get("oneOf") or [body])]
+    components = schema.get("components", {}).get("schemas", {})
+    for ref in refs:
+        target = components.get(ref.get("$ref", "").rsplit("/", 1)[-1], {})
+        for field, spec in target.get("properties", {}).items():
+            if field not in USER_FIELDS:
+                continue
+            if spec.get("type") == "string":
+                target["properties"][field] = {**spec, **USER_ID_SCHEMA}
+            elif any(b.get("type") == "string" for b in spec.get("oneOf", [])):
+                spec["oneOf"] = [dict(USER_ID_SCHEMA) if b.get("type") == "string" else b for b in spec["oneOf"]]
+
+
+# bodies Litestar cannot see: the import handler reads the request's bytes itself (JSON lines)
+REQUEST_BODIES = {
+    ("/v1/users/{user_id}/import", "post"): {
+        "required": True,
+        "description": "JSON lines, one comparison a line in any TRL preference form (what `export?format=preferences` writes); "
+                       "at most `PLURALIGN_MAX_BODY_BYTES`",
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+    },
+}
+
+
+def _declare_stated_features(schema: dict) -> None:
+    """A stated-preferences PATCH takes the named features only (1 to 16 of them): said in the schema."""
+    patch = schema.get("components", {}).get("schemas", {}).get("StatedPatch", {})
+    preferences = patch.get("properties", {}).get("preferences")
+    if preferences is not None:
+        preferences.update(propertyNames={"enum": list(FEATURE_NAMES)}, minProperties=1, maxProperties=16)
+
+
 def _error(description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
 
@@ -109,6 +184,10 @@ def complete_openapi(schema: dict) -> dict:
         for method, op in item.items():
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
+            if (path, method) in REQUEST_BODIES:
+                op["requestBody"] = REQUEST_BODIES[(path, method)]
+            _declare_ids(schema, op)
+            _declare_choices(schema, path, op)
             responses = op.setdefault("responses", {})
             op.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
             public = path in PUBLIC or path.startswith("/schema")
@@ -138,6 +217,7 @@ def complete_openapi(schema: dict) -> dict:
             if path == "/v1/chat/completions":
                 responses["200"].setdefault("content", {})["text/event-stream"] = SSE
                 responses["200"]["description"] = "a chat.completion (JSON), or with `stream: true` server-sent chunks"
+    _declare_stated_features(schema)
     _fix_one_of(schema)
     return schema
 

@@ -423,7 +423,7 @@ class FeedbackLog:
         (pending or already moved), so none of their text stays in this folder. With `before` (unix
         seconds), only pending records whose rows were all received before it are dropped (those of a
         user deleted by another replica at `before`; `StoredPreference.received`); later ones stay pending. Returns how many
-        pending records were dropped. A segment that cannot be rewritten (no room) raises StoreUnavailable
+        pending rows were dropped (an import, a `choice` is one record of several rows). A segment that cannot be rewritten (no room) raises StoreUnavailable
         naming the log; the records it holds were dropped from what is pending all the same. The failure
         is noted in `problems` as the log not `REWRITTEN` (not as a failed write, which the next record
         written would clear): shown until no user's rewrite is left undone (`forget_user` of each again)."""
@@ -479,7 +479,7 @@ class FeedbackLog:
                 os.replace(tmp, self._path(segment))
                 self._segments[segment] = _Segment(live=len(keep), users={e.key for e in keep})
             fsync_dir(self.folder)
-            return len(dropped)
+            return sum(len(mine[seq].rows) for seq in dropped)  # rows, not records: an import is one record of many
 
     @property
     def closed(self) -> bool:

@@ -20,12 +20,13 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response
 
+from pluralign.data.text import shorten
 from pluralign.fairness.report import AuditReport, since_previous
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
 from service.admin.session import PAGE_HEADERS
-from service.errors import bad_request, error_response, error_responses
+from service.errors import MAX_SHOWN, bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID
 from training.jobs.params import PARAMS, JobParamsError, decode_params
@@ -64,7 +65,7 @@ def list_jobs(
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> JobList:
     if kind is not None and kind not in PARAMS:  # a misspelled kind would list nothing, as if none had run
-        raise bad_request("kind", f"unknown job kind {kind!r}; known: {', '.join(sorted(PARAMS))}")
+        raise bad_request("kind", f"unknown job kind {shown(kind)}; known: {', '.join(sorted(PARAMS))}")
     admin = _admin(request)
     return JobList(jobs=[admin.public.job(j) for j in admin.runner.list(kind=kind, state=job_state, limit=limit)])
 
@@ -73,7 +74,7 @@ def list_jobs(
 def get_job(request: Request, job_id: FromPath[str]) -> Job:
     job = _admin(request).runner.get(job_id)
     if job is None:
-        raise NotFoundException(f"no job {job_id}")
+        raise NotFoundException(f"no job {shorten(job_id, MAX_SHOWN + 1, '...')}")
     return _admin(request).public.job(job)
 
 
@@ -82,7 +83,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
     try:
         return _admin(request).public.job(_admin(request).runner.cancel(job_id))
     except UnknownJob:
-        raise NotFoundException(f"no job {job_id}") from None
+        raise NotFoundException(f"no job {shorten(job_id, MAX_SHOWN + 1, '...')}") from None
 
 
 @get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")

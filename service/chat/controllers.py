@@ -30,7 +30,7 @@ from service.chat.schemas import (
     Delta,
     Usage,
 )
-from service.errors import bad_request, error_responses, storage_response, storage_status, stream_error
+from service.errors import bad_request, error_responses, shown, storage_response, storage_status, stream_error
 from service.ids import check_user_id
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
@@ -76,7 +76,7 @@ def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
 def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
     if data.model not in model_names(rt):
         # OpenAI's code for it (its status is 404; ours stays the documented 400 naming `model`)
-        raise bad_request("model", f"unknown model {data.model!r}; available: {', '.join(model_names(rt))}", code="model_not_found")
+        raise bad_request("model", f"unknown model {shown(data.model)}; available: {', '.join(model_names(rt))}", code="model_not_found")
     if not data.messages:
         raise bad_request("messages", "must hold at least one message")
     last_user = max((i for i, m in enumerate(data.messages) if m.role == "user"), default=None)
@@ -545,6 +545,6 @@ def retrieve_model(request: Request, model_id: FromPath[Path]) -> dict:
     rt: Runtime = request.app.state.runtime
     name = str(model_id).lstrip("/")
     if name not in model_names(rt):
-        problem = f"no model {name!r}; available: {', '.join(model_names(rt))}"  # said once: the extra is the message
+        problem = f"no model {shown(name)}; available: {', '.join(model_names(rt))}"  # said once: the extra is the message
         raise NotFoundException(f"`model`: {problem}", extra=[{"key": "model", "message": problem, "code": "model_not_found"}])
     return model_card(name)

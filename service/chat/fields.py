@@ -8,7 +8,7 @@ assistant turns with null content) into plain role/content messages for the chat
 from __future__ import annotations
 
 from service.chat.schemas import ChatMessage, ChatRequest
-from service.errors import bad_request
+from service.errors import bad_request, shown
 
 UNSUPPORTED = "unsupported_value"
 COMBINATION = "invalid_parameter_combination"  # OpenAI's code for two fields that do not go together
@@ -26,7 +26,7 @@ def check_combinations(data: ChatRequest) -> None:
                                         "send one of them (`max_tokens` is OpenAI's older name)", COMBINATION)
     if data.response_format is not None and data.response_format.json_schema is not None and data.response_format.type != "json_schema":
         raise bad_request("response_format.json_schema", f"is only allowed with `response_format.type` `json_schema`, "
-                                                         f"got {data.response_format.type!r}", COMBINATION)
+                                                         f"got {shown(data.response_format.type)}", COMBINATION)
 
 
 def check_neutral_fields(data: ChatRequest) -> None:
@@ -39,7 +39,7 @@ def check_neutral_fields(data: ChatRequest) -> None:
         raise bad_request("logit_bias", "logit bias is not supported; send {} or omit it", UNSUPPORTED)
     if data.response_format is not None and data.response_format.type != "text":
         raise bad_request(
-            "response_format.type", f"only `text` is supported (no constrained decoding), got {data.response_format.type!r}", UNSUPPORTED
+            "response_format.type", f"only `text` is supported (no constrained decoding), got {shown(data.response_format.type)}", UNSUPPORTED
         )
     if data.tools:
         raise bad_request("tools", "tool calling is not supported; send [] or omit it", UNSUPPORTED)
@@ -50,7 +50,7 @@ def check_neutral_fields(data: ChatRequest) -> None:
     if data.function_call not in (None, "none", "auto"):
         raise bad_request("function_call", "no functions are available: only `none` or `auto`", UNSUPPORTED)
     if data.modalities is not None and list(data.modalities) != ["text"]:
-        raise bad_request("modalities", f"only [\"text\"] is supported, got {data.modalities}", UNSUPPORTED)
+        raise bad_request("modalities", f"only [\"text\"] is supported, got {shown(data.modalities)}", UNSUPPORTED)
     for field in ("audio", "prediction", "web_search_options", "moderation"):
         if getattr(data, field):
             raise bad_request(field, "not supported; send null or omit it", UNSUPPORTED)

@@ -25,7 +25,7 @@ from litestar.exceptions import HTTPException, ServiceUnavailableException, TooM
 
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
-from service.errors import bad_request, refuse_request_id
+from service.errors import bad_request, refuse_request_id, shown
 from service.metrics import access_route_of, method_of
 from service.requestid import app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
@@ -90,7 +90,7 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     @post("/v1/embeddings", status_code=200)  # async: the encoder runs on the `turns` thread (below)
     async def embeddings(data: EmbeddingsRequest) -> EmbeddingsResponse:
         if data.model != encoder.encoder_id:
-            raise bad_request("model", f"this server serves {encoder.encoder_id!r}, not {data.model!r}")
+            raise bad_request("model", f"this server serves {encoder.encoder_id!r}, not {shown(data.model)}")
         texts = [data.input] if isinstance(data.input, str) else data.input
         if not texts or len(texts) > max_batch:
             raise bad_request("input", f"give 1 to {max_batch} texts")

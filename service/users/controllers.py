@@ -21,7 +21,7 @@ from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.store.failures import unavailable
 from pluralign.user import FEATURE_NAMES
-from service.errors import bad_request, error_response, error_responses, refuse_blank, storage_response
+from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, already_stored, check_labels, idempotent_ids
 from service.head import is_head
 from service.ids import check_user_id
@@ -165,7 +165,7 @@ def _read_import(rt: Runtime, user_id: str, body: bytes) -> list:
         raise bad_request(f"line {exc.line}" + (f".{exc.field}" if exc.field else ""), exc.problem, code) from None
     for i, record in zip(numbers, records, strict=True):
         if record.user_id != user_id:
-            raise bad_request(f"line {i}.user_id", f"names user {record.user_id!r}; this import is for {user_id!r}")
+            raise bad_request(f"line {i}.user_id", f"names user {shown(record.user_id)}; this import is for {user_id!r}")
         check_labels(rt, record.source, record.attributes, where=f"line {i}.")
     return records
 

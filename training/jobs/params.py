@@ -22,10 +22,14 @@ from typing import Annotated, Literal
 import msgspec
 
 from pluralign.data.record import Base
+from pluralign.data.text import shorten
 
 # what a client may name: an attribute, a tenant, a user (the service's user-id rule); `(?!\n)`: msgspec
 # searches with Python's `re`, whose `$` also matches before a final newline ("alice\n" was a user)
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$(?!\n)")]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$(?!\n)"
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+# Name's pattern said in words (msgspec's message is the regex itself, `(?!\n)` and all)
+NAME_WORDS = "must be 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 Epoch = Annotated[float, msgspec.Meta(ge=0, le=1e11)]  # a Unix time in seconds (finite: NaN is refused)
 # the encoders a trainer's `--encoder` builds by name (`pluralign.embed.encoders.make_encoder`)
@@ -119,6 +123,8 @@ def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
     named = re.search(r"field `([^`]+)`", problem)
     if named and not path:
         path = "." + named.group(1)
+    if problem == f"Expected `str` matching regex {NAME_PATTERN!r}":
+        problem = NAME_WORDS
     return "params" + path, problem
 
 
@@ -127,7 +133,7 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
     server-set names are refused too. Raises JobParamsError naming `params.<name>`."""
     schema = PARAMS.get(kind)
     if schema is None:
-        raise JobParamsError("kind", f"unknown job kind {kind!r}; known: {', '.join(sorted(PARAMS))}")
+        raise JobParamsError("kind", f"unknown job kind {shorten(kind, 66, '...')!r}; known: {', '.join(sorted(PARAMS))}")
     if from_client:
         for name in SERVER_SET.get(kind, ()):
             if name in params:
