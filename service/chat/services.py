@@ -16,11 +16,12 @@ from pluralign.policy.logprobs import BASE_ADAPTER
 from pluralign.policy.rerank import ranked_by, rerank, rerank_maxmin
 from pluralign.policy.styles import asks_judgement, choose_styles
 from pluralign.store import Interaction
+from pluralign.store.ingest import Backlogged
 from pluralign.user.active import PairChoice, most_informative_pair
 from pluralign.user.model import Candidates
 from service.chat.schemas import PluralignInfo, Timings
 from service.runtime import Runtime
-from service.users.services import UserWeights, pooled_prior_of, residual_on, user_weights
+from service.users.services import READ_INLINE_ROWS, UserWeights, pooled_prior_of, residual_on, user_weights
 
 
 @dataclass
@@ -76,11 +77,15 @@ def plan(
     prompt_vec, history, context, adapter, weights, shot_list = None, [], messages, None, None, []
     if user_id is not None:
         start = time.perf_counter()
-        rt.ingest.flush_user(tenant, user_id)  # the user's feedback still in the log: embedded and moved now
+        try:  # the user's feedback still in the log: embedded and moved now
+            rt.ingest.flush_user(tenant, user_id, at_most=READ_INLINE_ROWS)
+            flushed = True
+        except Backlogged:  # an import's backlog: served from what is stored, the worker moves the rest
+            flushed = False
         prompt_vec = rt.encoder.encode([prompt])[0]  # (d,)
         hits = rt.store.search(tenant, user_id, prompt_vec, shots) if shots > 0 else []
         usable = [row for row, _ in hits if row.rejected and not row.tie]
-        weights = user_weights(rt, tenant, user_id)
+        weights = user_weights(rt, tenant, user_id, flush=flushed)
         timings.retrieval_ms = ms(start)
         start = time.perf_counter()
         history = [row.pref_id for row in usable]

@@ -65,7 +65,7 @@ def _user(request: Request, user_id: str) -> tuple[Runtime, str, str]:
     return request.app.state.runtime, request.user.tenant, check_user_id(user_id, "user_id")
 
 
-@get("/v1/users/{user_id:str}", sync_to_thread=True, responses=error_responses(404, 429), summary="A user's profile")
+@get("/v1/users/{user_id:str}", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="A user's profile")
 def get_user(request: Request, user_id: FromPath[str]) -> services.UserProfile:
     rt, tenant, user_id = _user(request, user_id)
     found = services.profile(rt, tenant, user_id)
@@ -74,7 +74,7 @@ def get_user(request: Request, user_id: FromPath[str]) -> services.UserProfile:
     return found
 
 
-@get("/v1/users/{user_id:str}/preferences", sync_to_thread=True, responses=error_responses(429), summary="A user's preferences, oldest first")
+@get("/v1/users/{user_id:str}/preferences", sync_to_thread=True, responses=error_responses(429, 503), summary="A user's preferences, oldest first")
 def list_preferences(
     request: Request,
     user_id: FromPath[str],
@@ -82,13 +82,13 @@ def list_preferences(
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
 ) -> PreferencePage:
     rt, tenant, user_id = _user(request, user_id)
-    rt.ingest.flush_user(tenant, user_id)
+    services.flush_for_read(rt, tenant, user_id)
     rows, total = rt.store.preferences_for(tenant, user_id, offset, limit)
     next_offset = offset + len(rows) if offset + len(rows) < total else None
     return PreferencePage(data=rows, total=total, offset=offset, limit=limit, next_offset=next_offset)
 
 
-@get("/v1/users/{user_id:str}/export", sync_to_thread=True, responses=error_responses(404, 429), summary="Everything held about a user, as JSONL")
+@get("/v1/users/{user_id:str}/export", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="Everything held about a user, as JSONL")
 def export_user(
     request: Request, user_id: FromPath[str], export_format: Annotated[Literal["all", "preferences"], Parameter(query="format")] = "all"
 ) -> Stream:
@@ -260,7 +260,7 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     return Deleted(user=user_id, deleted=counts, warnings=warnings)
 
 
-@post("/v1/rewards/score", sync_to_thread=True, status_code=200, responses=error_responses(413, 429), summary="Score responses with a user's reward")
+@post("/v1/rewards/score", sync_to_thread=True, status_code=200, responses=error_responses(413, 429, 503), summary="Score responses with a user's reward")
 def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResponse:
     rt: Runtime = request.app.state.runtime
     user = check_user_id(data.user)

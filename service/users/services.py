@@ -221,13 +221,36 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
     rt.background.submit(in_context(run))  # under the id of the request that caused it (service.requestid)
 
 
-def user_weights(rt: Runtime, tenant: str, user_id: str) -> UserWeights:
+READ_INLINE_ROWS = 500  # a read of a user moves at most this many of their pending rows itself (an import's backlog: 503)
+READ_RETRY_AFTER = 10  # seconds: `Retry-After` of that 503
+
+
+def flush_for_read(rt: Runtime, tenant: str, user_id: str) -> None:
+    """Move the user's feedback still pending in the log into the table before a read of their rows.
+    Raises ServiceUnavailableException (503 with Retry-After) when more than READ_INLINE_ROWS of them
+    wait (a large import being embedded): the worker moves them meanwhile, in batches, and a request
+    would otherwise wait for all of it (minutes)."""
+    from pluralign.store.ingest import Backlogged
+
+    try:
+        rt.ingest.flush_user(tenant, user_id, at_most=READ_INLINE_ROWS)
+    except Backlogged as exc:
+        from litestar.exceptions import ServiceUnavailableException
+
+        raise ServiceUnavailableException(
+            detail=f"this user's comparisons are still being stored ({exc.rows} rows, an import): "
+                   f"retry after {READ_RETRY_AFTER} seconds", headers={"Retry-After": str(READ_RETRY_AFTER)}) from None
+
+
+def user_weights(rt: Runtime, tenant: str, user_id: str, flush: bool = True) -> UserWeights:
     """The stored logits (and residual), refitted first when they are stale (another population
     checkpoint, or rows written after the last fit, e.g. by a process that crashed between its write
-    and its refit). The user's feedback still pending in the log is moved into the table first. The
+    and its refit). The user's feedback still pending in the log is moved into the table first
+    (`flush_for_read`: 503 past READ_INLINE_ROWS; `flush` False: not moved, the caller decided). The
     result names the population model it belongs to: score with `weights.rewards`, not whatever
     model was swapped in since."""
-    rt.ingest.flush_user(tenant, user_id)
+    if flush:
+        flush_for_read(rt, tenant, user_id)
     rewards = rt.rewards
     record = rt.store.get_user(tenant, user_id)
     if record is None:
@@ -354,7 +377,7 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
     both change it.
     Raises ValueError naming an unknown feature, VersionMismatch when `if_match` does not hold."""
     with rt.user_lock(tenant, user_id):
-        rt.ingest.flush_user(tenant, user_id)
+        flush_for_read(rt, tenant, user_id)
         rt.store.refresh("users", "stated_changes")  # with replicas: start from another's PATCH a moment ago
         record = rt.store.get_user(tenant, user_id)
         now = time.time()
@@ -582,7 +605,7 @@ def register_adapter(rt: Runtime, tenant: str, user_id: str, source: Path) -> st
 def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     """JSONL: one `user` line, then a line per preference and per interaction, each tagged by `type`."""
     encode = msgspec.json.encode
-    rt.ingest.flush_user(tenant, user_id)
+    flush_for_read(rt, tenant, user_id)
     record = rt.store.get_user(tenant, user_id)
     if record is not None:
         line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None, stated=None))
@@ -615,7 +638,7 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
     from pluralign.data.io import preference_row
     from pluralign.data.record import Preference
 
-    rt.ingest.flush_user(tenant, user_id)
+    flush_for_read(rt, tenant, user_id)
     preferences, _ = rt.store.preferences_for(tenant, user_id)
     for row in preferences:
         if is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected):
