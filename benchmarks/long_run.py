@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.serving import start_serve  # noqa: E402
 from service.auth import KeyRing  # noqa: E402
 
 KINDS = ("chat", "feedback", "user", "metrics")
@@ -45,20 +45,7 @@ KINDS = ("chat", "feedback", "user", "metrics")
 
 def start(data: Path, port: int, env: dict, code: Path = ROOT) -> subprocess.Popen:
     """`pluralign serve` of the checkout at `code` (another one's: a before/after side by side)."""
-    full = {**os.environ, "PLURALIGN_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(code),
-            "OMP_NUM_THREADS": "1", "PLURALIGN_TENANT_REQUESTS_PER_SECOND": "0", **env}
-    log = open(data.parent / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            cwd=code, env=full, stdout=subprocess.DEVNULL, stderr=log)
-    for _ in range(1200):
-        if proc.poll() is not None:
-            break
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.5)
-    raise SystemExit("serve did not start:\n" + (data.parent / "serve.log").read_text()[-3000:])
+    return start_serve(data, port, env, code)
 
 
 def proc_figures(pid: int) -> dict:

@@ -49,6 +49,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.serving import start_serve  # noqa: E402
 from pluralign.embed.models import MINILM_ID  # noqa: E402
 from pluralign.store import SCHEMA_VERSION, Store  # noqa: E402
 from service.auth import KeyRing  # noqa: E402
@@ -134,22 +135,7 @@ def write_lock_holds(lancedb: Path, tenant: str, users: list[str]) -> list[tuple
 
 
 def start_server(data: Path, port: int, generator: str, pal_dir: str | None) -> subprocess.Popen:
-    env = {**os.environ, "PLURALIGN_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "PLURALIGN_TENANT_REQUESTS_PER_SECOND": "0",  # A's clients send flat out: the rate limit would answer 429s instead
-           "PLURALIGN_GENERATOR": generator, **({"PLURALIGN_PAL_DIR": pal_dir} if pal_dir else {})}
-    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(data.parent / "serve.log", "wb"))
-    for _ in range(1200):
-        if proc.poll() is not None:
-            break
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("serve did not start:\n" + (data.parent / "serve.log").read_text()[-3000:])
+    return start_serve(data, port, {"PLURALIGN_GENERATOR": generator, **({"PLURALIGN_PAL_DIR": pal_dir} if pal_dir else {})})
 
 
 def pct(values: list[float], q: float) -> float:
@@ -313,7 +299,7 @@ def main() -> None:
         ratio = pct(busy, 0.99) / pct(quiet, 0.99) if quiet and busy else float("nan")
         print(f"{kind:<28} {fmt(quiet):<32}   {fmt(busy):<36}  {ratio:5.1f}x")
         result["kinds"][kind] = {phase: {"n": len(v), "median": round(statistics.median(v), 1) if v else None,
-                                         "p99": round(pct(v, 0.99), 1), "max": round(max(v), 1) if v else None}
+                                         "p99": round(pct(v, 0.99), 1) if v else None, "max": round(max(v), 1) if v else None}
                                  for phase, v in (("quiet", quiet), ("busy", busy))}
     if deletes:
         print(f"B's DELETE ({args.b_rows} rows each): {fmt(deletes)}")
