@@ -18,6 +18,7 @@ from litestar.concurrency import sync_to_thread
 
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
+from pluralign.embed.cache import text_key
 from pluralign.fairness.report import AuditReport, decode_report
 from pluralign.files import copy_into_place, write_atomic
 from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
@@ -32,7 +33,7 @@ from service.replicas import owner
 from service.requestid import current
 from service.runtime import ForgetIncomplete, Runtime
 from service.settings import Settings
-from service.users.services import adapter_folder
+from service.users.services import adapter_folder, forget_embedding_keys, forget_embeddings
 from training.jobs.params import JOB_ENCODERS
 from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, Param
@@ -44,6 +45,11 @@ log = logging.getLogger("pluralign.service")
 # a user pushed out starts again from 0 (as after a restart) and is checked `adapter_every` comparisons
 # later; the trigger itself decides by the table's count, so no job is lost, only later (~100 B a user)
 ADAPTER_COUNTED_USERS = 100_000
+# the job kinds whose workers embed what they read through the jobs' embedding cache (`training.common.cached_encoder`)
+EMBEDDING_KINDS = frozenset({"pal", "em", "audit"})
+# under the jobs folder: per queued or running embedding job, the keys (SHA-256 of each text) of deleted
+# users' texts it may have read before their DELETE, whose vectors leave the cache again once it ends
+FORGET_AT_EXIT = "forget-at-exit"
 
 
 class _Named(msgspec.Struct):
@@ -54,15 +60,27 @@ class _Named(msgspec.Struct):
 _NAMED = msgspec.json.Decoder(_Named)
 
 
+class _Texts(msgspec.Struct):
+    prompt: object = None  # a snapshot line's texts (`pluralign.data.io.preference_row`), which a job embeds
+    chosen: object = None
+    rejected: object = None
+
+    def texts(self) -> list[str]:
+        return [t for t in (self.prompt, self.chosen, self.rejected) if isinstance(t, str)]
+
+
+_TEXTS = msgspec.json.Decoder(_Texts)
+
+
 def _snapshot_users(path: Path) -> set[str]:
     """The users (`tenant/user`) a population snapshot holds rows of."""
     return {_NAMED.decode(line).user_id for line in path.read_bytes().splitlines() if line.strip()}
 
 
-def _drop_rows(path: Path, forget: Forget) -> int:
+def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> int:
     """Rewrite the snapshot at `path` without the rows of the users `forget` names (a temp file
     renamed over it: a reader, a job starting, sees the old file or the new one). Returns 1 when it
-    was rewritten."""
+    was rewritten; the texts of the rows it dropped are added to `dropped`."""
     data = path.read_bytes()
     if not forget.may_name(data):  # the names as the file spells them: no row of theirs
         return 0
@@ -79,6 +97,8 @@ def _drop_rows(path: Path, forget: Forget) -> int:
     kept = [line for line in lines if not line.strip() or not gone(line)]
     if len(kept) == len(lines):
         return 0
+    if dropped is not None:
+        dropped += [t for line in lines if line.strip() and gone(line) for t in _TEXTS.decode(line).texts()]
     write_atomic(path, b"".join(kept))
     return 1
 
@@ -112,14 +132,20 @@ class Admin:
             from training.jobs.ray_runner import RayJobRunner
 
             self.runner: JobRunner = RayJobRunner(config, settings.ray_address, on_promote=self.put_into_service,
-                                                  on_succeed=self.keep_snapshot_users)
+                                                  on_succeed=self.keep_snapshot_users, on_exit=self.forget_at_exit)
         else:
-            self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.keep_snapshot_users)
+            self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.keep_snapshot_users,
+                                         on_exit=self.forget_at_exit)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
         self.retention = JobRetention(self, settings.job_retention_s) if settings.job_retention_s else None
         rt.delete_hooks.append(self.forget_jobs)
         rt.population_hooks.append(self.forget_in_population)
+        rt.vector_hooks.append(self.forget_vectors_at_exit)
         self._lock = threading.Lock()
+        self._exit_lock = threading.Lock()  # orders the FORGET_AT_EXIT files' writes against their jobs' exits
+        # the workers the last process ran were stopped when the runner opened (a Ray job's may run on):
+        # what they may have embedded of users deleted meanwhile goes now
+        self._forget_ended(lambda job: job.state != "running")
         # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
         self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
 
@@ -219,16 +245,71 @@ class Admin:
         snapshots = sorted(self.population_folder.glob("comparisons-*.jsonl")) if self.population_folder.is_dir() else []
         artifacts = self.folder / "artifacts"
         folders = sorted(p for p in artifacts.iterdir() if p.is_dir()) if artifacts.is_dir() else []
-        for path, drop in [*((p, _drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
+        dropped: list[str] = []
+        drop_rows = lambda path, forget: _drop_rows(path, forget, dropped)  # noqa: E731
+        for path, drop in [*((p, drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
             try:
                 rewritten += drop(path, forget)
             except (OSError, ValueError) as exc:  # damaged, another schema: left as it is, the others still rewritten
                 if not path.exists():  # removed since it was listed (its job purged, not under this lock): nothing left in it
                     continue
                 failures.append(f"{path}: {exc}")
+        if dropped:
+            # the jobs embedded those rows' texts into their cache (this replica's, for another replica's
+            # DELETE too); a job still running may embed them after this, so they go again when it ends
+            self.forget_vectors_at_exit(dropped)
+            for name, cache, exc in forget_embeddings(dropped):  # a DELETE answered here warns of it (`_forget_vectors`)
+                log.error("the vectors of a deleted user's texts stay in %s (%s): %s", name, cache, exc)
         if failures:
             raise ForgetIncomplete(rewritten, failures)
         return rewritten
+
+    @property
+    def exit_folder(self) -> Path:
+        return self.folder / FORGET_AT_EXIT
+
+    def forget_vectors_at_exit(self, texts: list[str]) -> None:
+        """For a DELETE (a `Runtime.vector_hooks` entry, and `forget_in_population`): each queued or
+        running job of the EMBEDDING_KINDS may have read the deleted user's `texts` (its snapshot, the
+        store) and embed them into the jobs' cache after the DELETE cleaned it: their keys are noted in
+        the job's FORGET_AT_EXIT file, and those vectors go again once its worker ends (`forget_at_exit`;
+        at the next start for a worker the service was stopped in). A file that cannot be written (a
+        full disk) is logged: then what that job embeds of them after the DELETE stays."""
+        if not texts:
+            return
+        keys = b"".join(dict.fromkeys(text_key(t) for t in texts))
+        with self._exit_lock:
+            for job in self.runner.list(limit=1_000_000):
+                if job.kind in EMBEDDING_KINDS and job.state in ACTIVE_STATES:
+                    try:
+                        self.exit_folder.mkdir(parents=True, exist_ok=True)
+                        with open(self.exit_folder / f"{job.id}.keys", "ab") as f:
+                            f.write(keys)
+                    except OSError as exc:
+                        log.error("job %s may embed a deleted user's texts after their DELETE, and they stay in the "
+                                  "embedding cache: %s could not be written (%s)", job.id, self.exit_folder, exc)
+        self._forget_ended(lambda job: job.state not in ACTIVE_STATES)  # ended meanwhile, before its file was written
+
+    def forget_at_exit(self, job_id: str) -> None:
+        """The job's worker is gone (the runner's `on_exit`): the vectors its FORGET_AT_EXIT file names
+        leave the jobs' embedding cache, and the file goes (and so do those of jobs cancelled before they ran)."""
+        self._forget_ended(lambda job: job.id == job_id or job.state not in ACTIVE_STATES)
+
+    def _forget_ended(self, ended) -> None:
+        """Apply the FORGET_AT_EXIT files of the jobs `ended(job)` says have no worker (or no record any
+        more); a cache that cannot be cleaned keeps its file for the next time (the log names it)."""
+        with self._exit_lock:
+            for path in sorted(self.exit_folder.glob("*.keys")) if self.exit_folder.is_dir() else []:
+                job = self.runner.get(path.stem)
+                if job is not None and not ended(job):
+                    continue
+                data = path.read_bytes()
+                left = forget_embedding_keys([data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)])
+                for name, cache, exc in left:
+                    log.error("the vectors of a deleted user's texts that job %s may have embedded stay in %s (%s): %s",
+                              path.stem, name, cache, exc)
+                if not left:
+                    path.unlink(missing_ok=True)
 
     def _drop_weights(self, folder: Path, forget: Forget) -> int:
         """Remove the fitted weights of the users `forget` names from the PAL or EM artifact at `folder`, or from what a
