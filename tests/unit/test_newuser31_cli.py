@@ -121,3 +121,15 @@ def test_an_import_user_the_service_never_takes_is_named_by_user(tmp_path):
                                     "--url", "http://127.0.0.1:9", "--key", "pk-unused"))
     assert line.startswith("pluralign: error: --user 'ann smith': a user id is 1-128 characters"), line
     assert line.endswith("(nothing was sent)"), line
+
+
+def test_fspo_on_users_with_too_few_comparisons_names_shots_and_queries(tmp_path):
+    """data session 34: `train fspo --population file` on users of 3 comparisons each. Before:
+    `pluralign: error: no user has 5 comparisons (shots + queries)`, naming neither option nor the file."""
+    path = tmp_path / "few.jsonl"
+    path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
+                                        "rejected": f"No {i}."}) + "\n" for i in range(12)))
+    line = one_error_line(pluralign(tmp_path, "train", "fspo", "--population", "file", "--data", str(path), "--out", str(tmp_path / "fs")))
+    assert line.startswith("pluralign: error: --shots 4 + --queries 1: "), line
+    assert f"--data {path}" in line and "at most 3" in line and "lower --shots or --queries" in line, line
+    assert not (tmp_path / "fs").exists()

@@ -111,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     train_users, support, query = load_population(args)
+    most = max((sum(not p.tie for p in ps) for ps in train_users.values()), default=0)
+    if most < config.shots + config.queries:  # an episode takes that many of one user's comparisons
+        source = f"--data {args.data}" if args.population == "file" else f"--population {args.population}"
+        raise ValueError(f"--shots {config.shots} + --queries {config.queries}: each training episode takes "
+                         f"{config.shots + config.queries} strict comparisons of one user, and no training user of {source} has "
+                         f"that many (at most {most}, among {len(train_users)} training users); lower --shots or --queries")
     eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
     test = query_episodes({u: support[u] for u in eval_users}, {u: query[u] for u in eval_users}, config.shots, per_user=args.eval_per_user)
     episodes = training_episodes(
