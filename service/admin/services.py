@@ -19,12 +19,12 @@ from litestar.concurrency import sync_to_thread
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.embed.cache import text_key
-from pluralign.fairness.report import AuditReport, decode_report
+from pluralign.fairness.report import AuditReport, decode_report, report_encoder, without_groups
 from pluralign.files import copy_into_place, write_atomic
 from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
-from pluralign.store.deletions import Forget
+from pluralign.store.deletions import Forget, key_hash
 from pluralign.store.location import options_to_env
 from service.admin.paths import PublicPaths
 from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
@@ -50,6 +50,8 @@ EMBEDDING_KINDS = frozenset({"pal", "em", "audit"})
 # under the jobs folder: per queued or running embedding job, the keys (SHA-256 of each text) of deleted
 # users' texts it may have read before their DELETE, whose vectors leave the cache again once it ends
 FORGET_AT_EXIT = "forget-at-exit"
+# in a succeeded audit job's artifact folder: each report group's users, by hash (`Admin.keep_audit_members`)
+AUDIT_MEMBERS = "members.json"
 
 
 class _Named(msgspec.Struct):
@@ -132,9 +134,9 @@ class Admin:
             from training.jobs.ray_runner import RayJobRunner
 
             self.runner: JobRunner = RayJobRunner(config, settings.ray_address, on_promote=self.put_into_service,
-                                                  on_succeed=self.keep_snapshot_users, on_exit=self.forget_at_exit)
+                                                  on_succeed=self.check_result, on_exit=self.forget_at_exit)
         else:
-            self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.keep_snapshot_users,
+            self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.check_result,
                                          on_exit=self.forget_at_exit)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
         self.retention = JobRetention(self, settings.job_retention_s) if settings.job_retention_s else None
@@ -254,6 +256,10 @@ class Admin:
                 if not path.exists():  # removed since it was listed (its job purged, not under this lock): nothing left in it
                     continue
                 failures.append(f"{path}: {exc}")
+        try:
+            self._forget_in_audits(forget)
+        except (OSError, ValueError) as exc:  # a damaged report or members file: the others still rewritten
+            failures.append(f"the audit reports in {self.folder}: {exc}")
         if dropped:
             # the jobs embedded those rows' texts into their cache (this replica's, for another replica's
             # DELETE too); a job still running may embed them after this, so they go again when it ends
@@ -324,6 +330,59 @@ class Admin:
         if job is not None and job.state in ACTIVE_STATES:
             return 0
         return forget_stopped_users(folder, forget)
+
+    def check_result(self, job: Job) -> None:
+        """A succeeded job's result, before promotion (the runner's `on_succeed`): `keep_snapshot_users`,
+        `keep_audit_members`."""
+        self.keep_snapshot_users(job)
+        self.keep_audit_members(job)
+
+    def keep_audit_members(self, job: Job) -> None:
+        """A succeeded audit job of the service's store: which users (by `key_hash` of `tenant/user`) each of
+        its report's groups holds now goes to AUDIT_MEMBERS in its artifact folder, and groups whose users
+        are all gone (deleted while it ran) leave the report at once (`_prune_audit`). Under the population
+        lock, as a DELETE's `forget_in_population` runs once the user's rows left the store: one comes
+        after the other, so a deleted user is never counted in a report that outlives them."""
+        from pluralign.fairness.store_source import group_members_from_store
+
+        if job.kind != "audit" or not isinstance(job.params.get("store"), str):
+            return
+        tenant = job.params.get("tenant")
+        with self.rt.population_lock:
+            members = group_members_from_store(self.rt.settings.lancedb_uri, str(job.params["group_by"]),
+                                               tenant if isinstance(tenant, str) else None, self.rt.settings.storage_options)
+            hashed = {group: sorted(key_hash(u) for u in users) for group, users in members.items()}
+            self._prune_audit(job.id, hashed, write=True)
+
+    def _prune_audit(self, job_id: str, members: dict[str, list[str]], write: bool = False) -> None:
+        """Keep AUDIT_MEMBERS `members` for the audit job, and take from its report (result.json, and the
+        output it was read from) the groups that no member is left in: their names are what those users
+        sent (an attribute's value) and their figures were drawn from those users alone."""
+        path = self.runner.store.path(job_id, "result.json")
+        report = decode_report(path.read_bytes())
+        gone = {g.group for g in report.groups if not members.get(g.group)}
+        kept = {group: users for group, users in members.items() if users and group in {g.group for g in report.groups}}
+        if write or gone:
+            write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
+        if gone:
+            data = report_encoder.encode(without_groups(report, gone))
+            write_atomic(path, data)
+            write_atomic(self.runner.store.path(job_id, "out"), data + b"\n")
+
+    def _forget_in_audits(self, forget: Forget) -> None:
+        """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the
+        AUDIT_MEMBERS of every audit made before it, and the groups left without members leave its report."""
+        hashes = set(forget.hashes) | {key_hash(k) for k in forget.keys}
+        for job in self.runner.list(kind="audit", limit=1_000_000):  # one just checked may not be recorded succeeded yet
+            path = self.folder / "artifacts" / job.id / AUDIT_MEMBERS
+            if not path.is_file():
+                continue
+            theirs = forget.made_at(job.created_at)
+            gone = {h for h in hashes if h in theirs.hashes} | {key_hash(k) for k in theirs.keys}
+            members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
+            if not any(h in gone for users in members.values() for h in users):
+                continue
+            self._prune_audit(job.id, {group: [h for h in users if h not in gone] for group, users in members.items()})
 
     def keep_snapshot_users(self, job: Job) -> None:
         """A succeeded PAL or EM job trained on a population snapshot (`on_succeed`): its artifact
