@@ -3,6 +3,8 @@ by an attribute's value the users sent, and its figures are drawn from its users
 
 from __future__ import annotations
 
+import pytest
+
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.files import files_holding
 from tests.service.test_break20_delete import GONE, MARKER, run_job
@@ -15,6 +17,7 @@ def give(client, user: str, segment: str, n: int = 8) -> None:
         assert r.status_code == 201, r.text
 
 
+@pytest.mark.slow  # a real audit job's worker: 17 s
 def test_an_audit_group_only_a_deleted_user_was_in_leaves_the_report(serve):
     """Before: the audit job's result.json and output kept the group named by the deleted user's own
     `segment` value (`Quokka-marmalade-41x9`, 1 user: their accuracy), and the dashboard showed it."""
