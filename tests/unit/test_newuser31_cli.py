@@ -133,3 +133,23 @@ def test_fspo_on_users_with_too_few_comparisons_names_shots_and_queries(tmp_path
     assert line.startswith("pluralign: error: --shots 4 + --queries 1: "), line
     assert f"--data {path}" in line and "at most 3" in line and "lower --shots or --queries" in line, line
     assert not (tmp_path / "fs").exists()
+
+
+def test_a_gzip_compressed_trl_file_is_read_as_its_lines(tmp_path):
+    """data session 34: JSON lines as Hugging Face datasets ship them, gzip-compressed (Anthropic's HH-RLHF
+    `train.jsonl.gz`: implicit-prompt rows, no user). Before: `line 1: malformed JSON (...); it holds NUL
+    bytes: a binary file, not JSON lines`. A file cut short is one line naming it, not a traceback."""
+    import gzip
+
+    rows = [{"chosen": f"\n\nHuman: Tea or coffee {i}?\n\nAssistant: Tea, always.",
+             "rejected": f"\n\nHuman: Tea or coffee {i}?\n\nAssistant: Coffee."} for i in range(5)]
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    path = tmp_path / "train.jsonl.gz"
+    path.write_bytes(gzip.compress(data))
+    result = pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path), "--user", "hh", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"source": "jsonl", "pairs": 5, "judgments": 5, "users": 1, "ties": 0}
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gzip.compress(data * 50)[:300])
+    line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(cut), "--user", "hh", "--skip-bad"))
+    assert line.startswith(f"pluralign: error: --path {cut}: line ") and "not a whole gzip file (truncated or damaged" in line, line
