@@ -153,3 +153,16 @@ def test_a_gzip_compressed_trl_file_is_read_as_its_lines(tmp_path):
     cut.write_bytes(gzip.compress(data * 50)[:300])
     line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(cut), "--user", "hh", "--skip-bad"))
     assert line.startswith(f"pluralign: error: --path {cut}: line ") and "not a whole gzip file (truncated or damaged" in line, line
+
+
+@pytest.mark.parametrize("trainer", ["pal", "em"])
+def test_k_max_beside_k_is_refused_naming_both(tmp_path, trainer):
+    """data session 34: `--k-max` bounds only the search without `--k`. Before: `--k 3 --k-max 2` trained
+    K=3 and said nothing of the --k-max it ignored (exit 0); now one line naming both, before training."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
+                                        "rejected": f"No {i}."}) + "\n" for i in range(24)))
+    line = one_error_line(pluralign(tmp_path, "train", trainer, "--protocol", "file", "--data", str(path), "--k", "3",
+                                    "--k-max", "2", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache.sqlite")))
+    assert line.startswith("pluralign: error: --k-max 2: read only without --k") and "--k 3 names the K to try" in line, line
+    assert not (tmp_path / "out").exists()

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     with reading("--data-dir", args.data_dir):
         protocol = load_protocol(config)
     if args.k is not None:  # a fixed K, as the trainers check it: at most the number of training users
-        k_search([args.k], args.k, len({r.user_id for r in protocol.seen.train}))
+        k_search([args.k], None, len({r.user_id for r in protocol.seen.train}))
     encoder = cached_encoder(args)
     active = args.shots == "active"
     bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())

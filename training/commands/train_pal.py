@@ -124,7 +124,8 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
                    help="prototypes, at most the number of training users; several values: keep the smallest K within one standard error of the best held-out "
                         "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
-    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try (never above the number of training users)")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=None,
+                   help="without --k: the largest K the search may try (default 12, never above the number of training users)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
