@@ -148,6 +148,17 @@ def check_writable_file(option: str, path: str, what: str = "the output") -> Non
 K_MAX = 12  # the trainers' --k-max by default
 
 
+def persona_groups(args: argparse.Namespace, option: str, source: str | None, default: int) -> None:
+    """`--groups` (the synthetic persona population's number of groups) is read only when the command's
+    source `option` is `persona`: given with another (or none), a ValueError naming both, not a run made
+    without it; unset, it becomes `default`."""
+    if args.groups is not None and source != "persona":
+        chosen = f"{option} {source} has users of its own" if source else "the data given has users of its own"
+        raise ValueError(f"--groups {args.groups}: read only with {option} persona (the synthetic population's groups); {chosen}")
+    if args.groups is None:
+        args.groups = default
+
+
 def k_search(k: list[int] | None, k_max: int | None, users: int):
     """The trainers' K search (`--k`, `--k-max`, None: K_MAX) on `users` training users, checked before
     training: a --k above the number of training users is a ValueError naming --k (pluralign.reward.

@@ -166,3 +166,24 @@ def test_k_max_beside_k_is_refused_naming_both(tmp_path, trainer):
                                     "--k-max", "2", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache.sqlite")))
     assert line.startswith("pluralign: error: --k-max 2: read only without --k") and "--k 3 names the K to try" in line, line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "em", "--protocol", "file", "--data", "{data}", "--groups", "3"],
+    ["train", "pal", "--protocol", "ukp", "--groups", "3"],
+    ["eval", "--model", "bt", "--protocol", "ukp", "--groups", "3"],
+    ["train", "fspo", "--population", "file", "--data", "{data}", "--groups", "3"],
+    ["audit", "--data", "{data}", "--group-by", "segment", "--groups", "3"],
+])
+def test_groups_with_a_source_that_is_not_persona_is_refused_naming_both(tmp_path, argv):
+    """data session 34: `--groups` sizes only the synthetic persona population. Before: with a file or UKP
+    it was ignored and the run went on (`train em --protocol ukp --groups 3` trained minutes on UKP's
+    own users, exit 0); now one line naming it and the source, before anything loads."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
+                                        "rejected": f"No {i}.", "attributes": {"segment": "s"}}) + "\n" for i in range(24)))
+    argv = [a.replace("{data}", str(path)) for a in argv]
+    out = ["--out", str(tmp_path / "out")] if argv[0] == "train" else []
+    line = one_error_line(pluralign(tmp_path, *argv, *out))
+    assert line.startswith("pluralign: error: --groups 3: read only with ") and " persona " in line, line
+    assert not (tmp_path / "out").exists()

@@ -23,6 +23,7 @@ from training.common import (
     SEED_HELP,
     check_out,
     number,
+    persona_groups,
     print_json,
     read_preference_file,
     reading,
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         training_episodes,
     )
 
+    persona_groups(args, "--population", args.population, 2)
     if args.out:  # before any training: a wrong --out costs nothing, and a folder of other files is never replaced
         check_out(args.out, FULL_MODEL_FILES if args.full else ADAPTER_FILES, "full model" if args.full else "LoRA adapter")
     config = FSPOConfig(
@@ -177,7 +179,7 @@ def register(sub) -> None:
     p = sub.add_parser("fspo", help="FSPO: train a policy to act as any user's reward model from a few shots")
     p.add_argument("--population", default="persona", choices=["persona", "ukp", "file"],
                    help="the users trained on: a synthetic persona population, the UKP annotators, or a preference file (--data); default %(default)s")
-    p.add_argument("--groups", type=number(int, minimum=2), default=2, help="persona: number of (opposed) groups")
+    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of (opposed) groups (default 2)")
     p.add_argument("--data", default=None, help="--population file: a preference JSONL/Parquet file")
     p.add_argument("--unseen-fraction", type=number(float, above=0, below=1), default=0.2, help="--population file: share of users held out")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
