@@ -187,3 +187,20 @@ def test_groups_with_a_source_that_is_not_persona_is_refused_naming_both(tmp_pat
     line = one_error_line(pluralign(tmp_path, *argv, *out))
     assert line.startswith("pluralign: error: --groups 3: read only with ") and " persona " in line, line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["train", "fspo", "--population", "persona", "--unseen-fraction", "0.5"], "--unseen-fraction 0.5: read only with --population file"),
+    (["train", "maxmin", "--pairs", "{data}", "--objective", "single", "--heads", "3"], "--heads 3: a single-reward ranking"),
+])
+def test_an_option_the_run_would_ignore_or_contradict_is_refused(tmp_path, argv, said):
+    """data session 34. Before: `train fspo --population persona --unseen-fraction 0.5` trained with the
+    persona protocol's own unseen users (exit 0), and `train maxmin --objective single --heads 3` wrote an
+    artifact recording a single-reward ranking of 3 heads (exit 0)."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
+                                        "rejected": f"No {i}."}) + "\n" for i in range(8)))
+    argv = [a.replace("{data}", str(path)) for a in argv]
+    line = one_error_line(pluralign(tmp_path, *argv, "--out", str(tmp_path / "out"), "--steps", "1"))
+    assert line.startswith(f"pluralign: error: {said}"), line
+    assert not (tmp_path / "out").exists()

@@ -96,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     persona_groups(args, "--population", args.population, 2)
+    if args.unseen_fraction is not None and args.population != "file":  # it would be ignored
+        raise ValueError(f"--unseen-fraction {args.unseen_fraction:g}: read only with --population file; "
+                         f"--population {args.population} holds its unseen users out itself")
+    args.unseen_fraction = 0.2 if args.unseen_fraction is None else args.unseen_fraction
     if args.out:  # before any training: a wrong --out costs nothing, and a folder of other files is never replaced
         check_out(args.out, FULL_MODEL_FILES if args.full else ADAPTER_FILES, "full model" if args.full else "LoRA adapter")
     config = FSPOConfig(
@@ -181,7 +185,8 @@ def register(sub) -> None:
                    help="the users trained on: a synthetic persona population, the UKP annotators, or a preference file (--data); default %(default)s")
     p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of (opposed) groups (default 2)")
     p.add_argument("--data", default=None, help="--population file: a preference JSONL/Parquet file")
-    p.add_argument("--unseen-fraction", type=number(float, above=0, below=1), default=0.2, help="--population file: share of users held out")
+    p.add_argument("--unseen-fraction", type=number(float, above=0, below=1), default=None,
+                   help="--population file: share of users held out (default 0.2)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
     p.add_argument("--shots", type=number(int, minimum=0), default=4,
