@@ -204,3 +204,21 @@ def test_an_option_the_run_would_ignore_or_contradict_is_refused(tmp_path, argv,
     line = one_error_line(pluralign(tmp_path, *argv, "--out", str(tmp_path / "out"), "--steps", "1"))
     assert line.startswith(f"pluralign: error: {said}"), line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option", ["--em", "--pal"])
+def test_an_audit_artifact_its_grouping_would_not_read_is_refused(tmp_path, option):
+    """data session 34: `audit --data F --group-by segment --em DIR` (or `--pal DIR`). Before: the report
+    was made by `segment`, the artifact never read, exit 0; now one line naming the option and --group-by."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
+                                        "rejected": f"No {i}.", "attributes": {"segment": f"s{i % 2}"}}) + "\n" for i in range(16)))
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "meta.json").write_text(json.dumps(  # a description each kind's first check reads
+        {"schema_version": 1, "encoder_id": "sentence-transformers/all-MiniLM-L6-v2", "variant": "a", "k": 2, "input_dim": 384,
+         "latent_dim": 4, "hidden": 8, "users": 4}))
+    line = one_error_line(pluralign(tmp_path, "audit", "--data", str(path), "--group-by", "segment", option, str(artifact),
+                                    "--min-comparisons", "0", "--cache", str(tmp_path / "cache.sqlite"), "--json"))
+    assert line.startswith(f"pluralign: error: {option} {artifact}: read only with --group-by "), line
+    assert "--group-by segment does not" in line, line

@@ -190,6 +190,12 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise ValueError(f"--tenant {args.tenant}: only read with --store (a file or --source has no tenants)")
     if args.data and args.source:
         raise ValueError(f"--data {args.data}: give --data FILE or --source {args.source}, not both")
+    if args.em and (args.group_by != "em_cluster" or args.user_groups):
+        raise ValueError(f"--em {args.em}: read only with --group-by em_cluster (and no --user-groups), which groups "
+                         f"users by its clusters; --group-by {args.group_by} does not")
+    if args.pal and args.personalized != "pal" and (args.group_by != "pal_prototype" or args.user_groups):
+        raise ValueError(f"--pal {args.pal}: read only with --group-by pal_prototype (and no --user-groups) or "
+                         f"--personalized pal; --group-by {args.group_by} does not")
 
 
 def check_artifacts(args: argparse.Namespace) -> None:
