@@ -178,6 +178,9 @@ class Runtime:
     # many files it rewrote without them (the admin area: population snapshots, PAL and EM artifacts of
     # its jobs; `forget_population_users`)
     population_hooks: list[Callable[[Forget], int]] = field(default_factory=list)
+    # called with a deleted user's texts just before their vectors leave the embedding cache (the admin
+    # area: the jobs running then may have read them and embed them after it, so they go again once each ends)
+    vector_hooks: list[Callable[[list[str]], None]] = field(default_factory=list)
     # with several replicas: other replicas' DELETEs applied to this one's files (built in __post_init__)
     deletion_sweep: DeletionSweep | None = None
     # DELETEs begun and not finished, on disk, finished at the next start (built in __post_init__)

@@ -145,14 +145,32 @@ def check_writable_file(option: str, path: str, what: str = "the output") -> Non
     check_writable(option, path, file=True)
 
 
-def k_search(k: list[int] | None, k_max: int, users: int):
-    """The trainers' K search (`--k`, `--k-max`) on `users` training users, checked before training:
-    a --k above the number of training users is a ValueError naming --k (pluralign.reward.model_selection.
-    KSearch.for_users); an upward search stops at that number."""
+K_MAX = 12  # the trainers' --k-max by default
+
+
+def persona_groups(args: argparse.Namespace, option: str, source: str | None, default: int) -> None:
+    """`--groups` (the synthetic persona population's number of groups) is read only when the command's
+    source `option` is `persona`: given with another (or none), a ValueError naming both, not a run made
+    without it; unset, it becomes `default`."""
+    if args.groups is not None and source != "persona":
+        chosen = f"{option} {source} has users of its own" if source else "the data given has users of its own"
+        raise ValueError(f"--groups {args.groups}: read only with {option} persona (the synthetic population's groups); {chosen}")
+    if args.groups is None:
+        args.groups = default
+
+
+def k_search(k: list[int] | None, k_max: int | None, users: int):
+    """The trainers' K search (`--k`, `--k-max`, None: K_MAX) on `users` training users, checked before
+    training: a --k above the number of training users is a ValueError naming --k (pluralign.reward.
+    model_selection.KSearch.for_users); an upward search stops at that number. --k-max beside --k, which
+    it would not bound, is a ValueError naming both."""
     from pluralign.reward.model_selection import KSearch, TooManyComponents
 
+    if k and k_max is not None:
+        raise ValueError(f"--k-max {k_max}: read only without --k (it bounds the search over K = 1, 2, ...); "
+                         f"--k {' '.join(map(str, k))} names the K to try: give one of them")
     try:
-        return KSearch(k_max=k_max, candidates=tuple(k or ())).for_users(users)
+        return KSearch(k_max=K_MAX if k_max is None else k_max, candidates=tuple(k or ())).for_users(users)
     except TooManyComponents as exc:
         raise ValueError(f"--k {' '.join(map(str, exc.ks))}: more than the {users} training users; "
                          f"K is at most the number of training users (each component is fitted from users' preferences)") from None

@@ -10,10 +10,12 @@ which skips them and reports how many.
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import math
 import os
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -357,15 +359,28 @@ def _json_array(line: int, before: str = "") -> PreferenceError:
     return error
 
 
+GZIP_MAGIC = b"\x1f\x8b"  # a gzip file's first bytes: JSON lines as Hugging Face datasets ship them (Anthropic's HH-RLHF `train.jsonl.gz`)
+
+
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
+    """(line number, row) of a JSON lines file, gzip-compressed or not (told by its first bytes)."""
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield number, _decode_line(number, raw)
-            except PreferenceError as exc:
-                yield number, _Malformed(exc)
+        compressed = f.read(2) == GZIP_MAGIC
+    number = 0
+    try:
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    yield number, _decode_line(number, raw)
+                except PreferenceError as exc:
+                    yield number, _Malformed(exc)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # cut short by a crash or a copy, or damaged
+        error = PreferenceError(number + 1, None, f"not a whole gzip file (truncated or damaged: {exc or type(exc).__name__}); "
+                                                  "the lines before it were read")
+        error.skippable = False
+        raise error from None
 
 
 def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -> dict[str, Any] | _Malformed:
@@ -409,7 +424,7 @@ def read_preferences(
 ) -> tuple[list[Preference], LoadReport]:
     """Load a `.jsonl` or `.parquet` preference file in any TRL preference form (see
     `row_to_preference`). Parquet is told by its content (the `PAR1` magic bytes), whatever the
-    name; anything else is read as JSON lines. Raises FileNotFoundError when there is no file,
+    name; anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. Raises FileNotFoundError when there is no file,
     IsADirectoryError for a folder, PreferenceError naming the file on the first bad row (unless
     `skip_bad`) or when it holds no row."""
     path = Path(path)

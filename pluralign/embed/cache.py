@@ -85,7 +85,11 @@ class EmbeddingCache:
     def forget(self, texts: Sequence[str]) -> int:
         """Remove the vectors of `texts` (under every encoder), overwriting them on disk (secure_delete,
         then the write-ahead log truncated), for a user's DELETE. Returns the rows removed."""
-        keys = list(dict.fromkeys(text_key(t) for t in texts))
+        return self.forget_keys([text_key(t) for t in texts])
+
+    def forget_keys(self, keys: Sequence[bytes]) -> int:
+        """`forget` by the texts' keys (`text_key`: 32-byte SHA-256 digests)."""
+        keys = list(dict.fromkeys(keys))
         gone = 0
         with self._lock:
             self._db.execute("PRAGMA secure_delete=ON")

@@ -34,7 +34,7 @@ from pluralign.fairness.online import (
     prequential,
     single_threaded,
 )
-from pluralign.fairness.report import AuditReport, GroupMetrics
+from pluralign.fairness.report import AuditReport, GroupMetrics, extremes
 from pluralign.reward.inputs import at_least
 
 # Feedback comparing a personalized and a base response names where each came from.
@@ -213,15 +213,6 @@ def _group_metrics(
     )
 
 
-def _extremes(groups: list[GroupMetrics], accuracy: Callable[[GroupMetrics], float]):
-    ranked = [g for g in groups if not g.too_few_comparisons] or groups
-    if not ranked:
-        return None, None, None
-    worst = min(ranked, key=accuracy)
-    best = max(ranked, key=accuracy)
-    return worst.group, accuracy(worst), accuracy(best) - accuracy(worst)
-
-
 def audit(
     c: Comparisons,
     group_by: str,
@@ -273,8 +264,8 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
             continue
         groups.append(_group_metrics(name, rows, c, p_personal, p_base, config))
     overall = _group_metrics("all", np.flatnonzero(scored), c, p_personal, p_base, config) if scored.any() else None
-    worst, worst_acc, gap = _extremes(groups, lambda g: g.personalized_accuracy)
-    base_worst, base_worst_acc, base_gap = _extremes(groups, lambda g: g.base_accuracy)
+    worst, worst_acc, gap = extremes(groups, lambda g: g.personalized_accuracy)
+    base_worst, base_worst_acc, base_gap = extremes(groups, lambda g: g.base_accuracy)
     return AuditReport(
         group_by=group_by,
         created_at=time.time(),

@@ -60,6 +60,27 @@ class AuditReport(Base, kw_only=True):
     base_gap_change: float | None = None
 
 
+def extremes(groups: list[GroupMetrics], accuracy) -> tuple[str | None, float | None, float | None]:
+    """(the worst group's name, its accuracy, best minus worst) by `accuracy(group)`, among the groups
+    with enough comparisons (all of them when none has); (None, None, None) for no group."""
+    ranked = [g for g in groups if not g.too_few_comparisons] or groups
+    if not ranked:
+        return None, None, None
+    worst = min(ranked, key=accuracy)
+    best = max(ranked, key=accuracy)
+    return worst.group, accuracy(worst), accuracy(best) - accuracy(worst)
+
+
+def without_groups(report: AuditReport, names: set[str]) -> AuditReport:
+    """The report without the groups `names` (e.g. those only deleted users were in), its worst
+    groups and gaps drawn again from the groups left; the overall figures stay."""
+    groups = [g for g in report.groups if g.group not in names]
+    worst, worst_acc, gap = extremes(groups, lambda g: g.personalized_accuracy)
+    base_worst, base_worst_acc, base_gap = extremes(groups, lambda g: g.base_accuracy)
+    return msgspec.structs.replace(report, groups=groups, worst_group=worst, worst_group_accuracy=worst_acc, gap=gap,
+                                   base_worst_group=base_worst, base_worst_group_accuracy=base_worst_acc, base_gap=base_gap)
+
+
 def _delta(now: float | None, before: float | None) -> float | None:
     return None if now is None or before is None else now - before
 

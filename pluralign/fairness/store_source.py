@@ -59,6 +59,51 @@ def reading(uri: str, name: str, storage_options: dict[str, str]):
         raise found from None
 
 
+def _labels(db, data, group_by: str, tenant: str | None, uri: str, options: dict[str, str]):
+    """(each row's user `tenant/user`, its group label, its attributes) for the rows `data` holds (columns
+    tenant, user_id, attributes); UnknownGroupBy when no row nor user has `group_by`."""
+    users = [f"{t}/{u}" for t, u in zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)]
+    group_by = answer_key(group_by)  # names and labels compared as answers are (answer_key): one group however a client spelt it
+    attributes = [{answer_key(k): v for k, v in json.loads(a or "{}").items()} for a in data.column("attributes").to_pylist()]
+    user_names: set[str] = set()
+    with reading(uri, "table `users`", options):
+        by_user = user_groups_from_store(db, group_by, tenant, user_names)
+    own = group_by != PAL_PROTOTYPE  # pal_prototype is never read from a comparison's attributes
+    if not any((own and group_by in a) or u in by_user for a, u in zip(attributes, users, strict=True)):
+        # a misspelled name would put every comparison in one group, "unknown"
+        raise UnknownGroupBy(group_by, {name for a in attributes for name in a} | user_names, "stored comparison or user")
+    labels = [
+        answer_key(str(a[group_by])) if own and group_by in a else by_user.get(u, "unknown")
+        for a, u in zip(attributes, users, strict=True)
+    ]
+    return users, labels, attributes
+
+
+def group_members_from_store(uri: str, group_by: str, tenant: str | None = None,
+                             storage_options: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """The users (`tenant/user`) whose stored non-tie comparisons an audit by `group_by` (of one tenant, or
+    all) puts in each group, by the group's name, as `comparisons_from_store` labels them now: a group
+    none of whose users is stored any more is absent. Raises as `comparisons_from_store` does (an empty
+    store: {})."""
+    options = options_from_env() if storage_options is None else storage_options
+    with reading(uri, "table `preferences`", options):
+        db = connect(uri, options)
+        table = db.open_table("preferences")
+        refuse_newer("preferences", uri, table.schema.metadata)
+        where = "tie = false AND rejected != ''" + (f" AND tenant = {quote(tenant)}" if tenant else "")
+        data = table.search().where(where).select(["tenant", "user_id", "attributes"]).limit(None).to_arrow()
+    if data.num_rows == 0:
+        return {}
+    members: dict[str, set[str]] = {}
+    try:
+        users, labels, _ = _labels(db, data, group_by, tenant, uri, options)
+    except UnknownGroupBy:  # every user who had it is gone
+        return {}
+    for user, label in zip(users, labels, strict=True):
+        members.setdefault(label, set()).add(user)
+    return members
+
+
 def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, storage_options: dict[str, str] | None = None) -> Comparisons:
     """Every stored non-tie comparison (of one tenant, or all), users named `tenant/user`. An object
     store is reached with `storage_options`, default those named by `PLURALIGN_STORE_*` variables."""
@@ -76,20 +121,7 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     dim = data.schema.field("chosen_vec").type.list_size
     vectors = lambda name: data.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)  # noqa: E731
     diff = (vectors("chosen_vec") - vectors("rejected_vec")).astype(np.float32)  # (N, d)
-    users = [f"{t}/{u}" for t, u in zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)]
-    group_by = answer_key(group_by)  # names and labels compared as answers are (answer_key): one group however a client spelt it
-    attributes = [{answer_key(k): v for k, v in json.loads(a or "{}").items()} for a in data.column("attributes").to_pylist()]
-    user_names: set[str] = set()
-    with reading(uri, "table `users`", options):
-        by_user = user_groups_from_store(db, group_by, tenant, user_names)
-    own = group_by != PAL_PROTOTYPE  # pal_prototype is never read from a comparison's attributes
-    if not any((own and group_by in a) or u in by_user for a, u in zip(attributes, users, strict=True)):
-        # a misspelled name would put every comparison in one group, "unknown"
-        raise UnknownGroupBy(group_by, {name for a in attributes for name in a} | user_names, "stored comparison or user")
-    labels = [
-        answer_key(str(a[group_by])) if own and group_by in a else by_user.get(u, "unknown")
-        for a, u in zip(attributes, users, strict=True)
-    ]
+    users, labels, attributes = _labels(db, data, group_by, tenant, uri, options)
     user, names = index_labels(users)
     group, groups = index_labels(labels)
     policy = np.array([policy_outcome(a) for a in attributes], np.int8)

@@ -44,8 +44,10 @@ def _admin(request: Request) -> Admin:
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
     """`params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
     params = dict(data.params)
+    # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so
+    checked = {"protocol": "file", **params} if data.kind in ("pal", "em") else params
     try:
-        decode_params(data.kind, params, from_client=True)
+        decode_params(data.kind, checked, from_client=True)
     except JobParamsError as exc:
         raise bad_request(exc.field, exc.problem, code="unknown_parameter" if exc.unknown else "invalid_value") from None
     try:

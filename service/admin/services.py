@@ -18,12 +18,13 @@ from litestar.concurrency import sync_to_thread
 
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
-from pluralign.fairness.report import AuditReport, decode_report
+from pluralign.embed.cache import text_key
+from pluralign.fairness.report import AuditReport, decode_report, report_encoder, without_groups
 from pluralign.files import copy_into_place, write_atomic
 from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
-from pluralign.store.deletions import Forget
+from pluralign.store.deletions import Forget, key_hash
 from pluralign.store.location import options_to_env
 from service.admin.paths import PublicPaths
 from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
@@ -32,7 +33,7 @@ from service.replicas import owner
 from service.requestid import current
 from service.runtime import ForgetIncomplete, Runtime
 from service.settings import Settings
-from service.users.services import adapter_folder
+from service.users.services import adapter_folder, forget_embedding_keys, forget_embeddings
 from training.jobs.params import JOB_ENCODERS
 from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, Param
@@ -44,6 +45,13 @@ log = logging.getLogger("pluralign.service")
 # a user pushed out starts again from 0 (as after a restart) and is checked `adapter_every` comparisons
 # later; the trigger itself decides by the table's count, so no job is lost, only later (~100 B a user)
 ADAPTER_COUNTED_USERS = 100_000
+# the job kinds whose workers embed what they read through the jobs' embedding cache (`training.common.cached_encoder`)
+EMBEDDING_KINDS = frozenset({"pal", "em", "audit"})
+# under the jobs folder: per queued or running embedding job, the keys (SHA-256 of each text) of deleted
+# users' texts it may have read before their DELETE, whose vectors leave the cache again once it ends
+FORGET_AT_EXIT = "forget-at-exit"
+# in a succeeded audit job's artifact folder: each report group's users, by hash (`Admin.keep_audit_members`)
+AUDIT_MEMBERS = "members.json"
 
 
 class _Named(msgspec.Struct):
@@ -54,15 +62,27 @@ class _Named(msgspec.Struct):
 _NAMED = msgspec.json.Decoder(_Named)
 
 
+class _Texts(msgspec.Struct):
+    prompt: object = None  # a snapshot line's texts (`pluralign.data.io.preference_row`), which a job embeds
+    chosen: object = None
+    rejected: object = None
+
+    def texts(self) -> list[str]:
+        return [t for t in (self.prompt, self.chosen, self.rejected) if isinstance(t, str)]
+
+
+_TEXTS = msgspec.json.Decoder(_Texts)
+
+
 def _snapshot_users(path: Path) -> set[str]:
     """The users (`tenant/user`) a population snapshot holds rows of."""
     return {_NAMED.decode(line).user_id for line in path.read_bytes().splitlines() if line.strip()}
 
 
-def _drop_rows(path: Path, forget: Forget) -> int:
+def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> int:
     """Rewrite the snapshot at `path` without the rows of the users `forget` names (a temp file
     renamed over it: a reader, a job starting, sees the old file or the new one). Returns 1 when it
-    was rewritten."""
+    was rewritten; the texts of the rows it dropped are added to `dropped`."""
     data = path.read_bytes()
     if not forget.may_name(data):  # the names as the file spells them: no row of theirs
         return 0
@@ -79,6 +99,8 @@ def _drop_rows(path: Path, forget: Forget) -> int:
     kept = [line for line in lines if not line.strip() or not gone(line)]
     if len(kept) == len(lines):
         return 0
+    if dropped is not None:
+        dropped += [t for line in lines if line.strip() and gone(line) for t in _TEXTS.decode(line).texts()]
     write_atomic(path, b"".join(kept))
     return 1
 
@@ -112,14 +134,20 @@ class Admin:
             from training.jobs.ray_runner import RayJobRunner
 
             self.runner: JobRunner = RayJobRunner(config, settings.ray_address, on_promote=self.put_into_service,
-                                                  on_succeed=self.keep_snapshot_users)
+                                                  on_succeed=self.check_result, on_exit=self.forget_at_exit)
         else:
-            self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.keep_snapshot_users)
+            self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.check_result,
+                                         on_exit=self.forget_at_exit)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
         self.retention = JobRetention(self, settings.job_retention_s) if settings.job_retention_s else None
         rt.delete_hooks.append(self.forget_jobs)
         rt.population_hooks.append(self.forget_in_population)
+        rt.vector_hooks.append(self.forget_vectors_at_exit)
         self._lock = threading.Lock()
+        self._exit_lock = threading.Lock()  # orders the FORGET_AT_EXIT files' writes against their jobs' exits
+        # the workers the last process ran were stopped when the runner opened (a Ray job's may run on):
+        # what they may have embedded of users deleted meanwhile goes now
+        self._forget_ended(lambda job: job.state != "running")
         # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
         self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
 
@@ -219,16 +247,75 @@ class Admin:
         snapshots = sorted(self.population_folder.glob("comparisons-*.jsonl")) if self.population_folder.is_dir() else []
         artifacts = self.folder / "artifacts"
         folders = sorted(p for p in artifacts.iterdir() if p.is_dir()) if artifacts.is_dir() else []
-        for path, drop in [*((p, _drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
+        dropped: list[str] = []
+        drop_rows = lambda path, forget: _drop_rows(path, forget, dropped)  # noqa: E731
+        for path, drop in [*((p, drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
             try:
                 rewritten += drop(path, forget)
             except (OSError, ValueError) as exc:  # damaged, another schema: left as it is, the others still rewritten
                 if not path.exists():  # removed since it was listed (its job purged, not under this lock): nothing left in it
                     continue
                 failures.append(f"{path}: {exc}")
+        try:
+            self._forget_in_audits(forget)
+        except (OSError, ValueError) as exc:  # a damaged report or members file: the others still rewritten
+            failures.append(f"the audit reports in {self.folder}: {exc}")
+        if dropped:
+            # the jobs embedded those rows' texts into their cache (this replica's, for another replica's
+            # DELETE too); a job still running may embed them after this, so they go again when it ends
+            self.forget_vectors_at_exit(dropped)
+            for name, cache, exc in forget_embeddings(dropped):  # a DELETE answered here warns of it (`_forget_vectors`)
+                log.error("the vectors of a deleted user's texts stay in %s (%s): %s", name, cache, exc)
         if failures:
             raise ForgetIncomplete(rewritten, failures)
         return rewritten
+
+    @property
+    def exit_folder(self) -> Path:
+        return self.folder / FORGET_AT_EXIT
+
+    def forget_vectors_at_exit(self, texts: list[str]) -> None:
+        """For a DELETE (a `Runtime.vector_hooks` entry, and `forget_in_population`): each queued or
+        running job of the EMBEDDING_KINDS may have read the deleted user's `texts` (its snapshot, the
+        store) and embed them into the jobs' cache after the DELETE cleaned it: their keys are noted in
+        the job's FORGET_AT_EXIT file, and those vectors go again once its worker ends (`forget_at_exit`;
+        at the next start for a worker the service was stopped in). A file that cannot be written (a
+        full disk) is logged: then what that job embeds of them after the DELETE stays."""
+        if not texts:
+            return
+        keys = b"".join(dict.fromkeys(text_key(t) for t in texts))
+        with self._exit_lock:
+            for job in self.runner.list(limit=1_000_000):
+                if job.kind in EMBEDDING_KINDS and job.state in ACTIVE_STATES:
+                    try:
+                        self.exit_folder.mkdir(parents=True, exist_ok=True)
+                        with open(self.exit_folder / f"{job.id}.keys", "ab") as f:
+                            f.write(keys)
+                    except OSError as exc:
+                        log.error("job %s may embed a deleted user's texts after their DELETE, and they stay in the "
+                                  "embedding cache: %s could not be written (%s)", job.id, self.exit_folder, exc)
+        self._forget_ended(lambda job: job.state not in ACTIVE_STATES)  # ended meanwhile, before its file was written
+
+    def forget_at_exit(self, job_id: str) -> None:
+        """The job's worker is gone (the runner's `on_exit`): the vectors its FORGET_AT_EXIT file names
+        leave the jobs' embedding cache, and the file goes (and so do those of jobs cancelled before they ran)."""
+        self._forget_ended(lambda job: job.id == job_id or job.state not in ACTIVE_STATES)
+
+    def _forget_ended(self, ended) -> None:
+        """Apply the FORGET_AT_EXIT files of the jobs `ended(job)` says have no worker (or no record any
+        more); a cache that cannot be cleaned keeps its file for the next time (the log names it)."""
+        with self._exit_lock:
+            for path in sorted(self.exit_folder.glob("*.keys")) if self.exit_folder.is_dir() else []:
+                job = self.runner.get(path.stem)
+                if job is not None and not ended(job):
+                    continue
+                data = path.read_bytes()
+                left = forget_embedding_keys([data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)])
+                for name, cache, exc in left:
+                    log.error("the vectors of a deleted user's texts that job %s may have embedded stay in %s (%s): %s",
+                              path.stem, name, cache, exc)
+                if not left:
+                    path.unlink(missing_ok=True)
 
     def _drop_weights(self, folder: Path, forget: Forget) -> int:
         """Remove the fitted weights of the users `forget` names from the PAL or EM artifact at `folder`, or from what a
@@ -243,6 +330,59 @@ class Admin:
         if job is not None and job.state in ACTIVE_STATES:
             return 0
         return forget_stopped_users(folder, forget)
+
+    def check_result(self, job: Job) -> None:
+        """A succeeded job's result, before promotion (the runner's `on_succeed`): `keep_snapshot_users`,
+        `keep_audit_members`."""
+        self.keep_snapshot_users(job)
+        self.keep_audit_members(job)
+
+    def keep_audit_members(self, job: Job) -> None:
+        """A succeeded audit job of the service's store: which users (by `key_hash` of `tenant/user`) each of
+        its report's groups holds now goes to AUDIT_MEMBERS in its artifact folder, and groups whose users
+        are all gone (deleted while it ran) leave the report at once (`_prune_audit`). Under the population
+        lock, as a DELETE's `forget_in_population` runs once the user's rows left the store: one comes
+        after the other, so a deleted user is never counted in a report that outlives them."""
+        from pluralign.fairness.store_source import group_members_from_store
+
+        if job.kind != "audit" or not isinstance(job.params.get("store"), str):
+            return
+        tenant = job.params.get("tenant")
+        with self.rt.population_lock:
+            members = group_members_from_store(self.rt.settings.lancedb_uri, str(job.params["group_by"]),
+                                               tenant if isinstance(tenant, str) else None, self.rt.settings.storage_options)
+            hashed = {group: sorted(key_hash(u) for u in users) for group, users in members.items()}
+            self._prune_audit(job.id, hashed, write=True)
+
+    def _prune_audit(self, job_id: str, members: dict[str, list[str]], write: bool = False) -> None:
+        """Keep AUDIT_MEMBERS `members` for the audit job, and take from its report (result.json, and the
+        output it was read from) the groups that no member is left in: their names are what those users
+        sent (an attribute's value) and their figures were drawn from those users alone."""
+        path = self.runner.store.path(job_id, "result.json")
+        report = decode_report(path.read_bytes())
+        gone = {g.group for g in report.groups if not members.get(g.group)}
+        kept = {group: users for group, users in members.items() if users and group in {g.group for g in report.groups}}
+        if write or gone:
+            write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
+        if gone:
+            data = report_encoder.encode(without_groups(report, gone))
+            write_atomic(path, data)
+            write_atomic(self.runner.store.path(job_id, "out"), data + b"\n")
+
+    def _forget_in_audits(self, forget: Forget) -> None:
+        """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the
+        AUDIT_MEMBERS of every audit made before it, and the groups left without members leave its report."""
+        hashes = set(forget.hashes) | {key_hash(k) for k in forget.keys}
+        for job in self.runner.list(kind="audit", limit=1_000_000):  # one just checked may not be recorded succeeded yet
+            path = self.folder / "artifacts" / job.id / AUDIT_MEMBERS
+            if not path.is_file():
+                continue
+            theirs = forget.made_at(job.created_at)
+            gone = {h for h in hashes if h in theirs.hashes} | {key_hash(k) for k in theirs.keys}
+            members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
+            if not any(h in gone for users in members.values() for h in users):
+                continue
+            self._prune_audit(job.id, {group: [h for h in users if h not in gone] for group, users in members.items()})
 
     def keep_snapshot_users(self, job: Job) -> None:
         """A succeeded PAL or EM job trained on a population snapshot (`on_succeed`): its artifact

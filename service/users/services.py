@@ -689,9 +689,16 @@ def forget_embeddings(texts: list[str]) -> list[tuple[str, Path | None, Exceptio
     (HOME unset) is no cache there. Every cache is tried, and each that could not be looked into or
     rewritten (damaged, its folder or HOME not readable) is returned as (its name in words, its path
     when known, the error); [] when all were cleaned."""
+    from pluralign.embed.cache import text_key
+
+    return forget_embedding_keys([text_key(t) for t in texts])
+
+
+def forget_embedding_keys(keys: list[bytes]) -> list[tuple[str, Path | None, Exception]]:
+    """`forget_embeddings` by the texts' keys (`pluralign.embed.cache.text_key`)."""
     from pluralign.embed.cache import EmbeddingCache, default_cache_path, home_cache_path
 
-    if not texts:
+    if not keys:
         return []
     try:
         jobs = default_cache_path()
@@ -708,7 +715,7 @@ def forget_embeddings(texts: list[str]) -> list[tuple[str, Path | None, Exceptio
             seen.add(path.resolve())
             cache = EmbeddingCache(path)
             try:
-                cache.forget(texts)
+                cache.forget_keys(keys)
             finally:
                 cache.close()
         except (OSError, ValueError, sqlite3.Error) as exc:
@@ -799,6 +806,8 @@ def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None
     DELETE's 200 to warn of."""
     rows = rt.store.preferences_for(tenant, user_id)[0]
     texts = [t for p in rows if before is None or p.received() < before for t in (p.prompt, p.chosen, p.rejected)]
+    for hook in list(rt.vector_hooks):  # jobs that may have read them and embed after this: again once they end
+        hook(texts)
     left = forget_embeddings(texts)
     for name, path, exc in left:
         log.error("the vectors of a deleted user's texts stay in %s (%s): %s", name, path, exc)

@@ -142,6 +142,17 @@ def test_an_unknown_job_parameter_is_unknown_parameter_naming_the_closest(svc):
     assert jobs == []  # nothing queued
 
 
+@pytest.mark.parametrize("params", [{"groups": 3}, {"protocol": "ukp", "groups": 3}])
+def test_groups_of_a_population_job_not_on_persona_is_a_400_naming_it(svc, params):
+    """data session 34: `groups` sizes only the persona protocol's population. Before: a `pal` job on the
+    service's own comparisons (the default, protocol `file`) took `groups: 3`, queued, and ignored it."""
+    with svc.client("admin") as c:
+        r = c.post("/admin/jobs", json={"kind": "pal", "params": params})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "params.groups" and "read only with protocol `persona`" in error["message"], error
+
+
 def test_a_body_over_the_limit_is_a_413_naming_body_and_the_limit(svc):
     """The 413 said only "Request Entity Too Large" with `param` null: not which limit, nor how far
     over it (the openai client shows `Error code: 413 - Request Entity Too Large`)."""

@@ -121,3 +121,104 @@ def test_an_import_user_the_service_never_takes_is_named_by_user(tmp_path):
                                     "--url", "http://127.0.0.1:9", "--key", "pk-unused"))
     assert line.startswith("pluralign: error: --user 'ann smith': a user id is 1-128 characters"), line
     assert line.endswith("(nothing was sent)"), line
+
+
+def test_fspo_on_users_with_too_few_comparisons_names_shots_and_queries(tmp_path):
+    """data session 34: `train fspo --population file` on users of 3 comparisons each. Before:
+    `pluralign: error: no user has 5 comparisons (shots + queries)`, naming neither option nor the file."""
+    path = tmp_path / "few.jsonl"
+    path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
+                                        "rejected": f"No {i}."}) + "\n" for i in range(12)))
+    line = one_error_line(pluralign(tmp_path, "train", "fspo", "--population", "file", "--data", str(path), "--out", str(tmp_path / "fs")))
+    assert line.startswith("pluralign: error: --shots 4 + --queries 1: "), line
+    assert f"--data {path}" in line and "at most 3" in line and "lower --shots or --queries" in line, line
+    assert not (tmp_path / "fs").exists()
+
+
+def test_a_gzip_compressed_trl_file_is_read_as_its_lines(tmp_path):
+    """data session 34: JSON lines as Hugging Face datasets ship them, gzip-compressed (Anthropic's HH-RLHF
+    `train.jsonl.gz`: implicit-prompt rows, no user). Before: `line 1: malformed JSON (...); it holds NUL
+    bytes: a binary file, not JSON lines`. A file cut short is one line naming it, not a traceback."""
+    import gzip
+
+    rows = [{"chosen": f"\n\nHuman: Tea or coffee {i}?\n\nAssistant: Tea, always.",
+             "rejected": f"\n\nHuman: Tea or coffee {i}?\n\nAssistant: Coffee."} for i in range(5)]
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    path = tmp_path / "train.jsonl.gz"
+    path.write_bytes(gzip.compress(data))
+    result = pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path), "--user", "hh", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"source": "jsonl", "pairs": 5, "judgments": 5, "users": 1, "ties": 0}
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gzip.compress(data * 50)[:300])
+    line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(cut), "--user", "hh", "--skip-bad"))
+    assert line.startswith(f"pluralign: error: --path {cut}: line ") and "not a whole gzip file (truncated or damaged" in line, line
+
+
+@pytest.mark.parametrize("trainer", ["pal", "em"])
+def test_k_max_beside_k_is_refused_naming_both(tmp_path, trainer):
+    """data session 34: `--k-max` bounds only the search without `--k`. Before: `--k 3 --k-max 2` trained
+    K=3 and said nothing of the --k-max it ignored (exit 0); now one line naming both, before training."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
+                                        "rejected": f"No {i}."}) + "\n" for i in range(24)))
+    line = one_error_line(pluralign(tmp_path, "train", trainer, "--protocol", "file", "--data", str(path), "--k", "3",
+                                    "--k-max", "2", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache.sqlite")))
+    assert line.startswith("pluralign: error: --k-max 2: read only without --k") and "--k 3 names the K to try" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "em", "--protocol", "file", "--data", "{data}", "--groups", "3"],
+    ["train", "pal", "--protocol", "ukp", "--groups", "3"],
+    ["eval", "--model", "bt", "--protocol", "ukp", "--groups", "3"],
+    ["train", "fspo", "--population", "file", "--data", "{data}", "--groups", "3"],
+    ["audit", "--data", "{data}", "--group-by", "segment", "--groups", "3"],
+])
+def test_groups_with_a_source_that_is_not_persona_is_refused_naming_both(tmp_path, argv):
+    """data session 34: `--groups` sizes only the synthetic persona population. Before: with a file or UKP
+    it was ignored and the run went on (`train em --protocol ukp --groups 3` trained minutes on UKP's
+    own users, exit 0); now one line naming it and the source, before anything loads."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
+                                        "rejected": f"No {i}.", "attributes": {"segment": "s"}}) + "\n" for i in range(24)))
+    argv = [a.replace("{data}", str(path)) for a in argv]
+    out = ["--out", str(tmp_path / "out")] if argv[0] == "train" else []
+    line = one_error_line(pluralign(tmp_path, *argv, *out))
+    assert line.startswith("pluralign: error: --groups 3: read only with ") and " persona " in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["train", "fspo", "--population", "persona", "--unseen-fraction", "0.5"], "--unseen-fraction 0.5: read only with --population file"),
+    (["train", "maxmin", "--pairs", "{data}", "--objective", "single", "--heads", "3"], "--heads 3: a single-reward ranking"),
+])
+def test_an_option_the_run_would_ignore_or_contradict_is_refused(tmp_path, argv, said):
+    """data session 34. Before: `train fspo --population persona --unseen-fraction 0.5` trained with the
+    persona protocol's own unseen users (exit 0), and `train maxmin --objective single --heads 3` wrote an
+    artifact recording a single-reward ranking of 3 heads (exit 0)."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
+                                        "rejected": f"No {i}."}) + "\n" for i in range(8)))
+    argv = [a.replace("{data}", str(path)) for a in argv]
+    line = one_error_line(pluralign(tmp_path, *argv, "--out", str(tmp_path / "out"), "--steps", "1"))
+    assert line.startswith(f"pluralign: error: {said}"), line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option", ["--em", "--pal"])
+def test_an_audit_artifact_its_grouping_would_not_read_is_refused(tmp_path, option):
+    """data session 34: `audit --data F --group-by segment --em DIR` (or `--pal DIR`). Before: the report
+    was made by `segment`, the artifact never read, exit 0; now one line naming the option and --group-by."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
+                                        "rejected": f"No {i}.", "attributes": {"segment": f"s{i % 2}"}}) + "\n" for i in range(16)))
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "meta.json").write_text(json.dumps(  # a description each kind's first check reads
+        {"schema_version": 1, "encoder_id": "sentence-transformers/all-MiniLM-L6-v2", "variant": "a", "k": 2, "input_dim": 384,
+         "latent_dim": 4, "hidden": 8, "users": 4}))
+    line = one_error_line(pluralign(tmp_path, "audit", "--data", str(path), "--group-by", "segment", option, str(artifact),
+                                    "--min-comparisons", "0", "--cache", str(tmp_path / "cache.sqlite"), "--json"))
+    assert line.startswith(f"pluralign: error: {option} {artifact}: read only with --group-by "), line
+    assert "--group-by segment does not" in line, line

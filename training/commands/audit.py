@@ -37,6 +37,7 @@ from training.common import (
     cached_encoder,
     check_writable_file,
     number,
+    persona_groups,
     read_preference_file,
     reading,
     report_progress,
@@ -176,6 +177,7 @@ STORE_IGNORES = {  # what --store would not read (its groups come from stored at
 def check_inputs(args: argparse.Namespace) -> None:
     """Every input option given is read: one the chosen source would not read is an error naming it,
     not a report silently made without it (`--store` never read `--user-groups`)."""
+    persona_groups(args, "--source", args.source, 2)
     if args.store:
         for name, option in STORE_IGNORES.items():
             value = getattr(args, name)
@@ -188,6 +190,12 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise ValueError(f"--tenant {args.tenant}: only read with --store (a file or --source has no tenants)")
     if args.data and args.source:
         raise ValueError(f"--data {args.data}: give --data FILE or --source {args.source}, not both")
+    if args.em and (args.group_by != "em_cluster" or args.user_groups):
+        raise ValueError(f"--em {args.em}: read only with --group-by em_cluster (and no --user-groups), which groups "
+                         f"users by its clusters; --group-by {args.group_by} does not")
+    if args.pal and args.personalized != "pal" and (args.group_by != "pal_prototype" or args.user_groups):
+        raise ValueError(f"--pal {args.pal}: read only with --group-by pal_prototype (and no --user-groups) or "
+                         f"--personalized pal; --group-by {args.group_by} does not")
 
 
 def check_artifacts(args: argparse.Namespace) -> None:
@@ -271,7 +279,7 @@ def register(sub) -> None:
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
-    p.add_argument("--groups", type=number(int, minimum=2), default=2, help="persona: number of groups")
+    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="--source persona: number of groups (default 2)")
     p.add_argument("--group-weights", default="", help="persona: relative group sizes, e.g. 0.9,0.1")
     p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--out", help="also write the report JSON here")

@@ -39,6 +39,7 @@ from training.common import (
     check_encoder,
     k_search,
     number,
+    persona_groups,
     print_json,
     reading,
 )
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     # usage errors first: the imports below (torch, the models) take seconds
     if args.active_target is not None and args.shots != "active":  # it would be ignored: no active figures at all
         raise ValueError(f"--active-target {args.active_target} chooses how --shots active picks; add --shots active (or drop --active-target)")
+    persona_groups(args, "--protocol", args.protocol, 4)
     sizes = {field: getattr(args, field) for field in PERSONA_SIZES if getattr(args, field) is not None}
     if sizes and args.protocol != "persona":
         given = ", ".join(f"{PERSONA_SIZES[field]} {value}" for field, value in sizes.items())
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     with reading("--data-dir", args.data_dir):
         protocol = load_protocol(config)
     if args.k is not None:  # a fixed K, as the trainers check it: at most the number of training users
-        k_search([args.k], args.k, len({r.user_id for r in protocol.seen.train}))
+        k_search([args.k], None, len({r.user_id for r in protocol.seen.train}))
     encoder = cached_encoder(args)
     active = args.shots == "active"
     bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())
@@ -107,7 +109,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona"],
                    help="ukp: the UKP ConvArg1 annotators; persona: a synthetic population of --groups groups from anthropic_persona")
-    p.add_argument("--groups", type=number(int, minimum=2), default=4, help="persona: number of groups")
+    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of groups (default 4)")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--unseen-per-group", dest="unseen_users_per_group", type=int, action=AtLeastOne, default=None,

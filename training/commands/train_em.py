@@ -35,11 +35,13 @@ from training.common import (
     k_search,
     load_training_protocol,
     number,
+    persona_groups,
     print_json,
 )
 
 
 def run(args: argparse.Namespace) -> int:
+    persona_groups(args, "--protocol", args.protocol, 4)
     check_encoder(args)  # before the imports below (torch: seconds)
     import msgspec
     from tqdm import tqdm
@@ -105,11 +107,12 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
                    help="reward heads, at most the number of training users; several values: keep the smallest K within one standard error of the best held-out "
                         "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
-    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try (never above the number of training users)")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=None,
+                   help="without --k: the largest K the search may try (default 12, never above the number of training users)")
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
-    p.add_argument("--groups", type=number(int, minimum=2), default=4, help="persona: number of true groups")
+    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of true groups (default 4)")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"],
                    help="hard: each user to their best head; soft: posterior weights over the heads (default %(default)s)")
     p.add_argument("--init", default="kmeans", choices=["kmeans", "random"], help="k-means on per-user fits, or random groups")

@@ -23,6 +23,7 @@ from training.common import (
     SEED_HELP,
     check_out,
     number,
+    persona_groups,
     print_json,
     read_preference_file,
     reading,
@@ -94,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
         training_episodes,
     )
 
+    persona_groups(args, "--population", args.population, 2)
+    if args.unseen_fraction is not None and args.population != "file":  # it would be ignored
+        raise ValueError(f"--unseen-fraction {args.unseen_fraction:g}: read only with --population file; "
+                         f"--population {args.population} holds its unseen users out itself")
+    args.unseen_fraction = 0.2 if args.unseen_fraction is None else args.unseen_fraction
     if args.out:  # before any training: a wrong --out costs nothing, and a folder of other files is never replaced
         check_out(args.out, FULL_MODEL_FILES if args.full else ADAPTER_FILES, "full model" if args.full else "LoRA adapter")
     config = FSPOConfig(
@@ -111,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     train_users, support, query = load_population(args)
+    most = max((sum(not p.tie for p in ps) for ps in train_users.values()), default=0)
+    if most < config.shots + config.queries:  # an episode takes that many of one user's comparisons
+        source = f"--data {args.data}" if args.population == "file" else f"--population {args.population}"
+        raise ValueError(f"--shots {config.shots} + --queries {config.queries}: each training episode takes "
+                         f"{config.shots + config.queries} strict comparisons of one user, and no training user of {source} has "
+                         f"that many (at most {most}, among {len(train_users)} training users); lower --shots or --queries")
     eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
     test = query_episodes({u: support[u] for u in eval_users}, {u: query[u] for u in eval_users}, config.shots, per_user=args.eval_per_user)
     episodes = training_episodes(
@@ -171,9 +183,10 @@ def register(sub) -> None:
     p = sub.add_parser("fspo", help="FSPO: train a policy to act as any user's reward model from a few shots")
     p.add_argument("--population", default="persona", choices=["persona", "ukp", "file"],
                    help="the users trained on: a synthetic persona population, the UKP annotators, or a preference file (--data); default %(default)s")
-    p.add_argument("--groups", type=number(int, minimum=2), default=2, help="persona: number of (opposed) groups")
+    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of (opposed) groups (default 2)")
     p.add_argument("--data", default=None, help="--population file: a preference JSONL/Parquet file")
-    p.add_argument("--unseen-fraction", type=number(float, above=0, below=1), default=0.2, help="--population file: share of users held out")
+    p.add_argument("--unseen-fraction", type=number(float, above=0, below=1), default=None,
+                   help="--population file: share of users held out (default 0.2)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
     p.add_argument("--shots", type=number(int, minimum=0), default=4,

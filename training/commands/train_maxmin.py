@@ -39,6 +39,11 @@ def load_base(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.heads is None:
+        args.heads = 1 if args.objective == "single" else 2
+    if args.objective == "single" and args.heads != 1:  # recorded in meta.json: an artifact that contradicts itself
+        raise ValueError(f"--heads {args.heads}: a single-reward ranking (--objective single) has 1 head; "
+                         "give --heads 1 (or --objective maxmin)")
     import msgspec
     from tqdm import tqdm
 
@@ -81,7 +86,8 @@ def register(sub) -> None:
     p = sub.add_parser("maxmin", help="LoRA policy by DPO on MaxMin-ranked (or single-reward-ranked) comparisons")
     p.add_argument("--pairs", required=True, help="ranked comparisons (JSONL or Parquet)")
     p.add_argument("--objective", default="maxmin", choices=["maxmin", "single"], help="the reward that ranked the pairs (recorded)")
-    p.add_argument("--heads", type=number(int, minimum=1), default=2, help="reward heads behind the ranking (recorded; 1 for single)")
+    p.add_argument("--heads", type=number(int, minimum=1), default=None,
+                   help="reward heads behind the ranking (recorded; default 2 for maxmin, 1 for single)")
     p.add_argument("--base", default="smollm2", help="smollm2 (default) or a local causal-LM folder")
     p.add_argument("--steps", type=number(int, minimum=1), default=60, help="optimizer steps (default %(default)s)")
     p.add_argument("--batch-size", type=number(int, minimum=1), default=8, help="comparisons per step (default %(default)s)")

@@ -36,11 +36,13 @@ from training.common import (
     k_search,
     load_training_protocol,
     number,
+    persona_groups,
     print_json,
 )
 
 
 def run(args: argparse.Namespace) -> int:
+    persona_groups(args, "--protocol", args.protocol, 4)
     check_encoder(args)  # before the imports below (torch: seconds)
     import numpy as np
     import torch
@@ -124,11 +126,12 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
                    help="prototypes, at most the number of training users; several values: keep the smallest K within one standard error of the best held-out "
                         "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
-    p.add_argument("--k-max", type=int, action=AtLeastOne, default=12, help="without --k: the largest K the search may try (never above the number of training users)")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=None,
+                   help="without --k: the largest K the search may try (default 12, never above the number of training users)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
-    p.add_argument("--groups", type=number(int, minimum=2), default=4, help="persona: number of groups")
+    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of groups (default 4)")
     p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced)")
     p.add_argument("--epochs", type=number(int, minimum=1), default=40, help="most epochs (early stopping on validation loss)")
     p.add_argument("--max-pairs", type=number(int, minimum=0), default=300_000, help="budget of pair visits (epochs x pairs); 0: none")

@@ -63,7 +63,7 @@ class PalParams(Base, frozen=True):
     k: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None  # None: chosen from the data (held-out likelihood)
     data: str | None = None  # server-set: the snapshot of the service's comparisons
     encoder: JobEncoder | None = None  # server-set: the encoder the service embeds with (None: the trainer's default)
-    groups: Annotated[int, msgspec.Meta(ge=2, le=64)] = 4
+    groups: Annotated[int, msgspec.Meta(ge=2, le=64)] | None = None  # protocol persona only (None: the trainer's, 4)
     epochs: Annotated[int, msgspec.Meta(ge=1, le=200)] = 40
     max_pairs: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 300_000
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
@@ -81,7 +81,7 @@ class EmParams(Base, frozen=True):
     k: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None  # None: chosen from the data (held-out likelihood)
     data: str | None = None  # server-set: the snapshot of the service's comparisons
     encoder: JobEncoder | None = None  # server-set: the encoder the service embeds with (None: the trainer's default)
-    groups: Annotated[int, msgspec.Meta(ge=2, le=64)] = 4
+    groups: Annotated[int, msgspec.Meta(ge=2, le=64)] | None = None  # protocol persona only (None: the trainer's, 4)
     assignment: Literal["hard", "soft"] = "hard"
     init: Literal["kmeans", "random"] = "kmeans"
     restarts: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
@@ -148,9 +148,13 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
             hint = f" (did you mean `{close[0]}`?)" if close else ""
             raise JobParamsError(f"params.{name}", f"unknown parameter of a `{kind}` job{hint}; it takes {', '.join(takes)}", unknown=True)
     try:
-        return msgspec.convert(dict(params), schema, strict=True)
+        typed = msgspec.convert(dict(params), schema, strict=True)
     except msgspec.ValidationError as exc:
         raise JobParamsError(*_where(exc)) from None
+    if getattr(typed, "groups", None) is not None and typed.protocol != "persona":  # it would be ignored
+        raise JobParamsError("params.groups", f"read only with protocol `persona` (the synthetic population's groups); "
+                                              f"protocol `{typed.protocol}` has users of its own")
+    return typed
 
 
 def job_argv(kind: str, params: Mapping[str, object], skip: tuple[str, ...] = ()) -> list[str]:

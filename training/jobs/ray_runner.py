@@ -94,6 +94,7 @@ class RayJobRunner(LocalJobRunner):
     def __init__(
         self, config: RunnerConfig, address: str | None = None, kinds: Mapping[str, JobKind] = KINDS,
         on_promote: Callable[[Job, str], None] | None = None, on_succeed: Callable[[Job], None] | None = None,
+        on_exit: Callable[[str], None] | None = None,
     ):
         """`address`: a Ray cluster (`ray://host:10001` or `host:6379`); None joins the Ray already
         initialized in this process, else starts a local one."""
@@ -103,7 +104,7 @@ class RayJobRunner(LocalJobRunner):
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
         self._ray = ray
         self._actor_class = ray.remote(JobProcess)
-        super().__init__(config, kinds, on_promote, on_succeed)
+        super().__init__(config, kinds, on_promote, on_succeed, on_exit)
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -206,6 +207,7 @@ class RayJobRunner(LocalJobRunner):
                 self._detach(job_id)
                 note = f"its Ray actor died ({type(exc).__name__}); queued again"
                 self._record(msgspec.structs.replace(job, state="queued", log_tail=[*tail, note][-self.config.log_lines :]))
+                self._exited(job_id)
                 continue
             if code is None:
                 if progress != job.progress or tail != job.log_tail:

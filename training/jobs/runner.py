@@ -112,14 +112,19 @@ class _Running:
 class LocalJobRunner:
     def __init__(
         self, config: RunnerConfig, kinds: Mapping[str, JobKind] = KINDS, on_promote: Callable[[Job, str], None] | None = None,
-        on_succeed: Callable[[Job], None] | None = None,
+        on_succeed: Callable[[Job], None] | None = None, on_exit: Callable[[str], None] | None = None,
     ):
         """`on_promote(job, key)` puts a promoted artifact into service (e.g. installs an adapter).
         `on_succeed(job)` sees each succeeded job's artifact before promotion is considered (e.g.
-        removes users deleted while it trained); an exception there fails the job."""
+        removes users deleted while it trained); an exception there fails the job. `on_exit(job_id)`
+        is told each time a job's worker is gone (it ended, failed, was cancelled, killed, purged, or
+        stopped with the runner), once the job's record says so: it can write nothing more (e.g. the
+        vectors of a user deleted while it ran are removed from the embedding cache again); an
+        exception there is logged."""
         self.config = config
         self.on_promote = on_promote
         self.on_succeed = on_succeed
+        self.on_exit = on_exit
         self.kinds = dict(kinds)
         self.store = JobStore(config.folder)
         self.promotions = Promotions(Path(config.folder) / "promotions.json")
@@ -182,7 +187,17 @@ class LocalJobRunner:
                 running.err.close()
             job = self.store.remove(job_id)
             shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+            if running is not None:
+                self._exited(job_id)
             return job
+
+    def _exited(self, job_id: str) -> None:
+        """Tell `on_exit` that the job's worker is gone (called once its record says so)."""
+        if self.on_exit is not None:
+            try:
+                self.on_exit(job_id)
+            except Exception:
+                log.exception("after job %s's worker ended", job_id)
 
     def start(self) -> None:
         if self._thread is None:
@@ -210,6 +225,7 @@ class LocalJobRunner:
                 job = self.store.get(job_id)
                 if job is not None and job.state == "running":  # a full disk here must not leave the next workers running
                     self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, "interrupted by shutdown; queued again"][-self.config.log_lines :]))
+                self._exited(job_id)
             self._running.clear()
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
@@ -318,6 +334,7 @@ class LocalJobRunner:
                     job = self.store.get(job_id)
                     if job is not None:
                         self._record(_failed(job, f"the runner could not finish it: {_problem(exc)}"))
+                    self._exited(job_id)
 
     def _poll_one(self, job_id: str, running: _Running) -> None:
         job = self.store.get(job_id)
@@ -330,6 +347,7 @@ class LocalJobRunner:
                 for suffix in ("log", "out"):
                     self.store.path(job_id, suffix).unlink(missing_ok=True)
                 shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+                self._exited(job_id)
             return
         progress, tail = self._read_log(job_id)
         code = running.process.poll()
@@ -353,6 +371,7 @@ class LocalJobRunner:
                     f"of {self.config.memory_mb} MB (setting job_memory_mb); it was killed")
             self._record(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
                                                  log_tail=[*tail, note][-self.config.log_lines :]))
+            self._exited(job_id)
             return
         self._finished(job, code, progress, tail, output)
 
@@ -365,6 +384,7 @@ class LocalJobRunner:
             log.exception("finishing job %s failed", job.id)
             final = _failed(msgspec.structs.replace(job, log_tail=tail), f"finishing it failed: {_problem(exc)}")
         self._record(final)
+        self._exited(job.id)
 
     def _record(self, job: Job) -> None:
         """Write the job's record; when that fails (a full disk), hold it in memory, so readers see
