@@ -186,3 +186,19 @@ def test_purged_jobs_leave_nothing_in_the_runners_memory_and_a_late_write_does_n
     runner.store.put(msgspec.structs.replace(stale, state="running"))  # a write that read the record before the purge
     assert runner.get(stale.id) is None and runner.list() == []
     assert list((tmp_path / "jobs").glob("*.job.json")) == []
+
+
+def test_on_exit_runs_before_a_finished_jobs_final_record(tmp_path):
+    """Whoever sees a job ended sees what `on_exit` did (the service removes a deleted user's vectors
+    there). Before: the final record came first, so a reader could see `succeeded` (or `failed`) while
+    `on_exit` had not run yet."""
+    seen: dict[str, str] = {}
+    r = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), TEST_KINDS,
+                       on_exit=lambda job_id: seen.setdefault(job_id, r.store.get(job_id).state))
+    r.start()
+    try:
+        ok, crash = r.submit("work", {}), r.submit("work", {"crash": True})
+        assert r.wait(ok.id, timeout=30).state == "succeeded" and r.wait(crash.id, timeout=30).state == "failed"
+        assert seen == {ok.id: "running", crash.id: "running"}
+    finally:
+        r.stop()

@@ -118,7 +118,8 @@ class LocalJobRunner:
         `on_succeed(job)` sees each succeeded job's artifact before promotion is considered (e.g.
         removes users deleted while it trained); an exception there fails the job. `on_exit(job_id)`
         is told each time a job's worker is gone (it ended, failed, was cancelled, killed, purged, or
-        stopped with the runner), once the job's record says so: it can write nothing more (e.g. the
+        stopped with the runner), once it can write nothing more, and for a worker that exited by itself
+        before the job's final record is written, so a reader who sees the job ended sees its effect (e.g. the
         vectors of a user deleted while it ran are removed from the embedding cache again); an
         exception there is logged."""
         self.config = config
@@ -192,7 +193,8 @@ class LocalJobRunner:
             return job
 
     def _exited(self, job_id: str) -> None:
-        """Tell `on_exit` that the job's worker is gone (called once its record says so)."""
+        """Tell `on_exit` that the job's worker is gone: called once it has exited (or was removed), before
+        the job's final record is written, so a reader who sees the job ended sees what `on_exit` did."""
         if self.on_exit is not None:
             try:
                 self.on_exit(job_id)
@@ -331,10 +333,10 @@ class LocalJobRunner:
                 if running.process.poll() is not None and self._running.pop(job_id, None) is not None:
                     running.out.close()
                     running.err.close()
+                    self._exited(job_id)
                     job = self.store.get(job_id)
                     if job is not None:
                         self._record(_failed(job, f"the runner could not finish it: {_problem(exc)}"))
-                    self._exited(job_id)
 
     def _poll_one(self, job_id: str, running: _Running) -> None:
         job = self.store.get(job_id)
@@ -369,9 +371,9 @@ class LocalJobRunner:
         if running.over_memory_mb is not None:
             note = (f"memory cap exceeded: the worker held {running.over_memory_mb:.1f} MB of resident memory, over the cap "
                     f"of {self.config.memory_mb} MB (setting job_memory_mb); it was killed")
+            self._exited(job_id)
             self._record(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
                                                  log_tail=[*tail, note][-self.config.log_lines :]))
-            self._exited(job_id)
             return
         self._finished(job, code, progress, tail, output)
 
@@ -383,8 +385,8 @@ class LocalJobRunner:
         except Exception as exc:
             log.exception("finishing job %s failed", job.id)
             final = _failed(msgspec.structs.replace(job, log_tail=tail), f"finishing it failed: {_problem(exc)}")
+        self._exited(job.id)  # before the final record: whoever sees the job ended sees what on_exit did
         self._record(final)
-        self._exited(job.id)
 
     def _record(self, job: Job) -> None:
         """Write the job's record; when that fails (a full disk), hold it in memory, so readers see
