@@ -11,6 +11,7 @@ got `str`" and 400 nines "Number out of range"; now a 400 names the parameter an
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 
@@ -192,8 +193,12 @@ def test_an_unreadable_audit_report_is_a_500_not_a_422(svc, monkeypatch, caplog)
             body = {**COMPARISON, "user": f"v19c-audit{i}", "attributes": {"segment": "east" if i else "west"}}
             assert c.post("/v1/feedback", json=body).status_code == 201
 
+    real = admin_services.decode_report
+
     def damaged(raw):
-        raise ValueError(f"Expected `object`, got `str` reading {SECRET}")
+        if sys._getframe(1).f_code.co_name != "report":  # the job's own check of its result (keep_audit_members) reads it whole
+            return real(raw)
+        raise ValueError(f"Expected `object`, got `str` reading {SECRET}")  # reading it back to serve it
 
     monkeypatch.setattr(admin_services, "decode_report", damaged)
     with svc.client("admin") as admin, caplog.at_level(logging.ERROR, logger="pluralign.service"):
