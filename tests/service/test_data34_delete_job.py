@@ -35,7 +35,26 @@ def stopped_after_reading(data, job: dict) -> int:
         time.sleep(0.002)
     pid = msgspec.json.decode((data / "jobs" / f"{job['id']}.job.json").read_bytes())["pid"]
     os.kill(pid, signal.SIGSTOP)
+    # stopped inside a read or write of the embedding cache, it would hold what the DELETE's cleaning of
+    # the cache waits for (the write-ahead log's truncation): a stop no real worker makes. Let it on a
+    # moment until a truncation goes through at once, which no open transaction of the worker allows
+    cache = data.parent / "cache" / "embeddings.sqlite"
+    while cache.exists() and _truncation_blocked(cache):
+        assert time.monotonic() < deadline, "the job's worker kept the embedding cache busy"
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
+        os.kill(pid, signal.SIGSTOP)
     return pid
+
+
+def _truncation_blocked(cache) -> bool:
+    db = sqlite3.connect(cache, timeout=0)
+    try:
+        return db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 1
+    except sqlite3.OperationalError:  # locked: the worker is writing
+        return True
+    finally:
+        db.close()
 
 
 @pytest.mark.slow  # a real PAL job's worker: 12-16 s
