@@ -362,6 +362,18 @@ def _json_array(line: int, before: str = "") -> PreferenceError:
 GZIP_MAGIC = b"\x1f\x8b"  # a gzip file's first bytes: JSON lines as Hugging Face datasets ship them (Anthropic's HH-RLHF `train.jsonl.gz`)
 
 
+def _numbered_rows(lines: Iterable[bytes]) -> Iterable[tuple[int, Any]]:
+    """(line number, row) of JSON lines, blank lines skipped (still counted); a line that is not a
+    row is a `_Malformed` naming its number."""
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, _decode_line(number, raw)
+        except PreferenceError as exc:
+            yield number, _Malformed(exc)
+
+
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
     """(line number, row) of a JSON lines file, gzip-compressed or not (told by its first bytes)."""
     with open(path, "rb") as f:
@@ -369,13 +381,8 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
     number = 0
     try:
         with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    yield number, _decode_line(number, raw)
-                except PreferenceError as exc:
-                    yield number, _Malformed(exc)
+            for number, row in _numbered_rows(f):
+                yield number, row
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # cut short by a crash or a copy, or damaged
         error = PreferenceError(number + 1, None, f"not a whole gzip file (truncated or damaged: {exc or type(exc).__name__}); "
                                                   "the lines before it were read")
@@ -495,16 +502,7 @@ def read_preference_lines(
 ) -> tuple[list[Preference], LoadReport]:
     """`read_preferences` for JSON lines already in memory (an HTTP body)."""
 
-    def rows() -> Iterable[tuple[int, Any]]:
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield number, _decode_line(number, raw)
-            except PreferenceError as exc:
-                yield number, _Malformed(exc)
-
-    records, report = _collect(rows(), skip_bad, default_user)
+    records, report = _collect(_numbered_rows(lines), skip_bad, default_user)
     if not records:
         raise PreferenceError(0, None, "no preference rows" if not report.skipped else _nothing_read(report))
     return records, report

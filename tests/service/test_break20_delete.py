@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 
 import msgspec
@@ -23,6 +24,38 @@ from tests.service.tiny import start_service
 GONE = "zed-q7x"  # acme's user who is deleted: the id and the marker appear nowhere else
 MARKER = "Quokka-marmalade-41x9"
 KEPT = "Wombat-chutney-88k2"  # globex's texts: they must survive acme's DELETE
+
+
+def stopped_after_reading(data, job: dict) -> int:
+    """Wait until the job's worker read its snapshot (its access time moves past its write time), then
+    SIGSTOP it there, before it embeds (its encoder loads at the first text missing from the cache)."""
+    snapshot = data / job["params"]["data"]
+    deadline = time.monotonic() + 120
+    while (stat := snapshot.stat()).st_atime_ns <= stat.st_mtime_ns:
+        assert time.monotonic() < deadline, f"the job's worker never read {snapshot} (a noatime file system?)"
+        time.sleep(0.002)
+    pid = msgspec.json.decode((data / "jobs" / f"{job['id']}.job.json").read_bytes())["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    # stopped inside a read or write of the embedding cache, it would hold what the DELETE's cleaning of
+    # the cache waits for (the write-ahead log's truncation): a stop no real worker makes. Let it on a
+    # moment until a truncation goes through at once, which no open transaction of the worker allows
+    cache = data.parent / "cache" / "embeddings.sqlite"
+    while cache.exists() and _truncation_blocked(cache):
+        assert time.monotonic() < deadline, "the job's worker kept the embedding cache busy"
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
+        os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def _truncation_blocked(cache) -> bool:
+    db = sqlite3.connect(cache, timeout=0)
+    try:
+        return db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 1
+    except sqlite3.OperationalError:  # locked: the worker is writing
+        return True
+    finally:
+        db.close()
 
 
 def give_comparisons(client, user: str, likes: str, marker: str = "", n: int = 8) -> None:
@@ -130,14 +163,7 @@ def test_a_user_deleted_while_a_population_job_trains_is_not_in_its_artifact(tmp
         r = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 2, "epochs": 200, "latent_dim": 8, "hidden": 16}})
         assert r.status_code == 201, r.text
         job_id = r.json()["id"]
-        snapshot = data / r.json()["params"]["data"]  # shown relative to the data folder (left30)
-        deadline = time.monotonic() + 120
-        # read by its worker: the first read after the write moves the file's access time (relatime) past its write time
-        while (stat := snapshot.stat()).st_atime_ns <= stat.st_mtime_ns:
-            assert time.monotonic() < deadline, f"the job's worker never read {snapshot} (a noatime file system?)"
-            time.sleep(0.002)
-        pid = msgspec.json.decode((data / "jobs" / f"{job_id}.job.json").read_bytes())["pid"]
-        os.kill(pid, signal.SIGSTOP)
+        pid = stopped_after_reading(data, r.json())
         try:
             assert not (data / "jobs" / "artifacts" / job_id / "meta.json").exists()  # still training
             r = acme.delete(f"/v1/users/{GONE}")

@@ -7,9 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import time
 
-import msgspec
 import numpy as np
 import pytest
 
@@ -17,44 +15,12 @@ from pluralign.embed.cache import EmbeddingCache, text_key
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.files import files_holding
 from tests.service.test_admin import wait_job
-from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
+from tests.service.test_break20_delete import GONE, MARKER, give_comparisons, stopped_after_reading
 
 
 def cached(cache, text: str) -> int:
     with sqlite3.connect(cache) as db:
         return db.execute("SELECT COUNT(*) FROM embedding WHERE key = ?", [text_key(text)]).fetchone()[0]
-
-
-def stopped_after_reading(data, job: dict) -> int:
-    """Wait until the job's worker read its snapshot (its access time moves past its write time), then
-    SIGSTOP it there, before it embeds (its encoder loads at the first text missing from the cache)."""
-    snapshot = data / job["params"]["data"]
-    deadline = time.monotonic() + 120
-    while (stat := snapshot.stat()).st_atime_ns <= stat.st_mtime_ns:
-        assert time.monotonic() < deadline, f"the job's worker never read {snapshot} (a noatime file system?)"
-        time.sleep(0.002)
-    pid = msgspec.json.decode((data / "jobs" / f"{job['id']}.job.json").read_bytes())["pid"]
-    os.kill(pid, signal.SIGSTOP)
-    # stopped inside a read or write of the embedding cache, it would hold what the DELETE's cleaning of
-    # the cache waits for (the write-ahead log's truncation): a stop no real worker makes. Let it on a
-    # moment until a truncation goes through at once, which no open transaction of the worker allows
-    cache = data.parent / "cache" / "embeddings.sqlite"
-    while cache.exists() and _truncation_blocked(cache):
-        assert time.monotonic() < deadline, "the job's worker kept the embedding cache busy"
-        os.kill(pid, signal.SIGCONT)
-        time.sleep(0.005)
-        os.kill(pid, signal.SIGSTOP)
-    return pid
-
-
-def _truncation_blocked(cache) -> bool:
-    db = sqlite3.connect(cache, timeout=0)
-    try:
-        return db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 1
-    except sqlite3.OperationalError:  # locked: the worker is writing
-        return True
-    finally:
-        db.close()
 
 
 @pytest.mark.slow  # a real PAL job's worker: 12-16 s
