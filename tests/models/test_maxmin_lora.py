@@ -57,6 +57,10 @@ def rule_ranked_pairs():
     return pairs
 
 
+def logits_of(model, ids):
+    return model(input_ids=ids.to(next(model.parameters()).device)).logits.cpu()
+
+
 def mean_dpo_loss(policy, tokens, ref, beta):
     with torch.no_grad():
         c = sequence_logps(policy, tokens.chosen_ids, tokens.chosen_attention, tokens.chosen_response)
@@ -91,8 +95,8 @@ def test_lora_training_learns_and_leaves_the_base_bit_identical(tokenizer, tmp_p
     loaded, loaded_meta = load_policy(tmp_path / "policy", tiny_llama(tokenizer))
     assert loaded_meta == meta
     ids = tokens.chosen_ids[:2]
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(input_ids=ids).logits, policy(input_ids=ids).logits)
+    with torch.no_grad():  # each model on its own device: load_policy places it on default_device()
+        torch.testing.assert_close(logits_of(loaded, ids), logits_of(policy, ids))
     other = tiny_llama(tokenizer)
     other.config.name_or_path = "some-other-base"
     with pytest.raises(ValueError, match="some-other-base"):
