@@ -20,7 +20,7 @@ from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.embed.cache import text_key
 from pluralign.fairness.report import AuditReport, decode_report, report_encoder, without_groups
-from pluralign.files import copy_into_place, write_atomic
+from pluralign.files import append_durably, copy_into_place, write_atomic
 from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
@@ -181,12 +181,11 @@ class Admin:
         return self.runner.submit(kind, params, request_id=current())  # the request that caused it (or the feedback's, for a trigger)
 
     def active_adapter_jobs(self, tenant: str) -> int:
-        return sum(1 for j in self.runner.list(kind="adapter", limit=1_000_000)
-                   if j.state in ACTIVE_STATES and str(j.params.get("tenant", "default")) == tenant)
+        return sum(1 for j in self.runner.active() if j.kind == "adapter" and str(j.params.get("tenant", "default")) == tenant)
 
     def active_adapter_job(self, tenant: str, user: str) -> Job | None:
         """The user's queued or running adapter job (there is at most one)."""
-        return next((j for j in self.runner.list(kind="adapter", limit=1_000_000) if j.state in ACTIVE_STATES
+        return next((j for j in self.runner.active() if j.kind == "adapter"
                      and j.params.get("user") == user and str(j.params.get("tenant", "default")) == tenant), None)
 
     def snapshot(self, tenant: str, user: str) -> Path:
@@ -279,18 +278,19 @@ class Admin:
         running job of the EMBEDDING_KINDS may have read the deleted user's `texts` (its snapshot, the
         store) and embed them into the jobs' cache after the DELETE cleaned it: their keys are noted in
         the job's FORGET_AT_EXIT file, and those vectors go again once its worker ends (`forget_at_exit`;
-        at the next start for a worker the service was stopped in). A file that cannot be written (a
-        full disk) is logged: then what that job embeds of them after the DELETE stays."""
+        at the next start for a worker the service was stopped in). Each file is on disk (fsynced, and its
+        folder when it is new) before this returns, so a DELETE answered 200 and then a crash or a power
+        loss still leaves the note for the next start. Only the queued and running jobs are looked at
+        (`JobRunner.active`), not every record. A file that cannot be written (a full disk) is logged:
+        then what that job embeds of them after the DELETE stays."""
         if not texts:
             return
         keys = b"".join(dict.fromkeys(text_key(t) for t in texts))
         with self._exit_lock:
-            for job in self.runner.list(limit=1_000_000):
-                if job.kind in EMBEDDING_KINDS and job.state in ACTIVE_STATES:
+            for job in self.runner.active():
+                if job.kind in EMBEDDING_KINDS:
                     try:
-                        self.exit_folder.mkdir(parents=True, exist_ok=True)
-                        with open(self.exit_folder / f"{job.id}.keys", "ab") as f:
-                            f.write(keys)
+                        append_durably(self.exit_folder / f"{job.id}.keys", keys)
                     except OSError as exc:
                         log.error("job %s may embed a deleted user's texts after their DELETE, and they stay in the "
                                   "embedding cache: %s could not be written (%s)", job.id, self.exit_folder, exc)

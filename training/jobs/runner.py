@@ -54,6 +54,10 @@ class JobRunner(Protocol):
 
     def list(self, *, kind: str | None = None, state: JobState | None = None, limit: int = 100) -> list[Job]: ...
 
+    def active(self) -> list[Job]:
+        """The queued and running jobs, oldest first, without going through every record."""
+        ...
+
     def cancel(self, job_id: str) -> Job: ...
 
     def purge(self, job_id: str) -> Job | None:
@@ -156,6 +160,9 @@ class LocalJobRunner:
     def list(self, *, kind: str | None = None, state: JobState | None = None, limit: int = 100) -> list[Job]:
         jobs = [j for j in self.store.all() if (kind is None or j.kind == kind) and (state is None or j.state == state)]
         return jobs[::-1][:limit]  # newest first
+
+    def active(self) -> list[Job]:
+        return self.store.active()
 
     def cancel(self, job_id: str) -> Job:
         with self._lock:
