@@ -290,8 +290,9 @@ def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None
 
 def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None,
                          user_option: str | None = None):
-    """`read_preference_file`, with where each record is in the file: (records, lines), `lines[i]`
-    the line (JSON lines) or row (Parquet), from 1, of `records[i]`. `user_option`: the command's
+    """`read_preference_file`, with where each record is in the file: (records, places), `places[i]`
+    the line (JSON lines) or row (Parquet) of `records[i]` as an error names it ("line 3", "row 3",
+    from 1). `user_option`: the command's
     option naming the user of rows without `user_id`, which a row missing one is pointed at."""
     from pluralign.data.io import read_preferences
     from pluralign.data.record import PreferenceError
@@ -307,7 +308,7 @@ def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None
     if load.skipped:  # one line naming the file, the count and the first few lines skipped (not a Python list)
         first = "; ".join(load.errors[:3])
         print(f"{option} {path}: skipped {load.skipped} bad row{'s' * (load.skipped != 1)} (--skip-bad); first: {first}", file=sys.stderr)
-    return records, load.lines
+    return records, [f"{load.unit} {n}" for n in load.lines]
 
 
 def load_training_protocol(args: argparse.Namespace):

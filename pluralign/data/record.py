@@ -36,11 +36,14 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class PreferenceError(ValueError):
     """A preference row that cannot be read; names the line (or row) and the field, and the file
-    (`path`) when it came from one: "prefs.jsonl: line 3, field `chosen`: ...". Line 0 is the
-    whole file ("prefs.jsonl: holds no preference rows"). `skippable` is False where skipping bad
-    rows would not help (a file in another form, whose every line is one)."""
+    (`path`) when it came from one: "prefs.jsonl: line 3, field `chosen`: ...". `unit` says what
+    `line` counts: "line" (JSON lines: blank lines counted) or "row" (a Parquet file, rows in memory:
+    "prefs.parquet: row 3, ..."). Line 0 is the whole file ("prefs.jsonl: holds no preference rows").
+    `skippable` is False where skipping bad rows would not help (a file in another form, whose every
+    line is one)."""
 
     skippable = True
+    unit = "line"
 
     def __init__(self, line: int, field: str | None, problem: str, path: str | None = None):
         super().__init__(line, field, problem, path)
@@ -52,7 +55,7 @@ class PreferenceError(ValueError):
     def __str__(self) -> str:
         where = [self.path] if self.path else []
         if self.line:
-            where.append(f"line {self.line}" + (f", field `{self.field}`" if self.field else ""))
+            where.append(f"{self.unit} {self.line}" + (f", field `{self.field}`" if self.field else ""))
         return ": ".join([*where, self.problem])
 
 

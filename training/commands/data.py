@@ -29,7 +29,7 @@ def _load(args):
 
 def _load_located(args):
     """(records, pairs, where): `where[i]` says where `records[i]` is in --path, for an error
-    about it: "line 1203" (a JSON line or a Parquet row) or "pair <id>" (UKPConvArg1)."""
+    about it: "line 1203" (a JSON line), "row 1203" (a Parquet row) or "pair <id>" (UKPConvArg1)."""
     from pluralign.data.ukp import load_ukp
 
     if args.source == "ukp_convarg1":
@@ -40,9 +40,9 @@ def _load_located(args):
             records, pairs = load_ukp(args.path)
         return records, pairs, [f"pair {r.attributes.get('pair_id', '?')}" for r in records]
     if args.source in ("jsonl", "parquet", "file"):
-        records, lines = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None),
-                                              user_option="--user")
-        return records, len(records), [f"line {n}" for n in lines]
+        records, places = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None),
+                                               user_option="--user")
+        return records, len(records), places
     raise ValueError(f"unknown --source {args.source!r}: expected ukp_convarg1, jsonl or parquet")
 
 
