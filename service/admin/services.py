@@ -151,10 +151,12 @@ class Admin:
         # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
         self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
 
-    def submit(self, kind: str, params: dict[str, Param]) -> Job:
+    def submit(self, kind: str, params: dict[str, Param], deadline: float | None = None) -> Job:
+        """Queue a job of `kind`. An audit first moves the feedback log into the table, by `deadline`
+        (`time.monotonic()` seconds) when given: StillMoving, nothing queued, once it passes (`Ingestor.flush`)."""
         params = dict(params)
         if kind == "audit":  # an audit covers every acknowledged feedback: the log is moved into the table first
-            self.rt.ingest.flush()
+            self.rt.ingest.flush(deadline=deadline)
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
         if kind in ("pal", "em") and params.get("protocol", "file") == "file":
             # retrain the population model on the service's own feedback (every tenant's users)
@@ -511,9 +513,10 @@ class Admin:
     async def audit(self, params: dict[str, Param], wait: float) -> Job:
         """Run an audit job and wait (without blocking the event loop) until it ends or `wait` seconds
         have passed since the call: the submit, which first moves the feedback log into the table,
-        counts against the same wait."""
+        counts against the same wait and raises StillMoving (nothing queued) when that move is not done
+        by then (a batch of it already begun ends first: `Ingestor.flush`)."""
         deadline = time.monotonic() + wait
-        job = await sync_to_thread(self.submit, "audit", params)  # moving the log's backlog may take a while
+        job = await sync_to_thread(self.submit, "audit", params, deadline)  # moving the log's backlog may take a while
         while time.monotonic() < deadline:
             job = await sync_to_thread(self.runner.get, job.id)  # a file read: not on the event loop
             if job.state not in ACTIVE_STATES:
