@@ -37,7 +37,7 @@ from service.users.services import adapter_folder, forget_embedding_keys, forget
 from training.jobs.params import JOB_ENCODERS
 from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, Param
-from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig
+from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig, result_metrics
 from training.jobs.triggers import AdapterTrigger
 
 log = logging.getLogger("pluralign.service")
@@ -370,6 +370,11 @@ class Admin:
             data = report_encoder.encode(without_groups(report, gone))
             write_atomic(path, data)
             write_atomic(self.runner.store.path(job_id, "out"), data + b"\n")
+            # the record's metrics are the report's figures (worst group, gaps): drawn again without those groups.
+            # A job still being checked (`keep_audit_members`) is not recorded yet: the runner reads them then
+            job = self.runner.get(job_id)
+            if job is not None and job.state == "succeeded":
+                self.runner.store.put(msgspec.structs.replace(job, metrics=result_metrics(msgspec.json.decode(data))))
 
     def _forget_in_audits(self, forget: Forget) -> None:
         """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the
