@@ -95,6 +95,39 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
+def append_durably(path: str | os.PathLike, data: bytes) -> None:
+    """Append `data` to the file at `path` (created, with its folders, when missing) and return only once
+    it is on disk: the file fsynced, and when this call created it (or its folders) each folder whose
+    entries changed fsynced too, so neither the bytes nor the file's name are lost to a crash or a power
+    loss after the caller acknowledged what they record. Raises OSError naming `path` when it cannot be
+    written (a full disk: part of `data` may be appended; readers must take whole records only)."""
+    path = Path(path)
+    made = []  # folders this call creates, outermost last
+    folder = path.parent
+    while not folder.exists():
+        made.append(folder)
+        folder = folder.parent
+    with writing_to(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except FileExistsError:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            created = False
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(path.parent)
+        for folder in made:  # each new folder's name in its parent
+            fsync_dir(folder.parent)
+
+
 def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
     """The tensors of a safetensors file, by name (torch tensors on `device`).
 

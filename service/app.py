@@ -31,6 +31,7 @@ from service.errors import internal_error_handler, refuse_request_id, schema_rou
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
 from service.head import answer_head
+from service.ids import one_segment_ids
 from service.metrics import access_route_of, count_unrouted, method_of, metrics_middleware
 from service.openapi import install as install_openapi
 from service.ratelimit import rate_limit
@@ -115,7 +116,7 @@ def create_app(
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
     app.state.draining = False  # `pluralign serve` told to stop and draining (setting stop_drain_s): every request 503
     app.asgi_handler = answer_head(with_request_ids(
-        draining(app.asgi_handler, lambda: app.state.draining), log_access=settings.access_log, tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id,
+        draining(one_segment_ids(app.asgi_handler), lambda: app.state.draining), log_access=settings.access_log, tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id,
         method_of=method_of,
         # the refusal of a malformed id gets the CORS headers the app's other answers get, so a browser reads it
         around_refusal=partial(CORSMiddleware, config=app.cors_config) if app.cors_config else lambda refusal: refusal,

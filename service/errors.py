@@ -26,6 +26,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
+from pluralign.data.record import USER_ID_RULE
 from pluralign.data.text import is_blank, shorten
 from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import allow_for
@@ -209,6 +210,9 @@ def _malformed_json(exc: BaseException) -> bool:
 
 
 MAX_PATH = 128  # characters of a request's path an error repeats
+# said after the user-id rule of a user id sent with an encoded `/` (`service.ids.one_segment_ids`)
+ENCODED_SLASH_HINT = "; `%2F` in a path is an encoded `/`, which no user id holds"
+_USER_ID_WITH_SLASH = re.compile(r"/v1/users/[^/]*%2F", re.IGNORECASE)  # the path as routed: the `%2F` kept
 
 
 def _unrouted(request: Request, exc: HTTPException) -> str | None:
@@ -255,6 +259,9 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
         param, code, detail = _from_extra(exc.extra, request)
         if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
             return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
+        if status in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed") \
+                and _USER_ID_WITH_SLASH.match(request.scope.get("path", "")):  # no route for that method on such a user's path
+            return error_response(400, f"`user_id`: {USER_ID_RULE}{ENCODED_SLASH_HINT}", "user_id", "invalid_value")
         message = _unrouted(request, exc) or exc.detail
         if status == 413 and exc.detail == "Request Entity Too Large":  # Litestar's, naming neither the body nor the limit
             param, message = "body", _too_large(request)

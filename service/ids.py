@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
-from pluralign.data.record import USER_ID, USER_ID_RULE
-from service.errors import bad_request
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from pluralign.data.record import RESERVED_TENANTS, TENANT_RULE, USER_ID, USER_ID_RULE, tenant_problem  # noqa: F401 (the service's names for them)
+from service.errors import ENCODED_SLASH_HINT, bad_request
 
 RESPONSE_ID = re.compile(r"chatcmpl-[0-9a-f]{32}")
 # the same as a wire schema's pattern (msgspec searches with `re`, whose `$` also matches before a final newline)
@@ -16,25 +19,36 @@ PATTERN_WORDS = {
 }
 
 
-# tenant names (from API keys, chosen by operators) name folders of the admin area's job data
-# (`jobs/data/<tenant>/`), beside its population snapshots (`jobs/data/population/`): an id, not a path
-RESERVED_TENANTS = frozenset({"population"})
-
-
-def tenant_problem(value: str) -> str | None:
-    """Why `value` cannot be a tenant name (None: it can): 1-128 characters of a user id's set, not
-    `RESERVED_TENANTS`."""
-    if not USER_ID.fullmatch(value):
-        return "a tenant name is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
-    if value in RESERVED_TENANTS:
-        return f"{value!r} is reserved (the admin area's population snapshots are stored under that name)"
-    return None
+# a `/` sent percent-encoded inside one path segment (`/v1/users/ann%2Fpreferences`)
+_ENCODED_SLASH = re.compile(r"%2f", re.IGNORECASE)
+USERS_PATH = "/v1/users/"  # the routes whose first segment after it is a user id
 
 
 def check_user_id(value: str, field: str = "user") -> str:
     if not USER_ID.fullmatch(value):
-        raise bad_request(field, USER_ID_RULE)
+        raise bad_request(field, USER_ID_RULE + (ENCODED_SLASH_HINT if _ENCODED_SLASH.search(value) else ""))
     return value
+
+
+def one_segment_ids(app: ASGIApp) -> ASGIApp:
+    """Wraps the app's ASGI handler (outside its routing): under USERS_PATH a `%2F` in the request's path
+    stays `%2F` in the path the app routes on, so a user id sent with an encoded `/` is one segment,
+    checked as the one id it is (`check_user_id`: a 400 naming `user_id` and the rule; for a method the
+    user's own path does not take, the 404/405 handler says the same: `service.errors`), never split into
+    two. The server decodes the path before the app sees it: GET /v1/users/ann%2Fpreferences was routed as
+    ann's preferences, and PATCH /v1/users/ann%2Fstated-preferences changed ann's. Every other escape, and
+    every other path (a model id may hold a `/`: /v1/models/{model_id:path}), is decoded as before."""
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw and b"%2" in raw:
+            text = raw.split(b"?", 1)[0].decode("ascii", "replace")
+            decoded = unquote(text)
+            if _ENCODED_SLASH.search(text) and decoded.startswith(USERS_PATH) and scope["path"] == decoded:
+                scope = {**scope, "path": unquote(_ENCODED_SLASH.sub("%252F", text))}
+        await app(scope, receive, send)
+
+    return handler
 
 
 def check_response_id(value: str, field: str = "response_id") -> str:

@@ -230,6 +230,29 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
     return parse
 
 
+def tenant_name(text: str) -> str:
+    """An argparse `type=` for an option naming a tenant: the service's rule (`pluralign.data.record.tenant_problem`,
+    what `pluralign keys create` and so the API keys take), or argparse's usage error naming the option (exit 2):
+    "argument --tenant: 'a/b': a tenant name is 1-128 characters: ...". A tenant names folders (an adapter
+    registry's `<tenant>/<user>/`): a `/` or `..` would write outside them."""
+    from pluralign.data.record import tenant_problem
+
+    problem = tenant_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text[:64]!r}: {problem}")
+    return text
+
+
+def user_id(text: str) -> str:
+    """An argparse `type=` for an option naming an end user: the HTTP API's user-id rule (`USER_ID`), or
+    argparse's usage error naming the option (exit 2): "argument --user: '../x': a user id is 1-128 characters: ..."."""
+    from pluralign.data.record import USER_ID, USER_ID_RULE
+
+    if not USER_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text[:64]!r}: {USER_ID_RULE}")
+    return text
+
+
 def add_listen_args(parser: argparse.ArgumentParser, default_port: int, default_log_level: str = "info") -> None:
     """A server command's --host, --port and --log-level (uvicorn's levels); see `check_listen`."""
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
@@ -267,8 +290,9 @@ def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None
 
 def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None,
                          user_option: str | None = None):
-    """`read_preference_file`, with where each record is in the file: (records, lines), `lines[i]`
-    the line (JSON lines) or row (Parquet), from 1, of `records[i]`. `user_option`: the command's
+    """`read_preference_file`, with where each record is in the file: (records, places), `places[i]`
+    the line (JSON lines) or row (Parquet) of `records[i]` as an error names it ("line 3", "row 3",
+    from 1). `user_option`: the command's
     option naming the user of rows without `user_id`, which a row missing one is pointed at."""
     from pluralign.data.io import read_preferences
     from pluralign.data.record import PreferenceError
@@ -284,7 +308,7 @@ def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None
     if load.skipped:  # one line naming the file, the count and the first few lines skipped (not a Python list)
         first = "; ".join(load.errors[:3])
         print(f"{option} {path}: skipped {load.skipped} bad row{'s' * (load.skipped != 1)} (--skip-bad); first: {first}", file=sys.stderr)
-    return records, load.lines
+    return records, [f"{load.unit} {n}" for n in load.lines]
 
 
 def load_training_protocol(args: argparse.Namespace):

@@ -18,7 +18,7 @@ import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import pyarrow as pa
@@ -43,12 +43,13 @@ _json_encoder = msgspec.json.Encoder()
 class LoadReport(Base):
     """What a load read: records kept, rows skipped, the first few errors, and where each record
     came from: `lines[i]` is the line (JSON lines; blank lines counted) or row (Parquet), from 1, of
-    `records[i]`, so a later error about a record can name its line in the file."""
+    `records[i]`, so a later error about a record can name its place in the file: `f"{unit} {lines[i]}"`."""
 
     loaded: int
     skipped: int = 0
     errors: list[str] = []
     lines: list[int] = []
+    unit: Literal["line", "row"] = "line"  # what `lines` counts: JSON lines, or a Parquet file's (a table's) rows
 
 
 # TRL's own columns besides prompt/chosen/rejected that are kept with a row and written back
@@ -255,7 +256,9 @@ def _field_of(message: str) -> str | None:
     return None
 
 
-def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str | None = None) -> tuple[list[Preference], LoadReport]:
+def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str | None = None,
+             unit: Literal["line", "row"] = "line") -> tuple[list[Preference], LoadReport]:
+    """The records of numbered `rows` (`unit`: what the numbers count, named by each error)."""
     records: list[Preference] = []
     errors: list[str] = []
     lines: list[int] = []
@@ -267,12 +270,13 @@ def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str 
             records.append(row_to_preference(row, line, default_user))
             lines.append(line)
         except PreferenceError as exc:
+            exc.unit = unit
             if not skip_bad:
                 raise
             skipped += 1
             if len(errors) < 20:
                 errors.append(str(exc))
-    return records, LoadReport(loaded=len(records), skipped=skipped, errors=errors, lines=lines)
+    return records, LoadReport(loaded=len(records), skipped=skipped, errors=errors, lines=lines, unit=unit)
 
 
 def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> tuple[str | None, str]:
@@ -437,7 +441,9 @@ def read_preferences(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "no preference file there", str(path))
+    unit: Literal["line", "row"] = "line"
     if path.suffix == ".parquet" or _is_parquet(path):
+        unit = "row"
         try:
             table = pq.read_table(path)
         except pa.ArrowException as exc:  # cut short by a crash or a copy, or another format under the name
@@ -447,7 +453,7 @@ def read_preferences(
         rows = _jsonl_rows(path)
 
     try:
-        records, report = _collect(rows, skip_bad, default_user)
+        records, report = _collect(rows, skip_bad, default_user, unit)
     except PreferenceError as exc:
         exc.path = str(path)
         raise
@@ -484,7 +490,7 @@ def read_rows(rows: Any, *, skip_bad: bool = False, default_user: str | None = N
         numbered = _table_rows(rows)
     else:
         numbered = ((i, _parquet_row(i, row, frozenset()) if isinstance(row, Mapping) else row) for i, row in enumerate(rows, start=1))
-    records, report = _collect(numbered, skip_bad, default_user)
+    records, report = _collect(numbered, skip_bad, default_user, "row")
     if not records:
         raise PreferenceError(0, None, _nothing_read(report))
     return records, report

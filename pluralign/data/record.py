@@ -14,6 +14,20 @@ from pluralign.data.text import is_blank
 # `fullmatch`: a `$` also matches before a final newline, so "alice\n" was a user id
 USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}")
 USER_ID_RULE = "a user id is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
+# tenant names (from API keys, chosen by operators) name folders of the admin area's job data
+# (`jobs/data/<tenant>/`), beside its population snapshots (`jobs/data/population/`): an id, not a path
+RESERVED_TENANTS = frozenset({"population"})
+TENANT_RULE = "a tenant name is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
+
+
+def tenant_problem(value: str) -> str | None:
+    """Why `value` cannot be a tenant name (None: it can): 1-128 characters of a user id's set, not
+    `RESERVED_TENANTS`. The one rule the service's keys and every CLI option naming a tenant apply."""
+    if not USER_ID.fullmatch(value):
+        return TENANT_RULE
+    if value in RESERVED_TENANTS:
+        return f"{value!r} is reserved (the admin area's population snapshots are stored under that name)"
+    return None
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -22,11 +36,14 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class PreferenceError(ValueError):
     """A preference row that cannot be read; names the line (or row) and the field, and the file
-    (`path`) when it came from one: "prefs.jsonl: line 3, field `chosen`: ...". Line 0 is the
-    whole file ("prefs.jsonl: holds no preference rows"). `skippable` is False where skipping bad
-    rows would not help (a file in another form, whose every line is one)."""
+    (`path`) when it came from one: "prefs.jsonl: line 3, field `chosen`: ...". `unit` says what
+    `line` counts: "line" (JSON lines: blank lines counted) or "row" (a Parquet file, rows in memory:
+    "prefs.parquet: row 3, ..."). Line 0 is the whole file ("prefs.jsonl: holds no preference rows").
+    `skippable` is False where skipping bad rows would not help (a file in another form, whose every
+    line is one)."""
 
     skippable = True
+    unit = "line"
 
     def __init__(self, line: int, field: str | None, problem: str, path: str | None = None):
         super().__init__(line, field, problem, path)
@@ -38,7 +55,7 @@ class PreferenceError(ValueError):
     def __str__(self) -> str:
         where = [self.path] if self.path else []
         if self.line:
-            where.append(f"line {self.line}" + (f", field `{self.field}`" if self.field else ""))
+            where.append(f"{self.unit} {self.line}" + (f", field `{self.field}`" if self.field else ""))
         return ": ".join([*where, self.problem])
 
 

@@ -43,6 +43,15 @@ class Backlogged(Exception):
         self.at_most = at_most
 
 
+class StillMoving(Exception):
+    """`Ingestor.flush`'s deadline passed with `rows` acknowledged rows still waiting in the feedback log
+    (what it moved by then stays moved; the worker goes on moving the rest)."""
+
+    def __init__(self, rows: int):
+        super().__init__(f"{rows} acknowledged feedback row{'s' * (rows != 1)} still being moved into the table")
+        self.rows = rows
+
+
 class _FolderMoves:
     """What the Ingestors of one feedback-log folder in this process share: the lock a move into the table
     holds from its check of what is pending to its commit."""
@@ -137,16 +146,27 @@ class Ingestor:
         entries = self.log.oldest(len(self.log.pending) if at_most is None else at_most + 1, tenant)
         return sum(len(e.rows) for e in entries)
 
-    def flush(self, tenant: str | None = None) -> int:
+    def flush(self, tenant: str | None = None, deadline: float | None = None) -> int:
         """Move everything pending when called (of `tenant` only, when given), in the caller's
         thread (after the worker's current batch); feedback acknowledged meanwhile is left to the
         worker, so a steady stream of it cannot keep the caller waiting. Returns how many rows moved; once the
-        log is closed (the service stopping) none: what is pending stays in its files for the next start."""
+        log is closed (the service stopping) none: what is pending stays in its files for the next start.
+
+        `deadline` (`time.monotonic()` seconds; None: none): raises StillMoving once it passes, while
+        waiting for the worker's batch or before a further batch of its own, with rows still pending. A
+        batch it began (at most `batch_rows` rows: one encoder call and one commit) is not cut short, so
+        the call may end that long after the deadline."""
         total = 0
-        with self._worker:
+        if not self._worker.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise StillMoving(self.pending_rows(tenant))
+        try:
             upto = self.log.last_seq()
             while upto is not None and not self.log.closed and (entries := self._bounded(self.log.oldest(self.batch, tenant, upto))):
+                if total and deadline is not None and time.monotonic() >= deadline:
+                    raise StillMoving(self.pending_rows(tenant))
                 total += self._move_entries(entries)
+        finally:
+            self._worker.release()
         return total
 
     @contextlib.contextmanager

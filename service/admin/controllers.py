@@ -22,6 +22,7 @@ from litestar.response import Response
 
 from pluralign.data.text import shorten
 from pluralign.fairness.report import AuditReport, since_previous
+from pluralign.store.ingest import StillMoving
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
@@ -32,6 +33,9 @@ from service.ids import USER_ID
 from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
+
+# an audit refused because acknowledged feedback was still being moved: when to ask again (seconds)
+BACKLOG_RETRY_S = 5
 
 log = logging.getLogger("pluralign.service")
 
@@ -88,7 +92,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
         raise NotFoundException(f"no job {shorten(job_id, MAX_SHOWN + 1, '...')}") from None
 
 
-@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
+@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422, 503), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(
     request: Request,
     group_by: str,
@@ -110,7 +114,12 @@ async def fairness_audit(
     except JobParamsError as exc:  # query parameters: named without the `params.` of a job request
         raise bad_request(exc.field.removeprefix("params."), exc.problem) from None
     admin = _admin(request)
-    job = await admin.audit(params, wait)
+    try:
+        job = await admin.audit(params, wait)
+    except StillMoving as exc:  # the audit must cover them: asked again once the worker moved them
+        return error_response(503, f"{exc} after the `wait` of {wait:g} s; the audit, which covers every acknowledged "
+                                   "feedback, was not queued: ask again shortly (Retry-After) or with a longer `wait`",
+                              code="feedback_backlog", headers={"Retry-After": str(BACKLOG_RETRY_S)})
     if job.state in ("queued", "running"):
         return Response(AuditPending(job=admin.public.job(job)), status_code=202)
     # reading the report and every stored one is file work: off the event loop, or it stalls every request

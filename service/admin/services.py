@@ -20,7 +20,7 @@ from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.embed.cache import text_key
 from pluralign.fairness.report import AuditReport, decode_report, report_encoder, without_groups
-from pluralign.files import copy_into_place, write_atomic
+from pluralign.files import append_durably, copy_into_place, write_atomic
 from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
@@ -37,7 +37,7 @@ from service.users.services import adapter_folder, forget_embedding_keys, forget
 from training.jobs.params import JOB_ENCODERS
 from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, Param
-from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig
+from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig, result_metrics
 from training.jobs.triggers import AdapterTrigger
 
 log = logging.getLogger("pluralign.service")
@@ -151,10 +151,12 @@ class Admin:
         # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
         self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
 
-    def submit(self, kind: str, params: dict[str, Param]) -> Job:
+    def submit(self, kind: str, params: dict[str, Param], deadline: float | None = None) -> Job:
+        """Queue a job of `kind`. An audit first moves the feedback log into the table, by `deadline`
+        (`time.monotonic()` seconds) when given: StillMoving, nothing queued, once it passes (`Ingestor.flush`)."""
         params = dict(params)
         if kind == "audit":  # an audit covers every acknowledged feedback: the log is moved into the table first
-            self.rt.ingest.flush()
+            self.rt.ingest.flush(deadline=deadline)
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
         if kind in ("pal", "em") and params.get("protocol", "file") == "file":
             # retrain the population model on the service's own feedback (every tenant's users)
@@ -181,12 +183,11 @@ class Admin:
         return self.runner.submit(kind, params, request_id=current())  # the request that caused it (or the feedback's, for a trigger)
 
     def active_adapter_jobs(self, tenant: str) -> int:
-        return sum(1 for j in self.runner.list(kind="adapter", limit=1_000_000)
-                   if j.state in ACTIVE_STATES and str(j.params.get("tenant", "default")) == tenant)
+        return sum(1 for j in self.runner.active() if j.kind == "adapter" and str(j.params.get("tenant", "default")) == tenant)
 
     def active_adapter_job(self, tenant: str, user: str) -> Job | None:
         """The user's queued or running adapter job (there is at most one)."""
-        return next((j for j in self.runner.list(kind="adapter", limit=1_000_000) if j.state in ACTIVE_STATES
+        return next((j for j in self.runner.active() if j.kind == "adapter"
                      and j.params.get("user") == user and str(j.params.get("tenant", "default")) == tenant), None)
 
     def snapshot(self, tenant: str, user: str) -> Path:
@@ -279,18 +280,19 @@ class Admin:
         running job of the EMBEDDING_KINDS may have read the deleted user's `texts` (its snapshot, the
         store) and embed them into the jobs' cache after the DELETE cleaned it: their keys are noted in
         the job's FORGET_AT_EXIT file, and those vectors go again once its worker ends (`forget_at_exit`;
-        at the next start for a worker the service was stopped in). A file that cannot be written (a
-        full disk) is logged: then what that job embeds of them after the DELETE stays."""
+        at the next start for a worker the service was stopped in). Each file is on disk (fsynced, and its
+        folder when it is new) before this returns, so a DELETE answered 200 and then a crash or a power
+        loss still leaves the note for the next start. Only the queued and running jobs are looked at
+        (`JobRunner.active`), not every record. A file that cannot be written (a full disk) is logged:
+        then what that job embeds of them after the DELETE stays."""
         if not texts:
             return
         keys = b"".join(dict.fromkeys(text_key(t) for t in texts))
         with self._exit_lock:
-            for job in self.runner.list(limit=1_000_000):
-                if job.kind in EMBEDDING_KINDS and job.state in ACTIVE_STATES:
+            for job in self.runner.active():
+                if job.kind in EMBEDDING_KINDS:
                     try:
-                        self.exit_folder.mkdir(parents=True, exist_ok=True)
-                        with open(self.exit_folder / f"{job.id}.keys", "ab") as f:
-                            f.write(keys)
+                        append_durably(self.exit_folder / f"{job.id}.keys", keys)
                     except OSError as exc:
                         log.error("job %s may embed a deleted user's texts after their DELETE, and they stay in the "
                                   "embedding cache: %s could not be written (%s)", job.id, self.exit_folder, exc)
@@ -368,6 +370,11 @@ class Admin:
             data = report_encoder.encode(without_groups(report, gone))
             write_atomic(path, data)
             write_atomic(self.runner.store.path(job_id, "out"), data + b"\n")
+            # the record's metrics are the report's figures (worst group, gaps): drawn again without those groups.
+            # A job still being checked (`keep_audit_members`) is not recorded yet: the runner reads them then
+            job = self.runner.get(job_id)
+            if job is not None and job.state == "succeeded":
+                self.runner.store.put(msgspec.structs.replace(job, metrics=result_metrics(msgspec.json.decode(data))))
 
     def _forget_in_audits(self, forget: Forget) -> None:
         """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the
@@ -511,9 +518,10 @@ class Admin:
     async def audit(self, params: dict[str, Param], wait: float) -> Job:
         """Run an audit job and wait (without blocking the event loop) until it ends or `wait` seconds
         have passed since the call: the submit, which first moves the feedback log into the table,
-        counts against the same wait."""
+        counts against the same wait and raises StillMoving (nothing queued) when that move is not done
+        by then (a batch of it already begun ends first: `Ingestor.flush`)."""
         deadline = time.monotonic() + wait
-        job = await sync_to_thread(self.submit, "audit", params)  # moving the log's backlog may take a while
+        job = await sync_to_thread(self.submit, "audit", params, deadline)  # moving the log's backlog may take a while
         while time.monotonic() < deadline:
             job = await sync_to_thread(self.runner.get, job.id)  # a file read: not on the event loop
             if job.state not in ACTIVE_STATES:

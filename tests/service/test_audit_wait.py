@@ -16,7 +16,7 @@ def test_the_wait_bounds_the_submit_and_the_job_together():
     admin = Admin.__new__(Admin)  # the method alone: a submit that takes its time and a job that never ends
     submitted = []
 
-    def slow_submit(kind, params):
+    def slow_submit(kind, params, deadline=None):
         time.sleep(1.5)
         submitted.append(kind)
         return SimpleNamespace(id="job-1", state="running")

@@ -87,7 +87,21 @@ def test_a_parquet_row_the_service_refuses_is_named_by_its_row(svc, tmp_path):
     write_parquet(records, path)
     result = _import(svc, path, source="parquet")
     assert result.returncode == 2, result.stderr[-2000:]
-    assert f"--path {path}: line 6, field `attributes.group`: 300 characters; at most 256" in result.stderr, result.stderr
+    # a Parquet file has rows, not lines (edges35: it said "line 6")
+    assert f"--path {path}: row 6, field `attributes.group`: 300 characters; at most 256" in result.stderr, result.stderr
+    assert "line" not in result.stderr, result.stderr
+
+
+def test_a_parquet_row_whose_user_id_the_service_cannot_take_is_named_by_its_row(svc, tmp_path):
+    """edges35: before, `--path prefs.parquet: line 2, field `user_id``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.Table.from_pylist([_row("ida35", 0), _row("bob smith", 1)]), path)
+    result = _import(svc, path, source="parquet")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"--path {path}: row 2, field `user_id`: " in result.stderr and "nothing was sent" in result.stderr, result.stderr
 
 
 def test_a_user_id_the_service_cannot_take_is_named_by_its_line_before_anything_is_sent(svc, tmp_path):

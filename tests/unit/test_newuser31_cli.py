@@ -117,10 +117,12 @@ def test_an_import_user_the_service_never_takes_is_named_by_user(tmp_path):
     'ann smith': ...`, naming the file and a field it does not have rather than the option given."""
     path = tmp_path / "trl.jsonl"
     path.write_text(json.dumps({k: v for k, v in ROW.items() if k != "user_id"}) + "\n")
-    line = one_error_line(pluralign(tmp_path, "data", "import", "--source", "jsonl", "--path", str(path), "--user", "ann smith",
-                                    "--url", "http://127.0.0.1:9", "--key", "pk-unused"))
-    assert line.startswith("pluralign: error: --user 'ann smith': a user id is 1-128 characters"), line
-    assert line.endswith("(nothing was sent)"), line
+    # argparse's usage error (edges35: every option naming a user or a tenant), before the file is read or anything sent
+    result = pluralign(tmp_path, "data", "import", "--source", "jsonl", "--path", str(path), "--user", "ann smith",
+                       "--url", "http://127.0.0.1:9", "--key", "pk-unused")
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr, result
+    line = result.stderr.strip().splitlines()[-1]  # after the usage line
+    assert line.startswith("pluralign: error: argument --user: 'ann smith': a user id is 1-128 characters"), line
 
 
 def test_fspo_on_users_with_too_few_comparisons_names_shots_and_queries(tmp_path):

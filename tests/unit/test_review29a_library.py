@@ -75,7 +75,7 @@ def test_a_hugging_face_dataset_loads_in_one_call_as_its_parquet_file_does(tmp_p
         io.read_rows(datasets.DatasetDict(train=exported))  # iterating it gives the split names
     with pytest.raises(TypeError, match=r"read_preferences"):
         io.read_rows(str(tmp_path / "e.parquet"))
-    with pytest.raises(io.PreferenceError, match=r"line 2, field `rejected`"):
+    with pytest.raises(io.PreferenceError, match=r"row 2, field `rejected`"):
         io.read_rows([rows[0], {**rows[0], "rejected": "yes"}])
     assert io.read_rows([rows[0], {**rows[0], "rejected": "yes"}], skip_bad=True)[1].skipped == 1
 

@@ -42,6 +42,7 @@ from training.common import (
     reading,
     report_progress,
     store_folder,
+    tenant_name,
 )
 
 
@@ -265,7 +266,7 @@ def register(sub) -> None:
     p.add_argument("--skip-bad", action="store_true", help="with --data: skip malformed rows and report how many")
     p.add_argument("--source", choices=["ukp_convarg1", "persona"], help="a built-in data set instead of --data")
     p.add_argument("--store", help="the service's store: its data folder (e.g. data), the lancedb/ folder in it, or an object-store URI")
-    p.add_argument("--tenant", help="with --store: audit one tenant only")
+    p.add_argument("--tenant", type=tenant_name, help="with --store: audit one tenant only")
     p.add_argument("--path", help="folder of the --source data (default under --data-dir)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--group-by", required=True,

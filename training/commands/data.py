@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import check_writable_file, print_json, read_preference_rows, reading
+from training.common import check_writable_file, print_json, read_preference_rows, reading, user_id
 
 
 def _load(args):
@@ -29,7 +29,7 @@ def _load(args):
 
 def _load_located(args):
     """(records, pairs, where): `where[i]` says where `records[i]` is in --path, for an error
-    about it: "line 1203" (a JSON line or a Parquet row) or "pair <id>" (UKPConvArg1)."""
+    about it: "line 1203" (a JSON line), "row 1203" (a Parquet row) or "pair <id>" (UKPConvArg1)."""
     from pluralign.data.ukp import load_ukp
 
     if args.source == "ukp_convarg1":
@@ -40,9 +40,9 @@ def _load_located(args):
             records, pairs = load_ukp(args.path)
         return records, pairs, [f"pair {r.attributes.get('pair_id', '?')}" for r in records]
     if args.source in ("jsonl", "parquet", "file"):
-        records, lines = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None),
-                                              user_option="--user")
-        return records, len(records), [f"line {n}" for n in lines]
+        records, places = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None),
+                                               user_option="--user")
+        return records, len(records), places
     raise ValueError(f"unknown --source {args.source!r}: expected ukp_convarg1, jsonl or parquet")
 
 
@@ -119,8 +119,6 @@ def import_(args: argparse.Namespace) -> int:
     key = args.key or os.environ.get("PLURALIGN_KEY")
     if not key:
         raise ValueError("--key (or PLURALIGN_KEY) is required: a tenant key of the receiving service")
-    if args.user is not None and not USER_ID.fullmatch(args.user):  # before the file: it is the option, not a row, to mend
-        raise ValueError(f"--user {args.user[:64]!r}: {USER_ID_RULE} (nothing was sent)")
     records, _, where = _load_located(args)
     by_user: dict[str, list[int]] = {}  # each user's records, as indexes into `records` (and `where`)
     for i, record in enumerate(records):
@@ -253,7 +251,7 @@ def register(sub) -> None:
         p.add_argument("--source", required=True, help="ukp_convarg1, jsonl or parquet")
         p.add_argument("--path", required=True, help="the source: a .jsonl or .parquet file, or the ukp_convarg1 folder")
         p.add_argument("--skip-bad", action="store_true", help="skip malformed rows and report how many")
-        p.add_argument("--user", default=None, help="the user of rows without `user_id` (TRL datasets carry none)")
+        p.add_argument("--user", default=None, type=user_id, help="the user of rows without `user_id` (TRL datasets carry none)")
         if name == "stats":
             p.add_argument("--json", action="store_true", help="print only the counts as one JSON object")
         elif name == "export":

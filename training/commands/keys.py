@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.common import print_json
+from training.common import print_json, tenant_name
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     parser.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
     sub = parser.add_subparsers(dest="action", required=True)
     create = sub.add_parser("create", help="issue a key (printed once)")
-    create.add_argument("--tenant", required=True, help="the tenant the key reaches (admin keys: a label)")
+    create.add_argument("--tenant", required=True, type=tenant_name, help="the tenant the key reaches (admin keys: a label)")
     create.add_argument("--admin", action="store_true", help="an admin key (/admin routes only)")
     create.add_argument("--name", default="", help="a label to find it by")
     listing = sub.add_parser("list", help="keys: id, tenant, admin, name, created_at (never the key)")
@@ -49,11 +49,6 @@ def run(args: argparse.Namespace) -> int:
     keys = KeyRing(folder / "api_keys.json")
     describe = lambda k: {"id": key_id(k), "tenant": k.tenant, "admin": k.admin, "name": k.name, "created_at": k.created_at}
     if args.action == "create":
-        from service.ids import tenant_problem
-
-        problem = tenant_problem(args.tenant)
-        if problem:
-            raise ValueError(f"--tenant {args.tenant[:64]!r}: {problem}")
         key = keys.issue(args.tenant, admin=args.admin, name=args.name)
         entry = keys.lookup(key)
         print_json({**describe(entry), "key": key})

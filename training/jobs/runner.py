@@ -54,6 +54,10 @@ class JobRunner(Protocol):
 
     def list(self, *, kind: str | None = None, state: JobState | None = None, limit: int = 100) -> list[Job]: ...
 
+    def active(self) -> list[Job]:
+        """The queued and running jobs, oldest first, without going through every record."""
+        ...
+
     def cancel(self, job_id: str) -> Job: ...
 
     def purge(self, job_id: str) -> Job | None:
@@ -156,6 +160,9 @@ class LocalJobRunner:
     def list(self, *, kind: str | None = None, state: JobState | None = None, limit: int = 100) -> list[Job]:
         jobs = [j for j in self.store.all() if (kind is None or j.kind == kind) and (state is None or j.state == state)]
         return jobs[::-1][:limit]  # newest first
+
+    def active(self) -> list[Job]:
+        return self.store.active()
 
     def cancel(self, job_id: str) -> Job:
         with self._lock:
@@ -448,7 +455,7 @@ class LocalJobRunner:
             return msgspec.structs.replace(job, **done, error="the worker printed no JSON result")
         result_path = self.store.path(job.id, "result.json")
         write_atomic(result_path, msgspec.json.encode(result))
-        metrics = {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        metrics = result_metrics(result)
         finished = msgspec.structs.replace(
             job, **{**done, "state": "succeeded"}, progress=1.0, metrics=metrics, result_path=str(result_path),
             artifact=str(result.get("artifact") or result.get("adapter") or job.artifact),
@@ -460,6 +467,10 @@ class LocalJobRunner:
                 log.exception("checking job %s's result failed", job.id)
                 shutil.rmtree(Path(self.config.folder) / "artifacts" / job.id, ignore_errors=True)
                 return msgspec.structs.replace(finished, state="failed", error=f"checking its result failed: {exc}")
+            # the check may have rewritten the result (an audit's groups of users deleted while it ran): its figures as kept
+            checked = _last_json_line(result_path.read_bytes())
+            if checked is not None and checked != result:
+                finished = msgspec.structs.replace(finished, metrics=result_metrics(checked))
         return self._promote(finished)
 
     def _promote(self, job: Job) -> Job:
@@ -483,6 +494,11 @@ class LocalJobRunner:
                 note = f"kept, not served: putting it into service failed: {_problem(exc)}; {still}"
                 promoted = False
         return msgspec.structs.replace(job, promoted=promoted, promotion_note=note, metrics=metrics)
+
+
+def result_metrics(result: dict) -> dict[str, float]:
+    """A job's `metrics` from its worker's JSON result: its top-level numbers (booleans and nulls left out)."""
+    return {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _failed(job: Job, error: str) -> Job:

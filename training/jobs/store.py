@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import write_atomic
-from training.jobs.record import Job, decode_job, job_encoder
+from training.jobs.record import ACTIVE_STATES, Job, decode_job, job_encoder
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,14 @@ class JobStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self._active: set[str] = set()  # the ids of queued and running jobs, kept with `_jobs` (`active`)
         for path in sorted(self.folder.glob("*.job.json")):
             try:
                 job = decode_job(path.read_bytes())
             except (msgspec.DecodeError, ValueError) as exc:
                 log.error("skipping unreadable job record %s: %s", path, exc)
                 continue
-            self._jobs[job.id] = job
+            self._keep(job)
 
     def path(self, job_id: str, suffix: str = "job.json") -> Path:
         return self.folder / f"{job_id}.{suffix}"
@@ -42,7 +43,7 @@ class JobStore:
         """Write a new job's first record (its id new to the folder)."""
         with self._lock:
             write_atomic(self.path(job.id), job_encoder.encode(job))
-            self._jobs[job.id] = job
+            self._keep(job)
         return job
 
     def put(self, job: Job) -> Job:
@@ -52,7 +53,7 @@ class JobStore:
             if job.id not in self._jobs:
                 return job
             write_atomic(self.path(job.id), job_encoder.encode(job))
-            self._jobs[job.id] = job
+            self._keep(job)
         return job
 
     def hold(self, job: Job) -> Job:
@@ -60,8 +61,16 @@ class JobStore:
         state at once, and the writer `put`s it again later. A restart reads the older record."""
         with self._lock:
             if job.id in self._jobs:
-                self._jobs[job.id] = job
+                self._keep(job)
         return job
+
+    def _keep(self, job: Job) -> None:
+        """Hold `job` as its latest state (under the lock)."""
+        self._jobs[job.id] = job
+        if job.state in ACTIVE_STATES:
+            self._active.add(job.id)
+        else:
+            self._active.discard(job.id)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -71,10 +80,17 @@ class JobStore:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id))
 
+    def active(self) -> list[Job]:
+        """The queued and running jobs, oldest first: as many steps as there are of them, not of all records
+        (a DELETE asks at each call; finished jobs pile up until their retention ends)."""
+        with self._lock:
+            return sorted((self._jobs[i] for i in self._active), key=lambda j: (j.created_at, j.id))
+
     def remove(self, job_id: str) -> Job | None:
         """Forget a job and delete its record, log, output and result files (its artifact folder is the runner's)."""
         with self._lock:
             job = self._jobs.pop(job_id, None)
+            self._active.discard(job_id)
             for suffix in ("job.json", "log", "out", "result.json"):
                 self.path(job_id, suffix).unlink(missing_ok=True)
         return job
