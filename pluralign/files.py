@@ -46,7 +46,8 @@ def writing_to(path: str | os.PathLike, weights: str | os.PathLike | None = None
 
 @contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Yields a binary file; on a clean exit it replaces `path`, on an error it is removed. A write
+    """Yields a binary file; on a clean exit it replaces `path` and returns once the new file and its
+    name are on disk (the file, then its folder, fsynced); on an error it is removed. A write
     that fails (a full disk) is an OSError naming `path` (`writing_to`), not the temp file.
 
     The file replaced keeps its permission bits (mkstemp's 0600 would hide a 0640 file from the group that
@@ -77,6 +78,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        fsync_dir(path.parent)  # the new name on disk too: a power loss after the return keeps the new file
 
 
 class SymlinkInTheWay(OSError):

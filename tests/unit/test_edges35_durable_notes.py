@@ -47,3 +47,15 @@ def test_the_store_lists_its_active_jobs_as_their_states_change(tmp_path):
     store.remove("j0")
     assert [j.id for j in store.active()] == ["j1"]
     assert [(j.id, j.state) for j in JobStore(tmp_path).active()] == [("j1", "running"), ("j3", "queued")]  # as read back
+
+
+def test_an_atomic_write_returns_with_the_new_file_and_its_name_on_disk(tmp_path, monkeypatch):
+    from pluralign.files import write_atomic
+
+    path = tmp_path / "jobs" / "j1.json"
+    write_atomic(path, b"old")
+    seen = fsyncs_of(monkeypatch)
+    write_atomic(path, b"new")
+    # the temporary file's bytes, then the folder whose entry the rename changed
+    assert len(seen) == 2 and seen[0].startswith(str(path.parent / ".j1.json.")) and seen[1] == str(path.parent)
+    assert path.read_bytes() == b"new" and [p.name for p in path.parent.iterdir()] == ["j1.json"]
