@@ -144,6 +144,8 @@ def test_audit_job_params_are_an_allow_list(svc, params, field):
     ("adapter", {"user": "ann", "registry": "/tmp"}, "params.registry"),
     ("adapter", {"user": "ann", "base": "/tmp/model"}, "params.base"),
     ("adapter", {"user": "--help"}, "params.user"),
+    ("adapter", {"user": "ann", "tenant": "population"}, "params.tenant"),  # reserved, as for keys and the CLI
+    ("audit", {"group_by": "segment", "tenant": "population"}, "params.tenant"),
     ("pal", {"out": "/tmp/pal"}, "params.out"),
     ("pal", {"data_dir": "/"}, "params.data_dir"),
     ("em", {"k": "3"}, "params.k"),

@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from pluralign.data.record import Base
+from pluralign.data.record import Base, tenant_problem
 from pluralign.data.text import shorten
 
 # what a client may name: an attribute, a tenant, a user (the service's user-id rule); `(?!\n)`: msgspec
@@ -130,7 +130,8 @@ def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
 
 def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool = False) -> Base:
     """`params` as the kind's Struct (strict: no strings for numbers). With `from_client`, the
-    server-set names are refused too. Raises JobParamsError naming `params.<name>`."""
+    server-set names are refused too, and a tenant name the service reserves (`tenant_problem`). Raises
+    JobParamsError naming `params.<name>`."""
     schema = PARAMS.get(kind)
     if schema is None:
         raise JobParamsError("kind", f"unknown job kind {shorten(kind, 66, '...')!r}; known: {', '.join(sorted(PARAMS))}")
@@ -151,6 +152,9 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
         typed = msgspec.convert(dict(params), schema, strict=True)
     except msgspec.ValidationError as exc:
         raise JobParamsError(*_where(exc)) from None
+    tenant = getattr(typed, "tenant", None)
+    if from_client and tenant is not None and (problem := tenant_problem(tenant)):  # a reserved name, as keys refuse
+        raise JobParamsError("params.tenant", problem)
     if getattr(typed, "groups", None) is not None and typed.protocol != "persona":  # it would be ignored
         raise JobParamsError("params.groups", f"read only with protocol `persona` (the synthetic population's groups); "
                                               f"protocol `{typed.protocol}` has users of its own")
