@@ -36,7 +36,7 @@ from service.settings import Settings
 from service.users.services import adapter_folder, forget_embedding_keys, forget_embeddings
 from training.jobs.params import JOB_ENCODERS
 from training.jobs.promotion import Promotions
-from training.jobs.record import ACTIVE_STATES, Job, Param
+from training.jobs.record import ACTIVE_STATES, Job, JobNamed, Param
 from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig
 from training.jobs.triggers import AdapterTrigger
 
@@ -440,7 +440,9 @@ class Admin:
                 for tenant, user in [k for k in self._new if forget.user(*k)]:
                     self._new.pop((tenant, user), None)
         removed = 0
-        for job in self.runner.list(limit=1_000_000):
+        # with the records a later release wrote (unread, kept for it): rolled back after an upgrade, its jobs
+        # for the user still hold their data
+        for job in [*self.runner.list(limit=1_000_000), *self.runner.store.later()]:
             user = job.params.get("user")
             # a job queued after the user's DELETE (they came back) is theirs again
             if not isinstance(user, str) or not forget.made_at(job.created_at).user(str(job.params.get("tenant", "default")), user):
@@ -463,7 +465,7 @@ class Admin:
                 self.runner.promotions.forget(key)
         return removed
 
-    def _job_files(self, job: Job) -> list[Path]:
+    def _job_files(self, job: Job | JobNamed) -> list[Path]:
         store = self.runner.store
         files = [store.path(job.id, suffix) for suffix in ("job.json", "log", "out", "result.json")]
         artifact = self.folder / "artifacts" / job.id

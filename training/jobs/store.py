@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import write_atomic
-from training.jobs.record import Job, decode_job, job_encoder
+from training.jobs.record import Job, JobNamed, LaterSchema, decode_job, job_encoder
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,15 @@ class JobStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self._later: dict[str, JobNamed] = {}  # records a later release wrote: kept on disk, unread, but not for a deleted user
         for path in sorted(self.folder.glob("*.job.json")):
             try:
                 job = decode_job(path.read_bytes())
+            except LaterSchema as exc:
+                log.error("skipping unreadable job record %s: %s", path, exc)
+                if path.name == f"{exc.named.id}.job.json":  # its other files are found by its id
+                    self._later[exc.named.id] = exc.named
+                continue
             except (msgspec.DecodeError, ValueError) as exc:
                 log.error("skipping unreadable job record %s: %s", path, exc)
                 continue
@@ -71,10 +77,17 @@ class JobStore:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id))
 
+    def later(self) -> list[JobNamed]:
+        """Whom each record a later release wrote names (records this one does not read, and keeps on
+        disk for it): a DELETE of a user they name `remove`s them all the same."""
+        with self._lock:
+            return list(self._later.values())
+
     def remove(self, job_id: str) -> Job | None:
         """Forget a job and delete its record, log, output and result files (its artifact folder is the runner's)."""
         with self._lock:
             job = self._jobs.pop(job_id, None)
+            self._later.pop(job_id, None)
             for suffix in ("job.json", "log", "out", "result.json"):
                 self.path(job_id, suffix).unlink(missing_ok=True)
         return job
