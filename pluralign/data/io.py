@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import errno
 import gzip
+import itertools
 import json
 import math
 import os
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 import pyarrow as pa
@@ -359,6 +360,7 @@ def _json_array(line: int, before: str = "") -> PreferenceError:
     return error
 
 
+MAX_LINE_BYTES = 16 << 20  # a line of a preference file past this is no row (the service takes 1 MB bodies): refused unread
 GZIP_MAGIC = b"\x1f\x8b"  # a gzip file's first bytes: JSON lines as Hugging Face datasets ship them (Anthropic's HH-RLHF `train.jsonl.gz`)
 
 
@@ -374,20 +376,60 @@ def _numbered_rows(lines: Iterable[bytes]) -> Iterable[tuple[int, Any]]:
             yield number, _Malformed(exc)
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def _bounded_lines(f: IO[bytes]) -> Iterator[bytes]:
+    """The lines of `f`, each read at most MAX_LINE_BYTES (and its newline) at a time: a longer line is
+    a PreferenceError naming it, raised before the rest of it is read (a gzip file of a few MB can hold
+    gigabytes of one line)."""
+    for number in itertools.count(1):
+        line = f.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            error = PreferenceError(number, None, f"longer than {MAX_LINE_BYTES >> 20} MiB, past any preference row (not JSON "
+                                                  "lines, or a compressed file made to fill memory); nothing past it was read")
+            error.skippable = False
+            raise error
+        yield line
+
+
+def _gzip_damage(path: Path) -> str | None:
+    """Why a gzip file cannot be read to its end (cut short, a changed byte its checksum finds), or None."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
     """(line number, row) of a JSON lines file, gzip-compressed or not (told by its first bytes)."""
-    with open(path, "rb") as f:
-        compressed = f.read(2) == GZIP_MAGIC
+    compressed = _is_gzip(path)
+    checked = not compressed  # whether the whole stream was found sound (once: the file may hold many bad rows)
     number = 0
     try:
         with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
-            for number, row in _numbered_rows(f):
+            for number, row in _numbered_rows(_bounded_lines(f)):
+                if not checked and isinstance(row, _Malformed):  # garbage out of a damaged stream is no bad row to skip
+                    damage = _gzip_damage(path)
+                    if damage is not None:
+                        raise _not_whole_gzip(number, damage)
+                    checked = True
                 yield number, row
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # cut short by a crash or a copy, or damaged
-        error = PreferenceError(number + 1, None, f"not a whole gzip file (truncated or damaged: {exc or type(exc).__name__}); "
-                                                  "the lines before it were read")
-        error.skippable = False
-        raise error from None
+        raise _not_whole_gzip(number + 1, str(exc) or type(exc).__name__) from None
+
+
+def _not_whole_gzip(line: int, why: str) -> PreferenceError:
+    error = PreferenceError(line, None, f"not a whole gzip file (truncated or damaged: {why}); the lines before it were read")
+    error.skippable = False
+    return error
 
 
 def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -> dict[str, Any] | _Malformed:

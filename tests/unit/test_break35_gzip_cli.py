@@ -1,0 +1,56 @@
+"""Break session 35: hostile or damaged `.jsonl.gz` preference files given to the CLI (`pluralign data
+stats`, as every command reads a preference file)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+from pluralign.data.io import MAX_LINE_BYTES
+from tests.unit.test_newuser31_cli import ROW, one_error_line, pluralign
+
+
+def peak_rss_mb(cwd, *argv: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`pluralign(cwd, *argv)` run from a fresh Python whose only child it is: (its result, its peak RSS in MB)."""
+    wrapper = ("import json, resource, sys; from tests.unit.test_newuser31_cli import pluralign; "
+               "r = pluralign(sys.argv[1], *sys.argv[2:]); "
+               "print(json.dumps([r.returncode, r.stdout, r.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", wrapper, str(cwd), *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+    code, out, err, kb = json.loads(done.stdout)
+    return subprocess.CompletedProcess(argv, code, out, err), kb / 1024
+
+
+def test_a_gzip_bomb_of_one_endless_line_is_refused_without_reading_it_whole(tmp_path):
+    """512 MiB of spaces after a row, no newline: a 0.5 MB file. Before: the line was read whole (and
+    copied to strip it): ~1.1 GB resident for this file (2.1 GB for 1 GiB, 13 s), and a few MB more of
+    such a file fills any machine. Now the line is refused once past MAX_LINE_BYTES, naming it."""
+    path = tmp_path / "bomb.jsonl.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(json.dumps(ROW).encode() + b"\n" + b'{"prompt": "')
+        spaces = b" " * (1 << 20)
+        for _ in range(512):
+            f.write(spaces)
+    assert path.stat().st_size < 1 << 20
+    result, peak = peak_rss_mb(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path), "--skip-bad", "--json")
+    line = one_error_line(result)
+    assert line == (f"pluralign: error: --path {path}: line 2: longer than {MAX_LINE_BYTES >> 20} MiB, past any preference row "
+                    "(not JSON lines, or a compressed file made to fill memory); nothing past it was read"), line
+    assert peak < 200 + 3 * (MAX_LINE_BYTES >> 20), peak
+
+
+def test_a_damaged_gzip_file_is_named_as_one_not_as_a_bad_row_to_skip(tmp_path):
+    """A byte changed inside the compressed stream: the lines after it come out as garbage, then its CRC
+    fails. Before: `line 1005: malformed JSON (...) (--skip-bad skips bad rows)`, and with --skip-bad the
+    command read on to fail on the CRC instead. Now the first run names the damaged file."""
+    rows = "".join(json.dumps({**ROW, "prompt": f"Tea or coffee {i}?"}) + "\n" for i in range(2000)).encode()
+    data = bytearray(gzip.compress(rows))
+    data[len(data) // 2] ^= 0xFF
+    path = tmp_path / "damaged.jsonl.gz"
+    path.write_bytes(bytes(data))
+    line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path), "--json"))
+    assert line.startswith(f"pluralign: error: --path {path}: line ") and "not a whole gzip file (truncated or damaged: " in line, line
+    assert "--skip-bad" not in line and "malformed JSON" not in line, line
