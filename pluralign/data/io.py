@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
 import itertools
 import json
 import math
@@ -376,9 +377,20 @@ def _numbered_rows(lines: Iterable[bytes]) -> Iterable[tuple[int, Any]]:
             yield number, _Malformed(exc)
 
 
-def _is_gzip(path: Path) -> bool:
+def _source(path: Path) -> Path | bytes:
+    """What a preference file is read from: its path, or for a stream read once (a pipe: `--path <(zcat f)`,
+    `--path /dev/stdin`) its bytes, read now, so that telling its format by its first bytes loses none."""
     with open(path, "rb") as f:
-        return f.read(2) == GZIP_MAGIC
+        return path if f.seekable() else f.read()
+
+
+def _open(source: Path | bytes) -> IO[bytes]:
+    return open(source, "rb") if isinstance(source, Path) else io.BytesIO(source)
+
+
+def _head(source: Path | bytes, n: int) -> bytes:
+    with _open(source) as f:
+        return f.read(n)
 
 
 def _bounded_lines(f: IO[bytes]) -> Iterator[bytes]:
@@ -397,10 +409,10 @@ def _bounded_lines(f: IO[bytes]) -> Iterator[bytes]:
         yield line
 
 
-def _gzip_damage(path: Path) -> str | None:
+def _gzip_damage(source: Path | bytes) -> str | None:
     """Why a gzip file cannot be read to its end (cut short, a changed byte its checksum finds), or None."""
     try:
-        with gzip.open(path, "rb") as f:
+        with gzip.open(_open(source), "rb") as f:
             while f.read(1 << 20):
                 pass
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -408,16 +420,16 @@ def _gzip_damage(path: Path) -> str | None:
     return None
 
 
-def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
-    """(line number, row) of a JSON lines file, gzip-compressed or not (told by its first bytes)."""
-    compressed = _is_gzip(path)
+def _jsonl_rows(source: Path | bytes) -> Iterable[tuple[int, Any]]:
+    """(line number, row) of a JSON lines file (`_source`), gzip-compressed or not (told by its first bytes)."""
+    compressed = _head(source, 2) == GZIP_MAGIC
     checked = not compressed  # whether the whole stream was found sound (once: the file may hold many bad rows)
     number = 0
     try:
-        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
+        with gzip.open(_open(source), "rb") if compressed else _open(source) as f:
             for number, row in _numbered_rows(_bounded_lines(f)):
                 if not checked and isinstance(row, _Malformed):  # garbage out of a damaged stream is no bad row to skip
-                    damage = _gzip_damage(path)
+                    damage = _gzip_damage(source)
                     if damage is not None:
                         raise _not_whole_gzip(number, damage)
                     checked = True
@@ -461,32 +473,27 @@ class _Malformed:
         self.error = error
 
 
-def _is_parquet(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        return f.read(4) == b"PAR1"
-
-
 def read_preferences(
     path: str | os.PathLike, *, skip_bad: bool = False, default_user: str | None = None
 ) -> tuple[list[Preference], LoadReport]:
     """Load a `.jsonl` or `.parquet` preference file in any TRL preference form (see
     `row_to_preference`). Parquet is told by its content (the `PAR1` magic bytes), whatever the
-    name; anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. Raises FileNotFoundError when there is no file,
+    name; anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. A pipe (`--path <(zcat f)`,
+    `/dev/stdin`) is read once, whole, before its format is told. Raises FileNotFoundError when there is no file,
     IsADirectoryError for a folder, PreferenceError naming the file on the first bad row (unless
     `skip_bad`) or when it holds no row."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "no preference file there", str(path))
-    if path.suffix == ".parquet" or _is_parquet(path):
+    source = path if path.is_dir() else _source(path)  # a folder: a Parquet dataset's (pyarrow reads it), else IsADirectoryError
+    if path.suffix == ".parquet" or _head(source, 4) == b"PAR1":
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(source if isinstance(source, Path) else pa.BufferReader(source))
         except pa.ArrowException as exc:  # cut short by a crash or a copy, or another format under the name
             raise PreferenceError(0, None, f"not a whole Parquet file (truncated or another format): {exc}", path=str(path)) from None
         rows: Iterable[tuple[int, Any]] = _table_rows(table)
     else:
-        rows = _jsonl_rows(path)
+        rows = _jsonl_rows(source)
 
     try:
         records, report = _collect(rows, skip_bad, default_user)
