@@ -34,6 +34,7 @@ from pluralign.data.text import (
     lone_surrogate_escape,
     lone_surrogate_problem,
     nfc,
+    shorten,
     surrogate_problem,
 )
 from pluralign.files import atomic_writer
@@ -159,9 +160,15 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     try:
         record = msgspec.convert(row, Preference)
     except msgspec.ValidationError as exc:
-        raise PreferenceError(line, _field_of(str(exc)), str(exc).split(" - at ")[0]) from None
+        problem = str(exc).split(" - at ")[0]
+        if problem.startswith("Object contains unknown field `"):  # a key of any length: named once, cut (PreferenceError)
+            problem = UNKNOWN_FIELD if " - at " not in str(exc) else f"unknown field `{shorten(problem.split('`')[1], 64, '...')}`"
+        raise PreferenceError(line, _field_of(str(exc)), problem) from None
     plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not original.extra
     return record if plain else msgspec.structs.replace(record, trl=original)
+
+
+UNKNOWN_FIELD = "unknown field (README, 'Preference files', names the fields a row takes)"
 
 
 def _check_is_a_preference_row(row: Any, line: int) -> None:

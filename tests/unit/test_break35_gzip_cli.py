@@ -78,3 +78,13 @@ def test_a_preference_file_read_from_a_pipe_is_read_whole(tmp_path):
         assert result.returncode == 0 and result.stderr == b"", result
         pairs = rows[: len(data)].count(b"\n") if data[:2] != b"\x1f\x8b" else 2000
         assert json.loads(result.stdout) == {"source": "jsonl", "pairs": pairs, "judgments": pairs, "users": 1, "ties": 0}
+
+
+def test_a_files_long_unknown_field_is_one_short_error_line(tmp_path):
+    """Before: `--path f: line 1, field `yyy...`: Object contains unknown field `yyy...`` with the
+    5,000-character key twice (10 kB of one line)."""
+    path = tmp_path / "f.jsonl"
+    path.write_text(json.dumps({**ROW, "y" * 5000: 1}) + "\n")
+    line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path)))
+    assert len(line) < 300 and line.startswith(f"pluralign: error: --path {path}: line 1, field `yyy"), line
+    assert "unknown field (README, 'Preference files', names the fields a row takes)" in line, line
