@@ -230,6 +230,17 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
     return parse
 
 
+def user_name(text: str) -> str:
+    """An argparse `type=` for a `--user` naming the user of rows without `user_id`: one with no visible
+    character (`--user "$NAME"` with NAME unset) is argparse's usage error naming the option, not a bad
+    first row of the file (which --skip-bad would skip, with every other row)."""
+    from pluralign.data.text import is_blank
+
+    if is_blank(text):
+        raise argparse.ArgumentTypeError(f"expected a user id with a visible character, got {text!r}")
+    return text
+
+
 def add_listen_args(parser: argparse.ArgumentParser, default_port: int, default_log_level: str = "info") -> None:
     """A server command's --host, --port and --log-level (uvicorn's levels); see `check_listen`."""
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")

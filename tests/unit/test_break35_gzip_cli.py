@@ -88,3 +88,16 @@ def test_a_files_long_unknown_field_is_one_short_error_line(tmp_path):
     line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path)))
     assert len(line) < 300 and line.startswith(f"pluralign: error: --path {path}: line 1, field `yyy"), line
     assert "unknown field (README, 'Preference files', names the fields a row takes)" in line, line
+
+
+def test_a_blank_user_option_is_refused_naming_the_option(tmp_path):
+    """`--user ''` (an unset shell variable: `--user "$NAME"`) for a TRL file. Before: `--path trl.jsonl:
+    line 1: `user_id` must not be empty (...) (--skip-bad skips bad rows)`: the file's first line blamed,
+    and --skip-bad offered, which skips every row; the option was never named."""
+    path = tmp_path / "trl.jsonl"
+    path.write_text(json.dumps({"prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}) + "\n")
+    for user in ("", "  "):
+        result = pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path), "--user", user)
+        assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr, result
+        line = result.stderr.strip().splitlines()[-1]  # after argparse's usage lines
+        assert line.startswith(f"pluralign: error: argument --user: expected a user id with a visible character, got {user!r}"), line

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import check_writable_file, print_json, read_preference_rows, reading
+from training.common import check_writable_file, print_json, read_preference_rows, reading, user_name
 
 
 def _load(args):
@@ -253,7 +253,7 @@ def register(sub) -> None:
         p.add_argument("--source", required=True, help="ukp_convarg1, jsonl or parquet")
         p.add_argument("--path", required=True, help="the source: a .jsonl or .parquet file, or the ukp_convarg1 folder")
         p.add_argument("--skip-bad", action="store_true", help="skip malformed rows and report how many")
-        p.add_argument("--user", default=None, help="the user of rows without `user_id` (TRL datasets carry none)")
+        p.add_argument("--user", default=None, type=user_name, help="the user of rows without `user_id` (TRL datasets carry none)")
         if name == "stats":
             p.add_argument("--json", action="store_true", help="print only the counts as one JSON object")
         elif name == "export":

@@ -19,7 +19,7 @@ import random
 import sys
 import time
 
-from training.common import SEED_HELP, StoreFolder, number, print_json, read_preference_file, store_folder
+from training.common import SEED_HELP, StoreFolder, number, print_json, read_preference_file, store_folder, user_name
 
 
 def default_registry(store: str | None) -> str:
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("adapter", help="train one user's LoRA adapter (DPO) and store it in the adapter registry")
-    p.add_argument("--user", required=True, help="the end user whose comparisons train the adapter (the API's `user`)")
+    p.add_argument("--user", required=True, type=user_name, help="the end user whose comparisons train the adapter (the API's `user`)")
     p.add_argument("--tenant", default="default", help="the user's tenant, as in the service (default %(default)s)")
     p.add_argument("--data", default=None, help="preference JSONL/Parquet file holding the user's comparisons (rows without `user_id`, as in a TRL dataset, are --user's)")
     p.add_argument("--store", default=None, help="the service's data folder (or the lancedb/ folder in it): read its LanceDB store, save to its adapters/")
