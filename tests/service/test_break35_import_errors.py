@@ -1,10 +1,11 @@
-"""Break session 35: an import row with a long unknown key. Session 34 cut long client values in error
-messages, but an import row's unknown field came back whole inside msgspec's own words."""
+"""Break session 35: what session 34's import route and backlog reads still let through."""
 
 from __future__ import annotations
 
 import json
+import time
 
+from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
 from tests.service.tiny import field_named
 
 
@@ -21,3 +22,24 @@ def test_an_import_rows_long_unknown_field_is_cut_in_the_error(serve):
         assert message.startswith("`line 2.yyyy") and message.endswith("`: unknown field (README, 'Preference files', names "
                                                                         "the fields a row takes)"), message
         assert field_named(r).startswith("line 2.yyy")
+
+
+def test_a_head_of_the_export_of_a_user_with_an_imports_backlog_answers_at_once(serve):
+    """HEAD .../export, as GET .../export, answers 503 with Retry-After while the user's large import is
+    still being stored, and 200 for a user with a few rows pending. Before: the HEAD embedded and moved
+    the whole backlog inside the request (`anything_held` flushed it unbounded): here 600 rows took ~15 s
+    for a 200 (a 3,000-row import: past a 60 s client timeout), while the GET answered 503 at once."""
+    _, server, svc = serve()
+    rows = READ_INLINE_ROWS + 100
+    body = "\n".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}) for i in range(rows))
+    with server, svc.client("acme") as c, svc.runtime.ingest.paused():  # the worker is busy elsewhere: the rows wait in the log
+        assert c.post("/v1/users/big/import", content=body).status_code == 201
+        assert c.post("/v1/users/small/import", content=body.split("\n", 1)[0]).status_code == 201
+        for method in ("GET", "HEAD"):
+            started = time.monotonic()
+            r = c.request(method, "/v1/users/big/export")
+            took = time.monotonic() - started
+            assert (r.status_code, r.headers.get("retry-after")) == (503, str(READ_RETRY_AFTER)), (method, r.status_code, took)
+            assert took < 5, (method, took)
+        assert c.head("/v1/users/small/export").status_code == 200
+        assert c.head("/v1/users/nobody/export").status_code == 404
