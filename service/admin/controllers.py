@@ -15,13 +15,14 @@ from typing import Annotated
 
 from litestar import Litestar, Request, get, post
 from litestar.concurrency import sync_to_thread
-from litestar.exceptions import NotFoundException, TooManyRequestsException
+from litestar.exceptions import NotFoundException, ServiceUnavailableException, TooManyRequestsException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response
 
 from pluralign.data.text import shorten
 from pluralign.fairness.report import AuditReport, since_previous
+from pluralign.store.ingest import Backlogged
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
@@ -29,6 +30,7 @@ from service.admin.session import PAGE_HEADERS
 from service.errors import MAX_SHOWN, bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID
+from service.users.services import READ_RETRY_AFTER
 from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
@@ -40,7 +42,7 @@ def _admin(request: Request) -> Admin:
     return request.app.state.admin
 
 
-@post("/jobs", sync_to_thread=True, status_code=201, responses=error_responses(429), summary="Queue a job (adapter, pal, em, audit)")
+@post("/jobs", sync_to_thread=True, status_code=201, responses=error_responses(429, 503), summary="Queue a job (adapter, pal, em, audit)")
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
     """`params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
     params = dict(data.params)
@@ -55,6 +57,10 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
         job = admin.submit(data.kind, params)
     except QuotaExceeded as exc:
         raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
+    except Backlogged as exc:  # an adapter job's user: their large import is still being stored
+        raise ServiceUnavailableException(
+            detail=f"the user's comparisons are still being stored ({exc.rows} rows, an import): nothing was queued; "
+                   f"retry after {READ_RETRY_AFTER} seconds", headers={"Retry-After": str(READ_RETRY_AFTER)}) from None
     log.info("queued %s job %s", data.kind, job.id)  # the request's id on it: from the request to the job's own log
     return admin.public.job(job)
 

@@ -25,6 +25,7 @@ from pluralign.policy.adapters import adapter_name, check_base, check_files, rea
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget, key_hash
+from pluralign.store.ingest import Backlogged
 from pluralign.store.location import options_to_env
 from service.admin.paths import PublicPaths
 from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
@@ -33,7 +34,7 @@ from service.replicas import owner
 from service.requestid import current
 from service.runtime import ForgetIncomplete, Runtime
 from service.settings import Settings
-from service.users.services import adapter_folder, forget_embedding_keys, forget_embeddings
+from service.users.services import READ_INLINE_ROWS, adapter_folder, forget_embedding_keys, forget_embeddings
 from training.jobs.params import JOB_ENCODERS
 from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, JobNamed, Param
@@ -190,8 +191,11 @@ class Admin:
                      and j.params.get("user") == user and str(j.params.get("tenant", "default")) == tenant), None)
 
     def snapshot(self, tenant: str, user: str) -> Path:
-        """The user's stored comparisons as a preference file for the worker."""
-        self.rt.ingest.flush_user(tenant, user)
+        """The user's stored comparisons as a preference file for the worker, their few rows still pending
+        in the log moved first. Raises Backlogged when more than READ_INLINE_ROWS of them wait (a large
+        import being stored): moving them here, under the user's lock, held their DELETE, chats and refits
+        for minutes."""
+        self.rt.ingest.flush_user(tenant, user, at_most=READ_INLINE_ROWS)
         stored, _ = self.rt.store.preferences_for(tenant, user)
         records = [
             Preference(user_id=p.user_id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, tie=p.tie, margin=p.margin,
@@ -503,7 +507,7 @@ class Admin:
                 job = self.trigger.on_feedback(tenant, user, comparisons)
             if job is not None:
                 log.info("queued adapter job %s for a user of tenant %s at %d comparisons", job.id, tenant, comparisons)  # no user id in logs
-        except QuotaExceeded as exc:
+        except (QuotaExceeded, Backlogged) as exc:
             with self._lock:  # due again at their next strict comparison, not `adapter_every` later
                 self._new[(tenant, user)] = max(self._new.get((tenant, user), 0), self.trigger.every - 1)
             log.warning("adapter trigger waits: %s; the user is checked again at their next comparison", exc)

@@ -43,3 +43,23 @@ def test_a_head_of_the_export_of_a_user_with_an_imports_backlog_answers_at_once(
             assert took < 5, (method, took)
         assert c.head("/v1/users/small/export").status_code == 200
         assert c.head("/v1/users/nobody/export").status_code == 404
+
+
+def test_an_adapter_job_for_a_user_with_an_imports_backlog_is_a_503_at_once(serve):
+    """POST /admin/jobs (kind adapter) snapshots the user's comparisons under their lock. Before: it first
+    moved every pending row of theirs inside the request, holding that lock (their DELETE, chats and
+    refits waited): a 3,000-row import's backlog kept the admin call past a 15 s client timeout, and
+    /admin/dashboard behind it. Now it answers 503 with Retry-After as the user's reads do, queuing nothing."""
+    from service.admin.controllers import ADMIN_HANDLERS
+
+    _, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    rows = READ_INLINE_ROWS + 100
+    body = "\n".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}) for i in range(rows))
+    with server, svc.client("acme") as c, svc.client("admin") as admin, svc.runtime.ingest.paused():
+        assert c.post("/v1/users/big/import", content=body).status_code == 201
+        started = time.monotonic()
+        r = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"user": "big", "tenant": "acme"}})
+        took = time.monotonic() - started
+        assert (r.status_code, r.headers.get("retry-after")) == (503, str(READ_RETRY_AFTER)), (r.status_code, r.text[:300], took)
+        assert f"{rows} rows" in r.json()["error"]["message"] and took < 5, (r.text, took)
+        assert admin.get("/admin/jobs").json()["jobs"] == []
