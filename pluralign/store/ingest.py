@@ -132,6 +132,14 @@ class Ingestor:
             raise Backlogged(rows, at_most)
         return self._move_entries(entries) if entries else 0
 
+    def flush_some(self, tenant: str | None, at_most: int) -> int:
+        """`flush_user` for every user of `tenant` (None: every tenant): their pending rows moved now, without
+        waiting for the worker's batch; Backlogged, moving nothing, past `at_most` rows."""
+        entries = self.log.oldest(at_most + 1, tenant)  # a record holds one row at least
+        if (rows := sum(len(e.rows) for e in entries)) > at_most:
+            raise Backlogged(rows, at_most)
+        return self._move_entries(entries) if entries else 0
+
     def pending_rows(self, tenant: str | None = None, at_most: int | None = None) -> int:
         """How many rows (of `tenant` only, when given) wait in the log to be moved; counting stops
         once past `at_most` (None: count them all), so asking "more than N?" stays cheap."""

@@ -30,7 +30,7 @@ from service.admin.session import PAGE_HEADERS
 from service.errors import MAX_SHOWN, bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID
-from service.users.services import READ_RETRY_AFTER
+from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
 from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
@@ -143,7 +143,8 @@ def _audit_response(admin: Admin, job: Job) -> Response:
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
 def dashboard(request: Request, tenant: str | None = None) -> Response:
     """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's);
-    feedback acknowledged before the request is moved out of the log first, so it counts."""
+    feedback acknowledged before the request is moved out of the log first, so it counts, unless more than
+    READ_INLINE_ROWS rows wait there (a large import being stored): the page then says so."""
     from service.users.services import prototype_descriptions
 
     if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
@@ -153,9 +154,14 @@ def dashboard(request: Request, tenant: str | None = None) -> Response:
     latest: AuditReport | None = history[0] if history else None
     signed_in = "authorization" not in request.headers  # reached with the session cookie
     rt = request.app.state.runtime
-    rt.ingest.flush(tenant)  # feedback acknowledged before this request describes the prototypes too
+    try:  # feedback acknowledged before this request describes the prototypes too, unless a large import's
+        rt.ingest.flush_some(tenant, READ_INLINE_ROWS)  # backlog waits (minutes to move): then what is stored, said so
+        backlog = 0
+    except Backlogged:
+        backlog = READ_INLINE_ROWS
     prototypes = prototype_descriptions(rt, tenant)
-    return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes, rt.rewards.version),
+    return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes,
+                                     rt.rewards.version, backlog),
                     media_type="text/html", headers=PAGE_HEADERS)
 
 
