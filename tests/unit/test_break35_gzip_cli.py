@@ -1,5 +1,5 @@
-"""Break session 35: hostile or damaged `.jsonl.gz` preference files given to the CLI (`pluralign data
-stats`, as every command reads a preference file)."""
+"""Break session 35: hostile or damaged preference files (`.jsonl.gz` bombs, damaged streams, pipes, long
+unknown keys) and options given to the CLI (`pluralign data stats`, as every command reads a preference file)."""
 
 from __future__ import annotations
 
