@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
+import itertools
 import json
 import math
 import os
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import msgspec
 import pyarrow as pa
@@ -32,6 +34,7 @@ from pluralign.data.text import (
     lone_surrogate_escape,
     lone_surrogate_problem,
     nfc,
+    shorten,
     surrogate_problem,
 )
 from pluralign.files import atomic_writer
@@ -158,9 +161,15 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     try:
         record = msgspec.convert(row, Preference)
     except msgspec.ValidationError as exc:
-        raise PreferenceError(line, _field_of(str(exc)), str(exc).split(" - at ")[0]) from None
+        problem = str(exc).split(" - at ")[0]
+        if problem.startswith("Object contains unknown field `"):  # a key of any length: named once, cut (PreferenceError)
+            problem = UNKNOWN_FIELD if " - at " not in str(exc) else f"unknown field `{shorten(problem.split('`')[1], 64, '...')}`"
+        raise PreferenceError(line, _field_of(str(exc)), problem) from None
     plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not original.extra
     return record if plain else msgspec.structs.replace(record, trl=original)
+
+
+UNKNOWN_FIELD = "unknown field (README, 'Preference files', names the fields a row takes)"
 
 
 def _check_is_a_preference_row(row: Any, line: int) -> None:
@@ -363,6 +372,7 @@ def _json_array(line: int, before: str = "") -> PreferenceError:
     return error
 
 
+MAX_LINE_BYTES = 16 << 20  # a line of a preference file past this is no row (the service takes 1 MB bodies): refused unread
 GZIP_MAGIC = b"\x1f\x8b"  # a gzip file's first bytes: JSON lines as Hugging Face datasets ship them (Anthropic's HH-RLHF `train.jsonl.gz`)
 
 
@@ -378,20 +388,71 @@ def _numbered_rows(lines: Iterable[bytes]) -> Iterable[tuple[int, Any]]:
             yield number, _Malformed(exc)
 
 
-def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
-    """(line number, row) of a JSON lines file, gzip-compressed or not (told by its first bytes)."""
+def _source(path: Path) -> Path | bytes:
+    """What a preference file is read from: its path, or for a stream read once (a pipe: `--path <(zcat f)`,
+    `--path /dev/stdin`) its bytes, read now, so that telling its format by its first bytes loses none."""
     with open(path, "rb") as f:
-        compressed = f.read(2) == GZIP_MAGIC
+        return path if f.seekable() else f.read()
+
+
+def _open(source: Path | bytes) -> IO[bytes]:
+    return open(source, "rb") if isinstance(source, Path) else io.BytesIO(source)
+
+
+def _head(source: Path | bytes, n: int) -> bytes:
+    with _open(source) as f:
+        return f.read(n)
+
+
+def _bounded_lines(f: IO[bytes]) -> Iterator[bytes]:
+    """The lines of `f`, each read at most MAX_LINE_BYTES (and its newline) at a time: a longer line is
+    a PreferenceError naming it, raised before the rest of it is read (a gzip file of a few MB can hold
+    gigabytes of one line)."""
+    for number in itertools.count(1):
+        line = f.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            error = PreferenceError(number, None, f"longer than {MAX_LINE_BYTES >> 20} MiB, past any preference row (not JSON "
+                                                  "lines, or a compressed file made to fill memory); nothing past it was read")
+            error.skippable = False
+            raise error
+        yield line
+
+
+def _gzip_damage(source: Path | bytes) -> str | None:
+    """Why a gzip file cannot be read to its end (cut short, a changed byte its checksum finds), or None."""
+    try:
+        with gzip.open(_open(source), "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _jsonl_rows(source: Path | bytes) -> Iterable[tuple[int, Any]]:
+    """(line number, row) of a JSON lines file (`_source`), gzip-compressed or not (told by its first bytes)."""
+    compressed = _head(source, 2) == GZIP_MAGIC
+    checked = not compressed  # whether the whole stream was found sound (once: the file may hold many bad rows)
     number = 0
     try:
-        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
-            for number, row in _numbered_rows(f):
+        with gzip.open(_open(source), "rb") if compressed else _open(source) as f:
+            for number, row in _numbered_rows(_bounded_lines(f)):
+                if not checked and isinstance(row, _Malformed):  # garbage out of a damaged stream is no bad row to skip
+                    damage = _gzip_damage(source)
+                    if damage is not None:
+                        raise _not_whole_gzip(number, damage)
+                    checked = True
                 yield number, row
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # cut short by a crash or a copy, or damaged
-        error = PreferenceError(number + 1, None, f"not a whole gzip file (truncated or damaged: {exc or type(exc).__name__}); "
-                                                  "the lines before it were read")
-        error.skippable = False
-        raise error from None
+        raise _not_whole_gzip(number + 1, str(exc) or type(exc).__name__) from None
+
+
+def _not_whole_gzip(line: int, why: str) -> PreferenceError:
+    error = PreferenceError(line, None, f"not a whole gzip file (truncated or damaged: {why}); the lines before it were read")
+    error.skippable = False
+    return error
 
 
 def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -> dict[str, Any] | _Malformed:
@@ -423,34 +484,29 @@ class _Malformed:
         self.error = error
 
 
-def _is_parquet(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        return f.read(4) == b"PAR1"
-
-
 def read_preferences(
     path: str | os.PathLike, *, skip_bad: bool = False, default_user: str | None = None
 ) -> tuple[list[Preference], LoadReport]:
     """Load a `.jsonl` or `.parquet` preference file in any TRL preference form (see
     `row_to_preference`). Parquet is told by its content (the `PAR1` magic bytes), whatever the
-    name; anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. Raises FileNotFoundError when there is no file,
+    name; anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. A pipe (`--path <(zcat f)`,
+    `/dev/stdin`) is read once, whole, before its format is told. Raises FileNotFoundError when there is no file,
     IsADirectoryError for a folder, PreferenceError naming the file on the first bad row (unless
     `skip_bad`) or when it holds no row."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "no preference file there", str(path))
+    source = path if path.is_dir() else _source(path)  # a folder: a Parquet dataset's (pyarrow reads it), else IsADirectoryError
     unit: Literal["line", "row"] = "line"
-    if path.suffix == ".parquet" or _is_parquet(path):
+    if path.suffix == ".parquet" or _head(source, 4) == b"PAR1":
         unit = "row"
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(source if isinstance(source, Path) else pa.BufferReader(source))
         except pa.ArrowException as exc:  # cut short by a crash or a copy, or another format under the name
             raise PreferenceError(0, None, f"not a whole Parquet file (truncated or another format): {exc}", path=str(path)) from None
         rows: Iterable[tuple[int, Any]] = _table_rows(table)
     else:
-        rows = _jsonl_rows(path)
+        rows = _jsonl_rows(source)
 
     try:
         records, report = _collect(rows, skip_bad, default_user, unit)

@@ -7,8 +7,7 @@ from typing import Any
 
 import msgspec
 
-from pluralign.data.text import is_blank
-
+from pluralign.data.text import is_blank, shorten
 
 # a user id as the service takes it (it is a URL path segment and names the user's rows), checked with
 # `fullmatch`: a `$` also matches before a final newline, so "alice\n" was a user id
@@ -55,7 +54,8 @@ class PreferenceError(ValueError):
     def __str__(self) -> str:
         where = [self.path] if self.path else []
         if self.line:
-            where.append(f"{self.unit} {self.line}" + (f", field `{self.field}`" if self.field else ""))
+            # a field is a row's key, which may be any length (an unknown one): named in 64 characters at most
+            where.append(f"{self.unit} {self.line}" + (f", field `{shorten(self.field, 64, '...')}`" if self.field else ""))
         return ": ".join([*where, self.problem])
 
 

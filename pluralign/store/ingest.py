@@ -30,6 +30,7 @@ log = logging.getLogger("pluralign.store")
 # ~8,000 rows (1 MB), and a batch of 64 of them was one encoder call over 1.5M texts and one commit
 # that other tenants' reads of their own pending rows (`flush_user`) waited behind
 INGEST_BATCH_ROWS = 2048
+ENCODE_CHUNK = 1024  # texts a batch is embedded by at a time, its rows checked still pending between (a DELETE drops them)
 
 
 class Backlogged(Exception):
@@ -140,6 +141,14 @@ class Ingestor:
             raise Backlogged(rows, at_most)
         return self._move_entries(entries) if entries else 0
 
+    def flush_some(self, tenant: str | None, at_most: int) -> int:
+        """`flush_user` for every user of `tenant` (None: every tenant): their pending rows moved now, without
+        waiting for the worker's batch; Backlogged, moving nothing, past `at_most` rows."""
+        entries = self.log.oldest(at_most + 1, tenant)  # a record holds one row at least
+        if (rows := sum(len(e.rows) for e in entries)) > at_most:
+            raise Backlogged(rows, at_most)
+        return self._move_entries(entries) if entries else 0
+
     def pending_rows(self, tenant: str | None = None, at_most: int | None = None) -> int:
         """How many rows (of `tenant` only, when given) wait in the log to be moved; counting stops
         once past `at_most` (None: count them all), so asking "more than N?" stays cheap."""
@@ -191,9 +200,7 @@ class Ingestor:
         return entries
 
     def _move_entries(self, entries: list[Entry]) -> int:
-        rows = [r for e in entries for r in e.rows]
-        texts = list(dict.fromkeys(t for r in rows for t in (r.prompt, r.chosen, r.rejected) if t))
-        vectors = dict(zip(texts, self.encoder.encode(texts), strict=True))  # the slow part, outside the lock
+        vectors = self._embed(entries)  # the slow part, outside the lock
         zero = np.zeros(self.encoder.dim, np.float32)
         with self._move:
             if self.log.closed:  # stopped meanwhile: the batch stays in the log's files, for the next open
@@ -212,6 +219,20 @@ class Ingestor:
             except Exception:
                 log.exception("on_moved hook failed")
         return len(rows)
+
+    def _embed(self, entries: list[Entry]) -> dict[str, np.ndarray]:
+        """The vectors of the texts of `entries`, ENCODE_CHUNK texts at a time: the texts of entries no longer
+        pending (a DELETE of their user dropped them) are not embedded past the chunk under way, so an
+        import of a user deleted meanwhile does not keep the worker (and every tenant's feedback behind it)
+        busy for minutes."""
+        vectors: dict[str, np.ndarray] = {}
+        while True:
+            rows = [r for e in entries if self.log.is_pending(e) for r in e.rows]
+            texts = [t for t in dict.fromkeys(t for r in rows for t in (r.prompt, r.chosen, r.rejected) if t) if t not in vectors]
+            if not texts:
+                return vectors
+            chunk = texts[:ENCODE_CHUNK]
+            vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
 
     def _run(self) -> None:
         try:  # Linux: a thread's nice value is its own; the request threads keep theirs

@@ -15,14 +15,14 @@ from typing import Annotated
 
 from litestar import Litestar, Request, get, post
 from litestar.concurrency import sync_to_thread
-from litestar.exceptions import NotFoundException, TooManyRequestsException
+from litestar.exceptions import NotFoundException, ServiceUnavailableException, TooManyRequestsException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response
 
 from pluralign.data.text import shorten
 from pluralign.fairness.report import AuditReport, since_previous
-from pluralign.store.ingest import StillMoving
+from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
@@ -30,6 +30,7 @@ from service.admin.session import PAGE_HEADERS
 from service.errors import MAX_SHOWN, bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID
+from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
 from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState
 from training.jobs.runner import UnknownJob
@@ -44,7 +45,7 @@ def _admin(request: Request) -> Admin:
     return request.app.state.admin
 
 
-@post("/jobs", sync_to_thread=True, status_code=201, responses=error_responses(429), summary="Queue a job (adapter, pal, em, audit)")
+@post("/jobs", sync_to_thread=True, status_code=201, responses=error_responses(429, 503), summary="Queue a job (adapter, pal, em, audit)")
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
     """`params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
     params = dict(data.params)
@@ -59,6 +60,10 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
         job = admin.submit(data.kind, params)
     except QuotaExceeded as exc:
         raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
+    except Backlogged as exc:  # an adapter job's user: their large import is still being stored
+        raise ServiceUnavailableException(
+            detail=f"the user's comparisons are still being stored ({exc.rows} rows, an import): nothing was queued; "
+                   f"retry after {READ_RETRY_AFTER} seconds", headers={"Retry-After": str(READ_RETRY_AFTER)}) from None
     log.info("queued %s job %s", data.kind, job.id)  # the request's id on it: from the request to the job's own log
     return admin.public.job(job)
 
@@ -146,7 +151,8 @@ def _audit_response(admin: Admin, job: Job) -> Response:
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
 def dashboard(request: Request, tenant: str | None = None) -> Response:
     """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's);
-    feedback acknowledged before the request is moved out of the log first, so it counts."""
+    feedback acknowledged before the request is moved out of the log first, so it counts, unless more than
+    READ_INLINE_ROWS rows wait there (a large import being stored): the page then says so."""
     from service.users.services import prototype_descriptions
 
     if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
@@ -156,9 +162,14 @@ def dashboard(request: Request, tenant: str | None = None) -> Response:
     latest: AuditReport | None = history[0] if history else None
     signed_in = "authorization" not in request.headers  # reached with the session cookie
     rt = request.app.state.runtime
-    rt.ingest.flush(tenant)  # feedback acknowledged before this request describes the prototypes too
+    try:  # feedback acknowledged before this request describes the prototypes too, unless a large import's
+        rt.ingest.flush_some(tenant, READ_INLINE_ROWS)  # backlog waits (minutes to move): then what is stored, said so
+        backlog = 0
+    except Backlogged:
+        backlog = READ_INLINE_ROWS
     prototypes = prototype_descriptions(rt, tenant)
-    return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes, rt.rewards.version),
+    return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes,
+                                     rt.rewards.version, backlog),
                     media_type="text/html", headers=PAGE_HEADERS)
 
 

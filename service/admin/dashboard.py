@@ -254,9 +254,13 @@ SIGN_OUT = (
 )
 
 
-def prototype_section(prototypes: Sequence[PrototypeDescription], population: str = "") -> str:
+def prototype_section(prototypes: Sequence[PrototypeDescription], population: str = "", backlog: int = 0) -> str:
     """The population's prototypes, each shown by the stored answers it scores highest and lowest
-    (`pluralign.user.summary.describe_prototypes`): the same description a user's profile gives."""
+    (`pluralign.user.summary.describe_prototypes`): the same description a user's profile gives.
+    `backlog`: more than this many acknowledged comparisons are still being stored (0: none)."""
+    if backlog:
+        return (f'<p class="muted">more than {backlog} comparisons are still being stored (an import): described by what '
+                'is stored so far</p>') + prototype_section(prototypes, population)
     if not prototypes:
         return '<p class="muted">no population model loaded</p>'
     if not any(p.highest for p in prototypes):
@@ -289,9 +293,10 @@ def legend() -> str:
 
 
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
-                     prototypes: Sequence[PrototypeDescription] = (), population: str = "") -> str:
+                     prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0) -> str:
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
-    `prototypes` describe the population's prototypes by stored answers (`population`: its version)."""
+    `prototypes` describe the population's prototypes by stored answers (`population`: its version; `backlog`:
+    more than this many comparisons still being stored, 0 for none)."""
     if report is not None:
         suppressed = report.suppressed_groups
         summary = (
@@ -325,6 +330,6 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{legend()}{bars}</section>'
         f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{worst_group_over_time(history)}{worst_group_table(history)}</section>'
         f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs)}</section>'
-        f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population)}</section>'
+        f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population, backlog)}</section>'
         "</main></body></html>"
     )

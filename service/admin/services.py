@@ -25,6 +25,7 @@ from pluralign.policy.adapters import adapter_name, check_base, check_files, rea
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget, key_hash
+from pluralign.store.ingest import Backlogged
 from pluralign.store.location import options_to_env
 from service.admin.paths import PublicPaths
 from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
@@ -33,10 +34,10 @@ from service.replicas import owner
 from service.requestid import current
 from service.runtime import ForgetIncomplete, Runtime
 from service.settings import Settings
-from service.users.services import adapter_folder, forget_embedding_keys, forget_embeddings
+from service.users.services import READ_INLINE_ROWS, adapter_folder, forget_embedding_keys, forget_embeddings
 from training.jobs.params import JOB_ENCODERS
 from training.jobs.promotion import Promotions
-from training.jobs.record import ACTIVE_STATES, Job, Param
+from training.jobs.record import ACTIVE_STATES, Job, JobNamed, Param
 from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig, result_metrics
 from training.jobs.triggers import AdapterTrigger
 
@@ -191,8 +192,11 @@ class Admin:
                      and j.params.get("user") == user and str(j.params.get("tenant", "default")) == tenant), None)
 
     def snapshot(self, tenant: str, user: str) -> Path:
-        """The user's stored comparisons as a preference file for the worker."""
-        self.rt.ingest.flush_user(tenant, user)
+        """The user's stored comparisons as a preference file for the worker, their few rows still pending
+        in the log moved first. Raises Backlogged when more than READ_INLINE_ROWS of them wait (a large
+        import being stored): moving them here, under the user's lock, held their DELETE, chats and refits
+        for minutes."""
+        self.rt.ingest.flush_user(tenant, user, at_most=READ_INLINE_ROWS)
         stored, _ = self.rt.store.preferences_for(tenant, user)
         records = [
             Preference(user_id=p.user_id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, tie=p.tie, margin=p.margin,
@@ -447,7 +451,9 @@ class Admin:
                 for tenant, user in [k for k in self._new if forget.user(*k)]:
                     self._new.pop((tenant, user), None)
         removed = 0
-        for job in self.runner.list(limit=1_000_000):
+        # with the records a later release wrote (unread, kept for it): rolled back after an upgrade, its jobs
+        # for the user still hold their data
+        for job in [*self.runner.list(limit=1_000_000), *self.runner.store.later()]:
             user = job.params.get("user")
             # a job queued after the user's DELETE (they came back) is theirs again
             if not isinstance(user, str) or not forget.made_at(job.created_at).user(str(job.params.get("tenant", "default")), user):
@@ -470,7 +476,7 @@ class Admin:
                 self.runner.promotions.forget(key)
         return removed
 
-    def _job_files(self, job: Job) -> list[Path]:
+    def _job_files(self, job: Job | JobNamed) -> list[Path]:
         store = self.runner.store
         files = [store.path(job.id, suffix) for suffix in ("job.json", "log", "out", "result.json")]
         artifact = self.folder / "artifacts" / job.id
@@ -508,7 +514,7 @@ class Admin:
                 job = self.trigger.on_feedback(tenant, user, comparisons)
             if job is not None:
                 log.info("queued adapter job %s for a user of tenant %s at %d comparisons", job.id, tenant, comparisons)  # no user id in logs
-        except QuotaExceeded as exc:
+        except (QuotaExceeded, Backlogged) as exc:
             with self._lock:  # due again at their next strict comparison, not `adapter_every` later
                 self._new[(tenant, user)] = max(self._new.get((tenant, user), 0), self.trigger.every - 1)
             log.warning("adapter trigger waits: %s; the user is checked again at their next comparison", exc)

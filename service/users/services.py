@@ -622,9 +622,10 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
 
 
 def anything_held(rt: Runtime, tenant: str, user_id: str) -> bool:
-    """Whether an export of the user holds anything (a user row, a preference or an interaction; their
-    acknowledged feedback moved first): counts, not rows."""
-    rt.ingest.flush_user(tenant, user_id)
+    """Whether an export of the user holds anything (a user row, a preference or an interaction, or their
+    acknowledged feedback still pending in the log, which is not moved for it): counts, not rows."""
+    if rt.ingest.log.pending_for(tenant, user_id):
+        return True
     return (rt.store.get_user(tenant, user_id) is not None or rt.store.count_preferences(tenant, user_id) > 0
             or rt.store.count_interactions(tenant, user_id) > 0)
 

@@ -50,19 +50,40 @@ class _Versioned(msgspec.Struct):
     schema_version: object = 1  # whatever the file holds, checked before the record's fields (none: the first schema's default)
 
 
+class LaterSchema(ValueError):
+    """A job record of a schema later than JOB_SCHEMA_VERSION (a later release wrote it): `named` is
+    whom it was for, read from it however its other fields changed."""
+
+    def __init__(self, message: str, named: JobNamed):
+        super().__init__(message)
+        self.named = named
+
+
+class JobNamed(msgspec.Struct):
+    """Whom a job was for, as every schema's record says it (`params` `tenant` and `user`, `created_at`):
+    read from a record this release cannot read whole, so that a DELETE of the user still finds it."""
+
+    id: str
+    params: dict[str, object] = {}
+    created_at: float = 0.0  # unknown: before any DELETE
+
+
 job_encoder = msgspec.json.Encoder()
 job_decoder = msgspec.json.Decoder(Job)
 _version_decoder = msgspec.json.Decoder(_Versioned)
+_named_decoder = msgspec.json.Decoder(JobNamed)
 
 
 def decode_job(data: bytes) -> Job:
     """The job of a record's JSON `data`, of any schema up to JOB_SCHEMA_VERSION (read as this one's).
-    Raises ValueError naming the schema for a record of another one (a later release's), and
-    msgspec.DecodeError for a record that is not one (damaged, or not JSON)."""
+    Raises LaterSchema (a ValueError naming the schema, and whom the job was for) for a record a later
+    release wrote, ValueError naming the schema for another one, and msgspec.DecodeError for a record
+    that is not one (damaged, or not JSON)."""
     version = _version_decoder.decode(data).schema_version
+    if type(version) is int and version > JOB_SCHEMA_VERSION:
+        message = f"job record schema {version}, written by a later release of pluralign (this one reads schemas 1-{JOB_SCHEMA_VERSION})"
+        raise LaterSchema(message, _named_decoder.decode(data))
     if not (type(version) is int and 1 <= version <= JOB_SCHEMA_VERSION):
-        later = type(version) is int and version > JOB_SCHEMA_VERSION
-        raise ValueError(f"job record schema {version!r}" + (", written by a later release of pluralign" if later else "")
-                         + f" (this one reads schemas 1-{JOB_SCHEMA_VERSION})")
+        raise ValueError(f"job record schema {version!r} (this one reads schemas 1-{JOB_SCHEMA_VERSION})")
     job = job_decoder.decode(data)
     return job if version == JOB_SCHEMA_VERSION else msgspec.structs.replace(job, schema_version=JOB_SCHEMA_VERSION)

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import write_atomic
-from training.jobs.record import ACTIVE_STATES, Job, decode_job, job_encoder
+from training.jobs.record import ACTIVE_STATES, Job, JobNamed, LaterSchema, decode_job, job_encoder
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,15 @@ class JobStore:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._active: set[str] = set()  # the ids of queued and running jobs, kept with `_jobs` (`active`)
+        self._later: dict[str, JobNamed] = {}  # records a later release wrote: kept on disk, unread, but not for a deleted user
         for path in sorted(self.folder.glob("*.job.json")):
             try:
                 job = decode_job(path.read_bytes())
+            except LaterSchema as exc:
+                log.error("skipping unreadable job record %s: %s", path, exc)
+                if path.name == f"{exc.named.id}.job.json":  # its other files are found by its id
+                    self._later[exc.named.id] = exc.named
+                continue
             except (msgspec.DecodeError, ValueError) as exc:
                 log.error("skipping unreadable job record %s: %s", path, exc)
                 continue
@@ -85,12 +91,18 @@ class JobStore:
         (a DELETE asks at each call; finished jobs pile up until their retention ends)."""
         with self._lock:
             return sorted((self._jobs[i] for i in self._active), key=lambda j: (j.created_at, j.id))
+    def later(self) -> list[JobNamed]:
+        """Whom each record a later release wrote names (records this one does not read, and keeps on
+        disk for it): a DELETE of a user they name `remove`s them all the same."""
+        with self._lock:
+            return list(self._later.values())
 
     def remove(self, job_id: str) -> Job | None:
         """Forget a job and delete its record, log, output and result files (its artifact folder is the runner's)."""
         with self._lock:
             job = self._jobs.pop(job_id, None)
             self._active.discard(job_id)
+            self._later.pop(job_id, None)
             for suffix in ("job.json", "log", "out", "result.json"):
                 self.path(job_id, suffix).unlink(missing_ok=True)
         return job
