@@ -13,7 +13,7 @@ from service.feedback.schemas import FeedbackBody, FeedbackReceipt
 from service.runtime import Runtime
 
 
-@post("/v1/feedback", status_code=201, responses=error_responses(404, 413, 429, 503, 507), summary="Record feedback (choice, comparison, rating or edit)")
+@post("/v1/feedback", status_code=201, responses=error_responses(404, 413, 422, 429, 503, 507), summary="Record feedback (choice, comparison, rating or edit)")
 async def create_feedback(
     request: Request,
     data: JSONBody[FeedbackBody],

@@ -13,7 +13,7 @@ import time
 import uuid
 
 from litestar.concurrency import sync_to_thread
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import HTTPException, NotFoundException
 
 from pluralign.data.text import answer_key, is_blank
 from pluralign.store import Interaction, StoredPreference
@@ -159,6 +159,33 @@ def idempotent_ids(tenant: str, user: str, key: str, n: int) -> list[str]:
     return [hashlib.sha256(f"{tenant}\0{user}\0{key}\0{i}".encode()).hexdigest()[:32] for i in range(n)]
 
 
+def key_reused(key: str, n: int, stored: str) -> HTTPException:
+    """The 422 of an `Idempotency-Key` already used (per tenant and user) for a request of another
+    number of rows: replaying the first receipt would drop this request's extra rows, or answer for
+    rows it does not hold (the IETF httpapi Idempotency-Key draft: 422 for a key reused with another
+    payload). `stored`: how many rows the key's first request holds, in words."""
+    problem = (f"was already used for a request of {stored} of this user; this one has {n}: a retry sends the same "
+               "body with the same key, a different request a new key (nothing of this one was stored)")
+    return HTTPException(status_code=422, detail=f"`Idempotency-Key`: {problem}",
+                         extra=[{"key": "Idempotency-Key", "message": problem, "code": "idempotency_key_reused"}])
+
+
+def replay_of(rt: Runtime, tenant: str, user: str, key: str, n: int) -> tuple[list[str], list[str]]:
+    """(ids, found) for a request of `n` rows sent with `Idempotency-Key: key`: the ids to store it
+    under, and those of them already acknowledged (empty: not seen before; all `n`: a retry, whose first
+    receipt is `found`). Raises `key_reused`'s 422 when the key's first request held another number of
+    rows: some but not all of the ids are stored, or the id after the last is. Run in a thread."""
+    ids = idempotent_ids(tenant, user, key, n + 1)  # one more: a first request of more rows holds it
+    found = already_stored(rt, tenant, user, ids)
+    if not found:
+        return ids[:n], []
+    if ids[n] in found:
+        raise key_reused(key, n, f"more than {n} row{'s' if n != 1 else ''}")
+    if len(found) != n:
+        raise key_reused(key, n, f"{len(found)} row{'s' if len(found) != 1 else ''}")
+    return ids[:n], found
+
+
 def already_stored(rt: Runtime, tenant: str, user: str, ids: list[str]) -> list[str]:
     """Which of `ids` are acknowledged: pending in the log first, then in the table (a row moves
     from the first to the second, never back, so this order misses none)."""
@@ -186,9 +213,8 @@ async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: st
         user, rows = await sync_to_thread(rows_for, rt, tenant, fb)
     if idempotency_key is None:
         return await _store(rt, tenant, user, fb, rows, [uuid.uuid4().hex for _ in rows]), False
-    ids = idempotent_ids(tenant, user, idempotency_key, len(rows))
     async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
-        found = await sync_to_thread(already_stored, rt, tenant, user, ids)
+        ids, found = await sync_to_thread(replay_of, rt, tenant, user, idempotency_key, len(rows))
         if found:
             rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
             return FeedbackReceipt(user=user, stored=found), True

@@ -22,7 +22,7 @@ from pluralign.store import StoredPreference
 from pluralign.store.failures import unavailable
 from pluralign.user import FEATURE_NAMES
 from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
-from service.feedback.services import IDEMPOTENCY_KEY, already_stored, check_labels, idempotent_ids
+from service.feedback.services import IDEMPOTENCY_KEY, check_labels, replay_of
 from service.head import is_head
 from service.ids import check_user_id
 from service.requestid import remember
@@ -115,7 +115,7 @@ class Imported(msgspec.Struct):
     stored: list[str]  # pref_ids written (durable before this reply)
 
 
-@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(429, 503, 507), summary="Import a user's comparisons (a preference file, JSONL)")
+@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(422, 429, 503, 507), summary="Import a user's comparisons (a preference file, JSONL)")
 async def import_preferences(
     request: Request,
     user_id: FromPath[str],
@@ -138,9 +138,8 @@ async def import_preferences(
         records = await sync_to_thread(_read_import, rt, user_id, body)
     if idempotency_key is None:
         return Response(await _store_imported(rt, tenant, user_id, records), status_code=201)
-    ids = idempotent_ids(tenant, user_id, idempotency_key, len(records))
     async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
-        found = await sync_to_thread(already_stored, rt, tenant, user_id, ids)
+        ids, found = await sync_to_thread(replay_of, rt, tenant, user_id, idempotency_key, len(records))
         if found:
             rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
             return Response(Imported(user=user_id, stored=found), status_code=201, headers={"Idempotent-Replayed": "true"})

@@ -76,6 +76,33 @@ def test_an_import_sent_again_with_its_idempotency_key_is_replayed(svc):
 
 
 
+def test_a_key_reused_for_another_number_of_rows_is_a_422_and_stores_nothing(svc):
+    """A key already used for a request of n rows, sent with a body of another number of rows. Before,
+    the first receipt's rows found under the key were replayed: a longer body's extra rows were never
+    stored (201, `Idempotent-Replayed: true`), and a shorter one got a receipt for the first rows of the
+    first body. Feedback and imports share the key's ids (per tenant and user), so the same holds
+    across the two routes."""
+    def body(n, start=0):
+        return "".join(json.dumps(r) + "\n" for r in _rows("ike", n + start)[start:]).encode()
+
+    headers = {"content-type": "application/x-ndjson", "Idempotency-Key": "ike-file-1"}
+    with svc.client("acme") as acme:
+        assert acme.post("/v1/users/ike/import", content=body(3), headers=headers).status_code == 201
+        for n, stored in ((5, "3 rows"), (2, "more than 2 rows")):
+            r = acme.post("/v1/users/ike/import", content=body(n, start=10), headers=headers)
+            assert r.status_code == 422, r.text
+            error = r.json()["error"]
+            assert error["param"] == "Idempotency-Key" and error["code"] == "idempotency_key_reused", error
+            assert f"was already used for a request of {stored} of this user; this one has {n}" in error["message"], error
+        again = acme.post("/v1/users/ike/import", content=body(3), headers=headers)
+        assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"  # the same body: a retry
+        comparison = {"type": "comparison", "user": "ike", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
+        r = acme.post("/v1/feedback", json=comparison, headers={"Idempotency-Key": "ike-file-1"})
+        assert r.status_code == 422 and "a request of more than 1 row of this user; this one has 1" in r.text, r.text
+        assert acme.get("/v1/users/ike/preferences").json()["total"] == 3  # none of the refused rows
+
+
+
 @pytest.mark.slow  # ~15-50 s: a real training process, tiny model (tests/unit/test_break24c_batches.py is the fast check)
 def test_a_users_adapter_trains_on_batches_of_batch_size_not_on_all_their_comparisons_at_once(tiny_generator_dir, tmp_path):
     """`pluralign train adapter` (what the service's adapter job runs) on one user's comparisons with
