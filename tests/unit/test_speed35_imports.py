@@ -34,7 +34,7 @@ def test_the_store_names_still_import_from_the_package():
 
 def test_usage_errors_of_the_trainers_and_audit_come_before_torch_is_imported(tmp_path):
     """Before: each of these printed its one line (exit 2) after importing torch and the models' code
-    (1.7-3.1 s a run here; tests/unit/test_newuser31_cli.py runs them as subprocesses). One interpreter
+    (1.7-3.1 s a run here; `audit --store` with a mistyped folder lancedb too, 3.5 s; tests/unit/test_newuser31_cli.py runs them as subprocesses). One interpreter
     runs them all through `training.cli.main` and then lists what it imported."""
     data = tmp_path / "prefs.jsonl"
     data.write_text("".join(f'{{"user_id": "u{i % 4}", "prompt": "Tea {i}?", "chosen": "Yes.", "rejected": "No.", "attributes": {{"segment": "s"}}}}\n'
@@ -46,6 +46,7 @@ def test_usage_errors_of_the_trainers_and_audit_come_before_torch_is_imported(tm
         ["train", "em", "--protocol", "file", "--data", str(data), "--k", "3", "--k-max", "2"],
         ["audit", "--data", str(data), "--group-by", "segment", "--groups", "3"],
         ["audit", "--data", str(data), "--group-by", "segment", "--pal", str(tmp_path / "pal")],
+        ["audit", "--group-by", "segment", "--store", str(tmp_path / "dta")],  # a mistyped data folder: lancedb not imported either
     ]
     code = ("import sys, contextlib, io; from training.cli import main\n"
             f"for argv in {argvs!r}:\n"
@@ -53,7 +54,7 @@ def test_usage_errors_of_the_trainers_and_audit_come_before_torch_is_imported(tm
             "    with contextlib.redirect_stderr(err):\n"
             "        assert main(argv + ['--out', sys.argv[1]]) == 2, argv\n"
             "    assert err.getvalue().startswith('pluralign: error: --'), err.getvalue()\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft', 'lancedb')))")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-2000:]

@@ -164,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:  # before the audit: a report that cannot be written costs nothing
         check_writable_file("--out", args.out, "the report JSON")
     check_artifacts(args)
+    if args.store:  # a mistyped folder too (opened, then, by the audit's store source)
+        store_folder("--store", args.store)
     from pluralign.fairness.audit import UnknownGroupBy
 
     try:
