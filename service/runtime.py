@@ -26,6 +26,7 @@ from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from service.auth import KeyRing
 from service.deletions import DeletionSweep
+from service.encoders import make_encoder
 from service.metrics import DECLARED_COUNTERS, Metrics
 from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
@@ -80,27 +81,6 @@ def make_generator(
             return ProcessGenerator(name)  # type: ignore[return-value]
         return Generator.from_folder(name)
     raise ValueError(unknown_generator(name))  # (Settings.check_models: the same, before anything loads)
-
-
-def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None) -> Encoder:
-    """`minilm`, `minilm-onnx`, `minilm-onnx-int8`, `smollm2`, a sentence-transformers folder, or
-    `openai:URL` for a server speaking OpenAI's /v1/embeddings (`model_id` names its model; default
-    MiniLM's id, which the tables and the PAL checkpoint must have been made with). Raises
-    ValueError for an unknown name or a folder that holds no sentence-transformers model."""
-    from pluralign.embed.encoders import SentenceEncoder, make_encoder
-
-    if name.startswith("openai:"):
-        from pluralign.embed.models import MINILM_ID
-        from pluralign.embed.remote import RemoteEncoder
-        from service.requestid import outgoing_headers
-
-        return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key, request_headers=outgoing_headers)
-    if Path(name).is_dir():
-        try:
-            return SentenceEncoder(path=name, encoder_id=Path(name).name)
-        except (OSError, ValueError) as exc:  # transformers' words for a folder of something else: "Unrecognized model in ..."
-            raise ValueError(f"{name}: not a sentence-transformers model folder ({exc})") from None
-    return make_encoder(name)
 
 
 def remove_crash_leftovers(served: Path) -> int:

@@ -166,14 +166,20 @@ def k_search(k: list[int] | None, k_max: int | None, users: int):
     it would not bound, is a ValueError naming both."""
     from pluralign.reward.model_selection import KSearch, TooManyComponents
 
-    if k and k_max is not None:
-        raise ValueError(f"--k-max {k_max}: read only without --k (it bounds the search over K = 1, 2, ...); "
-                         f"--k {' '.join(map(str, k))} names the K to try: give one of them")
+    check_k_options(k, k_max)
     try:
         return KSearch(k_max=K_MAX if k_max is None else k_max, candidates=tuple(k or ())).for_users(users)
     except TooManyComponents as exc:
         raise ValueError(f"--k {' '.join(map(str, exc.ks))}: more than the {users} training users; "
                          f"K is at most the number of training users (each component is fitted from users' preferences)") from None
+
+
+def check_k_options(k: list[int] | None, k_max: int | None) -> None:
+    """--k-max beside --k, which it would not bound: a ValueError naming both. Called by the trainers
+    before their imports (torch: seconds), and by `k_search`."""
+    if k and k_max is not None:
+        raise ValueError(f"--k-max {k_max}: read only without --k (it bounds the search over K = 1, 2, ...); "
+                         f"--k {' '.join(map(str, k))} names the K to try: give one of them")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,18 +48,26 @@ def load_ukp(path: str | os.PathLike) -> tuple[list[Preference], int]:
     records: list[Preference] = []
     pairs = 0
     for file in files:
+        # each pair is read at its end tag and then emptied: building every file's whole tree (82 MB of
+        # XML, most of it the arguments' original HTML) took 2-3 times as long
+        bad_pair: ValueError | None = None  # a malformed file is named first, as when it was parsed whole
         try:
-            root = ET.parse(file).getroot()
+            for _, pair in ET.iterparse(file, events=("end",)):
+                if pair.tag != "annotatedArgumentPair":
+                    continue
+                if bad_pair is None:
+                    pairs += 1
+                    try:
+                        records.extend(_pair_records(pair, file.stem))
+                    except ValueError as exc:  # a pair without an argument, a worker without an id, ...
+                        bad_pair = ValueError(f"{file}: pair {_text(pair, 'id') or pairs}: {exc}")
+                pair.clear()
         except ET.ParseError as exc:  # a SyntaxError, not a ValueError: named here or it is a traceback
             line, column = exc.position
             reason = str(exc).rsplit(": line ", 1)[0]  # expat's "no element found: line 1, column 37"
             raise ValueError(f"{file}: line {line}, column {column}: malformed XML ({reason})") from None
-        for pair in root.iter("annotatedArgumentPair"):
-            pairs += 1
-            try:
-                records.extend(_pair_records(pair, file.stem))
-            except ValueError as exc:  # a pair without an argument, a worker without an id, ...
-                raise ValueError(f"{file}: pair {_text(pair, 'id') or pairs}: {exc}") from None
+        if bad_pair is not None:
+            raise bad_pair
     return records, pairs
 
 

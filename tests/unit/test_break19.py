@@ -189,6 +189,8 @@ UKP_PAIR = ("<annotatedArgumentPair><id>p1</id><debateMetaData><title>T</title><
 @pytest.mark.parametrize("xml,said", [
     ('<?xml version="1.0"?><list><unclosed>', "line 1, column 37: malformed XML"),
     (f'<?xml version="1.0"?><list>{UKP_PAIR.format(arg2="")}</list>', "pair p1: `rejected` must not be empty"),
+    # both: the malformed file is named, as when the importer parsed each file whole before reading its pairs
+    (f'<?xml version="1.0"?><list>{UKP_PAIR.format(arg2="")}<unclosed>', "line 1, column 260: malformed XML"),
 ])
 def test_a_broken_ukp_xml_file_is_an_error_naming_the_file(tmp_path, capsys, xml, said):
     """A malformed XML file was a traceback (xml.etree's ParseError is not a ValueError); a pair

@@ -160,6 +160,13 @@ def print_table(report) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # usage errors first: the audit's imports (torch) take seconds
+    check_inputs(args)
+    if args.out:  # before the audit: a report that cannot be written costs nothing
+        check_writable_file("--out", args.out, "the report JSON")
+    check_artifacts(args)
+    if args.store:  # a mistyped folder too (opened, then, by the audit's store source)
+        store_folder("--store", args.store)
     from pluralign.fairness.audit import UnknownGroupBy
 
     try:
@@ -215,10 +222,6 @@ def _run(args: argparse.Namespace) -> int:
     from pluralign.fairness.audit import AuditConfig, audit, comparisons_from_records
     from pluralign.fairness.report import report_encoder
 
-    check_inputs(args)
-    if args.out:  # before the audit: a report that cannot be written costs nothing
-        check_writable_file("--out", args.out, "the report JSON")
-    check_artifacts(args)
     personalized = None
     if args.personalized == "pal" and (args.store or not args.pal):
         raise ValueError("--personalized pal needs --pal CHECKPOINT_DIR and a preference file or --source")

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from functools import partial
 
     from service.embeddings.app import create_embeddings_app, stop_taking_encodes
-    from service.runtime import make_encoder
+    from service.encoders import make_encoder
     from training.commands.serve import CUT_OFF, serve_until_stopped
     from training.common import setup_logging
 

@@ -31,6 +31,7 @@ from training.common import (
     add_encoder_args,
     cached_encoder,
     check_encoder,
+    check_k_options,
     check_out,
     k_search,
     load_training_protocol,
@@ -42,6 +43,7 @@ from training.common import (
 
 def run(args: argparse.Namespace) -> int:
     persona_groups(args, "--protocol", args.protocol, 4)
+    check_k_options(args.k, args.k_max)
     check_encoder(args)  # before the imports below (torch: seconds)
     import msgspec
     from tqdm import tqdm

@@ -79,6 +79,11 @@ def load_population(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    # usage errors first: the imports below (torch, peft, transformers) take seconds
+    persona_groups(args, "--population", args.population, 2)
+    if args.unseen_fraction is not None and args.population != "file":  # it would be ignored
+        raise ValueError(f"--unseen-fraction {args.unseen_fraction:g}: read only with --population file; "
+                         f"--population {args.population} holds its unseen users out itself")
     import copy
 
     from tqdm import tqdm
@@ -95,10 +100,6 @@ def run(args: argparse.Namespace) -> int:
         training_episodes,
     )
 
-    persona_groups(args, "--population", args.population, 2)
-    if args.unseen_fraction is not None and args.population != "file":  # it would be ignored
-        raise ValueError(f"--unseen-fraction {args.unseen_fraction:g}: read only with --population file; "
-                         f"--population {args.population} holds its unseen users out itself")
     args.unseen_fraction = 0.2 if args.unseen_fraction is None else args.unseen_fraction
     if args.out:  # before any training: a wrong --out costs nothing, and a folder of other files is never replaced
         check_out(args.out, FULL_MODEL_FILES if args.full else ADAPTER_FILES, "full model" if args.full else "LoRA adapter")

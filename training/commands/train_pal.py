@@ -32,6 +32,7 @@ from training.common import (
     add_encoder_args,
     cached_encoder,
     check_encoder,
+    check_k_options,
     check_out,
     k_search,
     load_training_protocol,
@@ -43,6 +44,7 @@ from training.common import (
 
 def run(args: argparse.Namespace) -> int:
     persona_groups(args, "--protocol", args.protocol, 4)
+    check_k_options(args.k, args.k_max)
     check_encoder(args)  # before the imports below (torch: seconds)
     import numpy as np
     import torch

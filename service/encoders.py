@@ -1,0 +1,32 @@
+"""The encoder a setting names (`PLURALIGN_ENCODER`, `serve-embeddings --encoder`).
+
+Apart from `service.runtime` (which re-exports it) so that `pluralign serve-embeddings`, which needs
+an encoder and nothing of the service's store or generators, imports neither lancedb nor peft.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pluralign.embed.base import Encoder
+
+
+def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None) -> Encoder:
+    """`minilm`, `minilm-onnx`, `minilm-onnx-int8`, `smollm2`, a sentence-transformers folder, or
+    `openai:URL` for a server speaking OpenAI's /v1/embeddings (`model_id` names its model; default
+    MiniLM's id, which the tables and the PAL checkpoint must have been made with). Raises
+    ValueError for an unknown name or a folder that holds no sentence-transformers model."""
+    from pluralign.embed.encoders import SentenceEncoder, make_encoder
+
+    if name.startswith("openai:"):
+        from pluralign.embed.models import MINILM_ID
+        from pluralign.embed.remote import RemoteEncoder
+        from service.requestid import outgoing_headers
+
+        return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key, request_headers=outgoing_headers)
+    if Path(name).is_dir():
+        try:
+            return SentenceEncoder(path=name, encoder_id=Path(name).name)
+        except (OSError, ValueError) as exc:  # transformers' words for a folder of something else: "Unrecognized model in ..."
+            raise ValueError(f"{name}: not a sentence-transformers model folder ({exc})") from None
+    return make_encoder(name)

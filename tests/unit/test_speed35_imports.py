@@ -1,0 +1,62 @@
+"""Commands import only what they use: the modules behind `pluralign keys` and `pluralign
+serve-embeddings` never import lancedb (2.5 s of every such process on 2 cores, most of it in
+lance_namespace's generated client), though both reach `pluralign.store.failures` through the
+service's error handling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_keys_and_serve_embeddings_modules_do_not_import_lancedb():
+    """Before: `import service.ids` (keys create) and `service.runtime.make_encoder` (serve-embeddings)
+    imported `pluralign.store`, whose package imported its tables and lancedb with them."""
+    code = ("import sys, service.ids, service.auth, service.encoders, service.embeddings.app, pluralign.store.failures; "
+            "from pluralign.store import deletions; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lancedb', 'lance', 'lance_namespace')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", result.stdout[:500]
+
+
+def test_the_store_names_still_import_from_the_package():
+    """`from pluralign.store import Store, ...` (docs/library.md) loads the tables at first use."""
+    import pluralign.store as store
+    from pluralign.store import SCHEMA_VERSION, Store, StoredPreference
+    from pluralign.store.tables import Store as TablesStore
+
+    assert Store is TablesStore and StoredPreference.__module__ == "pluralign.store.tables" and isinstance(SCHEMA_VERSION, int)
+    assert set(store.__all__) <= set(dir(store))
+
+
+def test_usage_errors_of_the_trainers_and_audit_come_before_torch_is_imported(tmp_path):
+    """Before: each of these printed its one line (exit 2) after importing torch and the models' code
+    (1.7-3.1 s a run here; `audit --store` with a mistyped folder lancedb too, 3.5 s; tests/unit/test_newuser31_cli.py runs them as subprocesses). One interpreter
+    runs them all through `training.cli.main` and then lists what it imported."""
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(f'{{"user_id": "u{i % 4}", "prompt": "Tea {i}?", "chosen": "Yes.", "rejected": "No.", "attributes": {{"segment": "s"}}}}\n'
+                            for i in range(24)))
+    argvs = [
+        ["train", "fspo", "--population", "file", "--data", str(data), "--groups", "3"],
+        ["train", "fspo", "--population", "persona", "--unseen-fraction", "0.5"],
+        ["train", "pal", "--protocol", "file", "--data", str(data), "--k", "3", "--k-max", "2"],
+        ["train", "em", "--protocol", "file", "--data", str(data), "--k", "3", "--k-max", "2"],
+        ["audit", "--data", str(data), "--group-by", "segment", "--groups", "3"],
+        ["audit", "--data", str(data), "--group-by", "segment", "--pal", str(tmp_path / "pal")],
+        ["audit", "--group-by", "segment", "--store", str(tmp_path / "dta")],  # a mistyped data folder: lancedb not imported either
+    ]
+    code = ("import sys, contextlib, io; from training.cli import main\n"
+            f"for argv in {argvs!r}:\n"
+            "    err = io.StringIO()\n"
+            "    with contextlib.redirect_stderr(err):\n"
+            "        assert main(argv + ['--out', sys.argv[1]]) == 2, argv\n"
+            "    assert err.getvalue().startswith('pluralign: error: --'), err.getvalue()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft', 'lancedb')))")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", result.stdout[:500]
+    assert not (tmp_path / "out").exists()
