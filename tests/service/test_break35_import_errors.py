@@ -9,6 +9,12 @@ from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
 from tests.service.tiny import field_named
 
 
+def backlog() -> tuple[int, str]:
+    """(rows, body): an import of READ_INLINE_ROWS + 100 rows, past what a read moves inside its request."""
+    rows = READ_INLINE_ROWS + 100
+    return rows, "\n".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}) for i in range(rows))
+
+
 def test_an_import_rows_long_unknown_field_is_cut_in_the_error(serve):
     """Before: a 5,000-character key made a 5.3 kB error body, its message
     "`line 2.yyy...`: Object contains unknown field `yyy` (all 5,000)"."""
@@ -30,8 +36,7 @@ def test_a_head_of_the_export_of_a_user_with_an_imports_backlog_answers_at_once(
     the whole backlog inside the request (`anything_held` flushed it unbounded): here 600 rows took ~15 s
     for a 200 (a 3,000-row import: past a 60 s client timeout), while the GET answered 503 at once."""
     _, server, svc = serve()
-    rows = READ_INLINE_ROWS + 100
-    body = "\n".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}) for i in range(rows))
+    rows, body = backlog()
     with server, svc.client("acme") as c, svc.runtime.ingest.paused():  # the worker is busy elsewhere: the rows wait in the log
         assert c.post("/v1/users/big/import", content=body).status_code == 201
         assert c.post("/v1/users/small/import", content=body.split("\n", 1)[0]).status_code == 201
@@ -53,8 +58,7 @@ def test_an_adapter_job_for_a_user_with_an_imports_backlog_is_a_503_at_once(serv
     from service.admin.controllers import ADMIN_HANDLERS
 
     _, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
-    rows = READ_INLINE_ROWS + 100
-    body = "\n".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}) for i in range(rows))
+    rows, body = backlog()
     with server, svc.client("acme") as c, svc.client("admin") as admin, svc.runtime.ingest.paused():
         assert c.post("/v1/users/big/import", content=body).status_code == 201
         started = time.monotonic()
@@ -73,8 +77,7 @@ def test_the_dashboard_beside_an_imports_backlog_answers_at_once_and_says_so(ser
     from service.admin.controllers import ADMIN_HANDLERS
 
     _, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
-    rows = READ_INLINE_ROWS + 100
-    body = "\n".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}) for i in range(rows))
+    rows, body = backlog()
     with server, svc.client("acme") as c, svc.client("admin") as admin, svc.runtime.ingest.paused():
         assert c.post("/v1/users/big/import", content=body).status_code == 201
         started = time.monotonic()
