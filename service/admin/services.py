@@ -366,8 +366,9 @@ class Admin:
         sent (an attribute's value) and their figures were drawn from those users alone."""
         path = self.runner.store.path(job_id, "result.json")
         report = decode_report(path.read_bytes())
-        gone = {g.group for g in report.groups if not members.get(g.group)}
-        kept = {group: users for group, users in members.items() if users and group in {g.group for g in report.groups}}
+        groups = {g.group for g in report.groups}
+        gone = {group for group in groups if not members.get(group)}
+        kept = {group: users for group, users in members.items() if users and group in groups}
         if write or gone:
             write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
         if gone:

@@ -159,7 +159,7 @@ def idempotent_ids(tenant: str, user: str, key: str, n: int) -> list[str]:
     return [hashlib.sha256(f"{tenant}\0{user}\0{key}\0{i}".encode()).hexdigest()[:32] for i in range(n)]
 
 
-def key_reused(key: str, n: int, stored: str) -> HTTPException:
+def key_reused(n: int, stored: str) -> HTTPException:
     """The 422 of an `Idempotency-Key` already used (per tenant and user) for a request of another
     number of rows: replaying the first receipt would drop this request's extra rows, or answer for
     rows it does not hold (the IETF httpapi Idempotency-Key draft: 422 for a key reused with another
@@ -180,9 +180,9 @@ def replay_of(rt: Runtime, tenant: str, user: str, key: str, n: int) -> tuple[li
     if not found:
         return ids[:n], []
     if ids[n] in found:
-        raise key_reused(key, n, f"more than {n} row{'s' if n != 1 else ''}")
+        raise key_reused(n, f"more than {n} row{'s' if n != 1 else ''}")
     if len(found) != n:
-        raise key_reused(key, n, f"{len(found)} row{'s' if len(found) != 1 else ''}")
+        raise key_reused(n, f"{len(found)} row{'s' if len(found) != 1 else ''}")
     return ids[:n], found
 
 
