@@ -65,8 +65,17 @@ TRL_EXTRA_COLUMNS = (
 EXPORT_LINE_TYPES = ("user", "preference", "interaction")
 
 
+# the keys a TRL message takes: any other is refused, as a row's own unknown key (`UNKNOWN_FIELD`)
+MESSAGE_KEYS = ("role", "content")
+UNKNOWN_MESSAGE_KEY = "unknown field (a message takes `role` and `content`; README, 'Preference files')"
+
+
 def messages_to_text(value: Any, field: str, line: int) -> str:
-    """Flatten a TRL conversational field (a list of {role, content}) into plain text."""
+    """Flatten a TRL conversational field (a list of {role, content}) into plain text.
+
+    Raises PreferenceError naming the message (`chosen[1]`) for one without a string `content`, its
+    `role` (`chosen[1].role`) when that is not a string, and a key it does not take (`chosen[1].foo`,
+    cut to 64 characters) as a row's unknown key is: never silently dropped."""
     if isinstance(value, str):
         return value
     if not isinstance(value, list) or not value:
@@ -75,6 +84,11 @@ def messages_to_text(value: Any, field: str, line: int) -> str:
     for i, message in enumerate(value):
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
             raise PreferenceError(line, f"{field}[{i}]", "expected a message object with a string `content`")
+        for key in message:
+            if key not in MESSAGE_KEYS:
+                raise PreferenceError(line, f"{field}[{i}].{shorten(str(key), 64, '...')}", UNKNOWN_MESSAGE_KEY)
+        if "role" in message and not isinstance(message["role"], str):
+            raise PreferenceError(line, f"{field}[{i}].role", "expected a string (`user`, `assistant`, ...)")
         parts.append(message["content"])
     if len(value) == 1:
         return parts[0]

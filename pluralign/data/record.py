@@ -59,7 +59,7 @@ class PreferenceError(ValueError):
         return ": ".join([*where, self.problem])
 
 
-Message = dict[str, Any]  # a chat message as TRL stores it: {"role", "content"} (other keys kept)
+Message = dict[str, Any]  # a chat message as TRL stores it: {"role", "content"} (readers refuse other keys: io.MESSAGE_KEYS)
 
 
 class TrlRow(Base):
