@@ -71,7 +71,12 @@ def load_records(args: argparse.Namespace):
 
 def read_user_groups(path: str) -> dict[str, str]:
     """The `--user-groups` file: a JSON object user_id -> group name. A malformed file is a ValueError
-    naming the file, the line and (for a value that is not a group name) the user it maps."""
+    naming the file, the line and (for a value that is not a group name) the user it maps; so is a key
+    that is not a user id by the service's rule (`USER_ID`, as `--user` and `data import` take them) and
+    a user given twice (json.loads would keep the last group silently)."""
+    from pluralign.data.record import USER_ID, USER_ID_RULE
+    from pluralign.data.text import shorten
+
     where = f"--user-groups {path}"
     with reading("--user-groups", path):
         raw = Path(path).read_bytes()
@@ -83,7 +88,7 @@ def read_user_groups(path: str) -> dict[str, str]:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ValueError(f"{where}: line {line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_Object)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{where}: line {exc.lineno}, column {exc.colno}: malformed JSON ({exc.msg})") from None
     except RecursionError:  # nested deeper than json.loads goes: no group name is that deep
@@ -93,16 +98,41 @@ def read_user_groups(path: str) -> dict[str, str]:
     if not isinstance(data, dict):
         line = text.count("\n", 0, len(text) - len(text.lstrip())) + 1
         raise ValueError(f"{where}: line {line}: expected a JSON object user_id -> group, got {_json_kind(data)}")
+    lines = _key_lines(text)
+    if data.repeated is not None:
+        user, first, then = data.repeated
+        raise ValueError(f"{where}: line {lines.get(user, 1)}, key {shorten(user, 64, '...')!r}: given twice "
+                         f"(to {_shown(first)}, then {_shown(then)}): a user is in one group")
     for user, group in data.items():
+        if not USER_ID.fullmatch(user):
+            raise ValueError(f"{where}: line {lines.get(user, 1)}, key {shorten(user, 64, '...')!r}: {USER_ID_RULE}")
         if not isinstance(group, str):
-            line = _key_lines(text).get(user, 1)
-            raise ValueError(f"{where}: line {line}, field `{user}`: expected a group name (a string), got {_json_kind(group)}")
-    return data
+            raise ValueError(f"{where}: line {lines.get(user, 1)}, field `{user}`: expected a group name (a string), got {_json_kind(group)}")
+    return dict(data)
+
+
+class _Object(dict):
+    """A JSON object as `json.loads`' object_pairs_hook builds it, remembering its first repeated key:
+    `repeated` = (key, its first value, its next one), or None."""
+
+    def __init__(self, pairs: list[tuple[str, object]]):
+        super().__init__()
+        self.repeated = None
+        for key, value in pairs:
+            if key in self and self.repeated is None:
+                self.repeated = (key, self[key], value)
+            self[key] = value
+
+
+def _shown(value) -> str:
+    from pluralign.data.text import shorten
+
+    return repr(shorten(value, 64, "...")) if isinstance(value, str) else _json_kind(value)
 
 
 def _json_kind(value) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), f"a number ({value!r})")
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return "an object" if isinstance(value, dict) else names.get(type(value), f"a number ({value!r})")
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -279,7 +309,7 @@ def register(sub) -> None:
     p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")
     p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
     p.add_argument("--user-groups", help="JSON object user_id -> group name (learned components); overrides attributes; "
-                   "users it does not name: 'unassigned'")
+                   "users it does not name: 'unassigned'; its keys are user ids by the service's rule, each given once")
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
