@@ -74,16 +74,20 @@ def get_user(request: Request, user_id: FromPath[str]) -> services.UserProfile:
     return found
 
 
-@get("/v1/users/{user_id:str}/preferences", sync_to_thread=True, responses=error_responses(429, 503), summary="A user's preferences, oldest first")
+@get("/v1/users/{user_id:str}/preferences", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="A user's preferences, oldest first")
 def list_preferences(
     request: Request,
     user_id: FromPath[str],
     offset: Annotated[int, Parameter(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
 ) -> PreferencePage:
+    """A page of the user's comparisons, oldest first. 404 when nothing at all is held about the user, as
+    the profile and the export answer (a known user without comparisons yet: an empty page)."""
     rt, tenant, user_id = _user(request, user_id)
     services.flush_for_read(rt, tenant, user_id)
     rows, total = rt.store.preferences_for(tenant, user_id, offset, limit)
+    if total == 0 and not services.anything_held(rt, tenant, user_id):
+        raise NotFoundException(f"no user {user_id!r} in this tenant")
     next_offset = offset + len(rows) if offset + len(rows) < total else None
     return PreferencePage(data=rows, total=total, offset=offset, limit=limit, next_offset=next_offset)
 

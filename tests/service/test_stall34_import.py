@@ -73,7 +73,7 @@ def test_an_import_read_off_the_event_loop_still_names_the_bad_line(svc):
         r = acme.post("/v1/users/bo/import", content=json.dumps({"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.",
                                                                 "source": "s" * 500}))
         assert r.status_code == 400 and field_named(r) == "line 1.source", r.text
-        assert acme.get("/v1/users/bo/preferences").json()["total"] == 0
+        assert acme.get("/v1/users/bo/preferences").status_code == 404
 
 
 def test_a_tenants_large_imports_are_moved_into_the_table_in_bounded_batches(svc, monkeypatch):
