@@ -9,6 +9,11 @@ callers of `append_async` with one `call_soon_threadsafe` per event loop and rou
 on the event loop costs no thread hand-off. An `Ingestor` then embeds pending records in batches
 and moves them into the preferences table.
 
+Each row's `received_at` is stamped by the writer, just before the round's write: when the row
+reached the log (its durability one write and fdatasync later), not when its request built it. A
+request waiting on the log (a round behind a large import, a rewrite of another user's segments) is
+thus received after a DELETE that began meanwhile, whose cut-off is "received before it began".
+
 Records live in numbered segment files; a segment is deleted once none of its records is pending.
 At open, the segments left are replayed (a torn record at a segment's end, from a crash mid-write,
 was never acknowledged and is skipped; a whole one this version cannot read, a later version's, stops
@@ -24,6 +29,7 @@ import asyncio
 import os
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +62,9 @@ class Entry:
 
 @dataclass(eq=False)
 class _Ticket:
-    frame: bytes
-    rows: list[StoredPreference]
+    rows: list[StoredPreference]  # stamped with `received_at` by the writer, in the round that writes them
     future: asyncio.Future | None = None  # set for asyncio callers
+    frame: bytes = b""  # the record as written (the writer's)
     entry: Entry | None = None
     done: bool = False
     error: BaseException | None = None
@@ -194,7 +200,7 @@ class FeedbackLog:
     def _ticket(self, rows: list[StoredPreference], future: asyncio.Future | None = None) -> _Ticket:
         if not rows or len({(r.tenant, r.user_id) for r in rows}) != 1:
             raise ValueError("a log record holds the rows of one feedback: at least one row, all of one user")
-        return _Ticket(frame(rows), rows, future)
+        return _Ticket(rows, future)
 
     def _enqueue(self, ticket: _Ticket) -> None:
         with self._cv:
@@ -236,6 +242,10 @@ class FeedbackLog:
             with self._io:
                 try:
                     self._rehome_if_removed()
+                    received = time.time()  # the round's rows reach the log now (module docstring)
+                    for t in batch:
+                        t.rows = [msgspec.structs.replace(r, received_at=received) for r in t.rows]
+                        t.frame = frame(t.rows)
                     _write_all(self._fd, b"".join(t.frame for t in batch))
                     os.fdatasync(self._fd)
                 except BaseException:
