@@ -761,7 +761,7 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
             if unfinished is not None and came_back(rt, tenant, user_id, unfinished.started_at):
                 counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at)
             else:
-                counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at)
+                counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at, finishing=unfinished is not None)
             journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
         finally:
             journal.release(entry)
@@ -770,12 +770,14 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
     return counts
 
 
-def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float) -> tuple[dict[str, int], list[str]]:
+def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, finishing: bool = False) -> tuple[dict[str, int], list[str]]:
     """`delete`'s steps, under its turn and the user's lock, for a DELETE begun at `started_at` (unix
-    seconds): the counts, and the embedding cache's error if any."""
+    seconds): the counts, and the embedding cache's error if any. `finishing`: a DELETE from the journal
+    of a user who had not come back when it looked (`came_back`): their feedback acknowledged since, while
+    it runs, is theirs, and stays in the log (only rows received before `started_at` go from it)."""
     forget = Forget.key(f"{tenant}/{user_id}")
     job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
-    pending = rt.ingest.forget_user(tenant, user_id)
+    pending = rt.ingest.forget_user(tenant, user_id, before=started_at if finishing else None)
     in_row = len(_row_only_changes(rt, tenant, user_id, stated_of(rt.store.get_user(tenant, user_id))))
     # the vectors of their texts go while the rows still name those texts: a DELETE stopped after the rows
     # went (its process killed) and finished or sent again would find none to forget
@@ -822,8 +824,11 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
     """Whether the user sent anything (feedback, an import, a chat, a stated preference) at or after
     `since` (unix seconds), their feedback still pending in the log included: told by when each row
     reached the service (`StoredPreference.received`), on whichever replica, not by the time it carries
-    (an import keeps its file's, which may be older than the DELETE)."""
-    rt.ingest.flush_user(tenant, user_id)
+    (an import keeps its file's, which may be older than the DELETE). Their rows still in the feedback log
+    are read there, not moved into the table first (a large import's backlog embedded inside the DELETE,
+    under the store's turn and the user's lock), and before the table: a row moved meanwhile is seen in one."""
+    if any(r.received() >= since for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows):
+        return True
     if rt.deletion_sweep is not None:  # with replicas: what another replica stored a moment ago
         rt.store.refresh("preferences", "interactions", "stated_changes")
     return (any(p.received() >= since for p in rt.store.preferences_for(tenant, user_id)[0])
