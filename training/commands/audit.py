@@ -72,10 +72,10 @@ def load_records(args: argparse.Namespace):
 def read_user_groups(path: str) -> dict[str, str]:
     """The `--user-groups` file: a JSON object user_id -> group name. A malformed file is a ValueError
     naming the file, the line and (for a value that is not a group name) the user it maps; so is a key
-    that is not a user id by the service's rule (`USER_ID`, as `--user` and `data import` take them) and
-    a user given twice (json.loads would keep the last group silently)."""
-    from pluralign.data.record import USER_ID, USER_ID_RULE
-    from pluralign.data.text import shorten
+    that no preference row can have as its `user_id` (blank: the rule of `Preference`, which the audited
+    file's rows follow; a file's user ids need not be the service's) and a user given twice (json.loads
+    would keep the last group silently)."""
+    from pluralign.data.text import is_blank, shorten
 
     where = f"--user-groups {path}"
     with reading("--user-groups", path):
@@ -104,8 +104,8 @@ def read_user_groups(path: str) -> dict[str, str]:
         raise ValueError(f"{where}: line {lines.get(user, 1)}, key {shorten(user, 64, '...')!r}: given twice "
                          f"(to {_shown(first)}, then {_shown(then)}): a user is in one group")
     for user, group in data.items():
-        if not USER_ID.fullmatch(user):
-            raise ValueError(f"{where}: line {lines.get(user, 1)}, key {shorten(user, 64, '...')!r}: {USER_ID_RULE}")
+        if is_blank(user):
+            raise ValueError(f"{where}: line {lines.get(user, 1)}, key {user!r}: a user id must not be empty (it has no visible character)")
         if not isinstance(group, str):
             raise ValueError(f"{where}: line {lines.get(user, 1)}, field `{user}`: expected a group name (a string), got {_json_kind(group)}")
     return dict(data)
@@ -309,7 +309,7 @@ def register(sub) -> None:
     p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")
     p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
     p.add_argument("--user-groups", help="JSON object user_id -> group name (learned components); overrides attributes; "
-                   "users it does not name: 'unassigned'; its keys are user ids by the service's rule, each given once")
+                   "users it does not name: 'unassigned'; each user once (a blank key is an error)")
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
