@@ -246,6 +246,51 @@ def schema_router_hook(response: Response) -> Response:
     return response
 
 
+def _worded(request: Request, exc: HTTPException, param: str | None, code: str | None, detail: str | None) -> tuple[str | None, str]:
+    """(param, message) of an HTTPException's error body: the field it names (`param`, else the one
+    Litestar's message names; shortened to MAX_PARAM) and a message that starts with it, in our words
+    where Litestar's or msgspec's say too little (an unknown route or field, a body over the limit)."""
+    status = exc.status_code
+    message = _unrouted(request, exc) or exc.detail
+    if status == 413 and exc.detail == "Request Entity Too Large":  # Litestar's, naming neither the body nor the limit
+        param, message = "body", _too_large(request)
+    if param is not None and len(param) > MAX_PARAM:  # a client's field name, repeated in `param` and the message
+        long, param = param, shorten(param, MAX_PARAM + 3, "...")
+        message, detail = message.replace(long, param), detail.replace(long, param) if detail else detail
+    missing = _MISSING.match(message) if status == HTTP_400_BAD_REQUEST and param is None else None
+    if missing:  # Litestar names it only in its message (with the whole URL)
+        param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"
+    if code == "unknown_parameter" and "unknown field" in message:  # msgspec's words for a body's field
+        detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
+        if request.url.path == "/v1/feedback" and param == "user":  # a comparison takes it, so the body was another kind
+            detail = message = ("`user`: a `choice`, `rating` or `edit` takes no `user`: its `response_id` names "
+                                "the chat, and the chat its user (leave it out)")
+    if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
+        message = f"{message}: {detail}" if param is None else detail if detail.startswith(f"`{param}`") else f"`{param}`: {detail}"
+    if param and param not in message:
+        message = f"`{param}`: {message}"
+    return param, message
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    """The response to an HTTPException other than a 500: its status, its message naming the field
+    (`_worded`), its headers (a 405's Allow completed)."""
+    status = exc.status_code
+    if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
+        return Redirect("/admin/login", status_code=303)  # a browser without a session: to the login form
+    param, code, detail = _from_extra(exc.extra, request)
+    if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
+        return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
+    if status in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed") \
+            and _USER_ID_WITH_SLASH.match(request.scope.get("path", "")):  # no route for that method on such a user's path
+        return error_response(400, f"`user_id`: {USER_ID_RULE}{ENCODED_SLASH_HINT}", "user_id", "invalid_value")
+    param, message = _worded(request, exc, param, code, detail)
+    headers = exc.headers
+    if status == 405 and headers:  # Litestar's Allow: the path's declared methods; HEAD wherever GET is and takes it
+        headers = {name: allow_for(request.app, request.url.path, value) if name.lower() == "allow" else value for name, value in headers.items()}
+    return error_response(status, message, param, code, headers=headers)
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected,
     a ValueError included (not a client's error unless raised as `bad_request`); a 500's own message
@@ -253,37 +298,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RecursionError):  # a body nested deeper than any decoder goes
         return error_response(400, "`body`: the JSON is nested too deeply", "body", "invalid_json")
     if isinstance(exc, HTTPException) and exc.status_code != HTTP_500_INTERNAL_SERVER_ERROR:
-        status = exc.status_code
-        if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
-            return Redirect("/admin/login", status_code=303)  # a browser without a session: to the login form
-        param, code, detail = _from_extra(exc.extra, request)
-        if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
-            return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
-        if status in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed") \
-                and _USER_ID_WITH_SLASH.match(request.scope.get("path", "")):  # no route for that method on such a user's path
-            return error_response(400, f"`user_id`: {USER_ID_RULE}{ENCODED_SLASH_HINT}", "user_id", "invalid_value")
-        message = _unrouted(request, exc) or exc.detail
-        if status == 413 and exc.detail == "Request Entity Too Large":  # Litestar's, naming neither the body nor the limit
-            param, message = "body", _too_large(request)
-        if param is not None and len(param) > MAX_PARAM:  # a client's field name, repeated in `param` and the message
-            long, param = param, shorten(param, MAX_PARAM + 3, "...")
-            message, detail = message.replace(long, param), detail.replace(long, param) if detail else detail
-        missing = _MISSING.match(message) if status == HTTP_400_BAD_REQUEST and param is None else None
-        if missing:  # Litestar names it only in its message (with the whole URL)
-            param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"
-        if code == "unknown_parameter" and "unknown field" in message:  # msgspec's words for a body's field
-            detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
-            if request.url.path == "/v1/feedback" and param == "user":  # a comparison takes it, so the body was another kind
-                detail = message = ("`user`: a `choice`, `rating` or `edit` takes no `user`: its `response_id` names "
-                                    "the chat, and the chat its user (leave it out)")
-        if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
-            message = f"{message}: {detail}" if param is None else detail if detail.startswith(f"`{param}`") else f"`{param}`: {detail}"
-        if param and param not in message:
-            message = f"`{param}`: {message}"
-        headers = exc.headers
-        if status == 405 and headers:  # Litestar's Allow: the path's declared methods; HEAD wherever GET is and takes it
-            headers = {name: allow_for(request.app, request.url.path, value) if name.lower() == "allow" else value for name, value in headers.items()}
-        return error_response(status, message, param, code, headers=headers)
+        return _http_error(request, exc)
     storage = storage_failure(request, exc)
     if storage is not None:
         return storage
