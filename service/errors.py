@@ -212,7 +212,11 @@ def _malformed_json(exc: BaseException) -> bool:
 MAX_PATH = 128  # characters of a request's path an error repeats
 # said after the user-id rule of a user id sent with an encoded `/` (`service.ids.one_segment_ids`)
 ENCODED_SLASH_HINT = "; `%2F` in a path is an encoded `/`, which no user id holds"
-_USER_ID_WITH_SLASH = re.compile(r"/v1/users/[^/]*%2F", re.IGNORECASE)  # the path as routed: the `%2F` kept
+# a `/` sent percent-encoded inside one path segment (`/v1/users/ann%2Fpreferences`): looked for in a request's
+# raw path and in a user id (`service.ids`), and in the path as routed, where `one_segment_ids` keeps it
+ENCODED_SLASH = re.compile(r"%2f", re.IGNORECASE)
+USERS_PATH = "/v1/users/"  # the routes whose first segment after it is a user id
+_USER_ID_WITH_SLASH = re.compile(re.escape(USERS_PATH) + "[^/]*" + ENCODED_SLASH.pattern, re.IGNORECASE)  # the path as routed
 
 
 def _unrouted(request: Request, exc: HTTPException) -> str | None:
