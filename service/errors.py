@@ -27,7 +27,7 @@ from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 from pluralign.data.record import USER_ID_RULE
-from pluralign.data.text import is_blank, shorten
+from pluralign.data.text import MAX_SHOWN, is_blank, shorten, shown  # noqa: F401 (MAX_SHOWN, shown: the service's names too)
 from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import allow_for
 from service.metrics import route_of
@@ -89,16 +89,6 @@ def bad_request(field: str, problem: str, code: str = "invalid_value") -> Valida
     return ValidationException(detail=f"`{field}`: {problem}", extra=[{"key": field, "message": problem, "code": code}])
 
 
-MAX_SHOWN = 66  # characters of a client's value an error repeats (a model name, a choice): sent at any length
-
-
-def shown(value: object) -> str:
-    """A client's value as an error repeats it: `repr` of a string cut between grapheme clusters to
-    `MAX_SHOWN` characters (`'aaa...'`), any other value's text cut the same way. Echoed whole, a
-    50,000-character `model` came back as a 50 kB error body."""
-    if isinstance(value, str):
-        return repr(shorten(value, MAX_SHOWN, "..."))
-    return shorten(str(value), MAX_SHOWN + 1, "...")
 
 
 def unsupported_media_type(field: str, problem: str, accept: str) -> HTTPException:

@@ -242,10 +242,11 @@ def tenant_name(text: str) -> str:
     "argument --tenant: 'a/b': a tenant name is 1-128 characters: ...". A tenant names folders (an adapter
     registry's `<tenant>/<user>/`): a `/` or `..` would write outside them."""
     from pluralign.data.record import tenant_problem
+    from pluralign.data.text import shown
 
     problem = tenant_problem(text)
     if problem:
-        raise argparse.ArgumentTypeError(f"{text[:64]!r}: {problem}")
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {problem}")
     return text
 
 
@@ -253,9 +254,10 @@ def user_id(text: str) -> str:
     """An argparse `type=` for an option naming an end user: the HTTP API's user-id rule (`USER_ID`), or
     argparse's usage error naming the option (exit 2): "argument --user: '../x': a user id is 1-128 characters: ..."."""
     from pluralign.data.record import USER_ID, USER_ID_RULE
+    from pluralign.data.text import shown
 
     if not USER_ID.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text[:64]!r}: {USER_ID_RULE}")
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {USER_ID_RULE}")
     return text
 
 
