@@ -182,6 +182,25 @@ def check_k_options(k: list[int] | None, k_max: int | None) -> None:
                          f"--k {' '.join(map(str, k))} names the K to try: give one of them")
 
 
+def add_k_args(p: argparse.ArgumentParser, components: str) -> None:
+    """A mixture trainer's --k and --k-max (`components`: what K counts, e.g. "prototypes"), read by
+    `check_k_options` and `k_search`."""
+    p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
+                   help=f"{components}, at most the number of training users; several values: keep the smallest K within one standard error of the best held-out "
+                        "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=None,
+                   help="without --k: the largest K the search may try (default 12, never above the number of training users)")
+
+
+def print_k_choice(name: str, k: list[int] | None, search, selection) -> None:
+    """On stderr, when K was searched for (no --k, or several): `name`'s search and the K it kept
+    (`pluralign.reward.model_selection`), then its table of held-out scores per K."""
+    if not k or len(k) > 1:
+        print(f"{name}: {search.describe()}; K = {selection.k_selected} selected ({selection.rule})", file=sys.stderr)
+        for line in selection.table():
+            print(line, file=sys.stderr)
+
+
 @dataclasses.dataclass(frozen=True)
 class StoreFolder:
     """Where a `--store` option's tables are: `uri` (the LanceDB folder or object-store URI) and, for a
