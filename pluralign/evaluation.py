@@ -133,6 +133,23 @@ def active_unseen(model, protocol: Protocol, encoder: Encoder, shots=SHOTS, prog
     return out
 
 
+def unseen_by_k(prob_new_users, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None) -> dict[str, float]:
+    """Unseen users' macro accuracy on their query sets per k ({str(k): accuracy}), each user's
+    first k support comparisons given to `prob_new_users(support, query)` (a model's
+    `prob_new_users` or `prob_new_users_particles`: (Q,) probabilities that the chosen answer wins);
+    a k no user has enough support for is left out. `progress(k)` after each k."""
+    out: dict[str, float] = {}
+    for k in shots:
+        batches = unseen_batches(protocol, encoder, k)
+        if batches is None:
+            continue
+        support, query = batches
+        out[str(k)] = macro(accuracy(prob_new_users(support, query)), query.user.numpy())
+        if progress:
+            progress(k)
+    return out
+
+
 def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots=SHOTS, progress=None, active: bool = False,
              per_user: bool = False, active_target: str = "coefficients") -> dict:
     """Train `model` on the protocol's seen users and measure it; returns the JSON-ready report.
@@ -159,25 +176,12 @@ def evaluate(model: PreferenceModel, protocol: Protocol, encoder: Encoder, shots
     group_acc, group_n = group_accuracy(correct, test.group)
     ranked = [acc for g, acc in group_acc.items() if group_n[g] >= MIN_GROUP_PAIRS] or list(group_acc.values())
 
-    unseen_acc: dict[str, float] = {}
-    for k in shots:
-        batches = unseen_batches(protocol, encoder, k)
-        if batches is None:
-            continue
-        support, query = batches
-        q_correct = accuracy(model.prob_new_users(support, query))
-        unseen_acc[str(k)] = macro(q_correct, query.user.numpy())
-        if progress:
-            progress(k)
+    unseen_acc = unseen_by_k(model.prob_new_users, protocol, encoder, shots, progress)
 
     active_acc = active_unseen(model, protocol, encoder, shots, progress, "model", active_target) if active else None
     population_acc = particle_acc = None
     if active and active_target == "group":  # like for like: the pool's first k, predicted by the seen users too
-        particle_acc = {}
-        for k in shots:
-            batches = unseen_batches(protocol, encoder, k)
-            if batches is not None:
-                particle_acc[str(k)] = macro(accuracy(model.prob_new_users_particles(*batches)), batches[1].user.numpy())
+        particle_acc = unseen_by_k(model.prob_new_users_particles, protocol, encoder, shots)
     elif active:  # the same criterion started from the seen users' spread instead of the model's prior
         population_acc = active_unseen(model, protocol, encoder, shots, None, "population", active_target)
 

@@ -134,11 +134,12 @@ class KeyRing:
         """A new key reaching `tenant` (printed once; only its hash is stored). Raises ValueError
         naming the tenant when it is not a tenant name (`service.ids.tenant_problem`): tenant names
         name folders. Keys issued before that rule keep working."""
+        from pluralign.data.text import shown
         from service.ids import tenant_problem
 
         problem = tenant_problem(tenant)
         if problem:
-            raise ValueError(f"tenant {tenant[:64]!r}: {problem}")
+            raise ValueError(f"tenant {shown(tenant)}: {problem}")
         key = KEY_PREFIX + secrets.token_urlsafe(24)
         entry = ApiKey(sha256=hash_key(key), tenant=tenant, admin=admin, name=name, created_at=time.time())
         with self._exclusive():

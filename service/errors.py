@@ -27,7 +27,7 @@ from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 from pluralign.data.record import USER_ID_RULE
-from pluralign.data.text import is_blank, shorten
+from pluralign.data.text import MAX_SHOWN, is_blank, shorten, shown  # noqa: F401 (MAX_SHOWN, shown: the service's names too)
 from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import allow_for
 from service.metrics import route_of
@@ -89,16 +89,6 @@ def bad_request(field: str, problem: str, code: str = "invalid_value") -> Valida
     return ValidationException(detail=f"`{field}`: {problem}", extra=[{"key": field, "message": problem, "code": code}])
 
 
-MAX_SHOWN = 66  # characters of a client's value an error repeats (a model name, a choice): sent at any length
-
-
-def shown(value: object) -> str:
-    """A client's value as an error repeats it: `repr` of a string cut between grapheme clusters to
-    `MAX_SHOWN` characters (`'aaa...'`), any other value's text cut the same way. Echoed whole, a
-    50,000-character `model` came back as a 50 kB error body."""
-    if isinstance(value, str):
-        return repr(shorten(value, MAX_SHOWN, "..."))
-    return shorten(str(value), MAX_SHOWN + 1, "...")
 
 
 def unsupported_media_type(field: str, problem: str, accept: str) -> HTTPException:
@@ -212,7 +202,11 @@ def _malformed_json(exc: BaseException) -> bool:
 MAX_PATH = 128  # characters of a request's path an error repeats
 # said after the user-id rule of a user id sent with an encoded `/` (`service.ids.one_segment_ids`)
 ENCODED_SLASH_HINT = "; `%2F` in a path is an encoded `/`, which no user id holds"
-_USER_ID_WITH_SLASH = re.compile(r"/v1/users/[^/]*%2F", re.IGNORECASE)  # the path as routed: the `%2F` kept
+# a `/` sent percent-encoded inside one path segment (`/v1/users/ann%2Fpreferences`): looked for in a request's
+# raw path and in a user id (`service.ids`), and in the path as routed, where `one_segment_ids` keeps it
+ENCODED_SLASH = re.compile(r"%2f", re.IGNORECASE)
+USERS_PATH = "/v1/users/"  # the routes whose first segment after it is a user id
+_USER_ID_WITH_SLASH = re.compile(re.escape(USERS_PATH) + "[^/]*" + ENCODED_SLASH.pattern, re.IGNORECASE)  # the path as routed
 
 
 def _unrouted(request: Request, exc: HTTPException) -> str | None:
@@ -246,6 +240,51 @@ def schema_router_hook(response: Response) -> Response:
     return response
 
 
+def _worded(request: Request, exc: HTTPException, param: str | None, code: str | None, detail: str | None) -> tuple[str | None, str]:
+    """(param, message) of an HTTPException's error body: the field it names (`param`, else the one
+    Litestar's message names; shortened to MAX_PARAM) and a message that starts with it, in our words
+    where Litestar's or msgspec's say too little (an unknown route or field, a body over the limit)."""
+    status = exc.status_code
+    message = _unrouted(request, exc) or exc.detail
+    if status == 413 and exc.detail == "Request Entity Too Large":  # Litestar's, naming neither the body nor the limit
+        param, message = "body", _too_large(request)
+    if param is not None and len(param) > MAX_PARAM:  # a client's field name, repeated in `param` and the message
+        long, param = param, shorten(param, MAX_PARAM + 3, "...")
+        message, detail = message.replace(long, param), detail.replace(long, param) if detail else detail
+    missing = _MISSING.match(message) if status == HTTP_400_BAD_REQUEST and param is None else None
+    if missing:  # Litestar names it only in its message (with the whole URL)
+        param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"
+    if code == "unknown_parameter" and "unknown field" in message:  # msgspec's words for a body's field
+        detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
+        if request.url.path == "/v1/feedback" and param == "user":  # a comparison takes it, so the body was another kind
+            detail = message = ("`user`: a `choice`, `rating` or `edit` takes no `user`: its `response_id` names "
+                                "the chat, and the chat its user (leave it out)")
+    if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
+        message = f"{message}: {detail}" if param is None else detail if detail.startswith(f"`{param}`") else f"`{param}`: {detail}"
+    if param and param not in message:
+        message = f"`{param}`: {message}"
+    return param, message
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    """The response to an HTTPException other than a 500: its status, its message naming the field
+    (`_worded`), its headers (a 405's Allow completed)."""
+    status = exc.status_code
+    if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
+        return Redirect("/admin/login", status_code=303)  # a browser without a session: to the login form
+    param, code, detail = _from_extra(exc.extra, request)
+    if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
+        return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
+    if status in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed") \
+            and _USER_ID_WITH_SLASH.match(request.scope.get("path", "")):  # no route for that method on such a user's path
+        return error_response(400, f"`user_id`: {USER_ID_RULE}{ENCODED_SLASH_HINT}", "user_id", "invalid_value")
+    param, message = _worded(request, exc, param, code, detail)
+    headers = exc.headers
+    if status == 405 and headers:  # Litestar's Allow: the path's declared methods; HEAD wherever GET is and takes it
+        headers = {name: allow_for(request.app, request.url.path, value) if name.lower() == "allow" else value for name, value in headers.items()}
+    return error_response(status, message, param, code, headers=headers)
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected,
     a ValueError included (not a client's error unless raised as `bad_request`); a 500's own message
@@ -253,37 +292,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RecursionError):  # a body nested deeper than any decoder goes
         return error_response(400, "`body`: the JSON is nested too deeply", "body", "invalid_json")
     if isinstance(exc, HTTPException) and exc.status_code != HTTP_500_INTERNAL_SERVER_ERROR:
-        status = exc.status_code
-        if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
-            return Redirect("/admin/login", status_code=303)  # a browser without a session: to the login form
-        param, code, detail = _from_extra(exc.extra, request)
-        if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
-            return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
-        if status in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed") \
-                and _USER_ID_WITH_SLASH.match(request.scope.get("path", "")):  # no route for that method on such a user's path
-            return error_response(400, f"`user_id`: {USER_ID_RULE}{ENCODED_SLASH_HINT}", "user_id", "invalid_value")
-        message = _unrouted(request, exc) or exc.detail
-        if status == 413 and exc.detail == "Request Entity Too Large":  # Litestar's, naming neither the body nor the limit
-            param, message = "body", _too_large(request)
-        if param is not None and len(param) > MAX_PARAM:  # a client's field name, repeated in `param` and the message
-            long, param = param, shorten(param, MAX_PARAM + 3, "...")
-            message, detail = message.replace(long, param), detail.replace(long, param) if detail else detail
-        missing = _MISSING.match(message) if status == HTTP_400_BAD_REQUEST and param is None else None
-        if missing:  # Litestar names it only in its message (with the whole URL)
-            param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"
-        if code == "unknown_parameter" and "unknown field" in message:  # msgspec's words for a body's field
-            detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
-            if request.url.path == "/v1/feedback" and param == "user":  # a comparison takes it, so the body was another kind
-                detail = message = ("`user`: a `choice`, `rating` or `edit` takes no `user`: its `response_id` names "
-                                    "the chat, and the chat its user (leave it out)")
-        if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
-            message = f"{message}: {detail}" if param is None else detail if detail.startswith(f"`{param}`") else f"`{param}`: {detail}"
-        if param and param not in message:
-            message = f"`{param}`: {message}"
-        headers = exc.headers
-        if status == 405 and headers:  # Litestar's Allow: the path's declared methods; HEAD wherever GET is and takes it
-            headers = {name: allow_for(request.app, request.url.path, value) if name.lower() == "allow" else value for name, value in headers.items()}
-        return error_response(status, message, param, code, headers=headers)
+        return _http_error(request, exc)
     storage = storage_failure(request, exc)
     if storage is not None:
         return storage

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pluralign.data.record import RESERVED_TENANTS, TENANT_RULE, USER_ID, USER_ID_RULE, tenant_problem  # noqa: F401 (the service's names for them)
-from service.errors import ENCODED_SLASH_HINT, bad_request
+from service.errors import ENCODED_SLASH, ENCODED_SLASH_HINT, USERS_PATH, bad_request
 
 RESPONSE_ID = re.compile(r"chatcmpl-[0-9a-f]{32}")
 # the same as a wire schema's pattern (msgspec searches with `re`, whose `$` also matches before a final newline)
@@ -19,14 +19,9 @@ PATTERN_WORDS = {
 }
 
 
-# a `/` sent percent-encoded inside one path segment (`/v1/users/ann%2Fpreferences`)
-_ENCODED_SLASH = re.compile(r"%2f", re.IGNORECASE)
-USERS_PATH = "/v1/users/"  # the routes whose first segment after it is a user id
-
-
 def check_user_id(value: str, field: str = "user") -> str:
     if not USER_ID.fullmatch(value):
-        raise bad_request(field, USER_ID_RULE + (ENCODED_SLASH_HINT if _ENCODED_SLASH.search(value) else ""))
+        raise bad_request(field, USER_ID_RULE + (ENCODED_SLASH_HINT if ENCODED_SLASH.search(value) else ""))
     return value
 
 
@@ -44,8 +39,8 @@ def one_segment_ids(app: ASGIApp) -> ASGIApp:
         if raw and b"%2" in raw:
             text = raw.split(b"?", 1)[0].decode("ascii", "replace")
             decoded = unquote(text)
-            if _ENCODED_SLASH.search(text) and decoded.startswith(USERS_PATH) and scope["path"] == decoded:
-                scope = {**scope, "path": unquote(_ENCODED_SLASH.sub("%252F", text))}
+            if ENCODED_SLASH.search(text) and decoded.startswith(USERS_PATH) and scope["path"] == decoded:
+                scope = {**scope, "path": unquote(ENCODED_SLASH.sub("%252F", text))}
         await app(scope, receive, send)
 
     return handler

@@ -173,6 +173,55 @@ def _fix_one_of(node: Any) -> None:
             _fix_one_of(value)
 
 
+def _complete_operation(schema: dict, path: str, method: str, op: dict) -> None:
+    """One operation of `complete_openapi`, in place: its request body, ids and choices, the
+    X-Request-Id parameter, its security and declared errors, real media types and response headers."""
+    if (path, method) in REQUEST_BODIES:
+        op["requestBody"] = REQUEST_BODIES[(path, method)]
+    _declare_ids(schema, op)
+    _declare_choices(schema, path, op)
+    responses = op.setdefault("responses", {})
+    op.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
+    _declare_errors(path, method, op, responses)
+    if (path, method) in MEDIA:
+        ok = next(s for s in responses if s.startswith("2"))
+        responses[ok]["content"] = MEDIA[(path, method)]
+    for status in [s for s in responses if s.startswith("3")]:  # redirects have no body, a Location
+        responses[status] = {"description": "see other", "headers": {"Location": {"schema": {"type": "string"}}}}
+    _declare_response_headers(path, method, responses)
+    if path == "/v1/chat/completions":
+        responses["200"].setdefault("content", {})["text/event-stream"] = SSE
+        responses["200"]["description"] = "a chat.completion (JSON), or with `stream: true` server-sent chunks"
+
+
+def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
+    """The operation's security requirement (none for a public path) and the errors it may answer."""
+    public = path in PUBLIC or path.startswith("/schema")
+    if not public:
+        op["security"] = [{"apiKey": []}, {"adminSession": []}] if path.startswith("/admin") else [{"apiKey": []}]
+    statuses = [400, 500] + ([] if public else [401, 403, 404, 429])
+    if method in ("post", "put", "patch"):
+        statuses.append(413)
+    for status in statuses:
+        responses[str(status)] = _error(ERRORS[status])
+    if (path, method) == ("/admin/login", "post"):
+        responses["401"] = {"description": "not an admin key: the form again, with the reason", "content": MEDIA[("/admin/login", "get")]}
+        responses["415"] = {**_error("the body is not a form (JSON, multipart, text): `Accept` names the form type"),
+                            "headers": {"Accept": {"schema": {"type": "string"}}}}
+
+
+def _declare_response_headers(path: str, method: str, responses: dict) -> None:
+    """Each response's headers: X-Request-Id on all, Retry-After on a 429 or 503, WWW-Authenticate
+    on a 401 (but the login form's), and those RESPONSE_HEADERS names."""
+    for status, response in responses.items():
+        headers = RESPONSE_HEADERS.get((path, method, status), {})
+        if status in ("429", "503"):
+            headers = {**headers, "Retry-After": RETRY_AFTER}
+        if status == "401" and (path, method) != ("/admin/login", "post"):  # that one answers the form again
+            headers = {**headers, "WWW-Authenticate": WWW_AUTHENTICATE}
+        response.setdefault("headers", {}).update({**headers, "X-Request-Id": {"$ref": "#/components/headers/RequestId"}})
+
+
 def complete_openapi(schema: dict) -> dict:
     """Security schemes and requirements, declared errors, response headers and real media types, in place."""
     components = schema.setdefault("components", {})
@@ -182,41 +231,8 @@ def complete_openapi(schema: dict) -> dict:
     components.setdefault("headers", {})["RequestId"] = REQUEST_ID_HEADER
     for path, item in schema.get("paths", {}).items():
         for method, op in item.items():
-            if method not in ("get", "post", "put", "patch", "delete"):
-                continue
-            if (path, method) in REQUEST_BODIES:
-                op["requestBody"] = REQUEST_BODIES[(path, method)]
-            _declare_ids(schema, op)
-            _declare_choices(schema, path, op)
-            responses = op.setdefault("responses", {})
-            op.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
-            public = path in PUBLIC or path.startswith("/schema")
-            if not public:
-                op["security"] = [{"apiKey": []}, {"adminSession": []}] if path.startswith("/admin") else [{"apiKey": []}]
-            statuses = [400, 500] + ([] if public else [401, 403, 404, 429])
-            if method in ("post", "put", "patch"):
-                statuses.append(413)
-            for status in statuses:
-                responses[str(status)] = _error(ERRORS[status])
-            if (path, method) in MEDIA:
-                ok = next(s for s in responses if s.startswith("2"))
-                responses[ok]["content"] = MEDIA[(path, method)]
-            for status in [s for s in responses if s.startswith("3")]:  # redirects have no body, a Location
-                responses[status] = {"description": "see other", "headers": {"Location": {"schema": {"type": "string"}}}}
-            if (path, method) == ("/admin/login", "post"):
-                responses["401"] = {"description": "not an admin key: the form again, with the reason", "content": MEDIA[("/admin/login", "get")]}
-                responses["415"] = {**_error("the body is not a form (JSON, multipart, text): `Accept` names the form type"),
-                                    "headers": {"Accept": {"schema": {"type": "string"}}}}
-            for status, response in responses.items():
-                headers = RESPONSE_HEADERS.get((path, method, status), {})
-                if status in ("429", "503"):
-                    headers = {**headers, "Retry-After": RETRY_AFTER}
-                if status == "401" and (path, method) != ("/admin/login", "post"):  # that one answers the form again
-                    headers = {**headers, "WWW-Authenticate": WWW_AUTHENTICATE}
-                response.setdefault("headers", {}).update({**headers, "X-Request-Id": {"$ref": "#/components/headers/RequestId"}})
-            if path == "/v1/chat/completions":
-                responses["200"].setdefault("content", {})["text/event-stream"] = SSE
-                responses["200"]["description"] = "a chat.completion (JSON), or with `stream: true` server-sent chunks"
+            if method in ("get", "post", "put", "patch", "delete"):
+                _complete_operation(schema, path, method, op)
     _declare_stated_features(schema)
     _fix_one_of(schema)
     return schema

@@ -182,6 +182,25 @@ def check_k_options(k: list[int] | None, k_max: int | None) -> None:
                          f"--k {' '.join(map(str, k))} names the K to try: give one of them")
 
 
+def add_k_args(p: argparse.ArgumentParser, components: str) -> None:
+    """A mixture trainer's --k and --k-max (`components`: what K counts, e.g. "prototypes"), read by
+    `check_k_options` and `k_search`."""
+    p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
+                   help=f"{components}, at most the number of training users; several values: keep the smallest K within one standard error of the best held-out "
+                        "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
+    p.add_argument("--k-max", type=int, action=AtLeastOne, default=None,
+                   help="without --k: the largest K the search may try (default 12, never above the number of training users)")
+
+
+def print_k_choice(name: str, k: list[int] | None, search, selection) -> None:
+    """On stderr, when K was searched for (no --k, or several): `name`'s search and the K it kept
+    (`pluralign.reward.model_selection`), then its table of held-out scores per K."""
+    if not k or len(k) > 1:
+        print(f"{name}: {search.describe()}; K = {selection.k_selected} selected ({selection.rule})", file=sys.stderr)
+        for line in selection.table():
+            print(line, file=sys.stderr)
+
+
 @dataclasses.dataclass(frozen=True)
 class StoreFolder:
     """Where a `--store` option's tables are: `uri` (the LanceDB folder or object-store URI) and, for a
@@ -242,10 +261,11 @@ def tenant_name(text: str) -> str:
     "argument --tenant: 'a/b': a tenant name is 1-128 characters: ...". A tenant names folders (an adapter
     registry's `<tenant>/<user>/`): a `/` or `..` would write outside them."""
     from pluralign.data.record import tenant_problem
+    from pluralign.data.text import shown
 
     problem = tenant_problem(text)
     if problem:
-        raise argparse.ArgumentTypeError(f"{text[:64]!r}: {problem}")
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {problem}")
     return text
 
 
@@ -253,9 +273,10 @@ def user_id(text: str) -> str:
     """An argparse `type=` for an option naming an end user: the HTTP API's user-id rule (`USER_ID`), or
     argparse's usage error naming the option (exit 2): "argument --user: '../x': a user id is 1-128 characters: ..."."""
     from pluralign.data.record import USER_ID, USER_ID_RULE
+    from pluralign.data.text import shown
 
     if not USER_ID.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text[:64]!r}: {USER_ID_RULE}")
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {USER_ID_RULE}")
     return text
 
 

@@ -9,6 +9,7 @@ which skips them and reports how many.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import io
@@ -437,7 +438,7 @@ def _bounded_lines(f: IO[bytes]) -> Iterator[bytes]:
 def _gzip_damage(source: Path | bytes) -> str | None:
     """Why a gzip file cannot be read to its end (cut short, a changed byte its checksum finds), or None."""
     try:
-        with gzip.open(_open(source), "rb") as f:
+        with _open(source) as raw, gzip.open(raw, "rb") as f:  # gzip closes no file object it is given
             while f.read(1 << 20):
                 pass
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -447,18 +448,20 @@ def _gzip_damage(source: Path | bytes) -> str | None:
 
 def _jsonl_rows(source: Path | bytes) -> Iterable[tuple[int, Any]]:
     """(line number, row) of a JSON lines file (`_source`), gzip-compressed or not (told by its first bytes)."""
-    compressed = _head(source, 2) == GZIP_MAGIC
-    checked = not compressed  # whether the whole stream was found sound (once: the file may hold many bad rows)
     number = 0
     try:
-        with gzip.open(_open(source), "rb") if compressed else _open(source) as f:
-            for number, row in _numbered_rows(_bounded_lines(f)):
-                if not checked and isinstance(row, _Malformed):  # garbage out of a damaged stream is no bad row to skip
-                    damage = _gzip_damage(source)
-                    if damage is not None:
-                        raise _not_whole_gzip(number, damage)
-                    checked = True
-                yield number, row
+        with _open(source) as raw:  # opened once: gzip closes no file object it is given
+            compressed = raw.read(2) == GZIP_MAGIC
+            checked = not compressed  # whether the whole stream was found sound (once: the file may hold many bad rows)
+            raw.seek(0)  # a file, or a stream's bytes (`_source`): either seeks
+            with gzip.open(raw, "rb") if compressed else contextlib.nullcontext(raw) as f:
+                for number, row in _numbered_rows(_bounded_lines(f)):
+                    if not checked and isinstance(row, _Malformed):  # garbage out of a damaged stream is no bad row to skip
+                        damage = _gzip_damage(source)
+                        if damage is not None:
+                            raise _not_whole_gzip(number, damage)
+                        checked = True
+                    yield number, row
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # cut short by a crash or a copy, or damaged
         raise _not_whole_gzip(number + 1, str(exc) or type(exc).__name__) from None
 

@@ -91,6 +91,22 @@ def group_stances(groups: int, n_traits: int) -> list[tuple[int, ...]]:
     return [tuple(-1 if (g >> t) & 1 else 1 for t in range(n_traits)) for g in range(groups)]
 
 
+def _trait_pools(config: PersonaConfig, data_dir: Path, rng: random.Random) -> dict[str, dict[str, dict[str, list[Statement]]]]:
+    """Each trait's statements, shuffled by `rng`, as trait -> "train" / "test" -> answer (" Yes",
+    " No") -> statements; `config.test_fraction` of each answer's statements go to "test"."""
+    pools: dict[str, dict[str, dict[str, list[Statement]]]] = {}
+    for trait in config.trait_names:
+        statements = load_trait(data_dir, trait)
+        rng.shuffle(statements)
+        pools[trait] = {"train": {" Yes": [], " No": []}, "test": {" Yes": [], " No": []}}
+        for answer in (" Yes", " No"):
+            same = [s for s in statements if s.answer_matching_behavior == answer]
+            n_test = int(len(same) * config.test_fraction)
+            pools[trait]["test"][answer] = same[:n_test]
+            pools[trait]["train"][answer] = same[n_test:]
+    return pools
+
+
 def build_persona(config: PersonaConfig, data_dir: str | Path) -> Protocol:
     """Build the seen/unseen protocol for a synthetic population.
 
@@ -108,16 +124,7 @@ def build_persona(config: PersonaConfig, data_dir: str | Path) -> Protocol:
         data_dir = data_dir / "anthropic_persona"
     rng = random.Random(config.seed)
     stances = group_stances(config.groups, config.n_traits)
-    pools: dict[str, dict[str, dict[str, list[Statement]]]] = {}
-    for trait in config.trait_names:
-        statements = load_trait(data_dir, trait)
-        rng.shuffle(statements)
-        pools[trait] = {"train": {" Yes": [], " No": []}, "test": {" Yes": [], " No": []}}
-        for answer in (" Yes", " No"):
-            same = [s for s in statements if s.answer_matching_behavior == answer]
-            n_test = int(len(same) * config.test_fraction)
-            pools[trait]["test"][answer] = same[:n_test]
-            pools[trait]["train"][answer] = same[n_test:]
+    pools = _trait_pools(config, data_dir, rng)
 
     weights = config.group_weights or (1.0,) * config.groups
     if len(weights) != config.groups:

@@ -193,3 +193,15 @@ def shorten(text: str, max_chars: int, mark: str = "\u2026") -> str:
             break
         end = match.end()
     return text[:end] + mark
+
+
+MAX_SHOWN = 66  # characters of a value an error repeats (a model name, a choice, a tenant): sent at any length
+
+
+def shown(value: object) -> str:
+    """A value from a client or a command line as an error repeats it: `repr` of a string cut between
+    grapheme clusters (`shorten`) to `MAX_SHOWN` characters (`'aaa...'`), any other value's text cut
+    the same way. Echoed whole, a 50,000-character `model` came back as a 50 kB error body."""
+    if isinstance(value, str):
+        return repr(shorten(value, MAX_SHOWN, "..."))
+    return shorten(str(value), MAX_SHOWN + 1, "...")

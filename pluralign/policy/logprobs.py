@@ -138,6 +138,44 @@ def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
     return shortest
 
 
+def _lay_out_row(input_ids: torch.Tensor, allowed: torch.Tensor, positions: torch.Tensor, col: int,
+                 tokens: list[list[int]], shared: int, answers: list[tuple[int, list[int]]]) -> list[tuple[int, int]]:
+    """Write one row of a packed batch in place from column `col` (left of it: pads, each query
+    seeing itself only): the prompts' `shared` first tokens, each prompt's remainder, then each
+    answer (prompt index, tokens), every answer attending to its own prompt only. `input_ids` and
+    `positions` are the row's (T,), `allowed` its (T, T) attention mask. Returns per answer (its
+    first column, the column whose logits predict its first token)."""
+    allowed[torch.arange(col), torch.arange(col)] = True  # pad queries see themselves only
+    start = col
+    input_ids[col : col + shared] = torch.tensor(tokens[0][:shared], dtype=torch.long)
+    positions[col : col + shared] = torch.arange(shared)
+    allowed[col : col + shared, col : col + shared] = torch.ones(shared, shared, dtype=torch.bool).tril()
+    col += shared
+    ends = []  # per prompt: (its remainder's columns, its length)
+    for t in tokens:
+        n = len(t) - shared
+        rest = slice(col, col + n)
+        input_ids[rest] = torch.tensor(t[shared:], dtype=torch.long)
+        positions[rest] = torch.arange(shared, len(t))
+        allowed[rest, start : start + shared] = True
+        allowed[rest, rest] = torch.ones(n, n, dtype=torch.bool).tril()
+        ends.append((rest, len(t)))
+        col += n
+    spans = []
+    for prompt, answer in answers:
+        (rest, p), n = ends[prompt], len(answer)
+        own = slice(col, col + n)
+        input_ids[own] = torch.tensor(answer, dtype=torch.long)
+        positions[own] = torch.arange(p, p + n)
+        allowed[own, start : start + shared] = True
+        allowed[own, rest] = True
+        allowed[own, own] = torch.ones(n, n, dtype=torch.bool).tril()
+        predictor = rest.stop - 1 if rest.stop > rest.start else start + shared - 1
+        spans.append((col, predictor))
+        col += n
+    return spans
+
+
 def encode_packed(
     tokenizer,
     conversations: Sequence[Sequence[dict[str, str]]],
@@ -189,36 +227,8 @@ def encode_packed(
     answer_spans: list[list[tuple[int, int]]] = []  # per row, per answer: (first column, predictor column)
     first_answer = width  # the leftmost answer column of any row: logits are kept from there
     for r, (tokens, shared, answers, length) in enumerate(layouts):
-        col = width - length
-        allowed[r, torch.arange(col), torch.arange(col)] = True  # pad queries see themselves only
-        start = col
-        input_ids[r, col : col + shared] = torch.tensor(tokens[0][:shared], dtype=torch.long)
-        positions[r, col : col + shared] = torch.arange(shared)
-        allowed[r, col : col + shared, col : col + shared] = torch.ones(shared, shared, dtype=torch.bool).tril()
-        col += shared
-        ends = []  # per prompt: (its remainder's columns, its length)
-        for t in tokens:
-            n = len(t) - shared
-            rest = slice(col, col + n)
-            input_ids[r, rest] = torch.tensor(t[shared:], dtype=torch.long)
-            positions[r, rest] = torch.arange(shared, len(t))
-            allowed[r, rest, start : start + shared] = True
-            allowed[r, rest, rest] = torch.ones(n, n, dtype=torch.bool).tril()
-            ends.append((rest, len(t)))
-            col += n
-        spans = []
-        for prompt, answer in answers:
-            (rest, p), n = ends[prompt], len(answer)
-            own = slice(col, col + n)
-            input_ids[r, own] = torch.tensor(answer, dtype=torch.long)
-            positions[r, own] = torch.arange(p, p + n)
-            allowed[r, own, start : start + shared] = True
-            allowed[r, own, rest] = True
-            allowed[r, own, own] = torch.ones(n, n, dtype=torch.bool).tril()
-            predictor = rest.stop - 1 if rest.stop > rest.start else start + shared - 1
-            spans.append((col, predictor))
-            first_answer = min(first_answer, predictor)
-            col += n
+        spans = _lay_out_row(input_ids[r], allowed[r], positions[r], width - length, tokens, shared, answers)
+        first_answer = min(first_answer, *(predictor for _, predictor in spans))
         answer_spans.append(spans)
     keep = width - first_answer
     longest = max(len(a) for answers in row_answers for _, a in answers)

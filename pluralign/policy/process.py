@@ -54,28 +54,14 @@ def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
             return
         try:
             if op == "stream":
-                pieces = generator.stream(*args)
-                try:
-                    for piece in pieces:
-                        if cancel.is_set():
-                            raise Cancelled("the stream's reader went away")
-                        conn.send(("piece", piece))
-                finally:
-                    pieces.close()  # a generation still running stops at its next token
-                conn.send(("ok", None))
+                _send_stream(conn, generator, cancel, args)
             elif op == "generate":
                 conn.send(("ok", generator.generate(*args, cancel=cancel)))
             elif op == "generate_styled":
                 conn.send(("ok", generator.generate_styled(*args, cancel=cancel)))
             elif op == "load_adapter":
-                try:
-                    conn.send(("ok", generator.load_adapter(*args)))
-                except Exception as exc:
-                    if _drop_half_loaded(generator, args[0]):
-                        raise
-                    # the model is in a state no one should be served from: this child ends, the next call starts a clean one
-                    conn.send(("failed", (type(exc).__name__, f"{exc} (the generation process starts again)", True)))
-                    return
+                if not _load_adapter(conn, generator, args):
+                    return  # the next call starts a clean child
             elif op == "drop_adapter":
                 conn.send(("ok", generator.drop_adapter(*args)))
             else:
@@ -84,6 +70,34 @@ def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
             conn.send(("cancelled", str(exc)))
         except Exception as exc:  # the caller sees it; the child carries on
             conn.send(("failed", (type(exc).__name__, str(exc))))
+
+
+def _send_stream(conn, generator: Generator, cancel, args) -> None:
+    """Send each piece of `generator.stream(*args)`, then ("ok", None). Raises `Cancelled` once
+    `cancel` is set (the stream's reader went away)."""
+    pieces = generator.stream(*args)
+    try:
+        for piece in pieces:
+            if cancel.is_set():
+                raise Cancelled("the stream's reader went away")
+            conn.send(("piece", piece))
+    finally:
+        pieces.close()  # a generation still running stops at its next token
+    conn.send(("ok", None))
+
+
+def _load_adapter(conn, generator: Generator, args) -> bool:
+    """Load an adapter and send ("ok", name). A failed load whose remains were dropped raises (the
+    child carries on); False, its failure sent, when they could not be: the model is in a state no one
+    should be served from, so the child ends."""
+    try:
+        conn.send(("ok", generator.load_adapter(*args)))
+    except Exception as exc:
+        if _drop_half_loaded(generator, args[0]):
+            raise
+        conn.send(("failed", (type(exc).__name__, f"{exc} (the generation process starts again)", True)))
+        return False
+    return True
 
 
 def _drop_half_loaded(generator: Generator, name: str) -> bool:

@@ -385,28 +385,7 @@ class EMMixture:
         is not JSON or truncated, and for tensors whose shapes disagree with meta.json."""
         device = usable_device(device)
         folder = Path(folder)
-        path = folder / "meta.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{folder} is not an EM mixture artifact: no meta.json")
-        try:
-            raw = msgspec.json.decode(path.read_bytes())
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"{path}: not an artifact description: {exc}") from None
-        kind = raw.get("kind", "PAL checkpoint" if "variant" in raw else None) if isinstance(raw, dict) else None
-        if kind != "em-bt-mixture":
-            raise ValueError(f"{folder} holds {'a ' + repr(kind) if kind else 'no'} artifact, not an em-bt-mixture")
-        if raw.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{folder}: artifact schema em-bt-mixture v{raw.get('schema_version')}, expected v{SCHEMA_VERSION}")
-        try:
-            meta = msgspec.convert(raw, EMMeta)
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"{path}: not an em-bt-mixture description: {exc}") from None
-        if meta.encoder_id != encoder_id:
-            raise ValueError(f"{folder}: heads were trained on encoder {meta.encoder_id!r}, not {encoder_id!r}")
-        if dim is not None and meta.dim != dim:
-            raise ValueError(f"{folder}: heads expect {meta.dim}-d embeddings, the encoder gives {dim}")
-        if meta.features != FEATURES:
-            raise ValueError(f"{folder}: features {meta.features!r}, this code builds {FEATURES!r}")
+        meta = _read_meta(folder, encoder_id, dim)
         tensors = read_safetensors(folder / "heads.safetensors", device=str(device))
         shapes = {name: tuple(t.shape) for name, t in tensors.items()}
         if shapes.get("head_weights") != (meta.k, 2 * meta.dim) or shapes.get("log_mixing") != (meta.k,):
@@ -423,6 +402,34 @@ class EMMixture:
             model.fit_result.responsibilities = torch.tensor([r.posterior for r in rows], dtype=torch.float64, device=model.fit_result.head_weights.device)
         return model
 
+
+def _read_meta(folder: Path, encoder_id: str, dim: int | None) -> EMMeta:
+    """An EM artifact's meta.json, checked against what `EMMixture.load` is asked for. Raises
+    FileNotFoundError when there is none, ValueError naming the file or folder for another kind of
+    artifact, schema, encoder, dimension or features, or a file that is not a description."""
+    path = folder / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not an EM mixture artifact: no meta.json")
+    try:
+        raw = msgspec.json.decode(path.read_bytes())
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not an artifact description: {exc}") from None
+    kind = raw.get("kind", "PAL checkpoint" if "variant" in raw else None) if isinstance(raw, dict) else None
+    if kind != "em-bt-mixture":
+        raise ValueError(f"{folder} holds {'a ' + repr(kind) if kind else 'no'} artifact, not an em-bt-mixture")
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{folder}: artifact schema em-bt-mixture v{raw.get('schema_version')}, expected v{SCHEMA_VERSION}")
+    try:
+        meta = msgspec.convert(raw, EMMeta)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{path}: not an em-bt-mixture description: {exc}") from None
+    if meta.encoder_id != encoder_id:
+        raise ValueError(f"{folder}: heads were trained on encoder {meta.encoder_id!r}, not {encoder_id!r}")
+    if dim is not None and meta.dim != dim:
+        raise ValueError(f"{folder}: heads expect {meta.dim}-d embeddings, the encoder gives {dim}")
+    if meta.features != FEATURES:
+        raise ValueError(f"{folder}: features {meta.features!r}, this code builds {FEATURES!r}")
+    return meta
 
 
 def memberships(path: Path) -> list[tuple[int, bytes, UserMembership]]:

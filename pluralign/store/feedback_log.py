@@ -80,6 +80,20 @@ def _settle(tickets: list[_Ticket]) -> None:
                 t.future.set_result(t.entry)
 
 
+def _settle_in_their_loops(batch: list[_Ticket]) -> None:
+    """Wake the coroutines awaiting `batch`'s tickets (`append_async`): `_settle` runs once in each
+    of their event loops; a loop that has closed has nobody waiting any more."""
+    loops: dict[asyncio.AbstractEventLoop, list[_Ticket]] = {}
+    for t in batch:
+        if t.future is not None:
+            loops.setdefault(t.future.get_loop(), []).append(t)
+    for loop, tickets in loops.items():
+        try:
+            loop.call_soon_threadsafe(_settle, tickets)
+        except RuntimeError:  # that loop has closed
+            pass
+
+
 @dataclass
 class _Segment:
     live: int = 0  # pending entries in it
@@ -253,12 +267,8 @@ class FeedbackLog:
                     raise
                 segment = self._current
                 self._size += sum(len(t.frame) for t in batch)
-        except BaseException as exc:  # every writer of the round sees the failure: naming the log when it is no room
-            error = unavailable(exc, "the feedback log", str(self.folder), "written") or exc
-            if isinstance(exc, FileNotFoundError):  # its folder removed (`_rehome_if_removed` could not make a file)
-                error = StoreUnavailable("the feedback log", str(self.folder), "written", "missing", str(exc), exc.errno)
-            if self.problems is not None and error is not exc:
-                self.problems.failed(error)
+        except BaseException as exc:  # every writer of the round sees the failure
+            error = self._round_failure(exc)
         if error is None and self.problems is not None:
             self.problems.succeeded("the feedback log", "written")
         with self._cv:
@@ -269,17 +279,20 @@ class FeedbackLog:
                 t.done, t.error = True, error
             self.fsyncs += 1
             self._cv.notify_all()
-        loops: dict[asyncio.AbstractEventLoop, list[_Ticket]] = {}
-        for t in batch:
-            if t.future is not None:
-                loops.setdefault(t.future.get_loop(), []).append(t)
-        for loop, tickets in loops.items():
-            try:
-                loop.call_soon_threadsafe(_settle, tickets)
-            except RuntimeError:  # that loop has closed: nobody waits any more
-                pass
+        _settle_in_their_loops(batch)
         if error is None and self._size >= self.segment_bytes:
             self._rotate()
+
+    def _round_failure(self, exc: BaseException) -> BaseException:
+        """What the writers of a failed round are told: a StoreUnavailable naming the feedback log when
+        the disk is full, read-only or damaged, or its folder was removed (noted in `problems`); else
+        `exc` itself."""
+        error = unavailable(exc, "the feedback log", str(self.folder), "written") or exc
+        if isinstance(exc, FileNotFoundError):  # its folder removed (`_rehome_if_removed` could not make a file)
+            error = StoreUnavailable("the feedback log", str(self.folder), "written", "missing", str(exc), exc.errno)
+        if self.problems is not None and error is not exc:
+            self.problems.failed(error)
+        return error
 
     def _rehome_if_removed(self) -> None:
         """When segment files still holding pending records were removed from the folder (a cleanup of

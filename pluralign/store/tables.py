@@ -377,6 +377,9 @@ class Store:
             self.lease.confirm()
 
     def _open(self, name: str, schema: pa.Schema, exists: bool):
+        """The table `name`: made with `schema` when it does not exist, else opened, checked
+        (`_check_made_alike`) and upgraded (`_upgrade`). Raises StoreError (damaged, not ours, another
+        encoder's) or StoreUnavailable (an object store's endpoint, keys or bucket)."""
         try:
             if not exists:
                 made = schema
@@ -397,6 +400,13 @@ class Store:
                 raise
             raise StoreError(f"table `{name}` at {self.uri} cannot be opened (damaged or unreadable: {exc}); "
                              "restore the folder from a backup, or use another data folder") from None
+        self._check_made_alike(name, schema, found)
+        return self._upgrade_retrying(name, schema, table)
+
+    def _check_made_alike(self, name: str, schema: pa.Schema, found: dict[bytes, bytes]) -> None:
+        """Raise StoreError unless the table `name`, whose schema metadata is `found`, is one of ours
+        (its schema_version this release's or an earlier one's) made with this store's encoder
+        (encoder_id and dim as in `schema`'s metadata)."""
         refuse_newer(name, self.uri, found)
         for key, want in schema.metadata.items():
             have = found.get(key, b"").decode()
@@ -411,6 +421,10 @@ class Store:
                 f"{field}={want.decode()} (Store's `{field}`; the service's from its `encoder` setting): open it with "
                 "the encoder that made it, or use another data folder"
             )
+
+    def _upgrade_retrying(self, name: str, schema: pa.Schema, table):
+        """`_upgrade`, looking at the table again when its commit raced another process's; StoreError
+        after UPGRADE_ATTEMPTS such races, other storage errors as they came."""
         for attempt in range(UPGRADE_ATTEMPTS):
             try:
                 return self._upgrade(name, schema, table)

@@ -452,15 +452,16 @@ class Admin:
                 for tenant, user in [k for k in self._new if forget.user(*k)]:
                     self._new.pop((tenant, user), None)
         removed = 0
-        # with the records a later release wrote (unread, kept for it): rolled back after an upgrade, its jobs
-        # for the user still hold their data
-        for job in [*self.runner.list(limit=1_000_000), *self.runner.store.later()]:
-            user = job.params.get("user")
-            # a job queued after the user's DELETE (they came back) is theirs again
-            if not isinstance(user, str) or not forget.made_at(job.created_at).user(str(job.params.get("tenant", "default")), user):
-                continue
-            removed += sum(1 for p in self._job_files(job) if p.is_file())
-            self.runner.purge(job.id)
+        # the users' jobs, looked up by user (`JobStore.of_user`; by hash, each user a job is for is hashed), with
+        # the records a later release wrote (unread, kept for it): rolled back after an upgrade, its jobs for the
+        # user still hold their data
+        store = self.runner.store
+        keys = forget.keys | ({key for key in store.users() if forget(key)} if forget.hashes else set())
+        for key in keys:
+            for job in store.of_user(key):
+                if forget.made_at(job.created_at)(key):  # a job queued after the user's DELETE (they came back) is theirs again
+                    removed += sum(1 for p in self._job_files(job) if p.is_file())
+                    self.runner.purge(job.id)
         data = self.folder / "data"
         # never the population snapshots (`comparisons-<ms>.jsonl`), whatever a tenant is called (a key
         # issued before tenant names were checked may name `population`): a DELETE rewrites them instead

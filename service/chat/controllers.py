@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -358,58 +359,50 @@ def _cut_ending(rt: Runtime, cut: bool, sent: bool) -> tuple[bytes, ...]:
     return b"data: " + CHUNK_ENCODER.encode(error) + b"\n\n", b"data: [DONE]\n\n"
 
 
-async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Request | None = None):
-    """The SSE events of `make_events(gone)` produced on the scheduler and handed over as they come.
-    Waits for the first event, so a request that fails planning is still a plain 4xx. `gone` is set
-    when the client goes away: while the request waits for its first event (queued, planning; seen
-    with `request`) or once the returned async iterator is closed early. The producer then stops:
-    a generation still running stops at its next token (the events pass `gone` on as its cancel
-    event), one not started never runs, and the slot is free for the tenant's next chat."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    gone = threading.Event()
-
-    def produce() -> None:
-        try:
-            events = make_events(gone)  # plans the answer: a bad request raises here, before any event
-            chat = rt.chats.generating(gone)  # stopped by the service's cut too (its events then say so)
-        except BaseException:
-            loop.call_soon_threadsafe(queue.put_nowait, _END)
-            raise
-        ended = False  # every event produced: the chat was served whole, whenever its client left
-        sent = False  # an event was handed over: the stream's headers go (or went) with it
-        try:
-            with chat:
-                for event in events:
-                    if gone.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
-                    sent = True
-                else:
-                    ended = True
-        except Cancelled:  # stopped by `gone`: nobody reads the rest (unless the service stops, below)
-            pass
-        finally:
-            # read before _END (the relay sets `gone` too once it has read the end); not once every event
-            # was produced: a client that read [DONE] and closed before this thread got here left nothing
-            stopped = gone.is_set() and not ended and not chat.cut
-            events.close()  # a generation still running is cancelled (Generator.stream's finally)
-            cut = chat.cut and not ended
-            for event in (*_cut_ending(rt, cut, sent), _END):
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-            if stopped:
-                rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
-        if cut and not sent:  # before its first event (n > 1 generates every candidate first): no header is sent,
-            # so it is answered as a chat the stop found waiting, a plain 503 with Retry-After, which clients send again
-            raise stopping("the chat was stopped before it was finished (nothing was stored); send it again")
-
+def _produce(rt: Runtime, make_events, gone: threading.Event, put) -> None:
+    """Runs on the scheduler: `put`s each event of `make_events(gone)` (then `_END`) for
+    `scheduled_stream` to hand over, and stops once `gone` is set. Planning's errors (a bad request)
+    are raised before any event; a chat the service's stop cut before its first event raises
+    `stopping` (a plain 503); one cut later ends with an error event and [DONE]."""
     try:
-        future = rt.scheduler.submit(tenant, produce)
-    except Busy as exc:
-        raise _busy(exc) from None
-    except Stopping:
-        raise not_begun(rt) from None
+        events = make_events(gone)  # plans the answer: a bad request raises here, before any event
+        chat = rt.chats.generating(gone)  # stopped by the service's cut too (its events then say so)
+    except BaseException:
+        put(_END)
+        raise
+    ended = False  # every event produced: the chat was served whole, whenever its client left
+    sent = False  # an event was handed over: the stream's headers go (or went) with it
+    try:
+        with chat:
+            for event in events:
+                if gone.is_set():
+                    break
+                put(event)
+                sent = True
+            else:
+                ended = True
+    except Cancelled:  # stopped by `gone`: nobody reads the rest (unless the service stops, below)
+        pass
+    finally:
+        # read before _END (the relay sets `gone` too once it has read the end); not once every event
+        # was produced: a client that read [DONE] and closed before this thread got here left nothing
+        stopped = gone.is_set() and not ended and not chat.cut
+        events.close()  # a generation still running is cancelled (Generator.stream's finally)
+        cut = chat.cut and not ended
+        for event in (*_cut_ending(rt, cut, sent), _END):
+            put(event)
+        if stopped:
+            rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
+    if cut and not sent:  # before its first event (n > 1 generates every candidate first): no header is sent,
+        # so it is answered as a chat the stop found waiting, a plain 503 with Retry-After, which clients send again
+        raise stopping("the chat was stopped before it was finished (nothing was stored); send it again")
 
+
+async def _first_event(rt: Runtime, future, queue: asyncio.Queue, gone: threading.Event, request: Request | None):
+    """The first event `future`'s task puts on `queue` (`_END` when it ends without one). Raises a 503
+    (`stopping`) when the scheduler closed while the task still waited (it never runs), and ClientGone
+    when the client left first (seen with `request`) or this request was cancelled: `gone` is then set,
+    so a task not started never runs and one running stops at its next token."""
     first_event = asyncio.ensure_future(queue.get())
     left = asyncio.ensure_future(_disconnected(request)) if request is not None else None
     refused = asyncio.ensure_future(_refused(future))  # still waiting as the scheduler closed: never runs
@@ -427,10 +420,34 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
         if left is not None:
             left.cancel()
     if first_event.cancelled():  # (`gone` alone may be the service's cut, whose events tell the client)
-        if never_ran:  # one that ran is counted by `produce`
+        if never_ran:  # one that ran is counted by `_produce`
             rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
         raise ClientGone(detail="the client disconnected before the stream started")
-    first = first_event.result()
+    return first_event.result()
+
+
+async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Request | None = None):
+    """The SSE events of `make_events(gone)` produced on the scheduler and handed over as they come.
+    Waits for the first event, so a request that fails planning is still a plain 4xx. `gone` is set
+    when the client goes away: while the request waits for its first event (queued, planning; seen
+    with `request`) or once the returned async iterator is closed early. The producer then stops:
+    a generation still running stops at its next token (the events pass `gone` on as its cancel
+    event), one not started never runs, and the slot is free for the tenant's next chat."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    gone = threading.Event()
+
+    def put(event) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    try:
+        future = rt.scheduler.submit(tenant, functools.partial(_produce, rt, make_events, gone, put))
+    except Busy as exc:
+        raise _busy(exc) from None
+    except Stopping:
+        raise not_begun(rt) from None
+
+    first = await _first_event(rt, future, queue, gone, request)
     if first is _END:  # planning failed (a 4xx) or nothing came: the error is the response
         await asyncio.wrap_future(future)
 

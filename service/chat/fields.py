@@ -41,6 +41,19 @@ def check_neutral_fields(data: ChatRequest) -> None:
         raise bad_request(
             "response_format.type", f"only `text` is supported (no constrained decoding), got {shown(data.response_format.type)}", UNSUPPORTED
         )
+    _check_no_tools(data)
+    if data.modalities is not None and list(data.modalities) != ["text"]:
+        raise bad_request("modalities", f"only [\"text\"] is supported, got {shown(data.modalities)}", UNSUPPORTED)
+    for field in ("audio", "prediction", "web_search_options", "moderation"):
+        if getattr(data, field):
+            raise bad_request(field, "not supported; send null or omit it", UNSUPPORTED)
+    if data.metadata is not None and len(data.metadata) > 16:
+        raise bad_request("metadata", f"at most 16 keys, got {len(data.metadata)}")
+
+
+def _check_no_tools(data: ChatRequest) -> None:
+    """Raise a 400 naming the first of the tool and function fields (OpenAI's and its older names)
+    that asks for a call: no tools are available."""
     if data.tools:
         raise bad_request("tools", "tool calling is not supported; send [] or omit it", UNSUPPORTED)
     if data.tool_choice not in (None, "none", "auto"):
@@ -49,13 +62,6 @@ def check_neutral_fields(data: ChatRequest) -> None:
         raise bad_request("functions", "function calling is not supported; send [] or omit it", UNSUPPORTED)
     if data.function_call not in (None, "none", "auto"):
         raise bad_request("function_call", "no functions are available: only `none` or `auto`", UNSUPPORTED)
-    if data.modalities is not None and list(data.modalities) != ["text"]:
-        raise bad_request("modalities", f"only [\"text\"] is supported, got {shown(data.modalities)}", UNSUPPORTED)
-    for field in ("audio", "prediction", "web_search_options", "moderation"):
-        if getattr(data, field):
-            raise bad_request(field, "not supported; send null or omit it", UNSUPPORTED)
-    if data.metadata is not None and len(data.metadata) > 16:
-        raise bad_request("metadata", f"at most 16 keys, got {len(data.metadata)}")
 
 
 def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:

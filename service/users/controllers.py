@@ -207,6 +207,22 @@ NOT_RECORDED_RETRY_AFTER = 30  # seconds: `Retry-After` of a DELETE refused beca
 STOPPING_RETRY_AFTER = 5  # seconds: `Retry-After` of a DELETE refused as the service stops (another replica, or this one restarted)
 
 
+def _delete_storage_failure(request: Request, rt: Runtime, tenant: str, user_id: str, exc: OSError) -> Response:
+    """The 507 or 503 of a DELETE that met stored data it cannot read or write, saying whether the
+    DELETE began (recorded: the journal's pass finishes it) or not (send it again); `exc` re-raised
+    when it is no storage failure."""
+    failure = unavailable(exc, "the data folder", str(rt.settings.data_path), "written")
+    if failure is None:
+        raise exc
+    if failure is not exc:  # a file the service writes itself
+        rt.store.problems.failed(failure, watched=False)
+    if rt.delete_journal.unfinished(tenant, user_id) is not None:  # begun: the journal's pass finishes it
+        done = "the DELETE is recorded and the service finishes it by itself once the store is fixed (sending it again is safe)"
+    else:  # it never began (the store's turn failed first): nothing of the user was deleted
+        done = "nothing of the user was deleted; send the DELETE again later"
+    return storage_response(request, failure, done)
+
+
 @delete("/v1/users/{user_id:str}", status_code=200, responses=error_responses(404, 429, 503, 507), summary="Delete every trace of a user")
 async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     """Runs on the DELETEs' own thread, tenants in turn (`rt.deletes`): waiting for it holds no request
@@ -236,16 +252,7 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
         raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
                                           "send the DELETE again", headers={"Retry-After": "30"}) from None
     except OSError as exc:  # a table or file it reads or writes: no room, read-only, damaged
-        failure = unavailable(exc, "the data folder", str(rt.settings.data_path), "written")
-        if failure is None:
-            raise
-        if failure is not exc:  # a file the service writes itself
-            rt.store.problems.failed(failure, watched=False)
-        if rt.delete_journal.unfinished(tenant, user_id) is not None:  # begun: the journal's pass finishes it
-            done = "the DELETE is recorded and the service finishes it by itself once the store is fixed (sending it again is safe)"
-        else:  # it never began (the store's turn failed first): nothing of the user was deleted
-            done = "nothing of the user was deleted; send the DELETE again later"
-        return storage_response(request, failure, done)
+        return _delete_storage_failure(request, rt, tenant, user_id, exc)
     except ForgetIncomplete as exc:  # every other step ran; its journal entry stays for the next pass
         log.error("DELETE of a user of tenant %s: %s; the journal's pass tries again", tenant, exc)
         files = f"{len(exc.failures)} population file{'s' if len(exc.failures) > 1 else ''}"

@@ -995,6 +995,46 @@ def _distinct(answers: list[str]) -> list[str]:
     return list(first.values())
 
 
+def _supplied_pairs(rt: Runtime, pool: list[tuple[str, list[str]]]):
+    """A supplied pool laid out for `next_comparison`: (prompts, answers, prompt_vec (M, d),
+    answer_vec (M, d), first, second), one row per answer, and each pair of an item's answers as
+    indices (first[k], second[k]) into those rows."""
+    from pluralign.user.active import all_pairs
+
+    # each answer of an item once (answer_key: NFC and NFD, invisible characters): two spellings of one
+    # answer are never a pair, nor do they make one pair count twice
+    pool = [(prompt, _distinct(answers)) for prompt, answers in pool]
+    prompts = [prompt for prompt, answers in pool for _ in answers]
+    answers = [a for _, answers in pool for a in answers]
+    vectors = rt.encoder.encode([*(p for p, _ in pool), *answers])
+    prompt_vec = np.repeat(vectors[: len(pool)], [len(a) for _, a in pool], axis=0)  # (M, d)
+    answer_vec = vectors[len(pool) :]
+    first, second, start = [], [], 0
+    for _, item in pool:
+        a, b = all_pairs(len(item))
+        first += (a + start).tolist()
+        second += (b + start).tolist()
+        start += len(item)
+    return prompts, answers, prompt_vec, answer_vec, first, second
+
+
+def _population_bits(rt: Runtime, tenant: str, user_id: str, model, particles: Particles, diffs: np.ndarray) -> np.ndarray:
+    """(P,) bits each candidate pair (`diffs`, (P, D): first answer's features minus second's) carries
+    about which of the known users (`particles`, each their own group) this user is like, weighted by
+    how well each predicts the user's newest `POPULATION_HISTORY` comparisons and ties."""
+    from pluralign.user.active import group_information, particle_posterior
+    from pluralign.user.features import response_features
+
+    history = rt.store.history(tenant, user_id)
+
+    def predicted(parts) -> np.ndarray:  # (N, U): each known user's predictive that the first answer wins
+        prompt, chosen, rejected, chosen_texts, rejected_texts = (part[-POPULATION_HISTORY:] for part in parts)
+        return particles.predictive(model.design(prompt, chosen, rejected, response_features(chosen_texts), response_features(rejected_texts)))
+
+    likeness = particle_posterior(predicted(history.comparison_set()), predicted(history.tie_set()))  # a tie: like the indifferent ones
+    return group_information(particles.predictive(diffs), likeness, particles.groups)
+
+
 def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str, list[str]]] | None,
                     target: str = "coefficients") -> NextComparison:
     """The most informative pair of answers to one prompt for this user (`pluralign.user.active`),
@@ -1017,34 +1057,14 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     pairs that tell most about the others. `worth_asking` still reads BALD's best pair, so it keeps
     its meaning (whether the user's model is still uncertain).
     Raises a 400 naming `pool` when there is nothing to choose from."""
-    from pluralign.user.active import (
-        all_pairs,
-        group_information,
-        pair_information,
-        particle_posterior,
-        predictive_information,
-    )
-    from pluralign.user.features import response_features
+    from pluralign.user.active import pair_information, predictive_information
     from service.errors import bad_request
 
     weights = user_weights(rt, tenant, user_id)
     rewards = weights.rewards or rt.rewards
     model = rewards.user_model
     if pool is not None:
-        # each answer of an item once (answer_key: NFC and NFD, invisible characters): two spellings of one
-        # answer are never a pair, nor do they make one pair count twice
-        pool = [(prompt, _distinct(answers)) for prompt, answers in pool]
-        prompts = [prompt for prompt, answers in pool for _ in answers]
-        answers = [a for _, answers in pool for a in answers]
-        vectors = rt.encoder.encode([*(p for p, _ in pool), *answers])
-        prompt_vec = np.repeat(vectors[: len(pool)], [len(a) for _, a in pool], axis=0)  # (M, d)
-        answer_vec = vectors[len(pool) :]
-        first, second, start = [], [], 0
-        for _, item in pool:
-            a, b = all_pairs(len(item))
-            first += (a + start).tolist()
-            second += (b + start).tolist()
-            start += len(item)
+        prompts, answers, prompt_vec, answer_vec, first, second = _supplied_pairs(rt, pool)
         source = "supplied"
     done = {frozenset((answer_key(r["chosen"]), answer_key(r["rejected"]))) for r in rt.store.history(tenant, user_id).rows}
     # two answers a person can tell apart (an answer stored before blank ones were refused is never shown),
@@ -1093,15 +1113,11 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     particles = population_particles(rt, tenant, user_id, rewards) if target == "population" else None
     bits, criterion = None, "coefficients"
     if particles is not None and len(particles) >= 2:
-        history = rt.store.history(tenant, user_id)
-        def predicted(parts) -> np.ndarray:  # (N, U): each known user's predictive that the first answer wins
-            prompt, chosen, rejected, chosen_texts, rejected_texts = (part[-POPULATION_HISTORY:] for part in parts)
-            return particles.predictive(model.design(prompt, chosen, rejected, response_features(chosen_texts), response_features(rejected_texts)))
-        likeness = particle_posterior(predicted(history.comparison_set()), predicted(history.tie_set()))  # a tie: like the indifferent ones
-        bits = group_information(particles.predictive(x[a] - x[b]), likeness, particles.groups)
-        criterion = "population"
-        if bits.max() < rt.settings.compare_min_bits:  # the known users cannot tell this user apart: ask about the user's own model
-            bits, criterion = None, "coefficients"
+        bits = _population_bits(rt, tenant, user_id, model, particles, x[a] - x[b])
+        if bits.max() >= rt.settings.compare_min_bits:
+            criterion = "population"
+        else:  # the known users cannot tell this user apart: ask about the user's own model
+            bits = None
     worth = None
     if bits is None:
         pooled = pooled_prior_of(rt, tenant, rewards) if weights.state is None else None  # a fitted user's posterior holds it

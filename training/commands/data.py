@@ -97,6 +97,48 @@ def import_chunks(lines: list[bytes], max_rows: int = IMPORT_CHUNK, max_bytes: i
     return chunks
 
 
+def _indexes_by_user(args: argparse.Namespace, records: list, where: list[str]) -> dict[str, list[int]]:
+    """Each user's records, as indexes into `records` (and `where`), in the file's order. Raises
+    ValueError naming the line of a user id the service does not take (before anything is sent: the
+    service would refuse it after earlier users were stored)."""
+    from pluralign.data.record import USER_ID, USER_ID_RULE
+
+    by_user: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        if not USER_ID.fullmatch(record.user_id):
+            raise ValueError(f"--path {args.path}: {where[i]}, field `user_id`: {record.user_id!r}: {USER_ID_RULE} (nothing was sent)")
+        by_user.setdefault(record.user_id, []).append(i)
+    return by_user
+
+
+def _refusal(args: argparse.Namespace, r, user: str, sent: list[str], so_far: str, again: str) -> ValueError:
+    """The error for a chunk the service did not store (`r` not a 201): of --key for a 401 or 403
+    (the key, not the rows, whichever user was being sent); else naming the refused row's line in
+    --path when the service's message names it, or the lines `sent`."""
+    if r.status_code in (401, 403):
+        why = ("not a key of this service (`pluralign keys create --tenant NAME` where it runs issues one)"
+               if r.status_code == 401 else "an admin key reaches only /admin routes: give a tenant key")
+        return ValueError(f"--key: {args.url} refused it ({r.status_code}: {_message(r)}): {why} ({so_far})")
+    row = _refused_row(r, sent)
+    if row is not None:
+        return ValueError(f"--path {args.path}: {row} (user {user!r}; the service refused it with {r.status_code}; "
+                          f"{so_far}; {again})")
+    rows = sent[0] if len(sent) == 1 else f"{sent[0]} to {sent[-1]}"
+    from pluralign.data.text import shorten
+
+    return ValueError(f"the service refused user {user!r} ({r.status_code}) for --path {args.path} {rows}: "
+                      f"{shorten(r.text, 300)} ({so_far}; {again})")
+
+
+def _stored_count(args: argparse.Namespace, r, so_far: str) -> int:
+    """How many rows a 201 says were stored; ValueError naming --url when it is not pluralign's answer."""
+    try:
+        return len(msgspec.json.decode(r.content)["stored"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        raise ValueError(f"--url {args.url}: answered 201 without pluralign's `stored` list: is it a pluralign service? "
+                         f"({so_far})") from None
+
+
 def import_(args: argparse.Namespace) -> int:
     """POST each user's rows to the service, in chunks; the summary counts what it stored. A row
     the service cannot take is an error naming its line in --path (and the field), found before
@@ -114,17 +156,12 @@ def import_(args: argparse.Namespace) -> int:
     import httpx
 
     from pluralign.data.io import preference_row
-    from pluralign.data.record import USER_ID, USER_ID_RULE
 
     key = args.key or os.environ.get("PLURALIGN_KEY")
     if not key:
         raise ValueError("--key (or PLURALIGN_KEY) is required: a tenant key of the receiving service")
     records, _, where = _load_located(args)
-    by_user: dict[str, list[int]] = {}  # each user's records, as indexes into `records` (and `where`)
-    for i, record in enumerate(records):
-        if not USER_ID.fullmatch(record.user_id):  # the service would refuse it after earlier users were stored
-            raise ValueError(f"--path {args.path}: {where[i]}, field `user_id`: {record.user_id!r}: {USER_ID_RULE} (nothing was sent)")
-        by_user.setdefault(record.user_id, []).append(i)
+    by_user = _indexes_by_user(args, records, where)
     stored, users_stored = 0, 0
 
     def so_far() -> str:
@@ -149,26 +186,9 @@ def import_(args: argparse.Namespace) -> int:
                         middle = (start + stop) // 2
                         pending += [(middle, stop), (start, middle)]
                         continue
-                    if r.status_code in (401, 403):  # the key, not the rows: said of --key, whichever user was being sent
-                        why = ("not a key of this service (`pluralign keys create --tenant NAME` where it runs issues one)"
-                               if r.status_code == 401 else "an admin key reaches only /admin routes: give a tenant key")
-                        raise ValueError(f"--key: {args.url} refused it ({r.status_code}: {_message(r)}): {why} ({so_far()})")
                     if r.status_code != 201:
-                        sent = [where[i] for i in indexes[start:stop]]
-                        row = _refused_row(r, sent)
-                        if row is not None:
-                            raise ValueError(f"--path {args.path}: {row} (user {user!r}; the service refused it with {r.status_code}; "
-                                             f"{so_far()}; {again})")
-                        rows = sent[0] if len(sent) == 1 else f"{sent[0]} to {sent[-1]}"
-                        from pluralign.data.text import shorten
-
-                        raise ValueError(f"the service refused user {user!r} ({r.status_code}) for --path {args.path} {rows}: "
-                                         f"{shorten(r.text, 300)} ({so_far()}; {again})")
-                    try:
-                        count = len(msgspec.json.decode(r.content)["stored"])
-                    except (msgspec.DecodeError, KeyError, TypeError):
-                        raise ValueError(f"--url {args.url}: answered 201 without pluralign's `stored` list: is it a pluralign service? "
-                                         f"({so_far()})") from None
+                        raise _refusal(args, r, user, [where[i] for i in indexes[start:stop]], so_far(), again)
+                    count = _stored_count(args, r, so_far())
                     if count and not user_stored:
                         users_stored += 1
                     stored, user_stored = stored + count, user_stored + count

@@ -83,25 +83,31 @@ def run(args: argparse.Namespace) -> int:
                       active_target=args.active_target or "coefficients")
     bar.close()
     if not args.json:
-        print(f"model {report['model']} on {report['protocol']}: {report['seen_users']} seen, {report['unseen_users']} unseen users")
-        print(f"  seen macro acc   {report['seen_macro_acc']:.3f}")
-        print(f"  seen pooled acc  {report['seen_pooled_acc']:.3f}")
-        for k, acc in report["unseen_acc_by_k"].items():
-            extra = f"   active {report['unseen_active_acc_by_k'][k]:.3f}" if k in report.get("unseen_active_acc_by_k", {}) else ""
-            print(f"  unseen k={k:<4}     {acc:.3f}{extra}")
-        for g, acc in report["group_acc"].items():
-            print(f"  group {g:<12} {acc:.3f}  ({report['group_pairs'][g]} pairs)")
-        print(f"  worst group      {report['worst_group_acc']:.3f}")
-        selection = getattr(model, "selection", None)  # a mixture that chose its K (model_selection.KSelected)
-        if selection is not None:
-            print(f"  K selected       {selection.k_selected}  ({selection.rule}; best K {selection.k_best})")
-            for line in selection.table():
-                print("  " + line)
-        if "ari" in report:
-            print(f"  ARI              {report['ari']:.3f}")
-        print(f"  seconds          {report['seconds']:.1f}")
+        _print_summary(report, model)
     print_json(report)
     return 0
+
+
+def _print_summary(report: dict, model) -> None:
+    """The report in lines a person reads (before its JSON line): accuracies seen and unseen per k,
+    per group, the K a mixture selected (its table), ARI and seconds."""
+    print(f"model {report['model']} on {report['protocol']}: {report['seen_users']} seen, {report['unseen_users']} unseen users")
+    print(f"  seen macro acc   {report['seen_macro_acc']:.3f}")
+    print(f"  seen pooled acc  {report['seen_pooled_acc']:.3f}")
+    for k, acc in report["unseen_acc_by_k"].items():
+        extra = f"   active {report['unseen_active_acc_by_k'][k]:.3f}" if k in report.get("unseen_active_acc_by_k", {}) else ""
+        print(f"  unseen k={k:<4}     {acc:.3f}{extra}")
+    for g, acc in report["group_acc"].items():
+        print(f"  group {g:<12} {acc:.3f}  ({report['group_pairs'][g]} pairs)")
+    print(f"  worst group      {report['worst_group_acc']:.3f}")
+    selection = getattr(model, "selection", None)  # a mixture that chose its K (model_selection.KSelected)
+    if selection is not None:
+        print(f"  K selected       {selection.k_selected}  ({selection.rule}; best K {selection.k_best})")
+        for line in selection.table():
+            print("  " + line)
+    if "ari" in report:
+        print(f"  ARI              {report['ari']:.3f}")
+    print(f"  seconds          {report['seconds']:.1f}")
 
 
 def register(sub) -> None:

@@ -27,8 +27,8 @@ from training.common import (
     DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
     SEED_HELP,
-    AtLeastOne,
     add_encoder_args,
+    add_k_args,
     cached_encoder,
     check_encoder,
     check_k_options,
@@ -38,6 +38,7 @@ from training.common import (
     number,
     persona_groups,
     print_json,
+    print_k_choice,
 )
 
 
@@ -78,10 +79,7 @@ def run(args: argparse.Namespace) -> int:
     model, selection, _ = search_k(fit, score, search, n_pairs=len(val))
     bar.close()
     metrics = by_k[str(selection.k_selected)]
-    if not args.k or len(args.k) > 1:
-        print(f"em: {search.describe()}; K = {selection.k_selected} selected ({selection.rule})", file=sys.stderr)
-        for line in selection.table():
-            print(line, file=sys.stderr)
+    print_k_choice("em", args.k, search, selection)
     try:
         out = model.save(args.out, encoder_id=encoder.encoder_id)
     except ArtifactBusy as exc:  # another trainer is saving into --out now
@@ -106,11 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("em", help="EM mixture of K Bradley-Terry reward heads (MaxMin-RLHF)")
-    p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
-                   help="reward heads, at most the number of training users; several values: keep the smallest K within one standard error of the best held-out "
-                        "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
-    p.add_argument("--k-max", type=int, action=AtLeastOne, default=None,
-                   help="without --k: the largest K the search may try (default 12, never above the number of training users)")
+    add_k_args(p, "reward heads")
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")

@@ -28,8 +28,8 @@ from training.common import (
     DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
     SEED_HELP,
-    AtLeastOne,
     add_encoder_args,
+    add_k_args,
     cached_encoder,
     check_encoder,
     check_k_options,
@@ -39,6 +39,7 @@ from training.common import (
     number,
     persona_groups,
     print_json,
+    print_k_choice,
 )
 
 
@@ -102,10 +103,7 @@ def run(args: argparse.Namespace) -> int:
     result, selection, _ = search_k(fit, score, search, n_pairs=len(val))
     k = selection.k_selected
     metrics = runs[str(k)]
-    if not args.k or len(args.k) > 1:
-        print(f"pal-{args.variant}: {search.describe()}; K = {k} selected ({selection.rule})", file=sys.stderr)
-        for line in selection.table():
-            print(line, file=sys.stderr)
+    print_k_choice(f"pal-{args.variant}", args.k, search, selection)
     out = Path(args.out)
     try:
         save_pal(out, result.model, result.user_weights, encoder.encoder_id, metrics)
@@ -125,11 +123,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("pal", help="PAL mixture reward model (ideal points or prompt-conditioned prototypes)")
     p.add_argument("--variant", choices=["a", "b"], default="a", help="a: ideal point; b: prompt-conditioned cosine")
-    p.add_argument("--k", type=int, nargs="+", action=AtLeastOne, default=None,
-                   help="prototypes, at most the number of training users; several values: keep the smallest K within one standard error of the best held-out "
-                        "log-likelihood; default: chosen the same way from K = 1, 2, ... (see --k-max)")
-    p.add_argument("--k-max", type=int, action=AtLeastOne, default=None,
-                   help="without --k: the largest K the search may try (default 12, never above the number of training users)")
+    add_k_args(p, "prototypes")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")

@@ -23,14 +23,12 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import msgspec
 
-from training.common import PROGRESS_ENV
 from training.jobs.kinds import KINDS, JobKind
 from training.jobs.record import Job
-from training.jobs.runner import JOB_ENV, LocalJobRunner, RunnerConfig, cause_env
+from training.jobs.runner import LocalJobRunner, RunnerConfig
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +141,8 @@ class RayJobRunner(LocalJobRunner):
             log.info("attached to running job %s on Ray", job.id)
 
     def _start_worker(self, job: Job) -> None:
-        kind = self.kinds.get(job.kind)
-        if kind is None:
-            raise ValueError(f"unknown job kind {job.kind!r}")
-        artifact = Path(self.config.folder) / "artifacts" / job.id
-        artifact.mkdir(parents=True, exist_ok=True)
-        argv = kind.command(job, artifact)
-        threads = str(max(1, int(kind.cpus)))
-        env = {PROGRESS_ENV: "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id, **cause_env(job)}
+        kind, artifact, argv = self._worker_of(job)
+        env = self._worker_env(job, max(1, int(kind.cpus)))
         resources = f"cpus={kind.cpus:g} gpus={kind.gpus:g} memory={kind.memory_mb}MB"
         placed = f"on Ray ({resources}), attempt {job.attempts + 1}: $ " + " ".join(argv[1:])
         self.store.path(job.id, "out").write_bytes(b"")  # a new attempt's output only

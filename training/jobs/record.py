@@ -68,6 +68,13 @@ class JobNamed(msgspec.Struct):
     created_at: float = 0.0  # unknown: before any DELETE
 
 
+def user_key(params: dict) -> str | None:
+    """Whom a job is for, as population files and deletions name a training user (`tenant/user`; the
+    tenant `default` when its params name none), from its `params`; None for a job for no one user."""
+    user = params.get("user")
+    return f"{params.get('tenant', 'default')}/{user}" if isinstance(user, str) else None
+
+
 job_encoder = msgspec.json.Encoder()
 job_decoder = msgspec.json.Decoder(Job)
 _version_decoder = msgspec.json.Decoder(_Versioned)

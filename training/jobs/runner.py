@@ -288,17 +288,26 @@ class LocalJobRunner:
                 log.exception("job %s could not start", job.id)
                 self._record(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}", finished_at=time.time()))
 
-    def _start_worker(self, job: Job) -> None:
+    def _worker_of(self, job: Job) -> tuple[JobKind, Path, list[str]]:
+        """The job's kind, its artifact folder (made here) and its worker's command line. Raises
+        ValueError for a kind this runner does not know."""
         kind = self.kinds.get(job.kind)
         if kind is None:
             raise ValueError(f"unknown job kind {job.kind!r}")
         artifact = Path(self.config.folder) / "artifacts" / job.id
         artifact.mkdir(parents=True, exist_ok=True)
-        argv = kind.command(job, artifact)
-        threads = str(self.config.worker_threads)
-        env = {**os.environ, PROGRESS_ENV: "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-               "OPENBLAS_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id,
-               **cause_env(job)}
+        return kind, artifact, kind.command(job, artifact)
+
+    def _worker_env(self, job: Job, threads: int) -> dict[str, str]:
+        """The variables a job's worker gets (a local one beside this process's own): progress lines on,
+        `threads` for each math library, the Hub offline, the runner's `env`, the job's id and its cause."""
+        n = str(threads)
+        return {PROGRESS_ENV: "1", "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id, **cause_env(job)}
+
+    def _start_worker(self, job: Job) -> None:
+        _, artifact, argv = self._worker_of(job)
+        env = {**os.environ, **self._worker_env(job, self.config.worker_threads)}
         # held open, readable: what the worker writes is read from these, so a cleanup that removes the
         # files (`*.log`) while it runs takes neither its progress nor its result
         out = open(self.store.path(job.id, "out"), "w+b")

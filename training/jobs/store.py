@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import write_atomic
-from training.jobs.record import ACTIVE_STATES, Job, JobNamed, LaterSchema, decode_job, job_encoder
+from training.jobs.record import ACTIVE_STATES, Job, JobNamed, LaterSchema, decode_job, job_encoder, user_key
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ class JobStore:
         self._jobs: dict[str, Job] = {}
         self._active: set[str] = set()  # the ids of queued and running jobs, kept with `_jobs` (`active`)
         self._later: dict[str, JobNamed] = {}  # records a later release wrote: kept on disk, unread, but not for a deleted user
+        # `tenant/user` -> the ids of the jobs (and later records) for that user (`user_key`), kept with `_jobs` and
+        # `_later`: a DELETE looks its user's jobs up (`of_user`) instead of reading every record
+        self._by_user: dict[str, set[str]] = {}
         for path in sorted(self.folder.glob("*.job.json")):
             try:
                 job = decode_job(path.read_bytes())
@@ -36,6 +39,7 @@ class JobStore:
                 log.error("skipping unreadable job record %s: %s", path, exc)
                 if path.name == f"{exc.named.id}.job.json":  # its other files are found by its id
                     self._later[exc.named.id] = exc.named
+                    self._index(exc.named.id, user_key(exc.named.params))
                 continue
             except (msgspec.DecodeError, ValueError) as exc:
                 log.error("skipping unreadable job record %s: %s", path, exc)
@@ -72,6 +76,8 @@ class JobStore:
 
     def _keep(self, job: Job) -> None:
         """Hold `job` as its latest state (under the lock)."""
+        if job.id not in self._jobs:  # its params, and so whom it is for, never change
+            self._index(job.id, user_key(job.params))
         self._jobs[job.id] = job
         if job.state in ACTIVE_STATES:
             self._active.add(job.id)
@@ -91,6 +97,20 @@ class JobStore:
         (a DELETE asks at each call; finished jobs pile up until their retention ends)."""
         with self._lock:
             return sorted((self._jobs[i] for i in self._active), key=lambda j: (j.created_at, j.id))
+    def _index(self, job_id: str, key: str | None) -> None:
+        if key is not None:
+            self._by_user.setdefault(key, set()).add(job_id)
+
+    def users(self) -> list[str]:
+        """Every user (`tenant/user`, `user_key`) a held job or a later release's record is for."""
+        with self._lock:
+            return list(self._by_user)
+
+    def of_user(self, key: str) -> list[Job | JobNamed]:
+        """The held jobs, and the later release's records (`later`), for user `key` (`tenant/user`, `user_key`)."""
+        with self._lock:
+            return [self._jobs[i] if i in self._jobs else self._later[i] for i in self._by_user.get(key, ())]
+
     def later(self) -> list[JobNamed]:
         """Whom each record a later release wrote names (records this one does not read, and keeps on
         disk for it): a DELETE of a user they name `remove`s them all the same."""
@@ -102,7 +122,13 @@ class JobStore:
         with self._lock:
             job = self._jobs.pop(job_id, None)
             self._active.discard(job_id)
-            self._later.pop(job_id, None)
+            named = self._later.pop(job_id, None)
+            held = job if job is not None else named
+            key = user_key(held.params) if held is not None else None
+            if key is not None:
+                self._by_user[key].discard(job_id)
+                if not self._by_user[key]:
+                    del self._by_user[key]
             for suffix in ("job.json", "log", "out", "result.json"):
                 self.path(job_id, suffix).unlink(missing_ok=True)
         return job
