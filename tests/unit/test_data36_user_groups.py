@@ -8,7 +8,6 @@ import pytest
 
 from tests.unit.test_newuser31_cli import one_error_line, pluralign
 
-
 BLANK = "a user id must not be empty (it has no visible character)"
 
 
