@@ -162,12 +162,15 @@ class Ingestor:
         log is closed (the service stopping) none: what is pending stays in its files for the next start.
 
         `deadline` (`time.monotonic()` seconds; None: none): raises StillMoving once it passes, while
-        waiting for the worker's batch or before a further batch of its own, with rows still pending. A
+        waiting for the worker's batch or before a further batch of its own, with rows still pending (none
+        pending when the worker's lock is not had in time: 0, nothing to wait for). A
         batch it began (at most `batch_rows` rows: one encoder call and one commit) is not cut short, so
         the call may end that long after the deadline."""
         total = 0
         if not self._worker.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
-            raise StillMoving(self.pending_rows(tenant))
+            if rows := self.pending_rows(tenant):  # none: the worker holds its lock with nothing left (a row
+                raise StillMoving(rows)            # leaves `pending` only once committed): nothing to wait for
+            return 0
         try:
             upto = self.log.last_seq()
             while upto is not None and not self.log.closed and (entries := self._bounded(self.log.oldest(self.batch, tenant, upto))):

@@ -32,3 +32,18 @@ def test_the_wait_bounds_moving_the_feedback_before_the_audit(serve):
         r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "wait": 0})
         assert r.status_code == 202, r.text
         admin.post(f"/admin/jobs/{r.json()['job']['id']}/cancel")
+
+
+def test_a_worker_busy_with_nothing_of_the_tenants_left_is_no_backlog(serve):
+    """The worker holding its lock (a batch finishing, or another tenant's) while nothing acknowledged is
+    waiting: the audit is queued at once, even with `wait` 0. Before: a 503 saying "0 acknowledged feedback
+    rows still being moved" (the lock not taken within the wait was read as a backlog; the suite saw it
+    when the worker was still settling after moving the first test's rows)."""
+    _, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    rt = svc.runtime
+    with server, svc.client("admin") as admin:
+        with rt.ingest.paused():
+            assert rt.ingest.pending_rows() == 0
+            r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "wait": 0}, timeout=20)
+        assert r.status_code == 202, r.text
+        admin.post(f"/admin/jobs/{r.json()['job']['id']}/cancel")
