@@ -265,17 +265,20 @@ class FeedbackLog:
                 except BaseException:
                     self._drop_unacknowledged()
                     raise
-                segment = self._current
                 self._size += sum(len(t.frame) for t in batch)
+                # registered before `_io` is let go: a rewrite of the segment (`forget_user`, another user's
+                # DELETE) keeps only what is pending, so a round written but not yet pending would be cut
+                # from the file (acknowledged, lost at the next start) or its segment removed under it
+                with self._cv:
+                    for t in batch:
+                        t.entry = Entry(self._next_seq(), self._current, t.rows)
+                        self._register(t.entry)
         except BaseException as exc:  # every writer of the round sees the failure
             error = self._round_failure(exc)
         if error is None and self.problems is not None:
             self.problems.succeeded("the feedback log", "written")
         with self._cv:
             for t in batch:
-                if error is None:
-                    t.entry = Entry(self._next_seq(), segment, t.rows)
-                    self._register(t.entry)
                 t.done, t.error = True, error
             self.fsyncs += 1
             self._cv.notify_all()
