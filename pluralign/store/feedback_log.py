@@ -31,6 +31,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -373,15 +374,15 @@ class FeedbackLog:
 
     # ---- the pending index ------------------------------------------------------------------
 
-    def oldest(self, limit: int, tenant: str | None = None, upto: int | None = None) -> list[Entry]:
-        """Up to `limit` pending entries, oldest first: of `tenant` only (None: any), and with `seq`
-        at most `upto` (None: any)."""
+    def oldest(self, limit: int, tenant: str | None = None, upto: int | None = None, skip: Collection[UserKey] = ()) -> list[Entry]:
+        """Up to `limit` pending entries, oldest first: of `tenant` only (None: any), with `seq` at most
+        `upto` (None: any), and of no user in `skip`."""
         with self._cv:
             out = []
             for entry in self.pending.values():
                 if upto is not None and entry.seq > upto:
                     break  # pending is in seq order
-                if tenant is not None and entry.key[0] != tenant:
+                if (tenant is not None and entry.key[0] != tenant) or entry.key in skip:
                     continue
                 out.append(entry)
                 if len(out) == limit:
