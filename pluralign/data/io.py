@@ -205,6 +205,7 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
     for field in ("chosen", "rejected") if implicit else ("prompt", "chosen", "rejected"):
         if field not in row:
             raise PreferenceError(line, field, "missing required field")
+        row[field] = _without_null_keys(row[field])
         messages_to_text(row[field], field, line)  # validates the form
     if isinstance(row["chosen"], str) != isinstance(row["rejected"], str):
         raise PreferenceError(line, "rejected", "`chosen` and `rejected` must both be strings or both message lists")
@@ -489,9 +490,17 @@ def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -
     if isinstance(attributes, list):
         row["attributes"] = dict((a["key"], a["value"]) if isinstance(a, dict) else a for a in attributes)
     for field in ("prompt", "chosen", "rejected"):
-        if isinstance(row.get(field), list):
-            row[field] = [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in row[field]]
+        if field in row:
+            row[field] = _without_null_keys(row[field])
     return row
+
+
+def _without_null_keys(messages: Any) -> Any:
+    """A message list without the keys whose value is null: absent, as Arrow gives a key some other message
+    of the file has (`datasets` writes them so to JSON lines too: `"name": null`). Anything else as it is."""
+    if not isinstance(messages, list):
+        return messages
+    return [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in messages]
 
 
 class _Malformed:
