@@ -69,31 +69,37 @@ EXPORT_LINE_TYPES = ("user", "preference", "interaction")
 # the keys a TRL message takes: any other is refused, as a row's own unknown key (`UNKNOWN_FIELD`)
 MESSAGE_KEYS = ("role", "content")
 UNKNOWN_MESSAGE_KEY = "unknown field (a message takes `role` and `content`; README, 'Preference files')"
+CONTENT_PARTS = "a list of content parts (text, images) is not taken: give the message's text as one string"
 
 
 def messages_to_text(value: Any, field: str, line: int) -> str:
     """Flatten a TRL conversational field (a list of {role, content}) into plain text.
 
-    Raises PreferenceError naming the message (`chosen[1]`) for one without a string `content`, its
-    `role` (`chosen[1].role`) when that is not a string, and a key it does not take (`chosen[1].foo`,
-    cut to 64 characters) as a row's unknown key is: never silently dropped."""
+    Raises PreferenceError naming a key the message does not take (`chosen[1].foo`, `chosen[1].tool_calls`,
+    cut to 64 characters) as a row's unknown key is: never silently dropped; then its `content` when that is a
+    list of parts (`chosen[1].content`), the message (`chosen[1]`) for one without a string `content`, and
+    its `role` (`chosen[1].role`) when that is not a string. A key whose value is null is absent."""
     if isinstance(value, str):
         return value
     if not isinstance(value, list) or not value:
         raise PreferenceError(line, field, "expected a string or a non-empty list of messages")
     parts = []
     for i, message in enumerate(value):
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+        if not isinstance(message, dict):
             raise PreferenceError(line, f"{field}[{i}]", "expected a message object with a string `content`")
-        for key in message:
-            if key not in MESSAGE_KEYS:
+        for key in message:  # first: a tool call's `content` is null, its `tool_calls` what to name
+            if key not in MESSAGE_KEYS and message[key] is not None:
                 raise PreferenceError(line, f"{field}[{i}].{shorten(str(key), 64, '...')}", UNKNOWN_MESSAGE_KEY)
-        if "role" in message and not isinstance(message["role"], str):
+        if isinstance(message.get("content"), list):  # TRL's vision form, OpenAI's content parts
+            raise PreferenceError(line, f"{field}[{i}].content", CONTENT_PARTS)
+        if not isinstance(message.get("content"), str):
+            raise PreferenceError(line, f"{field}[{i}]", "expected a message object with a string `content`")
+        if message.get("role") is not None and not isinstance(message["role"], str):
             raise PreferenceError(line, f"{field}[{i}].role", "expected a string (`user`, `assistant`, ...)")
         parts.append(message["content"])
     if len(value) == 1:
         return parts[0]
-    roles = [m.get("role", "user") for m in value]
+    roles = ["user" if m.get("role") is None else m["role"] for m in value]
     return "\n".join(f"{role}: {text}" for role, text in zip(roles, parts, strict=True))
 
 
