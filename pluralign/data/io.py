@@ -69,31 +69,37 @@ EXPORT_LINE_TYPES = ("user", "preference", "interaction")
 # the keys a TRL message takes: any other is refused, as a row's own unknown key (`UNKNOWN_FIELD`)
 MESSAGE_KEYS = ("role", "content")
 UNKNOWN_MESSAGE_KEY = "unknown field (a message takes `role` and `content`; README, 'Preference files')"
+CONTENT_PARTS = "a list of content parts (text, images) is not taken: give the message's text as one string"
 
 
 def messages_to_text(value: Any, field: str, line: int) -> str:
     """Flatten a TRL conversational field (a list of {role, content}) into plain text.
 
-    Raises PreferenceError naming the message (`chosen[1]`) for one without a string `content`, its
-    `role` (`chosen[1].role`) when that is not a string, and a key it does not take (`chosen[1].foo`,
-    cut to 64 characters) as a row's unknown key is: never silently dropped."""
+    Raises PreferenceError naming a key the message does not take (`chosen[1].foo`, `chosen[1].tool_calls`,
+    cut to 64 characters) as a row's unknown key is: never silently dropped; then its `content` when that is a
+    list of parts (`chosen[1].content`), the message (`chosen[1]`) for one without a string `content`, and
+    its `role` (`chosen[1].role`) when that is not a string. A key whose value is null is absent."""
     if isinstance(value, str):
         return value
     if not isinstance(value, list) or not value:
         raise PreferenceError(line, field, "expected a string or a non-empty list of messages")
     parts = []
     for i, message in enumerate(value):
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+        if not isinstance(message, dict):
             raise PreferenceError(line, f"{field}[{i}]", "expected a message object with a string `content`")
-        for key in message:
-            if key not in MESSAGE_KEYS:
+        for key in message:  # first: a tool call's `content` is null, its `tool_calls` what to name
+            if key not in MESSAGE_KEYS and message[key] is not None:
                 raise PreferenceError(line, f"{field}[{i}].{shorten(str(key), 64, '...')}", UNKNOWN_MESSAGE_KEY)
-        if "role" in message and not isinstance(message["role"], str):
+        if isinstance(message.get("content"), list):  # TRL's vision form, OpenAI's content parts
+            raise PreferenceError(line, f"{field}[{i}].content", CONTENT_PARTS)
+        if not isinstance(message.get("content"), str):
+            raise PreferenceError(line, f"{field}[{i}]", "expected a message object with a string `content`")
+        if message.get("role") is not None and not isinstance(message["role"], str):
             raise PreferenceError(line, f"{field}[{i}].role", "expected a string (`user`, `assistant`, ...)")
         parts.append(message["content"])
     if len(value) == 1:
         return parts[0]
-    roles = [m.get("role", "user") for m in value]
+    roles = ["user" if m.get("role") is None else m["role"] for m in value]
     return "\n".join(f"{role}: {text}" for role, text in zip(roles, parts, strict=True))
 
 
@@ -205,6 +211,7 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
     for field in ("chosen", "rejected") if implicit else ("prompt", "chosen", "rejected"):
         if field not in row:
             raise PreferenceError(line, field, "missing required field")
+        row[field] = _without_null_keys(row[field])
         messages_to_text(row[field], field, line)  # validates the form
     if isinstance(row["chosen"], str) != isinstance(row["rejected"], str):
         raise PreferenceError(line, "rejected", "`chosen` and `rejected` must both be strings or both message lists")
@@ -489,9 +496,17 @@ def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -
     if isinstance(attributes, list):
         row["attributes"] = dict((a["key"], a["value"]) if isinstance(a, dict) else a for a in attributes)
     for field in ("prompt", "chosen", "rejected"):
-        if isinstance(row.get(field), list):
-            row[field] = [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in row[field]]
+        if field in row:
+            row[field] = _without_null_keys(row[field])
     return row
+
+
+def _without_null_keys(messages: Any) -> Any:
+    """A message list without the keys whose value is null: absent, as Arrow gives a key some other message
+    of the file has (`datasets` writes them so to JSON lines too: `"name": null`). Anything else as it is."""
+    if not isinstance(messages, list):
+        return messages
+    return [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in messages]
 
 
 class _Malformed:

@@ -31,6 +31,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,17 +266,20 @@ class FeedbackLog:
                 except BaseException:
                     self._drop_unacknowledged()
                     raise
-                segment = self._current
                 self._size += sum(len(t.frame) for t in batch)
+                # registered before `_io` is let go: a rewrite of the segment (`forget_user`, another user's
+                # DELETE) keeps only what is pending, so a round written but not yet pending would be cut
+                # from the file (acknowledged, lost at the next start) or its segment removed under it
+                with self._cv:
+                    for t in batch:
+                        t.entry = Entry(self._next_seq(), self._current, t.rows)
+                        self._register(t.entry)
         except BaseException as exc:  # every writer of the round sees the failure
             error = self._round_failure(exc)
         if error is None and self.problems is not None:
             self.problems.succeeded("the feedback log", "written")
         with self._cv:
             for t in batch:
-                if error is None:
-                    t.entry = Entry(self._next_seq(), segment, t.rows)
-                    self._register(t.entry)
                 t.done, t.error = True, error
             self.fsyncs += 1
             self._cv.notify_all()
@@ -370,15 +374,15 @@ class FeedbackLog:
 
     # ---- the pending index ------------------------------------------------------------------
 
-    def oldest(self, limit: int, tenant: str | None = None, upto: int | None = None) -> list[Entry]:
-        """Up to `limit` pending entries, oldest first: of `tenant` only (None: any), and with `seq`
-        at most `upto` (None: any)."""
+    def oldest(self, limit: int, tenant: str | None = None, upto: int | None = None, skip: Collection[UserKey] = ()) -> list[Entry]:
+        """Up to `limit` pending entries, oldest first: of `tenant` only (None: any), with `seq` at most
+        `upto` (None: any), and of no user in `skip`."""
         with self._cv:
             out = []
             for entry in self.pending.values():
                 if upto is not None and entry.seq > upto:
                     break  # pending is in seq order
-                if tenant is not None and entry.key[0] != tenant:
+                if (tenant is not None and entry.key[0] != tenant) or entry.key in skip:
                     continue
                 out.append(entry)
                 if len(out) == limit:

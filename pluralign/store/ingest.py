@@ -101,6 +101,8 @@ class Ingestor:
         self._moves = _moves_of(feedback_log.folder)
         self._move = self._moves.lock
         self._worker = threading.Lock()  # held by the worker over a whole batch, hook included
+        # users whose rows stay in the log for now (`held`): replaced, never changed in place, under `_move`
+        self._held: dict[tuple[str, str], int] = {}
         self.moved = 0  # rows moved so far (for metrics and benchmarks)
         self._stop = threading.Event()
         self._drop_already_moved()
@@ -136,7 +138,7 @@ class Ingestor:
         """Move the user's pending rows now (a reader is about to need them); returns how many.
         Raises Backlogged, moving nothing, when more than `at_most` rows of theirs wait (None: no
         limit): an import being stored, which the worker moves in batches meanwhile."""
-        entries = self.log.pending_for(tenant, user_id)
+        entries = [] if (tenant, user_id) in self._held else self.log.pending_for(tenant, user_id)
         if at_most is not None and (rows := sum(len(e.rows) for e in entries)) > at_most:
             raise Backlogged(rows, at_most)
         return self._move_entries(entries) if entries else 0
@@ -144,7 +146,7 @@ class Ingestor:
     def flush_some(self, tenant: str | None, at_most: int) -> int:
         """`flush_user` for every user of `tenant` (None: every tenant): their pending rows moved now, without
         waiting for the worker's batch; Backlogged, moving nothing, past `at_most` rows."""
-        entries = self.log.oldest(at_most + 1, tenant)  # a record holds one row at least
+        entries = self.log.oldest(at_most + 1, tenant, skip=self._held)  # a record holds one row at least
         if (rows := sum(len(e.rows) for e in entries)) > at_most:
             raise Backlogged(rows, at_most)
         return self._move_entries(entries) if entries else 0
@@ -173,7 +175,7 @@ class Ingestor:
             return 0
         try:
             upto = self.log.last_seq()
-            while upto is not None and not self.log.closed and (entries := self._bounded(self.log.oldest(self.batch, tenant, upto))):
+            while upto is not None and not self.log.closed and (entries := self._bounded(self.log.oldest(self.batch, tenant, upto, self._held))):
                 if total and deadline is not None and time.monotonic() >= deadline:
                     raise StillMoving(self.pending_rows(tenant))
                 total += self._move_entries(entries)
@@ -186,6 +188,27 @@ class Ingestor:
         """The worker moves nothing meanwhile (readers still move their own user's rows)."""
         with self._worker:
             yield
+
+    @contextlib.contextmanager
+    def held(self, tenant: str, user_id: str) -> Iterator[None]:
+        """None of the user's pending rows is moved into the table meanwhile: they stay in the log, where
+        `forget_user(before=...)` tells them apart by when they were received (a DELETE finished from its
+        journal keeps what a returning user sent since it began, and its store step deletes every row of
+        theirs in the table). Entered once a move under way has committed; other users' rows move as before,
+        and the user's own reads (`flush_user`) read the table without them."""
+        key = (tenant, user_id)
+        with self._move:
+            self._held = {**self._held, key: self._held.get(key, 0) + 1}
+        try:
+            yield
+        finally:
+            with self._move:
+                held = dict(self._held)
+                if held[key] == 1:
+                    del held[key]
+                else:
+                    held[key] -= 1
+                self._held = held
 
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Drop the user's pending rows (from memory and the log's files); none is moved afterwards.
@@ -208,7 +231,8 @@ class Ingestor:
         with self._move:
             if self.log.closed:  # stopped meanwhile: the batch stays in the log's files, for the next open
                 return 0
-            entries = [e for e in entries if self.log.is_pending(e)]  # not moved or forgotten meanwhile
+            # not moved or forgotten meanwhile, nor of a user held in the log (`held`)
+            entries = [e for e in entries if self.log.is_pending(e) and e.key not in self._held]
             rows = [r for e in entries for r in e.rows]
             if not rows:
                 return 0
@@ -248,9 +272,11 @@ class Ingestor:
                 continue
             try:
                 with self._worker:
-                    entries = [] if self._stop.is_set() else self._bounded(self.log.oldest(self.batch))
+                    entries = [] if self._stop.is_set() else self._bounded(self.log.oldest(self.batch, skip=self._held))
                     if entries:
                         self._move_entries(entries)
+                if not entries:  # only rows of users held in the log (`held`) wait: look again shortly
+                    self._stop.wait(0.05)
             except StoreUnavailable as exc:  # no room, a damaged table: said once a minute, not with every retry
                 if (exc.name, exc.action, exc.problem) != last or time.monotonic() - said > 60:
                     log.error("moving feedback from the log into the table failed: %s; the rows stay in the log "

@@ -758,10 +758,14 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
         else:  # finished meanwhile, replaced by a later DELETE of theirs, or being run
             return no_counts(rt)
         try:
-            if unfinished is not None and came_back(rt, tenant, user_id, unfinished.started_at):
-                counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at)
-            else:
-                counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at, finishing=unfinished is not None)
+            if unfinished is None:
+                counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at)
+            else:  # their rows stay in the log from the look on: moved into the table meanwhile, the store's step
+                with rt.ingest.held(tenant, user_id):  # would delete what they sent since, with the rest
+                    if came_back(rt, tenant, user_id, unfinished.started_at):
+                        counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at)
+                    else:
+                        counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at, finishing=True)
             journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
         finally:
             journal.release(entry)

@@ -25,7 +25,7 @@ def conversation(answer: str, **extra) -> list[dict]:
 @pytest.mark.parametrize(("row", "named"), [
     ({"chosen": conversation("Tea.", foo=1), "rejected": conversation("Coffee.")}, "chosen[1].foo"),
     ({"chosen": conversation("Tea."), "rejected": conversation("Coffee.", name="bob")}, "rejected[1].name"),
-    ({"prompt": [{"role": "user", "content": "Tea?", "foo": None}], "chosen": [{"role": "assistant", "content": "Tea."}],
+    ({"prompt": [{"role": "user", "content": "Tea?", "foo": 0}], "chosen": [{"role": "assistant", "content": "Tea."}],
       "rejected": [{"role": "assistant", "content": "Coffee."}]}, "prompt[0].foo"),
 ])
 def test_an_imported_messages_unknown_key_is_a_400_naming_its_path(svc, row, named):
