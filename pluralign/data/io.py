@@ -222,8 +222,9 @@ _MESSAGE_KEY_SET = frozenset(MESSAGE_KEYS)
 
 
 def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
-    """The record `row_to_preference` reads from the JSON line `raw`, read in one typed decoding and one
-    look at each text (an import's 8,000 lines are read holding the interpreter lock); None for any
+    """The record `row_to_preference` reads from the JSON line `raw`, read in one typed decoding, its
+    texts looked at by `answer_key` and `Preference`'s blank test only (an import's 8,000 lines are
+    read holding the interpreter lock; for ASCII text each is one `str.strip`); None for any
     line that is not a good row as it stands (malformed, another type, a blank or repeated answer, ...):
     `row_to_preference` then reads it and names the problem, so every error stays its own."""
     try:
