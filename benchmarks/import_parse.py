@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import io
 import json
 import os
 import pstats
@@ -111,16 +112,28 @@ def main() -> None:
         print(f"{args.profile}: {rows} rows, {len(data):,} bytes")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
         return
-    other = None
-    if args.against:
-        folder = tempfile.mkdtemp(prefix="import-parse-")
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against, "pluralign", "service"], check=True, capture_output=True).stdout
-        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
-            tar.extractall(folder, filter="data")
-        other = subprocess.Popen([sys.executable, __file__, "--child", folder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                 env={**os.environ, "PYTHONPATH": folder})
-        assert other.stdout.readline().strip() == "ready"
+    with tempfile.TemporaryDirectory(prefix="import-parse-") as folder:
+        other = start_other(args.against, folder) if args.against else None
+        try:
+            report(args, funcs, other)
+        finally:
+            if other:
+                other.stdin.close()
+                other.wait()
 
+
+def start_other(rev: str, folder: str) -> subprocess.Popen:
+    """A child process timing reads with `git archive rev`'s pluralign/ and service/, unpacked in `folder`."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "pluralign", "service"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    other = subprocess.Popen([sys.executable, __file__, "--child", folder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": folder})
+    assert other.stdout.readline().strip() == "ready"
+    return other
+
+
+def report(args: argparse.Namespace, funcs, other: subprocess.Popen | None) -> None:
     def theirs(kind: str, name: str) -> float:
         other.stdin.write(json.dumps([kind, name, args.bytes]) + "\n")
         other.stdin.flush()
@@ -143,10 +156,6 @@ def main() -> None:
                 line += (f"  {args.against} {statistics.median(old):7.1f} ({min(old):.1f})"
                          f"  {statistics.median(old) / statistics.median(ours):.1f}x")
             print(line, flush=True)
-    if other:
-        other.stdin.close()
-        other.wait()
-
 
 if __name__ == "__main__":
     main()
