@@ -115,7 +115,7 @@ def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
         return _extract_text_prompt(chosen, rejected)
     idx = 0
     for idx in range(min(len(chosen), len(rejected))):  # as TRL: no difference leaves the last message out
-        if _message_key(chosen[idx]) != _message_key(rejected[idx]):
+        if chosen[idx] != rejected[idx] and _message_key(chosen[idx]) != _message_key(rejected[idx]):  # the same message: the same key
             break
     return chosen[:idx], chosen[idx:], rejected[idx:]
 
@@ -253,7 +253,7 @@ def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
         for messages in (prompt, chosen, rejected):
             if isinstance(messages, list) and not (messages and all("content" in m and m.keys() <= _MESSAGE_KEY_SET for m in messages)):
                 return None
-        extra = {k: v for k in TRL_EXTRA_COLUMNS if (v := getattr(row, k)) is not msgspec.UNSET}
+        extra = {k: v for k in TRL_EXTRA_COLUMNS if (v := getattr(row, k)) is not msgspec.UNSET} if _has_extra(row) else {}
         implicit = prompt is msgspec.UNSET
         plain = not implicit and isinstance(chosen, str) and isinstance(prompt, str) and not extra
         if not plain:
