@@ -5,6 +5,7 @@ blocks of the same run.
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/tenant_stall.py            # SmolLM2, MiniLM, PAL bootstrapped
     python benchmarks/tenant_stall.py --b-users 48 --b-rows 80 --clients 4 --blocks 3 --seconds 10
     python benchmarks/tenant_stall.py --b-load import --import-clients 2              # B imports 1 MB files instead
+    python benchmarks/tenant_stall.py --b-load import --code /tmp/before             # serve another checkout (git archive REV | tar -x -C /tmp/before)
 
 1. Prefill (not timed) a fresh data folder's preferences table straight through LanceDB: B's
    `b_users` users with `b_rows` rows each and A's `a_users` users with `a_rows` each (random unit
@@ -22,7 +23,8 @@ blocks of the same run.
    nothing (`GET /v1/users/{id}`, nothing pending: a light read), each one after another. While busy, one thread
    of B DELETEs its users one after another (`--b-load delete`), or `import_clients` threads of B
    each import a file of `import_bytes` (JSON lines, TRL's explicit form) to a new user of B's, one
-   after another (`--b-load import`).
+   after another (`--b-load import`), or one every `import_every` seconds (a fixed load of B's, to
+   compare servers whose imports cost differently: `--code`).
 
 Prints, per kind of request of A: n, median, p99 and max (ms) quiet and with B busy, and the
 ratio of the p99s; B's DELETE times; then the same as one JSON line.
@@ -134,8 +136,8 @@ def write_lock_holds(lancedb: Path, tenant: str, users: list[str]) -> list[tuple
     return out
 
 
-def start_server(data: Path, port: int, generator: str, pal_dir: str | None) -> subprocess.Popen:
-    return start_serve(data, port, {"PLURALIGN_GENERATOR": generator, **({"PLURALIGN_PAL_DIR": pal_dir} if pal_dir else {})})
+def start_server(data: Path, port: int, generator: str, pal_dir: str | None, code: Path) -> subprocess.Popen:
+    return start_serve(data, port, {"PLURALIGN_GENERATOR": generator, **({"PLURALIGN_PAL_DIR": pal_dir} if pal_dir else {})}, code)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -155,10 +157,13 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=3, help="(quiet, B busy) pairs")
     p.add_argument("--b-load", choices=("delete", "import"), default="delete", help="what B does while busy")
     p.add_argument("--import-clients", type=int, default=2, help="B's concurrent importers (--b-load import)")
+    p.add_argument("--import-every", type=float, default=0.0,
+                   help="seconds from the start of one of a client's imports to its next (0: one right after another)")
     p.add_argument("--import-bytes", type=int, default=1_000_000, help="each import's body (the service's limit: max_body_bytes)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     p.add_argument("--lock-deletes", type=int, default=8, help="DELETEs timed in this process first, with the write lock's holds")
     p.add_argument("--port", type=int, default=8791)
+    p.add_argument("--code", type=Path, default=ROOT, help="the checkout whose `pluralign serve` runs (another's: before and after)")
     args = p.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="pluralign-stall-"))
@@ -174,7 +179,7 @@ def main() -> None:
         print(f"in-process {name} (ms, {len(values)} DELETEs): median {statistics.median(values):.1f}, max {max(values):.1f}", flush=True)
     ring = KeyRing(data / "api_keys.json")
     keys = {"a": ring.issue("acme"), "b": ring.issue("bravo")}
-    proc = start_server(data, args.port, args.generator, args.pal_dir)
+    proc = start_server(data, args.port, args.generator, args.pal_dir, args.code)
     url = f"http://127.0.0.1:{args.port}"
     client = lambda who: httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys[who]}"}, timeout=300)  # noqa: E731
     times: dict[str, dict[str, list[float]]] = {phase: {k: [] for k in KINDS} for phase in ("quiet", "busy")}
@@ -264,6 +269,8 @@ def main() -> None:
                         if r.status_code != 201:
                             failures.append(f"import {r.status_code}")
                         imports.append((time.perf_counter() - s) * 1000)
+                        if args.import_every:  # a steady pace (B's work the same whatever one import costs), else flat out
+                            stop.wait(max(0.0, args.import_every - (time.perf_counter() - s)))
 
             threads = [threading.Thread(target=feedback, args=(c,)) for c in range(args.clients)]
             threads += [threading.Thread(target=probe, args=(kind,)) for kind in KINDS[2:]]
@@ -290,7 +297,7 @@ def main() -> None:
     fmt = lambda v: f"{len(v):5d} {statistics.median(v):8.1f} {pct(v, 0.99):8.1f} {max(v):8.1f}" if v else "    0"  # noqa: E731
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'A: ms':<28} {'quiet: n   median   p99      max':<32}   {'B ' + busy_name + ': n   median   p99      max':<36}  p99 ratio")
-    result = {"b_load": args.b_load, "kinds": {}, "deletes_ms": {}, "failures": failures, "seconds": round(time.time() - started, 1),
+    result = {"b_load": args.b_load, "import_every": args.import_every, "code": str(args.code), "kinds": {}, "deletes_ms": {}, "failures": failures, "seconds": round(time.time() - started, 1),
               "rows": rows, "load": round(os.getloadavg()[0], 1),
               "in_process_ms": {name: {"median": round(statistics.median(h[c] for h in holds), 1), "max": round(max(h[c] for h in holds), 1)}
                                 for name, c in (("delete", 0), ("write_lock_hold", 1), ("drop_old_versions", 2))}}

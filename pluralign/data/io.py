@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import regex
 
-from pluralign.data.record import Base, Preference, PreferenceError, TrlRow
+from pluralign.data.record import Base, Message, Preference, PreferenceError, TrlRow
 from pluralign.data.text import (
     answer_key,
     is_blank,
@@ -83,7 +83,6 @@ def messages_to_text(value: Any, field: str, line: int) -> str:
         return value
     if not isinstance(value, list) or not value:
         raise PreferenceError(line, field, "expected a string or a non-empty list of messages")
-    parts = []
     for i, message in enumerate(value):
         if not isinstance(message, dict):
             raise PreferenceError(line, f"{field}[{i}]", "expected a message object with a string `content`")
@@ -96,11 +95,17 @@ def messages_to_text(value: Any, field: str, line: int) -> str:
             raise PreferenceError(line, f"{field}[{i}]", "expected a message object with a string `content`")
         if message.get("role") is not None and not isinstance(message["role"], str):
             raise PreferenceError(line, f"{field}[{i}].role", "expected a string (`user`, `assistant`, ...)")
-        parts.append(message["content"])
-    if len(value) == 1:
-        return parts[0]
-    roles = ["user" if m.get("role") is None else m["role"] for m in value]
-    return "\n".join(f"{role}: {text}" for role, text in zip(roles, parts, strict=True))
+    return _joined(value)
+
+
+def _joined(messages: str | list[Message]) -> str:
+    """The text of a field `messages_to_text` found sound: a string itself, one message its content,
+    more each as `role: content` on its own line (the role `user` when absent or null)."""
+    if isinstance(messages, str):
+        return messages
+    if len(messages) == 1:
+        return messages[0]["content"]
+    return "\n".join(f"{'user' if m.get('role') is None else m['role']}: {m['content']}" for m in messages)
 
 
 def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
@@ -117,7 +122,7 @@ def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
         return _extract_text_prompt(chosen, rejected)
     idx = 0
     for idx in range(min(len(chosen), len(rejected))):  # as TRL: no difference leaves the last message out
-        if _message_key(chosen[idx]) != _message_key(rejected[idx]):
+        if chosen[idx] != rejected[idx] and _message_key(chosen[idx]) != _message_key(rejected[idx]):  # the same message: the same key
             break
     return chosen[:idx], chosen[idx:], rejected[idx:]
 
@@ -191,6 +196,94 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
 
 
 UNKNOWN_FIELD = "unknown field (README, 'Preference files', names the fields a row takes)"
+
+_Messages = list[dict[str, str]]
+
+
+class _Line(Base):
+    """A JSON line of a preference file decoded in one step (msgspec, typed): TRL's columns as text or
+    messages, TRL's extra columns as they are, pluralign's in the types `Preference` takes. A line it
+    refuses (not an object, a wrong type, a key no row takes) is left to `row_to_preference`."""
+
+    chosen: str | _Messages
+    rejected: str | _Messages
+    prompt: str | _Messages | msgspec.UnsetType = msgspec.UNSET  # unset: the implicit-prompt form
+    user_id: str | int | msgspec.UnsetType = msgspec.UNSET
+    margin: float | None = None
+    tie: bool | None = None
+    source: str | None = None
+    created_at: float | None = None
+    attributes: dict[str, str] = {}
+    id: Any = msgspec.UNSET
+    prompt_id: Any = msgspec.UNSET
+    score_chosen: Any = msgspec.UNSET
+    score_rejected: Any = msgspec.UNSET
+    chosen_rating: Any = msgspec.UNSET
+    rejected_rating: Any = msgspec.UNSET
+    chosen_model: Any = msgspec.UNSET
+    rejected_model: Any = msgspec.UNSET
+
+
+_LINE_DECODER = msgspec.json.Decoder(_Line)
+_MESSAGE_KEY_SET = frozenset(MESSAGE_KEYS)
+
+
+def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
+    """The record `row_to_preference` reads from the JSON line `raw`, read in one typed decoding, its
+    texts looked at by `answer_key` and `Preference`'s blank test only (an import's 8,000 lines are
+    read holding the interpreter lock; for ASCII text each is one `str.strip`); None for any
+    line that is not a good row as it stands (malformed, another type, a blank or repeated answer, ...):
+    `row_to_preference` then reads it and names the problem, so every error stays its own."""
+    try:
+        row = _LINE_DECODER.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    user_id = row.user_id
+    if user_id is msgspec.UNSET:
+        if default_user is None:
+            return None
+        user_id = default_user
+    elif isinstance(user_id, int):  # never a bool: the typed decoding refuses one
+        user_id = str(user_id)
+    margin, created_at = row.margin, row.created_at
+    if (margin is not None and not 0 <= margin <= 1e6) or (created_at is not None and not math.isfinite(created_at)):
+        return None
+    for key in row.attributes:
+        if is_blank(key):
+            return None
+    # msgspec decodes no lone surrogate (it refuses the escape), so no text needs `surrogate_problem`
+    prompt, chosen, rejected = row.prompt, row.chosen, row.rejected
+    trl = None
+    if not (isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str)) or _has_extra(row):
+        if isinstance(chosen, str) != isinstance(rejected, str):
+            return None
+        for messages in (prompt, chosen, rejected):
+            if isinstance(messages, list) and not (messages and all("content" in m and m.keys() <= _MESSAGE_KEY_SET for m in messages)):
+                return None
+        extra = {k: v for k in TRL_EXTRA_COLUMNS if (v := getattr(row, k)) is not msgspec.UNSET} if _has_extra(row) else {}
+        implicit = prompt is msgspec.UNSET
+        plain = not implicit and isinstance(chosen, str) and isinstance(prompt, str) and not extra
+        if not plain:
+            trl = TrlRow(prompt=None if implicit else prompt, chosen=chosen, rejected=rejected, extra=extra)
+        if implicit:
+            prompt, chosen, rejected = extract_prompt(chosen, rejected)
+            if not prompt or not chosen or not rejected:
+                return None
+        prompt, chosen, rejected = _joined(prompt), _joined(chosen), _joined(rejected)
+    if answer_key(chosen) == answer_key(rejected):
+        return None
+    try:  # Preference refuses a blank user_id, prompt, chosen or rejected
+        return Preference(user_id=user_id, prompt=prompt, chosen=chosen, rejected=rejected, margin=margin, tie=bool(row.tie),
+                          source=row.source, created_at=created_at, attributes=row.attributes, trl=trl)
+    except ValueError:
+        return None
+
+
+def _has_extra(row: _Line) -> bool:
+    """Whether the line holds any of TRL's extra columns (TRL_EXTRA_COLUMNS): its TRL form is then kept."""
+    unset = msgspec.UNSET
+    return not (row.id is unset and row.prompt_id is unset and row.score_chosen is unset and row.score_rejected is unset
+                and row.chosen_rating is unset and row.rejected_rating is unset and row.chosen_model is unset and row.rejected_model is unset)
 
 
 def _check_is_a_preference_row(row: Any, line: int) -> None:
@@ -288,13 +381,18 @@ def _field_of(message: str) -> str | None:
 
 
 def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str | None = None,
-             unit: Literal["line", "row"] = "line") -> tuple[list[Preference], LoadReport]:
-    """The records of numbered `rows` (`unit`: what the numbers count, named by each error)."""
+             unit: Literal["line", "row"] = "line", records_ready: bool = False) -> tuple[list[Preference], LoadReport]:
+    """The records of numbered `rows` (`unit`: what the numbers count, named by each error);
+    `records_ready`: rows may be records already read (`_numbered_rows`'s; never a caller's own rows)."""
     records: list[Preference] = []
     errors: list[str] = []
     lines: list[int] = []
     skipped = 0
     for line, row in rows:
+        if records_ready and type(row) is Preference:
+            records.append(row)
+            lines.append(line)
+            continue
         try:
             if isinstance(row, _Malformed):
                 raise row.error
@@ -398,11 +496,15 @@ MAX_LINE_BYTES = 16 << 20  # a line of a preference file past this is no row (th
 GZIP_MAGIC = b"\x1f\x8b"  # a gzip file's first bytes: JSON lines as Hugging Face datasets ship them (Anthropic's HH-RLHF `train.jsonl.gz`)
 
 
-def _numbered_rows(lines: Iterable[bytes]) -> Iterable[tuple[int, Any]]:
-    """(line number, row) of JSON lines, blank lines skipped (still counted); a line that is not a
-    row is a `_Malformed` naming its number."""
+def _numbered_rows(lines: Iterable[bytes], default_user: str | None = None) -> Iterable[tuple[int, Any]]:
+    """(line number, row) of JSON lines, blank lines skipped (still counted); a good row already its
+    record (`_line_record`, for `_collect(records_ready=True)`); a line that is not a row is a
+    `_Malformed` naming its number."""
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
+            continue
+        if (record := _line_record(raw, default_user)) is not None:
+            yield number, record
             continue
         try:
             yield number, _decode_line(number, raw)
@@ -453,7 +555,7 @@ def _gzip_damage(source: Path | bytes) -> str | None:
     return None
 
 
-def _jsonl_rows(source: Path | bytes) -> Iterable[tuple[int, Any]]:
+def _jsonl_rows(source: Path | bytes, default_user: str | None = None) -> Iterable[tuple[int, Any]]:
     """(line number, row) of a JSON lines file (`_source`), gzip-compressed or not (told by its first bytes)."""
     number = 0
     try:
@@ -462,7 +564,7 @@ def _jsonl_rows(source: Path | bytes) -> Iterable[tuple[int, Any]]:
             checked = not compressed  # whether the whole stream was found sound (once: the file may hold many bad rows)
             raw.seek(0)  # a file, or a stream's bytes (`_source`): either seeks
             with gzip.open(raw, "rb") if compressed else contextlib.nullcontext(raw) as f:
-                for number, row in _numbered_rows(_bounded_lines(f)):
+                for number, row in _numbered_rows(_bounded_lines(f), default_user):
                     if not checked and isinstance(row, _Malformed):  # garbage out of a damaged stream is no bad row to skip
                         damage = _gzip_damage(source)
                         if damage is not None:
@@ -530,6 +632,7 @@ def read_preferences(
         raise FileNotFoundError(errno.ENOENT, "no preference file there", str(path))
     source = path if path.is_dir() else _source(path)  # a folder: a Parquet dataset's (pyarrow reads it), else IsADirectoryError
     unit: Literal["line", "row"] = "line"
+    ready = False
     if path.suffix == ".parquet" or _head(source, 4) == b"PAR1":
         unit = "row"
         try:
@@ -538,10 +641,10 @@ def read_preferences(
             raise PreferenceError(0, None, f"not a whole Parquet file (truncated or another format): {exc}", path=str(path)) from None
         rows: Iterable[tuple[int, Any]] = _table_rows(table)
     else:
-        rows = _jsonl_rows(source)
+        rows, ready = _jsonl_rows(source, default_user), True
 
     try:
-        records, report = _collect(rows, skip_bad, default_user, unit)
+        records, report = _collect(rows, skip_bad, default_user, unit, records_ready=ready)
     except PreferenceError as exc:
         exc.path = str(path)
         raise
@@ -596,7 +699,7 @@ def read_preference_lines(
 ) -> tuple[list[Preference], LoadReport]:
     """`read_preferences` for JSON lines already in memory (an HTTP body)."""
 
-    records, report = _collect(_numbered_rows(lines), skip_bad, default_user)
+    records, report = _collect(_numbered_rows(lines, default_user), skip_bad, default_user, records_ready=True)
     if not records:
         raise PreferenceError(0, None, "no preference rows" if not report.skipped else _nothing_read(report))
     return records, report

@@ -101,9 +101,9 @@ class Preference(Base):
     trl: TrlRow | None = None  # the TRL row it was read from, when a plain export would not give it back
 
     def __post_init__(self) -> None:
-        for name in ("user_id", "prompt", "chosen", "rejected"):
-            if is_blank(getattr(self, name)):
-                raise ValueError(f"`{name}` must not be empty (it has no visible character)")
+        if is_blank(self.user_id) or is_blank(self.prompt) or is_blank(self.chosen) or is_blank(self.rejected):
+            name = next(name for name in ("user_id", "prompt", "chosen", "rejected") if is_blank(getattr(self, name)))
+            raise ValueError(f"`{name}` must not be empty (it has no visible character)")
 
 
 PREFERENCE_ENCODER = msgspec.json.Encoder()
