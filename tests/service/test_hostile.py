@@ -229,6 +229,18 @@ def test_idempotency_key_stores_a_retried_feedback_once(svc):
         assert "idempotent-replayed" not in g.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"}).headers
 
 
+def test_two_idempotency_keys_are_a_400_and_store_nothing(svc):
+    """Before: the first of two `Idempotency-Key` headers was used (201, stored under it), so a proxy or
+    client library that reads the other one retried under a key the service never saw, storing it twice."""
+    row = {"type": "comparison", "user": "twokeys", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+    with svc.client("acme") as c:
+        for path, body in (("/v1/feedback", json.dumps(row)), ("/v1/users/twokeys/import", json.dumps({k: row[k] for k in ("prompt", "chosen", "rejected")}))):
+            r = c.post(path, content=body, headers=[("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2"), ("Content-Type", "application/json")])
+            assert r.status_code == 400, (path, r.status_code, r.text)
+            assert r.json()["error"]["param"] == "Idempotency-Key" and "2 `Idempotency-Key` headers" in r.json()["error"]["message"]
+        assert c.get("/v1/users/twokeys").status_code == 404
+
+
 def test_truncated_texts_are_counted(svc):
     def truncated() -> float:
         line = next(x for x in httpx.get(svc.url + "/metrics").text.splitlines() if x.startswith("pluralign_embed_truncated_texts"))
