@@ -289,6 +289,11 @@ def timed_http_protocol(timeout_s: float):
             self.deadline = None
             if self.transport.is_closing() or self.reading == "done":
                 return
+            if self.reading != "body" and self.cycle is not None and not self.cycle.response_complete:
+                # a request pipelined behind one whose answer is still going out: nothing may be written
+                # into that answer, so the deadline waits for it
+                self.deadline = self.loop.call_later(timeout_s, self.timed_out)
+                return
             cycle = self.cycle if self.reading == "body" else None
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True  # the app, waiting for the body, reads a disconnect; what it sends is dropped
