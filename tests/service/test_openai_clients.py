@@ -212,3 +212,23 @@ def test_the_rate_limit_s_429_says_which_limit_and_when_to_retry(limited):
         if anonymous.value.status_code == 429:
             break
     assert anonymous.value.status_code == 429 and "without a known key from this address" in anonymous.value.message, anonymous.value.message
+
+
+def test_a_long_stop_string_is_refused_before_it_reaches_the_generator(client, svc):
+    """Before: `stop` took strings of any length, and transformers' stop-string set-up costs ~8 ms of the
+    generation process a character (SmolLM2's vocabulary): one request with a 100,000-character stop held
+    the generator, which serves every tenant one generation at a time, for minutes (seen: 4 minutes and
+    counting, while every other chat queued and then got 429)."""
+    import time
+
+    import openai
+
+    started = time.monotonic()
+    with pytest.raises(openai.BadRequestError) as long_stop:
+        client.chat.completions.create(model="pluralign", messages=HI, max_tokens=1, stop="x" * 100_000)
+    assert long_stop.value.param == "stop" and "64 characters" in long_stop.value.message, long_stop.value.message
+    assert time.monotonic() - started < 5
+    with pytest.raises(openai.BadRequestError) as second:  # the list form is checked string by string
+        client.chat.completions.create(model="pluralign", messages=HI, max_tokens=1, stop=["###", "y" * 65])
+    assert second.value.param == "stop[1]", second.value.param
+    assert client.chat.completions.create(model="pluralign", messages=HI, max_tokens=2, stop=["z" * 64]).choices  # 64 is served
