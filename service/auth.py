@@ -216,7 +216,12 @@ class BearerAuth(AbstractAuthenticationMiddleware):
     Without the header, a GET of an /admin page may present the dashboard's session cookie instead."""
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
-        header = connection.headers.get("authorization", "")
+        sent = connection.headers.getall("authorization", [])
+        if len(sent) > 1:  # not a list header (RFC 9110, 11.6.2): which one counts would be each reader's guess
+            from service.errors import bad_request
+
+            raise bad_request("Authorization", f"{len(sent)} `Authorization` headers: send one, `Authorization: Bearer <API key>`")
+        header = sent[0] if sent else ""
         scheme, _, key = header.partition(" ")
         if not header and connection.scope["path"].startswith("/admin/") and SESSION_COOKIE in connection.cookies:
             sessions = connection.app.state.get("admin_sessions")

@@ -27,15 +27,16 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from service.head import HEAD_KEY
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-# the classic text format, which every Prometheus reads; Litestar adds `; charset=utf-8`
+# the classic text format, which every Prometheus reads, answered unless the scraper asks for another
+# (`Accept`); Litestar adds `; charset=utf-8`
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.removesuffix("; charset=utf-8")
 UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
@@ -114,9 +115,15 @@ class Metrics:
     def set_gauge(self, name: str, value: float, help: str = "", **labels: str) -> None:
         self._child(self._get(Gauge, name, help, sorted(labels)), labels).set(value)
 
-    def render(self) -> bytes:
-        """The text exposition format (`CONTENT_TYPE`)."""
-        return generate_latest(self.registry)
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The registry in the exposition format an `Accept` header asks for, and its content type:
+        OpenMetrics 1.0 (`application/openmetrics-text`, what Prometheus asks for first) or the text
+        format (`text/plain; version=1.0.0` asked for, else 0.0.4, `CONTENT_TYPE`), chosen by
+        prometheus_client's own `choose_encoder`."""
+        encode, content_type = choose_encoder(accept or "")
+        if content_type.startswith("text/"):  # Litestar adds the charset to a text type, even one that names it
+            content_type = content_type.replace("; charset=utf-8", "")
+        return encode(self.registry), content_type
 
 
 class StateCollector(Collector):

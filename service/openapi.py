@@ -57,7 +57,8 @@ ERRORS = {
 }
 PUBLIC = {"/health", "/metrics", "/admin/login", "/admin/logout"}
 MEDIA = {  # (path, method) -> the media types the 200 really answers
-    ("/metrics", "get"): {"text/plain; version=0.0.4": {"schema": {"type": "string"}}},
+    ("/metrics", "get"): {"text/plain; version=0.0.4": {"schema": {"type": "string"}}, "text/plain; version=1.0.0": {"schema": {"type": "string"}},
+                          "application/openmetrics-text; version=1.0.0": {"schema": {"type": "string"}}},
     ("/admin/dashboard", "get"): {"text/html": {"schema": {"type": "string"}}},
     ("/admin/login", "get"): {"text/html": {"schema": {"type": "string"}}},
     ("/v1/users/{user_id}/export", "get"): {"application/x-ndjson": {"schema": {"type": "string", "description": "one JSON object per line"}}},

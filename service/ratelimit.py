@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from litestar import Request
 from litestar.datastructures import MutableScopeHeaders
+from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware, get_remote_address
-from litestar.types import Message, Send
+from litestar.types import Message, Receive, Scope, Send
 
 from service.auth import KeyRing
 
@@ -25,7 +26,31 @@ def tenant_of(request: Request) -> str:
 
 class TenantRateLimit(RateLimitMiddleware):
     """Litestar's middleware, with `Retry-After` on its 429 only: every limited answer carries the
-    `RateLimit-*` headers, and Litestar builds both from `create_response_headers`."""
+    `RateLimit-*` headers, and Litestar builds both from `create_response_headers`. Its 429 says which
+    limit was reached, its setting, and when to send again (Litestar's says "Too Many Requests")."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Litestar's check, with a 429 whose message names the limit (raised here, not by the routes
+        within, whose own 429s keep their messages)."""
+        app = scope["litestar_app"]
+        request: Request = app.request_class(scope)
+        if await self.should_check_request(request=request):
+            key = self.cache_key_from_request(request)
+            store = self.config.get_store_from_app(app)
+            async with self._lock:
+                cache_object = await self.retrieve_cached_history(key, store)
+                if len(cache_object.history) >= self.max_requests:
+                    headers = self.create_response_headers(cache_object=cache_object)
+                    raise TooManyRequestsException(detail=self.limit_reached(request, headers["Retry-After"]), headers=headers)
+                await self.set_cached_history(key=key, cache_object=cache_object, store=store)
+            send = self.create_send_wrapper(send=send, cache_object=cache_object)
+        await self.app(scope, receive, send)
+
+    def limit_reached(self, request: Request, retry_after: str) -> str:
+        who = tenant_of(request)
+        sender = "requests without a known key from this address" if who.startswith("address:") else "this tenant's keys"
+        return (f"{sender} went over the limit of {self.max_requests} requests a second (PLURALIGN_TENANT_REQUESTS_PER_SECOND): "
+                f"retry after {retry_after} s")
 
     def rate_limit_headers(self, cache_object: CacheObject) -> dict[str, str]:
         """The `RateLimit-*` headers, `RateLimit-Reset` at least 0: it is delta-seconds, and Litestar

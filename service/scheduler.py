@@ -43,7 +43,7 @@ class Stopping(Exception):
     """The scheduler takes no more work (the service is shutting down); the task never ran."""
 
 
-@dataclass
+@dataclass(eq=False)  # a task is itself: found in its queue by identity
 class _Task:
     tenant: str
     fn: Callable[[], Any]
@@ -100,7 +100,21 @@ class FairScheduler:
                 self._turns.append(tenant)
             self._held[tenant] += 1
             self._dispatch()
+        task.future.add_done_callback(lambda future: self._forget(task) if future.cancelled() else None)
         return task.future
+
+    def _forget(self, task: _Task) -> None:
+        """A task cancelled while it waited (its client went away) leaves the queue at once, and gives its
+        tenant's place back: kept until its turn, it answered the tenant's next requests 429 meanwhile."""
+        with self._lock:
+            queue = self._waiting.get(task.tenant)
+            if queue is None or not any(waiting is task for waiting in queue):
+                return  # started, or refused by `close`, already
+            queue.remove(task)
+            if not queue:
+                del self._waiting[task.tenant]
+                self._turns.remove(task.tenant)
+            self._release(task.tenant)
 
     def waited(self) -> Waited | None:
         """Called from inside a task: how it waited for its turn (None outside a task)."""

@@ -164,6 +164,11 @@ class Settings(Base, frozen=True):
     # while it learns of the stop gets an answer to retry elsewhere, not a refused or dropped connection.
     # uvicorn itself closes its listening socket and idle connections first thing; 0: it does so at once
     stop_drain_s: float = 0.0
+    # seconds `pluralign serve` gives a request to arrive whole (its headers, from the connection's opening or
+    # the client's first byte after a response, and its body); a client still sending then (or that sent
+    # nothing) gets a 408 and its connection is closed. uvicorn bounds only an idle connection after a
+    # response: a client sending a byte at a time (slowloris) held a connection, and a file descriptor, forever
+    request_read_timeout_s: float = 60.0
     # one line per request (logger `pluralign.access`: method, route template, status, ms, tenant, request id;
     # never a key, a raw path or a body); `pluralign serve` then leaves uvicorn's own access lines out
     access_log: bool = True
@@ -335,6 +340,8 @@ RULES: tuple[Rule, ...] = (
      lambda s: f"`job_retention_s` must be 0 (keep every job) or positive and finite, got {s.job_retention_s}"),
     (lambda s: s.job_memory_mb < 0, "`job_memory_mb` must be 0 (no cap) or more"),
     (lambda s: not 0 <= s.stop_drain_s <= 60, lambda s: f"`stop_drain_s` must be 0 (none) to 60 seconds, got {s.stop_drain_s}"),
+    (lambda s: not 0 < s.request_read_timeout_s <= 3600,
+     lambda s: f"`request_read_timeout_s` must be above 0 and at most 3600 seconds, got {s.request_read_timeout_s}"),
 )
 
 

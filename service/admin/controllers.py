@@ -20,14 +20,13 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Response
 
-from pluralign.data.text import shorten
 from pluralign.fairness.report import AuditReport, since_previous
 from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded
 from service.admin.session import PAGE_HEADERS
-from service.errors import MAX_SHOWN, bad_request, error_response, error_responses, shown
+from service.errors import bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID
 from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
@@ -85,7 +84,7 @@ def list_jobs(
 def get_job(request: Request, job_id: FromPath[str]) -> Job:
     job = _admin(request).runner.get(job_id)
     if job is None:
-        raise NotFoundException(f"no job {shorten(job_id, MAX_SHOWN + 1, '...')}")
+        raise NotFoundException(f"no job {shown(job_id)}")
     return _admin(request).public.job(job)
 
 
@@ -94,7 +93,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
     try:
         return _admin(request).public.job(_admin(request).runner.cancel(job_id))
     except UnknownJob:
-        raise NotFoundException(f"no job {shorten(job_id, MAX_SHOWN + 1, '...')}") from None
+        raise NotFoundException(f"no job {shown(job_id)}") from None
 
 
 @get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422, 503), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")

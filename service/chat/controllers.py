@@ -8,6 +8,7 @@ import functools
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from litestar import Request, Response, get, post
@@ -48,6 +49,9 @@ def model_names(rt: Runtime) -> list[str]:
     return [rt.generator.model_id, *MODEL_ALIASES]
 
 
+MAX_STOP_CHARS = 64  # a stop string's length (its set-up in transformers grows with it: 64 characters ~0.7 s)
+
+
 def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
     field = "max_completion_tokens" if data.max_completion_tokens is not None else "max_tokens"
     max_tokens = getattr(data, field)
@@ -57,6 +61,10 @@ def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
     stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())
     if len(stop) > 4 or any(not s for s in stop):
         raise bad_request("stop", "at most 4 non-empty strings")
+    for i, s in enumerate(stop):  # transformers' stop-string set-up costs the generator ~8 ms a character (SmolLM2)
+        if len(s) > MAX_STOP_CHARS:
+            raise bad_request("stop" if isinstance(data.stop, str) else f"stop[{i}]",
+                              f"{len(s)} characters; a stop string is at most {MAX_STOP_CHARS} characters")
     temperature = 0.7 if data.temperature is None else data.temperature
     if not 0 <= temperature <= 2:
         raise bad_request("temperature", f"must be in [0, 2], got {temperature}")
@@ -74,7 +82,23 @@ def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
     return Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=data.seed, **penalties)
 
 
-def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
+@dataclass(frozen=True)
+class ChatOptions:
+    """What a chat request asks for beyond sampling, checked before it waits for a generation slot."""
+
+    user: str | None  # the end user (`safety_identifier` wins over `user`); None: anonymous
+    n: int  # choices returned
+    candidates: int  # answers generated (at least n)
+    rerank: bool
+    shots: int  # past comparisons put in the context
+    styles: bool  # balanced answer styles
+
+
+def chat_options(rt: Runtime, data: ChatRequest) -> ChatOptions:
+    """The request's options, or a 400 naming the field (model, messages, n, the neutral-only fields, the
+    user id, pluralign's own options). Run before the request is queued for generation: a request that
+    can never be served is told so at once, not after waiting its turn, nor answered 429 (which clients
+    retry) while the tenant's generation slots are full."""
     if data.model not in model_names(rt):
         # OpenAI's code for it (its status is 404; ours stays the documented 400 naming `model`)
         raise bad_request("model", f"unknown model {shown(data.model)}; available: {', '.join(model_names(rt))}", code="model_not_found")
@@ -99,12 +123,15 @@ def plan_for(rt: Runtime, tenant: str, data: ChatRequest) -> services.Plan:
         if not 1 <= options.candidates <= MAX_N:
             raise bad_request("pluralign.candidates", f"must be between 1 and {MAX_N}, got {options.candidates}")
         candidates = options.candidates
-    candidates = max(candidates, n)
     shots = rt.settings.shots if options is None or options.shots is None else options.shots
     if not 0 <= shots <= 16:
         raise bad_request("pluralign.shots", f"must be between 0 and 16, got {shots}")
     styles = rt.settings.candidate_styles if options is None or options.styles is None else options.styles
-    p = services.plan(rt, tenant, user, template_messages(data.messages), candidates, do_rerank, shots, returned=n, styles=styles)
+    return ChatOptions(user=user, n=n, candidates=max(candidates, n), rerank=do_rerank, shots=shots, styles=styles)
+
+
+def plan_for(rt: Runtime, tenant: str, data: ChatRequest, o: ChatOptions) -> services.Plan:
+    p = services.plan(rt, tenant, o.user, template_messages(data.messages), o.candidates, o.rerank, o.shots, returned=o.n, styles=o.styles)
     p.store = data.store is not False
     return p
 
@@ -137,7 +164,8 @@ async def create_chat_completion(
 
     Runs on the fair generation scheduler (`rt.scheduler`), not on the request threads: 429 with
     Retry-After when this tenant has `tenant_generations` chats in flight or the queue is full; 400
-    up front when the prompt and max_tokens exceed the model's context. A stream whose client goes
+    up front (before the queue) for a request that can never be served (`chat_options`, sampling) and
+    when the prompt and max_tokens exceed the model's context. A stream whose client goes
     away stops generating; a stream that fails ends with an error event, then `[DONE]`. 503 with
     Retry-After once the service is stopping (`service.app.stop_taking_work`, `cut_running`).
     Annotated as a Response so each response keeps its own media type (JSON or server-sent events)."""
@@ -145,6 +173,7 @@ async def create_chat_completion(
     tenant = request.user.tenant
     check_combinations(data)
     sampling = sampling_for(rt, data)
+    options = chat_options(rt, data)  # before the scheduler: a 400 now, not after the wait (nor a 429 while it is full)
     check_prompt_size(rt, data, sampling)
     down = store_down(rt) if (data.safety_identifier or data.user) is not None else None  # naming no user: nothing stored is read or written
     if down is not None:
@@ -154,14 +183,15 @@ async def create_chat_completion(
         created = int(time.time())
         n = choices_wanted(data)
         stream_of = sse_events if n == 1 else sse_events_n
-        events = lambda gone: stream_of(rt, plan_checked(rt, tenant, data, sampling), sampling, created, include_usage, n, gone)  # noqa: E731
+        events = lambda gone: stream_of(rt, plan_checked(rt, tenant, data, sampling, options), sampling, created, include_usage, n, gone)  # noqa: E731
         return Stream(await scheduled_stream(rt, tenant, events, request), media_type="text/event-stream")
     cancel = threading.Event()
-    return await scheduled(rt, tenant, lambda: completion(rt, tenant, data, sampling, cancel), request, cancel)
+    return await scheduled(rt, tenant, lambda: completion(rt, tenant, data, sampling, options, cancel), request, cancel)
 
 
-def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, cancel: threading.Event | None = None) -> Response[ChatCompletion]:
-    p = plan_checked(rt, tenant, data, sampling)
+def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, options: ChatOptions,
+               cancel: threading.Event | None = None) -> Response[ChatCompletion]:
+    p = plan_checked(rt, tenant, data, sampling, options)
     created = int(time.time())
     cancel = cancel or threading.Event()
     with rt.chats.generating(cancel) as chat, rt.metrics.generation_queue.track_inprogress():
@@ -223,14 +253,14 @@ def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> Non
         raise bad_request("messages", f"{chars} characters cannot fit the prompt budget of {budget} tokens: {why}")
 
 
-def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling) -> services.Plan:
+def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, options: ChatOptions) -> services.Plan:
     """The plan, once its context (messages and retrieved shots) is known to fit the prompt budget
     and its candidates the prefill budget. Retrieved shots are left out, farthest first, until the
     prompt fits; messages that do not fit alone are a 400 naming `messages`. Then fewer candidates
     are generated while their prefill (candidates x prompt tokens) is over `max_prefill_tokens`,
     down to the `n` returned; `n` copies over it are a 400 naming `n` (`messages` for one). Runs
     on the scheduler: the plan's timings record how the request waited for its turn."""
-    p = plan_for(rt, tenant, data)
+    p = plan_for(rt, tenant, data, options)
     waited = rt.scheduler.waited()
     if waited is not None:
         p.timings.queue_ms, p.timings.queued_behind = round(waited.seconds * 1000, 3), waited.behind

@@ -26,5 +26,6 @@ async def create_feedback(
     Send `Idempotency-Key` to retry safely: a retry of a feedback already stored (even across a
     crash) stores nothing and answers 201 with the first receipt and `Idempotent-Replayed: true`."""
     rt: Runtime = request.app.state.runtime
+    services.one_idempotency_key(request)
     receipt, replayed = await services.record(rt, request.user.tenant, data, idempotency_key)
     return Response(receipt, status_code=201, headers={"Idempotent-Replayed": "true"} if replayed else None)

@@ -153,6 +153,14 @@ def _rating_rows(item: Interaction, fb: RatingFeedback) -> list[dict]:
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
 
 
+def one_idempotency_key(request) -> None:
+    """A 400 naming `Idempotency-Key` when a request sends the header more than once: it is one value (not
+    a list), and which one counts would be each client's, proxy's and replica's guess (Litestar reads the first)."""
+    sent = request.headers.getall("idempotency-key", [])
+    if len(sent) > 1:
+        raise bad_request("Idempotency-Key", f"{len(sent)} `Idempotency-Key` headers: send one (1-255 printable ASCII characters)")
+
+
 def idempotent_ids(tenant: str, user: str, key: str, n: int) -> list[str]:
     """The pref_ids of a feedback sent with `Idempotency-Key: key`: the same on every retry, so a
     retry finds what the first attempt stored (in the log or in the table), even after a crash."""

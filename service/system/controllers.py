@@ -103,7 +103,8 @@ def scrape_state(app: Litestar) -> list:
     return state
 
 
-@get("/metrics", sync_to_thread=True, summary="Prometheus text format", media_type=CONTENT_TYPE)
+@get("/metrics", sync_to_thread=True, summary="Prometheus text format, or OpenMetrics when `Accept` asks for it", media_type=CONTENT_TYPE)
 def metrics(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
-    return Response(rt.metrics.render(), media_type=CONTENT_TYPE)
+    body, content_type = rt.metrics.render(request.headers.get("accept"))
+    return Response(body, media_type=content_type, headers={"Vary": "Accept"})

@@ -22,7 +22,7 @@ from pluralign.store import StoredPreference
 from pluralign.store.failures import unavailable
 from pluralign.user import FEATURE_NAMES
 from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
-from service.feedback.services import IDEMPOTENCY_KEY, check_labels, replay_of
+from service.feedback.services import IDEMPOTENCY_KEY, check_labels, one_idempotency_key, replay_of
 from service.head import is_head
 from service.ids import check_user_id
 from service.requestid import remember
@@ -132,6 +132,7 @@ async def import_preferences(
     Send `Idempotency-Key` (per tenant and user, as for feedback) to retry safely: a body already
     stored under the key stores nothing and answers 201 with the first receipt and
     `Idempotent-Replayed: true` (`pluralign data import` sends one per chunk, from its content)."""
+    one_idempotency_key(request)
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
     rt, tenant, user_id = _user(request, user_id)

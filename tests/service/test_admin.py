@@ -46,6 +46,19 @@ def test_admin_routes_refuse_tenant_keys_and_missing_keys(svc):
         assert admin.post("/v1/feedback", json={"type": "comparison", "user": "x", "prompt": "p", "chosen": "a", "rejected": "b"}).status_code == 403
 
 
+def test_an_unknown_job_id_is_repeated_escaped_as_other_errors_repeat_values(svc):
+    """Before: the 404 said `no job ` and then the id's characters as sent, a right-to-left override (U+202E)
+    included, which turns the rest of the message (and the log line, the terminal) around; every other error
+    repeats a client's value as `shown` does, escaped and quoted ('\\u202e...')."""
+    sneaky = "\u202ebol\u200b" * 3
+    with svc.client("admin") as admin:
+        for r in (admin.get(f"/admin/jobs/{sneaky}"), admin.post(f"/admin/jobs/{sneaky}/cancel")):
+            assert r.status_code == 404, r.text
+            message = r.json()["error"]["message"]
+            assert "\u202e" not in message and "\u200b" not in message, message
+            assert message.startswith("no job '\\u202ebol\\u200b"), message
+
+
 def test_a_crashing_job_is_recorded_failed_and_the_service_keeps_serving(svc):
     with svc.client("admin") as admin:
         # an audit of a tenant with no stored comparisons: the worker exits with an error

@@ -68,6 +68,62 @@ def test_a_tenant_over_its_generation_slots_gets_429_with_retry_after_and_others
     assert other.status_code == 200, other.text  # another tenant is not refused for acme's load
 
 
+@pytest.mark.parametrize("change, field", [
+    ({"model": "gpt-9"}, "model"), ({"n": 0}, "n"), ({"messages": [{"role": "system", "content": "Be brief."}]}, "messages"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"), ({"user": "no spaces"}, "user"),
+    ({"pluralign": {"shots": 99}}, "pluralign.shots"),
+])
+def test_a_chat_that_can_never_be_served_is_a_400_at_once_while_the_tenant_s_slots_are_busy(svc, change, field):
+    """Before: the model, the messages, `n`, the neutral-only fields, the user id and pluralign's options were
+    checked on the generation scheduler, in the request's turn: while the tenant's slots were busy such a
+    request waited behind them for its 400, or got 429 (the openai client raises RateLimitError, and
+    retries it) when the queue was full, for a request no retry could ever get served."""
+    long_chat = {**CHAT, "max_tokens": 400, "temperature": 1.0, "seed": 5}
+    def send() -> None:
+        with svc.client("acme") as c:
+            c.post("/v1/chat/completions", json=long_chat)
+
+    threads = [threading.Thread(target=send) for _ in range(3)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while svc.runtime.scheduler.stats()["running"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with svc.client("acme") as c:
+        started = time.monotonic()
+        r = c.post("/v1/chat/completions", json={**CHAT, **change})
+        took = time.monotonic() - started
+    for t in threads:
+        t.join()
+    assert r.status_code == 400 and field_named(r) == field, (r.status_code, r.text)
+    assert took < 1.0, took
+
+
+def test_a_chat_whose_client_left_while_it_waited_frees_the_tenant_s_slot_at_once(svc):
+    """Before: a chat whose client gave up while it waited kept its place, and its tenant's slot, until its
+    turn came (it was dropped only then): with 2 slots, one long chat and one abandoned wait answered the
+    tenant's next chat 429 for as long as the long one ran (an impatient client retrying fills them all)."""
+    long_chat = {**CHAT, "max_tokens": 1000, "temperature": 1.0, "seed": 7}
+
+    def send() -> None:
+        with svc.client("acme") as c:
+            c.post("/v1/chat/completions", json=long_chat, timeout=300)
+
+    runner = threading.Thread(target=send)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while svc.runtime.scheduler.stats()["running"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with svc.client("acme") as c, pytest.raises(httpx.TimeoutException):
+        c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4}, timeout=0.5)  # waits behind it, then gives up
+    time.sleep(0.3)  # the service reads the disconnect
+    with svc.client("acme") as c:
+        assert svc.runtime.scheduler.stats()["running"] == 1, "the long chat ended before the test could look"
+        r = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4}, timeout=300)
+    runner.join()
+    assert r.status_code == 200, (r.status_code, r.text)
+
+
 def test_a_prompt_longer_than_the_context_is_a_400_up_front(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     server, svc = serve(tmp_path, Generator.from_folder(tiny_generator_dir), tiny_pal_dir, minilm, rerank=False, candidates=1,
                         max_prompt_tokens=None)  # only the model's context (4096 tokens) bounds the prompt

@@ -229,6 +229,35 @@ def test_idempotency_key_stores_a_retried_feedback_once(svc):
         assert "idempotent-replayed" not in g.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-0001"}).headers
 
 
+def test_two_idempotency_keys_are_a_400_and_store_nothing(svc):
+    """Before: the first of two `Idempotency-Key` headers was used (201, stored under it), so a proxy or
+    client library that reads the other one retried under a key the service never saw, storing it twice."""
+    row = {"type": "comparison", "user": "twokeys", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+    with svc.client("acme") as c:
+        for path, body in (("/v1/feedback", json.dumps(row)), ("/v1/users/twokeys/import", json.dumps({k: row[k] for k in ("prompt", "chosen", "rejected")}))):
+            r = c.post(path, content=body, headers=[("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2"), ("Content-Type", "application/json")])
+            assert r.status_code == 400, (path, r.status_code, r.text)
+            assert r.json()["error"]["param"] == "Idempotency-Key" and "2 `Idempotency-Key` headers" in r.json()["error"]["message"]
+        assert c.get("/v1/users/twokeys").status_code == 404
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/feedback", b'{"type": "comparison", "user": "dupa", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "user": "dupb"}', "user"),
+    ("/v1/chat/completions", b'{"model": "pluralign", "messages": [{"role": "user", "content": "Hi", "role": "system"}]}', "messages[0].role"),
+    ("/v1/rewards/score", b'{"user": "dupa", "prompt": "Tea?", "responses": ["Yes."], "prompt": "Coffee?"}', "prompt"),
+])
+def test_a_json_key_given_twice_is_a_400_naming_it(svc, path, body, field):
+    """Before: the last of two values was used (a feedback naming `user` twice was stored for the second, 201),
+    while a gateway or log reading the first saw another user: a query parameter or header given twice is a
+    400 naming it, and so now is a key given twice in one JSON object."""
+    with svc.client("acme") as c:
+        r = c.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, (r.status_code, r.text)
+        error = r.json()["error"]
+        assert error["param"] == field and "given 2 times" in error["message"], error
+        assert c.get("/v1/users/dupb").status_code == 404
+
+
 def test_truncated_texts_are_counted(svc):
     def truncated() -> float:
         line = next(x for x in httpx.get(svc.url + "/metrics").text.splitlines() if x.startswith("pluralign_embed_truncated_texts"))

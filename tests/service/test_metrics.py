@@ -69,3 +69,34 @@ def test_job_gauge_counts_queued_jobs(svc):
         job = admin.post("/admin/jobs", json={"kind": "em", "params": {"protocol": "persona", "groups": 2, "k": 2, "max_iter": 1}}).json()
     counts = samples(scrape(svc)["pluralign_jobs"])
     assert sum(v for labels, v in counts.items() if ("kind", "em") in labels) == 1, job
+
+
+# what Prometheus 3 sends when it scrapes (its default scrape_protocols, highest preference first)
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;"
+                     "version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
+
+
+@pytest.mark.parametrize("accept", ["application/openmetrics-text; version=1.0.0; charset=utf-8", PROMETHEUS_ACCEPT])
+def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(svc, accept):
+    """Before: `/metrics` answered the text format 0.0.4 whatever the Accept header, so a scraper asking
+    for OpenMetrics (Prometheus does first) got the classic format, which the OpenMetrics parser refuses."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+
+    with svc.client("acme") as c:
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "om", "prompt": "p", "chosen": "a", "rejected": "b"}).status_code == 201
+    r = httpx.get(svc.url + "/metrics", headers={"Accept": accept})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0"), r.headers["content-type"]
+    assert r.text.endswith("# EOF\n")
+    families = {f.name: f for f in openmetrics_families(r.text)}  # raises on anything OpenMetrics does not allow
+    assert families["pluralign_feedback_rows"].type == "counter"
+    assert samples(families["pluralign_feedback_rows"], "_total")[(("kind", "comparison"),)] >= 1
+    assert families["pluralign_http_request_seconds"].type == "histogram" and families["pluralign_http_request_seconds"].unit == ""
+    assert families["pluralign_table_rows"].type == "gauge"
+    assert r.headers["vary"] == "Accept"
+    # a HEAD answers the same content type, and a scraper that asks for nothing in particular still gets the classic format
+    assert httpx.head(svc.url + "/metrics", headers={"Accept": accept}).headers["content-type"] == r.headers["content-type"]
+    scrape(svc)
+    text = httpx.get(svc.url + "/metrics", headers={"Accept": "text/plain;version=1.0.0;escaping=allow-utf-8"})
+    assert sorted(text.headers["content-type"].split("; ")) == ["charset=utf-8", "escaping=allow-utf-8", "text/plain", "version=1.0.0"]
+    assert "pluralign_feedback_rows" in {f.name for f in text_string_to_metric_families(text.text)}

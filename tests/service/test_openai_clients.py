@@ -180,3 +180,55 @@ def test_litellm_with_user_in_extra_body(svc):
         assert c.get("/v1/users/lior-plain").status_code == 404  # why the docs say extra_body
     with pytest.raises(litellm.BadRequestError, match="temperature"):
         litellm.completion(model="openai/pluralign", api_base=svc.url + "/v1", api_key=svc.keys["acme"], messages=HI, temperature=5)
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("limited"), tiny_generator_dir, tiny_pal_dir, minilm, tenant_requests_per_second=5)
+    with server:
+        yield service
+
+
+def test_the_rate_limit_s_429_says_which_limit_and_when_to_retry(limited):
+    """Before: the openai client raised RateLimitError with the message "Too Many Requests" (Litestar's
+    default), which named neither the limit, nor its setting, nor when to send again."""
+    import openai
+    from openai import OpenAI
+
+    client = OpenAI(base_url=limited.url + "/v1", api_key=limited.keys["acme"], max_retries=0)
+    with pytest.raises(openai.RateLimitError) as limited_error:
+        for _ in range(30):
+            client.models.list()
+    error = limited_error.value
+    assert error.code == "rate_limit_exceeded" and error.type == "rate_limit_error"
+    retry_after = error.response.headers["retry-after"]
+    assert "5 requests a second" in error.message and "PLURALIGN_TENANT_REQUESTS_PER_SECOND" in error.message, error.message
+    assert f"retry after {retry_after} s" in error.message, error.message
+    # a client without a known key is limited by its address, and told so
+    stranger = OpenAI(base_url=limited.url + "/v1", api_key="pk-unknown", max_retries=0)
+    for _ in range(30):
+        with pytest.raises(openai.APIStatusError) as anonymous:
+            stranger.models.list()
+        if anonymous.value.status_code == 429:
+            break
+    assert anonymous.value.status_code == 429 and "without a known key from this address" in anonymous.value.message, anonymous.value.message
+
+
+def test_a_long_stop_string_is_refused_before_it_reaches_the_generator(client, svc):
+    """Before: `stop` took strings of any length, and transformers' stop-string set-up costs ~8 ms of the
+    generation process a character (SmolLM2's vocabulary): one request with a 100,000-character stop held
+    the generator, which serves every tenant one generation at a time, for minutes (seen: 4 minutes and
+    counting, while every other chat queued and then got 429)."""
+    import time
+
+    import openai
+
+    started = time.monotonic()
+    with pytest.raises(openai.BadRequestError) as long_stop:
+        client.chat.completions.create(model="pluralign", messages=HI, max_tokens=1, stop="x" * 100_000)
+    assert long_stop.value.param == "stop" and "64 characters" in long_stop.value.message, long_stop.value.message
+    assert time.monotonic() - started < 5
+    with pytest.raises(openai.BadRequestError) as second:  # the list form is checked string by string
+        client.chat.completions.create(model="pluralign", messages=HI, max_tokens=1, stop=["###", "y" * 65])
+    assert second.value.param == "stop[1]", second.value.param
+    assert client.chat.completions.create(model="pluralign", messages=HI, max_tokens=2, stop=["z" * 64]).choices  # 64 is served

@@ -37,7 +37,8 @@ def test_document_validates_and_declares_security_and_media_types(schema):
     assert "security" not in paths["/health"]["get"]
     chat = paths["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
     assert {"application/json", "text/event-stream"} <= set(chat)
-    assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain; version=0.0.4"]
+    assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == [
+        "text/plain; version=0.0.4", "text/plain; version=1.0.0", "application/openmetrics-text; version=1.0.0"]  # by `Accept`
     assert list(paths["/admin/dashboard"]["get"]["responses"]["200"]["content"]) == ["text/html"]
     assert list(paths["/v1/users/{user_id}/export"]["get"]["responses"]["200"]["content"]) == ["application/x-ndjson"]
     for status in ("400", "401", "403", "404", "429"):

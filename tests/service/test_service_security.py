@@ -166,3 +166,19 @@ def test_bad_input_is_a_clear_4xx(svc, method, path, body, status, names):
 def test_no_request_produced_a_500(svc):
     text = httpx.get(svc.url + "/metrics").text
     assert 'status="500"' not in text and 'status="200"' in text
+
+
+def test_two_authorization_headers_are_a_400_whichever_key_comes_first(svc):
+    """Before: the first of two `Authorization` headers was used (a proxy that adds its own key after the
+    client's, or one that reads the last, then disagreed with the service on who was calling): a request
+    with acme's key and then globex's was served as acme, and with them swapped as globex."""
+    for first, second in (("acme", "globex"), ("globex", "acme"), ("acme", "acme")):
+        headers = [("Authorization", f"Bearer {svc.keys[first]}"), ("Authorization", f"Bearer {svc.keys[second]}")]
+        r = httpx.post(svc.url + "/v1/feedback", json=comparison("twice"), headers=headers)
+        assert r.status_code == 400, (first, second, r.status_code, r.text)
+        error = r.json()["error"]
+        assert error["param"] == "Authorization" and "2 `Authorization` headers" in error["message"], error
+        assert all(key not in r.text for key in svc.keys.values())  # a key is never echoed
+    for tenant in ("acme", "globex"):
+        with svc.client(tenant) as c:
+            assert c.get("/v1/users/twice").status_code == 404  # nothing was stored for either

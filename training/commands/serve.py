@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     started, requests = serve_until_stopped(app, args, json_logs=settings.log_format == "json", own_access_log=True, on_stop=partial(stop_taking_work, app),
                                             on_grace_over=partial(cut_running, app), drain_s=settings.stop_drain_s,
-                                            on_drain=partial(setattr, app.state, "draining"))
+                                            on_drain=partial(setattr, app.state, "draining"), request_read_timeout_s=settings.request_read_timeout_s)
     if not started:
         return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
     return how_it_stopped(app.state.runtime, requests)
@@ -161,18 +161,21 @@ def store_problem(settings, exc) -> str:
 
 
 def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None, json_logs: bool = False,
-                        own_access_log: bool = False, drain_s: float = 0.0, on_drain=None) -> tuple[bool, CancelledRequests]:
+                        own_access_log: bool = False, drain_s: float = 0.0, on_drain=None,
+                        request_read_timeout_s: float | None = None) -> tuple[bool, CancelledRequests]:
     """Serve `app` with uvicorn on `args.host`/`args.port` until SIGTERM or Ctrl-C, telling it it stops
     (`on_stop`) and that the graceful wait is nearly over (`on_grace_over`). Returns whether it had
     started, and the requests its graceful wait cancelled. With `own_access_log` uvicorn's access lines are
     left out (they show raw paths, user ids in them; the app writes its own, `PLURALIGN_ACCESS_LOG`); with `json_logs`
     its other lines go to the root logger's handler, so every line on stderr is one JSON object. With `drain_s`,
-    it keeps listening that long once told to stop, `on_drain(True)` first (the app then answers every request 503)."""
+    it keeps listening that long once told to stop, `on_drain(True)` first (the app then answers every request 503).
+    With `request_read_timeout_s`, a request must arrive whole that soon (`timed_http_protocol`)."""
     import uvicorn
 
     requests = CancelledRequests(app)
     config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S,
-                            access_log=not own_access_log, **({"log_config": None} if json_logs else {}))
+                            access_log=not own_access_log, **({"log_config": None} if json_logs else {}),
+                            **({"http": timed_http_protocol(request_read_timeout_s)} if request_read_timeout_s else {}))
     server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None), drain_s=drain_s,
                                on_drain=on_drain or (lambda draining: None))
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
@@ -225,6 +228,85 @@ class CancelledRequests:
             if scope["type"] == "http":
                 self.cancelled += 1
             raise
+
+
+def timed_http_protocol(timeout_s: float):
+    """uvicorn's HTTP protocol (httptools' where installed, else h11's: the one `http="auto"` picks), with
+    a deadline for each request to arrive whole: its headers and body within `timeout_s` of the
+    connection's opening, or of the first byte of a later request on it. A client still sending then gets
+    a 408 (`code: request_timeout`; one that sent nothing is just closed) and the connection is closed; a
+    request that arrived in time runs as long as it needs. uvicorn's own keep-alive timer covers only a
+    connection idle after a response, so a client that never finished a request (slowloris: a byte now
+    and then, or nothing) held it open, and a file descriptor, for good."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    message = (f"the request did not arrive whole within {timeout_s:g} s (PLURALIGN_REQUEST_READ_TIMEOUT_S): "
+               f"send it again, at once").encode()
+
+    class TimedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        deadline: asyncio.TimerHandle | None = None
+        reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.deadline = self.loop.call_later(timeout_s, self.timed_out)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.transport.is_closing():
+                return
+            if hasattr(self, "conn"):  # h11: its state machine says where the client's request is
+                import h11
+
+                state, buffered = self.conn.their_state, bool(self.conn.trailing_data[0])
+                self.reading = {h11.IDLE: "headers" if buffered else "nothing", h11.SEND_BODY: "body"}.get(state, "done")
+            if self.reading != "done" and self.deadline is None:  # the first bytes of a later request
+                self.deadline = self.loop.call_later(timeout_s, self.timed_out)
+            elif self.reading == "done" and self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        # httptools' parser calls these as the request arrives (h11's state is read in data_received)
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.reading = "headers"
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self.reading = "body"
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self.reading = "done"
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+            super().connection_lost(exc)
+
+        def timed_out(self) -> None:
+            self.deadline = None
+            if self.transport.is_closing() or self.reading == "done":
+                return
+            if self.reading != "body" and self.cycle is not None and not self.cycle.response_complete:
+                # a request pipelined behind one whose answer is still going out: nothing may be written
+                # into that answer, so the deadline waits for it
+                self.deadline = self.loop.call_later(timeout_s, self.timed_out)
+                return
+            cycle = self.cycle if self.reading == "body" else None
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True  # the app, waiting for the body, reads a disconnect; what it sends is dropped
+                cycle.message_event.set()
+            if self.reading != "nothing" and not (cycle is not None and cycle.response_started):
+                param = b'"body"' if self.reading == "body" else b"null"
+                body = (b'{"error":{"message":"' + message + b'","type":"invalid_request_error","param":' + param +
+                        b',"code":"request_timeout"}}')
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            self.transport.close()
+
+    return TimedProtocol
 
 
 def stopping_server():

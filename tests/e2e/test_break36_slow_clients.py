@@ -1,0 +1,100 @@
+"""Session 36 (break): clients that send a request slowly, or never finish it, against `pluralign serve`.
+
+uvicorn's keep-alive timer covers only a connection idle after a response: a connection that never sent
+a whole request (nothing at all, half its headers, or a body a byte at a time: slowloris) was held open
+forever, each with a file descriptor, so enough of them (the process may hold 20,000 here) left none for
+the store's files and the feedback log. `PLURALIGN_REQUEST_READ_TIMEOUT_S` now bounds how long a request
+may take to arrive; a request that arrives in time is served as before, however long it then runs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.test_e2e_serve import ServeProcess
+
+TIMEOUT_S = 2
+# uvicorn parses with httptools where it is installed (requirements.txt pins it), else with h11
+WITH_H11 = """
+import sys
+import uvicorn.protocols.http.auto as auto
+from uvicorn.protocols.http.h11_impl import H11Protocol
+auto.AutoHTTPProtocol = H11Protocol
+from training.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module", params=["httptools", pytest.param("h11", marks=pytest.mark.slow)])
+def served(request, tmp_path_factory, tiny_generator_dir, tiny_pal_dir):
+    tmp = tmp_path_factory.mktemp("slow-clients")
+    proc = ServeProcess(tmp / "data", tiny_generator_dir, tiny_pal_dir, code=WITH_H11 if request.param == "h11" else None,
+                        PLURALIGN_REQUEST_READ_TIMEOUT_S=str(TIMEOUT_S), PLURALIGN_CACHE_DIR=str(tmp / "cache"),
+                        PLURALIGN_GENERATION_PROCESS="false")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def held_for(proc: ServeProcess, first: bytes, then: bytes = b"", every_s: float = 0.0, limit_s: float = 4 * TIMEOUT_S) -> tuple[float, bytes]:
+    """Open a connection, send `first`, then `then` a byte every `every_s` (0: nothing more); returns how
+    long the service kept the connection and what it answered."""
+    sock = socket.create_connection(("127.0.0.1", proc.port))
+    sock.settimeout(every_s or limit_s)
+    started = time.monotonic()
+    sock.sendall(first)
+    answer, rest = b"", iter(then)
+    try:
+        while time.monotonic() - started < limit_s:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                byte = next(rest, None)
+                if byte is not None:
+                    sock.sendall(bytes([byte]))
+                continue
+            if not data:
+                break
+            answer += data
+    finally:
+        sock.close()
+    return time.monotonic() - started, answer
+
+
+@pytest.mark.parametrize("first, then, every_s", [
+    (b"", b"", 0.0),  # connected, sent nothing
+    (b"GET /v1/models HTTP/1.1\r\nHost: x\r\n", b"", 0.0),  # half its headers
+    (b"GET /v1/models HTTP/1.1\r\nHost: x\r\n", b"X-Slow: " + b"a" * 100, 0.5),  # headers a byte every half second
+], ids=["nothing", "half-headers", "headers-trickled"])
+def test_a_request_that_does_not_arrive_in_time_gets_408_and_its_connection_closed(served, first, then, every_s):
+    """Before: each connection stayed open (the first two for good; a third held 90 s, then the test gave up)."""
+    held, answer = held_for(served, first, then, every_s)
+    assert held < TIMEOUT_S + 3, (held, answer)
+    if first:  # a client that began a request is told why (one that sent nothing has no request to answer)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+        assert error["code"] == "request_timeout" and "PLURALIGN_REQUEST_READ_TIMEOUT_S" in error["message"], error
+    assert httpx.get(served.url + "/v1/models").status_code == 401  # the service still answers others at once
+
+
+def test_a_body_trickled_in_past_the_deadline_is_cut_and_stores_nothing(served):
+    key = served.dev_key()
+    row = json.dumps({"type": "comparison", "user": "slowpoke", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}).encode()
+    head = (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(row)}\r\n\r\n").encode()
+    held, answer = held_for(served, head + row[:5], row[5:], every_s=0.5)
+    assert held < TIMEOUT_S + 3 and answer.startswith(b"HTTP/1.1 408 "), (held, answer)
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(served.url + "/v1/users/slowpoke", headers=headers).status_code == 404
+    # the same request sent at once is stored, and a request that arrived in time may then run longer than the deadline
+    assert httpx.post(served.url + "/v1/feedback", content=row, headers={**headers, "Content-Type": "application/json"}).status_code == 201
+    chat = {"model": "pluralign", "user": "slowpoke", "max_tokens": 12, "messages": [{"role": "user", "content": "Tea?"}]}
+    with httpx.Client(base_url=served.url, headers=headers, timeout=120) as client:  # keep-alive: the second request on one connection
+        for _ in range(2):
+            assert client.post("/v1/chat/completions", json=chat).status_code == 200
+            time.sleep(TIMEOUT_S + 0.5)  # idle past the deadline between requests: uvicorn's keep-alive closes it, the client reconnects
