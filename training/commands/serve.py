@@ -10,6 +10,13 @@ printed once, and stored hashed in the data folder; a data folder the service ca
 error first, and no key is issued. A start that fails (a bad setting, a damaged file, Ctrl-C while
 the models load) prints one line `pluralign: error: ...` naming the setting or file, and removes what
 it had created in the data folder. GET /health answers once the models are loaded.
+
+Our own code where the library has none: uvicorn (0.54) has no deadline for a request to arrive
+(its `timeout_keep_alive` covers only a connection idle between requests; the request-start and
+request-complete timeouts of uvicorn issue #157 were never built, and ASGI middleware runs only once a
+request is parsed), so `timed_http_protocol` subclasses the protocol uvicorn picks to add one
+(PLURALIGN_REQUEST_READ_TIMEOUT_S). Measured before it: a connection sending a byte now and then stayed
+open 200 s and more, until the client gave up.
 """
 
 from __future__ import annotations
