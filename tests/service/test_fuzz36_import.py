@@ -88,3 +88,13 @@ def test_a_lone_surrogate_escape_beside_bytes_not_utf8_is_a_400_naming_the_line(
         feedback = raw.replace(b"{", b'{"type": "comparison", "user": "fz36-lone", ', 1)
         r = c.post("/v1/feedback", content=feedback, headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and field_named(r) == "body", (r.status_code, r.text)
+
+
+def test_an_imported_rows_trl_key_is_a_400_naming_it(svc):
+    """`trl` is no column of a preference file (`Preference`'s own field): before, a 201 (the row read with
+    its TRL form taken from the key), now a 400 naming `line 1.trl`, as any unknown key of a row."""
+    row = {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "trl": {"chosen": "Sure, tea.", "rejected": "Coffee!"}}
+    with svc.client("acme") as c:
+        r = c.post("/v1/users/fz36-trl/import", content=json.dumps(row))
+        assert r.status_code == 400 and field_named(r) == "line 1.trl", (r.status_code, r.text)
+        assert "unknown field" in r.json()["error"]["message"], r.text
