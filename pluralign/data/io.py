@@ -184,6 +184,8 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     implicit = "prompt" not in row
     original = _take_texts(row, line, implicit)  # row's prompt/chosen/rejected: now plain text
     _take_other_fields(row, line, default_user)
+    if "trl" in row:  # `Preference`'s own field, never a file's column: a row does not give its record's TRL form
+        raise PreferenceError(line, "trl", UNKNOWN_FIELD)
     try:
         record = msgspec.convert(row, Preference)
     except msgspec.ValidationError as exc:

@@ -146,7 +146,8 @@ _ESCAPE = regex.compile(rb"\\u([dD][89a-fA-F][0-9a-fA-F]{2})")
 def lone_surrogate_escape(raw: bytes) -> tuple[int, str] | None:
     """The first lone UTF-16 surrogate escape (`\\ud83d` without its pair) in the JSON text `raw`, as
     (byte offset of its backslash, the escape as written), when such escapes are all that keeps `raw`
-    from being JSON; None otherwise (no lone escape, or `raw` is malformed for another reason).
+    from being JSON; None otherwise (no lone escape, or `raw` is malformed for another reason, such as bytes
+    that are not UTF-8).
     A pair (`\\ud83d\\ude00`) is one character and not lone; an escaped backslash (`\\\\ud83d`) starts no escape."""
     lone: list[tuple[int, int]] = []  # (start, end) of each lone escape
     pending: tuple[int, int] | None = None  # a high surrogate waiting for its low half
@@ -176,7 +177,7 @@ def lone_surrogate_escape(raw: bytes) -> tuple[int, str] | None:
         mended[start:end] = b"\\ufffd"
     try:
         msgspec.json.decode(bytes(mended))
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # malformed otherwise, or not UTF-8 either
         return None
     start, end = min(lone)
     return start, raw[start:end].decode("ascii")

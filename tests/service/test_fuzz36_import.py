@@ -1,0 +1,100 @@
+"""Session fuzz36, end to end: an import whose body mixes adversarial lines (repeated keys, numbers at
+float's and int's edges, unicode that renders as nothing, TRL's message lists, implicit prompts and
+extra columns) stores exactly what the reference reader (`row_to_preference` on each decoded line)
+gives for each line; and a line the reader once crashed on is a 400 naming it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pluralign.data.io import _decode_line, row_to_preference
+from tests.service.tiny import field_named, start_service
+
+USER = "fz36"
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("fuzz36-import"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+def _conversation(answer: str) -> list[dict]:
+    return [{"role": "user", "content": "Tea or coffee?"}, {"role": "assistant", "content": answer}]
+
+
+# every line a good row the reference reads; each with something a typed decoding might read otherwise
+LINES = [
+    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}',
+    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "prompt": "Coffee?", "chosen": "Gladly."}',  # the last of a key
+    b'{"prompt": 1, "prompt": "Milk?", "chosen": "Yes.", "rejected": "No."}',  # a bad first value, a good last one
+    b'  {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "margin": -0.0, "created_at": 18446744073709551616}\t\r',
+    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "margin": 1000000, "created_at": 1726000000.999999999999999999999}',
+    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "created_at": 9007199254740993, "tie": null, "source": null}',
+    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "user_id": "fz36", "user_id": "fz36", "tie": true}',
+    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {"g": "a", "g": "b", "n": 4, "f": 1.50, "t": true, "x": null}}',
+    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {"e\\u0301": "\\u00e9", "lang": "\\u05e9\\u05dc\\u05d5\\u05dd"}}',
+    '{"prompt": "Tea?", "chosen": "Caf\u00e9.", "rejected": "Cafe\u0301 au lait.\u200b"}'.encode(),
+    b'{"prompt": "\\u202eTea?", "chosen": "\\ud83d\\udc69\\u200d\\ud83d\\udcbb", "rejected": "\\ud83d\\udc69\\u200d\\ud83d\\udc67"}',
+    b'{"prompt": "Tea?", "chosen": "a\\u0000b", "rejected": "No.\\u00a0", "pr\\u006fmpt": "Milk?"}',  # an escaped key is the key
+    json.dumps({"chosen": _conversation("Tea."), "rejected": _conversation("Coffee.")}).encode(),  # implicit, conversational
+    json.dumps({"chosen": "Tea? Yes.", "rejected": "Tea? No.", "id": 10**30, "score_chosen": -0.0, "chosen_model": None}).encode(),
+    json.dumps({"prompt": [{"role": "system", "content": "Be brief."}, {"content": "Tea?"}], "chosen": "Yes.", "rejected": "No."}).encode(),
+    json.dumps({"prompt": "Tea?", "chosen": [{"role": "assistant", "content": "Yes.", "name": None}],
+                "rejected": [{"role": None, "content": "No."}]}).encode(),  # null keys: absent
+]
+
+
+def _reference(raw: bytes):
+    return row_to_preference(_decode_line(1, raw), 1, USER)
+
+
+def test_an_import_of_adversarial_lines_stores_what_the_reference_reader_reads(svc):
+    expected = [_reference(raw) for raw in LINES]  # every line a good row (else this raises)
+    body = b"\n".join(LINES[:8] + [b"", b"  "] + LINES[8:]) + b"\n"
+    with svc.client("acme") as c:
+        r = c.post(f"/v1/users/{USER}/import", content=body)
+        assert r.status_code == 201, r.text
+        page = c.get(f"/v1/users/{USER}/preferences", params={"limit": 500}).json()
+    stored = {row["pref_id"]: row for row in page["data"]}
+    rows = [stored[pref_id] for pref_id in r.json()["stored"]]
+    assert len(rows) == len(LINES)
+    for raw, row, record in zip(LINES, rows, expected, strict=True):
+        want = {"user_id": USER, "prompt": record.prompt, "chosen": record.chosen, "rejected": record.rejected, "margin": record.margin,
+                "tie": record.tie, "source": record.source or "import", "attributes": record.attributes}
+        got = {k: row[k] for k in want}
+        assert got == want, raw
+        if record.created_at is not None:
+            assert row["created_at"] == record.created_at, raw
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"rejected": "\\ud800", "chosen": "\xed\xa0\x80", "prompt": "Tea?"}',
+    b'{"prompt": "Tea?", "chosen": "\\udfff Yes.", "rejected": "No. \xff"}',
+])
+def test_a_lone_surrogate_escape_beside_bytes_not_utf8_is_a_400_naming_the_line(svc, raw):
+    """Before: 500 (UnicodeDecodeError out of `lone_surrogate_escape`, which tries the line with its lone
+    escapes mended and met the bytes that are not UTF-8). Now a 400 naming line 2, nothing stored; and
+    the same bytes in a JSON body (POST /v1/feedback) a 400 too."""
+    with svc.client("acme") as c:
+        good = b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}'
+        r = c.post("/v1/users/fz36-lone/import", content=good + b"\n" + raw)
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert field_named(r) == "line 2", r.json()
+        assert c.get("/v1/users/fz36-lone/preferences").status_code == 404  # nothing of the body was stored
+        feedback = raw.replace(b"{", b'{"type": "comparison", "user": "fz36-lone", ', 1)
+        r = c.post("/v1/feedback", content=feedback, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and field_named(r) == "body", (r.status_code, r.text)
+
+
+def test_an_imported_rows_trl_key_is_a_400_naming_it(svc):
+    """`trl` is no column of a preference file (`Preference`'s own field): before, a 201 (the row read with
+    its TRL form taken from the key), now a 400 naming `line 1.trl`, as any unknown key of a row."""
+    row = {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "trl": {"chosen": "Sure, tea.", "rejected": "Coffee!"}}
+    with svc.client("acme") as c:
+        r = c.post("/v1/users/fz36-trl/import", content=json.dumps(row))
+        assert r.status_code == 400 and field_named(r) == "line 1.trl", (r.status_code, r.text)
+        assert "unknown field" in r.json()["error"]["message"], r.text
