@@ -242,43 +242,59 @@ def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
         return None
     user_id = row.user_id
     if user_id is msgspec.UNSET:
-        if default_user is None:
-            return None
         user_id = default_user
     elif isinstance(user_id, int):  # never a bool: the typed decoding refuses one
         user_id = str(user_id)
-    margin, created_at = row.margin, row.created_at
-    if (margin is not None and not 0 <= margin <= 1e6) or (created_at is not None and not math.isfinite(created_at)):
+    if user_id is None or not _line_fields_sound(row):
         return None
-    for key in row.attributes:
-        if is_blank(key):
-            return None
-    # msgspec decodes no lone surrogate (it refuses the escape), so no text needs `surrogate_problem`
-    prompt, chosen, rejected = row.prompt, row.chosen, row.rejected
-    trl = None
+    prompt, chosen, rejected, trl = row.prompt, row.chosen, row.rejected, None
     if not (isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str)) or _has_extra(row):
-        if isinstance(chosen, str) != isinstance(rejected, str):
+        texts = _line_texts(row)
+        if texts is None:
             return None
-        for messages in (prompt, chosen, rejected):
-            if isinstance(messages, list) and not (messages and all("content" in m and m.keys() <= _MESSAGE_KEY_SET for m in messages)):
-                return None
-        extra = {k: v for k in TRL_EXTRA_COLUMNS if (v := getattr(row, k)) is not msgspec.UNSET} if _has_extra(row) else {}
-        implicit = prompt is msgspec.UNSET
-        plain = not implicit and isinstance(chosen, str) and isinstance(prompt, str) and not extra
-        if not plain:
-            trl = TrlRow(prompt=None if implicit else prompt, chosen=chosen, rejected=rejected, extra=extra)
-        if implicit:
-            prompt, chosen, rejected = extract_prompt(chosen, rejected)
-            if not prompt or not chosen or not rejected:
-                return None
-        prompt, chosen, rejected = _joined(prompt), _joined(chosen), _joined(rejected)
+        prompt, chosen, rejected, trl = texts
     if answer_key(chosen) == answer_key(rejected):
         return None
     try:  # Preference refuses a blank user_id, prompt, chosen or rejected
-        return Preference(user_id=user_id, prompt=prompt, chosen=chosen, rejected=rejected, margin=margin, tie=bool(row.tie),
-                          source=row.source, created_at=created_at, attributes=row.attributes, trl=trl)
+        return Preference(user_id=user_id, prompt=prompt, chosen=chosen, rejected=rejected, margin=row.margin, tie=bool(row.tie),
+                          source=row.source, created_at=row.created_at, attributes=row.attributes, trl=trl)
     except ValueError:
         return None
+
+
+def _line_fields_sound(row: _Line) -> bool:
+    """Whether the line's margin, time and attribute labels are as `row_to_preference` takes them."""
+    margin, created_at = row.margin, row.created_at
+    if (margin is not None and not 0 <= margin <= 1e6) or (created_at is not None and not math.isfinite(created_at)):
+        return False
+    for key in row.attributes:
+        if is_blank(key):
+            return False
+    return True
+
+
+def _line_texts(row: _Line) -> tuple[str, str, str, TrlRow | None] | None:
+    """The prompt, chosen and rejected as text of a line not in the plain form (three strings, no TRL
+    extra column), and its TRL form when a plain export would not give it back (messages, the implicit
+    prompt, TRL's extra columns); None for a form left to `row_to_preference` (mixed forms, a message with
+    another key, no shared prompt, ...). msgspec decodes no lone surrogate (it refuses the escape), so no
+    text needs `surrogate_problem`."""
+    prompt, chosen, rejected = row.prompt, row.chosen, row.rejected
+    has_extra = _has_extra(row)
+    if isinstance(chosen, str) != isinstance(rejected, str):
+        return None
+    for messages in (prompt, chosen, rejected):
+        if isinstance(messages, list) and not (messages and all("content" in m and m.keys() <= _MESSAGE_KEY_SET for m in messages)):
+            return None
+    extra = {k: v for k in TRL_EXTRA_COLUMNS if (v := getattr(row, k)) is not msgspec.UNSET} if has_extra else {}
+    implicit = prompt is msgspec.UNSET
+    plain = not implicit and isinstance(chosen, str) and isinstance(prompt, str) and not extra
+    trl = None if plain else TrlRow(prompt=None if implicit else prompt, chosen=chosen, rejected=rejected, extra=extra)
+    if implicit:
+        prompt, chosen, rejected = extract_prompt(chosen, rejected)
+        if not prompt or not chosen or not rejected:
+            return None
+    return _joined(prompt), _joined(chosen), _joined(rejected), trl
 
 
 def _has_extra(row: _Line) -> bool:
