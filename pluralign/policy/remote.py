@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Response and errors)
 import openai
 
 from pluralign.data.text import shorten
@@ -54,7 +54,7 @@ class RemoteGenerator:
         self._client = openai.OpenAI(
             base_url=self.base_url,
             api_key=api_key or "none",  # vLLM without --api-key ignores it; the client insists on one
-            timeout=httpx.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
+            timeout=httpx2.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
             max_retries=policy.max_retries,
         )
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
@@ -67,13 +67,13 @@ class RemoteGenerator:
 
     def load_adapter(self, name: str, folder: str | Path) -> None:
         """Ask the server to load a peft adapter folder (a path the server can read) under `name`."""
-        self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(folder)}, cast_to=httpx.Response,
+        self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(folder)}, cast_to=httpx2.Response,
                                              options={"headers": dict(self.request_headers())}))
         self._adapters[name] = str(folder)
 
     def drop_adapter(self, name: str) -> None:
         if name in self._adapters:
-            self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx.Response,
+            self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx2.Response,
                                                  options={"headers": dict(self.request_headers())}))
             del self._adapters[name]
 
@@ -157,7 +157,7 @@ class RemoteGenerator:
                         text += piece
                         yield piece
                     finish = choice.finish_reason or finish
-        except (openai.APIError, httpx.HTTPError) as exc:
+        except (openai.APIError, httpx2.HTTPError) as exc:
             raise RemoteGeneratorError(f"generation server at {self.base_url} broke off the stream: {exc}") from exc
         finally:
             chunks.close()
