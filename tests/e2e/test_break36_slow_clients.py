@@ -98,3 +98,14 @@ def test_a_body_trickled_in_past_the_deadline_is_cut_and_stores_nothing(served):
         for _ in range(2):
             assert client.post("/v1/chat/completions", json=chat).status_code == 200
             time.sleep(TIMEOUT_S + 0.5)  # idle past the deadline between requests: uvicorn's keep-alive closes it, the client reconnects
+
+
+def test_blank_lines_trickled_after_a_request_do_not_keep_the_connection(served):
+    """review36b: with httptools, a connection that had one request answered, then sent an empty line
+    (`\\r\\n`, which the parser skips before a request line) every half second, stayed open for good:
+    each byte cancelled uvicorn's keep-alive timer, and no request began, so no read deadline ran (held
+    past the test's limit, 4x the deadline; h11 answered 400 at the first). Bytes that begin no request
+    now start the deadline as a request's first byte does."""
+    held, answer = held_for(served, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n" * 40, every_s=0.5)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert held < TIMEOUT_S + 3, (held, answer)

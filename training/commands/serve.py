@@ -252,6 +252,7 @@ def timed_http_protocol(timeout_s: float):
 
     class TimedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         deadline: asyncio.TimerHandle | None = None
+        parsed = False
         reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
 
         def connection_made(self, transport) -> None:
@@ -259,6 +260,7 @@ def timed_http_protocol(timeout_s: float):
             self.deadline = self.loop.call_later(timeout_s, self.timed_out)
 
         def data_received(self, data: bytes) -> None:
+            self.parsed = False  # whether these bytes began or ended a request (httptools)
             super().data_received(data)
             if self.transport.is_closing():
                 return
@@ -267,6 +269,11 @@ def timed_http_protocol(timeout_s: float):
 
                 state, buffered = self.conn.their_state, bool(self.conn.trailing_data[0])
                 self.reading = {h11.IDLE: "headers" if buffered else "nothing", h11.SEND_BODY: "body"}.get(state, "done")
+            elif self.reading == "done" and not self.parsed:
+                # bytes between requests that begin none (empty lines, which httptools skips before a request
+                # line): uvicorn's keep-alive timer was cancelled by them, so they start the deadline as a
+                # request's first byte would; else `\r\n` now and then held the connection for good
+                self.reading = "nothing"
             if self.reading != "done" and self.deadline is None:  # the first bytes of a later request
                 self.deadline = self.loop.call_later(timeout_s, self.timed_out)
             elif self.reading == "done" and self.deadline is not None:
@@ -276,7 +283,7 @@ def timed_http_protocol(timeout_s: float):
         # httptools' parser calls these as the request arrives (h11's state is read in data_received)
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self.reading = "headers"
+            self.reading, self.parsed = "headers", True
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
@@ -284,7 +291,7 @@ def timed_http_protocol(timeout_s: float):
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self.reading = "done"
+            self.reading, self.parsed = "done", True
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self.deadline is not None:
