@@ -249,6 +249,8 @@ def timed_http_protocol(timeout_s: float):
 
     message = (f"the request did not arrive whole within {timeout_s:g} s (PLURALIGN_REQUEST_READ_TIMEOUT_S): "
                f"send it again, at once").encode()
+    # a body sent steadily but too slowly (a slow link) fails the same way again: what helps is a smaller one
+    body_message = message + b" (a body this link cannot send in time: send it in smaller requests)"
 
     class TimedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         deadline: asyncio.TimerHandle | None = None
@@ -314,7 +316,8 @@ def timed_http_protocol(timeout_s: float):
                 cycle.message_event.set()
             if self.reading != "nothing" and not (cycle is not None and cycle.response_started):
                 param = b'"body"' if self.reading == "body" else b"null"
-                body = (b'{"error":{"message":"' + message + b'","type":"invalid_request_error","param":' + param +
+                words = body_message if self.reading == "body" else message
+                body = (b'{"error":{"message":"' + words + b'","type":"invalid_request_error","param":' + param +
                         b',"code":"request_timeout"}}')
                 self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
                                      b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
