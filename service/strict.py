@@ -31,6 +31,7 @@ from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
 
+from pluralign.data.json_keys import repeated_key
 from pluralign.data.text import lone_surrogate_escape, lone_surrogate_problem, shorten
 from service.errors import bad_request, unsupported_media_type
 from service.head import allow_for, is_head, takes_head
@@ -490,48 +491,3 @@ async def strict_json_body(request: Request) -> None:
     if (field := repeated_key(body) if len(body) < 65_536 else await anyio.to_thread.run_sync(repeated_key, body)) is not None:
         raise bad_request(field, "given 2 times in one JSON object; give it once")
     return None
-
-
-def repeated_key(body: bytes) -> str | None:
-    """The dotted path (`messages[0].role`) of the first key given twice in one object of a JSON body
-    that decoded, else None. msgspec, like most decoders, keeps the last value of a repeated key, while
-    others (a gateway, a log reader) keep the first: a query parameter or header given twice is refused
-    for the same reason. Python's decoder is the one that shows repeated keys (`object_pairs_hook`);
-    the walk for the path runs only when one is found."""
-    import json
-
-    class Repeated(Exception):
-        pass
-
-    def pairs(items: list[tuple[str, object]]) -> dict:
-        found = dict(items)
-        if len(found) != len(items):
-            raise Repeated
-        return found
-
-    try:
-        json.loads(body, object_pairs_hook=pairs)
-    except Repeated:
-        return _repeated_path(json.loads(body, object_pairs_hook=_Pairs), "")
-    except (ValueError, RecursionError):  # what msgspec read but Python's decoder will not: left to msgspec's reading
-        return None
-    return None
-
-
-class _Pairs(list):
-    """A JSON object as its (key, value) pairs, in order, repeated keys kept."""
-
-
-def _repeated_path(value: object, path: str) -> str | None:
-    if isinstance(value, _Pairs):
-        seen: set[str] = set()
-        for key, _ in value:
-            if key in seen:
-                return f"{path}.{key}" if path else key
-            seen.add(key)
-        children = [(f"{path}.{key}" if path else key, item) for key, item in value]
-    elif isinstance(value, list):
-        children = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
-    else:
-        return None
-    return next((found for where, item in children if (found := _repeated_path(item, where)) is not None), None)

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import regex
 
+from pluralign.data.json_keys import repeated_key
 from pluralign.data.record import Base, Message, Preference, PreferenceError, TrlRow
 from pluralign.data.text import (
     answer_key,
@@ -239,6 +240,8 @@ def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
     try:
         row = _LINE_DECODER.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    if repeated_key(raw) is not None:  # msgspec kept the last value: `_decode_line` names the key
         return None
     user_id = row.user_id
     if user_id is msgspec.UNSET:
@@ -453,9 +456,13 @@ def _utf16_like(raw: bytes) -> bool:
 
 def _decode_line(number: int, raw: bytes) -> Any:
     """One JSON line; a line that is not JSON (or nested too deeply to decode) or not UTF-8 raises
-    PreferenceError naming it (and the field)."""
+    PreferenceError naming it (and the field), and so does a key given twice in one object of it: msgspec keeps
+    the last value, another reader (a gateway's log, jq, a first-wins library) may keep the first."""
     try:
-        return _json_decoder.decode(raw)
+        row = _json_decoder.decode(raw)
+        if (field := repeated_key(raw)) is not None:
+            raise PreferenceError(number, field, "given 2 times in one JSON object; give it once")
+        return row
     except msgspec.DecodeError as exc:
         hint = "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one" if raw.startswith(b"\xef\xbb\xbf") else ""
         if raw.startswith(b"PAR1"):  # a Parquet body: files are told by this magic, a body is JSON lines only

@@ -8,8 +8,12 @@ may take to arrive; a request that arrives in time is served as before, however 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import subprocess
+import sys
+import threading
 import time
 
 import httpx
@@ -89,6 +93,9 @@ def test_a_body_trickled_in_past_the_deadline_is_cut_and_stores_nothing(served):
             f"Content-Length: {len(row)}\r\n\r\n").encode()
     held, answer = held_for(served, head + row[:5], row[5:], every_s=0.5)
     assert held < TIMEOUT_S + 3 and answer.startswith(b"HTTP/1.1 408 "), (held, answer)
+    # review36b: a body cut so says what helps on a slow link (before: only 'send it again, at once', which fails the same way)
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["param"] == "body" and "smaller" in error["message"], error
     headers = {"Authorization": f"Bearer {key}"}
     assert httpx.get(served.url + "/v1/users/slowpoke", headers=headers).status_code == 404
     # the same request sent at once is stored, and a request that arrived in time may then run longer than the deadline
@@ -98,3 +105,67 @@ def test_a_body_trickled_in_past_the_deadline_is_cut_and_stores_nothing(served):
         for _ in range(2):
             assert client.post("/v1/chat/completions", json=chat).status_code == 200
             time.sleep(TIMEOUT_S + 0.5)  # idle past the deadline between requests: uvicorn's keep-alive closes it, the client reconnects
+
+
+def test_blank_lines_trickled_after_a_request_do_not_keep_the_connection(served):
+    """review36b: with httptools, a connection that had one request answered, then sent an empty line
+    (`\\r\\n`, which the parser skips before a request line) every half second, stayed open for good:
+    each byte cancelled uvicorn's keep-alive timer, and no request began, so no read deadline ran (held
+    past the test's limit, 4x the deadline; h11 answered 400 at the first). Bytes that begin no request
+    now start the deadline as a request's first byte does."""
+    held, answer = held_for(served, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n" * 40, every_s=0.5)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert held < TIMEOUT_S + 3, (held, answer)
+
+
+class SlowLink:
+    """A TCP relay to `port` on loopback passing the client's bytes on at `rate` bytes a second at most
+    (the answers at once): a client on a slow uplink."""
+
+    def __init__(self, port: int, rate: float):
+        self.target, self.rate, self.loop = port, rate, asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        async def pipe(reader, writer, rate: float) -> None:
+            try:
+                while data := await reader.read(4096):
+                    writer.write(data)
+                    await writer.drain()
+                    if rate:
+                        await asyncio.sleep(len(data) / rate)
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        async def relay(client_reader, client_writer) -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.target)
+            await asyncio.gather(pipe(client_reader, writer, self.rate), pipe(reader, client_writer, 0))
+
+        async def start() -> None:
+            self.server = await asyncio.start_server(relay, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+
+        self.loop.run_until_complete(start())
+        ready.set()
+        self.loop.run_forever()
+
+
+def test_an_import_over_a_link_too_slow_for_a_whole_chunk_is_sent_in_smaller_ones(served, tmp_path):
+    """review36b: `pluralign data import` sends up to 500 rows (512 KB) a request; a link too slow to send
+    one within PLURALIGN_REQUEST_READ_TIMEOUT_S (60 s: under ~8.5 kB/s for a full chunk) had each chunk
+    answered 408, and the CLI stopped there ('refused ... (408)', nothing stored; run again, the same), so
+    such a link could import nothing. Now a chunk answered 408 is sent again in two halves, as one answered
+    413 is. Here: ~79 KB over a 30 kB/s link with a 2 s deadline (the whole chunk ~2.6 s, a half ~1.3 s)."""
+    rows = [json.dumps({"prompt": f"Question {i}? " + "x" * 150, "chosen": "Yes " + "y" * 100, "rejected": "No " + "z" * 100,
+                        "user_id": "slowlink"}) for i in range(180)]
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    link = SlowLink(served.port, 30_000)
+    done = subprocess.run([sys.executable, "-m", "training.cli", "data", "import", "--source", "jsonl", "--path", str(path),
+                           "--url", f"http://127.0.0.1:{link.port}", "--key", served.dev_key()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stored"] == 180, done.stdout

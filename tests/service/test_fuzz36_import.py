@@ -26,20 +26,18 @@ def _conversation(answer: str) -> list[dict]:
     return [{"role": "user", "content": "Tea or coffee?"}, {"role": "assistant", "content": answer}]
 
 
-# every line a good row the reference reads; each with something a typed decoding might read otherwise
+# every line a good row the reference reads; each with something a typed decoding might read otherwise (a line giving
+# a key twice, read as its last value before, is refused since review36b: test_review36b_repeated_keys)
 LINES = [
     b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}',
-    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "prompt": "Coffee?", "chosen": "Gladly."}',  # the last of a key
-    b'{"prompt": 1, "prompt": "Milk?", "chosen": "Yes.", "rejected": "No."}',  # a bad first value, a good last one
     b'  {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "margin": -0.0, "created_at": 18446744073709551616}\t\r',
     b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "margin": 1000000, "created_at": 1726000000.999999999999999999999}',
     b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "created_at": 9007199254740993, "tie": null, "source": null}',
-    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "user_id": "fz36", "user_id": "fz36", "tie": true}',
-    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {"g": "a", "g": "b", "n": 4, "f": 1.50, "t": true, "x": null}}',
     b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {"e\\u0301": "\\u00e9", "lang": "\\u05e9\\u05dc\\u05d5\\u05dd"}}',
+    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {"g": "b", "n": 4, "f": 1.50, "t": true, "x": null}}',
+    b'{"prompt": "Tea?", "chosen": "a\\u0000b", "rejected": "No.\\u00a0"}',
     '{"prompt": "Tea?", "chosen": "Caf\u00e9.", "rejected": "Cafe\u0301 au lait.\u200b"}'.encode(),
     b'{"prompt": "\\u202eTea?", "chosen": "\\ud83d\\udc69\\u200d\\ud83d\\udcbb", "rejected": "\\ud83d\\udc69\\u200d\\ud83d\\udc67"}',
-    b'{"prompt": "Tea?", "chosen": "a\\u0000b", "rejected": "No.\\u00a0", "pr\\u006fmpt": "Milk?"}',  # an escaped key is the key
     json.dumps({"chosen": _conversation("Tea."), "rejected": _conversation("Coffee.")}).encode(),  # implicit, conversational
     json.dumps({"chosen": "Tea? Yes.", "rejected": "Tea? No.", "id": 10**30, "score_chosen": -0.0, "chosen_model": None}).encode(),
     json.dumps({"prompt": [{"role": "system", "content": "Be brief."}, {"content": "Tea?"}], "chosen": "Yes.", "rejected": "No."}).encode(),
@@ -54,7 +52,7 @@ def _reference(raw: bytes):
 
 def test_an_import_of_adversarial_lines_stores_what_the_reference_reader_reads(svc):
     expected = [_reference(raw) for raw in LINES]  # every line a good row (else this raises)
-    body = b"\n".join(LINES[:8] + [b"", b"  "] + LINES[8:]) + b"\n"
+    body = b"\n".join(LINES[:5] + [b"", b"  "] + LINES[5:]) + b"\n"
     with svc.client("acme") as c:
         r = c.post(f"/v1/users/{USER}/import", content=body)
         assert r.status_code == 201, r.text

@@ -148,7 +148,8 @@ def import_(args: argparse.Namespace) -> int:
     stored before it (those rows stay stored). Each chunk carries an `Idempotency-Key` drawn from
     its place and content, so the same command run again (after the file is mended, or a request
     timed out) does not store a chunk the service already holds; a chunk answered 429 or 503 with
-    a short `Retry-After` is sent again after it (up to IMPORT_RETRIES times)."""
+    a short `Retry-After` is sent again after it (up to IMPORT_RETRIES times), and one answered 413 (too
+    large) or 408 (too slow to arrive in time: a slow link) in two halves."""
     import hashlib
     import os
     from urllib.parse import quote
@@ -182,7 +183,9 @@ def import_(args: argparse.Namespace) -> int:
                     # a user id is one path segment: `a?b` or `a/b` must not become another request
                     r = _post_retrying(client, f"/v1/users/{quote(user, safe='')}/import", body,
                                        {"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key})
-                    if r.status_code == 413 and stop - start > 1:  # over the service's body limit: send it in two halves
+                    # over the service's body limit (413), or too slow to arrive whole within its read deadline (408,
+                    # PLURALIGN_REQUEST_READ_TIMEOUT_S: a slow link; nothing of it stored): send it in two halves
+                    if r.status_code in (408, 413) and stop - start > 1:
                         middle = (start + stop) // 2
                         pending += [(middle, stop), (start, middle)]
                         continue

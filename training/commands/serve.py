@@ -249,9 +249,12 @@ def timed_http_protocol(timeout_s: float):
 
     message = (f"the request did not arrive whole within {timeout_s:g} s (PLURALIGN_REQUEST_READ_TIMEOUT_S): "
                f"send it again, at once").encode()
+    # a body sent steadily but too slowly (a slow link) fails the same way again: what helps is a smaller one
+    body_message = message + b" (a body this link cannot send in time: send it in smaller requests)"
 
     class TimedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         deadline: asyncio.TimerHandle | None = None
+        parsed = False
         reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
 
         def connection_made(self, transport) -> None:
@@ -259,6 +262,7 @@ def timed_http_protocol(timeout_s: float):
             self.deadline = self.loop.call_later(timeout_s, self.timed_out)
 
         def data_received(self, data: bytes) -> None:
+            self.parsed = False  # whether these bytes began or ended a request (httptools)
             super().data_received(data)
             if self.transport.is_closing():
                 return
@@ -267,6 +271,11 @@ def timed_http_protocol(timeout_s: float):
 
                 state, buffered = self.conn.their_state, bool(self.conn.trailing_data[0])
                 self.reading = {h11.IDLE: "headers" if buffered else "nothing", h11.SEND_BODY: "body"}.get(state, "done")
+            elif self.reading == "done" and not self.parsed:
+                # bytes between requests that begin none (empty lines, which httptools skips before a request
+                # line): uvicorn's keep-alive timer was cancelled by them, so they start the deadline as a
+                # request's first byte would; else `\r\n` now and then held the connection for good
+                self.reading = "nothing"
             if self.reading != "done" and self.deadline is None:  # the first bytes of a later request
                 self.deadline = self.loop.call_later(timeout_s, self.timed_out)
             elif self.reading == "done" and self.deadline is not None:
@@ -276,7 +285,7 @@ def timed_http_protocol(timeout_s: float):
         # httptools' parser calls these as the request arrives (h11's state is read in data_received)
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self.reading = "headers"
+            self.reading, self.parsed = "headers", True
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
@@ -284,7 +293,7 @@ def timed_http_protocol(timeout_s: float):
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self.reading = "done"
+            self.reading, self.parsed = "done", True
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self.deadline is not None:
@@ -307,7 +316,8 @@ def timed_http_protocol(timeout_s: float):
                 cycle.message_event.set()
             if self.reading != "nothing" and not (cycle is not None and cycle.response_started):
                 param = b'"body"' if self.reading == "body" else b"null"
-                body = (b'{"error":{"message":"' + message + b'","type":"invalid_request_error","param":' + param +
+                words = body_message if self.reading == "body" else message
+                body = (b'{"error":{"message":"' + words + b'","type":"invalid_request_error","param":' + param +
                         b',"code":"request_timeout"}}')
                 self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
                                      b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
