@@ -88,7 +88,7 @@ def test_a_user_who_came_back_keeps_nothing_derived_from_before_the_delete(serve
     """The DELETE stopped before the rows went (its process killed while it stopped their jobs); the
     user came back. Finishing the DELETE removes their rows from before, and must also remove what the
     service had drawn from them: the attributes their old feedback carried live on in their users row."""
-    from tests.service.test_delete_stopped import Stopped
+    from tests.service.test_data36_journal import stopped_delete
 
     data, server, svc = serve()
     rt = svc.runtime
@@ -99,15 +99,7 @@ def test_a_user_who_came_back_keeps_nothing_derived_from_before_the_delete(serve
         assert acme.get(f"/v1/users/{GONE}").status_code == 200  # fitted: their users row holds the attribute
         assert "secret-old" in acme.get(f"/v1/users/{GONE}").text
 
-        def killed(forget):
-            raise Stopped
-
-        rt.delete_hooks.insert(0, killed)
-        try:
-            services.delete(rt, "acme", GONE)
-        except Stopped:
-            pass
-        rt.delete_hooks.remove(killed)
+        stopped_delete(rt)  # the process killed at the DELETE's first step: its journal entry stays
         time_sent = {"type": "comparison", "user": GONE, "prompt": "Again?", "chosen": "Yes.", "rejected": "No.",
                      "attributes": {"segment": "new"}}
         assert acme.post("/v1/feedback", json=time_sent).status_code == 201  # they came back
