@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import regex
 
-from pluralign.data.json_keys import repeated_key
+from pluralign.data.json_keys import keys_kept, repeated_key
 from pluralign.data.record import Base, Message, Preference, PreferenceError, TrlRow
 from pluralign.data.text import (
     answer_key,
@@ -241,7 +241,7 @@ def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
         row = _LINE_DECODER.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError
         return None
-    if repeated_key(raw) is not None:  # msgspec kept the last value: `_decode_line` names the key
+    if repeated_key(raw, _line_keys(row)) is not None:  # msgspec kept the last value: `_decode_line` names the key
         return None
     user_id = row.user_id
     if user_id is msgspec.UNSET:
@@ -298,6 +298,23 @@ def _line_texts(row: _Line) -> tuple[str, str, str, TrlRow | None] | None:
         if not prompt or not chosen or not rejected:
             return None
     return _joined(prompt), _joined(chosen), _joined(rejected), trl
+
+
+def _line_keys(row: _Line) -> int:
+    """The keys of the JSON line `row` was decoded from that are surely there (`repeated_key`'s `kept`):
+    each field holding other than its default, the keys of its messages, attributes and TRL columns. A
+    key given with its default value (`"margin": null`) is not counted: fewer, never more, than the line
+    holds, so such a line only goes to the exact check."""
+    unset = msgspec.UNSET
+    count = (2 + (row.prompt is not unset) + (row.user_id is not unset)  # chosen and rejected are required
+             + (row.margin is not None) + (row.tie is not None) + (row.source is not None) + (row.created_at is not None))
+    if not (isinstance(row.chosen, str) and isinstance(row.prompt, str)):  # messages (both answers are of one form)
+        count += sum(len(message) for texts in (row.prompt, row.chosen, row.rejected) if isinstance(texts, list) for message in texts)
+    if row.attributes:
+        count += 1 + len(row.attributes)
+    if _has_extra(row):
+        count += sum(1 + keys_kept(value) for name in TRL_EXTRA_COLUMNS if (value := getattr(row, name)) is not unset)
+    return count
 
 
 def _has_extra(row: _Line) -> bool:
@@ -460,7 +477,7 @@ def _decode_line(number: int, raw: bytes) -> Any:
     the last value, another reader (a gateway's log, jq, a first-wins library) may keep the first."""
     try:
         row = _json_decoder.decode(raw)
-        if (field := repeated_key(raw)) is not None:
+        if (field := repeated_key(raw, keys_kept(row))) is not None:
             raise PreferenceError(number, field, "given 2 times in one JSON object; give it once")
         return row
     except msgspec.DecodeError as exc:
