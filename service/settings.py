@@ -52,6 +52,7 @@ POOLED_PRIOR_MAX_USERS = 128  # a tenant's pooled prior is estimated from at mos
 # milliseconds even on loopback, so a value below this (0.0001: a unit slip) failed every request as "did not answer"
 MIN_STORE_TIMEOUT_S = 0.1
 MAX_STORE_CACHE_MB = 1 << 30  # `store_cache_mb`: LanceDB takes its cache sizes as 64-bit counts of bytes
+MAX_CONNECTIONS = 1 << 20  # `max_connections`: more than any open-files limit a kernel is set to
 POOLED_PRIOR_MAX_SPREAD = 100.0  # sd 10x a user's own posterior's: far wider than the model's own prior already
 
 
@@ -169,6 +170,10 @@ class Settings(Base, frozen=True):
     # nothing) gets a 408 and its connection is closed. uvicorn bounds only an idle connection after a
     # response: a client sending a byte at a time (slowloris) held a connection, and a file descriptor, forever
     request_read_timeout_s: float = 60.0
+    # connections `pluralign serve` keeps open at once, each a file descriptor: idle
+    # keep-alive ones, ones whose request is arriving, streaming chats for their whole answer. One more is
+    # answered 503 with Retry-After and closed; at start the open-files limit is raised to fit (or it is refused)
+    max_connections: int = 1000
     # one line per request (logger `pluralign.access`: method, route template, status, ms, tenant, request id;
     # never a key, a raw path or a body); `pluralign serve` then leaves uvicorn's own access lines out
     access_log: bool = True
@@ -342,6 +347,8 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 <= s.stop_drain_s <= 60, lambda s: f"`stop_drain_s` must be 0 (none) to 60 seconds, got {s.stop_drain_s}"),
     (lambda s: not 0 < s.request_read_timeout_s <= 3600,
      lambda s: f"`request_read_timeout_s` must be above 0 and at most 3600 seconds, got {s.request_read_timeout_s}"),
+    (lambda s: not 1 <= s.max_connections <= MAX_CONNECTIONS,
+     lambda s: f"`max_connections` must be at least 1 and at most {MAX_CONNECTIONS}, got {s.max_connections}"),
 )
 
 

@@ -389,3 +389,29 @@ def report_progress(fraction: float) -> None:
     if os.environ.get(PROGRESS_ENV):
         sys.stderr.write(f"{PROGRESS_PREFIX}{fraction:.3f}\n")
         sys.stderr.flush()
+
+
+FD_RESERVE = 1024  # open files a server keeps for what is not a connection: the store's, the models', logs, a job's pipes
+
+
+def fit_open_files(max_connections: int) -> int:
+    """Make room for `max_connections` (PLURALIGN_MAX_CONNECTIONS) in this process's open-files limit: each
+    connection is a file descriptor, and the refused ones closing (`serve.REFUSED_LINGERING`) and FD_RESERVE
+    more are needed beside them. The soft limit (`ulimit -n`) is raised to that when it is lower, as far as
+    the hard limit allows; returns the soft limit now. A ValueError naming the setting when the hard limit
+    is too low (a server whose connections took every descriptor failed to open its store's files)."""
+    import resource
+
+    from training.commands.serve import REFUSED_LINGERING
+
+    need = max_connections + REFUSED_LINGERING + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise ValueError(f"PLURALIGN_MAX_CONNECTIONS (setting max_connections) = {max_connections} needs {need} open files "
+                             f"({REFUSED_LINGERING} more for refused connections closing, {FD_RESERVE} for the store, models and logs), "
+                             f"but this process may open at most {hard} (`ulimit -Hn`): set PLURALIGN_MAX_CONNECTIONS to at most "
+                             f"{max(hard - REFUSED_LINGERING - FD_RESERVE, 0)}, or raise the limit")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        soft = need
+    return soft

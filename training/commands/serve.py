@@ -30,7 +30,7 @@ import signal
 import sys
 from functools import partial
 
-from training.common import add_listen_args, check_listen
+from training.common import add_listen_args, check_listen, fit_open_files
 
 
 def register(subparsers) -> None:
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     # seconds), a model loads (a minute) or a key is issued: a bad value, a file or a place this account
     # cannot write as data folder is one line naming the option or setting; a damaged file in it names the file
     settings = Settings.load(data_dir=args.data_dir)
+    fit_open_files(settings.max_connections)
     option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     check_writable(option, str(settings.data_path))
     from pluralign.files import group_shared
@@ -89,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
     started, requests = serve_until_stopped(app, args, json_logs=settings.log_format == "json", own_access_log=True, on_stop=partial(stop_taking_work, app),
                                             on_grace_over=partial(cut_running, app), drain_s=settings.stop_drain_s,
-                                            on_drain=partial(setattr, app.state, "draining"), request_read_timeout_s=settings.request_read_timeout_s)
+                                            on_drain=partial(setattr, app.state, "draining"), request_read_timeout_s=settings.request_read_timeout_s,
+                                            max_connections=settings.max_connections)
     if not started:
         return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
     return how_it_stopped(app.state.runtime, requests)
@@ -169,20 +171,21 @@ def store_problem(settings, exc) -> str:
 
 def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None, json_logs: bool = False,
                         own_access_log: bool = False, drain_s: float = 0.0, on_drain=None,
-                        request_read_timeout_s: float | None = None) -> tuple[bool, CancelledRequests]:
+                        request_read_timeout_s: float | None = None, max_connections: int | None = None) -> tuple[bool, CancelledRequests]:
     """Serve `app` with uvicorn on `args.host`/`args.port` until SIGTERM or Ctrl-C, telling it it stops
     (`on_stop`) and that the graceful wait is nearly over (`on_grace_over`). Returns whether it had
     started, and the requests its graceful wait cancelled. With `own_access_log` uvicorn's access lines are
     left out (they show raw paths, user ids in them; the app writes its own, `PLURALIGN_ACCESS_LOG`); with `json_logs`
     its other lines go to the root logger's handler, so every line on stderr is one JSON object. With `drain_s`,
     it keeps listening that long once told to stop, `on_drain(True)` first (the app then answers every request 503).
-    With `request_read_timeout_s`, a request must arrive whole that soon (`timed_http_protocol`)."""
+    With `request_read_timeout_s`, a request must arrive whole that soon, and with `max_connections` (it needs
+    `request_read_timeout_s`), a connection beyond that many open is answered 503 (`timed_http_protocol`)."""
     import uvicorn
 
     requests = CancelledRequests(app)
     config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S,
                             access_log=not own_access_log, **({"log_config": None} if json_logs else {}),
-                            **({"http": timed_http_protocol(request_read_timeout_s)} if request_read_timeout_s else {}))
+                            **({"http": timed_http_protocol(request_read_timeout_s, max_connections)} if request_read_timeout_s else {}))
     server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None), drain_s=drain_s,
                                on_drain=on_drain or (lambda draining: None))
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
@@ -237,31 +240,61 @@ class CancelledRequests:
             raise
 
 
-def timed_http_protocol(timeout_s: float):
+def timed_http_protocol(timeout_s: float, max_connections: int | None = None):
     """uvicorn's HTTP protocol (httptools' where installed, else h11's: the one `http="auto"` picks), with
     a deadline for each request to arrive whole: its headers and body within `timeout_s` of the
     connection's opening, or of the first byte of a later request on it. A client still sending then gets
     a 408 (`code: request_timeout`; one that sent nothing is just closed) and the connection is closed; a
     request that arrived in time runs as long as it needs. uvicorn's own keep-alive timer covers only a
     connection idle after a response, so a client that never finished a request (slowloris: a byte now
-    and then, or nothing) held it open, and a file descriptor, for good."""
+    and then, or nothing) held it open, and a file descriptor, for good.
+
+    With `max_connections` (PLURALIGN_MAX_CONNECTIONS), a connection opened while that many are open (idle
+    ones, ones whose request is arriving, streaming chats) is answered 503 with Retry-After at once
+    (`code: too_many_connections`), its side closed, what it still sends read and dropped, and it is closed
+    when the client closes or REFUSED_LINGER_S later (at once beyond REFUSED_LINGERING of them): thousands of
+    idle connections, each within the read deadline, no longer take every file descriptor (measured:
+    benchmarks/connections.py). uvicorn's `limit_concurrency` cannot: it is checked only once a request's
+    headers have arrived, so a connection sending nothing is accepted and kept (limit 100, 1,000 idle
+    connections: 1,000 held), and its 503 is plain text without Retry-After."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     message = (f"the request did not arrive whole within {timeout_s:g} s (PLURALIGN_REQUEST_READ_TIMEOUT_S): "
                f"send it again, at once").encode()
     # a body sent steadily but too slowly (a slow link) fails the same way again: what helps is a smaller one
     body_message = message + b" (a body this link cannot send in time: send it in smaller requests)"
+    refusal = over_limit_answer(max_connections or 0)
+    refusing: set = set()  # refused connections not yet closed
 
     class TimedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         deadline: asyncio.TimerHandle | None = None
         parsed = False
+        refused = False
         reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
+            if max_connections is not None and len(self.connections) > max_connections:
+                self.refuse()
+                return
             self.deadline = self.loop.call_later(timeout_s, self.timed_out)
 
+        def refuse(self) -> None:
+            self.refused = True
+            self.connections.discard(self)  # not one of the service's: it goes within REFUSED_LINGER_S
+            self.transport.write(refusal)
+            if len(refusing) >= REFUSED_LINGERING or not self.transport.can_write_eof():
+                self.transport.close()
+                return
+            # closed with the client's request unread, the socket would be reset, the 503 lost with it: half
+            # closed instead, it drops what arrives until the client, having read the 503, closes
+            self.transport.write_eof()
+            refusing.add(self)
+            self.deadline = self.loop.call_later(REFUSED_LINGER_S, self.transport.close)
+
         def data_received(self, data: bytes) -> None:
+            if self.refused:
+                return
             self.parsed = False  # whether these bytes began or ended a request (httptools)
             super().data_received(data)
             if self.transport.is_closing():
@@ -296,6 +329,7 @@ def timed_http_protocol(timeout_s: float):
             self.reading, self.parsed = "done", True
 
         def connection_lost(self, exc: Exception | None) -> None:
+            refusing.discard(self)
             if self.deadline is not None:
                 self.deadline.cancel()
                 self.deadline = None
@@ -324,6 +358,25 @@ def timed_http_protocol(timeout_s: float):
             self.transport.close()
 
     return TimedProtocol
+
+
+REFUSED_LINGER_S = 2.0  # the longest a connection refused over PLURALIGN_MAX_CONNECTIONS stays, reading what its client still sends
+REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more is closed at once
+CONNECTIONS_RETRY_AFTER = 1  # seconds: `Retry-After` of the 503 of a connection over PLURALIGN_MAX_CONNECTIONS
+
+
+def over_limit_answer(max_connections: int) -> bytes:
+    """The whole HTTP answer, as bytes, of a connection refused over `max_connections`: a 503 with
+    Retry-After, `Connection: close` and an error body in OpenAI's shape (`code: too_many_connections`)."""
+    import msgspec
+
+    body = msgspec.json.encode({"error": {
+        "message": f"the service holds as many connections as it may (PLURALIGN_MAX_CONNECTIONS = {max_connections}): "
+                   f"connect again after Retry-After seconds", "type": "service_unavailable_error", "param": None,
+        "code": "too_many_connections"}})
+    return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"retry-after: " + str(CONNECTIONS_RETRY_AFTER).encode() + b"\r\ncontent-length: " + str(len(body)).encode() +
+            b"\r\n\r\n" + body)
 
 
 def stopping_server():

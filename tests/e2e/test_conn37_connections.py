@@ -1,0 +1,115 @@
+"""Session 37 (conn): connection-level hostile clients against `pluralign serve`.
+
+Before: open connections were not bounded. Each idle connection (within PLURALIGN_REQUEST_READ_TIMEOUT_S)
+held a file descriptor of the server: 17,500 idle ones held 17,530 (benchmarks/connections.py), and
+with the server's limit at 4,096 a new request failed (ReadError) while they were held. uvicorn's
+`limit_concurrency` is checked only once a request's headers arrive, so it bounds none of them.
+`PLURALIGN_MAX_CONNECTIONS` now does: one more connection is answered 503 with Retry-After at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_break36_slow_clients import WITH_H11
+from tests.e2e.test_e2e_serve import ServeProcess
+from tests.service.tiny import ROOT
+
+LIMIT = 16
+LOW_SOFT_LIMIT = 256  # the open-files soft limit the server is started with: below what LIMIT needs, so it raises it
+
+
+def start(tmp: Path, generator: Path, implementation: str, **env: str) -> ServeProcess:
+    """`pluralign serve` on an untrained population model (no persona data: it starts in seconds)."""
+    return ServeProcess(tmp / "data", generator, tmp / "pal", code=WITH_H11 if implementation == "h11" else None,
+                        PLURALIGN_SHARED_DATA=str(tmp / "no-persona-data"), PLURALIGN_CACHE_DIR=str(tmp / "cache"),
+                        PLURALIGN_GENERATION_PROCESS="false", **env)
+
+
+@pytest.fixture(scope="module", params=["httptools", pytest.param("h11", marks=pytest.mark.slow)])
+def served(request, tmp_path_factory, tiny_generator_dir):
+    tmp = tmp_path_factory.mktemp("connections")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_SOFT_LIMIT, hard))  # the server inherits it
+    try:
+        proc = start(tmp, tiny_generator_dir, request.param, PLURALIGN_MAX_CONNECTIONS=str(LIMIT), PLURALIGN_REQUEST_READ_TIMEOUT_S="30")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def server_fds(proc: ServeProcess) -> int:
+    return len(os.listdir(f"/proc/{proc.proc.pid}/fd"))
+
+
+def read_to_end(sock: socket.socket, limit_s: float = 5.0) -> bytes:
+    sock.settimeout(limit_s)
+    answer = b""
+    while data := sock.recv(65536):
+        answer += data
+    return answer
+
+
+def test_connections_over_the_limit_are_answered_503_at_once_and_hold_no_descriptor(served):
+    """Before: every one of them was accepted and kept (each a file descriptor), and answered 200."""
+    limits = Path(f"/proc/{served.proc.pid}/limits").read_text()
+    assert f"Max open files            {LIMIT + 64 + 1024}" in limits, limits  # raised from LOW_SOFT_LIMIT to fit
+    before = server_fds(served)
+    held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(LIMIT)]  # idle, within the read deadline
+    try:
+        time.sleep(0.5)
+        assert server_fds(served) >= before + LIMIT - 2  # (a health check's connection may have closed meanwhile)
+        over = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(200)]
+        try:
+            answers = [read_to_end(s) for s in over]  # each closed by the server: not a hang
+        finally:
+            for s in over:
+                s.close()
+        for answer in answers:
+            head, body = answer.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nretry-after: 1\r\n" in head.lower(), answer
+            error = json.loads(body)["error"]
+            assert error["code"] == "too_many_connections" and "PLURALIGN_MAX_CONNECTIONS = 16" in error["message"], error
+        time.sleep(0.5)
+        assert server_fds(served) <= before + LIMIT + 2, (before, server_fds(served))  # none of the 200 kept
+        # a real client sending its request gets the same clear answer
+        refused = httpx.get(served.url + "/health", timeout=5)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+        assert refused.json()["error"]["code"] == "too_many_connections"
+        held.pop().close()  # one of the limit's connections goes: a new one is answered again
+        deadline = time.monotonic() + 3
+        while (status := httpx.get(served.url + "/health", timeout=5).status_code) != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status == 200
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    assert httpx.get(served.url + "/health", timeout=5).status_code == 200
+
+
+def test_a_limit_the_open_files_cannot_hold_is_refused_at_start(tmp_path):
+    """Before: no such setting; the service took connections until it had no descriptor left."""
+    hard = 1500
+    env = {**os.environ, "PLURALIGN_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--port", "0"], env=env, capture_output=True, text=True,
+                          timeout=60, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard)))
+    assert done.returncode == 2, done.stderr
+    assert ("pluralign: error: PLURALIGN_MAX_CONNECTIONS (setting max_connections) = 1000 needs 2088 open files" in done.stderr
+            and "at most 1500 (`ulimit -Hn`): set PLURALIGN_MAX_CONNECTIONS to at most 412" in done.stderr), done.stderr
+    assert not (tmp_path / "data").exists()
+    env["PLURALIGN_MAX_CONNECTIONS"] = "0"
+    done = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "`max_connections` must be at least 1" in done.stderr, done.stderr
