@@ -118,6 +118,19 @@ def test_blank_lines_trickled_after_a_request_do_not_keep_the_connection(served)
     assert held < TIMEOUT_S + 3, (held, answer)
 
 
+def test_a_pipelined_request_cut_in_its_headers_gets_408_after_the_first_is_answered(served):
+    """conn37: a complete request and, behind it in the same bytes, a second cut in its headers. httptools
+    answered the first, then 408 for the second; h11 answered the first, then closed the connection without
+    a word once uvicorn's keep-alive timer ran out (5 s: h11 parses what was pipelined only once the first
+    answer is out, and no bytes came after it to start the deadline)."""
+    first = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    held, answer = held_for(served, first + b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 ") == 2, answer
+    second = answer[answer.index(b"HTTP/1.1 ", 1):]
+    assert second.startswith(b"HTTP/1.1 408 ") and json.loads(second.split(b"\r\n\r\n", 1)[1])["error"]["param"] is None, answer
+    assert held < TIMEOUT_S + 3, (held, answer)
+
+
 class SlowLink:
     """A TCP relay to `port` on loopback passing the client's bytes on at `rate` bytes a second at most
     (the answers at once): a client on a slow uplink."""

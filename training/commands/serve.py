@@ -300,20 +300,35 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None):
             if self.transport.is_closing():
                 return
             if hasattr(self, "conn"):  # h11: its state machine says where the client's request is
-                import h11
-
-                state, buffered = self.conn.their_state, bool(self.conn.trailing_data[0])
-                self.reading = {h11.IDLE: "headers" if buffered else "nothing", h11.SEND_BODY: "body"}.get(state, "done")
+                self.reading = self.h11_reading()
             elif self.reading == "done" and not self.parsed:
                 # bytes between requests that begin none (empty lines, which httptools skips before a request
                 # line): uvicorn's keep-alive timer was cancelled by them, so they start the deadline as a
                 # request's first byte would; else `\r\n` now and then held the connection for good
                 self.reading = "nothing"
+            self.time_the_request()
+
+        def h11_reading(self) -> str:
+            import h11
+
+            state, buffered = self.conn.their_state, bool(self.conn.trailing_data[0])
+            return {h11.IDLE: "headers" if buffered else "nothing", h11.SEND_BODY: "body"}.get(state, "done")
+
+        def time_the_request(self) -> None:
+            """The deadline runs while a request is arriving, from its first byte, and stops once it has."""
             if self.reading != "done" and self.deadline is None:  # the first bytes of a later request
                 self.deadline = self.loop.call_later(timeout_s, self.timed_out)
             elif self.reading == "done" and self.deadline is not None:
                 self.deadline.cancel()
                 self.deadline = None
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # h11 parses a request pipelined behind this answer only now: cut in its headers, it had no
+            # deadline (no bytes come after it) and was closed without a word by uvicorn's keep-alive timer
+            if hasattr(self, "conn") and not self.transport.is_closing():
+                self.reading = self.h11_reading()
+                self.time_the_request()
 
         # httptools' parser calls these as the request arrives (h11's state is read in data_received)
         def on_message_begin(self) -> None:
