@@ -31,14 +31,15 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) ->
 
 
 @contextlib.contextmanager
-def serve_embeddings(folder: Path) -> Iterator[tuple[str, Path]]:
+def serve_embeddings(folder: Path, **extra_env: str) -> Iterator[tuple[str, Path]]:
     """`pluralign serve-embeddings` (MiniLM) in a process of its own on a free loopback port, its output in
-    `folder`/serve.log: yields (its URL, that log) once /health answers 200; stopped (SIGTERM) on exit."""
+    `folder`/serve.log, `extra_env` added to its environment: yields (its URL, that log) once /health
+    answers 200; stopped (SIGTERM) on exit."""
     from tests.service.tiny import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     log = folder / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra_env}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve-embeddings", "--host", "127.0.0.1",
                                  "--port", url.rsplit(":", 1)[1]], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)

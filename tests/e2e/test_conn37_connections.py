@@ -22,6 +22,7 @@ import pytest
 
 from tests.e2e.test_break36_slow_clients import WITH_H11
 from tests.e2e.test_e2e_serve import ServeProcess
+from tests.processes import serve_embeddings
 from tests.service.tiny import ROOT
 
 LIMIT = 16
@@ -113,3 +114,29 @@ def test_a_limit_the_open_files_cannot_hold_is_refused_at_start(tmp_path):
     env["PLURALIGN_MAX_CONNECTIONS"] = "0"
     done = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "`max_connections` must be at least 1" in done.stderr, done.stderr
+
+
+def test_serve_embeddings_bounds_how_long_a_request_may_take_to_arrive_and_its_connections(tmp_path):
+    """Before: `pluralign serve-embeddings` ran uvicorn's own protocol: half a request's headers held its
+    connection for good, and connections were not bounded."""
+    with serve_embeddings(tmp_path, PLURALIGN_REQUEST_READ_TIMEOUT_S="2", PLURALIGN_MAX_CONNECTIONS="4") as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        sock = socket.create_connection(("127.0.0.1", port))
+        started = time.monotonic()
+        try:
+            sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
+            answer = read_to_end(sock, limit_s=8)
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 5, answer
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_timeout"
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        try:
+            time.sleep(0.3)
+            refused = httpx.get(url + "/health", timeout=5)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+        finally:
+            for s in held:
+                s.close()
+        time.sleep(0.3)
+        assert httpx.get(url + "/health", timeout=5).status_code == 200

@@ -5,6 +5,10 @@
 The API service uses it with `PLURALIGN_ENCODER=openai:http://127.0.0.1:8001/v1` and
 `PLURALIGN_ENCODER_MODEL=sentence-transformers/all-MiniLM-L6-v2` (the name this server serves).
 
+PLURALIGN_REQUEST_READ_TIMEOUT_S and PLURALIGN_MAX_CONNECTIONS bound it as they bound `pluralign serve`: a
+request still arriving after that long is answered 408 and its connection closed, a connection beyond that many
+open is answered 503 with Retry-After (`training.commands.serve.timed_http_protocol`).
+
 SIGTERM or Ctrl-C stops it as `pluralign serve` stops: requests waiting for the encoder are answered 503
 with Retry-After at once, the one encoding gets up to 5 s; exit status 0, or 4 when that wait cut
 requests off, 3 when it could not start.
@@ -32,7 +36,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_encoder_name(args.encoder, f"--encoder {args.encoder}")  # a mistyped name: before them too
     from pluralign.embed.models import check_model_cache
-    from training.common import check_temp_dir
+    from service.settings import Settings
+    from training.common import check_temp_dir, fit_open_files
+
+    settings = Settings.load()  # its read deadline and connection limit (every command checked the settings already)
+    fit_open_files(settings.max_connections)
 
     check_temp_dir()  # a read-only root without /tmp, a model cache it cannot write: one line, before them too
     check_model_cache(args.encoder, generator="")
@@ -53,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ValueError(f"--encoder {args.encoder}: {exc}") from None
     app = create_embeddings_app(encoder)
-    started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_encodes, app))
+    started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_encodes, app),
+                                            request_read_timeout_s=settings.request_read_timeout_s, max_connections=settings.max_connections)
     if not started:
         return 3
     if requests.cancelled:
