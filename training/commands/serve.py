@@ -259,120 +259,142 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None):
     connections: 1,000 held), and its 503 is plain text without Retry-After."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    message = (f"the request did not arrive whole within {timeout_s:g} s (PLURALIGN_REQUEST_READ_TIMEOUT_S): "
-               f"send it again, at once").encode()
-    # a body sent steadily but too slowly (a slow link) fails the same way again: what helps is a smaller one
-    body_message = message + b" (a body this link cannot send in time: send it in smaller requests)"
-    refusal = over_limit_answer(max_connections or 0)
-    refusing: set = set()  # refused connections not yet closed
+    return type("TimedProtocol", (TimedRequests, AutoHTTPProtocol), {
+        "timeout_s": timeout_s, "max_connections": max_connections, "refusal": over_limit_answer(max_connections or 0),
+        "late": {reading: late_answer(timeout_s, reading) for reading in ("headers", "body")}, "refusing": set()})
 
-    class TimedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
-        deadline: asyncio.TimerHandle | None = None
-        parsed = False
-        refused = False
-        reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
 
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            if max_connections is not None and len(self.connections) > max_connections:
-                self.refuse()
-                return
-            self.deadline = self.loop.call_later(timeout_s, self.timed_out)
+def late_answer(timeout_s: float, reading: str) -> bytes:
+    """The whole HTTP answer, as bytes, of a request whose `reading` ("headers" or "body") had not arrived
+    within `timeout_s`: a 408, `Connection: close`, an error body in OpenAI's shape (`code: request_timeout`)."""
+    words = (f"the request did not arrive whole within {timeout_s:g} s (PLURALIGN_REQUEST_READ_TIMEOUT_S): "
+             f"send it again, at once").encode()
+    param = b"null"
+    if reading == "body":  # a body sent steadily but too slowly (a slow link) fails the same way again: a smaller one helps
+        words, param = words + b" (a body this link cannot send in time: send it in smaller requests)", b'"body"'
+    body = b'{"error":{"message":"' + words + b'","type":"invalid_request_error","param":' + param + b',"code":"request_timeout"}}'
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
-        def refuse(self) -> None:
-            self.refused = True
-            self.connections.discard(self)  # not one of the service's: it goes within REFUSED_LINGER_S
-            self.transport.write(refusal)
-            if len(refusing) >= REFUSED_LINGERING or not self.transport.can_write_eof():
-                self.transport.close()
-                return
-            # closed with the client's request unread, the socket would be reset, the 503 lost with it: half
-            # closed instead, it drops what arrives until the client, having read the 503, closes
-            self.transport.write_eof()
-            refusing.add(self)
-            self.deadline = self.loop.call_later(REFUSED_LINGER_S, self.transport.close)
 
-        def data_received(self, data: bytes) -> None:
-            if self.refused:
-                return
-            self.parsed = False  # whether these bytes began or ended a request (httptools)
-            super().data_received(data)
-            if self.transport.is_closing():
-                return
-            if hasattr(self, "conn"):  # h11: its state machine says where the client's request is
-                self.reading = self.h11_reading()
-            elif self.reading == "done" and not self.parsed:
-                # bytes between requests that begin none (empty lines, which httptools skips before a request
-                # line): uvicorn's keep-alive timer was cancelled by them, so they start the deadline as a
-                # request's first byte would; else `\r\n` now and then held the connection for good
-                self.reading = "nothing"
+class TimedRequests:
+    """What `timed_http_protocol` adds to uvicorn's protocol (the class after this one in its bases, which
+    `super()` reaches): the read deadline, and the connection limit. Set by it: `timeout_s`,
+    `max_connections`, `refusal` (the over-limit answer), `late` (the 408 by what was arriving), and
+    `refusing` (its refused connections not yet closed)."""
+
+    timeout_s: float
+    max_connections: int | None
+    refusal: bytes
+    late: dict[str, bytes]
+    refusing: set
+    deadline: asyncio.TimerHandle | None = None
+    parsed = False
+    refused = False
+    reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        if self.max_connections is not None and len(self.connections) > self.max_connections:
+            self.refuse()
+            return
+        self.deadline = self.loop.call_later(self.timeout_s, self.timed_out)
+
+    def refuse(self) -> None:
+        self.refused = True
+        self.connections.discard(self)  # not one of the service's: it goes within REFUSED_LINGER_S
+        self.transport.write(self.refusal)
+        if len(self.refusing) >= REFUSED_LINGERING or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # closed with the client's request unread, the socket would be reset, the 503 lost with it: half
+        # closed instead, it drops what arrives until the client, having read the 503, closes
+        self.transport.write_eof()
+        self.refusing.add(self)
+        self.deadline = self.loop.call_later(REFUSED_LINGER_S, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self.parsed = False  # whether these bytes began or ended a request (httptools)
+        super().data_received(data)  # type: ignore[misc]
+        if self.transport.is_closing():
+            return
+        if hasattr(self, "conn"):  # h11: its state machine says where the client's request is
+            self.reading = self.h11_reading()
+        elif self.reading == "done" and not self.parsed:
+            # bytes between requests that begin none (empty lines, which httptools skips before a request
+            # line): uvicorn's keep-alive timer was cancelled by them, so they start the deadline as a
+            # request's first byte would; else `\r\n` now and then held the connection for good
+            self.reading = "nothing"
+        self.time_the_request()
+
+    def h11_reading(self) -> str:
+        import h11
+
+        state, buffered = self.conn.their_state, bool(self.conn.trailing_data[0])
+        return {h11.IDLE: "headers" if buffered else "nothing", h11.SEND_BODY: "body"}.get(state, "done")
+
+    def time_the_request(self) -> None:
+        """The deadline runs while a request is arriving, from its first byte, and stops once it has."""
+        if self.reading != "done" and self.deadline is None:  # the first bytes of a later request
+            self.deadline = self.loop.call_later(self.timeout_s, self.timed_out)
+        elif self.reading == "done" and self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        # h11 parses a request pipelined behind this answer only now: cut in its headers, it had no
+        # deadline (no bytes come after it) and was closed without a word by uvicorn's keep-alive timer
+        if hasattr(self, "conn") and not self.transport.is_closing():
+            self.reading = self.h11_reading()
             self.time_the_request()
 
-        def h11_reading(self) -> str:
-            import h11
+    # httptools' parser calls these as the request arrives (h11's state is read in data_received)
+    def on_message_begin(self) -> None:
+        super().on_message_begin()  # type: ignore[misc]
+        self.reading, self.parsed = "headers", True
 
-            state, buffered = self.conn.their_state, bool(self.conn.trailing_data[0])
-            return {h11.IDLE: "headers" if buffered else "nothing", h11.SEND_BODY: "body"}.get(state, "done")
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # type: ignore[misc]
+        self.reading = "body"
 
-        def time_the_request(self) -> None:
-            """The deadline runs while a request is arriving, from its first byte, and stops once it has."""
-            if self.reading != "done" and self.deadline is None:  # the first bytes of a later request
-                self.deadline = self.loop.call_later(timeout_s, self.timed_out)
-            elif self.reading == "done" and self.deadline is not None:
-                self.deadline.cancel()
-                self.deadline = None
+    def on_message_complete(self) -> None:
+        super().on_message_complete()  # type: ignore[misc]
+        self.reading, self.parsed = "done", True
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            # h11 parses a request pipelined behind this answer only now: cut in its headers, it had no
-            # deadline (no bytes come after it) and was closed without a word by uvicorn's keep-alive timer
-            if hasattr(self, "conn") and not self.transport.is_closing():
-                self.reading = self.h11_reading()
-                self.time_the_request()
-
-        # httptools' parser calls these as the request arrives (h11's state is read in data_received)
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self.reading, self.parsed = "headers", True
-
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            self.reading = "body"
-
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self.reading, self.parsed = "done", True
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            refusing.discard(self)
-            if self.deadline is not None:
-                self.deadline.cancel()
-                self.deadline = None
-            super().connection_lost(exc)
-
-        def timed_out(self) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.refusing.discard(self)
+        if self.deadline is not None:
+            self.deadline.cancel()
             self.deadline = None
-            if self.transport.is_closing() or self.reading == "done":
-                return
-            if self.reading != "body" and self.cycle is not None and not self.cycle.response_complete:
-                # a request pipelined behind one whose answer is still going out: nothing may be written
-                # into that answer, so the deadline waits for it
-                self.deadline = self.loop.call_later(timeout_s, self.timed_out)
-                return
-            cycle = self.cycle if self.reading == "body" else None
-            if cycle is not None and not cycle.response_complete:
-                cycle.disconnected = True  # the app, waiting for the body, reads a disconnect; what it sends is dropped
-                cycle.message_event.set()
-            if self.reading != "nothing" and not (cycle is not None and cycle.response_started):
-                param = b'"body"' if self.reading == "body" else b"null"
-                words = body_message if self.reading == "body" else message
-                body = (b'{"error":{"message":"' + words + b'","type":"invalid_request_error","param":' + param +
-                        b',"code":"request_timeout"}}')
-                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            self.transport.close()
+        super().connection_lost(exc)  # type: ignore[misc]
 
-    return TimedProtocol
+    def timed_out(self) -> None:
+        self.deadline = None
+        if self.transport.is_closing() or self.reading == "done":
+            return
+        if self.reading != "body" and self.cycle is not None and not self.cycle.response_complete:
+            # a request pipelined behind one whose answer is still going out: nothing may be written
+            # into that answer, so the deadline waits for it
+            self.deadline = self.loop.call_later(self.timeout_s, self.timed_out)
+            return
+        answering = self.reading == "body" and self.cut_body()
+        if self.reading != "nothing" and not answering:
+            self.transport.write(self.late[self.reading])
+        self.transport.close()
+
+    def cut_body(self) -> bool:
+        """The app waiting for the body that did not arrive reads a disconnect (what it sends is dropped);
+        returns whether its answer had begun (nothing more may be written into it)."""
+        cycle = self.cycle
+        if cycle is None:
+            return False
+        if not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        return cycle.response_started
 
 
 REFUSED_LINGER_S = 2.0  # the longest a connection refused over PLURALIGN_MAX_CONNECTIONS stays, reading what its client still sends
