@@ -101,6 +101,25 @@ def test_connections_over_the_limit_are_answered_503_at_once_and_hold_no_descrip
     assert httpx.get(served.url + "/health", timeout=5).status_code == 200
 
 
+def test_a_streaming_chat_holds_one_of_the_limit_and_is_answered_whole_meanwhile(served):
+    """A streaming chat is a long-lived connection: it counts, and is never cut by the limit."""
+    held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(LIMIT - 1)]
+    chat = {"model": "pluralign", "user": "streamer", "max_tokens": 12, "stream": True, "messages": [{"role": "user", "content": "Tea?"}]}
+    try:
+        time.sleep(0.3)
+        with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.dev_key()}"}, timeout=120) as client, \
+                client.stream("POST", "/v1/chat/completions", json=chat) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            assert next(lines).startswith("data: ")
+            refused = httpx.get(served.url + "/health", timeout=5)  # the stream is the limit's last connection
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+            assert [line for line in lines if line][-1] == "data: [DONE]"
+    finally:
+        for s in held:
+            s.close()
+
+
 def test_a_limit_the_open_files_cannot_hold_is_refused_at_start(tmp_path):
     """Before: no such setting; the service took connections until it had no descriptor left."""
     hard = 1500
