@@ -172,8 +172,9 @@ class Settings(Base, frozen=True):
     request_read_timeout_s: float = 60.0
     # connections `pluralign serve` (and `serve-embeddings`) keeps open at once, each a file descriptor: idle
     # keep-alive ones, ones whose request is arriving, streaming chats for their whole answer. One more is
-    # answered 503 with Retry-After and closed; at start the open-files limit is raised to fit (or it is refused)
-    max_connections: int = 1000
+    # answered 503 with Retry-After and closed; at start the open-files limit is raised to fit (or a value set is
+    # refused). Unset: 1000, or as many as the open-files hard limit leaves room for, if fewer (said at start)
+    max_connections: int | None = None
     # one line per request (logger `pluralign.access`: method, route template, status, ms, tenant, request id;
     # never a key, a raw path or a body); `pluralign serve` then leaves uvicorn's own access lines out
     access_log: bool = True
@@ -347,7 +348,7 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 <= s.stop_drain_s <= 60, lambda s: f"`stop_drain_s` must be 0 (none) to 60 seconds, got {s.stop_drain_s}"),
     (lambda s: not 0 < s.request_read_timeout_s <= 3600,
      lambda s: f"`request_read_timeout_s` must be above 0 and at most 3600 seconds, got {s.request_read_timeout_s}"),
-    (lambda s: not 1 <= s.max_connections <= MAX_CONNECTIONS,
+    (lambda s: s.max_connections is not None and not 1 <= s.max_connections <= MAX_CONNECTIONS,
      lambda s: f"`max_connections` must be at least 1 and at most {MAX_CONNECTIONS}, got {s.max_connections}"),
 )
 

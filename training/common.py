@@ -392,26 +392,40 @@ def report_progress(fraction: float) -> None:
 
 
 FD_RESERVE = 1024  # open files a server keeps for what is not a connection: the store's, the models', logs, a job's pipes
+DEFAULT_MAX_CONNECTIONS = 1000  # PLURALIGN_MAX_CONNECTIONS unset, where the open-files hard limit has room for it
 
 
-def fit_open_files(max_connections: int) -> int:
+def fit_open_files(max_connections: int | None) -> int:
     """Make room for `max_connections` (PLURALIGN_MAX_CONNECTIONS) in this process's open-files limit: each
     connection is a file descriptor, and the refused ones closing (`serve.REFUSED_LINGERING`) and FD_RESERVE
     more are needed beside them. The soft limit (`ulimit -n`) is raised to that when it is lower, as far as
-    the hard limit allows; returns the soft limit now. A ValueError naming the setting when the hard limit
-    is too low (a server whose connections took every descriptor failed to open its store's files)."""
+    the hard limit allows. Returns the connection limit in force: `max_connections`, or, when it is None
+    (unset), DEFAULT_MAX_CONNECTIONS or as many as the hard limit leaves room for, if fewer (at least 1; a
+    warning says so: `make serve` on a machine whose hard limit is 1,024 starts). A ValueError naming the
+    setting when a value set needs more than the hard limit allows (a server whose connections took every
+    descriptor failed to open its store's files)."""
     import resource
 
     from training.commands.serve import REFUSED_LINGERING
 
-    need = max_connections + REFUSED_LINGERING + FD_RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    given = max_connections
+    if max_connections is None:
+        max_connections = DEFAULT_MAX_CONNECTIONS
+        if hard != resource.RLIM_INFINITY and hard < max_connections + REFUSED_LINGERING + FD_RESERVE:
+            max_connections = max(1, min(max_connections, max(hard - REFUSED_LINGERING - FD_RESERVE, hard // 4)))
+            logging.getLogger("pluralign").warning(
+                "PLURALIGN_MAX_CONNECTIONS (setting max_connections) is unset: %d connections, not %d, as this process may "
+                "open at most %d files (`ulimit -Hn`); raise that limit for more", max_connections, DEFAULT_MAX_CONNECTIONS, hard)
+    need = max_connections + REFUSED_LINGERING + FD_RESERVE
     if soft != resource.RLIM_INFINITY and soft < need:
         if hard != resource.RLIM_INFINITY and hard < need:
-            raise ValueError(f"PLURALIGN_MAX_CONNECTIONS (setting max_connections) = {max_connections} needs {need} open files "
-                             f"({REFUSED_LINGERING} more for refused connections closing, {FD_RESERVE} for the store, models and logs), "
-                             f"but this process may open at most {hard} (`ulimit -Hn`): set PLURALIGN_MAX_CONNECTIONS to at most "
-                             f"{max(hard - REFUSED_LINGERING - FD_RESERVE, 0)}, or raise the limit")
+            if given is None:  # too few files for even the least: as much as there is
+                need = hard
+            else:
+                raise ValueError(f"PLURALIGN_MAX_CONNECTIONS (setting max_connections) = {max_connections} needs {need} open files "
+                                 f"({REFUSED_LINGERING} more for refused connections closing, {FD_RESERVE} for the store, models and logs), "
+                                 f"but this process may open at most {hard} (`ulimit -Hn`): set PLURALIGN_MAX_CONNECTIONS to at most "
+                                 f"{max(hard - REFUSED_LINGERING - FD_RESERVE, 0)}, or raise the limit")
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-        soft = need
-    return soft
+    return max_connections

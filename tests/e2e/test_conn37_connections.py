@@ -123,7 +123,8 @@ def test_a_streaming_chat_holds_one_of_the_limit_and_is_answered_whole_meanwhile
 def test_a_limit_the_open_files_cannot_hold_is_refused_at_start(tmp_path):
     """Before: no such setting; the service took connections until it had no descriptor left."""
     hard = 1500
-    env = {**os.environ, "PLURALIGN_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PLURALIGN_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+           "PLURALIGN_MAX_CONNECTIONS": "1000"}
     done = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--port", "0"], env=env, capture_output=True, text=True,
                           timeout=60, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard)))
     assert done.returncode == 2, done.stderr
@@ -133,6 +134,21 @@ def test_a_limit_the_open_files_cannot_hold_is_refused_at_start(tmp_path):
     env["PLURALIGN_MAX_CONNECTIONS"] = "0"
     done = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "`max_connections` must be at least 1" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(("hard", "limit"), [(1500, 412), (1024, 256), (4096, 1000)])
+def test_an_unset_limit_fits_the_open_files_the_process_may_have(hard, limit):
+    """Before: the default, 1000, needed 2,088 open files, so `make serve` on a machine whose hard limit is
+    lower (1,024 on some) refused to start at all, though nobody had asked for 1000 connections."""
+    script = ("import resource; from training.common import fit_open_files; "
+              "print(fit_open_files(None), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    env = {k: v for k, v in os.environ.items() if k != "PLURALIGN_MAX_CONNECTIONS"}
+    done = subprocess.run([sys.executable, "-c", script], env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1024), hard)))
+    assert done.returncode == 0, done.stderr
+    got, soft = map(int, done.stdout.split())
+    assert got == limit and soft >= min(limit + 1088, hard), done.stdout
+    assert (f"{limit} connections, not 1000" in done.stderr) == (limit < 1000), done.stderr
 
 
 def test_serve_embeddings_bounds_how_long_a_request_may_take_to_arrive_and_its_connections(tmp_path):

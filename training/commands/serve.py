@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     # seconds), a model loads (a minute) or a key is issued: a bad value, a file or a place this account
     # cannot write as data folder is one line naming the option or setting; a damaged file in it names the file
     settings = Settings.load(data_dir=args.data_dir)
-    fit_open_files(settings.max_connections)
+    max_connections = fit_open_files(settings.max_connections)  # the limit in force (unset: fits the open-files limit)
     option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     check_writable(option, str(settings.data_path))
     from pluralign.files import group_shared
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     started, requests = serve_until_stopped(app, args, json_logs=settings.log_format == "json", own_access_log=True, on_stop=partial(stop_taking_work, app),
                                             on_grace_over=partial(cut_running, app), drain_s=settings.stop_drain_s,
                                             on_drain=partial(setattr, app.state, "draining"), request_read_timeout_s=settings.request_read_timeout_s,
-                                            max_connections=settings.max_connections)
+                                            max_connections=max_connections)
     if not started:
         return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
     return how_it_stopped(app.state.runtime, requests)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from training.common import check_temp_dir, fit_open_files
 
     settings = Settings.load()  # its read deadline and connection limit (every command checked the settings already)
-    fit_open_files(settings.max_connections)
+    max_connections = fit_open_files(settings.max_connections)  # the limit in force (unset: fits the open-files limit)
 
     check_temp_dir()  # a read-only root without /tmp, a model cache it cannot write: one line, before them too
     check_model_cache(args.encoder, generator="")
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--encoder {args.encoder}: {exc}") from None
     app = create_embeddings_app(encoder)
     started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_encodes, app),
-                                            request_read_timeout_s=settings.request_read_timeout_s, max_connections=settings.max_connections)
+                                            request_read_timeout_s=settings.request_read_timeout_s, max_connections=max_connections)
     if not started:
         return 3
     if requests.cancelled:
