@@ -63,6 +63,40 @@ TRL_EXTRA_COLUMNS = (
 )
 
 
+# bounds on each of TRL's extra columns of a row a store keeps (the service's import: `extra_column_problem`);
+# TRL's are numbers, ids and model names. At most len(TRL_EXTRA_COLUMNS) columns (any other key is refused)
+MAX_EXTRA_BYTES = 1024  # a column's value as JSON (msgspec-encoded), in bytes
+MAX_EXTRA_DEPTH = 2  # lists and objects inside one another: 0 a number or string, 1 a list of them, 2 a list of lists
+
+
+def extra_column_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(column, problem) of the first of TRL's extra columns (`TrlRow.extra`) past MAX_EXTRA_BYTES encoded,
+    nested past MAX_EXTRA_DEPTH, or holding an integer past 64 bits (the service's feedback log, msgpack, and
+    Arrow refuse it); None when every one is kept as it came."""
+    for column, value in extra.items():
+        if (problem := _kept_value_problem(value, MAX_EXTRA_DEPTH)) is not None:
+            return column, f"{problem} (TRL's extra columns are kept with the row)"
+        size = len(_json_encoder.encode(value))
+        if size > MAX_EXTRA_BYTES:
+            return column, f"{size} bytes as JSON; at most {MAX_EXTRA_BYTES} (TRL's extra columns are kept with the row)"
+    return None
+
+
+def _kept_value_problem(value: Any, depth_left: int) -> str | None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, int):
+        return None if -(1 << 63) <= value < (1 << 64) else "an integer past 64 bits: give it as a string"
+    if isinstance(value, float):  # finite: JSON lines hold no NaN or infinity (msgspec refuses 1e999)
+        return None
+    if depth_left <= 0:
+        return f"nested more than {MAX_EXTRA_DEPTH} deep (lists and objects inside one another); at most {MAX_EXTRA_DEPTH}"
+    for item in value.values() if isinstance(value, dict) else value:
+        if (problem := _kept_value_problem(item, depth_left - 1)) is not None:
+            return problem
+    return None
+
+
 # the `type` of each line of the service's full export of a user (`GET /v1/users/{id}/export`)
 EXPORT_LINE_TYPES = ("user", "preference", "interaction")
 
