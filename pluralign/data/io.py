@@ -74,6 +74,9 @@ def extra_column_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
     nested past MAX_EXTRA_DEPTH, or holding an integer past 64 bits (the service's feedback log, msgpack, and
     Arrow refuse it); None when every one is kept as it came."""
     for column, value in extra.items():
+        kind = type(value)  # most are numbers and short strings, surely within the bounds: not encoded
+        if kind is float or kind is str and len(value) <= _SURELY_SHORT or kind is int and _INT_MIN <= value < _INT_END or value is None:
+            continue
         if (problem := _kept_value_problem(value, MAX_EXTRA_DEPTH)) is not None:
             return column, f"{problem} (TRL's extra columns are kept with the row)"
         size = len(_json_encoder.encode(value))
@@ -82,11 +85,15 @@ def extra_column_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+_INT_MIN, _INT_END = -(1 << 63), 1 << 64  # the integers msgpack (the feedback log) and Arrow keep: int64 and uint64
+_SURELY_SHORT = (MAX_EXTRA_BYTES - 2) // 6  # characters of a string within MAX_EXTRA_BYTES however JSON spells them (`\\u0000`)
+
+
 def _kept_value_problem(value: Any, depth_left: int) -> str | None:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return None
     if isinstance(value, int):
-        return None if -(1 << 63) <= value < (1 << 64) else "an integer past 64 bits: give it as a string"
+        return None if _INT_MIN <= value < _INT_END else "an integer past 64 bits: give it as a string"
     if isinstance(value, float):  # finite: JSON lines hold no NaN or infinity (msgspec refuses 1e999)
         return None
     if depth_left <= 0:
