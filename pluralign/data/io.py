@@ -533,6 +533,9 @@ def _decode_line(number: int, raw: bytes) -> Any:
             hint = "; a JSON object spread over several lines: JSON lines keep each row on one line (`jq -c . FILE` writes them so)"
         elif raw.lstrip().startswith(b"["):
             raise _json_array(number, f"malformed JSON ({exc}); it opens a ") from None
+        elif "trailing characters" in str(exc) and _JOINED_BY_CR.search(raw):
+            hint = ("; several JSON objects on one line, separated by a lone carriage return (`\\r`, old Mac line ends): "
+                    "JSON lines end each row with `\\n` (`tr '\\r' '\\n' < FILE` rewrites them so)")
         elif "trailing characters" in str(exc) and _JOINED_OBJECTS.search(raw):
             hint = ("; several JSON objects on one line: each row goes on its own line (`curl -d @FILE` drops a file's "
                     "newlines: send it with `--data-binary @FILE`)")
@@ -547,6 +550,7 @@ def _decode_line(number: int, raw: bytes) -> Any:
 
 
 _JOINED_OBJECTS = re.compile(rb"}\s*{")
+_JOINED_BY_CR = re.compile(rb"}[ \t]*\r[ \t\r]*{")  # rows ended by a lone `\r`: one JSON line to a `\n` splitter
 
 
 def _top_field_at(raw: bytes, offset: int) -> str | None:
@@ -777,10 +781,17 @@ def _nothing_read(report: LoadReport) -> str:
     return f"no row could be read: all {report.skipped} rows are bad (first: {report.errors[0]})"
 
 
+def json_lines(body: bytes) -> list[bytes]:
+    """The JSON lines of `body` as the file readers see a file's (`read_preferences`): a line ends at `\\n`
+    only, a `\\r` before it stays (whitespace to JSON: Windows line ends read), and a lone `\\r`, U+2028,
+    U+2029 or U+0085 ends none (`bytes.splitlines` ends a line at a lone `\\r`, which JSON takes between tokens)."""
+    return body.split(b"\n")
+
+
 def read_preference_lines(
     lines: Iterable[bytes], *, skip_bad: bool = False, default_user: str | None = None
 ) -> tuple[list[Preference], LoadReport]:
-    """`read_preferences` for JSON lines already in memory (an HTTP body)."""
+    """`read_preferences` for JSON lines already in memory (an HTTP body: `json_lines` splits it as a file's)."""
 
     records, report = _collect(_numbered_rows(lines, default_user), skip_bad, default_user, records_ready=True)
     if not records:

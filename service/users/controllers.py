@@ -156,10 +156,10 @@ def _read_import(rt: Runtime, user_id: str, body: bytes) -> list:
     400 naming `body`, or `line N` and its field, for a body without rows, a line that is not a preference
     row, a row naming another user, labels past the size limits (`check_labels`), or one of TRL's extra columns,
     which the row keeps, past theirs (`pluralign.data.io.extra_column_problem`: `line N.<column>`). Run in a thread."""
-    from pluralign.data.io import extra_column_problem, read_preference_lines
+    from pluralign.data.io import extra_column_problem, json_lines, read_preference_lines
     from pluralign.data.record import PreferenceError
 
-    lines = body.splitlines()
+    lines = json_lines(body)  # as the `pluralign` commands split a file: an error names the same line
     numbers = [n for n, raw in enumerate(lines, start=1) if raw.strip()]  # each record's line (blank lines are skipped)
     if not numbers:
         raise bad_request("body", "holds no preference rows: send JSON lines, one comparison a line")
