@@ -10,6 +10,8 @@ Bodies, each of distinct comparisons up to `--bytes` (JSON lines):
   plain           TRL's standard explicit form, as `benchmarks/tenant_stall.py` imports (strings)
   conversational  TRL's conversational explicit form: message lists for prompt, chosen and rejected
   implicit        TRL's conversational implicit form: whole conversations sharing their prompt
+  trl-extras      the standard form with TRL's 8 extra columns (UltraFeedback's: ids, scores, ratings, models),
+                  which the service keeps with each row and bounds (`extra_column_problem`, since fidelity37)
 Each is read `--repeats` times after one untimed read; prints ms per body (median, min) for the
 service's `_read_import` (settings' defaults) and the library's `read_preference_lines` alone.
 `--against REV` reads the same bodies with `git archive REV` (pluralign/ and service/, unpacked in a
@@ -35,7 +37,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("plain", "conversational", "implicit")
+KINDS = ("plain", "conversational", "implicit", "trl-extras")
 
 
 def body(kind: str, limit: int) -> tuple[bytes, int]:
@@ -49,6 +51,10 @@ def body(kind: str, limit: int) -> tuple[bytes, int]:
         elif kind == "conversational":
             row = {"prompt": [{"role": "user", "content": question}], "chosen": [{"role": "assistant", "content": kind_answer}],
                    "rejected": [{"role": "assistant", "content": curt}]}
+        elif kind == "trl-extras":
+            row = {"prompt": question, "chosen": kind_answer, "rejected": curt, "id": n, "prompt_id": f"{n:064x}",
+                   "score_chosen": 8.5, "score_rejected": 3.0, "chosen_rating": 5, "rejected_rating": 2,
+                   "chosen_model": "gpt-4-0613", "rejected_model": "llama-2-70b-chat"}
         else:
             asked = {"role": "user", "content": question}
             row = {"chosen": [asked, {"role": "assistant", "content": kind_answer}], "rejected": [asked, {"role": "assistant", "content": curt}]}
@@ -67,7 +73,7 @@ def readers():
 
     rt = SimpleNamespace(settings=Settings())
     return [("_read_import", lambda b: _read_import(rt, "imp1", b)),
-            ("read_preference_lines", lambda b: read_preference_lines(b.splitlines(), default_user="imp1"))]
+            ("read_preference_lines", lambda b: read_preference_lines(b.split(b"\n"), default_user="imp1"))]  # as the service splits
 
 
 def time_one(read, data: bytes) -> float:

@@ -63,6 +63,47 @@ TRL_EXTRA_COLUMNS = (
 )
 
 
+# bounds on each of TRL's extra columns of a row a store keeps (the service's import: `extra_column_problem`);
+# TRL's are numbers, ids and model names. At most len(TRL_EXTRA_COLUMNS) columns (any other key is refused)
+MAX_EXTRA_BYTES = 1024  # a column's value as JSON (msgspec-encoded), in bytes
+MAX_EXTRA_DEPTH = 2  # lists and objects inside one another: 0 a number or string, 1 a list of them, 2 a list of lists
+
+
+def extra_column_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(column, problem) of the first of TRL's extra columns (`TrlRow.extra`) past MAX_EXTRA_BYTES encoded,
+    nested past MAX_EXTRA_DEPTH, or holding an integer past 64 bits (the service's feedback log, msgpack, and
+    Arrow refuse it); None when every one is kept as it came."""
+    for column, value in extra.items():
+        kind = type(value)  # most are numbers and short strings, surely within the bounds: not encoded
+        if kind is float or kind is str and len(value) <= _SURELY_SHORT or kind is int and _INT_MIN <= value < _INT_END or value is None:
+            continue
+        if (problem := _kept_value_problem(value, MAX_EXTRA_DEPTH)) is not None:
+            return column, f"{problem} (TRL's extra columns are kept with the row)"
+        size = len(_json_encoder.encode(value))
+        if size > MAX_EXTRA_BYTES:
+            return column, f"{size} bytes as JSON; at most {MAX_EXTRA_BYTES} (TRL's extra columns are kept with the row)"
+    return None
+
+
+_INT_MIN, _INT_END = -(1 << 63), 1 << 64  # the integers msgpack (the feedback log) and Arrow keep: int64 and uint64
+_SURELY_SHORT = (MAX_EXTRA_BYTES - 2) // 6  # characters of a string within MAX_EXTRA_BYTES however JSON spells them (`\\u0000`)
+
+
+def _kept_value_problem(value: Any, depth_left: int) -> str | None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, int):
+        return None if _INT_MIN <= value < _INT_END else "an integer past 64 bits: give it as a string"
+    if isinstance(value, float):  # finite: JSON lines hold no NaN or infinity (msgspec refuses 1e999)
+        return None
+    if depth_left <= 0:
+        return f"nested more than {MAX_EXTRA_DEPTH} deep (lists and objects inside one another); at most {MAX_EXTRA_DEPTH}"
+    for item in value.values() if isinstance(value, dict) else value:
+        if (problem := _kept_value_problem(item, depth_left - 1)) is not None:
+            return problem
+    return None
+
+
 # the `type` of each line of the service's full export of a user (`GET /v1/users/{id}/export`)
 EXPORT_LINE_TYPES = ("user", "preference", "interaction")
 
@@ -492,6 +533,9 @@ def _decode_line(number: int, raw: bytes) -> Any:
             hint = "; a JSON object spread over several lines: JSON lines keep each row on one line (`jq -c . FILE` writes them so)"
         elif raw.lstrip().startswith(b"["):
             raise _json_array(number, f"malformed JSON ({exc}); it opens a ") from None
+        elif "trailing characters" in str(exc) and _JOINED_BY_CR.search(raw):
+            hint = ("; several JSON objects on one line, separated by a lone carriage return (`\\r`, old Mac line ends): "
+                    "JSON lines end each row with `\\n` (`tr '\\r' '\\n' < FILE` rewrites them so)")
         elif "trailing characters" in str(exc) and _JOINED_OBJECTS.search(raw):
             hint = ("; several JSON objects on one line: each row goes on its own line (`curl -d @FILE` drops a file's "
                     "newlines: send it with `--data-binary @FILE`)")
@@ -506,6 +550,7 @@ def _decode_line(number: int, raw: bytes) -> Any:
 
 
 _JOINED_OBJECTS = re.compile(rb"}\s*{")
+_JOINED_BY_CR = re.compile(rb"}[ \t]*\r[ \t\r]*{")  # rows ended by a lone `\r`: one JSON line to a `\n` splitter
 
 
 def _top_field_at(raw: bytes, offset: int) -> str | None:
@@ -736,10 +781,17 @@ def _nothing_read(report: LoadReport) -> str:
     return f"no row could be read: all {report.skipped} rows are bad (first: {report.errors[0]})"
 
 
+def json_lines(body: bytes) -> list[bytes]:
+    """The JSON lines of `body` as the file readers see a file's (`read_preferences`): a line ends at `\\n`
+    only, a `\\r` before it stays (whitespace to JSON: Windows line ends read), and a lone `\\r`, U+2028,
+    U+2029 or U+0085 ends none (`bytes.splitlines` ends a line at a lone `\\r`, which JSON takes between tokens)."""
+    return body.split(b"\n")
+
+
 def read_preference_lines(
     lines: Iterable[bytes], *, skip_bad: bool = False, default_user: str | None = None
 ) -> tuple[list[Preference], LoadReport]:
-    """`read_preferences` for JSON lines already in memory (an HTTP body)."""
+    """`read_preferences` for JSON lines already in memory (an HTTP body: `json_lines` splits it as a file's)."""
 
     records, report = _collect(_numbered_rows(lines, default_user), skip_bad, default_user, records_ready=True)
     if not records:

@@ -12,7 +12,8 @@ import pyarrow as pa
 # 2: the first version whose tables an earlier release must not open (release 2a4712d cannot read its
 # user rows; every release before 2 refuses a table not marked 1). Tables marked 1 are marked 2 when
 # opened (`older_schema`), after their added columns; one marked above this is a newer release's.
-SCHEMA_VERSION = 2
+# 3: preference rows keep a TRL row's own form (`trl`); tables marked 1 or 2 gain the column on open
+SCHEMA_VERSION = 3
 PREFERENCE_KINDS = ("choice", "comparison", "rating", "edit")
 
 
@@ -66,6 +67,11 @@ def preference_schema(encoder_id: str, dim: int) -> pa.Schema:
             # import keeps from its file; a DELETE tells what a user sent after it began by this one.
             # Null = a row stored before it was kept: its `created_at` stands in
             pa.field("received_at", pa.float64(), nullable=True),
+            # added in 3 (nullable): the TRL row an import read, as it came (`pluralign.data.record.TrlRow`,
+            # msgspec JSON: its message lists, implicit prompt and TRL's extra columns), so an export gives
+            # it back; the text columns above stay what the models read. Null = a row whose plain text is its
+            # whole form (feedback, a standard-form row without extra columns) or stored before 3
+            pa.field("trl", pa.string(), nullable=True),
         ],
         metadata=_metadata(encoder_id, dim),
     )

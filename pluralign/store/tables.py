@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
-from pluralign.data.record import Base
+from pluralign.data.record import Base, TrlRow
 from pluralign.data.text import answer_key
 from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
@@ -51,6 +51,8 @@ from pluralign.store.schemas import (
 )
 
 log = logging.getLogger("pluralign.store")
+_TRL_ENCODER = msgspec.json.Encoder()  # a preference row's `trl` column: a TrlRow as JSON text
+_TRL_DECODER = msgspec.json.Decoder(TrlRow)
 T = TypeVar("T")
 PURGE_ATTEMPTS = 8  # a DELETE's maintenance steps, each against other replicas' concurrent ones (`Store._retried`)
 # with other processes on the store, a DELETE removes old versions this long after they can last have
@@ -125,6 +127,9 @@ class StoredPreference(Base):
     # when the service received the row (unix seconds, the receiving replica's clock); `created_at` is
     # when it was made (an import keeps its file's). None: stored before it was kept (`received`)
     received_at: float | None = None
+    # the TRL row an import read, as it came (message lists, the implicit prompt, TRL's extra columns),
+    # when its text alone would not give it back (`Preference.trl`); None: the text is the row
+    trl: TrlRow | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PREFERENCE_KINDS:
@@ -514,6 +519,7 @@ class Store:
                          "received_at")
         }
         columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in rows]
+        columns["trl"] = [None if r.trl is None else _TRL_ENCODER.encode(r.trl).decode() for r in rows]
         for name, array in (("prompt_vec", prompt_vec), ("chosen_vec", chosen_vec), ("rejected_vec", rejected_vec)):
             if array.shape != (len(rows), self.dim):
                 raise StoreError(f"`{name}` has shape {array.shape}, expected ({len(rows)}, {self.dim})")
@@ -724,6 +730,7 @@ class Store:
             chosen=row["chosen"], rejected=row["rejected"], kind=row["kind"], created_at=row["created_at"],
             tie=row["tie"], margin=row["margin"], source=row["source"], attributes=json.loads(row["attributes"]),
             received_at=row.get("received_at"),
+            trl=None if row.get("trl") is None else _TRL_DECODER.decode(row["trl"]),
         )
 
     def _cached(self, tenant: str, user_id: str) -> History | None:
@@ -807,7 +814,9 @@ class Store:
     @_uses("preferences", "read")
     def all_comparisons(self) -> list[StoredPreference]:
         """Every strict comparison of every tenant and user (population retraining), without vectors."""
-        columns = self._present("preferences", [f.name for f in self.schemas["preferences"] if f.name != "schema_version" and not f.name.endswith("_vec")])
+        # without the TRL form: the population models read the text
+        columns = self._present("preferences", [f.name for f in self.schemas["preferences"]
+                                                if f.name not in ("schema_version", "trl") and not f.name.endswith("_vec")])
         rows = self._rows("preferences", "tie = false AND rejected != ''", columns)
         for row in rows:
             row["attributes"] = json.loads(row["attributes"])

@@ -154,11 +154,12 @@ async def import_preferences(
 def _read_import(rt: Runtime, user_id: str, body: bytes) -> list:
     """The preference records of an import's body (JSON lines, rows without `user_id` the user's). Raises a
     400 naming `body`, or `line N` and its field, for a body without rows, a line that is not a preference
-    row, a row naming another user, or labels past the size limits (`check_labels`). Run in a thread."""
-    from pluralign.data.io import read_preference_lines
+    row, a row naming another user, labels past the size limits (`check_labels`), or one of TRL's extra columns,
+    which the row keeps, past theirs (`pluralign.data.io.extra_column_problem`: `line N.<column>`). Run in a thread."""
+    from pluralign.data.io import extra_column_problem, json_lines, read_preference_lines
     from pluralign.data.record import PreferenceError
 
-    lines = body.splitlines()
+    lines = json_lines(body)  # as the `pluralign` commands split a file: an error names the same line
     numbers = [n for n, raw in enumerate(lines, start=1) if raw.strip()]  # each record's line (blank lines are skipped)
     if not numbers:
         raise bad_request("body", "holds no preference rows: send JSON lines, one comparison a line")
@@ -173,6 +174,8 @@ def _read_import(rt: Runtime, user_id: str, body: bytes) -> list:
             raise bad_request(f"line {i}.user_id", f"names user {shown(record.user_id)}; this import is for {user_id!r}")
         if record.source is not None or record.attributes:  # most rows have no labels to check
             check_labels(rt, record.source, record.attributes, where=f"line {i}.")
+        if record.trl is not None and record.trl.extra and (over := extra_column_problem(record.trl.extra)) is not None:
+            raise bad_request(f"line {i}.{over[0]}", over[1])
     return records
 
 

@@ -632,7 +632,9 @@ def anything_held(rt: Runtime, tenant: str, user_id: str) -> bool:
 
 def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     """JSONL in the preference-file form (`pluralign.data.io.preference_row`: TRL's prompt/chosen/
-    rejected plus user_id, margin, tie, source, created_at, attributes): what `import_preferences`,
+    rejected, each row in the form it was imported in with TRL's extra columns (`StoredPreference.trl`;
+    text for feedback and rows stored before it was kept), plus user_id, margin, tie, source, created_at,
+    attributes): what `import_preferences`,
     `pluralign data import` and TRL read. Rating rows without a rival answer (nothing to compare) are left out,
     and so are rows an import would refuse that older versions stored (a blank prompt or answer, two
     answers with the same visible text)."""
@@ -646,7 +648,7 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
             continue  # a rating without rival, or a blank or same-answer row an older version stored: import refuses them
         record = Preference(
             user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
-            tie=row.tie, source=row.source, created_at=row.created_at, attributes=row.attributes,
+            tie=row.tie, source=row.source, created_at=row.created_at, attributes=row.attributes, trl=row.trl,
         )
         yield msgspec.json.encode(preference_row(record)) + b"\n"
 
@@ -661,7 +663,7 @@ def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | 
             tenant=tenant, user_id=user_id, pref_id=pref_id, kind="comparison",
             created_at=r.created_at if r.created_at is not None else now + i * 1e-6,
             prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie, margin=r.margin,
-            source=r.source or "import", attributes=r.attributes, received_at=now,
+            source=r.source or "import", attributes=r.attributes, received_at=now, trl=r.trl,
         )
         for i, (r, pref_id) in enumerate(zip(records, pref_ids, strict=True))
     ]

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 
-from pluralign.data.io import _decode_line, row_to_preference
+from pluralign.data.io import _decode_line, preference_row, row_to_preference
 from tests.service.tiny import field_named, start_service
 
 USER = "fz36"
@@ -39,11 +40,16 @@ LINES = [
     '{"prompt": "Tea?", "chosen": "Caf\u00e9.", "rejected": "Cafe\u0301 au lait.\u200b"}'.encode(),
     b'{"prompt": "\\u202eTea?", "chosen": "\\ud83d\\udc69\\u200d\\ud83d\\udcbb", "rejected": "\\ud83d\\udc69\\u200d\\ud83d\\udc67"}',
     json.dumps({"chosen": _conversation("Tea."), "rejected": _conversation("Coffee.")}).encode(),  # implicit, conversational
-    json.dumps({"chosen": "Tea? Yes.", "rejected": "Tea? No.", "id": 10**30, "score_chosen": -0.0, "chosen_model": None}).encode(),
+    # an id at uint64's edge (past it: a 400, test_fidelity37_roundtrip), kept with the row and exported back
+    json.dumps({"chosen": "Tea? Yes.", "rejected": "Tea? No.", "id": 2**64 - 1, "score_chosen": -0.0, "chosen_model": None}).encode(),
     json.dumps({"prompt": [{"role": "system", "content": "Be brief."}, {"content": "Tea?"}], "chosen": "Yes.", "rejected": "No."}).encode(),
     json.dumps({"prompt": "Tea?", "chosen": [{"role": "assistant", "content": "Yes.", "name": None}],
                 "rejected": [{"role": None, "content": "No."}]}).encode(),  # null keys: absent
 ]
+
+
+def _key(row: dict) -> str:
+    return json.dumps(row, sort_keys=True)
 
 
 def _reference(raw: bytes):
@@ -67,6 +73,12 @@ def test_an_import_of_adversarial_lines_stores_what_the_reference_reader_reads(s
         assert got == want, raw
         if record.created_at is not None:
             assert row["created_at"] == record.created_at, raw
+    # the export gives each row back as the reference reader keeps it (`preference_row`: its TRL form, since fidelity37)
+    with svc.client("acme") as c:
+        exported = [json.loads(line) for line in c.get(f"/v1/users/{USER}/export", params={"format": "preferences"}).text.splitlines()]
+    want = [{**preference_row(msgspec.structs.replace(record, source=record.source or "import")), "created_at": None} for record in expected]
+    got = [{**row, "created_at": None} for row in exported]
+    assert sorted(map(_key, got)) == sorted(map(_key, want))
 
 
 @pytest.mark.parametrize("raw", [

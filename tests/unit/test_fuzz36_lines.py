@@ -8,7 +8,8 @@ whitespace, a BOM or garbage around the object.
 
 A line the fast path leaves (None) is read by `row_to_preference` itself, so only a line it accepts
 can differ from the reference: such a line must give the reference's record, every field and the
-same JSON (1 and 1.0 differ there), `trl` included."""
+same JSON (1 and 1.0 differ there), `trl` included. Each line is also tried with a lone `\\r` after every
+comma and with U+2028 / U+0085 in its answers (fidelity37: an import's body, like a file, ends lines at `\\n` only)."""
 
 from __future__ import annotations
 
@@ -186,10 +187,16 @@ def _same(a: Preference, b: Preference) -> bool:
     return a == b and msgspec.json.encode(a) == msgspec.json.encode(b)
 
 
-def _check(raw: bytes, seen: Counter) -> None:
+def _check(raw: bytes, seen: Counter, variant: str = "") -> None:
+    if not variant:  # and the line with what ends a line to `bytes/str.splitlines`, not to JSON lines (fidelity37): a lone
+        # `\r` between tokens (JSON's whitespace) and U+2028 / U+0085 in its texts, counted apart (`variant`)
+        for name, changed in (("cr", raw.replace(b",", b",\r")),
+                              ("separators", raw.replace(b"Yes.", "Yes.\u2028".encode()).replace(b"No.", "No.\u0085".encode()))):
+            if changed != raw:
+                _check(changed, seen, name)
     for default_user in (None, "alice"):
         fast, reference = _line_record(raw, default_user), _reference(raw, default_user)
-        seen["fast" if fast is not None else "left", "good" if reference is not None else "bad"] += 1
+        seen["fast" if fast is not None else "left", "good" if reference is not None else "bad", *([variant] if variant else [])] += 1
         if fast is not None:
             assert reference is not None, f"the fast path accepts a line the reference refuses: {raw!r}"
             assert _same(fast, reference), f"read otherwise: {raw!r}\nfast:      {fast!r}\nreference: {reference!r}"
@@ -212,6 +219,7 @@ def test_the_fast_path_reads_every_line_it_accepts_as_the_reference_does():
     """400 drawn lines (the same every run, a few seconds), each with and without a default user."""
     seen = _run(400)
     assert seen["fast", "good"] > 100 and seen["left", "bad"] > 100, seen  # both good rows and bad lines were tried
+    assert seen["fast", "good", "cr"] > 100 and seen["fast", "good", "separators"] > 100, seen
 
 
 @pytest.mark.slow
