@@ -236,8 +236,16 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     A DELETE once queued runs even if its client goes away. 503 with Retry-After when the service is told to
     stop (SIGTERM) while the DELETE waits for its turn (`service.app.stop_taking_deletes`): it never began.
     503 (`delete_not_recorded`) with Retry-After when its journal entry cannot be written (a read-only or
-    full disk): it never began either."""
+    full disk): it never began either. 503 (`clocks_disagree`) with Retry-After when, with replicas, their
+    clocks were seen further apart than `store_sync_ms` (`pluralign.store.clocks`): a DELETE then cannot
+    tell the user's feedback held by another replica from before it and after it; it never began."""
     rt, tenant, user_id = _user(request, user_id)
+    if rt.deletion_sweep is not None and rt.deletion_sweep.clocks_disagree():
+        return error_response(503, f"the replicas' clocks disagree ({rt.deletion_sweep.clocks.skew.words()}; at most "
+                              f"PLURALIGN_STORE_SYNC_MS, {rt.settings.sync_seconds:g} s, is allowed): a DELETE now could keep "
+                              "feedback sent before it or remove feedback sent after it, so nothing of the user was deleted; "
+                              "send the DELETE again once the operator has fixed the clocks (NTP)",
+                              code="clocks_disagree", headers={"Retry-After": str(NOT_RECORDED_RETRY_AFTER)})
     try:
         future = rt.deletes.submit(tenant, lambda: services.delete(rt, tenant, user_id))
         counts = await asyncio.shield(asyncio.wrap_future(future))
