@@ -610,13 +610,17 @@ class Store:
         or import sent with `Idempotency-Key` has the same ids on every attempt (`service.feedback.services.
         idempotent_ids`); a retry that reached another replica than the first attempt, while the first
         still waited in that one's feedback log, cannot see it there and is acknowledged again, so both
-        replicas move a copy: the second is dropped here. One read of the batch's users' rows (their
-        BITMAP index) per move, with replicas only. Two replicas moving copies in the same instant both
+        replicas move a copy: the second is dropped here. One look for the table's newest version and one
+        read of the batch's users' rows (their BITMAP index) per move, with replicas only. Two replicas moving copies in the same instant both
         commit (Lance appends without a key check); reads then count them twice."""
         users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys(owners))
         ids = ", ".join(quote(i) for i in dict.fromkeys(data.column("pref_id").to_pylist()))
-        held = self._read(lambda: self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["pref_id"])
-                          .limit(None).to_arrow().column("pref_id"))
+        def read() -> pa.ChunkedArray:
+            self.preferences.checkout_latest()  # a copy another replica committed a moment ago (reads may be `sync_seconds` stale)
+            return (self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["pref_id"])
+                    .limit(None).to_arrow().column("pref_id"))
+
+        held = self._read(read)
         if not len(held):
             return data
         return data.filter(pc.invert(pc.is_in(data.column("pref_id"), value_set=pc.unique(held))))

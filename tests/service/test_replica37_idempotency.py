@@ -52,3 +52,25 @@ def test_a_key_used_on_one_replica_and_sent_again_to_another_stores_once(tmp_pat
         for client in (acme_a, acme_b):
             assert held(client) == want
             assert client.get(f"/v1/users/{USER}").json()["counts"]["preferences"] == 4
+
+
+def test_a_key_sent_again_after_the_users_delete_stores_again(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """docs/api.md: a key is remembered as long as what it stored. A retry sent after the user's DELETE is
+    feedback received after it (kept, as `pluralign data import` run again on an export must be), through
+    either replica; it brings back only what it carries, never the rows the DELETE removed."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=SYNC_MS,
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
+        for i in range(2):
+            r = acme_a.post("/v1/feedback", json=comparison(i), headers={"Idempotency-Key": f"fb-{i}"})
+            assert r.status_code == 201, r.text
+        assert acme_a.delete(f"/v1/users/{USER}").status_code == 200
+        r = acme_b.post("/v1/feedback", json=comparison(0), headers={"Idempotency-Key": "fb-0"})
+        assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers, r.text
+        assert wait_until(lambda: b.runtime.store.deletions_since(0))
+        b.runtime.deletion_sweep.run_once()
+        b.runtime.ingest.flush()
+        time.sleep(2 * SYNC_MS / 1000)
+        for client in (acme_a, acme_b):
+            assert held(client) == ["Tea or coffee, 0?"]
