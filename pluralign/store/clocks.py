@@ -32,7 +32,8 @@ import pyarrow as pa
 
 log = logging.getLogger("pluralign.store")
 TABLE = "replica_clocks"
-TIDY_EVERY = 360  # passes between removals of the table's old versions (one version a pass and replica)
+TIDY_EVERY = 60  # passes between removals of the table's old versions (one version a pass and replica)
+KEEP_VERSIONS = timedelta(minutes=10)  # what a removal leaves: no reader needs an older version of this table
 
 
 def clock_schema() -> pa.Schema:
@@ -119,7 +120,7 @@ class ReplicaClocks:
             self._beats += 1
             if self._beats % TIDY_EVERY == 0:
                 try:  # another replica's removal at the same moment may conflict: the next tidy does it
-                    table.cleanup_old_versions(older_than=timedelta(hours=1))
+                    table.cleanup_old_versions(older_than=KEEP_VERSIONS)
                 except (OSError, RuntimeError, ValueError) as exc:
                     log.warning("could not remove old versions of the %s table: %s", TABLE, exc)
             # a clock set right (NTP fixed): the rows it stamped before carry times up to the old lead ahead,

@@ -63,10 +63,13 @@ def test_a_replica_whose_clock_is_behind_stops_deletes_until_it_agrees(tmp_path,
             assert refused(client)
         r = acme_a.delete(f"/v1/users/{GONE}")
         assert "replica 1" in r.json()["error"]["message"] and "NTP" in r.json()["error"]["message"], r.text
+        health = acme_a.get("/health").json()
+        assert health["status"] == "degraded" and "replica 1" in health["clocks"], health
         assert len(prompts(acme_a, GONE)) == 2  # nothing deleted
 
         skew(b, 0.0)  # NTP fixed
         assert wait_until(lambda: not (compare_clocks(b, a), a.runtime.deletion_sweep.clocks_disagree())[1])
+        assert acme_a.get("/health").json()["clocks"] is None
         r = acme_a.delete(f"/v1/users/{GONE}")
         assert r.status_code == 200, r.text
         give_comparisons(acme_b, GONE, "coffee", BACK, n=1)  # after the 200
