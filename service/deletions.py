@@ -22,6 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from pluralign.store.clocks import ReplicaClocks
 from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion
 from service.periodic import Periodic
 
@@ -59,11 +60,14 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
 class DeletionSweep(Periodic):
     """Applies the store's deletion records to this replica's files every `interval_s` seconds (and
     at start), each record once (`Applied`, kept in `APPLIED_FILE`); records this replica wrote
-    itself are applied already (`record`)."""
+    itself are applied already (`record`). Each pass also compares this replica's clock with the
+    others' (`clocks`, `pluralign.store.clocks`): DELETEs are refused while they disagree (`clocks_disagree`)."""
 
     def __init__(self, rt: Runtime, interval_s: float):
         super().__init__(interval_s, "deletion-sweep", "applying deletion records")
         self.rt = rt
+        # a replica whose row has not changed in 3 passes (at least a minute) has stopped
+        self.clocks = ReplicaClocks(rt.store.db, rt.settings.replica_index, stale_after_s=max(3 * interval_s, 60.0))
         self.path = rt.settings.data_path / APPLIED_FILE
         self._lock = threading.Lock()  # orders reads and writes of APPLIED_FILE
         # users whose feedback this replica moved into the store lately -> when (unix seconds): a record
@@ -98,6 +102,7 @@ class DeletionSweep(Periodic):
     def run_once(self) -> int:
         """Apply the records not applied yet; returns how many. A record whose files could not all be
         rewritten (ForgetIncomplete) stays unapplied and is tried again next time."""
+        self.check_clocks()
         with self._lock:
             applied = self._load()
         pending = applied.pending(self.rt.store.deletions_since(applied.since()))
@@ -109,6 +114,23 @@ class DeletionSweep(Periodic):
         self.rt.metrics.inc("pluralign_deletions_applied_total", len(pending),
                             help="other replicas' user deletions applied to this replica's files")
         return len(pending)
+
+    def check_clocks(self) -> None:
+        """Compare the replicas' clocks (`clocks.beat`); a failure (the store unreachable) is logged and
+        leaves the last finding, and the records are applied all the same."""
+        before = self.clocks.skew
+        try:
+            skew = self.clocks.beat()
+        except Exception as exc:  # Lance's errors are of many kinds; the next pass looks again
+            log.warning("could not compare the replicas' clocks through the store: %s", exc)
+            return
+        if self.clocks_disagree() and skew != before:
+            log.error("replica clocks disagree (%s, more than PLURALIGN_STORE_SYNC_MS): DELETEs are refused until "
+                      "they agree again (fix NTP on the replicas' machines)", skew.words())
+
+    def clocks_disagree(self) -> bool:
+        """Whether the last pass saw clocks further apart than a deletion record's slack (`store_sync_ms`)."""
+        return self.clocks.skew.seconds > (self.rt.settings.sync_seconds or 0.0)
 
     def _load(self) -> Applied:
         """What was applied here; a damaged file counts as nothing applied (every record is applied

@@ -31,7 +31,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,10 +144,13 @@ class FeedbackLog:
     """`append(rows)` (or `await append_async(rows)`) returns once the rows are durable; they stay
     `pending` until `done(entries)`."""
 
-    def __init__(self, folder: str | Path, segment_bytes: int = 8 << 20, problems: Problems | None = None):
+    def __init__(self, folder: str | Path, segment_bytes: int = 8 << 20, problems: Problems | None = None,
+                 clock: Callable[[], float] = time.time):
         """`problems`: where a write that failed for want of room (or a read-only folder) is noted,
-        and cleared by the next that succeeds (`pluralign.store.failures`)."""
+        and cleared by the next that succeeds (`pluralign.store.failures`). `clock`: what stamps
+        `received_at` (unix seconds; a test skews one replica's clock with it)."""
         self.folder = Path(folder)
+        self.clock = clock
         self.problems = problems
         self._unrewritten: set[UserKey] = set()  # users whose `forget_user` could not rewrite the segments holding their records
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -257,7 +260,7 @@ class FeedbackLog:
             with self._io:
                 try:
                     self._rehome_if_removed()
-                    received = time.time()  # the round's rows reach the log now (module docstring)
+                    received = self.clock()  # the round's rows reach the log now (module docstring)
                     for t in batch:
                         t.rows = [msgspec.structs.replace(r, received_at=received) for r in t.rows]
                         t.frame = frame(t.rows)

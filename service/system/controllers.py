@@ -27,9 +27,12 @@ def health(request: Request) -> dict:
     pal = {k: v for k, v in rt.rewards.describe().items() if k != "note"}
     # tables (or the feedback log) that failed to be read or written lately: the operator's log names the folder
     storage = rt.store.problems.recent()
+    # with replicas: clocks seen further apart than store_sync_ms, while DELETEs are refused (pluralign.store.clocks)
+    clocks = rt.deletion_sweep.clocks.skew.words() if rt.deletion_sweep is not None and rt.deletion_sweep.clocks_disagree() else None
     return {
-        "status": "degraded" if storage else "ok",
+        "status": "degraded" if storage or clocks else "ok",
         "storage": storage,
+        "clocks": clocks,
         "generator": _public(rt.generator.model_id),
         "encoder": _public(rt.encoder.encoder_id),
         "pal": pal,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from functools import partial
 from typing import Annotated, Literal
 
@@ -228,6 +229,16 @@ def _delete_storage_failure(request: Request, rt: Runtime, tenant: str, user_id:
     return storage_response(request, failure, done)
 
 
+async def _answer_after_the_slack(rt: Runtime, began: list[float]) -> None:
+    """With replicas, a DELETE is answered no sooner than twice `store_sync_ms` after it began. Another
+    replica takes the user's rows it received before `began_at` + `store_sync_ms` (the slack for a clock
+    ahead: `pluralign.store.deletions.Forget`), so a DELETE answered sooner (one whose user had few rows)
+    lost feedback the user sent through another replica right after its 200; the second `store_sync_ms`
+    keeps that true for a clock behind by as much (deploy/README.md, "Replica clocks must agree")."""
+    if rt.deletion_sweep is not None and began and rt.settings.sync_seconds:
+        await asyncio.sleep(max(0.0, began[0] + 2 * rt.settings.sync_seconds - time.time()))
+
+
 @delete("/v1/users/{user_id:str}", status_code=200, responses=error_responses(404, 429, 503, 507), summary="Delete every trace of a user")
 async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     """Runs on the DELETEs' own thread, tenants in turn (`rt.deletes`): waiting for it holds no request
@@ -239,11 +250,21 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     A DELETE once queued runs even if its client goes away. 503 with Retry-After when the service is told to
     stop (SIGTERM) while the DELETE waits for its turn (`service.app.stop_taking_deletes`): it never began.
     503 (`delete_not_recorded`) with Retry-After when its journal entry cannot be written (a read-only or
-    full disk): it never began either."""
+    full disk): it never began either. 503 (`clocks_disagree`) with Retry-After when, with replicas, their
+    clocks were seen further apart than `store_sync_ms` (`pluralign.store.clocks`): a DELETE then cannot
+    tell the user's feedback held by another replica from before it and after it; it never began."""
     rt, tenant, user_id = _user(request, user_id)
+    if rt.deletion_sweep is not None and rt.deletion_sweep.clocks_disagree():
+        return error_response(503, f"the replicas' clocks disagree ({rt.deletion_sweep.clocks.skew.words()}; at most "
+                              f"PLURALIGN_STORE_SYNC_MS, {rt.settings.sync_seconds:g} s, is allowed): a DELETE now could keep "
+                              "feedback sent before it or remove feedback sent after it, so nothing of the user was deleted; "
+                              "send the DELETE again once the operator has fixed the clocks (NTP)",
+                              code="clocks_disagree", headers={"Retry-After": str(NOT_RECORDED_RETRY_AFTER)})
     try:
-        future = rt.deletes.submit(tenant, lambda: services.delete(rt, tenant, user_id))
+        began: list[float] = []
+        future = rt.deletes.submit(tenant, lambda: services.delete(rt, tenant, user_id, began=began))
         counts = await asyncio.shield(asyncio.wrap_future(future))
+        await _answer_after_the_slack(rt, began)
     except Busy as exc:
         raise TooManyRequestsException(detail=f"deletes are busy: {exc}", headers={"Retry-After": str(exc.retry_after)}) from None
     except Stopping as exc:  # waiting when the service was told to stop: it never began

@@ -726,7 +726,8 @@ def forget_embedding_keys(keys: list[bytes]) -> list[tuple[str, Path | None, Exc
     return left
 
 
-def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None = None) -> dict[str, int]:
+def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None = None,
+           began: list[float] | None = None) -> dict[str, int]:
     """Every row, the weights and the adapter files of the user; old table versions are purged too,
     and so is their feedback still pending in the log (from memory and the log's files); their
     queued or running jobs are stopped and every job file naming them removed (`delete_hooks`); their
@@ -747,6 +748,7 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
 
     Returns counts by kind: preferences, interactions, users, stated_changes, adapter_files, job_files,
     population_files (files rewritten without them); all 0 for an `unfinished` entry finished meanwhile.
+    `began`: a new DELETE appends when it began (unix seconds; its journal entry's `started_at`) to it.
     Raises TimeoutError when, with replicas, the store's maintenance lease is not free within its wait;
     OSError when the journal entry cannot be written (then nothing was deleted)."""
     journal = rt.delete_journal
@@ -755,6 +757,8 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
     with rt.store.maintenance(), rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
         if unfinished is None:
             entry = journal.begin(tenant, user_id, time.time())
+            if began is not None:
+                began.append(entry.started_at)
         elif journal.resume(unfinished):
             entry = unfinished
         else:  # finished meanwhile, replaced by a later DELETE of theirs, or being run

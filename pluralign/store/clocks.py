@@ -1,0 +1,135 @@
+"""How far replicas' clocks disagree, seen through the store they share.
+
+Why: a DELETE answered by one replica removes what another replica holds of the user by time: rows
+that replica received (`received_at`, its clock) before the DELETE began (`began_at`, the answering
+replica's clock), with `store_sync_ms` of slack (`pluralign.store.deletions.Forget`). Acknowledgements come
+from each replica's own log, with no coordination on the write path (deploy/README.md), so there is no
+ordering to use but the clocks: when the receiving replica's clock runs behind the answering one's by
+more than the DELETE took to answer, less the slack, feedback sent after the DELETE answered is deleted
+with it; when it runs ahead by more than the slack, feedback acknowledged before the DELETE stays.
+Neither can be mended after the fact, so the service refuses DELETEs while it sees such a skew.
+
+How: each replica writes one row (its index, its clock's time, and the largest lead of another
+replica's clock it saw) to the table `TABLE` at each pass, and reads the others'. A row stamped later
+than the reader's clock was written by a clock ahead of it by at least the difference (the row cannot
+have been written after it was read): a lower bound of the lead, short of the true one by the row's age
+when read (up to a pass, plus `store_sync_ms`), never a false alarm. Only the replica behind sees it, so
+it publishes what it saw (`ahead_s`), and every replica reads the largest. A replica whose row stopped
+changing (stopped, or its store writes failing) counts no more after `stale_after_s` of this process's
+monotonic clock; no clock comparison is needed for that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pyarrow as pa
+
+log = logging.getLogger("pluralign.store")
+TABLE = "replica_clocks"
+TIDY_EVERY = 60  # passes between removals of the table's old versions (one version a pass and replica)
+KEEP_VERSIONS = timedelta(minutes=10)  # what a removal leaves: no reader needs an older version of this table
+
+
+def clock_schema() -> pa.Schema:
+    """One row per replica: `replica` (its index), `at` (unix seconds, its clock, when written),
+    `ahead_s` (seconds: the largest lead over its own clock it saw in another replica's row)."""
+    return pa.schema([pa.field("replica", pa.int32(), nullable=False), pa.field("at", pa.float64(), nullable=False),
+                      pa.field("ahead_s", pa.float64(), nullable=False)])
+
+
+@dataclass(frozen=True)
+class Skew:
+    """The largest clock lead seen among replicas: `seconds` (0.0: none seen), which replica's clock
+    ran behind (`behind`) and which ran ahead of it (`ahead`: None when another replica saw it, whose
+    row does not say which; both None when none was seen)."""
+
+    seconds: float = 0.0
+    ahead: int | None = None
+    behind: int | None = None
+
+    def words(self) -> str:
+        if self.behind is None:
+            return "no clock skew seen"
+        ahead = f"replica {self.ahead}'s" if self.ahead is not None else "another replica's"
+        return f"{ahead} clock runs at least {self.seconds:.1f} s ahead of replica {self.behind}'s"
+
+
+class ReplicaClocks:
+    """`beat()` writes this replica's row and returns the skew seen (`Skew`); `skew` is the last one.
+    `db`: the store's LanceDB connection; `replica`: this replica's index; `clock`: its wall clock (a
+    test skews one replica with it); `stale_after_s`: a row unchanged this long (this process's
+    monotonic clock) is a replica that stopped, and counts no more."""
+
+    def __init__(self, db, replica: int, stale_after_s: float, clock: Callable[[], float] = time.time):
+        self.db = db
+        self.replica = replica
+        self.stale_after_s = stale_after_s
+        self.clock = clock
+        self.skew = Skew()  # the last pass's finding, or a larger one still held (`beat`)
+        self._measured = Skew()  # the last pass's own
+        self._held_until = 0.0  # monotonic: `skew` stays at least what was measured before a clock was set right until then
+        self._table = None
+        self._seen: dict[int, tuple[float, float]] = {}  # replica -> (its row's `at`, monotonic time it was first seen)
+        self._beats = 0
+        self._lock = threading.Lock()  # one pass at a time
+
+    def _open(self):
+        if self._table is None:
+            try:
+                self._table = self.db.open_table(TABLE)
+            except (ValueError, FileNotFoundError, OSError, RuntimeError):
+                try:
+                    self._table = self.db.create_table(TABLE, schema=clock_schema())
+                except (OSError, RuntimeError, ValueError):  # made by another replica meanwhile
+                    self._table = self.db.open_table(TABLE)
+        return self._table
+
+    def beat(self) -> Skew:
+        """Read the other replicas' rows, then write this one's; returns `skew`: what this pass saw, or,
+        for as many seconds as a larger skew seen before lasted once it shrank, that one (rows stamped by a
+        clock ahead keep their times after it is set right). Lance's errors (the store unreachable) pass
+        through, with `skew` as it was."""
+        with self._lock:
+            table = self._open()
+            rows = [r for r in table.search().limit(None).to_arrow().to_pylist() if r["replica"] != self.replica]
+            now, mono = self.clock(), time.monotonic()
+            fresh = []
+            for r in rows:
+                at, since = self._seen.get(r["replica"], (None, mono))
+                if at != r["at"]:
+                    since = mono
+                self._seen[r["replica"]] = (r["at"], since)
+                if mono - since <= self.stale_after_s:
+                    fresh.append(r)
+            skew = Skew()
+            for r in fresh:  # a row stamped after this clock's now: that replica's clock runs ahead of this one's
+                if r["at"] - now > skew.seconds:
+                    skew = Skew(r["at"] - now, r["replica"], self.replica)
+            mine = skew.seconds
+            for r in fresh:  # what the others saw (the replica behind is the one that sees a skew)
+                if r["ahead_s"] > skew.seconds:
+                    skew = Skew(r["ahead_s"], None, r["replica"])
+            row = pa.table({"replica": [self.replica], "at": [self.clock()], "ahead_s": [mine]}, schema=clock_schema())
+            table.merge_insert("replica").when_matched_update_all().when_not_matched_insert_all().execute(row)
+            self._beats += 1
+            if self._beats % TIDY_EVERY == 0:
+                try:  # another replica's removal at the same moment may conflict: the next tidy does it
+                    table.cleanup_old_versions(older_than=KEEP_VERSIONS)
+                except (OSError, RuntimeError, ValueError) as exc:
+                    log.warning("could not remove old versions of the %s table: %s", TABLE, exc)
+            # a clock set right (NTP fixed): the rows it stamped before carry times up to the old lead ahead,
+            # which a DELETE would still misjudge until that much time has passed
+            if skew.seconds < self._measured.seconds:
+                if mono >= self._held_until or self._measured.seconds > self.skew.seconds:
+                    self.skew = self._measured
+                self._held_until = max(self._held_until, mono + self._measured.seconds)
+            self._measured = skew
+            if mono >= self._held_until or skew.seconds >= self.skew.seconds:
+                self.skew = skew
+            return self.skew

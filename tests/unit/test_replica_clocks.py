@@ -1,0 +1,62 @@
+"""`pluralign.store.clocks`: replicas' clocks compared through one LanceDB folder (a temp dir), each
+replica's clock a settable value."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import lancedb
+
+from pluralign.store.clocks import ReplicaClocks
+
+
+def connect(folder):
+    """A connection that sees other connections' commits at every read (as replicas' do within `store_sync_ms`)."""
+    return lancedb.connect(folder, read_consistency_interval=timedelta(0))
+
+
+class Clock:
+    def __init__(self, at: float):
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+def test_the_replica_behind_sees_the_lead_and_every_replica_reads_it(tmp_path):
+    a_clock, b_clock = Clock(1000.0), Clock(995.0)  # b runs 5 s behind a
+    a = ReplicaClocks(connect(tmp_path), 0, stale_after_s=60, clock=a_clock)
+    b = ReplicaClocks(connect(tmp_path), 1, stale_after_s=60, clock=b_clock)
+    assert a.beat().seconds == 0.0  # alone on the store
+    skew = b.beat()
+    assert skew.seconds == 5.0 and (skew.ahead, skew.behind) == (0, 1)
+    assert "replica 0's clock runs at least 5.0 s ahead of replica 1's" in skew.words()
+    a_clock.at += 1
+    skew = a.beat()  # a's own reading sees b behind, not ahead: b's row tells it
+    assert skew.seconds == 5.0 and skew.behind == 1 and "another replica's clock" in skew.words()
+
+
+def test_a_skew_is_held_as_long_as_it_was_once_the_clock_is_set_right_and_a_stopped_replica_stops_counting(tmp_path, monkeypatch):
+    import pluralign.store.clocks as clocks
+
+    mono = Clock(0.0)
+    monkeypatch.setattr(clocks.time, "monotonic", mono)
+    a_clock, b_clock = Clock(1000.0), Clock(1003.0)  # b runs 3 s ahead
+    a = ReplicaClocks(connect(tmp_path), 0, stale_after_s=30, clock=a_clock)
+    b = ReplicaClocks(connect(tmp_path), 1, stale_after_s=30, clock=b_clock)
+    b.beat()
+    assert a.beat().seconds == 3.0
+    b_clock.at = a_clock.at  # set right
+    b.beat()
+    mono.at += 1
+    assert a.beat().seconds == 3.0  # rows b stamped before still carry times up to 3 s ahead
+    mono.at += 3.5  # held until 3 s after the pass that saw it shrink
+    b.beat()
+    assert a.beat().seconds == 0.0
+    b_clock.at += 10  # b ahead again, then stops: its last row stops counting after stale_after_s
+    b.beat()
+    assert a.beat().seconds == 10.0
+    mono.at += 31
+    assert a.beat().seconds == 10.0  # held as long as it lasted
+    mono.at += 11
+    assert a.beat().seconds == 0.0
