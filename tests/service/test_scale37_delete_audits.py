@@ -2,12 +2,14 @@
 members file (`Admin._forget_in_audits`), ~0.1 ms each per DELETE, for every user; now it reads those
 the audit members index (`service.admin.audit_members`) names for its user. The index must never miss
 an audit that holds the user: not one stored by an earlier release, not after a crash between an
-audit's index entries and its members file, not for a DELETE the journal finishes at the next start."""
+audit's index entries and its members file, not for a DELETE the journal finishes at the next start. And the
+promoted population model's per-user weights file is decoded only when its bytes may name the user."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import msgspec
 
@@ -168,3 +170,24 @@ def test_a_damaged_index_is_built_again_at_the_start_and_the_delete_finds_the_au
         give_comparisons(acme, GONE, "tea", n=2)
         assert acme.delete(f"/v1/users/{GONE}").status_code == 200
     assert groups_of(jobs, first) == {"s1"}
+
+
+def test_a_delete_decodes_no_served_weights_file_that_cannot_name_its_user(serve, tiny_pal_dir, monkeypatch):
+    """The promoted population model's user_weights.json holds a row per training user (all of them: 12 MB and
+    235 ms to decode at 100,000 users), decoded by every DELETE. Now a file whose bytes do not hold the user's
+    name is not decoded (before: it was, once per DELETE); one that does is (tests/service/test_break20_delete.py)."""
+    from pluralign.reward import pal_checkpoint
+    from service.runtime import PROMOTED_PAL
+
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    decoded, load = [], pal_checkpoint.UserWeights.load
+    monkeypatch.setattr(pal_checkpoint.UserWeights, "load", classmethod(lambda cls, path, **kw: decoded.append(path) or load(path, **kw)))
+    with server, svc.client("acme") as acme:
+        svc.runtime.swap_rewards(tiny_pal_dir)
+        served = data / PROMOTED_PAL / "user_weights.json"
+        before = served.read_bytes()
+        decoded.clear()
+        give_comparisons(acme, GONE, "tea", n=2)
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 200
+        assert served not in [Path(p) for p in decoded], decoded
+        assert served.read_bytes() == before
