@@ -26,7 +26,8 @@ from pathlib import Path
 import msgspec
 
 from pluralign.store.deletions import Forget, key_hash, new_deletion
-from service.admin.services import AUDIT_MEMBERS, Admin
+from service.admin.audit_members import AuditMembersIndex
+from service.admin.services import AUDIT_MEMBERS, AUDIT_MEMBERS_INDEX, Admin
 from training.jobs.record import Job, job_encoder
 from training.jobs.runner import LocalJobRunner, RunnerConfig
 
@@ -52,6 +53,7 @@ def admin_over(folder: Path) -> Admin:
     admin = Admin.__new__(Admin)  # no runtime: only what forget_jobs and _forget_in_audits read
     admin.folder = folder
     admin.runner = LocalJobRunner(RunnerConfig(folder=folder))
+    admin.audit_members = AuditMembersIndex(folder / AUDIT_MEMBERS_INDEX, folder / "artifacts", AUDIT_MEMBERS)
     admin._lock = threading.Lock()
     admin._new = {}
     return admin

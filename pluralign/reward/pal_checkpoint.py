@@ -138,7 +138,12 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
 def forget_weight_rows(path: str | Path, forget: Callable[[str], bool], k: int | None = None) -> tuple[int, int]:
     """Rewrite the user-weights file at `path` (temp file and rename) without the rows `forget(user_id)`
     picks; nothing is written when none is picked. Returns (rows removed, rows left). Raises what
-    `UserWeights.load` does (`k`: the K it must have)."""
+    `UserWeights.load` does (`k`: the K it must have). When `forget` says which names it may be written as
+    (`may_name`: a DELETE's `pluralign.store.deletions.Forget`) and the file's bytes hold none of them, it is
+    not decoded: (0, -1), rows left not counted (a DELETE of a user outside a 100,000-user file: 9 ms, not 235)."""
+    may_name = getattr(forget, "may_name", None)
+    if may_name is not None and not may_name(Path(path).read_bytes()):
+        return 0, -1
     weights = UserWeights.load(path, k=k)
     gone = [u for u in weights.users() if forget(u)]
     for user_id in gone:

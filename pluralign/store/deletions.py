@@ -34,6 +34,11 @@ TABLE = "deletions"
 SLACK_S = 600.0
 
 
+def _plain(key: str) -> bool:
+    """Whether every JSON encoder writes `key` alike: printable ASCII, no quote or backslash."""
+    return key.isascii() and key.isprintable() and '"' not in key and "\\" not in key
+
+
 def key_hash(key: str) -> str:
     """sha256 (hex, 64 characters) of a training user's key `tenant/user_id`."""
     return hashlib.sha256(key.encode()).hexdigest()
@@ -150,8 +155,10 @@ class Forget:
 
     def may_name(self, data: bytes) -> bool:
         """False only when `data` (a JSON file's bytes) cannot name any of these users: a key is looked
-        for as the JSON string it is written as; a hash cannot be, so with hashes every file may."""
-        return bool(self.hashes) or any(msgspec.json.encode(k) in data for k in self.keys)
+        for as the JSON string it is written as; a hash cannot be, so with hashes every file may, and so
+        may every file with a key that another JSON encoder could write otherwise (past printable ASCII,
+        or holding a quote or backslash: escaped or not, as its writer chose)."""
+        return bool(self.hashes) or any(not _plain(k) or msgspec.json.encode(k) in data for k in self.keys)
 
 
 class Applied(msgspec.Struct, kw_only=True):

@@ -13,6 +13,9 @@ Each row's `received_at` is stamped by the writer, just before the round's write
 reached the log (its durability one write and fdatasync later), not when its request built it. A
 request waiting on the log (a round behind a large import, a rewrite of another user's segments) is
 thus received after a DELETE that began meanwhile, whose cut-off is "received before it began".
+Each append's rows are encoded by its caller (a worker thread for `append_async`'s large ones), outside
+the log's lock, with a placeholder stamp whose 8 bytes the writer overwrites: under the lock it only
+stamps, writes and syncs, so a round behind a large import waits for its write, not its encoding.
 
 Records live in numbered segment files; a segment is deleted once none of its records is pending.
 At open, the segments left are replayed (a torn record at a segment's end, from a crash mid-write,
@@ -36,16 +39,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+import numpy as np
 
 from pluralign.files import fsync_dir
 from pluralign.store.failures import REWRITTEN, Problems, StoreUnavailable, unavailable
 from pluralign.store.tables import StoredPreference
 
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
+_STAMP = struct.Struct(">d")  # a msgpack float 64's bytes
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[StoredPreference]).decode
 
 UserKey = tuple[str, str]  # (tenant, user_id)
+ENCODE_INLINE_ROWS = 64  # `append_async` encodes a record of more rows in a worker thread (~0.5 us a row)
 
 
 @dataclass(eq=False)
@@ -61,14 +67,66 @@ class Entry:
         return self.rows[0].tenant, self.rows[0].user_id
 
 
+# the end of each row's msgpack encoding: `received_at` (StoredPreference's last field) and a float 64, whose 8
+# bytes (big-endian) the writer overwrites with the round's stamp (`_Ticket.stamped`)
+_RECEIVED_AT_TAIL = msgspec.msgpack.encode("received_at") + b"\xcb"
+
+
+def _check_tail() -> None:
+    row = StoredPreference(tenant="t", user_id="u", pref_id="p", prompt="", chosen="", rejected="", kind="comparison",
+                           created_at=0.0, received_at=1.5)
+    if _encode(row)[-8 - len(_RECEIVED_AT_TAIL) :] != _RECEIVED_AT_TAIL + _STAMP.pack(1.5):  # a field added after it
+        raise ImportError("pluralign.store.feedback_log: StoredPreference's msgpack encoding no longer ends with received_at")
+
+
+_check_tail()
+_PLACEHOLDER = np.frombuffer(_RECEIVED_AT_TAIL + _STAMP.pack(0.0), np.uint8)
+
+
+def _placeholder_ends(payload: bytes) -> np.ndarray:
+    """Where each `received_at` 0.0 (its key and 8 bytes, `_PLACEHOLDER`) ends in a msgpack `payload` (no two can
+    overlap: its first byte occurs in it once)."""
+    data = np.frombuffer(payload, np.uint8)
+    at = np.flatnonzero(data[: len(data) - len(_PLACEHOLDER) + 1] == _PLACEHOLDER[0])
+    for k in range(1, len(_PLACEHOLDER)):
+        at = at[data[at + k] == _PLACEHOLDER[k]]
+    return at + len(_PLACEHOLDER)
+
+
 @dataclass(eq=False)
 class _Ticket:
-    rows: list[StoredPreference]  # stamped with `received_at` by the writer, in the round that writes them
+    """One append's rows, encoded by its caller (outside the log's lock) with a placeholder `received_at`: the
+    writer only writes the round's stamp into the copies and the payload (`stamped`) before the write."""
+
+    rows: list[StoredPreference]  # the caller's rows copied; stamped with `received_at` by the writer
+    payload: bytes  # their msgpack list, as `frame` encodes it, each `received_at` 0.0
+    stamps: np.ndarray  # (rows * 8,) the offsets in `payload` of each row's received_at's 8 bytes
     future: asyncio.Future | None = None  # set for asyncio callers
     frame: bytes = b""  # the record as written (the writer's)
     entry: Entry | None = None
     done: bool = False
     error: BaseException | None = None
+
+    @classmethod
+    def of(cls, rows: list[StoredPreference], future: asyncio.Future | None = None) -> _Ticket:
+        """Copy and encode `rows` (~0.5 us a row): the caller's thread's work, not the writer's."""
+        copies = [msgspec.structs.replace(r, received_at=0.0) for r in rows]
+        payload = _encode(copies)
+        ends = _placeholder_ends(payload)
+        if len(ends) != len(copies):  # the placeholder's bytes elsewhere too (none seen: UTF-8 forbids them in a text)
+            parts = [_encode(r) for r in copies]
+            payload = _encode([msgspec.Raw(p) for p in parts])
+            ends = np.cumsum([len(p) for p in parts]) + (len(payload) - sum(len(p) for p in parts))
+        return cls(copies, payload, (ends[:, None] - 8 + np.arange(8)).ravel(), future)
+
+    def stamped(self, received: float) -> bytes:
+        """The record's frame, its rows' `received_at` now `received` (in the copies too): what `frame`
+        encodes of them, without encoding them again."""
+        for r in self.rows:
+            r.received_at = received
+        payload = bytearray(self.payload)
+        np.frombuffer(payload, np.uint8)[self.stamps] = np.tile(np.frombuffer(_STAMP.pack(received), np.uint8), len(self.rows))
+        return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 def _settle(tickets: list[_Ticket]) -> None:
@@ -218,7 +276,7 @@ class FeedbackLog:
     def _ticket(self, rows: list[StoredPreference], future: asyncio.Future | None = None) -> _Ticket:
         if not rows or len({(r.tenant, r.user_id) for r in rows}) != 1:
             raise ValueError("a log record holds the rows of one feedback: at least one row, all of one user")
-        return _Ticket(rows, future)
+        return _Ticket.of(rows, future)
 
     def _enqueue(self, ticket: _Ticket) -> None:
         with self._cv:
@@ -241,7 +299,11 @@ class FeedbackLog:
 
     async def append_async(self, rows: list[StoredPreference]) -> Entry:
         """`append` for a coroutine: awaits the round that makes the rows durable, blocking no thread."""
-        ticket = self._ticket(rows, asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        if len(rows) > ENCODE_INLINE_ROWS:  # an import's thousands of rows are encoded off the event loop
+            ticket = await asyncio.to_thread(self._ticket, rows, future)
+        else:
+            ticket = self._ticket(rows, future)
         self._enqueue(ticket)
         return await ticket.future
 
@@ -262,8 +324,7 @@ class FeedbackLog:
                     self._rehome_if_removed()
                     received = self.clock()  # the round's rows reach the log now (module docstring)
                     for t in batch:
-                        t.rows = [msgspec.structs.replace(r, received_at=received) for r in t.rows]
-                        t.frame = frame(t.rows)
+                        t.frame = t.stamped(received)  # encoded by their callers: only the stamp is written in here
                     _write_all(self._fd, b"".join(t.frame for t in batch))
                     os.fdatasync(self._fd)
                 except BaseException:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget, key_hash
 from pluralign.store.ingest import Backlogged
 from pluralign.store.location import options_to_env
+from service.admin.audit_members import AuditMembersIndex
 from service.admin.paths import PublicPaths
 from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
 from service.errors import bad_request
@@ -53,6 +55,10 @@ EMBEDDING_KINDS = frozenset({"pal", "em", "audit"})
 FORGET_AT_EXIT = "forget-at-exit"
 # in a succeeded audit job's artifact folder: each report group's users, by hash (`Admin.keep_audit_members`)
 AUDIT_MEMBERS = "members.json"
+# job kinds whose artifact holds no user's fitted weights: a DELETE's `forget_in_population` does not look in their folders
+WEIGHTLESS_KINDS = frozenset({"audit", "adapter"})
+# in the jobs folder: which audits' AUDIT_MEMBERS name a user (`service.admin.audit_members`), looked up by a DELETE
+AUDIT_MEMBERS_INDEX = "audit-members.sqlite"
 
 
 class _Named(msgspec.Struct):
@@ -141,6 +147,8 @@ class Admin:
                                          on_exit=self.forget_at_exit)
         self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
         self.retention = JobRetention(self, settings.job_retention_s) if settings.job_retention_s else None
+        # before the hooks below: a DELETE replayed from the journal looks its user's audits up in it
+        self.audit_members = AuditMembersIndex(self.folder / AUDIT_MEMBERS_INDEX, self.folder / "artifacts", AUDIT_MEMBERS)
         rt.delete_hooks.append(self.forget_jobs)
         rt.population_hooks.append(self.forget_in_population)
         rt.vector_hooks.append(self.forget_vectors_at_exit)
@@ -250,8 +258,7 @@ class Admin:
             temp.unlink(missing_ok=True)
         rewritten += len(leftovers)
         snapshots = sorted(self.population_folder.glob("comparisons-*.jsonl")) if self.population_folder.is_dir() else []
-        artifacts = self.folder / "artifacts"
-        folders = sorted(p for p in artifacts.iterdir() if p.is_dir()) if artifacts.is_dir() else []
+        folders = self._weights_folders()
         dropped: list[str] = []
         drop_rows = lambda path, forget: _drop_rows(path, forget, dropped)  # noqa: E731
         for path, drop in [*((p, drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
@@ -274,6 +281,20 @@ class Admin:
         if failures:
             raise ForgetIncomplete(rewritten, failures)
         return rewritten
+
+    def _weights_folders(self) -> list[Path]:
+        """The job artifact folders that may hold per-user weights (`_drop_weights`): every one but those of the
+        jobs recorded as a kind that writes none (WEIGHTLESS_KINDS: an audit's members file, one user's adapter),
+        told by the folder's listing and the records in memory, without a look inside each (a DELETE paid two
+        directory reads per stored audit)."""
+        artifacts = self.folder / "artifacts"
+        try:
+            with os.scandir(artifacts) as entries:
+                names = [e.name for e in entries if e.is_dir()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(artifacts / name for name in names
+                      if (job := self.runner.get(name)) is None or job.kind not in WEIGHTLESS_KINDS)
 
     @property
     def exit_folder(self) -> Path:
@@ -363,12 +384,16 @@ class Admin:
     def _prune_audit(self, job_id: str, members: dict[str, list[str]], write: bool = False) -> None:
         """Keep AUDIT_MEMBERS `members` for the audit job, and take from its report (result.json, and the
         output it was read from) the groups that no member is left in: their names are what those users
-        sent (an attribute's value) and their figures were drawn from those users alone."""
+        sent (an attribute's value) and their figures were drawn from those users alone. With `write` (the
+        audit's first members file), `members` go into the audit members index first, on disk before the file
+        is: a crash between the two leaves an index naming the audit, never a file the index misses."""
         path = self.runner.store.path(job_id, "result.json")
         report = decode_report(path.read_bytes())
         groups = {g.group for g in report.groups}
         gone = {group for group in groups if not members.get(group)}
         kept = {group: users for group, users in members.items() if users and group in groups}
+        if write:
+            self.audit_members.add(job_id, [h for users in members.values() for h in users])
         if write or gone:
             write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
         if gone:
@@ -383,9 +408,13 @@ class Admin:
 
     def _forget_in_audits(self, forget: Forget) -> None:
         """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the
-        AUDIT_MEMBERS of every audit made before it, and the groups left without members leave its report."""
+        AUDIT_MEMBERS of every audit made before it, and the groups left without members leave its report.
+        Only the audits the audit members index names for them are read, not every stored one."""
         hashes = set(forget.hashes) | {key_hash(k) for k in forget.keys}
-        for job in self.runner.list(kind="audit", limit=1_000_000):  # one just checked may not be recorded succeeded yet
+        for job_id in sorted(self.audit_members.audits_of(hashes)):
+            job = self.runner.get(job_id)  # one just checked may not be recorded succeeded yet
+            if job is None or job.kind != "audit":  # purged: its files are gone, or going
+                continue
             path = self.folder / "artifacts" / job.id / AUDIT_MEMBERS
             if not path.is_file():
                 continue
