@@ -269,6 +269,7 @@ class _Line(Base):
 
 
 _LINE_DECODER = msgspec.json.Decoder(_Line)
+_TRL_EXTRA_SET = frozenset(TRL_EXTRA_COLUMNS)
 _MESSAGE_KEY_SET = frozenset(MESSAGE_KEYS)
 
 
@@ -669,11 +670,12 @@ def _not_whole_gzip(line: int, why: str) -> PreferenceError:
 
 
 def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -> dict[str, Any] | _Malformed:
-    """A Parquet row as a JSON row: nulls dropped; columns of JSON text (Arrow's `arrow.json`
-    extension type, which Hugging Face `datasets` writes for its `Json` feature) decoded; attributes
-    from key/value pairs (this module's form) or an Arrow map (older files); messages without the
-    null keys Arrow gives absent ones."""
-    row = {k: v for k, v in row.items() if v is not None}
+    """A Parquet row as a JSON row: nulls dropped but TRL's extra columns' (kept with the row, as a JSON
+    line keeps them: a column null in every row, or in the first, stays in its place in an export); columns
+    of JSON text (Arrow's `arrow.json` extension type, which Hugging Face `datasets` writes for its `Json`
+    feature) decoded; attributes from key/value pairs (this module's form) or an Arrow map (older files);
+    messages without the null keys Arrow gives absent ones."""
+    row = {k: v for k, v in row.items() if v is not None or k in _TRL_EXTRA_SET}
     for name in json_columns & row.keys():
         try:
             row[name] = _json_decoder.decode(row[name])
