@@ -827,17 +827,25 @@ PARQUET_TYPES = {
 def write_parquet(records: Sequence[Preference], path: str | os.PathLike) -> int:
     """Write `preference_row`s as Parquet that Hugging Face `datasets` (and so TRL) loads.
 
-    Raises ValueError when the records mix TRL forms (a column cannot be both text and messages)."""
+    Raises ValueError when the records mix TRL forms (a column cannot be both text and messages), or when an
+    extra column holds integers no one Arrow type holds (int64, or uint64 when none is below 0)."""
     rows = [preference_row(r) for r in records]
     for row in rows:
         row["attributes"] = [{"key": k, "value": v} for k, v in row["attributes"].items()]
     names = list(dict.fromkeys(name for row in rows for name in row))
     arrays = []
     for name in names:
+        values = [row.get(name) for row in rows]
         try:
-            arrays.append(pa.array([row.get(name) for row in rows], type=PARQUET_TYPES.get(name)))
+            try:
+                arrays.append(pa.array(values, type=PARQUET_TYPES.get(name)))
+            except OverflowError:  # Arrow infers int64: TRL's extra columns keep integers up to 2**64-1
+                arrays.append(pa.array(values, type=pa.uint64()))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(f"column `{name}` mixes forms across records (e.g. text and messages): write them to separate files ({exc})") from None
+        except OverflowError:
+            raise ValueError(f"column `{name}` holds integers no one Arrow type holds (past 64 bits, or below 0 beside one past "
+                             "2**63-1): write JSON lines (`.jsonl`), or give them as strings") from None
     table = pa.Table.from_arrays(arrays, names=names)
     with atomic_writer(path) as f:
         pq.write_table(table, f)
