@@ -218,11 +218,14 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     """Validate one decoded row in any TRL preference form; raises PreferenceError naming the line and field.
 
     Standard (strings) or conversational (message lists); explicit (`prompt`) or implicit prompt
-    (chosen and rejected share it as a prefix). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
+    (chosen and rejected share it as a prefix; a null `prompt` too, as `datasets` writes an implicit row
+    beside explicit ones). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
     A row without `user_id` belongs to `default_user` when given; a null `tie` is no tie. Rows of a
     Hugging Face `Dataset` (nulls for absent values): `read_rows`."""
     _check_is_a_preference_row(row, line)
     row = dict(row)
+    if "prompt" in row and row["prompt"] is None:  # `datasets` writes the implicit-prompt rows of a mixed file so
+        del row["prompt"]
     implicit = "prompt" not in row
     original = _take_texts(row, line, implicit)  # row's prompt/chosen/rejected: now plain text
     _take_other_fields(row, line, default_user)
