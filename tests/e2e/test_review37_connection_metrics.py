@@ -19,9 +19,9 @@ def sample(text: str, name: str) -> float:
     return float(line.split()[1])
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_generator_dir):
-    proc = start(tmp_path_factory.mktemp("r37-metrics"), tiny_generator_dir, "httptools", PLURALIGN_MAX_CONNECTIONS="3",
+@pytest.fixture(scope="module", params=["httptools", pytest.param("h11", marks=pytest.mark.slow)])
+def served(request, tmp_path_factory, tiny_generator_dir):
+    proc = start(tmp_path_factory.mktemp("r37-metrics"), tiny_generator_dir, request.param, PLURALIGN_MAX_CONNECTIONS="3",
                  PLURALIGN_REQUEST_READ_TIMEOUT_S="30")
     try:
         yield proc
