@@ -218,11 +218,14 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     """Validate one decoded row in any TRL preference form; raises PreferenceError naming the line and field.
 
     Standard (strings) or conversational (message lists); explicit (`prompt`) or implicit prompt
-    (chosen and rejected share it as a prefix). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
+    (chosen and rejected share it as a prefix; a null `prompt` too, as `datasets` writes an implicit row
+    beside explicit ones). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
     A row without `user_id` belongs to `default_user` when given; a null `tie` is no tie. Rows of a
     Hugging Face `Dataset` (nulls for absent values): `read_rows`."""
     _check_is_a_preference_row(row, line)
     row = dict(row)
+    if "prompt" in row and row["prompt"] is None:  # `datasets` writes the implicit-prompt rows of a mixed file so
+        del row["prompt"]
     implicit = "prompt" not in row
     original = _take_texts(row, line, implicit)  # row's prompt/chosen/rejected: now plain text
     _take_other_fields(row, line, default_user)
@@ -269,6 +272,7 @@ class _Line(Base):
 
 
 _LINE_DECODER = msgspec.json.Decoder(_Line)
+_TRL_EXTRA_SET = frozenset(TRL_EXTRA_COLUMNS)
 _MESSAGE_KEY_SET = frozenset(MESSAGE_KEYS)
 
 
@@ -669,11 +673,12 @@ def _not_whole_gzip(line: int, why: str) -> PreferenceError:
 
 
 def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -> dict[str, Any] | _Malformed:
-    """A Parquet row as a JSON row: nulls dropped; columns of JSON text (Arrow's `arrow.json`
-    extension type, which Hugging Face `datasets` writes for its `Json` feature) decoded; attributes
-    from key/value pairs (this module's form) or an Arrow map (older files); messages without the
-    null keys Arrow gives absent ones."""
-    row = {k: v for k, v in row.items() if v is not None}
+    """A Parquet row as a JSON row: nulls dropped but TRL's extra columns' (kept with the row, as a JSON
+    line keeps them: a column null in every row, or in the first, stays in its place in an export); columns
+    of JSON text (Arrow's `arrow.json` extension type, which Hugging Face `datasets` writes for its `Json`
+    feature) decoded; attributes from key/value pairs (this module's form) or an Arrow map (older files);
+    messages without the null keys Arrow gives absent ones."""
+    row = {k: v for k, v in row.items() if v is not None or k in _TRL_EXTRA_SET}
     for name in json_columns & row.keys():
         try:
             row[name] = _json_decoder.decode(row[name])
@@ -825,17 +830,25 @@ PARQUET_TYPES = {
 def write_parquet(records: Sequence[Preference], path: str | os.PathLike) -> int:
     """Write `preference_row`s as Parquet that Hugging Face `datasets` (and so TRL) loads.
 
-    Raises ValueError when the records mix TRL forms (a column cannot be both text and messages)."""
+    Raises ValueError when the records mix TRL forms (a column cannot be both text and messages), or when an
+    extra column holds integers no one Arrow type holds (int64, or uint64 when none is below 0)."""
     rows = [preference_row(r) for r in records]
     for row in rows:
         row["attributes"] = [{"key": k, "value": v} for k, v in row["attributes"].items()]
     names = list(dict.fromkeys(name for row in rows for name in row))
     arrays = []
     for name in names:
+        values = [row.get(name) for row in rows]
         try:
-            arrays.append(pa.array([row.get(name) for row in rows], type=PARQUET_TYPES.get(name)))
+            try:
+                arrays.append(pa.array(values, type=PARQUET_TYPES.get(name)))
+            except OverflowError:  # Arrow infers int64: TRL's extra columns keep integers up to 2**64-1
+                arrays.append(pa.array(values, type=pa.uint64()))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(f"column `{name}` mixes forms across records (e.g. text and messages): write them to separate files ({exc})") from None
+        except OverflowError:
+            raise ValueError(f"column `{name}` holds integers no one Arrow type holds (past 64 bits, or below 0 beside one past "
+                             "2**63-1): write JSON lines (`.jsonl`), or give them as strings") from None
     table = pa.Table.from_arrays(arrays, names=names)
     with atomic_writer(path) as f:
         pq.write_table(table, f)

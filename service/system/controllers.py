@@ -96,6 +96,16 @@ def scrape_state(app: Litestar) -> list:
          "texts embedded since start that were longer than the encoder reads (only their start counts)",
          [({}, getattr(rt.encoder, "truncated", 0))]),
     ]
+    connections = app.state.get("connections")  # `pluralign serve`'s (training.commands.serve.ConnectionCounts)
+    if connections is not None:
+        state += [
+            ("pluralign_open_connections", "gauge", "HTTP connections open to this process (idle, a request arriving or answered, "
+             "streaming), of at most pluralign_max_connections", [({}, connections.open)]),
+            ("pluralign_max_connections", "gauge", "PLURALIGN_MAX_CONNECTIONS in force (-1: unbounded)",
+             [({}, -1 if connections.limit is None else connections.limit)]),
+            ("pluralign_connections_refused", "counter", "connections answered 503 too_many_connections at once, over "
+             "PLURALIGN_MAX_CONNECTIONS, since start", [({}, connections.refused)]),
+        ]
     admin = app.state.get("admin")
     if admin is not None:
         by = Counter((job.kind, job.state) for job in admin.runner.list(limit=1 << 30))

@@ -88,10 +88,13 @@ def run(args: argparse.Namespace) -> int:
         print(untrained_line(settings), file=sys.stderr, flush=True)
     from service.app import cut_running, stop_taking_work
 
+    connections = ConnectionCounts(max_connections)
+    if settings.request_read_timeout_s:  # the connections the protocol counts: /metrics shows them (`scrape_state`)
+        app.state.connections = connections
     started, requests = serve_until_stopped(app, args, json_logs=settings.log_format == "json", own_access_log=True, on_stop=partial(stop_taking_work, app),
                                             on_grace_over=partial(cut_running, app), drain_s=settings.stop_drain_s,
                                             on_drain=partial(setattr, app.state, "draining"), request_read_timeout_s=settings.request_read_timeout_s,
-                                            max_connections=max_connections)
+                                            max_connections=max_connections, connections=connections)
     if not started:
         return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
     return how_it_stopped(app.state.runtime, requests)
@@ -171,7 +174,8 @@ def store_problem(settings, exc) -> str:
 
 def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None, json_logs: bool = False,
                         own_access_log: bool = False, drain_s: float = 0.0, on_drain=None,
-                        request_read_timeout_s: float | None = None, max_connections: int | None = None) -> tuple[bool, CancelledRequests]:
+                        request_read_timeout_s: float | None = None, max_connections: int | None = None,
+                        connections: ConnectionCounts | None = None) -> tuple[bool, CancelledRequests]:
     """Serve `app` with uvicorn on `args.host`/`args.port` until SIGTERM or Ctrl-C, telling it it stops
     (`on_stop`) and that the graceful wait is nearly over (`on_grace_over`). Returns whether it had
     started, and the requests its graceful wait cancelled. With `own_access_log` uvicorn's access lines are
@@ -179,13 +183,14 @@ def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=No
     its other lines go to the root logger's handler, so every line on stderr is one JSON object. With `drain_s`,
     it keeps listening that long once told to stop, `on_drain(True)` first (the app then answers every request 503).
     With `request_read_timeout_s`, a request must arrive whole that soon, and with `max_connections` (it needs
-    `request_read_timeout_s`), a connection beyond that many open is answered 503 (`timed_http_protocol`)."""
+    `request_read_timeout_s`), a connection beyond that many open is answered 503 (`timed_http_protocol`), and
+    `connections`, when given, counts them (open, refused)."""
     import uvicorn
 
     requests = CancelledRequests(app)
     config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S,
                             access_log=not own_access_log, **({"log_config": None} if json_logs else {}),
-                            **({"http": timed_http_protocol(request_read_timeout_s, max_connections)} if request_read_timeout_s else {}))
+                            **({"http": timed_http_protocol(request_read_timeout_s, max_connections, connections)} if request_read_timeout_s else {}))
     server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None), drain_s=drain_s,
                                on_drain=on_drain or (lambda draining: None))
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
@@ -240,7 +245,22 @@ class CancelledRequests:
             raise
 
 
-def timed_http_protocol(timeout_s: float, max_connections: int | None = None):
+class ConnectionCounts:
+    """The connections of a server `timed_http_protocol` serves, as /metrics shows them
+    (`service.system.controllers.scrape_state` reads `app.state.connections` at scrape time)."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit  # PLURALIGN_MAX_CONNECTIONS in force; None: unbounded
+        self.refused = 0  # connections answered 503 over `limit` since start (`TimedRequests.refuse`)
+        self.held: set = set()  # uvicorn's set of the server's open connections, once one has opened
+
+    @property
+    def open(self) -> int:
+        """Connections open now (idle, a request arriving, answered, streaming), refused ones not among them."""
+        return len(self.held)
+
+
+def timed_http_protocol(timeout_s: float, max_connections: int | None = None, connections: ConnectionCounts | None = None):
     """uvicorn's HTTP protocol (httptools' where installed, else h11's: the one `http="auto"` picks), with
     a deadline for each request to arrive whole: its headers and body within `timeout_s` of the
     connection's opening, or of the first byte of a later request on it. A client still sending then gets
@@ -256,12 +276,14 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None):
     idle connections, each within the read deadline, no longer take every file descriptor (measured:
     benchmarks/connections.py). uvicorn's `limit_concurrency` cannot: it is checked only once a request's
     headers have arrived, so a connection sending nothing is accepted and kept (limit 100, 1,000 idle
-    connections: 1,000 held), and its 503 is plain text without Retry-After."""
+    connections: 1,000 held), and its 503 is plain text without Retry-After. `connections` counts what it
+    holds and refuses (a new ConnectionCounts when not given)."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     return type("TimedProtocol", (TimedRequests, AutoHTTPProtocol), {
         "timeout_s": timeout_s, "max_connections": max_connections, "refusal": over_limit_answer(max_connections or 0),
-        "late": {reading: late_answer(timeout_s, reading) for reading in ("headers", "body")}, "refusing": set()})
+        "late": {reading: late_answer(timeout_s, reading) for reading in ("headers", "body")}, "refusing": set(),
+        "counts": connections if connections is not None else ConnectionCounts(max_connections)})
 
 
 def late_answer(timeout_s: float, reading: str) -> bytes:
@@ -281,13 +303,14 @@ class TimedRequests:
     """What `timed_http_protocol` adds to uvicorn's protocol (the class after this one in its bases, which
     `super()` reaches): the read deadline, and the connection limit. Set by it: `timeout_s`,
     `max_connections`, `refusal` (the over-limit answer), `late` (the 408 by what was arriving), and
-    `refusing` (its refused connections not yet closed)."""
+    `refusing` (its refused connections not yet closed), `counts` (what /metrics shows of them)."""
 
     timeout_s: float
     max_connections: int | None
     refusal: bytes
     late: dict[str, bytes]
     refusing: set
+    counts: ConnectionCounts
     deadline: asyncio.TimerHandle | None = None
     parsed = False
     refused = False
@@ -295,6 +318,7 @@ class TimedRequests:
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
+        self.counts.held = self.connections  # uvicorn's (the server's) set, the same one each time
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             self.refuse()
             return
@@ -302,6 +326,7 @@ class TimedRequests:
 
     def refuse(self) -> None:
         self.refused = True
+        self.counts.refused += 1
         self.connections.discard(self)  # not one of the service's: it goes within REFUSED_LINGER_S
         self.transport.write(self.refusal)
         if len(self.refusing) >= REFUSED_LINGERING or not self.transport.can_write_eof():
