@@ -526,23 +526,8 @@ def _decode_line(number: int, raw: bytes) -> Any:
             raise PreferenceError(number, field, "given 2 times in one JSON object; give it once")
         return row
     except msgspec.DecodeError as exc:
-        hint = "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one" if raw.startswith(b"\xef\xbb\xbf") else ""
-        if raw.startswith(b"PAR1"):  # a Parquet body: files are told by this magic, a body is JSON lines only
-            hint = "; a Parquet file: `pluralign data import --source parquet --path FILE` sends its rows"
-        elif raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_like(raw):
-            hint = "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
-        elif b"\0" in raw:
-            hint = "; it holds NUL bytes: a binary file, not JSON lines"
-        elif raw.strip() == b"{":
-            hint = "; a JSON object spread over several lines: JSON lines keep each row on one line (`jq -c . FILE` writes them so)"
-        elif raw.lstrip().startswith(b"["):
+        if (hint := _malformed_hint(raw, str(exc))) is None:
             raise _json_array(number, f"malformed JSON ({exc}); it opens a ") from None
-        elif "trailing characters" in str(exc) and _JOINED_BY_CR.search(raw):
-            hint = ("; several JSON objects on one line, separated by a lone carriage return (`\\r`, old Mac line ends): "
-                    "JSON lines end each row with `\\n` (`tr '\\r' '\\n' < FILE` rewrites them so)")
-        elif "trailing characters" in str(exc) and _JOINED_OBJECTS.search(raw):
-            hint = ("; several JSON objects on one line: each row goes on its own line (`curl -d @FILE` drops a file's "
-                    "newlines: send it with `--data-binary @FILE`)")
         if not hint and (lone := lone_surrogate_escape(raw)) is not None:
             raise PreferenceError(number, _top_field_at(raw, lone[0]), lone_surrogate_problem(lone[1], lone[0] + 1)) from None
         raise PreferenceError(number, None, f"malformed JSON ({exc}){hint}") from None
@@ -551,6 +536,31 @@ def _decode_line(number: int, raw: bytes) -> Any:
         raise PreferenceError(number, field, problem) from None
     except RecursionError:  # nested deeper than the untyped decoder goes: a malformed line like any other
         raise PreferenceError(number, None, "malformed JSON (nested too deeply)") from None
+
+
+def _malformed_hint(raw: bytes, problem: str) -> str | None:
+    """What a line that is not JSON (`problem`: msgspec's words) most likely is, said after the error
+    ("; it starts with a byte order mark ..."), "" when nothing is recognised, None for a JSON array
+    (`_json_array` says that)."""
+    if raw.startswith(b"PAR1"):  # a Parquet body: files are told by this magic, a body is JSON lines only
+        return "; a Parquet file: `pluralign data import --source parquet --path FILE` sends its rows"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_like(raw):
+        return "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
+    if b"\0" in raw:
+        return "; it holds NUL bytes: a binary file, not JSON lines"
+    if raw.strip() == b"{":
+        return "; a JSON object spread over several lines: JSON lines keep each row on one line (`jq -c . FILE` writes them so)"
+    if raw.lstrip().startswith(b"["):
+        return None
+    if "trailing characters" in problem and _JOINED_BY_CR.search(raw):
+        return ("; several JSON objects on one line, separated by a lone carriage return (`\\r`, old Mac line ends): "
+                "JSON lines end each row with `\\n` (`tr '\\r' '\\n' < FILE` rewrites them so)")
+    if "trailing characters" in problem and _JOINED_OBJECTS.search(raw):
+        return ("; several JSON objects on one line: each row goes on its own line (`curl -d @FILE` drops a file's "
+                "newlines: send it with `--data-binary @FILE`)")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one"
+    return ""
 
 
 _JOINED_OBJECTS = re.compile(rb"}\s*{")

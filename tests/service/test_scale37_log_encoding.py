@@ -75,3 +75,20 @@ def test_a_record_whose_placeholder_is_not_found_once_a_row_is_encoded_row_by_ro
     ticket = feedback_log._Ticket.of(rows)
     assert ticket.stamped(1_800_000_000.25) == feedback_log.frame(ticket.rows)
     assert {r.received_at for r in ticket.rows} == {1_800_000_000.25}
+
+
+def test_rows_keeping_a_trl_form_are_stamped_as_frame_encodes_them():
+    """Both changes of session 37 together: fidelity37 added `StoredPreference.trl` after `received_at`,
+    so the stamp was no longer the encoding's end and the module refused to import (`_check_tail`); now
+    `received_at` is the last field again, and rows holding a TRL row (nested messages, extra columns
+    whose own keys and floats come before the stamp) get the same frame either way."""
+    from pluralign.data.record import Message, TrlRow
+
+    trl = TrlRow(prompt=[Message(role="user", content="Hi?")], chosen=[Message(role="assistant", content="Hello.")],
+                 rejected=[Message(role="assistant", content="Go.")], extra={"score_chosen": 0.0, "score_rejected": 1.5, "id": "received_at"})
+    rows = [feedback_log.StoredPreference(tenant="acme", user_id="di", pref_id=f"p{i}", prompt="user: Hi?", chosen="Hello.",
+                                          rejected="Go.", kind="comparison", created_at=1.0 + i, trl=trl if i % 2 else None)
+            for i in range(40)]
+    ticket = feedback_log._Ticket.of(rows)
+    assert ticket.stamped(1_800_000_000.5) == feedback_log.frame(ticket.rows)
+    assert [r.trl for r in ticket.rows] == [r.trl for r in rows]
