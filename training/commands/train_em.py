@@ -39,6 +39,7 @@ from training.common import (
     persona_groups,
     print_json,
     print_k_choice,
+    seed_number,
 )
 
 
@@ -116,7 +117,7 @@ def register(sub) -> None:
                    help="independent initializations; the best final objective is kept (default %(default)s)")
     p.add_argument("--max-iter", type=number(int, minimum=1), default=50, help="most EM iterations per restart (default %(default)s)")
     p.add_argument("--l2", type=number(float, minimum=0), default=1.0, help="ridge strength on each head")
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--out", required=True, help="artifact folder to write: new, empty, or an earlier EM artifact (replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

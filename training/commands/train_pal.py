@@ -40,6 +40,7 @@ from training.common import (
     persona_groups,
     print_json,
     print_k_choice,
+    seed_number,
 )
 
 
@@ -138,7 +139,7 @@ def register(sub) -> None:
                    help="size of the space where responses meet ideal points (default %(default)s)")
     p.add_argument("--hidden", type=number(int, minimum=1), default=256, help="width of the hidden layer of every MLP (default %(default)s)")
     p.add_argument("--threads", type=number(int, minimum=0), default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     add_encoder_args(p)
     p.set_defaults(func=run)

@@ -1,0 +1,102 @@
+"""Session 37: the `pluralign` command line attacked as a new user would, each run in a subprocess.
+
+Before: `--seed -1` trained (`train pal`, `eval`) or ended in a line naming nothing ("expected non-negative
+integer", `audit`), and a seed past 2**63 in "Overflow when unpacking long long"; `audit --out` equal to
+one of its inputs (`--data`, `--user-groups`, `--cache`) replaced that input with the report; a bad
+`--group-weights` was a traceback (`0,0`: ZeroDivisionError) or a line naming no option, and with
+`--data` it was silently not read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pluralign.embed.cache import EmbeddingCache
+from tests.service.tiny import ROOT
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def pluralign(*argv: str, cwd=None, timeout: float = 120) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `pluralign argv...` in a fresh process."""
+    done = subprocess.run([sys.executable, "-m", "training.cli", *argv], capture_output=True, text=True,
+                          env=ENV, cwd=cwd or ROOT, timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
+
+
+def last_line(err: str) -> str:
+    return err.strip().splitlines()[-1] if err.strip() else ""
+
+
+SEEDED = (("train", "pal"), ("train", "em"), ("train", "maxmin"), ("train", "fspo"), ("train", "adapter"), ("eval",), ("audit",))
+
+
+@pytest.mark.parametrize("command", SEEDED, ids=lambda c: " ".join(c))
+@pytest.mark.parametrize("seed", ["-1", str(2**31), "99999999999999999999999"])
+def test_a_seed_out_of_range_is_a_usage_error_naming_seed(command, seed):
+    code, out, err = pluralign(*command, f"--seed={seed}")
+    line = last_line(err)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert line.startswith("pluralign: error: argument --seed: expected an integer") and seed in line, line
+    assert "0" in line and str(2**31) in line, line  # the bounds, those a job's `seed` param has
+
+
+def rows() -> list[dict]:
+    return [{"user_id": f"u{u}", "prompt": f"Tell me about topic {i}", "chosen": f"Short {i}.",
+             "rejected": f"A much longer answer {i}.", "attributes": {"g": "ab"[u % 2]}} for u in range(4) for i in range(6)]
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows()))
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"u0": "x", "u1": "y"}))
+    cache = tmp_path / "emb.sqlite"
+    return data, groups, cache
+
+
+@pytest.mark.parametrize("which", ["data", "user-groups", "cache", "data via another spelling"])
+def test_audit_out_equal_to_an_input_is_refused_and_the_input_kept(inputs, tmp_path, which):
+    data, groups, cache = inputs
+    argv = ["audit", "--data", str(data), "--group-by", "g", "--cache", str(cache), "--json"]
+    if which == "user-groups":
+        argv += ["--user-groups", str(groups)]
+    if which == "cache":  # an embedding cache there already (an earlier run's)
+        EmbeddingCache(cache).close()
+    target = {"data": data, "user-groups": groups, "cache": cache,
+              "data via another spelling": tmp_path / ".." / tmp_path.name / "prefs.jsonl"}[which]
+    option = {"data via another spelling": "data"}.get(which, which)
+    before = target.read_bytes()
+    code, out, err = pluralign(*argv, "--out", str(target))
+    line = last_line(err)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert line.startswith(f"pluralign: error: --out {target}: ") and f"--{option}" in line, line
+    assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize(("weights", "problem"), [
+    ("a,b", "'a' is not a number"),
+    ("0,0", "at least one must be above 0"),
+    ("nan,1", "'nan' is not a finite number"),
+    ("-1,2", "'-1' is below 0"),
+    ("1,2,3", "3 weights for --groups 2"),
+    ("", "expected comma-separated numbers"),
+])
+def test_audit_group_weights_bad_is_a_usage_error_naming_it(weights, problem):
+    code, out, err = pluralign("audit", "--source", "persona", "--groups", "2", f"--group-weights={weights}", "--group-by", "group", "--json")
+    line = last_line(err)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert "--group-weights" in line and problem in line, line
+
+
+def test_audit_group_weights_without_persona_is_an_error_not_ignored(inputs):
+    data, _, cache = inputs
+    code, out, err = pluralign("audit", "--data", str(data), "--group-by", "g", "--group-weights", "0.9,0.1", "--cache", str(cache))
+    line = last_line(err)
+    assert code == 2 and out == "", err
+    assert line.startswith("pluralign: error: --group-weights 0.9,0.1: read only with --source persona"), line
