@@ -100,3 +100,35 @@ def test_audit_group_weights_without_persona_is_an_error_not_ignored(inputs):
     line = last_line(err)
     assert code == 2 and out == "", err
     assert line.startswith("pluralign: error: --group-weights 0.9,0.1: read only with --source persona"), line
+
+
+def keys(folder, *argv: str) -> tuple[int, list[dict], str]:
+    code, out, err = pluralign("keys", "--data-dir", str(folder), *argv)
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+def test_keys_revoke_by_a_name_two_keys_share_revokes_neither_and_names_their_ids(tmp_path):
+    """The rotation docs/api.md gives (create a new key, move the client, revoke the old one) with the
+    new key named as the old: `keys revoke web` revoked both, the new key the client had just moved to
+    included, so the rotation ended in 401s. Now a name (or an id prefix) that matches several keys
+    revokes none and lists their ids; one id then revokes one."""
+    old = keys(tmp_path, "create", "--tenant", "acme", "--name", "web")[1][0]
+    new = keys(tmp_path, "create", "--tenant", "acme", "--name", "web")[1][0]
+    code, out, err = keys(tmp_path, "revoke", "web")
+    line = last_line(err)
+    assert code == 2 and out == [] and "Traceback" not in err, err
+    assert line.startswith("pluralign: error: 'web' names 2 keys") and old["id"] in line and new["id"] in line, line
+    assert keys(tmp_path, "list")[1][-1] == {"keys": 2}
+    code, out, err = keys(tmp_path, "revoke", old["id"])
+    assert code == 0 and [k["id"] for k in out[0]["revoked"]] == [old["id"]], err
+    assert [k["id"] for k in keys(tmp_path, "list")[1][:-1]] == [new["id"]]
+    code, out, err = keys(tmp_path, "revoke", "web")  # one key has that name now: revoked
+    assert code == 0 and [k["id"] for k in out[0]["revoked"]] == [new["id"]], err
+
+
+def test_keys_revoke_of_a_name_that_is_also_another_keys_id_revokes_neither(tmp_path):
+    first = keys(tmp_path, "create", "--tenant", "acme")[1][0]
+    second = keys(tmp_path, "create", "--tenant", "acme", "--name", first["id"])[1][0]  # a name that reads as an id
+    code, out, err = keys(tmp_path, "revoke", first["id"])
+    assert code == 2 and first["id"] in last_line(err) and second["id"] in last_line(err), err
+    assert keys(tmp_path, "list")[1][-1] == {"keys": 2}
