@@ -119,7 +119,11 @@ def check_jobs_folder(settings: Settings) -> None:
 
 
 class QuotaExceeded(Exception):
-    """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows."""
+    """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows, or the
+    population (`pal` and `em` jobs together) has as many."""
+
+
+POPULATION_KINDS = ("pal", "em")  # jobs of the reserved tenant `population`: one quota between them
 
 
 class Admin:
@@ -146,6 +150,7 @@ class Admin:
         rt.vector_hooks.append(self.forget_vectors_at_exit)
         self._lock = threading.Lock()
         self._exit_lock = threading.Lock()  # orders the FORGET_AT_EXIT files' writes against their jobs' exits
+        self._population_submit = threading.Lock()  # two population submissions cannot both pass the quota
         # the workers the last process ran were stopped when the runner opened (a Ray job's may run on):
         # what they may have embedded of users deleted meanwhile goes now
         self._forget_ended(lambda job: job.state != "running")
@@ -159,13 +164,15 @@ class Admin:
         if kind == "audit":  # an audit covers every acknowledged feedback: the log is moved into the table first
             self.rt.ingest.flush(deadline=deadline)
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
-        if kind in ("pal", "em") and params.get("protocol", "file") == "file":
-            # retrain the population model on the service's own feedback (every tenant's users)
-            params.update(protocol="file", data=str(self.population_snapshot()))
-        if kind in ("pal", "em") and self.rt.settings.encoder in JOB_ENCODERS:
-            # embed with the encoder this service embeds with: its model is served against those vectors
-            # (a folder or a remote encoder: the trainer's default, MiniLM)
-            params["encoder"] = self.rt.settings.encoder
+        if kind in POPULATION_KINDS:
+            # bounded as a tenant's adapter jobs are, checked before the snapshot (a copy of every stored
+            # comparison) is written: unbounded, a retry loop filled the disk with copies of the store
+            with self._population_submit:
+                queued = sum(1 for j in self.runner.active() if j.kind in POPULATION_KINDS)
+                if queued >= self.rt.settings.tenant_queued_jobs:
+                    raise QuotaExceeded(f"the population jobs (pal, em) are {queued} queued or running (at most "
+                                        f"{self.rt.settings.tenant_queued_jobs}, `tenant_queued_jobs`): retry once one has ended")
+                return self._submit_population(kind, params)
         if kind == "adapter" and "data" not in params and "user" in params:
             tenant, user = str(params.setdefault("tenant", "default")), str(params["user"])
             # under the user's lock: a DELETE cannot fall between the snapshot and the queued job,
@@ -182,6 +189,16 @@ class Admin:
                 params["data"] = str(self.snapshot(tenant, user))
                 return self.runner.submit(kind, params, request_id=current())
         return self.runner.submit(kind, params, request_id=current())  # the request that caused it (or the feedback's, for a trigger)
+
+    def _submit_population(self, kind: str, params: dict[str, Param]) -> Job:
+        if params.get("protocol", "file") == "file":
+            # retrain the population model on the service's own feedback (every tenant's users)
+            params.update(protocol="file", data=str(self.population_snapshot()))
+        if self.rt.settings.encoder in JOB_ENCODERS:
+            # embed with the encoder this service embeds with: its model is served against those vectors
+            # (a folder or a remote encoder: the trainer's default, MiniLM)
+            params["encoder"] = self.rt.settings.encoder
+        return self.runner.submit(kind, params, request_id=current())
 
     def active_adapter_jobs(self, tenant: str) -> int:
         return sum(1 for j in self.runner.active() if j.kind == "adapter" and str(j.params.get("tenant", "default")) == tenant)
