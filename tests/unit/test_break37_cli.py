@@ -132,3 +132,22 @@ def test_keys_revoke_of_a_name_that_is_also_another_keys_id_revokes_neither(tmp_
     code, out, err = keys(tmp_path, "revoke", first["id"])
     assert code == 2 and first["id"] in last_line(err) and second["id"] in last_line(err), err
     assert keys(tmp_path, "list")[1][-1] == {"keys": 2}
+
+
+@pytest.mark.slow  # moto and an audit process (torch imported): ~15 s on two busy cores
+def test_audit_store_uri_without_a_store_names_the_option_and_what_to_give(tmp_path):
+    """Before: `pluralign audit --store s3://bucket/prefix` on a prefix holding no pluralign tables (a typo in
+    the prefix) ended in Lance's words, "pluralign: error: Table 'preferences' was not found", naming neither
+    --store nor the URI. Now the error names both, as a folder without a store is named (moto on loopback)."""
+    from tests.s3 import S3Server
+
+    with S3Server("pluralign-test") as s3:
+        env = {"PLURALIGN_STORE_ENDPOINT": s3.endpoint, "PLURALIGN_STORE_ALLOW_HTTP": "true", "PLURALIGN_STORE_REGION": s3.region,
+               "PLURALIGN_STORE_ACCESS_KEY_ID": s3.access_key, "PLURALIGN_STORE_SECRET_ACCESS_KEY": s3.secret_key}
+        uri = "s3://pluralign-test/typo"
+        done = subprocess.run([sys.executable, "-m", "training.cli", "audit", "--store", uri, "--group-by", "seg", "--json"],
+                              capture_output=True, text=True, env={**ENV, **env}, cwd=ROOT, timeout=120)
+    line = last_line(done.stderr)
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr
+    assert line.startswith(f"pluralign: error: --store {uri}: no pluralign store there (no `preferences` table)"), line
+    assert "PLURALIGN_STORE_URI" in line, line

@@ -289,9 +289,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.personalized == "pal" and (args.store or not args.pal):
         raise ValueError("--personalized pal needs --pal CHECKPOINT_DIR and a preference file or --source")
     if args.store:
-        from pluralign.fairness.store_source import comparisons_from_store
+        from pluralign.fairness.store_source import NoStore, comparisons_from_store
 
-        comparisons = comparisons_from_store(store_folder("--store", args.store).uri, args.group_by, args.tenant)
+        try:
+            comparisons = comparisons_from_store(store_folder("--store", args.store).uri, args.group_by, args.tenant)
+        except NoStore:  # a URI (a folder is checked by store_folder): its prefix mistyped, or another store's settings
+            raise ValueError(f"--store {args.store}: no pluralign store there (no `preferences` table): give the URI the "
+                             "service's PLURALIGN_STORE_URI names, with the PLURALIGN_STORE_* settings it reaches it by") from None
     else:
         user_groups = read_user_groups(args.user_groups) if args.user_groups else None  # before the data: its errors cost nothing
         records = load_records(args)
