@@ -151,3 +151,40 @@ def test_audit_store_uri_without_a_store_names_the_option_and_what_to_give(tmp_p
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr
     assert line.startswith(f"pluralign: error: --store {uri}: no pluralign store there (no `preferences` table)"), line
     assert "PLURALIGN_STORE_URI" in line, line
+
+
+def stderr_lines(text: str) -> list[str]:
+    """The worker's stderr as the job runner reads it (`training.jobs.runner`: `\\r` splits lines too)."""
+    return [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
+
+
+@pytest.mark.slow  # the persona population embedded, then training cut: ~30 s on two busy cores
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_trainer_stopped_mid_training_ends_on_its_error_line_not_its_progress_bar(tmp_path, signal_name):
+    """Before: the error line was written after the bar's last draw, on the bar's line, and the bar was drawn
+    again below it as the process exited, so the last line was `pal-a K=2:   0%| ... epoch/s]`. A job's error
+    is its worker's last line (`exit code 143: <last line>`): a PAL or EM job stopped or failed in training
+    said only where its bar stood. Now the bars are closed first and the error is the last line, alone."""
+    import signal
+    import time
+
+    out = tmp_path / "pal"
+    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "train", "pal", "--protocol", "persona", "--groups", "2", "--k", "2",
+                             "--epochs", "200", "--out", str(out), "--cache", str(tmp_path / "emb.sqlite")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={k: v for k, v in ENV.items() if k != "TQDM_DISABLE"})  # bars drawn, as in a job's worker
+    seen = b""
+    deadline = time.monotonic() + 240
+    while b"epoch" not in seen and time.monotonic() < deadline:  # training has begun: its bar is drawn
+        chunk = proc.stderr.read1(4096)
+        if not chunk:
+            break
+        seen += chunk
+    assert b"epoch" in seen, seen[-2000:]
+    proc.send_signal(getattr(signal, signal_name))
+    stdout, rest = proc.communicate(timeout=120)
+    lines = stderr_lines((seen + rest).decode())
+    words = {"SIGTERM": "stopped by SIGTERM", "SIGINT": "interrupted (SIGINT)"}[signal_name]
+    assert proc.returncode == 128 + getattr(signal, signal_name) and stdout == b"", lines[-3:]
+    assert lines[-1] == f"pluralign: error: {words}", (seen + rest)[-1500:]
+    assert not out.exists() or not (out / "meta.json").exists()  # no loadable half checkpoint
