@@ -36,3 +36,31 @@ def test_population_jobs_beyond_the_queue_bound_are_429_and_write_no_snapshot(se
         for job in admin.get("/admin/jobs", params={"limit": 100}).json()["jobs"]:
             if job["state"] in ("queued", "running"):
                 admin.post(f"/admin/jobs/{job['id']}/cancel")
+
+
+def test_an_audit_identical_to_a_queued_one_is_that_job_not_another(serve):
+    """Before: every `GET /admin/audits/fairness` (a dashboard script polling with `wait=0`) and every
+    `POST /admin/jobs {"kind": "audit"}` queued one more audit, and audits start before queued training:
+    thirty identical audits were thirty jobs, the training behind them waiting. Now an audit with the
+    params of one still queued is that job (it reads the table when it starts: it covers the new
+    request's feedback too); one with other params, or once it runs, is a job of its own."""
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS, job_workers=1)
+    with server, svc.client("acme") as c, svc.client("admin") as admin:
+        give(c, "fred")
+        busy = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 1}})  # the one worker busy: audits wait
+        assert busy.status_code == 201, busy.text
+        try:
+            params = {"group_by": "seg", "tenant": "acme", "min_comparisons": 1}
+            posted = [admin.post("/admin/jobs", json={"kind": "audit", "params": params}) for _ in range(5)]
+            polled = [admin.get("/admin/audits/fairness", params={**params, "wait": 0}) for _ in range(5)]
+            assert [r.status_code for r in posted] == [201] * 5 and [r.status_code for r in polled] == [202] * 5
+            ids = {r.json()["id"] for r in posted} | {r.json()["job"]["id"] for r in polled}
+            assert len(ids) == 1, ids
+            other = admin.post("/admin/jobs", json={"kind": "audit", "params": {**params, "min_comparisons": 2}})
+            assert other.status_code == 201 and other.json()["id"] not in ids
+            audits = [j for j in admin.get("/admin/jobs", params={"kind": "audit"}).json()["jobs"]]
+            assert len(audits) == 2, audits
+        finally:
+            for job in admin.get("/admin/jobs", params={"limit": 100}).json()["jobs"]:
+                if job["state"] in ("queued", "running"):
+                    admin.post(f"/admin/jobs/{job['id']}/cancel")
