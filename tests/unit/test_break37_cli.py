@@ -188,3 +188,16 @@ def test_a_trainer_stopped_mid_training_ends_on_its_error_line_not_its_progress_
     assert proc.returncode == 128 + getattr(signal, signal_name) and stdout == b"", lines[-3:]
     assert lines[-1] == f"pluralign: error: {words}", (seen + rest)[-1500:]
     assert not out.exists() or not (out / "meta.json").exists()  # no loadable half checkpoint
+
+
+@pytest.mark.parametrize("command", [("eval", "--model", "bt", "--protocol", "persona"), ("train", "pal", "--protocol", "persona"),
+                                     ("train", "em", "--protocol", "persona"), ("train", "fspo", "--population", "persona"),
+                                     ("audit", "--source", "persona", "--group-by", "group")], ids=lambda c: " ".join(c[:2]))
+def test_a_persona_population_of_more_groups_than_a_job_may_ask_is_a_usage_error(command):
+    """Before: `pluralign eval --protocol persona --groups 99999999` began building 2.5 billion synthetic users
+    (still running, memory growing, when stopped after 120 s); a job's `groups` param is 2 to 64. Now the
+    command line takes the same range, refused before anything loads."""
+    code, out, err = pluralign(*command, "--groups", "99999999", timeout=60)
+    line = last_line(err)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert line.startswith("pluralign: error: argument --groups: expected an integer < 65, got 99999999"), line

@@ -350,7 +350,7 @@ def register(sub) -> None:
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
-    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="--source persona: number of groups (default 2)")
+    p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="--source persona: number of groups, 2 to 64 (default 2)")
     p.add_argument("--group-weights", type=group_weights, default=(),
                    help="--source persona: relative group sizes, one per group, e.g. 0.9,0.1 (default: equal)")
     p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)

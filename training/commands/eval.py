@@ -116,7 +116,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona"],
                    help="ukp: the UKP ConvArg1 annotators; persona: a synthetic population of --groups groups from anthropic_persona")
-    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of groups (default 4)")
+    p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--unseen-per-group", dest="unseen_users_per_group", type=int, action=AtLeastOne, default=None,

@@ -109,7 +109,7 @@ def register(sub) -> None:
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
-    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of true groups (default 4)")
+    p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of true groups, 2 to 64 (default 4)")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"],
                    help="hard: each user to their best head; soft: posterior weights over the heads (default %(default)s)")
     p.add_argument("--init", default="kmeans", choices=["kmeans", "random"], help="k-means on per-user fits, or random groups")

@@ -185,7 +185,7 @@ def register(sub) -> None:
     p = sub.add_parser("fspo", help="FSPO: train a policy to act as any user's reward model from a few shots")
     p.add_argument("--population", default="persona", choices=["persona", "ukp", "file"],
                    help="the users trained on: a synthetic persona population, the UKP annotators, or a preference file (--data); default %(default)s")
-    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of (opposed) groups (default 2)")
+    p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of (opposed) groups, 2 to 64 (default 2)")
     p.add_argument("--data", default=None, help="--population file: a preference JSONL/Parquet file")
     p.add_argument("--unseen-fraction", type=number(float, above=0, below=1), default=None,
                    help="--population file: share of users held out (default 0.2)")

@@ -128,7 +128,7 @@ def register(sub) -> None:
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
-    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of groups (default 4)")
+    p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced)")
     p.add_argument("--epochs", type=number(int, minimum=1), default=40, help="most epochs (early stopping on validation loss)")
     p.add_argument("--max-pairs", type=number(int, minimum=0), default=300_000, help="budget of pair visits (epochs x pairs); 0: none")
