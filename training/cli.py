@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -99,6 +100,21 @@ def name_the_cause() -> None:
     logging.basicConfig(format=f"%(asctime)s %(levelname)s %(name)s: %(message)s request_id={cause.replace('%', '%%')}", stream=sys.stderr)
 
 
+def _error(line: str) -> None:
+    """The command's error as its last line of stderr, alone: progress bars still open (a trainer stopped
+    mid-epoch) are closed first. Before, the line was written on the bar's line and the bar drawn again below
+    it at exit, so a job's error (its worker's last line) said only where the bar stood."""
+    bars = sys.modules.get("tqdm.std")  # only a command that drew one loaded it
+    cut = False  # a bar left on the line, unended
+    for bar in list(bars.tqdm._instances) if bars is not None else ():
+        # stopped inside its constructor, after its first draw: half made, it closes without a newline (or fails)
+        cut = cut or (not hasattr(bar, "start_t") and getattr(bar, "sp", None) is not None and not getattr(bar, "disable", True))
+        with contextlib.suppress(Exception):  # a bar that cannot be closed must not hide the error
+            bar.close()  # a whole bar: its last state, then a newline
+        bar.disable = True  # never drawn again (at exit) below the error
+    print(("\n" if cut else "") + line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     name_the_cause()
@@ -119,16 +135,16 @@ def main(argv: list[str] | None = None) -> int:
             Settings.load()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: what was written is whole or removed on the way out, as for SIGTERM
-        print("pluralign: error: interrupted (SIGINT)", file=sys.stderr)
+        _error("pluralign: error: interrupted (SIGINT)")
         return 128 + signal.SIGINT
     except Stopped:
-        print("pluralign: error: stopped by SIGTERM", file=sys.stderr)
+        _error("pluralign: error: stopped by SIGTERM")
         return 128 + signal.SIGTERM
     except ValueError as exc:
-        print(f"pluralign: error: {exc}", file=sys.stderr)
+        _error(f"pluralign: error: {exc}")
         return 2
     except OSError as exc:  # a path the command cannot read or write: a folder given for a file, no permission, ...
-        print(f"pluralign: error: {_os_problem(exc)}", file=sys.stderr)
+        _error(f"pluralign: error: {_os_problem(exc)}")
         return 2
     finally:
         if previous is not None:  # main() called in-process (tests, scripts) leaves the caller's handler

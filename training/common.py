@@ -255,6 +255,45 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
     return parse
 
 
+SEED_BOUND = 2**31  # a seed is below it: what a job's `seed` param takes (training.jobs.params.Seed), and every RNG seeded
+
+
+def seed_number(text: str) -> int:
+    """The argparse `type=` of every command's --seed: an integer 0 <= seed < 2**31, or argparse's usage
+    error naming --seed (exit 2). Out of that range, numpy refused a negative seed after the data had
+    loaded ("expected non-negative integer", naming nothing) and torch a huge one ("Overflow when
+    unpacking long long"), while other commands trained on -1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < SEED_BOUND:
+        raise argparse.ArgumentTypeError(f"expected an integer 0 <= seed < {SEED_BOUND}, got {text}")
+    return value
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether `a` and `b` name one existing file (another spelling, a hard or symbolic link)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # either not there (yet): not one file
+        return False
+
+
+def check_not_an_input(option: str, path: str, inputs: dict[str, str | os.PathLike | None], what: str = "the output") -> None:
+    """An output file `path` that is one of the command's inputs (`inputs`: option -> file or folder, None
+    when not given) is a ValueError naming both, before the work: written, it would replace what was read
+    (`audit --data prefs.jsonl --out prefs.jsonl` replaced the preferences with the report)."""
+    target = Path(path).resolve()
+    for name, value in inputs.items():
+        if not value:
+            continue
+        if same_file(path, value):
+            raise ValueError(f"{option} {path}: is the file {name} reads ({value}); {what} would replace it: give another file name")
+        if Path(value).is_dir() and target.is_relative_to(Path(value).resolve()):
+            raise ValueError(f"{option} {path}: is inside the folder {name} reads ({value}); give a file name outside it")
+
+
 def tenant_name(text: str) -> str:
     """An argparse `type=` for an option naming a tenant: the service's rule (`pluralign.data.record.tenant_problem`,
     what `pluralign keys create` and so the API keys take), or argparse's usage error naming the option (exit 2):

@@ -104,13 +104,23 @@ def group_members_from_store(uri: str, group_by: str, tenant: str | None = None,
     return members
 
 
+class NoStore(ValueError):
+    """The store URI holds no pluralign tables (a mistyped prefix): nothing to audit there."""
+
+
 def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, storage_options: dict[str, str] | None = None) -> Comparisons:
     """Every stored non-tie comparison (of one tenant, or all), users named `tenant/user`. An object
-    store is reached with `storage_options`, default those named by `PLURALIGN_STORE_*` variables."""
+    store is reached with `storage_options`, default those named by `PLURALIGN_STORE_*` variables.
+    Raises NoStore (a ValueError naming `uri`) when `uri` holds no `preferences` table."""
     options = options_from_env() if storage_options is None else storage_options
     with reading(uri, "table `preferences`", options):
         db = connect(uri, options)
-        table = db.open_table("preferences")
+        try:
+            table = db.open_table("preferences")
+        except ValueError as exc:  # LanceDB's "Table 'preferences' was not found": a URI with no store under it
+            if "not found" not in str(exc):
+                raise
+            raise NoStore(f"{uri}: no pluralign store there (no `preferences` table)") from None
         refuse_newer("preferences", uri, table.schema.metadata)
         encoder_id = (table.schema.metadata or {}).get(b"encoder_id", b"unknown").decode()
         where = "tie = false AND rejected != ''" + (f" AND tenant = {quote(tenant)}" if tenant else "")

@@ -26,6 +26,7 @@ PERSONAL, BASE = "#2b6cb0", "#dd6b20"
 # white text on each is >= 4.5:1 (the pills in the job table); each differs from the next in lightness too
 STATE_COLORS = {"queued": "#553c9a", "running": "#2b6cb0", "succeeded": "#276749", "failed": "#c53030", "cancelled": "#4a5568"}
 HATCH = "url(#hatch-base)"  # one-size-fits-all bars: hatched, not only orange
+LABEL_CHAR_PX = 12  # a 12 px label's widest characters (W, a CJK ideograph, an emoji's part): the chart cuts labels to fit
 
 STYLE = """
 :root{color-scheme:light dark;--fg:#1a202c;--muted:#4a5568;--bg:#f7fafc;--card:#fff;--line:#e2e8f0;--grid:#e2e8f0;--focus:#1a4f8b}
@@ -37,6 +38,7 @@ section{background:var(--card);border:1px solid var(--line);border-radius:8px;pa
 main:focus{outline:none}
 svg.chart{display:block;max-width:100%;height:auto} svg text{fill:var(--fg)} svg .tick{fill:var(--muted)} svg .grid{stroke:var(--grid)}
 svg .on-bar{fill:#fff}
+bdi{overflow-wrap:anywhere}
 .scroll{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;font-size:13px;width:100%} th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:break-word}
 thead th{border-bottom:2px solid var(--muted)} caption{text-align:left;font-size:13px;color:var(--muted);padding:4px 0}
@@ -126,8 +128,12 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
                 f"<title>{_isolated(g.group)} {series}: {value:.3f}</title></rect>"
             )
             parts.append(f'<text x="{x + bar / 2 - 1:.1f}" y="{top + plot_h - h - 3:.1f}" font-size="10" text-anchor="middle">{value:.2f}</text>')
-        name = _e(g.group) + (" *" if g.too_few_comparisons else "")  # SVG has no <bdi>: the label's own direction
-        parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" text-anchor="middle" unicode-bidi="plaintext">{name}</text>')
+        # cut to what its slot holds at the widest glyphs (the whole label is in its tooltip and the table
+        # below): drawn whole, one long label ran over every other; SVG has no <bdi>: the label's own direction
+        mark = " *" if g.too_few_comparisons else ""
+        name = _e(shorten(g.group, max(2, int(slot // LABEL_CHAR_PX) - len(mark)))) + mark
+        parts.append(f'<text class="group-label" x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" '
+                     f'text-anchor="middle" unicode-bidi="plaintext"><title>{_isolated(g.group)}</title>{name}</text>')
         parts.append(f'<text class="tick" x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 30}" font-size="10" text-anchor="middle" fill="#4a5568">{_count(g.users, "user")}, {_count(g.comparisons, "pair")}</text>')
     parts.append("</svg>")
     return "".join(parts)

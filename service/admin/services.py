@@ -37,7 +37,7 @@ from service.requestid import current
 from service.runtime import ForgetIncomplete, Runtime
 from service.settings import Settings
 from service.users.services import READ_INLINE_ROWS, adapter_folder, forget_embedding_keys, forget_embeddings
-from training.jobs.params import JOB_ENCODERS
+from training.jobs.params import JOB_ENCODERS, JobParamsError, decode_params
 from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, JobNamed, Param
 from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig, result_metrics
@@ -124,8 +124,21 @@ def check_jobs_folder(settings: Settings) -> None:
     Promotions(jobs_folder(settings) / "promotions.json")
 
 
+def _audit_params(params: dict[str, Param]):
+    """An audit job's params with their defaults filled in (two spellings of one audit compare equal);
+    None for a record's params this version does not read."""
+    try:
+        return decode_params("audit", params)
+    except JobParamsError:
+        return None
+
+
 class QuotaExceeded(Exception):
-    """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows."""
+    """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows, or the
+    population (`pal` and `em` jobs together) has as many."""
+
+
+POPULATION_KINDS = ("pal", "em")  # jobs of the reserved tenant `population`: one quota between them
 
 
 class Admin:
@@ -154,6 +167,8 @@ class Admin:
         rt.vector_hooks.append(self.forget_vectors_at_exit)
         self._lock = threading.Lock()
         self._exit_lock = threading.Lock()  # orders the FORGET_AT_EXIT files' writes against their jobs' exits
+        self._population_submit = threading.Lock()  # two population submissions cannot both pass the quota
+        self._audit_submit = threading.Lock()  # two identical audits submitted at once: one job
         # the workers the last process ran were stopped when the runner opened (a Ray job's may run on):
         # what they may have embedded of users deleted meanwhile goes now
         self._forget_ended(lambda job: job.state != "running")
@@ -167,13 +182,23 @@ class Admin:
         if kind == "audit":  # an audit covers every acknowledged feedback: the log is moved into the table first
             self.rt.ingest.flush(deadline=deadline)
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
-        if kind in ("pal", "em") and params.get("protocol", "file") == "file":
-            # retrain the population model on the service's own feedback (every tenant's users)
-            params.update(protocol="file", data=str(self.population_snapshot()))
-        if kind in ("pal", "em") and self.rt.settings.encoder in JOB_ENCODERS:
-            # embed with the encoder this service embeds with: its model is served against those vectors
-            # (a folder or a remote encoder: the trainer's default, MiniLM)
-            params["encoder"] = self.rt.settings.encoder
+            with self._audit_submit:
+                # one still queued with these params reads the table when it starts, so it covers this request's
+                # feedback too: that job, not another (a script polling the audit route queued one per call,
+                # and audits start before queued training)
+                wanted = _audit_params(params)
+                same = next((j for j in self.runner.active() if j.kind == "audit" and j.state == "queued"
+                             and wanted is not None and _audit_params(j.params) == wanted), None)
+                return same if same is not None else self.runner.submit(kind, params, request_id=current())
+        if kind in POPULATION_KINDS:
+            # bounded as a tenant's adapter jobs are, checked before the snapshot (a copy of every stored
+            # comparison) is written: unbounded, a retry loop filled the disk with copies of the store
+            with self._population_submit:
+                queued = sum(1 for j in self.runner.active() if j.kind in POPULATION_KINDS)
+                if queued >= self.rt.settings.tenant_queued_jobs:
+                    raise QuotaExceeded(f"the population jobs (pal, em) are {queued} queued or running (at most "
+                                        f"{self.rt.settings.tenant_queued_jobs}, `tenant_queued_jobs`): retry once one has ended")
+                return self._submit_population(kind, params)
         if kind == "adapter" and "data" not in params and "user" in params:
             tenant, user = str(params.setdefault("tenant", "default")), str(params["user"])
             # under the user's lock: a DELETE cannot fall between the snapshot and the queued job,
@@ -190,6 +215,16 @@ class Admin:
                 params["data"] = str(self.snapshot(tenant, user))
                 return self.runner.submit(kind, params, request_id=current())
         return self.runner.submit(kind, params, request_id=current())  # the request that caused it (or the feedback's, for a trigger)
+
+    def _submit_population(self, kind: str, params: dict[str, Param]) -> Job:
+        if params.get("protocol", "file") == "file":
+            # retrain the population model on the service's own feedback (every tenant's users)
+            params.update(protocol="file", data=str(self.population_snapshot()))
+        if self.rt.settings.encoder in JOB_ENCODERS:
+            # embed with the encoder this service embeds with: its model is served against those vectors
+            # (a folder or a remote encoder: the trainer's default, MiniLM)
+            params["encoder"] = self.rt.settings.encoder
+        return self.runner.submit(kind, params, request_id=current())
 
     def active_adapter_jobs(self, tenant: str) -> int:
         return sum(1 for j in self.runner.active() if j.kind == "adapter" and str(j.params.get("tenant", "default")) == tenant)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -34,13 +35,16 @@ from training.common import (
     DEFAULT_DATA_DIR,
     SEED_HELP,
     add_encoder_args,
+    cache_path,
     cached_encoder,
+    check_not_an_input,
     check_writable_file,
     number,
     persona_groups,
     read_preference_file,
     reading,
     report_progress,
+    seed_number,
     store_folder,
     tenant_name,
 )
@@ -59,14 +63,34 @@ def load_records(args: argparse.Namespace):
     if args.source == "persona":
         from pluralign.data.persona import PersonaConfig, build_persona
 
-        weights = tuple(float(w) for w in args.group_weights.split(",")) if args.group_weights else ()
-        config = PersonaConfig(groups=args.groups, group_weights=weights, seed=args.seed)
+        config = PersonaConfig(groups=args.groups, group_weights=args.group_weights, seed=args.seed)
         with reading(*given):
             protocol = build_persona(config, args.path or args.data_dir)
         seen = protocol.seen
         # in each user's order of arrival: training pairs first, then validation, then test
         return [*seen.train, *seen.val, *seen.test]
     raise ValueError("give --data FILE, --store URI, or --source ukp_convarg1|persona")
+
+
+def group_weights(text: str) -> tuple[float, ...]:
+    """The argparse `type=` of --group-weights: comma-separated finite numbers >= 0, one above 0 at least
+    (`0.9,0.1`), or argparse's usage error naming the option and the weight that is wrong."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, e.g. 0.9,0.1, got {text!r}")
+    weights = []
+    for part in text.split(","):
+        try:
+            weight = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} is not a number (expected comma-separated numbers, e.g. 0.9,0.1)") from None
+        if not math.isfinite(weight):
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} is not a finite number")
+        if weight < 0:
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} is below 0 (a weight is a relative group size)")
+        weights.append(weight)
+    if not any(weights):
+        raise argparse.ArgumentTypeError(f"{text}: at least one must be above 0 (a weight is a relative group size)")
+    return tuple(weights)
 
 
 def read_user_groups(path: str) -> dict[str, str]:
@@ -192,8 +216,10 @@ def print_table(report) -> None:
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the audit's imports (torch) take seconds
     check_inputs(args)
-    if args.out:  # before the audit: a report that cannot be written costs nothing
+    if args.out:  # before the audit: a report that cannot be written costs nothing, nor one that would replace an input
         check_writable_file("--out", args.out, "the report JSON")
+        check_not_an_input("--out", args.out, {"--data": args.data, "--user-groups": args.user_groups, "--pal": args.pal, "--em": args.em,
+                                               "--cache": cache_path(args.cache)}, "the report JSON")
     check_artifacts(args)
     if args.store:  # a mistyped folder too (opened, then, by the audit's store source)
         store_folder("--store", args.store)
@@ -216,6 +242,13 @@ def check_inputs(args: argparse.Namespace) -> None:
     """Every input option given is read: one the chosen source would not read is an error naming it,
     not a report silently made without it (`--store` never read `--user-groups`)."""
     persona_groups(args, "--source", args.source, 2)
+    if args.group_weights:
+        given = "--group-weights " + ",".join(f"{w:g}" for w in args.group_weights)
+        if args.source != "persona":
+            raise ValueError(f"{given}: read only with --source persona (the synthetic population's group sizes); "
+                             f"{f'--source {args.source}' if args.source else 'the data given'} has groups of its own")
+        if len(args.group_weights) != args.groups:
+            raise ValueError(f"{given}: {len(args.group_weights)} weights for --groups {args.groups} (one per group)")
     if args.store:
         for name, option in STORE_IGNORES.items():
             value = getattr(args, name)
@@ -256,9 +289,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.personalized == "pal" and (args.store or not args.pal):
         raise ValueError("--personalized pal needs --pal CHECKPOINT_DIR and a preference file or --source")
     if args.store:
-        from pluralign.fairness.store_source import comparisons_from_store
+        from pluralign.fairness.store_source import NoStore, comparisons_from_store
 
-        comparisons = comparisons_from_store(store_folder("--store", args.store).uri, args.group_by, args.tenant)
+        try:
+            comparisons = comparisons_from_store(store_folder("--store", args.store).uri, args.group_by, args.tenant)
+        except NoStore:  # a URI (a folder is checked by store_folder): its prefix mistyped, or another store's settings
+            raise ValueError(f"--store {args.store}: no pluralign store there (no `preferences` table): give the URI the "
+                             "service's PLURALIGN_STORE_URI names, with the PLURALIGN_STORE_* settings it reaches it by") from None
     else:
         user_groups = read_user_groups(args.user_groups) if args.user_groups else None  # before the data: its errors cost nothing
         records = load_records(args)
@@ -313,9 +350,10 @@ def register(sub) -> None:
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
-    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="--source persona: number of groups (default 2)")
-    p.add_argument("--group-weights", default="", help="persona: relative group sizes, e.g. 0.9,0.1")
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="--source persona: number of groups, 2 to 64 (default 2)")
+    p.add_argument("--group-weights", type=group_weights, default=(),
+                   help="--source persona: relative group sizes, one per group, e.g. 0.9,0.1 (default: equal)")
+    p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--out", help="also write the report JSON here")
     p.add_argument("--json", action="store_true", help="print only the JSON report")
     add_encoder_args(p)

@@ -42,6 +42,7 @@ from training.common import (
     persona_groups,
     print_json,
     reading,
+    seed_number,
 )
 
 PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "--query-size"}  # EvalConfig field -> its flag
@@ -115,9 +116,9 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona"],
                    help="ukp: the UKP ConvArg1 annotators; persona: a synthetic population of --groups groups from anthropic_persona")
-    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of groups (default 4)")
+    p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--unseen-per-group", dest="unseen_users_per_group", type=int, action=AtLeastOne, default=None,
                    help="persona: new (unseen) users per group (default 10); the seen users and their model stay the same, more users narrow the intervals")
     p.add_argument("--query-size", type=int, action=AtLeastOne, default=None, help="persona: held-out query comparisons per unseen user (default 20)")

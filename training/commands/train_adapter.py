@@ -25,6 +25,7 @@ from training.common import (
     number,
     print_json,
     read_preference_file,
+    seed_number,
     store_folder,
     tenant_name,
     user_id,
@@ -156,5 +157,5 @@ def register(sub) -> None:
     p.add_argument("--lr", type=number(float, above=0), default=2e-4, help="AdamW learning rate (default %(default)g)")
     p.add_argument("--steps", type=number(int, minimum=1), default=40, help="optimizer steps (default %(default)s)")
     p.add_argument("--batch-size", type=number(int, minimum=1), default=4, help="comparisons per step (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.set_defaults(func=run)

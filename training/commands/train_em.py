@@ -39,6 +39,7 @@ from training.common import (
     persona_groups,
     print_json,
     print_k_choice,
+    seed_number,
 )
 
 
@@ -108,7 +109,7 @@ def register(sub) -> None:
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
-    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of true groups (default 4)")
+    p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of true groups, 2 to 64 (default 4)")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"],
                    help="hard: each user to their best head; soft: posterior weights over the heads (default %(default)s)")
     p.add_argument("--init", default="kmeans", choices=["kmeans", "random"], help="k-means on per-user fits, or random groups")
@@ -116,7 +117,7 @@ def register(sub) -> None:
                    help="independent initializations; the best final objective is kept (default %(default)s)")
     p.add_argument("--max-iter", type=number(int, minimum=1), default=50, help="most EM iterations per restart (default %(default)s)")
     p.add_argument("--l2", type=number(float, minimum=0), default=1.0, help="ridge strength on each head")
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--out", required=True, help="artifact folder to write: new, empty, or an earlier EM artifact (replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -27,6 +27,7 @@ from training.common import (
     print_json,
     read_preference_file,
     reading,
+    seed_number,
 )
 
 # what `--full` writes (transformers' model and tokenizer files, our pluralign.json): an earlier one is replaced
@@ -184,7 +185,7 @@ def register(sub) -> None:
     p = sub.add_parser("fspo", help="FSPO: train a policy to act as any user's reward model from a few shots")
     p.add_argument("--population", default="persona", choices=["persona", "ukp", "file"],
                    help="the users trained on: a synthetic persona population, the UKP annotators, or a preference file (--data); default %(default)s")
-    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of (opposed) groups (default 2)")
+    p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of (opposed) groups, 2 to 64 (default 2)")
     p.add_argument("--data", default=None, help="--population file: a preference JSONL/Parquet file")
     p.add_argument("--unseen-fraction", type=number(float, above=0, below=1), default=None,
                    help="--population file: share of users held out (default 0.2)")
@@ -210,7 +211,7 @@ def register(sub) -> None:
                    help="answers are cut to this many tokens in training and scoring (default %(default)s)")
     p.add_argument("--eval-users", type=number(int, minimum=0), default=20, help="unseen users scored")
     p.add_argument("--eval-per-user", type=number(int, minimum=1), default=5, help="held-out comparisons per unseen user")
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--out", default=None, help="artifact folder (peft adapter + pluralign.json)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.set_defaults(func=run)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training.common import SEED_HELP, check_out, number, print_json, read_preference_file
+from training.common import SEED_HELP, check_out, number, print_json, read_preference_file, seed_number
 
 MAXMIN_FILES = ("meta.json", "adapter", "metrics.json")  # pluralign.policy.maxmin.save_policy's, and this command's metrics
 
@@ -97,7 +97,7 @@ def register(sub) -> None:
     p.add_argument("--lora-r", type=number(int, minimum=1), default=8, help="LoRA rank (default %(default)s)")
     p.add_argument("--lora-layers", type=number(int, minimum=0), default=0, help="adapt only the last N layers (0: all; 4 is quick on CPU)")
     p.add_argument("--chosen-nll", type=number(float, minimum=0), default=0.0, help="weight of the chosen answer's NLL next to DPO (RPO)")
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--out", required=True, help="artifact folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -40,6 +40,7 @@ from training.common import (
     persona_groups,
     print_json,
     print_k_choice,
+    seed_number,
 )
 
 
@@ -127,7 +128,7 @@ def register(sub) -> None:
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
-    p.add_argument("--groups", type=number(int, minimum=2), default=None, help="persona: number of groups (default 4)")
+    p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced)")
     p.add_argument("--epochs", type=number(int, minimum=1), default=40, help="most epochs (early stopping on validation loss)")
     p.add_argument("--max-pairs", type=number(int, minimum=0), default=300_000, help="budget of pair visits (epochs x pairs); 0: none")
@@ -138,7 +139,7 @@ def register(sub) -> None:
                    help="size of the space where responses meet ideal points (default %(default)s)")
     p.add_argument("--hidden", type=number(int, minimum=1), default=256, help="width of the hidden layer of every MLP (default %(default)s)")
     p.add_argument("--threads", type=number(int, minimum=0), default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     add_encoder_args(p)
     p.set_defaults(func=run)

@@ -1,0 +1,79 @@
+"""Session 37: the dashboard in headless Chromium with hostile data, stored through the real app over
+HTTP: group labels, prompts and answers holding markup, an RTL override, 256-character words (the
+longest attribute value there may be), emoji. No script runs and nothing is fetched (the page's CSP);
+before, the layout broke: the bar chart drew each group's label whole under its bars, so one long
+label ran over every other (the labels a smear), and a long word in a table cell widened the table
+to 4,000 px, its numbers off to the right of a 1,200 px window."""
+
+from __future__ import annotations
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.test_browser_pages import CHROMEDRIVER, CHROMIUM, local, wait_for
+from tests.service.tiny import start_service
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="Debian's chromium and chromium-driver are not installed")
+
+LONG = "W" * 256  # the longest attribute value the API takes
+HOSTILE = ['"><img src=x onerror=document.title=1>', "<script>document.title='pwned'</script>", "\u202egnp.exe",
+           LONG, "\U0001F600\U0001F469\u200d\U0001F469\u200d\U0001F467" * 20, "\u0645\u0631\u062d\u0628\u0627"]
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("hostile-data"), tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from tests.a11y import chromium
+
+    driver = chromium(tmp_path_factory.mktemp("chrome-profile"), width=1200, height=1000)
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.slow  # a service, an audit and Chromium: ~30 s on two busy cores
+def test_hostile_labels_and_answers_run_no_script_and_keep_the_layout(svc, browser):
+    with svc.client("acme") as c, svc.client("admin") as admin:
+        for u, group in enumerate(HOSTILE):
+            for i in range(3):
+                r = c.post("/v1/feedback", json={
+                    "type": "comparison", "user": f"h{u}", "prompt": f"{HOSTILE[(u + i) % len(HOSTILE)]} q{i}",
+                    "chosen": f"{HOSTILE[(u + 1) % len(HOSTILE)]} good {i}", "rejected": f"bad {i} {'W' * 5000}", "attributes": {"seg": group}})
+                assert r.status_code == 201, r.text
+        r = admin.get("/admin/audits/fairness", params={"group_by": "seg", "wait": 120, "min_comparisons": 1})
+        assert r.status_code == 200 and len(r.json()["groups"]) == len(HOSTILE), r.text
+    browser.get(local(svc, "/admin/login"))
+    browser.find_element(By.ID, "key").send_keys(svc.keys["admin"])
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, "#sign-out")
+    for path in ("/admin/dashboard", "/admin/dashboard?tenant=acme"):
+        browser.get(local(svc, path))
+        wait_for(browser, "#group-accuracy")
+        page = browser.execute_script(
+            "return {title: document.title, images: document.images.length, scripts: document.scripts.length,"
+            " width: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth}")
+        assert page["title"] == "pluralign: fairness and jobs" and page["images"] == 0 and page["scripts"] == 0, page
+        assert page["scroll"] <= page["width"], page  # the page itself never scrolls sideways
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+        # the bar chart's group labels: each inside its own slot, none over its neighbour
+        boxes = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#group-accuracy text.group-label')).map(t => {"
+            " const b = t.getBoundingClientRect(); return [b.left, b.right]; })")
+        assert len(boxes) == len(HOSTILE), boxes
+        for (_, right), (left, _) in zip(boxes, boxes[1:], strict=False):
+            assert right <= left + 1, boxes
+        # the tables of user text fit the window: the numbers are on screen, not 3,000 px to the right
+        for table in ("group-accuracy-numbers", "jobs", *(("prototypes",) if "tenant" in path else ())):
+            sizes = browser.execute_script(
+                f"const t = document.getElementById('{table}'); return [t.scrollWidth, t.parentElement.clientWidth]")
+            assert sizes[0] <= sizes[1] + 1, (table, sizes)
+        shown = browser.find_element(By.ID, "group-accuracy-numbers").text
+        assert "<script>document.title='pwned'</script>" in shown and '"><img src=x onerror=document.title=1>' in shown
+        assert shown.count("W") >= 256  # the long label is whole in the table, wrapped
