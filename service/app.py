@@ -53,6 +53,7 @@ from service.users.controllers import (
     score_responses,
 )
 from service.users.services import UnfinishedDeletes
+from service.web_headers import keyed_answers
 
 TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
@@ -115,12 +116,13 @@ def create_app(
     )
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
     app.state.draining = False  # `pluralign serve` told to stop and draining (setting stop_drain_s): every request 503
-    app.asgi_handler = answer_head(with_request_ids(
+    # and every answer, refusals included, says how it may be cached and never to sniff it (service.web_headers)
+    app.asgi_handler = keyed_answers(answer_head(with_request_ids(
         draining(one_segment_ids(app.asgi_handler), lambda: app.state.draining), log_access=settings.access_log, tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id,
         method_of=method_of,
         # the refusal of a malformed id gets the CORS headers the app's other answers get, so a browser reads it
         around_refusal=partial(CORSMiddleware, config=app.cors_config) if app.cors_config else lambda refusal: refusal,
-    ))  # HEAD wherever GET is (Litestar routes only declared methods)
+    )), PUBLIC_PATHS)  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
     app.state.admin_sessions = AdminSessions(settings.admin_session_s)
     runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time
