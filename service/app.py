@@ -122,7 +122,7 @@ def create_app(
         method_of=method_of,
         # the refusal of a malformed id gets the CORS headers the app's other answers get, so a browser reads it
         around_refusal=partial(CORSMiddleware, config=app.cors_config) if app.cors_config else lambda refusal: refusal,
-    )), PUBLIC_PATHS)  # HEAD wherever GET is (Litestar routes only declared methods)
+    )), PUBLIC_PATHS, cors=app.cors_config is not None)  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
     app.state.admin_sessions = AdminSessions(settings.admin_session_s)
     runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time

@@ -73,3 +73,63 @@ def test_public_answers_may_be_cached_and_none_is_sniffed(svc):
         assert r.headers["x-content-type-options"] == "nosniff", path
     assert httpx.get(svc.url + "/metrics").headers["vary"] == "Accept"  # its own Vary kept, nothing added
     assert httpx.get(svc.url + "/nope").headers["x-content-type-options"] == "nosniff"
+
+
+APP = "https://app.example"
+EVIL = "https://evil.example"
+
+
+@pytest.fixture(scope="module")
+def cors_svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm, cors_origins=(APP,))
+    with server:
+        yield service
+
+
+def preflight(svc, origin: str, method: str = "GET", headers: str = "authorization") -> httpx.Response:
+    return httpx.options(svc.url + "/v1/users/alice", headers={
+        "Origin": origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": headers})
+
+
+def test_cors_is_off_by_default_and_leaks_nothing(svc):
+    answer = preflight(svc, EVIL)
+    assert answer.status_code == 204 and not any(h.startswith("access-control-") for h in answer.headers)
+    with svc.client("acme") as c:
+        read = c.get("/v1/users/alice", headers={"Origin": EVIL})
+    assert read.status_code == 200 and not any(h.startswith("access-control-") for h in read.headers)
+
+
+def test_cors_allows_its_origins_only_and_says_why_in_the_apis_shape(cors_svc):
+    allowed = preflight(cors_svc, APP)
+    assert allowed.status_code == 204 and allowed.headers["access-control-allow-origin"] == APP
+    assert "access-control-allow-credentials" not in allowed.headers  # keys travel in a header, never cookies
+    for origin in (EVIL, "null"):
+        refused = preflight(cors_svc, origin)
+        assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+        error = refused.json()["error"]
+        assert error["param"] == "Origin" and "cors_origins" in error["message"], error
+        assert error["request_id"] == refused.headers["x-request-id"]
+    bad_header = preflight(cors_svc, APP, headers="authorization, x-secret")
+    assert bad_header.status_code == 400 and bad_header.json()["error"]["param"] == "Access-Control-Request-Headers"
+    # whether an answer carries Access-Control-Allow-Origin depends on Origin: every one says so to caches
+    with cors_svc.client("acme") as c:
+        for origin in (APP, EVIL, None):
+            for path in ("/v1/users/alice", "/health", "/schema/openapi.json"):
+                r = c.get(path, headers={"Origin": origin} if origin else {})
+                assert "origin" in [v.strip().lower() for v in r.headers.get("vary", "").split(",")], (origin, path, r.headers)
+
+
+def test_a_cross_site_form_or_text_post_carries_no_credential_that_acts(svc):
+    """A page on another site can POST text/plain or a form without a preflight, but it cannot add
+    `Authorization`, and the dashboard's cookie (SameSite=Strict besides) only reads pages."""
+    body = b'{"type": "comparison", "user": "mallory", "prompt": "p", "chosen": "a", "rejected": "b"}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        r = httpx.post(svc.url + "/v1/feedback", content=body, headers={"Content-Type": content_type, "Origin": EVIL})
+        assert r.status_code == 401, (content_type, r.status_code)
+    login = httpx.post(svc.url + "/admin/login", data={"key": svc.keys["admin"]})
+    jar = {"pluralign_admin": login.cookies["pluralign_admin"]}
+    forged = httpx.post(svc.url + "/admin/jobs", cookies=jar, content=b'{"kind": "audit", "params": {"group_by": "x"}}',
+                        headers={"Content-Type": "text/plain", "Origin": EVIL})
+    assert forged.status_code == 403
+    with svc.client("acme") as c:
+        assert c.get("/v1/users/mallory").status_code == 404
