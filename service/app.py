@@ -26,8 +26,8 @@ from service.admin.services import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
-from service.docs_page import SwaggerPage
-from service.errors import internal_error_handler, refuse_request_id, schema_router_hook
+from service.docs_page import SwaggerPage, docs_router_hook
+from service.errors import internal_error_handler, refuse_request_id
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
 from service.head import answer_head
@@ -97,8 +97,9 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users",
             render_plugins=[swagger_page()],  # the first plugin also serves /schema
-            # Litestar's own 404 page under /schema is HTML: the hook makes it the API's JSON 404
-            openapi_router=Router(path="/schema", route_handlers=[], include_in_schema=False, after_request=schema_router_hook),
+            # Litestar's own 404 page under /schema is HTML: the hook makes it the API's JSON 404, and gives
+            # the docs pages a content security policy fitted to their inline script
+            openapi_router=Router(path="/schema", route_handlers=[], include_in_schema=False, after_request=docs_router_hook),
         ),
         request_max_body_size=settings.max_body_bytes,
         before_request=before_request,
