@@ -71,7 +71,8 @@ def test_public_answers_may_be_cached_and_none_is_sniffed(svc):
         assert r.status_code == 200, path
         assert "no-store" not in r.headers.get("cache-control", ""), path
         assert r.headers["x-content-type-options"] == "nosniff", path
-    assert httpx.get(svc.url + "/metrics").headers["vary"] == "Accept"  # its own Vary kept, nothing added
+    vary = {v.strip() for v in httpx.get(svc.url + "/metrics").headers["vary"].split(",")}
+    assert "Accept" in vary and "Authorization" not in vary  # its own Vary kept, no key's added
     assert httpx.get(svc.url + "/nope").headers["x-content-type-options"] == "nosniff"
 
 
@@ -133,3 +134,27 @@ def test_a_cross_site_form_or_text_post_carries_no_credential_that_acts(svc):
     assert forged.status_code == 403
     with svc.client("acme") as c:
         assert c.get("/v1/users/mallory").status_code == 404
+
+
+def test_a_large_answer_is_gzipped_for_a_client_that_accepts_it(svc):
+    """Before, the export went uncompressed whatever `Accept-Encoding` said, one body message per line."""
+    with svc.client("acme") as c:
+        for i in range(30):
+            assert c.post("/v1/feedback", json={**COMPARISON, "prompt": f"Which pet, {i}?"}).status_code == 201
+        plain = c.get("/v1/users/alice/export", headers={"Accept-Encoding": "identity"})
+        assert plain.status_code == 200 and "content-encoding" not in plain.headers and len(plain.content) > 4096
+        with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": "gzip"}) as zipped:
+            assert zipped.headers["content-encoding"] == "gzip"
+            vary = {v.strip().lower() for v in zipped.headers["vary"].split(",")}
+            assert {"accept-encoding", "authorization"} <= vary and zipped.headers["cache-control"] == "no-store"
+            wire = b"".join(zipped.iter_raw())
+        assert len(wire) < len(plain.content) / 3
+        import gzip
+
+        assert gzip.decompress(wire) == plain.content
+        head = c.head("/v1/users/alice/export", headers={"Accept-Encoding": "gzip"})
+        assert head.status_code == 200 and head.content == b""
+        # a stream's events reach the client as written: never compressed
+        with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers={"Accept-Encoding": "gzip"}) as streamed:
+            assert "content-encoding" not in streamed.headers
+            assert b"[DONE]" in streamed.read()
