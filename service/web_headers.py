@@ -11,6 +11,9 @@ what their handlers send: they hold no tenant's data and may be cached.
 Every answer gets `X-Content-Type-Options: nosniff`: a browser never reads an export or an error
 body holding user text as HTML or script whatever its bytes look like.
 
+A request whose `Accept-Encoding` refuses gzip (`gzip;q=0`: RFC 9110, 12.5.3) reaches the app without
+it: Litestar's compression looks for the word "gzip" in the header and would send gzip all the same.
+
 With CORS on (`cors_origins`), every answer also says `Vary: Origin`: whether it carries
 `Access-Control-Allow-Origin` depends on the request's `Origin`, so a cache must not hand one origin's
 copy to another (Litestar adds it only to answers for an allowed origin). A preflight Litestar
@@ -45,6 +48,7 @@ def keyed_answers(app: ASGIApp, public_paths: Sequence[str], cors: bool = False)
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
+        scope = _without_refused_gzip(scope)
         path = scope.get("path", "")
         keyed = not any(p.search(path) for p in public)
         varies = b"Authorization, Cookie" if path.startswith("/admin") else b"Authorization"
@@ -108,3 +112,35 @@ def _in_error_shape(held: list[Message]) -> list[Message]:
     headers = [(n, v) for n, v in start.get("headers", []) if bytes(n).lower() not in (b"content-type", b"content-length")]
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]
     return [{**start, "headers": headers}, {"type": "http.response.body", "body": encoded, "more_body": False}]
+
+
+def _without_refused_gzip(scope: Scope) -> Scope:
+    """`scope` with `gzip;q=0` (or `x-gzip;q=0`) taken out of its `Accept-Encoding` (the header dropped when
+    nothing is left); the same scope when no such entry is there."""
+    headers = scope.get("headers", [])
+    if not any(bytes(n).lower() == b"accept-encoding" and b"gzip" in bytes(v).lower() for n, v in headers):
+        return scope
+    kept = []
+    for name, value in headers:
+        if bytes(name).lower() == b"accept-encoding":
+            entries = [e for e in bytes(value).split(b",") if not _refused_gzip(e)]
+            if not any(e.strip() for e in entries):
+                continue
+            value = b",".join(entries)
+        kept.append((name, value))
+    return {**scope, "headers": kept}
+
+
+def _refused_gzip(entry: bytes) -> bool:
+    """Whether one `Accept-Encoding` entry is gzip with a zero weight (`gzip;q=0`, `gzip; q=0.000`)."""
+    coding, *params = [p.strip().lower() for p in entry.split(b";")]
+    if coding not in (b"gzip", b"x-gzip"):
+        return False
+    for param in params:
+        key, _, weight = param.partition(b"=")
+        if key.strip() == b"q":
+            try:
+                return float(weight.strip()) == 0
+            except ValueError:
+                return False
+    return False

@@ -141,9 +141,10 @@ def test_a_large_answer_is_gzipped_for_a_client_that_accepts_it(svc):
     with svc.client("acme") as c:
         for i in range(30):
             assert c.post("/v1/feedback", json={**COMPARISON, "prompt": f"Which pet, {i}?"}).status_code == 201
-        plain = c.get("/v1/users/alice/export", headers={"Accept-Encoding": "identity"})
+        # the preference file: the full export's user line changes as the refits behind the feedback land
+        plain = c.get("/v1/users/alice/export?format=preferences", headers={"Accept-Encoding": "identity"})
         assert plain.status_code == 200 and "content-encoding" not in plain.headers and len(plain.content) > 4096
-        with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": "gzip"}) as zipped:
+        with c.stream("GET", "/v1/users/alice/export?format=preferences", headers={"Accept-Encoding": "gzip"}) as zipped:
             assert zipped.headers["content-encoding"] == "gzip"
             vary = {v.strip().lower() for v in zipped.headers["vary"].split(",")}
             assert {"accept-encoding", "authorization"} <= vary and zipped.headers["cache-control"] == "no-store"
@@ -158,3 +159,17 @@ def test_a_large_answer_is_gzipped_for_a_client_that_accepts_it(svc):
         with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers={"Accept-Encoding": "gzip"}) as streamed:
             assert "content-encoding" not in streamed.headers
             assert b"[DONE]" in streamed.read()
+
+
+def test_a_client_that_refuses_gzip_is_not_sent_gzip(svc):
+    """Before, Litestar gzipped for any `Accept-Encoding` holding the word gzip, `gzip;q=0` (refused) included."""
+    with svc.client("acme") as c:
+        for i in range(30):  # an export well over the 1 KiB compressed answers start at
+            assert c.post("/v1/feedback", json={**COMPARISON, "prompt": f"Which bird, {i}?"}).status_code == 201
+        for refusal in ("gzip;q=0", "gzip; q=0.0, identity", "identity, x-gzip;q=0"):
+            with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": refusal}) as r:
+                assert r.status_code == 200 and "content-encoding" not in r.headers, refusal
+                r.read()
+        with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": "br;q=1, gzip;q=0.5"}) as r:
+            assert r.headers["content-encoding"] == "gzip"
+            r.read()
