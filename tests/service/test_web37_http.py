@@ -173,3 +173,25 @@ def test_a_client_that_refuses_gzip_is_not_sent_gzip(svc):
         with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": "br;q=1, gzip;q=0.5"}) as r:
             assert r.headers["content-encoding"] == "gzip"
             r.read()
+
+
+def test_methods_paths_and_accept_answer_as_documented(svc):
+    """No fix: locks what docs/api.md says of methods, paths and `Accept` (found consistent in session 37)."""
+    with svc.client("acme") as c:
+        got = c.get("/v1/users/alice")
+        head = c.head("/v1/users/alice")
+        assert head.status_code == 200 and head.content == b""
+        assert {k: head.headers[k] for k in ("content-type", "cache-control", "vary")} == {k: got.headers[k] for k in ("content-type", "cache-control", "vary")}
+        options = c.options("/v1/users/alice")
+        assert options.status_code == 204 and options.headers["allow"] == "DELETE, GET, HEAD, OPTIONS"
+        wrong = c.put("/v1/users/alice", json={})
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "DELETE, GET, HEAD, OPTIONS"
+        assert wrong.json()["error"]["code"] == "method_not_allowed"
+        missing = c.get("/v1/nope")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        assert c.get("/v1/users/alice/").json()["user"] == "alice"  # a trailing slash is the same route
+        # an `Accept` a route cannot serve is not refused: the route's own type comes, as /metrics sends its text format
+        html = c.get("/v1/users/alice", headers={"Accept": "text/html"})
+        assert html.status_code == 200 and html.headers["content-type"] == "application/json"
+    metrics = httpx.get(svc.url + "/metrics", headers={"Accept": "text/html"})
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
