@@ -3,6 +3,8 @@ what may be sniffed (docs/api.md, "Caching")."""
 
 from __future__ import annotations
 
+import gzip
+
 import httpx
 import pytest
 
@@ -150,8 +152,6 @@ def test_a_large_answer_is_gzipped_for_a_client_that_accepts_it(svc):
             assert {"accept-encoding", "authorization"} <= vary and zipped.headers["cache-control"] == "no-store"
             wire = b"".join(zipped.iter_raw())
         assert len(wire) < len(plain.content) / 3
-        import gzip
-
         assert gzip.decompress(wire) == plain.content
         head = c.head("/v1/users/alice/export", headers={"Accept-Encoding": "gzip"})
         assert head.status_code == 200 and head.content == b""
