@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from litestar import Litestar, Router
+from litestar.config.compression import CompressionConfig
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
@@ -26,8 +27,8 @@ from service.admin.services import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
-from service.docs_page import SwaggerPage
-from service.errors import internal_error_handler, refuse_request_id, schema_router_hook
+from service.docs_page import SwaggerPage, docs_router_hook
+from service.errors import internal_error_handler, refuse_request_id
 from service.feedback.controllers import create_feedback
 from service.feedback.services import after_move
 from service.head import answer_head
@@ -53,6 +54,7 @@ from service.users.controllers import (
     score_responses,
 )
 from service.users.services import UnfinishedDeletes
+from service.web_headers import keyed_answers
 
 TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
@@ -96,10 +98,14 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title="pluralign", version="0.1.0", description="Personalized chat completions, feedback and users",
             render_plugins=[swagger_page()],  # the first plugin also serves /schema
-            # Litestar's own 404 page under /schema is HTML: the hook makes it the API's JSON 404
-            openapi_router=Router(path="/schema", route_handlers=[], include_in_schema=False, after_request=schema_router_hook),
+            # Litestar's own 404 page under /schema is HTML: the hook makes it the API's JSON 404, and gives
+            # the docs pages a content security policy fitted to their inline script
+            openapi_router=Router(path="/schema", route_handlers=[], include_in_schema=False, after_request=docs_router_hook),
         ),
         request_max_body_size=settings.max_body_bytes,
+        # answers of 1 KiB and more are gzipped for a client that accepts it (an export: ~6x smaller); never a
+        # chat completion, whose stream's events must reach the client as they are written, unbuffered
+        compression_config=CompressionConfig(backend="gzip", minimum_size=1024, exclude=["^/v1/chat/completions$"]),
         before_request=before_request,
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
@@ -115,12 +121,13 @@ def create_app(
     )
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
     app.state.draining = False  # `pluralign serve` told to stop and draining (setting stop_drain_s): every request 503
-    app.asgi_handler = answer_head(with_request_ids(
+    # and every answer, refusals included, says how it may be cached and never to sniff it (service.web_headers)
+    app.asgi_handler = keyed_answers(answer_head(with_request_ids(
         draining(one_segment_ids(app.asgi_handler), lambda: app.state.draining), log_access=settings.access_log, tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id,
         method_of=method_of,
         # the refusal of a malformed id gets the CORS headers the app's other answers get, so a browser reads it
         around_refusal=partial(CORSMiddleware, config=app.cors_config) if app.cors_config else lambda refusal: refusal,
-    ))  # HEAD wherever GET is (Litestar routes only declared methods)
+    )), PUBLIC_PATHS, cors=app.cors_config is not None)  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
     app.state.admin_sessions = AdminSessions(settings.admin_session_s)
     runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time

@@ -12,10 +12,17 @@ path links (target-size).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from typing import Any
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from service.errors import schema_router_hook
+
+_INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.S)
 
 STYLE = """<style>
 body{margin:0;padding:0}
@@ -43,3 +50,28 @@ class SwaggerPage(SwaggerRenderPlugin):
         heading = f"<h1 class='visually-hidden'>{openapi_schema['info']['title']} API reference</h1>".encode()
         page = page.replace(b"<!DOCTYPE html><html>", b'<!DOCTYPE html><html lang="en">', 1)
         return page.replace(b"<div id='swagger-container'/>", b"<main>" + heading + b"<div id='swagger-container'></div></main>", 1)
+
+
+def page_policy(page: bytes) -> str:
+    """The `Content-Security-Policy` of a docs page: scripts only from this service or inline ones whose
+    sha256 is listed (Litestar's page starts Swagger UI in one, the OpenAPI document written into it),
+    styles from here or inline (Swagger UI sets style attributes), images from here or `data:`, requests
+    ("Try it out") only to this service, no plugins, no base or form elsewhere, never framed."""
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(body).digest()).decode()}'" for body in _INLINE_SCRIPT.findall(page))
+    return ("default-src 'none'; " + f"script-src 'self' {hashes}".rstrip() + "; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def docs_router_hook(response: Response) -> Response:
+    """The `after_request` hook of the /schema router: the API's JSON 404 for a name it does not serve
+    (`service.errors.schema_router_hook`), and `secure_docs_page`."""
+    return secure_docs_page(schema_router_hook(response))
+
+
+def secure_docs_page(response: Response) -> Response:
+    """The /schema router's HTML pages get a content security policy fitted to their inline script,
+    `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer` (as the admin pages do); JSON is left alone."""
+    if str(response.media_type).startswith("text/html") and isinstance(response.content, bytes):
+        response.headers.update({"Content-Security-Policy": page_policy(response.content), "X-Frame-Options": "DENY",
+                                 "Referrer-Policy": "no-referrer"})
+    return response

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Iterator
 from functools import partial
 from typing import Annotated, Literal
 
@@ -112,7 +113,26 @@ def export_user(
     # unknown is when nothing at all is held about them, as for HEAD
     if not lines and not services.anything_held(rt, tenant, user_id):
         raise NotFoundException(f"no user {user_id!r} in this tenant")
-    return Stream(iter(lines), media_type="application/x-ndjson", headers=headers)
+    return Stream(in_chunks(lines), media_type="application/x-ndjson", headers=headers)
+
+
+EXPORT_CHUNK_BYTES = 64 * 1024
+
+
+def in_chunks(lines: list[bytes], size: int = EXPORT_CHUNK_BYTES) -> Iterator[bytes]:
+    """`lines` joined into pieces of about `size` bytes (whole lines), each one body message: a line a
+    message passed 50,000 messages through every middleware for a 50k-row export, and a compressed
+    answer flushed its compressor after every line."""
+    piece: list[bytes] = []
+    held = 0
+    for line in lines:
+        piece.append(line)
+        held += len(line)
+        if held >= size:
+            yield b"".join(piece)
+            piece, held = [], 0
+    if piece:
+        yield b"".join(piece)
 
 
 class Imported(msgspec.Struct):

@@ -46,6 +46,7 @@ def browser(tmp_path_factory):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1000",
                 "--no-first-run", "--disable-extensions", f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: where a blocked script is reported
     driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     yield driver
@@ -78,6 +79,29 @@ def count(pixels: np.ndarray, hex_color: str, tolerance: int = 10) -> int:
 def inked(pixels: np.ndarray) -> float:
     """Share of pixels that are not (near) white: a blank page is ~0."""
     return float((pixels.min(axis=-1) < 200).mean())
+
+
+@pytest.mark.parametrize("path", ["/schema/swagger", "/schema"])
+def test_api_docs_draw_under_a_content_security_policy(svc, browser, path):
+    """Before, the docs page was sent with no CSP, no frame or referrer policy: a script injected into
+    it (an operation's description) would have run. Now only the app's own scripts and the page's one
+    inline script, by its hash, run, and Swagger UI draws as before with nothing blocked."""
+    from selenium.webdriver.common.by import By
+
+    sent = httpx.get(svc.url + path)
+    policy = dict(part.strip().split(" ", 1) for part in sent.headers["content-security-policy"].split(";"))
+    assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    assert "unsafe" not in policy["script-src"] and "'sha256-" in policy["script-src"]
+    assert sent.headers["x-frame-options"] == "DENY" and sent.headers["referrer-policy"] == "no-referrer"
+    browser.get_log("browser")  # what earlier pages logged
+    browser.get(local(svc, path))
+    wait_for(browser, ".swagger-ui .opblock")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".opblock")) >= 15
+    blocked = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+    assert blocked == []
+    # an inline script the policy does not list is refused
+    browser.execute_script("var s = document.createElement('script'); s.textContent = 'window.injected = 1'; document.body.appendChild(s)")
+    assert browser.execute_script("return window.injected") is None
 
 
 @pytest.mark.parametrize("path", ["/schema/swagger", "/schema"])

@@ -1,0 +1,197 @@
+"""HTTP semantics a browser, a proxy and an HTTP client rely on, over real HTTP: what may be cached,
+what may be sniffed (docs/api.md, "Caching")."""
+
+from __future__ import annotations
+
+import gzip
+
+import httpx
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import start_service
+
+COMPARISON = {"type": "comparison", "user": "alice", "prompt": "Which pet?", "chosen": "A cat", "rejected": "A dog"}
+CHAT = {"model": "pluralign", "user": "alice", "messages": [{"role": "user", "content": "hi"}]}
+PATH_VALUES = {"{user_id}": "alice", "{job_id}": "job_nope", "{model_id}": "pluralign"}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server:
+        with service.client("acme") as c:
+            assert c.post("/v1/feedback", json=COMPARISON).status_code == 201
+        yield service
+
+
+def get_paths(svc) -> list[str]:
+    """Every GET path of the OpenAPI document, its parameters filled in."""
+    paths = []
+    for template, operations in httpx.get(svc.url + "/schema/openapi.json").json()["paths"].items():
+        if "get" in operations:
+            for name, value in PATH_VALUES.items():
+                template = template.replace(name, value)
+            assert "{" not in template, template
+            paths.append(template)
+    return paths
+
+
+def assert_private(response: httpx.Response, what: str) -> None:
+    assert "no-store" in response.headers.get("cache-control", ""), (what, response.status_code, response.headers)
+    vary = [v.strip().lower() for v in response.headers.get("vary", "").split(",")]
+    assert "authorization" in vary, (what, response.headers)
+    assert response.headers.get("x-content-type-options") == "nosniff", what
+
+
+def test_answers_holding_a_tenants_data_are_never_stored_by_a_shared_cache(svc):
+    paths = get_paths(svc)
+    assert "/v1/users/alice/export" in paths and "/admin/dashboard" in paths
+    keyed = [p for p in paths if p.startswith(("/v1/", "/admin/")) and p != "/admin/login"]
+    for path in keyed:
+        with svc.client("admin" if path.startswith("/admin/") else "acme") as c:
+            assert_private(c.get(path), f"GET {path}")
+            assert_private(c.head(path), f"HEAD {path}")
+    with svc.client("acme") as c:
+        assert_private(c.post("/v1/chat/completions", json=CHAT), "a chat completion")
+        with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as streamed:
+            assert_private(streamed, "a streamed chat completion")
+            streamed.read()
+        assert_private(c.get("/v1/users/nobody"), "a 404 for a user")
+    assert_private(httpx.get(svc.url + "/v1/users/alice"), "a 401")
+    # the dashboard read with its session cookie: the cookie picks the operator
+    login = httpx.post(svc.url + "/admin/login", data={"key": svc.keys["admin"]})
+    page = httpx.get(svc.url + "/admin/dashboard", cookies={"pluralign_admin": login.cookies["pluralign_admin"]})
+    assert page.status_code == 200
+    assert_private(page, "the dashboard")
+    assert "cookie" in page.headers["vary"].lower()
+
+
+def test_public_answers_may_be_cached_and_none_is_sniffed(svc):
+    for path in ("/health", "/metrics", "/schema/openapi.json", "/schema/swagger", "/schema/assets/swagger-ui.css"):
+        r = httpx.get(svc.url + path)
+        assert r.status_code == 200, path
+        assert "no-store" not in r.headers.get("cache-control", ""), path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+    vary = {v.strip() for v in httpx.get(svc.url + "/metrics").headers["vary"].split(",")}
+    assert "Accept" in vary and "Authorization" not in vary  # its own Vary kept, no key's added
+    assert httpx.get(svc.url + "/nope").headers["x-content-type-options"] == "nosniff"
+
+
+APP = "https://app.example"
+EVIL = "https://evil.example"
+
+
+@pytest.fixture(scope="module")
+def cors_svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm, cors_origins=(APP,))
+    with server:
+        yield service
+
+
+def preflight(svc, origin: str, method: str = "GET", headers: str = "authorization") -> httpx.Response:
+    return httpx.options(svc.url + "/v1/users/alice", headers={
+        "Origin": origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": headers})
+
+
+def test_cors_is_off_by_default_and_leaks_nothing(svc):
+    answer = preflight(svc, EVIL)
+    assert answer.status_code == 204 and not any(h.startswith("access-control-") for h in answer.headers)
+    with svc.client("acme") as c:
+        read = c.get("/v1/users/alice", headers={"Origin": EVIL})
+    assert read.status_code == 200 and not any(h.startswith("access-control-") for h in read.headers)
+
+
+def test_cors_allows_its_origins_only_and_says_why_in_the_apis_shape(cors_svc):
+    allowed = preflight(cors_svc, APP)
+    assert allowed.status_code == 204 and allowed.headers["access-control-allow-origin"] == APP
+    assert "access-control-allow-credentials" not in allowed.headers  # keys travel in a header, never cookies
+    for origin in (EVIL, "null"):
+        refused = preflight(cors_svc, origin)
+        assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+        error = refused.json()["error"]
+        assert error["param"] == "Origin" and "cors_origins" in error["message"], error
+        assert error["request_id"] == refused.headers["x-request-id"]
+    bad_header = preflight(cors_svc, APP, headers="authorization, x-secret")
+    assert bad_header.status_code == 400 and bad_header.json()["error"]["param"] == "Access-Control-Request-Headers"
+    # whether an answer carries Access-Control-Allow-Origin depends on Origin: every one says so to caches
+    with cors_svc.client("acme") as c:
+        for origin in (APP, EVIL, None):
+            for path in ("/v1/users/alice", "/health", "/schema/openapi.json"):
+                r = c.get(path, headers={"Origin": origin} if origin else {})
+                assert "origin" in [v.strip().lower() for v in r.headers.get("vary", "").split(",")], (origin, path, r.headers)
+
+
+def test_a_cross_site_form_or_text_post_carries_no_credential_that_acts(svc):
+    """A page on another site can POST text/plain or a form without a preflight, but it cannot add
+    `Authorization`, and the dashboard's cookie (SameSite=Strict besides) only reads pages."""
+    body = b'{"type": "comparison", "user": "mallory", "prompt": "p", "chosen": "a", "rejected": "b"}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        r = httpx.post(svc.url + "/v1/feedback", content=body, headers={"Content-Type": content_type, "Origin": EVIL})
+        assert r.status_code == 401, (content_type, r.status_code)
+    login = httpx.post(svc.url + "/admin/login", data={"key": svc.keys["admin"]})
+    jar = {"pluralign_admin": login.cookies["pluralign_admin"]}
+    forged = httpx.post(svc.url + "/admin/jobs", cookies=jar, content=b'{"kind": "audit", "params": {"group_by": "x"}}',
+                        headers={"Content-Type": "text/plain", "Origin": EVIL})
+    assert forged.status_code == 403
+    with svc.client("acme") as c:
+        assert c.get("/v1/users/mallory").status_code == 404
+
+
+def test_a_large_answer_is_gzipped_for_a_client_that_accepts_it(svc):
+    """Before, the export went uncompressed whatever `Accept-Encoding` said, one body message per line."""
+    with svc.client("acme") as c:
+        for i in range(30):
+            assert c.post("/v1/feedback", json={**COMPARISON, "prompt": f"Which pet, {i}?"}).status_code == 201
+        # the preference file: the full export's user line changes as the refits behind the feedback land
+        plain = c.get("/v1/users/alice/export?format=preferences", headers={"Accept-Encoding": "identity"})
+        assert plain.status_code == 200 and "content-encoding" not in plain.headers and len(plain.content) > 4096
+        with c.stream("GET", "/v1/users/alice/export?format=preferences", headers={"Accept-Encoding": "gzip"}) as zipped:
+            assert zipped.headers["content-encoding"] == "gzip"
+            vary = {v.strip().lower() for v in zipped.headers["vary"].split(",")}
+            assert {"accept-encoding", "authorization"} <= vary and zipped.headers["cache-control"] == "no-store"
+            wire = b"".join(zipped.iter_raw())
+        assert len(wire) < len(plain.content) / 3
+        assert gzip.decompress(wire) == plain.content
+        head = c.head("/v1/users/alice/export", headers={"Accept-Encoding": "gzip"})
+        assert head.status_code == 200 and head.content == b""
+        # a stream's events reach the client as written: never compressed
+        with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers={"Accept-Encoding": "gzip"}) as streamed:
+            assert "content-encoding" not in streamed.headers
+            assert b"[DONE]" in streamed.read()
+
+
+def test_a_client_that_refuses_gzip_is_not_sent_gzip(svc):
+    """Before, Litestar gzipped for any `Accept-Encoding` holding the word gzip, `gzip;q=0` (refused) included."""
+    with svc.client("acme") as c:
+        for i in range(30):  # an export well over the 1 KiB compressed answers start at
+            assert c.post("/v1/feedback", json={**COMPARISON, "prompt": f"Which bird, {i}?"}).status_code == 201
+        for refusal in ("gzip;q=0", "gzip; q=0.0, identity", "identity, x-gzip;q=0"):
+            with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": refusal}) as r:
+                assert r.status_code == 200 and "content-encoding" not in r.headers, refusal
+                r.read()
+        with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": "br;q=1, gzip;q=0.5"}) as r:
+            assert r.headers["content-encoding"] == "gzip"
+            r.read()
+
+
+def test_methods_paths_and_accept_answer_as_documented(svc):
+    """No fix: locks what docs/api.md says of methods, paths and `Accept` (found consistent in session 37)."""
+    with svc.client("acme") as c:
+        got = c.get("/v1/users/alice")
+        head = c.head("/v1/users/alice")
+        assert head.status_code == 200 and head.content == b""
+        assert {k: head.headers[k] for k in ("content-type", "cache-control", "vary")} == {k: got.headers[k] for k in ("content-type", "cache-control", "vary")}
+        options = c.options("/v1/users/alice")
+        assert options.status_code == 204 and options.headers["allow"] == "DELETE, GET, HEAD, OPTIONS"
+        wrong = c.put("/v1/users/alice", json={})
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "DELETE, GET, HEAD, OPTIONS"
+        assert wrong.json()["error"]["code"] == "method_not_allowed"
+        missing = c.get("/v1/nope")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        assert c.get("/v1/users/alice/").json()["user"] == "alice"  # a trailing slash is the same route
+        # an `Accept` a route cannot serve is not refused: the route's own type comes, as /metrics sends its text format
+        html = c.get("/v1/users/alice", headers={"Accept": "text/html"})
+        assert html.status_code == 200 and html.headers["content-type"] == "application/json"
+    metrics = httpx.get(svc.url + "/metrics", headers={"Accept": "text/html"})
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
