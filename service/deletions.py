@@ -129,8 +129,19 @@ class DeletionSweep(Periodic):
                       "they agree again (fix NTP on the replicas' machines)", skew.words())
 
     def clocks_disagree(self) -> bool:
-        """Whether the last pass saw clocks further apart than a deletion record's slack (`store_sync_ms`)."""
-        return self.clocks.skew.seconds > (self.rt.settings.sync_seconds or 0.0)
+        """Whether the last pass saw clocks further apart than a deletion record's slack (`store_sync_ms`), or
+        another process writing as this replica (the same index: its clock is never compared)."""
+        return self.clocks_problem() is not None
+
+    def clocks_problem(self) -> str | None:
+        """Why DELETEs are refused, in words for the DELETE's 503 and /health; None when they are not."""
+        if self.clocks.index_shared():
+            i = self.rt.settings.replica_index
+            return (f"another process also runs as replica {i} (PLURALIGN_REPLICA_INDEX={i} on two machines?), so their "
+                    f"clocks are never compared; give each replica its own index in 0..{self.rt.settings.replicas - 1}")
+        if self.clocks.skew.seconds > (self.rt.settings.sync_seconds or 0.0):
+            return self.clocks.skew.words()
+        return None
 
     def _load(self) -> Applied:
         """What was applied here; a damaged file counts as nothing applied (every record is applied

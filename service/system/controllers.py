@@ -28,7 +28,7 @@ def health(request: Request) -> dict:
     # tables (or the feedback log) that failed to be read or written lately: the operator's log names the folder
     storage = rt.store.problems.recent()
     # with replicas: clocks seen further apart than store_sync_ms, while DELETEs are refused (pluralign.store.clocks)
-    clocks = rt.deletion_sweep.clocks.skew.words() if rt.deletion_sweep is not None and rt.deletion_sweep.clocks_disagree() else None
+    clocks = rt.deletion_sweep.clocks_problem() if rt.deletion_sweep is not None else None
     return {
         "status": "degraded" if storage or clocks else "ok",
         "storage": storage,
