@@ -619,17 +619,31 @@ class Store:
         replicas move a copy: the second is dropped here. One look for the table's newest version and one
         read of the batch's users' rows (their BITMAP index) per move, with replicas only. Two replicas moving copies in the same instant both
         commit (Lance appends without a key check); reads then count them twice."""
+        held = self._held_ids(owners, data.column("pref_id").to_pylist())
+        if not len(held):
+            return data
+        return data.filter(pc.invert(pc.is_in(data.column("pref_id"), value_set=pc.unique(held))))
+
+    def _held_ids(self, owners: list[tuple[str, str]], pref_ids: list[str]) -> pa.ChunkedArray:
         users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys(owners))
-        ids = ", ".join(quote(i) for i in dict.fromkeys(data.column("pref_id").to_pylist()))
+        ids = ", ".join(quote(i) for i in dict.fromkeys(pref_ids))
         def read() -> pa.ChunkedArray:
             self.preferences.checkout_latest()  # a copy another replica committed a moment ago (reads may be `sync_seconds` stale)
             return (self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["pref_id"])
                     .limit(None).to_arrow().column("pref_id"))
 
-        held = self._read(read)
-        if not len(held):
-            return data
-        return data.filter(pc.invert(pc.is_in(data.column("pref_id"), value_set=pc.unique(held))))
+        return self._read(read)
+
+    @_uses("preferences", "read")
+    def held_pref_ids(self, rows: list[StoredPreference]) -> set[str]:
+        """The `pref_id`s of `rows` the table holds for their user (its newest version): one read by the
+        users' BITMAP index. With replicas the feedback log's mover asks it first, so that a request whose
+        `Idempotency-Key` another replica stored for a request of other rows is left out whole
+        (`pluralign.store.ingest`), never partly."""
+        if not rows:
+            return set()
+        owners = [(r.tenant, r.user_id) for r in rows]
+        return set(self._held_ids(owners, [r.pref_id for r in rows]).to_pylist())
 
     def _grow_histories(self, data: pa.Table, owners: list[tuple[str, str]]) -> None:
         rows_of: dict[tuple[str, str], list[int]] = {}
