@@ -4,8 +4,12 @@ with the same PLURALIGN_REPLICA_INDEX on one store (real LanceDB in a temp dir, 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import types
+
+import httpx
+import pytest
 
 import pluralign.store.clocks as clocks
 from service.admin.controllers import ADMIN_HANDLERS
@@ -87,3 +91,47 @@ def test_a_key_reused_across_replicas_for_requests_of_different_sizes_never_stor
         time.sleep(2 * SYNC_MS / 1000)  # past the replicas' cached histories' staleness
         for client in (acme_a, acme_b):
             assert held(client) == ["Soda 0?", "Soda 1?"]
+
+
+def test_the_deletes_minimum_answer_time_holds_only_its_request(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """With replicas a DELETE answers no sooner than 2 x store_sync_ms after it began (here 2 x 1.5 s). Two
+    tenants' DELETEs sent at once both answer within about that (the wait is the request's, not the DELETEs'
+    thread, which runs tenants in turn: had the wait held it, the second would answer 3 s later), and a client
+    that gives up during the wait leaves the user deleted with no error logged."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    sync_ms = 1500
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=sync_ms,
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    logged: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: logged.append(f"{record.name}: {record.getMessage()}")
+    with first, second, a.client("acme") as acme, a.client("globex") as globex:
+        # after the apps' logging set-up, which replaces the root's handlers
+        monkeypatch.setattr(logging.getLogger(), "handlers", [*logging.getLogger().handlers, handler])
+        logging.getLogger("pluralign.test").error("seen")  # the handler sees what is logged
+        assert logged == ["pluralign.test: seen"]
+        logged.clear()
+        for client in (acme, globex):
+            give_comparisons(client, GONE, "tea", MARKER, n=1)
+        took: dict[str, float] = {}
+
+        def delete(name, client):
+            start = time.monotonic()
+            assert client.delete(f"/v1/users/{GONE}").status_code == 200
+            took[name] = time.monotonic() - start
+
+        threads = [threading.Thread(target=delete, args=pair) for pair in (("acme", acme), ("globex", globex))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wait = 2 * sync_ms / 1000
+        assert all(wait - 0.1 <= s < wait + 2.5 for s in took.values()), took  # held: the second one 2 x wait + steps
+
+        give_comparisons(acme, GONE, "tea", MARKER, n=1)
+        with httpx.Client(base_url=a.url, headers={"Authorization": f"Bearer {a.keys['acme']}"}, timeout=0.8) as impatient:
+            with pytest.raises(httpx.ReadTimeout):
+                impatient.delete(f"/v1/users/{GONE}")
+        time.sleep(wait)
+        assert acme.get(f"/v1/users/{GONE}/preferences").status_code == 404
+        assert not logged, logged
