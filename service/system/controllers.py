@@ -96,6 +96,16 @@ def scrape_state(app: Litestar) -> list:
          "texts embedded since start that were longer than the encoder reads (only their start counts)",
          [({}, getattr(rt.encoder, "truncated", 0))]),
     ]
+    sweep = rt.deletion_sweep
+    if sweep is not None:  # with replicas (pluralign.store.clocks)
+        state += [
+            ("pluralign_replica_clock_skew_seconds", "gauge",
+             "the largest lead of one replica's clock over another's seen (or still held), which DELETEs are judged by",
+             [({}, sweep.clocks.skew.seconds)]),
+            ("pluralign_replica_clocks_refusing_deletes", "gauge",
+             "1 while DELETEs are refused (clocks_disagree: a skew over store_sync_ms, or two processes with one replica index)",
+             [({}, float(sweep.clocks_disagree()))]),
+        ]
     admin = app.state.get("admin")
     if admin is not None:
         by = Counter((job.kind, job.state) for job in admin.runner.list(limit=1 << 30))

@@ -135,3 +135,32 @@ def test_the_deletes_minimum_answer_time_holds_only_its_request(tmp_path, tiny_g
         time.sleep(wait)
         assert acme.get(f"/v1/users/{GONE}/preferences").status_code == 404
         assert not logged, logged
+
+
+def test_metrics_show_the_clock_skew_and_that_deletes_are_refused(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Before: while DELETEs were refused for the replicas' clocks, /metrics said nothing of it (only /health
+    and one log line), so no alert could fire on it. Now `pluralign_replica_clock_skew_seconds` (the skew
+    DELETEs are judged by) and `pluralign_replica_clocks_refusing_deletes` (1 while refused) are scraped."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=SYNC_MS,
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+
+    def scraped(client) -> dict[str, float]:
+        lines = client.get("/metrics").text.splitlines()
+        return {line.split()[0]: float(line.split()[1]) for line in lines if line.startswith("pluralign_replica_clock")}
+
+    skew(b, -3.0)
+    with first, second, a.client("acme") as acme_a:
+        compare_clocks(a, b)
+        assert wait_until(lambda: (compare_clocks(b, a), a.runtime.deletion_sweep.clocks_disagree())[1])
+        seen = scraped(acme_a)
+        assert seen.get("pluralign_replica_clocks_refusing_deletes") == 1.0, seen
+        assert seen["pluralign_replica_clock_skew_seconds"] > 2.0, seen
+        skew(b, 0.0)  # NTP fixed: held as many seconds as it was (rows stamped meanwhile), then 0
+        compare_clocks(b, a, b, a)
+        monkeypatch.setattr(clocks, "time", types.SimpleNamespace(monotonic=lambda: time_monotonic() + 10, time=time.time))
+        compare_clocks(b, a)
+        assert scraped(acme_a) == {"pluralign_replica_clock_skew_seconds": 0.0, "pluralign_replica_clocks_refusing_deletes": 0.0}
+
+
+time_monotonic = time.monotonic
