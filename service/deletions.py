@@ -118,15 +118,18 @@ class DeletionSweep(Periodic):
     def check_clocks(self) -> None:
         """Compare the replicas' clocks (`clocks.beat`); a failure (the store unreachable) is logged and
         leaves the last finding, and the records are applied all the same."""
-        before = self.clocks.skew
+        refusing = self.clocks_disagree()
         try:
-            skew = self.clocks.beat()
+            self.clocks.beat()
         except Exception as exc:  # Lance's errors are of many kinds; the next pass looks again
             log.warning("could not compare the replicas' clocks through the store: %s", exc)
             return
-        if self.clocks_disagree() and skew != before:
-            log.error("replica clocks disagree (%s, more than PLURALIGN_STORE_SYNC_MS): DELETEs are refused until "
-                      "they agree again (fix NTP on the replicas' machines)", skew.words())
+        problem = self.clocks_problem()
+        if problem is not None and not refusing:  # once when it begins, not at every pass (the skew read differs each time)
+            log.error("replica clocks disagree or cannot be compared (%s; at most PLURALIGN_STORE_SYNC_MS is allowed): "
+                      "DELETEs are refused until they agree again (fix NTP on the replicas' machines)", problem)
+        elif problem is None and refusing:
+            log.warning("replica clocks agree again: DELETEs are answered again")
 
     def clocks_disagree(self) -> bool:
         """Whether the last pass saw clocks further apart than a deletion record's slack (`store_sync_ms`), or

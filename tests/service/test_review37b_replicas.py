@@ -139,8 +139,10 @@ def test_the_deletes_minimum_answer_time_holds_only_its_request(tmp_path, tiny_g
 
 def test_metrics_show_the_clock_skew_and_that_deletes_are_refused(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     """Before: while DELETEs were refused for the replicas' clocks, /metrics said nothing of it (only /health
-    and one log line), so no alert could fire on it. Now `pluralign_replica_clock_skew_seconds` (the skew
-    DELETEs are judged by) and `pluralign_replica_clocks_refusing_deletes` (1 while refused) are scraped."""
+    and log lines), so no alert could fire on it; and the error was logged again at every pass whose reading
+    of the skew differed (each does). Now `pluralign_replica_clock_skew_seconds` (the skew DELETEs are judged
+    by) and `pluralign_replica_clocks_refusing_deletes` (1 while refused) are scraped, the error is logged
+    once by each replica when the refusal begins, and a warning when it ends."""
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=SYNC_MS,
                                          admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
@@ -150,9 +152,16 @@ def test_metrics_show_the_clock_skew_and_that_deletes_are_refused(tmp_path, tiny
         return {line.split()[0]: float(line.split()[1]) for line in lines if line.startswith("pluralign_replica_clock")}
 
     skew(b, -3.0)
+    logged: list[tuple[int, str]] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: logged.append((record.levelno, record.getMessage()))
+    monkeypatch.setattr(logging.getLogger("pluralign.deletions"), "handlers", [handler])
     with first, second, a.client("acme") as acme_a:
         compare_clocks(a, b)
         assert wait_until(lambda: (compare_clocks(b, a), a.runtime.deletion_sweep.clocks_disagree())[1])
+        compare_clocks(a, b, a, b)
+        # said once by each replica when it began (before: at every pass whose reading differed, each one does)
+        assert [level for level, m in logged if "DELETEs are refused" in m] == [logging.ERROR] * 2, logged
         seen = scraped(acme_a)
         assert seen.get("pluralign_replica_clocks_refusing_deletes") == 1.0, seen
         assert seen["pluralign_replica_clock_skew_seconds"] > 2.0, seen
@@ -161,6 +170,7 @@ def test_metrics_show_the_clock_skew_and_that_deletes_are_refused(tmp_path, tiny
         monkeypatch.setattr(clocks, "time", types.SimpleNamespace(monotonic=lambda: time_monotonic() + 10, time=time.time))
         compare_clocks(b, a)
         assert scraped(acme_a) == {"pluralign_replica_clock_skew_seconds": 0.0, "pluralign_replica_clocks_refusing_deletes": 0.0}
+        assert len([m for level, m in logged if level == logging.WARNING and "agree again" in m]) == 2, logged
 
 
 time_monotonic = time.monotonic
