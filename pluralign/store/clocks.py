@@ -16,7 +16,11 @@ have been written after it was read): a lower bound of the lead, short of the tr
 when read (up to a pass, plus `store_sync_ms`), never a false alarm. Only the replica behind sees it, so
 it publishes what it saw (`ahead_s`), and every replica reads the largest. A replica whose row stopped
 changing (stopped, or its store writes failing) counts no more after `stale_after_s` of this process's
-monotonic clock; no clock comparison is needed for that.
+monotonic clock; no clock comparison is needed for that. A row this process has not seen before counts
+from the start, unless, by this clock, it is older than a live one can be (`stale_after_s`) plus the
+clock skew deletion records allow (`pluralign.store.deletions.SLACK_S`, 10 minutes): a replica scaled away
+long ago (its row is never removed) would otherwise refuse DELETEs for `stale_after_s` at each start, if
+it had seen a skew; a live replica whose clock runs even further behind counts once its row changes.
 
 Two processes started with the same replica index would write one row over the other's and each skip it as
 its own, so their skew would go unmeasured without a word: each row also carries its writer's `instance`
@@ -35,6 +39,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pyarrow as pa
+
+from pluralign.store.deletions import SLACK_S
 
 log = logging.getLogger("pluralign.store")
 TABLE = "replica_clocks"
@@ -132,7 +138,9 @@ class ReplicaClocks:
             fresh = []
             for r in rows:
                 at, since = self._seen.get(r["replica"], (None, mono))
-                if at != r["at"]:
+                if at is None and now - r["at"] > self.stale_after_s + SLACK_S:
+                    since = mono - self.stale_after_s - 1.0  # first seen, long stopped: counts once it changes
+                elif at != r["at"]:
                     since = mono
                 self._seen[r["replica"]] = (r["at"], since)
                 if mono - since <= self.stale_after_s:

@@ -174,3 +174,29 @@ def test_metrics_show_the_clock_skew_and_that_deletes_are_refused(tmp_path, tiny
 
 
 time_monotonic = time.monotonic
+
+
+def test_a_row_left_by_a_replica_scaled_away_long_ago_does_not_refuse_deletes_at_each_start(tmp_path, tiny_generator_dir,
+                                                                                           tiny_pal_dir, minilm, monkeypatch):
+    """Replica 2 of 3 measured a 5 s skew, then the service was scaled to 2 replicas a day ago: its row (never
+    removed) says so. Before: a process starting counted every row it had not seen change yet as live for its
+    first 3 passes (at least a minute), so at every start of any replica DELETEs answered 503 clocks_disagree
+    for a minute or more and /health said `degraded`. Now a row first seen already older, by this clock, than
+    a live one can be (3 passes) plus deletion records' slack (10 minutes of skew) counts as stopped until it
+    changes."""
+    import lancedb
+    import pyarrow as pa
+
+    from pluralign.store.clocks import TABLE, clock_schema
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    store = tmp_path / "shared-lancedb"
+    lancedb.connect(store).create_table(TABLE, pa.table({"replica": [2], "at": [time.time() - 86_400], "ahead_s": [5.0],
+                                                         "instance": ["gone"]}, schema=clock_schema()))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=SYNC_MS,
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    with first, second, a.client("acme") as acme_a:
+        give_comparisons(acme_a, GONE, "tea", MARKER, n=1)
+        compare_clocks(a, b, a)
+        assert acme_a.get("/health").json()["clocks"] is None
+        assert acme_a.delete(f"/v1/users/{GONE}").status_code == 200
