@@ -118,19 +118,33 @@ class DeletionSweep(Periodic):
     def check_clocks(self) -> None:
         """Compare the replicas' clocks (`clocks.beat`); a failure (the store unreachable) is logged and
         leaves the last finding, and the records are applied all the same."""
-        before = self.clocks.skew
+        refusing = self.clocks_disagree()
         try:
-            skew = self.clocks.beat()
+            self.clocks.beat()
         except Exception as exc:  # Lance's errors are of many kinds; the next pass looks again
             log.warning("could not compare the replicas' clocks through the store: %s", exc)
             return
-        if self.clocks_disagree() and skew != before:
-            log.error("replica clocks disagree (%s, more than PLURALIGN_STORE_SYNC_MS): DELETEs are refused until "
-                      "they agree again (fix NTP on the replicas' machines)", skew.words())
+        problem = self.clocks_problem()
+        if problem is not None and not refusing:  # once when it begins, not at every pass (the skew read differs each time)
+            log.error("replica clocks disagree or cannot be compared (%s; at most PLURALIGN_STORE_SYNC_MS is allowed): "
+                      "DELETEs are refused until they agree again (fix NTP on the replicas' machines)", problem)
+        elif problem is None and refusing:
+            log.warning("replica clocks agree again: DELETEs are answered again")
 
     def clocks_disagree(self) -> bool:
-        """Whether the last pass saw clocks further apart than a deletion record's slack (`store_sync_ms`)."""
-        return self.clocks.skew.seconds > (self.rt.settings.sync_seconds or 0.0)
+        """Whether the last pass saw clocks further apart than a deletion record's slack (`store_sync_ms`), or
+        another process writing as this replica (the same index: its clock is never compared)."""
+        return self.clocks_problem() is not None
+
+    def clocks_problem(self) -> str | None:
+        """Why DELETEs are refused, in words for the DELETE's 503 and /health; None when they are not."""
+        if self.clocks.index_shared():
+            i = self.rt.settings.replica_index
+            return (f"another process also runs as replica {i} (PLURALIGN_REPLICA_INDEX={i} on two machines?), so their "
+                    f"clocks are never compared; give each replica its own index in 0..{self.rt.settings.replicas - 1}")
+        if self.clocks.skew.seconds > (self.rt.settings.sync_seconds or 0.0):
+            return self.clocks.skew.words()
+        return None
 
     def _load(self) -> Applied:
         """What was applied here; a damaged file counts as nothing applied (every record is applied

@@ -16,7 +16,16 @@ have been written after it was read): a lower bound of the lead, short of the tr
 when read (up to a pass, plus `store_sync_ms`), never a false alarm. Only the replica behind sees it, so
 it publishes what it saw (`ahead_s`), and every replica reads the largest. A replica whose row stopped
 changing (stopped, or its store writes failing) counts no more after `stale_after_s` of this process's
-monotonic clock; no clock comparison is needed for that.
+monotonic clock; no clock comparison is needed for that. A row this process has not seen before counts
+from the start, unless, by this clock, it is older than a live one can be (`stale_after_s`) plus the
+clock skew deletion records allow (`pluralign.store.deletions.SLACK_S`, 10 minutes): a replica scaled away
+long ago (its row is never removed) would otherwise refuse DELETEs for `stale_after_s` at each start, if
+it had seen a skew; a live replica whose clock runs even further behind counts once its row changes.
+
+Two processes started with the same replica index would write one row over the other's and each skip it as
+its own, so their skew would go unmeasured without a word: each row also carries its writer's `instance`
+(drawn once per process), and a replica that finds its row written by another instance after it wrote it
+itself says so (`index_shared`) until `stale_after_s` passes without seeing it again.
 """
 
 from __future__ import annotations
@@ -24,11 +33,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pyarrow as pa
+
+from pluralign.store.deletions import SLACK_S
 
 log = logging.getLogger("pluralign.store")
 TABLE = "replica_clocks"
@@ -38,9 +50,13 @@ KEEP_VERSIONS = timedelta(minutes=10)  # what a removal leaves: no reader needs 
 
 def clock_schema() -> pa.Schema:
     """One row per replica: `replica` (its index), `at` (unix seconds, its clock, when written),
-    `ahead_s` (seconds: the largest lead over its own clock it saw in another replica's row)."""
+    `ahead_s` (seconds: the largest lead over its own clock it saw in another replica's row), `instance`
+    (the writing process's random id; null in a table written before it was kept)."""
     return pa.schema([pa.field("replica", pa.int32(), nullable=False), pa.field("at", pa.float64(), nullable=False),
-                      pa.field("ahead_s", pa.float64(), nullable=False)])
+                      pa.field("ahead_s", pa.float64(), nullable=False), INSTANCE])
+
+
+INSTANCE = pa.field("instance", pa.string(), nullable=True)  # added after the table's first release: a table gains it on open
 
 
 @dataclass(frozen=True)
@@ -64,7 +80,8 @@ class ReplicaClocks:
     """`beat()` writes this replica's row and returns the skew seen (`Skew`); `skew` is the last one.
     `db`: the store's LanceDB connection; `replica`: this replica's index; `clock`: its wall clock (a
     test skews one replica with it); `stale_after_s`: a row unchanged this long (this process's
-    monotonic clock) is a replica that stopped, and counts no more."""
+    monotonic clock) is a replica that stopped, and counts no more; `index_shared` says whether another
+    process was seen writing as the same replica within that long."""
 
     def __init__(self, db, replica: int, stale_after_s: float, clock: Callable[[], float] = time.time):
         self.db = db
@@ -77,6 +94,9 @@ class ReplicaClocks:
         self._table = None
         self._seen: dict[int, tuple[float, float]] = {}  # replica -> (its row's `at`, monotonic time it was first seen)
         self._beats = 0
+        self.instance = uuid.uuid4().hex  # this process's, in its row: another writing as `replica` shows by its own
+        self._wrote = False
+        self._twin_seen: float | None = None  # monotonic: when this replica's row was last found written by another process
         self._lock = threading.Lock()  # one pass at a time
 
     def _open(self):
@@ -88,7 +108,17 @@ class ReplicaClocks:
                     self._table = self.db.create_table(TABLE, schema=clock_schema())
                 except (OSError, RuntimeError, ValueError):  # made by another replica meanwhile
                     self._table = self.db.open_table(TABLE)
+            if INSTANCE.name not in self._table.schema.names:
+                try:
+                    self._table.add_columns(INSTANCE)
+                except (OSError, RuntimeError, ValueError):  # added by another replica meanwhile
+                    self._table.checkout_latest()
         return self._table
+
+    def index_shared(self) -> bool:
+        """Whether another process wrote this replica's row (the same replica index) between two of this
+        one's passes within the last `stale_after_s`: the two clocks are then never compared."""
+        return self._twin_seen is not None and time.monotonic() - self._twin_seen <= self.stale_after_s
 
     def beat(self) -> Skew:
         """Read the other replicas' rows, then write this one's; returns `skew`: what this pass saw, or,
@@ -97,12 +127,20 @@ class ReplicaClocks:
         through, with `skew` as it was."""
         with self._lock:
             table = self._open()
-            rows = [r for r in table.search().limit(None).to_arrow().to_pylist() if r["replica"] != self.replica]
+            every = table.search().limit(None).to_arrow().to_pylist()
             now, mono = self.clock(), time.monotonic()
+            rows = [r for r in every if r["replica"] != self.replica]
+            if self._wrote and any(r["instance"] not in (None, self.instance) for r in every if r["replica"] == self.replica):
+                if not self.index_shared():
+                    log.error("another process writes as replica %d too (PLURALIGN_REPLICA_INDEX=%d on two machines?): each "
+                              "replica needs its own index; DELETEs are refused while both run", self.replica, self.replica)
+                self._twin_seen = mono
             fresh = []
             for r in rows:
                 at, since = self._seen.get(r["replica"], (None, mono))
-                if at != r["at"]:
+                if at is None and now - r["at"] > self.stale_after_s + SLACK_S:
+                    since = mono - self.stale_after_s - 1.0  # first seen, long stopped: counts once it changes
+                elif at != r["at"]:
                     since = mono
                 self._seen[r["replica"]] = (r["at"], since)
                 if mono - since <= self.stale_after_s:
@@ -115,8 +153,10 @@ class ReplicaClocks:
             for r in fresh:  # what the others saw (the replica behind is the one that sees a skew)
                 if r["ahead_s"] > skew.seconds:
                     skew = Skew(r["ahead_s"], None, r["replica"])
-            row = pa.table({"replica": [self.replica], "at": [self.clock()], "ahead_s": [mine]}, schema=clock_schema())
+            row = pa.table({"replica": [self.replica], "at": [self.clock()], "ahead_s": [mine], "instance": [self.instance]},
+                           schema=clock_schema())
             table.merge_insert("replica").when_matched_update_all().when_not_matched_insert_all().execute(row)
+            self._wrote = True
             self._beats += 1
             if self._beats % TIDY_EVERY == 0:
                 try:  # another replica's removal at the same moment may conflict: the next tidy does it

@@ -233,6 +233,8 @@ class Ingestor:
                 return 0
             # not moved or forgotten meanwhile, nor of a user held in the log (`held`)
             entries = [e for e in entries if self.log.is_pending(e) and e.key not in self._held]
+            if self.store.sync_seconds is not None:  # with replicas
+                entries = self._not_stored_elsewhere(entries)
             rows = [r for e in entries for r in e.rows]
             if not rows:
                 return 0
@@ -246,6 +248,24 @@ class Ingestor:
             except Exception:
                 log.exception("on_moved hook failed")
         return len(rows)
+
+    def _not_stored_elsewhere(self, entries: list[Entry]) -> list[Entry]:
+        """The entries none of whose ids the store holds; the others are done here, left out whole. A
+        request sent with `Idempotency-Key` that another replica stored while this one still held it (the
+        client's retry reached the other one, which cannot see this log) has its ids drawn from the key:
+        a retry of the same request is held whole, and a request of another number of rows sent with the
+        same key (on one replica a 422, nothing of it stored) only partly; storing its other rows mixed the
+        two requests. Runs under `_move`."""
+        held = self.store.held_pref_ids([r for e in entries for r in e.rows])
+        if not held:
+            return entries
+        stored = [e for e in entries if any(r.pref_id in held for r in e.rows)]
+        partly = sum(1 for e in stored if not all(r.pref_id in held for r in e.rows))
+        if partly:
+            log.warning("%d feedback requests left out: another replica stored a request of other rows under the "
+                        "same Idempotency-Key (each request goes whole or not at all)", partly)
+        self.log.done(stored)
+        return [e for e in entries if e not in stored]
 
     def _embed(self, entries: list[Entry]) -> dict[str, np.ndarray]:
         """The vectors of the texts of `entries`, ENCODE_CHUNK texts at a time: the texts of entries no longer

@@ -602,35 +602,28 @@ class Store:
         owners = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)) if name == "preferences" else []
         # a delete of the user cannot fall between the commit and the cache update, nor a load of their history land
         with self._lock, self.histories.writing(owners):
-            if owners and self.sync_seconds is not None:  # with replicas: an idempotent retry another one stored
-                data = self._not_stored(data, owners)
-                owners = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True))
-                if not data.num_rows:
-                    return
             self._commit_rows(name, self.tables[name], data)
             self._after_write(name)
             if owners:
                 self._grow_histories(data, owners)
 
-    def _not_stored(self, data: pa.Table, owners: list[tuple[str, str]]) -> pa.Table:
-        """The preference rows of `data` whose `pref_id` the table does not hold for their user. A feedback
-        or import sent with `Idempotency-Key` has the same ids on every attempt (`service.feedback.services.
-        idempotent_ids`); a retry that reached another replica than the first attempt, while the first
-        still waited in that one's feedback log, cannot see it there and is acknowledged again, so both
-        replicas move a copy: the second is dropped here. One look for the table's newest version and one
-        read of the batch's users' rows (their BITMAP index) per move, with replicas only. Two replicas moving copies in the same instant both
-        commit (Lance appends without a key check); reads then count them twice."""
-        users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys(owners))
-        ids = ", ".join(quote(i) for i in dict.fromkeys(data.column("pref_id").to_pylist()))
-        def read() -> pa.ChunkedArray:
-            self.preferences.checkout_latest()  # a copy another replica committed a moment ago (reads may be `sync_seconds` stale)
-            return (self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["pref_id"])
-                    .limit(None).to_arrow().column("pref_id"))
-
-        held = self._read(read)
-        if not len(held):
-            return data
-        return data.filter(pc.invert(pc.is_in(data.column("pref_id"), value_set=pc.unique(held))))
+    @_uses("preferences", "read")
+    def held_pref_ids(self, rows: list[StoredPreference]) -> set[str]:
+        """The `pref_id`s of `rows` the table's newest version holds for their user: one look for that
+        version and one read by the users' BITMAP index. With replicas the feedback log's mover asks it
+        before each move (`pluralign.store.ingest`): a feedback or import sent with `Idempotency-Key` has
+        the same ids on every attempt (`service.feedback.services.idempotent_ids`), and a retry that
+        reached another replica than the first attempt, while the first still waited in that one's
+        log, cannot see it there and is acknowledged again; the copy found stored is left out (whole).
+        Two replicas moving copies in the same instant both commit (Lance appends without a key check)."""
+        if not rows:
+            return set()
+        users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys((r.tenant, r.user_id) for r in rows))
+        ids = ", ".join(quote(i) for i in dict.fromkeys(r.pref_id for r in rows))
+        # a copy another replica committed a moment ago: reads may otherwise be `sync_seconds` stale
+        self.preferences.checkout_latest()
+        held = self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["pref_id"]).limit(None).to_arrow()
+        return set(held.column("pref_id").to_pylist())
 
     def _grow_histories(self, data: pa.Table, owners: list[tuple[str, str]]) -> None:
         rows_of: dict[tuple[str, str], list[int]] = {}

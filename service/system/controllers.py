@@ -28,7 +28,7 @@ def health(request: Request) -> dict:
     # tables (or the feedback log) that failed to be read or written lately: the operator's log names the folder
     storage = rt.store.problems.recent()
     # with replicas: clocks seen further apart than store_sync_ms, while DELETEs are refused (pluralign.store.clocks)
-    clocks = rt.deletion_sweep.clocks.skew.words() if rt.deletion_sweep is not None and rt.deletion_sweep.clocks_disagree() else None
+    clocks = rt.deletion_sweep.clocks_problem() if rt.deletion_sweep is not None else None
     return {
         "status": "degraded" if storage or clocks else "ok",
         "storage": storage,
@@ -105,6 +105,16 @@ def scrape_state(app: Litestar) -> list:
              [({}, -1 if connections.limit is None else connections.limit)]),
             ("pluralign_connections_refused", "counter", "connections answered 503 too_many_connections at once, over "
              "PLURALIGN_MAX_CONNECTIONS, since start", [({}, connections.refused)]),
+        ]
+    sweep = rt.deletion_sweep
+    if sweep is not None:  # with replicas (pluralign.store.clocks)
+        state += [
+            ("pluralign_replica_clock_skew_seconds", "gauge",
+             "the largest lead of one replica's clock over another's seen (or still held), which DELETEs are judged by",
+             [({}, sweep.clocks.skew.seconds)]),
+            ("pluralign_replica_clocks_refusing_deletes", "gauge",
+             "1 while DELETEs are refused (clocks_disagree: a skew over store_sync_ms, or two processes with one replica index)",
+             [({}, float(sweep.clocks_disagree()))]),
         ]
     admin = app.state.get("admin")
     if admin is not None:

@@ -271,14 +271,15 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     stop (SIGTERM) while the DELETE waits for its turn (`service.app.stop_taking_deletes`): it never began.
     503 (`delete_not_recorded`) with Retry-After when its journal entry cannot be written (a read-only or
     full disk): it never began either. 503 (`clocks_disagree`) with Retry-After when, with replicas, their
-    clocks were seen further apart than `store_sync_ms` (`pluralign.store.clocks`): a DELETE then cannot
+    clocks were seen further apart than `store_sync_ms`, or two processes run as one replica index
+    (`pluralign.store.clocks`): a DELETE then cannot
     tell the user's feedback held by another replica from before it and after it; it never began."""
     rt, tenant, user_id = _user(request, user_id)
-    if rt.deletion_sweep is not None and rt.deletion_sweep.clocks_disagree():
-        return error_response(503, f"the replicas' clocks disagree ({rt.deletion_sweep.clocks.skew.words()}; at most "
+    if rt.deletion_sweep is not None and (problem := rt.deletion_sweep.clocks_problem()) is not None:
+        return error_response(503, f"the replicas' clocks disagree or cannot be compared ({problem}; at most "
                               f"PLURALIGN_STORE_SYNC_MS, {rt.settings.sync_seconds:g} s, is allowed): a DELETE now could keep "
                               "feedback sent before it or remove feedback sent after it, so nothing of the user was deleted; "
-                              "send the DELETE again once the operator has fixed the clocks (NTP)",
+                              "send the DELETE again once the operator has fixed the clocks (NTP) or the replicas' indexes",
                               code="clocks_disagree", headers={"Retry-After": str(NOT_RECORDED_RETRY_AFTER)})
     try:
         began: list[float] = []

@@ -60,3 +60,38 @@ def test_a_skew_is_held_as_long_as_it_was_once_the_clock_is_set_right_and_a_stop
     assert a.beat().seconds == 10.0  # held as long as it lasted
     mono.at += 11
     assert a.beat().seconds == 0.0
+
+
+def test_on_object_storage_replicas_creating_and_writing_the_table_at_once_all_count_and_a_shared_index_shows():
+    """moto's S3 server as the bucket: three replicas' first passes at once (each creates the table, two lose
+    the race), then passes at the same moment (merge_insert commits that conflict, retried by Lance), and
+    the versions' removal at once: no pass fails, every replica's row is there, a 4 s lead is seen by the
+    replica behind; a fourth process with replica 0's index is noticed by both."""
+    from tests.s3 import S3Server
+    from tests.together import at_once
+
+    with S3Server("pluralign-clocks") as s3:
+        def replica(i: int, at: float) -> ReplicaClocks:
+            db = lancedb.connect(s3.uri("clocks"), storage_options=s3.options, read_consistency_interval=timedelta(0))
+            return ReplicaClocks(db, i, stale_after_s=60, clock=Clock(at))
+
+        replicas = [replica(0, 1000.0), replica(1, 1000.0), replica(2, 996.0)]  # 2 runs 4 s behind
+        for _ in range(3):
+            results = at_once(*(r.beat for r in replicas))
+            assert not [x for x in results if isinstance(x, BaseException)], results
+        assert sorted(row["replica"] for row in replicas[0]._open().to_arrow().to_pylist()) == [0, 1, 2]
+        assert replicas[2].skew.seconds >= 4.0 and replicas[2].skew.behind == 2
+        import pluralign.store.clocks as clocks
+
+        tidy = clocks.TIDY_EVERY
+        try:
+            clocks.TIDY_EVERY = 1
+            results = at_once(*(r.beat for r in replicas))
+            assert not [x for x in results if isinstance(x, BaseException)], results
+        finally:
+            clocks.TIDY_EVERY = tidy
+        twin = replica(0, 1000.0)
+        twin.beat()
+        replicas[0].beat()
+        twin.beat()
+        assert replicas[0].index_shared() and twin.index_shared() and not replicas[1].index_shared()
