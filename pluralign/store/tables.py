@@ -124,12 +124,13 @@ class StoredPreference(Base):
     margin: float | None = None
     source: str | None = None
     attributes: dict[str, str] = {}
-    # when the service received the row (unix seconds, the receiving replica's clock); `created_at` is
-    # when it was made (an import keeps its file's). None: stored before it was kept (`received`)
-    received_at: float | None = None
     # the TRL row an import read, as it came (message lists, the implicit prompt, TRL's extra columns),
     # when its text alone would not give it back (`Preference.trl`); None: the text is the row
     trl: TrlRow | None = None
+    # when the service received the row (unix seconds, the receiving replica's clock); `created_at` is
+    # when it was made (an import keeps its file's). None: stored before it was kept (`received`)
+    # the last field: the feedback log's writer stamps it into each row's encoding (`pluralign.store.feedback_log`)
+    received_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PREFERENCE_KINDS:
