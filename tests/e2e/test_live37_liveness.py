@@ -11,7 +11,9 @@ httpGet probe as a GET whose status is 200-399 within timeoutSeconds (default 1 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -88,13 +90,20 @@ def answering(answer: bytes | None):
     return listener.getsockname()[1], stop
 
 
-def test_the_liveness_probe_counts_the_over_limit_answer_as_alive_and_nothing_else():
-    """The exec probe of the manifest against the exact bytes `pluralign serve` refuses a connection with
+def image_healthcheck() -> dict:
+    """The image's HEALTHCHECK (deploy/Dockerfile, exec form) as an exec probe bounded by its --timeout."""
+    (line,) = re.findall(r"^HEALTHCHECK .*--timeout=(\d+)s CMD (\[.*\])$", (ROOT / "deploy" / "Dockerfile").read_text(), flags=re.M)
+    return {"exec": {"command": json.loads(line[1])}, "timeoutSeconds": int(line[0])}
+
+
+@pytest.mark.parametrize("probe", ["manifest", "image"])
+def test_the_liveness_probe_counts_the_over_limit_answer_as_alive_and_nothing_else(probe):
+    """The exec probe of the manifest (and the image's HEALTHCHECK, which ECS or an autoheal replaces containers by) against the exact bytes `pluralign serve` refuses a connection with
     (`over_limit_answer`), another 503, a 200, a listener that never answers, and a closed port (the default
     suite's check: the real server's is slow-marked below)."""
     from training.commands.serve import over_limit_answer
 
-    liveness = container()["livenessProbe"]
+    liveness = container()["livenessProbe"] if probe == "manifest" else image_healthcheck()
     ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
     other = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 7\r\nconnection: close\r\n\r\nstopped"
     for answer, alive in ((over_limit_answer(4), True), (ok, True), (other, False), (None, False)):
