@@ -5,7 +5,7 @@ The index is a SQLite file in the jobs folder. It may name more audits than hold
 an audit's entries are committed (synchronous=FULL: on disk) before its first members file is written
 (`Admin._prune_audit`), and a DELETE still reads the members file of each audit the index names. A
 user's DELETE rewrites the members files that hold them first, then drops their entries of those audits
-(`replace`, from the file as it now is); a crash between the two leaves entries naming the audit, and the
+(`drop`, but for keys a user still in the file shares); a crash between the two leaves entries naming the audit, and the
 deletion journal's replay of the DELETE, finding no hash of theirs left in the file, drops them then. So
 a crash at any moment leaves an index a DELETE, or its replay at the next start, misses nothing by, and
 once a DELETE has finished neither the members files nor the index hold the user (secure_delete and a
@@ -89,27 +89,29 @@ class AuditMembersIndex:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def replace(self, job_id: str, user_hashes: Iterable[str]) -> None:
-        """Index the audit `job_id` as holding the users of `user_hashes` (`key_hash`) and no others: the entries
-        of users who left its members file (their DELETE) go, in one transaction. On disk on return, and the
-        write-ahead log then emptied into the file and truncated, so the removed keys' bytes are left neither
-        there nor (secure_delete) in the file's freed space. Call it once the members file holds `user_hashes`:
-        a crash before leaves entries for users no longer in it, never a user in it without one."""
-        keys = {hash_key(h) for h in user_hashes}
+    def drop(self, job_id: str, user_hashes: Iterable[str], kept: Iterable[str]) -> None:
+        """Take the users of `user_hashes` (`key_hash`) out of the audit `job_id`'s entries, but for keys that a
+        user of `kept` (those its members file holds now) shares, in one transaction (each a primary-key lookup).
+        On disk on return; when any entry went, the write-ahead log is emptied into the file and truncated, so
+        the removed keys' bytes are left neither there nor (secure_delete) in the file's freed space. Call it once
+        the members file no longer holds `user_hashes`: a crash before leaves entries naming the audit for users
+        no longer in it, never a user in it without one."""
+        keys = {hash_key(h) for h in user_hashes} - {hash_key(h) for h in kept}
+        if not keys:
+            return
         with self._lock:
+            row = self._db.execute("SELECT id FROM audit WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                return
+            before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("INSERT OR IGNORE INTO audit (job_id) VALUES (?)", (job_id,))
-                (audit,) = self._db.execute("SELECT id FROM audit WHERE job_id = ?", (job_id,)).fetchone()
-                held = {user for (user,) in self._db.execute("SELECT user FROM member WHERE audit = ?", (audit,))}
-                self._db.executemany("DELETE FROM member WHERE user = ? AND audit = ?", ((k, audit) for k in held - keys))
-                self._db.executemany("INSERT OR IGNORE INTO member VALUES (?, ?)", ((k, audit) for k in keys - held))
+                self._db.executemany("DELETE FROM member WHERE user = ? AND audit = ?", ((k, row[0]) for k in sorted(keys)))
                 self._db.execute("COMMIT")
-                self._unread.discard(job_id)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            if held - keys:
+            if self._db.total_changes > before:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def audits_of(self, user_hashes: Iterable[str]) -> set[str]:

@@ -387,8 +387,8 @@ class Admin:
         sent (an attribute's value) and their figures were drawn from those users alone. With `write` (the
         audit's first members file), `members` go into the audit members index first, on disk before the file
         is: a crash between the two leaves an index naming the audit, never a file the index misses. Without
-        (a DELETE took users out of `members`), the file is rewritten first and the index's entries of the audit
-        then drawn from it (`AuditMembersIndex.replace`): the users who left it leave the index too."""
+        (a DELETE took users out of `members`), the file is rewritten, and the DELETE then takes those users out
+        of the index (`_forget_in_audits`)."""
         path = self.runner.store.path(job_id, "result.json")
         report = decode_report(path.read_bytes())
         groups = {g.group for g in report.groups}
@@ -397,8 +397,6 @@ class Admin:
         if write:
             self.audit_members.add(job_id, [h for users in members.values() for h in users])
         write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
-        if not write:
-            self.audit_members.replace(job_id, [h for users in kept.values() for h in users])
         if gone:
             data = report_encoder.encode(without_groups(report, gone))
             write_atomic(path, data)
@@ -424,12 +422,12 @@ class Admin:
             theirs = forget.made_at(job.created_at)
             gone = {h for h in hashes if h in theirs.hashes} | {key_hash(k) for k in theirs.keys}
             members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
-            if not any(h in gone for users in members.values() for h in users):
-                # a DELETE stopped after this file was rewritten (the journal's replay), or another user's key
-                # prefix: the index's entries of the audit are drawn from the file, the user's leave
-                self.audit_members.replace(job.id, [h for users in members.values() for h in users])
-                continue
-            self._prune_audit(job.id, {group: [h for h in users if h not in gone] for group, users in members.items()})
+            pruned = {group: [h for h in users if h not in gone] for group, users in members.items()}
+            if pruned != members:
+                self._prune_audit(job.id, pruned)
+            # the file holds none of them now (rewritten here, or by this DELETE stopped before the index followed:
+            # the journal's replay), so their entries of the audit go, but for keys a user still in it shares
+            self.audit_members.drop(job.id, gone, [h for users in pruned.values() for h in users])
 
     def keep_snapshot_users(self, job: Job) -> None:
         """A succeeded PAL or EM job trained on a population snapshot (`on_succeed`): its artifact

@@ -85,10 +85,10 @@ def test_a_delete_stopped_between_the_members_file_and_the_index_is_finished_by_
         audit_of(server, svc, acme)
         index = server.server.config.app.state.admin.audit_members
 
-        def killed(job_id, user_hashes):
+        def killed(job_id, user_hashes, kept):
             raise Stopped
 
-        monkeypatch.setattr(index, "replace", killed)
+        monkeypatch.setattr(index, "drop", killed)
         with pytest.raises(Stopped):
             services.delete(svc.runtime, "acme", GONE)
         assert gone not in str(members_of(data / "jobs", "audit-live"))
