@@ -2,10 +2,14 @@
 reading every stored audit's members file (`Admin._forget_in_audits`).
 
 The index is a SQLite file in the jobs folder. It may name more audits than hold the user, never fewer:
-an audit's entries are committed (synchronous=FULL: on disk) before its members file is written
-(`Admin._prune_audit`), a DELETE still reads the members file of each audit the index names, and a
-user left out of a members file later (their DELETE) may stay in the index. So a crash at any moment
-leaves an index a DELETE, or the deletion journal's replay of one at the next start, misses nothing by.
+an audit's entries are committed (synchronous=FULL: on disk) before its first members file is written
+(`Admin._prune_audit`), and a DELETE still reads the members file of each audit the index names. A
+user's DELETE rewrites the members files that hold them first, then drops their entries of those audits
+(`drop`, but for keys a user still in the file shares); a crash between the two leaves entries naming the audit, and the
+deletion journal's replay of the DELETE, finding no hash of theirs left in the file, drops them then. So
+a crash at any moment leaves an index a DELETE, or its replay at the next start, misses nothing by, and
+once a DELETE has finished neither the members files nor the index hold the user (secure_delete and a
+checkpoint that truncates the write-ahead log: the key's bytes are not left in freed space).
 
 A user is indexed by the first 8 bytes of their `key_hash` (`tenant/user`), as one integer: two users
 sharing them only cost a members file read. About 20 bytes a member of an audit on disk (a members file
@@ -61,6 +65,8 @@ class AuditMembersIndex:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the members file is written
+            # a deleted user's entry is overwritten with zeros, not left in a freed cell or page (`replace`)
+            db.execute("PRAGMA secure_delete=ON")
             db.execute("CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, job_id TEXT UNIQUE NOT NULL)")
             db.execute("CREATE TABLE IF NOT EXISTS member (user INTEGER, audit INTEGER, PRIMARY KEY (user, audit)) WITHOUT ROWID")
             db.execute("SELECT count(*) FROM audit").fetchone()
@@ -82,6 +88,31 @@ class AuditMembersIndex:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def drop(self, job_id: str, user_hashes: Iterable[str], kept: Iterable[str]) -> None:
+        """Take the users of `user_hashes` (`key_hash`) out of the audit `job_id`'s entries, but for keys that a
+        user of `kept` (those its members file holds now) shares, in one transaction (each a primary-key lookup).
+        On disk on return; when any entry went, the write-ahead log is emptied into the file and truncated, so
+        the removed keys' bytes are left neither there nor (secure_delete) in the file's freed space. Call it once
+        the members file no longer holds `user_hashes`: a crash before leaves entries naming the audit for users
+        no longer in it, never a user in it without one."""
+        keys = {hash_key(h) for h in user_hashes} - {hash_key(h) for h in kept}
+        if not keys:
+            return
+        with self._lock:
+            row = self._db.execute("SELECT id FROM audit WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                return
+            before = self._db.total_changes
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM member WHERE user = ? AND audit = ?", ((k, row[0]) for k in sorted(keys)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if self._db.total_changes > before:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def audits_of(self, user_hashes: Iterable[str]) -> set[str]:
         """The ids of the audit jobs whose members file may hold one of `user_hashes`: every one that does, perhaps more."""

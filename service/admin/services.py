@@ -421,7 +421,9 @@ class Admin:
         output it was read from) the groups that no member is left in: their names are what those users
         sent (an attribute's value) and their figures were drawn from those users alone. With `write` (the
         audit's first members file), `members` go into the audit members index first, on disk before the file
-        is: a crash between the two leaves an index naming the audit, never a file the index misses."""
+        is: a crash between the two leaves an index naming the audit, never a file the index misses. Without
+        (a DELETE took users out of `members`), the file is rewritten, and the DELETE then takes those users out
+        of the index (`_forget_in_audits`)."""
         path = self.runner.store.path(job_id, "result.json")
         report = decode_report(path.read_bytes())
         groups = {g.group for g in report.groups}
@@ -429,8 +431,7 @@ class Admin:
         kept = {group: users for group, users in members.items() if users and group in groups}
         if write:
             self.audit_members.add(job_id, [h for users in members.values() for h in users])
-        if write or gone:
-            write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
+        write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
         if gone:
             data = report_encoder.encode(without_groups(report, gone))
             write_atomic(path, data)
@@ -456,9 +457,12 @@ class Admin:
             theirs = forget.made_at(job.created_at)
             gone = {h for h in hashes if h in theirs.hashes} | {key_hash(k) for k in theirs.keys}
             members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
-            if not any(h in gone for users in members.values() for h in users):
-                continue
-            self._prune_audit(job.id, {group: [h for h in users if h not in gone] for group, users in members.items()})
+            pruned = {group: [h for h in users if h not in gone] for group, users in members.items()}
+            if pruned != members:
+                self._prune_audit(job.id, pruned)
+            # the file holds none of them now (rewritten here, or by this DELETE stopped before the index followed:
+            # the journal's replay), so their entries of the audit go, but for keys a user still in it shares
+            self.audit_members.drop(job.id, gone, [h for users in pruned.values() for h in users])
 
     def keep_snapshot_users(self, job: Job) -> None:
         """A succeeded PAL or EM job trained on a population snapshot (`on_succeed`): its artifact

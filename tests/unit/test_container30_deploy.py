@@ -66,10 +66,12 @@ def test_the_vllm_pod_meets_the_restricted_pod_security_profile():
 
 def test_probes_match_what_health_says():
     """/health answers once the models are loaded, 200 also when `degraded` (a restart would not mend a
-    full disk): a startup probe long enough for a first start's PAL bootstrap, liveness and readiness on it."""
+    full disk): a startup probe long enough for a first start's PAL bootstrap, readiness on it, and liveness on
+    /health too, through an exec probe that counts the over-limit 503 as alive (tests/e2e/test_live37_liveness.py)."""
     container = api_pod()["containers"][0]
-    probes = {name: container[name] for name in ("startupProbe", "readinessProbe", "livenessProbe")}
+    probes = {name: container[name] for name in ("startupProbe", "readinessProbe")}
     assert all(p["httpGet"] == {"path": "/health", "port": 8000} for p in probes.values())
+    assert "'/health'" in container["livenessProbe"]["exec"]["command"][-1]
     startup = probes["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 180
     assert api_pod()["terminationGracePeriodSeconds"] >= 15  # the 5 s graceful wait and the tables closing
