@@ -201,15 +201,3 @@ def test_a_persona_population_of_more_groups_than_a_job_may_ask_is_a_usage_error
     line = last_line(err)
     assert code == 2 and out == "" and "Traceback" not in err, err
     assert line.startswith("pluralign: error: argument --groups: expected an integer < 65, got 99999999"), line
-
-
-def test_data_export_out_equal_to_its_path_is_refused_and_the_file_kept(tmp_path):
-    """Before: `data export --path prefs.jsonl --out prefs.jsonl` rewrote the source in place (with
-    `--skip-bad`, without its bad rows), unlike `audit`, whose --out may not be an input either."""
-    path = tmp_path / "prefs.jsonl"
-    path.write_text('{"user_id": "u", "prompt": "Q?", "chosen": "A.", "rejected": "B."}\nnot json\n')
-    before = path.read_bytes()
-    code, out, err = pluralign("data", "export", "--source", "jsonl", "--path", str(path), "--skip-bad", "--out", str(path))
-    assert code == 2 and out == "" and "Traceback" not in err, err
-    assert last_line(err).startswith(f"pluralign: error: --out {path}: is the file --path reads"), err
-    assert path.read_bytes() == before

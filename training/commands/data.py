@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.common import check_not_an_input, check_writable_file, print_json, read_preference_rows, reading, user_id
+from training.common import check_writable_file, print_json, read_preference_rows, reading, user_id
 
 
 def _load(args):
@@ -72,7 +72,6 @@ def export(args: argparse.Namespace) -> int:
     if suffix not in (".jsonl", ".json", ".ndjson", ".parquet"):  # before reading: the format follows the name
         raise ValueError(f"--out {args.out}: expected a .jsonl (or .json, .ndjson) or .parquet file name, got {suffix or 'no suffix'!r}")
     check_writable_file("--out", args.out, "the exported file")
-    check_not_an_input("--out", args.out, {"--path": args.path}, "the exported file")  # a source rewritten in place is lost
     records, _ = _load(args)
     parquet = suffix == ".parquet"
     n = write_parquet(records, args.out) if parquet else write_jsonl(records, args.out)
