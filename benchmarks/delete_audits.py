@@ -118,7 +118,7 @@ def admin_only(audits: int, repeats: int = 21) -> dict:
 
 def run_child(tree: Path, audits: int, users: int, admin: bool = False) -> dict:
     env = {"PLURALIGN_SHARED_DATA": str(ROOT.parent / "shared" / "data"), **os.environ, "PYTHONPATH": str(tree),
-           "PLURALIGN_BENCH_TREE": str(tree)}
+           "BENCHMARK_TREE": str(tree)}
     out = subprocess.run([sys.executable, __file__, "--child", str(audits), "--users", str(users), *(["--admin-only"] if admin else [])],
                          env=env, cwd=tree,
                          capture_output=True, text=True)
@@ -136,7 +136,7 @@ def main() -> None:
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child is not None:
-        sys.path.insert(0, os.environ.get("PLURALIGN_BENCH_TREE", str(ROOT)))
+        sys.path.insert(0, os.environ.get("BENCHMARK_TREE", str(ROOT)))
         print(json.dumps(admin_only(args.child) if args.admin_only else child(args.child, args.users)))
         return
     what = "Admin.forget_in_population ms, median (max) of 21" if args.admin_only else f"DELETE /v1/users/{{id}} ms, median (max) of {args.users}"

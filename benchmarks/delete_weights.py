@@ -45,7 +45,7 @@ def measure(users: int, repeats: int) -> float:
 
 
 def run_child(tree: Path, users: int, repeats: int) -> float:
-    env = {**os.environ, "PYTHONPATH": str(tree), "PLURALIGN_BENCH_TREE": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree), "BENCHMARK_TREE": str(tree)}
     out = subprocess.run([sys.executable, __file__, "--child", str(users), "--repeats", str(repeats)], env=env, cwd=tree,
                          capture_output=True, text=True)
     if out.returncode:
@@ -61,7 +61,7 @@ def main() -> None:
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child is not None:
-        sys.path.insert(0, os.environ.get("PLURALIGN_BENCH_TREE", str(ROOT)))
+        sys.path.insert(0, os.environ.get("BENCHMARK_TREE", str(ROOT)))
         print(json.dumps(measure(args.child, args.repeats)))
         return
     print(f"forget_weight_rows ms, median of {args.repeats}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")

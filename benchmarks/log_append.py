@@ -87,7 +87,7 @@ def summary(runs: list[dict]) -> dict:
 
 
 def run_child(tree: Path, big: int, seconds: float) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree), "PLURALIGN_BENCH_TREE": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree), "BENCHMARK_TREE": str(tree)}
     out = subprocess.run([sys.executable, __file__, "--child", str(big), "--seconds", str(seconds)], env=env, cwd=tree,
                          capture_output=True, text=True)
     if out.returncode:
@@ -104,7 +104,7 @@ def main() -> None:
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child is not None:
-        sys.path.insert(0, os.environ.get("PLURALIGN_BENCH_TREE", str(ROOT)))
+        sys.path.insert(0, os.environ.get("BENCHMARK_TREE", str(ROOT)))
         print(json.dumps(measure(args.child, args.seconds)))
         return
     print(f"ms: small (1-row) append p50 / p99 while big appends run back to back, and the big one's p50; "

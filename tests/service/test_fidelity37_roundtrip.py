@@ -15,7 +15,7 @@ from tests.service.tiny import field_named, start_service
 datasets = pytest.importorskip("datasets")
 
 # the columns a preference file adds to a TRL row (pluralign's: `pluralign.data.io.preference_row`)
-PLURALIGN_COLUMNS = {"user_id", "margin", "tie", "source", "created_at", "attributes"}
+OWN_COLUMNS = {"user_id", "margin", "tie", "source", "created_at", "attributes"}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_a_datasets_file_comes_back_from_the_export_as_it_went_in(svc, tmp_path,
     user = f"f37-{len(rows[0])}-{'conv' if isinstance(rows[0]['chosen'], list) else 'text'}-{'prompt' in rows[0]}"
     original, back = round_trip(svc, tmp_path, user, rows)
     assert set(original.column_names) <= set(back.column_names), (original.column_names, back.column_names)
-    assert set(back.column_names) - set(original.column_names) <= PLURALIGN_COLUMNS, back.column_names
+    assert set(back.column_names) - set(original.column_names) <= OWN_COLUMNS, back.column_names
     assert back.select_columns(original.column_names).to_list() == original.to_list()
     assert back.features.keys() >= original.features.keys()
     for name in original.column_names:  # the same types: messages stay lists of {role, content}, scores floats
@@ -161,7 +161,7 @@ def test_a_schema_2_store_gains_the_column_on_open_and_its_rows_export_as_before
         assert table.to_arrow().column("trl").to_pylist() == [None]
         old = c.get("/v1/users/old/export", params={"format": "preferences"}).json()
         # schema 2 kept no TRL column of the row: it exports as before, its text and pluralign's columns
-        assert old == {k: v for k, v in before.items() if k in {"prompt", "chosen", "rejected"} | PLURALIGN_COLUMNS}
+        assert old == {k: v for k, v in before.items() if k in {"prompt", "chosen", "rejected"} | OWN_COLUMNS}
         assert "id" in before and "id" not in old
         assert c.post("/v1/users/new/import", content=json.dumps(CONVERSATIONAL[0])).status_code == 201
         new = c.get("/v1/users/new/export", params={"format": "preferences"}).json()
