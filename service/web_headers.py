@@ -68,22 +68,26 @@ def keyed_answers(app: ASGIApp, public_paths: Sequence[str], cors: bool = False)
 
         async def with_headers_now(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {bytes(name).lower() for name, _ in headers}
-                if b"x-content-type-options" not in names:
-                    headers.append((b"x-content-type-options", b"nosniff"))
-                if keyed:
-                    if b"cache-control" not in names:
-                        headers.append((b"cache-control", NO_STORE))
-                    headers = _add_vary(headers, varies)
-                elif cors:
-                    headers = _add_vary(headers, b"Origin")
-                message = {**message, "headers": headers}
+                message = {**message, "headers": _answer_headers(message.get("headers", []), keyed, varies, cors)}
             await send(message)
 
         await app(scope, receive, with_headers)
 
     return handler
+
+
+def _answer_headers(headers, keyed: bool, varies: bytes, cors: bool) -> list[tuple[bytes, bytes]]:
+    """An answer's `headers` with `nosniff`, and, for a `keyed` path, `Cache-Control: no-store` (unless set)
+    and `Vary: <varies>`; a public path's with `Vary: Origin` when `cors`."""
+    headers = list(headers)
+    names = {bytes(name).lower() for name, _ in headers}
+    if b"x-content-type-options" not in names:
+        headers.append((b"x-content-type-options", b"nosniff"))
+    if keyed:
+        if b"cache-control" not in names:
+            headers.append((b"cache-control", NO_STORE))
+        return _add_vary(headers, varies)
+    return _add_vary(headers, b"Origin") if cors else headers
 
 
 def _add_vary(headers: list[tuple[bytes, bytes]], names: bytes) -> list[tuple[bytes, bytes]]:

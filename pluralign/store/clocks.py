@@ -129,22 +129,8 @@ class ReplicaClocks:
             table = self._open()
             every = table.search().limit(None).to_arrow().to_pylist()
             now, mono = self.clock(), time.monotonic()
-            rows = [r for r in every if r["replica"] != self.replica]
-            if self._wrote and any(r["instance"] not in (None, self.instance) for r in every if r["replica"] == self.replica):
-                if not self.index_shared():
-                    log.error("another process writes as replica %d too (PLURALIGN_REPLICA_INDEX=%d on two machines?): each "
-                              "replica needs its own index; DELETEs are refused while both run", self.replica, self.replica)
-                self._twin_seen = mono
-            fresh = []
-            for r in rows:
-                at, since = self._seen.get(r["replica"], (None, mono))
-                if at is None and now - r["at"] > self.stale_after_s + SLACK_S:
-                    since = mono - self.stale_after_s - 1.0  # first seen, long stopped: counts once it changes
-                elif at != r["at"]:
-                    since = mono
-                self._seen[r["replica"]] = (r["at"], since)
-                if mono - since <= self.stale_after_s:
-                    fresh.append(r)
+            self._look_for_a_twin(every, mono)
+            fresh = self._fresh([r for r in every if r["replica"] != self.replica], now, mono)
             skew = Skew()
             for r in fresh:  # a row stamped after this clock's now: that replica's clock runs ahead of this one's
                 if r["at"] - now > skew.seconds:
@@ -153,23 +139,53 @@ class ReplicaClocks:
             for r in fresh:  # what the others saw (the replica behind is the one that sees a skew)
                 if r["ahead_s"] > skew.seconds:
                     skew = Skew(r["ahead_s"], None, r["replica"])
-            row = pa.table({"replica": [self.replica], "at": [self.clock()], "ahead_s": [mine], "instance": [self.instance]},
-                           schema=clock_schema())
-            table.merge_insert("replica").when_matched_update_all().when_not_matched_insert_all().execute(row)
-            self._wrote = True
-            self._beats += 1
-            if self._beats % TIDY_EVERY == 0:
-                try:  # another replica's removal at the same moment may conflict: the next tidy does it
-                    table.cleanup_old_versions(older_than=KEEP_VERSIONS)
-                except (OSError, RuntimeError, ValueError) as exc:
-                    log.warning("could not remove old versions of the %s table: %s", TABLE, exc)
-            # a clock set right (NTP fixed): the rows it stamped before carry times up to the old lead ahead,
-            # which a DELETE would still misjudge until that much time has passed
-            if skew.seconds < self._measured.seconds:
-                if mono >= self._held_until or self._measured.seconds > self.skew.seconds:
-                    self.skew = self._measured
-                self._held_until = max(self._held_until, mono + self._measured.seconds)
-            self._measured = skew
-            if mono >= self._held_until or skew.seconds >= self.skew.seconds:
-                self.skew = skew
-            return self.skew
+            self._write(table, mine)
+            return self._held(skew, mono)
+
+    def _look_for_a_twin(self, every: list[dict], mono: float) -> None:
+        """Another process writing this replica's row (`instance` not this one's): said once, and noted."""
+        if self._wrote and any(r["instance"] not in (None, self.instance) for r in every if r["replica"] == self.replica):
+            if not self.index_shared():
+                log.error("another process writes as replica %d too (PLURALIGN_REPLICA_INDEX=%d on two machines?): each "
+                          "replica needs its own index; DELETEs are refused while both run", self.replica, self.replica)
+            self._twin_seen = mono
+
+    def _fresh(self, rows: list[dict], now: float, mono: float) -> list[dict]:
+        """The other replicas' `rows` that changed within `stale_after_s` (this process's monotonic clock)."""
+        fresh = []
+        for r in rows:
+            at, since = self._seen.get(r["replica"], (None, mono))
+            if at is None and now - r["at"] > self.stale_after_s + SLACK_S:
+                since = mono - self.stale_after_s - 1.0  # first seen, long stopped: counts once it changes
+            elif at != r["at"]:
+                since = mono
+            self._seen[r["replica"]] = (r["at"], since)
+            if mono - since <= self.stale_after_s:
+                fresh.append(r)
+        return fresh
+
+    def _write(self, table, ahead_s: float) -> None:
+        """This replica's row, stamped now; every TIDY_EVERY passes the table's old versions go."""
+        row = pa.table({"replica": [self.replica], "at": [self.clock()], "ahead_s": [ahead_s], "instance": [self.instance]},
+                       schema=clock_schema())
+        table.merge_insert("replica").when_matched_update_all().when_not_matched_insert_all().execute(row)
+        self._wrote = True
+        self._beats += 1
+        if self._beats % TIDY_EVERY == 0:
+            try:  # another replica's removal at the same moment may conflict: the next tidy does it
+                table.cleanup_old_versions(older_than=KEEP_VERSIONS)
+            except (OSError, RuntimeError, ValueError) as exc:
+                log.warning("could not remove old versions of the %s table: %s", TABLE, exc)
+
+    def _held(self, skew: Skew, mono: float) -> Skew:
+        """`skew` this pass measured, or a larger one still held: a clock set right (NTP fixed) leaves rows it
+        stamped before carrying times up to the old lead ahead, which a DELETE would still misjudge until that
+        much time has passed. Sets and returns `self.skew`."""
+        if skew.seconds < self._measured.seconds:
+            if mono >= self._held_until or self._measured.seconds > self.skew.seconds:
+                self.skew = self._measured
+            self._held_until = max(self._held_until, mono + self._measured.seconds)
+        self._measured = skew
+        if mono >= self._held_until or skew.seconds >= self.skew.seconds:
+            self.skew = skew
+        return self.skew
