@@ -451,8 +451,14 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     `forget(user_id)` picks, for a DELETE. The heads and mixing weights were fitted on them too and
     stay until a retrain. The file is rewritten whole (temp file and rename); meta.json holds no
     count of users, so it is left as it is. Returns the rows removed (0: nothing written). Raises
-    FileNotFoundError without users.jsonl and ValueError naming the line that is not a membership."""
+    FileNotFoundError without users.jsonl and ValueError naming the line that is not a membership.
+    When `forget` says which names it may be written as (`may_name`: a DELETE's
+    `pluralign.store.deletions.Forget`) and the file's bytes hold none of them, no line is decoded (as
+    `pal_checkpoint.forget_weight_rows`): a DELETE of a user outside a 100,000-user file reads bytes only."""
     path = Path(folder) / USERS_FILE
+    may_name = getattr(forget, "may_name", None)
+    if may_name is not None and not may_name(path.read_bytes()):
+        return 0
     kept, removed = [], 0
     for _, line, row in memberships(path):
         if forget(row.user_id):
