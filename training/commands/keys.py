@@ -18,6 +18,23 @@ from pathlib import Path
 from training.common import print_json, tenant_name
 
 
+MAX_LABEL = 128  # characters of a key's --name
+
+
+def key_label(text: str) -> str:
+    """An argparse `type=` for `keys create --name`: at most MAX_LABEL characters, none a control or format
+    character (Unicode Cc/Cf: a newline, an escape, a bidi override), which `keys list` and `revoke` would
+    show a terminal raw or another reader misread; argparse's usage error naming the option (exit 2)."""
+    import unicodedata
+
+    if len(text) > MAX_LABEL:
+        raise argparse.ArgumentTypeError(f"{len(text)} characters; at most {MAX_LABEL}")
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cf")), None)
+    if bad is not None:
+        raise argparse.ArgumentTypeError(f"holds the control character U+{ord(bad):04X} at {text.index(bad) + 1}: give a plain label")
+    return text
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("keys", help="create, list and revoke API keys", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,7 +43,7 @@ def register(subparsers) -> None:
     create = sub.add_parser("create", help="issue a key (printed once)")
     create.add_argument("--tenant", required=True, type=tenant_name, help="the tenant the key reaches (admin keys: a label)")
     create.add_argument("--admin", action="store_true", help="an admin key (/admin routes only)")
-    create.add_argument("--name", default="", help="a label to find it by")
+    create.add_argument("--name", default="", type=key_label, help=f"a label to find it by (at most {MAX_LABEL} characters, no control characters)")
     listing = sub.add_parser("list", help="keys: id, tenant, admin, name, created_at (never the key)")
     revoke = sub.add_parser("revoke", help="remove a key by id (from `list`) or name; effective at once")
     revoke.add_argument("key", help="the key's id (8+ hex digits of its hash) or its name")
