@@ -17,7 +17,6 @@ from pathlib import Path
 
 from training.common import print_json, tenant_name
 
-
 MAX_LABEL = 128  # characters of a key's --name
 
 
