@@ -42,7 +42,7 @@ test-slow-loop: $(STAMP)
 
 # past one machine: two replicas on one store, the Ray job runner, a front service on a remote encoder and a remote generator (slow-marked; ~5.5 min here)
 test-scaleout: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py tests/e2e/test_remote_generator.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/service/test_review37b_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py tests/e2e/test_remote_generator.py
 
 # Schemathesis over the served OpenAPI schema (slow; FUZZ_EXAMPLES per operation, default 30: 600 served 4,909 requests; FUZZ_MAX_SECONDS its time budget)
 fuzz: $(STAMP)

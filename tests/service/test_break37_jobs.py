@@ -47,7 +47,7 @@ def test_an_audit_identical_to_a_queued_one_is_that_job_not_another(serve):
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS, job_workers=1)
     with server, svc.client("acme") as c, svc.client("admin") as admin:
         give(c, "fred")
-        busy = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 1}})  # the one worker busy: audits wait
+        busy = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 1, "epochs": 200}})  # the one worker busy: audits wait
         assert busy.status_code == 201, busy.text
         try:
             params = {"group_by": "seg", "tenant": "acme", "min_comparisons": 1}
