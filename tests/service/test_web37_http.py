@@ -155,6 +155,10 @@ def test_a_large_answer_is_gzipped_for_a_client_that_accepts_it(svc):
         assert gzip.decompress(wire) == plain.content
         head = c.head("/v1/users/alice/export", headers={"Accept-Encoding": "gzip"})
         assert head.status_code == 200 and head.content == b""
+        # the GET's headers (RFC 9110 9.3.2): a client or cache asking with HEAD learns the GET would be gzipped
+        got = c.get("/v1/users/alice/export", headers={"Accept-Encoding": "gzip"})
+        for name in ("content-encoding", "vary", "cache-control", "content-type", "content-disposition"):
+            assert head.headers.get(name) == got.headers.get(name), (name, head.headers, got.headers)
         # a stream's events reach the client as written: never compressed
         with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers={"Accept-Encoding": "gzip"}) as streamed:
             assert "content-encoding" not in streamed.headers
