@@ -12,7 +12,8 @@ Every answer gets `X-Content-Type-Options: nosniff`: a browser never reads an ex
 body holding user text as HTML or script whatever its bytes look like.
 
 A request whose `Accept-Encoding` refuses gzip (`gzip;q=0`: RFC 9110, 12.5.3) reaches the app without
-it: Litestar's compression looks for the word "gzip" in the header and would send gzip all the same.
+it: Litestar's compression looks for the word "gzip" in the header and would send gzip all the same. And
+the header reaches it in lower case (codings are case-insensitive, RFC 9110 8.4.1): `GZIP` was sent identity.
 
 With CORS on (`cors_origins`), every answer also says `Vary: Origin`: whether it carries
 `Access-Control-Allow-Origin` depends on the request's `Origin`, so a cache must not hand one origin's
@@ -120,7 +121,8 @@ def _in_error_shape(held: list[Message]) -> list[Message]:
 
 def _without_refused_gzip(scope: Scope) -> Scope:
     """`scope` with `gzip;q=0` (or `x-gzip;q=0`) taken out of its `Accept-Encoding` (the header dropped when
-    nothing is left); the same scope when no such entry is there."""
+    nothing is left) and the rest in lower case when it names gzip in any case (`GZIP`); the same scope when
+    it names no gzip."""
     headers = scope.get("headers", [])
     if not any(bytes(n).lower() == b"accept-encoding" and b"gzip" in bytes(v).lower() for n, v in headers):
         return scope
@@ -130,7 +132,7 @@ def _without_refused_gzip(scope: Scope) -> Scope:
             entries = [e for e in bytes(value).split(b",") if not _refused_gzip(e)]
             if not any(e.strip() for e in entries):
                 continue
-            value = b",".join(entries)
+            value = b",".join(entries).lower()  # codings are case-insensitive; Litestar looks for "gzip" as written
         kept.append((name, value))
     return {**scope, "headers": kept}
 

@@ -209,8 +209,8 @@ class Admin:
                     raise bad_request("params.user", f"{user!r} already has adapter job {active.id} {active.state}")
                 queued = self.active_adapter_jobs(tenant)
                 if queued >= self.rt.settings.tenant_queued_jobs:
-                    raise QuotaExceeded(f"tenant {tenant!r} has {queued} adapter jobs queued or running "
-                                        f"(at most {self.rt.settings.tenant_queued_jobs})")
+                    raise QuotaExceeded(f"tenant {tenant!r} has {queued} adapter jobs queued or running (at most "
+                                        f"{self.rt.settings.tenant_queued_jobs}, `tenant_queued_jobs`): retry once one has ended")
                 params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
                 params["data"] = str(self.snapshot(tenant, user))
                 return self.runner.submit(kind, params, request_id=current())

@@ -107,7 +107,9 @@ def export_user(
         services.flush_for_read(rt, tenant, user_id)  # as the GET: a large import's backlog is a 503 at once
         if not services.anything_held(rt, tenant, user_id):
             raise NotFoundException(f"no user {user_id!r} in this tenant")
-        return Stream(iter(()), media_type="application/x-ndjson", headers=headers)
+        # one empty piece, as the GET's first, so that the answer's headers are the GET's (RFC 9110 9.3.2): a stream
+        # is gzipped from its first piece on for a client that accepts it (`Content-Encoding`, `Vary`); the body is dropped
+        return Stream(iter((b"",)), media_type="application/x-ndjson", headers=headers)
     lines = list((services.export_lines if export_format == "all" else services.export_preference_lines)(rt, tenant, user_id))
     # a known user may have no comparisons to export yet (or only rows the preference file leaves out):
     # unknown is when nothing at all is held about them, as for HEAD

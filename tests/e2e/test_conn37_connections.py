@@ -89,6 +89,8 @@ def test_connections_over_the_limit_are_answered_503_at_once_and_hold_no_descrip
         refused = httpx.get(served.url + "/health", timeout=5)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
         assert refused.json()["error"]["code"] == "too_many_connections"
+        # as every other answer, its refusals included (docs/api.md "Caching"): never stored, never sniffed
+        assert refused.headers["cache-control"] == "no-store" and refused.headers["x-content-type-options"] == "nosniff", refused.headers
         held.pop().close()  # one of the limit's connections goes: a new one is answered again
         deadline = time.monotonic() + 3
         while (status := httpx.get(served.url + "/health", timeout=5).status_code) != 200 and time.monotonic() < deadline:

@@ -411,6 +411,9 @@ def test_adapter_jobs_one_pending_per_user_and_a_bounded_queue_per_tenant(quota)
         assert admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "qb", "steps": 2000}}).status_code == 201
         full = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "qc"}})
         assert full.status_code == 429 and int(full.headers["retry-after"]) >= 1, full.text
+        # the words name the setting and what to do, as the population jobs' 429 does (break37)
+        message = full.json()["error"]["message"]
+        assert "'acme'" in message and "at most 2" in message and "`tenant_queued_jobs`" in message and "retry" in message, message
         for job in admin.get("/admin/jobs", params={"kind": "adapter"}).json()["jobs"]:
             admin.post(f"/admin/jobs/{job['id']}/cancel")
 

@@ -155,6 +155,10 @@ def test_a_large_answer_is_gzipped_for_a_client_that_accepts_it(svc):
         assert gzip.decompress(wire) == plain.content
         head = c.head("/v1/users/alice/export", headers={"Accept-Encoding": "gzip"})
         assert head.status_code == 200 and head.content == b""
+        # the GET's headers (RFC 9110 9.3.2): a client or cache asking with HEAD learns the GET would be gzipped
+        got = c.get("/v1/users/alice/export", headers={"Accept-Encoding": "gzip"})
+        for name in ("content-encoding", "vary", "cache-control", "content-type", "content-disposition"):
+            assert head.headers.get(name) == got.headers.get(name), (name, head.headers, got.headers)
         # a stream's events reach the client as written: never compressed
         with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers={"Accept-Encoding": "gzip"}) as streamed:
             assert "content-encoding" not in streamed.headers
@@ -170,9 +174,15 @@ def test_a_client_that_refuses_gzip_is_not_sent_gzip(svc):
             with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": refusal}) as r:
                 assert r.status_code == 200 and "content-encoding" not in r.headers, refusal
                 r.read()
-        with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": "br;q=1, gzip;q=0.5"}) as r:
-            assert r.headers["content-encoding"] == "gzip"
-            r.read()
+        # content codings are case-insensitive (RFC 9110 8.4.1): before, "GZIP" was sent identity, "GZIP;Q=0" gzip
+        for accepting in ("br;q=1, gzip;q=0.5", "GZIP", "Gzip, deflate"):
+            with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": accepting}) as r:
+                assert r.headers.get("content-encoding") == "gzip", accepting
+                r.read()
+        for refusal in ("GZIP;Q=0", "Gzip; q=0"):
+            with c.stream("GET", "/v1/users/alice/export", headers={"Accept-Encoding": refusal}) as r:
+                assert "content-encoding" not in r.headers, refusal
+                r.read()
 
 
 def test_methods_paths_and_accept_answer_as_documented(svc):

@@ -429,7 +429,8 @@ CONNECTIONS_RETRY_AFTER = 1  # seconds: `Retry-After` of the 503 of a connection
 
 def over_limit_answer(max_connections: int) -> bytes:
     """The whole HTTP answer, as bytes, of a connection refused over `max_connections`: a 503 with
-    Retry-After, `Connection: close` and an error body in OpenAI's shape (`code: too_many_connections`)."""
+    Retry-After, `Connection: close` and an error body in OpenAI's shape (`code: too_many_connections`),
+    with the `Cache-Control: no-store` and `nosniff` every other answer of a keyed path gets (service.web_headers)."""
     import msgspec
 
     body = msgspec.json.encode({"error": {
@@ -437,6 +438,7 @@ def over_limit_answer(max_connections: int) -> bytes:
                    f"connect again after Retry-After seconds", "type": "service_unavailable_error", "param": None,
         "code": "too_many_connections"}})
     return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"cache-control: no-store\r\nx-content-type-options: nosniff\r\n"
             b"retry-after: " + str(CONNECTIONS_RETRY_AFTER).encode() + b"\r\ncontent-length: " + str(len(body)).encode() +
             b"\r\n\r\n" + body)
 
