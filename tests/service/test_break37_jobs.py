@@ -8,6 +8,8 @@ snapshot written."""
 
 from __future__ import annotations
 
+import time
+
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_break28_jobs import give
 
@@ -49,6 +51,11 @@ def test_an_audit_identical_to_a_queued_one_is_that_job_not_another(serve):
         give(c, "fred")
         busy = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 1, "epochs": 200}})  # the one worker busy: audits wait
         assert busy.status_code == 201, busy.text
+        # running, not queued: a queued audit starts before queued training, so with the PAL job still queued
+        # the first audit could start (and a later identical one be a job of its own) before the others came
+        deadline = time.monotonic() + 60
+        while admin.get(f"/admin/jobs/{busy.json()['id']}").json()["state"] == "queued" and time.monotonic() < deadline:
+            time.sleep(0.05)
         try:
             params = {"group_by": "seg", "tenant": "acme", "min_comparisons": 1}
             posted = [admin.post("/admin/jobs", json={"kind": "audit", "params": params}) for _ in range(5)]
@@ -60,6 +67,7 @@ def test_an_audit_identical_to_a_queued_one_is_that_job_not_another(serve):
             assert other.status_code == 201 and other.json()["id"] not in ids
             audits = [j for j in admin.get("/admin/jobs", params={"kind": "audit"}).json()["jobs"]]
             assert len(audits) == 2, audits
+            assert admin.get(f"/admin/jobs/{busy.json()['id']}").json()["state"] == "running"  # the premise held throughout
         finally:
             for job in admin.get("/admin/jobs", params={"limit": 100}).json()["jobs"]:
                 if job["state"] in ("queued", "running"):
