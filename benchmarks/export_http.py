@@ -5,7 +5,7 @@
 Builds the tiny service the tests use (a random tiny Llama, MiniLM, a tiny PAL on persona data; real
 LanceDB in a temp folder, served by uvicorn on loopback), writes `--rows` short synthetic comparisons
 of one user straight into the store (random vectors, not timed), then GETs
-`/v1/users/{id}/export?format=preferences` `--runs` times with `Accept-Encoding: identity` and with
+`/v1/users/{id}/export?format=preferences` (`--format all`: the full export) `--runs` times with `Accept-Encoding: identity` and with
 `gzip`, each read whole. Prints, per run: status, Content-Encoding, bytes on the wire, seconds, and
 the peak of Python allocations (tracemalloc, the server runs in this process) during the request.
 Synthetic rows repeat words: real rows compress less.
@@ -29,6 +29,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=50_000, help="comparisons of the exported user")
     p.add_argument("--runs", type=int, default=2, help="timed exports per encoding")
+    p.add_argument("--format", choices=["preferences", "all"], default="preferences", help="the export's `format`")
     args = p.parse_args()
 
     import httpx
@@ -49,7 +50,7 @@ def main() -> None:
                              created_at=now, received_at=now) for i in range(args.rows)]
     vectors = np.random.default_rng(0).standard_normal((args.rows, svc.runtime.store.dim)).astype(np.float32)
     svc.runtime.store.add_preferences(rows, vectors, vectors, vectors)
-    url = svc.url + "/v1/users/alice/export?format=preferences"
+    url = svc.url + f"/v1/users/alice/export?format={args.format}"
     with server, httpx.Client(timeout=600) as client:
         for _ in range(args.runs):
             for encoding in ("identity", "gzip"):

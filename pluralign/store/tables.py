@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -59,6 +59,7 @@ PURGE_ATTEMPTS = 8  # a DELETE's maintenance steps, each against other replicas'
 # looked for a newer one (`sync_seconds` after its purge), so none is still reading one it removes
 READ_MARGIN_S = 2.0
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
+ROWS_PER_READ = 1000  # rows a streamed read (`Store.preferences_in_order`) takes at once: what it holds, whatever the user's size
 
 DRAW_ATTEMPTS = 3  # draws of `Store.answers_sample` redone after a compaction changed the row ids meanwhile
 WRITE_ATTEMPTS = 3  # a commit that met such a removal: made again on the newest version (`Store._commit`)
@@ -73,6 +74,12 @@ COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise rew
 
 class StoreError(ValueError):
     """A table that cannot be used as asked (a schema mismatch, a bad identifier)."""
+
+
+class DeletedMeanwhile(RuntimeError):
+    """A streamed read (`Store.preferences_in_order`, `Store.interactions_in_order`) stopped part way:
+    the user's rows were deleted meanwhile and the version it read was removed with them (a DELETE's
+    purge). Not a storage failure: the store is fine, those rows are gone."""
 
 
 def refuse_newer(name: str, uri: str, metadata: dict[bytes, bytes] | None) -> None:
@@ -975,6 +982,60 @@ class Store:
         rows = self._rows("interactions", owner_filter(tenant, user_id))
         rows.sort(key=lambda r: r["created_at"])
         return [_interaction(row) for row in rows]
+
+    @_uses("preferences", "read")
+    def preferences_in_order(self, tenant: str, user_id: str, rows_per_read: int = ROWS_PER_READ) -> Iterator[StoredPreference]:
+        """Every preference of the user, in `preferences_for`'s order (oldest first, then by pref_id),
+        without vectors, read `rows_per_read` at a time: what is held at once does not grow with the
+        user's rows (beyond their row ids in sort order, 8 bytes a row, in Arrow's memory).
+
+        One version of the table is read throughout: it and the order are fixed by this call (a
+        storage failure raises StoreUnavailable here), the rows are read as the iterator advances, so
+        rows written meanwhile (an import) are not mixed in. Advancing raises StoreUnavailable when
+        the table cannot be read, and DeletedMeanwhile when a DELETE of the user removed that version
+        meanwhile (alone on the store: at once; with replicas: `sync_seconds` + READ_MARGIN_S after it)."""
+        columns = self._present("preferences", [f.name for f in self.schemas["preferences"]
+                                                if f.name not in ("tenant", "user_id", "schema_version") and not f.name.endswith("_vec")])
+        batches = self._in_order("preferences", owner_filter(tenant, user_id), ["created_at", "pref_id"], columns, rows_per_read)
+        return (self._preference(row, tenant, user_id) for batch in batches for row in batch)
+
+    @_uses("interactions", "read")
+    def interactions_in_order(self, tenant: str, user_id: str, rows_per_read: int = ROWS_PER_READ) -> Iterator[Interaction]:
+        """Every interaction of the user in `interactions_for`'s order (by `created_at`), read as
+        `preferences_in_order` reads preferences: one version, `rows_per_read` rows at a time, the
+        same errors."""
+        columns = self._present("interactions", [f.name for f in self.schemas["interactions"]])
+        batches = self._in_order("interactions", owner_filter(tenant, user_id), ["created_at"], columns, rows_per_read)
+        return (_interaction(row) for batch in batches for row in batch)
+
+    def _in_order(self, name: str, where: str, keys: list[str], columns: list[str], rows_per_read: int) -> Iterator[list[dict]]:
+        """The rows of table `name` matching `where`, sorted by `keys` (ascending; ties in the order
+        a scan reads them, as Python's stable sort of a whole read leaves them), as lists of at most
+        `rows_per_read` dicts of `columns`. The version and the order are read now; the rows lazily."""
+        pinned = self.db.open_table(name)
+        pinned.checkout(pinned.version)  # later commits (an import, a compaction, a DELETE) do not move it
+        order = pinned.search().where(where).select(keys).with_row_id(True).limit(None).to_arrow()
+        ids = order.column("_rowid").take(pc.sort_indices(order, sort_keys=[(k, "ascending") for k in keys]))  # stable
+        return self._taken(name, where, pinned, ids, columns, max(1, int(rows_per_read)))
+
+    def _taken(self, name: str, where: str, pinned, ids: pa.ChunkedArray, columns: list[str], rows_per_read: int) -> Iterator[list[dict]]:
+        for start in range(0, len(ids), rows_per_read):
+            wanted = ids.slice(start, rows_per_read).to_pylist()
+            try:
+                rows = pinned.take_row_ids(wanted).select(columns).with_row_id().to_arrow().to_pylist()
+            except (OSError, RuntimeError, ValueError) as exc:
+                gone = False
+                with contextlib.suppress(OSError, RuntimeError, ValueError):  # looked at only to tell a DELETE from damage
+                    self.refresh(name)
+                    gone = not self.tables[name].count_rows(where)
+                if gone:
+                    raise DeletedMeanwhile(f"the rows of table `{name}` being read were deleted meanwhile") from exc
+                with self._on(name, "read"):
+                    raise
+            by_id = {row.pop("_rowid"): row for row in rows}  # a take answers in row-id order
+            if len(by_id) != len(wanted):  # one version's rows cannot go: its files were removed under it
+                raise DeletedMeanwhile(f"{len(wanted) - len(by_id)} rows of table `{name}` were removed while being read")
+            yield [by_id[i] for i in wanted]
 
     @_uses("users", "read")
     def get_user(self, tenant: str, user_id: str) -> UserRecord | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Annotated, Literal
 
@@ -110,18 +111,22 @@ def export_user(
         # one empty piece, as the GET's first, so that the answer's headers are the GET's (RFC 9110 9.3.2): a stream
         # is gzipped from its first piece on for a client that accepts it (`Content-Encoding`, `Vary`); the body is dropped
         return Stream(iter((b"",)), media_type="application/x-ndjson", headers=headers)
-    lines = list((services.export_lines if export_format == "all" else services.export_preference_lines)(rt, tenant, user_id))
+    # read as it is sent, from one version of each table, a batch of rows at a time (`services.export_lines`): the
+    # first line is read here, so a failure before it is the 503 it was; a later one cuts the connection (the
+    # chunked body never ends), never a 200 that looks complete
+    lines = (services.export_lines if export_format == "all" else services.export_preference_lines)(rt, tenant, user_id)
+    first = next(lines, None)
     # a known user may have no comparisons to export yet (or only rows the preference file leaves out):
     # unknown is when nothing at all is held about them, as for HEAD
-    if not lines and not services.anything_held(rt, tenant, user_id):
+    if first is None and not services.anything_held(rt, tenant, user_id):
         raise NotFoundException(f"no user {user_id!r} in this tenant")
-    return Stream(in_chunks(lines), media_type="application/x-ndjson", headers=headers)
+    return Stream(in_chunks(() if first is None else itertools.chain((first,), lines)), media_type="application/x-ndjson", headers=headers)
 
 
 EXPORT_CHUNK_BYTES = 64 * 1024
 
 
-def in_chunks(lines: list[bytes], size: int = EXPORT_CHUNK_BYTES) -> Iterator[bytes]:
+def in_chunks(lines: Iterable[bytes], size: int = EXPORT_CHUNK_BYTES) -> Iterator[bytes]:
     """`lines` joined into pieces of about `size` bytes (whole lines), each one body message: a line a
     message passed 50,000 messages through every middleware for a 50k-row export, and a compressed
     answer flushed its compressor after every line."""

@@ -603,7 +603,13 @@ def register_adapter(rt: Runtime, tenant: str, user_id: str, source: Path) -> st
 
 
 def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
-    """JSONL: one `user` line, then a line per preference and per interaction, each tagged by `type`."""
+    """JSONL: one `user` line, then a line per preference and per interaction, each tagged by `type`.
+
+    Read as it is sent (`Store.preferences_in_order`): the first `next` moves the user's pending feedback
+    in (`flush_for_read`), reads their row and fixes the versions of the preference and interaction
+    tables that every later line comes from, so a failure up to the first line (StoreUnavailable, the
+    503 of `flush_for_read`) is raised before anything is sent; a later one (StoreUnavailable,
+    DeletedMeanwhile when the user is deleted meanwhile) is raised by the `next` that meets it."""
     encode = msgspec.json.encode
     flush_for_read(rt, tenant, user_id)
     record = rt.store.get_user(tenant, user_id)
@@ -613,11 +619,13 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
         stated = stated_of(record)  # stated preferences and every change, versioned
         line["stated"] = msgspec.to_builtins(msgspec.structs.replace(
             stated, format=STATED_VERSION, history=stated_history(rt, tenant, user_id, stated)))
+    preferences = rt.store.preferences_in_order(tenant, user_id)
+    interactions = rt.store.interactions_in_order(tenant, user_id)
+    if record is not None:
         yield encode({"type": "user", **line}) + b"\n"
-    preferences, _ = rt.store.preferences_for(tenant, user_id)
     for row in preferences:
         yield encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n"
-    for item in rt.store.interactions_for(tenant, user_id):
+    for item in interactions:
         yield encode({"type": "interaction", **msgspec.to_builtins(item)}) + b"\n"
 
 
@@ -637,20 +645,26 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
     attributes): what `import_preferences`,
     `pluralign data import` and TRL read. Rating rows without a rival answer (nothing to compare) are left out,
     and so are rows an import would refuse that older versions stored (a blank prompt or answer, two
-    answers with the same visible text)."""
+    answers with the same visible text). Read as it is sent, from one version of the table, with the errors
+    of `export_lines`."""
     from pluralign.data.io import preference_row
     from pluralign.data.record import Preference
 
     flush_for_read(rt, tenant, user_id)
-    preferences, _ = rt.store.preferences_for(tenant, user_id)
-    for row in preferences:
-        if is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected):
-            continue  # a rating without rival, or a blank or same-answer row an older version stored: import refuses them
+    for row in rt.store.preferences_in_order(tenant, user_id):
+        if not in_preference_file(row):
+            continue
         record = Preference(
             user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
             tie=row.tie, source=row.source, created_at=row.created_at, attributes=row.attributes, trl=row.trl,
         )
         yield msgspec.json.encode(preference_row(record)) + b"\n"
+
+
+def in_preference_file(row: StoredPreference) -> bool:
+    """Whether `export_preference_lines` writes the row: not a rating without rival, nor a blank or same-answer
+    row an older version stored (an import refuses them)."""
+    return not (is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected))
 
 
 def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | None = None) -> list[StoredPreference]:

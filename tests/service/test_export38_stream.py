@@ -1,0 +1,208 @@
+"""Session export38: GET /v1/users/{id}/export is read from LanceDB as it is sent, a batch of rows at a time,
+from one version of each table. Before, the whole history was read (and held) before the first byte: 59 MB
+of Python peak for 50,000 rows. The export must stay what it was, byte for byte; a failure before the first
+byte stays a 503, and one after it cuts the connection instead of ending a 200 that looks complete."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+import msgspec
+import numpy as np
+import pytest
+
+from pluralign.store import Store, StoredPreference
+from pluralign.store.failures import StoreUnavailable
+from pluralign.store.tables import ROWS_PER_READ, DeletedMeanwhile
+from service.users import services
+from tests.service.test_store import DIM, prefs
+from tests.service.tiny import start_service
+
+USER = "eq38"
+BULK = ROWS_PER_READ * 2 + 300  # straight into the store: three reads of the streamed export
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("export38-data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+def reference(rt, tenant: str, user_id: str, export_format: str) -> bytes:
+    """The export as it was built before this session (every row read at once), from the store as it is now."""
+    from pluralign.data.io import preference_row
+    from pluralign.data.record import Preference
+    from pluralign.data.text import answer_key, is_blank
+
+    encode = msgspec.json.encode
+    out = []
+    preferences, _ = rt.store.preferences_for(tenant, user_id)
+    if export_format == "all":
+        record = rt.store.get_user(tenant, user_id)
+        if record is not None:
+            line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None, stated=None))
+            line["user_model"] = msgspec.to_builtins(services.stored_state(record))
+            stated = services.stated_of(record)
+            line["stated"] = msgspec.to_builtins(msgspec.structs.replace(
+                stated, format=services.STATED_VERSION, history=services.stated_history(rt, tenant, user_id, stated)))
+            out.append(encode({"type": "user", **line}) + b"\n")
+        out += [encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n" for row in preferences]
+        out += [encode({"type": "interaction", **msgspec.to_builtins(i)}) + b"\n" for i in rt.store.interactions_for(tenant, user_id)]
+        return b"".join(out)
+    for row in preferences:
+        if is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected):
+            continue
+        record = Preference(user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
+                            tie=row.tie, source=row.source, created_at=row.created_at, attributes=row.attributes, trl=row.trl)
+        out.append(msgspec.json.encode(preference_row(record)) + b"\n")
+    return b"".join(out)
+
+
+def comparison(text: str) -> dict:
+    return {"type": "comparison", "user": USER, "prompt": f"What should I cook? {text}", "chosen": f"A spicy {text}.",
+            "rejected": "A plain steak.", "attributes": {"group": "spicy"}}
+
+
+def bulk_rows(rt, tenant: str, user_id: str, n: int) -> list[StoredPreference]:
+    """`n` rows written straight into the store, most of them at one `created_at` (ordered by pref_id then),
+    with a blank prompt and a same-answer row among them, as older versions stored."""
+    now = time.time()
+    rows = [StoredPreference(tenant=tenant, user_id=user_id, pref_id=uuid.uuid4().hex, prompt=f"Soup or salad, number {i}?",
+                             chosen=f"Soup {i}", rejected=f"Salad {i}", kind="comparison", created_at=now - (i % 3 == 0) * i,
+                             received_at=now) for i in range(n)]
+    rows[5] = msgspec.structs.replace(rows[5], prompt="\u200b ")  # blank
+    rows[7] = msgspec.structs.replace(rows[7], chosen="Same.", rejected="Same.")
+    vectors = np.random.default_rng(1).standard_normal((n, rt.store.dim)).astype(np.float32)
+    rt.store.add_preferences(rows, vectors, vectors, vectors)
+    return rows
+
+
+def test_the_streamed_export_is_the_export_it_was_byte_for_byte(svc):
+    rt = svc.runtime
+    with svc.client() as c:
+        for i in range(2):  # interactions, and a rating (a rating without rival is left out of the preference file)
+            chat = c.post("/v1/chat/completions", json={"model": "pluralign", "user": USER, "seed": i,
+                                                        "messages": [{"role": "user", "content": f"Dinner idea {i}?"}]})
+            assert chat.status_code == 200, chat.text
+        assert c.post("/v1/feedback", json={"type": "rating", "response_id": chat.json()["id"], "rating": 5}).status_code == 201
+        for change in ({"length": "less"}, {"length": None, "exclamations": "less"}):  # stated history: two versions
+            r = c.patch(f"/v1/users/{USER}/stated-preferences", json={"preferences": change})
+            assert r.status_code == 200, r.text
+        trl = [{"chosen": [{"role": "user", "content": "Tea or coffee?"}, {"role": "assistant", "content": "Tea."}],
+                "rejected": [{"role": "user", "content": "Tea or coffee?"}, {"role": "assistant", "content": "Coffee."}],
+                "score_chosen": 7.5},
+               {"prompt": "Milk?", "chosen": "Yes.", "rejected": "No.", "id": "row-2"}]
+        r = c.post(f"/v1/users/{USER}/import", content="\n".join(json.dumps(row) for row in trl))
+        assert r.status_code == 201, r.text
+        rt.wait_for_background()
+        bulk_rows(rt, "acme", USER, BULK)
+        with rt.ingest.paused():  # acknowledged, still in the feedback log: the export moves them in first
+            pending = [c.post("/v1/feedback", json=comparison(f"curry {i}")).json()["stored"][0] for i in range(3)]
+            assert rt.ingest.log.pending_for("acme", USER)
+            first = {f: c.get(f"/v1/users/{USER}/export" + ("?format=preferences" if f == "preferences" else "")) for f in ("all", "preferences")}
+        rt.wait_for_background()  # the refit the moved rows asked for: the user line may change with it
+        for export_format, query in (("all", ""), ("preferences", "?format=preferences")):
+            for encoding in ("identity", "gzip"):
+                got = c.get(f"/v1/users/{USER}/export{query}", headers={"Accept-Encoding": encoding})
+                assert got.status_code == 200, got.text
+                assert got.headers.get("content-encoding") == (None if encoding == "identity" else "gzip")
+                want = reference(rt, "acme", USER, export_format)
+                assert got.content == want, (export_format, encoding, len(got.content), len(want))
+            # the first export (pending rows moved in by it) held the same rows in the same order
+            prefs_of = lambda body: [line for line in body.splitlines() if b'"type":"user"' not in line]  # noqa: E731
+            assert prefs_of(first[export_format].content) == prefs_of(got.content), export_format
+    lines = [json.loads(line) for line in got.content.splitlines()]
+    assert sum(str(row.get("prompt")).startswith("Soup or salad") for row in lines) == BULK - 2  # the blank prompt and
+    assert not any(row["chosen"] == row["rejected"] for row in lines)  # the same-answer row left out
+    assert any(row.get("score_chosen") == 7.5 for row in lines) and any(row.get("id") == "row-2" for row in lines)  # TRL's columns
+    every = [json.loads(line) for line in first["all"].content.splitlines()]
+    assert {row["pref_id"] for row in every if row["type"] == "preference"} >= set(pending)
+    assert sum(row["type"] == "interaction" for row in every) == 2 and every[0]["type"] == "user"
+    assert len(every[0]["stated"]["history"]) >= 2
+
+
+def stored(tmp_path, n: int = 30) -> Store:
+    store = Store(str(tmp_path), "enc", DIM)
+    store.add_preferences(*prefs("t", "ann", n))
+    return store
+
+
+def test_a_streamed_read_is_one_version_of_the_table(tmp_path):
+    """An import landing while an export is being read is not mixed in: the read stays on its version."""
+    store = stored(tmp_path)
+    want = [p.pref_id for p in store.preferences_for("t", "ann")[0]]
+    rows = store.preferences_in_order("t", "ann", rows_per_read=7)
+    got = [next(rows).pref_id]
+    store.add_preferences(*prefs("t", "ann", 5, start=100))  # an import meanwhile
+    got += [p.pref_id for p in rows]
+    assert got == want
+    assert [p.pref_id for p in store.preferences_in_order("t", "ann")] == [p.pref_id for p in store.preferences_for("t", "ann")[0]]
+
+
+def test_a_delete_of_the_user_stops_a_streamed_read_in_flight(tmp_path):
+    """Alone on the store, a DELETE removes the versions that held the user's rows at once: a read begun
+    before it stops with DeletedMeanwhile, not a short list that looks whole (and no storage problem is noted)."""
+    store = stored(tmp_path)
+    rows = store.preferences_in_order("t", "ann", rows_per_read=7)
+    assert next(rows).user_id == "ann"
+    store.delete_user("t", "ann")
+    with pytest.raises(DeletedMeanwhile):
+        list(rows)
+    assert store.problems.recent() == []
+
+
+def failing_after(rows, n: int):
+    for i, row in enumerate(rows):
+        if i == n:
+            raise StoreUnavailable("table `preferences`", "/data", "read", "unreadable", "injected")
+        yield row
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_a_failure_mid_export_cuts_the_connection(svc, monkeypatch, encoding):
+    """Before the first byte a storage failure is the 503 it was; after it, the body is cut short
+    (the chunked body never ends), never a 200 whose body looks complete."""
+    rt = svc.runtime
+    user = f"cut38{encoding}"
+    bulk_rows(rt, "acme", user, BULK)
+    real = rt.store.preferences_in_order
+    monkeypatch.setattr(rt.store, "preferences_in_order", lambda *a, **k: failing_after(real(*a, **k), BULK - 100))
+    with svc.client() as c, c.stream("GET", f"/v1/users/{user}/export?format=preferences", headers={"Accept-Encoding": encoding}) as r:
+        assert r.status_code == 200
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            for _ in r.iter_raw():
+                pass
+
+    def down(*a, **k):
+        raise StoreUnavailable("table `preferences`", "/data", "read", "unreadable", "injected")
+
+    monkeypatch.setattr(rt.store, "preferences_in_order", down)
+    with svc.client() as c:
+        for query in ("", "?format=preferences"):
+            r = c.get(f"/v1/users/{user}/export{query}", headers={"Accept-Encoding": encoding})
+            assert r.status_code == 503, (r.status_code, r.text[:200])
+            assert "table `preferences` cannot be read" in r.json()["error"]["message"], r.json()
+
+
+def test_an_exports_python_peak_does_not_grow_with_the_users_rows(svc):
+    """The server runs in this process: tracemalloc sees its Python allocations. Before, the export of 12,000
+    rows held them all at once (~15 MB; 59 MB for 50,000, BENCHMARKS.md); now a batch of ROWS_PER_READ rows."""
+    import tracemalloc
+
+    rt = svc.runtime
+    bulk_rows(rt, "acme", "big38", 12_000)
+    rt.wait_for_background()
+    with svc.client() as c:
+        tracemalloc.start()
+        try:
+            with c.stream("GET", "/v1/users/big38/export?format=preferences", headers={"Accept-Encoding": "identity"}) as r:
+                lines = sum(chunk.count(b"\n") for chunk in r.iter_raw())
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert r.status_code == 200 and lines == 12_000 - 2
+    assert peak < 6e6, f"{peak / 1e6:.1f} MB"
