@@ -667,6 +667,21 @@ def in_preference_file(row: StoredPreference) -> bool:
     return not (is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected))
 
 
+EXPORT_PROBE_ROWS = 64  # rows a HEAD of the preference file reads at a time, looking for one it would write
+
+
+def export_has_lines(rt: Runtime, tenant: str, user_id: str, export_format: str) -> bool:
+    """Whether the user's export (`export_format` "all": `export_lines`; "preferences": `export_preference_lines`)
+    has a line now, without building it (a HEAD's answer: a body or none decides its `Content-Encoding`).
+    "all": a user row, a preference or an interaction, counted; "preferences": their rows read in order,
+    EXPORT_PROBE_ROWS at a time, up to the first the file keeps (the first one, for nearly every user).
+    Call after `flush_for_read`; raises StoreUnavailable as the export does."""
+    if export_format == "all":
+        return (rt.store.get_user(tenant, user_id) is not None or rt.store.count_preferences(tenant, user_id) > 0
+                or rt.store.count_interactions(tenant, user_id) > 0)
+    return any(in_preference_file(row) for row in rt.store.preferences_in_order(tenant, user_id, EXPORT_PROBE_ROWS))
+
+
 def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | None = None) -> list[StoredPreference]:
     """Stored comparison rows for `user_id` from preference records (their times and labels kept,
     received now); `pref_ids` (one per record, an idempotent import's) or fresh random ids."""

@@ -188,6 +188,44 @@ def test_a_failure_mid_export_cuts_the_connection(svc, monkeypatch, encoding):
             assert "table `preferences` cannot be read" in r.json()["error"]["message"], r.json()
 
 
+# and the RateLimit-* headers, which count each request. `Transfer-Encoding: chunked` is the framing uvicorn (h11)
+# chooses for a body it sends, so not for a HEAD's (RFC 9112 6.1 lets a HEAD's answer leave it out)
+VARYING = ("date", "x-request-id", "transfer-encoding")
+
+
+def compared(response: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k not in VARYING and not k.startswith("ratelimit")}
+
+
+def test_head_and_get_of_an_export_answer_the_same_headers(svc):
+    """Session 37 left HEAD answering `Content-Encoding: gzip` for a known user whose preference file is empty,
+    where the GET's empty body is not gzipped. Every header now agrees, for an unknown user, known users
+    with nothing in the file, and a user with rows; both formats; with gzip accepted and not."""
+    rt = svc.runtime
+    with svc.client() as c:
+        assert c.patch("/v1/users/stated38h/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        chat = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "chats38h", "seed": 3,
+                                                    "messages": [{"role": "user", "content": "Dinner?"}]})
+        assert chat.status_code == 200, chat.text
+        refused = bulk_rows(rt, "acme", "refused38h", 8)  # only rows the preference file leaves out
+        rt.store.delete_feedback_before("acme", "refused38h", time.time() + 60)
+        rows = [msgspec.structs.replace(r, prompt=" ") for r in refused]
+        vectors = np.zeros((len(rows), rt.store.dim), np.float32)
+        rt.store.add_preferences(rows, vectors, vectors, vectors)
+        assert c.post("/v1/feedback", json={**comparison("rice"), "user": "rows38h"}).status_code == 201
+        checked = 0
+        for user in ("nobody38h", "stated38h", "chats38h", "refused38h", "rows38h"):
+            for query in ("", "?format=preferences"):
+                for encoding in ("identity", "gzip"):
+                    path, headers = f"/v1/users/{user}/export{query}", {"Accept-Encoding": encoding}
+                    get, head = c.get(path, headers=headers), c.head(path, headers=headers)
+                    assert head.status_code == get.status_code, (path, encoding, head.status_code, get.status_code)
+                    assert compared(head) == compared(get), (path, encoding, compared(head), compared(get))
+                    assert head.content == b""
+                    checked += get.status_code == 200 and get.content == b""
+    assert checked >= 4, checked  # the empty files: stated38h, chats38h, refused38h (preferences), each in both encodings
+
+
 def test_an_exports_python_peak_does_not_grow_with_the_users_rows(svc):
     """The server runs in this process: tracemalloc sees its Python allocations. Before, the export of 12,000
     rows held them all at once (~15 MB; 59 MB for 50,000, BENCHMARKS.md); now a batch of ROWS_PER_READ rows."""
