@@ -787,10 +787,14 @@ class Store:
         return self.histories.get((tenant, user_id), load)
 
     def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None) -> tuple[list[StoredPreference], int]:
-        """A page of the user's preferences, oldest first, and the total count."""
-        rows = sorted(self.history(tenant, user_id).rows, key=lambda r: (r["created_at"], r["pref_id"]))
-        page = rows[offset : None if limit is None else offset + limit]
-        return [self._preference(r, tenant, user_id) for r in page], len(rows)
+        """A page of the user's preferences, oldest first (then by pref_id; ties in storage order), and the
+        total count. Sorted in Arrow and only the page made into Python objects: a page of 50 of a user's
+        50,000 rows built all 50,000 dicts (~60 MB) to keep 50."""
+        meta = self.history(tenant, user_id).meta
+        order = pc.sort_indices(meta, sort_keys=[("created_at", "ascending"), ("pref_id", "ascending")])  # stable, as `sorted`
+        stop = len(order) if limit is None else min(len(order), offset + limit)
+        page = meta.take(order.slice(offset, max(0, stop - offset))).to_pylist() if offset < stop else []
+        return [self._preference(r, tenant, user_id) for r in page], meta.num_rows
 
     def warm(self, tenant: str, user_id: str) -> None:
         """Load the user's history into the cache in the background (once at a time per user)."""

@@ -244,3 +244,29 @@ def test_an_exports_python_peak_does_not_grow_with_the_users_rows(svc):
             tracemalloc.stop()
     assert r.status_code == 200 and lines == 12_000 - 2
     assert peak < 6e6, f"{peak / 1e6:.1f} MB"
+
+
+def test_a_page_of_preferences_is_the_page_it_was_and_builds_only_itself(svc):
+    """GET .../preferences made every one of the user's rows a Python dict to sort them and keep a page
+    (~14 MB for 12,000 rows, ~60 MB for 50,000); now they are sorted in Arrow and only the page is built.
+    The pages are the same: oldest first, ties in created_at by pref_id."""
+    import tracemalloc
+
+    rt = svc.runtime
+    bulk_rows(rt, "acme", "page38", 12_000)
+    rt.wait_for_background()
+    everything = sorted(rt.store.history("acme", "page38").rows, key=lambda r: (r["created_at"], r["pref_id"]))  # as it was
+    with svc.client() as c:
+        c.get("/v1/users/page38/preferences?limit=1")  # the history is loaded (and cached) once, as before
+        for offset, limit in ((0, 50), (37, 500), (11_900, 500), (12_000, 5), (12_010, 5)):
+            tracemalloc.start()
+            try:
+                r = c.get(f"/v1/users/page38/preferences?offset={offset}&limit={limit}")
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert [p["pref_id"] for p in page["data"]] == [row["pref_id"] for row in everything[offset : offset + limit]]
+            assert page["total"] == 12_000 and page["next_offset"] == (offset + limit if offset + limit < 12_000 else None)
+            assert peak < 4e6, (offset, limit, f"{peak / 1e6:.1f} MB")
