@@ -17,7 +17,7 @@ from litestar import Litestar, Request, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import NotFoundException, ServiceUnavailableException, TooManyRequestsException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import Response
 
 from pluralign.fairness.report import AuditReport, since_previous
@@ -70,8 +70,8 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
 @get("/jobs", sync_to_thread=False, summary="Jobs, newest first")
 def list_jobs(
     request: Request,
-    kind: str | None = None,
-    job_state: Annotated[JobState | None, Parameter(query="state")] = None,  # `state` is a reserved name in Litestar
+    kind: FromQuery[str | None] = None,
+    job_state: Annotated[JobState | None, QueryParameter(name="state")] = None,  # `state` is a reserved name in Litestar
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> JobList:
     if kind is not None and kind not in PARAMS:  # a misspelled kind would list nothing, as if none had run
@@ -99,9 +99,9 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
 @get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422, 503), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(
     request: Request,
-    group_by: str,
+    group_by: FromQuery[str],
     since: Annotated[float | None, Parameter(ge=0, le=1e11)] = None,  # Unix seconds: the audit job's `since` range
-    tenant: str | None = None,
+    tenant: FromQuery[str | None] = None,
     min_group_size: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,  # the audit job's own ranges
     min_comparisons: Annotated[int, Parameter(ge=0, le=100_000_000)] = 50,
     wait: Annotated[float, Parameter(ge=0, le=600)] = 60.0,
@@ -148,7 +148,7 @@ def _audit_response(admin: Admin, job: Job) -> Response:
 
 
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
-def dashboard(request: Request, tenant: str | None = None) -> Response:
+def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Response:
     """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's);
     feedback acknowledged before the request is moved out of the log first, so it counts, unless more than
     READ_INLINE_ROWS rows wait there (a large import being stored): the page then says so."""
