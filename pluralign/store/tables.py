@@ -37,7 +37,6 @@ from pluralign.store.failures import Problems, StoreUnavailable, object_store_pr
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
 from pluralign.store.lease import Lease, LeaseLost, PurgeMarks, open_lease_table
-from pluralign.store.versions import compact_with_deletions, remove_old_versions
 from pluralign.store.location import cache_session, connect, is_object_store
 from pluralign.store.schemas import (
     PREFERENCE_KINDS,
@@ -50,6 +49,7 @@ from pluralign.store.schemas import (
     stated_change_schema,
     user_schema,
 )
+from pluralign.store.versions import compact_with_deletions, remove_old_versions
 
 log = logging.getLogger("pluralign.store")
 _TRL_ENCODER = msgspec.json.Encoder()  # a preference row's `trl` column: a TrlRow as JSON text

@@ -21,7 +21,7 @@ from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.embed.cache import text_key
 from pluralign.fairness.report import AuditReport, decode_report, report_encoder, without_groups
-from pluralign.files import append_durably, copy_into_place, write_atomic
+from pluralign.files import append_durably, copy_into_place, may_hold, write_atomic
 from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
@@ -91,7 +91,7 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> 
     renamed over it: a reader, a job starting, sees the old file or the new one). Returns 1 when it
     was rewritten; the texts of the rows it dropped are added to `dropped`."""
     data = path.read_bytes()
-    if not forget.may_name(data):  # the names as the file spells them: no row of theirs
+    if not may_hold(forget, data):  # the names as the file spells them: no row of theirs
         return 0
     lines = data.splitlines(keepends=True)
     verdicts: dict[str, float | None] = {}  # per user, not per row: a hash costs more than the row's decode
