@@ -44,9 +44,13 @@ def _admin(request: Request) -> Admin:
     return request.app.state.admin
 
 
-@post("/jobs", sync_to_thread=True, status_code=201, responses=error_responses(429, 503), summary="Queue a job (adapter, pal, em, audit)")
-def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
-    """`params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
+@post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)", responses={
+    **error_responses(429, 503),
+    200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued: that job, nothing queued"),
+})
+def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
+    """201 with the job queued; 200 with the queued audit an identical audit request is (nothing queued).
+    `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
     params = dict(data.params)
     # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so
     checked = {"protocol": "file", **params} if data.kind in ("pal", "em") else params
@@ -56,15 +60,18 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
         raise bad_request(exc.field, exc.problem, code="unknown_parameter" if exc.unknown else "invalid_value") from None
     try:
         admin = _admin(request)
-        job = admin.submit(data.kind, params)
+        job, created = admin.submit(data.kind, params)
     except QuotaExceeded as exc:
         raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
     except Backlogged as exc:  # an adapter job's user: their large import is still being stored
         raise ServiceUnavailableException(
             detail=f"the user's comparisons are still being stored ({exc.rows} rows, an import): nothing was queued; "
                    f"retry after {READ_RETRY_AFTER} seconds", headers={"Retry-After": str(READ_RETRY_AFTER)}) from None
+    if not created:  # an identical audit still queued: it reads the table when it starts, covering this request too
+        log.info("%s job %s already queued with these params", data.kind, job.id)
+        return Response(admin.public.job(job), status_code=200)
     log.info("queued %s job %s", data.kind, job.id)  # the request's id on it: from the request to the job's own log
-    return admin.public.job(job)
+    return Response(admin.public.job(job), status_code=201)
 
 
 @get("/jobs", sync_to_thread=False, summary="Jobs, newest first")
