@@ -19,16 +19,21 @@ from litestar import Litestar, Router
 from service.admin.controllers import ADMIN_HANDLERS
 from service.admin.session import SESSION_HANDLERS
 from service.app import TENANT_HANDLERS
+from service.embeddings.app import create_embeddings_app
 Litestar(route_handlers=[Router(path="/", route_handlers=list(TENANT_HANDLERS)),
                          Router(path="/admin", route_handlers=list(ADMIN_HANDLERS)), *SESSION_HANDLERS])
+class Encoder:  # what `pluralign serve-embeddings` serves, as far as building its app looks
+    encoder_id, dim = "tiny", 4
+create_embeddings_app(Encoder())
 print("built")
 """
 
 
 def test_the_services_routes_declare_their_parameters_in_litestars_supported_style():
-    """Litestar 2.25 deprecates `Parameter(query=/header=...)` and a query parameter with no marker
-    (`kind: str | None = None`), both to stop working in Litestar 3: `QueryParameter(name=...)`,
-    `HeaderParameter(name=...)`, `FromQuery[...]`."""
+    """Litestar 2.25 deprecates `Parameter(query=/header=...)`, a query parameter with no marker
+    (`kind: str | None = None`) and a body without one (`data: EmbeddingsRequest`, `pluralign
+    serve-embeddings`), all to stop working in Litestar 3: `QueryParameter(name=...)`,
+    `HeaderParameter(name=...)`, `FromQuery[...]`, `JSONBody[...]`."""
     done = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", BUILD], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "built", done.stderr[-3000:]
