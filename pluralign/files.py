@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -395,3 +395,15 @@ def keep_private(folder: str | Path) -> None:
         return
     os.chmod(folder, stat.S_IMODE(mode.st_mode) & ~0o007 if mode.st_mode & stat.S_ISGID else 0o700)
 
+
+def may_hold(forget: Callable[[str], bool], data: bytes | str | os.PathLike) -> bool:
+    """Whether a file of users' rows may hold a row of a user `forget` picks, judged from its bytes alone:
+    False only when `forget` says how the names it picks may be spelt in a file (a `may_name(bytes) -> bool`
+    method, as a DELETE's `pluralign.store.deletions.Forget` has) and `data` (the file's bytes, or its path,
+    then read) holds none of them; True otherwise (a plain callable: every row must be decoded and asked).
+    A DELETE of a user outside a 100,000-user file then reads its bytes and decodes no row. Raises OSError
+    when the path cannot be read."""
+    may_name = getattr(forget, "may_name", None)
+    if may_name is None:
+        return True
+    return may_name(data if isinstance(data, bytes) else Path(data).read_bytes())

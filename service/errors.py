@@ -149,14 +149,14 @@ def _msgspec_param(message: str) -> tuple[str, str | None, str | None]:
     return message, param, code
 
 
-def _wire_name(request: Request, argument: str, source: str) -> str:
+def _wire_name(request: Request, argument: str) -> str:
     """The header or query parameter a handler argument is read from (`idempotency_key` ->
     `Idempotency-Key`, `export_format` -> `format`): Litestar's own validation errors name the
     Python argument, the client knows the name it sent."""
     handler = request.scope.get("route_handler")
     found = getattr(handler, "parsed_fn_signature", None)
     field = found.parameters.get(argument) if found is not None else None
-    return getattr(getattr(field, "kwarg_definition", None), source, None) or argument
+    return getattr(getattr(field, "kwarg_definition", None), "name", None) or argument  # Query/HeaderParameter(name=...)
 
 
 def _from_extra(extra, request: Request | None = None) -> tuple[str | None, str | None, str | None]:
@@ -169,7 +169,7 @@ def _from_extra(extra, request: Request | None = None) -> tuple[str | None, str 
         message = str(item.get("message") or "")
         key = item.get("key")
         if key is not None and item.get("source") in ("header", "query") and request is not None:
-            key = _wire_name(request, str(key), item["source"])
+            key = _wire_name(request, str(key))
         if key is not None and not (item.get("source") == "body" and key == "data"):  # ours, or a query/path parameter
             return str(key), item.get("code"), message or None
         if message:  # the body's msgspec error: the field is in its path

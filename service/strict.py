@@ -27,7 +27,7 @@ import anyio
 import msgspec
 from litestar import Request, Response
 from litestar.constants import RESERVED_KWARGS
-from litestar.enums import RequestEncodingType
+from litestar.enums import ParamType, RequestEncodingType
 from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
 
@@ -353,12 +353,12 @@ def _query_parameters(handler) -> tuple[QueryParameter, ...]:
         kwarg = field.kwarg_definition
         if name in RESERVED_KWARGS or not (kwarg is None or isinstance(kwarg, ParameterKwarg)):
             continue  # the request, the body, a path parameter, a dependency
-        if kwarg is not None and (kwarg.header or kwarg.cookie):
+        if kwarg is not None and kwarg.param_type in (ParamType.HEADER, ParamType.COOKIE):
             continue
         types = [t for t in field.inner_types if not t.is_none_type] if field.is_optional else [field]
         integer = bool(types) and all(t.is_subclass_of(int) and not t.is_subclass_of(bool) for t in types)
         number = bool(types) and not integer and all(t.is_subclass_of(float) for t in types)
-        wire = kwarg.query if kwarg is not None and kwarg.query else name
+        wire = kwarg.name if kwarg is not None and kwarg.name else name  # QueryParameter(name=...)
         if integer:
             found.append(QueryParameter(wire, integer, *_bounds(kwarg)))
         elif number:

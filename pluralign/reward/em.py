@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from pluralign.data.record import Base
 from pluralign.device import default_device, usable_device
-from pluralign.files import read_safetensors, write_atomic, writing_artifact
+from pluralign.files import may_hold, read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch, same_users, seen_rows
 from pluralign.reward.inputs import at_least, comparison_rows, first_bad_row
@@ -456,8 +456,7 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     `pluralign.store.deletions.Forget`) and the file's bytes hold none of them, no line is decoded (as
     `pal_checkpoint.forget_weight_rows`): a DELETE of a user outside a 100,000-user file reads bytes only."""
     path = Path(folder) / USERS_FILE
-    may_name = getattr(forget, "may_name", None)
-    if may_name is not None and not may_name(path.read_bytes()):
+    if not may_hold(forget, path):
         return 0
     kept, removed = [], 0
     for _, line, row in memberships(path):

@@ -41,6 +41,7 @@ from datetime import timedelta
 import pyarrow as pa
 
 from pluralign.store.deletions import SLACK_S
+from pluralign.store.versions import remove_old_versions
 
 log = logging.getLogger("pluralign.store")
 TABLE = "replica_clocks"
@@ -173,7 +174,7 @@ class ReplicaClocks:
         self._beats += 1
         if self._beats % TIDY_EVERY == 0:
             try:  # another replica's removal at the same moment may conflict: the next tidy does it
-                table.cleanup_old_versions(older_than=KEEP_VERSIONS)
+                remove_old_versions(table, KEEP_VERSIONS)  # not `optimize`: a compaction would rewrite others' rows
             except (OSError, RuntimeError, ValueError) as exc:
                 log.warning("could not remove old versions of the %s table: %s", TABLE, exc)
 

@@ -3,7 +3,7 @@ old versions) when several processes (replicas) write the same LanceDB tables.
 
 Why: two replicas purging at once lose each other's work. A rewrite that loses to the other
 replica's delete leaves data files no version names, holding the rows that delete removed; and
-Lance's `cleanup_old_versions(delete_unverified=True)`, the only call that removes such files at
+Lance's `delete_unverified` removal of old versions (`store.versions`), the only one that removes such files at
 once, also removes the files of another process's write in flight, which then commits a version
 naming missing files (a table that answers "Not found" until its index is rebuilt: seen as 500s
 from DELETEs answered by two replicas at once). With the lease, maintenance never runs on two
@@ -43,10 +43,11 @@ import logging
 import threading
 import time
 import uuid
-import warnings
 from datetime import timedelta
 
 import pyarrow as pa
+
+from pluralign.store.versions import remove_old_versions
 
 log = logging.getLogger("pluralign.store")
 TABLE = "maintenance_lease"
@@ -142,9 +143,7 @@ class PurgeMarks:
         """Remove the table's versions older than `older` (a mark and its clearing commit one each;
         nothing reads them afterwards); logs, and leaves them, when Lance cannot."""
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.table.cleanup_old_versions(older)
+            remove_old_versions(self.table, older)  # not `optimize`: a compaction would rewrite the lease row
         except (OSError, RuntimeError) as exc:
             log.warning("old versions of the maintenance lease table not removed (%s)", exc)
 

@@ -49,6 +49,7 @@ from pluralign.store.schemas import (
     stated_change_schema,
     user_schema,
 )
+from pluralign.store.versions import compact_with_deletions, remove_old_versions
 
 log = logging.getLogger("pluralign.store")
 _TRL_ENCODER = msgspec.json.Encoder()  # a preference row's `trl` column: a TrlRow as JSON text
@@ -1255,22 +1256,19 @@ class Store:
         deleted here; what a killed process left goes by Lance's own rule, once 7 days old."""
         with self._lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            # deprecated for `Table.optimize`, which would also compact and re-index here, under the write lock
-            warnings.simplefilter("ignore", DeprecationWarning)
+            # not `Table.optimize`, which would also compact and re-index here, under the write lock (store.versions)
             for name in names:
                 older = timedelta(0) if purged_at is None else timedelta(seconds=max(0.0, time.time() - purged_at))
                 self._fence()
                 with self._on(name, "written"):
-                    self.tables[name].cleanup_old_versions(older, delete_unverified=self.lease is None)
+                    remove_old_versions(self.tables[name], older, delete_unverified=self.lease is None)
 
     @staticmethod
     def _rewrite(table) -> None:
         """Rewrite every fragment with a deletion and rebuild the BITMAP indexes (`_purge`)."""
-        with warnings.catch_warnings():
-            # deprecated for `Table.optimize`, which has no `materialize_deletions_threshold` (lancedb 0.40):
-            # without 0.0, a fragment under 10% deleted keeps the deleted rows in its data file
-            warnings.simplefilter("ignore", DeprecationWarning)
-            table.compact_files(materialize_deletions_threshold=0.0)
+        # not `Table.optimize`, which has no `materialize_deletions_threshold` (lancedb 0.40): without 0.0,
+        # a fragment under 10% deleted keeps the deleted rows in its data file
+        compact_with_deletions(table)
         for column in INDEXED_COLUMNS:
             table.create_index(column, config=Bitmap(), replace=True)
 

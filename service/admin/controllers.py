@@ -17,7 +17,7 @@ from litestar import Litestar, Request, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import NotFoundException, ServiceUnavailableException, TooManyRequestsException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import Response
 
 from pluralign.fairness.report import AuditReport, since_previous
@@ -44,9 +44,13 @@ def _admin(request: Request) -> Admin:
     return request.app.state.admin
 
 
-@post("/jobs", sync_to_thread=True, status_code=201, responses=error_responses(429, 503), summary="Queue a job (adapter, pal, em, audit)")
-def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
-    """`params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
+@post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)", responses={
+    **error_responses(429, 503),
+    200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued: that job, nothing queued"),
+})
+def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
+    """201 with the job queued; 200 with the queued audit an identical audit request is (nothing queued).
+    `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
     params = dict(data.params)
     # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so
     checked = {"protocol": "file", **params} if data.kind in ("pal", "em") else params
@@ -56,22 +60,25 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Job:
         raise bad_request(exc.field, exc.problem, code="unknown_parameter" if exc.unknown else "invalid_value") from None
     try:
         admin = _admin(request)
-        job = admin.submit(data.kind, params)
+        job, created = admin.submit(data.kind, params)
     except QuotaExceeded as exc:
         raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
     except Backlogged as exc:  # an adapter job's user: their large import is still being stored
         raise ServiceUnavailableException(
             detail=f"the user's comparisons are still being stored ({exc.rows} rows, an import): nothing was queued; "
                    f"retry after {READ_RETRY_AFTER} seconds", headers={"Retry-After": str(READ_RETRY_AFTER)}) from None
+    if not created:  # an identical audit still queued: it reads the table when it starts, covering this request too
+        log.info("%s job %s already queued with these params", data.kind, job.id)
+        return Response(admin.public.job(job), status_code=200)
     log.info("queued %s job %s", data.kind, job.id)  # the request's id on it: from the request to the job's own log
-    return admin.public.job(job)
+    return Response(admin.public.job(job), status_code=201)
 
 
 @get("/jobs", sync_to_thread=False, summary="Jobs, newest first")
 def list_jobs(
     request: Request,
-    kind: str | None = None,
-    job_state: Annotated[JobState | None, Parameter(query="state")] = None,  # `state` is a reserved name in Litestar
+    kind: FromQuery[str | None] = None,
+    job_state: Annotated[JobState | None, QueryParameter(name="state")] = None,  # `state` is a reserved name in Litestar
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> JobList:
     if kind is not None and kind not in PARAMS:  # a misspelled kind would list nothing, as if none had run
@@ -99,9 +106,9 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
 @get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422, 503), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(
     request: Request,
-    group_by: str,
+    group_by: FromQuery[str],
     since: Annotated[float | None, Parameter(ge=0, le=1e11)] = None,  # Unix seconds: the audit job's `since` range
-    tenant: str | None = None,
+    tenant: FromQuery[str | None] = None,
     min_group_size: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,  # the audit job's own ranges
     min_comparisons: Annotated[int, Parameter(ge=0, le=100_000_000)] = 50,
     wait: Annotated[float, Parameter(ge=0, le=600)] = 60.0,
@@ -148,7 +155,7 @@ def _audit_response(admin: Admin, job: Job) -> Response:
 
 
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
-def dashboard(request: Request, tenant: str | None = None) -> Response:
+def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Response:
     """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's);
     feedback acknowledged before the request is moved out of the log first, so it counts, unless more than
     READ_INLINE_ROWS rows wait there (a large import being stored): the page then says so."""

@@ -21,7 +21,7 @@ from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.embed.cache import text_key
 from pluralign.fairness.report import AuditReport, decode_report, report_encoder, without_groups
-from pluralign.files import append_durably, copy_into_place, write_atomic
+from pluralign.files import append_durably, copy_into_place, may_hold, write_atomic
 from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
@@ -91,7 +91,7 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> 
     renamed over it: a reader, a job starting, sees the old file or the new one). Returns 1 when it
     was rewritten; the texts of the rows it dropped are added to `dropped`."""
     data = path.read_bytes()
-    if not forget.may_name(data):  # the names as the file spells them: no row of theirs
+    if not may_hold(forget, data):  # the names as the file spells them: no row of theirs
         return 0
     lines = data.splitlines(keepends=True)
     verdicts: dict[str, float | None] = {}  # per user, not per row: a hash costs more than the row's decode
@@ -175,9 +175,11 @@ class Admin:
         # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
         self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
 
-    def submit(self, kind: str, params: dict[str, Param], deadline: float | None = None) -> Job:
-        """Queue a job of `kind`. An audit first moves the feedback log into the table, by `deadline`
-        (`time.monotonic()` seconds) when given: StillMoving, nothing queued, once it passes (`Ingestor.flush`)."""
+    def submit(self, kind: str, params: dict[str, Param], deadline: float | None = None) -> tuple[Job, bool]:
+        """Queue a job of `kind`: (the job, True). An audit whose params are those of an audit still queued is
+        that job, nothing queued: (that job, False). An audit first moves the feedback log into the table, by
+        `deadline` (`time.monotonic()` seconds) when given: StillMoving, nothing queued, once it passes
+        (`Ingestor.flush`)."""
         params = dict(params)
         if kind == "audit":  # an audit covers every acknowledged feedback: the log is moved into the table first
             self.rt.ingest.flush(deadline=deadline)
@@ -189,7 +191,13 @@ class Admin:
                 wanted = _audit_params(params)
                 same = next((j for j in self.runner.active() if j.kind == "audit" and j.state == "queued"
                              and wanted is not None and _audit_params(j.params) == wanted), None)
-                return same if same is not None else self.runner.submit(kind, params, request_id=current())
+                if same is not None:
+                    return same, False
+                return self.runner.submit(kind, params, request_id=current()), True
+        return self._submit(kind, params), True
+
+    def _submit(self, kind: str, params: dict[str, Param]) -> Job:
+        """Queue a job of `kind` other than an audit (`submit`)."""
         if kind in POPULATION_KINDS:
             # bounded as a tenant's adapter jobs are, checked before the snapshot (a copy of every stored
             # comparison) is written: unbounded, a retry loop filled the disk with copies of the store
@@ -597,7 +605,7 @@ class Admin:
         counts against the same wait and raises StillMoving (nothing queued) when that move is not done
         by then (a batch of it already begun ends first: `Ingestor.flush`)."""
         deadline = time.monotonic() + wait
-        job = await sync_to_thread(self.submit, "audit", params, deadline)  # moving the log's backlog may take a while
+        job, _ = await sync_to_thread(self.submit, "audit", params, deadline)  # moving the log's backlog may take a while
         while time.monotonic() < deadline:
             job = await sync_to_thread(self.runner.get, job.id)  # a file read: not on the event loop
             if job.state not in ACTIVE_STATES:

@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException, ServiceUnavailableException, TooManyRequestsException
+from litestar.params import JSONBody
 
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
@@ -88,7 +89,7 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     turns = FairScheduler(workers=1, per_tenant=QUEUE, max_waiting=QUEUE, what="encodings")
 
     @post("/v1/embeddings", status_code=200)  # async: the encoder runs on the `turns` thread (below)
-    async def embeddings(data: EmbeddingsRequest) -> EmbeddingsResponse:
+    async def embeddings(data: JSONBody[EmbeddingsRequest]) -> EmbeddingsResponse:
         if data.model != encoder.encoder_id:
             raise bad_request("model", f"this server serves {encoder.encoder_id!r}, not {shown(data.model)}")
         texts = [data.input] if isinstance(data.input, str) else data.input

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Request, Response, post
-from litestar.params import JSONBody, Parameter
+from litestar.params import HeaderParameter, JSONBody
 
 from service.errors import error_responses
 from service.feedback import services
@@ -17,7 +17,7 @@ from service.runtime import Runtime
 async def create_feedback(
     request: Request,
     data: JSONBody[FeedbackBody],
-    idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=255)] = None,
+    idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
 ) -> Response[FeedbackReceipt]:
     """201 only once the rows are on disk (the feedback log, fsynced). Embedding them, moving them into
     the preferences table, refitting the user's reward and the adapter trigger all run after the

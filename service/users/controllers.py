@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import NotFoundException, ServiceUnavailableException, TooManyRequestsException
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.response import Response, Stream
 
 from pluralign.data.record import Base
@@ -97,7 +97,7 @@ def list_preferences(
 
 @get("/v1/users/{user_id:str}/export", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="Everything held about a user, as JSONL")
 def export_user(
-    request: Request, user_id: FromPath[str], export_format: Annotated[Literal["all", "preferences"], Parameter(query="format")] = "all"
+    request: Request, user_id: FromPath[str], export_format: Annotated[Literal["all", "preferences"], QueryParameter(name="format")] = "all"
 ) -> Stream:
     """`format=all`: user, preference and interaction lines, each tagged by `type`. `format=preferences`:
     the user's comparisons as a preference file (TRL columns), which POST .../import reads back."""
@@ -153,7 +153,7 @@ class Imported(msgspec.Struct):
 async def import_preferences(
     request: Request,
     user_id: FromPath[str],
-    idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=255)] = None,
+    idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
 ) -> Response[Imported]:
     """The body is JSON lines in any TRL preference form (what `GET .../export?format=preferences`
     writes, or a TRL dataset); rows without `user_id` are this user's, rows naming another are a
@@ -409,7 +409,7 @@ def patch_stated(
     request: Request,
     user_id: FromPath[str],
     data: JSONBody[StatedPatch],
-    if_match: Annotated[str | None, Parameter(header="If-Match", description='Version tags ("3", from an ETag) or *: change only if still at one of them')] = None,
+    if_match: Annotated[str | None, HeaderParameter(name="If-Match", description='Version tags ("3", from an ETag) or *: change only if still at one of them')] = None,
 ) -> Response[services.StatedPage]:
     """Each named feature (`length`, `list_items`, `exclamations`, `contractions`, `word_length`,
     `second_person`, `affirmation`) set to `more` or `less` becomes a strong prior on the user's weight for it (the

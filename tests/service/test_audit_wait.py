@@ -19,7 +19,7 @@ def test_the_wait_bounds_the_submit_and_the_job_together():
     def slow_submit(kind, params, deadline=None):
         time.sleep(1.5)
         submitted.append(kind)
-        return SimpleNamespace(id="job-1", state="running")
+        return SimpleNamespace(id="job-1", state="running"), True
 
     admin.submit = slow_submit
     admin.runner = SimpleNamespace(get=lambda job_id: SimpleNamespace(id=job_id, state="running"))

@@ -259,7 +259,7 @@ def test_a_delete_whose_turn_cannot_begin_says_nothing_was_deleted(serve, monkey
         rt.wait_for_background()
         rt.store.marks.mark(["preferences"])  # a purge left to do, as a killed DELETE leaves it
         with monkeypatch.context() as disk:
-            no_room(rt.store.preferences, disk, "compact_files")
+            no_room(rt.store.preferences, disk, "to_lance")  # the purge's compaction (pluralign.store.versions)
             message = storage_error(acme.delete("/v1/users/ann"), 507, "insufficient_storage", "table `preferences` cannot be written", data)
             assert message.endswith("nothing of the user was deleted; send the DELETE again later"), message
             assert not (data / JOURNAL_FOLDER).exists() or not any((data / JOURNAL_FOLDER).iterdir())

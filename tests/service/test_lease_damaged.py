@@ -46,12 +46,14 @@ def test_a_stale_replica_whose_version_was_removed_does_not_take_a_held_lease(tm
     meets Lance "Not found": it opens the table again, and must not write over a lease that is held."""
     from datetime import timedelta
 
+    from pluralign.store.versions import remove_old_versions
+
     stale = Store(str(tmp_path), "enc", DIM, sync_seconds=600)
     holder = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
     assert stale.lease.table.count_rows() == 1  # its handle sits on this version for 10 minutes
     with holder.lease:
         holder.lease.table.update(where="name = 'x'", values={"expires": 0.0})  # newer versions
-        holder.lease.table.cleanup_old_versions(timedelta(0))  # the stale one's version goes
+        remove_old_versions(holder.lease.table, timedelta(0))  # the stale one's version goes
         stale.lease.wait_s = 1.0
         with pytest.raises(TimeoutError):
             with stale.lease:

@@ -228,17 +228,18 @@ def test_a_purge_that_conflicts_with_appends_is_redone_with_appends_held(tmp_pat
     marker = "mk7zq9conflict"
     store.add_preferences([StoredPreference(**{**__import__("msgspec").structs.asdict(r), "prompt": f"{marker} {r.prompt}"}) for r in rows],
                           vecs, vecs, vecs)
-    table = type(store.preferences)
-    real, calls = table.compact_files, []
+    import pluralign.store.tables as tables
 
-    def conflicting(self, *args, **kwargs):
+    real, calls = tables.compact_with_deletions, []
+
+    def conflicting(table):
         calls.append(store._lock._is_owned())  # RLock: held by this thread
         if len(calls) == 1:
             raise OSError("Commit conflict for version 9: This CreateIndex transaction was preempted by concurrent "
                           "transaction Append at version 8. Please retry. (retried 20 times)")
-        return real(self, *args, **kwargs)
+        return real(table)
 
-    monkeypatch.setattr(table, "compact_files", conflicting)
+    monkeypatch.setattr(tables, "compact_with_deletions", conflicting)
     with caplog.at_level("WARNING", logger="pluralign.store"):
         assert store.delete_user("t", "gone")["preferences"] == 5
     assert calls[:2] == [False, True]  # first beside the appends, then again holding the write lock
@@ -270,3 +271,18 @@ def test_answers_sample_reads_every_drawn_pair_when_compactions_commit_beside_ev
     assert len(compactions) == 3
     assert sorted(prompts[::2]) == sorted(f"q{i}" for i in range(30))
     assert len(answers) == 60 and prompt_vec.shape == answer_vec.shape == (60, DIM)
+
+
+def test_deletes_alone_on_the_store_remove_the_lease_tables_old_versions(tmp_path, monkeypatch):
+    """A DELETE marks the purge and clears the mark (2 versions of the lease table); every TIDY_EVERY
+    clears the old versions go, or the table kept 2 per DELETE for good."""
+    import pluralign.store.lease as lease
+
+    monkeypatch.setattr(lease, "TIDY_EVERY", 3)
+    store = Store(str(tmp_path), "enc", DIM)
+    for k in range(6):
+        store.add_preferences(*prefs("t", f"u{k}", 2))
+        store.delete_user("t", f"u{k}")
+    versions = store.db.open_table(lease.TABLE).list_versions()
+    assert len(versions) <= 2, [v["version"] for v in versions]
+    assert store.stats()["preferences"] == 0 and not store.marks.pending()

@@ -95,3 +95,20 @@ def test_on_object_storage_replicas_creating_and_writing_the_table_at_once_all_c
         replicas[0].beat()
         twin.beat()
         assert replicas[0].index_shared() and twin.index_shared() and not replicas[1].index_shared()
+
+
+def test_a_replicas_beats_remove_the_clock_tables_old_versions_every_tidy_every_passes(tmp_path, monkeypatch):
+    """Each beat commits a version; without the tidy the table kept every one of them (one a second
+    and replica, for as long as the service runs)."""
+    import pluralign.store.clocks as clocks
+
+    monkeypatch.setattr(clocks, "TIDY_EVERY", 4)
+    monkeypatch.setattr(clocks, "KEEP_VERSIONS", timedelta(0))
+    clock = Clock(1000.0)
+    a = ReplicaClocks(connect(tmp_path), 0, stale_after_s=60, clock=clock)
+    for _ in range(12):
+        clock.at += 1
+        a.beat()
+    table = connect(tmp_path).open_table(clocks.TABLE)
+    assert len(table.list_versions()) <= 4  # the newest, and at most the 3 beats since the last tidy
+    assert table.to_arrow().column("at").to_pylist() == [1012.0]
