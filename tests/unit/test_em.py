@@ -98,3 +98,16 @@ def test_artifact_round_trips_and_refuses_another_encoder(tmp_path):
         EMMixture.load(tmp_path / "em", encoder_id="enc-B")
     with pytest.raises(ValueError, match="16-d"):
         EMMixture.load(tmp_path / "em", encoder_id="enc-A", dim=384)
+
+
+def test_mixing_weights_are_each_heads_share_of_the_users():
+    """pi_k is a distribution (the M-step's exact maximizer: each head's share of the responsibility
+    mass), not the mass itself: `mixing_weights` sums to 1 and matches the clusters' sizes."""
+    batch, _ = opposed_population(n_users=8, pairs_per_user=12, seed=6)
+    model = EMMixture(EMConfig(k=2, restarts=1, max_iter=10, lbfgs_iter=10))
+    model.fit(batch, batch.select([]))
+    weights = model.mixing_weights()
+    assert weights.shape == (2,) and weights.sum() == pytest.approx(1.0)
+    clusters = model.user_clusters()
+    shares = np.bincount([clusters[u] for u in batch.users], minlength=2) / len(batch.users)
+    np.testing.assert_allclose(weights, shares, atol=0.02)
