@@ -149,3 +149,17 @@ def test_a_state_fitted_with_stated_preferences_holds_what_the_comparisons_alone
     assert not um.fits(older, {"length": 1})
     _, no_comparisons = um.fit_user(*(x[:0] for x in train), prior_logits=np.zeros(3), stated={"length": 1})
     assert no_comparisons.from_comparisons == {} and um.fits(no_comparisons, {"length": 1})
+
+
+def test_a_stated_preference_is_the_prior_a_user_without_comparisons_starts_from():
+    """"More" or "less" of a feature sets its coefficient's prior to +-`stated_weight` with sd
+    `stated_scale` (ResidualPrior); the features not stated keep the wide default around 0."""
+    prior = ResidualPrior(stated_weight=1.5, stated_scale=0.5, feature_scale=5.0)
+    um = UserModel(_population(), population="tiny", prior=prior)
+    empty = [x[:0] for x in _comparisons(np.random.default_rng(2), 1)]
+    _, state = um.fit_user(*empty, prior_logits=np.zeros(3), stated={"length": 1, "list_items": -1})
+    assert state.n == 0 and state.stated == {"length": 1, "list_items": -1}
+    assert state.coefficient("length") == pytest.approx((1.5, 0.5))
+    assert state.coefficient("list_items") == pytest.approx((-1.5, 0.5))
+    unstated = next(name for name in FEATURE_NAMES if name not in ("length", "list_items"))
+    assert state.coefficient(unstated) == pytest.approx((0.0, 5.0))
