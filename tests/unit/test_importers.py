@@ -96,3 +96,24 @@ def test_a_population_without_new_users_or_queries_is_refused(shared_data, field
 
     with pytest.raises(ValueError, match=f"PersonaConfig.{field} must be >= 1"):
         load_protocol(EvalConfig(protocol="persona", data_dir=str(shared_data), **{field: 0}))
+
+
+def test_ukp_chosen_and_rejected_follow_each_workers_value(tmp_path):
+    """A worker's `a1` chooses the first argument, `a2` the second, `equal` is a tie; one record per
+    worker, user_id their turkID (a tiny file in the original XML layout: no real data needed)."""
+    def assignment(value, worker, stance="pro"):
+        return f"<mTurkAssignment><value>{value}</value><turkID>{worker}</turkID><workerStance>{stance}</workerStance></mTurkAssignment>"
+
+    (tmp_path / "topic-x.xml").write_text(
+        "<list><annotatedArgumentPair><id>p1</id><debateMetaData><title>Cats or dogs</title></debateMetaData>"
+        "<arg1><text>Cats are calm.</text><stance>cats</stance></arg1><arg2><text>Cats sleep a lot.</text></arg2>"
+        + assignment("a1", "w1") + assignment("a2", "w2", "con") + assignment("equal", "w3")
+        + "</annotatedArgumentPair></list>")
+    records, pairs = load_ukp(tmp_path)
+    assert pairs == 1
+    by = {r.user_id: r for r in records}
+    assert (by["w1"].chosen, by["w1"].rejected, by["w1"].tie) == ("Cats are calm.", "Cats sleep a lot.", False)
+    assert (by["w2"].chosen, by["w2"].rejected, by["w2"].tie) == ("Cats sleep a lot.", "Cats are calm.", False)
+    assert by["w3"].tie
+    assert by["w2"].attributes == {"worker_stance": "con", "pair_id": "p1", "topic": "topic-x"}
+    assert by["w1"].prompt == "Debate: Cats or dogs\nSide: cats\nWhich argument for this side is more convincing?"
