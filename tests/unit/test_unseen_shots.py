@@ -1,0 +1,45 @@
+"""The k-shot evaluation of new users gives each model exactly each user's first k support
+comparisons (the pool's order), and leaves out users whose pool is shorter than k."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pluralign.data.record import Preference
+from pluralign.data.splits import Protocol, SeenSplit, UnseenSplit
+from pluralign.evaluation import unseen_by_k
+
+
+class NumberEncoder:
+    """'c7' -> [7, 1]: a text's number read back from its embedding."""
+
+    encoder_id = "test/number"
+    dim = 2
+
+    def encode(self, texts):
+        return np.array([[float(t[1:]) if t[1:].isdigit() else -1.0, 1.0] for t in texts], np.float32)
+
+
+def pairs(user: str, numbers) -> list[Preference]:
+    return [Preference(user_id=user, prompt="q", chosen=f"c{n}", rejected=f"r{n}") for n in numbers]
+
+
+def test_each_user_gets_their_first_k_support_comparisons():
+    protocol = Protocol(
+        name="tiny", seen=SeenSplit(train=[], val=[], test=[]),
+        unseen=UnseenSplit(support={"ann": pairs("ann", [10, 11, 12]), "bob": pairs("bob", [20])},
+                           query={"ann": pairs("ann", [90]), "bob": pairs("bob", [91])}))
+    given = []  # one call per k that some user has enough support for
+
+    def prob_new_users(support, query):
+        given.append(([support.users[u] for u in support.user.tolist()], support.chosen[:, 0].tolist(),
+                      query.chosen[:, 0].tolist()))
+        return np.ones(len(query))
+
+    acc = unseen_by_k(prob_new_users, protocol, NumberEncoder(), shots=(1, 2, 3, 5))
+    assert acc == {"1": 1.0, "2": 1.0, "3": 1.0}  # no user has 5 comparisons: that k is left out
+    assert given == [
+        (["ann", "bob"], [10.0, 20.0], [90.0, 91.0]),  # k = 1: both users, their first comparison
+        (["ann", "ann"], [10.0, 11.0], [90.0]),  # k = 2: bob has 1, so only ann's first two
+        (["ann", "ann", "ann"], [10.0, 11.0, 12.0], [90.0]),  # k = 3: ann's whole pool
+    ]
