@@ -124,6 +124,26 @@ def test_choice_rating_and_edit_feedback_refer_to_served_responses(svc):
         assert profile["pal"]["prior"] is False and abs(sum(profile["pal"]["weights"]) - 1) < 1e-5
 
 
+def test_a_rating_puts_the_served_answer_on_the_side_it_says_with_its_strength(svc):
+    """Rating 4-5: the served answer beats every other candidate; 1-2: every other candidate beats it;
+    the margin is how far the rating is from 3 (|rating - 3| / 2); 3: one tie row, kept and not fitted."""
+    with svc.client() as c:
+        body = chat(c, "rhea", pluralign={"candidates": 3, "shots": 0}, temperature=1.0)
+        served = [x for x in export(c, "rhea") if x["type"] == "interaction"][0]
+        answer, others = served["candidates"][0], {t for t in served["candidates"][1:] if t != served["candidates"][0]}
+        assert body["choices"][0]["message"]["content"] == answer and others
+        rows = {}
+        for rating in (5, 2, 3):
+            r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": rating})
+            assert r.status_code == 201, r.text
+            stored = {p["pref_id"]: p for p in c.get("/v1/users/rhea/preferences", params={"limit": 100}).json()["data"]}
+            rows[rating] = [stored[i] for i in r.json()["stored"]]
+    assert {(p["chosen"], p["rejected"], p["margin"], p["tie"]) for p in rows[5]} == {(answer, o, 1.0, False) for o in others}
+    assert {(p["chosen"], p["rejected"], p["margin"], p["tie"]) for p in rows[2]} == {(o, answer, 0.5, False) for o in others}
+    assert [(p["chosen"], p["rejected"], p["margin"], p["tie"]) for p in rows[3]] == [(answer, "", 0.0, True)]
+    assert {p["kind"] for p in rows[5] + rows[2] + rows[3]} == {"rating"}
+
+
 def test_feedback_changes_reranking_for_that_user_only(svc):
     """Same seed and no shots: both users get the same candidates; after erin picks her
     lowest-ranked choice, its reward rises relative to the others for erin, not for frank."""
