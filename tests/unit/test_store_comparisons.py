@@ -4,6 +4,7 @@ comparisons; their ties apart; another user's rows never."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pluralign.store import Store, StoredPreference
 
@@ -27,3 +28,23 @@ def test_a_fit_reads_the_users_strict_comparisons_and_ties_apart(tmp_path):
     assert tied[:, 0].tolist() == [2.0] and (chosen_text, rejected_text) == (["c2"], ["r2"])
     assert store.comparisons("t", "bob")[1][:, 0].tolist() == [5.0]
     assert store.count_preferences("t", "ann") == 4 and store.count_preferences("t", "bob") == 1
+
+
+def test_the_nearest_shots_are_the_users_own_nearest_first_from_the_table_and_from_the_cache(tmp_path):
+    """`search` (a chat's few-shot retrieval): the first read is a LanceDB vector search, later ones
+    the cached history's; both give the user's own rows, nearest prompt first, and never another
+    user's, however near their prompts are."""
+    store = Store(str(tmp_path / "db"), "enc", 2)
+    angles = {"ann-1": 0.0, "ann-2": 0.5, "ann-3": 1.2, "bob-4": 0.01, "bob-5": 0.02}  # radians from the query
+    rows = [row(pid.split("-")[0], int(pid[-1]), f"r{pid[-1]}") for pid in angles]
+    prompts = np.array([[np.cos(a), np.sin(a)] for a in angles.values()], np.float32)
+    store.add_preferences(rows, prompts, np.ones_like(prompts), -np.ones_like(prompts))
+    query = np.array([1.0, 0.0], np.float32)
+    assert store.histories.peek(("t", "ann")) is None
+    first = store.search("t", "ann", query, 2)  # nothing cached yet: the table's vector search
+    store.wait_warm()
+    assert store.histories.peek(("t", "ann")) is not None  # the search warmed the cache
+    again = store.search("t", "ann", query, 2)
+    for found in (first, again):
+        assert [p.pref_id for p, _ in found] == ["ann-1", "ann-2"]
+        assert [d for _, d in found] == [pytest.approx(0.0, abs=1e-6), pytest.approx(1 - np.cos(0.5), abs=1e-5)]
