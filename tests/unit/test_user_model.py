@@ -163,3 +163,15 @@ def test_a_stated_preference_is_the_prior_a_user_without_comparisons_starts_from
     assert state.coefficient("list_items") == pytest.approx((-1.5, 0.5))
     unstated = next(name for name in FEATURE_NAMES if name not in ("length", "list_items"))
     assert state.coefficient(unstated) == pytest.approx((0.0, 5.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_stated_preference_holds_against_a_few_contrary_comparisons_and_turns_after_thirty(seed):
+    """The default prior's strength (ResidualPrior.stated_scale): a user who said "longer" but picks
+    the shorter answer keeps a positive length weight after 3 such comparisons; 30 turn it."""
+    um = UserModel(_population(), population="tiny")
+    weights = {}
+    for n in (3, 30):
+        train = _comparisons(np.random.default_rng(seed), n)  # the user likes shorter answers
+        weights[n] = um.fit_user(*train, prior_logits=np.zeros(3), stated={"length": 1})[1].coefficient("length")[0]
+    assert weights[3] > 0.5 and weights[30] < 0
