@@ -1,12 +1,13 @@
-"""The k-shot evaluation of new users gives each model exactly each user's first k support
-comparisons (the pool's order), and leaves out users whose pool is shorter than k."""
+"""The evaluation splits: the k-shot evaluation of new users gives each model exactly each user's
+first k support comparisons (the pool's order) and leaves out users whose pool is shorter than k;
+a seen user's pairs are split into train, validation and test without overlap."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pluralign.data.record import Preference
-from pluralign.data.splits import Protocol, SeenSplit, UnseenSplit
+from pluralign.data.splits import Protocol, SeenSplit, UnseenSplit, split_seen
 from pluralign.evaluation import unseen_by_k
 
 
@@ -43,3 +44,15 @@ def test_each_user_gets_their_first_k_support_comparisons():
         (["ann", "ann"], [10.0, 11.0], [90.0]),  # k = 2: bob has 1, so only ann's first two
         (["ann", "ann", "ann"], [10.0, 11.0, 12.0], [90.0]),  # k = 3: ann's whole pool
     ]
+
+
+def test_a_seen_users_pairs_go_to_exactly_one_of_train_val_and_test():
+    """split_seen: per user round(n * test) test pairs, round(n * val) validation pairs and the rest
+    to train on, each pair in one part only (a validation pair also trained on would make early
+    stopping and the choice of K look better than they are)."""
+    users = {"ann": pairs("ann", range(20)), "bob": pairs("bob", range(100, 110))}
+    split = split_seen(users, seed=0, val=0.1, test=0.2)
+    for user, expected in (("ann", (14, 2, 4)), ("bob", (7, 1, 2))):
+        parts = [[r.chosen for r in part if r.user_id == user] for part in (split.train, split.val, split.test)]
+        assert tuple(map(len, parts)) == expected
+        assert sorted(sum(parts, [])) == sorted(r.chosen for r in users[user])  # disjoint, and none lost
