@@ -165,6 +165,22 @@ def test_a_stated_preference_is_the_prior_a_user_without_comparisons_starts_from
     assert state.coefficient(unstated) == pytest.approx((0.0, 5.0))
 
 
+
+def test_without_a_state_the_score_is_the_population_reward_at_the_users_logits():
+    """A user with logits but no residual yet (`state` None) is scored by PAL's reward at their mixture
+    weights softmax(logits): the same ranking, differing from PALModel.reward by one constant per prompt."""
+    model = _population()
+    um = UserModel(model, population="tiny")
+    rng = np.random.default_rng(4)
+    prompt, response = rng.normal(size=16).astype(np.float32), rng.normal(size=(5, 16)).astype(np.float32)
+    texts = [" ".join(["word"] * n) + "." for n in (3, 8, 1, 20, 5)]
+    logits = np.array([2.0, -1.0, 0.5])
+    scores = um.score(logits, None, um.candidates(prompt, response, texts))  # (5,)
+    with torch.no_grad():
+        reward = model.reward(torch.tensor(logits, dtype=torch.float32), torch.from_numpy(np.tile(prompt, (5, 1))),
+                              torch.from_numpy(response)).double().numpy()
+    assert np.ptp(scores - reward) < 1e-4 * np.ptp(reward)
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_stated_preference_holds_against_a_few_contrary_comparisons_and_turns_after_thirty(seed):
     """The default prior's strength (ResidualPrior.stated_scale): a user who said "longer" but picks
