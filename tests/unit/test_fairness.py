@@ -12,7 +12,13 @@ from pluralign.fairness.audit import AuditConfig, Comparisons, audit, comparison
 from pluralign.fairness.metrics import credit, expected_calibration_error
 from pluralign.fairness.online import OnlineLogistic, prequential, time_steps
 from pluralign.fairness.report import (
-    AUDIT_SCHEMA_VERSION, AuditReport, GroupMetrics, decode_report, report_encoder, since_previous, without_groups,
+    AUDIT_SCHEMA_VERSION,
+    AuditReport,
+    GroupMetrics,
+    decode_report,
+    report_encoder,
+    since_previous,
+    without_groups,
 )
 from pluralign.fairness.synthetic import SyntheticConfig, synthetic_comparisons
 
