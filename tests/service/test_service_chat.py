@@ -272,3 +272,27 @@ def test_a_new_user_gets_the_maxmin_candidate_over_pal_prototypes(svc):
     table = np.stack([rt.rewards.score(g, prompts, vectors) for g in rt.rewards.prototype_logits()], 1)  # (4, K)
     assert served["chosen_index"] == select_maxmin(table)
     assert body["choices"][0]["message"]["content"] == served["candidates"][served["chosen_index"]]
+
+
+def test_maxmin_for_a_new_user_is_not_the_population_priors_favourite(svc):
+    """The test above cannot tell MaxMin from the prior's own ranking when both pick the same answer
+    (they did on its one chat). Over a few chats, at least one must serve the MaxMin candidate where
+    the population prior would have served another; every chat serves MaxMin's."""
+    import numpy as np
+
+    from pluralign.policy.rerank_maxmin import select_maxmin
+
+    rt = svc.runtime
+    differ = 0
+    with svc.client() as c:
+        for seed in range(8):
+            user = f"nadia{seed}"
+            body = chat(c, user, pluralign={"shots": 0, "candidates": 4}, temperature=1.0, seed=seed)
+            assert body["pluralign"]["prior"] is True
+            served = [x for x in export(c, user) if x["type"] == "interaction"][-1]
+            vectors = rt.encoder.encode(served["candidates"])  # (4, d), in served order
+            prompts = np.broadcast_to(rt.encoder.encode([served["prompt"]]), vectors.shape)
+            table = np.stack([rt.rewards.score(g, prompts, vectors) for g in rt.rewards.prototype_logits()], 1)  # (4, K)
+            assert served["chosen_index"] == select_maxmin(table)
+            differ += int(np.argmax(rt.rewards.score(rt.rewards.prior(), prompts, vectors)) != select_maxmin(table))
+    assert differ >= 1, "every chat's MaxMin candidate was also the prior's favourite: nothing was tested"
