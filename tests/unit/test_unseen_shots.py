@@ -1,13 +1,14 @@
 """The evaluation splits: the k-shot evaluation of new users gives each model exactly each user's
 first k support comparisons (the pool's order) and leaves out users whose pool is shorter than k;
-a seen user's pairs are split into train, validation and test without overlap."""
+a seen user's pairs are split into train, validation and test, a new user's into query and support,
+without overlap."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pluralign.data.record import Preference
-from pluralign.data.splits import Protocol, SeenSplit, UnseenSplit, split_seen
+from pluralign.data.splits import Protocol, SeenSplit, UnseenSplit, split_seen, split_unseen
 from pluralign.evaluation import unseen_by_k
 
 
@@ -56,3 +57,15 @@ def test_a_seen_users_pairs_go_to_exactly_one_of_train_val_and_test():
         parts = [[r.chosen for r in part if r.user_id == user] for part in (split.train, split.val, split.test)]
         assert tuple(map(len, parts)) == expected
         assert sorted(sum(parts, [])) == sorted(r.chosen for r in users[user])  # disjoint, and none lost
+
+
+def test_a_new_users_query_and_support_pool_do_not_share_a_pair():
+    """split_unseen: max(min_query, round(n * query_fraction)) query pairs and the rest as the support
+    pool, disjoint (a support pair scored again as a query would flatter every few-shot figure)."""
+    users = {"ann": pairs("ann", range(30)), "bob": pairs("bob", range(100, 112))}
+    split = split_unseen(users, seed=0, query_fraction=0.3, min_query=10)
+    for user, n_query in (("ann", 10), ("bob", 10)):
+        query, support = [r.chosen for r in split.query[user]], [r.chosen for r in split.support[user]]
+        assert len(query) == n_query and len(support) == len(users[user]) - n_query
+        assert sorted(query + support) == sorted(r.chosen for r in users[user])
+    assert len(split_unseen(users, seed=0, query_fraction=0.5, min_query=0).query["ann"]) == 15
