@@ -74,7 +74,7 @@ class ResidualPrior:
     newton_steps: int = 25  # most Newton steps of the mode search
     tol: float = 1e-7  # stop once a step lowers the objective by less than this
     stated_weight: float = 1.5  # prior mean of a stated preference's feature weight (times its sign)
-    stated_scale: float = 0.5  # its prior sd: strong, yet ~30 contrary comparisons turn it (tests/unit/test_stated.py)
+    stated_scale: float = 0.5  # its prior sd: strong, yet ~30 contrary comparisons turn it (tests/unit/test_user_model.py)
 
     def __post_init__(self) -> None:
         if min(self.origin_scale, self.prototype_scale, self.feature_scale, self.latent_scale, self.stated_scale) <= 0:

@@ -51,6 +51,21 @@ def test_pending_feedback_shows_in_profile_pages_and_export(svc):
         assert sum('"type":"preference"' in line for line in c.get("/v1/users/ivan/export").text.splitlines()) == 3
 
 
+def test_an_export_as_the_first_read_holds_the_pending_feedback(svc):
+    """No page or profile read moves the rows first: the export itself must (a GDPR export that left
+    out what the user sent a moment ago would be incomplete)."""
+    import json
+
+    with svc.client() as c, svc.runtime.ingest.paused():
+        stored = [c.post("/v1/feedback", json=comparison("otto", str(i))).json()["stored"][0] for i in range(2)]
+        assert len(svc.runtime.ingest.log.pending_for("acme", "otto")) == 2
+        r = c.get("/v1/users/otto/export")
+        assert r.status_code == 200, r.text
+        lines = [json.loads(line) for line in r.text.splitlines()]
+    assert [x["pref_id"] for x in lines if x["type"] == "preference"] == stored
+    assert {x["chosen"] for x in lines if x["type"] == "preference"} == {"A spicy vegetable 0.", "A spicy vegetable 1."}
+
+
 def test_delete_clears_pending_feedback_everywhere(svc):
     marker = "zq9pending"
     log_dir = svc.data_dir / "feedback-log"

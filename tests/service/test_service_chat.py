@@ -124,6 +124,26 @@ def test_choice_rating_and_edit_feedback_refer_to_served_responses(svc):
         assert profile["pal"]["prior"] is False and abs(sum(profile["pal"]["weights"]) - 1) < 1e-5
 
 
+def test_a_rating_puts_the_served_answer_on_the_side_it_says_with_its_strength(svc):
+    """Rating 4-5: the served answer beats every other candidate; 1-2: every other candidate beats it;
+    the margin is how far the rating is from 3 (|rating - 3| / 2); 3: one tie row, kept and not fitted."""
+    with svc.client() as c:
+        body = chat(c, "rhea", pluralign={"candidates": 3, "shots": 0}, temperature=1.0)
+        served = [x for x in export(c, "rhea") if x["type"] == "interaction"][0]
+        answer, others = served["candidates"][0], {t for t in served["candidates"][1:] if t != served["candidates"][0]}
+        assert body["choices"][0]["message"]["content"] == answer and others
+        rows = {}
+        for rating in (5, 2, 3):
+            r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": rating})
+            assert r.status_code == 201, r.text
+            stored = {p["pref_id"]: p for p in c.get("/v1/users/rhea/preferences", params={"limit": 100}).json()["data"]}
+            rows[rating] = [stored[i] for i in r.json()["stored"]]
+    assert {(p["chosen"], p["rejected"], p["margin"], p["tie"]) for p in rows[5]} == {(answer, o, 1.0, False) for o in others}
+    assert {(p["chosen"], p["rejected"], p["margin"], p["tie"]) for p in rows[2]} == {(o, answer, 0.5, False) for o in others}
+    assert [(p["chosen"], p["rejected"], p["margin"], p["tie"]) for p in rows[3]] == [(answer, "", 0.0, True)]
+    assert {p["kind"] for p in rows[5] + rows[2] + rows[3]} == {"rating"}
+
+
 def test_feedback_changes_reranking_for_that_user_only(svc):
     """Same seed and no shots: both users get the same candidates; after erin picks her
     lowest-ranked choice, its reward rises relative to the others for erin, not for frank."""
@@ -252,3 +272,27 @@ def test_a_new_user_gets_the_maxmin_candidate_over_pal_prototypes(svc):
     table = np.stack([rt.rewards.score(g, prompts, vectors) for g in rt.rewards.prototype_logits()], 1)  # (4, K)
     assert served["chosen_index"] == select_maxmin(table)
     assert body["choices"][0]["message"]["content"] == served["candidates"][served["chosen_index"]]
+
+
+def test_maxmin_for_a_new_user_is_not_the_population_priors_favourite(svc):
+    """The test above cannot tell MaxMin from the prior's own ranking when both pick the same answer
+    (they did on its one chat). Over a few chats, at least one must serve the MaxMin candidate where
+    the population prior would have served another; every chat serves MaxMin's."""
+    import numpy as np
+
+    from pluralign.policy.rerank_maxmin import select_maxmin
+
+    rt = svc.runtime
+    differ = 0
+    with svc.client() as c:
+        for seed in range(8):
+            user = f"nadia{seed}"
+            body = chat(c, user, pluralign={"shots": 0, "candidates": 4}, temperature=1.0, seed=seed)
+            assert body["pluralign"]["prior"] is True
+            served = [x for x in export(c, user) if x["type"] == "interaction"][-1]
+            vectors = rt.encoder.encode(served["candidates"])  # (4, d), in served order
+            prompts = np.broadcast_to(rt.encoder.encode([served["prompt"]]), vectors.shape)
+            table = np.stack([rt.rewards.score(g, prompts, vectors) for g in rt.rewards.prototype_logits()], 1)  # (4, K)
+            assert served["chosen_index"] == select_maxmin(table)
+            differ += int(np.argmax(rt.rewards.score(rt.rewards.prior(), prompts, vectors)) != select_maxmin(table))
+    assert differ >= 1, "every chat's MaxMin candidate was also the prior's favourite: nothing was tested"

@@ -98,3 +98,30 @@ def test_artifact_round_trips_and_refuses_another_encoder(tmp_path):
         EMMixture.load(tmp_path / "em", encoder_id="enc-B")
     with pytest.raises(ValueError, match="16-d"):
         EMMixture.load(tmp_path / "em", encoder_id="enc-A", dim=384)
+
+
+def test_mixing_weights_are_each_heads_share_of_the_users():
+    """pi_k is a distribution (the M-step's exact maximizer: each head's share of the responsibility
+    mass), not the mass itself: `mixing_weights` sums to 1 and matches the clusters' sizes."""
+    batch, _ = opposed_population(n_users=8, pairs_per_user=12, seed=6)
+    model = EMMixture(EMConfig(k=2, restarts=1, max_iter=10, lbfgs_iter=10))
+    model.fit(batch, batch.select([]))
+    weights = model.mixing_weights()
+    assert weights.shape == (2,) and weights.sum() == pytest.approx(1.0)
+    clusters = model.user_clusters()
+    shares = np.bincount([clusters[u] for u in batch.users], minlength=2) / len(batch.users)
+    np.testing.assert_allclose(weights, shares, atol=0.02)
+
+
+def test_a_new_users_posterior_is_a_distribution_over_heads_and_the_mixing_weights_without_support():
+    """Soft EM: each new user's posterior (`posterior`) sums to 1 over the heads; a user with no
+    support pairs gets the mixing weights themselves."""
+    batch, _ = opposed_population(n_users=8, pairs_per_user=12, seed=7)
+    model = EMMixture(EMConfig(k=2, assignment="soft", restarts=1, max_iter=10, lbfgs_iter=10))
+    model.fit(batch, batch.select([]))
+    fresh, _ = opposed_population(n_users=3, pairs_per_user=4, seed=8)
+    support = fresh.select(np.arange(8))  # users 0 and 1 have 4 pairs each, user 2 none
+    posterior = model.posterior(support)  # (3, K)
+    assert posterior.shape == (3, 2)
+    np.testing.assert_allclose(posterior.sum(1).numpy(), np.ones(3), atol=1e-9)
+    np.testing.assert_allclose(posterior[2].numpy(), model.mixing_weights(), atol=1e-9)

@@ -11,7 +11,15 @@ from pluralign.data.record import Preference
 from pluralign.fairness.audit import AuditConfig, Comparisons, audit, comparisons_from_records
 from pluralign.fairness.metrics import credit, expected_calibration_error
 from pluralign.fairness.online import OnlineLogistic, prequential, time_steps
-from pluralign.fairness.report import AUDIT_SCHEMA_VERSION, decode_report, report_encoder, since_previous
+from pluralign.fairness.report import (
+    AUDIT_SCHEMA_VERSION,
+    AuditReport,
+    GroupMetrics,
+    decode_report,
+    report_encoder,
+    since_previous,
+    without_groups,
+)
 from pluralign.fairness.synthetic import SyntheticConfig, synthetic_comparisons
 
 
@@ -57,6 +65,27 @@ def test_audit_reports_the_known_minority_gap_and_personalization_closing_it():
     assert by["minority"].personalized_accuracy - by["minority"].base_accuracy > 0.15
     assert report.gap < report.base_gap / 2
     assert by["majority"].personalized_accuracy > by["majority"].base_accuracy - 0.03
+    # the worst group's figure is that group's own accuracy (the minimum), the gap best minus worst
+    personalized = [g.personalized_accuracy for g in report.groups]
+    assert report.worst_group_accuracy == by[report.worst_group].personalized_accuracy == min(personalized)
+    assert report.base_worst_group_accuracy == by["minority"].base_accuracy
+    assert report.gap == pytest.approx(max(personalized) - min(personalized))
+
+
+def test_a_report_without_some_groups_ranks_the_groups_left_by_their_own_accuracy():
+    """`without_groups` (groups only deleted users were in): worst group, its accuracy and the gap are
+    the minimum and the spread of the groups left; a flagged group is reported but not ranked."""
+    def group(name, personalized, base, flagged=False):
+        return GroupMetrics(group=name, users=5, comparisons=50, personalized_accuracy=personalized, base_accuracy=base,
+                            personalized_ece=None, base_ece=None, too_few_comparisons=flagged)
+
+    report = AuditReport(group_by="g", created_at=0.0, encoder_id="e", personalized_model="p", base_model="b", users=20,
+                         comparisons=200, groups=[group("a", 0.9, 0.8), group("b", 0.6, 0.7), group("c", 0.75, 0.5),
+                                                  group("d", 0.1, 0.1, flagged=True), group("gone", 0.2, 0.2)])
+    left = without_groups(report, {"gone"})
+    assert [g.group for g in left.groups] == ["a", "b", "c", "d"]
+    assert (left.worst_group, left.worst_group_accuracy, left.gap) == ("b", 0.6, pytest.approx(0.3))
+    assert (left.base_worst_group, left.base_worst_group_accuracy, left.base_gap) == ("c", 0.5, pytest.approx(0.3))
 
 
 def test_small_groups_are_flagged_and_suppressed_below_the_minimum_size():

@@ -1,5 +1,7 @@
 """The real data sets: counts match their documentation; persona populations have no leakage."""
 
+import json
+
 import pytest
 
 from pluralign.data.persona import PersonaConfig, build_persona, group_stances
@@ -96,3 +98,43 @@ def test_a_population_without_new_users_or_queries_is_refused(shared_data, field
 
     with pytest.raises(ValueError, match=f"PersonaConfig.{field} must be >= 1"):
         load_protocol(EvalConfig(protocol="persona", data_dir=str(shared_data), **{field: 0}))
+
+
+def test_ukp_chosen_and_rejected_follow_each_workers_value(tmp_path):
+    """A worker's `a1` chooses the first argument, `a2` the second, `equal` is a tie; one record per
+    worker, user_id their turkID (a tiny file in the original XML layout: no real data needed)."""
+    def assignment(value, worker, stance="pro"):
+        return f"<mTurkAssignment><value>{value}</value><turkID>{worker}</turkID><workerStance>{stance}</workerStance></mTurkAssignment>"
+
+    (tmp_path / "topic-x.xml").write_text(
+        "<list><annotatedArgumentPair><id>p1</id><debateMetaData><title>Cats or dogs</title></debateMetaData>"
+        "<arg1><text>Cats are calm.</text><stance>cats</stance></arg1><arg2><text>Cats sleep a lot.</text></arg2>"
+        + assignment("a1", "w1") + assignment("a2", "w2", "con") + assignment("equal", "w3")
+        + "</annotatedArgumentPair></list>")
+    records, pairs = load_ukp(tmp_path)
+    assert pairs == 1
+    by = {r.user_id: r for r in records}
+    assert (by["w1"].chosen, by["w1"].rejected, by["w1"].tie) == ("Cats are calm.", "Cats sleep a lot.", False)
+    assert (by["w2"].chosen, by["w2"].rejected, by["w2"].tie) == ("Cats sleep a lot.", "Cats are calm.", False)
+    assert by["w3"].tie
+    assert by["w2"].attributes == {"worker_stance": "con", "pair_id": "p1", "topic": "topic-x"}
+    assert by["w1"].prompt == "Debate: Cats or dogs\nSide: cats\nWhich argument for this side is more convincing?"
+
+
+def test_persona_users_choose_the_statement_of_their_groups_stance_on_a_tiny_trait_file(tmp_path):
+    """Without the real data: one trait file of 6 statements a holder would say and 6 it would not;
+    group g0 holds the trait (+1) and always chooses a " Yes" statement, g1 (-1) a " No" one."""
+    folder = tmp_path / "anthropic_persona" / "persona"
+    folder.mkdir(parents=True)
+    lines = [{"statement": f"{answer.strip()} statement {i}", "label_confidence": 0.99, "answer_matching_behavior": answer}
+             for answer in (" Yes", " No") for i in range(6)]
+    (folder / "politically-liberal.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    config = PersonaConfig(groups=2, users_per_group=2, unseen_users_per_group=1, comparisons_per_user=8,
+                           support_size=3, query_size=2, test_fraction=0.5)
+    protocol = build_persona(config, tmp_path)
+    records = protocol.seen.train + protocol.seen.val + protocol.seen.test
+    records += [r for pool in (*protocol.unseen.support.values(), *protocol.unseen.query.values()) for r in pool]
+    assert {r.attributes["group"] for r in records} == {"g0", "g1"}
+    for r in records:
+        says = "Yes" if r.attributes["group"] == "g0" else "No"
+        assert r.chosen.startswith(says) and not r.rejected.startswith(says), r

@@ -24,3 +24,14 @@ def test_maxmin_serves_the_compromise_the_population_reward_passes_over():
     ranked = rerank_maxmin([majority, minority], majority, np.zeros(2), candidates)
     assert ranked.best == 2  # the worst-off group fares best with the compromise
     assert sorted(ranked.order) == [0, 1, 2, 3] and ranked.scores == population.scores
+
+
+def test_maxmin_takes_the_worst_group_not_the_groups_average():
+    """The candidate the majority loves and the minority dislikes has the best average of the groups'
+    standardized rewards (0.12 against the compromise's -0.14); MaxMin still serves the compromise,
+    whose worst group fares best (-0.46 against -0.73), and the rest follow the population's order."""
+    candidates = np.array([[4.0, 0.0], [0.0, 4.0], [1.6, 1.6], [3.9, -0.5]])
+    majority, minority = linear([1.0, 0.0]), linear([0.0, 1.0])
+    ranked = rerank_maxmin([majority, minority], majority, np.zeros(2), candidates)
+    assert ranked.order == [2, 0, 3, 1]
+    assert ranked.scores == [4.0, 0.0, 1.6, 3.9]

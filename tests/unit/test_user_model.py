@@ -149,3 +149,45 @@ def test_a_state_fitted_with_stated_preferences_holds_what_the_comparisons_alone
     assert not um.fits(older, {"length": 1})
     _, no_comparisons = um.fit_user(*(x[:0] for x in train), prior_logits=np.zeros(3), stated={"length": 1})
     assert no_comparisons.from_comparisons == {} and um.fits(no_comparisons, {"length": 1})
+
+
+def test_a_stated_preference_is_the_prior_a_user_without_comparisons_starts_from():
+    """"More" or "less" of a feature sets its coefficient's prior to +-`stated_weight` with sd
+    `stated_scale` (ResidualPrior); the features not stated keep the wide default around 0."""
+    prior = ResidualPrior(stated_weight=1.5, stated_scale=0.5, feature_scale=5.0)
+    um = UserModel(_population(), population="tiny", prior=prior)
+    empty = [x[:0] for x in _comparisons(np.random.default_rng(2), 1)]
+    _, state = um.fit_user(*empty, prior_logits=np.zeros(3), stated={"length": 1, "list_items": -1})
+    assert state.n == 0 and state.stated == {"length": 1, "list_items": -1}
+    assert state.coefficient("length") == pytest.approx((1.5, 0.5))
+    assert state.coefficient("list_items") == pytest.approx((-1.5, 0.5))
+    unstated = next(name for name in FEATURE_NAMES if name not in ("length", "list_items"))
+    assert state.coefficient(unstated) == pytest.approx((0.0, 5.0))
+
+
+
+def test_without_a_state_the_score_is_the_population_reward_at_the_users_logits():
+    """A user with logits but no residual yet (`state` None) is scored by PAL's reward at their mixture
+    weights softmax(logits): the same ranking, differing from PALModel.reward by one constant per prompt."""
+    model = _population()
+    um = UserModel(model, population="tiny")
+    rng = np.random.default_rng(4)
+    prompt, response = rng.normal(size=16).astype(np.float32), rng.normal(size=(5, 16)).astype(np.float32)
+    texts = [" ".join(["word"] * n) + "." for n in (3, 8, 1, 20, 5)]
+    logits = np.array([2.0, -1.0, 0.5])
+    scores = um.score(logits, None, um.candidates(prompt, response, texts))  # (5,)
+    with torch.no_grad():
+        reward = model.reward(torch.tensor(logits, dtype=torch.float32), torch.from_numpy(np.tile(prompt, (5, 1))),
+                              torch.from_numpy(response)).double().numpy()
+    assert np.ptp(scores - reward) < 1e-4 * np.ptp(reward)
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_stated_preference_holds_against_a_few_contrary_comparisons_and_turns_after_thirty(seed):
+    """The default prior's strength (ResidualPrior.stated_scale): a user who said "longer" but picks
+    the shorter answer keeps a positive length weight after 3 such comparisons; 30 turn it."""
+    um = UserModel(_population(), population="tiny")
+    weights = {}
+    for n in (3, 30):
+        train = _comparisons(np.random.default_rng(seed), n)  # the user likes shorter answers
+        weights[n] = um.fit_user(*train, prior_logits=np.zeros(3), stated={"length": 1})[1].coefficient("length")[0]
+    assert weights[3] > 0.5 and weights[30] < 0

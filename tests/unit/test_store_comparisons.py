@@ -1,0 +1,50 @@
+"""What a user's reward fit reads from the store (real LanceDB in a temp folder): only their strict
+comparisons; their ties apart; another user's rows never."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pluralign.store import Store, StoredPreference
+
+
+def row(user: str, n: int, rejected: str, tie: bool = False, kind: str = "comparison") -> StoredPreference:
+    return StoredPreference(tenant="t", user_id=user, pref_id=f"{user}-{n}", prompt="q", chosen=f"c{n}",
+                            rejected=rejected, kind=kind, created_at=float(n), tie=tie)
+
+
+def test_a_fit_reads_the_users_strict_comparisons_and_ties_apart(tmp_path):
+    store = Store(str(tmp_path / "db"), "enc", 2)
+    rows = [row("ann", 1, "r1"), row("ann", 2, "r2", tie=True), row("ann", 3, "", kind="rating"), row("ann", 4, "r4"),
+            row("bob", 5, "r5")]
+    vec = np.array([[float(r.pref_id[-1]), 1.0] for r in rows], np.float32)  # chosen_vec[:, 0] names the row
+    store.add_preferences(rows, np.ones_like(vec), vec, -vec)
+    assert store.count_comparisons("t", "ann") == 2  # counted in the table: no tie, no answer without rival
+    prompt, chosen, rejected = store.comparisons("t", "ann")
+    assert chosen[:, 0].tolist() == [1.0, 4.0] and (rejected == -chosen).all() and prompt.shape == (2, 2)
+    assert store.count_comparisons("t", "ann") == 2  # counted again from the cached history: the same
+    _, tied, _, chosen_text, rejected_text = store.history("t", "ann").tie_set()
+    assert tied[:, 0].tolist() == [2.0] and (chosen_text, rejected_text) == (["c2"], ["r2"])
+    assert store.comparisons("t", "bob")[1][:, 0].tolist() == [5.0]
+    assert store.count_preferences("t", "ann") == 4 and store.count_preferences("t", "bob") == 1
+
+
+def test_the_nearest_shots_are_the_users_own_nearest_first_from_the_table_and_from_the_cache(tmp_path):
+    """`search` (a chat's few-shot retrieval): the first read is a LanceDB vector search, later ones
+    the cached history's; both give the user's own rows, nearest prompt first, and never another
+    user's, however near their prompts are."""
+    store = Store(str(tmp_path / "db"), "enc", 2)
+    angles = {"ann-1": 0.0, "ann-2": 0.5, "ann-3": 1.2, "bob-4": 0.01, "bob-5": 0.02}  # radians from the query
+    rows = [row(pid.split("-")[0], int(pid[-1]), f"r{pid[-1]}") for pid in angles]
+    prompts = np.array([[np.cos(a), np.sin(a)] for a in angles.values()], np.float32)
+    store.add_preferences(rows, prompts, np.ones_like(prompts), -np.ones_like(prompts))
+    query = np.array([1.0, 0.0], np.float32)
+    assert store.histories.peek(("t", "ann")) is None
+    first = store.search("t", "ann", query, 2)  # nothing cached yet: the table's vector search
+    store.wait_warm()
+    assert store.histories.peek(("t", "ann")) is not None  # the search warmed the cache
+    again = store.search("t", "ann", query, 2)
+    for found in (first, again):
+        assert [p.pref_id for p, _ in found] == ["ann-1", "ann-2"]
+        assert [d for _, d in found] == [pytest.approx(0.0, abs=1e-6), pytest.approx(1 - np.cos(0.5), abs=1e-5)]
