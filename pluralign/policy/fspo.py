@@ -44,6 +44,7 @@ from pluralign.losses import dpo_loss, ipo_loss
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.logprobs import PackedBatch, ScoringBatch, encode_packed, sequence_logprobs
 from pluralign.policy.trunk import head_logprobs, lowest_adapted_layer, trunk_states
+from pluralign.reward.inputs import above_zero, whole
 
 LOSSES = {"dpo": dpo_loss, "ipo": ipo_loss}
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -51,7 +52,8 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 @dataclass(frozen=True)
 class FSPOConfig:
-    """One FSPO (or per-user DPO) run."""
+    """One FSPO (or per-user DPO) run. Raises ValueError naming the field that cannot be used: a
+    count that is not a whole number in range, `beta` or `lr` not a finite number > 0."""
 
     shots: int = 4  # past comparisons of the user shown in context (0 = plain DPO)
     loss: str = "ipo"  # "ipo" or "dpo" (see LOSSES)
@@ -70,8 +72,10 @@ class FSPOConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
-        if self.queries < 1:
-            raise ValueError(f"queries must be at least 1, got {self.queries}")
+        above_zero("FSPOConfig", beta=self.beta, lr=self.lr)
+        whole("FSPOConfig", 1, lora_rank=self.lora_rank, steps=self.steps, batch_size=self.batch_size, queries=self.queries,
+              max_prompt_tokens=self.max_prompt_tokens, max_response_tokens=self.max_response_tokens)
+        whole("FSPOConfig", 0, shots=self.shots, lora_layers=self.lora_layers, seed=self.seed)
 
 
 class Episode(Base):

@@ -36,7 +36,7 @@ from pluralign.device import default_device, usable_device
 from pluralign.files import read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch, same_users, seen_rows
-from pluralign.reward.inputs import at_least, comparison_rows, first_bad_row
+from pluralign.reward.inputs import at_least, comparison_rows, first_bad_row, whole
 from pluralign.reward.model_selection import TooManyComponents
 
 SCHEMA_VERSION = 1
@@ -64,10 +64,9 @@ class EMConfig:
             raise ValueError(f"assignment must be `hard` or `soft`, got {self.assignment!r}")
         if self.init not in ("kmeans", "random"):
             raise ValueError(f"init must be `kmeans` or `random`, got {self.init!r}")
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        at_least("EMConfig", 1, restarts=self.restarts, lbfgs_iter=self.lbfgs_iter)
-        at_least("EMConfig", 0, max_iter=self.max_iter, tol=self.tol, l2=self.l2, init_l2=self.init_l2)
+        whole("EMConfig", 1, k=self.k, restarts=self.restarts, lbfgs_iter=self.lbfgs_iter)
+        whole("EMConfig", 0, max_iter=self.max_iter, seed=self.seed)
+        at_least("EMConfig", 0, tol=self.tol, l2=self.l2, init_l2=self.init_l2)
 
 
 @dataclass
