@@ -40,3 +40,43 @@ def test_a_config_field_that_cannot_be_used_is_named_when_the_config_is_made(con
 @pytest.mark.parametrize("config", [PALConfig, PALTrainConfig, BTConfig, EMConfig, MaxMinConfig, FSPOConfig])
 def test_every_config_s_defaults_are_still_accepted(config):
     config()
+
+
+def test_user_weights_refuse_one_user_id_string_and_logits_of_another_shape():
+    import numpy as np
+    import torch
+
+    from pluralign.reward.pal import UserWeights
+
+    table = UserWeights(2)
+    table.set("ann", torch.tensor([1.0, -1.0]))
+    # a string is a sequence of one-letter users: stack("ann") gave three prior rows, silently
+    with pytest.raises(TypeError, match="`users`.*list of user ids"):
+        table.stack("ann")
+    assert table.stack(["ann"])[0].tolist() == [[1.0, -1.0]]
+    # a user id that is not a string was stored, then saved as JSON text and read back as another key
+    with pytest.raises(TypeError, match="`user_id` must be a str, got int"):
+        table.set(3, torch.zeros(2))
+    # a (2, 2) table of two users' logits was flattened into one user's four
+    wide = UserWeights(4)
+    with pytest.raises(ValueError, match=r"`logits` of 'ann' has shape \(2, 2\)"):
+        wide.set("ann", torch.zeros(2, 2))
+    wide.set("ann", torch.zeros(1, 4))  # one row of K is one user's logits
+    with pytest.raises(ValueError, match=r"`prior` has shape \(2, 2\)"):
+        UserWeights(4, torch.zeros(2, 2))
+
+
+def test_user_weights_from_logits_names_logits_that_are_not_one_row_per_user():
+    import numpy as np
+    import torch
+
+    from pluralign.reward.pal import UserWeights
+
+    with pytest.raises(ValueError, match=r"`logits` has shape \(2,\); one row of K logits per user is \(U, K\) = \(2, K\)"):
+        UserWeights.from_logits(["a", "b"], torch.zeros(2))  # was IndexError: tuple index out of range
+    bad = torch.zeros(2, 3)
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="`logits` row 1 .*'b'.* not finite"):  # was "`prior` is not finite"
+        UserWeights.from_logits(["a", "b"], bad)
+    table = UserWeights.from_logits(["a", "b"], np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))  # was AttributeError: detach
+    assert table.k == 3 and table.get("b").tolist() == [0.0, 1.0, 0.0]
