@@ -16,7 +16,8 @@ _INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 def as_numbers(name: str, value, what: str) -> torch.Tensor:
     """`value` (a tensor, a numpy array or nested sequences) as a tensor of its own real dtype;
-    ValueError naming `name` when it is not numbers (`what` says what was expected)."""
+    ValueError naming `name` when it is not numbers or is a tensor on the meta device (`what` says
+    what was expected)."""
     try:
         if isinstance(value, torch.Tensor):
             t = value
@@ -25,6 +26,8 @@ def as_numbers(name: str, value, what: str) -> torch.Tensor:
             t = torch.as_tensor(array if array.flags.writeable else array.copy())  # torch warns on read-only arrays
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"`{name}` is not {what}") from None
+    if t.is_meta:  # a shape without numbers (a model built under init_empty_weights): nothing can be copied out
+        raise ValueError(f"`{name}` is on the meta device: it holds no numbers; give {what} on the CPU or the model's device")
     if not (t.is_floating_point() or t.dtype in _INTEGER):
         raise ValueError(f"`{name}` holds {t.dtype}, not real numbers")
     return t

@@ -66,7 +66,9 @@ def evaluate_pairs(model: PALModel, logits: torch.Tensor, pairs: PairBatch, batc
     `logits` is the user `pairs.user` indexes as u (`UserWeights.stack(pairs.users)[0]`); NaN for
     no pairs. Tensors or numpy arrays of any real dtype. Raises ValueError naming `logits` when it
     is not (U, K) finite numbers for the U = len(pairs.users) users, and `pairs`.field as
-    `PairBatch.check` does (embeddings not (N, input_dim) or not finite, a user index outside)."""
+    `PairBatch.check` does (embeddings not (N, input_dim) or not finite, a user index outside), and
+    `batch_size` when it is not a whole number >= 1 (comparisons scored per forward pass)."""
+    whole("evaluate_pairs", 1, batch_size=batch_size)
     pairs.check("pairs", model.config.input_dim)
     u, k = len(pairs.users), model.config.k
     table = as_numbers("logits", logits, f"({u}, {k}) logits")

@@ -80,3 +80,51 @@ def test_user_weights_from_logits_names_logits_that_are_not_one_row_per_user():
         UserWeights.from_logits(["a", "b"], bad)
     table = UserWeights.from_logits(["a", "b"], np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))  # was AttributeError: detach
     assert table.k == 3 and table.get("b").tolist() == [0.0, 1.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def tiny_pal():
+    import torch
+
+    from pluralign.reward.pal import PALConfig, PALModel
+
+    torch.manual_seed(0)
+    return PALModel(PALConfig(k=2, input_dim=8, latent_dim=4, hidden=8)).eval()
+
+
+def test_few_shot_fit_names_a_step_budget_or_user_count_it_cannot_use(tiny_pal):
+    import torch
+
+    from pluralign.reward.pal import evaluate_pairs, fit_user, fit_users, update_user
+    from pluralign.reward.features import PairBatch
+
+    x = torch.randn(3, 8)
+    with pytest.raises(ValueError, match="`max_steps` must be a whole number >= 0, got -1"):
+        fit_user(tiny_pal, x, x.flip(0), x, max_steps=-1)  # was: the prior, silently, as if fitted
+    with pytest.raises(ValueError, match="`max_steps` must be a whole number >= 0, got 1.5"):
+        fit_user(tiny_pal, x, x.flip(0), x, max_steps=1.5)  # was TypeError from range()
+    with pytest.raises(ValueError, match="`max_steps`"):
+        update_user(tiny_pal, torch.zeros(2), x, x.flip(0), x, max_steps=-3)
+    with pytest.raises(ValueError, match="`n_users` must be a whole number >= 0, got 1.5"):
+        fit_users(tiny_pal, x, x, x, torch.zeros(3, dtype=torch.long), 1.5)  # was TypeError from np.zeros
+    assert fit_user(tiny_pal, x, x.flip(0), x, max_steps=0).tolist() == [0.0, 0.0]  # no step: the prior
+    pairs = PairBatch(x, x.flip(0), x, torch.zeros(3, dtype=torch.long), ["ann"], ["g"] * 3)
+    for size in (0, -1):  # was ValueError: range() arg 3 must not be zero / torch.cat(): expected a non-empty list
+        with pytest.raises(ValueError, match=f"`batch_size` must be a whole number >= 1, got {size}"):
+            evaluate_pairs(tiny_pal, torch.zeros(1, 2), pairs, batch_size=size)
+
+
+def test_embeddings_on_the_meta_device_are_named_not_a_torch_copy_error(tiny_pal):
+    import torch
+
+    from pluralign.reward.bt import SingleBT
+    from pluralign.reward.pal import fit_user
+
+    x = torch.randn(3, 8)
+    meta = x.to("meta")  # holds no numbers: what a model built under init_empty_weights hands on
+    with pytest.raises(ValueError, match="`prompt` is on the meta device"):  # was NotImplementedError: Cannot copy out of meta tensor
+        tiny_pal.reward(torch.zeros(2), meta, x)
+    with pytest.raises(ValueError, match="`chosen` is on the meta device"):
+        fit_user(tiny_pal, x, meta, x)
+    with pytest.raises(ValueError, match="`user_logits` is on the meta device"):
+        tiny_pal.preference_prob(torch.zeros(2, device="meta"), x, x, x)
