@@ -75,6 +75,13 @@ class StoreError(ValueError):
     """A table that cannot be used as asked (a schema mismatch, a bad identifier)."""
 
 
+def whole_numbers(**fields) -> None:
+    """StoreError naming the first of `fields` (a page's offset, a limit) that is not a whole number >= 0."""
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise StoreError(f"`{name}` must be a whole number >= 0, got {value!r}")
+
+
 def refuse_newer(name: str, uri: str, metadata: dict[bytes, bytes] | None) -> None:
     """Raise StoreError when the table `name` at `uri` (its schema `metadata`) carries the mark of a
     newer release: its rows may not read back under this one. What every command that opens a store
@@ -509,8 +516,9 @@ class Store:
     def add_preferences(
         self, rows: list[StoredPreference], prompt_vec: np.ndarray, chosen_vec: np.ndarray, rejected_vec: np.ndarray
     ) -> None:
-        """Append rows with their (N, dim) vectors in one committed version. Raises StoreError
-        naming the vector column that is not (N, dim) or holds NaN or inf (nothing is written)."""
+        """Append rows with their (N, dim) vectors (numpy arrays, lists or CPU tensors of numbers) in
+        one committed version. Raises StoreError naming the vector column that is not (N, dim)
+        numbers or holds NaN or inf (nothing is written)."""
         if not rows:
             return
         schema = self.schemas["preferences"]
@@ -522,6 +530,10 @@ class Store:
         columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in rows]
         columns["trl"] = [None if r.trl is None else _TRL_ENCODER.encode(r.trl).decode() for r in rows]
         for name, array in (("prompt_vec", prompt_vec), ("chosen_vec", chosen_vec), ("rejected_vec", rejected_vec)):
+            try:  # lists and torch tensors (on the CPU) too
+                array = np.asarray(array, np.float32)
+            except (TypeError, ValueError, RuntimeError):
+                raise StoreError(f"`{name}` is not an (N, {self.dim}) array of numbers") from None
             if array.shape != (len(rows), self.dim):
                 raise StoreError(f"`{name}` has shape {array.shape}, expected ({len(rows)}, {self.dim})")
             bad = ~np.isfinite(np.asarray(array, np.float32)).all(-1)
@@ -780,7 +792,10 @@ class Store:
         return self.histories.get((tenant, user_id), load)
 
     def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None) -> tuple[list[StoredPreference], int]:
-        """A page of the user's preferences, oldest first, and the total count."""
+        """A page of the user's preferences, oldest first (`offset` rows skipped, at most `limit`: None
+        for all), and the total count. Raises StoreError when `offset` or `limit` is not a whole
+        number >= 0 (a negative one would slice from the newest end)."""
+        whole_numbers(offset=offset, **({} if limit is None else {"limit": limit}))
         rows = sorted(self.history(tenant, user_id).rows, key=lambda r: (r["created_at"], r["pref_id"]))
         page = rows[offset : None if limit is None else offset + limit]
         return [self._preference(r, tenant, user_id) for r in page], len(rows)
@@ -914,12 +929,18 @@ class Store:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached
         history, else one LanceDB vector search (selected columns only, prefiltered by the BITMAP
         indexes; cheaper than loading the whole history), and the history is loaded behind it.
-        Raises StoreError when `vector` is not (dim,) finite numbers."""
+        Raises StoreError when `vector` is not (dim,) finite numbers or is all zeros (no cosine
+        distance to it), or `limit` is not a whole number >= 0 (0: no rows)."""
+        whole_numbers(limit=limit)
         vector = np.asarray(vector, np.float32)
         if vector.shape != (self.dim,):
             raise StoreError(f"`vector` has shape {vector.shape}, expected ({self.dim},)")
         if not np.isfinite(vector).all():
             raise StoreError("`vector` is not finite (NaN or inf)")
+        if not vector.any():  # the cache ranked every row at distance 1, LanceDB returned none
+            raise StoreError("`vector` is all zeros: it has no cosine distance to any prompt")
+        if limit == 0:  # LanceDB's vector search refuses a limit of 0
+            return []
         history = self._cached(tenant, user_id)
         if history is None:
             self.warm(tenant, user_id)

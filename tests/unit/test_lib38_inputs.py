@@ -128,3 +128,59 @@ def test_embeddings_on_the_meta_device_are_named_not_a_torch_copy_error(tiny_pal
         fit_user(tiny_pal, x, meta, x)
     with pytest.raises(ValueError, match="`user_logits` is on the meta device"):
         tiny_pal.preference_prob(torch.zeros(2, device="meta"), x, x, x)
+
+
+def _stored(n: int):
+    import time
+
+    from pluralign.store import StoredPreference
+
+    now = time.time()
+    return [StoredPreference(tenant="default", user_id="ann", pref_id=f"p{i}", prompt=f"q{i}", chosen=f"c{i}", rejected=f"r{i}",
+                             kind="comparison", created_at=now + i) for i in range(n)]
+
+
+def test_store_search_answers_alike_whether_or_not_the_user_s_history_is_cached(tmp_path):
+    import numpy as np
+
+    from pluralign.store import Store, StoreError
+
+    rng = np.random.default_rng(0)
+    vectors = [rng.random((4, 4), dtype=np.float32) for _ in range(3)]
+    Store(str(tmp_path / "lance"), encoder_id="e", dim=4).add_preferences(_stored(4), *vectors)
+    cached = Store(str(tmp_path / "lance"), encoder_id="e", dim=4)
+    cached.preferences_for("default", "ann")  # loads the history: search answers from it
+    assert cached.search("default", "ann", vectors[0][1], 2)[0][0].pref_id == "p1"
+    fresh = lambda: Store(str(tmp_path / "lance"), encoder_id="e", dim=4)  # noqa: E731  one LanceDB vector search
+    assert fresh().search("default", "ann", vectors[0][1], 2)[0][0].pref_id == "p1"
+    # limit 0: [] from the cache, "Limit is required for ANN/KNN queries" from LanceDB before
+    assert cached.search("default", "ann", vectors[0][1], 0) == fresh().search("default", "ann", vectors[0][1], 0) == []
+    for store in (cached, fresh()):
+        for limit in (-1, 1.5):  # -1: [] cached, LanceDB's error fresh; 1.5: TypeError from a slice
+            with pytest.raises(StoreError, match=f"`limit` must be a whole number >= 0, got {limit}"):
+                store.search("default", "ann", vectors[0][1], limit)
+        # an all-zero vector has no cosine distance: the cache gave every row at distance 1, LanceDB none
+        with pytest.raises(StoreError, match="`vector` is all zeros"):
+            store.search("default", "ann", np.zeros(4), 2)
+
+
+def test_store_pages_and_vectors_given_otherwise_are_named(tmp_path):
+    import numpy as np
+    import torch
+
+    from pluralign.store import Store, StoreError
+
+    store = Store(str(tmp_path / "lance"), encoder_id="e", dim=4)
+    rows = _stored(3)
+    # lists (or torch tensors) of vectors: AttributeError: 'list' object has no attribute 'shape' before
+    store.add_preferences(rows[:1], [[0.1] * 4], torch.rand(1, 4), np.ones((1, 4)))
+    with pytest.raises(StoreError, match=r"`chosen_vec` has shape \(1, 3\), expected \(1, 4\)"):
+        store.add_preferences(rows[1:2], [[0.1] * 4], [[0.1] * 3], [[0.1] * 4])
+    with pytest.raises(StoreError, match="`rejected_vec` is not an \\(N, 4\\) array of numbers"):
+        store.add_preferences(rows[1:2], [[0.1] * 4], [[0.1] * 4], [["a"] * 4])
+    store.add_preferences(rows[1:], *(np.ones((2, 4), np.float32),) * 3)
+    assert [p.pref_id for p in store.preferences_for("default", "ann", offset=1, limit=1)[0]] == ["p1"]
+    # a negative offset or limit sliced from the end: offset=-1 gave the newest row as page one
+    for offset, limit, name in ((-1, None, "offset"), (0, -1, "limit"), (0.5, None, "offset"), (0, 2.5, "limit")):
+        with pytest.raises(StoreError, match=f"`{name}` must be a whole number >= 0"):
+            store.preferences_for("default", "ann", offset=offset, limit=limit)
