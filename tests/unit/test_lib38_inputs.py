@@ -184,3 +184,59 @@ def test_store_pages_and_vectors_given_otherwise_are_named(tmp_path):
     for offset, limit, name in ((-1, None, "offset"), (0, -1, "limit"), (0.5, None, "offset"), (0, 2.5, "limit")):
         with pytest.raises(StoreError, match=f"`{name}` must be a whole number >= 0"):
             store.preferences_for("default", "ann", offset=offset, limit=limit)
+
+
+def test_pairwise_losses_name_rewards_that_would_broadcast_and_a_beta_they_cannot_use():
+    import torch
+
+    from pluralign.losses import bradley_terry_loss, dpo_loss, ipo_loss
+
+    r = torch.zeros(3)
+    # (3,) against (3, 1) broadcast to nine pairs: the mean of a (3, 3) table, silently
+    with pytest.raises(ValueError, match=r"`rejected_reward` has shape \(3, 1\), `chosen_reward` \(3,\)"):
+        bradley_terry_loss(r, r[:, None])
+    with pytest.raises(ValueError, match=r"`ref_rejected_logp` has shape \(2,\), `policy_chosen_logp` \(3,\)"):
+        dpo_loss(r, r, r, r[:2])
+    for beta in (0, -0.1, float("nan")):  # ipo: ZeroDivisionError at 0; dpo: a constant loss at 0, reversed below
+        for loss in (dpo_loss, ipo_loss):
+            with pytest.raises(ValueError, match=f"`beta` must be a finite number > 0, got {beta}"):
+                loss(r, r, r, r, beta=beta)
+    assert float(bradley_terry_loss(torch.ones(2), torch.zeros(2))) == pytest.approx(0.3133, abs=1e-4)
+
+
+def test_win_rate_counts_wins_not_probabilities_and_ranking_refuses_a_nan_score():
+    import numpy as np
+
+    from pluralign.fairness.metrics import win_rate
+    from pluralign.policy.rerank import ranked_by
+
+    assert win_rate([True, False, True, True]) == 0.75
+    assert win_rate(np.array([1, 0])) == 0.5
+    # probabilities were cast to bool: 0.2 counted as a win, and NaN too
+    for bad in ([0.2, 0.9], [float("nan"), 0.0]):
+        with pytest.raises(ValueError, match="`personalized_chosen` must be booleans"):
+            win_rate(bad)
+    # NaN compares false with everything: a NaN score came first in the order, served as the best answer
+    with pytest.raises(ValueError, match="`scores` of candidate 0 is NaN"):
+        ranked_by(np.array([float("nan"), 1.0, 0.0]))
+    assert ranked_by(np.array([0.0, float("inf"), -float("inf")])).order == [1, 0, 2]
+
+
+def test_an_em_mixture_from_heads_checks_the_heads_against_k():
+    import torch
+
+    from pluralign.reward.em import EMConfig, EMMixture
+
+    config = EMConfig(k=2)
+    with pytest.raises(ValueError, match=r"`head_weights` has shape \(3, 8\), expected \(K, F\) = \(2, F\)"):
+        EMMixture.from_heads(torch.zeros(3, 8), torch.zeros(2), config)  # was accepted: K=3 heads under K=2
+    with pytest.raises(ValueError, match=r"`head_weights` has shape \(8,\)"):
+        EMMixture.from_heads(torch.zeros(8), torch.zeros(2), config)
+    with pytest.raises(ValueError, match="`log_mixing` has 3 values"):
+        EMMixture.from_heads(torch.zeros(2, 8), torch.zeros(3), config)
+    nan = torch.zeros(2, 8)
+    nan[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="`head_weights` row 1 is not finite"):
+        EMMixture.from_heads(nan, torch.zeros(2), config)
+    model = EMMixture.from_heads(torch.zeros(2, 8), torch.tensor([0.0, float("-inf")]), config)  # a head no user chose
+    assert model.mixing_weights().tolist() == [1.0, 0.0]
