@@ -240,3 +240,58 @@ def test_an_em_mixture_from_heads_checks_the_heads_against_k():
         EMMixture.from_heads(nan, torch.zeros(2), config)
     model = EMMixture.from_heads(torch.zeros(2, 8), torch.tensor([0.0, float("-inf")]), config)  # a head no user chose
     assert model.mixing_weights().tolist() == [1.0, 0.0]
+
+
+class _Counting:
+    encoder_id = "test/lib38"
+    dim = 3
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, texts):
+        import numpy as np
+
+        self.calls += len(texts)
+        return np.array([[len(t), 1.0, 2.0] for t in texts], np.float32)
+
+
+def test_a_damaged_cache_row_is_embedded_again_not_a_numpy_buffer_error(tmp_path):
+    import sqlite3
+
+    from pluralign.embed.cache import CachedEncoder, EmbeddingCache
+
+    path = tmp_path / "embeddings.sqlite"
+    CachedEncoder(_Counting(), EmbeddingCache(path)).encode(["ann", "bob"])
+    db = sqlite3.connect(path)  # a torn write, or another tool's bytes: 5 bytes is no float32 vector
+    db.execute("UPDATE embedding SET vector = ?", (b"\x00\x01\x02\x03\x04",))
+    db.commit()
+    db.close()
+    encoder = _Counting()
+    cached = CachedEncoder(encoder, EmbeddingCache(path))
+    # was ValueError: buffer size must be a multiple of element size, on every later run
+    assert cached.encode(["ann", "bob"]).tolist() == [[3.0, 1.0, 2.0], [3.0, 1.0, 2.0]]
+    assert encoder.calls == 2  # embedded again and replaced
+    again = _Counting()
+    CachedEncoder(again, EmbeddingCache(path)).encode(["ann", "bob"])
+    assert again.calls == 0
+
+
+def test_a_sqlite_file_of_another_kind_and_mismatched_keys_are_named(tmp_path):
+    import sqlite3
+
+    import numpy as np
+
+    from pluralign.embed.cache import EmbeddingCache
+
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)  # an `embedding` table of another tool's columns
+    db.execute("CREATE TABLE embedding (id INTEGER, text TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(ValueError, match="other.sqlite: not an embedding cache: its `embedding` table has columns"):
+        EmbeddingCache(other)  # was accepted, then sqlite3.OperationalError: no such column: key at the first read
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    with pytest.raises(ValueError, match="`keys` has 2 keys, `vectors` 1 rows"):
+        cache.put("enc", [b"k" * 32, b"j" * 32], np.ones((1, 3), np.float32))  # zip dropped the second key silently
+    assert len(cache) == 0
