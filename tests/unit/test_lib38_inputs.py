@@ -295,3 +295,30 @@ def test_a_sqlite_file_of_another_kind_and_mismatched_keys_are_named(tmp_path):
     with pytest.raises(ValueError, match="`keys` has 2 keys, `vectors` 1 rows"):
         cache.put("enc", [b"k" * 32, b"j" * 32], np.ones((1, 3), np.float32))  # zip dropped the second key silently
     assert len(cache) == 0
+
+
+def test_fspo_episodes_name_counts_they_cannot_use_and_a_query_user_without_support():
+    from pluralign.data.record import Preference
+    from pluralign.policy.fspo import group_batches, query_episodes, training_episodes
+
+    users = {"ann": [Preference(user_id="ann", prompt=f"p{i}", chosen=f"c{i}", rejected=f"r{i}") for i in range(5)]}
+    assert [len(e.shots) for e in training_episodes(users, 2, 3)] == [2, 2, 2]
+    # shots=-1 gave no episode at all, queries=0 a ZeroDivisionError, count=-1 none, silently
+    for kwargs, name in ((dict(shots=-1, count=3), "shots"), (dict(shots=2, count=3, queries=0), "queries"),
+                         (dict(shots=2, count=-1), "count"), (dict(shots=1.5, count=3), "shots")):
+        with pytest.raises(ValueError, match=f"`{name}` must be a whole number"):
+            training_episodes(users, **kwargs)
+    with pytest.raises(TypeError, match="`users` must map each user id to their comparisons"):
+        training_episodes(users["ann"], 2, 3)  # was AttributeError: 'list' object has no attribute 'items'
+    # query_episodes(shots=-1) showed all but the last support comparison (a slice from the end)
+    with pytest.raises(ValueError, match="`shots` must be a whole number >= 0, got -1"):
+        query_episodes(users, users, -1)
+    with pytest.raises(ValueError, match="`per_user` must be a whole number >= 0, got -1"):
+        query_episodes(users, users, 1, per_user=-1)
+    # a query user with no support comparisons was KeyError: 'bob'
+    with pytest.raises(ValueError, match="query user 'bob' has no support comparisons"):
+        query_episodes(users, {**users, "bob": users["ann"]}, 2)
+    assert [len(e.shots) for e in query_episodes(users, users, 2, per_user=2)] == [2, 2]
+    for size in (0, -1):  # 0: range() arg 3 must not be zero; -1: no batch, then a modulo by zero in training
+        with pytest.raises(ValueError, match=f"`size` must be a whole number >= 1, got {size}"):
+            group_batches([[0, 1]], size)
