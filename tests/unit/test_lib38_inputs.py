@@ -322,3 +322,36 @@ def test_fspo_episodes_name_counts_they_cannot_use_and_a_query_user_without_supp
     for size in (0, -1):  # 0: range() arg 3 must not be zero; -1: no batch, then a modulo by zero in training
         with pytest.raises(ValueError, match=f"`size` must be a whole number >= 1, got {size}"):
             group_batches([[0, 1]], size)
+
+
+def test_the_user_model_names_logits_texts_and_stated_signs_it_cannot_use(tiny_pal):
+    import numpy as np
+
+    from pluralign.user import FEATURE_NAMES, UserModel
+
+    x = np.random.default_rng(0).random((3, 8), dtype=np.float32)
+    texts = ["a", "bb", "ccc"]
+    # prior logits of another K, or NaN, were kept: weights (3,) for K=2 failed later in numpy, NaN scored NaN
+    with pytest.raises(ValueError, match="`prior_logits` has 3 values .*K=2"):
+        UserModel(tiny_pal, "p", prior_logits=np.zeros(3))
+    with pytest.raises(ValueError, match="`prior_logits` is not finite"):
+        UserModel(tiny_pal, "p", prior_logits=np.array([np.nan, 0.0]))
+    um = UserModel(tiny_pal, "p")
+    candidates = um.candidates(x[0], x, texts)
+    with pytest.raises(ValueError, match="`logits` has 3 values .*K=2"):  # was numpy's could not broadcast (3,) into (2,)
+        um.score(np.zeros(3), None, candidates)
+    with pytest.raises(ValueError, match="`logits` is not finite"):  # was NaN scores, silently
+        um.score(np.array([np.nan, 0.0]), None, candidates)
+    with pytest.raises(ValueError, match="`logits` has 3 values"):  # was a state recording 3 logits for K=2
+        um.fit(np.zeros(3), x, x[::-1].copy(), x, texts, texts[::-1])
+    # one string is N one-letter texts: "abc" scored three answers "a", "b", "c" without a word
+    with pytest.raises(TypeError, match="`texts` must be a sequence of strings"):
+        um.candidates(x[0], x, "abc")
+    with pytest.raises(TypeError, match="`chosen_texts` must be a sequence of strings"):
+        um.fit_user(x, x[::-1].copy(), x, "abc", texts, np.zeros(2))
+    named = np.zeros((3, len(FEATURE_NAMES)))
+    with pytest.raises(ValueError, match=r"`rejected_named` has shape \(2, 7\), expected \(3, 7\)"):  # numpy broadcast error
+        um.fit_named(np.zeros(2), x, x, x, named, named[:2])
+    # a stated preference is a sign: 5 gave the prior five times the stated weight
+    with pytest.raises(ValueError, match=f"stated preference on {FEATURE_NAMES[0]!r} must be \\+1 or -1 \\(more or less\\), got 5"):
+        um.fit_user(x, x[::-1].copy(), x, texts, texts[::-1], np.zeros(2), stated={FEATURE_NAMES[0]: 5})
