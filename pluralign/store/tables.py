@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
-from pluralign.data.record import Base, TrlRow
+from pluralign.data.record import Base, TrlRow, time_problem
 from pluralign.data.text import answer_key
 from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
@@ -518,9 +518,15 @@ class Store:
     ) -> None:
         """Append rows with their (N, dim) vectors (numpy arrays, lists or CPU tensors of numbers) in
         one committed version. Raises StoreError naming the vector column that is not (N, dim)
-        numbers or holds NaN or inf (nothing is written)."""
+        numbers or holds NaN or inf, or the row whose `created_at` or `received_at` is not a finite
+        time (nothing is written)."""
         if not rows:
             return
+        for i, r in enumerate(rows):  # a NaN or infinite time: pages (sorted by it) and a DELETE's cut-off lose their order
+            # (the margin is not checked here: a rating without rival keeps its signed score, (rating - 3) / 2)
+            for name, problem in (("created_at", time_problem(r.created_at)), ("received_at", time_problem(r.received_at))):
+                if problem:
+                    raise StoreError(f"`{name}` of row {i} (pref_id {r.pref_id!r}) {problem}")
         schema = self.schemas["preferences"]
         columns = {
             name: [getattr(r, name) for r in rows]

@@ -355,3 +355,32 @@ def test_the_user_model_names_logits_texts_and_stated_signs_it_cannot_use(tiny_p
     # a stated preference is a sign: 5 gave the prior five times the stated weight
     with pytest.raises(ValueError, match=f"stated preference on {FEATURE_NAMES[0]!r} must be \\+1 or -1 \\(more or less\\), got 5"):
         um.fit_user(x, x[::-1].copy(), x, texts, texts[::-1], np.zeros(2), stated={FEATURE_NAMES[0]: 5})
+
+
+def test_a_preference_made_in_python_is_held_to_the_importer_s_rules_on_margin_and_time(tmp_path):
+    import numpy as np
+
+    from pluralign.data.record import Preference
+    from pluralign.store import Store, StoreError
+
+    row = dict(user_id="ann", prompt="p", chosen="c", rejected="r")
+    # read_rows refuses these; built directly they were kept (and a NaN margin written as null)
+    for margin in (float("nan"), float("inf"), -1.0, 2e6):
+        with pytest.raises(ValueError, match="`margin` must be a number >= 0"):
+            Preference(**row, margin=margin)
+    with pytest.raises(ValueError, match="`created_at` must be a finite time"):
+        Preference(**row, created_at=float("nan"))
+    with pytest.raises(TypeError, match="`user_id` must be a str, got int"):  # was AttributeError: 'int' object has no attribute 'isascii'
+        Preference(**{**row, "user_id": 3})
+    assert Preference(**row, margin=0.0, tie=True).margin == 0.0
+    # nor does the store take a time that is not one, used directly (its pages sort by it); a rating
+    # without rival keeps its signed margin there, so the store does not check margins
+    store = Store(str(tmp_path / "lance"), encoder_id="e", dim=4)
+    vectors = (np.ones((1, 4), np.float32),) * 3
+    for field, value, message in (("created_at", float("nan"), r"`created_at` of row 0 \(pref_id 'p0'\) must be a finite time"),
+                                  ("received_at", float("inf"), r"`received_at` of row 0 \(pref_id 'p0'\) must be a finite time")):
+        bad = _stored(1)[0]
+        setattr(bad, field, value)
+        with pytest.raises(StoreError, match=message):
+            store.add_preferences([bad], *vectors)
+    assert store.preferences_for("default", "ann") == ([], 0)
