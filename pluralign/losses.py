@@ -11,10 +11,11 @@ import torch.nn.functional as F
 def _alike(**named: torch.Tensor) -> None:
     """ValueError naming the first tensor whose shape is not the first's: (N,) against (N, 1) would
     broadcast to an (N, N) table of every chosen against every rejected, averaged without a word."""
-    (first, shape), *rest = ((name, tuple(t.shape)) for name, t in named.items())
-    for name, t in rest:
-        if t != shape:
-            raise ValueError(f"`{name}` has shape {t}, `{first}` {shape}: one value per comparison in each")
+    first, *rest = named
+    shape = named[first].shape
+    for name in rest:
+        if named[name].shape != shape:
+            raise ValueError(f"`{name}` has shape {tuple(named[name].shape)}, `{first}` {tuple(shape)}: one value per comparison in each")
 
 
 def _beta(beta: float) -> None:
