@@ -156,7 +156,8 @@ class UserWeights:
 
     @classmethod
     def load(cls, path: str | Path, k: int | None = None) -> UserWeights:
-        """Read a table; refuses another schema version, or another K when `k` is given."""
+        """Read a table; ValueError naming the file for another schema version, another K when `k` is
+        given, a K or prior that does not fit, or a user's logits of another length than K."""
         try:
             file = _DECODER.decode(Path(path).read_bytes())
         except msgspec.DecodeError as exc:  # not JSON, or not this schema's fields
@@ -165,7 +166,10 @@ class UserWeights:
             raise ValueError(f"{path}: user-weights schema {file.schema_version}, this code reads {USER_WEIGHTS_SCHEMA}")
         if k is not None and file.k != k:
             raise ValueError(f"{path}: user weights have K={file.k}, the model has K={k}")
-        table = cls(file.k, torch.tensor(file.prior, dtype=torch.float32))
+        try:
+            table = cls(file.k, torch.tensor(file.prior, dtype=torch.float32))
+        except ValueError as exc:  # K < 1, or a prior of another length than K
+            raise ValueError(f"{path}: its {str(exc).replace('`prior`', 'prior')}") from None
         for user_id, row in file.users.items():
             if len(row.logits) != file.k:
                 raise ValueError(f"{path}: user {user_id!r} has {len(row.logits)} logits, expected K={file.k}")

@@ -384,3 +384,18 @@ def test_a_preference_made_in_python_is_held_to_the_importer_s_rules_on_margin_a
         with pytest.raises(StoreError, match=message):
             store.add_preferences([bad], *vectors)
     assert store.preferences_for("default", "ann") == ([], 0)
+
+
+def test_a_user_weights_file_whose_prior_does_not_fit_names_the_file(tmp_path):
+    import json
+
+    from pluralign.reward.pal import UserWeights
+
+    path = tmp_path / "user_weights.json"
+    UserWeights.from_logits(["a", "b"], [[1.0, 0.0], [0.0, 1.0]]).save(path)
+    data = json.loads(path.read_text())
+    data["prior"] = [0.0, 0.0, 0.0]  # edited by hand, or another table's
+    path.write_text(json.dumps(data))
+    # was "`prior` has 3 values, expected 2 logits (the table's K)", naming no file
+    with pytest.raises(ValueError, match=r"user_weights.json: its prior has 3 values, expected 2 logits"):
+        UserWeights.load(path)
