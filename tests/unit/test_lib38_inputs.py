@@ -399,3 +399,22 @@ def test_a_user_weights_file_whose_prior_does_not_fit_names_the_file(tmp_path):
     # was "`prior` has 3 values, expected 2 logits (the table's K)", naming no file
     with pytest.raises(ValueError, match=r"user_weights.json: its prior has 3 values, expected 2 logits"):
         UserWeights.load(path)
+
+
+def test_group_accuracy_takes_credits_and_a_list_of_labels_not_probabilities_or_one_string():
+    import numpy as np
+
+    from pluralign.evaluation import group_accuracy, macro, user_accuracy
+    from pluralign.fairness.metrics import credit
+
+    p = np.array([0.9, 0.2, 0.6])
+    assert group_accuracy(credit(p), ["a", "a", "b"]) == ({"a": 0.5, "b": 1.0}, {"a": 2, "b": 1})
+    # probabilities where credits belong: their mean was reported as the group's accuracy (0.55 for "a")
+    with pytest.raises(ValueError, match=r"`correct` must be credits \(0, 0.5 or 1: credit\(p\)\): element 0 is 0.9"):
+        group_accuracy(p, ["a", "a", "b"])
+    with pytest.raises(ValueError, match="`correct` must be credits"):
+        macro(p, np.array([0, 0, 1]))
+    # one string is three one-letter groups: "aab" gave groups a and b, silently
+    with pytest.raises(TypeError, match="`groups` must be a list of labels, one per comparison, not one str"):
+        group_accuracy(credit(p), "aab")
+    assert user_accuracy(credit(p), np.array([0, 0, 1])) == {0: 0.5, 1: 1.0}
