@@ -43,7 +43,6 @@ def test_every_config_s_defaults_are_still_accepted(config):
 
 
 def test_user_weights_refuse_one_user_id_string_and_logits_of_another_shape():
-    import numpy as np
     import torch
 
     from pluralign.reward.pal import UserWeights
@@ -95,8 +94,8 @@ def tiny_pal():
 def test_few_shot_fit_names_a_step_budget_or_user_count_it_cannot_use(tiny_pal):
     import torch
 
-    from pluralign.reward.pal import evaluate_pairs, fit_user, fit_users, update_user
     from pluralign.reward.features import PairBatch
+    from pluralign.reward.pal import evaluate_pairs, fit_user, fit_users, update_user
 
     x = torch.randn(3, 8)
     with pytest.raises(ValueError, match="`max_steps` must be a whole number >= 0, got -1"):
@@ -117,7 +116,6 @@ def test_few_shot_fit_names_a_step_budget_or_user_count_it_cannot_use(tiny_pal):
 def test_embeddings_on_the_meta_device_are_named_not_a_torch_copy_error(tiny_pal):
     import torch
 
-    from pluralign.reward.bt import SingleBT
     from pluralign.reward.pal import fit_user
 
     x = torch.randn(3, 8)
