@@ -63,15 +63,29 @@ def accuracy(p: np.ndarray) -> np.ndarray:
     return credit(p)
 
 
-def _same_length(correct, labels, name: str, what: str) -> None:
+def _same_length(correct, labels, name: str, what: str) -> np.ndarray:
+    """`correct` as a float64 array (N,) of credits, checked: ValueError for a value that is not 0,
+    0.5 or 1 (a probability's mean would pass for an accuracy) or `labels` of another length than
+    `correct`, TypeError for labels given as one string (each letter would be a label)."""
+    if isinstance(labels, str | bytes):
+        raise TypeError(f"`{name}` must be a list of labels, one per comparison, not one {type(labels).__name__}")
+    if hasattr(correct, "detach"):  # a torch tensor
+        correct = correct.detach().cpu()
+    correct = np.asarray(correct, np.float64).reshape(-1)
+    bad = ~np.isin(correct, (0.0, 0.5, 1.0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"`correct` must be credits (0, 0.5 or 1: credit(p)): element {i} is {float(correct[i])!r}; pass credit(p), not p")
     if len(labels) != len(correct):
         raise ValueError(f"`{name}` has {len(labels)} {what}, `correct` {len(correct)}: one per comparison")
+    return correct
 
 
 def user_accuracy(correct: np.ndarray, users: np.ndarray) -> dict[int, float]:
     """Per user index: the mean credit of that user's pairs. `correct` (N,) is `credit(p)`, `users`
-    (N,) each pair's user index; ValueError naming `users` when it has another length."""
-    _same_length(correct, users, "users", "entries")
+    (N,) each pair's user index; ValueError naming `users` when it has another length and
+    `correct` when it holds a value that is not a credit (0, 0.5 or 1)."""
+    correct = _same_length(correct, users, "users", "entries")
     per_user = defaultdict(list)
     for c, u in zip(correct, users, strict=False):
         per_user[int(u)].append(c)
@@ -88,8 +102,9 @@ def macro(correct: np.ndarray, users: np.ndarray) -> float:
 def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, float], dict[str, int]]:
     """({group: mean credit of its pairs}, {group: its pairs}) for `correct` (N,) (`credit(p)`) and
     each pair's group label (N,); the worst group is min(acc, key=acc.get). ValueError naming
-    `groups` when it has another length."""
-    _same_length(correct, groups, "groups", "labels")
+    `groups` when it has another length and `correct` when it holds a value that is not a credit
+    (probabilities: pass credit(p)); TypeError when `groups` is one string."""
+    correct = _same_length(correct, groups, "groups", "labels")
     sums: dict[str, list[float]] = defaultdict(list)
     for c, g in zip(correct, groups, strict=False):
         sums[g].append(c)

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 
+def _alike(**named: torch.Tensor) -> None:
+    """ValueError naming the first tensor whose shape is not the first's: (N,) against (N, 1) would
+    broadcast to an (N, N) table of every chosen against every rejected, averaged without a word."""
+    first, *rest = named
+    shape = named[first].shape
+    for name in rest:
+        if named[name].shape != shape:
+            raise ValueError(f"`{name}` has shape {tuple(named[name].shape)}, `{first}` {tuple(shape)}: one value per comparison in each")
+
+
+def _beta(beta: float) -> None:
+    if not (isinstance(beta, int | float) and not isinstance(beta, bool) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"`beta` must be a finite number > 0, got {beta!r}")
+
+
 def bradley_terry_loss(chosen_reward: torch.Tensor, rejected_reward: torch.Tensor) -> torch.Tensor:
-    """-log sigmoid(r_c - r_r), averaged: the pairwise preference likelihood."""
+    """-log sigmoid(r_c - r_r), averaged: the pairwise preference likelihood. Rewards (N,) each;
+    ValueError when their shapes differ."""
+    _alike(chosen_reward=chosen_reward, rejected_reward=rejected_reward)
     return -F.logsigmoid(chosen_reward - rejected_reward).mean()
 
 
@@ -18,7 +37,11 @@ def dpo_loss(
     ref_rejected_logp: torch.Tensor,
     beta: float = 0.1,
 ) -> torch.Tensor:
-    """DPO (Rafailov et al.): BT loss on implicit rewards beta * log(pi / pi_ref); per-row, not averaged."""
+    """DPO (Rafailov et al.): BT loss on implicit rewards beta * log(pi / pi_ref); per-row, not averaged.
+    Log-probabilities (N,) each, in nats; ValueError when their shapes differ or `beta` is not > 0."""
+    _beta(beta)
+    _alike(policy_chosen_logp=policy_chosen_logp, policy_rejected_logp=policy_rejected_logp,
+           ref_chosen_logp=ref_chosen_logp, ref_rejected_logp=ref_rejected_logp)
     margin = (policy_chosen_logp - ref_chosen_logp) - (policy_rejected_logp - ref_rejected_logp)
     return -F.logsigmoid(beta * margin)
 
@@ -30,6 +53,10 @@ def ipo_loss(
     ref_rejected_logp: torch.Tensor,
     beta: float = 0.1,
 ) -> torch.Tensor:
-    """IPO (Azar et al.): squared distance of the log-ratio margin from 1/(2 beta); per-row."""
+    """IPO (Azar et al.): squared distance of the log-ratio margin from 1/(2 beta); per-row.
+    Log-probabilities (N,) each, in nats; ValueError when their shapes differ or `beta` is not > 0."""
+    _beta(beta)
+    _alike(policy_chosen_logp=policy_chosen_logp, policy_rejected_logp=policy_rejected_logp,
+           ref_chosen_logp=ref_chosen_logp, ref_rejected_logp=ref_rejected_logp)
     margin = (policy_chosen_logp - ref_chosen_logp) - (policy_rejected_logp - ref_rejected_logp)
     return (margin - 1.0 / (2.0 * beta)) ** 2

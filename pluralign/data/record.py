@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -26,6 +27,29 @@ def tenant_problem(value: str) -> str | None:
         return TENANT_RULE
     if value in RESERVED_TENANTS:
         return f"{value!r} is reserved (the admin area's population snapshots are stored under that name)"
+    return None
+
+
+MAX_MARGIN = 1e6  # the largest margin the importers and the API take
+
+
+def margin_problem(margin: Any) -> str | None:
+    """Why `margin` cannot be a comparison's margin (None: it can): a number in [0, MAX_MARGIN], or None."""
+    if margin is None:
+        return None
+    number = isinstance(margin, int | float) and not isinstance(margin, bool)
+    if not number or not 0 <= margin <= MAX_MARGIN:  # NaN fails the comparison
+        return f"must be a number >= 0 (how much better `chosen` is) and at most 1e6 (MAX_MARGIN), got {margin!r}"
+    return None
+
+
+def time_problem(created_at: Any) -> str | None:
+    """Why `created_at` cannot be a time (None: it can): a finite number of seconds since the epoch, or None."""
+    if created_at is None:
+        return None
+    number = isinstance(created_at, int | float) and not isinstance(created_at, bool)
+    if not number or not math.isfinite(created_at):
+        return f"must be a finite time (seconds since the epoch), got {created_at!r}"
     return None
 
 
@@ -101,6 +125,15 @@ class Preference(Base):
     trl: TrlRow | None = None  # the TRL row it was read from, when a plain export would not give it back
 
     def __post_init__(self) -> None:
+        """Raises TypeError naming a text field that is not a str, ValueError naming an empty one, a
+        `margin` outside [0, MAX_MARGIN] (NaN included) or a `created_at` that is not finite: the rules
+        `read_rows` applies to a row, for a record made in Python."""
+        for name in ("user_id", "prompt", "chosen", "rejected"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"`{name}` must be a str, got {type(getattr(self, name)).__name__}")
+        for name, problem in (("margin", margin_problem(self.margin)), ("created_at", time_problem(self.created_at))):
+            if problem:
+                raise ValueError(f"`{name}` {problem}")
         if is_blank(self.user_id) or is_blank(self.prompt) or is_blank(self.chosen) or is_blank(self.rejected):
             name = next(name for name in ("user_id", "prompt", "chosen", "rejected") if is_blank(getattr(self, name)))
             raise ValueError(f"`{name}` must not be empty (it has no visible character)")

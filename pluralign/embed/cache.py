@@ -48,7 +48,9 @@ def home_cache_path() -> Path | None:
 
 class EmbeddingCache:
     def __init__(self, path: str | Path):
-        """Opens (or creates) the cache at `path`; raises ValueError naming it when it is not one."""
+        """Opens (or creates) the cache at `path`; raises ValueError naming it when it is not one (a
+        folder, another kind of file, a SQLite file whose `embedding` table has other columns). A row
+        whose bytes are not float32 numbers reads as absent: `CachedEncoder` embeds it again."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -58,8 +60,13 @@ class EmbeddingCache:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS embedding (encoder TEXT, key BLOB, vector BLOB, PRIMARY KEY (encoder, key))"
             )
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(embedding)")]
         except sqlite3.Error as exc:  # a folder, another kind of file, a damaged database
             raise ValueError(f"{self.path}: cannot open it as an embedding cache (a SQLite file): {exc}") from None
+        if not {"encoder", "key", "vector"} <= set(columns):  # another tool's SQLite file with a table of that name
+            self._db.close()
+            raise ValueError(f"{self.path}: not an embedding cache: its `embedding` table has columns {columns}, "
+                             "not encoder, key, vector; give another path")
 
     def get(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
@@ -72,10 +79,15 @@ class EmbeddingCache:
                     [encoder_id, *chunk],
                 )
                 for key, blob in rows:
-                    found[key] = np.frombuffer(blob, dtype=np.float32)
+                    if isinstance(blob, bytes) and len(blob) % 4 == 0:  # else no float32 vector (a torn or foreign
+                        found[key] = np.frombuffer(blob, dtype=np.float32)  # write): absent, so embedded again and replaced
         return found
 
     def put(self, encoder_id: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Store `vectors` (N, dim) under `keys` (N `text_key`s) in one transaction; ValueError when
+        their counts differ (nothing is stored)."""
+        if len(keys) != len(vectors):
+            raise ValueError(f"`keys` has {len(keys)} keys, `vectors` {len(vectors)} rows: one vector per key")
         with self._lock, self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO embedding VALUES (?, ?, ?)",

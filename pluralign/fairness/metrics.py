@@ -47,6 +47,16 @@ def expected_calibration_error(p: np.ndarray, bins: int = 10) -> float | None:
 
 
 def win_rate(personalized_chosen: np.ndarray) -> float | None:
-    """Share of personalized-vs-base comparisons that the personalized response won (None if none)."""
-    personalized_chosen = np.asarray(personalized_chosen, bool)
+    """Share of personalized-vs-base comparisons that the personalized response won (None if none):
+    `personalized_chosen` (N,) booleans (or 0/1). Raises ValueError for any other value (a
+    probability would be cast to a win, NaN included)."""
+    if hasattr(personalized_chosen, "detach"):  # a torch tensor
+        personalized_chosen = personalized_chosen.detach().cpu()
+    values = np.asarray(personalized_chosen).reshape(-1)
+    if values.dtype != bool:
+        bad = ~np.isin(values, (0, 1))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"`personalized_chosen` must be booleans (or 0/1), one per comparison: element {i} is {values[i]!r}")
+    personalized_chosen = values.astype(bool)
     return float(personalized_chosen.mean()) if personalized_chosen.size else None

@@ -314,6 +314,13 @@ class ModelHost:
             self.model.delete_adapter(name)
 
 
+def _one_per_row(users: Sequence, conversations: Sequence) -> None:
+    """ValueError unless there is one user key (or None) per conversation: without it, a model with
+    no adapter loaded yet read no user at all, and peft's mixed batch failed on its own terms."""
+    if len(users) != len(conversations):
+        raise ValueError(f"`users` has {len(users)} rows, `conversations` {len(conversations)}: one user key (or None) per row")
+
+
 class AdapterPool:
     """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`.
 
@@ -445,14 +452,22 @@ class AdapterPool:
             return names
 
     def score(self, users, conversations, responses, tokenizer, **encode_kwargs) -> torch.Tensor:
-        """(N,) log pi(response | conversation) with each row's own adapter."""
+        """(N,) log pi(response | conversation) with each row's own adapter: `users` holds one
+        (tenant, user) key or None per row. Raises ValueError when `users`, `conversations` and
+        `responses` have other lengths."""
+        _one_per_row(users, conversations)
         with self._lock, torch.no_grad():
             names = self.adapters_for(users)
             batch = encode_responses(tokenizer, conversations, responses, **encode_kwargs)
             return sequence_logprobs(self.model, batch, names if self._is_peft() else None).cpu()
 
     def generate(self, users, conversations, tokenizer, max_new_tokens: int = 64, **generate_kwargs) -> list[str]:
-        """Greedy (unless told otherwise) replies, one per row, each from its user's adapter."""
+        """Greedy (unless told otherwise) replies, one per row, each from its user's adapter: `users`
+        holds one (tenant, user) key or None per row of `conversations`; no rows give no replies.
+        Raises ValueError when `users` and `conversations` have other lengths."""
+        _one_per_row(users, conversations)
+        if not len(conversations):
+            return []
         with self._lock, torch.no_grad():
             names = self.adapters_for(users)
             prompts = [prompt_ids(tokenizer, messages) for messages in conversations]

@@ -44,6 +44,7 @@ from pluralign.losses import dpo_loss, ipo_loss
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.logprobs import PackedBatch, ScoringBatch, encode_packed, sequence_logprobs
 from pluralign.policy.trunk import head_logprobs, lowest_adapted_layer, trunk_states
+from pluralign.reward.inputs import above_zero, whole
 
 LOSSES = {"dpo": dpo_loss, "ipo": ipo_loss}
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -51,7 +52,8 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 @dataclass(frozen=True)
 class FSPOConfig:
-    """One FSPO (or per-user DPO) run."""
+    """One FSPO (or per-user DPO) run. Raises ValueError naming the field that cannot be used: a
+    count that is not a whole number in range, `beta` or `lr` not a finite number > 0."""
 
     shots: int = 4  # past comparisons of the user shown in context (0 = plain DPO)
     loss: str = "ipo"  # "ipo" or "dpo" (see LOSSES)
@@ -70,8 +72,10 @@ class FSPOConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
-        if self.queries < 1:
-            raise ValueError(f"queries must be at least 1, got {self.queries}")
+        above_zero("FSPOConfig", beta=self.beta, lr=self.lr)
+        whole("FSPOConfig", 1, lora_rank=self.lora_rank, steps=self.steps, batch_size=self.batch_size, queries=self.queries,
+              max_prompt_tokens=self.max_prompt_tokens, max_response_tokens=self.max_response_tokens)
+        whole("FSPOConfig", 0, shots=self.shots, lora_layers=self.lora_layers, seed=self.seed)
 
 
 class Episode(Base):
@@ -102,7 +106,15 @@ def training_episodes(
 ) -> list[Episode]:
     """`count` episodes, users taken round-robin in a shuffled order (so every batch mixes users).
     Each draw takes shots + `queries` distinct comparisons of its user and gives `queries`
-    consecutive episodes with the same shots, one per held-out comparison. Ties are skipped."""
+    consecutive episodes with the same shots, one per held-out comparison. Ties are skipped.
+    Raises TypeError when `users` is not a mapping of user id to comparisons, ValueError naming
+    `shots`, `count` (whole numbers >= 0) or `queries` (>= 1) when out of range, and when no user
+    has shots + queries comparisons."""
+    if not isinstance(users, Mapping):
+        raise TypeError(f"`users` must map each user id to their comparisons ({{user_id: [Preference, ...]}}), "
+                        f"got {type(users).__name__}")
+    whole("training_episodes", 0, shots=shots, count=count)
+    whole("training_episodes", 1, queries=queries)
     rng = random.Random(seed)
     pools = {u: [p for p in ps if not p.tie] for u, ps in users.items()}
     order = sorted(u for u, ps in pools.items() if len(ps) >= shots + queries)
@@ -135,7 +147,9 @@ def group_batches(groups: Sequence[list[int]], size: int) -> list[list[int]]:
     """Context groups gathered into batches of about `size` episodes: a group of at most `size` is
     never split; a longer one is cut into pieces of `size` (each piece packs its shots once again).
     One user's episodes without shots are all one group: uncut, every step scored all of them in
-    one row, whatever the batch size (an adapter job on 12 comparisons held 6 GB)."""
+    one row, whatever the batch size (an adapter job on 12 comparisons held 6 GB). ValueError when
+    `size` is not a whole number >= 1."""
+    whole("group_batches", 1, size=size)
     batches: list[list[int]] = []
     for group in groups:
         for start in range(0, len(group), size):
@@ -152,7 +166,13 @@ def query_episodes(
     per_user: int | None = None,
 ) -> list[Episode]:
     """Evaluation episodes for unseen users: the first `shots` support comparisons as context, each
-    query comparison (up to `per_user`) held out."""
+    query comparison (up to `per_user`; None: all) held out. Raises ValueError naming `shots` or
+    `per_user` when not a whole number >= 0, and the first query user `support` has no comparisons
+    for (their episodes would have no context of their own)."""
+    whole("query_episodes", 0, shots=shots, **({} if per_user is None else {"per_user": per_user}))
+    missing = next((u for u in sorted(query) if u not in support), None)
+    if missing is not None:
+        raise ValueError(f"query user {missing!r} has no support comparisons: `support` and `query` must hold the same users")
     return [
         episode(list(support[u])[:shots], q)
         for u in sorted(query)

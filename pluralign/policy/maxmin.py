@@ -59,6 +59,7 @@ from pluralign.data.record import Base, Preference
 from pluralign.device import default_device
 from pluralign.losses import dpo_loss
 from pluralign.policy.rerank_maxmin import normalize_rewards, share_weights
+from pluralign.reward.inputs import above_zero, at_least, whole
 
 SCHEMA_VERSION = 1
 OBJECTIVES = ("maxmin", "single")
@@ -66,6 +67,10 @@ OBJECTIVES = ("maxmin", "single")
 
 @dataclass(frozen=True)
 class MaxMinConfig:
+    """One MaxMin (or single-reward) DPO run of LoRA weights. Raises ValueError naming the field that
+    cannot be used: a count that is not a whole number in range, `beta`, `lr` or `lora_alpha` not a
+    finite number > 0, a negative weight."""
+
     objective: str = "maxmin"  # which reward ranked the pairs: "maxmin" (min over K heads) or "single"
     beta: float = 0.1  # DPO temperature on the log-ratio to the reference (the frozen base)
     lr: float = 5e-4  # AdamW learning rate of the LoRA weights
@@ -83,7 +88,11 @@ class MaxMinConfig:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.dpo_weight < 0 or self.chosen_nll_weight < 0 or self.dpo_weight + self.chosen_nll_weight == 0:
+        above_zero("MaxMinConfig", beta=self.beta, lr=self.lr, lora_alpha=self.lora_alpha)
+        whole("MaxMinConfig", 1, steps=self.steps, batch_size=self.batch_size, lora_r=self.lora_r, max_length=self.max_length)
+        whole("MaxMinConfig", 0, lora_layers=self.lora_layers, seed=self.seed)
+        at_least("MaxMinConfig", 0, dpo_weight=self.dpo_weight, chosen_nll_weight=self.chosen_nll_weight)
+        if self.dpo_weight + self.chosen_nll_weight == 0:
             raise ValueError(f"dpo_weight ({self.dpo_weight}) and chosen_nll_weight ({self.chosen_nll_weight}) must be >= 0, not both 0")
 
 

@@ -26,10 +26,15 @@ class Reranked:
 
 
 def ranked_by(scores: np.ndarray) -> Reranked:
-    """Candidates ordered by their scores (N,), best first; ties keep generation order (a stable sort)."""
+    """Candidates ordered by their scores (N,), best first; ties keep generation order (a stable sort).
+    Raises ValueError for no candidates or a NaN score (it compares false with every other, so the
+    order around it would be arbitrary); +-inf order as the largest and smallest."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if not len(scores):
         raise ValueError("no candidates to rerank")
+    nan = np.isnan(scores)
+    if nan.any():
+        raise ValueError(f"`scores` of candidate {int(np.flatnonzero(nan)[0])} is NaN: no order among the candidates")
     return Reranked(scores=scores.tolist(), order=sorted(range(len(scores)), key=lambda i: -scores[i]))
 
 

@@ -18,7 +18,7 @@ from pluralign.device import default_device
 from pluralign.losses import bradley_terry_loss
 from pluralign.reward.early_stopping import EarlyStopping, StoppingRule
 from pluralign.reward.features import PairBatch, same_users, seen_rows
-from pluralign.reward.inputs import at_least, comparison_rows
+from pluralign.reward.inputs import above_zero, at_least, comparison_rows, whole
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,12 @@ class BTConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        at_least("BTConfig", 1, hidden=self.hidden, epochs=self.epochs, batch_size=self.batch_size, patience=self.patience,
-                 full_batch_steps=self.full_batch_steps, full_batch_patience=self.full_batch_patience)
-        at_least("BTConfig", 0, weight_decay=self.weight_decay, min_epochs=self.min_epochs, full_batch_items=self.full_batch_items,
-                 full_batch_min_steps=self.full_batch_min_steps, patience_ratio=self.patience_ratio, l2=self.l2)
-        if not self.lr > 0:
-            raise ValueError(f"BTConfig: `lr` must be a number > 0, got {self.lr!r}")
+        whole("BTConfig", 1, hidden=self.hidden, epochs=self.epochs, batch_size=self.batch_size, patience=self.patience,
+              full_batch_steps=self.full_batch_steps, full_batch_patience=self.full_batch_patience)
+        whole("BTConfig", 0, min_epochs=self.min_epochs, full_batch_items=self.full_batch_items,
+              full_batch_min_steps=self.full_batch_min_steps, seed=self.seed)
+        at_least("BTConfig", 0, weight_decay=self.weight_decay, patience_ratio=self.patience_ratio, l2=self.l2)
+        above_zero("BTConfig", lr=self.lr)
 
 
 class RewardMLP(nn.Module):

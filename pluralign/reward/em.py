@@ -36,7 +36,7 @@ from pluralign.device import default_device, usable_device
 from pluralign.files import may_hold, read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch, same_users, seen_rows
-from pluralign.reward.inputs import at_least, comparison_rows, first_bad_row
+from pluralign.reward.inputs import as_numbers, at_least, comparison_rows, first_bad_row, logits_row, whole
 from pluralign.reward.model_selection import TooManyComponents
 
 SCHEMA_VERSION = 1
@@ -64,10 +64,9 @@ class EMConfig:
             raise ValueError(f"assignment must be `hard` or `soft`, got {self.assignment!r}")
         if self.init not in ("kmeans", "random"):
             raise ValueError(f"init must be `kmeans` or `random`, got {self.init!r}")
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        at_least("EMConfig", 1, restarts=self.restarts, lbfgs_iter=self.lbfgs_iter)
-        at_least("EMConfig", 0, max_iter=self.max_iter, tol=self.tol, l2=self.l2, init_l2=self.init_l2)
+        whole("EMConfig", 1, k=self.k, restarts=self.restarts, lbfgs_iter=self.lbfgs_iter)
+        whole("EMConfig", 0, max_iter=self.max_iter, seed=self.seed)
+        at_least("EMConfig", 0, tol=self.tol, l2=self.l2, init_l2=self.init_l2)
 
 
 @dataclass
@@ -239,6 +238,18 @@ class EMMixture:
 
     @classmethod
     def from_heads(cls, head_weights: torch.Tensor, log_mixing: torch.Tensor, config: EMConfig) -> EMMixture:
+        """A mixture from K heads' weights (K, F) over the pair features (`pair_features`) and their log
+        mixing weights (K,) (-inf: a head no training user chose); tensors or numpy arrays. Raises
+        ValueError naming either when its shape does not fit config.k or it is not finite."""
+        k = config.k
+        head_weights = as_numbers("head_weights", head_weights, f"({k}, F) head weights")
+        if head_weights.dim() != 2 or head_weights.shape[0] != k:
+            raise ValueError(f"`head_weights` has shape {tuple(head_weights.shape)}, expected (K, F) = ({k}, F)")
+        row = first_bad_row(head_weights)
+        if row is not None:
+            raise ValueError(f"`head_weights` row {row} is not finite (NaN or inf)")
+        logits_row("log_mixing", log_mixing, k, minus_inf=True)  # the check; the heads' device is kept
+        log_mixing = as_numbers("log_mixing", log_mixing, f"{k} log mixing weights").to(head_weights.device)
         model = cls(config)
         n_heads = head_weights.shape[0]
         model.fit_result = EMFit(head_weights.double(), log_mixing.double(), torch.zeros(0, n_heads), [])

@@ -16,7 +16,8 @@ _INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 def as_numbers(name: str, value, what: str) -> torch.Tensor:
     """`value` (a tensor, a numpy array or nested sequences) as a tensor of its own real dtype;
-    ValueError naming `name` when it is not numbers (`what` says what was expected)."""
+    ValueError naming `name` when it is not numbers or is a tensor on the meta device (`what` says
+    what was expected)."""
     try:
         if isinstance(value, torch.Tensor):
             t = value
@@ -25,6 +26,8 @@ def as_numbers(name: str, value, what: str) -> torch.Tensor:
             t = torch.as_tensor(array if array.flags.writeable else array.copy())  # torch warns on read-only arrays
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"`{name}` is not {what}") from None
+    if t.is_meta:  # a shape without numbers (a model built under init_empty_weights): nothing can be copied out
+        raise ValueError(f"`{name}` is on the meta device: it holds no numbers; give {what} on the CPU or the model's device")
     if not (t.is_floating_point() or t.dtype in _INTEGER):
         raise ValueError(f"`{name}` holds {t.dtype}, not real numbers")
     return t
@@ -101,6 +104,24 @@ def owners(user, n_rows: int, n_users: int, name: str = "user") -> torch.Tensor:
         bad = int(t[(t < 0) | (t >= n_users)][0])
         raise ValueError(f"`{name}` must index the users 0 .. {n_users - 1} (n_users={n_users}), got {bad}")
     return t.long()
+
+
+def whole(owner: str, minimum: int, **fields) -> None:
+    """ValueError naming the first of `fields` (a config's counts: K, widths, epochs, steps, seeds) that
+    is not a whole number >= `minimum` (1.5, True, NaN or "2" would otherwise be kept and fail later,
+    inside range() or a layer's constructor)."""
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+            raise ValueError(f"{owner}: `{name}` must be a whole number >= {minimum}, got {value!r}")
+
+
+def above_zero(owner: str, **fields) -> None:
+    """ValueError naming the first of `fields` (a config's learning rates, temperatures) that is not a
+    finite number > 0."""
+    for name, value in fields.items():
+        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{owner}: `{name}` must be a finite number > 0, got {value!r}")
 
 
 def at_least(owner: str, minimum: float, **fields) -> None:

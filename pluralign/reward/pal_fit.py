@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pluralign.reward.inputs import comparison_rows, logits_row, owners, positive
+from pluralign.reward.inputs import comparison_rows, logits_row, owners, positive, whole
 from pluralign.reward.pal_model import PairTerms, PALModel
 
 PRIOR_STRENGTH = 0.5  # precision of the Gaussian prior on a user's logits
@@ -45,8 +45,10 @@ def fit_users_from_terms(
     """Fit U users' logits (U, K) from precomputed pair terms; `user` (N,) says whose each pair is.
 
     Raises ValueError naming the argument: `user` not N indices in 0 .. n_users - 1, `init_logits`
-    or `prior_logits` not K finite numbers, `prior_strength` not a positive number, or terms that
-    are not finite (a model whose parameters hold NaN)."""
+    or `prior_logits` not K finite numbers, `prior_strength` not a positive number, `n_users` or
+    `max_steps` not a whole number >= 0 (0 steps: the prior, or `init_logits`), or terms that are
+    not finite (a model whose parameters hold NaN)."""
+    whole("fit_users", 0, n_users=n_users, max_steps=max_steps)
     k = model.config.k
     scorer = model.scorer
     prior_strength = positive("prior_strength", prior_strength)
@@ -123,6 +125,7 @@ def fit_users(
     `init_logits`). Embeddings may be tensors or numpy arrays of any real dtype (D = the model's
     input_dim). Raises ValueError naming the argument that is not (N, D), has another N, holds NaN
     or inf, or (`fit_users_from_terms`) a `user`, logits or `prior_strength` that do not fit."""
+    whole("fit_users", 0, n_users=n_users, max_steps=max_steps)  # before the forward pass
     device = next(model.parameters()).device
     prompt, chosen, rejected = comparison_rows(model.config.input_dim, device, prompt=prompt, chosen=chosen, rejected=rejected)
     terms = model.pair_terms(prompt, chosen, rejected)
@@ -145,7 +148,8 @@ def fit_user(
     `prior_logits` is the centre of the prior (pass `UserWeights.prior()`); it defaults to
     `init_logits`, or to uniform weights. Returns (K,) on the CPU. Raises ValueError naming the
     argument (`fit_users`): embeddings not (N, D) alike or not finite, logits not K finite numbers,
-    `prior_strength` not positive. No comparisons (N = 0) give the prior."""
+    `prior_strength` not positive, `max_steps` not a whole number >= 0. No comparisons (N = 0), or
+    `max_steps=0`, give the prior."""
     if np.ndim(prompt) == 1:
         prompt, chosen, rejected = (np.asarray(t)[None] if not isinstance(t, torch.Tensor) else t[None] for t in (prompt, chosen, rejected))
     if prior_logits is None:
@@ -169,7 +173,7 @@ def update_user(
     them, but less the stiffer the prior. When the full history is at hand, `fit_user` on all of
     it is exact and still fast; this is the constant-memory update. Returns (K,). Raises ValueError
     naming `logits` or `stiffness` when they are not K finite numbers or a positive number, and as
-    `fit_user` does on the comparisons."""
+    `fit_user` does on the comparisons and `max_steps`."""
     logits = logits_row("logits", logits, model.config.k)
     stiffness = positive("stiffness", stiffness)
     return fit_user(model, prompt, chosen, rejected, init_logits=logits, prior_logits=logits,

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pluralign.reward.inputs import as_numbers, at_least, comparison_rows, one_row
+from pluralign.reward.inputs import as_numbers, comparison_rows, one_row, whole
 
 VARIANTS = ("a", "b")
 MAX_SCALE = 50.0  # variant b: cap on the cosine's scale, so margins stay finite
@@ -32,7 +32,8 @@ MAX_SCALE = 50.0  # variant b: cap on the cosine's scale, so margins stay finite
 @dataclass(frozen=True)
 class PALConfig:
     """The shared architecture; with the encoder id it is all a checkpoint needs to rebuild a model.
-    `input_dim` must be the encoder's width (`encoder.dim`); each field is explained beside it."""
+    `input_dim` must be the encoder's width (`encoder.dim`); each field is explained beside it.
+    Raises ValueError for an unknown variant or a field that is not a whole number >= 1."""
 
     variant: str = "a"  # "a": ideal point, r = -||f(x,y) - a_u||^2; "b": scaled cosine(f(y), a_u(x))
     k: int = 4  # number of prototypes (mixture components)
@@ -43,9 +44,7 @@ class PALConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown PAL variant {self.variant!r}: expected one of {VARIANTS}")
-        if self.k < 1:
-            raise ValueError(f"k must be at least 1, got {self.k}")
-        at_least("PALConfig", 1, input_dim=self.input_dim, latent_dim=self.latent_dim, hidden=self.hidden)
+        whole("PALConfig", 1, k=self.k, input_dim=self.input_dim, latent_dim=self.latent_dim, hidden=self.hidden)
 
 
 @dataclass

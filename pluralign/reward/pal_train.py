@@ -18,7 +18,7 @@ import torch
 from pluralign.device import default_device
 from pluralign.losses import bradley_terry_loss
 from pluralign.reward.features import PairBatch
-from pluralign.reward.inputs import as_numbers, at_least
+from pluralign.reward.inputs import above_zero, as_numbers, at_least, whole
 from pluralign.reward.model_selection import TooManyComponents
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
@@ -40,12 +40,12 @@ class PALTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        at_least("PALTrainConfig", 1, batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
-                 **({} if self.max_pairs is None else {"max_pairs": self.max_pairs}))
+        whole("PALTrainConfig", 1, batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
+              **({} if self.max_pairs is None else {"max_pairs": self.max_pairs}))
+        whole("PALTrainConfig", 0, seed=self.seed)
         at_least("PALTrainConfig", 0, weight_decay=self.weight_decay, init_scale=self.init_scale)
-        for name in ("lr_shared", "lr_user", *(() if self.max_seconds is None else ("max_seconds",))):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"PALTrainConfig: `{name}` must be a number > 0, got {getattr(self, name)!r}")
+        above_zero("PALTrainConfig", lr_shared=self.lr_shared, lr_user=self.lr_user,
+                   **({} if self.max_seconds is None else {"max_seconds": self.max_seconds}))
 
     def epochs_for(self, n_pairs: int) -> int:
         """Epochs the budget allows for a training set of n_pairs."""
@@ -66,7 +66,9 @@ def evaluate_pairs(model: PALModel, logits: torch.Tensor, pairs: PairBatch, batc
     `logits` is the user `pairs.user` indexes as u (`UserWeights.stack(pairs.users)[0]`); NaN for
     no pairs. Tensors or numpy arrays of any real dtype. Raises ValueError naming `logits` when it
     is not (U, K) finite numbers for the U = len(pairs.users) users, and `pairs`.field as
-    `PairBatch.check` does (embeddings not (N, input_dim) or not finite, a user index outside)."""
+    `PairBatch.check` does (embeddings not (N, input_dim) or not finite, a user index outside), and
+    `batch_size` when it is not a whole number >= 1 (comparisons scored per forward pass)."""
+    whole("evaluate_pairs", 1, batch_size=batch_size)
     pairs.check("pairs", model.config.input_dim)
     u, k = len(pairs.users), model.config.k
     table = as_numbers("logits", logits, f"({u}, {k}) logits")

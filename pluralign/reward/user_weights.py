@@ -19,6 +19,7 @@ import torch
 
 from pluralign.data.record import Base
 from pluralign.files import write_atomic
+from pluralign.reward.inputs import as_numbers, first_bad_row
 
 USER_WEIGHTS_SCHEMA = 1
 
@@ -55,9 +56,13 @@ class UserWeights:
         naming them (`label`) when they are not K finite numbers."""
         try:
             logits = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
-            logits = logits.detach().cpu().to(torch.float32).reshape(-1)
+            logits = logits.detach().cpu().to(torch.float32)
         except (TypeError, ValueError, RuntimeError):
             raise ValueError(f"{label} is not {self.k} numbers") from None
+        if logits.dim() == 2 and logits.shape[0] == 1:  # one row of K: one user's logits
+            logits = logits[0]
+        if logits.dim() != 1:  # a (U, K) table flattened would be read as one user's U * K logits
+            raise ValueError(f"{label} has shape {tuple(logits.shape)}, expected ({self.k},): one user's K logits")
         if logits.shape[0] != self.k:
             raise ValueError(f"{label} has {logits.shape[0]} values, expected {self.k} logits (the table's K)")
         if not torch.isfinite(logits).all():
@@ -66,14 +71,21 @@ class UserWeights:
 
     @classmethod
     def from_logits(cls, users: list[str], logits: torch.Tensor) -> UserWeights:
-        """A table for trained users: row i of logits (U, K) belongs to users[i]; prior = their centred mean.
-        Raises ValueError when `users` names a user twice or has another count than `logits` has rows."""
-        logits = logits.detach().float().cpu()
+        """A table for trained users: row i of logits (U, K) (a tensor or numpy array of any real dtype)
+        belongs to users[i]; prior = their centred mean. Raises ValueError when `logits` is not (U, K)
+        finite numbers (the first row that is not is named with its user), `users` names a user twice
+        or has another count than `logits` has rows, and TypeError (`set`) for a user id not a str."""
+        logits = as_numbers("logits", logits, "(U, K) logits").detach().float().cpu()
+        if logits.dim() != 2 or logits.shape[1] < 1:
+            raise ValueError(f"`logits` has shape {tuple(logits.shape)}; one row of K logits per user is (U, K) = ({len(users)}, K)")
         if len(users) != len(logits):
             raise ValueError(f"`users` has {len(users)} ids, `logits` {len(logits)} rows: one row per user")
         twice = next((u for u, n in Counter(users).items() if n > 1), None)
         if twice is not None:
             raise ValueError(f"`users` names {twice!r} twice: each user has one row")
+        row = first_bad_row(logits) if len(logits) else None
+        if row is not None:
+            raise ValueError(f"`logits` row {row} (user {users[row]!r}) is not finite (NaN or inf): {logits[row].tolist()}")
         centred = logits - logits.mean(-1, keepdim=True)
         table = cls(logits.shape[1], centred.mean(0) if len(users) else None)
         for user, row in zip(users, logits, strict=True):
@@ -103,7 +115,10 @@ class UserWeights:
 
     def set(self, user_id: str, logits: torch.Tensor) -> int:
         """Store a user's logits (K,) (tensor or numpy, any real dtype); returns the row's new version.
-        Raises ValueError naming the user when they are not K finite numbers."""
+        Raises ValueError naming the user when they are not K finite numbers ((K,), or one row (1, K)),
+        TypeError when `user_id` is not a str (saved as JSON, another type would come back as text)."""
+        if not isinstance(user_id, str):
+            raise TypeError(f"`user_id` must be a str, got {type(user_id).__name__}")
         version = self.version(user_id) + 1
         self._rows[user_id] = UserRow(logits=self._check(logits, f"`logits` of {user_id!r}").tolist(), version=version)
         return version
@@ -119,7 +134,10 @@ class UserWeights:
         return list(self._rows)
 
     def stack(self, users: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits for many users (U, K), the prior where unknown, and a mask (U,) of who fell back."""
+        """Logits for many users (U, K), the prior where unknown, and a mask (U,) of who fell back.
+        TypeError when `users` is one string (not a list of user ids: each letter would be a user)."""
+        if isinstance(users, str | bytes):
+            raise TypeError(f"`users` must be a list of user ids, not one {type(users).__name__}: stack([{users!r}])")
         found = [self.lookup(u) for u in users]
         if not found:
             return torch.zeros(0, self.k), torch.zeros(0, dtype=torch.bool)
@@ -138,7 +156,8 @@ class UserWeights:
 
     @classmethod
     def load(cls, path: str | Path, k: int | None = None) -> UserWeights:
-        """Read a table; refuses another schema version, or another K when `k` is given."""
+        """Read a table; ValueError naming the file for another schema version, another K when `k` is
+        given, a K or prior that does not fit, or a user's logits of another length than K."""
         try:
             file = _DECODER.decode(Path(path).read_bytes())
         except msgspec.DecodeError as exc:  # not JSON, or not this schema's fields
@@ -147,7 +166,10 @@ class UserWeights:
             raise ValueError(f"{path}: user-weights schema {file.schema_version}, this code reads {USER_WEIGHTS_SCHEMA}")
         if k is not None and file.k != k:
             raise ValueError(f"{path}: user weights have K={file.k}, the model has K={k}")
-        table = cls(file.k, torch.tensor(file.prior, dtype=torch.float32))
+        try:
+            table = cls(file.k, torch.tensor(file.prior, dtype=torch.float32))
+        except ValueError as exc:  # K < 1, or a prior of another length than K
+            raise ValueError(f"{path}: its {str(exc).replace('`prior`', 'prior')}") from None
         for user_id, row in file.users.items():
             if len(row.logits) != file.k:
                 raise ValueError(f"{path}: user {user_id!r} has {len(row.logits)} logits, expected K={file.k}")

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
-from pluralign.data.record import Base, TrlRow
+from pluralign.data.record import Base, TrlRow, time_problem
 from pluralign.data.text import answer_key
 from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
@@ -81,6 +81,13 @@ class DeletedMeanwhile(RuntimeError):
     """A streamed read (`Store.preferences_in_order`, `Store.interactions_in_order`) stopped part way:
     the user's rows were deleted meanwhile and the version it read was removed with them (a DELETE's
     purge). Not a storage failure: the store is fine, those rows are gone."""
+
+
+def whole_numbers(**fields) -> None:
+    """StoreError naming the first of `fields` (a page's offset, a limit) that is not a whole number >= 0."""
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise StoreError(f"`{name}` must be a whole number >= 0, got {value!r}")
 
 
 def refuse_newer(name: str, uri: str, metadata: dict[bytes, bytes] | None) -> None:
@@ -517,10 +524,17 @@ class Store:
     def add_preferences(
         self, rows: list[StoredPreference], prompt_vec: np.ndarray, chosen_vec: np.ndarray, rejected_vec: np.ndarray
     ) -> None:
-        """Append rows with their (N, dim) vectors in one committed version. Raises StoreError
-        naming the vector column that is not (N, dim) or holds NaN or inf (nothing is written)."""
+        """Append rows with their (N, dim) vectors (numpy arrays, lists or CPU tensors of numbers) in
+        one committed version. Raises StoreError naming the vector column that is not (N, dim)
+        numbers or holds NaN or inf, or the row whose `created_at` or `received_at` is not a finite
+        time (nothing is written)."""
         if not rows:
             return
+        for i, r in enumerate(rows):  # a NaN or infinite time: pages (sorted by it) and a DELETE's cut-off lose their order
+            # (the margin is not checked here: a rating without rival keeps its signed score, (rating - 3) / 2)
+            for name, problem in (("created_at", time_problem(r.created_at)), ("received_at", time_problem(r.received_at))):
+                if problem:
+                    raise StoreError(f"`{name}` of row {i} (pref_id {r.pref_id!r}) {problem}")
         schema = self.schemas["preferences"]
         columns = {
             name: [getattr(r, name) for r in rows]
@@ -530,6 +544,10 @@ class Store:
         columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in rows]
         columns["trl"] = [None if r.trl is None else _TRL_ENCODER.encode(r.trl).decode() for r in rows]
         for name, array in (("prompt_vec", prompt_vec), ("chosen_vec", chosen_vec), ("rejected_vec", rejected_vec)):
+            try:  # lists and torch tensors (on the CPU) too
+                array = np.asarray(array, np.float32)
+            except (TypeError, ValueError, RuntimeError):
+                raise StoreError(f"`{name}` is not an (N, {self.dim}) array of numbers") from None
             if array.shape != (len(rows), self.dim):
                 raise StoreError(f"`{name}` has shape {array.shape}, expected ({len(rows)}, {self.dim})")
             bad = ~np.isfinite(np.asarray(array, np.float32)).all(-1)
@@ -788,9 +806,12 @@ class Store:
         return self.histories.get((tenant, user_id), load)
 
     def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None) -> tuple[list[StoredPreference], int]:
-        """A page of the user's preferences, oldest first (then by pref_id; ties in storage order), and the
-        total count. Sorted in Arrow and only the page made into Python objects: a page of 50 of a user's
-        50,000 rows built all 50,000 dicts (~60 MB) to keep 50."""
+        """A page of the user's preferences, oldest first (then by pref_id; ties in storage order; `offset`
+        rows skipped, at most `limit`: None for all), and the total count. Sorted in Arrow and only the page
+        made into Python objects: a page of 50 of a user's 50,000 rows built all 50,000 dicts (~60 MB) to keep
+        50. Raises StoreError when `offset` or `limit` is not a whole number >= 0 (a negative one would slice
+        from the newest end)."""
+        whole_numbers(offset=offset, **({} if limit is None else {"limit": limit}))
         meta = self.history(tenant, user_id).meta
         order = pc.sort_indices(meta, sort_keys=[("created_at", "ascending"), ("pref_id", "ascending")])  # stable, as `sorted`
         stop = len(order) if limit is None else min(len(order), offset + limit)
@@ -926,12 +947,18 @@ class Store:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached
         history, else one LanceDB vector search (selected columns only, prefiltered by the BITMAP
         indexes; cheaper than loading the whole history), and the history is loaded behind it.
-        Raises StoreError when `vector` is not (dim,) finite numbers."""
+        Raises StoreError when `vector` is not (dim,) finite numbers or is all zeros (no cosine
+        distance to it), or `limit` is not a whole number >= 0 (0: no rows)."""
+        whole_numbers(limit=limit)
         vector = np.asarray(vector, np.float32)
         if vector.shape != (self.dim,):
             raise StoreError(f"`vector` has shape {vector.shape}, expected ({self.dim},)")
         if not np.isfinite(vector).all():
             raise StoreError("`vector` is not finite (NaN or inf)")
+        if not vector.any():  # the cache ranked every row at distance 1, LanceDB returned none
+            raise StoreError("`vector` is all zeros: it has no cosine distance to any prompt")
+        if limit == 0:  # LanceDB's vector search refuses a limit of 0
+            return []
         history = self._cached(tenant, user_id)
         if history is None:
             self.warm(tenant, user_id)

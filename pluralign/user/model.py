@@ -195,6 +195,13 @@ class Candidates:
     x: np.ndarray  # (N, D)
 
 
+def texts_of(name: str, texts: Sequence[str]) -> Sequence[str]:
+    """`texts` as they are; TypeError naming `name` when it is one string (N one-letter texts)."""
+    if isinstance(texts, str | bytes):
+        raise TypeError(f"`{name}` must be a sequence of strings, one per answer, not one {type(texts).__name__}")
+    return texts
+
+
 class UserModel:
     """A population model (PAL or EM) plus each user's Bayesian part. Holds no user: states are passed in.
 
@@ -210,7 +217,8 @@ class UserModel:
         self.prior = prior
         self.k = self.base.k
         self.latent_dim = self.base.latent_dim
-        prior_logits = np.zeros(self.k) if prior_logits is None else np.asarray(prior_logits, np.float64)
+        prior_logits = np.zeros(self.k) if prior_logits is None else \
+            logits_row("prior_logits", prior_logits, self.k, minus_inf=True).double().numpy()
         self.population_weights = softmax(prior_logits)  # (K,)
         self.names = ["pal_origin", *(f"prototype_{k}" for k in range(self.k)), *FEATURE_NAMES,
                       *(f"latent_{i}" for i in range(self.latent_dim))]
@@ -297,7 +305,7 @@ class UserModel:
         (prompt_t,) = comparison_rows(dim, device, prompt=prompt)
         if len(prompt_t) != len(response_t):
             raise ValueError(f"`prompt` has {len(prompt_t)} rows, `response` has {len(response_t)}: one prompt, or one per response")
-        named = response_features(texts) if named is None else np.asarray(named, np.float64)
+        named = response_features(texts_of("texts", texts)) if named is None else np.asarray(named, np.float64)
         if len(named) != len(response_t):
             raise ValueError(f"{len(named)} texts for {len(response_t)} response vectors")
         coords = self.base.coordinates(prompt_t, response_t).double().cpu().numpy()
@@ -305,7 +313,10 @@ class UserModel:
 
     def score(self, logits: np.ndarray, state: UserState | None, c: Candidates) -> np.ndarray:
         """(N,) the user's reward of each answer: the posterior mean's; without a state, the
-        population model's reward at the user's logits (K,) (up to a constant per prompt)."""
+        population model's reward at the user's logits (K,) (up to a constant per prompt). Raises
+        ValueError naming `logits` when, without a state, they are not K finite numbers."""
+        if state is None:
+            logits = logits_row("logits", logits, self.k, minus_inf=True).double().numpy()
         beta = self.mean_for(softmax(np.asarray(logits, np.float64))) if state is None else state.mean_array()
         return c.x @ beta
 
@@ -334,7 +345,9 @@ class UserModel:
         With a tenant's `pooled` prior the posterior is fitted under it (`prior_for`), and the state also
         keeps the posterior under the model's own prior (`UserState.unpooled_mean`). Raises ValueError
         on mismatched lengths, and naming the argument whose embeddings are not (N, d) or not finite,
-        or `prior_logits` when they are not K finite numbers."""
+        or `prior_logits` when they are not K finite numbers, a stated sign that is not +1 or -1, and
+        TypeError naming a text list given as one string."""
+        chosen_texts, rejected_texts = texts_of("chosen_texts", chosen_texts), texts_of("rejected_texts", rejected_texts)
         if not (len(prompt) == len(chosen) == len(rejected) == len(chosen_texts) == len(rejected_texts)):
             raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
         prior_logits = logits_row("prior_logits", prior_logits, self.k, minus_inf=True).double().numpy()
@@ -352,6 +365,9 @@ class UserModel:
         unknown = sorted(set(stated) - set(FEATURE_NAMES))
         if unknown:
             raise ValueError(f"stated preferences on unknown features {unknown}; known: {list(FEATURE_NAMES)}")
+        for name, sign in stated.items():  # a sign (StatedPreferences.signs): another number scales the prior's mean
+            if isinstance(sign, bool) or sign not in (1, -1):
+                raise ValueError(f"stated preference on {name!r} must be +1 or -1 (more or less), got {sign!r}")
         mean, cov = fit_posterior(design, *self.prior_for(stated, pooled), p.newton_steps, p.tol)
         alone, own = {}, None
         if (stated or pooled is not None) and len(design):  # the same comparisons under the model's prior alone
@@ -373,7 +389,9 @@ class UserModel:
         chosen_texts: Sequence[str], rejected_texts: Sequence[str], fitted_at: float = 0.0,
     ) -> UserState:
         """The posterior of a user (whose logits (K,) are recorded with it) from their N comparisons
-        (embeddings (N, d) each, and the answers' texts). Raises ValueError on mismatched lengths."""
+        (embeddings (N, d) each, and the answers' texts). Raises ValueError on mismatched lengths and
+        naming `logits` when they are not K finite numbers; TypeError for a text list given as one string."""
+        chosen_texts, rejected_texts = texts_of("chosen_texts", chosen_texts), texts_of("rejected_texts", rejected_texts)
         if not (len(prompt) == len(chosen) == len(rejected) == len(chosen_texts) == len(rejected_texts)):
             raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
         return self.fit_named(logits, prompt, chosen, rejected, response_features(chosen_texts),
@@ -384,7 +402,8 @@ class UserModel:
         chosen_named: np.ndarray, rejected_named: np.ndarray, fitted_at: float = 0.0,
     ) -> UserState:
         """`fit` with the answers' named features (N, F) each instead of their texts."""
-        return self._posterior(np.asarray(logits, np.float64), self.design(prompt, chosen, rejected, chosen_named, rejected_named), fitted_at)
+        logits = logits_row("logits", logits, self.k, minus_inf=True).double().numpy()
+        return self._posterior(logits, self.design(prompt, chosen, rejected, chosen_named, rejected_named), fitted_at)
 
     def design(self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, chosen_named: np.ndarray,
                rejected_named: np.ndarray) -> np.ndarray:
@@ -393,6 +412,10 @@ class UserModel:
         model's networks: the rows a user's Bradley-Terry likelihood and the active criteria read."""
         if not len(prompt):
             return np.zeros((0, self.dim))
+        want = (len(prompt), len(FEATURE_NAMES))
+        for name, value in (("chosen_named", chosen_named), ("rejected_named", rejected_named)):
+            if np.shape(value) != want:
+                raise ValueError(f"`{name}` has shape {np.shape(value)}, expected {want}: the named features of each answer")
         return self._split(self._diff(prompt, chosen, rejected)[3], np.asarray(chosen_named) - np.asarray(rejected_named))
 
     def fits(self, state: UserState | None, stated: Mapping[str, int] | None = None) -> bool:
