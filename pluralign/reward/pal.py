@@ -23,7 +23,7 @@ from pluralign.reward.pal_checkpoint import PAL_SCHEMA, PALMeta, load_pal, read_
 from pluralign.reward.pal_fit import PRIOR_STRENGTH, fit_user, fit_users, fit_users_from_terms, update_user
 from pluralign.reward.pal_model import IdealPoint, PairTerms, PALConfig, PALModel, PromptConditioned
 from pluralign.reward.pal_preference import PALPreference, cluster_points, user_points
-from pluralign.reward.pal_train import PALResult, PALTrainConfig, evaluate_pairs, train_pal
+from pluralign.reward.pal_train import PALResult, PALTrainConfig, TrainingDiverged, evaluate_pairs, train_pal
 from pluralign.reward.user_weights import USER_WEIGHTS_SCHEMA, UserWeights
 
 
