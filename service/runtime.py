@@ -307,7 +307,7 @@ class Runtime:
             promoted = settings.data_path / PROMOTED_PAL
             if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
                 step("loading the promoted population model from %s", promoted)
-                rewards = UserRewards.load(promoted, encoder.encoder_id)
+                rewards = UserRewards.load(promoted, encoder.encoder_id, encoder.dim)
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
@@ -335,12 +335,12 @@ class Runtime:
         data folder with renames (a restart serves it too), then swapped in with one assignment:
         requests in flight finish with the model they started with, and each user's weights are
         refitted against the new prototypes at their next request (their `pal_version` differs)."""
-        UserRewards.load(source, self.encoder.encoder_id)
+        UserRewards.load(source, self.encoder.encoder_id, self.encoder.dim)
         served = self.settings.data_path / PROMOTED_PAL
         staged = served.with_name(f".{served.name}.staged")
         with self.population_lock:
             copy_into_place(source, served, staged)  # whole or not at all: a full disk leaves the served one
-            rewards = UserRewards.load(served, self.encoder.encoder_id)
+            rewards = UserRewards.load(served, self.encoder.encoder_id, self.encoder.dim)
             rewards.note = f"promoted from {source}"
             self.rewards = rewards
         self.metrics.inc("pluralign_population_swaps_total", help="population reward models swapped in while serving")
@@ -374,7 +374,7 @@ class Runtime:
                     rewritten += 1
                     # a served EM mixture holds the rows in memory too (a PAL model keeps only its prior)
                     if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(served):
-                        rewards = UserRewards.load(served, self.encoder.encoder_id)
+                        rewards = UserRewards.load(served, self.encoder.encoder_id, self.encoder.dim)
                         rewards.note = self.rewards.note
                         self.rewards = rewards
             except (OSError, ValueError) as exc:

@@ -47,7 +47,7 @@ __all__ = [
     "PALConfig", "PALModel", "IdealPoint", "PromptConditioned", "PairTerms",
     "fit_user", "fit_users", "fit_users_from_terms", "update_user",
     "UserWeights", "user_logits", "reward_for_user",
-    "PALTrainConfig", "PALResult", "train_pal", "evaluate_pairs",
+    "PALTrainConfig", "PALResult", "TrainingDiverged", "train_pal", "evaluate_pairs",
     "PALMeta", "save_pal", "load_pal", "read_meta",
     "PALPreference", "cluster_points", "user_points",
 ]

@@ -1,0 +1,46 @@
+"""A population model whose vectors are not the served encoder's size is refused where it is loaded.
+
+Before: a PAL checkpoint naming the served encoder's id but trained on vectors of another size (its
+meta.json and weights agreeing with each other: `input_dim` 8, the encoder's 384) was loaded at start and
+by a promotion, and every request that scored with it failed (500 on every chat). Now `load_pal` takes the
+encoder's `dim` and refuses it naming the file and both sizes, so the service does not start on it
+and a promotion of it leaves the served model in place.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pluralign.reward.pal import PALConfig, PALModel, UserWeights, load_pal, save_pal
+from tests.service.tiny import start_service
+
+
+def wrong_size_pal(folder, encoder_id: str, dim: int = 8):
+    torch.manual_seed(0)
+    model = PALModel(PALConfig(k=2, input_dim=dim, latent_dim=4, hidden=8))
+    save_pal(folder, model, UserWeights.from_logits(["a", "b"], torch.zeros(2, 2)), encoder_id)
+    return folder
+
+
+def test_load_pal_refuses_a_checkpoint_of_another_vector_size_naming_it(tmp_path):
+    folder = wrong_size_pal(tmp_path / "pal", "enc")
+    with pytest.raises(ValueError, match=r"meta\.json.*input_dim=8.*384"):
+        load_pal(folder, encoder_id="enc", dim=384)
+    assert load_pal(folder, encoder_id="enc", dim=8)[2].input_dim == 8
+
+
+def test_the_service_refuses_to_start_on_it_and_a_promotion_of_it_keeps_the_served_model(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    bad = wrong_size_pal(tmp_path / "bad-pal", minilm.encoder_id)
+    with pytest.raises(ValueError, match=r"bad-pal/meta\.json.*input_dim=8.*384"):
+        start_service(tmp_path / "refused", tiny_generator_dir, bad, minilm)
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm)
+    rt = svc.runtime
+    before = rt.rewards.version
+    with server, svc.client("acme") as c:
+        with pytest.raises(ValueError, match=r"input_dim=8.*384"):
+            rt.swap_rewards(bad)  # what a promoted pal job's artifact goes through
+        assert rt.rewards.version == before and not (tmp_path / "data" / "pal-promoted").exists()
+        chat = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "ann", "max_tokens": 3,
+                                                     "messages": [{"role": "user", "content": "Morning drink?"}]})
+        assert chat.status_code == 200, chat.text
