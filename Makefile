@@ -46,7 +46,7 @@ test-scaleout: $(STAMP)
 
 # training artifacts and jobs under failure (diverging runs, damaged artifacts, killed workers): real tiny runs, slow-marked
 test-artifacts: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/models/test_artifact38_divergence.py tests/service/test_artifact38_divergence.py tests/service/test_artifact38_damaged.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/models/test_artifact38_divergence.py tests/service/test_artifact38_divergence.py tests/service/test_artifact38_damaged.py tests/e2e/test_artifact38_killed.py
 
 # Schemathesis over the served OpenAPI schema (slow; FUZZ_EXAMPLES per operation, default 30: 600 served 4,909 requests; FUZZ_MAX_SECONDS its time budget)
 fuzz: $(STAMP)
