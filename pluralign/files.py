@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import os
 import re
 import shutil
@@ -311,6 +312,23 @@ def swap_folder(staged: Path, folder: Path) -> None:
         fsync_dir(folder.parent)
         return
     raise OSError(errno.EBUSY, "other writers kept replacing this folder", str(folder))
+
+
+def undo_stopped_swap(folder: str | os.PathLike) -> Path | None:
+    """Put back what `swap_folder` killed between its two renames (SIGKILL, a power loss) left: `folder`
+    missing and the artifact it held beside it as ".<name>.retired<random>", whole. The newest such
+    folder is renamed back to `folder` (as `swap_folder` does on an exception) and returned; None when
+    `folder` is there or nothing was left. The new artifact's staged folder is left to whoever wrote it."""
+    folder = Path(folder)
+    if folder.exists() or not folder.parent.is_dir():
+        return None
+    retired = [p for p in folder.parent.glob(f".{glob.escape(folder.name)}.retired*") if p.is_dir()]
+    if not retired:
+        return None
+    newest = max(retired, key=lambda p: p.stat().st_ctime)  # a rename sets the ctime
+    newest.rename(folder)
+    fsync_dir(folder.parent)
+    return newest
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from cachetools import TTLCache
 
 from pluralign.embed.base import Encoder
-from pluralign.files import copy_into_place, keep_private
+from pluralign.files import copy_into_place, keep_private, undo_stopped_swap
 from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
 from pluralign.policy.generator import Generator
 from pluralign.store import Store, StoredPreference
@@ -259,6 +259,17 @@ class Runtime:
         self.background.submit(lambda: None).result()
 
     @staticmethod
+    def restore_promoted(settings: Settings) -> None:
+        """A service killed while it swapped in a promoted population model (between `swap_folder`'s two
+        renames) left no `pal-promoted/` and the model it served beside it, renamed aside: put back, so
+        the start serves that model rather than falling back to `pal_path` without a word. Called before
+        a start that may fail (whose undoing would take the restored folder for one it created)."""
+        restored = undo_stopped_swap(settings.data_path / PROMOTED_PAL)
+        if restored is not None:
+            log.warning("%s was missing (a swap of the promoted population model was cut short): put back from %s",
+                        settings.data_path / PROMOTED_PAL, restored.name)
+
+    @staticmethod
     def check_startup_files(settings: Settings) -> None:
         """Read the description of the population model `build` would serve (the promoted one, else
         `pal_path`) and the FSPO adapter's files (`fspo_adapter`) before any model is loaded: a
@@ -277,6 +288,7 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
+        cls.restore_promoted(settings)  # (`pluralign serve` did it already, before its undoable start)
         keep_private(settings.data_path)  # users' texts, keys and jobs: no other account (but a shared folder's group) may read them
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731

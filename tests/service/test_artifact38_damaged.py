@@ -44,3 +44,24 @@ def test_the_service_refuses_to_start_on_it_and_a_promotion_of_it_keeps_the_serv
         chat = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "ann", "max_tokens": 3,
                                                      "messages": [{"role": "user", "content": "Morning drink?"}]})
         assert chat.status_code == 200, chat.text
+
+
+def test_a_start_after_a_swap_cut_short_serves_the_promoted_model_not_pal_dir(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A service killed between `swap_folder`'s renames leaves no pal-promoted/ and the promoted model beside
+    it as `.pal-promoted.retired<random>`. Before: the next start found no promoted model and served
+    `pal_dir`'s (another version: every user refitted against it) without a word."""
+    import json
+    import shutil
+
+    from service.rewards import checkpoint_version
+
+    data = tmp_path / "data"
+    retired = data / ".pal-promoted.retired0123456789ab"
+    shutil.copytree(tiny_pal_dir, retired)
+    meta = json.loads((retired / "meta.json").read_text())
+    (retired / "meta.json").write_text(json.dumps({**meta, "metrics": {"val_acc": 0.5}}))  # another version than pal_dir's
+    promoted_version = checkpoint_version(retired)
+    assert promoted_version != checkpoint_version(tiny_pal_dir)
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm)
+    assert svc.runtime.rewards.version == promoted_version
+    assert (data / "pal-promoted" / "meta.json").exists() and not retired.exists()
