@@ -6,6 +6,12 @@ import torch
 import torch.nn.functional as F
 
 
+class TrainingDiverged(ValueError):
+    """A training loop's loss became NaN or inf (too high a learning rate): the parameters are no longer
+    numbers worth keeping, and no earlier state is kept either. Raised by PAL's and FSPO's (adapters')
+    loops; the message names where (epoch or step) and the loss, in one line."""
+
+
 def bradley_terry_loss(chosen_reward: torch.Tensor, rejected_reward: torch.Tensor) -> torch.Tensor:
     """-log sigmoid(r_c - r_r), averaged: the pairwise preference likelihood."""
     return -F.logsigmoid(chosen_reward - rejected_reward).mean()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pluralign.device import default_device
-from pluralign.losses import bradley_terry_loss
+from pluralign.losses import TrainingDiverged, bradley_terry_loss
 from pluralign.reward.features import PairBatch
 from pluralign.reward.inputs import as_numbers, at_least
 from pluralign.reward.model_selection import TooManyComponents
@@ -52,12 +52,6 @@ class PALTrainConfig:
         if self.max_pairs is None or n_pairs == 0:
             return self.max_epochs
         return max(1, min(self.max_epochs, math.ceil(self.max_pairs / n_pairs)))
-
-
-class TrainingDiverged(ValueError):
-    """The loss became NaN or inf: the parameters are no longer numbers worth keeping, and no
-    earlier epoch is kept either (a rate that blows up at epoch 3 was already moving them by
-    absurd steps at epoch 1). The message names the epoch, the step and the loss."""
 
 
 @dataclass

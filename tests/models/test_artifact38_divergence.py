@@ -59,3 +59,28 @@ def test_the_cli_exits_2_with_one_line_naming_the_epoch_and_the_loss_and_writes_
     assert re.match(r"pluralign: error: PAL training diverged at epoch 1: the (training|validation) loss is nan", last), last
     assert "Traceback" not in done.stderr
     assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    from tests.service.tiny import save_tiny_generator
+
+    return save_tiny_generator(tmp_path_factory.mktemp("tiny-base"))
+
+
+def test_train_adapter_whose_loss_turns_nan_fails_naming_the_step_and_saves_nothing(tmp_path, capsys, tiny_base, one_torch_thread):
+    """Before: `--lr 1e30` trained 4 steps into NaN weights, saved the adapter and exited 0 with
+    `final_loss: null` and `held_out_acc_after: 0.0`, a finite figure a job's promotion would take."""
+    from tests.unit.clitools import cli, write_jsonl
+
+    data = write_jsonl(tmp_path / "p.jsonl", [
+        {"user_id": "u0", "prompt": f"Tell me about topic {i}", "chosen": f"Short {i}.", "rejected": f"A much longer answer {i}."}
+        for i in range(10)])
+    registry = tmp_path / "adapters"
+    code, out, err = cli(capsys, "train", "adapter", "--user", "u0", "--data", data, "--base", str(tiny_base),
+                         "--registry", str(registry), "--steps", "4", "--lr", "1e30")
+    assert code == 2 and out == "" and "Traceback" not in err, (out, err)
+    line = err.strip().splitlines()[-1]
+    assert re.match(r"pluralign: error: training diverged at step \d of 4: the dpo loss is nan \(lr=1e\+30\); nothing was kept", line), line
+    assert not (registry / "default" / "u0").exists()
+    assert not (registry / "default").exists() or list((registry / "default").iterdir()) == []
