@@ -18,7 +18,7 @@ from safetensors.torch import save
 
 from pluralign.data.record import Base
 from pluralign.device import usable_device
-from pluralign.files import read_safetensors, write_atomic, writing_artifact
+from pluralign.files import other_schema, read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
 
@@ -83,7 +83,7 @@ def read_meta(folder: str | Path) -> PALMeta:
     if "kind" in raw:
         raise ValueError(f"{folder} holds a {raw['kind']!r} artifact, not a PAL checkpoint")
     if raw.get("schema_version") != PAL_SCHEMA:
-        raise ValueError(f"{path}: PAL checkpoint schema {raw.get('schema_version')}, this code reads schema {PAL_SCHEMA}")
+        raise ValueError(f"{path}: {other_schema('PAL checkpoint', raw.get('schema_version'), PAL_SCHEMA)}")
     try:
         return msgspec.convert(raw, PALMeta)
     except msgspec.ValidationError as exc:

@@ -65,3 +65,22 @@ def test_a_start_after_a_swap_cut_short_serves_the_promoted_model_not_pal_dir(tm
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm)
     assert svc.runtime.rewards.version == promoted_version
     assert (data / "pal-promoted" / "meta.json").exists() and not retired.exists()
+
+
+@pytest.mark.parametrize("schema, said", [
+    (2, "PAL checkpoint schema 2, written by a later pluralign release (this one reads schema 1): run that release, or retrain with this one"),
+    (0, "PAL checkpoint schema 0, an earlier format this release does not read (it reads schema 1): retrain with this release"),
+])
+def test_a_checkpoint_of_another_schema_stops_the_start_saying_which_way_it_differs(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
+                                                                                    schema, said):
+    """Before: 'PAL checkpoint schema 2, this code reads schema 1', for a later release's and an earlier one's alike."""
+    import json
+    import shutil
+
+    pal = tmp_path / "pal"
+    shutil.copytree(tiny_pal_dir, pal)
+    meta = json.loads((pal / "meta.json").read_text())
+    (pal / "meta.json").write_text(json.dumps({**meta, "schema_version": schema}))
+    with pytest.raises(ValueError) as caught:
+        start_service(tmp_path / "data", tiny_generator_dir, pal, minilm)
+    assert str(caught.value) == f"{pal / 'meta.json'}: {said}", caught.value
