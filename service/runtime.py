@@ -262,12 +262,18 @@ class Runtime:
     def restore_promoted(settings: Settings) -> None:
         """A service killed while it swapped in a promoted population model (between `swap_folder`'s two
         renames) left no `pal-promoted/` and the model it served beside it, renamed aside: put back, so
-        the start serves that model rather than falling back to `pal_path` without a word. Called before
+        the start serves that model rather than falling back to `pal_path` without a word. The other
+        leftovers of a killed swap or copy (`remove_crash_leftovers`) are removed. Called before
         a start that may fail (whose undoing would take the restored folder for one it created)."""
         restored = undo_stopped_swap(settings.data_path / PROMOTED_PAL)
         if restored is not None:
             log.warning("%s was missing (a swap of the promoted population model was cut short): put back from %s",
                         settings.data_path / PROMOTED_PAL, restored.name)
+        # what the killed process left beside it (a copy staged for a swap that never came, an old model set
+        # aside, temp files): each a whole copy of the training users' rows, never loaded, removed
+        gone = remove_crash_leftovers(settings.data_path / PROMOTED_PAL)
+        if gone:
+            log.warning("removed %d leftover(s) of a promotion cut short beside %s", gone, settings.data_path / PROMOTED_PAL)
 
     @staticmethod
     def check_startup_files(settings: Settings) -> None:

@@ -84,3 +84,18 @@ def test_a_checkpoint_of_another_schema_stops_the_start_saying_which_way_it_diff
     with pytest.raises(ValueError) as caught:
         start_service(tmp_path / "data", tiny_generator_dir, pal, minilm)
     assert str(caught.value) == f"{pal / 'meta.json'}: {said}", caught.value
+
+
+def test_a_start_removes_what_a_promotion_killed_part_way_left_beside_the_served_model(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Before: `.pal-promoted.staged` (a copy for a swap that never came) and `.pal-promoted.retired<random>` (an old
+    model set aside), each with every training user's rows, stayed until a DELETE happened to pass by."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_pal_dir, data / "pal-promoted")
+    shutil.copytree(tiny_pal_dir, data / ".pal-promoted.staged")
+    shutil.copytree(tiny_pal_dir, data / ".pal-promoted.retiredabcdef012345")
+    (data / "pal-promoted" / ".user_weights.json.x1y2z3").write_text("{")  # atomic_writer's temp file
+    start_service(data, tiny_generator_dir, tiny_pal_dir, minilm)
+    assert sorted(p.name for p in data.iterdir() if "pal-promoted" in p.name) == ["pal-promoted"]
+    assert not (data / "pal-promoted" / ".user_weights.json.x1y2z3").exists()
