@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-all test-bench test-slow-loop test-scaleout fuzz abuse bench lint clean
+.PHONY: install serve test test-all test-bench test-slow-loop test-scaleout test-artifacts fuzz abuse bench lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test-slow-loop: $(STAMP)
 # past one machine: two replicas on one store, the Ray job runner, a front service on a remote encoder and a remote generator (slow-marked; ~5.5 min here)
 test-scaleout: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/service/test_review37b_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py tests/e2e/test_remote_generator.py
+
+# training artifacts and jobs under failure (diverging runs, damaged artifacts, killed workers): real tiny runs, slow-marked
+test-artifacts: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/models/test_artifact38_divergence.py tests/service/test_artifact38_divergence.py tests/service/test_artifact38_damaged.py tests/e2e/test_artifact38_killed.py
 
 # Schemathesis over the served OpenAPI schema (slow; FUZZ_EXAMPLES per operation, default 30: 600 served 4,909 requests; FUZZ_MAX_SECONDS its time budget)
 fuzz: $(STAMP)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import os
 import re
 import shutil
@@ -311,6 +312,34 @@ def swap_folder(staged: Path, folder: Path) -> None:
         fsync_dir(folder.parent)
         return
     raise OSError(errno.EBUSY, "other writers kept replacing this folder", str(folder))
+
+
+def other_schema(what: str, found: object, reads: int) -> str:
+    """Why an artifact file of schema `found` is refused by code that reads schema `reads`, in words an
+    operator can act on: a later release's (run it), an earlier format's (retrain), or no version at all."""
+    if isinstance(found, int) and not isinstance(found, bool) and found > reads:
+        return (f"{what} schema {found}, written by a later pluralign release (this one reads schema {reads}): "
+                "run that release, or retrain with this one")
+    if isinstance(found, int) and not isinstance(found, bool):
+        return f"{what} schema {found}, an earlier format this release does not read (it reads schema {reads}): retrain with this release"
+    return f"{what} schema_version {found!r} is not a schema version (this release reads schema {reads})"
+
+
+def undo_stopped_swap(folder: str | os.PathLike) -> Path | None:
+    """Put back what `swap_folder` killed between its two renames (SIGKILL, a power loss) left: `folder`
+    missing and the artifact it held beside it as ".<name>.retired<random>", whole. The newest such
+    folder is renamed back to `folder` (as `swap_folder` does on an exception) and returned; None when
+    `folder` is there or nothing was left. The new artifact's staged folder is left to whoever wrote it."""
+    folder = Path(folder)
+    if folder.exists() or not folder.parent.is_dir():
+        return None
+    retired = [p for p in folder.parent.glob(f".{glob.escape(folder.name)}.retired*") if p.is_dir()]
+    if not retired:
+        return None
+    newest = max(retired, key=lambda p: p.stat().st_ctime)  # a rename sets the ctime
+    newest.rename(folder)
+    fsync_dir(folder.parent)
+    return newest
 
 
 def _fsync_tree(folder: Path) -> None:

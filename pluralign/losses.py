@@ -23,6 +23,12 @@ def _beta(beta: float) -> None:
         raise ValueError(f"`beta` must be a finite number > 0, got {beta!r}")
 
 
+class TrainingDiverged(ValueError):
+    """A training loop's loss became NaN or inf (too high a learning rate): the parameters are no longer
+    numbers worth keeping, and no earlier state is kept either. Raised by PAL's and FSPO's (adapters')
+    loops; the message names where (epoch or step) and the loss, in one line."""
+
+
 def bradley_terry_loss(chosen_reward: torch.Tensor, rejected_reward: torch.Tensor) -> torch.Tensor:
     """-log sigmoid(r_c - r_r), averaged: the pairwise preference likelihood. Rewards (N,) each;
     ValueError when their shapes differ."""

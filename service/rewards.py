@@ -76,16 +76,17 @@ class UserRewards:
             read_meta(folder)
 
     @classmethod
-    def load(cls, folder: str | Path, encoder_id: str) -> UserRewards:
+    def load(cls, folder: str | Path, encoder_id: str, dim: int | None = None) -> UserRewards:
         """A PAL checkpoint or an EM mixture artifact (told apart by its meta.json); raises
-        ValueError naming the file for one trained on another encoder, written by another schema, or
+        ValueError naming the file for one trained on another encoder or on vectors of another size than
+        `dim` (the served encoder's: each score would fail), written by another schema, or
         damaged (a meta.json that is not a JSON object is read as a PAL checkpoint's, and refused so)."""
         folder = Path(folder)
         if artifact_kind(folder) == "em":
-            mixture = EMMixture.load(folder, encoder_id)
+            mixture = EMMixture.load(folder, encoder_id, dim)
             prior = mixture._heads()[1].double().cpu().numpy()  # log mixing weights
             return cls(mixture, prior, checkpoint_version(folder), trained=True, note=f"EM mixture loaded from {folder}")
-        model, user_weights, _ = load_pal(folder, encoder_id=encoder_id)
+        model, user_weights, _ = load_pal(folder, encoder_id=encoder_id, dim=dim)
         prior = torch.as_tensor(user_weights.prior()).detach().float().cpu().numpy()
         return cls(model, prior, checkpoint_version(folder), trained=True, note=f"loaded from {folder}")
 
@@ -100,7 +101,7 @@ class UserRewards:
         if stopped_artifact(folder, PAL_FILES):
             log.warning("%s holds what a stopped PAL bootstrap left (no %s): training it again", folder, PAL_FILES[0])
         elif folder.exists() and any(folder.iterdir()):
-            return cls.load(folder, encoder.encoder_id)
+            return cls.load(folder, encoder.encoder_id, encoder.dim)
         log.info("no PAL checkpoint in %s: training one on persona data from %s (first start only, about a minute)", folder, shared_data)
         try:
             bootstrap(folder, encoder, Path(shared_data))
@@ -110,7 +111,7 @@ class UserRewards:
             torch.manual_seed(0)
             model = PALModel(PALConfig(k=BOOTSTRAP_GROUPS, input_dim=encoder.dim))
             return cls(model, np.zeros(BOOTSTRAP_GROUPS, np.float32), "untrained", trained=False, note=note)
-        rewards = cls.load(folder, encoder.encoder_id)
+        rewards = cls.load(folder, encoder.encoder_id, encoder.dim)
         rewards.note = f"bootstrapped on persona data from {shared_data} into {folder}"
         return rewards
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from cachetools import TTLCache
 
 from pluralign.embed.base import Encoder
-from pluralign.files import copy_into_place, keep_private
+from pluralign.files import copy_into_place, keep_private, undo_stopped_swap
 from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
 from pluralign.policy.generator import Generator
 from pluralign.store import Store, StoredPreference
@@ -259,6 +259,23 @@ class Runtime:
         self.background.submit(lambda: None).result()
 
     @staticmethod
+    def restore_promoted(settings: Settings) -> None:
+        """A service killed while it swapped in a promoted population model (between `swap_folder`'s two
+        renames) left no `pal-promoted/` and the model it served beside it, renamed aside: put back, so
+        the start serves that model rather than falling back to `pal_path` without a word. The other
+        leftovers of a killed swap or copy (`remove_crash_leftovers`) are removed. Called before
+        a start that may fail (whose undoing would take the restored folder for one it created)."""
+        restored = undo_stopped_swap(settings.data_path / PROMOTED_PAL)
+        if restored is not None:
+            log.warning("%s was missing (a swap of the promoted population model was cut short): put back from %s",
+                        settings.data_path / PROMOTED_PAL, restored.name)
+        # what the killed process left beside it (a copy staged for a swap that never came, an old model set
+        # aside, temp files): each a whole copy of the training users' rows, never loaded, removed
+        gone = remove_crash_leftovers(settings.data_path / PROMOTED_PAL)
+        if gone:
+            log.warning("removed %d leftover(s) of a promotion cut short beside %s", gone, settings.data_path / PROMOTED_PAL)
+
+    @staticmethod
     def check_startup_files(settings: Settings) -> None:
         """Read the description of the population model `build` would serve (the promoted one, else
         `pal_path`) and the FSPO adapter's files (`fspo_adapter`) before any model is loaded: a
@@ -277,6 +294,7 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
+        cls.restore_promoted(settings)  # (`pluralign serve` did it already, before its undoable start)
         keep_private(settings.data_path)  # users' texts, keys and jobs: no other account (but a shared folder's group) may read them
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
@@ -307,7 +325,7 @@ class Runtime:
             promoted = settings.data_path / PROMOTED_PAL
             if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
                 step("loading the promoted population model from %s", promoted)
-                rewards = UserRewards.load(promoted, encoder.encoder_id)
+                rewards = UserRewards.load(promoted, encoder.encoder_id, encoder.dim)
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
@@ -335,12 +353,12 @@ class Runtime:
         data folder with renames (a restart serves it too), then swapped in with one assignment:
         requests in flight finish with the model they started with, and each user's weights are
         refitted against the new prototypes at their next request (their `pal_version` differs)."""
-        UserRewards.load(source, self.encoder.encoder_id)
+        UserRewards.load(source, self.encoder.encoder_id, self.encoder.dim)
         served = self.settings.data_path / PROMOTED_PAL
         staged = served.with_name(f".{served.name}.staged")
         with self.population_lock:
             copy_into_place(source, served, staged)  # whole or not at all: a full disk leaves the served one
-            rewards = UserRewards.load(served, self.encoder.encoder_id)
+            rewards = UserRewards.load(served, self.encoder.encoder_id, self.encoder.dim)
             rewards.note = f"promoted from {source}"
             self.rewards = rewards
         self.metrics.inc("pluralign_population_swaps_total", help="population reward models swapped in while serving")
@@ -374,7 +392,7 @@ class Runtime:
                     rewritten += 1
                     # a served EM mixture holds the rows in memory too (a PAL model keeps only its prior)
                     if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(served):
-                        rewards = UserRewards.load(served, self.encoder.encoder_id)
+                        rewards = UserRewards.load(served, self.encoder.encoder_id, self.encoder.dim)
                         rewards.note = self.rewards.note
                         self.rewards = rewards
             except (OSError, ValueError) as exc:

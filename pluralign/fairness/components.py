@@ -23,7 +23,7 @@ def pal_prototype_groups(records: Sequence[Preference], encoder: Encoder, pal_di
     """user -> `prototype-k`, k the largest weight of the user's PAL logits fitted on their comparisons."""
     from pluralign.reward.pal import fit_users, load_pal
 
-    model, user_weights, _ = load_pal(pal_dir, encoder_id=encoder.encoder_id, device=torch.device("cpu"))
+    model, user_weights, _ = load_pal(pal_dir, encoder_id=encoder.encoder_id, device=torch.device("cpu"), dim=encoder.dim)
     pairs = [r for r in records if not r.tie]
     users = sorted({r.user_id for r in pairs})
     batch = embed_pairs(pairs, encoder, users)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from pluralign.data.record import Base, Preference
-from pluralign.losses import dpo_loss, ipo_loss
+from pluralign.losses import TrainingDiverged, dpo_loss, ipo_loss
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.logprobs import PackedBatch, ScoringBatch, encode_packed, sequence_logprobs
 from pluralign.policy.trunk import head_logprobs, lowest_adapted_layer, trunk_states
@@ -274,7 +274,9 @@ def train(
 ) -> dict[str, float]:
     """The training loop: `config.steps` steps over fixed batches of `config.batch_size` episodes,
     cycling through them. When LoRA adapts only the top layers, each batch's frozen trunk states
-    and pi_ref log-probabilities are computed once and kept for later epochs."""
+    and pi_ref log-probabilities are computed once and kept for later epochs. Raises
+    `pluralign.losses.TrainingDiverged` (a ValueError) naming the step and the loss at the first step
+    whose loss is NaN or inf (too high a learning rate), before that step changes the parameters."""
     torch.manual_seed(config.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
@@ -301,6 +303,9 @@ def train(
         logp = rows.policy_logprobs(policy)  # (2B,)
         b = len(batches[index])
         loss = loss_fn(logp[:b], logp[b:], ref[:b], ref[b:], config.beta).mean()
+        if not torch.isfinite(loss):  # a NaN adapter was saved, reported (final_loss null) and could be promoted
+            raise TrainingDiverged(f"training diverged at step {step + 1} of {config.steps}: the {config.loss} loss is "
+                                   f"{loss.item()} (lr={config.lr}); nothing was kept: lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

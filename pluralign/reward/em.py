@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from pluralign.data.record import Base
 from pluralign.device import default_device, usable_device
-from pluralign.files import may_hold, read_safetensors, write_atomic, writing_artifact
+from pluralign.files import may_hold, other_schema, read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch, same_users, seen_rows
 from pluralign.reward.inputs import as_numbers, at_least, comparison_rows, first_bad_row, logits_row, whole
@@ -429,7 +429,7 @@ def _read_meta(folder: Path, encoder_id: str, dim: int | None) -> EMMeta:
     if kind != "em-bt-mixture":
         raise ValueError(f"{folder} holds {'a ' + repr(kind) if kind else 'no'} artifact, not an em-bt-mixture")
     if raw.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{folder}: artifact schema em-bt-mixture v{raw.get('schema_version')}, expected v{SCHEMA_VERSION}")
+        raise ValueError(f"{path}: {other_schema('em-bt-mixture', raw.get('schema_version'), SCHEMA_VERSION)}")
     try:
         meta = msgspec.convert(raw, EMMeta)
     except msgspec.ValidationError as exc:

@@ -23,7 +23,7 @@ from pluralign.reward.pal_checkpoint import PAL_SCHEMA, PALMeta, load_pal, read_
 from pluralign.reward.pal_fit import PRIOR_STRENGTH, fit_user, fit_users, fit_users_from_terms, update_user
 from pluralign.reward.pal_model import IdealPoint, PairTerms, PALConfig, PALModel, PromptConditioned
 from pluralign.reward.pal_preference import PALPreference, cluster_points, user_points
-from pluralign.reward.pal_train import PALResult, PALTrainConfig, evaluate_pairs, train_pal
+from pluralign.reward.pal_train import PALResult, PALTrainConfig, TrainingDiverged, evaluate_pairs, train_pal
 from pluralign.reward.user_weights import USER_WEIGHTS_SCHEMA, UserWeights
 
 
@@ -47,7 +47,7 @@ __all__ = [
     "PALConfig", "PALModel", "IdealPoint", "PromptConditioned", "PairTerms",
     "fit_user", "fit_users", "fit_users_from_terms", "update_user",
     "UserWeights", "user_logits", "reward_for_user",
-    "PALTrainConfig", "PALResult", "train_pal", "evaluate_pairs",
+    "PALTrainConfig", "PALResult", "TrainingDiverged", "train_pal", "evaluate_pairs",
     "PALMeta", "save_pal", "load_pal", "read_meta",
     "PALPreference", "cluster_points", "user_points",
 ]

@@ -18,7 +18,7 @@ from safetensors.torch import save
 
 from pluralign.data.record import Base
 from pluralign.device import usable_device
-from pluralign.files import may_hold, read_safetensors, write_atomic, writing_artifact
+from pluralign.files import may_hold, other_schema, read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
 
@@ -83,21 +83,22 @@ def read_meta(folder: str | Path) -> PALMeta:
     if "kind" in raw:
         raise ValueError(f"{folder} holds a {raw['kind']!r} artifact, not a PAL checkpoint")
     if raw.get("schema_version") != PAL_SCHEMA:
-        raise ValueError(f"{path}: PAL checkpoint schema {raw.get('schema_version')}, this code reads schema {PAL_SCHEMA}")
+        raise ValueError(f"{path}: {other_schema('PAL checkpoint', raw.get('schema_version'), PAL_SCHEMA)}")
     try:
         return msgspec.convert(raw, PALMeta)
     except msgspec.ValidationError as exc:
         raise ValueError(f"{path}: not a PAL checkpoint description: {exc}") from None
 
 
-def load_pal(folder: str | Path, encoder_id: str | None = None, device=None) -> tuple[PALModel, UserWeights, PALMeta]:
+def load_pal(folder: str | Path, encoder_id: str | None = None, device=None, *, dim: int | None = None) -> tuple[PALModel, UserWeights, PALMeta]:
     """Rebuild the model (in eval mode, on `device` or the default one) and its user-weights table
     (K logits per training user, float32). `device` ("cpu", "cuda:0", a torch.device) plays
     `map_location`'s part: a checkpoint trained on a GPU loads on a CPU-only machine with
     device="cpu". Raises FileNotFoundError for a missing file, ValueError naming `device` when
     this machine lacks it (`pluralign.device.usable_device`), and ValueError naming the file for
-    any other mismatch: another encoder, a truncated model.safetensors, weights whose shapes
-    disagree with meta.json, user weights of another K."""
+    any other mismatch: another encoder, vectors of another size than `dim` (the encoder's: a
+    checkpoint of input_dim 768 would fail every score on 384-d vectors), a truncated
+    model.safetensors, weights whose shapes disagree with meta.json, user weights of another K."""
     device = usable_device(device)
     folder = Path(folder)
     meta = read_meta(folder)
@@ -105,6 +106,11 @@ def load_pal(folder: str | Path, encoder_id: str | None = None, device=None) -> 
         raise ValueError(
             f"{folder} was trained on embeddings from {meta.encoder_id!r}, not {encoder_id!r}: "
             "its rewards mean nothing on another encoder's vectors; retrain or pick the matching encoder"
+        )
+    if dim is not None and meta.input_dim != dim:
+        raise ValueError(
+            f"{folder / META_FILE}: the checkpoint scores vectors of input_dim={meta.input_dim}, the encoder "
+            f"{encoder_id or ''}{' ' if encoder_id else ''}gives {dim}-d vectors: retrain it on this encoder's embeddings"
         )
     model = PALModel(meta.config())
     try:

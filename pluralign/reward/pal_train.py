@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pluralign.device import default_device
-from pluralign.losses import bradley_terry_loss
+from pluralign.losses import TrainingDiverged, bradley_terry_loss
 from pluralign.reward.features import PairBatch
 from pluralign.reward.inputs import above_zero, as_numbers, at_least, whole
 from pluralign.reward.model_selection import TooManyComponents
@@ -106,7 +106,9 @@ def train_pal(
     Raises ValueError when the pairs cannot be trained on (`PairBatch.check`: none, embeddings not
     (N, input_dim) or not finite, a user index outside `users`; the field is named), when train and
     val index other users, TooManyComponents (a ValueError) when K is more than the training users,
-    and ValueError when the validation loss was never finite (training diverged)."""
+    and TrainingDiverged (a ValueError) naming the epoch and the loss as soon as a training step's
+    loss or an epoch's validation loss is NaN or inf (too high a learning rate): nothing is returned
+    then, not even an earlier epoch's state."""
     tc = train_config
     if train.users != val.users:
         raise ValueError("train and validation pairs must index the same users")
@@ -130,11 +132,14 @@ def train_pal(
     for epoch in range(1, tc.epochs_for(len(train)) + 1):
         model.train()
         order = torch.randperm(len(train), generator=generator).to(device)
-        for first in range(0, len(train), tc.batch_size):
+        steps = math.ceil(len(train) / tc.batch_size)
+        for step, first in enumerate(range(0, len(train), tc.batch_size), start=1):
             b = order[first : first + tc.batch_size]
             terms = model.pair_terms(train.prompt[b], train.chosen[b], train.rejected[b])
             margin = model.margin(user_logits[train.user[b]], terms)  # (B,)
             loss = bradley_terry_loss(margin, torch.zeros_like(margin))
+            if not math.isfinite(float(loss.detach())):
+                raise _diverged(tc, epoch, f"the training loss is {float(loss.detach())} at step {step} of {steps}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -144,6 +149,8 @@ def train_pal(
         metrics = {"epoch": epoch, "train_loss": float(loss.detach()), "val_loss": val_loss, "val_acc": val_acc}
         if progress:
             progress(epoch, metrics)
+        if not math.isfinite(val_loss):
+            raise _diverged(tc, epoch, f"the validation loss is {val_loss}")
         if val_loss < best["val_loss"]:
             best, since = metrics, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -153,9 +160,6 @@ def train_pal(
         if since >= tc.patience or (tc.max_seconds is not None and time.perf_counter() - start > tc.max_seconds):
             break
     seconds = time.perf_counter() - start
-    if best_state is None:
-        raise ValueError(f"PAL training diverged: the validation loss was not finite at any of {epoch} epochs "
-                         f"(lr_shared={tc.lr_shared}, lr_user={tc.lr_user}); lower the learning rates")
     model.load_state_dict(best_state)
     model.eval()
     weights = UserWeights.from_logits(train.users, best_logits)
@@ -164,3 +168,8 @@ def train_pal(
         "train_loss": best["train_loss"], "train_seconds": seconds, "pairs_per_second": seen_pairs / max(seconds, 1e-9),
     }
     return PALResult(model=model, user_weights=weights, metrics=metrics)
+
+
+def _diverged(tc: PALTrainConfig, epoch: int, what: str) -> TrainingDiverged:
+    return TrainingDiverged(f"PAL training diverged at epoch {epoch}: {what} (lr_shared={tc.lr_shared}, "
+                            f"lr_user={tc.lr_user}); nothing was kept: lower the learning rates")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pluralign.data.record import Base
-from pluralign.files import write_atomic
+from pluralign.files import other_schema, write_atomic
 from pluralign.reward.inputs import as_numbers, first_bad_row
 
 USER_WEIGHTS_SCHEMA = 1
@@ -163,7 +163,7 @@ class UserWeights:
         except msgspec.DecodeError as exc:  # not JSON, or not this schema's fields
             raise ValueError(f"{path}: not a user-weights file: {exc}") from None
         if file.schema_version != USER_WEIGHTS_SCHEMA:
-            raise ValueError(f"{path}: user-weights schema {file.schema_version}, this code reads {USER_WEIGHTS_SCHEMA}")
+            raise ValueError(f"{path}: {other_schema('user-weights', file.schema_version, USER_WEIGHTS_SCHEMA)}")
         if k is not None and file.k != k:
             raise ValueError(f"{path}: user weights have K={file.k}, the model has K={k}")
         try:

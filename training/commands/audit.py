@@ -194,7 +194,7 @@ def online_pal(records, encoder, users: list[str], pal_dir: str):
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.pal import load_pal
 
-    model, user_weights, _ = load_pal(pal_dir, encoder_id=encoder.encoder_id, device=torch.device("cpu"))
+    model, user_weights, _ = load_pal(pal_dir, encoder_id=encoder.encoder_id, device=torch.device("cpu"), dim=encoder.dim)
     batch = embed_pairs([r for r in records if not r.tie], encoder, users)  # the audit's rows, in its order
     return OnlinePAL(model, user_weights.prior(), batch.prompt, batch.chosen, batch.rejected, len(users))
 

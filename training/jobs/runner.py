@@ -258,8 +258,8 @@ class LocalJobRunner:
                 _kill_group(job.pid, signal.SIGKILL)
             if job.attempts >= self.config.max_attempts:  # e.g. a job that takes the machine down each time
                 note = f"runner restarted during attempt {job.attempts}; gave up after {job.attempts} attempts"
-                self._record(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
-                                                       log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+                self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
+                                                                            log_tail=[*job.log_tail, note][-self.config.log_lines :])))
                 continue
             note = f"runner restarted during attempt {job.attempts}; queued again"
             self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
@@ -388,8 +388,8 @@ class LocalJobRunner:
             note = (f"memory cap exceeded: the worker held {running.over_memory_mb:.1f} MB of resident memory, over the cap "
                     f"of {self.config.memory_mb} MB (setting job_memory_mb); it was killed")
             self._exited(job_id)
-            self._record(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
-                                                 log_tail=[*tail, note][-self.config.log_lines :]))
+            self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
+                                                                        log_tail=[*tail, note][-self.config.log_lines :])))
             return
         self._finished(job, code, progress, tail, output)
 
@@ -449,19 +449,19 @@ class LocalJobRunner:
         """`output`: the worker's standard output (None: read from its file)."""
         done = dict(state="failed", pid=None, finished_at=time.time(), log_tail=tail)
         if job.cancel_requested:
-            return msgspec.structs.replace(job, **{**done, "state": "cancelled"})
+            return self._discard_artifact(msgspec.structs.replace(job, **{**done, "state": "cancelled"}))
         if code < 0:  # a signal the runner did not send (it sends SIGTERM only to cancel, recorded above)
             name = _signal_name(-code)
             last = f"; its last line: {tail[-1]}" if tail else ""
-            return msgspec.structs.replace(job, **done, error=(
+            return self._discard_artifact(msgspec.structs.replace(job, **done, error=(
                 f"killed by {name} (exit code {code}) from outside the job runner (the out-of-memory killer, an operator, "
-                f"a shutdown); its artifact is not used{last}"))
+                f"a shutdown); what it had written of its artifact was removed{last}")))
         if code != 0:
             reason = tail[-1] if tail else "no output"
-            return msgspec.structs.replace(job, **done, error=f"exit code {code}: {reason}")
+            return self._discard_artifact(msgspec.structs.replace(job, **done, error=f"exit code {code}: {reason}"))
         result = _last_json_line(self.store.path(job.id, "out").read_bytes() if output is None else output)
         if result is None:
-            return msgspec.structs.replace(job, **done, error="the worker printed no JSON result")
+            return self._discard_artifact(msgspec.structs.replace(job, **done, error="the worker printed no JSON result"))
         result_path = self.store.path(job.id, "result.json")
         write_atomic(result_path, msgspec.json.encode(result))
         metrics = result_metrics(result)
@@ -481,6 +481,13 @@ class LocalJobRunner:
             if checked is not None and checked != result:
                 finished = msgspec.structs.replace(finished, metrics=result_metrics(checked))
         return self._promote(finished)
+
+    def _discard_artifact(self, job: Job) -> Job:
+        """`job` (failed or cancelled: its worker did not finish) without its artifact folder: what a worker
+        killed mid-save left there (temp files, part of a checkpoint) is removed, never left where a reader
+        of `jobs/artifacts/` or a later attempt could take it for an artifact. The record names none."""
+        shutil.rmtree(Path(self.config.folder) / "artifacts" / job.id, ignore_errors=True)
+        return msgspec.structs.replace(job, artifact=None)
 
     def _promote(self, job: Job) -> Job:
         kind = self.kinds[job.kind]
