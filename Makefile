@@ -21,8 +21,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# one torch thread unless OMP_NUM_THREADS says otherwise: with torch's default (a thread per core) on two
+# cores shared with other work, the first chat of a fresh clone took 844 s; with one, 52 s (README)
 serve: $(STAMP)
-	$(BIN)/pluralign serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/pluralign serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 # two workers of one torch thread each (PYTEST_WORKERS=0 runs in one process): on two cores torch's
 # own threads spin against each other, and much of the suite waits on servers and child processes

@@ -159,7 +159,7 @@ def _wire_name(request: Request, argument: str) -> str:
     return getattr(getattr(field, "kwarg_definition", None), "name", None) or argument  # Query/HeaderParameter(name=...)
 
 
-def _from_extra(extra, request: Request | None = None) -> tuple[str | None, str | None, str | None]:
+def from_extra(extra, request: Request | None = None) -> tuple[str | None, str | None, str | None]:
     """(param, code, message) from a ValidationException's `extra` (ours or Litestar's); a header or
     query parameter is named as sent when `request` is given."""
     items = extra if isinstance(extra, list) else [extra] if isinstance(extra, dict) else []
@@ -185,7 +185,7 @@ def stream_error(status: int, detail: str, code: str | None = None) -> dict:
     return body if "error" in body else {"error": {"message": detail, **body}}
 
 
-def _malformed_json(exc: BaseException) -> bool:
+def malformed_json(exc: BaseException) -> bool:
     """Whether `exc` came from a JSON decode error (Litestar's own decode of a body). A context
     suppressed by `raise ... from None` is not followed: an error raised that way names its field
     itself (the import's `line 3` was reported as the whole `body`)."""
@@ -272,8 +272,8 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
         return Redirect("/admin/login", status_code=303)  # a browser without a session: to the login form
-    param, code, detail = _from_extra(exc.extra, request)
-    if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and _malformed_json(exc):  # Litestar's own decode
+    param, code, detail = from_extra(exc.extra, request)
+    if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and malformed_json(exc):  # Litestar's own decode
         return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")
     if status in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed") \
             and _USER_ID_WITH_SLASH.match(request.scope.get("path", "")):  # no route for that method on such a user's path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import os
 import signal
@@ -49,6 +50,29 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.print_usage(sys.stderr)
         self.exit(2, f"pluralign: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, except that words no parser took are refused by the command they follow, with the
+        closest option it has: `pluralign serve --prot 8000` says `unrecognized arguments: --prot 8000
+        (did you mean --port?) (see `pluralign serve --help`)`. argparse's own error came from the top
+        parser, pointing to `pluralign --help`, which lists no option of `serve`."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = _chosen_command(self, parsed)
+            options = [s for action in command._actions for s in action.option_strings if s.startswith("--")]
+            typed = [word.partition("=")[0] for word in extras if word.startswith("--")]
+            close = [m for word in typed for m in difflib.get_close_matches(word, options, n=1)]
+            hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
+            command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+
+def _chosen_command(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command `parsed` ran: `pluralign train pal`'s for `train pal --epoch 3`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(parsed, action.dest, None) in action.choices:
+            return _chosen_command(action.choices[getattr(parsed, action.dest)], parsed)
+    return parser
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,7 +47,11 @@ def _export(target: Path) -> None:
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {name: {0: "batch", 1: "tokens"} for name in [*names, "last_hidden_state"]}
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    with torch.no_grad():
+    # the tracer's notes on transformers' shape checks (TracerWarning) and on advanced indexing, printed at a
+    # service's first start: the export is checked against torch's vectors (tests/unit/test_onnx_encoder.py)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
         torch.onnx.export(
             LastHidden(model), tuple(batch[n] for n in names), str(tmp), input_names=names,
             output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False,

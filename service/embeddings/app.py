@@ -26,7 +26,7 @@ from litestar.params import JSONBody
 
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
-from service.errors import bad_request, refuse_request_id, shown
+from service.errors import MAX_PATH, bad_request, from_extra, malformed_json, refuse_request_id, shorten, shown
 from service.metrics import access_route_of, method_of
 from service.requestid import app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
@@ -72,13 +72,20 @@ def openai_error(request: Request, exc: Exception) -> Response:
         return Response({"error": {"message": "internal error", "type": "server_error", "param": None, "code": "internal_error"}},
                         status_code=500)
     status = exc.status_code
-    extra = getattr(exc, "extra", None)
-    param = extra[0].get("key") if isinstance(extra, list) and extra and isinstance(extra[0], dict) else None
-    message = exc.detail if isinstance(exc, HTTPException) else str(exc)
-    if isinstance(extra, list) and param is None and extra:  # request-body validation: say which field
-        message = f"{message}: {extra}"
+    param, code, detail = from_extra(getattr(exc, "extra", None), request)  # the field, as the API service names it
+    message = exc.detail
+    if status in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed"):  # Litestar's words name no request
+        path = shorten(request.url.path, MAX_PATH + 3, "...")
+        message, code = f"no route `{request.method} {path}`: this server serves `POST /v1/embeddings` and `GET /health`", \
+            "not_found" if status == 404 else None
+    elif status == 400 and malformed_json(exc):  # Litestar's own decode: "Input data was truncated"
+        param, code, message = "body", "invalid_json", f"`body`: the request body is not valid JSON: {exc.detail}"
+    elif detail:  # Litestar's "Validation failed for POST /v1/embeddings" said nothing of the field or the problem
+        message = detail if param is None or detail.startswith(f"`{param}`") else f"`{param}`: {detail}"
+    if status == 400 and code is None:
+        code = "invalid_value"
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return Response({"error": {"message": message, "type": kind, "param": param, "code": None}}, status_code=status, headers=exc.headers)
+    return Response({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status, headers=exc.headers)
 
 
 def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:

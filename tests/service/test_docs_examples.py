@@ -313,3 +313,23 @@ def test_a_curl_example_the_parser_cannot_run_fails_loudly(tmp_path):
         doc.write_text(f"# A doc\n\n{block}")
         with pytest.raises(AssertionError, match=rf"^{re.escape(str(doc))}:\d+: a curl example this test cannot run"):
             documented_curl_examples(str(doc))
+
+
+_READS = re.compile(r"(?:--path|--data|--pairs|--user-groups)[ =]([\w.-]+\.jsonl?\b)|--data-binary @(\S+)")
+_WRITES = re.compile(r"(?:>|--out)\s*([\w.-]+)")
+
+
+def test_every_file_a_documented_command_reads_is_written_by_an_earlier_step():
+    """A file in the checkout that a doc's command reads (`--path alice-prefs.jsonl`, `--data-binary @f`) is
+    written by a step before it, in the docs' order (README first), as a new user follows them. Before:
+    README's `pluralign data import --path alice-prefs.jsonl` read a file no step of the README made (only
+    docs/api.md's export, read later, wrote it): `--path alice-prefs.jsonl: no such file or folder`."""
+    written, unmade = set(), []
+    for doc in DOCS:
+        for first, block in fenced_blocks(doc, "bash"):
+            for n, line in enumerate(block.splitlines()):
+                command = line.split(" #")[0]
+                unmade += [f"{doc}:{first + n}: {name}" for m in _READS.finditer(command)
+                           for name in [m[1] or m[2]] if name not in written]
+                written |= set(_WRITES.findall(command))
+    assert not unmade, f"files read before any step of the docs writes them: {unmade}"

@@ -54,6 +54,8 @@ def test_serve_embeddings_answers_with_the_callers_id(embeddings_server):
     import httpx
 
     url, log = embeddings_server
+    # session 38: at start it says what it serves and where (before: nothing at all, its log level hid uvicorn's line)
+    assert f"pluralign serve-embeddings: {MINILM_ID} (384 dimensions) at {url}/v1/embeddings\n" in log.read_text(), log.read_text()
     r = httpx.post(url + "/v1/embeddings", headers={"X-Request-Id": "ops33-direct"}, json={"model": MINILM_ID, "input": "hi"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "ops33-direct"
     assert logged(log, "POST /v1/embeddings 200") and logged(log, "request_id=ops33-direct"), log.read_text()[-2000:]

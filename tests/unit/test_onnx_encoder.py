@@ -36,3 +36,22 @@ def test_int8_is_close_but_has_its_own_id(reference):
     assert LazyEncoder("minilm-onnx-int8", load=lambda: encoder).encoder() is encoder  # what the name stands for
     cosine = (encoder.encode(TEXTS) * reference).sum(1)
     assert 0.95 < cosine.min() and cosine.max() < 1.0 - 1e-6  # close, and not the same
+
+
+@pytest.mark.slow  # a fresh export in a process of its own: ~15 s
+def test_the_first_export_writes_nothing_on_stderr(tmp_path):
+    """Session 38: a fresh clone's first `make serve` printed three of torch's tracer warnings while it
+    exported MiniLM (`TracerWarning: Converting a tensor to a Python boolean ...`, `Exporting aten::index
+    operator ...`): noise a new user reads as a fault. The export (what the service's first start runs)
+    now writes nothing on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PLURALIGN_MODEL_CACHE": str(tmp_path), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", "from pluralign.embed.onnx import minilm_onnx; print(minilm_onnx())"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("model.onnx") and done.stderr == "", done.stderr[-3000:]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from training.common import add_listen_args, check_listen
 
@@ -61,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ValueError(f"--encoder {args.encoder}: {exc}") from None
     app = create_embeddings_app(encoder)
+    # its log level (warning) hides uvicorn's "running on" line: without this one, nothing said it was up, or where
+    print(f"pluralign serve-embeddings: {encoder.encoder_id} ({encoder.dim} dimensions) at http://{args.host}:{args.port}/v1/embeddings",
+          file=sys.stderr, flush=True)
     started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_encodes, app),
                                             request_read_timeout_s=settings.request_read_timeout_s, max_connections=max_connections)
     if not started:
