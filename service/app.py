@@ -23,7 +23,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from service.admin.controllers import ADMIN_HANDLERS, start_admin, stop_admin
-from service.admin.services import check_jobs_folder
+from service.admin.paths import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model

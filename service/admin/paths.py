@@ -8,10 +8,29 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from training.jobs.promotion import Promotions
 from training.jobs.record import Job
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+
+def jobs_folder(settings: Settings) -> Path:
+    """The admin area's folder: job records, logs, artifacts, snapshots and promotions.json."""
+    return settings.data_path / "jobs"
+
+
+def check_jobs_folder(settings: Settings) -> None:
+    """Read what the admin area reads at startup and cannot skip (promotions.json), before the app
+    serves: a damaged file is a ValueError naming it (the CLI's one-line error), not a traceback of
+    a failed startup. Damaged job records are skipped at startup, each logged. Here, not beside the
+    admin's services: `pluralign serve` calls it before the service's imports (torch, lancedb)."""
+    Promotions(jobs_folder(settings) / "promotions.json")
+
 
 PATH_PARAMS = ("data", "store", "base")  # the params the service sets (training.jobs.params.SERVER_SET) that name a file or folder
 # an absolute path of two names or more in a text (a worker's interpreter install, checkout or temporary folder): not

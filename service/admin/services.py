@@ -29,16 +29,14 @@ from pluralign.store.deletions import Forget, key_hash
 from pluralign.store.ingest import Backlogged
 from pluralign.store.location import options_to_env
 from service.admin.audit_members import AuditMembersIndex
-from service.admin.paths import PublicPaths
+from service.admin.paths import PublicPaths, jobs_folder
 from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
 from service.errors import bad_request
 from service.replicas import owner
 from service.requestid import current
 from service.runtime import ForgetIncomplete, Runtime
-from service.settings import Settings
 from service.users.services import READ_INLINE_ROWS, adapter_folder, forget_embedding_keys, forget_embeddings
 from training.jobs.params import JOB_ENCODERS, JobParamsError, decode_params
-from training.jobs.promotion import Promotions
 from training.jobs.record import ACTIVE_STATES, Job, JobNamed, Param
 from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig, result_metrics
 from training.jobs.triggers import AdapterTrigger
@@ -110,18 +108,6 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> 
         dropped += [t for line in lines if line.strip() and gone(line) for t in _TEXTS.decode(line).texts()]
     write_atomic(path, b"".join(kept))
     return 1
-
-
-def jobs_folder(settings: Settings) -> Path:
-    """The admin area's folder: job records, logs, artifacts, snapshots and promotions.json."""
-    return settings.data_path / "jobs"
-
-
-def check_jobs_folder(settings: Settings) -> None:
-    """Read what the admin area reads at startup and cannot skip (promotions.json), before the app
-    serves: a damaged file is a ValueError naming it (the CLI's one-line error), not a traceback of
-    a failed startup. Damaged job records are skipped at startup, each logged."""
-    Promotions(jobs_folder(settings) / "promotions.json")
 
 
 def _audit_params(params: dict[str, Param]):

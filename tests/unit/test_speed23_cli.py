@@ -37,3 +37,20 @@ def test_serve_on_a_file_as_data_folder_fails_before_the_service_is_imported(tmp
     assert result.returncode == 2 and "is a file, not a folder" in result.stderr, result.stderr[-1000:]
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "torch" not in imported and "service.app" not in imported and "uvicorn" not in imported
+
+
+def test_serve_on_a_damaged_promotions_file_fails_before_the_service_is_imported(tmp_path):
+    """Before: jobs/promotions.json was first read by `create_app`, after the service's modules (torch,
+    lancedb, litestar) were imported: 20 s and more a run on a loaded machine to print one line (the
+    message and that no key is issued: tests/unit/test_left22a_cli.py)."""
+    data = tmp_path / "data"
+    (data / "jobs").mkdir(parents=True)
+    (data / "jobs" / "promotions.json").write_text("{")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PLURALIGN_DATA_DIR": str(data),
+           "PLURALIGN_SHARED_DATA": str(tmp_path / "no-shared-data"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "training.cli", "serve", "--port", "0"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "promotions.json: not a promotions file" in result.stderr, result.stderr[-1000:]
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" not in imported and "service.app" not in imported and "lancedb" not in imported, sorted(imported)[:20]
+    assert not (data / "api_keys.json").exists()

@@ -34,11 +34,14 @@ def test_the_store_names_still_import_from_the_package():
 
 def test_usage_errors_of_the_trainers_and_audit_come_before_torch_is_imported(tmp_path):
     """Before: each of these printed its one line (exit 2) after importing torch and the models' code
-    (1.7-3.1 s a run here; `audit --store` with a mistyped folder lancedb too, 3.5 s; tests/unit/test_newuser31_cli.py runs them as subprocesses). One interpreter
+    (1.7-3.1 s a run here; `audit --store` with a mistyped folder lancedb too, 3.5 s; tests/unit/test_newuser31_cli.py runs them as subprocesses;
+    a bad `--user-groups` file until session speed38). One interpreter
     runs them all through `training.cli.main` and then lists what it imported."""
     data = tmp_path / "prefs.jsonl"
     data.write_text("".join(f'{{"user_id": "u{i % 4}", "prompt": "Tea {i}?", "chosen": "Yes.", "rejected": "No.", "attributes": {{"segment": "s"}}}}\n'
                             for i in range(24)))
+    groups_twice = tmp_path / "groups.json"
+    groups_twice.write_text('{"u0": "a",\n "u0": "b"}')
     argvs = [
         ["train", "fspo", "--population", "file", "--data", str(data), "--groups", "3"],
         ["train", "fspo", "--population", "persona", "--unseen-fraction", "0.5"],
@@ -47,6 +50,9 @@ def test_usage_errors_of_the_trainers_and_audit_come_before_torch_is_imported(tm
         ["audit", "--data", str(data), "--group-by", "segment", "--groups", "3"],
         ["audit", "--data", str(data), "--group-by", "segment", "--pal", str(tmp_path / "pal")],
         ["audit", "--group-by", "segment", "--store", str(tmp_path / "dta")],  # a mistyped data folder: lancedb not imported either
+        # a bad --user-groups file (tests/unit/test_data36_user_groups.py): read before the audit's imports too
+        ["audit", "--data", str(data), "--group-by", "g", "--user-groups", str(groups_twice)],
+        ["audit", "--data", str(data), "--group-by", "g", "--user-groups", str(tmp_path / "absent.json")],
     ]
     code = ("import sys, contextlib, io; from training.cli import main\n"
             f"for argv in {argvs!r}:\n"

@@ -223,10 +223,12 @@ def run(args: argparse.Namespace) -> int:
     check_artifacts(args)
     if args.store:  # a mistyped folder too (opened, then, by the audit's store source)
         store_folder("--store", args.store)
+    # before the data and the audit's imports: a bad file's errors cost nothing (--store never reads it)
+    user_groups = read_user_groups(args.user_groups) if args.user_groups and not args.store else None
     from pluralign.fairness.audit import UnknownGroupBy
 
     try:
-        return _run(args)
+        return _run(args, user_groups)
     except UnknownGroupBy as exc:  # a misspelled --group-by: one error naming it and the attributes there are
         components = "" if args.store else "; or pal_prototype (with --pal), em_cluster (with --em)"
         raise ValueError(f"--group-by {args.group_by}: {exc}{components}") from None
@@ -281,7 +283,7 @@ def check_artifacts(args: argparse.Namespace) -> None:
         raise ValueError(f"--em {args.em}: not an EM mixture artifact (no meta.json in it; `pluralign train em --out` writes one)")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, user_groups: dict[str, str] | None) -> int:
     from pluralign.fairness.audit import AuditConfig, audit, comparisons_from_records
     from pluralign.fairness.report import report_encoder
 
@@ -297,7 +299,6 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--store {args.store}: no pluralign store there (no `preferences` table): give the URI the "
                              "service's PLURALIGN_STORE_URI names, with the PLURALIGN_STORE_* settings it reaches it by") from None
     else:
-        user_groups = read_user_groups(args.user_groups) if args.user_groups else None  # before the data: its errors cost nothing
         records = load_records(args)
         if user_groups is not None:
             check_user_groups(args.user_groups, user_groups, records)

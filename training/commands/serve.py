@@ -126,6 +126,9 @@ def start(settings, local_store: list[str]):
     with left_as_found(settings.data_path, *local_store):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
+        from service.admin.paths import check_jobs_folder
+
+        check_jobs_folder(settings)  # a damaged promotions.json: named before the service's imports (seconds)
         from service.app import create_app
 
         app = create_app(settings)  # promotions.json, the population model's description and the FSPO adapter first, then the models
