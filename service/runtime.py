@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import glob
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +15,7 @@ from pathlib import Path
 from cachetools import TTLCache
 
 from pluralign.embed.base import Encoder
-from pluralign.files import copy_into_place, keep_private, undo_stopped_swap
+from pluralign.files import copy_into_place, keep_private
 from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
 from pluralign.policy.generator import Generator
 from pluralign.store import Store, StoredPreference
@@ -28,6 +26,7 @@ from service.auth import KeyRing
 from service.deletions import DeletionSweep
 from service.encoders import make_encoder
 from service.metrics import DECLARED_COUNTERS, Metrics
+from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promoted
 from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import FairScheduler
@@ -38,7 +37,6 @@ from service.users.journal import JOURNAL_FOLDER, DeleteJournal
 log = logging.getLogger("pluralign.service")
 
 DELETE_MEMORY_S = 3600.0  # how long a user's DELETE is remembered for requests that began before it (longer than any chat)
-PROMOTED_PAL = "pal-promoted"  # under the data folder: the promoted population checkpoint, served over pal_dir
 
 
 class ForgetIncomplete(RuntimeError):
@@ -81,26 +79,6 @@ def make_generator(
             return ProcessGenerator(name)  # type: ignore[return-value]
         return Generator.from_folder(name)
     raise ValueError(unknown_generator(name))  # (Settings.check_models: the same, before anything loads)
-
-
-def remove_crash_leftovers(served: Path) -> int:
-    """Remove what a process killed mid-swap or mid-write left beside the promoted population model
-    `served`: `.<name>.staged` and `.<name>.retired<random>` (`pluralign.files.swap_folder`; whole
-    copies, every training user's rows in them) and temp files `.<file>.<random>` inside it. Called
-    under `Runtime.population_lock`, which every swap and every rewrite holds, so none of them is in
-    progress. Returns what went."""
-    gone = 0
-    retired = sorted(served.parent.glob(f".{glob.escape(served.name)}.retired*")) if served.parent.is_dir() else []
-    for leftover in (served.with_name(f".{served.name}.staged"), *retired):
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
-            gone += 1
-    if served.is_dir():
-        for temp in served.glob(".*"):
-            if temp.is_file():
-                temp.unlink()
-                gone += 1
-    return gone
 
 
 NOT_TRIED_LOG_S = 60.0  # a chat answered "not tried" is logged once in this time (a flood of chats: one line)
@@ -259,23 +237,6 @@ class Runtime:
         self.background.submit(lambda: None).result()
 
     @staticmethod
-    def restore_promoted(settings: Settings) -> None:
-        """A service killed while it swapped in a promoted population model (between `swap_folder`'s two
-        renames) left no `pal-promoted/` and the model it served beside it, renamed aside: put back, so
-        the start serves that model rather than falling back to `pal_path` without a word. The other
-        leftovers of a killed swap or copy (`remove_crash_leftovers`) are removed. Called before
-        a start that may fail (whose undoing would take the restored folder for one it created)."""
-        restored = undo_stopped_swap(settings.data_path / PROMOTED_PAL)
-        if restored is not None:
-            log.warning("%s was missing (a swap of the promoted population model was cut short): put back from %s",
-                        settings.data_path / PROMOTED_PAL, restored.name)
-        # what the killed process left beside it (a copy staged for a swap that never came, an old model set
-        # aside, temp files): each a whole copy of the training users' rows, never loaded, removed
-        gone = remove_crash_leftovers(settings.data_path / PROMOTED_PAL)
-        if gone:
-            log.warning("removed %d leftover(s) of a promotion cut short beside %s", gone, settings.data_path / PROMOTED_PAL)
-
-    @staticmethod
     def check_startup_files(settings: Settings) -> None:
         """Read the description of the population model `build` would serve (the promoted one, else
         `pal_path`) and the FSPO adapter's files (`fspo_adapter`) before any model is loaded: a
@@ -294,7 +255,7 @@ class Runtime:
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
         """Load (or take) the models, open the tables, load or bootstrap the PAL checkpoint."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
-        cls.restore_promoted(settings)  # (`pluralign serve` did it already, before its undoable start)
+        restore_promoted(settings)  # (`pluralign serve` did it already, before its undoable start)
         keep_private(settings.data_path)  # users' texts, keys and jobs: no other account (but a shared folder's group) may read them
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731

@@ -120,9 +120,9 @@ def start(settings, local_store: list[str]):
     """The app, built; a key printed at the first start. What a failed start created is removed."""
     from pluralign.files import left_as_found
     from service.auth import KeyRing
-    from service.runtime import Runtime
+    from service.promoted import restore_promoted
 
-    Runtime.restore_promoted(settings)  # outside the undoing below: a failed start must not remove what it put back
+    restore_promoted(settings)  # outside the undoing below: a failed start must not remove what it put back
     with left_as_found(settings.data_path, *local_store):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
