@@ -12,9 +12,15 @@ the environment once started, so only a test can crash this way."""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
+import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 from tests.conftest import REPO
+from tests.hf_datasets import have_datasets
 
 
 def datasets_uses(source: str) -> list[int]:
@@ -43,3 +49,40 @@ def test_no_service_test_runs_datasets_in_the_worker():
 def test_the_check_sees_each_way_in():
     assert datasets_uses("import datasets\nfrom datasets import Dataset\nx = pytest.importorskip('datasets')\n") == [1, 2, 3]
     assert datasets_uses("CHILD = 'import datasets'\nimport json\n") == []
+
+
+# run in a fresh Python (argv: data file, "in-process" | "child"): how many times the environment of that
+# process is written (os.putenv / os.unsetenv) while `datasets` loads the file, in it or in a DatasetsProcess
+COUNT_ENV_WRITES = """
+import json, sys
+sys.path.insert(0, sys.argv[3])
+from tests.hf_datasets import DatasetsProcess
+if sys.argv[2] == "in-process":
+    import datasets
+writes = []
+sys.addaudithook(lambda event, args: writes.append(args[0]) if event in ("os.putenv", "os.unsetenv") else None)
+if sys.argv[2] == "in-process":
+    datasets.load_dataset("json", data_files=sys.argv[1], split="train")
+else:
+    with DatasetsProcess() as hf:
+        hf.run("datasets.load_dataset('json', data_files=path, split='train')", path=sys.argv[1])
+print(json.dumps(len(writes)))
+"""
+
+
+@pytest.mark.slow  # ~16 s on a loaded 2-core box (two Pythons importing datasets); the fast guard: the AST check above
+def test_datasets_in_a_child_leaves_this_process_environment_alone(tmp_path):
+    """The cause, measured: `load_dataset` in the process writes its environment (each variable unset and set
+    again); through DatasetsProcess it writes none here, so LanceDB's getenv has nothing to race with."""
+    if not have_datasets():
+        pytest.skip("datasets is not installed")
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(json.dumps({"prompt": None, "chosen": "Red.", "rejected": "Blue."}) + "\n")
+    writes = {}
+    for where in ("in-process", "child"):
+        run = subprocess.run([sys.executable, "-c", COUNT_ENV_WRITES, str(path), where, str(REPO)], capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / f"hf-{where}")})
+        assert run.returncode == 0, run.stderr[-3000:]
+        writes[where] = json.loads(run.stdout.splitlines()[-1])
+    assert writes["in-process"] > 0, writes  # what made the workers crash: so this check can fail
+    assert writes["child"] == 0, writes
