@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import select
 import subprocess
 import sys
 import tempfile
@@ -52,8 +53,8 @@ def have_datasets() -> bool:
 
 class DatasetsProcess:
     """A child `python -X faulthandler` holding `datasets`. Skips the test (pytest.skip) when `datasets`
-    is not installed. `run` raises AssertionError with the child's traceback when the code raises, and
-    with its exit status and stderr when the child died."""
+    is not installed. `run` raises AssertionError with the child's traceback when the code raises, with
+    its exit status and stderr when the child died, and after `timeout_s` seconds without an answer."""
 
     def __init__(self, timeout_s: float = 300.0):
         if not have_datasets():
@@ -67,6 +68,10 @@ class DatasetsProcess:
         """The JSON value `code` leaves in `result` (None if it sets none); `args` (JSON values) are its names."""
         self.process.stdin.write(json.dumps({"code": code, "args": args}) + "\n")
         self.process.stdin.flush()
+        # one answer a request, so nothing is left in stdout's buffer: select on its pipe sees the next one
+        if not select.select([self.process.stdout], [], [], self.timeout_s)[0]:
+            self.process.kill()
+            raise AssertionError(f"the datasets process gave no answer in {self.timeout_s} s")
         line = self.process.stdout.readline()
         if not line:
             self.process.stdin.close()
@@ -88,8 +93,12 @@ class DatasetsProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.process.stdout.close()
-        self.stderr.close()
+        for stream in (self.process.stdin, self.process.stdout, self.stderr):
+            if not stream.closed:
+                try:
+                    stream.close()
+                except BrokenPipeError:  # a child that died left unread input
+                    pass
 
     def __enter__(self) -> DatasetsProcess:
         return self
