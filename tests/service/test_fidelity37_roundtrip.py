@@ -10,9 +10,8 @@ import json
 
 import pytest
 
+from tests.hf_datasets import DatasetsProcess
 from tests.service.tiny import field_named, start_service
-
-datasets = pytest.importorskip("datasets")
 
 # the columns a preference file adds to a TRL row (pluralign's: `pluralign.data.io.preference_row`)
 OWN_COLUMNS = {"user_id", "margin", "tie", "source", "created_at", "attributes"}
@@ -23,6 +22,13 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = start_service(tmp_path_factory.mktemp("f37-roundtrip"), tiny_generator_dir, tiny_pal_dir, minilm)
     with server:
         yield service
+
+
+@pytest.fixture(scope="module")
+def hf():
+    """`datasets` in a process of its own, as in a user's script: not in this worker, beside the service's threads."""
+    with DatasetsProcess() as process:
+        yield process
 
 
 def turn(role: str, content: str) -> dict:
@@ -53,11 +59,24 @@ IMPLICIT_STANDARD = [  # the standard form's implicit prompt: texts sharing a pr
 ]
 
 
-def round_trip(svc, tmp_path, user: str, rows: list[dict]):
-    """(original dataset, dataset read from the service's export) of `rows` sent as `datasets` writes them."""
-    original = datasets.Dataset.from_list(rows)
+# in the `datasets` process: `rows` as a Dataset written with `to_json` to `sent`
+WRITE = "datasets.Dataset.from_list(rows).to_json(sent)"
+# in the `datasets` process: the original Dataset and the one `load_dataset("json")` reads from `back`, as
+# {"columns": column_names, "rows": to_list() (back's: of the original's columns), "features": features.to_dict()}
+READ = """
+original = datasets.Dataset.from_list(rows)
+back = datasets.load_dataset("json", data_files=back, split="train")
+result = {"original": {"columns": original.column_names, "rows": original.to_list(), "features": original.features.to_dict()},
+          "back": {"columns": back.column_names, "rows": back.select_columns(original.column_names).to_list(),
+                   "features": back.features.to_dict()}}
+"""
+
+
+def round_trip(svc, hf, tmp_path, user: str, rows: list[dict]) -> tuple[dict, dict]:
+    """(original dataset, dataset read from the service's export) of `rows` sent as `datasets` writes them,
+    each as READ gives it."""
     sent = tmp_path / f"{user}-in.jsonl"
-    original.to_json(str(sent))
+    hf.run(WRITE, rows=rows, sent=str(sent))
     with svc.client("acme") as c:
         r = c.post(f"/v1/users/{user}/import", content=sent.read_bytes())
         assert r.status_code == 201, r.text
@@ -65,35 +84,36 @@ def round_trip(svc, tmp_path, user: str, rows: list[dict]):
         assert export.status_code == 200, export.text
     back = tmp_path / f"{user}-out.jsonl"
     back.write_bytes(export.content)
-    return original, datasets.load_dataset("json", data_files=str(back), split="train")
+    read = hf.run(READ, rows=rows, back=str(back))
+    return read["original"], read["back"]
 
 
 @pytest.mark.parametrize("rows", [STANDARD, CONVERSATIONAL, IMPLICIT, IMPLICIT_STANDARD],
                          ids=["standard", "conversational", "implicit", "implicit-standard"])
-def test_a_datasets_file_comes_back_from_the_export_as_it_went_in(svc, tmp_path, rows):
+def test_a_datasets_file_comes_back_from_the_export_as_it_went_in(svc, hf, tmp_path, rows):
     """Before: the conversational rows came back as one text each (`"system: Be brief.\\nuser: ..."`),
     the implicit ones with a `prompt` column, and `id`, `score_chosen`, ... not at all."""
     user = f"f37-{len(rows[0])}-{'conv' if isinstance(rows[0]['chosen'], list) else 'text'}-{'prompt' in rows[0]}"
-    original, back = round_trip(svc, tmp_path, user, rows)
-    assert set(original.column_names) <= set(back.column_names), (original.column_names, back.column_names)
-    assert set(back.column_names) - set(original.column_names) <= OWN_COLUMNS, back.column_names
-    assert back.select_columns(original.column_names).to_list() == original.to_list()
-    assert back.features.keys() >= original.features.keys()
-    for name in original.column_names:  # the same types: messages stay lists of {role, content}, scores floats
-        assert back.features[name] == original.features[name], (name, back.features[name], original.features[name])
+    original, back = round_trip(svc, hf, tmp_path, user, rows)
+    assert set(original["columns"]) <= set(back["columns"]), (original["columns"], back["columns"])
+    assert set(back["columns"]) - set(original["columns"]) <= OWN_COLUMNS, back["columns"]
+    assert back["rows"] == original["rows"]  # back's rows: of the original's columns
+    assert back["features"].keys() >= original["features"].keys()
+    for name in original["columns"]:  # the same types: messages stay lists of {role, content}, scores floats
+        assert back["features"][name] == original["features"][name], (name, back["features"][name], original["features"][name])
 
 
-def test_the_models_still_read_the_text(svc, tmp_path):
+def test_the_models_still_read_the_text(svc, hf, tmp_path):
     """The stored prompt/chosen/rejected stay the text the models read (the preferences page shows them)."""
-    round_trip(svc, tmp_path, "f37-text", CONVERSATIONAL[:1])
+    round_trip(svc, hf, tmp_path, "f37-text", CONVERSATIONAL[:1])
     with svc.client("acme") as c:
         (stored,) = c.get("/v1/users/f37-text/preferences").json()["data"]
     assert (stored["prompt"], stored["chosen"], stored["rejected"]) == ("system: Be brief.\nuser: Tea or coffee?", "Tea.", "Coffee, lots of it.")
 
 
-def test_an_exported_file_imports_again_unchanged(svc, tmp_path):
+def test_an_exported_file_imports_again_unchanged(svc, hf, tmp_path):
     """The export of an import, imported for another user and exported again, is the same file (but for the user)."""
-    original, _ = round_trip(svc, tmp_path, "f37-again", IMPLICIT + [])
+    round_trip(svc, hf, tmp_path, "f37-again", IMPLICIT + [])
     with svc.client("acme") as c:
         first = c.get("/v1/users/f37-again/export", params={"format": "preferences"}).content
         assert c.post("/v1/users/f37-again2/import", content=first.replace(b'"f37-again"', b'"f37-again2"')).status_code == 201
@@ -118,11 +138,11 @@ def test_an_extra_column_past_its_bounds_is_a_400_naming_it(svc, column, value, 
         assert c.get("/v1/users/f37-big/preferences").json().get("total", 0) == 0
 
 
-def test_a_full_delete_leaves_nothing_of_the_kept_columns(svc, tmp_path):
+def test_a_full_delete_leaves_nothing_of_the_kept_columns(svc, hf, tmp_path):
     """The TRL form is in the user's own rows: a DELETE removes it, from the table and every file of the data folder."""
     marker = "model-f37-marker-zq"
     rows = [{**CONVERSATIONAL[0], "chosen_model": marker}]
-    round_trip(svc, tmp_path, "f37-gone", rows)
+    round_trip(svc, hf, tmp_path, "f37-gone", rows)
     data = svc.runtime.settings.data_path
     holding = lambda: [p for p in data.rglob("*") if p.is_file() and marker.encode() in p.read_bytes()]  # noqa: E731
     assert holding()  # kept, so the check below can fail

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.hf_datasets import have_datasets
 from tests.service.tiny import field_named, start_service
 
 ROW = {"prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
@@ -71,7 +72,8 @@ def test_a_parquet_file_or_a_pretty_printed_row_is_told_what_to_send(svc, tmp_pa
     """A Parquet file (`datasets`' `to_parquet`) posted as the body, and one row pretty-printed
     (`json.dump(row, f, indent=2)`). Before: "malformed JSON (...); it holds NUL bytes: a binary file,
     not JSON lines" and "malformed JSON (Input data was truncated)", neither saying what to send."""
-    pytest.importorskip("datasets")
+    if not have_datasets():  # found, not imported: this worker hosts the service's threads
+        pytest.skip("datasets is not installed")
     parquet = tmp_path / "prefs.parquet"
     # in a process of its own, as in a user's script: not in this worker, which also hosts the service's threads
     written = subprocess.run([sys.executable, "-X", "faulthandler", "-c",

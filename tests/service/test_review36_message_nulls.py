@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from tests.hf_datasets import DatasetsProcess
 from tests.service.tiny import field_named, start_service
 from tests.unit.test_newuser31_cli import one_error_line, pluralign
 
@@ -23,37 +24,48 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
         yield service
 
 
-def datasets_jsonl(tmp_path, named: bool) -> bytes:
+@pytest.fixture(scope="module")
+def hf():
+    """`datasets` in a process of its own, as in a user's script: not in this worker, beside the service's threads."""
+    with DatasetsProcess() as process:
+        yield process
+
+
+# in the `datasets` process: `rows` as a Dataset (only its first row unless `named`) written with `to_json` to `path`
+WRITE = """
+dataset = datasets.Dataset.from_list(rows)
+if not named:
+    dataset = dataset.select([0])
+dataset.to_json(path)
+"""
+
+
+def datasets_jsonl(hf, tmp_path, named: bool) -> bytes:
     """What `datasets` writes for a conversational preference dataset one of whose messages has a `name`
     (the second row's, when `named`; else a message of a row left out of the file had it)."""
-    import datasets
-
     rows = [{"prompt": [{"role": "user", "content": f"Tea or coffee {i}?"}], "chosen": [{"role": "assistant", "content": f"Tea {i}."}],
              "rejected": [{"role": "assistant", "content": f"Coffee {i}."}]} for i in range(2)]
     rows[1]["prompt"][0]["name"] = "bob"
-    dataset = datasets.Dataset.from_list(rows)
-    if not named:
-        dataset = dataset.select([0])
     path = tmp_path / f"prefs-{named}.jsonl"
-    dataset.to_json(str(path))
+    hf.run(WRITE, rows=rows, named=named, path=str(path))
     return path.read_bytes()
 
 
-def test_a_null_message_key_as_datasets_writes_it_is_absent_on_import(svc, tmp_path):
-    body = datasets_jsonl(tmp_path, named=False)
+def test_a_null_message_key_as_datasets_writes_it_is_absent_on_import(svc, hf, tmp_path):
+    body = datasets_jsonl(hf, tmp_path, named=False)
     assert b'"name":null' in body, body  # what makes it a test of this
     with svc.client("acme") as c:
         r = c.post("/v1/users/nia/import", content=body)
         assert r.status_code == 201, r.text  # before: 400 `line 1.prompt[0].name`: unknown field
         (row,) = c.get("/v1/users/nia/preferences").json()["data"]
         assert (row["prompt"], row["chosen"], row["rejected"]) == ("Tea or coffee 0?", "Tea 0.", "Coffee 0.")
-        r = c.post("/v1/users/nia/import", content=datasets_jsonl(tmp_path, named=True))
+        r = c.post("/v1/users/nia/import", content=datasets_jsonl(hf, tmp_path, named=True))
         assert r.status_code == 400 and field_named(r) == "line 2.prompt[0].name", r.text  # a name that holds one: refused
 
 
-def test_the_cli_reads_a_null_message_key_as_absent(tmp_path):
+def test_the_cli_reads_a_null_message_key_as_absent(hf, tmp_path):
     path = tmp_path / "named.jsonl"
-    path.write_bytes(datasets_jsonl(tmp_path, named=True))
+    path.write_bytes(datasets_jsonl(hf, tmp_path, named=True))
     line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path), "--user", "ann"))
     assert f"{path}: line 2, field `prompt[0].name`: unknown field" in line, line  # before: line 1, whose name is null
     skipped = pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path), "--user", "ann", "--skip-bad", "--json")

@@ -15,9 +15,8 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tests.hf_datasets import DatasetsProcess
 from tests.service.tiny import start_service
-
-datasets = pytest.importorskip("datasets")
 
 IMPLICIT = {"chosen": "Q: Red or blue? A: Red.", "rejected": "Q: Red or blue? A: Blue."}
 
@@ -36,7 +35,9 @@ def test_an_export_rewritten_by_datasets_imports_again(svc, tmp_path):
         export = c.get("/v1/users/np/export", params={"format": "preferences"}).content
     (tmp_path / "export.jsonl").write_bytes(export)
     rewritten = tmp_path / "rewritten.jsonl"
-    datasets.load_dataset("json", data_files=str(tmp_path / "export.jsonl"), split="train").to_json(str(rewritten))
+    with DatasetsProcess() as hf:  # a user's own script, not this worker, which hosts the service's threads
+        hf.run("datasets.load_dataset('json', data_files=src, split='train').to_json(out)",
+               src=str(tmp_path / "export.jsonl"), out=str(rewritten))
     assert b'"prompt":null' in rewritten.read_bytes()  # what `datasets` writes for the implicit row
     body = rewritten.read_bytes().replace(b'"np"', b'"np2"')
     with svc.client("acme") as c:
