@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +20,9 @@ def _alike(**named: torch.Tensor) -> None:
 
 
 def _beta(beta: float) -> None:
-    if not (isinstance(beta, int | float) and not isinstance(beta, bool) and math.isfinite(beta) and beta > 0):
+    # numpy numbers too, as the configs that hold beta take them (`pluralign.reward.inputs.above_zero`)
+    number = isinstance(beta, int | float | np.integer | np.floating) and not isinstance(beta, bool | np.bool_)
+    if not (number and math.isfinite(beta) and beta > 0):
         raise ValueError(f"`beta` must be a finite number > 0, got {beta!r}")
 
 

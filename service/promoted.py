@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,10 +41,37 @@ def remove_crash_leftovers(served: Path) -> int:
     return gone
 
 
+RETIRED_ADAPTER = re.compile(r"\.(?P<user>.+)\.retired[0-9a-f]{12}")  # swap_folder's name for a user's folder set aside
+
+
+def restore_adapters(root: Path) -> int:
+    """Put back each user's adapter that a swap killed between its two renames left set aside
+    (`<root>/<tenant>/.<user>.retired<random>`, `<user>/` missing: a promotion's `copy_into_place`), as
+    `restore_promoted` does for the population model: without it the user was served the
+    fallback, their adapter never loaded. A set-aside folder beside a user folder that is there is
+    left (`AdapterRegistry.leftovers`: a DELETE removes it). One listing per tenant; returns the
+    adapters put back."""
+    restored = 0
+    for retired in sorted(root.glob("*/.*.retired*")) if root.is_dir() else []:
+        match = RETIRED_ADAPTER.fullmatch(retired.name)
+        if match is None or not retired.is_dir():
+            continue
+        try:  # (another replica sharing the folder may put it back first)
+            back = undo_stopped_swap(retired.with_name(match["user"]))
+        except OSError:
+            continue
+        if back is not None:
+            restored += 1
+            log.warning("%s was missing (a swap of the user's adapter was cut short): put back from %s",
+                        retired.with_name(match["user"]), back.name)
+    return restored
+
+
 def restore_promoted(settings: Settings) -> None:
     """A service killed while it swapped in a promoted population model (between `swap_folder`'s two
     renames) left no `pal-promoted/` and the model it served beside it, renamed aside: put back, so
-    the start serves that model rather than falling back to `pal_path` without a word. The other
+    the start serves that model rather than falling back to `pal_path` without a word; the same for
+    each user's adapter (`restore_adapters`). The other
     leftovers of a killed swap or copy (`remove_crash_leftovers`) are removed. Called before
     a start that may fail (whose undoing would take the restored folder for one it created)."""
     restored = undo_stopped_swap(settings.data_path / PROMOTED_PAL)
@@ -55,3 +83,4 @@ def restore_promoted(settings: Settings) -> None:
     gone = remove_crash_leftovers(settings.data_path / PROMOTED_PAL)
     if gone:
         log.warning("removed %d leftover(s) of a promotion cut short beside %s", gone, settings.data_path / PROMOTED_PAL)
+    restore_adapters(settings.adapters_path)

@@ -83,7 +83,9 @@ def plan(
         except Backlogged:  # an import's backlog: served from what is stored, the worker moves the rest
             flushed = False
         prompt_vec = rt.encoder.encode([prompt])[0]  # (d,)
-        hits = rt.store.search(tenant, user_id, prompt_vec, shots) if shots > 0 else []
+        # an all-zero vector (a remote embedding server's answer for a text it keeps no token of) is near
+        # no stored prompt: no shots, where Store.search would refuse it
+        hits = rt.store.search(tenant, user_id, prompt_vec, shots) if shots > 0 and np.any(prompt_vec) else []
         usable = [row for row, _ in hits if row.rejected and not row.tie]
         weights = user_weights(rt, tenant, user_id, flush=flushed)
         timings.retrieval_ms = ms(start)

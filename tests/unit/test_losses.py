@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +41,19 @@ def test_ipo_loss_pulls_the_margin_to_one_over_two_beta():
     # beta 0.25: target 2, where the first row's margin already is
     assert ipo_loss(chosen, rejected, ref, ref, beta=0.25).tolist() == pytest.approx([0.0, 1.0, 4.0])
     assert LOSSES["ipo"] is ipo_loss
+
+
+@pytest.mark.parametrize("beta", [np.float32(0.5), np.int64(1), np.float16(0.25)])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_a_numpy_beta_the_configs_take_is_taken_by_the_losses_too(name, beta):
+    """FSPOConfig and MaxMinConfig take a numpy beta (`above_zero`); before, the loss their training
+    loops pass it to refused it: "`beta` must be a finite number > 0, got 0.5"."""
+    from pluralign.policy.fspo import FSPOConfig
+    from pluralign.policy.maxmin import MaxMinConfig
+
+    logp = torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -1.5]), torch.tensor([-1.5, -1.5]), torch.tensor([-1.5, -1.5])
+    for config in (FSPOConfig(beta=beta, loss=name), MaxMinConfig(beta=beta)):
+        got = LOSSES[name](*logp, config.beta)
+        assert torch.allclose(got, LOSSES[name](*logp, float(beta)))
+    with pytest.raises(ValueError, match="`beta` must be a finite number > 0"):
+        LOSSES[name](*logp, np.float32("nan"))
