@@ -86,3 +86,9 @@ def test_datasets_in_a_child_leaves_this_process_environment_alone(tmp_path):
         writes[where] = json.loads(run.stdout.splitlines()[-1])
     assert writes["in-process"] > 0, writes  # what made the workers crash: so this check can fail
     assert writes["child"] == 0, writes
+
+
+def test_pytest_writes_no_environment_variable_per_test():
+    """pytest's PYTEST_CURRENT_TEST (set and deleted at each phase of every test: environment writes beside
+    LanceDB's getenv, the race above) is not written (tests/conftest.py)."""
+    assert "PYTEST_CURRENT_TEST" not in os.environ
