@@ -632,8 +632,11 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
 def anything_held(rt: Runtime, tenant: str, user_id: str) -> bool:
     """Whether an export of the user holds anything (a user row, a preference or an interaction, or their
     acknowledged feedback still pending in the log, which is not moved for it): counts, not rows."""
-    if rt.ingest.log.pending_for(tenant, user_id):
-        return True
+    return bool(rt.ingest.log.pending_for(tenant, user_id)) or held_in_store(rt, tenant, user_id)
+
+
+def held_in_store(rt: Runtime, tenant: str, user_id: str) -> bool:
+    """Whether the store holds a user row, a preference or an interaction of the user: counts, not rows."""
     return (rt.store.get_user(tenant, user_id) is not None or rt.store.count_preferences(tenant, user_id) > 0
             or rt.store.count_interactions(tenant, user_id) > 0)
 
@@ -673,12 +676,12 @@ EXPORT_PROBE_ROWS = 64  # rows a HEAD of the preference file reads at a time, lo
 def export_has_lines(rt: Runtime, tenant: str, user_id: str, export_format: str) -> bool:
     """Whether the user's export (`export_format` "all": `export_lines`; "preferences": `export_preference_lines`)
     has a line now, without building it (a HEAD's answer: a body or none decides its `Content-Encoding`).
-    "all": a user row, a preference or an interaction, counted; "preferences": their rows read in order,
-    EXPORT_PROBE_ROWS at a time, up to the first the file keeps (the first one, for nearly every user).
-    Call after `flush_for_read`; raises StoreUnavailable as the export does."""
+    "all": a user row, a preference or an interaction, counted (`held_in_store`); "preferences": the sort keys
+    (created_at, pref_id) of all their rows, then their rows in order, EXPORT_PROBE_ROWS at a time, up to the
+    first the file keeps (the first one, for nearly every user). Call after `flush_for_read`; raises
+    StoreUnavailable as the export does."""
     if export_format == "all":
-        return (rt.store.get_user(tenant, user_id) is not None or rt.store.count_preferences(tenant, user_id) > 0
-                or rt.store.count_interactions(tenant, user_id) > 0)
+        return held_in_store(rt, tenant, user_id)
     return any(in_preference_file(row) for row in rt.store.preferences_in_order(tenant, user_id, EXPORT_PROBE_ROWS))
 
 
