@@ -343,3 +343,17 @@ def test_an_export_outlives_another_users_delete_over_http(svc, monkeypatch):
         body = b"".join(r.iter_raw())
     assert body == want, (len(body), len(want))
     assert rt.store.problems.recent() == problems
+
+
+def test_a_damaged_table_under_a_streamed_read_is_still_a_storage_failure(tmp_path):
+    """reviewx38: going on from the newest version (above) must not hide damage. A data file removed behind
+    Lance's back (not a version's cleanup: the newest version still names it) fails the read again there:
+    StoreUnavailable, noted in `problems`, as before."""
+    store = stored(tmp_path, 40)
+    rows = store.preferences_in_order("t", "ann", rows_per_read=7)
+    assert next(rows).user_id == "ann"
+    for data in (tmp_path / "preferences.lance" / "data").glob("*.lance"):
+        data.unlink()
+    with pytest.raises(StoreUnavailable, match="table `preferences`"):
+        list(rows)
+    assert [p["what"] for p in store.problems.recent()] == ["table `preferences`"]
