@@ -114,10 +114,9 @@ def export_user(
         pieces = (b"",) if services.export_has_lines(rt, tenant, user_id, export_format) else ()
         return Stream(iter(pieces), media_type="application/x-ndjson", headers=headers)
     # read as it is sent, from one version of each table, a batch of rows at a time (`services.export_lines`): the
-    # first line is read here, so a failure before it is the 503 it was; a later one cuts the connection (the
-    # chunked body never ends), never a 200 that looks complete
-    lines = (services.export_lines if export_format == "all" else services.export_preference_lines)(rt, tenant, user_id)
-    first = next(lines, None)
+    # first line is read here, so a failure before it is the 503 it was (and a DELETE then is the 404 it is after);
+    # a later one cuts the connection (the chunked body never ends), never a 200 that looks complete
+    lines, first = services.export_started(rt, tenant, user_id, export_format)
     # a known user may have no comparisons to export yet (or only rows the preference file leaves out):
     # unknown is when nothing at all is held about them, as for HEAD
     if first is None and not services.anything_held(rt, tenant, user_id):

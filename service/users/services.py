@@ -35,6 +35,7 @@ from pluralign.policy.adapters import (
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.store.deletions import Forget, new_deletion, user_hash
 from pluralign.store.failures import StoreUnavailable, storage_problem
+from pluralign.store.tables import DeletedMeanwhile
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
@@ -668,6 +669,22 @@ def in_preference_file(row: StoredPreference) -> bool:
     """Whether `export_preference_lines` writes the row: not a rating without rival, nor a blank or same-answer
     row an older version stored (an import refuses them)."""
     return not (is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected))
+
+
+def export_started(rt: Runtime, tenant: str, user_id: str, export_format: str) -> tuple[Iterator[bytes], bytes | None]:
+    """The user's export (`export_format` "all": `export_lines`; "preferences": `export_preference_lines`) and
+    its first line, None when it has none. A DELETE of the user landing between the version being fixed and
+    that line being read (DeletedMeanwhile) starts it once more, on what is held now: nothing was sent yet,
+    and a user deleted meanwhile is then unknown (no line), never a 500. Raises StoreUnavailable as the export."""
+    build = export_lines if export_format == "all" else export_preference_lines
+    for attempt in range(2):
+        lines = build(rt, tenant, user_id)
+        try:
+            return lines, next(lines, None)
+        except DeletedMeanwhile:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
 
 
 EXPORT_PROBE_ROWS = 64  # rows a HEAD of the preference file reads at a time, looking for one it would write
