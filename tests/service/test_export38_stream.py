@@ -391,3 +391,42 @@ def test_a_delete_before_the_first_byte_of_an_export_is_a_404(svc, monkeypatch):
     r = answer["r"]
     assert r.status_code == 404, (r.status_code, r.text[:300])
     assert r.json()["error"]["code"] == "not_found"
+
+
+def test_the_access_log_tells_a_cut_export_from_a_whole_one(svc, monkeypatch):
+    """reviewx38: an export cut part way (the store failing, the user deleted, the client hanging up) was logged
+    `GET /v1/users/{user_id}/export 200 ... ms` exactly as one sent whole: the status was sent before the body,
+    and an operator following a complaint could not tell. The line now ends with `cut` (`access["cut"]`: True)
+    when the body never ended; a whole answer's line is as it was."""
+    import logging
+
+    rt = svc.runtime
+    user = "logcut38"
+    bulk_rows(rt, "acme", user, BULK)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    access = logging.getLogger("pluralign.access")
+    access.addHandler(handler)
+    try:
+        with svc.client() as c:
+            whole = c.get(f"/v1/users/{user}/export?format=preferences", headers={"X-Request-Id": "whole38"})
+            assert whole.status_code == 200
+            assert c.head(f"/v1/users/{user}/export", headers={"X-Request-Id": "head38", "Accept-Encoding": "gzip"}).status_code == 200
+            real = rt.store.preferences_in_order
+            monkeypatch.setattr(rt.store, "preferences_in_order", lambda *a, **k: failing_after(real(*a, **k), BULK - 100))
+            with c.stream("GET", f"/v1/users/{user}/export?format=preferences", headers={"X-Request-Id": "cut38"}) as r:
+                assert r.status_code == 200
+                with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                    for _ in r.iter_raw():
+                        pass
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(getattr(x, "request_id", None) == "cut38" for x in records):
+            time.sleep(0.05)
+    finally:
+        access.removeHandler(handler)
+    by_id = {getattr(x, "request_id", None): x for x in records}
+    assert by_id["whole38"].access["status"] == 200 and "cut" not in by_id["whole38"].access, by_id["whole38"].access
+    assert not by_id["whole38"].getMessage().endswith(" cut") and "cut" not in by_id["head38"].access, by_id["head38"].access
+    assert by_id["cut38"].access["status"] == 200 and by_id["cut38"].access["cut"] is True, by_id["cut38"].access
+    assert by_id["cut38"].getMessage().endswith(" cut"), by_id["cut38"].getMessage()
