@@ -430,3 +430,27 @@ def test_the_access_log_tells_a_cut_export_from_a_whole_one(svc, monkeypatch):
     assert not by_id["whole38"].getMessage().endswith(" cut") and "cut" not in by_id["head38"].access, by_id["head38"].access
     assert by_id["cut38"].access["status"] == 200 and by_id["cut38"].access["cut"] is True, by_id["cut38"].access
     assert by_id["cut38"].getMessage().endswith(" cut"), by_id["cut38"].getMessage()
+
+
+def test_with_replicas_another_users_delete_does_not_cut_a_streamed_read(tmp_path):
+    """reviewx38, two processes on one store (`sync_seconds`): replica b's DELETE of bob removes the versions from
+    before its purge `sync_seconds` + READ_MARGIN_S later, the one replica a's read of ann is on among them. The
+    read goes on from the newest version; a DELETE of ann herself still stops it (DeletedMeanwhile), unnoted."""
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0.2)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0.2)
+    for i in range(3):
+        a.add_preferences(*prefs("t", "ann", 20, start=100 * i))
+        a.add_preferences(*prefs("t", "bob", 5, start=100 * i))
+    time.sleep(0.3)
+    want = [p.pref_id for p in a.preferences_for("t", "ann")[0]]
+    rows = a.preferences_in_order("t", "ann", rows_per_read=7)
+    got = [next(rows).pref_id]
+    b.delete_user("t", "bob")
+    got += [p.pref_id for p in rows]
+    assert got == want and a.problems.recent() == []
+    rows = a.preferences_in_order("t", "ann", rows_per_read=7)
+    next(rows)
+    b.delete_user("t", "ann")
+    with pytest.raises(DeletedMeanwhile):
+        list(rows)
+    assert a.problems.recent() == []
