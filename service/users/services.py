@@ -687,6 +687,22 @@ def export_started(rt: Runtime, tenant: str, user_id: str, export_format: str) -
     raise AssertionError("unreachable")
 
 
+def export_head(rt: Runtime, tenant: str, user_id: str, export_format: str) -> bool | None:
+    """What a HEAD of the export answers: None when nothing is held about the user (`anything_held`: a 404),
+    else whether the export has a first line (`export_has_lines`). A DELETE of the user while that is looked
+    at (DeletedMeanwhile) is looked at once more, as `export_started`: the 404 of a user deleted meanwhile,
+    never a 500. Call after `flush_for_read`; raises StoreUnavailable as the export does."""
+    for attempt in range(2):
+        if not anything_held(rt, tenant, user_id):
+            return None
+        try:
+            return export_has_lines(rt, tenant, user_id, export_format)
+        except DeletedMeanwhile:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
 EXPORT_PROBE_ROWS = 64  # rows a HEAD of the preference file reads at a time, looking for one it would write
 
 
