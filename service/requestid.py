@@ -13,7 +13,8 @@ puts it on every log record as `request_id`; error bodies carry it as `error.req
 
 The access log (`pluralign.access`, INFO; `access_log` setting) is one line per request: method, the
 route template (never the raw path: user ids are in paths), status, duration in ms, tenant, request
-id. Never the key, a body or a query string.
+id, and `cut` when an answer's body never ended (a stream stopped part way: its 200 was sent before the
+failure or the client's hang-up). Never the key, a body or a query string.
 
 `JsonFormatter` is a tiny stdlib `logging.Formatter` over msgspec (the house's one serialization
 library): no JSON log formatter is among the dependencies, and python-json-logger or structlog would
@@ -136,14 +137,17 @@ def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Sco
         token = REQUEST_ID.set(rid)
         start = time.perf_counter()
         status = 500  # an exception before the answer began: the server answers 500
+        started = ended = False  # the answer began; its body's last piece was sent
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started, ended
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
                 message = {**message, "headers": [*headers, (b"x-request-id", rid.encode("latin-1"))]}
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                ended = True
 
         async def refusal(scope: Scope, receive: Receive, send: Send) -> None:
             code, body = refuse(problem)
@@ -157,7 +161,10 @@ def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Sco
             if log_access:
                 line = {"method": method_of(scope), "route": route_of(scope), "status": status,
                         "duration_ms": round((time.perf_counter() - start) * 1000, 1), "tenant": tenant_of(scope)}
-                access_log.info("%(method)s %(route)s %(status)d %(duration_ms).1f ms tenant=%(tenant)s",
+                cut = started and not ended  # a stream stopped part way (a failure, a hang-up): its status was sent first
+                if cut:
+                    line["cut"] = True
+                access_log.info("%(method)s %(route)s %(status)d %(duration_ms).1f ms tenant=%(tenant)s" + (" cut" if cut else ""),
                                 {**line, "tenant": line["tenant"] or "-"}, extra={"access": line})
             REQUEST_ID.reset(token)
 

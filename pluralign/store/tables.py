@@ -79,8 +79,8 @@ class StoreError(ValueError):
 
 class DeletedMeanwhile(RuntimeError):
     """A streamed read (`Store.preferences_in_order`, `Store.interactions_in_order`) stopped part way:
-    the user's rows were deleted meanwhile and the version it read was removed with them (a DELETE's
-    purge). Not a storage failure: the store is fine, those rows are gone."""
+    the version it read was removed (a purge, a compaction) and rows it had still to read are no longer
+    in the newest one (a DELETE of the user). Not a storage failure: the store is fine, those rows are gone."""
 
 
 def whole_numbers(**fields) -> None:
@@ -1019,16 +1019,18 @@ class Store:
     def preferences_in_order(self, tenant: str, user_id: str, rows_per_read: int = ROWS_PER_READ) -> Iterator[StoredPreference]:
         """Every preference of the user, in `preferences_for`'s order (oldest first, then by pref_id),
         without vectors, read `rows_per_read` at a time: what is held at once does not grow with the
-        user's rows (beyond their row ids in sort order, 8 bytes a row, in Arrow's memory).
+        user's rows (beyond their pref_ids and row ids in sort order, ~50 bytes a row, in Arrow's memory).
 
-        One version of the table is read throughout: it and the order are fixed by this call (a
-        storage failure raises StoreUnavailable here), the rows are read as the iterator advances, so
-        rows written meanwhile (an import) are not mixed in. Advancing raises StoreUnavailable when
-        the table cannot be read, and DeletedMeanwhile when a DELETE of the user removed that version
-        meanwhile (alone on the store: at once; with replicas: `sync_seconds` + READ_MARGIN_S after it)."""
+        The rows of one version of the table are read throughout: they and the order are fixed by this
+        call (a storage failure raises StoreUnavailable here), the rows are read as the iterator
+        advances, so rows written meanwhile (an import) are not mixed in. Should that version's files be
+        removed meanwhile (any DELETE's purge, a compaction's cleanup), the same rows are read on from
+        the newest version. Advancing raises StoreUnavailable when the table cannot be read, and
+        DeletedMeanwhile when rows not yet read were deleted meanwhile (a DELETE of the user: alone on
+        the store at once; with replicas `sync_seconds` + READ_MARGIN_S after it)."""
         columns = self._present("preferences", [f.name for f in self.schemas["preferences"]
                                                 if f.name not in ("tenant", "user_id", "schema_version") and not f.name.endswith("_vec")])
-        batches = self._in_order("preferences", owner_filter(tenant, user_id), ["created_at", "pref_id"], columns, rows_per_read)
+        batches = self._in_order("preferences", owner_filter(tenant, user_id), ["created_at", "pref_id"], "pref_id", columns, rows_per_read)
         return (self._preference(row, tenant, user_id) for batch in batches for row in batch)
 
     @_uses("interactions", "read")
@@ -1037,37 +1039,61 @@ class Store:
         `preferences_in_order` reads preferences: one version, `rows_per_read` rows at a time, the
         same errors."""
         columns = self._present("interactions", [f.name for f in self.schemas["interactions"]])
-        batches = self._in_order("interactions", owner_filter(tenant, user_id), ["created_at"], columns, rows_per_read)
+        batches = self._in_order("interactions", owner_filter(tenant, user_id), ["created_at"], "response_id", columns, rows_per_read)
         return (_interaction(row) for batch in batches for row in batch)
 
-    def _in_order(self, name: str, where: str, keys: list[str], columns: list[str], rows_per_read: int) -> Iterator[list[dict]]:
+    def _in_order(self, name: str, where: str, keys: list[str], identity: str, columns: list[str], rows_per_read: int) -> Iterator[list[dict]]:
         """The rows of table `name` matching `where`, sorted by `keys` (ascending; ties in the order
         a scan reads them, as Python's stable sort of a whole read leaves them), as lists of at most
-        `rows_per_read` dicts of `columns`. The version and the order are read now; the rows lazily."""
-        pinned = self.db.open_table(name)
-        pinned.checkout(pinned.version)  # later commits (an import, a compaction, a DELETE) do not move it
-        order = pinned.search().where(where).select(keys).with_row_id(True).limit(None).to_arrow()
-        ids = order.column("_rowid").take(pc.sort_indices(order, sort_keys=[(k, "ascending") for k in keys]))  # stable
-        return self._taken(name, where, pinned, ids, columns, max(1, int(rows_per_read)))
+        `rows_per_read` dicts of `columns`. The version and the order are read now; the rows lazily.
+        `identity` is a column telling the rows apart (`pref_id`, `response_id`): should that version's
+        files be removed under the read, it goes on from the newest version (`_taken`)."""
+        pinned, order = self._pinned(name, where, list(dict.fromkeys([*keys, identity])))
+        order = order.take(pc.sort_indices(order, sort_keys=[(k, "ascending") for k in keys])).select([identity, "_rowid"])  # stable
+        return self._taken(name, where, pinned, order, columns, max(1, int(rows_per_read)))
 
-    def _taken(self, name: str, where: str, pinned, ids: pa.ChunkedArray, columns: list[str], rows_per_read: int) -> Iterator[list[dict]]:
-        for start in range(0, len(ids), rows_per_read):
-            wanted = ids.slice(start, rows_per_read).to_pylist()
+    def _pinned(self, name: str, where: str, columns: list[str]) -> tuple:
+        """The newest version of table `name`, checked out (later commits: an import, a compaction, a DELETE
+        do not move it), and the `columns` and row ids of its rows matching `where`."""
+        pinned = self.db.open_table(name)
+        pinned.checkout(pinned.version)
+        return pinned, pinned.search().where(where).select(columns).with_row_id(True).limit(None).to_arrow()
+
+    def _taken(self, name: str, where: str, pinned, order: pa.Table, columns: list[str], rows_per_read: int) -> Iterator[list[dict]]:
+        """`order`'s rows (identity and row id, in order) taken from the version `pinned`, `rows_per_read` at a
+        time. Any DELETE's purge (of this user or another: alone on the store, it removes every old version
+        at once) and a compaction dropping versions older than its `keep_versions_for` remove the files of
+        the version read; the rows not yet read are then found by identity on the newest version and read
+        from it (DeletedMeanwhile when some are gone: the user's rows were deleted meanwhile). A failure
+        that persists READ_ATTEMPTS times on one batch is the table's (StoreUnavailable, noted)."""
+        identity = order.column_names[0]
+        start, moves = 0, 0
+        while start < order.num_rows:
+            wanted = order.column("_rowid").slice(start, rows_per_read).to_pylist()
+            failed: Exception | None = None
             try:
                 rows = pinned.take_row_ids(wanted).select(columns).with_row_id().to_arrow().to_pylist()
             except (OSError, RuntimeError, ValueError) as exc:
-                gone = False
-                with contextlib.suppress(OSError, RuntimeError, ValueError):  # looked at only to tell a DELETE from damage
-                    self.refresh(name)
-                    gone = not self.tables[name].count_rows(where)
-                if gone:
-                    raise DeletedMeanwhile(f"the rows of table `{name}` being read were deleted meanwhile") from exc
-                with self._on(name, "read"):
-                    raise
+                failed, rows = exc, []
             by_id = {row.pop("_rowid"): row for row in rows}  # a take answers in row-id order
-            if len(by_id) != len(wanted):  # one version's rows cannot go: its files were removed under it
-                raise DeletedMeanwhile(f"{len(wanted) - len(by_id)} rows of table `{name}` were removed while being read")
-            yield [by_id[i] for i in wanted]
+            if failed is None and len(by_id) == len(wanted):
+                yield [by_id[i] for i in wanted]
+                start, moves = start + len(wanted), 0
+                continue
+            if moves == READ_ATTEMPTS - 1:
+                if failed is None:
+                    raise DeletedMeanwhile(f"{len(wanted) - len(by_id)} rows of table `{name}` were removed while being read")
+                with self._on(name, "read"):
+                    raise failed
+            moves += 1
+            log.info("the version of table `%s` a streamed read was on was removed (%s); on from the newest", name, failed)
+            left = order.slice(start)
+            with self._on(name, "read"):
+                pinned, now = self._pinned(name, where, [identity])
+            at = pc.index_in(left.column(identity), value_set=now.column(identity).combine_chunks())
+            if at.null_count:
+                raise DeletedMeanwhile(f"{at.null_count} rows of table `{name}` being read were deleted meanwhile")
+            order, start = pa.table({identity: left.column(identity), "_rowid": now.column("_rowid").take(at)}), 0
 
     @_uses("users", "read")
     def get_user(self, tenant: str, user_id: str) -> UserRecord | None:

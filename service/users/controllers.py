@@ -106,18 +106,18 @@ def export_user(
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     if is_head(request):  # the GET's status (is anything held about them?) without reading every row
         services.flush_for_read(rt, tenant, user_id)  # as the GET: a large import's backlog is a 503 at once
-        if not services.anything_held(rt, tenant, user_id):
+        has_lines = services.export_head(rt, tenant, user_id, export_format)
+        if has_lines is None:
             raise NotFoundException(f"no user {user_id!r} in this tenant")
         # one empty piece where the GET has a first one, none where its body is empty, so that the answer's headers are
         # the GET's (RFC 9110 9.3.2): a stream is gzipped from its first piece on for a client that accepts it
         # (`Content-Encoding`, `Vary`), an empty one is not; the body is dropped
-        pieces = (b"",) if services.export_has_lines(rt, tenant, user_id, export_format) else ()
+        pieces = (b"",) if has_lines else ()
         return Stream(iter(pieces), media_type="application/x-ndjson", headers=headers)
     # read as it is sent, from one version of each table, a batch of rows at a time (`services.export_lines`): the
-    # first line is read here, so a failure before it is the 503 it was; a later one cuts the connection (the
-    # chunked body never ends), never a 200 that looks complete
-    lines = (services.export_lines if export_format == "all" else services.export_preference_lines)(rt, tenant, user_id)
-    first = next(lines, None)
+    # first line is read here, so a failure before it is the 503 it was (and a DELETE then is the 404 it is after);
+    # a later one cuts the connection (the chunked body never ends), never a 200 that looks complete
+    lines, first = services.export_started(rt, tenant, user_id, export_format)
     # a known user may have no comparisons to export yet (or only rows the preference file leaves out):
     # unknown is when nothing at all is held about them, as for HEAD
     if first is None and not services.anything_held(rt, tenant, user_id):

@@ -35,6 +35,7 @@ from pluralign.policy.adapters import (
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.store.deletions import Forget, new_deletion, user_hash
 from pluralign.store.failures import StoreUnavailable, storage_problem
+from pluralign.store.tables import DeletedMeanwhile
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
@@ -632,8 +633,11 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
 def anything_held(rt: Runtime, tenant: str, user_id: str) -> bool:
     """Whether an export of the user holds anything (a user row, a preference or an interaction, or their
     acknowledged feedback still pending in the log, which is not moved for it): counts, not rows."""
-    if rt.ingest.log.pending_for(tenant, user_id):
-        return True
+    return bool(rt.ingest.log.pending_for(tenant, user_id)) or held_in_store(rt, tenant, user_id)
+
+
+def held_in_store(rt: Runtime, tenant: str, user_id: str) -> bool:
+    """Whether the store holds a user row, a preference or an interaction of the user: counts, not rows."""
     return (rt.store.get_user(tenant, user_id) is not None or rt.store.count_preferences(tenant, user_id) > 0
             or rt.store.count_interactions(tenant, user_id) > 0)
 
@@ -667,18 +671,50 @@ def in_preference_file(row: StoredPreference) -> bool:
     return not (is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected))
 
 
+def export_started(rt: Runtime, tenant: str, user_id: str, export_format: str) -> tuple[Iterator[bytes], bytes | None]:
+    """The user's export (`export_format` "all": `export_lines`; "preferences": `export_preference_lines`) and
+    its first line, None when it has none. A DELETE of the user landing between the version being fixed and
+    that line being read (DeletedMeanwhile) starts it once more, on what is held now: nothing was sent yet,
+    and a user deleted meanwhile is then unknown (no line), never a 500. Raises StoreUnavailable as the export."""
+    build = export_lines if export_format == "all" else export_preference_lines
+    for attempt in range(2):
+        lines = build(rt, tenant, user_id)
+        try:
+            return lines, next(lines, None)
+        except DeletedMeanwhile:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def export_head(rt: Runtime, tenant: str, user_id: str, export_format: str) -> bool | None:
+    """What a HEAD of the export answers: None when nothing is held about the user (`anything_held`: a 404),
+    else whether the export has a first line (`export_has_lines`). A DELETE of the user while that is looked
+    at (DeletedMeanwhile) is looked at once more, as `export_started`: the 404 of a user deleted meanwhile,
+    never a 500. Call after `flush_for_read`; raises StoreUnavailable as the export does."""
+    for attempt in range(2):
+        if not anything_held(rt, tenant, user_id):
+            return None
+        try:
+            return export_has_lines(rt, tenant, user_id, export_format)
+        except DeletedMeanwhile:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
 EXPORT_PROBE_ROWS = 64  # rows a HEAD of the preference file reads at a time, looking for one it would write
 
 
 def export_has_lines(rt: Runtime, tenant: str, user_id: str, export_format: str) -> bool:
     """Whether the user's export (`export_format` "all": `export_lines`; "preferences": `export_preference_lines`)
     has a line now, without building it (a HEAD's answer: a body or none decides its `Content-Encoding`).
-    "all": a user row, a preference or an interaction, counted; "preferences": their rows read in order,
-    EXPORT_PROBE_ROWS at a time, up to the first the file keeps (the first one, for nearly every user).
-    Call after `flush_for_read`; raises StoreUnavailable as the export does."""
+    "all": a user row, a preference or an interaction, counted (`held_in_store`); "preferences": the sort keys
+    (created_at, pref_id) of all their rows, then their rows in order, EXPORT_PROBE_ROWS at a time, up to the
+    first the file keeps (the first one, for nearly every user). Call after `flush_for_read`; raises
+    StoreUnavailable as the export does."""
     if export_format == "all":
-        return (rt.store.get_user(tenant, user_id) is not None or rt.store.count_preferences(tenant, user_id) > 0
-                or rt.store.count_interactions(tenant, user_id) > 0)
+        return held_in_store(rt, tenant, user_id)
     return any(in_preference_file(row) for row in rt.store.preferences_in_order(tenant, user_id, EXPORT_PROBE_ROWS))
 
 

@@ -67,13 +67,16 @@ def comparison(text: str) -> dict:
             "rejected": "A plain steak.", "attributes": {"group": "spicy"}}
 
 
-def bulk_rows(rt, tenant: str, user_id: str, n: int) -> list[StoredPreference]:
+def bulk_rows(rt, tenant: str, user_id: str, n: int, beside: str | None = None) -> list[StoredPreference]:
     """`n` rows written straight into the store, most of them at one `created_at` (ordered by pref_id then),
-    with a blank prompt and a same-answer row among them, as older versions stored."""
+    with a blank prompt and a same-answer row among them, as older versions stored; every tenth one of user
+    `beside` instead, when given (two users' rows in the same files, as a compaction leaves them)."""
     now = time.time()
     rows = [StoredPreference(tenant=tenant, user_id=user_id, pref_id=uuid.uuid4().hex, prompt=f"Soup or salad, number {i}?",
                              chosen=f"Soup {i}", rejected=f"Salad {i}", kind="comparison", created_at=now - (i % 3 == 0) * i,
                              received_at=now) for i in range(n)]
+    if beside is not None:
+        rows = [msgspec.structs.replace(r, user_id=beside) if i % 10 == 9 else r for i, r in enumerate(rows)]
     rows[5] = msgspec.structs.replace(rows[5], prompt="\u200b ")  # blank
     rows[7] = msgspec.structs.replace(rows[7], chosen="Same.", rejected="Same.")
     vectors = np.random.default_rng(1).standard_normal((n, rt.store.dim)).astype(np.float32)
@@ -270,3 +273,186 @@ def test_a_page_of_preferences_is_the_page_it_was_and_builds_only_itself(svc):
             assert [p["pref_id"] for p in page["data"]] == [row["pref_id"] for row in everything[offset : offset + limit]]
             assert page["total"] == 12_000 and page["next_offset"] == (offset + limit if offset + limit < 12_000 else None)
             assert peak < 4e6, (offset, limit, f"{peak / 1e6:.1f} MB")
+
+
+def test_another_users_delete_or_a_compaction_does_not_cut_a_streamed_read(tmp_path):
+    """reviewx38: the read pinned a version and took its rows by row id; a DELETE of *another* user (its purge
+    removes every old version of the table at once when alone on the store) or a compaction dropping old
+    versions removed that version's files, so the read failed as a damaged table (StoreUnavailable, noted in
+    `problems`: the health check degraded) though nothing was wrong and the user's rows were all there. It
+    now goes on from the newest version with the same rows in the same order; only the user's own rows
+    going stops it (DeletedMeanwhile)."""
+    from datetime import timedelta
+
+    from pluralign.store import Interaction
+
+    store = Store(str(tmp_path), "enc", DIM)
+    for i in range(3):  # the two users' rows share fragments, as appends interleave
+        store.add_preferences(*prefs("t", "ann", 20, start=100 * i))
+        store.add_preferences(*prefs("t", "bob", 5, start=100 * i))
+        for who in ("ann", "bob"):
+            for j in range(4):
+                store.add_interaction(Interaction(tenant="t", user_id=who, response_id=f"{who}-{i}-{j}", prompt="p",
+                                                  messages=[], candidates=["r"], scores=[0.0], chosen_index=0, history=[],
+                                                  model="m", created_at=1000.0 + (j % 2)))  # ties in created_at
+    want = [p.pref_id for p in store.preferences_for("t", "ann")[0]]
+    want_chats = [i.response_id for i in store.interactions_for("t", "ann")]
+    rows = store.preferences_in_order("t", "ann", rows_per_read=7)
+    chats = store.interactions_in_order("t", "ann", rows_per_read=3)
+    got, got_chats = [next(rows).pref_id], [next(chats).response_id]
+    store.delete_user("t", "bob")
+    got += [next(rows).pref_id for _ in range(20)]
+    got_chats += [next(chats).response_id for _ in range(5)]
+    store.add_preferences(*prefs("t", "cid", 5, start=900))  # an import meanwhile, then a compaction dropping old versions
+    store.compact(keep_versions_for=timedelta(0), every_table=True)
+    got += [p.pref_id for p in rows]
+    got_chats += [i.response_id for i in chats]
+    assert got == want and got_chats == want_chats
+    assert store.problems.recent() == []
+
+
+def test_an_export_outlives_another_users_delete_over_http(svc, monkeypatch):
+    """reviewx38: a tenant's DELETE of one user cut every other user's export in flight (their pinned version's
+    files purged): the client saw a connection cut short, the store noted a damaged table. The export now
+    ends whole, the bytes it would have been. The read is held after 1,500 rows (a slow reader) while the
+    DELETE is sent, so that it next reads the table after the purge."""
+    import threading
+
+    rt = svc.runtime
+    user = "slow38"
+    bulk_rows(rt, "acme", user, BULK + 300, beside="gone38")  # 2,340 of the user's, 260 of gone38's
+    want = reference(rt, "acme", user, "preferences")
+    problems = list(rt.store.problems.recent())
+    held, go = threading.Event(), threading.Event()
+    real = rt.store.preferences_in_order
+
+    def gated(*a, **k):
+        for i, row in enumerate(real(*a, **k)):
+            if i == ROWS_PER_READ + 500:
+                held.set()
+                go.wait(60)
+            yield row
+
+    monkeypatch.setattr(rt.store, "preferences_in_order", gated)
+    with svc.client() as c, c.stream("GET", f"/v1/users/{user}/export?format=preferences", headers={"Accept-Encoding": "identity"}) as r:
+        assert r.status_code == 200
+        assert held.wait(60)
+        with svc.client() as other:
+            assert other.delete("/v1/users/gone38", timeout=120).status_code == 200
+        go.set()
+        body = b"".join(r.iter_raw())
+    assert body == want, (len(body), len(want))
+    assert rt.store.problems.recent() == problems
+
+
+def test_a_damaged_table_under_a_streamed_read_is_still_a_storage_failure(tmp_path):
+    """reviewx38: going on from the newest version (above) must not hide damage. A data file removed behind
+    Lance's back (not a version's cleanup: the newest version still names it) fails the read again there:
+    StoreUnavailable, noted in `problems`, as before."""
+    store = stored(tmp_path, 40)
+    rows = store.preferences_in_order("t", "ann", rows_per_read=7)
+    assert next(rows).user_id == "ann"
+    for data in (tmp_path / "preferences.lance" / "data").glob("*.lance"):
+        data.unlink()
+    with pytest.raises(StoreUnavailable, match="table `preferences`"):
+        list(rows)
+    assert [p["what"] for p in store.problems.recent()] == ["table `preferences`"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_delete_before_the_first_byte_of_an_export_is_a_404(svc, monkeypatch, method):
+    """reviewx38: the export fixes its version, then reads its first rows before answering. A DELETE of the user
+    landing between the two (alone on the store, it removes that version's files at once) raised
+    DeletedMeanwhile inside the handler: a 500 `internal_error`, logged as an unhandled exception (HEAD too: its
+    look for a first line of the preference file reads that way). Nothing was sent yet, and nothing is held about
+    the user now: the 404 an export of an unknown user is."""
+    import threading
+
+    rt = svc.runtime
+    user = f"early38{method.lower()}"
+    bulk_rows(rt, "acme", user, 50)
+    held, go = threading.Event(), threading.Event()
+    real = rt.store.preferences_in_order
+
+    def gated(*a, **k):
+        rows = real(*a, **k)  # the version and the order are fixed here
+        held.set()
+        go.wait(60)
+        yield from rows
+
+    monkeypatch.setattr(rt.store, "preferences_in_order", gated)
+    answer = {}
+    with svc.client() as c:
+        reader = threading.Thread(target=lambda: answer.setdefault("r", c.request(method, f"/v1/users/{user}/export?format=preferences")))
+        reader.start()
+        assert held.wait(60)
+        with svc.client() as other:
+            assert other.delete(f"/v1/users/{user}", timeout=120).status_code == 200
+        go.set()
+        reader.join(120)
+    r = answer["r"]
+    assert r.status_code == 404, (r.status_code, r.text[:300])
+    assert method == "HEAD" or r.json()["error"]["code"] == "not_found"
+
+
+def test_the_access_log_tells_a_cut_export_from_a_whole_one(svc, monkeypatch):
+    """reviewx38: an export cut part way (the store failing, the user deleted, the client hanging up) was logged
+    `GET /v1/users/{user_id}/export 200 ... ms` exactly as one sent whole: the status was sent before the body,
+    and an operator following a complaint could not tell. The line now ends with `cut` (`access["cut"]`: True)
+    when the body never ended; a whole answer's line is as it was."""
+    import logging
+
+    rt = svc.runtime
+    user = "logcut38"
+    bulk_rows(rt, "acme", user, BULK)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    access = logging.getLogger("pluralign.access")
+    access.addHandler(handler)
+    try:
+        with svc.client() as c:
+            whole = c.get(f"/v1/users/{user}/export?format=preferences", headers={"X-Request-Id": "whole38"})
+            assert whole.status_code == 200
+            assert c.head(f"/v1/users/{user}/export", headers={"X-Request-Id": "head38", "Accept-Encoding": "gzip"}).status_code == 200
+            real = rt.store.preferences_in_order
+            monkeypatch.setattr(rt.store, "preferences_in_order", lambda *a, **k: failing_after(real(*a, **k), BULK - 100))
+            with c.stream("GET", f"/v1/users/{user}/export?format=preferences", headers={"X-Request-Id": "cut38"}) as r:
+                assert r.status_code == 200
+                with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                    for _ in r.iter_raw():
+                        pass
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(getattr(x, "request_id", None) == "cut38" for x in records):
+            time.sleep(0.05)
+    finally:
+        access.removeHandler(handler)
+    by_id = {getattr(x, "request_id", None): x for x in records}
+    assert by_id["whole38"].access["status"] == 200 and "cut" not in by_id["whole38"].access, by_id["whole38"].access
+    assert not by_id["whole38"].getMessage().endswith(" cut") and "cut" not in by_id["head38"].access, by_id["head38"].access
+    assert by_id["cut38"].access["status"] == 200 and by_id["cut38"].access["cut"] is True, by_id["cut38"].access
+    assert by_id["cut38"].getMessage().endswith(" cut"), by_id["cut38"].getMessage()
+
+
+def test_with_replicas_another_users_delete_does_not_cut_a_streamed_read(tmp_path):
+    """reviewx38, two processes on one store (`sync_seconds`): replica b's DELETE of bob removes the versions from
+    before its purge `sync_seconds` + READ_MARGIN_S later, the one replica a's read of ann is on among them. The
+    read goes on from the newest version; a DELETE of ann herself still stops it (DeletedMeanwhile), unnoted."""
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0.2)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0.2)
+    for i in range(3):
+        a.add_preferences(*prefs("t", "ann", 20, start=100 * i))
+        a.add_preferences(*prefs("t", "bob", 5, start=100 * i))
+    time.sleep(0.3)
+    want = [p.pref_id for p in a.preferences_for("t", "ann")[0]]
+    rows = a.preferences_in_order("t", "ann", rows_per_read=7)
+    got = [next(rows).pref_id]
+    b.delete_user("t", "bob")
+    got += [p.pref_id for p in rows]
+    assert got == want and a.problems.recent() == []
+    rows = a.preferences_in_order("t", "ann", rows_per_read=7)
+    next(rows)
+    b.delete_user("t", "ann")
+    with pytest.raises(DeletedMeanwhile):
+        list(rows)
+    assert a.problems.recent() == []
