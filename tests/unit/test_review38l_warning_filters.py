@@ -31,7 +31,7 @@ def test_a_deprecation_is_an_error_only_where_our_module_is_the_caller(module, r
     never a third-party module (a deprecation inside a library stays a warning) nor a name that only
     begins like ours."""
     for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
-        warned = lambda: warnings.warn_explicit("old", category, "x.py", 1, module=module, registry={})  # noqa: E731
+        warned = lambda category=category: warnings.warn_explicit("old", category, "x.py", 1, module=module, registry={})  # noqa: E731
         with warnings.catch_warnings(record=True) as seen:  # the suite's filters as they are, what passes recorded
             if raises:
                 with pytest.raises(category):
