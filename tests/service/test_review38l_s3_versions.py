@@ -170,3 +170,25 @@ def test_over_http_a_delete_the_bucket_cannot_clear_is_a_503_and_health_names_th
             assert c.delete("/v1/users/gus").status_code in (200, 404)
             assert c.get("/health").json()["status"] == "ok"
             assert holding(s3, "http/", "zq38gusmarker") == []
+
+
+def test_a_delete_whose_lease_table_tidy_meets_an_s3_error_is_still_answered(s3, monkeypatch, caplog):
+    """Every TIDY_EVERY clears, a DELETE's last step removes the lease table's old versions (`PurgeMarks`),
+    which "logs, and leaves them, when Lance cannot". Lance raises an object store's failure there as a
+    ValueError ("LanceError(IO): ... Error performing GET ..."), which it did not catch: the DELETE, its
+    user's rows and old versions already gone, raised it (a 500). Now it is logged and the DELETE returns."""
+    import pluralign.store.lease as lease
+    from tests.s3 import FaultyProxy
+
+    monkeypatch.setattr(lease, "TIDY_EVERY", 1)
+    with FaultyProxy(s3.endpoint) as proxy:
+        store = Store(s3.uri("tidy"), "enc", DIM, storage_options={**s3.options, "aws_endpoint": proxy.endpoint,
+                                                                    "client_max_retries": "0"})
+        store.add_preferences(*rows("hal"))
+        # only the removal reads the lease table's manifests back (a commit reads what it holds)
+        proxy.fault = lambda method, path, headers: (
+            (500, "InternalError") if method == "GET" and "/maintenance_lease.lance/_versions/" in path else None)
+        with caplog.at_level("WARNING", logger="pluralign.store"):
+            assert store.delete_user("t", "hal")["preferences"] == 3
+        assert "old versions of the maintenance lease table not removed" in caplog.text, caplog.text
+        assert not store.marks.pending() and holding(s3, "tidy/", "zq38halmarker") == []
