@@ -73,6 +73,9 @@ RESPONSE_HEADERS = {  # (path, method, status) -> headers it answers, beyond Ret
     **{(path, "post", "201"): {"Idempotent-Replayed": {
         "description": "`true` when the `Idempotency-Key` was stored already: nothing new was stored, the first receipt is answered",
         "schema": {"type": "string", "enum": ["true"]}}} for path in ("/v1/feedback", "/v1/users/{user_id}/import")},
+    ("/admin/jobs", "post", "201"): {"Location": {"description": "the job queued: `/admin/jobs/{id}`", "schema": {"type": "string"}}},
+    ("/admin/jobs", "post", "200"): {"Content-Location": {
+        "description": "the queued audit answered (nothing queued): `/admin/jobs/{id}`", "schema": {"type": "string"}}},
 }
 # every route takes and every answer carries `X-Request-Id` (service.requestid): declared once, referred to from each
 REQUEST_ID_PARAMETER = {

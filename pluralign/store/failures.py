@@ -34,12 +34,18 @@ PROBLEMS = {  # kind -> words for it
     "no-bucket": "its bucket does not exist",
     "wrong-region": "the object store refused the request as malformed or redirected it (most often a wrong region)",
     "no-credentials": "no credentials for the object store were found (no key set, none in AWS_* variables, no instance role)",
+    # Lance's removal of old versions counts the files it could not delete and raises nothing (`store.versions`)
+    "not-removed": "files of its old versions, which may hold deleted rows, could not be deleted (the store refused or failed "
+                   "the deletes: no permission to delete, a retention rule, or a server error)",
 }
 # a rewrite of stored files without a deleted user's records (the feedback log's segments): noted apart from
 # the plain writes of the same thing, whose later success does not mean the deleted user's text is gone
 REWRITTEN = "rewritten without a deleted user"
+# a table's old versions removed after a purge (`Store._drop_old_versions`): noted apart from its plain writes, whose
+# later success does not mean the old versions' files (the deleted rows' text) are gone
+OLD_VERSIONS = "cleared of its old versions"
 OBJECT_STORE_PROBLEMS = frozenset({"unreachable", "denied", "no-bucket", "wrong-region", "no-credentials"})  # shown until the same action succeeds, reads too
-WRITES = frozenset({"written", REWRITTEN})  # actions whose failure shows until that same action succeeds
+WRITES = frozenset({"written", REWRITTEN, OLD_VERSIONS})  # actions whose failure shows until that same action succeeds
 READ_PROBLEM_S = 600.0  # how long a failed read is reported (`Problems.recent`) after it was last seen
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 # Lance's words for a file it cannot read (lancedb 0.40): a data file cut short or emptied ("LanceError(IO):
@@ -97,11 +103,17 @@ class StoreUnavailable(OSError):
         return f"{self.name} cannot be {self.action}: {PROBLEMS[self.problem]}"
 
 
+class OldVersionsLeft(OSError):
+    """Files of a table's old versions that Lance's removal could not delete (`store.versions`)."""
+
+
 def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
     """(kind, errno) when `exc` says stored data cannot be read or written (a key of PROBLEMS), else
     None: a bad argument, a commit conflict, a timeout and the like are not."""
     if isinstance(exc, StoreUnavailable):
         return exc.problem, exc.errno
+    if isinstance(exc, OldVersionsLeft):
+        return "not-removed", None
     code = exc.errno if isinstance(exc, OSError) else None
     text = _RUST_SOURCE.sub("", str(exc))
     if code is None and isinstance(exc, (OSError, RuntimeError, ValueError)):

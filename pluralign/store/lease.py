@@ -144,7 +144,7 @@ class PurgeMarks:
         nothing reads them afterwards); logs, and leaves them, when Lance cannot."""
         try:
             remove_old_versions(self.table, older)  # not `optimize`: a compaction would rewrite the lease row
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:  # Lance raises an object store's failed GET as a ValueError
             log.warning("old versions of the maintenance lease table not removed (%s)", exc)
 
 

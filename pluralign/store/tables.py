@@ -33,7 +33,14 @@ from pluralign.data.record import Base, TrlRow, time_problem
 from pluralign.data.text import answer_key
 from pluralign.store import deletions, lease
 from pluralign.store.deletions import Deletion
-from pluralign.store.failures import Problems, StoreUnavailable, object_store_problem, secrets_of, unavailable
+from pluralign.store.failures import (
+    OLD_VERSIONS,
+    Problems,
+    StoreUnavailable,
+    object_store_problem,
+    secrets_of,
+    unavailable,
+)
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache
 from pluralign.store.lease import Lease, LeaseLost, PurgeMarks, open_lease_table
@@ -1313,7 +1320,7 @@ class Store:
             for name in names:
                 older = timedelta(0) if purged_at is None else timedelta(seconds=max(0.0, time.time() - purged_at))
                 self._fence()
-                with self._on(name, "written"):
+                with self._on(name, OLD_VERSIONS):  # shown until a later removal succeeds, not the next append
                     remove_old_versions(self.tables[name], older, delete_unverified=self.lease is None)
 
     @staticmethod

@@ -14,14 +14,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pluralign.store.failures import OldVersionsLeft
+
 
 def remove_old_versions(table, older_than: timedelta, *, delete_unverified: bool = False):
     """Remove `table`'s (a lancedb `Table`) versions older than `older_than` with every file only they
     name; the newest version always stays. `delete_unverified` also removes files no version names
     (an append a killed process never committed) however new: only for a process alone on the table,
     as such a file may be another process's write in flight. Returns Lance's `CleanupStats`; Lance's
-    OSError or RuntimeError pass through."""
-    return table.to_lance().cleanup_old_versions(older_than, delete_unverified=delete_unverified)
+    OSError, RuntimeError or ValueError pass through. Raises `OldVersionsLeft` (an OSError) when files were
+    not deleted: Lance counts a delete the store refused or failed (`failed_deletes`; a bucket policy without
+    s3:DeleteObject, a 5xx) and raises nothing, which left a purged user's text in the bucket unsaid."""
+    stats = table.to_lance().cleanup_old_versions(older_than, delete_unverified=delete_unverified)
+    if stats.failed_deletes:
+        raise OldVersionsLeft(f"{stats.failed_deletes} files of old versions of {table.name} could not be deleted "
+                              f"({stats.old_versions} old versions; the store refused or failed the deletes): they are left")
+    return stats
 
 
 def compact_with_deletions(table) -> None:

@@ -49,7 +49,8 @@ def _admin(request: Request) -> Admin:
     200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued: that job, nothing queued"),
 })
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
-    """201 with the job queued; 200 with the queued audit an identical audit request is (nothing queued).
+    """201 with the job queued (`Location`: the job's URL); 200 with the queued audit an identical audit request is
+    (nothing queued; `Content-Location`: that job's URL).
     `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
     params = dict(data.params)
     # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so
@@ -67,11 +68,12 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
         raise ServiceUnavailableException(
             detail=f"the user's comparisons are still being stored ({exc.rows} rows, an import): nothing was queued; "
                    f"retry after {READ_RETRY_AFTER} seconds", headers={"Retry-After": str(READ_RETRY_AFTER)}) from None
+    where = f"{request.url.path.rstrip('/')}/{job.id}"  # GET it (under the admin router's prefix, whatever it is)
     if not created:  # an identical audit still queued: it reads the table when it starts, covering this request too
         log.info("%s job %s already queued with these params", data.kind, job.id)
-        return Response(admin.public.job(job), status_code=200)
+        return Response(admin.public.job(job), status_code=200, headers={"Content-Location": where})
     log.info("queued %s job %s", data.kind, job.id)  # the request's id on it: from the request to the job's own log
-    return Response(admin.public.job(job), status_code=201)
+    return Response(admin.public.job(job), status_code=201, headers={"Location": where})
 
 
 @get("/jobs", sync_to_thread=False, summary="Jobs, newest first")
