@@ -142,7 +142,7 @@ class Settings(Base, frozen=True):
     # for the store's maintenance lease): those of one tenant waiting or running, and of all tenants waiting
     tenant_deletes: int = 8  # more get 429 + Retry-After
     delete_queue: int = 64  # more get 429 + Retry-After
-    # GET /v1/users/{id}/export answers being sent at once (each holds a LanceDB read, ~15 MB, while its client
+    # GET /v1/users/{id}/export answers being sent at once (each holds a LanceDB read, 5-15 MB, while its client
     # reads): of one tenant, and of all tenants; one more is answered 429 `too_many_exports` with Retry-After
     max_exports_per_tenant: int = 4
     max_exports: int = 16

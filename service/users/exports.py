@@ -2,7 +2,7 @@
 deadline on each piece the client is sent.
 
 An export holds a LanceDB read (its batch of rows, its reader's threads and files) while its body is sent, so
-a tenant's clients that open exports and stop reading held ~15 MB each, without bound (session exportcap38).
+a tenant's clients that open exports and stop reading held 5-15 MB each, without bound (session exportcap38; BENCHMARKS.md).
 `ExportSlots.take` answers whether one more may start; `export_guard` (the route's middleware) gives the slot
 back when the answer ends, is cut or the client hangs up, and ends an answer whose client has not taken a
 piece for `export_send_timeout_s` seconds.
