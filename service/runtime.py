@@ -32,6 +32,7 @@ from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import FairScheduler
 from service.settings import Settings, unknown_generator
 from service.stopping import GeneratingChats
+from service.users.exports import ExportSlots
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
 
 log = logging.getLogger("pluralign.service")
@@ -150,6 +151,7 @@ class Runtime:
     population_lock: threading.RLock = field(default_factory=threading.RLock)
     scheduler: FairScheduler | None = None  # generation's own threads, tenants in turn (built from settings)
     deletes: FairScheduler | None = None  # DELETEs' own thread, tenants in turn (built from settings)
+    exports: ExportSlots | None = None  # exports being sent, per tenant and in all (built from settings)
     # when a chat answered "not tried" (the store known down) was last logged: once a minute, not every chat
     not_tried_said: OncePer = field(default_factory=lambda: OncePer(NOT_TRIED_LOG_S))
     chats: GeneratingChats = field(default_factory=GeneratingChats)  # the chats generating now (stopped by `cut` as the service stops)
@@ -219,6 +221,8 @@ class Runtime:
             self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue)
         if self.deletes is None:
             self.deletes = FairScheduler(1, self.settings.tenant_deletes, self.settings.delete_queue, what="deletes")
+        if self.exports is None:
+            self.exports = ExportSlots(self.settings.max_exports_per_tenant, self.settings.max_exports)
         if self.pooled_priors is None:
             self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.described is None:

@@ -142,6 +142,13 @@ class Settings(Base, frozen=True):
     # for the store's maintenance lease): those of one tenant waiting or running, and of all tenants waiting
     tenant_deletes: int = 8  # more get 429 + Retry-After
     delete_queue: int = 64  # more get 429 + Retry-After
+    # GET /v1/users/{id}/export answers being sent at once (each holds a LanceDB read, 5-15 MB, while its client
+    # reads): of one tenant, and of all tenants; one more is answered 429 `too_many_exports` with Retry-After
+    max_exports_per_tenant: int = 4
+    max_exports: int = 16
+    # seconds an export's client may take no piece of its body (a reader that stopped reading); then it is cut
+    # and its slot and LanceDB read given back
+    export_send_timeout_s: float = 60.0
     max_context_tokens: int | None = None  # prompt + max_tokens limit (default: the model's context; set it for `openai:URL`)
     # prompt tokens (messages and retrieved shots) one chat may send: its prefill holds the generation
     # worker, and a disconnect is only seen between tokens (4 candidates of 1,600 tokens: ~21 s on two
@@ -338,9 +345,13 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 <= s.store_retries <= 100, lambda s: f"`store_retries` must be 0..100, got {s.store_retries}"),
     (lambda s: s.store_sync_ms is not None and s.store_sync_ms < 0, "`store_sync_ms` must be at least 0"),
     # queues, limits and jobs
-    *(_at_least_1(name) for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_deletes", "delete_queue",
+    *(_at_least_1(name) for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_deletes", "delete_queue", "max_exports",
                                      "tenant_queued_jobs", "job_attempts", "max_source_chars", "max_attributes",
                                      "max_attribute_name_chars", "max_attribute_value_chars")),
+    (lambda s: not 1 <= s.max_exports_per_tenant <= s.max_exports,
+     lambda s: f"`max_exports_per_tenant` must be at least 1 and at most `max_exports` ({s.max_exports}), got {s.max_exports_per_tenant}"),
+    (lambda s: not 0 < s.export_send_timeout_s <= 3600,
+     lambda s: f"`export_send_timeout_s` must be above 0 and at most 3600 seconds, got {s.export_send_timeout_s}"),
     (lambda s: s.tenant_requests_per_second < 0, "`tenant_requests_per_second` must be 0 (no limit) or more"),
     (lambda s: not 0 <= s.job_retention_s < float("inf"),
      lambda s: f"`job_retention_s` must be 0 (keep every job) or positive and finite, got {s.job_retention_s}"),

@@ -31,7 +31,7 @@ from service.ids import check_user_id
 from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
-from service.users import services
+from service.users import exports, services
 from service.users.journal import DeleteNotRecorded
 
 log = logging.getLogger("pluralign.service")
@@ -95,12 +95,18 @@ def list_preferences(
     return PreferencePage(data=rows, total=total, offset=offset, limit=limit, next_offset=next_offset)
 
 
-@get("/v1/users/{user_id:str}/export", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="Everything held about a user, as JSONL")
+@get("/v1/users/{user_id:str}/export", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="Everything held about a user, as JSONL",
+     middleware=[exports.export_guard])
 def export_user(
     request: Request, user_id: FromPath[str], export_format: Annotated[Literal["all", "preferences"], QueryParameter(name="format")] = "all"
 ) -> Stream:
     """`format=all`: user, preference and interaction lines, each tagged by `type`. `format=preferences`:
-    the user's comparisons as a preference file (TRL columns), which POST .../import reads back."""
+    the user's comparisons as a preference file (TRL columns), which POST .../import reads back.
+
+    A GET takes one of the tenant's `max_exports_per_tenant` (and everyone's `max_exports`) slots until its answer
+    ends, is cut or its client hangs up: past them 429 `too_many_exports` with Retry-After, before anything is read.
+    A HEAD reads counts and at most a few rows, sends no body and takes no slot. A client that takes no piece of
+    the body for `export_send_timeout_s` seconds has its answer cut (`service.users.exports`)."""
     rt, tenant, user_id = _user(request, user_id)
     name = f"{user_id}.jsonl" if export_format == "all" else f"{user_id}-preferences.jsonl"  # saving both keeps both
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
@@ -114,10 +120,16 @@ def export_user(
         # (`Content-Encoding`, `Vary`), an empty one is not; the body is dropped
         pieces = (b"",) if has_lines else ()
         return Stream(iter(pieces), media_type="application/x-ndjson", headers=headers)
+    try:  # before any read: the slot is given back by `export_guard` as the answer ends, whatever ends it
+        exports.hold(request.scope, rt.exports.take(tenant))
+    except exports.TooManyExports as exc:
+        return error_response(429, f"too many exports: {exc}; retry after {exports.EXPORT_RETRY_AFTER} seconds",
+                              code="too_many_exports", headers={"Retry-After": str(exports.EXPORT_RETRY_AFTER)})
     # read as it is sent, from one version of each table, a batch of rows at a time (`services.export_lines`): the
     # first line is read here, so a failure before it is the 503 it was (and a DELETE then is the 404 it is after);
     # a later one cuts the connection (the chunked body never ends), never a 200 that looks complete
     lines, first = services.export_started(rt, tenant, user_id, export_format)
+    exports.sending(request.scope, lines)
     # a known user may have no comparisons to export yet (or only rows the preference file leaves out):
     # unknown is when nothing at all is held about them, as for HEAD
     if first is None and not services.anything_held(rt, tenant, user_id):

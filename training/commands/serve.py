@@ -323,6 +323,7 @@ class TimedRequests:
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
+        self.transport = CutAnswersAbort(transport, self)  # what each request's cycle is given to write to
         self.counts.held = self.connections  # uvicorn's (the server's) set, the same one each time
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             self.refuse()
@@ -425,6 +426,29 @@ class TimedRequests:
             cycle.disconnected = True
             cycle.message_event.set()
         return cycle.response_started
+
+
+class CutAnswersAbort:
+    """A connection's transport whose `close` of an answer cut part way (the app ended without finishing it: an
+    export whose client stopped reading, `export_send_timeout_s`) with bytes still waiting to be written drops
+    them and closes at once. uvicorn closes a cut answer's connection with `close`, which waits to write them
+    first: to a client that stopped reading, for ever, so each cut export kept its file descriptor (and one of
+    PLURALIGN_MAX_CONNECTIONS) until the client went. The answer is incomplete either way (its chunked body
+    never ends); every other close (a whole answer, a 408, a refusal) still writes what it holds first."""
+
+    def __init__(self, transport, protocol):
+        self._transport, self._protocol = transport, protocol
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        cycle = getattr(self._protocol, "cycle", None)
+        cut = cycle is not None and cycle.response_started and not cycle.response_complete
+        if cut and self._transport.get_write_buffer_size():
+            self._transport.abort()
+        else:
+            self._transport.close()
 
 
 REFUSED_LINGER_S = 2.0  # the longest a connection refused over PLURALIGN_MAX_CONNECTIONS stays, reading what its client still sends
