@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import regex
 
 from pluralign.data.json_keys import keys_kept, repeated_key
-from pluralign.data.record import Base, Message, Preference, PreferenceError, TrlRow
+from pluralign.data.record import MAX_MARGIN, Base, Message, Preference, PreferenceError, TrlRow
 from pluralign.data.text import (
     answer_key,
     is_blank,
@@ -313,7 +313,7 @@ def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
 def _line_fields_sound(row: _Line) -> bool:
     """Whether the line's margin, time and attribute labels are as `row_to_preference` takes them."""
     margin, created_at = row.margin, row.created_at
-    if (margin is not None and not 0 <= margin <= 1e6) or (created_at is not None and not math.isfinite(created_at)):
+    if (margin is not None and not 0 <= margin <= MAX_MARGIN) or (created_at is not None and not math.isfinite(created_at)):
         return False
     for key in row.attributes:
         if is_blank(key):
@@ -418,7 +418,7 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
     """Checks `row`'s margin and created_at, and puts its user_id (`default_user` when it has none, a number
     as a string), tie and attributes in the form `Preference` takes; PreferenceError naming the field."""
     margin = row.get("margin")
-    if isinstance(margin, (int, float)) and not isinstance(margin, bool) and not 0 <= margin <= 1e6:
+    if isinstance(margin, (int, float)) and not isinstance(margin, bool) and not 0 <= margin <= MAX_MARGIN:
         raise PreferenceError(line, "margin", "must be >= 0 (how much better `chosen` is) and at most 1e6")
     created_at = row.get("created_at")
     if isinstance(created_at, float) and not math.isfinite(created_at):  # Parquet's NaN, JSON's 1e999: no time at all

@@ -10,12 +10,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import numpy as np
@@ -677,14 +677,12 @@ def export_started(rt: Runtime, tenant: str, user_id: str, export_format: str) -
     that line being read (DeletedMeanwhile) starts it once more, on what is held now: nothing was sent yet,
     and a user deleted meanwhile is then unknown (no line), never a 500. Raises StoreUnavailable as the export."""
     build = export_lines if export_format == "all" else export_preference_lines
-    for attempt in range(2):
+
+    def started() -> tuple[Iterator[bytes], bytes | None]:
         lines = build(rt, tenant, user_id)
-        try:
-            return lines, next(lines, None)
-        except DeletedMeanwhile:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+        return lines, next(lines, None)
+
+    return again_if_deleted(started)
 
 
 def export_head(rt: Runtime, tenant: str, user_id: str, export_format: str) -> bool | None:
@@ -692,15 +690,19 @@ def export_head(rt: Runtime, tenant: str, user_id: str, export_format: str) -> b
     else whether the export has a first line (`export_has_lines`). A DELETE of the user while that is looked
     at (DeletedMeanwhile) is looked at once more, as `export_started`: the 404 of a user deleted meanwhile,
     never a 500. Call after `flush_for_read`; raises StoreUnavailable as the export does."""
-    for attempt in range(2):
-        if not anything_held(rt, tenant, user_id):
-            return None
-        try:
-            return export_has_lines(rt, tenant, user_id, export_format)
-        except DeletedMeanwhile:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+    return again_if_deleted(lambda: export_has_lines(rt, tenant, user_id, export_format) if anything_held(rt, tenant, user_id) else None)
+
+
+T = TypeVar("T")
+
+
+def again_if_deleted(read: Callable[[], T]) -> T:
+    """`read()`, once more if a DELETE of the user cut it (DeletedMeanwhile): the second reads what is held
+    now. A second DeletedMeanwhile passes through."""
+    try:
+        return read()
+    except DeletedMeanwhile:
+        return read()
 
 
 EXPORT_PROBE_ROWS = 64  # rows a HEAD of the preference file reads at a time, looking for one it would write
