@@ -26,13 +26,16 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
 
 
 def test_an_import_and_a_feedback_are_not_encoded_under_the_log_s_lock(svc, monkeypatch):
-    """Before: the writer called the encoder under `_io` for each record of its round (an import's 2,000
-    rows, then the feedback's one)."""
+    """Before: the writer called the encoder under `_io` for each record of its round (an import's rows,
+    then the feedback's one). The import is past ENCODE_INLINE_ROWS (encoded in a worker thread) but
+    small: its rows are embedded after the answer, and 2,000 of them kept the service's worker, and the
+    encoder the whole test session shares, busy past the module's end (a 10 s teardown, and the next
+    module's requests waiting on the encoder)."""
     log = svc.runtime.ingest.log
     under_lock, encode = [], feedback_log._encode
     monkeypatch.setattr(feedback_log, "_encode", lambda value: under_lock.append(log._io.locked()) or encode(value))
     body = "\n".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Kind answer {i}.", "rejected": f"Curt answer {i}."})
-                     for i in range(2000))
+                     for i in range(feedback_log.ENCODE_INLINE_ROWS + 1))
     with svc.client("acme") as c:
         r = c.post("/v1/users/importer/import", content=body)
         assert r.status_code == 201, r.text
