@@ -82,6 +82,9 @@ def answering(answer: bytes | None):
     threading.Thread(target=serve, daemon=True).start()
 
     def stop():
+        # shut down first: a close alone left the socket listening while the thread's accept() held it, so the
+        # port still took connections and never answered (a "closed port" that hung a probe for its 4 s)
+        listener.shutdown(socket.SHUT_RDWR)
         listener.close()
         for conn in held:
             conn.close()
@@ -111,7 +114,9 @@ def test_the_liveness_probe_counts_the_over_limit_answer_as_alive_and_nothing_el
             assert passes(liveness, port) is alive, answer
         finally:
             stop()
-    assert not passes(liveness, port)  # closed
+    with pytest.raises(ConnectionRefusedError):  # closed: refused, as a gone process's port
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    assert not passes(liveness, port)
 
 
 @pytest.mark.slow  # a real serve, SIGSTOP and the probe's 4 s bound: 15-30 s on the shared machine
