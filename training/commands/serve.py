@@ -2,6 +2,7 @@
 
     pluralign serve --host 127.0.0.1 --port 8000
     pluralign serve --data-dir /srv/pluralign --port 8000
+    PORT=9000 pluralign serve --host 0.0.0.0      # without --port: $PORT when set, else 8000
 
 Settings come from PLURALIGN_* variables (PLURALIGN_DATA_DIR, default ./data; --data-dir wins over it,
 as for `pluralign keys`) or a TOML file named by PLURALIGN_CONFIG. At first start, once the data
@@ -30,19 +31,20 @@ import signal
 import sys
 from functools import partial
 
-from training.common import add_listen_args, check_listen, fit_open_files
+from training.common import add_listen_args, check_listen, fit_open_files, listen_port
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run the HTTP service (uvicorn)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_listen_args(parser, default_port=8000)
+    add_listen_args(parser, default_port=8000, port_variable="PORT")
     parser.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    check_listen(args.host, args.port)  # before a data folder, a key, a model or the service's imports (seconds)
+    args.port, port_named = listen_port(args.port, "PORT", 8000)  # PORT: what the image's liveness probes read
+    check_listen(args.host, args.port, port_named)  # before a data folder, a key, a model or the service's imports (seconds)
     from service.settings import Settings
     from training.common import check_writable, setup_logging
 
