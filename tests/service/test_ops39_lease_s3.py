@@ -36,6 +36,7 @@ def lease_objects_fail(method: str, path: str, headers) -> tuple[int, str] | Non
     return (500, "InternalError") if f"/{TABLE}.lance/" in path else None
 
 
+@pytest.mark.slow  # ~18 s: the service on S3 through a proxy; fast: the Store-level test below
 def test_over_http_a_delete_whose_lease_the_bucket_cannot_read_is_a_503_naming_the_table(serve, s3):
     """Replicas on S3 (PLURALIGN_STORE_SYNC_MS set: deletes take the lease): the lease table's objects
     answered 500. Before: 500 internal error. Now: 503 storage_unavailable naming `maintenance_lease` and
@@ -58,6 +59,25 @@ def test_over_http_a_delete_whose_lease_the_bucket_cannot_read_is_a_503_naming_t
             assert c.get("/v1/users/ida/preferences").json()["total"] == 1  # nothing deleted
             assert c.delete("/v1/users/ida").status_code == 200
             assert c.get("/health").json()["status"] == "ok"
+
+
+def test_a_replicas_delete_whose_lease_the_bucket_cannot_read_raises_it_at_once(s3):
+    """The same on the Store (a few seconds): before, a TimeoutError after the lease's whole wait (Lance's
+    RuntimeError for a failed GET counted as a lease another replica holds), or Lance's ValueError."""
+    with FaultyProxy(s3.endpoint) as proxy:
+        store = Store(s3.uri("store"), "enc", DIM, sync_seconds=0, storage_options={
+            **s3.options, "aws_endpoint": proxy.endpoint, "client_max_retries": "0"})
+        store.add_preferences(*prefs("t", "u", 2))
+        store.lease.wait_s = 5.0
+        proxy.fault = lease_objects_fail
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as failed:
+            store.delete_user("t", "u")
+        assert time.monotonic() - started < 4.0
+        assert (failed.value.name, failed.value.problem) == (f"table `{TABLE}`", "unreachable"), failed.value
+        assert [p["what"] for p in store.problems.recent()] == [f"table `{TABLE}`"]
+        proxy.fault = lambda method, path, headers: None
+        assert store.delete_user("t", "u")["preferences"] == 2 and store.problems.recent() == []
 
 
 class Failing:
