@@ -443,6 +443,27 @@ async def strict_form_body(request: Request) -> None:
     raise unsupported_media_type("body", f"this route takes a form ({FORM}: {fields}), not {what}", FORM)
 
 
+JSON = "application/json"
+
+
+def refuse_non_json_type(sent: str, body: bytes) -> None:
+    """A 415 naming `Content-Type` when a JSON route's body is declared as another type: `text/plain`
+    (what `fetch` sends for a string body), a multipart body, JSON lines, ... Before, any type was read
+    as JSON, so `text/plain` JSON was served and a form or text body was a 400 `invalid_json` that did
+    not say the type was the problem. Taken: `application/json` (and any `+json` type), no
+    `Content-Type` at all, and a form type whose body is JSON (`curl -d '{...}'` without
+    `-H 'Content-Type: application/json'`: docs/api.md has promised it since session 19); a form body
+    that is a form (`a=1&b=2`) is refused."""
+    if not sent or sent == JSON or sent.endswith("+json"):
+        return
+    if sent == FORM and body.lstrip()[:1] in (b"{", b"["):
+        return
+    problem = f"{sent} is not taken: this route takes a JSON body, sent as {JSON}"
+    if sent == FORM:
+        problem += " (curl -d sends a form type: add -H 'Content-Type: application/json')"
+    raise unsupported_media_type("Content-Type", problem, JSON)
+
+
 def lone_surrogate_refusal(body: bytes) -> HTTPException | None:
     """The 400 (`invalid_json`) naming the field of a JSON body's first lone UTF-16 surrogate escape
     (`"\\ud83d"`), when such escapes are all that is wrong with it; None otherwise."""
@@ -463,6 +484,7 @@ async def strict_json_body(request: Request) -> None:
     if kwarg is not None and getattr(kwarg, "media_type", RequestEncodingType.JSON) != RequestEncodingType.JSON:
         return None
     body = await request.body()
+    refuse_non_json_type(request.content_type[0].strip().lower(), body)
     try:
         _decoder(data.annotation).decode(body)
     except msgspec.ValidationError as exc:

@@ -53,6 +53,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def hf():
+    """Hugging Face `datasets` in a process of its own (tests/hf_datasets.py), one per pytest worker: a test
+    runs its `datasets` steps there, never in the worker (tests/unit/test_crash38_datasets_apart.py)."""
+    from tests.hf_datasets import DatasetsProcess
+
+    with DatasetsProcess() as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "ukp_convarg1").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")

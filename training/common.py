@@ -319,19 +319,42 @@ def user_id(text: str) -> str:
     return text
 
 
-def add_listen_args(parser: argparse.ArgumentParser, default_port: int, default_log_level: str = "info") -> None:
-    """A server command's --host, --port and --log-level (uvicorn's levels); see `check_listen`."""
+def add_listen_args(parser: argparse.ArgumentParser, default_port: int, default_log_level: str = "info",
+                    port_variable: str | None = None) -> None:
+    """A server command's --host, --port and --log-level (uvicorn's levels); see `check_listen`. With
+    `port_variable`, --port defaults to None: the command reads the port with `listen_port`."""
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=number(int, minimum=0, below=65536), default=default_port,
-                        help=f"port, 0 to 65535 (default {default_port}; 0: any free port)")
+    default = f"${port_variable} when set, else {default_port}" if port_variable else str(default_port)
+    parser.add_argument("--port", type=number(int, minimum=0, below=65536), default=None if port_variable else default_port,
+                        help=f"port, 0 to 65535 (default {default}; 0: any free port)")
     parser.add_argument("--log-level", default=default_log_level, choices=("critical", "error", "warning", "info", "debug", "trace"),
                         help=f"uvicorn log level (default {default_log_level})")
 
 
-def check_listen(host: str, port: int) -> None:
+def listen_port(given: int | None, variable: str, default: int) -> tuple[int, str]:
+    """The port a server command listens on and how to name it in an error: --port when `given`, else
+    the environment variable `variable` (PORT, the convention of Cloud Run and Heroku, which the image
+    and the Kubernetes manifest set, and which their liveness probes read), else `default`. Raises
+    ValueError naming the variable when it is set to anything but an integer from 0 to 65535."""
+    if given is not None:
+        return given, f"--port {given}"
+    text = os.environ.get(variable)
+    if text is None:
+        return default, f"--port {default} (the default)"
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and int(text) < 65536):
+        from pluralign.data.text import shown
+
+        raise ValueError(f"{variable}={shown(text)}: the port to listen on must be an integer from 0 to 65535 "
+                         f"(unset it, or give --port, for {default})")
+    return int(text), f"{variable}={int(text)}"
+
+
+def check_listen(host: str, port: int, port_named: str | None = None) -> None:
     """Bind `host`:`port` once, as uvicorn will, before the server loads anything: a host that does
-    not resolve or an address taken by another process is a ValueError naming --host or --port, not
-    uvicorn's error after the models have loaded (a minute at a first start)."""
+    not resolve or an address taken by another process is a ValueError naming --host or the port as
+    `port_named` says it was given (default `--port N`), not uvicorn's error after the models have
+    loaded (a minute at a first start)."""
+    port_named = port_named or f"--port {port}"
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except (socket.gaierror, UnicodeError) as exc:
@@ -342,8 +365,8 @@ def check_listen(host: str, port: int) -> None:
             sock.bind(address)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ValueError(f"--port {port}: {host}:{port} is in use by another process; choose another port") from None
-            raise ValueError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
+                raise ValueError(f"{port_named}: {host}:{port} is in use by another process; choose another port") from None
+            raise ValueError(f"--host {host} {port_named}: cannot listen there ({exc.strerror})") from None
 
 
 def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None):

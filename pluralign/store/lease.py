@@ -47,6 +47,7 @@ from datetime import timedelta
 
 import pyarrow as pa
 
+from pluralign.store.failures import Problems, StoreUnavailable, unavailable
 from pluralign.store.versions import remove_old_versions
 
 log = logging.getLogger("pluralign.store")
@@ -57,6 +58,7 @@ TTL_S = 30.0
 POLL_S = 0.05
 TIDY_EVERY = 64  # alone on the store, the marks table's old versions go after this many clears (2 versions each)
 MAX_AHEAD = 10  # an expiry more than this many TTLs ahead of a process's clock counts as free (`Lease._take`)
+LANCE_ERRORS = (OSError, RuntimeError, ValueError)  # Lance raises an object store's failed GET of a manifest as a ValueError
 
 
 class LeaseLost(TimeoutError):
@@ -155,11 +157,20 @@ class Lease(PurgeMarks):
 
     A table an operator removed or damaged (its row gone, or doubled) is made again with its one free
     row by whoever looks at it next (`db`, the LanceDB connection, reopens it), so turns go on. If a
-    process held the lease meanwhile, it loses it (its next `confirm` raises LeaseLost)."""
+    process held the lease meanwhile, it loses it (its next `confirm` raises LeaseLost).
 
-    def __init__(self, table, ttl_s: float = TTL_S, wait_s: float = 600.0, db=None):
+    Stored data that cannot be read or written (an object store down or refusing the keys, a full or
+    read-only disk: `pluralign.store.failures`) while taking or confirming the lease raises
+    StoreUnavailable naming the table (an OSError: the service answers 503 with the reason), noted in
+    `problems` (the store's, for /health), rather than waiting `wait_s` as for a lease another holds; a
+    renewal or a release that meets it logs it and goes on (unrenewed, the lease expires after `ttl_s`).
+    `where` and `secrets`: the store's URI and credentials (the latter kept out of the error's words)."""
+
+    def __init__(self, table, ttl_s: float = TTL_S, wait_s: float = 600.0, db=None, where: str = "", secrets=(),
+                 problems: Problems | None = None):
         super().__init__(table)
         self.db = db
+        self.where, self.secrets, self.problems = where, secrets, problems
         self.max_ahead_s = MAX_AHEAD * ttl_s  # a renewal sets `ttl_s` ahead; past this, a clock was wrong
         self.ttl_s = ttl_s
         self.wait_s = wait_s
@@ -174,7 +185,21 @@ class Lease(PurgeMarks):
         """How many `with lease:` blocks of this process are open (0: not held; 1: its outermost turn)."""
         return self._depth
 
+    def _unavailable(self, exc: BaseException, action: str) -> StoreUnavailable | None:
+        """`exc` as a StoreUnavailable naming the lease table (noted in `problems`), or None when it is no
+        storage failure (a commit conflict, a table not found)."""
+        found = unavailable(exc, f"table `{TABLE}`", self.where, action, self.secrets)
+        if found is not None and self.problems is not None:
+            self.problems.failed(found)
+        return found
+
+    def _succeeded(self, action: str) -> None:
+        if self.problems is not None:
+            self.problems.succeeded(f"table `{TABLE}`", action)
+
     def _take(self, holder: str) -> bool:
+        """Whether this process took the lease now (False: another holds it, or took it first). Raises
+        StoreUnavailable when the table cannot be read or written (`_unavailable`)."""
         now = time.time()
         # an expiry further ahead than a renewal sets: a holder whose clock ran ahead, then died (else it stays for hours)
         free = f"{LEASE_ROW} AND (holder = '' OR expires < {now!r} OR expires > {now + self.max_ahead_s!r})"
@@ -186,15 +211,18 @@ class Lease(PurgeMarks):
                     self._repair(f"{found} free rows" if found else "no row")
                 return False
             result = self.table.update(where=free, values={"holder": holder, "expires": now + self.ttl_s})
-        except (OSError, RuntimeError) as exc:  # a conflict Lance did not redo: someone else took it
+        except LANCE_ERRORS as exc:  # a conflict Lance did not redo: someone else took it
             if "not found" in str(exc).lower() and self.db is not None:
                 # the table's folder removed (made again, free), or a stale handle's version removed (opened again)
                 log.warning("maintenance lease table not found (%s): opened again, or made again when gone", exc)
                 with contextlib.suppress(OSError, RuntimeError, ValueError):
                     self.table = open_lease_table(self.db, exists=False)
+            elif (found := self._unavailable(exc, "read")) is not None:  # not another holder's: waiting cannot help
+                raise found from exc
             else:
                 log.debug("maintenance lease not taken (%s)", exc)
             return False
+        self._succeeded("read")
         return result.rows_updated == 1
 
     def _repair(self, why: str) -> None:
@@ -213,8 +241,15 @@ class Lease(PurgeMarks):
             log.warning("maintenance lease table not made again (%s)", exc)
 
     def _extend(self, holder: str) -> bool:
-        """Push the lease's expiry `ttl_s` ahead if `holder` still holds it; False when another took it."""
-        result = self.table.update(where=f"holder = '{holder}'", values={"expires": time.time() + self.ttl_s})
+        """Push the lease's expiry `ttl_s` ahead if `holder` still holds it; False when another took it.
+        Raises StoreUnavailable when the table cannot be written (`_unavailable`); other Lance errors pass."""
+        try:
+            result = self.table.update(where=f"holder = '{holder}'", values={"expires": time.time() + self.ttl_s})
+        except LANCE_ERRORS as exc:
+            if (found := self._unavailable(exc, "written")) is not None:
+                raise found from exc
+            raise
+        self._succeeded("written")
         return result.rows_updated == 1
 
     def _renew(self, holder: str) -> None:
@@ -224,14 +259,14 @@ class Lease(PurgeMarks):
                     self._lost = True
                     log.warning("maintenance lease lost: another process took it after %g s without a renewal", self.ttl_s)
                     return
-            except (OSError, RuntimeError) as exc:
+            except LANCE_ERRORS as exc:  # a StoreUnavailable too: the lease expires after ttl_s if it goes on
                 log.warning("maintenance lease not renewed (%s); trying again", exc)
 
     def confirm(self) -> None:
         """Before a destructive step: extend the lease if this process still holds it, else raise
         LeaseLost (another process took it after `ttl_s` without a renewal from this one). Also raises
-        LeaseLost when the lease is not held at all (a step outside `with lease:`), and lets Lance's
-        OSError or RuntimeError through when the lease table cannot be written (the turn stops too)."""
+        LeaseLost when the lease is not held at all (a step outside `with lease:`), StoreUnavailable when
+        the lease table cannot be written, and lets Lance's other errors through (the turn stops too)."""
         if not self._depth:
             raise LeaseLost("the store's maintenance lease is not held by this process")
         if self._lost or not self._extend(self.holder):
@@ -268,7 +303,8 @@ class Lease(PurgeMarks):
             try:
                 self.table.update(where=f"holder = '{self.holder}'", values={"holder": "", "expires": 0.0})
                 break
-            except (OSError, RuntimeError) as exc:  # left to expire after ttl_s when this keeps failing
+            except LANCE_ERRORS as exc:  # left to expire after ttl_s when this keeps failing
+                self._unavailable(exc, "written")
                 log.warning("maintenance lease not released (%s)", exc)
                 time.sleep(POLL_S * (attempt + 1))
         self.holder = ""

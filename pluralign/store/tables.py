@@ -306,7 +306,8 @@ class Store:
         self.deletions = self._open(deletions.TABLE, deletions.deletion_schema(), deletions.TABLE in existing)
         self._new_deletions = 0
         # several processes on the store: their maintenance takes turns (`pluralign.store.lease`)
-        self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing), ttl_s=lease_ttl_s, db=self.db)
+        self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing), ttl_s=lease_ttl_s, db=self.db,
+                                                                 where=uri, secrets=self._secrets, problems=self.problems)
         # the purges a stopped delete left to do: with replicas, beside the lease row; alone, in the same
         # table (its lease row stays free), so a killed process's purge is finished on its next start
         self.marks: PurgeMarks = self.lease or PurgeMarks(open_lease_table(self.db, lease.TABLE in existing), alone=True)

@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class ServeProcess:
     """`pluralign serve` in a process of its own; `code`: Python run instead of `-m training.cli` (it
-    gets the same `serve ...` arguments; a test patches something in it, then calls `training.cli.main`)."""
+    gets the same `serve ...` arguments; a test patches something in it, then calls `training.cli.main`).
+    `port_from_env`: the port is given as PORT (as the image and the Kubernetes manifest give it), not --port."""
 
     def __init__(self, data_dir: Path, generator_dir: Path | str, pal_dir: Path, code: str | None = None, cwd: Path = ROOT,
-                 wait: bool = True, **extra_env: str):
+                 wait: bool = True, port_from_env: bool = False, **extra_env: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"serve-{self.port}.log"
@@ -35,9 +36,13 @@ class ServeProcess:
             "PLURALIGN_PAL_DIR": str(pal_dir), "PLURALIGN_MAX_TOKENS": "12", "HF_HUB_OFFLINE": "1",
             "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra_env,
         }
+        env.pop("PORT", None)
+        listen = ["--host", "127.0.0.1"] + ([] if port_from_env else ["--port", str(self.port)])
+        if port_from_env:
+            env["PORT"] = str(self.port)
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, *(["-c", code] if code else ["-m", "training.cli"]), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+                [sys.executable, *(["-c", code] if code else ["-m", "training.cli"]), "serve", *listen, "--log-level", "warning"],
                 cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
             )
         if not wait:  # the caller reads the log itself

@@ -41,20 +41,20 @@ def container() -> dict:
 
 def passes(probe: dict, port: int) -> bool:
     """Whether one run of `probe` (a container's probe from the manifest) succeeds against 127.0.0.1:`port`, as the
-    kubelet decides it (the manifest's port 8000 is the test server's `port` here)."""
+    kubelet decides it. An exec probe runs with PORT=`port` in its environment, as the container's `env` (and the
+    image's ENV) sets it for the server; an httpGet probe names the container's port `http`, `port` here."""
     timeout = probe.get("timeoutSeconds", 1)
     if "exec" in probe:
         command = probe["exec"]["command"]
         if command[0] == "python":  # the image's python (3.11, stdlib only): this one here
             command = [sys.executable, *command[1:]]
-        assert sum(arg.count("8000") for arg in command) == 1, command
         try:
-            return subprocess.run([arg.replace("8000", str(port)) for arg in command], timeout=timeout,
-                                  capture_output=True).returncode == 0
+            return subprocess.run(command, timeout=timeout, capture_output=True,
+                                  env={**os.environ, "PORT": str(port)}).returncode == 0
         except subprocess.TimeoutExpired:
             return False
     get = probe["httpGet"]
-    assert get["port"] == 8000
+    assert get["port"] == "http"
     try:
         return 200 <= httpx.get(f"http://127.0.0.1:{port}{get['path']}", timeout=timeout).status_code < 400
     except httpx.HTTPError:
@@ -123,8 +123,9 @@ def test_the_liveness_probe_counts_the_over_limit_answer_as_alive_and_nothing_el
 def test_a_replica_held_at_its_connection_limit_is_alive_not_ready_and_a_hung_or_gone_one_is_not_alive(tmp_path, tiny_generator_dir):
     api = container()
     liveness, readiness = api["livenessProbe"], api["readinessProbe"]
-    served = start(tmp_path, tiny_generator_dir, "httptools", PLURALIGN_MAX_CONNECTIONS=str(LIMIT),
-                   PLURALIGN_REQUEST_READ_TIMEOUT_S="30")
+    served = start(tmp_path, tiny_generator_dir, "httptools", port_from_env=True,  # PORT, as the manifest and image give it
+                   PLURALIGN_MAX_CONNECTIONS=str(LIMIT), PLURALIGN_REQUEST_READ_TIMEOUT_S="30")
+    assert served.port != 8000
     try:
         assert passes(liveness, served.port) and passes(readiness, served.port)
         held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(LIMIT)]  # idle, within the read deadline
@@ -147,3 +148,46 @@ def test_a_replica_held_at_its_connection_limit_is_alive_not_ready_and_a_hung_or
     finally:
         served.stop()
     assert not passes(liveness, served.port)  # gone: nothing listens
+
+
+def test_the_port_is_given_once_as_port_which_serve_and_the_probes_follow():
+    """Ops session 39: the liveness probe (and the image's HEALTHCHECK) hard-coded 127.0.0.1:8000, so a replica
+    moved to another port was restarted though healthy. Now `pluralign serve` without --port listens on $PORT,
+    the image and the manifest set PORT, and the exec probes read it; the httpGet probes and the Service name
+    the container's port `http`. Seen failing before: no PORT in the manifest, the probes' 8000 literal."""
+    api = container()
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    (http,) = [p for p in api["ports"] if p.get("name") == "http"]
+    assert env["PORT"] == str(http["containerPort"]), (env, api["ports"])
+    assert "8000" not in json.dumps({k: v for k, v in api.items() if k.endswith("Probe") and k != "livenessProbe"})
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert re.search(r"^ENV PORT=8000$", dockerfile, flags=re.M) and re.search(r"^EXPOSE 8000$", dockerfile, flags=re.M)
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", dockerfile, flags=re.M)
+    assert "--port" not in json.loads(cmd), cmd  # a --port there would move the server, not the HEALTHCHECK
+    docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+    (service,) = [d for d in docs if d.get("kind") == "Service" and d["metadata"]["name"] == "pluralign-api"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+
+
+@pytest.mark.parametrize("value", ["abc", "", "70000", "-1", "8000.0"])
+def test_serve_names_a_port_variable_it_cannot_listen_on(tmp_path, value):
+    """PORT that is not a port: one line naming PORT and its value, exit 2, before anything loads."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLURALIGN_")}
+    result = subprocess.run([sys.executable, "-m", "training.cli", "serve"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env={**env, "PORT": value, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"pluralign: error: PORT={value!r}: the port to listen on must be an integer from 0 to 65535"), result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_serve_names_port_when_the_port_it_gives_is_taken(tmp_path):
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PLURALIGN_")}
+        result = subprocess.run([sys.executable, "-m", "training.cli", "serve"], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120, env={**env, "PORT": str(port), "PYTHONPATH": str(ROOT)})
+    finally:
+        taken.close()
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"pluralign: error: PORT={port}: 127.0.0.1:{port} is in use by another process"), result.stderr

@@ -132,21 +132,44 @@ JSON_ROUTES = [  # (who, method, path, a valid body)
     ("acme", "POST", "/v1/users/wire19/next-comparison", {"pool": [{"prompt": "Q?", "answers": ["Yes.", "No, not at all."]}]}),
     ("admin", "POST", "/admin/jobs", {"kind": "audit", "params": {"group_by": "g", "min_group_size": 0}}),  # read, then refused: no job runs
 ]
-CONTENT_TYPES = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None]
+MULTIPART = b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--x--\r\n'
 
 
 @pytest.mark.parametrize("who,method,path,body", JSON_ROUTES)
-@pytest.mark.parametrize("content_type", CONTENT_TYPES)
-def test_a_body_that_is_not_json_is_a_400_naming_body_whatever_its_content_type(svc, who, method, path, body, content_type):
-    """A JSON route reads its body as JSON whatever `Content-Type` says (`curl -d` without a header
-    sends a form type; OpenAI's clients always send application/json); a body that is not JSON is a
-    400 naming `body`, never a 500, and a form or multipart body is not parsed as one. This held
-    before this pass: the test keeps it."""
+def test_a_json_route_refuses_a_body_of_another_type_with_a_415_naming_it(svc, who, method, path, body):
+    """Ops session 39: a JSON route's body declared as another type is a 415 naming `Content-Type`, what
+    was sent and what is taken (`Accept: application/json`). Before, any type was read as JSON: a
+    `text/plain` or multipart-labelled JSON body was served, and a form or text body was a 400
+    `invalid_json` that did not say the type was the problem (seen failing: 201/200 and 400s)."""
+    valid = json.dumps(body).encode()
+    refused = [("text/plain", valid), ("text/plain; charset=UTF-8", valid), ("text/plain", b"hello"),
+               ("application/x-www-form-urlencoded", b"a=1&b=2"), ("application/x-www-form-urlencoded", b""),
+               ("multipart/form-data; boundary=x", MULTIPART), ("multipart/form-data; boundary=x", valid),
+               ("application/x-ndjson", valid)]
+    with svc.client(who) as c:
+        for content_type, raw in refused:
+            r = c.request(method, path, content=raw, headers={"Content-Type": content_type})
+            assert r.status_code == 415 and field_named(r) == "Content-Type", (content_type, raw, r.text)
+            assert error(r)["code"] == "unsupported_media_type" and r.headers["accept"] == "application/json", r.text
+            message = error(r)["message"]
+            assert message.startswith(f"`Content-Type`: {content_type.split(';')[0].lower()} is not taken") and "application/json" in message, message
+        r = c.request(method, path, content=b"a=1&b=2", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert "curl -d sends a form type: add -H 'Content-Type: application/json'" in error(r)["message"], r.text
+
+
+@pytest.mark.parametrize("who,method,path,body", JSON_ROUTES)
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "application/merge-patch+json",
+                                          "application/x-www-form-urlencoded", None])
+def test_a_json_body_is_served_as_json_and_a_bad_one_is_a_400_naming_body(svc, who, method, path, body, content_type):
+    """Taken as JSON: `application/json` (and `+json` types), no `Content-Type` at all, and JSON sent with
+    the form type `curl -d '{...}'` sends without `-H` (docs/api.md has said so since session 19); a body
+    that is not JSON under such a type is a 400 naming `body` (`invalid_json`), never a 500."""
     headers = {"Content-Type": content_type} if content_type else {}
     with svc.client(who) as c:
-        for raw in (b"a=1&b=2", b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--x--\r\n', b"", b"hello"):
-            r = c.request(method, path, content=raw, headers=headers)
-            assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", (raw, r.text)
+        if content_type != "application/x-www-form-urlencoded":  # a form-typed form body: the 415 above
+            for raw in (b"a=1&b=2", MULTIPART, b"", b"hello"):
+                r = c.request(method, path, content=raw, headers=headers)
+                assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", (raw, r.text)
         r = c.request(method, path, content=json.dumps(body).encode(), headers=headers)
         assert r.status_code < 300 or field_named(r) == "params.min_group_size", r.text
 

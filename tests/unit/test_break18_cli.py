@@ -264,10 +264,9 @@ def test_a_number_out_of_bounds_is_a_usage_error_naming_the_option(tmp_path, cap
 # -- file formats: told by content on input, by name on output -------------------------------------
 
 
-def test_a_parquet_file_without_the_parquet_suffix_is_read_as_parquet(tmp_path, capsys):
-    from datasets import Dataset
-
-    Dataset.from_dict({"prompt": ["The sky is"], "chosen": [" blue."], "rejected": [" green."]}).to_parquet(str(tmp_path / "prefs.pq"))
+def test_a_parquet_file_without_the_parquet_suffix_is_read_as_parquet(tmp_path, capsys, hf):
+    hf.run("datasets.Dataset.from_dict(columns).to_parquet(path)",
+           columns={"prompt": ["The sky is"], "chosen": [" blue."], "rejected": [" green."]}, path=str(tmp_path / "prefs.pq"))
     code, out, err = cli(capsys, "data", "stats", "--source", "parquet", "--path", str(tmp_path / "prefs.pq"), "--user", "alice", "--json")
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["pairs"] == 1

@@ -70,7 +70,7 @@ def test_probes_match_what_health_says():
     /health too, through an exec probe that counts the over-limit 503 as alive (tests/e2e/test_live37_liveness.py)."""
     container = api_pod()["containers"][0]
     probes = {name: container[name] for name in ("startupProbe", "readinessProbe")}
-    assert all(p["httpGet"] == {"path": "/health", "port": 8000} for p in probes.values())
+    assert all(p["httpGet"] == {"path": "/health", "port": "http"} for p in probes.values())  # the container port named `http`
     assert "'/health'" in container["livenessProbe"]["exec"]["command"][-1]
     startup = probes["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 180

@@ -38,12 +38,16 @@ def datasets_uses(source: str) -> list[int]:
     return lines
 
 
-def test_no_service_test_runs_datasets_in_the_worker():
-    """Before: test_review37_null_prompt, test_fidelity37_roundtrip, test_review36_message_nulls (and the
-    importorskip of test_break21a, test_newuser31_wire) imported it beside the service's threads."""
-    found = {str(p.relative_to(REPO)): lines for folder in ("tests/service", "tests/e2e")
-             for p in sorted((REPO / folder).glob("*.py")) if (lines := datasets_uses(p.read_text()))}
-    assert not found, f"run `datasets` with tests.hf_datasets.DatasetsProcess, not in the worker: {found}"
+def test_no_test_runs_datasets_in_the_worker():
+    """No test file imports `datasets` into the pytest worker: each runs it through tests.hf_datasets (the `hf`
+    fixture). Not only the service's tests: an xdist worker runs a unit test right after a service module
+    whose LanceDB threads are still at work. Before session 38: test_review37_null_prompt,
+    test_fidelity37_roundtrip, test_review36_message_nulls (and the importorskip of test_break21a,
+    test_newuser31_wire); before session 39 the unit tests test_trl_forms, test_review29a_library,
+    test_review37_parquet_nulls, test_newuser31_cli and test_break18_cli."""
+    found = {str(p.relative_to(REPO)): lines for p in sorted((REPO / "tests").rglob("*.py"))
+             if p != REPO / "tests" / "hf_datasets.py" and (lines := datasets_uses(p.read_text()))}
+    assert not found, f"run `datasets` with tests.hf_datasets.DatasetsProcess (the `hf` fixture), not in the worker: {found}"
 
 
 def test_the_check_sees_each_way_in():

@@ -29,15 +29,14 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.parametrize("form", ["datasets-array", "pretty-array"])
-def test_a_json_array_file_is_named_as_one_with_what_to_do(tmp_path, form):
+def test_a_json_array_file_is_named_as_one_with_what_to_do(tmp_path, form, request):
     """A `.json` file holding one JSON array (what `Dataset.to_json(..., lines=False)` and
     `json.dump(rows, f, indent=2)` write). Before: `line 1: expected a JSON object (--skip-bad skips
     bad rows)` or `line 1: malformed JSON (Input data was truncated) (--skip-bad skips bad rows)`,
     and --skip-bad then skipped every line and loaded nothing."""
     path = tmp_path / "prefs.json"
     if form == "datasets-array":
-        datasets = pytest.importorskip("datasets")
-        datasets.Dataset.from_list([ROW, ROW]).to_json(path, lines=False)
+        request.getfixturevalue("hf").run("datasets.Dataset.from_list(rows).to_json(path, lines=False)", rows=[ROW, ROW], path=str(path))
     else:
         path.write_text(json.dumps([ROW, ROW], indent=2))
     line = one_error_line(pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path)))
@@ -67,12 +66,11 @@ def test_keys_of_a_data_folder_that_does_not_exist_is_an_error_naming_it(tmp_pat
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
-def test_a_trl_dataset_without_user_ids_is_told_to_name_its_user(tmp_path):
+def test_a_trl_dataset_without_user_ids_is_told_to_name_its_user(tmp_path, hf):
     """A TRL preference dataset (no `user_id` column) imported as README says. Before: `line 1, field
     `user_id`: missing required field (--skip-bad skips bad rows)`: --skip-bad would skip every row."""
-    datasets = pytest.importorskip("datasets")
     path = tmp_path / "trl.jsonl"
-    datasets.Dataset.from_list([{k: v for k, v in ROW.items() if k != "user_id"}] * 2).to_json(path)
+    hf.run("datasets.Dataset.from_list(rows).to_json(path)", rows=[{k: v for k, v in ROW.items() if k != "user_id"}] * 2, path=str(path))
     line = one_error_line(pluralign(tmp_path, "data", "import", "--source", "jsonl", "--path", str(path),
                                     "--url", "http://127.0.0.1:9", "--key", "pk-unused"))
     assert line.startswith(f"pluralign: error: --path {path}: line 1, field `user_id`: missing required field"), line

@@ -51,28 +51,48 @@ def test_em_mixture_loads_on_the_device_asked_for_as_load_pal_does(tmp_path):
             EMMixture.load(tmp_path / "em", "enc", device="cuda:7")
 
 
-def test_a_hugging_face_dataset_loads_in_one_call_as_its_parquet_file_does(tmp_path):
+# in the `datasets` process (the `hf` fixture): `io.read_rows` given a `datasets.Dataset`, a DatasetDict and
+# a DataFrame of one, as a user's script gives them; `parquet` is pluralign's own export. Each call's records
+# (msgspec.to_builtins) and its report's lines, or the error it raised (type name, message)
+READ_ROWS = """
+import msgspec
+from pluralign.data import io
+
+
+def read(rows):
+    try:
+        records, report = io.read_rows(rows)
+    except Exception as e:
+        return {"error": [type(e).__name__, str(e)]}
+    return {"records": msgspec.to_builtins(records), "lines": report.lines}
+
+
+mixed = datasets.Dataset.from_list([rows[0], {**rows[0], "prompt": "q", "tie": None}])
+exported = datasets.Dataset.from_parquet(parquet, cache_dir=cache)
+result = {"mixed": read(mixed), "exported": read(exported), "pandas": read(exported.to_pandas()),
+          "dict": read(datasets.DatasetDict(train=exported))}
+"""
+
+
+def test_a_hugging_face_dataset_loads_in_one_call_as_its_parquet_file_does(tmp_path, hf):
     """A `datasets.Dataset` gives every row every column some row has (null where absent), and
     pluralign's own Parquet export read back by `datasets` has its attributes as key/value pairs:
     before, `row_to_preference` per row (the guide's way) refused both ("field `tie`: Expected
     `bool`, got `null`", "field `attributes`: expected an object of labels"), and there was no
-    one call."""
-    datasets = pytest.importorskip("datasets")
+    one call. `datasets` runs in a process of its own (tests/hf_datasets.py): `read_rows` there."""
     from pluralign.data import io
     from pluralign.data.record import Preference
 
     rows = [{"user_id": "ann", "prompt": "p", "chosen": "yes", "rejected": "no", "tie": True},
             {"user_id": "ann", "prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}]
-    mixed = datasets.Dataset.from_list([rows[0], {**rows[0], "prompt": "q", "tie": None}])
-    records, report = io.read_rows(mixed)
-    assert [r.tie for r in records] == [True, False] and report.lines == [1, 2]
     io.write_parquet([Preference(user_id="bob", prompt="p", chosen="x", rejected="y", attributes={"group": "g1"})], tmp_path / "e.parquet")
-    exported = datasets.Dataset.from_parquet(str(tmp_path / "e.parquet"), cache_dir=str(tmp_path / "hf"))
-    (record,), _ = io.read_rows(exported)
-    assert record.attributes == {"group": "g1"}
-    assert io.read_rows(exported.to_pandas())[0] == [record]  # a DataFrame: nulls, not NaN
-    with pytest.raises(TypeError, match=r"one split"):
-        io.read_rows(datasets.DatasetDict(train=exported))  # iterating it gives the split names
+    read = hf.run(READ_ROWS, rows=rows, parquet=str(tmp_path / "e.parquet"), cache=str(tmp_path / "hf"))
+    assert [r["tie"] for r in read["mixed"]["records"]] == [True, False] and read["mixed"]["lines"] == [1, 2], read["mixed"]
+    (record,) = read["exported"]["records"]
+    assert record["attributes"] == {"group": "g1"}, record
+    assert read["pandas"] == read["exported"]  # a DataFrame: nulls, not NaN
+    error, message = read["dict"]["error"]  # iterating it gives the split names
+    assert error == "TypeError" and "one split" in message, read["dict"]
     with pytest.raises(TypeError, match=r"read_preferences"):
         io.read_rows(str(tmp_path / "e.parquet"))
     with pytest.raises(io.PreferenceError, match=r"row 2, field `rejected`"):
@@ -123,15 +143,15 @@ def test_a_file_of_ties_only_is_told_why_no_user_is_left():
         file_protocol(ties)
 
 
-def test_json_lines_written_by_datasets_read_a_null_tie_as_no_tie(tmp_path):
+def test_json_lines_written_by_datasets_read_a_null_tie_as_no_tie(tmp_path, hf):
     """`Dataset.to_json` writes `"tie": null` on every row that had none when another row had one;
     before, `read_preferences` (so `pluralign data import` and the import route) refused the file:
     "line 2, field `tie`: Expected `bool`, got `null`"."""
-    datasets = pytest.importorskip("datasets")
     from pluralign.data.io import read_preferences
 
     row = {"user_id": "ann", "prompt": "p", "chosen": "yes", "rejected": "no"}
-    datasets.Dataset.from_list([{**row, "tie": True}, {**row, "prompt": "q", "tie": None}]).to_json(str(tmp_path / "d.jsonl"))
+    hf.run("datasets.Dataset.from_list(rows).to_json(path)", rows=[{**row, "tie": True}, {**row, "prompt": "q", "tie": None}],
+           path=str(tmp_path / "d.jsonl"))
     assert '"tie":null' in (tmp_path / "d.jsonl").read_text()
     records, _ = read_preferences(tmp_path / "d.jsonl")
     assert [r.tie for r in records] == [True, False]

@@ -9,11 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import REPO
-
-datasets = pytest.importorskip("datasets")
 
 ROWS = [  # TRL's standard form with extra columns of each type `datasets` writes: ints, floats, strings, lists, nulls
     {"prompt": "Tea?", "chosen": "Tea.", "rejected": "Coffee.", "id": 1, "prompt_id": None, "score_chosen": 8.5,
@@ -23,25 +19,43 @@ ROWS = [  # TRL's standard form with extra columns of each type `datasets` write
 ]
 
 
-def export(tmp_path, source, fmt: str):
+# in the `datasets` process (tests/hf_datasets.py, the `hf` fixture): what `load_dataset` reads from `path`
+LOAD = """
+loaded = datasets.load_dataset(builder, data_files=path, split="train")
+result = {"columns": loaded.column_names, "rows": loaded.to_list()}
+"""
+
+# `rows` as a Dataset written with `to_json` and `to_parquet`; the rows and columns it holds
+WRITE = """
+original = datasets.Dataset.from_list(rows)
+original.to_json(jsonl)
+original.to_parquet(parquet)
+result = {"columns": original.column_names, "rows": original.to_list()}
+"""
+
+
+def select_columns(loaded: dict, columns: list[str]) -> list[dict]:
+    return [{c: row[c] for c in columns} for row in loaded["rows"]]
+
+
+def export(hf, tmp_path, source, fmt: str) -> dict:
     out = tmp_path / f"{fmt}-out.jsonl"
     result = subprocess.run([sys.executable, "-m", "training.cli", "data", "export", "--source", fmt, "--path", str(source),
                              "--user", "u", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    return datasets.load_dataset("json", data_files=str(out), split="train")
+    return hf.run(LOAD, builder="json", path=str(out))
 
 
-def test_a_parquet_dataset_exports_as_its_json_lines_twin(tmp_path):
-    original = datasets.Dataset.from_list(ROWS)
-    original.to_json(str(tmp_path / "in.jsonl"))
-    original.to_parquet(str(tmp_path / "in.parquet"))
-    from_json, from_parquet = export(tmp_path, tmp_path / "in.jsonl", "jsonl"), export(tmp_path, tmp_path / "in.parquet", "parquet")
-    assert from_parquet.column_names == from_json.column_names  # before: without prompt_id and score_rejected, rejected_model last
-    assert from_parquet.to_list() == from_json.to_list()
-    assert from_json.select_columns(original.column_names).to_list() == original.to_list()
+def test_a_parquet_dataset_exports_as_its_json_lines_twin(tmp_path, hf):
+    original = hf.run(WRITE, rows=ROWS, jsonl=str(tmp_path / "in.jsonl"), parquet=str(tmp_path / "in.parquet"))
+    from_json = export(hf, tmp_path, tmp_path / "in.jsonl", "jsonl")
+    from_parquet = export(hf, tmp_path, tmp_path / "in.parquet", "parquet")
+    assert from_parquet["columns"] == from_json["columns"]  # before: without prompt_id and score_rejected, rejected_model last
+    assert from_parquet["rows"] == from_json["rows"]
+    assert select_columns(from_json, original["columns"]) == original["rows"]
 
 
-def test_a_64_bit_unsigned_extra_column_writes_to_parquet_or_is_refused_naming_it(tmp_path):
+def test_a_64_bit_unsigned_extra_column_writes_to_parquet_or_is_refused_naming_it(tmp_path, hf):
     """TRL's extra columns keep integers up to 2**64-1 (the service's bound, `extra_column_problem`). Before:
     `pluralign data export --out x.parquet` of such a row died in a traceback (OverflowError: Arrow infers
     int64). Now a column of integers within uint64 is written as uint64 and reads back as it was; one Arrow
@@ -55,7 +69,7 @@ def test_a_64_bit_unsigned_extra_column_writes_to_parquet_or_is_refused_naming_i
     ids = [2**64 - 1, 1, 2**63]
     result = run(ids, tmp_path / "ok.parquet")
     assert result.returncode == 0, result.stderr
-    assert datasets.load_dataset("parquet", data_files=str(tmp_path / "ok.parquet"), split="train")["id"] == ids
+    assert [row["id"] for row in hf.run(LOAD, builder="parquet", path=str(tmp_path / "ok.parquet"))["rows"]] == ids
     for bad in ([-1, 2**64 - 1], [2**64]):
         result = run(bad, tmp_path / "bad.parquet")
         assert result.returncode == 2, (result.returncode, result.stderr)

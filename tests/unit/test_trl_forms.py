@@ -55,26 +55,33 @@ def test_each_trl_form_imports_and_exports_as_it_came(tmp_path, form):
     assert [trl_columns(w) for w in written] == [trl_columns(r) for r in rows]  # the form it came in
 
 
+# in the `datasets` process: the export at `path` as `load_dataset` gives it (builder "json" or "parquet")
+LOAD = """
+ds = datasets.load_dataset(builder, data_files=path, split="train", cache_dir=cache)
+result = {"columns": ds.column_names, "rows": ds.to_list()}
+"""
+
+
 @pytest.mark.parametrize("form", list(FORMS))
-def test_datasets_loads_every_export_with_the_columns_dpo_reads(tmp_path, form):
-    datasets = pytest.importorskip("datasets")
+def test_datasets_loads_every_export_with_the_columns_dpo_reads(tmp_path, form, hf):
     path, rows = trl_file(tmp_path, form)
     records, _ = read_preferences(path)
     write_jsonl(records, tmp_path / "out.jsonl")
     write_parquet(records, tmp_path / "out.parquet")
     assert "map" not in str(pq.read_schema(tmp_path / "out.parquet").field("attributes").type)
     for builder, name in (("json", "out.jsonl"), ("parquet", "out.parquet")):
-        ds = datasets.load_dataset(builder, data_files=str(tmp_path / name), split="train", cache_dir=str(tmp_path / "hf-cache"))
+        ds = hf.run(LOAD, builder=builder, path=str(tmp_path / name), cache=str(tmp_path / "hf-cache"))
+        columns, loaded = ds["columns"], ds["rows"]
         # DPOTrainer reads prompt/chosen/rejected (explicit) or chosen/rejected and extracts the prompt (implicit)
         wanted = {"chosen", "rejected"} | ({"prompt"} if form.endswith("explicit") else set())
-        assert wanted <= set(ds.column_names) and ("prompt" in ds.column_names) == form.endswith("explicit")
+        assert wanted <= set(columns) and ("prompt" in columns) == form.endswith("explicit")
         if form.startswith("conversational"):
-            assert all(set(m) == {"role", "content"} for m in ds[0]["chosen"])  # messages, as TRL's chat template wants
+            assert all(set(m) == {"role", "content"} for m in loaded[0]["chosen"])  # messages, as TRL's chat template wants
         else:
-            assert isinstance(ds[0]["chosen"], str)
-        assert [trl_columns(r) for r in ds] == [trl_columns(r) for r in rows]
-        attributes = ds[0]["attributes"]  # an object in JSON lines, key/value pairs in Parquet
-        assert ds[0]["user_id"] == "ann"
+            assert isinstance(loaded[0]["chosen"], str)
+        assert [trl_columns(r) for r in loaded] == [trl_columns(r) for r in rows]
+        attributes = loaded[0]["attributes"]  # an object in JSON lines, key/value pairs in Parquet
+        assert loaded[0]["user_id"] == "ann"
         assert (set(attributes) if builder == "json" else {a["key"] for a in attributes}) == {"group", "age", "vip"}
 
 

@@ -2,6 +2,7 @@
 
     pluralign serve --host 127.0.0.1 --port 8000
     pluralign serve --data-dir /srv/pluralign --port 8000
+    PORT=9000 pluralign serve --host 0.0.0.0      # without --port: $PORT when set, else 8000
 
 Settings come from PLURALIGN_* variables (PLURALIGN_DATA_DIR, default ./data; --data-dir wins over it,
 as for `pluralign keys`) or a TOML file named by PLURALIGN_CONFIG. At first start, once the data
@@ -30,19 +31,20 @@ import signal
 import sys
 from functools import partial
 
-from training.common import add_listen_args, check_listen, fit_open_files
+from training.common import add_listen_args, check_listen, fit_open_files, listen_port
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run the HTTP service (uvicorn)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_listen_args(parser, default_port=8000)
+    add_listen_args(parser, default_port=8000, port_variable="PORT")
     parser.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    check_listen(args.host, args.port)  # before a data folder, a key, a model or the service's imports (seconds)
+    args.port, port_named = listen_port(args.port, "PORT", 8000)  # PORT: what the image's liveness probes read
+    check_listen(args.host, args.port, port_named)  # before a data folder, a key, a model or the service's imports (seconds)
     from service.settings import Settings
     from training.common import check_writable, setup_logging
 
@@ -77,13 +79,18 @@ def run(args: argparse.Namespace) -> int:
     # not load, Ctrl-C) removes what it created: the folder is left as it was found
     # not a store other replicas share (`replicas` > 1): what appeared there meanwhile may be theirs
     local_store = [] if is_object_store(settings.lancedb_uri) or settings.replicas > 1 else [settings.lancedb_uri]
+    made = hold_data_folder(settings.data_path, option)  # before anything in it is read, put back or removed
     try:
         app = start(settings, local_store)
     except StoreUnavailable as exc:  # the object store down, refusing the keys, without the bucket: not a bad setting's 2
+        remove_if_empty(settings.data_path, made)
         if exc.problem not in OBJECT_STORE_PROBLEMS:
             raise  # a local table damaged, a full or read-only disk: main's one line naming the table, exit 2 (docs/operations.md)
         print(f"pluralign: error: {store_problem(settings, exc)}", file=sys.stderr, flush=True)
         return 3
+    except BaseException:
+        remove_if_empty(settings.data_path, made)  # a start that fails leaves no folder it made (`start`: its contents)
+        raise
     if not app.state.runtime.rewards.trained:
         print(untrained_line(settings), file=sys.stderr, flush=True)
     from service.app import cut_running, stop_taking_work
@@ -98,6 +105,61 @@ def run(args: argparse.Namespace) -> int:
     if not started:
         return 3  # uvicorn's STARTUP_FAILURE (a lifespan startup that failed, a port taken meanwhile)
     return how_it_stopped(app.state.runtime, requests)
+
+
+_HELD: list[int] = []  # the data folder's descriptor, locked for the life of the process (`hold_data_folder`)
+
+
+def hold_data_folder(folder, option: str) -> bool:
+    """Lock the data folder `folder` (an exclusive `flock` on the folder itself, no file written in it)
+    for the life of this process, made first if missing; returns whether it was made. Two `pluralign
+    serve` on one data folder are not supported (each removes the other's staged promotion copies at its
+    start, writes the same feedback log and job records): a second one is a ValueError naming the folder
+    (as `option` gives it) and the process holding it. The OS lets go of the lock when the process ends,
+    a crash or kill -9 included. Replicas on a shared store each have a data folder of their own
+    (deploy/README.md), so this holds on an object store too; the store itself is not locked."""
+    import fcntl
+
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # not inherited by the jobs' processes (O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"{option} {folder}: in use by another `pluralign serve` ({lock_holder(folder)}); two on one "
+                         "data folder remove each other's staged promotion copies: stop that one first, or give this one a "
+                         "data folder of its own (replicas on a shared store each have one)") from None
+    _HELD.append(fd)
+    return made
+
+
+def lock_holder(folder) -> str:
+    """Which process holds `folder`'s flock, as /proc/locks (Linux) names it: `pid N: its command line`."""
+    st = os.stat(folder)
+    node = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return "its process could not be found"
+    for line in lines:
+        fields = line.split()
+        if "->" not in fields and "FLOCK" in fields and node in fields:
+            pid = fields[fields.index(node) - 1]
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    command = " ".join(cmdline.read().replace(b"\0", b" ").decode(errors="replace").split())  # one line
+            except OSError:
+                command = ""
+            return f"pid {pid}" + (f": {command[:200]}" if command else "")
+    return "its process could not be found"
+
+
+def remove_if_empty(folder, made: bool) -> None:
+    if made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def check_runs_here(settings) -> None:
