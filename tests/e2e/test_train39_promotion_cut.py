@@ -1,0 +1,158 @@
+"""A runner stopped (its process SIGKILLed) at each step of a job's promotion leaves, after its next
+start, promotions.json, the served model and the job's artifact folder agreeing.
+
+Before: the job was still `running` on disk, so the next start either gave it up (its attempts spent:
+its artifact folder removed while promotions.json still named it, and the model it had swapped in
+served from nowhere) or ran its worker again over the artifact promotions.json named. Now a start
+finishes a job whose promotion was cut short: its worker had finished, so its result is read again
+and it is put into service again (the model promotions.json names is the one served).
+
+Real processes: a child runs a `LocalJobRunner` with a small job kind (a few lines of Python writing a
+model file into its artifact folder) and an `on_promote` that copies the artifact into a served folder,
+as `Admin.put_into_service` does; it SIGKILLs itself right after the step named. The parent is the
+restart, on the same folders.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from training.jobs.kinds import JobKind
+from training.jobs.promotion import Promotions
+from training.jobs.runner import LocalJobRunner, RunnerConfig
+from training.jobs.store import JobStore
+
+TRAIN = """
+import json, pathlib, sys
+params, out = json.loads(sys.argv[1]), pathlib.Path(sys.argv[2])
+(out / "model.txt").write_text(params["model"])
+print(json.dumps({"heldout_accuracy": params["accuracy"], "artifact": str(out)}))
+"""
+
+
+def train(job, out):
+    return [sys.executable, "-c", TRAIN, json.dumps(job.params), str(out)]
+
+
+KINDS = {"pal": JobKind("pal", train, promotion_key=lambda job: "pal")}
+
+
+def put_into_service(served: Path):
+    """What `Admin.put_into_service` does with a promoted mixture: its files copied into the served folder."""
+    def put(job, key):
+        staged = served.with_name(".staged")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(job.artifact, staged)
+        shutil.rmtree(served, ignore_errors=True)
+        staged.rename(served)
+    return put
+
+
+CHILD = r"""
+import os, signal, sys, pathlib
+from training.jobs.promotion import Promotions
+from training.jobs.runner import LocalJobRunner, RunnerConfig
+from tests.e2e.test_train39_promotion_cut import KINDS, put_into_service
+
+folder, served, step, attempts = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+
+def killed_after(name):
+    print("killed after", name, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+consider, put = Promotions.consider, put_into_service(served)
+
+def considered(self, *args, **kwargs):
+    out = consider(self, *args, **kwargs)
+    if step == "considered":
+        killed_after("promotions.json named it")
+    return out
+
+def promoted(job, key):
+    put(job, key)
+    if step == "served":
+        killed_after("it was put into service")
+
+Promotions.consider = considered
+runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05, max_attempts=attempts), KINDS, on_promote=promoted)
+runner.start()
+job = runner.submit("pal", {"model": "second", "accuracy": 0.8})
+print("finished: not killed", runner.wait(job.id, timeout=60).state, flush=True)
+"""
+
+
+def first_promoted(folder: Path, served: Path) -> str:
+    """A first job promoted and served whole (what was served before the cut-short one)."""
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
+    runner.start()
+    try:
+        job = runner.wait(runner.submit("pal", {"model": "first", "accuracy": 0.6}).id, timeout=60)
+    finally:
+        runner.stop()
+    assert job.state == "succeeded" and job.promoted is True, job
+    return job.id
+
+
+def assert_agreeing(folder: Path, served: Path) -> str:
+    """promotions.json names an artifact folder that is there, and the served model is that one. Returns its model."""
+    named = Promotions(folder / "promotions.json").served("pal")
+    assert named is not None
+    artifact = Path(named.artifact)
+    assert artifact.is_dir(), f"promotions.json names {artifact}, which is gone"
+    assert artifact == folder / "artifacts" / named.job_id
+    assert (served / "model.txt").read_text() == (artifact / "model.txt").read_text()
+    return (artifact / "model.txt").read_text()
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+@pytest.mark.parametrize("step", ["considered", "served"])
+def test_a_runner_killed_mid_promotion_leaves_promotions_served_model_and_artifact_agreeing(tmp_path, step, attempts):
+    folder, served = tmp_path / "jobs", tmp_path / "served"
+    first_promoted(folder, served)
+    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), step, str(attempts)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9 and "killed after" in run.stdout, (run.returncode, run.stdout, run.stderr[-2000:])
+    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
+    assert cut.state == "running"  # as the killed runner left it
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05, max_attempts=attempts), KINDS,
+                            on_promote=put_into_service(served))
+    runner.start()
+    try:
+        job = runner.wait(cut.id, timeout=60)
+    finally:
+        runner.stop()
+    # its worker had finished: the job is finished, not run again nor given up, and what it trained is served
+    assert job.state == "succeeded" and job.promoted is True and job.attempts == 1, job
+    assert any("promotion was cut short" in line for line in job.log_tail), job.log_tail
+    assert assert_agreeing(folder, served) == "second"
+    assert Promotions(folder / "promotions.json").served("pal").job_id == job.id
+
+
+def test_a_start_drops_a_promotion_whose_artifact_folder_is_gone(tmp_path, caplog):
+    """What an earlier release left (a job given up mid-promotion: its folder removed, promotions.json naming it):
+    the next start no longer names it, with a warning, so the next candidate is compared with what is there."""
+    folder, served = tmp_path / "jobs", tmp_path / "served"
+    job_id = first_promoted(folder, served)
+    shutil.rmtree(folder / "artifacts" / job_id)
+    with caplog.at_level(logging.WARNING, logger="training.jobs.runner"):
+        runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
+    assert runner.promotions.served("pal") is None
+    assert Promotions(folder / "promotions.json").served("pal") is None
+    assert any("gone" in r.getMessage() and job_id in r.getMessage() for r in caplog.records), caplog.text
+    runner.start()
+    try:
+        job = runner.wait(runner.submit("pal", {"model": "third", "accuracy": 0.1}).id, timeout=60)
+    finally:
+        runner.stop()
+    assert job.promoted is True, job
+    assert assert_agreeing(folder, served) == "third"
+    assert os.listdir(folder / "artifacts") == [job.id]
