@@ -156,3 +156,74 @@ def test_a_start_drops_a_promotion_whose_artifact_folder_is_gone(tmp_path, caplo
     assert job.promoted is True, job
     assert assert_agreeing(folder, served) == "third"
     assert os.listdir(folder / "artifacts") == [job.id]
+
+
+SERVICE_CHILD = r"""
+import os, pathlib, signal, sys
+from pluralign.embed.encoders import SentenceEncoder
+from service.admin.controllers import ADMIN_HANDLERS
+from service.runtime import Runtime
+from tests.service.test_admin import wait_job
+from tests.service.tiny import start_service
+
+data, gen, pal, step = sys.argv[1:5]
+from training.jobs.promotion import Promotions
+swap, consider = Runtime.swap_rewards, Promotions.consider
+
+def killed_after(name):
+    print("killed after", name, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def considered(self, *args, **kwargs):
+    out = consider(self, *args, **kwargs)
+    if step == "considered":
+        killed_after("promotions.json named it")
+    return out
+
+def swapped(self, source):
+    out = swap(self, source)
+    if step == "served":
+        killed_after("the model was swapped in")
+    return out
+
+Promotions.consider, Runtime.swap_rewards = considered, swapped
+server, svc = start_service(pathlib.Path(data), pathlib.Path(gen), pathlib.Path(pal), SentenceEncoder(), admin_handlers=ADMIN_HANDLERS)
+with server, svc.client("acme") as c, svc.client("admin") as admin:
+    for user, likes in (("ann", "tea"), ("ben", "coffee")):
+        for i in range(6):
+            other = "coffee" if likes == "tea" else "tea"
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"A drink for morning {i}?",
+                                              "chosen": f"Some {likes}, number {i}.", "rejected": f"Some {other}, number {i}."})
+            assert r.status_code == 201, r.text
+    r = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16}})
+    assert r.status_code == 201, r.text
+    print("job", r.json()["id"], flush=True)
+    print("finished: not killed", wait_job(admin, r.json()["id"], timeout=300), flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["considered", "served"])
+def test_a_service_killed_mid_promotion_serves_the_model_promotions_json_names_after_its_restart(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, step):
+    """The real service and a real PAL job, the service SIGKILLed right after promotions.json named the job
+    (its model not yet swapped in) or right after the swap (the job not yet recorded): after the restart,
+    over HTTP, the job is succeeded and promoted, and the model served is its artifact's."""
+    from service.admin.controllers import ADMIN_HANDLERS
+    from service.rewards import checkpoint_version
+    from tests.service.test_admin import wait_job
+    from tests.service.tiny import start_service
+
+    data = tmp_path / "data"
+    run = subprocess.run([sys.executable, "-c", SERVICE_CHILD, str(data), str(tiny_generator_dir), str(tiny_pal_dir), step],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == -9 and "killed after" in run.stdout, (run.returncode, run.stdout, run.stderr[-3000:])
+    job_id = next(line.split()[1] for line in run.stdout.splitlines() if line.startswith("job "))
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("admin") as admin:
+        job = wait_job(admin, job_id, timeout=120)
+        assert job["state"] == "succeeded" and job["promoted"] is True and job["attempts"] == 1, job
+    named = Promotions(data / "jobs" / "promotions.json").served("pal")
+    assert named is not None and named.job_id == job_id and Path(named.artifact).is_dir()
+    assert checkpoint_version(data / "pal-promoted") == checkpoint_version(Path(named.artifact))
+    assert svc.runtime.rewards.version == checkpoint_version(Path(named.artifact))
