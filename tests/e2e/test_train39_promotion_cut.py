@@ -137,6 +137,34 @@ def test_a_runner_killed_mid_promotion_leaves_promotions_served_model_and_artifa
     assert Promotions(folder / "promotions.json").served("pal").job_id == job.id
 
 
+def test_a_cut_promotion_that_fails_when_finished_leaves_promotions_json(tmp_path):
+    """Putting it into service fails at the restart (a full disk, an artifact this service cannot load): the job
+    ends kept, not served, and promotions.json names again what was served before it (the job promoted last
+    before it, as its record says), as a promotion that fails uncut does."""
+    folder, served = tmp_path / "jobs", tmp_path / "served"
+    first = first_promoted(folder, served)
+    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "considered", "3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
+    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
+
+    def refused(job, key):
+        raise OSError(28, "No space left on device", str(served))
+
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=refused)
+    runner.start()
+    try:
+        job = runner.wait(cut.id, timeout=60)
+    finally:
+        runner.stop()
+    assert job.state == "succeeded" and job.promoted is False, job
+    assert job.promotion_note.startswith("kept, not served: putting it into service failed: No space left on device"), job.promotion_note
+    assert job.promotion_note.endswith(f"job {first} still served"), job.promotion_note
+    assert job.metrics["replaced_heldout_accuracy"] == 0.6
+    assert Promotions(folder / "promotions.json").served("pal").job_id == first
+    assert assert_agreeing(folder, served) == "first"  # cut before its swap: the first job's model, still served
+
+
 def test_a_start_drops_a_promotion_whose_artifact_folder_is_gone(tmp_path, caplog):
     """What an earlier release left (a job given up mid-promotion: its folder removed, promotions.json naming it):
     the next start no longer names it, with a warning, so the next candidate is compared with what is there."""

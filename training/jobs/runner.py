@@ -31,7 +31,7 @@ from pluralign.data.text import shorten
 from pluralign.files import write_atomic
 from training.common import PROGRESS_ENV, PROGRESS_PREFIX
 from training.jobs.kinds import HELDOUT_METRICS, KINDS, JobKind
-from training.jobs.promotion import Promotions
+from training.jobs.promotion import Promotions, Served
 from training.jobs.record import ACTIVE_STATES, Job, JobState, Param
 from training.jobs.store import JobStore
 
@@ -521,6 +521,21 @@ class LocalJobRunner:
         tail = [*job.log_tail, note][-self.config.log_lines :]
         self._finished(msgspec.structs.replace(job, log_tail=tail), 0, 1.0, tail)
 
+    def _served_before(self, job: Job, key: str) -> Served | None:
+        """What was served for `key` before `job`, whose promotion was cut short (promotions.json names `job` and
+        no longer what it replaced): the job promoted for `key` last before it whose artifact is still there, as
+        its record says, or None."""
+        kind = self.kinds[job.kind]
+        before = [j for j in self.store.all() if j.id != job.id and j.state == "succeeded" and j.promoted is True
+                  and j.kind in self.kinds and self.kinds[j.kind].promotion_key is not None
+                  and self.kinds[j.kind].promotion_key(j) == key and j.artifact and Path(j.artifact).exists()
+                  and _heldout(j) is not None]
+        if kind.promotion_key is None or not before:
+            return None
+        last = max(before, key=lambda j: j.finished_at or 0.0)
+        return Served(artifact=last.artifact or "", heldout_accuracy=_heldout(last) or 0.0, job_id=last.id,
+                      promoted_at=last.finished_at or 0.0)
+
     def _drop_gone_promotions(self) -> None:
         """Stop naming, in promotions.json, an artifact folder that is gone (what an earlier release left when
         it gave up a job killed mid-promotion, or an operator's removal): a next candidate is compared with
@@ -551,13 +566,13 @@ class LocalJobRunner:
         kind = self.kinds[job.kind]
         if kind.promotion_key is None:
             return job
-        accuracy = next((job.metrics[m] for m in HELDOUT_METRICS if m in job.metrics and math.isfinite(job.metrics[m])), None)
+        accuracy = _heldout(job)
         if accuracy is None:
             return msgspec.structs.replace(job, promoted=False, promotion_note=f"kept, not served: the result has none of {', '.join(HELDOUT_METRICS)}")
         key = kind.promotion_key(job)
         replaced = self.promotions.served(key)
-        if replaced is not None and replaced.job_id == job.id:
-            replaced = None  # its own promotion, cut short and finished again: what was served before is not recorded
+        if replaced is not None and replaced.job_id == job.id:  # its own promotion, cut short and finished again
+            replaced = self._served_before(job, key)
         promoted, note = self.promotions.consider(key, job.artifact or "", accuracy, job.id)
         metrics = {**job.metrics, "replaced_heldout_accuracy": replaced.heldout_accuracy} if replaced else job.metrics
         if promoted and self.on_promote is not None:
@@ -570,6 +585,11 @@ class LocalJobRunner:
                 note = f"kept, not served: putting it into service failed: {_problem(exc)}; {still}"
                 promoted = False
         return msgspec.structs.replace(job, promoted=promoted, promotion_note=note, metrics=metrics)
+
+
+def _heldout(job: Job) -> float | None:
+    """The held-out accuracy promotion compares (the first of HELDOUT_METRICS in the job's metrics), or None."""
+    return next((job.metrics[m] for m in HELDOUT_METRICS if m in job.metrics and math.isfinite(job.metrics[m])), None)
 
 
 def result_metrics(result: dict) -> dict[str, float]:
