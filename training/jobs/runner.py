@@ -549,11 +549,12 @@ class LocalJobRunner:
             self.promotions.withdraw(key, served.job_id, None)
 
     def _withdraw_all(self, job: Job) -> None:
-        """Take job `job` out of promotions.json wherever it is named (it ended without being promoted)."""
+        """Take job `job` out of promotions.json wherever it is named (it ended without being promoted): what
+        was served before it is named again (`_served_before`)."""
         for key in self.promotions.keys():
             served = self.promotions.served(key)
             if served is not None and served.job_id == job.id:
-                self.promotions.withdraw(key, job.id, None)
+                self.promotions.withdraw(key, job.id, self._served_before(job, key))
 
     def _discard_artifact(self, job: Job) -> Job:
         """`job` (failed or cancelled: its worker did not finish) without its artifact folder: what a worker
