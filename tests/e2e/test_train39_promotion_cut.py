@@ -165,6 +165,27 @@ def test_a_cut_promotion_that_fails_when_finished_leaves_promotions_json(tmp_pat
     assert assert_agreeing(folder, served) == "first"  # cut before its swap: the first job's model, still served
 
 
+def test_a_cut_promotion_whose_result_is_gone_fails_and_names_what_was_served_before(tmp_path):
+    """Its output file removed before the restart (a cleanup): finishing it fails, and promotions.json names the
+    job served before it again, whose model is the one served."""
+    folder, served = tmp_path / "jobs", tmp_path / "served"
+    first = first_promoted(folder, served)
+    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "considered", "3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
+    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
+    JobStore(folder).path(cut.id, "out").unlink()
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
+    runner.start()
+    try:
+        job = runner.wait(cut.id, timeout=60)
+    finally:
+        runner.stop()
+    assert job.state == "failed" and job.error.startswith("finishing it failed: No such file or directory"), job
+    assert Promotions(folder / "promotions.json").served("pal").job_id == first
+    assert assert_agreeing(folder, served) == "first"
+
+
 def test_a_start_drops_a_promotion_whose_artifact_folder_is_gone(tmp_path, caplog):
     """What an earlier release left (a job given up mid-promotion: its folder removed, promotions.json naming it):
     the next start no longer names it, with a warning, so the next candidate is compared with what is there."""
