@@ -525,16 +525,16 @@ class LocalJobRunner:
         """What was served for `key` before `job`, whose promotion was cut short (promotions.json names `job` and
         no longer what it replaced): the job promoted for `key` last before it whose artifact is still there, as
         its record says, or None."""
-        kind = self.kinds[job.kind]
-        before = [j for j in self.store.all() if j.id != job.id and j.state == "succeeded" and j.promoted is True
-                  and j.kind in self.kinds and self.kinds[j.kind].promotion_key is not None
-                  and self.kinds[j.kind].promotion_key(j) == key and j.artifact and Path(j.artifact).exists()
-                  and _heldout(j) is not None]
-        if kind.promotion_key is None or not before:
+        def keyed(j: Job) -> str | None:
+            kind = self.kinds.get(j.kind)
+            return kind.promotion_key(j) if kind is not None and kind.promotion_key is not None else None
+
+        before = [(j, accuracy) for j in self.store.all() if j.id != job.id and j.state == "succeeded" and j.promoted is True
+                  and j.artifact and Path(j.artifact).exists() and (accuracy := _heldout(j)) is not None and keyed(j) == key]
+        if not before:
             return None
-        last = max(before, key=lambda j: j.finished_at or 0.0)
-        return Served(artifact=last.artifact or "", heldout_accuracy=_heldout(last) or 0.0, job_id=last.id,
-                      promoted_at=last.finished_at or 0.0)
+        last, accuracy = max(before, key=lambda pair: pair[0].finished_at or 0.0)
+        return Served(artifact=last.artifact or "", heldout_accuracy=accuracy, job_id=last.id, promoted_at=last.finished_at or 0.0)
 
     def _drop_gone_promotions(self) -> None:
         """Stop naming, in promotions.json, an artifact folder that is gone (what an earlier release left when
@@ -546,7 +546,11 @@ class LocalJobRunner:
                 continue
             log.warning("promotions.json named %s for %s (job %s), which is gone: no longer named, and the next %s "
                         "candidate is promoted without a comparison", served.artifact, key, served.job_id, key)
-            self.promotions.withdraw(key, served.job_id, None)
+            try:
+                self.promotions.withdraw(key, served.job_id, None)
+            except OSError as exc:  # a full disk: named still, tried again at the next start
+                log.error("could not rewrite promotions.json: %s", _problem(exc))
+                return
 
     def _withdraw_all(self, job: Job) -> None:
         """Take job `job` out of promotions.json wherever it is named (it ended without being promoted): what
