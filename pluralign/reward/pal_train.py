@@ -171,10 +171,10 @@ def train_pal(
     kept_loss, kept_acc = _evaluate(model, best_logits, train, 4096)
     if not kept_loss <= ABSURD_BT_LOSS or best["val_loss"] > ABSURD_BT_LOSS:  # finite, but it learned numbers, not preferences
         raise _diverged(tc, best["epoch"], (
-            f"the model kept (the lowest validation loss of its {epoch} epochs) scores {kept_loss:.3g} nats per pair on "
-            f"its training pairs (accuracy {kept_acc:.3f}) and {best['val_loss']:.3g} on its validation pairs (accuracy "
-            f"{best['val_acc']:.3f}), over {ABSURD_BT_LOSS:.3g} (10 x log 2; a model that says 50/50 scores log 2 = "
-            f"{CONSTANT_BT_LOSS:.3f}); the training loss was {first_loss:.3g} at the first step, {float(loss.detach()) + 0.0:.3g} at the last"))
+            f"the model kept scores {kept_loss:.3g} nats/pair on its training pairs (accuracy {kept_acc:.3f}), "
+            f"{best['val_loss']:.3g} on validation (accuracy {best['val_acc']:.3f}), over {ABSURD_BT_LOSS:.3g} = 10 x log 2 "
+            f"(a 50/50 model scores {CONSTANT_BT_LOSS:.3f}); training loss {first_loss:.3g} at the first step, "
+            f"{float(loss.detach()) + 0.0:.3g} at the last"))
     weights = UserWeights.from_logits(train.users, best_logits)
     metrics = {
         "best_epoch": best["epoch"], "epochs": epoch, "val_loss": best["val_loss"], "val_acc": best["val_acc"],
@@ -186,6 +186,5 @@ def train_pal(
 def _diverged(tc: PALTrainConfig, epoch: int, what: str) -> TrainingDiverged:
     return TrainingDiverged(
         f"PAL training diverged at epoch {epoch}: {what}; nothing was kept. Likely causes: learning rates too high "
-        f"(lr_shared={tc.lr_shared}, lr_user={tc.lr_user}; the defaults are {PALTrainConfig.lr_shared} and "
-        f"{PALTrainConfig.lr_user}), embeddings on an extreme scale (an encoder whose vectors are not normalized), "
-        f"or validation pairs whose chosen and rejected sides are swapped against the training ones")
+        f"(lr_shared={tc.lr_shared:g}, lr_user={tc.lr_user:g}; defaults {PALTrainConfig.lr_shared:g}, {PALTrainConfig.lr_user:g}), "
+        f"embeddings not normalized, or validation pairs with chosen and rejected swapped")
