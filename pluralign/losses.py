@@ -26,10 +26,20 @@ def _beta(beta: float) -> None:
         raise ValueError(f"`beta` must be a finite number > 0, got {beta!r}")
 
 
+# The Bradley-Terry loss, in nats per pair, of a constant model (every margin 0: each side chosen with
+# probability 1/2). A model kept for its validation loss is never much worse than that one.
+CONSTANT_BT_LOSS = math.log(2)
+# A kept model whose validation loss is over this many times CONSTANT_BT_LOSS (10 bits per pair worse than a
+# coin flip: it puts about 1/1000 on the answers users gave) learned numbers, not preferences: on the
+# project's runs the kept epoch's loss stays under CONSTANT_BT_LOSS (docs/training.md, "Divergence")
+ABSURD_BT_LOSS = 10 * CONSTANT_BT_LOSS
+
+
 class TrainingDiverged(ValueError):
-    """A training loop's loss became NaN or inf (too high a learning rate): the parameters are no longer
-    numbers worth keeping, and no earlier state is kept either. Raised by PAL's and FSPO's (adapters')
-    loops; the message names where (epoch or step) and the loss, in one line."""
+    """A training loop's loss became NaN or inf, or (PAL) the best model it kept scores an absurd
+    validation loss (over ABSURD_BT_LOSS): the parameters are no longer numbers worth keeping, and no
+    earlier state is kept either. Raised by PAL's and FSPO's (adapters') loops; the message names
+    where (epoch or step), the loss seen and its likely causes, in one line."""
 
 
 def bradley_terry_loss(chosen_reward: torch.Tensor, rejected_reward: torch.Tensor) -> torch.Tensor:

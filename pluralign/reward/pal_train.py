@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pluralign.device import default_device
-from pluralign.losses import TrainingDiverged, bradley_terry_loss
+from pluralign.losses import ABSURD_BT_LOSS, CONSTANT_BT_LOSS, TrainingDiverged, bradley_terry_loss
 from pluralign.reward.features import PairBatch
 from pluralign.reward.inputs import above_zero, as_numbers, at_least, whole
 from pluralign.reward.model_selection import TooManyComponents
@@ -107,8 +107,9 @@ def train_pal(
     (N, input_dim) or not finite, a user index outside `users`; the field is named), when train and
     val index other users, TooManyComponents (a ValueError) when K is more than the training users,
     and TrainingDiverged (a ValueError) naming the epoch and the loss as soon as a training step's
-    loss or an epoch's validation loss is NaN or inf (too high a learning rate): nothing is returned
-    then, not even an earlier epoch's state."""
+    loss or an epoch's validation loss is NaN or inf, or when the best epoch's validation loss is still
+    over `pluralign.losses.ABSURD_BT_LOSS` (10 x log 2 nats per pair; a constant model scores log 2):
+    nothing is returned then, not even an earlier epoch's state; the message names the likely causes."""
     tc = train_config
     if train.users != val.users:
         raise ValueError("train and validation pairs must index the same users")
@@ -128,6 +129,7 @@ def train_pal(
     generator = torch.Generator(device="cpu").manual_seed(tc.seed)
     best = {"val_loss": float("inf")}
     best_state, best_logits, since, seen_pairs = None, None, 0, 0
+    first_loss: float | None = None  # the first step's training loss, for the divergence message
     start = time.perf_counter()
     for epoch in range(1, tc.epochs_for(len(train)) + 1):
         model.train()
@@ -138,6 +140,8 @@ def train_pal(
             terms = model.pair_terms(train.prompt[b], train.chosen[b], train.rejected[b])
             margin = model.margin(user_logits[train.user[b]], terms)  # (B,)
             loss = bradley_terry_loss(margin, torch.zeros_like(margin))
+            if first_loss is None:
+                first_loss = float(loss.detach())
             if not math.isfinite(float(loss.detach())):
                 raise _diverged(tc, epoch, f"the training loss is {float(loss.detach())} at step {step} of {steps}")
             optimizer.zero_grad(set_to_none=True)
@@ -162,6 +166,15 @@ def train_pal(
     seconds = time.perf_counter() - start
     model.load_state_dict(best_state)
     model.eval()
+    # the kept model on the pairs it was trained on (one pass): a handful of validation pairs may all fall on
+    # the right side of a model whose margins are 1e30 (a learning rate of 1e8); its training pairs do not
+    kept_loss, kept_acc = _evaluate(model, best_logits, train, 4096)
+    if not kept_loss <= ABSURD_BT_LOSS or best["val_loss"] > ABSURD_BT_LOSS:  # finite, but it learned numbers, not preferences
+        raise _diverged(tc, best["epoch"], (
+            f"the model kept scores {kept_loss:.3g} nats/pair on its training pairs (accuracy {kept_acc:.3f}), "
+            f"{best['val_loss']:.3g} on validation (accuracy {best['val_acc']:.3f}), over {ABSURD_BT_LOSS:.3g} = 10 x log 2 "
+            f"(a 50/50 model scores {CONSTANT_BT_LOSS:.3f}); training loss {first_loss:.3g} at the first step, "
+            f"{float(loss.detach()) + 0.0:.3g} at the last"))
     weights = UserWeights.from_logits(train.users, best_logits)
     metrics = {
         "best_epoch": best["epoch"], "epochs": epoch, "val_loss": best["val_loss"], "val_acc": best["val_acc"],
@@ -171,5 +184,7 @@ def train_pal(
 
 
 def _diverged(tc: PALTrainConfig, epoch: int, what: str) -> TrainingDiverged:
-    return TrainingDiverged(f"PAL training diverged at epoch {epoch}: {what} (lr_shared={tc.lr_shared}, "
-                            f"lr_user={tc.lr_user}); nothing was kept: lower the learning rates")
+    return TrainingDiverged(
+        f"PAL training diverged at epoch {epoch}: {what}; nothing was kept. Likely causes: learning rates too high "
+        f"(lr_shared={tc.lr_shared:g}, lr_user={tc.lr_user:g}; defaults {PALTrainConfig.lr_shared:g}, {PALTrainConfig.lr_user:g}), "
+        f"embeddings not normalized, or validation pairs with chosen and rejected swapped")

@@ -126,9 +126,14 @@ class RayJobRunner(LocalJobRunner):
     # -- the dispatcher ------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Running jobs whose actor is alive are attached to; those whose actor is gone are queued again."""
+        """Running jobs whose actor is alive are attached to; those whose actor is gone are queued again, but
+        one whose promotion the last process was stopped in, finished at `start` (`LocalJobRunner._recover`)."""
+        promoting = self._promoting()
         for job in self.store.all():
             if job.state != "running":
+                continue
+            if job.id in promoting:
+                self._cut_promotions.append(job.id)
                 continue
             try:
                 actor = self._ray.get_actor(actor_name(job.id), namespace=NAMESPACE)

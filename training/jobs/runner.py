@@ -31,7 +31,7 @@ from pluralign.data.text import shorten
 from pluralign.files import write_atomic
 from training.common import PROGRESS_ENV, PROGRESS_PREFIX
 from training.jobs.kinds import HELDOUT_METRICS, KINDS, JobKind
-from training.jobs.promotion import Promotions
+from training.jobs.promotion import Promotions, Served
 from training.jobs.record import ACTIVE_STATES, Job, JobState, Param
 from training.jobs.store import JobStore
 
@@ -139,6 +139,9 @@ class LocalJobRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._unwritten: set[str] = set()  # jobs whose latest record is held in memory only (`_record`)
+        self._drop_gone_promotions()
+        # jobs whose worker had finished and whose promotion a stopped process cut short: finished at `start`
+        self._cut_promotions: list[str] = []
         self._recover()
 
     # -- the interface -------------------------------------------------------------------------
@@ -209,6 +212,11 @@ class LocalJobRunner:
                 log.exception("after job %s's worker ended", job_id)
 
     def start(self) -> None:
+        """Finish the jobs whose promotion the last process was stopped in (`_finish_cut_promotion`), then dispatch."""
+        with self._lock:
+            cut, self._cut_promotions = self._cut_promotions, []
+            for job_id in cut:
+                self._finish_cut_promotion(job_id)
         if self._thread is None:
             self._stopping.clear()
             self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
@@ -250,12 +258,17 @@ class LocalJobRunner:
     # -- the dispatcher ----------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Jobs left queued or running by a previous process are queued again, their workers stopped."""
+        """Jobs left queued or running by a previous process are queued again, their workers stopped;
+        one whose promotion it was stopped in is finished at `start` instead (`_promoting`)."""
+        promoting = self._promoting()
         for job in self.store.all():
             if job.state != "running":
                 continue
             if job.pid is not None and _is_worker_of(job.pid, job.id):
                 _kill_group(job.pid, signal.SIGKILL)
+            if job.id in promoting:
+                self._cut_promotions.append(job.id)
+                continue
             if job.attempts >= self.config.max_attempts:  # e.g. a job that takes the machine down each time
                 note = f"runner restarted during attempt {job.attempts}; gave up after {job.attempts} attempts"
                 self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
@@ -401,6 +414,11 @@ class LocalJobRunner:
         except Exception as exc:
             log.exception("finishing job %s failed", job.id)
             final = _failed(msgspec.structs.replace(job, log_tail=tail), f"finishing it failed: {_problem(exc)}")
+        if final.promoted is not True:  # e.g. a cut-short promotion finished again whose check now fails
+            try:
+                self._withdraw_all(final)
+            except OSError as exc:
+                log.error("could not take job %s out of promotions.json: %s", job.id, _problem(exc))
         self._exited(job.id)  # before the final record: whoever sees the job ended sees what on_exit did
         self._record(final)
 
@@ -482,6 +500,66 @@ class LocalJobRunner:
                 finished = msgspec.structs.replace(finished, metrics=result_metrics(checked))
         return self._promote(finished)
 
+    def _promoting(self) -> set[str]:
+        """The jobs promotions.json names: one of them still `running` had its worker finish and was being
+        promoted (`_promote` records the job only after `consider` wrote promotions.json and `on_promote`
+        put it into service) when the process stopped."""
+        return {served.job_id for key in self.promotions.keys() if (served := self.promotions.served(key)) is not None}
+
+    def _finish_cut_promotion(self, job_id: str) -> None:
+        """Finish a job whose promotion the last process was stopped in: its worker had exited with its
+        result, so that result is read again from its output file and the job is promoted again (put into
+        service again: the model promotions.json names is the one served, whichever step the stop cut),
+        neither run again over the artifact promotions.json names nor given up with that artifact removed.
+        A job that is not promoted this time (its check or putting it into service fails) leaves
+        promotions.json (`_finished`)."""
+        job = self.store.get(job_id)
+        if job is None or job.state != "running":
+            return
+        note = f"the runner stopped while this job's promotion was under way (attempt {job.attempts}); its promotion was cut short and is finished now"
+        log.warning("job %s: %s", job.id, note)
+        tail = [*job.log_tail, note][-self.config.log_lines :]
+        self._finished(msgspec.structs.replace(job, log_tail=tail), 0, 1.0, tail)
+
+    def _served_before(self, job: Job, key: str) -> Served | None:
+        """What was served for `key` before `job`, whose promotion was cut short (promotions.json names `job` and
+        no longer what it replaced): the job promoted for `key` last before it whose artifact is still there, as
+        its record says, or None."""
+        def keyed(j: Job) -> str | None:
+            kind = self.kinds.get(j.kind)
+            return kind.promotion_key(j) if kind is not None and kind.promotion_key is not None else None
+
+        before = [(j, accuracy) for j in self.store.all() if j.id != job.id and j.state == "succeeded" and j.promoted is True
+                  and j.artifact and Path(j.artifact).exists() and (accuracy := _heldout(j)) is not None and keyed(j) == key]
+        if not before:
+            return None
+        last, accuracy = max(before, key=lambda pair: pair[0].finished_at or 0.0)
+        return Served(artifact=last.artifact or "", heldout_accuracy=accuracy, job_id=last.id, promoted_at=last.finished_at or 0.0)
+
+    def _drop_gone_promotions(self) -> None:
+        """Stop naming, in promotions.json, an artifact folder that is gone (what an earlier release left when
+        it gave up a job killed mid-promotion, or an operator's removal): a next candidate is compared with
+        what is there, and nothing reads a folder that is not. The served model itself is left as it is."""
+        for key in self.promotions.keys():
+            served = self.promotions.served(key)
+            if served is None or not served.artifact or Path(served.artifact).exists():
+                continue
+            log.warning("promotions.json named %s for %s (job %s), which is gone: no longer named, and the next %s "
+                        "candidate is promoted without a comparison", served.artifact, key, served.job_id, key)
+            try:
+                self.promotions.withdraw(key, served.job_id, None)
+            except OSError as exc:  # a full disk: named still, tried again at the next start
+                log.error("could not rewrite promotions.json: %s", _problem(exc))
+                return
+
+    def _withdraw_all(self, job: Job) -> None:
+        """Take job `job` out of promotions.json wherever it is named (it ended without being promoted): what
+        was served before it is named again (`_served_before`)."""
+        for key in self.promotions.keys():
+            served = self.promotions.served(key)
+            if served is not None and served.job_id == job.id:
+                self.promotions.withdraw(key, job.id, self._served_before(job, key))
+
     def _discard_artifact(self, job: Job) -> Job:
         """`job` (failed or cancelled: its worker did not finish) without its artifact folder: what a worker
         killed mid-save left there (temp files, part of a checkpoint) is removed, never left where a reader
@@ -493,11 +571,13 @@ class LocalJobRunner:
         kind = self.kinds[job.kind]
         if kind.promotion_key is None:
             return job
-        accuracy = next((job.metrics[m] for m in HELDOUT_METRICS if m in job.metrics and math.isfinite(job.metrics[m])), None)
+        accuracy = _heldout(job)
         if accuracy is None:
             return msgspec.structs.replace(job, promoted=False, promotion_note=f"kept, not served: the result has none of {', '.join(HELDOUT_METRICS)}")
         key = kind.promotion_key(job)
         replaced = self.promotions.served(key)
+        if replaced is not None and replaced.job_id == job.id:  # its own promotion, cut short and finished again
+            replaced = self._served_before(job, key)
         promoted, note = self.promotions.consider(key, job.artifact or "", accuracy, job.id)
         metrics = {**job.metrics, "replaced_heldout_accuracy": replaced.heldout_accuracy} if replaced else job.metrics
         if promoted and self.on_promote is not None:
@@ -510,6 +590,11 @@ class LocalJobRunner:
                 note = f"kept, not served: putting it into service failed: {_problem(exc)}; {still}"
                 promoted = False
         return msgspec.structs.replace(job, promoted=promoted, promotion_note=note, metrics=metrics)
+
+
+def _heldout(job: Job) -> float | None:
+    """The held-out accuracy promotion compares (the first of HELDOUT_METRICS in the job's metrics), or None."""
+    return next((job.metrics[m] for m in HELDOUT_METRICS if m in job.metrics and math.isfinite(job.metrics[m])), None)
 
 
 def result_metrics(result: dict) -> dict[str, float]:
