@@ -148,3 +148,12 @@ def test_metrics_name_no_tenant_and_no_user(svc):
     text = httpx.get(svc.url + "/metrics").text
     for word in ("acme", "globex", "a1", "a2", "g1", MARKER):
         assert not re.search(rf'="[^"]*\b{word}\b[^"]*"', text), word
+
+
+def test_keys_create_says_an_admin_key_reaches_every_tenant(capsys):
+    """An admin key made with `--tenant acme --admin` reads globex's dashboard and jobs too: `--admin`'s
+    help said only "/admin routes only", so an operator could hand one to a tenant as its own."""
+    from tests.unit.clitools import cli
+
+    code, out, _ = cli(capsys, "keys", "create", "--help")
+    assert code == 0 and "every tenant" in " ".join(out.split()), out
