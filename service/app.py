@@ -131,7 +131,7 @@ def create_app(
         around_refusal=partial(CORSMiddleware, config=app.cors_config) if app.cors_config else lambda refusal: refusal,
     )), PUBLIC_PATHS, cors=app.cors_config is not None)  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
-    app.state.admin_sessions = AdminSessions(settings.admin_session_s)
+    app.state.admin_sessions = AdminSessions(settings.admin_session_s, still_admin=runtime.keys.is_admin)
     runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time
     install_openapi(app)
     return app

@@ -193,6 +193,13 @@ class KeyRing:
             self.reload()
         return self.keys.get(hash_key(key))
 
+    def is_admin(self, sha256: str) -> bool:
+        """Whether the key of hash `sha256` is an admin key, as the file says now (revoked: False)."""
+        if self._stamp() != self._seen:
+            self.reload()
+        entry = self.keys.get(sha256)
+        return entry is not None and entry.admin
+
     def list(self) -> list[ApiKey]:
         if self._stamp() != self._seen:
             self.reload()
