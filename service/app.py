@@ -6,6 +6,7 @@ given) are mounted under /admin and need an admin key. The job runner starts and
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import Sequence
 from functools import partial
@@ -25,7 +26,7 @@ from litestar.types import ControllerRouterHandler
 from service.admin.controllers import ADMIN_HANDLERS, start_admin, stop_admin
 from service.admin.paths import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
-from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, tenant_guard
+from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, caller_lane, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
 from service.docs_page import SwaggerPage, docs_router_hook
 from service.errors import internal_error_handler, refuse_request_id
@@ -38,6 +39,7 @@ from service.openapi import install as install_openapi
 from service.ratelimit import rate_limit
 from service.requestid import app_logging, with_request_ids
 from service.runtime import Runtime
+from service.scheduler import TenantThreads, request_threads
 from service.settings import Settings
 from service.stopping import STOPPING, draining
 from service.strict import before_request
@@ -115,7 +117,7 @@ def create_app(
         ) if settings.cors_origins else None,
         debug=False,
         logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
-        on_startup=[start_admin, _start_deletion_sweep, _start_unfinished_deletes],
+        on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes],
         on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_ingest],
         after_exception=[count_unrouted],
     )
@@ -129,7 +131,7 @@ def create_app(
         around_refusal=partial(CORSMiddleware, config=app.cors_config) if app.cors_config else lambda refusal: refusal,
     )), PUBLIC_PATHS, cors=app.cors_config is not None)  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
-    app.state.admin_sessions = AdminSessions(settings.admin_session_s)
+    app.state.admin_sessions = AdminSessions(settings.admin_session_s, still_admin=runtime.keys.is_admin)
     runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time
     install_openapi(app)
     return app
@@ -160,6 +162,12 @@ def swagger_page() -> SwaggerRenderPlugin:
         standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
         favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>",
     )
+
+
+def _share_request_threads(app: Litestar) -> None:
+    """The request threads take the tenants' waiting work in turn (`TenantThreads`), not first come first
+    served: one tenant's burst of slow requests queued every other tenant's behind it."""
+    asyncio.get_running_loop().set_default_executor(TenantThreads(request_threads(), lane=caller_lane))
 
 
 def _start_deletion_sweep(app: Litestar) -> None:

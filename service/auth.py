@@ -7,6 +7,7 @@ an admin key reaches only /admin routes. Requests send `Authorization: Bearer KE
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import re
@@ -48,6 +49,17 @@ class Principal(Base, frozen=True):
 
     tenant: str
     admin: bool = False
+
+
+# who the request being handled is from, for the request threads' turns (`service.scheduler.TenantThreads`):
+# set once its key is known; "" before that and for requests without a key (the public routes)
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("pluralign_caller", default="")
+
+
+def caller_lane() -> str:
+    """The caller of the request being handled: `tenant:<name>` for a tenant key, `admin` for any admin
+    key or session (one lane: the operators), "" before the key is known or without one."""
+    return CALLER.get()
 
 
 def hash_key(key: str) -> str:
@@ -181,6 +193,13 @@ class KeyRing:
             self.reload()
         return self.keys.get(hash_key(key))
 
+    def is_admin(self, sha256: str) -> bool:
+        """Whether the key of hash `sha256` is an admin key, as the file says now (revoked: False)."""
+        if self._stamp() != self._seen:
+            self.reload()
+        entry = self.keys.get(sha256)
+        return entry is not None and entry.admin
+
     def list(self) -> list[ApiKey]:
         if self._stamp() != self._seen:
             self.reload()
@@ -237,6 +256,7 @@ class BearerAuth(AbstractAuthenticationMiddleware):
             principal = sessions.lookup(connection.cookies[SESSION_COOKIE]) if sessions is not None else None
             if principal is None:
                 raise NotAuthorizedException("the admin session expired or was closed: sign in again at /admin/login", headers=CHALLENGE)
+            CALLER.set("admin")
             return AuthenticationResult(user=principal, auth=None)
         if header.strip() and not key.strip() and scheme.lower() != "bearer":  # a bare key: never echoed (it is the secret)
             raise NotAuthorizedException("`Authorization`: a key without its scheme: send `Authorization: Bearer <API key>`",
@@ -250,6 +270,7 @@ class BearerAuth(AbstractAuthenticationMiddleware):
         entry = keys.lookup(key.strip())
         if entry is None:
             raise NotAuthorizedException("unknown API key", headers=INVALID_TOKEN)
+        CALLER.set("admin" if entry.admin else f"tenant:{entry.tenant}")  # this request's task and what it runs in threads
         return AuthenticationResult(user=Principal(tenant=entry.tenant, admin=entry.admin), auth=entry)
 
 

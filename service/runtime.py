@@ -101,6 +101,28 @@ class OncePer:
             return True
 
 
+class TenantStripes:
+    """Locks picked by a key, `stripes` of them per tenant, each tenant's made at its first use: keys of one
+    tenant may share a lock (a few locks stand for any number of keys), keys of two tenants never do, so one
+    tenant holding a lock long (a user's DELETE holds that user's for all of its steps) never holds up
+    another tenant's requests. Tenants are named by API keys, which the operator issues: their number is
+    bounded. `make` builds one lock (`threading.RLock`, `asyncio.Lock`)."""
+
+    def __init__(self, make: Callable[[], object], stripes: int):
+        self.make, self.stripes = make, stripes
+        self._by_tenant: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, tenant: str, key: object):
+        locks = self._by_tenant.get(tenant)
+        if locks is None:
+            with self._lock:
+                locks = self._by_tenant.get(tenant)
+                if locks is None:
+                    locks = self._by_tenant[tenant] = tuple(self.make() for _ in range(self.stripes))
+        return locks[hash(key) % self.stripes]
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -155,17 +177,18 @@ class Runtime:
     # when a chat answered "not tried" (the store known down) was last logged: once a minute, not every chat
     not_tried_said: OncePer = field(default_factory=lambda: OncePer(NOT_TRIED_LOG_S))
     chats: GeneratingChats = field(default_factory=GeneratingChats)  # the chats generating now (stopped by `cut` as the service stops)
-    _user_locks: tuple[threading.RLock, ...] = field(default_factory=lambda: tuple(threading.RLock() for _ in range(64)))
+    _user_locks: TenantStripes = field(default_factory=lambda: TenantStripes(threading.RLock, 64))
     # (tenant, user_id) -> time.monotonic() of their latest DELETE, kept DELETE_MEMORY_S: a chat planned
     # before it (their history read, generating meanwhile) then stores nothing of them
     _deleted_at: dict[tuple[str, str], float] = field(default_factory=dict)
     _deleted_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    _idempotency_locks: tuple[asyncio.Lock, ...] = field(default_factory=lambda: tuple(asyncio.Lock() for _ in range(256)))
+    _idempotency_locks: TenantStripes = field(default_factory=lambda: TenantStripes(asyncio.Lock, 256))
 
     def idempotency_lock(self, tenant: str, key: str) -> asyncio.Lock:
-        """Orders the requests carrying one Idempotency-Key (on the event loop): check, then store."""
-        return self._idempotency_locks[hash((tenant, key)) % len(self._idempotency_locks)]
+        """Orders the requests carrying one Idempotency-Key (on the event loop): check, then store. Held
+        across an import's wait for its user's unfinished DELETE: the tenant's own (`TenantStripes`)."""
+        return self._idempotency_locks(tenant, key)
 
     _import_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -180,8 +203,9 @@ class Runtime:
 
     def user_lock(self, tenant: str, user_id: str) -> threading.RLock:
         """The lock that orders a user's DELETE against writes of their row (refits, adapter
-        promotion): held across read-then-write, so nothing fitted before a DELETE lands after it."""
-        return self._user_locks[hash((tenant, user_id)) % len(self._user_locks)]
+        promotion): held across read-then-write, so nothing fitted before a DELETE lands after it.
+        One of the tenant's own (`TenantStripes`): another tenant's DELETE never holds it."""
+        return self._user_locks(tenant, user_id)
 
     def note_deleted(self, tenant: str, user_id: str) -> None:
         """Record a DELETE of the user (called under their lock); forgets DELETEs older than DELETE_MEMORY_S."""

@@ -19,13 +19,16 @@ reason: one tenant's burst of them would otherwise hold every request thread.
 from __future__ import annotations
 
 import math
+import os
 import queue
+import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from service.requestid import in_context
@@ -194,3 +197,32 @@ class FairScheduler:
                 self._running -= 1
                 self._release(task.tenant)
                 self._dispatch()
+
+
+def request_threads() -> int:
+    """How many request threads there are: the event loop's default pool's size (`min(32, cores + 4)`)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+class TenantThreads(ThreadPoolExecutor):
+    """The request threads, as the event loop's default executor (`loop.set_default_executor`, where
+    Litestar's `sync_to_thread` handlers, streamed answers and the service's own `sync_to_thread` calls
+    run): work waits per caller and is taken round-robin over the callers that have some (`FairScheduler`),
+    so one tenant's burst of slow requests queues no other tenant's request behind it, however long it
+    is: a request waits for the next free thread, behind at most one request of each other caller.
+    Nothing is refused (no bound on what waits: the rate limit and the connection limit bound it).
+    `lane()` names the caller of the work being submitted (read in the submitting request's context).
+    A subclass because the loop takes only a ThreadPoolExecutor; its own pool is never used."""
+
+    def __init__(self, workers: int, lane: Callable[[], str]):
+        super().__init__(max_workers=1, thread_name_prefix="unused")
+        self.lane = lane
+        self.scheduler = FairScheduler(workers=workers, per_tenant=sys.maxsize, max_waiting=sys.maxsize, what="request-threads")
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        return self.scheduler.submit(self.lane(), partial(fn, *args, **kwargs) if args or kwargs else fn)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.scheduler.close("the service is stopping")
+        self.scheduler.shutdown()
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)

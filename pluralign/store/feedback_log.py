@@ -458,6 +458,19 @@ class FeedbackLog:
         with self._cv:
             return next(reversed(self.pending), None)
 
+    def oldest_per_tenant(self, limit: int, skip: Collection[UserKey] = ()) -> dict[str, list[Entry]]:
+        """Up to `limit` pending entries of each tenant, oldest first, of no user in `skip` (one pass over
+        what is pending)."""
+        out: dict[str, list[Entry]] = {}
+        with self._cv:
+            for entry in self.pending.values():
+                if entry.key in skip:
+                    continue
+                mine = out.setdefault(entry.key[0], [])
+                if len(mine) < limit:
+                    mine.append(entry)
+        return out
+
     def pending_for(self, tenant: str, user_id: str) -> list[Entry]:
         with self._cv:
             return list(self._by_user.get((tenant, user_id), {}).values())

@@ -1,7 +1,9 @@
 """Moves acknowledged feedback from the log into the preferences table, with its embeddings.
 
 A worker thread embeds the oldest pending records in batches (one encoder call over their distinct
-texts: far cheaper per text than one call per feedback) and appends them in one LanceDB commit. It
+texts: far cheaper per text than one call per feedback) and appends them in one LanceDB commit; each
+batch takes the tenants' records in turn (`Ingestor._next_batch`), so one tenant's backlog of imports
+keeps another's records waiting for at most one batch. It
 runs at a lower CPU priority (nice) than the request threads, so under load the backlog grows
 instead of request latency. A reader that needs a user's history calls `flush_user` first: that
 user's few pending rows are embedded and moved at once, so nothing acknowledged is ever missing
@@ -122,6 +124,7 @@ class Ingestor:
         self._worker = threading.Lock()  # held by the worker over a whole batch, hook included
         # users whose rows stay in the log for now (`held`): replaced, never changed in place, under `_move`
         self._held: dict[tuple[str, str], int] = {}
+        self._first_tenant: str | None = None  # whose records led the worker's last batch (`_next_batch`)
         self.moved = 0  # rows moved so far (for metrics and benchmarks)
         self._stop = threading.Event()
         self._drop_already_moved()
@@ -244,6 +247,21 @@ class Ingestor:
                 return entries[:n]
         return entries
 
+    def _next_batch(self) -> list[Entry]:
+        """The worker's next batch (`_bounded`): the pending records of the tenants in turn, each tenant's
+        oldest first, the first tenant one after the last batch's first (by name, wrapping round). A tenant's
+        backlog (imports of thousands of rows, each a batch of its own) no longer keeps another tenant's
+        feedback waiting until all of it is moved: that waits for at most one batch of each other tenant's."""
+        queues = self.log.oldest_per_tenant(self.batch, skip=self._held)
+        if not queues:
+            return []
+        tenants = sorted(queues)
+        start = next((i for i, t in enumerate(tenants) if self._first_tenant is not None and t > self._first_tenant), 0)
+        order = tenants[start:] + tenants[:start]
+        self._first_tenant = order[0]
+        taken = [queues[t][i] for i in range(self.batch) for t in order if i < len(queues[t])]
+        return self._bounded(taken[: self.batch])
+
     def _move_entries(self, entries: list[Entry]) -> int:
         vectors = self._embed(entries)  # the slow part, outside the lock
         zero = np.zeros(self.encoder.dim, np.float32)
@@ -310,7 +328,7 @@ class Ingestor:
                 continue
             try:
                 with self._worker:
-                    entries = [] if self._stop.is_set() else self._bounded(self.log.oldest(self.batch, skip=self._held))
+                    entries = [] if self._stop.is_set() else self._next_batch()
                     if entries:
                         self._move_entries(entries)
                 if not entries:  # only rows of users held in the log (`held`) wait: look again shortly

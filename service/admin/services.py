@@ -144,7 +144,8 @@ class Admin:
         else:
             self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.check_result,
                                          on_exit=self.forget_at_exit)
-        self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=self.submit)
+        # the trigger's `submit` returns the job (Admin.submit answers (job, created): the tuple was logged as the job)
+        self.trigger = AdapterTrigger(self.runner, settings.adapter_every, submit=lambda kind, params: self.submit(kind, params)[0])
         self.retention = JobRetention(self, settings.job_retention_s) if settings.job_retention_s else None
         # before the hooks below: a DELETE replayed from the journal looks its user's audits up in it
         self.audit_members = AuditMembersIndex(self.folder / AUDIT_MEMBERS_INDEX, self.folder / "artifacts", AUDIT_MEMBERS)

@@ -18,6 +18,7 @@ import html
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 from litestar import Request, get, post
@@ -45,23 +46,26 @@ PAGE_HEADERS = {
 
 
 class AdminSessions:
-    """Session tokens of the admin pages: token sha256 -> (principal, expiry as a unix time)."""
+    """Session tokens of the admin pages: token sha256 -> (principal, expiry as a unix time, the sha256 of
+    the admin key that opened it). `still_admin(key_sha256)`: whether that key is still an admin key (the
+    key file as it is now): a session of a revoked key is closed at its next request, as the key is."""
 
-    def __init__(self, ttl_s: float, clock=time.time):
-        self.ttl_s, self.clock = ttl_s, clock
+    def __init__(self, ttl_s: float, clock=time.time, still_admin: Callable[[str], bool] = lambda key_sha256: True):
+        self.ttl_s, self.clock, self.still_admin = ttl_s, clock, still_admin
         self._lock = threading.Lock()
-        self._live: dict[str, tuple[Principal, float]] = {}
+        self._live: dict[str, tuple[Principal, float, str]] = {}
 
-    def open(self, principal: Principal) -> str:
+    def open(self, principal: Principal, key_sha256: str = "") -> str:
         token = secrets.token_urlsafe(32)
         now = self.clock()
         with self._lock:
             self._live = {k: v for k, v in self._live.items() if v[1] > now}  # forget expired ones
-            self._live[_digest(token)] = (principal, now + self.ttl_s)
+            self._live[_digest(token)] = (principal, now + self.ttl_s, key_sha256)
         return token
 
     def lookup(self, token: str) -> Principal | None:
-        """The session's principal, or None when unknown or expired."""
+        """The session's principal, or None when unknown, expired, or its key was revoked (or is no
+        longer an admin key) since it was opened."""
         with self._lock:
             found = self._live.get(_digest(token))
             if found is None:
@@ -69,7 +73,10 @@ class AdminSessions:
             if found[1] <= self.clock():
                 del self._live[_digest(token)]
                 return None
-            return found[0]
+        if not self.still_admin(found[2]):
+            self.close(token)
+            return None
+        return found[0]
 
     def close(self, token: str) -> None:
         with self._lock:
@@ -139,7 +146,7 @@ def login(request: Request, data: Annotated[LoginForm, Body(media_type=RequestEn
     if entry is None or not entry.admin:
         return login_page("That is not an admin key.", status=401)
     sessions = _sessions(request)
-    token = sessions.open(Principal(tenant=entry.tenant, admin=True))
+    token = sessions.open(Principal(tenant=entry.tenant, admin=True), entry.sha256)
     response = Redirect("/admin/dashboard", status_code=303)
     response.set_cookie(
         COOKIE, token, path=COOKIE_PATH, max_age=int(sessions.ttl_s), secure=True, httponly=True, samesite="strict"

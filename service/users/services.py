@@ -1168,18 +1168,22 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
                        if new_pair(answers[a], answers[b]) and not is_blank(prompts[a])]  # a question one can read
     keep = askable()
     if not keep and pool is None:
-        # nothing stored to ask about yet: the tenant's acknowledged feedback may still be in the log
-        # (or in the ingest worker's batch, which the flush waits for: it then moves nothing itself).
-        # A few rows are moved here; a large backlog (an import) is left to the worker, not embedded
-        # inside one request.
-        if rt.ingest.pending_rows(tenant, FLUSH_INLINE_ROWS) > FLUSH_INLINE_ROWS:
+        # nothing stored to ask about yet: the tenant's acknowledged feedback may still be in the log.
+        # A few rows are moved here, without waiting for the ingest worker's batch in progress (any
+        # tenant's: up to INGEST_BATCH_ROWS of another tenant's import to embed; a row of this tenant's
+        # in it is embedded here too, and whichever move commits first stores it); a large backlog (an
+        # import) is left to the worker, not embedded inside one request.
+        from pluralign.store.ingest import Backlogged
+
+        try:
+            rt.ingest.flush_some(tenant, FLUSH_INLINE_ROWS)
+        except Backlogged:
             from litestar.exceptions import ServiceUnavailableException
 
             raise ServiceUnavailableException(
                 detail="this tenant's comparisons are still being stored (the feedback log is being moved into the table): "
                        f"retry after {FLUSH_RETRY_AFTER} seconds, or send a calibration `pool`",
-                headers={"Retry-After": str(FLUSH_RETRY_AFTER)})
-        rt.ingest.flush(tenant)
+                headers={"Retry-After": str(FLUSH_RETRY_AFTER)}) from None
         prompts, answers, prompt_vec, answer_vec = stored()
         first, second = stored_pairs()
         keep = askable()

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     create = sub.add_parser("create", help="issue a key (printed once)")
     create.add_argument("--tenant", required=True, type=tenant_name, help="the tenant the key reaches (admin keys: a label)")
-    create.add_argument("--admin", action="store_true", help="an admin key (/admin routes only)")
+    create.add_argument("--admin", action="store_true", help="an admin key: /admin routes only, over every tenant's data (--tenant only labels it)")
     create.add_argument("--name", default="", type=key_label, help=f"a label to find it by (at most {MAX_LABEL} characters, no control characters)")
     listing = sub.add_parser("list", help="keys: id, tenant, admin, name, created_at (never the key)")
     revoke = sub.add_parser("revoke", help="remove a key by id (from `list`) or name; effective at once")

@@ -1,0 +1,66 @@
+"""Session 39: one tenant's burst of slow requests never queues another tenant's requests behind it.
+
+Every route that reads the store, embeds or fits (a profile, a preferences page, an export, a
+next-comparison, a score, a stated-preferences change, feedback's checks) runs on the request threads,
+`min(32, cores + 4)` of them. They were the event loop's default thread pool, first come first served: a
+tenant sending many slow requests at once (within its rate limit: 200 a second) queued every other
+tenant's requests behind all of them, however long that queue grew. Now the request threads take the
+waiting work of the tenants in turn (`service.scheduler.TenantThreads`): another tenant's request waits for
+the next free thread, behind at most one request of each other tenant."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+
+from tests.service.tiny import start_service
+
+MARKER = "tenant39-slow"
+SLOW_S = 1.0
+
+
+class SlowEncoder:
+    """The real encoder, except that texts holding MARKER take SLOW_S to embed (a heavy request)."""
+
+    def __init__(self, encoder):
+        self.encoder, self.encoder_id, self.dim = encoder, encoder.encoder_id, encoder.dim
+
+    def encode(self, texts):
+        if any(MARKER in t for t in texts):
+            time.sleep(SLOW_S)
+            return np.random.default_rng(len(texts)).standard_normal((len(texts), self.dim)).astype(np.float32)
+        return self.encoder.encode(texts)
+
+
+def test_a_tenants_burst_of_slow_requests_does_not_queue_another_tenants_request_behind_it(
+    tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch,
+):
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, SlowEncoder(minilm), deletion_sweep_s=3600)
+    threads = min(32, (os.cpu_count() or 1) + 4)  # the request threads
+    burst = 5 * threads  # ~5 s of acme's work queued at once
+    answers: list[int] = []
+
+    def ask(i: int) -> None:
+        with svc.client("acme") as acme:
+            pool = [{"prompt": f"Question {MARKER} {i}?", "answers": [f"Yes {MARKER} {i}.", f"No, not at all {MARKER} {i}."]}]
+            answers.append(acme.post(f"/v1/users/slow{i}/next-comparison", json={"pool": pool}).status_code)
+
+    with server, svc.client("globex") as globex:
+        assert globex.get("/v1/users/nobody").status_code == 404  # warm
+        askers = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(burst)]
+        for t in askers:
+            t.start()
+        time.sleep(SLOW_S / 2)  # acme's requests hold every thread, the rest queued
+        start = time.monotonic()
+        r = globex.get("/v1/users/nobody")
+        took = time.monotonic() - start
+        for t in askers:
+            t.join(120)
+        assert r.status_code == 404, r.text
+        assert answers.count(200) == burst, answers
+        # behind at most one of acme's requests (SLOW_S), not behind the whole burst (~5 s)
+        assert took < 2.5 * SLOW_S, f"globex's request waited {took:.1f} s behind acme's burst of {burst}"
