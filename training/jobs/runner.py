@@ -250,7 +250,15 @@ class LocalJobRunner:
     # -- the dispatcher ----------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Jobs left queued or running by a previous process are queued again, their workers stopped."""
+        """Jobs left queued or running by a previous process are queued again, their workers stopped:
+        the one a `running` record names, and any other process carrying the id of a job left queued
+        or running (`JOB_ENV`): a worker started by a process killed before its record named it
+        (`_start_worker`: the record still `queued`), which would otherwise run on unknown, beside
+        the job's next worker, writing the same artifact folder."""
+        left = {job.id for job in self.store.all() if job.state in ACTIVE_STATES}
+        for pid in _workers_of(left) if left else []:
+            log.warning("stopping worker %d of job %s, left running by a stopped service", pid, _worker_job(pid))
+            _kill_group(pid, signal.SIGKILL)
         for job in self.store.all():
             if job.state != "running":
                 continue
@@ -578,6 +586,22 @@ def _is_worker_of(pid: int, job_id: str) -> bool:
         return f"{JOB_ENV}={job_id}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
+
+
+def _worker_job(pid: int) -> str | None:
+    """The job id in process `pid`'s environment (`JOB_ENV`), or None (not a worker, gone, not ours to read)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    prefix = f"{JOB_ENV}=".encode()
+    return next((v[len(prefix) :].decode(errors="replace") for v in environ if v.startswith(prefix)), None)
+
+
+def _workers_of(job_ids: set[str]) -> list[int]:
+    """The processes whose environment names one of `job_ids` as theirs (workers lead their own process
+    group). One read of /proc/<pid>/environ per process of this machine; none elsewhere than Linux."""
+    return [pid for pid in psutil.pids() if pid != os.getpid() and _worker_job(pid) in job_ids]
 
 
 def _kill_group(pid: int, sig: int) -> None:
