@@ -60,3 +60,40 @@ def test_a_job_record_killed_mid_rewrite_leaves_no_trace_of_the_user_after_their
         while (left := files_holding(data, USER)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert left == []
+
+
+PROMOTION_KILLED = r"""
+import os, signal, sys, pathlib
+from training.jobs.promotion import Promotions
+
+replace = os.replace
+
+def killed(src, dst, *args, **kwargs):
+    if str(dst).endswith("promotions.json"):  # the file's temp copy is written and fsynced: killed before its rename
+        os.kill(os.getpid(), signal.SIGKILL)
+    return replace(src, dst, *args, **kwargs)
+
+os.replace = killed
+folder = pathlib.Path(sys.argv[1])
+folder.mkdir(parents=True, exist_ok=True)
+Promotions(folder / "promotions.json").consider(f"adapter/acme/{sys.argv[2]}", str(folder / "artifacts" / "x"), 0.9, "19c0ffee039-dddddddd")
+print("not killed", flush=True)
+"""
+
+
+def test_a_promotion_killed_mid_write_leaves_no_trace_of_the_user_after_a_restart_and_their_delete(serve, tmp_path):  # noqa: F811
+    """The same for promotions.json (`training.jobs.promotion.Promotions`: what is served for each
+    `adapter/<tenant>/<user>`): a process killed while writing it left `.promotions.json.<random>` naming
+    the user, which nothing removed. Now the local runner's start (`remove_write_leftovers`) removes the
+    temp files writes cut short left in the jobs folder and its artifact folders."""
+    data = tmp_path / "data"
+    run = subprocess.run([sys.executable, "-c", PROMOTION_KILLED, str(data / "jobs"), USER], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
+    assert [f.split(":")[0][:len(".promotions.json.")] for f in files_holding(data / "jobs", USER)] == [".promotions.json."]
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)  # the restart
+    with server, svc.client("acme") as acme:
+        r = acme.post("/v1/feedback", json={"type": "comparison", "user": USER, "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."})
+        assert r.status_code == 201, r.text
+        d = acme.delete(f"/v1/users/{USER}")
+        assert d.status_code == 200, d.text
+        assert files_holding(data, USER) == []

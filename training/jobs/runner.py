@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -259,6 +260,8 @@ class LocalJobRunner:
         for pid in _workers_of(left) if left else []:
             log.warning("stopping worker %d of job %s, left running by a stopped service", pid, _worker_job(pid))
             _kill_group(pid, signal.SIGKILL)
+        if removed := remove_write_leftovers(Path(self.config.folder)):
+            log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
         for job in self.store.all():
             if job.state != "running":
                 continue
@@ -586,6 +589,26 @@ def _is_worker_of(pid: int, job_id: str) -> bool:
         return f"{JOB_ENV}={job_id}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
+
+
+# `pluralign.files.atomic_writer`'s temp file beside `name` (tempfile.mkstemp: the prefix `.<name>.`, 8 random characters)
+WRITE_LEFTOVER = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}")
+
+
+def remove_write_leftovers(folder: Path) -> int:
+    """Remove the temp files whole-file writes cut short by a killed process left in a jobs folder: beside
+    the records, results, outputs and promotions.json, and in the artifact folders. They hold what the
+    file they were to replace held (a record's params: whom the job is for; an audit's members and
+    groups as they were before a DELETE took a user out), and nothing reads or removes them, also when a
+    DELETE of that user later removes the files themselves. Called while no write is in flight there (a
+    local runner's start, its old workers stopped). Returns how many went."""
+    removed = 0
+    artifacts = folder / "artifacts"
+    for path in [*folder.glob(".*"), *(artifacts.rglob(".*") if artifacts.is_dir() else [])]:
+        if WRITE_LEFTOVER.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _worker_job(pid: int) -> str | None:
