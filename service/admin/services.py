@@ -7,6 +7,7 @@ adapter's is it copied into the serving registry and named in the user's row."""
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
 import os
 import threading
@@ -544,6 +545,7 @@ class Admin:
     def _job_files(self, job: Job | JobNamed) -> list[Path]:
         store = self.runner.store
         files = [store.path(job.id, suffix) for suffix in ("job.json", "log", "out", "result.json")]
+        files += list(store.folder.glob(f".{glob.escape(job.id)}.*"))  # temp files a killed rewrite left (`JobStore.remove`)
         artifact = self.folder / "artifacts" / job.id
         return files + (list(artifact.rglob("*")) if artifact.is_dir() else [])
 

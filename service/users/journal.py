@@ -17,6 +17,7 @@ unfinished, and never their texts. The deletions table, which outlives the DELET
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import threading
@@ -86,12 +87,16 @@ class DeleteJournal:
         return True
 
     def done(self, entry: Unfinished) -> None:
-        """Every step of the DELETE finished: its entry (and so the user's id) goes. One that cannot be
-        removed (a read-only folder) is logged and stays: the DELETE did its work, and a later pass,
-        finding nothing left to delete, removes it."""
+        """Every step of the DELETE finished: its entry (and so the user's id) goes, with the temp files
+        of the user's entries that a process killed while writing one left (`.<name>.<random>`, holding
+        the id too; no other write of the user's entry is in flight: this DELETE is theirs). One that
+        cannot be removed (a read-only folder) is logged and stays: the DELETE did its work, and a later
+        pass, finding nothing left to delete, removes it."""
         path = self.path(entry.tenant, entry.user_id)
         if self._read(path) == entry:
             try:
+                for temp in self.folder.glob(f".{glob.escape(path.name)}.*"):
+                    temp.unlink(missing_ok=True)
                 path.unlink(missing_ok=True)
                 self._sync_folder()
             except OSError as exc:

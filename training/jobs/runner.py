@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -258,8 +259,18 @@ class LocalJobRunner:
     # -- the dispatcher ----------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Jobs left queued or running by a previous process are queued again, their workers stopped;
-        one whose promotion it was stopped in is finished at `start` instead (`_promoting`)."""
+        """Jobs left queued or running by a previous process are queued again, their workers stopped:
+        the one a `running` record names, and any other process carrying the id of a job left queued
+        or running (`JOB_ENV`): a worker started by a process killed before its record named it
+        (`_start_worker`: the record still `queued`), which would otherwise run on unknown, beside
+        the job's next worker, writing the same artifact folder. One whose promotion it was stopped in
+        is finished at `start` instead (`_promoting`)."""
+        left = {job.id for job in self.store.all() if job.state in ACTIVE_STATES}
+        for pid in _workers_of(left) if left else []:
+            log.warning("stopping worker %d of job %s, left running by a stopped service", pid, _worker_job(pid))
+            _kill_group(pid, signal.SIGKILL)
+        if removed := remove_write_leftovers(Path(self.config.folder)):
+            log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
         promoting = self._promoting()
         for job in self.store.all():
             if job.state != "running":
@@ -663,6 +674,42 @@ def _is_worker_of(pid: int, job_id: str) -> bool:
         return f"{JOB_ENV}={job_id}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
+
+
+# `pluralign.files.atomic_writer`'s temp file beside `name` (tempfile.mkstemp: the prefix `.<name>.`, 8 random characters)
+WRITE_LEFTOVER = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}")
+
+
+def remove_write_leftovers(folder: Path) -> int:
+    """Remove the temp files whole-file writes cut short by a killed process left in a jobs folder: beside
+    the records, results, outputs and promotions.json, and in the artifact folders. They hold what the
+    file they were to replace held (a record's params: whom the job is for; an audit's members and
+    groups as they were before a DELETE took a user out), and nothing reads or removes them, also when a
+    DELETE of that user later removes the files themselves. Called while no write is in flight there (a
+    local runner's start, its old workers stopped). Returns how many went."""
+    removed = 0
+    artifacts = folder / "artifacts"
+    for path in [*folder.glob(".*"), *(artifacts.rglob(".*") if artifacts.is_dir() else [])]:
+        if WRITE_LEFTOVER.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _worker_job(pid: int) -> str | None:
+    """The job id in process `pid`'s environment (`JOB_ENV`), or None (not a worker, gone, not ours to read)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    prefix = f"{JOB_ENV}=".encode()
+    return next((v[len(prefix) :].decode(errors="replace") for v in environ if v.startswith(prefix)), None)
+
+
+def _workers_of(job_ids: set[str]) -> list[int]:
+    """The processes whose environment names one of `job_ids` as theirs (workers lead their own process
+    group). One read of /proc/<pid>/environ per process of this machine; none elsewhere than Linux."""
+    return [pid for pid in psutil.pids() if pid != os.getpid() and _worker_job(pid) in job_ids]
 
 
 def _kill_group(pid: int, sig: int) -> None:

@@ -8,6 +8,7 @@ kept per purged job for as long as the service runs."""
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import threading
@@ -118,7 +119,10 @@ class JobStore:
             return list(self._later.values())
 
     def remove(self, job_id: str) -> Job | None:
-        """Forget a job and delete its record, log, output and result files (its artifact folder is the runner's)."""
+        """Forget a job and delete its record, log, output and result files (its artifact folder is the runner's),
+        with the temp files a process killed while rewriting one of them left (`.<id>.job.json.<random>`: the
+        job's params, whom it is for; none is being written: the record's writes hold this store's lock, and
+        the runner writes the result under its own, which its `purge` holds while it calls this)."""
         with self._lock:
             job = self._jobs.pop(job_id, None)
             self._active.discard(job_id)
@@ -131,4 +135,6 @@ class JobStore:
                     del self._by_user[key]
             for suffix in ("job.json", "log", "out", "result.json"):
                 self.path(job_id, suffix).unlink(missing_ok=True)
+            for temp in self.folder.glob(f".{glob.escape(job_id)}.*"):
+                temp.unlink(missing_ok=True)
         return job
