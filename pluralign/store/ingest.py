@@ -23,7 +23,7 @@ import numpy as np
 from pluralign.embed.base import Encoder
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
-from pluralign.store.tables import Store, StoredPreference
+from pluralign.store.tables import PrefIdConflict, Store, StoredPreference
 
 log = logging.getLogger("pluralign.store")
 # rows per worker batch at most (a record holding more goes alone): an import is one record of up to
@@ -254,11 +254,16 @@ class Ingestor:
             entries = [e for e in entries if self.log.is_pending(e) and e.key not in self._held]
             if self.store.sync_seconds is not None:  # with replicas
                 entries = self._not_stored_elsewhere(entries)
-            rows = [r for e in entries for r in e.rows]
-            if not rows:
-                return 0
-            stack = lambda name: np.stack([vectors.get(getattr(r, name), zero) for r in rows])  # (N, d)
-            self.store.add_preferences(rows, stack("prompt"), stack("chosen"), stack("rejected"))
+            while True:
+                rows = [r for e in entries for r in e.rows]
+                if not rows:
+                    return 0
+                stack = lambda name: np.stack([vectors.get(getattr(r, name), zero) for r in rows])  # (N, d)
+                try:
+                    self.store.add_preferences(rows, stack("prompt"), stack("chosen"), stack("rejected"))
+                    break
+                except PrefIdConflict as exc:  # left in the log it would stop every batch behind it
+                    entries = self._left_out(entries, exc)
             self.log.done(entries)
             self.moved += len(rows)
         if self.on_moved is not None:
@@ -267,6 +272,16 @@ class Ingestor:
             except Exception:
                 log.exception("on_moved hook failed")
         return len(rows)
+
+    def _left_out(self, entries: list[Entry], conflict: PrefIdConflict) -> list[Entry]:
+        """`entries` without the one holding the row `conflict` names (its index in their rows), which is done
+        here, unstored: a row under a `pref_id` the user's rows hold with other content (the routes refuse
+        one, a 409; two requests racing can both pass that check). Runs under `_move`."""
+        offsets = np.cumsum([len(e.rows) for e in entries])
+        bad = entries[int(np.searchsorted(offsets, conflict.index, side="right"))]
+        log.error("a feedback request of %d row(s) was left out: %s", len(bad.rows), conflict)
+        self.log.done([bad])
+        return [e for e in entries if e is not bad]
 
     def _not_stored_elsewhere(self, entries: list[Entry]) -> list[Entry]:
         """The entries none of whose ids the store holds; the others are done here, left out whole. A
