@@ -77,8 +77,9 @@ APPEND_KEYS = {"preferences": ("pref_id",), "interactions": ("response_id",),
                "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",)}
 INDEXED_COLUMNS = ("tenant", "user_id")
 # what makes two rows under one (tenant, user_id, pref_id) the same preference: a row sent again (a replayed
-# import, a retried feedback) has them all equal; `received_at` is when it came, later for the copy
-SAME_ROW_FIELDS = ("prompt", "chosen", "rejected", "kind", "tie", "margin", "source", "created_at", "attributes", "trl")
+# import, a retried feedback) has them all equal; `received_at` is when it came, later for the copy, and `kind`
+# how it was given: an import stores a user's exported edit or rated pair again as a comparison
+SAME_ROW_FIELDS = ("prompt", "chosen", "rejected", "tie", "margin", "source", "created_at", "attributes", "trl")
 INDEX_ATTEMPTS = 3  # `Store._ensure_indexes` against another process making the same index
 COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
 
@@ -588,7 +589,7 @@ class Store:
             vectors[name] = array
         first = self._first_of_each(rows)
         with self._adding([(r.tenant, r.user_id, r.pref_id) for r in (rows[i] for i in first)]):
-            held = self._held_rows([rows[i] for i in first])
+            held = self.held_preferences([rows[i] for i in first])
             new = []
             for i in first:
                 r = rows[i]
@@ -649,7 +650,8 @@ class Store:
                     del self._in_flight[k]
             done.set()
 
-    def _held_rows(self, rows: list[StoredPreference]) -> dict[tuple[str, str, str], StoredPreference]:
+    @_uses("preferences", "read")
+    def held_preferences(self, rows: list[StoredPreference]) -> dict[tuple[str, str, str], StoredPreference]:
         """The stored rows under the (tenant, user_id, pref_id) of `rows`, by that key. A user whose history
         is cached (`_cached`: what reads of them use, kept up to date by every write through this Store) is
         looked up in it; the others in one read of those ids among their users' rows (BITMAP index on user_id),
@@ -670,7 +672,7 @@ class Store:
             found += [(tenant, user_id, row) for row in hits.to_pylist()]
         if unread:
             where = " OR ".join(f"({owner_filter(t, u)} AND pref_id IN ({', '.join(quote(i) for i in ids)}))" for (t, u), ids in unread.items())
-            columns = self._present("preferences", ["tenant", "user_id", "pref_id", "received_at", *SAME_ROW_FIELDS])
+            columns = self._present("preferences", ["tenant", "user_id", "pref_id", "kind", "received_at", *SAME_ROW_FIELDS])
             read = self._read(lambda: self.preferences.search().where(where).select(columns).limit(None).to_arrow())
             found += [(row["tenant"], row["user_id"], row) for row in read.to_pylist()]
         return {(t, u, row["pref_id"]): self._preference(row, t, u) for t, u, row in found}
