@@ -925,18 +925,26 @@ class Store:
 
         return self.histories.get((tenant, user_id), load)
 
-    def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None) -> tuple[list[StoredPreference], int]:
+    def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None,
+                        after: tuple[float, str] | None = None) -> tuple[list[StoredPreference], int]:
         """A page of the user's preferences, oldest first (then by pref_id; ties in storage order; `offset`
         rows skipped, at most `limit`: None for all), and the total count. Sorted in Arrow and only the page
         made into Python objects: a page of 50 of a user's 50,000 rows built all 50,000 dicts (~60 MB) to keep
-        50. Raises StoreError when `offset` or `limit` is not a whole number >= 0 (a negative one would slice
-        from the newest end)."""
+        50. `after` (created_at, pref_id), a keyset: only rows sorting after that one are paged (`offset` then
+        counts from there), so a walk that passes each page's last row on is not shifted by rows added or
+        deleted meanwhile behind it. Raises StoreError when `offset` or `limit` is not a whole number >= 0 (a
+        negative one would slice from the newest end)."""
         whole_numbers(offset=offset, **({} if limit is None else {"limit": limit}))
         meta = self.history(tenant, user_id).meta
+        total = meta.num_rows
+        if after is not None:
+            created_at, pref_id = meta.column("created_at"), meta.column("pref_id")
+            later = pc.or_(pc.greater(created_at, after[0]), pc.and_(pc.equal(created_at, after[0]), pc.greater(pref_id, after[1])))
+            meta = meta.filter(later)
         order = pc.sort_indices(meta, sort_keys=[("created_at", "ascending"), ("pref_id", "ascending")])  # stable, as `sorted`
         stop = len(order) if limit is None else min(len(order), offset + limit)
         page = meta.take(order.slice(offset, max(0, stop - offset))).to_pylist() if offset < stop else []
-        return [self._preference(r, tenant, user_id) for r in page], meta.num_rows
+        return [self._preference(r, tenant, user_id) for r in page], total
 
     def warm(self, tenant: str, user_id: str) -> None:
         """Load the user's history into the cache in the background (once at a time per user)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -42,7 +44,28 @@ class PreferencePage(msgspec.Struct):
     total: int
     offset: int
     limit: int
-    next_offset: int | None
+    next_offset: int | None  # the next page's `offset`; null on the last page, and when paging by `after`
+    # the next page's `after` (an opaque cursor: the last row's place); null on the last page
+    next_after: str | None = None
+
+
+_CURSOR = msgspec.json.Decoder(tuple[float, str])
+
+
+def page_cursor(row: StoredPreference) -> str:
+    """The opaque `after` of the page that follows `row`: its sort key (created_at, pref_id), JSON, base64url."""
+    return base64.urlsafe_b64encode(msgspec.json.encode((row.created_at, row.pref_id))).rstrip(b"=").decode()
+
+
+def read_cursor(after: str) -> tuple[float, str]:
+    """The (created_at, pref_id) an `after` cursor holds; a 400 naming `after` for one `page_cursor` did not write."""
+    try:
+        created_at, pref_id = _CURSOR.decode(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)))
+        if math.isfinite(created_at):
+            return created_at, pref_id
+    except (ValueError, msgspec.DecodeError):  # binascii.Error is a ValueError
+        pass
+    raise bad_request("after", f"is not a cursor this service wrote (pass on a page's `next_after` as it is), got {shorten(repr(after), 64, '...')}")
 
 
 class Deleted(msgspec.Struct):
@@ -83,16 +106,27 @@ def list_preferences(
     user_id: FromPath[str],
     offset: Annotated[int, Parameter(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    after: Annotated[str | None, Parameter(max_length=512)] = None,
 ) -> PreferencePage:
-    """A page of the user's comparisons, oldest first. 404 when nothing at all is held about the user, as
-    the profile and the export answer (a known user without comparisons yet: an empty page)."""
+    """A page of the user's comparisons, oldest first (then by pref_id). 404 when nothing at all is held about
+    the user, as the profile and the export answer (a known user without comparisons yet: an empty page).
+
+    Page by `after`: each page's `next_after` (an opaque cursor, null on the last page) passed as the next
+    request's `after` gives the rows after that page's last one, so rows added or deleted meanwhile never make
+    a walk skip or repeat one (by `offset`, a row added before the offset shifts every later one). A cursor
+    this service did not write is a 400 naming `after`; `after` with an `offset` a 400 naming `offset`."""
+    if after is not None and offset:
+        raise bad_request("offset", "cannot be combined with `after` (a cursor already says where the page begins)")
     rt, tenant, user_id = _user(request, user_id)
+    key = None if after is None else read_cursor(after)
     services.flush_for_read(rt, tenant, user_id)
-    rows, total = rt.store.preferences_for(tenant, user_id, offset, limit)
+    rows, total = rt.store.preferences_for(tenant, user_id, offset, limit + 1, after=key)  # one more: is there a next page?
+    more, rows = len(rows) > limit, rows[:limit]
     if total == 0 and not services.anything_held(rt, tenant, user_id):
         raise NotFoundException(f"no user {user_id!r} in this tenant")
-    next_offset = offset + len(rows) if offset + len(rows) < total else None
-    return PreferencePage(data=rows, total=total, offset=offset, limit=limit, next_offset=next_offset)
+    next_offset = offset + len(rows) if after is None and more else None
+    return PreferencePage(data=rows, total=total, offset=offset, limit=limit, next_offset=next_offset,
+                          next_after=page_cursor(rows[-1]) if more else None)
 
 
 @get("/v1/users/{user_id:str}/export", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="Everything held about a user, as JSONL",
