@@ -76,6 +76,7 @@ UPGRADE_ATTEMPTS = 4  # an older table's added columns and mark, against replica
 APPEND_KEYS = {"preferences": ("pref_id",), "interactions": ("response_id",),
                "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",)}
 INDEXED_COLUMNS = ("tenant", "user_id")
+FEW_IDS = 64  # ids `Store.held_preferences` looks up by one query of them; more: by their users' keys first
 # what makes two rows under one (tenant, user_id, pref_id) the same preference: a row sent again (a replayed
 # import, a retried feedback) has them all equal; `received_at` is when it came, later for the copy, and `kind`
 # how it was given: an import stores a user's exported edit or rated pair again as a comparison
@@ -560,9 +561,10 @@ class Store:
         A `pref_id` names one preference of its user (tenant, user_id): a row the user's rows already
         hold under its id with the same content (`SAME_ROW_FIELDS`: a replayed import, a retried
         feedback; `received_at` aside) is not stored again, nor a row repeated within `rows`. Calls
-        adding one id at once are ordered: the second finds the first's row stored. The check is one
-        read of the ids of this call's users, by the BITMAP index on user_id (a 50,000-row user: ~1 ms,
-        benchmarks/add_known_ids.py).
+        adding one id at once are ordered: the second finds the first's row stored. The check looks in
+        the users' cached histories, else reads these ids among their users' rows (`held_preferences`):
+        on a 50,000-row store one new row's add took p50 ~5 ms with the history cached, ~12-18 ms without
+        (was 3-6 ms), a 2,048-row batch of 1,000 users ~0.2-0.3 s (benchmarks/add_known_ids.py, session 39).
 
         Raises PrefIdConflict (a StoreError) naming the row, its `pref_id` and the first field that
         differs when a row's id is held (or given twice in `rows`) with other content; StoreError
@@ -671,11 +673,27 @@ class Store:
             hits = meta.filter(pc.is_in(meta.column("pref_id"), value_set=pa.array(ids, pa.string())))
             found += [(tenant, user_id, row) for row in hits.to_pylist()]
         if unread:
-            where = " OR ".join(f"({owner_filter(t, u)} AND pref_id IN ({', '.join(quote(i) for i in ids)}))" for (t, u), ids in unread.items())
-            columns = self._present("preferences", ["tenant", "user_id", "pref_id", "kind", "received_at", *SAME_ROW_FIELDS])
-            read = self._read(lambda: self.preferences.search().where(where).select(columns).limit(None).to_arrow())
-            found += [(row["tenant"], row["user_id"], row) for row in read.to_pylist()]
+            found += self._read(lambda: self._read_held(unread))
         return {(t, u, row["pref_id"]): self._preference(row, t, u) for t, u, row in found}
+
+    def _read_held(self, ids_of: dict[tuple[str, str], list[str]]) -> list[tuple[str, str, dict]]:
+        """`held_preferences`' read of the table. A few ids (a feedback): one query of them among their users'
+        rows. More (a batch of many users, an import): the users' keys only, matched in Arrow, then the rows of
+        the ids found: an `owner AND pref_id IN` clause per user took 1-2 s for 2,048 rows of 1,000 users (a
+        filter of that size is slow to plan), the keys ~70 ms."""
+        users = lambda owners: f"tenant IN ({', '.join(quote(t) for t in {t for t, _ in owners})}) AND user_id IN ({', '.join(quote(u) for u in {u for _, u in owners})})"
+        wanted = {(t, u, i) for (t, u), ids in ids_of.items() for i in ids}
+        if len(wanted) > FEW_IDS:
+            keys = self.preferences.search().where(users(ids_of)).select(["tenant", "user_id", "pref_id"]).limit(None).to_arrow()
+            joined = pc.binary_join_element_wise(keys.column("tenant"), keys.column("user_id"), keys.column("pref_id"), "\x00")
+            asked = pa.array(["\x00".join(key) for key in wanted], pa.string())
+            wanted = {tuple(key.split("\x00")) for key in pc.filter(asked, pc.is_in(asked, value_set=joined)).to_pylist()}
+            if not wanted:
+                return []
+        columns = self._present("preferences", ["tenant", "user_id", "pref_id", "kind", "received_at", *SAME_ROW_FIELDS])
+        where = f"{users({(t, u) for t, u, _ in wanted})} AND pref_id IN ({', '.join(quote(i) for i in {i for _, _, i in wanted})})"
+        rows = self.preferences.search().where(where).select(columns).limit(None).to_arrow().to_pylist()
+        return [(r["tenant"], r["user_id"], r) for r in rows if (r["tenant"], r["user_id"], r["pref_id"]) in wanted]
 
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:

@@ -114,3 +114,20 @@ def test_the_mover_leaves_out_a_request_whose_id_is_held_with_other_content_and_
     assert ingest.log.backlog() == (0, 0)
     assert sorted(p.chosen for p in store.preferences_for("t", "u")[0]) == ["good answer 0.0", "good answer 1.0", "good answer 1.1"]
     ingest.close()
+
+
+def test_a_large_batch_of_many_users_is_checked_the_same_way(tmp_path):
+    """More ids than FEW_IDS are looked up by their users' keys first (`Store._read_held`)."""
+    from pluralign.store.tables import FEW_IDS
+
+    store = Store(str(tmp_path), "enc", DIM)
+    batch = [prefs("t", f"u{k}", 30, start=100 * k) for k in range(4)]  # 120 rows of 4 users
+    rows = [r for part in batch for r in part[0]]
+    vecs = np.vstack([part[1] for part in batch])
+    assert len(rows) > FEW_IDS
+    assert store.add_preferences(rows[:50], vecs[:50], vecs[:50], vecs[:50]) == 50
+    assert store.add_preferences(rows, vecs, vecs, vecs) == 70  # the first 50 held: not stored again
+    assert store.preferences.count_rows() == 120
+    changed = [*rows[:-1], msgspec.structs.replace(rows[-1], tie=True)]
+    with pytest.raises(PrefIdConflict, match="another `tie`"):
+        store.add_preferences(changed, vecs, vecs, vecs)
