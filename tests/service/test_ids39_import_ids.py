@@ -79,3 +79,19 @@ def test_another_row_under_a_held_id_is_a_409_naming_the_line(svc):
         bad = json.dumps({"prompt": "Q?", "chosen": "A.", "rejected": "B.", "pref_id": "has space"})
         r = c.post("/v1/users/ids39-clash3/import", content=bad)
         assert r.status_code == 400 and field_named(r) == "line 1.pref_id", r.text
+
+
+def test_an_exported_edit_imported_again_is_held_already(svc):
+    """An import stores every row as a comparison: the user's edit of an answer, exported and imported again,
+    is the same preference (its `kind` aside), not a 409."""
+    with svc.client("acme") as c:
+        chat = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "ids39-edit", "seed": 0,
+                                                    "messages": [{"role": "user", "content": "Dinner idea?"}]})
+        assert chat.status_code == 200, chat.text
+        r = c.post("/v1/feedback", json={"type": "edit", "response_id": chat.json()["id"], "edited": "Soup, with bread."})
+        assert r.status_code == 201, r.text
+        file = export(c, "ids39-edit")
+        assert len(file.splitlines()) == 1
+        r = c.post("/v1/users/ids39-edit/import", content=file)
+        assert r.status_code == 201, r.text
+        assert r.json()["stored"] == [] and r.json()["already_stored"] == [json.loads(file)["pref_id"]]
