@@ -258,9 +258,9 @@ class Ingestor:
                 rows = [r for e in entries for r in e.rows]
                 if not rows:
                     return 0
-                stack = lambda name: np.stack([vectors.get(getattr(r, name), zero) for r in rows])  # (N, d)
+                prompt, chosen, rejected = (np.stack([vectors.get(getattr(r, name), zero) for r in rows]) for name in ("prompt", "chosen", "rejected"))  # (N, d)
                 try:
-                    self.store.add_preferences(rows, stack("prompt"), stack("chosen"), stack("rejected"))
+                    self.store.add_preferences(rows, prompt, chosen, rejected)
                     break
                 except PrefIdConflict as exc:  # left in the log it would stop every batch behind it
                     entries = self._left_out(entries, exc)
