@@ -8,9 +8,12 @@ content is a 409 naming `line N.pref_id`. The real app over HTTP, real LanceDB i
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
+from tests.conftest import REPO
 from tests.service.tiny import field_named, start_service
 
 
@@ -95,3 +98,25 @@ def test_an_exported_edit_imported_again_is_held_already(svc):
         r = c.post("/v1/users/ids39-edit/import", content=file)
         assert r.status_code == 201, r.text
         assert r.json()["stored"] == [] and r.json()["already_stored"] == [json.loads(file)["pref_id"]]
+
+
+def test_the_cli_round_trip_gives_the_same_bytes_and_again_stores_nothing(svc, tmp_path):
+    """`pluralign data export` of the service's file, then `pluralign data import --url` (the real CLI in a
+    subprocess) into the deleted user: the export after is the file; the same command again stores nothing."""
+    with svc.client("acme") as c:
+        assert c.post("/v1/users/ids39-cli/import", content=tied_rows(7)).status_code == 201
+        first = export(c, "ids39-cli")
+        (tmp_path / "service.jsonl").write_bytes(first)
+        cli = lambda *args: subprocess.run([sys.executable, "-m", "training.cli", "data", *args], cwd=REPO, capture_output=True,
+                                           text=True, timeout=120)
+        done = cli("export", "--source", "jsonl", "--path", str(tmp_path / "service.jsonl"), "--out", str(tmp_path / "cli.jsonl"))
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "cli.jsonl").read_bytes() == first
+        assert c.delete("/v1/users/ids39-cli").status_code in (200, 204)
+        send = ("import", "--source", "jsonl", "--path", str(tmp_path / "cli.jsonl"), "--url", svc.url, "--key", svc.keys["acme"])
+        done = cli(*send)
+        assert done.returncode == 0 and json.loads(done.stdout)["stored"] == 7, (done.stdout, done.stderr)
+        assert export(c, "ids39-cli") == first
+        done = cli(*send)  # again: every row held already
+        assert done.returncode == 0, done.stderr
+        assert c.get("/v1/users/ids39-cli/preferences").json()["total"] == 7 and export(c, "ids39-cli") == first
