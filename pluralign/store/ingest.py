@@ -140,8 +140,9 @@ class Ingestor:
                         "not stored twice", self.log.folder)
             self._move.acquire()
         try:
-            present = self.store.stored_pref_ids([r.pref_id for e in replayed for r in e.rows])
-            self.log.done([e for e in replayed if all(r.pref_id in present for r in e.rows)])
+            # held for their user: a pref_id is one user's (an export imported as another user keeps its ids)
+            present = set(self.store.held_preferences([r for e in replayed for r in e.rows]))
+            self.log.done([e for e in replayed if all((r.tenant, r.user_id, r.pref_id) in present for r in e.rows)])
         finally:
             self._move.release()
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))

@@ -73,7 +73,8 @@ DRAW_ATTEMPTS = 3  # draws of `Store.answers_sample` redone after a compaction c
 WRITE_ATTEMPTS = 3  # a commit that met such a removal: made again on the newest version (`Store._commit`)
 UPGRADE_ATTEMPTS = 4  # an older table's added columns and mark, against replicas upgrading it at the same moment (`Store._open`)
 # the columns that tell an appended row apart (a commit is whole or absent: its first row tells whether it is there)
-APPEND_KEYS = {"preferences": ("pref_id",), "interactions": ("response_id",),
+# (a pref_id is one user's: an export imported as another user keeps its ids)
+APPEND_KEYS = {"preferences": ("tenant", "user_id", "pref_id"), "interactions": ("response_id",),
                "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",)}
 INDEXED_COLUMNS = ("tenant", "user_id")
 FEW_IDS = 64  # ids `Store.held_preferences` looks up by one query of them; more: by their users' keys first

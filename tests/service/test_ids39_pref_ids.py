@@ -131,3 +131,39 @@ def test_a_large_batch_of_many_users_is_checked_the_same_way(tmp_path):
     changed = [*rows[:-1], msgspec.structs.replace(rows[-1], tie=True)]
     with pytest.raises(PrefIdConflict, match="another `tie`"):
         store.add_preferences(changed, vecs, vecs, vecs)
+
+
+def test_a_retried_commit_keeps_rows_whose_ids_another_user_holds(tmp_path, monkeypatch):
+    """Ids are per user (an export imported as another user keeps them): a commit made again after Lance's
+    "Not found" appends the rows the table lacks by (tenant, user_id, pref_id), not by pref_id alone, which
+    dropped v's rows as u's."""
+    from tests.service.test_left28_store_writes import meets_not_found
+
+    store = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    rows, p, c, r = prefs("t", "u", 2)
+    store.add_preferences(rows, p, c, r)
+    meets_not_found(monkeypatch, store.preferences, "add", committed=False)  # the first attempt did not commit
+    assert store.add_preferences([msgspec.structs.replace(x, user_id="v") for x in rows], p, c, r) == 2
+    assert store.count_preferences("t", "v") == 2 and store.preferences.count_rows() == 4
+
+
+def test_the_log_replayed_at_start_keeps_rows_whose_ids_another_user_holds(tmp_path):
+    """At start, replayed log records whose rows are stored are dropped: stored for their user, not under
+    their ids for anyone."""
+    from tests.service.test_feedback_log import HashEncoder, feedback
+    from pluralign.store.feedback_log import FeedbackLog
+    from pluralign.store.ingest import Ingestor
+
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    rows = feedback("u", 0, n=2)
+    vecs = HashEncoder().encode(["x", "y"])
+    store.add_preferences(rows, vecs, vecs, vecs)
+    log = FeedbackLog(tmp_path / "log")
+    log.append([msgspec.structs.replace(x, user_id="v") for x in rows])  # acknowledged, not moved before a crash
+    log.close()
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder())
+    try:
+        ingest.flush()
+        assert store.count_preferences("t", "v") == 2  # was 0: dropped as already moved
+    finally:
+        ingest.close()
