@@ -150,9 +150,9 @@ def test_a_retried_commit_keeps_rows_whose_ids_another_user_holds(tmp_path, monk
 def test_the_log_replayed_at_start_keeps_rows_whose_ids_another_user_holds(tmp_path):
     """At start, replayed log records whose rows are stored are dropped: stored for their user, not under
     their ids for anyone."""
-    from tests.service.test_feedback_log import HashEncoder, feedback
     from pluralign.store.feedback_log import FeedbackLog
     from pluralign.store.ingest import Ingestor
+    from tests.service.test_feedback_log import HashEncoder, feedback
 
     store = Store(str(tmp_path / "db"), "hash", DIM)
     rows = feedback("u", 0, n=2)
