@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import regex
 
 from pluralign.data.json_keys import keys_kept, repeated_key
-from pluralign.data.record import MAX_MARGIN, Base, Message, Preference, PreferenceError, TrlRow
+from pluralign.data.record import MAX_MARGIN, Base, Message, Preference, PreferenceError, TrlRow, pref_id_problem
 from pluralign.data.text import (
     answer_key,
     is_blank,
@@ -261,6 +261,7 @@ class _Line(Base):
     source: str | None = None
     created_at: float | None = None
     attributes: dict[str, str] = {}
+    pref_id: str | None = None
     id: Any = msgspec.UNSET
     prompt_id: Any = msgspec.UNSET
     score_chosen: Any = msgspec.UNSET
@@ -305,7 +306,7 @@ def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
         return None
     try:  # Preference refuses a blank user_id, prompt, chosen or rejected
         return Preference(user_id=user_id, prompt=prompt, chosen=chosen, rejected=rejected, margin=row.margin, tie=bool(row.tie),
-                          source=row.source, created_at=row.created_at, attributes=row.attributes, trl=trl)
+                          source=row.source, created_at=row.created_at, attributes=row.attributes, trl=trl, pref_id=row.pref_id)
     except ValueError:
         return None
 
@@ -314,6 +315,8 @@ def _line_fields_sound(row: _Line) -> bool:
     """Whether the line's margin, time and attribute labels are as `row_to_preference` takes them."""
     margin, created_at = row.margin, row.created_at
     if (margin is not None and not 0 <= margin <= MAX_MARGIN) or (created_at is not None and not math.isfinite(created_at)):
+        return False
+    if pref_id_problem(row.pref_id) is not None:
         return False
     for key in row.attributes:
         if is_blank(key):
@@ -352,7 +355,8 @@ def _line_keys(row: _Line) -> int:
     holds, so such a line only goes to the exact check."""
     unset = msgspec.UNSET
     count = (2 + (row.prompt is not unset) + (row.user_id is not unset)  # chosen and rejected are required
-             + (row.margin is not None) + (row.tie is not None) + (row.source is not None) + (row.created_at is not None))
+             + (row.margin is not None) + (row.tie is not None) + (row.source is not None) + (row.created_at is not None)
+             + (row.pref_id is not None))
     if not (isinstance(row.chosen, str) and isinstance(row.prompt, str)):  # messages (both answers are of one form)
         count += sum(len(message) for texts in (row.prompt, row.chosen, row.rejected) if isinstance(texts, list) for message in texts)
     if row.attributes:
@@ -423,6 +427,8 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
     created_at = row.get("created_at")
     if isinstance(created_at, float) and not math.isfinite(created_at):  # Parquet's NaN, JSON's 1e999: no time at all
         raise PreferenceError(line, "created_at", f"must be a finite time (seconds since the epoch), got {created_at}")
+    if (problem := pref_id_problem(row.get("pref_id"))) is not None:
+        raise PreferenceError(line, "pref_id", problem)
     if "user_id" not in row:
         if default_user is None:
             raise PreferenceError(line, "user_id", "missing required field")
@@ -440,7 +446,8 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
 
 def preference_row(record: Preference) -> dict[str, Any]:
     """The row a file gets: TRL's columns in the form the record came in (see `TrlRow`), TRL's
-    extra columns, then pluralign's (`user_id`, `margin`, `tie`, `source`, `created_at`, `attributes`)."""
+    extra columns, then pluralign's (`user_id`, `margin`, `tie`, `source`, `created_at`, `attributes`, and `pref_id`
+    when the record has one)."""
     trl = record.trl
     row: dict[str, Any] = {"user_id": record.user_id}
     if trl is None:
@@ -450,6 +457,8 @@ def preference_row(record: Preference) -> dict[str, Any]:
             row["prompt"] = trl.prompt
         row.update(chosen=trl.chosen, rejected=trl.rejected, **trl.extra)
     row.update(margin=record.margin, tie=record.tie, source=record.source, created_at=record.created_at, attributes=dict(record.attributes))
+    if record.pref_id is not None:
+        row["pref_id"] = record.pref_id
     return row
 
 

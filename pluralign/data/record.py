@@ -17,6 +17,19 @@ USER_ID_RULE = "a user id is 1-128 characters: letters, digits and . _ @ : + - (
 # tenant names (from API keys, chosen by operators) name folders of the admin area's job data
 # (`jobs/data/<tenant>/`), beside its population snapshots (`jobs/data/population/`): an id, not a path
 RESERVED_TENANTS = frozenset({"population"})
+# a preference's id as a file carries it (what the service's export writes, `StoredPreference.pref_id`): it
+# names one preference of its user, so an import of the same file again stores nothing twice
+PREF_ID = re.compile(r"[\x21-\x7e]{1,128}")
+PREF_ID_RULE = "must be 1-128 printable ASCII characters without spaces"
+
+
+def pref_id_problem(pref_id: Any) -> str | None:
+    """Why `pref_id` is not an id a preference file may carry (None: it is one, or None)."""
+    if pref_id is None or (isinstance(pref_id, str) and PREF_ID.fullmatch(pref_id)):
+        return None
+    return f"{PREF_ID_RULE}, got {shorten(repr(pref_id), 64, '...')}"
+
+
 TENANT_RULE = "a tenant name is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
 
 
@@ -123,6 +136,9 @@ class Preference(Base):
     created_at: float | None = None
     attributes: dict[str, str] = {}
     trl: TrlRow | None = None  # the TRL row it was read from, when a plain export would not give it back
+    # the id it was stored under, when a file carries one (the service's export does): an import keeps it, so
+    # a row imported again is the same preference (stored once) and ties of `created_at` keep their order
+    pref_id: str | None = None
 
     def __post_init__(self) -> None:
         """Raises TypeError naming a text field that is not a str, ValueError naming an empty one, a
@@ -131,7 +147,8 @@ class Preference(Base):
         for name in ("user_id", "prompt", "chosen", "rejected"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"`{name}` must be a str, got {type(getattr(self, name)).__name__}")
-        for name, problem in (("margin", margin_problem(self.margin)), ("created_at", time_problem(self.created_at))):
+        for name, problem in (("margin", margin_problem(self.margin)), ("created_at", time_problem(self.created_at)),
+                              ("pref_id", pref_id_problem(self.pref_id))):
             if problem:
                 raise ValueError(f"`{name}` {problem}")
         if is_blank(self.user_id) or is_blank(self.prompt) or is_blank(self.chosen) or is_blank(self.rejected):

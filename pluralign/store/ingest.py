@@ -25,7 +25,7 @@ import numpy as np
 from pluralign.embed.base import Encoder
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
-from pluralign.store.tables import Store, StoredPreference
+from pluralign.store.tables import PrefIdConflict, Store, StoredPreference
 
 log = logging.getLogger("pluralign.store")
 # rows per worker batch at most (a record holding more goes alone): an import is one record of up to
@@ -143,8 +143,9 @@ class Ingestor:
                         "not stored twice", self.log.folder)
             self._move.acquire()
         try:
-            present = self.store.stored_pref_ids([r.pref_id for e in replayed for r in e.rows])
-            self.log.done([e for e in replayed if all(r.pref_id in present for r in e.rows)])
+            # held for their user: a pref_id is one user's (an export imported as another user keeps its ids)
+            present = set(self.store.held_preferences([r for e in replayed for r in e.rows]))
+            self.log.done([e for e in replayed if all((r.tenant, r.user_id, r.pref_id) in present for r in e.rows)])
         finally:
             self._move.release()
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
@@ -272,11 +273,16 @@ class Ingestor:
             entries = [e for e in entries if self.log.is_pending(e) and e.key not in self._held]
             if self.store.sync_seconds is not None:  # with replicas
                 entries = self._not_stored_elsewhere(entries)
-            rows = [r for e in entries for r in e.rows]
-            if not rows:
-                return 0
-            stack = lambda name: np.stack([vectors.get(getattr(r, name), zero) for r in rows])  # (N, d)
-            self.store.add_preferences(rows, stack("prompt"), stack("chosen"), stack("rejected"))
+            while True:
+                rows = [r for e in entries for r in e.rows]
+                if not rows:
+                    return 0
+                prompt, chosen, rejected = (np.stack([vectors.get(getattr(r, name), zero) for r in rows]) for name in ("prompt", "chosen", "rejected"))  # (N, d)
+                try:
+                    self.store.add_preferences(rows, prompt, chosen, rejected)
+                    break
+                except PrefIdConflict as exc:  # left in the log it would stop every batch behind it
+                    entries = self._left_out(entries, exc)
             self.log.done(entries)
             self.moved += len(rows)
         if self.on_moved is not None:
@@ -285,6 +291,16 @@ class Ingestor:
             except Exception:
                 log.exception("on_moved hook failed")
         return len(rows)
+
+    def _left_out(self, entries: list[Entry], conflict: PrefIdConflict) -> list[Entry]:
+        """`entries` without the one holding the row `conflict` names (its index in their rows), which is done
+        here, unstored: a row under a `pref_id` the user's rows hold with other content (the routes refuse
+        one, a 409; two requests racing can both pass that check). Runs under `_move`."""
+        offsets = np.cumsum([len(e.rows) for e in entries])
+        bad = entries[int(np.searchsorted(offsets, conflict.index, side="right"))]
+        log.error("a feedback request of %d row(s) was left out: %s", len(bad.rows), conflict)
+        self.log.done([bad])
+        return [e for e in entries if e is not bad]
 
     def _not_stored_elsewhere(self, entries: list[Entry]) -> list[Entry]:
         """The entries none of whose ids the store holds; the others are done here, left out whole. A

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -14,7 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.concurrency import sync_to_thread
-from litestar.exceptions import NotFoundException, ServiceUnavailableException, TooManyRequestsException
+from litestar.exceptions import HTTPException, NotFoundException, ServiceUnavailableException, TooManyRequestsException
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.response import Response, Stream
 
@@ -42,7 +44,28 @@ class PreferencePage(msgspec.Struct):
     total: int
     offset: int
     limit: int
-    next_offset: int | None
+    next_offset: int | None  # the next page's `offset`; null on the last page, and when paging by `after`
+    # the next page's `after` (an opaque cursor: the last row's place); null on the last page
+    next_after: str | None = None
+
+
+_CURSOR = msgspec.json.Decoder(tuple[float, str])
+
+
+def page_cursor(row: StoredPreference) -> str:
+    """The opaque `after` of the page that follows `row`: its sort key (created_at, pref_id), JSON, base64url."""
+    return base64.urlsafe_b64encode(msgspec.json.encode((row.created_at, row.pref_id))).rstrip(b"=").decode()
+
+
+def read_cursor(after: str) -> tuple[float, str]:
+    """The (created_at, pref_id) an `after` cursor holds; a 400 naming `after` for one `page_cursor` did not write."""
+    try:
+        created_at, pref_id = _CURSOR.decode(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)))
+        if math.isfinite(created_at):
+            return created_at, pref_id
+    except (ValueError, msgspec.DecodeError):  # binascii.Error is a ValueError
+        pass
+    raise bad_request("after", f"is not a cursor this service wrote (pass on a page's `next_after` as it is), got {shorten(repr(after), 64, '...')}")
 
 
 class Deleted(msgspec.Struct):
@@ -83,16 +106,27 @@ def list_preferences(
     user_id: FromPath[str],
     offset: Annotated[int, Parameter(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    after: Annotated[str | None, Parameter(max_length=512)] = None,
 ) -> PreferencePage:
-    """A page of the user's comparisons, oldest first. 404 when nothing at all is held about the user, as
-    the profile and the export answer (a known user without comparisons yet: an empty page)."""
+    """A page of the user's comparisons, oldest first (then by pref_id). 404 when nothing at all is held about
+    the user, as the profile and the export answer (a known user without comparisons yet: an empty page).
+
+    Page by `after`: each page's `next_after` (an opaque cursor, null on the last page) passed as the next
+    request's `after` gives the rows after that page's last one, so rows added or deleted meanwhile never make
+    a walk skip or repeat one (by `offset`, a row added before the offset shifts every later one). A cursor
+    this service did not write is a 400 naming `after`; `after` with an `offset` a 400 naming `offset`."""
+    if after is not None and offset:
+        raise bad_request("offset", "cannot be combined with `after` (a cursor already says where the page begins)")
     rt, tenant, user_id = _user(request, user_id)
+    key = None if after is None else read_cursor(after)
     services.flush_for_read(rt, tenant, user_id)
-    rows, total = rt.store.preferences_for(tenant, user_id, offset, limit)
+    rows, total = rt.store.preferences_for(tenant, user_id, offset, limit + 1, after=key)  # one more: is there a next page?
+    more, rows = len(rows) > limit, rows[:limit]
     if total == 0 and not services.anything_held(rt, tenant, user_id):
         raise NotFoundException(f"no user {user_id!r} in this tenant")
-    next_offset = offset + len(rows) if offset + len(rows) < total else None
-    return PreferencePage(data=rows, total=total, offset=offset, limit=limit, next_offset=next_offset)
+    next_offset = offset + len(rows) if after is None and more else None
+    return PreferencePage(data=rows, total=total, offset=offset, limit=limit, next_offset=next_offset,
+                          next_after=page_cursor(rows[-1]) if more else None)
 
 
 @get("/v1/users/{user_id:str}/export", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="Everything held about a user, as JSONL",
@@ -159,9 +193,11 @@ def in_chunks(lines: Iterable[bytes], size: int = EXPORT_CHUNK_BYTES) -> Iterato
 class Imported(msgspec.Struct):
     user: str
     stored: list[str]  # pref_ids written (durable before this reply)
+    # pref_ids of rows the user held already, with the same content (a file imported again): not stored again
+    already_stored: list[str] = []
 
 
-@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(422, 429, 503, 507), summary="Import a user's comparisons (a preference file, JSONL)")
+@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(409, 422, 429, 503, 507), summary="Import a user's comparisons (a preference file, JSONL)")
 async def import_preferences(
     request: Request,
     user_id: FromPath[str],
@@ -182,19 +218,19 @@ async def import_preferences(
     # off the event loop (a 1 MB body is ~8,000 lines, 20-40 ms of Python on 2 cores: every tenant's
     # requests would wait it out), and one of the tenant's imports at a time (`Runtime.import_lock`)
     async with rt.import_lock(tenant):
-        records = await sync_to_thread(_read_import, rt, user_id, body)
+        records, lines = await sync_to_thread(_read_import, rt, user_id, body)
     if idempotency_key is None:
-        return Response(await _store_imported(rt, tenant, user_id, records), status_code=201)
+        return Response(await _store_imported(rt, tenant, user_id, records, lines), status_code=201)
     async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
         ids, found = await sync_to_thread(replay_of, rt, tenant, user_id, idempotency_key, len(records))
         if found:
             rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
             return Response(Imported(user=user_id, stored=found), status_code=201, headers={"Idempotent-Replayed": "true"})
-        return Response(await _store_imported(rt, tenant, user_id, records, ids), status_code=201)
+        return Response(await _store_imported(rt, tenant, user_id, records, lines, ids), status_code=201)
 
 
-def _read_import(rt: Runtime, user_id: str, body: bytes) -> list:
-    """The preference records of an import's body (JSON lines, rows without `user_id` the user's). Raises a
+def _read_import(rt: Runtime, user_id: str, body: bytes) -> tuple[list, list[int]]:
+    """The preference records of an import's body, and each one's line (JSON lines, rows without `user_id` the user's). Raises a
     400 naming `body`, or `line N` and its field, for a body without rows, a line that is not a preference
     row, a row naming another user, labels past the size limits (`check_labels`), or one of TRL's extra columns,
     which the row keeps, past theirs (`pluralign.data.io.extra_column_problem`: `line N.<column>`). Run in a thread."""
@@ -218,16 +254,26 @@ def _read_import(rt: Runtime, user_id: str, body: bytes) -> list:
             check_labels(rt, record.source, record.attributes, where=f"line {i}.")
         if record.trl is not None and record.trl.extra and (over := extra_column_problem(record.trl.extra)) is not None:
             raise bad_request(f"line {i}.{over[0]}", over[1])
-    return records
+    return records, numbers
 
 
-async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list, ids: list[str] | None = None) -> Imported:
+async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list, lines: list[int], ids: list[str] | None = None) -> Imported:
+    """Stores the rows of an import (`lines`: each record's line in the body). A row under a `pref_id` the user
+    holds with the same content is not stored again (`already_stored`); with other content the import is a 409
+    naming `line N.pref_id` (code `pref_id_conflict`), nothing of it stored (`services.new_rows`)."""
     await _finish_unfinished_delete(rt, tenant, user_id)
-    stored = await sync_to_thread(services.import_rows, tenant, user_id, records, ids)  # 8,000 rows: tens of ms
-    remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
-    await rt.ingest.submit_async(stored)
-    rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
-    return Imported(user=user_id, stored=[s.pref_id for s in stored])
+    rows = await sync_to_thread(services.import_rows, tenant, user_id, records, ids)  # 8,000 rows: tens of ms
+    try:
+        stored, held = await sync_to_thread(services.new_rows, rt, tenant, user_id, rows, lines)
+    except services.PrefIdTaken as exc:
+        field = f"line {exc.line}.pref_id"
+        raise HTTPException(status_code=409, detail=f"`{field}`: {exc.problem}",
+                            extra=[{"key": field, "message": exc.problem, "code": "pref_id_conflict"}]) from None
+    if stored:
+        remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
+        await rt.ingest.submit_async(stored)
+        rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
+    return Imported(user=user_id, stored=[s.pref_id for s in stored], already_stored=held)
 
 
 async def _finish_unfinished_delete(rt: Runtime, tenant: str, user_id: str) -> None:

@@ -652,7 +652,7 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
     answers with the same visible text). Read as it is sent, from one version of the table, with the errors
     of `export_lines`."""
     from pluralign.data.io import preference_row
-    from pluralign.data.record import Preference
+    from pluralign.data.record import Preference, pref_id_problem
 
     flush_for_read(rt, tenant, user_id)
     for row in rt.store.preferences_in_order(tenant, user_id):
@@ -661,6 +661,7 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
         record = Preference(
             user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
             tie=row.tie, source=row.source, created_at=row.created_at, attributes=row.attributes, trl=row.trl,
+            pref_id=row.pref_id if pref_id_problem(row.pref_id) is None else None,  # an id a library user chose that no file takes
         )
         yield msgspec.json.encode(preference_row(record)) + b"\n"
 
@@ -722,9 +723,10 @@ def export_has_lines(rt: Runtime, tenant: str, user_id: str, export_format: str)
 
 def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | None = None) -> list[StoredPreference]:
     """Stored comparison rows for `user_id` from preference records (their times and labels kept,
-    received now); `pref_ids` (one per record, an idempotent import's) or fresh random ids."""
+    received now), each under the `pref_id` its record carries (an export's), else `pref_ids`' (one per
+    record, an idempotent import's), else a fresh random id."""
     now = time.time()
-    pref_ids = pref_ids or [uuid.uuid4().hex for _ in records]
+    pref_ids = [r.pref_id or pref_id for r, pref_id in zip(records, pref_ids or [uuid.uuid4().hex for _ in records], strict=True)]
     return [
         StoredPreference(
             tenant=tenant, user_id=user_id, pref_id=pref_id, kind="comparison",
@@ -734,6 +736,46 @@ def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | 
         )
         for i, (r, pref_id) in enumerate(zip(records, pref_ids, strict=True))
     ]
+
+
+class PrefIdTaken(Exception):
+    """An import's row under a `pref_id` the user holds (stored, or acknowledged and still in the feedback
+    log), or an earlier line of the body carries, with other content. `line`: the row's line in the body;
+    `problem`: in words, naming the first field that differs."""
+
+    def __init__(self, line: int, problem: str):
+        super().__init__(problem)
+        self.line, self.problem = line, problem
+
+
+def new_rows(rt: Runtime, tenant: str, user_id: str, rows: list[StoredPreference], lines: list[int]) -> tuple[list[StoredPreference], list[str]]:
+    """(new, held) of an import's rows (`lines`: each one's line in the body): the rows to store, and the ids of
+    those the user holds already with the same content (a file imported again), which are not stored again;
+    a row repeated in the body goes once. Raises PrefIdTaken for a row whose id is held, or given by an
+    earlier line, with other content (`pluralign.store.tables.differing_field`). Looks at the user's rows
+    still in the feedback log, then at the table (one read of these ids, `Store.held_preferences`). Run in a thread."""
+    from pluralign.store.tables import differing_field
+
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        j = first.setdefault(row.pref_id, i)
+        if j != i and (field := differing_field(rows[j], row)) is not None:
+            raise PrefIdTaken(lines[i], f"{row.pref_id!r} is also line {lines[j]}'s, whose `{field}` differs (a pref_id names one preference)")
+    unique = [rows[i] for i in first.values()]
+    wanted = set(first)
+    held = {r.pref_id: r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows if r.pref_id in wanted}
+    held.update((key[2], row) for key, row in rt.store.held_preferences([r for r in unique if r.pref_id not in held]).items())
+    new, found = [], []
+    for i, row in zip(first.values(), unique, strict=True):
+        stored = held.get(row.pref_id)
+        if stored is None:
+            new.append(row)
+        elif (field := differing_field(stored, row)) is not None:
+            raise PrefIdTaken(lines[i], f"{row.pref_id!r} is already stored for this user with another `{field}` "
+                                        "(a pref_id names one preference: give this row a new id, or none)")
+        else:
+            found.append(row.pref_id)
+    return new, found
 
 
 class EmbeddingsNotForgotten(RuntimeError):

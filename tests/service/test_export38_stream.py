@@ -57,7 +57,8 @@ def reference(rt, tenant: str, user_id: str, export_format: str) -> bytes:
         if is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected):
             continue
         record = Preference(user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
-                            tie=row.tie, source=row.source, created_at=row.created_at, attributes=row.attributes, trl=row.trl)
+                            tie=row.tie, source=row.source, created_at=row.created_at, attributes=row.attributes, trl=row.trl,
+                            pref_id=row.pref_id)  # carried since session ids39
         out.append(msgspec.json.encode(preference_row(record)) + b"\n")
     return b"".join(out)
 

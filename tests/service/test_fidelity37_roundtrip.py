@@ -14,7 +14,7 @@ from tests.hf_datasets import DatasetsProcess
 from tests.service.tiny import field_named, start_service
 
 # the columns a preference file adds to a TRL row (pluralign's: `pluralign.data.io.preference_row`)
-OWN_COLUMNS = {"user_id", "margin", "tie", "source", "created_at", "attributes"}
+OWN_COLUMNS = {"user_id", "margin", "tie", "source", "created_at", "attributes", "pref_id"}
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def test_a_schema_2_store_gains_the_column_on_open_and_its_rows_export_as_before
         assert table.to_arrow().column("trl").to_pylist() == [None]
         old = c.get("/v1/users/old/export", params={"format": "preferences"}).json()
         # schema 2 kept no TRL column of the row: it exports as before, its text and pluralign's columns
-        assert old == {k: v for k, v in before.items() if k in {"prompt", "chosen", "rejected"} | OWN_COLUMNS}
+        assert old == {k: v for k, v in before.items() if k in {"prompt", "chosen", "rejected"} | OWN_COLUMNS} | {"pref_id": old["pref_id"]}
         assert "id" in before and "id" not in old
         assert c.post("/v1/users/new/import", content=json.dumps(CONVERSATIONAL[0])).status_code == 201
         new = c.get("/v1/users/new/export", params={"format": "preferences"}).json()

@@ -78,6 +78,7 @@ def test_an_import_of_adversarial_lines_stores_what_the_reference_reader_reads(s
         exported = [json.loads(line) for line in c.get(f"/v1/users/{USER}/export", params={"format": "preferences"}).text.splitlines()]
     want = [{**preference_row(msgspec.structs.replace(record, source=record.source or "import")), "created_at": None} for record in expected]
     got = [{**row, "created_at": None} for row in exported]
+    assert sorted(row.pop("pref_id") for row in got) == sorted(r.json()["stored"])  # each row's id (session ids39)
     assert sorted(map(_key, got)) == sorted(map(_key, want))
 
 
