@@ -214,7 +214,10 @@ class TenantThreads(ThreadPoolExecutor):
     Litestar's `sync_to_thread` handlers, streamed answers and the service's own `sync_to_thread` calls
     run): work waits per caller and is taken round-robin over the callers that have some (`FairScheduler`),
     so one tenant's burst of slow requests queues no other tenant's request behind it, however long it
-    is: a request waits for the next free thread, behind at most one request of each other caller.
+    is: each piece of work (a sync handler; each chunk of a streamed export and each step of an import or
+    feedback is a piece of its own, queued again) waits for the next free thread, behind at most one piece
+    of each other caller's. A queued piece whose client went away still runs: nothing cancels a sync
+    handler on a disconnect (as with the loop's own pool before).
     Nothing is refused (no bound on what waits: the rate limit and the connection limit bound it).
     `lane()` names the caller of the work being submitted (read in the submitting request's context).
     A subclass because the loop takes only a ThreadPoolExecutor; its own pool is never used."""
