@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,26 +102,25 @@ class OncePer:
             return True
 
 
-class TenantStripes:
-    """Locks picked by a key, `stripes` of them per tenant, each tenant's made at its first use: keys of one
-    tenant may share a lock (a few locks stand for any number of keys), keys of two tenants never do, so one
-    tenant holding a lock long (a user's DELETE holds that user's for all of its steps) never holds up
-    another tenant's requests. Tenants are named by API keys, which the operator issues: their number is
-    bounded. `make` builds one lock (`threading.RLock`, `asyncio.Lock`)."""
+class KeyedLocks:
+    """A lock per (tenant, key), made when asked for and kept only while someone holds or waits on it (a
+    `weakref.WeakValueDictionary`): one tenant's requests for one key (a user, an Idempotency-Key), whichever
+    of the tenant's API keys sent them, share a lock; two keys, or two tenants, never do, so one tenant holding
+    a lock long (a user's DELETE holds that user's for all of its steps) never holds up another's requests.
+    The table holds only the locks in use, however many tenants and keys the service has seen. `make`
+    builds one lock (`threading.RLock`, `asyncio.Lock`); a caller keeps what it gets while it uses it."""
 
-    def __init__(self, make: Callable[[], object], stripes: int):
-        self.make, self.stripes = make, stripes
-        self._by_tenant: dict[str, tuple] = {}
+    def __init__(self, make: Callable[[], object]):
+        self.make = make
+        self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
     def __call__(self, tenant: str, key: object):
-        locks = self._by_tenant.get(tenant)
-        if locks is None:
-            with self._lock:
-                locks = self._by_tenant.get(tenant)
-                if locks is None:
-                    locks = self._by_tenant[tenant] = tuple(self.make() for _ in range(self.stripes))
-        return locks[hash(key) % self.stripes]
+        with self._lock:
+            lock = self._locks.get((tenant, key))
+            if lock is None:
+                lock = self._locks[(tenant, key)] = self.make()
+            return lock
 
 
 @dataclass
@@ -177,17 +177,17 @@ class Runtime:
     # when a chat answered "not tried" (the store known down) was last logged: once a minute, not every chat
     not_tried_said: OncePer = field(default_factory=lambda: OncePer(NOT_TRIED_LOG_S))
     chats: GeneratingChats = field(default_factory=GeneratingChats)  # the chats generating now (stopped by `cut` as the service stops)
-    _user_locks: TenantStripes = field(default_factory=lambda: TenantStripes(threading.RLock, 64))
+    _user_locks: KeyedLocks = field(default_factory=lambda: KeyedLocks(threading.RLock))
     # (tenant, user_id) -> time.monotonic() of their latest DELETE, kept DELETE_MEMORY_S: a chat planned
     # before it (their history read, generating meanwhile) then stores nothing of them
     _deleted_at: dict[tuple[str, str], float] = field(default_factory=dict)
     _deleted_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    _idempotency_locks: TenantStripes = field(default_factory=lambda: TenantStripes(asyncio.Lock, 256))
+    _idempotency_locks: KeyedLocks = field(default_factory=lambda: KeyedLocks(asyncio.Lock))
 
     def idempotency_lock(self, tenant: str, key: str) -> asyncio.Lock:
         """Orders the requests carrying one Idempotency-Key (on the event loop): check, then store. Held
-        across an import's wait for its user's unfinished DELETE: the tenant's own (`TenantStripes`)."""
+        across an import's wait for its user's unfinished DELETE: the key's own (`KeyedLocks`)."""
         return self._idempotency_locks(tenant, key)
 
     _import_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -204,7 +204,7 @@ class Runtime:
     def user_lock(self, tenant: str, user_id: str) -> threading.RLock:
         """The lock that orders a user's DELETE against writes of their row (refits, adapter
         promotion): held across read-then-write, so nothing fitted before a DELETE lands after it.
-        One of the tenant's own (`TenantStripes`): another tenant's DELETE never holds it."""
+        The user's own (`KeyedLocks`): another user's DELETE, of any tenant, never holds it."""
         return self._user_locks(tenant, user_id)
 
     def note_deleted(self, tenant: str, user_id: str) -> None:

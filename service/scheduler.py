@@ -142,12 +142,17 @@ class FairScheduler:
                 task.future.set_exception(Stopping(reason))
         return len(waiting)
 
-    def shutdown(self) -> None:
-        """The threads end once their task is done (their tasks are not waited for)."""
+    def shutdown(self, wait: bool = False) -> None:
+        """The threads end once their task is done; with `wait` this returns once they have (their
+        running tasks finished), else at once (their tasks are not waited for)."""
         with self._lock:
             threads, self._threads = self._threads, []
         for _ in threads:
             self._started_tasks.put(None)
+        if wait:
+            for thread in threads:
+                if thread is not threading.current_thread():
+                    thread.join()
 
     def _worker(self) -> None:
         while (item := self._started_tasks.get()) is not None:
@@ -209,7 +214,10 @@ class TenantThreads(ThreadPoolExecutor):
     Litestar's `sync_to_thread` handlers, streamed answers and the service's own `sync_to_thread` calls
     run): work waits per caller and is taken round-robin over the callers that have some (`FairScheduler`),
     so one tenant's burst of slow requests queues no other tenant's request behind it, however long it
-    is: a request waits for the next free thread, behind at most one request of each other caller.
+    is: each piece of work (a sync handler; each chunk of a streamed export and each step of an import or
+    feedback is a piece of its own, queued again) waits for the next free thread, behind at most one piece
+    of each other caller's. A queued piece whose client went away still runs: nothing cancels a sync
+    handler on a disconnect (as with the loop's own pool before).
     Nothing is refused (no bound on what waits: the rate limit and the connection limit bound it).
     `lane()` names the caller of the work being submitted (read in the submitting request's context).
     A subclass because the loop takes only a ThreadPoolExecutor; its own pool is never used."""
@@ -223,6 +231,9 @@ class TenantThreads(ThreadPoolExecutor):
         return self.scheduler.submit(self.lane(), partial(fn, *args, **kwargs) if args or kwargs else fn)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Work still waiting never runs (its Future raises Stopping); with `wait`, returns once the work
+        running has finished, as the loop's own pool did: `asyncio.run` waits so at exit, and a request
+        thread's store write is not killed mid-way with the interpreter (its threads are daemon threads)."""
         self.scheduler.close("the service is stopping")
-        self.scheduler.shutdown()
+        self.scheduler.shutdown(wait=wait)
         super().shutdown(wait=wait, cancel_futures=cancel_futures)

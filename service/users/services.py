@@ -862,7 +862,7 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
     OSError when the journal entry cannot be written (then nothing was deleted)."""
     journal = rt.delete_journal
     # the store's maintenance turn first (with replicas it may wait minutes for the lease), then the
-    # user's lock: their chats and refits (and others' sharing the lock's stripe) never wait that long
+    # user's lock: their chats and refits never wait that long
     with rt.store.maintenance(), rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
         if unfinished is None:
             entry = journal.begin(tenant, user_id, time.time())
