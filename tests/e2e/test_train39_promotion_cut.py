@@ -276,3 +276,30 @@ def test_a_service_killed_mid_promotion_serves_the_model_promotions_json_names_a
     assert named is not None and named.job_id == job_id and Path(named.artifact).is_dir()
     assert checkpoint_version(data / "pal-promoted") == checkpoint_version(Path(named.artifact))
     assert svc.runtime.rewards.version == checkpoint_version(Path(named.artifact))
+
+
+
+def test_a_start_from_another_working_folder_keeps_a_promotion_recorded_with_a_relative_path(tmp_path, monkeypatch):
+    """Review of train39: a data folder given relative (the default `./data`: `make serve` in the checkout) has
+    promotions.json name artifact folders relative to the working folder (`data/jobs/artifacts/<id>`); a later
+    start on the same folder from elsewhere (a systemd unit, `pluralign serve --data-dir /srv/...`) found that path
+    'gone' and dropped it from promotions.json for good (`_drop_gone_promotions`), so the next candidate, worse,
+    was promoted without a comparison and replaced the model served. Seen failing before the fix: nothing named."""
+    checkout = tmp_path / "checkout"
+    folder, served = checkout / "data" / "jobs", checkout / "data" / "served"
+    first = first_promoted(folder, served)
+    promotions = folder / "promotions.json"  # as written by a start from the checkout with the folder given as ./data
+    promotions.write_text(promotions.read_text().replace(str(folder), "data/jobs"))
+    assert Promotions(promotions).served("pal").artifact == f"data/jobs/artifacts/{first}"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
+    assert runner.promotions.served("pal") is not None
+    runner.start()
+    try:
+        job = runner.wait(runner.submit("pal", {"model": "worse", "accuracy": 0.1}).id, timeout=60)
+    finally:
+        runner.stop()
+    assert job.state == "succeeded" and job.promoted is False, job
+    assert Promotions(promotions).served("pal").job_id == first
+    assert (served / "model.txt").read_text() == "first"

@@ -530,7 +530,7 @@ class LocalJobRunner:
             return kind.promotion_key(j) if kind is not None and kind.promotion_key is not None else None
 
         before = [(j, accuracy) for j in self.store.all() if j.id != job.id and j.state == "succeeded" and j.promoted is True
-                  and j.artifact and Path(j.artifact).exists() and (accuracy := _heldout(j)) is not None and keyed(j) == key]
+                  and j.artifact and self._artifact_there(j.artifact, j.id) and (accuracy := _heldout(j)) is not None and keyed(j) == key]
         if not before:
             return None
         last, accuracy = max(before, key=lambda pair: pair[0].finished_at or 0.0)
@@ -542,7 +542,7 @@ class LocalJobRunner:
         what is there, and nothing reads a folder that is not. The served model itself is left as it is."""
         for key in self.promotions.keys():
             served = self.promotions.served(key)
-            if served is None or not served.artifact or Path(served.artifact).exists():
+            if served is None or not served.artifact or self._artifact_there(served.artifact, served.job_id):
                 continue
             log.warning("promotions.json named %s for %s (job %s), which is gone: no longer named, and the next %s "
                         "candidate is promoted without a comparison", served.artifact, key, served.job_id, key)
@@ -551,6 +551,12 @@ class LocalJobRunner:
             except OSError as exc:  # a full disk: named still, tried again at the next start
                 log.error("could not rewrite promotions.json: %s", _problem(exc))
                 return
+
+    def _artifact_there(self, artifact: str, job_id: str) -> bool:
+        """Whether job `job_id`'s artifact folder `artifact` (as its record or promotions.json names it) is there. A
+        path recorded relative (a data folder given as `./data`) is read from another working folder at a later
+        start: the job's own folder in this runner's `artifacts` counts too, so it is not taken for gone."""
+        return Path(artifact).exists() or (Path(self.config.folder) / "artifacts" / job_id).is_dir()
 
     def _withdraw_all(self, job: Job) -> None:
         """Take job `job` out of promotions.json wherever it is named (it ended without being promoted): what
