@@ -303,3 +303,28 @@ def test_a_start_from_another_working_folder_keeps_a_promotion_recorded_with_a_r
     assert job.state == "succeeded" and job.promoted is False, job
     assert Promotions(promotions).served("pal").job_id == first
     assert (served / "model.txt").read_text() == "first"
+
+
+def test_a_cut_promotion_put_into_service_whose_result_is_gone_serves_what_promotions_json_names_again(tmp_path):
+    """Review of train39: cut right after the job's model was put into service, then its output file removed (a
+    cleanup) before the restart: finishing it fails and promotions.json names the job served before it again, but
+    the served model stayed the failed job's: promotions.json and the served model disagreed (the next candidate
+    was compared with a model not served). Now what promotions.json names is put into service again. Seen failing
+    before the fix: served 'second', named 'first'."""
+    folder, served = tmp_path / "jobs", tmp_path / "served"
+    first = first_promoted(folder, served)
+    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "served", "3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
+    assert (served / "model.txt").read_text() == "second"  # put into service before the stop
+    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
+    JobStore(folder).path(cut.id, "out").unlink()
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
+    runner.start()
+    try:
+        job = runner.wait(cut.id, timeout=60)
+    finally:
+        runner.stop()
+    assert job.state == "failed" and job.error.startswith("finishing it failed: No such file or directory"), job
+    assert Promotions(folder / "promotions.json").served("pal").job_id == first
+    assert assert_agreeing(folder, served) == "first"

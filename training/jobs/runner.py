@@ -520,6 +520,27 @@ class LocalJobRunner:
         log.warning("job %s: %s", job.id, note)
         tail = [*job.log_tail, note][-self.config.log_lines :]
         self._finished(msgspec.structs.replace(job, log_tail=tail), 0, 1.0, tail)
+        done = self.store.get(job_id)
+        if done is not None and done.promoted is not True:
+            self._serve_named_again(job)
+
+    def _serve_named_again(self, job: Job) -> None:
+        """After a cut-short promotion of `job` that did not finish: put what promotions.json names for its key
+        (what was served before it, `_withdraw_all`) into service again, since the stop may have come after
+        `job`'s model was put in. A failure is logged; the next start or promotion puts a model in again."""
+        kind = self.kinds.get(job.kind)
+        if self.on_promote is None or kind is None or kind.promotion_key is None:
+            return
+        key = kind.promotion_key(job)
+        served = self.promotions.served(key)
+        before = self.store.get(served.job_id) if served is not None else None
+        if before is None or not before.artifact:
+            return
+        try:
+            self.on_promote(msgspec.structs.replace(before, artifact=served.artifact), key)
+        except Exception:
+            log.exception("job %s's promotion was cut short and did not finish; putting job %s (named in promotions.json "
+                          "for %s) into service again failed", job.id, before.id, key)
 
     def _served_before(self, job: Job, key: str) -> Served | None:
         """What was served for `key` before `job`, whose promotion was cut short (promotions.json names `job` and
