@@ -31,13 +31,13 @@ def _beta(beta: float) -> None:
 CONSTANT_BT_LOSS = math.log(2)
 # A kept model whose validation loss is over this many times CONSTANT_BT_LOSS (10 bits per pair worse than a
 # coin flip: it puts about 1/1000 on the answers users gave) learned numbers, not preferences: on the
-# project's runs the kept epoch's loss stays under CONSTANT_BT_LOSS (docs/training.md, "Divergence")
+# project's runs the kept epoch's loss stays under CONSTANT_BT_LOSS (docs/operations.md, "A training run that diverges")
 ABSURD_BT_LOSS = 10 * CONSTANT_BT_LOSS
 
 
 class TrainingDiverged(ValueError):
     """A training loop's loss became NaN or inf, or (PAL) the best model it kept scores an absurd
-    validation loss (over ABSURD_BT_LOSS): the parameters are no longer numbers worth keeping, and no
+    loss (over ABSURD_BT_LOSS) on its training pairs or its validation pairs: the parameters are no longer numbers worth keeping, and no
     earlier state is kept either. Raised by PAL's and FSPO's (adapters') loops; the message names
     where (epoch or step), the loss seen and its likely causes, in one line."""
 

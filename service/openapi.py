@@ -55,6 +55,8 @@ ERRORS = {
     429: "too many requests: retry later",
     500: "an internal error (logged)",
 }
+# a 415's headers: what the route takes (`Accept` for `Content-Type`, `Accept-Encoding` for `Content-Encoding`)
+MEDIA_TYPE_HEADERS = {"Accept": {"schema": {"type": "string"}}, "Accept-Encoding": {"schema": {"type": "string"}}}
 PUBLIC = {"/health", "/metrics", "/admin/login", "/admin/logout"}
 MEDIA = {  # (path, method) -> the media types the 200 really answers
     ("/metrics", "get"): {"text/plain; version=0.0.4": {"schema": {"type": "string"}}, "text/plain; version=1.0.0": {"schema": {"type": "string"}},
@@ -208,10 +210,14 @@ def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
         statuses.append(413)
     for status in statuses:
         responses[str(status)] = _error(ERRORS[status])
+    if method in ("post", "put", "patch"):  # service.strict: refuse_content_coding, refuse_non_json_type
+        responses["415"] = {**_error("the body's `Content-Encoding` is not taken (`Accept-Encoding: identity`: send it "
+                                     "uncompressed), or a JSON body is declared as another `Content-Type` (`Accept` names "
+                                     "what is taken); `error.param` names the header"), "headers": dict(MEDIA_TYPE_HEADERS)}
     if (path, method) == ("/admin/login", "post"):
         responses["401"] = {"description": "not an admin key: the form again, with the reason", "content": MEDIA[("/admin/login", "get")]}
-        responses["415"] = {**_error("the body is not a form (JSON, multipart, text): `Accept` names the form type"),
-                            "headers": {"Accept": {"schema": {"type": "string"}}}}
+        responses["415"] = {**_error("the body is not a form (JSON, multipart, text): `Accept` names the form type; "
+                                     "or it has a `Content-Encoding` (`Accept-Encoding: identity`)"), "headers": dict(MEDIA_TYPE_HEADERS)}
 
 
 def _declare_response_headers(path: str, method: str, responses: dict) -> None:

@@ -203,7 +203,9 @@ class Settings(Base, frozen=True):
 
     @property
     def data_path(self) -> Path:
-        return Path(self.data_dir)
+        """`data_dir`, absolute: a job's worker runs in the checkout (`RunnerConfig.cwd`), not in the service's
+        working folder, and reads the paths it is given (artifact folder, snapshot, store) as they are."""
+        return Path(self.data_dir).absolute()
 
     @property
     def lancedb_uri(self) -> str:

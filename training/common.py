@@ -335,17 +335,19 @@ def listen_port(given: int | None, variable: str, default: int) -> tuple[int, st
     """The port a server command listens on and how to name it in an error: --port when `given`, else
     the environment variable `variable` (PORT, the convention of Cloud Run and Heroku, which the image
     and the Kubernetes manifest set, and which their liveness probes read), else `default`. Raises
-    ValueError naming the variable when it is set to anything but an integer from 0 to 65535."""
+    ValueError naming the variable when it is set to anything but an integer from 1 to 65535 (0, any free
+    port, is --port 0 only: what reads the variable, a liveness probe, connects to that port)."""
     if given is not None:
         return given, f"--port {given}"
     text = os.environ.get(variable)
     if text is None:
         return default, f"--port {default} (the default)"
-    if not (text.isascii() and text.isdigit() and len(text) <= 5 and int(text) < 65536):
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536):
         from pluralign.data.text import shown
 
-        raise ValueError(f"{variable}={shown(text)}: the port to listen on must be an integer from 0 to 65535 "
-                         f"(unset it, or give --port, for {default})")
+        # not 0 (any free port): the probes that read the variable would connect to port 0
+        raise ValueError(f"{variable}={shown(text)}: the port to listen on must be an integer from 1 to 65535 "
+                         f"(unset it, or give --port, for {default}; any free port is --port 0)")
     return int(text), f"{variable}={int(text)}"
 
 

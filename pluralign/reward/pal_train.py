@@ -107,8 +107,10 @@ def train_pal(
     (N, input_dim) or not finite, a user index outside `users`; the field is named), when train and
     val index other users, TooManyComponents (a ValueError) when K is more than the training users,
     and TrainingDiverged (a ValueError) naming the epoch and the loss as soon as a training step's
-    loss or an epoch's validation loss is NaN or inf, or when the best epoch's validation loss is still
-    over `pluralign.losses.ABSURD_BT_LOSS` (10 x log 2 nats per pair; a constant model scores log 2):
+    loss or an epoch's validation loss is NaN or inf, or when the best epoch's model scores over
+    `pluralign.losses.ABSURD_BT_LOSS` (10 x log 2 nats per pair; a constant model scores log 2) on its
+    training pairs or on its validation pairs (a few validation pairs that contradict many consistent
+    training pairs of their user can do that at the default rates: docs/operations.md):
     nothing is returned then, not even an earlier epoch's state; the message names the likely causes."""
     tc = train_config
     if train.users != val.users:

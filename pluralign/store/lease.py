@@ -302,6 +302,7 @@ class Lease(PurgeMarks):
         for attempt in range(3):
             try:
                 self.table.update(where=f"holder = '{self.holder}'", values={"holder": "", "expires": 0.0})
+                self._succeeded("written")  # a try before it may have noted the table in `problems`
                 break
             except LANCE_ERRORS as exc:  # left to expire after ttl_s when this keeps failing
                 self._unavailable(exc, "written")

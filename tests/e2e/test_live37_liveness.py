@@ -176,7 +176,7 @@ def test_serve_names_a_port_variable_it_cannot_listen_on(tmp_path, value):
     result = subprocess.run([sys.executable, "-m", "training.cli", "serve"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120, env={**env, "PORT": value, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith(f"pluralign: error: PORT={value!r}: the port to listen on must be an integer from 0 to 65535"), result.stderr
+    assert result.stderr.startswith(f"pluralign: error: PORT={value!r}: the port to listen on must be an integer from 1 to 65535"), result.stderr
     assert not (tmp_path / "data").exists()
 
 
@@ -191,3 +191,26 @@ def test_serve_names_port_when_the_port_it_gives_is_taken(tmp_path):
         taken.close()
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"pluralign: error: PORT={port}: 127.0.0.1:{port} is in use by another process"), result.stderr
+
+
+def test_serve_refuses_port_0_from_the_variable_the_probes_read(tmp_path):
+    """Review of ops39: PORT=0 made serve listen on any free port while the image's HEALTHCHECK and the manifest's
+    liveness probe connect to $PORT, port 0: refused, so the replica was restarted again and again though healthy.
+    Now PORT=0 is the one-line error naming PORT (any free port stays `--port 0`). Seen failing before: the serve went
+    on (here to the data folder held by another process, the next check)."""
+    from tests.e2e.test_ops39_one_serve import HOLD
+
+    data = tmp_path / "data"
+    data.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(data)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLURALIGN_")}
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = subprocess.run([sys.executable, "-m", "training.cli", "serve"], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120, env={**env, "PORT": "0", "PLURALIGN_DATA_DIR": str(data), "PYTHONPATH": str(ROOT)})
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("pluralign: error: PORT='0': the port to listen on must be an integer from 1 to 65535"), result.stderr
+    assert "--port 0" in result.stderr, result.stderr

@@ -78,3 +78,36 @@ def test_a_second_serve_on_a_served_folder_exits_and_a_killed_ones_folder_is_fre
             again.stop()
     finally:
         first.stop()
+
+
+# `pluralign serve` where flock on a folder fails as on NFS: man 2 flock, "in order to place an exclusive lock, the
+# file must be opened for writing" (NFS emulates flock with byte-range locks), and a folder cannot be opened so
+NFS_SERVE = """
+import errno, fcntl, sys
+def flock(fd, op):
+    raise OSError(errno.EBADF, "Bad file descriptor")
+fcntl.flock = flock
+from training.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_serve_on_a_folder_that_takes_no_flock_starts_saying_it_is_not_locked(tmp_path):
+    """Review of ops39: on a data folder where flock fails for another reason than another holder (an NFS volume,
+    EFS in Kubernetes: EBADF for a folder; a FUSE mount: ENOSYS), serve crashed at start where it ran before the
+    lock. Now it starts with one warning that the folder is not locked. Seen failing before: exit 2, 'Bad file descriptor'."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PLURALIGN_")}
+    process = subprocess.Popen([sys.executable, "-c", NFS_SERVE, "serve", "--port", str(free_port())], cwd=ROOT,
+                               env={**clean, "PYTHONPATH": str(ROOT), "PLURALIGN_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        for line in process.stderr:
+            seen.append(line)
+            if "not locked" in line or "pluralign: error" in line:
+                break
+        assert any("not locked" in line for line in seen) and process.poll() is None, "".join(seen)[-3000:]
+        assert "Bad file descriptor" in seen[-1] and "a second `pluralign serve` on it is not refused" in seen[-1], seen[-1]
+    finally:
+        process.kill()
+        process.wait()

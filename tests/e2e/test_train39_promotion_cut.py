@@ -276,3 +276,55 @@ def test_a_service_killed_mid_promotion_serves_the_model_promotions_json_names_a
     assert named is not None and named.job_id == job_id and Path(named.artifact).is_dir()
     assert checkpoint_version(data / "pal-promoted") == checkpoint_version(Path(named.artifact))
     assert svc.runtime.rewards.version == checkpoint_version(Path(named.artifact))
+
+
+
+def test_a_start_from_another_working_folder_keeps_a_promotion_recorded_with_a_relative_path(tmp_path, monkeypatch):
+    """Review of train39: a data folder given relative (the default `./data`: `make serve` in the checkout) has
+    promotions.json name artifact folders relative to the working folder (`data/jobs/artifacts/<id>`); a later
+    start on the same folder from elsewhere (a systemd unit, `pluralign serve --data-dir /srv/...`) found that path
+    'gone' and dropped it from promotions.json for good (`_drop_gone_promotions`), so the next candidate, worse,
+    was promoted without a comparison and replaced the model served. Seen failing before the fix: nothing named."""
+    checkout = tmp_path / "checkout"
+    folder, served = checkout / "data" / "jobs", checkout / "data" / "served"
+    first = first_promoted(folder, served)
+    promotions = folder / "promotions.json"  # as written by a start from the checkout with the folder given as ./data
+    promotions.write_text(promotions.read_text().replace(str(folder), "data/jobs"))
+    assert Promotions(promotions).served("pal").artifact == f"data/jobs/artifacts/{first}"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
+    assert runner.promotions.served("pal") is not None
+    runner.start()
+    try:
+        job = runner.wait(runner.submit("pal", {"model": "worse", "accuracy": 0.1}).id, timeout=60)
+    finally:
+        runner.stop()
+    assert job.state == "succeeded" and job.promoted is False, job
+    assert Promotions(promotions).served("pal").job_id == first
+    assert (served / "model.txt").read_text() == "first"
+
+
+def test_a_cut_promotion_put_into_service_whose_result_is_gone_serves_what_promotions_json_names_again(tmp_path):
+    """Review of train39: cut right after the job's model was put into service, then its output file removed (a
+    cleanup) before the restart: finishing it fails and promotions.json names the job served before it again, but
+    the served model stayed the failed job's: promotions.json and the served model disagreed (the next candidate
+    was compared with a model not served). Now what promotions.json names is put into service again. Seen failing
+    before the fix: served 'second', named 'first'."""
+    folder, served = tmp_path / "jobs", tmp_path / "served"
+    first = first_promoted(folder, served)
+    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "served", "3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
+    assert (served / "model.txt").read_text() == "second"  # put into service before the stop
+    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
+    JobStore(folder).path(cut.id, "out").unlink()
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
+    runner.start()
+    try:
+        job = runner.wait(cut.id, timeout=60)
+    finally:
+        runner.stop()
+    assert job.state == "failed" and job.error.startswith("finishing it failed: No such file or directory"), job
+    assert Promotions(folder / "promotions.json").served("pal").job_id == first
+    assert assert_agreeing(folder, served) == "first"

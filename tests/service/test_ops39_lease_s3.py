@@ -133,6 +133,27 @@ def test_a_confirm_that_meets_an_s3_failure_raises_it_naming_the_lease_table(tmp
         store.lease.table = failing = Failing(store.lease.table)
         with pytest.raises(StoreUnavailable) as failed:
             store.lease.confirm()
+        assert [p["what"] for p in store.problems.recent()] == [f"table `{TABLE}`"]  # /health says so
         store.lease.table = failing.table
     assert failed.value.name == f"table `{TABLE}`" and failed.value.problem == "unreachable", failed.value
-    assert [p["what"] for p in store.problems.recent()] == [f"table `{TABLE}`"]
+    assert store.problems.recent() == []  # the release wrote the table: cleared
+
+
+def test_a_release_that_succeeds_on_its_next_try_clears_what_health_said(tmp_path):
+    """Review of ops39: a release whose first try met the failure noted `maintenance_lease` in the store's problems
+    (/health degraded), and its next try, which released the lease, did not clear it: /health said the table could
+    not be written until some later turn wrote it (on a quiet service, hours). Seen failing before the fix."""
+    store = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    with store.lease:
+        store.lease.table = failing = Failing(store.lease.table)
+
+        def once(*args, **kwargs):  # the release's first try fails, the next one goes through
+            try:
+                return Failing.update(failing, *args, **kwargs)
+            finally:
+                failing.failing = False
+
+        failing.update = once
+    assert failing.calls == 2 and store.lease.holder == ""
+    assert store.problems.recent() == []
+    assert store.lease._take("another")  # released: free for another process

@@ -116,7 +116,8 @@ def hold_data_folder(folder, option: str) -> bool:
     serve` on one data folder are not supported (each removes the other's staged promotion copies at its
     start, writes the same feedback log and job records): a second one is a ValueError naming the folder
     (as `option` gives it) and the process holding it. The OS lets go of the lock when the process ends,
-    a crash or kill -9 included. Replicas on a shared store each have a data folder of their own
+    a crash or kill -9 included. A folder that takes no flock (an NFS volume: EBADF; a FUSE one) is served
+    unlocked, with a warning. Replicas on a shared store each have a data folder of their own
     (deploy/README.md), so this holds on an object store too; the store itself is not locked."""
     import fcntl
 
@@ -130,6 +131,12 @@ def hold_data_folder(folder, option: str) -> bool:
         raise ValueError(f"{option} {folder}: in use by another `pluralign serve` ({lock_holder(folder)}); two on one "
                          "data folder remove each other's staged promotion copies: stop that one first, or give this one a "
                          "data folder of its own (replicas on a shared store each have one)") from None
+    except OSError as exc:  # NFS (EFS): flock is a byte-range lock there, which a folder opened read-only cannot take
+        os.close(fd)
+        logging.getLogger("pluralign.serve").warning(
+            "%s %s: not locked (flock: %s; an NFS or FUSE volume): a second `pluralign serve` on it is not refused, "
+            "so make sure only one runs", option, folder, exc.strerror or exc)
+        return made
     _HELD.append(fd)
     return made
 

@@ -531,6 +531,27 @@ class LocalJobRunner:
         log.warning("job %s: %s", job.id, note)
         tail = [*job.log_tail, note][-self.config.log_lines :]
         self._finished(msgspec.structs.replace(job, log_tail=tail), 0, 1.0, tail)
+        done = self.store.get(job_id)
+        if done is not None and done.promoted is not True:
+            self._serve_named_again(job)
+
+    def _serve_named_again(self, job: Job) -> None:
+        """After a cut-short promotion of `job` that did not finish: put what promotions.json names for its key
+        (what was served before it, `_withdraw_all`) into service again, since the stop may have come after
+        `job`'s model was put in. A failure is logged; the next start or promotion puts a model in again."""
+        kind = self.kinds.get(job.kind)
+        if self.on_promote is None or kind is None or kind.promotion_key is None:
+            return
+        key = kind.promotion_key(job)
+        served = self.promotions.served(key)
+        before = self.store.get(served.job_id) if served is not None else None
+        if before is None or not before.artifact:
+            return
+        try:
+            self.on_promote(msgspec.structs.replace(before, artifact=served.artifact), key)
+        except Exception:
+            log.exception("job %s's promotion was cut short and did not finish; putting job %s (named in promotions.json "
+                          "for %s) into service again failed", job.id, before.id, key)
 
     def _served_before(self, job: Job, key: str) -> Served | None:
         """What was served for `key` before `job`, whose promotion was cut short (promotions.json names `job` and
@@ -541,7 +562,7 @@ class LocalJobRunner:
             return kind.promotion_key(j) if kind is not None and kind.promotion_key is not None else None
 
         before = [(j, accuracy) for j in self.store.all() if j.id != job.id and j.state == "succeeded" and j.promoted is True
-                  and j.artifact and Path(j.artifact).exists() and (accuracy := _heldout(j)) is not None and keyed(j) == key]
+                  and j.artifact and self._artifact_there(j.artifact, j.id) and (accuracy := _heldout(j)) is not None and keyed(j) == key]
         if not before:
             return None
         last, accuracy = max(before, key=lambda pair: pair[0].finished_at or 0.0)
@@ -553,7 +574,7 @@ class LocalJobRunner:
         what is there, and nothing reads a folder that is not. The served model itself is left as it is."""
         for key in self.promotions.keys():
             served = self.promotions.served(key)
-            if served is None or not served.artifact or Path(served.artifact).exists():
+            if served is None or not served.artifact or self._artifact_there(served.artifact, served.job_id):
                 continue
             log.warning("promotions.json named %s for %s (job %s), which is gone: no longer named, and the next %s "
                         "candidate is promoted without a comparison", served.artifact, key, served.job_id, key)
@@ -562,6 +583,12 @@ class LocalJobRunner:
             except OSError as exc:  # a full disk: named still, tried again at the next start
                 log.error("could not rewrite promotions.json: %s", _problem(exc))
                 return
+
+    def _artifact_there(self, artifact: str, job_id: str) -> bool:
+        """Whether job `job_id`'s artifact folder `artifact` (as its record or promotions.json names it) is there. A
+        path recorded relative (a data folder given as `./data`) is read from another working folder at a later
+        start: the job's own folder in this runner's `artifacts` counts too, so it is not taken for gone."""
+        return Path(artifact).exists() or (Path(self.config.folder) / "artifacts" / job_id).is_dir()
 
     def _withdraw_all(self, job: Job) -> None:
         """Take job `job` out of promotions.json wherever it is named (it ended without being promoted): what
