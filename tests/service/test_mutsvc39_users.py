@@ -1,0 +1,58 @@
+"""A user's data over real HTTP, checked field by field: what survived mutation testing (session 39)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.service.tiny import start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+def export(client, user):
+    r = client.get(f"/v1/users/{user}/export")
+    assert r.status_code == 200, r.text
+    return [json.loads(line) for line in r.text.splitlines()]
+
+
+def test_the_export_holds_every_stated_preference_change(svc):
+    """The export's `user` line carries the user's stated preferences with every version's changes (a
+    portable copy of what they said and when), not only the current state."""
+    with svc.client() as c:
+        for change in ({"length": "more"}, {"list_items": "less", "length": None}):
+            r = c.patch("/v1/users/stella/stated-preferences", json={"preferences": change})
+            assert r.status_code == 200, r.text
+        user = next(line for line in export(c, "stella") if line["type"] == "user")
+    stated = user["stated"]
+    assert stated["version"] == 2 and stated["preferences"] == {"list_items": "less"}
+    assert sorted((h["version"], h["feature"], h["direction"]) for h in stated["history"]) == [
+        (1, "length", "more"), (2, "length", None), (2, "list_items", "less")]
+
+
+def test_compare_names_the_most_informative_pair_of_the_returned_choices(svc):
+    """A chat's `pluralign.compare` is the pair of returned choices whose comparison tells most about the
+    user (BALD, `compare_target = coefficients`): the pair, and its bits, that POST .../next-comparison
+    finds in a pool of those same choices for the same user."""
+    prompt = "Any tips on cooking?"
+    with svc.client() as c:
+        r = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "cora", "n": 4, "seed": 3, "temperature": 1.0,
+                                                 "messages": [{"role": "user", "content": prompt}]})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        texts = [ch["message"]["content"] for ch in out["choices"]]
+        assert len(set(texts)) == 4, texts  # four different answers: six pairs to choose from
+        compare = out["pluralign"]["compare"]
+        assert compare is not None, out["pluralign"]
+        asked = c.post("/v1/users/cora/next-comparison", json={"pool": [{"prompt": prompt, "answers": texts}]})
+        assert asked.status_code == 200, asked.text
+    best = asked.json()
+    assert best["pairs"] == 6 and best["criterion"] == "coefficients"
+    assert {texts[compare[0]], texts[compare[1]]} == set(best["answers"])
+    assert out["pluralign"]["compare_bits"] == pytest.approx(best["bits"], abs=2e-3)
