@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.service.test_mutsvc39_feedback import counter
 from tests.service.tiny import start_service
 
 
@@ -56,3 +57,24 @@ def test_compare_names_the_most_informative_pair_of_the_returned_choices(svc):
     assert best["pairs"] == 6 and best["criterion"] == "coefficients"
     assert {texts[compare[0]], texts[compare[1]]} == set(best["answers"])
     assert out["pluralign"]["compare_bits"] == pytest.approx(best["bits"], abs=2e-3)
+
+
+def test_a_deleted_users_answers_leave_other_users_profiles_at_once(svc):
+    """A profile's summary shows example answers its nearest prototype scores highest and lowest, drawn from
+    the tenant's stored pairs and reused once the tenant holds 200 (`described_prototypes`). After a DELETE,
+    no profile shows the deleted user's answers, even within that reuse window; /metrics counts the DELETE."""
+    lines = [json.dumps({"prompt": f"Question {i}?", "chosen": f"ghostly answer {i} yes", "rejected": f"ghostly answer {i} no"})
+             for i in range(210)]
+    with svc.client("globex") as c:
+        r = c.post("/v1/users/ghost/import", content="\n".join(lines) + "\n", headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "viewer", "prompt": "Tea or coffee?",
+                                         "chosen": "Tea, please.", "rejected": "Coffee, black."})
+        assert r.status_code == 201, r.text
+        shown = lambda: [e["answer"] for side in ("highest", "lowest")  # noqa: E731
+                         for e in c.get("/v1/users/viewer").json()["summary"]["nearest_prototype"][side]]
+        assert any("ghostly" in a for a in shown())  # 211 pairs: the sample is full, the description kept
+        deleted = counter(svc, "pluralign_users_deleted_total")
+        assert c.delete("/v1/users/ghost").status_code == 200
+        assert counter(svc, "pluralign_users_deleted_total") == deleted + 1
+        assert shown() and not any("ghostly" in a for a in shown())
