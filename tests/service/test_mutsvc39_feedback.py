@@ -65,11 +65,14 @@ def counter(svc, name: str, **labels) -> float:
 
 
 def test_feedback_counters_count_rows_and_replays(svc):
-    """pluralign_feedback_rows_total grows by the rows stored (a choice among 4: 3 rows), and
-    pluralign_feedback_replayed_total by one for a retry answered from what was stored."""
+    """pluralign_chat_completions_total grows by one for a chat, pluralign_feedback_rows_total by the rows
+    stored (a choice among 4: 3 rows), pluralign_feedback_replayed_total by one for a retry answered from
+    what was stored."""
     rows, replayed = counter(svc, "pluralign_feedback_rows_total", kind="choice"), counter(svc, "pluralign_feedback_replayed_total")
+    chats = counter(svc, "pluralign_chat_completions_total", stream="false")
     with svc.client() as c:
         body = chat(c, "max")
+        assert counter(svc, "pluralign_chat_completions_total", stream="false") == chats + 1
         r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": 1})
         assert r.status_code == 201 and len(r.json()["stored"]) == 3, r.text
         assert counter(svc, "pluralign_feedback_rows_total", kind="choice") == rows + 3

@@ -78,3 +78,22 @@ def test_a_deleted_users_answers_leave_other_users_profiles_at_once(svc):
         assert c.delete("/v1/users/ghost").status_code == 200
         assert counter(svc, "pluralign_users_deleted_total") == deleted + 1
         assert shown() and not any("ghostly" in a for a in shown())
+
+
+def test_the_summary_names_the_prototype_the_user_weighs_most(svc):
+    """The summary's `nearest_prototype` is the prototype with the user's largest weight in their own
+    model (`user_model.prototypes`), with that weight, and its sentence says so."""
+    with svc.client() as c:
+        for topic, chosen, rejected in [("tea", "Green tea.", "A long essay on every tea there is, with lists."),
+                                        ("bikes", "Oil the chain.", "Consider these points:\n- one\n- two\n- three"),
+                                        ("rain", "Take an umbrella.", "Rain is water falling from clouds, which is a long story.")]:
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "pia", "prompt": f"Tips on {topic}?",
+                                             "chosen": chosen, "rejected": rejected})
+            assert r.status_code == 201, r.text
+        profile = c.get("/v1/users/pia").json()
+    weights = [p["weight"] for p in profile["user_model"]["prototypes"]]
+    assert len(weights) > 1 and len(set(weights)) == len(weights)
+    nearest = profile["summary"]["nearest_prototype"]
+    assert nearest["prototype"] == weights.index(max(weights))
+    assert nearest["weight"] == pytest.approx(max(weights), abs=1e-4)
+    assert f"closest to prototype {nearest['prototype']} of {len(weights)}" in " ".join(profile["summary"]["sentences"])
