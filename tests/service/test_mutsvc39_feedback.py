@@ -82,3 +82,18 @@ def test_feedback_counters_count_rows_and_replays(svc):
         assert first.status_code == again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
         assert again.json()["stored"] == first.json()["stored"]
     assert counter(svc, "pluralign_feedback_replayed_total") == replayed + 1
+
+
+def test_a_tie_is_never_a_few_shot_example(svc):
+    """A comparison sent as a tie (the user likes both alike) is kept but never put in the next chat's
+    context as a preferred/dispreferred example; a strict one is."""
+    with svc.client() as c:
+        tie = {"type": "comparison", "user": "tia", "prompt": "Which answer?", "chosen": "Answer A.", "rejected": "Answer B.", "tie": True}
+        r = c.post("/v1/feedback", json=tie)
+        assert r.status_code == 201, r.text
+        body = {"model": "pluralign", "messages": [{"role": "user", "content": "Which answer?"}], "user": "tia",
+                "pluralign": {"shots": 4}}
+        assert c.post("/v1/chat/completions", json=body).json()["pluralign"]["history"] == []
+        r = c.post("/v1/feedback", json={**tie, "tie": False})
+        assert r.status_code == 201, r.text
+        assert c.post("/v1/chat/completions", json=body).json()["pluralign"]["history"] == r.json()["stored"]
