@@ -82,7 +82,8 @@ def test_a_deleted_users_answers_leave_other_users_profiles_at_once(svc):
 
 def test_the_summary_names_the_prototype_the_user_weighs_most(svc):
     """The summary's `nearest_prototype` is the prototype with the user's largest weight in their own
-    model (`user_model.prototypes`), with that weight, and its sentence says so."""
+    model (`user_model.prototypes`), with that weight, and its sentence says so; `pal.nearest_prototype`
+    is the largest of the PAL mixture's `pal.weights`."""
     with svc.client() as c:
         for topic, chosen, rejected in [("tea", "Green tea.", "A long essay on every tea there is, with lists."),
                                         ("bikes", "Oil the chain.", "Consider these points:\n- one\n- two\n- three"),
@@ -91,6 +92,8 @@ def test_the_summary_names_the_prototype_the_user_weighs_most(svc):
                                              "chosen": chosen, "rejected": rejected})
             assert r.status_code == 201, r.text
         profile = c.get("/v1/users/pia").json()
+    mixture = profile["pal"]["weights"]
+    assert len(set(mixture)) == len(mixture) and profile["pal"]["nearest_prototype"] == mixture.index(max(mixture))
     weights = [p["weight"] for p in profile["user_model"]["prototypes"]]
     assert len(weights) > 1 and len(set(weights)) == len(weights)
     nearest = profile["summary"]["nearest_prototype"]
