@@ -1,0 +1,99 @@
+"""Feedback over real HTTP, checked row by row: what survived mutation testing (session 39)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.service.tiny import field_named, fixed_answers, fixed_service
+
+ANSWERS = ["Answer A.", "Answer B.", "Answer C.", "Answer D."]
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    with fixed_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm, fixed_answers(ANSWERS)) as service:
+        yield service
+
+
+def chat(client, user, n=4):
+    body = {"model": "pluralign", "messages": [{"role": "user", "content": "Which answer?"}], "user": user, "n": n,
+            "pluralign": {"candidates": n, "shots": 0, "styles": False}}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def stored_rows(client, user, receipt):
+    rows = {p["pref_id"]: p for p in client.get(f"/v1/users/{user}/preferences", params={"limit": 500}).json()["data"]}
+    return [rows[i] for i in receipt["stored"]]
+
+
+def test_a_choice_among_the_shown_choices_beats_only_those(svc):
+    """`shown` lists the choices the user saw side by side: the pick beats those, never a returned choice
+    the user was not shown."""
+    with svc.client() as c:
+        body = chat(c, "sam")
+        texts = [ch["message"]["content"] for ch in body["choices"]]
+        assert texts == ANSWERS  # reranking off: returned in generated order
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": 2, "shown": [0, 2]})
+        assert r.status_code == 201, r.text
+        assert [(row["chosen"], row["rejected"]) for row in stored_rows(c, "sam", r.json())] == [("Answer C.", "Answer A.")]
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": 3, "shown": [3, 1]})
+        assert r.status_code == 201, r.text
+        assert [(row["chosen"], row["rejected"]) for row in stored_rows(c, "sam", r.json())] == [("Answer D.", "Answer B.")]
+
+
+def test_a_shown_index_past_the_returned_choices_is_a_400_naming_shown(svc):
+    """`shown` [0, 4] of a response that returned 4 choices (indices 0-3): a 400 naming `shown`, nothing stored."""
+    with svc.client() as c:
+        body = chat(c, "sid")
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": 0, "shown": [0, 4]})
+        assert r.status_code == 400, r.text
+        assert field_named(r) == "shown" and "below the number of returned choices (4)" in r.text
+        assert c.get("/v1/users/sid/preferences").json()["total"] == 0
+
+
+def counter(svc, name: str, **labels) -> float:
+    """The value of counter sample `name` (its `_total` name) with `labels`, 0 when absent, as /metrics says."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(svc.url + "/metrics")
+    assert r.status_code == 200
+    return sum(s.value for f in text_string_to_metric_families(r.text) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_feedback_counters_count_rows_and_replays(svc):
+    """pluralign_chat_completions_total grows by one for a chat, pluralign_feedback_rows_total by the rows
+    stored (a choice among 4: 3 rows), pluralign_feedback_replayed_total by one for a retry answered from
+    what was stored."""
+    rows, replayed = counter(svc, "pluralign_feedback_rows_total", kind="choice"), counter(svc, "pluralign_feedback_replayed_total")
+    chats = counter(svc, "pluralign_chat_completions_total", stream="false")
+    with svc.client() as c:
+        body = chat(c, "max")
+        assert counter(svc, "pluralign_chat_completions_total", stream="false") == chats + 1
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": 1})
+        assert r.status_code == 201 and len(r.json()["stored"]) == 3, r.text
+        assert counter(svc, "pluralign_feedback_rows_total", kind="choice") == rows + 3
+        comparison = {"type": "comparison", "user": "max", "prompt": "Which?", "chosen": "This one.", "rejected": "That one."}
+        first = c.post("/v1/feedback", json=comparison, headers={"Idempotency-Key": "max-1"})
+        again = c.post("/v1/feedback", json=comparison, headers={"Idempotency-Key": "max-1"})
+        assert first.status_code == again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+        assert again.json()["stored"] == first.json()["stored"]
+    assert counter(svc, "pluralign_feedback_replayed_total") == replayed + 1
+
+
+def test_a_tie_is_never_a_few_shot_example(svc):
+    """A comparison sent as a tie (the user likes both alike) is kept but never put in the next chat's
+    context as a preferred/dispreferred example; a strict one is."""
+    with svc.client() as c:
+        tie = {"type": "comparison", "user": "tia", "prompt": "Which answer?", "chosen": "Answer A.", "rejected": "Answer B.", "tie": True}
+        r = c.post("/v1/feedback", json=tie)
+        assert r.status_code == 201, r.text
+        body = {"model": "pluralign", "messages": [{"role": "user", "content": "Which answer?"}], "user": "tia",
+                "pluralign": {"shots": 4}}
+        assert c.post("/v1/chat/completions", json=body).json()["pluralign"]["history"] == []
+        r = c.post("/v1/feedback", json={**tie, "tie": False})
+        assert r.status_code == 201, r.text
+        assert c.post("/v1/chat/completions", json=body).json()["pluralign"]["history"] == r.json()["stored"]
