@@ -263,15 +263,20 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
     naming `line N.pref_id` (code `pref_id_conflict`), nothing of it stored (`services.new_rows`)."""
     await _finish_unfinished_delete(rt, tenant, user_id)
     rows = await sync_to_thread(services.import_rows, tenant, user_id, records, ids)  # 8,000 rows: tens of ms
-    try:
-        stored, held = await sync_to_thread(services.new_rows, rt, tenant, user_id, rows, lines)
-    except services.PrefIdTaken as exc:
-        field = f"line {exc.line}.pref_id"
-        raise HTTPException(status_code=409, detail=f"`{field}`: {exc.problem}",
-                            extra=[{"key": field, "message": exc.problem, "code": "pref_id_conflict"}]) from None
+    # the check of the ids and their append to the log under one hold of the tenant's import lock: two imports
+    # of one new id with other content each passed the check before either was logged, both were acknowledged,
+    # and the mover dropped the second's whole request (logged only)
+    async with rt.import_lock(tenant):
+        try:
+            stored, held = await sync_to_thread(services.new_rows, rt, tenant, user_id, rows, lines)
+        except services.PrefIdTaken as exc:
+            field = f"line {exc.line}.pref_id"
+            raise HTTPException(status_code=409, detail=f"`{field}`: {exc.problem}",
+                                extra=[{"key": field, "message": exc.problem, "code": "pref_id_conflict"}]) from None
+        if stored:
+            remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
+            await rt.ingest.submit_async(stored)
     if stored:
-        remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
-        await rt.ingest.submit_async(stored)
         rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
     return Imported(user=user_id, stored=[s.pref_id for s in stored], already_stored=held)
 
