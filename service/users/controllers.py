@@ -209,7 +209,9 @@ async def import_preferences(
 
     Send `Idempotency-Key` (per tenant and user, as for feedback) to retry safely: a body already
     stored under the key stores nothing and answers 201 with the first receipt and
-    `Idempotent-Replayed: true` (`pluralign data import` sends one per chunk, from its content)."""
+    `Idempotent-Replayed: true` (`pluralign data import` sends one per chunk, from its content). The key
+    names the rows without a `pref_id`; a body whose rows all carry one is idempotent by those ids (a
+    retry: 201, each id in `already_stored`)."""
     one_idempotency_key(request)
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
@@ -221,11 +223,18 @@ async def import_preferences(
         records, lines = await sync_to_thread(_read_import, rt, user_id, body)
     if idempotency_key is None:
         return Response(await _store_imported(rt, tenant, user_id, records, lines), status_code=201)
+    # the key names the rows that carry no pref_id of their own (the others are stored under theirs, which makes
+    # them idempotent without it): checking the key's ids for every row found fewer than rows on a retry (422)
+    keyed = [r for r in records if r.pref_id is None]
+    if not keyed:
+        return Response(await _store_imported(rt, tenant, user_id, records, lines), status_code=201)
     async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
-        ids, found = await sync_to_thread(replay_of, rt, tenant, user_id, idempotency_key, len(records))
+        ids, found = await sync_to_thread(replay_of, rt, tenant, user_id, idempotency_key, len(keyed))
+        given = iter(ids)
+        ids = [r.pref_id or next(given) for r in records]
         if found:
             rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
-            return Response(Imported(user=user_id, stored=found), status_code=201, headers={"Idempotent-Replayed": "true"})
+            return Response(Imported(user=user_id, stored=list(dict.fromkeys(ids))), status_code=201, headers={"Idempotent-Replayed": "true"})
         return Response(await _store_imported(rt, tenant, user_id, records, lines, ids), status_code=201)
 
 

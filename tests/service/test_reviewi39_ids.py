@@ -61,3 +61,37 @@ def test_two_racing_imports_of_one_id_never_both_acknowledged(svc):
         assert field_named(lost) == "line 1.pref_id", lost.text
         assert held[f"race-{k}"] == won  # what was acknowledged is what is held
 
+
+def test_an_import_retried_with_its_idempotency_key_is_replayed_when_some_rows_carry_ids(svc):
+    """A body whose rows partly carry `pref_id` (an export with new rows appended), sent twice with one
+    Idempotency-Key. Before: the key's ids were checked for every row, but rows carrying an id are stored
+    under it, so the retry found fewer of the key's ids than rows and answered 422 `key_reused`."""
+    user = "rv39-key"
+    body = line("mine-1", "Yes.", 1) + json.dumps({"prompt": "New?", "chosen": "Aye.", "rejected": "Nay."}).encode() + b"\n"
+    with svc.client("acme") as c:
+        first = c.post(f"/v1/users/{user}/import", content=body, headers={"Idempotency-Key": "rv39-k1"})
+        assert first.status_code == 201 and len(first.json()["stored"]) == 2, first.text
+        again = c.post(f"/v1/users/{user}/import", content=body, headers={"Idempotency-Key": "rv39-k1"})
+        assert again.status_code == 201, again.text  # was 422 key_reused
+        assert again.headers.get("Idempotent-Replayed") == "true" and again.json()["stored"] == first.json()["stored"]
+        # every row carrying its id: the key adds nothing, a retry stores nothing
+        whole = line("mine-2", "Yes.", 2) + line("mine-3", "Yes.", 3)
+        for _ in range(2):
+            r = c.post(f"/v1/users/{user}/import", content=whole, headers={"Idempotency-Key": "rv39-k2"})
+            assert r.status_code == 201, r.text
+        assert c.get(f"/v1/users/{user}/preferences").json()["total"] == 4
+
+
+def test_delete_then_the_old_export_imported_stores_every_row_again(svc):
+    """Rows still in the feedback log at the DELETE (an import just acknowledged) must not make the old
+    export's rows look held ('already_stored' from stale pending rows or cached histories)."""
+    user = "rv39-del"
+    with svc.client("acme") as c:
+        assert c.post(f"/v1/users/{user}/import", content=b"".join(line(f"d-{i}", "Yes.", i) for i in range(5))).status_code == 201
+        file = c.get(f"/v1/users/{user}/export", params={"format": "preferences"}).content
+        assert c.post(f"/v1/users/{user}/import", content=b"".join(line(f"e-{i}", "Yes.", i) for i in range(5))).status_code == 201
+        assert c.delete(f"/v1/users/{user}").status_code in (200, 204)
+        r = c.post(f"/v1/users/{user}/import", content=file)
+        assert r.status_code == 201 and sorted(r.json()["stored"]) == [f"d-{i}" for i in range(5)], r.text
+        assert r.json()["already_stored"] == []
+        assert c.get(f"/v1/users/{user}/export", params={"format": "preferences"}).content == file
