@@ -277,7 +277,8 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
     # and the mover dropped the second's whole request (logged only)
     async with rt.import_lock(tenant):
         try:
-            stored, held = await sync_to_thread(services.new_rows, rt, tenant, user_id, rows, lines)
+            stamped = frozenset(r.pref_id for r in records if r.pref_id is not None and r.created_at is None)  # times given now
+            stored, held = await sync_to_thread(services.new_rows, rt, tenant, user_id, rows, lines, stamped)
         except services.PrefIdTaken as exc:
             field = f"line {exc.line}.pref_id"
             raise HTTPException(status_code=409, detail=f"`{field}`: {exc.problem}",

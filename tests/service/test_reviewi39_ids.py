@@ -95,3 +95,24 @@ def test_delete_then_the_old_export_imported_stores_every_row_again(svc):
         assert r.status_code == 201 and sorted(r.json()["stored"]) == [f"d-{i}" for i in range(5)], r.text
         assert r.json()["already_stored"] == []
         assert c.get(f"/v1/users/{user}/export", params={"format": "preferences"}).content == file
+
+
+def test_rows_carrying_a_pref_id_but_no_time_imported_again_are_held_already(svc):
+    """A hand-made or TRL file with a `pref_id` column and no `created_at`: the import stamps each row's time on
+    receipt. Before, the same file sent again (a CLI chunk retried) was a 409 naming `created_at` (stamped
+    again, later), and so was one line repeated in a body (stamped a microsecond apart)."""
+    user = "rv39-untimed"
+    rows = [json.dumps({"prompt": f"Q{i}?", "chosen": "Yes.", "rejected": "No.", "pref_id": f"u-{i}"}).encode() + b"\n" for i in range(3)]
+    with svc.client("acme") as c:
+        first = c.post(f"/v1/users/{user}/import", content=b"".join(rows))
+        assert first.status_code == 201 and len(first.json()["stored"]) == 3, first.text
+        again = c.post(f"/v1/users/{user}/import", content=b"".join(rows))
+        assert again.status_code == 201, again.text  # was 409 naming `created_at`
+        assert again.json()["stored"] == [] and sorted(again.json()["already_stored"]) == ["u-0", "u-1", "u-2"]
+        twice = c.post("/v1/users/rv39-untimed2/import", content=rows[0] + rows[0])
+        assert twice.status_code == 201 and twice.json()["stored"] == ["u-0"], twice.text
+        # other content under a held id is still a 409
+        changed = json.dumps({"prompt": "Q0?", "chosen": "Changed.", "rejected": "No.", "pref_id": "u-0"}).encode()
+        r = c.post(f"/v1/users/{user}/import", content=changed)
+        assert r.status_code == 409 and field_named(r) == "line 1.pref_id" and "`chosen`" in r.text, r.text
+        assert c.get(f"/v1/users/{user}/preferences").json()["total"] == 3
