@@ -210,8 +210,8 @@ async def import_preferences(
     Send `Idempotency-Key` (per tenant and user, as for feedback) to retry safely: a body already
     stored under the key stores nothing and answers 201 with the first receipt and
     `Idempotent-Replayed: true` (`pluralign data import` sends one per chunk, from its content). The key
-    names the rows without a `pref_id`; a body whose rows all carry one is idempotent by those ids (a
-    retry: 201, each id in `already_stored`)."""
+    names the rows without a `pref_id`; rows carrying one are idempotent by those ids (a retry of a body
+    holding any: 201, each id in `already_stored`, not a replay)."""
     one_idempotency_key(request)
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
@@ -230,11 +230,13 @@ async def import_preferences(
         return Response(await _store_imported(rt, tenant, user_id, records, lines), status_code=201)
     async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
         ids, found = await sync_to_thread(replay_of, rt, tenant, user_id, idempotency_key, len(keyed))
+        if found and len(keyed) == len(records):
+            rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
+            return Response(Imported(user=user_id, stored=found), status_code=201, headers={"Idempotent-Replayed": "true"})
+        # rows carrying ids beside them: each looked up (`new_rows`), so a body that differs in those is not answered
+        # from the first one's receipt (its keyed rows are found held: `already_stored`)
         given = iter(ids)
         ids = [r.pref_id or next(given) for r in records]
-        if found:
-            rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
-            return Response(Imported(user=user_id, stored=list(dict.fromkeys(ids))), status_code=201, headers={"Idempotent-Replayed": "true"})
         return Response(await _store_imported(rt, tenant, user_id, records, lines, ids), status_code=201)
 
 
@@ -277,7 +279,7 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
     # and the mover dropped the second's whole request (logged only)
     async with rt.import_lock(tenant):
         try:
-            stamped = frozenset(r.pref_id for r in records if r.pref_id is not None and r.created_at is None)  # times given now
+            stamped = frozenset(row.pref_id for row, r in zip(rows, records, strict=True) if r.created_at is None)  # times given now
             stored, held = await sync_to_thread(services.new_rows, rt, tenant, user_id, rows, lines, stamped)
         except services.PrefIdTaken as exc:
             field = f"line {exc.line}.pref_id"
