@@ -62,7 +62,7 @@ def test_two_racing_imports_of_one_id_never_both_acknowledged(svc):
         assert held[f"race-{k}"] == won  # what was acknowledged is what is held
 
 
-def test_an_import_retried_with_its_idempotency_key_is_replayed_when_some_rows_carry_ids(svc):
+def test_an_import_retried_with_its_idempotency_key_stores_nothing_twice_when_some_rows_carry_ids(svc):
     """A body whose rows partly carry `pref_id` (an export with new rows appended), sent twice with one
     Idempotency-Key. Before: the key's ids were checked for every row, but rows carrying an id are stored
     under it, so the retry found fewer of the key's ids than rows and answered 422 `key_reused`. Now the key
