@@ -579,30 +579,10 @@ class Store:
             for name, problem in (("created_at", time_problem(r.created_at)), ("received_at", time_problem(r.received_at))):
                 if problem:
                     raise StoreError(f"`{name}` of row {i} (pref_id {r.pref_id!r}) {problem}")
-        vectors = {}
-        for name, array in (("prompt_vec", prompt_vec), ("chosen_vec", chosen_vec), ("rejected_vec", rejected_vec)):
-            try:  # lists and torch tensors (on the CPU) too
-                array = np.asarray(array, np.float32)
-            except (TypeError, ValueError, RuntimeError):
-                raise StoreError(f"`{name}` is not an (N, {self.dim}) array of numbers") from None
-            if array.shape != (len(rows), self.dim):
-                raise StoreError(f"`{name}` has shape {array.shape}, expected ({len(rows)}, {self.dim})")
-            bad = ~np.isfinite(array).all(-1)
-            if bad.any():
-                raise StoreError(f"`{name}` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
-            vectors[name] = array
+        vectors = self._checked_vectors(len(rows), prompt_vec=prompt_vec, chosen_vec=chosen_vec, rejected_vec=rejected_vec)
         first = self._first_of_each(rows)
         with self._adding([(r.tenant, r.user_id, r.pref_id) for r in (rows[i] for i in first)]):
-            held = self.held_preferences([rows[i] for i in first])
-            new = []
-            for i in first:
-                r = rows[i]
-                stored = held.get((r.tenant, r.user_id, r.pref_id))
-                if stored is None:
-                    new.append(i)
-                elif (field := differing_field(stored, r)) is not None:
-                    raise PrefIdConflict(f"row {i}: `pref_id` {r.pref_id!r} of user {r.user_id!r} is already stored with another "
-                                         f"`{field}` (a pref_id names one preference: send other rows under new ids)", r.pref_id, i, field)
+            new = self._not_held(rows, first)
             if not new:
                 return 0
             kept = [rows[i] for i in new]
@@ -618,6 +598,38 @@ class Store:
             columns["schema_version"] = [SCHEMA_VERSION] * len(kept)
             self._append("preferences", pa.table(columns, schema=self.schemas["preferences"]))
             return len(kept)
+
+    def _checked_vectors(self, n: int, **arrays) -> dict[str, np.ndarray]:
+        """`arrays` (by column name) as (n, dim) float32 arrays; StoreError naming the column that is not (n, dim)
+        numbers or holds NaN or inf."""
+        vectors = {}
+        for name, array in arrays.items():
+            try:  # lists and torch tensors (on the CPU) too
+                array = np.asarray(array, np.float32)
+            except (TypeError, ValueError, RuntimeError):
+                raise StoreError(f"`{name}` is not an (N, {self.dim}) array of numbers") from None
+            if array.shape != (n, self.dim):
+                raise StoreError(f"`{name}` has shape {array.shape}, expected ({n}, {self.dim})")
+            bad = ~np.isfinite(array).all(-1)
+            if bad.any():
+                raise StoreError(f"`{name}` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
+            vectors[name] = array
+        return vectors
+
+    def _not_held(self, rows: list[StoredPreference], first: list[int]) -> list[int]:
+        """Of the positions `first` in `rows`, those whose (tenant, user_id, pref_id) the table does not hold; a
+        PrefIdConflict for one it holds with other content. Run under `_adding` of their keys."""
+        held = self.held_preferences([rows[i] for i in first])
+        new = []
+        for i in first:
+            r = rows[i]
+            stored = held.get((r.tenant, r.user_id, r.pref_id))
+            if stored is None:
+                new.append(i)
+            elif (field := differing_field(stored, r)) is not None:
+                raise PrefIdConflict(f"row {i}: `pref_id` {r.pref_id!r} of user {r.user_id!r} is already stored with another "
+                                     f"`{field}` (a pref_id names one preference: send other rows under new ids)", r.pref_id, i, field)
+        return new
 
     @staticmethod
     def _first_of_each(rows: list[StoredPreference]) -> list[int]:

@@ -7,7 +7,6 @@ adapter's is it copied into the serving registry and named in the user's row."""
 from __future__ import annotations
 
 import asyncio
-import glob
 import logging
 import os
 import threading
@@ -543,9 +542,7 @@ class Admin:
         return removed
 
     def _job_files(self, job: Job | JobNamed) -> list[Path]:
-        store = self.runner.store
-        files = [store.path(job.id, suffix) for suffix in ("job.json", "log", "out", "result.json")]
-        files += list(store.folder.glob(f".{glob.escape(job.id)}.*"))  # temp files a killed rewrite left (`JobStore.remove`)
+        files = self.runner.store.files(job.id)
         artifact = self.folder / "artifacts" / job.id
         return files + (list(artifact.rglob("*")) if artifact.is_dir() else [])
 

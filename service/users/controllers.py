@@ -209,7 +209,9 @@ async def import_preferences(
 
     Send `Idempotency-Key` (per tenant and user, as for feedback) to retry safely: a body already
     stored under the key stores nothing and answers 201 with the first receipt and
-    `Idempotent-Replayed: true` (`pluralign data import` sends one per chunk, from its content)."""
+    `Idempotent-Replayed: true` (`pluralign data import` sends one per chunk, from its content). The key
+    names the rows without a `pref_id`; rows carrying one are idempotent by those ids (a retry of a body
+    holding any: 201, each id in `already_stored`, not a replay)."""
     one_idempotency_key(request)
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
@@ -221,11 +223,20 @@ async def import_preferences(
         records, lines = await sync_to_thread(_read_import, rt, user_id, body)
     if idempotency_key is None:
         return Response(await _store_imported(rt, tenant, user_id, records, lines), status_code=201)
+    # the key names the rows that carry no pref_id of their own (the others are stored under theirs, which makes
+    # them idempotent without it): checking the key's ids for every row found fewer than rows on a retry (422)
+    keyed = [r for r in records if r.pref_id is None]
+    if not keyed:
+        return Response(await _store_imported(rt, tenant, user_id, records, lines), status_code=201)
     async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
-        ids, found = await sync_to_thread(replay_of, rt, tenant, user_id, idempotency_key, len(records))
-        if found:
+        ids, found = await sync_to_thread(replay_of, rt, tenant, user_id, idempotency_key, len(keyed))
+        if found and len(keyed) == len(records):
             rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
             return Response(Imported(user=user_id, stored=found), status_code=201, headers={"Idempotent-Replayed": "true"})
+        # rows carrying ids beside them: each looked up (`new_rows`), so a body that differs in those is not answered
+        # from the first one's receipt (its keyed rows are found held: `already_stored`)
+        given = iter(ids)
+        ids = [r.pref_id or next(given) for r in records]
         return Response(await _store_imported(rt, tenant, user_id, records, lines, ids), status_code=201)
 
 
@@ -263,15 +274,21 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
     naming `line N.pref_id` (code `pref_id_conflict`), nothing of it stored (`services.new_rows`)."""
     await _finish_unfinished_delete(rt, tenant, user_id)
     rows = await sync_to_thread(services.import_rows, tenant, user_id, records, ids)  # 8,000 rows: tens of ms
-    try:
-        stored, held = await sync_to_thread(services.new_rows, rt, tenant, user_id, rows, lines)
-    except services.PrefIdTaken as exc:
-        field = f"line {exc.line}.pref_id"
-        raise HTTPException(status_code=409, detail=f"`{field}`: {exc.problem}",
-                            extra=[{"key": field, "message": exc.problem, "code": "pref_id_conflict"}]) from None
+    # the check of the ids and their append to the log under one hold of the tenant's import lock: two imports
+    # of one new id with other content each passed the check before either was logged, both were acknowledged,
+    # and the mover dropped the second's whole request (logged only)
+    async with rt.import_lock(tenant):
+        try:
+            stamped = frozenset(row.pref_id for row, r in zip(rows, records, strict=True) if r.created_at is None)  # times given now
+            stored, held = await sync_to_thread(services.new_rows, rt, tenant, user_id, rows, lines, stamped)
+        except services.PrefIdTaken as exc:
+            field = f"line {exc.line}.pref_id"
+            raise HTTPException(status_code=409, detail=f"`{field}`: {exc.problem}",
+                                extra=[{"key": field, "message": exc.problem, "code": "pref_id_conflict"}]) from None
+        if stored:
+            remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
+            await rt.ingest.submit_async(stored)
     if stored:
-        remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
-        await rt.ingest.submit_async(stored)
         rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
     return Imported(user=user_id, stored=[s.pref_id for s in stored], already_stored=held)
 

@@ -748,18 +748,25 @@ class PrefIdTaken(Exception):
         self.line, self.problem = line, problem
 
 
-def new_rows(rt: Runtime, tenant: str, user_id: str, rows: list[StoredPreference], lines: list[int]) -> tuple[list[StoredPreference], list[str]]:
+def new_rows(rt: Runtime, tenant: str, user_id: str, rows: list[StoredPreference], lines: list[int],
+             stamped: frozenset[str] = frozenset()) -> tuple[list[StoredPreference], list[str]]:
     """(new, held) of an import's rows (`lines`: each one's line in the body): the rows to store, and the ids of
     those the user holds already with the same content (a file imported again), which are not stored again;
-    a row repeated in the body goes once. Raises PrefIdTaken for a row whose id is held, or given by an
-    earlier line, with other content (`pluralign.store.tables.differing_field`). Looks at the user's rows
-    still in the feedback log, then at the table (one read of these ids, `Store.held_preferences`). Run in a thread."""
+    a row repeated in the body goes once. `stamped`: the ids of rows whose file gave no `created_at` (stamped on
+    receipt, `import_rows`): their times are not compared. Raises PrefIdTaken for a row whose id is held, or
+    given by an earlier line, with other content (`pluralign.store.tables.differing_field`). Looks at the user's
+    rows still in the feedback log, then at the table (one read of these ids, `Store.held_preferences`). Run in
+    a thread."""
     from pluralign.store.tables import differing_field
+
+    def differs(held: StoredPreference, row: StoredPreference) -> str | None:
+        timed = row if row.pref_id not in stamped else msgspec.structs.replace(row, created_at=held.created_at)
+        return differing_field(held, timed)
 
     first: dict[str, int] = {}
     for i, row in enumerate(rows):
         j = first.setdefault(row.pref_id, i)
-        if j != i and (field := differing_field(rows[j], row)) is not None:
+        if j != i and (field := differs(rows[j], row)) is not None:
             raise PrefIdTaken(lines[i], f"{row.pref_id!r} is also line {lines[j]}'s, whose `{field}` differs (a pref_id names one preference)")
     unique = [rows[i] for i in first.values()]
     wanted = set(first)
@@ -770,7 +777,7 @@ def new_rows(rt: Runtime, tenant: str, user_id: str, rows: list[StoredPreference
         stored = held.get(row.pref_id)
         if stored is None:
             new.append(row)
-        elif (field := differing_field(stored, row)) is not None:
+        elif (field := differs(stored, row)) is not None:
             raise PrefIdTaken(lines[i], f"{row.pref_id!r} is already stored for this user with another `{field}` "
                                         "(a pref_id names one preference: give this row a new id, or none)")
         else:

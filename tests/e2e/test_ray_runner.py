@@ -118,9 +118,15 @@ def test_a_job_submitted_over_http_runs_on_ray(ray_cluster, tmp_path, tiny_gener
 
 def _workers_of(job_id: str) -> list[int]:
     """Pids of this machine's processes whose environment names the job (`PLURALIGN_JOB_ID`)."""
-    from training.jobs.runner import _is_worker_of
+    from training.jobs.runner import JOB_ENV
 
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_worker_of(int(p.name), job_id)]
+    def names_it(pid: str) -> bool:
+        try:
+            return f"{JOB_ENV}={job_id}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and names_it(p.name)]
 
 
 def test_an_actor_whose_running_record_cannot_be_written_is_stopped_with_its_worker(ray_cluster, tmp_path, monkeypatch):

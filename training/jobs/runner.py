@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 LOG_LINE_CHARS = 500  # the most of one worker log line a job's `log_tail` keeps
 JOB_ENV = "PLURALIGN_JOB_ID"  # set in each worker's environment, so a restart can recognise its workers
+# beside it: the jobs folder (absolute, symlinks resolved) whose runner started the worker. Job ids are unique
+# per folder only: a service started on a copy of another's data folder holds records of the same ids (and
+# pids), and its start stopped the other service's running workers
+FOLDER_ENV = "PLURALIGN_JOB_FOLDER"
 REQUEST_ENV = "PLURALIGN_REQUEST_ID"  # the X-Request-Id of the request that caused the job, where one did
 
 
@@ -266,8 +270,9 @@ class LocalJobRunner:
         the job's next worker, writing the same artifact folder. One whose promotion it was stopped in
         is finished at `start` instead (`_promoting`)."""
         left = {job.id for job in self.store.all() if job.state in ACTIVE_STATES}
-        for pid in _workers_of(left) if left else []:
-            log.warning("stopping worker %d of job %s, left running by a stopped service", pid, _worker_job(pid))
+        folder = _folder_key(self.config.folder)
+        for pid in _workers_of(left, folder) if left else []:
+            log.warning("stopping worker %d of job %s, left running by a stopped service", pid, _worker_job(pid, folder))
             _kill_group(pid, signal.SIGKILL)
         if removed := remove_write_leftovers(Path(self.config.folder)):
             log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
@@ -275,7 +280,7 @@ class LocalJobRunner:
         for job in self.store.all():
             if job.state != "running":
                 continue
-            if job.pid is not None and _is_worker_of(job.pid, job.id):
+            if job.pid is not None and _worker_job(job.pid, folder) == job.id:
                 _kill_group(job.pid, signal.SIGKILL)
             if job.id in promoting:
                 self._cut_promotions.append(job.id)
@@ -327,7 +332,8 @@ class LocalJobRunner:
         `threads` for each math library, the Hub offline, the runner's `env`, the job's id and its cause."""
         n = str(threads)
         return {PROGRESS_ENV: "1", "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "HF_HUB_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id, **cause_env(job)}
+                "TOKENIZERS_PARALLELISM": "false", **self.config.env, JOB_ENV: job.id, FOLDER_ENV: _folder_key(self.config.folder),
+                **cause_env(job)}
 
     def _start_worker(self, job: Job) -> None:
         _, artifact, argv = self._worker_of(job)
@@ -695,14 +701,6 @@ def _resident_mb(pid: int) -> float:
     return total / 2**20
 
 
-def _is_worker_of(pid: int, job_id: str) -> bool:
-    """Whether `pid` is still the worker of this job (a pid can be reused after a reboot)."""
-    try:
-        return f"{JOB_ENV}={job_id}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
 # `pluralign.files.atomic_writer`'s temp file beside `name` (tempfile.mkstemp: the prefix `.<name>.`, 8 random characters)
 WRITE_LEFTOVER = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}")
 
@@ -723,20 +721,30 @@ def remove_write_leftovers(folder: Path) -> int:
     return removed
 
 
-def _worker_job(pid: int) -> str | None:
-    """The job id in process `pid`'s environment (`JOB_ENV`), or None (not a worker, gone, not ours to read)."""
+def _folder_key(folder: str | os.PathLike) -> str:
+    """A jobs folder as its workers' FOLDER_ENV names it: absolute, symlinks resolved."""
+    return str(Path(folder).resolve())
+
+
+def _worker_job(pid: int, folder: str) -> str | None:
+    """The job id in process `pid`'s environment (`JOB_ENV`) when a runner of `folder` (`_folder_key`) started it,
+    or None (not a worker, another folder's, gone, not ours to read; a pid can be reused). A worker without
+    FOLDER_ENV (started before session reviewi39) counts as this folder's."""
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        environ = dict(v.partition(b"=")[::2] for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
     except OSError:
         return None
-    prefix = f"{JOB_ENV}=".encode()
-    return next((v[len(prefix) :].decode(errors="replace") for v in environ if v.startswith(prefix)), None)
+    job_id, started_by = environ.get(JOB_ENV.encode()), environ.get(FOLDER_ENV.encode())
+    if job_id is None or (started_by is not None and started_by.decode(errors="replace") != folder):
+        return None
+    return job_id.decode(errors="replace")
 
 
-def _workers_of(job_ids: set[str]) -> list[int]:
-    """The processes whose environment names one of `job_ids` as theirs (workers lead their own process
-    group). One read of /proc/<pid>/environ per process of this machine; none elsewhere than Linux."""
-    return [pid for pid in psutil.pids() if pid != os.getpid() and _worker_job(pid) in job_ids]
+def _workers_of(job_ids: set[str], folder: str) -> list[int]:
+    """The processes a runner of `folder` started whose environment names one of `job_ids` as theirs (workers
+    lead their own process group). One read of /proc/<pid>/environ per process of this machine; none elsewhere
+    than Linux."""
+    return [pid for pid in psutil.pids() if pid != os.getpid() and _worker_job(pid, folder) in job_ids]
 
 
 def _kill_group(pid: int, sig: int) -> None:

@@ -118,6 +118,12 @@ class JobStore:
         with self._lock:
             return list(self._later.values())
 
+    def files(self, job_id: str) -> list[Path]:
+        """The files `remove` deletes for a job (whether there or not): its record, log, output and result, and the
+        temp files a process killed while rewriting one of them left (`.<id>.job.json.<random>`)."""
+        return [*(self.path(job_id, suffix) for suffix in ("job.json", "log", "out", "result.json")),
+                *self.folder.glob(f".{glob.escape(job_id)}.*")]
+
     def remove(self, job_id: str) -> Job | None:
         """Forget a job and delete its record, log, output and result files (its artifact folder is the runner's),
         with the temp files a process killed while rewriting one of them left (`.<id>.job.json.<random>`: the
@@ -133,8 +139,6 @@ class JobStore:
                 self._by_user[key].discard(job_id)
                 if not self._by_user[key]:
                     del self._by_user[key]
-            for suffix in ("job.json", "log", "out", "result.json"):
-                self.path(job_id, suffix).unlink(missing_ok=True)
-            for temp in self.folder.glob(f".{glob.escape(job_id)}.*"):
-                temp.unlink(missing_ok=True)
+            for path in self.files(job_id):
+                path.unlink(missing_ok=True)
         return job

@@ -1,0 +1,36 @@
+"""Session reviewi39: a job runner's start stops the workers a stopped service left (`PLURALIGN_JOB_ID`
+in their environment), and only those of its own jobs folder. A second service on the same machine
+started on a copy of the first's data folder (a staging copy, a restored backup) holds records naming
+the same job ids and pids: before, its start killed the first service's running workers. Real runners,
+real worker processes; a few seconds. (A restart on the service's own folder still stops them:
+tests/e2e/test_crash39_worker_window.py.)"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import psutil
+
+from tests.e2e.test_crash39_worker_window import KINDS, workers_of
+from training.jobs.runner import LocalJobRunner, RunnerConfig
+
+
+def test_a_runner_started_on_a_copy_of_another_folder_leaves_its_workers_running(tmp_path):
+    first = LocalJobRunner(RunnerConfig(folder=tmp_path / "a" / "jobs", poll_seconds=0.05), KINDS)
+    job = first.submit("pal", {})
+    first.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (first.get(job.id).pid is None or not workers_of(job.id)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (worker,) = workers_of(job.id)
+        shutil.copytree(tmp_path / "a", tmp_path / "b")  # its record: running, this id, this pid
+        LocalJobRunner(RunnerConfig(folder=tmp_path / "b" / "jobs", poll_seconds=0.05), KINDS)  # the copy's service starts
+        time.sleep(0.3)
+        assert psutil.pid_exists(worker) and workers_of(job.id) == [worker], "the copy's start stopped the first service's worker"
+        assert first.get(job.id).state == "running"
+    finally:
+        first.stop()
+        for pid in workers_of(job.id):
+            psutil.Process(pid).kill()
