@@ -724,7 +724,10 @@ def export_has_lines(rt: Runtime, tenant: str, user_id: str, export_format: str)
 def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | None = None) -> list[StoredPreference]:
     """Stored comparison rows for `user_id` from preference records (their times and labels kept,
     received now), each under the `pref_id` its record carries (an export's), else `pref_ids`' (one per
-    record, an idempotent import's), else a fresh random id."""
+    record, an idempotent import's), else a fresh random id. A record without a `source` is labelled
+    "import", unless it carries its own `pref_id`: an exported row comes back as it was stored, so a row
+    stored without a source (by a library call, or an older release) imported again is the same row, not
+    a 409 naming `source`."""
     now = time.time()
     pref_ids = [r.pref_id or pref_id for r, pref_id in zip(records, pref_ids or [uuid.uuid4().hex for _ in records], strict=True)]
     return [
@@ -732,7 +735,7 @@ def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | 
             tenant=tenant, user_id=user_id, pref_id=pref_id, kind="comparison",
             created_at=r.created_at if r.created_at is not None else now + i * 1e-6,
             prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie, margin=r.margin,
-            source=r.source or "import", attributes=r.attributes, received_at=now, trl=r.trl,
+            source=r.source if r.pref_id else r.source or "import", attributes=r.attributes, received_at=now, trl=r.trl,
         )
         for i, (r, pref_id) in enumerate(zip(records, pref_ids, strict=True))
     ]

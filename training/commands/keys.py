@@ -55,12 +55,14 @@ def run(args: argparse.Namespace) -> int:
     from service.auth import KeyRing, key_id
     from service.settings import Settings
 
-    folder = Path(args.data_dir) if args.data_dir else Settings.load().data_path
+    settings = None if args.data_dir else Settings.load()
+    folder = Path(args.data_dir) if args.data_dir else settings.data_path  # absolute (session 39)
+    given = Path(args.data_dir or settings.data_dir)  # as the user wrote it, for the messages
     option = "--data-dir" if args.data_dir else "PLURALIGN_DATA_DIR (setting data_dir)"
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{option} {folder}: a file, not a folder")
+        raise ValueError(f"{option} {given}: a file, not a folder")
     if args.action != "create" and not folder.exists():  # run from the wrong directory: not "no keys"
-        raise ValueError(f"{option} {folder}: no such folder ({folder.absolute()}), so no keys there: give the "
+        raise ValueError(f"{option} {given}: no such folder ({folder.absolute()}), so no keys there: give the "
                          "service's data folder with --data-dir (or PLURALIGN_DATA_DIR; `pluralign serve` creates it)")
     keys = KeyRing(folder / "api_keys.json")
     describe = lambda k: {"id": key_id(k), "tenant": k.tenant, "admin": k.admin, "name": k.name, "created_at": k.created_at}
