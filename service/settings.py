@@ -27,6 +27,7 @@ OTHER_VARIABLES: dict[str, str] = {
     "PLURALIGN_DEVICE": "the torch device (pluralign/device.py)",
     "PLURALIGN_ADAPTER_DIR": "deprecated name of PLURALIGN_ADAPTERS_DIR (DEPRECATED_VARIABLES)",
     "PLURALIGN_JOB_ID": "set by the job runner in each worker's environment (training/jobs/runner.py)",
+    "PLURALIGN_JOB_FOLDER": "set by the job runner in each worker's environment: its jobs folder, so a restart stops only its own workers (training/jobs/runner.py)",
     "PLURALIGN_REQUEST_ID": "set by the job runner: the X-Request-Id of the request that caused the job (training/jobs/runner.py)",
     "PLURALIGN_PROGRESS": "set by the job runners: a worker reports progress (training/common.py)",
     "PLURALIGN_SCREENSHOTS": "a folder for the browser tests' screenshots (tests/service/test_browser_pages.py)",
