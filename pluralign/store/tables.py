@@ -709,6 +709,49 @@ class Store:
         rows = self.preferences.search().where(where).select(columns).limit(None).to_arrow().to_pylist()
         return [(r["tenant"], r["user_id"], r) for r in rows if (r["tenant"], r["user_id"], r["pref_id"]) in wanted]
 
+    @_uses("preferences", "written")
+    def received_again(self, tenant: str, user_id: str, pref_ids: list[str]) -> int:
+        """The user's rows under `pref_ids` count as received now: their `received_at` is set to the
+        current time (unix seconds) in one commit. For rows sent again with the same content (an export
+        imported again), which `add_preferences` does not store twice: a DELETE of the user finished
+        later, on any replica, tells what came after it began by `received_at` (`received_before`), and
+        must keep them. Returns how many rows were updated (fewer than the distinct ids when some were
+        not held, or were deleted meanwhile). The user's cached history is dropped (its count of rows,
+        which other processes check theirs by, does not change: `received_since` reads the table).
+        A commit that met another's on the table (a compaction's rewrite) is made again on the newest
+        version (`PURGE_ATTEMPTS`); raises the last error when every attempt failed."""
+        ids = list(dict.fromkeys(pref_ids))
+        if not ids:
+            return 0
+        where = f"{owner_filter(tenant, user_id)} AND pref_id IN ({', '.join(quote(i) for i in ids)})"
+        key = (tenant, user_id)
+        # under the write lock, as appends and a DELETE's row step take it: no delete of the user falls between
+        # the update and the cache's drop, nor a load of their history lands with the rows as they were
+        with self._lock, self.histories.writing([key]):
+            for attempt in range(PURGE_ATTEMPTS):
+                try:
+                    updated = self.preferences.update(where=where, values={"received_at": time.time()}).rows_updated
+                    break
+                except (OSError, RuntimeError, ValueError) as exc:
+                    retry = _commit_conflict(exc) or (self.sync_seconds is not None and "not found" in str(exc).lower())
+                    if not retry or attempt == PURGE_ATTEMPTS - 1:
+                        raise
+                    log.warning("a received_at update met another commit on preferences (%s); again on the newest version", exc)
+                    time.sleep(random.uniform(0.02, 0.1) * (attempt + 1))
+                    self.preferences.checkout_latest()
+            self.histories.invalidate([key])
+            if updated:
+                self._after_write("preferences")
+        return updated
+
+    @_uses("preferences", "read")
+    def received_since(self, tenant: str, user_id: str, since: float) -> bool:
+        """Whether the table holds a row of the user received at or after `since` (unix seconds;
+        `StoredPreference.received`). Read from the table, not the cached history: another process's
+        `received_again` leaves the user's row count as it was, so a cached history would not show it."""
+        t = repr(float(since))  # `received_before`'s complement (a NOT of it would pass over a null `received_at`)
+        return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND (received_at >= {t} OR (received_at IS NULL AND created_at >= {t}))") > 0
+
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
         row = msgspec.to_builtins(item)

@@ -285,6 +285,13 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
             field = f"line {exc.line}.pref_id"
             raise HTTPException(status_code=409, detail=f"`{field}`: {exc.problem}",
                                 extra=[{"key": field, "message": exc.problem, "code": "pref_id_conflict"}]) from None
+        if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
+            try:
+                await sync_to_thread(services.received_again, rt, tenant, user_id, held)
+            except services.HeldRowsGone:
+                raise ServiceUnavailableException(detail="rows of this import that the user held were deleted while it was "
+                                                  "stored (a DELETE of the user): nothing was imported; send the import again",
+                                                  headers={"Retry-After": "1"}) from None
         if stored:
             remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
             await rt.ingest.submit_async(stored)

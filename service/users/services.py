@@ -788,6 +788,25 @@ def new_rows(rt: Runtime, tenant: str, user_id: str, rows: list[StoredPreference
     return new, found
 
 
+class HeldRowsGone(Exception):
+    """Rows an import found held (`new_rows`) were deleted before they could count as received again
+    (`received_again`): a DELETE of the user ran meanwhile. Nothing of the import was logged; sent
+    again, the rows are stored anew."""
+
+
+def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> None:
+    """The rows of an import found held in the table with the same content (`new_rows`' `held`) count as
+    received now (`Store.received_again`), as the import's new rows do: a DELETE of the user begun before
+    the import and finished later, on any replica, keeps what came after it began (`came_back`,
+    `forget_before`), and before this removed rows the import had acknowledged as `already_stored`. Rows
+    held only in this replica's feedback log keep the time they were first received there. Raises
+    HeldRowsGone when some went meanwhile. Run in a thread, under the tenant's import lock."""
+    logged = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows}
+    in_table = [i for i in dict.fromkeys(held) if i not in logged]
+    if in_table and rt.store.received_again(tenant, user_id, in_table) < len(in_table):
+        raise HeldRowsGone
+
+
 class EmbeddingsNotForgotten(RuntimeError):
     """Every step of a DELETE ran (its journal entry is gone) but the vectors of the user's texts could
     not be removed from an embedding cache (damaged, unreadable, its folder not permitted): the rows
@@ -960,7 +979,9 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
         return True
     if rt.deletion_sweep is not None:  # with replicas: what another replica stored a moment ago
         rt.store.refresh("preferences", "interactions", "stated_changes")
-    return (any(p.received() >= since for p in rt.store.preferences_for(tenant, user_id)[0])
+    # the table, not the cached history: an import that found the rows held moved their `received_at` on
+    # (`received_again`), which another replica's cached history does not show (its count of rows is the same)
+    return (rt.store.received_since(tenant, user_id, since)
             or any(i.created_at >= since for i in rt.store.interactions_for(tenant, user_id))
             or any(c["at"] >= since for c in rt.store.stated_changes(tenant, user_id)))
 

@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import timedelta
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -286,3 +287,24 @@ def test_deletes_alone_on_the_store_remove_the_lease_tables_old_versions(tmp_pat
     versions = store.db.open_table(lease.TABLE).list_versions()
     assert len(versions) <= 2, [v["version"] for v in versions]
     assert store.stats()["preferences"] == 0 and not store.marks.pending()
+
+
+def test_rows_received_again_count_as_received_since_for_another_process_too(tmp_path):
+    """`received_again` moves the rows' `received_at` to now, no row added; another Store on the same
+    tables whose cached history still holds the old times (same count of rows) tells it by `received_since`
+    (a DELETE finished there keeps them). Ids not held, or deleted meanwhile, are not counted."""
+    store = Store(str(tmp_path), "enc", DIM)
+    rows, vecs, _, _ = prefs("t", "ann", 3)
+    rows = [msgspec.structs.replace(r, received_at=1000.0 + i) for i, r in enumerate(rows)]
+    store.add_preferences(rows, vecs, vecs, vecs)
+    other = Store(str(tmp_path), "enc", DIM, sync_seconds=0.0)  # a replica: sees every commit at once
+    assert len(other.preferences_for("t", "ann")[0]) == 3  # cached there, with the old times
+    began = time.time()
+    assert not store.received_since("t", "ann", began) and not other.received_since("t", "ann", began)
+    assert store.received_again("t", "ann", [rows[0].pref_id, rows[0].pref_id, rows[2].pref_id, "not-held"]) == 2
+    assert store.count_preferences("t", "ann") == 3
+    times = {p.pref_id: p.received() for p in store.preferences_for("t", "ann")[0]}  # the cache was dropped
+    assert times[rows[1].pref_id] == 1001.0 and min(times[rows[0].pref_id], times[rows[2].pref_id]) >= began
+    assert other.received_since("t", "ann", began) and not other.received_since("t", "bob", began)
+    store.delete_user("t", "ann")
+    assert store.received_again("t", "ann", [rows[0].pref_id]) == 0
