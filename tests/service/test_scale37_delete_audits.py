@@ -110,7 +110,10 @@ def test_an_audit_s_members_are_in_the_index_before_its_members_file_is_written(
     with server, svc.client("acme") as acme:
         give(acme, GONE, MARKER, n=2)
         give(acme, "ann", "s1", n=2)
-        assert acme.get("/v1/users/ann/preferences").json()["total"] == 2  # moved into the table
+        # both users' rows moved into the table (a read moves its own user's pending rows only: GONE's were left to
+        # the feedback worker's timing, and the audit's members read below missed them now and then)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+        assert acme.get("/v1/users/ann/preferences").json()["total"] == 2
         admin = server.server.config.app.state.admin
         job = Job(id="audit-live", kind="audit", params={"store": svc.runtime.settings.lancedb_uri, "group_by": "segment",
                                                           "tenant": "acme"}, state="running", created_at=time.time())
