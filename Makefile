@@ -22,9 +22,11 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 # one torch thread unless OMP_NUM_THREADS says otherwise: with torch's default (a thread per core) on two
-# cores shared with other work, the first chat of a fresh clone took 844 s; with one, 52 s (README)
+# cores shared with other work, the first chat of a fresh clone took 844 s; with one, 52 s (README).
+# No --port: `pluralign serve` reads PORT itself (unset: 8000; empty or not a port: an error naming PORT),
+# as in the image and the manifest, whose probes read it the same way
 serve: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/pluralign serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/pluralign serve --host $${HOST:-127.0.0.1}
 
 # two workers of one torch thread each (PYTEST_WORKERS=0 runs in one process): on two cores torch's
 # own threads spin against each other, and much of the suite waits on servers and child processes

@@ -33,11 +33,17 @@ CONSTANT_BT_LOSS = math.log(2)
 # coin flip: it puts about 1/1000 on the answers users gave) learned numbers, not preferences: on the
 # project's runs the kept epoch's loss stays under CONSTANT_BT_LOSS (docs/operations.md, "A training run that diverges")
 ABSURD_BT_LOSS = 10 * CONSTANT_BT_LOSS
+# The fewest validation pairs whose mean loss PAL's guard judges (training pairs are always judged). A mean over a
+# few pairs can be absurd with nothing wrong: a model confident from many consistent training pairs scores ~25 nats
+# on the one validation pair where their user answered the other way (session 40: 13 answers one way, 1 the other).
+# From 20 pairs on, one such pair adds ~1.2 to the mean, so over 10 x log 2 takes a quarter of them contradicted: the
+# validation pairs disagree with the training ones as a whole (swapped sides), which is worth stopping for.
+MIN_JUDGED_VAL_PAIRS = 20
 
 
 class TrainingDiverged(ValueError):
     """A training loop's loss became NaN or inf, or (PAL) the best model it kept scores an absurd
-    loss (over ABSURD_BT_LOSS) on its training pairs or its validation pairs: the parameters are no longer numbers worth keeping, and no
+    loss (over ABSURD_BT_LOSS) on its training pairs or its validation pairs (MIN_JUDGED_VAL_PAIRS or more): the parameters are no longer numbers worth keeping, and no
     earlier state is kept either. Raised by PAL's and FSPO's (adapters') loops; the message names
     where (epoch or step), the loss seen and its likely causes, in one line."""
 

@@ -16,6 +16,7 @@ parameter the route does not take (`unknown_parameter`; /health, /metrics and /s
 from __future__ import annotations
 
 import ast
+import codecs
 import difflib
 import math
 import re
@@ -435,33 +436,92 @@ async def strict_form_body(request: Request) -> None:
     if kwarg is None or getattr(kwarg, "media_type", None) != RequestEncodingType.URL_ENCODED or request.method in ("GET", "HEAD", "OPTIONS"):
         return
     sent = request.content_type[0]
-    json_like = (await request.body()).lstrip()[:1] in (b"{", b"[")
-    if sent in ("", FORM) and not json_like:
+    body_is_json = json_like(await request.body())
+    if sent in ("", FORM) and not body_is_json:
         return
     fields = ", ".join(f"`{name}`" for name in getattr(data.annotation, "__struct_fields__", ()))
-    what = "JSON" if json_like else sent
+    what = "JSON" if body_is_json else sent
     raise unsupported_media_type("body", f"this route takes a form ({FORM}: {fields}), not {what}", FORM)
 
 
 JSON = "application/json"
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark: RFC 8259 8.1 lets a parser ignore it; Notepad writes one
+# a JSON media type: application/json, or any type/subtype with the +json suffix (RFC 6839), a subtype named before it
+_JSON_TYPE = re.compile(r"application/json|[a-z0-9][a-z0-9!#$&^_.-]*/[a-z0-9][a-z0-9!#$&^_.+-]*\+json")
+# the charsets a JSON body is read in: RFC 8259's UTF-8 (US-ASCII is part of it), RFC 4627's UTF-16 and UTF-32
+UTF8_CHARSETS = ("utf-8", "ascii")
+OTHER_UNICODE_CHARSETS = ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be")
+
+
+def json_like(body: bytes) -> bool:
+    """Whether `body` looks like a JSON object or array: its first byte past white space (and a UTF-8
+    BOM) opens one. How a form-typed body is told from a form (both helpers below ask it)."""
+    return body.removeprefix(BOM).lstrip()[:1] in (b"{", b"[")
 
 
 def refuse_non_json_type(sent: str, body: bytes) -> None:
     """A 415 naming `Content-Type` when a JSON route's body is declared as another type: `text/plain`
-    (what `fetch` sends for a string body), a multipart body, JSON lines, ... Before, any type was read
-    as JSON, so `text/plain` JSON was served and a form or text body was a 400 `invalid_json` that did
-    not say the type was the problem. Taken: `application/json` (and any `+json` type), no
-    `Content-Type` at all, and a form type whose body is JSON (`curl -d '{...}'` without
-    `-H 'Content-Type: application/json'`: docs/api.md has promised it since session 19); a form body
-    that is a form (`a=1&b=2`) is refused."""
-    if not sent or sent == JSON or sent.endswith("+json"):
+    (what `fetch` sends for a string body), a multipart body, JSON lines, `application/+json` (no
+    subtype), ... Before, any type was read as JSON, so `text/plain` JSON was served and a form or text
+    body was a 400 `invalid_json` that did not say the type was the problem. Taken: `application/json`
+    (and any `type/subtype+json`), no `Content-Type` at all, and a form type whose body is JSON
+    (`curl -d '{...}'` without `-H 'Content-Type: application/json'`: docs/api.md has promised it since
+    session 19); a form body that is a form (`a=1&b=2`) is refused. `sent` is the media type alone,
+    lower-cased (`Request.content_type[0]`)."""
+    if not sent or _JSON_TYPE.fullmatch(sent):
         return
-    if sent == FORM and body.lstrip()[:1] in (b"{", b"["):
+    if sent == FORM and json_like(body):
         return
     problem = f"{sent} is not taken: this route takes a JSON body, sent as {JSON}"
     if sent == FORM:
         problem += " (curl -d sends a form type: add -H 'Content-Type: application/json')"
     raise unsupported_media_type("Content-Type", problem, JSON)
+
+
+def json_body_in_utf8(content_type: tuple[str, dict[str, str]], body: bytes) -> bytes:
+    """A JSON route's body as UTF-8 JSON, its type checked (`refuse_non_json_type`). A UTF-8 BOM before
+    it is dropped (it was a 400 'invalid character'). A body whose `charset` is UTF-16 or UTF-32 is
+    decoded as declared and returned in UTF-8 (it was read as UTF-8: a 400 for a rightly labelled body;
+    Express's body-parser reads these too); a UTF-8 or US-ASCII one is returned as sent, its bytes
+    checked where it is decoded (`strict_json_body` names the field holding a bad byte).
+
+    `content_type` is Litestar's `Request.content_type` (the media type, its parameters).
+
+    Raises an HTTPException: a 415 naming `Content-Type` for a type that is not JSON or another charset
+    (`charset=latin-1`, `windows-1252`, one Python does not know): JSON is UTF-8 (RFC 8259 8.1), and a
+    Latin-1 decode never fails, so a UTF-8 body labelled Latin-1 (a client's default label) would be
+    stored as `CafÃ©` unseen; the 415 makes the label's mistake visible once. A 400 naming `body` when
+    the body is not valid in the UTF-16 or UTF-32 charset it declares."""
+    sent, parameters = content_type
+    refuse_non_json_type(sent.strip().lower(), body)
+    declared = parameters.get("charset", "utf-8").strip()
+    try:
+        codec = codecs.lookup(declared).name
+    except LookupError:
+        codec = ""
+    if codec in UTF8_CHARSETS:
+        return body.removeprefix(BOM)
+    shown = shorten(declared, 27, "...")
+    if codec not in OTHER_UNICODE_CHARSETS:
+        raise unsupported_media_type("Content-Type", f"charset={shown} is not taken: a JSON body is read as UTF-8 "
+                                                     f"(RFC 8259; UTF-16 and UTF-32 are read too): send it as UTF-8, "
+                                                     f"with charset=utf-8 or none", JSON)
+    try:
+        text = body.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise bad_request("body", f"is not valid {shown.upper()}, the charset its Content-Type declares "
+                                  f"({exc.reason} at byte {exc.start})", code="invalid_json") from None
+    return text.removeprefix("\ufeff").encode()
+
+
+async def read_json_body(request: Request) -> bytes:
+    """The body of a request to a JSON route, checked and made UTF-8 (`json_body_in_utf8`); the request
+    keeps the UTF-8 body, which Litestar's own decoding then reads. Raises what that does."""
+    body = await request.body()
+    utf8 = json_body_in_utf8(request.content_type, body)
+    if utf8 != body:  # Litestar keeps the body read in the connection's state, where its decoding reads it again
+        request._body = request._connection_state.body = utf8
+    return utf8
 
 
 def lone_surrogate_refusal(body: bytes) -> HTTPException | None:
@@ -483,8 +543,7 @@ async def strict_json_body(request: Request) -> None:
     kwarg = data.kwarg_definition
     if kwarg is not None and getattr(kwarg, "media_type", RequestEncodingType.JSON) != RequestEncodingType.JSON:
         return None
-    body = await request.body()
-    refuse_non_json_type(request.content_type[0].strip().lower(), body)
+    body = await read_json_body(request)
     try:
         _decoder(data.annotation).decode(body)
     except msgspec.ValidationError as exc:

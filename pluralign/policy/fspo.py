@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from pluralign.data.record import Base, Preference
+from pluralign.data.text import shorten
 from pluralign.losses import TrainingDiverged, dpo_loss, ipo_loss
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.logprobs import PackedBatch, ScoringBatch, encode_packed, sequence_logprobs
@@ -264,6 +265,28 @@ def pair_batch(tokenizer, episodes: Sequence[Episode], config: FSPOConfig) -> Pa
     )
 
 
+def _diverged(config: FSPOConfig, step: int, loss: torch.Tensor, pair_losses: torch.Tensor, ref: torch.Tensor,
+              batch: list[Episode], dtype: torch.dtype) -> TrainingDiverged:
+    """The one-line error for a non-finite loss at `step` (0-based): the likely causes, and the first pair of
+    the batch (`pair_losses` (B,), `ref` (2B,): chosen then rejected) whose loss is not finite. Before any
+    update (the first step) or where the frozen reference already scores the pair non-finite, the learning
+    rate cannot be the cause."""
+    b = len(batch)
+    bad = next((i for i in range(b) if not torch.isfinite(pair_losses[i])), 0)
+    pair = batch[bad]
+    where = f"first non-finite pair: user {shorten(pair.user_id, 40, '...')!r}, prompt {shorten(pair.question, 60, '...')!r}"
+    ref_bad = not (torch.isfinite(ref[bad]) and torch.isfinite(ref[b + bad]))
+    if step == 0 or ref_bad:
+        scored = "the reference model scores it non-finite" if ref_bad else "it is not finite before any update"
+        causes = (f"Likely causes: the data (an empty or very long answer) or the model's dtype ({str(dtype).removeprefix('torch.')}: "
+                  f"float16 overflows where bfloat16 and float32 do not), not the learning rate: {scored}")
+    else:
+        causes = (f"Likely causes: the learning rate too high (lower it), the data (an empty or very long answer), or the "
+                  f"model's dtype ({str(dtype).removeprefix('torch.')}: float16 overflows where bfloat16 and float32 do not)")
+    return TrainingDiverged(f"training diverged at step {step + 1} of {config.steps}: the {config.loss} loss is {loss.item()} "
+                            f"(lr={config.lr}); nothing was kept. {causes}; {where}")
+
+
 def train(
     policy,
     reference: ReferencePolicy,
@@ -276,7 +299,8 @@ def train(
     cycling through them. When LoRA adapts only the top layers, each batch's frozen trunk states
     and pi_ref log-probabilities are computed once and kept for later epochs. Raises
     `pluralign.losses.TrainingDiverged` (a ValueError) naming the step and the loss at the first step
-    whose loss is NaN or inf (too high a learning rate), before that step changes the parameters."""
+    whose loss is NaN or inf, before that step changes the parameters, with the likely causes (the
+    learning rate, the data, the dtype) and the first pair whose loss is not finite."""
     torch.manual_seed(config.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
@@ -302,10 +326,10 @@ def train(
         policy.train()
         logp = rows.policy_logprobs(policy)  # (2B,)
         b = len(batches[index])
-        loss = loss_fn(logp[:b], logp[b:], ref[:b], ref[b:], config.beta).mean()
+        pair_losses = loss_fn(logp[:b], logp[b:], ref[:b], ref[b:], config.beta)  # (B,)
+        loss = pair_losses.mean()
         if not torch.isfinite(loss):  # a NaN adapter was saved, reported (final_loss null) and could be promoted
-            raise TrainingDiverged(f"training diverged at step {step + 1} of {config.steps}: the {config.loss} loss is "
-                                   f"{loss.item()} (lr={config.lr}); nothing was kept: lower the learning rate")
+            raise _diverged(config, step, loss, pair_losses, ref, [episodes[i] for i in batches[index]], params[0].dtype)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 import torch
 
 from pluralign.device import default_device
-from pluralign.losses import ABSURD_BT_LOSS, CONSTANT_BT_LOSS, TrainingDiverged, bradley_terry_loss
+from pluralign.losses import (
+    ABSURD_BT_LOSS,
+    CONSTANT_BT_LOSS,
+    MIN_JUDGED_VAL_PAIRS,
+    TrainingDiverged,
+    bradley_terry_loss,
+)
 from pluralign.reward.features import PairBatch
 from pluralign.reward.inputs import above_zero, as_numbers, at_least, whole
 from pluralign.reward.model_selection import TooManyComponents
@@ -109,8 +115,9 @@ def train_pal(
     and TrainingDiverged (a ValueError) naming the epoch and the loss as soon as a training step's
     loss or an epoch's validation loss is NaN or inf, or when the best epoch's model scores over
     `pluralign.losses.ABSURD_BT_LOSS` (10 x log 2 nats per pair; a constant model scores log 2) on its
-    training pairs or on its validation pairs (a few validation pairs that contradict many consistent
-    training pairs of their user can do that at the default rates: docs/operations.md):
+    training pairs, or on its validation pairs when there are at least `MIN_JUDGED_VAL_PAIRS` (one
+    validation pair that contradicts many consistent training pairs of its user scores ~25 at the
+    default rates: a data set, not a divergence; docs/operations.md):
     nothing is returned then, not even an earlier epoch's state; the message names the likely causes."""
     tc = train_config
     if train.users != val.users:
@@ -171,12 +178,15 @@ def train_pal(
     # the kept model on the pairs it was trained on (one pass): a handful of validation pairs may all fall on
     # the right side of a model whose margins are 1e30 (a learning rate of 1e8); its training pairs do not
     kept_loss, kept_acc = _evaluate(model, best_logits, train, 4096)
-    if not kept_loss <= ABSURD_BT_LOSS or best["val_loss"] > ABSURD_BT_LOSS:  # finite, but it learned numbers, not preferences
+    absurd_on_train = not kept_loss <= ABSURD_BT_LOSS  # finite, but it learned numbers, not preferences
+    # the validation mean is judged over enough pairs only: one pair a confident model gets wrong can carry a small one
+    absurd_on_val = len(val) >= MIN_JUDGED_VAL_PAIRS and best["val_loss"] > ABSURD_BT_LOSS
+    if absurd_on_train or absurd_on_val:
         raise _diverged(tc, best["epoch"], (
             f"the model kept scores {kept_loss:.3g} nats/pair on its training pairs (accuracy {kept_acc:.3f}), "
-            f"{best['val_loss']:.3g} on validation (accuracy {best['val_acc']:.3f}), over {ABSURD_BT_LOSS:.3g} = 10 x log 2 "
-            f"(a 50/50 model scores {CONSTANT_BT_LOSS:.3f}); training loss {first_loss:.3g} at the first step, "
-            f"{float(loss.detach()) + 0.0:.3g} at the last"))
+            f"{best['val_loss']:.3g} on validation (accuracy {best['val_acc']:.3f}, {len(val)} pairs), over {ABSURD_BT_LOSS:.3g} "
+            f"= 10 x log 2 (a 50/50 model scores {CONSTANT_BT_LOSS:.3f}); training loss {first_loss:.3g} at the first step, "
+            f"{float(loss.detach()) + 0.0:.3g} at the last"), causes=None if absurd_on_train else CONTRADICTED)
     weights = UserWeights.from_logits(train.users, best_logits)
     metrics = {
         "best_epoch": best["epoch"], "epochs": epoch, "val_loss": best["val_loss"], "val_acc": best["val_acc"],
@@ -185,8 +195,15 @@ def train_pal(
     return PALResult(model=model, user_weights=weights, metrics=metrics)
 
 
-def _diverged(tc: PALTrainConfig, epoch: int, what: str) -> TrainingDiverged:
-    return TrainingDiverged(
-        f"PAL training diverged at epoch {epoch}: {what}; nothing was kept. Likely causes: learning rates too high "
-        f"(lr_shared={tc.lr_shared:g}, lr_user={tc.lr_user:g}; defaults {PALTrainConfig.lr_shared:g}, {PALTrainConfig.lr_user:g}), "
-        f"embeddings not normalized, or validation pairs with chosen and rejected swapped")
+# what a kept model that scores well on its training pairs and absurdly on enough validation pairs means
+CONTRADICTED = ("Likely cause: the validation pairs contradict the training pairs (chosen and rejected swapped in one "
+                "of them, or users who answered the same comparisons the other way); the model fits its training pairs")
+
+
+def _diverged(tc: PALTrainConfig, epoch: int, what: str, causes: str | None = None) -> TrainingDiverged:
+    """The one-line error; `causes` replaces the usual ones (the rates, the embeddings, swapped validation pairs)."""
+    causes = causes or (
+        f"Likely causes: learning rates too high (lr_shared={tc.lr_shared:g}, lr_user={tc.lr_user:g}; defaults "
+        f"{PALTrainConfig.lr_shared:g}, {PALTrainConfig.lr_user:g}), embeddings not normalized, or validation pairs with "
+        f"chosen and rejected swapped")
+    return TrainingDiverged(f"PAL training diverged at epoch {epoch}: {what}; nothing was kept. {causes}")

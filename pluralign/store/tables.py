@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -92,12 +92,13 @@ class StoreError(ValueError):
 
 class PrefIdConflict(StoreError):
     """Two different preferences under one `pref_id` of one user: in one call, or one call's row and the
-    row stored. `index`: the row of the call (its position in `rows`); `field`: the first field in
-    which the two differ (`SAME_ROW_FIELDS`)."""
+    row held (stored, or pending in a feedback log). `index`: the row of the call (its position in
+    `rows`); `field`: the first field in which the two differ (`SAME_ROW_FIELDS`); `earlier`: the position
+    of the call's earlier row under the id, None when the row differs from a held one."""
 
-    def __init__(self, message: str, pref_id: str, index: int, field: str):
+    def __init__(self, message: str, pref_id: str, index: int, field: str, earlier: int | None = None):
         super().__init__(message)
-        self.pref_id, self.index, self.field = pref_id, index, field
+        self.pref_id, self.index, self.field, self.earlier = pref_id, index, field, earlier
 
 
 class DeletedMeanwhile(RuntimeError):
@@ -228,6 +229,14 @@ def differing_field(a: StoredPreference, b: StoredPreference) -> str | None:
     margin is compared as stored (float32: a row read back equals the row sent)."""
     as_stored = lambda r, name: (None if r.margin is None else float(np.float32(r.margin))) if name == "margin" else getattr(r, name)
     return next((name for name in SAME_ROW_FIELDS if as_stored(a, name) != as_stored(b, name)), None)
+
+
+def _differs(held: StoredPreference, row: StoredPreference, untimed: frozenset[str]) -> str | None:
+    """`differing_field(held, row)`, the `created_at` of a row whose `pref_id` is in `untimed` not compared
+    (an import's row whose file gave no time, stamped on receipt)."""
+    if row.pref_id in untimed:
+        row = msgspec.structs.replace(row, created_at=held.created_at)
+    return differing_field(held, row)
 
 
 def quote(value: str) -> str:
@@ -582,7 +591,7 @@ class Store:
         vectors = self._checked_vectors(len(rows), prompt_vec=prompt_vec, chosen_vec=chosen_vec, rejected_vec=rejected_vec)
         first = self._first_of_each(rows)
         with self._adding([(r.tenant, r.user_id, r.pref_id) for r in (rows[i] for i in first)]):
-            new = self._not_held(rows, first)
+            new, _ = self._held_apart(rows, first)
             if not new:
                 return 0
             kept = [rows[i] for i in new]
@@ -616,31 +625,47 @@ class Store:
             vectors[name] = array
         return vectors
 
-    def _not_held(self, rows: list[StoredPreference], first: list[int]) -> list[int]:
-        """Of the positions `first` in `rows`, those whose (tenant, user_id, pref_id) the table does not hold; a
-        PrefIdConflict for one it holds with other content. Run under `_adding` of their keys."""
-        held = self.held_preferences([rows[i] for i in first])
-        new = []
+    def new_and_held(self, rows: list[StoredPreference], pending: Iterable[StoredPreference] = (),
+                     untimed: frozenset[str] = frozenset()) -> tuple[list[int], list[int]]:
+        """(new, held): positions in `rows` of the first row of each (tenant, user_id, pref_id), split into
+        those no row holds yet and those held with the same content (`SAME_ROW_FIELDS`), either `pending`
+        (rows acknowledged and not yet in the table: a feedback log's, looked at first) or in the table
+        (`held_preferences`). `untimed`: ids whose `created_at` is not compared. What `add_preferences`
+        checks, and an import asks before it logs its rows.
+
+        Raises PrefIdConflict for a row whose id a held row, or an earlier row of `rows`, has with other
+        content (its `earlier` says which)."""
+        return self._held_apart(rows, self._first_of_each(rows, untimed), pending, untimed)
+
+    def _held_apart(self, rows: list[StoredPreference], first: list[int], pending: Iterable[StoredPreference] = (),
+                    untimed: frozenset[str] = frozenset()) -> tuple[list[int], list[int]]:
+        """`new_and_held` of the positions `first` in `rows`. Run under `_adding` of their keys when adding."""
+        keys = {(rows[i].tenant, rows[i].user_id, rows[i].pref_id) for i in first}
+        held = {key: r for r in pending if (key := (r.tenant, r.user_id, r.pref_id)) in keys}
+        held.update(self.held_preferences([rows[i] for i in first if (rows[i].tenant, rows[i].user_id, rows[i].pref_id) not in held]))
+        new, same = [], []
         for i in first:
             r = rows[i]
             stored = held.get((r.tenant, r.user_id, r.pref_id))
             if stored is None:
                 new.append(i)
-            elif (field := differing_field(stored, r)) is not None:
+            elif (field := _differs(stored, r, untimed)) is not None:
                 raise PrefIdConflict(f"row {i}: `pref_id` {r.pref_id!r} of user {r.user_id!r} is already stored with another "
                                      f"`{field}` (a pref_id names one preference: send other rows under new ids)", r.pref_id, i, field)
-        return new
+            else:
+                same.append(i)
+        return new, same
 
     @staticmethod
-    def _first_of_each(rows: list[StoredPreference]) -> list[int]:
+    def _first_of_each(rows: list[StoredPreference], untimed: frozenset[str] = frozenset()) -> list[int]:
         """The positions of the first row of each (tenant, user_id, pref_id) in `rows`; a later row under
         the same key is the same preference (left out) or a PrefIdConflict."""
         first: dict[tuple[str, str, str], int] = {}
         for i, r in enumerate(rows):
             j = first.setdefault((r.tenant, r.user_id, r.pref_id), i)
-            if j != i and (field := differing_field(rows[j], r)) is not None:
+            if j != i and (field := _differs(rows[j], r, untimed)) is not None:
                 raise PrefIdConflict(f"rows {j} and {i} share `pref_id` {r.pref_id!r} of user {r.user_id!r} but differ in "
-                                     f"`{field}` (a pref_id names one preference)", r.pref_id, i, field)
+                                     f"`{field}` (a pref_id names one preference)", r.pref_id, i, field, earlier=j)
         return list(first.values())
 
     @contextlib.contextmanager
@@ -1039,15 +1064,6 @@ class Store:
     def wait_warm(self) -> None:
         """Block until the background loads queued so far are done (tests, benchmarks)."""
         self._warmer.submit(lambda: None).result()
-
-    @_uses("preferences", "read")
-    def stored_pref_ids(self, pref_ids: list[str]) -> set[str]:
-        """Which of `pref_ids` the preferences table holds (a scan of its `pref_id` column)."""
-        if not pref_ids or not self.preferences.count_rows():
-            return set()
-        ids = pa.array(pref_ids, pa.string())
-        stored = self.preferences.search().select(["pref_id"]).limit(None).to_arrow().column("pref_id")
-        return set(pc.filter(ids, pc.is_in(ids, value_set=stored)).to_pylist())
 
     @_uses("preferences", "read")
     def count_preferences(self, tenant: str, user_id: str) -> int:

@@ -31,7 +31,7 @@ from service.metrics import access_route_of, method_of
 from service.requestid import app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
-from service.strict import lone_surrogate_refusal
+from service.strict import lone_surrogate_refusal, read_json_body
 
 log = logging.getLogger("pluralign.embeddings")
 
@@ -129,14 +129,18 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     async def health() -> dict[str, str | int]:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
 
-    async def name_lone_surrogates(request: Request) -> None:
-        """A body whose only defect is a lone UTF-16 surrogate escape: a 400 naming its field (Litestar's
-        own decode said "Input data was truncated", naming none)."""
-        if request.method == "POST" and (refusal := lone_surrogate_refusal(await request.body())) is not None:
-            raise refusal
+    async def check_json_body(request: Request) -> None:
+        """The body's type and charset as the API service checks them (`service.strict.read_json_body`:
+        a 415 naming `Content-Type` for another type or charset, UTF-16 and UTF-32 read as declared, a
+        UTF-8 BOM ignored; any type was read as JSON); then a body whose only defect is a lone UTF-16
+        surrogate escape is a 400 naming its field (Litestar's own decode said "Input data was
+        truncated", naming none)."""
+        if request.method == "POST" and request.url.path == "/v1/embeddings":
+            if (refusal := lone_surrogate_refusal(await read_json_body(request))) is not None:
+                raise refusal
 
     app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error},
-                   before_request=name_lone_surrogates, debug=False,
+                   before_request=check_json_body, debug=False,
                    logging_config=app_logging("text"))  # each line a request caused ends ` request_id=<id>`
     # the caller's X-Request-Id (the front service's request, `RemoteEncoder`) echoed and on the access line
     # (`pluralign.access`: method, route template, status, ms, request id), so one request is followed across both logs

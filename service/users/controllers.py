@@ -25,6 +25,7 @@ from pluralign.data.text import shorten
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.store.failures import unavailable
+from pluralign.store.tables import PrefIdConflict
 from pluralign.user import FEATURE_NAMES
 from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, check_labels, one_idempotency_key, replay_of
@@ -280,11 +281,16 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
     async with rt.import_lock(tenant):
         try:
             stamped = frozenset(row.pref_id for row, r in zip(rows, records, strict=True) if r.created_at is None)  # times given now
-            stored, held = await sync_to_thread(services.new_rows, rt, tenant, user_id, rows, lines, stamped)
-        except services.PrefIdTaken as exc:
-            field = f"line {exc.line}.pref_id"
-            raise HTTPException(status_code=409, detail=f"`{field}`: {exc.problem}",
-                                extra=[{"key": field, "message": exc.problem, "code": "pref_id_conflict"}]) from None
+            stored, held = await sync_to_thread(services.new_rows, rt, tenant, user_id, rows, stamped)
+        except PrefIdConflict as exc:
+            field = f"line {lines[exc.index]}.pref_id"
+            if exc.earlier is not None:
+                problem = f"{exc.pref_id!r} is also line {lines[exc.earlier]}'s, whose `{exc.field}` differs (a pref_id names one preference)"
+            else:
+                problem = (f"{exc.pref_id!r} is already stored for this user with another `{exc.field}` "
+                           "(a pref_id names one preference: give this row a new id, or none)")
+            raise HTTPException(status_code=409, detail=f"`{field}`: {problem}",
+                                extra=[{"key": field, "message": problem, "code": "pref_id_conflict"}]) from None
         if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
             try:
                 await sync_to_thread(services.received_again, rt, tenant, user_id, held)

@@ -741,51 +741,18 @@ def import_rows(tenant: str, user_id: str, records: list, pref_ids: list[str] | 
     ]
 
 
-class PrefIdTaken(Exception):
-    """An import's row under a `pref_id` the user holds (stored, or acknowledged and still in the feedback
-    log), or an earlier line of the body carries, with other content. `line`: the row's line in the body;
-    `problem`: in words, naming the first field that differs."""
-
-    def __init__(self, line: int, problem: str):
-        super().__init__(problem)
-        self.line, self.problem = line, problem
-
-
-def new_rows(rt: Runtime, tenant: str, user_id: str, rows: list[StoredPreference], lines: list[int],
+def new_rows(rt: Runtime, tenant: str, user_id: str, rows: list[StoredPreference],
              stamped: frozenset[str] = frozenset()) -> tuple[list[StoredPreference], list[str]]:
-    """(new, held) of an import's rows (`lines`: each one's line in the body): the rows to store, and the ids of
-    those the user holds already with the same content (a file imported again), which are not stored again;
-    a row repeated in the body goes once. `stamped`: the ids of rows whose file gave no `created_at` (stamped on
-    receipt, `import_rows`): their times are not compared. Raises PrefIdTaken for a row whose id is held, or
-    given by an earlier line, with other content (`pluralign.store.tables.differing_field`). Looks at the user's
-    rows still in the feedback log, then at the table (one read of these ids, `Store.held_preferences`). Run in
-    a thread."""
-    from pluralign.store.tables import differing_field
-
-    def differs(held: StoredPreference, row: StoredPreference) -> str | None:
-        timed = row if row.pref_id not in stamped else msgspec.structs.replace(row, created_at=held.created_at)
-        return differing_field(held, timed)
-
-    first: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        j = first.setdefault(row.pref_id, i)
-        if j != i and (field := differs(rows[j], row)) is not None:
-            raise PrefIdTaken(lines[i], f"{row.pref_id!r} is also line {lines[j]}'s, whose `{field}` differs (a pref_id names one preference)")
-    unique = [rows[i] for i in first.values()]
-    wanted = set(first)
-    held = {r.pref_id: r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows if r.pref_id in wanted}
-    held.update((key[2], row) for key, row in rt.store.held_preferences([r for r in unique if r.pref_id not in held]).items())
-    new, found = [], []
-    for i, row in zip(first.values(), unique, strict=True):
-        stored = held.get(row.pref_id)
-        if stored is None:
-            new.append(row)
-        elif (field := differs(stored, row)) is not None:
-            raise PrefIdTaken(lines[i], f"{row.pref_id!r} is already stored for this user with another `{field}` "
-                                        "(a pref_id names one preference: give this row a new id, or none)")
-        else:
-            found.append(row.pref_id)
-    return new, found
+    """(new, held) of an import's rows: the rows to store, and the ids of those the user holds already with
+    the same content (a file imported again), which are not stored again; a row repeated in the body goes
+    once. `stamped`: the ids of rows whose file gave no `created_at` (stamped on receipt, `import_rows`):
+    their times are not compared. The user's rows still in the feedback log are held too
+    (`Store.new_and_held`, the check `Store.add_preferences` makes). Raises PrefIdConflict (its `index` the
+    row's position in `rows`, its `earlier` that of the earlier row with the id, None when the row differs
+    from a held one) for a row whose id is held, or given by an earlier row, with other content. Run in a thread."""
+    pending = [r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows]
+    new, held = rt.store.new_and_held(rows, pending, untimed=stamped)
+    return [rows[i] for i in new], [rows[i].pref_id for i in held]
 
 
 class HeldRowsGone(Exception):

@@ -82,5 +82,8 @@ def test_train_adapter_whose_loss_turns_nan_fails_naming_the_step_and_saves_noth
     assert code == 2 and out == "" and "Traceback" not in err, (out, err)
     line = err.strip().splitlines()[-1]
     assert re.match(r"pluralign: error: training diverged at step \d of 4: the dpo loss is nan \(lr=1e\+30\); nothing was kept", line), line
+    # session 40: it said 'lower the learning rate' alone; now the data, the dtype and the pair too (seen failing before)
+    assert "Likely causes: the learning rate too high (lower it), the data" in line and "dtype (float32" in line, line
+    assert "first non-finite pair: user 'u0', prompt 'Tell me about topic" in line, line
     assert not (registry / "default" / "u0").exists()
     assert not (registry / "default").exists() or list((registry / "default").iterdir()) == []

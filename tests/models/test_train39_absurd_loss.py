@@ -36,7 +36,7 @@ def test_a_run_whose_loss_stays_finite_but_absurd_keeps_nothing_and_says_why():
     message = str(caught.value)
     assert message == (
         "PAL training diverged at epoch 1: the model kept scores 1.88e+34 nats/pair on its training pairs (accuracy 0.500), "
-        "5.35e+33 on validation (accuracy 0.600), over 6.93 = 10 x log 2 (a 50/50 model scores 0.693); training loss 0.698 "
+        "5.35e+33 on validation (accuracy 0.600, 30 pairs), over 6.93 = 10 x log 2 (a 50/50 model scores 0.693); training loss 0.698 "
         "at the first step, 7.48e+33 at the last; nothing was kept. Likely causes: learning rates too high (lr_shared=1e+08, "
         "lr_user=1e+08; defaults 0.002, 0.05), embeddings not normalized, or validation pairs with chosen and rejected swapped")
     # whole in a job's `error` (`exit code 2: ` + the CLI's line, each log line kept to LOG_LINE_CHARS)

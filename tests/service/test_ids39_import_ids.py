@@ -73,11 +73,16 @@ def test_another_row_under_a_held_id_is_a_409_naming_the_line(svc):
         r = c.post("/v1/users/ids39-clash/import", content=changed)
         assert r.status_code == 409, r.text
         assert field_named(r) == "line 2.pref_id" and "another `chosen`" in r.text
+        pref_id = second["pref_id"]  # the words, exactly (session 40 moved the check into the store: unchanged)
+        assert r.json()["error"]["message"] == (f"`line 2.pref_id`: {pref_id!r} is already stored for this user with another "
+                                                "`chosen` (a pref_id names one preference: give this row a new id, or none)"), r.text
         assert c.get("/v1/users/ids39-clash/preferences").json()["total"] == 2  # nothing of it stored
         # two lines of one body under one id, different
         both = (changed.splitlines()[1] + b"\n" + file.splitlines()[1] + b"\n").replace(b'"ids39-clash"', b'"ids39-clash2"')
         r = c.post("/v1/users/ids39-clash2/import", content=both)
         assert r.status_code == 409 and field_named(r) == "line 2.pref_id" and "line 1's" in r.text, r.text
+        assert r.json()["error"]["message"] == (f"`line 2.pref_id`: {pref_id!r} is also line 1's, whose `chosen` differs "
+                                                "(a pref_id names one preference)"), r.text
         # a pref_id no file takes
         bad = json.dumps({"prompt": "Q?", "chosen": "A.", "rejected": "B.", "pref_id": "has space"})
         r = c.post("/v1/users/ids39-clash3/import", content=bad)

@@ -144,6 +144,26 @@ def test_a_rating_puts_the_served_answer_on_the_side_it_says_with_its_strength(s
     assert {p["kind"] for p in rows[5] + rows[2] + rows[3]} == {"rating"}
 
 
+def test_a_rating_with_nothing_to_compare_keeps_its_signed_score_as_the_docs_say(svc):
+    """Session 40: a rating of a response with no other candidate is one row against nothing (`rejected`
+    ""), never fitted nor in a preferences export, whose margin is the signed (rating - 3) / 2: its sign is
+    the one record of whether the answer was liked, so the value stays; docs/api.md said margins were
+    |rating - 3| / 2 and >= 0 (seen failing: the docs' sentence below was missing)."""
+    from tests.conftest import REPO
+
+    with svc.client() as c:
+        rows = {}
+        for rating in (1, 4):
+            body = chat(c, "lone40", pluralign={"candidates": 1, "shots": 0})
+            r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": rating})
+            assert r.status_code == 201, r.text
+            stored = {p["pref_id"]: p for p in c.get("/v1/users/lone40/preferences", params={"limit": 100}).json()["data"]}
+            rows[rating] = [(stored[i]["rejected"], stored[i]["margin"], stored[i]["tie"]) for i in r.json()["stored"]]
+    assert rows == {1: [("", -1.0, False)], 4: [("", 0.5, False)]}, rows
+    docs = " ".join((REPO / "docs" / "api.md").read_text().split())
+    assert "a rating with nothing to compare against (no other candidate) is one row with `rejected` \"\" and margin (rating - 3) / 2, signed" in docs
+
+
 def test_feedback_changes_reranking_for_that_user_only(svc):
     """Same seed and no shots: both users get the same candidates; after erin picks her
     lowest-ranked choice, its reward rises relative to the others for erin, not for frank."""

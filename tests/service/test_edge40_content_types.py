@@ -1,0 +1,134 @@
+"""Session 40, left over from 39's content types on JSON routes: a `charset` was ignored (a UTF-16 or
+Latin-1 body read as UTF-8), `application/+json` (no subtype) was taken, a UTF-8 byte order mark
+before the JSON was a generic `invalid_json` 400, and `pluralign serve-embeddings` read a body of any
+type as JSON. Over HTTP, on the real app (uvicorn) and the real embeddings app."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from service.embeddings.app import create_embeddings_app
+from tests.service.test_break19 import JSON_ROUTES
+from tests.service.tiny import LiveServer, field_named, start_service
+
+BOM = b"\xef\xbb\xbf"
+FEEDBACK = {"type": "comparison", "user": "edge40", "prompt": "Café or tea?", "chosen": "Café crème.", "rejected": "Tea."}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("edge40"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS, adapter_every=1_000_000)
+    with server:
+        yield service
+
+
+def error(r) -> dict:
+    return r.json()["error"]
+
+
+def stored_prompts(svc, user: str) -> list[str]:
+    with svc.client() as c:
+        r = c.get(f"/v1/users/{user}/preferences")
+    assert r.status_code == 200, r.text
+    return [row["prompt"] for row in r.json()["data"]]
+
+
+@pytest.mark.parametrize("charset,codec", [("utf-16", "utf-16"), ("UTF-16LE", "utf-16-le"), ("utf-16be", "utf-16-be"),
+                                           ("utf-32", "utf-32"), ('"utf-8"', "utf-8")])
+def test_a_body_in_the_utf_charset_its_content_type_declares_is_read_in_it(svc, charset, codec):
+    """A UTF-16 body declared `charset=utf-16` was read as UTF-8: a 400 `invalid_json` for a body the
+    client had labelled rightly (RFC 4627 allowed UTF-16 and UTF-32; Express's body-parser reads
+    them). It is read as declared: the text stored is the text sent."""
+    user = f"cs-{codec}"
+    body = json.dumps({**FEEDBACK, "user": user}, ensure_ascii=False).encode(codec)
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=body, headers={"Content-Type": f"application/json; charset={charset}"})
+    assert r.status_code == 201, r.text
+    assert stored_prompts(svc, user) == ["Café or tea?"]
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "ISO-8859-1", "windows-1252", "no-such-charset"])
+def test_a_charset_other_than_unicode_is_a_415_naming_it(svc, charset):
+    """`charset=latin-1` was ignored and the body read as UTF-8: an ASCII body was served, one holding
+    `é` a 400 'not valid UTF-8' that did not say the charset was the problem. A Latin-1 decode cannot
+    fail, so a UTF-8 body labelled Latin-1 (a client's default label) would have been stored as `CafÃ©`:
+    it is a 415 naming `Content-Type` and the charset instead, for any body."""
+    for body in (json.dumps(FEEDBACK).encode(), json.dumps(FEEDBACK, ensure_ascii=False).encode("latin-1")):
+        with svc.client() as c:
+            r = c.post("/v1/feedback", content=body, headers={"Content-Type": f"application/json; charset={charset}"})
+        assert r.status_code == 415 and field_named(r) == "Content-Type", r.text
+        assert error(r)["code"] == "unsupported_media_type" and r.headers["accept"] == "application/json", r.text
+        assert f"charset={charset}" in error(r)["message"] and "UTF-8" in error(r)["message"], r.text
+
+
+def test_a_body_that_is_not_valid_in_its_declared_charset_is_a_400_naming_it(svc):
+    body = json.dumps(FEEDBACK).encode("utf-16-le") + b"\x00\xd8"  # a lone high surrogate at the end
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=body, headers={"Content-Type": "application/json; charset=utf-16le"})
+    assert r.status_code == 400 and field_named(r) == "body", r.text
+    assert "not valid UTF-16LE" in error(r)["message"], r.text
+
+
+@pytest.mark.parametrize("content_type", ["application/+json", "+json", "application/json+", "/+json"])
+def test_a_json_suffix_without_a_subtype_is_not_a_json_type(svc, content_type):
+    """`application/+json` ended with `+json` and was taken; it names no media type (RFC 6838 4.2: a
+    subtype's name comes before its `+suffix`)."""
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=json.dumps(FEEDBACK).encode(), headers={"Content-Type": content_type})
+    assert r.status_code == 415 and field_named(r) == "Content-Type", r.text
+
+
+@pytest.mark.parametrize("who,method,path,body", JSON_ROUTES)
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "application/x-www-form-urlencoded", None])
+def test_a_utf8_byte_order_mark_before_the_json_is_ignored(svc, who, method, path, body, content_type):
+    """RFC 8259 8.1: a parser MAY ignore a BOM. Notepad and PowerShell's `Out-File` write one, so
+    `curl --data-binary @body.json` sent it, and every JSON route answered a 400 `invalid_json`
+    ('invalid character') that did not name it. The BOM is ignored, under every type that is taken."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    with svc.client(who) as c:
+        r = c.request(method, path, content=BOM + json.dumps(body).encode(), headers=headers)
+    assert r.status_code < 300 or field_named(r) == "params.min_group_size", r.text
+
+
+def test_a_bom_before_something_that_is_not_json_is_still_a_400_naming_body(svc):
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=BOM + b"hello", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", r.text
+
+
+class ZeroEncoder:
+    encoder_id, dim = "zero", 3
+
+    def encode(self, texts):
+        return np.zeros((len(texts), self.dim), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def embeddings():
+    with LiveServer(create_embeddings_app(ZeroEncoder())) as server:
+        yield server
+
+
+def test_the_embeddings_server_takes_json_bodies_as_the_api_service_does(embeddings):
+    """`pluralign serve-embeddings`' `/v1/embeddings` read a body of any type as JSON (a `text/plain`
+    body was served, a UTF-16 one a 400, a BOM a 400): it follows the service's rules now, its 415s
+    in OpenAI's error shape naming `Content-Type`."""
+    import httpx
+
+    valid = json.dumps({"input": "café", "model": "zero"}, ensure_ascii=False)
+    url = f"{embeddings.url}/v1/embeddings"
+    for content_type, raw in [("text/plain", valid.encode()), ("application/+json", valid.encode()),
+                              ("application/json; charset=latin-1", valid.encode("latin-1")),
+                              ("application/x-www-form-urlencoded", b"input=a&model=zero")]:
+        r = httpx.post(url, content=raw, headers={"Content-Type": content_type})
+        assert r.status_code == 415 and field_named(r) == "Content-Type", (content_type, r.text)
+        assert error(r)["type"] == "invalid_request_error" and error(r)["code"] == "unsupported_media_type", r.text
+    for content_type, raw in [("application/json", BOM + valid.encode()), ("application/json; charset=utf-16", valid.encode("utf-16")),
+                              ("application/x-www-form-urlencoded", valid.encode()), (None, valid.encode())]:
+        r = httpx.post(url, content=raw, headers={"Content-Type": content_type} if content_type else {})
+        assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 3, (content_type, r.text)
