@@ -25,7 +25,9 @@ def test_a_runner_started_on_a_copy_of_another_folder_leaves_its_workers_running
         while (first.get(job.id).pid is None or not workers_of(job.id)) and time.monotonic() < deadline:
             time.sleep(0.05)
         (worker,) = workers_of(job.id)
-        shutil.copytree(tmp_path / "a", tmp_path / "b")  # its record: running, this id, this pid
+        # its record: running, this id, this pid. The temp files of the runner's atomic record writes
+        # (".<name>.<random>") come and go while it copies: a copy taken then would fail on one removed.
+        shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns(".*"))
         LocalJobRunner(RunnerConfig(folder=tmp_path / "b" / "jobs", poll_seconds=0.05), KINDS)  # the copy's service starts
         time.sleep(0.3)
         assert psutil.pid_exists(worker) and workers_of(job.id) == [worker], "the copy's start stopped the first service's worker"
