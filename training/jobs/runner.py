@@ -103,10 +103,16 @@ class RunnerConfig:
     # resident memory (MB) one job's worker, with its child processes, may hold; over it the worker is
     # killed and the job fails with the figure in its record. None: no cap. Checked every poll_seconds.
     memory_mb: int | None = None
+    # seconds a cancelled job's worker has, after SIGTERM, to exit before it is killed (SIGKILL). A worker may
+    # never act on SIGTERM: the CLI raises it as an exception where the worker is, and C code that swallows
+    # exceptions (torch's import of numpy, at a worker's start) drops it, so the worker trains on
+    cancel_grace_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.memory_mb is not None and self.memory_mb < 1:
             raise ValueError(f"`memory_mb` must be at least 1 (or None: no cap), got {self.memory_mb}")
+        if not self.cancel_grace_s >= 0:
+            raise ValueError(f"`cancel_grace_s` must be 0 or more seconds, got {self.cancel_grace_s}")
 
 
 @dataclass
@@ -116,6 +122,7 @@ class _Running:
     out: object
     err: object
     over_memory_mb: float | None = None  # the resident memory it was killed at, over the cap
+    stop_asked_at: float | None = None  # time.monotonic() of the cancel's SIGTERM (`RunnerConfig.cancel_grace_s`)
 
 
 class LocalJobRunner:
@@ -185,10 +192,13 @@ class LocalJobRunner:
             return job
 
     def _stop_running(self, job_id: str) -> None:
-        """Ask a running job's worker to stop (its process group gets SIGTERM); called under the lock."""
+        """Ask a running job's worker to stop (its process group gets SIGTERM; SIGKILL once it is still
+        there `cancel_grace_s` later, `_poll_one`); called under the lock."""
         running = self._running.get(job_id)
         if running is not None:
             _kill_group(running.process.pid, signal.SIGTERM)
+            if running.stop_asked_at is None:
+                running.stop_asked_at = time.monotonic()
 
     def purge(self, job_id: str) -> Job | None:
         """Stop the job if it is queued or running (its worker killed and waited for), then delete
@@ -406,6 +416,12 @@ class LocalJobRunner:
                 log.warning("job %s holds %.1f MB, over the cap of %d MB: killed", job_id, held, self.config.memory_mb)
                 _kill_group(running.process.pid, signal.SIGKILL)
                 code = running.process.wait()
+        if code is None and running.stop_asked_at is not None and time.monotonic() - running.stop_asked_at > self.config.cancel_grace_s:
+            note = f"still running {self.config.cancel_grace_s:g} s after the cancel's SIGTERM: killed (SIGKILL)"
+            log.warning("job %s: %s", job_id, note)
+            _kill_group(running.process.pid, signal.SIGKILL)
+            code = running.process.wait()
+            tail = [*tail, note][-self.config.log_lines :]
         if code is None:
             if progress != job.progress or tail != job.log_tail:
                 self._record(msgspec.structs.replace(job, progress=progress, log_tail=tail))
