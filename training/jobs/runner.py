@@ -33,7 +33,7 @@ from pluralign.files import write_atomic
 from training.common import PROGRESS_ENV, PROGRESS_PREFIX
 from training.jobs.kinds import HELDOUT_METRICS, KINDS, JobKind
 from training.jobs.promotion import Promotions, Served
-from training.jobs.record import ACTIVE_STATES, Job, JobState, Param
+from training.jobs.record import ACTIVE_STATES, Job, JobState, Param, tenant_of
 from training.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,10 @@ class LocalJobRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._unwritten: set[str] = set()  # jobs whose latest record is held in memory only (`_record`)
+        # the tenants with queued or running jobs (`tenant_of`) -> when their last job started (a count of launches):
+        # the one whose turn was longest ago starts next (`_launch`)
+        self._turns: dict[str, int] = {}
+        self._launches = 0
         self._drop_gone_promotions()
         # jobs whose worker had finished and whose promotion a stopped process cut short: finished at `start`
         self._cut_promotions: list[str] = []
@@ -315,12 +319,18 @@ class LocalJobRunner:
             self._wake.clear()
 
     def _launch(self) -> None:
-        queued = sorted(
-            (j for j in self.store.all() if j.state == "queued"),
-            key=lambda j: (self.kinds[j.kind].priority if j.kind in self.kinds else 0, j.created_at),
-        )
+        """Start queued jobs while workers are free: the lowest `priority` first (audits before training), and within it
+        in turns per tenant (`tenant_of`): the tenant whose last job started longest ago (never: first) starts its
+        oldest job, so one tenant's many queued jobs never keep another's one waiting behind them all."""
+        active = self.store.active()
+        self._turns = {tenant: n for tenant, n in self._turns.items() if tenant in {tenant_of(j.params) for j in active}}
+        queued = [j for j in active if j.state == "queued"]
         while queued and len(self._running) < self.config.workers and not self._stopping.is_set():
-            job = queued.pop(0)
+            job = min(queued, key=lambda j: (self.kinds[j.kind].priority if j.kind in self.kinds else 0,
+                                             self._turns.get(tenant_of(j.params), -1), j.created_at, j.id))
+            queued.remove(job)
+            self._launches += 1
+            self._turns[tenant_of(job.params)] = self._launches
             try:
                 self._start_worker(job)
             except Exception as exc:
