@@ -23,12 +23,13 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 
 from training.jobs.kinds import KINDS, JobKind
 from training.jobs.record import Job
-from training.jobs.runner import LocalJobRunner, RunnerConfig
+from training.jobs.runner import LocalJobRunner, RunnerConfig, remove_write_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,10 @@ class RayJobRunner(LocalJobRunner):
 
     def _recover(self) -> None:
         """Running jobs whose actor is alive are attached to; those whose actor is gone are queued again, but
-        one whose promotion the last process was stopped in, finished at `start` (`LocalJobRunner._recover`)."""
+        one whose promotion the last process was stopped in, finished at `start` (`LocalJobRunner._recover`).
+        Then the temp files writes cut short left are removed (`remove_write_leftovers`), but in the artifact
+        folders of the jobs attached to. Unlike the local runner's, no worker is looked for by its variables: a
+        worker whose actor is gone runs on another node, if anywhere, out of this process's reach."""
         promoting = self._promoting()
         for job in self.store.all():
             if job.state != "running":
@@ -144,6 +148,9 @@ class RayJobRunner(LocalJobRunner):
                 continue
             self._running[job.id] = _Attached(job.id, actor, None)
             log.info("attached to running job %s on Ray", job.id)
+        # as the local runner's start, but the artifact folders of the jobs attached to (their workers write there)
+        if removed := remove_write_leftovers(Path(self.config.folder), running=set(self._running)):
+            log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
 
     def _start_worker(self, job: Job) -> None:
         kind, artifact, argv = self._worker_of(job)

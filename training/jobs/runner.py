@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -731,16 +731,18 @@ def _resident_mb(pid: int) -> float:
 WRITE_LEFTOVER = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}")
 
 
-def remove_write_leftovers(folder: Path) -> int:
+def remove_write_leftovers(folder: Path, running: Collection[str] = ()) -> int:
     """Remove the temp files whole-file writes cut short by a killed process left in a jobs folder: beside
-    the records, results, outputs and promotions.json, and in the artifact folders. They hold what the
-    file they were to replace held (a record's params: whom the job is for; an audit's members and
-    groups as they were before a DELETE took a user out), and nothing reads or removes them, also when a
-    DELETE of that user later removes the files themselves. Called while no write is in flight there (a
-    local runner's start, its old workers stopped). Returns how many went."""
+    the records, results, outputs and promotions.json, and in the artifact folders but those of the jobs
+    `running` names (their workers, still running, may be writing there: a Ray runner's start attaches to
+    them). They hold what the file they were to replace held (a record's params: whom the job is for; an
+    audit's members and groups as they were before a DELETE took a user out), and nothing reads or removes
+    them, also when a DELETE of that user later removes the files themselves. Called while no write is in
+    flight there (a runner's start, its old local workers stopped). Returns how many went."""
     removed = 0
     artifacts = folder / "artifacts"
-    for path in [*folder.glob(".*"), *(artifacts.rglob(".*") if artifacts.is_dir() else [])]:
+    inside = [p for d in sorted(artifacts.iterdir()) if d.is_dir() and d.name not in running for p in d.rglob(".*")] if artifacts.is_dir() else []
+    for path in [*folder.glob(".*"), *(artifacts.glob(".*") if artifacts.is_dir() else []), *inside]:
         if WRITE_LEFTOVER.fullmatch(path.name) and path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
             removed += 1
