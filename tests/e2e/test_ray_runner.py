@@ -186,3 +186,22 @@ def test_a_start_removes_the_temp_files_writes_cut_short_left_but_where_a_job_it
         assert again.wait(job.id, timeout=120).state == "succeeded"
     finally:
         again.stop()
+
+
+def test_a_cancelled_worker_that_swallows_the_sigterm_is_killed_after_the_grace_on_ray_too(ray_cluster, tmp_path):
+    """jobs40: as tests/e2e/test_jobs40_cancel.py for the local runner (the CLI's SIGTERM exception swallowed by torch's
+    C import of numpy at a worker's start, and the worker trained on). Before, the job stayed running."""
+    from training.jobs.ray_runner import RayJobRunner
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, cancel_grace_s=1.0), kinds=TEST_KINDS)
+    runner.start()
+    try:
+        job = runner.submit("work", {"swallow_sigterm": True, "seconds": 60})
+        wait_for(lambda: "importing" in runner.get(job.id).log_tail, 120, "never started")
+        runner.cancel(job.id)
+        cancelled = runner.wait(job.id, timeout=30)
+        assert cancelled.state == "cancelled" and cancelled.finished_at - cancelled.started_at < 60
+        assert "still running 1 s after the cancel's SIGTERM: killed (SIGKILL)" in cancelled.log_tail
+        assert "imported; training on" in cancelled.log_tail  # it did swallow it
+    finally:
+        runner.stop()

@@ -85,6 +85,8 @@ class _Attached:
     job_id: str
     actor: object  # the Ray actor handle
     started: object | None  # ObjectRef of `start` until it returned
+    stop_asked_at: float | None = None  # time.monotonic() of the cancel (`RunnerConfig.cancel_grace_s`)
+    killed: bool = False  # its worker was sent SIGKILL, the cancel's SIGTERM not acted on
 
 
 class RayJobRunner(LocalJobRunner):
@@ -108,10 +110,13 @@ class RayJobRunner(LocalJobRunner):
     # -- the interface -------------------------------------------------------------------------
 
     def _stop_running(self, job_id: str) -> None:
-        """Ask the job's Ray actor to stop its worker (cancel itself is the local runner's)."""
+        """Ask the job's Ray actor to stop its worker (SIGTERM; SIGKILL once it still runs `cancel_grace_s` later,
+        `_poll`); cancel itself is the local runner's."""
         attached = self._running.get(job_id)
         if attached is not None:
             attached.actor.cancel.remote()
+            if attached.stop_asked_at is None:
+                attached.stop_asked_at = time.monotonic()
 
     def stop(self) -> None:
         """Stop dispatching and polling; running jobs keep running on Ray, and the next runner over
@@ -211,6 +216,15 @@ class RayJobRunner(LocalJobRunner):
                 note = f"its Ray actor died ({type(exc).__name__}); queued again"
                 self._record(msgspec.structs.replace(job, state="queued", log_tail=[*tail, note][-self.config.log_lines :]))
                 self._exited(job_id)
+                continue
+            if code is None and attached.stop_asked_at is not None and not attached.killed \
+                    and time.monotonic() - attached.stop_asked_at > self.config.cancel_grace_s:
+                note = f"still running {self.config.cancel_grace_s:g} s after the cancel's SIGTERM: killed (SIGKILL)"
+                log.warning("job %s: %s", job_id, note)
+                attached.actor.kill.remote()  # not waited for: a later poll sees its exit
+                attached.killed = True
+                with open(self.store.path(job_id, "log"), "a") as f:  # the log tail's last line, as a local job's
+                    f.write(note + "\n")
                 continue
             if code is None:
                 if progress != job.progress or tail != job.log_tail:
