@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import difflib
 import importlib
+import importlib.machinery
 import os
 import signal
 import sys
@@ -107,7 +108,28 @@ class Stopped(BaseException):
     `except BaseException` on the way out runs (a trainer removes its temp file or hidden folder)."""
 
 
+STOP_RETRY_S = 0.05  # how often a SIGTERM that came while an extension module starts is sent again, until it has
+
+
+def _in_extension_start(frame) -> bool:
+    """Whether `frame` runs inside the start of an extension module (C code: what it imports, its loader
+    `self` an ExtensionFileLoader below `frame`)."""
+    while frame is not None:
+        if isinstance(frame.f_locals.get("self"), importlib.machinery.ExtensionFileLoader):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _stopped(signum, frame):
+    """SIGTERM's handler: raises Stopped, but not while an extension module starts: its C code may clear it
+    (torch's, importing numpy in a job worker's first seconds), and the command ran on as if never told to stop
+    (a cancelled job trained on). The signal is sent again STOP_RETRY_S later instead, until it has started."""
+    if _in_extension_start(frame):
+        again = threading.Timer(STOP_RETRY_S, os.kill, (os.getpid(), signal.SIGTERM))
+        again.daemon = True
+        again.start()
+        return
     raise Stopped
 
 

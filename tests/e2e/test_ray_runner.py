@@ -161,3 +161,47 @@ def test_an_actor_whose_running_record_cannot_be_written_is_stopped_with_its_wor
         runner.stop()
         for pid in _workers_of(job.id):  # (what the runner left, before the fix)
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_start_removes_the_temp_files_writes_cut_short_left_but_where_a_job_it_attaches_to_writes(ray_cluster, tmp_path):
+    """jobs40. The local runner's start removes the temp files of whole-file writes a killed service cut short
+    (session 39); the Ray runner's did not: `.promotions.json.<random>` (naming `adapter/<tenant>/<user>`), a
+    record's (its params) and those in artifact folders stayed. Now it removes them too, but in the artifact
+    folder of a job whose actor it attaches to: that worker runs on and may be writing there."""
+    folder = tmp_path / "jobs"
+    runner = make_runner(folder)
+    job = runner.submit("work", {"seconds": 8.0})
+    wait_for(lambda: runner.get(job.id).progress > 0, 120, "never started")
+    runner.stop()  # the service goes away; the actor keeps the worker running
+    left = [folder / ".promotions.json.abcd1234", folder / f".{job.id}.job.json.k2j4h5g6",
+            folder / "artifacts" / "1a0-ended" / ".adapter_model.safetensors.a1b2c3d4"]
+    writing = folder / "artifacts" / job.id / ".checkpoint.pt.z9y8x7w6"
+    for path in [*left, writing]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    again = make_runner(folder)
+    try:
+        assert [p.name for p in left if p.exists()] == []
+        assert writing.exists()
+        assert again.wait(job.id, timeout=120).state == "succeeded"
+    finally:
+        again.stop()
+
+
+def test_a_cancelled_worker_that_swallows_the_sigterm_is_killed_after_the_grace_on_ray_too(ray_cluster, tmp_path):
+    """jobs40: as tests/e2e/test_jobs40_cancel.py for the local runner (the CLI's SIGTERM exception swallowed by torch's
+    C import of numpy at a worker's start, and the worker trained on). Before, the job stayed running."""
+    from training.jobs.ray_runner import RayJobRunner
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, cancel_grace_s=1.0), kinds=TEST_KINDS)
+    runner.start()
+    try:
+        job = runner.submit("work", {"swallow_sigterm": True, "seconds": 60})
+        wait_for(lambda: "importing" in runner.get(job.id).log_tail, 120, "never started")
+        runner.cancel(job.id)
+        cancelled = runner.wait(job.id, timeout=30)
+        assert cancelled.state == "cancelled" and cancelled.finished_at - cancelled.started_at < 60
+        assert "still running 1 s after the cancel's SIGTERM: killed (SIGKILL)" in cancelled.log_tail
+        assert "imported; training on" in cancelled.log_tail  # it did swallow it
+    finally:
+        runner.stop()

@@ -23,12 +23,13 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 
 from training.jobs.kinds import KINDS, JobKind
 from training.jobs.record import Job
-from training.jobs.runner import LocalJobRunner, RunnerConfig
+from training.jobs.runner import LocalJobRunner, RunnerConfig, remove_write_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class _Attached:
     job_id: str
     actor: object  # the Ray actor handle
     started: object | None  # ObjectRef of `start` until it returned
+    stop_asked_at: float | None = None  # time.monotonic() of the cancel (`RunnerConfig.cancel_grace_s`)
+    killed: bool = False  # its worker was sent SIGKILL, the cancel's SIGTERM not acted on
 
 
 class RayJobRunner(LocalJobRunner):
@@ -107,10 +110,13 @@ class RayJobRunner(LocalJobRunner):
     # -- the interface -------------------------------------------------------------------------
 
     def _stop_running(self, job_id: str) -> None:
-        """Ask the job's Ray actor to stop its worker (cancel itself is the local runner's)."""
+        """Ask the job's Ray actor to stop its worker (SIGTERM; SIGKILL once it still runs `cancel_grace_s` later,
+        `_poll`); cancel itself is the local runner's."""
         attached = self._running.get(job_id)
         if attached is not None:
             attached.actor.cancel.remote()
+            if attached.stop_asked_at is None:
+                attached.stop_asked_at = time.monotonic()
 
     def stop(self) -> None:
         """Stop dispatching and polling; running jobs keep running on Ray, and the next runner over
@@ -127,7 +133,10 @@ class RayJobRunner(LocalJobRunner):
 
     def _recover(self) -> None:
         """Running jobs whose actor is alive are attached to; those whose actor is gone are queued again, but
-        one whose promotion the last process was stopped in, finished at `start` (`LocalJobRunner._recover`)."""
+        one whose promotion the last process was stopped in, finished at `start` (`LocalJobRunner._recover`).
+        Then the temp files writes cut short left are removed (`remove_write_leftovers`), but in the artifact
+        folders of the jobs attached to. Unlike the local runner's, no worker is looked for by its variables: a
+        worker whose actor is gone runs on another node, if anywhere, out of this process's reach."""
         promoting = self._promoting()
         for job in self.store.all():
             if job.state != "running":
@@ -144,6 +153,9 @@ class RayJobRunner(LocalJobRunner):
                 continue
             self._running[job.id] = _Attached(job.id, actor, None)
             log.info("attached to running job %s on Ray", job.id)
+        # as the local runner's start, but the artifact folders of the jobs attached to (their workers write there)
+        if removed := remove_write_leftovers(Path(self.config.folder), running=set(self._running)):
+            log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
 
     def _start_worker(self, job: Job) -> None:
         kind, artifact, argv = self._worker_of(job)
@@ -204,6 +216,15 @@ class RayJobRunner(LocalJobRunner):
                 note = f"its Ray actor died ({type(exc).__name__}); queued again"
                 self._record(msgspec.structs.replace(job, state="queued", log_tail=[*tail, note][-self.config.log_lines :]))
                 self._exited(job_id)
+                continue
+            if code is None and attached.stop_asked_at is not None and not attached.killed \
+                    and time.monotonic() - attached.stop_asked_at > self.config.cancel_grace_s:
+                note = f"still running {self.config.cancel_grace_s:g} s after the cancel's SIGTERM: killed (SIGKILL)"
+                log.warning("job %s: %s", job_id, note)
+                attached.actor.kill.remote()  # not waited for: a later poll sees its exit
+                attached.killed = True
+                with open(self.store.path(job_id, "log"), "a") as f:  # the log tail's last line, as a local job's
+                    f.write(note + "\n")
                 continue
             if code is None:
                 if progress != job.progress or tail != job.log_tail:

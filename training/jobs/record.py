@@ -75,6 +75,16 @@ def user_key(params: dict) -> str | None:
     return f"{params.get('tenant', 'default')}/{user}" if isinstance(user, str) else None
 
 
+def tenant_of(params: dict) -> str:
+    """Whose turn a job takes when queued jobs start (`LocalJobRunner._launch`): its params' `tenant`; `default` for
+    a job for one user that names none (as `user_key`); "" for a job for the whole service (a population model, an
+    audit of every tenant)."""
+    tenant = params.get("tenant")
+    if isinstance(tenant, str):
+        return tenant
+    return "default" if isinstance(params.get("user"), str) else ""
+
+
 job_encoder = msgspec.json.Encoder()
 job_decoder = msgspec.json.Decoder(Job)
 _version_decoder = msgspec.json.Decoder(_Versioned)

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -33,7 +33,7 @@ from pluralign.files import write_atomic
 from training.common import PROGRESS_ENV, PROGRESS_PREFIX
 from training.jobs.kinds import HELDOUT_METRICS, KINDS, JobKind
 from training.jobs.promotion import Promotions, Served
-from training.jobs.record import ACTIVE_STATES, Job, JobState, Param
+from training.jobs.record import ACTIVE_STATES, Job, JobState, Param, tenant_of
 from training.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,16 @@ class RunnerConfig:
     # resident memory (MB) one job's worker, with its child processes, may hold; over it the worker is
     # killed and the job fails with the figure in its record. None: no cap. Checked every poll_seconds.
     memory_mb: int | None = None
+    # seconds a cancelled job's worker has, after SIGTERM, to exit before it is killed (SIGKILL). A worker may
+    # never act on SIGTERM: the CLI raises it as an exception where the worker is, and C code that swallows
+    # exceptions (torch's import of numpy, at a worker's start) drops it, so the worker trains on
+    cancel_grace_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.memory_mb is not None and self.memory_mb < 1:
             raise ValueError(f"`memory_mb` must be at least 1 (or None: no cap), got {self.memory_mb}")
+        if not self.cancel_grace_s >= 0:
+            raise ValueError(f"`cancel_grace_s` must be 0 or more seconds, got {self.cancel_grace_s}")
 
 
 @dataclass
@@ -116,6 +122,7 @@ class _Running:
     out: object
     err: object
     over_memory_mb: float | None = None  # the resident memory it was killed at, over the cap
+    stop_asked_at: float | None = None  # time.monotonic() of the cancel's SIGTERM (`RunnerConfig.cancel_grace_s`)
 
 
 class LocalJobRunner:
@@ -144,6 +151,10 @@ class LocalJobRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._unwritten: set[str] = set()  # jobs whose latest record is held in memory only (`_record`)
+        # the tenants with queued or running jobs (`tenant_of`) -> when their last job started (a count of launches):
+        # the one whose turn was longest ago starts next (`_launch`)
+        self._turns: dict[str, int] = {}
+        self._launches = 0
         self._drop_gone_promotions()
         # jobs whose worker had finished and whose promotion a stopped process cut short: finished at `start`
         self._cut_promotions: list[str] = []
@@ -185,10 +196,13 @@ class LocalJobRunner:
             return job
 
     def _stop_running(self, job_id: str) -> None:
-        """Ask a running job's worker to stop (its process group gets SIGTERM); called under the lock."""
+        """Ask a running job's worker to stop (its process group gets SIGTERM; SIGKILL once it is still
+        there `cancel_grace_s` later, `_poll_one`); called under the lock."""
         running = self._running.get(job_id)
         if running is not None:
             _kill_group(running.process.pid, signal.SIGTERM)
+            if running.stop_asked_at is None:
+                running.stop_asked_at = time.monotonic()
 
     def purge(self, job_id: str) -> Job | None:
         """Stop the job if it is queued or running (its worker killed and waited for), then delete
@@ -305,12 +319,18 @@ class LocalJobRunner:
             self._wake.clear()
 
     def _launch(self) -> None:
-        queued = sorted(
-            (j for j in self.store.all() if j.state == "queued"),
-            key=lambda j: (self.kinds[j.kind].priority if j.kind in self.kinds else 0, j.created_at),
-        )
+        """Start queued jobs while workers are free: the lowest `priority` first (audits before training), and within it
+        in turns per tenant (`tenant_of`): the tenant whose last job started longest ago (never: first) starts its
+        oldest job, so one tenant's many queued jobs never keep another's one waiting behind them all."""
+        active = self.store.active()
+        self._turns = {tenant: n for tenant, n in self._turns.items() if tenant in {tenant_of(j.params) for j in active}}
+        queued = [j for j in active if j.state == "queued"]
         while queued and len(self._running) < self.config.workers and not self._stopping.is_set():
-            job = queued.pop(0)
+            job = min(queued, key=lambda j: (self.kinds[j.kind].priority if j.kind in self.kinds else 0,
+                                             self._turns.get(tenant_of(j.params), -1), j.created_at, j.id))
+            queued.remove(job)
+            self._launches += 1
+            self._turns[tenant_of(job.params)] = self._launches
             try:
                 self._start_worker(job)
             except Exception as exc:
@@ -406,6 +426,12 @@ class LocalJobRunner:
                 log.warning("job %s holds %.1f MB, over the cap of %d MB: killed", job_id, held, self.config.memory_mb)
                 _kill_group(running.process.pid, signal.SIGKILL)
                 code = running.process.wait()
+        if code is None and running.stop_asked_at is not None and time.monotonic() - running.stop_asked_at > self.config.cancel_grace_s:
+            note = f"still running {self.config.cancel_grace_s:g} s after the cancel's SIGTERM: killed (SIGKILL)"
+            log.warning("job %s: %s", job_id, note)
+            _kill_group(running.process.pid, signal.SIGKILL)
+            code = running.process.wait()
+            tail = [*tail, note][-self.config.log_lines :]
         if code is None:
             if progress != job.progress or tail != job.log_tail:
                 self._record(msgspec.structs.replace(job, progress=progress, log_tail=tail))
@@ -705,16 +731,18 @@ def _resident_mb(pid: int) -> float:
 WRITE_LEFTOVER = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}")
 
 
-def remove_write_leftovers(folder: Path) -> int:
+def remove_write_leftovers(folder: Path, running: Collection[str] = ()) -> int:
     """Remove the temp files whole-file writes cut short by a killed process left in a jobs folder: beside
-    the records, results, outputs and promotions.json, and in the artifact folders. They hold what the
-    file they were to replace held (a record's params: whom the job is for; an audit's members and
-    groups as they were before a DELETE took a user out), and nothing reads or removes them, also when a
-    DELETE of that user later removes the files themselves. Called while no write is in flight there (a
-    local runner's start, its old workers stopped). Returns how many went."""
+    the records, results, outputs and promotions.json, and in the artifact folders but those of the jobs
+    `running` names (their workers, still running, may be writing there: a Ray runner's start attaches to
+    them). They hold what the file they were to replace held (a record's params: whom the job is for; an
+    audit's members and groups as they were before a DELETE took a user out), and nothing reads or removes
+    them, also when a DELETE of that user later removes the files themselves. Called while no write is in
+    flight there (a runner's start, its old local workers stopped). Returns how many went."""
     removed = 0
     artifacts = folder / "artifacts"
-    for path in [*folder.glob(".*"), *(artifacts.rglob(".*") if artifacts.is_dir() else [])]:
+    inside = [p for d in sorted(artifacts.iterdir()) if d.is_dir() and d.name not in running for p in d.rglob(".*")] if artifacts.is_dir() else []
+    for path in [*folder.glob(".*"), *(artifacts.glob(".*") if artifacts.is_dir() else []), *inside]:
         if WRITE_LEFTOVER.fullmatch(path.name) and path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
             removed += 1

@@ -1,0 +1,55 @@
+"""SIGTERM that reaches a command while an extension module starts still stops it (training/cli.py `_stopped`).
+
+The CLI raises SIGTERM as an exception (`Stopped`) where the command is. In a job worker's first seconds
+that was often inside torch's C import of numpy, which clears the exception: the worker trained on after
+its job's cancel (test_main34_trigger_quota, once in a full-suite run; reproduced under load). Here an
+ExtensionFileLoader whose module start swallows every exception stands for that C code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+COMMAND = """
+import importlib.machinery, importlib.util, os, signal, sys, time, types
+from training.cli import Stopped, _stopped
+signal.signal(signal.SIGTERM, _stopped)  # as main() installs it
+
+
+class Native(importlib.machinery.ExtensionFileLoader):
+    \"\"\"Starts a module as an extension module's C code does: an exception raised meanwhile is cleared.\"\"\"
+
+    def create_module(self, spec):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the job's cancel comes now
+            time.sleep(0.5)
+        except BaseException:
+            pass
+        return types.ModuleType(spec.name)
+
+    def exec_module(self, module):
+        pass
+
+
+try:
+    importlib.util.module_from_spec(importlib.util.spec_from_loader("native", Native("native", "/nonexistent.so")))
+    print("imported", flush=True)
+    time.sleep(30)  # training
+    print("ran on", flush=True)
+except Stopped:
+    print("stopped", flush=True)
+    sys.exit(143)
+"""
+
+
+def test_a_sigterm_while_an_extension_module_starts_stops_the_command_once_it_has_started():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    began = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", COMMAND], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout.split()) == (143, ["imported", "stopped"]), run.stderr[-2000:]
+    assert time.monotonic() - began < 20  # not the 30 s it would have run on
