@@ -239,12 +239,12 @@ def _route_hint(request: Request) -> str | None:
         parts = getattr(route, "path_components", None)
         if parts is None or route.path.startswith("/schema") or wanted not in getattr(route, "methods", ()) or len(parts) != len(sent):
             continue
-        differing = [(a, b) for a, b in zip(sent, parts) if isinstance(b, str) and a != b]  # the fixed segments that differ
+        differing = [(a, b) for a, b in zip(sent, parts, strict=True) if isinstance(b, str) and a != b]  # the fixed segments that differ
         if len(differing) != 1:
             continue
         ratio = difflib.SequenceMatcher(None, *differing[0]).ratio()
         if ratio >= best_ratio:
-            best, best_ratio = "/" + "/".join(b if isinstance(b, str) else a for a, b in zip(sent, parts)), ratio
+            best, best_ratio = "/" + "/".join(b if isinstance(b, str) else a for a, b in zip(sent, parts, strict=True)), ratio
     if best is not None and _routes(request, method, best):
         return f"did you mean `{method} {shorten(best, MAX_PATH + 3, '...')}`? (docs/api.md lists the routes)"
     return None
