@@ -264,12 +264,19 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
     return None
 
 
+_IMPORT_PATH = re.compile(re.escape(USERS_PATH) + r"[^/]+/import/?$")  # POST /v1/users/{user_id}/import
+
+
 def _too_large(request: Request) -> str:
     """A 413's message: how large the body was (when it said) and the limit, the setting named."""
     limit = request.app.state.runtime.settings.max_body_bytes
     sent = request.headers.get("content-length", "")
     size = f"{int(sent)} bytes" if sent.isdigit() and len(sent) < 20 else "a body"
-    return f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)"
+    message = f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)"
+    if _IMPORT_PATH.match(request.url.path):  # a preference file of any size has a way in: in pieces
+        message += (f"; send a larger file in pieces: `pluralign data import --source jsonl --path FILE --url "
+                    f"{str(request.base_url).rstrip('/')} --key KEY` does (docs/api.md)")
+    return message
 
 
 def schema_router_hook(response: Response) -> Response:
