@@ -226,6 +226,10 @@ def _route_hint(request: Request) -> str | None:
     segments mistyped by a letter or two (`/v1/chat/completion`, `/healthz`). None when no route is
     that close, or the close one does not take the request's method: a guess there would mislead."""
     method, path = request.method, request.url.path
+    if path.rstrip("/") in ("", "/v1"):  # the service's own URL (as `make serve` prints it), opened in a browser
+        dashboard = ", the operator's dashboard at /admin/dashboard" if _routes(request, "GET", "/admin/dashboard") else ""
+        return ("pluralign's API routes begin with /v1/ (POST /v1/chat/completions, GET /v1/models, ...: docs/api.md lists "
+                f"them); interactive docs at /schema{dashboard}")
     base = str(request.base_url).rstrip("/") + "/v1"
     for meant, why in (("/v1" + path.rstrip("/"), "the API's routes begin with /v1"),
                        (path[3:], "the path holds /v1 twice")):

@@ -55,7 +55,18 @@ def test_a_route_mistyped_by_a_letter_or_two_is_named(svc, method, path, meant):
     assert message.startswith(f"no route `{method} {path}`: did you mean `{meant}`?"), message
 
 
-@pytest.mark.parametrize("method,path", [("GET", "/v1/nope"), ("GET", "/"), ("DELETE", "/v1/chat/completion"),
+def test_the_service_s_root_says_where_its_routes_and_docs_are(svc):
+    """Before: the URL `make serve` prints, opened in a browser, was "no route `GET /`: docs/api.md lists the
+    routes", the docs a file in a checkout the reader may not have at hand."""
+    for path in ("/", "/v1", "/v1/"):
+        r = httpx.get(svc.url + path)
+        assert r.status_code == 404, r.text
+        message = r.json()["error"]["message"]
+        assert message.startswith("no route `GET /") and "`: pluralign's API routes begin with /v1/" in message, message
+        assert "interactive docs at /schema" in message and "docs/api.md" in message, message
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/v1/nope"), ("GET", "/nope"), ("DELETE", "/v1/chat/completion"),
                                          ("POST", "/v1/responses"), ("GET", "/v1/users/ann/export/all")])
 def test_a_path_like_no_route_keeps_the_plain_404(svc, method, path):
     """Nothing is guessed where no route is close, nor for a method the close route does not take."""
