@@ -16,6 +16,7 @@ file) is not a bug: 507 or 503 naming the table or file kind, never its path (`s
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 
@@ -209,6 +210,50 @@ USERS_PATH = "/v1/users/"  # the routes whose first segment after it is a user i
 _USER_ID_WITH_SLASH = re.compile(re.escape(USERS_PATH) + "[^/]*" + ENCODED_SLASH.pattern, re.IGNORECASE)  # the path as routed
 
 
+def _routes(request: Request, method: str, path: str) -> bool:
+    """Whether `method path` reaches a handler of the app (HEAD as GET, as `answer_head` routes it)."""
+    try:
+        request.app.asgi_router.handle_routing(path=path, method="GET" if method == "HEAD" else method)
+    except Exception:  # Litestar's 404 or 405
+        return False
+    return True
+
+
+def _route_hint(request: Request) -> str | None:
+    """What a 404 for a path no route has says instead of pointing at the docs, when the path is plainly
+    one of ours mis-sent: a route without its `/v1` (an OpenAI client given the service's URL as its
+    `base_url`) or with `/v1` twice (a base URL ending in /v1/v1), or a route with one of its fixed
+    segments mistyped by a letter or two (`/v1/chat/completion`, `/healthz`). None when no route is
+    that close, or the close one does not take the request's method: a guess there would mislead."""
+    method, path = request.method, request.url.path
+    if path.rstrip("/") in ("", "/v1"):  # the service's own URL (as `make serve` prints it), opened in a browser
+        dashboard = ", the operator's dashboard at /admin/dashboard" if _routes(request, "GET", "/admin/dashboard") else ""
+        return ("pluralign's API routes begin with /v1/ (POST /v1/chat/completions, GET /v1/models, ...: docs/api.md lists "
+                f"them); interactive docs at /schema{dashboard}")
+    base = str(request.base_url).rstrip("/") + "/v1"
+    for meant, why in (("/v1" + path.rstrip("/"), "the API's routes begin with /v1"),
+                       (path[3:], "the path holds /v1 twice")):
+        if path.startswith("/") and meant.startswith("/v1/") and (path.startswith("/v1/v1/") or not path.startswith("/v1/")) \
+                and _routes(request, method, meant):
+            return f"did you mean `{method} {shorten(meant, MAX_PATH + 3, '...')}`? ({why}: an OpenAI client's base_url {base})"
+    sent = path.strip("/").split("/")
+    best, best_ratio = None, 0.75  # a letter or two off in a segment of 4 or more
+    for route in request.app.routes:
+        wanted = "GET" if method == "HEAD" else method
+        parts = getattr(route, "path_components", None)
+        if parts is None or route.path.startswith("/schema") or wanted not in getattr(route, "methods", ()) or len(parts) != len(sent):
+            continue
+        differing = [(a, b) for a, b in zip(sent, parts, strict=True) if isinstance(b, str) and a != b]  # the fixed segments that differ
+        if len(differing) != 1:
+            continue
+        ratio = difflib.SequenceMatcher(None, *differing[0]).ratio()
+        if ratio >= best_ratio:
+            best, best_ratio = "/" + "/".join(b if isinstance(b, str) else a for a, b in zip(sent, parts, strict=True)), ratio
+    if best is not None and _routes(request, method, best):
+        return f"did you mean `{method} {shorten(best, MAX_PATH + 3, '...')}`? (docs/api.md lists the routes)"
+    return None
+
+
 def _unrouted(request: Request, exc: HTTPException) -> str | None:
     """Litestar's bare 404 (no route has this path) and 405 (the path's routes take other methods)
     say only "Not Found" and "Method Not Allowed"; OpenAI's say which request it was ("Invalid URL
@@ -216,11 +261,14 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
     error (ours always carry their own detail)."""
     path = shorten(request.url.path, MAX_PATH + 3, "...")  # between graphemes: never half an emoji
     if exc.status_code == 404 and exc.detail == "Not Found":
-        return f"no route `{request.method} {path}`: docs/api.md lists the routes"
+        return f"no route `{request.method} {path}`: {_route_hint(request) or 'docs/api.md lists the routes'}"
     if exc.status_code == 405 and exc.detail == "Method Not Allowed":
         allowed = next((allow_for(request.app, request.url.path, value) for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
         return f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed"
     return None
+
+
+_IMPORT_PATH = re.compile(re.escape(USERS_PATH) + r"[^/]+/import/?$")  # POST /v1/users/{user_id}/import
 
 
 def _too_large(request: Request) -> str:
@@ -228,7 +276,11 @@ def _too_large(request: Request) -> str:
     limit = request.app.state.runtime.settings.max_body_bytes
     sent = request.headers.get("content-length", "")
     size = f"{int(sent)} bytes" if sent.isdigit() and len(sent) < 20 else "a body"
-    return f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)"
+    message = f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)"
+    if _IMPORT_PATH.match(request.url.path):  # a preference file of any size has a way in: in pieces
+        message += (f"; send a larger file in pieces: `pluralign data import --source jsonl --path FILE --url "
+                    f"{str(request.base_url).rstrip('/')} --key KEY` does (docs/api.md)")
+    return message
 
 
 def schema_router_hook(response: Response) -> Response:

@@ -846,11 +846,42 @@ PARQUET_TYPES = {
 }
 
 
+def _kind(value: Any) -> str | None:
+    """What a column's value is, in words (None for a missing one, which any column takes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "text" if isinstance(value, str) else "a list" if isinstance(value, list) else "an object"
+
+
+def _mixed_column(name: str, values: list[Any], exc: Exception) -> str:
+    """Why Arrow could not make one column of `values`: TRL's forms (text beside messages) for its
+    text columns, else the first two records (from 1) whose values are of different kinds; JSON lines
+    keep each row as it came, so they are the way out."""
+    if name in ("prompt", "chosen", "rejected"):
+        return (f"column `{name}` mixes forms across records (text and messages): write them to separate files, "
+                "or write JSON lines (`.jsonl`), which keep each row's form")
+    seen: dict[str, int] = {}
+    for i, value in enumerate(values, 1):
+        kind = _kind(value)
+        if kind is not None:
+            seen.setdefault(kind, i)
+        if len(seen) == 2:
+            (a, i_a), (b, i_b) = seen.items()
+            return (f"column `{name}` holds {a} (record {i_a}) and {b} (record {i_b}): one Parquet column has one type; "
+                    "write JSON lines (`.jsonl`), which keep each value as it came")
+    return f"column `{name}` holds values no one Parquet type holds ({exc}): write JSON lines (`.jsonl`), which keep each value as it came"
+
+
 def write_parquet(records: Sequence[Preference], path: str | os.PathLike) -> int:
     """Write `preference_row`s as Parquet that Hugging Face `datasets` (and so TRL) loads.
 
-    Raises ValueError when the records mix TRL forms (a column cannot be both text and messages), or when an
-    extra column holds integers no one Arrow type holds (int64, or uint64 when none is below 0)."""
+    Raises ValueError when the records mix TRL forms (a column cannot be both text and messages), when an
+    extra column holds values of different kinds (a number in one record, text in another; named with the
+    records), or when it holds integers no one Arrow type holds (int64, or uint64 when none is below 0)."""
     rows = [preference_row(r) for r in records]
     for row in rows:
         row["attributes"] = [{"key": k, "value": v} for k, v in row["attributes"].items()]
@@ -864,7 +895,7 @@ def write_parquet(records: Sequence[Preference], path: str | os.PathLike) -> int
             except OverflowError:  # Arrow infers int64: TRL's extra columns keep integers up to 2**64-1
                 arrays.append(pa.array(values, type=pa.uint64()))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ValueError(f"column `{name}` mixes forms across records (e.g. text and messages): write them to separate files ({exc})") from None
+            raise ValueError(_mixed_column(name, values, exc)) from None
         except OverflowError:
             raise ValueError(f"column `{name}` holds integers no one Arrow type holds (past 64 bits, or below 0 beside one past "
                              "2**63-1): write JSON lines (`.jsonl`), or give them as strings") from None

@@ -30,6 +30,8 @@ from service.chat.schemas import (
     Choice,
     ChunkChoice,
     Delta,
+    Model,
+    ModelList,
     Usage,
 )
 from service.errors import bad_request, error_responses, shown, storage_response, storage_status, stream_error
@@ -576,22 +578,18 @@ def sse_events_n(rt: Runtime, p: services.Plan, sampling: Sampling, created: int
     yield b"data: [DONE]\n\n"
 
 
-def model_card(name: str) -> dict:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "pluralign"}
-
-
 @get("/v1/models", sync_to_thread=False, summary="List the models")
-def list_models(request: Request) -> dict:
+def list_models(request: Request) -> ModelList:
     rt: Runtime = request.app.state.runtime
-    return {"object": "list", "data": [model_card(name) for name in model_names(rt)]}
+    return ModelList(data=[Model(id=name) for name in model_names(rt)])
 
 
 @get("/v1/models/{model_id:path}", sync_to_thread=False, summary="Retrieve one model")
-def retrieve_model(request: Request, model_id: FromPath[Path]) -> dict:
+def retrieve_model(request: Request, model_id: FromPath[Path]) -> Model:
     """OpenAI's `models.retrieve`; a model id may hold slashes (`HuggingFaceTB/SmolLM2-135M-Instruct`)."""
     rt: Runtime = request.app.state.runtime
     name = str(model_id).lstrip("/")
     if name not in model_names(rt):
         problem = f"no model {shown(name)}; available: {', '.join(model_names(rt))}"  # said once: the extra is the message
         raise NotFoundException(f"`model`: {problem}", extra=[{"key": "model", "message": problem, "code": "model_not_found"}])
-    return model_card(name)
+    return Model(id=name)

@@ -189,6 +189,22 @@ class ChatCompletion(Base):
     object: str = "chat.completion"
 
 
+class Model(Base, kw_only=True):
+    """One model the service serves, as OpenAI's `models.retrieve` answers it."""
+
+    id: str  # what a chat's `model` may name: the generator's id, `pluralign` or `default`
+    object: str = "model"
+    created: int = 0  # Unix seconds; 0: not known
+    owned_by: str = "pluralign"
+
+
+class ModelList(Base, kw_only=True):
+    """OpenAI's `models.list` answer."""
+
+    object: str = "list"
+    data: list[Model]
+
+
 class Delta(Base, omit_defaults=True):
     role: str | None = None
     content: str | None = None

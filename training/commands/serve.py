@@ -360,6 +360,28 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
         "counts": connections if connections is not None else ConnectionCounts(max_connections)})
 
 
+MAX_URL_BYTES = 65535  # httptools' limit on a request's URL (its parser keeps offsets in 16 bits)
+
+
+def unparsable_answer(request_id: str, url_bytes: int = 0) -> bytes:
+    """The whole HTTP answer, as bytes, of a request the HTTP parser refused: a 400, `Connection: close`,
+    `X-Request-Id`, `nosniff`, an error body in OpenAI's shape naming `url` when it is `url_bytes` long,
+    past MAX_URL_BYTES (code `invalid_value`), else no field (code `invalid_http`)."""
+    import msgspec
+
+    if url_bytes > MAX_URL_BYTES:
+        message, param, code = (f"`url`: {url_bytes} bytes; this service reads a URL of at most {MAX_URL_BYTES} bytes "
+                                "(send long values in a request body)"), "url", "invalid_value"
+    else:
+        message, param, code = ("the request is not HTTP/1.1 this service can read (a malformed request line or header, "
+                                "or a head too long): check the client, or what is between it and the service"), None, "invalid_http"
+    body = msgspec.json.encode({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code,
+                                          "request_id": request_id}})
+    return (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"x-request-id: " + request_id.encode() + b"\r\nx-content-type-options: nosniff\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
 def late_answer(timeout_s: float, reading: str) -> bytes:
     """The whole HTTP answer, as bytes, of a request whose `reading` ("headers" or "body") had not arrived
     within `timeout_s`: a 408, `Connection: close`, an error body in OpenAI's shape (`code: request_timeout`)."""
@@ -428,6 +450,20 @@ class TimedRequests:
             # request's first byte would; else `\r\n` now and then held the connection for good
             self.reading = "nothing"
         self.time_the_request()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its HTTP parser refuses (both parsers call it, then nothing else is read
+        on the connection): the 400 in OpenAI's error shape with an `X-Request-Id`, as every other answer, rather
+        than uvicorn's text/plain "Invalid HTTP request received.", naming `url` when httptools' URL limit is what
+        was passed."""
+        from service.requestid import new_id  # the app's own ids (loaded by now: a request has come)
+
+        rid = new_id()
+        url = getattr(self, "url", b"") if not hasattr(self, "conn") else b""  # httptools': the request target so far
+        logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s) request_id=%s",
+                                                       f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg, rid)
+        self.transport.write(unparsable_answer(rid, len(url)))
+        self.transport.close()
 
     def h11_reading(self) -> str:
         import h11

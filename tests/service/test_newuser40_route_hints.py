@@ -1,0 +1,76 @@
+"""A new user's first mistakes with the `openai` client, against the real app over HTTP.
+
+Before: `OpenAI(base_url="http://127.0.0.1:8000")` (the service's URL, as `make serve` prints it,
+without `/v1`) made every call a 404 "no route `POST /chat/completions`: docs/api.md lists the routes",
+and so did a base URL ending in `/v1/v1` and a route mistyped by one letter: the message said what was
+wrong but not what to send instead. Now a 404 for a path that is a route with `/v1` added (or one
+`/v1` taken away), or one close to a route, names that route and why."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.service.tiny import start_service
+
+HI = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/v1/v1"])
+def test_an_openai_client_on_a_base_url_without_its_v1_is_told_the_base_url(svc, suffix):
+    import openai
+    from openai import OpenAI
+
+    client = OpenAI(base_url=svc.url + suffix, api_key=svc.keys["acme"], max_retries=0, timeout=60)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="pluralign", user="ann", messages=HI)
+    error = missing.value
+    assert error.code == "not_found" and error.param is None, error.body
+    assert "did you mean `POST /v1/chat/completions`?" in error.message, error.message
+    assert f"base_url {svc.url}/v1" in error.message, error.message  # what to set, whole
+    with pytest.raises(openai.NotFoundError) as models:
+        client.models.list()
+    assert "did you mean `GET /v1/models`?" in models.value.message, models.value.message
+
+
+@pytest.mark.parametrize("method,path,meant", [
+    ("POST", "/v1/chat/completion", "POST /v1/chat/completions"),
+    ("GET", "/v1/model", "GET /v1/models"),
+    ("POST", "/v1/feedbacks", "POST /v1/feedback"),
+    ("GET", "/healthz", "GET /health"),
+    ("GET", "/v1/users/ann/preference", "GET /v1/users/ann/preferences"),
+    ("POST", "/v1/users/ann/next_comparison", "POST /v1/users/ann/next-comparison"),
+])
+def test_a_route_mistyped_by_a_letter_or_two_is_named(svc, method, path, meant):
+    r = httpx.request(method, svc.url + path, headers={"Authorization": f"Bearer {svc.keys['acme']}"}, json={})
+    assert r.status_code == 404, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(f"no route `{method} {path}`: did you mean `{meant}`?"), message
+
+
+def test_the_service_s_root_says_where_its_routes_and_docs_are(svc):
+    """Before: the URL `make serve` prints, opened in a browser, was "no route `GET /`: docs/api.md lists the
+    routes", the docs a file in a checkout the reader may not have at hand."""
+    for path in ("/", "/v1", "/v1/"):
+        r = httpx.get(svc.url + path)
+        assert r.status_code == 404, r.text
+        message = r.json()["error"]["message"]
+        assert message.startswith("no route `GET /") and "`: pluralign's API routes begin with /v1/" in message, message
+        assert "interactive docs at /schema" in message and "docs/api.md" in message, message
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/v1/nope"), ("GET", "/nope"), ("DELETE", "/v1/chat/completion"),
+                                         ("POST", "/v1/responses"), ("GET", "/v1/users/ann/export/all")])
+def test_a_path_like_no_route_keeps_the_plain_404(svc, method, path):
+    """Nothing is guessed where no route is close, nor for a method the close route does not take."""
+    r = httpx.request(method, svc.url + path, headers={"Authorization": f"Bearer {svc.keys['acme']}"})
+    assert r.status_code == 404, r.text
+    message = r.json()["error"]["message"]
+    assert message == f"no route `{method} {path}`: docs/api.md lists the routes", message

@@ -1,0 +1,48 @@
+"""`pluralign data export --out x.parquet` of a preference file whose TRL extra column holds values of two
+types across rows, as the service's export of an import may (`score_chosen` 8.0 in one row, "high" in
+another: TRL's extra columns are kept as they came), run as a user runs it: the real CLI in a subprocess.
+
+Before: the error said the column "mixes forms across records (e.g. text and messages): write them to
+separate files", the words for a `chosen` of text beside one of messages, which a score column never
+holds, and named no way out. Now it says the column holds a number in one row and text in another, which
+rows, and that JSON lines (`.jsonl`) keep them as they are; the forms' own message stays for
+prompt/chosen/rejected."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def export(tmp_path, rows: list[dict], out: str) -> subprocess.CompletedProcess:
+    src = tmp_path / "prefs.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return subprocess.run([sys.executable, "-m", "training.cli", "data", "export", "--source", "jsonl", "--path", str(src),
+                           "--user", "ann", "--out", str(tmp_path / out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_an_extra_column_of_two_types_is_named_with_its_types_and_the_jsonl_way_out(tmp_path):
+    rows = [{"prompt": "p1", "chosen": "a", "rejected": "b", "score_chosen": 8.0},
+            {"prompt": "p2", "chosen": "a", "rejected": "b"},
+            {"prompt": "p3", "chosen": "a", "rejected": "b", "score_chosen": "high"}]
+    result = export(tmp_path, rows, "prefs.parquet")
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("pluralign: error: "), error
+    assert "column `score_chosen` holds a number (record 1) and text (record 3)" in error, error
+    assert "text and messages" not in error and ".jsonl" in error, error
+    assert not (tmp_path / "prefs.parquet").exists()
+    assert export(tmp_path, rows, "prefs-out.jsonl").returncode == 0  # the way out named works
+
+
+def test_text_beside_messages_keeps_its_own_words(tmp_path):
+    rows = [{"prompt": "p1", "chosen": "a", "rejected": "b"},
+            {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+             "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]}]
+    result = export(tmp_path, rows, "prefs.parquet")
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    error = result.stderr.strip().splitlines()[-1]
+    assert "mixes forms across records (text and messages)" in error and ".jsonl" in error, error
