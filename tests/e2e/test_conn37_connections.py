@@ -63,6 +63,41 @@ def read_to_end(sock: socket.socket, limit_s: float = 5.0) -> bytes:
     return answer
 
 
+def sample(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def test_metrics_show_open_and_refused_connections(served):
+    """Review session 37: an operator sees PLURALIGN_MAX_CONNECTIONS at work in /metrics: how many connections
+    are open (`pluralign_open_connections`), the limit (`pluralign_max_connections`) and how many were refused
+    over it (`pluralign_connections_refused_total`), no per-client label. Before, /metrics had none of them:
+    connections answered 503 too_many_connections left no trace but the clients' errors.
+    First in this module: it reads the counters of a server nothing else has used yet (it started a
+    server of its own, limit 3, in tests/e2e/test_review37_connection_metrics.py: one start more)."""
+    before = httpx.get(served.url + "/metrics", timeout=5).text
+    assert sample(before, "pluralign_max_connections") == LIMIT
+    assert sample(before, "pluralign_connections_refused_total") == 0
+    assert sample(before, "pluralign_open_connections") == 1  # the scrape's own
+    held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(LIMIT - 1)]
+    try:
+        time.sleep(0.3)
+        with httpx.Client(base_url=served.url, timeout=5) as scraper:
+            assert sample(scraper.get("/metrics").text, "pluralign_open_connections") == LIMIT  # the limit reached
+            refused = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(5)]
+            for s in refused:
+                assert read_to_end(s).startswith(b"HTTP/1.1 503 ")
+                s.close()
+            after = scraper.get("/metrics").text
+        assert sample(after, "pluralign_connections_refused_total") == 5
+        assert sample(after, "pluralign_open_connections") == LIMIT  # the refused ones were never the service's
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    assert sample(httpx.get(served.url + "/metrics", timeout=5).text, "pluralign_open_connections") == 1
+
+
 def test_connections_over_the_limit_are_answered_503_at_once_and_hold_no_descriptor(served):
     """Before: every one of them was accepted and kept (each a file descriptor), and answered 200."""
     limits = Path(f"/proc/{served.proc.pid}/limits").read_text()

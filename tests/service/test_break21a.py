@@ -119,7 +119,7 @@ def test_listing_jobs_of_a_kind_that_does_not_exist_is_a_400_naming_kind(svc):
 
 
 # a /metrics table row exported only by a process so run: `pluralign serve`'s connection counts (tested on a
-# real serve process, test_review37_connection_metrics), several replicas' clocks (test_review37b_replicas)
+# real serve process, test_conn37_connections::test_metrics_show_open_and_refused_connections), several replicas' clocks (test_review37b_replicas)
 CONDITIONAL_ROWS = ("`pluralign serve` only", "| several replicas:")
 
 
