@@ -149,6 +149,7 @@ class Admin:
         self.retention = JobRetention(self, settings.job_retention_s) if settings.job_retention_s else None
         # before the hooks below: a DELETE replayed from the journal looks its user's audits up in it
         self.audit_members = AuditMembersIndex(self.folder / AUDIT_MEMBERS_INDEX, self.folder / "artifacts", AUDIT_MEMBERS)
+        self._catch_up_old_audits()
         rt.delete_hooks.append(self.forget_jobs)
         rt.population_hooks.append(self.forget_in_population)
         rt.vector_hooks.append(self.forget_vectors_at_exit)
@@ -436,6 +437,61 @@ class Admin:
             job = self.runner.get(job_id)
             if job is not None and job.state == "succeeded":
                 self.runner.store.put(msgspec.structs.replace(job, metrics=result_metrics(msgspec.json.decode(data))))
+
+    def _catch_up_old_audits(self) -> None:
+        """At the start, the audits an earlier release stored are made what a DELETE can take its user out of:
+        - a succeeded audit of the service's store without a members file (releases before data34 wrote none) gets
+          one, its groups' users as the store holds them now (as a job's check draws them, `keep_audit_members`):
+          a group none of whose users is stored any more (all deleted by that release) leaves its report now;
+        - once per index (`AuditMembersIndex.old_deletes_checked`), every members file loses the users the store
+          holds no comparison of any more: a release from data34 to live37 left a user deleted from a group that
+          kept others in it (their `key_hash`), and their index entries go with them.
+        A user deleted by an earlier release who has since come back is kept (theirs again). The feedback log is
+        moved into the table first (a user whose rows wait there is stored). Reads the store once per audited
+        `group_by` and tenant, only when there is such an audit; a store that cannot be read is logged, and the
+        check is made again at the next start."""
+        from pluralign.fairness.store_source import group_members_from_store
+
+        checked = self.audit_members.old_deletes_checked()
+        todo = []
+        for job in self.runner.list(kind="audit", limit=2**62):
+            group_by, tenant = job.params.get("group_by"), job.params.get("tenant")
+            if job.state != "succeeded" or not isinstance(job.params.get("store"), str) or not isinstance(group_by, str):
+                continue
+            members = self.folder / "artifacts" / job.id / AUDIT_MEMBERS
+            if not members.is_file() and self.runner.store.path(job.id, "result.json").is_file():
+                todo.append((job, group_by, tenant if isinstance(tenant, str) else None, None))
+            elif not checked and members.is_file():
+                todo.append((job, group_by, tenant if isinstance(tenant, str) else None, members))
+        if todo:
+            stored: dict[tuple[str, str | None], dict[str, list[str]]] = {}  # (group_by, tenant) -> group -> hashes now
+            try:
+                self.rt.ingest.flush()
+                with self.rt.population_lock:
+                    for job, group_by, tenant, path in todo:
+                        if (group_by, tenant) not in stored:
+                            now = group_members_from_store(self.rt.settings.lancedb_uri, group_by, tenant, self.rt.settings.storage_options)
+                            stored[group_by, tenant] = {group: sorted(key_hash(u) for u in users) for group, users in now.items()}
+                        if path is None:
+                            self._prune_audit(job.id, stored[group_by, tenant], write=True)
+                            continue
+                        try:
+                            members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
+                        except (OSError, msgspec.DecodeError) as exc:  # as every DELETE naming it says (ForgetIncomplete)
+                            log.error("the members file %s cannot be read (%s): users an earlier release deleted may stay in it", path, exc)
+                            continue
+                        held = {h for users in stored[group_by, tenant].values() for h in users}
+                        pruned = {group: [h for h in users if h in held] for group, users in members.items()}
+                        if pruned != members:
+                            self._prune_audit(job.id, pruned)
+                            kept = [h for users in pruned.values() for h in users]
+                            self.audit_members.drop(job.id, [h for users in members.values() for h in users if h not in held], kept)
+            except Exception as exc:  # a store that cannot be read (any engine's error): the service still starts
+                log.error("the audits an earlier release stored could not be checked for deleted users (%s): "
+                          "checked again at the next start", exc)
+                return
+        if not checked:
+            self.audit_members.note_old_deletes_checked()
 
     def _forget_in_audits(self, forget: Forget) -> None:
         """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the
