@@ -412,10 +412,14 @@ class Admin:
             hashed = {group: sorted(key_hash(u) for u in users) for group, users in members.items()}
             self._prune_audit(job.id, hashed, write=True)
 
-    def _prune_audit(self, job_id: str, members: dict[str, list[str]], write: bool = False) -> None:
+    def _prune_audit(self, job_id: str, members: dict[str, list[str]], write: bool = False,
+                     withheld: frozenset[str] = frozenset()) -> list[str]:
         """Keep AUDIT_MEMBERS `members` for the audit job, and take from its report (result.json, and the
-        output it was read from) the groups that no member is left in: their names are what those users
-        sent (an attribute's value) and their figures were drawn from those users alone. With `write` (the
+        output it was read from) the groups that no member is left in (their names are what those users
+        sent, an attribute's value, and their figures were drawn from those users alone) and the groups
+        `withheld` (a deleted user was in them with others: their figures hold that user's comparisons), with
+        the report's overall figures (`without_groups`); the members file keeps the groups left. Returns the
+        hashes it keeps. With `write` (the
         audit's first members file), `members` go into the audit members index first, on disk before the file
         is: a crash between the two leaves an index naming the audit, never a file the index misses. Without
         (a DELETE took users out of `members`), the file is rewritten, and the DELETE then takes those users out
@@ -423,8 +427,8 @@ class Admin:
         path = self.runner.store.path(job_id, "result.json")
         report = decode_report(path.read_bytes())
         groups = {g.group for g in report.groups}
-        gone = {group for group in groups if not members.get(group)}
-        kept = {group: users for group, users in members.items() if users and group in groups}
+        gone = {group for group in groups if not members.get(group) or group in withheld}
+        kept = {group: users for group, users in members.items() if users and group in groups - gone}
         if write:
             self.audit_members.add(job_id, [h for users in members.values() for h in users])
         write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
@@ -437,6 +441,7 @@ class Admin:
             job = self.runner.get(job_id)
             if job is not None and job.state == "succeeded":
                 self.runner.store.put(msgspec.structs.replace(job, metrics=result_metrics(msgspec.json.decode(data))))
+        return [h for users in kept.values() for h in users]
 
     def _catch_up_old_audits(self) -> None:
         """At the start, the audits an earlier release stored are made what a DELETE can take its user out of:
@@ -482,10 +487,10 @@ class Admin:
                             continue
                         held = {h for users in stored[group_by, tenant].values() for h in users}
                         pruned = {group: [h for h in users if h in held] for group, users in members.items()}
-                        if pruned != members:
-                            self._prune_audit(job.id, pruned)
-                            kept = [h for users in pruned.values() for h in users]
-                            self.audit_members.drop(job.id, [h for users in members.values() for h in users if h not in held], kept)
+                        if pruned != members:  # as a DELETE does (`_forget_in_audits`)
+                            withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
+                            kept = self._prune_audit(job.id, pruned, withheld=withheld)
+                            self.audit_members.drop(job.id, [h for users in members.values() for h in users if h not in kept], kept)
             except Exception as exc:  # a store that cannot be read (any engine's error): the service still starts
                 log.error("the audits an earlier release stored could not be checked for deleted users (%s): "
                           "checked again at the next start", exc)
@@ -509,11 +514,14 @@ class Admin:
             gone = {h for h in hashes if h in theirs.hashes} | {key_hash(k) for k in theirs.keys}
             members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
             pruned = {group: [h for h in users if h not in gone] for group, users in members.items()}
-            if pruned != members:
-                self._prune_audit(job.id, pruned)
+            kept = [h for users in pruned.values() for h in users]
+            if pruned != members:  # the groups they were in leave the report, with the users left in them
+                withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
+                left = set(self._prune_audit(job.id, pruned, withheld=withheld))
+                gone, kept = gone | {h for h in kept if h not in left}, sorted(left)
             # the file holds none of them now (rewritten here, or by this DELETE stopped before the index followed:
             # the journal's replay), so their entries of the audit go, but for keys a user still in it shares
-            self.audit_members.drop(job.id, gone, [h for users in pruned.values() for h in users])
+            self.audit_members.drop(job.id, gone, kept)
 
     def keep_snapshot_users(self, job: Job) -> None:
         """A succeeded PAL or EM job trained on a population snapshot (`on_succeed`): its artifact
