@@ -7,6 +7,10 @@ record: every row of every file decoded and its user hashed once, `service.admin
     python -m benchmarks.delete_population                          # 1, 10, 40 snapshots of 20,000 rows, 3 repeats
     python -m benchmarks.delete_population --snapshots 1 10 40 100 --rows 50000 --json
 
+Each snapshot has its users file (`comparisons-<ms>.jsonl.users`, `service.admin.services.snapshot_users_path`),
+as the service writes it since privacy40; `--no-users-files` leaves them out (an earlier release's snapshots, or
+the code before privacy40, which had none: its figures are the same path as this flag's first DELETE).
+
 Prints, per snapshot count, the median seconds of one DELETE of a user in no snapshot and of one in every
 snapshot (each file rewritten; the files are put back between repeats), by key and by hash, and the MB read.
 Admin's other parts (the runtime, the trigger) are not built: `forget_in_population` runs on an Admin holding
@@ -68,6 +72,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-users-files", action="store_true",
+                        help="snapshots without their users files, as before privacy40 (and as an earlier release left them)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     now = time.time()
@@ -80,7 +86,12 @@ def main() -> None:
             originals = Path(tmp) / f"originals-{n}"
             originals.mkdir()
             for i in range(n):
-                os.link(one, originals / f"comparisons-{int(now * 1000) - 3_600_000 + i}.jsonl")
+                copy = originals / f"comparisons-{int(now * 1000) - 3_600_000 + i}.jsonl"
+                os.link(one, copy)
+                if not args.no_users_files:  # as `Admin.population_snapshot` writes them since privacy40
+                    from service.admin.services import _write_snapshot_users
+
+                    _write_snapshot_users(copy, {f"acme/user-{u}" for u in range(min(args.users, args.rows))})
             admin = admin_over(Path(tmp) / f"jobs-{n}")
             admin.population_folder.mkdir(parents=True)
             absent, present = "acme/nobody", "acme/user-7"

@@ -84,10 +84,11 @@ def _snapshot_users(path: Path) -> set[str]:
     return {_NAMED.decode(line).user_id for line in path.read_bytes().splitlines() if line.strip()}
 
 
-def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> int:
+def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None, kept_users: set[str] | None = None) -> int:
     """Rewrite the snapshot at `path` without the rows of the users `forget` names (a temp file
     renamed over it: a reader, a job starting, sees the old file or the new one). Returns 1 when it
-    was rewritten; the texts of the rows it dropped are added to `dropped`."""
+    was rewritten; the texts of the rows it dropped are added to `dropped`, and when its rows were
+    decoded (its bytes may name a user of `forget`) the users of the rows it kept to `kept_users`."""
     data = path.read_bytes()
     if not may_hold(forget, data):  # the names as the file spells them: no row of theirs
         return 0
@@ -99,7 +100,10 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> 
         if row.user_id not in verdicts:
             verdicts[row.user_id] = forget.until_of(row.user_id)
         until = verdicts[row.user_id]  # a row sent after the user's DELETE is theirs again
-        return until is not None and (row.created_at is None or row.created_at < until)
+        out = until is not None and (row.created_at is None or row.created_at < until)
+        if not out and kept_users is not None:
+            kept_users.add(row.user_id)
+        return out
 
     kept = [line for line in lines if not line.strip() or not gone(line)]
     if len(kept) == len(lines):
@@ -108,6 +112,37 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> 
         dropped += [t for line in lines if line.strip() and gone(line) for t in _TEXTS.decode(line).texts()]
     write_atomic(path, b"".join(kept))
     return 1
+
+
+def snapshot_users_path(snapshot: Path) -> Path:
+    """The users file beside a population snapshot (`comparisons-<ms>.jsonl.users`): the `key_hash` of each user the
+    snapshot holds rows of, one a line. Written before its snapshot and rewritten after a DELETE rewrites the snapshot
+    (`_forget_in_snapshot`), so it never misses a user the snapshot holds (it may name one no longer in it)."""
+    return snapshot.with_name(snapshot.name + ".users")
+
+
+def _write_snapshot_users(snapshot: Path, users: set[str]) -> None:
+    write_atomic(snapshot_users_path(snapshot), "".join(f"{h}\n" for h in sorted({key_hash(u) for u in users})).encode())
+
+
+def _forget_in_snapshot(path: Path, forget: Forget, dropped: list[str]) -> int:
+    """`_drop_rows` for a DELETE, read through the snapshot's users file: a snapshot whose users file names none of
+    the users `forget` names is not read (a replica's deletion record names them by hash, and every row of every
+    snapshot was decoded and hashed). One that names one, or has no users file (written by an earlier release, or
+    cut by a crash), is rewritten as before and its users file drawn again from what it holds now, so the
+    deleted user's hash is left in neither. Returns the files rewritten."""
+    users_file = snapshot_users_path(path)
+    try:
+        named = set(users_file.read_bytes().decode().split())
+    except (FileNotFoundError, UnicodeDecodeError):  # none (or damaged): the snapshot is read, and it is written again
+        named = None
+    if named is not None and not named & ({*forget.hashes} | {key_hash(k) for k in forget.keys}):
+        return 0
+    users: set[str] = set()
+    rewritten = _drop_rows(path, forget, dropped, users)
+    # not decoded (its bytes cannot name them: no users file, or one a crash left naming them), or nothing kept
+    _write_snapshot_users(path, users or _snapshot_users(path))
+    return rewritten
 
 
 def _audit_params(params: dict[str, Param]):
@@ -267,6 +302,8 @@ class Admin:
                 raise bad_request("params.protocol", "the store holds no comparisons to train a population model on "
                                                      "(`file`, the default): store feedback first, or name a built-in protocol")
             path = self.population_folder / f"comparisons-{int(time.time() * 1000)}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_snapshot_users(path, {r.user_id for r in records})  # first: it never misses a user the snapshot holds
             write_jsonl(records, path)
         return path
 
@@ -289,9 +326,15 @@ class Admin:
             temp.unlink(missing_ok=True)
         rewritten += len(leftovers)
         snapshots = sorted(self.population_folder.glob("comparisons-*.jsonl")) if self.population_folder.is_dir() else []
+        # a users file whose snapshot is gone (removed by the retention or by hand, a crash between the two writes)
+        orphans = [p for p in self.population_folder.glob("comparisons-*.jsonl.users")
+                   if not p.with_name(p.name.removesuffix(".users")).exists()] if self.population_folder.is_dir() else []
+        for orphan in orphans:
+            orphan.unlink(missing_ok=True)
+        rewritten += len(orphans)
         folders = self._weights_folders()
         dropped: list[str] = []
-        drop_rows = lambda path, forget: _drop_rows(path, forget, dropped)  # noqa: E731
+        drop_rows = lambda path, forget: _forget_in_snapshot(path, forget, dropped)  # noqa: E731
         for path, drop in [*((p, drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
             try:
                 rewritten += drop(path, forget)
