@@ -44,6 +44,9 @@ class AuditReport(Base, kw_only=True):
     min_group_size: int = 1  # groups with fewer users are suppressed (not reported at all)
     min_comparisons: int = 0  # groups with fewer comparisons are flagged too_few_comparisons
     suppressed_groups: int = 0
+    # groups taken out after the audit because a user in them was deleted (`without_groups`): their figures were
+    # drawn from that user's comparisons too; the overall figures are then withheld (None) for the same reason
+    withheld_groups: int = 0
     overall: GroupMetrics | None = None
     groups: list[GroupMetrics] = []
     worst_group: str | None = None  # by personalized accuracy, among groups with enough comparisons
@@ -72,13 +75,21 @@ def extremes(groups: list[GroupMetrics], accuracy) -> tuple[str | None, float | 
 
 
 def without_groups(report: AuditReport, names: set[str]) -> AuditReport:
-    """The report without the groups `names` (e.g. those only deleted users were in), its worst
-    groups and gaps drawn again from the groups left; the overall figures stay."""
+    """The report without the groups `names` (those a deleted user was in): they are counted in
+    `withheld_groups`, their users and comparisons leave the report's counts (never below 0), and the
+    overall figures, drawn from their comparisons too, are withheld (None): with them, the overall
+    and the groups left would give a withheld group's figures back by subtraction. The worst groups and
+    gaps are drawn again from the groups left. `names` holding none of its groups: the report unchanged."""
+    gone = [g for g in report.groups if g.group in names]
+    if not gone:
+        return report
     groups = [g for g in report.groups if g.group not in names]
     worst, worst_acc, gap = extremes(groups, lambda g: g.personalized_accuracy)
     base_worst, base_worst_acc, base_gap = extremes(groups, lambda g: g.base_accuracy)
-    return msgspec.structs.replace(report, groups=groups, worst_group=worst, worst_group_accuracy=worst_acc, gap=gap,
-                                   base_worst_group=base_worst, base_worst_group_accuracy=base_worst_acc, base_gap=base_gap)
+    return msgspec.structs.replace(
+        report, groups=groups, worst_group=worst, worst_group_accuracy=worst_acc, gap=gap, base_worst_group=base_worst,
+        base_worst_group_accuracy=base_worst_acc, base_gap=base_gap, overall=None, withheld_groups=report.withheld_groups + len(gone),
+        users=max(0, report.users - sum(g.users for g in gone)), comparisons=max(0, report.comparisons - sum(g.comparisons for g in gone)))
 
 
 def _delta(now: float | None, before: float | None) -> float | None:

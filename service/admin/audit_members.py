@@ -29,6 +29,9 @@ import msgspec
 
 log = logging.getLogger("pluralign.service")
 _CHUNK = 500  # SQLite's bound parameters per statement stay under its limit
+# the index's `PRAGMA user_version` once the members files have been checked for users an earlier release's DELETE
+# left in them (`Admin._catch_up_old_audits`); an index built again (lost, damaged) has 0, and they are checked again
+OLD_DELETES_CHECKED = 1
 
 
 def hash_key(user_hash: str) -> int:
@@ -154,6 +157,16 @@ class AuditMembersIndex:
                     self._db.execute(f"DELETE FROM member WHERE audit IN ({marks})", chunk)
                     self._db.execute(f"DELETE FROM audit WHERE id IN ({marks})", chunk)
                 self._db.execute("COMMIT")
+
+    def old_deletes_checked(self) -> bool:
+        """Whether the members files were checked for users an earlier release's DELETE left in them (`note_old_deletes_checked`)."""
+        with self._lock:
+            return self._db.execute("PRAGMA user_version").fetchone()[0] >= OLD_DELETES_CHECKED
+
+    def note_old_deletes_checked(self) -> None:
+        """Mark the index (on disk on return): the members files were checked for users an earlier release's DELETE left."""
+        with self._lock:
+            self._db.execute(f"PRAGMA user_version = {OLD_DELETES_CHECKED}")
 
     def close(self) -> None:
         with self._lock:

@@ -309,6 +309,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
             f"Audit by <b>{_bdi(report.group_by)}</b> at {_when(report.created_at)}: {_count(report.users, 'user')}, "
             f"{_count(report.comparisons, 'comparison')}"
             + (f", {_count(suppressed, 'group')} of fewer than {report.min_group_size} users suppressed" if suppressed else "")
+            + (f", {_count(report.withheld_groups, 'group')} withheld (users in them were deleted after the audit)" if report.withheld_groups else "")
         )
         if report.worst_group is None:  # every group suppressed (or none at all): nothing is ranked
             summary += ": no worst group to show (lower <code>min_group_size</code> to see small groups)."

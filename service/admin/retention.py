@@ -86,8 +86,8 @@ class JobRetention(Periodic):
             snapshots = 0
             for path in sorted(p for p in data.rglob("*") if p.is_file()) if data.is_dir() else []:
                 key = path.resolve()
-                if key in named:
-                    continue
+                if key in named or path.name.endswith(".jsonl.users") and path.with_name(path.name.removesuffix(".users")).exists():
+                    continue  # a snapshot still named, or a users file whose snapshot is there: it goes with it
                 if key in theirs or _written(path) <= now - self.keep_s - ORPHAN_GRACE_S:
                     snapshots += self._remove_snapshot(path)
             artifacts = 0
@@ -114,6 +114,8 @@ class JobRetention(Periodic):
             if population:  # a DELETE rewrites these (temp file and rename) under the same lock
                 with self.admin.rt.population_lock:
                     path.unlink(missing_ok=True)
+                    if path.name.endswith(".jsonl"):  # its users file goes with it (`snapshot_users_path`)
+                        path.with_name(path.name + ".users").unlink(missing_ok=True)
             else:
                 path.unlink(missing_ok=True)
         except OSError as exc:

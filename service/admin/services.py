@@ -84,10 +84,11 @@ def _snapshot_users(path: Path) -> set[str]:
     return {_NAMED.decode(line).user_id for line in path.read_bytes().splitlines() if line.strip()}
 
 
-def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> int:
+def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None, kept_users: set[str] | None = None) -> int:
     """Rewrite the snapshot at `path` without the rows of the users `forget` names (a temp file
     renamed over it: a reader, a job starting, sees the old file or the new one). Returns 1 when it
-    was rewritten; the texts of the rows it dropped are added to `dropped`."""
+    was rewritten; the texts of the rows it dropped are added to `dropped`, and when its rows were
+    decoded (its bytes may name a user of `forget`) the users of the rows it kept to `kept_users`."""
     data = path.read_bytes()
     if not may_hold(forget, data):  # the names as the file spells them: no row of theirs
         return 0
@@ -99,7 +100,10 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> 
         if row.user_id not in verdicts:
             verdicts[row.user_id] = forget.until_of(row.user_id)
         until = verdicts[row.user_id]  # a row sent after the user's DELETE is theirs again
-        return until is not None and (row.created_at is None or row.created_at < until)
+        out = until is not None and (row.created_at is None or row.created_at < until)
+        if not out and kept_users is not None:
+            kept_users.add(row.user_id)
+        return out
 
     kept = [line for line in lines if not line.strip() or not gone(line)]
     if len(kept) == len(lines):
@@ -108,6 +112,37 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None) -> 
         dropped += [t for line in lines if line.strip() and gone(line) for t in _TEXTS.decode(line).texts()]
     write_atomic(path, b"".join(kept))
     return 1
+
+
+def snapshot_users_path(snapshot: Path) -> Path:
+    """The users file beside a population snapshot (`comparisons-<ms>.jsonl.users`): the `key_hash` of each user the
+    snapshot holds rows of, one a line. Written before its snapshot and rewritten after a DELETE rewrites the snapshot
+    (`_forget_in_snapshot`), so it never misses a user the snapshot holds (it may name one no longer in it)."""
+    return snapshot.with_name(snapshot.name + ".users")
+
+
+def _write_snapshot_users(snapshot: Path, users: set[str]) -> None:
+    write_atomic(snapshot_users_path(snapshot), "".join(f"{h}\n" for h in sorted({key_hash(u) for u in users})).encode())
+
+
+def _forget_in_snapshot(path: Path, forget: Forget, dropped: list[str]) -> int:
+    """`_drop_rows` for a DELETE, read through the snapshot's users file: a snapshot whose users file names none of
+    the users `forget` names is not read (a replica's deletion record names them by hash, and every row of every
+    snapshot was decoded and hashed). One that names one, or has no users file (written by an earlier release, or
+    cut by a crash), is rewritten as before and its users file drawn again from what it holds now, so the
+    deleted user's hash is left in neither. Returns the files rewritten."""
+    users_file = snapshot_users_path(path)
+    try:
+        named = set(users_file.read_bytes().decode().split())
+    except (FileNotFoundError, UnicodeDecodeError):  # none (or damaged): the snapshot is read, and it is written again
+        named = None
+    if named is not None and not named & ({*forget.hashes} | {key_hash(k) for k in forget.keys}):
+        return 0
+    users: set[str] = set()
+    rewritten = _drop_rows(path, forget, dropped, users)
+    # not decoded (its bytes cannot name them: no users file, or one a crash left naming them), or nothing kept
+    _write_snapshot_users(path, users or _snapshot_users(path))
+    return rewritten
 
 
 def _audit_params(params: dict[str, Param]):
@@ -149,6 +184,7 @@ class Admin:
         self.retention = JobRetention(self, settings.job_retention_s) if settings.job_retention_s else None
         # before the hooks below: a DELETE replayed from the journal looks its user's audits up in it
         self.audit_members = AuditMembersIndex(self.folder / AUDIT_MEMBERS_INDEX, self.folder / "artifacts", AUDIT_MEMBERS)
+        self._catch_up_old_audits()
         rt.delete_hooks.append(self.forget_jobs)
         rt.population_hooks.append(self.forget_in_population)
         rt.vector_hooks.append(self.forget_vectors_at_exit)
@@ -266,6 +302,8 @@ class Admin:
                 raise bad_request("params.protocol", "the store holds no comparisons to train a population model on "
                                                      "(`file`, the default): store feedback first, or name a built-in protocol")
             path = self.population_folder / f"comparisons-{int(time.time() * 1000)}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_snapshot_users(path, {r.user_id for r in records})  # first: it never misses a user the snapshot holds
             write_jsonl(records, path)
         return path
 
@@ -288,9 +326,15 @@ class Admin:
             temp.unlink(missing_ok=True)
         rewritten += len(leftovers)
         snapshots = sorted(self.population_folder.glob("comparisons-*.jsonl")) if self.population_folder.is_dir() else []
+        # a users file whose snapshot is gone (removed by the retention or by hand, a crash between the two writes)
+        orphans = [p for p in self.population_folder.glob("comparisons-*.jsonl.users")
+                   if not p.with_name(p.name.removesuffix(".users")).exists()] if self.population_folder.is_dir() else []
+        for orphan in orphans:
+            orphan.unlink(missing_ok=True)
+        rewritten += len(orphans)
         folders = self._weights_folders()
         dropped: list[str] = []
-        drop_rows = lambda path, forget: _drop_rows(path, forget, dropped)  # noqa: E731
+        drop_rows = lambda path, forget: _forget_in_snapshot(path, forget, dropped)  # noqa: E731
         for path, drop in [*((p, drop_rows) for p in snapshots), *((f, self._drop_weights) for f in folders)]:
             try:
                 rewritten += drop(path, forget)
@@ -411,10 +455,14 @@ class Admin:
             hashed = {group: sorted(key_hash(u) for u in users) for group, users in members.items()}
             self._prune_audit(job.id, hashed, write=True)
 
-    def _prune_audit(self, job_id: str, members: dict[str, list[str]], write: bool = False) -> None:
+    def _prune_audit(self, job_id: str, members: dict[str, list[str]], write: bool = False,
+                     withheld: frozenset[str] = frozenset()) -> list[str]:
         """Keep AUDIT_MEMBERS `members` for the audit job, and take from its report (result.json, and the
-        output it was read from) the groups that no member is left in: their names are what those users
-        sent (an attribute's value) and their figures were drawn from those users alone. With `write` (the
+        output it was read from) the groups that no member is left in (their names are what those users
+        sent, an attribute's value, and their figures were drawn from those users alone) and the groups
+        `withheld` (a deleted user was in them with others: their figures hold that user's comparisons), with
+        the report's overall figures (`without_groups`); the members file keeps the groups left. Returns the
+        hashes it keeps. With `write` (the
         audit's first members file), `members` go into the audit members index first, on disk before the file
         is: a crash between the two leaves an index naming the audit, never a file the index misses. Without
         (a DELETE took users out of `members`), the file is rewritten, and the DELETE then takes those users out
@@ -422,8 +470,8 @@ class Admin:
         path = self.runner.store.path(job_id, "result.json")
         report = decode_report(path.read_bytes())
         groups = {g.group for g in report.groups}
-        gone = {group for group in groups if not members.get(group)}
-        kept = {group: users for group, users in members.items() if users and group in groups}
+        gone = {group for group in groups if not members.get(group) or group in withheld}
+        kept = {group: users for group, users in members.items() if users and group in groups - gone}
         if write:
             self.audit_members.add(job_id, [h for users in members.values() for h in users])
         write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
@@ -436,6 +484,62 @@ class Admin:
             job = self.runner.get(job_id)
             if job is not None and job.state == "succeeded":
                 self.runner.store.put(msgspec.structs.replace(job, metrics=result_metrics(msgspec.json.decode(data))))
+        return [h for users in kept.values() for h in users]
+
+    def _catch_up_old_audits(self) -> None:
+        """At the start, the audits an earlier release stored are made what a DELETE can take its user out of:
+        - a succeeded audit of the service's store without a members file (releases before data34 wrote none) gets
+          one, its groups' users as the store holds them now (as a job's check draws them, `keep_audit_members`):
+          a group none of whose users is stored any more (all deleted by that release) leaves its report now;
+        - once per index (`AuditMembersIndex.old_deletes_checked`), every members file loses the users the store
+          holds no comparison of any more: a release from data34 to live37 left a user deleted from a group that
+          kept others in it (their `key_hash`), and their index entries go with them.
+        A user deleted by an earlier release who has since come back is kept (theirs again). The feedback log is
+        moved into the table first (a user whose rows wait there is stored). Reads the store once per audited
+        `group_by` and tenant, only when there is such an audit; a store that cannot be read is logged, and the
+        check is made again at the next start."""
+        from pluralign.fairness.store_source import group_members_from_store
+
+        checked = self.audit_members.old_deletes_checked()
+        todo = []
+        for job in self.runner.list(kind="audit", limit=2**62):
+            group_by, tenant = job.params.get("group_by"), job.params.get("tenant")
+            if job.state != "succeeded" or not isinstance(job.params.get("store"), str) or not isinstance(group_by, str):
+                continue
+            members = self.folder / "artifacts" / job.id / AUDIT_MEMBERS
+            if not members.is_file() and self.runner.store.path(job.id, "result.json").is_file():
+                todo.append((job, group_by, tenant if isinstance(tenant, str) else None, None))
+            elif not checked and members.is_file():
+                todo.append((job, group_by, tenant if isinstance(tenant, str) else None, members))
+        if todo:
+            stored: dict[tuple[str, str | None], dict[str, list[str]]] = {}  # (group_by, tenant) -> group -> hashes now
+            try:
+                self.rt.ingest.flush()
+                with self.rt.population_lock:
+                    for job, group_by, tenant, path in todo:
+                        if (group_by, tenant) not in stored:
+                            now = group_members_from_store(self.rt.settings.lancedb_uri, group_by, tenant, self.rt.settings.storage_options)
+                            stored[group_by, tenant] = {group: sorted(key_hash(u) for u in users) for group, users in now.items()}
+                        if path is None:
+                            self._prune_audit(job.id, stored[group_by, tenant], write=True)
+                            continue
+                        try:
+                            members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
+                        except (OSError, msgspec.DecodeError) as exc:  # as every DELETE naming it says (ForgetIncomplete)
+                            log.error("the members file %s cannot be read (%s): users an earlier release deleted may stay in it", path, exc)
+                            continue
+                        held = {h for users in stored[group_by, tenant].values() for h in users}
+                        pruned = {group: [h for h in users if h in held] for group, users in members.items()}
+                        if pruned != members:  # as a DELETE does (`_forget_in_audits`)
+                            withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
+                            kept = self._prune_audit(job.id, pruned, withheld=withheld)
+                            self.audit_members.drop(job.id, [h for users in members.values() for h in users if h not in kept], kept)
+            except Exception as exc:  # a store that cannot be read (any engine's error): the service still starts
+                log.error("the audits an earlier release stored could not be checked for deleted users (%s): "
+                          "checked again at the next start", exc)
+                return
+        if not checked:
+            self.audit_members.note_old_deletes_checked()
 
     def _forget_in_audits(self, forget: Forget) -> None:
         """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the
@@ -453,11 +557,14 @@ class Admin:
             gone = {h for h in hashes if h in theirs.hashes} | {key_hash(k) for k in theirs.keys}
             members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
             pruned = {group: [h for h in users if h not in gone] for group, users in members.items()}
-            if pruned != members:
-                self._prune_audit(job.id, pruned)
+            kept = [h for users in pruned.values() for h in users]
+            if pruned != members:  # the groups they were in leave the report, with the users left in them
+                withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
+                left = set(self._prune_audit(job.id, pruned, withheld=withheld))
+                gone, kept = gone | {h for h in kept if h not in left}, sorted(left)
             # the file holds none of them now (rewritten here, or by this DELETE stopped before the index followed:
             # the journal's replay), so their entries of the audit go, but for keys a user still in it shares
-            self.audit_members.drop(job.id, gone, [h for users in pruned.values() for h in users])
+            self.audit_members.drop(job.id, gone, kept)
 
     def keep_snapshot_users(self, job: Job) -> None:
         """A succeeded PAL or EM job trained on a population snapshot (`on_succeed`): its artifact

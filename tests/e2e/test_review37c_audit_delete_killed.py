@@ -62,10 +62,10 @@ def test_a_serve_killed_between_the_members_file_and_the_index_leaves_nothing_of
     proc = ServeProcess(data, tiny_generator_dir, tiny_pal_dir, code=STOP_BEFORE_THE_INDEX, STOPPED_AT=str(stopped_at), **env)
     try:
         with httpx.Client(base_url=proc.url, headers=tenant, timeout=120) as client:
-            for user in USERS:
+            for user in USERS:  # a group each: a group a deleted user was in is withheld whole (privacy40)
                 for i in range(2):
                     r = client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Drink {i}?", "chosen": f"Tea {i}.",
-                                                          "rejected": f"Coffee {i}.", "attributes": {"segment": "s1"}})
+                                                          "rejected": f"Coffee {i}.", "attributes": {"segment": f"s-{user}"}})
                     assert r.status_code == 201, r.text
             audit = client.get("/admin/audits/fairness", headers=admin,
                                params={"group_by": "segment", "tenant": "acme", "min_comparisons": 1, "wait": 120})

@@ -73,8 +73,10 @@ def test_audit_reports_the_known_minority_gap_and_personalization_closing_it():
 
 
 def test_a_report_without_some_groups_ranks_the_groups_left_by_their_own_accuracy():
-    """`without_groups` (groups only deleted users were in): worst group, its accuracy and the gap are
-    the minimum and the spread of the groups left; a flagged group is reported but not ranked."""
+    """`without_groups` (groups a deleted user was in): worst group, its accuracy and the gap are
+    the minimum and the spread of the groups left; a flagged group is reported but not ranked. The group
+    taken out is counted as withheld, its users and comparisons leave the counts, and the overall figures
+    (over its comparisons too) are withheld with it."""
     def group(name, personalized, base, flagged=False):
         return GroupMetrics(group=name, users=5, comparisons=50, personalized_accuracy=personalized, base_accuracy=base,
                             personalized_ece=None, base_ece=None, too_few_comparisons=flagged)
@@ -86,6 +88,8 @@ def test_a_report_without_some_groups_ranks_the_groups_left_by_their_own_accurac
     assert [g.group for g in left.groups] == ["a", "b", "c", "d"]
     assert (left.worst_group, left.worst_group_accuracy, left.gap) == ("b", 0.6, pytest.approx(0.3))
     assert (left.base_worst_group, left.base_worst_group_accuracy, left.base_gap) == ("c", 0.5, pytest.approx(0.3))
+    assert (left.withheld_groups, left.users, left.comparisons, left.overall) == (1, 15, 150, None)
+    assert without_groups(report, {"not a group"}) == report  # nothing taken out: the overall figures stay
 
 
 def test_small_groups_are_flagged_and_suppressed_below_the_minimum_size():
