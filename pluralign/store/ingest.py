@@ -295,8 +295,8 @@ class Ingestor:
     def _left_out(self, entries: list[Entry], conflict: PrefIdConflict) -> list[Entry]:
         """`entries` without the one holding the row `conflict` names (its index in their rows), which is done
         here, unstored: a row under a `pref_id` the user's rows hold with other content (the routes refuse
-        one, a 409, its check and log append under the tenant's import lock; imports sent to two replicas at once
-        can both pass it). Runs under `_move`."""
+        one, a 409, its check and log append under the tenant's import lock, and with replicas the id's claim on the
+        store, `pluralign.store.claims`; imports sent to two replicas of a store without claims can both pass it). Runs under `_move`."""
         offsets = np.cumsum([len(e.rows) for e in entries])
         bad = entries[int(np.searchsorted(offsets, conflict.index, side="right"))]
         log.error("a feedback request of %d row(s) was left out: %s", len(bad.rows), conflict)

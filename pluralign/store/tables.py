@@ -32,6 +32,7 @@ from lancedb.index import Bitmap, BTree
 from pluralign.data.record import Base, TrlRow, time_problem
 from pluralign.data.text import answer_key
 from pluralign.store import deletions, lease
+from pluralign.store.claims import claims_for
 from pluralign.store.deletions import Deletion
 from pluralign.store.failures import (
     OLD_VERSIONS,
@@ -331,6 +332,9 @@ class Store:
         self.deletions = self._open(deletions.TABLE, deletions.deletion_schema(), deletions.TABLE in existing)
         self._new_deletions = 0
         # several processes on the store: their maintenance takes turns (`pluralign.store.lease`)
+        # several processes on the store: each id an import carries is claimed there before its 201
+        # (`pluralign.store.claims`); alone, the service's import lock orders the check and the append
+        self.claims = None if sync_seconds is None else claims_for(uri, storage_options)
         self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing), ttl_s=lease_ttl_s, db=self.db,
                                                                  where=uri, secrets=self._secrets, problems=self.problems)
         # the purges a stopped delete left to do: with replicas, beside the lease row; alone, in the same

@@ -24,6 +24,7 @@ from pluralign.data.record import Base
 from pluralign.data.text import shorten
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
+from pluralign.store.claims import claim_of
 from pluralign.store.failures import unavailable
 from pluralign.user import FEATURE_NAMES
 from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
@@ -293,11 +294,48 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
                                                   "stored (a DELETE of the user): nothing was imported; send the import again",
                                                   headers={"Retry-After": "1"}) from None
         if stored:
+            # with replicas: each id the file gave is claimed on the store (another replica's import of it with
+            # other content, acknowledged and not yet moved, is in no table or log this replica reads)
+            claimed = await _claim_ids(rt, tenant, user_id, stored, records, lines, stamped)
             remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
-            await rt.ingest.submit_async(stored)
+            try:
+                await rt.ingest.submit_async(stored)
+            except BaseException:
+                if claimed:
+                    await sync_to_thread(rt.store.claims.release, tenant, user_id, claimed)
+                raise
     if stored:
         rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
     return Imported(user=user_id, stored=[s.pref_id for s in stored], already_stored=held)
+
+
+async def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, records: list, lines: list[int],
+                     stamped: frozenset[str]) -> list[str]:
+    """Claim on the store (`pluralign.store.claims`, with replicas only) the ids of `rows` (an import's new rows)
+    that its file gave; returns those claimed now. Raises a 409 naming `line N.pref_id` (code `pref_id_conflict`)
+    when another import claimed one with other content (through another replica: it may not have reached the
+    table yet), and a 503 with Retry-After when the claims cannot be written; nothing claimed stays either way."""
+    claims = rt.store.claims
+    given = {r.pref_id for r in records if r.pref_id is not None}
+    wanted = {row.pref_id: claim_of(row, row.pref_id in stamped) for row in rows if row.pref_id in given}
+    if claims is None or not wanted:
+        return []
+    try:
+        made, taken = await sync_to_thread(claims.claim, tenant, user_id, wanted)
+    except Exception as exc:  # an object store down or refusing the keys, a full disk
+        log.error("pref_id claims of an import of tenant %s could not be written: %s", tenant, exc)
+        raise ServiceUnavailableException(detail="the store's claims on this import's pref_ids could not be written: "
+                                          "nothing was imported; send the import again", headers={"Retry-After": "5"}) from None
+    if taken:
+        await sync_to_thread(claims.release, tenant, user_id, made)
+        line = min(lines[i] for i, r in enumerate(records) if r.pref_id in taken)
+        pref_id = next(r.pref_id for r, n in zip(records, lines, strict=True) if n == line)
+        field = f"line {line}.pref_id"
+        problem = (f"{pref_id!r} was imported for this user with other content (through another replica, not yet "
+                   "stored; a pref_id names one preference: give this row a new id, or none)")
+        raise HTTPException(status_code=409, detail=f"`{field}`: {problem}",
+                            extra=[{"key": field, "message": problem, "code": "pref_id_conflict"}])
+    return made
 
 
 async def _finish_unfinished_delete(rt: Runtime, tenant: str, user_id: str) -> None:

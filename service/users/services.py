@@ -931,6 +931,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, fin
     # went (its process killed) and finished or sent again would find none to forget
     cache_error = _forget_vectors(rt, tenant, user_id)
     counts = rt.store.delete_user(tenant, user_id)
+    forget_claims(rt, tenant, user_id, started_at)
     # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops
     # before the steps below; once per DELETE (finishing one from the journal, it may be there already)
     if rt.deletion_sweep is not None and (any(counts.values()) or not recorded_since(rt, tenant, user_id, started_at)):
@@ -948,6 +949,14 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, fin
         rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
         rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
     return counts, cache_error
+
+
+def forget_claims(rt: Runtime, tenant: str, user_id: str, before: float) -> None:
+    """The store's claims on the user's pref_ids (`pluralign.store.claims`, with replicas) of rows received
+    before `before` (unix seconds) go with those rows: the ids are free for other content again. Claims of
+    rows sent since stay, as the rows do."""
+    if rt.store.claims is not None:
+        rt.store.claims.forget_user(tenant, user_id, before)
 
 
 def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None = None) -> list[str]:
@@ -1004,6 +1013,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     cache_error = _forget_vectors(rt, tenant, user_id, before)  # while the rows still name the texts
     chats = rt.store.count_interactions(tenant, user_id)
     rows = rt.store.delete_feedback_before(tenant, user_id, before, chats=True)
+    forget_claims(rt, tenant, user_id, before)
     chats -= rt.store.count_interactions(tenant, user_id)
     counts.update(preferences=pending + rows - chats, interactions=chats)
     if (rows or pending) and (record := rt.store.get_user(tenant, user_id)) is not None:
