@@ -585,23 +585,28 @@ class Store:
                     raise StoreError(f"`{name}` of row {i} (pref_id {r.pref_id!r}) {problem}")
         vectors = self._checked_vectors(len(rows), prompt_vec=prompt_vec, chosen_vec=chosen_vec, rejected_vec=rejected_vec)
         first = self._first_of_each(rows)
+        later: dict[tuple[str, str], list[str]] = {}  # held with the same content, received again since
         with self._adding([(r.tenant, r.user_id, r.pref_id) for r in (rows[i] for i in first)]):
-            new = self._not_held(rows, first)
-            if not new:
-                return 0
-            kept = [rows[i] for i in new]
-            columns = {
-                name: [getattr(r, name) for r in kept]
-                for name in ("tenant", "user_id", "pref_id", "prompt", "chosen", "rejected", "tie", "margin", "kind", "source", "created_at",
-                             "received_at")
-            }
-            columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in kept]
-            columns["trl"] = [None if r.trl is None else _TRL_ENCODER.encode(r.trl).decode() for r in kept]
-            for name, array in vectors.items():
-                columns[name] = _vectors(array[new], self.dim)
-            columns["schema_version"] = [SCHEMA_VERSION] * len(kept)
-            self._append("preferences", pa.table(columns, schema=self.schemas["preferences"]))
-            return len(kept)
+            new = self._not_held(rows, first, later)
+            if new:
+                self._append_preferences([rows[i] for i in new], {name: array[new] for name, array in vectors.items()})
+        for (tenant, user_id), ids in later.items():  # a DELETE begun before the copy came keeps the row
+            self.received_again(tenant, user_id, ids)
+        return len(new)
+
+    def _append_preferences(self, kept: list[StoredPreference], vectors: dict[str, np.ndarray]) -> None:
+        """`add_preferences`' commit of its new rows with their vectors (by column name, rows in `kept`'s order)."""
+        columns = {
+            name: [getattr(r, name) for r in kept]
+            for name in ("tenant", "user_id", "pref_id", "prompt", "chosen", "rejected", "tie", "margin", "kind", "source", "created_at",
+                         "received_at")
+        }
+        columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in kept]
+        columns["trl"] = [None if r.trl is None else _TRL_ENCODER.encode(r.trl).decode() for r in kept]
+        for name, array in vectors.items():
+            columns[name] = _vectors(array, self.dim)
+        columns["schema_version"] = [SCHEMA_VERSION] * len(kept)
+        self._append("preferences", pa.table(columns, schema=self.schemas["preferences"]))
 
     def _checked_vectors(self, n: int, **arrays) -> dict[str, np.ndarray]:
         """`arrays` (by column name) as (n, dim) float32 arrays; StoreError naming the column that is not (n, dim)
@@ -620,9 +625,11 @@ class Store:
             vectors[name] = array
         return vectors
 
-    def _not_held(self, rows: list[StoredPreference], first: list[int]) -> list[int]:
+    def _not_held(self, rows: list[StoredPreference], first: list[int], later: dict[tuple[str, str], list[str]]) -> list[int]:
         """Of the positions `first` in `rows`, those whose (tenant, user_id, pref_id) the table does not hold; a
-        PrefIdConflict for one it holds with other content. Run under `_adding` of their keys."""
+        PrefIdConflict for one it holds with other content. The ids of rows held with the same content but
+        received later than the stored one (a copy logged again by an import, `service.users.services.received_again`)
+        go into `later`, by user. Run under `_adding` of their keys."""
         held = self.held_preferences([rows[i] for i in first])
         new = []
         for i in first:
@@ -633,6 +640,8 @@ class Store:
             elif (field := differing_field(stored, r)) is not None:
                 raise PrefIdConflict(f"row {i}: `pref_id` {r.pref_id!r} of user {r.user_id!r} is already stored with another "
                                      f"`{field}` (a pref_id names one preference: send other rows under new ids)", r.pref_id, i, field)
+            elif r.received() > stored.received():
+                later.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
         return new
 
     @staticmethod
@@ -645,6 +654,8 @@ class Store:
             if j != i and (field := differing_field(rows[j], r)) is not None:
                 raise PrefIdConflict(f"rows {j} and {i} share `pref_id` {r.pref_id!r} of user {r.user_id!r} but differ in "
                                      f"`{field}` (a pref_id names one preference)", r.pref_id, i, field)
+            if j != i and r.received() > rows[j].received():  # the latest copy's time: received again since
+                first[(r.tenant, r.user_id, r.pref_id)] = i
         return list(first.values())
 
     @contextlib.contextmanager

@@ -799,12 +799,19 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> N
     received now (`Store.received_again`), as the import's new rows do: a DELETE of the user begun before
     the import and finished later, on any replica, keeps what came after it began (`came_back`,
     `forget_before`), and before this removed rows the import had acknowledged as `already_stored`. Rows
-    held only in this replica's feedback log keep the time they were first received there. Raises
-    HeldRowsGone when some went meanwhile. Run in a thread, under the tenant's import lock."""
-    logged = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows}
+    held in this replica's feedback log, not yet moved, are logged again, received now: a DELETE's record
+    applied here (`service.deletions`) drops the copy received before it began and keeps this one, and the
+    mover keeps the latest time of one row's copies (`Store.add_preferences`). Until session 40 they kept
+    their first time, and that record dropped them. Raises HeldRowsGone when some went from the table
+    meanwhile. Run in a thread, under the tenant's import lock."""
+    wanted = set(held)
+    logged = {r.pref_id: r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows if r.pref_id in wanted}
     in_table = [i for i in dict.fromkeys(held) if i not in logged]
     if in_table and rt.store.received_again(tenant, user_id, in_table) < len(in_table):
         raise HeldRowsGone
+    if logged:
+        now = time.time()
+        rt.ingest.submit([msgspec.structs.replace(row, received_at=now) for row in logged.values()])
 
 
 class EmbeddingsNotForgotten(RuntimeError):
