@@ -34,8 +34,9 @@ def served(client, user: str = USER) -> list[tuple[str, str]]:
     return sorted((r["pref_id"], r["chosen"]) for r in page.json()["data"])
 
 
-def race(a, b) -> None:
-    """One id, two contents, one import through each replica while neither replica moves anything."""
+def race(a, b, then_delete: bool) -> None:
+    """One id, two contents, one import through each replica while neither replica moves anything; `then_delete`:
+    a DELETE of the user afterwards frees the ids (~10 s more: its purge)."""
     with b.runtime.ingest.paused():
         with a.runtime.ingest.paused(), a.client("acme") as ca, b.client("acme") as cb:
             both_answered(ca, cb)
@@ -43,7 +44,7 @@ def race(a, b) -> None:
         # row at the same moment can both commit it (a copy twice; left as it was, not this test's)
         a.runtime.ingest.flush()
     b.runtime.ingest.flush()
-    after_the_move(a, b)
+    after_the_move(a, b, then_delete)
 
 
 def both_answered(ca, cb) -> None:
@@ -60,7 +61,7 @@ def both_answered(ca, cb) -> None:
     assert stamped.status_code == 201, stamped.text
 
 
-def after_the_move(a, b) -> None:
+def after_the_move(a, b, then_delete: bool) -> None:
     with a.client("acme") as ca, b.client("acme") as cb:
         b.runtime.store.refresh("preferences")
         a.runtime.store.refresh("preferences")
@@ -68,6 +69,8 @@ def after_the_move(a, b) -> None:
         # refused, p-3 was not stored, and its id was not kept: it may come with any content now
         third = cb.post(f"/v1/users/{USER}/import", content=row("p-3", "Cocoa."))
         assert third.status_code == 201, third.text
+        if not then_delete:
+            return
         b.runtime.ingest.flush()  # into the table before the DELETE (b's sweep, an hour apart here, drops what b's log holds)
         # a DELETE of the user frees every id: the same id with other content is theirs again
         assert ca.delete(f"/v1/users/{USER}").status_code == 200
@@ -81,7 +84,7 @@ def test_one_id_two_contents_through_two_replicas_on_a_folder(tmp_path, tiny_gen
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=0, deletion_sweep_s=3600)
     with first, second:
-        race(a, b)
+        race(a, b, then_delete=False)  # the DELETE's part on S3 below, and on a folder in the next test
 
 
 @pytest.fixture(scope="module")
@@ -99,4 +102,30 @@ def test_one_id_two_contents_through_two_replicas_on_s3(s3, tmp_path, tiny_gener
     with contextlib.ExitStack() as stack:
         stack.enter_context(first)
         stack.enter_context(second)
-        race(a, b)
+        race(a, b, then_delete=True)
+
+
+def test_a_delete_removes_the_claims_of_rows_received_before_it_began(tmp_path):
+    """The folder's claims (what the DELETE's step `forget_claims` calls): the claims of rows received before the
+    DELETE began go, a later row's stays; a claim its maker left empty (killed before writing it) is no claim."""
+    from pluralign.store import StoredPreference
+    from pluralign.store.claims import FolderClaims, claim_of
+
+    def claim(pref_id: str, chosen: str, received_at: float):
+        row = StoredPreference(tenant="acme", user_id=USER, pref_id=pref_id, prompt="Tea?", chosen=chosen, rejected="No.",
+                               kind="comparison", created_at=1.0, received_at=received_at)
+        return {pref_id: claim_of(row, stamped=False)}
+
+    claims = FolderClaims(tmp_path)
+    assert claims.claim("acme", USER, claim("old", "Yes.", 100.0)) == (["old"], {})
+    assert claims.claim("acme", USER, claim("new", "Yes.", 300.0)) == (["new"], {})
+    assert claims.claim("acme", USER, claim("new", "Yes.", 400.0)) == ([], {})  # the same preference, received again
+    assert list(claims.claim("acme", USER, claim("old", "No!", 400.0))[1]) == ["old"]  # other content: taken
+    assert claims.forget_user("acme", USER, before=200.0) == 1
+    assert claims.claim("acme", USER, claim("old", "No!", 400.0)) == (["old"], {})
+    assert list(claims.claim("acme", USER, claim("new", "No!", 400.0))[1]) == ["new"]
+    empty = next(p for p in (tmp_path / "pref_id_claims").rglob("*") if p.is_file())
+    empty.write_bytes(b"")
+    name = empty.relative_to(tmp_path / "pref_id_claims").as_posix()
+    assert claims._get(name) is None and not empty.exists()
+    assert claims.forget_user("acme", USER) == 1
