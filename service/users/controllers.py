@@ -286,24 +286,25 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
             field = f"line {exc.line}.pref_id"
             raise HTTPException(status_code=409, detail=f"`{field}`: {exc.problem}",
                                 extra=[{"key": field, "message": exc.problem, "code": "pref_id_conflict"}]) from None
-        if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
-            try:
-                await sync_to_thread(services.received_again, rt, tenant, user_id, held)
-            except services.HeldRowsGone:
-                raise ServiceUnavailableException(detail="rows of this import that the user held were deleted while it was "
-                                                  "stored (a DELETE of the user): nothing was imported; send the import again",
-                                                  headers={"Retry-After": "1"}) from None
-        if stored:
-            # with replicas: each id the file gave is claimed on the store (another replica's import of it with
-            # other content, acknowledged and not yet moved, is in no table or log this replica reads)
-            claimed = await _claim_ids(rt, tenant, user_id, stored, records, lines, stamped)
-            remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
-            try:
+        # with replicas: each id the file gave is claimed on the store first (another replica's import of it with
+        # other content, acknowledged and not yet moved, is in no table or log this replica reads); a 409 here
+        # leaves nothing of the import behind
+        claimed = await _claim_ids(rt, tenant, user_id, stored, records, lines, stamped) if stored else []
+        try:
+            if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
+                try:
+                    await sync_to_thread(services.received_again, rt, tenant, user_id, held)
+                except services.HeldRowsGone:
+                    raise ServiceUnavailableException(detail="rows of this import that the user held were deleted while it was "
+                                                      "stored (a DELETE of the user): nothing was imported; send the import again",
+                                                      headers={"Retry-After": "1"}) from None
+            if stored:
+                remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
                 await rt.ingest.submit_async(stored)
-            except BaseException:
-                if claimed:
-                    await sync_to_thread(rt.store.claims.release, tenant, user_id, claimed)
-                raise
+        except Exception:  # refused or failed: not acknowledged (cancelled part way: unsure, the claims stay)
+            if claimed:
+                await sync_to_thread(rt.store.claims.release, tenant, user_id, claimed)
+            raise
     if stored:
         rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
     return Imported(user=user_id, stored=[s.pref_id for s in stored], already_stored=held)
