@@ -295,8 +295,8 @@ class Ingestor:
     def _left_out(self, entries: list[Entry], conflict: PrefIdConflict) -> list[Entry]:
         """`entries` without the one holding the row `conflict` names (its index in their rows), which is done
         here, unstored: a row under a `pref_id` the user's rows hold with other content (the routes refuse
-        one, a 409, its check and log append under the tenant's import lock; imports sent to two replicas at once
-        can both pass it). Runs under `_move`."""
+        one, a 409, its check and log append under the tenant's import lock, and with replicas the id's claim on the
+        store, `pluralign.store.claims`; imports sent to two replicas of a store without claims can both pass it). Runs under `_move`."""
         offsets = np.cumsum([len(e.rows) for e in entries])
         bad = entries[int(np.searchsorted(offsets, conflict.index, side="right"))]
         log.error("a feedback request of %d row(s) was left out: %s", len(bad.rows), conflict)
@@ -309,11 +309,17 @@ class Ingestor:
         client's retry reached the other one, which cannot see this log) has its ids drawn from the key:
         a retry of the same request is held whole, and a request of another number of rows sent with the
         same key (on one replica a 422, nothing of it stored) only partly; storing its other rows mixed the
-        two requests. Runs under `_move`."""
+        two requests. The held rows count as received again (`Store.received_again`): a copy an import logged
+        again (`service.users.services.received_again`) keeps its later time. Runs under `_move`."""
         held = self.store.held_pref_ids([r for e in entries for r in e.rows])
         if not held:
             return entries
         stored, kept, partly = split_stored(entries, held)
+        again: dict[tuple[str, str], list[str]] = {}
+        for r in (r for e in stored for r in e.rows if r.pref_id in held):
+            again.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
+        for (tenant, user_id), ids in again.items():  # received again (a DELETE begun before this copy came keeps them)
+            self.store.received_again(tenant, user_id, ids)
         if partly:
             log.warning("%d feedback requests left out: another replica stored a request of other rows under the "
                         "same Idempotency-Key (each request goes whole or not at all)", partly)

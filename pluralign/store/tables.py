@@ -32,6 +32,7 @@ from lancedb.index import Bitmap, BTree
 from pluralign.data.record import Base, TrlRow, time_problem
 from pluralign.data.text import answer_key
 from pluralign.store import deletions, lease
+from pluralign.store.claims import claims_for
 from pluralign.store.deletions import Deletion
 from pluralign.store.failures import (
     OLD_VERSIONS,
@@ -340,6 +341,9 @@ class Store:
         self.deletions = self._open(deletions.TABLE, deletions.deletion_schema(), deletions.TABLE in existing)
         self._new_deletions = 0
         # several processes on the store: their maintenance takes turns (`pluralign.store.lease`)
+        # several processes on the store: each id an import carries is claimed there before its 201
+        # (`pluralign.store.claims`); alone, the service's import lock orders the check and the append
+        self.claims = None if sync_seconds is None else claims_for(uri, storage_options)
         self.lease = None if sync_seconds is None else Lease(open_lease_table(self.db, lease.TABLE in existing), ttl_s=lease_ttl_s, db=self.db,
                                                                  where=uri, secrets=self._secrets, problems=self.problems)
         # the purges a stopped delete left to do: with replicas, beside the lease row; alone, in the same
@@ -571,11 +575,13 @@ class Store:
 
         A `pref_id` names one preference of its user (tenant, user_id): a row the user's rows already
         hold under its id with the same content (`SAME_ROW_FIELDS`: a replayed import, a retried
-        feedback; `received_at` aside) is not stored again, nor a row repeated within `rows`. Calls
-        adding one id at once are ordered: the second finds the first's row stored. The check looks in
-        the users' cached histories, else reads these ids among their users' rows (`held_preferences`):
-        on a 50,000-row store one new row's add took p50 ~5 ms with the history cached, ~12-18 ms without
-        (was 3-6 ms), a 2,048-row batch of 1,000 users ~0.2-0.3 s (benchmarks/add_known_ids.py, session 39).
+        feedback; `received_at` aside) is not stored again, nor a row repeated within `rows` (of its
+        copies, the latest-received is stored); a held one received since the held row moves that row's
+        `received_at` on (`received_again`, after the append). Calls adding one id at once are ordered:
+        the second finds the first's row stored. The check looks in the users' cached histories, else
+        reads these ids among their users' rows (`held_preferences`): on a 50,000-row store one new
+        row's add took p50 ~5 ms with the history cached, ~12-18 ms without (was 3-6 ms), a 2,048-row
+        batch of 1,000 users ~0.2-0.3 s (benchmarks/add_known_ids.py, session 39).
 
         Raises PrefIdConflict (a StoreError) naming the row, its `pref_id` and the first field that
         differs when a row's id is held (or given twice in `rows`) with other content; StoreError
@@ -591,22 +597,29 @@ class Store:
         vectors = self._checked_vectors(len(rows), prompt_vec=prompt_vec, chosen_vec=chosen_vec, rejected_vec=rejected_vec)
         first = self._first_of_each(rows)
         with self._adding([(r.tenant, r.user_id, r.pref_id) for r in (rows[i] for i in first)]):
-            new, _ = self._held_apart(rows, first)
-            if not new:
-                return 0
-            kept = [rows[i] for i in new]
-            columns = {
-                name: [getattr(r, name) for r in kept]
-                for name in ("tenant", "user_id", "pref_id", "prompt", "chosen", "rejected", "tie", "margin", "kind", "source", "created_at",
-                             "received_at")
-            }
-            columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in kept]
-            columns["trl"] = [None if r.trl is None else _TRL_ENCODER.encode(r.trl).decode() for r in kept]
-            for name, array in vectors.items():
-                columns[name] = _vectors(array[new], self.dim)
-            columns["schema_version"] = [SCHEMA_VERSION] * len(kept)
-            self._append("preferences", pa.table(columns, schema=self.schemas["preferences"]))
-            return len(kept)
+            new, _, since = self._held_apart(rows, first)
+            if new:
+                self._append_preferences([rows[i] for i in new], {name: array[new] for name, array in vectors.items()})
+        later: dict[tuple[str, str], list[str]] = {}  # held with the same content, received again since
+        for i in since:
+            later.setdefault((rows[i].tenant, rows[i].user_id), []).append(rows[i].pref_id)
+        for (tenant, user_id), ids in later.items():  # a DELETE begun before the copy came keeps the row
+            self.received_again(tenant, user_id, ids)
+        return len(new)
+
+    def _append_preferences(self, kept: list[StoredPreference], vectors: dict[str, np.ndarray]) -> None:
+        """`add_preferences`' commit of its new rows with their vectors (by column name, rows in `kept`'s order)."""
+        columns = {
+            name: [getattr(r, name) for r in kept]
+            for name in ("tenant", "user_id", "pref_id", "prompt", "chosen", "rejected", "tie", "margin", "kind", "source", "created_at",
+                         "received_at")
+        }
+        columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in kept]
+        columns["trl"] = [None if r.trl is None else _TRL_ENCODER.encode(r.trl).decode() for r in kept]
+        for name, array in vectors.items():
+            columns[name] = _vectors(array, self.dim)
+        columns["schema_version"] = [SCHEMA_VERSION] * len(kept)
+        self._append("preferences", pa.table(columns, schema=self.schemas["preferences"]))
 
     def _checked_vectors(self, n: int, **arrays) -> dict[str, np.ndarray]:
         """`arrays` (by column name) as (n, dim) float32 arrays; StoreError naming the column that is not (n, dim)
@@ -627,23 +640,27 @@ class Store:
 
     def new_and_held(self, rows: list[StoredPreference], pending: Iterable[StoredPreference] = (),
                      untimed: frozenset[str] = frozenset()) -> tuple[list[int], list[int]]:
-        """(new, held): positions in `rows` of the first row of each (tenant, user_id, pref_id), split into
-        those no row holds yet and those held with the same content (`SAME_ROW_FIELDS`), either `pending`
-        (rows acknowledged and not yet in the table: a feedback log's, looked at first) or in the table
+        """(new, held): positions in `rows` of one row of each (tenant, user_id, pref_id) (the first, or of
+        copies received at different times the latest-received: `_first_of_each`), split into those no row
+        holds yet and those held with the same content (`SAME_ROW_FIELDS`), either `pending` (rows
+        acknowledged and not yet in the table: a feedback log's, looked at first) or in the table
         (`held_preferences`). `untimed`: ids whose `created_at` is not compared. What `add_preferences`
         checks, and an import asks before it logs its rows.
 
         Raises PrefIdConflict for a row whose id a held row, or an earlier row of `rows`, has with other
         content (its `earlier` says which)."""
-        return self._held_apart(rows, self._first_of_each(rows, untimed), pending, untimed)
+        new, held, _ = self._held_apart(rows, self._first_of_each(rows, untimed), pending, untimed)
+        return new, held
 
     def _held_apart(self, rows: list[StoredPreference], first: list[int], pending: Iterable[StoredPreference] = (),
-                    untimed: frozenset[str] = frozenset()) -> tuple[list[int], list[int]]:
-        """`new_and_held` of the positions `first` in `rows`. Run under `_adding` of their keys when adding."""
+                    untimed: frozenset[str] = frozenset()) -> tuple[list[int], list[int], list[int]]:
+        """`new_and_held` of the positions `first` in `rows`, and third the positions of the held ones received
+        later than the row holding them (a copy logged again by an import, `service.users.services.received_again`:
+        `add_preferences` moves the stored row's `received_at` on). Run under `_adding` of their keys when adding."""
         keys = {(rows[i].tenant, rows[i].user_id, rows[i].pref_id) for i in first}
         held = {key: r for r in pending if (key := (r.tenant, r.user_id, r.pref_id)) in keys}
         held.update(self.held_preferences([rows[i] for i in first if (rows[i].tenant, rows[i].user_id, rows[i].pref_id) not in held]))
-        new, same = [], []
+        new, same, since = [], [], []
         for i in first:
             r = rows[i]
             stored = held.get((r.tenant, r.user_id, r.pref_id))
@@ -654,18 +671,24 @@ class Store:
                                      f"`{field}` (a pref_id names one preference: send other rows under new ids)", r.pref_id, i, field)
             else:
                 same.append(i)
-        return new, same
+                if r.received() > stored.received():
+                    since.append(i)
+        return new, same, since
 
     @staticmethod
     def _first_of_each(rows: list[StoredPreference], untimed: frozenset[str] = frozenset()) -> list[int]:
-        """The positions of the first row of each (tenant, user_id, pref_id) in `rows`; a later row under
-        the same key is the same preference (left out) or a PrefIdConflict."""
+        """The positions of one row of each (tenant, user_id, pref_id) in `rows`, in the order of their first:
+        the first, or of copies received at different times the latest-received (the mover keeps the latest
+        time of one row's copies). A later row under the same key is the same preference (left out) or a
+        PrefIdConflict."""
         first: dict[tuple[str, str, str], int] = {}
         for i, r in enumerate(rows):
             j = first.setdefault((r.tenant, r.user_id, r.pref_id), i)
             if j != i and (field := _differs(rows[j], r, untimed)) is not None:
                 raise PrefIdConflict(f"rows {j} and {i} share `pref_id` {r.pref_id!r} of user {r.user_id!r} but differ in "
                                      f"`{field}` (a pref_id names one preference)", r.pref_id, i, field, earlier=j)
+            if j != i and r.received() > rows[j].received():  # the latest copy's time: received again since
+                first[(r.tenant, r.user_id, r.pref_id)] = i
         return list(first.values())
 
     @contextlib.contextmanager

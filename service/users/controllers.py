@@ -24,6 +24,7 @@ from pluralign.data.record import Base
 from pluralign.data.text import shorten
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
+from pluralign.store.claims import claim_of
 from pluralign.store.failures import unavailable
 from pluralign.store.tables import PrefIdConflict
 from pluralign.user import FEATURE_NAMES
@@ -289,21 +290,64 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
             else:
                 problem = (f"{exc.pref_id!r} is already stored for this user with another `{exc.field}` "
                            "(a pref_id names one preference: give this row a new id, or none)")
-            raise HTTPException(status_code=409, detail=f"`{field}`: {problem}",
-                                extra=[{"key": field, "message": problem, "code": "pref_id_conflict"}]) from None
-        if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
-            try:
-                await sync_to_thread(services.received_again, rt, tenant, user_id, held)
-            except services.HeldRowsGone:
-                raise ServiceUnavailableException(detail="rows of this import that the user held were deleted while it was "
-                                                  "stored (a DELETE of the user): nothing was imported; send the import again",
-                                                  headers={"Retry-After": "1"}) from None
-        if stored:
-            remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
-            await rt.ingest.submit_async(stored)
+            raise _pref_id_conflict(field, problem) from None
+        # with replicas: each id the file gave is claimed on the store first (another replica's import of it with
+        # other content, acknowledged and not yet moved, is in no table or log this replica reads); a 409 here
+        # leaves nothing of the import behind
+        claimed = await _claim_ids(rt, tenant, user_id, stored, records, lines, stamped) if stored else []
+        try:
+            if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
+                try:
+                    await sync_to_thread(services.received_again, rt, tenant, user_id, held)
+                except services.HeldRowsGone:
+                    raise ServiceUnavailableException(detail="rows of this import that the user held were deleted while it was "
+                                                      "stored (a DELETE of the user): nothing was imported; send the import again",
+                                                      headers={"Retry-After": "1"}) from None
+            if stored:
+                remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
+                await rt.ingest.submit_async(stored)
+        except Exception:  # refused or failed: not acknowledged (cancelled part way: unsure, the claims stay)
+            if claimed:
+                await sync_to_thread(rt.store.claims.release, tenant, user_id, claimed)
+            raise
     if stored:
         rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
     return Imported(user=user_id, stored=[s.pref_id for s in stored], already_stored=held)
+
+
+async def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, records: list, lines: list[int],
+                     stamped: frozenset[str]) -> list[str]:
+    """Claim on the store (`pluralign.store.claims`, with replicas only) the ids of `rows` (an import's new rows)
+    that its file gave; returns those claimed now. Raises a 409 naming `line N.pref_id` (code `pref_id_conflict`)
+    when another import claimed one with other content (through another replica: it may not have reached the
+    table yet), and a 503 with Retry-After when the claims cannot be written; nothing claimed stays either way."""
+    claims = rt.store.claims
+    given = {r.pref_id for r in records if r.pref_id is not None}
+    wanted = {row.pref_id: claim_of(row, row.pref_id in stamped) for row in rows if row.pref_id in given}
+    if claims is None or not wanted:
+        return []
+    try:
+        made, taken = await sync_to_thread(claims.claim, tenant, user_id, wanted)
+    except Exception as exc:  # an object store down or refusing the keys, a full disk
+        log.error("pref_id claims of an import of tenant %s could not be written: %s", tenant, exc)
+        raise ServiceUnavailableException(detail="the store's claims on this import's pref_ids could not be written: "
+                                          "nothing was imported; send the import again", headers={"Retry-After": "5"}) from None
+    if taken:
+        await sync_to_thread(claims.release, tenant, user_id, made)
+        line = min(lines[i] for i, r in enumerate(records) if r.pref_id in taken)
+        pref_id = next(r.pref_id for r, n in zip(records, lines, strict=True) if n == line)
+        field = f"line {line}.pref_id"
+        problem = (f"{pref_id!r} was imported for this user with other content (through another replica, not yet "
+                   "stored; a pref_id names one preference: give this row a new id, or none)")
+        raise _pref_id_conflict(field, problem)
+    return made
+
+
+def _pref_id_conflict(field: str, problem: str) -> HTTPException:
+    """The 409 of an import's row under a `pref_id` held (or claimed, or given by an earlier line) with other
+    content: `field` names it (`line N.pref_id`), `problem` says why, code `pref_id_conflict`."""
+    return HTTPException(status_code=409, detail=f"`{field}`: {problem}",
+                         extra=[{"key": field, "message": problem, "code": "pref_id_conflict"}])
 
 
 async def _finish_unfinished_delete(rt: Runtime, tenant: str, user_id: str) -> None:

@@ -766,12 +766,19 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> N
     received now (`Store.received_again`), as the import's new rows do: a DELETE of the user begun before
     the import and finished later, on any replica, keeps what came after it began (`came_back`,
     `forget_before`), and before this removed rows the import had acknowledged as `already_stored`. Rows
-    held only in this replica's feedback log keep the time they were first received there. Raises
-    HeldRowsGone when some went meanwhile. Run in a thread, under the tenant's import lock."""
-    logged = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows}
+    held in this replica's feedback log, not yet moved, are logged again, received now: a DELETE's record
+    applied here (`service.deletions`) drops the copy received before it began and keeps this one, and the
+    mover keeps the latest time of one row's copies (`Store.add_preferences`). Until session 40 they kept
+    their first time, and that record dropped them. Raises HeldRowsGone when some went from the table
+    meanwhile. Run in a thread, under the tenant's import lock."""
+    wanted = set(held)
+    logged = {r.pref_id: r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows if r.pref_id in wanted}
     in_table = [i for i in dict.fromkeys(held) if i not in logged]
     if in_table and rt.store.received_again(tenant, user_id, in_table) < len(in_table):
         raise HeldRowsGone
+    if logged:
+        now = time.time()
+        rt.ingest.submit([msgspec.structs.replace(row, received_at=now) for row in logged.values()])
 
 
 class EmbeddingsNotForgotten(RuntimeError):
@@ -898,6 +905,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, fin
     # went (its process killed) and finished or sent again would find none to forget
     cache_error = _forget_vectors(rt, tenant, user_id)
     counts = rt.store.delete_user(tenant, user_id)
+    forget_claims(rt, tenant, user_id, started_at)
     # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops
     # before the steps below; once per DELETE (finishing one from the journal, it may be there already)
     if rt.deletion_sweep is not None and (any(counts.values()) or not recorded_since(rt, tenant, user_id, started_at)):
@@ -915,6 +923,14 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, fin
         rt.note_deleted(tenant, user_id)  # a chat of theirs still generating stores nothing (chat.services.remember)
         rt.forget_pooled(tenant)  # the tenant's pooled prior was estimated from them too: estimated again without them
     return counts, cache_error
+
+
+def forget_claims(rt: Runtime, tenant: str, user_id: str, before: float) -> None:
+    """The store's claims on the user's pref_ids (`pluralign.store.claims`, with replicas) of rows received
+    before `before` (unix seconds) go with those rows: the ids are free for other content again. Claims of
+    rows sent since stay, as the rows do."""
+    if rt.store.claims is not None:
+        rt.store.claims.forget_user(tenant, user_id, before)
 
 
 def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None = None) -> list[str]:
@@ -971,6 +987,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     cache_error = _forget_vectors(rt, tenant, user_id, before)  # while the rows still name the texts
     chats = rt.store.count_interactions(tenant, user_id)
     rows = rt.store.delete_feedback_before(tenant, user_id, before, chats=True)
+    forget_claims(rt, tenant, user_id, before)
     chats -= rt.store.count_interactions(tenant, user_id)
     counts.update(preferences=pending + rows - chats, interactions=chats)
     if (rows or pending) and (record := rt.store.get_user(tenant, user_id)) is not None:
