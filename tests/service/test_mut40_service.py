@@ -1,0 +1,52 @@
+"""Over real HTTP: what survived mutation testing of the service (sessions 39 and 40)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from service.users.journal import JOURNAL_FOLDER
+from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
+from tests.service.test_delete_journal import wait_until
+from tests.service.test_delete_stopped import Stopped
+from tests.service.tiny import start_service
+
+
+def test_another_tenants_chat_of_the_same_user_id_does_not_keep_a_stopped_delete_from_finishing(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """acme's DELETE of GONE stops (a kill) before the rows left the store; then globex's user of the same
+    id chats. The next start finishes acme's DELETE from the journal: GONE of acme sent nothing since, so
+    everything of theirs goes, their stated preferences and users row included. Were globex's chat taken
+    for acme's user coming back (the store's interactions read without the tenant), only acme's rows
+    from before would go and the users row, with what they stated, would stay."""
+    from service.users import services
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    with server, svc.client("acme") as acme, svc.client("globex") as globex:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        r = acme.patch(f"/v1/users/{GONE}/stated-preferences", json={"preferences": {"length": "less"}})
+        assert r.status_code == 200, r.text
+        assert acme.get(f"/v1/users/{GONE}").status_code == 200
+
+        def killed(tenant, user):
+            raise Stopped
+
+        monkeypatch.setattr(svc.runtime.store, "delete_user", killed)
+        with pytest.raises(Stopped):
+            services.delete(svc.runtime, "acme", GONE)
+        monkeypatch.undo()
+        monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+        assert acme.get(f"/v1/users/{GONE}").status_code == 200  # stopped before the rows went
+        r = globex.post("/v1/chat/completions", json={"model": "pluralign", "user": GONE, "messages": [
+            {"role": "user", "content": "Hello?"}], "pluralign": {"candidates": 1, "shots": 0, "styles": False}})
+        assert r.status_code == 200, r.text
+
+    again, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with again, svc.client("acme") as acme:
+        assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir())), list((data / JOURNAL_FOLDER).iterdir())
+        assert acme.get(f"/v1/users/{GONE}").status_code == 404
+        assert acme.get(f"/v1/users/{GONE}/stated-preferences").json()["preferences"] == {}
+        assert acme.get(f"/v1/users/{GONE}/preferences").status_code == 404
+        assert svc.runtime.store.count_interactions("globex", GONE) == 1  # globex's user keeps their chat
