@@ -50,3 +50,20 @@ def test_another_tenants_chat_of_the_same_user_id_does_not_keep_a_stopped_delete
         assert acme.get(f"/v1/users/{GONE}/stated-preferences").json()["preferences"] == {}
         assert acme.get(f"/v1/users/{GONE}/preferences").status_code == 404
         assert svc.runtime.store.count_interactions("globex", GONE) == 1  # globex's user keeps their chat
+
+
+def test_a_429_answered_as_its_window_ends_still_says_retry_after_at_least_1(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Litestar reads the clock when the request is counted and again when the 429's headers are made: a
+    window that ends between the two makes its RateLimit-Reset 0. A client honouring Retry-After must
+    still be told to wait (at least 1 s), never 0 (sent again at once: another 429, a busy loop). The
+    rate limiter's clock is made to advance 0.13 s at each reading, so such 429s come in a few requests."""
+    import litestar.middleware.rate_limit as rate_limit
+
+    readings = iter(1_000_000.0 + 0.13 * i for i in range(10_000))
+    monkeypatch.setattr(rate_limit, "time", lambda: next(readings))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, tenant_requests_per_second=2)
+    with server, svc.client() as c:
+        answers = [c.get("/v1/users/nobody/preferences") for _ in range(30)]
+    refused = [(a.headers["RateLimit-Reset"], a.headers["Retry-After"]) for a in answers if a.status_code == 429]
+    assert ("0", "1") in refused, refused  # the window ended while the 429 was made
+    assert all(int(after) >= 1 for _, after in refused), refused
