@@ -9,7 +9,7 @@ from service.users.journal import JOURNAL_FOLDER
 from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
 from tests.service.test_delete_journal import wait_until
 from tests.service.test_delete_stopped import Stopped
-from tests.service.tiny import start_service
+from tests.service.tiny import fixed_answers, fixed_service, start_service
 
 
 def test_another_tenants_chat_of_the_same_user_id_does_not_keep_a_stopped_delete_from_finishing(
@@ -67,3 +67,38 @@ def test_a_429_answered_as_its_window_ends_still_says_retry_after_at_least_1(tmp
     refused = [(a.headers["RateLimit-Reset"], a.headers["Retry-After"]) for a in answers if a.status_code == 429]
     assert ("0", "1") in refused, refused  # the window ended while the 429 was made
     assert all(int(after) >= 1 for _, after in refused), refused
+
+
+CHOICES = ["Rest.", "Sleep at regular hours and keep the room dark.",
+           "Consider the following, at some length: sleep at regular hours, keep the room dark and cool, avoid screens "
+           "late at night, and take a short walk every afternoon so that you are tired by evening.",
+           "- sleep at regular hours\n- keep the room dark\n- avoid screens late\n- walk every afternoon"]
+
+
+def test_compare_and_the_next_comparison_read_what_a_new_user_stated(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A new user's `pluralign.compare` (the pair of returned choices worth asking about, and its bits) is
+    drawn from their prior with what they stated (PATCH stated-preferences): for a user who stated
+    `length` less and `list_items` less, it is what POST .../next-comparison finds over a pool of the same
+    choices for them, and not what it is for a user who stated nothing (their stated directions move the
+    prior's mean and narrow it: a pair set apart by length alone tells less)."""
+    prompt = "How do I sleep better?"
+    with fixed_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, fixed_answers(CHOICES)) as svc, svc.client() as c:
+        r = c.patch("/v1/users/terse/stated-preferences", json={"preferences": {"length": "less", "list_items": "less"}})
+        assert r.status_code == 200, r.text
+        seen = {}
+        for user in ("plain", "terse"):
+            r = c.post("/v1/chat/completions", json={"model": "pluralign", "user": user, "n": 4, "pluralign": {"candidates": 4, "styles": False},
+                                                     "messages": [{"role": "user", "content": prompt}]})
+            assert r.status_code == 200, r.text
+            out = r.json()
+            texts = [ch["message"]["content"] for ch in out["choices"]]
+            assert sorted(texts) == sorted(CHOICES), texts
+            asked = c.post(f"/v1/users/{user}/next-comparison", json={"pool": [{"prompt": prompt, "answers": texts}]})
+            assert asked.status_code == 200, asked.text
+            best = asked.json()
+            compare = out["pluralign"]["compare"]
+            assert compare is not None, out["pluralign"]
+            assert {texts[compare[0]], texts[compare[1]]} == set(best["answers"]), (user, compare, best)
+            assert out["pluralign"]["compare_bits"] == pytest.approx(best["bits"], abs=2e-3), (user, out["pluralign"], best)
+            seen[user] = (frozenset(best["answers"]), best["bits"])
+    assert seen["terse"] != seen["plain"] and abs(seen["terse"][1] - seen["plain"][1]) > 0.01, seen
