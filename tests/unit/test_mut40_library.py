@@ -1,0 +1,43 @@
+"""The library as its users call it: what survived mutation testing (session 40)."""
+
+from __future__ import annotations
+
+import re
+
+from pluralign.data.record import Preference
+from pluralign.policy.fspo import query_episodes, training_episodes
+
+
+def comparisons(user: str, n: int, ties: int = 0) -> list[Preference]:
+    strict = [Preference(user_id=user, prompt=f"{user} question {i}?", chosen=f"{user} liked {i}", rejected=f"{user} disliked {i}")
+              for i in range(n)]
+    return strict + [Preference(user_id=user, prompt=f"{user} tie {i}?", chosen=f"{user} either {i}a", rejected=f"{user} either {i}b", tie=True)
+                     for i in range(ties)]
+
+
+def shown(episode) -> list[tuple[str, str, str]]:
+    """(question, preferred, dispreferred) of each example in the system message the policy reads, in order."""
+    system = episode.messages()[0]
+    assert system["role"] == "system"
+    return re.findall(r"Example \d+\nQuestion: (.*)\nPreferred: (.*)\nDispreferred: (.*)", system["content"])
+
+
+def test_an_fspo_context_shows_each_shot_chosen_as_preferred_in_the_users_order():
+    """`query_episodes` (unseen users' evaluation): the first `shots` support comparisons, in order, each
+    with its chosen answer as Preferred and its rejected one as Dispreferred; a tie is never held out.
+    `training_episodes`: every example and held-out comparison is one of the user's strict comparisons,
+    its chosen answer Preferred."""
+    support = {"ann": comparisons("ann", 4)}
+    query = {"ann": [*comparisons("ann", 0, ties=1), Preference(user_id="ann", prompt="held?", chosen="yes", rejected="no")]}
+    (episode,) = query_episodes(support, query, shots=2)
+    assert shown(episode) == [("ann question 0?", "ann liked 0", "ann disliked 0"), ("ann question 1?", "ann liked 1", "ann disliked 1")]
+    assert (episode.question, episode.chosen, episode.rejected) == ("held?", "yes", "no")
+
+    users = {u: comparisons(u, 3, ties=3) for u in ("bob", "cy")}
+    strict = {(p.prompt, p.chosen, p.rejected) for ps in users.values() for p in ps if not p.tie}
+    episodes = training_episodes(users, shots=2, count=40, seed=1)
+    assert len(episodes) == 40
+    for e in episodes:
+        examples = shown(e)
+        assert len(examples) == 2 and set(examples) <= strict, examples
+        assert (e.question, e.chosen, e.rejected) in strict
