@@ -41,3 +41,20 @@ def test_an_fspo_context_shows_each_shot_chosen_as_preferred_in_the_users_order(
         examples = shown(e)
         assert len(examples) == 2 and set(examples) <= strict, examples
         assert (e.question, e.chosen, e.rejected) in strict
+
+
+def test_a_conversation_turn_without_a_role_is_read_as_the_users(tmp_path):
+    """TRL's conversational form with a prompt of several turns: each is read as `role: content`, a turn
+    without a role (or a null one) as the user's, as `messages_to_text` documents. The text is what the
+    models read and what the service shows of the comparison."""
+    import json
+
+    from pluralign.data.io import read_preferences
+
+    row = {"user_id": "u1", "prompt": [{"content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": None, "content": "Tea?"}],
+           "chosen": [{"role": "assistant", "content": "Yes."}], "rejected": [{"role": "assistant", "content": "No."}]}
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (record,), _ = read_preferences(path)
+    assert record.prompt == "user: Hi\nassistant: Hello.\nuser: Tea?"
+    assert (record.chosen, record.rejected) == ("Yes.", "No.")
