@@ -33,3 +33,17 @@ def test_two_chunks_of_the_same_rows_at_different_places_are_both_stored(small_b
     assert json.loads(result.stdout.strip().splitlines()[-1])["stored"] == 4
     with small_body_svc.client("acme") as acme:
         assert acme.get("/v1/users/rex").json()["counts"]["preferences"] == 4
+
+
+@pytest.mark.slow  # a CLI process on the module's service
+def test_a_refused_import_counts_the_users_stored_before_it_once_each(small_body_svc, tmp_path):
+    """The error for a refused row says what was stored before it: a user whose rows went in two chunks
+    (halved after a 413) is one user, not one per chunk."""
+    answer = "A long and careful answer. " * 240  # ~6.5 KB: 4 rows are over the 20 KB limit, 2 are not
+    rows = [{"user_id": "ray", "prompt": f"Question {i}?", "chosen": f"{i}: {answer}", "rejected": "No."} for i in range(4)]
+    rows.append({"user_id": "uma", "prompt": "Q?", "chosen": "Yes.", "rejected": "No.", "source": "s" * 200})  # over max_source_chars
+    path = tmp_path / "two.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = _import(small_body_svc, path)
+    assert result.returncode == 2, result.stderr[-1500:]
+    assert "4 rows of 1 user were stored before it" in result.stderr, result.stderr[-1500:]
