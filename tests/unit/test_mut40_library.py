@@ -58,3 +58,20 @@ def test_a_conversation_turn_without_a_role_is_read_as_the_users(tmp_path):
     (record,), _ = read_preferences(path)
     assert record.prompt == "user: Hi\nassistant: Hello.\nuser: Tea?"
     assert (record.chosen, record.rejected) == ("Yes.", "No.")
+
+
+def test_an_implicit_prompt_whose_chosen_answer_is_a_prefix_of_the_rejected_one_leaves_each_answer_a_character(tmp_path):
+    """TRL's implicit-prompt form (`chosen` and `rejected` whole, no `prompt`): when one is a prefix of the
+    other, the last common character is left to the answers (as `trl.data_utils.extract_prompt` does), so
+    neither answer is empty and the row reads, the file's form kept for its export."""
+    import json
+
+    from pluralign.data.io import preference_row, read_preferences
+
+    row = {"user_id": "u1", "chosen": "The answer is yes", "rejected": "The answer is yes, surely"}
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (record,), _ = read_preferences(path)
+    assert (record.prompt, record.chosen, record.rejected) == ("The answer is ye", "s", "s, surely")
+    assert {k: preference_row(record)[k] for k in ("chosen", "rejected")} == {"chosen": row["chosen"], "rejected": row["rejected"]}
+    assert "prompt" not in preference_row(record)
