@@ -155,6 +155,10 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         recent = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "since": half, "min_comparisons": 1}).json()
         assert 0 < recent["comparisons"] < len(records)
         assert recent["previous_created_at"] == report["created_at"] and recent["gap_change"] is not None
+        # each change is its own figure's: personalized against personalized, base against base
+        assert recent["gap_change"] == pytest.approx(recent["gap"] - report["gap"])
+        assert recent["base_gap_change"] == pytest.approx(recent["base_gap"] - report["base_gap"])
+        assert recent["worst_group_accuracy_change"] == pytest.approx(recent["worst_group_accuracy"] - report["worst_group_accuracy"])
 
         page = admin.get("/admin/dashboard")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
