@@ -507,11 +507,25 @@ def json_body_in_utf8(content_type: tuple[str, dict[str, str]], body: bytes) -> 
                                                      f"(RFC 8259; UTF-16 and UTF-32 are read too): send it as UTF-8, "
                                                      f"with charset=utf-8 or none", JSON)
     try:
-        text = body.decode(codec)
+        text = body.decode(_byte_order(codec, body))
     except UnicodeDecodeError as exc:
         raise bad_request("body", f"is not valid {shown.upper()}, the charset its Content-Type declares "
                                   f"({exc.reason} at byte {exc.start})", code="invalid_json") from None
     return text.removeprefix("\ufeff").encode()
+
+
+def _byte_order(codec: str, body: bytes) -> str:
+    """The codec to read `body` with, declared `codec` (one of OTHER_UNICODE_CHARSETS). A `utf-16` or `utf-32`
+    body without a BOM is read in the order its first character's zero bytes show (JSON's first character is
+    ASCII: RFC 4627 section 3), else big-endian (RFC 2781 4.3); Python's codec would read it in the machine's
+    order (little-endian), a big-endian body then a 400 for a body labelled rightly."""
+    width = {"utf-16": 2, "utf-32": 4}.get(codec)
+    if width is None or body.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE) if width == 4 else
+                                        (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return codec
+    first = body[:width]
+    little = len(first) == width and first[0] != 0 and not any(first[1:])
+    return f"{codec}-{'le' if little else 'be'}"
 
 
 async def read_json_body(request: Request) -> bytes:

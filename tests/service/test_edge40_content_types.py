@@ -132,3 +132,17 @@ def test_the_embeddings_server_takes_json_bodies_as_the_api_service_does(embeddi
                               ("application/x-www-form-urlencoded", valid.encode()), (None, valid.encode())]:
         r = httpx.post(url, content=raw, headers={"Content-Type": content_type} if content_type else {})
         assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 3, (content_type, r.text)
+
+
+@pytest.mark.parametrize("charset,codec", [("utf-16", "utf-16-be"), ("utf-16", "utf-16-le"), ("utf-32", "utf-32-be"), ("utf-32", "utf-32-le")])
+def test_a_utf_16_or_32_body_without_a_byte_order_mark_is_read_in_the_order_its_bytes_show(svc, charset, codec):
+    """Review 40: `charset=utf-16` (or `utf-32`) without a BOM was read in Python's native order (little-endian):
+    a big-endian body, the order RFC 2781 4.3 takes when there is no BOM, was a 400 'not valid JSON' (UTF-16) or
+    'not valid UTF-32' for a body labelled rightly. JSON's first character is ASCII, so its zero bytes show the
+    order (RFC 4627 section 3): both orders are read."""
+    user = f"nobom-{codec}"
+    body = json.dumps({**FEEDBACK, "user": user}, ensure_ascii=False).encode(codec)
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=body, headers={"Content-Type": f"application/json; charset={charset}"})
+    assert r.status_code == 201, r.text
+    assert stored_prompts(svc, user) == ["Café or tea?"]
