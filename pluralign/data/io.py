@@ -9,6 +9,7 @@ which skips them and reports how many.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import gzip
@@ -609,8 +610,12 @@ GZIP_MAGIC = b"\x1f\x8b"  # a gzip file's first bytes: JSON lines as Hugging Fac
 def _numbered_rows(lines: Iterable[bytes], default_user: str | None = None) -> Iterable[tuple[int, Any]]:
     """(line number, row) of JSON lines, blank lines skipped (still counted); a good row already its
     record (`_line_record`, for `_collect(records_ready=True)`); a line that is not a row is a
-    `_Malformed` naming its number."""
+    `_Malformed` naming its number. A UTF-8 byte order mark opening line 1 (the file's first bytes: Notepad and
+    PowerShell's `Out-File -Encoding utf8` write one) is read past, as RFC 8259 lets a parser and the service's
+    JSON routes do; one anywhere else is a malformed line."""
     for number, raw in enumerate(lines, start=1):
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
         if not raw.strip():
             continue
         if (record := _line_record(raw, default_user)) is not None:
@@ -808,8 +813,9 @@ def _nothing_read(report: LoadReport) -> str:
 def json_lines(body: bytes) -> list[bytes]:
     """The JSON lines of `body` as the file readers see a file's (`read_preferences`): a line ends at `\\n`
     only, a `\\r` before it stays (whitespace to JSON: Windows line ends read), and a lone `\\r`, U+2028,
-    U+2029 or U+0085 ends none (`bytes.splitlines` ends a line at a lone `\\r`, which JSON takes between tokens)."""
-    return body.split(b"\n")
+    U+2029 or U+0085 ends none (`bytes.splitlines` ends a line at a lone `\\r`, which JSON takes between tokens).
+    A UTF-8 byte order mark opening the body is dropped (`_numbered_rows`)."""
+    return body.removeprefix(codecs.BOM_UTF8).split(b"\n")
 
 
 def read_preference_lines(

@@ -146,3 +146,16 @@ def test_a_utf_16_or_32_body_without_a_byte_order_mark_is_read_in_the_order_its_
         r = c.post("/v1/feedback", content=body, headers={"Content-Type": f"application/json; charset={charset}"})
     assert r.status_code == 201, r.text
     assert stored_prompts(svc, user) == ["Café or tea?"]
+
+
+def test_an_import_body_starting_with_a_utf8_bom_is_read_as_json_routes_read_one(svc):
+    """Review 40: the JSON routes ignore a leading UTF-8 BOM; the import route (JSON lines) refused one,
+    a 400 `line 1` 'save the file as UTF-8 without one' (`curl --data-binary @file.jsonl` of a Notepad file)."""
+    rows = [{"prompt": "Café or tea?", "chosen": "Café.", "rejected": "Tea."}, {"prompt": "Q?", "chosen": "A.", "rejected": "B."}]
+    body = BOM + b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows)
+    with svc.client() as c:
+        r = c.post("/v1/users/bom-import/import", content=body, headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 201 and len(r.json()["stored"]) == 2, r.text
+        r = c.post("/v1/users/bom-import2/import", content=BOM, headers={"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 400 and field_named(r) == "body", r.text  # a lone BOM is an empty body, as on the JSON routes
+    assert sorted(stored_prompts(svc, "bom-import")) == ["Café or tea?", "Q?"]
