@@ -479,21 +479,29 @@ def refuse_non_json_type(sent: str, body: bytes) -> None:
 
 
 def json_body_in_utf8(content_type: tuple[str, dict[str, str]], body: bytes) -> bytes:
-    """A JSON route's body as UTF-8 JSON, its type checked (`refuse_non_json_type`). A UTF-8 BOM before
-    it is dropped (it was a 400 'invalid character'). A body whose `charset` is UTF-16 or UTF-32 is
-    decoded as declared and returned in UTF-8 (it was read as UTF-8: a 400 for a rightly labelled body;
-    Express's body-parser reads these too); a UTF-8 or US-ASCII one is returned as sent, its bytes
-    checked where it is decoded (`strict_json_body` names the field holding a bad byte).
+    """A JSON route's body as UTF-8 JSON, its type checked (`refuse_non_json_type`), then its charset
+    (`body_in_utf8`). `content_type` is Litestar's `Request.content_type` (the media type, its parameters).
 
-    `content_type` is Litestar's `Request.content_type` (the media type, its parameters).
-
-    Raises an HTTPException: a 415 naming `Content-Type` for a type that is not JSON or another charset
-    (`charset=latin-1`, `windows-1252`, one Python does not know): JSON is UTF-8 (RFC 8259 8.1), and a
-    Latin-1 decode never fails, so a UTF-8 body labelled Latin-1 (a client's default label) would be
-    stored as `CafÃ©` unseen; the 415 makes the label's mistake visible once. A 400 naming `body` when
-    the body is not valid in the UTF-16 or UTF-32 charset it declares."""
+    Raises an HTTPException: a 415 naming `Content-Type` for a type that is not JSON, and what
+    `body_in_utf8` raises."""
     sent, parameters = content_type
     refuse_non_json_type(sent.strip().lower(), body)
+    return body_in_utf8(parameters, body)
+
+
+def body_in_utf8(parameters: dict[str, str], body: bytes, accept: str = JSON) -> bytes:
+    """A JSON (or JSON lines) body as UTF-8, read in the `charset` of its Content-Type's `parameters`. A
+    UTF-8 BOM before it is dropped (it was a 400 'invalid character'). A body whose `charset` is UTF-16 or
+    UTF-32 is decoded as declared and returned in UTF-8 (it was read as UTF-8: a 400 for a rightly labelled
+    body; Express's body-parser reads these too); a UTF-8 or US-ASCII one is returned as sent, its bytes
+    checked where it is decoded (`strict_json_body` names the field holding a bad byte). The JSON routes
+    (`json_body_in_utf8`) and the import route (JSON lines) read a body so; `accept` is the 415's `Accept`.
+
+    Raises an HTTPException: a 415 naming `Content-Type` for another charset (`charset=latin-1`,
+    `windows-1252`, one Python does not know): JSON is UTF-8 (RFC 8259 8.1), and a Latin-1 decode never
+    fails, so a UTF-8 body labelled Latin-1 (a client's default label) would be stored as `CafÃ©` unseen;
+    the 415 makes the label's mistake visible once. A 400 naming `body` when the body is not valid in the
+    UTF-16 or UTF-32 charset it declares."""
     declared = parameters.get("charset", "utf-8").strip()
     try:
         codec = codecs.lookup(declared).name
@@ -503,9 +511,9 @@ def json_body_in_utf8(content_type: tuple[str, dict[str, str]], body: bytes) -> 
         return body.removeprefix(BOM)
     shown = shorten(declared, 27, "...")
     if codec not in OTHER_UNICODE_CHARSETS:
-        raise unsupported_media_type("Content-Type", f"charset={shown} is not taken: a JSON body is read as UTF-8 "
+        raise unsupported_media_type("Content-Type", f"charset={shown} is not taken: JSON is read as UTF-8 "
                                                      f"(RFC 8259; UTF-16 and UTF-32 are read too): send it as UTF-8, "
-                                                     f"with charset=utf-8 or none", JSON)
+                                                     f"with charset=utf-8 or none", accept)
     try:
         text = body.decode(_byte_order(codec, body))
     except UnicodeDecodeError as exc:

@@ -159,3 +159,26 @@ def test_an_import_body_starting_with_a_utf8_bom_is_read_as_json_routes_read_one
         r = c.post("/v1/users/bom-import2/import", content=BOM, headers={"Content-Type": "application/x-ndjson"})
     assert r.status_code == 400 and field_named(r) == "body", r.text  # a lone BOM is an empty body, as on the JSON routes
     assert sorted(stored_prompts(svc, "bom-import")) == ["Café or tea?", "Q?"]
+
+
+def test_the_import_route_reads_a_charset_as_the_json_routes_do(svc):
+    """Review 40: the import route (JSON lines, any type) ignored its `charset`: a UTF-16 body labelled
+    `charset=utf-16` was a 400 'save the file as UTF-8', and `charset=latin-1` was read as UTF-8 (an ASCII
+    or UTF-8 body stored, a Latin-1 one a 400 'not valid UTF-8'), where the JSON routes read UTF-16/32 and
+    refuse other charsets with a 415 naming `Content-Type`. It reads them as they do now."""
+    rows = [{"prompt": "Café or tea?", "chosen": "Café.", "rejected": "Tea."}, {"prompt": "Q?", "chosen": "A.", "rejected": "B."}]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with svc.client() as c:
+        for user, charset, codec in [("imp-16", "utf-16", "utf-16"), ("imp-16be", "utf-16", "utf-16-be"), ("imp-32", "UTF-32LE", "utf-32-le")]:
+            r = c.post(f"/v1/users/{user}/import", content=text.encode(codec),
+                       headers={"Content-Type": f"application/x-ndjson; charset={charset}"})
+            assert r.status_code == 201 and len(r.json()["stored"]) == 2, (codec, r.text)
+            assert sorted(stored_prompts(svc, user)) == ["Café or tea?", "Q?"]
+        for raw in (text.encode("latin-1"), text.encode()):
+            r = c.post("/v1/users/imp-latin/import", content=raw, headers={"Content-Type": "application/x-ndjson; charset=latin-1"})
+            assert r.status_code == 415 and field_named(r) == "Content-Type" and "charset=latin-1" in error(r)["message"], r.text
+        assert c.get("/v1/users/imp-latin/preferences").status_code == 404  # nothing stored
+    import httpx
+
+    declared = httpx.get(svc.url + "/schema/openapi.json").json()["paths"]["/v1/users/{user_id}/import"]["post"]["responses"]["415"]
+    assert "charset" in declared["description"], declared  # the document said a 415 was for the type or coding alone
