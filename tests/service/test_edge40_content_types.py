@@ -182,3 +182,37 @@ def test_the_import_route_reads_a_charset_as_the_json_routes_do(svc):
 
     declared = httpx.get(svc.url + "/schema/openapi.json").json()["paths"]["/v1/users/{user_id}/import"]["post"]["responses"]["415"]
     assert "charset" in declared["description"], declared  # the document said a 415 was for the type or coding alone
+
+
+def test_an_idempotent_retry_in_another_charset_is_the_same_request(svc):
+    """Review 40: the key names the rows, and the body is read into the same text whatever its charset:
+    the same feedback sent as UTF-8, then again as UTF-16 under the same `Idempotency-Key`, is a replay
+    of the first receipt, not a second row or a conflict."""
+    body = {**FEEDBACK, "user": "idem-cs"}
+    with svc.client() as c:
+        first = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "edge40-cs"})
+        again = c.post("/v1/feedback", content=json.dumps(body, ensure_ascii=False).encode("utf-16"),
+                       headers={"Idempotency-Key": "edge40-cs", "Content-Type": "application/json; charset=utf-16"})
+    assert first.status_code == 201 and again.status_code == 201, (first.text, again.text)
+    assert again.headers.get("idempotent-replayed") == "true" and again.json() == first.json(), again.text
+    assert stored_prompts(svc, "idem-cs") == ["Café or tea?"]
+
+
+def test_curl_sends_a_notepad_file_and_a_utf16_one_as_users_do(svc, tmp_path):
+    """The real curl: `--json @file` of a file Notepad saved with a BOM, and `--data-binary @file` of a UTF-16
+    file (PowerShell 5's `Out-File` default) labelled `charset=utf-16`."""
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.skip("no curl")
+    for name, raw, options in [
+        ("notepad.json", BOM + json.dumps({**FEEDBACK, "user": "curl-bom"}, ensure_ascii=False).encode(), ["--json"]),
+        ("ps.json", json.dumps({**FEEDBACK, "user": "curl-16"}, ensure_ascii=False).encode("utf-16"),
+         ["-H", "Content-Type: application/json; charset=utf-16", "--data-binary"]),
+    ]:
+        (tmp_path / name).write_bytes(raw)
+        done = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "-H", f"Authorization: Bearer {svc.keys['acme']}",
+                               *options, f"@{tmp_path / name}", f"{svc.url}/v1/feedback"], capture_output=True, text=True, timeout=60)
+        assert done.stdout.rstrip().endswith("201"), (name, done.stdout, done.stderr)
+    assert stored_prompts(svc, "curl-bom") == stored_prompts(svc, "curl-16") == ["Café or tea?"]
