@@ -556,6 +556,15 @@ def lone_surrogate_refusal(body: bytes) -> HTTPException | None:
     return bad_request(field, lone_surrogate_problem(escape, offset + 1), code="invalid_json")
 
 
+def _utf16_hint(body: bytes) -> str:
+    """What to do with a body read as UTF-8 that looks UTF-16 or UTF-32 (a BOM, or NUL bytes beside its first
+    character: PowerShell 5's `>` and `Out-File` write UTF-16), said after the 400; "" otherwise."""
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in body[:4]:
+        return ("; it looks UTF-16 or UTF-32 encoded (a byte order mark or NUL bytes between characters): send UTF-8, "
+                "or declare its charset (`Content-Type: application/json; charset=utf-16`)")
+    return ""
+
+
 async def strict_json_body(request: Request) -> None:
     """A `before_request` hook: raises a 400 naming the field when the body does not decode strictly
     into the route's declared body type. Routes without a JSON body are left alone."""
@@ -584,7 +593,7 @@ async def strict_json_body(request: Request) -> None:
                                       "default)", code="invalid_json") from None
         if (refusal := lone_surrogate_refusal(body)) is not None:  # msgspec says "truncated" or "surrogate pair", not where
             raise refusal from None
-        raise bad_request("body", f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json") from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)
         raise bad_request(field, f"is not valid UTF-8 ({exc.reason} at byte {exc.start} of the string)") from None

@@ -216,3 +216,15 @@ def test_curl_sends_a_notepad_file_and_a_utf16_one_as_users_do(svc, tmp_path):
                                *options, f"@{tmp_path / name}", f"{svc.url}/v1/feedback"], capture_output=True, text=True, timeout=60)
         assert done.stdout.rstrip().endswith("201"), (name, done.stdout, done.stderr)
     assert stored_prompts(svc, "curl-bom") == stored_prompts(svc, "curl-16") == ["Café or tea?"]
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf_16_or_32_body_sent_without_its_charset_is_a_400_saying_how_to_send_it(svc, codec):
+    """Review 40: a UTF-16 file (PowerShell 5's `>` and `Out-File` write one) sent as `application/json` with no
+    charset was a 400 'not valid JSON: invalid character (byte 0)' that did not say why, though session 40 reads
+    such a body once its charset is declared. The 400 now says it looks UTF-16 or UTF-32 and how to send it."""
+    body = json.dumps({**FEEDBACK, "user": "no-charset"}, ensure_ascii=False).encode(codec)
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", r.text
+    assert "UTF-16" in error(r)["message"] and "charset=utf-16" in error(r)["message"], r.text
