@@ -32,6 +32,7 @@ from litestar.enums import ParamType, RequestEncodingType
 from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
 
+from pluralign.data.io import utf16_like
 from pluralign.data.json_keys import repeated_key
 from pluralign.data.text import lone_surrogate_escape, lone_surrogate_problem, shorten
 from service.errors import bad_request, unsupported_media_type
@@ -557,9 +558,9 @@ def lone_surrogate_refusal(body: bytes) -> HTTPException | None:
 
 
 def _utf16_hint(body: bytes) -> str:
-    """What to do with a body read as UTF-8 that looks UTF-16 or UTF-32 (a BOM, or NUL bytes beside its first
-    character: PowerShell 5's `>` and `Out-File` write UTF-16), said after the 400; "" otherwise."""
-    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in body[:4]:
+    """What to do with a body read as UTF-8 that looks UTF-16 or UTF-32 (`pluralign.data.io.utf16_like`, as an
+    import's line is told: PowerShell 5's `>` and `Out-File` write UTF-16), said after the 400; "" otherwise."""
+    if utf16_like(body):
         return ("; it looks UTF-16 or UTF-32 encoded (a byte order mark or NUL bytes between characters): send UTF-8, "
                 "or declare its charset (`Content-Type: application/json; charset=utf-16`)")
     return ""

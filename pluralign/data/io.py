@@ -520,8 +520,12 @@ def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> tuple[str | None, str]:
     return None, problem
 
 
-def _utf16_like(raw: bytes) -> bool:
-    """Whether a line reads as UTF-16 text of mostly ASCII: every other byte of its start is NUL."""
+def utf16_like(raw: bytes) -> bool:
+    """Whether bytes read as UTF-16 (or UTF-32) text of mostly ASCII: a UTF-16 byte order mark opens them, or
+    every other byte of their start is NUL. How an import's line and a JSON route's body sent without their
+    charset are told from bytes that are merely not JSON (`service.strict`), so the error says to send UTF-8."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return True
     sample = raw[:64].rstrip(b"\n")
     return len(sample) >= 4 and any(half and half.count(0) >= 0.9 * len(half) for half in (sample[0::2], sample[1::2]))
 
@@ -554,7 +558,7 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
     (`_json_array` says that)."""
     if raw.startswith(b"PAR1"):  # a Parquet body: files are told by this magic, a body is JSON lines only
         return "; a Parquet file: `pluralign data import --source parquet --path FILE` sends its rows"
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_like(raw):
+    if utf16_like(raw):
         return "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
     if b"\0" in raw:
         return "; it holds NUL bytes: a binary file, not JSON lines"
