@@ -228,3 +228,17 @@ def test_a_utf_16_or_32_body_sent_without_its_charset_is_a_400_saying_how_to_sen
         r = c.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", r.text
     assert "UTF-16" in error(r)["message"] and "charset=utf-16" in error(r)["message"], r.text
+
+
+def test_the_body_limit_counts_the_bytes_sent_before_any_charset_is_read(svc):
+    """Review 40: the limit (`PLURALIGN_MAX_BODY_BYTES`, 1 MB here) is Litestar's, on the bytes as they arrive,
+    before `read_json_body` decodes them: a UTF-16 body over it is a 413 like any other, and one under it is read
+    (UTF-8 text is at most 1.5 times its UTF-16 bytes, so what is kept stays within a small multiple of the limit)."""
+    limit = svc.runtime.settings.max_body_bytes
+    over = json.dumps({**FEEDBACK, "user": "big16", "prompt": "x" * (limit // 2)}).encode("utf-16")
+    under = json.dumps({**FEEDBACK, "user": "big16"}, ensure_ascii=False).encode("utf-16")
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=over, headers={"Content-Type": "application/json; charset=utf-16"})
+        assert len(over) > limit and r.status_code == 413, r.text
+        r = c.post("/v1/feedback", content=under, headers={"Content-Type": "application/json; charset=utf-16"})
+        assert r.status_code == 201, r.text
