@@ -39,7 +39,8 @@ def stored_prompts(svc, user: str) -> list[str]:
 
 
 @pytest.mark.parametrize("charset,codec", [("utf-16", "utf-16"), ("UTF-16LE", "utf-16-le"), ("utf-16be", "utf-16-be"),
-                                           ("utf-32", "utf-32"), ('"utf-8"', "utf-8")])
+                                           ("utf-32", "utf-32"), ('"utf-8"', "utf-8"),
+                                           ('"UTF-16"; format=flowed', "UTF-16")])  # review 40: quoted, upper case, another parameter
 def test_a_body_in_the_utf_charset_its_content_type_declares_is_read_in_it(svc, charset, codec):
     """A UTF-16 body declared `charset=utf-16` was read as UTF-8: a 400 `invalid_json` for a body the
     client had labelled rightly (RFC 4627 allowed UTF-16 and UTF-32; Express's body-parser reads
@@ -242,3 +243,14 @@ def test_the_body_limit_counts_the_bytes_sent_before_any_charset_is_read(svc):
         assert len(over) > limit and r.status_code == 413, r.text
         r = c.post("/v1/feedback", content=under, headers={"Content-Type": "application/json; charset=utf-16"})
         assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("body,charset", [(b"", None), (BOM, None), (BOM + b" \r\n\t", None), (b"\xff\xfe", "utf-16"),
+                                          ("  ".encode("utf-16"), "utf-16")])
+def test_an_empty_body_after_its_byte_order_mark_says_it_is_empty(svc, body, charset):
+    """Review 40: a lone BOM, or one before white space only, in UTF-8 or in a declared UTF-16, is the empty
+    body's 400 (what to send), not 'invalid character'."""
+    content_type = "application/json" + (f"; charset={charset}" if charset else "")
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=body, headers={"Content-Type": content_type})
+    assert r.status_code == 400 and field_named(r) == "body" and "the request body is empty" in error(r)["message"], r.text
