@@ -481,12 +481,18 @@ def refuse_non_json_type(sent: str, body: bytes) -> None:
 
 def json_body_in_utf8(content_type: tuple[str, dict[str, str]], body: bytes) -> bytes:
     """A JSON route's body as UTF-8 JSON, its type checked (`refuse_non_json_type`), then its charset
-    (`body_in_utf8`). `content_type` is Litestar's `Request.content_type` (the media type, its parameters).
+    (`body_in_utf8`); a form-typed body's charset first, since whether it is JSON is told from its text.
+    `content_type` is Litestar's `Request.content_type` (the media type, its parameters).
 
     Raises an HTTPException: a 415 naming `Content-Type` for a type that is not JSON, and what
     `body_in_utf8` raises."""
     sent, parameters = content_type
-    refuse_non_json_type(sent.strip().lower(), body)
+    sent = sent.strip().lower()
+    if sent == FORM:  # a form-typed body is taken when it is JSON, told once its charset is read (a UTF-16 `{` is not b"{")
+        body = body_in_utf8(parameters, body)
+        refuse_non_json_type(sent, body)
+        return body
+    refuse_non_json_type(sent, body)
     return body_in_utf8(parameters, body)
 
 

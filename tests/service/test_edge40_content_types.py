@@ -254,3 +254,14 @@ def test_an_empty_body_after_its_byte_order_mark_says_it_is_empty(svc, body, cha
     with svc.client() as c:
         r = c.post("/v1/feedback", content=body, headers={"Content-Type": content_type})
     assert r.status_code == 400 and field_named(r) == "body" and "the request body is empty" in error(r)["message"], r.text
+
+
+def test_a_form_typed_json_body_in_a_declared_utf_16_is_read_as_the_utf8_one_is(svc):
+    """Review 40: a JSON body under the form type is taken (`curl -d`, session 19), but its JSON was told from a
+    form on the bytes as sent, before its charset was read: a UTF-16 one labelled `charset=utf-16` was a 415
+    'a form body'. Its charset is read first now."""
+    body = json.dumps({**FEEDBACK, "user": "form16"}, ensure_ascii=False).encode("utf-16")
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=body, headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-16"})
+    assert r.status_code == 201, r.text
+    assert stored_prompts(svc, "form16") == ["Café or tea?"]
