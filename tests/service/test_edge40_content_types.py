@@ -265,3 +265,15 @@ def test_a_form_typed_json_body_in_a_declared_utf_16_is_read_as_the_utf8_one_is(
         r = c.post("/v1/feedback", content=body, headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-16"})
     assert r.status_code == 201, r.text
     assert stored_prompts(svc, "form16") == ["Café or tea?"]
+
+
+def test_a_streamed_chat_sent_in_utf_16_streams(svc):
+    """Review 40: the body swapped in `read_json_body` (Litestar's private `_body`, no public setter in 2.25)
+    is what a streaming handler reads too: a chat sent in UTF-16 streams its chunks to `[DONE]`."""
+    chat = {"model": "pluralign", "user": "stream16", "stream": True, "max_tokens": 4, "seed": 1,
+            "messages": [{"role": "user", "content": "Café?"}]}
+    with svc.client() as c, c.stream("POST", "/v1/chat/completions", content=json.dumps(chat, ensure_ascii=False).encode("utf-16"),
+                                     headers={"Content-Type": "application/json; charset=utf-16"}) as r:
+        assert r.status_code == 200, r.read()
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and any('"delta"' in line for line in lines), lines[-3:]
