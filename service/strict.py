@@ -32,6 +32,7 @@ from litestar.enums import ParamType, RequestEncodingType
 from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
 
+from pluralign.data.io import utf16_like
 from pluralign.data.json_keys import repeated_key
 from pluralign.data.text import lone_surrogate_escape, lone_surrogate_problem, shorten
 from service.errors import bad_request, unsupported_media_type
@@ -479,21 +480,35 @@ def refuse_non_json_type(sent: str, body: bytes) -> None:
 
 
 def json_body_in_utf8(content_type: tuple[str, dict[str, str]], body: bytes) -> bytes:
-    """A JSON route's body as UTF-8 JSON, its type checked (`refuse_non_json_type`). A UTF-8 BOM before
-    it is dropped (it was a 400 'invalid character'). A body whose `charset` is UTF-16 or UTF-32 is
-    decoded as declared and returned in UTF-8 (it was read as UTF-8: a 400 for a rightly labelled body;
-    Express's body-parser reads these too); a UTF-8 or US-ASCII one is returned as sent, its bytes
-    checked where it is decoded (`strict_json_body` names the field holding a bad byte).
-
+    """A JSON route's body as UTF-8 JSON, its type checked (`refuse_non_json_type`), then its charset
+    (`body_in_utf8`); a form-typed body's charset first, since whether it is JSON is told from its text.
     `content_type` is Litestar's `Request.content_type` (the media type, its parameters).
 
-    Raises an HTTPException: a 415 naming `Content-Type` for a type that is not JSON or another charset
-    (`charset=latin-1`, `windows-1252`, one Python does not know): JSON is UTF-8 (RFC 8259 8.1), and a
-    Latin-1 decode never fails, so a UTF-8 body labelled Latin-1 (a client's default label) would be
-    stored as `CafÃ©` unseen; the 415 makes the label's mistake visible once. A 400 naming `body` when
-    the body is not valid in the UTF-16 or UTF-32 charset it declares."""
+    Raises an HTTPException: a 415 naming `Content-Type` for a type that is not JSON, and what
+    `body_in_utf8` raises."""
     sent, parameters = content_type
-    refuse_non_json_type(sent.strip().lower(), body)
+    sent = sent.strip().lower()
+    if sent == FORM:  # a form-typed body is taken when it is JSON, told once its charset is read (a UTF-16 `{` is not b"{")
+        body = body_in_utf8(parameters, body)
+        refuse_non_json_type(sent, body)
+        return body
+    refuse_non_json_type(sent, body)
+    return body_in_utf8(parameters, body)
+
+
+def body_in_utf8(parameters: dict[str, str], body: bytes, accept: str = JSON) -> bytes:
+    """A JSON (or JSON lines) body as UTF-8, read in the `charset` of its Content-Type's `parameters`. A
+    UTF-8 BOM before it is dropped (it was a 400 'invalid character'). A body whose `charset` is UTF-16 or
+    UTF-32 is decoded as declared and returned in UTF-8 (it was read as UTF-8: a 400 for a rightly labelled
+    body; Express's body-parser reads these too); a UTF-8 or US-ASCII one is returned as sent, its bytes
+    checked where it is decoded (`strict_json_body` names the field holding a bad byte). The JSON routes
+    (`json_body_in_utf8`) and the import route (JSON lines) read a body so; `accept` is the 415's `Accept`.
+
+    Raises an HTTPException: a 415 naming `Content-Type` for another charset (`charset=latin-1`,
+    `windows-1252`, one Python does not know): JSON is UTF-8 (RFC 8259 8.1), and a Latin-1 decode never
+    fails, so a UTF-8 body labelled Latin-1 (a client's default label) would be stored as `CafÃ©` unseen;
+    the 415 makes the label's mistake visible once. A 400 naming `body` when the body is not valid in the
+    UTF-16 or UTF-32 charset it declares."""
     declared = parameters.get("charset", "utf-8").strip()
     try:
         codec = codecs.lookup(declared).name
@@ -503,15 +518,29 @@ def json_body_in_utf8(content_type: tuple[str, dict[str, str]], body: bytes) -> 
         return body.removeprefix(BOM)
     shown = shorten(declared, 27, "...")
     if codec not in OTHER_UNICODE_CHARSETS:
-        raise unsupported_media_type("Content-Type", f"charset={shown} is not taken: a JSON body is read as UTF-8 "
+        raise unsupported_media_type("Content-Type", f"charset={shown} is not taken: JSON is read as UTF-8 "
                                                      f"(RFC 8259; UTF-16 and UTF-32 are read too): send it as UTF-8, "
-                                                     f"with charset=utf-8 or none", JSON)
+                                                     f"with charset=utf-8 or none", accept)
     try:
-        text = body.decode(codec)
+        text = body.decode(_byte_order(codec, body))
     except UnicodeDecodeError as exc:
         raise bad_request("body", f"is not valid {shown.upper()}, the charset its Content-Type declares "
                                   f"({exc.reason} at byte {exc.start})", code="invalid_json") from None
     return text.removeprefix("\ufeff").encode()
+
+
+def _byte_order(codec: str, body: bytes) -> str:
+    """The codec to read `body` with, declared `codec` (one of OTHER_UNICODE_CHARSETS). A `utf-16` or `utf-32`
+    body without a BOM is read in the order its first character's zero bytes show (JSON's first character is
+    ASCII: RFC 4627 section 3), else big-endian (RFC 2781 4.3); Python's codec would read it in the machine's
+    order (little-endian), a big-endian body then a 400 for a body labelled rightly."""
+    width = {"utf-16": 2, "utf-32": 4}.get(codec)
+    if width is None or body.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE) if width == 4 else
+                                        (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return codec
+    first = body[:width]
+    little = len(first) == width and first[0] != 0 and not any(first[1:])
+    return f"{codec}-{'le' if little else 'be'}"
 
 
 async def read_json_body(request: Request) -> bytes:
@@ -532,6 +561,15 @@ def lone_surrogate_refusal(body: bytes) -> HTTPException | None:
     offset, escape = lone
     field = _path_to_open_string(body[:offset]) or "body"
     return bad_request(field, lone_surrogate_problem(escape, offset + 1), code="invalid_json")
+
+
+def _utf16_hint(body: bytes) -> str:
+    """What to do with a body read as UTF-8 that looks UTF-16 or UTF-32 (`pluralign.data.io.utf16_like`, as an
+    import's line is told: PowerShell 5's `>` and `Out-File` write UTF-16), said after the 400; "" otherwise."""
+    if utf16_like(body):
+        return ("; it looks UTF-16 or UTF-32 encoded (a byte order mark or NUL bytes between characters): send UTF-8, "
+                "or declare its charset (`Content-Type: application/json; charset=utf-16`)")
+    return ""
 
 
 async def strict_json_body(request: Request) -> None:
@@ -562,7 +600,7 @@ async def strict_json_body(request: Request) -> None:
                                       "default)", code="invalid_json") from None
         if (refusal := lone_surrogate_refusal(body)) is not None:  # msgspec says "truncated" or "surrogate pair", not where
             raise refusal from None
-        raise bad_request("body", f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json") from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)
         raise bad_request(field, f"is not valid UTF-8 ({exc.reason} at byte {exc.start} of the string)") from None

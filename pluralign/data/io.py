@@ -9,6 +9,7 @@ which skips them and reports how many.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import gzip
@@ -519,8 +520,12 @@ def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> tuple[str | None, str]:
     return None, problem
 
 
-def _utf16_like(raw: bytes) -> bool:
-    """Whether a line reads as UTF-16 text of mostly ASCII: every other byte of its start is NUL."""
+def utf16_like(raw: bytes) -> bool:
+    """Whether bytes read as UTF-16 (or UTF-32) text of mostly ASCII: a UTF-16 byte order mark opens them, or
+    every other byte of their start is NUL. How an import's line and a JSON route's body sent without their
+    charset are told from bytes that are merely not JSON (`service.strict`), so the error says to send UTF-8."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return True
     sample = raw[:64].rstrip(b"\n")
     return len(sample) >= 4 and any(half and half.count(0) >= 0.9 * len(half) for half in (sample[0::2], sample[1::2]))
 
@@ -553,7 +558,7 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
     (`_json_array` says that)."""
     if raw.startswith(b"PAR1"):  # a Parquet body: files are told by this magic, a body is JSON lines only
         return "; a Parquet file: `pluralign data import --source parquet --path FILE` sends its rows"
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_like(raw):
+    if utf16_like(raw):
         return "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
     if b"\0" in raw:
         return "; it holds NUL bytes: a binary file, not JSON lines"
@@ -609,8 +614,12 @@ GZIP_MAGIC = b"\x1f\x8b"  # a gzip file's first bytes: JSON lines as Hugging Fac
 def _numbered_rows(lines: Iterable[bytes], default_user: str | None = None) -> Iterable[tuple[int, Any]]:
     """(line number, row) of JSON lines, blank lines skipped (still counted); a good row already its
     record (`_line_record`, for `_collect(records_ready=True)`); a line that is not a row is a
-    `_Malformed` naming its number."""
+    `_Malformed` naming its number. A UTF-8 byte order mark opening line 1 (the file's first bytes: Notepad and
+    PowerShell's `Out-File -Encoding utf8` write one) is read past, as RFC 8259 lets a parser and the service's
+    JSON routes do; one anywhere else is a malformed line."""
     for number, raw in enumerate(lines, start=1):
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
         if not raw.strip():
             continue
         if (record := _line_record(raw, default_user)) is not None:
@@ -808,8 +817,9 @@ def _nothing_read(report: LoadReport) -> str:
 def json_lines(body: bytes) -> list[bytes]:
     """The JSON lines of `body` as the file readers see a file's (`read_preferences`): a line ends at `\\n`
     only, a `\\r` before it stays (whitespace to JSON: Windows line ends read), and a lone `\\r`, U+2028,
-    U+2029 or U+0085 ends none (`bytes.splitlines` ends a line at a lone `\\r`, which JSON takes between tokens)."""
-    return body.split(b"\n")
+    U+2029 or U+0085 ends none (`bytes.splitlines` ends a line at a lone `\\r`, which JSON takes between tokens).
+    A UTF-8 byte order mark opening the body is dropped (`_numbered_rows`)."""
+    return body.removeprefix(codecs.BOM_UTF8).split(b"\n")
 
 
 def read_preference_lines(

@@ -88,6 +88,17 @@ def openai_error(request: Request, exc: Exception) -> Response:
     return Response({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status, headers=exc.headers)
 
 
+async def check_json_body(request: Request) -> None:
+    """`create_embeddings_app`'s `before_request`: the body's type and charset as the API service checks them (`service.strict.read_json_body`:
+    a 415 naming `Content-Type` for another type or charset, UTF-16 and UTF-32 read as declared, a
+    UTF-8 BOM ignored; any type was read as JSON); then a body whose only defect is a lone UTF-16
+    surrogate escape is a 400 naming its field (Litestar's own decode said "Input data was
+    truncated", naming none)."""
+    if request.method == "POST" and request.url.path == "/v1/embeddings":
+        if (refusal := lone_surrogate_refusal(await read_json_body(request))) is not None:
+            raise refusal
+
+
 def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     """Serves `encoder` under its `encoder_id` (the only model name accepted) at /v1/embeddings."""
     lock = threading.Lock()
@@ -128,16 +139,6 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     @get("/health")
     async def health() -> dict[str, str | int]:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
-
-    async def check_json_body(request: Request) -> None:
-        """The body's type and charset as the API service checks them (`service.strict.read_json_body`:
-        a 415 naming `Content-Type` for another type or charset, UTF-16 and UTF-32 read as declared, a
-        UTF-8 BOM ignored; any type was read as JSON); then a body whose only defect is a lone UTF-16
-        surrogate escape is a 400 naming its field (Litestar's own decode said "Input data was
-        truncated", naming none)."""
-        if request.method == "POST" and request.url.path == "/v1/embeddings":
-            if (refusal := lone_surrogate_refusal(await read_json_body(request))) is not None:
-                raise refusal
 
     app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error},
                    before_request=check_json_body, debug=False,

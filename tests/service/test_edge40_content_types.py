@@ -39,7 +39,8 @@ def stored_prompts(svc, user: str) -> list[str]:
 
 
 @pytest.mark.parametrize("charset,codec", [("utf-16", "utf-16"), ("UTF-16LE", "utf-16-le"), ("utf-16be", "utf-16-be"),
-                                           ("utf-32", "utf-32"), ('"utf-8"', "utf-8")])
+                                           ("utf-32", "utf-32"), ('"utf-8"', "utf-8"),
+                                           ('"UTF-16"; format=flowed', "UTF-16")])  # review 40: quoted, upper case, another parameter
 def test_a_body_in_the_utf_charset_its_content_type_declares_is_read_in_it(svc, charset, codec):
     """A UTF-16 body declared `charset=utf-16` was read as UTF-8: a 400 `invalid_json` for a body the
     client had labelled rightly (RFC 4627 allowed UTF-16 and UTF-32; Express's body-parser reads
@@ -132,3 +133,147 @@ def test_the_embeddings_server_takes_json_bodies_as_the_api_service_does(embeddi
                               ("application/x-www-form-urlencoded", valid.encode()), (None, valid.encode())]:
         r = httpx.post(url, content=raw, headers={"Content-Type": content_type} if content_type else {})
         assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 3, (content_type, r.text)
+
+
+@pytest.mark.parametrize("charset,codec", [("utf-16", "utf-16-be"), ("utf-16", "utf-16-le"), ("utf-32", "utf-32-be"), ("utf-32", "utf-32-le")])
+def test_a_utf_16_or_32_body_without_a_byte_order_mark_is_read_in_the_order_its_bytes_show(svc, charset, codec):
+    """Review 40: `charset=utf-16` (or `utf-32`) without a BOM was read in Python's native order (little-endian):
+    a big-endian body, the order RFC 2781 4.3 takes when there is no BOM, was a 400 'not valid JSON' (UTF-16) or
+    'not valid UTF-32' for a body labelled rightly. JSON's first character is ASCII, so its zero bytes show the
+    order (RFC 4627 section 3): both orders are read."""
+    user = f"nobom-{codec}"
+    body = json.dumps({**FEEDBACK, "user": user}, ensure_ascii=False).encode(codec)
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=body, headers={"Content-Type": f"application/json; charset={charset}"})
+    assert r.status_code == 201, r.text
+    assert stored_prompts(svc, user) == ["Café or tea?"]
+
+
+def test_an_import_body_starting_with_a_utf8_bom_is_read_as_json_routes_read_one(svc):
+    """Review 40: the JSON routes ignore a leading UTF-8 BOM; the import route (JSON lines) refused one,
+    a 400 `line 1` 'save the file as UTF-8 without one' (`curl --data-binary @file.jsonl` of a Notepad file)."""
+    rows = [{"prompt": "Café or tea?", "chosen": "Café.", "rejected": "Tea."}, {"prompt": "Q?", "chosen": "A.", "rejected": "B."}]
+    body = BOM + b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows)
+    with svc.client() as c:
+        r = c.post("/v1/users/bom-import/import", content=body, headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 201 and len(r.json()["stored"]) == 2, r.text
+        r = c.post("/v1/users/bom-import2/import", content=BOM, headers={"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 400 and field_named(r) == "body", r.text  # a lone BOM is an empty body, as on the JSON routes
+    assert sorted(stored_prompts(svc, "bom-import")) == ["Café or tea?", "Q?"]
+
+
+def test_the_import_route_reads_a_charset_as_the_json_routes_do(svc):
+    """Review 40: the import route (JSON lines, any type) ignored its `charset`: a UTF-16 body labelled
+    `charset=utf-16` was a 400 'save the file as UTF-8', and `charset=latin-1` was read as UTF-8 (an ASCII
+    or UTF-8 body stored, a Latin-1 one a 400 'not valid UTF-8'), where the JSON routes read UTF-16/32 and
+    refuse other charsets with a 415 naming `Content-Type`. It reads them as they do now."""
+    rows = [{"prompt": "Café or tea?", "chosen": "Café.", "rejected": "Tea."}, {"prompt": "Q?", "chosen": "A.", "rejected": "B."}]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with svc.client() as c:
+        for user, charset, codec in [("imp-16", "utf-16", "utf-16"), ("imp-16be", "utf-16", "utf-16-be"), ("imp-32", "UTF-32LE", "utf-32-le")]:
+            r = c.post(f"/v1/users/{user}/import", content=text.encode(codec),
+                       headers={"Content-Type": f"application/x-ndjson; charset={charset}"})
+            assert r.status_code == 201 and len(r.json()["stored"]) == 2, (codec, r.text)
+            assert sorted(stored_prompts(svc, user)) == ["Café or tea?", "Q?"]
+        for raw in (text.encode("latin-1"), text.encode()):
+            r = c.post("/v1/users/imp-latin/import", content=raw, headers={"Content-Type": "application/x-ndjson; charset=latin-1"})
+            assert r.status_code == 415 and field_named(r) == "Content-Type" and "charset=latin-1" in error(r)["message"], r.text
+        assert c.get("/v1/users/imp-latin/preferences").status_code == 404  # nothing stored
+    import httpx
+
+    declared = httpx.get(svc.url + "/schema/openapi.json").json()["paths"]["/v1/users/{user_id}/import"]["post"]["responses"]["415"]
+    assert "charset" in declared["description"], declared  # the document said a 415 was for the type or coding alone
+
+
+def test_an_idempotent_retry_in_another_charset_is_the_same_request(svc):
+    """Review 40: the key names the rows, and the body is read into the same text whatever its charset:
+    the same feedback sent as UTF-8, then again as UTF-16 under the same `Idempotency-Key`, is a replay
+    of the first receipt, not a second row or a conflict."""
+    body = {**FEEDBACK, "user": "idem-cs"}
+    with svc.client() as c:
+        first = c.post("/v1/feedback", json=body, headers={"Idempotency-Key": "edge40-cs"})
+        again = c.post("/v1/feedback", content=json.dumps(body, ensure_ascii=False).encode("utf-16"),
+                       headers={"Idempotency-Key": "edge40-cs", "Content-Type": "application/json; charset=utf-16"})
+    assert first.status_code == 201 and again.status_code == 201, (first.text, again.text)
+    assert again.headers.get("idempotent-replayed") == "true" and again.json() == first.json(), again.text
+    assert stored_prompts(svc, "idem-cs") == ["Café or tea?"]
+
+
+def test_curl_sends_a_notepad_file_and_a_utf16_one_as_users_do(svc, tmp_path):
+    """The real curl: `--json @file` of a file Notepad saved with a BOM, and `--data-binary @file` of a UTF-16
+    file (PowerShell 5's `Out-File` default) labelled `charset=utf-16`."""
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.skip("no curl")
+    for name, raw, options in [
+        ("notepad.json", BOM + json.dumps({**FEEDBACK, "user": "curl-bom"}, ensure_ascii=False).encode(), ["--json"]),
+        ("ps.json", json.dumps({**FEEDBACK, "user": "curl-16"}, ensure_ascii=False).encode("utf-16"),
+         ["-H", "Content-Type: application/json; charset=utf-16", "--data-binary"]),
+    ]:
+        (tmp_path / name).write_bytes(raw)
+        done = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "-H", f"Authorization: Bearer {svc.keys['acme']}",
+                               *options, f"@{tmp_path / name}", f"{svc.url}/v1/feedback"], capture_output=True, text=True, timeout=60)
+        assert done.stdout.rstrip().endswith("201"), (name, done.stdout, done.stderr)
+    assert stored_prompts(svc, "curl-bom") == stored_prompts(svc, "curl-16") == ["Café or tea?"]
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf_16_or_32_body_sent_without_its_charset_is_a_400_saying_how_to_send_it(svc, codec):
+    """Review 40: a UTF-16 file (PowerShell 5's `>` and `Out-File` write one) sent as `application/json` with no
+    charset was a 400 'not valid JSON: invalid character (byte 0)' that did not say why, though session 40 reads
+    such a body once its charset is declared. The 400 now says it looks UTF-16 or UTF-32 and how to send it."""
+    body = json.dumps({**FEEDBACK, "user": "no-charset"}, ensure_ascii=False).encode(codec)
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", r.text
+    assert "UTF-16" in error(r)["message"] and "charset=utf-16" in error(r)["message"], r.text
+
+
+def test_the_body_limit_counts_the_bytes_sent_before_any_charset_is_read(svc):
+    """Review 40: the limit (`PLURALIGN_MAX_BODY_BYTES`, 1 MB here) is Litestar's, on the bytes as they arrive,
+    before `read_json_body` decodes them: a UTF-16 body over it is a 413 like any other, and one under it is read
+    (UTF-8 text is at most 1.5 times its UTF-16 bytes, so what is kept stays within a small multiple of the limit)."""
+    limit = svc.runtime.settings.max_body_bytes
+    over = json.dumps({**FEEDBACK, "user": "big16", "prompt": "x" * (limit // 2)}).encode("utf-16")
+    under = json.dumps({**FEEDBACK, "user": "big16"}, ensure_ascii=False).encode("utf-16")
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=over, headers={"Content-Type": "application/json; charset=utf-16"})
+        assert len(over) > limit and r.status_code == 413, r.text
+        r = c.post("/v1/feedback", content=under, headers={"Content-Type": "application/json; charset=utf-16"})
+        assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("body,charset", [(b"", None), (BOM, None), (BOM + b" \r\n\t", None), (b"\xff\xfe", "utf-16"),
+                                          ("  ".encode("utf-16"), "utf-16")])
+def test_an_empty_body_after_its_byte_order_mark_says_it_is_empty(svc, body, charset):
+    """Review 40: a lone BOM, or one before white space only, in UTF-8 or in a declared UTF-16, is the empty
+    body's 400 (what to send), not 'invalid character'."""
+    content_type = "application/json" + (f"; charset={charset}" if charset else "")
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=body, headers={"Content-Type": content_type})
+    assert r.status_code == 400 and field_named(r) == "body" and "the request body is empty" in error(r)["message"], r.text
+
+
+def test_a_form_typed_json_body_in_a_declared_utf_16_is_read_as_the_utf8_one_is(svc):
+    """Review 40: a JSON body under the form type is taken (`curl -d`, session 19), but its JSON was told from a
+    form on the bytes as sent, before its charset was read: a UTF-16 one labelled `charset=utf-16` was a 415
+    'a form body'. Its charset is read first now."""
+    body = json.dumps({**FEEDBACK, "user": "form16"}, ensure_ascii=False).encode("utf-16")
+    with svc.client() as c:
+        r = c.post("/v1/feedback", content=body, headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-16"})
+    assert r.status_code == 201, r.text
+    assert stored_prompts(svc, "form16") == ["Café or tea?"]
+
+
+def test_a_streamed_chat_sent_in_utf_16_streams(svc):
+    """Review 40: the body swapped in `read_json_body` (Litestar's private `_body`, no public setter in 2.25)
+    is what a streaming handler reads too: a chat sent in UTF-16 streams its chunks to `[DONE]`."""
+    chat = {"model": "pluralign", "user": "stream16", "stream": True, "max_tokens": 4, "seed": 1,
+            "messages": [{"role": "user", "content": "Café?"}]}
+    with svc.client() as c, c.stream("POST", "/v1/chat/completions", content=json.dumps(chat, ensure_ascii=False).encode("utf-16"),
+                                     headers={"Content-Type": "application/json; charset=utf-16"}) as r:
+        assert r.status_code == 200, r.read()
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and any('"delta"' in line for line in lines), lines[-3:]

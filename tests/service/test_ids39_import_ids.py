@@ -125,3 +125,22 @@ def test_the_cli_round_trip_gives_the_same_bytes_and_again_stores_nothing(svc, t
         done = cli(*send)  # again: every row held already
         assert done.returncode == 0, done.stderr
         assert c.get("/v1/users/ids39-cli/preferences").json()["total"] == 7 and export(c, "ids39-cli") == first
+
+
+def test_a_row_still_in_the_feedback_log_is_held_like_a_stored_one(svc):
+    """Review 40 (session 40 moved the check into `Store.new_and_held`): rows acknowledged and not yet in
+    the table, under an id and without a `created_at` (stamped on receipt), imported again: the same row is
+    `already_stored`, another under its id a 409 naming the line; nothing stored twice."""
+    row = {"prompt": "Pending?", "chosen": "Yes.", "rejected": "No.", "pref_id": "pend-1"}
+    other = {"prompt": "Other?", "chosen": "A.", "rejected": "B.", "pref_id": "pend-2"}
+    body = b"".join(json.dumps(r).encode() + b"\n" for r in (row, other))
+    with svc.client("acme") as c:
+        with svc.runtime.ingest.held("acme", "ids39-pend"):  # the rows stay in the log meanwhile
+            assert c.post("/v1/users/ids39-pend/import", content=body).status_code == 201
+            assert svc.runtime.ingest.log.pending_for("acme", "ids39-pend"), "moved to the table already"
+            r = c.post("/v1/users/ids39-pend/import", content=body)
+            assert r.status_code == 201 and sorted(r.json()["already_stored"]) == ["pend-1", "pend-2"] and r.json()["stored"] == [], r.text
+            changed = body.replace(b'"No."', b'"Never."')
+            r = c.post("/v1/users/ids39-pend/import", content=changed)
+            assert r.status_code == 409 and field_named(r) == "line 1.pref_id" and "another `rejected`" in r.text, r.text
+        assert c.get("/v1/users/ids39-pend/preferences").json()["total"] == 2
