@@ -205,3 +205,25 @@ def test_a_cancelled_worker_that_swallows_the_sigterm_is_killed_after_the_grace_
         assert "imported; training on" in cancelled.log_tail  # it did swallow it
     finally:
         runner.stop()
+
+
+def test_a_job_cancelled_before_its_runner_stopped_is_still_killed_after_the_grace_by_the_next_one(ray_cluster, tmp_path):
+    """reviewj40: the cancel's SIGKILL after cancel_grace_s was owed in the memory of the runner that sent the SIGTERM
+    only; a runner stopped inside the grace left the swallowing worker to train on, attached to by the next one."""
+    from training.jobs.ray_runner import RayJobRunner
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, cancel_grace_s=600.0), kinds=TEST_KINDS)
+    runner.start()
+    try:
+        job = runner.submit("work", {"swallow_sigterm": True, "seconds": 60})
+        wait_for(lambda: "importing" in runner.get(job.id).log_tail, 120, "never started")
+        runner.cancel(job.id)
+    finally:
+        runner.stop()  # inside the grace: the worker runs on, on Ray
+    again = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, cancel_grace_s=1.0), kinds=TEST_KINDS)
+    again.start()
+    try:
+        cancelled = again.wait(job.id, timeout=30)  # the SIGTERM sent again (a SIGKILL 1 s later were it swallowed again)
+        assert cancelled.state == "cancelled" and cancelled.attempts == 1 and cancelled.finished_at - cancelled.started_at < 50
+    finally:
+        again.stop()

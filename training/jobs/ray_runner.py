@@ -132,8 +132,9 @@ class RayJobRunner(LocalJobRunner):
     # -- the dispatcher ------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Running jobs whose actor is alive are attached to; those whose actor is gone are queued again, but
-        one whose promotion the last process was stopped in, finished at `start` (`LocalJobRunner._recover`).
+        """Running jobs whose actor is alive are attached to (one cancelled before the last runner stopped is sent
+        its SIGTERM again, and SIGKILL `cancel_grace_s` later); those whose actor is gone are queued again (cancelled,
+        when their cancel was asked for), but one whose promotion the last process was stopped in, finished at `start` (`LocalJobRunner._recover`).
         Then the temp files writes cut short left are removed (`remove_write_leftovers`), but in the artifact
         folders of the jobs attached to. Unlike the local runner's, no worker is looked for by its variables: a
         worker whose actor is gone runs on another node, if anywhere, out of this process's reach."""
@@ -148,11 +149,12 @@ class RayJobRunner(LocalJobRunner):
                 actor = self._ray.get_actor(actor_name(job.id), namespace=NAMESPACE)
                 self._ray.get(actor.poll.remote(), timeout=30)
             except Exception:  # no such actor (node lost, cluster restarted) or it died
-                note = f"its Ray actor is gone (attempt {job.attempts}); queued again"
-                self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+                self._record(self._stopped_record(job, f"its Ray actor is gone (attempt {job.attempts}); queued again"))
                 continue
             self._running[job.id] = _Attached(job.id, actor, None)
             log.info("attached to running job %s on Ray", job.id)
+            if job.cancel_requested:  # cancelled before the last runner stopped: its SIGTERM again, and the grace from now
+                self._stop_running(job.id)
         # as the local runner's start, but the artifact folders of the jobs attached to (their workers write there)
         if removed := remove_write_leftovers(Path(self.config.folder), running=set(self._running)):
             log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)

@@ -242,7 +242,8 @@ class LocalJobRunner:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop dispatching; running workers are stopped and their jobs queued again for next start."""
+        """Stop dispatching; running workers are stopped and their jobs queued again for next start (those whose
+        cancel was asked for end cancelled: `_stopped_record`)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
@@ -260,9 +261,19 @@ class LocalJobRunner:
                 running.err.close()
                 job = self.store.get(job_id)
                 if job is not None and job.state == "running":  # a full disk here must not leave the next workers running
-                    self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, "interrupted by shutdown; queued again"][-self.config.log_lines :]))
+                    self._record(self._stopped_record(job, "interrupted by shutdown; queued again"))
                 self._exited(job_id)
             self._running.clear()
+
+    def _stopped_record(self, job: Job, note: str) -> Job:
+        """`job`, left running when its worker was stopped with the runner (or the runner was), queued again with
+        `note` ending its log tail; or, its cancel asked for before (a worker that had not yet acted on the SIGTERM,
+        inside `cancel_grace_s`), cancelled, its artifact folder removed, as a cancel that ran to its end."""
+        if job.cancel_requested:
+            note = "the runner stopped before the cancelled worker exited: cancelled, not run again"
+            return self._discard_artifact(msgspec.structs.replace(job, state="cancelled", pid=None, finished_at=time.time(),
+                                                                  log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+        return msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :])
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
         """Block until a job is final (for tests and scripts)."""
@@ -282,7 +293,7 @@ class LocalJobRunner:
         or running (`JOB_ENV`): a worker started by a process killed before its record named it
         (`_start_worker`: the record still `queued`), which would otherwise run on unknown, beside
         the job's next worker, writing the same artifact folder. One whose promotion it was stopped in
-        is finished at `start` instead (`_promoting`)."""
+        is finished at `start` instead (`_promoting`); one whose cancel was asked for ends cancelled."""
         left = {job.id for job in self.store.all() if job.state in ACTIVE_STATES}
         folder = _folder_key(self.config.folder)
         for pid in _workers_of(left, folder) if left else []:
@@ -299,13 +310,12 @@ class LocalJobRunner:
             if job.id in promoting:
                 self._cut_promotions.append(job.id)
                 continue
-            if job.attempts >= self.config.max_attempts:  # e.g. a job that takes the machine down each time
+            if job.attempts >= self.config.max_attempts and not job.cancel_requested:  # e.g. one that takes the machine down each time
                 note = f"runner restarted during attempt {job.attempts}; gave up after {job.attempts} attempts"
                 self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
                                                                             log_tail=[*job.log_tail, note][-self.config.log_lines :])))
                 continue
-            note = f"runner restarted during attempt {job.attempts}; queued again"
-            self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+            self._record(self._stopped_record(job, f"runner restarted during attempt {job.attempts}; queued again"))
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
