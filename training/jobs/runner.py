@@ -38,6 +38,8 @@ from training.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT_S = 5.0  # how long `LocalJobRunner.stop` waits for its workers to act on its SIGTERM before it kills them
+
 LOG_LINE_CHARS = 500  # the most of one worker log line a job's `log_tail` keeps
 JOB_ENV = "PLURALIGN_JOB_ID"  # set in each worker's environment, so a restart can recognise its workers
 # beside it: the jobs folder (absolute, symlinks resolved) whose runner started the worker. Job ids are unique
@@ -242,18 +244,20 @@ class LocalJobRunner:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop dispatching; running workers are stopped and their jobs queued again for next start (those whose
-        cancel was asked for end cancelled: `_stopped_record`)."""
+        """Stop dispatching; running workers are stopped (SIGTERM, and SIGKILL for those still there STOP_WAIT_S
+        later, all waited for together) and their jobs queued again for next start (cancelled ones end cancelled)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
         with self._lock:
-            for job_id, running in list(self._running.items()):
+            for running in self._running.values():
                 _kill_group(running.process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_WAIT_S  # one wait for all of them, not STOP_WAIT_S each
+            for job_id, running in list(self._running.items()):
                 try:
-                    running.process.wait(timeout=5)
+                    running.process.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     _kill_group(running.process.pid, signal.SIGKILL)
                     running.process.wait()
