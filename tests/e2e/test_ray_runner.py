@@ -227,3 +227,21 @@ def test_a_job_cancelled_before_its_runner_stopped_is_still_killed_after_the_gra
         assert cancelled.state == "cancelled" and cancelled.attempts == 1 and cancelled.finished_at - cancelled.started_at < 50
     finally:
         again.stop()
+
+
+def test_a_cancelled_job_whose_actor_dies_inside_the_grace_ends_cancelled_not_queued_again(ray_cluster, tmp_path):
+    """reviewj40: a poll that finds the actor of a cancelled job dead (its node lost, or its `kill` outlasting the poll's
+    30 s wait) queued the job again, to be trained from the start and recorded cancelled at its end."""
+    from training.jobs.ray_runner import NAMESPACE, RayJobRunner, actor_name
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, cancel_grace_s=600.0), kinds=TEST_KINDS)
+    runner.start()
+    try:
+        job = runner.submit("work", {"swallow_sigterm": True, "seconds": 60})
+        wait_for(lambda: "importing" in runner.get(job.id).log_tail, 120, "never started")
+        runner.cancel(job.id)
+        ray_cluster.kill(ray_cluster.get_actor(actor_name(job.id), namespace=NAMESPACE))  # its node lost
+        ended = runner.wait(job.id, timeout=30)
+        assert (ended.state, ended.attempts) == ("cancelled", 1), ended
+    finally:
+        runner.stop()

@@ -215,8 +215,8 @@ class RayJobRunner(LocalJobRunner):
                 code = ray.get(attached.actor.poll.remote(), timeout=30)
             except Exception as exc:  # the actor died with its node: run the job again
                 self._detach(job_id)
-                note = f"its Ray actor died ({type(exc).__name__}); queued again"
-                self._record(msgspec.structs.replace(job, state="queued", log_tail=[*tail, note][-self.config.log_lines :]))
+                note = f"its Ray actor died ({type(exc).__name__}); queued again"  # or cancelled, its cancel asked for
+                self._record(self._stopped_record(msgspec.structs.replace(job, log_tail=tail), note))
                 self._exited(job_id)
                 continue
             if code is None and attached.stop_asked_at is not None and not attached.killed \
