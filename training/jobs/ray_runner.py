@@ -219,10 +219,7 @@ class RayJobRunner(LocalJobRunner):
                 self._record(self._stopped_record(msgspec.structs.replace(job, log_tail=tail), note))
                 self._exited(job_id)
                 continue
-            if code is None and attached.stop_asked_at is not None and not attached.killed \
-                    and time.monotonic() - attached.stop_asked_at > self.config.cancel_grace_s:
-                note = f"still running {self.config.cancel_grace_s:g} s after the cancel's SIGTERM: killed (SIGKILL)"
-                log.warning("job %s: %s", job_id, note)
+            if code is None and not attached.killed and (note := self._cancel_overdue(job_id, attached.stop_asked_at)) is not None:
                 attached.actor.kill.remote()  # not waited for: a later poll sees its exit
                 attached.killed = True
                 with open(self.store.path(job_id, "log"), "a") as f:  # the log tail's last line, as a local job's

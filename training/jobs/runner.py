@@ -206,6 +206,15 @@ class LocalJobRunner:
             if running.stop_asked_at is None:
                 running.stop_asked_at = time.monotonic()
 
+    def _cancel_overdue(self, job_id: str, stop_asked_at: float | None) -> str | None:
+        """When the cancel's SIGTERM to job `job_id`'s worker, still running, was sent (`stop_asked_at`, monotonic)
+        over `cancel_grace_s` ago: the log line saying it is killed now (logged here too); else None."""
+        if stop_asked_at is None or time.monotonic() - stop_asked_at <= self.config.cancel_grace_s:
+            return None
+        note = f"still running {self.config.cancel_grace_s:g} s after the cancel's SIGTERM: killed (SIGKILL)"
+        log.warning("job %s: %s", job_id, note)
+        return note
+
     def purge(self, job_id: str) -> Job | None:
         """Stop the job if it is queued or running (its worker killed and waited for), then delete
         every file of it: record, log, output, result and artifact folder. For data that must
@@ -440,9 +449,7 @@ class LocalJobRunner:
                 log.warning("job %s holds %.1f MB, over the cap of %d MB: killed", job_id, held, self.config.memory_mb)
                 _kill_group(running.process.pid, signal.SIGKILL)
                 code = running.process.wait()
-        if code is None and running.stop_asked_at is not None and time.monotonic() - running.stop_asked_at > self.config.cancel_grace_s:
-            note = f"still running {self.config.cancel_grace_s:g} s after the cancel's SIGTERM: killed (SIGKILL)"
-            log.warning("job %s: %s", job_id, note)
+        if code is None and (note := self._cancel_overdue(job_id, running.stop_asked_at)) is not None:
             _kill_group(running.process.pid, signal.SIGKILL)
             code = running.process.wait()
             tail = [*tail, note][-self.config.log_lines :]
