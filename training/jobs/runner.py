@@ -344,7 +344,8 @@ class LocalJobRunner:
     def _launch(self) -> None:
         """Start queued jobs while workers are free: the lowest `priority` first (audits before training), and within it
         in turns per tenant (`tenant_of`): the tenant whose last job started longest ago (never: first) starts its
-        oldest job, so one tenant's many queued jobs never keep another's one waiting behind them all."""
+        oldest job, so one tenant's many queued jobs of a priority never keep another's one of that priority waiting
+        behind them all. Priority comes first: one tenant's queued audits all start before any tenant's training."""
         active = self.store.active()
         self._turns = {tenant: n for tenant, n in self._turns.items() if tenant in {tenant_of(j.params) for j in active}}
         queued = [j for j in active if j.state == "queued"]
