@@ -245,3 +245,29 @@ def test_a_cancelled_job_whose_actor_dies_inside_the_grace_ends_cancelled_not_qu
         assert (ended.state, ended.attempts) == ("cancelled", 1), ended
     finally:
         runner.stop()
+
+
+def test_a_tenant_whose_job_a_restarted_runner_attached_to_has_had_its_turn(ray_cluster, tmp_path):
+    """reviewj40: turns live in memory; a runner attaching to a tenant's running job after a restart counted that tenant
+    as never having started one, so its next queued job went before another tenant's (queued later) when a worker freed."""
+    from training.jobs.ray_runner import RayJobRunner
+
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, workers=1)
+    runner = RayJobRunner(config, kinds=TEST_KINDS)
+    runner.start()
+    try:
+        a1 = runner.submit("work", {"tenant": "acme", "seconds": 6.0})
+        wait_for(lambda: runner.get(a1.id).state == "running", 120, "never started")
+    finally:
+        runner.stop()  # a1 runs on, on Ray
+    a2 = runner.submit("work", {"tenant": "acme"})
+    b1 = runner.submit("work", {"tenant": "globex"})
+    again = RayJobRunner(config, kinds=TEST_KINDS)
+    again.start()
+    try:
+        for job in (a1, a2, b1):
+            again.wait(job.id, timeout=90)
+        started = sorted((again.get(j.id).started_at, name) for j, name in ((a2, "a2"), (b1, "b1")))
+        assert [name for _, name in started] == ["b1", "a2"]
+    finally:
+        again.stop()

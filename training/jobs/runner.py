@@ -348,6 +348,9 @@ class LocalJobRunner:
         behind them all. Priority comes first: one tenant's queued audits all start before any tenant's training."""
         active = self.store.active()
         self._turns = {tenant: n for tenant, n in self._turns.items() if tenant in {tenant_of(j.params) for j in active}}
+        for job in active:  # one this runner did not start (a Ray runner attached to it at its start): a turn before all of its own
+            if job.state == "running" and tenant_of(job.params) not in self._turns:
+                self._turns[tenant_of(job.params)] = 0
         queued = [j for j in active if j.state == "queued"]
         while queued and len(self._running) < self.config.workers and not self._stopping.is_set():
             job = min(queued, key=lambda j: (self.kinds[j.kind].priority if j.kind in self.kinds else 0,
