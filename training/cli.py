@@ -111,11 +111,18 @@ class Stopped(BaseException):
 STOP_RETRY_S = 0.05  # how often a SIGTERM that came while an extension module starts is sent again, until it has
 
 
+_EXTENSION_START = ("create_module", "exec_module")  # the loader methods under which an extension module's C code runs
+
+
 def _in_extension_start(frame) -> bool:
     """Whether `frame` runs inside the start of an extension module (C code: what it imports, its loader
-    `self` an ExtensionFileLoader below `frame`)."""
+    `self` an ExtensionFileLoader below `frame`, in its `create_module` or `exec_module`). Reads the locals of
+    those methods' frames only, and no attribute of any object (a proxy's `__class__` runs its code): safe
+    inside the signal handler, wherever the signal comes."""
     while frame is not None:
-        if isinstance(frame.f_locals.get("self"), importlib.machinery.ExtensionFileLoader):
+        code = frame.f_code
+        if code.co_name in _EXTENSION_START and code.co_varnames[:1] == ("self",) \
+                and issubclass(type(frame.f_locals.get("self")), importlib.machinery.ExtensionFileLoader):
             return True
         frame = frame.f_back
     return False

@@ -205,3 +205,69 @@ def test_a_cancelled_worker_that_swallows_the_sigterm_is_killed_after_the_grace_
         assert "imported; training on" in cancelled.log_tail  # it did swallow it
     finally:
         runner.stop()
+
+
+def test_a_job_cancelled_before_its_runner_stopped_is_still_killed_after_the_grace_by_the_next_one(ray_cluster, tmp_path):
+    """reviewj40: the cancel's SIGKILL after cancel_grace_s was owed in the memory of the runner that sent the SIGTERM
+    only; a runner stopped inside the grace left the swallowing worker to train on, attached to by the next one."""
+    from training.jobs.ray_runner import RayJobRunner
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, cancel_grace_s=600.0), kinds=TEST_KINDS)
+    runner.start()
+    try:
+        job = runner.submit("work", {"swallow_sigterm": True, "seconds": 60})
+        wait_for(lambda: "importing" in runner.get(job.id).log_tail, 120, "never started")
+        runner.cancel(job.id)
+    finally:
+        runner.stop()  # inside the grace: the worker runs on, on Ray
+    again = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, cancel_grace_s=1.0), kinds=TEST_KINDS)
+    again.start()
+    try:
+        cancelled = again.wait(job.id, timeout=30)  # the SIGTERM sent again (a SIGKILL 1 s later were it swallowed again)
+        assert cancelled.state == "cancelled" and cancelled.attempts == 1 and cancelled.finished_at - cancelled.started_at < 50
+    finally:
+        again.stop()
+
+
+def test_a_cancelled_job_whose_actor_dies_inside_the_grace_ends_cancelled_not_queued_again(ray_cluster, tmp_path):
+    """reviewj40: a poll that finds the actor of a cancelled job dead (its node lost, or its `kill` outlasting the poll's
+    30 s wait) queued the job again, to be trained from the start and recorded cancelled at its end."""
+    from training.jobs.ray_runner import NAMESPACE, RayJobRunner, actor_name
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, cancel_grace_s=600.0), kinds=TEST_KINDS)
+    runner.start()
+    try:
+        job = runner.submit("work", {"swallow_sigterm": True, "seconds": 60})
+        wait_for(lambda: "importing" in runner.get(job.id).log_tail, 120, "never started")
+        runner.cancel(job.id)
+        ray_cluster.kill(ray_cluster.get_actor(actor_name(job.id), namespace=NAMESPACE))  # its node lost
+        ended = runner.wait(job.id, timeout=30)
+        assert (ended.state, ended.attempts) == ("cancelled", 1), ended
+    finally:
+        runner.stop()
+
+
+def test_a_tenant_whose_job_a_restarted_runner_attached_to_has_had_its_turn(ray_cluster, tmp_path):
+    """reviewj40: turns live in memory; a runner attaching to a tenant's running job after a restart counted that tenant
+    as never having started one, so its next queued job went before another tenant's (queued later) when a worker freed."""
+    from training.jobs.ray_runner import RayJobRunner
+
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, workers=1)
+    runner = RayJobRunner(config, kinds=TEST_KINDS)
+    runner.start()
+    try:
+        a1 = runner.submit("work", {"tenant": "acme", "seconds": 6.0})
+        wait_for(lambda: runner.get(a1.id).state == "running", 120, "never started")
+    finally:
+        runner.stop()  # a1 runs on, on Ray
+    a2 = runner.submit("work", {"tenant": "acme"})
+    b1 = runner.submit("work", {"tenant": "globex"})
+    again = RayJobRunner(config, kinds=TEST_KINDS)
+    again.start()
+    try:
+        for job in (a1, a2, b1):
+            again.wait(job.id, timeout=90)
+        started = sorted((again.get(j.id).started_at, name) for j, name in ((a2, "a2"), (b1, "b1")))
+        assert [name for _, name in started] == ["b1", "a2"]
+    finally:
+        again.stop()

@@ -132,8 +132,9 @@ class RayJobRunner(LocalJobRunner):
     # -- the dispatcher ------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Running jobs whose actor is alive are attached to; those whose actor is gone are queued again, but
-        one whose promotion the last process was stopped in, finished at `start` (`LocalJobRunner._recover`).
+        """Running jobs whose actor is alive are attached to (one cancelled before the last runner stopped is sent
+        its SIGTERM again, and SIGKILL `cancel_grace_s` later); those whose actor is gone are queued again (cancelled,
+        when their cancel was asked for), but one whose promotion the last process was stopped in, finished at `start` (`LocalJobRunner._recover`).
         Then the temp files writes cut short left are removed (`remove_write_leftovers`), but in the artifact
         folders of the jobs attached to. Unlike the local runner's, no worker is looked for by its variables: a
         worker whose actor is gone runs on another node, if anywhere, out of this process's reach."""
@@ -148,11 +149,12 @@ class RayJobRunner(LocalJobRunner):
                 actor = self._ray.get_actor(actor_name(job.id), namespace=NAMESPACE)
                 self._ray.get(actor.poll.remote(), timeout=30)
             except Exception:  # no such actor (node lost, cluster restarted) or it died
-                note = f"its Ray actor is gone (attempt {job.attempts}); queued again"
-                self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+                self._record(self._stopped_record(job, f"its Ray actor is gone (attempt {job.attempts}); queued again"))
                 continue
             self._running[job.id] = _Attached(job.id, actor, None)
             log.info("attached to running job %s on Ray", job.id)
+            if job.cancel_requested:  # cancelled before the last runner stopped: its SIGTERM again, and the grace from now
+                self._stop_running(job.id)
         # as the local runner's start, but the artifact folders of the jobs attached to (their workers write there)
         if removed := remove_write_leftovers(Path(self.config.folder), running=set(self._running)):
             log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
@@ -213,14 +215,11 @@ class RayJobRunner(LocalJobRunner):
                 code = ray.get(attached.actor.poll.remote(), timeout=30)
             except Exception as exc:  # the actor died with its node: run the job again
                 self._detach(job_id)
-                note = f"its Ray actor died ({type(exc).__name__}); queued again"
-                self._record(msgspec.structs.replace(job, state="queued", log_tail=[*tail, note][-self.config.log_lines :]))
+                note = f"its Ray actor died ({type(exc).__name__}); queued again"  # or cancelled, its cancel asked for
+                self._record(self._stopped_record(msgspec.structs.replace(job, log_tail=tail), note))
                 self._exited(job_id)
                 continue
-            if code is None and attached.stop_asked_at is not None and not attached.killed \
-                    and time.monotonic() - attached.stop_asked_at > self.config.cancel_grace_s:
-                note = f"still running {self.config.cancel_grace_s:g} s after the cancel's SIGTERM: killed (SIGKILL)"
-                log.warning("job %s: %s", job_id, note)
+            if code is None and not attached.killed and (note := self._cancel_overdue(job_id, attached.stop_asked_at)) is not None:
                 attached.actor.kill.remote()  # not waited for: a later poll sees its exit
                 attached.killed = True
                 with open(self.store.path(job_id, "log"), "a") as f:  # the log tail's last line, as a local job's

@@ -38,6 +38,8 @@ from training.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT_S = 5.0  # how long `LocalJobRunner.stop` waits for its workers to act on its SIGTERM before it kills them
+
 LOG_LINE_CHARS = 500  # the most of one worker log line a job's `log_tail` keeps
 JOB_ENV = "PLURALIGN_JOB_ID"  # set in each worker's environment, so a restart can recognise its workers
 # beside it: the jobs folder (absolute, symlinks resolved) whose runner started the worker. Job ids are unique
@@ -204,6 +206,15 @@ class LocalJobRunner:
             if running.stop_asked_at is None:
                 running.stop_asked_at = time.monotonic()
 
+    def _cancel_overdue(self, job_id: str, stop_asked_at: float | None) -> str | None:
+        """When the cancel's SIGTERM to job `job_id`'s worker, still running, was sent (`stop_asked_at`, monotonic)
+        over `cancel_grace_s` ago: the log line saying it is killed now (logged here too); else None."""
+        if stop_asked_at is None or time.monotonic() - stop_asked_at <= self.config.cancel_grace_s:
+            return None
+        note = f"still running {self.config.cancel_grace_s:g} s after the cancel's SIGTERM: killed (SIGKILL)"
+        log.warning("job %s: %s", job_id, note)
+        return note
+
     def purge(self, job_id: str) -> Job | None:
         """Stop the job if it is queued or running (its worker killed and waited for), then delete
         every file of it: record, log, output, result and artifact folder. For data that must
@@ -242,17 +253,20 @@ class LocalJobRunner:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop dispatching; running workers are stopped and their jobs queued again for next start."""
+        """Stop dispatching; running workers are stopped (SIGTERM, and SIGKILL for those still there STOP_WAIT_S
+        later, all waited for together) and their jobs queued again for next start (cancelled ones end cancelled)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
         with self._lock:
-            for job_id, running in list(self._running.items()):
+            for running in self._running.values():
                 _kill_group(running.process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_WAIT_S  # one wait for all of them, not STOP_WAIT_S each
+            for job_id, running in list(self._running.items()):
                 try:
-                    running.process.wait(timeout=5)
+                    running.process.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     _kill_group(running.process.pid, signal.SIGKILL)
                     running.process.wait()
@@ -260,9 +274,19 @@ class LocalJobRunner:
                 running.err.close()
                 job = self.store.get(job_id)
                 if job is not None and job.state == "running":  # a full disk here must not leave the next workers running
-                    self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, "interrupted by shutdown; queued again"][-self.config.log_lines :]))
+                    self._record(self._stopped_record(job, "interrupted by shutdown; queued again"))
                 self._exited(job_id)
             self._running.clear()
+
+    def _stopped_record(self, job: Job, note: str) -> Job:
+        """`job`, left running when its worker was stopped with the runner (or the runner was), queued again with
+        `note` ending its log tail; or, its cancel asked for before (a worker that had not yet acted on the SIGTERM,
+        inside `cancel_grace_s`), cancelled, its artifact folder removed, as a cancel that ran to its end."""
+        if job.cancel_requested:
+            note = "the runner stopped before the cancelled worker exited: cancelled, not run again"
+            return self._discard_artifact(msgspec.structs.replace(job, state="cancelled", pid=None, finished_at=time.time(),
+                                                                  log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+        return msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :])
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
         """Block until a job is final (for tests and scripts)."""
@@ -282,7 +306,7 @@ class LocalJobRunner:
         or running (`JOB_ENV`): a worker started by a process killed before its record named it
         (`_start_worker`: the record still `queued`), which would otherwise run on unknown, beside
         the job's next worker, writing the same artifact folder. One whose promotion it was stopped in
-        is finished at `start` instead (`_promoting`)."""
+        is finished at `start` instead (`_promoting`); one whose cancel was asked for ends cancelled."""
         left = {job.id for job in self.store.all() if job.state in ACTIVE_STATES}
         folder = _folder_key(self.config.folder)
         for pid in _workers_of(left, folder) if left else []:
@@ -299,13 +323,12 @@ class LocalJobRunner:
             if job.id in promoting:
                 self._cut_promotions.append(job.id)
                 continue
-            if job.attempts >= self.config.max_attempts:  # e.g. a job that takes the machine down each time
+            if job.attempts >= self.config.max_attempts and not job.cancel_requested:  # e.g. one that takes the machine down each time
                 note = f"runner restarted during attempt {job.attempts}; gave up after {job.attempts} attempts"
                 self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
                                                                             log_tail=[*job.log_tail, note][-self.config.log_lines :])))
                 continue
-            note = f"runner restarted during attempt {job.attempts}; queued again"
-            self._record(msgspec.structs.replace(job, state="queued", pid=None, log_tail=[*job.log_tail, note][-self.config.log_lines :]))
+            self._record(self._stopped_record(job, f"runner restarted during attempt {job.attempts}; queued again"))
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -321,9 +344,13 @@ class LocalJobRunner:
     def _launch(self) -> None:
         """Start queued jobs while workers are free: the lowest `priority` first (audits before training), and within it
         in turns per tenant (`tenant_of`): the tenant whose last job started longest ago (never: first) starts its
-        oldest job, so one tenant's many queued jobs never keep another's one waiting behind them all."""
+        oldest job, so one tenant's many queued jobs of a priority never keep another's one of that priority waiting
+        behind them all. Priority comes first: one tenant's queued audits all start before any tenant's training."""
         active = self.store.active()
         self._turns = {tenant: n for tenant, n in self._turns.items() if tenant in {tenant_of(j.params) for j in active}}
+        for job in active:  # one this runner did not start (a Ray runner attached to it at its start): a turn before all of its own
+            if job.state == "running" and tenant_of(job.params) not in self._turns:
+                self._turns[tenant_of(job.params)] = 0
         queued = [j for j in active if j.state == "queued"]
         while queued and len(self._running) < self.config.workers and not self._stopping.is_set():
             job = min(queued, key=lambda j: (self.kinds[j.kind].priority if j.kind in self.kinds else 0,
@@ -426,9 +453,7 @@ class LocalJobRunner:
                 log.warning("job %s holds %.1f MB, over the cap of %d MB: killed", job_id, held, self.config.memory_mb)
                 _kill_group(running.process.pid, signal.SIGKILL)
                 code = running.process.wait()
-        if code is None and running.stop_asked_at is not None and time.monotonic() - running.stop_asked_at > self.config.cancel_grace_s:
-            note = f"still running {self.config.cancel_grace_s:g} s after the cancel's SIGTERM: killed (SIGKILL)"
-            log.warning("job %s: %s", job_id, note)
+        if code is None and (note := self._cancel_overdue(job_id, running.stop_asked_at)) is not None:
             _kill_group(running.process.pid, signal.SIGKILL)
             code = running.process.wait()
             tail = [*tail, note][-self.config.log_lines :]
