@@ -474,16 +474,22 @@ class Admin:
         kept = {group: users for group, users in members.items() if users and group in groups - gone}
         if write:
             self.audit_members.add(job_id, [h for users in members.values() for h in users])
-        write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
-        if gone:
-            data = report_encoder.encode(without_groups(report, gone))
+        # the report and the record first, the members file last: a kill between them leaves a file still naming the
+        # deleted user, so the DELETE's replay (or the start's pass) comes back here and finishes; the other way round
+        # the replay found the user gone from the file and the report kept the withheld group's figures for good
+        data = report_encoder.encode(without_groups(report, gone)) if gone else None
+        if data is not None:
             write_atomic(path, data)
             write_atomic(self.runner.store.path(job_id, "out"), data + b"\n")
-            # the record's metrics are the report's figures (worst group, gaps): drawn again without those groups.
-            # A job still being checked (`keep_audit_members`) is not recorded yet: the runner reads them then
-            job = self.runner.get(job_id)
-            if job is not None and job.state == "succeeded":
-                self.runner.store.put(msgspec.structs.replace(job, metrics=result_metrics(msgspec.json.decode(data))))
+        # the record's metrics are the report's figures (worst group, gaps): drawn again without those groups, or
+        # (a replay) as the report a stopped call left. A job still being checked (`keep_audit_members`) is not
+        # recorded yet: the runner reads them then
+        job = self.runner.get(job_id)
+        if job is not None and job.state == "succeeded":
+            metrics = result_metrics(msgspec.json.decode(data if data is not None else path.read_bytes()))
+            if job.metrics != metrics:
+                self.runner.store.put(msgspec.structs.replace(job, metrics=metrics))
+        write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
         return [h for users in kept.values() for h in users]
 
     def _catch_up_old_audits(self) -> None:

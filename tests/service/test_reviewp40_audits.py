@@ -1,0 +1,86 @@
+"""Review of privacy session 40's audit changes, driven over HTTP on the real app and its data folder.
+
+- A DELETE stopped (as a kill would) after the audit's members file was rewritten without the user and the
+  group they were in, and before the report was: the journal's replay at the next start found the user no
+  longer in the members file and left the report as it was, the withheld group's figures and the overall
+  figures kept for good."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+
+from pluralign.fairness.report import AuditReport, decode_report, report_encoder
+from pluralign.store.deletions import key_hash
+from service.admin.controllers import ADMIN_HANDLERS
+from service.users.journal import JOURNAL_FOLDER
+from tests.service.test_break20_delete import GONE
+from tests.service.test_data34_delete_audit import give
+from tests.service.test_delete_journal import wait_until
+from tests.service.test_delete_stopped import Stopped
+from tests.service.test_privacy40_audit_figures import figures
+from tests.service.test_scale37_delete_audits import members_of
+from training.jobs.record import Job
+from training.jobs.runner import result_metrics
+
+
+def stored_audit(svc, admin, job_id: str = "audit-review") -> Job:
+    """An audit job of acme's store by segment, as the runner leaves one that succeeded: s1 holds GONE and ann,
+    s2 bob, s3 cal."""
+    created = time.time()
+    job = Job(id=job_id, kind="audit", params={"store": svc.runtime.settings.lancedb_uri, "group_by": "segment",
+                                               "tenant": "acme"}, state="running", created_at=created)
+    report = AuditReport(group_by="segment", created_at=created, encoder_id="minilm", personalized_model="online-logistic",
+                         base_model="crossfit-logistic", users=4, comparisons=8, overall=figures("all", 4, 0.5625),
+                         groups=[figures("s1", 2, 0.25), figures("s2", 1, 0.75), figures("s3", 1, 1.0)],
+                         worst_group="s1", worst_group_accuracy=0.25, gap=0.75)
+    data = report_encoder.encode(report)
+    admin.runner.store.add(job)
+    admin.runner.store.path(job.id, "result.json").write_bytes(data)
+    admin.runner.store.path(job.id, "out").write_bytes(data + b"\n")
+    admin.keep_audit_members(job)
+    admin.runner.store.put(msgspec.structs.replace(job, state="succeeded", metrics=result_metrics(msgspec.json.decode(data)),
+                                                   result_path=str(admin.runner.store.path(job.id, "result.json"))))
+    return job
+
+
+def give_four(acme) -> None:
+    for user, segment in ((GONE, "s1"), ("ann", "s1"), ("bob", "s2"), ("cal", "s3")):
+        give(acme, user, segment, n=2)
+        assert acme.get(f"/v1/users/{user}/preferences").json()["total"] == 2  # moved into the table
+
+
+def test_a_delete_killed_between_the_members_file_and_the_report_withholds_the_group_after_the_restart(serve, monkeypatch):
+    """Before: after the restart (the journal's replay) s1 and the overall figures stayed in result.json."""
+    from service.admin import services as admin_services
+    from service.users import services
+
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    jobs = data / "jobs"
+    with server, svc.client("acme") as acme:
+        give_four(acme)
+        admin = server.server.config.app.state.admin
+        job = stored_audit(svc, admin)
+        write_atomic = admin_services.write_atomic
+
+        def killed_at_the_report(path, payload):
+            if path.name.endswith("result.json"):
+                raise Stopped
+            write_atomic(path, payload)
+
+        monkeypatch.setattr(admin_services, "write_atomic", killed_at_the_report)
+        with pytest.raises(Stopped):
+            services.delete(svc.runtime, "acme", GONE)
+        monkeypatch.setattr(admin_services, "write_atomic", write_atomic)
+    assert list((data / JOURNAL_FOLDER).iterdir())  # the DELETE is unfinished: the next start finishes it
+
+    data, again, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    with again, svc.client("acme"):
+        assert wait_until(lambda: not any((data / JOURNAL_FOLDER).iterdir()))
+        stored = decode_report((jobs / f"{job.id}.result.json").read_bytes())
+        assert [g.group for g in stored.groups] == ["s2", "s3"]  # s1 held GONE's comparisons
+        assert stored.overall is None and stored.withheld_groups == 1
+        assert decode_report((jobs / f"{job.id}.out").read_bytes()) == stored
+        assert members_of(jobs, job.id) == {"s2": [key_hash("acme/bob")], "s3": [key_hash("acme/cal")]}
