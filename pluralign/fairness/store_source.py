@@ -104,6 +104,26 @@ def group_members_from_store(uri: str, group_by: str, tenant: str | None = None,
     return members
 
 
+def first_received_from_store(uri: str, tenant: str | None = None, storage_options: dict[str, str] | None = None) -> dict[str, float]:
+    """When each user (`tenant/user`) whose non-tie comparisons an audit reads (of one tenant, or all) sent the
+    oldest one stored now: unix seconds, its `received_at` (a row stored before that column was kept: its
+    `created_at`). A user whose oldest row is newer than an audit was not in it with these rows: one its members
+    list names was deleted since and came back. Raises as `group_members_from_store` does (an empty store: {})."""
+    options = options_from_env() if storage_options is None else storage_options
+    with reading(uri, "table `preferences`", options):
+        table = connect(uri, options).open_table("preferences")
+        refuse_newer("preferences", uri, table.schema.metadata)
+        columns = ["tenant", "user_id", "created_at", *(["received_at"] if "received_at" in table.schema.names else [])]
+        where = "tie = false AND rejected != ''" + (f" AND tenant = {quote(tenant)}" if tenant else "")
+        data = table.search().where(where).select(columns).limit(None).to_arrow().to_pydict()
+    first: dict[str, float] = {}
+    received = data.get("received_at") or [None] * len(data["created_at"])
+    for t, user, created, got in zip(data["tenant"], data["user_id"], data["created_at"], received, strict=True):
+        key, at = f"{t}/{user}", created if got is None else got
+        first[key] = min(first.get(key, at), at)
+    return first
+
+
 class NoStore(ValueError):
     """The store URI holds no pluralign tables (a mistyped prefix): nothing to audit there."""
 

@@ -500,11 +500,13 @@ class Admin:
         - once per index (`AuditMembersIndex.old_deletes_checked`), every members file loses the users the store
           holds no comparison of any more: a release from data34 to live37 left a user deleted from a group that
           kept others in it (their `key_hash`), and their index entries go with them.
-        A user deleted by an earlier release who has since come back is kept (theirs again). The feedback log is
-        moved into the table first (a user whose rows wait there is stored). Reads the store once per audited
-        `group_by` and tenant, only when there is such an audit; a store that cannot be read is logged, and the
+        A user the store's deletion record says was deleted after the audit was made is taken out too, and their
+        groups withheld, though they came back since: the audit's figures held the comparisons that DELETE removed
+        (`_catch_up_audit`). The feedback log is moved into the table first (a user whose rows wait there is
+        stored). Reads the store (and its deletion record) once per audited `group_by` and tenant, only when there
+        is such an audit; a store that cannot be read is logged, and the
         check is made again at the next start."""
-        from pluralign.fairness.store_source import group_members_from_store
+        from pluralign.fairness.store_source import first_received_from_store, group_members_from_store
 
         checked = self.audit_members.old_deletes_checked()
         todo = []
@@ -522,30 +524,51 @@ class Admin:
             try:
                 self.rt.ingest.flush()
                 with self.rt.population_lock:
+                    deleted = Forget.of(self.rt.store.deletions_since(0.0))  # every replica's DELETEs, with their times
+                    first: dict[str | None, dict[str, float]] = {}  # tenant -> user's hash -> their oldest row now
                     for job, group_by, tenant, path in todo:
+                        uri, options = self.rt.settings.lancedb_uri, self.rt.settings.storage_options
                         if (group_by, tenant) not in stored:
-                            now = group_members_from_store(self.rt.settings.lancedb_uri, group_by, tenant, self.rt.settings.storage_options)
+                            now = group_members_from_store(uri, group_by, tenant, options)
                             stored[group_by, tenant] = {group: sorted(key_hash(u) for u in users) for group, users in now.items()}
-                        if path is None:
-                            self._prune_audit(job.id, stored[group_by, tenant], write=True)
-                            continue
-                        try:
-                            members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
-                        except (OSError, msgspec.DecodeError) as exc:  # as every DELETE naming it says (ForgetIncomplete)
-                            log.error("the members file %s cannot be read (%s): users an earlier release deleted may stay in it", path, exc)
-                            continue
-                        held = {h for users in stored[group_by, tenant].values() for h in users}
-                        pruned = {group: [h for h in users if h in held] for group, users in members.items()}
-                        if pruned != members:  # as a DELETE does (`_forget_in_audits`)
-                            withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
-                            kept = self._prune_audit(job.id, pruned, withheld=withheld)
-                            self.audit_members.drop(job.id, [h for users in members.values() for h in users if h not in kept], kept)
+                        if tenant not in first:
+                            first[tenant] = {key_hash(u): t for u, t in first_received_from_store(uri, tenant, options).items()}
+                        self._catch_up_audit(job, stored[group_by, tenant], path, deleted, first[tenant])
             except Exception as exc:  # a store that cannot be read (any engine's error): the service still starts
                 log.error("the audits an earlier release stored could not be checked for deleted users (%s): "
                           "checked again at the next start", exc)
                 return
         if not checked:
             self.audit_members.note_old_deletes_checked()
+
+    def _catch_up_audit(self, job: Job, now: dict[str, list[str]], path: Path | None, deleted: Forget,
+                        first: dict[str, float]) -> None:
+        """One audit of `_catch_up_old_audits`: `now`, its groups' users (`key_hash`) as the store holds them; `path`,
+        its members file (None: it has none yet, and `now` stands in); `first`, when each user's oldest stored row
+        came. A user its members file names who is out of the store, or whose oldest row came after the audit
+        finished, or whom a deletion record says was deleted after the audit was made, was deleted since (come back
+        or not: the audit's figures held the comparisons that DELETE removed): they leave it, and the groups they
+        were in are withheld (`_prune_audit`). Drawn from the store (no file), a user whose rows all came after the
+        audit was not in it: left out, withholding nothing, unless a deletion record names them."""
+        after = deleted.made_at(job.created_at).hashes
+        finished = job.finished_at if job.finished_at is not None else job.created_at
+        later = {h for h, t in first.items() if t > finished}
+        if path is None:
+            members = {group: [h for h in users if h not in later or h in after] for group, users in now.items()}
+        else:
+            try:
+                members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
+            except (OSError, msgspec.DecodeError) as exc:  # as every DELETE naming it says (ForgetIncomplete)
+                log.error("the members file %s cannot be read (%s): users an earlier release deleted may stay in it", path, exc)
+                return
+        held = {h for users in now.values() for h in users} - after - later
+        pruned = {group: [h for h in users if h in held] for group, users in members.items()}
+        withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
+        if path is not None and not withheld:
+            return
+        kept = self._prune_audit(job.id, pruned, write=path is None, withheld=withheld)
+        if withheld:  # as a DELETE does (`_forget_in_audits`)
+            self.audit_members.drop(job.id, [h for users in members.values() for h in users if h not in kept], kept)
 
     def _forget_in_audits(self, forget: Forget) -> None:
         """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the

@@ -84,3 +84,46 @@ def test_a_delete_killed_between_the_members_file_and_the_report_withholds_the_g
         assert stored.overall is None and stored.withheld_groups == 1
         assert decode_report((jobs / f"{job.id}.out").read_bytes()) == stored
         assert members_of(jobs, job.id) == {"s2": [key_hash("acme/bob")], "s3": [key_hash("acme/cal")]}
+
+
+def test_a_user_an_earlier_release_deleted_from_an_audit_and_who_came_back_leaves_it_at_the_start(serve):
+    """From data34 to live37 a DELETE left its user in an audit group that kept others; the start's pass takes out
+    the users the store no longer holds, but kept one who came back since (sent feedback again): the group's figures
+    still held the comparisons their DELETE removed. The store's deletion record says they were deleted after the
+    audit. Before: s1 (GONE, ann, bob) stayed in the report and GONE's hash in its members file."""
+    from service.admin.services import AUDIT_MEMBERS, AUDIT_MEMBERS_INDEX
+    from tests.service.test_privacy40_old_audits import groups_in
+    from tests.service.test_scale37_delete_audits import group, report
+    from training.jobs.record import job_encoder
+
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as acme:
+        for user, segment in ((GONE, "s1"), ("ann", "s1"), ("bob", "s1"), ("cal", "s2")):
+            give(acme, user, segment, n=2)
+            assert acme.get(f"/v1/users/{user}/preferences").json()["total"] == 2
+        created = time.time()  # the audit, then GONE's DELETE, then GONE came back
+        time.sleep(0.05)
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 200
+        give(acme, GONE, "s1", n=2)
+        assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2  # theirs again
+        uri = svc.runtime.settings.lancedb_uri
+    # what a data34 release left of its audit after GONE's DELETE: their hash kept in s1, no index yet
+    jobs = data / "jobs"
+    for stale in jobs.glob(f"{AUDIT_MEMBERS_INDEX}*"):
+        stale.unlink()
+    gone = key_hash(f"acme/{GONE}")
+    old = report_encoder.encode(report([group("s1", 3), group("s2", 1)], created))
+    job = Job(id="audit-data34", kind="audit", params={"store": uri, "group_by": "segment", "tenant": "acme"},
+              state="succeeded", created_at=created, result_path=str(jobs / "audit-data34.result.json"))
+    (jobs / "audit-data34.job.json").write_bytes(job_encoder.encode(job))
+    (jobs / "audit-data34.result.json").write_bytes(old)
+    (jobs / "audit-data34.out").write_bytes(old + b"\n")
+    (jobs / "artifacts" / job.id).mkdir(parents=True)
+    (jobs / "artifacts" / job.id / AUDIT_MEMBERS).write_bytes(
+        msgspec.json.encode({"s1": sorted([gone, *(key_hash(f"acme/{u}") for u in ("ann", "bob"))]), "s2": [key_hash("acme/cal")]}))
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as acme:
+        assert acme.get("/v1/users/ann").status_code == 200
+        assert groups_in(jobs, job.id) == {"s2"}  # s1's figures held the comparisons GONE's DELETE removed
+        assert members_of(jobs, job.id) == {"s2": [key_hash("acme/cal")]}
+        assert decode_report((jobs / f"{job.id}.result.json").read_bytes()).overall is None
