@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -441,19 +442,29 @@ class Admin:
     def keep_audit_members(self, job: Job) -> None:
         """A succeeded audit job of the service's store: which users (by `key_hash` of `tenant/user`) each of
         its report's groups holds now goes to AUDIT_MEMBERS in its artifact folder, and groups whose users
-        are all gone (deleted while it ran) leave the report at once (`_prune_audit`). Under the population
+        are all gone (deleted while it ran) leave the report at once (`_prune_audit`), and so are withheld the
+        groups that lost a user while it ran (the report counts more users in them than the store holds rows
+        of from before the job began: their figures hold a deleted user's comparisons). Under the population
         lock, as a DELETE's `forget_in_population` runs once the user's rows left the store: one comes
         after the other, so a deleted user is never counted in a report that outlives them."""
-        from pluralign.fairness.store_source import group_members_from_store
+        from pluralign.fairness.store_source import first_received_from_store, group_members_from_store
 
         if job.kind != "audit" or not isinstance(job.params.get("store"), str):
             return
         tenant = job.params.get("tenant")
+        tenant = tenant if isinstance(tenant, str) else None
+        uri, options = self.rt.settings.lancedb_uri, self.rt.settings.storage_options
         with self.rt.population_lock:
-            members = group_members_from_store(self.rt.settings.lancedb_uri, str(job.params["group_by"]),
-                                               tenant if isinstance(tenant, str) else None, self.rt.settings.storage_options)
+            members = group_members_from_store(uri, str(job.params["group_by"]), tenant, options)
             hashed = {group: sorted(key_hash(u) for u in users) for group, users in members.items()}
-            self._prune_audit(job.id, hashed, write=True)
+            # a user deleted while it ran is in no list here, but the figures of their group hold their comparisons:
+            # a group the report counts more users in than the store holds from before the audit began lost one
+            began = job.started_at if job.started_at is not None else job.created_at
+            first = first_received_from_store(uri, tenant, options)
+            before = {group: [u for u in users if first.get(u, math.inf) <= began] for group, users in members.items()}
+            report = decode_report(self.runner.store.path(job.id, "result.json").read_bytes())
+            withheld = frozenset(g.group for g in report.groups if g.users > len(before.get(g.group, ())))
+            self._prune_audit(job.id, hashed, write=True, withheld=withheld)
 
     def _prune_audit(self, job_id: str, members: dict[str, list[str]], write: bool = False,
                      withheld: frozenset[str] = frozenset()) -> list[str]:

@@ -127,3 +127,35 @@ def test_a_user_an_earlier_release_deleted_from_an_audit_and_who_came_back_leave
         assert groups_in(jobs, job.id) == {"s2"}  # s1's figures held the comparisons GONE's DELETE removed
         assert members_of(jobs, job.id) == {"s2": [key_hash("acme/cal")]}
         assert decode_report((jobs / f"{job.id}.result.json").read_bytes()).overall is None
+
+
+def test_a_delete_while_the_audit_runs_withholds_the_group_its_user_was_in(serve):
+    """The audit read GONE's comparisons (s1: GONE and ann), GONE's DELETE came before it finished, and its check
+    (`keep_audit_members`, as the runner calls it) drew the members from the store then, without GONE: nothing
+    named the audit for them. Before: s1 kept its figures (GONE's comparisons in them) and the overall figures."""
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    jobs = data / "jobs"
+    with server, svc.client("acme") as acme, svc.client("admin") as admin_http:
+        give_four(acme)
+        admin = server.server.config.app.state.admin
+        created = time.time()
+        job = Job(id="audit-running", kind="audit", params={"store": svc.runtime.settings.lancedb_uri, "group_by": "segment",
+                                                             "tenant": "acme"}, state="running", created_at=created, started_at=created)
+        admin.runner.store.add(job)
+        time.sleep(0.05)
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 200  # while it runs
+        give(acme, "dan", "s2", n=2)  # a user who came after the audit read the store: not in it
+        assert acme.get("/v1/users/dan/preferences").json()["total"] == 2
+        report = AuditReport(group_by="segment", created_at=created, encoder_id="minilm", personalized_model="online-logistic",
+                             base_model="crossfit-logistic", users=4, comparisons=8, overall=figures("all", 4, 0.5625),
+                             groups=[figures("s1", 2, 0.25), figures("s2", 1, 0.75), figures("s3", 1, 1.0)],
+                             worst_group="s1", worst_group_accuracy=0.25, gap=0.75)
+        data_ = report_encoder.encode(report)
+        admin.runner.store.path(job.id, "result.json").write_bytes(data_)
+        admin.runner.store.path(job.id, "out").write_bytes(data_ + b"\n")
+        admin.keep_audit_members(msgspec.structs.replace(job, state="succeeded"))  # as the runner checks one that succeeded
+        stored = decode_report((jobs / f"{job.id}.result.json").read_bytes())
+        assert [g.group for g in stored.groups] == ["s2", "s3"]  # s1's figures held GONE's comparisons
+        assert stored.overall is None and stored.withheld_groups == 1
+        assert members_of(jobs, job.id) == {"s2": sorted(key_hash(f"acme/{u}") for u in ("bob", "dan")), "s3": [key_hash("acme/cal")]}
+        assert admin_http.get("/admin/dashboard").status_code == 200
