@@ -117,26 +117,44 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None, kep
 
 def snapshot_users_path(snapshot: Path) -> Path:
     """The users file beside a population snapshot (`comparisons-<ms>.jsonl.users`): the `key_hash` of each user the
-    snapshot holds rows of, one a line. Written before its snapshot and rewritten after a DELETE rewrites the snapshot
-    (`_forget_in_snapshot`), so it never misses a user the snapshot holds (it may name one no longer in it)."""
+    snapshot holds rows of, one a line, then `stat <size> <mtime_ns>` of the snapshot it was drawn from. Written after
+    its snapshot and again after a DELETE rewrites the snapshot (`_forget_in_snapshot`); one that does not end with
+    its snapshot's size and time as they are (none yet, a crash between the two, a snapshot restored or copied over
+    it, a file cut short) is not trusted (`_snapshot_users_named`): the snapshot is read whole."""
     return snapshot.with_name(snapshot.name + ".users")
 
 
+def _snapshot_stat(snapshot: Path) -> str:
+    st = snapshot.stat()
+    return f"stat {st.st_size} {st.st_mtime_ns}"
+
+
 def _write_snapshot_users(snapshot: Path, users: set[str]) -> None:
-    write_atomic(snapshot_users_path(snapshot), "".join(f"{h}\n" for h in sorted({key_hash(u) for u in users})).encode())
+    hashes = "".join(f"{h}\n" for h in sorted({key_hash(u) for u in users}))
+    write_atomic(snapshot_users_path(snapshot), f"{hashes}{_snapshot_stat(snapshot)}\n".encode())
+
+
+def _snapshot_users_named(snapshot: Path) -> set[str] | None:
+    """The user hashes the snapshot's users file names, or None when it cannot be trusted to name every user the
+    snapshot holds: missing, damaged, of another form, or drawn from other bytes than the snapshot's now."""
+    try:
+        lines = snapshot_users_path(snapshot).read_bytes().decode().splitlines()
+        stat = _snapshot_stat(snapshot)
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    hashes = set(lines[:-1])
+    if not lines or lines[-1] != stat or not all(len(h) == 64 and all(c in "0123456789abcdef" for c in h) for h in hashes):
+        return None
+    return hashes
 
 
 def _forget_in_snapshot(path: Path, forget: Forget, dropped: list[str]) -> int:
     """`_drop_rows` for a DELETE, read through the snapshot's users file: a snapshot whose users file names none of
     the users `forget` names is not read (a replica's deletion record names them by hash, and every row of every
-    snapshot was decoded and hashed). One that names one, or has no users file (written by an earlier release, or
-    cut by a crash), is rewritten as before and its users file drawn again from what it holds now, so the
-    deleted user's hash is left in neither. Returns the files rewritten."""
-    users_file = snapshot_users_path(path)
-    try:
-        named = set(users_file.read_bytes().decode().split())
-    except (FileNotFoundError, UnicodeDecodeError):  # none (or damaged): the snapshot is read, and it is written again
-        named = None
+    snapshot was decoded and hashed). One that names one, or whose users file is not trusted (none: written by an
+    earlier release, or cut by a crash; out of step with the snapshot), is rewritten as before and its users file
+    drawn again from what it holds now, so the deleted user's hash is left in neither. Returns the files rewritten."""
+    named = _snapshot_users_named(path)
     if named is not None and not named & ({*forget.hashes} | {key_hash(k) for k in forget.keys}):
         return 0
     users: set[str] = set()
@@ -304,8 +322,8 @@ class Admin:
                                                      "(`file`, the default): store feedback first, or name a built-in protocol")
             path = self.population_folder / f"comparisons-{int(time.time() * 1000)}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_snapshot_users(path, {r.user_id for r in records})  # first: it never misses a user the snapshot holds
             write_jsonl(records, path)
+            _write_snapshot_users(path, {r.user_id for r in records})  # then: one missing or out of step is not trusted
         return path
 
     @property
