@@ -86,7 +86,19 @@ def test_a_delete_killed_between_the_members_file_and_the_report_withholds_the_g
         assert members_of(jobs, job.id) == {"s2": [key_hash("acme/bob")], "s3": [key_hash("acme/cal")]}
 
 
-def test_a_user_an_earlier_release_deleted_from_an_audit_and_who_came_back_leaves_it_at_the_start(serve):
+@pytest.fixture(params=["local", "s3"])
+def store_settings(request, tmp_path):
+    """The service's store: a folder, or an S3 bucket (moto on loopback) under a prefix of this test alone."""
+    if request.param == "local":
+        yield {}
+        return
+    from tests.s3 import S3Server
+
+    with S3Server("pluralign-reviewp40") as s3:
+        yield s3.settings(tmp_path.name)
+
+
+def test_a_user_an_earlier_release_deleted_from_an_audit_and_who_came_back_leaves_it_at_the_start(serve, store_settings):
     """From data34 to live37 a DELETE left its user in an audit group that kept others; the start's pass takes out
     the users the store no longer holds, but kept one who came back since (sent feedback again): the group's figures
     still held the comparisons their DELETE removed. The store's deletion record says they were deleted after the
@@ -96,7 +108,7 @@ def test_a_user_an_earlier_release_deleted_from_an_audit_and_who_came_back_leave
     from tests.service.test_scale37_delete_audits import group, report
     from training.jobs.record import job_encoder
 
-    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS, **store_settings)
     with server, svc.client("acme") as acme:
         for user, segment in ((GONE, "s1"), ("ann", "s1"), ("bob", "s1"), ("cal", "s2")):
             give(acme, user, segment, n=2)
@@ -107,6 +119,7 @@ def test_a_user_an_earlier_release_deleted_from_an_audit_and_who_came_back_leave
         give(acme, GONE, "s1", n=2)
         assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2  # theirs again
         uri = svc.runtime.settings.lancedb_uri
+        assert uri.startswith("s3://") == bool(store_settings)
     # what a data34 release left of its audit after GONE's DELETE: their hash kept in s1, no index yet
     jobs = data / "jobs"
     for stale in jobs.glob(f"{AUDIT_MEMBERS_INDEX}*"):
@@ -121,7 +134,7 @@ def test_a_user_an_earlier_release_deleted_from_an_audit_and_who_came_back_leave
     (jobs / "artifacts" / job.id).mkdir(parents=True)
     (jobs / "artifacts" / job.id / AUDIT_MEMBERS).write_bytes(
         msgspec.json.encode({"s1": sorted([gone, *(key_hash(f"acme/{u}") for u in ("ann", "bob"))]), "s2": [key_hash("acme/cal")]}))
-    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS, **store_settings)
     with server, svc.client("acme") as acme:
         assert acme.get("/v1/users/ann").status_code == 200
         assert groups_in(jobs, job.id) == {"s2"}  # s1's figures held the comparisons GONE's DELETE removed
