@@ -548,6 +548,7 @@ class Admin:
                 todo.append((job, group_by, tenant if isinstance(tenant, str) else None, None))
             elif not checked and members.is_file():
                 todo.append((job, group_by, tenant if isinstance(tenant, str) else None, members))
+        unread = 0  # members files that could not be read: checked again at the next start
         if todo:
             stored: dict[tuple[str, str | None], dict[str, list[str]]] = {}  # (group_by, tenant) -> group -> hashes now
             try:
@@ -562,23 +563,24 @@ class Admin:
                             stored[group_by, tenant] = {group: sorted(key_hash(u) for u in users) for group, users in now.items()}
                         if tenant not in first:
                             first[tenant] = {key_hash(u): t for u, t in first_received_from_store(uri, tenant, options).items()}
-                        self._catch_up_audit(job, stored[group_by, tenant], path, deleted, first[tenant])
+                        unread += not self._catch_up_audit(job, stored[group_by, tenant], path, deleted, first[tenant])
             except Exception as exc:  # a store that cannot be read (any engine's error): the service still starts
                 log.error("the audits an earlier release stored could not be checked for deleted users (%s): "
                           "checked again at the next start", exc)
                 return
-        if not checked:
+        if not checked and not unread:
             self.audit_members.note_old_deletes_checked()
 
     def _catch_up_audit(self, job: Job, now: dict[str, list[str]], path: Path | None, deleted: Forget,
-                        first: dict[str, float]) -> None:
+                        first: dict[str, float]) -> bool:
         """One audit of `_catch_up_old_audits`: `now`, its groups' users (`key_hash`) as the store holds them; `path`,
         its members file (None: it has none yet, and `now` stands in); `first`, when each user's oldest stored row
         came. A user its members file names who is out of the store, or whose oldest row came after the audit
         finished, or whom a deletion record says was deleted after the audit was made, was deleted since (come back
         or not: the audit's figures held the comparisons that DELETE removed): they leave it, and the groups they
         were in are withheld (`_prune_audit`). Drawn from the store (no file), a user whose rows all came after the
-        audit was not in it: left out, withholding nothing, unless a deletion record names them."""
+        audit was not in it: left out, withholding nothing, unless a deletion record names them. False when the
+        members file cannot be read (logged; the start's pass is made again at the next start)."""
         after = deleted.made_at(job.created_at).hashes
         finished = job.finished_at if job.finished_at is not None else job.created_at
         later = {h for h, t in first.items() if t > finished}
@@ -588,16 +590,18 @@ class Admin:
             try:
                 members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
             except (OSError, msgspec.DecodeError) as exc:  # as every DELETE naming it says (ForgetIncomplete)
-                log.error("the members file %s cannot be read (%s): users an earlier release deleted may stay in it", path, exc)
-                return
+                log.error("the members file %s cannot be read (%s): users an earlier release deleted may stay in it "
+                          "(checked again at the next start)", path, exc)
+                return False
         held = {h for users in now.values() for h in users} - after - later
         pruned = {group: [h for h in users if h in held] for group, users in members.items()}
         withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
         if path is not None and not withheld:
-            return
+            return True
         kept = self._prune_audit(job.id, pruned, write=path is None, withheld=withheld)
         if withheld:  # as a DELETE does (`_forget_in_audits`)
             self.audit_members.drop(job.id, [h for users in members.values() for h in users if h not in kept], kept)
+        return True
 
     def _forget_in_audits(self, forget: Forget) -> None:
         """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the

@@ -172,3 +172,43 @@ def test_a_delete_while_the_audit_runs_withholds_the_group_its_user_was_in(serve
         assert stored.overall is None and stored.withheld_groups == 1
         assert members_of(jobs, job.id) == {"s2": sorted(key_hash(f"acme/{u}") for u in ("bob", "dan")), "s3": [key_hash("acme/cal")]}
         assert admin_http.get("/admin/dashboard").status_code == 200
+
+
+def test_a_members_file_the_start_could_not_read_is_checked_at_a_later_start(serve):
+    """The start's pass (once per index) met a damaged members file of a data34 audit holding a user since deleted:
+    it logged it and noted the index checked. Before: the file, restored from a backup, was never checked again, and
+    GONE stayed in it (and in the index built from it), with s1's figures."""
+    from service.admin.services import AUDIT_MEMBERS, AUDIT_MEMBERS_INDEX
+    from tests.service.test_scale37_delete_audits import group, report
+    from training.jobs.record import job_encoder
+
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as acme:
+        for user, segment in (("ann", "s1"), ("bob", "s1"), ("cal", "s2")):
+            give(acme, user, segment, n=2)
+            assert acme.get(f"/v1/users/{user}/preferences").json()["total"] == 2
+        uri = svc.runtime.settings.lancedb_uri
+    jobs = data / "jobs"
+    for stale in jobs.glob(f"{AUDIT_MEMBERS_INDEX}*"):
+        stale.unlink()
+    created = time.time()
+    old = report_encoder.encode(report([group("s1", 3), group("s2", 1)], created))
+    job = Job(id="audit-data34", kind="audit", params={"store": uri, "group_by": "segment", "tenant": "acme"},
+              state="succeeded", created_at=created, result_path=str(jobs / "audit-data34.result.json"))
+    (jobs / "audit-data34.job.json").write_bytes(job_encoder.encode(job))
+    (jobs / "audit-data34.result.json").write_bytes(old)
+    (jobs / "audit-data34.out").write_bytes(old + b"\n")
+    (jobs / "artifacts" / job.id).mkdir(parents=True)
+    members = jobs / "artifacts" / job.id / AUDIT_MEMBERS
+    good = msgspec.json.encode({"s1": sorted(key_hash(f"acme/{u}") for u in (GONE, "ann", "bob")), "s2": [key_hash("acme/cal")]})
+    members.write_bytes(good[:20])  # damaged (a partial copy)
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    with server:
+        pass
+    members.write_bytes(good)  # restored
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    with server:
+        assert members_of(jobs, job.id) == {"s2": [key_hash("acme/cal")]}  # GONE's group withheld, GONE gone
+    from tests.service.test_privacy40_old_audits import groups_in
+
+    assert groups_in(jobs, job.id) == {"s2"}
