@@ -79,6 +79,18 @@ def _labels(db, data, group_by: str, tenant: str | None, uri: str, options: dict
     return users, labels, attributes
 
 
+def _audited_rows(uri: str, tenant: str | None, options: dict[str, str], columns: list[str]):
+    """(db, the `columns` of every stored non-tie comparison an audit reads, of one tenant or all): a column an older
+    table lacks is left out. Raises as `comparisons_from_store` does."""
+    with reading(uri, "table `preferences`", options):
+        db = connect(uri, options)
+        table = db.open_table("preferences")
+        refuse_newer("preferences", uri, table.schema.metadata)
+        where = "tie = false AND rejected != ''" + (f" AND tenant = {quote(tenant)}" if tenant else "")
+        columns = [c for c in columns if c in table.schema.names]
+        return db, table.search().where(where).select(columns).limit(None).to_arrow()
+
+
 def group_members_from_store(uri: str, group_by: str, tenant: str | None = None,
                              storage_options: dict[str, str] | None = None) -> dict[str, set[str]]:
     """The users (`tenant/user`) whose stored non-tie comparisons an audit by `group_by` (of one tenant, or
@@ -86,12 +98,7 @@ def group_members_from_store(uri: str, group_by: str, tenant: str | None = None,
     none of whose users is stored any more is absent. Raises as `comparisons_from_store` does (an empty
     store: {})."""
     options = options_from_env() if storage_options is None else storage_options
-    with reading(uri, "table `preferences`", options):
-        db = connect(uri, options)
-        table = db.open_table("preferences")
-        refuse_newer("preferences", uri, table.schema.metadata)
-        where = "tie = false AND rejected != ''" + (f" AND tenant = {quote(tenant)}" if tenant else "")
-        data = table.search().where(where).select(["tenant", "user_id", "attributes"]).limit(None).to_arrow()
+    db, data = _audited_rows(uri, tenant, options, ["tenant", "user_id", "attributes"])
     if data.num_rows == 0:
         return {}
     members: dict[str, set[str]] = {}
@@ -102,6 +109,22 @@ def group_members_from_store(uri: str, group_by: str, tenant: str | None = None,
     for user, label in zip(users, labels, strict=True):
         members.setdefault(label, set()).add(user)
     return members
+
+
+def first_received_from_store(uri: str, tenant: str | None = None, storage_options: dict[str, str] | None = None) -> dict[str, float]:
+    """When each user (`tenant/user`) whose non-tie comparisons an audit reads (of one tenant, or all) sent the
+    oldest one stored now: unix seconds, its `received_at` (a row stored before that column was kept: its
+    `created_at`). A user whose oldest row is newer than an audit was not in it with these rows: one its members
+    list names was deleted since and came back. Raises as `group_members_from_store` does (an empty store: {})."""
+    options = options_from_env() if storage_options is None else storage_options
+    _, rows = _audited_rows(uri, tenant, options, ["tenant", "user_id", "created_at", "received_at"])
+    data = rows.to_pydict()
+    first: dict[str, float] = {}
+    received = data.get("received_at") or [None] * len(data["created_at"])
+    for t, user, created, got in zip(data["tenant"], data["user_id"], data["created_at"], received, strict=True):
+        key, at = f"{t}/{user}", created if got is None else got
+        first[key] = min(first.get(key, at), at)
+    return first
 
 
 class NoStore(ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -116,26 +117,44 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None, kep
 
 def snapshot_users_path(snapshot: Path) -> Path:
     """The users file beside a population snapshot (`comparisons-<ms>.jsonl.users`): the `key_hash` of each user the
-    snapshot holds rows of, one a line. Written before its snapshot and rewritten after a DELETE rewrites the snapshot
-    (`_forget_in_snapshot`), so it never misses a user the snapshot holds (it may name one no longer in it)."""
+    snapshot holds rows of, one a line, then `stat <size> <mtime_ns>` of the snapshot it was drawn from. Written after
+    its snapshot and again after a DELETE rewrites the snapshot (`_forget_in_snapshot`); one that does not end with
+    its snapshot's size and time as they are (none yet, a crash between the two, a snapshot restored or copied over
+    it, a file cut short) is not trusted (`_snapshot_users_named`): the snapshot is read whole."""
     return snapshot.with_name(snapshot.name + ".users")
 
 
+def _snapshot_stat(snapshot: Path) -> str:
+    st = snapshot.stat()
+    return f"stat {st.st_size} {st.st_mtime_ns}"
+
+
 def _write_snapshot_users(snapshot: Path, users: set[str]) -> None:
-    write_atomic(snapshot_users_path(snapshot), "".join(f"{h}\n" for h in sorted({key_hash(u) for u in users})).encode())
+    hashes = "".join(f"{h}\n" for h in sorted({key_hash(u) for u in users}))
+    write_atomic(snapshot_users_path(snapshot), f"{hashes}{_snapshot_stat(snapshot)}\n".encode())
+
+
+def _snapshot_users_named(snapshot: Path) -> set[str] | None:
+    """The user hashes the snapshot's users file names, or None when it cannot be trusted to name every user the
+    snapshot holds: missing, damaged, of another form, or drawn from other bytes than the snapshot's now."""
+    try:
+        lines = snapshot_users_path(snapshot).read_bytes().decode().splitlines()
+        stat = _snapshot_stat(snapshot)
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    hashes = set(lines[:-1])
+    if not lines or lines[-1] != stat or not all(len(h) == 64 and all(c in "0123456789abcdef" for c in h) for h in hashes):
+        return None
+    return hashes
 
 
 def _forget_in_snapshot(path: Path, forget: Forget, dropped: list[str]) -> int:
     """`_drop_rows` for a DELETE, read through the snapshot's users file: a snapshot whose users file names none of
     the users `forget` names is not read (a replica's deletion record names them by hash, and every row of every
-    snapshot was decoded and hashed). One that names one, or has no users file (written by an earlier release, or
-    cut by a crash), is rewritten as before and its users file drawn again from what it holds now, so the
-    deleted user's hash is left in neither. Returns the files rewritten."""
-    users_file = snapshot_users_path(path)
-    try:
-        named = set(users_file.read_bytes().decode().split())
-    except (FileNotFoundError, UnicodeDecodeError):  # none (or damaged): the snapshot is read, and it is written again
-        named = None
+    snapshot was decoded and hashed). One that names one, or whose users file is not trusted (none: written by an
+    earlier release, or cut by a crash; out of step with the snapshot), is rewritten as before and its users file
+    drawn again from what it holds now, so the deleted user's hash is left in neither. Returns the files rewritten."""
+    named = _snapshot_users_named(path)
     if named is not None and not named & ({*forget.hashes} | {key_hash(k) for k in forget.keys}):
         return 0
     users: set[str] = set()
@@ -303,8 +322,8 @@ class Admin:
                                                      "(`file`, the default): store feedback first, or name a built-in protocol")
             path = self.population_folder / f"comparisons-{int(time.time() * 1000)}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_snapshot_users(path, {r.user_id for r in records})  # first: it never misses a user the snapshot holds
             write_jsonl(records, path)
+            _write_snapshot_users(path, {r.user_id for r in records})  # then: one missing or out of step is not trusted
         return path
 
     @property
@@ -441,19 +460,29 @@ class Admin:
     def keep_audit_members(self, job: Job) -> None:
         """A succeeded audit job of the service's store: which users (by `key_hash` of `tenant/user`) each of
         its report's groups holds now goes to AUDIT_MEMBERS in its artifact folder, and groups whose users
-        are all gone (deleted while it ran) leave the report at once (`_prune_audit`). Under the population
+        are all gone (deleted while it ran) leave the report at once (`_prune_audit`), and so are withheld the
+        groups that lost a user while it ran (the report counts more users in them than the store holds rows
+        of from before the job began: their figures hold a deleted user's comparisons). Under the population
         lock, as a DELETE's `forget_in_population` runs once the user's rows left the store: one comes
         after the other, so a deleted user is never counted in a report that outlives them."""
-        from pluralign.fairness.store_source import group_members_from_store
+        from pluralign.fairness.store_source import first_received_from_store, group_members_from_store
 
         if job.kind != "audit" or not isinstance(job.params.get("store"), str):
             return
         tenant = job.params.get("tenant")
+        tenant = tenant if isinstance(tenant, str) else None
+        uri, options = self.rt.settings.lancedb_uri, self.rt.settings.storage_options
         with self.rt.population_lock:
-            members = group_members_from_store(self.rt.settings.lancedb_uri, str(job.params["group_by"]),
-                                               tenant if isinstance(tenant, str) else None, self.rt.settings.storage_options)
+            members = group_members_from_store(uri, str(job.params["group_by"]), tenant, options)
             hashed = {group: sorted(key_hash(u) for u in users) for group, users in members.items()}
-            self._prune_audit(job.id, hashed, write=True)
+            # a user deleted while it ran is in no list here, but the figures of their group hold their comparisons:
+            # a group the report counts more users in than the store holds from before the audit began lost one
+            began = job.started_at if job.started_at is not None else job.created_at
+            first = first_received_from_store(uri, tenant, options)
+            before = {group: [u for u in users if first.get(u, math.inf) <= began] for group, users in members.items()}
+            report = decode_report(self.runner.store.path(job.id, "result.json").read_bytes())
+            withheld = frozenset(g.group for g in report.groups if g.users > len(before.get(g.group, ())))
+            self._prune_audit(job.id, hashed, write=True, withheld=withheld)
 
     def _prune_audit(self, job_id: str, members: dict[str, list[str]], write: bool = False,
                      withheld: frozenset[str] = frozenset()) -> list[str]:
@@ -474,16 +503,22 @@ class Admin:
         kept = {group: users for group, users in members.items() if users and group in groups - gone}
         if write:
             self.audit_members.add(job_id, [h for users in members.values() for h in users])
-        write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
-        if gone:
-            data = report_encoder.encode(without_groups(report, gone))
+        # the report and the record first, the members file last: a kill between them leaves a file still naming the
+        # deleted user, so the DELETE's replay (or the start's pass) comes back here and finishes; the other way round
+        # the replay found the user gone from the file and the report kept the withheld group's figures for good
+        data = report_encoder.encode(without_groups(report, gone)) if gone else None
+        if data is not None:
             write_atomic(path, data)
             write_atomic(self.runner.store.path(job_id, "out"), data + b"\n")
-            # the record's metrics are the report's figures (worst group, gaps): drawn again without those groups.
-            # A job still being checked (`keep_audit_members`) is not recorded yet: the runner reads them then
-            job = self.runner.get(job_id)
-            if job is not None and job.state == "succeeded":
-                self.runner.store.put(msgspec.structs.replace(job, metrics=result_metrics(msgspec.json.decode(data))))
+        # the record's metrics are the report's figures (worst group, gaps): drawn again without those groups, or
+        # (a replay) as the report a stopped call left. A job still being checked (`keep_audit_members`) is not
+        # recorded yet: the runner reads them then
+        job = self.runner.get(job_id)
+        if job is not None and job.state == "succeeded":
+            metrics = result_metrics(msgspec.json.decode(data if data is not None else path.read_bytes()))
+            if job.metrics != metrics:
+                self.runner.store.put(msgspec.structs.replace(job, metrics=metrics))
+        write_atomic(self.folder / "artifacts" / job_id / AUDIT_MEMBERS, msgspec.json.encode(kept))
         return [h for users in kept.values() for h in users]
 
     def _catch_up_old_audits(self) -> None:
@@ -494,11 +529,13 @@ class Admin:
         - once per index (`AuditMembersIndex.old_deletes_checked`), every members file loses the users the store
           holds no comparison of any more: a release from data34 to live37 left a user deleted from a group that
           kept others in it (their `key_hash`), and their index entries go with them.
-        A user deleted by an earlier release who has since come back is kept (theirs again). The feedback log is
-        moved into the table first (a user whose rows wait there is stored). Reads the store once per audited
-        `group_by` and tenant, only when there is such an audit; a store that cannot be read is logged, and the
+        A user the store's deletion record says was deleted after the audit was made is taken out too, and their
+        groups withheld, though they came back since: the audit's figures held the comparisons that DELETE removed
+        (`_catch_up_audit`). The feedback log is moved into the table first (a user whose rows wait there is
+        stored). Reads the store (and its deletion record) once per audited `group_by` and tenant, only when there
+        is such an audit; a store that cannot be read is logged, and the
         check is made again at the next start."""
-        from pluralign.fairness.store_source import group_members_from_store
+        from pluralign.fairness.store_source import first_received_from_store, group_members_from_store
 
         checked = self.audit_members.old_deletes_checked()
         todo = []
@@ -511,35 +548,60 @@ class Admin:
                 todo.append((job, group_by, tenant if isinstance(tenant, str) else None, None))
             elif not checked and members.is_file():
                 todo.append((job, group_by, tenant if isinstance(tenant, str) else None, members))
+        unread = 0  # members files that could not be read: checked again at the next start
         if todo:
             stored: dict[tuple[str, str | None], dict[str, list[str]]] = {}  # (group_by, tenant) -> group -> hashes now
             try:
                 self.rt.ingest.flush()
                 with self.rt.population_lock:
+                    deleted = Forget.of(self.rt.store.deletions_since(0.0))  # every replica's DELETEs, with their times
+                    first: dict[str | None, dict[str, float]] = {}  # tenant -> user's hash -> their oldest row now
                     for job, group_by, tenant, path in todo:
+                        uri, options = self.rt.settings.lancedb_uri, self.rt.settings.storage_options
                         if (group_by, tenant) not in stored:
-                            now = group_members_from_store(self.rt.settings.lancedb_uri, group_by, tenant, self.rt.settings.storage_options)
+                            now = group_members_from_store(uri, group_by, tenant, options)
                             stored[group_by, tenant] = {group: sorted(key_hash(u) for u in users) for group, users in now.items()}
-                        if path is None:
-                            self._prune_audit(job.id, stored[group_by, tenant], write=True)
-                            continue
-                        try:
-                            members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
-                        except (OSError, msgspec.DecodeError) as exc:  # as every DELETE naming it says (ForgetIncomplete)
-                            log.error("the members file %s cannot be read (%s): users an earlier release deleted may stay in it", path, exc)
-                            continue
-                        held = {h for users in stored[group_by, tenant].values() for h in users}
-                        pruned = {group: [h for h in users if h in held] for group, users in members.items()}
-                        if pruned != members:  # as a DELETE does (`_forget_in_audits`)
-                            withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
-                            kept = self._prune_audit(job.id, pruned, withheld=withheld)
-                            self.audit_members.drop(job.id, [h for users in members.values() for h in users if h not in kept], kept)
+                        if tenant not in first:
+                            first[tenant] = {key_hash(u): t for u, t in first_received_from_store(uri, tenant, options).items()}
+                        unread += not self._catch_up_audit(job, stored[group_by, tenant], path, deleted, first[tenant])
             except Exception as exc:  # a store that cannot be read (any engine's error): the service still starts
                 log.error("the audits an earlier release stored could not be checked for deleted users (%s): "
                           "checked again at the next start", exc)
                 return
-        if not checked:
+        if not checked and not unread:
             self.audit_members.note_old_deletes_checked()
+
+    def _catch_up_audit(self, job: Job, now: dict[str, list[str]], path: Path | None, deleted: Forget,
+                        first: dict[str, float]) -> bool:
+        """One audit of `_catch_up_old_audits`: `now`, its groups' users (`key_hash`) as the store holds them; `path`,
+        its members file (None: it has none yet, and `now` stands in); `first`, when each user's oldest stored row
+        came. A user its members file names who is out of the store, or whose oldest row came after the audit
+        finished, or whom a deletion record says was deleted after the audit was made, was deleted since (come back
+        or not: the audit's figures held the comparisons that DELETE removed): they leave it, and the groups they
+        were in are withheld (`_prune_audit`). Drawn from the store (no file), a user whose rows all came after the
+        audit was not in it: left out, withholding nothing, unless a deletion record names them. False when the
+        members file cannot be read (logged; the start's pass is made again at the next start)."""
+        after = deleted.made_at(job.created_at).hashes
+        finished = job.finished_at if job.finished_at is not None else job.created_at
+        later = {h for h, t in first.items() if t > finished}
+        if path is None:
+            members = {group: [h for h in users if h not in later or h in after] for group, users in now.items()}
+        else:
+            try:
+                members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
+            except (OSError, msgspec.DecodeError) as exc:  # as every DELETE naming it says (ForgetIncomplete)
+                log.error("the members file %s cannot be read (%s): users an earlier release deleted may stay in it "
+                          "(checked again at the next start)", path, exc)
+                return False
+        held = {h for users in now.values() for h in users} - after - later
+        pruned = {group: [h for h in users if h in held] for group, users in members.items()}
+        withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
+        if path is not None and not withheld:
+            return True
+        kept = self._prune_audit(job.id, pruned, write=path is None, withheld=withheld)
+        if withheld:  # as a DELETE does (`_forget_in_audits`)
+            self.audit_members.drop(job.id, [h for users in members.values() for h in users if h not in kept], kept)
+        return True
 
     def _forget_in_audits(self, forget: Forget) -> None:
         """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the

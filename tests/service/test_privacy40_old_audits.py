@@ -62,7 +62,7 @@ def test_a_user_an_earlier_release_deleted_from_a_group_that_kept_others_leaves_
     for stale in jobs.glob(f"{AUDIT_MEMBERS_INDEX}*"):
         stale.unlink()
     gone = key_hash(f"acme/{GONE}")
-    created = time.time() - 60
+    created = time.time()  # after the feedback it audits (reviewp40: a user whose rows all came later was not in it)
     data34 = report_encoder.encode(report([group("s1", 3), group("s2", 1)], created))
     job = Job(id="audit-data34", kind="audit", params={"store": uri, "group_by": "segment", "tenant": "acme"},
               state="succeeded", created_at=created, result_path=str(jobs / "audit-data34.result.json"))
@@ -91,7 +91,7 @@ def test_a_pre_members_audit_whose_group_s_users_are_all_gone_loses_it_at_the_st
         assert acme.get("/v1/users/ann/preferences").json()["total"] == 2
         uri = svc.runtime.settings.lancedb_uri
     jobs = data / "jobs"
-    created = time.time() - 60
+    created = time.time()  # after the feedback it audits (reviewp40: a user whose rows all came later was not in it)
     old = report_encoder.encode(report([group("s1", 1), group(MARKER, 1)], created))
     job = Job(id="audit-b7168d1", kind="audit", params={"store": uri, "group_by": "segment"}, state="succeeded",
               created_at=created, result_path=str(jobs / "audit-b7168d1.result.json"))
