@@ -10,6 +10,7 @@ what is too long, with `X-Request-Id`, `nosniff` and `Connection: close`."""
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx
 import pytest
@@ -99,3 +100,23 @@ def test_a_head_the_parser_stops_reading_part_way_is_answered_not_reset(served, 
     else:
         assert error["param"] is None and error["code"] == "invalid_http", error
     assert httpx.get(served.url + "/health").status_code == 200
+
+
+def test_the_log_line_of_the_parser_s_400_names_its_own_request_id_once(served):
+    """Review session 40: under h11, a malformed request pipelined behind a good one is parsed when the good one's
+    answer ends, in that request's context: the warning line said `request_id=<the 400's>` and then the logging
+    filter added ` request_id=<the good request's>`, two ids on one line (a JSON line's `request_id` the wrong one),
+    so a search for the good request's id found the parser's refusal too. Now the line carries the 400's id alone."""
+    good = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(good + b"GET /v1/models HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    refusal = answer[answer.index(b"HTTP/1.1 400 "):].split(b"\r\n\r\n")[0].decode()
+    (rid,) = [line.split(": ", 1)[1] for line in refusal.split("\r\n") if line.startswith("x-request-id: ")]
+    deadline = time.monotonic() + 10
+    while not (lines := [line for line in served.log.read_text().splitlines() if "HTTP parser refused" in line and rid in line]):
+        assert time.monotonic() < deadline, served.log.read_text()[-2000:]
+        time.sleep(0.1)
+    assert [line.count("request_id=") for line in lines] == [1], lines

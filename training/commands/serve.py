@@ -470,8 +470,11 @@ class TimedRequests:
 
         rid = new_id()
         url = getattr(self, "url", b"") if not hasattr(self, "conn") else b""  # httptools': the request target so far
-        logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s) request_id=%s",
-                                                       f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg, rid)
+        # its own id as the record's (the log's filter adds the current request's otherwise: under h11, a bad request
+        # pipelined behind a good one is parsed in the good one's context, and the line carried both ids)
+        logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s)",
+                                                       f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg,
+                                                       extra={"request_id": rid})
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:  # a request pipelined before it: its answer is dropped, as
             cycle.disconnected = True  # when a client goes (the 400 comes first: a client that pipelines reads only it)
