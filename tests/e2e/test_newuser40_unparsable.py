@@ -120,3 +120,17 @@ def test_the_log_line_of_the_parser_s_400_names_its_own_request_id_once(served):
         assert time.monotonic() < deadline, served.log.read_text()[-2000:]
         time.sleep(0.1)
     assert [line.count("request_id=") for line in lines] == [1], lines
+
+
+def test_a_request_pipelined_before_a_malformed_one_is_answered_first(served):
+    """Review session 40: under httptools the parser reads a malformed request pipelined behind a good one before
+    the good one's answer is written, and the 400 went out at once and the connection closed: the client read the
+    400 as the good request's answer, and that answer never came (h11 parses the next request only once an answer
+    ends). Now the 400 waits for the answers before it, as HTTP/1.1 orders them."""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert answer.count(b"HTTP/1.1 400 ") == 1 and b'"code":"invalid_http"' in answer, answer[-400:]

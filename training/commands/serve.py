@@ -409,6 +409,7 @@ class TimedRequests:
     counts: ConnectionCounts
     deadline: asyncio.TimerHandle | None = None
     parsed = False
+    last_answer: bytes | None = None  # the parser's 400, waiting for the answers of requests pipelined before it
     refused = False  # answered for the last time (the 503 over the limit, the parser's 400): what arrives is dropped
     reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
 
@@ -434,9 +435,7 @@ class TimedRequests:
         what arrives (`refused`) until the client, having read the answer, closes, or REFUSED_LINGER_S has passed
         (closed at once beyond REFUSED_LINGERING such connections, or where the transport cannot half close)."""
         self.refused = True
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.stop_the_deadline()
         if len(self.refusing) >= REFUSED_LINGERING or not self.transport.can_write_eof():
             self.transport.close()
             return
@@ -464,7 +463,8 @@ class TimedRequests:
         """uvicorn's answer to bytes its HTTP parser refuses (both parsers call it, then parse nothing more on the
         connection): the 400 in OpenAI's error shape with an `X-Request-Id`, as every other answer, rather than
         uvicorn's text/plain "Invalid HTTP request received.", naming `url` when httptools' URL limit is what was
-        passed; then the connection lingers half closed (`linger`), so a client still sending reads the 400.
+        passed; then the connection lingers half closed (`linger`), so a client still sending reads the 400. The 400
+        follows the answers of requests pipelined before the bad one (httptools parses ahead of them).
         uvicorn 0.54 documents no such hook: tests/unit/test_review40_uvicorn_hooks.py fails if it goes."""
         from service.requestid import new_id  # the app's own ids (loaded by now: a request has come)
 
@@ -475,12 +475,21 @@ class TimedRequests:
         logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s)",
                                                        f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg,
                                                        extra={"request_id": rid})
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:  # a request pipelined before it: its answer is dropped, as
-            cycle.disconnected = True  # when a client goes (the 400 comes first: a client that pipelines reads only it)
+        answer, cycle = unparsable_answer(rid, len(url)), self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body:  # requests pipelined before it, arrived whole (httptools): their answers go first
+                self.refused, self.last_answer = True, answer  # written by on_response_complete once they are out
+                self.stop_the_deadline()
+                return
+            cycle.disconnected = True  # a body cut by the bad bytes: the app reads a disconnect, as when a client goes
             cycle.message_event.set()
-        self.transport.write(unparsable_answer(rid, len(url)))
+        self.transport.write(answer)
         self.linger()  # closed now, with the rest of a long head unread, the client would read a reset, not the 400
+
+    def stop_the_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
 
     def h11_reading(self) -> str:
         import h11
@@ -498,6 +507,11 @@ class TimedRequests:
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
+        if self.last_answer is not None and self.cycle.response_complete and not self.transport.is_closing():
+            self.transport.write(self.last_answer)  # the parser's 400, after the answers pipelined before it
+            self.last_answer = None
+            self.linger()
+            return
         # h11 parses a request pipelined behind this answer only now: cut in its headers, it had no
         # deadline (no bytes come after it) and was closed without a word by uvicorn's keep-alive timer
         if hasattr(self, "conn") and not self.transport.is_closing() and not self.refused:
@@ -519,9 +533,7 @@ class TimedRequests:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.refusing.discard(self)
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.stop_the_deadline()
         super().connection_lost(exc)  # type: ignore[misc]
 
     def timed_out(self) -> None:
