@@ -246,7 +246,10 @@ def _route_hint(request: Request) -> str | None:
         differing = [(a, b) for a, b in zip(sent, parts, strict=True) if isinstance(b, str) and a != b]  # the fixed segments that differ
         if len(differing) != 1:
             continue
-        ratio = difflib.SequenceMatcher(None, *differing[0]).ratio()
+        matcher = difflib.SequenceMatcher(None, *differing[0])
+        if matcher.real_quick_ratio() < best_ratio:  # lengths too far apart (a 60 KB segment): ratio() would cost 100 ms
+            continue
+        ratio = matcher.ratio()
         if ratio >= best_ratio:
             best, best_ratio = "/" + "/".join(b if isinstance(b, str) else a for a, b in zip(sent, parts, strict=True)), ratio
     if best is not None and _routes(request, method, best):

@@ -10,6 +10,7 @@ what is too long, with `X-Request-Id`, `nosniff` and `Connection: close`."""
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx
 import pytest
@@ -66,3 +67,70 @@ def test_a_request_the_parser_cannot_read_is_a_json_400(served):
     error = assert_json_400(raw(served, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n"))
     assert error["param"] is None and error["code"] == "invalid_http", error
     assert error["message"].startswith("the request is not HTTP/1.1 this service can read"), error
+
+
+def sent_whole_then_read(served, request: bytes) -> httpx.Response:
+    """`request` sent as curl sends it (all of it, then the answer read), though the server stops reading part way:
+    a connection reset while sending or reading is raised as it comes."""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    return httpx.Response(int(lines[0].split()[1]), headers=[tuple(line.split(": ", 1)) for line in lines[1:]], content=body)
+
+
+@pytest.mark.parametrize("what", ["url", "header"])
+def test_a_head_the_parser_stops_reading_part_way_is_answered_not_reset(served, what):
+    """Review session 40: the parser gives up part way through a long head (httptools at a URL of 64 KiB, h11 at a
+    head of 16 KiB), and the 400 was written and the connection closed with the rest of the request unread: the
+    kernel then resets it, and the client, still sending, got `Connection reset by peer`, never the 400 (the 503
+    over PLURALIGN_MAX_CONNECTIONS had met the same and half-closes instead). Now the 400 is followed by a
+    half-close, what still arrives is read and dropped, and the connection closes when the client's side does."""
+    if what == "url":
+        request = b"GET /v1/models?q=" + b"a" * 1_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    else:
+        request = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nNo colon here\r\nX-Pad: " + b"a" * 1_000_000 + b"\r\n\r\n"
+    error = assert_json_400(sent_whole_then_read(served, request))
+    if what == "url" and served.parser == "httptools":
+        assert error["param"] == "url" and error["code"] == "invalid_value", error
+    else:
+        assert error["param"] is None and error["code"] == "invalid_http", error
+    assert httpx.get(served.url + "/health").status_code == 200
+
+
+def test_the_log_line_of_the_parser_s_400_names_its_own_request_id_once(served):
+    """Review session 40: under h11, a malformed request pipelined behind a good one is parsed when the good one's
+    answer ends, in that request's context: the warning line said `request_id=<the 400's>` and then the logging
+    filter added ` request_id=<the good request's>`, two ids on one line (a JSON line's `request_id` the wrong one),
+    so a search for the good request's id found the parser's refusal too. Now the line carries the 400's id alone."""
+    good = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(good + b"GET /v1/models HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    refusal = answer[answer.index(b"HTTP/1.1 400 "):].split(b"\r\n\r\n")[0].decode()
+    (rid,) = [line.split(": ", 1)[1] for line in refusal.split("\r\n") if line.startswith("x-request-id: ")]
+    deadline = time.monotonic() + 10
+    while not (lines := [line for line in served.log.read_text().splitlines() if "HTTP parser refused" in line and rid in line]):
+        assert time.monotonic() < deadline, served.log.read_text()[-2000:]
+        time.sleep(0.1)
+    assert [line.count("request_id=") for line in lines] == [1], lines
+
+
+def test_a_request_pipelined_before_a_malformed_one_is_answered_first(served):
+    """Review session 40: under httptools the parser reads a malformed request pipelined behind a good one before
+    the good one's answer is written, and the 400 went out at once and the connection closed: the client read the
+    400 as the good request's answer, and that answer never came (h11 parses the next request only once an answer
+    ends). Now the 400 waits for the answers before it, as HTTP/1.1 orders them."""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert answer.count(b"HTTP/1.1 400 ") == 1 and b'"code":"invalid_http"' in answer, answer[-400:]

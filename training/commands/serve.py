@@ -409,7 +409,8 @@ class TimedRequests:
     counts: ConnectionCounts
     deadline: asyncio.TimerHandle | None = None
     parsed = False
-    refused = False
+    last_answer: bytes | None = None  # the parser's 400, waiting for the answers of requests pipelined before it
+    refused = False  # answered for the last time (the 503 over the limit, the parser's 400): what arrives is dropped
     reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
 
     def connection_made(self, transport) -> None:
@@ -426,11 +427,18 @@ class TimedRequests:
         self.counts.refused += 1
         self.connections.discard(self)  # not one of the service's: it goes within REFUSED_LINGER_S
         self.transport.write(self.refusal)
+        self.linger()
+
+    def linger(self) -> None:
+        """Ends the connection after a last answer (the 503 over the limit, the parser's 400) written with the client's
+        request unread: closed then, the socket would be reset, the answer lost with it. Half closed instead, it drops
+        what arrives (`refused`) until the client, having read the answer, closes, or REFUSED_LINGER_S has passed
+        (closed at once beyond REFUSED_LINGERING such connections, or where the transport cannot half close)."""
+        self.refused = True
+        self.stop_the_deadline()
         if len(self.refusing) >= REFUSED_LINGERING or not self.transport.can_write_eof():
             self.transport.close()
             return
-        # closed with the client's request unread, the socket would be reset, the 503 lost with it: half
-        # closed instead, it drops what arrives until the client, having read the 503, closes
         self.transport.write_eof()
         self.refusing.add(self)
         self.deadline = self.loop.call_later(REFUSED_LINGER_S, self.transport.close)
@@ -440,7 +448,7 @@ class TimedRequests:
             return
         self.parsed = False  # whether these bytes began or ended a request (httptools)
         super().data_received(data)  # type: ignore[misc]
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.refused:  # closed, or lingering after the parser's 400
             return
         if hasattr(self, "conn"):  # h11: its state machine says where the client's request is
             self.reading = self.h11_reading()
@@ -452,18 +460,36 @@ class TimedRequests:
         self.time_the_request()
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to bytes its HTTP parser refuses (both parsers call it, then nothing else is read
-        on the connection): the 400 in OpenAI's error shape with an `X-Request-Id`, as every other answer, rather
-        than uvicorn's text/plain "Invalid HTTP request received.", naming `url` when httptools' URL limit is what
-        was passed."""
+        """uvicorn's answer to bytes its HTTP parser refuses (both parsers call it, then parse nothing more on the
+        connection): the 400 in OpenAI's error shape with an `X-Request-Id`, as every other answer, rather than
+        uvicorn's text/plain "Invalid HTTP request received.", naming `url` when httptools' URL limit is what was
+        passed; then the connection lingers half closed (`linger`), so a client still sending reads the 400. The 400
+        follows the answers of requests pipelined before the bad one (httptools parses ahead of them).
+        uvicorn 0.54 documents no such hook: tests/unit/test_review40_uvicorn_hooks.py fails if it goes."""
         from service.requestid import new_id  # the app's own ids (loaded by now: a request has come)
 
         rid = new_id()
         url = getattr(self, "url", b"") if not hasattr(self, "conn") else b""  # httptools': the request target so far
-        logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s) request_id=%s",
-                                                       f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg, rid)
-        self.transport.write(unparsable_answer(rid, len(url)))
-        self.transport.close()
+        # its own id as the record's (the log's filter adds the current request's otherwise: under h11, a bad request
+        # pipelined behind a good one is parsed in the good one's context, and the line carried both ids)
+        logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s)",
+                                                       f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg,
+                                                       extra={"request_id": rid})
+        answer, cycle = unparsable_answer(rid, len(url)), self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body:  # requests pipelined before it, arrived whole (httptools): their answers go first
+                self.refused, self.last_answer = True, answer  # written by on_response_complete once they are out
+                self.stop_the_deadline()
+                return
+            cycle.disconnected = True  # a body cut by the bad bytes: the app reads a disconnect, as when a client goes
+            cycle.message_event.set()
+        self.transport.write(answer)
+        self.linger()  # closed now, with the rest of a long head unread, the client would read a reset, not the 400
+
+    def stop_the_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
 
     def h11_reading(self) -> str:
         import h11
@@ -481,9 +507,14 @@ class TimedRequests:
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
+        if self.last_answer is not None and self.cycle.response_complete and not self.transport.is_closing():
+            self.transport.write(self.last_answer)  # the parser's 400, after the answers pipelined before it
+            self.last_answer = None
+            self.linger()
+            return
         # h11 parses a request pipelined behind this answer only now: cut in its headers, it had no
         # deadline (no bytes come after it) and was closed without a word by uvicorn's keep-alive timer
-        if hasattr(self, "conn") and not self.transport.is_closing():
+        if hasattr(self, "conn") and not self.transport.is_closing() and not self.refused:
             self.reading = self.h11_reading()
             self.time_the_request()
 
@@ -502,9 +533,7 @@ class TimedRequests:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.refusing.discard(self)
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.stop_the_deadline()
         super().connection_lost(exc)  # type: ignore[misc]
 
     def timed_out(self) -> None:
