@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,6 +44,7 @@ from pluralign.data.record import Base
 
 log = logging.getLogger("pluralign.store")
 FOLDER = "pref_id_claims"  # under the store's root: one folder per user (by hash), one claim per id (by hash)
+LEFT_EMPTY_S = 5.0  # a claim file empty this long (seconds, by its mtime): its maker (an earlier release) was killed
 S3_THREADS = 32  # claims of one import written at once (each is one PUT)
 CONTENT_FIELDS = ("prompt", "chosen", "rejected", "tie", "margin", "source", "attributes", "trl")  # SAME_ROW_FIELDS but created_at
 
@@ -158,8 +160,10 @@ class PrefIdClaims:
 
 
 class FolderClaims(PrefIdClaims):
-    """Claims as files under `root`/pref_id_claims, each created with O_CREAT | O_EXCL (fails when the name
-    exists: put-if-absent) and written in one write; a reader that finds one still empty looks again."""
+    """Claims as files under `root`/pref_id_claims, each written whole under a temporary name and hard-linked to
+    its name (`os.link` fails when the name exists: put-if-absent), so a reader never finds one part written.
+    Until review 40 each was created at its name with O_EXCL and then written, and a reader that found one still
+    empty after ~100 ms removed it: a maker paused that long lost its claim, and both imports were acknowledged."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root) / FOLDER
@@ -169,26 +173,35 @@ class FolderClaims(PrefIdClaims):
         return super().claim(tenant, user_id, claims)
 
     def _put(self, name: str, data: bytes) -> bool:
+        path = self.root / name
+        part = path.with_name(f".{path.name}.{uuid.uuid4().hex}")  # "."-named: not a claim (`_names`)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(self.root / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, data)  # ~150 bytes: one write
+            finally:
+                os.close(fd)
+            os.link(part, path)  # whole when it appears; FileExistsError when the name is taken
+            return True
         except FileExistsError:
             return False
-        try:
-            os.write(fd, data)  # ~150 bytes: one write
         finally:
-            os.close(fd)
-        return True
+            part.unlink(missing_ok=True)
 
     def _get(self, name: str) -> bytes | None:
-        for _ in range(100):  # created, not yet written by its maker: a moment later
+        for _ in range(100):
             try:
                 data = (self.root / name).read_bytes()
             except FileNotFoundError:
                 return None
             if data.endswith(b"}"):
                 return data
-            time.sleep(0.001)
-        (self.root / name).unlink(missing_ok=True)  # its maker was killed before writing it: no claim
+            # whole when linked: an empty one is an earlier release's claim whose maker was killed before writing
+            # it (no claim), or that maker still writing it (a moment later)
+            if time.time() - (self.root / name).stat().st_mtime > LEFT_EMPTY_S:
+                (self.root / name).unlink(missing_ok=True)
+                return None
+            time.sleep(0.05)
         return None
 
     def _names(self, folder: str) -> list[str]:
