@@ -9,6 +9,7 @@ to its name (put-if-absent): it is never seen empty."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ import time
 from pluralign.store import StoredPreference
 from pluralign.store import claims as claims_module
 from pluralign.store.claims import FolderClaims, claim_of
+from tests.service.tiny import start_replicas
 
 
 def claim(pref_id: str, chosen: str) -> dict:
@@ -48,3 +50,52 @@ def test_a_maker_slow_to_write_its_claim_keeps_it(tmp_path, monkeypatch):
     assert len(holders) == 1 and refused == sorted({"a", "b"} - set(holders)), results  # before: both held it
     names = [p for p in (tmp_path / "pref_id_claims").rglob("*") if p.is_file()]
     assert len(names) == 1 and not names[0].name.startswith("."), names  # no temporary file left
+
+
+USER = "race40r"
+
+
+def line(pref_id: str, chosen: str) -> bytes:
+    return json.dumps({"pref_id": pref_id, "prompt": "Tea or coffee?", "chosen": chosen, "rejected": "Neither.",
+                       "created_at": 1_700_000_000.0}).encode() + b"\n"
+
+
+def test_a_delete_between_an_import_s_claims_and_its_answer(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Replica a imports p-1 ("Tea.") and a DELETE of the user (a second client) starts on a right after the import's
+    claim is written. Before, the DELETE ran there and then: it removed the claims of rows received before it
+    began, the import's among them, and the import then logged its row and answered 201. Replica b then
+    acknowledged p-1 with other content ("Coffee.", 201), and a's mover stored "Tea." first, so b's mover dropped
+    "Coffee.": an acknowledged import, sent after the DELETE had finished, lost. Now the import's claims and log
+    append, and a DELETE of its user, take turns (the user's lock): the DELETE runs after the import, takes
+    "Tea." with it, and "Coffee." is what the user holds."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=0, deletion_sweep_s=3600)
+    with first, second, a.client("acme") as ca, a.client("acme") as cd, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{USER}/import", content=line("p-0", "Milk.")).status_code == 201
+        a.runtime.ingest.flush()
+        claims = a.runtime.store.claims
+        deleted: list[int] = []
+        delete = threading.Thread(target=lambda: deleted.append(cd.delete(f"/v1/users/{USER}").status_code))
+
+        def claim_then_delete(*args):
+            out = type(claims).claim(claims, *args)
+            if not delete.is_alive() and not deleted:
+                delete.start()
+                delete.join(5)  # before: done within (~2 s); now waits for the import
+            return out
+
+        claims.claim = claim_then_delete
+        with b.runtime.ingest.paused():
+            with a.runtime.ingest.paused():
+                tea = ca.post(f"/v1/users/{USER}/import", content=line("p-1", "Tea."))
+                del claims.claim
+                delete.join(60)
+                assert tea.status_code == 201 and deleted == [200], (tea.text, deleted)
+                coffee = cb.post(f"/v1/users/{USER}/import", content=line("p-1", "Coffee."))
+                assert coffee.status_code == 201, coffee.text
+            a.runtime.ingest.flush()
+        b.runtime.ingest.flush()
+        b.runtime.store.refresh("preferences")
+        page = cb.get(f"/v1/users/{USER}/preferences")
+        assert page.status_code == 200, page.text
+        assert sorted((r["pref_id"], r["chosen"]) for r in page.json()["data"]) == [("p-1", "Coffee.")]  # before: Tea.
