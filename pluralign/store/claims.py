@@ -81,11 +81,14 @@ _decode = msgspec.json.Decoder(Claim).decode
 
 class PrefIdClaims:
     """Put-if-absent claims on ids (the module). Subclasses store them: `_put` (True when written, False when
-    the name was taken), `_get` (None when gone), `_names` (a user's claim names), `_remove`."""
+    the name was taken), `_replace` (written whatever the name holds), `_get` (None when gone), `_names` (a user's claim names), `_remove`."""
 
     def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
         """Claim each id of `claims` for the user: returns (the ids claimed now, {id: the claim found} for the
-        ids claimed before with other content). An id claimed before with the same content is in neither.
+        ids claimed before with other content). An id claimed before with the same content is in neither; its
+        claim takes the later `received_at` (a row sent again after a DELETE began is kept by it, and so is its
+        claim: `forget_user`; until review 40 the claim kept its first time, the DELETE removed it, and the id was
+        then free for other content on another replica while the row lived).
         Raises OSError (or the object store's error) when a claim cannot be written or read; the ids claimed
         by this call before then are released first."""
         folder = _hash(f"{tenant}/{user_id}")
@@ -99,7 +102,10 @@ class PrefIdClaims:
                     return pref_id, True, None
                 found = self._get(name)
                 if found is not None:
-                    return pref_id, False, _decode(found)
+                    held = _decode(found)
+                    if held.same_preference(claim) and claim.received_at > held.received_at:
+                        self._replace(name, _encode(msgspec.structs.replace(held, received_at=claim.received_at)))
+                    return pref_id, False, held
             raise OSError(f"the claim on pref_id {pref_id!r} kept changing while it was written")
 
         made, taken, failure = [], {}, None
@@ -149,6 +155,9 @@ class PrefIdClaims:
     def _put(self, name: str, data: bytes) -> bool:
         raise NotImplementedError
 
+    def _replace(self, name: str, data: bytes) -> None:
+        raise NotImplementedError
+
     def _get(self, name: str) -> bytes | None:
         raise NotImplementedError
 
@@ -188,6 +197,15 @@ class FolderClaims(PrefIdClaims):
         finally:
             part.unlink(missing_ok=True)
 
+    def _replace(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        part = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        try:
+            part.write_bytes(data)
+            os.replace(part, path)  # whole, as `_put`'s
+        finally:
+            part.unlink(missing_ok=True)
+
     def _get(self, name: str) -> bytes | None:
         for _ in range(100):
             try:
@@ -222,6 +240,10 @@ class MemoryClaims(PrefIdClaims):
     def _put(self, name: str, data: bytes) -> bool:
         with self._lock:
             return self._claims.setdefault(name, data) is data
+
+    def _replace(self, name: str, data: bytes) -> None:
+        with self._lock:
+            self._claims[name] = data
 
     def _get(self, name: str) -> bytes | None:
         return self._claims.get(name)
@@ -274,6 +296,9 @@ class S3Claims(PrefIdClaims):
             if code == "ConditionalRequestConflict":  # another PUT of the key in flight: look once it is done
                 return False
             raise
+
+    def _replace(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}", Body=data)
 
     def _get(self, name: str) -> bytes | None:
         from botocore.exceptions import ClientError

@@ -99,3 +99,33 @@ def test_a_delete_between_an_import_s_claims_and_its_answer(tmp_path, tiny_gener
         page = cb.get(f"/v1/users/{USER}/preferences")
         assert page.status_code == 200, page.text
         assert sorted((r["pref_id"], r["chosen"]) for r in page.json()["data"]) == [("p-1", "Coffee.")]  # before: Tea.
+
+
+def test_a_row_sent_again_while_another_replica_deletes_its_user_keeps_its_claim(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                  minilm, monkeypatch):
+    """p-1 ("Tea.") is imported through replica a and stored; a DELETE of the user runs on b, and after it removed
+    the rows (before its claims step) the same file is imported again through a: received after the DELETE began,
+    it is the user's (201). Before, its claim kept the first time, so the DELETE's claims step removed it: p-1
+    then lived in a's log with no claim, and b acknowledged p-1 with other content ("Coffee.", 201), which b's
+    mover dropped behind a's. Now a claim found with the same content takes the later time: the DELETE keeps it,
+    and b's import is the 409."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=0, deletion_sweep_s=3600)
+    with first, second, a.client("acme") as ca, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{USER}/import", content=line("p-1", "Tea.")).status_code == 201
+        a.runtime.ingest.flush()
+        claims = b.runtime.store.claims
+        again: list = []
+
+        def import_again_then_forget(*args):
+            if not again:
+                again.append(ca.post(f"/v1/users/{USER}/import", content=line("p-1", "Tea.")))
+            return type(claims).forget_user(claims, *args)
+
+        claims.forget_user = import_again_then_forget
+        with a.runtime.ingest.paused(), b.runtime.ingest.paused():
+            assert cb.delete(f"/v1/users/{USER}").status_code == 200
+            del claims.forget_user
+            assert again and again[0].status_code == 201, again
+            coffee = cb.post(f"/v1/users/{USER}/import", content=line("p-1", "Coffee."))
+            assert coffee.status_code == 409, coffee.text  # before: 201, then dropped by b's mover
