@@ -267,24 +267,49 @@ class MemoryClaims(PrefIdClaims):
             self._claims.pop(name, None)
 
 
+# boto3.client's arguments from Lance's storage options, by object_store's names for them (its aliases), each
+# else from the variable object_store reads (`AWS_` + the name, upper-cased) where boto3 reads another
+_BOTO3_ARGS = {
+    "endpoint_url": ("aws_endpoint", "aws_endpoint_url", "endpoint", "endpoint_url"),
+    "region_name": ("aws_region", "region", "aws_default_region", "default_region"),
+    "aws_access_key_id": ("aws_access_key_id", "access_key_id"),
+    "aws_secret_access_key": ("aws_secret_access_key", "secret_access_key"),
+    "aws_session_token": ("aws_session_token", "aws_token", "session_token", "token"),
+}
+
+
+def _lance_option(options: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    """The first of `names` in `options`, else of the `aws_` ones in the environment (upper-cased: object_store
+    reads the `AWS_` variables only)."""
+    return next((v for n in names if (v := options.get(n) or (n.startswith("aws_") and os.environ.get(n.upper())))), None)
+
+
+def _seconds(duration: str) -> float:
+    """object_store's duration ("10000ms", "30s", "30") in seconds."""
+    text = duration.strip().lower()
+    return float(text[:-2]) / 1000 if text.endswith("ms") else float(text.removesuffix("s"))
+
+
 class S3Claims(PrefIdClaims):
     """Claims as objects under `s3://bucket/prefix/pref_id_claims/`, each a PUT with `If-None-Match: *`,
-    S3_THREADS at a time. `options`: the store's Lance storage options (endpoint, region, credentials;
-    left out, boto3's defaults: the `AWS_*` variables, the instance role)."""
+    S3_THREADS at a time. `options`: the store's Lance storage options (endpoint, region, credentials, by any of
+    object_store's names, and its `timeout` and `connect_timeout`); one left out is taken where Lance takes it (the
+    `AWS_*` variable of its name: AWS_ENDPOINT, which boto3 does not read), else boto3's default (the instance
+    role). Until review 40 only the `aws_*` options were read, and a store reached through AWS_ENDPOINT had its
+    claims sent to AWS itself."""
 
     def __init__(self, uri: str, options: Mapping[str, str] | None = None):
         import boto3  # here: only a store on S3 needs it (~0.3 s of imports)
         from botocore.config import Config
 
-        options = dict(options or {})
+        options = {k.lower(): v for k, v in (options or {}).items() if v}
         bucket, _, prefix = uri.split("://", 1)[1].split("?", 1)[0].partition("/")
         self.bucket, self.prefix = bucket, "/".join(p for p in (prefix.strip("/"), FOLDER) if p)
+        timeouts = {name: _seconds(options[key]) for name, key in (("read_timeout", "timeout"), ("connect_timeout", "connect_timeout"))
+                    if key in options}
         self.client = boto3.client(
-            "s3", endpoint_url=options.get("aws_endpoint") or None, region_name=options.get("aws_region") or None,
-            aws_access_key_id=options.get("aws_access_key_id") or None,
-            aws_secret_access_key=options.get("aws_secret_access_key") or None,
-            aws_session_token=options.get("aws_session_token") or None,
-            config=Config(max_pool_connections=S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}),
+            "s3", **{arg: _lance_option(options, names) for arg, names in _BOTO3_ARGS.items()},
+            config=Config(max_pool_connections=S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}, **timeouts),
         )
         self._pool = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="claims")
 

@@ -159,3 +159,20 @@ def test_a_delete_forgets_s3_claims_several_at_a_time(tmp_path):
         assert claims.forget_user("acme", "u", before=time.time() + 1) == 40
         assert most[0] > 1, most  # before: 1
         assert claims._names(claims_module._hash("acme/u")) == []
+
+
+def test_s3_claims_reach_the_store_as_lance_does(monkeypatch):
+    """deploy/README.md lets unset store settings fall back to Lance's defaults (the `AWS_*` variables). Lance
+    (object_store) reads the endpoint from AWS_ENDPOINT, boto3 does not: the claims went to AWS itself while the
+    store was on the operator's S3-compatible server (every import with ids a 503, or claims in another bucket),
+    and waited boto3's 60 s a request though the store's requests give up after `store_timeout_s`. Now the
+    claims take the endpoint Lance takes and the store's timeouts."""
+    from tests.s3 import S3Server
+
+    with S3Server("pluralign-reviewr40-env") as s3:
+        monkeypatch.setenv("AWS_ENDPOINT", s3.endpoint)
+        options = {k: v for k, v in s3.options.items() if k != "aws_endpoint"}
+        claims = claims_module.S3Claims(s3.uri("env"), {**options, "timeout": "2000ms", "connect_timeout": "1000ms"})
+        assert claims.client.meta.endpoint_url == s3.endpoint  # before: https://s3.us-east-1.amazonaws.com
+        assert (claims.client.meta.config.read_timeout, claims.client.meta.config.connect_timeout) == (2.0, 1.0)  # before: 60, 60
+        assert claims.claim("acme", "u", claim("p-1", "Tea.")) == (["p-1"], {})
