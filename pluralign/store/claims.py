@@ -41,6 +41,7 @@ import msgspec
 import numpy as np
 
 from pluralign.data.record import Base
+from pluralign.store.deletions import key_hash
 
 log = logging.getLogger("pluralign.store")
 FOLDER = "pref_id_claims"  # under the store's root: one folder per user (by hash), one claim per id (by hash)
@@ -71,8 +72,9 @@ def claim_of(row, stamped: bool) -> Claim:
     return Claim(content=content, created_at=float(row.created_at), stamped=stamped, received_at=float(row.received_at or 0.0))
 
 
-def _hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _folder(tenant: str, user_id: str) -> str:
+    """The user's claims' folder: `key_hash` of `tenant/user_id`, as their deletion record names them."""
+    return key_hash(f"{tenant}/{user_id}")
 
 
 _encode = msgspec.json.Encoder().encode
@@ -91,12 +93,12 @@ class PrefIdClaims:
         then free for other content on another replica while the row lived).
         Raises OSError (or the object store's error) when a claim cannot be written or read; the ids claimed
         by this call before then are released first."""
-        folder = _hash(f"{tenant}/{user_id}")
+        folder = _folder(tenant, user_id)
         items = list(claims.items())
 
         def one(item: tuple[str, Claim]) -> tuple[str, bool, Claim | None]:
             pref_id, claim = item
-            name = f"{folder}/{_hash(pref_id)}"
+            name = f"{folder}/{key_hash(pref_id)}"
             for _ in range(3):  # a claim removed between our put and our get (a DELETE): put again
                 if self._put(name, _encode(claim)):
                     return pref_id, True, None
@@ -124,8 +126,8 @@ class PrefIdClaims:
     def release(self, tenant: str, user_id: str, pref_ids: Iterable[str]) -> None:
         """Remove the claims on `pref_ids` this process made (its import was refused or failed before its
         rows were acknowledged). A claim that cannot be removed is logged and left."""
-        folder = _hash(f"{tenant}/{user_id}")
-        for name in [f"{folder}/{_hash(p)}" for p in pref_ids]:
+        folder = _folder(tenant, user_id)
+        for name in [f"{folder}/{key_hash(p)}" for p in pref_ids]:
             try:
                 self._remove(name)
             except Exception as exc:  # noqa: BLE001 (a claim left reserves its id for the same content only)
@@ -147,7 +149,7 @@ class PrefIdClaims:
             return name, True, None
 
         gone, failure = 0, None
-        for _, removed, _ in self._map(one, [(name,) for name in self._names(_hash(f"{tenant}/{user_id}"))]):
+        for _, removed, _ in self._map(one, [(name,) for name in self._names(_folder(tenant, user_id))]):
             if isinstance(removed, BaseException):
                 failure = failure or removed
             else:
@@ -189,7 +191,7 @@ class FolderClaims(PrefIdClaims):
         self.root = Path(root) / FOLDER
 
     def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
-        (self.root / _hash(f"{tenant}/{user_id}")).mkdir(parents=True, exist_ok=True)  # once, not per id
+        (self.root / _folder(tenant, user_id)).mkdir(parents=True, exist_ok=True)  # once, not per id
         return super().claim(tenant, user_id, claims)
 
     def _put(self, name: str, data: bytes) -> bool:

@@ -158,7 +158,7 @@ def test_a_delete_forgets_s3_claims_several_at_a_time(tmp_path):
         claims._get = counted
         assert claims.forget_user("acme", "u", before=time.time() + 1) == 40
         assert most[0] > 1, most  # before: 1
-        assert claims._names(claims_module._hash("acme/u")) == []
+        assert claims._names(claims_module._folder("acme", "u")) == []
 
 
 def test_s3_claims_reach_the_store_as_lance_does(monkeypatch):
