@@ -22,7 +22,10 @@ removes the claims of rows received before it began (`forget_user`), as it remov
 Limits: a process killed between its claim and its log append leaves a claim with no row: that id is
 then refused for other content until the user is deleted (the same content is accepted). Stores
 other than a folder, `memory://` (one process) and S3 make no claims (`claims_for` gives None): the race
-stays there as it was.
+stays there as it was. A claim's later time is written over it (`_replace`, no compare-and-swap): a DELETE on
+another replica removing it, and a third replica claiming the id for other content, both in the instant between
+that read and that write, would see their claim overwritten (not seen; the replicas' locks do not span it).
+Claims of a live user are never removed: one file (a 4 KiB block and an inode) or one object a row.
 """
 
 from __future__ import annotations
