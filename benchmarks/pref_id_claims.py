@@ -1,6 +1,6 @@
 """Cost of the pref_id claims an import makes with replicas (`pluralign.store.claims`): one put-if-absent per
 id the file gives, on a local folder and on moto's S3 on loopback (a real bucket adds its round trips).
-Prints ms per row for N new ids, and for the same N again (each found, read and compared).
+Prints ms per row for N new ids, for the same N again (each found, read and compared), and for a DELETE's\n`forget_user` of them (each read, then removed).
 
     python benchmarks/pref_id_claims.py [N]
 """
@@ -34,6 +34,10 @@ def timed(claims, n: int) -> None:
         ms = (time.perf_counter() - start) * 1000
         assert not taken and len(made) == (n if label == "new" else 0)
         print(f"{type(claims).__name__:13s} {label:5s} {n} ids: {ms:8.1f} ms, {ms / n:.3f} ms/row")
+    start = time.perf_counter()  # a DELETE's step: each claim read (its time against the DELETE's) and removed
+    assert claims.forget_user("t", "u", before=time.time() + 1) == n
+    ms = (time.perf_counter() - start) * 1000
+    print(f"{type(claims).__name__:13s} {'forget':6s}{n} ids: {ms:8.1f} ms, {ms / n:.3f} ms/row")
 
 
 if __name__ == "__main__":

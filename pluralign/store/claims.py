@@ -22,7 +22,10 @@ removes the claims of rows received before it began (`forget_user`), as it remov
 Limits: a process killed between its claim and its log append leaves a claim with no row: that id is
 then refused for other content until the user is deleted (the same content is accepted). Stores
 other than a folder, `memory://` (one process) and S3 make no claims (`claims_for` gives None): the race
-stays there as it was.
+stays there as it was. A claim's later time is written over it (`_replace`, no compare-and-swap): a DELETE on
+another replica removing it, and a third replica claiming the id for other content, both in the instant between
+that read and that write, would see their claim overwritten (not seen; the replicas' locks do not span it).
+Claims of a live user are never removed: one file (a 4 KiB block and an inode) or one object a row.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,9 +44,11 @@ import msgspec
 import numpy as np
 
 from pluralign.data.record import Base
+from pluralign.store.deletions import key_hash
 
 log = logging.getLogger("pluralign.store")
 FOLDER = "pref_id_claims"  # under the store's root: one folder per user (by hash), one claim per id (by hash)
+LEFT_EMPTY_S = 5.0  # a claim file empty this long (seconds, by its mtime): its maker (an earlier release) was killed
 S3_THREADS = 32  # claims of one import written at once (each is one PUT)
 CONTENT_FIELDS = ("prompt", "chosen", "rejected", "tie", "margin", "source", "attributes", "trl")  # SAME_ROW_FIELDS but created_at
 
@@ -69,8 +75,9 @@ def claim_of(row, stamped: bool) -> Claim:
     return Claim(content=content, created_at=float(row.created_at), stamped=stamped, received_at=float(row.received_at or 0.0))
 
 
-def _hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _folder(tenant: str, user_id: str) -> str:
+    """The user's claims' folder: `key_hash` of `tenant/user_id`, as their deletion record names them."""
+    return key_hash(f"{tenant}/{user_id}")
 
 
 _encode = msgspec.json.Encoder().encode
@@ -79,25 +86,31 @@ _decode = msgspec.json.Decoder(Claim).decode
 
 class PrefIdClaims:
     """Put-if-absent claims on ids (the module). Subclasses store them: `_put` (True when written, False when
-    the name was taken), `_get` (None when gone), `_names` (a user's claim names), `_remove`."""
+    the name was taken), `_replace` (written whatever the name holds), `_get` (None when gone), `_names` (a user's claim names), `_remove`."""
 
     def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
         """Claim each id of `claims` for the user: returns (the ids claimed now, {id: the claim found} for the
-        ids claimed before with other content). An id claimed before with the same content is in neither.
+        ids claimed before with other content). An id claimed before with the same content is in neither; its
+        claim takes the later `received_at` (a row sent again after a DELETE began is kept by it, and so is its
+        claim: `forget_user`; until review 40 the claim kept its first time, the DELETE removed it, and the id was
+        then free for other content on another replica while the row lived).
         Raises OSError (or the object store's error) when a claim cannot be written or read; the ids claimed
         by this call before then are released first."""
-        folder = _hash(f"{tenant}/{user_id}")
+        folder = _folder(tenant, user_id)
         items = list(claims.items())
 
         def one(item: tuple[str, Claim]) -> tuple[str, bool, Claim | None]:
             pref_id, claim = item
-            name = f"{folder}/{_hash(pref_id)}"
+            name = f"{folder}/{key_hash(pref_id)}"
             for _ in range(3):  # a claim removed between our put and our get (a DELETE): put again
                 if self._put(name, _encode(claim)):
                     return pref_id, True, None
                 found = self._get(name)
                 if found is not None:
-                    return pref_id, False, _decode(found)
+                    held = _decode(found)
+                    if held.same_preference(claim) and claim.received_at > held.received_at:
+                        self._replace(name, _encode(msgspec.structs.replace(held, received_at=claim.received_at)))
+                    return pref_id, False, held
             raise OSError(f"the claim on pref_id {pref_id!r} kept changing while it was written")
 
         made, taken, failure = [], {}, None
@@ -116,8 +129,8 @@ class PrefIdClaims:
     def release(self, tenant: str, user_id: str, pref_ids: Iterable[str]) -> None:
         """Remove the claims on `pref_ids` this process made (its import was refused or failed before its
         rows were acknowledged). A claim that cannot be removed is logged and left."""
-        folder = _hash(f"{tenant}/{user_id}")
-        for name in [f"{folder}/{_hash(p)}" for p in pref_ids]:
+        folder = _folder(tenant, user_id)
+        for name in [f"{folder}/{key_hash(p)}" for p in pref_ids]:
             try:
                 self._remove(name)
             except Exception as exc:  # noqa: BLE001 (a claim left reserves its id for the same content only)
@@ -125,16 +138,27 @@ class PrefIdClaims:
 
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Remove the user's claims of rows received before `before` (unix seconds; None: all), as a DELETE
-        removes the rows. Returns how many went."""
-        folder = _hash(f"{tenant}/{user_id}")
-        gone = 0
-        for name in self._names(folder):
+        removes the rows; on S3 S3_THREADS at a time (until review 40 one after another: two round trips a
+        claim). Returns how many went. Raises OSError (or the object store's error) when one cannot be read
+        or removed, once the others were looked at."""
+
+        def one(item: tuple[str]) -> tuple[str, bool, None]:
+            name = item[0]
             if before is not None:
                 found = self._get(name)
                 if found is None or _decode(found).received_at >= before:
-                    continue
+                    return name, False, None
             self._remove(name)
-            gone += 1
+            return name, True, None
+
+        gone, failure = 0, None
+        for _, removed, _ in self._map(one, [(name,) for name in self._names(_folder(tenant, user_id))]):
+            if isinstance(removed, BaseException):
+                failure = failure or removed
+            else:
+                gone += bool(removed)
+        if failure is not None:
+            raise failure
         return gone
 
     def _map(self, fn, items):
@@ -145,6 +169,9 @@ class PrefIdClaims:
                 yield item[0], exc, None
 
     def _put(self, name: str, data: bytes) -> bool:
+        raise NotImplementedError
+
+    def _replace(self, name: str, data: bytes) -> None:
         raise NotImplementedError
 
     def _get(self, name: str) -> bytes | None:
@@ -158,37 +185,57 @@ class PrefIdClaims:
 
 
 class FolderClaims(PrefIdClaims):
-    """Claims as files under `root`/pref_id_claims, each created with O_CREAT | O_EXCL (fails when the name
-    exists: put-if-absent) and written in one write; a reader that finds one still empty looks again."""
+    """Claims as files under `root`/pref_id_claims, each written whole under a temporary name and hard-linked to
+    its name (`os.link` fails when the name exists: put-if-absent), so a reader never finds one part written.
+    Until review 40 each was created at its name with O_EXCL and then written, and a reader that found one still
+    empty after ~100 ms removed it: a maker paused that long lost its claim, and both imports were acknowledged."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root) / FOLDER
 
     def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
-        (self.root / _hash(f"{tenant}/{user_id}")).mkdir(parents=True, exist_ok=True)  # once, not per id
+        (self.root / _folder(tenant, user_id)).mkdir(parents=True, exist_ok=True)  # once, not per id
         return super().claim(tenant, user_id, claims)
 
     def _put(self, name: str, data: bytes) -> bool:
+        path = self.root / name
+        part = path.with_name(f".{path.name}.{uuid.uuid4().hex}")  # "."-named: not a claim (`_names`)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(self.root / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, data)  # ~150 bytes: one write
+            finally:
+                os.close(fd)
+            os.link(part, path)  # whole when it appears; FileExistsError when the name is taken
+            return True
         except FileExistsError:
             return False
-        try:
-            os.write(fd, data)  # ~150 bytes: one write
         finally:
-            os.close(fd)
-        return True
+            part.unlink(missing_ok=True)
+
+    def _replace(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        part = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        try:
+            part.write_bytes(data)
+            os.replace(part, path)  # whole, as `_put`'s
+        finally:
+            part.unlink(missing_ok=True)
 
     def _get(self, name: str) -> bytes | None:
-        for _ in range(100):  # created, not yet written by its maker: a moment later
+        for _ in range(100):
             try:
                 data = (self.root / name).read_bytes()
             except FileNotFoundError:
                 return None
             if data.endswith(b"}"):
                 return data
-            time.sleep(0.001)
-        (self.root / name).unlink(missing_ok=True)  # its maker was killed before writing it: no claim
+            # whole when linked: an empty one is an earlier release's claim whose maker was killed before writing
+            # it (no claim), or that maker still writing it (a moment later)
+            if time.time() - (self.root / name).stat().st_mtime > LEFT_EMPTY_S:
+                (self.root / name).unlink(missing_ok=True)
+                return None
+            time.sleep(0.05)
         return None
 
     def _names(self, folder: str) -> list[str]:
@@ -210,6 +257,10 @@ class MemoryClaims(PrefIdClaims):
         with self._lock:
             return self._claims.setdefault(name, data) is data
 
+    def _replace(self, name: str, data: bytes) -> None:
+        with self._lock:
+            self._claims[name] = data
+
     def _get(self, name: str) -> bytes | None:
         return self._claims.get(name)
 
@@ -221,24 +272,49 @@ class MemoryClaims(PrefIdClaims):
             self._claims.pop(name, None)
 
 
+# boto3.client's arguments from Lance's storage options, by object_store's names for them (its aliases), each
+# else from the variable object_store reads (`AWS_` + the name, upper-cased) where boto3 reads another
+_BOTO3_ARGS = {
+    "endpoint_url": ("aws_endpoint", "aws_endpoint_url", "endpoint", "endpoint_url"),
+    "region_name": ("aws_region", "region", "aws_default_region", "default_region"),
+    "aws_access_key_id": ("aws_access_key_id", "access_key_id"),
+    "aws_secret_access_key": ("aws_secret_access_key", "secret_access_key"),
+    "aws_session_token": ("aws_session_token", "aws_token", "session_token", "token"),
+}
+
+
+def _lance_option(options: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    """The first of `names` in `options`, else of the `aws_` ones in the environment (upper-cased: object_store
+    reads the `AWS_` variables only)."""
+    return next((v for n in names if (v := options.get(n) or (n.startswith("aws_") and os.environ.get(n.upper())))), None)
+
+
+def _seconds(duration: str) -> float:
+    """object_store's duration ("10000ms", "30s", "30") in seconds."""
+    text = duration.strip().lower()
+    return float(text[:-2]) / 1000 if text.endswith("ms") else float(text.removesuffix("s"))
+
+
 class S3Claims(PrefIdClaims):
     """Claims as objects under `s3://bucket/prefix/pref_id_claims/`, each a PUT with `If-None-Match: *`,
-    S3_THREADS at a time. `options`: the store's Lance storage options (endpoint, region, credentials;
-    left out, boto3's defaults: the `AWS_*` variables, the instance role)."""
+    S3_THREADS at a time. `options`: the store's Lance storage options (endpoint, region, credentials, by any of
+    object_store's names, and its `timeout` and `connect_timeout`); one left out is taken where Lance takes it (the
+    `AWS_*` variable of its name: AWS_ENDPOINT, which boto3 does not read), else boto3's default (the instance
+    role). Until review 40 only the `aws_*` options were read, and a store reached through AWS_ENDPOINT had its
+    claims sent to AWS itself."""
 
     def __init__(self, uri: str, options: Mapping[str, str] | None = None):
         import boto3  # here: only a store on S3 needs it (~0.3 s of imports)
         from botocore.config import Config
 
-        options = dict(options or {})
+        options = {k.lower(): v for k, v in (options or {}).items() if v}
         bucket, _, prefix = uri.split("://", 1)[1].split("?", 1)[0].partition("/")
         self.bucket, self.prefix = bucket, "/".join(p for p in (prefix.strip("/"), FOLDER) if p)
+        timeouts = {name: _seconds(options[key]) for name, key in (("read_timeout", "timeout"), ("connect_timeout", "connect_timeout"))
+                    if key in options}
         self.client = boto3.client(
-            "s3", endpoint_url=options.get("aws_endpoint") or None, region_name=options.get("aws_region") or None,
-            aws_access_key_id=options.get("aws_access_key_id") or None,
-            aws_secret_access_key=options.get("aws_secret_access_key") or None,
-            aws_session_token=options.get("aws_session_token") or None,
-            config=Config(max_pool_connections=S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}),
+            "s3", **{arg: _lance_option(options, names) for arg, names in _BOTO3_ARGS.items()},
+            config=Config(max_pool_connections=S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}, **timeouts),
         )
         self._pool = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="claims")
 
@@ -261,6 +337,9 @@ class S3Claims(PrefIdClaims):
             if code == "ConditionalRequestConflict":  # another PUT of the key in flight: look once it is done
                 return False
             raise
+
+    def _replace(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}", Body=data)
 
     def _get(self, name: str) -> bytes | None:
         from botocore.exceptions import ClientError

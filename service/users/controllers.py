@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import logging
 import math
@@ -292,49 +293,66 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
                 problem = (f"{exc.pref_id!r} is already stored for this user with another `{exc.field}` "
                            "(a pref_id names one preference: give this row a new id, or none)")
             raise _pref_id_conflict(field, problem) from None
-        # with replicas: each id the file gave is claimed on the store first (another replica's import of it with
-        # other content, acknowledged and not yet moved, is in no table or log this replica reads); a 409 here
-        # leaves nothing of the import behind
-        claimed = await _claim_ids(rt, tenant, user_id, stored, records, lines, stamped) if stored else []
-        try:
-            if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
-                try:
-                    await sync_to_thread(services.received_again, rt, tenant, user_id, held)
-                except services.HeldRowsGone:
-                    raise ServiceUnavailableException(detail="rows of this import that the user held were deleted while it was "
-                                                      "stored (a DELETE of the user): nothing was imported; send the import again",
-                                                      headers={"Retry-After": "1"}) from None
-            if stored:
-                remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
-                await rt.ingest.submit_async(stored)
-        except Exception:  # refused or failed: not acknowledged (cancelled part way: unsure, the claims stay)
-            if claimed:
-                await sync_to_thread(rt.store.claims.release, tenant, user_id, claimed)
-            raise
+        if stored:
+            remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
+        await sync_to_thread(_claim_and_log, rt, tenant, user_id, rows, stored, held, records, lines, stamped)
     if stored:
         rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind="import")
     return Imported(user=user_id, stored=[s.pref_id for s in stored], already_stored=held)
 
 
-async def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, records: list, lines: list[int],
-                     stamped: frozenset[str]) -> list[str]:
-    """Claim on the store (`pluralign.store.claims`, with replicas only) the ids of `rows` (an import's new rows)
-    that its file gave; returns those claimed now. Raises a 409 naming `line N.pref_id` (code `pref_id_conflict`)
+def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list, held: list[str], records: list,
+                   lines: list[int], stamped: frozenset[str]) -> None:
+    """An import's last steps, once its `rows` are checked (`stored` the new ones, `held` the ids of those the user
+    holds): with replicas each id the file gave is claimed on the store
+    (`_claim_ids`: another replica's import of it with other content, acknowledged and not yet moved, is in no table
+    or log this replica reads), the `held` rows count as received again, and the new rows go to the feedback log.
+    With claims, all under the user's lock: a DELETE of the user, which removes their claims with their rows, runs
+    wholly before or after (until review 40 one between the claims and the log append removed the claims, the
+    rows were logged and acknowledged, and another replica then acknowledged their ids with other content).
+    A refusal or failure gives the claims back. Raises the 409 and 503 of `_claim_ids`, and a 503 when held rows
+    were deleted meanwhile. Run in a thread, under the tenant's import lock."""
+    with rt.user_lock(tenant, user_id) if rt.store.claims is not None else contextlib.nullcontext():
+        claimed = _claim_ids(rt, tenant, user_id, rows, stored, records, lines, stamped) if stored or held else []
+        try:
+            if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
+                try:
+                    services.received_again(rt, tenant, user_id, held)
+                except services.HeldRowsGone:
+                    raise ServiceUnavailableException(detail="rows of this import that the user held were deleted while it was "
+                                                      "stored (a DELETE of the user): nothing was imported; send the import again",
+                                                      headers={"Retry-After": "1"}) from None
+            if stored:
+                rt.ingest.submit(stored)
+        except BaseException:  # refused or failed: not acknowledged
+            if claimed:
+                rt.store.claims.release(tenant, user_id, claimed)
+            raise
+
+
+def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list, records: list, lines: list[int],
+               stamped: frozenset[str]) -> list[str]:
+    """Claim on the store (`pluralign.store.claims`, with replicas only) the ids of `rows` (an import's rows, `stored`
+    the new ones) that its file gave; returns those claimed now. A held row's claim takes its later time (a DELETE
+    begun before keeps it, as it keeps the row); one found with other content refuses only a new row. Raises a 409 naming `line N.pref_id` (code `pref_id_conflict`)
     when another import claimed one with other content (through another replica: it may not have reached the
-    table yet), and a 503 with Retry-After when the claims cannot be written; nothing claimed stays either way."""
+    table yet), and a 503 with Retry-After when the claims cannot be written; nothing claimed stays either way.
+    Run in a thread."""
     claims = rt.store.claims
     given = {r.pref_id for r in records if r.pref_id is not None}
     wanted = {row.pref_id: claim_of(row, row.pref_id in stamped) for row in rows if row.pref_id in given}
     if claims is None or not wanted:
         return []
     try:
-        made, taken = await sync_to_thread(claims.claim, tenant, user_id, wanted)
+        made, taken = claims.claim(tenant, user_id, wanted)
     except Exception as exc:  # an object store down or refusing the keys, a full disk
         log.error("pref_id claims of an import of tenant %s could not be written: %s", tenant, exc)
         raise ServiceUnavailableException(detail="the store's claims on this import's pref_ids could not be written: "
                                           "nothing was imported; send the import again", headers={"Retry-After": "5"}) from None
+    new = {r.pref_id for r in stored}
+    taken = {pref_id: claim for pref_id, claim in taken.items() if pref_id in new}
     if taken:
-        await sync_to_thread(claims.release, tenant, user_id, made)
+        claims.release(tenant, user_id, made)
         line = min(lines[i] for i, r in enumerate(records) if r.pref_id in taken)
         pref_id = next(r.pref_id for r, n in zip(records, lines, strict=True) if n == line)
         field = f"line {line}.pref_id"

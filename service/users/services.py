@@ -762,15 +762,17 @@ class HeldRowsGone(Exception):
 
 
 def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> None:
-    """The rows of an import found held in the table with the same content (`new_rows`' `held`) count as
-    received now (`Store.received_again`), as the import's new rows do: a DELETE of the user begun before
+    """The rows of an import the user holds with the same content (`new_rows`' `held`: in the table or in this
+    replica's feedback log) count as received now, as the import's new rows do. Those in the table have their
+    `received_at` moved on (`Store.received_again`): a DELETE of the user begun before
     the import and finished later, on any replica, keeps what came after it began (`came_back`,
     `forget_before`), and before this removed rows the import had acknowledged as `already_stored`. Rows
     held in this replica's feedback log, not yet moved, are logged again, received now: a DELETE's record
     applied here (`service.deletions`) drops the copy received before it began and keeps this one, and the
     mover keeps the latest time of one row's copies (`Store.add_preferences`). Until session 40 they kept
     their first time, and that record dropped them. Raises HeldRowsGone when some went from the table
-    meanwhile. Run in a thread, under the tenant's import lock."""
+    meanwhile. Run in a thread, under the tenant's import lock (with replicas, and the user's lock:
+    `service.users.controllers._claim_and_log`)."""
     wanted = set(held)
     logged = {r.pref_id: r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows if r.pref_id in wanted}
     in_table = [i for i in dict.fromkeys(held) if i not in logged]

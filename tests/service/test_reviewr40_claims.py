@@ -1,0 +1,178 @@
+"""Review of replica40's pref_id claims (`pluralign.store.claims`), on a real folder.
+
+A folder claim was a file created with O_EXCL and then written: for a moment it is at its name and empty.
+A reader finding it empty waited ~100 ms and then took it for the claim of a killed maker and removed it.
+A maker paused between its create and its write (a loaded machine, a slow network filesystem) for longer
+lost its claim, the reader claimed the id for its own content, and both imports were acknowledged: the
+race the claims are there to close. Now a claim is written whole under a temporary name and hard-linked
+to its name (put-if-absent): it is never seen empty."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+from pluralign.store import StoredPreference
+from pluralign.store import claims as claims_module
+from pluralign.store.claims import FolderClaims, claim_of
+from tests.service.tiny import start_replicas
+
+
+def claim(pref_id: str, chosen: str) -> dict:
+    row = StoredPreference(tenant="acme", user_id="u", pref_id=pref_id, prompt="Tea?", chosen=chosen, rejected="No.",
+                           kind="comparison", created_at=1.0, received_at=time.time())
+    return {pref_id: claim_of(row, stamped=False)}
+
+
+def test_a_maker_slow_to_write_its_claim_keeps_it(tmp_path, monkeypatch):
+    """Two replicas (two FolderClaims on one folder) claim one id with different content; the first is paused
+    0.5 s while it writes its claim. Exactly one of them holds the id; before, both did."""
+    slow = threading.Event()
+    write = os.write
+
+    def paused_write(fd, data):
+        if threading.current_thread().name == "slow":
+            slow.set()
+            time.sleep(0.5)
+        return write(fd, data)
+
+    monkeypatch.setattr(claims_module.os, "write", paused_write)
+    results: dict[str, tuple] = {}
+    first = threading.Thread(name="slow", target=lambda: results.update(a=FolderClaims(tmp_path).claim("acme", "u", claim("p-1", "Tea."))))
+    first.start()
+    assert slow.wait(5)
+    results["b"] = FolderClaims(tmp_path).claim("acme", "u", claim("p-1", "Coffee."))
+    first.join(5)
+    holders = sorted(k for k, (made, _) in results.items() if made == ["p-1"])
+    refused = sorted(k for k, (_, taken) in results.items() if "p-1" in taken)
+    assert len(holders) == 1 and refused == sorted({"a", "b"} - set(holders)), results  # before: both held it
+    names = [p for p in (tmp_path / "pref_id_claims").rglob("*") if p.is_file()]
+    assert len(names) == 1 and not names[0].name.startswith("."), names  # no temporary file left
+
+
+USER = "race40r"
+
+
+def line(pref_id: str, chosen: str) -> bytes:
+    return json.dumps({"pref_id": pref_id, "prompt": "Tea or coffee?", "chosen": chosen, "rejected": "Neither.",
+                       "created_at": 1_700_000_000.0}).encode() + b"\n"
+
+
+def test_a_delete_between_an_import_s_claims_and_its_answer(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Replica a imports p-1 ("Tea.") and a DELETE of the user (a second client) starts on a right after the import's
+    claim is written. Before, the DELETE ran there and then: it removed the claims of rows received before it
+    began, the import's among them, and the import then logged its row and answered 201. Replica b then
+    acknowledged p-1 with other content ("Coffee.", 201), and a's mover stored "Tea." first, so b's mover dropped
+    "Coffee.": an acknowledged import, sent after the DELETE had finished, lost. Now the import's claims and log
+    append, and a DELETE of its user, take turns (the user's lock): the DELETE runs after the import, takes
+    "Tea." with it, and "Coffee." is what the user holds."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=0, deletion_sweep_s=3600)
+    with first, second, a.client("acme") as ca, a.client("acme") as cd, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{USER}/import", content=line("p-0", "Milk.")).status_code == 201
+        a.runtime.ingest.flush()
+        claims = a.runtime.store.claims
+        deleted: list[int] = []
+        delete = threading.Thread(target=lambda: deleted.append(cd.delete(f"/v1/users/{USER}").status_code))
+
+        def claim_then_delete(*args):
+            out = type(claims).claim(claims, *args)
+            if not delete.is_alive() and not deleted:
+                delete.start()
+                delete.join(5)  # before: done within (~2 s); now waits for the import
+            return out
+
+        claims.claim = claim_then_delete
+        with b.runtime.ingest.paused():
+            with a.runtime.ingest.paused():
+                tea = ca.post(f"/v1/users/{USER}/import", content=line("p-1", "Tea."))
+                del claims.claim
+                delete.join(60)
+                assert tea.status_code == 201 and deleted == [200], (tea.text, deleted)
+                coffee = cb.post(f"/v1/users/{USER}/import", content=line("p-1", "Coffee."))
+                assert coffee.status_code == 201, coffee.text
+            a.runtime.ingest.flush()
+        b.runtime.ingest.flush()
+        b.runtime.store.refresh("preferences")
+        page = cb.get(f"/v1/users/{USER}/preferences")
+        assert page.status_code == 200, page.text
+        assert sorted((r["pref_id"], r["chosen"]) for r in page.json()["data"]) == [("p-1", "Coffee.")]  # before: Tea.
+
+
+def test_a_row_sent_again_while_another_replica_deletes_its_user_keeps_its_claim(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                  minilm, monkeypatch):
+    """p-1 ("Tea.") is imported through replica a and stored; a DELETE of the user runs on b, and after it removed
+    the rows (before its claims step) the same file is imported again through a: received after the DELETE began,
+    it is the user's (201). Before, its claim kept the first time, so the DELETE's claims step removed it: p-1
+    then lived in a's log with no claim, and b acknowledged p-1 with other content ("Coffee.", 201), which b's
+    mover dropped behind a's. Now a claim found with the same content takes the later time: the DELETE keeps it,
+    and b's import is the 409."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=0, deletion_sweep_s=3600)
+    with first, second, a.client("acme") as ca, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{USER}/import", content=line("p-1", "Tea.")).status_code == 201
+        a.runtime.ingest.flush()
+        claims = b.runtime.store.claims
+        again: list = []
+
+        def import_again_then_forget(*args):
+            if not again:
+                again.append(ca.post(f"/v1/users/{USER}/import", content=line("p-1", "Tea.")))
+            return type(claims).forget_user(claims, *args)
+
+        claims.forget_user = import_again_then_forget
+        with a.runtime.ingest.paused(), b.runtime.ingest.paused():
+            assert cb.delete(f"/v1/users/{USER}").status_code == 200
+            del claims.forget_user
+            assert again and again[0].status_code == 201, again
+            coffee = cb.post(f"/v1/users/{USER}/import", content=line("p-1", "Coffee."))
+            assert coffee.status_code == 409, coffee.text  # before: 201, then dropped by b's mover
+
+
+def test_a_delete_forgets_s3_claims_several_at_a_time(tmp_path):
+    """A DELETE's `forget_user` on S3 (moto on loopback) read and removed each claim one after another: two
+    round trips a claim, 16.5 ms a row against moto (8 s for 500 rows; minutes for a user of 10,000 rows on a
+    real bucket) while the claims of an import are written S3_THREADS at a time. Now it runs on the same pool."""
+    from tests.s3 import S3Server
+
+    with S3Server("pluralign-reviewr40") as s3:
+        claims = claims_module.S3Claims(s3.uri("forget"), s3.options)
+        ids = {f"p-{i}": claim(f"p-{i}", "Tea.")[f"p-{i}"] for i in range(40)}
+        assert len(claims.claim("acme", "u", ids)[0]) == 40
+        busy, most, lock = [0], [0], threading.Lock()
+        get = claims._get
+
+        def counted(name):
+            with lock:
+                busy[0] += 1
+                most[0] = max(most[0], busy[0])
+            try:
+                time.sleep(0.02)
+                return get(name)
+            finally:
+                with lock:
+                    busy[0] -= 1
+
+        claims._get = counted
+        assert claims.forget_user("acme", "u", before=time.time() + 1) == 40
+        assert most[0] > 1, most  # before: 1
+        assert claims._names(claims_module._folder("acme", "u")) == []
+
+
+def test_s3_claims_reach_the_store_as_lance_does(monkeypatch):
+    """deploy/README.md lets unset store settings fall back to Lance's defaults (the `AWS_*` variables). Lance
+    (object_store) reads the endpoint from AWS_ENDPOINT, boto3 does not: the claims went to AWS itself while the
+    store was on the operator's S3-compatible server (every import with ids a 503, or claims in another bucket),
+    and waited boto3's 60 s a request though the store's requests give up after `store_timeout_s`. Now the
+    claims take the endpoint Lance takes and the store's timeouts."""
+    from tests.s3 import S3Server
+
+    with S3Server("pluralign-reviewr40-env") as s3:
+        monkeypatch.setenv("AWS_ENDPOINT", s3.endpoint)
+        options = {k: v for k, v in s3.options.items() if k != "aws_endpoint"}
+        claims = claims_module.S3Claims(s3.uri("env"), {**options, "timeout": "2000ms", "connect_timeout": "1000ms"})
+        assert claims.client.meta.endpoint_url == s3.endpoint  # before: https://s3.us-east-1.amazonaws.com
+        assert (claims.client.meta.config.read_timeout, claims.client.meta.config.connect_timeout) == (2.0, 1.0)  # before: 60, 60
+        assert claims.claim("acme", "u", claim("p-1", "Tea.")) == (["p-1"], {})
