@@ -92,3 +92,38 @@ def test_a_command_that_runs_on_after_the_signal_is_stopped_once_the_module_has_
         (run.returncode, run.stdout, run.stderr[-2000:])
     assert run.stderr.strip().splitlines()[-1] == f"pluralign: error: {words}", run.stderr[-2000:]
     assert time.monotonic() - began < 20  # not the 30 s it would have run on
+
+
+IGNORED = """
+import argparse, os, signal, sys
+import training.cli as cli
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as nohup, or a shell's background job, starts a command
+
+
+def run(args):
+    os.kill(os.getpid(), signal.SIGINT)
+    print("ran on", flush=True)
+    return 0
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(prog="pluralign")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run").set_defaults(func=run)
+    return parser
+
+
+cli.make_parser = make_parser
+code = cli.main(["run"])
+print("returned", code, signal.getsignal(signal.SIGINT) is signal.SIG_IGN, flush=True)
+sys.exit(code)
+"""
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """main() handles SIGINT only where it has Python's default handler: a command started with SIGINT ignored
+    runs on through one, and main() leaves the caller's handler in place."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", IGNORED], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout.split()) == (0, ["ran", "on", "returned", "0", "True"]), (run.stdout, run.stderr[-2000:])
