@@ -224,18 +224,18 @@ def _route_hint(request: Request) -> str | None:
     one of ours mis-sent: a route without its `/v1` (an OpenAI client given the service's URL as its
     `base_url`) or with `/v1` twice (a base URL ending in /v1/v1), or a route with one of its fixed
     segments mistyped by a letter or two (`/v1/chat/completion`, `/healthz`). None when no route is
-    that close, or the close one does not take the request's method: a guess there would mislead."""
+    that close, or the close one does not take the request's method: a guess there would mislead. The hint
+    names no host: the request's Host header is the client's to set (and, behind a proxy, an internal name)."""
     method, path = request.method, request.url.path
     if path.rstrip("/") in ("", "/v1"):  # the service's own URL (as `make serve` prints it), opened in a browser
         dashboard = ", the operator's dashboard at /admin/dashboard" if _routes(request, "GET", "/admin/dashboard") else ""
         return ("pluralign's API routes begin with /v1/ (POST /v1/chat/completions, GET /v1/models, ...: docs/api.md lists "
                 f"them); interactive docs at /schema{dashboard}")
-    base = str(request.base_url).rstrip("/") + "/v1"
     for meant, why in (("/v1" + path.rstrip("/"), "the API's routes begin with /v1"),
                        (path[3:], "the path holds /v1 twice")):
         if path.startswith("/") and meant.startswith("/v1/") and (path.startswith("/v1/v1/") or not path.startswith("/v1/")) \
                 and _routes(request, method, meant):
-            return f"did you mean `{method} {shorten(meant, MAX_PATH + 3, '...')}`? ({why}: an OpenAI client's base_url {base})"
+            return f"did you mean `{method} {shorten(meant, MAX_PATH + 3, '...')}`? ({why}: an OpenAI client's base_url is the service's URL ending in /v1)"
     sent = path.strip("/").split("/")
     best, best_ratio = None, 0.75  # a letter or two off in a segment of 4 or more
     for route in request.app.routes:
@@ -281,8 +281,8 @@ def _too_large(request: Request) -> str:
     size = f"{int(sent)} bytes" if sent.isdigit() and len(sent) < 20 else "a body"
     message = f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)"
     if _IMPORT_PATH.match(request.url.path):  # a preference file of any size has a way in: in pieces
-        message += (f"; send a larger file in pieces: `pluralign data import --source jsonl --path FILE --url "
-                    f"{str(request.base_url).rstrip('/')} --key KEY` does (docs/api.md)")
+        message += ("; send a larger file in pieces: `pluralign data import --source jsonl --path FILE --url URL --key KEY` "
+                    "does (docs/api.md)")  # URL not filled in: the Host header is the client's to set
     return message
 
 

@@ -108,7 +108,45 @@ class Stopped(BaseException):
     `except BaseException` on the way out runs (a trainer removes its temp file or hidden folder)."""
 
 
-STOP_RETRY_S = 0.05  # how often a SIGTERM that came while an extension module starts is sent again, until it has
+STOP_RETRY_S = 0.05  # how often a signal that came while an extension module starts is sent again, until it has
+
+
+class _Held:
+    """The SIGTERM or SIGINT that came while an extension module started, held back from its C code (which
+    clears the exception raised) and sent again to the main thread every STOP_RETRY_S until it is raised.
+    main() ends it when the command ends: the sends still pending are cancelled (one left would hit the
+    handler main() has put back: the process killed by SIGTERM, or a stray signal in the caller of main())
+    and the signal held and never raised is main()'s to report."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the signal held back and not raised yet
+        self.timers: list[threading.Timer] = []  # its sends still to come
+        self.ended = False  # the command has ended: a signal is held, no longer sent again
+
+    def hold(self, signum: int) -> None:
+        """In the signal handler (the main thread): hold `signum` and send it again STOP_RETRY_S later."""
+        self.signum = signum
+        if self.ended:
+            return
+        again = threading.Timer(STOP_RETRY_S, signal.pthread_kill, (threading.main_thread().ident, signum))
+        again.daemon = True
+        self.timers = [timer for timer in self.timers if timer.is_alive()] + [again]
+        again.start()
+
+    def end(self) -> int | None:
+        """When the command has ended (the main thread, its handlers still in place): no send is pending
+        once this returns, and a send already made has been handled (the signal reaches the main thread,
+        whose wait in join() it interrupts). Returns the signal held and never raised, or None."""
+        self.ended = True
+        for timer in self.timers:
+            timer.cancel()
+            timer.join()
+        self.timers = []
+        return self.signum
+
+
+_held = _Held()
+_RAISED = {signal.SIGTERM: Stopped, signal.SIGINT: KeyboardInterrupt}  # what each handled signal raises
 
 
 _EXTENSION_START = ("create_module", "exec_module")  # the loader methods under which an extension module's C code runs
@@ -129,15 +167,15 @@ def _in_extension_start(frame) -> bool:
 
 
 def _stopped(signum, frame):
-    """SIGTERM's handler: raises Stopped, but not while an extension module starts: its C code may clear it
-    (torch's, importing numpy in a job worker's first seconds), and the command ran on as if never told to stop
-    (a cancelled job trained on). The signal is sent again STOP_RETRY_S later instead, until it has started."""
-    if _in_extension_start(frame):
-        again = threading.Timer(STOP_RETRY_S, os.kill, (os.getpid(), signal.SIGTERM))
-        again.daemon = True
-        again.start()
+    """SIGTERM's handler (and SIGINT's, where it raised KeyboardInterrupt): raises Stopped (KeyboardInterrupt),
+    but not while an extension module starts: its C code may clear it (torch's, importing numpy in a job
+    worker's first seconds), and the command ran on as if never told to stop (a cancelled job trained on, a
+    Ctrl-C ignored). The signal is held and sent again STOP_RETRY_S later instead, until it has started."""
+    if _held.ended or _in_extension_start(frame):
+        _held.hold(signum)
         return
-    raise Stopped
+    _held.signum = None
+    raise _RAISED[signum]
 
 
 def name_the_cause() -> None:
@@ -174,7 +212,31 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _as_cli_line
     # (signal handlers belong to the main thread: main() called from another keeps the default)
     handle = args.command not in SERVERS and threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _stopped) if handle else None
+    global _held
+    if handle:
+        _held = _Held()  # this command's (main() may be called again in-process)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _stopped)} if handle else {}
+    if handle and signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not an ignored SIGINT (nohup, a job)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _stopped)
+    try:
+        code = _run(args)
+    finally:
+        held = _held.end() if previous else None
+        for signum, handler in previous.items():  # main() called in-process (tests, scripts) leaves the caller's handlers
+            signal.signal(signum, handler)
+    if held is not None and code not in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        return _signalled(held)  # it came as the command ended, too late to be raised in it: the stop still counts
+    return code
+
+
+def _signalled(signum: int) -> int:
+    """The error line and exit code of a command stopped by SIGTERM (143) or interrupted by Ctrl-C (130)."""
+    _error("pluralign: error: stopped by SIGTERM" if signum == signal.SIGTERM else "pluralign: error: interrupted (SIGINT)")
+    return 128 + signum
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Runs the command `args` names; its errors (and a stop) as the CLI's last line and exit code."""
     try:
         from service.settings import DeprecatedVariable, Settings, check_variables
 
@@ -188,20 +250,15 @@ def main(argv: list[str] | None = None) -> int:
             Settings.load()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: what was written is whole or removed on the way out, as for SIGTERM
-        _error("pluralign: error: interrupted (SIGINT)")
-        return 128 + signal.SIGINT
+        return _signalled(signal.SIGINT)
     except Stopped:
-        _error("pluralign: error: stopped by SIGTERM")
-        return 128 + signal.SIGTERM
+        return _signalled(signal.SIGTERM)
     except ValueError as exc:
         _error(f"pluralign: error: {exc}")
         return 2
     except OSError as exc:  # a path the command cannot read or write: a folder given for a file, no permission, ...
         _error(f"pluralign: error: {_os_problem(exc)}")
         return 2
-    finally:
-        if previous is not None:  # main() called in-process (tests, scripts) leaves the caller's handler
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _os_problem(exc: OSError) -> str:

@@ -33,7 +33,18 @@ def test_an_import_over_the_limit_names_the_command_that_sends_it_in_pieces(svc)
     error = r.json()["error"]
     assert error["param"] == "body" and error["code"] == "request_too_large", error
     assert error["message"].startswith(f"`body`: {len(rows)} bytes over the limit of {LIMIT} bytes a request (PLURALIGN_MAX_BODY_BYTES)"), error
-    assert "pluralign data import --source jsonl --path FILE --url" in error["message"], error
+    assert "pluralign data import --source jsonl --path FILE --url URL --key KEY" in error["message"], error
+
+
+def test_the_import_s_413_does_not_reflect_the_host_header(svc):
+    """Sig session 40: the suggested `--url` was the request's Host header, so `Host: evil.example` came back
+    as `--url http://evil.example` (behind a proxy: the internal host name, and http:// to an https client)."""
+    rows = "".join(json.dumps({"prompt": f"Question {i}?", "chosen": "Yes.", "rejected": "No."}) + "\n" for i in range(200))
+    r = httpx.post(svc.url + "/v1/users/ann/import", content=rows.encode(),
+                   headers={"Host": "evil.example", "Authorization": f"Bearer {svc.keys['acme']}"})
+    assert r.status_code == 413, r.text
+    message = r.json()["error"]["message"]
+    assert "--url URL" in message and "evil.example" not in message and "http" not in message, message
 
 
 def test_another_route_s_413_keeps_its_words(svc):

@@ -37,10 +37,23 @@ def test_an_openai_client_on_a_base_url_without_its_v1_is_told_the_base_url(svc,
     error = missing.value
     assert error.code == "not_found" and error.param is None, error.body
     assert "did you mean `POST /v1/chat/completions`?" in error.message, error.message
-    assert f"base_url {svc.url}/v1" in error.message, error.message  # what to set, whole
+    assert "base_url is the service's URL ending in /v1" in error.message, error.message  # what to set
+    assert svc.url not in error.message, error.message  # the host is the client's Host header: never echoed
     with pytest.raises(openai.NotFoundError) as models:
         client.models.list()
     assert "did you mean `GET /v1/models`?" in models.value.message, models.value.message
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/v1/v1/chat/completions"])
+def test_the_route_hint_does_not_reflect_the_host_header(svc, path):
+    """Sig session 40: the hint's base_url was built from the request's Host header, so `Host: evil.example`
+    came back as "base_url http://evil.example/v1" (and, behind a proxy that rewrites Host, it named the
+    internal host and said http:// to an https client). The hint names no host now."""
+    r = httpx.post(svc.url + path, headers={"Host": "evil.example", "Authorization": f"Bearer {svc.keys['acme']}"}, json={})
+    assert r.status_code == 404, r.text
+    message = r.json()["error"]["message"]
+    assert "did you mean `POST /v1/chat/completions`?" in message, message
+    assert "evil.example" not in message and "http" not in message, message
 
 
 @pytest.mark.parametrize("method,path,meant", [
