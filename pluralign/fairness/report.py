@@ -6,7 +6,10 @@ import msgspec
 
 from pluralign.data.record import Base
 
-AUDIT_SCHEMA_VERSION = 1
+# 1: the first report; 2: `withheld_groups` (a report of schema 1 reads as one with none withheld). A release
+# reads every schema up to its own and refuses a later one by its number, before its fields (which
+# `forbid_unknown_fields` would refuse as an "unknown field", as if the file were damaged).
+AUDIT_SCHEMA_VERSION = 2
 
 
 class GroupMetrics(Base, kw_only=True):
@@ -111,12 +114,26 @@ def since_previous(report: AuditReport, history: list[AuditReport]) -> AuditRepo
     )
 
 
+class _Versioned(msgspec.Struct):
+    schema_version: object = 1  # whatever the file holds, checked before the report's fields
+
+
 report_encoder = msgspec.json.Encoder()
 report_decoder = msgspec.json.Decoder(AuditReport)
+_version_decoder = msgspec.json.Decoder(_Versioned)
 
 
 def decode_report(data: bytes) -> AuditReport:
+    """The AuditReport of a report's JSON `data`, of any schema up to AUDIT_SCHEMA_VERSION, read as this one's
+    (its `schema_version` set to it: written back, it holds this schema's fields). Raises ValueError naming
+    the schemas for a report a later release wrote ("audit report schema 3, written by a later release of
+    pluralign (this one reads schemas 1-2)") or of no known schema, and msgspec.DecodeError (a ValueError too)
+    for one that is not a report (damaged, or not JSON)."""
+    version = _version_decoder.decode(data).schema_version
+    if type(version) is int and version > AUDIT_SCHEMA_VERSION:
+        raise ValueError(f"audit report schema {version}, written by a later release of pluralign "
+                         f"(this one reads schemas 1-{AUDIT_SCHEMA_VERSION})")
+    if not (type(version) is int and 1 <= version <= AUDIT_SCHEMA_VERSION):
+        raise ValueError(f"audit report schema {version!r} (this one reads schemas 1-{AUDIT_SCHEMA_VERSION})")
     report = report_decoder.decode(data)
-    if report.schema_version != AUDIT_SCHEMA_VERSION:
-        raise ValueError(f"audit report schema {report.schema_version}, this version reads {AUDIT_SCHEMA_VERSION}")
-    return report
+    return report if version == AUDIT_SCHEMA_VERSION else msgspec.structs.replace(report, schema_version=AUDIT_SCHEMA_VERSION)

@@ -336,7 +336,7 @@ def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list,
     the new ones) that its file gave; returns those claimed now. A held row's claim takes its later time (a DELETE
     begun before keeps it, as it keeps the row); one found with other content refuses only a new row. Raises a 409 naming `line N.pref_id` (code `pref_id_conflict`)
     when another import claimed one with other content (through another replica: it may not have reached the
-    table yet), and a 503 with Retry-After when the claims cannot be written; nothing claimed stays either way.
+    table yet, or never will, its replica killed before it answered), and a 503 with Retry-After when the claims cannot be written; nothing claimed stays either way.
     Run in a thread."""
     claims = rt.store.claims
     given = {r.pref_id for r in records if r.pref_id is not None}
@@ -356,8 +356,12 @@ def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list,
         line = min(lines[i] for i, r in enumerate(records) if r.pref_id in taken)
         pref_id = next(r.pref_id for r, n in zip(records, lines, strict=True) if n == line)
         field = f"line {line}.pref_id"
-        problem = (f"{pref_id!r} was imported for this user with other content (through another replica, not yet "
-                   "stored; a pref_id names one preference: give this row a new id, or none)")
+        # the claim says nothing of whether its row will come: another replica's import, acknowledged and not yet
+        # moved, or one whose replica was killed before it answered (a claim with no row: kept until a DELETE)
+        problem = (f"{pref_id!r} is claimed for this user with other content, by an import through another replica that "
+                   "is not in the store yet, or by one that was never answered (its replica stopped first); a pref_id "
+                   "names one preference: give this row a new id (or none), or send the same content that import had; "
+                   "a DELETE of the user frees the ids it claimed")
         raise _pref_id_conflict(field, problem)
     return made
 
