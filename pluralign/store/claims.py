@@ -30,6 +30,7 @@ Claims of a live user are never removed: one file (a 4 KiB block and an inode) o
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import os
@@ -84,9 +85,9 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Claim).decode
 
 
-class PrefIdClaims:
-    """Put-if-absent claims on ids (the module). Subclasses store them: `_put` (True when written, False when
-    the name was taken), `_replace` (written whatever the name holds), `_get` (None when gone), `_names` (a user's claim names), `_remove`."""
+class PrefIdClaims(abc.ABC):
+    """Put-if-absent claims on ids (the module). Subclasses store them (`FolderClaims`, `MemoryClaims`,
+    `S3Claims`) through the five abstract methods below."""
 
     def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
         """Claim each id of `claims` for the user: returns (the ids claimed now, {id: the claim found} for the
@@ -168,20 +169,25 @@ class PrefIdClaims:
             except Exception as exc:  # noqa: BLE001 (raised by `claim` after the others are looked at)
                 yield item[0], exc, None
 
+    @abc.abstractmethod
     def _put(self, name: str, data: bytes) -> bool:
-        raise NotImplementedError
+        """Writes `data` under `name` only if nothing is there, atomically: True when written, False when taken."""
 
+    @abc.abstractmethod
     def _replace(self, name: str, data: bytes) -> None:
-        raise NotImplementedError
+        """Writes `data` under `name` whatever it holds (a claim's later time)."""
 
+    @abc.abstractmethod
     def _get(self, name: str) -> bytes | None:
-        raise NotImplementedError
+        """What `name` holds; None when nothing is there."""
 
+    @abc.abstractmethod
     def _names(self, folder: str) -> list[str]:
-        raise NotImplementedError
+        """The claim names under `folder` (one user's)."""
 
+    @abc.abstractmethod
     def _remove(self, name: str) -> None:
-        raise NotImplementedError
+        """Removes `name`; nothing when it is already gone."""
 
 
 class FolderClaims(PrefIdClaims):
