@@ -342,10 +342,11 @@ class LocalJobRunner:
             self._wake.clear()
 
     def _launch(self) -> None:
-        """Start queued jobs while workers are free: the lowest `priority` first (audits before training), and within it
-        in turns per tenant (`tenant_of`): the tenant whose last job started longest ago (never: first) starts its
-        oldest job, so one tenant's many queued jobs of a priority never keep another's one of that priority waiting
-        behind them all. Priority comes first: one tenant's queued audits all start before any tenant's training."""
+        """Start queued jobs while workers are free, in turns per tenant (`tenant_of`) over every kind of job: the tenant
+        whose last job started longest ago (never: first) starts its lowest `priority` job (its audits before its
+        training: short, and someone is usually waiting on them), oldest first; so one tenant's many queued jobs, audits
+        or training, never keep another tenant's job waiting behind them all. Among tenants that never had a turn, an
+        audit first, then the oldest job."""
         active = self.store.active()
         self._turns = {tenant: n for tenant, n in self._turns.items() if tenant in {tenant_of(j.params) for j in active}}
         for job in active:  # one this runner did not start (a Ray runner attached to it at its start): a turn before all of its own
@@ -353,8 +354,8 @@ class LocalJobRunner:
                 self._turns[tenant_of(job.params)] = 0
         queued = [j for j in active if j.state == "queued"]
         while queued and len(self._running) < self.config.workers and not self._stopping.is_set():
-            job = min(queued, key=lambda j: (self.kinds[j.kind].priority if j.kind in self.kinds else 0,
-                                             self._turns.get(tenant_of(j.params), -1), j.created_at, j.id))
+            job = min(queued, key=lambda j: (self._turns.get(tenant_of(j.params), -1),
+                                             self.kinds[j.kind].priority if j.kind in self.kinds else 0, j.created_at, j.id))
             queued.remove(job)
             self._launches += 1
             self._turns[tenant_of(job.params)] = self._launches
