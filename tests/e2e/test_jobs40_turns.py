@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tests.e2e.job_kinds import TEST_KINDS
 from training.jobs.runner import LocalJobRunner, RunnerConfig
 
@@ -17,3 +19,34 @@ def test_queued_jobs_start_round_robin_over_tenants_oldest_first_within_each(tmp
         runner.stop()
     assert all(j.state == "succeeded" for j in done.values())
     assert sorted(names, key=lambda n: done[n].started_at) == ["a1", "b1", "c1", "p1", "a2", "b2", "a3"]
+
+
+def _wait_until(check, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.05)
+
+
+def test_turns_taken_before_a_restart_still_count_after_it(tmp_path):
+    """jobs41: the turns lived in memory, so after a restart every tenant counted as never having started a job: acme's
+    job the restart cut short (queued again) went first again, before globex's job queued while it ran. Now a tenant's
+    turn is its jobs' stored start, read again at a start: acme had its turn, globex's job goes first."""
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=1)
+    runner = LocalJobRunner(config, TEST_KINDS)
+    runner.start()
+    try:
+        a1 = runner.submit("work", {"tenant": "acme", "seconds": 4.0})
+        _wait_until(lambda: runner.get(a1.id).state == "running")
+        b1 = runner.submit("work", {"tenant": "globex"})  # waits for the one worker
+    finally:
+        runner.stop()  # a1 cut short: queued again
+    assert [runner.get(j.id).state for j in (a1, b1)] == ["queued", "queued"]
+    again = LocalJobRunner(config, TEST_KINDS)
+    again.start()
+    try:
+        assert again.wait(b1.id, timeout=60).state == "succeeded"
+        _wait_until(lambda: again.get(a1.id).state != "queued")  # started again
+        assert again.get(b1.id).started_at < again.get(a1.id).started_at  # globex's turn first, then acme's job again
+    finally:
+        again.stop()

@@ -32,7 +32,7 @@ class JobKind:
     required: tuple[str, ...] = ()  # params a job of this kind must have
     typed: bool = False  # params checked against `training.jobs.params.PARAMS[name]` (the real kinds)
     promotion_key: Callable[[Job], str] | None = None  # what a result replaces, e.g. adapter/<user>
-    priority: int = 1  # within a tenant's turn its queued jobs start lowest priority first (`LocalJobRunner._launch`)
+    priority: int = 1  # within a tenant's turn its queued jobs start lowest priority first (`LocalJobRunner._turn`)
     # what a job asks an external engine for (Ray schedules on these; the local runner runs one at a time per worker slot)
     cpus: float = 1.0
     gpus: float = 0.0

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import write_atomic
-from training.jobs.record import ACTIVE_STATES, Job, JobNamed, LaterSchema, decode_job, job_encoder, user_key
+from training.jobs.record import ACTIVE_STATES, Job, JobNamed, LaterSchema, decode_job, job_encoder, tenant_of, user_key
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ class JobStore:
         # `tenant/user` -> the ids of the jobs (and later records) for that user (`user_key`), kept with `_jobs` and
         # `_later`: a DELETE looks its user's jobs up (`of_user`) instead of reading every record
         self._by_user: dict[str, set[str]] = {}
+        # tenant (`tenant_of`) -> the latest `started_at` of its jobs held, kept with `_jobs`: whose turn it is when
+        # queued jobs start (`last_started`), read from the records at a start, so a restart keeps the turns
+        self._last_started: dict[str, float] = {}
         for path in sorted(self.folder.glob("*.job.json")):
             try:
                 job = decode_job(path.read_bytes())
@@ -80,6 +83,9 @@ class JobStore:
         if job.id not in self._jobs:  # its params, and so whom it is for, never change
             self._index(job.id, user_key(job.params))
         self._jobs[job.id] = job
+        if job.started_at is not None:
+            tenant = tenant_of(job.params)
+            self._last_started[tenant] = max(job.started_at, self._last_started.get(tenant, job.started_at))
         if job.state in ACTIVE_STATES:
             self._active.add(job.id)
         else:
@@ -98,6 +104,15 @@ class JobStore:
         (a DELETE asks at each call; finished jobs pile up until their retention ends)."""
         with self._lock:
             return sorted((self._jobs[i] for i in self._active), key=lambda j: (j.created_at, j.id))
+
+    def last_started(self, tenant: str) -> float | None:
+        """When the last job of `tenant` (`tenant_of`: "" for the jobs for the whole service) started (its latest
+        `started_at`, Unix seconds, of every job held or purged since this store was opened, whatever its state now,
+        a job queued again after a restart included); None if none did. A job removed (retention, a DELETE's purge)
+        counts until the folder is opened again."""
+        with self._lock:
+            return self._last_started.get(tenant)
+
     def _index(self, job_id: str, key: str | None) -> None:
         if key is not None:
             self._by_user.setdefault(key, set()).add(job_id)
