@@ -50,3 +50,22 @@ def test_turns_taken_before_a_restart_still_count_after_it(tmp_path):
         assert again.get(b1.id).started_at < again.get(a1.id).started_at  # globex's turn first, then acme's job again
     finally:
         again.stop()
+
+
+def test_audits_go_first_within_their_tenants_turn_not_before_every_tenants_training(tmp_path):
+    """jobs41: kind priority came before turns, so acme's three audits all started before globex's training. Now each
+    turn is one tenant's: its audit first (among tenants that never had a turn too), then the next tenant's job."""
+    from tests.e2e.job_kinds import work
+    from training.jobs.kinds import JobKind
+
+    kinds = {**TEST_KINDS, "audit": JobKind("audit", work, priority=0)}
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=1), kinds)
+    arrivals = [("a_train", "work", "acme"), ("a_audit1", "audit", "acme"), ("a_audit2", "audit", "acme"),
+                ("a_audit3", "audit", "acme"), ("g_train1", "work", "globex"), ("g_train2", "work", "globex")]
+    jobs = {name: runner.submit(kind, {"tenant": tenant}) for name, kind, tenant in arrivals}
+    runner.start()  # all queued before the first starts
+    try:
+        done = {name: runner.wait(job.id, timeout=60) for name, job in jobs.items()}
+    finally:
+        runner.stop()
+    assert sorted(done, key=lambda name: done[name].started_at) == ["a_audit1", "g_train1", "a_audit2", "g_train2", "a_audit3", "a_train"]
