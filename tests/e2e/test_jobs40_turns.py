@@ -69,3 +69,25 @@ def test_audits_go_first_within_their_tenants_turn_not_before_every_tenants_trai
     finally:
         runner.stop()
     assert sorted(done, key=lambda name: done[name].started_at) == ["a_audit1", "g_train1", "a_audit2", "g_train2", "a_audit3", "a_train"]
+
+
+def test_a_start_stamped_ahead_of_the_clock_puts_off_no_tenants_turn(tmp_path):
+    """jobs41: a record whose `started_at` is later than now (the clock set back since, a data folder from a machine
+    whose clock ran ahead) must not keep its tenant waiting until the clock catches up: the stored starts order the
+    tenants' first turns after a restart, and every start of this process comes after them all."""
+    import msgspec
+
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=1)
+    before = LocalJobRunner(config, TEST_KINDS)
+    now = time.time()
+    for tenant, started in (("acme", now + 3600), ("globex", now - 60)):  # acme's stamped an hour ahead
+        job = before.submit("work", {"tenant": tenant})
+        before.store.put(msgspec.structs.replace(job, state="succeeded", started_at=started, finished_at=started + 1))
+    queued = {name: before.submit("work", {"tenant": tenant}) for name, tenant in (("g1", "globex"), ("g2", "globex"), ("a1", "acme"))}
+    runner = LocalJobRunner(config, TEST_KINDS)  # the restart
+    runner.start()
+    try:
+        done = {name: runner.wait(job.id, timeout=60) for name, job in queued.items()}
+    finally:
+        runner.stop()
+    assert sorted(done, key=lambda name: done[name].started_at) == ["g1", "a1", "g2"]  # not g1, g2, then a1

@@ -351,15 +351,14 @@ class LocalJobRunner:
                 log.exception("job %s could not start", job.id)
                 self._record(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}", finished_at=time.time()))
 
-    def _turn(self, job: Job) -> tuple[float, int, float, str]:
+    def _turn(self, job: Job) -> tuple[int, int, float, str]:
         """Where queued `job` stands in the order jobs start (`_launch`, the least first): when its tenant's last job
-        started (`JobStore.last_started`, from the job records: a restart, local or on Ray, keeps the turns; never:
-        first), then its kind's `priority` (within a tenant's turn its audits go before its training: short, and
-        someone is usually waiting on them; among tenants none of whose jobs started yet, any audit first), then its
-        arrival (`created_at`)."""
-        started = self.store.last_started(tenant_of(job.params))
+        started (`JobStore.turn`, from the job records: a restart, local or on Ray, keeps the turns; never: first),
+        then its kind's `priority` (within a tenant's turn its audits go before its training: short, and someone is
+        usually waiting on them; among tenants none of whose jobs started yet, any audit first), then its arrival
+        (`created_at`)."""
         priority = self.kinds[job.kind].priority if job.kind in self.kinds else 0
-        return (-math.inf if started is None else started, priority, job.created_at, job.id)
+        return (self.store.turn(tenant_of(job.params)), priority, job.created_at, job.id)
 
     def _worker_of(self, job: Job) -> tuple[JobKind, Path, list[str]]:
         """The job's kind, its artifact folder (made here) and its worker's command line. Raises
