@@ -1,4 +1,4 @@
-"""Queued jobs start in turns per tenant, in arrival order within one (real worker processes)."""
+"""Queued jobs start in turns per tenant over every kind of job, audits first within a tenant's turn, then arrival order (real worker processes)."""
 
 from __future__ import annotations
 
