@@ -229,7 +229,7 @@ class Admin:
             with self._audit_submit:
                 # one still queued with these params reads the table when it starts, so it covers this request's
                 # feedback too: that job, not another (a script polling the audit route queued one per call,
-                # and audits start before queued training)
+                # and audits start before their tenant's queued training)
                 wanted = _audit_params(params)
                 same = next((j for j in self.runner.active() if j.kind == "audit" and j.state == "queued"
                              and wanted is not None and _audit_params(j.params) == wanted), None)

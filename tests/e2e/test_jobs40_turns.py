@@ -1,6 +1,8 @@
-"""Queued jobs start in turns per tenant, in arrival order within one (real worker processes)."""
+"""Queued jobs start in turns per tenant over every kind of job, audits first within a tenant's turn, then arrival order (real worker processes)."""
 
 from __future__ import annotations
+
+import time
 
 from tests.e2e.job_kinds import TEST_KINDS
 from training.jobs.runner import LocalJobRunner, RunnerConfig
@@ -17,3 +19,75 @@ def test_queued_jobs_start_round_robin_over_tenants_oldest_first_within_each(tmp
         runner.stop()
     assert all(j.state == "succeeded" for j in done.values())
     assert sorted(names, key=lambda n: done[n].started_at) == ["a1", "b1", "c1", "p1", "a2", "b2", "a3"]
+
+
+def _wait_until(check, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.05)
+
+
+def test_turns_taken_before_a_restart_still_count_after_it(tmp_path):
+    """jobs41: the turns lived in memory, so after a restart every tenant counted as never having started a job: acme's
+    job the restart cut short (queued again) went first again, before globex's job queued while it ran. Now a tenant's
+    turn is its jobs' stored start, read again at a start: acme had its turn, globex's job goes first."""
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=1)
+    runner = LocalJobRunner(config, TEST_KINDS)
+    runner.start()
+    try:
+        a1 = runner.submit("work", {"tenant": "acme", "seconds": 4.0})
+        _wait_until(lambda: runner.get(a1.id).state == "running")
+        b1 = runner.submit("work", {"tenant": "globex"})  # waits for the one worker
+    finally:
+        runner.stop()  # a1 cut short: queued again
+    assert [runner.get(j.id).state for j in (a1, b1)] == ["queued", "queued"]
+    again = LocalJobRunner(config, TEST_KINDS)
+    again.start()
+    try:
+        assert again.wait(b1.id, timeout=60).state == "succeeded"
+        _wait_until(lambda: again.get(a1.id).state != "queued")  # started again
+        assert again.get(b1.id).started_at < again.get(a1.id).started_at  # globex's turn first, then acme's job again
+    finally:
+        again.stop()
+
+
+def test_audits_go_first_within_their_tenants_turn_not_before_every_tenants_training(tmp_path):
+    """jobs41: kind priority came before turns, so acme's three audits all started before globex's training. Now each
+    turn is one tenant's: its audit first (among tenants that never had a turn too), then the next tenant's job."""
+    from tests.e2e.job_kinds import work
+    from training.jobs.kinds import JobKind
+
+    kinds = {**TEST_KINDS, "audit": JobKind("audit", work, priority=0)}
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=1), kinds)
+    arrivals = [("a_train", "work", "acme"), ("a_audit1", "audit", "acme"), ("a_audit2", "audit", "acme"),
+                ("a_audit3", "audit", "acme"), ("g_train1", "work", "globex"), ("g_train2", "work", "globex")]
+    jobs = {name: runner.submit(kind, {"tenant": tenant}) for name, kind, tenant in arrivals}
+    runner.start()  # all queued before the first starts
+    try:
+        done = {name: runner.wait(job.id, timeout=60) for name, job in jobs.items()}
+    finally:
+        runner.stop()
+    assert sorted(done, key=lambda name: done[name].started_at) == ["a_audit1", "g_train1", "a_audit2", "g_train2", "a_audit3", "a_train"]
+
+
+def test_a_start_stamped_ahead_of_the_clock_puts_off_no_tenants_turn(tmp_path):
+    """jobs41: a record whose `started_at` is later than now (the clock set back since, a data folder from a machine
+    whose clock ran ahead) must not keep its tenant waiting until the clock catches up: the stored starts order the
+    tenants' first turns after a restart, and every start of this process comes after them all."""
+    import msgspec
+
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=1)
+    before = LocalJobRunner(config, TEST_KINDS)
+    now = time.time()
+    for tenant, started in (("acme", now + 3600), ("globex", now - 60)):  # acme's stamped an hour ahead
+        job = before.submit("work", {"tenant": tenant})
+        before.store.put(msgspec.structs.replace(job, state="succeeded", started_at=started, finished_at=started + 1))
+    queued = {name: before.submit("work", {"tenant": tenant}) for name, tenant in (("g1", "globex"), ("g2", "globex"), ("a1", "acme"))}
+    runner = LocalJobRunner(config, TEST_KINDS)  # the restart
+    runner.start()
+    try:
+        done = {name: runner.wait(job.id, timeout=60) for name, job in queued.items()}
+    finally:
+        runner.stop()
+    assert sorted(done, key=lambda name: done[name].started_at) == ["g1", "a1", "g2"]  # not g1, g2, then a1

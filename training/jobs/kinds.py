@@ -32,7 +32,7 @@ class JobKind:
     required: tuple[str, ...] = ()  # params a job of this kind must have
     typed: bool = False  # params checked against `training.jobs.params.PARAMS[name]` (the real kinds)
     promotion_key: Callable[[Job], str] | None = None  # what a result replaces, e.g. adapter/<user>
-    priority: int = 1  # queued jobs start lowest priority first, then in turns per tenant (`LocalJobRunner._launch`)
+    priority: int = 1  # within a tenant's turn its queued jobs start lowest priority first (`LocalJobRunner._turn`)
     # what a job asks an external engine for (Ray schedules on these; the local runner runs one at a time per worker slot)
     cpus: float = 1.0
     gpus: float = 0.0
@@ -57,7 +57,7 @@ KINDS: dict[str, JobKind] = {
         ),
         JobKind("pal", lambda job, out: cli("train", "pal", f"--out={out}", *job_argv("pal", job.params)), promotion_key=lambda job: "pal", typed=True),
         JobKind("em", lambda job, out: cli("train", "em", f"--out={out}", *job_argv("em", job.params)), promotion_key=lambda job: "em", typed=True),
-        # audits are short and someone is usually waiting on them: they go before queued training
+        # audits are short and someone is usually waiting on them: they go before their tenant's queued training
         JobKind("audit", lambda job, out: cli("audit", "--json", *job_argv("audit", job.params)), required=("group_by",), priority=0, typed=True),
     )
 }

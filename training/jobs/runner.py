@@ -153,10 +153,6 @@ class LocalJobRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._unwritten: set[str] = set()  # jobs whose latest record is held in memory only (`_record`)
-        # the tenants with queued or running jobs (`tenant_of`) -> when their last job started (a count of launches):
-        # the one whose turn was longest ago starts next (`_launch`)
-        self._turns: dict[str, int] = {}
-        self._launches = 0
         self._drop_gone_promotions()
         # jobs whose worker had finished and whose promotion a stopped process cut short: finished at `start`
         self._cut_promotions: list[str] = []
@@ -342,27 +338,27 @@ class LocalJobRunner:
             self._wake.clear()
 
     def _launch(self) -> None:
-        """Start queued jobs while workers are free: the lowest `priority` first (audits before training), and within it
-        in turns per tenant (`tenant_of`): the tenant whose last job started longest ago (never: first) starts its
-        oldest job, so one tenant's many queued jobs of a priority never keep another's one of that priority waiting
-        behind them all. Priority comes first: one tenant's queued audits all start before any tenant's training."""
-        active = self.store.active()
-        self._turns = {tenant: n for tenant, n in self._turns.items() if tenant in {tenant_of(j.params) for j in active}}
-        for job in active:  # one this runner did not start (a Ray runner attached to it at its start): a turn before all of its own
-            if job.state == "running" and tenant_of(job.params) not in self._turns:
-                self._turns[tenant_of(job.params)] = 0
-        queued = [j for j in active if j.state == "queued"]
+        """Start queued jobs while workers are free, in turns per tenant (`tenant_of`) over every kind of job: the next
+        is one of the tenant whose last job started longest ago (never: first; `_turn`), so one tenant's many queued
+        jobs, audits or training, never keep another tenant's job waiting behind them all."""
+        queued = [j for j in self.store.active() if j.state == "queued"]
         while queued and len(self._running) < self.config.workers and not self._stopping.is_set():
-            job = min(queued, key=lambda j: (self.kinds[j.kind].priority if j.kind in self.kinds else 0,
-                                             self._turns.get(tenant_of(j.params), -1), j.created_at, j.id))
+            job = min(queued, key=self._turn)
             queued.remove(job)
-            self._launches += 1
-            self._turns[tenant_of(job.params)] = self._launches
             try:
-                self._start_worker(job)
+                self._start_worker(job)  # its record's `started_at` is its tenant's turn taken
             except Exception as exc:
                 log.exception("job %s could not start", job.id)
                 self._record(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}", finished_at=time.time()))
+
+    def _turn(self, job: Job) -> tuple[int, int, float, str]:
+        """Where queued `job` stands in the order jobs start (`_launch`, the least first): when its tenant's last job
+        started (`JobStore.turn`, from the job records: a restart, local or on Ray, keeps the turns; never: first),
+        then its kind's `priority` (within a tenant's turn its audits go before its training: short, and someone is
+        usually waiting on them; among tenants none of whose jobs started yet, any audit first), then its arrival
+        (`created_at`)."""
+        priority = self.kinds[job.kind].priority if job.kind in self.kinds else 0
+        return (self.store.turn(tenant_of(job.params)), priority, job.created_at, job.id)
 
     def _worker_of(self, job: Job) -> tuple[JobKind, Path, list[str]]:
         """The job's kind, its artifact folder (made here) and its worker's command line. Raises

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import write_atomic
-from training.jobs.record import ACTIVE_STATES, Job, JobNamed, LaterSchema, decode_job, job_encoder, user_key
+from training.jobs.record import ACTIVE_STATES, Job, JobNamed, LaterSchema, decode_job, job_encoder, tenant_of, user_key
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,11 @@ class JobStore:
         # `tenant/user` -> the ids of the jobs (and later records) for that user (`user_key`), kept with `_jobs` and
         # `_later`: a DELETE looks its user's jobs up (`of_user`) instead of reading every record
         self._by_user: dict[str, set[str]] = {}
+        # tenant (`tenant_of`) -> when its last job started, as a count of starts (`turn`): first the order of the
+        # records' latest `started_at` per tenant, read at the opening (a restart keeps the turns), then each start seen
+        # since (`_keep`); a count, not the clock, so a start stamped ahead of the clock puts off no tenant's turn
+        self._turns: dict[str, int] = {}
+        self._starts = 0
         for path in sorted(self.folder.glob("*.job.json")):
             try:
                 job = decode_job(path.read_bytes())
@@ -46,6 +51,12 @@ class JobStore:
                 log.error("skipping unreadable job record %s: %s", path, exc)
                 continue
             self._keep(job)
+        last: dict[str, float] = {}
+        for job in self._jobs.values():
+            if job.started_at is not None:
+                last[tenant_of(job.params)] = max(job.started_at, last.get(tenant_of(job.params), job.started_at))
+        for tenant in sorted(last, key=last.__getitem__):
+            self._took_turn(tenant)
 
     def path(self, job_id: str, suffix: str = "job.json") -> Path:
         return self.folder / f"{job_id}.{suffix}"
@@ -77,8 +88,11 @@ class JobStore:
 
     def _keep(self, job: Job) -> None:
         """Hold `job` as its latest state (under the lock)."""
-        if job.id not in self._jobs:  # its params, and so whom it is for, never change
+        held = self._jobs.get(job.id)
+        if held is None:  # its params, and so whom it is for, never change
             self._index(job.id, user_key(job.params))
+        elif job.started_at is not None and job.started_at != held.started_at:  # a launch: its tenant's turn taken
+            self._took_turn(tenant_of(job.params))
         self._jobs[job.id] = job
         if job.state in ACTIVE_STATES:
             self._active.add(job.id)
@@ -98,6 +112,20 @@ class JobStore:
         (a DELETE asks at each call; finished jobs pile up until their retention ends)."""
         with self._lock:
             return sorted((self._jobs[i] for i in self._active), key=lambda j: (j.created_at, j.id))
+
+    def turn(self, tenant: str) -> int:
+        """When the last job of `tenant` (`tenant_of`: "" for the jobs for the whole service) started, as a count of
+        starts (greater: later); 0 if none did. The records the folder held when this store was opened count first, in
+        the order of each tenant's latest `started_at` (whatever the job's state now: a job queued again after a
+        restart included), then each job started since, in the order it was (`put` with a new `started_at`). A job
+        removed (retention, a DELETE's purge) counts until the folder is opened again."""
+        with self._lock:
+            return self._turns.get(tenant, 0)
+
+    def _took_turn(self, tenant: str) -> None:
+        self._starts += 1
+        self._turns[tenant] = self._starts
+
     def _index(self, job_id: str, key: str | None) -> None:
         if key is not None:
             self._by_user.setdefault(key, set()).add(job_id)
