@@ -71,6 +71,10 @@ def test_a_deleted_users_answers_leave_other_users_profiles_at_once(svc):
         r = c.post("/v1/feedback", json={"type": "comparison", "user": "viewer", "prompt": "Tea or coffee?",
                                          "chosen": "Tea, please.", "rejected": "Coffee, black."})
         assert r.status_code == 201, r.text
+        # a 201 means the rows are in the feedback log; the ingest worker (nice 19) moves them into the table
+        # later, and under load (a full `make test`) not before the reads below: viewer's own read moves only
+        # viewer's row, so the sample held viewer's pair alone. Moved here, as the worker would.
+        svc.runtime.ingest.flush("globex")
         shown = lambda: [e["answer"] for side in ("highest", "lowest")  # noqa: E731
                          for e in c.get("/v1/users/viewer").json()["summary"]["nearest_prototype"][side]]
         assert any("ghostly" in a for a in shown())  # 211 pairs: the sample is full, the description kept
