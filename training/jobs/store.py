@@ -35,7 +35,8 @@ class JobStore:
         self._by_user: dict[str, set[str]] = {}
         # tenant (`tenant_of`) -> when its last job started, as a count of starts (`turn`): first the order of the
         # records' latest `started_at` per tenant, read at the opening (a restart keeps the turns), then each start seen
-        # since (`_keep`); a count, not the clock, so a start stamped ahead of the clock puts off no tenant's turn
+        # since (`_keep`); a count, not the clock, so a start stamped ahead of the clock keeps no tenant waiting for the
+        # clock to catch up (only the opening's order reads it: there such a record ranks its tenant last)
         self._turns: dict[str, int] = {}
         self._starts = 0
         for path in sorted(self.folder.glob("*.job.json")):
