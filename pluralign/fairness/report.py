@@ -95,6 +95,17 @@ def without_groups(report: AuditReport, names: set[str]) -> AuditReport:
         users=max(0, report.users - sum(g.users for g in gone)), comparisons=max(0, report.comparisons - sum(g.comparisons for g in gone)))
 
 
+def without_unshown(report: AuditReport, shown_users: int) -> AuditReport:
+    """The report without what the groups it does not show added to it (those suppressed, with fewer than
+    `min_group_size` users, and those none of whose comparisons was scored): once a user in one of them is deleted,
+    the overall figures, over their comparisons too, are withheld (None), `comparisons` counts the shown groups'
+    alone, and `users` at most `shown_users` (the users the shown groups hold). The groups and their figures stand:
+    they hold none of the unshown groups' comparisons. The same call again leaves the report as it is."""
+    shown = sum(g.comparisons for g in report.groups)
+    return msgspec.structs.replace(report, overall=None, comparisons=min(report.comparisons, shown),
+                                   users=min(report.users, shown_users))
+
+
 def _delta(now: float | None, before: float | None) -> float | None:
     return None if now is None or before is None else now - before
 
