@@ -625,7 +625,12 @@ class Admin:
         withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
         old_form = path is None or UNSHOWN not in members  # no release before audit41 listed the unshown groups' users
         if old_form:
-            unshown, deleted_unshown = self._unshown_at_start(job.id, members, now, held, after)
+            try:
+                unshown, deleted_unshown = self._unshown_at_start(job.id, members, now, held, after)
+            except (OSError, ValueError) as exc:  # damaged, or a later release's schema: the other audits are still checked
+                log.error("the report of audit job %s cannot be read (%s): the users of the groups it does not show are "
+                          "not listed (checked again at the next start)", job.id, exc)
+                return False
             pruned |= unshown
             withheld |= {UNSHOWN} if deleted_unshown else frozenset()
         if path is not None and not withheld and not (old_form and any(unshown.values())):

@@ -125,6 +125,11 @@ def test_the_start_lists_the_unshown_users_of_audits_an_earlier_release_stored(s
         old_form_audit(jobs, uri, "audit-after", AuditReport(
             group_by="segment", created_at=made, encoder_id="minilm", personalized_model="online-logistic", base_model="crossfit-logistic",
             users=3, comparisons=6, min_group_size=2, suppressed_groups=1, overall=figures("all", 3, 0.6), groups=[figures("s1", 2, 0.75)]), s1)
+        # and one a later release wrote (rolled back since): this release cannot read it, and still checks the others
+        old_form_audit(jobs, uri, "audit-later", msgspec.structs.replace(
+            decode_report((jobs / "audit-after.result.json").read_bytes()), created_at=time.time()), s1)
+        later = jobs / "audit-later.result.json"
+        later.write_bytes(msgspec.json.encode({**msgspec.json.decode(later.read_bytes()), "schema_version": 3}))
     for stale in jobs.glob(f"{AUDIT_MEMBERS_INDEX}*"):  # an earlier release's index: its files were not checked for this
         stale.unlink()
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
