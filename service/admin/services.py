@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 from cachetools import LRUCache
@@ -184,6 +185,25 @@ class QuotaExceeded(Exception):
 
 
 POPULATION_KINDS = ("pal", "em")  # jobs of the reserved tenant `population`: one quota between them
+
+
+class UnreadableReport(Exception):
+    """A succeeded audit job whose stored report this release cannot read: missing, damaged, or of a later schema
+    (`reason` then names the stored schema and the schemas this release reads, `decode_report`). `job_id`,
+    `created_at` (the job's, unix seconds) and `group_by` (None when its record does not say) name the audit."""
+
+    def __init__(self, job: Job, reason: str):
+        group_by = job.params.get("group_by")
+        self.job_id, self.created_at, self.reason = job.id, job.created_at, reason
+        self.group_by = group_by if isinstance(group_by, str) else None
+        super().__init__(f"audit job {job.id}: its report cannot be read: {reason}")
+
+
+class StoredReports(NamedTuple):
+    """The stored audit reports (`Admin.reports`), newest first: those this release reads, and those it cannot."""
+
+    readable: list[AuditReport]
+    unreadable: list[UnreadableReport]
 
 
 class Admin:
@@ -824,16 +844,30 @@ class Admin:
         return job
 
     def report(self, job: Job) -> AuditReport | None:
-        if job.kind != "audit" or job.state != "succeeded" or not job.result_path:
+        """The report of a succeeded audit job; None for any other job. Raises UnreadableReport naming why when
+        it cannot be read (no report recorded, its file missing or damaged, a schema a later release wrote)."""
+        if job.kind != "audit" or job.state != "succeeded":
             return None
+        if not job.result_path:
+            raise UnreadableReport(job, "the job recorded no report")
         # read in this jobs folder: the record names the path where it was written, another one once the
         # data folder was moved or restored elsewhere (a start from another path, another machine)
         try:
             return decode_report(self.runner.store.path(job.id, "result.json").read_bytes())
-        except (OSError, ValueError, msgspec.DecodeError):
-            return None
+        except FileNotFoundError:
+            raise UnreadableReport(job, "its file result.json is missing") from None
+        except (OSError, ValueError) as exc:  # msgspec.DecodeError is a ValueError: damaged, or not a report
+            raise UnreadableReport(job, str(exc)) from None
 
-    def reports(self, limit: int = 50) -> list[AuditReport]:
-        """Stored audit reports, newest first."""
-        found = (self.report(j) for j in self.runner.list(kind="audit", state="succeeded", limit=limit))
-        return [r for r in found if r is not None]
+    def reports(self, limit: int = 50) -> StoredReports:
+        """The reports of the newest `limit` succeeded audit jobs, newest first, and those that cannot be read."""
+        found = StoredReports([], [])
+        for job in self.runner.list(kind="audit", state="succeeded", limit=limit):
+            try:
+                report = self.report(job)
+            except UnreadableReport as exc:
+                found.unreadable.append(exc)
+                continue
+            if report is not None:
+                found.readable.append(report)
+        return found
