@@ -44,7 +44,9 @@ class AuditReport(Base, kw_only=True):
     comparisons: int
     ties_skipped: int = 0
     since: float | None = None  # only comparisons at or after this time are scored
-    min_group_size: int = 1  # groups with fewer users are suppressed (not reported at all)
+    # groups with fewer users are suppressed (not reported at all); their users and comparisons are in `users`,
+    # `comparisons` and `overall` all the same, until a DELETE of one of their users (`without_unshown`)
+    min_group_size: int = 1
     min_comparisons: int = 0  # groups with fewer comparisons are flagged too_few_comparisons
     suppressed_groups: int = 0
     # groups taken out after the audit because a user in them was deleted (`without_groups`): their figures were
