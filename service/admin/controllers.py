@@ -144,9 +144,11 @@ def _audit_response(admin: Admin, job: Job) -> Response:
     """The ended audit job's answer: its report with the change since the previous one, or why not."""
     try:
         report = admin.report(job)
-    except UnreadableReport as exc:  # missing, damaged, a later release's schema: the server's, not the request's
-        log.error("%s", exc)
-        return error_response(500, admin.public.text(str(exc)), code="audit_report_unreadable")
+    except UnreadableReport as exc:  # the server's, not the request's: a 500
+        if not exc.schema:  # missing or damaged: what the decode said may quote the file, so the log alone says it
+            raise RuntimeError(f"audit job {job.id} succeeded but its report cannot be read: {exc.detail}") from None
+        log.error("%s", exc)  # a later release's: our own words, naming the schemas
+        return error_response(500, str(exc), code="audit_report_unreadable")
     if report is None:
         if "no stored comparisons" in (job.error or ""):
             raise bad_request("group_by", "there are no stored comparisons to audit yet")

@@ -22,7 +22,14 @@ from litestar.concurrency import sync_to_thread
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.embed.cache import text_key
-from pluralign.fairness.report import AuditReport, decode_report, report_encoder, without_groups, without_unshown
+from pluralign.fairness.report import (
+    AuditReport,
+    ReportSchemaError,
+    decode_report,
+    report_encoder,
+    without_groups,
+    without_unshown,
+)
 from pluralign.files import append_durably, copy_into_place, may_hold, write_atomic
 from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
@@ -188,15 +195,18 @@ POPULATION_KINDS = ("pal", "em")  # jobs of the reserved tenant `population`: on
 
 
 class UnreadableReport(Exception):
-    """A succeeded audit job whose stored report this release cannot read: missing, damaged, or of a later schema
-    (`reason` then names the stored schema and the schemas this release reads, `decode_report`). `job_id`,
-    `created_at` (the job's, unix seconds) and `group_by` (None when its record does not say) name the audit."""
+    """A succeeded audit job whose stored report this release cannot read. `schema`: it is of a schema this release
+    does not read (a later release's), and the message names it and those this release reads (`decode_report`'s
+    words); otherwise (missing, damaged) the message says only that, and `detail`, for the log, says why (a decode
+    error may quote the file). `job_id`, `created_at` (the job's, unix seconds) and `group_by` (None when its record
+    does not say) name the audit."""
 
-    def __init__(self, job: Job, reason: str):
+    def __init__(self, job: Job, detail: str, schema: bool = False):
         group_by = job.params.get("group_by")
-        self.job_id, self.created_at, self.reason = job.id, job.created_at, reason
+        self.job_id, self.created_at, self.detail, self.schema = job.id, job.created_at, detail, schema
         self.group_by = group_by if isinstance(group_by, str) else None
-        super().__init__(f"audit job {job.id}: its report cannot be read: {reason}")
+        shown = detail if schema else "its file is missing or damaged (the service's log says why)"
+        super().__init__(f"audit job {job.id}: its report cannot be read: {shown}")
 
 
 class StoredReports(NamedTuple):
@@ -854,10 +864,10 @@ class Admin:
         # data folder was moved or restored elsewhere (a start from another path, another machine)
         try:
             return decode_report(self.runner.store.path(job.id, "result.json").read_bytes())
-        except FileNotFoundError:
-            raise UnreadableReport(job, "its file result.json is missing") from None
+        except ReportSchemaError as exc:
+            raise UnreadableReport(job, str(exc), schema=True) from None
         except (OSError, ValueError) as exc:  # msgspec.DecodeError is a ValueError: damaged, or not a report
-            raise UnreadableReport(job, str(exc)) from None
+            raise UnreadableReport(job, f"{type(exc).__name__}: {exc}") from None
 
     def reports(self, limit: int = 50) -> StoredReports:
         """The reports of the newest `limit` succeeded audit jobs, newest first, and those that cannot be read."""
@@ -866,6 +876,8 @@ class Admin:
             try:
                 report = self.report(job)
             except UnreadableReport as exc:
+                if not exc.schema:  # what the dashboard says the log says
+                    log.error("%s: %s", exc, exc.detail)
                 found.unreadable.append(exc)
                 continue
             if report is not None:

@@ -70,6 +70,14 @@ def test_a_delete_names_the_schema_of_an_audit_report_a_later_release_wrote(serv
             shown = _since_previous(admin.report(second), admin.reports())
         assert shown.previous_created_at is None and shown.gap_change is None  # the unreadable one comes between
         assert any(SCHEMA_3 in w for w in warnings), warnings
+        # a damaged one: listed too, but what its decode said (it may quote the file) only in the log
+        (jobs / f"{second.id}.result.json").write_bytes(b'{"schema_version": 2, "group_by": "secret-value-7f3"')
+        with logged("pluralign.service") as records:
+            page = admin_http.get("/admin/dashboard")
+        assert "2 stored audit reports cannot be read by this release" in page.text, page.text
+        assert f"audit job {second.id}: its report cannot be read: its file is missing or damaged" in page.text, page.text
+        assert "secret-value-7f3" not in page.text and "truncated" not in page.text.lower()
+        assert any(second.id in r and "DecodeError" in r for r in records), records
 
 
 def test_a_report_of_schema_1_reads_and_is_written_back_as_schema_2(upgraded):  # noqa: F811
