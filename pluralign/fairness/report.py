@@ -44,7 +44,9 @@ class AuditReport(Base, kw_only=True):
     comparisons: int
     ties_skipped: int = 0
     since: float | None = None  # only comparisons at or after this time are scored
-    min_group_size: int = 1  # groups with fewer users are suppressed (not reported at all)
+    # groups with fewer users are suppressed (not reported at all); their users and comparisons are in `users`,
+    # `comparisons` and `overall` all the same, until a DELETE of one of their users (`without_unshown`)
+    min_group_size: int = 1
     min_comparisons: int = 0  # groups with fewer comparisons are flagged too_few_comparisons
     suppressed_groups: int = 0
     # groups taken out after the audit because a user in them was deleted (`without_groups`): their figures were
@@ -95,6 +97,17 @@ def without_groups(report: AuditReport, names: set[str]) -> AuditReport:
         users=max(0, report.users - sum(g.users for g in gone)), comparisons=max(0, report.comparisons - sum(g.comparisons for g in gone)))
 
 
+def without_unshown(report: AuditReport, shown_users: int) -> AuditReport:
+    """The report without what the groups it does not show added to it (those suppressed, with fewer than
+    `min_group_size` users, and those none of whose comparisons was scored): once a user in one of them is deleted,
+    the overall figures, over their comparisons too, are withheld (None), `comparisons` counts the shown groups'
+    alone, and `users` at most `shown_users` (the users the shown groups hold). The groups and their figures stand:
+    they hold none of the unshown groups' comparisons. The same call again leaves the report as it is."""
+    shown = sum(g.comparisons for g in report.groups)
+    return msgspec.structs.replace(report, overall=None, comparisons=min(report.comparisons, shown),
+                                   users=min(report.users, shown_users))
+
+
 def _delta(now: float | None, before: float | None) -> float | None:
     return None if now is None or before is None else now - before
 
@@ -114,6 +127,12 @@ def since_previous(report: AuditReport, history: list[AuditReport]) -> AuditRepo
     )
 
 
+class ReportSchemaError(ValueError):
+    """A report of a schema this release does not read (a later release's, or none known): the message names the
+    stored schema and the schemas this release reads. Its own words: shown as they are, where a decode error of a
+    damaged file (which may quote the file) is not."""
+
+
 class _Versioned(msgspec.Struct):
     schema_version: object = 1  # whatever the file holds, checked before the report's fields
 
@@ -125,15 +144,15 @@ _version_decoder = msgspec.json.Decoder(_Versioned)
 
 def decode_report(data: bytes) -> AuditReport:
     """The AuditReport of a report's JSON `data`, of any schema up to AUDIT_SCHEMA_VERSION, read as this one's
-    (its `schema_version` set to it: written back, it holds this schema's fields). Raises ValueError naming
-    the schemas for a report a later release wrote ("audit report schema 3, written by a later release of
-    pluralign (this one reads schemas 1-2)") or of no known schema, and msgspec.DecodeError (a ValueError too)
-    for one that is not a report (damaged, or not JSON)."""
+    (its `schema_version` set to it: written back, it holds this schema's fields). Raises ReportSchemaError (a
+    ValueError) naming the schemas for a report a later release wrote ("audit report schema 3, written by a later
+    release of pluralign (this one reads schemas 1-2)") or of no known schema, and msgspec.DecodeError (a ValueError
+    too) for one that is not a report (damaged, or not JSON)."""
     version = _version_decoder.decode(data).schema_version
     if type(version) is int and version > AUDIT_SCHEMA_VERSION:
-        raise ValueError(f"audit report schema {version}, written by a later release of pluralign "
-                         f"(this one reads schemas 1-{AUDIT_SCHEMA_VERSION})")
+        raise ReportSchemaError(f"audit report schema {version}, written by a later release of pluralign "
+                                f"(this one reads schemas 1-{AUDIT_SCHEMA_VERSION})")
     if not (type(version) is int and 1 <= version <= AUDIT_SCHEMA_VERSION):
-        raise ValueError(f"audit report schema {version!r} (this one reads schemas 1-{AUDIT_SCHEMA_VERSION})")
+        raise ReportSchemaError(f"audit report schema {version!r} (this one reads schemas 1-{AUDIT_SCHEMA_VERSION})")
     report = report_decoder.decode(data)
     return report if version == AUDIT_SCHEMA_VERSION else msgspec.structs.replace(report, schema_version=AUDIT_SCHEMA_VERSION)

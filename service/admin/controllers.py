@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated
 
 from litestar import Litestar, Request, get, post
@@ -24,7 +25,7 @@ from pluralign.fairness.report import AuditReport, since_previous
 from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import AuditPending, JobList, JobRequest
-from service.admin.services import Admin, QuotaExceeded
+from service.admin.services import Admin, QuotaExceeded, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS
 from service.errors import bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
@@ -141,9 +142,13 @@ async def fairness_audit(
 
 def _audit_response(admin: Admin, job: Job) -> Response:
     """The ended audit job's answer: its report with the change since the previous one, or why not."""
-    report = admin.report(job)
-    if report is None and job.state == "succeeded":  # its report file is missing or damaged: the server's, not the request's
-        raise RuntimeError(f"audit job {job.id} succeeded but its report {job.result_path} cannot be read")  # a 500, logged
+    try:
+        report = admin.report(job)
+    except UnreadableReport as exc:  # the server's, not the request's: a 500
+        if not exc.schema:  # missing or damaged: what the decode said may quote the file, so the log alone says it
+            raise RuntimeError(f"audit job {job.id} succeeded but its report cannot be read: {exc.detail}") from None
+        log.error("%s", exc)  # a later release's: our own words, naming the schemas
+        return error_response(500, str(exc), code="audit_report_unreadable")
     if report is None:
         if "no stored comparisons" in (job.error or ""):
             raise bad_request("group_by", "there are no stored comparisons to audit yet")
@@ -153,7 +158,20 @@ def _audit_response(admin: Admin, job: Job) -> Response:
         # the worker could not compute this audit (e.g. no comparison carries `group_by`): the request's
         # parameters cannot be served, and the job record keeps the worker's log for the operator
         return error_response(422, f"audit job {job.id} {job.state}: {admin.public.text(job.error or '')}", code="audit_failed")
-    return Response(since_previous(report, admin.reports()))
+    return Response(_since_previous(report, admin.reports()))
+
+
+def _since_previous(report: AuditReport, stored: StoredReports) -> AuditReport:
+    """`since_previous` over the readable stored reports; but when the latest earlier audit by the same attribute is
+    one this release cannot read (a later release's), no change is given (None), rather than a change against an
+    older one, and the log says which and why."""
+    earlier = [r.created_at for r in stored.readable if r.group_by == report.group_by and r.created_at < report.created_at]
+    unread = [u for u in stored.unreadable if u.group_by == report.group_by and u.created_at < report.created_at
+              and u.created_at > max(earlier, default=-math.inf)]
+    if unread:
+        log.warning("no change since the previous audit by %r is given: %s", report.group_by, "; ".join(map(str, unread)))
+        return report
+    return since_previous(report, stored.readable)
 
 
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
@@ -166,7 +184,8 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
         raise bad_request("tenant", "a tenant name is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)")
     admin = _admin(request)
-    history = admin.reports()
+    stored = admin.reports()
+    history = stored.readable
     latest: AuditReport | None = history[0] if history else None
     signed_in = "authorization" not in request.headers  # reached with the session cookie
     rt = request.app.state.runtime
@@ -177,7 +196,7 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
         backlog = READ_INLINE_ROWS
     prototypes = prototype_descriptions(rt, tenant)
     return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes,
-                                     rt.rewards.version, backlog),
+                                     rt.rewards.version, backlog, unreadable=[admin.public.text(str(u)) for u in stored.unreadable]),
                     media_type="text/html", headers=PAGE_HEADERS)
 
 

@@ -298,11 +298,22 @@ def legend() -> str:
     )
 
 
+def unreadable_reports(unreadable: Sequence[str]) -> str:
+    """The stored audit reports this release cannot read (each why, naming its job), which the page's figures leave out."""
+    if not unreadable:
+        return ""
+    items = "".join(f"<li>{_e(u)}</li>" for u in unreadable)
+    return (f'<div class="flag"><p>{_count(len(unreadable), "stored audit report")} cannot be read by this release '
+            f"and {'is' if len(unreadable) == 1 else 'are'} left out of this page:</p><ul>{items}</ul></div>")
+
+
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
-                     prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0) -> str:
+                     prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0,
+                     unreadable: Sequence[str] = ()) -> str:
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
     `prototypes` describe the population's prototypes by stored answers (`population`: its version; `backlog`:
-    more than this many comparisons still being stored, 0 for none)."""
+    more than this many comparisons still being stored, 0 for none); `unreadable`, why each stored audit report
+    this release cannot read is left out (`unreadable_reports`)."""
     if report is not None:
         suppressed = report.suppressed_groups
         summary = (
@@ -334,7 +345,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         + (SIGN_OUT if signed_in else "")
         + '</header><main id="main" tabindex="-1">'
         + PATTERNS
-        + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{legend()}{bars}</section>'
+        + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{unreadable_reports(unreadable)}{legend()}{bars}</section>'
         f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{worst_group_over_time(history)}{worst_group_table(history)}</section>'
         f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs)}</section>'
         f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population, backlog)}</section>'

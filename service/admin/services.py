@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 from cachetools import LRUCache
@@ -21,7 +22,14 @@ from litestar.concurrency import sync_to_thread
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference
 from pluralign.embed.cache import text_key
-from pluralign.fairness.report import AuditReport, decode_report, report_encoder, without_groups
+from pluralign.fairness.report import (
+    AuditReport,
+    ReportSchemaError,
+    decode_report,
+    report_encoder,
+    without_groups,
+    without_unshown,
+)
 from pluralign.files import append_durably, copy_into_place, may_hold, write_atomic
 from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
@@ -54,6 +62,11 @@ EMBEDDING_KINDS = frozenset({"pal", "em", "audit"})
 FORGET_AT_EXIT = "forget-at-exit"
 # in a succeeded audit job's artifact folder: each report group's users, by hash (`Admin.keep_audit_members`)
 AUDIT_MEMBERS = "members.json"
+# in AUDIT_MEMBERS, one list of the users of the groups the report does not show (suppressed: fewer than its
+# `min_group_size` users; or none of their comparisons scored: all before its `since`), whose comparisons are in its
+# counts and overall figures all the same; absent when there are none. No group is called so: a label never starts
+# with a space (`answer_key`)
+UNSHOWN = " unshown"
 # job kinds whose artifact holds no user's fitted weights: a DELETE's `forget_in_population` does not look in their folders
 WEIGHTLESS_KINDS = frozenset({"audit", "adapter"})
 # in the jobs folder: which audits' AUDIT_MEMBERS name a user (`service.admin.audit_members`), looked up by a DELETE
@@ -179,6 +192,28 @@ class QuotaExceeded(Exception):
 
 
 POPULATION_KINDS = ("pal", "em")  # jobs of the reserved tenant `population`: one quota between them
+
+
+class UnreadableReport(Exception):
+    """A succeeded audit job whose stored report this release cannot read. `schema`: it is of a schema this release
+    does not read (a later release's), and the message names it and those this release reads (`decode_report`'s
+    words); otherwise (missing, damaged) the message says only that, and `detail`, for the log, says why (a decode
+    error may quote the file). `job_id`, `created_at` (the job's, unix seconds) and `group_by` (None when its record
+    does not say) name the audit."""
+
+    def __init__(self, job: Job, detail: str, schema: bool = False):
+        group_by = job.params.get("group_by")
+        self.job_id, self.created_at, self.detail, self.schema = job.id, job.created_at, detail, schema
+        self.group_by = group_by if isinstance(group_by, str) else None
+        shown = detail if schema else "its file is missing or damaged (the service's log says why)"
+        super().__init__(f"audit job {job.id}: its report cannot be read: {shown}")
+
+
+class StoredReports(NamedTuple):
+    """The stored audit reports (`Admin.reports`), newest first: those this release reads, and those it cannot."""
+
+    readable: list[AuditReport]
+    unreadable: list[UnreadableReport]
 
 
 class Admin:
@@ -462,7 +497,10 @@ class Admin:
         its report's groups holds now goes to AUDIT_MEMBERS in its artifact folder, and groups whose users
         are all gone (deleted while it ran) leave the report at once (`_prune_audit`), and so are withheld the
         groups that lost a user while it ran (the report counts more users in them than the store holds rows
-        of from before the job began: their figures hold a deleted user's comparisons). Under the population
+        of from before the job began: their figures hold a deleted user's comparisons), and the overall figures
+        when the report counts more users in all than the store holds from before it began (one deleted from a
+        group it does not show: `without_unshown`). The users of the groups it does not show go to the file
+        too (UNSHOWN), so their DELETE finds the audit. Under the population
         lock, as a DELETE's `forget_in_population` runs once the user's rows left the store: one comes
         after the other, so a deleted user is never counted in a report that outlives them."""
         from pluralign.fairness.store_source import first_received_from_store, group_members_from_store
@@ -482,6 +520,10 @@ class Admin:
             before = {group: [u for u in users if first.get(u, math.inf) <= began] for group, users in members.items()}
             report = decode_report(self.runner.store.path(job.id, "result.json").read_bytes())
             withheld = frozenset(g.group for g in report.groups if g.users > len(before.get(g.group, ())))
+            # and the report counts more users than the store holds from before it began (whatever their labels): one
+            # of them was deleted, perhaps from a group it does not show (its counts and overall figures hold them)
+            if report.users > len({u for users in before.values() for u in users}):
+                withheld |= {UNSHOWN}
             self._prune_audit(job.id, hashed, write=True, withheld=withheld)
 
     def _prune_audit(self, job_id: str, members: dict[str, list[str]], write: bool = False,
@@ -490,7 +532,10 @@ class Admin:
         output it was read from) the groups that no member is left in (their names are what those users
         sent, an attribute's value, and their figures were drawn from those users alone) and the groups
         `withheld` (a deleted user was in them with others: their figures hold that user's comparisons), with
-        the report's overall figures (`without_groups`); the members file keeps the groups left. Returns the
+        the report's overall figures (`without_groups`); the members file keeps the groups left. The users of the
+        groups the report does not show are kept as one list (UNSHOWN; with `write`, drawn from `members`' groups
+        the report does not name) until `withheld` names one of those groups (or UNSHOWN): then they leave it, and
+        the report its overall figures and their part of its counts (`without_unshown`). Returns the
         hashes it keeps. With `write` (the
         audit's first members file), `members` go into the audit members index first, on disk before the file
         is: a crash between the two leaves an index naming the audit, never a file the index misses. Without
@@ -501,12 +546,21 @@ class Admin:
         groups = {g.group for g in report.groups}
         gone = {group for group in groups if not members.get(group) or group in withheld}
         kept = {group: users for group, users in members.items() if users and group in groups - gone}
+        # a withheld group the report does not show (UNSHOWN, or with `write` one by its name): a user of the unshown
+        # groups left, whose comparisons the counts and overall figures hold
+        unshown_gone = any(group not in groups for group in withheld)
+        unshown = sorted({h for group, users in members.items() if group not in groups for h in users})
         if write:
             self.audit_members.add(job_id, [h for users in members.values() for h in users])
         # the report and the record first, the members file last: a kill between them leaves a file still naming the
         # deleted user, so the DELETE's replay (or the start's pass) comes back here and finishes; the other way round
         # the replay found the user gone from the file and the report kept the withheld group's figures for good
-        data = report_encoder.encode(without_groups(report, gone)) if gone else None
+        pruned = without_groups(report, gone)
+        if unshown_gone:  # the unshown groups' users leave the file with their part of the report
+            pruned = without_unshown(pruned, len({h for users in kept.values() for h in users}))
+        elif unshown:
+            kept[UNSHOWN] = unshown
+        data = report_encoder.encode(pruned) if pruned != report else None
         if data is not None:
             write_atomic(path, data)
             write_atomic(self.runner.store.path(job_id, "out"), data + b"\n")
@@ -528,7 +582,10 @@ class Admin:
           a group none of whose users is stored any more (all deleted by that release) leaves its report now;
         - once per index (`AuditMembersIndex.old_deletes_checked`), every members file loses the users the store
           holds no comparison of any more: a release from data34 to live37 left a user deleted from a group that
-          kept others in it (their `key_hash`), and their index entries go with them.
+          kept others in it (their `key_hash`), and their index entries go with them;
+        - and so (once per index again: `OLD_DELETES_CHECKED` 2) the members files an earlier release wrote get the
+          users of the groups their report does not show (`UNSHOWN`), and the unshown part of a report the deletion
+          record says may hold a user deleted since is withheld (`_unshown_at_start`).
         A user the store's deletion record says was deleted after the audit was made is taken out too, and their
         groups withheld, though they came back since: the audit's figures held the comparisons that DELETE removed
         (`_catch_up_audit`). The feedback log is moved into the table first (a user whose rows wait there is
@@ -596,12 +653,40 @@ class Admin:
         held = {h for users in now.values() for h in users} - after - later
         pruned = {group: [h for h in users if h in held] for group, users in members.items()}
         withheld = frozenset(group for group, users in members.items() if pruned[group] != users)
-        if path is not None and not withheld:
+        old_form = path is None or UNSHOWN not in members  # no release before audit41 listed the unshown groups' users
+        if old_form:
+            try:
+                unshown, deleted_unshown = self._unshown_at_start(job.id, members, now, held, after)
+            except (OSError, ValueError) as exc:  # damaged, or a later release's schema: the other audits are still checked
+                log.error("the report of audit job %s cannot be read (%s): the users of the groups it does not show are "
+                          "not listed (checked again at the next start)", job.id, exc)
+                return False
+            pruned |= unshown
+            withheld |= {UNSHOWN} if deleted_unshown else frozenset()
+        if path is not None and not withheld and not (old_form and any(unshown.values())):
             return True
-        kept = self._prune_audit(job.id, pruned, write=path is None, withheld=withheld)
+        kept = self._prune_audit(job.id, pruned, write=old_form, withheld=withheld)
         if withheld:  # as a DELETE does (`_forget_in_audits`)
-            self.audit_members.drop(job.id, [h for users in members.values() for h in users if h not in kept], kept)
+            listed = {h for users in (*members.values(), *pruned.values()) for h in users}
+            self.audit_members.drop(job.id, listed - set(kept), kept)
         return True
+
+    def _unshown_at_start(self, job_id: str, members: dict[str, list[str]], now: dict[str, list[str]], held: set[str],
+                          after: frozenset[str] | set[str]) -> tuple[dict[str, list[str]], bool]:
+        """For `_catch_up_audit`, an audit whose members file lists no unshown group's users (UNSHOWN; written by a
+        release before audit41, or none): (the groups its report does not show, with their users the store `held`
+        from before it, by name, as `_prune_audit` with `write` takes them; whether its counts and overall figures
+        may hold a user deleted since it was made). The second holds when its report counts users or comparisons of
+        groups it does not show, and either it counts more users than the store `held` from before it (whatever
+        their groups: one is gone), or `after`, the users a deletion record (kept with several replicas) says were
+        deleted since it was made, names one in none of the groups it shows (`members`): in an unshown group, or in
+        none of its groups (no record says which: its overall figures are withheld all the same)."""
+        report = decode_report(self.runner.store.path(job_id, "result.json").read_bytes())
+        shown = {g.group for g in report.groups}
+        unshown = {group: [h for h in users if h in held] for group, users in now.items() if group not in shown}
+        listed = {h for group, users in members.items() if group in shown for h in users}
+        counted = report.comparisons > sum(g.comparisons for g in report.groups) or report.users > len(listed)
+        return unshown, counted and (report.users > len(held) or any(h not in listed for h in after))
 
     def _forget_in_audits(self, forget: Forget) -> None:
         """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the
@@ -769,16 +854,32 @@ class Admin:
         return job
 
     def report(self, job: Job) -> AuditReport | None:
-        if job.kind != "audit" or job.state != "succeeded" or not job.result_path:
+        """The report of a succeeded audit job; None for any other job. Raises UnreadableReport naming why when
+        it cannot be read (no report recorded, its file missing or damaged, a schema a later release wrote)."""
+        if job.kind != "audit" or job.state != "succeeded":
             return None
+        if not job.result_path:
+            raise UnreadableReport(job, "the job recorded no report")
         # read in this jobs folder: the record names the path where it was written, another one once the
         # data folder was moved or restored elsewhere (a start from another path, another machine)
         try:
             return decode_report(self.runner.store.path(job.id, "result.json").read_bytes())
-        except (OSError, ValueError, msgspec.DecodeError):
-            return None
+        except ReportSchemaError as exc:
+            raise UnreadableReport(job, str(exc), schema=True) from None
+        except (OSError, ValueError) as exc:  # msgspec.DecodeError is a ValueError: damaged, or not a report
+            raise UnreadableReport(job, f"{type(exc).__name__}: {exc}") from None
 
-    def reports(self, limit: int = 50) -> list[AuditReport]:
-        """Stored audit reports, newest first."""
-        found = (self.report(j) for j in self.runner.list(kind="audit", state="succeeded", limit=limit))
-        return [r for r in found if r is not None]
+    def reports(self, limit: int = 50) -> StoredReports:
+        """The reports of the newest `limit` succeeded audit jobs, newest first, and those that cannot be read."""
+        found = StoredReports([], [])
+        for job in self.runner.list(kind="audit", state="succeeded", limit=limit):
+            try:
+                report = self.report(job)
+            except UnreadableReport as exc:
+                if not exc.schema:  # what the dashboard says the log says
+                    log.error("%s: %s", exc, exc.detail)
+                found.unreadable.append(exc)
+                continue
+            if report is not None:
+                found.readable.append(report)
+        return found

@@ -6,31 +6,78 @@ and an earlier one reads (and is written back) as this one."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import msgspec
 
-from service.admin.controllers import ADMIN_HANDLERS
+from service.admin.controllers import ADMIN_HANDLERS, _audit_response, _since_previous
 from tests.service.test_break20_delete import GONE
 from tests.service.test_break20_delete_b import logged
 from tests.service.test_scale37_delete_audits import groups_of, stored_audits
 from tests.service.test_upgrade29 import upgraded  # noqa: F401
 
 
+@contextlib.contextmanager
+def warned(name: str):
+    """The messages logger `name` writes at WARNING or above meanwhile (`logged`'s, a level lower)."""
+    records: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda rec: records.append(rec.getMessage())
+    logging.getLogger(name).addHandler(handler)
+    try:
+        yield records
+    finally:
+        logging.getLogger(name).removeHandler(handler)
+
+
+SCHEMA_3 = "audit report schema 3, written by a later release of pluralign (this one reads schemas 1-2)"
+
+
 def test_a_delete_names_the_schema_of_an_audit_report_a_later_release_wrote(serve):
-    """Before: the DELETE's log said the report held an unknown field (`from_a_later_release`), as for a damaged file."""
+    """Before: the DELETE's log said the report held an unknown field (`from_a_later_release`), as for a damaged file.
+    And every reader of the stored reports names it (audit41): before, the dashboard left it out without a word, the
+    audit route's answer for its job was a bare 500, and the change since the previous audit by `segment` passed over
+    it without a word."""
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
     jobs = data / "jobs"
-    first = stored_audits(jobs, n=1)  # GONE alone in one group of it
+    first = stored_audits(jobs, n=2)  # GONE alone in one group of it; the second, made a second later, readable
     path = jobs / f"{first}.result.json"
     later = msgspec.json.decode(path.read_bytes())
     path.write_bytes(msgspec.json.encode({**later, "schema_version": 3, "from_a_later_release": 1}))
-    with server, svc.client("acme") as acme:
+    with server, svc.client("acme") as acme, svc.client("admin") as admin_http:
         with logged("pluralign.service") as records:
             r = acme.delete(f"/v1/users/{GONE}")
         assert r.status_code == 500, r.text  # the report may still hold them: the DELETE is tried again, as for any such file
         assert r.json()["error"]["code"] == "population_not_rewritten", r.text
-    said = " ".join(records)
-    assert "audit report schema 3, written by a later release of pluralign (this one reads schemas 1-2)" in said, said
-    assert "unknown field" not in said, said
+        said = " ".join(records)
+        assert SCHEMA_3 in said, said
+        assert "unknown field" not in said, said
+
+        page = admin_http.get("/admin/dashboard")
+        assert page.status_code == 200, page.text
+        assert "1 stored audit report cannot be read by this release" in page.text, page.text
+        assert f"audit job {first}: its report cannot be read: {SCHEMA_3}" in page.text, page.text
+        admin = server.server.config.app.state.admin
+        answer = _audit_response(admin, admin.runner.get(first))  # the route's answer for that job's report
+        assert answer.status_code == 500
+        assert answer.content["error"]["code"] == "audit_report_unreadable", answer.content
+        assert SCHEMA_3 in answer.content["error"]["message"], answer.content
+        second = next(j for j in admin.runner.list(kind="audit") if j.id != first)
+        newer = msgspec.structs.replace(admin.report(second), created_at=second.created_at + 3600)
+        assert _since_previous(newer, admin.reports()).previous_created_at is not None  # the readable second: the latest earlier
+        with warned("pluralign.service") as warnings:
+            shown = _since_previous(admin.report(second), admin.reports())
+        assert shown.previous_created_at is None and shown.gap_change is None  # the unreadable one comes between
+        assert any(SCHEMA_3 in w for w in warnings), warnings
+        # a damaged one: listed too, but what its decode said (it may quote the file) only in the log
+        (jobs / f"{second.id}.result.json").write_bytes(b'{"schema_version": 2, "group_by": "secret-value-7f3"')
+        with logged("pluralign.service") as records:
+            page = admin_http.get("/admin/dashboard")
+        assert "2 stored audit reports cannot be read by this release" in page.text, page.text
+        assert f"audit job {second.id}: its report cannot be read: its file is missing or damaged" in page.text, page.text
+        assert "secret-value-7f3" not in page.text and "truncated" not in page.text.lower()
+        assert any(second.id in r and "DecodeError" in r for r in records), records
 
 
 def test_a_report_of_schema_1_reads_and_is_written_back_as_schema_2(upgraded):  # noqa: F811
