@@ -31,7 +31,7 @@ from service.metrics import access_route_of, method_of
 from service.requestid import app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
-from service.strict import lone_surrogate_refusal, read_json_body
+from service.strict import DecodedRequest, lone_surrogate_refusal, read_json_body
 
 log = logging.getLogger("pluralign.embeddings")
 
@@ -141,7 +141,7 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
 
     app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error},
-                   before_request=check_json_body, debug=False,
+                   before_request=check_json_body, request_class=DecodedRequest, debug=False,
                    logging_config=app_logging("text"))  # each line a request caused ends ` request_id=<id>`
     # the caller's X-Request-Id (the front service's request, `RemoteEncoder`) echoed and on the access line
     # (`pluralign.access`: method, route template, status, ms, request id), so one request is followed across both logs

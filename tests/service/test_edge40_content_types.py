@@ -268,7 +268,7 @@ def test_a_form_typed_json_body_in_a_declared_utf_16_is_read_as_the_utf8_one_is(
 
 
 def test_a_streamed_chat_sent_in_utf_16_streams(svc):
-    """Review 40: the body swapped in `read_json_body` (Litestar's private `_body`, no public setter in 2.25)
+    """Review 40: the body read in its charset by `read_json_body` (`DecodedRequest.read_as`, session edge41)
     is what a streaming handler reads too: a chat sent in UTF-16 streams its chunks to `[DONE]`."""
     chat = {"model": "pluralign", "user": "stream16", "stream": True, "max_tokens": 4, "seed": 1,
             "messages": [{"role": "user", "content": "Café?"}]}
