@@ -468,13 +468,20 @@ async def strict_form_body(request: Request) -> None:
     """A `before_request` hook: a route that takes a form (`POST /admin/login`) answers a 415 naming
     `body` when the body is of another type (JSON, multipart, text) or is JSON sent as a form
     (`curl -d '{...}'` without `-H`). Litestar reads any body of such a route as a form, so a JSON
-    body became one unknown field named by the whole JSON text (the admin key in it included)."""
+    body became one unknown field named by the whole JSON text (the admin key in it included). The form
+    is read in its `charset` as a JSON route's body is (`body_in_utf8`: a UTF-16 or UTF-32 one decoded,
+    another charset a 415 naming `Content-Type`); it was read as UTF-8 whatever its charset."""
     data = request.route_handler.parsed_data_field
     kwarg = data.kwarg_definition if data is not None else None
     if kwarg is None or getattr(kwarg, "media_type", None) != RequestEncodingType.URL_ENCODED or request.method in ("GET", "HEAD", "OPTIONS"):
         return
-    sent = request.content_type[0]
-    body_is_json = json_like(await request.body())
+    sent, parameters = request.content_type
+    decoded = _decoded_request(request)
+    body = await decoded.sent_body()
+    if sent in ("", FORM):
+        body = body_in_utf8(parameters, body, accept=FORM)
+        decoded.read_as(body)
+    body_is_json = json_like(body)
     if sent in ("", FORM) and not body_is_json:
         return
     fields = ", ".join(f"`{name}`" for name in getattr(data.annotation, "__struct_fields__", ()))
@@ -611,6 +618,22 @@ def _utf16_hint(body: bytes) -> str:
     return ""
 
 
+def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError) -> HTTPException:
+    """The 400 (`invalid_json` but for depth) of a JSON route's `body` (UTF-8, `read_json_body`'s) that msgspec
+    could not decode (`exc`, not a ValidationError: that is a field's): the body is empty (what to send), holds a
+    lone surrogate escape (its field named), is nested too deeply, or is not JSON (msgspec's words, and a hint
+    when it looks UTF-16 or UTF-32 sent without its charset). The API service's JSON routes and the embeddings
+    server (`service.embeddings.app`) answer these alike."""
+    if isinstance(exc, RecursionError):
+        return bad_request("body", "the JSON is nested too deeply")
+    if not body.strip():  # `curl -X POST URL` alone: "Input data was truncated" would not say what to send
+        return bad_request("body", "the request body is empty: send a JSON object (`{}` takes every optional field's "
+                                   "default)", code="invalid_json")
+    if (refusal := lone_surrogate_refusal(body)) is not None:  # msgspec says "truncated" or "surrogate pair", not where
+        return refusal
+    return bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json")
+
+
 async def strict_json_body(request: Request) -> None:
     """A `before_request` hook: raises a 400 naming the field when the body does not decode strictly
     into the route's declared body type. Routes without a JSON body are left alone."""
@@ -633,18 +656,11 @@ async def strict_json_body(request: Request) -> None:
             problem = one_of(choices, invalid["got"])
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
-    except msgspec.DecodeError as exc:
-        if not body.strip():  # `curl -X POST URL` alone: "Input data was truncated" would not say what to send
-            raise bad_request("body", "the request body is empty: send a JSON object (`{}` takes every optional field's "
-                                      "default)", code="invalid_json") from None
-        if (refusal := lone_surrogate_refusal(body)) is not None:  # msgspec says "truncated" or "surrogate pair", not where
-            raise refusal from None
-        raise bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise undecodable_json(body, exc) from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)
         raise bad_request(field, f"is not valid UTF-8 ({exc.reason} at byte {exc.start} of the string)") from None
-    except RecursionError:
-        raise bad_request("body", "the JSON is nested too deeply") from None
     # Python's decoder reads ~50 MB/s: a large body's check leaves the event loop (1 MB: ~20 ms)
     if (field := repeated_key(body) if len(body) < 65_536 else await anyio.to_thread.run_sync(repeated_key, body)) is not None:
         raise bad_request(field, "given 2 times in one JSON object; give it once")
