@@ -364,12 +364,19 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
 MAX_URL_BYTES = 65535  # httptools' limit on a request's URL (its parser keeps offsets in 16 bits)
 
 
-def unparsable_answer(request_id: str, url_bytes: int = 0, default_headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+def stamped(answer: bytes, default_headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """`answer` (a whole HTTP answer, as bytes) with `default_headers` after its status line: the (name, value)
+    pairs uvicorn writes first on every answer it sends (its `server_state.default_headers`: `Date`, refreshed
+    each second, and any configured). The answers `TimedRequests` writes straight to the connection (the
+    parser's 400, the 408, the 503 over the limit) go around uvicorn's cycle, which adds them: they had no `Date`."""
+    status_line, rest = answer.split(b"\r\n", 1)
+    return status_line + b"\r\n" + b"".join(name + b": " + value + b"\r\n" for name, value in default_headers) + rest
+
+
+def unparsable_answer(request_id: str, url_bytes: int = 0) -> bytes:
     """The whole HTTP answer, as bytes, of a request the HTTP parser refused: a 400, `Connection: close`,
     `X-Request-Id`, `nosniff`, an error body in OpenAI's shape naming `url` when it is `url_bytes` long,
-    past MAX_URL_BYTES (code `invalid_value`), else no field (code `invalid_http`). `default_headers` are the
-    (name, value) pairs uvicorn writes on every answer it sends (its `server_state.default_headers`: `Date`,
-    refreshed each second, and any configured), written first as uvicorn writes them."""
+    past MAX_URL_BYTES (code `invalid_value`), else no field (code `invalid_http`)."""
     import msgspec
 
     if url_bytes > MAX_URL_BYTES:
@@ -380,8 +387,7 @@ def unparsable_answer(request_id: str, url_bytes: int = 0, default_headers: Iter
                                 "or a head too long): check the client, or what is between it and the service"), None, "invalid_http"
     body = msgspec.json.encode({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code,
                                           "request_id": request_id}})
-    return (b"HTTP/1.1 400 Bad Request\r\n" + b"".join(name + b": " + value + b"\r\n" for name, value in default_headers) +
-            b"content-type: application/json\r\nconnection: close\r\n"
+    return (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"x-request-id: " + request_id.encode() + b"\r\nx-content-type-options: nosniff\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
@@ -430,7 +436,7 @@ class TimedRequests:
         self.refused = True
         self.counts.refused += 1
         self.connections.discard(self)  # not one of the service's: it goes within REFUSED_LINGER_S
-        self.transport.write(self.refusal)
+        self.transport.write(stamped(self.refusal, self.server_state.default_headers))
         self.linger()
 
     def linger(self) -> None:
@@ -479,8 +485,7 @@ class TimedRequests:
         logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s)",
                                                        f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg,
                                                        extra={"request_id": rid})
-        # uvicorn's `Date` (every other answer has it: uvicorn's own 400 is written through its cycle, this one is not)
-        answer, cycle = unparsable_answer(rid, len(url), self.server_state.default_headers), self.cycle
+        answer, cycle = stamped(unparsable_answer(rid, len(url)), self.server_state.default_headers), self.cycle
         if cycle is not None and not cycle.response_complete:
             if not cycle.more_body:  # requests pipelined before it, arrived whole (httptools): their answers go first
                 self.refused, self.last_answer = True, answer  # written by on_response_complete once they are out
@@ -552,7 +557,7 @@ class TimedRequests:
             return
         answering = self.reading == "body" and self.cut_body()
         if self.reading != "nothing" and not answering:
-            self.transport.write(self.late[self.reading])
+            self.transport.write(stamped(self.late[self.reading], self.server_state.default_headers))
         self.transport.close()
 
     def cut_body(self) -> bool:
