@@ -42,7 +42,7 @@ from service.runtime import Runtime
 from service.scheduler import TenantThreads, request_threads
 from service.settings import Settings
 from service.stopping import STOPPING, draining
-from service.strict import before_request
+from service.strict import DecodedRequest, before_request
 from service.system.controllers import health, metrics, scrape_state
 from service.users.controllers import (
     delete_user,
@@ -105,6 +105,7 @@ def create_app(
             openapi_router=Router(path="/schema", route_handlers=[], include_in_schema=False, after_request=docs_router_hook),
         ),
         request_max_body_size=settings.max_body_bytes,
+        request_class=DecodedRequest,  # a body read in its charset is what the routes' own decoding reads
         # answers of 1 KiB and more are gzipped for a client that accepts it (an export: ~6x smaller); never a
         # chat completion, whose stream's events must reach the client as they are written, unbuffered
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024, exclude=["^/v1/chat/completions$"]),

@@ -33,6 +33,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from service.head import HEAD_KEY
+from service.requestid import Hangup
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # the classic text format, which every Prometheus reads, answered unless the scraper asks for another
@@ -204,15 +205,18 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
             return
         scope[_COUNTED] = True  # type: ignore[literal-required]
         start = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500}  # an exception before the answer began
+        hangup, began = Hangup(receive), False
 
         async def send_wrapper(message) -> None:
+            nonlocal began
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], began = message["status"], True
             await send(message)
 
         try:
-            await app(scope, receive, send_wrapper)
+            await app(scope, hangup.receive, send_wrapper)
+            status["code"] = hangup.status(status["code"] if began else None)  # a client gone before any answer: 499
         except HTTPException as exc:  # raised by inner middleware (auth); answered by the app's handler
             status["code"] = exc.status_code
             raise

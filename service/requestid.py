@@ -118,6 +118,30 @@ def header_problem(values: list[bytes]) -> str | None:
     return None
 
 
+CLIENT_CLOSED = 499  # nginx's "client closed request": the status counted and logged for a client gone before its answer began
+
+
+class Hangup:
+    """Watches a request's ASGI `receive` (pass `receive` on in its place) for the client's going away.
+    `status(sent)` is the status to count for the request once the app has returned without raising: `sent`
+    (the answer's own, None when none began) or, when none began and the client went away, CLIENT_CLOSED. A
+    cancelled stream sends nothing (Litestar's compression holds an answer's start until its first piece), and
+    the 500 counted for an answer that never began is the server's failure, not a client's hang-up."""
+
+    def __init__(self, receive: Receive):
+        self._receive = receive
+        self.gone = False  # `http.disconnect` was read
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.gone = True
+        return message
+
+    def status(self, sent: int | None) -> int:
+        return sent if sent is not None else CLIENT_CLOSED if self.gone else 500
+
+
 def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Scope], str | None],
                      route_of: Callable[[Scope], str], method_of: Callable[[Scope], str],
                      refuse: Callable[[str], tuple[int, bytes]],
@@ -138,6 +162,7 @@ def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Sco
         start = time.perf_counter()
         status = 500  # an exception before the answer began: the server answers 500
         started = ended = False  # the answer began; its body's last piece was sent
+        hangup = Hangup(receive)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started, ended
@@ -156,7 +181,8 @@ def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Sco
             await send({"type": "http.response.body", "body": body})
 
         try:
-            await (app if problem is None else around_refusal(refusal))(scope, receive, send_with_id)
+            await (app if problem is None else around_refusal(refusal))(scope, hangup.receive, send_with_id)
+            status = hangup.status(status if started else None)  # no answer and the client gone: its hang-up, not a 500
         finally:
             if log_access:
                 line = {"method": method_of(scope), "route": route_of(scope), "status": status,

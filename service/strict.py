@@ -27,10 +27,12 @@ from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hin
 import anyio
 import msgspec
 from litestar import Request, Response
+from litestar.connection.base import empty_receive, empty_send
 from litestar.constants import RESERVED_KWARGS
 from litestar.enums import ParamType, RequestEncodingType
 from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
+from litestar.types import Receive, Scope, Send
 
 from pluralign.data.io import utf16_like
 from pluralign.data.json_keys import repeated_key
@@ -427,17 +429,59 @@ def strict_query(request: Request) -> None:
 FORM = "application/x-www-form-urlencoded"
 
 
+class DecodedRequest(Request):
+    """Litestar's Request (the apps' `request_class`) whose body can be replaced by the body read in its declared
+    charset (`read_as`), which Litestar's own decoding of a route's `data` (JSON or form) then reads through the
+    public `body()`; `sent_body()` is the body as it arrived (Litestar's limit on its size applied).
+
+    Litestar 2.25 has no public way to replace a body it read: `body()` caches it in `Request._body` and in the
+    scope's connection state, both private, which `read_json_body` wrote before (session edge41). A subclass
+    overriding `body()` is the way its `request_class` setting documents to change how a body is read."""
+
+    __slots__ = ("_decoded_body",)
+
+    def __init__(self, scope: Scope, receive: Receive = empty_receive, send: Send = empty_send) -> None:
+        super().__init__(scope, receive, send)
+        self._decoded_body: bytes | None = None
+
+    async def body(self) -> bytes:
+        """The body: as `read_as` gave it once it was called, else as it arrived (`sent_body`)."""
+        return self._decoded_body if self._decoded_body is not None else await super().body()
+
+    async def sent_body(self) -> bytes:
+        """The body as it arrived. Raises Litestar's 413 past the route's `request_max_body_size`."""
+        return await super().body()
+
+    def read_as(self, body: bytes) -> None:
+        """What `body()` returns from now on (this request's body read in its charset, as UTF-8)."""
+        self._decoded_body = body
+
+
+def _decoded_request(request: Request) -> DecodedRequest:
+    if not isinstance(request, DecodedRequest):
+        raise TypeError(f"a body is read in its charset on a DecodedRequest: create the app with "
+                        f"`request_class=DecodedRequest` (got {type(request).__name__})")
+    return request
+
+
 async def strict_form_body(request: Request) -> None:
     """A `before_request` hook: a route that takes a form (`POST /admin/login`) answers a 415 naming
     `body` when the body is of another type (JSON, multipart, text) or is JSON sent as a form
     (`curl -d '{...}'` without `-H`). Litestar reads any body of such a route as a form, so a JSON
-    body became one unknown field named by the whole JSON text (the admin key in it included)."""
+    body became one unknown field named by the whole JSON text (the admin key in it included). The form
+    is read in its `charset` as a JSON route's body is (`body_in_utf8`: a UTF-16 or UTF-32 one decoded,
+    another charset a 415 naming `Content-Type`); it was read as UTF-8 whatever its charset."""
     data = request.route_handler.parsed_data_field
     kwarg = data.kwarg_definition if data is not None else None
     if kwarg is None or getattr(kwarg, "media_type", None) != RequestEncodingType.URL_ENCODED or request.method in ("GET", "HEAD", "OPTIONS"):
         return
-    sent = request.content_type[0]
-    body_is_json = json_like(await request.body())
+    sent, parameters = request.content_type
+    decoded = _decoded_request(request)
+    body = await decoded.sent_body()
+    if sent in ("", FORM):
+        body = body_in_utf8(parameters, body, accept=FORM)
+        decoded.read_as(body)
+    body_is_json = json_like(body)
     if sent in ("", FORM) and not body_is_json:
         return
     fields = ", ".join(f"`{name}`" for name in getattr(data.annotation, "__struct_fields__", ()))
@@ -544,12 +588,14 @@ def _byte_order(codec: str, body: bytes) -> str:
 
 
 async def read_json_body(request: Request) -> bytes:
-    """The body of a request to a JSON route, checked and made UTF-8 (`json_body_in_utf8`); the request
-    keeps the UTF-8 body, which Litestar's own decoding then reads. Raises what that does."""
-    body = await request.body()
+    """The body of a request to a JSON route, checked and made UTF-8 (`json_body_in_utf8`); the request (a
+    DecodedRequest, the apps' `request_class`) keeps the UTF-8 body, which Litestar's own decoding then reads.
+    Raises what `json_body_in_utf8` does, Litestar's 413 past the body limit, and a TypeError for a request
+    of another class."""
+    decoded = _decoded_request(request)
+    body = await decoded.sent_body()
     utf8 = json_body_in_utf8(request.content_type, body)
-    if utf8 != body:  # Litestar keeps the body read in the connection's state, where its decoding reads it again
-        request._body = request._connection_state.body = utf8
+    decoded.read_as(utf8)
     return utf8
 
 
@@ -570,6 +616,22 @@ def _utf16_hint(body: bytes) -> str:
         return ("; it looks UTF-16 or UTF-32 encoded (a byte order mark or NUL bytes between characters): send UTF-8, "
                 "or declare its charset (`Content-Type: application/json; charset=utf-16`)")
     return ""
+
+
+def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError) -> HTTPException:
+    """The 400 (`invalid_json` but for depth) of a JSON route's `body` (UTF-8, `read_json_body`'s) that msgspec
+    could not decode (`exc`, not a ValidationError: that is a field's): the body is empty (what to send), holds a
+    lone surrogate escape (its field named), is nested too deeply, or is not JSON (msgspec's words, and a hint
+    when it looks UTF-16 or UTF-32 sent without its charset). The API service's JSON routes and the embeddings
+    server (`service.embeddings.app`) answer these alike."""
+    if isinstance(exc, RecursionError):
+        return bad_request("body", "the JSON is nested too deeply")
+    if not body.strip():  # `curl -X POST URL` alone: "Input data was truncated" would not say what to send
+        return bad_request("body", "the request body is empty: send a JSON object (`{}` takes every optional field's "
+                                   "default)", code="invalid_json")
+    if (refusal := lone_surrogate_refusal(body)) is not None:  # msgspec says "truncated" or "surrogate pair", not where
+        return refusal
+    return bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json")
 
 
 async def strict_json_body(request: Request) -> None:
@@ -594,18 +656,11 @@ async def strict_json_body(request: Request) -> None:
             problem = one_of(choices, invalid["got"])
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
-    except msgspec.DecodeError as exc:
-        if not body.strip():  # `curl -X POST URL` alone: "Input data was truncated" would not say what to send
-            raise bad_request("body", "the request body is empty: send a JSON object (`{}` takes every optional field's "
-                                      "default)", code="invalid_json") from None
-        if (refusal := lone_surrogate_refusal(body)) is not None:  # msgspec says "truncated" or "surrogate pair", not where
-            raise refusal from None
-        raise bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise undecodable_json(body, exc) from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)
         raise bad_request(field, f"is not valid UTF-8 ({exc.reason} at byte {exc.start} of the string)") from None
-    except RecursionError:
-        raise bad_request("body", "the JSON is nested too deeply") from None
     # Python's decoder reads ~50 MB/s: a large body's check leaves the event loop (1 MB: ~20 ms)
     if (field := repeated_key(body) if len(body) < 65_536 else await anyio.to_thread.run_sync(repeated_key, body)) is not None:
         raise bad_request(field, "given 2 times in one JSON object; give it once")

@@ -31,7 +31,7 @@ from service.metrics import access_route_of, method_of
 from service.requestid import app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
-from service.strict import lone_surrogate_refusal, read_json_body
+from service.strict import DecodedRequest, read_json_body, undecodable_json
 
 log = logging.getLogger("pluralign.embeddings")
 
@@ -91,12 +91,18 @@ def openai_error(request: Request, exc: Exception) -> Response:
 async def check_json_body(request: Request) -> None:
     """`create_embeddings_app`'s `before_request`: the body's type and charset as the API service checks them (`service.strict.read_json_body`:
     a 415 naming `Content-Type` for another type or charset, UTF-16 and UTF-32 read as declared, a
-    UTF-8 BOM ignored; any type was read as JSON); then a body whose only defect is a lone UTF-16
-    surrogate escape is a 400 naming its field (Litestar's own decode said "Input data was
-    truncated", naming none)."""
+    UTF-8 BOM ignored; any type was read as JSON); then a body that is not JSON is the API service's 400
+    (`service.strict.undecodable_json`): a lone UTF-16 surrogate escape names its field (Litestar's own decode
+    said "Input data was truncated", naming none), a UTF-16 or UTF-32 body sent without its charset says so and
+    how to send it (Litestar's said "invalid character (byte 0)"). An empty body, and the fields, are Litestar's
+    to refuse (it names the fields missing)."""
     if request.method == "POST" and request.url.path == "/v1/embeddings":
-        if (refusal := lone_surrogate_refusal(await read_json_body(request))) is not None:
-            raise refusal
+        body = await read_json_body(request)
+        if body.strip():
+            try:
+                msgspec.json.decode(body, type=msgspec.Raw)  # JSON's syntax only, not kept: Litestar decodes the fields
+            except (msgspec.DecodeError, RecursionError) as exc:
+                raise undecodable_json(body, exc) from None
 
 
 def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
@@ -141,7 +147,7 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
 
     app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error},
-                   before_request=check_json_body, debug=False,
+                   before_request=check_json_body, request_class=DecodedRequest, debug=False,
                    logging_config=app_logging("text"))  # each line a request caused ends ` request_id=<id>`
     # the caller's X-Request-Id (the front service's request, `RemoteEncoder`) echoed and on the access line
     # (`pluralign.access`: method, route template, status, ms, request id), so one request is followed across both logs

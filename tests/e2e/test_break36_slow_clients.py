@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def test_a_request_that_does_not_arrive_in_time_gets_408_and_its_connection_clos
     assert held < TIMEOUT_S + 3, (held, answer)
     if first:  # a client that began a request is told why (one that sent nothing has no request to answer)
         assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert re.search(rb"\r\ndate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", answer.split(b"\r\n\r\n")[0]), answer  # edge41: as every answer
         error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
         assert error["code"] == "request_timeout" and "PLURALIGN_REQUEST_READ_TIMEOUT_S" in error["message"], error
     assert httpx.get(served.url + "/v1/models").status_code == 401  # the service still answers others at once

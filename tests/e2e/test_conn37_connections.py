@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -116,6 +117,7 @@ def test_connections_over_the_limit_are_answered_503_at_once_and_hold_no_descrip
         for answer in answers:
             head, body = answer.split(b"\r\n\r\n", 1)
             assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nretry-after: 1\r\n" in head.lower(), answer
+            assert re.search(rb"\r\ndate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", head + b"\r\n"), answer  # edge41: as every answer
             error = json.loads(body)["error"]
             assert error["code"] == "too_many_connections" and "PLURALIGN_MAX_CONNECTIONS = 16" in error["message"], error
         time.sleep(0.5)

@@ -9,8 +9,10 @@ what is too long, with `X-Request-Id`, `nosniff` and `Connection: close`."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
@@ -36,6 +38,10 @@ def assert_json_400(r: httpx.Response) -> dict:
     assert r.headers["content-type"] == "application/json", r.headers
     assert r.headers["x-request-id"].startswith("req_") and r.headers["x-content-type-options"] == "nosniff", r.headers
     assert r.headers["connection"] == "close", r.headers
+    # session edge41: a `Date` as uvicorn writes on every other answer (RFC 9110 6.6.1: an origin server with a clock sends one)
+    assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT",
+                        r.headers.get("date", "")), r.headers
+    assert abs(parsedate_to_datetime(r.headers["date"]).timestamp() - time.time()) < 60, r.headers  # the server's clock, not a constant
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and error["request_id"] == r.headers["x-request-id"], error
     return error

@@ -268,7 +268,7 @@ def test_a_form_typed_json_body_in_a_declared_utf_16_is_read_as_the_utf8_one_is(
 
 
 def test_a_streamed_chat_sent_in_utf_16_streams(svc):
-    """Review 40: the body swapped in `read_json_body` (Litestar's private `_body`, no public setter in 2.25)
+    """Review 40: the body read in its charset by `read_json_body` (`DecodedRequest.read_as`, session edge41)
     is what a streaming handler reads too: a chat sent in UTF-16 streams its chunks to `[DONE]`."""
     chat = {"model": "pluralign", "user": "stream16", "stream": True, "max_tokens": 4, "seed": 1,
             "messages": [{"role": "user", "content": "Café?"}]}
@@ -277,3 +277,46 @@ def test_a_streamed_chat_sent_in_utf_16_streams(svc):
         assert r.status_code == 200, r.read()
         lines = [line for line in r.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]" and any('"delta"' in line for line in lines), lines[-3:]
+
+
+# session edge41: the dashboard's login form and the embeddings server read a body as the JSON routes do
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be"])
+def test_the_login_form_reads_the_charset_its_content_type_declares(svc, codec):
+    """The admin login form (`POST /admin/login`, a form) read its body as UTF-8 whatever its `charset`: a form
+    labelled `charset=utf-16` was parsed from its bytes, NULs and all: the right key was a 400 naming an unknown
+    field `\x00k\x00e\x00y\x00` (`\xff\xfek...` after a BOM). It is read in its charset, as the JSON routes read
+    theirs (`service.strict.body_in_utf8`)."""
+    import httpx
+
+    body = f"key={svc.keys['admin']}".encode(codec)
+    r = httpx.post(f"{svc.url}/admin/login", content=body, follow_redirects=False,
+                   headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-16"})
+    assert r.status_code == 303 and r.headers["location"] == "/admin/dashboard", (r.status_code, r.text[:300])
+    assert "pluralign_admin" in r.headers.get("set-cookie", ""), r.headers
+
+
+def test_the_login_form_refuses_a_charset_the_json_routes_refuse_naming_content_type(svc):
+    """`charset=latin-1` (any charset not UTF) was read as UTF-8 by the login form; the JSON routes answer it 415
+    naming `Content-Type` (a Latin-1 decode never fails, so a mislabelled body would pass unseen): so does the form."""
+    import httpx
+
+    r = httpx.post(f"{svc.url}/admin/login", content=f"key={svc.keys['admin']}".encode(), follow_redirects=False,
+                   headers={"Content-Type": "application/x-www-form-urlencoded; charset=latin-1"})
+    assert r.status_code == 415 and field_named(r) == "Content-Type", (r.status_code, r.text[:300])
+    assert "charset=latin-1 is not taken" in error(r)["message"], r.text
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-32"])
+def test_the_embeddings_server_says_a_body_sent_without_its_charset_looks_utf_16(embeddings, codec):
+    """`pluralign serve-embeddings` answered a UTF-16 body sent as `application/json` without a charset with
+    Litestar's bare "not valid JSON: ... invalid character (byte 0)"; the API service's JSON routes say it looks
+    UTF-16 and how to send it (`service.strict`): the embeddings server now says the same."""
+    import httpx
+
+    body = json.dumps({"input": "café", "model": "zero"}, ensure_ascii=False).encode(codec)
+    r = httpx.post(f"{embeddings.url}/v1/embeddings", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", r.text
+    assert "looks UTF-16 or UTF-32" in error(r)["message"] and "charset=utf-16" in error(r)["message"], r.text
+    assert error(r)["type"] == "invalid_request_error", r.text

@@ -6,6 +6,7 @@ ends, and a client that takes no piece for `export_send_timeout_s` has its answe
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import time
@@ -119,6 +120,43 @@ def test_no_slot_is_leaked_by_aborted_exports(svc):
         assert rt.exports.in_flight == 0
         for _ in range(3):
             assert c.get("/v1/users/big/export?format=preferences").status_code == 200
+
+
+def export_statuses(client) -> dict[str, float]:
+    """`pluralign_http_requests_total` of the export route (GET), by status."""
+    text = client.get("/metrics").text
+    return {s.labels["status"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "pluralign_http_requests_total" and s.labels.get("route") == "/v1/users/{user_id}/export"
+            and s.labels.get("method") == "GET"}
+
+
+def test_a_client_gone_before_the_first_piece_is_no_server_error(svc):
+    """Session edge41: a gzipped export whose client hung up before its first piece was counted as a 500 in
+    `pluralign_http_requests_total` and its access line said 500, with no error anywhere: Litestar's compression
+    holds the answer's start until the first piece, which the hang-up cancelled, so nothing was sent and the
+    count's default (500, for an exception before the answer) stood. A client going away is not the server's
+    error: it is counted 499 (nginx's "client closed request"), and its slot and LanceDB read are given back."""
+    rt = svc.runtime
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = lines.append  # the access lines, as written
+    logging.getLogger("pluralign.access").addHandler(handler)
+    with svc.client() as c:
+        before = export_statuses(c)
+        for i in range(1, 6):
+            s = socket.create_connection(("127.0.0.1", svc.server.port))
+            s.sendall(f"GET /v1/users/big/export?format=preferences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {svc.keys['acme']}\r\n"
+                      "Accept-Encoding: gzip\r\n\r\n".encode())
+            aborted(s)  # at once: gone before any piece of the answer
+            # counted (its slot given back first): one at a time, so none is refused 429 for the slots the others hold
+            assert wait_for(lambda i=i: sum(export_statuses(c).values()) == sum(before.values()) + i), (before, export_statuses(c))
+        after = export_statuses(c)
+    logging.getLogger("pluralign.access").removeHandler(handler)
+    assert rt.exports.in_flight == 0
+    logged = [r.access["status"] for r in lines if r.access["route"] == "/v1/users/{user_id}/export"]
+    assert len(logged) == 5 and 500 not in logged and all(r.levelno < logging.WARNING for r in lines), logged
+    assert after.get("500", 0) == before.get("500", 0), (before, after)
+    assert after.get("499", 0) > before.get("499", 0), (before, after)  # some, at least, went before the answer began
 
 
 def test_a_reader_that_stops_reading_is_cut_after_the_send_timeout(svc, monkeypatch):

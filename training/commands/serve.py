@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterable
 from functools import partial
 
 from training.common import add_listen_args, check_listen, fit_open_files, listen_port
@@ -363,6 +364,15 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
 MAX_URL_BYTES = 65535  # httptools' limit on a request's URL (its parser keeps offsets in 16 bits)
 
 
+def stamped(answer: bytes, default_headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """`answer` (a whole HTTP answer, as bytes) with `default_headers` after its status line: the (name, value)
+    pairs uvicorn writes first on every answer it sends (its `server_state.default_headers`: `Date`, refreshed
+    each second, and any configured). The answers `TimedRequests` writes straight to the connection (the
+    parser's 400, the 408, the 503 over the limit) go around uvicorn's cycle, which adds them: they had no `Date`."""
+    status_line, rest = answer.split(b"\r\n", 1)
+    return status_line + b"\r\n" + b"".join(name + b": " + value + b"\r\n" for name, value in default_headers) + rest
+
+
 def unparsable_answer(request_id: str, url_bytes: int = 0) -> bytes:
     """The whole HTTP answer, as bytes, of a request the HTTP parser refused: a 400, `Connection: close`,
     `X-Request-Id`, `nosniff`, an error body in OpenAI's shape naming `url` when it is `url_bytes` long,
@@ -426,7 +436,7 @@ class TimedRequests:
         self.refused = True
         self.counts.refused += 1
         self.connections.discard(self)  # not one of the service's: it goes within REFUSED_LINGER_S
-        self.transport.write(self.refusal)
+        self.transport.write(stamped(self.refusal, self.server_state.default_headers))
         self.linger()
 
     def linger(self) -> None:
@@ -475,7 +485,7 @@ class TimedRequests:
         logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s)",
                                                        f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg,
                                                        extra={"request_id": rid})
-        answer, cycle = unparsable_answer(rid, len(url)), self.cycle
+        answer, cycle = stamped(unparsable_answer(rid, len(url)), self.server_state.default_headers), self.cycle
         if cycle is not None and not cycle.response_complete:
             if not cycle.more_body:  # requests pipelined before it, arrived whole (httptools): their answers go first
                 self.refused, self.last_answer = True, answer  # written by on_response_complete once they are out
@@ -547,7 +557,7 @@ class TimedRequests:
             return
         answering = self.reading == "body" and self.cut_body()
         if self.reading != "nothing" and not answering:
-            self.transport.write(self.late[self.reading])
+            self.transport.write(stamped(self.late[self.reading], self.server_state.default_headers))
         self.transport.close()
 
     def cut_body(self) -> bool:
