@@ -4,6 +4,7 @@ checkpoint trained on a small persona population, and a live uvicorn server on 1
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -76,6 +77,59 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _prompt_server():
+    """uvicorn's Server, told to stop and stopping without its fixed waits: uvicorn looks at `should_exit`
+    every 0.1 s, then sleeps 0.1 s after asking its connections to close and looks again every 0.1 s until
+    they have (~0.15-0.25 s of every service a test stops; `pluralign serve` keeps uvicorn's own). This one
+    is woken when told (`stop`), and looks every few ms; what it waits for is the same: the connections
+    closed and the requests' tasks done (up to `timeout_graceful_shutdown`), then the app's shutdown."""
+    import asyncio
+
+    import uvicorn
+
+    class PromptServer(uvicorn.Server):
+        wake: asyncio.Event | None = None
+        loop: asyncio.AbstractEventLoop | None = None
+
+        def stop(self) -> None:
+            self.should_exit = True  # before reading `wake`: a main_loop not begun yet sees it at its first tick
+            loop, wake = self.loop, self.wake
+            if loop is not None and wake is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed already
+                    loop.call_soon_threadsafe(wake.set)
+
+        async def main_loop(self) -> None:
+            self.loop, self.wake = asyncio.get_running_loop(), asyncio.Event()
+            counter = 0
+            while not await self.on_tick(counter):
+                counter = (counter + 1) % 864000
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 0.1)  # uvicorn's tick: its Date header, once a second
+
+        async def shutdown(self, sockets=None) -> None:
+            for server in self.servers:
+                server.close()
+            for connection in list(self.server_state.connections):
+                connection.shutdown()
+            try:
+                await asyncio.wait_for(self._settled(), timeout=self.config.timeout_graceful_shutdown)
+            except TimeoutError:
+                logging.getLogger("uvicorn.error").error(
+                    "Cancel %s running task(s), timeout graceful shutdown exceeded", len(self.server_state.tasks))
+                for task in self.server_state.tasks:
+                    task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+            if not self.force_exit:
+                await self.lifespan.shutdown()
+
+        async def _settled(self) -> None:
+            while (self.server_state.connections or self.server_state.tasks) and not self.force_exit:
+                await asyncio.sleep(0.005)
+            for server in self.servers:
+                await server.wait_closed()
+
+    return PromptServer
+
+
 class LiveServer:
     """The real app under uvicorn on 127.0.0.1, in a thread of the test process."""
 
@@ -84,27 +138,34 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = _prompt_server()(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.after_stop: list = []  # called once the server's thread ended (not when it outlived __exit__'s wait)
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.time() + 30
-        while time.time() < deadline:
+        while not self.server.started and self.thread.is_alive() and time.time() < deadline:
+            time.sleep(0.002)  # uvicorn's startup: the app's, then the socket bound
+        while time.time() < deadline and self.thread.is_alive():
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return self
             except httpx.TransportError:
                 time.sleep(0.05)
-        raise RuntimeError("server did not start")
+        raise RuntimeError("server did not start" + ("" if self.thread.is_alive() else ": its thread ended (the app's startup failed?)"))
 
     def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
+        self.server.stop()
         self.thread.join(timeout=10)
         if self.thread.is_alive():  # said, not raised: a test's own assertions come first
             warnings.warn(f"the service on {self.url} still runs 10 s after it was told to stop: what it is still doing "
                           "(an ingest batch being embedded, a job) goes on under the next tests, on the encoder they share",
                           stacklevel=2)
+            return
+        for then in self.after_stop:
+            then()
+        self.after_stop.clear()
 
 
 @pytest.fixture(scope="session")
@@ -137,42 +198,72 @@ class Service:
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 
 
-_TOKENIZERS: dict[tuple, object] = {}
+_TOKENIZERS: dict[tuple, object] = {}  # parsed once per process, never a generator's own
+_SPARE_TOKENIZERS: dict[tuple, list] = {}  # copies whose service stopped, each for the next service
+_TOKENIZERS_LOCK = threading.Lock()
 
 
-def tiny_generator(folder: Path):
-    """`Generator.from_folder(folder)`, its tokenizer parsed once per process and deep-copied for each
-    generator (its own copy: a fast tokenizer used from two threads at once raises "Already borrowed").
-    Parsing SmolLM2's tokenizer.json took 0.2-0.3 s of every service a test starts, the copy 0.1 s."""
+def _tokenizer_copy(folder: Path) -> tuple[tuple, object]:
+    """(key, a tokenizer of `folder` no running generator holds): a spare one, else a deep copy of the one
+    parsed once per process (parsing SmolLM2's tokenizer.json took 0.2-0.3 s, a copy 0.1-0.4 s: a copy is
+    the same parse)."""
     import copy
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    key = (folder.resolve(), *(f.stat().st_mtime_ns for f in sorted(folder.glob("tokenizer*"))))
+    with _TOKENIZERS_LOCK:
+        if key not in _TOKENIZERS:
+            _TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(folder))
+        spares = _SPARE_TOKENIZERS.setdefault(key, [])
+        if spares:
+            return key, spares.pop()
+        original = _TOKENIZERS[key]
+    return key, copy.deepcopy(original)
+
+
+def _spare_tokenizer(key: tuple, tokenizer) -> None:
+    with _TOKENIZERS_LOCK:
+        _SPARE_TOKENIZERS.setdefault(key, []).append(tokenizer)
+
+
+def _generator_with(folder: Path, tokenizer):
+    from transformers import AutoModelForCausalLM
 
     from pluralign.device import default_device
     from pluralign.policy.generator import Generator
 
     folder = Path(folder)
-    key = (folder.resolve(), *(f.stat().st_mtime_ns for f in sorted(folder.glob("tokenizer*"))))
-    if key not in _TOKENIZERS:
-        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(folder))
-    tokenizer = copy.deepcopy(_TOKENIZERS[key])
     return Generator(AutoModelForCausalLM.from_pretrained(str(folder)).to(default_device()), tokenizer, folder.name)
 
 
+def tiny_generator(folder: Path):
+    """`Generator.from_folder(folder)`, its tokenizer parsed once per process and deep-copied for each
+    generator (its own copy: a fast tokenizer used from two threads at once raises "Already borrowed").
+    Parsing SmolLM2's tokenizer.json took 0.2-0.3 s of every service a test starts, the copy 0.1 s.
+    (`start_service` also reuses the copies of services stopped: `LiveServer.after_stop`.)"""
+    return _generator_with(folder, _tokenizer_copy(folder)[1])
+
+
 def start_service(data_dir: Path, generator_dir: Path, pal_dir: Path, encoder, admin_handlers=(), **settings):
-    """Build the runtime from tiny models and serve it; returns (LiveServer context, Service)."""
+    """Build the runtime from tiny models and serve it; returns (LiveServer context, Service). Its
+    generator's tokenizer is its own while it runs, and a later service's once it stopped (its thread
+    ended): a copy is as slow as a parse, and most tests start a service."""
     from service.app import create_app
     from service.runtime import Runtime
     from service.settings import Settings
 
     config = Settings(data_dir=str(data_dir), generator=str(generator_dir), pal_dir=str(pal_dir), max_tokens=12, **settings)
-    runtime = Runtime.build(config, generator=tiny_generator(generator_dir), encoder=encoder)
+    key, tokenizer = _tokenizer_copy(generator_dir)
+    runtime = Runtime.build(config, generator=_generator_with(generator_dir, tokenizer), encoder=encoder)
     keys = {
         "acme": runtime.keys.issue("acme"),
         "globex": runtime.keys.issue("globex"),
         "admin": runtime.keys.issue("ops", admin=True),
     }
     server = LiveServer(create_app(runtime=runtime, admin_handlers=admin_handlers))
+    server.after_stop.append(lambda: _spare_tokenizer(key, tokenizer))
     return server, Service(server, runtime, keys)
 
 
