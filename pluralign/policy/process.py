@@ -21,6 +21,7 @@ logged and left out of `adapters`, so the adapter pool loads it afresh or falls 
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import threading
@@ -50,7 +51,8 @@ def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
     while True:
         try:
             op, args = conn.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # the parent closed (or went): this process ends, its heap left to the OS (no
+            gc.freeze()  # last garbage collections over torch's and the model's objects: a second of CPU and more)
             return
         try:
             if op == "stream":
