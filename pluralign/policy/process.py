@@ -124,7 +124,6 @@ class ProcessGenerator:
         self.folder = str(folder)
         self.model_id = model_id or Path(folder).name
         self.model = None  # the weights live in the child: the adapter pool counts adapter files instead
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.start_timeout_s = start_timeout_s
         self._adapters: dict[str, str] = {}  # name -> folder, loaded in the child
         self._lock = threading.Lock()
@@ -132,15 +131,32 @@ class ProcessGenerator:
         self._process = None
         self._closed = False
         self.context_tokens: int | None = None
-        self._start()
+        # the child starts first and loads the model while the tokenizer is parsed here (each takes
+        # seconds: torch's and transformers' imports, the weights, tokenizer.json), ready once both are
+        self._launch()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        except BaseException:  # no tokenizer there (a folder of weights only), Ctrl-C: no child left loading
+            self._process.kill()
+            self._process.join()
+            raise
+        self._await_ready()
 
     def _start(self) -> None:
+        self._launch()
+        self._await_ready()
+
+    def _launch(self) -> None:
         self._conn, child = self._context.Pipe()
         self._cancel = self._context.Event()
         self._process = self._context.Process(target=_serve, args=(child, self._cancel, self.folder, self.model_id),
                                               name="pluralign-generator", daemon=True)
         self._process.start()
         child.close()
+
+    def _await_ready(self) -> None:
+        """The child's first message: ready (its context size kept), or why it could not load; then the
+        adapters it had, if this is a new child after a crash."""
         if not self._conn.poll(self.start_timeout_s):
             self._process.kill()
             raise GeneratorProcessError(f"the generation process did not load {self.folder} within {self.start_timeout_s:g} s")
