@@ -21,6 +21,7 @@ logged and left out of `adapters`, so the adapter pool loads it afresh or falls 
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import threading
@@ -50,7 +51,8 @@ def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
     while True:
         try:
             op, args = conn.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # the parent closed (or went): this process ends, its heap left to the OS (no
+            gc.freeze()  # last garbage collections over torch's and the model's objects: a second of CPU and more)
             return
         try:
             if op == "stream":
@@ -122,7 +124,6 @@ class ProcessGenerator:
         self.folder = str(folder)
         self.model_id = model_id or Path(folder).name
         self.model = None  # the weights live in the child: the adapter pool counts adapter files instead
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.start_timeout_s = start_timeout_s
         self._adapters: dict[str, str] = {}  # name -> folder, loaded in the child
         self._lock = threading.Lock()
@@ -130,15 +131,32 @@ class ProcessGenerator:
         self._process = None
         self._closed = False
         self.context_tokens: int | None = None
-        self._start()
+        # the child starts first and loads the model while the tokenizer is parsed here (each takes
+        # seconds: torch's and transformers' imports, the weights, tokenizer.json), ready once both are
+        self._launch()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        except BaseException:  # no tokenizer there (a folder of weights only), Ctrl-C: no child left loading
+            self._process.kill()
+            self._process.join()
+            raise
+        self._await_ready()
 
     def _start(self) -> None:
+        self._launch()
+        self._await_ready()
+
+    def _launch(self) -> None:
         self._conn, child = self._context.Pipe()
         self._cancel = self._context.Event()
         self._process = self._context.Process(target=_serve, args=(child, self._cancel, self.folder, self.model_id),
                                               name="pluralign-generator", daemon=True)
         self._process.start()
         child.close()
+
+    def _await_ready(self) -> None:
+        """The child's first message: ready (its context size kept), or why it could not load; then the
+        adapters it had, if this is a new child after a crash."""
         if not self._conn.poll(self.start_timeout_s):
             self._process.kill()
             raise GeneratorProcessError(f"the generation process did not load {self.folder} within {self.start_timeout_s:g} s")

@@ -152,15 +152,16 @@ def test_a_delete_leaves_the_same_user_id_of_another_tenant_in_a_population_mode
 
 
 def test_a_user_deleted_while_a_population_job_trains_is_not_in_its_artifact(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
-    """The job read its snapshot before the DELETE (its worker is stopped once training began), so
-    its artifact is written with the user's weights: they are removed when it ends, before promotion."""
+    """The job read its snapshot before the DELETE (its worker is stopped right after reading it: that stop, not
+    a long training, keeps the job running meanwhile, so 2 epochs do), so its artifact is written with the
+    user's weights: they are removed when it ends, before promotion."""
     data = tmp_path / "data"
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
     with server, svc.client("acme") as acme, svc.client("admin") as admin:
         give_comparisons(acme, GONE, "tea", MARKER)
         give_comparisons(acme, "ann", "coffee")
         give_comparisons(acme, "bob", "tea")
-        r = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 2, "epochs": 200, "latent_dim": 8, "hidden": 16}})
+        r = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16}})
         assert r.status_code == 201, r.text
         job_id = r.json()["id"]
         pid = stopped_after_reading(data, r.json())
