@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -57,6 +58,8 @@ from service.users.controllers import (
 )
 from service.users.services import UnfinishedDeletes
 from service.web_headers import keyed_answers
+
+log = logging.getLogger("pluralign.service")
 
 TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
@@ -119,7 +122,7 @@ def create_app(
         debug=False,
         logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
         on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes],
-        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_ingest],
+        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest],
         after_exception=[count_unrouted],
     )
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
@@ -227,6 +230,14 @@ def stop_taking_deletes(app: Litestar) -> int:
     the requests in flight (and would answer them 500 once its graceful timeout ran out); the app's
     shutdown calls it again. Returns how many waiting DELETEs were refused."""
     return app.state.runtime.deletes.close(STOPPING)
+
+
+def _stop_refits(app: Litestar) -> None:
+    """Refits queued behind the feedback never run (the users' next reads refit them) and the running one ends,
+    before the ingest worker stops: no background refit reads or writes the tables once the app has stopped."""
+    dropped = app.state.runtime.stop_refits()
+    if dropped:
+        log.info("stopping: %d background refits dropped (each of those users is refitted at their next read)", dropped)
 
 
 def _stop_ingest(app: Litestar) -> None:

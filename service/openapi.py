@@ -12,8 +12,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import msgspec
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
+from litestar.openapi.spec import Example
 
 from pluralign.data.record import USER_ID, USER_ID_RULE
 from pluralign.user import FEATURE_NAMES
@@ -248,6 +250,12 @@ def complete_openapi(schema: dict) -> dict:
     _declare_stated_features(schema)
     _fix_one_of(schema)
     return schema
+
+
+def example(summary: str, answer: msgspec.Struct) -> Example:
+    """A response's example for a `ResponseSpec(examples=[...], generate_examples=False)`: `answer` as the route
+    encodes it (msgspec's builtins), so it keeps to the schema Litestar derives from the same struct."""
+    return Example(summary=summary, value=msgspec.to_builtins(answer))
 
 
 # the completed document of each set of routes served in this process (`install`), by `_routes_of`

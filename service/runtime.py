@@ -83,6 +83,7 @@ def make_generator(
     raise ValueError(unknown_generator(name))  # (Settings.check_models: the same, before anything loads)
 
 
+REFIT_STOP_S = 10.0  # how long the service's stop waits for the refit running then (a fit and one row written: well under)
 NOT_TRIED_LOG_S = 60.0  # a chat answered "not tried" is logged once in this time (a flood of chats: one line)
 
 
@@ -141,6 +142,7 @@ class Runtime:
     background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="refit"))
     pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
+    refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
     pooled_priors: TTLCache | None = None
@@ -265,6 +267,22 @@ class Runtime:
         """Block until every acknowledged feedback is in the table and every refit queued so far has run."""
         self.ingest.flush()
         self.background.submit(lambda: None).result()
+
+    def stop_refits(self, timeout: float = REFIT_STOP_S) -> int:
+        """The service stops: the refits queued and not begun never run (each of those users' next read refits
+        their stale weights itself: `service.users.services.user_weights`), none is queued from now on, and the
+        one running is waited for, at most `timeout` seconds (a warning after that). Before, the queue ran on
+        after the app's shutdown, writing the tables of a service that had stopped (and a test's data folder
+        removed under it read as damaged). Returns how many queued refits were dropped."""
+        with self.refit_lock:
+            self.refits_stopped.set()
+            dropped = len(self.pending_refits)
+        try:
+            self.background.submit(lambda: None).result(timeout)  # behind the running one: the dropped ones return at once
+        except TimeoutError:
+            log.warning("a background refit is still running %g s after the service began to stop (a store call that has "
+                        "not returned); stopping without it", timeout)
+        return dropped
 
     @staticmethod
     def check_startup_files(settings: Settings) -> None:

@@ -24,12 +24,13 @@ from litestar.response import Response
 from pluralign.fairness.report import AuditReport, since_previous
 from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
-from service.admin.schemas import AuditPending, JobList, JobRequest
+from service.admin.schemas import QUEUED_AUDIT_EXAMPLE, RUNNING_AUDIT_EXAMPLE, AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS
 from service.errors import bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID
+from service.openapi import example
 from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
 from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState
@@ -47,7 +48,8 @@ def _admin(request: Request) -> Admin:
 
 @post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)", responses={
     **error_responses(429, 503),
-    200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued: that job, nothing queued"),
+    200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued: that job, nothing queued",
+                      generate_examples=False, examples=[example("an audit still queued", QUEUED_AUDIT_EXAMPLE)]),
 })
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
     """201 with the job queued (`Location`: the job's URL); 200 with the queued audit an identical audit request is
@@ -106,7 +108,9 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
         raise NotFoundException(f"no job {shown(job_id)}") from None
 
 
-@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422, 503), 202: ResponseSpec(data_container=AuditPending, description="The audit job is still running after `wait` seconds")}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
+@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422, 503), 202: ResponseSpec(
+    data_container=AuditPending, description="The audit job is still running after `wait` seconds", generate_examples=False,
+    examples=[example("the audit job, running", RUNNING_AUDIT_EXAMPLE)])}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(
     request: Request,
     group_by: FromQuery[str],

@@ -26,3 +26,17 @@ class AuditPending(msgspec.Struct):
     """202 from GET /admin/audits/fairness: the audit is still running; poll GET /admin/jobs/{id}."""
 
     job: Job
+
+
+# The OpenAPI document's examples of the admin answers that are not the route's own return type (Litestar's
+# ResponseSpec would otherwise fill them with polyfactory's random strings, different in every process): real
+# records, as the routes answer them, so they keep to the schema as the struct changes
+_AUDIT_PARAMS = {"group_by": "segment", "min_group_size": 5, "min_comparisons": 50, "tenant": "acme"}
+QUEUED_AUDIT_EXAMPLE = Job(
+    id="19aee0694fd-3f9a1c07", kind="audit", params=_AUDIT_PARAMS, request_id="req_5b0e7c1d9a2f4e3b8c6d0a1f2e3d4c5b",
+    created_at=1764930000.125,
+)
+RUNNING_AUDIT_EXAMPLE = AuditPending(job=msgspec.structs.replace(
+    QUEUED_AUDIT_EXAMPLE, state="running", progress=0.4, attempts=1, pid=48213, started_at=1764930001.5,
+    log_tail=["pluralign: job 19aee0694fd-3f9a1c07 started by request request_id=req_5b0e7c1d9a2f4e3b8c6d0a1f2e3d4c5b"],
+))

@@ -202,6 +202,8 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
     request of the user uses every acknowledged comparison even if this refit has not run yet."""
     key = (tenant, user_id)
     with rt.refit_lock:
+        if rt.refits_stopped.is_set():  # the service stops (`Runtime.stop_refits`): the user's next read refits
+            return
         if key in rt.pending_refits:
             rt.pending_refits[key].update(attributes or {})
             return
@@ -210,6 +212,8 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
     def run() -> None:
         with rt.refit_lock:
             merged = rt.pending_refits.pop(key)
+            if rt.refits_stopped.is_set():
+                return
         try:
             start = time.perf_counter()
             refit(rt, tenant, user_id, attributes=merged or None)

@@ -135,3 +135,56 @@ def test_a_415_for_the_body_s_type_or_coding_is_declared_with_the_header_that_sa
             if "415" not in declared or says not in declared["415"].get("headers", {}):
                 undeclared.append((method, path, says))
     assert undeclared == []
+
+
+def _examples(node, where: str = ""):
+    """(where, the schema it must keep to, value) of every example in the document: a media type's or a
+    parameter's `examples` (named Example objects) and `example`, and a JSON Schema's `examples` list."""
+    if isinstance(node, dict):
+        examples = node.get("examples")
+        if isinstance(examples, dict) and "schema" in node:
+            yield from ((f"{where}/examples/{name}", node["schema"], e["value"]) for name, e in examples.items())
+        elif isinstance(examples, list):
+            schema = {k: v for k, v in node.items() if k != "examples"}
+            yield from ((f"{where}/examples/{i}", schema, value) for i, value in enumerate(examples))
+        if "example" in node:
+            yield f"{where}/example", node.get("schema", node), node["example"]
+        for key, value in node.items():
+            yield from _examples(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _examples(value, f"{where}/{i}")
+
+
+def test_every_app_builds_the_same_document_whose_examples_keep_to_their_schemas(svc, schema):
+    """Before: the 200 of POST /admin/jobs and the 202 of GET /admin/audits/fairness (Litestar's `ResponseSpec`,
+    whose `generate_examples` defaults to True) showed polyfactory's random strings as a job (`"kind":
+    "psxSmwtEmkVBOmIxyHqA"`, `"progress": -957436772648.507`), drawn from a generator seeded once per process:
+    each document a process built (one per set of routes, `service.openapi.install`) showed others, so what a
+    reader saw depended on what the process had built before. Now every example is a real answer, the same in
+    every build: an app with other admin routes (a document built anew) shows the same examples."""
+    import jsonschema
+    from litestar._openapi.plugin import OpenAPIPlugin
+    from litestar.serialization import encode_json
+
+    from service.admin.controllers import create_job, fairness_audit
+    from service.app import create_app
+
+    served = httpx.get(svc.url + "/schema/openapi.json").content
+    reader = svc.runtime.metrics.state_reader  # create_app points /metrics at the app it builds: the served one keeps it
+    try:  # a later app of this process with the same routes, and one with only the two routes that show examples
+        again, other = (json.loads(encode_json(create_app(runtime=svc.runtime, admin_handlers=handlers).plugins.get(OpenAPIPlugin)
+                                                   .provide_openapi_schema())) for handlers in (ADMIN_HANDLERS, [fairness_audit, create_job]))
+    finally:
+        svc.runtime.metrics.state_reader = reader
+    assert encode_json(again) == served
+    shown = lambda doc: (doc["paths"]["/admin/jobs"]["post"]["responses"]["200"], doc["paths"]["/admin/audits/fairness"]["get"]["responses"]["202"],  # noqa: E731
+                         doc["components"]["schemas"]["Job"], doc["components"]["schemas"]["AuditPending"])
+    assert shown(other) == shown(schema)
+    examples = list(_examples(schema))
+    assert {"/paths//admin/jobs/post/responses/200/content/application/json/examples/job-example-1",
+            "/paths//admin/audits/fairness/get/responses/202/content/application/json/examples/auditpending-example-1"} <= {
+        where for where, _, _ in examples}
+    for where, kept_to, value in examples:
+        errors = [e.message for e in jsonschema.Draft202012Validator({"components": schema["components"], **kept_to}).iter_errors(value)]
+        assert errors == [], (where, errors)
