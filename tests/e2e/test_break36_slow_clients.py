@@ -174,14 +174,14 @@ def test_an_import_over_a_link_too_slow_for_a_whole_chunk_is_sent_in_smaller_one
     one within PLURALIGN_REQUEST_READ_TIMEOUT_S (60 s: under ~8.5 kB/s for a full chunk) had each chunk
     answered 408, and the CLI stopped there ('refused ... (408)', nothing stored; run again, the same), so
     such a link could import nothing. Now a chunk answered 408 is sent again in two halves, as one answered
-    413 is. Here: 60 rows, ~30 KB, over a 16 kB/s link with a 1 s deadline (the whole chunk ~1.8 s; a half, passed
-    on in 4 KB pieces, ~0.8 s)."""
+    413 is. Here: 48 rows, ~24 KB, over a 12 kB/s link with a 1 s deadline (the whole chunk ~2 s; a half, passed on
+    in 4 KB pieces, ~0.7 s); under `adapter_every` (50) rows, so the import queues no adapter job for the stop."""
     rows = [json.dumps({"prompt": f"Question {i}? " + "x" * 150, "chosen": "Yes " + "y" * 100, "rejected": "No " + "z" * 100,
-                        "user_id": "slowlink"}) for i in range(60)]
+                        "user_id": "slowlink"}) for i in range(48)]
     path = tmp_path / "prefs.jsonl"
     path.write_text("\n".join(rows) + "\n")
-    link = SlowLink(served.port, 16_000)
+    link = SlowLink(served.port, 12_000)
     done = subprocess.run([sys.executable, "-m", "training.cli", "data", "import", "--source", "jsonl", "--path", str(path),
                            "--url", f"http://127.0.0.1:{link.port}", "--key", served.dev_key()], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["stored"] == 60, done.stdout
+    assert json.loads(done.stdout)["stored"] == 48, done.stdout
