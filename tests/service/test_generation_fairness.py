@@ -5,6 +5,8 @@ and [DONE]."""
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
 import threading
 import time
 
@@ -53,6 +55,15 @@ def wait_for(check, timeout: float = 30.0):
     while not (value := check()) and time.monotonic() < deadline:
         time.sleep(0.01)
     return value
+
+
+def sent_chat(svc, body: dict, who: str = "acme") -> socket.socket:
+    """A connection that has sent the chat `body` (and reads nothing): closing it is the client leaving."""
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", svc.server.port))
+    sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {svc.keys[who]}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data)
+    return sock
 
 
 def serve(data_dir, generator, pal_dir, encoder, **settings):
@@ -146,8 +157,8 @@ def test_a_chat_whose_client_left_while_it_waited_frees_the_tenant_s_slot_at_onc
     with generation_held(svc):  # the first chat holds the worker (and one of acme's two slots) until the block ends
         runner.start()
         wait_for(lambda: svc.runtime.scheduler.stats()["running"] == 1)
-        with svc.client("acme") as c, pytest.raises(httpx.TimeoutException):
-            c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4}, timeout=0.5)  # waits behind it, then gives up
+        with sent_chat(svc, {**CHAT, "max_tokens": 4}):  # waits behind it, then its client gives up
+            assert wait_for(lambda: svc.runtime.scheduler.stats()["waiting"] == 1), "the second chat never waited"
         wait_for(lambda: svc.runtime.scheduler.stats()["waiting"] == 0, timeout=10)  # the service reads the disconnect
         assert svc.runtime.scheduler.stats()["running"] == 1, "the first chat ended before the test could look"
         then = threading.Thread(target=send, args=(answered,))
@@ -301,16 +312,9 @@ def cancelled_chats(svc) -> float:
 def test_a_non_streaming_chat_whose_client_leaves_stops_generating_and_frees_its_slot(svc, runs_to_length):
     """The client leaves (closes its connection) once the generation is under way; told by the tokens
     generated, not by the time: before, the chat went on to `LEAVING` tokens, holding its slot."""
-    import json
-    import socket
-
     cancelled_before = cancelled_chats(svc)
-    body = json.dumps(runs_to_length).encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {svc.keys['acme']}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     with model_steps(svc) as steps:
-        with socket.create_connection(("127.0.0.1", svc.server.port)) as sock:
-            sock.sendall(head + body)
+        with sent_chat(svc, runs_to_length):
             assert wait_for(lambda: steps[0] >= 5, timeout=60), "the generation never began"
         # the client closed its connection here, the generation under way
         stopped = wait_for(lambda: svc.runtime.scheduler.stats()["running"] == 0, timeout=120)
@@ -333,8 +337,6 @@ def failing(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
 
 
 def test_a_failing_stream_ends_with_an_error_event_then_done(failing):
-    import json
-
     with failing.client("acme") as c:
         r = c.post("/v1/chat/completions", json={**CHAT, "stream": True})
     events = [line.removeprefix("data: ") for line in r.text.splitlines() if line.startswith("data: ")]
