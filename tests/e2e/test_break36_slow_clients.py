@@ -22,7 +22,7 @@ import pytest
 
 from tests.e2e.test_e2e_serve import ServeProcess
 
-TIMEOUT_S = 2
+TIMEOUT_S = 1  # what the tests wait out at least once each; 1 s keeps them short and still apart from the 0.5 s trickles
 # uvicorn parses with httptools where it is installed (requirements.txt pins it), else with h11
 WITH_H11 = """
 import sys
@@ -104,9 +104,9 @@ def test_a_body_trickled_in_past_the_deadline_is_cut_and_stores_nothing(served):
     assert httpx.post(served.url + "/v1/feedback", content=row, headers={**headers, "Content-Type": "application/json"}).status_code == 201
     chat = {"model": "pluralign", "user": "slowpoke", "max_tokens": 12, "messages": [{"role": "user", "content": "Tea?"}]}
     with httpx.Client(base_url=served.url, headers=headers, timeout=120) as client:  # keep-alive: the second request on one connection
-        for _ in range(2):
-            assert client.post("/v1/chat/completions", json=chat).status_code == 200
-            time.sleep(TIMEOUT_S + 0.5)  # idle past the deadline between requests: uvicorn's keep-alive closes it, the client reconnects
+        assert client.post("/v1/chat/completions", json=chat).status_code == 200
+        time.sleep(TIMEOUT_S + 0.5)  # idle past the deadline between requests: uvicorn's keep-alive closes it, the client reconnects
+        assert client.post("/v1/chat/completions", json=chat).status_code == 200
 
 
 def test_blank_lines_trickled_after_a_request_do_not_keep_the_connection(served):
@@ -174,13 +174,14 @@ def test_an_import_over_a_link_too_slow_for_a_whole_chunk_is_sent_in_smaller_one
     one within PLURALIGN_REQUEST_READ_TIMEOUT_S (60 s: under ~8.5 kB/s for a full chunk) had each chunk
     answered 408, and the CLI stopped there ('refused ... (408)', nothing stored; run again, the same), so
     such a link could import nothing. Now a chunk answered 408 is sent again in two halves, as one answered
-    413 is. Here: ~79 KB over a 30 kB/s link with a 2 s deadline (the whole chunk ~2.6 s, a half ~1.3 s)."""
+    413 is. Here: 48 rows, ~24 KB, over a 12 kB/s link with a 1 s deadline (the whole chunk ~2 s; a half, passed on
+    in 4 KB pieces, ~0.7 s); under `adapter_every` (50) rows, so the import queues no adapter job for the stop."""
     rows = [json.dumps({"prompt": f"Question {i}? " + "x" * 150, "chosen": "Yes " + "y" * 100, "rejected": "No " + "z" * 100,
-                        "user_id": "slowlink"}) for i in range(180)]
+                        "user_id": "slowlink"}) for i in range(48)]
     path = tmp_path / "prefs.jsonl"
     path.write_text("\n".join(rows) + "\n")
-    link = SlowLink(served.port, 30_000)
+    link = SlowLink(served.port, 12_000)
     done = subprocess.run([sys.executable, "-m", "training.cli", "data", "import", "--source", "jsonl", "--path", str(path),
                            "--url", f"http://127.0.0.1:{link.port}", "--key", served.dev_key()], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["stored"] == 180, done.stdout
+    assert json.loads(done.stdout)["stored"] == 48, done.stdout

@@ -228,11 +228,15 @@ def test_onboarding_from_stored_comparisons_counts_feedback_still_in_the_log(svc
         assert nothing.status_code == 400 and field_named(nothing) == "pool"
 
 
-def test_onboarding_from_stored_comparisons_samples_the_whole_tenant_past_pairs_already_compared(svc):
+def test_onboarding_from_stored_comparisons_samples_the_whole_tenant_past_pairs_already_compared(svc, monkeypatch):
     """The tester's reproducer: in one tenant z0 compared 210 pairs (prompts 0-209) and z1 the same
     pairs of prompts 0-199. `{}` for z1 used to answer 400 "no pair ... left": the candidates were
     the tenant's first 200 rows in storage order (z0's prompts 0-199, all compared by z1), the same
-    for every user, so prompts 200-209 were never offered."""
+    for every user, so prompts 200-209 were never offered. Here at a tenth of the scale: a bound
+    (`STORED_PAIRS`) of 20, z0's 30 pairs and z1's 20 (embedding the 410 rows took 10-17 s)."""
+    from service.users import services
+
+    monkeypatch.setattr(services, "STORED_PAIRS", 20)
     svc.keys.setdefault("initech", svc.runtime.keys.issue("initech"))
 
     def lines(n: int) -> bytes:
@@ -241,17 +245,17 @@ def test_onboarding_from_stored_comparisons_samples_the_whole_tenant_past_pairs_
                         for i in range(n))
 
     with svc.client("initech") as c:
-        for user, n in (("z0", 210), ("z1", 200)):
+        for user, n in (("z0", 30), ("z1", 20)):
             r = c.post(f"/v1/users/{user}/import", content=lines(n), headers={"content-type": "application/x-ndjson"})
             assert r.status_code == 201, r.text
         svc.runtime.ingest.flush("initech")
         r = c.post("/v1/users/z1/next-comparison", json={})
         assert r.status_code == 200, r.text
         out = r.json()
-        assert out["pool"] == "stored" and out["pairs"] == 10  # prompts 200-209, each once (z0's row)
-        assert out["prompt"] in {f"Question {i}?" for i in range(200, 210)}
+        assert out["pool"] == "stored" and out["pairs"] == 10  # prompts 20-29, each once (z0's row)
+        assert out["prompt"] in {f"Question {i}?" for i in range(20, 30)}
         fresh = c.post("/v1/users/z2/next-comparison", json={}).json()
-        assert fresh["pairs"] == 200  # the bound: 200 of the 210 distinct pairs, not all of them
+        assert fresh["pairs"] == 20  # the bound: 20 of the 30 distinct pairs, not all of them
 
 
 def test_an_answer_with_no_visible_character_is_refused_and_never_offered(svc):
@@ -355,44 +359,6 @@ def test_onboarding_by_population_asks_which_known_user_the_new_one_is_like(svc,
         assert bad.status_code == 400 and "target" in bad.text
 
 
-def test_onboarding_by_population_skips_users_of_an_older_population_without_losing_the_current_ones(
-        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
-    """After the population model is swapped, users who have not been back keep states of the old
-    one: they are skipped, and they must not fill the bounded read of fitted users so that the
-    users already refitted against the new population are never found (the criterion would fall
-    back to BALD for good once a tenant had more dormant users than the bound)."""
-    import shutil
-
-    import service.users.services as users_services
-
-    monkeypatch.setattr(users_services, "POPULATION_USERS", 2)  # the bound, small enough to fill with three users
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm)
-    short, long_ = short_and_long("travel")
-    pool = [{"prompt": "Tips on travel?", "answers": [short, long_]}]
-
-    def fitted(c, user: str, likes_short: bool) -> None:
-        for topic in TOPICS[:4]:
-            s, l_ = short_and_long(topic)
-            chosen, rejected = (s, l_) if likes_short else (l_, s)
-            assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tips on {topic}?",
-                                                "chosen": chosen, "rejected": rejected}).status_code == 201
-        assert c.get(f"/v1/users/{user}").status_code == 200  # the profile read fits the user
-
-    with server, svc.client() as c:
-        for u in range(3):
-            fitted(c, f"old{u}", u % 2 == 0)
-        newer = tmp_path / "pal-2"
-        shutil.copytree(tiny_pal_dir, newer)
-        (newer / "retrained.txt").write_text("another checkpoint version\n")
-        version = svc.runtime.swap_rewards(newer).version  # old0..old2 now hold states of the old population
-        fitted(c, "new0", True)
-        fitted(c, "new1", False)
-        assert c.get("/v1/users/new0").json()["pal"]["version"] == version
-        out = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"})
-        assert out.status_code == 200, out.text
-        assert out.json()["criterion"] == "population" and out.json()["population_users"] == 2, out.json()
-
-
 def test_onboarding_from_stored_comparisons_shows_each_pair_in_an_order_that_reveals_no_choice(svc):
     """The tester's reproducer: Alice stored Tea > Coffee; `{}` for a new user answered
     ["Tea.", "Coffee."] (the chosen answer first), and after Bob stored Coffee > Tea it answered
@@ -484,3 +450,48 @@ def test_a_tie_moves_the_population_questionnaire_towards_the_known_users_who_ar
         svc.runtime.ingest.flush_user("stationers", "shrug")
         then = c.post("/v1/users/shrug/next-comparison", json={"pool": pool, "target": "population"}).json()
         assert then["criterion"] == "population" and then["prompt"] == "Tips on music?", then
+
+
+def test_onboarding_by_population_skips_users_of_an_older_population_without_losing_the_current_ones(
+        svc, tmp_path, tiny_pal_dir, monkeypatch):
+    """After the population model is swapped, users who have not been back keep states of the old
+    one: they are skipped, and they must not fill the bounded read of fitted users so that the
+    users already refitted against the new population are never found (the criterion would fall
+    back to BALD for good once a tenant had more dormant users than the bound). In a tenant of its
+    own on the module's service (it had a service of its own), last in the file: it swaps the
+    service's population model (and swaps the first back)."""
+    import shutil
+
+    import service.users.services as users_services
+
+    monkeypatch.setattr(users_services, "POPULATION_USERS", 2)  # the bound, small enough to fill with three users
+    svc.keys.setdefault("dormant", svc.runtime.keys.issue("dormant"))
+    short, long_ = short_and_long("travel")
+    pool = [{"prompt": "Tips on travel?", "answers": [short, long_]}]
+
+    def fitted(c, user: str, likes_short: bool) -> None:
+        for topic in TOPICS[:4]:
+            s, l_ = short_and_long(topic)
+            chosen, rejected = (s, l_) if likes_short else (l_, s)
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tips on {topic}?",
+                                                "chosen": chosen, "rejected": rejected}).status_code == 201
+        assert c.get(f"/v1/users/{user}").status_code == 200  # the profile read fits the user
+
+    with svc.client("dormant") as c:
+        for u in range(3):
+            fitted(c, f"old{u}", u % 2 == 0)
+        newer = tmp_path / "pal-2"
+        shutil.copytree(tiny_pal_dir, newer)
+        (newer / "retrained.txt").write_text("another checkpoint version\n")
+        first = svc.runtime.rewards.version
+        version = svc.runtime.swap_rewards(newer).version  # old0..old2 now hold states of the old population
+        try:
+            assert version != first
+            fitted(c, "new0", True)
+            fitted(c, "new1", False)
+            assert c.get("/v1/users/new0").json()["pal"]["version"] == version
+            out = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"})
+            assert out.status_code == 200, out.text
+            assert out.json()["criterion"] == "population" and out.json()["population_users"] == 2, out.json()
+        finally:
+            assert svc.runtime.swap_rewards(tiny_pal_dir).version == first

@@ -4,6 +4,9 @@ and [DONE]."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import threading
 import time
 
@@ -23,6 +26,44 @@ class FailingGenerator(Generator):
         yield "Once"
         yield " upon"
         raise TimeoutError("the streamer waited 120 s for a token")
+
+
+@contextlib.contextmanager
+def generation_held(svc):
+    """Every generation that starts meanwhile waits, holding the one generation worker and its tenant's slot,
+    until the block ends (then runs as usual): the tenant's slots kept busy for as long as a test needs them,
+    without generating hundreds of tokens to do it (those tests took 8-17 s each under load)."""
+    release = threading.Event()
+    generator = svc.runtime.generator
+    generate = generator.generate
+
+    def held(*args, **kwargs):
+        release.wait(60)  # set at the block's end, whatever the test asserted
+        return generate(*args, **kwargs)
+
+    generator.generate = held
+    try:
+        yield release
+    finally:
+        release.set()
+        del generator.generate
+
+
+def wait_for(check, timeout: float = 30.0):
+    """`check()` once it is truthy, else its last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
+
+
+def sent_chat(svc, body: dict, who: str = "acme") -> socket.socket:
+    """A connection that has sent the chat `body` (and reads nothing): closing it is the client leaving."""
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", svc.server.port))
+    sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {svc.keys[who]}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data)
+    return sock
 
 
 def serve(data_dir, generator, pal_dir, encoder, **settings):
@@ -46,26 +87,29 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
 
 
 def test_a_tenant_over_its_generation_slots_gets_429_with_retry_after_and_others_are_served(svc):
-    long_chat = {**CHAT, "max_tokens": 400, "temperature": 1.0, "seed": 3}
+    chat = {**CHAT, "max_tokens": 4, "temperature": 1.0, "seed": 3}
     results: list[httpx.Response] = []
+    other: list[httpx.Response] = []
 
-    def send(who: str) -> None:
+    def send(who: str, into: list) -> None:
         with svc.client(who) as c:
-            results.append(c.post("/v1/chat/completions", json=long_chat))
+            into.append(c.post("/v1/chat/completions", json=chat))
 
-    threads = [threading.Thread(target=send, args=("acme",)) for _ in range(6)]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
-    with svc.client("globex") as g:
-        other = g.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
-    for t in threads:
+    threads = [threading.Thread(target=send, args=("acme", results)) for _ in range(6)]
+    with generation_held(svc):  # acme's first chat holds the worker: two of its six hold its slots, four are refused
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(results) >= 4)
+        globex = threading.Thread(target=send, args=("globex", other))
+        globex.start()
+        wait_for(lambda: other or svc.runtime.scheduler.stats()["waiting"] >= 2)  # refused, or queued behind acme's
+    for t in [*threads, globex]:
         t.join()
     codes = sorted(r.status_code for r in results)
     assert codes.count(200) >= 2 and 429 in codes, codes
     busy = next(r for r in results if r.status_code == 429)
     assert int(busy.headers["retry-after"]) >= 1 and "at most 2" in busy.text
-    assert other.status_code == 200, other.text  # another tenant is not refused for acme's load
+    assert other[0].status_code == 200, other[0].text  # another tenant is not refused for acme's load
 
 
 @pytest.mark.parametrize("change, field", [
@@ -78,23 +122,23 @@ def test_a_chat_that_can_never_be_served_is_a_400_at_once_while_the_tenant_s_slo
     checked on the generation scheduler, in the request's turn: while the tenant's slots were busy such a
     request waited behind them for its 400, or got 429 (the openai client raises RateLimitError, and
     retries it) when the queue was full, for a request no retry could ever get served."""
-    long_chat = {**CHAT, "max_tokens": 400, "temperature": 1.0, "seed": 5}
+    chat = {**CHAT, "max_tokens": 4, "temperature": 1.0, "seed": 5}
     def send() -> None:
         with svc.client("acme") as c:
-            c.post("/v1/chat/completions", json=long_chat)
+            c.post("/v1/chat/completions", json=chat)
 
     threads = [threading.Thread(target=send) for _ in range(3)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 30
-    while svc.runtime.scheduler.stats()["running"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    with svc.client("acme") as c:
-        started = time.monotonic()
-        r = c.post("/v1/chat/completions", json={**CHAT, **change})
-        took = time.monotonic() - started
+    with generation_held(svc):  # the first chat holds the worker, the second waits: both of acme's slots are busy
+        for t in threads:
+            t.start()
+        busy = wait_for(lambda: svc.runtime.scheduler.stats()["running"] == 1 and svc.runtime.scheduler.stats()["waiting"] == 1)
+        with svc.client("acme") as c:
+            started = time.monotonic()
+            r = c.post("/v1/chat/completions", json={**CHAT, **change}, timeout=30)
+            took = time.monotonic() - started
     for t in threads:
         t.join()
+    assert busy, svc.runtime.scheduler.stats()
     assert r.status_code == 400 and field_named(r) == field, (r.status_code, r.text)
     assert took < 1.0, took
 
@@ -103,31 +147,34 @@ def test_a_chat_whose_client_left_while_it_waited_frees_the_tenant_s_slot_at_onc
     """Before: a chat whose client gave up while it waited kept its place, and its tenant's slot, until its
     turn came (it was dropped only then): with 2 slots, one long chat and one abandoned wait answered the
     tenant's next chat 429 for as long as the long one ran (an impatient client retrying fills them all)."""
-    long_chat = {**CHAT, "max_tokens": 1000, "temperature": 1.0, "seed": 7}
+    answered: list[httpx.Response] = []
 
-    def send() -> None:
+    def send(into: list) -> None:
         with svc.client("acme") as c:
-            c.post("/v1/chat/completions", json=long_chat, timeout=300)
+            into.append(c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4, "temperature": 1.0, "seed": 7}, timeout=300))
 
-    runner = threading.Thread(target=send)
-    runner.start()
-    deadline = time.monotonic() + 30
-    while svc.runtime.scheduler.stats()["running"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    with svc.client("acme") as c, pytest.raises(httpx.TimeoutException):
-        c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4}, timeout=0.5)  # waits behind it, then gives up
-    time.sleep(0.3)  # the service reads the disconnect
-    with svc.client("acme") as c:
-        assert svc.runtime.scheduler.stats()["running"] == 1, "the long chat ended before the test could look"
-        r = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4}, timeout=300)
+    runner = threading.Thread(target=send, args=([],))
+    with generation_held(svc):  # the first chat holds the worker (and one of acme's two slots) until the block ends
+        runner.start()
+        wait_for(lambda: svc.runtime.scheduler.stats()["running"] == 1)
+        with sent_chat(svc, {**CHAT, "max_tokens": 4}):  # waits behind it, then its client gives up
+            assert wait_for(lambda: svc.runtime.scheduler.stats()["waiting"] == 1), "the second chat never waited"
+        wait_for(lambda: svc.runtime.scheduler.stats()["waiting"] == 0, timeout=10)  # the service reads the disconnect
+        assert svc.runtime.scheduler.stats()["running"] == 1, "the first chat ended before the test could look"
+        then = threading.Thread(target=send, args=(answered,))
+        then.start()  # before: 429, the abandoned wait still held acme's second slot
+        wait_for(lambda: answered or svc.runtime.scheduler.stats()["waiting"] == 1)  # refused, or queued behind the first
+    then.join()
     runner.join()
-    assert r.status_code == 200, (r.status_code, r.text)
+    assert answered[0].status_code == 200, (answered[0].status_code, answered[0].text)
 
 
-def test_a_prompt_longer_than_the_context_is_a_400_up_front(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, svc = serve(tmp_path, Generator.from_folder(tiny_generator_dir), tiny_pal_dir, minilm, rerank=False, candidates=1,
-                        max_prompt_tokens=None)  # only the model's context (4096 tokens) bounds the prompt
-    with server, svc.client("acme") as c:
+def test_a_prompt_longer_than_the_context_is_a_400_up_front(svc, monkeypatch):
+    import msgspec
+
+    # only the model's context (4096 tokens) bounds the prompt (the module's service, read at each request)
+    monkeypatch.setattr(svc.runtime, "settings", msgspec.structs.replace(svc.runtime.settings, max_prompt_tokens=None))
+    with svc.client("acme") as c:
         huge = c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "x" * 200_000}]})
         assert huge.status_code == 400 and field_named(huge) == "messages[0].content", huge.text
         started = time.monotonic()
@@ -203,25 +250,55 @@ def test_retrieved_shots_give_way_to_the_prompt_budget(svc):
         assert short.status_code == 200 and len(short.json()["pluralign"]["history"]) == 4, short.text  # all fit a short question
 
 
-def test_a_stream_whose_client_leaves_stops_generating(svc):
-    body = {**CHAT, "stream": True, "max_tokens": 1000, "temperature": 1.0, "seed": 1}
+LEAVING = 400  # max_tokens of the chats whose client leaves: one left to run generates all of them
+
+
+@pytest.fixture(scope="module")
+def runs_to_length(svc) -> dict:
+    """The chat the leaving clients send (seed 1), answered whole: it generates all `LEAVING` tokens (no stop
+    token comes first), so a generation left to run after its client went away would be told apart."""
+    body = {**CHAT, "max_tokens": LEAVING, "temperature": 1.0, "seed": 1}
     with svc.client("acme") as c:
-        started = time.monotonic()
-        with c.stream("POST", "/v1/chat/completions", json=body) as r:
-            for _ in r.iter_lines():
-                pass
-        full = time.monotonic() - started
+        whole = c.post("/v1/chat/completions", json=body)
+    assert whole.status_code == 200 and whole.json()["choices"][0]["finish_reason"] == "length", whole.text
+    assert whole.json()["usage"]["completion_tokens"] == LEAVING, whole.json()["usage"]
+    return body
+
+
+@contextlib.contextmanager
+def model_steps(svc):
+    """A list whose one item counts the generator model's forward passes meanwhile: one per token a
+    one-row generation makes (the prompt's prefill is the first)."""
+    steps = [0]
+    model = svc.runtime.generator.model
+    forward = model.forward
+
+    def counted(*args, **kwargs):
+        steps[0] += 1
+        return forward(*args, **kwargs)
+
+    model.forward = counted
+    try:
+        yield steps
+    finally:
+        del model.forward
+
+
+def test_a_stream_whose_client_leaves_stops_generating(svc, runs_to_length):
+    """Told by the tokens generated, not by the time: before, the stream went on to `LEAVING` tokens."""
+    body = {**runs_to_length, "stream": True}
+    with model_steps(svc) as steps, svc.client("acme") as c:
         with c.stream("POST", "/v1/chat/completions", json=body) as r:
             lines = r.iter_lines()
             for _ in range(4):
                 next(lines)
-        left = time.monotonic()  # the connection is closed here
-    deadline = left + full
-    while svc.runtime.scheduler.stats()["running"] and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stopped_after = time.monotonic() - left
-    assert svc.runtime.scheduler.stats()["running"] == 0
-    assert stopped_after < max(0.5 * full, 0.3), (stopped_after, full)
+        # the connection is closed here
+        stopped = wait_for(lambda: svc.runtime.scheduler.stats()["running"] == 0, timeout=120)
+        # the next chat takes the model once it is free: a generation still running on counts its tokens first
+        again = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
+        generated = steps[0]
+    assert stopped and again.status_code == 200, again.text
+    assert generated < LEAVING // 2, generated  # the left stream's tokens and the next chat's few
 
 
 def cancelled_chats(svc) -> float:
@@ -232,26 +309,21 @@ def cancelled_chats(svc) -> float:
     return 0.0
 
 
-def test_a_non_streaming_chat_whose_client_leaves_stops_generating_and_frees_its_slot(svc):
-    body = {**CHAT, "max_tokens": 1000, "temperature": 1.0, "seed": 1}
+def test_a_non_streaming_chat_whose_client_leaves_stops_generating_and_frees_its_slot(svc, runs_to_length):
+    """The client leaves (closes its connection) once the generation is under way; told by the tokens
+    generated, not by the time: before, the chat went on to `LEAVING` tokens, holding its slot."""
     cancelled_before = cancelled_chats(svc)
-    with svc.client("acme") as c:
-        started = time.monotonic()
-        whole = c.post("/v1/chat/completions", json=body)
-        full = time.monotonic() - started
-    assert whole.status_code == 200 and whole.json()["choices"][0]["finish_reason"] == "length", whole.text
-    assert full > 1.0, full  # long enough that a generation running to max_tokens is told apart
-    with svc.client("acme") as c, pytest.raises(httpx.ReadTimeout):
-        c.post("/v1/chat/completions", json=body, timeout=httpx.Timeout(30, read=0.15 * full))
-    left = time.monotonic()  # the client closed its connection here, generation still running
-    while svc.runtime.scheduler.stats()["running"] and time.monotonic() < left + full:
-        time.sleep(0.01)
-    stopped_after = time.monotonic() - left
-    assert svc.runtime.scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}
-    assert stopped_after < 0.5 * full, (stopped_after, full)  # not run on to max_tokens
-    with svc.client("acme") as c:  # the slot is free and the model answers the next request at once
-        again = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
+    with model_steps(svc) as steps:
+        with sent_chat(svc, runs_to_length):
+            assert wait_for(lambda: steps[0] >= 5, timeout=60), "the generation never began"
+        # the client closed its connection here, the generation under way
+        stopped = wait_for(lambda: svc.runtime.scheduler.stats()["running"] == 0, timeout=120)
+        assert stopped and svc.runtime.scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}
+        with svc.client("acme") as c:  # the slot is free and the model answers the next request
+            again = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
+        generated = steps[0]
     assert again.status_code == 200, again.text
+    assert generated < LEAVING // 2, generated  # not run on to max_tokens (the next chat's few tokens counted too)
     assert cancelled_chats(svc) == cancelled_before + 1
 
 
@@ -265,8 +337,6 @@ def failing(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
 
 
 def test_a_failing_stream_ends_with_an_error_event_then_done(failing):
-    import json
-
     with failing.client("acme") as c:
         r = c.post("/v1/chat/completions", json={**CHAT, "stream": True})
     events = [line.removeprefix("data: ") for line in r.text.splitlines() if line.startswith("data: ")]
@@ -314,23 +384,23 @@ def test_another_tenants_light_reads_are_served_while_50_chats_wait(crowd):
 
     def send() -> None:
         with crowd.client("acme") as c:
-            results.append(c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 40, "temperature": 1.0}, timeout=300).status_code)
+            results.append(c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4, "temperature": 1.0}, timeout=300).status_code)
 
     threads = [threading.Thread(target=send) for _ in range(50)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 30
-    while crowd.runtime.scheduler.stats()["waiting"] < 40 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert crowd.runtime.scheduler.stats()["waiting"] >= 40
-    with crowd.client("globex") as g:
-        started = time.monotonic()
-        reads = [g.get("/v1/users/gil").status_code for _ in range(5)]
-        took = time.monotonic() - started
-    still_waiting = crowd.runtime.scheduler.stats()["waiting"]
+    with generation_held(crowd):  # the first chat holds the worker: the other 49 wait until the block ends
+        for t in threads:
+            t.start()
+        wait_for(lambda: crowd.runtime.scheduler.stats()["waiting"] >= 40)
+        assert crowd.runtime.scheduler.stats()["waiting"] >= 40
+        with crowd.client("globex") as g:
+            g.timeout = httpx.Timeout(30)  # before, the read waited for a thread a waiting chat held: until the block ends
+            started = time.monotonic()
+            reads = [g.get("/v1/users/gil").status_code for _ in range(5)]
+            took = time.monotonic() - started
+        still_waiting = crowd.runtime.scheduler.stats()["waiting"]
     for t in threads:
         t.join()
     assert reads == [200] * 5
-    assert still_waiting >= 30, still_waiting  # answered long before the chats drained
+    assert still_waiting >= 30, still_waiting  # answered while the chats still waited
     assert results.count(200) == 50
     assert took < 10, took

@@ -13,6 +13,9 @@ import json
 import os
 import threading
 import time
+from collections import Counter
+
+import pytest
 
 from pluralign.store import StoredPreference
 from pluralign.store import claims as claims_module
@@ -52,7 +55,15 @@ def test_a_maker_slow_to_write_its_claim_keeps_it(tmp_path, monkeypatch):
     assert len(names) == 1 and not names[0].name.startswith("."), names  # no temporary file left
 
 
-USER = "race40r"
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Two replicas (a, b) on one store, reads never stale, shared by the tests below: each test has a user of its own."""
+    tmp = tmp_path_factory.mktemp("replicas")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PLURALIGN_CACHE_DIR", str(tmp / "cache"))
+        first, a, second, b = start_replicas(tmp, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=0, deletion_sweep_s=3600)
+        with first, second:
+            yield a, b
 
 
 def line(pref_id: str, chosen: str) -> bytes:
@@ -60,7 +71,27 @@ def line(pref_id: str, chosen: str) -> bytes:
                        "created_at": 1_700_000_000.0}).encode() + b"\n"
 
 
-def test_a_delete_between_an_import_s_claims_and_its_answer(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+class Watched:
+    """A user's lock noting the threads that hold it (`holders`), and setting `blocked` when a DELETE (on the
+    deletes scheduler's thread) has to wait for it."""
+
+    def __init__(self, lock, holders: Counter, blocked: threading.Event):
+        self.lock, self.holders, self.blocked = lock, holders, blocked
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            if threading.current_thread().name.startswith("deletes"):
+                self.blocked.set()
+            self.lock.acquire()
+        self.holders[threading.current_thread()] += 1
+        return self.lock
+
+    def __exit__(self, *exc) -> None:
+        self.holders[threading.current_thread()] -= 1
+        self.lock.release()
+
+
+def test_a_delete_between_an_import_s_claims_and_its_answer(replicas):
     """Replica a imports p-1 ("Tea.") and a DELETE of the user (a second client) starts on a right after the import's
     claim is written. Before, the DELETE ran there and then: it removed the claims of rows received before it
     began, the import's among them, and the import then logged its row and answered 201. Replica b then
@@ -68,67 +99,82 @@ def test_a_delete_between_an_import_s_claims_and_its_answer(tmp_path, tiny_gener
     "Coffee.": an acknowledged import, sent after the DELETE had finished, lost. Now the import's claims and log
     append, and a DELETE of its user, take turns (the user's lock): the DELETE runs after the import, takes
     "Tea." with it, and "Coffee." is what the user holds."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=0, deletion_sweep_s=3600)
-    with first, second, a.client("acme") as ca, a.client("acme") as cd, b.client("acme") as cb:
-        assert ca.post(f"/v1/users/{USER}/import", content=line("p-0", "Milk.")).status_code == 201
+    user = "race40r"
+    a, b = replicas
+    with a.client("acme") as ca, a.client("acme") as cd, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{user}/import", content=line("p-0", "Milk.")).status_code == 201
         a.runtime.ingest.flush()
         claims = a.runtime.store.claims
         deleted: list[int] = []
-        delete = threading.Thread(target=lambda: deleted.append(cd.delete(f"/v1/users/{USER}").status_code))
+        delete = threading.Thread(target=lambda: deleted.append(cd.delete(f"/v1/users/{user}").status_code))
+        holders: Counter = Counter()
+        blocked = threading.Event()  # the DELETE (on the deletes scheduler's thread) waits for the user's lock
+        user_lock = a.runtime.user_lock
+        a.runtime.user_lock = lambda tenant, user_id: (Watched(user_lock(tenant, user_id), holders, blocked)
+                                                       if (tenant, user_id) == ("acme", user) else user_lock(tenant, user_id))
 
         def claim_then_delete(*args):
             out = type(claims).claim(claims, *args)
             if not delete.is_alive() and not deleted:
                 delete.start()
-                delete.join(5)  # before: done within (~2 s); now waits for the import
+                # before: done there and then (~2 s); now it waits for the import, which holds the user's lock
+                waits_for_the_import = lambda: blocked.is_set() and holders[threading.current_thread()] > 0  # noqa: E731
+                deadline = time.monotonic() + 30
+                while delete.is_alive() and not waits_for_the_import() and time.monotonic() < deadline:
+                    time.sleep(0.01)
             return out
 
         claims.claim = claim_then_delete
-        with b.runtime.ingest.paused():
-            with a.runtime.ingest.paused():
-                tea = ca.post(f"/v1/users/{USER}/import", content=line("p-1", "Tea."))
-                del claims.claim
-                delete.join(60)
-                assert tea.status_code == 201 and deleted == [200], (tea.text, deleted)
-                coffee = cb.post(f"/v1/users/{USER}/import", content=line("p-1", "Coffee."))
-                assert coffee.status_code == 201, coffee.text
-            a.runtime.ingest.flush()
-        b.runtime.ingest.flush()
+        try:
+            with b.runtime.ingest.paused():
+                with a.runtime.ingest.paused():
+                    tea = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea."))
+                    del claims.claim
+                    delete.join(60)
+                    assert tea.status_code == 201 and deleted == [200], (tea.text, deleted)
+                    coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+                    assert coffee.status_code == 201, coffee.text
+                a.runtime.ingest.flush()
+            b.runtime.ingest.flush()
+        finally:
+            del a.runtime.user_lock
+            vars(claims).pop("claim", None)
         b.runtime.store.refresh("preferences")
-        page = cb.get(f"/v1/users/{USER}/preferences")
+        page = cb.get(f"/v1/users/{user}/preferences")
         assert page.status_code == 200, page.text
         assert sorted((r["pref_id"], r["chosen"]) for r in page.json()["data"]) == [("p-1", "Coffee.")]  # before: Tea.
 
 
-def test_a_row_sent_again_while_another_replica_deletes_its_user_keeps_its_claim(tmp_path, tiny_generator_dir, tiny_pal_dir,
-                                                                                  minilm, monkeypatch):
+def test_a_row_sent_again_while_another_replica_deletes_its_user_keeps_its_claim(replicas):
     """p-1 ("Tea.") is imported through replica a and stored; a DELETE of the user runs on b, and after it removed
     the rows (before its claims step) the same file is imported again through a: received after the DELETE began,
     it is the user's (201). Before, its claim kept the first time, so the DELETE's claims step removed it: p-1
     then lived in a's log with no claim, and b acknowledged p-1 with other content ("Coffee.", 201), which b's
     mover dropped behind a's. Now a claim found with the same content takes the later time: the DELETE keeps it,
     and b's import is the 409."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=0, deletion_sweep_s=3600)
-    with first, second, a.client("acme") as ca, b.client("acme") as cb:
-        assert ca.post(f"/v1/users/{USER}/import", content=line("p-1", "Tea.")).status_code == 201
+    user = "again40r"
+    a, b = replicas
+    with a.client("acme") as ca, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
         a.runtime.ingest.flush()
         claims = b.runtime.store.claims
         again: list = []
 
         def import_again_then_forget(*args):
             if not again:
-                again.append(ca.post(f"/v1/users/{USER}/import", content=line("p-1", "Tea.")))
+                again.append(ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")))
             return type(claims).forget_user(claims, *args)
 
         claims.forget_user = import_again_then_forget
-        with a.runtime.ingest.paused(), b.runtime.ingest.paused():
-            assert cb.delete(f"/v1/users/{USER}").status_code == 200
-            del claims.forget_user
-            assert again and again[0].status_code == 201, again
-            coffee = cb.post(f"/v1/users/{USER}/import", content=line("p-1", "Coffee."))
-            assert coffee.status_code == 409, coffee.text  # before: 201, then dropped by b's mover
+        try:
+            with a.runtime.ingest.paused(), b.runtime.ingest.paused():
+                assert cb.delete(f"/v1/users/{user}").status_code == 200
+                del claims.forget_user
+                assert again and again[0].status_code == 201, again
+                coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+                assert coffee.status_code == 409, coffee.text  # before: 201, then dropped by b's mover
+        finally:
+            vars(claims).pop("forget_user", None)
 
 
 def test_a_delete_forgets_s3_claims_several_at_a_time(tmp_path):
