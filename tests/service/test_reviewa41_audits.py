@@ -30,6 +30,9 @@ def test_a_report_whose_schema_is_no_number_is_a_damaged_file_and_its_content_is
         assert f"audit job {damaged}: its report cannot be read: its file is missing or damaged" in page.text, page.text
         assert SECRET not in page.text
         assert any(SECRET in r for r in records), records  # the operator's log says what the file held
+        # an audit was run: its report is the one this release cannot read (before: "No audit has been run yet")
+        assert "No audit has been run yet" not in page.text
+        assert "No audit this release can read is stored" in page.text, page.text
         admin = server.server.config.app.state.admin
         with pytest.raises(RuntimeError, match=SECRET):  # a 500 `internal_error`, its detail in the log only
             _audit_response(admin, admin.runner.get(damaged))
