@@ -3,10 +3,14 @@ pass over the audits an earlier release stored."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 import msgspec
 import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS, _audit_response
+from service.admin.services import AUDIT_MEMBERS_INDEX
 from tests.service.test_break20_delete_b import logged
 from tests.service.test_scale37_delete_audits import stored_audits
 
@@ -36,3 +40,44 @@ def test_a_report_whose_schema_is_no_number_is_a_damaged_file_and_its_content_is
         admin = server.server.config.app.state.admin
         with pytest.raises(RuntimeError, match=SECRET):  # a 500 `internal_error`, its detail in the log only
             _audit_response(admin, admin.runner.get(damaged))
+
+
+def test_with_replicas_the_deletion_record_withholds_the_unshown_part_the_user_count_cannot_tell(serve, tmp_path):
+    """An audit an earlier release stored (no unshown users listed): s1 (ann, bob) and s2 (cal, dee) shown, GONE alone
+    in s3 (suppressed). That release's DELETE of ann withheld s1 (its 2 users left the counts), then its DELETE of GONE
+    withheld nothing. At the start the report counts 3 users and the store holds 3 from before it (bob, cal, dee): the
+    count cannot tell GONE went. With replicas the deletion record names GONE, deleted since, in no shown group: the
+    unshown part goes. (Guards `_unshown_at_start`'s deletion-record test: without it the report kept GONE's
+    comparisons in its count.)"""
+    from pluralign.fairness.report import AuditReport, decode_report
+    from pluralign.store.deletions import key_hash
+    from tests.service.test_audit41_suppressed_delete import old_form_audit
+    from tests.service.test_break20_delete import GONE
+    from tests.service.test_data34_delete_audit import give
+    from tests.service.test_privacy40_audit_figures import figures
+
+    settings = dict(admin_handlers=ADMIN_HANDLERS, store_uri=str(tmp_path / "shared-lancedb"), replicas=2, replica_index=0, store_sync_ms=0)
+    data, server, svc = serve(**settings)
+    jobs = data / "jobs"
+    with server, svc.client("acme") as acme:
+        for user, segment in ((GONE, "s3"), ("ann", "s1"), ("bob", "s1"), ("cal", "s2"), ("dee", "s2")):
+            give(acme, user, segment, n=2)
+            assert acme.get(f"/v1/users/{user}/preferences").json()["total"] == 2  # moved into the table
+        uri = svc.runtime.settings.lancedb_uri
+        made = time.time()
+        s2 = {"s2": sorted(key_hash(f"acme/{u}") for u in ("cal", "dee"))}
+        old_form_audit(jobs, uri, "audit-old", AuditReport(  # as that release left it after ann's DELETE
+            group_by="segment", created_at=made, encoder_id="minilm", personalized_model="online-logistic", base_model="crossfit-logistic",
+            users=3, comparisons=6, min_group_size=2, suppressed_groups=1, withheld_groups=1, overall=None,
+            groups=[figures("s2", 2, 0.5)], worst_group="s2", worst_group_accuracy=0.5, gap=0.0), s2)
+        time.sleep(0.05)
+        for user in ("ann", GONE):  # the index knows no such audit: as before audit41
+            assert acme.delete(f"/v1/users/{user}").status_code == 200
+    index = sqlite3.connect(jobs / AUDIT_MEMBERS_INDEX)  # as the release before audit41 left it
+    index.execute("PRAGMA user_version = 1")
+    index.close()
+    data, server, svc = serve(**settings)
+    with server:
+        stored = decode_report((jobs / "audit-old.result.json").read_bytes())
+        assert (stored.users, stored.comparisons) == (2, 4), stored  # s2's alone: GONE's 2 comparisons left the count
+        assert [g.group for g in stored.groups] == ["s2"] and stored.overall is None
