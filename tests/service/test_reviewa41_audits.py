@@ -81,3 +81,42 @@ def test_with_replicas_the_deletion_record_withholds_the_unshown_part_the_user_c
         stored = decode_report((jobs / "audit-old.result.json").read_bytes())
         assert (stored.users, stored.comparisons) == (2, 4), stored  # s2's alone: GONE's 2 comparisons left the count
         assert [g.group for g in stored.groups] == ["s2"] and stored.overall is None
+
+
+def test_the_start_goes_on_past_a_later_release_s_report_it_cannot_rewrite(serve):
+    """`audit-later`: a later release's report (schema 3), its members file listing `zed`, deleted since (the report
+    cannot be rewritten here: a later release's). `audit-before`: an earlier release's, GONE alone in a suppressed
+    group, deleted since. Before: the start's pass stopped at `audit-later` (its `_prune_audit` raised) and checked no
+    audit after it, so `audit-before` kept its overall figures over GONE's comparisons, at every start."""
+    from pluralign.fairness.report import AuditReport, decode_report
+    from pluralign.store.deletions import key_hash
+    from tests.service.test_audit41_suppressed_delete import old_form_audit
+    from tests.service.test_break20_delete import GONE
+    from tests.service.test_data34_delete_audit import give
+    from tests.service.test_privacy40_audit_figures import figures
+
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    jobs = data / "jobs"
+    with server, svc.client("acme") as acme:
+        for user, segment in ((GONE, "s3"), ("ann", "s1"), ("bob", "s1")):
+            give(acme, user, segment, n=2)
+            assert acme.get(f"/v1/users/{user}/preferences").json()["total"] == 2  # moved into the table
+        uri = svc.runtime.settings.lancedb_uri
+        s1 = {"s1": sorted(key_hash(f"acme/{u}") for u in ("ann", "bob"))}
+        report = AuditReport(group_by="segment", created_at=time.time(), encoder_id="minilm", personalized_model="online-logistic",
+                             base_model="crossfit-logistic", users=3, comparisons=6, min_group_size=2, suppressed_groups=1,
+                             overall=figures("all", 3, 0.6), groups=[figures("s1", 2, 0.75)])
+        old_form_audit(jobs, uri, "audit-before", report, s1)
+        old_form_audit(jobs, uri, "audit-later", msgspec.structs.replace(report, created_at=report.created_at + 1),
+                       {**s1, " unshown": [key_hash("acme/zed")]})
+        later = jobs / "audit-later.result.json"
+        later.write_bytes(msgspec.json.encode({**msgspec.json.decode(later.read_bytes()), "schema_version": 3}))
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 200  # the index knows neither audit yet
+    index = sqlite3.connect(jobs / AUDIT_MEMBERS_INDEX)  # as the release before audit41 left it
+    index.execute("PRAGMA user_version = 1")
+    index.close()
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    with server:
+        before = decode_report((jobs / "audit-before.result.json").read_bytes())
+        assert before.overall is None and (before.users, before.comparisons) == (2, 4), before
+        assert msgspec.json.decode(later.read_bytes())["schema_version"] == 3  # left as the later release wrote it
