@@ -128,9 +128,10 @@ def since_previous(report: AuditReport, history: list[AuditReport]) -> AuditRepo
 
 
 class ReportSchemaError(ValueError):
-    """A report of a schema this release does not read (a later release's, or none known): the message names the
-    stored schema and the schemas this release reads. Its own words: shown as they are, where a decode error of a
-    damaged file (which may quote the file) is not."""
+    """A report a later release wrote, of a schema this release does not read: the message names the stored schema
+    (a number) and the schemas this release reads. Its own words: shown as they are, where a decode error of a
+    damaged file (which may quote the file) is not. A `schema_version` of no known schema (not a number, below 1) is
+    such a damaged file: a plain ValueError, whose message quotes what the file holds there."""
 
 
 class _Versioned(msgspec.Struct):
@@ -146,13 +147,14 @@ def decode_report(data: bytes) -> AuditReport:
     """The AuditReport of a report's JSON `data`, of any schema up to AUDIT_SCHEMA_VERSION, read as this one's
     (its `schema_version` set to it: written back, it holds this schema's fields). Raises ReportSchemaError (a
     ValueError) naming the schemas for a report a later release wrote ("audit report schema 3, written by a later
-    release of pluralign (this one reads schemas 1-2)") or of no known schema, and msgspec.DecodeError (a ValueError
-    too) for one that is not a report (damaged, or not JSON)."""
+    release of pluralign (this one reads schemas 1-2)"), ValueError for one of no known schema (its message quotes the
+    file's `schema_version`: for the log, not a client), and msgspec.DecodeError (a ValueError too) for one that is
+    not a report (damaged, or not JSON)."""
     version = _version_decoder.decode(data).schema_version
     if type(version) is int and version > AUDIT_SCHEMA_VERSION:
         raise ReportSchemaError(f"audit report schema {version}, written by a later release of pluralign "
                                 f"(this one reads schemas 1-{AUDIT_SCHEMA_VERSION})")
     if not (type(version) is int and 1 <= version <= AUDIT_SCHEMA_VERSION):
-        raise ReportSchemaError(f"audit report schema {version!r} (this one reads schemas 1-{AUDIT_SCHEMA_VERSION})")
+        raise ValueError(f"audit report schema {version!r} (this one reads schemas 1-{AUDIT_SCHEMA_VERSION})")  # damaged
     report = report_decoder.decode(data)
     return report if version == AUDIT_SCHEMA_VERSION else msgspec.structs.replace(report, schema_version=AUDIT_SCHEMA_VERSION)

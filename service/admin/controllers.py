@@ -167,7 +167,7 @@ def _audit_response(admin: Admin, job: Job) -> Response:
 
 def _since_previous(report: AuditReport, stored: StoredReports) -> AuditReport:
     """`since_previous` over the readable stored reports; but when the latest earlier audit by the same attribute is
-    one this release cannot read (a later release's), no change is given (None), rather than a change against an
+    one this release cannot read (a later release's, or missing or damaged), no change is given (None), rather than a change against an
     older one, and the log says which and why."""
     earlier = [r.created_at for r in stored.readable if r.group_by == report.group_by and r.created_at < report.created_at]
     unread = [u for u in stored.unreadable if u.group_by == report.group_by and u.created_at < report.created_at

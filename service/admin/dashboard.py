@@ -334,7 +334,9 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         note = f'<p class="muted">* flagged: fewer than {report.min_comparisons} comparisons, not ranked</p>' if flagged else ""
         bars = group_bars(report) + note + group_table(report)
     else:
-        summary, bars = "No audit has been run yet: queue an audit job.", ""
+        # stored reports this release cannot read (listed below) are audits that were run
+        summary = "No audit this release can read is stored" if unreadable else "No audit has been run yet"
+        summary, bars = f"{summary}: queue an audit job.", ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1"><title>pluralign: fairness and jobs</title>'

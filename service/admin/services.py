@@ -637,7 +637,8 @@ class Admin:
         or not: the audit's figures held the comparisons that DELETE removed): they leave it, and the groups they
         were in are withheld (`_prune_audit`). Drawn from the store (no file), a user whose rows all came after the
         audit was not in it: left out, withholding nothing, unless a deletion record names them. False when the
-        members file cannot be read (logged; the start's pass is made again at the next start)."""
+        members file or its report cannot be read or rewritten (logged; the start's pass is made again at the next
+        start, and goes on to the other audits now)."""
         after = deleted.made_at(job.created_at).hashes
         finished = job.finished_at if job.finished_at is not None else job.created_at
         later = {h for h, t in first.items() if t > finished}
@@ -665,7 +666,12 @@ class Admin:
             withheld |= {UNSHOWN} if deleted_unshown else frozenset()
         if path is not None and not withheld and not (old_form and any(unshown.values())):
             return True
-        kept = self._prune_audit(job.id, pruned, write=old_form, withheld=withheld)
+        try:
+            kept = self._prune_audit(job.id, pruned, write=old_form, withheld=withheld)
+        except (OSError, ValueError) as exc:  # its report damaged, or a later release's: the other audits are still checked
+            log.error("the report of audit job %s cannot be rewritten (%s): the users deleted since it was made stay in it "
+                      "(checked again at the next start)", job.id, exc)
+            return False
         if withheld:  # as a DELETE does (`_forget_in_audits`)
             listed = {h for users in (*members.values(), *pruned.values()) for h in users}
             self.audit_members.drop(job.id, listed - set(kept), kept)

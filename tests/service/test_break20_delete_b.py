@@ -20,11 +20,11 @@ from tests.service.tiny import start_service
 
 
 @contextlib.contextmanager
-def logged(name: str):
-    """The messages (with their exception's) that logger `name` writes at ERROR meanwhile (caplog's
+def logged(name: str, level: int = logging.ERROR):
+    """The messages (with their exception's) that logger `name` writes at `level` or above meanwhile (caplog's
     handler is gone once the server's logging configuration is applied)."""
     records: list[str] = []
-    handler = logging.Handler(logging.ERROR)
+    handler = logging.Handler(level)
     handler.emit = lambda rec: records.append(rec.getMessage() + str(rec.exc_info and rec.exc_info[1]))
     logging.getLogger(name).addHandler(handler)
     try:

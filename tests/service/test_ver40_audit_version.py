@@ -6,7 +6,6 @@ and an earlier one reads (and is written back) as this one."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import msgspec
@@ -16,20 +15,6 @@ from tests.service.test_break20_delete import GONE
 from tests.service.test_break20_delete_b import logged
 from tests.service.test_scale37_delete_audits import groups_of, stored_audits
 from tests.service.test_upgrade29 import upgraded  # noqa: F401
-
-
-@contextlib.contextmanager
-def warned(name: str):
-    """The messages logger `name` writes at WARNING or above meanwhile (`logged`'s, a level lower)."""
-    records: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda rec: records.append(rec.getMessage())
-    logging.getLogger(name).addHandler(handler)
-    try:
-        yield records
-    finally:
-        logging.getLogger(name).removeHandler(handler)
-
 
 SCHEMA_3 = "audit report schema 3, written by a later release of pluralign (this one reads schemas 1-2)"
 
@@ -66,7 +51,7 @@ def test_a_delete_names_the_schema_of_an_audit_report_a_later_release_wrote(serv
         second = next(j for j in admin.runner.list(kind="audit") if j.id != first)
         newer = msgspec.structs.replace(admin.report(second), created_at=second.created_at + 3600)
         assert _since_previous(newer, admin.reports()).previous_created_at is not None  # the readable second: the latest earlier
-        with warned("pluralign.service") as warnings:
+        with logged("pluralign.service", logging.WARNING) as warnings:
             shown = _since_previous(admin.report(second), admin.reports())
         assert shown.previous_created_at is None and shown.gap_change is None  # the unreadable one comes between
         assert any(SCHEMA_3 in w for w in warnings), warnings
