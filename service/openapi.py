@@ -15,7 +15,9 @@ from typing import Any
 import msgspec
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Example
+from litestar.utils.sync import AsyncCallable
 
 from pluralign.data.record import USER_ID, USER_ID_RULE
 from pluralign.user import FEATURE_NAMES
@@ -261,28 +263,52 @@ def example(summary: str, answer: msgspec.Struct) -> Example:
 # the completed document of each set of routes served in this process (`install`), by `_routes_of`
 _DOCUMENTS: dict[tuple, dict] = {}
 _DOCUMENTS_LOCK = threading.Lock()
+# what of the app's OpenAPIConfig the document says (not the pages that render it: `render_plugins`, `path`...)
+_CONFIG_FIELDS = ("title", "version", "summary", "description", "contact", "license", "terms_of_service", "external_docs",
+                  "servers", "tags", "security", "components", "webhooks", "use_handler_docstrings", "create_examples",
+                  "random_seed", "operation_id_creator")
 
 
-def _routes_of(plugin: OpenAPIPlugin) -> tuple:
-    """What Litestar derives the document from: each documented route's path, methods and handler
-    functions (the functions themselves, which the key keeps, never an id a later function could reuse;
-    Litestar wraps a sync one in an `AsyncCallable` of its app's own). `create_app` gives every app the
-    same OpenAPIConfig."""
-    return tuple(sorted(
-        ((path, method, getattr(handler.fn, "func", handler.fn)) for path, route in plugin.included_routes.items()
-         for method, (handler, _) in route.route_handler_map.items() if handler.resolve_include_in_schema()),
-        key=lambda route: (route[0], route[1]),
+def _declared(handler: HTTPRouteHandler) -> tuple:
+    """What a route handler, and the routers and app above it, declare that its operation in the document says
+    (what litestar 2.25's `litestar._openapi` reads of it besides its function's signature): one function served
+    by two apps may be declared differently in each (another status, summary, tags, security, a router's response
+    headers or dependencies). Each value's repr, which names a type or a function as itself."""
+    dependencies = tuple(sorted((name, provide.dependency) for name, provide in handler.resolve_dependencies().items()))
+    return dependencies, repr((
+        handler.status_code, handler.summary, handler.description, handler.deprecated, handler.operation_id,
+        handler.operation_class, handler.media_type, handler.content_encoding, handler.content_media_type,
+        handler.response_description, handler.raises, handler.responses, handler.resolve_tags(), handler.resolve_security(),
+        sorted(map(repr, handler.resolve_response_headers())), sorted(map(repr, handler.resolve_response_cookies())),
+        sorted(handler.resolve_layered_parameters().items()), handler.resolve_data_dto(), handler.resolve_return_dto(),
     ))
+
+
+def _routes_of(app: Litestar, plugin: OpenAPIPlugin) -> tuple:
+    """What Litestar derives the document from: the app's OpenAPI config and plugins, and each documented route's
+    path, methods, handler functions (the functions themselves, which the key keeps, never an id a later function
+    could reuse; Litestar wraps a sync one in an `AsyncCallable` of its app's own) and what is declared of each
+    (`_declared`)."""
+    config = plugin.openapi_config
+    return (
+        repr(tuple(getattr(config, name) for name in _CONFIG_FIELDS)), tuple(type(p) for p in app.plugins.openapi),
+        *sorted(
+            ((path, method, handler.fn.func if isinstance(handler.fn, AsyncCallable) else handler.fn, *_declared(handler))
+             for path, route in plugin.included_routes.items()
+             for method, (handler, _) in route.route_handler_map.items() if handler.resolve_include_in_schema()),
+            key=lambda route: (route[0], route[1]),
+        ),
+    )
 
 
 def install(app: Litestar) -> None:
     """Build the app's OpenAPI document now and complete it; the docs pages serve this dict. The document
     of a set of routes is built once per process and served by each later app with the same routes:
     building it took 0.1-0.3 s (seconds on a loaded machine), a third of a tiny test service's start,
-    and it depends on nothing else. Built at start, not at the first request for it: its handlers run on
+    and it depends on nothing else (`_routes_of`: the settings change no word of it). Built at start, not at the first request for it: its handlers run on
     the event loop, which the build would hold up."""
     plugin = app.plugins.get(OpenAPIPlugin)
-    key = _routes_of(plugin)
+    key = _routes_of(app, plugin)
     with _DOCUMENTS_LOCK:
         document = _DOCUMENTS.get(key)
         if document is None:
