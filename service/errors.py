@@ -22,7 +22,7 @@ import re
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import HTTPException, InternalServerException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
@@ -32,6 +32,7 @@ from pluralign.data.text import MAX_SHOWN, is_blank, shorten, shown  # noqa: F40
 from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import allow_for
 from service.metrics import route_of
+from service.requestid import CLIENT_CLOSED, client_gone
 from service.requestid import HEADER as REQUEST_ID_HEADER
 from service.requestid import current as current_request_id
 
@@ -351,6 +352,11 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
     storage = storage_failure(request, exc)
     if storage is not None:
         return storage
+    if isinstance(exc, InternalServerException) and client_gone(request.scope):
+        # Litestar's "client disconnected prematurely": the body stopped arriving because its client went (a dropped
+        # upload), a hang-up, not the server's failure; no one reads this answer, its status is what is counted and logged
+        return error_response(CLIENT_CLOSED, "the client closed the connection before its request's body arrived whole",
+                              "body", "client_closed_request")
     log.exception("unhandled error on %s %s", request.method, route_of(request.scope), exc_info=exc)  # the template: no user id
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
