@@ -306,6 +306,12 @@ def test_the_login_form_refuses_a_charset_the_json_routes_refuse_naming_content_
                    headers={"Content-Type": "application/x-www-form-urlencoded; charset=latin-1"})
     assert r.status_code == 415 and field_named(r) == "Content-Type", (r.status_code, r.text[:300])
     assert "charset=latin-1 is not taken" in error(r)["message"], r.text
+    # review e41: the form's own words; it said "JSON is read as UTF-8 (RFC 8259 ...)" to an admin sending a form
+    assert "form is read as UTF-8" in error(r)["message"] and "JSON" not in error(r)["message"], r.text
+    r = httpx.post(f"{svc.url}/admin/login", content="key=ab".encode("utf-16-le")[:-1], follow_redirects=False,
+                   headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-16le"})
+    assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_value", r.text  # not `invalid_json`
+    assert "not valid UTF-16LE" in error(r)["message"], r.text
 
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-32"])
