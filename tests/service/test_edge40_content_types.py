@@ -326,3 +326,14 @@ def test_the_embeddings_server_says_a_body_sent_without_its_charset_looks_utf_16
     assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", r.text
     assert "looks UTF-16 or UTF-32" in error(r)["message"] and "charset=utf-16" in error(r)["message"], r.text
     assert error(r)["type"] == "invalid_request_error", r.text
+
+
+def test_the_embeddings_server_answers_a_body_nested_too_deeply_as_the_api_service_does(embeddings):
+    """Review e41: edge41 said a too-deep body is the API service's 400 on the embeddings server too, untested:
+    without `check_json_body`'s catch it is Litestar's decode's RecursionError, a 500 `internal error` logged
+    as an unhandled error."""
+    import httpx
+
+    r = httpx.post(f"{embeddings.url}/v1/embeddings", content=b"[" * 100_000 + b"]" * 100_000,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and field_named(r) == "body" and "nested too deeply" in error(r)["message"], r.text
