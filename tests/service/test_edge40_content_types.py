@@ -337,3 +337,27 @@ def test_the_embeddings_server_answers_a_body_nested_too_deeply_as_the_api_servi
     r = httpx.post(f"{embeddings.url}/v1/embeddings", content=b"[" * 100_000 + b"]" * 100_000,
                    headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and field_named(r) == "body" and "nested too deeply" in error(r)["message"], r.text
+
+
+def test_the_embeddings_server_logs_a_client_gone_while_its_body_arrives_as_499(embeddings):
+    """Review e41: as on the API service (test_exportcap38), a client that went while its body was arriving is its
+    hang-up, not the server's failure: serve-embeddings' access line said 500 (Litestar's "client disconnected
+    prematurely" answered as any HTTPException)."""
+    import logging
+    import socket
+    import time
+
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = lines.append
+    logging.getLogger("pluralign.access").addHandler(handler)
+    try:
+        s = socket.create_connection(("127.0.0.1", embeddings.port))
+        s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        s.close()
+        deadline = time.time() + 20
+        while not lines and time.time() < deadline:
+            time.sleep(0.02)
+    finally:
+        logging.getLogger("pluralign.access").removeHandler(handler)
+    assert [r.access["status"] for r in lines] == [499], [r.getMessage() for r in lines]
