@@ -22,7 +22,7 @@ import re
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import HTTPException, InternalServerException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
@@ -32,6 +32,7 @@ from pluralign.data.text import MAX_SHOWN, is_blank, shorten, shown  # noqa: F40
 from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import allow_for
 from service.metrics import route_of
+from service.requestid import CLIENT_CLOSED, client_gone
 from service.requestid import HEADER as REQUEST_ID_HEADER
 from service.requestid import current as current_request_id
 
@@ -340,6 +341,16 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     return error_response(status, message, param, code, headers=headers)
 
 
+HUNG_UP = "the client closed the connection before its request's body arrived whole"
+
+
+def hung_up(request: Request, exc: Exception) -> bool:
+    """Whether `exc` is Litestar's "client disconnected prematurely" (an InternalServerException from reading the
+    body) of a request whose client went away (`service.requestid.client_gone`): a dropped upload, its hang-up, not
+    the server's failure. The API service and the embeddings server answer it CLIENT_CLOSED (499), unlogged."""
+    return isinstance(exc, InternalServerException) and client_gone(request.scope)
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected,
     a ValueError included (not a client's error unless raised as `bad_request`); a 500's own message
@@ -351,6 +362,8 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
     storage = storage_failure(request, exc)
     if storage is not None:
         return storage
+    if hung_up(request, exc):  # no one reads this answer: its status is what is counted and logged
+        return error_response(CLIENT_CLOSED, HUNG_UP, "body", "client_closed_request")
     log.exception("unhandled error on %s %s", request.method, route_of(request.scope), exc_info=exc)  # the template: no user id
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 

@@ -142,6 +142,16 @@ class Hangup:
         return sent if sent is not None else CLIENT_CLOSED if self.gone else 500
 
 
+HANGUP_KEY = "pluralign.hangup"  # in a request's scope: its Hangup (`with_request_ids`)
+
+
+def client_gone(scope: Scope) -> bool:
+    """Whether the request's `http.disconnect` has been read: its client went away (or, under `pluralign serve`, its
+    body missed PLURALIGN_REQUEST_READ_TIMEOUT_S and was cut). False outside `with_request_ids`."""
+    hangup = scope.get(HANGUP_KEY)
+    return hangup is not None and hangup.gone
+
+
 def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Scope], str | None],
                      route_of: Callable[[Scope], str], method_of: Callable[[Scope], str],
                      refuse: Callable[[str], tuple[int, bytes]],
@@ -162,7 +172,7 @@ def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Sco
         start = time.perf_counter()
         status = 500  # an exception before the answer began: the server answers 500
         started = ended = False  # the answer began; its body's last piece was sent
-        hangup = Hangup(receive)
+        hangup = scope[HANGUP_KEY] = Hangup(receive)  # type: ignore[literal-required]
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started, ended

@@ -546,7 +546,8 @@ def body_in_utf8(parameters: dict[str, str], body: bytes, accept: str = JSON) ->
     UTF-32 is decoded as declared and returned in UTF-8 (it was read as UTF-8: a 400 for a rightly labelled
     body; Express's body-parser reads these too); a UTF-8 or US-ASCII one is returned as sent, its bytes
     checked where it is decoded (`strict_json_body` names the field holding a bad byte). The JSON routes
-    (`json_body_in_utf8`) and the import route (JSON lines) read a body so; `accept` is the 415's `Accept`.
+    (`json_body_in_utf8`), the import route (JSON lines) and the login form (`strict_form_body`) read a body so;
+    `accept` is the 415's `Accept` (FORM: the errors speak of a form, the 400's code `invalid_value`).
 
     Raises an HTTPException: a 415 naming `Content-Type` for another charset (`charset=latin-1`,
     `windows-1252`, one Python does not know): JSON is UTF-8 (RFC 8259 8.1), and a Latin-1 decode never
@@ -561,15 +562,16 @@ def body_in_utf8(parameters: dict[str, str], body: bytes, accept: str = JSON) ->
     if codec in UTF8_CHARSETS:
         return body.removeprefix(BOM)
     shown = shorten(declared, 27, "...")
+    form = accept == FORM  # the login form's words: it is no JSON (review e41: its 415 cited RFC 8259)
     if codec not in OTHER_UNICODE_CHARSETS:
-        raise unsupported_media_type("Content-Type", f"charset={shown} is not taken: JSON is read as UTF-8 "
-                                                     f"(RFC 8259; UTF-16 and UTF-32 are read too): send it as UTF-8, "
-                                                     f"with charset=utf-8 or none", accept)
+        rule = "this form is read as UTF-8 (the URL Standard's" if form else "JSON is read as UTF-8 (RFC 8259;"
+        raise unsupported_media_type("Content-Type", f"charset={shown} is not taken: {rule} UTF-16 and UTF-32 are read "
+                                                     f"too): send it as UTF-8, with charset=utf-8 or none", accept)
     try:
         text = body.decode(_byte_order(codec, body))
     except UnicodeDecodeError as exc:
         raise bad_request("body", f"is not valid {shown.upper()}, the charset its Content-Type declares "
-                                  f"({exc.reason} at byte {exc.start})", code="invalid_json") from None
+                                  f"({exc.reason} at byte {exc.start})", code="invalid_value" if form else "invalid_json") from None
     return text.removeprefix("\ufeff").encode()
 
 

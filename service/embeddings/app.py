@@ -26,9 +26,19 @@ from litestar.params import JSONBody
 
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
-from service.errors import MAX_PATH, bad_request, from_extra, malformed_json, refuse_request_id, shorten, shown
+from service.errors import (
+    HUNG_UP,
+    MAX_PATH,
+    bad_request,
+    from_extra,
+    hung_up,
+    malformed_json,
+    refuse_request_id,
+    shorten,
+    shown,
+)
 from service.metrics import access_route_of, method_of
-from service.requestid import app_logging, with_request_ids
+from service.requestid import CLIENT_CLOSED, app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
 from service.strict import DecodedRequest, read_json_body, undecodable_json
@@ -71,6 +81,9 @@ def openai_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return Response({"error": {"message": "internal error", "type": "server_error", "param": None, "code": "internal_error"}},
                         status_code=500)
+    if hung_up(request, exc):  # counted and logged as the client's hang-up (499), not a 500: no one reads it
+        return Response({"error": {"message": HUNG_UP, "type": "invalid_request_error", "param": "body", "code": "client_closed_request"}},
+                        status_code=CLIENT_CLOSED)
     status = exc.status_code
     param, code, detail = from_extra(getattr(exc, "extra", None), request)  # the field, as the API service names it
     message = exc.detail

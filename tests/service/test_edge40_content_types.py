@@ -306,6 +306,12 @@ def test_the_login_form_refuses_a_charset_the_json_routes_refuse_naming_content_
                    headers={"Content-Type": "application/x-www-form-urlencoded; charset=latin-1"})
     assert r.status_code == 415 and field_named(r) == "Content-Type", (r.status_code, r.text[:300])
     assert "charset=latin-1 is not taken" in error(r)["message"], r.text
+    # review e41: the form's own words; it said "JSON is read as UTF-8 (RFC 8259 ...)" to an admin sending a form
+    assert "form is read as UTF-8" in error(r)["message"] and "JSON" not in error(r)["message"], r.text
+    r = httpx.post(f"{svc.url}/admin/login", content="key=ab".encode("utf-16-le")[:-1], follow_redirects=False,
+                   headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-16le"})
+    assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_value", r.text  # not `invalid_json`
+    assert "not valid UTF-16LE" in error(r)["message"], r.text
 
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-32"])
@@ -320,3 +326,38 @@ def test_the_embeddings_server_says_a_body_sent_without_its_charset_looks_utf_16
     assert r.status_code == 400 and field_named(r) == "body" and error(r)["code"] == "invalid_json", r.text
     assert "looks UTF-16 or UTF-32" in error(r)["message"] and "charset=utf-16" in error(r)["message"], r.text
     assert error(r)["type"] == "invalid_request_error", r.text
+
+
+def test_the_embeddings_server_answers_a_body_nested_too_deeply_as_the_api_service_does(embeddings):
+    """Review e41: edge41 said a too-deep body is the API service's 400 on the embeddings server too, untested:
+    without `check_json_body`'s catch it is Litestar's decode's RecursionError, a 500 `internal error` logged
+    as an unhandled error."""
+    import httpx
+
+    r = httpx.post(f"{embeddings.url}/v1/embeddings", content=b"[" * 100_000 + b"]" * 100_000,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and field_named(r) == "body" and "nested too deeply" in error(r)["message"], r.text
+
+
+def test_the_embeddings_server_logs_a_client_gone_while_its_body_arrives_as_499(embeddings):
+    """Review e41: as on the API service (test_exportcap38), a client that went while its body was arriving is its
+    hang-up, not the server's failure: serve-embeddings' access line said 500 (Litestar's "client disconnected
+    prematurely" answered as any HTTPException)."""
+    import logging
+    import socket
+    import time
+
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = lines.append
+    logging.getLogger("pluralign.access").addHandler(handler)
+    try:
+        s = socket.create_connection(("127.0.0.1", embeddings.port))
+        s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        s.close()
+        deadline = time.time() + 20
+        while not lines and time.time() < deadline:
+            time.sleep(0.02)
+    finally:
+        logging.getLogger("pluralign.access").removeHandler(handler)
+    assert [r.access["status"] for r in lines] == [499], [r.getMessage() for r in lines]

@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pluralign.store import StoredPreference
+from service.requestid import RequestIdFilter
 from tests.service.tiny import start_service
 
 ROWS = 2_500
@@ -122,12 +123,15 @@ def test_no_slot_is_leaked_by_aborted_exports(svc):
             assert c.get("/v1/users/big/export?format=preferences").status_code == 200
 
 
-def export_statuses(client) -> dict[str, float]:
-    """`pluralign_http_requests_total` of the export route (GET), by status."""
+def export_statuses(client, route: str = "/v1/users/{user_id}/export", method: str = "GET") -> dict[str, float]:
+    """`pluralign_http_requests_total` of `route` (the export route) and `method`, by status."""
     text = client.get("/metrics").text
     return {s.labels["status"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == "pluralign_http_requests_total" and s.labels.get("route") == "/v1/users/{user_id}/export"
-            and s.labels.get("method") == "GET"}
+            if s.name == "pluralign_http_requests_total" and s.labels.get("route") == route
+            and s.labels.get("method") == method}
+
+
+WATCHED = ("pluralign", "uvicorn.error")  # the service's loggers (access lines included) and uvicorn's "Exception in ASGI application"
 
 
 def test_a_client_gone_before_the_first_piece_is_no_server_error(svc):
@@ -139,24 +143,60 @@ def test_a_client_gone_before_the_first_piece_is_no_server_error(svc):
     rt = svc.runtime
     lines: list[logging.LogRecord] = []
     handler = logging.Handler()
-    handler.emit = lines.append  # the access lines, as written
-    logging.getLogger("pluralign.access").addHandler(handler)
+    handler.emit = lines.append  # the access lines and any error, the service's or uvicorn's, as written
+    handler.addFilter(RequestIdFilter())  # each with its request's id
+    for name in WATCHED:  # review e41: the access logger alone (INFO lines only) made the "no error" check vacuous
+        logging.getLogger(name).addHandler(handler)
+
+    def logged() -> list[int]:  # review e41: these requests' lines; an export of the test before, cut, was logged late
+        return [r.access["status"] for r in lines if getattr(r, "access", None) and str(r.request_id).startswith("gone41-")]
+
     with svc.client() as c:
         before = export_statuses(c)
         for i in range(1, 6):
             s = socket.create_connection(("127.0.0.1", svc.server.port))
             s.sendall(f"GET /v1/users/big/export?format=preferences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {svc.keys['acme']}\r\n"
-                      "Accept-Encoding: gzip\r\n\r\n".encode())
+                      f"Accept-Encoding: gzip\r\nX-Request-Id: gone41-{i}\r\n\r\n".encode())
             aborted(s)  # at once: gone before any piece of the answer
-            # counted (its slot given back first): one at a time, so none is refused 429 for the slots the others hold
-            assert wait_for(lambda i=i: sum(export_statuses(c).values()) == sum(before.values()) + i), (before, export_statuses(c))
+            # logged (its slot given back, and it counted, first): one at a time, so none is refused 429 for the others' slots
+            assert wait_for(lambda i=i: len(logged()) == i), logged()
         after = export_statuses(c)
-    logging.getLogger("pluralign.access").removeHandler(handler)
+    for name in WATCHED:
+        logging.getLogger(name).removeHandler(handler)
     assert rt.exports.in_flight == 0
-    logged = [r.access["status"] for r in lines if r.access["route"] == "/v1/users/{user_id}/export"]
-    assert len(logged) == 5 and 500 not in logged and all(r.levelno < logging.WARNING for r in lines), logged
+    statuses = logged()
+    assert len(statuses) == 5 and 500 not in statuses, statuses
+    assert [r.getMessage() for r in lines if r.levelno >= logging.WARNING] == []
     assert after.get("500", 0) == before.get("500", 0), (before, after)
     assert after.get("499", 0) > before.get("499", 0), (before, after)  # some, at least, went before the answer began
+
+
+def test_a_client_gone_while_its_body_arrives_is_no_server_error(svc):
+    """Review e41: docs/operations.md says a client gone before any answer began is logged and counted 499, a 500
+    being the server's own failure; but a client that went while its body was arriving (a dropped upload, a
+    killed `curl -d @big.json`) was a 500 in `pluralign_http_requests_total` and its access line, and an ERROR
+    "unhandled error" with a traceback (Litestar's "client disconnected prematurely"): a hang-up paged as a fault."""
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = lines.append  # the access lines and any error, as written
+    for name in WATCHED:
+        logging.getLogger(name).addHandler(handler)
+    try:
+        with svc.client() as c:
+            before = export_statuses(c, "/v1/feedback", "POST")
+            s = socket.create_connection(("127.0.0.1", svc.server.port))
+            s.sendall(f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {svc.keys['acme']}\r\n"
+                      'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"type": "compar'.encode())
+            s.close()  # 985 bytes short
+            assert wait_for(lambda: sum(export_statuses(c, "/v1/feedback", "POST").values()) == sum(before.values()) + 1)
+            after = export_statuses(c, "/v1/feedback", "POST")
+    finally:
+        for name in WATCHED:
+            logging.getLogger(name).removeHandler(handler)
+    logged = [r.access["status"] for r in lines if getattr(r, "access", None) and r.access["route"] == "/v1/feedback"]
+    assert logged == [499], logged
+    assert [r.getMessage() for r in lines if r.levelno >= logging.WARNING] == []
+    assert after.get("500", 0) == before.get("500", 0) and after.get("499", 0) == before.get("499", 0) + 1, (before, after)
 
 
 def test_a_reader_that_stops_reading_is_cut_after_the_send_timeout(svc, monkeypatch):
