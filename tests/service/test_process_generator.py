@@ -187,3 +187,32 @@ def test_a_tokenizer_that_cannot_be_read_is_the_error_and_no_generation_process_
     with pytest.raises(ValueError):  # a JSONDecodeError; "Couldn't instantiate the backend tokenizer" when missing
         ProcessGenerator(folder)
     assert _children() <= before
+
+
+def test_a_start_that_times_out_leaves_no_generation_process(tiny_generator_dir):
+    """The child is killed at the start timeout and waited for: no zombie left until some later start reaps it.
+    (0.01 s: a spawned child imports torch and transformers first, seconds.)"""
+    from pluralign.policy.process import GeneratorProcessError
+
+    before = _children()
+    with pytest.raises(GeneratorProcessError, match="did not load"):
+        ProcessGenerator(tiny_generator_dir, start_timeout_s=0.01)
+    assert _children() <= before
+
+
+@pytest.mark.slow
+def test_a_model_the_child_cannot_load_leaves_no_generation_process(tiny_generator_dir, tmp_path):
+    """Weights cut short: the child says why it could not load and ends; it is waited for before the error is
+    raised (slow: the child imports torch and transformers first, seconds)."""
+    import shutil
+
+    from pluralign.policy.process import GeneratorProcessError
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_generator_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    before = _children()
+    with pytest.raises(GeneratorProcessError, match="could not load"):
+        ProcessGenerator(folder)
+    assert _children() <= before
