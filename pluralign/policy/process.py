@@ -136,10 +136,10 @@ class ProcessGenerator:
         self._launch()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+            self._await_ready()
         except BaseException:  # no tokenizer there (a folder of weights only), Ctrl-C: no child left loading
             self._end_child()
             raise
-        self._await_ready()
 
     def _start(self) -> None:
         self._launch()
@@ -154,7 +154,8 @@ class ProcessGenerator:
         child.close()
 
     def _end_child(self) -> None:
-        """A start that failed: the child killed and waited for (no zombie left until a later start reaps it), its pipe closed."""
+        """A start that failed: the child killed and waited for (no zombie left until a later start reaps it), its pipe
+        closed. Once more does nothing."""
         self._process.kill()
         self._process.join()
         self._conn.close()

@@ -216,3 +216,13 @@ def test_a_model_the_child_cannot_load_leaves_no_generation_process(tiny_generat
     with pytest.raises(GeneratorProcessError, match="could not load"):
         ProcessGenerator(folder)
     assert _children() <= before
+
+
+def test_ctrl_c_while_the_child_loads_leaves_no_generation_process(tiny_generator_dir):
+    """Ctrl-C in a script or notebook during the start (the child loading the model, seconds): no child is left
+    holding the model (in a notebook the half-made object lives on in the traceback kept, and its child with it)."""
+    threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+    before = _children()
+    with pytest.raises(KeyboardInterrupt):
+        ProcessGenerator(tiny_generator_dir)
+    assert _children() <= before
