@@ -136,11 +136,10 @@ class ProcessGenerator:
         self._launch()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+            self._await_ready()
         except BaseException:  # no tokenizer there (a folder of weights only), Ctrl-C: no child left loading
-            self._process.kill()
-            self._process.join()
+            self._end_child()
             raise
-        self._await_ready()
 
     def _start(self) -> None:
         self._launch()
@@ -154,17 +153,26 @@ class ProcessGenerator:
         self._process.start()
         child.close()
 
+    def _end_child(self) -> None:
+        """A start that failed: the child killed and waited for (no zombie left until a later start reaps it), its pipe
+        closed. Once more does nothing."""
+        self._process.kill()
+        self._process.join()
+        self._conn.close()
+
     def _await_ready(self) -> None:
         """The child's first message: ready (its context size kept), or why it could not load; then the
         adapters it had, if this is a new child after a crash."""
         if not self._conn.poll(self.start_timeout_s):
-            self._process.kill()
+            self._end_child()
             raise GeneratorProcessError(f"the generation process did not load {self.folder} within {self.start_timeout_s:g} s")
         try:
             kind, value = self._conn.recv()
         except EOFError:
+            self._end_child()
             raise GeneratorProcessError(f"the generation process exited while loading {self.folder} (exit code {self._process.exitcode})") from None
         if kind != "ready":
+            self._end_child()  # it ends after saying why
             raise GeneratorProcessError(f"the generation process could not load {self.folder}: {value}")
         self.context_tokens = value
         from pluralign.policy.adapters import AdapterError

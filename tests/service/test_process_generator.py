@@ -155,3 +155,76 @@ def test_the_service_built_from_settings_generates_in_a_child_process(runtime):
         assert body["model"] == runtime.generator.model_id and body["usage"]["completion_tokens"] >= 1
         streamed = a.post("/v1/chat/completions", json={**chat, "stream": True})
         assert streamed.text.rstrip().endswith("data: [DONE]")
+
+
+def _children() -> set[int]:
+    """This process's child processes (zombies too: waited for by no one), but multiprocessing's resource tracker."""
+    pids = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            pids.update(int(pid) for pid in f.read().split())
+    def tracker(pid: int) -> bool:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"resource_tracker" in f.read()
+        return False
+    return {pid for pid in pids if not tracker(pid)}
+
+
+@pytest.mark.parametrize("damage", ["unparsable", "missing"])
+def test_a_tokenizer_that_cannot_be_read_is_the_error_and_no_generation_process_is_left(tiny_generator_dir, tmp_path, damage):
+    """The child starts loading the model before the tokenizer is read here (speed41b): a folder whose tokenizer
+    cannot be read raises the tokenizer's error, and the child is killed and waited for first (no process left
+    loading a model no one will ask for, no zombie)."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_generator_dir, folder)
+    if damage == "missing":
+        (folder / "tokenizer.json").unlink()
+    else:
+        (folder / "tokenizer.json").write_text('{"version": "1.0", "model":')  # a copy cut short
+    before = _children()
+    with pytest.raises(ValueError):  # a JSONDecodeError; "Couldn't instantiate the backend tokenizer" when missing
+        ProcessGenerator(folder)
+    assert _children() <= before
+
+
+def test_a_start_that_times_out_leaves_no_generation_process(tiny_generator_dir):
+    """The child is killed at the start timeout and waited for: no zombie left until some later start reaps it.
+    (0.01 s: a spawned child imports torch and transformers first, seconds.)"""
+    from pluralign.policy.process import GeneratorProcessError
+
+    before = _children()
+    with pytest.raises(GeneratorProcessError, match="did not load"):
+        ProcessGenerator(tiny_generator_dir, start_timeout_s=0.01)
+    assert _children() <= before
+
+
+@pytest.mark.slow
+def test_a_model_the_child_cannot_load_leaves_no_generation_process(tiny_generator_dir, tmp_path):
+    """Weights cut short: the child says why it could not load and ends; it is waited for before the error is
+    raised (slow: the child imports torch and transformers first, seconds)."""
+    import shutil
+
+    from pluralign.policy.process import GeneratorProcessError
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_generator_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    before = _children()
+    with pytest.raises(GeneratorProcessError, match="could not load"):
+        ProcessGenerator(folder)
+    assert _children() <= before
+
+
+def test_ctrl_c_while_the_child_loads_leaves_no_generation_process(tiny_generator_dir):
+    """Ctrl-C in a script or notebook during the start (the child loading the model, seconds): no child is left
+    holding the model (in a notebook the half-made object lives on in the traceback kept, and its child with it)."""
+    if threading.current_thread() is not threading.main_thread():  # the KeyboardInterrupt would hit the runner, not the test
+        pytest.skip("Python raises KeyboardInterrupt in the main thread only")
+    threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+    before = _children()
+    with pytest.raises(KeyboardInterrupt):
+        ProcessGenerator(tiny_generator_dir)
+    assert _children() <= before
