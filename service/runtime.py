@@ -8,7 +8,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,7 +29,7 @@ from service.metrics import DECLARED_COUNTERS, Metrics
 from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promoted
 from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
-from service.scheduler import FairScheduler
+from service.scheduler import DaemonWorker, FairScheduler
 from service.settings import Settings, unknown_generator
 from service.stopping import GeneratingChats
 from service.users.exports import ExportSlots
@@ -139,7 +138,8 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     _compacting: threading.Lock = field(default_factory=threading.Lock)
     # refits of users' reward weights run here, one at a time, after the feedback was acknowledged
-    background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="refit"))
+    # (a daemon thread: one stuck in a store call past the stop's REFIT_STOP_S does not hold the process's exit)
+    background: DaemonWorker = field(default_factory=lambda: DaemonWorker("refit"))
     pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
     refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued

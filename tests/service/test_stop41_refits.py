@@ -44,6 +44,10 @@ def test_refits_queued_when_the_service_stops_never_run_after_it(tmp_path, tiny_
     rt.background.submit(lambda: None).result(timeout=60)  # whatever was still queued has run by now
     assert _records(rt) == stopped  # no refit wrote a user after the stop
     assert running.is_set()
+    # and a refit that never returns (a store call hung) does not keep the process from exiting once the stop gave up
+    # on it: before, the refit thread was a ThreadPoolExecutor's, which the interpreter joins at exit (a process
+    # whose refit waited forever, reproduced: killed 60 s after "stopping without it", not exited)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("refit") and not t.daemon] == []
 
 
 def test_refits_dropped_at_a_stop_run_at_the_next_start_before_anyone_reads(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
