@@ -56,7 +56,7 @@ from service.users.controllers import (
     patch_stated,
     score_responses,
 )
-from service.users.services import UnfinishedDeletes
+from service.users.services import UnfinishedDeletes, keep_dropped_refits, refit_dropped
 from service.web_headers import keyed_answers
 
 log = logging.getLogger("pluralign.service")
@@ -121,7 +121,7 @@ def create_app(
         ) if settings.cors_origins else None,
         debug=False,
         logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
-        on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes],
+        on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes, _refit_dropped],
         on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest],
         after_exception=[count_unrouted],
     )
@@ -232,17 +232,30 @@ def stop_taking_deletes(app: Litestar) -> int:
     return app.state.runtime.deletes.close(STOPPING)
 
 
+def _refit_dropped(app: Litestar) -> None:
+    """The refits the last stop dropped (`service.users.services.refit_dropped`) are queued in the background:
+    those users' stored rows are brought up to date without waiting for their next read."""
+    queued = refit_dropped(app.state.runtime)
+    if queued:
+        log.info("starting: %d background refits the last stop dropped are queued again", queued)
+
+
 def _stop_refits(app: Litestar) -> None:
-    """Refits queued behind the feedback never run (the users' next reads refit them) and the running one ends,
-    before the ingest worker stops: no background refit reads or writes the tables once the app has stopped."""
+    """Refits queued behind the feedback never run here and the running one ends, before the ingest worker stops:
+    no background refit reads or writes the tables once the app has stopped (the next start refits those users)."""
     dropped = app.state.runtime.stop_refits()
     if dropped:
-        log.info("stopping: %d background refits dropped (each of those users is refitted at their next read)", dropped)
+        log.info("stopping: %d background refits dropped (the next start refits those users)", dropped)
 
 
 def _stop_ingest(app: Litestar) -> None:
-    """The worker stops; what it had not moved stays in the log and is replayed at the next start."""
-    app.state.runtime.ingest.close()
+    """The worker stops; what it had not moved stays in the log and is replayed at the next start. The users whose
+    refits the stop dropped (those of the rows it moved last included) are kept for the next start."""
+    runtime = app.state.runtime
+    try:
+        runtime.ingest.close()
+    finally:
+        keep_dropped_refits(runtime)
 
 
 def _wire_ingest(runtime: Runtime) -> None:

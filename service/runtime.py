@@ -8,7 +8,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,7 +29,7 @@ from service.metrics import DECLARED_COUNTERS, Metrics
 from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promoted
 from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
-from service.scheduler import FairScheduler
+from service.scheduler import DaemonWorker, FairScheduler
 from service.settings import Settings, unknown_generator
 from service.stopping import GeneratingChats
 from service.users.exports import ExportSlots
@@ -139,10 +138,14 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     _compacting: threading.Lock = field(default_factory=threading.Lock)
     # refits of users' reward weights run here, one at a time, after the feedback was acknowledged
-    background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="refit"))
+    # (a daemon thread: one stuck in a store call past the stop's REFIT_STOP_S does not hold the process's exit)
+    background: DaemonWorker = field(default_factory=lambda: DaemonWorker("refit"))
     pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
     refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued
+    # the users whose refits the stop dropped or refused (tenant, user_id): kept for the next start
+    # (`service.users.services.keep_dropped_refits`, `refit_dropped`)
+    dropped_refits: set = field(default_factory=set)
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
     pooled_priors: TTLCache | None = None
@@ -269,14 +272,16 @@ class Runtime:
         self.background.submit(lambda: None).result()
 
     def stop_refits(self, timeout: float = REFIT_STOP_S) -> int:
-        """The service stops: the refits queued and not begun never run (each of those users' next read refits
-        their stale weights itself: `service.users.services.user_weights`), none is queued from now on, and the
-        one running is waited for, at most `timeout` seconds (a warning after that). Before, the queue ran on
+        """The service stops: the refits queued and not begun never run here (`dropped_refits` names their users,
+        kept for the next start to refit: `service.users.services.keep_dropped_refits`), none is queued from now
+        on (those asked for join `dropped_refits`), and the one running is waited for, at most `timeout` seconds
+        (a warning after that). Before, the queue ran on
         after the app's shutdown, writing the tables of a service that had stopped (and a test's data folder
         removed under it read as damaged). Returns how many queued refits were dropped."""
         with self.refit_lock:
             self.refits_stopped.set()
             dropped = len(self.pending_refits)
+            self.dropped_refits.update(self.pending_refits)
         try:
             self.background.submit(lambda: None).result(timeout)  # behind the running one: the dropped ones return at once
         except TimeoutError:

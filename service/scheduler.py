@@ -209,6 +209,40 @@ def request_threads() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
+class DaemonWorker:
+    """`ThreadPoolExecutor(1).submit`: what is submitted runs in order on one thread, started at the first submit,
+    and a Future says how it went; but the thread is a daemon thread. A ThreadPoolExecutor's threads are joined at
+    the interpreter's exit, so one task that never returned (a store call hung) kept the process from exiting
+    however long ago its stop had given up waiting for it."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        self._tasks.put((future, partial(fn, *args, **kwargs)))
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True, name=self.name)
+                self._thread.start()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            future, task = self._tasks.get()
+            if not future.set_running_or_notify_cancel():  # cancelled while it waited
+                continue
+            try:
+                result = task()
+            except BaseException as exc:  # as ThreadPoolExecutor: the Future holds it
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
 class TenantThreads(ThreadPoolExecutor):
     """The request threads, as the event loop's default executor (`loop.set_default_executor`, where
     Litestar's `sync_to_thread` handlers, streamed answers and the service's own `sync_to_thread` calls

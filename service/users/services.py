@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 
 from pluralign.data.text import answer_key, is_blank
-from pluralign.files import staged_folder
+from pluralign.files import atomic_writer, staged_folder
 from pluralign.policy.adapters import (
     ADAPTER_FILES,
     META_FILE,
@@ -202,7 +202,8 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
     request of the user uses every acknowledged comparison even if this refit has not run yet."""
     key = (tenant, user_id)
     with rt.refit_lock:
-        if rt.refits_stopped.is_set():  # the service stops (`Runtime.stop_refits`): the user's next read refits
+        if rt.refits_stopped.is_set():  # the service stops (`Runtime.stop_refits`): the next start refits them
+            rt.dropped_refits.add(key)
             return
         if key in rt.pending_refits:
             rt.pending_refits[key].update(attributes or {})
@@ -224,6 +225,58 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
             log.exception("background refit of a user of tenant %s failed", tenant)
 
     rt.background.submit(in_context(run))  # under the id of the request that caused it (service.requestid)
+
+
+DROPPED_REFITS_FILE = "refits-dropped.json"  # under the data folder: [[tenant, user_id], ...] a stop left to the next start
+
+
+def keep_dropped_refits(rt: Runtime) -> int:
+    """At the stop, once the feedback worker has stopped: write the users whose background refits the stop dropped
+    (`Runtime.dropped_refits`) to DROPPED_REFITS_FILE, for the next start to refit (`refit_dropped`). A read of
+    the user refits stale weights itself, but what reads the users table as it is (the fairness audit's user
+    attributes and `pal_prototype`, the population a new user is compared against, the pooled prior, the export)
+    would otherwise keep the row of before their last feedback (or none) until they came back, and a tie's
+    attributes (no strict comparison: the row does not look stale) until their next comparison. A user with
+    nothing stored any more (deleted meanwhile) is not written. Returns how many were."""
+    with rt.refit_lock:
+        keys = sorted(rt.dropped_refits)
+        rt.dropped_refits.clear()
+    try:
+        keys = [key for key in keys if rt.store.count_preferences(*key)]
+    except StoreUnavailable as exc:  # all of them, then: the next start's refit of a deleted user writes nothing
+        log.error("stopping: could not check which users with dropped refits are still stored: %s", exc)
+    if not keys:
+        return 0
+    try:
+        with atomic_writer(rt.settings.data_path / DROPPED_REFITS_FILE) as f:
+            f.write(msgspec.json.encode(keys))
+    except OSError as exc:  # a full or read-only data folder: each of them is refitted at their next read
+        log.error("stopping: the users of %d dropped background refits could not be kept for the next start: %s", len(keys), exc)
+        return 0
+    return len(keys)
+
+
+def refit_dropped(rt: Runtime) -> int:
+    """At the start: background refits taken again from now on, those of the users the last stop dropped
+    (`keep_dropped_refits`) queued, and their file removed. An unreadable file is logged and removed (each of
+    those users is refitted at their next read); one that cannot be removed is queued again at the next start
+    (a refit twice is the same fit). Returns how many were queued."""
+    rt.refits_stopped.clear()
+    path = rt.settings.data_path / DROPPED_REFITS_FILE
+    try:
+        keys = msgspec.json.decode(path.read_bytes(), type=list[tuple[str, str]])
+    except FileNotFoundError:
+        return 0
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.error("%s cannot be read (%s): the users whose refits the last stop dropped are refitted at their next read", path, exc)
+        keys = []
+    for tenant, user_id in keys:
+        schedule_refit(rt, tenant, user_id)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.error("%s cannot be removed: %s", path, exc)
+    return len(keys)
 
 
 READ_INLINE_ROWS = 500  # a read of a user moves at most this many of their pending rows itself (an import's backlog: 503)
