@@ -6,8 +6,10 @@ what frees the id. Now the 409 names both causes and what the user can do."""
 
 from __future__ import annotations
 
-from tests.service.test_reviewr40_claims import USER, line
+from tests.service.test_reviewr40_claims import line
 from tests.service.tiny import start_replicas
+
+USER = "orphan40v"
 
 
 def test_an_id_claimed_by_an_import_never_answered_is_a_409_that_says_what_to_do(tmp_path, tiny_generator_dir, tiny_pal_dir,
