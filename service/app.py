@@ -24,7 +24,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from service.admin.controllers import ADMIN_HANDLERS, start_admin, stop_admin
+from service.admin.controllers import ADMIN_HANDLERS, close_admin, start_admin, stop_admin
 from service.admin.paths import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, caller_lane, tenant_guard
@@ -122,7 +122,7 @@ def create_app(
         debug=False,
         logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
         on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes, _refit_dropped],
-        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest],
+        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest, close_admin],
         after_exception=[count_unrouted],
     )
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
