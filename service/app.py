@@ -77,9 +77,19 @@ def create_app(
     settings = settings or (runtime.settings if runtime else Settings.load())
     # before any model loads: what startup would fail on is an error naming the file, at once
     check_jobs_folder(runtime.settings if runtime else settings)
-    if runtime is None:
-        Runtime.check_startup_files(settings)
-    runtime = runtime or Runtime.build(settings)
+    if runtime is not None:
+        return _assemble(settings, runtime, admin_handlers)
+    Runtime.check_startup_files(settings)
+    runtime = Runtime.build(settings)
+    try:
+        return _assemble(settings, runtime, admin_handlers)
+    except BaseException:  # a stop (SIGTERM, Ctrl-C) or a failure once the models loaded: what it started ends now
+        runtime.close()
+        raise
+
+
+def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[ControllerRouterHandler] | None) -> Litestar:
+    """The app around a built `runtime` (`create_app`)."""
     _wire_ingest(runtime)
     route_handlers: list[ControllerRouterHandler] = [
         health,

@@ -8,6 +8,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from pluralign.store.deletions import key_hash
 from service.admin.controllers import ADMIN_HANDLERS
 from service.admin.services import AUDIT_MEMBERS_INDEX
@@ -73,3 +75,30 @@ def test_a_sigterm_during_serves_start_undoes_it_and_exits_143(tmp_path, tiny_ge
         del serve._HELD[held:]
     assert capsys.readouterr().err.strip().splitlines()[-1] == "pluralign: error: stopped by SIGTERM"
     assert not data.exists()  # the start made it: undone
+
+
+@pytest.mark.slow
+def test_a_stop_once_the_models_loaded_ends_the_generation_process_and_the_ingest_worker(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                        monkeypatch):
+    """Ctrl-C (or SIGTERM, raised as Stopped by the CLI) while `create_app` builds the app around the runtime it
+    built: the generation process was left running until the interpreter's exit, the ingest worker with it.
+    Slow (a generation process started, ~10 s): `make test-all`."""
+    import service.app
+    from service.app import create_app
+    from service.settings import Settings
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    built = []
+
+    def interrupted(app):
+        built.append(app.state.runtime)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(service.app, "install_openapi", interrupted)  # the app's last step
+    settings = Settings(data_dir=str(tmp_path / "data"), generator=str(tiny_generator_dir), pal_dir=str(tiny_pal_dir), generation_process=True)
+    with pytest.raises(KeyboardInterrupt):
+        create_app(settings)
+    (runtime,) = built
+    child = runtime.generator._process
+    assert child.exitcode is not None, f"generation process {child.pid} left running"  # ended and reaped (joined)
+    assert not runtime.ingest._thread.is_alive()
