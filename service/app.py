@@ -24,7 +24,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from service.admin.controllers import ADMIN_HANDLERS, start_admin, stop_admin
+from service.admin.controllers import ADMIN_HANDLERS, close_admin, start_admin, stop_admin
 from service.admin.paths import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, caller_lane, tenant_guard
@@ -77,9 +77,19 @@ def create_app(
     settings = settings or (runtime.settings if runtime else Settings.load())
     # before any model loads: what startup would fail on is an error naming the file, at once
     check_jobs_folder(runtime.settings if runtime else settings)
-    if runtime is None:
-        Runtime.check_startup_files(settings)
-    runtime = runtime or Runtime.build(settings)
+    if runtime is not None:
+        return _assemble(settings, runtime, admin_handlers)
+    Runtime.check_startup_files(settings)
+    runtime = Runtime.build(settings)
+    try:
+        return _assemble(settings, runtime, admin_handlers)
+    except BaseException:  # a stop (SIGTERM, Ctrl-C) or a failure once the models loaded: what it started ends now
+        runtime.close()
+        raise
+
+
+def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[ControllerRouterHandler] | None) -> Litestar:
+    """The app around a built `runtime` (`create_app`)."""
     _wire_ingest(runtime)
     route_handlers: list[ControllerRouterHandler] = [
         health,
@@ -122,7 +132,7 @@ def create_app(
         debug=False,
         logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
         on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes, _refit_dropped],
-        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest],
+        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest, close_admin],
         after_exception=[count_unrouted],
     )
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)

@@ -289,6 +289,18 @@ class Runtime:
                         "not returned); stopping without it", timeout)
         return dropped
 
+    def close(self) -> None:
+        """A start that stops (or fails) once `build` returned, before the app ran (no request served, no refit
+        queued): refits are refused from now on, the ingest worker stops (what it had not moved stays in the
+        feedback log, replayed at the next start) and the generation process, when the generator runs one, is
+        ended and reaped, now rather than at the interpreter's exit (or never: the process killed by the stop).
+        A running app stops these in its shutdown. Once more does nothing more."""
+        if not self.refits_stopped.is_set():
+            self.stop_refits()
+        self.ingest.close()
+        if hasattr(self.generator, "close"):  # `ProcessGenerator`: its child process
+            self.generator.close()
+
     @staticmethod
     def check_startup_files(settings: Settings) -> None:
         """Read the description of the population model `build` would serve (the promoted one, else

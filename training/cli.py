@@ -102,12 +102,12 @@ def _as_cli_line(message, category, filename, lineno, line=None) -> str:
     return _format_warning(message, category, filename, lineno, line)
 
 
-SERVERS = ("serve", "serve-embeddings")  # uvicorn handles their SIGTERM: a graceful shutdown
 
 
 class Stopped(BaseException):
-    """SIGTERM reached a command that is not a server: raised where it runs, so every `finally` and
-    `except BaseException` on the way out runs (a trainer removes its temp file or hidden folder)."""
+    """SIGTERM reached a command: raised where it runs, so every `finally` and `except BaseException` on the way
+    out runs (a trainer removes its temp file or hidden folder; a server's start, before uvicorn handles the signal
+    as a graceful stop, ends its generation process and removes what it made)."""
 
 
 STOP_RETRY_S = 0.05  # how often a signal that came while an extension module starts is sent again, until it has
@@ -219,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(gc.freeze)
     name_the_cause()
     warnings.formatwarning = _as_cli_line
-    # (signal handlers belong to the main thread: main() called from another keeps the default)
-    handle = args.command not in SERVERS and threading.current_thread() is threading.main_thread()
+    # (signal handlers belong to the main thread: main() called from another keeps the default). Servers too: their
+    # start (the models, the tables: seconds to a minute) is undone on SIGTERM as a trainer's run is; then uvicorn's
+    # handlers replace these while it serves (`serve_until_stopped`: a graceful stop). Before, SIGTERM killed a start
+    # outright: its generation process orphaned, loading the whole model, and the data folder it made left behind
+    handle = threading.current_thread() is threading.main_thread()
     global _held
     if handle:
         _held = _Held()  # this command's (main() may be called again in-process)

@@ -227,3 +227,13 @@ def stop_admin(app: Litestar) -> None:
         if admin.retention is not None:
             admin.retention.stop()
         admin.runner.stop()
+
+
+def close_admin(app: Litestar) -> None:
+    """The app's last shutdown step, after every writer of the admin area's files has stopped (the job runner in
+    `stop_admin`, the DELETE passes, the ingest worker): the audits' members index is closed, so SQLite folds its
+    write-ahead log into the file and removes the `-wal` and `-shm` files (left beside it at every stop before). A
+    DELETE still running past the stop then fails at the index and the deletion journal finishes it at the next start."""
+    admin: Admin | None = app.state.get("admin")
+    if admin is not None:
+        admin.audit_members.close()

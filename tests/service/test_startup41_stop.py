@@ -1,0 +1,104 @@
+"""What a stopped service leaves (startup41): the audits' members index (`service.admin.audit_members`, SQLite in
+WAL mode) was never closed at the app's shutdown, so its `-wal` and `-shm` files stayed beside it after every stop
+(and the write-ahead log's pages with them), until the next start opened it again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from pluralign.store.deletions import key_hash
+from service.admin.controllers import ADMIN_HANDLERS
+from service.admin.services import AUDIT_MEMBERS_INDEX
+from tests.service.test_break20_delete import GONE
+from tests.service.test_live37_audit_delete_leaves_nothing import audit_of
+from tests.service.tiny import free_port, start_service
+
+
+def test_a_stopped_service_leaves_no_write_ahead_log_of_the_audit_index_and_deletes_after_a_restart(serve, tiny_generator_dir,
+                                                                                                   tiny_pal_dir, minilm):
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    index = data / "jobs" / AUDIT_MEMBERS_INDEX
+    with server, svc.client("acme") as acme:
+        audit_of(server, svc, acme)
+        assert index.with_name(index.name + "-wal").exists()  # open, in WAL mode: what the stop must fold back in
+    assert sorted(p.name for p in index.parent.glob(AUDIT_MEMBERS_INDEX + "*")) == [AUDIT_MEMBERS_INDEX]
+    again, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    with again, svc.client("acme") as acme:
+        members = again.server.config.app.state.admin.audit_members
+        assert members.audits_of([key_hash(f"acme/{GONE}")]) == {"audit-live"}  # what the first run indexed, kept
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        assert members.audits_of([key_hash(f"acme/{GONE}")]) == set()
+    assert sorted(p.name for p in index.parent.glob(AUDIT_MEMBERS_INDEX + "*")) == [AUDIT_MEMBERS_INDEX]
+
+
+class Unhandled(Exception):
+    """The SIGTERM reached the caller's handler: `pluralign serve` had none of its own during its start."""
+
+
+def test_a_sigterm_during_serves_start_undoes_it_and_exits_143(tmp_path, tiny_generator_dir, tiny_pal_dir, monkeypatch, capsys):
+    """The mechanism, in-process (tests/e2e/test_startup41_stop_at_start.py: a real process, its generation child):
+    SIGTERM comes while `start` reads the jobs folder, after it made the data folder and before any model loads."""
+    import service.admin.paths
+    from training.cli import main
+    from training.commands import serve
+
+    data = tmp_path / "data"
+    for name, value in {"PLURALIGN_DATA_DIR": data, "PLURALIGN_GENERATOR": tiny_generator_dir, "PLURALIGN_PAL_DIR": tiny_pal_dir,
+                        "PLURALIGN_CACHE_DIR": tmp_path / "cache"}.items():
+        monkeypatch.setenv(name, str(value))
+    read_jobs_folder = service.admin.paths.check_jobs_folder
+
+    def stopped_there(settings):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal's handler runs here
+        read_jobs_folder(settings)
+
+    def unhandled(signum, frame):
+        raise Unhandled
+
+    monkeypatch.setattr(service.admin.paths, "check_jobs_folder", stopped_there)
+    umask, held = os.umask(0o022), len(serve._HELD)
+    caller = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        assert main(["serve", "--host", "127.0.0.1", "--port", str(free_port())]) == 143
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the caller's handler put back
+    finally:
+        signal.signal(signal.SIGTERM, caller)
+        os.umask(umask)
+        for fd in serve._HELD[held:]:  # the data folder's lock, held for the life of a real process
+            os.close(fd)
+        del serve._HELD[held:]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "pluralign: error: stopped by SIGTERM"
+    assert not data.exists()  # the start made it: undone
+
+
+@pytest.mark.slow
+def test_a_stop_once_the_models_loaded_ends_the_generation_process_and_the_ingest_worker(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                        monkeypatch):
+    """Ctrl-C (or SIGTERM, raised as Stopped by the CLI) while `create_app` builds the app around the runtime it
+    built: the generation process was left running until the interpreter's exit, the ingest worker with it.
+    Slow (a generation process started, ~10 s): `make test-all`."""
+    import service.app
+    from service.app import create_app
+    from service.settings import Settings
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    built = []
+
+    def interrupted(app):
+        built.append(app.state.runtime)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(service.app, "install_openapi", interrupted)  # the app's last step
+    settings = Settings(data_dir=str(tmp_path / "data"), generator=str(tiny_generator_dir), pal_dir=str(tiny_pal_dir), generation_process=True)
+    with pytest.raises(KeyboardInterrupt):
+        create_app(settings)
+    (runtime,) = built
+    child = runtime.generator._process
+    assert child.exitcode is not None, f"generation process {child.pid} left running"  # ended and reaped (joined)
+    assert not runtime.ingest._thread.is_alive()
