@@ -490,6 +490,7 @@ def test_onboarding_by_population_skips_users_of_an_older_population_without_los
             fitted(c, "new0", True)
             fitted(c, "new1", False)
             assert c.get("/v1/users/new0").json()["pal"]["version"] == version
+            svc.runtime.wait_for_background()  # every row moved and every queued refit stored (they lag under load)
             out = c.post("/v1/users/newbie/next-comparison", json={"pool": pool, "target": "population"})
             assert out.status_code == 200, out.text
             assert out.json()["criterion"] == "population" and out.json()["population_users"] == 2, out.json()
