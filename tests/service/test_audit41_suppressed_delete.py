@@ -30,6 +30,12 @@ def stored_audit(admin, uri: str, job_id: str, report: AuditReport) -> Job:
     """The audit job `job_id` with `report`, checked as the runner checks one that succeeded, then recorded."""
     job = Job(id=job_id, kind="audit", params={"store": uri, "group_by": "segment", "tenant": "acme", "min_group_size": 2},
               state="running", created_at=report.created_at)
+    return recorded_succeeded(admin, job, report)
+
+
+def recorded_succeeded(admin, job: Job, report: AuditReport) -> Job:
+    """The running audit `job` recorded with `report` as the runner records one that succeeded (its result, output and
+    members file written, then the record)."""
     data = report_encoder.encode(report)
     admin.runner.store.add(job)
     admin.runner.store.path(job.id, "result.json").write_bytes(data)

@@ -16,6 +16,7 @@ from pluralign.fairness.report import AuditReport, decode_report, report_encoder
 from pluralign.store.deletions import key_hash
 from service.admin.controllers import ADMIN_HANDLERS
 from service.users.journal import JOURNAL_FOLDER
+from tests.service.test_audit41_suppressed_delete import recorded_succeeded
 from tests.service.test_break20_delete import GONE
 from tests.service.test_data34_delete_audit import give
 from tests.service.test_delete_journal import wait_until
@@ -23,7 +24,6 @@ from tests.service.test_delete_stopped import Stopped
 from tests.service.test_privacy40_audit_figures import figures
 from tests.service.test_scale37_delete_audits import members_of
 from training.jobs.record import Job
-from training.jobs.runner import result_metrics
 
 
 def stored_audit(svc, admin, job_id: str = "audit-review") -> Job:
@@ -36,14 +36,7 @@ def stored_audit(svc, admin, job_id: str = "audit-review") -> Job:
                          base_model="crossfit-logistic", users=4, comparisons=8, overall=figures("all", 4, 0.5625),
                          groups=[figures("s1", 2, 0.25), figures("s2", 1, 0.75), figures("s3", 1, 1.0)],
                          worst_group="s1", worst_group_accuracy=0.25, gap=0.75)
-    data = report_encoder.encode(report)
-    admin.runner.store.add(job)
-    admin.runner.store.path(job.id, "result.json").write_bytes(data)
-    admin.runner.store.path(job.id, "out").write_bytes(data + b"\n")
-    admin.keep_audit_members(job)
-    admin.runner.store.put(msgspec.structs.replace(job, state="succeeded", metrics=result_metrics(msgspec.json.decode(data)),
-                                                   result_path=str(admin.runner.store.path(job.id, "result.json"))))
-    return job
+    return recorded_succeeded(admin, job, report)
 
 
 def give_four(acme) -> None:
