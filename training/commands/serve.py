@@ -266,8 +266,12 @@ def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=No
     config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S,
                             access_log=not own_access_log, **({"log_config": None} if json_logs else {}),
                             **({"http": timed_http_protocol(request_read_timeout_s, max_connections, connections)} if request_read_timeout_s else {}))
+    # a signal this process was started ignoring (SIGINT under `nohup` or from a non-interactive shell's `&`: the
+    # launching script's Ctrl-C) stays ignored while it serves, as during its start (`training.cli.main`); uvicorn
+    # stopped on it regardless
+    ignored = frozenset(sig for sig in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(sig) is signal.SIG_IGN)
     server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None), drain_s=drain_s,
-                               on_drain=on_drain or (lambda draining: None))
+                               on_drain=on_drain or (lambda draining: None), ignored=ignored)
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
     # program embedding it learns of it): left to the default, SIGTERM would end the process by the
     # signal (status 143: "Error" to Kubernetes and Docker, though the stop was clean). Its own handler,
@@ -618,13 +622,20 @@ def over_limit_answer(max_connections: int) -> bytes:
 
 def stopping_server():
     """uvicorn's Server, telling the app it is stopping (`on_stop`) before it waits for requests in flight,
-    and that the wait is nearly over (`on_grace_over`, CUT_EARLY_S before its graceful timeout)."""
+    and that the wait is nearly over (`on_grace_over`, CUT_EARLY_S before its graceful timeout). A signal
+    of `ignored` (the signal numbers its process ignored when it began serving) does nothing."""
     import uvicorn
 
     class StoppingServer(uvicorn.Server):
-        def __init__(self, config: uvicorn.Config, on_stop, on_grace_over, drain_s: float = 0.0, on_drain=lambda draining: None):
+        def __init__(self, config: uvicorn.Config, on_stop, on_grace_over, drain_s: float = 0.0, on_drain=lambda draining: None,
+                     ignored: frozenset[int] = frozenset()):
             super().__init__(config)
             self.on_stop, self.on_grace_over, self.drain_s, self.on_drain = on_stop, on_grace_over, drain_s, on_drain
+            self.ignored = ignored  # signals that neither stop it nor are handed back once it stopped
+
+        def handle_exit(self, sig: int, frame) -> None:
+            if sig not in self.ignored:
+                super().handle_exit(sig, frame)
 
         async def shutdown(self, sockets=None) -> None:
             self.on_stop()  # work still waiting: 503 now, not uvicorn's 500 after its graceful timeout
