@@ -243,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _signalled(signum: int) -> int:
     """The error line and exit code of a command stopped by SIGTERM (143) or interrupted by Ctrl-C (130)."""
+    if "torch._C" in sys.modules:  # torch's import began (one stopped part way leaves no `torch` there, its parts stay)
+        import logging
+
+        # torch's import, stopped part way, had not set its loggers' level (WARNING, once imported whole): its exit
+        # hooks' INFO lines (`FakeTensor cache stats: ...`) came below the error line at a command's INFO logging
+        if logging.getLogger("torch").level == logging.NOTSET:
+            logging.getLogger("torch").setLevel(logging.WARNING)
     _error("pluralign: error: stopped by SIGTERM" if signum == signal.SIGTERM else "pluralign: error: interrupted (SIGINT)")
     return 128 + signum
 
