@@ -8,9 +8,10 @@ Settings come from PLURALIGN_* variables (PLURALIGN_DATA_DIR, default ./data; --
 as for `pluralign keys`) or a TOML file named by PLURALIGN_CONFIG. At first start, once the data
 folder has been read and the models loaded, a development API key is issued for tenant `default`,
 printed once, and stored hashed in the data folder; a data folder the service cannot use is an
-error first, and no key is issued. A start that fails (a bad setting, a damaged file, Ctrl-C while
-the models load) prints one line `pluralign: error: ...` naming the setting or file, and removes what
-it had created in the data folder. GET /health answers once the models are loaded.
+error first, and no key is issued. A start that fails (a bad setting, a damaged file, Ctrl-C or SIGTERM
+while the models load: exit 130 or 143) prints one line `pluralign: error: ...` naming the setting or file
+(or the signal), and removes what it had created in the data folder. Once it serves, SIGTERM or Ctrl-C
+stops it gracefully: exit 0, or 4 when its graceful wait cut requests off. GET /health answers once the models are loaded.
 
 Our own code where the library has none: uvicorn (0.54) has no deadline for a request to arrive
 (its `timeout_keep_alive` covers only a connection idle between requests; the request-start and
