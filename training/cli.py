@@ -102,8 +102,6 @@ def _as_cli_line(message, category, filename, lineno, line=None) -> str:
     return _format_warning(message, category, filename, lineno, line)
 
 
-
-
 class Stopped(BaseException):
     """SIGTERM reached a command: raised where it runs, so every `finally` and `except BaseException` on the way
     out runs (a trainer removes its temp file or hidden folder; a server's start, before uvicorn handles the signal

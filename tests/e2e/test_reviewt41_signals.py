@@ -1,4 +1,4 @@
-"""`pluralign serve` started ignoring SIGINT (`nohup pluralign serve &`; `pluralign serve &` in a script, whose
+"""`pluralign serve` started ignoring SIGINT (`pluralign serve &` or `nohup pluralign serve &` in a script, whose
 Ctrl-C then reaches it too): the start left SIGINT ignored (startup41), but once serving, uvicorn's handler stopped
 it on the first SIGINT. Now it serves on, and SIGTERM stops it as before (exit 0). Slow (a real `pluralign serve`,
 ~10 s): `make test-all`; tests/service/test_reviewt41_nohup_serving.py checks the handler in the default suite."""
@@ -15,7 +15,7 @@ from tests.e2e.test_e2e_serve import ServeProcess
 
 NOHUP = """
 import signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # as nohup, or a non-interactive shell's `&`, starts it
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell without job control starts `pluralign serve &`
 from training.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """

@@ -1,5 +1,5 @@
-"""A server started ignoring SIGINT (`nohup pluralign serve &`, or `pluralign serve &` in a script: the shell
-starts it so, and the launching script's Ctrl-C reaches it too) keeps ignoring it while it serves, as its start
+"""A server started ignoring SIGINT (`pluralign serve &` or `nohup pluralign serve &` in a script: a shell
+without job control starts background commands so, and the script's Ctrl-C reaches them too) keeps ignoring it while it serves, as its start
 does (`training.cli.main` leaves an ignored SIGINT ignored): uvicorn put its own handler in place for SIGINT
 whatever the process had, and the script's Ctrl-C stopped the service (reviewt41). SIGTERM still stops it.
 tests/e2e/test_reviewt41_signals.py sends the real signal to a real `pluralign serve`."""

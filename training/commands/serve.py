@@ -267,10 +267,10 @@ def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=No
     config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S,
                             access_log=not own_access_log, **({"log_config": None} if json_logs else {}),
                             **({"http": timed_http_protocol(request_read_timeout_s, max_connections, connections)} if request_read_timeout_s else {}))
-    # a signal this process was started ignoring (SIGINT under `nohup` or from a non-interactive shell's `&`: the
-    # launching script's Ctrl-C) stays ignored while it serves, as during its start (`training.cli.main`); uvicorn
-    # stopped on it regardless
-    ignored = frozenset(sig for sig in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(sig) is signal.SIG_IGN)
+    # a SIGINT this process was started ignoring (a script's `pluralign serve &` or `nohup pluralign serve &`: a shell
+    # without job control starts background commands so, and the script's Ctrl-C reaches them) stays ignored while it
+    # serves, as during its start (`training.cli.main`); uvicorn stopped on it regardless. SIGTERM always stops it
+    ignored = frozenset({signal.SIGINT}) if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else frozenset()
     server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None), drain_s=drain_s,
                                on_drain=on_drain or (lambda draining: None), ignored=ignored)
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a

@@ -13,7 +13,7 @@ SIGTERM or Ctrl-C stops it as `pluralign serve` stops: requests waiting for the 
 with Retry-After at once, the one encoding gets up to 5 s; exit status 0, or 4 when that wait cut
 requests off, 3 when it could not start. Stopped before it serves (while the encoder loads), it ends as
 other commands do: `pluralign: error: stopped by SIGTERM`, 143 (130 for Ctrl-C). A SIGINT it was started
-ignoring (`nohup`) stays ignored.
+ignoring (a script's `&`) stays ignored.
 """
 
 from __future__ import annotations
