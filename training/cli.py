@@ -231,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = _run(args)
     finally:
+        # the command has ended: a signal from now on is held, not raised (a second SIGTERM a moment after the first,
+        # raised here or in the stop's error line, escaped main: a traceback and exit 1). Set before any call, as a
+        # signal's handler runs at a call
+        if previous:
+            _held.ended = True
         held = _held.end() if previous else None
         for signum, handler in previous.items():  # main() called in-process (tests, scripts) leaves the caller's handlers
             signal.signal(signum, handler)
@@ -267,8 +272,10 @@ def _run(args: argparse.Namespace) -> int:
             Settings.load()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: what was written is whole or removed on the way out, as for SIGTERM
+        _held.ended = True  # (set before any call, where a signal's handler may run: `_stopped` holds one from now on)
         return _signalled(signal.SIGINT)
     except Stopped:
+        _held.ended = True
         return _signalled(signal.SIGTERM)
     except ValueError as exc:
         _error(f"pluralign: error: {exc}")
