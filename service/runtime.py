@@ -336,6 +336,7 @@ class Runtime:
             settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries,
             own_process=settings.generation_process,
         )
+        ingest: Ingestor | None = None
         try:
             step("opening the tables at %s", settings.lancedb_uri)
             store = Store(
@@ -367,6 +368,8 @@ class Runtime:
                 adapters=adapters, ingest=ingest, moved_hooks=hooks,
             )
         except BaseException:
+            if ingest is not None:  # a stop while the population model loads (a first start bootstraps it: a minute):
+                ingest.close()  # its worker and the log's writer end before `pluralign serve` removes what the start made
             if own_generator and hasattr(generator, "close"):  # its child process stopped now, not at the interpreter's
                 generator.close()  # exit (which warns on stderr of a leaked semaphore, below the start's one-line error)
             raise

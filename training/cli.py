@@ -102,8 +102,6 @@ def _as_cli_line(message, category, filename, lineno, line=None) -> str:
     return _format_warning(message, category, filename, lineno, line)
 
 
-
-
 class Stopped(BaseException):
     """SIGTERM reached a command: raised where it runs, so every `finally` and `except BaseException` on the way
     out runs (a trainer removes its temp file or hidden folder; a server's start, before uvicorn handles the signal
@@ -233,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = _run(args)
     finally:
+        # the command has ended: a signal from now on is held, not raised (a second SIGTERM a moment after the first,
+        # raised here or in the stop's error line, escaped main: a traceback and exit 1). Set before any call, as a
+        # signal's handler runs at a call
+        if previous:
+            _held.ended = True
         held = _held.end() if previous else None
         for signum, handler in previous.items():  # main() called in-process (tests, scripts) leaves the caller's handlers
             signal.signal(signum, handler)
@@ -243,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _signalled(signum: int) -> int:
     """The error line and exit code of a command stopped by SIGTERM (143) or interrupted by Ctrl-C (130)."""
+    if "torch._C" in sys.modules:  # torch's import began (one stopped part way leaves no `torch` there, its parts stay)
+        import logging
+
+        # torch's import, stopped part way, had not set its loggers' level (WARNING, once imported whole): its exit
+        # hooks' INFO lines (`FakeTensor cache stats: ...`) came below the error line at a command's INFO logging
+        if logging.getLogger("torch").level == logging.NOTSET:
+            logging.getLogger("torch").setLevel(logging.WARNING)
     _error("pluralign: error: stopped by SIGTERM" if signum == signal.SIGTERM else "pluralign: error: interrupted (SIGINT)")
     return 128 + signum
 
@@ -262,8 +272,10 @@ def _run(args: argparse.Namespace) -> int:
             Settings.load()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: what was written is whole or removed on the way out, as for SIGTERM
+        _held.ended = True  # (set before any call, where a signal's handler may run: `_stopped` holds one from now on)
         return _signalled(signal.SIGINT)
     except Stopped:
+        _held.ended = True
         return _signalled(signal.SIGTERM)
     except ValueError as exc:
         _error(f"pluralign: error: {exc}")

@@ -8,9 +8,10 @@ Settings come from PLURALIGN_* variables (PLURALIGN_DATA_DIR, default ./data; --
 as for `pluralign keys`) or a TOML file named by PLURALIGN_CONFIG. At first start, once the data
 folder has been read and the models loaded, a development API key is issued for tenant `default`,
 printed once, and stored hashed in the data folder; a data folder the service cannot use is an
-error first, and no key is issued. A start that fails (a bad setting, a damaged file, Ctrl-C while
-the models load) prints one line `pluralign: error: ...` naming the setting or file, and removes what
-it had created in the data folder. GET /health answers once the models are loaded.
+error first, and no key is issued. A start that fails (a bad setting, a damaged file, Ctrl-C or SIGTERM
+while the models load: exit 130 or 143) prints one line `pluralign: error: ...` naming the setting or file
+(or the signal), and removes what it had created in the data folder. Once it serves, SIGTERM or Ctrl-C
+stops it gracefully: exit 0, or 4 when its graceful wait cut requests off. GET /health answers once the models are loaded.
 
 Our own code where the library has none: uvicorn (0.54) has no deadline for a request to arrive
 (its `timeout_keep_alive` covers only a connection idle between requests; the request-start and
@@ -266,8 +267,12 @@ def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=No
     config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S,
                             access_log=not own_access_log, **({"log_config": None} if json_logs else {}),
                             **({"http": timed_http_protocol(request_read_timeout_s, max_connections, connections)} if request_read_timeout_s else {}))
+    # a SIGINT this process was started ignoring (a script's `pluralign serve &` or `nohup pluralign serve &`: a shell
+    # without job control starts background commands so, and the script's Ctrl-C reaches them) stays ignored while it
+    # serves, as during its start (`training.cli.main`); uvicorn stopped on it regardless. SIGTERM always stops it
+    ignored = frozenset({signal.SIGINT}) if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else frozenset()
     server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None), drain_s=drain_s,
-                               on_drain=on_drain or (lambda draining: None))
+                               on_drain=on_drain or (lambda draining: None), ignored=ignored)
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
     # program embedding it learns of it): left to the default, SIGTERM would end the process by the
     # signal (status 143: "Error" to Kubernetes and Docker, though the stop was clean). Its own handler,
@@ -618,13 +623,20 @@ def over_limit_answer(max_connections: int) -> bytes:
 
 def stopping_server():
     """uvicorn's Server, telling the app it is stopping (`on_stop`) before it waits for requests in flight,
-    and that the wait is nearly over (`on_grace_over`, CUT_EARLY_S before its graceful timeout)."""
+    and that the wait is nearly over (`on_grace_over`, CUT_EARLY_S before its graceful timeout). A signal
+    of `ignored` (the signal numbers its process ignored when it began serving) does nothing."""
     import uvicorn
 
     class StoppingServer(uvicorn.Server):
-        def __init__(self, config: uvicorn.Config, on_stop, on_grace_over, drain_s: float = 0.0, on_drain=lambda draining: None):
+        def __init__(self, config: uvicorn.Config, on_stop, on_grace_over, drain_s: float = 0.0, on_drain=lambda draining: None,
+                     ignored: frozenset[int] = frozenset()):
             super().__init__(config)
             self.on_stop, self.on_grace_over, self.drain_s, self.on_drain = on_stop, on_grace_over, drain_s, on_drain
+            self.ignored = ignored  # signals that neither stop it nor are handed back once it stopped
+
+        def handle_exit(self, sig: int, frame) -> None:
+            if sig not in self.ignored:
+                super().handle_exit(sig, frame)
 
         async def shutdown(self, sockets=None) -> None:
             self.on_stop()  # work still waiting: 503 now, not uvicorn's 500 after its graceful timeout

@@ -11,7 +11,9 @@ open is answered 503 with Retry-After (`training.commands.serve.timed_http_proto
 
 SIGTERM or Ctrl-C stops it as `pluralign serve` stops: requests waiting for the encoder are answered 503
 with Retry-After at once, the one encoding gets up to 5 s; exit status 0, or 4 when that wait cut
-requests off, 3 when it could not start.
+requests off, 3 when it could not start. Stopped before it serves (while the encoder loads), it ends as
+other commands do: `pluralign: error: stopped by SIGTERM`, 143 (130 for Ctrl-C). A SIGINT it was started
+ignoring (a script's `&`) stays ignored.
 """
 
 from __future__ import annotations
