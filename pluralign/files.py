@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -362,30 +362,41 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextmanager
-def left_as_found(*folders: str | os.PathLike) -> Iterator[None]:
+def left_as_found(*folders: str | os.PathLike, keep: Collection[str | os.PathLike] = ()) -> Iterator[None]:
     """Undo what the block created in `folders` if it raises: an entry at a folder's top level that
     was not there before is removed (a whole subtree), and a folder that did not exist is removed
     with everything in it. What was there before is left alone (a file changed inside an old entry
     stays changed). For a start-up that fails part way: a service that cannot start leaves its data
-    folder as it found it, not with empty tables and logs beside a damaged file."""
+    folder as it found it, not with empty tables and logs beside a damaged file.
+
+    `keep`: paths of top-level entries that other processes write into these folders by design, under
+    their own locks, while the block runs (the key file `pluralign keys create` writes while a service
+    starts): a new one is left, and so is a folder that did not exist and holds one; a kept folder
+    that is empty (the block's own mkdir) is removed."""
     paths = [Path(f).absolute() for f in folders]
+    kept = {Path(k).absolute() for k in keep}
     before = {path: (set(os.listdir(path)) if path.is_dir() else None) for path in paths}
     try:
         yield
     except BaseException:
         for path, names in before.items():
-            if not path.is_dir():
-                continue
-            if names is None:
-                shutil.rmtree(path, ignore_errors=True)
-                continue
-            for name in set(os.listdir(path)) - names:
-                entry = path / name
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+            if path.is_dir():
+                _remove_new_entries(path, names or set(), kept)
+                if names is None:  # made by the block: gone unless it holds what another process wrote
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
         raise
+
+
+def _remove_new_entries(folder: Path, names: set[str], kept: set[Path]) -> None:
+    for name in set(os.listdir(folder)) - names:
+        entry = folder / name
+        if entry in kept and not (entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir())):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 class NoHomeFolder(ValueError):

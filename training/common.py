@@ -117,8 +117,10 @@ def check_writable(option: str, path: str, *, file: bool = False) -> None:
         fd, probe = tempfile.mkstemp(dir=base, prefix=".pluralign-write-check.")
     except OSError as exc:
         raise ValueError(f"{option} {path}: cannot write in {base} ({exc.strerror or exc})") from None
-    os.close(fd)
-    os.unlink(probe)
+    try:
+        os.close(fd)
+    finally:  # a SIGTERM or Ctrl-C (`training.cli`) meanwhile leaves no probe file
+        os.unlink(probe)
 
 
 def check_temp_dir() -> None:

@@ -121,10 +121,18 @@ def hold_data_folder(folder, option: str) -> bool:
     a crash or kill -9 included. A folder that takes no flock (an NFS volume: EBADF; a FUSE one) is served
     unlocked, with a warning. Replicas on a shared store each have a data folder of their own
     (deploy/README.md), so this holds on an object store too; the store itself is not locked."""
-    import fcntl
-
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return _lock_data_folder(folder, option, made)
+    except BaseException:  # refused, or SIGTERM or Ctrl-C (`training.cli`) before it was held: no folder left that it made
+        remove_if_empty(folder, made)
+        raise
+
+
+def _lock_data_folder(folder, option: str, made: bool) -> bool:
+    import fcntl
+
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # not inherited by the jobs' processes (O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -139,6 +147,9 @@ def hold_data_folder(folder, option: str) -> bool:
             "%s %s: not locked (flock: %s; an NFS or FUSE volume): a second `pluralign serve` on it is not refused, "
             "so make sure only one runs", option, folder, exc.strerror or exc)
         return made
+    except BaseException:  # SIGTERM or Ctrl-C while it locks
+        os.close(fd)
+        raise
     _HELD.append(fd)
     return made
 
@@ -194,7 +205,12 @@ def start(settings, local_store: list[str]):
     from service.promoted import restore_promoted
 
     restore_promoted(settings)  # outside the undoing below: a failed start must not remove what it put back
-    with left_as_found(settings.data_path, *local_store):
+    # what other commands write into the data folder while it starts (minutes, the models loading), under locks of their
+    # own, is theirs: a key `pluralign keys create` printed once, an adapter `pluralign train adapter` saved. What the start
+    # itself writes there is the key file only at its end, once it can serve (the key it prints stays good too)
+    keys_file = settings.data_path / "api_keys.json"
+    others = (keys_file, keys_file.with_name(keys_file.name + ".lock"), settings.adapters_path)
+    with left_as_found(settings.data_path, *local_store, keep=others):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
         from service.admin.paths import check_jobs_folder
