@@ -621,13 +621,13 @@ def _utf16_hint(body: bytes) -> str:
 
 
 def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError) -> HTTPException:
-    """The 400 (`invalid_json` but for depth) of a JSON route's `body` (UTF-8, `read_json_body`'s) that msgspec
+    """The 400 (`invalid_json`) of a JSON route's `body` (UTF-8, `read_json_body`'s) that msgspec
     could not decode (`exc`, not a ValidationError: that is a field's): the body is empty (what to send), holds a
     lone surrogate escape (its field named), is nested too deeply, or is not JSON (msgspec's words, and a hint
     when it looks UTF-16 or UTF-32 sent without its charset). The API service's JSON routes and the embeddings
     server (`service.embeddings.app`) answer these alike."""
     if isinstance(exc, RecursionError):
-        return bad_request("body", "the JSON is nested too deeply")
+        return bad_request("body", "the JSON is nested too deeply", code="invalid_json")
     if not body.strip():  # `curl -X POST URL` alone: "Input data was truncated" would not say what to send
         return bad_request("body", "the request body is empty: send a JSON object (`{}` takes every optional field's "
                                    "default)", code="invalid_json")

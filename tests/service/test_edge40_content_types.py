@@ -337,6 +337,7 @@ def test_the_embeddings_server_answers_a_body_nested_too_deeply_as_the_api_servi
     r = httpx.post(f"{embeddings.url}/v1/embeddings", content=b"[" * 100_000 + b"]" * 100_000,
                    headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and field_named(r) == "body" and "nested too deeply" in error(r)["message"], r.text
+    assert error(r)["code"] == "invalid_json", r.text  # as the API service and an import's too-deep line say
 
 
 def test_the_embeddings_server_logs_a_client_gone_while_its_body_arrives_as_499(embeddings):
