@@ -28,12 +28,12 @@ install: $(STAMP)
 serve: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/pluralign serve --host $${HOST:-127.0.0.1}
 
-# three workers of one torch thread each on two cores (PYTEST_WORKERS=0 runs in one process): torch's own
-# threads would spin against each other, and much of the suite waits on servers and child processes (two
-# workers kept the two cores ~57% busy: 588 s; three, 515 s; session 41, one run each). Work stealing: a
-# worker that runs out takes the rest of another's queue instead of waiting on one long module
+# two workers of one torch thread each (PYTEST_WORKERS=0 runs in one process): on two cores torch's own
+# threads spin against each other, and much of the suite waits on servers and child processes. Three workers
+# were faster (515 s against 588 s, session 41) but one run of four then failed three load-sensitive tests.
+# Work stealing: a worker that runs out takes the rest of another's queue instead of waiting on one long module
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $${PYTEST_WORKERS:-3} --dist worksteal
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $${PYTEST_WORKERS:-2} --dist worksteal
 
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m ""

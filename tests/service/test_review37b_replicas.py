@@ -152,7 +152,7 @@ def test_metrics_show_the_clock_skew_and_that_deletes_are_refused(tmp_path, tiny
         lines = client.get("/metrics").text.splitlines()
         return {line.split()[0]: float(line.split()[1]) for line in lines if line.startswith("pluralign_replica_clock")}
 
-    skew(b, -8.0)  # far past the bound, so a reading slowed by a loaded machine still finds it (-3 s: once read as agreeing again under load, refused twice)
+    skew(b, -3.0)
     logged: list[tuple[int, str]] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: logged.append((record.levelno, record.getMessage()))
@@ -168,7 +168,7 @@ def test_metrics_show_the_clock_skew_and_that_deletes_are_refused(tmp_path, tiny
         assert seen["pluralign_replica_clock_skew_seconds"] > 2.0, seen
         skew(b, 0.0)  # NTP fixed: held as many seconds as it was (rows stamped meanwhile), then 0
         compare_clocks(b, a, b, a)
-        monkeypatch.setattr(clocks, "time", types.SimpleNamespace(monotonic=lambda: time_monotonic() + 20, time=time.time))
+        monkeypatch.setattr(clocks, "time", types.SimpleNamespace(monotonic=lambda: time_monotonic() + 10, time=time.time))
         compare_clocks(b, a)
         assert scraped(acme_a) == {"pluralign_replica_clock_skew_seconds": 0.0, "pluralign_replica_clocks_refusing_deletes": 0.0}
         assert len([m for level, m in logged if level == logging.WARNING and "agree again" in m]) == 2, logged
