@@ -231,13 +231,14 @@ DROPPED_REFITS_FILE = "refits-dropped.json"  # under the data folder: [[tenant, 
 
 
 def keep_dropped_refits(rt: Runtime) -> int:
-    """At the stop, once the feedback worker has stopped: write the users whose background refits the stop dropped
-    (`Runtime.dropped_refits`) to DROPPED_REFITS_FILE, for the next start to refit (`refit_dropped`). A read of
-    the user refits stale weights itself, but what reads the users table as it is (the fairness audit's user
-    attributes and `pal_prototype`, the population a new user is compared against, the pooled prior, the export)
-    would otherwise keep the row of before their last feedback (or none) until they came back, and a tie's
-    attributes (no strict comparison: the row does not look stale) until their next comparison. A user with
-    nothing stored any more (deleted meanwhile) is not written. Returns how many were."""
+    """At the stop, once the feedback worker has stopped: write the users whose background refits the stop dropped,
+    or the feedback log's backlog still held back (`Runtime.dropped_refits`, `after_move`), to DROPPED_REFITS_FILE,
+    for the next start to refit (`refit_dropped`). A read of the user refits stale weights itself, but what reads
+    the users table as it is (the fairness audit's user attributes and `pal_prototype`, the population a new user is
+    compared against, the pooled prior, the export) would otherwise keep the row of before their last
+    feedback (or none) until they came back, and a tie's attributes (no strict comparison: the row does not look
+    stale) until their next comparison. A user with nothing stored any more (deleted meanwhile) is not written.
+    Returns how many were."""
     with rt.refit_lock:
         keys = sorted(rt.dropped_refits)
         rt.dropped_refits.clear()
