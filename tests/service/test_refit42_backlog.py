@@ -58,6 +58,21 @@ def test_refits_skipped_during_a_backlog_run_once_it_clears_never_for_a_user_del
         assert not rt.dropped_refits
 
 
+def test_an_export_user_line_reflects_the_feedback_just_sent(service):
+    rt = service.runtime
+    with service.client() as c:
+        _send(c, "r42-exporter", "first")
+        assert c.get("/v1/users/r42-exporter").status_code == 200
+        with rt.ingest.paused():  # a backlog: the background refit of the export's user is not run before it reads
+            _send(c, "r42-exporter", "second", attributes={"plan": "pro"})
+            _send(c, "r42-other", "third")
+            lines = [json.loads(line) for line in c.get("/v1/users/r42-exporter/export").text.splitlines()]
+        rt.wait_for_background()
+    user = next(line for line in lines if line["type"] == "user")
+    assert (user["n_preferences"], user["attributes"]) == (2, {"plan": "pro"})  # before: 1 and {}
+    assert sum(line["type"] == "preference" for line in lines) == 2
+
+
 def test_users_still_waiting_for_the_backlog_at_a_stop_are_refitted_at_the_next_start(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     data = tmp_path / "data"
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm)
