@@ -91,3 +91,29 @@ def test_a_start_stamped_ahead_of_the_clock_puts_off_no_tenants_turn(tmp_path):
     finally:
         runner.stop()
     assert sorted(done, key=lambda name: done[name].started_at) == ["g1", "a1", "g2"]  # not g1, g2, then a1
+
+
+def test_a_job_purged_no_longer_counts_as_its_tenants_turn(tmp_path):
+    """jobturn42: a job removed (a DELETE's purge, retention) counted as its tenant's turn until the next restart, which
+    reads the turns from the records left: globex's g1 went before acme's a1 because of acme's job a0 that was no longer
+    there, and after a restart a1 went first. Now the turns are those the held records give, with or without a restart."""
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=1)
+    runner = LocalJobRunner(config, TEST_KINDS)
+    runner.start()
+    try:
+        g0 = runner.submit("work", {"tenant": "globex", "user": "gil"})
+        assert runner.wait(g0.id, timeout=60).state == "succeeded"
+        a0 = runner.submit("work", {"tenant": "acme", "user": "ann"})  # acme's turn after globex's
+        assert runner.wait(a0.id, timeout=60).state == "succeeded"
+    finally:
+        runner.stop()
+    runner.purge(a0.id)  # as ann's DELETE does
+    assert LocalJobRunner(config, TEST_KINDS).store.turn("acme") == 0  # what a restart reads: acme never started a job
+    g1 = runner.submit("work", {"tenant": "globex", "user": "gil"})
+    a1 = runner.submit("work", {"tenant": "acme", "user": "bob"})
+    runner.start()  # both queued before either starts
+    try:
+        done = {name: runner.wait(job.id, timeout=60) for name, job in (("g1", g1), ("a1", a1))}
+    finally:
+        runner.stop()
+    assert sorted(done, key=lambda name: done[name].started_at) == ["a1", "g1"]  # was g1 first: a0's turn kept
