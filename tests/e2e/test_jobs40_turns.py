@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.e2e.job_kinds import TEST_KINDS
+from training.jobs.record import Job
 from training.jobs.runner import LocalJobRunner, RunnerConfig
 
 
@@ -117,3 +118,31 @@ def test_a_job_purged_no_longer_counts_as_its_tenants_turn(tmp_path):
     finally:
         runner.stop()
     assert sorted(done, key=lambda name: done[name].started_at) == ["a1", "g1"]  # was g1 first: a0's turn kept
+
+
+def test_a_start_undone_gives_its_tenant_the_turn_it_had_before(tmp_path):
+    """jobturn42: a launch whose worker never ran (the Ray runner's job it could not place, put back to the `started_at`
+    it had before) kept its tenant's turn. Now the tenant's turn is what it was: none before a first start, the earlier
+    start's for a job that had run before (queued again by a restart), and the same as a restart reads."""
+    import msgspec
+
+    from training.jobs.store import JobStore
+
+    store = JobStore(tmp_path / "jobs")
+    now = time.time()
+    g = store.add(Job(id="g", kind="work", params={"tenant": "globex"}, created_at=now))
+    store.put(msgspec.structs.replace(g, state="succeeded", attempts=1, started_at=now, finished_at=now))
+    a = store.add(Job(id="a", kind="work", params={"tenant": "acme"}, created_at=now))
+    store.put(msgspec.structs.replace(a, state="running", attempts=1, started_at=now + 1))  # sent to the cluster
+    assert store.turn("acme") > store.turn("globex") > 0
+    store.put(msgspec.structs.replace(a, state="failed", attempts=1, started_at=None))  # never placed: never ran
+    assert store.turn("acme") == 0 == JobStore(tmp_path / "jobs").turn("acme")
+    b = store.add(Job(id="b", kind="work", params={"tenant": "acme"}, state="queued", created_at=now, started_at=now - 60))
+    store = JobStore(tmp_path / "jobs")  # a restart: b had run before it (queued again), before globex's job
+    assert store.turn("acme") < store.turn("globex")
+    store.put(msgspec.structs.replace(b, state="running", started_at=now + 2))
+    store.put(msgspec.structs.replace(b, state="running", started_at=now + 3))  # placed: stamped again
+    assert store.turn("acme") > store.turn("globex")
+    store.put(msgspec.structs.replace(b, state="failed", started_at=now - 60))  # its worker could not start
+    assert store.turn("acme") < store.turn("globex")
+    assert JobStore(tmp_path / "jobs").turn("acme") < JobStore(tmp_path / "jobs").turn("globex")
