@@ -342,3 +342,22 @@ def test_a_job_cancelled_while_ray_has_not_placed_it_ends_cancelled_without_runn
         assert not (tmp_path / "b-began").exists()  # its worker never ran
     finally:
         runner.stop()
+
+
+def test_a_running_job_purged_on_ray_is_stopped_and_forgotten(ray_cluster, tmp_path):
+    """jobturn42: `purge` (a user's DELETE, retention) was the local runner's, which kills `running.process`: on Ray it
+    raised AttributeError ('_Attached' object has no attribute 'process') with the job no longer polled, its record
+    left running and its worker running on. Now its worker and actor are stopped and every file of it goes."""
+    marker = tmp_path / "marker"
+    runner = make_runner(tmp_path / "jobs")
+    try:
+        job = runner.submit("work", {"seconds": 60.0, "tenant": "acme", "user": "ann", "marker": str(marker)})
+        wait_for(lambda: marker.exists() and runner.get(job.id).progress > 0, 120, "never started")
+        assert runner.purge(job.id).id == job.id
+        assert runner.get(job.id) is None and not _workers_of(job.id)
+        assert not list((tmp_path / "jobs").glob(f"*{job.id}*")) and not (tmp_path / "jobs" / "artifacts" / job.id).exists()
+        wait_for(lambda: not _actor_alive(ray_cluster, job.id), 30, "its actor was left")
+    finally:
+        runner.stop()
+        for pid in _workers_of(job.id):  # (what the runner left, before the fix)
+            os.kill(pid, signal.SIGKILL)

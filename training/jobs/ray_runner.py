@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -130,6 +131,21 @@ class RayJobRunner(LocalJobRunner):
             attached.actor.cancel.remote()
             if attached.stop_asked_at is None:
                 attached.stop_asked_at = time.monotonic()
+
+    def purge(self, job_id: str) -> Job | None:
+        """As the local runner's (`LocalJobRunner.purge`), with a running job's worker killed through its actor (SIGKILL,
+        waited for) and the actor removed: an actor Ray has not placed yet has no worker, and is removed at once."""
+        with self._lock:  # the dispatcher neither launches nor records it meanwhile
+            attached = self._running.pop(job_id, None)
+            if attached is not None and attached.placing is not None and attached.stamp:  # no `start` sent
+                self._detach_actor(attached.actor)
+            elif attached is not None:
+                self._kill_actor(attached.actor)
+            job = self.store.remove(job_id)
+            shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+            if attached is not None:
+                self._exited(job_id)
+            return job
 
     def stop(self) -> None:
         """Stop dispatching and polling; running jobs keep running on Ray, and the next runner over
@@ -293,7 +309,10 @@ class RayJobRunner(LocalJobRunner):
     def _detach(self, job_id: str) -> None:
         attached = self._running.pop(job_id, None)
         if attached is not None:
-            try:
-                self._ray.kill(attached.actor)  # detached actors live until killed
-            except Exception:
-                pass
+            self._detach_actor(attached.actor)
+
+    def _detach_actor(self, actor) -> None:
+        try:
+            self._ray.kill(actor)  # detached actors live until killed
+        except Exception:
+            pass
