@@ -403,7 +403,7 @@ def _seconds(duration: str) -> float:
 
 class S3Claims(PrefIdClaims):
     """Claims as objects under `s3://bucket/prefix/pref_id_claims/`, each a PUT with `If-None-Match: *`,
-    S3_THREADS at a time. `options`: the store's Lance storage options (endpoint, region, credentials, by any of
+    S3_THREADS at a time; a claim's version is its ETag, which a later PUT or DELETE of it names in `If-Match`. `options`: the store's Lance storage options (endpoint, region, credentials, by any of
     object_store's names, and its `timeout` and `connect_timeout`); one left out is taken where Lance takes it (the
     `AWS_*` variable of its name: AWS_ENDPOINT, which boto3 does not read), else boto3's default (the instance
     role). Until review 40 only the `aws_*` options were read, and a store reached through AWS_ENDPOINT had its

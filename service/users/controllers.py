@@ -364,7 +364,7 @@ def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list,
     try:
         if taken:
             raise _claimed_elsewhere(records, lines, taken)
-        _not_stored_elsewhere(rt, [r for r in stored if r.pref_id in made], records, lines, stamped)
+        _refuse_if_stored_otherwise(rt, [r for r in stored if r.pref_id in made], records, lines, stamped)
     except BaseException:
         claims.release(tenant, user_id, made)
         raise
@@ -384,7 +384,7 @@ def _claimed_elsewhere(records: list, lines: list[int], taken: Mapping[str, Clai
     return _pref_id_conflict(f"line {line}.pref_id", problem)
 
 
-def _not_stored_elsewhere(rt: Runtime, claimed: list, records: list, lines: list[int], stamped: frozenset[str]) -> None:
+def _refuse_if_stored_otherwise(rt: Runtime, claimed: list, records: list, lines: list[int], stamped: frozenset[str]) -> None:
     """Raises the 409 of `_store_imported` naming the first row of `claimed` (new rows whose ids this import claimed
     afresh) that the table's newest version holds with other content (`Store.check_newest`; a table that cannot
     be read raises its StoreUnavailable, answered as the import's own check's, `services.new_rows`)."""
