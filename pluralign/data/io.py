@@ -708,6 +708,8 @@ def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -
     messages without the null keys Arrow gives absent ones."""
     row = {k: v for k, v in row.items() if v is not None or k in _TRL_EXTRA_SET}
     for name in json_columns & row.keys():
+        if row[name] is None:  # Arrow's null in a kept extra column (the row has no value there): no JSON text to decode
+            continue
         try:
             row[name] = _json_decoder.decode(row[name])
         except (msgspec.DecodeError, RecursionError):
