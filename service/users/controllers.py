@@ -36,7 +36,7 @@ from service.ids import check_user_id
 from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
-from service.strict import body_in_utf8
+from service.strict import body_in_utf8, refuse_form_upload
 from service.users import exports, services
 from service.users.journal import DeleteNotRecorded
 
@@ -220,6 +220,7 @@ async def import_preferences(
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
     rt, tenant, user_id = _user(request, user_id)
+    refuse_form_upload(request.content_type[0].strip().lower(), accept="application/x-ndjson")
     body = body_in_utf8(request.content_type[1], await request.body(), accept="application/x-ndjson")  # its charset, as a JSON route's
     # off the event loop (a 1 MB body is ~8,000 lines, 20-40 ms of Python on 2 cores: every tenant's
     # requests would wait it out), and one of the tenant's imports at a time (`Runtime.import_lock`)
