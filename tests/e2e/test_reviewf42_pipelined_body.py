@@ -15,6 +15,7 @@ the service does on demand (a chat or an export would have to outlast the deadli
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -22,14 +23,16 @@ import time
 import pytest
 import uvicorn
 
+from tests.e2e.test_break36_slow_clients import TCP_CLOSE
+from tests.service.test_delete_journal import wait_until
 from training.commands.serve import timed_http_protocol
 
 TIMEOUT_S = 0.2  # the read deadline; the test waits out three of them
 
 
 class HeldAnswers:
-    """An ASGI app: `GET /held` answers its first half at once and the rest once `release` is called; any other
-    request is answered with its own body. `failures` collects what the app's writes raised."""
+    """An ASGI app: `GET /held` answers its first half at once and the rest once `release` is called; `/early` is
+    answered 401 without its body being read; any other request is answered with its own body. `failures` collects what the app's writes raised."""
 
     def __init__(self):
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -39,6 +42,10 @@ class HeldAnswers:
     async def __call__(self, scope, receive, send) -> None:
         assert scope["type"] == "http"
         self.loop = asyncio.get_running_loop()
+        if scope["path"] == "/early":  # answered before its body is read, as the service's 401 for a wrong key is
+            await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"4")]})
+            await send({"type": "http.response.body", "body": b"nope"})
+            return
         if scope["path"] == "/held":
             self.go = asyncio.Event()
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
@@ -108,3 +115,28 @@ def test_a_body_pipelined_behind_an_answer_still_going_out_is_not_answered_408_i
     first, _, second = answer.partition(b"HTTP/1.1 ")[2].partition(b"HTTP/1.1 ")
     assert first.endswith(b"\r\n\r\n0123456789") and second.startswith(b"200 ") and second.endswith(b"\r\n\r\nabcdefghij"), answer
     assert app.failures == []
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="reads the connection's state from Linux's TCP_INFO")
+def test_a_client_still_sending_a_body_already_answered_at_the_deadline_is_not_reset(served):
+    """A request answered before its body was read (the service's 401 for a wrong key does so), the client still
+    sending that body past the deadline (a client that writes a whole body before it reads, on a slow link). Before:
+    the deadline closed the connection at once, as for an answer still going out, though this one was whole: the
+    bytes the client sent on met a closed socket, which answered with a reset (its write said EPIPE), as flaky42 fixed
+    for the 408. Now it is half closed (`linger`), as after the 408: the client reads its answer and an end."""
+    _, port = served
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
+        answer = b""
+        while data := sock.recv(65536):  # the 401 at once, then, at the deadline, the service's end of the connection
+            answer += data
+        assert answer.startswith(b"HTTP/1.1 401 ") and answer.endswith(b"nope"), answer
+        try:
+            sock.sendall(b"b" * 990)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            pytest.fail(f"the connection was reset: {exc!r}")
+        assert wait_until(lambda: sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE, 30)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        assert error == 0, f"the connection was reset: {os.strerror(error)}"

@@ -576,8 +576,11 @@ class TimedRequests:
         if self.behind_an_answer():  # nothing may be written into that answer, so the deadline waits for it
             self.deadline = self.loop.call_later(self.timeout_s, self.timed_out)
             return
-        if self.reading == "body" and self.cut_body():  # the app's answer had begun: nothing may be written into it
-            self.transport.close()
+        if self.reading == "body" and self.cut_body():  # the app had answered: no 408 may follow
+            if self.cycle.response_complete:  # whole (a 401 sent before the body was read): left as after a 408, below
+                self.linger()
+            else:  # part way: nothing may be written into it, and it is cut
+                self.transport.close()
             return
         if self.reading != "nothing":
             self.transport.write(stamped(self.late[self.reading], self.server_state.default_headers))
