@@ -462,8 +462,9 @@ class TimedRequests:
         self.linger()
 
     def linger(self) -> None:
-        """Ends the connection after a last answer (the 503 over the limit, the parser's 400, the 408; none to a request
-        timed out before its first byte) written with the client's request unread or still arriving: closed then, the
+        """Ends the connection after a last answer (the 503 over the limit, the parser's 400, the 408, the app's own sent
+        before the body it did not wait for; none to a request timed out before its first byte) written with the client's
+        request unread or still arriving: closed then, the
         socket would be reset, the answer lost with it. Half closed instead, it drops
         what arrives (`refused`) until the client, having read the answer, closes, or REFUSED_LINGER_S has passed
         (closed at once beyond REFUSED_LINGERING such connections, or where the transport cannot half close)."""
