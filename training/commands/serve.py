@@ -462,8 +462,9 @@ class TimedRequests:
         self.linger()
 
     def linger(self) -> None:
-        """Ends the connection after a last answer (the 503 over the limit, the parser's 400, the 408; none to a request
-        timed out before its first byte) written with the client's request unread or still arriving: closed then, the
+        """Ends the connection after a last answer (the 503 over the limit, the parser's 400, the 408, the app's own sent
+        before the body it did not wait for; none to a request timed out before its first byte) written with the client's
+        request unread or still arriving: closed then, the
         socket would be reset, the answer lost with it. Half closed instead, it drops
         what arrives (`refused`) until the client, having read the answer, closes, or REFUSED_LINGER_S has passed
         (closed at once beyond REFUSED_LINGERING such connections, or where the transport cannot half close)."""
@@ -573,19 +574,29 @@ class TimedRequests:
         self.deadline = None
         if self.transport.is_closing() or self.reading == "done":
             return
-        if self.reading != "body" and self.cycle is not None and not self.cycle.response_complete:
-            # a request pipelined behind one whose answer is still going out: nothing may be written
-            # into that answer, so the deadline waits for it
+        if self.behind_an_answer():  # nothing may be written into that answer, so the deadline waits for it
             self.deadline = self.loop.call_later(self.timeout_s, self.timed_out)
             return
-        if self.reading == "body" and self.cut_body():  # the app's answer had begun: nothing may be written into it
-            self.transport.close()
+        if self.reading == "body" and self.cut_body():  # the app had answered: no 408 may follow
+            if self.cycle.response_complete:  # whole (a 401 sent before the body was read): left as after a 408, below
+                self.linger()
+            else:  # part way: nothing may be written into it, and it is cut
+                self.transport.close()
             return
         if self.reading != "nothing":
             self.transport.write(stamped(self.late[self.reading], self.server_state.default_headers))
         # the client may be sending as the deadline passes (a trickled body, a byte of its headers): closed now, with
         # a byte unread or arriving after, the socket is reset and the client reads a reset, not the 408 and an end
         self.linger()
+
+    def behind_an_answer(self) -> bool:
+        """Whether the request arriving was pipelined behind one whose answer is still going out. Its body too: httptools
+        queues a request whose head it parsed then (its cycle in `pipeline`, its app not started) and reads nothing more
+        of the connection until that answer is out, so the body waits in the socket, not on the client; before, its 408
+        was written into the middle of the answer before it. (h11 parses no request until the answer before it is out.)"""
+        if self.reading == "body":
+            return bool(getattr(self, "pipeline", None))  # httptools' queue: the newest cycle, `self.cycle`, is in it
+        return self.cycle is not None and not self.cycle.response_complete
 
     def cut_body(self) -> bool:
         """The app waiting for the body that did not arrive reads a disconnect (what it sends is dropped);
