@@ -36,7 +36,7 @@ from service.ids import check_user_id
 from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
-from service.strict import body_in_utf8, refuse_form_upload
+from service.strict import MAX_JSON_CONTAINERS, body_in_utf8, refuse_form_upload, too_many_containers
 from service.users import exports, services
 from service.users.journal import DeleteNotRecorded
 
@@ -254,6 +254,10 @@ def _read_import(rt: Runtime, user_id: str, body: bytes) -> tuple[list, list[int
     from pluralign.data.record import PreferenceError
 
     lines = json_lines(body)  # as the `pluralign` commands split a file: an error names the same line
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_CONTAINERS:  # a line of 240,000 `[]` took ~200 ms to decode, holding the GIL
+        for n, raw in enumerate(lines, start=1):
+            if (opened := too_many_containers(raw)) is not None:
+                raise bad_request(f"line {n}", f"opens {opened} JSON objects and arrays; a line may open at most {MAX_JSON_CONTAINERS}")
     numbers = [n for n, raw in enumerate(lines, start=1) if raw.strip()]  # each record's line (blank lines are skipped)
     if not numbers:
         raise bad_request("body", "holds no preference rows: send JSON lines, one comparison a line")

@@ -384,6 +384,10 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
 
 
 MAX_URL_BYTES = 65535  # httptools' limit on a request's URL (its parser keeps offsets in 16 bits)
+# a request's line and headers: httptools keeps every header it has read until the head ends, with no limit of its own
+# (300 MB of headers sent to one connection in 0.6 s, before any key is checked, grew the service by 270 MB, 143 MB
+# of it kept once closed); a URL at its longest and 64 KiB of headers. h11 refuses a head past 16 KiB itself (a 400)
+MAX_HEAD_BYTES = MAX_URL_BYTES + 65536
 
 
 def stamped(answer: bytes, default_headers: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -410,6 +414,20 @@ def unparsable_answer(request_id: str, url_bytes: int = 0) -> bytes:
     body = msgspec.json.encode({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code,
                                           "request_id": request_id}})
     return (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"x-request-id: " + request_id.encode() + b"\r\nx-content-type-options: nosniff\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def head_too_large_answer(request_id: str) -> bytes:
+    """The whole HTTP answer, as bytes, of a request whose line and headers went past MAX_HEAD_BYTES: a 431,
+    `Connection: close`, `X-Request-Id`, `nosniff`, an error body in OpenAI's shape naming `headers`."""
+    import msgspec
+
+    message = (f"`headers`: the request line and headers are over {MAX_HEAD_BYTES} bytes, the most this service "
+               "reads (send long values in a request body)")
+    body = msgspec.json.encode({"error": {"message": message, "type": "invalid_request_error", "param": "headers",
+                                          "code": "headers_too_large", "request_id": request_id}})
+    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"x-request-id: " + request_id.encode() + b"\r\nx-content-type-options: nosniff\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
@@ -444,6 +462,7 @@ class TimedRequests:
     last_answer: bytes | None = None  # the parser's 400, waiting for the answers of requests pipelined before it
     refused = False  # answered for the last time (the 503 over the limit, the parser's 400): what arrives is dropped
     reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
+    head_bytes = 0  # of the head of the request arriving (httptools), counted to MAX_HEAD_BYTES
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -481,6 +500,8 @@ class TimedRequests:
         if self.refused:
             return
         self.parsed = False  # whether these bytes began or ended a request (httptools)
+        if self.reading != "body":  # bytes of a head (or of blank lines between requests)
+            self.head_bytes += len(data)
         super().data_received(data)  # type: ignore[misc]
         if self.transport.is_closing() or self.refused:  # closed, or lingering after the parser's 400
             return
@@ -491,6 +512,11 @@ class TimedRequests:
             # line): uvicorn's keep-alive timer was cancelled by them, so they start the deadline as a
             # request's first byte would; else `\r\n` now and then held the connection for good
             self.reading = "nothing"
+        if self.reading in ("body", "done"):  # the head arrived (h11; httptools says so in `on_headers_complete`)
+            self.head_bytes = 0
+        elif self.head_bytes > MAX_HEAD_BYTES:
+            self.head_too_large()
+            return
         self.time_the_request()
 
     def send_400_response(self, msg: str) -> None:
@@ -509,7 +535,26 @@ class TimedRequests:
         logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s)",
                                                        f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg,
                                                        extra={"request_id": rid})
-        answer, cycle = stamped(unparsable_answer(rid, len(url)), self.server_state.default_headers), self.cycle
+        self.answer_last(stamped(unparsable_answer(rid, len(url)), self.server_state.default_headers))
+
+    def head_too_large(self) -> None:
+        """A request whose head went past MAX_HEAD_BYTES: its 431 (`head_too_large_answer`), or the 400 naming `url`
+        when httptools' URL so far is past its limit (which it tells only once the URL ends); then nothing more is
+        read of the connection, as after the parser's 400 (`answer_last`)."""
+        from service.requestid import new_id
+
+        if len(getattr(self, "url", b"")) > MAX_URL_BYTES:  # httptools' URL, still arriving: its limit is what was passed
+            self.send_400_response("a URL past the parser's limit")
+            return
+        rid = new_id()
+        logging.getLogger("pluralign.service").warning("a request whose head passed %d bytes was answered 431", MAX_HEAD_BYTES,
+                                                       extra={"request_id": rid})
+        self.answer_last(stamped(head_too_large_answer(rid), self.server_state.default_headers))
+
+    def answer_last(self, answer: bytes) -> None:
+        """`answer` is the connection's last: written after the answers of requests pipelined before it (httptools parses
+        ahead of them), a body it cut read by the app as a disconnect; then the connection lingers half closed."""
+        cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if not cycle.more_body:  # requests pipelined before it, arrived whole (httptools): their answers go first
                 self.refused, self.last_answer = True, answer  # written by on_response_complete once they are out
@@ -559,7 +604,7 @@ class TimedRequests:
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()  # type: ignore[misc]
-        self.reading = "body"
+        self.reading, self.head_bytes = "body", 0
 
     def on_message_complete(self) -> None:
         super().on_message_complete()  # type: ignore[misc]
