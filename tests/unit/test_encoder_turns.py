@@ -124,3 +124,27 @@ def test_sliced_vectors_are_the_whole_calls(sentence_encoder, monkeypatch):
     assert sliced.dtype == np.float32 and sliced.shape == whole.shape
     assert np.abs(sliced - whole).max() < 1e-5  # the same vectors, in the callers' order (padding differs: float noise)
     assert sentence_encoder.truncated - before == 1
+
+
+def test_onnx_encodes_another_tenants_text_while_a_big_batch_runs(monkeypatch):
+    """The default `minilm-onnx` holds no lock (ONNX Runtime runs calls side by side; its tokenizer is always
+    called with one setting): globex's text is encoded while acme's batch is inside the model. A guard:
+    this passed before session 42 too."""
+    from pluralign.embed.encoders import make_encoder
+
+    encoder = make_encoder("minilm-onnx")
+    real, done, got = encoder.session.run, threading.Event(), {}
+
+    def run(outputs, feeds):
+        if len(feeds["input_ids"]) > 1:  # acme's batch: globex's one text comes and goes meanwhile
+            victim = as_tenant("globex", lambda: (got.setdefault("globex", encoder.encode(["Suggest a weekend plan"])), done.set()))
+            victim.start()
+            done.wait(20)  # a safety net: before globex is done, only a lock taken for acme's call would keep it out
+            got["globex first"] = done.is_set()
+        return real(outputs, feeds)
+
+    monkeypatch.setattr(encoder.session, "run", run)
+    attacker = as_tenant("acme", lambda: got.setdefault("acme", encoder.encode(LONG)))
+    attacker.start()
+    attacker.join()
+    assert got["globex first"] and got["globex"].shape == (1, 384) and got["acme"].shape == (6, 384)
