@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from tests.e2e.job_kinds import TEST_KINDS
@@ -361,3 +362,49 @@ def test_a_running_job_purged_on_ray_is_stopped_and_forgotten(ray_cluster, tmp_p
         runner.stop()
         for pid in _workers_of(job.id):  # (what the runner left, before the fix)
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("released_before", ["no pid method", "pid not answered"])
+def test_a_job_running_on_the_release_befores_actor_is_attached_to_after_an_upgrade(ray_cluster, tmp_path, released_before):
+    """reviewj42: the release before session 42 started a job's worker with its actor, whose class has no `pid` (the
+    probe a runner attaching after a restart sends). A service upgraded while such a job ran on Ray either failed to
+    start (AttributeError from `_recover`: the actor's handle names no `pid`) or, where Ray sent the call to the actor,
+    failed the job "could not start on Ray" and removed its actor while its worker (its own session) ran on, unwatched.
+    Now the upgraded runner attaches to it as to any running job: one run of the worker, finished and recorded."""
+    from training.jobs.ray_runner import NAMESPACE, JobProcess, RayJobRunner, actor_name
+
+    if released_before == "no pid method":
+        class Released41(JobProcess):  # (by value: Ray ships it to the actor) the handle names no `pid`
+            pid = None
+    else:
+        class Released41(JobProcess):  # the handle names `pid`, as the upgraded driver's class does; the actor has none
+            def pid(self):
+                raise AttributeError("'JobProcess' object has no attribute 'pid'")
+
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1)
+    marker = tmp_path / "marker"
+    before = RayJobRunner(config, kinds=TEST_KINDS)  # its records, as the release before wrote them (never started)
+    job = before.submit("work", {"seconds": 4.0, "marker": str(marker)})
+    _, artifact, argv = before._worker_of(job)
+    actor = ray_cluster.remote(Released41).options(name=actor_name(job.id), namespace=NAMESPACE, lifetime="detached",
+                                                   num_cpus=1, max_restarts=0).remote()
+    actor.start.remote(argv, before._worker_env(job, 1), str(config.cwd), str(before.store.path(job.id, "out")),
+                       str(before.store.path(job.id, "log")), config.nice)  # started with its actor, as that release did
+    before.store.put(msgspec.structs.replace(job, state="running", attempts=1, started_at=time.time(), artifact=str(artifact)))
+    again = None
+    try:
+        wait_for(marker.exists, 120, "never started")
+        again = RayJobRunner(config, kinds=TEST_KINDS)  # the upgraded service's
+        again.start()
+        done = again.wait(job.id, timeout=120)
+        assert (done.state, done.attempts) == ("succeeded", 1), done
+        assert marker.read_text() == "started\n"  # one run of the worker
+        wait_for(lambda: not _actor_alive(ray_cluster, job.id), 30, "its actor was left")
+    finally:
+        if again is not None:
+            again.stop()
+        for pid in _workers_of(job.id):  # (what the runner left, before the fix)
+            os.kill(pid, signal.SIGKILL)
+        if _actor_alive(ray_cluster, job.id):
+            ray_cluster.kill(actor)
+

@@ -44,6 +44,15 @@ def actor_name(job_id: str) -> str:
     return f"pluralign-job-{job_id}"
 
 
+def _probe(actor) -> object | None:
+    """ObjectRef of the actor's first call (`JobProcess.pid`), answered once Ray placed it; None for an actor of a
+    release before session 42, whose class has no `pid` (its handle says so) and whose worker started with it."""
+    try:
+        return actor.pid.remote()
+    except AttributeError:
+        return None
+
+
 class JobProcess:
     """Ray actor body: one job's worker process on a Ray node (a plain class; made remote lazily)."""
 
@@ -182,7 +191,7 @@ class RayJobRunner(LocalJobRunner):
                 continue
             # a worker the last runner may not have started yet (stopped before its actor was placed): started once the
             # probe answers None. Its record's `started_at` stays (safe: a start the last runner sent may run first)
-            self._running[job.id] = _Attached(job.id, actor, None, placing=actor.pid.remote(), before=job.started_at, stamp=False)
+            self._running[job.id] = _Attached(job.id, actor, None, placing=_probe(actor), before=job.started_at, stamp=False)
             log.info("attached to running job %s on Ray", job.id)
             if job.cancel_requested:  # cancelled before the last runner stopped: its SIGTERM again, and the grace from now
                 self._stop_running(job.id)
@@ -230,6 +239,11 @@ class RayJobRunner(LocalJobRunner):
         try:
             pid = ray.get(attached.placing)
         except Exception as exc:
+            if not attached.stamp:
+                # attached to at `_recover` (it answered `poll` then): the actor of a release before session 42 has no
+                # `pid`, and its worker started with it; one that died since is queued again by the poll that follows
+                attached.placing = None
+                return True
             self._never_ran(job, state="failed", error=f"could not start on Ray: {exc}")
             return False
         attached.placing = None
