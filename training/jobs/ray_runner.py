@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "pluralign"
 KILL_WAIT_S = 30.0  # the longest a runner waits for an actor to stop the worker it started
+ATTACH_WAIT_S = 30.0  # the longest a starting runner waits for a running job's actor to answer (`_recover`)
 
 
 def actor_name(job_id: str) -> str:
@@ -183,11 +184,12 @@ class RayJobRunner(LocalJobRunner):
             if job.id in promoting:
                 self._cut_promotions.append(job.id)
                 continue
+            actor = None
             try:
                 actor = self._ray.get_actor(actor_name(job.id), namespace=NAMESPACE)
-                self._ray.get(actor.poll.remote(), timeout=30)
-            except Exception:  # no such actor (node lost, cluster restarted) or it died
-                self._record(self._stopped_record(job, f"its Ray actor is gone (attempt {job.attempts}); queued again"))
+                self._ray.get(actor.poll.remote(), timeout=ATTACH_WAIT_S)
+            except Exception as exc:  # no such actor (node lost, cluster restarted), it died, or Ray has not placed it
+                self._record(self._stopped_record(job, f"{self._unattached(job.id, actor, exc)} (attempt {job.attempts}); queued again"))
                 continue
             # a worker the last runner may not have started yet (stopped before its actor was placed): started once the
             # probe answers None. Its record's `started_at` stays (safe: a start the last runner sent may run first)
@@ -198,6 +200,24 @@ class RayJobRunner(LocalJobRunner):
         # as the local runner's start, but the artifact folders of the jobs attached to (their workers write there)
         if removed := remove_write_leftovers(Path(self.config.folder), running=set(self._running)):
             log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
+
+    def _unattached(self, job_id: str, actor, exc: Exception) -> str:
+        """Why a running job's actor (None: not found) is not attached to at `_recover`, `exc` raised looking for it or
+        waiting for its answer. One that does not answer in ATTACH_WAIT_S is one Ray has not placed (no node has what it
+        asks for free), which runs no worker before it is (`_place`): it is removed, and its name free once this returns,
+        for the job's next attempt (left, it kept the name, and so failed that attempt, and held what it waited for,
+        idle, once placed)."""
+        if actor is None or not isinstance(exc, self._ray.exceptions.GetTimeoutError):
+            return "its Ray actor is gone"
+        self._detach_actor(actor)
+        deadline = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < deadline:  # Ray frees the name a moment after the kill
+            try:
+                self._ray.get_actor(actor_name(job_id), namespace=NAMESPACE)
+            except ValueError:
+                break
+            time.sleep(0.05)
+        return f"Ray had not placed its actor in {ATTACH_WAIT_S:g} s: removed"
 
     def _start_worker(self, job: Job) -> None:
         """Send the job to Ray: its actor is created, and its worker started once Ray placed it (`_place`). Recorded
