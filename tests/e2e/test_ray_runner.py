@@ -440,3 +440,32 @@ def test_a_job_ray_had_not_placed_when_the_service_restarted_is_neither_lost_nor
         wait_for(lambda: not _actor_alive(ray_cluster, job.id), 30, "its actor was left")
     finally:
         again.stop()
+
+
+def test_a_record_a_full_disk_refused_is_written_once_there_is_room_on_ray_too(ray_cluster, tmp_path, monkeypatch):
+    """reviewj42: the local runner writes a record a full disk refused (`_record` holds it in memory) at its next polls;
+    the Ray runner's own `_poll` never did, so a job's final record stayed in memory only, its file saying `running`:
+    the next start found its actor gone and ran the job again (and the restamp at placement, jobturn42, was lost too)."""
+    import errno
+
+    from training.jobs.store import JobStore
+
+    put = JobStore.put
+    refused: list[str] = []
+
+    def full_disk_once(store, job):
+        if job.state == "succeeded" and not refused:
+            refused.append(job.id)
+            raise OSError(errno.ENOSPC, "No space left on device", str(store.path(job.id)))
+        return put(store, job)
+
+    monkeypatch.setattr(JobStore, "put", full_disk_once)
+    folder = tmp_path / "jobs"
+    runner = make_runner(folder)
+    try:
+        job = runner.submit("work", {})
+        assert runner.wait(job.id, timeout=120).state == "succeeded"  # held in memory
+        assert refused == [job.id]
+        wait_for(lambda: JobStore(folder).get(job.id).state == "succeeded", 30, "its record on disk still says running")
+    finally:
+        runner.stop()

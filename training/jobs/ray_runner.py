@@ -303,6 +303,7 @@ class RayJobRunner(LocalJobRunner):
             log.exception("could not remove a Ray actor")
 
     def _poll(self) -> None:
+        self._write_unwritten()
         ray = self._ray
         for job_id, attached in list(self._running.items()):
             job = self.store.get(job_id)
