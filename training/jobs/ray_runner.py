@@ -178,18 +178,25 @@ class RayJobRunner(LocalJobRunner):
         folders of the jobs attached to. Unlike the local runner's, no worker is looked for by its variables: a
         worker whose actor is gone runs on another node, if anywhere, out of this process's reach."""
         promoting = self._promoting()
+        asked = []  # (job, its actor, its `poll`): all asked before any answer is waited for
         for job in self.store.all():
             if job.state != "running":
                 continue
             if job.id in promoting:
                 self._cut_promotions.append(job.id)
                 continue
-            actor = None
             try:
                 actor = self._ray.get_actor(actor_name(job.id), namespace=NAMESPACE)
-                self._ray.get(actor.poll.remote(), timeout=ATTACH_WAIT_S)
-            except Exception as exc:  # no such actor (node lost, cluster restarted), it died, or Ray has not placed it
-                self._record(self._stopped_record(job, f"{self._unattached(job.id, actor, exc)} (attempt {job.attempts}); queued again"))
+                asked.append((job, actor, actor.poll.remote()))
+            except Exception:  # no such actor (node lost, cluster restarted)
+                self._record(self._stopped_record(job, f"its Ray actor is gone (attempt {job.attempts}); queued again"))
+        # one wait of ATTACH_WAIT_S for all the answers, not one each: a start that finds several actors Ray has not
+        # placed (each waits the whole time) is not held up ATTACH_WAIT_S times as many
+        polls = [poll for *_, poll in asked]
+        answered = set(self._ray.wait(polls, num_returns=len(polls), timeout=ATTACH_WAIT_S)[0]) if polls else set()
+        for job, actor, poll in asked:
+            if (why := self._unattached(job.id, actor, poll, answered)) is not None:
+                self._record(self._stopped_record(job, f"{why} (attempt {job.attempts}); queued again"))
                 continue
             # a worker the last runner may not have started yet (stopped before its actor was placed): started once the
             # probe answers None. Its record's `started_at` stays (safe: a start the last runner sent may run first)
@@ -201,14 +208,18 @@ class RayJobRunner(LocalJobRunner):
         if removed := remove_write_leftovers(Path(self.config.folder), running=set(self._running)):
             log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
 
-    def _unattached(self, job_id: str, actor, exc: Exception) -> str:
-        """Why a running job's actor (None: not found) is not attached to at `_recover`, `exc` raised looking for it or
-        waiting for its answer. One that does not answer in ATTACH_WAIT_S is one Ray has not placed (no node has what it
-        asks for free), which runs no worker before it is (`_place`): it is removed, and its name free once this returns,
-        for the job's next attempt (left, it kept the name, and so failed that attempt, and held what it waited for,
-        idle, once placed)."""
-        if actor is None or not isinstance(exc, self._ray.exceptions.GetTimeoutError):
-            return "its Ray actor is gone"
+    def _unattached(self, job_id: str, actor, poll, answered: set) -> str | None:
+        """Why a running job's `actor`, asked `poll` at `_recover`, is not attached to; None when it answered. One that
+        died is gone; one whose answer is not among `answered` (none in ATTACH_WAIT_S) is one Ray has not placed (no
+        node has what it asks for free), which runs no worker before it is (`_place`): it is removed, and its name free
+        once this returns, for the job's next attempt (left, it kept the name, and so failed that attempt, and held what
+        it waited for, idle, once placed)."""
+        if poll in answered:
+            try:
+                self._ray.get(poll)
+                return None
+            except Exception:  # it died
+                return "its Ray actor is gone"
         self._detach_actor(actor)
         deadline = time.monotonic() + KILL_WAIT_S
         while time.monotonic() < deadline:  # Ray frees the name a moment after the kill
