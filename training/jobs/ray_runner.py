@@ -20,8 +20,11 @@ import logging
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,40 @@ def actor_name(job_id: str) -> str:
     return f"pluralign-job-{job_id}"
 
 
+# Run before the worker's own command line on Linux: the worker is sent SIGTERM when the actor's process dies
+# (`prctl(PR_SET_PDEATHSIG)`, kept across the `execvp`), so an actor gone with its node, a `ray.kill` or the end of a
+# local Ray leaves no worker training on, out of every runner's reach, beside the attempt that replaces it. A parent
+# already gone before the `prctl` (its pid no longer the parent's) ends the launcher at once.
+DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0); "
+    "os.getppid() == int(sys.argv[1]) or sys.exit(143); os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def dying_with_parent(argv: list[str]) -> list[str]:
+    """`argv` run through `DIE_WITH_PARENT` (Linux; elsewhere `argv` as it is), for a child of this process."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv]
+
+
+@contextmanager
+def signal_handlers_kept() -> Iterator[None]:
+    """Puts back the process's SIGTERM and SIGINT handlers after the block: `ray.init` sets its own SIGTERM handler
+    (`sys.exit(15)`) in the main thread, which took a SIGTERM from `pluralign serve`'s graceful stop (uvicorn's
+    handler) and ended it with a traceback and status 134 or 15 instead of 0 (ops42)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:  # None: set from C, not Python's to put back
+                signal.signal(sig, handler)
+
+
 class JobProcess:
     """Ray actor body: one job's worker process on a Ray node (a plain class; made remote lazily)."""
 
@@ -50,7 +87,7 @@ class JobProcess:
     def start(self, argv: list[str], env: dict[str, str], cwd: str, out_path: str, log_path: str, nice: int) -> int:
         with open(out_path, "ab") as out, open(log_path, "ab") as err:
             self.process = subprocess.Popen(
-                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, **env},
+                dying_with_parent(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, **env},
                 start_new_session=True,
             )
         try:
@@ -102,7 +139,8 @@ class RayJobRunner(LocalJobRunner):
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
+            with signal_handlers_kept():
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
         self._ray = ray
         self._actor_class = ray.remote(JobProcess)
         super().__init__(config, kinds, on_promote, on_succeed, on_exit)
