@@ -16,9 +16,11 @@ instead of starting the job again. A job whose actor is gone (its node was lost)
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -59,6 +61,26 @@ def dying_with_parent(argv: list[str]) -> list[str]:
     if not sys.platform.startswith("linux"):
         return argv
     return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv]
+
+
+def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
+    """Raise ValueError when `address` is a Ray client address (`ray://host:10001`) and Ray's client is not installed
+    (`ray[client]`: grpcio), and ConnectionError when nothing at its host and port accepts a TCP connection within
+    `timeout_s` seconds, each naming PLURALIGN_RAY_ADDRESS and the address: `ray.init` on an address where nothing
+    answers retries for minutes with only Ray's own warnings (measured: over 200 s, never returning), holding the
+    service's start. `auto`, `local` and an address without a port are left to Ray."""
+    setting = f"PLURALIGN_RAY_ADDRESS (setting ray_address) = {address}"
+    if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise ValueError(f"{setting}: a ray:// address needs Ray's client, which is not installed here "
+                         "(pip install 'ray[client]', as requirements.txt pins it)")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"{setting}: no Ray cluster answers there ({exc.strerror or exc}); start its head node, "
+                              "or fix the address") from None
 
 
 @contextmanager
@@ -139,6 +161,8 @@ class RayJobRunner(LocalJobRunner):
         import ray
 
         if not ray.is_initialized():
+            if address:
+                check_ray_address(address)
             with signal_handlers_kept():
                 ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
         self._ray = ray
