@@ -18,7 +18,7 @@ from pluralign.embed.base import Encoder
 from pluralign.files import copy_into_place, keep_private
 from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
 from pluralign.policy.generator import Generator
-from pluralign.store import Store, StoredPreference
+from pluralign.store import Store, StoredPreference, clocks
 from pluralign.store.deletions import Forget, user_hash
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
@@ -130,12 +130,17 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
     `deletion_sweep_s`, at least a minute) is a ValueError naming PLURALIGN_REPLICAS: alone, it kept serving what it read
     at its start (feedback through them never showed, a user DELETEd through them stayed), read their DELETEs' removed
     files as damage (503 "a file of it is damaged"), and purged beside their appends without their lease."""
+    within_s = max(3 * settings.deletion_sweep_s, 60.0)
     try:
-        return Store(
+        store = Store(
             settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20, cache_bytes=settings.store_cache_mb << 20,
-            storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
-            shared_within_s=max(3 * settings.deletion_sweep_s, 60.0),
+            storage_options=settings.storage_options, sync_seconds=settings.sync_seconds, shared_within_s=within_s,
         )
+        # PLURALIGN_STORE_SYNC_MS set without PLURALIGN_REPLICAS: it syncs and takes the lease (Store checks only a store
+        # opened without), but applies no other replica's DELETE to its folder and queues every user's adapter jobs
+        if settings.replicas == 1 and settings.sync_seconds is not None and (found := clocks.recent_replicas(store.db, within_s)):
+            raise SharedStore(settings.lancedb_uri, found, within_s)
+        return store
     except SharedStore as exc:
         raise ValueError(
             f"PLURALIGN_REPLICAS (setting replicas) is {settings.replicas}: {exc}. Give every replica the same "

@@ -27,6 +27,8 @@ def test_a_process_started_alone_on_a_store_replicas_share_is_refused_naming_the
     message = str(refused.value)
     assert "replica 0" in message and store in message and "PLURALIGN_REPLICA_INDEX" in message
     assert "60 s" in message  # how long after the last replica stopped a start alone is taken (3 passes, at least a minute)
+    with pytest.raises(ValueError, match="PLURALIGN_REPLICAS"):  # PLURALIGN_STORE_SYNC_MS set, PLURALIGN_REPLICAS not
+        open_store(Settings(data_dir=str(tmp_path / "b"), store_uri=store, store_sync_ms=200), minilm)
     # its replicas' settings open it as before, and a replica stopped that long ago no longer counts
     open_store(Settings(data_dir=str(tmp_path / "c"), store_uri=store, replicas=2, replica_index=1), minilm)
     assert clocks.recent_replicas(replica.db, 60.0) == [0]
