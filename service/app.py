@@ -260,12 +260,14 @@ def _stop_refits(app: Litestar) -> None:
 
 def _stop_ingest(app: Litestar) -> None:
     """The worker stops; what it had not moved stays in the log and is replayed at the next start. The users whose
-    refits the stop dropped (those of the rows it moved last included) are kept for the next start."""
+    refits the stop dropped (those of the rows it moved last included), or the log's backlog still held back, are kept
+    for the next start (the log says how many)."""
     runtime = app.state.runtime
     try:
         runtime.ingest.close()
     finally:
-        keep_dropped_refits(runtime)
+        if kept := keep_dropped_refits(runtime):
+            log.info("stopping: the background refits of %d users are kept for the next start", kept)
 
 
 def _wire_ingest(runtime: Runtime) -> None:

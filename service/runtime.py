@@ -169,8 +169,10 @@ class Runtime:
     pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
     refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued
-    # the users whose refits the stop dropped or refused (tenant, user_id): kept for the next start
-    # (`service.users.services.keep_dropped_refits`, `refit_dropped`)
+    # the users (tenant, user_id) whose background refits wait: their rows were moved while the feedback log had a
+    # backlog (queued once a batch leaves it empty: `service.feedback.services.after_move`), or the stop dropped or
+    # refused them; what a stop finds here is kept for the next start (`service.users.services.keep_dropped_refits`,
+    # `refit_dropped`)
     dropped_refits: set = field(default_factory=set)
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__

@@ -523,6 +523,16 @@ def refuse_non_json_type(sent: str, body: bytes) -> None:
     raise unsupported_media_type("Content-Type", problem, JSON)
 
 
+def refuse_form_upload(sent: str, accept: str) -> None:
+    """A 415 naming `Content-Type` when a route that takes a file as its body (the import's JSON lines) is sent
+    a multipart form instead (`curl -F file=@prefs.jsonl`, requests' and httpx's `files=`): read as the
+    file, the form's boundary line was a 400 "`line 1`: malformed JSON" that did not say the form was the
+    problem. `sent` is the media type alone, lower-cased; `accept` the 415's `Accept`."""
+    if sent.startswith("multipart/"):
+        raise unsupported_media_type("Content-Type", f"{sent} is not taken: send the file itself as the body "
+                                                     "(curl --data-binary @FILE, requests' data=open(FILE, 'rb')), not a form", accept)
+
+
 def json_body_in_utf8(content_type: tuple[str, dict[str, str]], body: bytes) -> bytes:
     """A JSON route's body as UTF-8 JSON, its type checked (`refuse_non_json_type`), then its charset
     (`body_in_utf8`); a form-typed body's charset first, since whether it is JSON is told from its text.

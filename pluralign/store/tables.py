@@ -778,6 +778,26 @@ class Store:
         rows = self.preferences.search().where(where).select(columns).limit(None).to_arrow().to_pylist()
         return [(r["tenant"], r["user_id"], r) for r in rows if (r["tenant"], r["user_id"], r["pref_id"]) in wanted]
 
+    @_uses("preferences", "read")
+    def check_newest(self, rows: list[StoredPreference], untimed: frozenset[str] = frozenset()) -> None:
+        """Raises PrefIdConflict (its `index` the row's position in `rows`) for a row whose (tenant, user_id,
+        pref_id) the table's newest version holds with other content (`SAME_ROW_FIELDS`; `untimed`: ids whose
+        `created_at` is not compared). Read from the table, not the users' cached histories, which with replicas may be
+        `sync_seconds` old: an import that claimed an id afresh asks it (`pluralign.store.claims`: another replica
+        removes its claim once that id's row is committed, so a claim put after that finds nothing to refuse)."""
+        if not rows:
+            return
+        ids_of: dict[tuple[str, str], list[str]] = {}
+        for r in rows:
+            ids_of.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
+        self.preferences.checkout_latest()
+        held = {(t, u, row["pref_id"]): self._preference(row, t, u) for t, u, row in self._read(lambda: self._read_held(ids_of))}
+        for i, r in enumerate(rows):
+            stored = held.get((r.tenant, r.user_id, r.pref_id))
+            if stored is not None and (field := _differs(stored, r, untimed)) is not None:
+                raise PrefIdConflict(f"row {i}: `pref_id` {r.pref_id!r} of user {r.user_id!r} is already stored with another "
+                                     f"`{field}` (a pref_id names one preference: send other rows under new ids)", r.pref_id, i, field)
+
     @_uses("preferences", "written")
     def received_again(self, tenant: str, user_id: str, pref_ids: list[str]) -> int:
         """The user's rows under `pref_ids` count as received now: their `received_at` is set to the

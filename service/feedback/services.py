@@ -245,11 +245,29 @@ async def _store(rt: Runtime, tenant: str, user: str, fb: FeedbackBody, rows: li
 
 
 def after_move(rt: Runtime, rows: list[StoredPreference]) -> None:
-    """Rows just moved into the table: compact when due, and when the log has caught up, refit the
-    users in the background so their stored weights are fresh (under load this is skipped: a read
-    refits stale weights itself)."""
+    """Rows just moved into the table: compact when due, and refit their users in the background so their stored
+    weights are fresh. While the log still has a backlog those refits wait (under load the CPU goes to moving
+    the rows; a read refits stale weights itself meanwhile): their users join `Runtime.dropped_refits`, and the
+    first batch that leaves the log empty queues their refits too. A stop before that keeps them for the next
+    start (`keep_dropped_refits`). Before, they were recorded nowhere: what reads the users table as it is (the
+    fairness audit's groups, the population a new user is compared with, the pooled prior) kept their row of
+    before that feedback until they came back, for good for a user who never did. A user deleted meanwhile is
+    refitted to nothing: a refit writes no row for a user with nothing stored (`refit`). A user whose own read
+    refitted them meanwhile is refitted once more (the same fit)."""
     rt.maybe_compact()
-    if rt.ingest.log.backlog()[0] == 0:
-        for tenant, user in dict.fromkeys((r.tenant, r.user_id) for r in rows):
-            attributes = next((r.attributes for r in rows if (r.tenant, r.user_id) == (tenant, user) and r.attributes), None)
-            schedule_refit(rt, tenant, user, attributes=attributes)
+    users = dict.fromkeys((r.tenant, r.user_id) for r in rows)
+    waited: list[tuple[str, str]] = []
+    # the look at the backlog under the lock too: a reader's move that saw the worker's last batch still pending
+    # adds its users before the worker's hook looks (which queues them), or sees the log empty itself
+    with rt.refit_lock:
+        if rt.ingest.log.backlog()[0]:
+            rt.dropped_refits.update(users)
+            return
+        if not rt.refits_stopped.is_set():  # stopping, they stay: `keep_dropped_refits` writes them for the next start
+            waited = sorted(rt.dropped_refits.difference(users))
+            rt.dropped_refits.clear()
+    for tenant, user in users:
+        attributes = next((r.attributes for r in rows if (r.tenant, r.user_id) == (tenant, user) and r.attributes), None)
+        schedule_refit(rt, tenant, user, attributes=attributes)
+    for tenant, user in waited:  # their feedback's attributes are in their rows: a refit gathers them
+        schedule_refit(rt, tenant, user)

@@ -231,13 +231,14 @@ DROPPED_REFITS_FILE = "refits-dropped.json"  # under the data folder: [[tenant, 
 
 
 def keep_dropped_refits(rt: Runtime) -> int:
-    """At the stop, once the feedback worker has stopped: write the users whose background refits the stop dropped
-    (`Runtime.dropped_refits`) to DROPPED_REFITS_FILE, for the next start to refit (`refit_dropped`). A read of
-    the user refits stale weights itself, but what reads the users table as it is (the fairness audit's user
-    attributes and `pal_prototype`, the population a new user is compared against, the pooled prior, the export)
-    would otherwise keep the row of before their last feedback (or none) until they came back, and a tie's
-    attributes (no strict comparison: the row does not look stale) until their next comparison. A user with
-    nothing stored any more (deleted meanwhile) is not written. Returns how many were."""
+    """At the stop, once the feedback worker has stopped: write the users whose background refits the stop dropped,
+    or the feedback log's backlog still held back (`Runtime.dropped_refits`, `after_move`), to DROPPED_REFITS_FILE,
+    for the next start to refit (`refit_dropped`). A read of the user refits stale weights itself, but what reads
+    the users table as it is (the fairness audit's user attributes and `pal_prototype`, the population a new user is
+    compared against, the pooled prior) would otherwise keep the row of before their last
+    feedback (or none) until they came back, and a tie's attributes (no strict comparison: the row does not look
+    stale) until their next comparison. A user with nothing stored any more (deleted meanwhile) is not written.
+    Returns how many were."""
     with rt.refit_lock:
         keys = sorted(rt.dropped_refits)
         rt.dropped_refits.clear()
@@ -664,13 +665,16 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     """JSONL: one `user` line, then a line per preference and per interaction, each tagged by `type`.
 
     Read as it is sent (`Store.preferences_in_order`): the first `next` moves the user's pending feedback
-    in (`flush_for_read`), reads their row and fixes the versions of the preference and interaction
-    tables that every later line comes from, so a failure up to the first line (StoreUnavailable, the
-    503 of `flush_for_read`) is raised before anything is sent; a later one (StoreUnavailable,
-    DeletedMeanwhile when the user is deleted meanwhile) is raised by the `next` that meets it."""
+    in (`flush_for_read`), reads their row (refitted first when stale, as a profile read: `user_weights`) and
+    fixes the versions of the preference and interaction tables that every later line comes from, so a failure
+    up to the first line (StoreUnavailable, the 503 of `flush_for_read`) is raised before anything is sent; a
+    later one (StoreUnavailable, DeletedMeanwhile when the user is deleted meanwhile) is raised by the `next`
+    that meets it."""
     encode = msgspec.json.encode
     flush_for_read(rt, tenant, user_id)
-    record = rt.store.get_user(tenant, user_id)
+    # refitted first when stale, as a profile read is: the row as stored may predate their latest feedback (its
+    # background refit not run yet, or waiting for the feedback log's backlog: `after_move`)
+    record = user_weights(rt, tenant, user_id, flush=False).record
     if record is not None:
         line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None, stated=None))
         line["user_model"] = msgspec.to_builtins(stored_state(record))  # the residual posterior, readable

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_e2e_serve import ServeProcess
+from tests.service.test_delete_journal import wait_until
 
 TIMEOUT_S = 1  # what the tests wait out at least once each; 1 s keeps them short and still apart from the 0.5 s trickles
 # uvicorn parses with httptools where it is installed (requirements.txt pins it), else with h11
@@ -107,6 +109,65 @@ def test_a_body_trickled_in_past_the_deadline_is_cut_and_stores_nothing(served):
         assert client.post("/v1/chat/completions", json=chat).status_code == 200
         time.sleep(TIMEOUT_S + 0.5)  # idle past the deadline between requests: uvicorn's keep-alive closes it, the client reconnects
         assert client.post("/v1/chat/completions", json=chat).status_code == 200
+
+
+TCP_CLOSE = 7  # `tcpi_state` (the first byte of Linux's TCP_INFO) of a connection ended both ways or reset
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="reads the connection's state from Linux's TCP_INFO")
+def test_a_client_still_sending_when_its_408_comes_is_not_reset(served):
+    """A client sends the rest of its body after the deadline: it read the 408 and the service's end of the
+    connection, then sends on (as a client that writes a whole body before it reads does, or one whose next
+    byte crossed the 408) and closes. Before: the service closed the connection with the 408, so those bytes
+    met a closed socket, which answers with a reset (the client's end said EPIPE or ENOTCONN); a byte still
+    unread when it closed reset the connection at once, which the client read after the 408 (the trickled
+    body's test got ConnectionResetError under load). Now it half closes and drops what still comes until the
+    client closes, as after its 400 and 503 (RFC 9112, 9.6: a server closes in stages)."""
+    key = served.dev_key()
+    row = json.dumps({"type": "comparison", "user": "still-sending", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}).encode()
+    head = (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(row)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.settimeout(TIMEOUT_S + 30)
+        sock.sendall(head + row[:5])
+        answer = b""
+        while data := sock.recv(65536):  # the 408, then the service's end of the connection
+            answer += data
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        try:
+            sock.sendall(row[5:])
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:  # the service's reset came back at once
+            pytest.fail(f"the connection was reset: {exc!r}")
+        assert wait_until(lambda: sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE, 30)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        assert error == 0, f"the connection was reset: {os.strerror(error)}"
+    assert httpx.get(served.url + "/v1/users/still-sending", headers={"Authorization": f"Bearer {key}"}).status_code == 404
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="reads the connection's state from Linux's TCP_INFO")
+def test_a_body_still_coming_after_its_401_is_not_reset_at_the_deadline(served):
+    """reviewf42: a wrong key is answered 401 before the body is read (BearerAuth); a client still sending that body
+    at the deadline (one that writes a whole body before it reads, on a slow link) met a closed socket, which answered
+    its next bytes with a reset, as before flaky42 after a 408: the deadline closed at once whenever an answer had
+    begun, a whole one too. Now it half closes, as after the 408: the client reads its 401, then an end."""
+    head = (b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer pk-wrong\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.settimeout(TIMEOUT_S + 30)
+        sock.sendall(head + b"{")
+        answer = b""
+        while data := sock.recv(65536):  # the 401 at once, then, at the deadline, the service's end of the connection
+            answer += data
+        assert answer.startswith(b"HTTP/1.1 401 "), answer
+        try:
+            sock.sendall(b" " * 999)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            pytest.fail(f"the connection was reset: {exc!r}")
+        assert wait_until(lambda: sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE, 30)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        assert error == 0, f"the connection was reset: {os.strerror(error)}"
 
 
 def test_blank_lines_trickled_after_a_request_do_not_keep_the_connection(served):

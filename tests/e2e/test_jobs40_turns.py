@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.e2e.job_kinds import TEST_KINDS
+from training.jobs.record import Job
 from training.jobs.runner import LocalJobRunner, RunnerConfig
 
 
@@ -91,3 +92,57 @@ def test_a_start_stamped_ahead_of_the_clock_puts_off_no_tenants_turn(tmp_path):
     finally:
         runner.stop()
     assert sorted(done, key=lambda name: done[name].started_at) == ["g1", "a1", "g2"]  # not g1, g2, then a1
+
+
+def test_a_job_purged_no_longer_counts_as_its_tenants_turn(tmp_path):
+    """jobturn42: a job removed (a DELETE's purge, retention) counted as its tenant's turn until the next restart, which
+    reads the turns from the records left: globex's g1 went before acme's a1 because of acme's job a0 that was no longer
+    there, and after a restart a1 went first. Now the turns are those the held records give, with or without a restart."""
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=1)
+    runner = LocalJobRunner(config, TEST_KINDS)
+    runner.start()
+    try:
+        g0 = runner.submit("work", {"tenant": "globex", "user": "gil"})
+        assert runner.wait(g0.id, timeout=60).state == "succeeded"
+        a0 = runner.submit("work", {"tenant": "acme", "user": "ann"})  # acme's turn after globex's
+        assert runner.wait(a0.id, timeout=60).state == "succeeded"
+    finally:
+        runner.stop()
+    runner.purge(a0.id)  # as ann's DELETE does
+    assert LocalJobRunner(config, TEST_KINDS).store.turn("acme") == 0  # what a restart reads: acme never started a job
+    g1 = runner.submit("work", {"tenant": "globex", "user": "gil"})
+    a1 = runner.submit("work", {"tenant": "acme", "user": "bob"})
+    runner.start()  # both queued before either starts
+    try:
+        done = {name: runner.wait(job.id, timeout=60) for name, job in (("g1", g1), ("a1", a1))}
+    finally:
+        runner.stop()
+    assert sorted(done, key=lambda name: done[name].started_at) == ["a1", "g1"]  # was g1 first: a0's turn kept
+
+
+def test_a_start_undone_gives_its_tenant_the_turn_it_had_before(tmp_path):
+    """jobturn42: a launch whose worker never ran (the Ray runner's job it could not place, put back to the `started_at`
+    it had before) kept its tenant's turn. Now the tenant's turn is what it was: none before a first start, the earlier
+    start's for a job that had run before (queued again by a restart), and the same as a restart reads."""
+    import msgspec
+
+    from training.jobs.store import JobStore
+
+    store = JobStore(tmp_path / "jobs")
+    now = time.time()
+    g = store.add(Job(id="g", kind="work", params={"tenant": "globex"}, created_at=now))
+    store.put(msgspec.structs.replace(g, state="succeeded", attempts=1, started_at=now, finished_at=now))
+    a = store.add(Job(id="a", kind="work", params={"tenant": "acme"}, created_at=now))
+    store.put(msgspec.structs.replace(a, state="running", attempts=1, started_at=now + 1))  # sent to the cluster
+    assert store.turn("acme") > store.turn("globex") > 0
+    store.put(msgspec.structs.replace(a, state="failed", attempts=1, started_at=None))  # never placed: never ran
+    assert store.turn("acme") == 0 == JobStore(tmp_path / "jobs").turn("acme")
+    b = store.add(Job(id="b", kind="work", params={"tenant": "acme"}, state="queued", created_at=now, started_at=now - 60))
+    store = JobStore(tmp_path / "jobs")  # a restart: b had run before it (queued again), before globex's job
+    assert store.turn("acme") < store.turn("globex")
+    store.put(msgspec.structs.replace(b, state="running", started_at=now + 2))
+    store.put(msgspec.structs.replace(b, state="running", started_at=now + 3))  # placed: stamped again
+    assert store.turn("acme") > store.turn("globex")
+    store.put(msgspec.structs.replace(b, state="failed", started_at=now - 60))  # its worker could not start
+    assert store.turn("acme") < store.turn("globex")
+    assert JobStore(tmp_path / "jobs").turn("acme") < JobStore(tmp_path / "jobs").turn("globex")

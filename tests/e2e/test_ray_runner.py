@@ -271,3 +271,93 @@ def test_a_tenant_whose_job_a_restarted_runner_attached_to_has_had_its_turn(ray_
         assert [name for _, name in started] == ["b1", "a2"]
     finally:
         again.stop()
+
+
+def test_a_job_ray_could_not_start_takes_no_turn(ray_cluster, tmp_path):
+    """jobturn42: a job whose actor could not start its worker on Ray ("could not start on Ray") kept the `started_at` of
+    its send to the cluster, so it counted as its tenant's turn though it never ran: globex's g1 went before acme's a1.
+    The local runner's job that could not start takes none (no `started_at` recorded); now neither does Ray's."""
+    from training.jobs.kinds import JobKind
+    from training.jobs.ray_runner import RayJobRunner
+
+    kinds = {**TEST_KINDS, "broken": JobKind("broken", lambda job, out: [str(tmp_path / "no-such-worker")])}
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, workers=1), kinds=kinds)
+    runner.start()
+    try:
+        g0 = runner.submit("work", {"tenant": "globex"})
+        assert runner.wait(g0.id, timeout=120).state == "succeeded"
+        a0 = runner.submit("broken", {"tenant": "acme"})
+        failed = runner.wait(a0.id, timeout=120)
+        assert failed.state == "failed" and failed.error.startswith("could not start on Ray: "), failed
+        assert failed.started_at is None  # it never ran
+    finally:
+        runner.stop()
+    g1 = runner.submit("work", {"tenant": "globex"})
+    a1 = runner.submit("work", {"tenant": "acme"})
+    runner.start()  # both queued before either starts
+    try:
+        done = {name: runner.wait(job.id, timeout=120) for name, job in (("g1", g1), ("a1", a1))}
+    finally:
+        runner.stop()
+    assert sorted(done, key=lambda name: done[name].started_at) == ["a1", "g1"]
+
+
+def test_a_job_that_waited_for_ray_to_place_it_records_when_it_began(ray_cluster, tmp_path):
+    """jobturn42: `started_at` was when the job was sent to the cluster; b, sent beside a on a one-CPU cluster, waited
+    there for a's CPU, and its record said it began before a ended (an audit checked against it withheld the groups of
+    users who came while it waited, `Admin.keep_audit_members`). Now it is stamped once Ray placed the actor, before
+    its worker is started: after a's worker ended, and before b's worker began."""
+    from training.jobs.ray_runner import RayJobRunner
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, workers=2), kinds=TEST_KINDS)
+    a = runner.submit("work", {"seconds": 2.0})
+    b = runner.submit("work", {"marker": str(tmp_path / "b-began")})
+    runner.start()
+    try:
+        a_done, b_done = runner.wait(a.id, timeout=120), runner.wait(b.id, timeout=120)
+    finally:
+        runner.stop()
+    assert (a_done.state, b_done.state) == ("succeeded", "succeeded")
+    assert b_done.started_at > (tmp_path / "jobs" / f"{a.id}.out").stat().st_mtime  # a's result line, its worker's last
+    assert b_done.started_at <= (tmp_path / "b-began").stat().st_mtime  # a safe bound: b's worker read nothing before it
+
+
+def test_a_job_cancelled_while_ray_has_not_placed_it_ends_cancelled_without_running(ray_cluster, tmp_path):
+    """jobturn42: its worker is started only once Ray placed its actor, so a cancel before that ends the job at once,
+    its actor removed: b waits for a's one CPU, is cancelled, and ends while a still runs; its worker never ran."""
+    from training.jobs.ray_runner import RayJobRunner
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, workers=2), kinds=TEST_KINDS)
+    a = runner.submit("work", {"seconds": 8.0})
+    b = runner.submit("work", {"marker": str(tmp_path / "b-began")})
+    runner.start()
+    try:
+        wait_for(lambda: runner.get(a.id).progress > 0 and runner.get(b.id).state == "running", 120, "never sent")
+        runner.cancel(b.id)
+        cancelled = runner.wait(b.id, timeout=30)
+        assert runner.get(a.id).state == "running"  # b ended without waiting for a's CPU
+        assert (cancelled.state, cancelled.started_at) == ("cancelled", None)
+        wait_for(lambda: not _actor_alive(ray_cluster, b.id), 30, "its actor was left")
+        assert runner.wait(a.id, timeout=120).state == "succeeded"
+        assert not (tmp_path / "b-began").exists()  # its worker never ran
+    finally:
+        runner.stop()
+
+
+def test_a_running_job_purged_on_ray_is_stopped_and_forgotten(ray_cluster, tmp_path):
+    """jobturn42: `purge` (a user's DELETE, retention) was the local runner's, which kills `running.process`: on Ray it
+    raised AttributeError ('_Attached' object has no attribute 'process') with the job no longer polled, its record
+    left running and its worker running on. Now its worker and actor are stopped and every file of it goes."""
+    marker = tmp_path / "marker"
+    runner = make_runner(tmp_path / "jobs")
+    try:
+        job = runner.submit("work", {"seconds": 60.0, "tenant": "acme", "user": "ann", "marker": str(marker)})
+        wait_for(lambda: marker.exists() and runner.get(job.id).progress > 0, 120, "never started")
+        assert runner.purge(job.id).id == job.id
+        assert runner.get(job.id) is None and not _workers_of(job.id)
+        assert not list((tmp_path / "jobs").glob(f"*{job.id}*")) and not (tmp_path / "jobs" / "artifacts" / job.id).exists()
+        wait_for(lambda: not _actor_alive(ray_cluster, job.id), 30, "its actor was left")
+    finally:
+        runner.stop()
+        for pid in _workers_of(job.id):  # (what the runner left, before the fix)
+            os.kill(pid, signal.SIGKILL)

@@ -24,9 +24,14 @@ def skew(service, by_s: float) -> None:
 
 
 def compare_clocks(*services) -> None:
-    """Each replica's clock comparison, in this order (what their sweeps do every pass)."""
+    """Each replica's clock comparison, in this order (what their sweeps do every pass), once the replica's
+    own sweep has stopped: its start pass, on the sweep's thread, may still run on a loaded machine, and one
+    beside the test's reads whether DELETEs were refused before the test's pass and logs the refusal's start
+    again after it (`DeletionSweep.check_clocks`: the service runs its passes one at a time, on that thread)."""
     for service in services:
-        service.runtime.deletion_sweep.check_clocks()
+        sweep = service.runtime.deletion_sweep
+        sweep.stop()  # waits for the pass running, if any; the test's passes stand for the later ones
+        sweep.check_clocks()
 
 
 def refused(client) -> bool:

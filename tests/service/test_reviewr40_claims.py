@@ -222,3 +222,69 @@ def test_s3_claims_reach_the_store_as_lance_does(monkeypatch):
         assert claims.client.meta.endpoint_url == s3.endpoint  # before: https://s3.us-east-1.amazonaws.com
         assert (claims.client.meta.config.read_timeout, claims.client.meta.config.connect_timeout) == (2.0, 1.0)  # before: 60, 60
         assert claims.claim("acme", "u", claim("p-1", "Tea.")) == (["p-1"], {})
+
+
+def claim_files(replica, user: str) -> list[str]:
+    """The names of the user's claims on the (folder) store: no `.lock`, no file being written."""
+    folder = replica.runtime.store.claims.root / claims_module._folder("acme", user)
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+def test_a_claim_goes_once_its_row_is_in_the_store(replicas):
+    """Session 42. A claim is needed only while its row is acknowledged and not in the table. Before, every claim of
+    a live user stayed for ever (one file a row). Now the mover removes a row's claim once it committed the row
+    (a's p-1, p-2) or found it stored by another replica (p-3, sent to both: b's copy, received later, keeps the
+    claim until b's mover finds the row stored); the id still takes only the stored content (a 409 from the table)."""
+    user = "gone42"
+    a, b = replicas
+    with a.client("acme") as ca, b.client("acme") as cb:
+        with b.runtime.ingest.paused():
+            with a.runtime.ingest.paused():
+                assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.") + line("p-2", "Milk.")).status_code == 201
+                assert ca.post(f"/v1/users/{user}/import", content=line("p-3", "Cocoa.")).status_code == 201
+                assert cb.post(f"/v1/users/{user}/import", content=line("p-3", "Cocoa.")).status_code == 201
+                assert len(claim_files(a, user)) == 3
+            a.runtime.ingest.flush()
+            assert len(claim_files(a, user)) == 1  # before: 3 (p-3's moved on by b's copy: kept for b's)
+        b.runtime.ingest.flush()
+        assert claim_files(a, user) == []  # before: 3
+        other = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+        assert other.status_code == 409 and "line 1.pref_id" in other.text, other.text
+        again = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Tea."))
+        assert again.status_code == 201 and again.json()["already_stored"] == ["p-1"], again.text
+        assert claim_files(a, user) == []  # a row held in the table is not claimed again
+        b.runtime.store.refresh("preferences")
+        page = cb.get(f"/v1/users/{user}/preferences")
+        assert sorted((r["pref_id"], r["chosen"]) for r in page.json()["data"]) == [("p-1", "Tea."), ("p-2", "Milk."), ("p-3", "Cocoa.")]
+
+
+def test_other_content_is_a_409_while_the_first_row_is_being_moved(replicas):
+    """b's import of p-1 ("Coffee.") checks the table before a's "Tea." is there; a's mover then commits "Tea." and
+    removes its claim, and only then does b claim p-1: the claim is free. The import that claimed an id afresh
+    looks for it in the table's newest version before its 201: a 409 (without that look, a 201 and b's row dropped
+    by b's mover, checked by removing it)."""
+    user = "moving42"
+    a, b = replicas
+    with a.client("acme") as ca, b.client("acme") as cb:
+        claims = b.runtime.store.claims
+
+        def a_moves_then_claim(*args):
+            del claims.claim
+            a.runtime.ingest.flush_user("acme", user)  # "Tea." committed, its claim removed (the worker is paused)
+            return claims.claim(*args)
+
+        with b.runtime.ingest.paused():
+            with a.runtime.ingest.paused():
+                assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
+                claims.claim = a_moves_then_claim
+                try:
+                    coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+                finally:
+                    vars(claims).pop("claim", None)
+            assert coffee.status_code == 409, coffee.text
+            error = coffee.json()["error"]
+            assert error["code"] == "pref_id_conflict" and error["param"] == "line 1.pref_id" and "chosen" in error["message"], error
+            assert claim_files(a, user) == []  # b's fresh claim released
+        b.runtime.store.refresh("preferences")
+        page = cb.get(f"/v1/users/{user}/preferences")
+        assert [(r["pref_id"], r["chosen"]) for r in page.json()["data"]] == [("p-1", "Tea.")]

@@ -367,7 +367,8 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
     """uvicorn's HTTP protocol (httptools' where installed, else h11's: the one `http="auto"` picks), with
     a deadline for each request to arrive whole: its headers and body within `timeout_s` of the
     connection's opening, or of the first byte of a later request on it. A client still sending then gets
-    a 408 (`code: request_timeout`; one that sent nothing is just closed) and the connection is closed; a
+    a 408 (`code: request_timeout`; one that sent nothing gets no answer) and the connection ends, half closed
+    first (`linger`: what the client still sends is dropped until it closes, REFUSED_LINGER_S at most); a
     request that arrived in time runs as long as it needs. uvicorn's own keep-alive timer covers only a
     connection idle after a response, so a client that never finished a request (slowloris: a byte now
     and then, or nothing) held it open, and a file descriptor, for good.
@@ -468,8 +469,10 @@ class TimedRequests:
         self.linger()
 
     def linger(self) -> None:
-        """Ends the connection after a last answer (the 503 over the limit, the parser's 400) written with the client's
-        request unread: closed then, the socket would be reset, the answer lost with it. Half closed instead, it drops
+        """Ends the connection after a last answer (the 503 over the limit, the parser's 400, the 408, the app's own sent
+        before the body it did not wait for; none to a request timed out before its first byte) written with the client's
+        request unread or still arriving: closed then, the
+        socket would be reset, the answer lost with it. Half closed instead, it drops
         what arrives (`refused`) until the client, having read the answer, closes, or REFUSED_LINGER_S has passed
         (closed at once beyond REFUSED_LINGERING such connections, or where the transport cannot half close)."""
         self.refused = True
@@ -578,15 +581,29 @@ class TimedRequests:
         self.deadline = None
         if self.transport.is_closing() or self.reading == "done":
             return
-        if self.reading != "body" and self.cycle is not None and not self.cycle.response_complete:
-            # a request pipelined behind one whose answer is still going out: nothing may be written
-            # into that answer, so the deadline waits for it
+        if self.behind_an_answer():  # nothing may be written into that answer, so the deadline waits for it
             self.deadline = self.loop.call_later(self.timeout_s, self.timed_out)
             return
-        answering = self.reading == "body" and self.cut_body()
-        if self.reading != "nothing" and not answering:
+        if self.reading == "body" and self.cut_body():  # the app had answered: no 408 may follow
+            if self.cycle.response_complete:  # whole (a 401 sent before the body was read): left as after a 408, below
+                self.linger()
+            else:  # part way: nothing may be written into it, and it is cut
+                self.transport.close()
+            return
+        if self.reading != "nothing":
             self.transport.write(stamped(self.late[self.reading], self.server_state.default_headers))
-        self.transport.close()
+        # the client may be sending as the deadline passes (a trickled body, a byte of its headers): closed now, with
+        # a byte unread or arriving after, the socket is reset and the client reads a reset, not the 408 and an end
+        self.linger()
+
+    def behind_an_answer(self) -> bool:
+        """Whether the request arriving was pipelined behind one whose answer is still going out. Its body too: httptools
+        queues a request whose head it parsed then (its cycle in `pipeline`, its app not started) and reads nothing more
+        of the connection until that answer is out, so the body waits in the socket, not on the client; before, its 408
+        was written into the middle of the answer before it. (h11 parses no request until the answer before it is out.)"""
+        if self.reading == "body":
+            return bool(getattr(self, "pipeline", None))  # httptools' queue: the newest cycle, `self.cycle`, is in it
+        return self.cycle is not None and not self.cycle.response_complete
 
     def cut_body(self) -> bool:
         """The app waiting for the body that did not arrive reads a disconnect (what it sends is dropped);
@@ -623,7 +640,7 @@ class CutAnswersAbort:
             self._transport.close()
 
 
-REFUSED_LINGER_S = 2.0  # the longest a connection refused over PLURALIGN_MAX_CONNECTIONS stays, reading what its client still sends
+REFUSED_LINGER_S = 2.0  # the longest a connection refused (over PLURALIGN_MAX_CONNECTIONS, a 400, a 408) stays, reading what its client still sends
 REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more is closed at once
 CONNECTIONS_RETRY_AFTER = 1  # seconds: `Retry-After` of the 503 of a connection over PLURALIGN_MAX_CONNECTIONS
 

@@ -7,7 +7,9 @@ records stay in this runner's job folder (one JSON file per job, written only by
 worker's stdout and stderr go to the job's files in that folder, so the folder must be a volume the
 Ray nodes mount at the same path (as the adapters folder already is), and the nodes must run the
 same image (the command line names this interpreter). Progress and the log tail are read from
-those files, as the local runner does.
+those files, as the local runner does. The worker is started only once Ray placed the actor (its first call answered),
+and the job's `started_at` is stamped again then: the record says when it began running, not when it was sent (an audit's
+check compares with it), and a job cancelled while it waits for a node ends at once.
 
 Because the actor is detached, it outlives the service: `stop()` leaves running jobs running, and
 the next runner over the same folder finds each running job's actor by name and attaches to it
@@ -19,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,6 +110,9 @@ class JobProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, argv: list[str], env: dict[str, str], cwd: str, out_path: str, log_path: str, nice: int) -> int:
+        """Start the worker (once: a second call, from a runner that attached after a restart, returns its pid)."""
+        if self.process is not None:
+            return self.process.pid
         with open(out_path, "ab") as out, open(log_path, "ab") as err:
             self.process = subprocess.Popen(
                 dying_with_parent(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, **env},
@@ -117,6 +123,10 @@ class JobProcess:
         except OSError:
             pass
         return self.process.pid
+
+    def pid(self) -> int | None:
+        """The worker's pid, None before `start`: the runner's first call, answered once Ray placed the actor."""
+        return None if self.process is None else self.process.pid
 
     def poll(self) -> int | None:
         """The worker's exit code, or None while it runs."""
@@ -144,6 +154,10 @@ class _Attached:
     job_id: str
     actor: object  # the Ray actor handle
     started: object | None  # ObjectRef of `start` until it returned
+    # ObjectRef of the actor's first call (`pid`) until it returned: Ray placed the actor then, and its worker is started
+    placing: object | None = None
+    before: float | None = None  # the job's `started_at` before this attempt: its record's again if it never ran
+    stamp: bool = True  # `started_at` is stamped when the worker is started (not for one attached to: `_recover`)
     stop_asked_at: float | None = None  # time.monotonic() of the cancel (`RunnerConfig.cancel_grace_s`)
     killed: bool = False  # its worker was sent SIGKILL, the cancel's SIGTERM not acted on
 
@@ -180,6 +194,21 @@ class RayJobRunner(LocalJobRunner):
             if attached.stop_asked_at is None:
                 attached.stop_asked_at = time.monotonic()
 
+    def purge(self, job_id: str) -> Job | None:
+        """As the local runner's (`LocalJobRunner.purge`), with a running job's worker killed through its actor (SIGKILL,
+        waited for) and the actor removed: an actor Ray has not placed yet has no worker, and is removed at once."""
+        with self._lock:  # the dispatcher neither launches nor records it meanwhile
+            attached = self._running.pop(job_id, None)
+            if attached is not None and attached.placing is not None and attached.stamp:  # no `start` sent
+                self._detach_actor(attached.actor)
+            elif attached is not None:
+                self._kill_actor(attached.actor)
+            job = self.store.remove(job_id)
+            shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+            if attached is not None:
+                self._exited(job_id)
+            return job
+
     def stop(self) -> None:
         """Stop dispatching and polling; running jobs keep running on Ray, and the next runner over
         this folder attaches to them."""
@@ -213,7 +242,9 @@ class RayJobRunner(LocalJobRunner):
             except Exception:  # no such actor (node lost, cluster restarted) or it died
                 self._record(self._stopped_record(job, f"its Ray actor is gone (attempt {job.attempts}); queued again"))
                 continue
-            self._running[job.id] = _Attached(job.id, actor, None)
+            # a worker the last runner may not have started yet (stopped before its actor was placed): started once the
+            # probe answers None. Its record's `started_at` stays (safe: a start the last runner sent may run first)
+            self._running[job.id] = _Attached(job.id, actor, None, placing=actor.pid.remote(), before=job.started_at, stamp=False)
             log.info("attached to running job %s on Ray", job.id)
             if job.cancel_requested:  # cancelled before the last runner stopped: its SIGTERM again, and the grace from now
                 self._stop_running(job.id)
@@ -222,8 +253,10 @@ class RayJobRunner(LocalJobRunner):
             log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
 
     def _start_worker(self, job: Job) -> None:
+        """Send the job to Ray: its actor is created, and its worker started once Ray placed it (`_place`). Recorded
+        running now, `started_at` now (the turn taken: it holds one of the runner's `workers`), and stamped again
+        when its worker is started."""
         kind, artifact, argv = self._worker_of(job)
-        env = self._worker_env(job, max(1, int(kind.cpus)))
         resources = f"cpus={kind.cpus:g} gpus={kind.gpus:g} memory={kind.memory_mb}MB"
         placed = f"on Ray ({resources}), attempt {job.attempts + 1}: $ " + " ".join(argv[1:])
         self.store.path(job.id, "out").write_bytes(b"")  # a new attempt's output only
@@ -232,8 +265,7 @@ class RayJobRunner(LocalJobRunner):
             name=actor_name(job.id), namespace=NAMESPACE, lifetime="detached", num_cpus=kind.cpus, num_gpus=kind.gpus,
             memory=kind.memory_mb << 20, max_restarts=0,
         ).remote()
-        started = actor.start.remote(argv, env, str(self.config.cwd), str(self.store.path(job.id, "out")),
-                                     str(self.store.path(job.id, "log")), self.config.nice)
+        placing = actor.pid.remote()  # answered once Ray placed the actor
         try:  # recorded running before it counts as running: an actor no record names is never left behind
             self.store.put(msgspec.structs.replace(
                 job, state="running", pid=None, attempts=job.attempts + 1, started_at=time.time(), progress=0.0,
@@ -242,7 +274,48 @@ class RayJobRunner(LocalJobRunner):
         except BaseException:
             self._kill_actor(actor)
             raise
-        self._running[job.id] = _Attached(job.id, actor, started)
+        self._running[job.id] = _Attached(job.id, actor, None, placing=placing, before=job.started_at)
+
+    def _place(self, job: Job, attached: _Attached) -> bool:
+        """Whether the job's actor is placed and its worker started (`start` sent): once Ray answers the actor's first
+        call, `started_at` is stamped (`stamp`), and only then its worker started, so the record says when the job
+        began running, not when it was sent (an audit's check compares against it: `Admin.keep_audit_members`), and
+        its worker reads nothing before it. One Ray could not place, or cancelled before its worker started, never
+        ran (`_never_ran`)."""
+        ray = self._ray
+        if job.cancel_requested and attached.stamp:  # this runner's actor: no worker before the answer
+            self._never_ran(job, state="cancelled")
+            return False
+        ready, _ = ray.wait([attached.placing], timeout=0)
+        if not ready:
+            return False  # waiting for Ray to place the actor
+        try:
+            pid = ray.get(attached.placing)
+        except Exception as exc:
+            self._never_ran(job, state="failed", error=f"could not start on Ray: {exc}")
+            return False
+        attached.placing = None
+        if pid is not None:  # started by the last runner (attached to at `_recover`)
+            return True
+        if job.cancel_requested:
+            self._never_ran(job, state="cancelled")
+            return False
+        kind, _, argv = self._worker_of(job)
+        if attached.stamp:
+            self._record(msgspec.structs.replace(job, started_at=time.time()))
+        attached.started = attached.actor.start.remote(argv, self._worker_env(job, max(1, int(kind.cpus))), str(self.config.cwd),
+                                                       str(self.store.path(job.id, "out")), str(self.store.path(job.id, "log")),
+                                                       self.config.nice)
+        return False
+
+    def _never_ran(self, job: Job, **ended) -> None:
+        """End `job`, whose worker never ran (Ray could not place its actor or start its worker, or it was cancelled
+        before), as `ended` says: its actor removed, its `started_at` the one from before this attempt, so it took no
+        turn (as a local job that could not start), and its artifact folder removed."""
+        attached = self._running.get(job.id)
+        self._detach(job.id)
+        before = attached.before if attached is not None else job.started_at
+        self._record(self._discard_artifact(msgspec.structs.replace(job, pid=None, started_at=before, finished_at=time.time(), **ended)))
 
     def _kill_actor(self, actor) -> None:
         """Stop a just-started actor and its worker: the worker's group is killed (it leads its own session,
@@ -261,16 +334,17 @@ class RayJobRunner(LocalJobRunner):
         ray = self._ray
         for job_id, attached in list(self._running.items()):
             job = self.store.get(job_id)
+            if attached.placing is not None and not self._place(job, attached):
+                continue
             if attached.started is not None:
                 ready, _ = ray.wait([attached.started], timeout=0)
                 if not ready:
-                    continue  # waiting for Ray to place the actor
+                    continue  # its worker being started
                 try:
                     ray.get(attached.started)
                     attached.started = None
                 except Exception as exc:
-                    self._detach(job_id)
-                    self._record(msgspec.structs.replace(job, state="failed", error=f"could not start on Ray: {exc}", finished_at=time.time()))
+                    self._never_ran(job, state="failed", error=f"could not start on Ray: {exc}")
                     continue
             progress, tail = self._read_log(job_id)
             try:
@@ -297,7 +371,10 @@ class RayJobRunner(LocalJobRunner):
     def _detach(self, job_id: str) -> None:
         attached = self._running.pop(job_id, None)
         if attached is not None:
-            try:
-                self._ray.kill(attached.actor)  # detached actors live until killed
-            except Exception:
-                pass
+            self._detach_actor(attached.actor)
+
+    def _detach_actor(self, actor) -> None:
+        try:
+            self._ray.kill(actor)  # detached actors live until killed
+        except Exception:
+            pass

@@ -33,12 +33,17 @@ class JobStore:
         # `tenant/user` -> the ids of the jobs (and later records) for that user (`user_key`), kept with `_jobs` and
         # `_later`: a DELETE looks its user's jobs up (`of_user`) instead of reading every record
         self._by_user: dict[str, set[str]] = {}
-        # tenant (`tenant_of`) -> when its last job started, as a count of starts (`turn`): first the order of the
-        # records' latest `started_at` per tenant, read at the opening (a restart keeps the turns), then each start seen
-        # since (`_keep`); a count, not the clock, so a start stamped ahead of the clock keeps no tenant waiting for the
-        # clock to catch up (only the opening's order reads it: there such a record ranks its tenant last)
-        self._turns: dict[str, int] = {}
-        self._starts = 0
+        # when each held job last started, as a count of starts (`turn`), by tenant (`tenant_of`) and job id: first the
+        # order of the records' `started_at`, read at the opening (a restart keeps the turns), then each start seen since
+        # (`_keep`); a count, not the clock, so a start stamped ahead of the clock keeps no tenant waiting for the clock to
+        # catch up (only the opening's order reads it: there such a record ranks its tenant last). A job removed takes
+        # its count with it (`remove`), so the turns are those the held records give, as after a restart
+        self._starts: dict[str, dict[str, int]] = {}
+        self._turns: dict[str, int] = {}  # tenant -> the greatest count of its held jobs (`turn`)
+        # job id -> (`started_at`, count) of an active job's start before its latest: a start undone (the record put
+        # back to it: a Ray job that could not be placed) gives the job that count again
+        self._earlier: dict[str, tuple[float, int]] = {}
+        self._count = 0
         for path in sorted(self.folder.glob("*.job.json")):
             try:
                 job = decode_job(path.read_bytes())
@@ -51,13 +56,9 @@ class JobStore:
             except (msgspec.DecodeError, ValueError) as exc:
                 log.error("skipping unreadable job record %s: %s", path, exc)
                 continue
-            self._keep(job)
-        last: dict[str, float] = {}
-        for job in self._jobs.values():
-            if job.started_at is not None:
-                last[tenant_of(job.params)] = max(job.started_at, last.get(tenant_of(job.params), job.started_at))
-        for tenant in sorted(last, key=last.__getitem__):
-            self._took_turn(tenant)
+            self._keep(job, opening=True)
+        for job in sorted((j for j in self._jobs.values() if j.started_at is not None), key=lambda j: (j.started_at, j.id)):
+            self._started(job.id, tenant_of(job.params))
 
     def path(self, job_id: str, suffix: str = "job.json") -> Path:
         return self.folder / f"{job_id}.{suffix}"
@@ -87,18 +88,41 @@ class JobStore:
                 self._keep(job)
         return job
 
-    def _keep(self, job: Job) -> None:
-        """Hold `job` as its latest state (under the lock)."""
+    def _keep(self, job: Job, opening: bool = False) -> None:
+        """Hold `job` as its latest state (under the lock); but at the `opening`, its start is counted once all are read."""
         held = self._jobs.get(job.id)
         if held is None:  # its params, and so whom it is for, never change
             self._index(job.id, user_key(job.params))
-        elif job.started_at is not None and job.started_at != held.started_at:  # a launch: its tenant's turn taken
-            self._took_turn(tenant_of(job.params))
+        if not opening and job.started_at != (held.started_at if held is not None else None):
+            self._moved_start(job, held.started_at if held is not None else None)
         self._jobs[job.id] = job
         if job.state in ACTIVE_STATES:
             self._active.add(job.id)
         else:
             self._active.discard(job.id)
+        if job.state != "running":  # this run is over: its start stays, or was undone
+            self._earlier.pop(job.id, None)
+
+    def _moved_start(self, job: Job, before: float | None) -> None:
+        """`job`'s `started_at` is no longer `before`: a launch takes its tenant's turn (a new count); put back to
+        the start before this run's (`_earlier`: a launch undone), it has that start's count again; None, none."""
+        tenant = tenant_of(job.params)
+        starts = self._starts.get(tenant, {})
+        earlier = self._earlier.get(job.id)
+        if job.started_at is not None and earlier is not None and earlier[0] == job.started_at:
+            starts[job.id] = earlier[1]
+        elif job.started_at is not None:
+            if earlier is None and before is not None and job.id in starts:  # the start before this run's, kept while it runs
+                self._earlier[job.id] = (before, starts[job.id])
+            self._started(job.id, tenant)
+            return
+        else:
+            starts.pop(job.id, None)
+        self._turn_again(tenant)
+
+    def _started(self, job_id: str, tenant: str) -> None:
+        self._count += 1
+        self._starts.setdefault(tenant, {})[job_id] = self._turns[tenant] = self._count
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -115,17 +139,23 @@ class JobStore:
             return sorted((self._jobs[i] for i in self._active), key=lambda j: (j.created_at, j.id))
 
     def turn(self, tenant: str) -> int:
-        """When the last job of `tenant` (`tenant_of`: "" for the jobs for the whole service) started, as a count of
-        starts (greater: later); 0 if none did. The records the folder held when this store was opened count first, in
-        the order of each tenant's latest `started_at` (whatever the job's state now: a job queued again after a
-        restart included), then each job started since, in the order it was (`put` with a new `started_at`). A job
-        removed (retention, a DELETE's purge) counts until the folder is opened again."""
+        """When the last held job of `tenant` (`tenant_of`: "" for the jobs for the whole service) started, as a count
+        of starts (greater: later); 0 if none did. The records the folder held when this store was opened count first,
+        in the order of their `started_at` (whatever the job's state now: a job queued again after a restart included),
+        then each job started since, in the order it was (`put` with a new `started_at`). A job removed (retention, a
+        DELETE's purge) no longer counts, and a start undone (put back to the one before) counts as that one: the turns
+        are those the held records give, as when the folder is opened again."""
         with self._lock:
             return self._turns.get(tenant, 0)
 
-    def _took_turn(self, tenant: str) -> None:
-        self._starts += 1
-        self._turns[tenant] = self._starts
+    def _turn_again(self, tenant: str) -> None:
+        """Draw `tenant`'s turn again from its held jobs' counts (one of them went or changed)."""
+        starts = self._starts.get(tenant)
+        if starts:
+            self._turns[tenant] = max(starts.values())
+        else:
+            self._starts.pop(tenant, None)
+            self._turns.pop(tenant, None)
 
     def _index(self, job_id: str, key: str | None) -> None:
         if key is not None:
@@ -161,6 +191,9 @@ class JobStore:
         with self._lock:
             job = self._jobs.pop(job_id, None)
             self._active.discard(job_id)
+            self._earlier.pop(job_id, None)
+            if job is not None and self._starts.get(tenant := tenant_of(job.params), {}).pop(job_id, None) is not None:
+                self._turn_again(tenant)  # its start no longer counts (as after a restart)
             named = self._later.pop(job_id, None)
             held = job if job is not None else named
             key = user_key(held.params) if held is not None else None

@@ -1,0 +1,96 @@
+"""The users table is brought up to date with what was moved during a backlog, and an export's `user` line is.
+
+Before: `after_move` skipped the background refits of the rows a batch moved while the feedback log still had a
+backlog, and recorded those users nowhere, so their row in the users table stayed the one of before that feedback
+(or none) until their own next read, for good for a user who never came back; and the export's `user` line read
+that row as it was. What reads the table as it is (the fairness audit's groups, the population a new user is compared
+with, the pooled prior, an export) saw old weights, counts and attributes.
+
+The backlog: the worker paused (`Ingestor.paused`) or another user's rows held in the log (`Ingestor.held`) while
+the feedback is sent, then a read that moves the user's own rows (the preferences page, which refits nothing; the
+export) while the other rows still wait, as a read does under load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.service.tiny import start_service
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, svc = start_service(tmp_path_factory.mktemp("refit42") / "data", tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield svc
+
+
+def _send(client, user: str, prompt: str, **extra) -> None:
+    r = client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": prompt, "chosen": "a", "rejected": "b", **extra})
+    assert r.status_code == 201, r.text
+
+
+def _stored(rt, user: str) -> tuple[int, dict] | None:
+    record = rt.store.get_user("acme", user)
+    return record and (record.n_preferences, record.attributes)
+
+
+def test_refits_skipped_during_a_backlog_run_once_it_clears_never_for_a_user_deleted_meanwhile(service):
+    rt = service.runtime
+    with service.client() as c:
+        for user in ("r42-quiet", "r42-gone"):
+            _send(c, user, "first")
+            assert c.get(f"/v1/users/{user}").status_code == 200  # a row fitted on that comparison
+        with rt.ingest.paused():  # the worker moves nothing: the records wait in the log
+            _send(c, "r42-quiet", "second", attributes={"segment": "north"})
+            _send(c, "r42-gone", "second")
+            _send(c, "r42-busy", "third")
+            for user in ("r42-quiet", "r42-gone"):  # their own rows moved by a read that refits nothing, the others waiting
+                assert c.get(f"/v1/users/{user}/preferences").json()["total"] == 2
+            assert _stored(rt, "r42-gone") == (1, {})
+            assert c.delete("/v1/users/r42-gone").status_code == 200
+        rt.wait_for_background()  # the worker moves r42-busy's record: the log is empty
+        assert _stored(rt, "r42-busy") == (1, {})
+        assert _stored(rt, "r42-quiet") == (2, {"segment": "north"})  # before: (1, {}) until they came back
+        assert _stored(rt, "r42-gone") is None  # not refitted back into existence
+        assert c.get("/v1/users/r42-gone").status_code == 404
+        assert not rt.dropped_refits
+
+
+def test_an_export_user_line_reflects_the_feedback_just_sent(service):
+    rt = service.runtime
+    with service.client() as c:
+        _send(c, "r42-exporter", "first")
+        assert c.get("/v1/users/r42-exporter").status_code == 200
+        with rt.ingest.paused():  # a backlog: the background refit of the export's user is not run before it reads
+            _send(c, "r42-exporter", "second", attributes={"plan": "pro"})
+            _send(c, "r42-other", "third")
+            lines = [json.loads(line) for line in c.get("/v1/users/r42-exporter/export").text.splitlines()]
+        rt.wait_for_background()
+    user = next(line for line in lines if line["type"] == "user")
+    assert (user["n_preferences"], user["attributes"]) == (2, {"plan": "pro"})  # before: 1 and {}
+    assert sum(line["type"] == "preference" for line in lines) == 2
+
+
+def test_users_still_waiting_for_the_backlog_at_a_stop_are_refitted_at_the_next_start(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm)
+    rt = svc.runtime
+    with rt.ingest.held("acme", "r42-pending"):  # its record stays in the log: a backlog until the stop (replayed at the next start)
+        with server, svc.client("acme") as c:
+            _send(c, "r42-pending", "first")
+            for user in ("r42-waiting", "r42-deleted"):
+                _send(c, user, "first")
+                assert c.get(f"/v1/users/{user}/preferences").json()["total"] == 1  # moved (by the read, or the worker before it)
+            assert c.delete("/v1/users/r42-deleted").status_code == 200
+        assert rt.store.get_user("acme", "r42-waiting") is None  # stopped during the backlog: not refitted yet
+    assert json.loads((data / "refits-dropped.json").read_bytes()) == [["acme", "r42-waiting"]]  # before: no file
+
+    server, again = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        again.runtime.wait_for_background()
+        assert _stored(again.runtime, "r42-waiting") == (1, {})
+        assert _stored(again.runtime, "r42-pending") == (1, {})
+        assert again.runtime.store.get_user("acme", "r42-deleted") is None
+        assert not (data / "refits-dropped.json").exists()
