@@ -18,6 +18,7 @@ instead of starting the job again. A job whose actor is gone (its node was lost)
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
 import os
@@ -59,10 +60,15 @@ DIE_WITH_PARENT = (
 )
 
 
-def dying_with_parent(argv: list[str]) -> list[str]:
-    """`argv` run through `DIE_WITH_PARENT` (Linux; elsewhere `argv` as it is), for a child of this process."""
+def dying_with_parent(argv: list[str], cwd: str) -> list[str]:
+    """`argv` run through `DIE_WITH_PARENT` (Linux; elsewhere `argv` as it is), for a child of this process started in
+    `cwd`. Raises FileNotFoundError, as `subprocess.Popen` of `argv` itself would, when `argv[0]` is no program there:
+    the launcher's own start would hide it (the job is then one that could not start, not a worker that failed)."""
     if not sys.platform.startswith("linux"):
         return argv
+    program = argv[0] if os.sep not in argv[0] else os.path.join(cwd, argv[0])
+    if shutil.which(program) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
     return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv]
 
 
@@ -115,7 +121,7 @@ class JobProcess:
             return self.process.pid
         with open(out_path, "ab") as out, open(log_path, "ab") as err:
             self.process = subprocess.Popen(
-                dying_with_parent(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, **env},
+                dying_with_parent(argv, cwd), stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, **env},
                 start_new_session=True,
             )
         try:
