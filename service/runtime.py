@@ -18,10 +18,11 @@ from pluralign.embed.base import Encoder
 from pluralign.files import copy_into_place, keep_private
 from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
 from pluralign.policy.generator import Generator
-from pluralign.store import Store, StoredPreference
+from pluralign.store import Store, StoredPreference, clocks
 from pluralign.store.deletions import Forget, user_hash
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
+from pluralign.store.tables import SharedStore
 from service.auth import KeyRing
 from service.deletions import DeletionSweep
 from service.encoders import make_encoder
@@ -121,6 +122,31 @@ class KeyedLocks:
             if lock is None:
                 lock = self._locks[(tenant, key)] = self.make()
             return lock
+
+
+def open_store(settings: Settings, encoder: Encoder) -> Store:
+    """The tables at `settings.lancedb_uri`. A process set up as the store's only one (`replicas` 1) on a store that
+    replicas wrote their clocks to within the time their comparison counts a stopped one out (3 passes of
+    `deletion_sweep_s`, at least a minute) is a ValueError naming PLURALIGN_REPLICAS: alone, it kept serving what it read
+    at its start (feedback through them never showed, a user DELETEd through them stayed), read their DELETEs' removed
+    files as damage (503 "a file of it is damaged"), and purged beside their appends without their lease."""
+    within_s = max(3 * settings.deletion_sweep_s, 60.0)
+    try:
+        store = Store(
+            settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20, cache_bytes=settings.store_cache_mb << 20,
+            storage_options=settings.storage_options, sync_seconds=settings.sync_seconds, shared_within_s=within_s,
+        )
+        # PLURALIGN_STORE_SYNC_MS set without PLURALIGN_REPLICAS: it syncs and takes the lease (Store checks only a store
+        # opened without), but applies no other replica's DELETE to its folder and queues every user's adapter jobs
+        if settings.replicas == 1 and settings.sync_seconds is not None and (found := clocks.recent_replicas(store.db, within_s)):
+            raise SharedStore(settings.lancedb_uri, found, within_s)
+        return store
+    except SharedStore as exc:
+        raise ValueError(
+            f"PLURALIGN_REPLICAS (setting replicas) is {settings.replicas}: {exc}. Give every replica the same "
+            "PLURALIGN_REPLICAS and its own PLURALIGN_REPLICA_INDEX (deploy/README.md), or, if they have all stopped for "
+            f"good, start this one again {exc.within_s:.0f} s after the last of them stopped"
+        ) from None
 
 
 @dataclass
@@ -341,10 +367,7 @@ class Runtime:
         ingest: Ingestor | None = None
         try:
             step("opening the tables at %s", settings.lancedb_uri)
-            store = Store(
-                settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20, cache_bytes=settings.store_cache_mb << 20,
-                storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
-            )
+            store = open_store(settings, encoder)
             hooks: list[Callable[[list[StoredPreference]], None]] = []
             step("replaying the feedback log")
             ingest = Ingestor(

@@ -31,7 +31,7 @@ from lancedb.index import Bitmap, BTree
 
 from pluralign.data.record import Base, TrlRow, time_problem
 from pluralign.data.text import answer_key
-from pluralign.store import deletions, lease
+from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
 from pluralign.store.deletions import Deletion
 from pluralign.store.failures import (
@@ -89,6 +89,20 @@ COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise rew
 
 class StoreError(ValueError):
     """A table that cannot be used as asked (a schema mismatch, a bad identifier)."""
+
+
+class SharedStore(StoreError):
+    """A process opening the store as its only one (no `sync_seconds`) where replicas wrote their clocks lately
+    (`pluralign.store.clocks`): `replicas`, their indexes; `within_s`, how lately (seconds)."""
+
+    def __init__(self, uri: str, replicas: list[int], within_s: float):
+        self.replicas, self.within_s = replicas, within_s
+        named = ", ".join(str(i) for i in replicas)
+        super().__init__(
+            f"replicas share the store {uri}: the clock rows of replica {named} were written there within the last "
+            f"{within_s:.0f} s. A "
+            "process opening it as its only one never sees their writes, and removes files their appends in flight name"
+        )
 
 
 class PrefIdConflict(StoreError):
@@ -282,6 +296,7 @@ class Store:
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
         storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
         lease_ttl_s: float = lease.TTL_S, finish_purges: bool = True, cache_bytes: int = 256 << 20,
+        shared_within_s: float = 60.0,
     ):
         """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
         object store; see `pluralign.store.location`. `sync_seconds`: see the class. `lease_ttl_s`: seconds
@@ -291,7 +306,9 @@ class Store:
         with this one's schema version (`_open`); False for a process that only reads a store another
         one serves (`pluralign train adapter --store`), which must not purge beside it, nor change an
         earlier release's tables (`_upgrade`: read as they are; a write to one is a StoreError). `cache_bytes`: the most LanceDB's caches of index pages and
-        table metadata hold (`location.cache_session`). Raises StoreError
+        table metadata hold (`location.cache_session`). `shared_within_s` (without `sync_seconds`, with `finish_purges`):
+        seconds within which a replica's clock row (`pluralign.store.clocks`) makes the store shared, and this open a
+        SharedStore error, before anything is purged, marked or indexed. Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -310,11 +327,15 @@ class Store:
             self._session = cache_session(cache_bytes)
             self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds), self._session)
             existing = set(self.db.list_tables().tables)
+            shared = (clocks.recent_replicas(self.db, shared_within_s) if sync_seconds is None and finish_purges and clocks.TABLE in existing
+                      else [])
         except (OSError, RuntimeError, ValueError) as exc:  # an object store down, refusing the keys, without the bucket
             found = unavailable(exc, "the store", uri, "opened", self._secrets) if is_object_store(uri) else None
             if found is None:
                 raise
             raise found from None
+        if shared:  # replicas on it: alone, this process would serve what it read now, and purge beside their appends
+            raise SharedStore(uri, shared, shared_within_s)
         self._lock = threading.RLock()  # held by every commit
         self._maintenance_lock = threading.RLock()  # held by compaction and deletes (`_maintenance`)
         # the schema-version mark an earlier release left on the tables, kept by a process that only
