@@ -140,7 +140,7 @@ class Runtime:
     # refits of users' reward weights run here, one at a time, after the feedback was acknowledged
     # (a daemon thread: one stuck in a store call past the stop's REFIT_STOP_S does not hold the process's exit)
     background: DaemonWorker = field(default_factory=lambda: DaemonWorker("refit"))
-    pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
+    pending_refits: set = field(default_factory=set)  # the users (tenant, user_id) whose background refit is queued
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
     refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued
     # the users (tenant, user_id) whose background refits wait: their rows were moved while the feedback log had a

@@ -266,8 +266,5 @@ def after_move(rt: Runtime, rows: list[StoredPreference]) -> None:
         if not rt.refits_stopped.is_set():  # stopping, they stay: `keep_dropped_refits` writes them for the next start
             waited = sorted(rt.dropped_refits.difference(users))
             rt.dropped_refits.clear()
-    for tenant, user in users:
-        attributes = next((r.attributes for r in rows if (r.tenant, r.user_id) == (tenant, user) and r.attributes), None)
-        schedule_refit(rt, tenant, user, attributes=attributes)
-    for tenant, user in waited:  # their feedback's attributes are in their rows: a refit gathers them
+    for tenant, user in [*users, *waited]:  # the attributes their feedback carried are in their rows: a refit gathers them
         schedule_refit(rt, tenant, user)

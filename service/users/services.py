@@ -124,12 +124,10 @@ def adapter_folder(rt: Runtime, tenant: str, user_id: str):
     return rt.adapters.registry.folder(tenant, user_id)
 
 
-def refit(
-    rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None, rewards: UserRewards | None = None,
-    unsaved_ok: bool = False,
-) -> UserWeights:
+def refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None = None, unsaved_ok: bool = False) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
-    attributes gather those their feedback carried (later ones win), then `attributes`. `unsaved_ok`:
+    attributes gather those their feedback carried, over those their row held (the latest, by `created_at`,
+    win; nothing else is merged in: a batch's first row's attributes overrode them once). `unsaved_ok`:
     a read's refit, whose row the users table cannot take (no room, read-only), is logged and served
     all the same (the row is a cache of their comparisons: the next read fits again), as is a stated
     change's (`set_stated`: its version is stored by then); a DELETE's refit raises StoreUnavailable (a
@@ -138,11 +136,10 @@ def refit(
     Runs under the user's lock, so a DELETE is either before it (nothing to fit: no row is written,
     the user stays deleted) or after it (the DELETE removes what it wrote)."""
     with rt.user_lock(tenant, user_id):
-        return _refit(rt, tenant, user_id, attributes, rewards, unsaved_ok)
+        return _refit(rt, tenant, user_id, rewards, unsaved_ok)
 
 
-def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None, rewards: UserRewards | None,
-           unsaved_ok: bool = False) -> UserWeights:
+def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, unsaved_ok: bool = False) -> UserWeights:
     # one snapshot of the history for vectors, texts and attributes: feedback moved into the table
     # meanwhile must not make them disagree (the next read sees the new rows as stale and refits)
     history = rt.store.history(tenant, user_id)
@@ -177,7 +174,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
         user_id=user_id,
         created_at=record.created_at if record else now,
         updated_at=now,
-        attributes={**(record.attributes if record else {}), **from_feedback, **(attributes or {})},
+        attributes={**(record.attributes if record else {}), **from_feedback},
         pal_logits=None if prior else [float(x) for x in logits],
         pal_version=rewards.version,
         adapter=record.adapter if record else None,
@@ -195,8 +192,9 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
     return UserWeights(logits=logits, prior=prior, record=record, state=state, rewards=rewards, stated=stated)
 
 
-def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> None:
-    """Refit the user in the background; refits queued for the same user coalesce into one.
+def schedule_refit(rt: Runtime, tenant: str, user_id: str) -> None:
+    """Refit the user in the background; refits queued for the same user coalesce into one. The refit gathers the
+    attributes of the user's rows (`refit`: the latest win), so none is handed to it.
 
     Correctness does not hang on it: `user_weights` refits stale weights itself, so the next
     request of the user uses every acknowledged comparison even if this refit has not run yet."""
@@ -206,18 +204,17 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
             rt.dropped_refits.add(key)
             return
         if key in rt.pending_refits:
-            rt.pending_refits[key].update(attributes or {})
             return
-        rt.pending_refits[key] = dict(attributes or {})
+        rt.pending_refits.add(key)
 
     def run() -> None:
         with rt.refit_lock:
-            merged = rt.pending_refits.pop(key)
+            rt.pending_refits.discard(key)
             if rt.refits_stopped.is_set():
                 return
         try:
             start = time.perf_counter()
-            refit(rt, tenant, user_id, attributes=merged or None)
+            refit(rt, tenant, user_id)
             log.debug("background refit of a user of tenant %s done in %.1f ms", tenant, (time.perf_counter() - start) * 1000)
         except StoreUnavailable as exc:  # a full disk, a damaged table: its words are enough
             log.error("background refit of a user of tenant %s failed: %s", tenant, exc)
@@ -456,7 +453,7 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
             log.error("stated preferences of a user of tenant %s: version %d is kept in their row only for now: %s",
                       tenant, stated.version, exc)
         try:  # the change is stored: the refit's row is a cache (a read whose fit does not match the stated version fits again)
-            _refit(rt, tenant, user_id, None, None, unsaved_ok=True)
+            _refit(rt, tenant, user_id, None, unsaved_ok=True)
         except StoreUnavailable as exc:  # its history unreadable now: the next read of the user fits them
             log.error("stated preferences of a user of tenant %s: version %d is stored, their refit failed: %s",
                       tenant, stated.version, exc)
@@ -1057,7 +1054,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
         # their users row was drawn from those rows too (weights, the residual, the attributes their feedback
         # carried, which a refit keeps): fitted again from what they sent since, with only its attributes
         rt.store.put_user(msgspec.structs.replace(record, attributes={}))
-        _refit(rt, tenant, user_id, None, None)
+        _refit(rt, tenant, user_id, None)
     try:
         meta = rt.adapters.registry.meta(tenant, user_id)
     except (OSError, ValueError):  # unreadable: not shown to be trained since, so it goes

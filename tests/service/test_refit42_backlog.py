@@ -94,3 +94,20 @@ def test_users_still_waiting_for_the_backlog_at_a_stop_are_refitted_at_the_next_
         assert _stored(again.runtime, "r42-pending") == (1, {})
         assert again.runtime.store.get_user("acme", "r42-deleted") is None
         assert not (data / "refits-dropped.json").exists()
+
+
+
+def test_an_import_whose_rows_carry_other_attributes_keeps_the_latest_ones_as_any_refit(service):
+    """A refit gathers the attributes of the user's rows, the latest (by `created_at`) winning. The background refit
+    of a moved batch was also handed its first row's attributes, which overrode them: an import of a user's history
+    (rows of other times and labels) stored the file's first row's labels when the log was empty, the latest when
+    it had a backlog (the refit waited: `after_move`) or when a read refitted them."""
+    rt = service.runtime
+    rows = [{"prompt": "then", "chosen": "a", "rejected": "b", "created_at": 1600000000.0, "attributes": {"segment": "north"}},
+            {"prompt": "now", "chosen": "a", "rejected": "b", "created_at": 1700000000.0, "attributes": {"segment": "south"}}]
+    with service.client() as c:
+        r = c.post("/v1/users/r42-imported/import", content="\n".join(map(json.dumps, rows)), headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+        rt.wait_for_background()  # moved with the log empty: refitted behind it
+        assert _stored(rt, "r42-imported") == (2, {"segment": "south"})  # before: north, the file's first row's
+        assert c.get("/v1/users/r42-imported").json()["attributes"] == {"segment": "south"}
