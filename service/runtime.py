@@ -144,9 +144,9 @@ class Runtime:
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
     refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued
     # the users (tenant, user_id) whose background refits wait: their rows were moved while the feedback log had a
-    # backlog (queued once a batch leaves it empty: `service.feedback.services.after_move`), or the stop dropped or
-    # refused them; what a stop finds here is kept for the next start (`service.users.services.keep_dropped_refits`,
-    # `refit_dropped`)
+    # backlog, or replayed from it at the start (`Ingestor.replayed`); queued once the log is empty
+    # (`service.feedback.services.refit_waiting`), or the stop dropped or refused them; what a stop finds here is kept
+    # for the next start (`service.users.services.keep_dropped_refits`, `refit_dropped`)
     dropped_refits: set = field(default_factory=set)
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
@@ -368,6 +368,8 @@ class Runtime:
             return cls(
                 settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
                 adapters=adapters, ingest=ingest, moved_hooks=hooks,
+                # the worker moves them from now on, before the app hooks its refits in (`after_move`): they wait
+                dropped_refits=set(ingest.replayed),
             )
         except BaseException:
             if ingest is not None:  # a stop while the population model loads (a first start bootstraps it: a minute):

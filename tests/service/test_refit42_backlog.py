@@ -87,11 +87,13 @@ def test_users_still_waiting_for_the_backlog_at_a_stop_are_refitted_at_the_next_
         assert rt.store.get_user("acme", "r42-waiting") is None  # stopped during the backlog: not refitted yet
     assert json.loads((data / "refits-dropped.json").read_bytes()) == [["acme", "r42-waiting"]]  # before: no file
 
-    server, again = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm)
+    # the worker moves the replayed record before the app around the runtime is built (a start loads its population
+    # model meanwhile: a second or more), when no hook refits anything yet
+    server, again = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, built=lambda runtime: runtime.ingest.flush())
     with server:
         again.runtime.wait_for_background()
         assert _stored(again.runtime, "r42-waiting") == (1, {})
-        assert _stored(again.runtime, "r42-pending") == (1, {})
+        assert _stored(again.runtime, "r42-pending") == (1, {})  # before: None, for good unless they came back
         assert again.runtime.store.get_user("acme", "r42-deleted") is None
         assert not (data / "refits-dropped.json").exists()
 
