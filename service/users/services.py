@@ -240,7 +240,8 @@ def keep_dropped_refits(rt: Runtime) -> int:
         keys = sorted(rt.dropped_refits)
         rt.dropped_refits.clear()
     try:
-        keys = [key for key in keys if rt.store.count_preferences(*key)]
+        held = rt.store.users_with_preferences(keys)  # one read per 1,000 of them: a stop may find thousands waiting
+        keys = [key for key in keys if key in held]
     except StoreUnavailable as exc:  # all of them, then: the next start's refit of a deleted user writes nothing
         log.error("stopping: could not check which users with dropped refits are still stored: %s", exc)
     if not keys:
