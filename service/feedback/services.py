@@ -268,7 +268,7 @@ def refit_waiting(rt: Runtime, moved: Iterable[tuple[str, str]] = ()) -> int:
     # the look at the backlog under the lock too: a reader's move that saw the worker's last batch still pending
     # adds its users before the worker's hook looks (which queues them), or sees the log empty itself
     with rt.refit_lock:
-        if rt.ingest.log.backlog()[0]:
+        if rt.ingest.log.has_pending():  # asked at each request's rows of each batch: no pass over the backlog
             rt.dropped_refits.update(users)
             return 0
         if not rt.refits_stopped.is_set():  # stopping, they stay: `keep_dropped_refits` writes them for the next start
