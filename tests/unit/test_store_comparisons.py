@@ -59,8 +59,8 @@ def test_users_with_preferences_names_only_the_users_asked_for_that_hold_a_row(t
     monkeypatch.setattr(tables, "USERS_PER_READ", 2)  # three reads of the five asked for
     store = Store(str(tmp_path / "db"), "enc", 2)
     rows = [msgspec_replace(row("ann", 1, "r1"), tenant="a"), msgspec_replace(row("bob", 2, "r2"), tenant="b"),
-            msgspec_replace(row("bob", 3, "r3"), tenant="a"), msgspec_replace(row("cy", 4, "r4"), tenant="a")]
+            msgspec_replace(row("bob", 3, "r3"), tenant="a"), msgspec_replace(row("o'cy", 4, "r4"), tenant="a")]
     store.add_preferences(rows, np.ones((4, 2), np.float32), np.ones((4, 2), np.float32), np.ones((4, 2), np.float32))
-    asked = [("a", "ann"), ("b", "ann"), ("b", "bob"), ("a", "gone"), ("a", "cy"), ("a", "ann")]
-    assert store.users_with_preferences(asked) == {("a", "ann"), ("b", "bob"), ("a", "cy")}  # not ("a", "bob"): not asked
+    asked = [("a", "ann"), ("b", "ann"), ("b", "bob"), ("a", "gone"), ("a", "o'cy"), ("a", "ann")]  # a quote: quoted
+    assert store.users_with_preferences(asked) == {("a", "ann"), ("b", "bob"), ("a", "o'cy")}  # not ("a", "bob"): not asked
     assert store.users_with_preferences([]) == set()
