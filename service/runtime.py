@@ -141,6 +141,9 @@ class Runtime:
     # (a daemon thread: one stuck in a store call past the stop's REFIT_STOP_S does not hold the process's exit)
     background: DaemonWorker = field(default_factory=lambda: DaemonWorker("refit"))
     pending_refits: set = field(default_factory=set)  # the users (tenant, user_id) whose background refit is queued
+    # tenant -> deque of its queued refits (user_id, the context of the request that caused it), oldest first: the
+    # refit thread takes the tenants in turn (`service.users.services.schedule_refit`)
+    refit_turns: dict = field(default_factory=dict)
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
     refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued
     # the users (tenant, user_id) whose background refits wait: their rows were moved while the feedback log had a
@@ -269,7 +272,9 @@ class Runtime:
             "pluralign_adapters_unusable_total", help=DECLARED_COUNTERS["pluralign_adapters_unusable_total"][0])
 
     def wait_for_background(self) -> None:
-        """Block until every acknowledged feedback is in the table and every refit queued so far has run."""
+        """Block until every acknowledged feedback is in the table and every refit queued so far has run (as many refits
+        as were queued: one queued meanwhile by another thread, of a tenant whose turn comes first, may run in place
+        of one queued before it)."""
         self.ingest.flush()
         self.background.submit(lambda: None).result()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -10,6 +11,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -43,7 +45,6 @@ from pluralign.user.summary import Example, PrototypeDescription, describe_proto
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.metrics import DECLARED_COUNTERS
 from service.periodic import Periodic
-from service.requestid import in_context
 from service.rewards import UserRewards
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
@@ -193,8 +194,10 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
 
 
 def schedule_refit(rt: Runtime, tenant: str, user_id: str) -> None:
-    """Refit the user in the background; refits queued for the same user coalesce into one. The refit gathers the
-    attributes of the user's rows (`refit`: the latest win), so none is handed to it.
+    """Refit the user in the background; refits queued for the same user coalesce into one. The refit thread takes
+    the tenants in turn (`_next_refit`), so a tenant's thousands queued at once (every user of theirs moved during a
+    feedback backlog: `service.feedback.services.refit_waiting`) never hold another tenant's few behind them. The
+    refit gathers the attributes of the user's rows (`refit`: the latest win), so none is handed to it.
 
     Correctness does not hang on it: `user_weights` refits stale weights itself, so the next
     request of the user uses every acknowledged comparison even if this refit has not run yet."""
@@ -206,22 +209,37 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str) -> None:
         if key in rt.pending_refits:
             return
         rt.pending_refits.add(key)
+        # run under the id of the request that caused it (service.requestid)
+        rt.refit_turns.setdefault(tenant, deque()).append((user_id, contextvars.copy_context()))
+    rt.background.submit(_next_refit, rt)  # one task per refit queued: each runs the one whose turn it is
 
-    def run() -> None:
-        with rt.refit_lock:
-            rt.pending_refits.discard(key)
-            if rt.refits_stopped.is_set():
-                return
-        try:
-            start = time.perf_counter()
-            refit(rt, tenant, user_id)
-            log.debug("background refit of a user of tenant %s done in %.1f ms", tenant, (time.perf_counter() - start) * 1000)
-        except StoreUnavailable as exc:  # a full disk, a damaged table: its words are enough
-            log.error("background refit of a user of tenant %s failed: %s", tenant, exc)
-        except Exception:  # the next request of the user refits instead
-            log.exception("background refit of a user of tenant %s failed", tenant)
 
-    rt.background.submit(in_context(run))  # under the id of the request that caused it (service.requestid)
+def _next_refit(rt: Runtime) -> None:
+    """The refit thread's next refit: the oldest queued of the tenant whose turn it is (`Runtime.refit_turns`, whose
+    first tenant goes to the back once one of its refits is taken)."""
+    with rt.refit_lock:
+        if not rt.refit_turns:
+            return
+        tenant = next(iter(rt.refit_turns))
+        users = rt.refit_turns.pop(tenant)
+        user_id, context = users.popleft()
+        if users:
+            rt.refit_turns[tenant] = users  # behind the other tenants queued
+        rt.pending_refits.discard((tenant, user_id))
+        if rt.refits_stopped.is_set():
+            return
+    context.run(_background_refit, rt, tenant, user_id)
+
+
+def _background_refit(rt: Runtime, tenant: str, user_id: str) -> None:
+    try:
+        start = time.perf_counter()
+        refit(rt, tenant, user_id)
+        log.debug("background refit of a user of tenant %s done in %.1f ms", tenant, (time.perf_counter() - start) * 1000)
+    except StoreUnavailable as exc:  # a full disk, a damaged table: its words are enough
+        log.error("background refit of a user of tenant %s failed: %s", tenant, exc)
+    except Exception:  # the next request of the user refits instead
+        log.exception("background refit of a user of tenant %s failed", tenant)
 
 
 DROPPED_REFITS_FILE = "refits-dropped.json"  # under the data folder: [[tenant, user_id], ...] a stop left to the next start

@@ -113,3 +113,22 @@ def test_an_import_whose_rows_carry_other_attributes_keeps_the_latest_ones_as_an
         rt.wait_for_background()  # moved with the log empty: refitted behind it
         assert _stored(rt, "r42-imported") == (2, {"segment": "south"})  # before: north, the file's first row's
         assert c.get("/v1/users/r42-imported").json()["attributes"] == {"segment": "south"}
+
+
+def test_background_refits_take_the_tenants_in_turn(service):
+    """One refit thread serves every tenant: the refits a cleared backlog queues at once (every user moved during
+    it) are taken a tenant at a time, so one tenant's thousands never hold another's few behind them. Before, they
+    ran in the order queued, the waiting ones sorted by tenant: globex's user after every one of acme's."""
+    rt = service.runtime
+    acme = [f"r42-turn-{i}" for i in range(4)]
+    with service.client() as c, service.client("globex") as g:
+        with rt.ingest.paused():
+            for user in acme:
+                _send(c, user, "p")
+            _send(g, "r42-turn-globex", "p")
+            for client, user in [(c, acme[0]), (c, acme[1]), (c, acme[2]), (g, "r42-turn-globex"), (c, acme[3])]:
+                assert client.get(f"/v1/users/{user}/preferences").json()["total"] == 1  # the last read empties the log
+        rt.wait_for_background()
+    fitted = {user: rt.store.get_user(tenant, user).updated_at for tenant, user in [*(("acme", u) for u in acme), ("globex", "r42-turn-globex")]}
+    order = sorted(fitted, key=fitted.get)
+    assert order.index("r42-turn-globex") == 1, order  # acme's first (its read emptied the log), then globex's turn
