@@ -166,13 +166,16 @@ class Runtime:
     # refits of users' reward weights run here, one at a time, after the feedback was acknowledged
     # (a daemon thread: one stuck in a store call past the stop's REFIT_STOP_S does not hold the process's exit)
     background: DaemonWorker = field(default_factory=lambda: DaemonWorker("refit"))
-    pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
+    pending_refits: set = field(default_factory=set)  # the users (tenant, user_id) whose background refit is queued
+    # tenant -> deque of its queued refits (user_id, the context of the request that caused it), oldest first: the
+    # refit thread takes the tenants in turn (`service.users.services.schedule_refit`)
+    refit_turns: dict = field(default_factory=dict)
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
     refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued
     # the users (tenant, user_id) whose background refits wait: their rows were moved while the feedback log had a
-    # backlog (queued once a batch leaves it empty: `service.feedback.services.after_move`), or the stop dropped or
-    # refused them; what a stop finds here is kept for the next start (`service.users.services.keep_dropped_refits`,
-    # `refit_dropped`)
+    # backlog, or replayed from it at the start (`Ingestor.replayed`); queued once the log is empty
+    # (`service.feedback.services.refit_waiting`), or the stop dropped or refused them; what a stop finds here is kept
+    # for the next start (`service.users.services.keep_dropped_refits`, `refit_dropped`)
     dropped_refits: set = field(default_factory=set)
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
@@ -295,7 +298,9 @@ class Runtime:
             "pluralign_adapters_unusable_total", help=DECLARED_COUNTERS["pluralign_adapters_unusable_total"][0])
 
     def wait_for_background(self) -> None:
-        """Block until every acknowledged feedback is in the table and every refit queued so far has run."""
+        """Block until every acknowledged feedback is in the table and every refit queued so far has run (as many refits
+        as were queued: one queued meanwhile by another thread, of a tenant whose turn comes first, may run in place
+        of one queued before it)."""
         self.ingest.flush()
         self.background.submit(lambda: None).result()
 
@@ -391,6 +396,8 @@ class Runtime:
             return cls(
                 settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
                 adapters=adapters, ingest=ingest, moved_hooks=hooks,
+                # the worker moves them from now on, before the app hooks its refits in (`after_move`): they wait
+                dropped_refits=set(ingest.replayed),
             )
         except BaseException:
             if ingest is not None:  # a stop while the population model loads (a first start bootstraps it: a minute):

@@ -127,6 +127,10 @@ class Ingestor:
         self._held: dict[tuple[str, str], int] = {}
         self._first_tenant: str | None = None  # whose records led the worker's last batch (`_next_batch`)
         self.moved = 0  # rows moved so far (for metrics and benchmarks)
+        # the users (tenant, user_id) of the records the log held when opened: moved by the worker from its start (before
+        # the caller may have hooked `on_moved` in), or found in the table already (a crash between the commit and the
+        # log's update): whatever the caller derives from their rows may predate them
+        self.replayed: frozenset[tuple[str, str]] = frozenset(e.key for e in feedback_log.pending.values())
         self._stop = threading.Event()
         self._drop_already_moved()
         self._thread = threading.Thread(target=self._run, daemon=True, name="ingest")
