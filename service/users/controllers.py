@@ -348,7 +348,10 @@ def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list,
         return {}
     given = {r.pref_id for r in records if r.pref_id is not None}
     new = {r.pref_id for r in stored}
-    logged = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows} if len(new) < len(given) else set()
+    # ids the file gave that are not new are held: in the table (not claimed) or in this replica's log (claimed: their
+    # time moves on). Until review 42 looked for only when the file gave more ids than the import had new rows, which
+    # count rows without an id too: a held row sent beside new rows kept its claim's first time
+    logged = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows} if given - new else set()
     wanted = {row.pref_id: claim_of(row, row.pref_id in stamped) for row in rows
               if row.pref_id in given and (row.pref_id in new or row.pref_id in logged)}
     if not wanted:

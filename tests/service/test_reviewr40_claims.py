@@ -288,3 +288,36 @@ def test_other_content_is_a_409_while_the_first_row_is_being_moved(replicas):
         b.runtime.store.refresh("preferences")
         page = cb.get(f"/v1/users/{user}/preferences")
         assert [(r["pref_id"], r["chosen"]) for r in page.json()["data"]] == [("p-1", "Tea.")]
+
+
+def test_a_row_sent_again_from_the_log_with_new_rows_keeps_its_claim_through_a_delete(replicas):
+    """Review of session 42. p-1 ("Tea.") waits in a's feedback log; the same row is imported again through a beside a
+    new row without an id, and a DELETE of the user that began between the two runs on b. The row sent again is logged
+    again, received after the DELETE began (kept), so its claim must move on to that time too. Before, the import's
+    ids held in the log were looked for only when the file gave more ids than it had new rows (a count that also
+    counts rows without an id): the claim kept the first time, the DELETE removed it, and b then acknowledged p-1
+    with other content ("Coffee.", 201) beside a's "Tea."."""
+    user = "again42c"
+    a, b = replicas
+    fresh = json.dumps({"prompt": "Milk?", "chosen": "Yes.", "rejected": "No.", "created_at": 1_700_000_000.0}).encode() + b"\n"
+    with a.client("acme") as ca, b.client("acme") as cb:
+        claims = b.runtime.store.claims
+        again: list = []
+
+        def import_again_then_forget(*args):
+            if not again:
+                again.append(ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.") + fresh))
+            return type(claims).forget_user(claims, *args)
+
+        assert ca.post(f"/v1/users/{user}/import", content=line("p-0", "Milk.")).status_code == 201  # a user b can DELETE
+        a.runtime.ingest.flush()
+        with a.runtime.ingest.paused(), b.runtime.ingest.paused():
+            assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
+            claims.forget_user = import_again_then_forget
+            try:
+                assert cb.delete(f"/v1/users/{user}").status_code == 200
+            finally:
+                vars(claims).pop("forget_user", None)
+            assert again and again[0].status_code == 201 and again[0].json()["already_stored"] == ["p-1"], again
+            coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+            assert coffee.status_code == 409, coffee.text  # before: 201
