@@ -33,7 +33,8 @@ Every change of a claim after its put is conditional on what was read (compare-a
 sent again (`claim`), a refused import's release (`release`), a DELETE's removal (`forget_user`), the mover's
 (`drop_stored`). On S3 a PUT or DELETE with `If-Match` of the ETag read (a 412, or a 404 once removed: read again);
 on a folder the read and the change hold an exclusive lock (`flock`) on the user's folder's `.lock` file, which the
-put-if-absent (a hard link) needs not. Until session 42 the later time was written over the claim whatever it held
+put-if-absent (a hard link) needs not; a DELETE's claims step removes the folder, `.lock` and all, once no claim is
+left in it (`FolderClaims.forget_user`; until review 42 it stayed, for every deleted user). Until session 42 the later time was written over the claim whatever it held
 then: of two replicas receiving the same row again the earlier time could land last (a DELETE begun between the two
 then removed the claim of a row it kept), and a claim removed by a DELETE and taken by a third replica for other
 content was written back over (two contents acknowledged under one id).
@@ -268,10 +269,32 @@ class FolderClaims(PrefIdClaims):
         (self.root / _folder(tenant, user_id)).mkdir(parents=True, exist_ok=True)  # once, not per id
         return super().claim(tenant, user_id, claims)
 
+    def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
+        gone = super().forget_user(tenant, user_id, before)
+        self._remove_folder_if_empty(_folder(tenant, user_id))
+        return gone
+
+    def _remove_folder_if_empty(self, folder: str) -> None:
+        """The user's folder goes, its `.lock` with it, once it holds no claim (a DELETE's claims step: nothing of
+        the user stays; until review 42 the folder and, since session 42, its `.lock` stayed for every deleted
+        user). The lock file is unlinked while held: a change waiting for it finds it gone and looks again
+        (`_locked`); a claim being put (its temporary file) keeps the folder."""
+        with self._locked(f"{folder}/") as held:
+            if not held or self._names(folder):
+                return
+            path = self.root / folder
+            (path / LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: a claim being put there meanwhile
+                path.rmdir()
+
     def _put(self, name: str, data: bytes) -> bool:
         path = self.root / name
         part = path.with_name(f".{path.name}.{uuid.uuid4().hex}")  # "."-named: not a claim (`_names`)
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # the user's folder, made by `claim`, removed meanwhile by a DELETE of theirs
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
                 os.write(fd, data)  # ~150 bytes: one write
@@ -286,17 +309,22 @@ class FolderClaims(PrefIdClaims):
 
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[bool]:
-        """Holds the exclusive lock of `name`'s user folder; yields False (nothing held) when that folder is gone."""
-        try:
-            fd = os.open(self.root / name.partition("/")[0] / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        except FileNotFoundError:
-            yield False
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield True
-        finally:
-            os.close(fd)  # lets the lock go
+        """Holds the exclusive lock of `name`'s user folder; yields False (nothing held) when that folder is gone.
+        A lock file unlinked while this waited for it (`_remove_folder_if_empty`) is not held: opened again."""
+        lock = self.root / name.partition("/")[0] / LOCK_FILE
+        for _ in range(CHANGE_ATTEMPTS):
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:
+                break
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _same_file(lock, fd):
+                    yield True
+                    return
+            finally:
+                os.close(fd)  # lets the lock go
+        yield False
 
     def _holds(self, name: str, version: object) -> bool:
         try:
@@ -343,6 +371,14 @@ class FolderClaims(PrefIdClaims):
     def _names(self, folder: str) -> list[str]:
         path = self.root / folder
         return [f"{folder}/{p.name}" for p in path.iterdir() if not p.name.startswith(".")] if path.is_dir() else []
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether `path` still names the file open as `fd` (not unlinked, nor replaced by another)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 class MemoryClaims(PrefIdClaims):

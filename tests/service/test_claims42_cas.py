@@ -7,6 +7,8 @@ and a DELETE's removal, a refused import's release and (new) the mover's removal
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import uuid
 
 import pytest
@@ -134,3 +136,59 @@ def test_the_mover_removes_only_the_claim_of_the_row_it_stored(replicas):
     with after_its_read(mover, lambda: b.claim("acme", USER, claim("Tea.", 300.0))):
         assert mover.drop_stored("acme", USER, claim("Tea.", 100.0)) == 0
     assert held(a).received_at == 300.0
+
+
+
+def test_a_change_waiting_for_a_folder_lock_that_was_unlinked_waits_for_the_new_one(tmp_path, monkeypatch):
+    """Review of session 42: a DELETE's claims step removes the user's folder and its `.lock` (unlinked while held).
+    A change that opened the old `.lock` and waited for it must not take it for the lock: it would hold a lock on an
+    unlinked file while another process holds the one at that name (both changing one claim). Here a removal waits on
+    the old file; the lock file is unlinked and the new one taken, then the old one let go: the removal waits for the
+    new one, and only then removes the claim (without the look at the name, at once)."""
+    claims = FolderClaims(tmp_path)
+    assert claims.claim("acme", USER, claim("Tea.", 100.0)) == (["p-1"], {})
+    name = f"{claims_module._folder('acme', USER)}/{claims_module.key_hash('p-1')}"
+    version = claims._get(name)[1]
+    waiting = threading.Event()
+    flock = claims_module.fcntl.flock
+
+    def noted(fd, op):
+        if threading.current_thread().name == "remover":
+            waiting.set()
+        return flock(fd, op)
+
+    monkeypatch.setattr(claims_module.fcntl, "flock", noted)
+    removed: list[bool] = []
+    remover = threading.Thread(name="remover", target=lambda: removed.append(claims._remove_if(name, version)))
+    old, new = claims._locked(name), claims._locked(name)
+    assert old.__enter__()
+    remover.start()
+    assert waiting.wait(5)
+    time.sleep(0.05)  # in flock, on the old file
+    (claims.root / name.partition("/")[0] / claims_module.LOCK_FILE).unlink()
+    assert new.__enter__()  # another process's change, on the lock file now at that name
+    old.__exit__(None, None, None)
+    time.sleep(0.1)
+    assert held(claims) is not None  # before: removed while the new lock was held
+    new.__exit__(None, None, None)
+    remover.join(5)
+    assert removed == [True] and held(claims) is None
+
+
+def test_a_claim_put_as_a_delete_removes_the_user_s_folder_is_made(tmp_path):
+    """Review of session 42: a DELETE's claims step now removes the user's folder once empty. An import on another
+    replica that made the folder (`FolderClaims.claim`) just before then puts its claim into no folder: made again."""
+    a, delete = FolderClaims(tmp_path), FolderClaims(tmp_path)
+    assert a.claim("acme", USER, claim("Tea.", 100.0)) == (["p-1"], {})
+    assert delete.forget_user("acme", USER) == 1
+    assert not (tmp_path / claims_module.FOLDER / claims_module._folder("acme", USER)).exists()
+    put = a._put
+
+    def removed_then_put(name, data):
+        del a._put
+        delete.forget_user("acme", USER)  # the folder `claim` made a moment ago, empty: removed
+        return put(name, data)
+
+    a._put = removed_then_put
+    assert a.claim("acme", USER, claim("Coffee.", 200.0)) == (["p-1"], {})  # before the fix: FileNotFoundError
+    assert held(a).same_preference(claim("Coffee.", 200.0)["p-1"])

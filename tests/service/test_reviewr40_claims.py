@@ -321,3 +321,22 @@ def test_a_row_sent_again_from_the_log_with_new_rows_keeps_its_claim_through_a_d
             assert again and again[0].status_code == 201 and again[0].json()["already_stored"] == ["p-1"], again
             coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
             assert coffee.status_code == 409, coffee.text  # before: 201
+
+
+def test_a_delete_leaves_no_claims_folder_behind(replicas):
+    """Review of session 42. A user's claims folder (named by the hash of `tenant/user_id`) gained a `.lock` file,
+    made by the first conditional change of a claim there (the mover's removal of a stored row's claim): nothing
+    removed it, so a DELETE left the folder and its `.lock` behind for every deleted user (before session 42 the
+    empty folder). Now the DELETE's claims step removes the folder once no claim is left in it."""
+    user = "gone42c"
+    a, b = replicas
+    folder = a.runtime.store.claims.root / claims_module._folder("acme", user)
+    with a.client("acme") as ca, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
+        a.runtime.ingest.flush()
+        assert claim_files(a, user) == [] and folder.is_dir()  # the stored row's claim went; the folder stays meanwhile
+        assert cb.delete(f"/v1/users/{user}").status_code == 200
+        assert not folder.exists(), sorted(p.name for p in folder.iterdir())  # before: ['.lock']
+        with a.runtime.ingest.paused():  # the id free again: claimed in a new folder
+            again = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+            assert again.status_code == 201 and len(claim_files(a, user)) == 1, again.text
