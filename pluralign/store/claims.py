@@ -187,7 +187,7 @@ class PrefIdClaims(abc.ABC):
                     return name, True, None
             raise OSError(f"the claim {name} kept changing while a DELETE removed it")
 
-        return self._count(self._map(one, [(name,) for name in self._names(_folder(tenant, user_id))]))
+        return self._count(self._map(one, [(name,) for name in self._names(_folder(tenant, user_id))], background=True))
 
     def drop_stored(self, tenant: str, user_id: str, stored: Mapping[str, Claim]) -> int:
         """Remove the claims of rows now in the table (`stored`: {id: the claim of the copy committed or found
@@ -211,7 +211,7 @@ class PrefIdClaims(abc.ABC):
             ours = held.content == claim.content and held.received_at <= claim.received_at
             return name, ours and self._remove_if(name, found[1]), None
 
-        return self._count(self._map(one, wanted))
+        return self._count(self._map(one, wanted, background=True))
 
     @staticmethod
     def _count(outcomes) -> int:
@@ -225,7 +225,9 @@ class PrefIdClaims(abc.ABC):
             raise failure
         return gone
 
-    def _map(self, fn, items):
+    def _map(self, fn, items, background: bool = False):
+        """(fn(item) for each of `items`, in order; an item's exception as (item[0], exc, None)). `background`: a
+        removal of many claims (the mover's, a DELETE's), not an import's claims, which must not wait behind it."""
         for item in items:
             try:
                 yield fn(item)
@@ -456,12 +458,16 @@ class S3Claims(PrefIdClaims):
                     if key in options}
         self.client = boto3.client(
             "s3", **{arg: _lance_option(options, names) for arg, names in _BOTO3_ARGS.items()},
-            config=Config(max_pool_connections=S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}, **timeouts),
+            config=Config(max_pool_connections=2 * S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}, **timeouts),  # both pools
         )
         self._pool = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="claims")
+        # the mover's and DELETEs' removals: on the imports' pool, an import of one row waited behind the removal of
+        # a batch's claims (2,048 rows: 25 s against moto) until review 42, whatever its tenant
+        self._removals = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="claims-removal")
 
-    def _map(self, fn, items):
-        futures = [self._pool.submit(fn, item) for item in items]
+    def _map(self, fn, items, background: bool = False):
+        pool = self._removals if background else self._pool
+        futures = [pool.submit(fn, item) for item in items]
         for item, future in zip(items, futures, strict=True):
             exc = future.exception()
             yield (item[0], exc, None) if exc is not None else future.result()

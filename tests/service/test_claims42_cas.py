@@ -192,3 +192,40 @@ def test_a_claim_put_as_a_delete_removes_the_user_s_folder_is_made(tmp_path):
     a._put = removed_then_put
     assert a.claim("acme", USER, claim("Coffee.", 200.0)) == (["p-1"], {})  # before the fix: FileNotFoundError
     assert held(a).same_preference(claim("Coffee.", 200.0)["p-1"])
+
+
+def test_an_import_s_claims_do_not_wait_behind_the_mover_s_removals(s3):
+    """Review of session 42: the mover removes the claims of every batch it stores (`drop_stored`), on S3 S3_THREADS at
+    a time, on the pool an import's claims were written on: an import of one row of another tenant waited behind a
+    batch's removals (25 s behind 2,000 against moto). Here the removals of one user's claims are held in flight (each
+    read waits) and another tenant's import claims its id meanwhile."""
+    claims = S3Claims(s3.uri(f"pool-{uuid.uuid4().hex[:8]}"), s3.options)
+    ids = {f"p-{i}": claim("Tea.", 100.0, f"p-{i}")[f"p-{i}"] for i in range(claims_module.S3_THREADS + 8)}
+    assert len(claims.claim("acme", USER, ids)[0]) == len(ids)
+    folder = claims_module._folder("acme", USER)
+    go, reading = threading.Event(), threading.Semaphore(0)
+    get = claims._get
+
+    def held_read(name):
+        if name.startswith(folder):
+            reading.release()
+            go.wait(30)
+        return get(name)
+
+    claims._get = held_read
+    dropped: list[int] = []
+    mover = threading.Thread(target=lambda: dropped.append(claims.drop_stored("acme", USER, ids)))
+    mover.start()
+    try:
+        assert all(reading.acquire(timeout=10) for _ in range(claims_module.S3_THREADS))  # every removal thread busy
+        other = StoredPreference(tenant="globex", user_id="v", pref_id="q-1", prompt="Tea?", chosen="Tea.", rejected="No.",
+                                 kind="comparison", created_at=1.0, received_at=100.0)
+        made: list = []
+        importer = threading.Thread(target=lambda: made.append(claims.claim("globex", "v", {"q-1": claim_of(other, stamped=False)})))
+        importer.start()
+        importer.join(10)
+        assert made == [(["q-1"], {})], made  # before: still waiting (until the removals' reads go on)
+    finally:
+        go.set()
+        mover.join(30)
+    assert dropped == [len(ids)]
