@@ -196,9 +196,20 @@ class PrefIdClaims(abc.ABC):
         after a DELETE, stays) and unchanged since read. The user's claims are listed once: rows without one (ids
         not given by a file) cost nothing more. Returns how many went. Raises OSError (or the object store's error)
         when one cannot be read or removed, once the others were looked at; a claim left only costs its file."""
-        folder = _folder(tenant, user_id)
-        present = set(self._names(folder))
-        wanted = [(name, claim) for pref_id, claim in stored.items() if (name := f"{folder}/{key_hash(pref_id)}") in present]
+        return self.drop_stored_of({(tenant, user_id): stored})
+
+    def drop_stored_of(self, stored: Mapping[tuple[str, str], Mapping[str, Claim]]) -> int:
+        """`drop_stored` for several users at once ({(tenant, user_id): their rows' claims}: a mover's batch), their
+        folders listed S3_THREADS at a time on S3 (until review 42 one user after another: a LIST each, ~25 ms against
+        moto, 1.6 s for a batch of 64 users' feedback, which never has claims)."""
+        folders = {_folder(tenant, user_id): claims for (tenant, user_id), claims in stored.items()}
+        wanted, failure = [], None
+        for folder, names, _ in self._map(lambda item: (item[0], self._names(item[0]), None), [(f,) for f in folders], background=True):
+            if isinstance(names, BaseException):
+                failure = failure or names
+                continue
+            present = set(names)
+            wanted += [(name, claim) for pref_id, claim in folders[folder].items() if (name := f"{folder}/{key_hash(pref_id)}") in present]
 
         def one(item: tuple[str, Claim]) -> tuple[str, bool, None]:
             name, claim = item
@@ -211,7 +222,10 @@ class PrefIdClaims(abc.ABC):
             ours = held.content == claim.content and held.received_at <= claim.received_at
             return name, ours and self._remove_if(name, found[1]), None
 
-        return self._count(self._map(one, wanted, background=True))
+        gone = self._count(self._map(one, wanted, background=True))
+        if failure is not None:
+            raise failure
+        return gone
 
     @staticmethod
     def _count(outcomes) -> int:
