@@ -263,3 +263,33 @@ def test_the_mover_lists_the_claims_of_a_batch_s_users_at_once(s3):
     assert most[0] > 1, most  # before: 1
     del claims._names
     assert all(claims._names(claims_module._folder("acme", row.user_id)) == [] for row in rows[:4])
+
+
+def test_a_restart_s_replay_removes_the_claims_of_rows_already_stored(tmp_path):
+    """Review of session 42: a replica killed after its mover committed rows and before it removed their claims (the
+    rows still in its log's files) finds them stored when its log is replayed at start, and removes their claims
+    there (`Ingestor._drop_already_moved`). No test drove that path: removing the call failed nothing."""
+    import msgspec
+
+    from pluralign.store import Store
+    from pluralign.store.feedback_log import FeedbackLog
+    from pluralign.store.ingest import Ingestor
+    from tests.service.test_feedback_log import HashEncoder, feedback
+    from tests.service.test_store import DIM
+
+    store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
+    rows = [msgspec.structs.replace(r, received_at=100.0) for r in feedback("u", 0, n=2)]
+    assert store.claims.claim("t", "u", {r.pref_id: claim_of(r, stamped=False) for r in rows})[0]  # the import's claims
+    log = FeedbackLog(tmp_path / "log")
+    log.append(rows)  # acknowledged
+    vecs = HashEncoder().encode(["x", "y"])
+    store.add_preferences(rows, vecs, vecs, vecs)  # committed by the mover, which was then killed
+    log.close()
+    folder = claims_module._folder("t", "u")
+    assert len(store.claims._names(folder)) == 2
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder())  # the restart
+    try:
+        assert store.claims._names(folder) == []  # without the replay's removal: 2
+        assert store.count_preferences("t", "u") == 2
+    finally:
+        ingest.close()
