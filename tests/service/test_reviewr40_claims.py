@@ -340,3 +340,19 @@ def test_a_delete_leaves_no_claims_folder_behind(replicas):
         with a.runtime.ingest.paused():  # the id free again: claimed in a new folder
             again = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
             assert again.status_code == 201 and len(claim_files(a, user)) == 1, again.text
+
+
+def test_a_row_sent_again_before_it_was_moved_leaves_no_claim(replicas):
+    """Review of session 42: a row imported twice through one replica before its mover ran is in the log twice, the
+    second copy received later, and its claim moved on to that import's time. The mover removes the claim by the
+    latest copy of the batch: by the first, the claim (later) stayed for ever. No test held that line."""
+    user = "twice42c"
+    a, _ = replicas
+    with a.client("acme") as ca:
+        with a.runtime.ingest.paused():
+            assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
+            again = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea."))
+            assert again.status_code == 201 and again.json()["already_stored"] == ["p-1"], again.text
+            assert len(claim_files(a, user)) == 1
+        a.runtime.ingest.flush()
+        assert claim_files(a, user) == []
