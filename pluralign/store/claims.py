@@ -114,17 +114,20 @@ class PrefIdClaims(abc.ABC):
     `S3Claims`) through the five abstract methods below; every change after a put is conditional on the version
     read (`_swap`, `_remove_if`)."""
 
-    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
+    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
+              moved: dict[str, tuple[Claim, Claim]] | None = None) -> tuple[list[str], dict[str, Claim]]:
         """Claim each id of `claims` for the user: returns (the ids claimed now, {id: the claim found} for the
         ids claimed before with other content). An id claimed before with the same content is in neither; its
         claim takes the later `received_at` (a row sent again after a DELETE began is kept by it, and so is its
         claim: `forget_user`; until review 40 the claim kept its first time, the DELETE removed it, and the id was
         then free for other content on another replica while the row lived), only if unchanged since read
         (until session 42 whatever it held then: an earlier time could land last, or a claim another import made
-        for other content be written over).
+        for other content be written over). `moved` (when given) gets {id: (the claim found, as moved on)} of those,
+        for `release` to put back if the import is then refused.
         Raises OSError (or the object store's error) when a claim cannot be written or read; the ids claimed
-        by this call before then are released first."""
+        (and times moved on) by this call before then are released first."""
         folder = _folder(tenant, user_id)
+        moved = {} if moved is None else moved
 
         def one(item: tuple[str, Claim]) -> tuple[str, bool, Claim | None]:
             pref_id, claim = item
@@ -137,8 +140,10 @@ class PrefIdClaims(abc.ABC):
                     continue
                 held = _decode(found[0])
                 if held.same_preference(claim) and claim.received_at > held.received_at:
-                    if not self._swap(name, found[1], _encode(msgspec.structs.replace(held, received_at=claim.received_at))):
+                    later = msgspec.structs.replace(held, received_at=claim.received_at)
+                    if not self._swap(name, found[1], _encode(later)):
                         continue
+                    moved[pref_id] = (held, later)
                 return pref_id, False, held
             raise OSError(f"the claim on pref_id {pref_id!r} kept changing while it was written")
 
@@ -151,22 +156,30 @@ class PrefIdClaims(abc.ABC):
             elif found is not None and not found.same_preference(claims[pref_id]):
                 taken[pref_id] = found
         if failure is not None:
-            self.release(tenant, user_id, {p: claims[p] for p in made})
+            self.release(tenant, user_id, {p: claims[p] for p in made}, moved)
             raise failure
         return made, taken
 
-    def release(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> None:
+    def release(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
+                moved: Mapping[str, tuple[Claim, Claim]] | None = None) -> None:
         """Remove the claims this process made (`claims`: {id: the claim it put}; its import was refused or failed
-        before its rows were acknowledged), each only if still as put: one another import of the same row moved on
-        (`claim`) holds the id for that import, which was acknowledged. A claim that cannot be removed is logged and left."""
+        before its rows were acknowledged), and put back the earlier time of those it moved on (`moved`, `claim`'s),
+        each only if still as this process left it: one another import of the same row moved on (`claim`) holds the
+        id for that import, which was acknowledged. Until review 42 a time moved on by a refused import stayed: later
+        than the stored row's copy, the claim outlived the row's move (`drop_stored`). A claim that cannot be
+        removed or put back is logged and left."""
         folder = _folder(tenant, user_id)
+        items = [(p, put, None) for p, put in claims.items()] + [(p, later, earlier) for p, (earlier, later) in (moved or {}).items()]
 
-        def one(item: tuple[str, Claim]) -> tuple[str, bool, None]:
-            name = f"{folder}/{key_hash(item[0])}"
+        def one(item: tuple[str, Claim, Claim | None]) -> tuple[str, bool, None]:
+            pref_id, left, earlier = item
+            name = f"{folder}/{key_hash(pref_id)}"
             found = self._get(name)
-            return name, found is not None and found[0] == _encode(item[1]) and self._remove_if(name, found[1]), None
+            if found is None or found[0] != _encode(left):
+                return name, False, None
+            return name, self._remove_if(name, found[1]) if earlier is None else self._swap(name, found[1], _encode(earlier)), None
 
-        for _, outcome, _ in self._map(one, list(claims.items())):
+        for _, outcome, _ in self._map(one, items):
             if isinstance(outcome, BaseException):  # a claim left reserves its id for the same content only
                 log.warning("a pref_id claim was not released (%s): its id takes only the same content", outcome)
 
@@ -281,9 +294,10 @@ class FolderClaims(PrefIdClaims):
     def __init__(self, root: str | Path):
         self.root = Path(root) / FOLDER
 
-    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
+    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
+              moved: dict[str, tuple[Claim, Claim]] | None = None) -> tuple[list[str], dict[str, Claim]]:
         (self.root / _folder(tenant, user_id)).mkdir(parents=True, exist_ok=True)  # once, not per id
-        return super().claim(tenant, user_id, claims)
+        return super().claim(tenant, user_id, claims, moved)
 
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         gone = super().forget_user(tenant, user_id, before)

@@ -293,3 +293,22 @@ def test_a_restart_s_replay_removes_the_claims_of_rows_already_stored(tmp_path):
         assert store.count_preferences("t", "u") == 2
     finally:
         ingest.close()
+
+
+def test_a_refused_import_puts_back_the_time_it_moved_on_unless_moved_again(replicas):
+    """Review of session 42: b's import found a's claim of the same row and moved its time on (200), then was refused.
+    Its release puts back 100 (before, 200 stayed: a's mover, storing the copy received at 100, kept the claim for
+    ever); a time moved on again meanwhile (c, 300) stays."""
+    a, b, c = replicas(), replicas(), replicas()
+    assert a.claim("acme", USER, claim("Tea.", 100.0)) == (["p-1"], {})
+    moved: dict = {}
+    assert b.claim("acme", USER, claim("Tea.", 200.0), moved) == ([], {}) and list(moved) == ["p-1"]
+    b.release("acme", USER, {}, moved)
+    assert held(a).received_at == 100.0  # before: 200.0
+    assert a.drop_stored("acme", USER, claim("Tea.", 100.0)) == 1
+    assert a.claim("acme", USER, claim("Tea.", 100.0)) == (["p-1"], {})
+    moved = {}
+    assert b.claim("acme", USER, claim("Tea.", 200.0), moved) == ([], {})
+    assert c.claim("acme", USER, claim("Tea.", 300.0)) == ([], {})
+    b.release("acme", USER, {}, moved)
+    assert held(a).received_at == 300.0

@@ -356,3 +356,19 @@ def test_a_row_sent_again_before_it_was_moved_leaves_no_claim(replicas):
             assert len(claim_files(a, user)) == 1
         a.runtime.ingest.flush()
         assert claim_files(a, user) == []
+
+
+def test_a_refused_import_of_a_row_another_replica_holds_leaves_its_claim_as_it_was(replicas):
+    """Review of session 42: b holds p-1 ("Tea.") and p-2 ("Milk.") in its log. An import through a of p-1 ("Tea.") and
+    p-2 ("Cocoa.") is refused (a 409 for p-2), but its claim of p-1 had moved p-1's claim on to a's time. b's mover then
+    stored p-1 and kept its claim, later than b's copy, for ever (nothing else moves that row). Now a refused import
+    puts back the time it moved on, when the claim is still as it left it."""
+    user = "refused42c"
+    a, b = replicas
+    with a.client("acme") as ca, b.client("acme") as cb:
+        with b.runtime.ingest.paused():
+            assert cb.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.") + line("p-2", "Milk.")).status_code == 201
+            refused = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.") + line("p-2", "Cocoa."))
+            assert refused.status_code == 409 and "line 2.pref_id" in refused.text, refused.text
+        b.runtime.ingest.flush()
+        assert claim_files(b, user) == []  # before: p-1's claim, at a's time
