@@ -32,8 +32,9 @@ from service.chat.controllers import create_chat_completion, list_models, retrie
 from service.docs_page import SwaggerPage, docs_router_hook
 from service.errors import internal_error_handler, refuse_request_id
 from service.feedback.controllers import create_feedback
-from service.feedback.services import after_move
+from service.feedback.services import after_move, refit_waiting
 from service.head import answer_head
+from service.heap import freeze_started_heap, thaw
 from service.ids import one_segment_ids
 from service.metrics import access_route_of, count_unrouted, method_of, metrics_middleware
 from service.openapi import install as install_openapi
@@ -131,8 +132,8 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
         ) if settings.cors_origins else None,
         debug=False,
         logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
-        on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes, _refit_dropped],
-        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest, close_admin],
+        on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes, _refit_dropped, _freeze_heap],
+        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest, close_admin, _thaw_heap],
         after_exception=[count_unrouted],
     )
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
@@ -182,6 +183,17 @@ def _share_request_threads(app: Litestar) -> None:
     """The request threads take the tenants' waiting work in turn (`TenantThreads`), not first come first
     served: one tenant's burst of slow requests queued every other tenant's behind it."""
     asyncio.get_running_loop().set_default_executor(TenantThreads(request_threads(), lane=caller_lane))
+
+
+def _freeze_heap(app: Litestar) -> None:
+    """Last of the start: what the service loaded is left out of full garbage collections while it serves
+    (`service.heap`): one tenant's body of many JSON arrays made them walk it all, stalling every tenant."""
+    app.state.frozen_objects = freeze_started_heap()
+
+
+def _thaw_heap(app: Litestar) -> None:
+    if app.state.pop("frozen_objects", None) is not None:
+        thaw()
 
 
 def _start_deletion_sweep(app: Litestar) -> None:
@@ -244,10 +256,15 @@ def stop_taking_deletes(app: Litestar) -> int:
 
 def _refit_dropped(app: Litestar) -> None:
     """The refits the last stop dropped (`service.users.services.refit_dropped`) are queued in the background:
-    those users' stored rows are brought up to date without waiting for their next read."""
-    queued = refit_dropped(app.state.runtime)
+    those users' stored rows are brought up to date without waiting for their next read. So are those of the users
+    whose feedback the log replayed, when the worker moved all of it before `after_move` was hooked in (while the
+    population model loaded); else the move that empties the log queues them (`refit_waiting`)."""
+    runtime = app.state.runtime
+    queued = refit_dropped(runtime)
     if queued:
         log.info("starting: %d background refits the last stop dropped are queued again", queued)
+    if replayed := refit_waiting(runtime):
+        log.info("starting: %d background refits of users whose feedback the log replayed are queued", replayed)
 
 
 def _stop_refits(app: Litestar) -> None:

@@ -174,8 +174,8 @@ class Settings(Base, frozen=True):
     # uvicorn itself closes its listening socket and idle connections first thing; 0: it does so at once
     stop_drain_s: float = 0.0
     # seconds `pluralign serve` (and `serve-embeddings`) gives a request to arrive whole (its headers, from the connection's opening or
-    # the client's first byte after a response, and its body); a client still sending then (or that sent
-    # nothing) gets a 408 and its connection is closed. uvicorn bounds only an idle connection after a
+    # the client's first byte after a response, and its body); a client still sending then gets a 408 (one that
+    # sent nothing, no answer) and its connection is closed. uvicorn bounds only an idle connection after a
     # response: a client sending a byte at a time (slowloris) held a connection, and a file descriptor, forever
     request_read_timeout_s: float = 60.0
     # connections `pluralign serve` (and `serve-embeddings`) keeps open at once, each a file descriptor: idle

@@ -464,6 +464,12 @@ def _decoded_request(request: Request) -> DecodedRequest:
     return request
 
 
+# fields one form may hold, counted before Litestar parses it (the login form takes `key` alone, and refuses any other
+# field as unknown, but only once it has parsed them all): 110,000 empty ones in 0.85 MB took ~1 s on the event loop,
+# no key needed to send them (session 42: another tenant's reads went from p50 30 ms to 990 ms under four such clients)
+MAX_FORM_FIELDS = 16
+
+
 async def strict_form_body(request: Request) -> None:
     """A `before_request` hook: a route that takes a form (`POST /admin/login`) answers a 415 naming
     `body` when the body is of another type (JSON, multipart, text) or is JSON sent as a form
@@ -482,9 +488,11 @@ async def strict_form_body(request: Request) -> None:
         body = body_in_utf8(parameters, body, accept=FORM)
         decoded.read_as(body)
     body_is_json = json_like(body)
-    if sent in ("", FORM) and not body_is_json:
-        return
     fields = ", ".join(f"`{name}`" for name in getattr(data.annotation, "__struct_fields__", ()))
+    if sent in ("", FORM) and not body_is_json:
+        if (given := body.count(b"&") + 1) > MAX_FORM_FIELDS:  # before Litestar parses them
+            raise bad_request("body", f"holds {given} form fields; this route takes {fields} (at most {MAX_FORM_FIELDS} fields a form)")
+        return
     what = "JSON" if body_is_json else sent
     raise unsupported_media_type("body", f"this route takes a form ({FORM}: {fields}), not {what}", FORM)
 
@@ -521,6 +529,16 @@ def refuse_non_json_type(sent: str, body: bytes) -> None:
     if sent == FORM:
         problem += " (curl -d sends a form type: add -H 'Content-Type: application/json')"
     raise unsupported_media_type("Content-Type", problem, JSON)
+
+
+def refuse_form_upload(sent: str, accept: str) -> None:
+    """A 415 naming `Content-Type` when a route that takes a file as its body (the import's JSON lines) is sent
+    a multipart form instead (`curl -F file=@prefs.jsonl`, requests' and httpx's `files=`): read as the
+    file, the form's boundary line was a 400 "`line 1`: malformed JSON" that did not say the form was the
+    problem. `sent` is the media type alone, lower-cased; `accept` the 415's `Accept`."""
+    if sent.startswith("multipart/"):
+        raise unsupported_media_type("Content-Type", f"{sent} is not taken: send the file itself as the body "
+                                                     "(curl --data-binary @FILE, requests' data=open(FILE, 'rb')), not a form", accept)
 
 
 def json_body_in_utf8(content_type: tuple[str, dict[str, str]], body: bytes) -> bytes:
@@ -636,6 +654,31 @@ def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError) -> 
     return bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json")
 
 
+# objects and arrays one JSON body may open. Every route's schema holds far fewer in any request it serves (a chat's
+# messages and their parts: 2,048 messages of 3 parts open ~8,200); a 1 MB body of `[]` opens 240,000, each a Python
+# object made on the event loop, twice (our strict decode, then Litestar's): 100-300 ms of every tenant's requests
+# waiting per body (session 42), where a body of this many takes a few ms
+MAX_JSON_CONTAINERS = 10_000
+
+
+def json_containers(body: bytes) -> int:
+    """How many objects and arrays the JSON text `body` opens: its `[` and `{` outside strings (escaped
+    backslashes and quotes taken out first, so each remaining `"` opens or closes a string). Byte operations
+    only: ~2-20 ms a MB, and up to ~60 ms for a MB of 150,000 strings."""
+    outside = b"".join(body.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
+    return outside.count(b"[") + outside.count(b"{")
+
+
+def too_many_containers(body: bytes) -> int | None:
+    """The objects and arrays `body` opens when they are more than MAX_JSON_CONTAINERS; None otherwise. Its
+    brackets counted in all (~1 ms a MB) settle most bodies: only one holding more than that many looks past
+    its strings (`json_containers`)."""
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_CONTAINERS:
+        return None
+    opened = json_containers(body)
+    return opened if opened > MAX_JSON_CONTAINERS else None
+
+
 async def strict_json_body(request: Request) -> None:
     """A `before_request` hook: raises a 400 naming the field when the body does not decode strictly
     into the route's declared body type. Routes without a JSON body are left alone."""
@@ -646,6 +689,8 @@ async def strict_json_body(request: Request) -> None:
     if kwarg is not None and getattr(kwarg, "media_type", RequestEncodingType.JSON) != RequestEncodingType.JSON:
         return None
     body = await read_json_body(request)
+    if (opened := too_many_containers(body)) is not None:  # before any of them is made
+        raise bad_request("body", f"opens {opened} JSON objects and arrays; a request may open at most {MAX_JSON_CONTAINERS}")
     try:
         _decoder(data.annotation).decode(body)
     except msgspec.ValidationError as exc:

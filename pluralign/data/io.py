@@ -385,13 +385,33 @@ def _check_is_a_preference_row(row: Any, line: int) -> None:
                                             "the user's preference file instead (`GET /v1/users/{id}/export?format=preferences`)")
 
 
+# TRL's dataset types that are not paired preferences, told by their columns (TRL's "Dataset formats"), first match
+# wins: a file of one of them sent as preferences is named for what it is rather than as a row missing `chosen`
+_OTHER_TRL_TYPES = (
+    (("completion", "label"), "TRL's unpaired preference form (prompt, completion, label: KTO's)"),
+    (("messages",), "a conversational language-modeling row (SFT's `messages`)"),
+    (("completion",), "a prompt-completion row (SFT's)"),
+    (("text",), "a language-modeling row (SFT's `text`)"),
+)
+
+
+def _missing_answer(row: dict[str, Any], line: int, field: str) -> PreferenceError:
+    """The error for a row without `field` (prompt, chosen or rejected), saying which other TRL type the row
+    is when its columns tell."""
+    for columns, kind in _OTHER_TRL_TYPES:
+        if field != "prompt" and all(c in row for c in columns):
+            return PreferenceError(line, field, f"missing required field: the row is {kind}, not a preference; pluralign "
+                                                "learns from paired comparisons, a `chosen` and a `rejected` answer to one prompt")
+    return PreferenceError(line, field, "missing required field")
+
+
 def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
     """Sets `row`'s prompt, chosen and rejected to their text (the prompt found as the shared prefix in the
     implicit form) and pops TRL's extra columns; returns the row's TRL form as it came (`TrlRow`).
     PreferenceError for a missing, blank or mixed-form text, or two answers that are the same one."""
     for field in ("chosen", "rejected") if implicit else ("prompt", "chosen", "rejected"):
         if field not in row:
-            raise PreferenceError(line, field, "missing required field")
+            raise _missing_answer(row, line, field)
         row[field] = _without_null_keys(row[field])
         messages_to_text(row[field], field, line)  # validates the form
     if isinstance(row["chosen"], str) != isinstance(row["rejected"], str):
@@ -708,6 +728,8 @@ def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -
     messages without the null keys Arrow gives absent ones."""
     row = {k: v for k, v in row.items() if v is not None or k in _TRL_EXTRA_SET}
     for name in json_columns & row.keys():
+        if row[name] is None:  # Arrow's null in a kept extra column (the row has no value there): no JSON text to decode
+            continue
         try:
             row[name] = _json_decoder.decode(row[name])
         except (msgspec.DecodeError, RecursionError):

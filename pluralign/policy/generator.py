@@ -17,6 +17,7 @@ import torch
 
 from pluralign.device import default_device
 from pluralign.embed.models import quiet_loading
+from pluralign.policy.chat_template import chat_prompt_ids
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -165,8 +166,7 @@ class Generator:
     # ---- generation -------------------------------------------------------------------------
 
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> torch.Tensor:
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([chat_prompt_ids(self.tokenizer, messages)], dtype=torch.long)
         return ids.to(self.device)  # (1, T)
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
@@ -267,8 +267,7 @@ class Generator:
             raise ValueError("no styles given")
         prompts = []
         for style in styles:
-            text = self.tokenizer.apply_chat_template(style.messages(list(messages)), tokenize=False, add_generation_prompt=True)
-            prompts.append(self.tokenizer(text + style.opening, add_special_tokens=False)["input_ids"])
+            prompts.append(chat_prompt_ids(self.tokenizer, style.messages(list(messages)), suffix=style.opening))
         width = max(len(r) for r in prompts)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in prompts], device=self.device)  # (n, T) left-padded

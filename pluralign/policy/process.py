@@ -294,8 +294,9 @@ class ProcessGenerator:
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
         """Tokens of the conversation's prompt (chat template applied), counted here."""
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        from pluralign.policy.chat_template import chat_prompt_ids
+
+        return len(chat_prompt_ids(self.tokenizer, messages))
 
     # ---- adapters ----------------------------------------------------------------------------
 

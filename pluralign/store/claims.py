@@ -19,25 +19,47 @@ whether that time was stamped on receipt, and when it was received; it is named 
 `tenant/user_id` and of the id, so no user id, id or text is kept in the clear. A DELETE of the user
 removes the claims of rows received before it began (`forget_user`), as it removes the rows.
 
+When a claim goes: a claim is needed only while its row is acknowledged and not in the table (once there, an
+import of the id finds the row itself). So the mover (`pluralign.store.ingest`), once it has committed rows or found
+them stored by another replica, removes their claims (`drop_stored`), each only if it is still the claim of that row
+received no later than that copy (another replica that acknowledged the same row later, still holding it in its log,
+keeps the claim: its own mover removes it), and only if it has not changed since it was read (below). An import that
+claims an id afresh then looks for it in the table's newest version before its 201 (the service's `_claim_ids`,
+`Store.check_newest`): the claim may have been removed because the row of another content was just stored, and that
+import's own check of the table (a cached history) may be older than the store. Until session 42 claims of live users
+were never removed: one file (a 4 KiB block and an inode) or one object a row, for ever.
+
+Every change of a claim after its put is conditional on what was read (compare-and-swap): the later time of a row
+sent again (`claim`), a refused import's release (`release`), a DELETE's removal (`forget_user`), the mover's
+(`drop_stored`). On S3 a PUT or DELETE with `If-Match` of the ETag read (a 412, or a 404 once removed: read again);
+on a folder the read and the change hold an exclusive lock (`flock`) on the user's folder's `.lock` file, which the
+put-if-absent (a hard link) needs not; a DELETE's claims step removes the folder, `.lock` and all, once no claim is
+left in it (`FolderClaims.forget_user`; until review 42 it stayed, for every deleted user). Until session 42 the later time was written over the claim whatever it held
+then: of two replicas receiving the same row again the earlier time could land last (a DELETE begun between the two
+then removed the claim of a row it kept), and a claim removed by a DELETE and taken by a third replica for other
+content was written back over (two contents acknowledged under one id).
+
 Limits: a process killed between its claim and its log append leaves a claim with no row: that id is
-then refused for other content until the user is deleted (the same content is accepted). Stores
-other than a folder, `memory://` (one process) and S3 make no claims (`claims_for` gives None): the race
-stays there as it was. A claim's later time is written over it (`_replace`, no compare-and-swap): a DELETE on
-another replica removing it, and a third replica claiming the id for other content, both in the instant between
-that read and that write, would see their claim overwritten (not seen; the replicas' locks do not span it).
-Claims of a live user are never removed: one file (a 4 KiB block and an inode) or one object a row.
+then refused for other content until the user is deleted (the same content is accepted), and so is a claim whose
+replica was killed (its volume lost) with the row still in its log. Stores other than a folder, `memory://` (one
+process) and S3 make no claims (`claims_for` gives None): the race stays there as it was. A claim left by an
+earlier release whose row is in the table stays until a row of that id is moved again or the user is deleted.
+An S3-compatible store must honour `If-Match` on PUT and DELETE (AWS S3, moto; one that ignores it writes and
+removes unconditionally, as before).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,6 +73,8 @@ log = logging.getLogger("pluralign.store")
 FOLDER = "pref_id_claims"  # under the store's root: one folder per user (by hash), one claim per id (by hash)
 LEFT_EMPTY_S = 5.0  # a claim file empty this long (seconds, by its mtime): its maker (an earlier release) was killed
 S3_THREADS = 32  # claims of one import written at once (each is one PUT)
+CHANGE_ATTEMPTS = 10  # reads of a claim that changed between its read and a conditional write, before OSError
+LOCK_FILE = ".lock"  # in a user's claims folder: held over a folder claim's read and change ("."-named: no claim)
 CONTENT_FIELDS = ("prompt", "chosen", "rejected", "tie", "margin", "source", "attributes", "trl")  # SAME_ROW_FIELDS but created_at
 
 
@@ -87,35 +111,44 @@ _decode = msgspec.json.Decoder(Claim).decode
 
 class PrefIdClaims(abc.ABC):
     """Put-if-absent claims on ids (the module). Subclasses store them (`FolderClaims`, `MemoryClaims`,
-    `S3Claims`) through the five abstract methods below."""
+    `S3Claims`) through the five abstract methods below; every change after a put is conditional on the version
+    read (`_swap`, `_remove_if`)."""
 
-    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
+    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
+              moved: dict[str, tuple[Claim, Claim]] | None = None) -> tuple[list[str], dict[str, Claim]]:
         """Claim each id of `claims` for the user: returns (the ids claimed now, {id: the claim found} for the
         ids claimed before with other content). An id claimed before with the same content is in neither; its
         claim takes the later `received_at` (a row sent again after a DELETE began is kept by it, and so is its
         claim: `forget_user`; until review 40 the claim kept its first time, the DELETE removed it, and the id was
-        then free for other content on another replica while the row lived).
+        then free for other content on another replica while the row lived), only if unchanged since read
+        (until session 42 whatever it held then: an earlier time could land last, or a claim another import made
+        for other content be written over). `moved` (when given) gets {id: (the claim found, as moved on)} of those,
+        for `release` to put back if the import is then refused.
         Raises OSError (or the object store's error) when a claim cannot be written or read; the ids claimed
-        by this call before then are released first."""
+        (and times moved on) by this call before then are released first."""
         folder = _folder(tenant, user_id)
-        items = list(claims.items())
+        moved = {} if moved is None else moved
 
         def one(item: tuple[str, Claim]) -> tuple[str, bool, Claim | None]:
             pref_id, claim = item
             name = f"{folder}/{key_hash(pref_id)}"
-            for _ in range(3):  # a claim removed between our put and our get (a DELETE): put again
+            for _ in range(CHANGE_ATTEMPTS):  # a claim removed or changed between our read and our write: look again
                 if self._put(name, _encode(claim)):
                     return pref_id, True, None
                 found = self._get(name)
-                if found is not None:
-                    held = _decode(found)
-                    if held.same_preference(claim) and claim.received_at > held.received_at:
-                        self._replace(name, _encode(msgspec.structs.replace(held, received_at=claim.received_at)))
-                    return pref_id, False, held
+                if found is None:
+                    continue
+                held = _decode(found[0])
+                if held.same_preference(claim) and claim.received_at > held.received_at:
+                    later = msgspec.structs.replace(held, received_at=claim.received_at)
+                    if not self._swap(name, found[1], _encode(later)):
+                        continue
+                    moved[pref_id] = (held, later)
+                return pref_id, False, held
             raise OSError(f"the claim on pref_id {pref_id!r} kept changing while it was written")
 
         made, taken, failure = [], {}, None
-        for pref_id, created, found in self._map(one, items):
+        for pref_id, created, found in self._map(one, list(claims.items())):
             if isinstance(created, BaseException):
                 failure = failure or created
             elif created:
@@ -123,37 +156,94 @@ class PrefIdClaims(abc.ABC):
             elif found is not None and not found.same_preference(claims[pref_id]):
                 taken[pref_id] = found
         if failure is not None:
-            self.release(tenant, user_id, made)
+            self.release(tenant, user_id, {p: claims[p] for p in made}, moved)
             raise failure
         return made, taken
 
-    def release(self, tenant: str, user_id: str, pref_ids: Iterable[str]) -> None:
-        """Remove the claims on `pref_ids` this process made (its import was refused or failed before its
-        rows were acknowledged). A claim that cannot be removed is logged and left."""
+    def release(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
+                moved: Mapping[str, tuple[Claim, Claim]] | None = None) -> None:
+        """Remove the claims this process made (`claims`: {id: the claim it put}; its import was refused or failed
+        before its rows were acknowledged), and put back the earlier time of those it moved on (`moved`, `claim`'s),
+        each only if still as this process left it: one another import of the same row moved on (`claim`) holds the
+        id for that import, which was acknowledged. Until review 42 a time moved on by a refused import stayed: later
+        than the stored row's copy, the claim outlived the row's move (`drop_stored`). A claim that cannot be
+        removed or put back is logged and left."""
         folder = _folder(tenant, user_id)
-        for name in [f"{folder}/{key_hash(p)}" for p in pref_ids]:
-            try:
-                self._remove(name)
-            except Exception as exc:  # noqa: BLE001 (a claim left reserves its id for the same content only)
-                log.warning("a pref_id claim was not released (%s): its id takes only the same content", exc)
+        items = [(p, put, None) for p, put in claims.items()] + [(p, later, earlier) for p, (earlier, later) in (moved or {}).items()]
+
+        def one(item: tuple[str, Claim, Claim | None]) -> tuple[str, bool, None]:
+            pref_id, left, earlier = item
+            name = f"{folder}/{key_hash(pref_id)}"
+            found = self._get(name)
+            if found is None or found[0] != _encode(left):
+                return name, False, None
+            return name, self._remove_if(name, found[1]) if earlier is None else self._swap(name, found[1], _encode(earlier)), None
+
+        for _, outcome, _ in self._map(one, items):
+            if isinstance(outcome, BaseException):  # a claim left reserves its id for the same content only
+                log.warning("a pref_id claim was not released (%s): its id takes only the same content", outcome)
 
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Remove the user's claims of rows received before `before` (unix seconds; None: all), as a DELETE
         removes the rows; on S3 S3_THREADS at a time (until review 40 one after another: two round trips a
-        claim). Returns how many went. Raises OSError (or the object store's error) when one cannot be read
-        or removed, once the others were looked at."""
+        claim). A claim whose time moves on between its read and its removal is read again (until session 42 it
+        was removed: a row sent again as the DELETE ran kept without its claim). Returns how many went. Raises
+        OSError (or the object store's error) when one cannot be read or removed, once the others were looked at."""
 
         def one(item: tuple[str]) -> tuple[str, bool, None]:
             name = item[0]
-            if before is not None:
+            for _ in range(CHANGE_ATTEMPTS):
                 found = self._get(name)
-                if found is None or _decode(found).received_at >= before:
+                if found is None or (before is not None and _decode(found[0]).received_at >= before):
                     return name, False, None
-            self._remove(name)
-            return name, True, None
+                if self._remove_if(name, found[1]):
+                    return name, True, None
+            raise OSError(f"the claim {name} kept changing while a DELETE removed it")
 
+        return self._count(self._map(one, [(name,) for name in self._names(_folder(tenant, user_id))], background=True))
+
+    def drop_stored(self, tenant: str, user_id: str, stored: Mapping[str, Claim]) -> int:
+        """Remove the claims of rows now in the table (`stored`: {id: the claim of the copy committed or found
+        stored, `claim_of`}), each only if it is a claim of that content received no later than that copy (a claim moved on
+        by a later copy, still in another replica's log, stays for that replica's mover; one of other content, made
+        after a DELETE, stays) and unchanged since read. The user's claims are listed once: rows without one (ids
+        not given by a file) cost nothing more. Returns how many went. Raises OSError (or the object store's error)
+        when one cannot be read or removed, once the others were looked at; a claim left only costs its file."""
+        return self.drop_stored_of({(tenant, user_id): stored})
+
+    def drop_stored_of(self, stored: Mapping[tuple[str, str], Mapping[str, Claim]]) -> int:
+        """`drop_stored` for several users at once ({(tenant, user_id): their rows' claims}: a mover's batch), their
+        folders listed S3_THREADS at a time on S3 (until review 42 one user after another, a LIST each, for feedback too,
+        which never has claims: 64 users with 20 ms a LIST, a bucket's round trip, ~2 s against ~0.3 s at once)."""
+        folders = {_folder(tenant, user_id): claims for (tenant, user_id), claims in stored.items()}
+        wanted, failure = [], None
+        for folder, names, _ in self._map(lambda item: (item[0], self._names(item[0]), None), [(f,) for f in folders], background=True):
+            if isinstance(names, BaseException):
+                failure = failure or names
+                continue
+            present = set(names)
+            wanted += [(name, claim) for pref_id, claim in folders[folder].items() if (name := f"{folder}/{key_hash(pref_id)}") in present]
+
+        def one(item: tuple[str, Claim]) -> tuple[str, bool, None]:
+            name, claim = item
+            found = self._get(name)
+            if found is None:
+                return name, False, None
+            held = _decode(found[0])
+            # its `created_at` aside: the mover cannot tell a time stamped on receipt (another replica's copy of a
+            # row whose file gave none is stamped with that replica's time); a claim made after a DELETE is later
+            ours = held.content == claim.content and held.received_at <= claim.received_at
+            return name, ours and self._remove_if(name, found[1]), None
+
+        gone = self._count(self._map(one, wanted, background=True))
+        if failure is not None:
+            raise failure
+        return gone
+
+    @staticmethod
+    def _count(outcomes) -> int:
         gone, failure = 0, None
-        for _, removed, _ in self._map(one, [(name,) for name in self._names(_folder(tenant, user_id))]):
+        for _, removed, _ in outcomes:
             if isinstance(removed, BaseException):
                 failure = failure or removed
             else:
@@ -162,11 +252,13 @@ class PrefIdClaims(abc.ABC):
             raise failure
         return gone
 
-    def _map(self, fn, items):
+    def _map(self, fn, items, background: bool = False):
+        """(fn(item) for each of `items`, in order; an item's exception as (item[0], exc, None)). `background`: a
+        removal of many claims (the mover's, a DELETE's), not an import's claims, which must not wait behind it."""
         for item in items:
             try:
                 yield fn(item)
-            except Exception as exc:  # noqa: BLE001 (raised by `claim` after the others are looked at)
+            except Exception as exc:  # noqa: BLE001 (raised by the caller after the others are looked at)
                 yield item[0], exc, None
 
     @abc.abstractmethod
@@ -174,39 +266,65 @@ class PrefIdClaims(abc.ABC):
         """Writes `data` under `name` only if nothing is there, atomically: True when written, False when taken."""
 
     @abc.abstractmethod
-    def _replace(self, name: str, data: bytes) -> None:
-        """Writes `data` under `name` whatever it holds (a claim's later time)."""
+    def _get(self, name: str) -> tuple[bytes, object] | None:
+        """(what `name` holds, its version: the tag `_swap` and `_remove_if` compare); None when nothing is there."""
 
     @abc.abstractmethod
-    def _get(self, name: str) -> bytes | None:
-        """What `name` holds; None when nothing is there."""
+    def _swap(self, name: str, version: object, data: bytes) -> bool:
+        """Writes `data` under `name` if it still holds `version` (`_get`'s), atomically: False, writing nothing,
+        when it changed or went."""
 
     @abc.abstractmethod
     def _names(self, folder: str) -> list[str]:
         """The claim names under `folder` (one user's)."""
 
     @abc.abstractmethod
-    def _remove(self, name: str) -> None:
-        """Removes `name`; nothing when it is already gone."""
+    def _remove_if(self, name: str, version: object) -> bool:
+        """Removes `name` if it still holds `version` (`_get`'s), atomically: False when it changed or went."""
 
 
 class FolderClaims(PrefIdClaims):
     """Claims as files under `root`/pref_id_claims, each written whole under a temporary name and hard-linked to
     its name (`os.link` fails when the name exists: put-if-absent), so a reader never finds one part written.
     Until review 40 each was created at its name with O_EXCL and then written, and a reader that found one still
-    empty after ~100 ms removed it: a maker paused that long lost its claim, and both imports were acknowledged."""
+    empty after ~100 ms removed it: a maker paused that long lost its claim, and both imports were acknowledged.
+    A claim's version is its bytes; `_swap` and `_remove_if` compare them and change the file under an exclusive
+    `flock` of the user's folder's `.lock` (on NFS the server's locks), so no other change falls between."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root) / FOLDER
 
-    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
+    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
+              moved: dict[str, tuple[Claim, Claim]] | None = None) -> tuple[list[str], dict[str, Claim]]:
         (self.root / _folder(tenant, user_id)).mkdir(parents=True, exist_ok=True)  # once, not per id
-        return super().claim(tenant, user_id, claims)
+        return super().claim(tenant, user_id, claims, moved)
+
+    def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
+        gone = super().forget_user(tenant, user_id, before)
+        self._remove_folder_if_empty(_folder(tenant, user_id))
+        return gone
+
+    def _remove_folder_if_empty(self, folder: str) -> None:
+        """The user's folder goes, its `.lock` with it, once it holds no claim (a DELETE's claims step: nothing of
+        the user stays; until review 42 the folder and, since session 42, its `.lock` stayed for every deleted
+        user). The lock file is unlinked while held: a change waiting for it finds it gone and looks again
+        (`_locked`); a claim being put (its temporary file) keeps the folder."""
+        with self._locked(f"{folder}/") as held:
+            if not held or self._names(folder):
+                return
+            path = self.root / folder
+            (path / LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: a claim being put there meanwhile
+                path.rmdir()
 
     def _put(self, name: str, data: bytes) -> bool:
         path = self.root / name
         part = path.with_name(f".{path.name}.{uuid.uuid4().hex}")  # "."-named: not a claim (`_names`)
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # the user's folder, made by `claim`, removed meanwhile by a DELETE of theirs
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
                 os.write(fd, data)  # ~150 bytes: one write
@@ -219,27 +337,63 @@ class FolderClaims(PrefIdClaims):
         finally:
             part.unlink(missing_ok=True)
 
-    def _replace(self, name: str, data: bytes) -> None:
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[bool]:
+        """Holds the exclusive lock of `name`'s user folder; yields False (nothing held) when that folder is gone.
+        A lock file unlinked while this waited for it (`_remove_folder_if_empty`) is not held: opened again."""
+        lock = self.root / name.partition("/")[0] / LOCK_FILE
+        for _ in range(CHANGE_ATTEMPTS):
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:
+                break
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _same_file(lock, fd):
+                    yield True
+                    return
+            finally:
+                os.close(fd)  # lets the lock go
+        yield False
+
+    def _holds(self, name: str, version: object) -> bool:
+        try:
+            return (self.root / name).read_bytes() == version
+        except FileNotFoundError:
+            return False
+
+    def _swap(self, name: str, version: object, data: bytes) -> bool:
         path = self.root / name
         part = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        try:
-            part.write_bytes(data)
-            os.replace(part, path)  # whole, as `_put`'s
-        finally:
-            part.unlink(missing_ok=True)
+        with self._locked(name) as held:
+            if not held or not self._holds(name, version):
+                return False
+            try:
+                part.write_bytes(data)
+                os.replace(part, path)  # whole, as `_put`'s
+            finally:
+                part.unlink(missing_ok=True)
+        return True
 
-    def _get(self, name: str) -> bytes | None:
+    def _remove_if(self, name: str, version: object) -> bool:
+        with self._locked(name) as held:
+            if not held or not self._holds(name, version):
+                return False
+            (self.root / name).unlink(missing_ok=True)
+        return True
+
+    def _get(self, name: str) -> tuple[bytes, object] | None:
         for _ in range(100):
             try:
                 data = (self.root / name).read_bytes()
             except FileNotFoundError:
                 return None
             if data.endswith(b"}"):
-                return data
+                return data, data
             # whole when linked: an empty one is an earlier release's claim whose maker was killed before writing
             # it (no claim), or that maker still writing it (a moment later)
             if time.time() - (self.root / name).stat().st_mtime > LEFT_EMPTY_S:
-                (self.root / name).unlink(missing_ok=True)
+                self._remove_if(name, data)
                 return None
             time.sleep(0.05)
         return None
@@ -248,12 +402,17 @@ class FolderClaims(PrefIdClaims):
         path = self.root / folder
         return [f"{folder}/{p.name}" for p in path.iterdir() if not p.name.startswith(".")] if path.is_dir() else []
 
-    def _remove(self, name: str) -> None:
-        (self.root / name).unlink(missing_ok=True)
+
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether `path` still names the file open as `fd` (not unlinked, nor replaced by another)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 class MemoryClaims(PrefIdClaims):
-    """Claims in this process (a `memory://` store, which no other process shares)."""
+    """Claims in this process (a `memory://` store, which no other process shares); a claim's version is its bytes."""
 
     def __init__(self):
         self._claims: dict[str, bytes] = {}
@@ -263,19 +422,26 @@ class MemoryClaims(PrefIdClaims):
         with self._lock:
             return self._claims.setdefault(name, data) is data
 
-    def _replace(self, name: str, data: bytes) -> None:
+    def _swap(self, name: str, version: object, data: bytes) -> bool:
         with self._lock:
+            if self._claims.get(name) != version:
+                return False
             self._claims[name] = data
+            return True
 
-    def _get(self, name: str) -> bytes | None:
-        return self._claims.get(name)
+    def _get(self, name: str) -> tuple[bytes, object] | None:
+        data = self._claims.get(name)
+        return None if data is None else (data, data)
 
     def _names(self, folder: str) -> list[str]:
         return [n for n in list(self._claims) if n.startswith(folder + "/")]
 
-    def _remove(self, name: str) -> None:
+    def _remove_if(self, name: str, version: object) -> bool:
         with self._lock:
-            self._claims.pop(name, None)
+            if self._claims.get(name) != version:
+                return False
+            del self._claims[name]
+            return True
 
 
 # boto3.client's arguments from Lance's storage options, by object_store's names for them (its aliases), each
@@ -303,7 +469,7 @@ def _seconds(duration: str) -> float:
 
 class S3Claims(PrefIdClaims):
     """Claims as objects under `s3://bucket/prefix/pref_id_claims/`, each a PUT with `If-None-Match: *`,
-    S3_THREADS at a time. `options`: the store's Lance storage options (endpoint, region, credentials, by any of
+    S3_THREADS at a time; a claim's version is its ETag, which a later PUT or DELETE of it names in `If-Match`. `options`: the store's Lance storage options (endpoint, region, credentials, by any of
     object_store's names, and its `timeout` and `connect_timeout`); one left out is taken where Lance takes it (the
     `AWS_*` variable of its name: AWS_ENDPOINT, which boto3 does not read), else boto3's default (the instance
     role). Until review 40 only the `aws_*` options were read, and a store reached through AWS_ENDPOINT had its
@@ -320,12 +486,16 @@ class S3Claims(PrefIdClaims):
                     if key in options}
         self.client = boto3.client(
             "s3", **{arg: _lance_option(options, names) for arg, names in _BOTO3_ARGS.items()},
-            config=Config(max_pool_connections=S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}, **timeouts),
+            config=Config(max_pool_connections=2 * S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}, **timeouts),  # both pools
         )
         self._pool = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="claims")
+        # the mover's and DELETEs' removals: on the imports' pool, an import of one row waited behind the removal of
+        # a batch's claims (2,048 rows: 25 s against moto) until review 42, whatever its tenant
+        self._removals = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="claims-removal")
 
-    def _map(self, fn, items):
-        futures = [self._pool.submit(fn, item) for item in items]
+    def _map(self, fn, items, background: bool = False):
+        pool = self._removals if background else self._pool
+        futures = [pool.submit(fn, item) for item in items]
         for item, future in zip(items, futures, strict=True):
             exc = future.exception()
             yield (item[0], exc, None) if exc is not None else future.result()
@@ -344,18 +514,20 @@ class S3Claims(PrefIdClaims):
                 return False
             raise
 
-    def _replace(self, name: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}", Body=data)
+    def _swap(self, name: str, version: object, data: bytes) -> bool:
+        return self._conditional(lambda: self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}", Body=data,
+                                                                IfMatch=version))
 
-    def _get(self, name: str) -> bytes | None:
+    def _get(self, name: str) -> tuple[bytes, object] | None:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")["Body"].read()
+            found = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
+        return found["Body"].read(), found["ETag"]
 
     def _names(self, folder: str) -> list[str]:
         names = []
@@ -364,8 +536,22 @@ class S3Claims(PrefIdClaims):
             names += [item["Key"].removeprefix(self.prefix + "/") for item in page.get("Contents", [])]
         return names
 
-    def _remove(self, name: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")
+    def _remove_if(self, name: str, version: object) -> bool:
+        return self._conditional(lambda: self.client.delete_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}", IfMatch=version))
+
+    @staticmethod
+    def _conditional(request) -> bool:
+        """Sends `request` (a PUT or DELETE with If-Match): False when the object changed (412), went (404), or
+        another conditional request on it was in flight (409)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            request()
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "NoSuchKey", "404", "ConditionalRequestConflict"):
+                return False
+            raise
 
 
 def claims_for(uri: str, options: Mapping[str, str] | None = None) -> PrefIdClaims | None:

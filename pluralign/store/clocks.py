@@ -190,3 +190,16 @@ class ReplicaClocks:
         if mono >= self._held_until or skew.seconds >= self.skew.seconds:
             self.skew = skew
         return self.skew
+
+
+def recent_replicas(db, within_s: float, now: float | None = None) -> list[int]:
+    """The indexes of the replicas whose row in `TABLE` was written within the last `within_s` seconds (unix time by
+    this clock, `now`; a row stamped after it counts too): replicas sharing the store now, or stopped within `within_s`.
+    [] when the store has no such table (no replica ever ran on it). Lance's errors reading it pass through."""
+    try:
+        table = db.open_table(TABLE)
+    except (ValueError, FileNotFoundError):  # no table of that name: never shared by replicas
+        return []
+    now = time.time() if now is None else now
+    rows = table.search().limit(None).select(["replica", "at"]).to_arrow().to_pylist()
+    return sorted({r["replica"] for r in rows if r["at"] >= now - within_s})

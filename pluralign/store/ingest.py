@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from pluralign.embed.base import Encoder
+from pluralign.store.claims import Claim, claim_of
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
 from pluralign.store.tables import PrefIdConflict, Store, StoredPreference
@@ -126,6 +127,10 @@ class Ingestor:
         self._held: dict[tuple[str, str], int] = {}
         self._first_tenant: str | None = None  # whose records led the worker's last batch (`_next_batch`)
         self.moved = 0  # rows moved so far (for metrics and benchmarks)
+        # the users (tenant, user_id) of the records the log held when opened: moved by the worker from its start (before
+        # the caller may have hooked `on_moved` in), or found in the table already (a crash between the commit and the
+        # log's update): whatever the caller derives from their rows may predate them
+        self.replayed: frozenset[tuple[str, str]] = frozenset(e.key for e in feedback_log.pending.values())
         self._stop = threading.Event()
         self._drop_already_moved()
         self._thread = threading.Thread(target=self._run, daemon=True, name="ingest")
@@ -145,9 +150,11 @@ class Ingestor:
         try:
             # held for their user: a pref_id is one user's (an export imported as another user keeps its ids)
             present = set(self.store.held_preferences([r for e in replayed for r in e.rows]))
-            self.log.done([e for e in replayed if all((r.tenant, r.user_id, r.pref_id) in present for r in e.rows)])
+            moved = [e for e in replayed if all((r.tenant, r.user_id, r.pref_id) in present for r in e.rows)]
+            self.log.done(moved)
         finally:
             self._move.release()
+        self._drop_claims([r for e in moved for r in e.rows])  # a crash between the commit and the claims' removal
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
 
     def submit(self, rows: list[StoredPreference]) -> None:
@@ -271,26 +278,52 @@ class Ingestor:
                 return 0
             # not moved or forgotten meanwhile, nor of a user held in the log (`held`)
             entries = [e for e in entries if self.log.is_pending(e) and e.key not in self._held]
+            elsewhere: list[StoredPreference] = []  # rows another replica stored: their claims go too
             if self.store.sync_seconds is not None:  # with replicas
-                entries = self._not_stored_elsewhere(entries)
+                entries, elsewhere = self._not_stored_elsewhere(entries)
             while True:
                 rows = [r for e in entries for r in e.rows]
                 if not rows:
-                    return 0
+                    break
                 prompt, chosen, rejected = (np.stack([vectors.get(getattr(r, name), zero) for r in rows]) for name in ("prompt", "chosen", "rejected"))  # (N, d)
                 try:
                     self.store.add_preferences(rows, prompt, chosen, rejected)
                     break
                 except PrefIdConflict as exc:  # left in the log it would stop every batch behind it
                     entries = self._left_out(entries, exc)
-            self.log.done(entries)
-            self.moved += len(rows)
+            if rows:
+                self.log.done(entries)
+                self.moved += len(rows)
+        self._drop_claims(rows + elsewhere)
+        if not rows:
+            return 0
         if self.on_moved is not None:
             try:
                 self.on_moved(rows)
             except Exception:
                 log.exception("on_moved hook failed")
         return len(rows)
+
+    def _drop_claims(self, stored: list[StoredPreference]) -> None:
+        """The store's claims on the ids of `stored` (rows now in the table: committed here, or found stored by
+        another replica) go (`PrefIdClaims.drop_stored_of`: only a claim of that row received no later than its copy
+        here). Each user's claims are listed once, the users at once: rows whose ids were not given by a file cost that list only. A
+        claim that cannot be removed is logged and left: it holds its id for the same content only, which the
+        table now holds anyway. With replicas only (a store without claims: nothing)."""
+        claims = getattr(self.store, "claims", None)
+        if claims is None or not stored:
+            return
+        by_user: dict[tuple[str, str], dict[str, Claim]] = {}
+        for row in stored:  # of one id's copies the latest-received (the time the table keeps)
+            held = by_user.setdefault((row.tenant, row.user_id), {})
+            claim = claim_of(row, stamped=False)
+            if row.pref_id not in held or held[row.pref_id].received_at < claim.received_at:
+                held[row.pref_id] = claim
+        try:
+            claims.drop_stored_of(by_user)  # the users' claims listed at once (on S3 a LIST each)
+        except Exception as exc:  # noqa: BLE001 (left: the next move of the id, or a DELETE, removes it)
+            log.warning("pref_id claims of %d stored row(s) of %d user(s) were not all removed (%s): each takes only the "
+                        "content the table holds", len(stored), len(by_user), exc)
 
     def _left_out(self, entries: list[Entry], conflict: PrefIdConflict) -> list[Entry]:
         """`entries` without the one holding the row `conflict` names (its index in their rows), which is done
@@ -303,8 +336,9 @@ class Ingestor:
         self.log.done([bad])
         return [e for e in entries if e is not bad]
 
-    def _not_stored_elsewhere(self, entries: list[Entry]) -> list[Entry]:
-        """The entries none of whose ids the store holds; the others are done here, left out whole. A
+    def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[StoredPreference]]:
+        """The entries none of whose ids the store holds, and the rows of the others that it holds; the others
+        are done here, left out whole. A
         request sent with `Idempotency-Key` that another replica stored while this one still held it (the
         client's retry reached the other one, which cannot see this log) has its ids drawn from the key:
         a retry of the same request is held whole, and a request of another number of rows sent with the
@@ -313,7 +347,7 @@ class Ingestor:
         again (`service.users.services.received_again`) keeps its later time. Runs under `_move`."""
         held = self.store.held_pref_ids([r for e in entries for r in e.rows])
         if not held:
-            return entries
+            return entries, []
         stored, kept, partly = split_stored(entries, held)
         again: dict[tuple[str, str], list[str]] = {}
         for r in (r for e in stored for r in e.rows if r.pref_id in held):
@@ -324,7 +358,7 @@ class Ingestor:
             log.warning("%d feedback requests left out: another replica stored a request of other rows under the "
                         "same Idempotency-Key (each request goes whole or not at all)", partly)
         self.log.done(stored)
-        return kept
+        return kept, [r for e in stored for r in e.rows if r.pref_id in held]
 
     def _embed(self, entries: list[Entry]) -> dict[str, np.ndarray]:
         """The vectors of the texts of `entries`, ENCODE_CHUNK texts at a time: the texts of entries no longer

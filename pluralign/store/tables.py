@@ -31,7 +31,7 @@ from lancedb.index import Bitmap, BTree
 
 from pluralign.data.record import Base, TrlRow, time_problem
 from pluralign.data.text import answer_key
-from pluralign.store import deletions, lease
+from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
 from pluralign.store.deletions import Deletion
 from pluralign.store.failures import (
@@ -79,6 +79,7 @@ APPEND_KEYS = {"preferences": ("tenant", "user_id", "pref_id"), "interactions": 
                "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",)}
 INDEXED_COLUMNS = ("tenant", "user_id")
 FEW_IDS = 64  # ids `Store.held_preferences` looks up by one query of them; more: by their users' keys first
+USERS_PER_READ = 1000  # users `Store.users_with_preferences` looks up by one query (a filter of more is slow to plan)
 # what makes two rows under one (tenant, user_id, pref_id) the same preference: a row sent again (a replayed
 # import, a retried feedback) has them all equal; `received_at` is when it came, later for the copy, and `kind`
 # how it was given: an import stores a user's exported edit or rated pair again as a comparison
@@ -89,6 +90,20 @@ COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise rew
 
 class StoreError(ValueError):
     """A table that cannot be used as asked (a schema mismatch, a bad identifier)."""
+
+
+class SharedStore(StoreError):
+    """A process opening the store as its only one (no `sync_seconds`) where replicas wrote their clocks lately
+    (`pluralign.store.clocks`): `replicas`, their indexes; `within_s`, how lately (seconds)."""
+
+    def __init__(self, uri: str, replicas: list[int], within_s: float):
+        self.replicas, self.within_s = replicas, within_s
+        named = ", ".join(str(i) for i in replicas)
+        super().__init__(
+            f"replicas share the store {uri}: the clock rows of replica {named} were written there within the last "
+            f"{within_s:.0f} s. A "
+            "process opening it as its only one never sees their writes, and removes files their appends in flight name"
+        )
 
 
 class PrefIdConflict(StoreError):
@@ -282,6 +297,7 @@ class Store:
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
         storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
         lease_ttl_s: float = lease.TTL_S, finish_purges: bool = True, cache_bytes: int = 256 << 20,
+        shared_within_s: float = 60.0,
     ):
         """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
         object store; see `pluralign.store.location`. `sync_seconds`: see the class. `lease_ttl_s`: seconds
@@ -291,7 +307,9 @@ class Store:
         with this one's schema version (`_open`); False for a process that only reads a store another
         one serves (`pluralign train adapter --store`), which must not purge beside it, nor change an
         earlier release's tables (`_upgrade`: read as they are; a write to one is a StoreError). `cache_bytes`: the most LanceDB's caches of index pages and
-        table metadata hold (`location.cache_session`). Raises StoreError
+        table metadata hold (`location.cache_session`). `shared_within_s` (without `sync_seconds`, with `finish_purges`):
+        seconds within which a replica's clock row (`pluralign.store.clocks`) makes the store shared, and this open a
+        SharedStore error, before anything is purged, marked or indexed. Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -310,11 +328,15 @@ class Store:
             self._session = cache_session(cache_bytes)
             self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds), self._session)
             existing = set(self.db.list_tables().tables)
+            shared = (clocks.recent_replicas(self.db, shared_within_s) if sync_seconds is None and finish_purges and clocks.TABLE in existing
+                      else [])
         except (OSError, RuntimeError, ValueError) as exc:  # an object store down, refusing the keys, without the bucket
             found = unavailable(exc, "the store", uri, "opened", self._secrets) if is_object_store(uri) else None
             if found is None:
                 raise
             raise found from None
+        if shared:  # replicas on it: alone, this process would serve what it read now, and purge beside their appends
+            raise SharedStore(uri, shared, shared_within_s)
         self._lock = threading.RLock()  # held by every commit
         self._maintenance_lock = threading.RLock()  # held by compaction and deletes (`_maintenance`)
         # the schema-version mark an earlier release left on the tables, kept by a process that only
@@ -757,6 +779,26 @@ class Store:
         rows = self.preferences.search().where(where).select(columns).limit(None).to_arrow().to_pylist()
         return [(r["tenant"], r["user_id"], r) for r in rows if (r["tenant"], r["user_id"], r["pref_id"]) in wanted]
 
+    @_uses("preferences", "read")
+    def check_newest(self, rows: list[StoredPreference], untimed: frozenset[str] = frozenset()) -> None:
+        """Raises PrefIdConflict (its `index` the row's position in `rows`) for a row whose (tenant, user_id,
+        pref_id) the table's newest version holds with other content (`SAME_ROW_FIELDS`; `untimed`: ids whose
+        `created_at` is not compared). Read from the table, not the users' cached histories, which with replicas may be
+        `sync_seconds` old: an import that claimed an id afresh asks it (`pluralign.store.claims`: another replica
+        removes its claim once that id's row is committed, so a claim put after that finds nothing to refuse)."""
+        if not rows:
+            return
+        ids_of: dict[tuple[str, str], list[str]] = {}
+        for r in rows:
+            ids_of.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
+        self.preferences.checkout_latest()
+        held = {(t, u, row["pref_id"]): self._preference(row, t, u) for t, u, row in self._read(lambda: self._read_held(ids_of))}
+        for i, r in enumerate(rows):
+            stored = held.get((r.tenant, r.user_id, r.pref_id))
+            if stored is not None and (field := _differs(stored, r, untimed)) is not None:
+                raise PrefIdConflict(f"row {i}: `pref_id` {r.pref_id!r} of user {r.user_id!r} is already stored with another "
+                                     f"`{field}` (a pref_id names one preference: send other rows under new ids)", r.pref_id, i, field)
+
     @_uses("preferences", "written")
     def received_again(self, tenant: str, user_id: str, pref_ids: list[str]) -> int:
         """The user's rows under `pref_ids` count as received now: their `received_at` is set to the
@@ -1087,6 +1129,22 @@ class Store:
     def wait_warm(self) -> None:
         """Block until the background loads queued so far are done (tests, benchmarks)."""
         self._warmer.submit(lambda: None).result()
+
+    @_uses("preferences", "read")
+    def users_with_preferences(self, owners: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of `owners` (tenant, user_id) whose rows the preferences table holds any of: one read of their rows'
+        keys per USERS_PER_READ of them (BITMAP index on user_id), not a count per user (~1.4 ms each: a stop's
+        check of 5,500 users took 7.4 s, benchmarks/stop_waiting_refits.py)."""
+        owners = list(dict.fromkeys(owners))
+        held: set[tuple[str, str]] = set()
+        for start in range(0, len(owners), USERS_PER_READ):
+            chunk = owners[start:start + USERS_PER_READ]
+            where = (f"tenant IN ({', '.join(quote(t) for t in {t for t, _ in chunk})}) "
+                     f"AND user_id IN ({', '.join(quote(u) for u in {u for _, u in chunk})})")
+            keys = self._read(lambda where=where: self.preferences.search().where(where).select(["tenant", "user_id"]).limit(None)
+                              .to_arrow().group_by(["tenant", "user_id"]).aggregate([]))
+            held.update(zip(keys.column("tenant").to_pylist(), keys.column("user_id").to_pylist(), strict=True))
+        return held.intersection(owners)
 
     @_uses("preferences", "read")
     def count_preferences(self, tenant: str, user_id: str) -> int:

@@ -45,7 +45,7 @@ def check_neutral_fields(data: ChatRequest) -> None:
     if data.modalities is not None and list(data.modalities) != ["text"]:
         raise bad_request("modalities", f"only [\"text\"] is supported, got {shown(data.modalities)}", UNSUPPORTED)
     for field in ("audio", "prediction", "web_search_options", "moderation"):
-        if getattr(data, field):
+        if getattr(data, field) is not None:  # `{}` asks too: OpenAI searches the web with its defaults
             raise bad_request(field, "not supported; send null or omit it", UNSUPPORTED)
     if data.metadata is not None and len(data.metadata) > 16:
         raise bad_request("metadata", f"at most 16 keys, got {len(data.metadata)}")
@@ -77,6 +77,8 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
             continue
         if m.role != "assistant" and (m.tool_calls or m.refusal is not None or m.function_call):
             raise bad_request(f"messages[{i}].role", "`tool_calls`, `function_call` and `refusal` belong to assistant messages")
+        if m.role != "assistant" and m.annotations:
+            raise bad_request(f"messages[{i}].annotations", "URL citations belong to assistant messages (an answer's sources)")
         if m.role != "tool" and m.tool_call_id is not None:
             raise bad_request(f"messages[{i}].tool_call_id", "only `tool` messages carry a tool_call_id")
         if m.content is None and m.role != "assistant":

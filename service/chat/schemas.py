@@ -44,6 +44,9 @@ class ChatMessage(Base):
     tool_calls: list[ToolCall] | None = None  # assistant history only
     tool_call_id: str | None = None  # tool turns only
     audio: None = None  # OpenAI sends `audio: null` back in assistant history
+    # assistant history only: OpenAI's URL citations of the answer, which the openai client's
+    # `message.model_dump()` carries (null or a list); the answer's text is what the model reads
+    annotations: list[dict] | None = None
     function_call: FunctionCall | None = None  # deprecated form of tool_calls
 
     def text(self) -> str:

@@ -10,7 +10,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from typing import Annotated, Literal
 
@@ -25,7 +25,7 @@ from pluralign.data.record import Base
 from pluralign.data.text import shorten
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
-from pluralign.store.claims import claim_of
+from pluralign.store.claims import Claim, claim_of
 from pluralign.store.failures import unavailable
 from pluralign.store.tables import PrefIdConflict
 from pluralign.user import FEATURE_NAMES
@@ -36,7 +36,7 @@ from service.ids import check_user_id
 from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
-from service.strict import body_in_utf8
+from service.strict import MAX_JSON_CONTAINERS, body_in_utf8, refuse_form_upload, too_many_containers
 from service.users import exports, services
 from service.users.journal import DeleteNotRecorded
 
@@ -220,6 +220,7 @@ async def import_preferences(
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
     rt, tenant, user_id = _user(request, user_id)
+    refuse_form_upload(request.content_type[0].strip().lower(), accept="application/x-ndjson")
     body = body_in_utf8(request.content_type[1], await request.body(), accept="application/x-ndjson")  # its charset, as a JSON route's
     # off the event loop (a 1 MB body is ~8,000 lines, 20-40 ms of Python on 2 cores: every tenant's
     # requests would wait it out), and one of the tenant's imports at a time (`Runtime.import_lock`)
@@ -253,6 +254,10 @@ def _read_import(rt: Runtime, user_id: str, body: bytes) -> tuple[list, list[int
     from pluralign.data.record import PreferenceError
 
     lines = json_lines(body)  # as the `pluralign` commands split a file: an error names the same line
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_CONTAINERS:  # a line of 240,000 `[]` took ~200 ms to decode, holding the GIL
+        for n, raw in enumerate(lines, start=1):
+            if (opened := too_many_containers(raw)) is not None:
+                raise bad_request(f"line {n}", f"opens {opened} JSON objects and arrays; a line may open at most {MAX_JSON_CONTAINERS}")
     numbers = [n for n, raw in enumerate(lines, start=1) if raw.strip()]  # each record's line (blank lines are skipped)
     if not numbers:
         raise bad_request("body", "holds no preference rows: send JSON lines, one comparison a line")
@@ -304,7 +309,7 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
 def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list, held: list[str], records: list,
                    lines: list[int], stamped: frozenset[str]) -> None:
     """An import's last steps, once its `rows` are checked (`stored` the new ones, `held` the ids of those the user
-    holds): with replicas each id the file gave is claimed on the store
+    holds): with replicas each id the file gave is claimed on the store, but those of rows held in the table
     (`_claim_ids`: another replica's import of it with other content, acknowledged and not yet moved, is in no table
     or log this replica reads), the `held` rows count as received again, and the new rows go to the feedback log.
     With claims, all under the user's lock: a DELETE of the user, which removes their claims with their rows, runs
@@ -313,7 +318,7 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
     A refusal or failure gives the claims back. Raises the 409 and 503 of `_claim_ids`, and a 503 when held rows
     were deleted meanwhile. Run in a thread, under the tenant's import lock."""
     with rt.user_lock(tenant, user_id) if rt.store.claims is not None else contextlib.nullcontext():
-        claimed = _claim_ids(rt, tenant, user_id, rows, stored, records, lines, stamped) if stored or held else []
+        claimed, moved = _claim_ids(rt, tenant, user_id, rows, stored, records, lines, stamped) if stored or held else ({}, {})
         try:
             if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
                 try:
@@ -325,45 +330,80 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
             if stored:
                 rt.ingest.submit(stored)
         except BaseException:  # refused or failed: not acknowledged
-            if claimed:
-                rt.store.claims.release(tenant, user_id, claimed)
+            if claimed or moved:
+                rt.store.claims.release(tenant, user_id, claimed, moved)
             raise
 
 
 def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list, records: list, lines: list[int],
-               stamped: frozenset[str]) -> list[str]:
+               stamped: frozenset[str]) -> tuple[dict[str, Claim], dict[str, tuple[Claim, Claim]]]:
     """Claim on the store (`pluralign.store.claims`, with replicas only) the ids of `rows` (an import's rows, `stored`
-    the new ones) that its file gave; returns those claimed now. A held row's claim takes its later time (a DELETE
-    begun before keeps it, as it keeps the row); one found with other content refuses only a new row. Raises a 409 naming `line N.pref_id` (code `pref_id_conflict`)
+    the new ones) that its file gave, but those of rows held in the table (their row is there: the mover removes
+    a claim once its row is, and a claim made again for them nobody would remove). A held row's claim takes its later time (a DELETE begun before keeps it, as it keeps the row); one found with
+    other content refuses only a new row. Returns (the claims made now, those moved on: `PrefIdClaims.claim`'s
+    `moved`), for `release` on a later refusal. An id claimed afresh is then looked for in the table's newest version
+    (`Store.check_newest`): another replica's row of it may have been committed, and its claim removed, after
+    this import's check of the table (a cached history). Raises a 409 naming `line N.pref_id` (code `pref_id_conflict`)
     when another import claimed one with other content (through another replica: it may not have reached the
-    table yet, or never will, its replica killed before it answered), and a 503 with Retry-After when the claims cannot be written; nothing claimed stays either way.
-    Run in a thread."""
+    table yet, or never will, its replica killed before it answered) or the table's newest version holds it with other
+    content, and a 503 with Retry-After when the claims cannot be written (the table's StoreUnavailable when it cannot
+    be read); nothing claimed stays either way. Run in a thread."""
     claims = rt.store.claims
+    if claims is None:
+        return {}, {}
     given = {r.pref_id for r in records if r.pref_id is not None}
-    wanted = {row.pref_id: claim_of(row, row.pref_id in stamped) for row in rows if row.pref_id in given}
-    if claims is None or not wanted:
-        return []
+    new = {r.pref_id for r in stored}
+    # ids the file gave that are not new are held: in the table (not claimed) or in this replica's log (claimed: their
+    # time moves on). Until review 42 looked for only when the file gave more ids than the import had new rows, which
+    # count rows without an id too: a held row sent beside new rows kept its claim's first time
+    logged = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows} if given - new else set()
+    wanted = {row.pref_id: claim_of(row, row.pref_id in stamped) for row in rows
+              if row.pref_id in given and (row.pref_id in new or row.pref_id in logged)}
+    if not wanted:
+        return {}, {}
+    moved: dict[str, tuple[Claim, Claim]] = {}
     try:
-        made, taken = claims.claim(tenant, user_id, wanted)
+        made, taken = claims.claim(tenant, user_id, wanted, moved)
     except Exception as exc:  # an object store down or refusing the keys, a full disk
         log.error("pref_id claims of an import of tenant %s could not be written: %s", tenant, exc)
         raise ServiceUnavailableException(detail="the store's claims on this import's pref_ids could not be written: "
                                           "nothing was imported; send the import again", headers={"Retry-After": "5"}) from None
-    new = {r.pref_id for r in stored}
+    made = {pref_id: wanted[pref_id] for pref_id in made}
     taken = {pref_id: claim for pref_id, claim in taken.items() if pref_id in new}
-    if taken:
-        claims.release(tenant, user_id, made)
-        line = min(lines[i] for i, r in enumerate(records) if r.pref_id in taken)
-        pref_id = next(r.pref_id for r, n in zip(records, lines, strict=True) if n == line)
-        field = f"line {line}.pref_id"
-        # the claim says nothing of whether its row will come: another replica's import, acknowledged and not yet
-        # moved, or one whose replica was killed before it answered (a claim with no row: kept until a DELETE)
-        problem = (f"{pref_id!r} is claimed for this user with other content, by an import through another replica that "
-                   "is not in the store yet, or by one that was never answered (its replica stopped first); a pref_id "
-                   "names one preference: give this row a new id (or none), or send the same content that import had; "
-                   "a DELETE of the user frees the ids it claimed")
-        raise _pref_id_conflict(field, problem)
-    return made
+    try:
+        if taken:
+            raise _claimed_elsewhere(records, lines, taken)
+        _refuse_if_stored_otherwise(rt, [r for r in stored if r.pref_id in made], records, lines, stamped)
+    except BaseException:
+        claims.release(tenant, user_id, made, moved)
+        raise
+    return made, moved
+
+
+def _claimed_elsewhere(records: list, lines: list[int], taken: Mapping[str, Claim]) -> HTTPException:
+    """The 409 of an import whose ids in `taken` another import claimed with other content: names the first one's line."""
+    line = min(lines[i] for i, r in enumerate(records) if r.pref_id in taken)
+    pref_id = next(r.pref_id for r, n in zip(records, lines, strict=True) if n == line)
+    # the claim says nothing of whether its row will come: another replica's import, acknowledged and not yet
+    # moved, or one whose replica was killed before it answered (a claim with no row: kept until a DELETE)
+    problem = (f"{pref_id!r} is claimed for this user with other content, by an import through another replica that "
+               "is not in the store yet, or by one that was never answered (its replica stopped first); a pref_id "
+               "names one preference: give this row a new id (or none), or send the same content that import had; "
+               "a DELETE of the user frees the ids it claimed")
+    return _pref_id_conflict(f"line {line}.pref_id", problem)
+
+
+def _refuse_if_stored_otherwise(rt: Runtime, claimed: list, records: list, lines: list[int], stamped: frozenset[str]) -> None:
+    """Raises the 409 of `_store_imported` naming the first row of `claimed` (new rows whose ids this import claimed
+    afresh) that the table's newest version holds with other content (`Store.check_newest`; a table that cannot
+    be read raises its StoreUnavailable, answered as the import's own check's, `services.new_rows`)."""
+    try:
+        rt.store.check_newest(claimed, untimed=stamped)
+    except PrefIdConflict as exc:
+        line = min(lines[i] for i, r in enumerate(records) if r.pref_id == exc.pref_id)
+        problem = (f"{exc.pref_id!r} is already stored for this user with another `{exc.field}`, through another replica "
+                   "(a pref_id names one preference: give this row a new id, or none)")
+        raise _pref_id_conflict(f"line {line}.pref_id", problem) from None
 
 
 def _pref_id_conflict(field: str, problem: str) -> HTTPException:

@@ -145,6 +145,31 @@ def test_a_client_still_sending_when_its_408_comes_is_not_reset(served):
     assert httpx.get(served.url + "/v1/users/still-sending", headers={"Authorization": f"Bearer {key}"}).status_code == 404
 
 
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="reads the connection's state from Linux's TCP_INFO")
+def test_a_body_still_coming_after_its_401_is_not_reset_at_the_deadline(served):
+    """reviewf42: a wrong key is answered 401 before the body is read (BearerAuth); a client still sending that body
+    at the deadline (one that writes a whole body before it reads, on a slow link) met a closed socket, which answered
+    its next bytes with a reset, as before flaky42 after a 408: the deadline closed at once whenever an answer had
+    begun, a whole one too. Now it half closes, as after the 408: the client reads its 401, then an end."""
+    head = (b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer pk-wrong\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.settimeout(TIMEOUT_S + 30)
+        sock.sendall(head + b"{")
+        answer = b""
+        while data := sock.recv(65536):  # the 401 at once, then, at the deadline, the service's end of the connection
+            answer += data
+        assert answer.startswith(b"HTTP/1.1 401 "), answer
+        try:
+            sock.sendall(b" " * 999)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            pytest.fail(f"the connection was reset: {exc!r}")
+        assert wait_until(lambda: sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE, 30)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        assert error == 0, f"the connection was reset: {os.strerror(error)}"
+
+
 def test_blank_lines_trickled_after_a_request_do_not_keep_the_connection(served):
     """review36b: with httptools, a connection that had one request answered, then sent an empty line
     (`\\r\\n`, which the parser skips before a request line) every half second, stayed open for good:

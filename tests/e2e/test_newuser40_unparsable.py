@@ -108,6 +108,29 @@ def test_a_head_the_parser_stops_reading_part_way_is_answered_not_reset(served, 
     assert httpx.get(served.url + "/health").status_code == 200
 
 
+def test_a_head_past_the_limit_is_a_431_naming_headers_and_one_within_it_is_read(served):
+    """Session 42 (a hostile client, no key needed): httptools keeps every header of a head until the head ends, with no
+    limit of its own: 300 MB of headers sent to one connection in 0.6 s grew the service by 270 MB, 143 MB of it kept
+    once the connection closed (and PLURALIGN_MAX_CONNECTIONS such connections each had the read deadline to send in).
+    A head past `MAX_HEAD_BYTES` (a URL at its longest and 64 KiB of headers) is a 431 naming `headers` now, the rest
+    of it read and dropped; h11 refuses a head past 16 KiB itself (its 400)."""
+    from training.commands.serve import MAX_HEAD_BYTES
+
+    pad = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+    r = sent_whole_then_read(served, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + pad * 1000 + b"\r\n")  # 8 MB of headers
+    if served.parser == "h11":
+        assert assert_json_400(r)["code"] == "invalid_http"
+        return
+    assert r.status_code == 431, (r.status_code, r.text[:300])
+    assert r.headers["connection"] == "close" and r.headers["x-request-id"].startswith("req_"), r.headers
+    error = r.json()["error"]
+    assert error["param"] == "headers" and error["code"] == "headers_too_large", error
+    assert f"over {MAX_HEAD_BYTES} bytes" in error["message"] and error["request_id"] == r.headers["x-request-id"], error
+    within = raw(served, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + pad * 12 + b"\r\n")  # 96 KB
+    assert within.status_code == 401, (within.status_code, within.text[:300])  # read, and answered by the app: no key
+    assert httpx.get(served.url + "/health").status_code == 200
+
+
 def test_the_log_line_of_the_parser_s_400_names_its_own_request_id_once(served):
     """Review session 40: under h11, a malformed request pipelined behind a good one is parsed when the good one's
     answer ends, in that request's context: the warning line said `request_id=<the 400's>` and then the logging

@@ -362,3 +362,20 @@ def test_the_embeddings_server_logs_a_client_gone_while_its_body_arrives_as_499(
     finally:
         logging.getLogger("pluralign.access").removeHandler(handler)
     assert [r.access["status"] for r in lines] == [499], [r.getMessage() for r in lines]
+
+
+def test_a_file_uploaded_as_a_multipart_form_to_the_import_route_is_a_415_saying_to_send_it_as_the_body(svc):
+    """Session user42: a preference file uploaded as a form (`curl -F file=@prefs.jsonl`, requests' or httpx's
+    `files=`), the way many upload APIs take a file, was read as JSON lines: a 400 "`line 1`: malformed JSON
+    (invalid character (byte 1))" that did not say the form was the problem. It is a 415 naming `Content-Type`
+    that says how to send the file (as the body), nothing stored."""
+    import httpx
+
+    rows = b'{"prompt": "Tea?", "chosen": "Tea.", "rejected": "Coffee."}\n'
+    r = httpx.post(svc.url + "/v1/users/upload42/import", files={"file": ("prefs.jsonl", rows, "application/x-ndjson")},
+                   headers={"Authorization": f"Bearer {svc.keys['acme']}"})
+    assert r.status_code == 415, r.text
+    assert error(r)["param"] == "Content-Type" and "--data-binary" in error(r)["message"], r.text
+    assert r.headers["accept"] == "application/x-ndjson"
+    with svc.client() as c:
+        assert c.get("/v1/users/upload42").status_code == 404  # nothing stored

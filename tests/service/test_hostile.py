@@ -4,6 +4,7 @@ and a DELETE that nothing resurrects and that leaves nothing behind."""
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -304,6 +305,49 @@ def test_keys_cli_create_and_revoke_take_effect_at_once_in_the_running_service(s
     issued = svc.runtime.keys.issue("acme", name="from-the-service")
     assert httpx.get(svc.url + "/v1/models", headers={"Authorization": f"Bearer {issued}"}).status_code == 200
     assert created["id"] not in [k.get("id") for k in keys_cli(svc, "list")]
+
+
+def test_a_body_of_many_json_arrays_leaves_the_started_heap_out_of_garbage_collections(svc):
+    """Session 42: a tenant's body of ~1 MB holding 240,000 `[]` (refused: `audio` takes null) allocated past the
+    collector's threshold several times while it was decoded, and each full collection walked every object the
+    started service holds (600,000 and more: torch, the models, LanceDB), 0.7-0.9 s each with the interpreter lock
+    held: one such client took another tenant's profile reads from p50 50 ms to 5.4 s. The objects alive at the
+    start are frozen (`service.heap`): a collection no longer walks them (what it walks is `gc.get_objects()`)."""
+    with svc.client("acme") as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "audio": {"tracks": [[]] * 9_000}})  # the most a body may open
+    assert r.status_code == 400 and field_named(r) == "audio", r.text
+    walked = {id(o) for o in gc.get_objects()}
+    started = [svc.runtime, svc.runtime.store, svc.runtime.settings]
+    assert not [o for o in started if id(o) in walked], "objects of the started service are walked by every full collection"
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {**CHAT, "audio": {"tracks": [[]] * 240_000}}),
+    ("/v1/feedback", {**COMPARISON, "attributes": {"segment": [[]] * 240_000}}),
+])
+def test_a_body_opening_more_json_arrays_than_any_request_needs_is_refused_before_it_is_decoded(svc, path, body):
+    """Session 42: a ~1 MB body of 240,000 `[]` was decoded into as many Python lists on the event loop (100-300 ms a
+    body with the started heap frozen, seconds before): every tenant's requests waited. It is a 400 naming `body` now,
+    read from its bytes; brackets inside strings are text, not counted."""
+    with svc.client("acme") as c:
+        r = c.post(path, json=body)
+        assert r.status_code == 400 and field_named(r) == "body", r.text
+        assert "JSON objects and arrays; a request may open at most 10000" in r.text, r.text
+        code = '[{\\"' * 4000  # `[{\"` 4,000 times in each answer: 16,000 brackets beside escapes, all text
+        r = c.post("/v1/feedback", json={**COMPARISON, "user": "bracket-text", "chosen": code, "rejected": "no " + code})
+        assert r.status_code == 201, r.text
+
+
+def test_an_import_line_opening_more_json_arrays_than_any_row_needs_is_refused_before_it_is_decoded(svc):
+    """Session 42: an import's line of 240,000 `[]` was decoded whole before its unknown column was refused (~200 ms
+    holding the interpreter lock, one import of the tenant at a time): another tenant's reads went from p50 41 ms to
+    431 ms under two such clients. A line may open as many objects and arrays as a JSON body."""
+    rows = [json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}),
+            json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "extra": [[]] * 240_000})]
+    with svc.client("acme") as c:
+        r = c.post("/v1/users/importer/import", content="\n".join(rows), headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 400 and field_named(r) == "line 2", r.text
+    assert "opens 240002 JSON objects and arrays; a line may open at most 10000" in r.text, r.text
 
 
 def test_health_shows_no_paths(svc):

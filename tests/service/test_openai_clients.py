@@ -113,6 +113,10 @@ def test_store_false_keeps_no_interaction(client, svc):
     ("logit_bias", {"50256": -100}, "logit_bias"),
     ("prediction", {"type": "content", "content": "x"}, "prediction"),
     ("moderation", {"model": "omni-moderation-latest"}, "moderation"),
+    # an empty object is not null: OpenAI searches the web with `web_search_options: {}` (its defaults), and a
+    # `moderation` asked for and not run must not pass silently (before session user42 both were served)
+    ("web_search_options", {}, "web_search_options"),
+    ("moderation", {}, "moderation"),
 ])
 def test_unsupported_values_are_refused_naming_the_field(client, field, value, param):
     import openai
@@ -120,6 +124,27 @@ def test_unsupported_values_are_refused_naming_the_field(client, field, value, p
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model="pluralign", messages=HI, **{field: value})
     assert bad.value.param == param and param in bad.value.message
+
+
+def test_a_reply_s_message_sent_back_as_the_client_dumps_it_is_accepted(client):
+    """A multi-turn app keeps the history as dicts: `messages.append(reply.choices[0].message.model_dump())`.
+    The openai client's dump of an assistant message carries every field of its type, `annotations`
+    (OpenAI's URL citations, null or a list) among them, which OpenAI takes back in history. Before session
+    user42 `annotations` was an unknown field: a 400 on the second turn of such an app."""
+    import openai
+
+    fast = {"pluralign": {"candidates": 1}}
+    first = client.chat.completions.create(model="pluralign", messages=HI, max_tokens=4, extra_body=fast)
+    sent = first.choices[0].message.model_dump()
+    assert "annotations" in sent
+    citation = {"type": "url_citation", "url_citation": {"start_index": 0, "end_index": 4, "title": "T", "url": "https://example.com"}}
+    for cited in (None, [citation]):
+        history = [*HI, dict(sent, annotations=cited), {"role": "user", "content": "And for dessert?"}]
+        reply = client.chat.completions.create(model="pluralign", messages=history, max_tokens=4, extra_body=fast)
+        assert reply.choices[0].message.role == "assistant"
+    with pytest.raises(openai.BadRequestError) as bad:  # citations belong to an assistant's answer
+        client.chat.completions.create(model="pluralign", messages=[{**HI[0], "annotations": [citation]}], max_tokens=4)
+    assert bad.value.param == "messages[0].annotations" and "assistant" in bad.value.message
 
 
 def test_models_retrieve(client, svc):

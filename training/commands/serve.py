@@ -185,13 +185,20 @@ def remove_if_empty(folder, made: bool) -> None:
 def check_runs_here(settings) -> None:
     """What a start writes outside the data folder, checked before the imports and the models (a
     container with a read-only root, no writable HOME, an arbitrary uid): a ValueError naming the
-    variable and the folder. The embedding cache the PAL bootstrap and the jobs fill is the data
+    variable and the folder. So is a PLURALIGN_RAY_ADDRESS where no Ray cluster answers (`check_ray_address`). The embedding cache the PAL bootstrap and the jobs fill is the data
     folder's own (`cache/`) unless PLURALIGN_CACHE_DIR names another (the jobs inherit it)."""
     from pluralign.embed.models import check_model_cache
     from training.common import check_temp_dir, check_writable
 
     check_temp_dir()  # torch and Lance need one; without it torch's import fails
     check_model_cache(settings.encoder, settings.generator)
+    if settings.job_runner == "ray" and settings.ray_address:  # before minutes of models: not after, in a traceback
+        from training.jobs.ray_runner import check_ray_address
+
+        try:
+            check_ray_address(settings.ray_address)
+        except ConnectionError as exc:
+            raise ValueError(str(exc)) from None
     if os.environ.get("PLURALIGN_CACHE_DIR"):
         check_writable("PLURALIGN_CACHE_DIR", os.environ["PLURALIGN_CACHE_DIR"])
     else:
@@ -384,6 +391,10 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
 
 
 MAX_URL_BYTES = 65535  # httptools' limit on a request's URL (its parser keeps offsets in 16 bits)
+# a request's line and headers: httptools keeps every header it has read until the head ends, with no limit of its own
+# (300 MB of headers sent to one connection in 0.6 s, before any key is checked, grew the service by 270 MB, 143 MB
+# of it kept once closed); a URL at its longest and 64 KiB of headers. h11 refuses a head past 16 KiB itself (a 400)
+MAX_HEAD_BYTES = MAX_URL_BYTES + 65536
 
 
 def stamped(answer: bytes, default_headers: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -410,6 +421,20 @@ def unparsable_answer(request_id: str, url_bytes: int = 0) -> bytes:
     body = msgspec.json.encode({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code,
                                           "request_id": request_id}})
     return (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"x-request-id: " + request_id.encode() + b"\r\nx-content-type-options: nosniff\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def head_too_large_answer(request_id: str) -> bytes:
+    """The whole HTTP answer, as bytes, of a request whose line and headers went past MAX_HEAD_BYTES: a 431,
+    `Connection: close`, `X-Request-Id`, `nosniff`, an error body in OpenAI's shape naming `headers`."""
+    import msgspec
+
+    message = (f"`headers`: the request line and headers are over {MAX_HEAD_BYTES} bytes, the most this service "
+               "reads (send long values in a request body)")
+    body = msgspec.json.encode({"error": {"message": message, "type": "invalid_request_error", "param": "headers",
+                                          "code": "headers_too_large", "request_id": request_id}})
+    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"x-request-id: " + request_id.encode() + b"\r\nx-content-type-options: nosniff\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
@@ -444,6 +469,7 @@ class TimedRequests:
     last_answer: bytes | None = None  # the parser's 400, waiting for the answers of requests pipelined before it
     refused = False  # answered for the last time (the 503 over the limit, the parser's 400): what arrives is dropped
     reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
+    head_bytes = 0  # of the head of the request arriving (httptools), counted to MAX_HEAD_BYTES
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -462,8 +488,9 @@ class TimedRequests:
         self.linger()
 
     def linger(self) -> None:
-        """Ends the connection after a last answer (the 503 over the limit, the parser's 400, the 408; none to a request
-        timed out before its first byte) written with the client's request unread or still arriving: closed then, the
+        """Ends the connection after a last answer (the 503 over the limit, the parser's 400, the 408, the app's own sent
+        before the body it did not wait for; none to a request timed out before its first byte) written with the client's
+        request unread or still arriving: closed then, the
         socket would be reset, the answer lost with it. Half closed instead, it drops
         what arrives (`refused`) until the client, having read the answer, closes, or REFUSED_LINGER_S has passed
         (closed at once beyond REFUSED_LINGERING such connections, or where the transport cannot half close)."""
@@ -480,6 +507,8 @@ class TimedRequests:
         if self.refused:
             return
         self.parsed = False  # whether these bytes began or ended a request (httptools)
+        if self.reading != "body":  # bytes of a head (or of blank lines between requests)
+            self.head_bytes += len(data)
         super().data_received(data)  # type: ignore[misc]
         if self.transport.is_closing() or self.refused:  # closed, or lingering after the parser's 400
             return
@@ -490,6 +519,11 @@ class TimedRequests:
             # line): uvicorn's keep-alive timer was cancelled by them, so they start the deadline as a
             # request's first byte would; else `\r\n` now and then held the connection for good
             self.reading = "nothing"
+        if self.reading in ("body", "done"):  # the head arrived (h11; httptools says so in `on_headers_complete`)
+            self.head_bytes = 0
+        elif self.head_bytes > MAX_HEAD_BYTES:
+            self.head_too_large()
+            return
         self.time_the_request()
 
     def send_400_response(self, msg: str) -> None:
@@ -508,7 +542,26 @@ class TimedRequests:
         logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s)",
                                                        f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg,
                                                        extra={"request_id": rid})
-        answer, cycle = stamped(unparsable_answer(rid, len(url)), self.server_state.default_headers), self.cycle
+        self.answer_last(stamped(unparsable_answer(rid, len(url)), self.server_state.default_headers))
+
+    def head_too_large(self) -> None:
+        """A request whose head went past MAX_HEAD_BYTES: its 431 (`head_too_large_answer`), or the 400 naming `url`
+        when httptools' URL so far is past its limit (which it tells only once the URL ends); then nothing more is
+        read of the connection, as after the parser's 400 (`answer_last`)."""
+        from service.requestid import new_id
+
+        if len(getattr(self, "url", b"")) > MAX_URL_BYTES:  # httptools' URL, still arriving: its limit is what was passed
+            self.send_400_response("a URL past the parser's limit")
+            return
+        rid = new_id()
+        logging.getLogger("pluralign.service").warning("a request whose head passed %d bytes was answered 431", MAX_HEAD_BYTES,
+                                                       extra={"request_id": rid})
+        self.answer_last(stamped(head_too_large_answer(rid), self.server_state.default_headers))
+
+    def answer_last(self, answer: bytes) -> None:
+        """`answer` is the connection's last: written after the answers of requests pipelined before it (httptools parses
+        ahead of them), a body it cut read by the app as a disconnect; then the connection lingers half closed."""
+        cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if not cycle.more_body:  # requests pipelined before it, arrived whole (httptools): their answers go first
                 self.refused, self.last_answer = True, answer  # written by on_response_complete once they are out
@@ -558,7 +611,7 @@ class TimedRequests:
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()  # type: ignore[misc]
-        self.reading = "body"
+        self.reading, self.head_bytes = "body", 0
 
     def on_message_complete(self) -> None:
         super().on_message_complete()  # type: ignore[misc]
@@ -573,19 +626,29 @@ class TimedRequests:
         self.deadline = None
         if self.transport.is_closing() or self.reading == "done":
             return
-        if self.reading != "body" and self.cycle is not None and not self.cycle.response_complete:
-            # a request pipelined behind one whose answer is still going out: nothing may be written
-            # into that answer, so the deadline waits for it
+        if self.behind_an_answer():  # nothing may be written into that answer, so the deadline waits for it
             self.deadline = self.loop.call_later(self.timeout_s, self.timed_out)
             return
-        if self.reading == "body" and self.cut_body():  # the app's answer had begun: nothing may be written into it
-            self.transport.close()
+        if self.reading == "body" and self.cut_body():  # the app had answered: no 408 may follow
+            if self.cycle.response_complete:  # whole (a 401 sent before the body was read): left as after a 408, below
+                self.linger()
+            else:  # part way: nothing may be written into it, and it is cut
+                self.transport.close()
             return
         if self.reading != "nothing":
             self.transport.write(stamped(self.late[self.reading], self.server_state.default_headers))
         # the client may be sending as the deadline passes (a trickled body, a byte of its headers): closed now, with
         # a byte unread or arriving after, the socket is reset and the client reads a reset, not the 408 and an end
         self.linger()
+
+    def behind_an_answer(self) -> bool:
+        """Whether the request arriving was pipelined behind one whose answer is still going out. Its body too: httptools
+        queues a request whose head it parsed then (its cycle in `pipeline`, its app not started) and reads nothing more
+        of the connection until that answer is out, so the body waits in the socket, not on the client; before, its 408
+        was written into the middle of the answer before it. (h11 parses no request until the answer before it is out.)"""
+        if self.reading == "body":
+            return bool(getattr(self, "pipeline", None))  # httptools' queue: the newest cycle, `self.cycle`, is in it
+        return self.cycle is not None and not self.cycle.response_complete
 
     def cut_body(self) -> bool:
         """The app waiting for the body that did not arrive reads a disconnect (what it sends is dropped);

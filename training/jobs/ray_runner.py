@@ -18,13 +18,19 @@ instead of starting the job again. A job whose actor is gone (its node was lost)
 
 from __future__ import annotations
 
+import errno
+import importlib.util
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +60,65 @@ def _probe(actor) -> object | None:
         return None
 
 
+# Run before the worker's own command line on Linux: the worker is sent SIGTERM when the actor's process dies
+# (`prctl(PR_SET_PDEATHSIG)`, kept across the `execvp`), so an actor gone with its node, a `ray.kill` or the end of a
+# local Ray leaves no worker training on, out of every runner's reach, beside the attempt that replaces it. A parent
+# already gone before the `prctl` (its pid no longer the parent's) ends the launcher at once.
+DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0); "
+    "os.getppid() == int(sys.argv[1]) or sys.exit(143); os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def dying_with_parent(argv: list[str], cwd: str) -> list[str]:
+    """`argv` run through `DIE_WITH_PARENT` (Linux; elsewhere `argv` as it is), for a child of this process started in
+    `cwd`. Raises FileNotFoundError, as `subprocess.Popen` of `argv` itself would, when `argv[0]` is no program there:
+    the launcher's own start would hide it (the job is then one that could not start, not a worker that failed)."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    program = argv[0] if os.sep not in argv[0] else os.path.join(cwd, argv[0])
+    if shutil.which(program) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv]
+
+
+def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
+    """Raise ValueError when `address` is a Ray client address (`ray://host:10001`) and Ray's client is not installed
+    (`ray[client]`: grpcio), and ConnectionError when nothing at its host and port accepts a TCP connection within
+    `timeout_s` seconds, each naming PLURALIGN_RAY_ADDRESS and the address: `ray.init` on an address where nothing
+    answers retries for minutes with only Ray's own warnings (measured: over 200 s, never returning), holding the
+    service's start. `auto`, `local` and an address without a port are left to Ray."""
+    setting = f"PLURALIGN_RAY_ADDRESS (setting ray_address) = {address}"
+    if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise ValueError(f"{setting}: a ray:// address needs Ray's client, which is not installed here "
+                         "(pip install 'ray[client]', as requirements.txt pins it)")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"{setting}: no Ray cluster answers there ({exc.strerror or exc}); start its head node, "
+                              "or fix the address") from None
+
+
+@contextmanager
+def signal_handlers_kept() -> Iterator[None]:
+    """Puts back the process's SIGTERM and SIGINT handlers after the block: `ray.init` sets its own SIGTERM handler
+    (`sys.exit(15)`) in the main thread, which took a SIGTERM from `pluralign serve`'s graceful stop (uvicorn's
+    handler) and ended it with a traceback and status 134 or 15 instead of 0 (ops42)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:  # None: set from C, not Python's to put back
+                signal.signal(sig, handler)
+
+
 class JobProcess:
     """Ray actor body: one job's worker process on a Ray node (a plain class; made remote lazily)."""
 
@@ -66,7 +131,7 @@ class JobProcess:
             return self.process.pid
         with open(out_path, "ab") as out, open(log_path, "ab") as err:
             self.process = subprocess.Popen(
-                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, **env},
+                dying_with_parent(argv, cwd), stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, **env},
                 start_new_session=True,
             )
         try:
@@ -126,7 +191,10 @@ class RayJobRunner(LocalJobRunner):
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
+            if address:
+                check_ray_address(address)
+            with signal_handlers_kept():
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
         self._ray = ray
         self._actor_class = ray.remote(JobProcess)
         super().__init__(config, kinds, on_promote, on_succeed, on_exit)
