@@ -44,10 +44,20 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "pluralign"
 KILL_WAIT_S = 30.0  # the longest a runner waits for an actor to stop the worker it started
+ATTACH_WAIT_S = 30.0  # the longest a starting runner waits for a running job's actor to answer (`_recover`)
 
 
 def actor_name(job_id: str) -> str:
     return f"pluralign-job-{job_id}"
+
+
+def _probe(actor) -> object | None:
+    """ObjectRef of the actor's first call (`JobProcess.pid`), answered once Ray placed it; None for an actor of a
+    release before session 42, whose class has no `pid` (its handle says so) and whose worker started with it."""
+    try:
+        return actor.pid.remote()
+    except AttributeError:
+        return None
 
 
 # Run before the worker's own command line on Linux: the worker is sent SIGTERM when the actor's process dies
@@ -236,6 +246,7 @@ class RayJobRunner(LocalJobRunner):
         folders of the jobs attached to. Unlike the local runner's, no worker is looked for by its variables: a
         worker whose actor is gone runs on another node, if anywhere, out of this process's reach."""
         promoting = self._promoting()
+        asked = []  # (job, its actor, its `poll`): all asked before any answer is waited for
         for job in self.store.all():
             if job.state != "running":
                 continue
@@ -244,19 +255,48 @@ class RayJobRunner(LocalJobRunner):
                 continue
             try:
                 actor = self._ray.get_actor(actor_name(job.id), namespace=NAMESPACE)
-                self._ray.get(actor.poll.remote(), timeout=30)
-            except Exception:  # no such actor (node lost, cluster restarted) or it died
+                asked.append((job, actor, actor.poll.remote()))
+            except Exception:  # no such actor (node lost, cluster restarted)
                 self._record(self._stopped_record(job, f"its Ray actor is gone (attempt {job.attempts}); queued again"))
+        # one wait of ATTACH_WAIT_S for all the answers, not one each: a start that finds several actors Ray has not
+        # placed (each waits the whole time) is not held up ATTACH_WAIT_S times as many
+        polls = [poll for *_, poll in asked]
+        answered = set(self._ray.wait(polls, num_returns=len(polls), timeout=ATTACH_WAIT_S)[0]) if polls else set()
+        for job, actor, poll in asked:
+            if (why := self._unattached(job.id, actor, poll, answered)) is not None:
+                self._record(self._stopped_record(job, f"{why} (attempt {job.attempts}); queued again"))
                 continue
             # a worker the last runner may not have started yet (stopped before its actor was placed): started once the
             # probe answers None. Its record's `started_at` stays (safe: a start the last runner sent may run first)
-            self._running[job.id] = _Attached(job.id, actor, None, placing=actor.pid.remote(), before=job.started_at, stamp=False)
+            self._running[job.id] = _Attached(job.id, actor, None, placing=_probe(actor), before=job.started_at, stamp=False)
             log.info("attached to running job %s on Ray", job.id)
             if job.cancel_requested:  # cancelled before the last runner stopped: its SIGTERM again, and the grace from now
                 self._stop_running(job.id)
         # as the local runner's start, but the artifact folders of the jobs attached to (their workers write there)
         if removed := remove_write_leftovers(Path(self.config.folder), running=set(self._running)):
             log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
+
+    def _unattached(self, job_id: str, actor, poll, answered: set) -> str | None:
+        """Why a running job's `actor`, asked `poll` at `_recover`, is not attached to; None when it answered. One that
+        died is gone; one whose answer is not among `answered` (none in ATTACH_WAIT_S) is one Ray has not placed (no
+        node has what it asks for free), which runs no worker before it is (`_place`): it is removed, and its name free
+        once this returns, for the job's next attempt (left, it kept the name, and so failed that attempt, and held what
+        it waited for, idle, once placed)."""
+        if poll in answered:
+            try:
+                self._ray.get(poll)
+                return None
+            except Exception:  # it died
+                return "its Ray actor is gone"
+        self._detach_actor(actor)
+        deadline = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < deadline:  # Ray frees the name a moment after the kill
+            try:
+                self._ray.get_actor(actor_name(job_id), namespace=NAMESPACE)
+            except ValueError:
+                break
+            time.sleep(0.05)
+        return f"Ray had not placed its actor in {ATTACH_WAIT_S:g} s: removed"
 
     def _start_worker(self, job: Job) -> None:
         """Send the job to Ray: its actor is created, and its worker started once Ray placed it (`_place`). Recorded
@@ -298,6 +338,11 @@ class RayJobRunner(LocalJobRunner):
         try:
             pid = ray.get(attached.placing)
         except Exception as exc:
+            if not attached.stamp:
+                # attached to at `_recover` (it answered `poll` then): the actor of a release before session 42 has no
+                # `pid`, and its worker started with it; one that died since is queued again by the poll that follows
+                attached.placing = None
+                return True
             self._never_ran(job, state="failed", error=f"could not start on Ray: {exc}")
             return False
         attached.placing = None
@@ -337,6 +382,7 @@ class RayJobRunner(LocalJobRunner):
             log.exception("could not remove a Ray actor")
 
     def _poll(self) -> None:
+        self._write_unwritten()
         ray = self._ray
         for job_id, attached in list(self._running.items()):
             job = self.store.get(job_id)
