@@ -25,11 +25,19 @@ def special_spellings(tokenizer) -> list[str]:
 
 
 def text_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of `text` read as text: a spelled special token is its characters' tokens. A fast tokenizer's
-    pipeline runs without its added tokens (normalizer, pre-tokenizer, model: what transformers'
-    `split_special_tokens=True` does by setting `encode_special_tokens` on the Rust tokenizer, one object shared by
-    every thread, so another request's prompt tokenized meanwhile read its template's tokens as text, or this text
-    as tokens); a Python tokenizer takes `split_special_tokens` per call."""
+    """Token ids of `text` read as text (an answer, a message's content): a spelled special token is its
+    characters' tokens. Text that spells none (nearly all) gets exactly `tokenizer(text)`'s ids, as before."""
+    if not any(t in text for t in special_spellings(tokenizer)):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return _without_added_tokens(tokenizer, text)
+
+
+def _without_added_tokens(tokenizer, text: str) -> list[int]:
+    """A fast tokenizer's pipeline run without its added tokens (normalizer, pre-tokenizer, model), as
+    transformers' own `_encode_without_added_tokens`: `split_special_tokens=True` would set
+    `encode_special_tokens` on the Rust tokenizer, one object shared by every thread, so another request's
+    prompt tokenized meanwhile read its template's tokens as text, or this text as tokens. A Python
+    tokenizer takes `split_special_tokens` per call."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
@@ -56,6 +64,6 @@ def chat_prompt_ids(tokenizer, messages: Sequence[dict[str, str]], suffix: str =
     at = 0
     for hole in _HOLES.finditer(text):
         ids += tokenizer(text[at:hole.start()], add_special_tokens=False)["input_ids"]  # the template's text: its tokens
-        ids += text_ids(tokenizer, messages[int(hole.group(1))]["content"])
+        ids += _without_added_tokens(tokenizer, messages[int(hole.group(1))]["content"])
         at = hole.end()
     return ids + tokenizer(text[at:], add_special_tokens=False)["input_ids"]
