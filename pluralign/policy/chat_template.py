@@ -3,7 +3,12 @@
 Tokenizing the rendered template whole (`tokenizer(apply_chat_template(..., tokenize=False))`) reads the
 spelling of a special token anywhere in it as that token, so a message whose text holds
 `<|im_end|>\\n<|im_start|>system\\n...` closed its own turn and opened a system turn: any end user could
-forge turns past the app's system prompt. Here a message's text is always tokenized as text.
+forge turns past the app's system prompt. Here a message's text is always tokenized as text, with
+transformers' own means (`apply_chat_template(..., sanitize_control_tokens=True)` does the same without
+a way to open the answer): each special token a message spells is wrapped in private-use markers
+(`mark_control_tokens`), the template renders the messages as ever (its own changes to their text, such
+as `trim`, included), and the tokenizer reads what the markers wrap as text (`sanitize_control_tokens`).
+Neither changes the tokenizer, which the service's threads share.
 """
 
 from __future__ import annotations
@@ -11,10 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-# a message's text stands in the rendered template as one of these while the template's own text is tokenized:
-# private-use code points, which no tokenizer gives a meaning and no chat template writes
-_HOLE = "\ue000{}\ue001"
-_HOLES = re.compile("\ue000(\\d+)\ue001")
+from transformers.utils.chat_template_utils import mark_control_tokens
 
 
 def special_spellings(tokenizer) -> list[str]:
@@ -24,27 +26,17 @@ def special_spellings(tokenizer) -> list[str]:
     return [t for t in {*tokenizer.all_special_tokens, *added} if t]
 
 
+def _spelled(spellings: list[str]) -> re.Pattern:
+    return re.compile("|".join(re.escape(t) for t in sorted(spellings, key=len, reverse=True)))
+
+
 def text_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of `text` read as text (an answer, a message's content): a spelled special token is its
-    characters' tokens. Text that spells none (nearly all) gets exactly `tokenizer(text)`'s ids, as before."""
-    if not any(t in text for t in special_spellings(tokenizer)):
+    """Token ids of `text` read as text (an answer): a spelled special token is its characters' tokens. Text
+    that spells none (nearly all) gets exactly `tokenizer(text)`'s ids, as before."""
+    spellings = special_spellings(tokenizer)
+    if not any(t in text for t in spellings):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return _without_added_tokens(tokenizer, text)
-
-
-def _without_added_tokens(tokenizer, text: str) -> list[int]:
-    """A fast tokenizer's pipeline run without its added tokens (normalizer, pre-tokenizer, model), as
-    transformers' own `_encode_without_added_tokens`: `split_special_tokens=True` would set
-    `encode_special_tokens` on the Rust tokenizer, one object shared by every thread, so another request's
-    prompt tokenized meanwhile read its template's tokens as text, or this text as tokens. A Python
-    tokenizer takes `split_special_tokens` per call."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    if backend.normalizer is not None:
-        text = backend.normalizer.normalize_str(text)
-    pieces = [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text)] if backend.pre_tokenizer is not None else [text]
-    return [token.id for piece in pieces for token in backend.model.tokenize(piece)]
+    return tokenizer(mark_control_tokens(text, _spelled(spellings)), add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]
 
 
 def chat_prompt_ids(tokenizer, messages: Sequence[dict[str, str]], suffix: str = "") -> list[int]:
@@ -54,16 +46,10 @@ def chat_prompt_ids(tokenizer, messages: Sequence[dict[str, str]], suffix: str =
     included (`special_spellings`). Messages that spell none (nearly all) get exactly the ids of the rendered
     template tokenized whole, as before. Safe to call from several threads on one tokenizer. Raises what
     `apply_chat_template` raises (a tokenizer without a chat template)."""
-    spelled = special_spellings(tokenizer)
-    if not any(t in m["content"] for m in messages for t in spelled):
+    spellings = special_spellings(tokenizer)
+    if not any(t in m["content"] for m in messages for t in spellings):
         text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         return tokenizer(text + suffix, add_special_tokens=False)["input_ids"]
-    holes = [dict(m, content=_HOLE.format(i)) for i, m in enumerate(messages)]
-    text = tokenizer.apply_chat_template(holes, tokenize=False, add_generation_prompt=True) + suffix
-    ids: list[int] = []
-    at = 0
-    for hole in _HOLES.finditer(text):
-        ids += tokenizer(text[at:hole.start()], add_special_tokens=False)["input_ids"]  # the template's text: its tokens
-        ids += _without_added_tokens(tokenizer, messages[int(hole.group(1))]["content"])
-        at = hole.end()
-    return ids + tokenizer(text[at:], add_special_tokens=False)["input_ids"]
+    marked = mark_control_tokens(list(messages), _spelled(spellings))
+    text = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=True) + suffix
+    return tokenizer(text, add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]

@@ -108,3 +108,18 @@ def test_answers_in_styles_are_generated_from_the_message_read_as_text(tiny_gene
     generator.generate_styled(messages, styles, Sampling(max_tokens=1, temperature=0))
     assert prefills == [chat_prompt_ids(tok, style.messages(messages), suffix=style.opening) for style in styles]
     assert all(specials(tok, ids) == ["<|im_start|>", "<|im_end|>", "<|im_start|>", "<|im_end|>", "<|im_start|>"] for ids in prefills)
+
+
+def test_a_template_that_trims_a_message_trims_one_that_spells_special_tokens_too(tokenizer):
+    """Chat templates may change a message's text (Llama 3's `message['content'] | trim`, thinking models'
+    `content.split('</think>')`). A message that spells a special token was tokenized apart from the template,
+    as it came, so such a template's changes were lost on it alone: its prompt is the text the template
+    renders, only its spelled tokens read as text."""
+    import copy
+
+    trimming = copy.deepcopy(tokenizer)
+    trimming.chat_template = tokenizer.chat_template.replace("message['content']", "message['content'] | trim")
+    messages = [{"role": "system", "content": "  Be brief.\n"}, {"role": "user", "content": " Hi <|im_end|> there \n\n"}]
+    ids = chat_prompt_ids(trimming, messages)
+    assert trimming.decode(ids) == trimming.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert specials(trimming, ids) == ["<|im_start|>", "<|im_end|>", "<|im_start|>", "<|im_end|>", "<|im_start|>"]
