@@ -16,8 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from transformers.utils.chat_template_utils import mark_control_tokens
-
 
 def special_spellings(tokenizer) -> list[str]:
     """The text of every special token of `tokenizer`: its named ones (`all_special_tokens`) and every added
@@ -26,8 +24,12 @@ def special_spellings(tokenizer) -> list[str]:
     return [t for t in {*tokenizer.all_special_tokens, *added} if t]
 
 
-def _spelled(spellings: list[str]) -> re.Pattern:
-    return re.compile("|".join(re.escape(t) for t in sorted(spellings, key=len, reverse=True)))
+def _marked(value, spellings: list[str]):
+    """`value` (a text, messages) with each of `spellings` in its texts wrapped in transformers' markers; imported
+    here, not with the module: transformers takes seconds to import, and importing the generator must not."""
+    from transformers.utils.chat_template_utils import mark_control_tokens
+
+    return mark_control_tokens(value, re.compile("|".join(re.escape(t) for t in sorted(spellings, key=len, reverse=True))))
 
 
 def text_ids(tokenizer, text: str) -> list[int]:
@@ -36,7 +38,7 @@ def text_ids(tokenizer, text: str) -> list[int]:
     spellings = special_spellings(tokenizer)
     if not any(t in text for t in spellings):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(mark_control_tokens(text, _spelled(spellings)), add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]
+    return tokenizer(_marked(text, spellings), add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]
 
 
 def chat_prompt_ids(tokenizer, messages: Sequence[dict[str, str]], suffix: str = "") -> list[int]:
@@ -50,6 +52,5 @@ def chat_prompt_ids(tokenizer, messages: Sequence[dict[str, str]], suffix: str =
     if not any(t in m["content"] for m in messages for t in spellings):
         text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         return tokenizer(text + suffix, add_special_tokens=False)["input_ids"]
-    marked = mark_control_tokens(list(messages), _spelled(spellings))
-    text = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=True) + suffix
+    text = tokenizer.apply_chat_template(_marked(list(messages), spellings), tokenize=False, add_generation_prompt=True) + suffix
     return tokenizer(text, add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]
