@@ -513,8 +513,8 @@ class TimedRequests:
             # line): uvicorn's keep-alive timer was cancelled by them, so they start the deadline as a
             # request's first byte would; else `\r\n` now and then held the connection for good
             self.reading = "nothing"
-        if self.reading == "body" and not of_head and not self.body_came and not hasattr(self, "conn"):
-            # httptools, a chunked body's bytes that hold none of it: its trailers, which uvicorn keeps as headers
+        if self.reading == "body" and not (of_head or self.parsed or self.body_came or hasattr(self, "conn")):
+            # httptools, bytes within one chunked body that hold none of it: its trailers, which uvicorn keeps as headers
             # (h11 refuses trailers past 16 KiB itself), or its chunks' framing, counted until the next chunk's data
             self.head_bytes += len(data)
         elif self.reading in ("body", "done"):  # the head arrived (h11; httptools says so in `on_headers_complete`)
