@@ -875,10 +875,15 @@ class Admin:
         except (OSError, ValueError) as exc:  # msgspec.DecodeError is a ValueError: damaged, or not a report
             raise UnreadableReport(job, f"{type(exc).__name__}: {exc}") from None
 
-    def reports(self, limit: int = 50) -> StoredReports:
-        """The reports of the newest `limit` succeeded audit jobs, newest first, and those that cannot be read."""
+    def reports(self, limit: int = 50, *, like: Job | None = None) -> StoredReports:
+        """The reports of the newest `limit` succeeded audit jobs, newest first, and those that cannot be read.
+        `like` (an audit job): only audits of the users it audits, its tenant's (the same `tenant` param; none: every
+        tenant's), the ones its report can be compared with. A report does not name its tenant: its job's params do."""
+        jobs = self.runner.list(kind="audit", state="succeeded", limit=limit if like is None else 1 << 62)
+        if like is not None:
+            jobs = [j for j in jobs if j.params.get("tenant") == like.params.get("tenant")][:limit]
         found = StoredReports([], [])
-        for job in self.runner.list(kind="audit", state="succeeded", limit=limit):
+        for job in jobs:
             try:
                 report = self.report(job)
             except UnreadableReport as exc:

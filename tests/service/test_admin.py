@@ -61,10 +61,13 @@ def test_an_unknown_job_id_is_repeated_escaped_as_other_errors_repeat_values(svc
 
 def test_a_crashing_job_is_recorded_failed_and_the_service_keeps_serving(svc):
     with svc.client("admin") as admin:
-        # an audit of a tenant with no stored comparisons: the worker exits with an error
-        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "tenant": "nobody-here"}})
-        assert r.status_code == 201, r.text
-        job = wait_job(admin, r.json()["id"])
+        # an audit of a tenant with no stored comparisons (other tenants have many): the worker exits with an error,
+        # and the route names the tenant; before, a 400 naming `group_by`: "there are no stored comparisons to audit yet"
+        r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "nobody-here", "wait": 120}, timeout=240)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "tenant", r.text
+        assert "tenant 'nobody-here' has no stored comparisons to audit" in r.json()["error"]["message"], r.text
+        (job,) = [j for j in admin.get("/admin/jobs", params={"kind": "audit"}).json()["jobs"] if j["params"].get("tenant") == "nobody-here"]
         assert job["state"] == "failed" and "exit code" in job["error"], job
         assert admin.post("/admin/jobs", json={"kind": "no-such-kind"}).status_code == 400
         assert admin.post("/admin/jobs", json={"kind": "adapter", "params": {}}).status_code == 400  # needs a user
@@ -172,6 +175,28 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         shown = re.findall(r"<br>(?:<bdi>)?(.*?)(?:</bdi>)? <span", html.split('id="prototypes"')[1])  # user text in <bdi> (i18n30)
         stored = {html_lib.escape(t, quote=True) for t in svc.runtime.store.answers_sample(None, 100_000)[1]}  # every tenant's
         assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)
+
+
+def test_an_audit_is_compared_with_the_previous_audit_of_its_own_tenant_only(svc):
+    """Before: the change since the previous audit was drawn against the latest earlier audit by the same attribute of
+    any tenant, so a first audit of hooli was told its worst group had moved since umbrella's audit, other users."""
+    for tenant, answer in (("umbrella", "Tea."), ("hooli", "Coffee.")):
+        svc.keys.setdefault(tenant, svc.runtime.keys.issue(tenant))
+        with svc.client(tenant) as c:
+            for i in range(3):
+                for user, segment in (("kim", "a"), ("lee", "b")):
+                    body = {"type": "comparison", "user": user, "prompt": f"Tea or coffee, round {i}?", "chosen": answer,
+                            "rejected": "Water.", "attributes": {"region": segment}}
+                    assert c.post("/v1/feedback", json=body).status_code == 201
+    with svc.client("admin") as admin:
+        audit = lambda tenant: admin.get("/admin/audits/fairness", params={  # noqa: E731
+            "group_by": "region", "tenant": tenant, "min_comparisons": 1, "wait": 120}, timeout=240)
+        first = audit("umbrella")
+        assert first.status_code == 200, first.text
+        other = audit("hooli")
+        assert other.status_code == 200, other.text
+    assert other.json()["previous_created_at"] is None, (other.json(), first.json()["created_at"])
+    assert other.json()["worst_group_accuracy_change"] is None and other.json()["gap_change"] is None
 
 
 def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, monkeypatch):
