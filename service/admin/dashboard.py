@@ -139,11 +139,24 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
     return "".join(parts)
 
 
+def every_group_flagged(report: AuditReport) -> bool:
+    """Every group shown has fewer than `min_comparisons` comparisons: the audit then ranks them all (`extremes`),
+    so its worst group is one of them and the page may not call them unranked."""
+    return bool(report.groups) and all(g.too_few_comparisons for g in report.groups)
+
+
+def flag_note(report: AuditReport) -> str:
+    """What a flagged group's mark says: not ranked, or ranked all the same when every group is flagged."""
+    fewer = f"fewer than {report.min_comparisons} comparisons"
+    return f"{fewer}: ranked all the same (every group has)" if every_group_flagged(report) else f"{fewer}: not ranked"
+
+
 def group_table(report: AuditReport) -> str:
     """The bar chart's numbers, one row per group."""
+    note = flag_note(report)
     rows = "".join(
         f'<tr><th scope="row">{_bdi(g.group)}</th><td>{g.users}</td><td>{g.personalized_accuracy:.3f}</td><td>{g.base_accuracy:.3f}</td>'
-        f'<td>{g.comparisons}</td><td>{"fewer than " + str(report.min_comparisons) + " comparisons: not ranked" if g.too_few_comparisons else ""}</td></tr>'
+        f'<td>{g.comparisons}</td><td>{note if g.too_few_comparisons else ""}</td></tr>'
         for g in report.groups
     )
     head = ('<thead><tr><th scope="col">group</th><th scope="col">users</th><th scope="col">personalized</th>'
@@ -331,7 +344,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
                 f"<b>{_bdi(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
             )
         flagged = any(g.too_few_comparisons for g in report.groups)
-        note = f'<p class="muted">* flagged: fewer than {report.min_comparisons} comparisons, not ranked</p>' if flagged else ""
+        note = f'<p class="muted">* flagged: {flag_note(report)}</p>' if flagged else ""
         bars = group_bars(report) + note + group_table(report)
     else:
         # stored reports this release cannot read (listed below) are audits that were run
