@@ -207,7 +207,8 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
         backlog = READ_INLINE_ROWS
     prototypes = prototype_descriptions(rt, tenant)
     return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes,
-                                     rt.rewards.version, backlog, unreadable=[admin.public.text(str(u)) for u in stored.unreadable]),
+                                     rt.rewards.version, backlog, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],
+                                     tenants=stored.tenants),
                     media_type="text/html", headers=PAGE_HEADERS)
 
 

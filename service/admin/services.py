@@ -214,6 +214,7 @@ class StoredReports(NamedTuple):
 
     readable: list[AuditReport]
     unreadable: list[UnreadableReport]
+    tenants: list[str | None]  # the tenant each of `readable` audited (its job's `tenant` param; None: every tenant)
 
 
 class Admin:
@@ -882,7 +883,7 @@ class Admin:
         jobs = self.runner.list(kind="audit", state="succeeded", limit=limit if like is None else 1 << 62)
         if like is not None:
             jobs = [j for j in jobs if j.params.get("tenant") == like.params.get("tenant")][:limit]
-        found = StoredReports([], [])
+        found = StoredReports([], [], [])
         for job in jobs:
             try:
                 report = self.report(job)
@@ -893,4 +894,6 @@ class Admin:
                 continue
             if report is not None:
                 found.readable.append(report)
+                tenant = job.params.get("tenant")
+                found.tenants.append(tenant if isinstance(tenant, str) else None)
         return found

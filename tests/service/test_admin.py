@@ -195,8 +195,15 @@ def test_an_audit_is_compared_with_the_previous_audit_of_its_own_tenant_only(svc
         assert first.status_code == 200, first.text
         other = audit("hooli")
         assert other.status_code == 200, other.text
+        page = admin.get("/admin/dashboard").text
     assert other.json()["previous_created_at"] is None, (other.json(), first.json()["created_at"])
     assert other.json()["worst_group_accuracy_change"] is None and other.json()["gap_change"] is None
+    # the dashboard likewise: it says whose audit the latest is, draws over time only the audits it is compared with
+    # (before, one unlabelled line ran from umbrella's audit to hooli's), and names each stored audit's tenant
+    assert "Audit of tenant <bdi>hooli</bdi> by <b><bdi>region</bdi></b>" in page, page
+    chart = page.split('id="worst-group-over-time"')[1].split("</svg>")[0]
+    assert chart.count('class="point personalized"') == 1, chart
+    assert "<td>tenant <bdi>umbrella</bdi></td>" in page and "<td>tenant <bdi>hooli</bdi></td>" in page
 
 
 def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, monkeypatch):
