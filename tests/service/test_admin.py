@@ -223,10 +223,10 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
                 assert c.post("/v1/feedback", json=body).status_code == 201
     reading, original = threading.Event(), Admin.reports
 
-    def slow_reports(self, limit=50):  # as if hundreds of reports were stored
+    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored
         reading.set()
         time.sleep(2.0)
-        return original(self, limit)
+        return original(self, limit, **scope)
 
     monkeypatch.setattr(Admin, "reports", slow_reports)
     answer = {}
