@@ -145,7 +145,7 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
         raise ValueError(
             f"PLURALIGN_REPLICAS (setting replicas) is {settings.replicas}: {exc}. Give every replica the same "
             "PLURALIGN_REPLICAS and its own PLURALIGN_REPLICA_INDEX (deploy/README.md), or, if they have all stopped for "
-            f"good, start this one again {exc.within_s:.0f} s after the last of them stopped"
+            f"good, start this one again in {exc.wait_s:.0f} s, when no row is that recent by this machine's clock"
         ) from None
 
 

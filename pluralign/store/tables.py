@@ -93,15 +93,22 @@ class StoreError(ValueError):
 
 class SharedStore(StoreError):
     """A process opening the store as its only one (no `sync_seconds`) where replicas wrote their clocks lately
-    (`pluralign.store.clocks`): `replicas`, their indexes; `within_s`, how lately (seconds)."""
+    (`pluralign.store.clocks`): `replicas`, their indexes; `within_s`, how lately (seconds); `wait_s`, seconds until
+    none of their rows is that recent by this machine's clock (a row stamped by a clock running ahead counts longer)."""
 
-    def __init__(self, uri: str, replicas: list[int], within_s: float):
-        self.replicas, self.within_s = replicas, within_s
-        named = ", ".join(str(i) for i in replicas)
+    def __init__(self, uri: str, rows: dict[int, float], within_s: float, now: float | None = None):
+        now = time.time() if now is None else now
+        self.replicas, self.within_s = sorted(rows), within_s
+        self.wait_s = max(0.0, max(rows.values()) + within_s - now)
+        ages = "; ".join(
+            f"replica {i}'s row is stamped {at - now:.0f} s ahead of this machine's clock (its clock runs ahead, or this "
+            "one's behind)" if at > now else f"replica {i}'s row was written {now - at:.0f} s ago"
+            for i, at in sorted(rows.items())
+        )
         super().__init__(
-            f"replicas share the store {uri}: the clock rows of replica {named} were written there within the last "
-            f"{within_s:.0f} s. A "
-            "process opening it as its only one never sees their writes, and removes files their appends in flight name"
+            f"replicas share the store {uri}: a replica's clock row counts it as running for {within_s:.0f} s after it "
+            f"was written, and {ages}. A process opening it as its only one never sees their writes, and removes files "
+            "their appends in flight name"
         )
 
 
