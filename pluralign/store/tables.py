@@ -334,8 +334,8 @@ class Store:
             self._session = cache_session(cache_bytes)
             self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds), self._session)
             existing = set(self.db.list_tables().tables)
-            shared = (clocks.recent_replicas(self.db, shared_within_s) if sync_seconds is None and finish_purges and clocks.TABLE in existing
-                      else [])
+            shared = (self.recent_replicas(shared_within_s) if sync_seconds is None and finish_purges and clocks.TABLE in existing
+                      else {})
         except (OSError, RuntimeError, ValueError) as exc:  # an object store down, refusing the keys, without the bucket
             found = unavailable(exc, "the store", uri, "opened", self._secrets) if is_object_store(uri) else None
             if found is None:
@@ -394,6 +394,19 @@ class Store:
             except (OSError, RuntimeError) as exc:  # Lance's; the marks stay for the next turn
                 log.warning("the purge a stopped delete left was not finished at open (%s); the next delete or compaction tries again", exc)
             self.marks.drop_old_versions(timedelta(0))
+
+    def recent_replicas(self, within_s: float) -> dict[int, float]:
+        """`clocks.recent_replicas` of this store: the replicas whose clock rows were written within `within_s` seconds,
+        each with its row's time (unix seconds). Raises StoreError naming the table when it cannot be read (damaged), and
+        StoreUnavailable for an object store's endpoint, keys or bucket."""
+        try:
+            return clocks.recent_replicas(self.db, within_s)
+        except (OSError, RuntimeError) as exc:  # Lance's for a file missing, a manifest cut short
+            if is_object_store(self.uri) and object_store_problem(str(exc)) is not None:  # its endpoint, keys or bucket
+                raise unavailable(exc, f"table `{clocks.TABLE}`", self.uri, "read", self._secrets) from None
+            raise StoreError(f"table `{clocks.TABLE}` at {self.uri} cannot be read (damaged or unreadable: {exc}); it says "
+                             "whether replicas share the store: restore the folder from a backup, or, when no replica runs "
+                             f"on the store any more, remove the table `{clocks.TABLE}` (replicas make it again)") from None
 
     @contextlib.contextmanager
     def _maintenance(self):

@@ -217,7 +217,10 @@ def start(settings, local_store: list[str]):
     # itself writes there is the key file only at its end, once it can serve (the key it prints stays good too)
     keys_file = settings.data_path / "api_keys.json"
     others = (keys_file, keys_file.with_name(keys_file.name + ".lock"), settings.adapters_path)
-    with left_as_found(settings.data_path, *local_store, keep=others):
+    from service.settings import StartedAlone
+
+    # refused as alone on a store replicas write: their tables, made while this start loaded, are not its to undo
+    with left_as_found(settings.data_path, keep=others), left_as_found(*local_store, unless=(StartedAlone,)):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
         from service.admin.paths import check_jobs_folder
