@@ -185,18 +185,21 @@ def remove_if_empty(folder, made: bool) -> None:
 def check_runs_here(settings) -> None:
     """What a start writes outside the data folder, checked before the imports and the models (a
     container with a read-only root, no writable HOME, an arbitrary uid): a ValueError naming the
-    variable and the folder. So is a PLURALIGN_RAY_ADDRESS where no Ray cluster answers (`check_ray_address`). The embedding cache the PAL bootstrap and the jobs fill is the data
+    variable and the folder. So is a PLURALIGN_RAY_ADDRESS (or, unset, Ray's own RAY_ADDRESS) where no Ray cluster
+    answers (`check_ray_address`). The embedding cache the PAL bootstrap and the jobs fill is the data
     folder's own (`cache/`) unless PLURALIGN_CACHE_DIR names another (the jobs inherit it)."""
     from pluralign.embed.models import check_model_cache
     from training.common import check_temp_dir, check_writable
 
     check_temp_dir()  # torch and Lance need one; without it torch's import fails
     check_model_cache(settings.encoder, settings.generator)
-    if settings.job_runner == "ray" and settings.ray_address:  # before minutes of models: not after, in a traceback
-        from training.jobs.ray_runner import check_ray_address
+    if settings.job_runner == "ray":  # before minutes of models: not after, in a traceback
+        from training.jobs.ray_runner import check_ray_address, ray_address_named
 
+        address, variable = ray_address_named(settings.ray_address)
         try:
-            check_ray_address(settings.ray_address)
+            if address:
+                check_ray_address(address, variable=variable)
         except ConnectionError as exc:
             raise ValueError(str(exc)) from None
     if os.environ.get("PLURALIGN_CACHE_DIR"):
