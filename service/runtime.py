@@ -127,9 +127,10 @@ class KeyedLocks:
 def open_store(settings: Settings, encoder: Encoder) -> Store:
     """The tables at `settings.lancedb_uri`. A process set up as the store's only one (`replicas` 1) on a store that
     replicas wrote their clocks to within the time their comparison counts a stopped one out (3 passes of
-    `deletion_sweep_s`, at least a minute) is a ValueError naming PLURALIGN_REPLICAS: alone, it kept serving what it read
+    `deletion_sweep_s`, at least a minute) is StartedAlone (a ValueError) naming PLURALIGN_REPLICAS, the recent rows' ages
+    and the seconds left to wait: alone, it kept serving what it read
     at its start (feedback through them never showed, a user DELETEd through them stayed), read their DELETEs' removed
-    files as damage (503 "a file of it is damaged"), and purged beside their appends without their lease: StartedAlone."""
+    files as damage (503 "a file of it is damaged"), and purged beside their appends without their lease."""
     within_s = max(3 * settings.deletion_sweep_s, 60.0)
     try:
         store = Store(
