@@ -18,7 +18,7 @@ from pluralign.embed.base import Encoder
 from pluralign.files import copy_into_place, keep_private
 from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
 from pluralign.policy.generator import Generator
-from pluralign.store import Store, StoredPreference, clocks
+from pluralign.store import Store, StoredPreference
 from pluralign.store.deletions import Forget, user_hash
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
@@ -31,7 +31,7 @@ from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promo
 from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import DaemonWorker, FairScheduler
-from service.settings import Settings, unknown_generator
+from service.settings import Settings, StartedAlone, unknown_generator
 from service.stopping import GeneratingChats
 from service.users.exports import ExportSlots
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
@@ -127,7 +127,8 @@ class KeyedLocks:
 def open_store(settings: Settings, encoder: Encoder) -> Store:
     """The tables at `settings.lancedb_uri`. A process set up as the store's only one (`replicas` 1) on a store that
     replicas wrote their clocks to within the time their comparison counts a stopped one out (3 passes of
-    `deletion_sweep_s`, at least a minute) is a ValueError naming PLURALIGN_REPLICAS: alone, it kept serving what it read
+    `deletion_sweep_s`, at least a minute) is StartedAlone (a ValueError) naming PLURALIGN_REPLICAS, the recent rows' ages
+    and the seconds left to wait: alone, it kept serving what it read
     at its start (feedback through them never showed, a user DELETEd through them stayed), read their DELETEs' removed
     files as damage (503 "a file of it is damaged"), and purged beside their appends without their lease."""
     within_s = max(3 * settings.deletion_sweep_s, 60.0)
@@ -138,14 +139,14 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
         )
         # PLURALIGN_STORE_SYNC_MS set without PLURALIGN_REPLICAS: it syncs and takes the lease (Store checks only a store
         # opened without), but applies no other replica's DELETE to its folder and queues every user's adapter jobs
-        if settings.replicas == 1 and settings.sync_seconds is not None and (found := clocks.recent_replicas(store.db, within_s)):
+        if settings.replicas == 1 and settings.sync_seconds is not None and (found := store.recent_replicas(within_s)):
             raise SharedStore(settings.lancedb_uri, found, within_s)
         return store
     except SharedStore as exc:
-        raise ValueError(
+        raise StartedAlone(
             f"PLURALIGN_REPLICAS (setting replicas) is {settings.replicas}: {exc}. Give every replica the same "
             "PLURALIGN_REPLICAS and its own PLURALIGN_REPLICA_INDEX (deploy/README.md), or, if they have all stopped for "
-            f"good, start this one again {exc.within_s:.0f} s after the last of them stopped"
+            f"good, start this one again in {exc.wait_s:.0f} s, when no row is that recent by this machine's clock"
         ) from None
 
 

@@ -94,15 +94,22 @@ class StoreError(ValueError):
 
 class SharedStore(StoreError):
     """A process opening the store as its only one (no `sync_seconds`) where replicas wrote their clocks lately
-    (`pluralign.store.clocks`): `replicas`, their indexes; `within_s`, how lately (seconds)."""
+    (`pluralign.store.clocks`): `replicas`, their indexes; `within_s`, how lately (seconds); `wait_s`, seconds until
+    none of their rows is that recent by this machine's clock (a row stamped by a clock running ahead counts longer)."""
 
-    def __init__(self, uri: str, replicas: list[int], within_s: float):
-        self.replicas, self.within_s = replicas, within_s
-        named = ", ".join(str(i) for i in replicas)
+    def __init__(self, uri: str, rows: dict[int, float], within_s: float, now: float | None = None):
+        now = time.time() if now is None else now
+        self.replicas, self.within_s = sorted(rows), within_s
+        self.wait_s = max(0.0, max(rows.values()) + within_s - now)
+        ages = "; ".join(
+            f"replica {i}'s row is stamped {at - now:.0f} s ahead of this machine's clock (its clock runs ahead, or this "
+            "one's behind)" if at > now else f"replica {i}'s row was written {now - at:.0f} s ago"
+            for i, at in sorted(rows.items())
+        )
         super().__init__(
-            f"replicas share the store {uri}: the clock rows of replica {named} were written there within the last "
-            f"{within_s:.0f} s. A "
-            "process opening it as its only one never sees their writes, and removes files their appends in flight name"
+            f"replicas share the store {uri}: a replica's clock row counts it as running for {within_s:.0f} s after it "
+            f"was written, and {ages}. A process opening it as its only one never sees their writes, and removes files "
+            "their appends in flight name"
         )
 
 
@@ -328,8 +335,8 @@ class Store:
             self._session = cache_session(cache_bytes)
             self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds), self._session)
             existing = set(self.db.list_tables().tables)
-            shared = (clocks.recent_replicas(self.db, shared_within_s) if sync_seconds is None and finish_purges and clocks.TABLE in existing
-                      else [])
+            shared = (self.recent_replicas(shared_within_s) if sync_seconds is None and finish_purges and clocks.TABLE in existing
+                      else {})
         except (OSError, RuntimeError, ValueError) as exc:  # an object store down, refusing the keys, without the bucket
             found = unavailable(exc, "the store", uri, "opened", self._secrets) if is_object_store(uri) else None
             if found is None:
@@ -388,6 +395,19 @@ class Store:
             except (OSError, RuntimeError) as exc:  # Lance's; the marks stay for the next turn
                 log.warning("the purge a stopped delete left was not finished at open (%s); the next delete or compaction tries again", exc)
             self.marks.drop_old_versions(timedelta(0))
+
+    def recent_replicas(self, within_s: float) -> dict[int, float]:
+        """`clocks.recent_replicas` of this store: the replicas whose clock rows were written within `within_s` seconds,
+        each with its row's time (unix seconds). Raises StoreError naming the table when it cannot be read (damaged), and
+        StoreUnavailable for an object store's endpoint, keys or bucket."""
+        try:
+            return clocks.recent_replicas(self.db, within_s)
+        except (OSError, RuntimeError) as exc:  # Lance's for a file missing, a manifest cut short
+            if is_object_store(self.uri) and object_store_problem(str(exc)) is not None:  # its endpoint, keys or bucket
+                raise unavailable(exc, f"table `{clocks.TABLE}`", self.uri, "read", self._secrets) from None
+            raise StoreError(f"table `{clocks.TABLE}` at {self.uri} cannot be read (damaged or unreadable: {exc}); it says "
+                             "whether replicas share the store: restore the folder from a backup, or, when no replica runs "
+                             f"on the store any more, remove the table `{clocks.TABLE}` (replicas make it again)") from None
 
     @contextlib.contextmanager
     def _maintenance(self):

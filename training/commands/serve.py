@@ -185,18 +185,21 @@ def remove_if_empty(folder, made: bool) -> None:
 def check_runs_here(settings) -> None:
     """What a start writes outside the data folder, checked before the imports and the models (a
     container with a read-only root, no writable HOME, an arbitrary uid): a ValueError naming the
-    variable and the folder. So is a PLURALIGN_RAY_ADDRESS where no Ray cluster answers (`check_ray_address`). The embedding cache the PAL bootstrap and the jobs fill is the data
+    variable and the folder. So is a PLURALIGN_RAY_ADDRESS (or, unset, Ray's own RAY_ADDRESS) where no Ray cluster
+    answers (`check_ray_address`). The embedding cache the PAL bootstrap and the jobs fill is the data
     folder's own (`cache/`) unless PLURALIGN_CACHE_DIR names another (the jobs inherit it)."""
     from pluralign.embed.models import check_model_cache
     from training.common import check_temp_dir, check_writable
 
     check_temp_dir()  # torch and Lance need one; without it torch's import fails
     check_model_cache(settings.encoder, settings.generator)
-    if settings.job_runner == "ray" and settings.ray_address:  # before minutes of models: not after, in a traceback
-        from training.jobs.ray_runner import check_ray_address
+    if settings.job_runner == "ray":  # before minutes of models: not after, in a traceback
+        from training.jobs.ray_runner import check_ray_address, ray_address_named
 
+        address, variable = ray_address_named(settings.ray_address)
         try:
-            check_ray_address(settings.ray_address)
+            if address:
+                check_ray_address(address, variable=variable)
         except ConnectionError as exc:
             raise ValueError(str(exc)) from None
     if os.environ.get("PLURALIGN_CACHE_DIR"):
@@ -217,7 +220,10 @@ def start(settings, local_store: list[str]):
     # itself writes there is the key file only at its end, once it can serve (the key it prints stays good too)
     keys_file = settings.data_path / "api_keys.json"
     others = (keys_file, keys_file.with_name(keys_file.name + ".lock"), settings.adapters_path)
-    with left_as_found(settings.data_path, *local_store, keep=others):
+    from service.settings import StartedAlone
+
+    # refused as alone on a store replicas write: their tables, made while this start loaded, are not its to undo
+    with left_as_found(settings.data_path, keep=others), left_as_found(*local_store, unless=(StartedAlone,)):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
         from service.admin.paths import check_jobs_folder

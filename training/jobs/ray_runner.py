@@ -82,13 +82,23 @@ def dying_with_parent(argv: list[str], cwd: str) -> list[str]:
     return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv]
 
 
-def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
+def ray_address_named(address: str | None) -> tuple[str | None, str]:
+    """The address `ray.init(address=address)` goes to, and the variable that names it: `address` (PLURALIGN_RAY_ADDRESS),
+    else Ray's own RAY_ADDRESS, which Ray reads when given none (a KubeRay pod sets it); (None, ...) when neither is set
+    (a local Ray, unless a `ray start` on this machine left its address: Ray joins that)."""
+    if address:
+        return address, "PLURALIGN_RAY_ADDRESS (setting ray_address)"
+    return os.environ.get("RAY_ADDRESS") or None, "RAY_ADDRESS (Ray's own variable; PLURALIGN_RAY_ADDRESS unset)"
+
+
+def check_ray_address(address: str, timeout_s: float = 10.0, variable: str = "PLURALIGN_RAY_ADDRESS (setting ray_address)") -> None:
     """Raise ValueError when `address` is a Ray client address (`ray://host:10001`) and Ray's client is not installed
     (`ray[client]`: grpcio), and ConnectionError when nothing at its host and port accepts a TCP connection within
     `timeout_s` seconds, each naming PLURALIGN_RAY_ADDRESS and the address: `ray.init` on an address where nothing
     answers retries for minutes with only Ray's own warnings (measured: over 200 s, never returning), holding the
-    service's start. `auto`, `local` and an address without a port are left to Ray."""
-    setting = f"PLURALIGN_RAY_ADDRESS (setting ray_address) = {address}"
+    service's start. `auto`, `local` and an address without a port are left to Ray. `variable`: what names `address`
+    (`ray_address_named`)."""
+    setting = f"{variable} = {address}"
     if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
         raise ValueError(f"{setting}: a ray:// address needs Ray's client, which is not installed here "
                          "(pip install 'ray[client]', as requirements.txt pins it)")
@@ -187,12 +197,14 @@ class RayJobRunner(LocalJobRunner):
         on_exit: Callable[[str], None] | None = None,
     ):
         """`address`: a Ray cluster (`ray://host:10001` or `host:6379`); None joins the Ray already
-        initialized in this process, else starts a local one."""
+        initialized in this process, else the one Ray's own RAY_ADDRESS names (`ray_address_named`), else starts a
+        local one. Raises ConnectionError when nothing answers at the address (`check_ray_address`)."""
         import ray
 
         if not ray.is_initialized():
-            if address:
-                check_ray_address(address)
+            target, variable = ray_address_named(address)
+            if target:
+                check_ray_address(target, variable=variable)
             with signal_handlers_kept():
                 ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
         self._ray = ray
