@@ -362,7 +362,8 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextmanager
-def left_as_found(*folders: str | os.PathLike, keep: Collection[str | os.PathLike] = ()) -> Iterator[None]:
+def left_as_found(*folders: str | os.PathLike, keep: Collection[str | os.PathLike] = (),
+                  unless: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Undo what the block created in `folders` if it raises: an entry at a folder's top level that
     was not there before is removed (a whole subtree), and a folder that did not exist is removed
     with everything in it. What was there before is left alone (a file changed inside an old entry
@@ -372,12 +373,15 @@ def left_as_found(*folders: str | os.PathLike, keep: Collection[str | os.PathLik
     `keep`: paths of top-level entries that other processes write into these folders by design, under
     their own locks, while the block runs (the key file `pluralign keys create` writes while a service
     starts): a new one is left, and so is a folder that did not exist and holds one; a kept folder
-    that is empty (the block's own mkdir) is removed."""
+    that is empty (the block's own mkdir) is removed. `unless`: exceptions that leave the folders as they are (what is
+    new there is another process's: a store that replicas share, found only part way)."""
     paths = [Path(f).absolute() for f in folders]
     kept = {Path(k).absolute() for k in keep}
     before = {path: (set(os.listdir(path)) if path.is_dir() else None) for path in paths}
     try:
         yield
+    except unless:
+        raise
     except BaseException:
         for path, names in before.items():
             if path.is_dir():

@@ -32,7 +32,7 @@ from service.chat.controllers import create_chat_completion, list_models, retrie
 from service.docs_page import SwaggerPage, docs_router_hook
 from service.errors import internal_error_handler, refuse_request_id
 from service.feedback.controllers import create_feedback
-from service.feedback.services import after_move
+from service.feedback.services import after_move, refit_waiting
 from service.head import answer_head
 from service.heap import freeze_started_heap, thaw
 from service.ids import one_segment_ids
@@ -256,10 +256,15 @@ def stop_taking_deletes(app: Litestar) -> int:
 
 def _refit_dropped(app: Litestar) -> None:
     """The refits the last stop dropped (`service.users.services.refit_dropped`) are queued in the background:
-    those users' stored rows are brought up to date without waiting for their next read."""
-    queued = refit_dropped(app.state.runtime)
+    those users' stored rows are brought up to date without waiting for their next read. So are those of the users
+    whose feedback the log replayed, when the worker moved all of it before `after_move` was hooked in (while the
+    population model loaded); else the move that empties the log queues them (`refit_waiting`)."""
+    runtime = app.state.runtime
+    queued = refit_dropped(runtime)
     if queued:
         log.info("starting: %d background refits the last stop dropped are queued again", queued)
+    if replayed := refit_waiting(runtime):
+        log.info("starting: %d background refits of users whose feedback the log replayed are queued", replayed)
 
 
 def _stop_refits(app: Litestar) -> None:

@@ -22,6 +22,7 @@ from pluralign.store import Store, StoredPreference
 from pluralign.store.deletions import Forget, user_hash
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
+from pluralign.store.tables import SharedStore
 from service.auth import KeyRing
 from service.deletions import DeletionSweep
 from service.encoders import make_encoder
@@ -30,7 +31,7 @@ from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promo
 from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import DaemonWorker, FairScheduler
-from service.settings import Settings, unknown_generator
+from service.settings import Settings, StartedAlone, unknown_generator
 from service.stopping import GeneratingChats
 from service.users.exports import ExportSlots
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
@@ -123,6 +124,32 @@ class KeyedLocks:
             return lock
 
 
+def open_store(settings: Settings, encoder: Encoder) -> Store:
+    """The tables at `settings.lancedb_uri`. A process set up as the store's only one (`replicas` 1) on a store that
+    replicas wrote their clocks to within the time their comparison counts a stopped one out (3 passes of
+    `deletion_sweep_s`, at least a minute) is StartedAlone (a ValueError) naming PLURALIGN_REPLICAS, the recent rows' ages
+    and the seconds left to wait: alone, it kept serving what it read
+    at its start (feedback through them never showed, a user DELETEd through them stayed), read their DELETEs' removed
+    files as damage (503 "a file of it is damaged"), and purged beside their appends without their lease."""
+    within_s = max(3 * settings.deletion_sweep_s, 60.0)
+    try:
+        store = Store(
+            settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20, cache_bytes=settings.store_cache_mb << 20,
+            storage_options=settings.storage_options, sync_seconds=settings.sync_seconds, shared_within_s=within_s,
+        )
+        # PLURALIGN_STORE_SYNC_MS set without PLURALIGN_REPLICAS: it syncs and takes the lease (Store checks only a store
+        # opened without), but applies no other replica's DELETE to its folder and queues every user's adapter jobs
+        if settings.replicas == 1 and settings.sync_seconds is not None and (found := store.recent_replicas(within_s)):
+            raise SharedStore(settings.lancedb_uri, found, within_s)
+        return store
+    except SharedStore as exc:
+        raise StartedAlone(
+            f"PLURALIGN_REPLICAS (setting replicas) is {settings.replicas}: {exc}. Give every replica the same "
+            "PLURALIGN_REPLICAS and its own PLURALIGN_REPLICA_INDEX (deploy/README.md), or, if they have all stopped for "
+            f"good, start this one again in {exc.wait_s:.0f} s, when no row is that recent by this machine's clock"
+        ) from None
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -140,13 +167,16 @@ class Runtime:
     # refits of users' reward weights run here, one at a time, after the feedback was acknowledged
     # (a daemon thread: one stuck in a store call past the stop's REFIT_STOP_S does not hold the process's exit)
     background: DaemonWorker = field(default_factory=lambda: DaemonWorker("refit"))
-    pending_refits: dict = field(default_factory=dict)  # (tenant, user_id) -> attributes to merge
+    pending_refits: set = field(default_factory=set)  # the users (tenant, user_id) whose background refit is queued
+    # tenant -> deque of its queued refits (user_id, the context of the request that caused it), oldest first: the
+    # refit thread takes the tenants in turn (`service.users.services.schedule_refit`)
+    refit_turns: dict = field(default_factory=dict)
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
     refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued
     # the users (tenant, user_id) whose background refits wait: their rows were moved while the feedback log had a
-    # backlog (queued once a batch leaves it empty: `service.feedback.services.after_move`), or the stop dropped or
-    # refused them; what a stop finds here is kept for the next start (`service.users.services.keep_dropped_refits`,
-    # `refit_dropped`)
+    # backlog, or replayed from it at the start (`Ingestor.replayed`); queued once the log is empty
+    # (`service.feedback.services.refit_waiting`), or the stop dropped or refused them; what a stop finds here is kept
+    # for the next start (`service.users.services.keep_dropped_refits`, `refit_dropped`)
     dropped_refits: set = field(default_factory=set)
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
@@ -269,7 +299,9 @@ class Runtime:
             "pluralign_adapters_unusable_total", help=DECLARED_COUNTERS["pluralign_adapters_unusable_total"][0])
 
     def wait_for_background(self) -> None:
-        """Block until every acknowledged feedback is in the table and every refit queued so far has run."""
+        """Block until every acknowledged feedback is in the table and every refit queued so far has run (as many refits
+        as were queued: one queued meanwhile by another thread, of a tenant whose turn comes first, may run in place
+        of one queued before it)."""
         self.ingest.flush()
         self.background.submit(lambda: None).result()
 
@@ -341,10 +373,7 @@ class Runtime:
         ingest: Ingestor | None = None
         try:
             step("opening the tables at %s", settings.lancedb_uri)
-            store = Store(
-                settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20, cache_bytes=settings.store_cache_mb << 20,
-                storage_options=settings.storage_options, sync_seconds=settings.sync_seconds,
-            )
+            store = open_store(settings, encoder)
             hooks: list[Callable[[list[StoredPreference]], None]] = []
             step("replaying the feedback log")
             ingest = Ingestor(
@@ -368,6 +397,8 @@ class Runtime:
             return cls(
                 settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
                 adapters=adapters, ingest=ingest, moved_hooks=hooks,
+                # the worker moves them from now on, before the app hooks its refits in (`after_move`): they wait
+                dropped_refits=set(ingest.replayed),
             )
         except BaseException:
             if ingest is not None:  # a stop while the population model loads (a first start bootstraps it: a minute):

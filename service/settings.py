@@ -32,6 +32,13 @@ OTHER_VARIABLES: dict[str, str] = {
     "PLURALIGN_PROGRESS": "set by the job runners: a worker reports progress (training/common.py)",
     "PLURALIGN_SCREENSHOTS": "a folder for the browser tests' screenshots (tests/service/test_browser_pages.py)",
 }
+
+
+class StartedAlone(ValueError):
+    """A process set up as the store's only one (`replicas` 1) on a store that replicas write (`service.runtime.open_store`):
+    the message names PLURALIGN_REPLICAS. What appeared in the store meanwhile is theirs: a failed start leaves it."""
+
+
 class DeprecatedVariable(FutureWarning):
     """An old name of a setting's variable was set (FutureWarning: shown by default, to the operator)."""
 

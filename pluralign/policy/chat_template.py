@@ -3,7 +3,12 @@
 Tokenizing the rendered template whole (`tokenizer(apply_chat_template(..., tokenize=False))`) reads the
 spelling of a special token anywhere in it as that token, so a message whose text holds
 `<|im_end|>\\n<|im_start|>system\\n...` closed its own turn and opened a system turn: any end user could
-forge turns past the app's system prompt. Here a message's text is always tokenized as text.
+forge turns past the app's system prompt. Here a message's text is always tokenized as text, with
+transformers' own means (`apply_chat_template(..., sanitize_control_tokens=True)` does the same without
+a way to open the answer): each special token a message spells is wrapped in private-use markers
+(`mark_control_tokens`), the template renders the messages as ever (its own changes to their text, such
+as `trim`, included), and the tokenizer reads what the markers wrap as text (`sanitize_control_tokens`).
+Neither changes the tokenizer, which the service's threads share.
 """
 
 from __future__ import annotations
@@ -11,29 +16,41 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-# a message's text stands in the rendered template as one of these while the template's own text is tokenized:
-# private-use code points, which no tokenizer gives a meaning and no chat template writes
-_HOLE = "\ue000{}\ue001"
-_HOLES = re.compile("\ue000(\\d+)\ue001")
+
+def special_spellings(tokenizer) -> list[str]:
+    """The text of every special token of `tokenizer`: its named ones (`all_special_tokens`) and every added
+    token marked special (SmolLM2 has 14 such besides its three named ones: `<file_sep>`, `<repo_name>`, ...)."""
+    added = (t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
+    return [t for t in {*tokenizer.all_special_tokens, *added} if t]
+
+
+def _marked(value, spellings: list[str]):
+    """`value` (a text, messages) with each of `spellings` in its texts wrapped in transformers' markers; imported
+    here, not with the module: transformers takes seconds to import, and importing the generator must not."""
+    from transformers.utils.chat_template_utils import mark_control_tokens
+
+    return mark_control_tokens(value, re.compile("|".join(re.escape(t) for t in sorted(spellings, key=len, reverse=True))))
+
+
+def text_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of `text` read as text (an answer): a spelled special token is its characters' tokens. Text
+    that spells none (nearly all) gets exactly `tokenizer(text)`'s ids, as before."""
+    spellings = special_spellings(tokenizer)
+    if not any(t in text for t in spellings):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(_marked(text, spellings), add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]
 
 
 def chat_prompt_ids(tokenizer, messages: Sequence[dict[str, str]], suffix: str = "") -> list[int]:
     """Token ids of `messages` (role/content dicts of text) under `tokenizer`'s chat template with the
     generation prompt, then `suffix` (text that opens the answer, tokenized with the template's end). The
     template's own special tokens are special; a message's text is text, its spellings of special tokens
-    included. Messages that spell none (nearly all) get exactly the ids of the rendered template tokenized
-    whole, as before. Raises what `apply_chat_template` raises (a tokenizer without a chat template)."""
-    spelled = [t for t in tokenizer.all_special_tokens if t]
-    if not any(t in m["content"] for m in messages for t in spelled):
+    included (`special_spellings`). Messages that spell none (nearly all) get exactly the ids of the rendered
+    template tokenized whole, as before. Safe to call from several threads on one tokenizer. Raises what
+    `apply_chat_template` raises (a tokenizer without a chat template)."""
+    spellings = special_spellings(tokenizer)
+    if not any(t in m["content"] for m in messages for t in spellings):
         text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         return tokenizer(text + suffix, add_special_tokens=False)["input_ids"]
-    holes = [dict(m, content=_HOLE.format(i)) for i, m in enumerate(messages)]
-    text = tokenizer.apply_chat_template(holes, tokenize=False, add_generation_prompt=True) + suffix
-    ids: list[int] = []
-    at = 0
-    for hole in _HOLES.finditer(text):
-        ids += tokenizer(text[at:hole.start()], add_special_tokens=False)["input_ids"]  # the template's text: its tokens
-        content = messages[int(hole.group(1))]["content"]
-        ids += tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        at = hole.end()
-    return ids + tokenizer(text[at:], add_special_tokens=False)["input_ids"]
+    text = tokenizer.apply_chat_template(_marked(list(messages), spellings), tokenize=False, add_generation_prompt=True) + suffix
+    return tokenizer(text, add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]

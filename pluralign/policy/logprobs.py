@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pluralign.policy.chat_template import chat_prompt_ids, text_ids
+
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 
 
@@ -48,15 +50,15 @@ class ScoringBatch:
 
 
 def prompt_ids(tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
-    """Token ids of the chat prompt, ending where the assistant's answer starts."""
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    """Token ids of the chat prompt, ending where the assistant's answer starts: the ids the served chat
+    has (`chat_prompt_ids`: a message's text is text, its spellings of special tokens included)."""
+    return chat_prompt_ids(tokenizer, messages)
 
 
 def answer_ids(tokenizer, response: str, max_response_tokens: int) -> list[int]:
-    """A response's token ids, cut to fit, ending with the end-of-turn token (one encoding for both
-    batch kinds, so packed and unpacked rows score the same tokens)."""
-    return tokenizer(response, add_special_tokens=False)["input_ids"][: max_response_tokens - 1] + [tokenizer.eos_token_id]
+    """A response's token ids read as text (`text_ids`), cut to fit, ending with the end-of-turn token (one
+    encoding for both batch kinds, so packed and unpacked rows score the same tokens)."""
+    return text_ids(tokenizer, response)[: max_response_tokens - 1] + [tokenizer.eos_token_id]
 
 
 def encode_responses(

@@ -58,6 +58,7 @@ import torch
 from pluralign.data.record import Base, Preference
 from pluralign.device import default_device
 from pluralign.losses import dpo_loss
+from pluralign.policy.chat_template import chat_prompt_ids, text_ids
 from pluralign.policy.rerank_maxmin import normalize_rewards, share_weights
 from pluralign.reward.inputs import above_zero, at_least, whole
 
@@ -179,10 +180,10 @@ class PairTokens:
 SYSTEM_PROMPT = "You are a helpful assistant."  # short: SmolLM2's default system prompt doubles the tokens
 
 
-def prompt_text(tokenizer, prompt: str) -> str:
-    """The chat-formatted prompt the policy answers (the same at training and generation time)."""
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """The chat-formatted prompt the policy answers, as token ids (the same at training and generation time,
+    and as served: `chat_prompt_ids`, the prompt's text read as text)."""
+    return chat_prompt_ids(tokenizer, [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}])
 
 
 def is_finished(response: str) -> bool:
@@ -192,11 +193,10 @@ def is_finished(response: str) -> bool:
 
 
 def _encode(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:
-    prompt_ids = tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    response_ids += [tokenizer.eos_token_id] if is_finished(response) else []
-    ids = (prompt_ids + response_ids)[:max_length]
-    return ids, min(len(prompt_ids), len(ids))
+    prompt = prompt_ids(tokenizer, prompt)
+    response_ids = text_ids(tokenizer, response) + ([tokenizer.eos_token_id] if is_finished(response) else [])
+    ids = (prompt + response_ids)[:max_length]
+    return ids, min(len(prompt), len(ids))
 
 
 def _pad(rows: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -369,19 +369,25 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32,
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ValueError(f"min_new_tokens ({min_new_tokens}) must be in [0, max_new_tokens ({max_new_tokens})]")
     device = next(model.parameters()).device
-    tokenizer.padding_side = "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     torch.manual_seed(seed)
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        texts = [prompt_text(tokenizer, p) for p in prompts[start : start + batch_size]]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        enc = _left_padded([prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]], pad, device)
         ids = model.generate(
             **enc, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-            top_p=1.0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            top_p=1.0, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
         )
-        out.extend(tokenizer.decode(row[enc.input_ids.shape[1] :], skip_special_tokens=True).strip() for row in ids)
-    tokenizer.padding_side = "right"
+        out.extend(tokenizer.decode(row[enc["input_ids"].shape[1] :], skip_special_tokens=True).strip() for row in ids)
     return out
+
+
+def _left_padded(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Prompts' ids as one left-padded batch: input_ids and attention_mask, (B, T) each."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 # ---------------------------------------------------------------------------------------------

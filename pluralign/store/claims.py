@@ -33,7 +33,8 @@ Every change of a claim after its put is conditional on what was read (compare-a
 sent again (`claim`), a refused import's release (`release`), a DELETE's removal (`forget_user`), the mover's
 (`drop_stored`). On S3 a PUT or DELETE with `If-Match` of the ETag read (a 412, or a 404 once removed: read again);
 on a folder the read and the change hold an exclusive lock (`flock`) on the user's folder's `.lock` file, which the
-put-if-absent (a hard link) needs not. Until session 42 the later time was written over the claim whatever it held
+put-if-absent (a hard link) needs not; a DELETE's claims step removes the folder, `.lock` and all, once no claim is
+left in it (`FolderClaims.forget_user`; until review 42 it stayed, for every deleted user). Until session 42 the later time was written over the claim whatever it held
 then: of two replicas receiving the same row again the earlier time could land last (a DELETE begun between the two
 then removed the claim of a row it kept), and a claim removed by a DELETE and taken by a third replica for other
 content was written back over (two contents acknowledged under one id).
@@ -113,17 +114,20 @@ class PrefIdClaims(abc.ABC):
     `S3Claims`) through the five abstract methods below; every change after a put is conditional on the version
     read (`_swap`, `_remove_if`)."""
 
-    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
+    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
+              moved: dict[str, tuple[Claim, Claim]] | None = None) -> tuple[list[str], dict[str, Claim]]:
         """Claim each id of `claims` for the user: returns (the ids claimed now, {id: the claim found} for the
         ids claimed before with other content). An id claimed before with the same content is in neither; its
         claim takes the later `received_at` (a row sent again after a DELETE began is kept by it, and so is its
         claim: `forget_user`; until review 40 the claim kept its first time, the DELETE removed it, and the id was
         then free for other content on another replica while the row lived), only if unchanged since read
         (until session 42 whatever it held then: an earlier time could land last, or a claim another import made
-        for other content be written over).
+        for other content be written over). `moved` (when given) gets {id: (the claim found, as moved on)} of those,
+        for `release` to put back if the import is then refused.
         Raises OSError (or the object store's error) when a claim cannot be written or read; the ids claimed
-        by this call before then are released first."""
+        (and times moved on) by this call before then are released first."""
         folder = _folder(tenant, user_id)
+        moved = {} if moved is None else moved
 
         def one(item: tuple[str, Claim]) -> tuple[str, bool, Claim | None]:
             pref_id, claim = item
@@ -136,8 +140,10 @@ class PrefIdClaims(abc.ABC):
                     continue
                 held = _decode(found[0])
                 if held.same_preference(claim) and claim.received_at > held.received_at:
-                    if not self._swap(name, found[1], _encode(msgspec.structs.replace(held, received_at=claim.received_at))):
+                    later = msgspec.structs.replace(held, received_at=claim.received_at)
+                    if not self._swap(name, found[1], _encode(later)):
                         continue
+                    moved[pref_id] = (held, later)
                 return pref_id, False, held
             raise OSError(f"the claim on pref_id {pref_id!r} kept changing while it was written")
 
@@ -150,22 +156,30 @@ class PrefIdClaims(abc.ABC):
             elif found is not None and not found.same_preference(claims[pref_id]):
                 taken[pref_id] = found
         if failure is not None:
-            self.release(tenant, user_id, {p: claims[p] for p in made})
+            self.release(tenant, user_id, {p: claims[p] for p in made}, moved)
             raise failure
         return made, taken
 
-    def release(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> None:
+    def release(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
+                moved: Mapping[str, tuple[Claim, Claim]] | None = None) -> None:
         """Remove the claims this process made (`claims`: {id: the claim it put}; its import was refused or failed
-        before its rows were acknowledged), each only if still as put: one another import of the same row moved on
-        (`claim`) holds the id for that import, which was acknowledged. A claim that cannot be removed is logged and left."""
+        before its rows were acknowledged), and put back the earlier time of those it moved on (`moved`, `claim`'s),
+        each only if still as this process left it: one another import of the same row moved on (`claim`) holds the
+        id for that import, which was acknowledged. Until review 42 a time moved on by a refused import stayed: later
+        than the stored row's copy, the claim outlived the row's move (`drop_stored`). A claim that cannot be
+        removed or put back is logged and left."""
         folder = _folder(tenant, user_id)
+        items = [(p, put, None) for p, put in claims.items()] + [(p, later, earlier) for p, (earlier, later) in (moved or {}).items()]
 
-        def one(item: tuple[str, Claim]) -> tuple[str, bool, None]:
-            name = f"{folder}/{key_hash(item[0])}"
+        def one(item: tuple[str, Claim, Claim | None]) -> tuple[str, bool, None]:
+            pref_id, left, earlier = item
+            name = f"{folder}/{key_hash(pref_id)}"
             found = self._get(name)
-            return name, found is not None and found[0] == _encode(item[1]) and self._remove_if(name, found[1]), None
+            if found is None or found[0] != _encode(left):
+                return name, False, None
+            return name, self._remove_if(name, found[1]) if earlier is None else self._swap(name, found[1], _encode(earlier)), None
 
-        for _, outcome, _ in self._map(one, list(claims.items())):
+        for _, outcome, _ in self._map(one, items):
             if isinstance(outcome, BaseException):  # a claim left reserves its id for the same content only
                 log.warning("a pref_id claim was not released (%s): its id takes only the same content", outcome)
 
@@ -186,7 +200,7 @@ class PrefIdClaims(abc.ABC):
                     return name, True, None
             raise OSError(f"the claim {name} kept changing while a DELETE removed it")
 
-        return self._count(self._map(one, [(name,) for name in self._names(_folder(tenant, user_id))]))
+        return self._count(self._map(one, [(name,) for name in self._names(_folder(tenant, user_id))], background=True))
 
     def drop_stored(self, tenant: str, user_id: str, stored: Mapping[str, Claim]) -> int:
         """Remove the claims of rows now in the table (`stored`: {id: the claim of the copy committed or found
@@ -195,9 +209,20 @@ class PrefIdClaims(abc.ABC):
         after a DELETE, stays) and unchanged since read. The user's claims are listed once: rows without one (ids
         not given by a file) cost nothing more. Returns how many went. Raises OSError (or the object store's error)
         when one cannot be read or removed, once the others were looked at; a claim left only costs its file."""
-        folder = _folder(tenant, user_id)
-        present = set(self._names(folder))
-        wanted = [(name, claim) for pref_id, claim in stored.items() if (name := f"{folder}/{key_hash(pref_id)}") in present]
+        return self.drop_stored_of({(tenant, user_id): stored})
+
+    def drop_stored_of(self, stored: Mapping[tuple[str, str], Mapping[str, Claim]]) -> int:
+        """`drop_stored` for several users at once ({(tenant, user_id): their rows' claims}: a mover's batch), their
+        folders listed S3_THREADS at a time on S3 (until review 42 one user after another, a LIST each, for feedback too,
+        which never has claims: 64 users with 20 ms a LIST, a bucket's round trip, ~2 s against ~0.3 s at once)."""
+        folders = {_folder(tenant, user_id): claims for (tenant, user_id), claims in stored.items()}
+        wanted, failure = [], None
+        for folder, names, _ in self._map(lambda item: (item[0], self._names(item[0]), None), [(f,) for f in folders], background=True):
+            if isinstance(names, BaseException):
+                failure = failure or names
+                continue
+            present = set(names)
+            wanted += [(name, claim) for pref_id, claim in folders[folder].items() if (name := f"{folder}/{key_hash(pref_id)}") in present]
 
         def one(item: tuple[str, Claim]) -> tuple[str, bool, None]:
             name, claim = item
@@ -210,7 +235,10 @@ class PrefIdClaims(abc.ABC):
             ours = held.content == claim.content and held.received_at <= claim.received_at
             return name, ours and self._remove_if(name, found[1]), None
 
-        return self._count(self._map(one, wanted))
+        gone = self._count(self._map(one, wanted, background=True))
+        if failure is not None:
+            raise failure
+        return gone
 
     @staticmethod
     def _count(outcomes) -> int:
@@ -224,7 +252,9 @@ class PrefIdClaims(abc.ABC):
             raise failure
         return gone
 
-    def _map(self, fn, items):
+    def _map(self, fn, items, background: bool = False):
+        """(fn(item) for each of `items`, in order; an item's exception as (item[0], exc, None)). `background`: a
+        removal of many claims (the mover's, a DELETE's), not an import's claims, which must not wait behind it."""
         for item in items:
             try:
                 yield fn(item)
@@ -264,14 +294,37 @@ class FolderClaims(PrefIdClaims):
     def __init__(self, root: str | Path):
         self.root = Path(root) / FOLDER
 
-    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim]) -> tuple[list[str], dict[str, Claim]]:
+    def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
+              moved: dict[str, tuple[Claim, Claim]] | None = None) -> tuple[list[str], dict[str, Claim]]:
         (self.root / _folder(tenant, user_id)).mkdir(parents=True, exist_ok=True)  # once, not per id
-        return super().claim(tenant, user_id, claims)
+        return super().claim(tenant, user_id, claims, moved)
+
+    def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
+        gone = super().forget_user(tenant, user_id, before)
+        self._remove_folder_if_empty(_folder(tenant, user_id))
+        return gone
+
+    def _remove_folder_if_empty(self, folder: str) -> None:
+        """The user's folder goes, its `.lock` with it, once it holds no claim (a DELETE's claims step: nothing of
+        the user stays; until review 42 the folder and, since session 42, its `.lock` stayed for every deleted
+        user). The lock file is unlinked while held: a change waiting for it finds it gone and looks again
+        (`_locked`); a claim being put (its temporary file) keeps the folder."""
+        with self._locked(f"{folder}/") as held:
+            if not held or self._names(folder):
+                return
+            path = self.root / folder
+            (path / LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: a claim being put there meanwhile
+                path.rmdir()
 
     def _put(self, name: str, data: bytes) -> bool:
         path = self.root / name
         part = path.with_name(f".{path.name}.{uuid.uuid4().hex}")  # "."-named: not a claim (`_names`)
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # the user's folder, made by `claim`, removed meanwhile by a DELETE of theirs
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
                 os.write(fd, data)  # ~150 bytes: one write
@@ -286,17 +339,22 @@ class FolderClaims(PrefIdClaims):
 
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[bool]:
-        """Holds the exclusive lock of `name`'s user folder; yields False (nothing held) when that folder is gone."""
-        try:
-            fd = os.open(self.root / name.partition("/")[0] / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        except FileNotFoundError:
-            yield False
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield True
-        finally:
-            os.close(fd)  # lets the lock go
+        """Holds the exclusive lock of `name`'s user folder; yields False (nothing held) when that folder is gone.
+        A lock file unlinked while this waited for it (`_remove_folder_if_empty`) is not held: opened again."""
+        lock = self.root / name.partition("/")[0] / LOCK_FILE
+        for _ in range(CHANGE_ATTEMPTS):
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:
+                break
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _same_file(lock, fd):
+                    yield True
+                    return
+            finally:
+                os.close(fd)  # lets the lock go
+        yield False
 
     def _holds(self, name: str, version: object) -> bool:
         try:
@@ -343,6 +401,14 @@ class FolderClaims(PrefIdClaims):
     def _names(self, folder: str) -> list[str]:
         path = self.root / folder
         return [f"{folder}/{p.name}" for p in path.iterdir() if not p.name.startswith(".")] if path.is_dir() else []
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether `path` still names the file open as `fd` (not unlinked, nor replaced by another)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 class MemoryClaims(PrefIdClaims):
@@ -420,12 +486,16 @@ class S3Claims(PrefIdClaims):
                     if key in options}
         self.client = boto3.client(
             "s3", **{arg: _lance_option(options, names) for arg, names in _BOTO3_ARGS.items()},
-            config=Config(max_pool_connections=S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}, **timeouts),
+            config=Config(max_pool_connections=2 * S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}, **timeouts),  # both pools
         )
         self._pool = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="claims")
+        # the mover's and DELETEs' removals: on the imports' pool, an import of one row waited behind the removal of
+        # a batch's claims (2,048 rows: 25 s against moto) until review 42, whatever its tenant
+        self._removals = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="claims-removal")
 
-    def _map(self, fn, items):
-        futures = [self._pool.submit(fn, item) for item in items]
+    def _map(self, fn, items, background: bool = False):
+        pool = self._removals if background else self._pool
+        futures = [pool.submit(fn, item) for item in items]
         for item, future in zip(items, futures, strict=True):
             exc = future.exception()
             yield (item[0], exc, None) if exc is not None else future.result()

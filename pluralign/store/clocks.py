@@ -190,3 +190,20 @@ class ReplicaClocks:
         if mono >= self._held_until or skew.seconds >= self.skew.seconds:
             self.skew = skew
         return self.skew
+
+
+def recent_replicas(db, within_s: float, now: float | None = None) -> dict[int, float]:
+    """The replicas whose row in `TABLE` was written within the last `within_s` seconds (unix time by this clock, `now`;
+    a row stamped after it counts too: a clock running ahead), each index with its row's `at` (unix seconds, by the
+    writer's clock): replicas sharing the store now, or stopped within `within_s`. {} when the store has no such table
+    (no replica ever ran on it). Lance's errors reading it pass through."""
+    try:
+        table = db.open_table(TABLE)
+    except (ValueError, FileNotFoundError):  # no table of that name: never shared by replicas
+        return {}
+    now = time.time() if now is None else now
+    found: dict[int, float] = {}
+    for r in table.search().limit(None).select(["replica", "at"]).to_arrow().to_pylist():
+        if r["at"] >= now - within_s:
+            found[r["replica"]] = max(r["at"], found.get(r["replica"], r["at"]))
+    return dict(sorted(found.items()))

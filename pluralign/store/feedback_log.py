@@ -482,6 +482,12 @@ class FeedbackLog:
         with self._cv:
             return self.pending.get(entry.seq) is entry
 
+    def has_pending(self) -> bool:
+        """Whether any feedback record is pending: `backlog` without its count of rows, a pass over every record
+        (8-17 ms at 100,000 records, under the lock every append waits on), for a caller that asks at each move."""
+        with self._cv:
+            return bool(self.pending)
+
     def backlog(self) -> tuple[int, int]:
         """(pending feedback records, pending rows)."""
         with self._cv:

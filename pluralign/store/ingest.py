@@ -127,6 +127,10 @@ class Ingestor:
         self._held: dict[tuple[str, str], int] = {}
         self._first_tenant: str | None = None  # whose records led the worker's last batch (`_next_batch`)
         self.moved = 0  # rows moved so far (for metrics and benchmarks)
+        # the users (tenant, user_id) of the records the log held when opened: moved by the worker from its start (before
+        # the caller may have hooked `on_moved` in), or found in the table already (a crash between the commit and the
+        # log's update): whatever the caller derives from their rows may predate them
+        self.replayed: frozenset[tuple[str, str]] = frozenset(e.key for e in feedback_log.pending.values())
         self._stop = threading.Event()
         self._drop_already_moved()
         self._thread = threading.Thread(target=self._run, daemon=True, name="ingest")
@@ -302,8 +306,8 @@ class Ingestor:
 
     def _drop_claims(self, stored: list[StoredPreference]) -> None:
         """The store's claims on the ids of `stored` (rows now in the table: committed here, or found stored by
-        another replica) go (`PrefIdClaims.drop_stored`: only a claim of that row received no later than its copy
-        here). Each user's claims are listed once: rows whose ids were not given by a file cost that list only. A
+        another replica) go (`PrefIdClaims.drop_stored_of`: only a claim of that row received no later than its copy
+        here). Each user's claims are listed once, the users at once: rows whose ids were not given by a file cost that list only. A
         claim that cannot be removed is logged and left: it holds its id for the same content only, which the
         table now holds anyway. With replicas only (a store without claims: nothing)."""
         claims = getattr(self.store, "claims", None)
@@ -315,12 +319,11 @@ class Ingestor:
             claim = claim_of(row, stamped=False)
             if row.pref_id not in held or held[row.pref_id].received_at < claim.received_at:
                 held[row.pref_id] = claim
-        for (tenant, user_id), held in by_user.items():
-            try:
-                claims.drop_stored(tenant, user_id, held)
-            except Exception as exc:  # noqa: BLE001 (left: the next move of the id, or a DELETE, removes it)
-                log.warning("the pref_id claims of %d stored row(s) of a user of tenant %s were not removed (%s): each "
-                            "takes only the content the table holds", len(held), tenant, exc)
+        try:
+            claims.drop_stored_of(by_user)  # the users' claims listed at once (on S3 a LIST each)
+        except Exception as exc:  # noqa: BLE001 (left: the next move of the id, or a DELETE, removes it)
+            log.warning("pref_id claims of %d stored row(s) of %d user(s) were not all removed (%s): each takes only the "
+                        "content the table holds", len(stored), len(by_user), exc)
 
     def _left_out(self, entries: list[Entry], conflict: PrefIdConflict) -> list[Entry]:
         """`entries` without the one holding the row `conflict` names (its index in their rows), which is done

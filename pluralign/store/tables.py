@@ -31,7 +31,7 @@ from lancedb.index import Bitmap, BTree
 
 from pluralign.data.record import Base, TrlRow, time_problem
 from pluralign.data.text import answer_key
-from pluralign.store import deletions, lease
+from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
 from pluralign.store.deletions import Deletion
 from pluralign.store.failures import (
@@ -79,6 +79,7 @@ APPEND_KEYS = {"preferences": ("tenant", "user_id", "pref_id"), "interactions": 
                "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",)}
 INDEXED_COLUMNS = ("tenant", "user_id")
 FEW_IDS = 64  # ids `Store.held_preferences` looks up by one query of them; more: by their users' keys first
+USERS_PER_READ = 1000  # users `Store.users_with_preferences` looks up by one query (a filter of more is slow to plan)
 # what makes two rows under one (tenant, user_id, pref_id) the same preference: a row sent again (a replayed
 # import, a retried feedback) has them all equal; `received_at` is when it came, later for the copy, and `kind`
 # how it was given: an import stores a user's exported edit or rated pair again as a comparison
@@ -89,6 +90,27 @@ COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise rew
 
 class StoreError(ValueError):
     """A table that cannot be used as asked (a schema mismatch, a bad identifier)."""
+
+
+class SharedStore(StoreError):
+    """A process opening the store as its only one (no `sync_seconds`) where replicas wrote their clocks lately
+    (`pluralign.store.clocks`): `replicas`, their indexes; `within_s`, how lately (seconds); `wait_s`, seconds until
+    none of their rows is that recent by this machine's clock (a row stamped by a clock running ahead counts longer)."""
+
+    def __init__(self, uri: str, rows: dict[int, float], within_s: float, now: float | None = None):
+        now = time.time() if now is None else now
+        self.replicas, self.within_s = sorted(rows), within_s
+        self.wait_s = max(0.0, max(rows.values()) + within_s - now)
+        ages = "; ".join(
+            f"replica {i}'s row is stamped {at - now:.0f} s ahead of this machine's clock (its clock runs ahead, or this "
+            "one's behind)" if at > now else f"replica {i}'s row was written {now - at:.0f} s ago"
+            for i, at in sorted(rows.items())
+        )
+        super().__init__(
+            f"replicas share the store {uri}: a replica's clock row counts it as running for {within_s:.0f} s after it "
+            f"was written, and {ages}. A process opening it as its only one never sees their writes, and removes files "
+            "their appends in flight name"
+        )
 
 
 class PrefIdConflict(StoreError):
@@ -282,6 +304,7 @@ class Store:
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
         storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
         lease_ttl_s: float = lease.TTL_S, finish_purges: bool = True, cache_bytes: int = 256 << 20,
+        shared_within_s: float = 60.0,
     ):
         """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
         object store; see `pluralign.store.location`. `sync_seconds`: see the class. `lease_ttl_s`: seconds
@@ -291,7 +314,9 @@ class Store:
         with this one's schema version (`_open`); False for a process that only reads a store another
         one serves (`pluralign train adapter --store`), which must not purge beside it, nor change an
         earlier release's tables (`_upgrade`: read as they are; a write to one is a StoreError). `cache_bytes`: the most LanceDB's caches of index pages and
-        table metadata hold (`location.cache_session`). Raises StoreError
+        table metadata hold (`location.cache_session`). `shared_within_s` (without `sync_seconds`, with `finish_purges`):
+        seconds within which a replica's clock row (`pluralign.store.clocks`) makes the store shared, and this open a
+        SharedStore error, before anything is purged, marked or indexed. Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -310,11 +335,15 @@ class Store:
             self._session = cache_session(cache_bytes)
             self.db = connect(uri, storage_options, None if sync_seconds is None else timedelta(seconds=sync_seconds), self._session)
             existing = set(self.db.list_tables().tables)
+            shared = (self.recent_replicas(shared_within_s) if sync_seconds is None and finish_purges and clocks.TABLE in existing
+                      else {})
         except (OSError, RuntimeError, ValueError) as exc:  # an object store down, refusing the keys, without the bucket
             found = unavailable(exc, "the store", uri, "opened", self._secrets) if is_object_store(uri) else None
             if found is None:
                 raise
             raise found from None
+        if shared:  # replicas on it: alone, this process would serve what it read now, and purge beside their appends
+            raise SharedStore(uri, shared, shared_within_s)
         self._lock = threading.RLock()  # held by every commit
         self._maintenance_lock = threading.RLock()  # held by compaction and deletes (`_maintenance`)
         # the schema-version mark an earlier release left on the tables, kept by a process that only
@@ -366,6 +395,19 @@ class Store:
             except (OSError, RuntimeError) as exc:  # Lance's; the marks stay for the next turn
                 log.warning("the purge a stopped delete left was not finished at open (%s); the next delete or compaction tries again", exc)
             self.marks.drop_old_versions(timedelta(0))
+
+    def recent_replicas(self, within_s: float) -> dict[int, float]:
+        """`clocks.recent_replicas` of this store: the replicas whose clock rows were written within `within_s` seconds,
+        each with its row's time (unix seconds). Raises StoreError naming the table when it cannot be read (damaged), and
+        StoreUnavailable for an object store's endpoint, keys or bucket."""
+        try:
+            return clocks.recent_replicas(self.db, within_s)
+        except (OSError, RuntimeError) as exc:  # Lance's for a file missing, a manifest cut short
+            if is_object_store(self.uri) and object_store_problem(str(exc)) is not None:  # its endpoint, keys or bucket
+                raise unavailable(exc, f"table `{clocks.TABLE}`", self.uri, "read", self._secrets) from None
+            raise StoreError(f"table `{clocks.TABLE}` at {self.uri} cannot be read (damaged or unreadable: {exc}); it says "
+                             "whether replicas share the store: restore the folder from a backup, or, when no replica runs "
+                             f"on the store any more, remove the table `{clocks.TABLE}` (replicas make it again)") from None
 
     @contextlib.contextmanager
     def _maintenance(self):
@@ -1107,6 +1149,22 @@ class Store:
     def wait_warm(self) -> None:
         """Block until the background loads queued so far are done (tests, benchmarks)."""
         self._warmer.submit(lambda: None).result()
+
+    @_uses("preferences", "read")
+    def users_with_preferences(self, owners: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of `owners` (tenant, user_id) whose rows the preferences table holds any of: one read of their rows'
+        keys per USERS_PER_READ of them (BITMAP index on user_id), not a count per user (~1.4 ms each: a stop's
+        check of 5,500 users took 7.4 s, benchmarks/stop_waiting_refits.py)."""
+        owners = list(dict.fromkeys(owners))
+        held: set[tuple[str, str]] = set()
+        for start in range(0, len(owners), USERS_PER_READ):
+            chunk = owners[start:start + USERS_PER_READ]
+            where = (f"tenant IN ({', '.join(quote(t) for t in {t for t, _ in chunk})}) "
+                     f"AND user_id IN ({', '.join(quote(u) for u in {u for _, u in chunk})})")
+            keys = self._read(lambda where=where: self.preferences.search().where(where).select(["tenant", "user_id"]).limit(None)
+                              .to_arrow().group_by(["tenant", "user_id"]).aggregate([]))
+            held.update(zip(keys.column("tenant").to_pylist(), keys.column("user_id").to_pylist(), strict=True))
+        return held.intersection(owners)
 
     @_uses("preferences", "read")
     def count_preferences(self, tenant: str, user_id: str) -> int:

@@ -120,7 +120,8 @@ async def fairness_audit(
     min_comparisons: Annotated[int, Parameter(ge=0, le=100_000_000)] = 50,
     wait: Annotated[float, Parameter(ge=0, le=600)] = 60.0,
 ) -> Response:
-    """200 with the AuditReport (with its change since the previous audit by the same attribute);
+    """200 with the AuditReport (with its change since the previous audit by the same attribute of the same
+    tenant, or of every tenant for an audit of every tenant);
     202 with the job if it is still running after `wait` seconds."""
     params: dict = {"group_by": group_by, "min_group_size": min_group_size, "min_comparisons": min_comparisons}
     if since is not None:
@@ -155,6 +156,10 @@ def _audit_response(admin: Admin, job: Job) -> Response:
         return error_response(500, str(exc), code="audit_report_unreadable")
     if report is None:
         if "no stored comparisons" in (job.error or ""):
+            tenant = job.params.get("tenant")
+            if tenant:  # others may hold many: the tenant named is the request's mistake (a typo, a tenant with no feedback yet)
+                raise bad_request("tenant", f"tenant {shown(tenant)} has no stored comparisons to audit "
+                                            "(no user of it has sent a comparison that is stored)")
             raise bad_request("group_by", "there are no stored comparisons to audit yet")
         named = f"pluralign: error: --group-by {job.params.get('group_by')}: "
         if named in (job.error or ""):  # no stored comparison nor user has the attribute (a misspelled name)
@@ -162,7 +167,9 @@ def _audit_response(admin: Admin, job: Job) -> Response:
         # the worker could not compute this audit (e.g. no comparison carries `group_by`): the request's
         # parameters cannot be served, and the job record keeps the worker's log for the operator
         return error_response(422, f"audit job {job.id} {job.state}: {admin.public.text(job.error or '')}", code="audit_failed")
-    return Response(_since_previous(report, admin.reports()))
+    # compared with an audit of the same tenant only: another tenant's users are another population (until session 42
+    # acme's audit was given its change since globex's, as if acme's worst group had moved)
+    return Response(_since_previous(report, admin.reports(like=job)))
 
 
 def _since_previous(report: AuditReport, stored: StoredReports) -> AuditReport:
@@ -200,7 +207,8 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
         backlog = READ_INLINE_ROWS
     prototypes = prototype_descriptions(rt, tenant)
     return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes,
-                                     rt.rewards.version, backlog, unreadable=[admin.public.text(str(u)) for u in stored.unreadable]),
+                                     rt.rewards.version, backlog, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],
+                                     tenants=stored.tenants),
                     media_type="text/html", headers=PAGE_HEADERS)
 
 

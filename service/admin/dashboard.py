@@ -139,11 +139,24 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
     return "".join(parts)
 
 
+def every_group_flagged(report: AuditReport) -> bool:
+    """Every group shown has fewer than `min_comparisons` comparisons: the audit then ranks them all (`extremes`),
+    so its worst group is one of them and the page may not call them unranked."""
+    return bool(report.groups) and all(g.too_few_comparisons for g in report.groups)
+
+
+def flag_note(report: AuditReport) -> str:
+    """What a flagged group's mark says: not ranked, or ranked all the same when every group is flagged."""
+    fewer = f"fewer than {report.min_comparisons} comparisons"
+    return f"{fewer}: ranked all the same (every group has)" if every_group_flagged(report) else f"{fewer}: not ranked"
+
+
 def group_table(report: AuditReport) -> str:
     """The bar chart's numbers, one row per group."""
+    note = flag_note(report)
     rows = "".join(
         f'<tr><th scope="row">{_bdi(g.group)}</th><td>{g.users}</td><td>{g.personalized_accuracy:.3f}</td><td>{g.base_accuracy:.3f}</td>'
-        f'<td>{g.comparisons}</td><td>{"fewer than " + str(report.min_comparisons) + " comparisons: not ranked" if g.too_few_comparisons else ""}</td></tr>'
+        f'<td>{g.comparisons}</td><td>{note if g.too_few_comparisons else ""}</td></tr>'
         for g in report.groups
     )
     head = ('<thead><tr><th scope="col">group</th><th scope="col">users</th><th scope="col">personalized</th>'
@@ -202,17 +215,26 @@ def worst_group_over_time(history: Sequence[AuditReport], width: int = 760, heig
     return "".join(parts)
 
 
-def worst_group_table(history: Sequence[AuditReport]) -> str:
-    """The line chart's numbers, one row per stored audit (newest first), folded away: there may be many."""
-    points = sorted((r for r in history if r.worst_group_accuracy is not None), key=lambda r: r.created_at, reverse=True)
+def _audited(tenant: str | None) -> str:
+    """Whose users an audit covered, in words: its job's `tenant` param (None: every tenant's)."""
+    return "every tenant" if tenant is None else f"tenant {_bdi(tenant)}"
+
+
+def worst_group_table(history: Sequence[AuditReport], tenants: Sequence[str | None] = ()) -> str:
+    """The line chart's numbers, one row per stored audit (newest first), folded away: there may be many.
+    `tenants`: the tenant each of `history` audited (None: every tenant), shown in a column of its own; () when not known."""
+    audited = list(zip(history, tenants, strict=True)) if tenants else [(r, None) for r in history]
+    points = sorted(((r, t) for r, t in audited if r.worst_group_accuracy is not None), key=lambda rt: rt[0].created_at, reverse=True)
     if not points:
         return ""
     rows = "".join(
-        f'<tr><th scope="row">{_when(r.created_at)}</th><td>{_bdi(r.group_by)}</td><td>{_bdi(r.worst_group)}</td><td>{r.worst_group_accuracy:.3f}</td>'
+        f'<tr><th scope="row">{_when(r.created_at)}</th>{f"<td>{_audited(t)}</td>" if tenants else ""}<td>{_bdi(r.group_by)}</td>'
+        f'<td>{_bdi(r.worst_group)}</td><td>{r.worst_group_accuracy:.3f}</td>'
         f'<td>{_bdi(r.base_worst_group or "-")}</td><td>{(r.base_worst_group_accuracy or 0):.3f}</td></tr>'
-        for r in points
+        for r, t in points
     )
-    head = ('<thead><tr><th scope="col">audit</th><th scope="col">grouped by</th><th scope="col">worst group</th><th scope="col">personalized</th>'
+    head = ('<thead><tr><th scope="col">audit</th>' + ('<th scope="col">of</th>' if tenants else "")
+            + '<th scope="col">grouped by</th><th scope="col">worst group</th><th scope="col">personalized</th>'
             '<th scope="col">one-size-fits-all worst group</th><th scope="col">one-size-fits-all</th></tr></thead>')
     caption = '<caption id="worst-group-over-time-numbers-caption">Worst-group accuracy of every stored audit, newest first</caption>'
     table = f'<table id="worst-group-over-time-numbers">{caption}{head}<tbody>{rows}</tbody></table>'
@@ -307,17 +329,42 @@ def unreadable_reports(unreadable: Sequence[str]) -> str:
             f"and {'is' if len(unreadable) == 1 else 'are'} left out of this page:</p><ul>{items}</ul></div>")
 
 
+def tenant_of(report: AuditReport, history: Sequence[AuditReport], tenants: Sequence[str | None]) -> str | None:
+    """The tenant `report` (one of `history`) audited, by `tenants` (each of `history`'s; None: every tenant)."""
+    return next(t for r, t in zip(history, tenants, strict=True) if r is report)
+
+
+def comparable(report: AuditReport | None, history: Sequence[AuditReport], tenants: Sequence[str | None]) -> list[AuditReport]:
+    """The audits of `history` drawn on one line with `report`: with `tenants` (each one's audited tenant, None for every
+    tenant) those of its tenant and attribute, as the API's change since the previous audit is; without, all of them."""
+    if report is None or not tenants:
+        return list(history)
+    mine = tenant_of(report, history, tenants)
+    return [r for r, t in zip(history, tenants, strict=True) if r.group_by == report.group_by and t == mine]
+
+
+def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: Sequence[str | None]) -> str:
+    """Which audits the line chart draws, said above it (`comparable`), when the page knows their tenants."""
+    if report is None or not tenants:
+        return ""
+    return (f'<p class="muted">Drawn: the audits of {_audited(tenant_of(report, history, tenants))} by {_bdi(report.group_by)}, '
+            "those the latest is compared with; the numbers of every stored audit, of every tenant, are below.</p>")
+
+
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
                      prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0,
-                     unreadable: Sequence[str] = ()) -> str:
+                     unreadable: Sequence[str] = (), tenants: Sequence[str | None] = ()) -> str:
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
     `prototypes` describe the population's prototypes by stored answers (`population`: its version; `backlog`:
     more than this many comparisons still being stored, 0 for none); `unreadable`, why each stored audit report
-    this release cannot read is left out (`unreadable_reports`)."""
+    this release cannot read is left out (`unreadable_reports`); `tenants`, the tenant each of `history` audited
+    (None: every tenant; `report` is one of `history`): the page names it, and draws over time only the audits of
+    the latest one's tenant and attribute (until session 42 one line ran through every tenant's audits)."""
     if report is not None:
         suppressed = report.suppressed_groups
+        of = f"of {_audited(tenant_of(report, history, tenants))} " if tenants else ""
         summary = (
-            f"Audit by <b>{_bdi(report.group_by)}</b> at {_when(report.created_at)}: {_count(report.users, 'user')}, "
+            f"Audit {of}by <b>{_bdi(report.group_by)}</b> at {_when(report.created_at)}: {_count(report.users, 'user')}, "
             f"{_count(report.comparisons, 'comparison')}"
             + (f", {_count(suppressed, 'group')} of fewer than {report.min_group_size} users suppressed" if suppressed else "")
             + (f", {_count(report.withheld_groups, 'group')} withheld (users in them were deleted after the audit)" if report.withheld_groups else "")
@@ -331,7 +378,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
                 f"<b>{_bdi(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
             )
         flagged = any(g.too_few_comparisons for g in report.groups)
-        note = f'<p class="muted">* flagged: fewer than {report.min_comparisons} comparisons, not ranked</p>' if flagged else ""
+        note = f'<p class="muted">* flagged: {flag_note(report)}</p>' if flagged else ""
         bars = group_bars(report) + note + group_table(report)
     else:
         # stored reports this release cannot read (listed below) are audits that were run
@@ -348,7 +395,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         + '</header><main id="main" tabindex="-1">'
         + PATTERNS
         + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{unreadable_reports(unreadable)}{legend()}{bars}</section>'
-        f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{worst_group_over_time(history)}{worst_group_table(history)}</section>'
+        f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{drawn(report, history, tenants)}{worst_group_over_time(comparable(report, history, tenants))}{worst_group_table(history, tenants)}</section>'
         f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs)}</section>'
         f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population, backlog)}</section>'
         "</main></body></html>"

@@ -214,6 +214,7 @@ class StoredReports(NamedTuple):
 
     readable: list[AuditReport]
     unreadable: list[UnreadableReport]
+    tenants: list[str | None]  # the tenant each of `readable` audited (its job's `tenant` param; None: every tenant)
 
 
 class Admin:
@@ -875,10 +876,15 @@ class Admin:
         except (OSError, ValueError) as exc:  # msgspec.DecodeError is a ValueError: damaged, or not a report
             raise UnreadableReport(job, f"{type(exc).__name__}: {exc}") from None
 
-    def reports(self, limit: int = 50) -> StoredReports:
-        """The reports of the newest `limit` succeeded audit jobs, newest first, and those that cannot be read."""
-        found = StoredReports([], [])
-        for job in self.runner.list(kind="audit", state="succeeded", limit=limit):
+    def reports(self, limit: int = 50, *, like: Job | None = None) -> StoredReports:
+        """The reports of the newest `limit` succeeded audit jobs, newest first, and those that cannot be read.
+        `like` (an audit job): only audits of the users it audits, its tenant's (the same `tenant` param; none: every
+        tenant's), the ones its report can be compared with. A report does not name its tenant: its job's params do."""
+        jobs = self.runner.list(kind="audit", state="succeeded", limit=limit if like is None else 1 << 62)
+        if like is not None:
+            jobs = [j for j in jobs if j.params.get("tenant") == like.params.get("tenant")][:limit]
+        found = StoredReports([], [], [])
+        for job in jobs:
             try:
                 report = self.report(job)
             except UnreadableReport as exc:
@@ -888,4 +894,6 @@ class Admin:
                 continue
             if report is not None:
                 found.readable.append(report)
+                tenant = job.params.get("tenant")
+                found.tenants.append(tenant if isinstance(tenant, str) else None)
         return found

@@ -11,6 +11,7 @@ import hashlib
 import re
 import time
 import uuid
+from collections.abc import Iterable
 
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException, NotFoundException
@@ -246,28 +247,33 @@ async def _store(rt: Runtime, tenant: str, user: str, fb: FeedbackBody, rows: li
 
 def after_move(rt: Runtime, rows: list[StoredPreference]) -> None:
     """Rows just moved into the table: compact when due, and refit their users in the background so their stored
-    weights are fresh. While the log still has a backlog those refits wait (under load the CPU goes to moving
-    the rows; a read refits stale weights itself meanwhile): their users join `Runtime.dropped_refits`, and the
-    first batch that leaves the log empty queues their refits too. A stop before that keeps them for the next
-    start (`keep_dropped_refits`). Before, they were recorded nowhere: what reads the users table as it is (the
-    fairness audit's groups, the population a new user is compared with, the pooled prior) kept their row of
-    before that feedback until they came back, for good for a user who never did. A user deleted meanwhile is
-    refitted to nothing: a refit writes no row for a user with nothing stored (`refit`). A user whose own read
-    refitted them meanwhile is refitted once more (the same fit)."""
+    weights are fresh (`refit_waiting`)."""
     rt.maybe_compact()
-    users = dict.fromkeys((r.tenant, r.user_id) for r in rows)
-    waited: list[tuple[str, str]] = []
+    refit_waiting(rt, [(r.tenant, r.user_id) for r in rows])
+
+
+def refit_waiting(rt: Runtime, moved: Iterable[tuple[str, str]] = ()) -> int:
+    """Queue the background refits of the users (tenant, user_id) whose rows were just `moved` into the table, and
+    of those whose refits wait (`Runtime.dropped_refits`), once the feedback log is empty. While it still has a
+    backlog the `moved` join those waiting (under load the CPU goes to moving the rows; a read refits stale
+    weights itself meanwhile), and the first move that leaves it empty queues them all; so does the app's start
+    when the worker emptied it before (the users of the records replayed at the start wait: `Ingestor.replayed`).
+    A stop before that keeps them for the next start (`keep_dropped_refits`). Before, they were recorded nowhere:
+    what reads the users table as it is (the fairness audit's groups, the population a new user is compared with,
+    the pooled prior) kept their row of before that feedback until they came back, for good for a user who never
+    did. A user deleted meanwhile is refitted to nothing: a refit writes no row for a user with nothing stored
+    (`refit`). A user whose own read refitted them meanwhile is refitted once more (the same fit). Returns how many
+    refits were asked for."""
+    users = list(dict.fromkeys(moved))
     # the look at the backlog under the lock too: a reader's move that saw the worker's last batch still pending
     # adds its users before the worker's hook looks (which queues them), or sees the log empty itself
     with rt.refit_lock:
-        if rt.ingest.log.backlog()[0]:
+        if rt.ingest.log.has_pending():  # asked at each request's rows of each batch: no pass over the backlog
             rt.dropped_refits.update(users)
-            return
+            return 0
         if not rt.refits_stopped.is_set():  # stopping, they stay: `keep_dropped_refits` writes them for the next start
-            waited = sorted(rt.dropped_refits.difference(users))
+            users += sorted(rt.dropped_refits.difference(users))
             rt.dropped_refits.clear()
-    for tenant, user in users:
-        attributes = next((r.attributes for r in rows if (r.tenant, r.user_id) == (tenant, user) and r.attributes), None)
-        schedule_refit(rt, tenant, user, attributes=attributes)
-    for tenant, user in waited:  # their feedback's attributes are in their rows: a refit gathers them
+    for tenant, user in users:  # the attributes their feedback carried are in their rows: a refit gathers them
         schedule_refit(rt, tenant, user)
+    return len(users)

@@ -318,7 +318,7 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
     A refusal or failure gives the claims back. Raises the 409 and 503 of `_claim_ids`, and a 503 when held rows
     were deleted meanwhile. Run in a thread, under the tenant's import lock."""
     with rt.user_lock(tenant, user_id) if rt.store.claims is not None else contextlib.nullcontext():
-        claimed = _claim_ids(rt, tenant, user_id, rows, stored, records, lines, stamped) if stored or held else {}
+        claimed, moved = _claim_ids(rt, tenant, user_id, rows, stored, records, lines, stamped) if stored or held else ({}, {})
         try:
             if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
                 try:
@@ -330,18 +330,18 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
             if stored:
                 rt.ingest.submit(stored)
         except BaseException:  # refused or failed: not acknowledged
-            if claimed:
-                rt.store.claims.release(tenant, user_id, claimed)
+            if claimed or moved:
+                rt.store.claims.release(tenant, user_id, claimed, moved)
             raise
 
 
 def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list, records: list, lines: list[int],
-               stamped: frozenset[str]) -> dict[str, Claim]:
+               stamped: frozenset[str]) -> tuple[dict[str, Claim], dict[str, tuple[Claim, Claim]]]:
     """Claim on the store (`pluralign.store.claims`, with replicas only) the ids of `rows` (an import's rows, `stored`
     the new ones) that its file gave, but those of rows held in the table (their row is there: the mover removes
-    a claim once its row is, and a claim made again for them nobody would remove); returns the claims made now.
-    A held row's claim takes its later time (a DELETE begun before keeps it, as it keeps the row); one found with
-    other content refuses only a new row. An id claimed afresh is then looked for in the table's newest version
+    a claim once its row is, and a claim made again for them nobody would remove). A held row's claim takes its later time (a DELETE begun before keeps it, as it keeps the row); one found with
+    other content refuses only a new row. Returns (the claims made now, those moved on: `PrefIdClaims.claim`'s
+    `moved`), for `release` on a later refusal. An id claimed afresh is then looked for in the table's newest version
     (`Store.check_newest`): another replica's row of it may have been committed, and its claim removed, after
     this import's check of the table (a cached history). Raises a 409 naming `line N.pref_id` (code `pref_id_conflict`)
     when another import claimed one with other content (through another replica: it may not have reached the
@@ -350,16 +350,20 @@ def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list,
     be read); nothing claimed stays either way. Run in a thread."""
     claims = rt.store.claims
     if claims is None:
-        return {}
+        return {}, {}
     given = {r.pref_id for r in records if r.pref_id is not None}
     new = {r.pref_id for r in stored}
-    logged = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows} if len(new) < len(given) else set()
+    # ids the file gave that are not new are held: in the table (not claimed) or in this replica's log (claimed: their
+    # time moves on). Until review 42 looked for only when the file gave more ids than the import had new rows, which
+    # count rows without an id too: a held row sent beside new rows kept its claim's first time
+    logged = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows} if given - new else set()
     wanted = {row.pref_id: claim_of(row, row.pref_id in stamped) for row in rows
               if row.pref_id in given and (row.pref_id in new or row.pref_id in logged)}
     if not wanted:
-        return {}
+        return {}, {}
+    moved: dict[str, tuple[Claim, Claim]] = {}
     try:
-        made, taken = claims.claim(tenant, user_id, wanted)
+        made, taken = claims.claim(tenant, user_id, wanted, moved)
     except Exception as exc:  # an object store down or refusing the keys, a full disk
         log.error("pref_id claims of an import of tenant %s could not be written: %s", tenant, exc)
         raise ServiceUnavailableException(detail="the store's claims on this import's pref_ids could not be written: "
@@ -371,9 +375,9 @@ def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list,
             raise _claimed_elsewhere(records, lines, taken)
         _refuse_if_stored_otherwise(rt, [r for r in stored if r.pref_id in made], records, lines, stamped)
     except BaseException:
-        claims.release(tenant, user_id, made)
+        claims.release(tenant, user_id, made, moved)
         raise
-    return made
+    return made, moved
 
 
 def _claimed_elsewhere(records: list, lines: list[int], taken: Mapping[str, Claim]) -> HTTPException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -10,6 +11,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -43,7 +45,6 @@ from pluralign.user.summary import Example, PrototypeDescription, describe_proto
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.metrics import DECLARED_COUNTERS
 from service.periodic import Periodic
-from service.requestid import in_context
 from service.rewards import UserRewards
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
@@ -124,12 +125,10 @@ def adapter_folder(rt: Runtime, tenant: str, user_id: str):
     return rt.adapters.registry.folder(tenant, user_id)
 
 
-def refit(
-    rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None, rewards: UserRewards | None = None,
-    unsaved_ok: bool = False,
-) -> UserWeights:
+def refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None = None, unsaved_ok: bool = False) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
-    attributes gather those their feedback carried (later ones win), then `attributes`. `unsaved_ok`:
+    attributes gather those their feedback carried, over those their row held (the latest, by `created_at`,
+    win; nothing else is merged in: a batch's first row's attributes overrode them once). `unsaved_ok`:
     a read's refit, whose row the users table cannot take (no room, read-only), is logged and served
     all the same (the row is a cache of their comparisons: the next read fits again), as is a stated
     change's (`set_stated`: its version is stored by then); a DELETE's refit raises StoreUnavailable (a
@@ -138,11 +137,10 @@ def refit(
     Runs under the user's lock, so a DELETE is either before it (nothing to fit: no row is written,
     the user stays deleted) or after it (the DELETE removes what it wrote)."""
     with rt.user_lock(tenant, user_id):
-        return _refit(rt, tenant, user_id, attributes, rewards, unsaved_ok)
+        return _refit(rt, tenant, user_id, rewards, unsaved_ok)
 
 
-def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None, rewards: UserRewards | None,
-           unsaved_ok: bool = False) -> UserWeights:
+def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, unsaved_ok: bool = False) -> UserWeights:
     # one snapshot of the history for vectors, texts and attributes: feedback moved into the table
     # meanwhile must not make them disagree (the next read sees the new rows as stale and refits)
     history = rt.store.history(tenant, user_id)
@@ -177,7 +175,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
         user_id=user_id,
         created_at=record.created_at if record else now,
         updated_at=now,
-        attributes={**(record.attributes if record else {}), **from_feedback, **(attributes or {})},
+        attributes={**(record.attributes if record else {}), **from_feedback},
         pal_logits=None if prior else [float(x) for x in logits],
         pal_version=rewards.version,
         adapter=record.adapter if record else None,
@@ -195,8 +193,11 @@ def _refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | 
     return UserWeights(logits=logits, prior=prior, record=record, state=state, rewards=rewards, stated=stated)
 
 
-def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str, str] | None = None) -> None:
-    """Refit the user in the background; refits queued for the same user coalesce into one.
+def schedule_refit(rt: Runtime, tenant: str, user_id: str) -> None:
+    """Refit the user in the background; refits queued for the same user coalesce into one. The refit thread takes
+    the tenants in turn (`_next_refit`), so a tenant's thousands queued at once (every user of theirs moved during a
+    feedback backlog: `service.feedback.services.refit_waiting`) never hold another tenant's few behind them. The
+    refit gathers the attributes of the user's rows (`refit`: the latest win), so none is handed to it.
 
     Correctness does not hang on it: `user_weights` refits stale weights itself, so the next
     request of the user uses every acknowledged comparison even if this refit has not run yet."""
@@ -206,25 +207,39 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str, attributes: dict[str,
             rt.dropped_refits.add(key)
             return
         if key in rt.pending_refits:
-            rt.pending_refits[key].update(attributes or {})
             return
-        rt.pending_refits[key] = dict(attributes or {})
+        rt.pending_refits.add(key)
+        # run under the id of the request that caused it (service.requestid)
+        rt.refit_turns.setdefault(tenant, deque()).append((user_id, contextvars.copy_context()))
+    rt.background.submit(_next_refit, rt)  # one task per refit queued: each runs the one whose turn it is
 
-    def run() -> None:
-        with rt.refit_lock:
-            merged = rt.pending_refits.pop(key)
-            if rt.refits_stopped.is_set():
-                return
-        try:
-            start = time.perf_counter()
-            refit(rt, tenant, user_id, attributes=merged or None)
-            log.debug("background refit of a user of tenant %s done in %.1f ms", tenant, (time.perf_counter() - start) * 1000)
-        except StoreUnavailable as exc:  # a full disk, a damaged table: its words are enough
-            log.error("background refit of a user of tenant %s failed: %s", tenant, exc)
-        except Exception:  # the next request of the user refits instead
-            log.exception("background refit of a user of tenant %s failed", tenant)
 
-    rt.background.submit(in_context(run))  # under the id of the request that caused it (service.requestid)
+def _next_refit(rt: Runtime) -> None:
+    """The refit thread's next refit: the oldest queued of the tenant whose turn it is (`Runtime.refit_turns`, whose
+    first tenant goes to the back once one of its refits is taken)."""
+    with rt.refit_lock:
+        if not rt.refit_turns:
+            return
+        tenant = next(iter(rt.refit_turns))
+        users = rt.refit_turns.pop(tenant)
+        user_id, context = users.popleft()
+        if users:
+            rt.refit_turns[tenant] = users  # behind the other tenants queued
+        rt.pending_refits.discard((tenant, user_id))
+        if rt.refits_stopped.is_set():
+            return
+    context.run(_background_refit, rt, tenant, user_id)
+
+
+def _background_refit(rt: Runtime, tenant: str, user_id: str) -> None:
+    try:
+        start = time.perf_counter()
+        refit(rt, tenant, user_id)
+        log.debug("background refit of a user of tenant %s done in %.1f ms", tenant, (time.perf_counter() - start) * 1000)
+    except StoreUnavailable as exc:  # a full disk, a damaged table: its words are enough
+        log.error("background refit of a user of tenant %s failed: %s", tenant, exc)
+    except Exception:  # the next request of the user refits instead
+        log.exception("background refit of a user of tenant %s failed", tenant)
 
 
 DROPPED_REFITS_FILE = "refits-dropped.json"  # under the data folder: [[tenant, user_id], ...] a stop left to the next start
@@ -243,7 +258,8 @@ def keep_dropped_refits(rt: Runtime) -> int:
         keys = sorted(rt.dropped_refits)
         rt.dropped_refits.clear()
     try:
-        keys = [key for key in keys if rt.store.count_preferences(*key)]
+        held = rt.store.users_with_preferences(keys)  # one read per 1,000 of them: a stop may find thousands waiting
+        keys = [key for key in keys if key in held]
     except StoreUnavailable as exc:  # all of them, then: the next start's refit of a deleted user writes nothing
         log.error("stopping: could not check which users with dropped refits are still stored: %s", exc)
     if not keys:
@@ -456,7 +472,7 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
             log.error("stated preferences of a user of tenant %s: version %d is kept in their row only for now: %s",
                       tenant, stated.version, exc)
         try:  # the change is stored: the refit's row is a cache (a read whose fit does not match the stated version fits again)
-            _refit(rt, tenant, user_id, None, None, unsaved_ok=True)
+            _refit(rt, tenant, user_id, None, unsaved_ok=True)
         except StoreUnavailable as exc:  # its history unreadable now: the next read of the user fits them
             log.error("stated preferences of a user of tenant %s: version %d is stored, their refit failed: %s",
                       tenant, stated.version, exc)
@@ -1057,7 +1073,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
         # their users row was drawn from those rows too (weights, the residual, the attributes their feedback
         # carried, which a refit keeps): fitted again from what they sent since, with only its attributes
         rt.store.put_user(msgspec.structs.replace(record, attributes={}))
-        _refit(rt, tenant, user_id, None, None)
+        _refit(rt, tenant, user_id, None)
     try:
         meta = rt.adapters.registry.meta(tenant, user_id)
     except (OSError, ValueError):  # unreadable: not shown to be trained since, so it goes

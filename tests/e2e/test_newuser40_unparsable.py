@@ -131,6 +131,23 @@ def test_a_head_past_the_limit_is_a_431_naming_headers_and_one_within_it_is_read
     assert httpx.get(served.url + "/health").status_code == 200
 
 
+def test_trailers_past_the_head_limit_are_a_431_naming_headers(served):
+    """Review session 42: the head cap counted bytes only until the head ended, but httptools hands a chunked body's
+    trailers to uvicorn's `on_header`, which keeps each in the request's header list: 8 MB of trailers after a
+    one-byte body (no key needed: `/admin/login` reads its form first) were all kept, then the request answered as
+    if nothing were wrong. Trailers past `MAX_HEAD_BYTES` are the same 431 now; h11 refuses them past 16 KiB."""
+    pad = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+    head = b"POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    r = sent_whole_then_read(served, head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nkey=x\r\n0\r\n" + pad * 1000 + b"\r\n")
+    if served.parser == "h11":
+        assert assert_json_400(r)["code"] == "invalid_http"
+        return
+    assert r.status_code == 431, (r.status_code, r.text[:300])
+    assert r.json()["error"]["param"] == "headers" and r.headers["connection"] == "close", r.text
+    within = raw(served, head + b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nkey=x\r\n0\r\n" + pad * 4 + b"\r\n")
+    assert within.status_code == 401, (within.status_code, within.text[:300])  # trailers read, the form answered
+
+
 def test_the_log_line_of_the_parser_s_400_names_its_own_request_id_once(served):
     """Review session 40: under h11, a malformed request pipelined behind a good one is parsed when the good one's
     answer ends, in that request's context: the warning line said `request_id=<the 400's>` and then the logging

@@ -9,9 +9,10 @@ import signal
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from tests.e2e.job_kinds import TEST_KINDS
+from tests.e2e.job_kinds import TEST_KINDS, work
 from training.jobs.runner import RunnerConfig
 
 pytestmark = pytest.mark.slow
@@ -361,3 +362,112 @@ def test_a_running_job_purged_on_ray_is_stopped_and_forgotten(ray_cluster, tmp_p
         runner.stop()
         for pid in _workers_of(job.id):  # (what the runner left, before the fix)
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("released_before", ["no pid method", "pid not answered"])
+def test_a_job_running_on_the_release_befores_actor_is_attached_to_after_an_upgrade(ray_cluster, tmp_path, released_before):
+    """reviewj42: the release before session 42 started a job's worker with its actor, whose class has no `pid` (the
+    probe a runner attaching after a restart sends). A service upgraded while such a job ran on Ray either failed to
+    start (AttributeError from `_recover`: the actor's handle names no `pid`) or, where Ray sent the call to the actor,
+    failed the job "could not start on Ray" and removed its actor while its worker (its own session) ran on, unwatched.
+    Now the upgraded runner attaches to it as to any running job: one run of the worker, finished and recorded."""
+    from training.jobs.ray_runner import NAMESPACE, JobProcess, RayJobRunner, actor_name
+
+    if released_before == "no pid method":
+        class Released41(JobProcess):  # (by value: Ray ships it to the actor) the handle names no `pid`
+            pid = None
+    else:
+        class Released41(JobProcess):  # the handle names `pid`, as the upgraded driver's class does; the actor has none
+            def pid(self):
+                raise AttributeError("'JobProcess' object has no attribute 'pid'")
+
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1)
+    marker = tmp_path / "marker"
+    before = RayJobRunner(config, kinds=TEST_KINDS)  # its records, as the release before wrote them (never started)
+    job = before.submit("work", {"seconds": 4.0, "marker": str(marker)})
+    _, artifact, argv = before._worker_of(job)
+    actor = ray_cluster.remote(Released41).options(name=actor_name(job.id), namespace=NAMESPACE, lifetime="detached",
+                                                   num_cpus=1, max_restarts=0).remote()
+    actor.start.remote(argv, before._worker_env(job, 1), str(config.cwd), str(before.store.path(job.id, "out")),
+                       str(before.store.path(job.id, "log")), config.nice)  # started with its actor, as that release did
+    before.store.put(msgspec.structs.replace(job, state="running", attempts=1, started_at=time.time(), artifact=str(artifact)))
+    again = None
+    try:
+        wait_for(marker.exists, 120, "never started")
+        again = RayJobRunner(config, kinds=TEST_KINDS)  # the upgraded service's
+        again.start()
+        done = again.wait(job.id, timeout=120)
+        assert (done.state, done.attempts) == ("succeeded", 1), done
+        assert marker.read_text() == "started\n"  # one run of the worker
+        wait_for(lambda: not _actor_alive(ray_cluster, job.id), 30, "its actor was left")
+    finally:
+        if again is not None:
+            again.stop()
+        for pid in _workers_of(job.id):  # (what the runner left, before the fix)
+            os.kill(pid, signal.SIGKILL)
+        if _actor_alive(ray_cluster, job.id):
+            ray_cluster.kill(actor)
+
+
+def test_a_job_ray_had_not_placed_when_the_service_restarted_is_neither_lost_nor_left_waiting(ray_cluster, tmp_path):
+    """reviewj42: a restarted runner waits 30 s for the actor of each job left running to answer; one Ray had not placed
+    (no node with a free GPU here) did not, and its job was queued again while the actor kept its name: the job's
+    next launch failed "could not start" (the name taken), and the actor stayed, to hold the GPU it waited for, idle,
+    once placed. Now the actor, which runs no worker before it is placed, is removed and the job queued again: sent
+    anew, it waits for its node, and a cancel ends it with nothing left on Ray. The 30 s are waited once for all the
+    actors, not once each (two here: the runner's start took 30 s more before)."""
+    from training.jobs.kinds import JobKind
+    from training.jobs.ray_runner import RayJobRunner
+
+    kinds = {**TEST_KINDS, "gpu": JobKind("gpu", work, gpus=1.0)}  # this cluster has no GPU: never placed
+    config = RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, workers=2)
+    runner = RayJobRunner(config, kinds=kinds)
+    runner.start()
+    try:
+        jobs = [runner.submit("gpu", {"tenant": tenant}) for tenant in ("acme", "globex")]
+        wait_for(lambda: all(runner.get(job.id).state == "running" for job in jobs), 120, "never sent")
+    finally:
+        runner.stop()  # their actors wait for a GPU
+    again = RayJobRunner(config, kinds=kinds)  # waits for their actors' answers (30 s), as for any job left running
+    again.start()
+    try:
+        wait_for(lambda: all(again.get(job.id).attempts == 2 for job in jobs), 30, "never sent again")
+        time.sleep(1.0)  # a few polls
+        for job in jobs:
+            waiting = again.get(job.id)
+            assert waiting.state == "running" and waiting.error is None, waiting  # sent anew, waiting for a node
+            assert any("queued again" in line for line in waiting.log_tail), waiting.log_tail
+            assert again.cancel(job.id).cancel_requested
+            assert again.wait(job.id, timeout=30).state == "cancelled"
+        wait_for(lambda: not any(_actor_alive(ray_cluster, job.id) for job in jobs), 30, "an actor was left")
+    finally:
+        again.stop()
+
+
+def test_a_record_a_full_disk_refused_is_written_once_there_is_room_on_ray_too(ray_cluster, tmp_path, monkeypatch):
+    """reviewj42: the local runner writes a record a full disk refused (`_record` holds it in memory) at its next polls;
+    the Ray runner's own `_poll` never did, so a job's final record stayed in memory only, its file saying `running`:
+    the next start found its actor gone and ran the job again (and the restamp at placement, jobturn42, was lost too)."""
+    import errno
+
+    from training.jobs.store import JobStore
+
+    put = JobStore.put
+    refused: list[str] = []
+
+    def full_disk_once(store, job):
+        if job.state == "succeeded" and not refused:
+            refused.append(job.id)
+            raise OSError(errno.ENOSPC, "No space left on device", str(store.path(job.id)))
+        return put(store, job)
+
+    monkeypatch.setattr(JobStore, "put", full_disk_once)
+    folder = tmp_path / "jobs"
+    runner = make_runner(folder)
+    try:
+        job = runner.submit("work", {})
+        assert runner.wait(job.id, timeout=120).state == "succeeded"  # held in memory
+        assert refused == [job.id]
+        wait_for(lambda: JobStore(folder).get(job.id).state == "succeeded", 30, "its record on disk still says running")
+    finally:
+        runner.stop()

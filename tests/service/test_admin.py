@@ -61,10 +61,13 @@ def test_an_unknown_job_id_is_repeated_escaped_as_other_errors_repeat_values(svc
 
 def test_a_crashing_job_is_recorded_failed_and_the_service_keeps_serving(svc):
     with svc.client("admin") as admin:
-        # an audit of a tenant with no stored comparisons: the worker exits with an error
-        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "tenant": "nobody-here"}})
-        assert r.status_code == 201, r.text
-        job = wait_job(admin, r.json()["id"])
+        # an audit of a tenant with no stored comparisons (other tenants have many): the worker exits with an error,
+        # and the route names the tenant; before, a 400 naming `group_by`: "there are no stored comparisons to audit yet"
+        r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "nobody-here", "wait": 120}, timeout=240)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "tenant", r.text
+        assert "tenant 'nobody-here' has no stored comparisons to audit" in r.json()["error"]["message"], r.text
+        (job,) = [j for j in admin.get("/admin/jobs", params={"kind": "audit"}).json()["jobs"] if j["params"].get("tenant") == "nobody-here"]
         assert job["state"] == "failed" and "exit code" in job["error"], job
         assert admin.post("/admin/jobs", json={"kind": "no-such-kind"}).status_code == 400
         assert admin.post("/admin/jobs", json={"kind": "adapter", "params": {}}).status_code == 400  # needs a user
@@ -174,6 +177,35 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)
 
 
+def test_an_audit_is_compared_with_the_previous_audit_of_its_own_tenant_only(svc):
+    """Before: the change since the previous audit was drawn against the latest earlier audit by the same attribute of
+    any tenant, so a first audit of hooli was told its worst group had moved since umbrella's audit, other users."""
+    for tenant, answer in (("umbrella", "Tea."), ("hooli", "Coffee.")):
+        svc.keys.setdefault(tenant, svc.runtime.keys.issue(tenant))
+        with svc.client(tenant) as c:
+            for i in range(3):
+                for user, segment in (("kim", "a"), ("lee", "b")):
+                    body = {"type": "comparison", "user": user, "prompt": f"Tea or coffee, round {i}?", "chosen": answer,
+                            "rejected": "Water.", "attributes": {"region": segment}}
+                    assert c.post("/v1/feedback", json=body).status_code == 201
+    with svc.client("admin") as admin:
+        audit = lambda tenant: admin.get("/admin/audits/fairness", params={  # noqa: E731
+            "group_by": "region", "tenant": tenant, "min_comparisons": 1, "wait": 120}, timeout=240)
+        first = audit("umbrella")
+        assert first.status_code == 200, first.text
+        other = audit("hooli")
+        assert other.status_code == 200, other.text
+        page = admin.get("/admin/dashboard").text
+    assert other.json()["previous_created_at"] is None, (other.json(), first.json()["created_at"])
+    assert other.json()["worst_group_accuracy_change"] is None and other.json()["gap_change"] is None
+    # the dashboard likewise: it says whose audit the latest is, draws over time only the audits it is compared with
+    # (before, one unlabelled line ran from umbrella's audit to hooli's), and names each stored audit's tenant
+    assert "Audit of tenant <bdi>hooli</bdi> by <b><bdi>region</bdi></b>" in page, page
+    chart = page.split('id="worst-group-over-time"')[1].split("</svg>")[0]
+    assert chart.count('class="point personalized"') == 1, chart
+    assert "<td>tenant <bdi>umbrella</bdi></td>" in page and "<td>tenant <bdi>hooli</bdi></td>" in page
+
+
 def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, monkeypatch):
     """The audit route reads the job's report and every stored report (to say what changed since the
     previous audit). With many stored reports that takes a while; it used to run on the event loop,
@@ -191,10 +223,10 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
                 assert c.post("/v1/feedback", json=body).status_code == 201
     reading, original = threading.Event(), Admin.reports
 
-    def slow_reports(self, limit=50):  # as if hundreds of reports were stored
+    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored
         reading.set()
         time.sleep(2.0)
-        return original(self, limit)
+        return original(self, limit, **scope)
 
     monkeypatch.setattr(Admin, "reports", slow_reports)
     answer = {}

@@ -288,3 +288,87 @@ def test_other_content_is_a_409_while_the_first_row_is_being_moved(replicas):
         b.runtime.store.refresh("preferences")
         page = cb.get(f"/v1/users/{user}/preferences")
         assert [(r["pref_id"], r["chosen"]) for r in page.json()["data"]] == [("p-1", "Tea.")]
+
+
+def test_a_row_sent_again_from_the_log_with_new_rows_keeps_its_claim_through_a_delete(replicas):
+    """Review of session 42. p-1 ("Tea.") waits in a's feedback log; the same row is imported again through a beside a
+    new row without an id, and a DELETE of the user that began between the two runs on b. The row sent again is logged
+    again, received after the DELETE began (kept), so its claim must move on to that time too. Before, the import's
+    ids held in the log were looked for only when the file gave more ids than it had new rows (a count that also
+    counts rows without an id): the claim kept the first time, the DELETE removed it, and b then acknowledged p-1
+    with other content ("Coffee.", 201) beside a's "Tea."."""
+    user = "again42c"
+    a, b = replicas
+    fresh = json.dumps({"prompt": "Milk?", "chosen": "Yes.", "rejected": "No.", "created_at": 1_700_000_000.0}).encode() + b"\n"
+    with a.client("acme") as ca, b.client("acme") as cb:
+        claims = b.runtime.store.claims
+        again: list = []
+
+        def import_again_then_forget(*args):
+            if not again:
+                again.append(ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.") + fresh))
+            return type(claims).forget_user(claims, *args)
+
+        assert ca.post(f"/v1/users/{user}/import", content=line("p-0", "Milk.")).status_code == 201  # a user b can DELETE
+        a.runtime.ingest.flush()
+        with a.runtime.ingest.paused(), b.runtime.ingest.paused():
+            assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
+            claims.forget_user = import_again_then_forget
+            try:
+                assert cb.delete(f"/v1/users/{user}").status_code == 200
+            finally:
+                vars(claims).pop("forget_user", None)
+            assert again and again[0].status_code == 201 and again[0].json()["already_stored"] == ["p-1"], again
+            coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+            assert coffee.status_code == 409, coffee.text  # before: 201
+
+
+def test_a_delete_leaves_no_claims_folder_behind(replicas):
+    """Review of session 42. A user's claims folder (named by the hash of `tenant/user_id`) gained a `.lock` file,
+    made by the first conditional change of a claim there (the mover's removal of a stored row's claim): nothing
+    removed it, so a DELETE left the folder and its `.lock` behind for every deleted user (before session 42 the
+    empty folder). Now the DELETE's claims step removes the folder once no claim is left in it."""
+    user = "gone42c"
+    a, b = replicas
+    folder = a.runtime.store.claims.root / claims_module._folder("acme", user)
+    with a.client("acme") as ca, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
+        a.runtime.ingest.flush()
+        assert claim_files(a, user) == [] and folder.is_dir()  # the stored row's claim went; the folder stays meanwhile
+        assert cb.delete(f"/v1/users/{user}").status_code == 200
+        assert not folder.exists(), sorted(p.name for p in folder.iterdir())  # before: ['.lock']
+        with a.runtime.ingest.paused():  # the id free again: claimed in a new folder
+            again = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+            assert again.status_code == 201 and len(claim_files(a, user)) == 1, again.text
+
+
+def test_a_row_sent_again_before_it_was_moved_leaves_no_claim(replicas):
+    """Review of session 42: a row imported twice through one replica before its mover ran is in the log twice, the
+    second copy received later, and its claim moved on to that import's time. The mover removes the claim by the
+    latest copy of the batch: by the first, the claim (later) stayed for ever. No test held that line."""
+    user = "twice42c"
+    a, _ = replicas
+    with a.client("acme") as ca:
+        with a.runtime.ingest.paused():
+            assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
+            again = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea."))
+            assert again.status_code == 201 and again.json()["already_stored"] == ["p-1"], again.text
+            assert len(claim_files(a, user)) == 1
+        a.runtime.ingest.flush()
+        assert claim_files(a, user) == []
+
+
+def test_a_refused_import_of_a_row_another_replica_holds_leaves_its_claim_as_it_was(replicas):
+    """Review of session 42: b holds p-1 ("Tea.") and p-2 ("Milk.") in its log. An import through a of p-1 ("Tea.") and
+    p-2 ("Cocoa.") is refused (a 409 for p-2), but its claim of p-1 had moved p-1's claim on to a's time. b's mover then
+    stored p-1 and kept its claim, later than b's copy, for ever (nothing else moves that row). Now a refused import
+    puts back the time it moved on, when the claim is still as it left it."""
+    user = "refused42c"
+    a, b = replicas
+    with a.client("acme") as ca, b.client("acme") as cb:
+        with b.runtime.ingest.paused():
+            assert cb.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.") + line("p-2", "Milk.")).status_code == 201
+            refused = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.") + line("p-2", "Cocoa."))
+            assert refused.status_code == 409 and "line 2.pref_id" in refused.text, refused.text
+        b.runtime.ingest.flush()
+        assert claim_files(b, user) == []  # before: p-1's claim, at a's time

@@ -39,7 +39,7 @@ def test_refits_queued_when_the_service_stops_never_run_after_it(tmp_path, tiny_
                 r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "p", "chosen": "a", "rejected": "b"})
                 assert r.status_code == 201, r.text
         rt.ingest.flush()  # in the table: the users' refits are queued behind the running one (those of a batch
-        assert rt.pending_refits  # moved while the log still had a backlog were skipped: a read refits them)
+        assert rt.pending_refits  # moved while the log still had a backlog wait in `dropped_refits`: kept at the stop)
     stopped = _records(rt)  # the app's shutdown has returned
     rt.background.submit(lambda: None).result(timeout=60)  # whatever was still queued has run by now
     assert _records(rt) == stopped  # no refit wrote a user after the stop

@@ -246,10 +246,11 @@ def tiny_generator(folder: Path):
     return _generator_with(folder, _tokenizer_copy(folder)[1])
 
 
-def start_service(data_dir: Path, generator_dir: Path, pal_dir: Path, encoder, admin_handlers=(), **settings):
+def start_service(data_dir: Path, generator_dir: Path, pal_dir: Path, encoder, admin_handlers=(), built=None, **settings):
     """Build the runtime from tiny models and serve it; returns (LiveServer context, Service). Its
     generator's tokenizer is its own while it runs, and a later service's once it stopped (its thread
-    ended): a copy is as slow as a parse, and most tests start a service."""
+    ended): a copy is as slow as a parse, and most tests start a service. `built`: called with the runtime
+    once built, before the app around it is (what a start does while its population model loads)."""
     from service.app import create_app
     from service.runtime import Runtime
     from service.settings import Settings
@@ -262,6 +263,8 @@ def start_service(data_dir: Path, generator_dir: Path, pal_dir: Path, encoder, a
         "globex": runtime.keys.issue("globex"),
         "admin": runtime.keys.issue("ops", admin=True),
     }
+    if built is not None:
+        built(runtime)
     server = LiveServer(create_app(runtime=runtime, admin_handlers=admin_handlers))
     server.after_stop.append(lambda: _spare_tokenizer(key, tokenizer))
     return server, Service(server, runtime, keys)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -111,3 +112,32 @@ def test_an_audit_whose_every_group_is_suppressed_names_no_worst_group():
     one.groups[0].comparisons = 1
     html = render_dashboard(one, [one], [])
     assert "1 user, 1 comparison." in html and ">1 user, 1 pair<" in html, re.findall(r"1 users?,[^<.]*", html)
+
+
+def test_groups_flagged_for_few_comparisons_are_called_unranked_only_when_the_audit_did_not_rank_them():
+    """An audit ranks flagged groups (fewer than `min_comparisons`) all the same when every group is flagged
+    (`extremes`): the API names a worst group among them. Before, the page said under the chart and in every row
+    "fewer than 50 comparisons: not ranked" and, in the summary above, "Worst group none 0.500" (a live audit of
+    4 UKP workers, 100 comparisons)."""
+    from pluralign.fairness.report import extremes
+
+    def flagged(name: str, personal: float, comparisons: int) -> GroupMetrics:
+        return msgspec.structs.replace(group(name, personal, 0.5, 3), comparisons=comparisons, too_few_comparisons=comparisons < 50)
+
+    def audit(groups: list[GroupMetrics]) -> AuditReport:
+        worst, worst_acc, gap = extremes(groups, lambda g: g.personalized_accuracy)  # as the audit ranks them
+        return AuditReport(group_by="worker_stance", created_at=1_764_000_000, encoder_id="e", personalized_model="p",
+                           base_model="b", users=6, comparisons=sum(g.comparisons for g in groups), min_comparisons=50,
+                           groups=groups, worst_group=worst, worst_group_accuracy=worst_acc, gap=gap)
+
+    every = audit([flagged("none", 0.5, 20), flagged("same", 0.7, 40)])
+    assert every.worst_group == "none"  # ranked though flagged
+    html = render_dashboard(every, [every], [])
+    assert "not ranked" not in html, html
+    assert "Worst group <b><bdi>none</bdi></b>" in html
+    assert html.count("fewer than 50 comparisons: ranked all the same (every group has)") == 3  # the note and both rows
+
+    some = audit([flagged("none", 0.5, 20), flagged("same", 0.7, 80)])
+    assert some.worst_group == "same"  # the flagged group is left out of the ranking
+    html = render_dashboard(some, [some], [])
+    assert html.count("fewer than 50 comparisons: not ranked") == 2 and "ranked all the same" not in html  # the note and its row

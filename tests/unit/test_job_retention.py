@@ -51,6 +51,15 @@ def test_a_failed_job_goes_like_a_succeeded_one():
     assert ids(expired(jobs, now=NOW, keep_s=DAY, served=set())) == ["f1"]
 
 
+def test_a_failed_or_cancelled_audit_goes_it_holds_no_report():
+    """Succeeded audits stay (their reports are the dashboard's history); before, every audit stayed for good, so each
+    request with a misspelt `group_by` or a tenant with no comparisons (a failed audit job, its record and log) did."""
+    jobs = [job("typo", kind="audit", state="failed", user=None, ended=NOW - 9 * DAY),
+            job("stopped", kind="audit", state="cancelled", user=None, ended=NOW - 8 * DAY),
+            job("report", kind="audit", user=None, ended=NOW - 7 * DAY), job("newest", kind="audit", state="failed", user=None)]
+    assert ids(expired(jobs, now=NOW, keep_s=DAY, served=set())) == ["typo", "stopped"]
+
+
 @pytest.mark.parametrize("keep_s", [0.0, -1.0, float("inf"), float("nan")])
 def test_a_retention_must_be_positive_and_finite(keep_s):
     with pytest.raises(ValueError, match="keep_s"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from msgspec.structs import replace as msgspec_replace
 
 from pluralign.store import Store, StoredPreference
 
@@ -48,3 +49,18 @@ def test_the_nearest_shots_are_the_users_own_nearest_first_from_the_table_and_fr
     for found in (first, again):
         assert [p.pref_id for p, _ in found] == ["ann-1", "ann-2"]
         assert [d for _, d in found] == [pytest.approx(0.0, abs=1e-6), pytest.approx(1 - np.cos(0.5), abs=1e-5)]
+
+
+def test_users_with_preferences_names_only_the_users_asked_for_that_hold_a_row(tmp_path, monkeypatch):
+    """A stop's check of the users whose refits wait (`keep_dropped_refits`): one read per USERS_PER_READ users,
+    whose filter (tenants IN, users IN) also matches pairs not asked for; a user with nothing stored is left out."""
+    import pluralign.store.tables as tables
+
+    monkeypatch.setattr(tables, "USERS_PER_READ", 2)  # three reads of the five asked for
+    store = Store(str(tmp_path / "db"), "enc", 2)
+    rows = [msgspec_replace(row("ann", 1, "r1"), tenant="a"), msgspec_replace(row("bob", 2, "r2"), tenant="b"),
+            msgspec_replace(row("bob", 3, "r3"), tenant="a"), msgspec_replace(row("o'cy", 4, "r4"), tenant="a")]
+    store.add_preferences(rows, np.ones((4, 2), np.float32), np.ones((4, 2), np.float32), np.ones((4, 2), np.float32))
+    asked = [("a", "ann"), ("b", "ann"), ("b", "bob"), ("a", "gone"), ("a", "o'cy"), ("a", "ann")]  # a quote: quoted
+    assert store.users_with_preferences(asked) == {("a", "ann"), ("b", "bob"), ("a", "o'cy")}  # not ("a", "bob"): not asked
+    assert store.users_with_preferences([]) == set()

@@ -185,13 +185,23 @@ def remove_if_empty(folder, made: bool) -> None:
 def check_runs_here(settings) -> None:
     """What a start writes outside the data folder, checked before the imports and the models (a
     container with a read-only root, no writable HOME, an arbitrary uid): a ValueError naming the
-    variable and the folder. The embedding cache the PAL bootstrap and the jobs fill is the data
+    variable and the folder. So is a PLURALIGN_RAY_ADDRESS (or, unset, Ray's own RAY_ADDRESS) where no Ray cluster
+    answers (`check_ray_address`). The embedding cache the PAL bootstrap and the jobs fill is the data
     folder's own (`cache/`) unless PLURALIGN_CACHE_DIR names another (the jobs inherit it)."""
     from pluralign.embed.models import check_model_cache
     from training.common import check_temp_dir, check_writable
 
     check_temp_dir()  # torch and Lance need one; without it torch's import fails
     check_model_cache(settings.encoder, settings.generator)
+    if settings.job_runner == "ray":  # before minutes of models: not after, in a traceback
+        from training.jobs.ray_runner import check_ray_address, ray_address_named
+
+        address, variable = ray_address_named(settings.ray_address)
+        try:
+            if address:
+                check_ray_address(address, variable=variable)
+        except ConnectionError as exc:
+            raise ValueError(str(exc)) from None
     if os.environ.get("PLURALIGN_CACHE_DIR"):
         check_writable("PLURALIGN_CACHE_DIR", os.environ["PLURALIGN_CACHE_DIR"])
     else:
@@ -210,7 +220,10 @@ def start(settings, local_store: list[str]):
     # itself writes there is the key file only at its end, once it can serve (the key it prints stays good too)
     keys_file = settings.data_path / "api_keys.json"
     others = (keys_file, keys_file.with_name(keys_file.name + ".lock"), settings.adapters_path)
-    with left_as_found(settings.data_path, *local_store, keep=others):
+    from service.settings import StartedAlone
+
+    # refused as alone on a store replicas write: their tables, made while this start loaded, are not its to undo
+    with left_as_found(settings.data_path, keep=others), left_as_found(*local_store, unless=(StartedAlone,)):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
         from service.admin.paths import check_jobs_folder
@@ -462,7 +475,8 @@ class TimedRequests:
     last_answer: bytes | None = None  # the parser's 400, waiting for the answers of requests pipelined before it
     refused = False  # answered for the last time (the 503 over the limit, the parser's 400): what arrives is dropped
     reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
-    head_bytes = 0  # of the head of the request arriving (httptools), counted to MAX_HEAD_BYTES
+    head_bytes = 0  # of the head of the request arriving, or of its trailers (httptools), counted to MAX_HEAD_BYTES
+    body_came = False  # whether the bytes being read held any of a body (httptools' `on_body`)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -499,8 +513,8 @@ class TimedRequests:
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
-        self.parsed = False  # whether these bytes began or ended a request (httptools)
-        if self.reading != "body":  # bytes of a head (or of blank lines between requests)
+        self.parsed, self.body_came = False, False  # whether these bytes began or ended a request, held body (httptools)
+        if (of_head := self.reading != "body"):  # bytes of a head (or of blank lines between requests)
             self.head_bytes += len(data)
         super().data_received(data)  # type: ignore[misc]
         if self.transport.is_closing() or self.refused:  # closed, or lingering after the parser's 400
@@ -512,9 +526,13 @@ class TimedRequests:
             # line): uvicorn's keep-alive timer was cancelled by them, so they start the deadline as a
             # request's first byte would; else `\r\n` now and then held the connection for good
             self.reading = "nothing"
-        if self.reading in ("body", "done"):  # the head arrived (h11; httptools says so in `on_headers_complete`)
+        if self.reading == "body" and not (of_head or self.parsed or self.body_came or hasattr(self, "conn")):
+            # httptools, bytes within one chunked body that hold none of it: its trailers, which uvicorn keeps as headers
+            # (h11 refuses trailers past 16 KiB itself), or its chunks' framing, counted until the next chunk's data
+            self.head_bytes += len(data)
+        elif self.reading in ("body", "done"):  # the head arrived (h11; httptools says so in `on_headers_complete`)
             self.head_bytes = 0
-        elif self.head_bytes > MAX_HEAD_BYTES:
+        if self.head_bytes > MAX_HEAD_BYTES:
             self.head_too_large()
             return
         self.time_the_request()
@@ -545,6 +563,8 @@ class TimedRequests:
 
         if len(getattr(self, "url", b"")) > MAX_URL_BYTES:  # httptools' URL, still arriving: its limit is what was passed
             self.send_400_response("a URL past the parser's limit")
+            return
+        if self.ended_after_its_answer():  # trailers arriving after the app began its answer: no 431 may follow it
             return
         rid = new_id()
         logging.getLogger("pluralign.service").warning("a request whose head passed %d bytes was answered 431", MAX_HEAD_BYTES,
@@ -606,6 +626,10 @@ class TimedRequests:
         super().on_headers_complete()  # type: ignore[misc]
         self.reading, self.head_bytes = "body", 0
 
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)  # type: ignore[misc]
+        self.body_came = True
+
     def on_message_complete(self) -> None:
         super().on_message_complete()  # type: ignore[misc]
         self.reading, self.parsed = "done", True
@@ -622,11 +646,7 @@ class TimedRequests:
         if self.behind_an_answer():  # nothing may be written into that answer, so the deadline waits for it
             self.deadline = self.loop.call_later(self.timeout_s, self.timed_out)
             return
-        if self.reading == "body" and self.cut_body():  # the app had answered: no 408 may follow
-            if self.cycle.response_complete:  # whole (a 401 sent before the body was read): left as after a 408, below
-                self.linger()
-            else:  # part way: nothing may be written into it, and it is cut
-                self.transport.close()
+        if self.ended_after_its_answer():  # the app had answered: no 408 may follow
             return
         if self.reading != "nothing":
             self.transport.write(stamped(self.late[self.reading], self.server_state.default_headers))
@@ -642,6 +662,18 @@ class TimedRequests:
         if self.reading == "body":
             return bool(getattr(self, "pipeline", None))  # httptools' queue: the newest cycle, `self.cycle`, is in it
         return self.cycle is not None and not self.cycle.response_complete
+
+    def ended_after_its_answer(self) -> bool:
+        """When the app has begun answering the request whose body is arriving, the body is cut (`cut_body`) and the
+        connection ended: lingering after a whole answer (a 401 sent before the body was read), as after a 408; closed
+        after one part way (nothing may be written into it). Returns whether it was; False while no answer began."""
+        if self.reading != "body" or not self.cut_body():
+            return False
+        if self.cycle.response_complete:
+            self.linger()
+        else:
+            self.transport.close()
+        return True
 
     def cut_body(self) -> bool:
         """The app waiting for the body that did not arrive reads a disconnect (what it sends is dropped);

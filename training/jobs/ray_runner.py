@@ -18,13 +18,19 @@ instead of starting the job again. A job whose actor is gone (its node was lost)
 
 from __future__ import annotations
 
+import errno
+import importlib.util
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +44,89 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "pluralign"
 KILL_WAIT_S = 30.0  # the longest a runner waits for an actor to stop the worker it started
+ATTACH_WAIT_S = 30.0  # the longest a starting runner waits for a running job's actor to answer (`_recover`)
 
 
 def actor_name(job_id: str) -> str:
     return f"pluralign-job-{job_id}"
+
+
+def _probe(actor) -> object | None:
+    """ObjectRef of the actor's first call (`JobProcess.pid`), answered once Ray placed it; None for an actor of a
+    release before session 42, whose class has no `pid` (its handle says so) and whose worker started with it."""
+    try:
+        return actor.pid.remote()
+    except AttributeError:
+        return None
+
+
+# Run before the worker's own command line on Linux: the worker is sent SIGTERM when the actor's process dies
+# (`prctl(PR_SET_PDEATHSIG)`, kept across the `execvp`), so an actor gone with its node, a `ray.kill` or the end of a
+# local Ray leaves no worker training on, out of every runner's reach, beside the attempt that replaces it. A parent
+# already gone before the `prctl` (its pid no longer the parent's) ends the launcher at once.
+DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0); "
+    "os.getppid() == int(sys.argv[1]) or sys.exit(143); os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def dying_with_parent(argv: list[str], cwd: str) -> list[str]:
+    """`argv` run through `DIE_WITH_PARENT` (Linux; elsewhere `argv` as it is), for a child of this process started in
+    `cwd`. Raises FileNotFoundError, as `subprocess.Popen` of `argv` itself would, when `argv[0]` is no program there:
+    the launcher's own start would hide it (the job is then one that could not start, not a worker that failed)."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    program = argv[0] if os.sep not in argv[0] else os.path.join(cwd, argv[0])
+    if shutil.which(program) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv]
+
+
+def ray_address_named(address: str | None) -> tuple[str | None, str]:
+    """The address `ray.init(address=address)` goes to, and the variable that names it: `address` (PLURALIGN_RAY_ADDRESS),
+    else Ray's own RAY_ADDRESS, which Ray reads when given none (a KubeRay pod sets it); (None, ...) when neither is set
+    (a local Ray, unless a `ray start` on this machine left its address: Ray joins that)."""
+    if address:
+        return address, "PLURALIGN_RAY_ADDRESS (setting ray_address)"
+    return os.environ.get("RAY_ADDRESS") or None, "RAY_ADDRESS (Ray's own variable; PLURALIGN_RAY_ADDRESS unset)"
+
+
+def check_ray_address(address: str, timeout_s: float = 10.0, variable: str = "PLURALIGN_RAY_ADDRESS (setting ray_address)") -> None:
+    """Raise ValueError when `address` is a Ray client address (`ray://host:10001`) and Ray's client is not installed
+    (`ray[client]`: grpcio), and ConnectionError when nothing at its host and port accepts a TCP connection within
+    `timeout_s` seconds, each naming PLURALIGN_RAY_ADDRESS and the address: `ray.init` on an address where nothing
+    answers retries for minutes with only Ray's own warnings (measured: over 200 s, never returning), holding the
+    service's start. `auto`, `local` and an address without a port are left to Ray. `variable`: what names `address`
+    (`ray_address_named`)."""
+    setting = f"{variable} = {address}"
+    if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise ValueError(f"{setting}: a ray:// address needs Ray's client, which is not installed here "
+                         "(pip install 'ray[client]', as requirements.txt pins it)")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"{setting}: no Ray cluster answers there ({exc.strerror or exc}); start its head node, "
+                              "or fix the address") from None
+
+
+@contextmanager
+def signal_handlers_kept() -> Iterator[None]:
+    """Puts back the process's SIGTERM and SIGINT handlers after the block: `ray.init` sets its own SIGTERM handler
+    (`sys.exit(15)`) in the main thread, which took a SIGTERM from `pluralign serve`'s graceful stop (uvicorn's
+    handler) and ended it with a traceback and status 134 or 15 instead of 0 (ops42)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:  # None: set from C, not Python's to put back
+                signal.signal(sig, handler)
 
 
 class JobProcess:
@@ -56,7 +141,7 @@ class JobProcess:
             return self.process.pid
         with open(out_path, "ab") as out, open(log_path, "ab") as err:
             self.process = subprocess.Popen(
-                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, **env},
+                dying_with_parent(argv, cwd), stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, **env},
                 start_new_session=True,
             )
         try:
@@ -112,11 +197,16 @@ class RayJobRunner(LocalJobRunner):
         on_exit: Callable[[str], None] | None = None,
     ):
         """`address`: a Ray cluster (`ray://host:10001` or `host:6379`); None joins the Ray already
-        initialized in this process, else starts a local one."""
+        initialized in this process, else the one Ray's own RAY_ADDRESS names (`ray_address_named`), else starts a
+        local one. Raises ConnectionError when nothing answers at the address (`check_ray_address`)."""
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
+            target, variable = ray_address_named(address)
+            if target:
+                check_ray_address(target, variable=variable)
+            with signal_handlers_kept():
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
         self._ray = ray
         self._actor_class = ray.remote(JobProcess)
         super().__init__(config, kinds, on_promote, on_succeed, on_exit)
@@ -168,6 +258,7 @@ class RayJobRunner(LocalJobRunner):
         folders of the jobs attached to. Unlike the local runner's, no worker is looked for by its variables: a
         worker whose actor is gone runs on another node, if anywhere, out of this process's reach."""
         promoting = self._promoting()
+        asked = []  # (job, its actor, its `poll`): all asked before any answer is waited for
         for job in self.store.all():
             if job.state != "running":
                 continue
@@ -176,19 +267,48 @@ class RayJobRunner(LocalJobRunner):
                 continue
             try:
                 actor = self._ray.get_actor(actor_name(job.id), namespace=NAMESPACE)
-                self._ray.get(actor.poll.remote(), timeout=30)
-            except Exception:  # no such actor (node lost, cluster restarted) or it died
+                asked.append((job, actor, actor.poll.remote()))
+            except Exception:  # no such actor (node lost, cluster restarted)
                 self._record(self._stopped_record(job, f"its Ray actor is gone (attempt {job.attempts}); queued again"))
+        # one wait of ATTACH_WAIT_S for all the answers, not one each: a start that finds several actors Ray has not
+        # placed (each waits the whole time) is not held up ATTACH_WAIT_S times as many
+        polls = [poll for *_, poll in asked]
+        answered = set(self._ray.wait(polls, num_returns=len(polls), timeout=ATTACH_WAIT_S)[0]) if polls else set()
+        for job, actor, poll in asked:
+            if (why := self._unattached(job.id, actor, poll, answered)) is not None:
+                self._record(self._stopped_record(job, f"{why} (attempt {job.attempts}); queued again"))
                 continue
             # a worker the last runner may not have started yet (stopped before its actor was placed): started once the
             # probe answers None. Its record's `started_at` stays (safe: a start the last runner sent may run first)
-            self._running[job.id] = _Attached(job.id, actor, None, placing=actor.pid.remote(), before=job.started_at, stamp=False)
+            self._running[job.id] = _Attached(job.id, actor, None, placing=_probe(actor), before=job.started_at, stamp=False)
             log.info("attached to running job %s on Ray", job.id)
             if job.cancel_requested:  # cancelled before the last runner stopped: its SIGTERM again, and the grace from now
                 self._stop_running(job.id)
         # as the local runner's start, but the artifact folders of the jobs attached to (their workers write there)
         if removed := remove_write_leftovers(Path(self.config.folder), running=set(self._running)):
             log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
+
+    def _unattached(self, job_id: str, actor, poll, answered: set) -> str | None:
+        """Why a running job's `actor`, asked `poll` at `_recover`, is not attached to; None when it answered. One that
+        died is gone; one whose answer is not among `answered` (none in ATTACH_WAIT_S) is one Ray has not placed (no
+        node has what it asks for free), which runs no worker before it is (`_place`): it is removed, and its name free
+        once this returns, for the job's next attempt (left, it kept the name, and so failed that attempt, and held what
+        it waited for, idle, once placed)."""
+        if poll in answered:
+            try:
+                self._ray.get(poll)
+                return None
+            except Exception:  # it died
+                return "its Ray actor is gone"
+        self._detach_actor(actor)
+        deadline = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < deadline:  # Ray frees the name a moment after the kill
+            try:
+                self._ray.get_actor(actor_name(job_id), namespace=NAMESPACE)
+            except ValueError:
+                break
+            time.sleep(0.05)
+        return f"Ray had not placed its actor in {ATTACH_WAIT_S:g} s: removed"
 
     def _start_worker(self, job: Job) -> None:
         """Send the job to Ray: its actor is created, and its worker started once Ray placed it (`_place`). Recorded
@@ -230,6 +350,11 @@ class RayJobRunner(LocalJobRunner):
         try:
             pid = ray.get(attached.placing)
         except Exception as exc:
+            if not attached.stamp:
+                # attached to at `_recover` (it answered `poll` then): the actor of a release before session 42 has no
+                # `pid`, and its worker started with it; one that died since is queued again by the poll that follows
+                attached.placing = None
+                return True
             self._never_ran(job, state="failed", error=f"could not start on Ray: {exc}")
             return False
         attached.placing = None
@@ -269,6 +394,7 @@ class RayJobRunner(LocalJobRunner):
             log.exception("could not remove a Ray actor")
 
     def _poll(self) -> None:
+        self._write_unwritten()
         ray = self._ray
         for job_id, attached in list(self._running.items()):
             job = self.store.get(job_id)

@@ -408,12 +408,16 @@ class LocalJobRunner:
             raise
         self._running[job.id] = _Running(job.id, process, out, err)
 
-    def _poll(self) -> None:
-        for job_id in sorted(self._unwritten):  # records a full disk refused earlier: written once it has room
+    def _write_unwritten(self) -> None:
+        """Write the records a full disk refused earlier (`_record`), once it has room: called at each poll."""
+        for job_id in sorted(self._unwritten):
             self._unwritten.discard(job_id)
             job = self.store.get(job_id)
             if job is not None:
                 self._record(job)
+
+    def _poll(self) -> None:
+        self._write_unwritten()
         for job_id, running in list(self._running.items()):
             try:
                 self._poll_one(job_id, running)

@@ -1,0 +1,52 @@
+"""`service.strict.json_containers`: the objects and arrays a JSON body opens, counted from its bytes, equal
+what decoding it makes, whatever its strings hold (brackets, quotes, backslashes, a string ending in one)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from service.strict import MAX_JSON_CONTAINERS, json_containers, too_many_containers
+
+PIECES = ["[", "{", "]", "}", '"', "\\", "\\\\", '\\"', "C:\\", "a", "é", "\u2028", "😀", "\\u0022", " "]
+
+
+def _text(rng: random.Random) -> str:
+    return "".join(rng.choice(PIECES) for _ in range(rng.randrange(0, 6)))
+
+
+def _value(rng: random.Random, depth: int):
+    kind = rng.randrange(5 if depth < 4 else 2)
+    if kind == 0:
+        return _text(rng)
+    if kind == 1:
+        return rng.choice([0, 1.5, None, True])
+    if kind == 2:
+        return [_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {_text(rng): _value(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def _opened(value) -> int:
+    if isinstance(value, list):
+        return 1 + sum(_opened(v) for v in value)
+    if isinstance(value, dict):
+        return 1 + sum(_opened(v) for v in value.values())
+    return 0
+
+
+def test_the_count_is_what_decoding_makes_whatever_the_strings_hold():
+    rng = random.Random(42)
+    for _ in range(2_000):
+        value = _value(rng, 0)
+        for ascii_only in (True, False):
+            body = json.dumps(value, ensure_ascii=ascii_only).encode()
+            assert json_containers(body) == _opened(value), body
+
+
+def test_a_string_ending_in_a_backslash_closes_where_json_says():
+    """`"C:\\\\"` holds one backslash, then the string ends: the brackets after it are the body's own."""
+    body = json.dumps({"path": "C:\\", "rows": [[]] * (MAX_JSON_CONTAINERS + 1)}).encode()
+    assert json_containers(body) == MAX_JSON_CONTAINERS + 3
+    assert too_many_containers(body) == MAX_JSON_CONTAINERS + 3
+    text = json.dumps({"path": "C:\\", "code": "[" * (MAX_JSON_CONTAINERS + 1)}).encode()
+    assert too_many_containers(text) is None
