@@ -7,7 +7,6 @@ an admin key reaches only /admin routes. Requests send `Authorization: Bearer KE
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import fcntl
 import hashlib
 import re
@@ -22,6 +21,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from pluralign import turns
 from pluralign.data.record import Base
 from pluralign.files import write_atomic
 
@@ -51,9 +51,10 @@ class Principal(Base, frozen=True):
     admin: bool = False
 
 
-# who the request being handled is from, for the request threads' turns (`service.scheduler.TenantThreads`):
-# set once its key is known; "" before that and for requests without a key (the public routes)
-CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("pluralign_caller", default="")
+# who the request being handled is from, for the request threads' turns (`service.scheduler.TenantThreads`) and
+# the text encoder's (`pluralign.turns`: the library's variable, so one tenant's texts wait their turn): set once
+# its key is known; "" before that and for requests without a key (the public routes: each thread its own turn)
+CALLER = turns.CALLER
 
 
 def caller_lane() -> str:

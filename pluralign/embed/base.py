@@ -45,3 +45,24 @@ def text_list(texts) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"`texts[{i}]` is {type(text).__name__}, not str")
     return texts
+
+
+SLICE_TOKENS = 1024  # padded word pieces an encoder runs in one turn: 4 of MiniLM's longest texts, 64 short ones
+
+
+def slices(order: Sequence[int], tokens: Sequence[int], budget: int = SLICE_TOKENS, most: int = 64) -> list[list[int]]:
+    """`order` (indices into `tokens`, the word pieces each text is run with) cut into consecutive
+    slices of at most `most` texts whose padded size (texts x the slice's longest) is at most
+    `budget` word pieces; a text longer than `budget` is a slice of its own. An encoder runs one
+    slice per turn (`pluralign.turns.Turns`), so another caller waits at most one slice, not a whole call."""
+    out: list[list[int]] = []
+    longest = 0
+    for i in order:
+        longest_with = max(longest, tokens[i])
+        if out and len(out[-1]) < most and longest_with * (len(out[-1]) + 1) <= budget:
+            out[-1].append(i)
+            longest = longest_with
+        else:
+            out.append([i])
+            longest = tokens[i]
+    return out

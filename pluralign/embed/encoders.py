@@ -1,60 +1,80 @@
 """The two default encoders: sentence-transformers (MiniLM) and causal-LM hidden states (SmolLM2).
 
-Each encodes one call at a time (a lock per encoder). A call first counts the tokens of the texts
-the model will cut (no truncation), then encodes them (truncation and padding), both on one fast
-tokenizer whose truncation and padding settings are state of its one Rust object. Two threads
-interleaving those calls produced a batch without padding ("Unable to create tensor ..."), which
-failed a request under concurrent load (tests/unit/test_encoder_threads.py).
+Each runs one piece of work at a time, and callers take turns (`pluralign.turns.Turns`, lanes by
+`pluralign.turns.caller()`: the service's tenant, else the thread). A call first counts the tokens
+of its texts (no truncation), then encodes them (truncation and padding) in slices of at most
+`slice_tokens` padded word pieces (`pluralign.embed.base.slices`), one turn each: another caller's
+text is encoded after at most one slice of each other lane, not after a whole call (one tenant's
+33 texts of 2,200 characters held the encoder 8-10 s on two cores, and its loop of them stalled
+every other tenant's chat and scores: tests/unit/test_encoder_turns.py).
+The counting and the encoding use one fast tokenizer whose truncation and padding settings are
+state of its one Rust object, so they never run at once: two threads interleaving them produced a
+batch without padding ("Unable to create tensor ...") under concurrent load
+(tests/unit/test_encoder_threads.py).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from pluralign.device import default_device
-from pluralign.embed.base import text_list
+from pluralign.embed.base import SLICE_TOKENS, slices, text_list
 from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path, quiet_loading
 from pluralign.embed.named import encoder_identity
+from pluralign.turns import Turns, caller
 
 
 class SentenceEncoder:
-    """Mean-pooled, normalized sentence embeddings (default all-MiniLM-L6-v2, 384-d)."""
+    """Mean-pooled, normalized sentence embeddings (default all-MiniLM-L6-v2, 384-d). `batch_size`
+    texts at most, and `slice_tokens` padded word pieces at most, are run in one turn."""
 
-    def __init__(self, path: str | None = None, encoder_id: str = MINILM_ID, batch_size: int = 64):
+    def __init__(self, path: str | None = None, encoder_id: str = MINILM_ID, batch_size: int = 64, slice_tokens: int = SLICE_TOKENS):
         from sentence_transformers import SentenceTransformer
 
         self.encoder_id = encoder_id
         self.batch_size = batch_size
+        self.slice_tokens = slice_tokens
         with quiet_loading():
             self.model = SentenceTransformer(path or minilm_path(), device=str(default_device()))
         self.dim = int(self.model.get_embedding_dimension())
         self.max_length = int(self.model.max_seq_length)  # word pieces read per text (MiniLM: 256); the rest is cut
         self.truncated = 0  # texts embedded so far that were longer than max_length (only their start counts)
-        self._lock = threading.Lock()  # one call at a time: the tokenizer's settings are shared state
+        self.turns = Turns()  # one piece of work at a time (the tokenizer's settings are shared state), callers in turn
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
         texts = text_list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        with self._lock:
-            # count the texts the model will cut (a cheap tokenizer pass, without the model)
-            lengths = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
-            self.truncated += sum(len(ids) > self.max_length for ids in lengths)
-            out = self.model.encode(
-                list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True
-            )
-        return out.astype(np.float32, copy=False)
+        lane, out = caller(), np.empty((len(texts), self.dim), np.float32)
+        with self.turns.turn(lane):  # the count and the first slice: one turn, as one text's whole call
+            parts = self._slices(texts)
+            out[parts[0]] = self._run([texts[i] for i in parts[0]])
+        for part in parts[1:]:
+            with self.turns.turn(lane):
+                out[part] = self._run([texts[i] for i in part])
+        return out
+
+    def _slices(self, texts: list[str]) -> list[list[int]]:
+        # count the texts the model will cut (a cheap tokenizer pass, without the model)
+        lengths = [len(ids) for ids in self.model.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+        self.truncated += sum(n > self.max_length for n in lengths)
+        # longest first, as sentence-transformers orders a call's texts: similar lengths share a slice
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        return slices(order, [min(n, self.max_length) for n in lengths], self.slice_tokens, self.batch_size)
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)
 
 
 class CausalLMEncoder:
     """Last-layer hidden state of a causal LM, mean-pooled over real tokens (SmolLM2, 576-d)."""
 
-    def __init__(self, model=None, tokenizer=None, encoder_id: str = SMOLLM2_ID, batch_size: int = 16, max_length: int = 256):
+    def __init__(self, model=None, tokenizer=None, encoder_id: str = SMOLLM2_ID, batch_size: int = 16, max_length: int = 256,
+                 slice_tokens: int = SLICE_TOKENS):
         if model is None:
             from pluralign.embed.models import load_smollm2
 
@@ -62,36 +82,36 @@ class CausalLMEncoder:
         self.model, self.tokenizer = model, tokenizer
         self.encoder_id = encoder_id
         self.batch_size = batch_size
+        self.slice_tokens = slice_tokens  # padded word pieces at most (and batch_size texts) run in one turn
         self.max_length = max_length
         self.truncated = 0  # texts embedded so far that were longer than max_length
         self.dim = int(model.config.hidden_size)
-        self._lock = threading.Lock()  # one call at a time: the tokenizer's settings are shared state
+        self.turns = Turns()  # one piece of work at a time (the tokenizer's settings are shared state), callers in turn
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
         texts = text_list(texts)
-        with self._lock:
-            return self._encode(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        lane, out = caller(), np.empty((len(texts), self.dim), np.float32)
+        with self.turns.turn(lane):  # the count and the first slice: one turn, as one text's whole call
+            lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+            self.truncated += sum(n > self.max_length for n in lengths)
+            parts = slices(range(len(texts)), [min(n, self.max_length) for n in lengths], self.slice_tokens, self.batch_size)
+            out[parts[0]] = self._encode([texts[i] for i in parts[0]])
+        for part in parts[1:]:
+            with self.turns.turn(lane):
+                out[part] = self._encode([texts[i] for i in part])
+        return out
 
     @torch.no_grad()
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: list[str]) -> np.ndarray:
         device = next(self.model.parameters()).device
-        lengths = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"] if len(texts) else []
-        self.truncated += sum(len(ids) > self.max_length for ids in lengths)
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(
-                list(texts[start : start + self.batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(device)
-            hidden = self.model(**batch, output_hidden_states=True).hidden_states[-1]  # (B, T, d)
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)  # (B, d)
-            chunks.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(device)
+        hidden = self.model(**batch, output_hidden_states=True).hidden_states[-1]  # (B, T, d)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)  # (B, d)
+        return torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
 
 
 def make_encoder(name: str):

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from pluralign.turns import caller
 from tests.service.tiny import start_service
 
 MARKER = "tenant39-slow"
@@ -23,13 +24,16 @@ SLOW_S = 1.0
 
 
 class SlowEncoder:
-    """The real encoder, except that texts holding MARKER take SLOW_S to embed (a heavy request)."""
+    """The real encoder, except that texts holding MARKER take SLOW_S to embed (a heavy request); `lanes`:
+    whom the encoder's turns took each slow call to be for (`pluralign.turns.caller`)."""
 
     def __init__(self, encoder):
         self.encoder, self.encoder_id, self.dim = encoder, encoder.encoder_id, encoder.dim
+        self.lanes: list = []
 
     def encode(self, texts):
         if any(MARKER in t for t in texts):
+            self.lanes.append(caller())
             time.sleep(SLOW_S)
             return np.random.default_rng(len(texts)).standard_normal((len(texts), self.dim)).astype(np.float32)
         return self.encoder.encode(texts)
@@ -39,7 +43,8 @@ def test_a_tenants_burst_of_slow_requests_does_not_queue_another_tenants_request
     tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch,
 ):
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, SlowEncoder(minilm), deletion_sweep_s=3600)
+    encoder = SlowEncoder(minilm)
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, encoder, deletion_sweep_s=3600)
     threads = min(32, (os.cpu_count() or 1) + 4)  # the request threads
     burst = 5 * threads  # ~5 s of acme's work queued at once
     answers: list[int] = []
@@ -62,5 +67,7 @@ def test_a_tenants_burst_of_slow_requests_does_not_queue_another_tenants_request
             t.join(120)
         assert r.status_code == 404, r.text
         assert answers.count(200) == burst, answers
+        # the encoder takes turns by tenant (session 42), not by request thread: acme's burst is one lane
+        assert set(encoder.lanes) == {"tenant:acme"} and len(encoder.lanes) == burst, encoder.lanes[:3]
         # behind at most one of acme's requests (SLOW_S), not behind the whole burst (~5 s)
         assert took < 2.5 * SLOW_S, f"globex's request waited {took:.1f} s behind acme's burst of {burst}"
