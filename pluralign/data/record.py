@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from typing import Any
@@ -86,8 +87,8 @@ def created_at_problem(created_at: Any) -> str | None:
     hint = ""
     if number and MAX_CREATED_AT < created_at <= MAX_CREATED_AT * 1000:
         hint = " (milliseconds? divide by 1000)"
-    elif isinstance(created_at, str):
-        hint = " (a date as text: give its Unix time, e.g. Python's `datetime.fromisoformat(text).timestamp()`)"
+    elif isinstance(created_at, str | datetime.date):  # ISO text, or a Parquet timestamp column (pandas' datetimes)
+        hint = " (a date: give its Unix time, e.g. Python's `datetime.fromisoformat(text).timestamp()`)"
     return f"{CREATED_AT_RULE}, got {shorten(repr(created_at), 64, '...')}{hint}"
 
 
