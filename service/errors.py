@@ -279,8 +279,9 @@ def _too_large(request: Request) -> str:
     """A 413's message: how large the body was (when it said) and the limit, the setting named."""
     limit = request.app.state.runtime.settings.max_body_bytes
     sent = request.headers.get("content-length", "")
-    size = f"{int(sent)} bytes" if sent.isdigit() and len(sent) < 20 else "a body"
-    message = f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)"
+    # the size, then the limit ("N bytes over the limit" read as N bytes too many)
+    size = f"the body is {int(sent)} bytes, larger" if sent.isdigit() and len(sent) < 20 else "the body is larger"
+    message = f"`body`: {size} than the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)"
     if _IMPORT_PATH.match(request.url.path):  # a preference file of any size has a way in: in pieces
         message += ("; send a larger file in pieces: `pluralign data import --source jsonl --path FILE --url URL --key KEY` "
                     "does (docs/api.md)")  # URL not filled in: the Host header is the client's to set

@@ -16,7 +16,6 @@ import gzip
 import io
 import itertools
 import json
-import math
 import os
 import re
 import zlib
@@ -30,7 +29,17 @@ import pyarrow.parquet as pq
 import regex
 
 from pluralign.data.json_keys import keys_kept, repeated_key
-from pluralign.data.record import MAX_MARGIN, Base, Message, Preference, PreferenceError, TrlRow, pref_id_problem
+from pluralign.data.record import (
+    MAX_CREATED_AT,
+    MAX_MARGIN,
+    Base,
+    Message,
+    Preference,
+    PreferenceError,
+    TrlRow,
+    created_at_problem,
+    pref_id_problem,
+)
 from pluralign.data.text import (
     answer_key,
     is_blank,
@@ -111,6 +120,9 @@ EXPORT_LINE_TYPES = ("user", "preference", "interaction")
 
 # the keys a TRL message takes: any other is refused, as a row's own unknown key (`UNKNOWN_FIELD`)
 MESSAGE_KEYS = ("role", "content")
+# the roles a message of a preference row takes: the chat route's (`service.chat.schemas.Message.role`), so a stored
+# conversation reads as one the service could have been sent; an absent or null role is `user`
+MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool")
 UNKNOWN_MESSAGE_KEY = "unknown field (a message takes `role` and `content`; README, 'Preference files')"
 CONTENT_PARTS = "a list of content parts (text, images) is not taken: give the message's text as one string"
 
@@ -121,7 +133,7 @@ def messages_to_text(value: Any, field: str, line: int) -> str:
     Raises PreferenceError naming a key the message does not take (`chosen[1].foo`, `chosen[1].tool_calls`,
     cut to 64 characters) as a row's unknown key is: never silently dropped; then its `content` when that is a
     list of parts (`chosen[1].content`), the message (`chosen[1]`) for one without a string `content`, and
-    its `role` (`chosen[1].role`) when that is not a string. A key whose value is null is absent."""
+    its `role` (`chosen[1].role`) when that is not one of MESSAGE_ROLES. A key whose value is null is absent."""
     if isinstance(value, str):
         return value
     if not isinstance(value, list) or not value:
@@ -138,6 +150,9 @@ def messages_to_text(value: Any, field: str, line: int) -> str:
             raise PreferenceError(line, f"{field}[{i}]", "expected a message object with a string `content`")
         if message.get("role") is not None and not isinstance(message["role"], str):
             raise PreferenceError(line, f"{field}[{i}].role", "expected a string (`user`, `assistant`, ...)")
+        if message.get("role") is not None and message["role"] not in _ROLE_SET:
+            raise PreferenceError(line, f"{field}[{i}].role", f"must be one of {', '.join(f'`{r}`' for r in MESSAGE_ROLES)} "
+                                                              f"(the chat route's roles), got {shorten(repr(message['role']), 64, '...')}")
     return _joined(value)
 
 
@@ -276,6 +291,7 @@ class _Line(Base):
 _LINE_DECODER = msgspec.json.Decoder(_Line)
 _TRL_EXTRA_SET = frozenset(TRL_EXTRA_COLUMNS)
 _MESSAGE_KEY_SET = frozenset(MESSAGE_KEYS)
+_ROLE_SET = frozenset(MESSAGE_ROLES)
 
 
 def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
@@ -315,7 +331,7 @@ def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
 def _line_fields_sound(row: _Line) -> bool:
     """Whether the line's margin, time and attribute labels are as `row_to_preference` takes them."""
     margin, created_at = row.margin, row.created_at
-    if (margin is not None and not 0 <= margin <= MAX_MARGIN) or (created_at is not None and not math.isfinite(created_at)):
+    if (margin is not None and not 0 <= margin <= MAX_MARGIN) or (created_at is not None and not 0 <= created_at <= MAX_CREATED_AT):
         return False
     if pref_id_problem(row.pref_id) is not None:
         return False
@@ -336,7 +352,8 @@ def _line_texts(row: _Line) -> tuple[str, str, str, TrlRow | None] | None:
     if isinstance(chosen, str) != isinstance(rejected, str):
         return None
     for messages in (prompt, chosen, rejected):
-        if isinstance(messages, list) and not (messages and all("content" in m and m.keys() <= _MESSAGE_KEY_SET for m in messages)):
+        if isinstance(messages, list) and not (messages and all("content" in m and m.keys() <= _MESSAGE_KEY_SET and m.get("role", "user") in _ROLE_SET
+                                                                for m in messages)):
             return None
     extra = {k: v for k in TRL_EXTRA_COLUMNS if (v := getattr(row, k)) is not msgspec.UNSET} if has_extra else {}
     implicit = prompt is msgspec.UNSET
@@ -445,9 +462,8 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
     margin = row.get("margin")
     if isinstance(margin, (int, float)) and not isinstance(margin, bool) and not 0 <= margin <= MAX_MARGIN:
         raise PreferenceError(line, "margin", "must be >= 0 (how much better `chosen` is) and at most 1e6")
-    created_at = row.get("created_at")
-    if isinstance(created_at, float) and not math.isfinite(created_at):  # Parquet's NaN, JSON's 1e999: no time at all
-        raise PreferenceError(line, "created_at", f"must be a finite time (seconds since the epoch), got {created_at}")
+    if (problem := created_at_problem(row.get("created_at"))) is not None:  # Parquet's NaN, JSON's 1e999, -5, 1e300, "2024-05-01"
+        raise PreferenceError(line, "created_at", problem)
     if (problem := pref_id_problem(row.get("pref_id"))) is not None:
         raise PreferenceError(line, "pref_id", problem)
     if "user_id" not in row:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from typing import Any
@@ -64,6 +65,31 @@ def time_problem(created_at: Any) -> str | None:
     if not number or not math.isfinite(created_at):
         return f"must be a finite time (seconds since the epoch), got {created_at!r}"
     return None
+
+
+# the latest `created_at` a preference file (or a row read in Python) may give: the end of year 9999, UTC, the last
+# second Python's `datetime` (and so `datetime.fromtimestamp`, pandas' readers of Unix seconds, ...) can show. The
+# service's export writes `time.time()`'s seconds; a file in epoch milliseconds (1.7e12 for 2023) falls past it
+MAX_CREATED_AT = 253402300799.0  # 9999-12-31T23:59:59Z
+CREATED_AT_RULE = (f"must be a Unix time in seconds (as the service's export writes it), a number from 0 (1970-01-01) "
+                   f"to {MAX_CREATED_AT:.0f} (9999-12-31 UTC)")
+
+
+def created_at_problem(created_at: Any) -> str | None:
+    """Why `created_at` cannot be a preference file's time (None: it can): a number of Unix seconds in
+    [0, MAX_CREATED_AT], or None (stamped on receipt). What the readers of files and rows (`pluralign.data.io`)
+    and the service's import take; stored rows and records made in Python need only a finite time (`time_problem`)."""
+    if created_at is None:
+        return None
+    number = isinstance(created_at, int | float) and not isinstance(created_at, bool)
+    if number and 0 <= created_at <= MAX_CREATED_AT:  # NaN fails the comparison
+        return None
+    hint = ""
+    if number and MAX_CREATED_AT < created_at <= MAX_CREATED_AT * 1000:
+        hint = " (milliseconds? divide by 1000)"
+    elif isinstance(created_at, str | datetime.date):  # ISO text, or a Parquet timestamp column (pandas' datetimes)
+        hint = " (a date: give its Unix time, e.g. Python's `datetime.fromisoformat(text).timestamp()`)"
+    return f"{CREATED_AT_RULE}, got {shorten(repr(created_at), 64, '...')}{hint}"
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

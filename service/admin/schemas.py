@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import msgspec
 
-from pluralign.data.record import Base
+from service.nulls import NullMeansDefault
 from training.jobs.record import Job, Param
 
 
-class JobRequest(Base):
+class JobRequest(NullMeansDefault):
     """POST /admin/jobs: `kind` is adapter, pal, em or audit; `params` must fit the kind's typed
-    allow-list (`training.jobs.params`: names, types and bounds; no paths), else a 400 naming it.
+    allow-list (`training.jobs.params`: names, types and bounds; no paths), else a 400 naming it. A null
+    `params`, or a null parameter, is not given (`NullMeansDefault`): the kind's default.
 
     Example: {"kind": "adapter", "params": {"tenant": "acme", "user": "alice"}}"""
 
     kind: str
-    params: dict[str, Param] = {}
+    params: dict[str, Param | None] | None = {}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.params = {name: value for name, value in self.params.items() if value is not None}
 
 
 class JobList(msgspec.Struct):

@@ -8,6 +8,7 @@ import msgspec
 
 from pluralign.data.record import Base
 from service.ids import RESPONSE_ID_PATTERN
+from service.nulls import NullMeansDefault
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
 ResponseId = Annotated[str, msgspec.Meta(pattern=RESPONSE_ID_PATTERN)]
@@ -20,8 +21,9 @@ Attributes = Annotated[dict[AttributeName, AttributeValue], msgspec.Meta(descrip
 Source = Annotated[str, msgspec.Meta(min_length=1, description="where the feedback came from; at most `max_source_chars` characters (a setting; 128 by default)")]
 
 
-class Feedback(Base, tag_field="type", kw_only=True):
-    attributes: Attributes = {}  # free labels kept with each stored row (e.g. a group for audits)
+class Feedback(NullMeansDefault, tag_field="type", kw_only=True):
+    # an optional field sent as null is not given (`NullMeansDefault`): `attributes` {} and `tie` False
+    attributes: Attributes | None = {}  # free labels kept with each stored row (e.g. a group for audits)
     source: Source | None = None
 
 
@@ -42,7 +44,7 @@ class ComparisonFeedback(Feedback, tag="comparison", kw_only=True):
     prompt: Text
     chosen: Text
     rejected: Text
-    tie: bool = False
+    tie: bool | None = False
     margin: Annotated[float, msgspec.Meta(ge=0, le=1e6)] | None = None  # how much better `chosen` is (>= 0)
 
 

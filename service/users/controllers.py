@@ -33,6 +33,7 @@ from service.errors import bad_request, error_response, error_responses, refuse_
 from service.feedback.services import IDEMPOTENCY_KEY, check_labels, one_idempotency_key, replay_of
 from service.head import is_head
 from service.ids import check_user_id
+from service.nulls import NullMeansDefault
 from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
@@ -636,14 +637,14 @@ class PoolItem(Base):
     answers: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]], msgspec.Meta(min_length=2, max_length=8)]
 
 
-class NextComparisonRequest(Base):
+class NextComparisonRequest(NullMeansDefault):
     """A tenant-supplied calibration pool; without one (`{}`), pairs of the tenant's stored comparisons are used.
     `target`: what the answer should teach, the user's coefficients (BALD, the default), which of the
     tenant's fitted users the user is like (`population`, for cold starts in a tenant with distinct groups),
     or the user's answers to the pool's other pairs (`predictive`, EPIG)."""
 
     pool: Annotated[list[PoolItem], msgspec.Meta(min_length=1, max_length=64)] | None = None
-    target: Literal["coefficients", "population", "predictive"] = "coefficients"
+    target: Literal["coefficients", "population", "predictive"] | None = "coefficients"  # null: not given (NullMeansDefault)
 
 
 @post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429, 503), summary="The most informative comparison to ask a user next")

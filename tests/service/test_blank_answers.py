@@ -92,6 +92,22 @@ def test_blank_rows_stored_by_an_older_version_are_skipped_by_the_export_and_the
     assert "''" not in " ".join(profile["summary"]["sentences"])
 
 
+def test_a_time_an_import_refuses_that_an_older_version_stored_is_exported_as_null(svc):
+    """Session rows42: imports refuse a `created_at` outside [0, 9999-12-31] (before, -5 and 1e300 were stored).
+    A row stored so is exported with a null time (stamped on receipt again), so the file still imports."""
+    rt = svc.runtime
+    rows = [StoredPreference(tenant="acme", user_id="oldtimes", pref_id=f"t{i}", prompt=f"Tea {i}?", chosen="Green tea.",
+                             rejected="Black coffee.", kind="choice", created_at=t) for i, t in enumerate((-5.0, 1e300, 1_700_000_000.5))]
+    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    with svc.client("acme") as c:
+        r = c.get("/v1/users/oldtimes/export", params={"format": "preferences"})
+        assert r.status_code == 200, r.text
+        assert [json.loads(line)["created_at"] for line in r.text.splitlines()] == [None, 1_700_000_000.5, None]  # sorted by the stored time
+        imported = c.post("/v1/users/oldtimes/import", content=r.content, headers={"content-type": "application/x-ndjson"})
+        assert imported.status_code == 201, imported.text
+
+
 def test_comparison_feedback_refuses_an_answer_of_invisible_characters(svc):
     with svc.client("acme") as c:
         for chosen in ["\u3164", "\uffa0", "\u115f\u1160", "\u2800", "\u034f", "\ufe0f", "\x00", "\x01\x02\x7f", "\u0301"]:

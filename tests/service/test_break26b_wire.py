@@ -165,11 +165,12 @@ def test_a_body_over_the_limit_is_a_413_naming_body_and_the_limit(svc):
     with svc.client() as c:
         sized = c.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
         unsized = c.post("/v1/feedback", content=chunked(), headers={"Content-Type": "application/json"})
-    for r, size in ((sized, f"{len(body)} bytes"), (unsized, "a body")):
+    # the size, then the limit: "N bytes over the limit" read as N bytes too many (session rows42)
+    for r, size in ((sized, f"the body is {len(body)} bytes, larger"), (unsized, "the body is larger")):
         assert r.status_code == 413, r.text
         error = r.json()["error"]
         assert error["param"] == "body" and error["code"] == "request_too_large", error
-        assert error["message"] == f"`body`: {size} over the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)", error
+        assert error["message"] == f"`body`: {size} than the limit of {limit} bytes a request (PLURALIGN_MAX_BODY_BYTES)", error
 
 
 @pytest.mark.parametrize("path, body, param, allowed, got", [
@@ -197,3 +198,30 @@ def test_a_query_value_outside_its_choices_names_the_choices(svc):
         r = c.get("/v1/users/wire26/export", params={"format": "csv"})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["message"] == "`format`: must be one of `all`, `preferences`; got 'csv'", r.text
+
+
+def test_an_optional_field_sent_as_null_is_not_given(svc):
+    """Session rows42. Before: `tie` and `attributes` (feedback), `target` (next-comparison), and `params` or one
+    parameter (admin jobs) sent as null were 400s ("Expected `bool`, got `null`"), while `margin`, `source`,
+    `shown` and `pool` took a null: a client sending every field, null where unset (an openai-style SDK, pydantic's
+    `model_dump()`), tripped on the first. Now each takes null as absent, and the OpenAPI document says so."""
+    pool = [{"prompt": "Tea?", "answers": ["Green tea.", "Black coffee."]}]
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={**COMPARISON, "user": "nulls42", "tie": None, "attributes": None, "margin": None, "source": None})
+        assert r.status_code == 201, r.text
+        (row,) = c.get("/v1/users/nulls42/preferences").json()["data"]
+        assert (row["tie"], row["attributes"], row["margin"]) == (False, {}, None), row
+        absent = c.post("/v1/users/nulls42/next-comparison", json={"pool": pool})
+        null = c.post("/v1/users/nulls42/next-comparison", json={"pool": pool, "target": None})
+        assert null.status_code == 200 and null.json()["criterion"] == absent.json()["criterion"], null.text
+        schemas = c.get("/schema/openapi.json").json()["components"]["schemas"]
+    with svc.client("admin") as c:
+        k_null = c.post("/admin/jobs", json={"kind": "pal", "params": {"k": None, "groups": 3}})  # k not given: groups is what is wrong
+        params_null = c.post("/admin/jobs", json={"kind": "nope", "params": None})
+        jobs = c.get("/admin/jobs").json()["jobs"]
+    assert (k_null.status_code, k_null.json()["error"]["param"]) == (400, "params.groups"), k_null.text
+    assert (params_null.status_code, params_null.json()["error"]["param"]) == (400, "kind"), params_null.text
+    assert jobs == []
+    comparison = next(s for name, s in schemas.items() if name.endswith("ComparisonFeedback"))
+    for field in ("tie", "attributes"):
+        assert {"type": "null"} in comparison["properties"][field].get("oneOf", []), (field, comparison["properties"][field])

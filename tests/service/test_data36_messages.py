@@ -60,3 +60,25 @@ def test_feedback_takes_no_message_lists(svc):
         r = c.post("/v1/feedback", json={"type": "comparison", "user": "mia", "prompt": "Tea?",
                                          "chosen": conversation("Tea.", foo=1), "rejected": "Coffee."})
         assert r.status_code == 400 and field_named(r) == "chosen", r.json()
+
+
+@pytest.mark.parametrize(("row", "named"), [
+    ({"chosen": conversation("Tea."), "rejected": [{"role": "user", "content": "Tea or coffee?"}, {"role": "bot", "content": "Coffee."}]},
+     "rejected[1].role"),
+    ({"prompt": "Milk?", "chosen": "Yes.", "rejected": "No.", "created_at": -5}, "created_at"),
+    ({"prompt": "Milk?", "chosen": "Yes.", "rejected": "No.", "created_at": 1e300}, "created_at"),
+    ({"prompt": "Milk?", "chosen": "Yes.", "rejected": "No.", "created_at": "2024-05-01"}, "created_at"),
+])
+def test_an_imported_role_or_time_no_row_takes_is_a_400_naming_it(svc, row, named):
+    """Session rows42. Before: 201 for a message role `bot` (stored as "bot: Coffee.", a role the chat route
+    refuses), and for `created_at` -5 or 1e300 (stored, sorting the user's pages before 1970 or past any date
+    a client shows); a date string was a 400 saying only "Expected `float | null`, got `str`"."""
+    with svc.client("acme") as c:
+        good = {"prompt": "Milk?", "chosen": "Yes.", "rejected": "No."}
+        r = c.post("/v1/users/ria/import", content=json.dumps(good) + "\n" + json.dumps(row))
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert field_named(r) == f"line 2.{named}", r.json()
+        message = r.json()["error"]["message"]
+        assert ("must be one of `system`, `developer`, `user`, `assistant`, `tool`" if named.endswith("role")
+                else "must be a Unix time in seconds") in message, message
+        assert c.get("/v1/users/ria/preferences").json().get("total", 0) == 0  # nothing of the body was stored

@@ -27,13 +27,14 @@ def _conversation(answer: str) -> list[dict]:
     return [{"role": "user", "content": "Tea or coffee?"}, {"role": "assistant", "content": answer}]
 
 
-# every line a good row the reference reads; each with something a typed decoding might read otherwise (a line giving
+# every line a good row the reference reads; each with something a typed decoding might read otherwise (times at
+# the ends of the range a file takes, session rows42: 2**64 and 2**53 + 1 seconds, taken before, are past it) (a line giving
 # a key twice, read as its last value before, is refused since review36b: test_review36b_repeated_keys)
 LINES = [
     b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}',
-    b'  {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "margin": -0.0, "created_at": 18446744073709551616}\t\r',
+    b'  {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "margin": -0.0, "created_at": 253402300799}\t\r',
     b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "margin": 1000000, "created_at": 1726000000.999999999999999999999}',
-    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "created_at": 9007199254740993, "tie": null, "source": null}',
+    b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "created_at": -0.0, "tie": null, "source": null}',
     b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {"e\\u0301": "\\u00e9", "lang": "\\u05e9\\u05dc\\u05d5\\u05dd"}}',
     b'{"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {"g": "b", "n": 4, "f": 1.50, "t": true, "x": null}}',
     b'{"prompt": "Tea?", "chosen": "a\\u0000b", "rejected": "No.\\u00a0"}',

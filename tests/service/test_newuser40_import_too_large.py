@@ -32,7 +32,7 @@ def test_an_import_over_the_limit_names_the_command_that_sends_it_in_pieces(svc)
     assert r.status_code == 413, r.text
     error = r.json()["error"]
     assert error["param"] == "body" and error["code"] == "request_too_large", error
-    assert error["message"].startswith(f"`body`: {len(rows)} bytes over the limit of {LIMIT} bytes a request (PLURALIGN_MAX_BODY_BYTES)"), error
+    assert error["message"].startswith(f"`body`: the body is {len(rows)} bytes, larger than the limit of {LIMIT} bytes a request (PLURALIGN_MAX_BODY_BYTES)"), error
     assert "pluralign data import --source jsonl --path FILE --url URL --key KEY" in error["message"], error
 
 
