@@ -698,7 +698,8 @@ class Admin:
     def _forget_in_audits(self, forget: Forget) -> None:
         """For a DELETE, once the user's rows left the store (`forget_in_population`): their hash leaves the
         AUDIT_MEMBERS of every audit made before it, and the groups left without members leave its report.
-        Only the audits the audit members index names for them are read, not every stored one."""
+        Only the audits the audit members index names for them are read, not every stored one; their entries of an
+        audit it names without a members file (purged, or its check failed) go too."""
         hashes = set(forget.hashes) | {key_hash(k) for k in forget.keys}
         for job_id in sorted(self.audit_members.audits_of(hashes)):
             job = self.runner.get(job_id)  # one just checked may not be recorded succeeded yet
