@@ -7,11 +7,14 @@ import re
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from pluralign.data.persona import PersonaConfig, build_persona
+from pluralign.fairness.report import report_encoder
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.tiny import SHARED_DATA, start_service
+from training.jobs.record import Job
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +190,21 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         chart = html.split('id="worst-group-over-time"')[1].split("</svg>")[0]
         assert chart.count('class="point personalized"') == 2, chart
         assert "<td>tenant <bdi>umbrella</bdi></td>" in html and "<td>tenant <bdi>globex</bdi></td>" in html
+    # an audit of every tenant is compared with the audits of every tenant only: one stored before globex's first (as
+    # its job leaves it: a record with no `tenant` param and its report) is neither globex's previous nor given theirs
+    admin = svc.server.server.config.app.state.admin
+    (first,) = [j for j in admin.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex" and "since" not in j.params]
+    every = Job(id="audit-of-every-tenant", kind="audit", params={"group_by": "segment", "min_comparisons": 20}, state="succeeded",
+                created_at=report["created_at"] - 60, result_path="result.json")
+    admin.runner.store.add(every)
+    try:
+        admin.runner.store.path(every.id, "result.json").write_bytes(
+            report_encoder.encode(msgspec.structs.replace(admin.report(first), created_at=every.created_at)))
+        assert [r.created_at for r in admin.reports(like=every).readable] == [every.created_at]
+        assert every.created_at not in [r.created_at for r in admin.reports(like=first).readable]
+        assert every.created_at in [r.created_at for r in admin.reports().readable]  # the dashboard lists it, as every tenant's
+    finally:
+        admin.runner.purge(every.id)
         assert "<script" not in html and "http://" not in html and "https://" not in html
         # issue 16: the population's prototypes, each shown by stored answers it scores highest and lowest
         assert 'id="prototypes"' in html and 'class="prototype" data-prototype="0"' in html
