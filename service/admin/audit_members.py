@@ -15,7 +15,9 @@ A user is indexed by the first 8 bytes of their `key_hash` (`tenant/user`), as o
 sharing them only cost a members file read. About 20 bytes a member of an audit on disk (a members file
 holds ~70 for each). Members files that no index entry covers (written by an earlier release, or by one
 rolled back to and forth) are indexed when the index opens (`catch_up`), and the entries of audits whose
-folder is gone (a job purged) are dropped then; an index lost or damaged is built again from them."""
+folder is gone (a job purged) are dropped then; a DELETE drops its user's entries of an audit it finds without a
+members file (purged, or its check failed once its members were indexed) at once. An index lost or damaged is built
+again from the members files."""
 
 from __future__ import annotations
 

@@ -7,11 +7,14 @@ import re
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from pluralign.data.persona import PersonaConfig, build_persona
+from pluralign.fairness.report import report_encoder
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.tiny import SHARED_DATA, start_service
+from training.jobs.record import Job
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +142,23 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
             body = {"type": "comparison", "user": r.user_id, "prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected,
                     "attributes": {"segment": segment}}
             assert c.post("/v1/feedback", json=body).status_code == 201
+    # another tenant's earlier audit by the same attribute: other users, so globex's first audit has no change since it
+    # (before admin42 the change was drawn against it, as if globex's worst group had moved since umbrella's audit)
+    svc.keys.setdefault("umbrella", svc.runtime.keys.issue("umbrella"))
+    with svc.client("umbrella") as c:
+        for i in range(3):
+            for user, segment in (("kim", "a"), ("lee", "b")):
+                body = {"type": "comparison", "user": user, "prompt": f"Tea or coffee, round {i}?", "chosen": "Tea.",
+                        "rejected": "Water.", "attributes": {"segment": segment}}
+                assert c.post("/v1/feedback", json=body).status_code == 201
     with svc.client("admin") as admin:
+        other = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "umbrella", "min_comparisons": 1, "wait": 120}, timeout=240)
+        assert other.status_code == 200, other.text
         r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 20, "wait": 120}, timeout=240)  # longer than the server's own wait
         assert r.status_code == 200, r.text
         report = r.json()
+        assert report["previous_created_at"] is None, (report, other.json()["created_at"])
+        assert report["worst_group_accuracy_change"] is None and report["gap_change"] is None
         by = {g["group"]: g for g in report["groups"]}
         assert set(by) == {"majority", "minority"}
         assert by["majority"]["users"] == 6 and by["minority"]["users"] == 2
@@ -168,6 +184,27 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         html = page.text
         assert 'class="bar personalized" data-group="minority"' in html and 'class="bar base" data-group="majority"' in html
         assert 'id="worst-group-over-time"' in html and 'class="point personalized"' in html
+        # it says whose audit the latest is, draws over time only the audits it is compared with (globex's two; before
+        # admin42 one unlabelled line ran through umbrella's too), and names each stored audit's tenant
+        assert "Audit of tenant <bdi>globex</bdi> by <b><bdi>segment</bdi></b>" in html, html
+        chart = html.split('id="worst-group-over-time"')[1].split("</svg>")[0]
+        assert chart.count('class="point personalized"') == 2, chart
+        assert "<td>tenant <bdi>umbrella</bdi></td>" in html and "<td>tenant <bdi>globex</bdi></td>" in html
+    # an audit of every tenant is compared with the audits of every tenant only: one stored before globex's first (as
+    # its job leaves it: a record with no `tenant` param and its report) is neither globex's previous nor given theirs
+    admin = svc.server.server.config.app.state.admin
+    (first,) = [j for j in admin.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex" and "since" not in j.params]
+    every = Job(id="audit-of-every-tenant", kind="audit", params={"group_by": "segment", "min_comparisons": 20}, state="succeeded",
+                created_at=report["created_at"] - 60, result_path="result.json")
+    admin.runner.store.add(every)
+    try:
+        admin.runner.store.path(every.id, "result.json").write_bytes(
+            report_encoder.encode(msgspec.structs.replace(admin.report(first), created_at=every.created_at)))
+        assert [r.created_at for r in admin.reports(like=every).readable] == [every.created_at]
+        assert every.created_at not in [r.created_at for r in admin.reports(like=first).readable]
+        assert every.created_at in [r.created_at for r in admin.reports().readable]  # the dashboard lists it, as every tenant's
+    finally:
+        admin.runner.purge(every.id)
         assert "<script" not in html and "http://" not in html and "https://" not in html
         # issue 16: the population's prototypes, each shown by stored answers it scores highest and lowest
         assert 'id="prototypes"' in html and 'class="prototype" data-prototype="0"' in html
@@ -175,35 +212,6 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         shown = re.findall(r"<br>(?:<bdi>)?(.*?)(?:</bdi>)? <span", html.split('id="prototypes"')[1])  # user text in <bdi> (i18n30)
         stored = {html_lib.escape(t, quote=True) for t in svc.runtime.store.answers_sample(None, 100_000)[1]}  # every tenant's
         assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)
-
-
-def test_an_audit_is_compared_with_the_previous_audit_of_its_own_tenant_only(svc):
-    """Before: the change since the previous audit was drawn against the latest earlier audit by the same attribute of
-    any tenant, so a first audit of hooli was told its worst group had moved since umbrella's audit, other users."""
-    for tenant, answer in (("umbrella", "Tea."), ("hooli", "Coffee.")):
-        svc.keys.setdefault(tenant, svc.runtime.keys.issue(tenant))
-        with svc.client(tenant) as c:
-            for i in range(3):
-                for user, segment in (("kim", "a"), ("lee", "b")):
-                    body = {"type": "comparison", "user": user, "prompt": f"Tea or coffee, round {i}?", "chosen": answer,
-                            "rejected": "Water.", "attributes": {"region": segment}}
-                    assert c.post("/v1/feedback", json=body).status_code == 201
-    with svc.client("admin") as admin:
-        audit = lambda tenant: admin.get("/admin/audits/fairness", params={  # noqa: E731
-            "group_by": "region", "tenant": tenant, "min_comparisons": 1, "wait": 120}, timeout=240)
-        first = audit("umbrella")
-        assert first.status_code == 200, first.text
-        other = audit("hooli")
-        assert other.status_code == 200, other.text
-        page = admin.get("/admin/dashboard").text
-    assert other.json()["previous_created_at"] is None, (other.json(), first.json()["created_at"])
-    assert other.json()["worst_group_accuracy_change"] is None and other.json()["gap_change"] is None
-    # the dashboard likewise: it says whose audit the latest is, draws over time only the audits it is compared with
-    # (before, one unlabelled line ran from umbrella's audit to hooli's), and names each stored audit's tenant
-    assert "Audit of tenant <bdi>hooli</bdi> by <b><bdi>region</bdi></b>" in page, page
-    chart = page.split('id="worst-group-over-time"')[1].split("</svg>")[0]
-    assert chart.count('class="point personalized"') == 1, chart
-    assert "<td>tenant <bdi>umbrella</bdi></td>" in page and "<td>tenant <bdi>hooli</bdi></td>" in page
 
 
 def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, monkeypatch):

@@ -5,9 +5,11 @@ audit members index (`service.admin.audit_members`) kept their entry (the hash's
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 
+import msgspec
 import pytest
 
 from pluralign.fairness.report import report_encoder
@@ -101,4 +103,38 @@ def test_a_delete_stopped_between_the_members_file_and_the_index_is_finished_by_
         index = again.server.config.app.state.admin.audit_members
         assert wait_until(lambda: index.audits_of([gone]) == set())
         assert index.audits_of([key_hash("acme/ann")]) == {"audit-live"}
+    assert holders(data, bytes.fromhex(gone[:16])) == []
+
+
+def test_a_delete_leaves_no_entry_for_an_audit_whose_members_file_went_with_a_failed_check_or_its_retention(serve):
+    """An audit's members go into the index before its members file is written (`_prune_audit`): when the check then
+    fails (a full disk refused the file), the runner records the audit failed and removes its folder, and since
+    admin42 the retention purges such a failed audit after `job_retention_s`. Before (reviewa42), a DELETE skipped an
+    audit the index named without a members file (`continue`): the user's key stayed in the index until the next
+    start's `catch_up`, against "once a DELETE has finished neither the members files nor the index hold the user"."""
+    from service.admin.retention import JobRetention
+
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    gone = key_hash(f"acme/{GONE}")
+    with server, svc.client("acme") as acme:
+        admin, live = audit_of(server, svc, acme)
+        day, old = 86_400.0, time.time() - 10 * 86_400.0
+        for job_id in ("audit-check-failed", "audit-expired"):  # both checked as `live` was, then their check failed
+            job = Job(id=job_id, kind="audit", params=live.params, state="running", created_at=old)
+            admin.runner.store.add(job)
+            admin.runner.store.path(job_id, "result.json").write_bytes(report_encoder.encode(report([group("s1", 3), group("s2", 1)], old)))
+            admin.keep_audit_members(job)
+            shutil.rmtree(data / "jobs" / "artifacts" / job_id)  # as the runner does when the check raises
+            admin.runner.store.put(msgspec.structs.replace(job, state="failed", finished_at=old, error="checking its result failed"))
+        admin.runner.store.put(msgspec.structs.replace(live, state="succeeded", finished_at=time.time()))
+        # the retention purges one failed audit (the newest audit, `live`, is kept); the other's record stays, as in
+        # the window before its retention
+        admin.runner.store.put(msgspec.structs.replace(admin.runner.get("audit-check-failed"), finished_at=time.time()))
+        assert JobRetention(admin, day).run_once().jobs == 1
+        assert admin.runner.get("audit-expired") is None and admin.runner.get("audit-check-failed") is not None
+        assert admin.audit_members.audits_of([gone]) == {live.id, "audit-check-failed", "audit-expired"}
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        assert admin.audit_members.audits_of([gone]) == set()
+        assert admin.audit_members.audits_of([key_hash("acme/cal")]) == {live.id, "audit-check-failed", "audit-expired"}  # no DELETE of cal
     assert holders(data, bytes.fromhex(gone[:16])) == []
