@@ -114,6 +114,20 @@ def test_a_body_trickled_in_past_the_deadline_is_cut_and_stores_nothing(served):
 TCP_CLOSE = 7  # `tcpi_state` (the first byte of Linux's TCP_INFO) of a connection ended both ways or reset
 
 
+def send_the_rest_unreset(sock: socket.socket, rest: bytes) -> None:
+    """Sends `rest` on a connection whose answer was read to the service's end, closes this side, and fails the
+    test if the service reset the connection (at the send, or once both sides closed): a half close lets a client
+    still sending finish; a plain close answers its late bytes with a reset."""
+    try:
+        sock.sendall(rest)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as exc:  # the service's reset came back at once
+        pytest.fail(f"the connection was reset: {exc!r}")
+    assert wait_until(lambda: sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE, 30)
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    assert error == 0, f"the connection was reset: {os.strerror(error)}"
+
+
 @pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="reads the connection's state from Linux's TCP_INFO")
 def test_a_client_still_sending_when_its_408_comes_is_not_reset(served):
     """A client sends the rest of its body after the deadline: it read the 408 and the service's end of the
@@ -134,14 +148,7 @@ def test_a_client_still_sending_when_its_408_comes_is_not_reset(served):
         while data := sock.recv(65536):  # the 408, then the service's end of the connection
             answer += data
         assert answer.startswith(b"HTTP/1.1 408 "), answer
-        try:
-            sock.sendall(row[5:])
-            sock.shutdown(socket.SHUT_WR)
-        except OSError as exc:  # the service's reset came back at once
-            pytest.fail(f"the connection was reset: {exc!r}")
-        assert wait_until(lambda: sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE, 30)
-        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        assert error == 0, f"the connection was reset: {os.strerror(error)}"
+        send_the_rest_unreset(sock, row[5:])
     assert httpx.get(served.url + "/v1/users/still-sending", headers={"Authorization": f"Bearer {key}"}).status_code == 404
 
 
@@ -160,14 +167,7 @@ def test_a_body_still_coming_after_its_401_is_not_reset_at_the_deadline(served):
         while data := sock.recv(65536):  # the 401 at once, then, at the deadline, the service's end of the connection
             answer += data
         assert answer.startswith(b"HTTP/1.1 401 "), answer
-        try:
-            sock.sendall(b" " * 999)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError as exc:
-            pytest.fail(f"the connection was reset: {exc!r}")
-        assert wait_until(lambda: sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE, 30)
-        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        assert error == 0, f"the connection was reset: {os.strerror(error)}"
+        send_the_rest_unreset(sock, b" " * 999)
 
 
 def test_blank_lines_trickled_after_a_request_do_not_keep_the_connection(served):

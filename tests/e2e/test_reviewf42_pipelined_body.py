@@ -15,7 +15,6 @@ the service does on demand (a chat or an export would have to outlast the deadli
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import threading
 import time
@@ -23,8 +22,7 @@ import time
 import pytest
 import uvicorn
 
-from tests.e2e.test_break36_slow_clients import TCP_CLOSE
-from tests.service.test_delete_journal import wait_until
+from tests.e2e.test_break36_slow_clients import send_the_rest_unreset
 from training.commands.serve import timed_http_protocol
 
 TIMEOUT_S = 0.2  # the read deadline; the test waits out three of them
@@ -132,11 +130,4 @@ def test_a_client_still_sending_a_body_already_answered_at_the_deadline_is_not_r
         while data := sock.recv(65536):  # the 401 at once, then, at the deadline, the service's end of the connection
             answer += data
         assert answer.startswith(b"HTTP/1.1 401 ") and answer.endswith(b"nope"), answer
-        try:
-            sock.sendall(b"b" * 990)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError as exc:
-            pytest.fail(f"the connection was reset: {exc!r}")
-        assert wait_until(lambda: sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE, 30)
-        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        assert error == 0, f"the connection was reset: {os.strerror(error)}"
+        send_the_rest_unreset(sock, b"b" * 990)
