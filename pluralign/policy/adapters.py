@@ -28,7 +28,7 @@ import msgspec
 import torch
 
 from pluralign.data.record import Base
-from pluralign.files import staged_folder, writing_to
+from pluralign.files import other_schema, staged_folder, writing_to
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
 
 SCHEMA_VERSION = 1
@@ -112,7 +112,7 @@ def read_meta(folder: str | Path) -> AdapterMeta:
         raise AdapterError(f"{path}: not an adapter description: {exc}") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
-        raise AdapterError(f"{folder}: adapter schema version {version}, this code reads {SCHEMA_VERSION}")
+        raise AdapterError(f"{folder}: {other_schema('adapter', version, SCHEMA_VERSION)}")
     try:
         return _meta_decoder.decode(data)
     except msgspec.DecodeError as exc:  # a field missing or of another type
