@@ -53,3 +53,14 @@ def test_an_fspo_adapter_of_a_later_release_says_so(capsys, tmp_path):
     (line,) = err.strip().splitlines()
     assert line == (f"pluralign: error: --from-fspo {fspo}: adapter schema 99, written by a later pluralign release "
                     "(this one reads schema 1): run that release, or retrain with this one"), line
+
+
+def test_a_user_id_with_a_letter_outside_ascii_is_told_the_rule_it_breaks(capsys, tmp_path):
+    """`train adapter --user José`: José's comparisons train PAL and EM from a file, but a user id of the
+    service (and so of an adapter) is ASCII. Before: "a user id is 1-128 characters: letters, digits
+    and ...", which 'José' is, by every reading but the regex's."""
+    data = write_jsonl(tmp_path / "prefs.jsonl", [{**row, "user_id": "José"} for row in ROWS])
+    code, out, err = cli(capsys, "train", "adapter", "--user", "José", "--data", data, "--registry", str(tmp_path / "reg"))
+    assert code == 2 and out == "", err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("pluralign: error: argument --user: 'José': a user id is 1-128 characters: ASCII letters, "), line
