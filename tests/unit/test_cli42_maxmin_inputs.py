@@ -64,3 +64,27 @@ def test_a_lora_trainer_s_stderr_has_no_dependency_deprecation_warning(capsys, t
                            "--batch-size", "2", "--lora-r", "2", "--quiet", "--out", str(tmp_path / "mm"))
     assert code == 0, err
     assert not [w for w in seen if "is_gradient_checkpointing" in str(w.message)], [str(w.message) for w in seen]
+
+
+def test_load_policy_names_what_it_found_where_a_maxmin_policy_should_be(tmp_path):
+    """`pluralign.policy.maxmin.load_policy` on what is not this release's MaxMin policy. Before: a later
+    release's said `Object contains unknown field `new_field`` (msgspec, no file named); a PAL
+    checkpoint `Object contains unknown field `encoder_id``; a missing folder `[Errno 2] No such file or
+    directory: 'x/meta.json'`. The PAL and EM loaders name the folder, the kind found, and a later release.
+    No model is read: each is refused from meta.json alone."""
+    import pytest
+
+    from pluralign.policy.maxmin import load_policy
+
+    later, pal, empty = tmp_path / "later", tmp_path / "pal", tmp_path / "empty"
+    for folder in (later, pal, empty):
+        folder.mkdir()
+    (later / "meta.json").write_text(json.dumps({"schema_version": 2, "kind": "maxmin-lora", "base_model": "b", "objective": "maxmin",
+                                                 "heads": 2, "steps": 1, "beta": 0.1, "lora_r": 8, "new_field": 1}))
+    (pal / "meta.json").write_text(json.dumps({"schema_version": 1, "encoder_id": "e", "variant": "a", "k": 2}))
+    with pytest.raises(ValueError, match=r"^.*later/meta.json: maxmin-lora schema 2, written by a later pluralign release"):
+        load_policy(later, None)
+    with pytest.raises(ValueError, match=r"^.*pal holds a 'PAL checkpoint' artifact, not a MaxMin policy \(maxmin-lora\)$"):
+        load_policy(pal, None)
+    with pytest.raises(FileNotFoundError, match=r"^.*empty is not a MaxMin policy: no meta.json$"):
+        load_policy(empty, None)
