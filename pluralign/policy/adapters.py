@@ -50,7 +50,7 @@ class AdapterMeta(Base, kw_only=True):
     data_version: str  # content hash of the training comparisons
     loss: str = "dpo"
     beta: float = 0.1
-    metrics: dict[str, float | None] = {}  # None: not measured (no comparison held out: fewer than 5)
+    metrics: dict[str, int | float | None] = {}  # counts whole; None: not measured (no comparison held out: fewer than 5)
     created_at: float = 0.0
     tenant: str | None = None
     user: str | None = None

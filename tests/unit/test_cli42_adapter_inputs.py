@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from tests.service.tiny import tiny_generator_dir  # noqa: F401 (a fixture)
 from tests.unit.clitools import cli, write_jsonl
 
 ROWS = [{"user_id": "ann", "prompt": f"Tea or coffee, {i}?", "chosen": "Tea.", "rejected": "Coffee."} for i in range(6)]
@@ -64,3 +65,17 @@ def test_a_user_id_with_a_letter_outside_ascii_is_told_the_rule_it_breaks(capsys
     assert code == 2 and out == "", err
     line = err.strip().splitlines()[-1]
     assert line.startswith("pluralign: error: argument --user: 'José': a user id is 1-128 characters: ASCII letters, "), line
+
+
+def test_an_adapter_s_counts_are_whole_numbers_in_its_report_and_description(capsys, tmp_path, tiny_generator_dir):  # noqa: F811
+    """Before: `"steps": 1.0, "comparisons": 5.0, "held_out": 1.0` in the JSON line and pluralign.json
+    (every metric was cast to float), where train maxmin and train pal report `"steps": 1`."""
+    data = write_jsonl(tmp_path / "prefs.jsonl", ROWS)
+    code, out, err = cli(capsys, "train", "adapter", "--user", "ann", "--data", data, "--base", str(tiny_generator_dir),
+                         "--registry", str(tmp_path / "reg"), "--steps", "1", "--batch-size", "2")
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    described = json.loads((tmp_path / "reg" / "default" / "ann" / "pluralign.json").read_text())["metrics"]
+    for counts in (report, described):
+        assert [type(counts[k]) for k in ("steps", "comparisons", "held_out")] == [int, int, int], counts
+        assert (counts["steps"], counts["comparisons"], counts["held_out"]) == (1, 5, 1), counts

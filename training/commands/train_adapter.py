@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     after = reward_accuracy(policy, reference, tokenizer, test, config) if test else None
     metrics.update(
-        comparisons=float(len(train_pairs)),
-        held_out=float(len(held_out)),
+        comparisons=len(train_pairs),
+        held_out=len(held_out),
         held_out_acc_before=before,
         held_out_acc_after=after,
         seconds=time.time() - started,
