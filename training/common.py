@@ -422,6 +422,22 @@ def load_training_protocol(args: argparse.Namespace):
         return load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
 
 
+def left_out_users(protocol) -> dict[str, int]:
+    """A `--protocol file` trainer's count of the users its file holds too few strict comparisons of to train on
+    (`pluralign.data.splits.file_protocol`'s `left_out`), for its JSON line: `users_left_out` and
+    `left_out_pairs`; said on stderr too when there are any. Other protocols choose their users themselves: {}."""
+    if protocol.name != "file":
+        return {}
+    users, pairs = len(protocol.left_out), sum(protocol.left_out.values())
+    if users:
+        from pluralign.data.splits import MIN_FILE_PAIRS
+
+        print(f"pluralign: warning: {users} user{'s' * (users != 1)} with fewer than {MIN_FILE_PAIRS} strict comparisons "
+              f"left out ({pairs} comparison{'s' * (pairs != 1)}): a seen user's are split train/validation/test",
+              file=sys.stderr)
+    return {"users_left_out": users, "left_out_pairs": pairs}
+
+
 @contextlib.contextmanager
 def reading(option: str, value):
     """An input given as `option VALUE` that cannot be read is a ValueError naming both: "--path

@@ -14,7 +14,7 @@ from pluralign.data.text import is_blank, shorten
 # a user id as the service takes it (it is a URL path segment and names the user's rows), checked with
 # `fullmatch`: a `$` also matches before a final newline, so "alice\n" was a user id
 USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}")
-USER_ID_RULE = "a user id is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
+USER_ID_RULE = "a user id is 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)"
 # tenant names (from API keys, chosen by operators) name folders of the admin area's job data
 # (`jobs/data/<tenant>/`), beside its population snapshots (`jobs/data/population/`): an id, not a path
 RESERVED_TENANTS = frozenset({"population"})
@@ -31,7 +31,7 @@ def pref_id_problem(pref_id: Any) -> str | None:
     return f"{PREF_ID_RULE}, got {shorten(repr(pref_id), 64, '...')}"
 
 
-TENANT_RULE = "a tenant name is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
+TENANT_RULE = "a tenant name is 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)"
 
 
 def tenant_problem(value: str) -> str | None:

@@ -44,6 +44,8 @@ class Protocol:
     unseen: UnseenSplit
     true_groups: dict[str, str] = field(default_factory=dict)  # known only for synthetic users
     group_attribute: str = "group"  # the record attribute that names a pair's group
+    # user -> strict comparisons, for each user of a file with too few to be a seen user (`file_protocol`)
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 def by_user(records: list[Preference]) -> dict[str, list[Preference]]:
@@ -116,17 +118,22 @@ def ukp_protocol(records: list[Preference], seed: int = 0) -> Protocol:
     )
 
 
-def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = 5) -> Protocol:
+MIN_FILE_PAIRS = 5  # strict comparisons a user of a preference file needs to be a seen user (`file_protocol`)
+
+
+def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = MIN_FILE_PAIRS) -> Protocol:
     """Any preference file (e.g. a snapshot of the service's own feedback): every user with at least
     `min_pairs` strict comparisons is a seen user, split train/val/test (`split_seen`); there are
-    no unseen users. Raises ValueError naming `min_pairs` below 3 (each seen user needs one
+    no unseen users; a user with fewer is left out, counted in `left_out`. Raises ValueError naming `min_pairs` below 3 (each seen user needs one
     comparison to test, one to validate and one to train on), and when no user has that many
     (saying how many records are ties)."""
     if min_pairs < 3:
         raise ValueError(f"`min_pairs` must be >= 3 (a test, a validation and a training pair per user), got {min_pairs!r}")
-    users = {u: p for u, p in by_user([r for r in records if not r.tie and r.rejected]).items() if len(p) >= min_pairs}
+    strict = by_user([r for r in records if not r.tie and r.rejected])
+    users = {u: p for u, p in strict.items() if len(p) >= min_pairs}
     if not users:
         ties = sum(r.tie for r in records)
         among = f" (of {len(records)} records, {ties} of them ties: equal answers, which pairwise models leave out)" if ties else ""
         raise ValueError(f"no user has {min_pairs} or more strict comparisons to train on{among}")
-    return Protocol(name="file", seen=split_seen(users, seed), unseen=UnseenSplit(support={}, query={}))
+    left_out = {u: len(p) for u, p in strict.items() if len(p) < min_pairs}
+    return Protocol(name="file", seen=split_seen(users, seed), unseen=UnseenSplit(support={}, query={}), left_out=left_out)

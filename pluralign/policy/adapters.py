@@ -28,7 +28,7 @@ import msgspec
 import torch
 
 from pluralign.data.record import Base
-from pluralign.files import staged_folder, writing_to
+from pluralign.files import other_schema, staged_folder, writing_to
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
 
 SCHEMA_VERSION = 1
@@ -50,7 +50,7 @@ class AdapterMeta(Base, kw_only=True):
     data_version: str  # content hash of the training comparisons
     loss: str = "dpo"
     beta: float = 0.1
-    metrics: dict[str, float | None] = {}  # None: not measured (no comparison held out: fewer than 5)
+    metrics: dict[str, int | float | None] = {}  # counts whole; None: not measured (no comparison held out: fewer than 5)
     created_at: float = 0.0
     tenant: str | None = None
     user: str | None = None
@@ -112,7 +112,7 @@ def read_meta(folder: str | Path) -> AdapterMeta:
         raise AdapterError(f"{path}: not an adapter description: {exc}") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
-        raise AdapterError(f"{folder}: adapter schema version {version}, this code reads {SCHEMA_VERSION}")
+        raise AdapterError(f"{folder}: {other_schema('adapter', version, SCHEMA_VERSION)}")
     try:
         return _meta_decoder.decode(data)
     except msgspec.DecodeError as exc:  # a field missing or of another type

@@ -294,7 +294,7 @@ def train(
     episodes: Sequence[Episode],
     config: FSPOConfig,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> dict[str, float]:
+) -> dict[str, int | float]:
     """The training loop: `config.steps` steps over fixed batches of `config.batch_size` episodes,
     cycling through them. When LoRA adapts only the top layers, each batch's frozen trunk states
     and pi_ref log-probabilities are computed once and kept for later epochs. Raises
@@ -342,7 +342,7 @@ def train(
     policy.eval()
     tail = history[-max(1, len(history) // 5) :]
     return {
-        "steps": float(config.steps),
+        "steps": config.steps,
         "final_loss": sum(h["loss"] for h in tail) / len(tail),
         "final_train_reward_acc": sum(h["reward_acc"] for h in tail) / len(tail),
         "train_seconds": time.perf_counter() - start,

@@ -427,14 +427,37 @@ def save_policy(policy, out: str | Path, meta: PolicyMeta, extra: Mapping[str, b
     return Path(out)
 
 
+def read_policy_meta(folder: Path) -> PolicyMeta:
+    """A MaxMin policy's meta.json, read before any weights. Raises FileNotFoundError when there is none,
+    ValueError naming the file or folder for another kind of artifact (a PAL checkpoint, an EM mixture),
+    another schema (a later release's says so) or a file that is not a description."""
+    from pluralign.files import other_schema
+
+    path = folder / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a MaxMin policy: no meta.json")
+    try:
+        raw = msgspec.json.decode(path.read_bytes())
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not an artifact description: {exc}") from None
+    kind = raw.get("kind", "PAL checkpoint" if "variant" in raw else None) if isinstance(raw, dict) else None
+    if kind != "maxmin-lora":
+        raise ValueError(f"{folder} holds {'a ' + repr(kind) if kind else 'no'} artifact, not a MaxMin policy (maxmin-lora)")
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: {other_schema('maxmin-lora', raw.get('schema_version'), SCHEMA_VERSION)}")
+    try:
+        return msgspec.convert(raw, PolicyMeta)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{path}: not a MaxMin policy description: {exc}") from None
+
+
 def load_policy(folder: str | Path, base_model, expected_base: str | None = None):
-    """The saved adapter on `base_model`; refuses an artifact trained on another base model."""
+    """The saved adapter on `base_model`: (peft model, PolicyMeta). Raises FileNotFoundError for a folder
+    with no meta.json and ValueError for another kind of artifact, another schema (`read_policy_meta`) or
+    an artifact trained on another base model."""
     from peft import PeftModel
 
-    folder = Path(folder)
-    meta = msgspec.json.decode((folder / "meta.json").read_bytes(), type=PolicyMeta)
-    if meta.schema_version != SCHEMA_VERSION or meta.kind != "maxmin-lora":
-        raise ValueError(f"{folder}: artifact {meta.kind} v{meta.schema_version}, expected maxmin-lora v{SCHEMA_VERSION}")
+    meta = read_policy_meta(Path(folder))
     base = expected_base or base_model_id(base_model)
     if meta.base_model != base:
         raise ValueError(f"{folder}: adapter was trained on base model {meta.base_model!r}, not {base!r}")

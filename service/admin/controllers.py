@@ -193,7 +193,7 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     from service.users.services import prototype_descriptions
 
     if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
-        raise bad_request("tenant", "a tenant name is 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)")
+        raise bad_request("tenant", "a tenant name is 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)")
     admin = _admin(request)
     stored = admin.reports()
     history = stored.readable

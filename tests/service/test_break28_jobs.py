@@ -100,7 +100,7 @@ def test_an_adapter_promotion_left_half_done_or_on_a_full_disk_serves_the_earlie
         runner.on_succeed = checked
         assert fourth["state"] == "succeeded" and fourth["promoted"] is False, fourth
         assert fourth["promotion_note"].startswith(
-            f"kept, not served: putting it into service failed: {Path(fourth['artifact'])}: adapter schema version 2, this code reads 1"), fourth
+            f"kept, not served: putting it into service failed: {Path(fourth['artifact'])}: adapter schema 2, written by a later pluralign release"), fourth
         assert (served / "adapter_model.safetensors").read_bytes() == installed and read_meta(served).schema_version == 1
         r = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "fred", "max_tokens": 3,
                                                   "messages": [{"role": "user", "content": "Hi"}]})

@@ -73,7 +73,7 @@ def test_an_admin_id_that_breaks_the_rule_is_told_the_rule_in_words(svc, method,
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == param, error
-    assert error["message"] == (f"`{param}`: must be 1-128 characters: letters, digits and . _ @ : + - "
+    assert error["message"] == (f"`{param}`: must be 1-128 characters: ASCII letters, digits and . _ @ : + - "
                                 "(starting with a letter or digit)"), error["message"]
 
 

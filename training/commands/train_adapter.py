@@ -22,6 +22,7 @@ import time
 from training.common import (
     SEED_HELP,
     StoreFolder,
+    check_writable,
     number,
     print_json,
     read_preference_file,
@@ -70,22 +71,35 @@ def user_comparisons(args: argparse.Namespace, found: StoreFolder | None):
     return mine
 
 
+def fspo_parent(folder: str):
+    """The description of the FSPO adapter in `folder` (--from-fspo), or a ValueError naming the option:
+    no adapter there, a damaged description, another schema (a later release's says so)."""
+    from pluralign.policy.adapters import AdapterError, read_meta
+
+    try:
+        return read_meta(folder)
+    except AdapterError as exc:  # its message starts with the folder
+        raise ValueError(f"--from-fspo {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pluralign.policy.adapters import AdapterMeta, AdapterRegistry, data_version, load_adapter, read_meta
+    from pluralign.policy.adapters import AdapterError, AdapterMeta, AdapterRegistry, data_version, load_adapter
     from pluralign.policy.fspo import FSPOConfig, ReferencePolicy, add_lora, episode, reward_accuracy, train
     from training.commands.train_fspo import load_base
 
     found = store_folder("--store", args.store) if args.store else None  # a data folder or its lancedb/: checked, not created
     # before any work: a bad environment is refused first
     registry = args.registry or default_registry(str(found.data_dir) if found and found.data_dir else None)
+    # where the adapter goes and what it starts from, checked before the model loads and trains (minutes)
+    check_writable("--registry" if args.registry else "the adapter registry", registry)
+    parent = fspo_parent(args.from_fspo) if args.from_fspo else None
     comparisons = user_comparisons(args, found)
     random.Random(args.seed).shuffle(comparisons)
     n_test = len(comparisons) // 5 if len(comparisons) >= 5 else 0
     held_out, train_pairs = comparisons[:n_test], comparisons[n_test:]
     model, tokenizer, base_id = load_base(args.base)
-    parent = read_meta(args.from_fspo) if args.from_fspo else None
     shots = min(parent.shots if parent else 0, len(train_pairs) - 1)
     config = FSPOConfig(
         shots=shots,
@@ -105,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
     test = [episode(train_pairs[:shots], p) for p in held_out]
 
     if parent:
-        policy, _ = load_adapter(model, args.from_fspo, base_id, trainable=True)
+        try:
+            policy, _ = load_adapter(model, args.from_fspo, base_id, trainable=True)
+        except AdapterError as exc:  # weights cut short, another base model: its message starts with the folder
+            raise ValueError(f"--from-fspo {exc}") from None
     else:
         policy = add_lora(model, config)
     reference = ReferencePolicy(policy)
@@ -116,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     after = reward_accuracy(policy, reference, tokenizer, test, config) if test else None
     metrics.update(
-        comparisons=float(len(train_pairs)),
-        held_out=float(len(held_out)),
+        comparisons=len(train_pairs),
+        held_out=len(held_out),
         held_out_acc_before=before,
         held_out_acc_after=after,
         seconds=time.time() - started,

@@ -34,6 +34,7 @@ from training.common import (
     check_k_options,
     check_out,
     k_search,
+    left_out_users,
     load_training_protocol,
     number,
     persona_groups,
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_out(args.out, EM_FILES, "em-bt-mixture artifact")  # before any training: a wrong --out costs nothing
     protocol = load_training_protocol(args)  # `file`: --data, as every command reads a preference file
+    left_out = left_out_users(protocol)  # said before the training, reported after it
     users = sorted({r.user_id for r in protocol.seen.train})
     search = k_search(args.k, args.k_max, len(users))  # before embedding or training: --k 50 on 4 users is refused
     encoder = cached_encoder(args)
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     fit_result = model.fit_result
     report = {
         "model": "em", "protocol": protocol.name, "k": selection.k_selected, "assignment": args.assignment,
-        "encoder_id": encoder.encoder_id, "users": len(users), "train_pairs": len(train),
+        "encoder_id": encoder.encoder_id, "users": len(users), **left_out, "train_pairs": len(train),
         **metrics, "log_likelihood_curve": fit_result.log_likelihood, "restart_curves": fit_result.restarts,
         **selection.report(), "by_k": by_k,
     }
@@ -107,7 +109,8 @@ def register(sub) -> None:
     p = sub.add_parser("em", help="EM mixture of K Bradley-Terry reward heads (MaxMin-RLHF)")
     add_k_args(p, "reward heads")
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
-                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
+                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback); its users with "
+                        "fewer than 5 strict comparisons are left out, counted in users_left_out and left_out_pairs")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of true groups, 2 to 64 (default 4)")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"],

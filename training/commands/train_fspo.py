@@ -156,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
     metrics.update(
         unseen_base_likelihood_acc=before,
         unseen_reward_acc=after,
-        unseen_users=float(len(eval_users)),
-        unseen_pairs=float(len(test)),
+        unseen_users=len(eval_users),
+        unseen_pairs=len(test),
         seconds=time.time() - started,
     )
     meta = AdapterMeta(

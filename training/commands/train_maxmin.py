@@ -8,7 +8,8 @@
 by the objective's reward: `benchmarks/maxmin_policy.py` writes them, scoring each prompt's
 candidates by min over the EM group heads (maxmin) or by one pooled head (single) and pairing the
 top-scoring candidate against each other one (`--pairing best`, its default) or every two
-(`--pairing all`); `pluralign.policy.maxmin.ranked_pairs` does the same for your own candidates. The base model is
+(`--pairing all`); `pluralign.policy.maxmin.ranked_pairs` does the same for your own candidates. Ties
+(`"tie": true`) are not trained on, as by every trainer (the report counts them, `ties_skipped`). The base model is
 SmolLM2-135M-Instruct unless `--base` names another causal LM folder. Writes OUT/adapter (peft),
 OUT/meta.json (schema version, base model id, objective, heads) and OUT/metrics.json (loss per
 step, seconds and peak memory per step).
@@ -18,10 +19,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from training.common import SEED_HELP, check_out, number, print_json, read_preference_file, seed_number
 
 MAXMIN_FILES = ("meta.json", "adapter", "metrics.json")  # pluralign.policy.maxmin.save_policy's, and this command's metrics
+
+
+def check_base(name: str) -> None:
+    """--base names `smollm2` or a local model folder (one holding config.json), checked before any work: any
+    other name reached transformers' hub lookup, whose error named no option ("Repo id must use ...")."""
+    if name != "smollm2" and not (Path(name) / "config.json").is_file():
+        raise ValueError(f"--base must be `smollm2` or a transformers model folder, got {name}")
 
 
 def load_base(name: str):
@@ -57,8 +66,13 @@ def run(args: argparse.Namespace) -> int:
         with_lora,
     )
 
+    check_base(args.base)
     check_out(args.out, MAXMIN_FILES, "MaxMin policy")  # before any training: a wrong --out costs nothing
-    records = read_preference_file("--pairs", args.pairs)
+    rows = read_preference_file("--pairs", args.pairs)
+    # a tie prefers neither answer: DPO on it would push the policy toward whichever one is `chosen`
+    records = [r for r in rows if not r.tie]
+    if not records:
+        raise ValueError(f"--pairs {args.pairs}: no strict comparisons to train on, only {len(rows)} ties (ties are not trained on)")
     config = MaxMinConfig(objective=args.objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_r=args.lora_r, lora_layers=args.lora_layers, chosen_nll_weight=args.chosen_nll, seed=args.seed)
     base, tokenizer = load_base(args.base)
     base_id = base_model_id(base)
@@ -73,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     )
     report = {
         "objective": args.objective, "heads": args.heads, "base_model": base_id, "pairs": len(records),
+        "ties_skipped": len(rows) - len(records),
         "steps": config.steps, "final_loss": log.loss[-1], "loss": log.loss, "reward_accuracy": log.reward_accuracy,
         "seconds_per_step": log.seconds_per_step, "peak_memory_mb": log.peak_memory_mb, "out": str(args.out),
     }

@@ -35,6 +35,7 @@ from training.common import (
     check_k_options,
     check_out,
     k_search,
+    left_out_users,
     load_training_protocol,
     number,
     persona_groups,
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     protocol = load_training_protocol(args)  # `file`: --data, as every command reads a preference file
+    left_out = left_out_users(protocol)  # said before the training, reported after it
     users = sorted({r.user_id for r in protocol.seen.train})
     search = k_search(args.k, args.k_max, len(users))  # before embedding or training: --k 50 on 4 users is refused
     encoder = cached_encoder(args)
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "variant": args.variant, "protocol": protocol.name, "encoder_id": encoder.encoder_id, "chosen_k": k,
         "seen_users": len(users), "train_pairs": len(train), "val_pairs": len(val), "test_pairs": len(test),
-        "by_k": runs, **selection.report(), "out": str(out), "artifact": str(out),
+        **left_out, "by_k": runs, **selection.report(), "out": str(out), "artifact": str(out),
         "val_acc": metrics["val_acc"],  # of the kept K: the job runner's promotion compares it
     }
     write_atomic(out / "metrics.json", msgspec.json.format(msgspec.json.encode(report)))
@@ -126,7 +128,8 @@ def register(sub) -> None:
     p.add_argument("--variant", choices=["a", "b"], default="a", help="a: ideal point; b: prompt-conditioned cosine")
     add_k_args(p, "prototypes")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
-                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback)")
+                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback); its users with "
+                        "fewer than 5 strict comparisons are left out, counted in users_left_out and left_out_pairs")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced)")

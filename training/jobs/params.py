@@ -29,7 +29,7 @@ from pluralign.data.text import shorten
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$(?!\n)"
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 # Name's pattern said in words (msgspec's message is the regex itself, `(?!\n)` and all)
-NAME_WORDS = "must be 1-128 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
+NAME_WORDS = "must be 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)"
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 Epoch = Annotated[float, msgspec.Meta(ge=0, le=1e11)]  # a Unix time in seconds (finite: NaN is refused)
 # the encoders a trainer's `--encoder` builds by name (`pluralign.embed.encoders.make_encoder`)

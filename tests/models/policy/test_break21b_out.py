@@ -112,4 +112,4 @@ def test_a_damaged_fspo_adapter_is_a_one_line_error_naming_it(base_and_data, tmp
                          "--from-fspo", str(fspo_dir), "--base", str(base), "--steps", "1")
     assert code == 2 and out == "" and "Traceback" not in err, err
     (line,) = [x for x in err.strip().splitlines() if x.startswith("pluralign")]
-    assert line.startswith(f"pluralign: error: {fspo_dir}") and said in line, line
+    assert line.startswith(f"pluralign: error: --from-fspo {fspo_dir}") and said in line, line
