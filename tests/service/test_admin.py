@@ -256,6 +256,46 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
     assert took < 1.0, took  # 2 s and more while the reports were read on the event loop
 
 
+def test_an_audit_whose_check_fails_keeps_no_report_figures_or_group_names_of_a_user_deleted_since(svc, monkeypatch):
+    """auditfail42: the runner's check of a succeeded audit (`Admin.keep_audit_members`) can raise (a full disk
+    refusing the members index); the job is then recorded failed and its artifact folder removed. Before, its
+    result.json, `out` and the record's `metrics` (figures drawn with each member's comparisons) stayed, under no
+    members file a DELETE reads: a member deleted later left their group's name (their own attribute's value) and
+    the figures computed with them readable until the retention purged the job 7 days on. Now a failed check
+    leaves the job its error and no result."""
+    svc.keys.setdefault("hooli", svc.runtime.keys.issue("hooli"))  # a tenant of its own: other tests count theirs
+    segment = "segment-only-gus-sends"
+    with svc.client("hooli") as c:
+        for i in range(2):
+            for user, value in (("gus", segment), ("hal", "segment-hal-sends")):
+                body = {"type": "comparison", "user": user, "prompt": f"Tea or cocoa, cup {i}?", "chosen": "Tea.",
+                        "rejected": "Cocoa.", "attributes": {"segment": value}}
+                assert c.post("/v1/feedback", json=body).status_code == 201
+    admin = svc.server.server.config.app.state.admin
+
+    def full_disk(job_id, user_hashes):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(admin.audit_members, "add", full_disk)  # the check's first write (`_prune_audit`)
+    with svc.client("admin") as client:
+        r = client.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "hooli", "min_comparisons": 1,
+                                                        "wait": 120}, timeout=240)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "audit_failed", r.text
+        monkeypatch.undo()
+        (job,) = [j for j in client.get("/admin/jobs", params={"kind": "audit"}).json()["jobs"] if j["params"].get("tenant") == "hooli"]
+        assert job["state"] == "failed" and "checking its result failed" in job["error"], job
+        with svc.client("hooli") as c:
+            assert c.delete("/v1/users/gus").status_code == 200
+        job = client.get(f"/admin/jobs/{job['id']}").json()
+        assert job["metrics"] == {} and job["result_path"] is None and job["artifact"] is None, job
+        assert "No space left on device" in job["error"], job  # why it failed stays
+        assert segment not in client.get("/admin/dashboard").text
+    assert not admin.runner.store.path(job["id"], "result.json").exists()
+    assert not admin.runner.store.path(job["id"], "out").exists()
+    data = admin.folder.parent
+    assert [str(p) for p in data.rglob("*") if p.is_file() and segment.encode() in p.read_bytes()] == []
+
+
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = start_service(tmp_path_factory.mktemp("capped-data"), tiny_generator_dir, tiny_pal_dir, minilm,

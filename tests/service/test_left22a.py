@@ -52,6 +52,8 @@ def test_a_job_whose_result_cannot_be_written_fails_saying_why(runner, monkeypat
     assert failed.state == "failed" and failed.pid is None, failed
     assert failed.error.startswith("finishing it failed: No space left on device") and "result.json" in failed.error
     assert on_disk(runner, job.id) == failed
+    # nor is the worker's result it printed kept (auditfail42: an audit's report of users who may be deleted since)
+    assert not runner.store.path(job.id, "out").exists() and failed.metrics == {} and failed.result_path is None
     monkeypatch.undo()
     assert runner.wait(runner.submit("work", {}).id, timeout=30).state == "succeeded"  # the runner carries on
 

@@ -287,6 +287,7 @@ class RayJobRunner(LocalJobRunner):
         # as the local runner's start, but the artifact folders of the jobs attached to (their workers write there)
         if removed := remove_write_leftovers(Path(self.config.folder), running=set(self._running)):
             log.warning("removed %d temp files that writes cut short by a stopped service left in %s", removed, self.config.folder)
+        self._remove_unkept_results()  # a failed check's result, as the local runner's start
 
     def _unattached(self, job_id: str, actor, poll, answered: set) -> str | None:
         """Why a running job's `actor`, asked `poll` at `_recover`, is not attached to; None when it answered. One that

@@ -46,6 +46,8 @@ JOB_ENV = "PLURALIGN_JOB_ID"  # set in each worker's environment, so a restart c
 # per folder only: a service started on a copy of another's data folder holds records of the same ids (and
 # pids), and its start stopped the other service's running workers
 FOLDER_ENV = "PLURALIGN_JOB_FOLDER"
+# the errors of a job whose worker succeeded but whose result was not kept: its result goes (`_without_result`)
+CHECK_FAILED, FINISH_FAILED = "checking its result failed", "finishing it failed"
 REQUEST_ENV = "PLURALIGN_REQUEST_ID"  # the X-Request-Id of the request that caused the job, where one did
 
 
@@ -325,6 +327,16 @@ class LocalJobRunner:
                                                                             log_tail=[*job.log_tail, note][-self.config.log_lines :])))
                 continue
             self._record(self._stopped_record(job, f"runner restarted during attempt {job.attempts}; queued again"))
+        self._remove_unkept_results()
+
+    def _remove_unkept_results(self) -> None:
+        """A job recorded failed after its worker succeeded (its check or its finishing failed) whose result is still
+        there loses it (`_without_result`): a removal that failed before, or a release before auditfail42 kept it."""
+        for job in self.store.all():
+            if job.state != "failed" or not (job.error or "").startswith((CHECK_FAILED, FINISH_FAILED)):
+                continue
+            if job.metrics or job.result_path or any(self.store.path(job.id, n).is_file() for n in ("result.json", "out")):
+                self._record(self._result_removed(job))
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -481,7 +493,8 @@ class LocalJobRunner:
             final = self._finish(job, code, progress, tail, output)
         except Exception as exc:
             log.exception("finishing job %s failed", job.id)
-            final = _failed(msgspec.structs.replace(job, log_tail=tail), f"finishing it failed: {_problem(exc)}")
+            final = _failed(msgspec.structs.replace(job, log_tail=tail), f"{FINISH_FAILED}: {_problem(exc)}")
+            final = self._result_removed(final)
         if final.promoted is not True:  # e.g. a cut-short promotion finished again whose check now fails
             try:
                 self._withdraw_all(final)
@@ -558,10 +571,11 @@ class LocalJobRunner:
         if self.on_succeed is not None:
             try:
                 self.on_succeed(finished)
-            except Exception as exc:  # its artifact may hold what must not be kept: never promoted, removed
+            except Exception as exc:  # its artifact and result may hold what must not be kept: never promoted, removed
                 log.exception("checking job %s's result failed", job.id)
                 shutil.rmtree(Path(self.config.folder) / "artifacts" / job.id, ignore_errors=True)
-                return msgspec.structs.replace(finished, state="failed", error=f"checking its result failed: {exc}")
+                failed = msgspec.structs.replace(finished, state="failed", error=f"{CHECK_FAILED}: {exc}", artifact=None)
+                return self._result_removed(failed)
             # the check may have rewritten the result (an audit's groups of users deleted while it ran): its figures as kept
             checked = _last_json_line(result_path.read_bytes())
             if checked is not None and checked != result:
@@ -661,6 +675,26 @@ class LocalJobRunner:
         of `jobs/artifacts/` or a later attempt could take it for an artifact. The record names none."""
         shutil.rmtree(Path(self.config.folder) / "artifacts" / job.id, ignore_errors=True)
         return msgspec.structs.replace(job, artifact=None)
+
+    def _without_result(self, job: Job) -> Job:
+        """`job`, recorded failed after its worker succeeded (its result's check or its finishing failed), without its
+        result: result.json and `out` (the worker's output the result was read from) are removed and its record names
+        no metrics nor result; its error and log tail stay. The check is what keeps a result to what may outlive its
+        users (an audit's members file, which a DELETE reads; a snapshot's users): one it did not pass may hold the
+        figures, and an audit's group names (an attribute's value a user sent), of users deleted since, which no
+        DELETE finds (until auditfail42 they stayed until the retention purged the job). Raises OSError when a file
+        cannot be removed."""
+        for name in ("result.json", "out"):
+            self.store.path(job.id, name).unlink(missing_ok=True)
+        return msgspec.structs.replace(job, metrics={}, result_path=None)
+
+    def _result_removed(self, job: Job) -> Job:
+        """`_without_result`; when a file cannot be removed, logged, and `_recover` tries again at the next start."""
+        try:
+            return self._without_result(job)
+        except OSError as exc:
+            log.error("could not remove the result of job %s (%s): removed at the next start", job.id, _problem(exc))
+            return msgspec.structs.replace(job, metrics={}, result_path=None)
 
     def _promote(self, job: Job) -> Job:
         kind = self.kinds[job.kind]
