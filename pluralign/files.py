@@ -17,7 +17,9 @@ import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
@@ -323,6 +325,32 @@ def other_schema(what: str, found: object, reads: int) -> str:
     if isinstance(found, int) and not isinstance(found, bool):
         return f"{what} schema {found}, an earlier format this release does not read (it reads schema {reads}): retrain with this release"
     return f"{what} schema_version {found!r} is not a schema version (this release reads schema {reads})"
+
+
+def read_description(folder: Path, kind: str, schema: int, struct: type[T], what: str) -> T:
+    """The meta.json of an artifact folder whose description names its `kind` (an EM mixture, a MaxMin
+    policy), as `struct`, read before any weights. `what` names the artifact in messages ("a MaxMin policy
+    (maxmin-lora)"). Raises FileNotFoundError when there is none, ValueError naming the file or folder for
+    another kind of artifact (a PAL checkpoint, whose description names no kind, is named so), another schema
+    (`other_schema`: a later release's says so), or a file that is not such a description."""
+    import msgspec
+
+    path = folder / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not {what}: no meta.json")
+    try:
+        raw = msgspec.json.decode(path.read_bytes())
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not an artifact description: {exc}") from None
+    found = raw.get("kind", "PAL checkpoint" if "variant" in raw else None) if isinstance(raw, dict) else None
+    if found != kind:
+        raise ValueError(f"{folder} holds {'a ' + repr(found) if found else 'no'} artifact, not {what}")
+    if raw.get("schema_version") != schema:
+        raise ValueError(f"{path}: {other_schema(kind, raw.get('schema_version'), schema)}")
+    try:
+        return msgspec.convert(raw, struct)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{path}: not a description of {what}: {exc}") from None
 
 
 def undo_stopped_swap(folder: str | os.PathLike) -> Path | None:

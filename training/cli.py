@@ -22,6 +22,8 @@ import sys
 import threading
 import warnings
 
+from pluralign.policy import ignore_peft_deprecation
+
 # No hub at run time (models come from packages, see README). Offline mode, set before anything
 # imports huggingface_hub, also stops peft from asking the hub for a base model's config each time
 # an adapter is saved (a failed lookup and two warnings on stderr per save).
@@ -217,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(gc.freeze)
     name_the_cause()
     warnings.formatwarning = _as_cli_line
-    # peft 0.21 reads each model's `is_gradient_checkpointing`, which transformers 5 deprecated: a FutureWarning on
-    # every LoRA command's stderr (train maxmin, fspo, adapter; a served adapter), about code not ours, nothing to act on
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # peft 0.21's FutureWarning on every LoRA command's stderr (train maxmin, fspo, adapter; a served adapter in-process);
+    # the generation process of `serve` sets it itself
+    ignore_peft_deprecation()
     # (signal handlers belong to the main thread: main() called from another keeps the default). Servers too: their
     # start (the models, the tables: seconds to a minute) is undone on SIGTERM as a trainer's run is; then uvicorn's
     # handlers replace these while it serves (`serve_until_stopped`: a graceful stop). Before, SIGTERM killed a start

@@ -139,6 +139,14 @@ def check_temp_dir() -> None:
                          f"(Kubernetes: an emptyDir, as deploy/k8s/pluralign.yaml does)") from None
 
 
+def check_base(name: str) -> None:
+    """A LoRA trainer's --base: `smollm2` or a local transformers model folder (one holding config.json), checked
+    before any work; a ValueError naming --base otherwise (any other name reached transformers' hub lookup, whose
+    error named no option: "Repo id must use ...")."""
+    if name != "smollm2" and not (Path(name) / "config.json").is_file():
+        raise ValueError(f"--base must be `smollm2` or a transformers model folder, got {name}")
+
+
 def check_writable_file(option: str, path: str, what: str = "the output") -> None:
     """`check_writable` for an output *file*: a folder at `path` is a ValueError naming `option`
     before the work (it would be found only when the file is written, after it)."""

@@ -135,5 +135,6 @@ def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = MIN
         ties = sum(r.tie for r in records)
         among = f" (of {len(records)} records, {ties} of them ties: equal answers, which pairwise models leave out)" if ties else ""
         raise ValueError(f"no user has {min_pairs} or more strict comparisons to train on{among}")
-    left_out = {u: len(p) for u, p in strict.items() if len(p) < min_pairs}
+    # every user of the file who is not a seen user, one with ties only (0 strict comparisons) too
+    left_out = {u: len(strict.get(u, ())) for u in sorted({r.user_id for r in records}) if u not in users}
     return Protocol(name="file", seen=split_seen(users, seed), unseen=UnseenSplit(support={}, query={}), left_out=left_out)

@@ -428,27 +428,11 @@ def save_policy(policy, out: str | Path, meta: PolicyMeta, extra: Mapping[str, b
 
 
 def read_policy_meta(folder: Path) -> PolicyMeta:
-    """A MaxMin policy's meta.json, read before any weights. Raises FileNotFoundError when there is none,
-    ValueError naming the file or folder for another kind of artifact (a PAL checkpoint, an EM mixture),
-    another schema (a later release's says so) or a file that is not a description."""
-    from pluralign.files import other_schema
+    """A MaxMin policy's meta.json, read before any weights (`pluralign.files.read_description`: FileNotFoundError
+    when there is none, ValueError for another kind of artifact, another schema, or no description)."""
+    from pluralign.files import read_description
 
-    path = folder / "meta.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a MaxMin policy: no meta.json")
-    try:
-        raw = msgspec.json.decode(path.read_bytes())
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"{path}: not an artifact description: {exc}") from None
-    kind = raw.get("kind", "PAL checkpoint" if "variant" in raw else None) if isinstance(raw, dict) else None
-    if kind != "maxmin-lora":
-        raise ValueError(f"{folder} holds {'a ' + repr(kind) if kind else 'no'} artifact, not a MaxMin policy (maxmin-lora)")
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: {other_schema('maxmin-lora', raw.get('schema_version'), SCHEMA_VERSION)}")
-    try:
-        return msgspec.convert(raw, PolicyMeta)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"{path}: not a MaxMin policy description: {exc}") from None
+    return read_description(folder, "maxmin-lora", SCHEMA_VERSION, PolicyMeta, "a MaxMin policy (maxmin-lora)")
 
 
 def load_policy(folder: str | Path, base_model, expected_base: str | None = None):

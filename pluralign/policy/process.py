@@ -28,6 +28,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from pluralign.policy import ignore_peft_deprecation
 from pluralign.policy.generator import Cancelled, Candidate, Generator, Sampling
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class GeneratorProcessError(RuntimeError):
 
 def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
     """The child: load the model, then answer (op, args) requests until the pipe closes."""
+    ignore_peft_deprecation()  # a spawned interpreter: the parent's warning filters are not carried over
     try:
         generator = Generator.from_folder(folder, model_id)
     except BaseException as exc:  # the parent reports it

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from pluralign.data.record import Base
 from pluralign.device import default_device, usable_device
-from pluralign.files import may_hold, other_schema, read_safetensors, write_atomic, writing_artifact
+from pluralign.files import may_hold, read_description, read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch, same_users, seen_rows
 from pluralign.reward.inputs import as_numbers, at_least, comparison_rows, first_bad_row, logits_row, whole
@@ -418,22 +418,7 @@ def _read_meta(folder: Path, encoder_id: str, dim: int | None) -> EMMeta:
     """An EM artifact's meta.json, checked against what `EMMixture.load` is asked for. Raises
     FileNotFoundError when there is none, ValueError naming the file or folder for another kind of
     artifact, schema, encoder, dimension or features, or a file that is not a description."""
-    path = folder / "meta.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{folder} is not an EM mixture artifact: no meta.json")
-    try:
-        raw = msgspec.json.decode(path.read_bytes())
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"{path}: not an artifact description: {exc}") from None
-    kind = raw.get("kind", "PAL checkpoint" if "variant" in raw else None) if isinstance(raw, dict) else None
-    if kind != "em-bt-mixture":
-        raise ValueError(f"{folder} holds {'a ' + repr(kind) if kind else 'no'} artifact, not an em-bt-mixture")
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: {other_schema('em-bt-mixture', raw.get('schema_version'), SCHEMA_VERSION)}")
-    try:
-        meta = msgspec.convert(raw, EMMeta)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"{path}: not an em-bt-mixture description: {exc}") from None
+    meta = read_description(folder, "em-bt-mixture", SCHEMA_VERSION, EMMeta, "an EM mixture artifact (em-bt-mixture)")
     if meta.encoder_id != encoder_id:
         raise ValueError(f"{folder}: heads were trained on encoder {meta.encoder_id!r}, not {encoder_id!r}")
     if dim is not None and meta.dim != dim:

@@ -79,9 +79,11 @@ def test_a_cancel_event_stops_the_childs_generation_and_the_next_call_is_served(
     assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=4, seed=2))[0][0].tokens <= 4
 
 
-def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generator_dir, tmp_path):
+def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generator_dir, tmp_path, capfd):
     """On the module's child (starting one costs seconds): the crash starts a new one, which the
-    tests after this one use, as the service would."""
+    tests after this one use, as the service would. The new child writes to this test's stderr (the
+    service's log): loading the adapter there says no peft/transformers FutureWarning
+    (`is_gradient_checkpointing`, silenced by `pluralign` commands but, before, not in this child)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -102,6 +104,7 @@ def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generat
         time.sleep(0.5)
         assert remote.generate(MESSAGES, sampling=greedy, adapter="u1")[0][0].text == adapted  # a new child, same adapter
         assert remote.pid != first
+        assert "is_gradient_checkpointing" not in capfd.readouterr().err
         remote.drop_adapter("u1")
         assert remote.generate(MESSAGES, sampling=greedy)[0][0].text == plain and not remote.adapters
     finally:

@@ -142,7 +142,7 @@ def test_pal_and_em_artifacts_refuse_each_other_by_kind(tmp_path):
     pal, em = tiny_pal(tmp_path / "pal"), tiny_em(tmp_path / "em")
     with pytest.raises(ValueError, match="holds a 'em-bt-mixture' artifact, not a PAL checkpoint"):
         load_pal(em)
-    with pytest.raises(ValueError, match="holds a 'PAL checkpoint' artifact, not an em-bt-mixture"):
+    with pytest.raises(ValueError, match=r"holds a 'PAL checkpoint' artifact, not an EM mixture artifact \(em-bt-mixture\)"):
         EMMixture.load(pal, MINILM_ID)
 
 

@@ -79,3 +79,19 @@ def test_an_adapter_s_counts_are_whole_numbers_in_its_report_and_description(cap
     for counts in (report, described):
         assert [type(counts[k]) for k in ("steps", "comparisons", "held_out")] == [int, int, int], counts
         assert (counts["steps"], counts["comparisons"], counts["held_out"]) == (1, 5, 1), counts
+
+
+def test_another_user_s_adapter_given_as_from_fspo_is_refused(capsys, tmp_path):
+    """--from-fspo takes an FSPO adapter (`pluralign train fspo --out`), and --registry's folders hold users'
+    adapters: one of those given by mistake (`--from-fspo reg/acme/bob`) started ann's adapter from bob's
+    weights, trained on bob's comparisons, and kept them in ann's after bob's DELETE removed his. Before: accepted
+    (here the run went on to the --base error); now refused before the data or model is read."""
+    bob = tmp_path / "reg" / "acme" / "bob"
+    bob.mkdir(parents=True)
+    (bob / "pluralign.json").write_text(json.dumps({"schema_version": 1, "kind": "user", "base_model": "tiny", "shots": 0,
+                                                    "data_version": "abc", "tenant": "acme", "user": "bob"}))
+    code, out, err = cli(capsys, *adapter_argv(tmp_path, "--registry", str(tmp_path / "reg2"), "--from-fspo", str(bob)))
+    assert code == 2 and out == "", err
+    (line,) = err.strip().splitlines()
+    assert line == (f"pluralign: error: --from-fspo {bob} holds a user's adapter (user 'bob', tenant 'acme'), "
+                    "not an FSPO adapter (`pluralign train fspo --out`)"), line

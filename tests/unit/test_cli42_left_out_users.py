@@ -30,3 +30,14 @@ def test_users_with_fewer_than_five_strict_comparisons_are_counted_in_the_report
     report = json.loads(out.strip().splitlines()[-1])
     assert (report["users_left_out"], report["left_out_pairs"]) == (2, 5), report
     assert "2 users with fewer than 5 strict comparisons left out (5 comparisons)" in err, err
+
+
+def test_a_user_with_ties_only_is_counted_as_left_out():
+    """`left_out` is every user of the file who is not a seen user: one whose comparisons are all ties has
+    0 strict ones, fewer than 5. Before: only users with 1-4 strict comparisons were counted, so a file's
+    tie-only annotators were dropped unsaid (`users_left_out` 0 for a user the model never saw)."""
+    from pluralign.data.record import Preference
+    from pluralign.data.splits import file_protocol
+
+    protocol = file_protocol([Preference(**r) for r in rows("u0", 6) + rows("u1", 2) + rows("u2", 3, tie_every=1)])
+    assert protocol.left_out == {"u1": 2, "u2": 0}, protocol.left_out

@@ -86,5 +86,5 @@ def test_load_policy_names_what_it_found_where_a_maxmin_policy_should_be(tmp_pat
         load_policy(later, None)
     with pytest.raises(ValueError, match=r"^.*pal holds a 'PAL checkpoint' artifact, not a MaxMin policy \(maxmin-lora\)$"):
         load_policy(pal, None)
-    with pytest.raises(FileNotFoundError, match=r"^.*empty is not a MaxMin policy: no meta.json$"):
+    with pytest.raises(FileNotFoundError, match=r"^.*empty is not a MaxMin policy \(maxmin-lora\): no meta.json$"):
         load_policy(empty, None)

@@ -73,13 +73,19 @@ def user_comparisons(args: argparse.Namespace, found: StoreFolder | None):
 
 def fspo_parent(folder: str):
     """The description of the FSPO adapter in `folder` (--from-fspo), or a ValueError naming the option:
-    no adapter there, a damaged description, another schema (a later release's says so)."""
+    no adapter there, a damaged description, another schema (a later release's says so), or an adapter of
+    another kind: a user's (a registry's folders hold them) would start this user's adapter from that user's
+    weights, their comparisons kept in it after their own adapter is deleted."""
     from pluralign.policy.adapters import AdapterError, read_meta
 
     try:
-        return read_meta(folder)
+        meta = read_meta(folder)
     except AdapterError as exc:  # its message starts with the folder
         raise ValueError(f"--from-fspo {exc}") from None
+    if meta.kind != "fspo":
+        whose = f"a user's adapter (user {meta.user!r}, tenant {meta.tenant!r})" if meta.kind == "user" else f"a {meta.kind!r} adapter"
+        raise ValueError(f"--from-fspo {folder} holds {whose}, not an FSPO adapter (`pluralign train fspo --out`)")
+    return meta
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from training.common import (
     DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
     SEED_HELP,
+    check_base,
     check_out,
     number,
     persona_groups,
@@ -48,9 +49,8 @@ def load_base(spec: str):
     if spec == "smollm2":
         model, tokenizer = load_smollm2()
         return model, tokenizer, SMOLLM2_ID
+    check_base(spec)
     folder = Path(spec)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"--base must be `smollm2` or a transformers model folder, got {spec}")
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -19,18 +19,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from training.common import SEED_HELP, check_out, number, print_json, read_preference_file, seed_number
+from training.common import SEED_HELP, check_base, check_out, number, print_json, read_preference_file, seed_number
 
 MAXMIN_FILES = ("meta.json", "adapter", "metrics.json")  # pluralign.policy.maxmin.save_policy's, and this command's metrics
-
-
-def check_base(name: str) -> None:
-    """--base names `smollm2` or a local model folder (one holding config.json), checked before any work: any
-    other name reached transformers' hub lookup, whose error named no option ("Repo id must use ...")."""
-    if name != "smollm2" and not (Path(name) / "config.json").is_file():
-        raise ValueError(f"--base must be `smollm2` or a transformers model folder, got {name}")
 
 
 def load_base(name: str):
