@@ -481,6 +481,21 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
         row["attributes"] = _attribute_labels(row["attributes"], line)
 
 
+def file_trl(trl: TrlRow | None) -> TrlRow | None:
+    """A stored row's TRL form as a preference file is written with it: None (the row's own text, TRL's standard
+    form) for one whose messages a reader refuses (`messages_to_text`: a role outside MESSAGE_ROLES, which imports
+    before session rows42 stored), so that what the service writes reads again."""
+    if trl is None:
+        return None
+    try:
+        for field in ("prompt", "chosen", "rejected"):
+            if (messages := getattr(trl, field)) is not None:
+                messages_to_text(messages, field, 0)
+    except PreferenceError:
+        return None
+    return trl
+
+
 def preference_row(record: Preference) -> dict[str, Any]:
     """The row a file gets: TRL's columns in the form the record came in (see `TrlRow`), TRL's
     extra columns, then pluralign's (`user_id`, `margin`, `tie`, `source`, `created_at`, `attributes`, and `pref_id`

@@ -92,6 +92,13 @@ def created_at_problem(created_at: Any) -> str | None:
     return f"{CREATED_AT_RULE}, got {shorten(repr(created_at), 64, '...')}{hint}"
 
 
+def file_time(created_at: float | None) -> float | None:
+    """`created_at` (Unix seconds) as a preference file is written with it: None (no time; a reader stamps the row on
+    receipt) for one `created_at_problem` refuses, such as -5, milliseconds or 1e300, which a stored row an older
+    version imported may hold, so that what the service writes (an export, a job's snapshot) reads again."""
+    return created_at if created_at_problem(created_at) is None else None
+
+
 class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of every pluralign struct: unknown fields are an error, never silently dropped."""
 

@@ -55,9 +55,10 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
     """201 with the job queued (`Location`: the job's URL); 200 with the queued audit an identical audit request is
     (nothing queued; `Content-Location`: that job's URL).
     `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
-    params = dict(data.params)
-    # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so
-    checked = {"protocol": "file", **params} if data.kind in ("pal", "em") else params
+    params = {name: value for name, value in data.params.items() if value is not None}  # a null: the kind's default
+    # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so;
+    # the null parameters' names with the rest (a misspelled one is refused, null or not)
+    checked = {**data.params, "protocol": params.get("protocol", "file")} if data.kind in ("pal", "em") else data.params
     try:
         decode_params(data.kind, checked, from_client=True)
     except JobParamsError as exc:

@@ -16,11 +16,7 @@ class JobRequest(NullMeansDefault):
     Example: {"kind": "adapter", "params": {"tenant": "acme", "user": "alice"}}"""
 
     kind: str
-    params: dict[str, Param | None] | None = {}
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.params = {name: value for name, value in self.params.items() if value is not None}
+    params: dict[str, Param | None] | None = {}  # a null parameter's name is still checked (`decode_params`)
 
 
 class JobList(msgspec.Struct):

@@ -20,7 +20,7 @@ from cachetools import LRUCache
 from litestar.concurrency import sync_to_thread
 
 from pluralign.data.io import write_jsonl
-from pluralign.data.record import Preference
+from pluralign.data.record import Preference, file_time
 from pluralign.embed.cache import text_key
 from pluralign.fairness.report import (
     AuditReport,
@@ -329,7 +329,7 @@ class Admin:
         stored, _ = self.rt.store.preferences_for(tenant, user)
         records = [
             Preference(user_id=p.user_id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, tie=p.tie, margin=p.margin,
-                       source=p.source, created_at=p.created_at, attributes=p.attributes)
+                       source=p.source, created_at=file_time(p.created_at), attributes=p.attributes)
             for p in stored if p.rejected
         ]
         if not records:
@@ -345,12 +345,13 @@ class Admin:
         comes before (and so rewrites it) or after (and the user's rows are out of the store).
         A row's `created_at` there is when the service received it (`StoredPreference.received`): a
         DELETE's record takes from a snapshot the rows from before it (`_drop_rows`), and an imported
-        row's own time may be older than a DELETE it came after. No trainer reads the times."""
+        row's own time may be older than a DELETE it came after; one no file takes (`file_time`: an older version's
+        -5 or 1e300) is null, which a DELETE's rewrite drops. No trainer reads the times."""
         self.rt.ingest.flush()
         with self.rt.population_lock:
             records = [
                 Preference(user_id=f"{p.tenant}/{p.user_id}", prompt=p.prompt, chosen=p.chosen, rejected=p.rejected,
-                           margin=p.margin, source=p.source, created_at=p.received(), attributes=p.attributes)
+                           margin=p.margin, source=p.source, created_at=file_time(p.received()), attributes=p.attributes)
                 for p in self.rt.store.all_comparisons()
             ]
             if not records:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from pluralign.data.record import Base
+from service.nulls import NullMeansDefault
 
 
 class TextPart(Base, tag_field="type", tag="text"):
@@ -57,8 +58,8 @@ class ChatMessage(Base):
         return "".join(p.text if isinstance(p, TextPart) else p.refusal for p in self.content)
 
 
-class StreamOptions(Base):
-    include_usage: bool = False
+class StreamOptions(NullMeansDefault):
+    include_usage: bool | None = False  # null: not given (`NullMeansDefault`), false
     include_obfuscation: bool | None = None  # accepted and ignored: no obfuscation padding is added
 
 

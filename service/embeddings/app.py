@@ -49,7 +49,7 @@ log = logging.getLogger("pluralign.embeddings")
 class EmbeddingsRequest(msgspec.Struct):  # OpenAI's request carries fields we ignore (user, dimensions)
     input: str | list[str]
     model: str
-    encoding_format: Literal["float", "base64"] = "float"
+    encoding_format: Literal["float", "base64"] | None = "float"  # null: not given, floats (as the API service takes a null)
     dimensions: int | None = None
     user: str | None = None
 

@@ -726,10 +726,11 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
     attributes): what `import_preferences`,
     `pluralign data import` and TRL read. Rating rows without a rival answer (nothing to compare) are left out,
     and so are rows an import would refuse that older versions stored (a blank prompt or answer, two
-    answers with the same visible text); a `created_at` an import refuses (`created_at_problem`) is written as null. Read as it is sent, from one version of the table, with the errors
+    answers with the same visible text); a `created_at` an import refuses (`created_at_problem`) is written as null,
+    a conversation it refuses (a role outside `MESSAGE_ROLES`) as its text (`file_trl`). Read as it is sent, from one version of the table, with the errors
     of `export_lines`."""
-    from pluralign.data.io import preference_row
-    from pluralign.data.record import Preference, created_at_problem, pref_id_problem
+    from pluralign.data.io import file_trl, preference_row
+    from pluralign.data.record import Preference, file_time, pref_id_problem
 
     flush_for_read(rt, tenant, user_id)
     for row in rt.store.preferences_in_order(tenant, user_id):
@@ -737,9 +738,10 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
             continue
         record = Preference(
             user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
-            tie=row.tie, source=row.source, attributes=row.attributes, trl=row.trl,
+            tie=row.tie, source=row.source, attributes=row.attributes,
+            trl=file_trl(row.trl),  # a conversation no file takes (a role `bot`: imports before rows42 stored it) as its text
             # a time no file takes (-5, 1e300: imports before session rows42 stored them) is left out: stamped on receipt
-            created_at=row.created_at if created_at_problem(row.created_at) is None else None,
+            created_at=file_time(row.created_at),
             pref_id=row.pref_id if pref_id_problem(row.pref_id) is None else None,  # an id a library user chose that no file takes
         )
         yield msgspec.json.encode(preference_row(record)) + b"\n"

@@ -115,3 +115,29 @@ def test_comparison_feedback_refuses_an_answer_of_invisible_characters(svc):
             assert r.status_code == 400 and r.json()["error"]["param"] == "chosen", (repr(chosen), r.text)
         r = c.post("/v1/feedback", json={"type": "comparison", "user": "inv", "prompt": "Q", "chosen": "Yes.", "rejected": "Yes.\u3164"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "rejected", r.text
+
+
+def test_a_message_role_an_import_refuses_that_an_older_version_stored_is_exported_as_text(svc):
+    """Review rw42. Since rows42 an imported message's role must be the chat route's (`bot` is a 400 naming
+    `line N.chosen[1].role`); before, such a conversation was stored with its TRL form, which the preference export
+    wrote back as it came, so the export of a user holding one did not import again. Such a row is exported in TRL's
+    standard form, its stored text (`bot: ...` where the reader joined the messages), as an import stores it. (Into
+    the same tenant's user, whose stored row keeps its TRL form, that row is a 409 naming its `pref_id`: left to a change of
+    `differing_field`.)"""
+    from pluralign.data.record import TrlRow
+
+    rt = svc.runtime
+    ask = {"role": "user", "content": "Tea or coffee?"}
+    trl = TrlRow(chosen=[ask, {"role": "bot", "content": "Tea."}], rejected=[ask, {"role": "bot", "content": "Coffee."}])
+    row = StoredPreference(tenant="acme", user_id="oldroles", pref_id="r0", prompt="Tea or coffee?", chosen="Tea.",
+                           rejected="Coffee.", kind="comparison", created_at=1_700_000_000.0, trl=trl)
+    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+    rt.store.add_preferences([row], vec([row.prompt]), vec([row.chosen]), vec([row.rejected]))
+    with svc.client("acme") as c:
+        r = c.get("/v1/users/oldroles/export", params={"format": "preferences"})
+        assert r.status_code == 200, r.text
+    with svc.client("globex") as c:  # the file moved to another tenant (or service)
+        imported = c.post("/v1/users/oldroles/import", content=r.content, headers={"content-type": "application/x-ndjson"})
+        assert imported.status_code == 201, imported.text
+    (line,) = [json.loads(text) for text in r.text.splitlines()]
+    assert (line["prompt"], line["chosen"], line["rejected"]) == ("Tea or coffee?", "Tea.", "Coffee."), line

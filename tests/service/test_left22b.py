@@ -99,6 +99,18 @@ def test_the_fields_agreeing_are_still_served(svc):
             assert s.status_code == 200 and '"usage"' in s.read().decode()
 
 
+def test_stream_options_sent_with_nulls_are_its_defaults(svc):
+    """Review rw42. rows42 made an optional field's null "not given" in every body docs/api.md lists, but
+    `stream_options.include_usage` (a bool defaulting to false) still refused null: a client sending every field
+    (`{"include_usage": null}`) got 400 "Expected `bool`, got `null`" where leaving it out streams without usage."""
+    with svc.client() as c:
+        with c.stream("POST", "/v1/chat/completions", json={**ASK, "max_tokens": 2, "stream": True,
+                                                            "stream_options": {"include_usage": None, "include_obfuscation": None}}) as s:
+            body = s.read().decode()
+    assert s.status_code == 200, body
+    assert body.rstrip().endswith("data: [DONE]") and '"usage":{' not in body, body[-400:]
+
+
 @pytest.mark.parametrize("body,param", [
     ({"prompt": "What should I cook?", "responses": ["A curry.", " \n\t"]}, "responses[1]"),
     ({"prompt": "What should I cook?", "responses": ["\u200b"]}, "responses[0]"),

@@ -51,3 +51,12 @@ def test_a_mistyped_route_names_the_request_and_the_routes(url):
     assert error["code"] == "not_found", error
     ok = httpx.post(f"{url}/v1/embeddings", json={"model": "tiny", "input": ["a", "b"]})
     assert ok.status_code == 200 and len(ok.json()["data"]) == 2, ok.text
+
+
+def test_an_encoding_format_sent_as_null_is_floats_as_when_left_out(url):
+    """Review rw42. rows42 made an optional field's null "not given" on the API service's bodies; this server's
+    `encoding_format` (OpenAI's: "float" when left out) still answered 400 "Expected `str`, got `null`" to a client
+    sending every field, null where unset (litellm's and pydantic-built requests)."""
+    r = httpx.post(f"{url}/v1/embeddings", json={"model": "tiny", "input": "a", "encoding_format": None, "dimensions": None, "user": None})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"][0]["embedding"] == [1.0, 1.0], r.text

@@ -130,14 +130,15 @@ def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
 
 def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool = False) -> Base:
     """`params` as the kind's Struct (strict: no strings for numbers). With `from_client`, the
-    server-set names are refused too, and a tenant name the service reserves (`tenant_problem`). Raises
-    JobParamsError naming `params.<name>`."""
+    server-set names are refused too, and a tenant name the service reserves (`tenant_problem`). A parameter whose
+    value is None (a request's null) is not given, the kind's default, once its name is checked: a misspelled
+    name is refused, null or not. Raises JobParamsError naming `params.<name>`."""
     schema = PARAMS.get(kind)
     if schema is None:
         raise JobParamsError("kind", f"unknown job kind {shorten(kind, 66, '...')!r}; known: {', '.join(sorted(PARAMS))}")
     if from_client:
         for name in SERVER_SET.get(kind, ()):
-            if name in params:
+            if params.get(name) is not None:
                 raise JobParamsError(f"params.{name}", "is set by the service, not by a request")
     for name, value in params.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -149,7 +150,7 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
             hint = f" (did you mean `{close[0]}`?)" if close else ""
             raise JobParamsError(f"params.{name}", f"unknown parameter of a `{kind}` job{hint}; it takes {', '.join(takes)}", unknown=True)
     try:
-        typed = msgspec.convert(dict(params), schema, strict=True)
+        typed = msgspec.convert({name: value for name, value in params.items() if value is not None}, schema, strict=True)
     except msgspec.ValidationError as exc:
         raise JobParamsError(*_where(exc)) from None
     tenant = getattr(typed, "tenant", None)
