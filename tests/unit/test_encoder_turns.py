@@ -218,3 +218,29 @@ def test_onnx_encodes_another_tenants_text_while_a_big_batch_runs(monkeypatch):
     attacker.start()
     attacker.join()
     assert got["globex first"] and got["globex"].shape == (1, 384) and got["acme"].shape == (6, 384)
+
+
+def test_another_tenants_text_is_encoded_while_a_big_call_is_counted(encoder, monkeypatch):
+    """A call's texts are counted (word pieces, to cut it into slices) outside the turns: the count of the
+    feedback worker's 1,024 texts of 20,000 characters took ~20 s, and held the encoder's first turn so, every
+    tenant's text behind it. Here globex's text comes and goes while acme's count runs."""
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    encoder, _, _ = encoder
+    count, done, got = PreTrainedTokenizerBase.__call__, threading.Event(), {}
+
+    def counting(self, texts, *args, **kwargs):
+        if kwargs.get("truncation") is False and len(texts) == len(LONG) and "globex first" not in got:  # acme's count
+            victim = as_tenant("globex", lambda: (got.setdefault("globex", encoder.encode(["Suggest a weekend plan"])), done.set()))
+            victim.start()
+            done.wait(10)  # a safety net: only a turn held over acme's count keeps globex out
+            got["globex first"] = done.is_set()
+        return count(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", counting)
+    attacker = as_tenant("acme", lambda: got.setdefault("acme", encoder.encode(LONG)))
+    attacker.start()
+    attacker.join()
+    assert got["globex first"] and got["acme"].shape == (6, encoder.dim)
+    wait_until(lambda: "globex" in got, "globex's text is encoded")
+    assert got["globex"].shape == (1, encoder.dim) and encoder.turns.waiting() == 0
