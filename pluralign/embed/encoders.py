@@ -7,14 +7,17 @@ of its texts (no truncation), then encodes them (truncation and padding) in slic
 text is encoded after at most one slice of each other lane, not after a whole call (one tenant's
 33 texts of 2,200 characters held the encoder 8-10 s on two cores, and its loop of them stalled
 every other tenant's chat and scores: tests/unit/test_encoder_turns.py).
-The counting and the encoding use one fast tokenizer whose truncation and padding settings are
-state of its one Rust object, so they never run at once: two threads interleaving them produced a
-batch without padding ("Unable to create tensor ...") under concurrent load
-(tests/unit/test_encoder_threads.py).
+The encoding's fast tokenizer has truncation and padding settings that are state of its one Rust
+object, so it runs inside the turns only: two threads interleaving a count and an encoding on it
+produced a batch without padding ("Unable to create tensor ...") under concurrent load
+(tests/unit/test_encoder_threads.py). The count uses a copy of its own (`word_pieces`), which never
+truncates or pads, so its settings never change: callers count side by side, outside the turns (the
+feedback worker's 1,024 texts of 20,000 characters took ~20 s to count, and held the first turn so).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,6 +28,12 @@ from pluralign.embed.base import SLICE_TOKENS, slices, text_list
 from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path, quiet_loading
 from pluralign.embed.named import encoder_identity
 from pluralign.turns import Turns, caller
+
+
+def word_pieces(counter, texts: list[str]) -> list[int]:
+    """Word pieces (special tokens included) of each text, none cut. `counter`: an encoder's own copy of its
+    tokenizer, only ever called so: its truncation and padding settings stay off, so threads may share it."""
+    return [len(ids) for ids in counter(texts, add_special_tokens=True, truncation=False)["input_ids"]]
 
 
 class SentenceEncoder:
@@ -43,6 +52,7 @@ class SentenceEncoder:
         self.max_length = int(self.model.max_seq_length)  # word pieces read per text (MiniLM: 256); the rest is cut
         self.truncated = 0  # texts embedded so far that were longer than max_length (only their start counts)
         self.turns = Turns()  # one piece of work at a time (the tokenizer's settings are shared state), callers in turn
+        self.counter = copy.deepcopy(self.model.tokenizer)  # counts word pieces outside the turns (`word_pieces`)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
@@ -50,18 +60,17 @@ class SentenceEncoder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         lane, out = caller(), np.empty((len(texts), self.dim), np.float32)
-        with self.turns.turn(lane):  # the count and the first slice: one turn, as one text's whole call
-            parts = self._slices(texts)
+        lengths = word_pieces(self.counter, texts)  # the caller's own work, side by side with the turns
+        parts = self._slices(texts, lengths)
+        with self.turns.turn(lane):
+            self.truncated += sum(n > self.max_length for n in lengths)
             out[parts[0]] = self._run([texts[i] for i in parts[0]])
         for part in parts[1:]:
             with self.turns.turn(lane):
                 out[part] = self._run([texts[i] for i in part])
         return out
 
-    def _slices(self, texts: list[str]) -> list[list[int]]:
-        # count the texts the model will cut (a cheap tokenizer pass, without the model)
-        lengths = [len(ids) for ids in self.model.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
-        self.truncated += sum(n > self.max_length for n in lengths)
+    def _slices(self, texts: list[str], lengths: list[int]) -> list[list[int]]:
         # longest first, as sentence-transformers orders a call's texts: similar lengths share a slice
         order = np.argsort([-len(t) for t in texts], kind="stable")
         return slices(order, [min(n, self.max_length) for n in lengths], self.slice_tokens, self.batch_size)
@@ -87,6 +96,7 @@ class CausalLMEncoder:
         self.truncated = 0  # texts embedded so far that were longer than max_length
         self.dim = int(model.config.hidden_size)
         self.turns = Turns()  # one piece of work at a time (the tokenizer's settings are shared state), callers in turn
+        self.counter = copy.deepcopy(tokenizer)  # counts word pieces outside the turns (`word_pieces`)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
@@ -94,10 +104,10 @@ class CausalLMEncoder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         lane, out = caller(), np.empty((len(texts), self.dim), np.float32)
-        with self.turns.turn(lane):  # the count and the first slice: one turn, as one text's whole call
-            lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+        lengths = word_pieces(self.counter, texts)  # the caller's own work, side by side with the turns
+        parts = slices(range(len(texts)), [min(n, self.max_length) for n in lengths], self.slice_tokens, self.batch_size)
+        with self.turns.turn(lane):
             self.truncated += sum(n > self.max_length for n in lengths)
-            parts = slices(range(len(texts)), [min(n, self.max_length) for n in lengths], self.slice_tokens, self.batch_size)
             out[parts[0]] = self._encode([texts[i] for i in parts[0]])
         for part in parts[1:]:
             with self.turns.turn(lane):

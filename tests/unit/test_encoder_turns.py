@@ -7,6 +7,7 @@ a big batch. Deterministic: hooks record whose slice ran, and hold a slice until
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -50,6 +51,75 @@ def test_the_caller_that_waited_goes_before_the_holders_next_turn():
     other.join()
     assert ran == ["globex", "acme"] and turns.waiting() == 0
 
+
+
+def test_a_tenant_with_several_callers_waiting_gets_one_turn_a_round():
+    """Lanes, not callers, take turns: acme's request threads all waiting (a burst of scores) put globex
+    behind one of theirs, not behind each of them (a fair lock that ignored lanes passed the tests above)."""
+    turns, ran, threads = Turns(), [], []
+
+    def take(lane, name):
+        with turns.turn(lane):
+            ran.append(name)
+
+    with turns.turn("tenant:acme"):
+        for name, lane in [("acme 1", "tenant:acme"), ("acme 2", "tenant:acme"), ("acme 3", "tenant:acme"), ("globex", "tenant:globex")]:
+            threads.append(threading.Thread(target=take, args=(lane, name)))
+            threads[-1].start()
+            wait_until(lambda n=len(threads): turns.waiting() == n, f"{name} waits")
+    for thread in threads:
+        thread.join()
+    assert ran == ["acme 1", "globex", "acme 2", "acme 3"] and turns.waiting() == 0
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("handed", [False, True], ids=["before its turn", "as its turn came"])
+def test_a_caller_interrupted_while_waiting_leaves_the_turns_to_the_others(handed):
+    """A signal (Ctrl-C in the CLI, SIGTERM's handler) raising in a caller that waits for its turn: it leaves
+    the queue, and a turn handed to it meanwhile goes on to the next caller, not lost with it."""
+    turns, release, holding = Turns(), threading.Event(), threading.Event()
+
+    def acme():
+        with turns.turn("tenant:acme"):
+            holding.set()
+            release.wait()
+
+    holder = threading.Thread(target=acme)
+    holder.start()
+    holding.wait()
+
+    def interrupt(*_):
+        if handed:  # acme's turn ends, and is handed to this caller, before the handler raises
+            release.set()
+            holder.join()
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    main = threading.get_ident()
+    kick = threading.Thread(target=lambda: (wait_until(lambda: turns.waiting() == 1, "the main thread waits"),
+                                            signal.pthread_kill(main, signal.SIGUSR1)))
+    kick.start()
+    try:
+        with pytest.raises(Interrupted), turns.turn("tenant:globex"):
+            pytest.fail("the interrupted caller got its turn")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        kick.join()
+    release.set()
+    holder.join()
+    ran = []
+
+    def initech():
+        with turns.turn("tenant:initech"):
+            ran.append(1)
+
+    later = threading.Thread(target=initech, daemon=True)
+    later.start()
+    later.join(20)  # a safety net: a turn lost with the interrupted caller is held for ever
+    assert ran == [1] and turns.waiting() == 0
 
 def test_slices_bound_the_padded_word_pieces():
     tokens = [256, 256, 256, 256, 256, 10, 10, 10, 300]
@@ -148,3 +218,29 @@ def test_onnx_encodes_another_tenants_text_while_a_big_batch_runs(monkeypatch):
     attacker.start()
     attacker.join()
     assert got["globex first"] and got["globex"].shape == (1, 384) and got["acme"].shape == (6, 384)
+
+
+def test_another_tenants_text_is_encoded_while_a_big_call_is_counted(encoder, monkeypatch):
+    """A call's texts are counted (word pieces, to cut it into slices) outside the turns: the count of the
+    feedback worker's 1,024 texts of 20,000 characters took ~20 s, and held the encoder's first turn so, every
+    tenant's text behind it. Here globex's text comes and goes while acme's count runs."""
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    encoder, _, _ = encoder
+    count, done, got = PreTrainedTokenizerBase.__call__, threading.Event(), {}
+
+    def counting(self, texts, *args, **kwargs):
+        if kwargs.get("truncation") is False and len(texts) == len(LONG) and "globex first" not in got:  # acme's count
+            victim = as_tenant("globex", lambda: (got.setdefault("globex", encoder.encode(["Suggest a weekend plan"])), done.set()))
+            victim.start()
+            done.wait(10)  # a safety net: only a turn held over acme's count keeps globex out
+            got["globex first"] = done.is_set()
+        return count(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", counting)
+    attacker = as_tenant("acme", lambda: got.setdefault("acme", encoder.encode(LONG)))
+    attacker.start()
+    attacker.join()
+    assert got["globex first"] and got["acme"].shape == (6, encoder.dim)
+    wait_until(lambda: "globex" in got, "globex's text is encoded")
+    assert got["globex"].shape == (1, encoder.dim) and encoder.turns.waiting() == 0
