@@ -286,7 +286,8 @@ def test_the_admin_examples_too(tmp_path_factory, tiny_generator_dir, tiny_pal_d
 # python blocks of the docs not run here: their first line -> the test that makes the same calls (their
 # imports take seconds, and litellm asks the network for a price list first)
 RUN_ELSEWHERE = {"import litellm": "tests/service/test_openai_clients.py::test_litellm_with_user_in_extra_body and "
-                                   "::test_langchain_chat_openai_with_user_in_extra_body"}
+                                   "::test_langchain_chat_openai_with_user_in_extra_body",
+                 "import datasets": "tests/unit/test_rows42_trl_export.py (the TRL recipe, run as written)"}
 
 
 def test_the_openai_client_snippet_of_the_docs_runs(svc):

@@ -28,8 +28,9 @@ def test_a_parquet_created_at_that_is_no_time_is_an_error_naming_the_row_and_fie
     pq.write_table(pa.Table.from_pylist([{**ROW, "created_at": 1.7e9}, {**ROW, "created_at": when}]), path)
     code, out, err = cli(capsys, "data", "export", "--source", "parquet", "--path", str(path), "--out", str(tmp_path / "out.jsonl"))
     assert code == 2, (out, err)
-    assert err.strip() == (f"pluralign: error: --path {path}: row 2, field `created_at`: must be a finite time "
-                           f"(seconds since the epoch), got {when} (--skip-bad skips bad rows)")
+    assert err.strip() == (f"pluralign: error: --path {path}: row 2, field `created_at`: must be a Unix time in seconds "
+                           "(as the service's export writes it), a number from 0 (1970-01-01) to 253402300799 "
+                           f"(9999-12-31 UTC), got {when} (--skip-bad skips bad rows)")
     assert not (tmp_path / "out.jsonl").exists()
 
 

@@ -47,7 +47,8 @@ class Native(importlib.machinery.ExtensionFileLoader):
 
 def run(args):
     importlib.util.module_from_spec(importlib.util.spec_from_loader("native", Native("native", "/nonexistent.so")))
-    print("imported", flush=True)
+    sys.stdout.write("imported\\n")  # one write: print writes its end of line apart, and the signal raised between them
+    sys.stdout.flush()  # left "importedreturned 143" (a full run, under load)
     time.sleep(AFTER)  # the rest of the command: over at once, or training on
     print("ran on", flush=True)
     return 0
