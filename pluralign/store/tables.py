@@ -1498,6 +1498,9 @@ class Store:
             def delete_rows() -> None:
                 with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
                     self._fence()
+                    # with replicas, on the newest versions: a row another replica committed less than
+                    # `sync_seconds` ago (its refit's users row) is not in a stale view, and would stay for good
+                    self.refresh(*self.tables)
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
                     # never rows of theirs (stated changes) without the row that numbers them
                     found = {}

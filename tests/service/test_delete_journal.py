@@ -198,3 +198,35 @@ def test_another_replicas_refit_landing_after_the_rows_went_leaves_no_users_row(
         assert len(a.runtime.store.deletions_since(0)) == 1
 
 
+
+
+def test_a_delete_takes_the_users_row_another_replica_wrote_a_moment_before(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Replica b's refit writes the user's users row a moment (less than `store_sync_ms`) before replica a's
+    DELETE counts their rows. The DELETE counts on the tables' newest versions: before, a's view of the
+    users table, allowed to be that stale, held no row of theirs, so the DELETE left b's row (their fitted
+    weights and attributes) in the store for good (and a journal pass finishing a stopped DELETE found it
+    and recorded the DELETE a second time: the flake of the test above)."""
+    from service.users import services
+    from tests.service.tiny import start_replicas
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=2000,
+                                         admin_handlers=ADMIN_HANDLERS)
+    with first, second, b.client("acme") as acme_b:
+        give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
+        assert acme_b.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+        fitted = services.refit(b.runtime, "acme", GONE).record  # what b's refit writes
+        b.runtime.store.withdraw_user("acme", GONE, fitted.updated_at)  # not written yet
+        delete_user = a.runtime.store.delete_user
+
+        def refit_lands_first(tenant, user_id):
+            a.runtime.store.refresh("users")
+            assert a.runtime.store.get_user("acme", GONE) is None  # a's view, now
+            b.runtime.store.put_user(fitted)
+            return delete_user(tenant, user_id)
+
+        monkeypatch.setattr(a.runtime.store, "delete_user", refit_lands_first)
+        assert services.delete(a.runtime, "acme", GONE)["users"] == 1
+        for store in (a.runtime.store, b.runtime.store):
+            store.refresh("users")
+            assert store.get_user("acme", GONE) is None
