@@ -956,6 +956,24 @@ class Store:
         held = self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["pref_id"]).limit(None).to_arrow()
         return set(held.column("pref_id").to_pylist())
 
+    @_uses("preferences", "read")
+    def still_holds(self, tenant: str, user_id: str, pref_id: str) -> bool:
+        """Whether the table's newest version (not one `sync_seconds` stale) holds the user's row `pref_id`:
+        a row read a moment ago and gone now was deleted meanwhile, by any process (a DELETE of the user
+        deletes every row of theirs at once, so one of the rows read is enough to tell)."""
+        self.preferences.checkout_latest()
+        return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND pref_id = {quote(pref_id)}") > 0
+
+    @_uses("users", "written")
+    def withdraw_user(self, tenant: str, user_id: str, updated_at: float) -> None:
+        """Delete the user's users row written at `updated_at` (unix seconds, as `put_user` wrote it), and
+        no later one: a fit drawn from rows another process's DELETE took meanwhile (`still_holds`). The
+        old version that held it goes at the store's next purge or compaction, as any old version does."""
+        where = f"{owner_filter(tenant, user_id)} AND updated_at = {float(updated_at)!r}"
+        with self._lock:
+            self._commit("users", self.users, lambda: self.users.delete(where))
+            self._after_write("users")
+
     def _grow_histories(self, data: pa.Table, owners: list[tuple[str, str]]) -> None:
         rows_of: dict[tuple[str, str], list[int]] = {}
         for i, key in enumerate(owners):
@@ -1480,6 +1498,9 @@ class Store:
             def delete_rows() -> None:
                 with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
                     self._fence()
+                    # with replicas, on the newest versions: a row another replica committed less than
+                    # `sync_seconds` ago (its refit's users row) is not in a stale view, and would stay for good
+                    self.refresh(*self.tables)
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
                     # never rows of theirs (stated changes) without the row that numbers them
                     found = {}

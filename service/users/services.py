@@ -37,6 +37,7 @@ from pluralign.policy.adapters import (
 from pluralign.store import StoredPreference, UserRecord
 from pluralign.store.deletions import Forget, new_deletion, user_hash
 from pluralign.store.failures import StoreUnavailable, storage_problem
+from pluralign.store.history import History
 from pluralign.store.tables import DeletedMeanwhile
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
@@ -190,7 +191,26 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
         if not unsaved_ok:
             raise
         log.error("the fit of a user of tenant %s is served without being stored (fitted again until it is): %s", tenant, exc)
+    else:
+        if _deleted_meanwhile(rt, history, record):
+            return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
     return UserWeights(logits=logits, prior=prior, record=record, state=state, rewards=rewards, stated=stated)
+
+
+def _deleted_meanwhile(rt: Runtime, history: History, record: UserRecord) -> bool:
+    """With replicas: whether another replica's DELETE took the rows `history` held after they were read
+    and before `record`, fitted on them, was written (this replica's user lock does not hold another's
+    DELETE; a background refit on a loaded machine takes seconds). Then the row, drawn from deleted rows
+    (their fitted weights, attributes, stated preferences), would stay for good: it is withdrawn. Either the
+    DELETE deleted the row (written before it) or the write came after its rows went, which this fresh look
+    sees. A withdrawn row is logged; the next read fits again from what is stored."""
+    if rt.deletion_sweep is None or not len(history):
+        return False
+    if rt.store.still_holds(record.tenant, record.user_id, history.meta.column("pref_id")[0].as_py()):
+        return False
+    rt.store.withdraw_user(record.tenant, record.user_id, record.updated_at)
+    log.warning("a fit of a user of tenant %s was withdrawn: their rows it was drawn from were deleted meanwhile", record.tenant)
+    return True
 
 
 def schedule_refit(rt: Runtime, tenant: str, user_id: str) -> None:
