@@ -36,6 +36,29 @@ def word_pieces(counter, texts: list[str]) -> list[int]:
     return [len(ids) for ids in counter(texts, add_special_tokens=True, truncation=False)["input_ids"]]
 
 
+def in_turns(encoder, texts: list[str], run, *, longest_first: bool = False) -> np.ndarray:
+    """(N, encoder.dim) float32: `run` (a list of texts -> their rows) over `texts` in slices of at most
+    `encoder.slice_tokens` padded word pieces and `encoder.batch_size` texts (`slices`), one turn of
+    `encoder.turns` each, taken in the caller's lane (`caller()`): another tenant's text waits for one slice,
+    not for the whole call. The word pieces are counted first, outside the turns, on `encoder.counter`;
+    `encoder.truncated` grows by the texts longer than `encoder.max_length`. `longest_first`: slices of
+    texts ordered by length, as sentence-transformers orders a call's texts (similar lengths share a slice).
+    Rows come back in the order of `texts`."""
+    if not texts:
+        return np.zeros((0, encoder.dim), np.float32)
+    lane, out = caller(), np.empty((len(texts), encoder.dim), np.float32)
+    lengths = word_pieces(encoder.counter, texts)  # the caller's own work, side by side with the turns
+    order = np.argsort([-len(t) for t in texts], kind="stable") if longest_first else range(len(texts))
+    parts = slices(order, [min(n, encoder.max_length) for n in lengths], encoder.slice_tokens, encoder.batch_size)
+    with encoder.turns.turn(lane):
+        encoder.truncated += sum(n > encoder.max_length for n in lengths)
+        out[parts[0]] = run([texts[i] for i in parts[0]])
+    for part in parts[1:]:
+        with encoder.turns.turn(lane):
+            out[part] = run([texts[i] for i in part])
+    return out
+
+
 class SentenceEncoder:
     """Mean-pooled, normalized sentence embeddings (default all-MiniLM-L6-v2, 384-d). `batch_size`
     texts at most, and `slice_tokens` padded word pieces at most, are run in one turn."""
@@ -56,24 +79,7 @@ class SentenceEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
-        texts = text_list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        lane, out = caller(), np.empty((len(texts), self.dim), np.float32)
-        lengths = word_pieces(self.counter, texts)  # the caller's own work, side by side with the turns
-        parts = self._slices(texts, lengths)
-        with self.turns.turn(lane):
-            self.truncated += sum(n > self.max_length for n in lengths)
-            out[parts[0]] = self._run([texts[i] for i in parts[0]])
-        for part in parts[1:]:
-            with self.turns.turn(lane):
-                out[part] = self._run([texts[i] for i in part])
-        return out
-
-    def _slices(self, texts: list[str], lengths: list[int]) -> list[list[int]]:
-        # longest first, as sentence-transformers orders a call's texts: similar lengths share a slice
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        return slices(order, [min(n, self.max_length) for n in lengths], self.slice_tokens, self.batch_size)
+        return in_turns(self, text_list(texts), self._run, longest_first=True)
 
     def _run(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)
@@ -100,19 +106,7 @@ class CausalLMEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
-        texts = text_list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        lane, out = caller(), np.empty((len(texts), self.dim), np.float32)
-        lengths = word_pieces(self.counter, texts)  # the caller's own work, side by side with the turns
-        parts = slices(range(len(texts)), [min(n, self.max_length) for n in lengths], self.slice_tokens, self.batch_size)
-        with self.turns.turn(lane):
-            self.truncated += sum(n > self.max_length for n in lengths)
-            out[parts[0]] = self._encode([texts[i] for i in parts[0]])
-        for part in parts[1:]:
-            with self.turns.turn(lane):
-                out[part] = self._encode([texts[i] for i in part])
-        return out
+        return in_turns(self, text_list(texts), self._encode)
 
     @torch.no_grad()
     def _encode(self, texts: list[str]) -> np.ndarray:
