@@ -1133,12 +1133,13 @@ class Store:
             trl=None if row.get("trl") is None else _TRL_DECODER.decode(row["trl"]),
         )
 
-    def _cached(self, tenant: str, user_id: str) -> History | None:
+    def _cached(self, tenant: str, user_id: str, any_age: bool = False) -> History | None:
         """The user's cached history, if any and (with `sync_seconds`) not older than that unless it
-        still matches the table's count of their rows; a mismatch drops it."""
+        still matches the table's count of their rows; a mismatch drops it. `any_age`: checked however
+        young it is."""
         key = (tenant, user_id)
         history = self.histories.peek(key)
-        if history is None or self.sync_seconds is None or self.histories.age(key) < self.sync_seconds:
+        if history is None or self.sync_seconds is None or (not any_age and self.histories.age(key) < self.sync_seconds):
             return history
         since = time.monotonic()
         if self._read(lambda: self.preferences.count_rows(owner_filter(tenant, user_id))) == len(history):
@@ -1148,10 +1149,15 @@ class Store:
         return None
 
     @_uses("preferences", "read")
-    def history(self, tenant: str, user_id: str) -> History:
-        """Every preference row of the user with its vectors (cached until their rows change)."""
+    def history(self, tenant: str, user_id: str, latest: bool = False) -> History:
+        """Every preference row of the user with its vectors (cached until their rows change). `latest`: with
+        other processes on the store, as the table's newest version holds them, not a view (or a cached
+        history) up to `sync_seconds` stale: one more look for that version and a count of the user's rows
+        (a refit, whose row must not be drawn from rows another process's DELETE took a moment ago)."""
         if self.sync_seconds is not None:
-            self._cached(tenant, user_id)  # drops a history that no longer matches the table
+            if latest:
+                self.preferences.checkout_latest()
+            self._cached(tenant, user_id, any_age=latest)  # drops a history that no longer matches the table
 
         def load() -> History:
             columns = self._present("preferences", [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version")])
