@@ -471,3 +471,17 @@ def test_a_record_a_full_disk_refused_is_written_once_there_is_room_on_ray_too(r
         wait_for(lambda: JobStore(folder).get(job.id).state == "succeeded", 30, "its record on disk still says running")
     finally:
         runner.stop()
+
+
+def test_a_failed_check_s_result_left_by_an_earlier_release_goes_at_the_start_on_ray_too(ray_cluster, tmp_path):
+    """reviewad43: auditfail42's pass at the start (`_remove_unkept_results`) is called by the Ray runner's own
+    `_recover` as well, which no test ran: left out there, an audit's report of users deleted since stayed."""
+    from tests.unit.test_auditfail42_unkept_results import assert_unkept_results_removed, leave_unkept_results
+
+    folder = tmp_path / "jobs"
+    leave_unkept_results(folder)
+    runner = make_runner(folder)
+    try:
+        assert_unkept_results_removed(runner, folder)
+    finally:
+        runner.stop()
