@@ -387,7 +387,7 @@ class Store:
         self._warmer = ThreadPoolExecutor(1, thread_name_prefix="history")
         # the purge of the users rows `withdraw_user` deleted, in a turn of its own: one queued at a time
         self._purge_queued = threading.Event()
-        self._purging: threading.Thread | None = None
+        self._purging: list[threading.Thread] = []  # those started, for `wait_withdrawn`
         for name in self.tables:
             if name not in self._older:  # an earlier release's table, only read: not even an index is added
                 self._ensure_indexes(name)
@@ -984,8 +984,9 @@ class Store:
             self._purge_queued.set()
             # a daemon: a stop never waits for its turn (with replicas, up to the lease's wait); stopped after its
             # mark, the next turn finishes it
-            self._purging = threading.Thread(target=self._purge_withdrawn, daemon=True, name="withdrawn-purge")
-            self._purging.start()
+            purging = threading.Thread(target=self._purge_withdrawn, daemon=True, name="withdrawn-purge")
+            self._purging = [*(t for t in self._purging if t.is_alive()), purging]
+            purging.start()
 
     def _purge_withdrawn(self) -> None:
         """The users table purged (`_purge_tables`), marked first so that a turn stopped part way is finished
@@ -1001,9 +1002,8 @@ class Store:
             log.exception("the purge of withdrawn users rows failed")
 
     def wait_withdrawn(self) -> None:
-        """Block until the purges of withdrawn users rows started so far are done (tests, benchmarks): the last
-        started waits for the turns of those before it."""
-        if (purging := self._purging) is not None:
+        """Block until the purges of withdrawn users rows started so far are done (tests, benchmarks)."""
+        for purging in list(self._purging):
             purging.join()
 
     def _grow_histories(self, data: pa.Table, owners: list[tuple[str, str]]) -> None:
