@@ -37,7 +37,7 @@ from pathlib import Path
 import msgspec
 
 from training.jobs.kinds import KINDS, JobKind
-from training.jobs.record import Job
+from training.jobs.record import ACTIVE_STATES, Job
 from training.jobs.runner import LocalJobRunner, RunnerConfig, remove_write_leftovers
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class RayJobRunner(LocalJobRunner):
                 self._kill_actor(attached.actor)
             job = self.store.remove(job_id)
             shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
-            if attached is not None:
+            if attached is not None or (job is not None and job.state in ACTIVE_STATES):  # a final one's was told at its end
                 self._exited(job_id)
             return job
 
@@ -380,6 +380,7 @@ class RayJobRunner(LocalJobRunner):
         self._detach(job.id)
         before = attached.before if attached is not None else job.started_at
         self._record(self._discard_artifact(msgspec.structs.replace(job, pid=None, started_at=before, finished_at=time.time(), **ended)))
+        self._exited(job.id)  # no worker ran: what waited for its exit goes now
 
     def _kill_actor(self, actor) -> None:
         """Stop a just-started actor and its worker: the worker's group is killed (it leads its own session,
