@@ -357,7 +357,7 @@ class LocalJobRunner:
         """Start queued jobs while workers are free, in turns per tenant (`tenant_of`) over every kind of job: the next
         is one of the tenant whose last job started longest ago (never: first; `_turn`), so one tenant's many queued
         jobs, audits or training, never keep another tenant's job waiting behind them all."""
-        queued = [j for j in self.store.active() if j.state == "queued"]
+        queued = [j for j in self.store.active() if j.state == "queued" and self._may_start(j)]
         while queued and len(self._running) < self.config.workers and not self._stopping.is_set():
             job = min(queued, key=self._turn)
             queued.remove(job)
@@ -367,6 +367,10 @@ class LocalJobRunner:
                 log.exception("job %s could not start", job.id)
                 self._record(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}", finished_at=time.time()))
                 self._exited(job.id)  # none of its workers ran
+
+    def _may_start(self, job: Job) -> bool:
+        """Whether queued `job` may start now (the Ray runner holds back a job Ray could not place for a while)."""
+        return True
 
     def _turn(self, job: Job) -> tuple[int, int, float, str]:
         """Where queued `job` stands in the order jobs start (`_launch`, the least first): when its tenant's last job
