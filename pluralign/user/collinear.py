@@ -29,15 +29,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import msgspec
 import numpy as np
+
+from pluralign.data.record import Base
 
 COLLINEAR_COSINE = 0.9  # |cos| between two features' difference columns at which the data cannot separate them
 GRID = 101  # points of each of the numerical integral's two grids over s (2 * GRID + 1 in all)
 MIN_MOVED = 1e-9  # a feature whose differences are all below this never moved: it is in no group
 
 
-class CollinearFeatures(msgspec.Struct, kw_only=True):
+class CollinearFeatures(Base, kw_only=True):
     """Named features a user's comparisons moved together, and the user's posterior along them jointly."""
 
     features: list[str]  # (G,) in FEATURE_NAMES order
