@@ -385,6 +385,9 @@ class Store:
         self.histories = HistoryCache(history_bytes)
         self._warming: set[tuple[str, str]] = set()
         self._warmer = ThreadPoolExecutor(1, thread_name_prefix="history")
+        # the purge of the users rows `withdraw_user` deleted, in a turn of its own: one queued at a time
+        self._purge_queued = threading.Event()
+        self._purging: list[threading.Thread] = []  # those started, for `wait_withdrawn`
         for name in self.tables:
             if name not in self._older:  # an earlier release's table, only read: not even an index is added
                 self._ensure_indexes(name)
@@ -967,12 +970,41 @@ class Store:
     @_uses("users", "written")
     def withdraw_user(self, tenant: str, user_id: str, updated_at: float) -> None:
         """Delete the user's users row written at `updated_at` (unix seconds, as `put_user` wrote it), and
-        no later one: a fit drawn from rows another process's DELETE took meanwhile (`still_holds`). The
-        old version that held it goes at the store's next purge or compaction, as any old version does."""
+        no later one: a fit drawn from rows another process's DELETE took meanwhile (`still_holds`). Reads
+        no longer see it when this returns; the files that hold it (its fragment, the index, old versions)
+        go in the background, in a maintenance turn of their own (`wait_withdrawn`), as a DELETE's purge:
+        the DELETE that took the user's rows had purged before this row came. Not in the caller's turn: a
+        refit holds the user's lock, which a DELETE takes after its turn (waiting here for the turn, a
+        DELETE of the same user on this process would wait for the refit for good)."""
         where = f"{owner_filter(tenant, user_id)} AND updated_at = {float(updated_at)!r}"
         with self._lock:
             self._commit("users", self.users, lambda: self.users.delete(where))
             self._after_write("users")
+        if not self._purge_queued.is_set():  # one queued purges every row withdrawn before it begins
+            self._purge_queued.set()
+            # a daemon: a stop never waits for its turn (with replicas, up to the lease's wait); stopped after its
+            # mark, the next turn finishes it
+            purging = threading.Thread(target=self._purge_withdrawn, daemon=True, name="withdrawn-purge")
+            self._purging = [*(t for t in self._purging if t.is_alive()), purging]
+            purging.start()
+
+    def _purge_withdrawn(self) -> None:
+        """The users table purged (`_purge_tables`), marked first so that a turn stopped part way is finished
+        by the next (`PurgeMarks`). A failure is logged; the mark stays for the next turn."""
+        try:
+            with self._maintenance():
+                self._purge_queued.clear()  # a row withdrawn from now on is in a fragment this purge may not rewrite
+                self._mark(["users"])
+                self._purge_tables(["users"])
+        except Exception:
+            self._purge_queued.clear()
+            # marked: the next delete or compaction finishes it; not (no turn): a later compaction rewrites its fragment
+            log.exception("the purge of withdrawn users rows failed")
+
+    def wait_withdrawn(self) -> None:
+        """Block until the purges of withdrawn users rows started so far are done (tests, benchmarks)."""
+        for purging in list(self._purging):
+            purging.join()
 
     def _grow_histories(self, data: pa.Table, owners: list[tuple[str, str]]) -> None:
         rows_of: dict[tuple[str, str], list[int]] = {}
@@ -1101,12 +1133,13 @@ class Store:
             trl=None if row.get("trl") is None else _TRL_DECODER.decode(row["trl"]),
         )
 
-    def _cached(self, tenant: str, user_id: str) -> History | None:
+    def _cached(self, tenant: str, user_id: str, any_age: bool = False) -> History | None:
         """The user's cached history, if any and (with `sync_seconds`) not older than that unless it
-        still matches the table's count of their rows; a mismatch drops it."""
+        still matches the table's count of their rows; a mismatch drops it. `any_age`: checked however
+        young it is."""
         key = (tenant, user_id)
         history = self.histories.peek(key)
-        if history is None or self.sync_seconds is None or self.histories.age(key) < self.sync_seconds:
+        if history is None or self.sync_seconds is None or (not any_age and self.histories.age(key) < self.sync_seconds):
             return history
         since = time.monotonic()
         if self._read(lambda: self.preferences.count_rows(owner_filter(tenant, user_id))) == len(history):
@@ -1116,10 +1149,15 @@ class Store:
         return None
 
     @_uses("preferences", "read")
-    def history(self, tenant: str, user_id: str) -> History:
-        """Every preference row of the user with its vectors (cached until their rows change)."""
+    def history(self, tenant: str, user_id: str, latest: bool = False) -> History:
+        """Every preference row of the user with its vectors (cached until their rows change). `latest`: with
+        other processes on the store, as the table's newest version holds them, not a view (or a cached
+        history) up to `sync_seconds` stale: one more look for that version and a count of the user's rows
+        (a refit, whose row must not be drawn from rows another process's DELETE took a moment ago)."""
         if self.sync_seconds is not None:
-            self._cached(tenant, user_id)  # drops a history that no longer matches the table
+            if latest:
+                self.preferences.checkout_latest()
+            self._cached(tenant, user_id, any_age=latest)  # drops a history that no longer matches the table
 
         def load() -> History:
             columns = self._present("preferences", [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version")])

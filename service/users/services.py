@@ -150,8 +150,10 @@ def refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None = 
 
 def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, unsaved_ok: bool = False) -> UserWeights:
     # one snapshot of the history for vectors, texts and attributes: feedback moved into the table
-    # meanwhile must not make them disagree (the next read sees the new rows as stale and refits)
-    history = rt.store.history(tenant, user_id)
+    # meanwhile must not make them disagree (the next read sees the new rows as stale and refits). With
+    # replicas, on the newest version: rows another replica's DELETE took less than `store_sync_ms` ago,
+    # fitted on, made a row `_deleted_meanwhile` withdraws, and with it a stated preference set since
+    history = rt.store.history(tenant, user_id, latest=True)
     prompt, chosen, rejected, chosen_texts, rejected_texts = history.comparison_set()  # (N, d) x 3, N texts x 2
     from_feedback: dict[str, str] = {}
     for row in sorted(history.rows, key=lambda r: r["created_at"]):
