@@ -67,3 +67,33 @@ def test_a_worker_that_printed_its_result_and_then_failed_keeps_no_output(tmp_pa
     assert not runner.store.path(job.id, "out").exists()
     held = [p.name for p in (tmp_path / "jobs").rglob("*") if p.is_file() and b"value-one-user-sent" in p.read_bytes()]
     assert held == [f"{job.id}.job.json"]  # only its record, whose params here hand the worker what it prints
+
+
+def test_a_job_queued_again_after_a_stop_and_then_cancelled_keeps_no_output(tmp_path):
+    """reviewra43: the runner stopped (a deploy) while a worker that had printed its result line was still shutting
+    down: the job is queued again, its `out` holding that unchecked result (an audit's group names, figures of users
+    a DELETE cannot find there) and its record naming the attempt's artifact. Cancelled while queued (before its
+    next attempt truncates `out`), it ended cancelled keeping both until the next start (`_remove_unkept_results`):
+    a cancel of a queued job skipped `_discard_artifact`, which every other cancelled or failed ending goes through."""
+    folder = tmp_path / "jobs"
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), TEST_KINDS)
+    runner.start()
+    try:
+        # a flat param (a record's params are scalars when read back): what it prints as its figure
+        job = runner.submit("work", {"accuracy": "value-one-user-sent", "linger": 30})
+        deadline = time.monotonic() + 30
+        while b"value-one-user-sent" not in _read(runner.store.path(job.id, "out")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        runner.stop()
+    assert runner.get(job.id).state == "queued" and b"value-one-user-sent" in _read(runner.store.path(job.id, "out"))
+    again = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), TEST_KINDS)  # the next process, not started yet
+    cancelled = again.cancel(job.id)
+    assert not again.store.path(job.id, "out").exists()
+    assert cancelled.state == "cancelled" and cancelled.artifact is None, cancelled
+    held = [p.name for p in folder.rglob("*") if p.is_file() and b"value-one-user-sent" in p.read_bytes()]
+    assert held == [f"{job.id}.job.json"]  # only its record, whose params here hand the worker what it prints
+
+
+def _read(path: Path) -> bytes:
+    return path.read_bytes() if path.is_file() else b""

@@ -190,8 +190,9 @@ class LocalJobRunner:
             job = self.store.get(job_id)
             if job is None:
                 raise UnknownJob(job_id)
-            if job.state == "queued":
-                job = self.store.put(msgspec.structs.replace(job, state="cancelled", cancel_requested=True, finished_at=time.time()))
+            if job.state == "queued":  # one queued again after a stop may hold its cut attempt's output and artifact folder
+                job = self.store.put(self._discard_artifact(msgspec.structs.replace(job, state="cancelled", cancel_requested=True,
+                                                                                    finished_at=time.time())))
                 self._exited(job_id)  # no worker to wait for (a DELETE's note of what it may embed goes now)
                 return job
             if job.state == "running":
