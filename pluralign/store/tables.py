@@ -1001,10 +1001,14 @@ class Store:
             # marked: the next delete or compaction finishes it; not (no turn): a later compaction rewrites its fragment
             log.exception("the purge of withdrawn users rows failed")
 
-    def wait_withdrawn(self) -> None:
-        """Block until the purges of withdrawn users rows started so far are done (tests, benchmarks)."""
+    def wait_withdrawn(self, timeout: float | None = None) -> bool:
+        """Block until the purges of withdrawn users rows started so far are done, at most `timeout` seconds in all
+        (None: however long); returns whether they are (a stop: one that still waits for its turn is not marked
+        yet, so the row would stay in the users table's files until a later purge or compaction rewrote them)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         for purging in list(self._purging):
-            purging.join()
+            purging.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(purging.is_alive() for purging in self._purging)
 
     def _grow_histories(self, data: pa.Table, owners: list[tuple[str, str]]) -> None:
         rows_of: dict[tuple[str, str], list[int]] = {}
