@@ -29,6 +29,9 @@ if params.get("say"):
     print(params["say"], file=sys.stderr, flush=True)
 if params.get("crash"):
     raise RuntimeError("the worker fell over")
+if params.get("save"):  # what it trains, in its artifact folder
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "weights.txt"), "w") as f: f.write(params["save"])
 print("training done", file=sys.stderr)
 print(json.dumps({"heldout_accuracy": params.get("accuracy", 0.5), "steps": 4, "artifact": out, **params.get("report", {})}), flush=True)
 if params.get("linger"):  # its result printed, it is still shutting down (a stop of the runner meets it here)

@@ -97,3 +97,31 @@ def test_a_job_queued_again_after_a_stop_and_then_cancelled_keeps_no_output(tmp_
 
 def _read(path: Path) -> bytes:
     return path.read_bytes() if path.is_file() else b""
+
+
+def test_a_job_the_runner_could_not_finish_keeps_neither_its_output_nor_its_artifact(tmp_path, monkeypatch):
+    """reviewra43: a worker that printed its result and saved its artifact exits, and the runner cannot finish the
+    job (reading its files fails: an I/O error): it is recorded failed, "the runner could not finish it". reviewad43
+    removed its output there (no test ran it) but left its artifact folder, never checked (`on_succeed` never ran:
+    an adapter fitted on a user a DELETE took meanwhile), with its record naming it as an artifact, until the
+    retention purged the job; every other ending that is not a success removes both (`_discard_artifact`)."""
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), TEST_KINDS)
+    read_log = runner._read_log
+
+    def unreadable_once_exited(job_id):
+        running = runner._running.get(job_id)
+        if running is not None and running.process.poll() is not None:
+            raise OSError(5, "Input/output error")
+        return read_log(job_id)
+
+    monkeypatch.setattr(runner, "_read_log", unreadable_once_exited)
+    runner.start()
+    try:
+        job = runner.wait(runner.submit("work", {"accuracy": "value-one-user-sent", "save": "weights-of-a-user"}).id)
+    finally:
+        runner.stop()
+    assert job.state == "failed" and job.error.startswith("the runner could not finish it"), job
+    assert job.artifact is None and not (tmp_path / "jobs" / "artifacts" / job.id).exists(), job
+    assert not runner.store.path(job.id, "out").exists()
+    held = [p.name for p in (tmp_path / "jobs").rglob("*") if p.is_file() and b"weights-of-a-user" in p.read_bytes()]
+    assert held == [f"{job.id}.job.json"]  # only its record, whose params here hand the worker what it saves

@@ -454,9 +454,8 @@ class LocalJobRunner:
                     running.err.close()
                     self._exited(job_id)
                     job = self.store.get(job_id)
-                    if job is not None:
-                        self._remove_output(job_id)
-                        self._record(_failed(job, f"the runner could not finish it: {_problem(exc)}"))
+                    if job is not None:  # its result never checked: neither its output nor its artifact is kept
+                        self._record(_failed(self._discard_artifact(job), f"the runner could not finish it: {_problem(exc)}"))
 
     def _poll_one(self, job_id: str, running: _Running) -> None:
         job = self.store.get(job_id)
