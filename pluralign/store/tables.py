@@ -388,6 +388,7 @@ class Store:
         # the purge of the users rows `withdraw_user` deleted, in a turn of its own: one queued at a time
         self._purge_queued = threading.Event()
         self._purging: list[threading.Thread] = []  # those started, for `wait_withdrawn`
+        self._purge_lock = threading.Lock()  # guards the two above in `withdraw_user`
         for name in self.tables:
             if name not in self._older:  # an earlier release's table, only read: not even an index is added
                 self._ensure_indexes(name)
@@ -980,13 +981,15 @@ class Store:
         with self._lock:
             self._commit("users", self.users, lambda: self.users.delete(where))
             self._after_write("users")
-        if not self._purge_queued.is_set():  # one queued purges every row withdrawn before it begins
+        with self._purge_lock:  # two refits withdrawing at once start one purge, and `_purging` loses neither
+            if self._purge_queued.is_set():  # one queued purges every row withdrawn before it begins
+                return
             self._purge_queued.set()
-            # a daemon: a stop never waits for its turn (with replicas, up to the lease's wait); stopped after its
-            # mark, the next turn finishes it
+            # a daemon: a stop waits for it only so long (`wait_withdrawn`; with replicas its turn may wait up to the
+            # lease's wait); stopped after its mark, the next turn finishes it
             purging = threading.Thread(target=self._purge_withdrawn, daemon=True, name="withdrawn-purge")
+            purging.start()  # before `wait_withdrawn` can see it: a thread not started yet cannot be joined (RuntimeError)
             self._purging = [*(t for t in self._purging if t.is_alive()), purging]
-            purging.start()
 
     def _purge_withdrawn(self) -> None:
         """The users table purged (`_purge_tables`), marked first so that a turn stopped part way is finished
