@@ -125,3 +125,21 @@ def test_a_job_the_runner_could_not_finish_keeps_neither_its_output_nor_its_arti
     assert not runner.store.path(job.id, "out").exists()
     held = [p.name for p in (tmp_path / "jobs").rglob("*") if p.is_file() and b"weights-of-a-user" in p.read_bytes()]
     assert held == [f"{job.id}.job.json"]  # only its record, whose params here hand the worker what it saves
+
+
+def test_a_cancelled_job_s_artifact_left_by_an_earlier_release_goes_at_the_start(tmp_path):
+    """reviewra43: what a release before this one left of a job cancelled while queued again after a stop (its cut
+    attempt's artifact folder, named by its record, and its output): the start's pass removed the output only, so the
+    folder (part of a checkpoint, fitted on users a DELETE would not find there) stayed until the retention."""
+    folder = tmp_path / "jobs"
+    store = JobStore(folder)
+    now = time.time()
+    artifact = folder / "artifacts" / "cut"
+    store.add(Job(id="cut", kind="work", params={}, state="cancelled", cancel_requested=True, created_at=now, finished_at=now,
+                  attempts=1, artifact=str(artifact)))
+    artifact.mkdir(parents=True)
+    (artifact / "weights.txt").write_text("weights-of-a-user")
+    store.path("cut", "out").write_bytes(REPORT + b"\n")
+    runner = LocalJobRunner(RunnerConfig(folder=folder), TEST_KINDS)  # not started: the start's pass runs here
+    assert not artifact.exists() and not store.path("cut", "out").exists()
+    assert runner.get("cut").artifact is None and JobStore(folder).get("cut").artifact is None  # on disk too

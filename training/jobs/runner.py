@@ -336,14 +336,15 @@ class LocalJobRunner:
 
     def _remove_unkept_results(self) -> None:
         """A job recorded failed after its worker succeeded (its check or its finishing failed) whose result is still
-        there loses it (`_without_result`), and any other failed or cancelled job its output (`_remove_output`): a
-        removal that failed before, or a release before auditfail42 (reviewad43, for the output) kept it."""
+        there loses it (`_without_result`), and any other failed or cancelled job its output and artifact folder
+        (`_discard_artifact`): a removal that failed before, or a release before auditfail42 (reviewad43, for the
+        output; reviewra43, for the artifact of a job cancelled while queued again after a stop) kept it."""
         for job in self.store.all():
             if job.state not in ("failed", "cancelled"):
                 continue
             if not (job.error or "").startswith((CHECK_FAILED, FINISH_FAILED)):
-                if self.store.path(job.id, "out").is_file():
-                    self._remove_output(job.id)
+                if job.artifact is not None or self.store.path(job.id, "out").is_file():
+                    self._record(self._discard_artifact(job))
             elif job.metrics or job.result_path or any(self.store.path(job.id, n).is_file() for n in ("result.json", "out")):
                 self._record(self._result_removed(job))
 
