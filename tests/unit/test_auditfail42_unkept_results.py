@@ -143,3 +143,28 @@ def test_a_cancelled_job_s_artifact_left_by_an_earlier_release_goes_at_the_start
     runner = LocalJobRunner(RunnerConfig(folder=folder), TEST_KINDS)  # not started: the start's pass runs here
     assert not artifact.exists() and not store.path("cut", "out").exists()
     assert runner.get("cut").artifact is None and JobStore(folder).get("cut").artifact is None  # on disk too
+
+
+def test_a_job_queued_again_whose_next_attempt_cannot_start_keeps_nothing_of_the_cut_one(tmp_path):
+    """reviewra43: a job queued again after a stop cut its attempt short (that attempt's artifact folder, named by its
+    record, and its output with the result line it printed) whose next worker cannot start (here its program is
+    gone: a release that removed it, a full disk) ended failed, "could not start", keeping both until the next start."""
+    from training.jobs.kinds import JobKind
+
+    folder = tmp_path / "jobs"
+    store = JobStore(folder)
+    now = time.time()
+    artifact = folder / "artifacts" / "cut"
+    store.add(Job(id="cut", kind="work", params={}, state="queued", created_at=now, started_at=now, attempts=1, artifact=str(artifact)))
+    artifact.mkdir(parents=True)
+    (artifact / "weights.txt").write_text("weights-of-a-user")
+    store.path("cut", "out").write_bytes(REPORT + b"\n")
+    gone = {"work": JobKind("work", lambda job, out: [str(tmp_path / "no-such-program"), str(out)])}
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), gone)
+    runner.start()
+    try:
+        job = runner.wait("cut")
+    finally:
+        runner.stop()
+    assert job.state == "failed" and job.error.startswith("could not start"), job
+    assert job.artifact is None and not artifact.exists() and not store.path("cut", "out").exists(), job

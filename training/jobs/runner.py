@@ -371,7 +371,9 @@ class LocalJobRunner:
                 self._start_worker(job)  # its record's `started_at` is its tenant's turn taken
             except Exception as exc:
                 log.exception("job %s could not start", job.id)
-                self._record(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}", finished_at=time.time()))
+                # queued again after a stop, it may hold its cut attempt's output and artifact folder
+                self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}",
+                                                                            finished_at=time.time())))
                 self._exited(job.id)  # none of its workers ran
 
     def _may_start(self, job: Job) -> bool:
