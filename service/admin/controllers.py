@@ -26,7 +26,7 @@ from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import QUEUED_AUDIT_EXAMPLE, RUNNING_AUDIT_EXAMPLE, AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded, StoredReports, UnreadableReport
-from service.admin.session import PAGE_HEADERS
+from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.errors import bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID
@@ -194,7 +194,7 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     from service.users.services import prototype_descriptions
 
     if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
-        raise bad_request("tenant", "a tenant name is 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)")
+        raise bad_request("tenant", TENANT_NAME_RULE)
     admin = _admin(request)
     stored = admin.reports()
     history = stored.readable
