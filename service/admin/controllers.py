@@ -3,6 +3,7 @@
     POST /admin/jobs                     queue a job: {"kind": "adapter", "params": {"tenant": "acme", "user": "alice"}}
     GET  /admin/jobs?kind=&state=&limit= jobs, newest first
     GET  /admin/jobs/{id}                state, progress, metrics, log tail
+    GET  /admin/jobs/{id}/report         an audit job's report (202 while it runs)
     POST /admin/jobs/{id}/cancel
     GET  /admin/audits/fairness?group_by=segment&since=1764000000&tenant=acme&min_group_size=5&min_comparisons=50&wait=60
     GET  /admin/dashboard                HTML: per-group accuracy, worst group over time, jobs
@@ -48,12 +49,12 @@ def _admin(request: Request) -> Admin:
 
 @post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)", responses={
     **error_responses(429, 503),
-    200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued: that job, nothing queued",
+    200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued, or running since the last feedback it audits was stored: that job, nothing queued",
                       generate_examples=False, examples=[example("an audit still queued", QUEUED_AUDIT_EXAMPLE)]),
 })
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
-    """201 with the job queued (`Location`: the job's URL); 200 with the queued audit an identical audit request is
-    (nothing queued; `Content-Location`: that job's URL).
+    """201 with the job queued (`Location`: the job's URL); 200 with the queued (or running, `Admin.submit`) audit an
+    identical audit request is (nothing queued; `Content-Location`: that job's URL).
     `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
     params = {name: value for name, value in data.params.items() if value is not None}  # a null: the kind's default
     # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so;
@@ -73,8 +74,8 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
             detail=f"the user's comparisons are still being stored ({exc.rows} rows, an import): nothing was queued; "
                    f"retry after {READ_RETRY_AFTER} seconds", headers={"Retry-After": str(READ_RETRY_AFTER)}) from None
     where = f"{request.url.path.rstrip('/')}/{job.id}"  # GET it (under the admin router's prefix, whatever it is)
-    if not created:  # an identical audit still queued: it reads the table when it starts, covering this request too
-        log.info("%s job %s already queued with these params", data.kind, job.id)
+    if not created:  # an identical audit queued, or running since the last feedback moved: it covers this request too
+        log.info("%s job %s already %s with these params", data.kind, job.id, job.state)
         return Response(admin.public.job(job), status_code=200, headers={"Content-Location": where})
     log.info("queued %s job %s", data.kind, job.id)  # the request's id on it: from the request to the job's own log
     return Response(admin.public.job(job), status_code=201, headers={"Location": where})
@@ -99,6 +100,24 @@ def get_job(request: Request, job_id: FromPath[str]) -> Job:
     if job is None:
         raise NotFoundException(f"no job {shown(job_id)}")
     return _admin(request).public.job(job)
+
+
+@get("/jobs/{job_id:str}/report", responses={**error_responses(404, 422), 202: ResponseSpec(
+    data_container=AuditPending, description="The audit job is still queued or running", generate_examples=False,
+    examples=[example("the audit job, running", RUNNING_AUDIT_EXAMPLE)])}, summary="An audit job's report")
+async def get_job_report(request: Request, job_id: FromPath[str]) -> Response:
+    """200 with an audit job's AuditReport, as the audit route answers once it ended (with its change since the previous
+    audit of the same settings); 202 with the job while it is queued or running (poll this); what the audit route
+    answers for a failed audit (400 naming the parameter at fault, 422); 404 for no such job or one that is no audit."""
+    admin = _admin(request)
+    job = admin.runner.get(job_id)
+    if job is None:
+        raise NotFoundException(f"no job {shown(job_id)}")
+    if job.kind != "audit":
+        raise NotFoundException(f"job {shown(job_id)} is a {job.kind} job: only an audit job has a report")
+    if job.state in ("queued", "running"):
+        return Response(AuditPending(job=admin.public.job(job)), status_code=202)
+    return await sync_to_thread(_audit_response, admin, job)
 
 
 @post("/jobs/{job_id:str}/cancel", sync_to_thread=False, status_code=200, responses=error_responses(404), summary="Cancel a queued or running job")
@@ -213,7 +232,7 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
                     media_type="text/html", headers=PAGE_HEADERS)
 
 
-ADMIN_HANDLERS = (create_job, list_jobs, get_job, cancel_job, fairness_audit, dashboard)
+ADMIN_HANDLERS = (create_job, list_jobs, get_job, get_job_report, cancel_job, fairness_audit, dashboard)
 
 
 def start_admin(app: Litestar) -> None:

@@ -252,10 +252,14 @@ class Admin:
         self._forget_ended(lambda job: job.state != "running")
         # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
         self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
+        # when comparisons were last moved into the table, per tenant and of any tenant (unix seconds; `on_moved`):
+        # a running audit started after that read them (`_covers_moved`)
+        self._moved_at: dict[str, float] = {}
+        self._moved_any = 0.0
 
     def submit(self, kind: str, params: dict[str, Param], deadline: float | None = None) -> tuple[Job, bool]:
-        """Queue a job of `kind`: (the job, True). An audit whose params are those of an audit still queued is
-        that job, nothing queued: (that job, False). An audit first moves the feedback log into the table, by
+        """Queue a job of `kind`: (the job, True). An audit whose params are those of an audit still queued, or of one
+        running that read every comparison moved in so far (`_covers_moved`), is that job, nothing queued: (that job, False). An audit first moves the feedback log into the table, by
         `deadline` (`time.monotonic()` seconds) when given: StillMoving, nothing queued, once it passes
         (`Ingestor.flush`)."""
         params = dict(params)
@@ -263,16 +267,30 @@ class Admin:
             self.rt.ingest.flush(deadline=deadline)
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
             with self._audit_submit:
-                # one still queued with these params reads the table when it starts, so it covers this request's
-                # feedback too: that job, not another (a script polling the audit route queued one per call,
-                # and audits start before their tenant's queued training)
+                # one still queued with these params reads the table when it starts, and one running started after
+                # the last feedback of what it audits was moved in (this request's flush included): either covers
+                # this request's feedback too, so it is the job, not another (a script polling the audit route queued
+                # one per call, and audits start before their tenant's queued training)
                 wanted = _audit_params(params)
-                same = next((j for j in self.runner.active() if j.kind == "audit" and j.state == "queued"
+                same = next((j for j in self.runner.active() if j.kind == "audit" and self._covers_moved(j)
                              and wanted is not None and _audit_params(j.params) == wanted), None)
                 if same is not None:
                     return same, False
                 return self.runner.submit(kind, params, request_id=current()), True
         return self._submit(kind, params), True
+
+    def _covers_moved(self, job: Job) -> bool:
+        """Whether audit `job` reads every comparison moved into the table so far of the tenant it audits (every
+        tenant's, for an audit of every tenant): it is queued (it reads the table when it starts), or it is running,
+        not being cancelled, and started after the last of them was moved in (`on_moved`, in this process)."""
+        if job.state == "queued":
+            return True
+        if job.state != "running" or job.cancel_requested or job.started_at is None:
+            return False
+        tenant = job.params.get("tenant")
+        with self._lock:
+            moved = self._moved_at.get(tenant, 0.0) if isinstance(tenant, str) else self._moved_any
+        return moved < job.started_at
 
     def _submit(self, kind: str, params: dict[str, Param]) -> Job:
         """Queue a job of `kind` other than an audit (`submit`)."""
@@ -821,7 +839,11 @@ class Admin:
         what every replica moved, with its own job records."""
         due = []
         settings = self.rt.settings
+        now = time.time()  # after the rows' commit: an audit started before it may not have read them
         with self._lock:
+            self._moved_any = now
+            for tenant in {r.tenant for r in rows}:
+                self._moved_at[tenant] = now
             for r in rows:
                 if settings.replicas > 1 and owner(r.tenant, r.user_id, settings.replicas) != settings.replica_index:
                     continue  # another replica decides this user's jobs

@@ -318,3 +318,48 @@ def test_a_job_over_the_memory_cap_is_killed_and_failed_with_the_figure_and_the_
         assert c.get("/health").status_code == 200
         body = {"type": "comparison", "user": "dora", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
         assert c.post("/v1/feedback", json=body).status_code == 201
+
+
+def test_polling_an_audit_while_it_runs_is_that_job_and_its_report_is_read_by_its_id(svc):
+    """An admin polls: the audit route's 202 names the job, and its report is `GET /admin/jobs/{id}/report` (202 with the
+    job until it ends, then the report with its change since the previous one). Before, no route gave a finished
+    audit's report (`GET /admin/jobs/{id}` has its top-level numbers only, no group), and asking the audit route again
+    while the audit ran queued another audit per call. A running audit is the job of a request whose feedback it read
+    (nothing moved into the table since it started); feedback moved after its start queues one that covers it."""
+    state = svc.server.server.config.app.state.admin
+    query = {"group_by": "segment", "tenant": "globex", "min_comparisons": 20, "wait": 0}
+    with svc.client("admin") as admin:
+        first = next(j for j in admin.get("/admin/jobs", params={"kind": "audit", "state": "succeeded", "limit": 1000}).json()["jobs"]
+                     if j["params"].get("tenant") == "globex" and j["params"].get("min_comparisons") == 20)
+        report = admin.get(f"/admin/jobs/{first['id']}/report")
+        assert report.status_code == 200, report.text
+        assert {g["group"] for g in report.json()["groups"]} == {"majority", "minority"}
+        assert report.json()["created_at"] == first["metrics"]["created_at"]
+        assert admin.get("/admin/jobs/no-such-job/report").status_code == 404
+        # a stand-in for its worker: the record of an identical audit that started after the last feedback moved
+        now = time.time()
+        running = Job(id="audit-still-running", kind="audit", params=first["params"] | {"store": svc.runtime.settings.lancedb_uri},
+                      state="running", created_at=now, started_at=now)
+        state.runner.store.add(running)
+        queued: list[str] = []
+        try:
+            for _ in range(3):
+                polled = admin.get("/admin/audits/fairness", params=query)
+                assert polled.status_code == 202 and polled.json()["job"]["id"] == running.id, polled.text
+            job_request = {"kind": "audit", "params": {k: v for k, v in query.items() if k != "wait"}}
+            same = admin.post("/admin/jobs", json=job_request)
+            assert same.status_code == 200 and same.json()["id"] == running.id, same.text
+            assert [j["id"] for j in admin.get("/admin/jobs", params={"kind": "audit", "state": "queued"}).json()["jobs"]] == []
+            pending = admin.get(f"/admin/jobs/{running.id}/report")
+            assert pending.status_code == 202 and pending.json()["job"]["state"] == "running"
+            with svc.client("globex") as c:  # feedback after it started: not in what it read
+                body = {"type": "comparison", "user": "late", "prompt": "Tea?", "chosen": "Tea.", "rejected": "Water.",
+                        "attributes": {"segment": "minority"}}
+                assert c.post("/v1/feedback", json=body).status_code == 201
+            again = admin.post("/admin/jobs", json=job_request)  # moves it in first, as the audit route does
+            assert again.status_code == 201, again.text
+            queued.append(again.json()["id"])
+        finally:
+            for job_id in queued:
+                admin.post(f"/admin/jobs/{job_id}/cancel")
+            state.runner.purge(running.id)
