@@ -22,7 +22,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import Response
 
-from pluralign.fairness.report import AuditReport, since_previous
+from pluralign.fairness.report import AuditReport, audit_settings, since_previous
 from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import QUEUED_AUDIT_EXAMPLE, RUNNING_AUDIT_EXAMPLE, AuditPending, JobList, JobRequest
@@ -188,16 +188,18 @@ def _audit_response(admin: Admin, job: Job) -> Response:
         # parameters cannot be served, and the job record keeps the worker's log for the operator
         return error_response(422, f"audit job {job.id} {job.state}: {admin.public.text(job.error or '')}", code="audit_failed")
     # compared with an audit of the same tenant only: another tenant's users are another population (until session 42
-    # acme's audit was given its change since globex's, as if acme's worst group had moved)
+    # acme's audit was given its change since globex's, as if acme's worst group had moved); and of the same settings
+    # only (`since_previous`)
     return Response(_since_previous(report, admin.reports(like=job)))
 
 
 def _since_previous(report: AuditReport, stored: StoredReports) -> AuditReport:
-    """`since_previous` over the readable stored reports; but when the latest earlier audit by the same attribute is
+    """`since_previous` over the readable stored reports; but when the latest earlier audit of the same settings is
     one this release cannot read (a later release's, or missing or damaged), no change is given (None), rather than a change against an
     older one, and the log says which and why."""
-    earlier = [r.created_at for r in stored.readable if r.group_by == report.group_by and r.created_at < report.created_at]
-    unread = [u for u in stored.unreadable if u.group_by == report.group_by and u.created_at < report.created_at
+    settings = audit_settings(report)
+    earlier = [r.created_at for r in stored.readable if audit_settings(r) == settings and r.created_at < report.created_at]
+    unread = [u for u in stored.unreadable if u.settings == settings and u.created_at < report.created_at
               and u.created_at > max(earlier, default=-math.inf)]
     if unread:
         log.warning("no change since the previous audit by %r is given: %s", report.group_by, "; ".join(map(str, unread)))

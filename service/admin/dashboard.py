@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from pluralign.data.text import shorten
-from pluralign.fairness.report import AuditReport
+from pluralign.fairness.report import AuditReport, audit_settings
 from pluralign.user.summary import PrototypeDescription
 from training.jobs.record import Job
 
@@ -336,19 +336,23 @@ def tenant_of(report: AuditReport, history: Sequence[AuditReport], tenants: Sequ
 
 def comparable(report: AuditReport | None, history: Sequence[AuditReport], tenants: Sequence[str | None]) -> list[AuditReport]:
     """The audits of `history` drawn on one line with `report`: with `tenants` (each one's audited tenant, None for every
-    tenant) those of its tenant and attribute, as the API's change since the previous audit is; without, all of them."""
+    tenant) those of its tenant and settings (`audit_settings`: its attribute, `since`, thresholds and model), as the
+    API's change since the previous audit is; without, all of them."""
     if report is None or not tenants:
         return list(history)
-    mine = tenant_of(report, history, tenants)
-    return [r for r, t in zip(history, tenants, strict=True) if r.group_by == report.group_by and t == mine]
+    mine, settings = tenant_of(report, history, tenants), audit_settings(report)
+    return [r for r, t in zip(history, tenants, strict=True) if audit_settings(r) == settings and t == mine]
 
 
 def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: Sequence[str | None]) -> str:
     """Which audits the line chart draws, said above it (`comparable`), when the page knows their tenants."""
     if report is None or not tenants:
         return ""
-    return (f'<p class="muted">Drawn: the audits of {_audited(tenant_of(report, history, tenants))} by {_bdi(report.group_by)}, '
-            "those the latest is compared with; the numbers of every stored audit, of every tenant, are below.</p>")
+    since = f"comparisons since {_when(report.since)}" if report.since is not None else "every comparison"
+    return (f'<p class="muted">Drawn: the audits of {_audited(tenant_of(report, history, tenants))} by {_bdi(report.group_by)} '
+            f"with the latest one's settings ({since}, groups of at least {_count(report.min_group_size, 'user')}, ranked from "
+            f"{_count(report.min_comparisons, 'comparison')}, {_e(report.personalized_model)}), those it is compared with; "
+            "the numbers of every stored audit are below.</p>")
 
 
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,

@@ -24,6 +24,7 @@ from pluralign.data.record import Preference, file_time
 from pluralign.embed.cache import text_key
 from pluralign.fairness.report import (
     AuditReport,
+    AuditSettings,
     ReportSchemaError,
     decode_report,
     report_encoder,
@@ -64,8 +65,8 @@ FORGET_AT_EXIT = "forget-at-exit"
 AUDIT_MEMBERS = "members.json"
 # in AUDIT_MEMBERS, one list of the users of the groups the report does not show (suppressed: fewer than its
 # `min_group_size` users; or none of their comparisons scored: all before its `since`), whose comparisons are in its
-# counts and overall figures all the same; absent when there are none. No group is called so: a label never starts
-# with a space (`answer_key`)
+# counts and overall figures all the same; absent when there are none. No group is called so: a value's label never
+# starts with a space (`answer_key`), and the one group named so, `NO_VALUE`, is another name
 UNSHOWN = " unshown"
 # job kinds whose artifact holds no user's fitted weights: a DELETE's `forget_in_population` does not look in their folders
 WEIGHTLESS_KINDS = frozenset({"audit", "adapter"})
@@ -199,12 +200,15 @@ class UnreadableReport(Exception):
     does not read (a later release's), and the message names it and those this release reads (`decode_report`'s
     words); otherwise (missing, damaged) the message says only that, and `detail`, for the log, says why (a decode
     error may quote the file). `job_id`, `created_at` (the job's, unix seconds) and `group_by` (None when its record
-    does not say) name the audit."""
+    does not say) name the audit; `settings` its `audit_settings`, from its job's params (None: not known)."""
 
     def __init__(self, job: Job, detail: str, schema: bool = False):
         group_by = job.params.get("group_by")
         self.job_id, self.created_at, self.detail, self.schema = job.id, job.created_at, detail, schema
         self.group_by = group_by if isinstance(group_by, str) else None
+        asked = _audit_params(job.params)  # its `audit_settings`, from what its job was asked (None: not known)
+        self.settings: AuditSettings | None = None if asked is None else (
+            asked.group_by, None if asked.since is None else float(asked.since), asked.min_group_size, asked.min_comparisons, asked.personalized)
         shown = detail if schema else "its file is missing or damaged (the service's log says why)"
         super().__init__(f"audit job {job.id}: its report cannot be read: {shown}")
 

@@ -169,10 +169,23 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         # the report was stored by an audit job, so it can be compared over time
         audits = admin.get("/admin/jobs", params={"kind": "audit", "state": "succeeded"}).json()["jobs"]
         assert audits and audits[0]["metrics"]["comparisons"] == len(records)
-        # a later audit of recent feedback only, compared with the first one
+        # a later audit of recent feedback only, with another `min_comparisons`: other comparisons, other groups ranked,
+        # so it is compared with no audit (until session 43 it was given its change since the first: the settings'
+        # difference read as the service's)
         half = sorted(svc.runtime.store.preferences_for("globex", u)[0][6].created_at for u in {r.user_id for r in records})[0]
-        recent = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "since": half, "min_comparisons": 1}).json()
-        assert 0 < recent["comparisons"] < len(records)
+        windowed = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "since": half, "min_comparisons": 1}).json()
+        assert 0 < windowed["comparisons"] < len(records)
+        assert windowed["previous_created_at"] is None and windowed["gap_change"] is None
+        # the first audit's settings again, once the minority said more: compared with the first
+        with svc.client("globex") as c:
+            minority = sorted({r.user_id for r in records if r.attributes["group"] != "g0"})[0]
+            for r in [r for r in records if r.user_id == minority][:6]:
+                body = {"type": "comparison", "user": minority, "prompt": f"{r.prompt} (again)", "chosen": r.chosen,
+                        "rejected": r.rejected, "attributes": {"segment": "minority"}}
+                assert c.post("/v1/feedback", json=body).status_code == 201
+        recent = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 20, "wait": 120},
+                           timeout=240).json()
+        assert recent["comparisons"] == len(records) + 6
         assert recent["previous_created_at"] == report["created_at"] and recent["gap_change"] is not None
         # each change is its own figure's: personalized against personalized, base against base
         assert recent["gap_change"] == pytest.approx(recent["gap"] - report["gap"])
@@ -193,7 +206,7 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
     # an audit of every tenant is compared with the audits of every tenant only: one stored before globex's first (as
     # its job leaves it: a record with no `tenant` param and its report) is neither globex's previous nor given theirs
     admin = svc.server.server.config.app.state.admin
-    (first,) = [j for j in admin.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex" and "since" not in j.params]
+    *_, first = [j for j in admin.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex" and "since" not in j.params]
     every = Job(id="audit-of-every-tenant", kind="audit", params={"group_by": "segment", "min_comparisons": 20}, state="succeeded",
                 created_at=report["created_at"] - 60, result_path="result.json")
     admin.runner.store.add(every)
