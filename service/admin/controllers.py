@@ -209,7 +209,7 @@ def _since_previous(report: AuditReport, stored: StoredReports) -> AuditReport:
 
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
 def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Response:
-    """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's);
+    """`tenant`: that tenant's audits, and the prototypes described by its stored answers (default: every tenant's);
     feedback acknowledged before the request is moved out of the log first, so it counts, unless more than
     READ_INLINE_ROWS rows wait there (a large import being stored): the page then says so."""
     from service.users.services import prototype_descriptions
@@ -217,9 +217,12 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
         raise bad_request("tenant", TENANT_NAME_RULE)
     admin = _admin(request)
-    stored = admin.reports()
+    # a tenant's page: its own audits (until session 43 the newest 50 of every tenant, so a busy tenant's pushed the
+    # others' off); the line over time: up to 50 audits the latest is compared with, however many others are newer
+    stored = admin.reports(tenant=tenant)
     history = stored.readable
     latest: AuditReport | None = history[0] if history else None
+    line = admin.reports(like=stored.jobs[0]).readable if history else []
     signed_in = "authorization" not in request.headers  # reached with the session cookie
     rt = request.app.state.runtime
     try:  # feedback acknowledged before this request describes the prototypes too, unless a large import's
@@ -230,7 +233,7 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     prototypes = prototype_descriptions(rt, tenant)
     return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes,
                                      rt.rewards.version, backlog, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],
-                                     tenants=stored.tenants),
+                                     tenants=stored.tenants, line=line),
                     media_type="text/html", headers=PAGE_HEADERS)
 
 

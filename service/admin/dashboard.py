@@ -357,13 +357,14 @@ def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: S
 
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
                      prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0,
-                     unreadable: Sequence[str] = (), tenants: Sequence[str | None] = ()) -> str:
+                     unreadable: Sequence[str] = (), tenants: Sequence[str | None] = (), line: Sequence[AuditReport] | None = None) -> str:
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
     `prototypes` describe the population's prototypes by stored answers (`population`: its version; `backlog`:
     more than this many comparisons still being stored, 0 for none); `unreadable`, why each stored audit report
     this release cannot read is left out (`unreadable_reports`); `tenants`, the tenant each of `history` audited
     (None: every tenant; `report` is one of `history`): the page names it, and draws over time only the audits of
-    the latest one's tenant and attribute (until session 42 one line ran through every tenant's audits)."""
+    the latest one's tenant and settings (until session 42 one line ran through every tenant's audits); `line`, those
+    audits when read apart (the service reads up to 50 of them, not only those among `history`; None: drawn from `history`)."""
     if report is not None:
         suppressed = report.suppressed_groups
         of = f"of {_audited(tenant_of(report, history, tenants))} " if tenants else ""
@@ -399,7 +400,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         + '</header><main id="main" tabindex="-1">'
         + PATTERNS
         + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{unreadable_reports(unreadable)}{legend()}{bars}</section>'
-        f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{drawn(report, history, tenants)}{worst_group_over_time(comparable(report, history, tenants))}{worst_group_table(history, tenants)}</section>'
+        f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{drawn(report, history, tenants)}{worst_group_over_time(comparable(report, history, tenants) if line is None else line)}{worst_group_table(history, tenants)}</section>'
         f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs)}</section>'
         f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population, backlog)}</section>'
         "</main></body></html>"

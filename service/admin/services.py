@@ -187,6 +187,15 @@ def _audit_params(params: dict[str, Param]):
         return None
 
 
+def asked_settings(params: dict[str, Param]) -> AuditSettings | None:
+    """The `audit_settings` an audit job's params ask for (its report's, as the audit writes them); None for params this
+    version does not read."""
+    asked = _audit_params(params)
+    if asked is None:
+        return None
+    return asked.group_by, None if asked.since is None else float(asked.since), asked.min_group_size, asked.min_comparisons, asked.personalized
+
+
 class QuotaExceeded(Exception):
     """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows, or the
     population (`pal` and `em` jobs together) has as many."""
@@ -206,9 +215,7 @@ class UnreadableReport(Exception):
         group_by = job.params.get("group_by")
         self.job_id, self.created_at, self.detail, self.schema = job.id, job.created_at, detail, schema
         self.group_by = group_by if isinstance(group_by, str) else None
-        asked = _audit_params(job.params)  # its `audit_settings`, from what its job was asked (None: not known)
-        self.settings: AuditSettings | None = None if asked is None else (
-            asked.group_by, None if asked.since is None else float(asked.since), asked.min_group_size, asked.min_comparisons, asked.personalized)
+        self.settings = asked_settings(job.params)
         shown = detail if schema else "its file is missing or damaged (the service's log says why)"
         super().__init__(f"audit job {job.id}: its report cannot be read: {shown}")
 
@@ -219,6 +226,7 @@ class StoredReports(NamedTuple):
     readable: list[AuditReport]
     unreadable: list[UnreadableReport]
     tenants: list[str | None]  # the tenant each of `readable` audited (its job's `tenant` param; None: every tenant)
+    jobs: list[Job]  # the job of each of `readable`
 
 
 class Admin:
@@ -907,14 +915,20 @@ class Admin:
         except (OSError, ValueError) as exc:  # msgspec.DecodeError is a ValueError: damaged, or not a report
             raise UnreadableReport(job, f"{type(exc).__name__}: {exc}") from None
 
-    def reports(self, limit: int = 50, *, like: Job | None = None) -> StoredReports:
+    def reports(self, limit: int = 50, *, like: Job | None = None, tenant: str | None = None) -> StoredReports:
         """The reports of the newest `limit` succeeded audit jobs, newest first, and those that cannot be read.
         `like` (an audit job): only audits of the users it audits, its tenant's (the same `tenant` param; none: every
-        tenant's), the ones its report can be compared with. A report does not name its tenant: its job's params do."""
-        jobs = self.runner.list(kind="audit", state="succeeded", limit=limit if like is None else 1 << 62)
+        tenant's), of the same settings (`asked_settings`), the ones its report can be compared with. `tenant`: only
+        audits of that tenant (so another tenant's newer audits push none of them out). A report does not name its
+        tenant: its job's params do. Reads at most `limit` report files; the records are in memory."""
+        jobs = self.runner.list(kind="audit", state="succeeded", limit=limit if like is None and tenant is None else 1 << 62)
         if like is not None:
-            jobs = [j for j in jobs if j.params.get("tenant") == like.params.get("tenant")][:limit]
-        found = StoredReports([], [], [])
+            settings = asked_settings(like.params)
+            jobs = [j for j in jobs if j.params.get("tenant") == like.params.get("tenant") and asked_settings(j.params) == settings]
+        if tenant is not None:
+            jobs = [j for j in jobs if j.params.get("tenant") == tenant]
+        jobs = jobs[:limit]
+        found = StoredReports([], [], [], [])
         for job in jobs:
             try:
                 report = self.report(job)
@@ -925,6 +939,7 @@ class Admin:
                 continue
             if report is not None:
                 found.readable.append(report)
-                tenant = job.params.get("tenant")
-                found.tenants.append(tenant if isinstance(tenant, str) else None)
+                found.jobs.append(job)
+                audited = job.params.get("tenant")
+                found.tenants.append(audited if isinstance(audited, str) else None)
         return found

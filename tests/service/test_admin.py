@@ -376,3 +376,33 @@ def test_polling_an_audit_while_it_runs_is_that_job_and_its_report_is_read_by_it
             for job_id in queued:
                 admin.post(f"/admin/jobs/{job_id}/cancel")
             state.runner.purge(running.id)
+
+
+def test_a_tenants_dashboard_shows_its_own_audits_however_many_another_tenant_ran_since(svc):
+    """`/admin/dashboard?tenant=umbrella` shows umbrella's latest audit and its audits over time. Before, `?tenant=` chose
+    only whose answers describe the prototypes: the page read the newest 50 audits of every tenant, so it showed
+    globex's latest audit, and 50 audits of globex since pushed umbrella's off the page altogether."""
+    state = svc.server.server.config.app.state.admin
+    (theirs,) = [j for j in state.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "umbrella"]
+    busy = next(j for j in state.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex")
+    stored = state.report(busy)
+    added = []
+    try:
+        for i in range(50):  # a busy tenant's audits, newer than umbrella's (as its jobs leave them)
+            job = Job(id=f"busy-audit-{i:02d}", kind="audit", params=busy.params, state="succeeded", created_at=time.time() + i,
+                      result_path="result.json")
+            state.runner.store.add(job)
+            added.append(job.id)
+            state.runner.store.path(job.id, "result.json").write_bytes(
+                report_encoder.encode(msgspec.structs.replace(stored, created_at=job.created_at)))
+        with svc.client("admin") as admin:
+            page = admin.get("/admin/dashboard", params={"tenant": "umbrella"}).text
+            assert "Audit of tenant <bdi>umbrella</bdi> by <b><bdi>segment</bdi></b>" in page, page
+            chart = page.split('id="worst-group-over-time"')[1].split("</svg>")[0]
+            assert chart.count('class="point personalized"') == 1, chart
+            assert "<td>tenant <bdi>globex</bdi></td>" not in page  # the table: umbrella's audits
+            every = admin.get("/admin/dashboard").text  # every tenant's page: the latest of any tenant, as before
+            assert "Audit of tenant <bdi>globex</bdi>" in every
+    finally:
+        for job_id in added:
+            state.runner.purge(job_id)
