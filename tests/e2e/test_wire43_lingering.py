@@ -69,3 +69,25 @@ def test_one_peer_refused_many_times_does_not_have_another_peers_answer_reset(se
     finally:
         for sock in refused:
             sock.close()
+
+
+def test_a_peer_refused_many_times_after_another_peers_408_loses_its_own_slots_not_that_one(served, monkeypatch):  # noqa: F811
+    """reviewwi43: the test above has the other peer's 408 come last, when the slot taken is the oldest of all, so
+    closing the oldest slot whatever its peer passed it too. Here the other peer's 408 lingers first, its client still
+    to send the rest of its body; then one peer's REFUSED_LINGERING + 1 connections are refused 400 and held open. The
+    slots they need are their own peer's (the busiest), never the first client's: it sends the rest and reads no reset."""
+    monkeypatch.setattr(serve, "REFUSED_LINGER_S", 60.0)
+    _, port = served
+    refused = []
+    with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) as first:
+        first.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
+        assert _ended(first).startswith(b"HTTP/1.1 408 ")  # lingering from now on: the oldest slot of all
+        try:
+            for _ in range(serve.REFUSED_LINGERING + 1):
+                refused.append(sock := socket.create_connection(("127.0.0.1", port)))
+                sock.sendall(b"\x00\x01 not http\r\n\r\n")
+                assert _ended(sock).startswith(b"HTTP/1.1 400 ")
+            send_the_rest_unreset(first, b"b" * 90)
+        finally:
+            for sock in refused:
+                sock.close()
