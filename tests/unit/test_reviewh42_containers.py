@@ -83,9 +83,10 @@ def test_a_large_body_is_counted_with_the_event_loop_taking_turns_between_its_pi
 
 def test_a_long_run_of_backslashes_is_counted_a_piece_at_a_time_too():
     """reviewwi43: a piece was stretched, a byte at a time in Python, to the end of a run of backslashes crossing its
-    end, so a string of 900 KB of escaped backslashes (and the brackets that make the body counted) was one piece:
-    300 ms of the event loop held in a Python loop (the whole count in one call before wire43 took 11-23 ms). The
-    escape a piece's end cuts is carried into the next piece: a turn a piece, whatever the strings hold."""
+    end, so a string of 880 KB of escaped backslashes (and the brackets that make the body counted) was one piece:
+    ~55 ms of the loop's CPU in a Python loop (benchmarks/json_containers.py; the whole body counted in one call, as
+    before wire43, takes ~3 ms). The escape a piece's end cuts is carried into the next piece: a turn a piece,
+    whatever the strings hold."""
     body = json.dumps({"chosen": "\\" * (10 * PIECE_BYTES) + "[" * (MAX_JSON_CONTAINERS + 1), "rows": [[]]}).encode()
     turns, opened = _counted_beside_another_task(body, 1)
     assert opened == json_containers(body) == 3
