@@ -479,6 +479,14 @@ class Store:
         """The tables whose purge a stopped delete left to do (empty once the next turn has run)."""
         return self.marks.pending() & set(self.tables)
 
+    def _deletes_on_newest(self) -> None:
+        """The start of a step that counts and deletes a user's rows (`delete_user`, `delete_feedback_before`), under
+        `_lock`: `_fence`, then, with replicas, every table on its newest version. A row another replica committed less
+        than `sync_seconds` ago (its refit's users row, feedback it moved in) is not in a stale view: it would be
+        neither counted nor deleted, and stay for good."""
+        self._fence()
+        self.refresh(*self.tables)
+
     def _fence(self) -> None:
         """Before each destructive maintenance step: with replicas, confirm this process still holds
         the store's lease (raises `LeaseLost` when another took it meanwhile; nothing more is done)."""
@@ -1497,10 +1505,7 @@ class Store:
         with self._maintenance():  # one delete or compaction at a time
             def delete_rows() -> None:
                 with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
-                    self._fence()
-                    # with replicas, on the newest versions: a row another replica committed less than
-                    # `sync_seconds` ago (its refit's users row) is not in a stale view, and would stay for good
-                    self.refresh(*self.tables)
+                    self._deletes_on_newest()
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
                     # never rows of theirs (stated changes) without the row that numbers them
                     found = {}
@@ -1534,7 +1539,7 @@ class Store:
         with self._maintenance():
             def delete_rows() -> None:
                 with self._lock:
-                    self._fence()
+                    self._deletes_on_newest()
                     found.clear()
                     for name in names:
                         with self._on(name, "read"):
