@@ -398,10 +398,14 @@ class Store:
 
     def recent_replicas(self, within_s: float) -> dict[int, float]:
         """`clocks.recent_replicas` of this store: the replicas whose clock rows were written within `within_s` seconds,
-        each with its row's time (unix seconds). Raises StoreError naming the table when it cannot be read (damaged), and
-        StoreUnavailable for an object store's endpoint, keys or bucket."""
+        each with its row's time (unix seconds). Raises as `recent_clock_rows`."""
+        return clocks.replicas_of(self.recent_clock_rows(within_s))
+
+    def recent_clock_rows(self, within_s: float) -> list[dict]:
+        """`clocks.recent_rows` of this store: the clock rows written within `within_s` seconds. Raises StoreError naming
+        the table when it cannot be read (damaged), and StoreUnavailable for an object store's endpoint, keys or bucket."""
         try:
-            return clocks.recent_replicas(self.db, within_s)
+            return clocks.recent_rows(self.db, within_s)
         except (OSError, RuntimeError) as exc:  # Lance's for a file missing, a manifest cut short
             if is_object_store(self.uri) and object_store_problem(str(exc)) is not None:  # its endpoint, keys or bucket
                 raise unavailable(exc, f"table `{clocks.TABLE}`", self.uri, "read", self._secrets) from None
