@@ -35,6 +35,7 @@ from service.settings import ReplicasDisagree, Settings, StartedAlone, unknown_g
 from service.stopping import GeneratingChats
 from service.users.exports import ExportSlots
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
+from service.waiting_refits import WAITING_REFITS_FILE, WaitingRefits
 
 log = logging.getLogger("pluralign.service")
 
@@ -208,6 +209,9 @@ class Runtime:
     # (`service.feedback.services.refit_waiting`), or the stop dropped or refused them; what a stop finds here is kept
     # for the next start (`service.users.services.keep_dropped_refits`, `refit_dropped`)
     dropped_refits: set = field(default_factory=set)
+    # the users of `dropped_refits` and of the queued refits, on disk until the queue drains (a crash loses none of
+    # them: `service.waiting_refits`); built in __post_init__
+    waiting_refits: WaitingRefits | None = None
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
     pooled_priors: TTLCache | None = None
@@ -320,6 +324,8 @@ class Runtime:
             self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.described is None:
             self.described = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
+        if self.waiting_refits is None:
+            self.waiting_refits = WaitingRefits(self.settings.data_path / WAITING_REFITS_FILE)
         if self.deletion_sweep is None and self.settings.replicas > 1:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
         if self.delete_journal is None:
