@@ -111,8 +111,10 @@ def test_delete_feedback_before_takes_rows_another_replica_committed_within_sync
     of the tables, up to `sync_seconds` old, found none of the rows and deleted nothing, so feedback received before
     the DELETE began stayed for good (no later pass looks again: the record is noted applied). Now it counts on the
     tables' newest versions, as a DELETE does (dupdel42)."""
-    a = Store(str(tmp_path), "enc", DIM, sync_seconds=60)  # reads may be a minute stale: no new version looked for
-    b = Store(str(tmp_path), "enc", DIM, sync_seconds=60)
+    # a's reads may be 2 s stale: no new version looked for that long after its count below (its purge then waits as
+    # long for other readers, so not longer)
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=2)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=2)
     assert a.count_preferences("t", "ann") == 0  # a's view of the table, taken now
     b.add_preferences(*prefs("t", "ann", 2))  # received by b, before the DELETE began
     assert a.delete_feedback_before("t", "ann", time.time() + 1.0) == 2
