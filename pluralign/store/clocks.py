@@ -103,7 +103,7 @@ def counts_words(found: dict[int, int | None], replicas: int) -> str:
     said = "; ".join(f"replica {i} runs with PLURALIGN_REPLICAS={theirs}" if theirs is not None
                      else f"replica {i} runs, which PLURALIGN_REPLICAS={replicas} has no place for (its indexes are 0.."
                           f"{replicas - 1})" for i, theirs in found.items())
-    return (f"this replica runs with PLURALIGN_REPLICAS={replicas}, but {said}: replicas set up with different counts "
+    return (f"this replica is set up with PLURALIGN_REPLICAS={replicas}, but {said}: replicas set up with different counts "
             "divide the users differently, so some users' adapter jobs are queued by two replicas and others' by none")
 
 
