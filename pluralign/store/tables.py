@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
-from pluralign.data.record import Base, TrlRow, time_problem
+from pluralign.data.io import file_trl
+from pluralign.data.record import Base, TrlRow, file_time, time_problem
 from pluralign.data.text import answer_key
 from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
@@ -256,7 +257,10 @@ def differing_field(a: StoredPreference, b: StoredPreference) -> str | None:
 
 def _differs(held: StoredPreference, row: StoredPreference, untimed: frozenset[str]) -> str | None:
     """`differing_field(held, row)`, the `created_at` of a row whose `pref_id` is in `untimed` not compared
-    (an import's row whose file gave no time, stamped on receipt)."""
+    (an import's row whose file gave no time, stamped on receipt). `held` is compared as a preference file gives it
+    (`file_time`, `file_trl`): a row an older version stored with a time in milliseconds, or a message role imports
+    now refuse, is the same preference as the row its export imports again (its seconds; its text)."""
+    held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=file_trl(held.trl))
     if row.pref_id in untimed:
         row = msgspec.structs.replace(row, created_at=held.created_at)
     return differing_field(held, row)
