@@ -87,9 +87,11 @@ class AtLeastOne(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def check_out(out: str, files: tuple[str, ...], what: str) -> None:
+def check_out(out: str, files: tuple[str, ...], what: str, schema: int | None = None) -> None:
     """A trainer's --out, checked before it trains (`pluralign.files.check_artifact_folder`):
     a ValueError that names --out when the folder holds anything but an earlier artifact's files,
+    an artifact a later release wrote (`schema`: the one this release writes, in the description
+    `files[0]`, whose `schema_version` is compared: replaced, it would be lost to that release),
     or when nothing can be written there (`check_writable`)."""
     from pluralign.files import check_artifact_folder
 
@@ -97,7 +99,24 @@ def check_out(out: str, files: tuple[str, ...], what: str) -> None:
         check_artifact_folder(out, files, what)
     except (ValueError, NotADirectoryError) as exc:
         raise ValueError(f"--out {out}: {exc.strerror}" if isinstance(exc, OSError) else f"--out: {exc}") from None
+    if schema is not None and (found := _later_schema(Path(out) / files[0], schema)) is not None:
+        raise ValueError(f"--out {out}: holds a {what} of schema {found}, written by a later pluralign release (this one "
+                         f"writes schema {schema}): training here would replace it with an older format; give another folder, "
+                         "or train with that release")
     check_writable("--out", out)
+
+
+def _later_schema(description: Path, schema: int) -> int | None:
+    """The `schema_version` in the artifact description at `description` when it is later than `schema`; None when it
+    is not (or there is no description: a damaged or stopped write is replaced, as before)."""
+    import msgspec
+
+    try:
+        raw = msgspec.json.decode(description.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+    found = raw.get("schema_version") if isinstance(raw, dict) else None
+    return found if isinstance(found, int) and not isinstance(found, bool) and found > schema else None
 
 
 def check_writable(option: str, path: str, *, file: bool = False) -> None:

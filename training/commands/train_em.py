@@ -52,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pluralign.files import ArtifactBusy, write_atomic
-    from pluralign.reward.em import EM_FILES, EMConfig, EMMixture
+    from pluralign.reward.em import EM_FILES, SCHEMA_VERSION, EMConfig, EMMixture
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.model_selection import search_k
 
-    check_out(args.out, EM_FILES, "em-bt-mixture artifact")  # before any training: a wrong --out costs nothing
+    check_out(args.out, EM_FILES, "em-bt-mixture artifact", SCHEMA_VERSION)  # before any training: a wrong --out costs nothing
     protocol = load_training_protocol(args)  # `file`: --data, as every command reads a preference file
     left_out = left_out_users(protocol)  # said before the training, reported after it
     users = sorted({r.user_id for r in protocol.seen.train})
@@ -122,7 +122,7 @@ def register(sub) -> None:
     p.add_argument("--l2", type=number(float, minimum=0), default=1.0, help="ridge strength on each head")
     p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
-    p.add_argument("--out", required=True, help="artifact folder to write: new, empty, or an earlier EM artifact (replaced)")
+    p.add_argument("--out", required=True, help="artifact folder to write: new, empty, or an earlier EM artifact (replaced; a later release's is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_encoder_args(p)
     p.set_defaults(func=run)

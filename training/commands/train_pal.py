@@ -58,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.model_selection import search_k
     from pluralign.reward.pal import PALConfig, PALTrainConfig, save_pal, train_pal
-    from pluralign.reward.pal_checkpoint import PAL_FILES
+    from pluralign.reward.pal_checkpoint import PAL_FILES, PAL_SCHEMA
     from pluralign.reward.pal_preference import heldout_log_likelihood
 
-    check_out(args.out, PAL_FILES, "PAL checkpoint")  # before any training: a wrong --out costs nothing
+    check_out(args.out, PAL_FILES, "PAL checkpoint", PAL_SCHEMA)  # before any training: a wrong --out costs nothing
     if args.threads:
         torch.set_num_threads(args.threads)
     protocol = load_training_protocol(args)  # `file`: --data, as every command reads a preference file
@@ -132,7 +132,7 @@ def register(sub) -> None:
                         "fewer than 5 strict comparisons are left out, counted in users_left_out and left_out_pairs")
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
-    p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced; a later release's is refused)")
     p.add_argument("--epochs", type=number(int, minimum=1), default=40, help="most epochs (early stopping on validation loss)")
     p.add_argument("--max-pairs", type=number(int, minimum=0), default=300_000, help="budget of pair visits (epochs x pairs); 0: none")
     p.add_argument("--batch-size", type=number(int, minimum=1), default=256, help="comparisons per optimizer step (default %(default)s)")

@@ -1,0 +1,34 @@
+"""Review rows43: the `pluralign` commands at their edges. A trainer's --out holding an artifact a later release
+wrote is refused before any training, naming the option and both schemas (as loading one is: `other_schema`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.unit.clitools import cli, write_jsonl
+
+ROWS = [{"user_id": f"u{u}", "prompt": f"Tea {i}?", "chosen": "Green.", "rejected": "Black."} for u in range(3) for i in range(6)]
+
+
+@pytest.mark.parametrize(("command", "what", "files"), [
+    (["train", "pal", "--protocol", "file", "--epochs", "1"], "PAL checkpoint", ("model.safetensors", "user_weights.json", "metrics.json")),
+    (["train", "em", "--protocol", "file", "--max-iter", "1"], "em-bt-mixture artifact", ("heads.safetensors", "users.jsonl", "metrics.json")),
+])
+def test_a_trainer_refuses_to_replace_a_later_releases_artifact_in_its_out(tmp_path, capsys, command, what, files):
+    """Before: `pluralign train pal --out DIR` over a checkpoint of schema 2 (a later release's, which this one cannot
+    load: `read_meta` says so) trained and replaced it with a schema 1 checkpoint, exit 0; the later release lost it."""
+    out = tmp_path / "later"
+    out.mkdir()
+    kind = {"kind": "em-bt-mixture"} if command[1] == "em" else {"variant": "a"}  # (a PAL checkpoint's names no kind)
+    (out / "meta.json").write_text(json.dumps({"schema_version": 2, **kind, "encoder_id": "x", "k": 2}))
+    for name in files:
+        (out / name).write_bytes(b"a later release's bytes")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    data = write_jsonl(tmp_path / "prefs.jsonl", ROWS)
+    code, stdout, err = cli(capsys, *command, "--data", data, "--k", "2", "--out", str(out))
+    assert code == 2 and stdout == "" and "Traceback" not in err, err
+    assert err.strip().startswith(f"pluralign: error: --out {out}: holds a {what} of schema 2, written by a later pluralign "
+                                  "release (this one writes schema 1)"), err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
