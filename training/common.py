@@ -436,17 +436,27 @@ def load_training_protocol(args: argparse.Namespace):
     `file` reads `--data` as every command reads a preference file (an error names --data, the line
     and the field); `ukp` and `persona` read `--data-dir` (a missing file names --data-dir). A
     `--data` beside another protocol, which would be ignored, is a ValueError naming it."""
-    from pluralign.data.splits import file_protocol
+    from pluralign.data.splits import MIN_FILE_PAIRS, file_protocol
     from pluralign.evaluation import EvalConfig, load_protocol
 
     if args.protocol == "file":
         if not args.data:
             raise ValueError("--protocol file needs --data PATH: a JSONL or Parquet preference file")
-        return file_protocol(read_preference_file("--data", args.data), seed=args.seed)
+        # the threshold named here, as `file_protocol_help` and `left_out_users` name it
+        return file_protocol(read_preference_file("--data", args.data), seed=args.seed, min_pairs=MIN_FILE_PAIRS)
     if args.data:
         raise ValueError(f"--data {args.data}: read only with --protocol file (--protocol {args.protocol} reads its data from --data-dir)")
     with reading("--data-dir", args.data_dir):
         return load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+
+
+def file_protocol_help() -> str:
+    """The --protocol help of a trainer taking `file`, its threshold read from the constant `load_training_protocol`
+    passes (`pluralign.data.splits.MIN_FILE_PAIRS`), so the help and the behaviour cannot disagree."""
+    from pluralign.data import splits
+
+    return ("file: a preference file given by --data (e.g. a snapshot of the service's feedback); its users with "
+            f"fewer than {splits.MIN_FILE_PAIRS} strict comparisons are left out, counted in users_left_out and left_out_pairs")
 
 
 def left_out_users(protocol) -> dict[str, int]:

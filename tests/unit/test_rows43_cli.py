@@ -32,3 +32,19 @@ def test_a_trainer_refuses_to_replace_a_later_releases_artifact_in_its_out(tmp_p
     assert err.strip().startswith(f"pluralign: error: --out {out}: holds a {what} of schema 2, written by a later pluralign "
                                   "release (this one writes schema 1)"), err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("trainer", ["pal", "em"])
+def test_the_file_protocols_threshold_in_help_is_the_one_the_command_applies(tmp_path, capsys, monkeypatch, trainer):
+    """Before: `train pal|em --help` said "fewer than 5 strict comparisons" in a literal beside
+    `pluralign.data.splits.MIN_FILE_PAIRS`; changed, the help kept saying 5. Both now read the constant: set to 7, the
+    help says 7 and a user of 6 comparisons is left out (said before the refused --k, nothing trained)."""
+    from pluralign.data import splits
+
+    monkeypatch.setattr(splits, "MIN_FILE_PAIRS", 7)
+    code, stdout, _ = cli(capsys, "train", trainer, "--help")
+    assert code == 0 and "fewer than 7 strict comparisons" in " ".join(stdout.split()), stdout
+    rows = [{**ROWS[0], "user_id": user, "prompt": f"Tea {i}?"} for user, n in (("six", 6), ("eight", 8)) for i in range(n)]
+    code, _, err = cli(capsys, "train", trainer, "--protocol", "file", "--data", write_jsonl(tmp_path / "p.jsonl", rows),
+                       "--k", "9", "--out", str(tmp_path / "out"))
+    assert code == 2 and "1 user with fewer than 7 strict comparisons left out (6 comparisons)" in err, err

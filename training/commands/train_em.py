@@ -33,6 +33,7 @@ from training.common import (
     check_encoder,
     check_k_options,
     check_out,
+    file_protocol_help,
     k_search,
     left_out_users,
     load_training_protocol,
@@ -109,8 +110,7 @@ def register(sub) -> None:
     p = sub.add_parser("em", help="EM mixture of K Bradley-Terry reward heads (MaxMin-RLHF)")
     add_k_args(p, "reward heads")
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
-                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback); its users with "
-                        "fewer than 5 strict comparisons are left out, counted in users_left_out and left_out_pairs")
+                   help=file_protocol_help())
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of true groups, 2 to 64 (default 4)")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"],

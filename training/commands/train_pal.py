@@ -34,6 +34,7 @@ from training.common import (
     check_encoder,
     check_k_options,
     check_out,
+    file_protocol_help,
     k_search,
     left_out_users,
     load_training_protocol,
@@ -128,8 +129,7 @@ def register(sub) -> None:
     p.add_argument("--variant", choices=["a", "b"], default="a", help="a: ideal point; b: prompt-conditioned cosine")
     add_k_args(p, "prototypes")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
-                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback); its users with "
-                        "fewer than 5 strict comparisons are left out, counted in users_left_out and left_out_pairs")
+                   help=file_protocol_help())
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced; a later release's is refused)")
