@@ -95,6 +95,8 @@ def check_out(out: str, files: tuple[str, ...], what: str, schema: int | None = 
     or when nothing can be written there (`check_writable`)."""
     from pluralign.files import check_artifact_folder
 
+    if not out.strip():  # `--out "$OUT"` with OUT unset: the working folder, as Path("") reads it
+        raise ValueError(f"--out {out!r}: empty; give the folder to write the {what} to")
     try:
         check_artifact_folder(out, files, what)
     except (ValueError, NotADirectoryError) as exc:
@@ -282,6 +284,12 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
         return value
 
     return parse
+
+
+# the most torch CPU threads --threads takes: far above any core count in sight, below where OpenMP fails to make them
+# (16,384 on a 2-core box: "libgomp: Thread creation failed"; 100,000 was a segmentation fault, exit 139)
+MAX_THREADS = 1024
+THREADS_HELP = f"torch CPU threads, 0 to {MAX_THREADS} (0: torch's default; 1 is fastest on a busy box)"
 
 
 SEED_BOUND = 2**31  # a seed is below it: what a job's `seed` param takes (training.jobs.params.Seed), and every RNG seeded

@@ -48,3 +48,27 @@ def test_the_file_protocols_threshold_in_help_is_the_one_the_command_applies(tmp
     code, _, err = cli(capsys, "train", trainer, "--protocol", "file", "--data", write_jsonl(tmp_path / "p.jsonl", rows),
                        "--k", "9", "--out", str(tmp_path / "out"))
     assert code == 2 and "1 user with fewer than 7 strict comparisons left out (6 comparisons)" in err, err
+
+
+def test_an_empty_out_is_refused_not_read_as_the_working_folder(tmp_path, capsys, monkeypatch):
+    """Before: `--out ""` (`--out "$OUT"` with OUT unset) read as Path(""), the working folder: in an empty one the
+    checkpoint's files were written there, exit 0; in a checkout, "--out: . holds files that are not ...", naming
+    a folder the user never gave."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    data = write_jsonl(tmp_path / "prefs.jsonl", ROWS)
+    code, stdout, err = cli(capsys, "train", "pal", "--protocol", "file", "--data", data, "--k", "1", "--epochs", "1", "--out", "")
+    assert code == 2 and stdout == "", err
+    assert err.strip() == "pluralign: error: --out '': empty; give the folder to write the PAL checkpoint to", err
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["train", "pal", "--protocol", "file", "--data", "prefs.jsonl", "--out", "pal"],
+                                     ["eval", "--model", "bt", "--protocol", "persona"]])
+def test_a_thread_count_past_what_openmp_can_make_is_a_usage_error(capsys, command):
+    """Before: `--threads 100000` reached torch.set_num_threads, and the first parallel step was a segmentation
+    fault (exit 139, no message); 16,384 ended the process with libgomp's "Thread creation failed"."""
+    code, stdout, err = cli(capsys, *command, "--threads", "100000")
+    assert code == 2 and stdout == "", err
+    assert "argument --threads: expected an integer < 1025, got 100000" in err, err
