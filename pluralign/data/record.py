@@ -121,6 +121,12 @@ def created_at_problem(created_at: Any) -> str | None:
     return f"{CREATED_AT_RULE}, got {shorten(repr(created_at), 64, '...')}{hint}"
 
 
+def seconds_meant(created_at: float) -> float:
+    """A stored `created_at` as the Unix seconds it meant: a time in milliseconds (recognizable by its range, past the
+    end of year 9999 in seconds; imports before session rows42 stored it as it came) divided by 1000, any other as it is."""
+    return created_at / 1000 if _milliseconds(created_at) else created_at
+
+
 def file_time(created_at: float | None) -> float | None:
     """`created_at` (Unix seconds) as a preference file is written with it, so that what the service writes (an
     export, a job's snapshot) reads again and keeps its date: a time in milliseconds, which imports before session
@@ -129,7 +135,7 @@ def file_time(created_at: float | None) -> float | None:
     `created_at_problem` refuses, such as -5 or 1e300."""
     if created_at_problem(created_at) is None:
         return created_at
-    return created_at / 1000 if _milliseconds(created_at) else None
+    return seconds_meant(created_at) if _milliseconds(created_at) else None
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
