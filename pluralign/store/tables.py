@@ -260,7 +260,12 @@ def _differs(held: StoredPreference, row: StoredPreference, untimed: frozenset[s
     """`differing_field(held, row)`, the `created_at` of a row whose `pref_id` is in `untimed` not compared
     (an import's row whose file gave no time, stamped on receipt). `held` is compared as a preference file gives it
     (`file_time`, `file_trl`): a row an older version stored with a time in milliseconds, or a message role imports
-    now refuse, is the same preference as the row its export imports again (its seconds; its text)."""
+    now refuse, is the same preference as the row its export imports again (its seconds; its text). Only a pair that
+    differs as stored is compared so (the common case, a row sent again as it was, reads no message again)."""
+    if row.pref_id in untimed:
+        row = msgspec.structs.replace(row, created_at=held.created_at)
+    if differing_field(held, row) is None:
+        return None
     held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=file_trl(held.trl))
     if row.pref_id in untimed:
         row = msgspec.structs.replace(row, created_at=held.created_at)
