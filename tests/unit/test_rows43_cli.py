@@ -72,3 +72,15 @@ def test_a_thread_count_past_what_openmp_can_make_is_a_usage_error(capsys, comma
     code, stdout, err = cli(capsys, *command, "--threads", "100000")
     assert code == 2 and stdout == "", err
     assert "argument --threads: expected an integer < 1025, got 100000" in err, err
+
+
+@pytest.mark.parametrize("key", ["pk-ünïcode", "pk-abc\n", "pk- abc"])
+def test_data_import_names_a_key_no_header_can_carry(tmp_path, capsys, monkeypatch, key):
+    """Before: `pluralign data import ... --key pk-ünïcode` ended "'ascii' codec can't encode character '\\xfc' in position
+    10", naming neither the option nor what is wrong (a key pasted with a newline, an illegal header value, alike)."""
+    monkeypatch.delenv("PLURALIGN_KEY", raising=False)
+    data = write_jsonl(tmp_path / "prefs.jsonl", ROWS[:1])
+    code, stdout, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", data, "--url", "http://127.0.0.1:9", "--key", key)
+    assert code == 2 and stdout == "", err
+    assert err.startswith("pluralign: error: --key: not an API key (not shown)"), err
+    assert key.strip() not in err
