@@ -16,15 +16,15 @@ DIM = 8
 MS = 1_700_000_000_123.0  # 2023-11-14 in milliseconds, as JavaScript's Date.now() gives it
 
 
-def old_table(folder) -> None:
-    """A preferences table as a release before `received_at` stored it: no such column, schema_version 1, one row
-    made in milliseconds and one in seconds."""
+def old_table(folder, times: tuple[float, ...] = (MS, 1_600_000_000.0)) -> None:
+    """A preferences table as a release before `received_at` stored it: no such column, schema_version 1, rows of
+    user `ann` made at `times` (one in milliseconds and one in seconds)."""
     new = preference_schema("enc", DIM)
     old = pa.schema([f for f in new if f.name != "received_at"], metadata=new.metadata)
     vec = [0.5] * DIM
     rows = [{"tenant": "t", "user_id": "ann", "pref_id": f"old{i}", "prompt": f"q{i}", "chosen": "yes", "rejected": "no",
              "tie": False, "margin": None, "kind": "comparison", "source": None, "created_at": at, "attributes": "{}",
-             "prompt_vec": vec, "chosen_vec": vec, "rejected_vec": vec, "schema_version": 1} for i, at in enumerate((MS, 1_600_000_000.0))]
+             "prompt_vec": vec, "chosen_vec": vec, "rejected_vec": vec, "schema_version": 1} for i, at in enumerate(times)]
     lancedb.connect(str(folder)).create_table("preferences", pa.Table.from_pylist(rows, schema=old))
 
 
@@ -43,3 +43,13 @@ def test_a_millisecond_time_of_an_old_table_counts_as_the_seconds_it_meant(tmp_p
     assert store.received_since("t", "ann", MS / 1000)
     assert store.delete_feedback_before("t", "ann", now) == 2
     assert store.preferences_for("t", "ann")[0] == []
+
+
+def test_an_audits_first_received_time_of_such_a_row_is_its_seconds(tmp_path):
+    """Before: a user whose oldest row was stored in milliseconds counted as first received in the year 55,847, after
+    any audit, so an audit listing them read as if they were deleted since and came back."""
+    from pluralign.fairness.store_source import first_received_from_store
+
+    old_table(tmp_path, (MS,))
+    Store(str(tmp_path), "enc", DIM)  # opened by this release: the received_at column added (null)
+    assert first_received_from_store(str(tmp_path)) == {"t/ann": MS / 1000}
