@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
-from pluralign.data.record import Base, TrlRow, time_problem
+from pluralign.data.io import file_trl
+from pluralign.data.record import MAX_CREATED_AT, Base, TrlRow, file_time, seconds_meant, time_problem
 from pluralign.data.text import answer_key
 from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
@@ -201,8 +202,9 @@ class StoredPreference(Base):
     def received(self) -> float:
         """When the row reached the service: what a DELETE compares with the time it began, since an
         imported row's `created_at` may be older than a DELETE it came after. A row stored before
-        `received_at` was kept counts as received when it was made."""
-        return self.created_at if self.received_at is None else self.received_at
+        `received_at` was kept counts as received when it was made (`seconds_meant`: a time in milliseconds an
+        older version stored as its seconds, as `received_before` compares it)."""
+        return seconds_meant(self.created_at) if self.received_at is None else self.received_at
 
 
 class Interaction(Base):
@@ -256,7 +258,15 @@ def differing_field(a: StoredPreference, b: StoredPreference) -> str | None:
 
 def _differs(held: StoredPreference, row: StoredPreference, untimed: frozenset[str]) -> str | None:
     """`differing_field(held, row)`, the `created_at` of a row whose `pref_id` is in `untimed` not compared
-    (an import's row whose file gave no time, stamped on receipt)."""
+    (an import's row whose file gave no time, stamped on receipt). `held` is compared as a preference file gives it
+    (`file_time`, `file_trl`): a row an older version stored with a time in milliseconds, or a message role imports
+    now refuse, is the same preference as the row its export imports again (its seconds; its text). Only a pair that
+    differs as stored is compared so (the common case, a row sent again as it was, reads no message again)."""
+    if row.pref_id in untimed:
+        row = msgspec.structs.replace(row, created_at=held.created_at)
+    if differing_field(held, row) is None:
+        return None
+    held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=file_trl(held.trl))
     if row.pref_id in untimed:
         row = msgspec.structs.replace(row, created_at=held.created_at)
     return differing_field(held, row)
@@ -863,7 +873,8 @@ class Store:
         `StoredPreference.received`). Read from the table, not the cached history: another process's
         `received_again` leaves the user's row count as it was, so a cached history would not show it."""
         t = repr(float(since))  # `received_before`'s complement (a NOT of it would pass over a null `received_at`)
-        return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND (received_at >= {t} OR (received_at IS NULL AND created_at >= {t}))") > 0
+        later = f"(received_at >= {t} OR (received_at IS NULL AND NOT {made_before(since)}))"  # created_at is never null
+        return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {later}") > 0
 
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
@@ -1753,9 +1764,18 @@ _DELETION_FIELDS = tuple(f.name for f in msgspec.structs.fields(Deletion))
 
 def received_before(before: float) -> str:
     """A filter for preference rows the service received before `before` (unix seconds): by
-    `received_at`, or by `created_at` for a row stored before that column was kept (null there)."""
+    `received_at`, or by `created_at` for a row stored before that column was kept (null there; `made_before`)."""
+    return f"(received_at < {float(before)!r} OR (received_at IS NULL AND {made_before(before)}))"
+
+
+def made_before(before: float) -> str:
+    """A filter for rows whose `created_at` (`seconds_meant`) is before `before` (unix seconds): a time in milliseconds
+    an older version stored (past MAX_CREATED_AT, at most its thousandfold) compared as its seconds. Until review
+    rows43 it was compared as it was, a date past any DELETE, so a DELETE finished after the user came back kept such a
+    row of theirs."""
     t = repr(float(before))
-    return f"(received_at < {t} OR (received_at IS NULL AND created_at < {t}))"
+    return (f"(created_at < {t} OR (created_at > {MAX_CREATED_AT!r} AND created_at <= {MAX_CREATED_AT * 1000!r} "
+            f"AND created_at < {float(before) * 1000!r}))")
 
 
 def new_created_at() -> float:
