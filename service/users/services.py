@@ -42,7 +42,14 @@ from pluralign.store.tables import DeletedMeanwhile
 from pluralign.user import FEATURE_NAMES, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
-from pluralign.user.summary import Example, PrototypeDescription, describe_prototypes, feature_beliefs
+from pluralign.user.summary import (
+    Example,
+    JointBelief,
+    PrototypeDescription,
+    describe_prototypes,
+    feature_beliefs,
+    joint_beliefs,
+)
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.metrics import DECLARED_COUNTERS
 from service.periodic import Periodic
@@ -143,8 +150,10 @@ def refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None = 
 
 def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, unsaved_ok: bool = False) -> UserWeights:
     # one snapshot of the history for vectors, texts and attributes: feedback moved into the table
-    # meanwhile must not make them disagree (the next read sees the new rows as stale and refits)
-    history = rt.store.history(tenant, user_id)
+    # meanwhile must not make them disagree (the next read sees the new rows as stale and refits). With
+    # replicas, on the newest version: rows another replica's DELETE took less than `store_sync_ms` ago,
+    # fitted on, made a row `_deleted_meanwhile` withdraws, and with it a stated preference set since
+    history = rt.store.history(tenant, user_id, latest=True)
     prompt, chosen, rejected, chosen_texts, rejected_texts = history.comparison_set()  # (N, d) x 3, N texts x 2
     from_feedback: dict[str, str] = {}
     for row in sorted(history.rows, key=lambda r: r["created_at"]):
@@ -576,6 +585,9 @@ class UserSummary(msgspec.Struct, kw_only=True):
     features: list[FeatureSummary]  # most certain first
     nearest_prototype: NearestPrototype
     sentences: list[str]  # the same, as short sentences a person can read
+    # named features the user's comparisons moved together (they cannot tell which one the user cares
+    # about), with the posterior probability of the user's direction along them jointly
+    joint: list[JointBelief] = []
 
 
 DESCRIBED_PAIRS = 200  # stored pairs drawn to describe the prototypes (`Store.answers_sample`)
@@ -625,22 +637,24 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
     rewards = weights.rewards or rt.rewards
     stated = weights.stated.preferences
     if weights.state is not None:  # what the comparisons alone say on stated features was fitted with the state
-        beliefs = feature_beliefs(weights.state, stated)
+        beliefs, joint = feature_beliefs(weights.state, stated), joint_beliefs(weights.state)
         protos = [weights.state.coefficient(f"prototype_{k}")[0] for k in range(rewards.k)]
     else:  # PAL's weights alone (`user_model = prototypes`): no named features
-        beliefs = []
+        beliefs, joint = [], []
         logits = np.asarray(weights.logits, np.float64)
         protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
     nearest = int(np.argmax(protos))
     described = described_prototypes(rt, tenant, rewards)[nearest]
-    sentences = [b.text for b in beliefs if b.confidence != "uncertain" or b.stated]
+    # a feature the comparisons cannot tell apart from another speaks through its group's joint sentence
+    sentences = [j.text for j in joint if j.confidence != "uncertain"]
+    sentences += [b.text for b in beliefs if b.stated or (b.confidence != "uncertain" and not b.collinear_with)]
     if not sentences:
         sentences = ["no preference about how answers are written is settled yet"]
     sentences.append(f"closest to prototype {nearest} of {rewards.k} (weight {protos[nearest]:.2f})"
                      + (f", which scores highest answers like {described.highest[0].answer!r}" if described.highest else ""))
     sentences.append(f"based on {comparisons} comparison{'s' if comparisons != 1 else ''}")
     return UserSummary(
-        comparisons=comparisons, features=beliefs, sentences=sentences,
+        comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint,
         nearest_prototype=NearestPrototype(prototype=nearest, weight=round(float(protos[nearest]), 4),
                                            highest=described.highest, lowest=described.lowest),
     )

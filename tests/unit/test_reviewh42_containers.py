@@ -3,10 +3,12 @@ what decoding it makes, whatever its strings hold (brackets, quotes, backslashes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 
-from service.strict import MAX_JSON_CONTAINERS, json_containers, too_many_containers
+from service import strict
+from service.strict import MAX_JSON_CONTAINERS, PIECE_BYTES, containers_counted, json_containers, too_many_containers
 
 PIECES = ["[", "{", "]", "}", '"', "\\", "\\\\", '\\"', "C:\\", "a", "é", "\u2028", "😀", "\\u0022", " "]
 
@@ -50,3 +52,33 @@ def test_a_string_ending_in_a_backslash_closes_where_json_says():
     assert too_many_containers(body) == MAX_JSON_CONTAINERS + 3
     text = json.dumps({"path": "C:\\", "code": "[" * (MAX_JSON_CONTAINERS + 1)}).encode()
     assert too_many_containers(text) is None
+
+
+def test_a_large_body_is_counted_with_the_event_loop_taking_turns_between_its_pieces():
+    """wire43: a body of more brackets than the cap, most inside strings, was counted in one call on the event loop
+    (20-80 ms a MB: every other request waited); `containers_counted` lets the loop run other tasks between each
+    PIECE_BYTES, and counts what `json_containers` does, a string crossing a piece's end included."""
+    body = json.dumps({"messages": [{"role": "user", "content": '[{"\\' * 25} for _ in range(MAX_JSON_CONTAINERS)]}).encode()
+    assert len(body) > 10 * PIECE_BYTES
+
+    async def counted_beside_another_task() -> tuple[int, int | None]:
+        counting = asyncio.create_task(containers_counted(body, MAX_JSON_CONTAINERS))
+        turns = 0
+        while not counting.done():  # another request's task: it runs whenever the count lets the loop go
+            turns += 1
+            await asyncio.sleep(0)
+        return turns, counting.result()
+
+    turns, opened = asyncio.run(counted_beside_another_task())
+    assert opened == json_containers(body) == MAX_JSON_CONTAINERS + 2
+    assert turns >= len(body) // PIECE_BYTES > 10, turns  # a turn a piece at least (one in all before: the count was one call)
+
+
+def test_pieces_cut_anywhere_count_what_decoding_makes(monkeypatch):
+    """The count by pieces of PIECE_BYTES, pieces of a few bytes here: escapes, strings and brackets cut at every place."""
+    monkeypatch.setattr(strict, "PIECE_BYTES", 3)
+    rng = random.Random(43)
+    for _ in range(2_000):
+        value = _value(rng, 0)
+        body = json.dumps(value, ensure_ascii=rng.random() < 0.5).encode()
+        assert json_containers(body) == _opened(value), body
