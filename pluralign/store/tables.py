@@ -411,10 +411,14 @@ class Store:
 
     def recent_replicas(self, within_s: float) -> dict[int, float]:
         """`clocks.recent_replicas` of this store: the replicas whose clock rows were written within `within_s` seconds,
-        each with its row's time (unix seconds). Raises StoreError naming the table when it cannot be read (damaged), and
-        StoreUnavailable for an object store's endpoint, keys or bucket."""
+        each with its row's time (unix seconds). Raises as `recent_clock_rows`."""
+        return clocks.replicas_of(self.recent_clock_rows(within_s))
+
+    def recent_clock_rows(self, within_s: float) -> list[dict]:
+        """`clocks.recent_rows` of this store: the clock rows written within `within_s` seconds. Raises StoreError naming
+        the table when it cannot be read (damaged), and StoreUnavailable for an object store's endpoint, keys or bucket."""
         try:
-            return clocks.recent_replicas(self.db, within_s)
+            return clocks.recent_rows(self.db, within_s)
         except (OSError, RuntimeError) as exc:  # Lance's for a file missing, a manifest cut short
             if is_object_store(self.uri) and object_store_problem(str(exc)) is not None:  # its endpoint, keys or bucket
                 raise unavailable(exc, f"table `{clocks.TABLE}`", self.uri, "read", self._secrets) from None
@@ -491,6 +495,14 @@ class Store:
     def purges_left(self) -> set[str]:
         """The tables whose purge a stopped delete left to do (empty once the next turn has run)."""
         return self.marks.pending() & set(self.tables)
+
+    def _deletes_on_newest(self) -> None:
+        """The start of a step that counts and deletes a user's rows (`delete_user`, `delete_feedback_before`), under
+        `_lock`: `_fence`, then, with replicas, every table on its newest version. A row another replica committed less
+        than `sync_seconds` ago (its refit's users row, feedback it moved in) is not in a stale view: it would be
+        neither counted nor deleted, and stay for good."""
+        self._fence()
+        self.refresh(*self.tables)
 
     def _fence(self) -> None:
         """Before each destructive maintenance step: with replicas, confirm this process still holds
@@ -1546,10 +1558,7 @@ class Store:
         with self._maintenance():  # one delete or compaction at a time
             def delete_rows() -> None:
                 with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
-                    self._fence()
-                    # with replicas, on the newest versions: a row another replica committed less than
-                    # `sync_seconds` ago (its refit's users row) is not in a stale view, and would stay for good
-                    self.refresh(*self.tables)
+                    self._deletes_on_newest()
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
                     # never rows of theirs (stated changes) without the row that numbers them
                     found = {}
@@ -1583,7 +1592,7 @@ class Store:
         with self._maintenance():
             def delete_rows() -> None:
                 with self._lock:
-                    self._fence()
+                    self._deletes_on_newest()
                     found.clear()
                     for name in names:
                         with self._on(name, "read"):
