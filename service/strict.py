@@ -16,10 +16,12 @@ parameter the route does not take (`unknown_parameter`; /health, /metrics and /s
 from __future__ import annotations
 
 import ast
+import asyncio
 import codecs
 import difflib
 import math
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from types import UnionType
 from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
@@ -254,8 +256,20 @@ async def before_request(request: Request) -> Response | None:
             headers={"Allow": allow})
     refuse_content_coding(request)
     strict_query(request)
+    await body_arrived(request)
     await strict_form_body(request)
     return await strict_json_body(request)
+
+
+async def body_arrived(request: Request) -> None:
+    """Waits for the whole body a request declares (`Content-Length` over 0, or `Transfer-Encoding`), whether or not its
+    route reads one, so no handler runs before its request has arrived: a body that does not arrive within
+    PLURALIGN_REQUEST_READ_TIMEOUT_S is answered 408 with nothing done. Before, a route reading no body (a DELETE's) ran
+    as soon as the head came: a DELETE whose body trickled in was carried out and answered before the body ended, or
+    answered 408 while it went on deleting. Raises Litestar's 413 past the route's body limit (the body is kept for
+    the handler: reading it again costs nothing)."""
+    if (request.content_length or 0) > 0 or "transfer-encoding" in request.headers:
+        await request.body()
 
 
 def refuse_content_coding(request: Request) -> None:
@@ -654,29 +668,72 @@ def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError) -> 
     return bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json")
 
 
-# objects and arrays one JSON body may open. Every route's schema holds far fewer in any request it serves (a chat's
-# messages and their parts: 2,048 messages of 3 parts open ~8,200); a 1 MB body of `[]` opens 240,000, each a Python
-# object made on the event loop, twice (our strict decode, then Litestar's): 100-300 ms of every tenant's requests
+# objects and arrays one JSON body may open at least (an import's line: at most). A 1 MB body of `[]` opens 240,000, each a
+# Python object made on the event loop, twice (our strict decode, then Litestar's): 100-300 ms of every tenant's requests
 # waiting per body (session 42), where a body of this many takes a few ms
 MAX_JSON_CONTAINERS = 10_000
+# a chat message opens an object in 16 bytes at least (`{"role":"user"},`), a text part one in 26: a chat's body may open
+# one per CONTAINER_BYTES of the route's body limit, so no chat of messages and parts under the limit reaches its cap (before,
+# 10,000 in all refused a chat of 3,400 messages of text parts, legal with a remote generator and no `max_prompt_tokens`);
+# a route takes this cap with `opt={CONTAINERS_BY_BODY_LIMIT: True}` (its lists unbounded but by the body limit)
+CONTAINER_BYTES = 16
+CONTAINERS_BY_BODY_LIMIT = "containers_by_body_limit"
+PIECE_BYTES = 65_536  # of a body counted at a time (`containers_counted`), the event loop running other requests between
+
+
+def _opened_by_piece(body: bytes) -> Iterator[int]:
+    """The objects and arrays opened in each piece of PIECE_BYTES of the JSON text `body`: escaped backslashes
+    and quotes taken out, each remaining `"` opens or closes a string, whose state carries from one piece to the next,
+    as does an escape the piece's end cuts (a run of backslashes of odd length at its end: the next piece's first byte
+    is the one escaped). Before, a piece was stretched a byte at a time, in Python, to the end of a run of backslashes
+    crossing its end: a string of 880 KB of them was one piece, ~55 ms of the loop's CPU (reviewwi43)."""
+    inside = escaped = False
+    for start in range(0, len(body), PIECE_BYTES):
+        piece = body[start + escaped:start + PIECE_BYTES].replace(b"\\\\", b"")  # the escaped byte skipped
+        escaped = piece.endswith(b"\\")  # what is left of a run is one backslash at most: here, escaping the next byte
+        parts = piece.replace(b'\\"', b"").split(b'"')
+        outside = b"".join(parts[1 if inside else 0::2])
+        inside ^= len(parts) % 2 == 0  # an odd number of quotes in the piece
+        yield outside.count(b"[") + outside.count(b"{")
 
 
 def json_containers(body: bytes) -> int:
-    """How many objects and arrays the JSON text `body` opens: its `[` and `{` outside strings (escaped
-    backslashes and quotes taken out first, so each remaining `"` opens or closes a string). Byte operations
-    only: ~2-20 ms a MB, and up to ~60 ms for a MB of 150,000 strings."""
-    outside = b"".join(body.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
-    return outside.count(b"[") + outside.count(b"{")
+    """How many objects and arrays the JSON text `body` opens: its `[` and `{` outside strings. Byte operations
+    only: ~2-20 ms a MB, and up to ~80 ms for a MB of 150,000 strings (all at once: `containers_counted` yields)."""
+    return sum(_opened_by_piece(body))
 
 
-def too_many_containers(body: bytes) -> int | None:
-    """The objects and arrays `body` opens when they are more than MAX_JSON_CONTAINERS; None otherwise. Its
+def too_many_containers(body: bytes, limit: int = MAX_JSON_CONTAINERS) -> int | None:
+    """The objects and arrays `body` opens when they are more than `limit`; None otherwise. Its
     brackets counted in all (~1 ms a MB) settle most bodies: only one holding more than that many looks past
     its strings (`json_containers`)."""
-    if body.count(b"[") + body.count(b"{") <= MAX_JSON_CONTAINERS:
+    if body.count(b"[") + body.count(b"{") <= limit:
         return None
     opened = json_containers(body)
-    return opened if opened > MAX_JSON_CONTAINERS else None
+    return opened if opened > limit else None
+
+
+def containers_cap(request: Request) -> int:
+    """The most objects and arrays a JSON body of `request`'s route may open: MAX_JSON_CONTAINERS, or for a route
+    opting in (CONTAINERS_BY_BODY_LIMIT: the chat's) one per CONTAINER_BYTES of its body limit (62,500 under the
+    default 1 MB) where that is more. At the cap, the strict decode of junk arrays takes about what the densest legal
+    chat's does (benchmarks/json_containers.py)."""
+    handler = request.route_handler
+    if not handler.opt.get(CONTAINERS_BY_BODY_LIMIT):
+        return MAX_JSON_CONTAINERS
+    return max(MAX_JSON_CONTAINERS, (handler.resolve_request_max_body_size() or 0) // CONTAINER_BYTES)
+
+
+async def containers_counted(body: bytes, limit: int) -> int | None:
+    """`too_many_containers` for a request body, the event loop running other requests between each PIECE_BYTES
+    counted: a MB of bracket-filled strings held it 20-80 ms at once before (benchmarks/json_containers.py)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return None
+    opened = 0
+    for piece in _opened_by_piece(body):
+        opened += piece
+        await asyncio.sleep(0)
+    return opened if opened > limit else None
 
 
 async def strict_json_body(request: Request) -> None:
@@ -689,8 +746,8 @@ async def strict_json_body(request: Request) -> None:
     if kwarg is not None and getattr(kwarg, "media_type", RequestEncodingType.JSON) != RequestEncodingType.JSON:
         return None
     body = await read_json_body(request)
-    if (opened := too_many_containers(body)) is not None:  # before any of them is made
-        raise bad_request("body", f"opens {opened} JSON objects and arrays; a request may open at most {MAX_JSON_CONTAINERS}")
+    if (opened := await containers_counted(body, cap := containers_cap(request))) is not None:  # before any of them is made
+        raise bad_request("body", f"opens {opened} JSON objects and arrays; a request may open at most {cap}")
     try:
         _decoder(data.annotation).decode(body)
     except msgspec.ValidationError as exc:

@@ -46,6 +46,7 @@ import torch
 from pluralign.data.record import Base
 from pluralign.reward.inputs import comparison_rows, logits_row
 from pluralign.reward.pal_model import PALModel
+from pluralign.user.collinear import CollinearFeatures, joint_beliefs
 from pluralign.user.features import FEATURE_NAMES, FEATURES_VERSION, response_features
 from pluralign.user.population import as_population, softmax
 
@@ -104,6 +105,9 @@ class UserState(Base, kw_only=True):
     pooled_users: int = 0
     unpooled_mean: list[float] = []
     unpooled_var: list[float] = []
+    # named features the comparisons moved together (`pluralign.user.collinear`), with the posterior
+    # along each group's joint direction; empty for a state fitted before it was kept (until its next refit)
+    collinear: list[CollinearFeatures] = []
 
     def mean_array(self) -> np.ndarray:
         return np.asarray(self.mean, np.float64)
@@ -368,7 +372,8 @@ class UserModel:
         for name, sign in stated.items():  # a sign (StatedPreferences.signs): another number scales the prior's mean
             if isinstance(sign, bool) or sign not in (1, -1):
                 raise ValueError(f"stated preference on {name!r} must be +1 or -1 (more or less), got {sign!r}")
-        mean, cov = fit_posterior(design, *self.prior_for(stated, pooled), p.newton_steps, p.tol)
+        prior = self.prior_for(stated, pooled)
+        mean, cov = fit_posterior(design, *prior, p.newton_steps, p.tol)
         alone, own = {}, None
         if (stated or pooled is not None) and len(design):  # the same comparisons under the model's prior alone
             own = fit_posterior(design, self.prior_mean(), self.prior_precision(), p.newton_steps, p.tol)
@@ -382,7 +387,19 @@ class UserModel:
             logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design),
             fitted_at=fitted_at, stated=stated, from_comparisons=alone,
             pooled_users=0 if pooled is None else pooled.users, unpooled_mean=unpooled_mean, unpooled_var=unpooled_var,
+            collinear=self._collinear(design, mean, cov, prior, own if stated else None),
         )
+
+    def _collinear(self, design: np.ndarray, mean: np.ndarray, cov: np.ndarray, prior: tuple[np.ndarray, np.ndarray],
+                   own: tuple[np.ndarray, np.ndarray] | None) -> list[CollinearFeatures]:
+        """The named features the design (N, D) moved together, with the posterior along each group
+        (`pluralign.user.collinear`); with `own` (the posterior under the model's prior alone, fitted
+        for stated preferences) also what the comparisons alone say along it."""
+        groups = joint_beliefs(design, self.names, FEATURE_NAMES, mean, cov, *prior)
+        if own is None or not groups:
+            return groups
+        alone = joint_beliefs(design, self.names, FEATURE_NAMES, *own, self.prior_mean(), self.prior_precision())
+        return [msgspec.structs.replace(g, p_more_from_comparisons=a.p_more) for g, a in zip(groups, alone, strict=True)]
 
     def fit(
         self, logits: np.ndarray, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray,

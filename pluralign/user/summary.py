@@ -10,11 +10,19 @@ sign is wrong with posterior probability below ~2%), `likely` at z >= 1 (below ~
 `uncertain` (the sign is shown, but the data do not settle it). Below z = 0.25 (a sign the
 posterior gives less than 60%, such as the prior's 0 +- 5 of a feature nothing has informed) no
 direction is shown at all: "no preference learned yet between longer answers and shorter answers".
+
+- `joint_beliefs`: named features the user's comparisons moved together (`pluralign.user.collinear`)
+  cannot be told apart, so each one's marginal is wide however plain the user's direction along them
+  is. For each such group the summary names the features and gives the posterior probability of the
+  user's direction along them jointly, labelled on the same scale: `confident` at probability >=
+  Phi(2) (~0.977), `likely` at >= Phi(1) (~0.841), `uncertain` below, and no direction below
+  Phi(0.25) (~0.599). Each feature of a group keeps its own marginal (and says it cannot be told apart).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 
 import msgspec
 import numpy as np
@@ -26,6 +34,7 @@ from pluralign.user.model import UserState
 CONFIDENT_Z = 2.0
 LIKELY_Z = 1.0
 LEANING_Z = 0.25  # below it the posterior gives either sign under 60%: no direction is claimed
+_PHI = NormalDist().cdf
 
 
 class FeatureBelief(msgspec.Struct, kw_only=True):
@@ -41,6 +50,20 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     # their choices contradict is visible even where the strong prior still holds the weight
     from_comparisons: str | None = None
     text: str  # e.g. "prefers shorter answers (confident)", "no preference learned yet between ..."
+    # the named features the user's comparisons moved together with this one, so they cannot tell
+    # which of them the user cares about (`joint` in the summary has their direction jointly)
+    collinear_with: list[str] = []
+
+
+class JointBelief(msgspec.Struct, kw_only=True):
+    """Named features the user's comparisons moved together, and the user's direction along them jointly."""
+
+    features: list[str]  # two or more named features, in FEATURE_NAMES order
+    direction: dict[str, str] | None  # feature -> "more" / "less" along the user's joint direction; None if the posterior hardly leans
+    probability: float  # posterior probability of that joint direction (of the likelier side when `direction` is None)
+    confidence: str  # "confident" (probability >= Phi(2)), "likely" (>= Phi(1)) or "uncertain"
+    cosine: float  # how nearly the comparisons moved the features in proportion (|cosine| of their differences, >= 0.9)
+    text: str  # e.g. "prefers shorter answers with shorter, plainer words (confident): length and word length moved together ..."
 
 
 def z_score(weight: float, sd: float) -> float:
@@ -58,12 +81,55 @@ def direction(weight: float, sd: float) -> str | None:
     return None if z_score(weight, sd) < LEANING_Z else "more" if weight > 0 else "less"
 
 
+def spoken(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _together(names: Sequence[str]) -> str:
+    words = [spoken(n) for n in names]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _group_contradicts(state: UserState, name: str, said: str) -> bool:
+    """Whether the comparisons alone, along the joint direction of the group holding `name`, lean
+    against the stated direction `said` at least `likely` (probability >= Phi(1))."""
+    for group in state.collinear:
+        if name in group.features and group.p_more_from_comparisons is not None:
+            component = group.direction[group.features.index(name)]
+            p_more = group.p_more_from_comparisons if component > 0 else 1.0 - group.p_more_from_comparisons
+            return (p_more if said == "less" else 1.0 - p_more) >= _PHI(LIKELY_Z)
+    return False
+
+
+def joint_beliefs(state: UserState) -> list[JointBelief]:
+    """Each group of named features the user's comparisons moved together (`state.collinear`, fitted
+    with the state), with the posterior probability of the user's direction along them jointly."""
+    out = []
+    for group in state.collinear:
+        p = max(group.p_more, 1.0 - group.p_more)
+        level = "confident" if p >= _PHI(CONFIDENT_Z) else "likely" if p >= _PHI(LIKELY_Z) else "uncertain"
+        sign = 1.0 if group.p_more >= 0.5 else -1.0
+        why = (f"{_together(group.features)} moved together in your {state.n} comparisons, "
+               f"so they cannot tell which of {'the two' if len(group.features) == 2 else 'these'} you care about")
+        if p < _PHI(LEANING_Z):
+            direction, text = None, f"no preference learned yet along {_together(group.features)} together: {why}"
+        else:
+            direction = {f: "more" if sign * v > 0 else "less" for f, v in zip(group.features, group.direction, strict=True)}
+            said = [FEATURE_DESCRIPTIONS[f][0 if d == "more" else 1] for f, d in direction.items()]
+            text = f"prefers {said[0]} with {' and '.join(said[1:])} ({level}): {why}"
+        out.append(JointBelief(features=list(group.features), direction=direction, probability=round(p, 4),
+                               confidence=level, cosine=group.cosine, text=text))
+    return out
+
+
 def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> list[FeatureBelief]:
     """The F named features' beliefs, most certain first (by z = |mean| / sd). On each stated
     feature it also reports what the user's comparisons alone say (`state.from_comparisons`, fitted
-    with the state: reading a summary fits nothing)."""
+    with the state: reading a summary fits nothing); on a feature the comparisons moved together with
+    others (`state.collinear`), which ones, and that the comparisons cannot tell them apart."""
     out = []
     stated = stated or {}
+    together = {f: [g for g in group.features if g != f] for group in state.collinear for f in group.features}
     for name in FEATURE_NAMES:
         weight, sd = state.coefficient(name)
         sign, level = direction(weight, sd), confidence(weight, sd)
@@ -81,9 +147,13 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -
                 text += f"; you said you prefer {said}"
         elif name in stated:
             text += f"; you said you prefer {FEATURE_DESCRIPTIONS[name][0 if stated[name] == 'more' else 1]}"
+        if name in together:
+            text += f"; your comparisons moved it together with {_together(together[name])}, so they cannot tell them apart"
+            if name in stated and "point the other way" not in text and _group_contradicts(state, name, stated[name]):
+                text += f", and along them together your {state.n} comparisons point the other way"
         out.append(FeatureBelief(
             feature=name, direction=sign, weight=round(weight, 4), sd=round(sd, 4), confidence=level,
-            stated=stated.get(name), from_comparisons=own, text=text,
+            stated=stated.get(name), from_comparisons=own, text=text, collinear_with=together.get(name, []),
         ))
     return sorted(out, key=lambda b: -abs(b.weight) / max(b.sd, 1e-12))
 

@@ -242,7 +242,8 @@ class Admin:
             from training.jobs.ray_runner import RayJobRunner
 
             self.runner: JobRunner = RayJobRunner(config, settings.ray_address, on_promote=self.put_into_service,
-                                                  on_succeed=self.check_result, on_exit=self.forget_at_exit)
+                                                  on_succeed=self.check_result, on_exit=self.forget_at_exit,
+                                                  place_wait_s=settings.ray_place_wait_s)
         else:
             self.runner = LocalJobRunner(config, on_promote=self.put_into_service, on_succeed=self.check_result,
                                          on_exit=self.forget_at_exit)

@@ -39,6 +39,7 @@ from service.ids import check_user_id
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
+from service.strict import CONTAINERS_BY_BODY_LIMIT
 
 log = logging.getLogger("pluralign.service")
 
@@ -158,7 +159,8 @@ def choices_wanted(data: ChatRequest) -> int:
     return 1 if data.n is None else data.n
 
 
-@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429, 503, 507), summary="Create a personalized chat completion")
+@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429, 503, 507), summary="Create a personalized chat completion",
+      opt={CONTAINERS_BY_BODY_LIMIT: True})  # its messages are bounded by the body limit alone
 async def create_chat_completion(
     request: Request, data: JSONBody[ChatRequest]
 ) -> Response[ChatCompletion]:

@@ -246,3 +246,21 @@ def test_an_import_over_a_link_too_slow_for_a_whole_chunk_is_sent_in_smaller_one
                            "--url", f"http://127.0.0.1:{link.port}", "--key", served.dev_key()], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["stored"] == 48, done.stdout
+
+
+@pytest.mark.parametrize("method, path", [("DELETE", "/v1/users/{user}"), ("GET", "/v1/users/{user}/export")])
+def test_a_request_whose_body_does_not_arrive_in_time_is_answered_408_and_does_nothing(served, method, path):
+    """wire43: a route that reads no body (a DELETE's, an export's GET) ran as soon as the head arrived, its body
+    still coming: a DELETE with a body trickled in was carried out and answered 200 before the body ended, or, its
+    head arriving late, answered 408 while it went on deleting (a 408 that did not mean nothing was done). A request
+    declaring a body now waits for all of it before its handler runs: a 408 is an answer to a request not served."""
+    key = served.dev_key()
+    user = f"trickled-{method.lower()}"
+    row = json.dumps({"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."})
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.post(served.url + "/v1/feedback", content=row, headers={**headers, "Content-Type": "application/json"}).status_code == 201
+    head = (f"{method} {path.format(user=user)} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Length: 100\r\n\r\n").encode()
+    held, answer = held_for(served, head + b"{", b"x" * 99, every_s=0.5)
+    assert held < TIMEOUT_S + 3 and answer.startswith(b"HTTP/1.1 408 "), (held, answer)
+    assert httpx.get(served.url + f"/v1/users/{user}", headers=headers).status_code == 200  # not deleted

@@ -291,17 +291,19 @@ RUN_ELSEWHERE = {"import litellm": "tests/service/test_openai_clients.py::test_l
 
 
 def test_the_openai_client_snippet_of_the_docs_runs(svc):
-    """docs/api.md's `openai` snippet, run as written with only its base URL and KEY filled in. Any other
+    """docs/api.md's `openai` snippets, run as written with only its base URL and KEY filled in. Any other
     python block of the docs is one RUN_ELSEWHERE names, or this test fails naming it (a new snippet is
     run somewhere, not left out unseen)."""
     unrun = [f"{doc}:{first}" for doc in DOCS for first, block in fenced_blocks(doc, "python")
              if "from openai import OpenAI" not in block and block.splitlines()[0] not in RUN_ELSEWHERE]
     assert not unrun, f"python blocks of the docs that no test runs: {unrun} (run them here, or name their test in RUN_ELSEWHERE)"
-    [snippet] = [block for _, block in fenced_blocks("docs/api.md", "python") if "from openai import OpenAI" in block]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(snippet.replace("http://127.0.0.1:8000", svc.url), {"KEY": svc.keys["acme"]})  # noqa: S102
-    assert "chatcmpl-" in out.getvalue()
+    snippets = [(first, block) for first, block in fenced_blocks("docs/api.md", "python") if "from openai import OpenAI" in block]
+    assert len(snippets) == 2  # the client, and a stream's `pluralign` object read from its chunks
+    for first, snippet in snippets:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(snippet.replace("http://127.0.0.1:8000", svc.url), {"KEY": svc.keys["acme"]})  # noqa: S102
+        assert "chatcmpl-" in out.getvalue(), f"docs/api.md:{first}"
 
 
 def test_a_curl_example_the_parser_cannot_run_fails_loudly(tmp_path):

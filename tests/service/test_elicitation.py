@@ -174,6 +174,8 @@ def test_the_summary_names_the_direction_of_a_simulated_users_rule(svc):
     assert summary["features"][0]["feature"] == "length"  # the most certain belief
     assert "prefers shorter answers (confident)" in summary["sentences"]
     assert summary["comparisons"] == 2 * len(TOPICS)
+    # length and word length vary apart here: no joint group, and the summary is what it was before there were any
+    assert summary["joint"] == [] and all(f["collinear_with"] == [] for f in summary["features"])
     nearest = summary["nearest_prototype"]
     stored = svc.runtime.store.answers_sample("acme", 100_000)[1]  # every stored answer of the tenant
     examples = nearest["highest"] + nearest["lowest"]
@@ -496,3 +498,88 @@ def test_onboarding_by_population_skips_users_of_an_older_population_without_los
             assert out.json()["criterion"] == "population" and out.json()["population_users"] == 2, out.json()
         finally:
             assert svc.runtime.swap_rewards(tiny_pal_dir).version == first
+
+
+PLAIN_ANSWERS = ["Go slow. Rest.", "Eat well and rest.", "Ask a friend. Try it.", "Take a walk. Do less.", "Keep it up. Go on."]
+WORDY_ANSWERS = [
+    "Systematically establish comprehensive preparation, considering environmental circumstances thoroughly and deliberately.",
+    "Prioritize sustainable organizational strategies, anticipating unexpected complications and evaluating alternatives.",
+    "Incorporate professional recommendations deliberately, scheduling preparation and documenting considerations meticulously.",
+    "Evaluate alternative methodologies comprehensively, establishing measurable expectations and organizational responsibilities.",
+    "Anticipate unexpected complications proactively, considering environmental circumstances and professional recommendations.",
+]
+
+
+def import_shorter_and_plainer(c, user: str, pick) -> None:
+    """400 comparisons (16 prompts x 5 plain x 5 wordy answers): the plain answer is also the shorter,
+    so length and word length move together in every one; `pick(i)` says whether the plain one won."""
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": plain if pick(i) else wordy, "rejected": wordy if pick(i) else plain}
+            for i, (topic, plain, wordy) in enumerate((t, p, w) for t in TOPICS for p in PLAIN_ANSWERS for w in WORDY_ANSWERS)]
+    r = c.post(f"/v1/users/{user}/import", content="\n".join(json.dumps(x) for x in rows).encode(),
+               headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 201 and len(r.json()["stored"]) == 400, r.text
+
+
+def test_features_the_comparisons_moved_together_are_named_and_their_joint_direction_is_confident(svc):
+    """A simulated user who always picks the shorter answer, in 400 comparisons where the shorter answer
+    also used shorter words: the profile called length "uncertain" (no direction at all) and word length
+    "uncertain", and its sentences said nothing was settled. The comparisons cannot tell the two apart,
+    but the user's direction along them jointly is plain: the summary says both."""
+    with svc.client() as c:
+        import_shorter_and_plainer(c, "plainer", lambda i: True)
+        summary = c.get("/v1/users/plainer").json()["summary"]
+    assert summary["comparisons"] == 400
+    # before: "no preference about how answers are written is settled yet", length "uncertain"
+    assert not any(t.startswith("no preference about how answers are written") for t in summary["sentences"]), summary
+    (joint,) = summary["joint"]
+    assert joint["features"] == ["length", "word_length"] and joint["cosine"] >= 0.9
+    assert joint["direction"] == {"length": "less", "word_length": "less"}
+    assert joint["confidence"] == "confident" and joint["probability"] > 0.99, joint
+    assert joint["text"].startswith("prefers shorter answers with shorter, plainer words (confident)")
+    assert "cannot tell which of the two you care about" in joint["text"]
+    assert summary["sentences"][0] == joint["text"]
+    features = {f["feature"]: f for f in summary["features"]}
+    assert features["length"]["collinear_with"] == ["word_length"] and features["word_length"]["collinear_with"] == ["length"]
+    assert "cannot tell them apart" in features["length"]["text"]
+
+
+def test_a_user_who_picks_at_random_among_the_same_pairs_is_still_uncertain(svc):
+    """The same 400 pairs, picked by a coin: the features are as collinear, and nothing is claimed."""
+    import random
+
+    coin = random.Random(5)
+    picks = [coin.random() < 0.5 for _ in range(400)]
+    with svc.client() as c:
+        import_shorter_and_plainer(c, "coin", lambda i: picks[i])
+        summary = c.get("/v1/users/coin").json()["summary"]
+    (joint,) = summary["joint"]
+    assert joint["features"] == ["length", "word_length"] and joint["confidence"] == "uncertain", joint
+    assert joint["probability"] < 0.9
+    assert summary["sentences"][0] == "no preference about how answers are written is settled yet", summary["sentences"]
+
+
+def test_a_stated_preference_the_comparisons_contradict_along_their_joint_direction_is_said_to_be(svc):
+    """The user states "longer answers" after 400 comparisons in which they always chose the shorter
+    (and plainer) answer. Length alone cannot be told apart from word length in them, so the
+    comparisons alone say `none (uncertain)` on length, and the profile read "prefers longer answers
+    (confident); you said you prefer longer answers" with no word of the 400 choices against it."""
+    with svc.client() as c:
+        import_shorter_and_plainer(c, "contrary", lambda i: True)
+        r = c.patch("/v1/users/contrary/stated-preferences", json={"preferences": {"length": "more"}})
+        assert r.status_code == 200, r.text
+        summary = c.get("/v1/users/contrary").json()["summary"]
+    length = next(f for f in summary["features"] if f["feature"] == "length")
+    assert length["stated"] == "more" and "point the other way" in length["text"], length
+    assert length["text"] in summary["sentences"]  # a stated feature is always said
+    (joint,) = summary["joint"]
+    assert joint["direction"] == {"length": "less", "word_length": "less"} and joint["confidence"] == "confident"
+
+
+@pytest.mark.parametrize("name", ["längé", "length\u0301", "LENGTH", "x" * 300])
+def test_a_stated_preference_on_a_feature_that_is_not_one_is_a_400_naming_it(svc, name):
+    """Feature names are the service's own (never a tenant's): any other name, in any script or
+    spelling, is refused naming `preferences.<name>` (a long one cut), and nothing is stored."""
+    with svc.client() as c:
+        r = c.patch("/v1/users/namer/stated-preferences", json={"preferences": {name: "more"}})
+        assert r.status_code == 400 and field_named(r).startswith(f"preferences.{name[:40]}"), r.text
+        assert c.get("/v1/users/namer/stated-preferences").json()["version"] == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -314,25 +315,25 @@ def test_a_body_of_many_json_arrays_leaves_the_started_heap_out_of_garbage_colle
     held: one such client took another tenant's profile reads from p50 50 ms to 5.4 s. The objects alive at the
     start are frozen (`service.heap`): a collection no longer walks them (what it walks is `gc.get_objects()`)."""
     with svc.client("acme") as c:
-        r = c.post("/v1/chat/completions", json={**CHAT, "audio": {"tracks": [[]] * 9_000}})  # the most a body may open
+        r = c.post("/v1/chat/completions", json={**CHAT, "audio": {"tracks": [[]] * 9_000}})  # under the cap (and the 10,000 it was)
     assert r.status_code == 400 and field_named(r) == "audio", r.text
     walked = {id(o) for o in gc.get_objects()}
     started = [svc.runtime, svc.runtime.store, svc.runtime.settings]
     assert not [o for o in started if id(o) in walked], "objects of the started service are walked by every full collection"
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v1/chat/completions", {**CHAT, "audio": {"tracks": [[]] * 240_000}}),
-    ("/v1/feedback", {**COMPARISON, "attributes": {"segment": [[]] * 240_000}}),
+@pytest.mark.parametrize("path, body, cap", [
+    ("/v1/chat/completions", {**CHAT, "audio": {"tracks": [[]] * 240_000}}, 62_500),  # wire43: a chat's, 1 MB / 16 bytes
+    ("/v1/feedback", {**COMPARISON, "attributes": {"segment": [[]] * 240_000}}, 10_000),
 ])
-def test_a_body_opening_more_json_arrays_than_any_request_needs_is_refused_before_it_is_decoded(svc, path, body):
+def test_a_body_opening_more_json_arrays_than_any_request_needs_is_refused_before_it_is_decoded(svc, path, body, cap):
     """Session 42: a ~1 MB body of 240,000 `[]` was decoded into as many Python lists on the event loop (100-300 ms a
     body with the started heap frozen, seconds before): every tenant's requests waited. It is a 400 naming `body` now,
     read from its bytes; brackets inside strings are text, not counted."""
     with svc.client("acme") as c:
         r = c.post(path, json=body)
         assert r.status_code == 400 and field_named(r) == "body", r.text
-        assert "JSON objects and arrays; a request may open at most 10000" in r.text, r.text
+        assert f"JSON objects and arrays; a request may open at most {cap}" in r.text, r.text
         code = '[{\\"' * 4000  # `[{\"` 4,000 times in each answer: 16,000 brackets beside escapes, all text
         r = c.post("/v1/feedback", json={**COMPARISON, "user": "bracket-text", "chosen": code, "rejected": "no " + code})
         assert r.status_code == 201, r.text
@@ -348,6 +349,45 @@ def test_an_import_line_opening_more_json_arrays_than_any_row_needs_is_refused_b
         r = c.post("/v1/users/importer/import", content="\n".join(rows), headers={"content-type": "application/x-ndjson"})
     assert r.status_code == 400 and field_named(r) == "line 2", r.text
     assert "opens 240002 JSON objects and arrays; a line may open at most 10000" in r.text, r.text
+
+
+def test_a_long_chat_of_text_parts_is_not_refused_by_the_container_cap(svc):
+    """wire43: 3,400 messages of one text part each open 10,201 objects and arrays (in ~200 KB); under the cap of
+    10,000 such a chat was a 400 naming `body` ("opens 10201 JSON objects and arrays"), though it is legal wherever no
+    prompt budget applies (a remote generator, `max_prompt_tokens` unset). A chat's cap is now one per 16 bytes of the
+    body limit, which no chat of messages and parts under it reaches: this one is refused only by this service's prompt
+    budget, which names `messages`. Other routes keep the cap of 10,000 (the test above)."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": "hi"}]} for _ in range(3_400)]
+    with svc.client("acme") as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "messages": messages})
+    assert r.status_code == 400 and field_named(r) == "messages", r.text
+    assert "JSON objects and arrays" not in r.text and "prompt" in r.json()["error"]["message"], r.text
+
+
+@pytest.mark.parametrize("framing, body", [("Content-Length: 5", b"{...}"), ("Transfer-Encoding: chunked", b"5\r\n{...}\r\n0\r\n\r\n")])
+def test_a_delete_whose_client_waits_for_100_continue_deletes_only_once_its_body_is_sent(svc, framing, body):
+    """wire43 (`service.strict.body_arrived`): no route runs before the body its request declares has arrived, whether
+    or not it reads one. reviewwi43: a client sending `Expect: 100-continue` waits for the service's `100 Continue`
+    before its body, which uvicorn sends when the app first asks for the body: the DELETE's first answer is that, not
+    its 200, and the user is deleted only once the body came (a chunked body's too: it declares no Content-Length)."""
+    user = f"expecting-{framing.split(':')[0].lower()}"
+    key = svc.keys["acme"]
+    with svc.client("acme") as c:
+        assert c.post("/v1/feedback", json={**COMPARISON, "user": user}).status_code == 201
+    with socket.create_connection(("127.0.0.1", int(svc.url.rsplit(":", 1)[1])), timeout=60) as sock:
+        sock.sendall(f"DELETE /v1/users/{user} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n{framing}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 100 "), first  # before: a chunked DELETE ran and answered 200 here
+        with svc.client("acme") as c:
+            assert c.get(f"/v1/users/{user}").status_code == 200  # not deleted while its body is awaited
+        sock.sendall(body)
+        answer = first.partition(b"\r\n\r\n")[2]
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    with svc.client("acme") as c:
+        assert c.get(f"/v1/users/{user}").status_code == 404
 
 
 def test_health_shows_no_paths(svc):

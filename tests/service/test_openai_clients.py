@@ -178,6 +178,31 @@ def test_streaming_n2_interleaves_chunks_per_index(client, svc):
     assert [texts[0].strip(), texts[1].strip()] == [served["candidates"][i] for i in ranked]
 
 
+def test_a_streams_pluralign_object_is_read_from_its_chunks_as_documented(client, svc):
+    """openai's `chat.completions.stream(...).get_final_completion()` builds its completion from the
+    first chunk's top-level fields and only the choices, usage and fingerprint of later ones, so it
+    drops `pluralign` (carried by the finishing chunk: the compare pair and reranking are only known
+    once the answers are). docs/api.md's way reads it from the chunks, with either call."""
+    from openai import LengthFinishReasonError
+
+    with client.chat.completions.stream(model="pluralign", messages=HI, user="sina", n=2, max_tokens=8, seed=3) as stream:
+        info = None
+        for event in stream:
+            if event.type == "chunk" and event.chunk.model_extra.get("pluralign"):
+                info = event.chunk.model_extra["pluralign"]
+        final = stream.current_completion_snapshot  # what get_final_completion() parses (and it raises for a cut answer)
+        with pytest.raises(LengthFinishReasonError) as cut:  # the tiny model's answers stop at max_tokens
+            stream.get_final_completion()
+    assert cut.value.completion is final and final.choices[0].finish_reason == "length"
+    assert "pluralign" not in (final.model_extra or {})  # the library's accumulation (if a release keeps it, say so in the docs)
+    assert info is not None and info["response_id"] == final.id and len(final.choices) == 2
+    assert info["compare"] is None or sorted(info["compare"]) == [0, 1]  # indices of the final completion's choices
+    assert info["candidates"] >= 2 and len(info["generation_index"]) == 2  # the reranking: each choice's candidate
+    chunks = list(client.chat.completions.create(model="pluralign", messages=HI, user="sina", n=2, max_tokens=8, seed=3, stream=True))
+    again = next(c.model_extra["pluralign"] for c in chunks if c.model_extra.get("pluralign"))
+    assert again["response_id"] == chunks[0].id and again.keys() == info.keys()
+
+
 def test_langchain_chat_openai_with_user_in_extra_body(svc):
     from langchain_openai import ChatOpenAI
 

@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 
@@ -220,10 +221,11 @@ def start(settings, local_store: list[str]):
     # itself writes there is the key file only at its end, once it can serve (the key it prints stays good too)
     keys_file = settings.data_path / "api_keys.json"
     others = (keys_file, keys_file.with_name(keys_file.name + ".lock"), settings.adapters_path)
-    from service.settings import StartedAlone
+    from service.settings import ReplicasDisagree, StartedAlone
 
-    # refused as alone on a store replicas write: their tables, made while this start loaded, are not its to undo
-    with left_as_found(settings.data_path, keep=others), left_as_found(*local_store, unless=(StartedAlone,)):
+    # refused as alone on a store replicas write, or set up unlike them: their tables, made while this start loaded,
+    # are not its to undo
+    with left_as_found(settings.data_path, keep=others), left_as_found(*local_store, unless=(StartedAlone, ReplicasDisagree)):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
         from service.admin.paths import check_jobs_folder
@@ -373,8 +375,8 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
     """uvicorn's HTTP protocol (httptools' where installed, else h11's: the one `http="auto"` picks), with
     a deadline for each request to arrive whole: its headers and body within `timeout_s` of the
     connection's opening, or of the first byte of a later request on it. A client still sending then gets
-    a 408 (`code: request_timeout`; one that sent nothing gets no answer) and the connection ends, half closed
-    first (`linger`: what the client still sends is dropped until it closes, REFUSED_LINGER_S at most); a
+    a 408 (`code: request_timeout`) and the connection ends, half closed first (`linger`: what the client still
+    sends is dropped until it closes, REFUSED_LINGER_S at most); one that sent nothing is closed, no answer; a
     request that arrived in time runs as long as it needs. uvicorn's own keep-alive timer covers only a
     connection idle after a response, so a client that never finished a request (slowloris: a byte now
     and then, or nothing) held it open, and a file descriptor, for good.
@@ -382,7 +384,7 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
     With `max_connections` (PLURALIGN_MAX_CONNECTIONS), a connection opened while that many are open (idle
     ones, ones whose request is arriving, streaming chats) is answered 503 with Retry-After at once
     (`code: too_many_connections`), its side closed, what it still sends read and dropped, and it is closed
-    when the client closes or REFUSED_LINGER_S later (at once beyond REFUSED_LINGERING of them): thousands of
+    when the client closes or REFUSED_LINGER_S later (REFUSED_LINGERING of them at most, `make_room`): thousands of
     idle connections, each within the read deadline, no longer take every file descriptor (measured:
     benchmarks/connections.py). uvicorn's `limit_concurrency` cannot: it is checked only once a request's
     headers have arrived, so a connection sending nothing is accepted and kept (limit 100, 1,000 idle
@@ -392,7 +394,7 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
 
     return type("TimedProtocol", (TimedRequests, AutoHTTPProtocol), {
         "timeout_s": timeout_s, "max_connections": max_connections, "refusal": over_limit_answer(max_connections or 0),
-        "late": {reading: late_answer(timeout_s, reading) for reading in ("headers", "body")}, "refusing": set(),
+        "late": {reading: late_answer(timeout_s, reading) for reading in ("headers", "body")}, "refusing": {},
         "counts": connections if connections is not None else ConnectionCounts(max_connections)})
 
 
@@ -468,7 +470,7 @@ class TimedRequests:
     max_connections: int | None
     refusal: bytes
     late: dict[str, bytes]
-    refusing: set
+    refusing: dict  # lingering connection -> its peer's host, oldest first
     counts: ConnectionCounts
     deadline: asyncio.TimerHandle | None = None
     parsed = False
@@ -496,19 +498,31 @@ class TimedRequests:
 
     def linger(self) -> None:
         """Ends the connection after a last answer (the 503 over the limit, the parser's 400, the 408, the app's own sent
-        before the body it did not wait for; none to a request timed out before its first byte) written with the client's
-        request unread or still arriving: closed then, the
-        socket would be reset, the answer lost with it. Half closed instead, it drops
-        what arrives (`refused`) until the client, having read the answer, closes, or REFUSED_LINGER_S has passed
-        (closed at once beyond REFUSED_LINGERING such connections, or where the transport cannot half close)."""
+        before the body it did not wait for) written with the client's request unread or still arriving: closed then, the
+        socket would be reset, the answer lost with it. Half closed instead, it drops what arrives (`refused`) until the
+        client, having read the answer, closes, or REFUSED_LINGER_S has passed (closed at once where the transport cannot
+        half close). REFUSED_LINGERING such connections at most: one more takes a slot of the peer holding the most."""
         self.refused = True
         self.stop_the_deadline()
-        if len(self.refusing) >= REFUSED_LINGERING or not self.transport.can_write_eof():
+        if not self.transport.can_write_eof():
             self.transport.close()
             return
+        if len(self.refusing) >= REFUSED_LINGERING:
+            self.make_room()
         self.transport.write_eof()
-        self.refusing.add(self)
+        self.refusing[self] = (self.client or (None,))[0]  # uvicorn's (host, port) of the peer; None on a Unix socket
         self.deadline = self.loop.call_later(REFUSED_LINGER_S, self.transport.close)
+
+    def make_room(self) -> None:
+        """Every lingering slot is taken: the oldest lingering connection of the peer holding the most slots is closed
+        (its client had the longest to read its answer). Before, the connection to linger was closed at once instead,
+        so one peer holding every slot (connections refused 400 and held open, REFUSED_LINGERING at a time) had every
+        other peer's 400s and 408s reset (tests/e2e/test_wire43_lingering.py); now it loses its own slots first."""
+        busiest = Counter(self.refusing.values()).most_common(1)[0][0]
+        oldest = next(held for held, peer in self.refusing.items() if peer == busiest)  # the dict keeps their order
+        del self.refusing[oldest]
+        oldest.stop_the_deadline()
+        oldest.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
@@ -635,7 +649,7 @@ class TimedRequests:
         self.reading, self.parsed = "done", True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.refusing.discard(self)
+        self.refusing.pop(self, None)
         self.stop_the_deadline()
         super().connection_lost(exc)  # type: ignore[misc]
 
@@ -648,8 +662,11 @@ class TimedRequests:
             return
         if self.ended_after_its_answer():  # the app had answered: no 408 may follow
             return
-        if self.reading != "nothing":
-            self.transport.write(stamped(self.late[self.reading], self.server_state.default_headers))
+        if self.reading == "nothing":  # no byte unread, no answer to lose: closed at once, taking no lingering slot
+            self.refused = True
+            self.transport.close()
+            return
+        self.transport.write(stamped(self.late[self.reading], self.server_state.default_headers))
         # the client may be sending as the deadline passes (a trickled body, a byte of its headers): closed now, with
         # a byte unread or arriving after, the socket is reset and the client reads a reset, not the 408 and an end
         self.linger()
@@ -711,7 +728,7 @@ class CutAnswersAbort:
 
 
 REFUSED_LINGER_S = 2.0  # the longest a connection refused (over PLURALIGN_MAX_CONNECTIONS, a 400, a 408) stays, reading what its client still sends
-REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more is closed at once
+REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more closes the busiest peer's oldest
 CONNECTIONS_RETRY_AFTER = 1  # seconds: `Retry-After` of the 503 of a connection over PLURALIGN_MAX_CONNECTIONS
 
 

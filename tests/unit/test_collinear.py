@@ -1,0 +1,69 @@
+"""Named features a user's comparisons cannot tell apart (`pluralign.user.collinear`) and the
+summary's joint belief along them (`pluralign.user.summary.joint_beliefs`)."""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from pluralign.user.collinear import CollinearFeatures, collinear_groups, direction_probability
+from pluralign.user.model import fit_posterior
+from pluralign.user.summary import joint_beliefs
+from tests.unit.test_summary import state
+
+
+def test_features_moved_in_proportion_form_a_group_and_independent_or_unmoved_ones_do_not():
+    rng = np.random.default_rng(0)
+    size = rng.uniform(0.5, 2.0, 200)
+    named = np.zeros((200, 4))
+    named[:, 0] = -size  # shorter ...
+    named[:, 1] = -3 * size * rng.uniform(0.9, 1.1, 200)  # ... with shorter words, in proportion
+    named[:, 2] = rng.normal(size=200)  # independent of both
+    (group,) = collinear_groups(named)  # column 3 never moved: in no group
+    cols, v, cosine = group
+    assert cols == [0, 1] and cosine > 0.99
+    assert v[0] > 0 and v[1] > 0 and np.isclose(np.linalg.norm(v), 1.0) and v[1] > 2.5 * v[0]
+    named[:, 1] *= -1  # moved against each other: still one group, the direction says so
+    assert collinear_groups(named)[0][1][1] < 0
+    assert collinear_groups(named[:, 2:]) == []
+    with pytest.raises(ValueError, match="named"):
+        collinear_groups(named[:, 0])
+
+
+def test_the_joint_probability_is_the_laplace_one_when_the_posterior_is_gaussian_and_one_sided_when_data_are_separable():
+    rng = np.random.default_rng(1)
+    design = rng.normal(size=(300, 3))
+    truth = np.array([0.3, 0.0, -0.2])
+    won = rng.random(300) < 1 / (1 + np.exp(-design @ truth))
+    noisy = np.where(won[:, None], design, -design)  # chosen minus rejected
+    prior_mean, prior_precision = np.zeros(3), np.full(3, 1 / 25)
+    mean, cov = fit_posterior(noisy, prior_mean, prior_precision)
+    v = np.array([1.0, 0.0, 0.0])
+    s0, sd, p_more = direction_probability(noisy, mean, cov, prior_mean, prior_precision, v)
+    assert s0 == pytest.approx(mean[0]) and sd == pytest.approx(np.sqrt(cov[0, 0]))
+    assert p_more == pytest.approx(NormalDist().cdf(s0 / sd), abs=0.02)  # many noisy comparisons: nearly Gaussian
+    # every comparison agrees and the feature moves a lot: the mode's curvature is ~0 and z stays ~1,
+    # while the posterior puts (almost) nothing on the other side
+    separable = -8.0 * rng.uniform(0.9, 1.1, size=(400, 1))  # (the service test's word length: z 0.92 along the pair)
+    mean, cov = fit_posterior(separable, np.zeros(1), np.full(1, 1 / 25))
+    s0, sd, p_more = direction_probability(separable, mean, cov, np.zeros(1), np.full(1, 1 / 25), np.ones(1))
+    assert abs(s0) / sd < 1.0 and p_more < 1e-6
+
+
+def test_the_joint_belief_names_the_features_and_the_direction_along_them():
+    groups = [CollinearFeatures(features=["length", "word_length"], direction=[0.6, 0.8], cosine=0.97, mean=-1.4, sd=1.5, p_more=1e-9)]
+    (joint,) = joint_beliefs(state({}, n=400, collinear=groups))
+    assert joint.direction == {"length": "less", "word_length": "less"} and joint.confidence == "confident"
+    assert joint.text == ("prefers shorter answers with shorter, plainer words (confident): length and word length moved "
+                          "together in your 400 comparisons, so they cannot tell which of the two you care about")
+    against = [CollinearFeatures(features=["length", "word_length"], direction=[0.6, -0.8], cosine=0.95, mean=1.0, sd=1.0, p_more=0.9)]
+    (joint,) = joint_beliefs(state({}, n=50, collinear=against))
+    assert joint.direction == {"length": "more", "word_length": "less"} and joint.confidence == "likely"
+    assert joint.text.startswith("prefers longer answers with shorter, plainer words (likely)")
+    coin = [CollinearFeatures(features=["length", "word_length"], direction=[0.6, 0.8], cosine=0.95, mean=0.0, sd=1.0, p_more=0.45)]
+    (joint,) = joint_beliefs(state({}, n=50, collinear=coin))
+    assert joint.direction is None and joint.confidence == "uncertain" and joint.probability == 0.55
+    assert joint.text.startswith("no preference learned yet along length and word length together")
+    assert joint_beliefs(state({})) == []
