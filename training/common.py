@@ -87,17 +87,38 @@ class AtLeastOne(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def check_out(out: str, files: tuple[str, ...], what: str) -> None:
+def check_out(out: str, files: tuple[str, ...], what: str, schema: int | None = None) -> None:
     """A trainer's --out, checked before it trains (`pluralign.files.check_artifact_folder`):
     a ValueError that names --out when the folder holds anything but an earlier artifact's files,
+    an artifact a later release wrote (`schema`: the one this release writes, in the description
+    `files[0]`, whose `schema_version` is compared: replaced, it would be lost to that release),
     or when nothing can be written there (`check_writable`)."""
     from pluralign.files import check_artifact_folder
 
+    if not out.strip():  # `--out "$OUT"` with OUT unset: the working folder, as Path("") reads it
+        raise ValueError(f"--out {out!r}: empty; give the folder to write the {what} to")
     try:
         check_artifact_folder(out, files, what)
     except (ValueError, NotADirectoryError) as exc:
         raise ValueError(f"--out {out}: {exc.strerror}" if isinstance(exc, OSError) else f"--out: {exc}") from None
+    if schema is not None and (found := _later_schema(Path(out) / files[0], schema)) is not None:
+        raise ValueError(f"--out {out}: holds a {what} of schema {found}, written by a later pluralign release (this one "
+                         f"writes schema {schema}): training here would replace it with an older format; give another folder, "
+                         "or train with that release")
     check_writable("--out", out)
+
+
+def _later_schema(description: Path, schema: int) -> int | None:
+    """The `schema_version` in the artifact description at `description` when it is later than `schema`; None when it
+    is not (or there is no description: a damaged or stopped write is replaced, as before)."""
+    import msgspec
+
+    try:
+        raw = msgspec.json.decode(description.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+    found = raw.get("schema_version") if isinstance(raw, dict) else None
+    return found if isinstance(found, int) and not isinstance(found, bool) and found > schema else None
 
 
 def check_writable(option: str, path: str, *, file: bool = False) -> None:
@@ -265,6 +286,12 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
     return parse
 
 
+# the most torch CPU threads --threads takes: far above any core count in sight, below where OpenMP fails to make them
+# (16,384 on a 2-core box: "libgomp: Thread creation failed"; 100,000 was a segmentation fault, exit 139)
+MAX_THREADS = 1024
+THREADS_HELP = f"torch CPU threads, 0 to {MAX_THREADS} (0: torch's default; 1 is fastest on a busy box)"
+
+
 SEED_BOUND = 2**31  # a seed is below it: what a job's `seed` param takes (training.jobs.params.Seed), and every RNG seeded
 
 
@@ -417,17 +444,27 @@ def load_training_protocol(args: argparse.Namespace):
     `file` reads `--data` as every command reads a preference file (an error names --data, the line
     and the field); `ukp` and `persona` read `--data-dir` (a missing file names --data-dir). A
     `--data` beside another protocol, which would be ignored, is a ValueError naming it."""
-    from pluralign.data.splits import file_protocol
+    from pluralign.data.splits import MIN_FILE_PAIRS, file_protocol
     from pluralign.evaluation import EvalConfig, load_protocol
 
     if args.protocol == "file":
         if not args.data:
             raise ValueError("--protocol file needs --data PATH: a JSONL or Parquet preference file")
-        return file_protocol(read_preference_file("--data", args.data), seed=args.seed)
+        # the threshold named here, as `file_protocol_help` and `left_out_users` name it
+        return file_protocol(read_preference_file("--data", args.data), seed=args.seed, min_pairs=MIN_FILE_PAIRS)
     if args.data:
         raise ValueError(f"--data {args.data}: read only with --protocol file (--protocol {args.protocol} reads its data from --data-dir)")
     with reading("--data-dir", args.data_dir):
         return load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+
+
+def file_protocol_help() -> str:
+    """The --protocol help of a trainer taking `file`, its threshold read from the constant `load_training_protocol`
+    passes (`pluralign.data.splits.MIN_FILE_PAIRS`), so the help and the behaviour cannot disagree."""
+    from pluralign.data import splits
+
+    return ("file: a preference file given by --data (e.g. a snapshot of the service's feedback); its users with "
+            f"fewer than {splits.MIN_FILE_PAIRS} strict comparisons are left out, counted in users_left_out and left_out_pairs")
 
 
 def left_out_users(protocol) -> dict[str, int]:

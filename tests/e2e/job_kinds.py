@@ -30,7 +30,10 @@ if params.get("say"):
 if params.get("crash"):
     raise RuntimeError("the worker fell over")
 print("training done", file=sys.stderr)
-print(json.dumps({"heldout_accuracy": params.get("accuracy", 0.5), "steps": 4, "artifact": out}))
+print(json.dumps({"heldout_accuracy": params.get("accuracy", 0.5), "steps": 4, "artifact": out, **params.get("report", {})}), flush=True)
+if params.get("then_exit"):  # its result printed, it fails (a crash at interpreter shutdown, a kill)
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL) if params["then_exit"] == "SIGKILL" else sys.exit(params["then_exit"])
 """
 
 

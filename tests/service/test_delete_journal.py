@@ -200,6 +200,10 @@ def test_another_replicas_refit_landing_after_the_rows_went_leaves_no_users_row(
         assert a.runtime.store.get_user("acme", GONE) is None
         assert wait_until(lambda: len(tries) >= 3), tries  # the DELETE, then two of a's journal passes
         assert len(a.runtime.store.deletions_since(0)) == 1
+        # nor is the withdrawn row left in the store's files (their id, fitted weights): reviewad43, before a row
+        # deleted, never purged, stayed in its fragment, the users index and old versions
+        b.runtime.store.wait_withdrawn()
+        assert files_holding(tmp_path / "shared-lancedb", GONE) == []
 
 
 
@@ -234,3 +238,31 @@ def test_a_delete_takes_the_users_row_another_replica_wrote_a_moment_before(tmp_
         for store in (a.runtime.store, b.runtime.store):
             store.refresh("users")
             assert store.get_user("acme", GONE) is None
+
+
+def test_a_user_who_states_a_preference_on_another_replica_right_after_their_delete_keeps_it(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                            minilm, monkeypatch):
+    """reviewad43: the user, deleted through replica a, comes back through replica b with a stated preference while
+    b's view of the tables is still up to `store_sync_ms` stale (b's setting is long here, so the PATCH lands in it
+    deterministically; a's is short, so its DELETE's purge waits little). b's refit after the PATCH read the deleted
+    rows from that view, wrote the row, found the rows gone (`_deleted_meanwhile`) and withdrew the row: with it the
+    stated version b had just answered 200 for, its changes left in the store without the row that numbers them."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    store = str(tmp_path / "shared-lancedb")
+    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, ADMIN_HANDLERS, store_uri=store, replicas=2,
+                             replica_index=0, store_sync_ms=200)
+    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, ADMIN_HANDLERS, store_uri=store, replicas=2,
+                              replica_index=1, store_sync_ms=60_000)
+    b.keys["acme"] = b.runtime.keys.issue("acme")
+    with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
+        give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
+        assert acme_b.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2  # in b's view of the table
+        assert acme_a.delete(f"/v1/users/{GONE}").status_code == 200
+        r = acme_b.patch(f"/v1/users/{GONE}/stated-preferences", json={"preferences": {"length": "less"}})
+        assert r.status_code == 200 and r.json()["version"] == 1, r.text
+        for replica in (a, b):
+            replica.runtime.store.refresh("users", "stated_changes")
+            record = replica.runtime.store.get_user("acme", GONE)
+            assert record is not None and record.stated is not None, record  # the version they were answered
+            assert record.attributes == {} and record.pal_logits is None and record.n_preferences == 0, record  # nothing deleted
+        assert acme_a.get(f"/v1/users/{GONE}/stated-preferences").json()["version"] == 1

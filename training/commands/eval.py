@@ -32,7 +32,9 @@ from dataclasses import replace
 from training.common import (
     DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
+    MAX_THREADS,
     SEED_HELP,
+    THREADS_HELP,
     AtLeastOne,
     add_encoder_args,
     cached_encoder,
@@ -131,6 +133,6 @@ def register(sub) -> None:
                         "seen users the user is like (group; predicted by those users, random k the same way beside it)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print only the JSON report")
-    p.add_argument("--threads", type=number(int, minimum=0), default=0, help="torch CPU threads (0: torch's default; 1 is fastest on a busy box)")
+    p.add_argument("--threads", type=number(int, minimum=0, below=MAX_THREADS + 1), default=0, help=THREADS_HELP)
     add_encoder_args(p)
     p.set_defaults(func=run)

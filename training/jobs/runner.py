@@ -335,11 +335,15 @@ class LocalJobRunner:
 
     def _remove_unkept_results(self) -> None:
         """A job recorded failed after its worker succeeded (its check or its finishing failed) whose result is still
-        there loses it (`_without_result`): a removal that failed before, or a release before auditfail42 kept it."""
+        there loses it (`_without_result`), and any other failed or cancelled job its output (`_remove_output`): a
+        removal that failed before, or a release before auditfail42 (reviewad43, for the output) kept it."""
         for job in self.store.all():
-            if job.state != "failed" or not (job.error or "").startswith((CHECK_FAILED, FINISH_FAILED)):
+            if job.state not in ("failed", "cancelled"):
                 continue
-            if job.metrics or job.result_path or any(self.store.path(job.id, n).is_file() for n in ("result.json", "out")):
+            if not (job.error or "").startswith((CHECK_FAILED, FINISH_FAILED)):
+                if self.store.path(job.id, "out").is_file():
+                    self._remove_output(job.id)
+            elif job.metrics or job.result_path or any(self.store.path(job.id, n).is_file() for n in ("result.json", "out")):
                 self._record(self._result_removed(job))
 
     def _loop(self) -> None:
@@ -450,6 +454,7 @@ class LocalJobRunner:
                     self._exited(job_id)
                     job = self.store.get(job_id)
                     if job is not None:
+                        self._remove_output(job_id)
                         self._record(_failed(job, f"the runner could not finish it: {_problem(exc)}"))
 
     def _poll_one(self, job_id: str, running: _Running) -> None:
@@ -681,9 +686,22 @@ class LocalJobRunner:
     def _discard_artifact(self, job: Job) -> Job:
         """`job` (failed or cancelled: its worker did not finish) without its artifact folder: what a worker
         killed mid-save left there (temp files, part of a checkpoint) is removed, never left where a reader
-        of `jobs/artifacts/` or a later attempt could take it for an artifact. The record names none."""
+        of `jobs/artifacts/` or a later attempt could take it for an artifact. The record names none. Its
+        output goes too (`_remove_output`)."""
         shutil.rmtree(Path(self.config.folder) / "artifacts" / job.id, ignore_errors=True)
+        self._remove_output(job.id)
         return msgspec.structs.replace(job, artifact=None)
+
+    def _remove_output(self, job_id: str) -> None:
+        """Remove the output (`out`, the worker's stdout) of a job that did not succeed: a result line its worker
+        printed before it failed or was stopped (then a crash at shutdown, a kill, a cancel) was never checked
+        (`on_succeed`), and an audit's holds group names (an attribute's value a user sent) and figures of users
+        no DELETE finds there (until reviewad43 it stayed until the retention purged the job). What the worker
+        wrote on stderr stays in its log. A failure is logged; the next start removes it (`_remove_unkept_results`)."""
+        try:
+            self.store.path(job_id, "out").unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("could not remove the output of job %s (%s): removed at the next start", job_id, _problem(exc))
 
     def _without_result(self, job: Job) -> Job:
         """`job`, recorded failed after its worker succeeded (its result's check or its finishing failed), without its
