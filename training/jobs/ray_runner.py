@@ -380,8 +380,9 @@ class RayJobRunner(LocalJobRunner):
         or a placement group per job): its actor removed (it runs no worker before it is placed), its slot among the
         runner's `workers` free for the next queued job (one tenant's job waiting for a GPU kept every other tenant's
         jobs waiting behind it, CPU-only audits included), its record as before the send (`started_at`, so its tenant's
-        turn in the records, and `attempts`: it never ran; this runner still ranks its tenant after the send: `_turn`), its log tail ending with what it waits for (`WAITING`). Sent again
-        PLACE_RETRY times `place_wait_s` later at the earliest, when a worker is free and its turn comes (`_may_start`)."""
+        turn in the records, and `attempts`: it never ran; this runner still ranks its tenant after the send: `_turn`),
+        its log tail ending with what it waits for (`WAITING`). Sent again PLACE_RETRY times `place_wait_s` later at the
+        earliest, when a worker is free and its turn comes (`_may_start`)."""
         retry_s = PLACE_RETRY * self.place_wait_s
         note = (f"{WAITING}Ray had not started it in {self.place_wait_s:g} s (no node had what it asks for free, or its actor was "
                 f"slow to start); it asks for {self._asked(self.kinds[job.kind])}; queued again, its worker slot given back; "
