@@ -127,6 +127,15 @@ def seconds_meant(created_at: float) -> float:
     return created_at / 1000 if _milliseconds(created_at) else created_at
 
 
+def seconds_meant_of(created_at):
+    """`seconds_meant` of each stored `created_at` in a column of them: (N,) float64 Unix times in, (N,) float64 out (a
+    reader of a whole table by time: an audit's `since` and its order of each user's comparisons)."""
+    import numpy as np
+
+    times = np.asarray(created_at, np.float64)
+    return np.where((times > MAX_CREATED_AT) & (times <= MAX_CREATED_AT * 1000), times / 1000, times)
+
+
 def file_time(created_at: float | None) -> float | None:
     """`created_at` (Unix seconds) as a preference file is written with it, so that what the service writes (an
     export, a job's snapshot) reads again and keeps its date: a time in milliseconds, which imports before session
