@@ -4,15 +4,20 @@ an audit's `--since` and its order of each user's comparisons, and which of a us
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import numpy as np
+import pytest
 
+from pluralign.data.io import read_rows
+from pluralign.data.record import PreferenceError
 from pluralign.store import Store, StoredPreference
 from tests.unit.clitools import cli
 
 DIM = 4
 MS = 1_700_000_000_123.0  # 2023-11-14 in milliseconds, as an import before session rows42 stored it
+ROW = {"user_id": "ann", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
 
 
 def stored_rows(folder, times: dict[str, float], attributes=lambda i: {}) -> Store:
@@ -36,3 +41,28 @@ def test_an_audit_since_a_date_scores_no_comparison_made_in_milliseconds_before_
     assert code == 0, err
     report = json.loads(out.splitlines()[-1])
     assert (report["users"], report["comparisons"]) == (1, 1), report  # the 2025 comparison only
+
+
+@pytest.mark.parametrize(("created_at", "said"), [
+    ("1969-07-20", "(a date before 1970-01-01 UTC, outside the times a created_at takes"),
+    (datetime.date(1969, 7, 20), "(a date before 1970-01-01 UTC,"),
+    ("1970-01-01T00:30:00+01:00", "(a date before 1970-01-01 UTC,"),
+    ("9999-12-31T23:59:59.999999+00:00", "(a date after 9999-12-31T23:59:59 UTC,"),
+])
+def test_a_dates_hint_never_gives_a_time_the_rule_refuses(created_at, said):
+    """Before (rows43's hint): "give its Unix time, -14256000.0 for this one": a number the same rule refuses."""
+    with pytest.raises(PreferenceError) as caught:
+        read_rows([{**ROW, "created_at": created_at}])
+    assert said in caught.value.problem and "for this one" not in caught.value.problem, caught.value.problem
+
+
+@pytest.mark.parametrize(("created_at", "said"), [
+    ("1700000000", "(a number as text? give it as a number (1700000000 without quotes in JSON)"),
+    ("1700000000123", "(a number as text? give it as a number (1700000000123 without quotes in JSON), in seconds: "
+                      "milliseconds? divide by 1000: 1700000000.123)"),
+])
+def test_a_number_given_as_text_is_told_so_not_taken_for_a_date(created_at, said):
+    """Before: '1700000000' (a CSV's column made JSON text) was hinted "a date? give its Unix time: for ISO text ..."."""
+    with pytest.raises(PreferenceError) as caught:
+        read_rows([{**ROW, "created_at": created_at}])
+    assert said in caught.value.problem and "a date" not in caught.value.problem, caught.value.problem
