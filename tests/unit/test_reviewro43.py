@@ -66,3 +66,22 @@ def test_a_number_given_as_text_is_told_so_not_taken_for_a_date(created_at, said
     with pytest.raises(PreferenceError) as caught:
         read_rows([{**ROW, "created_at": created_at}])
     assert said in caught.value.problem and "a date" not in caught.value.problem, caught.value.problem
+
+
+def test_threads_takes_one_per_cpu_of_a_machine_past_1024_and_its_error_names_the_most(tmp_path, capsys, monkeypatch):
+    """Before: --threads was at most 1024 whatever the machine, so `--threads $(nproc)` on one with 1,920 logical CPUs
+    (a Power10 E1080 with SMT8, an 8-socket Xeon) was refused, "expected an integer < 1025" (a bound the help did not
+    give). The most is 1024 or the machine's CPU count, whichever is more, named as the help names it."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 1920)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    # an --out that is a file: refused after the arguments parse and before any thread is made
+    code, _, err = cli(capsys, "train", "pal", "--protocol", "file", "--data", str(a_file), "--out", str(a_file), "--threads", "1920")
+    assert code == 2 and "--threads" not in err and err.startswith(f"pluralign: error: --out {a_file}"), err
+    code, _, err = cli(capsys, "train", "pal", "--protocol", "file", "--data", "x", "--out", "y", "--threads", "1921")
+    assert code == 2 and "argument --threads: expected an integer <= 1920, got 1921" in err, err
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: 1024
+    code, out, _ = cli(capsys, "eval", "--help")
+    assert code == 0 and "torch CPU threads, 0 to 1024" in " ".join(out.split()), out
