@@ -170,7 +170,10 @@ def check_base(name: str) -> None:
 
 def check_writable_file(option: str, path: str, what: str = "the output") -> None:
     """`check_writable` for an output *file*: a folder at `path` is a ValueError naming `option`
-    before the work (it would be found only when the file is written, after it)."""
+    before the work (it would be found only when the file is written, after it), and so is an empty `path` (`--out "$OUT"`
+    with OUT unset), which Path reads as the working folder."""
+    if not path.strip():
+        raise ValueError(f"{option} {path!r}: empty; give a file name for {what}")
     if Path(path).is_dir():
         raise ValueError(f"{option} {path}: is a directory; give a file name for {what}")
     check_writable(option, path, file=True)

@@ -85,3 +85,19 @@ def test_threads_takes_one_per_cpu_of_a_machine_past_1024_and_its_error_names_th
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: 1024
     code, out, _ = cli(capsys, "eval", "--help")
     assert code == 0 and "torch CPU threads, 0 to 1024" in " ".join(out.split()), out
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    (["train", "fspo", "--population", "file", "--data", "p.jsonl", "--steps", "1"], "--out '': empty; give the folder to write the LoRA adapter to"),
+    (["audit", "--data", "p.jsonl", "--group-by", "segment"], "--out '': empty; give a file name for the report JSON"),
+])
+def test_an_empty_out_of_a_command_whose_out_is_optional_is_refused_not_ignored(tmp_path, capsys, monkeypatch, command, said):
+    """Before: rows43 refused `--out ""` (`--out "$OUT"` with OUT unset) of the trainers that need one, but `train fspo`
+    and `audit` read an empty --out as none: fspo trained (minutes to hours) and saved nothing, the audit wrote no
+    report, both exit 0 with `"out": ""` or nothing said."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.jsonl").write_text(json.dumps({**ROW, "attributes": {"segment": "s"}}) + "\n")
+    code, stdout, err = cli(capsys, *command, "--out", "")
+    assert code == 2 and stdout == "", err
+    assert err.strip() == f"pluralign: error: {said}", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]

@@ -216,7 +216,7 @@ def print_table(report) -> None:
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the audit's imports (torch) take seconds
     check_inputs(args)
-    if args.out:  # before the audit: a report that cannot be written costs nothing, nor one that would replace an input
+    if args.out is not None:  # before the audit: a report that cannot be written (or an empty --out) costs nothing, nor one that would replace an input
         check_writable_file("--out", args.out, "the report JSON")
         check_not_an_input("--out", args.out, {"--data": args.data, "--user-groups": args.user_groups, "--pal": args.pal, "--em": args.em,
                                                "--cache": cache_path(args.cache)}, "the report JSON")
