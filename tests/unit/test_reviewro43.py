@@ -101,3 +101,31 @@ def test_an_empty_out_of_a_command_whose_out_is_optional_is_refused_not_ignored(
     assert code == 2 and stdout == "", err
     assert err.strip() == f"pluralign: error: {said}", err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+@pytest.mark.parametrize(("command", "description", "what"), [
+    (["train", "maxmin", "--pairs", "missing.jsonl"], "meta.json", "MaxMin policy"),
+    (["train", "fspo", "--population", "file", "--data", "missing.jsonl"], "pluralign.json", "LoRA adapter"),
+])
+def test_the_lora_trainers_refuse_a_later_releases_artifact_in_their_out_too(tmp_path, capsys, monkeypatch, command, description, what):
+    """rows43 gave `train maxmin` and `train fspo` the check of `train pal|em` (tested there only): with it gone from
+    either, this run went on to its data (a missing file here; a real one: the training, then the artifact replaced)."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "later"
+    out.mkdir()
+    (out / description).write_text(json.dumps({"schema_version": 2, "kind": "a later one"}))
+    code, stdout, err = cli(capsys, *command, "--out", str(out))
+    assert code == 2 and stdout == "", err
+    assert err.startswith(f"pluralign: error: --out {out}: holds a {what} of schema 2, written by a later pluralign release "
+                          "(this one writes schema 1)"), err
+    assert [p.name for p in out.iterdir()] == [description]
+
+
+def test_data_import_names_pluralign_key_when_the_key_no_header_can_carry_came_from_it(tmp_path, capsys, monkeypatch):
+    """rows43's check names where the key came from; only --key was tested (the error naming --key for PLURALIGN_KEY's
+    key would send a user to an option they never gave)."""
+    monkeypatch.setenv("PLURALIGN_KEY", "pk-abc\n")
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps(ROW) + "\n")
+    code, stdout, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", str(data), "--url", "http://127.0.0.1:9")
+    assert code == 2 and stdout == "" and err.startswith("pluralign: error: PLURALIGN_KEY: not an API key (not shown)"), err
