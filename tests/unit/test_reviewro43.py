@@ -129,3 +129,18 @@ def test_data_import_names_pluralign_key_when_the_key_no_header_can_carry_came_f
     data.write_text(json.dumps(ROW) + "\n")
     code, stdout, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", str(data), "--url", "http://127.0.0.1:9")
     assert code == 2 and stdout == "" and err.startswith("pluralign: error: PLURALIGN_KEY: not an API key (not shown)"), err
+
+
+def test_an_audit_of_a_file_since_a_time_refuses_comparisons_that_have_no_time(tmp_path, capsys):
+    """Before: `pluralign audit --data FILE --since T` where some row had no `created_at` (a TRL dataset; a service
+    export's row an older version stored with -5 or 1e300, written null) ordered every comparison by its line number
+    instead, which `--since` then compared with T: 0 comparisons scored, exit 0, no figure and nothing said."""
+    rows = [{**ROW, "user_id": f"u{u}", "prompt": f"Tea {i}?", "attributes": {"segment": "s"}, "created_at": 1_700_000_000.0 + i}
+            for u in range(2) for i in range(3)]
+    rows[4]["created_at"] = None
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, stdout, err = cli(capsys, "audit", "--data", str(data), "--group-by", "segment", "--since", "1700000001", "--json")
+    assert code == 2 and stdout == "", err
+    assert err.strip() == ("pluralign: error: --since 1700000001: 1 of the 6 comparisons audited has no created_at, so whether "
+                           "it came at or after that time is unknown; give every row its time, or audit without --since"), err
