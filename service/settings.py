@@ -39,6 +39,12 @@ class StartedAlone(ValueError):
     the message names PLURALIGN_REPLICAS. What appeared in the store meanwhile is theirs: a failed start leaves it."""
 
 
+class ReplicasDisagree(ValueError):
+    """A replica starting on a store where a live replica was set up with another replica count, or another data
+    folder's process runs with its index (`service.runtime.open_store`): the message names PLURALIGN_REPLICAS or
+    PLURALIGN_REPLICA_INDEX and both values. What appeared in the store meanwhile is theirs: a failed start leaves it."""
+
+
 class DeprecatedVariable(FutureWarning):
     """An old name of a setting's variable was set (FutureWarning: shown by default, to the operator)."""
 

@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
-from pluralign.data.record import Base, TrlRow, time_problem
+from pluralign.data.io import file_trl
+from pluralign.data.record import MAX_CREATED_AT, Base, TrlRow, file_time, seconds_meant, time_problem
 from pluralign.data.text import answer_key
 from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
@@ -201,8 +202,9 @@ class StoredPreference(Base):
     def received(self) -> float:
         """When the row reached the service: what a DELETE compares with the time it began, since an
         imported row's `created_at` may be older than a DELETE it came after. A row stored before
-        `received_at` was kept counts as received when it was made."""
-        return self.created_at if self.received_at is None else self.received_at
+        `received_at` was kept counts as received when it was made (`seconds_meant`: a time in milliseconds an
+        older version stored as its seconds, as `received_before` compares it)."""
+        return seconds_meant(self.created_at) if self.received_at is None else self.received_at
 
 
 class Interaction(Base):
@@ -256,7 +258,15 @@ def differing_field(a: StoredPreference, b: StoredPreference) -> str | None:
 
 def _differs(held: StoredPreference, row: StoredPreference, untimed: frozenset[str]) -> str | None:
     """`differing_field(held, row)`, the `created_at` of a row whose `pref_id` is in `untimed` not compared
-    (an import's row whose file gave no time, stamped on receipt)."""
+    (an import's row whose file gave no time, stamped on receipt). `held` is compared as a preference file gives it
+    (`file_time`, `file_trl`): a row an older version stored with a time in milliseconds, or a message role imports
+    now refuse, is the same preference as the row its export imports again (its seconds; its text). Only a pair that
+    differs as stored is compared so (the common case, a row sent again as it was, reads no message again)."""
+    if row.pref_id in untimed:
+        row = msgspec.structs.replace(row, created_at=held.created_at)
+    if differing_field(held, row) is None:
+        return None
+    held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=file_trl(held.trl))
     if row.pref_id in untimed:
         row = msgspec.structs.replace(row, created_at=held.created_at)
     return differing_field(held, row)
@@ -402,10 +412,14 @@ class Store:
 
     def recent_replicas(self, within_s: float) -> dict[int, float]:
         """`clocks.recent_replicas` of this store: the replicas whose clock rows were written within `within_s` seconds,
-        each with its row's time (unix seconds). Raises StoreError naming the table when it cannot be read (damaged), and
-        StoreUnavailable for an object store's endpoint, keys or bucket."""
+        each with its row's time (unix seconds). Raises as `recent_clock_rows`."""
+        return clocks.replicas_of(self.recent_clock_rows(within_s))
+
+    def recent_clock_rows(self, within_s: float) -> list[dict]:
+        """`clocks.recent_rows` of this store: the clock rows written within `within_s` seconds. Raises StoreError naming
+        the table when it cannot be read (damaged), and StoreUnavailable for an object store's endpoint, keys or bucket."""
         try:
-            return clocks.recent_replicas(self.db, within_s)
+            return clocks.recent_rows(self.db, within_s)
         except (OSError, RuntimeError) as exc:  # Lance's for a file missing, a manifest cut short
             if is_object_store(self.uri) and object_store_problem(str(exc)) is not None:  # its endpoint, keys or bucket
                 raise unavailable(exc, f"table `{clocks.TABLE}`", self.uri, "read", self._secrets) from None
@@ -482,6 +496,14 @@ class Store:
     def purges_left(self) -> set[str]:
         """The tables whose purge a stopped delete left to do (empty once the next turn has run)."""
         return self.marks.pending() & set(self.tables)
+
+    def _deletes_on_newest(self) -> None:
+        """The start of a step that counts and deletes a user's rows (`delete_user`, `delete_feedback_before`), under
+        `_lock`: `_fence`, then, with replicas, every table on its newest version. A row another replica committed less
+        than `sync_seconds` ago (its refit's users row, feedback it moved in) is not in a stale view: it would be
+        neither counted nor deleted, and stay for good."""
+        self._fence()
+        self.refresh(*self.tables)
 
     def _fence(self) -> None:
         """Before each destructive maintenance step: with replicas, confirm this process still holds
@@ -864,7 +886,8 @@ class Store:
         `StoredPreference.received`). Read from the table, not the cached history: another process's
         `received_again` leaves the user's row count as it was, so a cached history would not show it."""
         t = repr(float(since))  # `received_before`'s complement (a NOT of it would pass over a null `received_at`)
-        return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND (received_at >= {t} OR (received_at IS NULL AND created_at >= {t}))") > 0
+        later = f"(received_at >= {t} OR (received_at IS NULL AND NOT {made_before(since)}))"  # created_at is never null
+        return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {later}") > 0
 
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
@@ -1542,10 +1565,7 @@ class Store:
         with self._maintenance():  # one delete or compaction at a time
             def delete_rows() -> None:
                 with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
-                    self._fence()
-                    # with replicas, on the newest versions: a row another replica committed less than
-                    # `sync_seconds` ago (its refit's users row) is not in a stale view, and would stay for good
-                    self.refresh(*self.tables)
+                    self._deletes_on_newest()
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
                     # never rows of theirs (stated changes) without the row that numbers them
                     found = {}
@@ -1579,7 +1599,7 @@ class Store:
         with self._maintenance():
             def delete_rows() -> None:
                 with self._lock:
-                    self._fence()
+                    self._deletes_on_newest()
                     found.clear()
                     for name in names:
                         with self._on(name, "read"):
@@ -1760,9 +1780,18 @@ _DELETION_FIELDS = tuple(f.name for f in msgspec.structs.fields(Deletion))
 
 def received_before(before: float) -> str:
     """A filter for preference rows the service received before `before` (unix seconds): by
-    `received_at`, or by `created_at` for a row stored before that column was kept (null there)."""
+    `received_at`, or by `created_at` for a row stored before that column was kept (null there; `made_before`)."""
+    return f"(received_at < {float(before)!r} OR (received_at IS NULL AND {made_before(before)}))"
+
+
+def made_before(before: float) -> str:
+    """A filter for rows whose `created_at` (`seconds_meant`) is before `before` (unix seconds): a time in milliseconds
+    an older version stored (past MAX_CREATED_AT, at most its thousandfold) compared as its seconds. Until review
+    rows43 it was compared as it was, a date past any DELETE, so a DELETE finished after the user came back kept such a
+    row of theirs."""
     t = repr(float(before))
-    return f"(received_at < {t} OR (received_at IS NULL AND created_at < {t}))"
+    return (f"(created_at < {t} OR (created_at > {MAX_CREATED_AT!r} AND created_at <= {MAX_CREATED_AT * 1000!r} "
+            f"AND created_at < {float(before) * 1000!r}))")
 
 
 def new_created_at() -> float:
