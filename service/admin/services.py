@@ -22,6 +22,7 @@ from litestar.concurrency import sync_to_thread
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference, file_time
 from pluralign.embed.cache import text_key
+from pluralign.fairness.audit import NO_VALUE, OLD_NO_VALUE
 from pluralign.fairness.report import (
     AuditReport,
     AuditSettings,
@@ -185,6 +186,17 @@ def _audit_params(params: dict[str, Param]):
         return decode_params("audit", params)
     except JobParamsError:
         return None
+
+
+def old_release_named(members: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`members` (a group's name -> its users) with the group NO_VALUE's users in OLD_NO_VALUE, as a report stored
+    before session 43 names them: one group `unknown` of the users without the attribute and of those whose value is
+    `unknown` (read by today's `group_members_from_store`, an old report's own group had nobody in it, and left it)."""
+    if NO_VALUE not in members:
+        return members
+    named = {group: users for group, users in members.items() if group != NO_VALUE}
+    named[OLD_NO_VALUE] = sorted({*named.get(OLD_NO_VALUE, ()), *members[NO_VALUE]})
+    return named
 
 
 def asked_settings(params: dict[str, Param]) -> AuditSettings | None:
@@ -681,6 +693,7 @@ class Admin:
         finished = job.finished_at if job.finished_at is not None else job.created_at
         later = {h for h, t in first.items() if t > finished}
         if path is None:
+            now = old_release_named(now)  # a release before data34 stored it: its groups are named as they were then
             members = {group: [h for h in users if h not in later or h in after] for group, users in now.items()}
         else:
             try:
