@@ -244,6 +244,13 @@ class StoredReports(NamedTuple):
 class Admin:
     def __init__(self, rt: Runtime):
         settings = rt.settings
+        # a running audit that started before this (a Ray worker a restart attached to) may not have read what the
+        # stopped service moved into the table after its start, which this one was never told of (`_covers_moved`)
+        self._began = time.time()
+        # when a DELETE last took a user's rows out of the table (`forget_in_population`, hooked in below: one the
+        # journal replays may come before this returns): a running audit that started before read them, and its
+        # report will withhold their groups (`keep_audit_members`)
+        self._forgot_at = 0.0
         self.rt = rt
         self.folder = jobs_folder(settings)
         self.public = PublicPaths(settings.data_path)  # a job as the HTTP routes show it (service.admin.paths)
@@ -277,12 +284,6 @@ class Admin:
         self._forget_ended(lambda job: job.state != "running")
         # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
         self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
-        # a running audit that started before this (a Ray worker a restart attached to) may not have read what the
-        # stopped service moved into the table after its start, which this one was never told of (`_covers_moved`)
-        self._began = time.time()
-        # when a DELETE last took a user's rows out of the table (`forget_in_population`): a running audit that started
-        # before read them, and its report will withhold their groups (`keep_audit_members`)
-        self._forgot_at = 0.0
 
     def submit(self, kind: str, params: dict[str, Param], deadline: float | None = None) -> tuple[Job, bool]:
         """Queue a job of `kind`: (the job, True). An audit whose params are those of an audit still queued, or of one
