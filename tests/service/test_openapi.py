@@ -188,3 +188,18 @@ def test_every_app_builds_the_same_document_whose_examples_keep_to_their_schemas
     for where, kept_to, value in examples:
         errors = [e.message for e in jsonschema.Draft202012Validator({"components": schema["components"], **kept_to}).iter_errors(value)]
         assert errors == [], (where, errors)
+
+
+def test_a_body_over_the_limit_on_a_get_or_delete_is_a_413_the_operation_declares(svc, schema):
+    """Since wire43 every body a request declares is read before its route runs, whatever the method, so a GET or
+    DELETE sent with one over PLURALIGN_MAX_BODY_BYTES answers 413: the document declared a 413 for POST, PUT and
+    PATCH only, and a fuzzer (or a client generated from it) met an undeclared status (fuzz43)."""
+    too_large = b"x" * 1_000_001
+    calls = [("GET", "/metrics", None), ("GET", "/health", None), ("GET", "/admin/login", None), ("GET", "/v1/models", "acme"),
+             ("DELETE", "/v1/users/nobody", "acme"), ("GET", "/admin/jobs/nope/report", "admin")]
+    for method, path, who in calls:
+        with svc.client(who) as c:
+            r = c.request(method, path, content=too_large)
+        assert r.status_code == 413 and r.json()["error"]["param"] == "body", (method, path, r.status_code, r.text[:200])
+        template = _template(schema["paths"], path)
+        assert "413" in schema["paths"][template][method.lower()]["responses"], (method, template)
