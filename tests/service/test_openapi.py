@@ -203,3 +203,20 @@ def test_a_body_over_the_limit_on_a_get_or_delete_is_a_413_the_operation_declare
         assert r.status_code == 413 and r.json()["error"]["param"] == "body", (method, path, r.status_code, r.text[:200])
         template = _template(schema["paths"], path)
         assert "413" in schema["paths"][template][method.lower()]["responses"], (method, template)
+
+
+def test_an_audit_s_200_is_described_as_its_report(schema):
+    """The audit route and GET /admin/jobs/{id}/report answer 200 with an AuditReport: the document said `{}` (any
+    JSON) for both, so a client generated from it had no report type and a fuzzer checked nothing (fuzz43)."""
+    import jsonschema
+    import msgspec
+
+    from pluralign.fairness.report import AuditReport
+
+    report = msgspec.to_builtins(AuditReport(group_by="age", created_at=1.7e9, encoder_id="minilm", personalized_model="pal",
+                                             base_model="bt", users=3, comparisons=40))
+    for path in ("/admin/audits/fairness", "/admin/jobs/{job_id}/report"):
+        ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        validator = jsonschema.Draft202012Validator({**ok, "components": schema["components"]})
+        assert validator.is_valid(report), path
+        assert not validator.is_valid({"job": {"id": "x"}}) and not validator.is_valid({}), path  # a pending audit is no report
