@@ -220,3 +220,18 @@ def test_an_audit_s_200_is_described_as_its_report(schema):
         validator = jsonschema.Draft202012Validator({**ok, "components": schema["components"]})
         assert validator.is_valid(report), path
         assert not validator.is_valid({"job": {"id": "x"}}) and not validator.is_valid({}), path  # a pending audit is no report
+
+
+def test_health_s_answer_is_described_field_by_field(svc, schema):
+    """/health's 200 was `{"type": "object"}`: none of its fields, `replicas` (replicas43) and `clocks` among them,
+    was in the document, so a client generated from it could read none. Each field the service answers is
+    declared and the answer validates against it (fuzz43)."""
+    import jsonschema
+
+    answer = httpx.get(svc.url + "/health").json()
+    ok = schema["paths"]["/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    resolved = {**ok, "components": schema["components"]}
+    jsonschema.validate(answer, resolved, cls=jsonschema.Draft202012Validator)
+    body = schema["components"]["schemas"][ok["$ref"].rsplit("/", 1)[1]] if "$ref" in ok else ok
+    assert set(body.get("properties", {})) == set(answer), answer
+    assert {"status", "storage", "clocks", "replicas", "feedback_pending"} <= set(body.get("required", []))
