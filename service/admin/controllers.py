@@ -120,7 +120,8 @@ async def get_job_report(request: Request, job_id: FromPath[str]) -> Response:
     if job is None:
         raise NotFoundException(f"no job {shown(job_id)}")
     if job.kind != "audit":
-        raise NotFoundException(f"job {shown(job_id)} is a {job.kind} job: only an audit job has a report")
+        article = "an" if job.kind[:1] in "aeiou" else "a"  # an adapter, an em, an audit; a train, a refit
+        raise NotFoundException(f"job {shown(job_id)} is {article} {job.kind} job: only an audit job has a report")
     if job.state in ("queued", "running"):
         return Response(AuditPending(job=admin.public.job(job)), status_code=202)
     return await sync_to_thread(_audit_response, admin, job)
