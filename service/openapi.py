@@ -184,6 +184,22 @@ def _fix_one_of(node: Any) -> None:
             _fix_one_of(value)
 
 
+BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _bounds_on_numbers(op: dict) -> None:
+    """An optional number parameter (`float | None`) is a `oneOf` of number and null with its range beside it, where
+    JSON Schema reads it as a range for both: the range is put on the number (fuzz43)."""
+    for parameter in op.get("parameters", []):
+        spec = parameter.get("schema", {})
+        numbers = [b for b in spec.get("oneOf", []) if isinstance(b, dict) and b.get("type") in ("number", "integer")]
+        if numbers and any(bound in spec for bound in BOUNDS):
+            for bound in [b for b in BOUNDS if b in spec]:
+                value = spec.pop(bound)
+                for branch in numbers:
+                    branch.setdefault(bound, value)
+
+
 def _complete_operation(schema: dict, path: str, method: str, op: dict) -> None:
     """One operation of `complete_openapi`, in place: its request body, ids and choices, the
     X-Request-Id parameter, its security and declared errors, real media types and response headers."""
@@ -191,6 +207,7 @@ def _complete_operation(schema: dict, path: str, method: str, op: dict) -> None:
         op["requestBody"] = REQUEST_BODIES[(path, method)]
     _declare_ids(schema, op)
     _declare_choices(schema, path, op)
+    _bounds_on_numbers(op)
     responses = op.setdefault("responses", {})
     op.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
     _declare_errors(path, method, op, responses)
