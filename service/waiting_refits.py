@@ -22,12 +22,16 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from pluralign.files import atomic_writer
 
 log = logging.getLogger("pluralign.service")
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
 
 WAITING_REFITS_FILE = "refits-waiting.jsonl"  # under the data folder: a JSON list of [tenant, user_id] pairs a line
 _decode_line = msgspec.json.Decoder(list[tuple[str, str]]).decode
@@ -72,6 +76,13 @@ class WaitingRefits:
             log.error("%s cannot be written (%s): these users' background refits would be lost by a crash before they "
                       "run (each is refitted at their next read)", self.path, exc)
 
+    def forget(self, gone: set[tuple[str, str]]) -> None:
+        """The file without the users of `gone` (deleted: their ids leave the disk with their rows), the others kept;
+        nothing is written when it names none of them."""
+        named = self.read()
+        if not gone.isdisjoint(named):
+            self.rewrite(key for key in named if key not in gone)
+
     def drop(self) -> None:
         try:
             self.path.unlink(missing_ok=True)
@@ -97,3 +108,21 @@ class WaitingRefits:
                 log.warning("%s: a line cut short or damaged is skipped (its users are refitted at their next read)", self.path)
         self.lines = len(text.splitlines())
         return list(keys)
+
+
+def owed_refits(rt: Runtime) -> set[tuple[str, str]]:
+    """The users (tenant, user_id) whose background refits wait, are queued, or are named on disk."""
+    with rt.refit_lock:
+        return rt.dropped_refits | rt.pending_refits | set(rt.waiting_refits.read())
+
+
+def forget_refits(rt: Runtime, keys: Iterable[tuple[str, str]]) -> None:
+    """Deleted users (tenant, user_id) with nothing stored any more leave the waiting and queued refits and the
+    file: a DELETE leaves no id of theirs on disk (before, it stayed until the refit queue drained, for good while a
+    backlog never cleared). A refit of theirs already queued still runs, and writes nothing (`refit`)."""
+    gone = set(keys)
+    if gone:
+        with rt.refit_lock:
+            rt.dropped_refits.difference_update(gone)
+            rt.pending_refits.difference_update(gone)  # nor written back by the bound's rewrite
+            rt.waiting_refits.forget(gone)

@@ -51,7 +51,12 @@ def test_refits_skipped_during_a_backlog_run_once_it_clears_never_for_a_user_del
             for user in ("r42-quiet", "r42-gone"):  # their own rows moved by a read that refits nothing, the others waiting
                 assert c.get(f"/v1/users/{user}/preferences").json()["total"] == 2
             assert _stored(rt, "r42-gone") == (1, {})
+            waiting = rt.settings.data_path / "refits-waiting.jsonl"  # a crash now finds their refits owed
+            assert "r42-gone" in waiting.read_text() and "r42-quiet" in waiting.read_text()
             assert c.delete("/v1/users/r42-gone").status_code == 200
+            # nothing of theirs left behind (reviewrp43; before, their id stayed on disk until the backlog cleared and
+            # the refit queue drained, for good while it never did), and nothing owed lost for the others
+            assert "r42-gone" not in waiting.read_text() and "r42-quiet" in waiting.read_text()
         rt.wait_for_background()  # the worker moves r42-busy's record: the log is empty
         assert _stored(rt, "r42-busy") == (1, {})
         assert _stored(rt, "r42-quiet") == (2, {"segment": "north"})  # before: (1, {}) until they came back
