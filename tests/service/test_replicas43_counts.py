@@ -63,6 +63,10 @@ def test_a_replica_set_up_unlike_the_live_ones_is_refused_at_start_naming_the_se
     with pytest.raises(ValueError, match="PLURALIGN_REPLICA_INDEX") as refused:
         open_store(settings(tmp_path, "b", replicas=2, index=0), minilm)
     assert "PLURALIGN_REPLICA_INDEX=0" in str(refused.value) and "another data folder" in str(refused.value)
+    # replica 0 back on a new volume (its folder's id gone with the old one): the operator is told it need only wait, and
+    # nothing of changing the count (reviewrp43; before: "To change how many replicas run, stop them all ...")
+    assert "this replica's last run on a data folder since replaced" in str(refused.value), refused.value
+    assert "start it again in 60 s" in str(refused.value) and "how many replicas run" not in str(refused.value)
 
     open_store(settings(tmp_path, "a", replicas=2, index=0), minilm)  # replica 0 restarted on its own folder
     open_store(settings(tmp_path, "c", replicas=2, index=1), minilm)
