@@ -153,18 +153,13 @@ class ReplicaClocks:
     def _open(self):
         if self._table is None:
             try:
-                self._table = self.db.open_table(TABLE)
+                table = self.db.open_table(TABLE)
             except (ValueError, FileNotFoundError, OSError, RuntimeError):
                 try:
-                    self._table = self.db.create_table(TABLE, schema=clock_schema())
+                    table = self.db.create_table(TABLE, schema=clock_schema())
                 except (OSError, RuntimeError, ValueError):  # made by another replica meanwhile
-                    self._table = self.db.open_table(TABLE)
-            missing = [f for f in ADDED if f.name not in self._table.schema.names]
-            if missing:
-                try:
-                    self._table.add_columns(missing)
-                except (OSError, RuntimeError, ValueError):  # added by another replica meanwhile
-                    self._table.checkout_latest()
+                    table = self.db.open_table(TABLE)
+            self._table = with_columns(table)
         return self._table
 
     def index_shared(self) -> bool:
@@ -242,6 +237,27 @@ class ReplicaClocks:
         if mono >= self._held_until or skew.seconds >= self.skew.seconds:
             self.skew = skew
         return self.skew
+
+
+def with_columns(table, tries: int = 3):
+    """`table` with the columns added since its first release (`ADDED`), adding those it lacks. Lance refuses the
+    change when another commit lands between its read and its write (a "retryable commit conflict": an earlier
+    release's replica writing its row, which it does every pass, knowing nothing of the change): looked at again on
+    the newest version, up to `tries` times. Raises the last refusal when a column is still missing then (the next
+    pass tries again; before, the table was kept without it and every pass's write failed for good)."""
+    refused: Exception | None = None
+    for _ in range(tries):
+        missing = [f for f in ADDED if f.name not in table.schema.names]
+        if not missing:
+            return table
+        try:
+            table.add_columns(missing)
+        except (OSError, RuntimeError, ValueError) as exc:  # added by another replica meanwhile, or preempted
+            refused = exc
+            table.checkout_latest()
+    if any(f.name not in table.schema.names for f in ADDED):
+        raise refused or RuntimeError(f"the {TABLE} table's columns could not be added")
+    return table
 
 
 def recent_rows(db, within_s: float, now: float | None = None) -> list[dict]:

@@ -77,3 +77,37 @@ def test_a_replica_set_up_unlike_the_live_ones_is_refused_at_start_naming_the_se
     with pytest.raises(ValueError, match="PLURALIGN_REPLICAS=2 has no place for"):
         open_store(settings(tmp_path, "d", replicas=2, index=1), minilm)
 
+
+
+class PreemptedOnce:
+    """A store connection on which an earlier release's replica writes its clock row (its pass, every
+    `deletion_sweep_s`) right after the clock table is first opened: between that open and the new column's
+    addition, as it lands at times when the two run side by side in a rolling upgrade."""
+
+    def __init__(self, store: str):
+        self.db, self.store, self.preempted = lancedb.connect(store), store, False
+
+    def open_table(self, name: str):
+        table = self.db.open_table(name)
+        if not self.preempted:
+            self.preempted = True
+            write_row(self.store, 1, None, "9" * 32)
+        return table
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def test_a_replica_adding_the_clock_table_s_columns_while_an_earlier_release_writes_its_row_writes_its_own(tmp_path):
+    """Review of replicas43. Lance refuses `add_columns` when another commit lands between its read and its write (a
+    retryable commit conflict): a replica of the previous release writing its clock row then. Before: the refusal was
+    taken for "added by another replica meanwhile", the table kept without the `replicas` column, and every pass of
+    this replica's sweep failed writing its row for as long as it ran ("Field 'replicas' not found in target
+    schema": its clock never compared, its count never seen). Now the addition is tried again on the newest version."""
+    store = str(tmp_path / "shared-lancedb")
+    write_row(store, 1, None, "9" * 32)  # the previous release's table and replica 1's row
+    mine = clocks.ReplicaClocks(PreemptedOnce(store), 0, stale_after_s=60.0, replicas=2, folder_id=FOLDER_A)
+    mine.beat()
+    rows = {r["replica"]: r for r in clocks.recent_rows(lancedb.connect(store), 60.0)}
+    assert rows[0]["replicas"] == 2 and clocks.folder_of(rows[0]["instance"]) == FOLDER_A, rows
+    assert rows[1]["replicas"] is None
