@@ -6,6 +6,7 @@ by two replicas, others' by none)."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import lancedb
 import pyarrow as pa
@@ -22,11 +23,11 @@ OLD_SCHEMA = pa.schema([pa.field("replica", pa.int32(), nullable=False), pa.fiel
                         pa.field("ahead_s", pa.float64(), nullable=False), pa.field("instance", pa.string(), nullable=True)])
 
 
-def write_row(store: str, replica: int, replicas: int | None, instance: str) -> None:
-    """Replica `replica`'s clock row, stamped now, as its sweep's pass writes it (`replicas` None: the previous
-    release's row, without the column)."""
+def write_row(store: str, replica: int, replicas: int | None, instance: str, ago_s: float = 0.0) -> None:
+    """Replica `replica`'s clock row, stamped now (or `ago_s` seconds ago: its last pass before it stopped), as its
+    sweep's pass writes it (`replicas` None: the previous release's row, without the column)."""
     db = lancedb.connect(store)
-    row = {"replica": [replica], "at": [time.time()], "ahead_s": [0.0], "instance": [instance]}
+    row = {"replica": [replica], "at": [time.time() - ago_s], "ahead_s": [0.0], "instance": [instance]}
     schema = OLD_SCHEMA if replicas is None else OLD_SCHEMA.append(pa.field("replicas", pa.int32(), nullable=True))
     if replicas is not None:
         row["replicas"] = [replicas]
@@ -111,3 +112,24 @@ def test_a_replica_adding_the_clock_table_s_columns_while_an_earlier_release_wri
     rows = {r["replica"]: r for r in clocks.recent_rows(lancedb.connect(store), 60.0)}
     assert rows[0]["replicas"] == 2 and clocks.folder_of(rows[0]["instance"]) == FOLDER_A, rows
     assert rows[1]["replicas"] is None
+
+
+def test_a_count_changed_as_deploy_readme_says_raises_no_alarm_and_a_live_replica_of_another_count_does(tmp_path):
+    """Review of replicas43. Three replicas stopped 61 s ago (3 passes and a bit, as deploy/README.md says to change the
+    count), then started with PLURALIGN_REPLICAS=2. Their rows are not recent enough to refuse the start, but the
+    running check took every row it had not yet watched stop changing for 3 passes as live: for its first minute each
+    new replica logged an error, /health said `degraded` and `pluralign_replica_counts_disagree` was 1 (replicas 1 and 2
+    "run with PLURALIGN_REPLICAS=3"): an alert paged at every count change done right. Now a row counts once it was
+    written again since this replica first read it; a live replica set up with another count is still said one pass
+    later."""
+    store = str(tmp_path / "shared-lancedb")
+    for i, folder in enumerate("abc"):
+        write_row(store, i, 3, f"d:{folder * 32}:{str(i) * 32}", ago_s=61.0)
+    db = lancedb.connect(store, read_consistency_interval=timedelta(0))  # as a replica's store: its reads see new commits
+    mine = clocks.ReplicaClocks(db, 0, stale_after_s=60.0, replicas=2, folder_id=FOLDER_A)
+    mine.beat()
+    assert mine.counts == {}  # before: {1: 3, 2: 3}
+    write_row(store, 1, 3, f"d:{'b' * 32}:{'9' * 32}")  # replica 1 started again, with the old count: live
+    mine.beat()
+    assert mine.counts == {1: 3}
+    assert "replica 1 runs with PLURALIGN_REPLICAS=3" in clocks.counts_words(mine.counts, 2)
