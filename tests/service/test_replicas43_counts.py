@@ -133,3 +133,15 @@ def test_a_count_changed_as_deploy_readme_says_raises_no_alarm_and_a_live_replic
     mine.beat()
     assert mine.counts == {1: 3}
     assert "replica 1 runs with PLURALIGN_REPLICAS=3" in clocks.counts_words(mine.counts, 2)
+
+
+def test_a_count_left_in_a_row_an_earlier_release_wrote_over_is_not_compared():
+    """Review of replicas43: the guard no test held (mutated away, every test passed). A replica rolled back to the
+    previous release writes its row with the columns it knows: `instance` becomes its random hex, `replicas` keeps what
+    the newer release wrote (measured: merge_insert leaves a column its source lacks as it was). That count may be
+    stale (the count changed since), so it is compared only under an instance naming a data folder."""
+    now = time.time()
+    rolled_back = {"replica": 1, "at": now, "ahead_s": 0.0, "instance": "9" * 32, "replicas": 2}
+    assert clocks.counts_disagree([rolled_back], 3) == {}
+    newer = {**rolled_back, "instance": f"d:{FOLDER_A}:{'1' * 32}"}
+    assert clocks.counts_disagree([newer], 3) == {1: 2}
