@@ -17,6 +17,9 @@ direction is shown at all: "no preference learned yet between longer answers and
   user's direction along them jointly, labelled on the same scale: `confident` at probability >=
   Phi(2) (~0.977), `likely` at >= Phi(1) (~0.841), `uncertain` below, and no direction below
   Phi(0.25) (~0.599). Each feature of a group keeps its own marginal (and says it cannot be told apart).
+  A group each of whose features the comparisons settle on their own (`likely` or more; for a stated
+  feature, what the comparisons alone say) is one they did tell apart, however nearly the features
+  moved together: it is not shown, and each feature speaks for itself (`unresolved_groups`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import msgspec
 import numpy as np
 
 from pluralign.data.text import answer_key, shorten
+from pluralign.user.collinear import CollinearFeatures
 from pluralign.user.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
 from pluralign.user.model import UserState
 
@@ -90,6 +94,22 @@ def _together(names: Sequence[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def settled_by_comparisons(state: UserState, name: str) -> bool:
+    """Whether the user's comparisons settle the named feature's direction on their own (`likely` or
+    more): for a stated feature what they alone say (`state.from_comparisons`), else its posterior."""
+    weight, sd = state.from_comparisons.get(name) or state.coefficient(name)
+    return confidence(weight, sd) != "uncertain"
+
+
+def unresolved_groups(state: UserState) -> list[CollinearFeatures]:
+    """The groups of `state.collinear` whose features the comparisons cannot tell apart: all but those
+    each of whose features they settle on its own (`settled_by_comparisons`). Nearly proportional
+    differences (|cosine| >= 0.9) still leave the features apart when the comparisons are many and
+    varied enough: a user who likes longer answers with plainer words, over answers whose length and
+    word length rose together, is confident on each (tests/service/test_elicitation.py)."""
+    return [g for g in state.collinear if not all(settled_by_comparisons(state, f) for f in g.features)]
+
+
 def _group_contradicts(state: UserState, name: str, said: str) -> bool:
     """Whether the comparisons alone, along the joint direction of the group holding `name`, lean
     against the stated direction `said` at least `likely` (probability >= Phi(1))."""
@@ -102,10 +122,11 @@ def _group_contradicts(state: UserState, name: str, said: str) -> bool:
 
 
 def joint_beliefs(state: UserState) -> list[JointBelief]:
-    """Each group of named features the user's comparisons moved together (`state.collinear`, fitted
-    with the state), with the posterior probability of the user's direction along them jointly."""
+    """Each group of named features the user's comparisons moved together and cannot tell apart
+    (`unresolved_groups` of `state.collinear`, fitted with the state), with the posterior probability
+    of the user's direction along them jointly."""
     out = []
-    for group in state.collinear:
+    for group in unresolved_groups(state):
         p = max(group.p_more, 1.0 - group.p_more)
         level = "confident" if p >= _PHI(CONFIDENT_Z) else "likely" if p >= _PHI(LIKELY_Z) else "uncertain"
         sign = 1.0 if group.p_more >= 0.5 else -1.0
@@ -126,10 +147,10 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -
     """The F named features' beliefs, most certain first (by z = |mean| / sd). On each stated
     feature it also reports what the user's comparisons alone say (`state.from_comparisons`, fitted
     with the state: reading a summary fits nothing); on a feature the comparisons moved together with
-    others (`state.collinear`), which ones, and that the comparisons cannot tell them apart."""
+    others and cannot tell apart from them (`unresolved_groups`), which ones."""
     out = []
     stated = stated or {}
-    together = {f: [g for g in group.features if g != f] for group in state.collinear for f in group.features}
+    together = {f: [g for g in group.features if g != f] for group in unresolved_groups(state) for f in group.features}
     for name in FEATURE_NAMES:
         weight, sd = state.coefficient(name)
         sign, level = direction(weight, sd), confidence(weight, sd)

@@ -583,3 +583,50 @@ def test_a_stated_preference_on_a_feature_that_is_not_one_is_a_400_naming_it(svc
         r = c.patch("/v1/users/namer/stated-preferences", json={"preferences": {name: "more"}})
         assert r.status_code == 400 and field_named(r).startswith(f"preferences.{name[:40]}"), r.text
         assert c.get("/v1/users/namer/stated-preferences").json()["version"] == 0
+
+
+def import_longer_with_plainer_words(c, user: str) -> None:
+    """96 comparisons (8 prompts x 12 answers) of a 3-word answer of 3-letter words against a longer one
+    (6 to 26 words) whose words are longer in rough proportion (length and word length move together:
+    cosine 0.97), picked by a user who likes longer answers and dislikes longer words (Bradley-Terry on
+    3 x length - word length, drawn with a seed): the comparisons tell the two apart, each confidently."""
+    import numpy as np
+
+    from pluralign.user.features import response_features
+
+    short = "Abc abc abc."
+    longer = [" ".join(["Abcdefghijklm"[: 3 + words // 4 + extra]] * words) + "." for words in (6, 10, 16, 26) for extra in (-1, 0, 1)]
+    moved = response_features(longer) - response_features([short])  # (12, F)
+    rng = np.random.default_rng(0)
+    rows = []
+    for topic in TOPICS[:8]:
+        for answer, x in zip(longer, moved, strict=True):
+            picked = rng.random() < 1 / (1 + np.exp(-(3 * x[0] - x[4])))
+            rows.append({"prompt": f"Tips on {topic}?", "chosen": answer if picked else short, "rejected": short if picked else answer})
+    r = c.post(f"/v1/users/{user}/import", content="\n".join(json.dumps(x) for x in rows).encode(),
+               headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 201 and len(r.json()["stored"]) == len(rows), r.text
+
+
+def test_features_moved_together_that_the_comparisons_still_tell_apart_each_speak_for_themselves(svc):
+    """Length and word length moved together (cosine >= 0.9), yet 96 comparisons settle each of them
+    (longer answers, shorter words: each confident on its own). The summary called them features the
+    comparisons "cannot tell apart", left both confident sentences out (the group's own sentence,
+    along a direction the user barely leans on, was `uncertain`) and read "no preference about how
+    answers are written is settled yet"."""
+    with svc.client() as c:
+        import_longer_with_plainer_words(c, "contrast")
+        summary = c.get("/v1/users/contrast").json()["summary"]
+    from pluralign.user import UserState
+
+    (group,) = UserState.decode(svc.runtime.store.get_user("acme", "contrast").user_model).collinear  # moved together, stored
+    assert group.features == ["length", "word_length"] and group.cosine >= 0.9, group
+    features = {f["feature"]: f for f in summary["features"]}
+    assert features["length"]["direction"] == "more" and features["length"]["confidence"] == "confident", features["length"]
+    assert features["word_length"]["direction"] == "less" and features["word_length"]["confidence"] == "confident"
+    # before: ["no preference about how answers are written is settled yet", ...]
+    assert features["length"]["text"] in summary["sentences"] and features["word_length"]["text"] in summary["sentences"], summary
+    assert summary["joint"] == [], summary["joint"]
+    for name in ("length", "word_length"):
+        assert features[name]["collinear_with"] == [] and "cannot tell" not in features[name]["text"], features[name]
+        assert features[name]["text"] in summary["sentences"], summary["sentences"]
