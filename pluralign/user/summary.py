@@ -143,6 +143,17 @@ def joint_beliefs(state: UserState) -> list[JointBelief]:
     return out
 
 
+def written_sentences(beliefs: Sequence[FeatureBelief], joint: Sequence[JointBelief]) -> list[str]:
+    """The summary's sentences on how answers are written: each joint belief's that is not `uncertain`
+    first, then each feature's that is stated or not `uncertain`, save one that a joint sentence said
+    gives the feature's own direction (it speaks for it). A settled feature of a group whose sentence is
+    not said, or gives it the other direction, keeps its own."""
+    said = [j for j in joint if j.confidence != "uncertain"]
+    covered = {f: d for j in said for f, d in (j.direction or {}).items()}  # feature -> its direction in a said sentence
+    return [j.text for j in said] + [b.text for b in beliefs
+                                     if b.stated or (b.confidence != "uncertain" and covered.get(b.feature) != b.direction)]
+
+
 def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> list[FeatureBelief]:
     """The F named features' beliefs, most certain first (by z = |mean| / sd). On each stated
     feature it also reports what the user's comparisons alone say (`state.from_comparisons`, fitted
