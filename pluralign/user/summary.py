@@ -89,6 +89,12 @@ def spoken(name: str) -> str:
     return name.replace("_", " ")
 
 
+def _comparisons(n: int, verb: str = "") -> str:
+    """ "1 comparison", "400 comparisons"; with a verb, agreeing: "1 comparison points", "2 comparisons point"."""
+    counted = f"{n} comparison" if n == 1 else f"{n} comparisons"
+    return counted if not verb else f"{counted} {verb}s" if n == 1 else f"{counted} {verb}"
+
+
 def _together(names: Sequence[str]) -> str:
     words = [spoken(n) for n in names]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
@@ -130,7 +136,7 @@ def joint_beliefs(state: UserState) -> list[JointBelief]:
         p = max(group.p_more, 1.0 - group.p_more)
         level = "confident" if p >= _PHI(CONFIDENT_Z) else "likely" if p >= _PHI(LIKELY_Z) else "uncertain"
         sign = 1.0 if group.p_more >= 0.5 else -1.0
-        why = (f"{_together(group.features)} moved together in your {state.n} comparisons, "
+        why = (f"{_together(group.features)} moved together in your {_comparisons(state.n)}, "
                f"so they cannot tell which of {'the two' if len(group.features) == 2 else 'these'} you care about")
         if p < _PHI(LEANING_Z):
             direction, text = None, f"no preference learned yet along {_together(group.features)} together: {why}"
@@ -174,7 +180,7 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -
             own = f"{direction(w, s_) or 'none'} ({confidence(w, s_)})"
             said = FEATURE_DESCRIPTIONS[name][0 if stated[name] == "more" else 1]
             if (w >= 0) != (stated[name] == "more") and confidence(w, s_) != "uncertain":
-                text += f"; you said you prefer {said}, but your {state.n} comparisons point the other way"
+                text += f"; you said you prefer {said}, but your {_comparisons(state.n, 'point')} the other way"
             else:
                 text += f"; you said you prefer {said}"
         elif name in stated:
@@ -182,7 +188,7 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -
         if name in together:
             text += f"; your comparisons moved it together with {_together(together[name])}, so they cannot tell them apart"
             if name in stated and "point the other way" not in text and _group_contradicts(state, name, stated[name]):
-                text += f", and along them together your {state.n} comparisons point the other way"
+                text += f", and along them together your {_comparisons(state.n, 'point')} the other way"
         out.append(FeatureBelief(
             feature=name, direction=sign, weight=round(weight, 4), sd=round(sd, 4), confidence=level,
             stated=stated.get(name), from_comparisons=own, text=text, collinear_with=together.get(name, []),

@@ -630,3 +630,22 @@ def test_features_moved_together_that_the_comparisons_still_tell_apart_each_spea
     for name in ("length", "word_length"):
         assert features[name]["collinear_with"] == [] and "cannot tell" not in features[name]["text"], features[name]
         assert features[name]["text"] in summary["sentences"], summary["sentences"]
+
+
+def test_a_user_of_one_comparison_reads_one_comparison(svc):
+    """One comparison moves every feature it moves together (a cosine of +-1 over one row): the group's
+    sentence read "moved together in your 1 comparisons", and a stated preference it contradicts
+    "your 1 comparisons point the other way"."""
+    with svc.client() as c:
+        r = c.post("/v1/users/once/import", content=json.dumps({"prompt": "Tips on sleep?", "chosen": PLAIN_ANSWERS[0],
+                                                                "rejected": WORDY_ANSWERS[0]}).encode(),
+                   headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+        assert c.patch("/v1/users/once/stated-preferences", json={"preferences": {"length": "more"}}).status_code == 200
+        summary = c.get("/v1/users/once").json()["summary"]
+    (joint,) = summary["joint"]
+    assert "moved together in your 1 comparison, so" in joint["text"], joint["text"]
+    texts = [joint["text"], *summary["sentences"], *(f["text"] for f in summary["features"])]
+    assert not [t for t in texts if "1 comparisons" in t], texts
+    length = next(f for f in summary["features"] if f["feature"] == "length")
+    assert length["text"].endswith("and along them together your 1 comparison points the other way"), length["text"]
