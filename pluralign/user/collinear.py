@@ -50,6 +50,9 @@ class CollinearFeatures(Base, kw_only=True):
     # with stated preferences: the same probability from the comparisons alone (fitted under the
     # model's own prior), so a statement the comparisons contradict along the group is visible
     p_more_from_comparisons: float | None = None
+    # how many of the comparisons moved any of `features` (two features that moved in one comparison of
+    # 400 have a cosine of 1 too); 0 in a state stored before it was kept
+    moved_in: int = 0
 
 
 def collinear_groups(named: np.ndarray) -> list[tuple[list[int], np.ndarray, float]]:
@@ -131,6 +134,7 @@ def joint_beliefs(design: np.ndarray, names: Sequence[str], feature_names: Seque
         v = np.zeros(len(names))
         v[[cols[i] for i in members]] = v_group
         s0, sd, p_more = direction_probability(design, mean, cov, prior_mean, prior_precision, v)
+        moved_in = int((np.abs(design[:, [cols[i] for i in members]]) > MIN_MOVED).any(axis=1).sum())
         out.append(CollinearFeatures(features=[feature_names[i] for i in members], direction=[round(float(x), 6) for x in v_group],
-                                     cosine=round(cosine, 4), mean=s0, sd=sd, p_more=p_more))
+                                     cosine=round(cosine, 4), mean=s0, sd=sd, p_more=p_more, moved_in=moved_in))
     return out

@@ -136,7 +136,8 @@ def joint_beliefs(state: UserState) -> list[JointBelief]:
         p = max(group.p_more, 1.0 - group.p_more)
         level = "confident" if p >= _PHI(CONFIDENT_Z) else "likely" if p >= _PHI(LIKELY_Z) else "uncertain"
         sign = 1.0 if group.p_more >= 0.5 else -1.0
-        why = (f"{_together(group.features)} moved together in your {_comparisons(state.n)}, "
+        among = f"{group.moved_in} of your {_comparisons(state.n)}" if 0 < group.moved_in < state.n else f"your {_comparisons(state.n)}"
+        why = (f"{_together(group.features)} moved together in {among}, "
                f"so they cannot tell which of {'the two' if len(group.features) == 2 else 'these'} you care about")
         if p < _PHI(LEANING_Z):
             direction, text = None, f"no preference learned yet along {_together(group.features)} together: {why}"

@@ -649,3 +649,21 @@ def test_a_user_of_one_comparison_reads_one_comparison(svc):
     assert not [t for t in texts if "1 comparisons" in t], texts
     length = next(f for f in summary["features"] if f["feature"] == "length")
     assert length["text"].endswith("and along them together your 1 comparison points the other way"), length["text"]
+
+
+def test_features_that_moved_in_one_comparison_of_many_are_said_to_have_moved_in_that_one(svc):
+    """Two features that moved in one comparison only (the chosen answer a list with exclamation marks,
+    every other answer prose without one) have a cosine of 1 and form a group; its sentence said they
+    "moved together in your 17 comparisons"."""
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": PLAIN_ANSWERS[i % 5], "rejected": WORDY_ANSWERS[i % 5]}
+            for i, topic in enumerate(TOPICS)]
+    rows.append({"prompt": "Tips on sleep?", "chosen": "Try these!\n- Rest well!\n- Walk daily!\n- Read more!",
+                 "rejected": "Rest well, walk daily and read more."})
+    with svc.client() as c:
+        r = c.post("/v1/users/listed-once/import", content="\n".join(json.dumps(x) for x in rows).encode(),
+                   headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201 and len(r.json()["stored"]) == len(rows), r.text
+        summary = c.get("/v1/users/listed-once").json()["summary"]
+    [joint] = [j for j in summary["joint"] if "list_items" in j["features"]]
+    assert joint["features"] == ["list_items", "exclamations"], joint
+    assert f"moved together in 1 of your {len(rows)} comparisons, so" in joint["text"], joint["text"]
