@@ -66,7 +66,7 @@ class JointBelief(msgspec.Struct, kw_only=True):
     direction: dict[str, str] | None  # feature -> "more" / "less" along the user's joint direction; None if the posterior hardly leans
     probability: float  # posterior probability of that joint direction (of the likelier side when `direction` is None)
     confidence: str  # "confident" (probability >= Phi(2)), "likely" (>= Phi(1)) or "uncertain"
-    cosine: float  # how nearly the comparisons moved the features in proportion (|cosine| of their differences, >= 0.9)
+    cosine: float  # how nearly the comparisons moved the features in proportion (smallest |cosine| of two features' differences)
     text: str  # e.g. "prefers shorter answers with shorter, plainer words (confident): length and word length moved together ..."
 
 

@@ -89,3 +89,18 @@ def test_a_settled_feature_of_a_group_keeps_its_sentence_unless_the_groups_sente
     s = state(means, n=40, collinear=groups)
     joint, beliefs = joint_beliefs(s), feature_beliefs(s)
     assert written_sentences(beliefs, joint) == [joint[0].text]
+
+
+def test_a_group_joined_through_a_feature_reports_the_smallest_cosine_of_any_two_of_its_features():
+    """a ~ b and b ~ c (|cosine| >= 0.9) join a, b and c, though a and c themselves are at 0.86: the
+    group's `cosine`, documented as the smallest between two of its features, was 0.92 (the smallest
+    of the linked pairs only)."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=500)
+    b = a + 0.45 * rng.normal(size=500)
+    c = b + 0.45 * rng.normal(size=500)
+    named = np.c_[a, b, c]
+    unit = named / np.linalg.norm(named, axis=0)
+    (group,) = collinear_groups(named)
+    assert group[0] == [0, 1, 2] and abs(unit[:, 0] @ unit[:, 2]) < 0.9
+    assert group[2] == pytest.approx(abs(unit[:, 0] @ unit[:, 2]))
