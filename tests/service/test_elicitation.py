@@ -667,3 +667,29 @@ def test_features_that_moved_in_one_comparison_of_many_are_said_to_have_moved_in
     [joint] = [j for j in summary["joint"] if "list_items" in j["features"]]
     assert joint["features"] == ["list_items", "exclamations"], joint
     assert f"moved together in 1 of your {len(rows)} comparisons, so" in joint["text"], joint["text"]
+
+
+def test_a_user_model_a_later_release_wrote_is_refitted_not_served_nor_a_500(svc):
+    """A release that shares the schema version but knows fewer state fields (before profile43's
+    `collinear`, before `moved_in`) reads a later release's user model as unreadable: it refits the user
+    from their comparisons at their next request (docs/operations.md, going back to an earlier version)."""
+    import msgspec
+
+    from pluralign.user import UserState
+
+    rt = svc.runtime
+    with svc.client() as c:
+        rows = [{"prompt": f"Tips on {topic}?", "chosen": PLAIN_ANSWERS[i % 5], "rejected": WORDY_ANSWERS[i % 5]}
+                for i, topic in enumerate(TOPICS)]
+        assert c.post("/v1/users/rolled-back/import", content="\n".join(json.dumps(x) for x in rows).encode(),
+                      headers={"content-type": "application/x-ndjson"}).status_code == 201
+        assert c.get("/v1/users/rolled-back").status_code == 200
+        rt.wait_for_background()  # the import's own refit, done: it would write over the later state
+        record = rt.store.get_user("acme", "rolled-back")
+        later = {**msgspec.msgpack.decode(record.user_model), "a_later_field": [1.0]}
+        rt.store.put_user(msgspec.structs.replace(record, user_model=msgspec.msgpack.encode(later), updated_at=record.updated_at + 1e-3))
+        assert b"a_later_field" in rt.store.get_user("acme", "rolled-back").user_model
+        r = c.get("/v1/users/rolled-back")
+    assert r.status_code == 200, r.text
+    assert r.json()["user_model"]["comparisons"] == len(rows) and r.json()["summary"]["joint"], r.json()["summary"]
+    assert UserState.decode(rt.store.get_user("acme", "rolled-back").user_model).n == len(rows)  # written back readable
