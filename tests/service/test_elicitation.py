@@ -594,8 +594,9 @@ def import_longer_with_plainer_words(c, user: str) -> None:
 
     from pluralign.user.features import response_features
 
-    short = "Abc abc abc."
-    longer = [" ".join(["Abcdefghijklm"[: 3 + words // 4 + extra]] * words) + "." for words in (6, 10, 16, 26) for extra in (-1, 0, 1)]
+    short = "Cat cat cat."
+    word = {3: "cat", 4: "bird", 5: "house", 6: "garden", 7: "kitchen", 8: "building", 9: "furniture", 10: "restaurant"}  # letters ->
+    longer = [" ".join([word[3 + words // 4 + extra]] * words) + "." for words in (6, 10, 16, 26) for extra in (-1, 0, 1)]
     moved = response_features(longer) - response_features([short])  # (12, F)
     rng = np.random.default_rng(0)
     rows = []
@@ -611,9 +612,10 @@ def import_longer_with_plainer_words(c, user: str) -> None:
 def test_features_moved_together_that_the_comparisons_still_tell_apart_each_speak_for_themselves(svc):
     """Length and word length moved together (cosine >= 0.9), yet 96 comparisons settle each of them
     (longer answers, shorter words: each confident on its own). The summary called them features the
-    comparisons "cannot tell apart", left both confident sentences out (the group's own sentence,
-    along a direction the user barely leans on, was `uncertain`) and read "no preference about how
-    answers are written is settled yet"."""
+    comparisons "cannot tell apart", left both confident sentences out and led with the group's own,
+    along a direction the user barely leans on: "prefers shorter answers with shorter, plainer words
+    (likely)", the opposite of the user's confident "longer answers" (with other words, whose group
+    sentence was `uncertain`: "no preference about how answers are written is settled yet")."""
     with svc.client() as c:
         import_longer_with_plainer_words(c, "contrast")
         summary = c.get("/v1/users/contrast").json()["summary"]
