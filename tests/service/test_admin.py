@@ -242,11 +242,11 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
                 body = {"type": "comparison", "user": user, "prompt": f"Tea or coffee, take {i}?", "chosen": "Tea.",
                         "rejected": "Coffee.", "attributes": {"segment": segment}}
                 assert c.post("/v1/feedback", json=body).status_code == 201
-    reading, original = threading.Event(), Admin.reports
+    reading, answered, original = threading.Event(), threading.Event(), Admin.reports
 
-    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored
+    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored: 2 s, or until /health is answered
         reading.set()
-        time.sleep(2.0)
+        answered.wait(2.0)  # read on the event loop, the /health below waits for these 2 s (it cannot be answered first)
         return original(self, limit, **scope)
 
     monkeypatch.setattr(Admin, "reports", slow_reports)
@@ -264,6 +264,7 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
         start = time.monotonic()
         assert other.get("/health").status_code == 200
         took = time.monotonic() - start
+    answered.set()
     thread.join(60)
     assert answer["r"].status_code == 200, answer["r"].text
     assert took < 1.0, took  # 2 s and more while the reports were read on the event loop
