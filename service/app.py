@@ -262,7 +262,7 @@ def _refit_dropped(app: Litestar) -> None:
     runtime = app.state.runtime
     queued = refit_dropped(runtime)
     if queued:
-        log.info("starting: %d background refits the last stop dropped are queued again", queued)
+        log.info("starting: %d background refits the last stop dropped, or a crash left waiting, are queued again", queued)
     if replayed := refit_waiting(runtime):
         log.info("starting: %d background refits of users whose feedback the log replayed are queued", replayed)
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pluralign.store.clocks import ReplicaClocks
+from pluralign.files import atomic_writer
+from pluralign.store.clocks import ReplicaClocks, counts_words
 from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion
 from service.periodic import Periodic
 
@@ -33,6 +36,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("pluralign.deletions")
 
 APPLIED_FILE = "deletions-applied.json"  # in the replica's data folder: which records it has applied
+FOLDER_ID_FILE = "replica-folder-id"  # in the replica's data folder: its id, in its clock row (`folder_id`)
+
+
+def folder_id(data_path: Path) -> str:
+    """The id of a replica's data folder (32 hex digits), drawn at its first start and kept in FOLDER_ID_FILE: a
+    restart on the folder is the same replica, a process on another folder with the same index is not
+    (`pluralign.store.clocks.instance_id`). A file that is not such an id is drawn again. Raises OSError when the
+    folder cannot be written."""
+    path = data_path / FOLDER_ID_FILE
+    try:
+        kept = path.read_text().strip()
+        if len(kept) == 32 and all(c in "0123456789abcdef" for c in kept):
+            return kept
+    except FileNotFoundError:
+        pass
+    data_path.mkdir(parents=True, exist_ok=True)
+    drawn = uuid.uuid4().hex
+    with atomic_writer(path) as f:
+        f.write(drawn.encode())
+    return drawn
 
 
 def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
@@ -67,7 +90,8 @@ class DeletionSweep(Periodic):
         super().__init__(interval_s, "deletion-sweep", "applying deletion records")
         self.rt = rt
         # a replica whose row has not changed in 3 passes (at least a minute) has stopped
-        self.clocks = ReplicaClocks(rt.store.db, rt.settings.replica_index, stale_after_s=max(3 * interval_s, 60.0))
+        self.clocks = ReplicaClocks(rt.store.db, rt.settings.replica_index, stale_after_s=max(3 * interval_s, 60.0),
+                                    replicas=rt.settings.replicas, folder_id=folder_id(rt.settings.data_path))
         self.path = rt.settings.data_path / APPLIED_FILE
         self._lock = threading.Lock()  # orders reads and writes of APPLIED_FILE
         # users whose feedback this replica moved into the store lately -> when (unix seconds): a record
@@ -118,12 +142,18 @@ class DeletionSweep(Periodic):
     def check_clocks(self) -> None:
         """Compare the replicas' clocks (`clocks.beat`); a failure (the store unreachable) is logged and
         leaves the last finding, and the records are applied all the same."""
-        refusing = self.clocks_disagree()
+        refusing, counted = self.clocks_disagree(), self.replicas_problem()
         try:
             self.clocks.beat()
         except Exception as exc:  # Lance's errors are of many kinds; the next pass looks again
             log.warning("could not compare the replicas' clocks through the store: %s", exc)
             return
+        counts = self.replicas_problem()
+        if counts is not None and counts != counted:  # when it begins, or which replicas say what changes
+            log.error("replicas disagree on PLURALIGN_REPLICAS (%s); give every replica the same PLURALIGN_REPLICAS "
+                      "and its own PLURALIGN_REPLICA_INDEX (deploy/README.md)", counts)
+        elif counts is None and counted is not None:
+            log.warning("replicas agree on PLURALIGN_REPLICAS again (%d)", self.rt.settings.replicas)
         problem = self.clocks_problem()
         if problem is not None and not refusing:  # once when it begins, not at every pass (the skew read differs each time)
             log.error("replica clocks disagree or cannot be compared (%s; at most PLURALIGN_STORE_SYNC_MS is allowed): "
@@ -145,6 +175,12 @@ class DeletionSweep(Periodic):
         if self.clocks.skew.seconds > (self.rt.settings.sync_seconds or 0.0):
             return self.clocks.skew.words()
         return None
+
+    def replicas_problem(self) -> str | None:
+        """Live replicas set up with another PLURALIGN_REPLICAS than this one's, in words naming both values (for the
+        log, /health's `replicas` and /metrics' `pluralign_replica_counts_disagree`); None when none was seen."""
+        found = self.clocks.counts
+        return counts_words(found, self.rt.settings.replicas) if found else None
 
     def _load(self) -> Applied:
         """What was applied here; a damaged file counts as nothing applied (every record is applied

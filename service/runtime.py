@@ -18,23 +18,24 @@ from pluralign.embed.base import Encoder
 from pluralign.files import copy_into_place, keep_private
 from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
 from pluralign.policy.generator import Generator
-from pluralign.store import Store, StoredPreference
+from pluralign.store import Store, StoredPreference, clocks
 from pluralign.store.deletions import Forget, user_hash
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from pluralign.store.tables import SharedStore
 from service.auth import KeyRing
-from service.deletions import DeletionSweep
+from service.deletions import DeletionSweep, folder_id
 from service.encoders import make_encoder
 from service.metrics import DECLARED_COUNTERS, Metrics
 from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promoted
 from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import DaemonWorker, FairScheduler
-from service.settings import Settings, StartedAlone, unknown_generator
+from service.settings import ReplicasDisagree, Settings, StartedAlone, unknown_generator
 from service.stopping import GeneratingChats
 from service.users.exports import ExportSlots
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
+from service.waiting_refits import WAITING_REFITS_FILE, WaitingRefits
 
 log = logging.getLogger("pluralign.service")
 
@@ -84,6 +85,9 @@ def make_generator(
 
 
 REFIT_STOP_S = 10.0  # how long the service's stop waits for the refit running then (a fit and one row written: well under)
+# how long it then waits for the purges of the rows refits withdrew (`Store.withdraw_user`): with replicas each waits for
+# the store's lease (the DELETE that made the row be withdrawn holds it `store_sync_ms` + 2 s) and holds it as long
+WITHDRAWN_STOP_S = 10.0  # with REFIT_STOP_S and the 5 s graceful wait, inside Kubernetes' default 30 s grace
 NOT_TRIED_LOG_S = 60.0  # a chat answered "not tried" is logged once in this time (a flood of chats: one line)
 
 
@@ -141,6 +145,8 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
         # opened without), but applies no other replica's DELETE to its folder and queues every user's adapter jobs
         if settings.replicas == 1 and settings.sync_seconds is not None and (found := store.recent_replicas(within_s)):
             raise SharedStore(settings.lancedb_uri, found, within_s)
+        if settings.replicas > 1 and (refused := set_up_unlike(settings, store.recent_clock_rows(within_s), within_s)):
+            raise ReplicasDisagree(refused)
         return store
     except SharedStore as exc:
         raise StartedAlone(
@@ -148,6 +154,34 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
             "PLURALIGN_REPLICAS and its own PLURALIGN_REPLICA_INDEX (deploy/README.md), or, if they have all stopped for "
             f"good, start this one again in {exc.wait_s:.0f} s, when no row is that recent by this machine's clock"
         ) from None
+
+
+def set_up_unlike(settings: Settings, rows: list[dict], within_s: float, now: float | None = None) -> str | None:
+    """Why a replica of `settings` must not start beside the replicas whose clock `rows` were written within `within_s`
+    seconds (`clocks.recent_rows`), in words naming the setting and both values, or None. Refused: a replica set up with
+    another PLURALIGN_REPLICAS (or an index this count has no place for: `clocks.counts_disagree`), and a process on
+    another data folder writing as this one's PLURALIGN_REPLICA_INDEX (its own row from its last run on this folder is a
+    restart). Either divides the users unlike the others (`service.replicas.owner`: a user's adapter jobs queued twice,
+    or by none), and two processes on one index never compare their clocks."""
+    now = time.time() if now is None else now
+    index, count = settings.replica_index, settings.replicas
+    others = [r for r in rows if r["replica"] != index]
+    counts = clocks.counts_disagree(others, count)
+    mine = folder_id(settings.data_path)
+    twins = [r for r in rows if r["replica"] == index and clocks.folder_of(r["instance"]) not in (None, mine)]
+    if not counts and not twins:
+        return None
+    said = [f"PLURALIGN_REPLICAS (setting replicas): {clocks.counts_words(counts, count)}"] if counts else []
+    if twins:
+        said.append(f"PLURALIGN_REPLICA_INDEX (setting replica_index) is {index} here, and replica {index}'s clock row was "
+                    f"written {now - max(r['at'] for r in twins):.0f} s ago by a process on another data folder, set up with "
+                    f"PLURALIGN_REPLICA_INDEX={index} too: two replicas with one index own the same users (another index's "
+                    "own none) and never compare their clocks")
+    latest = max(r["at"] for r in rows if r["replica"] in counts or r in twins)
+    return (f"{'; '.join(said)}. Give every replica the same PLURALIGN_REPLICAS and its own PLURALIGN_REPLICA_INDEX in "
+            f"0..{count - 1} (deploy/README.md). To change how many replicas run, stop them all, then start them with the new "
+            f"count once the old ones' rows are {within_s:.0f} s old: this start is taken {max(0.0, latest + within_s - now):.0f} s "
+            "from now if those replicas stop now")
 
 
 @dataclass
@@ -178,6 +212,9 @@ class Runtime:
     # (`service.feedback.services.refit_waiting`), or the stop dropped or refused them; what a stop finds here is kept
     # for the next start (`service.users.services.keep_dropped_refits`, `refit_dropped`)
     dropped_refits: set = field(default_factory=set)
+    # the users of `dropped_refits` and of the queued refits, on disk until the queue drains (a crash loses none of
+    # them: `service.waiting_refits`); built in __post_init__
+    waiting_refits: WaitingRefits | None = None
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
     pooled_priors: TTLCache | None = None
@@ -290,6 +327,8 @@ class Runtime:
             self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.described is None:
             self.described = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
+        if self.waiting_refits is None:
+            self.waiting_refits = WaitingRefits(self.settings.data_path / WAITING_REFITS_FILE)
         if self.deletion_sweep is None and self.settings.replicas > 1:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
         if self.delete_journal is None:
@@ -311,7 +350,9 @@ class Runtime:
         on (those asked for join `dropped_refits`), and the one running is waited for, at most `timeout` seconds
         (a warning after that). Before, the queue ran on
         after the app's shutdown, writing the tables of a service that had stopped (and a test's data folder
-        removed under it read as damaged). Returns how many queued refits were dropped."""
+        removed under it read as damaged). Then the purges of the rows refits withdrew (`Store.wait_withdrawn`) are
+        waited for, at most WITHDRAWN_STOP_S (a warning after that): one stopped before its turn is not marked, and
+        its row would stay in the users table's files. Returns how many queued refits were dropped."""
         with self.refit_lock:
             self.refits_stopped.set()
             dropped = len(self.pending_refits)
@@ -321,6 +362,9 @@ class Runtime:
         except TimeoutError:
             log.warning("a background refit is still running %g s after the service began to stop (a store call that has "
                         "not returned); stopping without it", timeout)
+        if not self.store.wait_withdrawn(WITHDRAWN_STOP_S):
+            log.warning("stopping without the purge of a withdrawn users row, which has not had its maintenance turn (the store's "
+                        "lease) in %g s: the users table's files keep it until the next DELETE's purge or a compaction", WITHDRAWN_STOP_S)
         return dropped
 
     def close(self) -> None:

@@ -39,6 +39,12 @@ class StartedAlone(ValueError):
     the message names PLURALIGN_REPLICAS. What appeared in the store meanwhile is theirs: a failed start leaves it."""
 
 
+class ReplicasDisagree(ValueError):
+    """A replica starting on a store where a live replica was set up with another replica count, or another data
+    folder's process runs with its index (`service.runtime.open_store`): the message names PLURALIGN_REPLICAS or
+    PLURALIGN_REPLICA_INDEX and both values. What appeared in the store meanwhile is theirs: a failed start leaves it."""
+
+
 class DeprecatedVariable(FutureWarning):
     """An old name of a setting's variable was set (FutureWarning: shown by default, to the operator)."""
 
@@ -131,6 +137,10 @@ class Settings(Base, frozen=True):
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
     job_runner: str = "local"  # `local` (worker processes of this one) or `ray` (detached Ray actors; see deploy/README.md)
     ray_address: str | None = None  # with `ray`: the cluster (`ray://host:10001`); unset: a local Ray
+    # with `ray`: seconds a job sent to the cluster holds one of the `job_workers` while Ray has not started it (no node
+    # has the GPU, CPUs or memory it asks for free); then it is queued again, its worker free for other jobs, and sent
+    # again three times as long later at the earliest (docs/admin.md, "Turns across tenants")
+    ray_place_wait_s: float = 10.0
     # several replicas on one store (deploy/README.md): each its own data_dir volume (feedback log, jobs)
     replicas: int = 1  # API processes sharing store_uri
     replica_index: int = 0  # this one's place among them, 0..replicas-1 (a StatefulSet ordinal)
@@ -347,6 +357,8 @@ RULES: tuple[Rule, ...] = (
      lambda s: f"`replica_index` must be in 0..{s.replicas - 1} and `replicas` at least 1"),
     (lambda s: s.replicas > 1 and not s.store_uri, "`store_uri` must name the shared store when `replicas` is above 1"),
     (lambda s: s.job_runner not in ("local", "ray"), lambda s: f"`job_runner` must be `local` or `ray`, got {s.job_runner!r}"),
+    (lambda s: not 0 < s.ray_place_wait_s < float("inf"),
+     lambda s: f"`ray_place_wait_s` must be positive and finite, got {s.ray_place_wait_s}"),
     (lambda s: not 0 < s.deletion_sweep_s < float("inf"),
      lambda s: f"`deletion_sweep_s` must be positive and finite, got {s.deletion_sweep_s}"),
     (lambda s: not MIN_STORE_TIMEOUT_S <= s.store_timeout_s <= 3600,

@@ -87,17 +87,38 @@ class AtLeastOne(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def check_out(out: str, files: tuple[str, ...], what: str) -> None:
+def check_out(out: str, files: tuple[str, ...], what: str, schema: int | None = None) -> None:
     """A trainer's --out, checked before it trains (`pluralign.files.check_artifact_folder`):
     a ValueError that names --out when the folder holds anything but an earlier artifact's files,
+    an artifact a later release wrote (`schema`: the one this release writes, in the description
+    `files[0]`, whose `schema_version` is compared: replaced, it would be lost to that release),
     or when nothing can be written there (`check_writable`)."""
     from pluralign.files import check_artifact_folder
 
+    if not out.strip():  # `--out "$OUT"` with OUT unset: the working folder, as Path("") reads it
+        raise ValueError(f"--out {out!r}: empty; give the folder to write the {what} to")
     try:
         check_artifact_folder(out, files, what)
     except (ValueError, NotADirectoryError) as exc:
         raise ValueError(f"--out {out}: {exc.strerror}" if isinstance(exc, OSError) else f"--out: {exc}") from None
+    if schema is not None and (found := _later_schema(Path(out) / files[0], schema)) is not None:
+        raise ValueError(f"--out {out}: holds a {what} of schema {found}, written by a later pluralign release (this one "
+                         f"writes schema {schema}): training here would replace it with an older format; give another folder, "
+                         "or train with that release")
     check_writable("--out", out)
+
+
+def _later_schema(description: Path, schema: int) -> int | None:
+    """The `schema_version` in the artifact description at `description` when it is later than `schema`; None when it
+    is not (or there is no description: a damaged or stopped write is replaced, as before)."""
+    import msgspec
+
+    try:
+        raw = msgspec.json.decode(description.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+    found = raw.get("schema_version") if isinstance(raw, dict) else None
+    return found if isinstance(found, int) and not isinstance(found, bool) and found > schema else None
 
 
 def check_writable(option: str, path: str, *, file: bool = False) -> None:
@@ -149,7 +170,10 @@ def check_base(name: str) -> None:
 
 def check_writable_file(option: str, path: str, what: str = "the output") -> None:
     """`check_writable` for an output *file*: a folder at `path` is a ValueError naming `option`
-    before the work (it would be found only when the file is written, after it)."""
+    before the work (it would be found only when the file is written, after it), and so is an empty `path` (`--out "$OUT"`
+    with OUT unset), which Path reads as the working folder."""
+    if not path.strip():
+        raise ValueError(f"{option} {path!r}: empty; give a file name for {what}")
     if Path(path).is_dir():
         raise ValueError(f"{option} {path}: is a directory; give a file name for {what}")
     check_writable(option, path, file=True)
@@ -242,8 +266,9 @@ def store_folder(option: str, value: str) -> StoreFolder:
                      f"(PLURALIGN_DATA_DIR, which holds lancedb/) or the lancedb/ folder inside it")
 
 
-def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None):
-    """An argparse `type=` for a number with bounds: `minimum` (>=), `above` (>), `below` (<).
+def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None,
+           maximum: float | None = None):
+    """An argparse `type=` for a number with bounds: `minimum` (>=), `above` (>), `below` (<), `maximum` (<=).
 
     A value out of bounds, or a float that is not finite (nan, inf), is argparse's usage error
     naming the option: "argument --epochs: expected an integer >= 1, got 0" (exit code 2), before
@@ -257,12 +282,28 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
             raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        for bound, fails, sign in ((minimum, lambda b: value < b, ">="), (above, lambda b: value <= b, ">"), (below, lambda b: value >= b, "<")):
+        for bound, fails, sign in ((minimum, lambda b: value < b, ">="), (above, lambda b: value <= b, ">"), (below, lambda b: value >= b, "<"),
+                                   (maximum, lambda b: value > b, "<=")):
             if bound is not None and fails(bound):
                 raise argparse.ArgumentTypeError(f"expected {noun} {sign} {bound:g}, got {text}")
         return value
 
     return parse
+
+
+# the most torch CPU threads --threads takes on a machine of fewer logical CPUs: above most core counts, below where
+# OpenMP fails to make them (16,384 on a 2-core box: "libgomp: Thread creation failed"; 100,000 was a segmentation
+# fault, exit 139; 1024 ran there, 0.16 s for a 512x512 matmul)
+MAX_THREADS = 1024
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """--threads: torch CPU threads, 0 (torch's default) to MAX_THREADS or the machine's logical CPUs, whichever is more
+    (one thread a CPU is always taken: machines with more than 1024 exist, e.g. 1,920 on a Power10 E1080 with SMT8);
+    more is argparse's usage error naming the option and the most (exit 2)."""
+    most = max(MAX_THREADS, os.cpu_count() or 1)
+    p.add_argument("--threads", type=number(int, minimum=0, maximum=most), default=0,
+                   help=f"torch CPU threads, 0 to {most} (0: torch's default; 1 is fastest on a busy box)")
 
 
 SEED_BOUND = 2**31  # a seed is below it: what a job's `seed` param takes (training.jobs.params.Seed), and every RNG seeded
@@ -417,17 +458,27 @@ def load_training_protocol(args: argparse.Namespace):
     `file` reads `--data` as every command reads a preference file (an error names --data, the line
     and the field); `ukp` and `persona` read `--data-dir` (a missing file names --data-dir). A
     `--data` beside another protocol, which would be ignored, is a ValueError naming it."""
-    from pluralign.data.splits import file_protocol
+    from pluralign.data.splits import MIN_FILE_PAIRS, file_protocol
     from pluralign.evaluation import EvalConfig, load_protocol
 
     if args.protocol == "file":
         if not args.data:
             raise ValueError("--protocol file needs --data PATH: a JSONL or Parquet preference file")
-        return file_protocol(read_preference_file("--data", args.data), seed=args.seed)
+        # the threshold named here, as `file_protocol_help` and `left_out_users` name it
+        return file_protocol(read_preference_file("--data", args.data), seed=args.seed, min_pairs=MIN_FILE_PAIRS)
     if args.data:
         raise ValueError(f"--data {args.data}: read only with --protocol file (--protocol {args.protocol} reads its data from --data-dir)")
     with reading("--data-dir", args.data_dir):
         return load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+
+
+def file_protocol_help() -> str:
+    """The --protocol help of a trainer taking `file`, its threshold read from the constant `load_training_protocol`
+    passes (`pluralign.data.splits.MIN_FILE_PAIRS`), so the help and the behaviour cannot disagree."""
+    from pluralign.data import splits
+
+    return ("file: a preference file given by --data (e.g. a snapshot of the service's feedback); its users with "
+            f"fewer than {splits.MIN_FILE_PAIRS} strict comparisons are left out, counted in users_left_out and left_out_pairs")
 
 
 def left_out_users(protocol) -> dict[str, int]:

@@ -75,28 +75,93 @@ CREATED_AT_RULE = (f"must be a Unix time in seconds (as the service's export wri
                    f"to {MAX_CREATED_AT:.0f} (9999-12-31 UTC)")
 
 
+def _milliseconds(created_at: Any) -> bool:
+    """Whether `created_at` is a number only a time in epoch milliseconds gives: past MAX_CREATED_AT (no date as
+    seconds) and at most MAX_CREATED_AT * 1000 (the end of year 9999 in milliseconds). A millisecond time before
+    1978-01-12 falls within the seconds' range and cannot be told from one."""
+    number = isinstance(created_at, int | float) and not isinstance(created_at, bool)
+    return number and MAX_CREATED_AT < created_at <= MAX_CREATED_AT * 1000
+
+
+def _date_hint(created_at: str | datetime.date) -> str:
+    """The hint of a date given as `created_at` (ISO text, or a Parquet timestamp column's value): its Unix seconds,
+    a date that names no UTC offset read as UTC, so the hint says the same on every machine, whatever its time zone
+    (`datetime.timestamp()` reads a naive one in the machine's)."""
+    utc = "`datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc).timestamp()`"
+    try:
+        when = datetime.datetime.fromisoformat(created_at) if isinstance(created_at, str) else created_at
+        if not isinstance(when, datetime.datetime):  # a day: its midnight
+            when = datetime.datetime.combine(when, datetime.time())
+        naive = when.tzinfo is None
+        seconds = (when.replace(tzinfo=datetime.timezone.utc) if naive else when).timestamp()
+    except (ValueError, OverflowError):  # not ISO text; pandas' NaT
+        number = _number_hint(created_at) if isinstance(created_at, str) else None
+        return number or f" (a date? give its Unix time: for ISO text without a UTC offset, read as UTC, Python's {utc})"
+    if not 0 <= seconds <= MAX_CREATED_AT:  # its seconds would be refused too
+        edge = "before 1970-01-01" if seconds < 0 else "after 9999-12-31T23:59:59"
+        return f" (a date {edge} UTC, outside the times a created_at takes: give none to have the row stamped on receipt)"
+    if not naive:
+        return f" (a date: give its Unix time, {seconds!r} for this one: Python's `datetime.fromisoformat(text).timestamp()`)"
+    return (f" (a date: give its Unix time, {seconds!r} for this one read as UTC, as it names no UTC offset: "
+            f"Python's {utc}; `.timestamp()` alone reads it in the machine's time zone)")
+
+
+def _number_hint(text: str) -> str | None:
+    """The hint of a number given as text (`"1700000000"`: a CSV's column made JSON, a Parquet string column), whose
+    value a created_at takes as a number; None for text that is no finite number."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    millis = f", in seconds: milliseconds? divide by 1000: {number / 1000!r}" if _milliseconds(number) else ""
+    return f" (a number as text? give it as a number ({shorten(text.strip(), 32, '...')} without quotes in JSON){millis})"
+
+
 def created_at_problem(created_at: Any) -> str | None:
     """Why `created_at` cannot be a preference file's time (None: it can): a number of Unix seconds in
     [0, MAX_CREATED_AT], or None (stamped on receipt). What the readers of files and rows (`pluralign.data.io`)
-    and the service's import take; stored rows and records made in Python need only a finite time (`time_problem`)."""
+    and the service's import take; stored rows and records made in Python need only a finite time (`time_problem`).
+    The problem gives a hint for a time in milliseconds and for a date (its seconds, read as UTC where it names no
+    offset: the same on every machine, whatever its time zone)."""
     if created_at is None:
         return None
     number = isinstance(created_at, int | float) and not isinstance(created_at, bool)
     if number and 0 <= created_at <= MAX_CREATED_AT:  # NaN fails the comparison
         return None
     hint = ""
-    if number and MAX_CREATED_AT < created_at <= MAX_CREATED_AT * 1000:
-        hint = " (milliseconds? divide by 1000)"
+    if _milliseconds(created_at):
+        hint = f" (milliseconds? divide by 1000: {created_at / 1000!r})"
     elif isinstance(created_at, str | datetime.date):  # ISO text, or a Parquet timestamp column (pandas' datetimes)
-        hint = " (a date: give its Unix time, e.g. Python's `datetime.fromisoformat(text).timestamp()`)"
+        hint = _date_hint(created_at)
     return f"{CREATED_AT_RULE}, got {shorten(repr(created_at), 64, '...')}{hint}"
 
 
+def seconds_meant(created_at: float) -> float:
+    """A stored `created_at` as the Unix seconds it meant: a time in milliseconds (recognizable by its range, past the
+    end of year 9999 in seconds; imports before session rows42 stored it as it came) divided by 1000, any other as it is."""
+    return created_at / 1000 if _milliseconds(created_at) else created_at
+
+
+def seconds_meant_of(created_at):
+    """`seconds_meant` of each stored `created_at` in a column of them: (N,) float64 Unix times in, (N,) float64 out (a
+    reader of a whole table by time: an audit's `since` and its order of each user's comparisons)."""
+    import numpy as np
+
+    times = np.asarray(created_at, np.float64)
+    return np.where((times > MAX_CREATED_AT) & (times <= MAX_CREATED_AT * 1000), times / 1000, times)
+
+
 def file_time(created_at: float | None) -> float | None:
-    """`created_at` (Unix seconds) as a preference file is written with it: None (no time; a reader stamps the row on
-    receipt) for one `created_at_problem` refuses, such as -5, milliseconds or 1e300, which a stored row an older
-    version imported may hold, so that what the service writes (an export, a job's snapshot) reads again."""
-    return created_at if created_at_problem(created_at) is None else None
+    """`created_at` (Unix seconds) as a preference file is written with it, so that what the service writes (an
+    export, a job's snapshot) reads again and keeps its date: a time in milliseconds, which imports before session
+    rows42 stored as it came, as the seconds it meant (`created_at / 1000`: recognizable by its range, past the end
+    of year 9999 in seconds), and None (no time; a reader stamps the row on receipt) for another one
+    `created_at_problem` refuses, such as -5 or 1e300."""
+    if created_at_problem(created_at) is None:
+        return created_at
+    return seconds_meant(created_at) if _milliseconds(created_at) else None
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -26,6 +26,15 @@ Two processes started with the same replica index would write one row over the o
 its own, so their skew would go unmeasured without a word: each row also carries its writer's `instance`
 (drawn once per process), and a replica that finds its row written by another instance after it wrote it
 itself says so (`index_shared`) until `stale_after_s` passes without seeing it again.
+
+Replicas must also agree on how many they are (`service.replicas.owner` divides the users by it): each row says
+with how many its writer was set up (`replicas`), and a replica reading a live row of another count, or of an index
+its count does not have, says so (`counts_disagree`). An instance also names its writer's data folder
+(`instance_id`), so that a starting process tells its own index's row left by its last run on that folder (a
+restart) from one written by a process on another folder (a second replica set up with that index:
+`service.runtime.open_store` refuses to start). An earlier release's row has neither (`replicas` null, an instance
+without a folder): it is not compared; and since such a writer updates only the columns it knows, a `replicas`
+value counts only under an instance that names a folder (its writer wrote both).
 """
 
 from __future__ import annotations
@@ -52,12 +61,50 @@ KEEP_VERSIONS = timedelta(minutes=10)  # what a removal leaves: no reader needs 
 def clock_schema() -> pa.Schema:
     """One row per replica: `replica` (its index), `at` (unix seconds, its clock, when written),
     `ahead_s` (seconds: the largest lead over its own clock it saw in another replica's row), `instance`
-    (the writing process's random id; null in a table written before it was kept)."""
+    (the writing process's id, `instance_id`; null in a table written before it was kept), `replicas` (how many
+    replicas its writer was set up with; null when written before it was kept, or by a writer that did not say)."""
     return pa.schema([pa.field("replica", pa.int32(), nullable=False), pa.field("at", pa.float64(), nullable=False),
-                      pa.field("ahead_s", pa.float64(), nullable=False), INSTANCE])
+                      pa.field("ahead_s", pa.float64(), nullable=False), *ADDED])
 
 
 INSTANCE = pa.field("instance", pa.string(), nullable=True)  # added after the table's first release: a table gains it on open
+REPLICAS = pa.field("replicas", pa.int32(), nullable=True)  # added in session 43, the same way
+ADDED = (INSTANCE, REPLICAS)
+FOLDER_MARK = "d:"  # an instance naming its data folder: "d:<folder id>:<process id>" (an earlier release's: hex only)
+
+
+def instance_id(folder_id: str | None) -> str:
+    """A process's `instance`: a random id, after its data folder's (`folder_id`, kept in the folder) when given."""
+    process = uuid.uuid4().hex
+    return process if folder_id is None else f"{FOLDER_MARK}{folder_id}:{process}"
+
+
+def folder_of(instance: str | None) -> str | None:
+    """The data folder's id an `instance` names, or None (an earlier release's row, or a process given none)."""
+    if instance is None or not instance.startswith(FOLDER_MARK):
+        return None
+    return instance[len(FOLDER_MARK):].rpartition(":")[0] or None
+
+
+def counts_disagree(rows: list[dict], replicas: int) -> dict[int, int | None]:
+    """Of other replicas' clock `rows`: those whose writer was set up with another replica count than `replicas`,
+    or whose index a count of `replicas` does not have, each index with its writer's count (None: not said, an
+    earlier release's row). Such replicas divide the users among them otherwise (`service.replicas.owner`)."""
+    found: dict[int, int | None] = {}
+    for r in rows:
+        theirs = r.get("replicas") if folder_of(r.get("instance")) is not None else None
+        if r["replica"] >= replicas or (theirs is not None and theirs != replicas):
+            found[r["replica"]] = theirs
+    return dict(sorted(found.items()))
+
+
+def counts_words(found: dict[int, int | None], replicas: int) -> str:
+    """`counts_disagree`'s finding in words naming PLURALIGN_REPLICAS and both values."""
+    said = "; ".join(f"replica {i} runs with PLURALIGN_REPLICAS={theirs}" if theirs is not None
+                     else f"replica {i} runs, which PLURALIGN_REPLICAS={replicas} has no place for (its indexes are 0.."
+                          f"{replicas - 1})" for i, theirs in found.items())
+    return (f"this replica is set up with PLURALIGN_REPLICAS={replicas}, but {said}: replicas set up with different counts "
+            "divide the users differently, so some users' adapter jobs are queued by two replicas and others' by none")
 
 
 @dataclass(frozen=True)
@@ -84,9 +131,11 @@ class ReplicaClocks:
     monotonic clock) is a replica that stopped, and counts no more; `index_shared` says whether another
     process was seen writing as the same replica within that long."""
 
-    def __init__(self, db, replica: int, stale_after_s: float, clock: Callable[[], float] = time.time):
+    def __init__(self, db, replica: int, stale_after_s: float, clock: Callable[[], float] = time.time, *,
+                 replicas: int | None = None, folder_id: str | None = None):
         self.db = db
         self.replica = replica
+        self.replicas = replicas  # this replica's count (the `replicas` setting): written in its row, compared with theirs
         self.stale_after_s = stale_after_s
         self.clock = clock
         self.skew = Skew()  # the last pass's finding, or a larger one still held (`beat`)
@@ -95,7 +144,8 @@ class ReplicaClocks:
         self._table = None
         self._seen: dict[int, tuple[float, float]] = {}  # replica -> (its row's `at`, monotonic time it was first seen)
         self._beats = 0
-        self.instance = uuid.uuid4().hex  # this process's, in its row: another writing as `replica` shows by its own
+        self.instance = instance_id(folder_id)  # this process's, in its row: another writing as `replica` shows by its own
+        self.counts: dict[int, int | None] = {}  # the last pass's `counts_disagree` of the live rows (`replicas` given)
         self._wrote = False
         self._twin_seen: float | None = None  # monotonic: when this replica's row was last found written by another process
         self._lock = threading.Lock()  # one pass at a time
@@ -109,9 +159,10 @@ class ReplicaClocks:
                     self._table = self.db.create_table(TABLE, schema=clock_schema())
                 except (OSError, RuntimeError, ValueError):  # made by another replica meanwhile
                     self._table = self.db.open_table(TABLE)
-            if INSTANCE.name not in self._table.schema.names:
+            missing = [f for f in ADDED if f.name not in self._table.schema.names]
+            if missing:
                 try:
-                    self._table.add_columns(INSTANCE)
+                    self._table.add_columns(missing)
                 except (OSError, RuntimeError, ValueError):  # added by another replica meanwhile
                     self._table.checkout_latest()
         return self._table
@@ -137,6 +188,7 @@ class ReplicaClocks:
                 if r["at"] - now > skew.seconds:
                     skew = Skew(r["at"] - now, r["replica"], self.replica)
             mine = skew.seconds
+            self.counts = counts_disagree(fresh, self.replicas) if self.replicas is not None else {}
             for r in fresh:  # what the others saw (the replica behind is the one that sees a skew)
                 if r["ahead_s"] > skew.seconds:
                     skew = Skew(r["ahead_s"], None, r["replica"])
@@ -167,8 +219,8 @@ class ReplicaClocks:
 
     def _write(self, table, ahead_s: float) -> None:
         """This replica's row, stamped now; every TIDY_EVERY passes the table's old versions go."""
-        row = pa.table({"replica": [self.replica], "at": [self.clock()], "ahead_s": [ahead_s], "instance": [self.instance]},
-                       schema=clock_schema())
+        row = pa.table({"replica": [self.replica], "at": [self.clock()], "ahead_s": [ahead_s], "instance": [self.instance],
+                        "replicas": [self.replicas]}, schema=clock_schema())
         table.merge_insert("replica").when_matched_update_all().when_not_matched_insert_all().execute(row)
         self._wrote = True
         self._beats += 1
@@ -192,18 +244,29 @@ class ReplicaClocks:
         return self.skew
 
 
-def recent_replicas(db, within_s: float, now: float | None = None) -> dict[int, float]:
-    """The replicas whose row in `TABLE` was written within the last `within_s` seconds (unix time by this clock, `now`;
-    a row stamped after it counts too: a clock running ahead), each index with its row's `at` (unix seconds, by the
-    writer's clock): replicas sharing the store now, or stopped within `within_s`. {} when the store has no such table
-    (no replica ever ran on it). Lance's errors reading it pass through."""
+def recent_rows(db, within_s: float, now: float | None = None) -> list[dict]:
+    """The rows of `TABLE` written within the last `within_s` seconds (unix time by this clock, `now`; a row stamped
+    after it counts too: a clock running ahead), as dicts of `clock_schema`'s columns (a column the table lacks, an
+    earlier release's, is None): replicas sharing the store now, or stopped within `within_s`. [] when the store has
+    no such table (no replica ever ran on it). Lance's errors reading it pass through."""
     try:
         table = db.open_table(TABLE)
     except (ValueError, FileNotFoundError):  # no table of that name: never shared by replicas
-        return {}
+        return []
     now = time.time() if now is None else now
+    names = [name for name in clock_schema().names if name in table.schema.names]
+    rows = table.search().limit(None).select(names).to_arrow().to_pylist()
+    return [{name: r.get(name) for name in clock_schema().names} for r in rows if r["at"] >= now - within_s]
+
+
+def recent_replicas(db, within_s: float, now: float | None = None) -> dict[int, float]:
+    """`recent_rows`' replicas, each index with its newest row's `at` (unix seconds, by the writer's clock)."""
+    return replicas_of(recent_rows(db, within_s, now))
+
+
+def replicas_of(rows: list[dict]) -> dict[int, float]:
+    """The replicas of clock `rows`, each index with its newest row's `at`, by index."""
     found: dict[int, float] = {}
-    for r in table.search().limit(None).select(["replica", "at"]).to_arrow().to_pylist():
-        if r["at"] >= now - within_s:
-            found[r["replica"]] = max(r["at"], found.get(r["replica"], r["at"]))
+    for r in rows:
+        found[r["replica"]] = max(r["at"], found.get(r["replica"], r["at"]))
     return dict(sorted(found.items()))

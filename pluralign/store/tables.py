@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
-from pluralign.data.record import Base, TrlRow, time_problem
+from pluralign.data.io import file_trl
+from pluralign.data.record import MAX_CREATED_AT, Base, TrlRow, file_time, seconds_meant, time_problem
 from pluralign.data.text import answer_key
 from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
@@ -201,8 +202,9 @@ class StoredPreference(Base):
     def received(self) -> float:
         """When the row reached the service: what a DELETE compares with the time it began, since an
         imported row's `created_at` may be older than a DELETE it came after. A row stored before
-        `received_at` was kept counts as received when it was made."""
-        return self.created_at if self.received_at is None else self.received_at
+        `received_at` was kept counts as received when it was made (`seconds_meant`: a time in milliseconds an
+        older version stored as its seconds, as `received_before` compares it)."""
+        return seconds_meant(self.created_at) if self.received_at is None else self.received_at
 
 
 class Interaction(Base):
@@ -256,7 +258,15 @@ def differing_field(a: StoredPreference, b: StoredPreference) -> str | None:
 
 def _differs(held: StoredPreference, row: StoredPreference, untimed: frozenset[str]) -> str | None:
     """`differing_field(held, row)`, the `created_at` of a row whose `pref_id` is in `untimed` not compared
-    (an import's row whose file gave no time, stamped on receipt)."""
+    (an import's row whose file gave no time, stamped on receipt). `held` is compared as a preference file gives it
+    (`file_time`, `file_trl`): a row an older version stored with a time in milliseconds, or a message role imports
+    now refuse, is the same preference as the row its export imports again (its seconds; its text). Only a pair that
+    differs as stored is compared so (the common case, a row sent again as it was, reads no message again)."""
+    if row.pref_id in untimed:
+        row = msgspec.structs.replace(row, created_at=held.created_at)
+    if differing_field(held, row) is None:
+        return None
+    held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=file_trl(held.trl))
     if row.pref_id in untimed:
         row = msgspec.structs.replace(row, created_at=held.created_at)
     return differing_field(held, row)
@@ -385,6 +395,10 @@ class Store:
         self.histories = HistoryCache(history_bytes)
         self._warming: set[tuple[str, str]] = set()
         self._warmer = ThreadPoolExecutor(1, thread_name_prefix="history")
+        # the purge of the users rows `withdraw_user` deleted, in a turn of its own: one queued at a time
+        self._purge_queued = threading.Event()
+        self._purging: list[threading.Thread] = []  # those started, for `wait_withdrawn`
+        self._purge_lock = threading.Lock()  # guards the two above in `withdraw_user`
         for name in self.tables:
             if name not in self._older:  # an earlier release's table, only read: not even an index is added
                 self._ensure_indexes(name)
@@ -398,10 +412,14 @@ class Store:
 
     def recent_replicas(self, within_s: float) -> dict[int, float]:
         """`clocks.recent_replicas` of this store: the replicas whose clock rows were written within `within_s` seconds,
-        each with its row's time (unix seconds). Raises StoreError naming the table when it cannot be read (damaged), and
-        StoreUnavailable for an object store's endpoint, keys or bucket."""
+        each with its row's time (unix seconds). Raises as `recent_clock_rows`."""
+        return clocks.replicas_of(self.recent_clock_rows(within_s))
+
+    def recent_clock_rows(self, within_s: float) -> list[dict]:
+        """`clocks.recent_rows` of this store: the clock rows written within `within_s` seconds. Raises StoreError naming
+        the table when it cannot be read (damaged), and StoreUnavailable for an object store's endpoint, keys or bucket."""
         try:
-            return clocks.recent_replicas(self.db, within_s)
+            return clocks.recent_rows(self.db, within_s)
         except (OSError, RuntimeError) as exc:  # Lance's for a file missing, a manifest cut short
             if is_object_store(self.uri) and object_store_problem(str(exc)) is not None:  # its endpoint, keys or bucket
                 raise unavailable(exc, f"table `{clocks.TABLE}`", self.uri, "read", self._secrets) from None
@@ -478,6 +496,14 @@ class Store:
     def purges_left(self) -> set[str]:
         """The tables whose purge a stopped delete left to do (empty once the next turn has run)."""
         return self.marks.pending() & set(self.tables)
+
+    def _deletes_on_newest(self) -> None:
+        """The start of a step that counts and deletes a user's rows (`delete_user`, `delete_feedback_before`), under
+        `_lock`: `_fence`, then, with replicas, every table on its newest version. A row another replica committed less
+        than `sync_seconds` ago (its refit's users row, feedback it moved in) is not in a stale view: it would be
+        neither counted nor deleted, and stay for good."""
+        self._fence()
+        self.refresh(*self.tables)
 
     def _fence(self) -> None:
         """Before each destructive maintenance step: with replicas, confirm this process still holds
@@ -860,7 +886,8 @@ class Store:
         `StoredPreference.received`). Read from the table, not the cached history: another process's
         `received_again` leaves the user's row count as it was, so a cached history would not show it."""
         t = repr(float(since))  # `received_before`'s complement (a NOT of it would pass over a null `received_at`)
-        return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND (received_at >= {t} OR (received_at IS NULL AND created_at >= {t}))") > 0
+        later = f"(received_at >= {t} OR (received_at IS NULL AND NOT {made_before(since)}))"  # created_at is never null
+        return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {later}") > 0
 
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
@@ -967,12 +994,47 @@ class Store:
     @_uses("users", "written")
     def withdraw_user(self, tenant: str, user_id: str, updated_at: float) -> None:
         """Delete the user's users row written at `updated_at` (unix seconds, as `put_user` wrote it), and
-        no later one: a fit drawn from rows another process's DELETE took meanwhile (`still_holds`). The
-        old version that held it goes at the store's next purge or compaction, as any old version does."""
+        no later one: a fit drawn from rows another process's DELETE took meanwhile (`still_holds`). Reads
+        no longer see it when this returns; the files that hold it (its fragment, the index, old versions)
+        go in the background, in a maintenance turn of their own (`wait_withdrawn`), as a DELETE's purge:
+        the DELETE that took the user's rows had purged before this row came. Not in the caller's turn: a
+        refit holds the user's lock, which a DELETE takes after its turn (waiting here for the turn, a
+        DELETE of the same user on this process would wait for the refit for good)."""
         where = f"{owner_filter(tenant, user_id)} AND updated_at = {float(updated_at)!r}"
         with self._lock:
             self._commit("users", self.users, lambda: self.users.delete(where))
             self._after_write("users")
+        with self._purge_lock:  # two refits withdrawing at once start one purge, and `_purging` loses neither
+            if self._purge_queued.is_set():  # one queued purges every row withdrawn before it begins
+                return
+            self._purge_queued.set()
+            # a daemon: a stop waits for it only so long (`wait_withdrawn`; with replicas its turn may wait up to the
+            # lease's wait); stopped after its mark, the next turn finishes it
+            purging = threading.Thread(target=self._purge_withdrawn, daemon=True, name="withdrawn-purge")
+            purging.start()  # before `wait_withdrawn` can see it: a thread not started yet cannot be joined (RuntimeError)
+            self._purging = [*(t for t in self._purging if t.is_alive()), purging]
+
+    def _purge_withdrawn(self) -> None:
+        """The users table purged (`_purge_tables`), marked first so that a turn stopped part way is finished
+        by the next (`PurgeMarks`). A failure is logged; the mark stays for the next turn."""
+        try:
+            with self._maintenance():
+                self._purge_queued.clear()  # a row withdrawn from now on is in a fragment this purge may not rewrite
+                self._mark(["users"])
+                self._purge_tables(["users"])
+        except Exception:
+            self._purge_queued.clear()
+            # marked: the next delete or compaction finishes it; not (no turn): a later compaction rewrites its fragment
+            log.exception("the purge of withdrawn users rows failed")
+
+    def wait_withdrawn(self, timeout: float | None = None) -> bool:
+        """Block until the purges of withdrawn users rows started so far are done, at most `timeout` seconds in all
+        (None: however long); returns whether they are (a stop: one that still waits for its turn is not marked
+        yet, so the row would stay in the users table's files until a later purge or compaction rewrote them)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for purging in list(self._purging):
+            purging.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(purging.is_alive() for purging in self._purging)
 
     def _grow_histories(self, data: pa.Table, owners: list[tuple[str, str]]) -> None:
         rows_of: dict[tuple[str, str], list[int]] = {}
@@ -1101,12 +1163,13 @@ class Store:
             trl=None if row.get("trl") is None else _TRL_DECODER.decode(row["trl"]),
         )
 
-    def _cached(self, tenant: str, user_id: str) -> History | None:
+    def _cached(self, tenant: str, user_id: str, any_age: bool = False) -> History | None:
         """The user's cached history, if any and (with `sync_seconds`) not older than that unless it
-        still matches the table's count of their rows; a mismatch drops it."""
+        still matches the table's count of their rows; a mismatch drops it. `any_age`: checked however
+        young it is."""
         key = (tenant, user_id)
         history = self.histories.peek(key)
-        if history is None or self.sync_seconds is None or self.histories.age(key) < self.sync_seconds:
+        if history is None or self.sync_seconds is None or (not any_age and self.histories.age(key) < self.sync_seconds):
             return history
         since = time.monotonic()
         if self._read(lambda: self.preferences.count_rows(owner_filter(tenant, user_id))) == len(history):
@@ -1116,10 +1179,15 @@ class Store:
         return None
 
     @_uses("preferences", "read")
-    def history(self, tenant: str, user_id: str) -> History:
-        """Every preference row of the user with its vectors (cached until their rows change)."""
+    def history(self, tenant: str, user_id: str, latest: bool = False) -> History:
+        """Every preference row of the user with its vectors (cached until their rows change). `latest`: with
+        other processes on the store, as the table's newest version holds them, not a view (or a cached
+        history) up to `sync_seconds` stale: one more look for that version and a count of the user's rows
+        (a refit, whose row must not be drawn from rows another process's DELETE took a moment ago)."""
         if self.sync_seconds is not None:
-            self._cached(tenant, user_id)  # drops a history that no longer matches the table
+            if latest:
+                self.preferences.checkout_latest()
+            self._cached(tenant, user_id, any_age=latest)  # drops a history that no longer matches the table
 
         def load() -> History:
             columns = self._present("preferences", [f.name for f in self.schemas["preferences"] if f.name not in ("tenant", "user_id", "schema_version")])
@@ -1497,10 +1565,7 @@ class Store:
         with self._maintenance():  # one delete or compaction at a time
             def delete_rows() -> None:
                 with self._lock:  # the user's rows go in one step: no commit of theirs falls in between
-                    self._fence()
-                    # with replicas, on the newest versions: a row another replica committed less than
-                    # `sync_seconds` ago (its refit's users row) is not in a stale view, and would stay for good
-                    self.refresh(*self.tables)
+                    self._deletes_on_newest()
                     # the users row last: a DELETE stopped part way leaves the user there (delete again),
                     # never rows of theirs (stated changes) without the row that numbers them
                     found = {}
@@ -1534,7 +1599,7 @@ class Store:
         with self._maintenance():
             def delete_rows() -> None:
                 with self._lock:
-                    self._fence()
+                    self._deletes_on_newest()
                     found.clear()
                     for name in names:
                         with self._on(name, "read"):
@@ -1715,9 +1780,18 @@ _DELETION_FIELDS = tuple(f.name for f in msgspec.structs.fields(Deletion))
 
 def received_before(before: float) -> str:
     """A filter for preference rows the service received before `before` (unix seconds): by
-    `received_at`, or by `created_at` for a row stored before that column was kept (null there)."""
+    `received_at`, or by `created_at` for a row stored before that column was kept (null there; `made_before`)."""
+    return f"(received_at < {float(before)!r} OR (received_at IS NULL AND {made_before(before)}))"
+
+
+def made_before(before: float) -> str:
+    """A filter for rows whose `created_at` (`seconds_meant`) is before `before` (unix seconds): a time in milliseconds
+    an older version stored (past MAX_CREATED_AT, at most its thousandfold) compared as its seconds. Until review
+    rows43 it was compared as it was, a date past any DELETE, so a DELETE finished after the user came back kept such a
+    row of theirs."""
     t = repr(float(before))
-    return f"(received_at < {t} OR (received_at IS NULL AND created_at < {t}))"
+    return (f"(created_at < {t} OR (created_at > {MAX_CREATED_AT!r} AND created_at <= {MAX_CREATED_AT * 1000!r} "
+            f"AND created_at < {float(before) * 1000!r}))")
 
 
 def new_created_at() -> float:

@@ -8,6 +8,7 @@ the user uses the feedback."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 import uuid
@@ -30,7 +31,11 @@ from service.feedback.schemas import (
 from service.ids import check_user_id
 from service.requestid import remember
 from service.runtime import Runtime
-from service.users.services import schedule_refit
+from service.users.services import queue_refits, submit_refits
+
+log = logging.getLogger("pluralign.service")
+# the most users whose background refits wait for a feedback backlog to clear (`refit_waiting`): ~200 bytes each
+MAX_WAITING_REFITS = 100_000
 
 
 def served(rt: Runtime, tenant: str, response_id: str) -> Interaction:
@@ -258,22 +263,36 @@ def refit_waiting(rt: Runtime, moved: Iterable[tuple[str, str]] = ()) -> int:
     backlog the `moved` join those waiting (under load the CPU goes to moving the rows; a read refits stale
     weights itself meanwhile), and the first move that leaves it empty queues them all; so does the app's start
     when the worker emptied it before (the users of the records replayed at the start wait: `Ingestor.replayed`).
-    A stop before that keeps them for the next start (`keep_dropped_refits`). Before, they were recorded nowhere:
+    A stop before that keeps them for the next start (`keep_dropped_refits`), and so does a crash (they are on disk,
+    queued or waiting, until their refits ran: `service.waiting_refits`). At most MAX_WAITING_REFITS users wait: the
+    move that reaches it queues them all at once, beside the backlog (a warning says how many), so memory stays
+    bounded and none is forgotten. Before, they were recorded nowhere:
     what reads the users table as it is (the fairness audit's groups, the population a new user is compared with,
     the pooled prior) kept their row of before that feedback until they came back, for good for a user who never
     did. A user deleted meanwhile is refitted to nothing: a refit writes no row for a user with nothing stored
     (`refit`). A user whose own read refitted them meanwhile is refitted once more (the same fit). Returns how many
     refits were asked for."""
     users = list(dict.fromkeys(moved))
+    at_bound = False
     # the look at the backlog under the lock too: a reader's move that saw the worker's last batch still pending
     # adds its users before the worker's hook looks (which queues them), or sees the log empty itself
     with rt.refit_lock:
+        # on disk until their refits ran (`service.waiting_refits`): a crash meanwhile loses none of them
+        rt.waiting_refits.add(key for key in users if key not in rt.dropped_refits and key not in rt.pending_refits)
+        if rt.waiting_refits.lines > MAX_WAITING_REFITS // 64:  # the file's lines, not just its users: written whole again
+            rt.waiting_refits.rewrite(rt.dropped_refits | rt.pending_refits | set(users))
         if rt.ingest.log.has_pending():  # asked at each request's rows of each batch: no pass over the backlog
             rt.dropped_refits.update(users)
-            return 0
+            if len(rt.dropped_refits) < MAX_WAITING_REFITS:
+                return 0
+            at_bound = not rt.refits_stopped.is_set()
         if not rt.refits_stopped.is_set():  # stopping, they stay: `keep_dropped_refits` writes them for the next start
             users += sorted(rt.dropped_refits.difference(users))
             rt.dropped_refits.clear()
-    for tenant, user in users:  # the attributes their feedback carried are in their rows: a refit gathers them
-        schedule_refit(rt, tenant, user)
+        # the attributes their feedback carried are in their rows: a refit gathers them
+        queued = queue_refits(rt, users)  # with the emptying of the waiting set: the queue never looks drained between
+    submit_refits(rt, queued)
+    if at_bound:
+        log.warning("%d users' background refits waited behind the feedback log's backlog (at most %d wait): queued now, "
+                    "beside the backlog", len(users), MAX_WAITING_REFITS)
     return len(users)

@@ -29,10 +29,13 @@ def health(request: Request) -> dict:
     storage = rt.store.problems.recent()
     # with replicas: clocks seen further apart than store_sync_ms, while DELETEs are refused (pluralign.store.clocks)
     clocks = rt.deletion_sweep.clocks_problem() if rt.deletion_sweep is not None else None
+    # with replicas: live replicas set up with another PLURALIGN_REPLICAS (they divide the users differently)
+    replicas = rt.deletion_sweep.replicas_problem() if rt.deletion_sweep is not None else None
     return {
-        "status": "degraded" if storage or clocks else "ok",
+        "status": "degraded" if storage or clocks or replicas else "ok",
         "storage": storage,
         "clocks": clocks,
+        "replicas": replicas,
         "generator": _public(rt.generator.model_id),
         "encoder": _public(rt.encoder.encoder_id),
         "pal": pal,
@@ -118,6 +121,9 @@ def scrape_state(app: Litestar) -> list:
             ("pluralign_replica_clocks_refusing_deletes", "gauge",
              "1 while DELETEs are refused (clocks_disagree: a skew over store_sync_ms, or two processes with one replica index)",
              [({}, float(sweep.clocks_disagree()))]),
+            ("pluralign_replica_counts_disagree", "gauge",
+             "1 while a live replica runs with another PLURALIGN_REPLICAS than this one (or an index this one's count has no "
+             "place for): some users' adapter jobs are queued twice, others' never", [({}, float(sweep.replicas_problem() is not None))]),
         ]
     admin = app.state.get("admin")
     if admin is not None:

@@ -294,9 +294,9 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
         except PrefIdConflict as exc:
             field = f"line {lines[exc.index]}.pref_id"
             if exc.earlier is not None:
-                problem = f"{exc.pref_id!r} is also line {lines[exc.earlier]}'s, whose `{exc.field}` differs (a pref_id names one preference)"
+                problem = f"{exc.pref_id!r} is also line {lines[exc.earlier]}'s, whose {_field_words(exc.field)} differs (a pref_id names one preference)"
             else:
-                problem = (f"{exc.pref_id!r} is already stored for this user with another `{exc.field}` "
+                problem = (f"{exc.pref_id!r} is already stored for this user with another {_field_words(exc.field)} "
                            "(a pref_id names one preference: give this row a new id, or none)")
             raise _pref_id_conflict(field, problem) from None
         if stored:
@@ -402,9 +402,19 @@ def _refuse_if_stored_otherwise(rt: Runtime, claimed: list, records: list, lines
         rt.store.check_newest(claimed, untimed=stamped)
     except PrefIdConflict as exc:
         line = min(lines[i] for i, r in enumerate(records) if r.pref_id == exc.pref_id)
-        problem = (f"{exc.pref_id!r} is already stored for this user with another `{exc.field}`, through another replica "
+        problem = (f"{exc.pref_id!r} is already stored for this user with another {_field_words(exc.field)}, through another replica "
                    "(a pref_id names one preference: give this row a new id, or none)")
         raise _pref_id_conflict(f"line {line}.pref_id", problem) from None
+
+
+def _field_words(field: str) -> str:
+    """A field in which a row differs from the one held under its `pref_id`, as a file's author knows it: `trl`, the
+    stored TRL form, is the form the row's TRL columns came in."""
+    if field != "trl":
+        return f"`{field}`"
+    return ("form of its TRL columns (`trl`: `prompt`, `chosen` and `rejected` as text or as message lists, with or without a "
+            "`prompt` column, and TRL's other columns; a conversation an older version stored with a message role imports "
+            "now refuse is held as its text, as its export writes it)")
 
 
 def _pref_id_conflict(field: str, problem: str) -> HTTPException:

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 import numpy as np
 
+from pluralign.data.record import seconds_meant
 from pluralign.data.text import answer_key, is_blank
 from pluralign.files import atomic_writer, staged_folder
 from pluralign.policy.adapters import (
@@ -136,8 +137,8 @@ def adapter_folder(rt: Runtime, tenant: str, user_id: str):
 
 def refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None = None, unsaved_ok: bool = False) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
-    attributes gather those their feedback carried, over those their row held (the latest, by `created_at`,
-    win; nothing else is merged in: a batch's first row's attributes overrode them once). `unsaved_ok`:
+    attributes gather those their feedback carried, over those their row held (the latest, by `created_at` as
+    `pluralign.data.record.seconds_meant` reads it, win; nothing else is merged in: a batch's first row's attributes overrode them once). `unsaved_ok`:
     a read's refit, whose row the users table cannot take (no room, read-only), is logged and served
     all the same (the row is a cache of their comparisons: the next read fits again), as is a stated
     change's (`set_stated`: its version is stored by then); a DELETE's refit raises StoreUnavailable (a
@@ -151,11 +152,13 @@ def refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None = 
 
 def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, unsaved_ok: bool = False) -> UserWeights:
     # one snapshot of the history for vectors, texts and attributes: feedback moved into the table
-    # meanwhile must not make them disagree (the next read sees the new rows as stale and refits)
-    history = rt.store.history(tenant, user_id)
+    # meanwhile must not make them disagree (the next read sees the new rows as stale and refits). With
+    # replicas, on the newest version: rows another replica's DELETE took less than `store_sync_ms` ago,
+    # fitted on, made a row `_deleted_meanwhile` withdraws, and with it a stated preference set since
+    history = rt.store.history(tenant, user_id, latest=True)
     prompt, chosen, rejected, chosen_texts, rejected_texts = history.comparison_set()  # (N, d) x 3, N texts x 2
     from_feedback: dict[str, str] = {}
-    for row in sorted(history.rows, key=lambda r: r["created_at"]):
+    for row in sorted(history.rows, key=lambda r: seconds_meant(r["created_at"])):  # (milliseconds an older version stored)
         from_feedback.update(json.loads(row["attributes"]))
     rt.store.refresh("users")  # with replicas: the row written back keeps another's stated preferences (PATCHed a moment ago)
     record = rt.store.get_user(tenant, user_id)
@@ -229,17 +232,32 @@ def schedule_refit(rt: Runtime, tenant: str, user_id: str) -> None:
 
     Correctness does not hang on it: `user_weights` refits stale weights itself, so the next
     request of the user uses every acknowledged comparison even if this refit has not run yet."""
-    key = (tenant, user_id)
     with rt.refit_lock:
+        queued = queue_refits(rt, [(tenant, user_id)])
+    submit_refits(rt, queued)
+
+
+def queue_refits(rt: Runtime, keys: Iterable[tuple[str, str]]) -> int:
+    """`schedule_refit` of each user of `keys` (tenant, user_id), the caller holding `rt.refit_lock` (so what it
+    does beside it, such as emptying the waiting set, is one step with the queueing: the queue never looks drained
+    in between); returns how many were queued, to be given to `submit_refits` once the lock is let go."""
+    queued = 0
+    for key in keys:
         if rt.refits_stopped.is_set():  # the service stops (`Runtime.stop_refits`): the next start refits them
             rt.dropped_refits.add(key)
-            return
+            continue
         if key in rt.pending_refits:
-            return
+            continue
         rt.pending_refits.add(key)
         # run under the id of the request that caused it (service.requestid)
-        rt.refit_turns.setdefault(tenant, deque()).append((user_id, contextvars.copy_context()))
-    rt.background.submit(_next_refit, rt)  # one task per refit queued: each runs the one whose turn it is
+        rt.refit_turns.setdefault(key[0], deque()).append((key[1], contextvars.copy_context()))
+        queued += 1
+    return queued
+
+
+def submit_refits(rt: Runtime, queued: int) -> None:
+    for _ in range(queued):  # one task per refit queued: each runs the one whose turn it is
+        rt.background.submit(_next_refit, rt)
 
 
 def _next_refit(rt: Runtime) -> None:
@@ -257,6 +275,9 @@ def _next_refit(rt: Runtime) -> None:
         if rt.refits_stopped.is_set():
             return
     context.run(_background_refit, rt, tenant, user_id)
+    with rt.refit_lock:  # the queue drained with nobody waiting: no refit is owed any more (`service.waiting_refits`)
+        if rt.waiting_refits.lines and not rt.refit_turns and not rt.dropped_refits and not rt.refits_stopped.is_set():
+            rt.waiting_refits.drop()
 
 
 def _background_refit(rt: Runtime, tenant: str, user_id: str) -> None:
@@ -290,33 +311,40 @@ def keep_dropped_refits(rt: Runtime) -> int:
         keys = [key for key in keys if key in held]
     except StoreUnavailable as exc:  # all of them, then: the next start's refit of a deleted user writes nothing
         log.error("stopping: could not check which users with dropped refits are still stored: %s", exc)
-    if not keys:
-        return 0
-    try:
-        with atomic_writer(rt.settings.data_path / DROPPED_REFITS_FILE) as f:
-            f.write(msgspec.json.encode(keys))
-    except OSError as exc:  # a full or read-only data folder: each of them is refitted at their next read
-        log.error("stopping: the users of %d dropped background refits could not be kept for the next start: %s", len(keys), exc)
-        return 0
+    if keys:
+        try:
+            with atomic_writer(rt.settings.data_path / DROPPED_REFITS_FILE) as f:
+                f.write(msgspec.json.encode(keys))
+        except OSError as exc:  # a full or read-only data folder: the waiting file (if written) still names them
+            log.error("stopping: the users of %d dropped background refits could not be kept for the next start: %s", len(keys), exc)
+            return 0
+    with rt.refit_lock:  # what it names ran, or is named in DROPPED_REFITS_FILE now
+        rt.waiting_refits.drop()
     return len(keys)
 
 
 def refit_dropped(rt: Runtime) -> int:
-    """At the start: background refits taken again from now on, those of the users the last stop dropped
-    (`keep_dropped_refits`) queued, and their file removed. An unreadable file is logged and removed (each of
-    those users is refitted at their next read); one that cannot be removed is queued again at the next start
+    """At the start: background refits taken again from now on, and those of the users the last stop dropped
+    (`keep_dropped_refits`), or a crash left waiting or queued (`service.waiting_refits`), queued; they stay named on
+    disk (the waiting file) until they ran, and the stop's file is removed. An unreadable file is logged and removed
+    (each of those users is refitted at their next read); one that cannot be removed is queued again at the next start
     (a refit twice is the same fit). Returns how many were queued."""
     rt.refits_stopped.clear()
     path = rt.settings.data_path / DROPPED_REFITS_FILE
     try:
         keys = msgspec.json.decode(path.read_bytes(), type=list[tuple[str, str]])
     except FileNotFoundError:
-        return 0
+        keys = []
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         log.error("%s cannot be read (%s): the users whose refits the last stop dropped are refitted at their next read", path, exc)
         keys = []
-    for tenant, user_id in keys:
-        schedule_refit(rt, tenant, user_id)
+    with rt.refit_lock:
+        keys = list(dict.fromkeys([*map(tuple, keys), *rt.waiting_refits.read()]))
+        rt.waiting_refits.rewrite(keys)  # a crash before they ran finds them again
+        queued = queue_refits(rt, keys)
+    submit_refits(rt, queued)
+    if not path.exists():
+        return len(keys)
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:

@@ -141,3 +141,70 @@ def test_a_message_role_an_import_refuses_that_an_older_version_stored_is_export
         assert imported.status_code == 201, imported.text
     (line,) = [json.loads(text) for text in r.text.splitlines()]
     assert (line["prompt"], line["chosen"], line["rejected"]) == ("Tea or coffee?", "Tea.", "Coffee."), line
+
+
+def test_a_time_in_milliseconds_an_older_version_stored_is_exported_as_the_seconds_it_meant(svc):
+    """Review rows43. Imports before session rows42 stored any finite `created_at`, a time in epoch milliseconds
+    (JavaScript's `Date.now()`) as it came; since rows42 such a time was exported as null, so the row lost its date
+    (stamped on receipt) wherever the file went. A number past the end of year 9999 in seconds and within it in
+    milliseconds can only be milliseconds: exported as the seconds it meant, which re-import into another tenant
+    as that date, and into the same user as the row held (`already_stored`, not a 409 on the time)."""
+    rt = svc.runtime
+    rows = [StoredPreference(tenant="acme", user_id="oldms", pref_id=f"m{i}", prompt=f"Tea {i}?", chosen="Green tea.",
+                             rejected="Black coffee.", kind="choice", created_at=t) for i, t in enumerate((1_700_000_000_123.0, 1_700_000_500.5))]
+    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    with svc.client("acme") as c:
+        r = c.get("/v1/users/oldms/export", params={"format": "preferences"})
+        assert r.status_code == 200, r.text
+        again = c.post("/v1/users/oldms/import", content=r.content, headers={"content-type": "application/x-ndjson"})
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert sorted((x["pref_id"], x["created_at"]) for x in lines) == [("m0", 1_700_000_000.123), ("m1", 1_700_000_500.5)], lines
+    assert again.status_code == 201 and sorted(again.json()["already_stored"]) == ["m0", "m1"], again.text
+    with svc.client("globex") as c:  # the file moved to another tenant keeps the row's date
+        imported = c.post("/v1/users/oldms/import", content=r.content, headers={"content-type": "application/x-ndjson"})
+        assert imported.status_code == 201, imported.text
+        page = c.get("/v1/users/oldms/preferences").json()
+    assert sorted((p["pref_id"], p["created_at"]) for p in page["data"]) == [("m0", 1_700_000_000.123), ("m1", 1_700_000_500.5)], page
+
+
+def test_a_message_role_an_import_refuses_that_an_older_version_stored_reimports_into_its_user_as_held(svc):
+    """Review rows43. The export writes such a row as its text (above); imported again into the same user, whose
+    stored row keeps its TRL form (role `bot`), it was a 409 naming `line 1.pref_id`, "already stored with another
+    `trl`", which no file can mend: the form it names is one imports refuse. The held row is compared as the export
+    writes it: the same preference (`already_stored`). A file giving that id another form (a conversation with the
+    role mended) is still a 409, naming what differs."""
+    from pluralign.data.record import TrlRow
+
+    rt = svc.runtime
+    ask = {"role": "user", "content": "Milk or lemon?"}
+    trl = TrlRow(chosen=[ask, {"role": "bot", "content": "Milk."}], rejected=[ask, {"role": "bot", "content": "Lemon."}])
+    row = StoredPreference(tenant="acme", user_id="oldroles2", pref_id="r0", prompt="Milk or lemon?", chosen="Milk.",
+                           rejected="Lemon.", kind="comparison", created_at=1_700_000_000.0, trl=trl)
+    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+    rt.store.add_preferences([row], vec([row.prompt]), vec([row.chosen]), vec([row.rejected]))
+    mended = {"chosen": [ask, {"role": "assistant", "content": "Milk."}], "rejected": [ask, {"role": "assistant", "content": "Lemon."}],
+              "created_at": 1_700_000_000.0, "pref_id": "r0"}
+    with svc.client("acme") as c:
+        r = c.get("/v1/users/oldroles2/export", params={"format": "preferences"})
+        again = c.post("/v1/users/oldroles2/import", content=r.content, headers={"content-type": "application/x-ndjson"})
+        other = c.post("/v1/users/oldroles2/import", content=json.dumps(mended), headers={"content-type": "application/x-ndjson"})
+    assert again.status_code == 201 and again.json()["already_stored"] == ["r0"], again.text
+    assert other.status_code == 409 and other.json()["error"]["param"] == "line 1.pref_id", other.text
+    assert "a message role imports now refuse is held as its text" in other.json()["error"]["message"], other.text
+
+
+def test_a_users_latest_label_is_not_one_an_older_version_stored_with_a_time_in_milliseconds(svc):
+    """Review ro43. A user's attributes gather their comparisons' labels, the latest by `created_at` winning; read as
+    stored, a 2023 comparison an import before session rows42 kept in milliseconds counted as made in the year 55,847,
+    so its label outlived every later one (the profile, and an audit grouping users by it, said `segment` "2023"
+    after the user's 2025 comparison said "2025"). Its time is read as the seconds it meant."""
+    rt = svc.runtime
+    rows = [StoredPreference(tenant="acme", user_id="oldlabel", pref_id=f"l{i}", prompt=f"Tea {i}?", chosen="Green tea.",
+                             rejected="Black coffee.", kind="comparison", created_at=t, attributes={"segment": label})
+            for i, (t, label) in enumerate(((1_700_000_000_123.0, "2023"), (1_750_000_000.0, "2025")))]
+    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    with svc.client("acme") as c:
+        r = c.get("/v1/users/oldlabel")
+    assert r.status_code == 200 and r.json()["attributes"] == {"segment": "2025"}, r.text

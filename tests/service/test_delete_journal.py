@@ -200,6 +200,10 @@ def test_another_replicas_refit_landing_after_the_rows_went_leaves_no_users_row(
         assert a.runtime.store.get_user("acme", GONE) is None
         assert wait_until(lambda: len(tries) >= 3), tries  # the DELETE, then two of a's journal passes
         assert len(a.runtime.store.deletions_since(0)) == 1
+        # nor is the withdrawn row left in the store's files (their id, fitted weights): reviewad43, before a row
+        # deleted, never purged, stayed in its fragment, the users index and old versions
+        b.runtime.store.wait_withdrawn()
+        assert files_holding(tmp_path / "shared-lancedb", GONE) == []
 
 
 
@@ -234,3 +238,75 @@ def test_a_delete_takes_the_users_row_another_replica_wrote_a_moment_before(tmp_
         for store in (a.runtime.store, b.runtime.store):
             store.refresh("users")
             assert store.get_user("acme", GONE) is None
+
+
+def test_a_user_who_states_a_preference_on_another_replica_right_after_their_delete_keeps_it(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                            minilm, monkeypatch):
+    """reviewad43: the user, deleted through replica a, comes back through replica b with a stated preference while
+    b's view of the tables is still up to `store_sync_ms` stale (b's setting is long here, so the PATCH lands in it
+    deterministically; a's is short, so its DELETE's purge waits little). b's refit after the PATCH read the deleted
+    rows from that view, wrote the row, found the rows gone (`_deleted_meanwhile`) and withdrew the row: with it the
+    stated version b had just answered 200 for, its changes left in the store without the row that numbers them."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    store = str(tmp_path / "shared-lancedb")
+    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, ADMIN_HANDLERS, store_uri=store, replicas=2,
+                             replica_index=0, store_sync_ms=200)
+    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, ADMIN_HANDLERS, store_uri=store, replicas=2,
+                              replica_index=1, store_sync_ms=60_000)
+    b.keys["acme"] = b.runtime.keys.issue("acme")
+    with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
+        give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
+        assert acme_b.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2  # in b's view of the table
+        assert acme_a.delete(f"/v1/users/{GONE}").status_code == 200
+        r = acme_b.patch(f"/v1/users/{GONE}/stated-preferences", json={"preferences": {"length": "less"}})
+        assert r.status_code == 200 and r.json()["version"] == 1, r.text
+        for replica in (a, b):
+            replica.runtime.store.refresh("users", "stated_changes")
+            record = replica.runtime.store.get_user("acme", GONE)
+            assert record is not None and record.stated is not None, record  # the version they were answered
+            assert record.attributes == {} and record.pal_logits is None and record.n_preferences == 0, record  # nothing deleted
+        assert acme_a.get(f"/v1/users/{GONE}/stated-preferences").json()["version"] == 1
+
+
+def test_a_replica_stopped_while_its_withdrawn_row_waits_for_the_lease_leaves_it_in_no_file(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                           minilm, monkeypatch):
+    """reviewra43: b's refit withdraws a row drawn from rows a's DELETE took; its purge waits for the store's lease,
+    which another replica holds (a's DELETE's own purge holds it for `store_sync_ms` + 2 s, a compaction longer), and
+    it is marked only once it has its turn. b was stopped meanwhile (a deploy): its stop did not wait for the purge,
+    which ran on after the app's stop (writing the tables of a stopped service, as background refits once did) or,
+    the process gone, never: the row, unmarked, stayed in the users table's files (their id, fitted weights)."""
+    import threading
+
+    from service.users import services
+    from tests.service.tiny import start_replicas
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200, admin_handlers=ADMIN_HANDLERS)
+    held, free = threading.Event(), threading.Event()
+
+    def hold_the_lease() -> None:  # another replica's turn (here a's), over for good after a moment
+        with a.runtime.store.lease:
+            held.set()
+            free.wait(30)
+
+    holder = threading.Thread(target=hold_the_lease)
+    with first:
+        with second, b.client("acme") as acme_b:
+            give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
+            assert acme_b.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+            put_user = b.runtime.store.put_user
+
+            def put_after_the_delete(record):  # b's fit is done, on the history it read before the DELETE
+                monkeypatch.setattr(b.runtime.store, "put_user", put_user)
+                services.delete(a.runtime, "acme", GONE)
+                holder.start()
+                assert held.wait(30)
+                put_user(record)
+
+            monkeypatch.setattr(b.runtime.store, "put_user", put_after_the_delete)
+            assert services.refit(b.runtime, "acme", GONE).record is None  # withdrawn; its purge waits for the lease
+            threading.Timer(0.5, free.set).start()  # the other turn ends while b stops
+        # b has stopped: nothing of it runs on, and no file holds the withdrawn row
+        assert not any(t.name == "withdrawn-purge" and t.is_alive() for t in threading.enumerate())
+        assert files_holding(tmp_path / "shared-lancedb", GONE) == []
+    holder.join()

@@ -13,6 +13,8 @@ export) while the other rows still wait, as a read does under load."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 
 import pytest
 
@@ -74,6 +76,10 @@ def test_an_export_user_line_reflects_the_feedback_just_sent(service):
 
 
 def test_users_still_waiting_for_the_backlog_at_a_stop_are_refitted_at_the_next_start(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A clean stop during a backlog keeps the waiting users in refits-dropped.json (refit42); a crash then (kill -9:
+    the data folder as it is at that moment, copied while the service runs) keeps them too (replicas43: before, the
+    crashed copy's next start refitted the user whose record the log replayed, and never the one whose rows were
+    moved already: their row stayed None)."""
     data = tmp_path / "data"
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm)
     rt = svc.runtime
@@ -84,6 +90,7 @@ def test_users_still_waiting_for_the_backlog_at_a_stop_are_refitted_at_the_next_
                 _send(c, user, "first")
                 assert c.get(f"/v1/users/{user}/preferences").json()["total"] == 1  # moved (by the read, or the worker before it)
             assert c.delete("/v1/users/r42-deleted").status_code == 200
+            shutil.copytree(data, tmp_path / "crashed")  # what a kill -9 now would leave
         assert rt.store.get_user("acme", "r42-waiting") is None  # stopped during the backlog: not refitted yet
     assert json.loads((data / "refits-dropped.json").read_bytes()) == [["acme", "r42-waiting"]]  # before: no file
 
@@ -96,6 +103,44 @@ def test_users_still_waiting_for_the_backlog_at_a_stop_are_refitted_at_the_next_
         assert _stored(again.runtime, "r42-pending") == (1, {})  # before: None, for good unless they came back
         assert again.runtime.store.get_user("acme", "r42-deleted") is None
         assert not (data / "refits-dropped.json").exists()
+        assert not (data / "refits-waiting.jsonl").exists()  # the queue drained: nothing owed
+
+    server, crashed = start_service(tmp_path / "crashed", tiny_generator_dir, tiny_pal_dir, minilm,
+                                    built=lambda runtime: runtime.ingest.flush())
+    with server:
+        crashed.runtime.wait_for_background()
+        assert _stored(crashed.runtime, "r42-waiting") == (1, {})  # before: None
+        assert _stored(crashed.runtime, "r42-pending") == (1, {})
+        assert crashed.runtime.store.get_user("acme", "r42-deleted") is None
+        assert not (tmp_path / "crashed" / "refits-waiting.jsonl").exists()
+
+
+def test_at_most_max_waiting_refits_users_wait_for_the_backlog_and_the_bound_queues_them_all(service, monkeypatch):
+    """The waiting set had no bound (a backlog of millions of users held them all in memory). Now the move that
+    brings it to MAX_WAITING_REFITS (2 here) queues every waiting refit at once, beside the backlog still held, with
+    a warning saying how many: none is forgotten."""
+    import service.feedback.services as feedback
+
+    rt = service.runtime
+    monkeypatch.setattr(feedback, "MAX_WAITING_REFITS", 2)
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())
+    monkeypatch.setattr(logging.getLogger("pluralign.service"), "handlers", [handler])
+    with service.client() as c:
+        for user in ("r43-first", "r43-second"):
+            _send(c, user, "first")
+            assert c.get(f"/v1/users/{user}").status_code == 200
+        with rt.ingest.paused():  # a backlog: r43-busy's record waits in the log throughout
+            _send(c, "r43-busy", "busy")
+            for user in ("r43-first", "r43-second"):
+                _send(c, user, "second")
+                assert c.get(f"/v1/users/{user}/preferences").json()["total"] == 2  # moved: their refits wait
+            rt.background.submit(lambda: None).result()  # the refits queued so far ran; the log still holds r43-busy
+            assert rt.ingest.log.has_pending() and not rt.dropped_refits
+            assert [_stored(rt, user) for user in ("r43-first", "r43-second")] == [(2, {})] * 2  # before: (1, {}) each
+            assert [m for m in said if "queued now, beside the backlog" in m and m.startswith("2 users")], said
+        rt.wait_for_background()
 
 
 

@@ -17,6 +17,7 @@ from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
 from tests.service.test_delete_journal import wait_until
 from tests.service.test_left27b_began import prompts
 from tests.service.test_replica37_clock_skew import compare_clocks, skew
+from tests.service.test_replicas43_counts import write_row
 from tests.service.tiny import start_replicas, start_service
 
 SYNC_MS = 200
@@ -184,7 +185,13 @@ def test_a_row_left_by_a_replica_scaled_away_long_ago_does_not_refuse_deletes_at
     first 3 passes (at least a minute), so at every start of any replica DELETEs answered 503 clocks_disagree
     for a minute or more and /health said `degraded`. Now a row first seen already older, by this clock, than
     a live one can be (3 passes) plus deletion records' slack (10 minutes of skew) counts as stopped until it
-    changes."""
+    changes.
+
+    Then replica 2 comes back, set up with PLURALIGN_REPLICAS=3 as it was (replicas43; its start saw nothing wrong:
+    its row is written here as its sweep would). Before: nothing said it, and it and the two divided the users
+    differently. Now replica 0's next pass logs an error naming PLURALIGN_REPLICAS and both values (once, not at
+    every pass), /health is `degraded` with `replicas` saying so and /metrics' `pluralign_replica_counts_disagree` is
+    1; once its row stops changing for 3 passes, all of it ends (a warning)."""
     import lancedb
     import pyarrow as pa
 
@@ -193,7 +200,7 @@ def test_a_row_left_by_a_replica_scaled_away_long_ago_does_not_refuse_deletes_at
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
     store = tmp_path / "shared-lancedb"
     lancedb.connect(store).create_table(TABLE, pa.table({"replica": [2], "at": [time.time() - 86_400], "ahead_s": [5.0],
-                                                         "instance": ["gone"]}, schema=clock_schema()))
+                                                         "instance": ["gone"], "replicas": [None]}, schema=clock_schema()))
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=SYNC_MS,
                                          admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
     with first, second, a.client("acme") as acme_a:
@@ -201,3 +208,27 @@ def test_a_row_left_by_a_replica_scaled_away_long_ago_does_not_refuse_deletes_at
         compare_clocks(a, b, a)
         assert acme_a.get("/health").json()["clocks"] is None
         assert acme_a.delete(f"/v1/users/{GONE}").status_code == 200
+
+        logged: list[tuple[int, str]] = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = lambda record: logged.append((record.levelno, record.getMessage()))
+        monkeypatch.setattr(logging.getLogger("pluralign.deletions"), "handlers", [handler])
+
+        def counts_metric() -> float:
+            lines = acme_a.get("/metrics").text.splitlines()
+            return next(float(line.split()[1]) for line in lines if line.startswith("pluralign_replica_counts_disagree "))
+
+        assert acme_a.get("/health").json()["replicas"] is None and counts_metric() == 0.0
+        write_row(str(store), 2, 3, f"d:{'c' * 32}:{'2' * 32}")  # replica 2 back, with PLURALIGN_REPLICAS=3
+        compare_clocks(a, a)
+        health = acme_a.get("/health").json()
+        assert health["status"] == "degraded", health
+        assert "PLURALIGN_REPLICAS=2" in health["replicas"] and "replica 2 runs with PLURALIGN_REPLICAS=3" in health["replicas"]
+        assert counts_metric() == 1.0
+        errors = [m for level, m in logged if level == logging.ERROR]
+        assert len(errors) == 1 and "PLURALIGN_REPLICAS=3" in errors[0], logged
+        later = time.monotonic() + 3 * 3600 + 1  # replica 2 stopped again: its row unchanged for 3 passes
+        monkeypatch.setattr(clocks, "time", types.SimpleNamespace(monotonic=lambda: later, time=time.time))
+        compare_clocks(a)
+        assert acme_a.get("/health").json()["replicas"] is None and counts_metric() == 0.0
+        assert [m for level, m in logged if level == logging.WARNING and "agree on PLURALIGN_REPLICAS again" in m], logged

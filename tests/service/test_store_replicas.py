@@ -103,3 +103,20 @@ def test_replicas_take_turns_at_maintenance(tmp_path):
     assert done.wait(10)
     worker.join()
     assert a.lease.holder == "" and b.lease.holder == ""
+
+
+def test_delete_feedback_before_takes_rows_another_replica_committed_within_sync_seconds(tmp_path):
+    """Another replica's DELETE record applied here (`delete_feedback_before`, as `service.deletions` applies it)
+    just after a third replica moved the user's feedback into the store. Before: it counted on this replica's view
+    of the tables, up to `sync_seconds` old, found none of the rows and deleted nothing, so feedback received before
+    the DELETE began stayed for good (no later pass looks again: the record is noted applied). Now it counts on the
+    tables' newest versions, as a DELETE does (dupdel42)."""
+    # a's reads may be 2 s stale: no new version looked for that long after its count below (its purge then waits as
+    # long for other readers, so not longer)
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=2)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=2)
+    assert a.count_preferences("t", "ann") == 0  # a's view of the table, taken now
+    b.add_preferences(*prefs("t", "ann", 2))  # received by b, before the DELETE began
+    assert a.delete_feedback_before("t", "ann", time.time() + 1.0) == 2
+    b.refresh("preferences")
+    assert b.count_preferences("t", "ann") == 0

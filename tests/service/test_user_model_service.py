@@ -104,8 +104,8 @@ def test_a_refit_uses_one_snapshot_when_feedback_lands_meanwhile(svc, caplog):
         rt.wait_for_background()
         original = rt.store.history
 
-        def history_then_a_row_lands(tenant, user):
-            snapshot = original(tenant, user)
+        def history_then_a_row_lands(tenant, user, **options):
+            snapshot = original(tenant, user, **options)
             rt.store.history = original
             calls.append(len(snapshot))
             with svc.client() as other:

@@ -80,3 +80,36 @@ def test_the_roles_a_row_takes_are_the_chat_routes():
     from service.chat.schemas import ChatMessage
 
     assert set(MESSAGE_ROLES) == set(typing.get_args(typing.get_type_hints(ChatMessage)["role"]))
+
+
+@pytest.fixture
+def new_york(monkeypatch):
+    """The process's local time zone set to one that is not UTC (5 hours behind in May), then put back."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("created_at", ["2024-05-01", "2024-05-01T00:00:00", datetime.datetime(2024, 5, 1), datetime.date(2024, 5, 1)])
+def test_a_dates_hint_gives_its_seconds_read_as_utc_whatever_the_machines_time_zone(new_york, created_at):
+    """Review rows43. The hint for a date said "`datetime.fromisoformat(text).timestamp()`", which reads a date without
+    a UTC offset in the machine's time zone: 2024-05-01 gave 1714536000 in New York, 1714521600 on a UTC machine.
+    The hint gives the date's seconds read as UTC, and says so."""
+    import calendar
+
+    with pytest.raises(PreferenceError) as caught:
+        read_rows([{**ROW, "created_at": created_at}])
+    utc = float(calendar.timegm((2024, 5, 1, 0, 0, 0)))
+    assert f"{utc!r} for this one read as UTC" in caught.value.problem, caught.value
+    assert repr(datetime.datetime(2024, 5, 1).timestamp()) not in caught.value.problem  # New York's reading
+    assert "timezone.utc" in caught.value.problem, caught.value
+
+
+def test_a_dates_hint_with_an_offset_gives_its_own_seconds():
+    with pytest.raises(PreferenceError) as caught:
+        read_rows([{**ROW, "created_at": "2024-05-01T02:00:00+02:00"}])
+    assert "1714521600.0 for this one" in caught.value.problem, caught.value

@@ -161,6 +161,9 @@ def import_(args: argparse.Namespace) -> int:
     key = args.key or os.environ.get("PLURALIGN_KEY")
     if not key:
         raise ValueError("--key (or PLURALIGN_KEY) is required: a tenant key of the receiving service")
+    if not (key.isascii() and key.isprintable()) or " " in key:  # an HTTP header's value; before: httpx's "'ascii' codec can't encode"
+        raise ValueError(f"{'--key' if args.key else 'PLURALIGN_KEY'}: not an API key (not shown): a key is printable ASCII "
+                         "without spaces, as `pluralign keys create` prints it (pk-...)")
     records, _, where = _load_located(args)
     by_user = _indexes_by_user(args, records, where)
     stored, users_stored = 0, 0

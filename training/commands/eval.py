@@ -35,6 +35,7 @@ from training.common import (
     SEED_HELP,
     AtLeastOne,
     add_encoder_args,
+    add_threads_arg,
     cached_encoder,
     check_encoder,
     k_search,
@@ -131,6 +132,6 @@ def register(sub) -> None:
                         "seen users the user is like (group; predicted by those users, random k the same way beside it)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print only the JSON report")
-    p.add_argument("--threads", type=number(int, minimum=0), default=0, help="torch CPU threads (0: torch's default; 1 is fastest on a busy box)")
+    add_threads_arg(p)
     add_encoder_args(p)
     p.set_defaults(func=run)

@@ -221,10 +221,11 @@ def start(settings, local_store: list[str]):
     # itself writes there is the key file only at its end, once it can serve (the key it prints stays good too)
     keys_file = settings.data_path / "api_keys.json"
     others = (keys_file, keys_file.with_name(keys_file.name + ".lock"), settings.adapters_path)
-    from service.settings import StartedAlone
+    from service.settings import ReplicasDisagree, StartedAlone
 
-    # refused as alone on a store replicas write: their tables, made while this start loaded, are not its to undo
-    with left_as_found(settings.data_path, keep=others), left_as_found(*local_store, unless=(StartedAlone,)):
+    # refused as alone on a store replicas write, or set up unlike them: their tables, made while this start loaded,
+    # are not its to undo
+    with left_as_found(settings.data_path, keep=others), left_as_found(*local_store, unless=(StartedAlone, ReplicasDisagree)):
         settings.data_path.mkdir(parents=True, exist_ok=True)
         keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
         from service.admin.paths import check_jobs_folder

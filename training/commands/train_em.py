@@ -33,6 +33,7 @@ from training.common import (
     check_encoder,
     check_k_options,
     check_out,
+    file_protocol_help,
     k_search,
     left_out_users,
     load_training_protocol,
@@ -52,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pluralign.files import ArtifactBusy, write_atomic
-    from pluralign.reward.em import EM_FILES, EMConfig, EMMixture
+    from pluralign.reward.em import EM_FILES, SCHEMA_VERSION, EMConfig, EMMixture
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.model_selection import search_k
 
-    check_out(args.out, EM_FILES, "em-bt-mixture artifact")  # before any training: a wrong --out costs nothing
+    check_out(args.out, EM_FILES, "em-bt-mixture artifact", SCHEMA_VERSION)  # before any training: a wrong --out costs nothing
     protocol = load_training_protocol(args)  # `file`: --data, as every command reads a preference file
     left_out = left_out_users(protocol)  # said before the training, reported after it
     users = sorted({r.user_id for r in protocol.seen.train})
@@ -109,8 +110,7 @@ def register(sub) -> None:
     p = sub.add_parser("em", help="EM mixture of K Bradley-Terry reward heads (MaxMin-RLHF)")
     add_k_args(p, "reward heads")
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
-                   help="file: a preference file given by --data (e.g. a snapshot of the service's feedback); its users with "
-                        "fewer than 5 strict comparisons are left out, counted in users_left_out and left_out_pairs")
+                   help=file_protocol_help())
     p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of true groups, 2 to 64 (default 4)")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"],
@@ -122,7 +122,7 @@ def register(sub) -> None:
     p.add_argument("--l2", type=number(float, minimum=0), default=1.0, help="ridge strength on each head")
     p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
-    p.add_argument("--out", required=True, help="artifact folder to write: new, empty, or an earlier EM artifact (replaced)")
+    p.add_argument("--out", required=True, help="artifact folder to write: new, empty, or an earlier EM artifact (replaced; a later release's is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_encoder_args(p)
     p.set_defaults(func=run)

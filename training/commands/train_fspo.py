@@ -90,7 +90,14 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pluralign.files import staged_folder
-    from pluralign.policy.adapters import ADAPTER_FILES, AdapterMeta, data_version, save_adapter, write_meta
+    from pluralign.policy.adapters import (
+        ADAPTER_FILES,
+        SCHEMA_VERSION,
+        AdapterMeta,
+        data_version,
+        save_adapter,
+        write_meta,
+    )
     from pluralign.policy.fspo import (
         FSPOConfig,
         ReferencePolicy,
@@ -102,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     args.unseen_fraction = 0.2 if args.unseen_fraction is None else args.unseen_fraction
-    if args.out:  # before any training: a wrong --out costs nothing, and a folder of other files is never replaced
-        check_out(args.out, FULL_MODEL_FILES if args.full else ADAPTER_FILES, "full model" if args.full else "LoRA adapter")
+    if args.out is not None:  # before any training: a wrong --out costs nothing (an empty one too), and a folder of other files is never replaced
+        check_out(args.out, FULL_MODEL_FILES if args.full else ADAPTER_FILES, "full model" if args.full else "LoRA adapter",
+                  None if args.full else SCHEMA_VERSION)
     config = FSPOConfig(
         shots=args.shots,
         loss=args.loss,

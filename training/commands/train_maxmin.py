@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pluralign.policy.maxmin import (
+        SCHEMA_VERSION,
         MaxMinConfig,
         PolicyMeta,
         base_model_id,
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     check_base(args.base)
-    check_out(args.out, MAXMIN_FILES, "MaxMin policy")  # before any training: a wrong --out costs nothing
+    check_out(args.out, MAXMIN_FILES, "MaxMin policy", SCHEMA_VERSION)  # before any training: a wrong --out costs nothing
     rows = read_preference_file("--pairs", args.pairs)
     # a tie prefers neither answer: DPO on it would push the policy toward whichever one is `chosen`
     records = [r for r in rows if not r.tie]

@@ -9,7 +9,10 @@ Ray nodes mount at the same path (as the adapters folder already is), and the no
 same image (the command line names this interpreter). Progress and the log tail are read from
 those files, as the local runner does. The worker is started only once Ray placed the actor (its first call answered),
 and the job's `started_at` is stamped again then: the record says when it began running, not when it was sent (an audit's
-check compares with it), and a job cancelled while it waits for a node ends at once.
+check compares with it), and a job cancelled while it waits for a node ends at once. A job Ray has not placed in
+`place_wait_s` (10 s: no node has the GPU, CPUs or memory it asks for free) gives its slot among the runner's
+`workers` back and waits queued, its log tail saying for what (`_give_back`): one tenant's GPU jobs never keep
+another tenant's jobs from the workers.
 
 Because the actor is detached, it outlives the service: `stop()` leaves running jobs running, and
 the next runner over the same folder finds each running job's actor by name and attaches to it
@@ -37,7 +40,7 @@ from pathlib import Path
 import msgspec
 
 from training.jobs.kinds import KINDS, JobKind
-from training.jobs.record import Job
+from training.jobs.record import ACTIVE_STATES, Job, tenant_of
 from training.jobs.runner import LocalJobRunner, RunnerConfig, remove_write_leftovers
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,11 @@ log = logging.getLogger(__name__)
 NAMESPACE = "pluralign"
 KILL_WAIT_S = 30.0  # the longest a runner waits for an actor to stop the worker it started
 ATTACH_WAIT_S = 30.0  # the longest a starting runner waits for a running job's actor to answer (`_recover`)
+# the longest a job sent to Ray holds one of the runner's `workers` while Ray places its actor nowhere (no node has what
+# it asks for free: a GPU no node has, or every GPU busy); then it is queued again, its slot free for the next job
+PLACE_WAIT_S = 10.0
+PLACE_RETRY = 3  # a job given back is sent again PLACE_RETRY times its wait later at the earliest (a worker free then)
+WAITING = "waiting for resources: "  # how the log tail's line about a job given back begins
 
 
 def actor_name(job_id: str) -> str:
@@ -183,6 +191,7 @@ class _Attached:
     # ObjectRef of the actor's first call (`pid`) until it returned: Ray placed the actor then, and its worker is started
     placing: object | None = None
     before: float | None = None  # the job's `started_at` before this attempt: its record's again if it never ran
+    sent_at: float = 0.0  # time.monotonic() of its send to Ray (`RayJobRunner.place_wait_s`)
     stamp: bool = True  # `started_at` is stamped when the worker is started (not for one attached to: `_recover`)
     stop_asked_at: float | None = None  # time.monotonic() of the cancel (`RunnerConfig.cancel_grace_s`)
     killed: bool = False  # its worker was sent SIGKILL, the cancel's SIGTERM not acted on
@@ -194,11 +203,24 @@ class RayJobRunner(LocalJobRunner):
     def __init__(
         self, config: RunnerConfig, address: str | None = None, kinds: Mapping[str, JobKind] = KINDS,
         on_promote: Callable[[Job, str], None] | None = None, on_succeed: Callable[[Job], None] | None = None,
-        on_exit: Callable[[str], None] | None = None,
+        on_exit: Callable[[str], None] | None = None, place_wait_s: float = PLACE_WAIT_S,
     ):
         """`address`: a Ray cluster (`ray://host:10001` or `host:6379`); None joins the Ray already
         initialized in this process, else the one Ray's own RAY_ADDRESS names (`ray_address_named`), else starts a
-        local one. Raises ConnectionError when nothing answers at the address (`check_ray_address`)."""
+        local one. Raises ConnectionError when nothing answers at the address (`check_ray_address`). `place_wait_s`:
+        seconds a job sent to Ray holds one of `config.workers` while Ray places it nowhere; then it is queued again
+        (`_give_back`) and sent again PLACE_RETRY times as long later at the earliest. Raises ValueError when it is not
+        positive and finite."""
+        if not 0 < place_wait_s < float("inf"):
+            raise ValueError(f"`place_wait_s` must be positive and finite, got {place_wait_s}")
+        self.place_wait_s = place_wait_s
+        # job id -> time.monotonic() before which a job given back (`_give_back`) is not sent again (`_may_start`)
+        self._given_back: dict[str, float] = {}
+        # tenant -> the turn (`JobStore.turn`'s count) its send to Ray took, kept after the send was given back: the record
+        # goes back to before the send, but while this runner runs the tenant ranks as if it had that turn (`_turn`);
+        # else its next queued job went first again, and a tenant's PLACE_RETRY + 1 jobs Ray could not place, sent one
+        # after the other, kept every other tenant's jobs from a worker for good
+        self._sent_turns: dict[str, int] = {}
         import ray
 
         if not ray.is_initialized():
@@ -233,7 +255,7 @@ class RayJobRunner(LocalJobRunner):
                 self._kill_actor(attached.actor)
             job = self.store.remove(job_id)
             shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
-            if attached is not None:
+            if attached is not None or (job is not None and job.state in ACTIVE_STATES):  # a final one's was told at its end
                 self._exited(job_id)
             return job
 
@@ -313,8 +335,8 @@ class RayJobRunner(LocalJobRunner):
 
     def _start_worker(self, job: Job) -> None:
         """Send the job to Ray: its actor is created, and its worker started once Ray placed it (`_place`). Recorded
-        running now, `started_at` now (the turn taken: it holds one of the runner's `workers`), and stamped again
-        when its worker is started."""
+        running now, `started_at` now (the turn taken: it holds one of the runner's `workers`, for at most `place_wait_s`
+        while Ray places it nowhere: `_give_back`), and stamped again when its worker is started."""
         kind, artifact, argv = self._worker_of(job)
         resources = f"cpus={kind.cpus:g} gpus={kind.gpus:g} memory={kind.memory_mb}MB"
         placed = f"on Ray ({resources}), attempt {job.attempts + 1}: $ " + " ".join(argv[1:])
@@ -333,7 +355,61 @@ class RayJobRunner(LocalJobRunner):
         except BaseException:
             self._kill_actor(actor)
             raise
-        self._running[job.id] = _Attached(job.id, actor, None, placing=placing, before=job.started_at)
+        self._running[job.id] = _Attached(job.id, actor, None, placing=placing, before=job.started_at, sent_at=time.monotonic())
+
+    def _may_start(self, job: Job) -> bool:
+        """Whether queued `job` may be sent to Ray now: not while its wait after a give-back (`_give_back`) lasts."""
+        until = self._given_back.get(job.id)
+        if until is None:
+            return True
+        if time.monotonic() < until:
+            return False
+        del self._given_back[job.id]
+        return True
+
+    def _turn(self, job: Job) -> tuple[int, int, float, str]:
+        """As the local runner's (`LocalJobRunner._turn`), but a tenant whose job was given back (`_give_back`) ranks as
+        if that send had been its turn until its next start: each other tenant with jobs queued has a start between two
+        sends of its jobs Ray cannot place, however many it queued."""
+        turn, priority, created_at, job_id = super()._turn(job)
+        return max(turn, self._sent_turns.get(tenant_of(job.params), 0)), priority, created_at, job_id
+
+    def _give_back(self, job: Job, attached: _Attached) -> None:
+        """Queue again `job`, sent to Ray `place_wait_s` ago and not placed yet (its actor's first call unanswered: Ray
+        placed it nowhere or, seldom, its process was slow to start; Ray tells the two apart only through its dashboard,
+        or a placement group per job): its actor removed (it runs no worker before it is placed), its slot among the
+        runner's `workers` free for the next queued job (one tenant's job waiting for a GPU kept every other tenant's
+        jobs waiting behind it, CPU-only audits included), its record as before the send (`started_at`, so its tenant's
+        turn in the records, and `attempts`: it never ran; this runner still ranks its tenant after the send: `_turn`),
+        its log tail ending with what it waits for (`WAITING`). Sent again PLACE_RETRY times `place_wait_s` later at the
+        earliest, when a worker is free and its turn comes (`_may_start`)."""
+        retry_s = PLACE_RETRY * self.place_wait_s
+        note = (f"{WAITING}Ray had not started it in {self.place_wait_s:g} s (no node had what it asks for free, or its actor was "
+                f"slow to start); it asks for {self._asked(self.kinds[job.kind])}; queued again, its worker slot given back; "
+                f"sent again in {retry_s:g} s at the earliest")
+        log.info("job %s: %s", job.id, note)
+        self._detach(job.id)
+        self._given_back[job.id] = time.monotonic() + retry_s
+        tenant = tenant_of(job.params)  # its send's turn, before the record below undoes it in the store
+        self._sent_turns[tenant] = max(self._sent_turns.get(tenant, 0), self.store.turn(tenant))
+        tail = [line for line in job.log_tail[:-1] if not line.startswith(WAITING)]  # not the send's line: it never ran
+        self._record(self._discard_artifact(msgspec.structs.replace(
+            job, state="queued", pid=None, attempts=max(0, job.attempts - 1), started_at=attached.before,
+            log_tail=[*tail, note][-self.config.log_lines :])))
+
+    def _asked(self, kind: JobKind) -> str:
+        """What a job of `kind` asks Ray for, each beside what the cluster has in all and free now (per node it may
+        be less: Ray places an actor on one node), e.g. `GPU 1 (the cluster has 0, 0 free)`."""
+        try:
+            total, free = self._ray.cluster_resources(), self._ray.available_resources()
+        except Exception:  # the cluster's figures are a help, not needed
+            total = free = None
+        asked = []
+        for name, amount, unit, per in (("CPU", kind.cpus, "", 1), ("GPU", kind.gpus, "", 1), ("memory", kind.memory_mb, " MB", 2**20)):
+            if amount > 0:
+                has = "" if total is None else f" (the cluster has {total.get(name, 0) / per:g}, {free.get(name, 0) / per:g} free)"
+                asked.append(f"{name} {amount:g}{unit}{has}")
+        return ", ".join(asked)
 
     def _place(self, job: Job, attached: _Attached) -> bool:
         """Whether the job's actor is placed and its worker started (`start` sent): once Ray answers the actor's first
@@ -346,8 +422,10 @@ class RayJobRunner(LocalJobRunner):
             self._never_ran(job, state="cancelled")
             return False
         ready, _ = ray.wait([attached.placing], timeout=0)
-        if not ready:
-            return False  # waiting for Ray to place the actor
+        if not ready:  # waiting for Ray to place the actor: at most `place_wait_s` in one of the runner's `workers`
+            if attached.stamp and time.monotonic() - attached.sent_at > self.place_wait_s:
+                self._give_back(job, attached)
+            return False
         try:
             pid = ray.get(attached.placing)
         except Exception as exc:
@@ -380,6 +458,7 @@ class RayJobRunner(LocalJobRunner):
         self._detach(job.id)
         before = attached.before if attached is not None else job.started_at
         self._record(self._discard_artifact(msgspec.structs.replace(job, pid=None, started_at=before, finished_at=time.time(), **ended)))
+        self._exited(job.id)  # no worker ran: what waited for its exit goes now
 
     def _kill_actor(self, actor) -> None:
         """Stop a just-started actor and its worker: the worker's group is killed (it leads its own session,
@@ -396,6 +475,7 @@ class RayJobRunner(LocalJobRunner):
 
     def _poll(self) -> None:
         self._write_unwritten()
+        self._forget_given_back()
         ray = self._ray
         for job_id, attached in list(self._running.items()):
             job = self.store.get(job_id)
@@ -432,6 +512,14 @@ class RayJobRunner(LocalJobRunner):
                 continue
             self._detach(job_id)
             self._finished(job, code, progress, tail)
+
+    def _forget_given_back(self) -> None:
+        """Drop what `_give_back` holds of jobs cancelled or purged meanwhile, and the sent turns of tenants that have
+        started a job since (their turn in the store is later)."""
+        for job_id in [i for i in self._given_back if (j := self.store.get(i)) is None or j.state != "queued"]:
+            del self._given_back[job_id]
+        for tenant in [t for t, turn in self._sent_turns.items() if self.store.turn(t) >= turn]:
+            del self._sent_turns[tenant]
 
     def _detach(self, job_id: str) -> None:
         attached = self._running.pop(job_id, None)

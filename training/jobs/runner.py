@@ -140,8 +140,10 @@ class LocalJobRunner:
         is told each time a job's worker is gone (it ended, failed, was cancelled, killed, purged, or
         stopped with the runner), once it can write nothing more, and for a worker that exited by itself
         before the job's final record is written, so a reader who sees the job ended sees its effect (e.g. the
-        vectors of a user deleted while it ran are removed from the embedding cache again); an
-        exception there is logged."""
+        vectors of a user deleted while it ran are removed from the embedding cache again); and when a job ends
+        or goes with no worker ever started (cancelled or purged while queued, one that could not start, on Ray one
+        never placed), once its record says so: nothing of it waits for another job's exit. An exception there is
+        logged."""
         self.config = config
         self.on_promote = on_promote
         self.on_succeed = on_succeed
@@ -188,8 +190,11 @@ class LocalJobRunner:
             job = self.store.get(job_id)
             if job is None:
                 raise UnknownJob(job_id)
-            if job.state == "queued":
-                return self.store.put(msgspec.structs.replace(job, state="cancelled", cancel_requested=True, finished_at=time.time()))
+            if job.state == "queued":  # one queued again after a stop may hold its cut attempt's output and artifact folder
+                job = self.store.put(self._discard_artifact(msgspec.structs.replace(job, state="cancelled", cancel_requested=True,
+                                                                                    finished_at=time.time())))
+                self._exited(job_id)  # no worker to wait for (a DELETE's note of what it may embed goes now)
+                return job
             if job.state == "running":
                 job = self.store.put(msgspec.structs.replace(job, cancel_requested=True))
                 self._stop_running(job_id)
@@ -226,7 +231,7 @@ class LocalJobRunner:
                 running.err.close()
             job = self.store.remove(job_id)
             shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
-            if running is not None:
+            if running is not None or (job is not None and job.state in ACTIVE_STATES):  # a final one's was told at its end
                 self._exited(job_id)
             return job
 
@@ -331,11 +336,16 @@ class LocalJobRunner:
 
     def _remove_unkept_results(self) -> None:
         """A job recorded failed after its worker succeeded (its check or its finishing failed) whose result is still
-        there loses it (`_without_result`): a removal that failed before, or a release before auditfail42 kept it."""
+        there loses it (`_without_result`), and any other failed or cancelled job its output and artifact folder
+        (`_discard_artifact`): a removal that failed before, or a release before auditfail42 (reviewad43, for the
+        output; reviewra43, for the artifact of a job cancelled while queued again after a stop) kept it."""
         for job in self.store.all():
-            if job.state != "failed" or not (job.error or "").startswith((CHECK_FAILED, FINISH_FAILED)):
+            if job.state not in ("failed", "cancelled"):
                 continue
-            if job.metrics or job.result_path or any(self.store.path(job.id, n).is_file() for n in ("result.json", "out")):
+            if not (job.error or "").startswith((CHECK_FAILED, FINISH_FAILED)):
+                if job.artifact is not None or self.store.path(job.id, "out").is_file():
+                    self._record(self._discard_artifact(job))
+            elif job.metrics or job.result_path or any(self.store.path(job.id, n).is_file() for n in ("result.json", "out")):
                 self._record(self._result_removed(job))
 
     def _loop(self) -> None:
@@ -353,7 +363,7 @@ class LocalJobRunner:
         """Start queued jobs while workers are free, in turns per tenant (`tenant_of`) over every kind of job: the next
         is one of the tenant whose last job started longest ago (never: first; `_turn`), so one tenant's many queued
         jobs, audits or training, never keep another tenant's job waiting behind them all."""
-        queued = [j for j in self.store.active() if j.state == "queued"]
+        queued = [j for j in self.store.active() if j.state == "queued" and self._may_start(j)]
         while queued and len(self._running) < self.config.workers and not self._stopping.is_set():
             job = min(queued, key=self._turn)
             queued.remove(job)
@@ -361,7 +371,14 @@ class LocalJobRunner:
                 self._start_worker(job)  # its record's `started_at` is its tenant's turn taken
             except Exception as exc:
                 log.exception("job %s could not start", job.id)
-                self._record(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}", finished_at=time.time()))
+                # queued again after a stop, it may hold its cut attempt's output and artifact folder
+                self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}",
+                                                                            finished_at=time.time())))
+                self._exited(job.id)  # none of its workers ran
+
+    def _may_start(self, job: Job) -> bool:
+        """Whether queued `job` may start now (the Ray runner holds back a job Ray could not place for a while)."""
+        return True
 
     def _turn(self, job: Job) -> tuple[int, int, float, str]:
         """Where queued `job` stands in the order jobs start (`_launch`, the least first): when its tenant's last job
@@ -440,8 +457,8 @@ class LocalJobRunner:
                     running.err.close()
                     self._exited(job_id)
                     job = self.store.get(job_id)
-                    if job is not None:
-                        self._record(_failed(job, f"the runner could not finish it: {_problem(exc)}"))
+                    if job is not None:  # its result never checked: neither its output nor its artifact is kept
+                        self._record(_failed(self._discard_artifact(job), f"the runner could not finish it: {_problem(exc)}"))
 
     def _poll_one(self, job_id: str, running: _Running) -> None:
         job = self.store.get(job_id)
@@ -672,9 +689,22 @@ class LocalJobRunner:
     def _discard_artifact(self, job: Job) -> Job:
         """`job` (failed or cancelled: its worker did not finish) without its artifact folder: what a worker
         killed mid-save left there (temp files, part of a checkpoint) is removed, never left where a reader
-        of `jobs/artifacts/` or a later attempt could take it for an artifact. The record names none."""
+        of `jobs/artifacts/` or a later attempt could take it for an artifact. The record names none. Its
+        output goes too (`_remove_output`)."""
         shutil.rmtree(Path(self.config.folder) / "artifacts" / job.id, ignore_errors=True)
+        self._remove_output(job.id)
         return msgspec.structs.replace(job, artifact=None)
+
+    def _remove_output(self, job_id: str) -> None:
+        """Remove the output (`out`, the worker's stdout) of a job that did not succeed: a result line its worker
+        printed before it failed or was stopped (then a crash at shutdown, a kill, a cancel) was never checked
+        (`on_succeed`), and an audit's holds group names (an attribute's value a user sent) and figures of users
+        no DELETE finds there (until reviewad43 it stayed until the retention purged the job). What the worker
+        wrote on stderr stays in its log. A failure is logged; the next start removes it (`_remove_unkept_results`)."""
+        try:
+            self.store.path(job_id, "out").unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("could not remove the output of job %s (%s): removed at the next start", job_id, _problem(exc))
 
     def _without_result(self, job: Job) -> Job:
         """`job`, recorded failed after its worker succeeded (its result's check or its finishing failed), without its

@@ -1,0 +1,99 @@
+"""The users whose background refits wait behind a feedback backlog or are queued, kept on disk until they ran.
+
+Why: their feedback is safe in the log and, once moved, in the table, but their row in the users table is refitted
+only by the background refit (or their own next read). What reads that table as it is (audits, the population a new
+user is compared with, exports) keeps the row of before their feedback until then. A clean stop writes the waiting
+users to `refits-dropped.json` (`service.users.services.keep_dropped_refits`); a crash (kill -9, the OOM killer)
+during a backlog lost them: the records the log replays at the next start are refitted (`Ingestor.replayed`), but the
+records already moved went from the log with their segments, and nothing durable says whose refit had not run (the
+table keeps no time of a row's move, and finding every user whose row is older than their comparisons reads every row
+of both tables).
+
+How: each user joining the waiting or the queued refits is appended, one JSON line per batch of them, to
+WAITING_REFITS_FILE in the data folder (a write, no fsync: a process killed keeps what it wrote; a machine that loses
+power may lose the last lines, whose users are refitted at their next read). The file is removed when the refit queue
+has drained with nobody waiting, and read at the next start (`service.users.services.refit_dropped`). Callers hold
+`Runtime.refit_lock`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgspec
+
+from pluralign.files import atomic_writer
+
+log = logging.getLogger("pluralign.service")
+
+WAITING_REFITS_FILE = "refits-waiting.jsonl"  # under the data folder: a JSON list of [tenant, user_id] pairs a line
+_decode_line = msgspec.json.Decoder(list[tuple[str, str]]).decode
+
+
+class WaitingRefits:
+    """WAITING_REFITS_FILE at `path`: `add` appends users, `rewrite` replaces them all, `drop` removes the file,
+    `read` returns what a stopped process left. A file that cannot be written is logged (its users are refitted at
+    their next read), never raised: a refit is never held up by it. `lines`: lines appended since the file was last
+    written whole (`rewrite`) or removed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lines = 0
+
+    def add(self, keys: Iterable[tuple[str, str]]) -> None:
+        line = msgspec.json.encode(sorted(keys))
+        if line == b"[]":
+            return
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line + b"\n")  # one write: a line is whole, or (killed mid-write) torn and skipped
+            finally:
+                os.close(fd)
+            self.lines += 1
+        except OSError as exc:
+            log.error("%s cannot be written (%s): these users' background refits would be lost by a crash before they "
+                      "run (each is refitted at their next read)", self.path, exc)
+
+    def rewrite(self, keys: Iterable[tuple[str, str]]) -> None:
+        """The file holds `keys` only (one line), or is removed when there are none."""
+        keys = sorted(keys)
+        if not keys:
+            self.drop()
+            return
+        try:
+            with atomic_writer(self.path) as f:
+                f.write(msgspec.json.encode(keys) + b"\n")
+            self.lines = 1
+        except OSError as exc:
+            log.error("%s cannot be written (%s): these users' background refits would be lost by a crash before they "
+                      "run (each is refitted at their next read)", self.path, exc)
+
+    def drop(self) -> None:
+        try:
+            self.path.unlink(missing_ok=True)
+            self.lines = 0
+        except OSError as exc:  # read again at the next start: a refit twice is the same fit
+            log.error("%s cannot be removed: %s", self.path, exc)
+
+    def read(self) -> list[tuple[str, str]]:
+        """The users the file names, each once, in the order first named; a line cut short by a crash mid-write, or
+        one that is not such a list, is skipped (logged)."""
+        try:
+            text = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            log.error("%s cannot be read (%s): the users whose refits waited are refitted at their next read", self.path, exc)
+            return []
+        keys: dict[tuple[str, str], None] = {}
+        for line in text.splitlines():
+            try:
+                keys.update(dict.fromkeys(_decode_line(line)))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.warning("%s: a line cut short or damaged is skipped (its users are refitted at their next read)", self.path)
+        self.lines = len(text.splitlines())
+        return list(keys)

@@ -1,0 +1,18 @@
+"""The file that keeps waiting background refits across a crash (`service.waiting_refits`)."""
+
+from __future__ import annotations
+
+from service.waiting_refits import WAITING_REFITS_FILE, WaitingRefits
+
+
+def test_a_line_cut_short_by_a_crash_mid_write_is_skipped_and_the_others_read(tmp_path):
+    kept = WaitingRefits(tmp_path / WAITING_REFITS_FILE)
+    kept.add([("acme", "ann"), ("acme", "bob")])
+    kept.add([("globex", "cy"), ("acme", "ann")])
+    with open(kept.path, "ab") as f:  # a process killed in the middle of its write
+        f.write(b'[["acme","d')
+    assert WaitingRefits(kept.path).read() == [("acme", "ann"), ("acme", "bob"), ("globex", "cy")]
+    kept.rewrite([("acme", "bob")])
+    assert kept.read() == [("acme", "bob")] and kept.lines == 1
+    kept.drop()
+    assert not kept.path.exists() and kept.read() == [] and kept.lines == 0
