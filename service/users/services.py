@@ -50,6 +50,7 @@ from pluralign.user.summary import (
     describe_prototypes,
     feature_beliefs,
     joint_beliefs,
+    written_sentences,
 )
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.metrics import DECLARED_COUNTERS
@@ -646,9 +647,7 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
     nearest = int(np.argmax(protos))
     described = described_prototypes(rt, tenant, rewards)[nearest]
-    # a feature the comparisons cannot tell apart from another speaks through its group's joint sentence
-    sentences = [j.text for j in joint if j.confidence != "uncertain"]
-    sentences += [b.text for b in beliefs if b.stated or (b.confidence != "uncertain" and not b.collinear_with)]
+    sentences = written_sentences(beliefs, joint)
     if not sentences:
         sentences = ["no preference about how answers are written is settled yet"]
     sentences.append(f"closest to prototype {nearest} of {rewards.k} (weight {protos[nearest]:.2f})"
