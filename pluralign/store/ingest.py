@@ -157,9 +157,10 @@ class Ingestor:
         self._drop_claims([r for e in moved for r in e.rows])  # a crash between the commit and the claims' removal
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
 
-    def submit(self, rows: list[StoredPreference]) -> None:
-        """Returns once the rows are durable in the log; the worker moves them later."""
-        self.log.append(rows)
+    def submit(self, rows: list[StoredPreference], received_at: float | None = None) -> None:
+        """Returns once the rows are durable in the log; the worker moves them later. `received_at`: their arrival
+        time, kept (`FeedbackLog.append`); None: stamped by the log's writer."""
+        self.log.append(rows, received_at)
 
     async def submit_async(self, rows: list[StoredPreference]) -> None:
         await self.log.append_async(rows)
