@@ -105,6 +105,17 @@ def _folder(tenant: str, user_id: str) -> str:
     return key_hash(f"{tenant}/{user_id}")
 
 
+def folder_of(tenant: str, user_id: str) -> str:
+    """The name of the user's claims' folder (a hash: no user id in the clear)."""
+    return _folder(tenant, user_id)
+
+
+def named(stored: Mapping[tuple[str, str], Mapping[str, Claim]]) -> dict[str, dict[str, Claim]]:
+    """{(tenant, user_id): {pref_id: claim}} by the claims' names: {user folder: {id hash: claim}} (hashes only)."""
+    return {_folder(tenant, user_id): {key_hash(pref_id): claim for pref_id, claim in claims.items()}
+            for (tenant, user_id), claims in stored.items()}
+
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Claim).decode
 
@@ -215,14 +226,18 @@ class PrefIdClaims(abc.ABC):
         """`drop_stored` for several users at once ({(tenant, user_id): their rows' claims}: a mover's batch), their
         folders listed S3_THREADS at a time on S3 (until review 42 one user after another, a LIST each, for feedback too,
         which never has claims: 64 users with 20 ms a LIST, a bucket's round trip, ~2 s against ~0.3 s at once)."""
-        folders = {_folder(tenant, user_id): claims for (tenant, user_id), claims in stored.items()}
+        return self.drop_named(named(stored))
+
+    def drop_named(self, folders: Mapping[str, Mapping[str, Claim]]) -> int:
+        """`drop_stored_of` by the claims' names ({user folder: {id hash: the stored copy's claim}}, `named`): what a
+        mover notes before its log forgets the rows (`pluralign.store.ingest`), holding no id or user in the clear."""
         wanted, failure = [], None
         for folder, names, _ in self._map(lambda item: (item[0], self._names(item[0]), None), [(f,) for f in folders], background=True):
             if isinstance(names, BaseException):
                 failure = failure or names
                 continue
             present = set(names)
-            wanted += [(name, claim) for pref_id, claim in folders[folder].items() if (name := f"{folder}/{key_hash(pref_id)}") in present]
+            wanted += [(name, claim) for id_hash, claim in folders[folder].items() if (name := f"{folder}/{id_hash}") in present]
 
         def one(item: tuple[str, Claim]) -> tuple[str, bool, None]:
             name, claim = item

@@ -270,7 +270,8 @@ def test_other_content_is_a_409_while_the_first_row_is_being_moved(replicas):
 
         def a_moves_then_claim(*args):
             del claims.claim
-            a.runtime.ingest.flush_user("acme", user)  # "Tea." committed, its claim removed (the worker is paused)
+            a.runtime.ingest.flush_user("acme", user)  # "Tea." committed (the worker is paused)
+            a.runtime.ingest.claims_settled()  # and its claim removed (a reader's move leaves that to the drops' thread)
             return claims.claim(*args)
 
         with b.runtime.ingest.paused():
