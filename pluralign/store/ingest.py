@@ -158,6 +158,8 @@ class Ingestor:
         self._dropping = None if self._claims is None else ThreadPoolExecutor(1, thread_name_prefix="claims-drop")
         self._drop_already_moved()
         self._drop_left_notes()
+        if self._dropping is not None:  # once per store: what earlier releases left of stored rows' claims
+            self._dropping.submit(self._sweep_stored_claims)
         self._thread = threading.Thread(target=self._run, daemon=True, name="ingest")
         self._thread.start()
 
@@ -395,6 +397,21 @@ class Ingestor:
                 path.unlink(missing_ok=True)
                 continue
             self._dropping.submit(self._drop_noted, path, folders)
+
+    def _sweep_stored_claims(self) -> None:
+        """`PrefIdClaims.sweep_stored` (on the drops' thread, at start): logged, never raised; not swept, the next start
+        tries again."""
+        def stored(tenant: str, user_id: str) -> dict[str, Claim]:
+            return {r.pref_id: claim_of(r, stamped=False) for r in self.store.preferences_for(tenant, user_id)[0]}
+
+        try:
+            gone = self._claims.sweep_stored(self.store.preference_owners, stored)
+        except Exception as exc:  # noqa: BLE001 (a claim left holds its id for the content the table holds)
+            log.warning("the pref_id claims earlier releases left of stored rows were not all removed (%s): the next "
+                        "start tries again", exc)
+            return
+        if gone:
+            log.info("removed %d pref_id claims of stored rows that earlier releases left", gone)
 
     def _forget_noted(self, folder: str, before: float | None) -> None:
         """The notes no longer name the claims of user `folder` received before `before` (None: all). Under `_move`."""

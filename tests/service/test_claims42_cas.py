@@ -309,3 +309,18 @@ def test_a_refused_import_puts_back_the_time_it_moved_on_unless_moved_again(repl
     assert c.claim("acme", USER, claim("Tea.", 300.0)) == ([], {})
     b.release("acme", USER, {}, moved)
     assert held(a).received_at == 300.0
+
+
+def test_the_sweep_of_what_earlier_releases_left_removes_only_stored_rows_claims_once(replicas):
+    """Session 43: `sweep_stored`, the first start's pass over the claims earlier releases left of stored rows (on a
+    folder and on S3, whose user folders it lists by delimiter): the claim of a stored row goes; one of a row not stored
+    stays (acknowledged on a replica, not moved yet), and so does one received after the stored copy (another replica's
+    later copy, still in its log). Once marked, the store is not swept again."""
+    claims = replicas()
+    tea, milk, later = claim("Tea.", 100.0, "p-1"), claim("Milk.", 100.0, "p-2"), claim("Cocoa.", 200.0, "p-3")
+    assert len(claims.claim("acme", USER, {**tea, **milk, **later})[0]) == 3
+    stored = {"p-1": tea["p-1"], "p-3": claim("Cocoa.", 150.0, "p-3")["p-3"]}
+    owners = [("acme", USER), ("acme", "no-claims")]
+    assert claims.sweep_stored(lambda: owners, lambda tenant, user_id: stored if user_id == USER else {}) == 1
+    assert held(claims, "p-1") is None and held(claims, "p-2") is not None and held(claims, "p-3") is not None
+    assert claims.sweep_stored(lambda: owners, lambda tenant, user_id: stored) is None  # marked: not again

@@ -114,3 +114,32 @@ def test_a_reader_s_move_does_not_wait_for_its_rows_claims_removal(claimed):
         release.set()
         del store.claims.drop_named
         ingest.close()
+
+
+def test_claims_an_earlier_release_left_of_stored_rows_go_at_the_first_start(claimed):
+    """An earlier release stored the rows and left their claims (killed before their removal; before session 42 none was
+    ever removed): they went only with a row of that id moved again or a DELETE of the user. Now the first start on
+    the store removes them (on the drops' thread) and marks the store swept; a claim of a row not stored stays (its
+    import may be acknowledged on another replica and not moved yet), and a later start lists nothing again."""
+    store, rows, folder = claimed
+    vecs = HashEncoder().encode(["x", "y"])
+    store.add_preferences(rows, vecs, vecs, vecs)  # stored, their claims left
+    waiting = msgspec.structs.replace(rows[0], pref_id="t-u-waiting")
+    assert store.claims.claim("t", "u", {waiting.pref_id: claim_of(waiting, stamped=False)})[0] == [waiting.pref_id]
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    try:
+        ingest.claims_settled()
+        assert store.claims._names(FOLDER) == [f"{FOLDER}/{claims_module.key_hash(waiting.pref_id)}"]  # before: all 3
+        assert store.claims._get(claims_module.SWEPT) is not None
+    finally:
+        ingest.close()
+    assert store.claims.claim("t", "u", {r.pref_id: claim_of(r, stamped=False) for r in rows})[0]  # left again
+    listed: list = []
+    store.claims._folders = lambda: listed.append(1) or []
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    try:
+        ingest.claims_settled()
+        assert listed == [] and len(store.claims._names(FOLDER)) == 3  # swept once: no listing at each start
+    finally:
+        del store.claims._folders
+        ingest.close()
