@@ -45,6 +45,7 @@ PERSONALIZED, BASE = "personalized", "base"
 # a name no value can have, since a value's label is trimmed (`answer_key`); until session 43 it was "unknown", the
 # value UKPConvArg1's importer gives a worker who stated no stance, and both kinds of users were one group
 NO_VALUE = " (no value)"
+OLD_NO_VALUE = "unknown"  # what reports stored before session 43 call that group (with the workers who stated "unknown")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from pluralign.data.record import seconds_meant
+from pluralign.data.record import seconds_meant, seconds_meant_of
 from pluralign.data.text import answer_key
 from pluralign.fairness.audit import NO_VALUE, Comparisons, UnknownGroupBy, index_labels, policy_outcome
 from pluralign.store.failures import secrets_of, unavailable
@@ -161,5 +161,6 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     policy = np.array([policy_outcome(a) for a in attributes], np.int8)
     return Comparisons(
         diff=diff, user=user, users=names, group=group, groups=groups,
-        time=data.column("created_at").to_numpy().astype(np.float64), policy_win=policy, encoder_id=encoder_id,
+        # a time in milliseconds an older version stored as the seconds it meant: `since` and each user's order read them
+        time=seconds_meant_of(data.column("created_at").to_numpy()), policy_win=policy, encoder_id=encoder_id,
     )

@@ -144,6 +144,9 @@ class Ingestor:
         self._held: dict[tuple[str, str], int] = {}
         self._first_tenant: str | None = None  # whose records led the worker's last batch (`_next_batch`)
         self.moved = 0  # rows moved so far (for metrics and benchmarks)
+        # when this Ingestor last committed rows into the table, per tenant and of any (`committed_at`)
+        self._committed_at: dict[str, float] = {}
+        self._committed_any = 0.0
         # the users (tenant, user_id) of the records the log held when opened: moved by the worker from its start (before
         # the caller may have hooked `on_moved` in), or found in the table already (a crash between the commit and the
         # log's update): whatever the caller derives from their rows may predate them
@@ -209,6 +212,12 @@ class Ingestor:
         if (rows := sum(len(e.rows) for e in entries)) > at_most:
             raise Backlogged(rows, at_most)
         return self._move_entries(entries, reading=True) if entries else 0
+
+    def committed_at(self, tenant: str | None = None) -> float:
+        """When this Ingestor last committed rows of `tenant` (None: of any tenant) into the table: Unix seconds,
+        taken after the commit; 0.0 for none. Set before those rows stop being pending, so once a `flush` returned
+        (none of them pending) it is the time of their commit or later, whatever the `on_moved` hooks still do."""
+        return self._committed_any if tenant is None else self._committed_at.get(tenant, 0.0)
 
     def pending_rows(self, tenant: str | None = None, at_most: int | None = None) -> int:
         """How many rows (of `tenant` only, when given) wait in the log to be moved; counting stops
@@ -327,6 +336,11 @@ class Ingestor:
                     entries = self._left_out(entries, exc)
             if rows:
                 notes += self._note_stored(rows)
+                # stamped before the rows leave the log's pending ones: a `flush` that finds them no longer pending
+                # reads a time after their commit (the hooks, which run later, may take seconds: a compaction)
+                now = time.time()
+                self._committed_at = {**self._committed_at, **dict.fromkeys({r.tenant for r in rows}, now)}
+                self._committed_any = now
                 self.log.done(entries)
                 self.moved += len(rows)
         self._drop_claims(notes, background=reading)

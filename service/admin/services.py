@@ -22,6 +22,7 @@ from litestar.concurrency import sync_to_thread
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference, file_time
 from pluralign.embed.cache import text_key
+from pluralign.fairness.audit import NO_VALUE, OLD_NO_VALUE
 from pluralign.fairness.report import (
     AuditReport,
     AuditSettings,
@@ -187,6 +188,17 @@ def _audit_params(params: dict[str, Param]):
         return None
 
 
+def old_release_named(members: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`members` (a group's name -> its users) with the group NO_VALUE's users in OLD_NO_VALUE, as a report stored
+    before session 43 names them: one group `unknown` of the users without the attribute and of those whose value is
+    `unknown` (read by today's `group_members_from_store`, an old report's own group had nobody in it, and left it)."""
+    if NO_VALUE not in members:
+        return members
+    named = {group: users for group, users in members.items() if group != NO_VALUE}
+    named[OLD_NO_VALUE] = sorted({*named.get(OLD_NO_VALUE, ()), *members[NO_VALUE]})
+    return named
+
+
 def asked_settings(params: dict[str, Param]) -> AuditSettings | None:
     """The `audit_settings` an audit job's params ask for (its report's, as the audit writes them); None for params this
     version does not read."""
@@ -232,6 +244,13 @@ class StoredReports(NamedTuple):
 class Admin:
     def __init__(self, rt: Runtime):
         settings = rt.settings
+        # a running audit that started before this (a Ray worker a restart attached to) may not have read what the
+        # stopped service moved into the table after its start, which this one was never told of (`_covers_moved`)
+        self._began = time.time()
+        # when a DELETE last took a user's rows out of the table (`forget_in_population`, hooked in below: one the
+        # journal replays may come before this returns): a running audit that started before read them, and its
+        # report will withhold their groups (`keep_audit_members`)
+        self._forgot_at = 0.0
         self.rt = rt
         self.folder = jobs_folder(settings)
         self.public = PublicPaths(settings.data_path)  # a job as the HTTP routes show it (service.admin.paths)
@@ -265,10 +284,6 @@ class Admin:
         self._forget_ended(lambda job: job.state != "running")
         # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
         self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
-        # when comparisons were last moved into the table, per tenant and of any tenant (unix seconds; `on_moved`):
-        # a running audit started after that read them (`_covers_moved`)
-        self._moved_at: dict[str, float] = {}
-        self._moved_any = 0.0
 
     def submit(self, kind: str, params: dict[str, Param], deadline: float | None = None) -> tuple[Job, bool]:
         """Queue a job of `kind`: (the job, True). An audit whose params are those of an audit still queued, or of one
@@ -293,17 +308,19 @@ class Admin:
         return self._submit(kind, params), True
 
     def _covers_moved(self, job: Job) -> bool:
-        """Whether audit `job` reads every comparison moved into the table so far of the tenant it audits (every
-        tenant's, for an audit of every tenant): it is queued (it reads the table when it starts), or it is running,
-        not being cancelled, and started after the last of them was moved in (`on_moved`, in this process)."""
+        """Whether audit `job` reads the table as it is now for the tenant it audits (every tenant, for an audit of
+        every tenant): it is queued (it reads the table when it starts), or it is running, not being cancelled, and
+        started after the last of its comparisons was committed (`Ingestor.committed_at`: by this process, which
+        started before it) and after the last DELETE took a user's rows out (of any tenant: a replica's deletion
+        record names users by hash only). With replicas a running one never is: another replica moves its own
+        feedback into the table, and this one is not told when."""
         if job.state == "queued":
             return True
-        if job.state != "running" or job.cancel_requested or job.started_at is None:
+        if job.state != "running" or job.cancel_requested or job.started_at is None or self.rt.settings.replicas > 1:
             return False
         tenant = job.params.get("tenant")
-        with self._lock:
-            moved = self._moved_at.get(tenant, 0.0) if isinstance(tenant, str) else self._moved_any
-        return moved < job.started_at
+        moved = self.rt.ingest.committed_at(tenant if isinstance(tenant, str) else None)
+        return max(moved, self._began, self._forgot_at) < job.started_at
 
     def _submit(self, kind: str, params: dict[str, Param]) -> Job:
         """Queue a job of `kind` other than an audit (`submit`)."""
@@ -406,6 +423,7 @@ class Admin:
         `keep_snapshot_users` removes the user from its artifact when it ends. Returns the files
         rewritten; raises ForgetIncomplete, once the others are rewritten, naming the files it could not
         read or rewrite."""
+        self._forgot_at = time.time()  # the user's rows left the table before this is called
         rewritten, failures = 0, []
         # a snapshot's temp file that a killed write left (none is being written: the lock is held)
         leftovers = sorted(self.population_folder.glob(".comparisons-*.jsonl.*")) if self.population_folder.is_dir() else []
@@ -676,6 +694,7 @@ class Admin:
         finished = job.finished_at if job.finished_at is not None else job.created_at
         later = {h for h, t in first.items() if t > finished}
         if path is None:
+            now = old_release_named(now)  # a release before data34 stored it: its groups are named as they were then
             members = {group: [h for h in users if h not in later or h in after] for group, users in now.items()}
         else:
             try:
@@ -852,11 +871,7 @@ class Admin:
         what every replica moved, with its own job records."""
         due = []
         settings = self.rt.settings
-        now = time.time()  # after the rows' commit: an audit started before it may not have read them
         with self._lock:
-            self._moved_any = now
-            for tenant in {r.tenant for r in rows}:
-                self._moved_at[tenant] = now
             for r in rows:
                 if settings.replicas > 1 and owner(r.tenant, r.user_id, settings.replicas) != settings.replica_index:
                     continue  # another replica decides this user's jobs

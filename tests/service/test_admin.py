@@ -242,11 +242,11 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
                 body = {"type": "comparison", "user": user, "prompt": f"Tea or coffee, take {i}?", "chosen": "Tea.",
                         "rejected": "Coffee.", "attributes": {"segment": segment}}
                 assert c.post("/v1/feedback", json=body).status_code == 201
-    reading, original = threading.Event(), Admin.reports
+    reading, answered, original = threading.Event(), threading.Event(), Admin.reports
 
-    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored
+    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored: 2 s, or until /health is answered
         reading.set()
-        time.sleep(2.0)
+        answered.wait(2.0)  # read on the event loop, the /health below waits for these 2 s (it cannot be answered first)
         return original(self, limit, **scope)
 
     monkeypatch.setattr(Admin, "reports", slow_reports)
@@ -264,6 +264,7 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
         start = time.monotonic()
         assert other.get("/health").status_code == 200
         took = time.monotonic() - start
+    answered.set()
     thread.join(60)
     assert answer["r"].status_code == 200, answer["r"].text
     assert took < 1.0, took  # 2 s and more while the reports were read on the event loop
@@ -406,3 +407,104 @@ def test_a_tenants_dashboard_shows_its_own_audits_however_many_another_tenant_ra
     finally:
         for job_id in added:
             state.runner.purge(job_id)
+
+
+def test_a_poll_while_the_feedback_worker_is_past_its_commit_does_not_get_an_audit_that_started_before_it(svc):
+    """The audit route's `wait=0` poll during a running audit, right after feedback whose batch the worker committed
+    and has not finished (its hooks run after the commit: the compaction, the refits, then the admin's). Before, the
+    time feedback last moved in was set by the admin's hook, the last of them: the poll's move found nothing pending
+    (the worker held its lock; the rows were done) and the time not yet set, so it was given the running audit, which
+    started before that commit and did not read the feedback (as if no feedback had come since)."""
+    import threading
+
+    state = svc.server.server.config.app.state.admin
+    committed, go_on = threading.Event(), threading.Event()
+
+    def compacting(rows):  # what runs between the batch's commit and the admin's hook (`after_move`: a compaction)
+        if any(r.user_id == "late-in-the-batch" for r in rows):
+            committed.set()
+            go_on.wait(60)
+
+    now = time.time()
+    params = {"group_by": "segment", "tenant": "globex", "min_group_size": 1, "min_comparisons": 20}
+    running = Job(id="audit-running-before-the-commit", kind="audit", params=params | {"store": svc.runtime.settings.lancedb_uri},
+                  state="running", created_at=now, started_at=now)
+    state.runner.store.add(running)
+    svc.runtime.moved_hooks.insert(0, compacting)
+    queued = []
+    try:
+        with svc.client("globex") as c, svc.client("admin") as admin:
+            body = {"type": "comparison", "user": "late-in-the-batch", "prompt": "Tea?", "chosen": "Tea.", "rejected": "Water.",
+                    "attributes": {"segment": "minority"}}
+            assert c.post("/v1/feedback", json=body).status_code == 201
+            assert committed.wait(60)  # in the table; the worker still in its hooks
+            polled = admin.get("/admin/audits/fairness", params=params | {"wait": 0})
+            assert polled.status_code == 202, polled.text
+            queued.append(polled.json()["job"]["id"])
+            assert queued[0] != running.id, "the running audit started before the feedback's commit and did not read it"
+    finally:
+        go_on.set()
+        svc.runtime.moved_hooks.remove(compacting)
+        with svc.client("admin") as admin:
+            for job_id in queued:
+                if job_id != running.id:
+                    admin.post(f"/admin/jobs/{job_id}/cancel")
+        state.runner.purge(running.id)
+
+
+def test_an_audit_running_since_before_the_service_started_is_not_taken_to_have_read_what_is_stored(svc):
+    """A running audit whose record says it started before this service did (a Ray actor a restarted service attached
+    to; the table may hold comparisons the stopped service moved in after it started, which this one was never told
+    of): a poll queues an audit. Before, the time feedback last moved in was that of this process's moves only, none
+    for a tenant with no feedback since the start, so the audit of before the restart was given."""
+    state = svc.server.server.config.app.state.admin
+    before = time.time() - 3600
+    params = {"group_by": "segment", "tenant": "initech", "min_group_size": 1, "min_comparisons": 20}
+    running = Job(id="audit-running-since-before-the-start", kind="audit", params=params | {"store": svc.runtime.settings.lancedb_uri},
+                  state="running", created_at=before, started_at=before)
+    state.runner.store.add(running)
+    queued = []
+    try:
+        with svc.client("admin") as admin:
+            polled = admin.get("/admin/audits/fairness", params=params | {"wait": 0})
+            assert polled.status_code == 202, polled.text
+            queued.append(polled.json()["job"]["id"])
+            assert queued[0] != running.id
+    finally:
+        with svc.client("admin") as admin:
+            for job_id in queued:
+                if job_id != running.id:
+                    admin.post(f"/admin/jobs/{job_id}/cancel")
+        state.runner.purge(running.id)
+
+
+def test_a_poll_after_a_users_delete_does_not_get_an_audit_that_started_before_it(svc):
+    """A DELETE while an audit runs: the audit read the user's comparisons, so when it ends the groups they were in are
+    withheld from its report (`keep_audit_members`). Before, a poll after the DELETE was given that audit (no feedback
+    had moved in since it started): the admin who deleted a user and asked again waited for a report without those
+    groups, where an audit started after the DELETE shows them, figured without the user."""
+    state = svc.server.server.config.app.state.admin
+    with svc.client("globex") as c:
+        body = {"type": "comparison", "user": "leaving", "prompt": "Tea?", "chosen": "Tea.", "rejected": "Water.",
+                "attributes": {"segment": "minority"}}
+        assert c.post("/v1/feedback", json=body).status_code == 201
+        assert c.get("/v1/users/leaving").status_code == 200  # moved into the table (a read moves the user's rows)
+    now = time.time()
+    params = {"group_by": "segment", "tenant": "globex", "min_group_size": 1, "min_comparisons": 20}
+    running = Job(id="audit-running-before-the-delete", kind="audit", params=params | {"store": svc.runtime.settings.lancedb_uri},
+                  state="running", created_at=now, started_at=now)
+    state.runner.store.add(running)
+    queued = []
+    try:
+        with svc.client("globex") as c, svc.client("admin") as admin:
+            assert c.delete("/v1/users/leaving").status_code == 200
+            polled = admin.get("/admin/audits/fairness", params=params | {"wait": 0})
+            assert polled.status_code == 202, polled.text
+            queued.append(polled.json()["job"]["id"])
+            assert queued[0] != running.id, "the running audit read the deleted user's comparisons"
+    finally:
+        with svc.client("admin") as admin:
+            for job_id in queued:
+                if job_id != running.id:
+                    admin.post(f"/admin/jobs/{job_id}/cancel")
+        state.runner.purge(running.id)
