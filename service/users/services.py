@@ -901,7 +901,7 @@ class HeldRowsGone(Exception):
     again, the rows are stored anew."""
 
 
-def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> None:
+def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str], received_at: float | None = None) -> None:
     """The rows of an import the user holds with the same content (`new_rows`' `held`: in the table or in this
     replica's feedback log) count as received now, as the import's new rows do. Those in the table have their
     `received_at` moved on (`Store.received_again`): a DELETE of the user begun before
@@ -910,8 +910,11 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> N
     held in this replica's feedback log, not yet moved, are logged again, received now: a DELETE's record
     applied here (`service.deletions`) drops the copy received before it began and keeps this one, and the
     mover keeps the latest time of one row's copies (`Store.add_preferences`). Until session 40 they kept
-    their first time, and that record dropped them. Raises HeldRowsGone when some went from the table
-    meanwhile. Run in a thread, under the tenant's import lock (with replicas, and the user's lock:
+    their first time, and that record dropped them. `received_at` (unix seconds; None: now): when the import
+    arrived, the time its claims on those ids carry (`controllers._claim_and_log`); the copy logged again carries it
+    too. Until session 43 it carried the log's stamp, later: a DELETE on another replica begun between the two removed the
+    claim (received before it) and kept the copy (received after), and the id took other content there beside it.
+    Raises HeldRowsGone when some went from the table meanwhile. Run in a thread, under the tenant's import lock (with replicas, and the user's lock:
     `service.users.controllers._claim_and_log`)."""
     wanted = set(held)
     logged = {r.pref_id: r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows if r.pref_id in wanted}
@@ -919,8 +922,8 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> N
     if in_table and rt.store.received_again(tenant, user_id, in_table) < len(in_table):
         raise HeldRowsGone
     if logged:
-        now = time.time()
-        rt.ingest.submit([msgspec.structs.replace(row, received_at=now) for row in logged.values()])
+        at = time.time() if received_at is None else received_at
+        rt.ingest.submit([msgspec.structs.replace(row, received_at=at) for row in logged.values()], received_at)
 
 
 class EmbeddingsNotForgotten(RuntimeError):
