@@ -69,6 +69,14 @@ TENANT_HANDLERS = (
 )
 
 
+# the answer headers a page on another origin may read (besides the few CORS always lets through): what a UI
+# and the `openai` JS SDK act on: the request id to quote, the stated preferences' version for If-Match,
+# when to retry and how much of the rate limit is left, whether feedback was a replay, an export's file name,
+# a queued job's address
+EXPOSED_HEADERS = ("X-Request-Id", "ETag", "Retry-After", "RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining",
+                   "RateLimit-Reset", "Idempotent-Replayed", "Content-Disposition", "Location")
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -126,9 +134,11 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
         before_request=before_request,
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-            # X-Pluralign-User: the load balancer's routing key (deploy/README.md), sent by clients beside `user`
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Pluralign-User", "X-Request-Id"], max_age=600,
-            expose_headers=["X-Request-Id"],
+            # any header a listed origin's page asks for (Litestar names each back: `*` would not cover
+            # Authorization): If-Match, X-Pluralign-User (deploy/README.md), and what client libraries add,
+            # the `openai` JS SDK's X-Stainless-* and OpenAI-Organization, tracing's traceparent; the server
+            # ignores a header it does not read, as it does for any client that is not a browser
+            allow_headers=["*"], max_age=600, expose_headers=list(EXPOSED_HEADERS),
         ) if settings.cors_origins else None,
         debug=False,
         logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
