@@ -127,6 +127,19 @@ def test_cors_allows_its_origins_only_and_says_why_in_the_apis_shape(cors_svc):
                 assert "origin" in [v.strip().lower() for v in r.headers.get("vary", "").split(",")], (origin, path, r.headers)
 
 
+
+def test_a_gzipped_answer_to_a_cross_origin_request_still_varies_by_accept_encoding(cors_svc):
+    """Before: with an `Origin` (every request of a page on another site), Litestar's CORS replaced the
+    answer's `Vary: Accept-Encoding` with `Vary: Origin`, so a cache in front could keep the gzipped
+    /schema/openapi.json and hand it to a client that takes no gzip. Now `Vary` keeps it."""
+    with cors_svc.client("acme") as c:
+        assert c.post("/v1/feedback", json=COMPARISON).status_code == 201
+        for path in ("/schema/openapi.json", "/v1/users/alice/export"):
+            for origin in (APP, EVIL):
+                r = c.get(path, headers={"Origin": origin, "Accept-Encoding": "gzip"})
+                vary = [v.strip().lower() for v in r.headers.get("vary", "").split(",")]
+                assert r.headers.get("content-encoding") == "gzip" and "accept-encoding" in vary and "origin" in vary, (path, origin, r.headers)
+
 def test_a_cross_site_form_or_text_post_carries_no_credential_that_acts(svc):
     """A page on another site can POST text/plain or a form without a preflight, but it cannot add
     `Authorization`, and the dashboard's cookie (SameSite=Strict besides) only reads pages."""
