@@ -149,11 +149,13 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
     app.state.draining = False  # `pluralign serve` told to stop and draining (setting stop_drain_s): every request 503
     # and every answer, refusals included, says how it may be cached and never to sniff it (service.web_headers)
+    # the refusals made outside Litestar's router (a malformed request id, a draining service's 503) get the
+    # CORS headers the app's other answers get, so a browser reads them
+    with_cors = partial(CORSMiddleware, config=app.cors_config) if app.cors_config else None
     app.asgi_handler = keyed_answers(answer_head(with_request_ids(
-        draining(one_segment_ids(app.asgi_handler), lambda: app.state.draining), log_access=settings.access_log, tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id,
-        method_of=method_of,
-        # the refusal of a malformed id gets the CORS headers the app's other answers get, so a browser reads it
-        around_refusal=partial(CORSMiddleware, config=app.cors_config) if app.cors_config else lambda refusal: refusal,
+        draining(one_segment_ids(app.asgi_handler), lambda: app.state.draining, around=with_cors), log_access=settings.access_log,
+        tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id, method_of=method_of,
+        around_refusal=with_cors or (lambda refusal: refusal),
     )), PUBLIC_PATHS, cors=app.cors_config is not None)  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
     app.state.admin_sessions = AdminSessions(settings.admin_session_s, still_admin=runtime.keys.is_admin)

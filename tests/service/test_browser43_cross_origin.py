@@ -120,3 +120,27 @@ def test_a_browser_app_on_another_origin_sends_what_sdks_send_and_reads_what_it_
     answer = httpx.get(svc.url + "/health", headers={"Origin": app_origin})
     exposed |= {h.strip().lower() for h in answer.headers.get("access-control-expose-headers", "").split(",")}
     assert {"retry-after", "ratelimit-reset", "location"} <= exposed, exposed
+
+
+DRAINING_SCRIPT = """
+const [api, key, done] = arguments;
+fetch(api + '/v1/users/ui-user/stated-preferences', {method: 'PATCH', body: JSON.stringify({preferences: {length: 'more'}}),
+      headers: {'Authorization': 'Bearer ' + key, 'Content-Type': 'application/json'}})
+  .then(async r => done({status: r.status, retryAfter: r.headers.get('retry-after'), error: (await r.json()).error.message}),
+        e => done({blocked: String(e)}));
+"""
+
+
+def test_a_browser_app_reads_the_503_of_a_service_that_is_stopping(svc, browser, app_origin):
+    """Before: while `pluralign serve` drains (told to stop, `stop_drain_s`), every request is answered 503
+    with Retry-After so clients retry elsewhere, but that answer (made outside Litestar's CORS) carried no
+    `Access-Control-Allow-Origin`: a page on another origin got "Failed to fetch" and could not tell a
+    rolling restart from a dead service. The flag is the one `pluralign serve` sets on SIGTERM."""
+    browser.get(app_origin + "/")
+    app = svc.server.server.config.app
+    app.state.draining = True
+    try:
+        seen = browser.execute_async_script(DRAINING_SCRIPT, svc.url, svc.keys["acme"])
+    finally:
+        app.state.draining = False
+    assert seen.get("status") == 503 and seen["retryAfter"] == "5" and "stopping" in seen["error"], seen
