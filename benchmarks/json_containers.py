@@ -40,6 +40,9 @@ BODIES = {  # ~1 MB each
     "code in strings": _chat(_fill(lambda i: {"role": "user", "content": 'f(a[1], {"k": [2]}) ' * 40})),
     "150k short strings": _chat(_fill(lambda i: {"role": "user", "content": [{"type": "text", "text": "[{"}]})),
     "escapes and brackets": _chat(_fill(lambda i: {"role": "user", "content": '[{"\\' * 40})),
+    # reviewwi43: one run of 880 KB of escaped backslashes, then brackets enough to be counted (wire43 stretched the
+    # first piece, a byte at a time, to the run's end)
+    "a run of backslashes": _chat([{"role": "user", "content": "\\" * 440_000 + "[" * (CAP + 1)}]),
 }
 LEGAL = {  # the densest chats: containers opened under 1 MB
     "bare messages {role}": _chat(_fill(lambda i: {"role": "user"})),

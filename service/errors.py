@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response
@@ -27,7 +28,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
-from pluralign.data.record import USER_ID_RULE
+from pluralign.data.record import USER_ID, USER_ID_RULE
 from pluralign.data.text import MAX_SHOWN, is_blank, shorten, shown  # noqa: F401 (MAX_SHOWN, shown: the service's names too)
 from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
 from service.head import allow_for
@@ -328,7 +329,11 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     (`_worded`), its headers (a 405's Allow completed)."""
     status = exc.status_code
     if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
-        return Redirect("/admin/login", status_code=303)  # a browser without a session: to the login form
+        # a browser without a session: to the login form, which sends it back to the same tenant's page once signed in
+        # (until session 43 it landed on every tenant's page); only a tenant name is carried, never another URL
+        tenant = request.query_params.get("tenant")
+        carried = f"?tenant={quote(tenant, safe='')}" if tenant is not None and USER_ID.fullmatch(tenant) else ""
+        return Redirect(f"/admin/login{carried}", status_code=303)
     param, code, detail = from_extra(exc.extra, request)
     if status == HTTP_400_BAD_REQUEST and code != "invalid_json" and malformed_json(exc):  # Litestar's own decode
         return error_response(400, f"`body`: the request body is not valid JSON: {exc.detail}", "body", "invalid_json")

@@ -85,6 +85,9 @@ def make_generator(
 
 
 REFIT_STOP_S = 10.0  # how long the service's stop waits for the refit running then (a fit and one row written: well under)
+# how long it then waits for the purges of the rows refits withdrew (`Store.withdraw_user`): with replicas each waits for
+# the store's lease (the DELETE that made the row be withdrawn holds it `store_sync_ms` + 2 s) and holds it as long
+WITHDRAWN_STOP_S = 10.0  # with REFIT_STOP_S and the 5 s graceful wait, inside Kubernetes' default 30 s grace
 NOT_TRIED_LOG_S = 60.0  # a chat answered "not tried" is logged once in this time (a flood of chats: one line)
 
 
@@ -349,7 +352,9 @@ class Runtime:
         on (those asked for join `dropped_refits`), and the one running is waited for, at most `timeout` seconds
         (a warning after that). Before, the queue ran on
         after the app's shutdown, writing the tables of a service that had stopped (and a test's data folder
-        removed under it read as damaged). Returns how many queued refits were dropped."""
+        removed under it read as damaged). Then the purges of the rows refits withdrew (`Store.wait_withdrawn`) are
+        waited for, at most WITHDRAWN_STOP_S (a warning after that): one stopped before its turn is not marked, and
+        its row would stay in the users table's files. Returns how many queued refits were dropped."""
         with self.refit_lock:
             self.refits_stopped.set()
             dropped = len(self.pending_refits)
@@ -359,6 +364,9 @@ class Runtime:
         except TimeoutError:
             log.warning("a background refit is still running %g s after the service began to stop (a store call that has "
                         "not returned); stopping without it", timeout)
+        if not self.store.wait_withdrawn(WITHDRAWN_STOP_S):
+            log.warning("stopping without the purge of a withdrawn users row, which has not had its maintenance turn (the store's "
+                        "lease) in %g s: the users table's files keep it until the next DELETE's purge or a compaction", WITHDRAWN_STOP_S)
         return dropped
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ import tomllib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -294,7 +295,7 @@ class Settings(Base, frozen=True):
         for name in cls.__struct_fields__:
             key = ENV_PREFIX + name.upper()
             if key in environ:
-                values[name] = environ[key]
+                values[name] = _listed(environ[key]) if name in LIST_SETTINGS else environ[key]
                 origin[name] = f"{key} (setting {{}})"
         given = {k: v for k, v in overrides.items() if v is not None}
         values.update(given)
@@ -311,6 +312,38 @@ class Settings(Base, frozen=True):
             if problem.startswith("expected "):  # a type error: the value given, as given
                 problem += f" {values[field]!r}"
             raise ValueError(f"{origin[field].format(field)}: {problem}") from None
+
+
+LIST_SETTINGS = ("cors_origins",)  # a list: in a variable, its items separated by commas (a TOML file: an array)
+
+
+def _listed(value: str) -> list[str]:
+    """A list setting's variable: "a, b," -> ["a", "b"]; empty: no items."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_fault(origin: str) -> str | None:
+    """Why a browser never sends `origin` as its `Origin` header (RFC 6454: scheme://host[:port], lower
+    case, no default port, nothing after it), with the form it would send where there is one; None when
+    it may (`*`, any origin, too)."""
+    if origin == "*":
+        return None
+    parts = urlsplit(origin)
+    if not parts.scheme or not parts.netloc:
+        return f"{origin!r} is not an origin: write scheme://host[:port], as `https://app.example`"
+    try:
+        port = parts.port
+    except ValueError:
+        return f"{origin!r} is not an origin: its port is not a number from 0 to 65535"
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    meant = f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS.get(scheme) else "")
+    if origin != meant or parts.username or parts.password:
+        return f"{origin!r} is never a browser's Origin (scheme and host in lower case, no default port, no path or trailing slash): `{meant}`"
+    return None
 
 
 # (when a setting's value is broken, what the error says: a string, or one made from the settings),
@@ -381,6 +414,8 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 <= s.stop_drain_s <= 60, lambda s: f"`stop_drain_s` must be 0 (none) to 60 seconds, got {s.stop_drain_s}"),
     (lambda s: not 0 < s.request_read_timeout_s <= 3600,
      lambda s: f"`request_read_timeout_s` must be above 0 and at most 3600 seconds, got {s.request_read_timeout_s}"),
+    (lambda s: any(origin_fault(o) for o in s.cors_origins),
+     lambda s: "`cors_origins`: " + next(f for f in map(origin_fault, s.cors_origins) if f)),
     (lambda s: s.max_connections is not None and not 1 <= s.max_connections <= MAX_CONNECTIONS,
      lambda s: f"`max_connections` must be at least 1 and at most {MAX_CONNECTIONS}, got {s.max_connections}"),
 )

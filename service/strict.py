@@ -682,18 +682,18 @@ PIECE_BYTES = 65_536  # of a body counted at a time (`containers_counted`), the 
 
 
 def _opened_by_piece(body: bytes) -> Iterator[int]:
-    """The objects and arrays opened in each piece of about PIECE_BYTES of the JSON text `body`: escaped backslashes
-    and quotes taken out, each remaining `"` opens or closes a string, whose state carries from one piece to the next.
-    A piece ends after a byte that is not a backslash, so no escape (a run of backslashes and the byte after) is cut."""
-    start, inside = 0, False
-    while start < len(body):
-        end = min(start + PIECE_BYTES, len(body))
-        while end < len(body) and body[end - 1] == 0x5C:  # `\`: the run of backslashes and the byte it escapes go whole
-            end += 1
-        parts = body[start:end].replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')
+    """The objects and arrays opened in each piece of PIECE_BYTES of the JSON text `body`: escaped backslashes
+    and quotes taken out, each remaining `"` opens or closes a string, whose state carries from one piece to the next,
+    as does an escape the piece's end cuts (a run of backslashes of odd length at its end: the next piece's first byte
+    is the one escaped). Before, a piece was stretched a byte at a time, in Python, to the end of a run of backslashes
+    crossing its end: a string of 880 KB of them was one piece, ~55 ms of the loop's CPU (reviewwi43)."""
+    inside = escaped = False
+    for start in range(0, len(body), PIECE_BYTES):
+        piece = body[start + escaped:start + PIECE_BYTES].replace(b"\\\\", b"")  # the escaped byte skipped
+        escaped = piece.endswith(b"\\")  # what is left of a run is one backslash at most: here, escaping the next byte
+        parts = piece.replace(b'\\"', b"").split(b'"')
         outside = b"".join(parts[1 if inside else 0::2])
         inside ^= len(parts) % 2 == 0  # an odd number of quotes in the piece
-        start = end
         yield outside.count(b"[") + outside.count(b"{")
 
 

@@ -17,7 +17,8 @@ the header reaches it in lower case (codings are case-insensitive, RFC 9110 8.4.
 
 With CORS on (`cors_origins`), every answer also says `Vary: Origin`: whether it carries
 `Access-Control-Allow-Origin` depends on the request's `Origin`, so a cache must not hand one origin's
-copy to another (Litestar adds it only to answers for an allowed origin). A preflight Litestar
+copy to another (Litestar adds it only to answers for an allowed origin, and there replaces the `Vary`
+the answer had: a gzipped one gets its `Accept-Encoding` back here). A preflight Litestar
 refuses (its plain-text 400 "Disallowed CORS Origin") is answered in the API's error shape, naming
 the header at fault: `Origin`, `Access-Control-Request-Method` or `Access-Control-Request-Headers`.
 """
@@ -78,12 +79,14 @@ def keyed_answers(app: ASGIApp, public_paths: Sequence[str], cors: bool = False)
 
 
 def _answer_headers(headers, keyed: bool, varies: bytes, cors: bool) -> list[tuple[bytes, bytes]]:
-    """An answer's `headers` with `nosniff`, and, for a `keyed` path, `Cache-Control: no-store` (unless set)
+    """An answer's `headers` with `nosniff`, `Vary: Accept-Encoding` when compressed, and, for a `keyed` path, `Cache-Control: no-store` (unless set)
     and `Vary: <varies>`; a public path's with `Vary: Origin` when `cors`."""
     headers = list(headers)
     names = {bytes(name).lower() for name, _ in headers}
     if b"x-content-type-options" not in names:
         headers.append((b"x-content-type-options", b"nosniff"))
+    if b"content-encoding" in names:  # compressed for this request's Accept-Encoding (Litestar's CORS replaced its Vary)
+        headers = _add_vary(headers, b"Accept-Encoding")
     if keyed:
         if b"cache-control" not in names:
             headers.append((b"cache-control", NO_STORE))

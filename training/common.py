@@ -170,7 +170,10 @@ def check_base(name: str) -> None:
 
 def check_writable_file(option: str, path: str, what: str = "the output") -> None:
     """`check_writable` for an output *file*: a folder at `path` is a ValueError naming `option`
-    before the work (it would be found only when the file is written, after it)."""
+    before the work (it would be found only when the file is written, after it), and so is an empty `path` (`--out "$OUT"`
+    with OUT unset), which Path reads as the working folder."""
+    if not path.strip():
+        raise ValueError(f"{option} {path!r}: empty; give a file name for {what}")
     if Path(path).is_dir():
         raise ValueError(f"{option} {path}: is a directory; give a file name for {what}")
     check_writable(option, path, file=True)
@@ -263,8 +266,9 @@ def store_folder(option: str, value: str) -> StoreFolder:
                      f"(PLURALIGN_DATA_DIR, which holds lancedb/) or the lancedb/ folder inside it")
 
 
-def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None):
-    """An argparse `type=` for a number with bounds: `minimum` (>=), `above` (>), `below` (<).
+def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None,
+           maximum: float | None = None):
+    """An argparse `type=` for a number with bounds: `minimum` (>=), `above` (>), `below` (<), `maximum` (<=).
 
     A value out of bounds, or a float that is not finite (nan, inf), is argparse's usage error
     naming the option: "argument --epochs: expected an integer >= 1, got 0" (exit code 2), before
@@ -278,7 +282,8 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
             raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        for bound, fails, sign in ((minimum, lambda b: value < b, ">="), (above, lambda b: value <= b, ">"), (below, lambda b: value >= b, "<")):
+        for bound, fails, sign in ((minimum, lambda b: value < b, ">="), (above, lambda b: value <= b, ">"), (below, lambda b: value >= b, "<"),
+                                   (maximum, lambda b: value > b, "<=")):
             if bound is not None and fails(bound):
                 raise argparse.ArgumentTypeError(f"expected {noun} {sign} {bound:g}, got {text}")
         return value
@@ -286,10 +291,19 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
     return parse
 
 
-# the most torch CPU threads --threads takes: far above any core count in sight, below where OpenMP fails to make them
-# (16,384 on a 2-core box: "libgomp: Thread creation failed"; 100,000 was a segmentation fault, exit 139)
+# the most torch CPU threads --threads takes on a machine of fewer logical CPUs: above most core counts, below where
+# OpenMP fails to make them (16,384 on a 2-core box: "libgomp: Thread creation failed"; 100,000 was a segmentation
+# fault, exit 139; 1024 ran there, 0.16 s for a 512x512 matmul)
 MAX_THREADS = 1024
-THREADS_HELP = f"torch CPU threads, 0 to {MAX_THREADS} (0: torch's default; 1 is fastest on a busy box)"
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """--threads: torch CPU threads, 0 (torch's default) to MAX_THREADS or the machine's logical CPUs, whichever is more
+    (one thread a CPU is always taken: machines with more than 1024 exist, e.g. 1,920 on a Power10 E1080 with SMT8);
+    more is argparse's usage error naming the option and the most (exit 2)."""
+    most = max(MAX_THREADS, os.cpu_count() or 1)
+    p.add_argument("--threads", type=number(int, minimum=0, maximum=most), default=0,
+                   help=f"torch CPU threads, 0 to {most} (0: torch's default; 1 is fastest on a busy box)")
 
 
 SEED_BOUND = 2**31  # a seed is below it: what a job's `seed` param takes (training.jobs.params.Seed), and every RNG seeded

@@ -95,11 +95,28 @@ def _date_hint(created_at: str | datetime.date) -> str:
         naive = when.tzinfo is None
         seconds = (when.replace(tzinfo=datetime.timezone.utc) if naive else when).timestamp()
     except (ValueError, OverflowError):  # not ISO text; pandas' NaT
-        return f" (a date? give its Unix time: for ISO text without a UTC offset, read as UTC, Python's {utc})"
+        number = _number_hint(created_at) if isinstance(created_at, str) else None
+        return number or f" (a date? give its Unix time: for ISO text without a UTC offset, read as UTC, Python's {utc})"
+    if not 0 <= seconds <= MAX_CREATED_AT:  # its seconds would be refused too
+        edge = "before 1970-01-01" if seconds < 0 else "after 9999-12-31T23:59:59"
+        return f" (a date {edge} UTC, outside the times a created_at takes: give none to have the row stamped on receipt)"
     if not naive:
         return f" (a date: give its Unix time, {seconds!r} for this one: Python's `datetime.fromisoformat(text).timestamp()`)"
     return (f" (a date: give its Unix time, {seconds!r} for this one read as UTC, as it names no UTC offset: "
             f"Python's {utc}; `.timestamp()` alone reads it in the machine's time zone)")
+
+
+def _number_hint(text: str) -> str | None:
+    """The hint of a number given as text (`"1700000000"`: a CSV's column made JSON, a Parquet string column), whose
+    value a created_at takes as a number; None for text that is no finite number."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    millis = f", in seconds: milliseconds? divide by 1000: {number / 1000!r}" if _milliseconds(number) else ""
+    return f" (a number as text? give it as a number ({shorten(text.strip(), 32, '...')} without quotes in JSON){millis})"
 
 
 def created_at_problem(created_at: Any) -> str | None:
@@ -125,6 +142,15 @@ def seconds_meant(created_at: float) -> float:
     """A stored `created_at` as the Unix seconds it meant: a time in milliseconds (recognizable by its range, past the
     end of year 9999 in seconds; imports before session rows42 stored it as it came) divided by 1000, any other as it is."""
     return created_at / 1000 if _milliseconds(created_at) else created_at
+
+
+def seconds_meant_of(created_at):
+    """`seconds_meant` of each stored `created_at` in a column of them: (N,) float64 Unix times in, (N,) float64 out (a
+    reader of a whole table by time: an audit's `since` and its order of each user's comparisons)."""
+    import numpy as np
+
+    times = np.asarray(created_at, np.float64)
+    return np.where((times > MAX_CREATED_AT) & (times <= MAX_CREATED_AT * 1000), times / 1000, times)
 
 
 def file_time(created_at: float | None) -> float | None:

@@ -41,6 +41,11 @@ from pluralign.reward.inputs import at_least
 CHOSEN_POLICY = "chosen_policy"
 REJECTED_POLICY = "rejected_policy"
 PERSONALIZED, BASE = "personalized", "base"
+# the group of comparisons whose `group_by` neither they nor their user carry (nor, for `pal_prototype`, PAL weights):
+# a name no value can have, since a value's label is trimmed (`answer_key`); until session 43 it was "unknown", the
+# value UKPConvArg1's importer gives a worker who stated no stance, and both kinds of users were one group
+NO_VALUE = " (no value)"
+OLD_NO_VALUE = "unknown"  # what reports stored before session 43 call that group (with the workers who stated "unknown")
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ class Comparisons:
 
 class UnknownGroupBy(ValueError):
     """`group_by` names an attribute that no audited comparison (nor user) has: the audit would put
-    every comparison in one group, "unknown". `available` lists the attribute names that do exist."""
+    every comparison in one group, NO_VALUE. `available` lists the attribute names that do exist."""
 
     SHOWN = 30  # attribute names listed in the message at most
 
@@ -117,7 +122,7 @@ def comparisons_from_records(
 ) -> Comparisons:
     """Embed each distinct response once; the group is `user_groups[user]` or the `group_by` attribute.
 
-    A comparison without the attribute is in group "unknown"; UnknownGroupBy (a ValueError) when no
+    A comparison without the attribute is in group NO_VALUE; UnknownGroupBy (a ValueError) when no
     comparison has it (a misspelled name), before anything is embedded."""
     pairs = [r for r in records if not r.tie]
     if not pairs:
@@ -135,7 +140,7 @@ def comparisons_from_records(
     if user_groups is not None:
         labels = [user_groups.get(r.user_id, "unassigned") for r in pairs]
     else:
-        labels = [answer_key(a.get(group_by, "unknown")) for a in named]
+        labels = [answer_key(a[group_by]) if group_by in a else NO_VALUE for a in named]
     group, groups = index_labels(labels)
     stamps = [r.created_at for r in pairs]
     order = np.array(stamps, np.float64) if all(s is not None for s in stamps) else np.arange(len(pairs), dtype=np.float64)

@@ -112,9 +112,25 @@ def _delta(now: float | None, before: float | None) -> float | None:
     return None if now is None or before is None else now - before
 
 
+AuditSettings = tuple[str, float | None, int, int, str]
+
+
+def audit_settings(report: AuditReport) -> AuditSettings:
+    """What the audit was asked for: (group_by, since, min_group_size, min_comparisons, the personalized model's kind:
+    `logistic` or `pal`). Two audits of other settings are not compared: their worst groups and gaps are drawn from
+    other groups (suppressed or flagged at other sizes), other comparisons (`since`) or another model, so the
+    difference between them says nothing of how the service's fairness changed."""
+    since = None if report.since is None else float(report.since)
+    return report.group_by, since, report.min_group_size, report.min_comparisons, report.personalized_model.removeprefix("online-")
+
+
 def since_previous(report: AuditReport, history: list[AuditReport]) -> AuditReport:
-    """The report with its change against the latest earlier report grouped by the same attribute."""
-    earlier = [r for r in history if r.group_by == report.group_by and r.created_at < report.created_at]
+    """The report with its change against the latest earlier report of the same settings (`audit_settings`: grouped by
+    the same attribute, over comparisons since the same time, with the same group thresholds and personalized model).
+    Until session 43 any earlier audit by the attribute counted: an audit of last week's comparisons with
+    `min_comparisons` 1 was given its change since one of every comparison with 20."""
+    settings = audit_settings(report)
+    earlier = [r for r in history if audit_settings(r) == settings and r.created_at < report.created_at]
     if not earlier:
         return report
     previous = max(earlier, key=lambda r: r.created_at)

@@ -10,9 +10,9 @@ import json
 
 import numpy as np
 
-from pluralign.data.record import seconds_meant
+from pluralign.data.record import seconds_meant, seconds_meant_of
 from pluralign.data.text import answer_key
-from pluralign.fairness.audit import Comparisons, UnknownGroupBy, index_labels, policy_outcome
+from pluralign.fairness.audit import NO_VALUE, Comparisons, UnknownGroupBy, index_labels, policy_outcome
 from pluralign.store.failures import secrets_of, unavailable
 from pluralign.store.location import connect, options_from_env
 from pluralign.store.tables import quote, refuse_newer
@@ -71,10 +71,10 @@ def _labels(db, data, group_by: str, tenant: str | None, uri: str, options: dict
         by_user = user_groups_from_store(db, group_by, tenant, user_names)
     own = group_by != PAL_PROTOTYPE  # pal_prototype is never read from a comparison's attributes
     if not any((own and group_by in a) or u in by_user for a, u in zip(attributes, users, strict=True)):
-        # a misspelled name would put every comparison in one group, "unknown"
+        # a misspelled name would put every comparison in one group, NO_VALUE
         raise UnknownGroupBy(group_by, {name for a in attributes for name in a} | user_names, "stored comparison or user")
     labels = [
-        answer_key(str(a[group_by])) if own and group_by in a else by_user.get(u, "unknown")
+        answer_key(str(a[group_by])) if own and group_by in a else by_user.get(u, NO_VALUE)
         for a, u in zip(attributes, users, strict=True)
     ]
     return users, labels, attributes
@@ -161,5 +161,6 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     policy = np.array([policy_outcome(a) for a in attributes], np.int8)
     return Comparisons(
         diff=diff, user=user, users=names, group=group, groups=groups,
-        time=data.column("created_at").to_numpy().astype(np.float64), policy_win=policy, encoder_id=encoder_id,
+        # a time in milliseconds an older version stored as the seconds it meant: `since` and each user's order read them
+        time=seconds_meant_of(data.column("created_at").to_numpy()), policy_win=policy, encoder_id=encoder_id,
     )

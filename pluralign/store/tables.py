@@ -398,6 +398,7 @@ class Store:
         # the purge of the users rows `withdraw_user` deleted, in a turn of its own: one queued at a time
         self._purge_queued = threading.Event()
         self._purging: list[threading.Thread] = []  # those started, for `wait_withdrawn`
+        self._purge_lock = threading.Lock()  # guards the two above in `withdraw_user`
         for name in self.tables:
             if name not in self._older:  # an earlier release's table, only read: not even an index is added
                 self._ensure_indexes(name)
@@ -1003,13 +1004,15 @@ class Store:
         with self._lock:
             self._commit("users", self.users, lambda: self.users.delete(where))
             self._after_write("users")
-        if not self._purge_queued.is_set():  # one queued purges every row withdrawn before it begins
+        with self._purge_lock:  # two refits withdrawing at once start one purge, and `_purging` loses neither
+            if self._purge_queued.is_set():  # one queued purges every row withdrawn before it begins
+                return
             self._purge_queued.set()
-            # a daemon: a stop never waits for its turn (with replicas, up to the lease's wait); stopped after its
-            # mark, the next turn finishes it
+            # a daemon: a stop waits for it only so long (`wait_withdrawn`; with replicas its turn may wait up to the
+            # lease's wait); stopped after its mark, the next turn finishes it
             purging = threading.Thread(target=self._purge_withdrawn, daemon=True, name="withdrawn-purge")
+            purging.start()  # before `wait_withdrawn` can see it: a thread not started yet cannot be joined (RuntimeError)
             self._purging = [*(t for t in self._purging if t.is_alive()), purging]
-            purging.start()
 
     def _purge_withdrawn(self) -> None:
         """The users table purged (`_purge_tables`), marked first so that a turn stopped part way is finished
@@ -1024,10 +1027,14 @@ class Store:
             # marked: the next delete or compaction finishes it; not (no turn): a later compaction rewrites its fragment
             log.exception("the purge of withdrawn users rows failed")
 
-    def wait_withdrawn(self) -> None:
-        """Block until the purges of withdrawn users rows started so far are done (tests, benchmarks)."""
+    def wait_withdrawn(self, timeout: float | None = None) -> bool:
+        """Block until the purges of withdrawn users rows started so far are done, at most `timeout` seconds in all
+        (None: however long); returns whether they are (a stop: one that still waits for its turn is not marked
+        yet, so the row would stay in the users table's files until a later purge or compaction rewrote them)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         for purging in list(self._purging):
-            purging.join()
+            purging.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(purging.is_alive() for purging in self._purging)
 
     def _grow_histories(self, data: pa.Table, owners: list[tuple[str, str]]) -> None:
         rows_of: dict[tuple[str, str], list[int]] = {}
@@ -1228,6 +1235,14 @@ class Store:
     def wait_warm(self) -> None:
         """Block until the background loads queued so far are done (tests, benchmarks)."""
         self._warmer.submit(lambda: None).result()
+
+    @_uses("preferences", "read")
+    def preference_owners(self) -> list[tuple[str, str]]:
+        """Every (tenant, user_id) the preferences table holds rows of: one read of those two columns of every row
+        (a one-time pass: `PrefIdClaims.sweep_stored`)."""
+        keys = self._read(lambda: self.preferences.search().select(["tenant", "user_id"]).limit(None).to_arrow()
+                          .group_by(["tenant", "user_id"]).aggregate([]))
+        return list(zip(keys.column("tenant").to_pylist(), keys.column("user_id").to_pylist(), strict=True))
 
     @_uses("preferences", "read")
     def users_with_preferences(self, owners: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -3,6 +3,7 @@
     POST /admin/jobs                     queue a job: {"kind": "adapter", "params": {"tenant": "acme", "user": "alice"}}
     GET  /admin/jobs?kind=&state=&limit= jobs, newest first
     GET  /admin/jobs/{id}                state, progress, metrics, log tail
+    GET  /admin/jobs/{id}/report         an audit job's report (202 while it runs)
     POST /admin/jobs/{id}/cancel
     GET  /admin/audits/fairness?group_by=segment&since=1764000000&tenant=acme&min_group_size=5&min_comparisons=50&wait=60
     GET  /admin/dashboard                HTML: per-group accuracy, worst group over time, jobs
@@ -21,12 +22,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import Response
 
-from pluralign.fairness.report import AuditReport, since_previous
+from pluralign.fairness.report import AuditReport, audit_settings, since_previous
 from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import QUEUED_AUDIT_EXAMPLE, RUNNING_AUDIT_EXAMPLE, AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded, StoredReports, UnreadableReport
-from service.admin.session import PAGE_HEADERS
+from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.errors import bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID
@@ -48,12 +49,12 @@ def _admin(request: Request) -> Admin:
 
 @post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)", responses={
     **error_responses(429, 503),
-    200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued: that job, nothing queued",
+    200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued, or running since the last feedback it audits was stored: that job, nothing queued",
                       generate_examples=False, examples=[example("an audit still queued", QUEUED_AUDIT_EXAMPLE)]),
 })
 def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
-    """201 with the job queued (`Location`: the job's URL); 200 with the queued audit an identical audit request is
-    (nothing queued; `Content-Location`: that job's URL).
+    """201 with the job queued (`Location`: the job's URL); 200 with the queued (or running, `Admin.submit`) audit an
+    identical audit request is (nothing queued; `Content-Location`: that job's URL).
     `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
     params = {name: value for name, value in data.params.items() if value is not None}  # a null: the kind's default
     # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so;
@@ -73,8 +74,8 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
             detail=f"the user's comparisons are still being stored ({exc.rows} rows, an import): nothing was queued; "
                    f"retry after {READ_RETRY_AFTER} seconds", headers={"Retry-After": str(READ_RETRY_AFTER)}) from None
     where = f"{request.url.path.rstrip('/')}/{job.id}"  # GET it (under the admin router's prefix, whatever it is)
-    if not created:  # an identical audit still queued: it reads the table when it starts, covering this request too
-        log.info("%s job %s already queued with these params", data.kind, job.id)
+    if not created:  # an identical audit queued, or running since the last feedback moved: it covers this request too
+        log.info("%s job %s already %s with these params", data.kind, job.id, job.state)
         return Response(admin.public.job(job), status_code=200, headers={"Content-Location": where})
     log.info("queued %s job %s", data.kind, job.id)  # the request's id on it: from the request to the job's own log
     return Response(admin.public.job(job), status_code=201, headers={"Location": where})
@@ -99,6 +100,24 @@ def get_job(request: Request, job_id: FromPath[str]) -> Job:
     if job is None:
         raise NotFoundException(f"no job {shown(job_id)}")
     return _admin(request).public.job(job)
+
+
+@get("/jobs/{job_id:str}/report", responses={**error_responses(404, 422), 202: ResponseSpec(
+    data_container=AuditPending, description="The audit job is still queued or running", generate_examples=False,
+    examples=[example("the audit job, running", RUNNING_AUDIT_EXAMPLE)])}, summary="An audit job's report")
+async def get_job_report(request: Request, job_id: FromPath[str]) -> Response:
+    """200 with an audit job's AuditReport, as the audit route answers once it ended (with its change since the previous
+    audit of the same settings); 202 with the job while it is queued or running (poll this); what the audit route
+    answers for a failed audit (400 naming the parameter at fault, 422); 404 for no such job or one that is no audit."""
+    admin = _admin(request)
+    job = admin.runner.get(job_id)
+    if job is None:
+        raise NotFoundException(f"no job {shown(job_id)}")
+    if job.kind != "audit":
+        raise NotFoundException(f"job {shown(job_id)} is a {job.kind} job: only an audit job has a report")
+    if job.state in ("queued", "running"):
+        return Response(AuditPending(job=admin.public.job(job)), status_code=202)
+    return await sync_to_thread(_audit_response, admin, job)
 
 
 @post("/jobs/{job_id:str}/cancel", sync_to_thread=False, status_code=200, responses=error_responses(404), summary="Cancel a queued or running job")
@@ -169,16 +188,18 @@ def _audit_response(admin: Admin, job: Job) -> Response:
         # parameters cannot be served, and the job record keeps the worker's log for the operator
         return error_response(422, f"audit job {job.id} {job.state}: {admin.public.text(job.error or '')}", code="audit_failed")
     # compared with an audit of the same tenant only: another tenant's users are another population (until session 42
-    # acme's audit was given its change since globex's, as if acme's worst group had moved)
+    # acme's audit was given its change since globex's, as if acme's worst group had moved); and of the same settings
+    # only (`since_previous`)
     return Response(_since_previous(report, admin.reports(like=job)))
 
 
 def _since_previous(report: AuditReport, stored: StoredReports) -> AuditReport:
-    """`since_previous` over the readable stored reports; but when the latest earlier audit by the same attribute is
+    """`since_previous` over the readable stored reports; but when the latest earlier audit of the same settings is
     one this release cannot read (a later release's, or missing or damaged), no change is given (None), rather than a change against an
     older one, and the log says which and why."""
-    earlier = [r.created_at for r in stored.readable if r.group_by == report.group_by and r.created_at < report.created_at]
-    unread = [u for u in stored.unreadable if u.group_by == report.group_by and u.created_at < report.created_at
+    settings = audit_settings(report)
+    earlier = [r.created_at for r in stored.readable if audit_settings(r) == settings and r.created_at < report.created_at]
+    unread = [u for u in stored.unreadable if u.settings == settings and u.created_at < report.created_at
               and u.created_at > max(earlier, default=-math.inf)]
     if unread:
         log.warning("no change since the previous audit by %r is given: %s", report.group_by, "; ".join(map(str, unread)))
@@ -188,17 +209,20 @@ def _since_previous(report: AuditReport, stored: StoredReports) -> AuditReport:
 
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
 def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Response:
-    """`tenant`: describe the prototypes by that tenant's stored answers (default: every tenant's);
+    """`tenant`: that tenant's audits, and the prototypes described by its stored answers (default: every tenant's);
     feedback acknowledged before the request is moved out of the log first, so it counts, unless more than
     READ_INLINE_ROWS rows wait there (a large import being stored): the page then says so."""
     from service.users.services import prototype_descriptions
 
     if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
-        raise bad_request("tenant", "a tenant name is 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)")
+        raise bad_request("tenant", TENANT_NAME_RULE)
     admin = _admin(request)
-    stored = admin.reports()
+    # a tenant's page: its own audits (until session 43 the newest 50 of every tenant, so a busy tenant's pushed the
+    # others' off); the line over time: up to 50 audits the latest is compared with, however many others are newer
+    stored = admin.reports(tenant=tenant)
     history = stored.readable
     latest: AuditReport | None = history[0] if history else None
+    line = admin.reports(like=stored.jobs[0]).readable if history else []
     signed_in = "authorization" not in request.headers  # reached with the session cookie
     rt = request.app.state.runtime
     try:  # feedback acknowledged before this request describes the prototypes too, unless a large import's
@@ -209,11 +233,11 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     prototypes = prototype_descriptions(rt, tenant)
     return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes,
                                      rt.rewards.version, backlog, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],
-                                     tenants=stored.tenants),
+                                     tenants=stored.tenants, line=line),
                     media_type="text/html", headers=PAGE_HEADERS)
 
 
-ADMIN_HANDLERS = (create_job, list_jobs, get_job, cancel_job, fairness_audit, dashboard)
+ADMIN_HANDLERS = (create_job, list_jobs, get_job, get_job_report, cancel_job, fairness_audit, dashboard)
 
 
 def start_admin(app: Litestar) -> None:

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from pluralign.data.text import shorten
-from pluralign.fairness.report import AuditReport
+from pluralign.fairness.report import AuditReport, audit_settings
 from pluralign.user.summary import PrototypeDescription
 from training.jobs.record import Job
 
@@ -336,30 +336,35 @@ def tenant_of(report: AuditReport, history: Sequence[AuditReport], tenants: Sequ
 
 def comparable(report: AuditReport | None, history: Sequence[AuditReport], tenants: Sequence[str | None]) -> list[AuditReport]:
     """The audits of `history` drawn on one line with `report`: with `tenants` (each one's audited tenant, None for every
-    tenant) those of its tenant and attribute, as the API's change since the previous audit is; without, all of them."""
+    tenant) those of its tenant and settings (`audit_settings`: its attribute, `since`, thresholds and model), as the
+    API's change since the previous audit is; without, all of them."""
     if report is None or not tenants:
         return list(history)
-    mine = tenant_of(report, history, tenants)
-    return [r for r, t in zip(history, tenants, strict=True) if r.group_by == report.group_by and t == mine]
+    mine, settings = tenant_of(report, history, tenants), audit_settings(report)
+    return [r for r, t in zip(history, tenants, strict=True) if audit_settings(r) == settings and t == mine]
 
 
 def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: Sequence[str | None]) -> str:
     """Which audits the line chart draws, said above it (`comparable`), when the page knows their tenants."""
     if report is None or not tenants:
         return ""
-    return (f'<p class="muted">Drawn: the audits of {_audited(tenant_of(report, history, tenants))} by {_bdi(report.group_by)}, '
-            "those the latest is compared with; the numbers of every stored audit, of every tenant, are below.</p>")
+    since = f"comparisons since {_when(report.since)}" if report.since is not None else "every comparison"
+    return (f'<p class="muted">Drawn: the audits of {_audited(tenant_of(report, history, tenants))} by {_bdi(report.group_by)} '
+            f"with the latest one's settings ({since}, groups of at least {_count(report.min_group_size, 'user')}, ranked from "
+            f"{_count(report.min_comparisons, 'comparison')}, {_e(report.personalized_model)}), those it is compared with; "
+            "the numbers of every stored audit are below.</p>")
 
 
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
                      prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0,
-                     unreadable: Sequence[str] = (), tenants: Sequence[str | None] = ()) -> str:
+                     unreadable: Sequence[str] = (), tenants: Sequence[str | None] = (), line: Sequence[AuditReport] | None = None) -> str:
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
     `prototypes` describe the population's prototypes by stored answers (`population`: its version; `backlog`:
     more than this many comparisons still being stored, 0 for none); `unreadable`, why each stored audit report
     this release cannot read is left out (`unreadable_reports`); `tenants`, the tenant each of `history` audited
     (None: every tenant; `report` is one of `history`): the page names it, and draws over time only the audits of
-    the latest one's tenant and attribute (until session 42 one line ran through every tenant's audits)."""
+    the latest one's tenant and settings (until session 42 one line ran through every tenant's audits); `line`, those
+    audits when read apart (the service reads up to 50 of them, not only those among `history`; None: drawn from `history`)."""
     if report is not None:
         suppressed = report.suppressed_groups
         of = f"of {_audited(tenant_of(report, history, tenants))} " if tenants else ""
@@ -395,7 +400,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         + '</header><main id="main" tabindex="-1">'
         + PATTERNS
         + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{unreadable_reports(unreadable)}{legend()}{bars}</section>'
-        f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{drawn(report, history, tenants)}{worst_group_over_time(comparable(report, history, tenants))}{worst_group_table(history, tenants)}</section>'
+        f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{drawn(report, history, tenants)}{worst_group_over_time(comparable(report, history, tenants) if line is None else line)}{worst_group_table(history, tenants)}</section>'
         f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs)}</section>'
         f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population, backlog)}</section>'
         "</main></body></html>"

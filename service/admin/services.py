@@ -22,8 +22,10 @@ from litestar.concurrency import sync_to_thread
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference, file_time
 from pluralign.embed.cache import text_key
+from pluralign.fairness.audit import NO_VALUE, OLD_NO_VALUE
 from pluralign.fairness.report import (
     AuditReport,
+    AuditSettings,
     ReportSchemaError,
     decode_report,
     report_encoder,
@@ -64,8 +66,8 @@ FORGET_AT_EXIT = "forget-at-exit"
 AUDIT_MEMBERS = "members.json"
 # in AUDIT_MEMBERS, one list of the users of the groups the report does not show (suppressed: fewer than its
 # `min_group_size` users; or none of their comparisons scored: all before its `since`), whose comparisons are in its
-# counts and overall figures all the same; absent when there are none. No group is called so: a label never starts
-# with a space (`answer_key`)
+# counts and overall figures all the same; absent when there are none. No group is called so: a value's label never
+# starts with a space (`answer_key`), and the one group named so, `NO_VALUE`, is another name
 UNSHOWN = " unshown"
 # job kinds whose artifact holds no user's fitted weights: a DELETE's `forget_in_population` does not look in their folders
 WEIGHTLESS_KINDS = frozenset({"audit", "adapter"})
@@ -186,6 +188,26 @@ def _audit_params(params: dict[str, Param]):
         return None
 
 
+def old_release_named(members: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`members` (a group's name -> its users) with the group NO_VALUE's users in OLD_NO_VALUE, as a report stored
+    before session 43 names them: one group `unknown` of the users without the attribute and of those whose value is
+    `unknown` (read by today's `group_members_from_store`, an old report's own group had nobody in it, and left it)."""
+    if NO_VALUE not in members:
+        return members
+    named = {group: users for group, users in members.items() if group != NO_VALUE}
+    named[OLD_NO_VALUE] = sorted({*named.get(OLD_NO_VALUE, ()), *members[NO_VALUE]})
+    return named
+
+
+def asked_settings(params: dict[str, Param]) -> AuditSettings | None:
+    """The `audit_settings` an audit job's params ask for (its report's, as the audit writes them); None for params this
+    version does not read."""
+    asked = _audit_params(params)
+    if asked is None:
+        return None
+    return asked.group_by, None if asked.since is None else float(asked.since), asked.min_group_size, asked.min_comparisons, asked.personalized
+
+
 class QuotaExceeded(Exception):
     """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows, or the
     population (`pal` and `em` jobs together) has as many."""
@@ -199,12 +221,13 @@ class UnreadableReport(Exception):
     does not read (a later release's), and the message names it and those this release reads (`decode_report`'s
     words); otherwise (missing, damaged) the message says only that, and `detail`, for the log, says why (a decode
     error may quote the file). `job_id`, `created_at` (the job's, unix seconds) and `group_by` (None when its record
-    does not say) name the audit."""
+    does not say) name the audit; `settings` its `audit_settings`, from its job's params (None: not known)."""
 
     def __init__(self, job: Job, detail: str, schema: bool = False):
         group_by = job.params.get("group_by")
         self.job_id, self.created_at, self.detail, self.schema = job.id, job.created_at, detail, schema
         self.group_by = group_by if isinstance(group_by, str) else None
+        self.settings = asked_settings(job.params)
         shown = detail if schema else "its file is missing or damaged (the service's log says why)"
         super().__init__(f"audit job {job.id}: its report cannot be read: {shown}")
 
@@ -215,11 +238,19 @@ class StoredReports(NamedTuple):
     readable: list[AuditReport]
     unreadable: list[UnreadableReport]
     tenants: list[str | None]  # the tenant each of `readable` audited (its job's `tenant` param; None: every tenant)
+    jobs: list[Job]  # the job of each of `readable`
 
 
 class Admin:
     def __init__(self, rt: Runtime):
         settings = rt.settings
+        # a running audit that started before this (a Ray worker a restart attached to) may not have read what the
+        # stopped service moved into the table after its start, which this one was never told of (`_covers_moved`)
+        self._began = time.time()
+        # when a DELETE last took a user's rows out of the table (`forget_in_population`, hooked in below: one the
+        # journal replays may come before this returns): a running audit that started before read them, and its
+        # report will withhold their groups (`keep_audit_members`)
+        self._forgot_at = 0.0
         self.rt = rt
         self.folder = jobs_folder(settings)
         self.public = PublicPaths(settings.data_path)  # a job as the HTTP routes show it (service.admin.paths)
@@ -255,8 +286,8 @@ class Admin:
         self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
 
     def submit(self, kind: str, params: dict[str, Param], deadline: float | None = None) -> tuple[Job, bool]:
-        """Queue a job of `kind`: (the job, True). An audit whose params are those of an audit still queued is
-        that job, nothing queued: (that job, False). An audit first moves the feedback log into the table, by
+        """Queue a job of `kind`: (the job, True). An audit whose params are those of an audit still queued, or of one
+        running that read every comparison moved in so far (`_covers_moved`), is that job, nothing queued: (that job, False). An audit first moves the feedback log into the table, by
         `deadline` (`time.monotonic()` seconds) when given: StillMoving, nothing queued, once it passes
         (`Ingestor.flush`)."""
         params = dict(params)
@@ -264,16 +295,32 @@ class Admin:
             self.rt.ingest.flush(deadline=deadline)
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
             with self._audit_submit:
-                # one still queued with these params reads the table when it starts, so it covers this request's
-                # feedback too: that job, not another (a script polling the audit route queued one per call,
-                # and audits start before their tenant's queued training)
+                # one still queued with these params reads the table when it starts, and one running started after
+                # the last feedback of what it audits was moved in (this request's flush included): either covers
+                # this request's feedback too, so it is the job, not another (a script polling the audit route queued
+                # one per call, and audits start before their tenant's queued training)
                 wanted = _audit_params(params)
-                same = next((j for j in self.runner.active() if j.kind == "audit" and j.state == "queued"
+                same = next((j for j in self.runner.active() if j.kind == "audit" and self._covers_moved(j)
                              and wanted is not None and _audit_params(j.params) == wanted), None)
                 if same is not None:
                     return same, False
                 return self.runner.submit(kind, params, request_id=current()), True
         return self._submit(kind, params), True
+
+    def _covers_moved(self, job: Job) -> bool:
+        """Whether audit `job` reads the table as it is now for the tenant it audits (every tenant, for an audit of
+        every tenant): it is queued (it reads the table when it starts), or it is running, not being cancelled, and
+        started after the last of its comparisons was committed (`Ingestor.committed_at`: by this process, which
+        started before it) and after the last DELETE took a user's rows out (of any tenant: a replica's deletion
+        record names users by hash only). With replicas a running one never is: another replica moves its own
+        feedback into the table, and this one is not told when."""
+        if job.state == "queued":
+            return True
+        if job.state != "running" or job.cancel_requested or job.started_at is None or self.rt.settings.replicas > 1:
+            return False
+        tenant = job.params.get("tenant")
+        moved = self.rt.ingest.committed_at(tenant if isinstance(tenant, str) else None)
+        return max(moved, self._began, self._forgot_at) < job.started_at
 
     def _submit(self, kind: str, params: dict[str, Param]) -> Job:
         """Queue a job of `kind` other than an audit (`submit`)."""
@@ -376,6 +423,7 @@ class Admin:
         `keep_snapshot_users` removes the user from its artifact when it ends. Returns the files
         rewritten; raises ForgetIncomplete, once the others are rewritten, naming the files it could not
         read or rewrite."""
+        self._forgot_at = time.time()  # the user's rows left the table before this is called
         rewritten, failures = 0, []
         # a snapshot's temp file that a killed write left (none is being written: the lock is held)
         leftovers = sorted(self.population_folder.glob(".comparisons-*.jsonl.*")) if self.population_folder.is_dir() else []
@@ -646,6 +694,7 @@ class Admin:
         finished = job.finished_at if job.finished_at is not None else job.created_at
         later = {h for h, t in first.items() if t > finished}
         if path is None:
+            now = old_release_named(now)  # a release before data34 stored it: its groups are named as they were then
             members = {group: [h for h in users if h not in later or h in after] for group, users in now.items()}
         else:
             try:
@@ -882,14 +931,20 @@ class Admin:
         except (OSError, ValueError) as exc:  # msgspec.DecodeError is a ValueError: damaged, or not a report
             raise UnreadableReport(job, f"{type(exc).__name__}: {exc}") from None
 
-    def reports(self, limit: int = 50, *, like: Job | None = None) -> StoredReports:
+    def reports(self, limit: int = 50, *, like: Job | None = None, tenant: str | None = None) -> StoredReports:
         """The reports of the newest `limit` succeeded audit jobs, newest first, and those that cannot be read.
         `like` (an audit job): only audits of the users it audits, its tenant's (the same `tenant` param; none: every
-        tenant's), the ones its report can be compared with. A report does not name its tenant: its job's params do."""
-        jobs = self.runner.list(kind="audit", state="succeeded", limit=limit if like is None else 1 << 62)
+        tenant's), of the same settings (`asked_settings`), the ones its report can be compared with. `tenant`: only
+        audits of that tenant (so another tenant's newer audits push none of them out). A report does not name its
+        tenant: its job's params do. Reads at most `limit` report files; the records are in memory."""
+        jobs = self.runner.list(kind="audit", state="succeeded", limit=limit if like is None and tenant is None else 1 << 62)
         if like is not None:
-            jobs = [j for j in jobs if j.params.get("tenant") == like.params.get("tenant")][:limit]
-        found = StoredReports([], [], [])
+            settings = asked_settings(like.params)
+            jobs = [j for j in jobs if j.params.get("tenant") == like.params.get("tenant") and asked_settings(j.params) == settings]
+        if tenant is not None:
+            jobs = [j for j in jobs if j.params.get("tenant") == tenant]
+        jobs = jobs[:limit]
+        found = StoredReports([], [], [], [])
         for job in jobs:
             try:
                 report = self.report(job)
@@ -900,6 +955,7 @@ class Admin:
                 continue
             if report is not None:
                 found.readable.append(report)
-                tenant = job.params.get("tenant")
-                found.tenants.append(tenant if isinstance(tenant, str) else None)
+                found.jobs.append(job)
+                audited = job.params.get("tenant")
+                found.tenants.append(audited if isinstance(audited, str) else None)
         return found

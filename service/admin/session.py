@@ -20,15 +20,20 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import quote
 
 from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromQuery
 from litestar.response import Redirect, Response
 
-from pluralign.data.record import Base
+from pluralign.data.record import USER_ID, Base
 from service.auth import SESSION_COOKIE as COOKIE
 from service.auth import Principal
+from service.errors import bad_request
+
+# what a `tenant` query parameter of the admin pages must be (the dashboard's words)
+TENANT_NAME_RULE = "a tenant name is 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)"
 
 COOKIE_PATH = "/admin"
 # on every admin HTML page: no script and nothing fetched at all (the pages have none: inline styles
@@ -112,22 +117,38 @@ input:focus,:focus-visible{{outline:3px solid var(--focus);outline-offset:2px}}
 </style></head><body><main>
 <h1>pluralign</h1><p>Sign in to the operator's dashboard with an admin API key.</p>
 {error}
-<form method="post" action="/admin/login">
+<form method="post" action="/admin/login{query}">
 <label for="key">Admin key</label>
 <input id="key" name="key" type="password" autocomplete="current-password" placeholder="pk-..." required autofocus{invalid}>
 <button type="submit">Sign in</button>
 </form></main></body></html>"""
 
 
-def login_page(error: str = "", status: int = 200) -> Response:
+def login_page(error: str = "", status: int = 200, tenant: str | None = None) -> Response:
     """The form; with `error`, the reason first in the title (what a screen reader reads on arrival) and
-    in a box that describes the key field, which is marked invalid and has focus."""
+    in a box that describes the key field, which is marked invalid and has focus. `tenant` (a checked tenant name,
+    `checked_tenant`): the form posts it on, so signing in lands on that tenant's dashboard."""
+    query = html.escape(tenant_query(tenant))
     if error:
         box = f'<p class="error" id="key-error" role="alert">{html.escape(error)}</p>'
-        page = PAGE.format(title=f"Error: {html.escape(error)} - ", error=box, invalid=' aria-invalid="true" aria-describedby="key-error"')
+        page = PAGE.format(title=f"Error: {html.escape(error)} - ", error=box, invalid=' aria-invalid="true" aria-describedby="key-error"',
+                           query=query)
     else:
-        page = PAGE.format(title="", error="", invalid="")
+        page = PAGE.format(title="", error="", invalid="", query=query)
     return Response(page, media_type="text/html", status_code=status, headers=PAGE_HEADERS)
+
+
+def tenant_query(tenant: str | None) -> str:
+    """`?tenant=T` for a tenant name (its `+`, `@` and `:` escaped: a `+` is read back as a space), "" for None."""
+    return f"?tenant={quote(tenant, safe='')}" if tenant else ""
+
+
+def checked_tenant(tenant: str | None) -> str | None:
+    """The login's `tenant` query parameter (the dashboard's it was sent from), as it is; a 400 naming `tenant` when it is
+    not a tenant name (it is written into the form's action and the redirect: an id, never another URL)."""
+    if tenant is not None and not USER_ID.fullmatch(tenant):
+        raise bad_request("tenant", TENANT_NAME_RULE)
+    return tenant
 
 
 def _sessions(request: Request) -> AdminSessions:
@@ -135,19 +156,23 @@ def _sessions(request: Request) -> AdminSessions:
 
 
 @get("/admin/login", sync_to_thread=False, summary="The admin login form (HTML)", media_type="text/html")
-def login_form() -> Response:
-    return login_page()
+def login_form(tenant: FromQuery[str | None] = None) -> Response:
+    """`tenant`: the dashboard's (`/admin/dashboard?tenant=T` sends a browser without a session here with it)."""
+    return login_page(tenant=checked_tenant(tenant))
 
 
 @post("/admin/login", sync_to_thread=False, status_code=303, summary="Open an admin session from an admin key (form post)")
-def login(request: Request, data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response:
-    """303 to the dashboard with the session cookie set; 401 with the form again for a key that is not an admin key."""
+def login(request: Request, data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+          tenant: FromQuery[str | None] = None) -> Response:
+    """303 to the dashboard (of `tenant`, when the form was opened from a tenant's dashboard) with the session cookie
+    set; 401 with the form again for a key that is not an admin key."""
+    tenant = checked_tenant(tenant)
     entry = request.app.state.runtime.keys.lookup(data.key.strip()) if data.key.strip() else None
     if entry is None or not entry.admin:
-        return login_page("That is not an admin key.", status=401)
+        return login_page("That is not an admin key.", status=401, tenant=tenant)
     sessions = _sessions(request)
     token = sessions.open(Principal(tenant=entry.tenant, admin=True), entry.sha256)
-    response = Redirect("/admin/dashboard", status_code=303)
+    response = Redirect(f"/admin/dashboard{tenant_query(tenant)}", status_code=303)
     response.set_cookie(
         COOKIE, token, path=COOKIE_PATH, max_age=int(sessions.ttl_s), secure=True, httponly=True, samesite="strict"
     )

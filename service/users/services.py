@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 import numpy as np
 
+from pluralign.data.record import seconds_meant
 from pluralign.data.text import answer_key, is_blank
 from pluralign.files import atomic_writer, staged_folder
 from pluralign.policy.adapters import (
@@ -49,6 +50,7 @@ from pluralign.user.summary import (
     describe_prototypes,
     feature_beliefs,
     joint_beliefs,
+    written_sentences,
 )
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.metrics import DECLARED_COUNTERS
@@ -136,8 +138,8 @@ def adapter_folder(rt: Runtime, tenant: str, user_id: str):
 
 def refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None = None, unsaved_ok: bool = False) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
-    attributes gather those their feedback carried, over those their row held (the latest, by `created_at`,
-    win; nothing else is merged in: a batch's first row's attributes overrode them once). `unsaved_ok`:
+    attributes gather those their feedback carried, over those their row held (the latest, by `created_at` as
+    `pluralign.data.record.seconds_meant` reads it, win; nothing else is merged in: a batch's first row's attributes overrode them once). `unsaved_ok`:
     a read's refit, whose row the users table cannot take (no room, read-only), is logged and served
     all the same (the row is a cache of their comparisons: the next read fits again), as is a stated
     change's (`set_stated`: its version is stored by then); a DELETE's refit raises StoreUnavailable (a
@@ -157,7 +159,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
     history = rt.store.history(tenant, user_id, latest=True)
     prompt, chosen, rejected, chosen_texts, rejected_texts = history.comparison_set()  # (N, d) x 3, N texts x 2
     from_feedback: dict[str, str] = {}
-    for row in sorted(history.rows, key=lambda r: r["created_at"]):
+    for row in sorted(history.rows, key=lambda r: seconds_meant(r["created_at"])):  # (milliseconds an older version stored)
         from_feedback.update(json.loads(row["attributes"]))
     rt.store.refresh("users")  # with replicas: the row written back keeps another's stated preferences (PATCHed a moment ago)
     record = rt.store.get_user(tenant, user_id)
@@ -646,9 +648,7 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
     nearest = int(np.argmax(protos))
     described = described_prototypes(rt, tenant, rewards)[nearest]
-    # a feature the comparisons cannot tell apart from another speaks through its group's joint sentence
-    sentences = [j.text for j in joint if j.confidence != "uncertain"]
-    sentences += [b.text for b in beliefs if b.stated or (b.confidence != "uncertain" and not b.collinear_with)]
+    sentences = written_sentences(beliefs, joint)
     if not sentences:
         sentences = ["no preference about how answers are written is settled yet"]
     sentences.append(f"closest to prototype {nearest} of {rewards.k} (weight {protos[nearest]:.2f})"
@@ -902,7 +902,7 @@ class HeldRowsGone(Exception):
     again, the rows are stored anew."""
 
 
-def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> None:
+def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str], received_at: float | None = None) -> None:
     """The rows of an import the user holds with the same content (`new_rows`' `held`: in the table or in this
     replica's feedback log) count as received now, as the import's new rows do. Those in the table have their
     `received_at` moved on (`Store.received_again`): a DELETE of the user begun before
@@ -911,8 +911,11 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> N
     held in this replica's feedback log, not yet moved, are logged again, received now: a DELETE's record
     applied here (`service.deletions`) drops the copy received before it began and keeps this one, and the
     mover keeps the latest time of one row's copies (`Store.add_preferences`). Until session 40 they kept
-    their first time, and that record dropped them. Raises HeldRowsGone when some went from the table
-    meanwhile. Run in a thread, under the tenant's import lock (with replicas, and the user's lock:
+    their first time, and that record dropped them. `received_at` (unix seconds; None: now): when the import
+    arrived, the time its claims on those ids carry (`controllers._claim_and_log`); the copy logged again carries it
+    too. Until session 43 it carried the log's stamp, later: a DELETE on another replica begun between the two removed the
+    claim (received before it) and kept the copy (received after), and the id took other content there beside it.
+    Raises HeldRowsGone when some went from the table meanwhile. Run in a thread, under the tenant's import lock (with replicas, and the user's lock:
     `service.users.controllers._claim_and_log`)."""
     wanted = set(held)
     logged = {r.pref_id: r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows if r.pref_id in wanted}
@@ -920,8 +923,8 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> N
     if in_table and rt.store.received_again(tenant, user_id, in_table) < len(in_table):
         raise HeldRowsGone
     if logged:
-        now = time.time()
-        rt.ingest.submit([msgspec.structs.replace(row, received_at=now) for row in logged.values()])
+        at = time.time() if received_at is None else received_at
+        rt.ingest.submit([msgspec.structs.replace(row, received_at=at) for row in logged.values()], received_at)
 
 
 class EmbeddingsNotForgotten(RuntimeError):

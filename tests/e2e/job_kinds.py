@@ -29,8 +29,13 @@ if params.get("say"):
     print(params["say"], file=sys.stderr, flush=True)
 if params.get("crash"):
     raise RuntimeError("the worker fell over")
+if params.get("save"):  # what it trains, in its artifact folder
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "weights.txt"), "w") as f: f.write(params["save"])
 print("training done", file=sys.stderr)
 print(json.dumps({"heldout_accuracy": params.get("accuracy", 0.5), "steps": 4, "artifact": out, **params.get("report", {})}), flush=True)
+if params.get("linger"):  # its result printed, it is still shutting down (a stop of the runner meets it here)
+    time.sleep(params["linger"])
 if params.get("then_exit"):  # its result printed, it fails (a crash at interpreter shutdown, a kill)
     import signal
     os.kill(os.getpid(), signal.SIGKILL) if params["then_exit"] == "SIGKILL" else sys.exit(params["then_exit"])

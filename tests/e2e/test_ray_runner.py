@@ -520,3 +520,28 @@ def test_a_job_ray_cannot_place_gives_its_worker_back_and_waits_queued_saying_fo
         wait_for(lambda: not _actor_alive(ray_cluster, gpu.id), 30, "its actor was left")
     finally:
         runner.stop()
+
+
+def test_a_tenants_many_jobs_ray_cannot_place_take_turns_with_other_tenants_jobs(ray_cluster, tmp_path):
+    """reviewjo43: a job given back (`_give_back`) had its record, and so its tenant's turn, put back to before its send,
+    and the tenant's next queued job went first again: acme's four jobs asking for a GPU no node has were sent one after
+    the other, each holding the one worker `place_wait_s`, the first sent again as the fourth was given back, and
+    globex's CPU job, queued after them, was never sent. Now a tenant whose job was given back ranks, while the runner
+    runs, as if the send had been its turn: globex's job goes next."""
+    from training.jobs.kinds import JobKind
+    from training.jobs.ray_runner import PLACE_RETRY, RayJobRunner
+
+    kinds = {**TEST_KINDS, "gpu": JobKind("gpu", work, gpus=1.0)}  # this cluster has no GPU: never placed
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, workers=1), kinds=kinds, place_wait_s=4.0)
+    gpus = [runner.submit("gpu", {"tenant": "acme", "i": i}) for i in range(PLACE_RETRY + 1)]  # each sent while the others wait
+    cpu = runner.submit("work", {"tenant": "globex"})
+    runner.start()
+    try:
+        done = runner.wait(cpu.id, timeout=60)  # before: still queued, acme's jobs sent in turn for good
+        assert done.state == "succeeded", done
+    finally:
+        for job in gpus:
+            runner.cancel(job.id)
+        for job in gpus:
+            assert runner.wait(job.id, timeout=30).state == "cancelled"
+        runner.stop()

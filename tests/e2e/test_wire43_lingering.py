@@ -5,8 +5,8 @@ clients' answers reset: by opening connections that sent nothing (each lingered 
 answer to keep), or by sending bytes the parser refuses (each 400 lingered while its client held it open).
 
 The protocol is the one `pluralign serve` builds (`timed_http_protocol`), run by uvicorn on loopback in this process
-(tests/e2e/test_reviewf42_pipelined_body.py's fixture, both parsers); the other client connects from 127.0.0.2, a
-peer of its own. REFUSED_LINGER_S is raised for the test, so the slots taken stay taken while it runs."""
+(tests/e2e/test_reviewf42_pipelined_body.py's fixture, both parsers); other peers connect from 127.0.0.2 on (Linux
+routes all of 127/8 to loopback). REFUSED_LINGER_S is raised for the test, so the slots taken stay taken while it runs."""
 
 from __future__ import annotations
 
@@ -41,17 +41,25 @@ def _a_body_trickled_past_the_deadline_reads_its_408(port: int, source: str) -> 
 def test_connections_that_sent_nothing_take_no_slot_of_the_answers_kept_for_their_clients(served, monkeypatch):  # noqa: F811
     """Before: each of REFUSED_LINGERING connections that sent nothing lingered once its deadline passed (an end
     read, no answer), holding a slot REFUSED_LINGER_S; the next client's 408 was closed at once, and its late bytes
-    reset the connection. A connection with nothing sent has nothing unread and no answer to lose: closed at once."""
+    reset the connection. A connection with nothing sent has nothing unread and no answer to lose: closed at once.
+    reviewwi43: the idle connections come from as many peers (127.0.0.2 on), after a 408 lingering first. Had they
+    lingered, every peer holding one slot, the oldest of all (the 408's) would be the one taken; wire43's test (one
+    peer's idle connections, then the 408) passed with them lingering too, the busiest peer's slot then being theirs."""
     monkeypatch.setattr(serve, "REFUSED_LINGER_S", 60.0)
     _, port = served
-    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(serve.REFUSED_LINGERING)]
-    try:
-        for sock in idle:
-            assert _ended(sock) == b""  # the deadline passed: the service's end, no answer
-        _a_body_trickled_past_the_deadline_reads_its_408(port, "127.0.0.1")
-    finally:
-        for sock in idle:
-            sock.close()
+    idle = []
+    with socket.create_connection(("127.0.0.1", port)) as first:
+        first.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
+        assert _ended(first).startswith(b"HTTP/1.1 408 ")  # lingering from now on, its client still to send the rest
+        try:
+            idle += [socket.create_connection(("127.0.0.1", port), source_address=(f"127.0.0.{2 + i}", 0))
+                     for i in range(serve.REFUSED_LINGERING)]
+            for sock in idle:
+                assert _ended(sock) == b""  # the deadline passed: the service's end, no answer
+            send_the_rest_unreset(first, b"b" * 90)
+        finally:
+            for sock in idle:
+                sock.close()
 
 
 def test_one_peer_refused_many_times_does_not_have_another_peers_answer_reset(served, monkeypatch):  # noqa: F811
@@ -69,3 +77,25 @@ def test_one_peer_refused_many_times_does_not_have_another_peers_answer_reset(se
     finally:
         for sock in refused:
             sock.close()
+
+
+def test_a_peer_refused_many_times_after_another_peers_408_loses_its_own_slots_not_that_one(served, monkeypatch):  # noqa: F811
+    """reviewwi43: the test above has the other peer's 408 come last, when the slot taken is the oldest of all, so
+    closing the oldest slot whatever its peer passed it too. Here the other peer's 408 lingers first, its client still
+    to send the rest of its body; then one peer's REFUSED_LINGERING + 1 connections are refused 400 and held open. The
+    slots they need are their own peer's (the busiest), never the first client's: it sends the rest and reads no reset."""
+    monkeypatch.setattr(serve, "REFUSED_LINGER_S", 60.0)
+    _, port = served
+    refused = []
+    with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) as first:
+        first.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
+        assert _ended(first).startswith(b"HTTP/1.1 408 ")  # lingering from now on: the oldest slot of all
+        try:
+            for _ in range(serve.REFUSED_LINGERING + 1):
+                refused.append(sock := socket.create_connection(("127.0.0.1", port)))
+                sock.sendall(b"\x00\x01 not http\r\n\r\n")
+                assert _ended(sock).startswith(b"HTTP/1.1 400 ")
+            send_the_rest_unreset(first, b"b" * 90)
+        finally:
+            for sock in refused:
+                sock.close()

@@ -132,8 +132,11 @@ def test_the_triggered_adapter_is_trained_promoted_and_served(svc):
     assert record.adapter == adapter_name("acme", "fred") and profile["adapter"] == record.adapter
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
-def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dashboard_shows_it(svc):
+@pytest.fixture(scope="module")
+def audited(svc):
+    """globex's persona users (a 25% minority holding the opposite stance) and umbrella's two, each tenant audited once
+    by `segment` (umbrella first): (globex's records, globex's first report). A fixture, not the first test's side
+    effect: xdist may run this module's later tests on another worker, which then audits on its own service."""
     protocol = build_persona(PersonaConfig(groups=2, group_weights=(0.75, 0.25), users_per_group=4, comparisons_per_user=12, seed=2), SHARED_DATA)
     records = [*protocol.seen.train, *protocol.seen.val, *protocol.seen.test]  # 12 per user: below adapter_every
     with svc.client("globex") as c:
@@ -159,6 +162,13 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         report = r.json()
         assert report["previous_created_at"] is None, (report, other.json()["created_at"])
         assert report["worst_group_accuracy_change"] is None and report["gap_change"] is None
+    return records, report
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
+def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dashboard_shows_it(svc, audited):
+    records, report = audited
+    with svc.client("admin") as admin:
         by = {g["group"]: g for g in report["groups"]}
         assert set(by) == {"majority", "minority"}
         assert by["majority"]["users"] == 6 and by["minority"]["users"] == 2
@@ -169,10 +179,23 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         # the report was stored by an audit job, so it can be compared over time
         audits = admin.get("/admin/jobs", params={"kind": "audit", "state": "succeeded"}).json()["jobs"]
         assert audits and audits[0]["metrics"]["comparisons"] == len(records)
-        # a later audit of recent feedback only, compared with the first one
+        # a later audit of recent feedback only, with another `min_comparisons`: other comparisons, other groups ranked,
+        # so it is compared with no audit (until session 43 it was given its change since the first: the settings'
+        # difference read as the service's)
         half = sorted(svc.runtime.store.preferences_for("globex", u)[0][6].created_at for u in {r.user_id for r in records})[0]
-        recent = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "since": half, "min_comparisons": 1}).json()
-        assert 0 < recent["comparisons"] < len(records)
+        windowed = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "since": half, "min_comparisons": 1}).json()
+        assert 0 < windowed["comparisons"] < len(records)
+        assert windowed["previous_created_at"] is None and windowed["gap_change"] is None
+        # the first audit's settings again, once the minority said more: compared with the first
+        with svc.client("globex") as c:
+            minority = sorted({r.user_id for r in records if r.attributes["group"] != "g0"})[0]
+            for r in [r for r in records if r.user_id == minority][:6]:
+                body = {"type": "comparison", "user": minority, "prompt": f"{r.prompt} (again)", "chosen": r.chosen,
+                        "rejected": r.rejected, "attributes": {"segment": "minority"}}
+                assert c.post("/v1/feedback", json=body).status_code == 201
+        recent = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 20, "wait": 120},
+                           timeout=240).json()
+        assert recent["comparisons"] == len(records) + 6
         assert recent["previous_created_at"] == report["created_at"] and recent["gap_change"] is not None
         # each change is its own figure's: personalized against personalized, base against base
         assert recent["gap_change"] == pytest.approx(recent["gap"] - report["gap"])
@@ -193,7 +216,7 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
     # an audit of every tenant is compared with the audits of every tenant only: one stored before globex's first (as
     # its job leaves it: a record with no `tenant` param and its report) is neither globex's previous nor given theirs
     admin = svc.server.server.config.app.state.admin
-    (first,) = [j for j in admin.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex" and "since" not in j.params]
+    *_, first = [j for j in admin.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex" and "since" not in j.params]
     every = Job(id="audit-of-every-tenant", kind="audit", params={"group_by": "segment", "min_comparisons": 20}, state="succeeded",
                 created_at=report["created_at"] - 60, result_path="result.json")
     admin.runner.store.add(every)
@@ -229,11 +252,11 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
                 body = {"type": "comparison", "user": user, "prompt": f"Tea or coffee, take {i}?", "chosen": "Tea.",
                         "rejected": "Coffee.", "attributes": {"segment": segment}}
                 assert c.post("/v1/feedback", json=body).status_code == 201
-    reading, original = threading.Event(), Admin.reports
+    reading, answered, original = threading.Event(), threading.Event(), Admin.reports
 
-    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored
+    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored: 2 s, or until /health is answered
         reading.set()
-        time.sleep(2.0)
+        answered.wait(2.0)  # read on the event loop, the /health below waits for these 2 s (it cannot be answered first)
         return original(self, limit, **scope)
 
     monkeypatch.setattr(Admin, "reports", slow_reports)
@@ -251,6 +274,7 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
         start = time.monotonic()
         assert other.get("/health").status_code == 200
         took = time.monotonic() - start
+    answered.set()
     thread.join(60)
     assert answer["r"].status_code == 200, answer["r"].text
     assert took < 1.0, took  # 2 s and more while the reports were read on the event loop
@@ -318,3 +342,181 @@ def test_a_job_over_the_memory_cap_is_killed_and_failed_with_the_figure_and_the_
         assert c.get("/health").status_code == 200
         body = {"type": "comparison", "user": "dora", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
         assert c.post("/v1/feedback", json=body).status_code == 201
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
+def test_polling_an_audit_while_it_runs_is_that_job_and_its_report_is_read_by_its_id(svc, audited):
+    """An admin polls: the audit route's 202 names the job, and its report is `GET /admin/jobs/{id}/report` (202 with the
+    job until it ends, then the report with its change since the previous one). Before, no route gave a finished
+    audit's report (`GET /admin/jobs/{id}` has its top-level numbers only, no group), and asking the audit route again
+    while the audit ran queued another audit per call. A running audit is the job of a request whose feedback it read
+    (nothing moved into the table since it started); feedback moved after its start queues one that covers it."""
+    state = svc.server.server.config.app.state.admin
+    query = {"group_by": "segment", "tenant": "globex", "min_comparisons": 20, "wait": 0}
+    with svc.client("admin") as admin:
+        first = next(j for j in admin.get("/admin/jobs", params={"kind": "audit", "state": "succeeded", "limit": 1000}).json()["jobs"]
+                     if j["params"].get("tenant") == "globex" and j["params"].get("min_comparisons") == 20)
+        report = admin.get(f"/admin/jobs/{first['id']}/report")
+        assert report.status_code == 200, report.text
+        assert {g["group"] for g in report.json()["groups"]} == {"majority", "minority"}
+        assert report.json()["created_at"] == first["metrics"]["created_at"]
+        assert admin.get("/admin/jobs/no-such-job/report").status_code == 404
+        # a stand-in for its worker: the record of an identical audit that started after the last feedback moved
+        now = time.time()
+        running = Job(id="audit-still-running", kind="audit", params=first["params"] | {"store": svc.runtime.settings.lancedb_uri},
+                      state="running", created_at=now, started_at=now)
+        state.runner.store.add(running)
+        queued: list[str] = []
+        try:
+            for _ in range(3):
+                polled = admin.get("/admin/audits/fairness", params=query)
+                assert polled.status_code == 202 and polled.json()["job"]["id"] == running.id, polled.text
+            job_request = {"kind": "audit", "params": {k: v for k, v in query.items() if k != "wait"}}
+            same = admin.post("/admin/jobs", json=job_request)
+            assert same.status_code == 200 and same.json()["id"] == running.id, same.text
+            assert [j["id"] for j in admin.get("/admin/jobs", params={"kind": "audit", "state": "queued"}).json()["jobs"]] == []
+            pending = admin.get(f"/admin/jobs/{running.id}/report")
+            assert pending.status_code == 202 and pending.json()["job"]["state"] == "running"
+            with svc.client("globex") as c:  # feedback after it started: not in what it read
+                body = {"type": "comparison", "user": "late", "prompt": "Tea?", "chosen": "Tea.", "rejected": "Water.",
+                        "attributes": {"segment": "minority"}}
+                assert c.post("/v1/feedback", json=body).status_code == 201
+            again = admin.post("/admin/jobs", json=job_request)  # moves it in first, as the audit route does
+            assert again.status_code == 201, again.text
+            queued.append(again.json()["id"])
+        finally:
+            for job_id in queued:
+                admin.post(f"/admin/jobs/{job_id}/cancel")
+            state.runner.purge(running.id)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
+def test_a_tenants_dashboard_shows_its_own_audits_however_many_another_tenant_ran_since(svc, audited):
+    """`/admin/dashboard?tenant=umbrella` shows umbrella's latest audit and its audits over time. Before, `?tenant=` chose
+    only whose answers describe the prototypes: the page read the newest 50 audits of every tenant, so it showed
+    globex's latest audit, and 50 audits of globex since pushed umbrella's off the page altogether."""
+    state = svc.server.server.config.app.state.admin
+    (theirs,) = [j for j in state.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "umbrella"]
+    busy = next(j for j in state.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex")
+    stored = state.report(busy)
+    added = []
+    try:
+        for i in range(50):  # a busy tenant's audits, newer than umbrella's (as its jobs leave them)
+            job = Job(id=f"busy-audit-{i:02d}", kind="audit", params=busy.params, state="succeeded", created_at=time.time() + i,
+                      result_path="result.json")
+            state.runner.store.add(job)
+            added.append(job.id)
+            state.runner.store.path(job.id, "result.json").write_bytes(
+                report_encoder.encode(msgspec.structs.replace(stored, created_at=job.created_at)))
+        with svc.client("admin") as admin:
+            page = admin.get("/admin/dashboard", params={"tenant": "umbrella"}).text
+            assert "Audit of tenant <bdi>umbrella</bdi> by <b><bdi>segment</bdi></b>" in page, page
+            chart = page.split('id="worst-group-over-time"')[1].split("</svg>")[0]
+            assert chart.count('class="point personalized"') == 1, chart
+            assert "<td>tenant <bdi>globex</bdi></td>" not in page  # the table: umbrella's audits
+            every = admin.get("/admin/dashboard").text  # every tenant's page: the latest of any tenant, as before
+            assert "Audit of tenant <bdi>globex</bdi>" in every
+    finally:
+        for job_id in added:
+            state.runner.purge(job_id)
+
+
+def test_a_poll_while_the_feedback_worker_is_past_its_commit_does_not_get_an_audit_that_started_before_it(svc):
+    """The audit route's `wait=0` poll during a running audit, right after feedback whose batch the worker committed
+    and has not finished (its hooks run after the commit: the compaction, the refits, then the admin's). Before, the
+    time feedback last moved in was set by the admin's hook, the last of them: the poll's move found nothing pending
+    (the worker held its lock; the rows were done) and the time not yet set, so it was given the running audit, which
+    started before that commit and did not read the feedback (as if no feedback had come since)."""
+    import threading
+
+    state = svc.server.server.config.app.state.admin
+    committed, go_on = threading.Event(), threading.Event()
+
+    def compacting(rows):  # what runs between the batch's commit and the admin's hook (`after_move`: a compaction)
+        if any(r.user_id == "late-in-the-batch" for r in rows):
+            committed.set()
+            go_on.wait(60)
+
+    now = time.time()
+    params = {"group_by": "segment", "tenant": "globex", "min_group_size": 1, "min_comparisons": 20}
+    running = Job(id="audit-running-before-the-commit", kind="audit", params=params | {"store": svc.runtime.settings.lancedb_uri},
+                  state="running", created_at=now, started_at=now)
+    state.runner.store.add(running)
+    svc.runtime.moved_hooks.insert(0, compacting)
+    queued = []
+    try:
+        with svc.client("globex") as c, svc.client("admin") as admin:
+            body = {"type": "comparison", "user": "late-in-the-batch", "prompt": "Tea?", "chosen": "Tea.", "rejected": "Water.",
+                    "attributes": {"segment": "minority"}}
+            assert c.post("/v1/feedback", json=body).status_code == 201
+            assert committed.wait(60)  # in the table; the worker still in its hooks
+            polled = admin.get("/admin/audits/fairness", params=params | {"wait": 0})
+            assert polled.status_code == 202, polled.text
+            queued.append(polled.json()["job"]["id"])
+            assert queued[0] != running.id, "the running audit started before the feedback's commit and did not read it"
+    finally:
+        go_on.set()
+        svc.runtime.moved_hooks.remove(compacting)
+        with svc.client("admin") as admin:
+            for job_id in queued:
+                if job_id != running.id:
+                    admin.post(f"/admin/jobs/{job_id}/cancel")
+        state.runner.purge(running.id)
+
+
+def test_an_audit_running_since_before_the_service_started_is_not_taken_to_have_read_what_is_stored(svc):
+    """A running audit whose record says it started before this service did (a Ray actor a restarted service attached
+    to; the table may hold comparisons the stopped service moved in after it started, which this one was never told
+    of): a poll queues an audit. Before, the time feedback last moved in was that of this process's moves only, none
+    for a tenant with no feedback since the start, so the audit of before the restart was given."""
+    state = svc.server.server.config.app.state.admin
+    before = time.time() - 3600
+    params = {"group_by": "segment", "tenant": "initech", "min_group_size": 1, "min_comparisons": 20}
+    running = Job(id="audit-running-since-before-the-start", kind="audit", params=params | {"store": svc.runtime.settings.lancedb_uri},
+                  state="running", created_at=before, started_at=before)
+    state.runner.store.add(running)
+    queued = []
+    try:
+        with svc.client("admin") as admin:
+            polled = admin.get("/admin/audits/fairness", params=params | {"wait": 0})
+            assert polled.status_code == 202, polled.text
+            queued.append(polled.json()["job"]["id"])
+            assert queued[0] != running.id
+    finally:
+        with svc.client("admin") as admin:
+            for job_id in queued:
+                if job_id != running.id:
+                    admin.post(f"/admin/jobs/{job_id}/cancel")
+        state.runner.purge(running.id)
+
+
+def test_a_poll_after_a_users_delete_does_not_get_an_audit_that_started_before_it(svc):
+    """A DELETE while an audit runs: the audit read the user's comparisons, so when it ends the groups they were in are
+    withheld from its report (`keep_audit_members`). Before, a poll after the DELETE was given that audit (no feedback
+    had moved in since it started): the admin who deleted a user and asked again waited for a report without those
+    groups, where an audit started after the DELETE shows them, figured without the user."""
+    state = svc.server.server.config.app.state.admin
+    with svc.client("globex") as c:
+        body = {"type": "comparison", "user": "leaving", "prompt": "Tea?", "chosen": "Tea.", "rejected": "Water.",
+                "attributes": {"segment": "minority"}}
+        assert c.post("/v1/feedback", json=body).status_code == 201
+        assert c.get("/v1/users/leaving").status_code == 200  # moved into the table (a read moves the user's rows)
+    now = time.time()
+    params = {"group_by": "segment", "tenant": "globex", "min_group_size": 1, "min_comparisons": 20}
+    running = Job(id="audit-running-before-the-delete", kind="audit", params=params | {"store": svc.runtime.settings.lancedb_uri},
+                  state="running", created_at=now, started_at=now)
+    state.runner.store.add(running)
+    queued = []
+    try:
+        with svc.client("globex") as c, svc.client("admin") as admin:
+            assert c.delete("/v1/users/leaving").status_code == 200
+            polled = admin.get("/admin/audits/fairness", params=params | {"wait": 0})
+            assert polled.status_code == 202, polled.text
+            queued.append(polled.json()["job"]["id"])
+            assert queued[0] != running.id, "the running audit read the deleted user's comparisons"
+    finally:
+        with svc.client("admin") as admin:
+            for job_id in queued:
+                if job_id != running.id:
+                    admin.post(f"/admin/jobs/{job_id}/cancel")
+        state.runner.purge(running.id)

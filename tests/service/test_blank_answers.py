@@ -192,3 +192,19 @@ def test_a_message_role_an_import_refuses_that_an_older_version_stored_reimports
     assert again.status_code == 201 and again.json()["already_stored"] == ["r0"], again.text
     assert other.status_code == 409 and other.json()["error"]["param"] == "line 1.pref_id", other.text
     assert "a message role imports now refuse is held as its text" in other.json()["error"]["message"], other.text
+
+
+def test_a_users_latest_label_is_not_one_an_older_version_stored_with_a_time_in_milliseconds(svc):
+    """Review ro43. A user's attributes gather their comparisons' labels, the latest by `created_at` winning; read as
+    stored, a 2023 comparison an import before session rows42 kept in milliseconds counted as made in the year 55,847,
+    so its label outlived every later one (the profile, and an audit grouping users by it, said `segment` "2023"
+    after the user's 2025 comparison said "2025"). Its time is read as the seconds it meant."""
+    rt = svc.runtime
+    rows = [StoredPreference(tenant="acme", user_id="oldlabel", pref_id=f"l{i}", prompt=f"Tea {i}?", chosen="Green tea.",
+                             rejected="Black coffee.", kind="comparison", created_at=t, attributes={"segment": label})
+            for i, (t, label) in enumerate(((1_700_000_000_123.0, "2023"), (1_750_000_000.0, "2025")))]
+    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    with svc.client("acme") as c:
+        r = c.get("/v1/users/oldlabel")
+    assert r.status_code == 200 and r.json()["attributes"] == {"segment": "2025"}, r.text

@@ -319,3 +319,25 @@ def test_sign_in_and_out_by_keyboard_alone(svc, browser):
     keys(Keys.ENTER)
     wait_for(browser, "form input#key")
     assert browser.get_cookie("pluralign_admin") is None and focused("id") == "key"
+
+
+def test_signing_in_keeps_the_dashboards_tenant(svc, browser):
+    """An admin who opens tenant globex's dashboard without a session signs in and lands on globex's dashboard,
+    also after a wrong key first. Before, the login form posted to /admin/login and its 303 went to /admin/dashboard:
+    every tenant's page, the prototypes described by every tenant's answers, `?tenant=` forgotten."""
+    from selenium.webdriver.common.by import By
+
+    browser.delete_all_cookies()
+    browser.get(local(svc, "/admin/dashboard?tenant=globex"))
+    wait_for(browser, "form input#key")
+    assert browser.current_url.endswith("/admin/login?tenant=globex")
+    browser.find_element(By.ID, "key").send_keys("pk-not-a-key")
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, ".error")
+    browser.find_element(By.ID, "key").send_keys(svc.keys["admin"])
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, "#sign-out")
+    assert browser.current_url.endswith("/admin/dashboard?tenant=globex")
+    # a value that is not a tenant name is named, not carried into the page's links
+    refused = httpx.get(svc.url + "/admin/login?tenant=a%22b")
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tenant"

@@ -266,3 +266,47 @@ def test_a_user_who_states_a_preference_on_another_replica_right_after_their_del
             assert record is not None and record.stated is not None, record  # the version they were answered
             assert record.attributes == {} and record.pal_logits is None and record.n_preferences == 0, record  # nothing deleted
         assert acme_a.get(f"/v1/users/{GONE}/stated-preferences").json()["version"] == 1
+
+
+def test_a_replica_stopped_while_its_withdrawn_row_waits_for_the_lease_leaves_it_in_no_file(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                           minilm, monkeypatch):
+    """reviewra43: b's refit withdraws a row drawn from rows a's DELETE took; its purge waits for the store's lease,
+    which another replica holds (a's DELETE's own purge holds it for `store_sync_ms` + 2 s, a compaction longer), and
+    it is marked only once it has its turn. b was stopped meanwhile (a deploy): its stop did not wait for the purge,
+    which ran on after the app's stop (writing the tables of a stopped service, as background refits once did) or,
+    the process gone, never: the row, unmarked, stayed in the users table's files (their id, fitted weights)."""
+    import threading
+
+    from service.users import services
+    from tests.service.tiny import start_replicas
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200, admin_handlers=ADMIN_HANDLERS)
+    held, free = threading.Event(), threading.Event()
+
+    def hold_the_lease() -> None:  # another replica's turn (here a's), over for good after a moment
+        with a.runtime.store.lease:
+            held.set()
+            free.wait(30)
+
+    holder = threading.Thread(target=hold_the_lease)
+    with first:
+        with second, b.client("acme") as acme_b:
+            give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
+            assert acme_b.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2
+            put_user = b.runtime.store.put_user
+
+            def put_after_the_delete(record):  # b's fit is done, on the history it read before the DELETE
+                monkeypatch.setattr(b.runtime.store, "put_user", put_user)
+                services.delete(a.runtime, "acme", GONE)
+                holder.start()
+                assert held.wait(30)
+                put_user(record)
+
+            monkeypatch.setattr(b.runtime.store, "put_user", put_after_the_delete)
+            assert services.refit(b.runtime, "acme", GONE).record is None  # withdrawn; its purge waits for the lease
+            threading.Timer(0.5, free.set).start()  # the other turn ends while b stops
+        # b has stopped: nothing of it runs on, and no file holds the withdrawn row
+        assert not any(t.name == "withdrawn-purge" and t.is_alive() for t in threading.enumerate())
+        assert files_holding(tmp_path / "shared-lancedb", GONE) == []
+    holder.join()

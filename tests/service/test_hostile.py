@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -361,6 +362,32 @@ def test_a_long_chat_of_text_parts_is_not_refused_by_the_container_cap(svc):
         r = c.post("/v1/chat/completions", json={**CHAT, "messages": messages})
     assert r.status_code == 400 and field_named(r) == "messages", r.text
     assert "JSON objects and arrays" not in r.text and "prompt" in r.json()["error"]["message"], r.text
+
+
+@pytest.mark.parametrize("framing, body", [("Content-Length: 5", b"{...}"), ("Transfer-Encoding: chunked", b"5\r\n{...}\r\n0\r\n\r\n")])
+def test_a_delete_whose_client_waits_for_100_continue_deletes_only_once_its_body_is_sent(svc, framing, body):
+    """wire43 (`service.strict.body_arrived`): no route runs before the body its request declares has arrived, whether
+    or not it reads one. reviewwi43: a client sending `Expect: 100-continue` waits for the service's `100 Continue`
+    before its body, which uvicorn sends when the app first asks for the body: the DELETE's first answer is that, not
+    its 200, and the user is deleted only once the body came (a chunked body's too: it declares no Content-Length)."""
+    user = f"expecting-{framing.split(':')[0].lower()}"
+    key = svc.keys["acme"]
+    with svc.client("acme") as c:
+        assert c.post("/v1/feedback", json={**COMPARISON, "user": user}).status_code == 201
+    with socket.create_connection(("127.0.0.1", int(svc.url.rsplit(":", 1)[1])), timeout=60) as sock:
+        sock.sendall(f"DELETE /v1/users/{user} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n{framing}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 100 "), first  # before: a chunked DELETE ran and answered 200 here
+        with svc.client("acme") as c:
+            assert c.get(f"/v1/users/{user}").status_code == 200  # not deleted while its body is awaited
+        sock.sendall(body)
+        answer = first.partition(b"\r\n\r\n")[2]
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    with svc.client("acme") as c:
+        assert c.get(f"/v1/users/{user}").status_code == 404
 
 
 def test_health_shows_no_paths(svc):

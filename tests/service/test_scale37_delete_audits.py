@@ -55,7 +55,8 @@ def stored_audits(jobs, n: int = AUDITS) -> str:
         data = report_encoder.encode(report(groups, created))
         (jobs / f"{job_id}.result.json").write_bytes(data)
         (jobs / f"{job_id}.out").write_bytes(data + b"\n")
-        job = Job(id=job_id, kind="audit", params={"group_by": "segment"}, state="succeeded", created_at=created,
+        # the params its report was made with (`report`'s settings: the change since the previous audit compares those)
+        job = Job(id=job_id, kind="audit", params={"group_by": "segment", "min_comparisons": 0, "personalized": "pal"}, state="succeeded", created_at=created,
                   result_path=str(jobs / f"{job_id}.result.json"))
         (jobs / f"{job_id}.job.json").write_bytes(job_encoder.encode(job))
         (jobs / "artifacts" / job_id).mkdir(parents=True)

@@ -46,13 +46,13 @@ def test_a_misspelled_group_by_is_an_error_listing_the_attributes_there_are(tmp_
     assert "pal_prototype (with --pal)" in line and "em_cluster (with --em)" in line
 
 
-def test_group_by_an_attribute_some_comparisons_lack_puts_those_in_unknown(tmp_path, capsys, cache):
-    # u0 and u2 carry the segment, u1 and u3 do not: the audit runs, and the rest are "unknown"
+def test_group_by_an_attribute_some_comparisons_lack_puts_those_in_no_value(tmp_path, capsys, cache):
+    # u0 and u2 carry the segment, u1 and u3 do not: the audit runs, and the rest are in NO_VALUE (" (no value)")
     data = write_jsonl(tmp_path / "p.jsonl", rows(4, attributes=lambda u, i: {"segment": "s0"} if u % 2 == 0 else {}))
     code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "segment", "--min-comparisons", "1", "--json", *cache)
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
-    assert {g["group"]: g["users"] for g in report["groups"]} == {"s0": 2, "unknown": 2}
+    assert {g["group"]: g["users"] for g in report["groups"]} == {"s0": 2, " (no value)": 2}
 
 
 def test_a_store_audit_by_a_misspelled_attribute_names_it_and_lists_comparison_and_user_attributes(tmp_path, capsys):
@@ -78,8 +78,8 @@ def test_a_store_audit_by_a_misspelled_attribute_names_it_and_lists_comparison_a
     with pytest.raises(UnknownGroupBy, match="'segmnt'.*country, segment") as caught:
         comparisons_from_store(str(tmp_path / "db"), "segmnt")
     assert caught.value.available == ["country", "segment"]
-    # an attribute only users carry is a group; comparisons of users without it are "unknown"
-    assert sorted(comparisons_from_store(str(tmp_path / "db"), "country").groups) == ["fr", "unknown"]
+    # an attribute only users carry is a group; comparisons of users without it are in NO_VALUE
+    assert sorted(comparisons_from_store(str(tmp_path / "db"), "country").groups) == [" (no value)", "fr"]
     code, _, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "segmnt", "--json")
     assert code == 2 and err.startswith("pluralign: error: --group-by segmnt: no stored comparison or user has") and "Traceback" not in err
 
@@ -204,3 +204,35 @@ def test_the_k_search_on_few_users_stops_at_their_number_and_refuses_larger_cand
     assert KSearch(candidates=(1, 3)).for_users(3).candidates == (1, 3)
     with pytest.raises(TooManyComponents, match="K = 4, 9 is more than the 3 training users"):
         KSearch(candidates=(2, 9, 4)).for_users(3)
+
+
+def test_ukps_own_unknown_stance_is_not_the_group_of_comparisons_without_one(tmp_path, shared_data):
+    """The real UKPConvArg1 import writes `worker_stance: unknown` for a worker who gave none (half of them); a tenant's
+    other comparisons, with no `worker_stance` at all, were put in the audit's group "unknown" too: one group of two
+    kinds of users, its figures a mix. Now comparisons with no value are the group NO_VALUE, a name no value can have."""
+    import numpy as np
+
+    from pluralign.data.ukp import load_ukp
+    from pluralign.fairness.audit import NO_VALUE
+    from pluralign.fairness.store_source import comparisons_from_store
+    from pluralign.store import Store, StoredPreference
+
+    folder = tmp_path / "ukp"
+    folder.mkdir()
+    (folder / "topic.xml").symlink_to(shared_data / "ukp_convarg1" / "UKPConvArg1-full-XML" / "is-porn-wrong-_yes-porn-is-wrong.xml")
+    records, _ = load_ukp(folder)
+    records = [r for r in records if not r.tie][:300]
+    stances = {r.user_id: r.attributes["worker_stance"] for r in records}
+    assert "unknown" in stances.values() and len(set(stances.values())) > 1  # UKP's own value, beside real stances
+    store = Store(str(tmp_path / "db"), "enc", 4)
+    stored = [StoredPreference(tenant="acme", user_id=r.user_id, pref_id=f"u{i}", prompt=r.prompt, chosen=r.chosen, rejected=r.rejected,
+                               kind="comparison", created_at=float(i), attributes=r.attributes) for i, r in enumerate(records)]
+    stored += [StoredPreference(tenant="acme", user_id=f"chat{u}", pref_id=f"c{u}{i}", prompt=f"q{i}", chosen="yes", rejected="no",
+                                kind="comparison", created_at=1000.0 + i) for u in range(2) for i in range(3)]
+    vectors = np.random.default_rng(0).standard_normal((len(stored), 4)).astype(np.float32)
+    store.add_preferences(stored, vectors, vectors, -vectors)
+    c = comparisons_from_store(str(tmp_path / "db"), "worker_stance")
+    members = {name: {c.users[u] for u in set(c.user[c.group == g].tolist())} for g, name in enumerate(c.groups)}
+    assert members[NO_VALUE] == {"acme/chat0", "acme/chat1"}
+    assert members["unknown"] == {f"acme/{u}" for u, s in stances.items() if s == "unknown"}
+    assert NO_VALUE.strip() != NO_VALUE  # no value has it: labels are trimmed (`answer_key`)

@@ -180,13 +180,22 @@ def test_online_pal_learns_each_users_mixture_weights_with_the_shared_model_froz
     assert all(torch.equal(v, frozen[k]) for k, v in model.state_dict().items())  # the shared model is untouched
 
 
-def test_a_report_states_its_change_since_the_previous_audit_by_the_same_attribute():
+def test_a_report_states_its_change_since_the_previous_audit_of_the_same_settings():
+    """Only an audit of the same settings is a previous one. Until session 43 an audit of every comparison was given its
+    change since one of the comparisons since t=10 (and so since one with other `min_group_size` or `min_comparisons`):
+    its worst group and gap were drawn from other comparisons, or other groups shown and ranked, so the change mixed
+    the settings' difference into what it claims is the service's change. An admin reads "worst group -0.05" as the
+    service getting worse for that group; across settings it means nothing."""
     c = synthetic_comparisons(SyntheticConfig(users=40, comparisons_per_user=20, dim=16))
-    first = audit(c, "group", AuditConfig(min_comparisons=1, since=10.0))
+    first = audit(c, "group", AuditConfig(min_comparisons=1))
+    windowed = msgspec.structs.replace(audit(c, "group", AuditConfig(min_comparisons=1, since=10.0)), created_at=first.created_at + 20)
+    stricter = msgspec.structs.replace(first, min_comparisons=30, created_at=first.created_at + 40)
+    smallest = msgspec.structs.replace(first, min_group_size=5, created_at=first.created_at + 45)
     later = msgspec.structs.replace(audit(c, "group", AuditConfig(min_comparisons=1)), created_at=first.created_at + 60)
     other = msgspec.structs.replace(first, group_by="segment", created_at=first.created_at + 30)
     assert since_previous(first, [first, other]).previous_created_at is None
-    changed = since_previous(later, [later, other, first])
-    assert changed.previous_created_at == first.created_at
+    changed = since_previous(later, [later, smallest, stricter, other, windowed, first])
+    assert changed.previous_created_at == first.created_at  # not windowed, stricter nor smallest: other settings
+    assert since_previous(windowed, [later, windowed, first]).previous_created_at is None
     assert changed.worst_group_accuracy_change == pytest.approx(later.worst_group_accuracy - first.worst_group_accuracy)
     assert changed.gap_change == pytest.approx(later.gap - first.gap)

@@ -71,7 +71,7 @@ def test_a_thread_count_past_what_openmp_can_make_is_a_usage_error(capsys, comma
     fault (exit 139, no message); 16,384 ended the process with libgomp's "Thread creation failed"."""
     code, stdout, err = cli(capsys, *command, "--threads", "100000")
     assert code == 2 and stdout == "", err
-    assert "argument --threads: expected an integer < 1025, got 100000" in err, err
+    assert "argument --threads: expected an integer <= 1024, got 100000" in err, err
 
 
 @pytest.mark.parametrize("key", ["pk-ünïcode", "pk-abc\n", "pk- abc"])

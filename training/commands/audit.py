@@ -50,6 +50,21 @@ from training.common import (
 )
 
 
+def timed_for_since(args: argparse.Namespace, records: list):
+    """`records` when `--since` can be read of each comparison audited: a ValueError naming --since when some have no
+    `created_at` (a TRL dataset; an export's row stored with a time no file takes), which an audit would order by their
+    place instead, so that `--since` compared a Unix time with line numbers and scored none."""
+    if args.since is None:
+        return records
+    untimed = sum(r.created_at is None for r in records if not r.tie)
+    if untimed:
+        total = sum(not r.tie for r in records)
+        raise ValueError(f"--since {args.since:.15g}: {untimed} of the {total} comparisons audited {'has' if untimed == 1 else 'have'} "
+                         f"no created_at, so whether {'it' if untimed == 1 else 'they'} came at or after that time is unknown; "
+                         "give every row its time, or audit without --since")
+    return records
+
+
 def load_records(args: argparse.Namespace):
     """The comparisons to audit, from a preference file, UKP or a synthetic persona population."""
     if args.data:  # a bad row fails the load (naming its line and field) unless --skip-bad, as for `data stats`
@@ -216,7 +231,7 @@ def print_table(report) -> None:
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the audit's imports (torch) take seconds
     check_inputs(args)
-    if args.out:  # before the audit: a report that cannot be written costs nothing, nor one that would replace an input
+    if args.out is not None:  # before the audit: a report that cannot be written (or an empty --out) costs nothing, nor one that would replace an input
         check_writable_file("--out", args.out, "the report JSON")
         check_not_an_input("--out", args.out, {"--data": args.data, "--user-groups": args.user_groups, "--pal": args.pal, "--em": args.em,
                                                "--cache": cache_path(args.cache)}, "the report JSON")
@@ -299,7 +314,7 @@ def _run(args: argparse.Namespace, user_groups: dict[str, str] | None) -> int:
             raise ValueError(f"--store {args.store}: no pluralign store there (no `preferences` table): give the URI the "
                              "service's PLURALIGN_STORE_URI names, with the PLURALIGN_STORE_* settings it reaches it by") from None
     else:
-        records = load_records(args)
+        records = timed_for_since(args, load_records(args))
         if user_groups is not None:
             check_user_groups(args.user_groups, user_groups, records)
         encoder = cached_encoder(args)

@@ -32,11 +32,10 @@ from dataclasses import replace
 from training.common import (
     DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
-    MAX_THREADS,
     SEED_HELP,
-    THREADS_HELP,
     AtLeastOne,
     add_encoder_args,
+    add_threads_arg,
     cached_encoder,
     check_encoder,
     k_search,
@@ -133,6 +132,6 @@ def register(sub) -> None:
                         "seen users the user is like (group; predicted by those users, random k the same way beside it)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print only the JSON report")
-    p.add_argument("--threads", type=number(int, minimum=0, below=MAX_THREADS + 1), default=0, help=THREADS_HELP)
+    add_threads_arg(p)
     add_encoder_args(p)
     p.set_defaults(func=run)

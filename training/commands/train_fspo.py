@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     args.unseen_fraction = 0.2 if args.unseen_fraction is None else args.unseen_fraction
-    if args.out:  # before any training: a wrong --out costs nothing, and a folder of other files is never replaced
+    if args.out is not None:  # before any training: a wrong --out costs nothing (an empty one too), and a folder of other files is never replaced
         check_out(args.out, FULL_MODEL_FILES if args.full else ADAPTER_FILES, "full model" if args.full else "LoRA adapter",
                   None if args.full else SCHEMA_VERSION)
     config = FSPOConfig(

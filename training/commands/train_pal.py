@@ -27,11 +27,10 @@ import msgspec
 from training.common import (
     DATA_DIR_HELP,
     DEFAULT_DATA_DIR,
-    MAX_THREADS,
     SEED_HELP,
-    THREADS_HELP,
     add_encoder_args,
     add_k_args,
+    add_threads_arg,
     cached_encoder,
     check_encoder,
     check_k_options,
@@ -143,7 +142,7 @@ def register(sub) -> None:
     p.add_argument("--latent-dim", type=number(int, minimum=1), default=64,
                    help="size of the space where responses meet ideal points (default %(default)s)")
     p.add_argument("--hidden", type=number(int, minimum=1), default=256, help="width of the hidden layer of every MLP (default %(default)s)")
-    p.add_argument("--threads", type=number(int, minimum=0, below=MAX_THREADS + 1), default=0, help=THREADS_HELP)
+    add_threads_arg(p)
     p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     add_encoder_args(p)

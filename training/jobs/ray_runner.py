@@ -40,7 +40,7 @@ from pathlib import Path
 import msgspec
 
 from training.jobs.kinds import KINDS, JobKind
-from training.jobs.record import ACTIVE_STATES, Job
+from training.jobs.record import ACTIVE_STATES, Job, tenant_of
 from training.jobs.runner import LocalJobRunner, RunnerConfig, remove_write_leftovers
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,11 @@ class RayJobRunner(LocalJobRunner):
         self.place_wait_s = place_wait_s
         # job id -> time.monotonic() before which a job given back (`_give_back`) is not sent again (`_may_start`)
         self._given_back: dict[str, float] = {}
+        # tenant -> the turn (`JobStore.turn`'s count) its send to Ray took, kept after the send was given back: the record
+        # goes back to before the send, but while this runner runs the tenant ranks as if it had that turn (`_turn`);
+        # else its next queued job went first again, and a tenant's PLACE_RETRY + 1 jobs Ray could not place, sent one
+        # after the other, kept every other tenant's jobs from a worker for good
+        self._sent_turns: dict[str, int] = {}
         import ray
 
         if not ray.is_initialized():
@@ -362,14 +367,22 @@ class RayJobRunner(LocalJobRunner):
         del self._given_back[job.id]
         return True
 
+    def _turn(self, job: Job) -> tuple[int, int, float, str]:
+        """As the local runner's (`LocalJobRunner._turn`), but a tenant whose job was given back (`_give_back`) ranks as
+        if that send had been its turn until its next start: each other tenant with jobs queued has a start between two
+        sends of its jobs Ray cannot place, however many it queued."""
+        turn, priority, created_at, job_id = super()._turn(job)
+        return max(turn, self._sent_turns.get(tenant_of(job.params), 0)), priority, created_at, job_id
+
     def _give_back(self, job: Job, attached: _Attached) -> None:
         """Queue again `job`, sent to Ray `place_wait_s` ago and not placed yet (its actor's first call unanswered: Ray
         placed it nowhere or, seldom, its process was slow to start; Ray tells the two apart only through its dashboard,
         or a placement group per job): its actor removed (it runs no worker before it is placed), its slot among the
         runner's `workers` free for the next queued job (one tenant's job waiting for a GPU kept every other tenant's
         jobs waiting behind it, CPU-only audits included), its record as before the send (`started_at`, so its tenant's
-        turn, and `attempts`: it never ran), its log tail ending with what it waits for (`WAITING`). Sent again
-        PLACE_RETRY times `place_wait_s` later at the earliest, when a worker is free and its turn comes (`_may_start`)."""
+        turn in the records, and `attempts`: it never ran; this runner still ranks its tenant after the send: `_turn`),
+        its log tail ending with what it waits for (`WAITING`). Sent again PLACE_RETRY times `place_wait_s` later at the
+        earliest, when a worker is free and its turn comes (`_may_start`)."""
         retry_s = PLACE_RETRY * self.place_wait_s
         note = (f"{WAITING}Ray had not started it in {self.place_wait_s:g} s (no node had what it asks for free, or its actor was "
                 f"slow to start); it asks for {self._asked(self.kinds[job.kind])}; queued again, its worker slot given back; "
@@ -377,6 +390,8 @@ class RayJobRunner(LocalJobRunner):
         log.info("job %s: %s", job.id, note)
         self._detach(job.id)
         self._given_back[job.id] = time.monotonic() + retry_s
+        tenant = tenant_of(job.params)  # its send's turn, before the record below undoes it in the store
+        self._sent_turns[tenant] = max(self._sent_turns.get(tenant, 0), self.store.turn(tenant))
         tail = [line for line in job.log_tail[:-1] if not line.startswith(WAITING)]  # not the send's line: it never ran
         self._record(self._discard_artifact(msgspec.structs.replace(
             job, state="queued", pid=None, attempts=max(0, job.attempts - 1), started_at=attached.before,
@@ -460,8 +475,7 @@ class RayJobRunner(LocalJobRunner):
 
     def _poll(self) -> None:
         self._write_unwritten()
-        for job_id in [i for i in self._given_back if (j := self.store.get(i)) is None or j.state != "queued"]:
-            del self._given_back[job_id]  # cancelled or purged meanwhile
+        self._forget_given_back()
         ray = self._ray
         for job_id, attached in list(self._running.items()):
             job = self.store.get(job_id)
@@ -498,6 +512,14 @@ class RayJobRunner(LocalJobRunner):
                 continue
             self._detach(job_id)
             self._finished(job, code, progress, tail)
+
+    def _forget_given_back(self) -> None:
+        """Drop what `_give_back` holds of jobs cancelled or purged meanwhile, and the sent turns of tenants that have
+        started a job since (their turn in the store is later)."""
+        for job_id in [i for i in self._given_back if (j := self.store.get(i)) is None or j.state != "queued"]:
+            del self._given_back[job_id]
+        for tenant in [t for t, turn in self._sent_turns.items() if self.store.turn(t) >= turn]:
+            del self._sent_turns[tenant]
 
     def _detach(self, job_id: str) -> None:
         attached = self._running.pop(job_id, None)

@@ -190,8 +190,9 @@ class LocalJobRunner:
             job = self.store.get(job_id)
             if job is None:
                 raise UnknownJob(job_id)
-            if job.state == "queued":
-                job = self.store.put(msgspec.structs.replace(job, state="cancelled", cancel_requested=True, finished_at=time.time()))
+            if job.state == "queued":  # one queued again after a stop may hold its cut attempt's output and artifact folder
+                job = self.store.put(self._discard_artifact(msgspec.structs.replace(job, state="cancelled", cancel_requested=True,
+                                                                                    finished_at=time.time())))
                 self._exited(job_id)  # no worker to wait for (a DELETE's note of what it may embed goes now)
                 return job
             if job.state == "running":
@@ -335,14 +336,15 @@ class LocalJobRunner:
 
     def _remove_unkept_results(self) -> None:
         """A job recorded failed after its worker succeeded (its check or its finishing failed) whose result is still
-        there loses it (`_without_result`), and any other failed or cancelled job its output (`_remove_output`): a
-        removal that failed before, or a release before auditfail42 (reviewad43, for the output) kept it."""
+        there loses it (`_without_result`), and any other failed or cancelled job its output and artifact folder
+        (`_discard_artifact`): a removal that failed before, or a release before auditfail42 (reviewad43, for the
+        output; reviewra43, for the artifact of a job cancelled while queued again after a stop) kept it."""
         for job in self.store.all():
             if job.state not in ("failed", "cancelled"):
                 continue
             if not (job.error or "").startswith((CHECK_FAILED, FINISH_FAILED)):
-                if self.store.path(job.id, "out").is_file():
-                    self._remove_output(job.id)
+                if job.artifact is not None or self.store.path(job.id, "out").is_file():
+                    self._record(self._discard_artifact(job))
             elif job.metrics or job.result_path or any(self.store.path(job.id, n).is_file() for n in ("result.json", "out")):
                 self._record(self._result_removed(job))
 
@@ -369,7 +371,9 @@ class LocalJobRunner:
                 self._start_worker(job)  # its record's `started_at` is its tenant's turn taken
             except Exception as exc:
                 log.exception("job %s could not start", job.id)
-                self._record(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}", finished_at=time.time()))
+                # queued again after a stop, it may hold its cut attempt's output and artifact folder
+                self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}",
+                                                                            finished_at=time.time())))
                 self._exited(job.id)  # none of its workers ran
 
     def _may_start(self, job: Job) -> bool:
@@ -453,9 +457,8 @@ class LocalJobRunner:
                     running.err.close()
                     self._exited(job_id)
                     job = self.store.get(job_id)
-                    if job is not None:
-                        self._remove_output(job_id)
-                        self._record(_failed(job, f"the runner could not finish it: {_problem(exc)}"))
+                    if job is not None:  # its result never checked: neither its output nor its artifact is kept
+                        self._record(_failed(self._discard_artifact(job), f"the runner could not finish it: {_problem(exc)}"))
 
     def _poll_one(self, job_id: str, running: _Running) -> None:
         job = self.store.get(job_id)
