@@ -60,6 +60,7 @@ from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
 from service.settings import POOLED_PRIOR_MAX_USERS
 from service.users.journal import Unfinished
+from service.waiting_refits import forget_refits
 
 if TYPE_CHECKING:
     from pluralign.user.active import Particles
@@ -1051,6 +1052,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, fin
     cache_error = _forget_vectors(rt, tenant, user_id)
     counts = rt.store.delete_user(tenant, user_id)
     forget_claims(rt, tenant, user_id, started_at)
+    forget_refits(rt, [(tenant, user_id)])  # their id goes from the waiting refits' file too
     # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops
     # before the steps below; once per DELETE (finishing one from the journal, it may be there already)
     if rt.deletion_sweep is not None and (any(counts.values()) or not recorded_since(rt, tenant, user_id, started_at)):

@@ -375,6 +375,29 @@ def test_a_refused_import_of_a_row_another_replica_holds_leaves_its_claim_as_it_
         assert claim_files(b, user) == []  # before: p-1's claim, at a's time
 
 
+def test_a_delete_on_another_replica_takes_the_user_from_this_one_s_waiting_refits_file(replicas):
+    """Review of replicas43. Replica a moved the user's feedback during a backlog: their refit waits, named in a's
+    `refits-waiting.jsonl` (so a crash loses it not). The DELETE is answered by replica b; a applies its record.
+    Before: the user's id stayed in a's file until a's refit queue drained with nobody waiting, for good while a's
+    backlog never cleared (and a crash meanwhile kept it across the restart). Now applying the record takes it out,
+    the other user's owed refit staying."""
+    user = "gone43w"
+    a, b = replicas
+    waiting = a.runtime.settings.data_path / "refits-waiting.jsonl"
+    comparison = {"type": "comparison", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+    with a.client("acme") as ca, b.client("acme") as cb:
+        with a.runtime.ingest.paused():  # a backlog on a: busy43w's record waits in its log throughout
+            for who in (user, "busy43w", "kept43w"):
+                assert ca.post("/v1/feedback", json={**comparison, "user": who}).status_code == 201
+            for who in (user, "kept43w"):  # their own rows moved by a read: their refits wait
+                assert ca.get(f"/v1/users/{who}/preferences").json()["total"] == 1
+            assert user in waiting.read_text() and "kept43w" in waiting.read_text()
+            assert cb.delete(f"/v1/users/{user}").status_code == 200
+            a.runtime.deletion_sweep.run_once()  # the record applied to a's files
+            assert user not in waiting.read_text(), waiting.read_text()  # before: still named
+            assert "kept43w" in waiting.read_text()
+        a.runtime.wait_for_background()
+
 
 @pytest.mark.parametrize("sent_before", [False, True], ids=["new-row", "row-in-the-log-sent-again"])
 def test_an_import_s_rows_in_the_log_carry_the_time_their_claims_carry(replicas, sent_before):
