@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
+import socket
 import tomllib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import idna
 import msgspec
 
 from pluralign.data.record import Base
@@ -338,12 +341,43 @@ def origin_fault(origin: str) -> str | None:
         port = parts.port
     except ValueError:
         return f"{origin!r} is not an origin: its port is not a number from 0 to 65535"
-    scheme, host = parts.scheme.lower(), parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    scheme, host = parts.scheme.lower(), _browser_host(parts.hostname or "")
+    if host is None:
+        return f"{origin!r} is not an origin: its host is not a name a browser can send (`*` only as a whole first label: `https://*.app.example`)"
     meant = f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS.get(scheme) else "")
     if origin != meant or parts.username or parts.password:
-        return f"{origin!r} is never a browser's Origin (scheme and host in lower case, no default port, no path or trailing slash): `{meant}`"
+        return (f"{origin!r} is never a browser's Origin (scheme and host in lower case, a non-ASCII name in punycode, an IP "
+                f"address in its short form, no default port, no path or trailing slash): `{meant}`")
     return None
+
+
+def _browser_host(host: str) -> str | None:
+    """`host` (lower case, as `urlsplit` gives it) as a browser writes it in `Origin` (the WHATWG URL
+    standard's host serializer): an IPv6 address compressed, in brackets; an IPv4 address in four decimal
+    parts (`127.1` is 127.0.0.1); a name with non-ASCII letters in its punycode (A-label) form; `*` as a
+    whole first label kept (Litestar's wildcard: any subdomain). None when no browser sends it: a `*`
+    elsewhere (Litestar reads it as `.*`, so `https://app.example*` would let in https://app.example.evil.net),
+    a name IDNA refuses."""
+    if ":" in host:
+        try:
+            return f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            return None
+    wild = "*." if host.startswith("*.") else ""
+    rest = host[len(wild):]
+    if "*" in rest:
+        return None
+    if re.fullmatch(r"(0x[0-9a-f]*|\d+)", rest.rstrip(".").rpartition(".")[2]):  # ends in a number: an IPv4 address
+        try:
+            return socket.inet_ntoa(socket.inet_aton(rest.rstrip(".")))
+        except OSError:
+            return None
+    if not rest.isascii():
+        try:
+            rest = idna.encode(rest, uts46=True).decode()
+        except idna.IDNAError:
+            return None
+    return wild + rest
 
 
 # (when a setting's value is broken, what the error says: a string, or one made from the settings),
