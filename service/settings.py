@@ -199,6 +199,10 @@ class Settings(Base, frozen=True):
     # sent nothing, no answer) and its connection is closed. uvicorn bounds only an idle connection after a
     # response: a client sending a byte at a time (slowloris) held a connection, and a file descriptor, forever
     request_read_timeout_s: float = 60.0
+    # seconds a started stream may be silent before an SSE comment line (`: keep-alive`) goes out, which clients skip:
+    # a chat reranking several candidates sends nothing while they are generated (tens of seconds on a CPU), and a
+    # proxy in front closes a connection silent for longer than its read timeout (nginx: 60 s)
+    sse_keepalive_s: float = 15.0
     # connections `pluralign serve` (and `serve-embeddings`) keeps open at once, each a file descriptor: idle
     # keep-alive ones, ones whose request is arriving, streaming chats for their whole answer. One more is
     # answered 503 with Retry-After and closed; at start the open-files limit is raised to fit (or a value set is
@@ -448,6 +452,8 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 <= s.stop_drain_s <= 60, lambda s: f"`stop_drain_s` must be 0 (none) to 60 seconds, got {s.stop_drain_s}"),
     (lambda s: not 0 < s.request_read_timeout_s <= 3600,
      lambda s: f"`request_read_timeout_s` must be above 0 and at most 3600 seconds, got {s.request_read_timeout_s}"),
+    (lambda s: not 0 < s.sse_keepalive_s <= 300,
+     lambda s: f"`sse_keepalive_s` must be above 0 and at most 300 seconds, got {s.sse_keepalive_s}"),
     (lambda s: any(origin_fault(o) for o in s.cors_origins),
      lambda s: "`cors_origins`: " + next(f for f in map(origin_fault, s.cors_origins) if f)),
     (lambda s: s.max_connections is not None and not 1 <= s.max_connections <= MAX_CONNECTIONS,
