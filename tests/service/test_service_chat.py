@@ -359,3 +359,8 @@ def test_a_silent_stream_sends_keep_alive_comments_that_clients_skip(svc):
     first_content = next(i for i in data if '"content":"' in lines[i] and '"content":""' not in lines[i])
     assert comments[0] < first_content and lines[data[-1]] == "data: [DONE]", lines
     assert all(line.startswith(("data: ", ":")) or line == "" for line in lines), lines
+    # no piece lost to a wait cut by the keep-alive timeout: the pieces make the answer stored
+    chunks = [json.loads(lines[i][6:]) for i in data[:-1]]
+    text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks if ch["choices"])
+    served = [x for x in export(svc.client(), "kate") if x["type"] == "interaction"][0]
+    assert text.strip() == served["candidates"][served["chosen_index"]], (text, served)
