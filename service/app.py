@@ -58,7 +58,7 @@ from service.users.controllers import (
     score_responses,
 )
 from service.users.services import UnfinishedDeletes, keep_dropped_refits, refit_dropped
-from service.web_headers import keyed_answers
+from service.web_headers import VaryKeepingCORS, keyed_answers
 
 log = logging.getLogger("pluralign.service")
 
@@ -151,7 +151,11 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
     # and every answer, refusals included, says how it may be cached and never to sniff it (service.web_headers)
     # the refusals made outside Litestar's router (a malformed request id, a draining service's 503) get the
     # CORS headers the app's other answers get, so a browser reads them
-    with_cors = partial(CORSMiddleware, config=app.cors_config) if app.cors_config else None
+    if app.cors_config:  # the router's CORS, keeping the answer's own Vary (service.web_headers)
+        if not isinstance(app.asgi_handler, CORSMiddleware):  # what Litestar 2.25 builds (requirements.txt pins it)
+            raise TypeError(f"Litestar's router is no longer wrapped in its CORS middleware: {app.asgi_handler!r}")
+        app.asgi_handler = VaryKeepingCORS(app.asgi_handler.app, app.cors_config)
+    with_cors = partial(VaryKeepingCORS, config=app.cors_config) if app.cors_config else None
     app.asgi_handler = keyed_answers(answer_head(with_request_ids(
         draining(one_segment_ids(app.asgi_handler), lambda: app.state.draining, around=with_cors), log_access=settings.access_log,
         tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id, method_of=method_of,

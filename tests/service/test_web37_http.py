@@ -140,6 +140,16 @@ def test_a_gzipped_answer_to_a_cross_origin_request_still_varies_by_accept_encod
                 vary = [v.strip().lower() for v in r.headers.get("vary", "").split(",")]
                 assert r.headers.get("content-encoding") == "gzip" and "accept-encoding" in vary and "origin" in vary, (path, origin, r.headers)
 
+def test_an_answer_that_varies_by_accept_still_says_so_to_a_cross_origin_request(cors_svc):
+    """Before (reviewbr43): browser43 gave `Accept-Encoding` back to the `Vary` Litestar's CORS replaces, but
+    only that: /metrics, Prometheus text or OpenMetrics by `Accept`, said `Vary: Origin, Accept-Encoding` to a
+    request from a listed origin, so a cache could hand one format to a client that asked for the other."""
+    for origin in (APP, EVIL, None):
+        r = httpx.get(cors_svc.url + "/metrics", headers={"Origin": origin} if origin else {})
+        vary = [v.strip().lower() for v in r.headers.get("vary", "").split(",")]
+        assert r.status_code == 200 and {"accept", "origin"} <= set(vary) and len(vary) == len(set(vary)), (origin, r.headers)
+
+
 def test_a_cross_site_form_or_text_post_carries_no_credential_that_acts(svc):
     """A page on another site can POST text/plain or a form without a preflight, but it cannot add
     `Authorization`, and the dashboard's cookie (SameSite=Strict besides) only reads pages."""

@@ -40,3 +40,29 @@ def test_an_origin_a_browser_never_sends_is_refused_naming_it(given, meant):
     assert repr(given) in message, message
     if meant is not None:
         assert f"`{meant}`" in message, message
+
+
+@pytest.mark.parametrize(("given", "meant"), [
+    # reviewbr43: hosts a browser writes in another form were accepted, so CORS never matched them and pages
+    # failed with no word at start: an IDN host goes out in its punycode (A-label) form, an IPv6 address
+    # compressed in lower case, an IPv4 address in four decimal parts
+    ("https://bücher.example", "https://xn--bcher-kva.example"),
+    ("http://[0:0:0:0:0:0:0:1]:8080", "http://[::1]:8080"),
+    ("http://[2001:DB8::1]", "http://[2001:db8::1]"),
+    ("http://127.1:5173", "http://127.0.0.1:5173"),
+    # a `*` anywhere but a whole first label is Litestar's `.*`: `https://app.example*` let in https://app.example.evil.net
+    ("https://app.example*", None),
+])
+def test_a_host_a_browser_writes_otherwise_is_refused_naming_its_form(given, meant):
+    with pytest.raises(ValueError) as refused:
+        Settings.load({"PLURALIGN_CORS_ORIGINS": given})
+    message = str(refused.value)
+    assert repr(given) in message, message
+    if meant is not None:
+        assert f"`{meant}`" in message, message
+
+
+def test_origins_in_a_browsers_form_are_kept():
+    given = ("https://xn--bcher-kva.example", "http://[::1]:8080", "http://127.0.0.1:5173", "https://*.example.com", "*",
+             "http://my_app.internal:8000", "capacitor://localhost")
+    assert Settings.load({"PLURALIGN_CORS_ORIGINS": ",".join(given)}).cors_origins == given
