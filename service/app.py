@@ -58,7 +58,7 @@ from service.users.controllers import (
     score_responses,
 )
 from service.users.services import UnfinishedDeletes, keep_dropped_refits, refit_dropped
-from service.web_headers import keyed_answers
+from service.web_headers import VaryKeepingCORS, keyed_answers
 
 log = logging.getLogger("pluralign.service")
 
@@ -67,6 +67,14 @@ TENANT_HANDLERS = (
     get_user, list_preferences, export_user, import_preferences, delete_user, score_responses,
     get_stated, patch_stated, next_comparison,
 )
+
+
+# the answer headers a page on another origin may read (besides the few CORS always lets through): what a UI
+# and the `openai` JS SDK act on: the request id to quote, the stated preferences' version for If-Match,
+# when to retry and how much of the rate limit is left, whether feedback was a replay, an export's file name,
+# a queued job's address
+EXPOSED_HEADERS = ("X-Request-Id", "ETag", "Retry-After", "RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining",
+                   "RateLimit-Reset", "Idempotent-Replayed", "Content-Disposition", "Location")
 
 
 def create_app(
@@ -126,9 +134,11 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
         before_request=before_request,
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-            # X-Pluralign-User: the load balancer's routing key (deploy/README.md), sent by clients beside `user`
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Pluralign-User", "X-Request-Id"], max_age=600,
-            expose_headers=["X-Request-Id"],
+            # any header a listed origin's page asks for (Litestar names each back: `*` would not cover
+            # Authorization): If-Match, X-Pluralign-User (deploy/README.md), and what client libraries add,
+            # the `openai` JS SDK's X-Stainless-* and OpenAI-Organization, tracing's traceparent; the server
+            # ignores a header it does not read, as it does for any client that is not a browser
+            allow_headers=["*"], max_age=600, expose_headers=list(EXPOSED_HEADERS),
         ) if settings.cors_origins else None,
         debug=False,
         logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
@@ -139,11 +149,17 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
     app.state.draining = False  # `pluralign serve` told to stop and draining (setting stop_drain_s): every request 503
     # and every answer, refusals included, says how it may be cached and never to sniff it (service.web_headers)
+    # the refusals made outside Litestar's router (a malformed request id, a draining service's 503) get the
+    # CORS headers the app's other answers get, so a browser reads them
+    if app.cors_config:  # the router's CORS, keeping the answer's own Vary (service.web_headers)
+        if not isinstance(app.asgi_handler, CORSMiddleware):  # what Litestar 2.25 builds (requirements.txt pins it)
+            raise TypeError(f"Litestar's router is no longer wrapped in its CORS middleware: {app.asgi_handler!r}")
+        app.asgi_handler = VaryKeepingCORS(app.asgi_handler.app, app.cors_config)
+    with_cors = partial(VaryKeepingCORS, config=app.cors_config) if app.cors_config else None
     app.asgi_handler = keyed_answers(answer_head(with_request_ids(
-        draining(one_segment_ids(app.asgi_handler), lambda: app.state.draining), log_access=settings.access_log, tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id,
-        method_of=method_of,
-        # the refusal of a malformed id gets the CORS headers the app's other answers get, so a browser reads it
-        around_refusal=partial(CORSMiddleware, config=app.cors_config) if app.cors_config else lambda refusal: refusal,
+        draining(one_segment_ids(app.asgi_handler), lambda: app.state.draining, around=with_cors), log_access=settings.access_log,
+        tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id, method_of=method_of,
+        around_refusal=with_cors or (lambda refusal: refusal),
     )), PUBLIC_PATHS, cors=app.cors_config is not None)  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
     app.state.admin_sessions = AdminSessions(settings.admin_session_s, still_admin=runtime.keys.is_admin)

@@ -28,6 +28,7 @@ from pluralign.files import atomic_writer
 from pluralign.store.clocks import ReplicaClocks, counts_words
 from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion
 from service.periodic import Periodic
+from service.waiting_refits import forget_refits, owed_refits
 
 if TYPE_CHECKING:
     from pluralign.store import StoredPreference
@@ -74,6 +75,10 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
             rt.ingest.forget_user(tenant, user_id, before=before)
             # and those this replica moved into the store after the DELETE, before this pass
             rt.store.delete_feedback_before(tenant, user_id, before)
+    # their ids leave the waiting refits' file (`service.waiting_refits`); one who came back keeps theirs
+    if owed := [key for key in owed_refits(rt) if forget.user(*key)]:
+        held = rt.store.users_with_preferences(owed)
+        forget_refits(rt, [key for key in owed if key not in held])
     rt.store.histories.invalidate_where(lambda key: forget.user(*key))
     for tenant in sorted({r.tenant for r in records}):
         rt.forget_pooled(tenant)

@@ -24,7 +24,7 @@ from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from pluralign.store.tables import SharedStore
 from service.auth import KeyRing
-from service.deletions import DeletionSweep, folder_id
+from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
 from service.encoders import make_encoder
 from service.metrics import DECLARED_COUNTERS, Metrics
 from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promoted
@@ -171,17 +171,19 @@ def set_up_unlike(settings: Settings, rows: list[dict], within_s: float, now: fl
     twins = [r for r in rows if r["replica"] == index and clocks.folder_of(r["instance"]) not in (None, mine)]
     if not counts and not twins:
         return None
+    latest = max(r["at"] for r in rows if r["replica"] in counts or r in twins)
+    wait = f"{max(0.0, latest + within_s - now):.0f} s"
     said = [f"PLURALIGN_REPLICAS (setting replicas): {clocks.counts_words(counts, count)}"] if counts else []
     if twins:
         said.append(f"PLURALIGN_REPLICA_INDEX (setting replica_index) is {index} here, and replica {index}'s clock row was "
                     f"written {now - max(r['at'] for r in twins):.0f} s ago by a process on another data folder, set up with "
                     f"PLURALIGN_REPLICA_INDEX={index} too: two replicas with one index own the same users (another index's "
-                    "own none) and never compare their clocks")
-    latest = max(r["at"] for r in rows if r["replica"] in counts or r in twins)
+                    f"own none) and never compare their clocks. If that process was this replica's last run on a data folder "
+                    f"since replaced (a new volume, or its {FOLDER_ID_FILE} removed), nothing is wrong: start it again in {wait}")
+    change = (" To change how many replicas run, stop them all, then start them with the new count once the old ones' rows "
+              f"are {within_s:.0f} s old: this start is taken {wait} from now if those replicas stop now") if counts else ""
     return (f"{'; '.join(said)}. Give every replica the same PLURALIGN_REPLICAS and its own PLURALIGN_REPLICA_INDEX in "
-            f"0..{count - 1} (deploy/README.md). To change how many replicas run, stop them all, then start them with the new "
-            f"count once the old ones' rows are {within_s:.0f} s old: this start is taken {max(0.0, latest + within_s - now):.0f} s "
-            "from now if those replicas stop now")
+            f"0..{count - 1} (deploy/README.md).{change}")
 
 
 @dataclass

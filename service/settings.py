@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
+import socket
 import tomllib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import idna
 import msgspec
 
 from pluralign.data.record import Base
@@ -195,6 +199,10 @@ class Settings(Base, frozen=True):
     # sent nothing, no answer) and its connection is closed. uvicorn bounds only an idle connection after a
     # response: a client sending a byte at a time (slowloris) held a connection, and a file descriptor, forever
     request_read_timeout_s: float = 60.0
+    # seconds a started stream may be silent before an SSE comment line (`: keep-alive`) goes out, which clients skip:
+    # a chat reranking several candidates sends nothing while they are generated (tens of seconds on a CPU), and a
+    # proxy in front closes a connection silent for longer than its read timeout (nginx: 60 s)
+    sse_keepalive_s: float = 15.0
     # connections `pluralign serve` (and `serve-embeddings`) keeps open at once, each a file descriptor: idle
     # keep-alive ones, ones whose request is arriving, streaming chats for their whole answer. One more is
     # answered 503 with Retry-After and closed; at start the open-files limit is raised to fit (or a value set is
@@ -294,7 +302,7 @@ class Settings(Base, frozen=True):
         for name in cls.__struct_fields__:
             key = ENV_PREFIX + name.upper()
             if key in environ:
-                values[name] = environ[key]
+                values[name] = _listed(environ[key]) if name in LIST_SETTINGS else environ[key]
                 origin[name] = f"{key} (setting {{}})"
         given = {k: v for k, v in overrides.items() if v is not None}
         values.update(given)
@@ -311,6 +319,69 @@ class Settings(Base, frozen=True):
             if problem.startswith("expected "):  # a type error: the value given, as given
                 problem += f" {values[field]!r}"
             raise ValueError(f"{origin[field].format(field)}: {problem}") from None
+
+
+LIST_SETTINGS = ("cors_origins",)  # a list: in a variable, its items separated by commas (a TOML file: an array)
+
+
+def _listed(value: str) -> list[str]:
+    """A list setting's variable: "a, b," -> ["a", "b"]; empty: no items."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_fault(origin: str) -> str | None:
+    """Why a browser never sends `origin` as its `Origin` header (RFC 6454: scheme://host[:port], lower
+    case, no default port, nothing after it), with the form it would send where there is one; None when
+    it may (`*`, any origin, too)."""
+    if origin == "*":
+        return None
+    parts = urlsplit(origin)
+    if not parts.scheme or not parts.netloc:
+        return f"{origin!r} is not an origin: write scheme://host[:port], as `https://app.example`"
+    try:
+        port = parts.port
+    except ValueError:
+        return f"{origin!r} is not an origin: its port is not a number from 0 to 65535"
+    scheme, host = parts.scheme.lower(), _browser_host(parts.hostname or "")
+    if host is None:
+        return f"{origin!r} is not an origin: its host is not a name a browser can send (`*` only as a whole first label: `https://*.app.example`)"
+    meant = f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS.get(scheme) else "")
+    if origin != meant or parts.username or parts.password:
+        return (f"{origin!r} is never a browser's Origin (scheme and host in lower case, a non-ASCII name in punycode, an IP "
+                f"address in its short form, no default port, no path or trailing slash): `{meant}`")
+    return None
+
+
+def _browser_host(host: str) -> str | None:
+    """`host` (lower case, as `urlsplit` gives it) as a browser writes it in `Origin` (the WHATWG URL
+    standard's host serializer): an IPv6 address compressed, in brackets; an IPv4 address in four decimal
+    parts (`127.1` is 127.0.0.1); a name with non-ASCII letters in its punycode (A-label) form; `*` as a
+    whole first label kept (Litestar's wildcard: any subdomain). None when no browser sends it: a `*`
+    elsewhere (Litestar reads it as `.*`, so `https://app.example*` would let in https://app.example.evil.net),
+    a name IDNA refuses."""
+    if ":" in host:
+        try:
+            return f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            return None
+    wild = "*." if host.startswith("*.") else ""
+    rest = host[len(wild):]
+    if "*" in rest:
+        return None
+    if re.fullmatch(r"(0x[0-9a-f]*|\d+)", rest.rstrip(".").rpartition(".")[2]):  # ends in a number: an IPv4 address
+        try:
+            return socket.inet_ntoa(socket.inet_aton(rest.rstrip(".")))
+        except OSError:
+            return None
+    if not rest.isascii():
+        try:
+            rest = idna.encode(rest, uts46=True).decode()
+        except idna.IDNAError:
+            return None
+    return wild + rest
 
 
 # (when a setting's value is broken, what the error says: a string, or one made from the settings),
@@ -381,6 +452,10 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 <= s.stop_drain_s <= 60, lambda s: f"`stop_drain_s` must be 0 (none) to 60 seconds, got {s.stop_drain_s}"),
     (lambda s: not 0 < s.request_read_timeout_s <= 3600,
      lambda s: f"`request_read_timeout_s` must be above 0 and at most 3600 seconds, got {s.request_read_timeout_s}"),
+    (lambda s: not 0 < s.sse_keepalive_s <= 300,
+     lambda s: f"`sse_keepalive_s` must be above 0 and at most 300 seconds, got {s.sse_keepalive_s}"),
+    (lambda s: any(origin_fault(o) for o in s.cors_origins),
+     lambda s: "`cors_origins`: " + next(f for f in map(origin_fault, s.cors_origins) if f)),
     (lambda s: s.max_connections is not None and not 1 <= s.max_connections <= MAX_CONNECTIONS,
      lambda s: f"`max_connections` must be at least 1 and at most {MAX_CONNECTIONS}, got {s.max_connections}"),
 )

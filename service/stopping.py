@@ -28,22 +28,29 @@ import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 
-def draining(app: ASGIApp, is_draining: Callable[[], bool]) -> ASGIApp:
+def draining(app: ASGIApp, is_draining: Callable[[], bool], around: Callable[[ASGIApp], ASGIApp] | None = None) -> ASGIApp:
     """The app, answering every HTTP request 503 with Retry-After (and `Connection: close`) while
     `is_draining()`: the service is stopping and keeps listening a while (`stop_drain_s`) only so that
     what still arrives gets an answer to retry elsewhere. Inside `service.requestid.with_request_ids`:
-    the answer carries X-Request-Id, its body `error.request_id`, and it has its access line."""
+    the answer carries X-Request-Id, its body `error.request_id`, and it has its access line. `around`
+    wraps that answer (the app's CORS middleware: a page on another origin reads the 503, and its
+    preflight is answered, rather than seeing a network error)."""
     from service.errors import error_body
 
-    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_draining():
-            await app(scope, receive, send)
-            return
+    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
         body = msgspec.json.encode(error_body(503, f"{STOPPING}: send the request again (to another replica, or once this one is back)"))
         await send({"type": "http.response.start", "status": 503, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"retry-after", str(STOPPING_RETRY_AFTER).encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+    answer = around(refuse) if around is not None else refuse
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_draining():
+            await app(scope, receive, send)
+            return
+        await answer(scope, receive, send)
 
     return handler
 

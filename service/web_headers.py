@@ -17,7 +17,8 @@ the header reaches it in lower case (codings are case-insensitive, RFC 9110 8.4.
 
 With CORS on (`cors_origins`), every answer also says `Vary: Origin`: whether it carries
 `Access-Control-Allow-Origin` depends on the request's `Origin`, so a cache must not hand one origin's
-copy to another (Litestar adds it only to answers for an allowed origin). A preflight Litestar
+copy to another (Litestar adds it only to answers for an allowed origin, and there replaces the `Vary`
+the answer had: `VaryKeepingCORS` keeps it, a gzipped answer's `Accept-Encoding`, /metrics' `Accept`). A preflight Litestar
 refuses (its plain-text 400 "Disallowed CORS Origin") is answered in the API's error shape, naming
 the header at fault: `Origin`, `Access-Control-Request-Method` or `Access-Control-Request-Headers`.
 """
@@ -28,6 +29,7 @@ import re
 from collections.abc import Sequence
 
 import msgspec
+from litestar.middleware._internal.cors import CORSMiddleware  # the one Litestar wraps its router in (2.25 pinned)
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 NO_STORE = b"no-store"
@@ -150,3 +152,25 @@ def _refused_gzip(entry: bytes) -> bool:
             except ValueError:
                 return False
     return False
+
+
+class VaryKeepingCORS(CORSMiddleware):
+    """Litestar's CORS middleware, but an answer to an allowed origin keeps its own `Vary` beside the `Origin`
+    Litestar sets there (it replaces the header: a gzipped answer lost `Accept-Encoding`, /metrics its `Accept`)."""
+
+    def send_wrapper(self, send: Send, origin: str, has_cookie: bool) -> Send:
+        own: list[bytes] = []
+
+        async def with_own_vary(message: Message) -> None:
+            if message["type"] == "http.response.start" and own:
+                message["headers"] = _add_vary(list(message["headers"]), b", ".join(own))
+            await send(message)
+
+        cors_send = super().send_wrapper(with_own_vary, origin, has_cookie)
+
+        async def remembering_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                own.extend(bytes(v) for n, v in message.get("headers", []) if bytes(n).lower() == b"vary")
+            await cors_send(message)
+
+        return remembering_vary

@@ -283,11 +283,9 @@ class Generator:
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
     ) -> Iterator[str | Candidate]:
         """Text pieces as they are generated, then the final Candidate (its full text and reason)."""
-        from transformers import TextIteratorStreamer
-
         ids = self.encode_chat(messages)
         stop_ids = self._stop_token_ids()
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
+        streamer = text_streamer(self.tokenizer)
         counter = _TokenCounter()
         cancel = threading.Event()  # set when a stop string ends the answer early
 
@@ -353,6 +351,25 @@ class Generator:
             if len(final) > sent:
                 yield final[sent:]
         return text, stopped
+
+
+def text_streamer(tokenizer, timeout: float = 120):
+    """A `transformers.TextIteratorStreamer` of a generation's new tokens: iterating it gives the text
+    in pieces as it is generated (waiting at most `timeout` seconds for each), each piece whole characters.
+
+    transformers' own hands text over only up to the last space, or when it ends in a CJK ideograph, so an
+    answer in kana or Thai (no spaces) came in one piece at its end. This one hands over all the text
+    decoded so far unless its last character is U+FFFD, the bytes of a character (an emoji split across
+    byte-level tokens) still coming: the streamer asks `_is_chinese_char` of the last character whether
+    the text up to it may go out. Decoding is prefix-stable for the tokenizers served (SmolLM2's byte-level
+    BPE, `clean_up_tokenization_spaces` false), so what went out is never taken back."""
+    from transformers import TextIteratorStreamer
+
+    class WholeCharacters(TextIteratorStreamer):
+        def _is_chinese_char(self, cp: int) -> bool:
+            return cp != 0xFFFD
+
+    return WholeCharacters(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
 
 
 class _TokenCounter:

@@ -43,7 +43,9 @@ Limits: a process killed between its claim and its log append leaves a claim wit
 then refused for other content until the user is deleted (the same content is accepted), and so is a claim whose
 replica was killed (its volume lost) with the row still in its log. Stores other than a folder, `memory://` (one
 process) and S3 make no claims (`claims_for` gives None): the race stays there as it was. A claim left by an
-earlier release whose row is in the table stays until a row of that id is moved again or the user is deleted.
+earlier release whose row is in the table goes at the first start of session 43's release on the store
+(`sweep_stored`, once: marked by `SWEPT`); until then it stayed until a row of that id was moved again or the user
+was deleted. A claim whose removal a kill cut short goes at the next start (`pluralign.store.ingest`'s notes).
 An S3-compatible store must honour `If-Match` on PUT and DELETE (AWS S3, moto; one that ignores it writes and
 removes unconditionally, as before).
 """
@@ -59,7 +61,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -74,6 +76,7 @@ FOLDER = "pref_id_claims"  # under the store's root: one folder per user (by has
 LEFT_EMPTY_S = 5.0  # a claim file empty this long (seconds, by its mtime): its maker (an earlier release) was killed
 S3_THREADS = 32  # claims of one import written at once (each is one PUT)
 CHANGE_ATTEMPTS = 10  # reads of a claim that changed between its read and a conditional write, before OSError
+SWEPT = ".stored-swept"  # under the claims' root: the claims earlier releases left of stored rows went (`sweep_stored`)
 LOCK_FILE = ".lock"  # in a user's claims folder: held over a folder claim's read and change ("."-named: no claim)
 CONTENT_FIELDS = ("prompt", "chosen", "rejected", "tie", "margin", "source", "attributes", "trl")  # SAME_ROW_FIELDS but created_at
 
@@ -103,6 +106,17 @@ def claim_of(row, stamped: bool) -> Claim:
 def _folder(tenant: str, user_id: str) -> str:
     """The user's claims' folder: `key_hash` of `tenant/user_id`, as their deletion record names them."""
     return key_hash(f"{tenant}/{user_id}")
+
+
+def folder_of(tenant: str, user_id: str) -> str:
+    """The name of the user's claims' folder (a hash: no user id in the clear)."""
+    return _folder(tenant, user_id)
+
+
+def named(stored: Mapping[tuple[str, str], Mapping[str, Claim]]) -> dict[str, dict[str, Claim]]:
+    """{(tenant, user_id): {pref_id: claim}} by the claims' names: {user folder: {id hash: claim}} (hashes only)."""
+    return {_folder(tenant, user_id): {key_hash(pref_id): claim for pref_id, claim in claims.items()}
+            for (tenant, user_id), claims in stored.items()}
 
 
 _encode = msgspec.json.Encoder().encode
@@ -215,14 +229,18 @@ class PrefIdClaims(abc.ABC):
         """`drop_stored` for several users at once ({(tenant, user_id): their rows' claims}: a mover's batch), their
         folders listed S3_THREADS at a time on S3 (until review 42 one user after another, a LIST each, for feedback too,
         which never has claims: 64 users with 20 ms a LIST, a bucket's round trip, ~2 s against ~0.3 s at once)."""
-        folders = {_folder(tenant, user_id): claims for (tenant, user_id), claims in stored.items()}
+        return self.drop_named(named(stored))
+
+    def drop_named(self, folders: Mapping[str, Mapping[str, Claim]]) -> int:
+        """`drop_stored_of` by the claims' names ({user folder: {id hash: the stored copy's claim}}, `named`): what a
+        mover notes before its log forgets the rows (`pluralign.store.ingest`), holding no id or user in the clear."""
         wanted, failure = [], None
         for folder, names, _ in self._map(lambda item: (item[0], self._names(item[0]), None), [(f,) for f in folders], background=True):
             if isinstance(names, BaseException):
                 failure = failure or names
                 continue
             present = set(names)
-            wanted += [(name, claim) for pref_id, claim in folders[folder].items() if (name := f"{folder}/{key_hash(pref_id)}") in present]
+            wanted += [(name, claim) for id_hash, claim in folders[folder].items() if (name := f"{folder}/{id_hash}") in present]
 
         def one(item: tuple[str, Claim]) -> tuple[str, bool, None]:
             name, claim = item
@@ -239,6 +257,29 @@ class PrefIdClaims(abc.ABC):
         if failure is not None:
             raise failure
         return gone
+
+    def sweep_stored(self, owners: Callable[[], list[tuple[str, str]]],
+                     stored: Callable[[str, str], Mapping[str, Claim]]) -> int | None:
+        """Once per store: removes the claims of rows stored already that releases before session 43 left (a mover
+        killed between forgetting its rows and removing their claims; before session 42 every claim stayed), by
+        `drop_stored` (the same conditions as the mover's). `owners()`: every (tenant, user_id) the table holds rows of;
+        `stored(tenant, user_id)`: {pref_id: claim_of the stored row}. Only users with a claims folder are read. Marks the
+        store swept (`SWEPT`) once done; returns how many claims went, or None when it was swept already. Raises OSError
+        (or the object store's error, or the table's) when something cannot be read or removed (not marked: the next
+        start sweeps again)."""
+        if self._get(SWEPT) is not None:
+            return None
+        folders = set(self._folders())
+        gone = 0
+        if folders:
+            for tenant, user_id in owners():
+                if _folder(tenant, user_id) in folders:
+                    gone += self.drop_stored(tenant, user_id, stored(tenant, user_id))
+        self._mark_swept()
+        return gone
+
+    def _mark_swept(self) -> None:
+        self._put(SWEPT, _encode({"at": time.time()}))
 
     @staticmethod
     def _count(outcomes) -> int:
@@ -281,6 +322,10 @@ class PrefIdClaims(abc.ABC):
     @abc.abstractmethod
     def _remove_if(self, name: str, version: object) -> bool:
         """Removes `name` if it still holds `version` (`_get`'s), atomically: False when it changed or went."""
+
+    @abc.abstractmethod
+    def _folders(self) -> list[str]:
+        """The users' claims folders (their names, `_folder`), once listed: `sweep_stored`'s only listing of them all."""
 
 
 class FolderClaims(PrefIdClaims):
@@ -402,6 +447,13 @@ class FolderClaims(PrefIdClaims):
         path = self.root / folder
         return [f"{folder}/{p.name}" for p in path.iterdir() if not p.name.startswith(".")] if path.is_dir() else []
 
+    def _folders(self) -> list[str]:
+        return [p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")] if self.root.is_dir() else []
+
+    def _mark_swept(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        super()._mark_swept()
+
 
 def _same_file(path: Path, fd: int) -> bool:
     """Whether `path` still names the file open as `fd` (not unlinked, nor replaced by another)."""
@@ -435,6 +487,9 @@ class MemoryClaims(PrefIdClaims):
 
     def _names(self, folder: str) -> list[str]:
         return [n for n in list(self._claims) if n.startswith(folder + "/")]
+
+    def _folders(self) -> list[str]:
+        return sorted({n.partition("/")[0] for n in list(self._claims) if "/" in n})
 
     def _remove_if(self, name: str, version: object) -> bool:
         with self._lock:
@@ -535,6 +590,13 @@ class S3Claims(PrefIdClaims):
         for page in pages:
             names += [item["Key"].removeprefix(self.prefix + "/") for item in page.get("Contents", [])]
         return names
+
+    def _folders(self) -> list[str]:
+        folders = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/", Delimiter="/")
+        for page in pages:
+            folders += [item["Prefix"].removeprefix(self.prefix + "/").rstrip("/") for item in page.get("CommonPrefixes", [])]
+        return folders
 
     def _remove_if(self, name: str, version: object) -> bool:
         return self._conditional(lambda: self.client.delete_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}", IfMatch=version))

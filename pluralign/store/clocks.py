@@ -29,7 +29,8 @@ itself says so (`index_shared`) until `stale_after_s` passes without seeing it a
 
 Replicas must also agree on how many they are (`service.replicas.owner` divides the users by it): each row says
 with how many its writer was set up (`replicas`), and a replica reading a live row of another count, or of an index
-its count does not have, says so (`counts_disagree`). An instance also names its writer's data folder
+its count does not have, says so (`counts_disagree`): live meaning written again since this process first read it
+(rows already there at its start were judged by `service.runtime.open_store`, by their age). An instance also names its writer's data folder
 (`instance_id`), so that a starting process tells its own index's row left by its last run on that folder (a
 restart) from one written by a process on another folder (a second replica set up with that index:
 `service.runtime.open_store` refuses to start). An earlier release's row has neither (`replicas` null, an instance
@@ -143,6 +144,7 @@ class ReplicaClocks:
         self._held_until = 0.0  # monotonic: `skew` stays at least what was measured before a clock was set right until then
         self._table = None
         self._seen: dict[int, tuple[float, float]] = {}  # replica -> (its row's `at`, monotonic time it was first seen)
+        self._first_at: dict[int, float] = {}  # replica -> its row's `at` when this process first read it
         self._beats = 0
         self.instance = instance_id(folder_id)  # this process's, in its row: another writing as `replica` shows by its own
         self.counts: dict[int, int | None] = {}  # the last pass's `counts_disagree` of the live rows (`replicas` given)
@@ -153,18 +155,13 @@ class ReplicaClocks:
     def _open(self):
         if self._table is None:
             try:
-                self._table = self.db.open_table(TABLE)
+                table = self.db.open_table(TABLE)
             except (ValueError, FileNotFoundError, OSError, RuntimeError):
                 try:
-                    self._table = self.db.create_table(TABLE, schema=clock_schema())
+                    table = self.db.create_table(TABLE, schema=clock_schema())
                 except (OSError, RuntimeError, ValueError):  # made by another replica meanwhile
-                    self._table = self.db.open_table(TABLE)
-            missing = [f for f in ADDED if f.name not in self._table.schema.names]
-            if missing:
-                try:
-                    self._table.add_columns(missing)
-                except (OSError, RuntimeError, ValueError):  # added by another replica meanwhile
-                    self._table.checkout_latest()
+                    table = self.db.open_table(TABLE)
+            self._table = with_columns(table)
         return self._table
 
     def index_shared(self) -> bool:
@@ -188,7 +185,10 @@ class ReplicaClocks:
                 if r["at"] - now > skew.seconds:
                     skew = Skew(r["at"] - now, r["replica"], self.replica)
             mine = skew.seconds
-            self.counts = counts_disagree(fresh, self.replicas) if self.replicas is not None else {}
+            # only rows written again since first read: a row left by a replica stopped for a count change (deploy/
+            # README: start the new count 3 passes on) is not yet stale by `_fresh` for this process's first minute
+            written = [r for r in fresh if r["at"] != self._first_at[r["replica"]]]
+            self.counts = counts_disagree(written, self.replicas) if self.replicas is not None else {}
             for r in fresh:  # what the others saw (the replica behind is the one that sees a skew)
                 if r["ahead_s"] > skew.seconds:
                     skew = Skew(r["ahead_s"], None, r["replica"])
@@ -208,6 +208,7 @@ class ReplicaClocks:
         fresh = []
         for r in rows:
             at, since = self._seen.get(r["replica"], (None, mono))
+            self._first_at.setdefault(r["replica"], r["at"])
             if at is None and now - r["at"] > self.stale_after_s + SLACK_S:
                 since = mono - self.stale_after_s - 1.0  # first seen, long stopped: counts once it changes
             elif at != r["at"]:
@@ -242,6 +243,27 @@ class ReplicaClocks:
         if mono >= self._held_until or skew.seconds >= self.skew.seconds:
             self.skew = skew
         return self.skew
+
+
+def with_columns(table, tries: int = 3):
+    """`table` with the columns added since its first release (`ADDED`), adding those it lacks. Lance refuses the
+    change when another commit lands between its read and its write (a "retryable commit conflict": an earlier
+    release's replica writing its row, which it does every pass, knowing nothing of the change): looked at again on
+    the newest version, up to `tries` times. Raises the last refusal when a column is still missing then (the next
+    pass tries again; before, the table was kept without it and every pass's write failed for good)."""
+    refused: Exception | None = None
+    for _ in range(tries):
+        missing = [f for f in ADDED if f.name not in table.schema.names]
+        if not missing:
+            return table
+        try:
+            table.add_columns(missing)
+        except (OSError, RuntimeError, ValueError) as exc:  # added by another replica meanwhile, or preempted
+            refused = exc
+            table.checkout_latest()
+    if any(f.name not in table.schema.names for f in ADDED):
+        raise refused or RuntimeError(f"the {TABLE} table's columns could not be added")
+    return table
 
 
 def recent_rows(db, within_s: float, now: float | None = None) -> list[dict]:

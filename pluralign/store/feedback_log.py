@@ -103,13 +103,14 @@ class _Ticket:
     payload: bytes  # their msgpack list, as `frame` encodes it, each `received_at` 0.0
     stamps: np.ndarray  # (rows * 8,) the offsets in `payload` of each row's received_at's 8 bytes
     future: asyncio.Future | None = None  # set for asyncio callers
+    received: float | None = None  # the caller's arrival time, kept (`FeedbackLog.append`); None: the round's stamp
     frame: bytes = b""  # the record as written (the writer's)
     entry: Entry | None = None
     done: bool = False
     error: BaseException | None = None
 
     @classmethod
-    def of(cls, rows: list[StoredPreference], future: asyncio.Future | None = None) -> _Ticket:
+    def of(cls, rows: list[StoredPreference], future: asyncio.Future | None = None, received: float | None = None) -> _Ticket:
         """Copy and encode `rows` (~0.5 us a row): the caller's thread's work, not the writer's."""
         copies = [msgspec.structs.replace(r, received_at=0.0) for r in rows]
         payload = _encode(copies)
@@ -118,7 +119,7 @@ class _Ticket:
             parts = [_encode(r) for r in copies]
             payload = _encode([msgspec.Raw(p) for p in parts])
             ends = np.cumsum([len(p) for p in parts]) + (len(payload) - sum(len(p) for p in parts))
-        return cls(copies, payload, (ends[:, None] - 8 + np.arange(8)).ravel(), future)
+        return cls(copies, payload, (ends[:, None] - 8 + np.arange(8)).ravel(), future, received)
 
     def stamped(self, received: float) -> bytes:
         """The record's frame, its rows' `received_at` now `received` (in the copies too): what `frame`
@@ -276,10 +277,10 @@ class FeedbackLog:
 
     # ---- writes -----------------------------------------------------------------------------
 
-    def _ticket(self, rows: list[StoredPreference], future: asyncio.Future | None = None) -> _Ticket:
+    def _ticket(self, rows: list[StoredPreference], future: asyncio.Future | None = None, received: float | None = None) -> _Ticket:
         if not rows or len({(r.tenant, r.user_id) for r in rows}) != 1:
             raise ValueError("a log record holds the rows of one feedback: at least one row, all of one user")
-        return _Ticket.of(rows, future)
+        return _Ticket.of(rows, future, received)
 
     def _enqueue(self, ticket: _Ticket) -> None:
         with self._cv:
@@ -289,9 +290,13 @@ class FeedbackLog:
             self.appends += 1
             self._work.notify()
 
-    def append(self, rows: list[StoredPreference]) -> Entry:
-        """Append one feedback's rows (all of one user) and return once they are on disk."""
-        ticket = self._ticket(rows)
+    def append(self, rows: list[StoredPreference], received_at: float | None = None) -> Entry:
+        """Append one feedback's rows (all of one user) and return once they are on disk. `received_at` (unix
+        seconds): their arrival time as the caller took it, kept instead of the writer's stamp: an import's whose
+        pref_id claims carry that time (`pluralign.store.claims`), taken under the user's lock that a DELETE of the
+        user on this replica takes too (`service.users.controllers._claim_and_log`). Until session 43 the stamp, later
+        than the claims' time: a DELETE on another replica begun between the two removed the claims and kept the rows."""
+        ticket = self._ticket(rows, received=received_at)
         self._enqueue(ticket)
         with self._cv:
             self._cv.wait_for(lambda: ticket.done)
@@ -327,7 +332,7 @@ class FeedbackLog:
                     self._rehome_if_removed()
                     received = self.clock()  # the round's rows reach the log now (module docstring)
                     for t in batch:
-                        t.frame = t.stamped(received)  # encoded by their callers: only the stamp is written in here
+                        t.frame = t.stamped(received if t.received is None else t.received)  # encoded by their callers: only the stamp is written in here
                     _write_all(self._fd, b"".join(t.frame for t in batch))
                     os.fdatasync(self._fd)
                 except BaseException:

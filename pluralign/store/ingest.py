@@ -17,13 +17,18 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import msgspec
 import numpy as np
 
+from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
-from pluralign.store.claims import Claim, claim_of
+from pluralign.store.claims import Claim, claim_of, folder_of, named
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
 from pluralign.store.tables import PrefIdConflict, Store, StoredPreference
@@ -34,6 +39,18 @@ log = logging.getLogger("pluralign.store")
 # that other tenants' reads of their own pending rows (`flush_user`) waited behind
 INGEST_BATCH_ROWS = 2048
 ENCODE_CHUNK = 1024  # texts a batch is embedded by at a time, its rows checked still pending between (a DELETE drops them)
+STORED_CLAIMS = "stored-claims"  # in the log's folder: a note a move, of the claims to remove once its rows are stored
+
+
+class StoredClaims(Base, frozen=True):
+    """A move's note (`Ingestor._note_stored`): the claims of the rows it stored, {user folder: {id hash: the claim of
+    the stored copy}} (`pluralign.store.claims.named`: hashes, no user id or pref_id in the clear)."""
+
+    claims: dict[str, dict[str, Claim]]
+
+
+_encode_note = msgspec.json.Encoder().encode
+_decode_note = msgspec.json.Decoder(StoredClaims).decode
 
 
 class Backlogged(Exception):
@@ -135,7 +152,17 @@ class Ingestor:
         # log's update): whatever the caller derives from their rows may predate them
         self.replayed: frozenset[tuple[str, str]] = frozenset(e.key for e in feedback_log.pending.values())
         self._stop = threading.Event()
+        # with replicas, the claims of stored rows (`pluralign.store.claims`): each move notes them in a file before the
+        # log forgets the rows, and removes the file once they went (a kill between the two: the next start removes them)
+        self._claims = getattr(store, "claims", None)
+        self._notes = Path(feedback_log.folder) / STORED_CLAIMS
+        self._notes_lock = threading.Lock()  # a note's removal (the drops' thread) against its rewrite (`forget_user`)
+        # a reader's move (`flush_user`) leaves the removal to this thread: the claims are bookkeeping once rows are stored
+        self._dropping = None if self._claims is None else ThreadPoolExecutor(1, thread_name_prefix="claims-drop")
         self._drop_already_moved()
+        self._drop_left_notes()
+        if self._dropping is not None:  # once per store: what earlier releases left of stored rows' claims
+            self._dropping.submit(self._sweep_stored_claims)
         self._thread = threading.Thread(target=self._run, daemon=True, name="ingest")
         self._thread.start()
 
@@ -154,15 +181,17 @@ class Ingestor:
             # held for their user: a pref_id is one user's (an export imported as another user keeps its ids)
             present = set(self.store.held_preferences([r for e in replayed for r in e.rows]))
             moved = [e for e in replayed if all((r.tenant, r.user_id, r.pref_id) in present for r in e.rows)]
+            note = self._note_stored([r for e in moved for r in e.rows])
             self.log.done(moved)
         finally:
             self._move.release()
-        self._drop_claims([r for e in moved for r in e.rows])  # a crash between the commit and the claims' removal
+        self._drop_claims(note)  # a crash between the commit and the claims' removal
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
 
-    def submit(self, rows: list[StoredPreference]) -> None:
-        """Returns once the rows are durable in the log; the worker moves them later."""
-        self.log.append(rows)
+    def submit(self, rows: list[StoredPreference], received_at: float | None = None) -> None:
+        """Returns once the rows are durable in the log; the worker moves them later. `received_at`: their arrival
+        time, kept (`FeedbackLog.append`); None: stamped by the log's writer."""
+        self.log.append(rows, received_at)
 
     async def submit_async(self, rows: list[StoredPreference]) -> None:
         await self.log.append_async(rows)
@@ -174,7 +203,7 @@ class Ingestor:
         entries = [] if (tenant, user_id) in self._held else self.log.pending_for(tenant, user_id)
         if at_most is not None and (rows := sum(len(e.rows) for e in entries)) > at_most:
             raise Backlogged(rows, at_most)
-        return self._move_entries(entries) if entries else 0
+        return self._move_entries(entries, reading=True) if entries else 0
 
     def flush_some(self, tenant: str | None, at_most: int) -> int:
         """`flush_user` for every user of `tenant` (None: every tenant): their pending rows moved now, without
@@ -182,7 +211,7 @@ class Ingestor:
         entries = self.log.oldest(at_most + 1, tenant, skip=self._held)  # a record holds one row at least
         if (rows := sum(len(e.rows) for e in entries)) > at_most:
             raise Backlogged(rows, at_most)
-        return self._move_entries(entries) if entries else 0
+        return self._move_entries(entries, reading=True) if entries else 0
 
     def committed_at(self, tenant: str | None = None) -> float:
         """When this Ingestor last committed rows of `tenant` (None: of any tenant) into the table: Unix seconds,
@@ -251,8 +280,10 @@ class Ingestor:
 
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Drop the user's pending rows (from memory and the log's files); none is moved afterwards.
-        `before`: only rows received before it (`FeedbackLog.forget_user`)."""
+        `before`: only rows received before it (`FeedbackLog.forget_user`). The notes of their stored rows' claims
+        (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims)."""
         with self._move:
+            self._forget_noted(folder_of(tenant, user_id), before)
             return self.log.forget_user(tenant, user_id, before)
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:
@@ -279,17 +310,20 @@ class Ingestor:
         taken = [queues[t][i] for i in range(self.batch) for t in order if i < len(queues[t])]
         return self._bounded(taken[: self.batch])
 
-    def _move_entries(self, entries: list[Entry]) -> int:
+    def _move_entries(self, entries: list[Entry], reading: bool = False) -> int:
+        """Moves `entries` into the table; returns how many rows. `reading`: a reader's move (`flush_user`), which
+        leaves the removal of the rows' claims to the drops' thread (on S3 ~14 ms a row: 7 s for 500 rows, until
+        session 43 inside the reader's request)."""
         vectors = self._embed(entries)  # the slow part, outside the lock
         zero = np.zeros(self.encoder.dim, np.float32)
+        notes: list[tuple[Path, dict[str, dict[str, Claim]]]] = []
         with self._move:
             if self.log.closed:  # stopped meanwhile: the batch stays in the log's files, for the next open
                 return 0
             # not moved or forgotten meanwhile, nor of a user held in the log (`held`)
             entries = [e for e in entries if self.log.is_pending(e) and e.key not in self._held]
-            elsewhere: list[StoredPreference] = []  # rows another replica stored: their claims go too
-            if self.store.sync_seconds is not None:  # with replicas
-                entries, elsewhere = self._not_stored_elsewhere(entries)
+            if self.store.sync_seconds is not None:  # with replicas: rows another replica stored go, their claims noted
+                entries, notes = self._not_stored_elsewhere(entries)
             while True:
                 rows = [r for e in entries for r in e.rows]
                 if not rows:
@@ -301,6 +335,7 @@ class Ingestor:
                 except PrefIdConflict as exc:  # left in the log it would stop every batch behind it
                     entries = self._left_out(entries, exc)
             if rows:
+                notes += self._note_stored(rows)
                 # stamped before the rows leave the log's pending ones: a `flush` that finds them no longer pending
                 # reads a time after their commit (the hooks, which run later, may take seconds: a compaction)
                 now = time.time()
@@ -308,7 +343,7 @@ class Ingestor:
                 self._committed_any = now
                 self.log.done(entries)
                 self.moved += len(rows)
-        self._drop_claims(rows + elsewhere)
+        self._drop_claims(notes, background=reading)
         if not rows:
             return 0
         if self.on_moved is not None:
@@ -318,26 +353,108 @@ class Ingestor:
                 log.exception("on_moved hook failed")
         return len(rows)
 
-    def _drop_claims(self, stored: list[StoredPreference]) -> None:
-        """The store's claims on the ids of `stored` (rows now in the table: committed here, or found stored by
-        another replica) go (`PrefIdClaims.drop_stored_of`: only a claim of that row received no later than its copy
-        here). Each user's claims are listed once, the users at once: rows whose ids were not given by a file cost that list only. A
-        claim that cannot be removed is logged and left: it holds its id for the same content only, which the
-        table now holds anyway. With replicas only (a store without claims: nothing)."""
-        claims = getattr(self.store, "claims", None)
-        if claims is None or not stored:
-            return
+    def _note_stored(self, stored: list[StoredPreference]) -> list[tuple[Path, dict[str, dict[str, Claim]]]]:
+        """With claims (replicas), notes the claims of `stored` (rows now in the table: committed here, or found stored
+        by another replica) in a file of `stored-claims/` in the log's folder, before the log forgets the rows: a process
+        killed after that and before the claims went (`_drop_claims`) leaves the note, which the next start drops
+        (`_drop_left_notes`; until session 43 such claims stayed for good, a file or object each). Of one id's copies
+        the latest-received (the time the table keeps). Returns [(the note, its claims by name)], or [] (no claims, no
+        rows). Raises OSError when the note cannot be written (the rows stay in the log: moved again). Under `_move`."""
+        if self._claims is None or not stored:
+            return []
         by_user: dict[tuple[str, str], dict[str, Claim]] = {}
-        for row in stored:  # of one id's copies the latest-received (the time the table keeps)
+        for row in stored:
             held = by_user.setdefault((row.tenant, row.user_id), {})
             claim = claim_of(row, stamped=False)
             if row.pref_id not in held or held[row.pref_id].received_at < claim.received_at:
                 held[row.pref_id] = claim
+        folders = named(by_user)
+        self._notes.mkdir(exist_ok=True)
+        path = self._notes / f"{uuid.uuid4().hex}.json"
+        path.write_bytes(_encode_note(StoredClaims(folders)))  # a kill mid-write: before `done`, the rows still pending
+        return [(path, folders)]
+
+    def _drop_claims(self, notes: list[tuple[Path, dict[str, dict[str, Claim]]]], background: bool = False) -> None:
+        """The noted claims go (`PrefIdClaims.drop_named`: only a claim of that row received no later than its copy
+        here), then their note. Each user's claims are listed once, the users at once. A claim that cannot be
+        removed is logged and its note left (the next start tries again): meanwhile it holds its id for the same
+        content only, which the table holds anyway. `background`: on the drops' thread, not the caller's."""
+        for note in notes:
+            if not background:
+                self._drop_noted(*note)
+                continue
+            try:
+                self._dropping.submit(self._drop_noted, *note)
+            except RuntimeError:  # closed meanwhile (`close`): the note stays, for the next start
+                pass
+
+    def _drop_noted(self, path: Path, folders: Mapping[str, Mapping[str, Claim]]) -> None:
         try:
-            claims.drop_stored_of(by_user)  # the users' claims listed at once (on S3 a LIST each)
-        except Exception as exc:  # noqa: BLE001 (left: the next move of the id, or a DELETE, removes it)
-            log.warning("pref_id claims of %d stored row(s) of %d user(s) were not all removed (%s): each takes only the "
-                        "content the table holds", len(stored), len(by_user), exc)
+            self._claims.drop_named(folders)  # the users' claims listed at once (on S3 a LIST each)
+        except Exception as exc:  # noqa: BLE001 (left: the next start, the next move of the id, or a DELETE removes it)
+            log.warning("pref_id claims of stored rows of %d user(s) were not all removed (%s): each takes only the "
+                        "content the table holds; the next start tries again", len(folders), exc)
+            return
+        with self._notes_lock:
+            path.unlink(missing_ok=True)
+
+    def _drop_left_notes(self) -> None:
+        """The notes an earlier run left (killed before their claims went, or their removal failed): their claims go
+        on the drops' thread. A note cut short by a kill mid-write was written before its rows left the log (they are
+        moved again, noted again): removed."""
+        if self._claims is None or not self._notes.is_dir():
+            return
+        for path in sorted(self._notes.glob("*.json")):
+            try:
+                folders = _decode_note(path.read_bytes()).claims
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                path.unlink(missing_ok=True)
+                continue
+            self._dropping.submit(self._drop_noted, path, folders)
+
+    def _sweep_stored_claims(self) -> None:
+        """`PrefIdClaims.sweep_stored` (on the drops' thread, at start): logged, never raised; not swept, the next start
+        tries again."""
+        def stored(tenant: str, user_id: str) -> dict[str, Claim]:
+            return {r.pref_id: claim_of(r, stamped=False) for r in self.store.preferences_for(tenant, user_id)[0]}
+
+        try:
+            gone = self._claims.sweep_stored(self.store.preference_owners, stored)
+        except Exception as exc:  # noqa: BLE001 (a claim left holds its id for the content the table holds)
+            log.warning("the pref_id claims earlier releases left of stored rows were not all removed (%s): the next "
+                        "start tries again", exc)
+            return
+        if gone:
+            log.info("removed %d pref_id claims of stored rows that earlier releases left", gone)
+
+    def _forget_noted(self, folder: str, before: float | None) -> None:
+        """The notes no longer name the claims of user `folder` received before `before` (None: all). Under `_move`."""
+        if self._claims is None or not self._notes.is_dir():
+            return
+        with self._notes_lock:
+            for path in self._notes.glob("*.json"):
+                try:
+                    folders = dict(_decode_note(path.read_bytes()).claims)
+                except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if folder not in folders:
+                    continue
+                kept = {h: c for h, c in folders.pop(folder).items() if before is not None and c.received_at >= before}
+                if kept:
+                    folders[folder] = kept
+                if not folders:
+                    path.unlink(missing_ok=True)
+                    continue
+                part = path.with_suffix(".tmp")
+                part.write_bytes(_encode_note(StoredClaims(folders)))
+                os.replace(part, path)
+
+    def claims_settled(self) -> None:
+        """Returns once the removals of stored rows' claims handed to the drops' thread so far are done (at once once
+        closed: those not begun stay noted for the next start)."""
+        if self._dropping is not None:
+            with contextlib.suppress(RuntimeError):
+                self._dropping.submit(lambda: None).result()
 
     def _left_out(self, entries: list[Entry], conflict: PrefIdConflict) -> list[Entry]:
         """`entries` without the one holding the row `conflict` names (its index in their rows), which is done
@@ -350,9 +467,9 @@ class Ingestor:
         self.log.done([bad])
         return [e for e in entries if e is not bad]
 
-    def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[StoredPreference]]:
-        """The entries none of whose ids the store holds, and the rows of the others that it holds; the others
-        are done here, left out whole. A
+    def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Path, dict[str, dict[str, Claim]]]]]:
+        """The entries none of whose ids the store holds, and the note of the claims of the others' rows that it
+        holds (`_note_stored`, written before the others are done here, left out whole). A
         request sent with `Idempotency-Key` that another replica stored while this one still held it (the
         client's retry reached the other one, which cannot see this log) has its ids drawn from the key:
         a retry of the same request is held whole, and a request of another number of rows sent with the
@@ -371,8 +488,9 @@ class Ingestor:
         if partly:
             log.warning("%d feedback requests left out: another replica stored a request of other rows under the "
                         "same Idempotency-Key (each request goes whole or not at all)", partly)
+        notes = self._note_stored([r for e in stored for r in e.rows if r.pref_id in held])
         self.log.done(stored)
-        return kept, [r for e in stored for r in e.rows if r.pref_id in held]
+        return kept, notes
 
     def _embed(self, entries: list[Entry]) -> dict[str, np.ndarray]:
         """The vectors of the texts of `entries`, ENCODE_CHUNK texts at a time: the texts of entries no longer
@@ -424,6 +542,8 @@ class Ingestor:
         still in a store call then leaves the closed log alone (`FeedbackLog.done`): its batch stays in the
         log's files, acknowledged, and the next start drops what of it reached the table."""
         self.stop()
+        if self._dropping is not None:  # drops not begun stay noted, for the next start
+            self._dropping.shutdown(wait=False, cancel_futures=True)
         self._thread.join(timeout=timeout)
         if self._thread.is_alive():
             log.warning("the feedback worker is still moving a batch after %g s (a store call that has not returned); "

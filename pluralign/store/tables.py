@@ -1237,6 +1237,14 @@ class Store:
         self._warmer.submit(lambda: None).result()
 
     @_uses("preferences", "read")
+    def preference_owners(self) -> list[tuple[str, str]]:
+        """Every (tenant, user_id) the preferences table holds rows of: one read of those two columns of every row
+        (a one-time pass: `PrefIdClaims.sweep_stored`)."""
+        keys = self._read(lambda: self.preferences.search().select(["tenant", "user_id"]).limit(None).to_arrow()
+                          .group_by(["tenant", "user_id"]).aggregate([]))
+        return list(zip(keys.column("tenant").to_pylist(), keys.column("user_id").to_pylist(), strict=True))
+
+    @_uses("preferences", "read")
     def users_with_preferences(self, owners: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Those of `owners` (tenant, user_id) whose rows the preferences table holds any of: one read of their rows'
         keys per USERS_PER_READ of them (BITMAP index on user_id), not a count per user (~1.4 ms each: a stop's

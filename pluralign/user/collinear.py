@@ -43,20 +43,25 @@ class CollinearFeatures(Base, kw_only=True):
 
     features: list[str]  # (G,) in FEATURE_NAMES order
     direction: list[float]  # (G,) unit vector v over `features`: how the comparisons moved them (first entry > 0)
-    cosine: float  # the smallest |cosine| between two of the features' difference columns (>= COLLINEAR_COSINE)
+    # the smallest |cosine| between two of the features' difference columns: >= COLLINEAR_COSINE for two,
+    # possibly below it for features joined through another (a ~ b and b ~ c join a and c)
+    cosine: float
     mean: float  # posterior mode of s = v . beta
     sd: float  # Laplace posterior standard deviation of s
     p_more: float  # posterior probability that s > 0 (the user prefers more along v)
     # with stated preferences: the same probability from the comparisons alone (fitted under the
     # model's own prior), so a statement the comparisons contradict along the group is visible
     p_more_from_comparisons: float | None = None
+    # how many of the comparisons moved any of `features` (two features that moved in one comparison of
+    # 400 have a cosine of 1 too); 0 in a state stored before it was kept
+    moved_in: int = 0
 
 
 def collinear_groups(named: np.ndarray) -> list[tuple[list[int], np.ndarray, float]]:
     """named (N, F): the chosen-minus-rejected named features of N comparisons. Returns each group of
     at least two features whose columns have |cosine| >= COLLINEAR_COSINE pairwise-connected, as
     (column indices, v (G,) unit and first entry positive, smallest |cosine| among the group's
-    linked pairs). Raises ValueError when `named` is not 2-D."""
+    pairs, those joined through another included). Raises ValueError when `named` is not 2-D."""
     named = np.asarray(named, np.float64)
     if named.ndim != 2:
         raise ValueError(f"`named` has shape {named.shape}, expected (N, F)")
@@ -81,7 +86,7 @@ def collinear_groups(named: np.ndarray) -> list[tuple[list[int], np.ndarray, flo
         block = named[:, cols]
         _, vectors = np.linalg.eigh(block.T @ block)
         v = vectors[:, -1] * (1.0 if vectors[0, -1] >= 0 else -1.0)  # the leading eigenvector, first entry positive
-        pairs = [abs(cos[i, j]) for i in cols for j in cols if i < j and linked[i, j]]
+        pairs = [abs(cos[i, j]) for i in cols for j in cols if i < j]  # every two, those joined through another too
         groups.append((cols, v, float(min(pairs))))
     return groups
 
@@ -131,6 +136,7 @@ def joint_beliefs(design: np.ndarray, names: Sequence[str], feature_names: Seque
         v = np.zeros(len(names))
         v[[cols[i] for i in members]] = v_group
         s0, sd, p_more = direction_probability(design, mean, cov, prior_mean, prior_precision, v)
+        moved_in = int((np.abs(design[:, [cols[i] for i in members]]) > MIN_MOVED).any(axis=1).sum())
         out.append(CollinearFeatures(features=[feature_names[i] for i in members], direction=[round(float(x), 6) for x in v_group],
-                                     cosine=round(cosine, 4), mean=s0, sd=sd, p_more=p_more))
+                                     cosine=round(cosine, 4), mean=s0, sd=sd, p_more=p_more, moved_in=moved_in))
     return out

@@ -17,6 +17,9 @@ direction is shown at all: "no preference learned yet between longer answers and
   user's direction along them jointly, labelled on the same scale: `confident` at probability >=
   Phi(2) (~0.977), `likely` at >= Phi(1) (~0.841), `uncertain` below, and no direction below
   Phi(0.25) (~0.599). Each feature of a group keeps its own marginal (and says it cannot be told apart).
+  A group each of whose features the comparisons settle on their own (`likely` or more; for a stated
+  feature, what the comparisons alone say) is one they did tell apart, however nearly the features
+  moved together: it is not shown, and each feature speaks for itself (`unresolved_groups`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import msgspec
 import numpy as np
 
 from pluralign.data.text import answer_key, shorten
+from pluralign.user.collinear import CollinearFeatures
 from pluralign.user.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
 from pluralign.user.model import UserState
 
@@ -62,7 +66,7 @@ class JointBelief(msgspec.Struct, kw_only=True):
     direction: dict[str, str] | None  # feature -> "more" / "less" along the user's joint direction; None if the posterior hardly leans
     probability: float  # posterior probability of that joint direction (of the likelier side when `direction` is None)
     confidence: str  # "confident" (probability >= Phi(2)), "likely" (>= Phi(1)) or "uncertain"
-    cosine: float  # how nearly the comparisons moved the features in proportion (|cosine| of their differences, >= 0.9)
+    cosine: float  # how nearly the comparisons moved the features in proportion (smallest |cosine| of two features' differences)
     text: str  # e.g. "prefers shorter answers with shorter, plainer words (confident): length and word length moved together ..."
 
 
@@ -85,9 +89,31 @@ def spoken(name: str) -> str:
     return name.replace("_", " ")
 
 
+def _comparisons(n: int, verb: str = "") -> str:
+    """ "1 comparison", "400 comparisons"; with a verb, agreeing: "1 comparison points", "2 comparisons point"."""
+    counted = f"{n} comparison" if n == 1 else f"{n} comparisons"
+    return counted if not verb else f"{counted} {verb}s" if n == 1 else f"{counted} {verb}"
+
+
 def _together(names: Sequence[str]) -> str:
     words = [spoken(n) for n in names]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def settled_by_comparisons(state: UserState, name: str) -> bool:
+    """Whether the user's comparisons settle the named feature's direction on their own (`likely` or
+    more): for a stated feature what they alone say (`state.from_comparisons`), else its posterior."""
+    weight, sd = state.from_comparisons.get(name) or state.coefficient(name)
+    return confidence(weight, sd) != "uncertain"
+
+
+def unresolved_groups(state: UserState) -> list[CollinearFeatures]:
+    """The groups of `state.collinear` whose features the comparisons cannot tell apart: all but those
+    each of whose features they settle on its own (`settled_by_comparisons`). Nearly proportional
+    differences (|cosine| >= 0.9) still leave the features apart when the comparisons are many and
+    varied enough: a user who likes longer answers with plainer words, over answers whose length and
+    word length rose together, is confident on each (tests/service/test_elicitation.py)."""
+    return [g for g in state.collinear if not all(settled_by_comparisons(state, f) for f in g.features)]
 
 
 def _group_contradicts(state: UserState, name: str, said: str) -> bool:
@@ -102,14 +128,16 @@ def _group_contradicts(state: UserState, name: str, said: str) -> bool:
 
 
 def joint_beliefs(state: UserState) -> list[JointBelief]:
-    """Each group of named features the user's comparisons moved together (`state.collinear`, fitted
-    with the state), with the posterior probability of the user's direction along them jointly."""
+    """Each group of named features the user's comparisons moved together and cannot tell apart
+    (`unresolved_groups` of `state.collinear`, fitted with the state), with the posterior probability
+    of the user's direction along them jointly."""
     out = []
-    for group in state.collinear:
+    for group in unresolved_groups(state):
         p = max(group.p_more, 1.0 - group.p_more)
         level = "confident" if p >= _PHI(CONFIDENT_Z) else "likely" if p >= _PHI(LIKELY_Z) else "uncertain"
         sign = 1.0 if group.p_more >= 0.5 else -1.0
-        why = (f"{_together(group.features)} moved together in your {state.n} comparisons, "
+        among = f"{group.moved_in} of your {_comparisons(state.n)}" if 0 < group.moved_in < state.n else f"your {_comparisons(state.n)}"
+        why = (f"{_together(group.features)} moved together in {among}, "
                f"so they cannot tell which of {'the two' if len(group.features) == 2 else 'these'} you care about")
         if p < _PHI(LEANING_Z):
             direction, text = None, f"no preference learned yet along {_together(group.features)} together: {why}"
@@ -122,14 +150,25 @@ def joint_beliefs(state: UserState) -> list[JointBelief]:
     return out
 
 
+def written_sentences(beliefs: Sequence[FeatureBelief], joint: Sequence[JointBelief]) -> list[str]:
+    """The summary's sentences on how answers are written: each joint belief's that is not `uncertain`
+    first, then each feature's that is stated or not `uncertain`, save one that a joint sentence said
+    gives the feature's own direction (it speaks for it). A settled feature of a group whose sentence is
+    not said, or gives it the other direction, keeps its own."""
+    said = [j for j in joint if j.confidence != "uncertain"]
+    covered = {f: d for j in said for f, d in (j.direction or {}).items()}  # feature -> its direction in a said sentence
+    return [j.text for j in said] + [b.text for b in beliefs
+                                     if b.stated or (b.confidence != "uncertain" and covered.get(b.feature) != b.direction)]
+
+
 def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> list[FeatureBelief]:
     """The F named features' beliefs, most certain first (by z = |mean| / sd). On each stated
     feature it also reports what the user's comparisons alone say (`state.from_comparisons`, fitted
     with the state: reading a summary fits nothing); on a feature the comparisons moved together with
-    others (`state.collinear`), which ones, and that the comparisons cannot tell them apart."""
+    others and cannot tell apart from them (`unresolved_groups`), which ones."""
     out = []
     stated = stated or {}
-    together = {f: [g for g in group.features if g != f] for group in state.collinear for f in group.features}
+    together = {f: [g for g in group.features if g != f] for group in unresolved_groups(state) for f in group.features}
     for name in FEATURE_NAMES:
         weight, sd = state.coefficient(name)
         sign, level = direction(weight, sd), confidence(weight, sd)
@@ -142,7 +181,7 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -
             own = f"{direction(w, s_) or 'none'} ({confidence(w, s_)})"
             said = FEATURE_DESCRIPTIONS[name][0 if stated[name] == "more" else 1]
             if (w >= 0) != (stated[name] == "more") and confidence(w, s_) != "uncertain":
-                text += f"; you said you prefer {said}, but your {state.n} comparisons point the other way"
+                text += f"; you said you prefer {said}, but your {_comparisons(state.n, 'point')} the other way"
             else:
                 text += f"; you said you prefer {said}"
         elif name in stated:
@@ -150,7 +189,7 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -
         if name in together:
             text += f"; your comparisons moved it together with {_together(together[name])}, so they cannot tell them apart"
             if name in stated and "point the other way" not in text and _group_contradicts(state, name, stated[name]):
-                text += f", and along them together your {state.n} comparisons point the other way"
+                text += f", and along them together your {_comparisons(state.n, 'point')} the other way"
         out.append(FeatureBelief(
             feature=name, direction=sign, weight=round(weight, 4), sd=round(sd, 4), confidence=level,
             stated=stated.get(name), from_comparisons=own, text=text, collinear_with=together.get(name, []),

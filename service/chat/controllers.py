@@ -460,13 +460,26 @@ async def _first_event(rt: Runtime, future, queue: asyncio.Queue, gone: threadin
     return first_event.result()
 
 
+KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: EventSource and the openai SDKs skip it
+
+
+async def _next_event(queue: asyncio.Queue, keepalive_s: float):
+    """The next event on `queue`, or KEEPALIVE when none came in `keepalive_s` seconds (a proxy in front
+    closes a connection silent past its read timeout). A get cut by the timeout takes nothing off the queue."""
+    try:
+        return await asyncio.wait_for(queue.get(), keepalive_s)
+    except TimeoutError:
+        return KEEPALIVE
+
+
 async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Request | None = None):
     """The SSE events of `make_events(gone)` produced on the scheduler and handed over as they come.
     Waits for the first event, so a request that fails planning is still a plain 4xx. `gone` is set
     when the client goes away: while the request waits for its first event (queued, planning; seen
     with `request`) or once the returned async iterator is closed early. The producer then stops:
     a generation still running stops at its next token (the events pass `gone` on as its cancel
-    event), one not started never runs, and the slot is free for the tenant's next chat."""
+    event), one not started never runs, and the slot is free for the tenant's next chat. Once started, a
+    stream silent for `sse_keepalive_s` seconds (setting) gets a `: keep-alive` comment line."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     gone = threading.Event()
@@ -490,7 +503,7 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
             event = first
             while event is not _END:
                 yield event
-                event = await queue.get()
+                event = await _next_event(queue, rt.settings.sse_keepalive_s)
             await asyncio.wrap_future(future)
         finally:
             gone.set()

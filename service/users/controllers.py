@@ -316,20 +316,29 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
     With claims, all under the user's lock: a DELETE of the user, which removes their claims with their rows, runs
     wholly before or after (until review 40 one between the claims and the log append removed the claims, the
     rows were logged and acknowledged, and another replica then acknowledged their ids with other content).
+    With claims the rows' arrival time is taken under that lock, and their claims and their copies in the log carry
+    it alike: until session 43 the claims carried the request's arrival and the log its later stamp (a new row's at
+    its append, a held row's logged again at that step), and a DELETE on another replica begun between the two removed
+    the claims and kept the rows (the log's copies, received after it), so the ids took other content there.
     A refusal or failure gives the claims back. Raises the 409 and 503 of `_claim_ids`, and a 503 when held rows
     were deleted meanwhile. Run in a thread, under the tenant's import lock."""
     with rt.user_lock(tenant, user_id) if rt.store.claims is not None else contextlib.nullcontext():
+        arrived = None
+        if rt.store.claims is not None:  # one time for the claims and the log (a DELETE here waits for this lock)
+            arrived = time.time()
+            fresh = {id(r): msgspec.structs.replace(r, received_at=arrived) for r in rows}
+            rows, stored = [fresh[id(r)] for r in rows], [fresh[id(r)] for r in stored]
         claimed, moved = _claim_ids(rt, tenant, user_id, rows, stored, records, lines, stamped) if stored or held else ({}, {})
         try:
             if held:  # sent again: received again (a DELETE begun before, finished later on any replica, keeps them)
                 try:
-                    services.received_again(rt, tenant, user_id, held)
+                    services.received_again(rt, tenant, user_id, held, received_at=arrived)
                 except services.HeldRowsGone:
                     raise ServiceUnavailableException(detail="rows of this import that the user held were deleted while it was "
                                                       "stored (a DELETE of the user): nothing was imported; send the import again",
                                                       headers={"Retry-After": "1"}) from None
             if stored:
-                rt.ingest.submit(stored)
+                rt.ingest.submit(stored, received_at=arrived)
         except BaseException:  # refused or failed: not acknowledged
             if claimed or moved:
                 rt.store.claims.release(tenant, user_id, claimed, moved)

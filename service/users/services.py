@@ -50,6 +50,7 @@ from pluralign.user.summary import (
     describe_prototypes,
     feature_beliefs,
     joint_beliefs,
+    written_sentences,
 )
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.metrics import DECLARED_COUNTERS
@@ -59,6 +60,7 @@ from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
 from service.settings import POOLED_PRIOR_MAX_USERS
 from service.users.journal import Unfinished
+from service.waiting_refits import forget_refits
 
 if TYPE_CHECKING:
     from pluralign.user.active import Particles
@@ -646,9 +648,7 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
     nearest = int(np.argmax(protos))
     described = described_prototypes(rt, tenant, rewards)[nearest]
-    # a feature the comparisons cannot tell apart from another speaks through its group's joint sentence
-    sentences = [j.text for j in joint if j.confidence != "uncertain"]
-    sentences += [b.text for b in beliefs if b.stated or (b.confidence != "uncertain" and not b.collinear_with)]
+    sentences = written_sentences(beliefs, joint)
     if not sentences:
         sentences = ["no preference about how answers are written is settled yet"]
     sentences.append(f"closest to prototype {nearest} of {rewards.k} (weight {protos[nearest]:.2f})"
@@ -902,7 +902,7 @@ class HeldRowsGone(Exception):
     again, the rows are stored anew."""
 
 
-def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> None:
+def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str], received_at: float | None = None) -> None:
     """The rows of an import the user holds with the same content (`new_rows`' `held`: in the table or in this
     replica's feedback log) count as received now, as the import's new rows do. Those in the table have their
     `received_at` moved on (`Store.received_again`): a DELETE of the user begun before
@@ -911,8 +911,11 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> N
     held in this replica's feedback log, not yet moved, are logged again, received now: a DELETE's record
     applied here (`service.deletions`) drops the copy received before it began and keeps this one, and the
     mover keeps the latest time of one row's copies (`Store.add_preferences`). Until session 40 they kept
-    their first time, and that record dropped them. Raises HeldRowsGone when some went from the table
-    meanwhile. Run in a thread, under the tenant's import lock (with replicas, and the user's lock:
+    their first time, and that record dropped them. `received_at` (unix seconds; None: now): when the import
+    arrived, the time its claims on those ids carry (`controllers._claim_and_log`); the copy logged again carries it
+    too. Until session 43 it carried the log's stamp, later: a DELETE on another replica begun between the two removed the
+    claim (received before it) and kept the copy (received after), and the id took other content there beside it.
+    Raises HeldRowsGone when some went from the table meanwhile. Run in a thread, under the tenant's import lock (with replicas, and the user's lock:
     `service.users.controllers._claim_and_log`)."""
     wanted = set(held)
     logged = {r.pref_id: r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows if r.pref_id in wanted}
@@ -920,8 +923,8 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> N
     if in_table and rt.store.received_again(tenant, user_id, in_table) < len(in_table):
         raise HeldRowsGone
     if logged:
-        now = time.time()
-        rt.ingest.submit([msgspec.structs.replace(row, received_at=now) for row in logged.values()])
+        at = time.time() if received_at is None else received_at
+        rt.ingest.submit([msgspec.structs.replace(row, received_at=at) for row in logged.values()], received_at)
 
 
 class EmbeddingsNotForgotten(RuntimeError):
@@ -1049,6 +1052,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, fin
     cache_error = _forget_vectors(rt, tenant, user_id)
     counts = rt.store.delete_user(tenant, user_id)
     forget_claims(rt, tenant, user_id, started_at)
+    forget_refits(rt, [(tenant, user_id)])  # their id goes from the waiting refits' file too
     # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops
     # before the steps below; once per DELETE (finishing one from the journal, it may be there already)
     if rt.deletion_sweep is not None and (any(counts.values()) or not recorded_since(rt, tenant, user_id, started_at)):

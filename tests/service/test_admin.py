@@ -132,8 +132,11 @@ def test_the_triggered_adapter_is_trained_promoted_and_served(svc):
     assert record.adapter == adapter_name("acme", "fred") and profile["adapter"] == record.adapter
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
-def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dashboard_shows_it(svc):
+@pytest.fixture(scope="module")
+def audited(svc):
+    """globex's persona users (a 25% minority holding the opposite stance) and umbrella's two, each tenant audited once
+    by `segment` (umbrella first): (globex's records, globex's first report). A fixture, not the first test's side
+    effect: xdist may run this module's later tests on another worker, which then audits on its own service."""
     protocol = build_persona(PersonaConfig(groups=2, group_weights=(0.75, 0.25), users_per_group=4, comparisons_per_user=12, seed=2), SHARED_DATA)
     records = [*protocol.seen.train, *protocol.seen.val, *protocol.seen.test]  # 12 per user: below adapter_every
     with svc.client("globex") as c:
@@ -159,6 +162,13 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         report = r.json()
         assert report["previous_created_at"] is None, (report, other.json()["created_at"])
         assert report["worst_group_accuracy_change"] is None and report["gap_change"] is None
+    return records, report
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
+def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dashboard_shows_it(svc, audited):
+    records, report = audited
+    with svc.client("admin") as admin:
         by = {g["group"]: g for g in report["groups"]}
         assert set(by) == {"majority", "minority"}
         assert by["majority"]["users"] == 6 and by["minority"]["users"] == 2
@@ -242,11 +252,11 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
                 body = {"type": "comparison", "user": user, "prompt": f"Tea or coffee, take {i}?", "chosen": "Tea.",
                         "rejected": "Coffee.", "attributes": {"segment": segment}}
                 assert c.post("/v1/feedback", json=body).status_code == 201
-    reading, original = threading.Event(), Admin.reports
+    reading, answered, original = threading.Event(), threading.Event(), Admin.reports
 
-    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored
+    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored: 2 s, or until /health is answered
         reading.set()
-        time.sleep(2.0)
+        answered.wait(2.0)  # read on the event loop, the /health below waits for these 2 s (it cannot be answered first)
         return original(self, limit, **scope)
 
     monkeypatch.setattr(Admin, "reports", slow_reports)
@@ -264,6 +274,7 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
         start = time.monotonic()
         assert other.get("/health").status_code == 200
         took = time.monotonic() - start
+    answered.set()
     thread.join(60)
     assert answer["r"].status_code == 200, answer["r"].text
     assert took < 1.0, took  # 2 s and more while the reports were read on the event loop
@@ -348,7 +359,8 @@ def test_the_report_of_a_job_that_is_no_audit_is_a_404_naming_its_kind(svc):
         state.runner.purge(adapter.id)
 
 
-def test_polling_an_audit_while_it_runs_is_that_job_and_its_report_is_read_by_its_id(svc):
+@pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
+def test_polling_an_audit_while_it_runs_is_that_job_and_its_report_is_read_by_its_id(svc, audited):
     """An admin polls: the audit route's 202 names the job, and its report is `GET /admin/jobs/{id}/report` (202 with the
     job until it ends, then the report with its change since the previous one). Before, no route gave a finished
     audit's report (`GET /admin/jobs/{id}` has its top-level numbers only, no group), and asking the audit route again
@@ -393,7 +405,8 @@ def test_polling_an_audit_while_it_runs_is_that_job_and_its_report_is_read_by_it
             state.runner.purge(running.id)
 
 
-def test_a_tenants_dashboard_shows_its_own_audits_however_many_another_tenant_ran_since(svc):
+@pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
+def test_a_tenants_dashboard_shows_its_own_audits_however_many_another_tenant_ran_since(svc, audited):
     """`/admin/dashboard?tenant=umbrella` shows umbrella's latest audit and its audits over time. Before, `?tenant=` chose
     only whose answers describe the prototypes: the page read the newest 50 audits of every tenant, so it showed
     globex's latest audit, and 50 audits of globex since pushed umbrella's off the page altogether."""

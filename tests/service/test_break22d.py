@@ -4,6 +4,7 @@ the way a careless or hostile operator or client would, each over HTTP against t
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
-from service.admin.retention import ORPHAN_GRACE_S
+from service.admin.retention import ORPHAN_GRACE_S, JobRetention
 from tests.service.test_break20_delete import give_comparisons
 from tests.service.tiny import fspo_service, start_service
 from training.jobs.record import Job, job_encoder
@@ -33,7 +34,7 @@ def adapter_jobs(admin, user: str) -> list[dict]:
     return [j for j in admin.get("/admin/jobs?kind=adapter").json()["jobs"] if j["params"].get("user") == user]
 
 
-def test_retention_keeps_the_job_the_adapter_trigger_counts_from(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+def test_retention_keeps_the_job_the_adapter_trigger_counts_from(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     """The trigger counts a user's new comparisons from the most any of their adapter jobs that was
     not cancelled recorded; an operator's own retrain (`{"user": "lena"}`, `comparisons` 0) is newer.
     Before: the retention kept the newest job not cancelled (the retrain, 0), purged the trigger's,
@@ -44,8 +45,17 @@ def test_retention_keeps_the_job_the_adapter_trigger_counts_from(tmp_path, tiny_
     by_hand = finished_job(jobs_folder, "adapter", {"tenant": "acme", "user": "lena"}, LONG_AGO + 3600)
     server, svc = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
                                 adapter_every=every, job_retention_s=RETENTION_S)
+    passes, pass_once = threading.Semaphore(0), JobRetention.run_once
+
+    def counted(self, now=None):
+        try:
+            return pass_once(self, now)
+        finally:
+            passes.release()
+
+    monkeypatch.setattr(JobRetention, "run_once", counted)
     with server, svc.client("acme") as c, svc.client("admin") as admin:
-        time.sleep(1.5)  # a retention pass ran at start
+        assert passes.acquire(timeout=60), "no retention pass ran at start"  # (a fixed 1.5 s before)
         give_comparisons(c, "lena", "tea", n=every)  # the count the trigger's job recorded: nothing new
         svc.runtime.wait_for_background()
         ids = {j["id"] for j in adapter_jobs(admin, "lena")}

@@ -235,10 +235,6 @@ def test_the_mover_lists_the_claims_of_a_batch_s_users_at_once(s3):
     """Review of session 42: the mover looks for the claims of every row it stores, a listing of each user's claims
     (on S3 a LIST), one user after another: ~25 ms a user against moto, 1.6 s more for each batch of 64 users'
     feedback (which never has claims). Now they are listed several at a time; the claims still go."""
-    from types import SimpleNamespace
-
-    from pluralign.store.ingest import Ingestor
-
     claims = S3Claims(s3.uri(f"users-{uuid.uuid4().hex[:8]}"), s3.options)
     rows = [StoredPreference(tenant="acme", user_id=f"u{i}", pref_id=f"p-{i}", prompt="Tea?", chosen="Tea.", rejected="No.",
                              kind="comparison", created_at=1.0, received_at=100.0) for i in range(12)]
@@ -259,7 +255,8 @@ def test_the_mover_lists_the_claims_of_a_batch_s_users_at_once(s3):
                 busy[0] -= 1
 
     claims._names = counted
-    Ingestor._drop_claims(SimpleNamespace(store=SimpleNamespace(claims=claims)), rows)  # the mover's step, on a batch
+    # the mover's step on a batch (`Ingestor._drop_noted`, of its note since session 43: the claims by name)
+    claims.drop_named(claims_module.named({("acme", r.user_id): {r.pref_id: claim_of(r, stamped=False)} for r in rows}))
     assert most[0] > 1, most  # before: 1
     del claims._names
     assert all(claims._names(claims_module._folder("acme", row.user_id)) == [] for row in rows[:4])
@@ -312,3 +309,18 @@ def test_a_refused_import_puts_back_the_time_it_moved_on_unless_moved_again(repl
     assert c.claim("acme", USER, claim("Tea.", 300.0)) == ([], {})
     b.release("acme", USER, {}, moved)
     assert held(a).received_at == 300.0
+
+
+def test_the_sweep_of_what_earlier_releases_left_removes_only_stored_rows_claims_once(replicas):
+    """Session 43: `sweep_stored`, the first start's pass over the claims earlier releases left of stored rows (on a
+    folder and on S3, whose user folders it lists by delimiter): the claim of a stored row goes; one of a row not stored
+    stays (acknowledged on a replica, not moved yet), and so does one received after the stored copy (another replica's
+    later copy, still in its log). Once marked, the store is not swept again."""
+    claims = replicas()
+    tea, milk, later = claim("Tea.", 100.0, "p-1"), claim("Milk.", 100.0, "p-2"), claim("Cocoa.", 200.0, "p-3")
+    assert len(claims.claim("acme", USER, {**tea, **milk, **later})[0]) == 3
+    stored = {"p-1": tea["p-1"], "p-3": claim("Cocoa.", 150.0, "p-3")["p-3"]}
+    owners = [("acme", USER), ("acme", "no-claims")]
+    assert claims.sweep_stored(lambda: owners, lambda tenant, user_id: stored if user_id == USER else {}) == 1
+    assert held(claims, "p-1") is None and held(claims, "p-2") is not None and held(claims, "p-3") is not None
+    assert claims.sweep_stored(lambda: owners, lambda tenant, user_id: stored) is None  # marked: not again

@@ -583,3 +583,115 @@ def test_a_stated_preference_on_a_feature_that_is_not_one_is_a_400_naming_it(svc
         r = c.patch("/v1/users/namer/stated-preferences", json={"preferences": {name: "more"}})
         assert r.status_code == 400 and field_named(r).startswith(f"preferences.{name[:40]}"), r.text
         assert c.get("/v1/users/namer/stated-preferences").json()["version"] == 0
+
+
+def import_longer_with_plainer_words(c, user: str) -> None:
+    """96 comparisons (8 prompts x 12 answers) of a 3-word answer of 3-letter words against a longer one
+    (6 to 26 words) whose words are longer in rough proportion (length and word length move together:
+    cosine 0.97), picked by a user who likes longer answers and dislikes longer words (Bradley-Terry on
+    3 x length - word length, drawn with a seed): the comparisons tell the two apart, each confidently."""
+    import numpy as np
+
+    from pluralign.user.features import response_features
+
+    short = "Cat cat cat."
+    word = {3: "cat", 4: "bird", 5: "house", 6: "garden", 7: "kitchen", 8: "building", 9: "furniture", 10: "restaurant"}  # letters ->
+    longer = [" ".join([word[3 + words // 4 + extra]] * words) + "." for words in (6, 10, 16, 26) for extra in (-1, 0, 1)]
+    moved = response_features(longer) - response_features([short])  # (12, F)
+    rng = np.random.default_rng(0)
+    rows = []
+    for topic in TOPICS[:8]:
+        for answer, x in zip(longer, moved, strict=True):
+            picked = rng.random() < 1 / (1 + np.exp(-(3 * x[0] - x[4])))
+            rows.append({"prompt": f"Tips on {topic}?", "chosen": answer if picked else short, "rejected": short if picked else answer})
+    r = c.post(f"/v1/users/{user}/import", content="\n".join(json.dumps(x) for x in rows).encode(),
+               headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 201 and len(r.json()["stored"]) == len(rows), r.text
+
+
+def test_features_moved_together_that_the_comparisons_still_tell_apart_each_speak_for_themselves(svc):
+    """Length and word length moved together (cosine >= 0.9), yet 96 comparisons settle each of them
+    (longer answers, shorter words: each confident on its own). The summary called them features the
+    comparisons "cannot tell apart", left both confident sentences out and led with the group's own,
+    along a direction the user barely leans on: "prefers shorter answers with shorter, plainer words
+    (likely)", the opposite of the user's confident "longer answers" (with other words, whose group
+    sentence was `uncertain`: "no preference about how answers are written is settled yet")."""
+    with svc.client() as c:
+        import_longer_with_plainer_words(c, "contrast")
+        summary = c.get("/v1/users/contrast").json()["summary"]
+    from pluralign.user import UserState
+
+    (group,) = UserState.decode(svc.runtime.store.get_user("acme", "contrast").user_model).collinear  # moved together, stored
+    assert group.features == ["length", "word_length"] and group.cosine >= 0.9, group
+    features = {f["feature"]: f for f in summary["features"]}
+    assert features["length"]["direction"] == "more" and features["length"]["confidence"] == "confident", features["length"]
+    assert features["word_length"]["direction"] == "less" and features["word_length"]["confidence"] == "confident"
+    # before: ["no preference about how answers are written is settled yet", ...]
+    assert features["length"]["text"] in summary["sentences"] and features["word_length"]["text"] in summary["sentences"], summary
+    assert summary["joint"] == [], summary["joint"]
+    for name in ("length", "word_length"):
+        assert features[name]["collinear_with"] == [] and "cannot tell" not in features[name]["text"], features[name]
+        assert features[name]["text"] in summary["sentences"], summary["sentences"]
+
+
+def test_a_user_of_one_comparison_reads_one_comparison(svc):
+    """One comparison moves every feature it moves together (a cosine of +-1 over one row): the group's
+    sentence read "moved together in your 1 comparisons", and a stated preference it contradicts
+    "your 1 comparisons point the other way"."""
+    with svc.client() as c:
+        r = c.post("/v1/users/once/import", content=json.dumps({"prompt": "Tips on sleep?", "chosen": PLAIN_ANSWERS[0],
+                                                                "rejected": WORDY_ANSWERS[0]}).encode(),
+                   headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+        assert c.patch("/v1/users/once/stated-preferences", json={"preferences": {"length": "more"}}).status_code == 200
+        summary = c.get("/v1/users/once").json()["summary"]
+    (joint,) = summary["joint"]
+    assert "moved together in your 1 comparison, so" in joint["text"], joint["text"]
+    texts = [joint["text"], *summary["sentences"], *(f["text"] for f in summary["features"])]
+    assert not [t for t in texts if "1 comparisons" in t], texts
+    length = next(f for f in summary["features"] if f["feature"] == "length")
+    assert length["text"].endswith("and along them together your 1 comparison points the other way"), length["text"]
+
+
+def test_features_that_moved_in_one_comparison_of_many_are_said_to_have_moved_in_that_one(svc):
+    """Two features that moved in one comparison only (the chosen answer a list with exclamation marks,
+    every other answer prose without one) have a cosine of 1 and form a group; its sentence said they
+    "moved together in your 17 comparisons"."""
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": PLAIN_ANSWERS[i % 5], "rejected": WORDY_ANSWERS[i % 5]}
+            for i, topic in enumerate(TOPICS)]
+    rows.append({"prompt": "Tips on sleep?", "chosen": "Try these!\n- Rest well!\n- Walk daily!\n- Read more!",
+                 "rejected": "Rest well, walk daily and read more."})
+    with svc.client() as c:
+        r = c.post("/v1/users/listed-once/import", content="\n".join(json.dumps(x) for x in rows).encode(),
+                   headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201 and len(r.json()["stored"]) == len(rows), r.text
+        summary = c.get("/v1/users/listed-once").json()["summary"]
+    [joint] = [j for j in summary["joint"] if "list_items" in j["features"]]
+    assert joint["features"] == ["list_items", "exclamations"], joint
+    assert f"moved together in 1 of your {len(rows)} comparisons, so" in joint["text"], joint["text"]
+
+
+def test_a_user_model_a_later_release_wrote_is_refitted_not_served_nor_a_500(svc):
+    """A release that shares the schema version but knows fewer state fields (before profile43's
+    `collinear`, before `moved_in`) reads a later release's user model as unreadable: it refits the user
+    from their comparisons at their next request (docs/operations.md, going back to an earlier version)."""
+    import msgspec
+
+    from pluralign.user import UserState
+
+    rt = svc.runtime
+    with svc.client() as c:
+        rows = [{"prompt": f"Tips on {topic}?", "chosen": PLAIN_ANSWERS[i % 5], "rejected": WORDY_ANSWERS[i % 5]}
+                for i, topic in enumerate(TOPICS)]
+        assert c.post("/v1/users/rolled-back/import", content="\n".join(json.dumps(x) for x in rows).encode(),
+                      headers={"content-type": "application/x-ndjson"}).status_code == 201
+        assert c.get("/v1/users/rolled-back").status_code == 200
+        rt.wait_for_background()  # the import's own refit, done: it would write over the later state
+        record = rt.store.get_user("acme", "rolled-back")
+        later = {**msgspec.msgpack.decode(record.user_model), "a_later_field": [1.0]}
+        rt.store.put_user(msgspec.structs.replace(record, user_model=msgspec.msgpack.encode(later), updated_at=record.updated_at + 1e-3))
+        assert b"a_later_field" in rt.store.get_user("acme", "rolled-back").user_model
+        r = c.get("/v1/users/rolled-back")
+    assert r.status_code == 200, r.text
+    assert r.json()["user_model"]["comparisons"] == len(rows) and r.json()["summary"]["joint"], r.json()["summary"]
+    assert UserState.decode(rt.store.get_user("acme", "rolled-back").user_model).n == len(rows)  # written back readable

@@ -51,7 +51,12 @@ def test_refits_skipped_during_a_backlog_run_once_it_clears_never_for_a_user_del
             for user in ("r42-quiet", "r42-gone"):  # their own rows moved by a read that refits nothing, the others waiting
                 assert c.get(f"/v1/users/{user}/preferences").json()["total"] == 2
             assert _stored(rt, "r42-gone") == (1, {})
+            waiting = rt.settings.data_path / "refits-waiting.jsonl"  # a crash now finds their refits owed
+            assert "r42-gone" in waiting.read_text() and "r42-quiet" in waiting.read_text()
             assert c.delete("/v1/users/r42-gone").status_code == 200
+            # nothing of theirs left behind (reviewrp43; before, their id stayed on disk until the backlog cleared and
+            # the refit queue drained, for good while it never did), and nothing owed lost for the others
+            assert "r42-gone" not in waiting.read_text() and "r42-quiet" in waiting.read_text()
         rt.wait_for_background()  # the worker moves r42-busy's record: the log is empty
         assert _stored(rt, "r42-busy") == (1, {})
         assert _stored(rt, "r42-quiet") == (2, {"segment": "north"})  # before: (1, {}) until they came back
@@ -177,3 +182,24 @@ def test_background_refits_take_the_tenants_in_turn(service):
     fitted = {user: rt.store.get_user(tenant, user).updated_at for tenant, user in [*(("acme", u) for u in acme), ("globex", "r42-turn-globex")]}
     order = sorted(fitted, key=fitted.get)
     assert order.index("r42-turn-globex") == 1, order  # acme's first (its read emptied the log), then globex's turn
+
+
+def test_the_waiting_file_is_written_whole_again_once_it_has_more_lines_than_the_bound_over_64(service, monkeypatch):
+    """Review of replicas43: no test held the file's bound (the rewrite mutated away, every test passed). A backlog that
+    never clears appends a line per moved batch; past MAX_WAITING_REFITS / 64 lines (2 here) the file is written whole
+    again with the users still owed, each once."""
+    import service.feedback.services as feedback
+
+    rt = service.runtime
+    monkeypatch.setattr(feedback, "MAX_WAITING_REFITS", 2 * 64)
+    waiting = rt.settings.data_path / "refits-waiting.jsonl"
+    users = [f"r43-line{i}" for i in range(4)]
+    with service.client() as c, rt.ingest.paused():  # a backlog: r43-lines-busy's record waits in the log throughout
+        _send(c, "r43-lines-busy", "busy")
+        for user in users:
+            _send(c, user, "first")
+            assert c.get(f"/v1/users/{user}/preferences").json()["total"] == 1  # moved by the read: a line appended
+        lines = waiting.read_bytes().splitlines()
+        assert len(lines) <= 2, lines  # before the bound's rewrite: 4 lines
+        assert {tuple(k) for line in lines for k in json.loads(line)} >= {("acme", user) for user in users}
+    rt.wait_for_background()

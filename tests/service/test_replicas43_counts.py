@@ -6,6 +6,7 @@ by two replicas, others' by none)."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import lancedb
 import pyarrow as pa
@@ -22,11 +23,11 @@ OLD_SCHEMA = pa.schema([pa.field("replica", pa.int32(), nullable=False), pa.fiel
                         pa.field("ahead_s", pa.float64(), nullable=False), pa.field("instance", pa.string(), nullable=True)])
 
 
-def write_row(store: str, replica: int, replicas: int | None, instance: str) -> None:
-    """Replica `replica`'s clock row, stamped now, as its sweep's pass writes it (`replicas` None: the previous
-    release's row, without the column)."""
+def write_row(store: str, replica: int, replicas: int | None, instance: str, ago_s: float = 0.0) -> None:
+    """Replica `replica`'s clock row, stamped now (or `ago_s` seconds ago: its last pass before it stopped), as its
+    sweep's pass writes it (`replicas` None: the previous release's row, without the column)."""
     db = lancedb.connect(store)
-    row = {"replica": [replica], "at": [time.time()], "ahead_s": [0.0], "instance": [instance]}
+    row = {"replica": [replica], "at": [time.time() - ago_s], "ahead_s": [0.0], "instance": [instance]}
     schema = OLD_SCHEMA if replicas is None else OLD_SCHEMA.append(pa.field("replicas", pa.int32(), nullable=True))
     if replicas is not None:
         row["replicas"] = [replicas]
@@ -63,6 +64,10 @@ def test_a_replica_set_up_unlike_the_live_ones_is_refused_at_start_naming_the_se
     with pytest.raises(ValueError, match="PLURALIGN_REPLICA_INDEX") as refused:
         open_store(settings(tmp_path, "b", replicas=2, index=0), minilm)
     assert "PLURALIGN_REPLICA_INDEX=0" in str(refused.value) and "another data folder" in str(refused.value)
+    # replica 0 back on a new volume (its folder's id gone with the old one): the operator is told it need only wait, and
+    # nothing of changing the count (reviewrp43; before: "To change how many replicas run, stop them all ...")
+    assert "this replica's last run on a data folder since replaced" in str(refused.value), refused.value
+    assert "start it again in 60 s" in str(refused.value) and "how many replicas run" not in str(refused.value)
 
     open_store(settings(tmp_path, "a", replicas=2, index=0), minilm)  # replica 0 restarted on its own folder
     open_store(settings(tmp_path, "c", replicas=2, index=1), minilm)
@@ -73,3 +78,70 @@ def test_a_replica_set_up_unlike_the_live_ones_is_refused_at_start_naming_the_se
     with pytest.raises(ValueError, match="PLURALIGN_REPLICAS=2 has no place for"):
         open_store(settings(tmp_path, "d", replicas=2, index=1), minilm)
 
+
+
+class PreemptedOnce:
+    """A store connection on which an earlier release's replica writes its clock row (its pass, every
+    `deletion_sweep_s`) right after the clock table is first opened: between that open and the new column's
+    addition, as it lands at times when the two run side by side in a rolling upgrade."""
+
+    def __init__(self, store: str):
+        self.db, self.store, self.preempted = lancedb.connect(store), store, False
+
+    def open_table(self, name: str):
+        table = self.db.open_table(name)
+        if not self.preempted:
+            self.preempted = True
+            write_row(self.store, 1, None, "9" * 32)
+        return table
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def test_a_replica_adding_the_clock_table_s_columns_while_an_earlier_release_writes_its_row_writes_its_own(tmp_path):
+    """Review of replicas43. Lance refuses `add_columns` when another commit lands between its read and its write (a
+    retryable commit conflict): a replica of the previous release writing its clock row then. Before: the refusal was
+    taken for "added by another replica meanwhile", the table kept without the `replicas` column, and every pass of
+    this replica's sweep failed writing its row for as long as it ran ("Field 'replicas' not found in target
+    schema": its clock never compared, its count never seen). Now the addition is tried again on the newest version."""
+    store = str(tmp_path / "shared-lancedb")
+    write_row(store, 1, None, "9" * 32)  # the previous release's table and replica 1's row
+    mine = clocks.ReplicaClocks(PreemptedOnce(store), 0, stale_after_s=60.0, replicas=2, folder_id=FOLDER_A)
+    mine.beat()
+    rows = {r["replica"]: r for r in clocks.recent_rows(lancedb.connect(store), 60.0)}
+    assert rows[0]["replicas"] == 2 and clocks.folder_of(rows[0]["instance"]) == FOLDER_A, rows
+    assert rows[1]["replicas"] is None
+
+
+def test_a_count_changed_as_deploy_readme_says_raises_no_alarm_and_a_live_replica_of_another_count_does(tmp_path):
+    """Review of replicas43. Three replicas stopped 61 s ago (3 passes and a bit, as deploy/README.md says to change the
+    count), then started with PLURALIGN_REPLICAS=2. Their rows are not recent enough to refuse the start, but the
+    running check took every row it had not yet watched stop changing for 3 passes as live: for its first minute each
+    new replica logged an error, /health said `degraded` and `pluralign_replica_counts_disagree` was 1 (replicas 1 and 2
+    "run with PLURALIGN_REPLICAS=3"): an alert paged at every count change done right. Now a row counts once it was
+    written again since this replica first read it; a live replica set up with another count is still said one pass
+    later."""
+    store = str(tmp_path / "shared-lancedb")
+    for i, folder in enumerate("abc"):
+        write_row(store, i, 3, f"d:{folder * 32}:{str(i) * 32}", ago_s=61.0)
+    db = lancedb.connect(store, read_consistency_interval=timedelta(0))  # as a replica's store: its reads see new commits
+    mine = clocks.ReplicaClocks(db, 0, stale_after_s=60.0, replicas=2, folder_id=FOLDER_A)
+    mine.beat()
+    assert mine.counts == {}  # before: {1: 3, 2: 3}
+    write_row(store, 1, 3, f"d:{'b' * 32}:{'9' * 32}")  # replica 1 started again, with the old count: live
+    mine.beat()
+    assert mine.counts == {1: 3}
+    assert "replica 1 runs with PLURALIGN_REPLICAS=3" in clocks.counts_words(mine.counts, 2)
+
+
+def test_a_count_left_in_a_row_an_earlier_release_wrote_over_is_not_compared():
+    """Review of replicas43: the guard no test held (mutated away, every test passed). A replica rolled back to the
+    previous release writes its row with the columns it knows: `instance` becomes its random hex, `replicas` keeps what
+    the newer release wrote (measured: merge_insert leaves a column its source lacks as it was). That count may be
+    stale (the count changed since), so it is compared only under an instance naming a data folder."""
+    now = time.time()
+    rolled_back = {"replica": 1, "at": now, "ahead_s": 0.0, "instance": "9" * 32, "replicas": 2}
+    assert clocks.counts_disagree([rolled_back], 3) == {}
+    newer = {**rolled_back, "instance": f"d:{FOLDER_A}:{'1' * 32}"}
+    assert clocks.counts_disagree([newer], 3) == {1: 2}

@@ -270,7 +270,8 @@ def test_other_content_is_a_409_while_the_first_row_is_being_moved(replicas):
 
         def a_moves_then_claim(*args):
             del claims.claim
-            a.runtime.ingest.flush_user("acme", user)  # "Tea." committed, its claim removed (the worker is paused)
+            a.runtime.ingest.flush_user("acme", user)  # "Tea." committed (the worker is paused)
+            a.runtime.ingest.claims_settled()  # and its claim removed (a reader's move leaves that to the drops' thread)
             return claims.claim(*args)
 
         with b.runtime.ingest.paused():
@@ -372,3 +373,71 @@ def test_a_refused_import_of_a_row_another_replica_holds_leaves_its_claim_as_it_
             assert refused.status_code == 409 and "line 2.pref_id" in refused.text, refused.text
         b.runtime.ingest.flush()
         assert claim_files(b, user) == []  # before: p-1's claim, at a's time
+
+
+def test_a_delete_on_another_replica_takes_the_user_from_this_one_s_waiting_refits_file(replicas):
+    """Review of replicas43. Replica a moved the user's feedback during a backlog: their refit waits, named in a's
+    `refits-waiting.jsonl` (so a crash loses it not). The DELETE is answered by replica b; a applies its record.
+    Before: the user's id stayed in a's file until a's refit queue drained with nobody waiting, for good while a's
+    backlog never cleared (and a crash meanwhile kept it across the restart). Now applying the record takes it out,
+    the other user's owed refit staying."""
+    user = "gone43w"
+    a, b = replicas
+    waiting = a.runtime.settings.data_path / "refits-waiting.jsonl"
+    comparison = {"type": "comparison", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+    with a.client("acme") as ca, b.client("acme") as cb:
+        with a.runtime.ingest.paused():  # a backlog on a: busy43w's record waits in its log throughout
+            for who in (user, "busy43w", "kept43w"):
+                assert ca.post("/v1/feedback", json={**comparison, "user": who}).status_code == 201
+            for who in (user, "kept43w"):  # their own rows moved by a read: their refits wait
+                assert ca.get(f"/v1/users/{who}/preferences").json()["total"] == 1
+            assert user in waiting.read_text() and "kept43w" in waiting.read_text()
+            assert cb.delete(f"/v1/users/{user}").status_code == 200
+            a.runtime.deletion_sweep.run_once()  # the record applied to a's files
+            assert user not in waiting.read_text(), waiting.read_text()  # before: still named
+            assert "kept43w" in waiting.read_text()
+        a.runtime.wait_for_background()
+
+
+@pytest.mark.parametrize("sent_before", [False, True], ids=["new-row", "row-in-the-log-sent-again"])
+def test_an_import_s_rows_in_the_log_carry_the_time_their_claims_carry(replicas, sent_before):
+    """Session 43. An import of p-1 ("Tea.") through a: new, or waiting in a's feedback log already and sent again. A
+    DELETE of the user through b begins after a's claim of p-1 is written (or moved on) and before its row reaches a's
+    log (run from a hook on a's claims). Before, the claim carried the import's arrival time and the log copy a later
+    one (the log writer's stamp at its append, or the time of the step logging a held row again): the DELETE removed
+    the claim (received before it began) while a's sweep of its record kept the copy (received after), and b then
+    acknowledged p-1 with other content ("Coffee.", 201), which a's mover beat to the table (b's dropped). Now the
+    claim and the copy carry one time, taken under the user's lock: the DELETE removes both, "Coffee." is p-1."""
+    user = f"relog43-{int(sent_before)}"
+    a, b = replicas
+    with a.client("acme") as ca, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{user}/import", content=line("p-0", "Milk.")).status_code == 201  # a user b can DELETE
+        a.runtime.ingest.flush()
+        claims = a.runtime.store.claims
+        deleted: list = []
+
+        def claim_then_delete(*args):
+            found = type(claims).claim(claims, *args)
+            if not deleted:
+                deleted.append(cb.delete(f"/v1/users/{user}"))  # begins after the claim, before the log append
+            return found
+
+        with a.runtime.ingest.paused(), b.runtime.ingest.paused():
+            if sent_before:
+                assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
+            claims.claim = claim_then_delete
+            try:
+                tea = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea."))
+            finally:
+                vars(claims).pop("claim", None)
+            assert deleted and deleted[0].status_code == 200, deleted
+            assert tea.status_code == 201 and tea.json()["already_stored"] == ["p-1"] * sent_before, tea.text
+            assert a.runtime.deletion_sweep.run_once() >= 1  # a applies b's record (and earlier tests') to its log
+            coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+            assert coffee.status_code == 201, coffee.text
+        a.runtime.ingest.flush()
+        b.runtime.ingest.flush()
+        b.runtime.store.refresh("preferences")
+        page = cb.get(f"/v1/users/{user}/preferences")
+        assert page.status_code == 200, page.text
+        assert [(r["pref_id"], r["chosen"]) for r in page.json()["data"]] == [("p-1", "Coffee.")]  # before: Tea. (Coffee. dropped)

@@ -316,3 +316,51 @@ def test_maxmin_for_a_new_user_is_not_the_population_priors_favourite(svc):
             assert served["chosen_index"] == select_maxmin(table)
             differ += int(np.argmax(rt.rewards.score(rt.rewards.prior(), prompts, vectors)) != select_maxmin(table))
     assert differ >= 1, "every chat's MaxMin candidate was also the prior's favourite: nothing was tested"
+
+
+def test_a_silent_stream_sends_keep_alive_comments_that_clients_skip(svc):
+    """Before (reviewbr43): once a stream's headers went, nothing more went until the next piece: a chat
+    reranking several candidates is silent while they generate (~50 s on a CPU), past nginx's 60 s read
+    timeout on a slow box, and the proxy cut it. Now a comment line goes out every `sse_keepalive_s`. The
+    generation is held here by holding the generator's lock (as a chat ahead of it does), so the stream is
+    silent for as long as the test needs; the timer only ends a wait that never sees a comment."""
+    import threading
+
+    import msgspec
+
+    rt = svc.runtime
+    settings, lock = rt.settings, rt.generator._lock
+    released = threading.Lock()
+
+    def release() -> None:
+        if released.acquire(blocking=False):
+            lock.release()
+
+    rt.settings = msgspec.structs.replace(settings, sse_keepalive_s=0.05)
+    lock.acquire()
+    timer = threading.Timer(10, release)
+    timer.start()
+    try:
+        body = {"model": "pluralign", "messages": [{"role": "user", "content": "Hi"}], "user": "kate", "stream": True,
+                "pluralign": {"rerank": False}, "max_tokens": 8}
+        with svc.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+            lines = []
+            for line in r.iter_lines():
+                lines.append(line)
+                if line.startswith(":"):
+                    release()  # a comment came while the generation waited: let it go on
+    finally:
+        release()
+        timer.cancel()
+        rt.settings = settings
+    comments = [i for i, line in enumerate(lines) if line.startswith(":")]
+    data = [i for i, line in enumerate(lines) if line.startswith("data: ")]
+    assert comments and lines[comments[0]] == ": keep-alive", lines
+    first_content = next(i for i in data if '"content":"' in lines[i] and '"content":""' not in lines[i])
+    assert comments[0] < first_content and lines[data[-1]] == "data: [DONE]", lines
+    assert all(line.startswith(("data: ", ":")) or line == "" for line in lines), lines
+    # no piece lost to a wait cut by the keep-alive timeout: the pieces make the answer stored
+    chunks = [json.loads(lines[i][6:]) for i in data[:-1]]
+    text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks if ch["choices"])
+    served = [x for x in export(svc.client(), "kate") if x["type"] == "interaction"][0]
+    assert text.strip() == served["candidates"][served["chosen_index"]], (text, served)

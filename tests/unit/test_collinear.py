@@ -10,7 +10,7 @@ import pytest
 
 from pluralign.user.collinear import CollinearFeatures, collinear_groups, direction_probability
 from pluralign.user.model import fit_posterior
-from pluralign.user.summary import joint_beliefs
+from pluralign.user.summary import feature_beliefs, joint_beliefs, written_sentences
 from tests.unit.test_summary import state
 
 
@@ -67,3 +67,40 @@ def test_the_joint_belief_names_the_features_and_the_direction_along_them():
     assert joint.direction is None and joint.confidence == "uncertain" and joint.probability == 0.55
     assert joint.text.startswith("no preference learned yet along length and word length together")
     assert joint_beliefs(state({})) == []
+
+
+def test_a_settled_feature_of_a_group_keeps_its_sentence_unless_the_groups_sentence_says_the_same():
+    """A group stays while one of its features is unsettled (word length here); its other feature may be
+    settled on its own (length: confident). Its sentence was left out whenever the feature was in a group,
+    even where the group's sentence was not said (`uncertain`: then nothing said it) or gave it the other
+    direction (then the summary's sentences said the opposite of its confident belief)."""
+    means = {"length": (2.0, 0.5), "word_length": (-0.3, 2.0)}
+    for p_more, level, said_length in ((0.55, "uncertain", None), (1e-9, "confident", "less")):  # group sentence: not said / "shorter answers"
+        groups = [CollinearFeatures(features=["length", "word_length"], direction=[0.6, 0.8], cosine=0.95, mean=0.0, sd=1.0,
+                                    p_more=p_more)]
+        s = state(means, n=40, collinear=groups)
+        joint, beliefs = joint_beliefs(s), feature_beliefs(s)
+        length = next(b for b in beliefs if b.feature == "length")
+        assert length.confidence == "confident" and length.direction == "more" and length.collinear_with == ["word_length"]
+        assert joint[0].confidence == level and (joint[0].direction or {}).get("length") == said_length
+        assert length.text in written_sentences(beliefs, joint), (p_more, written_sentences(beliefs, joint))
+    # where the group's sentence gives the feature its own direction, it speaks for it
+    groups = [CollinearFeatures(features=["length", "word_length"], direction=[0.6, 0.8], cosine=0.95, mean=0.0, sd=1.0, p_more=1 - 1e-9)]
+    s = state(means, n=40, collinear=groups)
+    joint, beliefs = joint_beliefs(s), feature_beliefs(s)
+    assert written_sentences(beliefs, joint) == [joint[0].text]
+
+
+def test_a_group_joined_through_a_feature_reports_the_smallest_cosine_of_any_two_of_its_features():
+    """a ~ b and b ~ c (|cosine| >= 0.9) join a, b and c, though a and c themselves are at 0.86: the
+    group's `cosine`, documented as the smallest between two of its features, was 0.92 (the smallest
+    of the linked pairs only)."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=500)
+    b = a + 0.45 * rng.normal(size=500)
+    c = b + 0.45 * rng.normal(size=500)
+    named = np.c_[a, b, c]
+    unit = named / np.linalg.norm(named, axis=0)
+    (group,) = collinear_groups(named)
+    assert group[0] == [0, 1, 2] and abs(unit[:, 0] @ unit[:, 2]) < 0.9
+    assert group[2] == pytest.approx(abs(unit[:, 0] @ unit[:, 2]))

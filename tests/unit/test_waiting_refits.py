@@ -16,3 +16,16 @@ def test_a_line_cut_short_by_a_crash_mid_write_is_skipped_and_the_others_read(tm
     assert kept.read() == [("acme", "bob")] and kept.lines == 1
     kept.drop()
     assert not kept.path.exists() and kept.read() == [] and kept.lines == 0
+
+
+def test_forget_takes_only_the_users_named_and_leaves_a_file_naming_none_of_them_as_it_was(tmp_path):
+    kept = WaitingRefits(tmp_path / WAITING_REFITS_FILE)
+    kept.add([("acme", "ann"), ("acme", "zoë")])
+    kept.add([("globex", "ann")])
+    before = kept.path.read_bytes()
+    kept.forget({("acme", "an"), ("globex", "zoë")})  # a prefix of a name, another tenant's: none of them named
+    assert kept.path.read_bytes() == before and kept.lines == 2
+    kept.forget({("acme", "zoë"), ("globex", "ann")})
+    assert kept.read() == [("acme", "ann")] and kept.lines == 1
+    kept.forget({("acme", "ann")})  # the last one: the file goes
+    assert not kept.path.exists()
