@@ -56,7 +56,7 @@ ERRORS = {
     401: "no key, or an unknown key",
     403: "the key may not use this route (admin keys: /admin only; tenant keys: /v1 only)",
     404: "no such resource (user, model, job, response) for this tenant",
-    413: "the request body is over the size limit",
+    413: "the request body is over the size limit (any method's: a body a GET or DELETE is sent with is read too)",
     429: "too many requests: retry later",
     500: "an internal error (logged)",
 }
@@ -184,6 +184,22 @@ def _fix_one_of(node: Any) -> None:
             _fix_one_of(value)
 
 
+BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _bounds_on_numbers(op: dict) -> None:
+    """An optional number parameter (`float | None`) is a `oneOf` of number and null with its range beside it, where
+    JSON Schema reads it as a range for both: the range is put on the number (fuzz43)."""
+    for parameter in op.get("parameters", []):
+        spec = parameter.get("schema", {})
+        numbers = [b for b in spec.get("oneOf", []) if isinstance(b, dict) and b.get("type") in ("number", "integer")]
+        if numbers and any(bound in spec for bound in BOUNDS):
+            for bound in [b for b in BOUNDS if b in spec]:
+                value = spec.pop(bound)
+                for branch in numbers:
+                    branch.setdefault(bound, value)
+
+
 def _complete_operation(schema: dict, path: str, method: str, op: dict) -> None:
     """One operation of `complete_openapi`, in place: its request body, ids and choices, the
     X-Request-Id parameter, its security and declared errors, real media types and response headers."""
@@ -191,6 +207,7 @@ def _complete_operation(schema: dict, path: str, method: str, op: dict) -> None:
         op["requestBody"] = REQUEST_BODIES[(path, method)]
     _declare_ids(schema, op)
     _declare_choices(schema, path, op)
+    _bounds_on_numbers(op)
     responses = op.setdefault("responses", {})
     op.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
     _declare_errors(path, method, op, responses)
@@ -210,9 +227,9 @@ def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
     public = path in PUBLIC or path.startswith("/schema")
     if not public:
         op["security"] = [{"apiKey": []}, {"adminSession": []}] if path.startswith("/admin") else [{"apiKey": []}]
-    statuses = [400, 500] + ([] if public else [401, 403, 404, 429])
-    if method in ("post", "put", "patch"):
-        statuses.append(413)
+    # 413 whatever the method: any body a request declares is read before its route runs (service.strict.body_arrived),
+    # a GET's or DELETE's too, and one over the limit is refused (until fuzz43 declared for POST, PUT and PATCH only)
+    statuses = [400, 413, 500] + ([] if public else [401, 403, 404, 429])
     for status in statuses:
         responses[str(status)] = _error(ERRORS[status])
     if method in ("post", "put", "patch"):  # service.strict: refuse_content_coding, refuse_non_json_type

@@ -7,10 +7,12 @@ from collections import Counter
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+from typing import Any, Literal
 
 from litestar import Litestar, Request, get
 from litestar.response import Response
 
+from pluralign.data.record import Base
 from service.metrics import CONTENT_TYPE
 from service.runtime import Runtime
 
@@ -20,8 +22,21 @@ def _public(model_id: str) -> str:
     return Path(model_id).name if Path(model_id).is_absolute() else model_id
 
 
+class Health(Base, kw_only=True):
+    """GET /health's answer (a Struct so the OpenAPI document names each field: until fuzz43 it said only `object`)."""
+
+    status: Literal["ok", "degraded"]  # degraded: `storage`, `clocks` or `replicas` says why
+    storage: list[dict[str, Any]]  # tables (or the feedback log) failing lately: {what, action, problem, failures, since, last}
+    clocks: str | None  # with replicas: why DELETEs are refused (clocks apart); None when they are not
+    replicas: str | None  # with replicas: live replicas set up with another PLURALIGN_REPLICAS; None when none is seen
+    generator: str  # the served generator's model id (a folder's name, never its path)
+    encoder: str  # the text encoder's id
+    pal: dict[str, Any]  # the population model: trained, version, k, kind
+    feedback_pending: int  # acknowledged feedback rows not yet embedded into the table
+
+
 @get("/health", sync_to_thread=False, summary="Readiness and what is loaded")
-def health(request: Request) -> dict:
+def health(request: Request) -> Health:
     rt: Runtime = request.app.state.runtime
     # public: model ids and versions only, never a filesystem path (the PAL note names its folder)
     pal = {k: v for k, v in rt.rewards.describe().items() if k != "note"}
@@ -31,16 +46,9 @@ def health(request: Request) -> dict:
     clocks = rt.deletion_sweep.clocks_problem() if rt.deletion_sweep is not None else None
     # with replicas: live replicas set up with another PLURALIGN_REPLICAS (they divide the users differently)
     replicas = rt.deletion_sweep.replicas_problem() if rt.deletion_sweep is not None else None
-    return {
-        "status": "degraded" if storage or clocks or replicas else "ok",
-        "storage": storage,
-        "clocks": clocks,
-        "replicas": replicas,
-        "generator": _public(rt.generator.model_id),
-        "encoder": _public(rt.encoder.encoder_id),
-        "pal": pal,
-        "feedback_pending": rt.ingest.log.backlog()[1],  # acknowledged rows not yet embedded into the table
-    }
+    return Health(status="degraded" if storage or clocks or replicas else "ok", storage=storage, clocks=clocks, replicas=replicas,
+                  generator=_public(rt.generator.model_id), encoder=_public(rt.encoder.encoder_id), pal=pal,
+                  feedback_pending=rt.ingest.log.backlog()[1])
 
 
 ROWS_WAIT_S = 2.0  # the longest a scrape waits for the tables' row counts before it reports the last ones

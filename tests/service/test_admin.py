@@ -344,6 +344,21 @@ def test_a_job_over_the_memory_cap_is_killed_and_failed_with_the_figure_and_the_
         assert c.post("/v1/feedback", json=body).status_code == 201
 
 
+def test_the_report_of_a_job_that_is_no_audit_is_a_404_naming_its_kind(svc):
+    """GET /admin/jobs/{id}/report of another kind of job: 404 saying which kind it is, in words ("is a adapter job"
+    until fuzz43)."""
+    state = svc.server.server.config.app.state.admin
+    now = time.time()
+    adapter = Job(id="adapter-not-an-audit", kind="adapter", params={}, state="succeeded", created_at=now, started_at=now, finished_at=now)
+    state.runner.store.add(adapter)
+    try:
+        with svc.client("admin") as admin:
+            r = admin.get(f"/admin/jobs/{adapter.id}/report")
+        assert r.status_code == 404 and "is an adapter job: only an audit job has a report" in r.json()["error"]["message"], r.text
+    finally:
+        state.runner.purge(adapter.id)
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
 def test_polling_an_audit_while_it_runs_is_that_job_and_its_report_is_read_by_its_id(svc, audited):
     """An admin polls: the audit route's 202 names the job, and its report is `GET /admin/jobs/{id}/report` (202 with the

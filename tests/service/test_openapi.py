@@ -188,3 +188,62 @@ def test_every_app_builds_the_same_document_whose_examples_keep_to_their_schemas
     for where, kept_to, value in examples:
         errors = [e.message for e in jsonschema.Draft202012Validator({"components": schema["components"], **kept_to}).iter_errors(value)]
         assert errors == [], (where, errors)
+
+
+def test_a_body_over_the_limit_on_a_get_or_delete_is_a_413_the_operation_declares(svc, schema):
+    """Since wire43 every body a request declares is read before its route runs, whatever the method, so a GET or
+    DELETE sent with one over PLURALIGN_MAX_BODY_BYTES answers 413: the document declared a 413 for POST, PUT and
+    PATCH only, and a fuzzer (or a client generated from it) met an undeclared status (fuzz43)."""
+    too_large = b"x" * 1_000_001
+    calls = [("GET", "/metrics", None), ("GET", "/health", None), ("GET", "/admin/login", None), ("GET", "/v1/models", "acme"),
+             ("DELETE", "/v1/users/nobody", "acme"), ("GET", "/admin/jobs/nope/report", "admin")]
+    for method, path, who in calls:
+        with svc.client(who) as c:
+            r = c.request(method, path, content=too_large)
+        assert r.status_code == 413 and r.json()["error"]["param"] == "body", (method, path, r.status_code, r.text[:200])
+        template = _template(schema["paths"], path)
+        assert "413" in schema["paths"][template][method.lower()]["responses"], (method, template)
+
+
+def test_an_audit_s_200_is_described_as_its_report(schema):
+    """The audit route and GET /admin/jobs/{id}/report answer 200 with an AuditReport: the document said `{}` (any
+    JSON) for both, so a client generated from it had no report type and a fuzzer checked nothing (fuzz43)."""
+    import jsonschema
+    import msgspec
+
+    from pluralign.fairness.report import AuditReport
+
+    report = msgspec.to_builtins(AuditReport(group_by="age", created_at=1.7e9, encoder_id="minilm", personalized_model="pal",
+                                             base_model="bt", users=3, comparisons=40))
+    for path in ("/admin/audits/fairness", "/admin/jobs/{job_id}/report"):
+        ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        validator = jsonschema.Draft202012Validator({**ok, "components": schema["components"]})
+        assert validator.is_valid(report), path
+        assert not validator.is_valid({"job": {"id": "x"}}) and not validator.is_valid({}), path  # a pending audit is no report
+
+
+def test_health_s_answer_is_described_field_by_field(svc, schema):
+    """/health's 200 was `{"type": "object"}`: none of its fields, `replicas` (replicas43) and `clocks` among them,
+    was in the document, so a client generated from it could read none. Each field the service answers is
+    declared and the answer validates against it (fuzz43)."""
+    import jsonschema
+
+    answer = httpx.get(svc.url + "/health").json()
+    ok = schema["paths"]["/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    resolved = {**ok, "components": schema["components"]}
+    jsonschema.validate(answer, resolved, cls=jsonschema.Draft202012Validator)
+    body = schema["components"]["schemas"][ok["$ref"].rsplit("/", 1)[1]] if "$ref" in ok else ok
+    assert set(body.get("properties", {})) == set(answer), answer
+    assert {"status", "storage", "clocks", "replicas", "feedback_pending"} <= set(body.get("required", []))
+
+
+def test_the_audit_s_since_is_declared_with_the_range_it_takes(svc, schema):
+    """`since` takes 0 to 1e11 or nothing: the document lost its lower bound (Litestar skips a `ge` of 0, falsy) and
+    put the upper one beside the `oneOf` rather than on its number, so `since=-1`, a 400, read as valid (fuzz43)."""
+    import jsonschema
+
+    since = next(p for p in schema["paths"]["/admin/audits/fairness"]["get"]["parameters"] if p.get("name") == "since")
+    validator = jsonschema.Draft202012Validator(since["schema"])
+    assert [validator.is_valid(v) for v in (0, 1.5e9, 1e11, None, -1, -0.5, 1e11 + 1)] == [True] * 4 + [False] * 3
+    with svc.client("admin") as admin:
+        assert admin.get("/admin/audits/fairness", params={"group_by": "age", "since": -1}).status_code == 400
