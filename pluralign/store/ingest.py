@@ -401,9 +401,12 @@ class Ingestor:
     def _drop_left_notes(self) -> None:
         """The notes an earlier run left (killed before their claims went, or their removal failed): their claims go
         on the drops' thread. A note cut short by a kill mid-write was written before its rows left the log (they are
-        moved again, noted again): removed."""
+        moved again, noted again): removed, and so is a rewrite (`_forget_noted`) a kill cut short before its rename
+        (until review 43 it stayed for good: the note itself is still whole)."""
         if self._claims is None or not self._notes.is_dir():
             return
+        for path in self._notes.glob("*.tmp"):
+            path.unlink(missing_ok=True)
         for path in sorted(self._notes.glob("*.json")):
             try:
                 folders = _decode_note(path.read_bytes()).claims

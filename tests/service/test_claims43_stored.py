@@ -143,3 +143,30 @@ def test_claims_an_earlier_release_left_of_stored_rows_go_at_the_first_start(cla
     finally:
         del store.claims._folders
         ingest.close()
+
+
+def test_a_note_s_rewrite_cut_short_by_a_kill_leaves_nothing_at_the_next_start(claimed):
+    """Review of session 43: a DELETE rewrites a note (`forget_user`) under a temporary name (`<note>.tmp`) and renames
+    it over the note; a kill between the two left the temporary file for good (only `*.json` notes were read at a
+    start): the note's other users' claim hashes in a file nothing removes. Now the next start removes it (the note
+    itself is still whole)."""
+    store, rows, folder = claimed
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    store.claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError("the store refused the removal"))
+    try:
+        with ingest.paused():
+            ingest.submit(rows, received_at=100.0)
+        ingest.flush()
+        [note] = notes(folder)
+    finally:
+        del store.claims.drop_named
+        ingest.close()
+    cut = folder / STORED_CLAIMS / note.replace(".json", ".tmp")
+    cut.write_bytes((folder / STORED_CLAIMS / note).read_bytes()[:20])  # killed while writing the rewrite
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())  # the next start
+    try:
+        ingest.claims_settled()
+        assert notes(folder) == []  # before: [the .tmp]
+        assert store.claims._names(FOLDER) == []
+    finally:
+        ingest.close()
