@@ -72,6 +72,8 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
         before = forget.until_of(f"{tenant}/{user_id}")
         if before is not None:
             _forget_rows_before(rt, tenant, user_id, before)
+    # the notes of stored rows' claims name users by the records' hash: those of users no longer in the log go too
+    rt.ingest.forget_noted({h: forget.until.get(h) for h in forget.hashes})
     # their ids leave the waiting refits' file (`service.waiting_refits`); one who came back keeps theirs
     if owed := [key for key in owed_refits(rt) if forget.user(*key)]:
         held = rt.store.users_with_preferences(owed)

@@ -283,7 +283,7 @@ class Ingestor:
         `before`: only rows received before it (`FeedbackLog.forget_user`). The notes of their stored rows' claims
         (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims)."""
         with self._move:
-            self._forget_noted(folder_of(tenant, user_id), before)
+            self._forget_noted({folder_of(tenant, user_id): before})
             return self.log.forget_user(tenant, user_id, before)
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:
@@ -430,9 +430,18 @@ class Ingestor:
         if gone:
             log.info("removed %d pref_id claims of stored rows that earlier releases left", gone)
 
-    def _forget_noted(self, folder: str, before: float | None) -> None:
-        """The notes no longer name the claims of user `folder` received before `before` (None: all). Under `_move`."""
-        if self._claims is None or not self._notes.is_dir():
+    def forget_noted(self, folders: Mapping[str, float | None]) -> None:
+        """The notes of stored rows' claims (`_note_stored`) no longer name the claims of the users whose claims'
+        folders (`pluralign.store.claims.folder_of`: the hash their deletion records name them by) are `folders`'
+        keys, received before its value (None: all): another replica's DELETE of users this replica's log no
+        longer holds a record of (`service.deletions.apply_deletions`; until review 43 a note left by a removal that
+        failed kept naming them until the next start)."""
+        with self._move:
+            self._forget_noted(folders)
+
+    def _forget_noted(self, forgotten: Mapping[str, float | None]) -> None:
+        """`forget_noted`. Under `_move`."""
+        if self._claims is None or not forgotten or not self._notes.is_dir():
             return
         with self._notes_lock:
             for path in self._notes.glob("*.json"):
@@ -440,11 +449,13 @@ class Ingestor:
                     folders = dict(_decode_note(path.read_bytes()).claims)
                 except (OSError, msgspec.DecodeError, msgspec.ValidationError):
                     continue
-                if folder not in folders:
+                if not (named_here := forgotten.keys() & folders.keys()):
                     continue
-                kept = {h: c for h, c in folders.pop(folder).items() if before is not None and c.received_at >= before}
-                if kept:
-                    folders[folder] = kept
+                for folder in named_here:
+                    before = forgotten[folder]
+                    kept = {h: c for h, c in folders.pop(folder).items() if before is not None and c.received_at >= before}
+                    if kept:
+                        folders[folder] = kept
                 if not folders:
                     path.unlink(missing_ok=True)
                     continue

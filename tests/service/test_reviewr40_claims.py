@@ -482,3 +482,32 @@ def test_a_delete_record_applied_between_an_import_s_claims_and_its_log_append_r
         page = cb.get(f"/v1/users/{user}/preferences")
         assert page.status_code == 200, page.text
         assert [(r["pref_id"], r["chosen"]) for r in page.json()["data"]] == [("p-1", "Coffee.")]  # before: Tea. (Coffee. dropped)
+
+
+def test_a_delete_on_another_replica_leaves_no_note_of_the_user_here(replicas):
+    """Review of session 43. a moved a user's rows and could not remove their claims (the store refused): its note
+    (`feedback-log/stored-claims/`) names the user's claims folder by hash until a's next start. A DELETE of the user
+    through b, applied by a's sweep once the rows are no longer "moved lately" (10 minutes on) and no record of theirs
+    is in a's log files, left that note as it was: the sweep rewrote notes only for the users of its log. Now the notes are
+    rewritten for every user a record names (by the same hash). (A log segment whose records were all moved is removed
+    once the next one takes over: 8 MiB here, 1 byte in the test.)"""
+    user = "noted43"
+    a, b = replicas
+    folder = claims_module._folder("acme", user)
+    notes = a.runtime.settings.data_path / "feedback-log" / "stored-claims"
+    with a.client("acme") as ca, b.client("acme") as cb:
+        claims, log = a.runtime.store.claims, a.runtime.ingest.log
+        claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError("the store refused the removal"))
+        segment_bytes, log.segment_bytes = log.segment_bytes, 1  # the record's segment full: the next one takes over
+        try:
+            assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
+            a.runtime.ingest.flush()  # moved: its segment, not the current one, removed
+        finally:
+            vars(claims).pop("drop_named", None)
+            log.segment_bytes = segment_bytes
+        assert any(folder in p.read_text() for p in notes.glob("*.json"))
+        assert ("acme", user) not in log.users()
+        a.runtime.deletion_sweep._moved.clear()  # 10 minutes on: no longer moved lately
+        assert cb.delete(f"/v1/users/{user}").status_code == 200
+        assert a.runtime.deletion_sweep.run_once() >= 1
+        assert not any(folder in p.read_text() for p in notes.glob("*")), "a note still names the deleted user"
