@@ -444,6 +444,8 @@ class Ingestor:
         keys, received before its value (None: all): another replica's DELETE of users this replica's log no
         longer holds a record of (`service.deletions.apply_deletions`; until review 43 a note left by a removal that
         failed kept naming them until the next start)."""
+        if self._claims is None or not folders or not self._notes.is_dir():  # no note: the mover is not waited for
+            return
         with self._move:
             self._forget_noted(folders)
 
