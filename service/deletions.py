@@ -18,6 +18,7 @@ table every interval needs no job engine.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -187,6 +188,7 @@ class DeletionSweep(Periodic):
         if not pending:
             return 0
         entry: list = [_forget_of(self.rt, pending), None]
+        self.applied_since(math.inf)  # those older than SLACK_S go
         with self._applied_lock:
             self._applied.append(entry)  # before the pass looks at the log: an import appending after that sees it
         try:
