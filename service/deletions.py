@@ -18,6 +18,7 @@ table every interval needs no job engine.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -63,8 +64,7 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     """Remove the users `records` name from this replica's files and caches (the module docstring).
     Returns the files removed or rewritten. Raises ForgetIncomplete (service.runtime) when a
     population file could not be rewritten, after every other file was."""
-    # a replica's reads of the store may lag its commits: data it made this late may still hold the user
-    forget = Forget.of(records, stale_s=rt.settings.sync_seconds or 0.0)
+    forget = _forget_of(rt, records)
     files = sum(hook(forget) for hook in list(rt.delete_hooks))
     moved = rt.deletion_sweep.moved_lately() if rt.deletion_sweep is not None else set()
     for tenant, user_id in sorted(rt.ingest.log.users() | moved):
@@ -72,9 +72,9 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
         # the user's again, though a DELETE finished long after it began (its replica restarting) is recorded late
         before = forget.until_of(f"{tenant}/{user_id}")
         if before is not None:
-            rt.ingest.forget_user(tenant, user_id, before=before)
-            # and those this replica moved into the store after the DELETE, before this pass
-            rt.store.delete_feedback_before(tenant, user_id, before)
+            _forget_rows_before(rt, tenant, user_id, before)
+    # the notes of stored rows' claims name users by the records' hash: those of users no longer in the log go too
+    rt.ingest.forget_noted({h: forget.until.get(h) for h in forget.hashes})
     # their ids leave the waiting refits' file (`service.waiting_refits`); one who came back keeps theirs
     if owed := [key for key in owed_refits(rt) if forget.user(*key)]:
         held = rt.store.users_with_preferences(owed)
@@ -83,6 +83,43 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     for tenant in sorted({r.tenant for r in records}):
         rt.forget_pooled(tenant)
     return files + rt.forget_population_users(forget)
+
+
+def _forget_of(rt: Runtime, records: list[Deletion]) -> Forget:
+    # a replica's reads of the store may lag its commits: data it made this late may still hold the user
+    return Forget.of(records, stale_s=rt.settings.sync_seconds or 0.0)
+
+
+def _forget_rows_before(rt: Runtime, tenant: str, user_id: str, before: float) -> None:
+    """The user's rows received before `before` (unix seconds) go from this replica's log, and those this replica
+    moved into the store after the DELETE, before this pass."""
+    rt.ingest.forget_user(tenant, user_id, before=before)
+    rt.store.delete_feedback_before(tenant, user_id, before)
+
+
+def forget_if_deleted_since(rt: Runtime, tenant: str, user_id: str, arrived: float) -> bool:
+    """After an import's rows reached the log (`service.users.controllers._claim_and_log`, under the user's lock):
+    when another replica's DELETE of the user, begun after the import arrived (`arrived`, unix seconds: the time its
+    claims and log rows carry), was applied here while the import ran, its rows go as that DELETE's record took
+    them, and so do their claims. The pass (`apply_deletions`) may have looked at this replica's log before the
+    import's rows reached it (its users then, and the rows then pending): until review 43 they stayed, received before the DELETE began, and
+    without their claims (removed by the DELETE): another replica then acknowledged their ids with other content,
+    dropped once these were moved. Returns whether a DELETE took them; a failure to forget them is logged (the
+    rows are in the log: the import is answered as stored)."""
+    if rt.deletion_sweep is None:
+        return False
+    took = False
+    for forget in rt.deletion_sweep.applied_since(arrived):
+        before = forget.until_of(f"{tenant}/{user_id}")
+        if before is not None and before > arrived:
+            try:
+                _forget_rows_before(rt, tenant, user_id, before)
+                if rt.store.claims is not None:
+                    rt.store.claims.forget_user(tenant, user_id, before)
+            except Exception as exc:  # noqa: BLE001 (the rows are in the log: the import is answered as such)
+                log.error("an import's rows that a DELETE through another replica took could not all be forgotten: %s", exc)
+            took = True
+    return took
 
 
 class DeletionSweep(Periodic):
@@ -104,6 +141,10 @@ class DeletionSweep(Periodic):
         self._moved: dict[tuple[str, str], float] = {}
         self._moved_lock = threading.Lock()
         rt.moved_hooks.append(self.on_moved)
+        # the records applied lately: (what they forget, when their pass ended, unix seconds; None while it runs),
+        # kept SLACK_S: an import in flight meanwhile looks at them once its rows are in the log (`applied_since`)
+        self._applied: list[list] = []  # [Forget, float | None] each
+        self._applied_lock = threading.Lock()
 
     def on_moved(self, rows: list[StoredPreference]) -> None:
         """A `Runtime.moved_hooks` entry: remember whose feedback was moved."""
@@ -118,6 +159,15 @@ class DeletionSweep(Periodic):
         with self._moved_lock:
             self._moved = {key: at for key, at in self._moved.items() if at >= since}
             return set(self._moved)
+
+    def applied_since(self, since: float) -> list[Forget]:
+        """What the records applied here forget whose pass was running at or after `since` (unix seconds), or runs
+        now: an import that arrived at `since` may have reached the log after the pass looked at it
+        (`forget_if_deleted_since`). Records whose pass ended more than SLACK_S ago are forgotten here."""
+        now = time.time()
+        with self._applied_lock:
+            self._applied = [e for e in self._applied if e[1] is None or e[1] >= now - SLACK_S]
+            return [forget for forget, ended in self._applied if ended is None or ended >= since]
 
     def record(self, tenant: str, user_id: str, began_at: float) -> Deletion:
         """A DELETE answered here (its own steps clean this replica's files), begun at `began_at` (unix
@@ -137,7 +187,14 @@ class DeletionSweep(Periodic):
         pending = applied.pending(self.rt.store.deletions_since(applied.since()))
         if not pending:
             return 0
-        files = apply_deletions(self.rt, pending)
+        entry: list = [_forget_of(self.rt, pending), None]
+        self.applied_since(math.inf)  # those older than SLACK_S go
+        with self._applied_lock:
+            self._applied.append(entry)  # before the pass looks at the log: an import appending after that sees it
+        try:
+            files = apply_deletions(self.rt, pending)
+        finally:
+            entry[1] = time.time()
         self._note_applied(pending)
         log.info("applied %d deletion records of other replicas (%d files)", len(pending), files)
         self.rt.metrics.inc("pluralign_deletions_applied_total", len(pending),

@@ -265,16 +265,21 @@ class PrefIdClaims(abc.ABC):
         `drop_stored` (the same conditions as the mover's). `owners()`: every (tenant, user_id) the table holds rows of;
         `stored(tenant, user_id)`: {pref_id: claim_of the stored row}. Only users with a claims folder are read. Marks the
         store swept (`SWEPT`) once done; returns how many claims went, or None when it was swept already. Raises OSError
-        (or the object store's error, or the table's) when something cannot be read or removed (not marked: the next
-        start sweeps again)."""
+        (or the object store's error, or the table's) when something cannot be read or removed, once every other user
+        was swept (not marked: the next start sweeps again; until review 43 the sweep stopped at that user, and the
+        users after them were swept by no start while they kept failing)."""
         if self._get(SWEPT) is not None:
             return None
         folders = set(self._folders())
-        gone = 0
-        if folders:
-            for tenant, user_id in owners():
-                if _folder(tenant, user_id) in folders:
+        gone, failure = 0, None
+        for tenant, user_id in owners() if folders else []:
+            if _folder(tenant, user_id) in folders:
+                try:
                     gone += self.drop_stored(tenant, user_id, stored(tenant, user_id))
+                except Exception as exc:  # noqa: BLE001 (raised once the others were swept)
+                    failure = failure or exc
+        if failure is not None:
+            raise failure
         self._mark_swept()
         return gone
 

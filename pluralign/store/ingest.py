@@ -283,7 +283,7 @@ class Ingestor:
         `before`: only rows received before it (`FeedbackLog.forget_user`). The notes of their stored rows' claims
         (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims)."""
         with self._move:
-            self._forget_noted(folder_of(tenant, user_id), before)
+            self._forget_noted({folder_of(tenant, user_id): before})
             return self.log.forget_user(tenant, user_id, before)
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:
@@ -316,7 +316,7 @@ class Ingestor:
         session 43 inside the reader's request)."""
         vectors = self._embed(entries)  # the slow part, outside the lock
         zero = np.zeros(self.encoder.dim, np.float32)
-        notes: list[tuple[Path, dict[str, dict[str, Claim]]]] = []
+        notes: list[tuple[Path | None, dict[str, dict[str, Claim]]]] = []
         with self._move:
             if self.log.closed:  # stopped meanwhile: the batch stays in the log's files, for the next open
                 return 0
@@ -353,13 +353,13 @@ class Ingestor:
                 log.exception("on_moved hook failed")
         return len(rows)
 
-    def _note_stored(self, stored: list[StoredPreference]) -> list[tuple[Path, dict[str, dict[str, Claim]]]]:
+    def _note_stored(self, stored: list[StoredPreference]) -> list[tuple[Path | None, dict[str, dict[str, Claim]]]]:
         """With claims (replicas), notes the claims of `stored` (rows now in the table: committed here, or found stored
         by another replica) in a file of `stored-claims/` in the log's folder, before the log forgets the rows: a process
         killed after that and before the claims went (`_drop_claims`) leaves the note, which the next start drops
         (`_drop_left_notes`; until session 43 such claims stayed for good, a file or object each). Of one id's copies
         the latest-received (the time the table keeps). Returns [(the note, its claims by name)], or [] (no claims, no
-        rows). Raises OSError when the note cannot be written (the rows stay in the log: moved again). Under `_move`."""
+        rows). A note that cannot be written is logged: (None, the claims), removed without one. Under `_move`."""
         if self._claims is None or not stored:
             return []
         by_user: dict[tuple[str, str], dict[str, Claim]] = {}
@@ -369,12 +369,19 @@ class Ingestor:
             if row.pref_id not in held or held[row.pref_id].received_at < claim.received_at:
                 held[row.pref_id] = claim
         folders = named(by_user)
-        self._notes.mkdir(exist_ok=True)
         path = self._notes / f"{uuid.uuid4().hex}.json"
-        path.write_bytes(_encode_note(StoredClaims(folders)))  # a kill mid-write: before `done`, the rows still pending
+        try:
+            self._notes.mkdir(exist_ok=True)
+            path.write_bytes(_encode_note(StoredClaims(folders)))  # a kill mid-write: before `done`, the rows still pending
+        except OSError as exc:  # after the commit: the rows must still leave the log (until review 43 the move failed)
+            log.warning("the note of the pref_id claims of %d stored row(s) could not be written (%s): they are removed "
+                        "without one (a stop before that leaves them)", len(stored), exc)
+            with contextlib.suppress(OSError):  # a part written (no room left): nothing of it stays
+                path.unlink(missing_ok=True)
+            return [(None, folders)]
         return [(path, folders)]
 
-    def _drop_claims(self, notes: list[tuple[Path, dict[str, dict[str, Claim]]]], background: bool = False) -> None:
+    def _drop_claims(self, notes: list[tuple[Path | None, dict[str, dict[str, Claim]]]], background: bool = False) -> None:
         """The noted claims go (`PrefIdClaims.drop_named`: only a claim of that row received no later than its copy
         here), then their note. Each user's claims are listed once, the users at once. A claim that cannot be
         removed is logged and its note left (the next start tries again): meanwhile it holds its id for the same
@@ -388,22 +395,26 @@ class Ingestor:
             except RuntimeError:  # closed meanwhile (`close`): the note stays, for the next start
                 pass
 
-    def _drop_noted(self, path: Path, folders: Mapping[str, Mapping[str, Claim]]) -> None:
+    def _drop_noted(self, path: Path | None, folders: Mapping[str, Mapping[str, Claim]]) -> None:
         try:
             self._claims.drop_named(folders)  # the users' claims listed at once (on S3 a LIST each)
         except Exception as exc:  # noqa: BLE001 (left: the next start, the next move of the id, or a DELETE removes it)
             log.warning("pref_id claims of stored rows of %d user(s) were not all removed (%s): each takes only the "
                         "content the table holds; the next start tries again", len(folders), exc)
             return
-        with self._notes_lock:
-            path.unlink(missing_ok=True)
+        if path is not None:  # None: not noted (`_note_stored`)
+            with self._notes_lock:
+                path.unlink(missing_ok=True)
 
     def _drop_left_notes(self) -> None:
         """The notes an earlier run left (killed before their claims went, or their removal failed): their claims go
         on the drops' thread. A note cut short by a kill mid-write was written before its rows left the log (they are
-        moved again, noted again): removed."""
+        moved again, noted again): removed, and so is a rewrite (`_forget_noted`) a kill cut short before its rename
+        (until review 43 it stayed for good: the note itself is still whole)."""
         if self._claims is None or not self._notes.is_dir():
             return
+        for path in self._notes.glob("*.tmp"):
+            path.unlink(missing_ok=True)
         for path in sorted(self._notes.glob("*.json")):
             try:
                 folders = _decode_note(path.read_bytes()).claims
@@ -427,9 +438,20 @@ class Ingestor:
         if gone:
             log.info("removed %d pref_id claims of stored rows that earlier releases left", gone)
 
-    def _forget_noted(self, folder: str, before: float | None) -> None:
-        """The notes no longer name the claims of user `folder` received before `before` (None: all). Under `_move`."""
-        if self._claims is None or not self._notes.is_dir():
+    def forget_noted(self, folders: Mapping[str, float | None]) -> None:
+        """The notes of stored rows' claims (`_note_stored`) no longer name the claims of the users whose claims'
+        folders (`pluralign.store.claims.folder_of`: the hash their deletion records name them by) are `folders`'
+        keys, received before its value (None: all): another replica's DELETE of users this replica's log no
+        longer holds a record of (`service.deletions.apply_deletions`; until review 43 a note left by a removal that
+        failed kept naming them until the next start)."""
+        if self._claims is None or not folders or not self._notes.is_dir():  # no note: the mover is not waited for
+            return
+        with self._move:
+            self._forget_noted(folders)
+
+    def _forget_noted(self, forgotten: Mapping[str, float | None]) -> None:
+        """`forget_noted`. Under `_move`."""
+        if self._claims is None or not forgotten or not self._notes.is_dir():
             return
         with self._notes_lock:
             for path in self._notes.glob("*.json"):
@@ -437,11 +459,13 @@ class Ingestor:
                     folders = dict(_decode_note(path.read_bytes()).claims)
                 except (OSError, msgspec.DecodeError, msgspec.ValidationError):
                     continue
-                if folder not in folders:
+                if not (named_here := forgotten.keys() & folders.keys()):
                     continue
-                kept = {h: c for h, c in folders.pop(folder).items() if before is not None and c.received_at >= before}
-                if kept:
-                    folders[folder] = kept
+                for folder in named_here:
+                    before = forgotten[folder]
+                    kept = {h: c for h, c in folders.pop(folder).items() if before is not None and c.received_at >= before}
+                    if kept:
+                        folders[folder] = kept
                 if not folders:
                     path.unlink(missing_ok=True)
                     continue
@@ -467,7 +491,7 @@ class Ingestor:
         self.log.done([bad])
         return [e for e in entries if e is not bad]
 
-    def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Path, dict[str, dict[str, Claim]]]]]:
+    def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Path | None, dict[str, dict[str, Claim]]]]]:
         """The entries none of whose ids the store holds, and the note of the claims of the others' rows that it
         holds (`_note_stored`, written before the others are done here, left out whole). A
         request sent with `Idempotency-Key` that another replica stored while this one still held it (the

@@ -29,6 +29,7 @@ from pluralign.store.claims import Claim, claim_of
 from pluralign.store.failures import unavailable
 from pluralign.store.tables import PrefIdConflict
 from pluralign.user import FEATURE_NAMES
+from service.deletions import forget_if_deleted_since
 from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, check_labels, one_idempotency_key, replay_of
 from service.head import is_head
@@ -343,6 +344,8 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
             if claimed or moved:
                 rt.store.claims.release(tenant, user_id, claimed, moved)
             raise
+        if arrived is not None:  # another replica's DELETE begun after `arrived`, applied here meanwhile, takes them too
+            forget_if_deleted_since(rt, tenant, user_id, arrived)
 
 
 def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list, records: list, lines: list[int],

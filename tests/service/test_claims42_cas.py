@@ -324,3 +324,27 @@ def test_the_sweep_of_what_earlier_releases_left_removes_only_stored_rows_claims
     assert claims.sweep_stored(lambda: owners, lambda tenant, user_id: stored if user_id == USER else {}) == 1
     assert held(claims, "p-1") is None and held(claims, "p-2") is not None and held(claims, "p-3") is not None
     assert claims.sweep_stored(lambda: owners, lambda tenant, user_id: stored) is None  # marked: not again
+
+
+def test_a_sweep_that_cannot_read_one_user_still_sweeps_the_others_and_is_not_marked(replicas):
+    """Review of session 43: `sweep_stored` stopped at the first user it could not sweep (their rows unreadable, or
+    a claim that cannot be removed), leaving every user listed after them swept by no start while that user kept
+    failing (each start read the users before them again, and stopped there again). Now every user is looked at,
+    then the first failure is raised and the store stays unmarked (the next start tries again)."""
+    claims = replicas()
+    for user in ("broken", USER):
+        row = StoredPreference(tenant="acme", user_id=user, pref_id="p-1", prompt="Tea?", chosen="Tea.", rejected="No.",
+                               kind="comparison", created_at=1.0, received_at=100.0)
+        assert claims.claim("acme", user, {"p-1": claim_of(row, stamped=False)})[0] == ["p-1"]
+    tea = claim("Tea.", 100.0)
+
+    def stored(tenant: str, user_id: str) -> dict:
+        if user_id == "broken":
+            raise OSError("the table could not be read for this user")
+        return tea
+
+    with pytest.raises(OSError, match="could not be read"):
+        claims.sweep_stored(lambda: [("acme", "broken"), ("acme", USER)], stored)
+    assert held(claims) is None  # before: USER's claim stayed, swept by no start while "broken" failed
+    assert claims._get(claims_module.SWEPT) is None  # not marked: the next start sweeps again
+    assert claims.sweep_stored(lambda: [("acme", "broken"), ("acme", USER)], lambda tenant, user_id: tea) == 1  # "broken"'s

@@ -143,3 +143,49 @@ def test_claims_an_earlier_release_left_of_stored_rows_go_at_the_first_start(cla
     finally:
         del store.claims._folders
         ingest.close()
+
+
+def test_a_note_s_rewrite_cut_short_by_a_kill_leaves_nothing_at_the_next_start(claimed):
+    """Review of session 43: a DELETE rewrites a note (`forget_user`) under a temporary name (`<note>.tmp`) and renames
+    it over the note; a kill between the two left the temporary file for good (only `*.json` notes were read at a
+    start): the note's other users' claim hashes in a file nothing removes. Now the next start removes it (the note
+    itself is still whole)."""
+    store, rows, folder = claimed
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    store.claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError("the store refused the removal"))
+    try:
+        with ingest.paused():
+            ingest.submit(rows, received_at=100.0)
+        ingest.flush()
+        [note] = notes(folder)
+    finally:
+        del store.claims.drop_named
+        ingest.close()
+    cut = folder / STORED_CLAIMS / note.replace(".json", ".tmp")
+    cut.write_bytes((folder / STORED_CLAIMS / note).read_bytes()[:20])  # killed while writing the rewrite
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())  # the next start
+    try:
+        ingest.claims_settled()
+        assert notes(folder) == []  # before: [the .tmp]
+        assert store.claims._names(FOLDER) == []
+    finally:
+        ingest.close()
+
+
+def test_a_note_that_cannot_be_written_does_not_stop_the_move(claimed):
+    """Review of session 43: the note is written after the rows' commit; when it could not be (the data folder full or
+    failing, the table elsewhere: on S3), the move raised after its commit, the rows stayed in the log, and every
+    later move of them failed again (the worker's batches and a reader's GET): the backlog never drained. Now the
+    claims are removed without a note, as before session 43 (only a kill in between leaves them)."""
+    store, rows, folder = claimed
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    (folder / STORED_CLAIMS).write_bytes(b"")  # its folder cannot be made: every note's write fails (as on a full disk)
+    try:
+        with ingest.paused():
+            ingest.submit(rows, received_at=100.0)
+            assert ingest.flush_user("t", "u") == 2  # before: FileExistsError, the rows still pending
+            ingest.claims_settled()
+        assert not ingest.log.pending and store.count_preferences("t", "u") == 2
+        assert store.claims._names(FOLDER) == []
+    finally:
+        ingest.close()

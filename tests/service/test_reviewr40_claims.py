@@ -441,3 +441,73 @@ def test_an_import_s_rows_in_the_log_carry_the_time_their_claims_carry(replicas,
         page = cb.get(f"/v1/users/{user}/preferences")
         assert page.status_code == 200, page.text
         assert [(r["pref_id"], r["chosen"]) for r in page.json()["data"]] == [("p-1", "Coffee.")]  # before: Tea. (Coffee. dropped)
+
+
+def test_a_delete_record_applied_between_an_import_s_claims_and_its_log_append_removes_its_rows(replicas):
+    """Review of session 43. An import of p-1 ("Tea.") through a takes its arrival time and claims p-1; a DELETE of
+    the user through b begins after that and finishes, and a's deletion sweep applies b's record, all before a's rows
+    reach a's log (run from a hook on a's claims: on S3 the claims and the table's newest version take that long for
+    a large import). The sweep looks only at the users in a's log, which did not hold the user yet; the rows then went
+    into the log carrying the arrival time, before the DELETE began, and stayed, while the DELETE removed their claim:
+    b then acknowledged p-1 with "Coffee." (201), which a's "Tea." beat to the table (b's dropped). Until session 43
+    the rows carried the log's later stamp and stayed as received after the DELETE (their claim removed as now)."""
+    user = "swept43"
+    a, b = replicas
+    with a.client("acme") as ca, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{user}/import", content=line("p-0", "Milk.")).status_code == 201  # a user b can DELETE
+        a.runtime.ingest.flush()
+        claims = a.runtime.store.claims
+        deleted: list = []
+
+        def claim_then_delete(*args):
+            found = type(claims).claim(claims, *args)
+            if not deleted:
+                deleted.append(cb.delete(f"/v1/users/{user}"))  # begins after the claim, before the log append
+                a.runtime.deletion_sweep.run_once()  # a applies b's record (and earlier tests') before the append
+            return found
+
+        with a.runtime.ingest.paused(), b.runtime.ingest.paused():
+            claims.claim = claim_then_delete
+            try:
+                tea = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea."))
+            finally:
+                vars(claims).pop("claim", None)
+            assert deleted and deleted[0].status_code == 200, deleted
+            assert tea.status_code == 201, tea.text
+            coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+            assert coffee.status_code == 201, coffee.text
+        a.runtime.ingest.flush()
+        b.runtime.ingest.flush()
+        b.runtime.store.refresh("preferences")
+        page = cb.get(f"/v1/users/{user}/preferences")
+        assert page.status_code == 200, page.text
+        assert [(r["pref_id"], r["chosen"]) for r in page.json()["data"]] == [("p-1", "Coffee.")]  # before: Tea. (Coffee. dropped)
+
+
+def test_a_delete_on_another_replica_leaves_no_note_of_the_user_here(replicas):
+    """Review of session 43. a moved a user's rows and could not remove their claims (the store refused): its note
+    (`feedback-log/stored-claims/`) names the user's claims folder by hash until a's next start. A DELETE of the user
+    through b, applied by a's sweep once the rows are no longer "moved lately" (10 minutes on) and no record of theirs
+    is in a's log files, left that note as it was: the sweep rewrote notes only for the users of its log. Now the notes are
+    rewritten for every user a record names (by the same hash). (A log segment whose records were all moved is removed
+    once the next one takes over: 8 MiB here, 1 byte in the test.)"""
+    user = "noted43"
+    a, b = replicas
+    folder = claims_module._folder("acme", user)
+    notes = a.runtime.settings.data_path / "feedback-log" / "stored-claims"
+    with a.client("acme") as ca, b.client("acme") as cb:
+        claims, log = a.runtime.store.claims, a.runtime.ingest.log
+        claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError("the store refused the removal"))
+        segment_bytes, log.segment_bytes = log.segment_bytes, 1  # the record's segment full: the next one takes over
+        try:
+            assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
+            a.runtime.ingest.flush()  # moved: its segment, not the current one, removed
+        finally:
+            vars(claims).pop("drop_named", None)
+            log.segment_bytes = segment_bytes
+        assert any(folder in p.read_text() for p in notes.glob("*.json"))
+        assert ("acme", user) not in log.users()
+        a.runtime.deletion_sweep._moved.clear()  # 10 minutes on: no longer moved lately
+        assert cb.delete(f"/v1/users/{user}").status_code == 200
+        assert a.runtime.deletion_sweep.run_once() >= 1
+        assert not any(folder in p.read_text() for p in notes.glob("*")), "a note still names the deleted user"
