@@ -92,7 +92,8 @@ def test_a_stream_read_to_its_end_is_not_counted_as_cancelled():
     from service.scheduler import FairScheduler
     from service.stopping import GeneratingChats
 
-    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts(), chats=GeneratingChats())
+    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts(), chats=GeneratingChats(),
+                         settings=SimpleNamespace(sse_keepalive_s=15.0))  # the relay reads it (reviewbr43); the default
 
     def make_events(gone: threading.Event):
         yield b"data: {}\n\n"
