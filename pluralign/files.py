@@ -316,10 +316,15 @@ def swap_folder(staged: Path, folder: Path) -> None:
     raise OSError(errno.EBUSY, "other writers kept replacing this folder", str(folder))
 
 
+def later_schema(found: object, reads: int) -> bool:
+    """Whether `found` (a description's `schema_version`, as decoded) is a schema later than `reads`: a later release's."""
+    return isinstance(found, int) and not isinstance(found, bool) and found > reads
+
+
 def other_schema(what: str, found: object, reads: int) -> str:
     """Why an artifact file of schema `found` is refused by code that reads schema `reads`, in words an
     operator can act on: a later release's (run it), an earlier format's (retrain), or no version at all."""
-    if isinstance(found, int) and not isinstance(found, bool) and found > reads:
+    if later_schema(found, reads):
         return (f"{what} schema {found}, written by a later pluralign release (this one reads schema {reads}): "
                 "run that release, or retrain with this one")
     if isinstance(found, int) and not isinstance(found, bool):

@@ -113,12 +113,14 @@ def _later_schema(description: Path, schema: int) -> int | None:
     is not (or there is no description: a damaged or stopped write is replaced, as before)."""
     import msgspec
 
+    from pluralign.files import later_schema
+
     try:
         raw = msgspec.json.decode(description.read_bytes())
     except (OSError, msgspec.DecodeError):
         return None
     found = raw.get("schema_version") if isinstance(raw, dict) else None
-    return found if isinstance(found, int) and not isinstance(found, bool) and found > schema else None
+    return found if later_schema(found, schema) else None
 
 
 def check_writable(option: str, path: str, *, file: bool = False) -> None:
