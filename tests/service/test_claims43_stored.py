@@ -48,7 +48,7 @@ def test_claims_a_move_left_go_at_the_next_start(claimed):
     try:
         with ingest.paused():
             ingest.submit(rows, received_at=100.0)  # acknowledged
-        assert ingest.flush() == 2
+        ingest.flush()  # the worker may have moved them already, once paused() ended: either way they are moved now
         assert store.count_preferences("t", "u") == 2 and not ingest.log.pending
     finally:
         del store.claims.drop_named
