@@ -299,9 +299,9 @@ def _same_rows(history: History, stored: pa.Table) -> bool:
         return False
     names = stored.column_names
 
-    def ordered(table: pa.Table) -> pa.Table:
+    def ordered(table: pa.Table) -> pa.Table:  # by every column: two rows under one id (a race of two inserts) too
         table = table.select(names)
-        return table.take(pc.sort_indices(table, sort_keys=[("pref_id", "ascending")]))
+        return table.take(pc.sort_indices(table, sort_keys=[(name, "ascending") for name in names]))
 
     ours, theirs = ordered(history.meta), ordered(stored)
     return all(ours.column(name).equals(theirs.column(name)) for name in names)
