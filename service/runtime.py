@@ -214,9 +214,12 @@ class Runtime:
     # (`service.feedback.services.refit_waiting`), or the stop dropped or refused them; what a stop finds here is kept
     # for the next start (`service.users.services.keep_dropped_refits`, `refit_dropped`)
     dropped_refits: set = field(default_factory=set)
-    # the users of `dropped_refits` and of the queued refits, on disk until the queue drains (a crash loses none of
-    # them: `service.waiting_refits`); built in __post_init__
+    # the users of `dropped_refits`, of the queued refits and of the one running, on disk until the queue drains (a
+    # crash loses none of them: `service.waiting_refits`); built in __post_init__
     waiting_refits: WaitingRefits | None = None
+    # the user (tenant, user_id) whose background refit is running, None between refits: owed until it ended (a stop
+    # that stops waiting for it, the waiting file written whole again meanwhile, keep it: `service.waiting_refits`)
+    running_refit: tuple[str, str] | None = None
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
     pooled_priors: TTLCache | None = None
@@ -350,7 +353,8 @@ class Runtime:
         """The service stops: the refits queued and not begun never run here (`dropped_refits` names their users,
         kept for the next start to refit: `service.users.services.keep_dropped_refits`), none is queued from now
         on (those asked for join `dropped_refits`), and the one running is waited for, at most `timeout` seconds
-        (a warning after that). Before, the queue ran on
+        (a warning after that, and its user joins `dropped_refits`: before review 44 it was named nowhere, its line of
+        the waiting file removed with the file by `keep_dropped_refits`). Before, the queue ran on
         after the app's shutdown, writing the tables of a service that had stopped (and a test's data folder
         removed under it read as damaged). Then the purges of the rows refits withdrew (`Store.wait_withdrawn`) are
         waited for, at most WITHDRAWN_STOP_S (a warning after that): one stopped before its turn is not marked, and
@@ -363,7 +367,10 @@ class Runtime:
             self.background.submit(lambda: None).result(timeout)  # behind the running one: the dropped ones return at once
         except TimeoutError:
             log.warning("a background refit is still running %g s after the service began to stop (a store call that has "
-                        "not returned); stopping without it", timeout)
+                        "not returned); stopping without it (its user is refitted at the next start)", timeout)
+            with self.refit_lock:  # kept for the next start with the dropped ones: it may never end (a refit twice is one fit)
+                if self.running_refit is not None:
+                    self.dropped_refits.add(self.running_refit)
         if not self.store.wait_withdrawn(WITHDRAWN_STOP_S):
             log.warning("stopping without the purge of a withdrawn users row, which has not had its maintenance turn (the store's "
                         "lease) in %g s: the users table's files keep it until the next DELETE's purge or a compaction", WITHDRAWN_STOP_S)

@@ -105,7 +105,9 @@ class HistoryCache:
     user's tickets away, and a load only lands if its ticket is still there and no write of the
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
     beyond their cached history and the loads in flight (a per-user generation counter, kept for
-    every user who ever wrote, grew by one entry per user for the life of the process)."""
+    every user who ever wrote, grew by one entry per user for the life of the process). A history may carry the table
+    version it is known to match (`version`: given to `get` or `checked`, read before the load or check; none after
+    an `extend`), so that a check finding the table still at that version needs no look at the user's rows."""
 
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
@@ -115,6 +117,7 @@ class HistoryCache:
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
         self._writes: dict[UserKey, int] = {}  # users with a write in `writing` now: how many
         self._checked: dict[UserKey, float] = {}  # monotonic time the history was last known to match the table
+        self._versions: dict[UserKey, int] = {}  # the table version the history was last known to match
         self.hits = 0
         self.misses = 0
 
@@ -129,7 +132,9 @@ class HistoryCache:
                 self.misses += 1
             return found
 
-    def get(self, key: UserKey, load: Callable[[], History]) -> History:
+    def get(self, key: UserKey, load: Callable[[], History], version: Callable[[], int] | None = None) -> History:
+        """The cached history, or `load()`'s, kept when no write came meanwhile. `version`: reads the table's
+        version, called before `load` (the history holds at least what that version held)."""
         with self._lock:
             found = self._items.get(key)
             if found is not None:
@@ -141,6 +146,7 @@ class HistoryCache:
             self._loading.setdefault(key, set()).add(ticket)
         started = time.monotonic()
         try:
+            loaded_at = version() if version is not None else None
             history = load()
         except BaseException:
             with self._lock:
@@ -150,10 +156,13 @@ class HistoryCache:
             if self._settle(key, ticket) and key not in self._writes and key not in self._items and history.nbytes <= self.budget_bytes:
                 self._items[key] = history
                 self._checked[key] = started
+                if loaded_at is not None:
+                    self._versions[key] = loaded_at
                 self._bytes += history.nbytes
                 while self._bytes > self.budget_bytes:
                     gone, dropped = self._items.popitem(last=False)
                     self._checked.pop(gone, None)
+                    self._versions.pop(gone, None)
                     self._bytes -= dropped.nbytes
         return history
 
@@ -200,6 +209,7 @@ class HistoryCache:
                 return
             grown = found.extended(new_rows())
             self._items[key] = grown
+            self._versions.pop(key, None)  # matches its commit's version, not known here: looked at at the next check
             self._bytes += grown.nbytes - found.nbytes
         if self._bytes > self.budget_bytes:
             self.invalidate([])
@@ -210,23 +220,33 @@ class HistoryCache:
             checked = self._checked.get(key) if key in self._items else None
         return float("inf") if checked is None else time.monotonic() - checked
 
-    def checked(self, key: UserKey, since: float) -> None:
-        """The cached history matched the table as of `since` (a `time.monotonic()` taken before the check)."""
+    def checked(self, key: UserKey, since: float, version: int | None = None, history: History | None = None) -> None:
+        """The cached history matched the table as of `since` (a `time.monotonic()` taken before the check) and its
+        `version` (read before the check). `history`: the one checked, when the cache may hold another by now."""
         with self._lock:
-            if key in self._items:
+            if key in self._items and (history is None or self._items[key] is history):
                 self._checked[key] = max(self._checked.get(key, since), since)
+                if version is not None:
+                    self._versions[key] = version
+
+    def version(self, key: UserKey) -> int | None:
+        """The table version the cached history is known to match, or None."""
+        with self._lock:
+            return self._versions.get(key) if key in self._items else None
 
     def invalidate(self, keys) -> None:
         with self._lock:
             for key in keys:
                 self._loading.pop(key, None)
                 self._checked.pop(key, None)
+                self._versions.pop(key, None)
                 dropped = self._items.pop(key, None)
                 if dropped is not None:
                     self._bytes -= dropped.nbytes
             while self._bytes > self.budget_bytes and self._items:
                 gone, dropped = self._items.popitem(last=False)
                 self._checked.pop(gone, None)
+                self._versions.pop(gone, None)
                 self._bytes -= dropped.nbytes
 
     def invalidate_where(self, drop: Callable[[UserKey], bool]) -> None:
@@ -238,7 +258,7 @@ class HistoryCache:
     def tracked(self) -> int:
         """Users the cache keeps anything about (their history, its check time, a load's ticket)."""
         with self._lock:
-            return len(set(self._items) | set(self._checked) | set(self._loading) | set(self._writes))
+            return len(set(self._items) | set(self._checked) | set(self._versions) | set(self._loading) | set(self._writes))
 
     @property
     def nbytes(self) -> int:

@@ -292,6 +292,21 @@ def _vectors(array: np.ndarray, dim: int) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(array, type=pa.float32()), dim)
 
 
+def _same_rows(history: History, stored: pa.Table) -> bool:
+    """Whether `stored` (a user's rows as the table holds them: `pref_id`, and `received_at` when it has it) are the
+    rows `history` holds: the same ids (one row each), received at the same times."""
+    if stored.num_rows != len(history):
+        return False
+    names = stored.column_names
+
+    def ordered(table: pa.Table) -> pa.Table:  # by every column: two rows under one id (a race of two inserts) too
+        table = table.select(names)
+        return table.take(pc.sort_indices(table, sort_keys=[(name, "ascending") for name in names]))
+
+    ours, theirs = ordered(history.meta), ordered(stored)
+    return all(ours.column(name).equals(theirs.column(name)) for name in names)
+
+
 def _commit_conflict(exc: BaseException) -> bool:
     """Whether Lance refused a commit because another one on the table came first."""
     words = str(exc).lower()
@@ -306,9 +321,10 @@ class Store:
     write or delete of that user's rows goes through this Store. With `sync_seconds` set (several
     processes writing the same tables), reads see other processes' commits at most that late: the
     connection looks for new table versions that often, and a cached history older than that is
-    checked against the table (one count of the user's rows, BITMAP-indexed) and reloaded if the
-    count differs. Without it (one process), rows written by another process are not seen until
-    the user's history is evicted."""
+    checked against the table (`_cached`: nothing read when the table is still at the version it was
+    found to match; else the user's rows' ids and arrival times, BITMAP-indexed) and reloaded if they
+    differ. Without it (one process), rows written by another process are not seen until the user's
+    history is evicted."""
 
     def __init__(
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
@@ -1165,18 +1181,28 @@ class Store:
 
     def _cached(self, tenant: str, user_id: str, any_age: bool = False) -> History | None:
         """The user's cached history, if any and (with `sync_seconds`) not older than that unless it
-        still matches the table's count of their rows; a mismatch drops it. `any_age`: checked however
-        young it is."""
+        still holds the rows the table holds of the user: the table is at the version the history was last
+        found to match (nothing read), or its rows of the user have the history's `pref_id`s, received at
+        the same times (`_same_rows`). Otherwise it is dropped. `any_age`: checked however young it is.
+        Before, only the count of the user's rows was compared: another replica's DELETE of the user and an
+        import of as many rows (or its `received_again`) left a history of the deleted rows cached, which
+        refits fitted and reranking searched."""
         key = (tenant, user_id)
         history = self.histories.peek(key)
         if history is None or self.sync_seconds is None or (not any_age and self.histories.age(key) < self.sync_seconds):
             return history
         since = time.monotonic()
-        if self._read(lambda: self.preferences.count_rows(owner_filter(tenant, user_id))) == len(history):
-            self.histories.checked(key, since)
+        version = self._read(lambda: self.preferences.version)
+        if version == self.histories.version(key) or _same_rows(history, self._read(lambda: self._row_keys(tenant, user_id))):
+            self.histories.checked(key, since, version, history)
             return history
-        self.histories.invalidate([key])  # another process added or deleted rows of the user
+        self.histories.invalidate([key])  # another process added, deleted or received again rows of the user
         return None
+
+    def _row_keys(self, tenant: str, user_id: str) -> pa.Table:
+        """The user's rows' `pref_id` and `received_at` (those of them the table holds), as the table holds them."""
+        columns = self._present("preferences", ["pref_id", "received_at"])
+        return self.preferences.search().where(owner_filter(tenant, user_id)).select(columns).limit(None).to_arrow()
 
     @_uses("preferences", "read")
     def history(self, tenant: str, user_id: str, latest: bool = False) -> History:
@@ -1194,7 +1220,8 @@ class Store:
             table = self._read(lambda: self.preferences.search().where(owner_filter(tenant, user_id)).select(columns).limit(None).to_arrow())
             return History.from_arrow(self._with_absent("preferences", table), self.dim)
 
-        return self.histories.get((tenant, user_id), load)
+        version = (lambda: self._read(lambda: self.preferences.version)) if self.sync_seconds is not None else None
+        return self.histories.get((tenant, user_id), load, version)
 
     def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None,
                         after: tuple[float, str] | None = None) -> tuple[list[StoredPreference], int]:

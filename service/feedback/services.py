@@ -32,6 +32,7 @@ from service.ids import check_user_id
 from service.requestid import remember
 from service.runtime import Runtime
 from service.users.services import queue_refits, submit_refits
+from service.waiting_refits import owed_now
 
 log = logging.getLogger("pluralign.service")
 # the most users whose background refits wait for a feedback backlog to clear (`refit_waiting`): ~200 bytes each
@@ -280,7 +281,7 @@ def refit_waiting(rt: Runtime, moved: Iterable[tuple[str, str]] = ()) -> int:
         # on disk until their refits ran (`service.waiting_refits`): a crash meanwhile loses none of them
         rt.waiting_refits.add(key for key in users if key not in rt.dropped_refits and key not in rt.pending_refits)
         if rt.waiting_refits.lines > MAX_WAITING_REFITS // 64:  # the file's lines, not just its users: written whole again
-            rt.waiting_refits.rewrite(rt.dropped_refits | rt.pending_refits | set(users))
+            rt.waiting_refits.rewrite(owed_now(rt) | set(users))
         if rt.ingest.log.has_pending():  # asked at each request's rows of each batch: no pass over the backlog
             rt.dropped_refits.update(users)
             if len(rt.dropped_refits) < MAX_WAITING_REFITS:

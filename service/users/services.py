@@ -275,10 +275,14 @@ def _next_refit(rt: Runtime) -> None:
         rt.pending_refits.discard((tenant, user_id))
         if rt.refits_stopped.is_set():
             return
-    context.run(_background_refit, rt, tenant, user_id)
-    with rt.refit_lock:  # the queue drained with nobody waiting: no refit is owed any more (`service.waiting_refits`)
-        if rt.waiting_refits.lines and not rt.refit_turns and not rt.dropped_refits and not rt.refits_stopped.is_set():
-            rt.waiting_refits.drop()
+        rt.running_refit = (tenant, user_id)  # owed until it ended (`service.waiting_refits`)
+    try:
+        context.run(_background_refit, rt, tenant, user_id)
+    finally:
+        with rt.refit_lock:  # the queue drained with nobody waiting: no refit is owed any more (`service.waiting_refits`)
+            rt.running_refit = None
+            if rt.waiting_refits.lines and not rt.refit_turns and not rt.dropped_refits and not rt.refits_stopped.is_set():
+                rt.waiting_refits.drop()
 
 
 def _background_refit(rt: Runtime, tenant: str, user_id: str) -> None:

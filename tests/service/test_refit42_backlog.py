@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 
 import pytest
 
@@ -203,3 +204,55 @@ def test_the_waiting_file_is_written_whole_again_once_it_has_more_lines_than_the
         assert len(lines) <= 2, lines  # before the bound's rewrite: 4 lines
         assert {tuple(k) for line in lines for k in json.loads(line)} >= {("acme", user) for user in users}
     rt.wait_for_background()
+
+
+def _until(done, what: str) -> None:
+    began = time.monotonic()
+    while not done():
+        assert time.monotonic() - began < 30.0, what
+        time.sleep(0.01)
+
+
+def _begun(rt, key: tuple[str, str]) -> bool:
+    """Whether the user's refit was queued (the file names them: appended with the queueing) and taken off the queue."""
+    with rt.refit_lock:
+        return key in rt.waiting_refits.names(rt.waiting_refits.text()) and key not in rt.pending_refits and not rt.refit_turns
+
+
+def test_a_refit_running_when_the_waiting_file_is_written_whole_or_a_stop_stops_waiting_stays_named(service, monkeypatch):
+    """Review of replicas43. The refit thread takes a user out of the queued set when their refit begins. The waiting
+    file written whole again at its bound (a backlog appending a line per moved batch) named the waiting and the queued
+    users only, and a stop that stopped waiting for the running refit (REFIT_STOP_S: a store call that has not
+    returned) wrote the dropped ones to refits-dropped.json and removed the waiting file: either way the running
+    refit's user was named nowhere, and a kill before it ended (the process's exit, after the stop) lost their refit.
+    Now the running refit's user is owed until it ended. The refit is held running by the user's lock, as a refit
+    waits on a slow store call."""
+    import service.feedback.services as feedback
+    from service.users.services import keep_dropped_refits, refit_dropped
+    from service.waiting_refits import WaitingRefits
+
+    rt = service.runtime
+    monkeypatch.setattr(feedback, "MAX_WAITING_REFITS", 64)  # written whole again past 1 line
+    running = ("acme", "r44-running")
+    with service.client() as c:
+        with rt.ingest.paused():
+            _send(c, "r44-running", "first")
+            held = rt.user_lock(*running)  # kept while held: the locks are weakly referenced
+            held.acquire()  # its refit, once begun, waits here
+        try:
+            rt.ingest.flush()  # moved with the log empty: its refit queued and begun
+            _until(lambda: _begun(rt, running), "the refit never began")
+            with rt.ingest.paused():  # a backlog: r44-busy's record waits; r44-other's move appends a line, then the rewrite
+                _send(c, "r44-busy", "busy")
+                _send(c, "r44-other", "first")
+                assert c.get("/v1/users/r44-other/preferences").json()["total"] == 1
+                assert running in WaitingRefits(rt.waiting_refits.path).read()  # before: only acme/r44-other
+                rt.stop_refits(timeout=0.05)  # the stop stops waiting for it
+                assert keep_dropped_refits(rt) >= 1
+                kept = json.loads((rt.settings.data_path / "refits-dropped.json").read_bytes())
+                assert list(running) in kept, kept  # before: only acme/r44-other; the waiting file removed
+                assert refit_dropped(rt) >= 2  # the next start's step (this module's service serves on)
+        finally:
+            held.release()
+        rt.wait_for_background()
+    assert _stored(rt, "r44-running") == (1, {})

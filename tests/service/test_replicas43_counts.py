@@ -5,7 +5,9 @@ by two replicas, others' by none)."""
 
 from __future__ import annotations
 
+import re
 import time
+import types
 from datetime import timedelta
 
 import lancedb
@@ -145,3 +147,46 @@ def test_a_count_left_in_a_row_an_earlier_release_wrote_over_is_not_compared():
     assert clocks.counts_disagree([rolled_back], 3) == {}
     newer = {**rolled_back, "instance": f"d:{FOLDER_A}:{'1' * 32}"}
     assert clocks.counts_disagree([newer], 3) == {1: 2}
+
+
+def test_a_count_change_done_as_docs_operations_says_starts_every_new_replica_and_raises_no_alarm(tmp_path, minilm, monkeypatch):
+    """docs/operations.md, "Changing the replica count", step by step: three replicas of PLURALIGN_REPLICAS=3 run
+    (their sweeps' passes write their clock rows, as `DeletionSweep` builds `ReplicaClocks`), all are stopped, a
+    replica of the new count started at once is refused with the seconds to wait, and the two of PLURALIGN_REPLICAS=2
+    started that much later (this process's clocks moved on: no test waits a minute) open the store, and their passes
+    raise no alarm (counts {} and no clock skew) though replica 2's row stays in the table for good."""
+    from service.deletions import folder_id
+
+    store = str(tmp_path / "shared-lancedb")
+    Store(store, minilm.encoder_id, minilm.dim, sync_seconds=0.2)
+
+    def db():
+        return lancedb.connect(store, read_consistency_interval=timedelta(0))  # a replica's store: sees new commits
+
+    old = [clocks.ReplicaClocks(db(), i, stale_after_s=60.0, replicas=3, folder_id=folder_id(tmp_path / folder))
+           for i, folder in enumerate("abc")]
+    for _ in range(2):
+        for replica in old:
+            assert replica.beat().seconds == 0.0 and replica.counts == {}
+    # 1. every replica stopped (their passes stop); 2. a replica started with the new count now is told how long to wait
+    with pytest.raises(ValueError, match="PLURALIGN_REPLICAS=2") as refused:
+        open_store(settings(tmp_path, "a", replicas=2, index=0), minilm)
+    wait = float(re.search(r"this start is taken (\d+) s from now", str(refused.value)).group(1))
+    assert 55 <= wait <= 60, refused.value  # 3 passes of PLURALIGN_DELETION_SWEEP_S (10 s by default), at least a minute
+
+    # 3. that long later, both start with PLURALIGN_REPLICAS=2 on the folders they had (a and b; c is kept, unused)
+    moved_on = [wait - 3.0]
+    later = types.SimpleNamespace(time=lambda: time.time() + moved_on[0], monotonic=lambda: time.monotonic() + moved_on[0])
+    monkeypatch.setattr(clocks, "time", later)
+    with pytest.raises(ValueError, match="PLURALIGN_REPLICAS=2"):  # a few seconds short of it: still refused
+        open_store(settings(tmp_path, "a", replicas=2, index=0), minilm)
+    moved_on[0] = wait + 1.0
+    new = []
+    for i, folder in enumerate("ab"):
+        open_store(settings(tmp_path, folder, replicas=2, index=i), minilm)
+        new.append(clocks.ReplicaClocks(db(), i, stale_after_s=60.0, clock=later.time, replicas=2,
+                                        folder_id=folder_id(tmp_path / folder)))
+    for _ in range(3):
+        for replica in new:
+            assert replica.beat().seconds == 0.0 and replica.counts == {} and not replica.index_shared()
+    assert {r["replica"]: r["replicas"] for r in clocks.recent_rows(db(), 10.0, now=later.time())} == {0: 2, 1: 2}

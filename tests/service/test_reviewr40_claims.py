@@ -511,3 +511,40 @@ def test_a_delete_on_another_replica_leaves_no_note_of_the_user_here(replicas):
         assert cb.delete(f"/v1/users/{user}").status_code == 200
         assert a.runtime.deletion_sweep.run_once() >= 1
         assert not any(folder in p.read_text() for p in notes.glob("*")), "a note still names the deleted user"
+
+
+def test_a_user_back_while_a_delete_record_is_applied_keeps_their_owed_refit(replicas):
+    """Review of replicas43. Applying another replica's DELETE record looks which owed users still have rows stored
+    (`users_with_preferences`), then takes those with none out of the waiting refits. A user whose new feedback (sent
+    after the DELETE) was moved between the look and the removal had their refit, owed by that move, taken out with the
+    deleted one's: in a backlog it was never queued (nor named on disk), and their users row stayed without that
+    feedback until they came back. Now the removal looks again once it is done, and owes it again."""
+    user = "back44w"
+    a, b = replicas
+    rt = a.runtime
+    comparison = {"type": "comparison", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+    store = rt.store
+    looked = type(store).users_with_preferences
+    with a.client("acme") as ca, b.client("acme") as cb:
+        with rt.ingest.paused():  # a backlog on a: busy44w's record waits in its log throughout
+            for who in (user, "busy44w"):
+                assert ca.post("/v1/feedback", json={**comparison, "user": who}).status_code == 201
+            assert ca.get(f"/v1/users/{user}/preferences").json()["total"] == 1  # moved: their refit waits
+            assert cb.delete(f"/v1/users/{user}").status_code == 200
+
+            def back_after_the_look(owners):
+                held = looked(store, owners)
+                if ("acme", user) in owners and ("acme", user) not in held:  # the user comes back right after it
+                    assert ca.post("/v1/feedback", json={**comparison, "user": user, "prompt": "Again?"}).status_code == 201
+                    assert ca.get(f"/v1/users/{user}/preferences").json()["total"] == 1  # moved: a refit owed again
+                return held
+
+            store.users_with_preferences = back_after_the_look
+            try:
+                rt.deletion_sweep.run_once()  # the record applied to a's files
+            finally:
+                del store.users_with_preferences
+            assert ("acme", user) in rt.dropped_refits  # before: taken out with the deleted one's
+            assert user in (rt.settings.data_path / "refits-waiting.jsonl").read_text()
+        rt.wait_for_background()
+    assert store.get_user("acme", user).n_preferences == 1

@@ -120,3 +120,23 @@ def test_delete_feedback_before_takes_rows_another_replica_committed_within_sync
     assert a.delete_feedback_before("t", "ann", time.time() + 1.0) == 2
     b.refresh("preferences")
     assert b.count_preferences("t", "ann") == 0
+
+
+def test_a_cached_history_is_not_served_after_another_replica_deleted_and_reimported_as_many_rows(tmp_path):
+    """Review of replicas43. The cached history was checked against the table by the user's row count only: another
+    replica's DELETE of the user, then an import of as many rows (other prompts, other vectors), left the count as it
+    was, and this replica's refit (`latest`) and reranking kept fitting and searching the deleted rows for as long as
+    the history stayed cached. A row sent again (`received_again`: its `received_at` moved) was not seen either."""
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    a.add_preferences(*prefs("t", "u", 2))
+    assert b.history("t", "u").meta.column("pref_id").to_pylist() == ["t-u-0", "t-u-1"]  # cached by b
+    a.delete_user("t", "u")
+    later = prefs("t", "u", 2, start=5)
+    a.add_preferences(*later)
+    assert sorted(b.history("t", "u", latest=True).meta.column("pref_id").to_pylist()) == ["t-u-5", "t-u-6"]
+    assert sorted(b.history("t", "u").meta.column("pref_id").to_pylist()) == ["t-u-5", "t-u-6"]
+    assert b.search("t", "u", later[1][1], 1)[0][0].pref_id == "t-u-6"  # before: a deleted row, t-u-1
+    before = b.history("t", "u").meta.column("received_at").to_pylist()
+    assert a.received_again("t", "u", ["t-u-5"]) == 1
+    assert b.history("t", "u").meta.column("received_at").to_pylist() != before
