@@ -259,7 +259,8 @@ def job_states(jobs: Sequence[Job], width: int = 760, height: int = 28) -> str:
     return "".join(parts) + f'<p class="muted">{_e(said)}</p>'
 
 
-def job_table(jobs: Sequence[Job], limit: int = 25) -> str:
+def job_table(jobs: Sequence[Job], limit: int = 25, tenant: str | None = None) -> str:
+    """The newest `limit` of `jobs`; `tenant`: they are that tenant's (the caption says so), None: every job."""
     rows = []
     for j in jobs[:limit]:
         note = j.error or j.promotion_note or ""
@@ -271,7 +272,8 @@ def job_table(jobs: Sequence[Job], limit: int = 25) -> str:
         )
     head = "".join(f'<th scope="col">{name}</th>' for name in ("job", "kind", "params", "state", "progress", "created", "note"))
     shown = f"the {min(limit, len(jobs))} newest of {len(jobs)}" if len(jobs) > limit else "newest first"
-    caption = f'<caption id="jobs-caption">Jobs, {shown}</caption>'
+    whose = f"Jobs of tenant {_bdi(tenant)}" if tenant is not None else "Jobs"
+    caption = f'<caption id="jobs-caption">{whose}, {shown}</caption>'
     body = "".join(rows) or '<tr><td colspan="7">no jobs</td></tr>'
     return _scroll(f'<table id="jobs">{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>', "jobs-caption")
 
@@ -357,14 +359,16 @@ def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: S
 
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
                      prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0,
-                     unreadable: Sequence[str] = (), tenants: Sequence[str | None] = (), line: Sequence[AuditReport] | None = None) -> str:
+                     unreadable: Sequence[str] = (), tenants: Sequence[str | None] = (), line: Sequence[AuditReport] | None = None,
+                     jobs_of: str | None = None) -> str:
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
     `prototypes` describe the population's prototypes by stored answers (`population`: its version; `backlog`:
     more than this many comparisons still being stored, 0 for none); `unreadable`, why each stored audit report
     this release cannot read is left out (`unreadable_reports`); `tenants`, the tenant each of `history` audited
     (None: every tenant; `report` is one of `history`): the page names it, and draws over time only the audits of
     the latest one's tenant and settings (until session 42 one line ran through every tenant's audits); `line`, those
-    audits when read apart (the service reads up to 50 of them, not only those among `history`; None: drawn from `history`)."""
+    audits when read apart (the service reads up to 50 of them, not only those among `history`; None: drawn from `history`);
+    `jobs_of`: the tenant whose jobs `jobs` are (a tenant's page), said in the job table's caption; None: every job."""
     if report is not None:
         suppressed = report.suppressed_groups
         of = f"of {_audited(tenant_of(report, history, tenants))} " if tenants else ""
@@ -401,7 +405,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         + PATTERNS
         + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{unreadable_reports(unreadable)}{legend()}{bars}</section>'
         f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{drawn(report, history, tenants)}{worst_group_over_time(comparable(report, history, tenants) if line is None else line)}{worst_group_table(history, tenants)}</section>'
-        f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs)}</section>'
+        f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs, tenant=jobs_of)}</section>'
         f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population, backlog)}</section>'
         "</main></body></html>"
     )
