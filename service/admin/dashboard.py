@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from pluralign.data.text import shorten
+from pluralign.fairness.audit import NO_VALUE
 from pluralign.fairness.report import AuditReport, audit_settings
 from pluralign.user.summary import PrototypeDescription
 from training.jobs.record import Job
@@ -87,6 +88,24 @@ def _isolated(value: object) -> str:
     return f"\u2068{_e(value)}\u2069"
 
 
+# how the page writes the group NO_VALUE (" (no value)": comparisons whose attribute neither they nor their user carry). As
+# it is, HTML drops its leading space and it reads as a client's value "(no value)" (the JSON tells the two apart)
+NO_VALUE_SHOWN = "without a value"
+
+
+def _group_text(name: str) -> str:
+    """A group's name as plain text (a chart's label, a tooltip): NO_VALUE in the page's own words."""
+    return NO_VALUE_SHOWN if name == NO_VALUE else name
+
+
+def _group(name: str) -> str:
+    """A group's name in HTML: user text in <bdi>; NO_VALUE in the page's own words, in italics, outside it (and
+    marked `no-value`), so it never reads as a value a client sent."""
+    if name == NO_VALUE:
+        return f'<i class="no-value" title="comparisons whose user and themselves carry no value of the attribute">{NO_VALUE_SHOWN}</i>'
+    return _bdi(name)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -109,7 +128,7 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
     n = max(1, len(groups))
     slot = (width - left - 8) / n
     bar = min(48.0, slot * 0.35)
-    said = "; ".join(f"{g.group}: {g.personalized_accuracy:.2f} personalized, {g.base_accuracy:.2f} one-size-fits-all" for g in groups[:8])
+    said = "; ".join(f"{_group_text(g.group)}: {g.personalized_accuracy:.2f} personalized, {g.base_accuracy:.2f} one-size-fits-all" for g in groups[:8])
     label = (f"Bar chart of accuracy per group, 0 to 1, personalized (solid bars) and one-size-fits-all (hatched bars): {said}"
              + ("; more groups in the table below" if len(groups) > 8 else "; the table below gives the numbers"))
     parts = [f'<svg id="group-accuracy" class="chart" role="img" aria-label="{_e(label)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
@@ -125,15 +144,16 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
             parts.append(
                 f'<rect class="bar {series}" data-group="{_e(g.group)}" data-value="{value:.4f}" x="{x:.1f}" y="{top + plot_h - h:.1f}" '
                 f'width="{bar - 2:.1f}" height="{h:.1f}" fill="{color}" stroke="{BASE if series == "base" else PERSONAL}">'
-                f"<title>{_isolated(g.group)} {series}: {value:.3f}</title></rect>"
+                f"<title>{_isolated(_group_text(g.group))} {series}: {value:.3f}</title></rect>"
             )
             parts.append(f'<text x="{x + bar / 2 - 1:.1f}" y="{top + plot_h - h - 3:.1f}" font-size="10" text-anchor="middle">{value:.2f}</text>')
         # cut to what its slot holds at the widest glyphs (the whole label is in its tooltip and the table
         # below): drawn whole, one long label ran over every other; SVG has no <bdi>: the label's own direction
         mark = " *" if g.too_few_comparisons else ""
-        name = _e(shorten(g.group, max(2, int(slot // LABEL_CHAR_PX) - len(mark)))) + mark
+        name = _e(shorten(_group_text(g.group), max(2, int(slot // LABEL_CHAR_PX) - len(mark)))) + mark
+        italic = ' font-style="italic"' if g.group == NO_VALUE else ""  # not a value: written as the table writes it
         parts.append(f'<text class="group-label" x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" '
-                     f'text-anchor="middle" unicode-bidi="plaintext"><title>{_isolated(g.group)}</title>{name}</text>')
+                     f'text-anchor="middle" unicode-bidi="plaintext"{italic}><title>{_isolated(_group_text(g.group))}</title>{name}</text>')
         parts.append(f'<text class="tick" x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 30}" font-size="10" text-anchor="middle" fill="#4a5568">{_count(g.users, "user")}, {_count(g.comparisons, "pair")}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -155,7 +175,7 @@ def group_table(report: AuditReport) -> str:
     """The bar chart's numbers, one row per group."""
     note = flag_note(report)
     rows = "".join(
-        f'<tr><th scope="row">{_bdi(g.group)}</th><td>{g.users}</td><td>{g.personalized_accuracy:.3f}</td><td>{g.base_accuracy:.3f}</td>'
+        f'<tr><th scope="row">{_group(g.group)}</th><td>{g.users}</td><td>{g.personalized_accuracy:.3f}</td><td>{g.base_accuracy:.3f}</td>'
         f'<td>{g.comparisons}</td><td>{note if g.too_few_comparisons else ""}</td></tr>'
         for g in report.groups
     )
@@ -229,8 +249,8 @@ def worst_group_table(history: Sequence[AuditReport], tenants: Sequence[str | No
         return ""
     rows = "".join(
         f'<tr><th scope="row">{_when(r.created_at)}</th>{f"<td>{_audited(t)}</td>" if tenants else ""}<td>{_bdi(r.group_by)}</td>'
-        f'<td>{_bdi(r.worst_group)}</td><td>{r.worst_group_accuracy:.3f}</td>'
-        f'<td>{_bdi(r.base_worst_group or "-")}</td><td>{(r.base_worst_group_accuracy or 0):.3f}</td></tr>'
+        f'<td>{_group(r.worst_group)}</td><td>{r.worst_group_accuracy:.3f}</td>'
+        f'<td>{_group(r.base_worst_group or "-")}</td><td>{(r.base_worst_group_accuracy or 0):.3f}</td></tr>'
         for r, t in points
     )
     head = ('<thead><tr><th scope="col">audit</th>' + ('<th scope="col">of</th>' if tenants else "")
@@ -382,9 +402,9 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
             summary += ": no worst group to show (lower <code>min_group_size</code> to see small groups)."
         else:
             summary += (
-                f". Worst group <b>{_bdi(report.worst_group)}</b> "
+                f". Worst group <b>{_group(report.worst_group)}</b> "
                 f"{(report.worst_group_accuracy or 0):.3f} personalized (gap {(report.gap or 0):.3f}); one-size-fits-all worst "
-                f"<b>{_bdi(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
+                f"<b>{_group(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
             )
         flagged = any(g.too_few_comparisons for g in report.groups)
         note = f'<p class="muted">* flagged: {flag_note(report)}</p>' if flagged else ""
