@@ -166,7 +166,7 @@ async def fairness_audit(
         job = await admin.audit(params, wait)
     except StillMoving as exc:  # the audit must cover them: asked again once the worker moved them
         return error_response(503, f"{exc} after the `wait` of {wait:g} s; the audit, which covers every acknowledged "
-                                   "feedback, was not queued: ask again shortly (Retry-After) or with a longer `wait`",
+                                   "feedback of what it audits, was not queued: ask again shortly (Retry-After) or with a longer `wait`",
                               code="feedback_backlog", headers={"Retry-After": str(BACKLOG_RETRY_S)})
     if job.state in ("queued", "running"):
         return Response(AuditPending(job=admin.public.job(job)), status_code=202)

@@ -102,7 +102,7 @@ def _group(name: str) -> str:
     """A group's name in HTML: user text in <bdi>; NO_VALUE in the page's own words, in italics, outside it (and
     marked `no-value`), so it never reads as a value a client sent."""
     if name == NO_VALUE:
-        return f'<i class="no-value" title="comparisons whose user and themselves carry no value of the attribute">{NO_VALUE_SHOWN}</i>'
+        return f'<i class="no-value" title="comparisons that carry no value of the attribute, nor does their user">{NO_VALUE_SHOWN}</i>'
     return _bdi(name)
 
 
