@@ -568,3 +568,24 @@ def test_a_tenants_dashboard_lists_only_that_tenants_jobs(svc):
     assert "Jobs of tenant <bdi>umbrella</bdi>" in page
     for job in jobs:  # every tenant's page: every job, as before
         assert job.id in every, job.id
+
+
+def test_another_tenants_backlog_does_not_hold_up_a_tenants_audit(svc):
+    """An audit of globex moves globex's acknowledged feedback into the table first, not every tenant's: acme's
+    backlog (a large import being embedded; here rows held in the log by `Ingestor.paused`) is not what globex's audit
+    covers. Before (until session 44) the audit moved every tenant's backlog first, so acme's import made globex's
+    audit a 503 `feedback_backlog` naming acme's rows, or held it for as long as they took to embed."""
+    from tests.service.test_break20_delete import give_comparisons
+
+    rt = svc.runtime
+    with svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
+        give_comparisons(globex, "gil-t44", "tea", n=2)
+        rt.ingest.flush()  # globex's: in the table
+        with rt.ingest.paused():
+            give_comparisons(acme, "ann-t44", "tea", n=2)  # acme's: acknowledged, still in the log
+            r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 7,
+                                                           "wait": 0}, timeout=20)
+            assert rt.ingest.pending_rows("acme") >= 2  # left to the worker
+        assert r.status_code == 202, r.text
+        assert r.json()["job"]["params"]["tenant"] == "globex"
+        admin.post(f"/admin/jobs/{r.json()['job']['id']}/cancel")

@@ -48,21 +48,3 @@ def test_a_worker_busy_with_nothing_of_the_tenants_left_is_no_backlog(serve):
         assert r.status_code == 202, r.text
         admin.post(f"/admin/jobs/{r.json()['job']['id']}/cancel")
 
-
-def test_another_tenants_backlog_does_not_hold_up_a_tenants_audit(serve):
-    """An audit of globex moves globex's acknowledged feedback into the table first, not every tenant's: acme's
-    backlog (a large import being embedded; here rows held in the log by `Ingestor.paused`) is not what globex's audit
-    covers. Before (until session 44) the audit moved every tenant's backlog first, so acme's import made globex's
-    audit a 503 `feedback_backlog` naming acme's rows, or held it for as long as they took to embed."""
-    _, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
-    rt = svc.runtime
-    with server, svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
-        give_comparisons(globex, "gil", "tea", n=2)
-        rt.ingest.flush()  # globex's: in the table
-        with rt.ingest.paused():
-            give_comparisons(acme, "ann", "tea", n=2)  # acme's: acknowledged, still in the log
-            r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "wait": 0}, timeout=20)
-            assert rt.ingest.pending_rows("acme") == 2  # left to the worker
-        assert r.status_code == 202, r.text
-        assert r.json()["job"]["params"]["tenant"] == "globex"
-        admin.post(f"/admin/jobs/{r.json()['job']['id']}/cancel")
