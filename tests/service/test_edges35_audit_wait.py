@@ -47,4 +47,3 @@ def test_a_worker_busy_with_nothing_of_the_tenants_left_is_no_backlog(serve):
             r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "wait": 0}, timeout=20)
         assert r.status_code == 202, r.text
         admin.post(f"/admin/jobs/{r.json()['job']['id']}/cancel")
-
