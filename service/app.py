@@ -27,7 +27,7 @@ from litestar.types import ControllerRouterHandler
 from service.admin.controllers import ADMIN_HANDLERS, close_admin, start_admin, stop_admin
 from service.admin.paths import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
-from service.auth import PUBLIC_PATHS, BearerAuth, admin_guard, caller_lane, tenant_guard
+from service.auth import BearerAuth, admin_guard, caller_lane, public_paths, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
 from service.docs_page import SwaggerPage, docs_router_hook
 from service.errors import internal_error_handler, refuse_request_id
@@ -115,7 +115,7 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
         middleware=[
             metrics_middleware,
             *([rate_limit(settings.tenant_requests_per_second).middleware] if settings.tenant_requests_per_second else []),
-            DefineMiddleware(BearerAuth, exclude=PUBLIC_PATHS),
+            DefineMiddleware(BearerAuth, exclude=public_paths(settings.metrics_admin_only)),
         ],
         # a ValueError is no client's error unless raised as `bad_request` (service.errors): it is a 500
         exception_handlers={HTTPException: internal_error_handler, Exception: internal_error_handler},
@@ -160,7 +160,7 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
         draining(one_segment_ids(app.asgi_handler), lambda: app.state.draining, around=with_cors), log_access=settings.access_log,
         tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id, method_of=method_of,
         around_refusal=with_cors or (lambda refusal: refusal),
-    )), PUBLIC_PATHS, cors=app.cors_config is not None)  # HEAD wherever GET is (Litestar routes only declared methods)
+    )), public_paths(settings.metrics_admin_only), cors=app.cors_config is not None)  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
     app.state.admin_sessions = AdminSessions(settings.admin_session_s, still_admin=runtime.keys.is_admin)
     runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time

@@ -26,7 +26,8 @@ from pluralign.data.record import Base
 from pluralign.files import write_atomic
 
 KEY_PREFIX = "pk-"
-PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema", "^/admin/login$", "^/admin/logout$"]  # regexes of paths that need no key
+METRICS_PATH = "^/metrics$"
+PUBLIC_PATHS = ["^/health$", METRICS_PATH, "^/schema", "^/admin/login$", "^/admin/logout$"]  # regexes of paths that need no key
 SESSION_COOKIE = "pluralign_admin"  # the dashboard's session (service/admin/session.py)
 SAFE_METHODS = ("GET", "HEAD")
 
@@ -55,6 +56,12 @@ class Principal(Base, frozen=True):
 # the text encoder's (`pluralign.turns`: the library's variable, so one tenant's texts wait their turn): set once
 # its key is known; "" before that and for requests without a key (the public routes: each thread its own turn)
 CALLER = turns.CALLER
+
+
+def public_paths(metrics_admin_only: bool = False) -> list[str]:
+    """The regexes of the paths that need no key: PUBLIC_PATHS, without /metrics when it needs an admin key (the setting
+    `metrics_admin_only`: the handler then refuses a tenant key, `service.system.controllers.metrics`)."""
+    return [p for p in PUBLIC_PATHS if not (metrics_admin_only and p == METRICS_PATH)]
 
 
 def caller_lane() -> str:

@@ -227,9 +227,11 @@ def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
     public = path in PUBLIC or path.startswith("/schema")
     if not public:
         op["security"] = [{"apiKey": []}, {"adminSession": []}] if path.startswith("/admin") else [{"apiKey": []}]
+    elif path == "/metrics":  # no key, or an admin key where the setting `metrics_admin_only` asks for one (401, 403)
+        op["security"] = [{}, {"apiKey": []}]
     # 413 whatever the method: any body a request declares is read before its route runs (service.strict.body_arrived),
     # a GET's or DELETE's too, and one over the limit is refused (until fuzz43 declared for POST, PUT and PATCH only)
-    statuses = [400, 413, 500] + ([] if public else [401, 403, 404, 429])
+    statuses = [400, 413, 500] + ([] if public else [401, 403, 404, 429]) + ([401, 403] if path == "/metrics" else [])
     for status in statuses:
         responses[str(status)] = _error(ERRORS[status])
     if method in ("post", "put", "patch"):  # service.strict: refuse_content_coding, refuse_non_json_type

@@ -211,6 +211,9 @@ class Settings(Base, frozen=True):
     # one line per request (logger `pluralign.access`: method, route template, status, ms, tenant, request id;
     # never a key, a raw path or a body); `pluralign serve` then leaves uvicorn's own access lines out
     access_log: bool = True
+    # GET /metrics needs an admin key (a scraper sends `Authorization: Bearer <admin key>`): its totals count every
+    # tenant's traffic, so one tenant's own subtracted leaves the others'. False: no key, as /health (service.auth)
+    metrics_admin_only: bool = False
     log_format: str = "text"  # `pluralign serve`'s log lines: `text` or `json` (one object a line, for a log shipper)
 
     def __post_init__(self) -> None:

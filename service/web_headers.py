@@ -5,7 +5,7 @@ a chat completion, the admin pages): a shared cache (a CDN, a corporate proxy) m
 and serve it to someone else, and a browser must not keep it on disk. Such answers get
 `Cache-Control: no-store` (unless the handler chose its own) and `Vary: Authorization` (the key picks
 the tenant; the admin area adds `Cookie`, the dashboard's session), its errors included. The public
-paths (`service.auth.PUBLIC_PATHS`: /health, /metrics, /schema and its assets, the login form) keep
+paths (`service.auth.public_paths`: /health, /metrics unless `metrics_admin_only`, /schema and its assets, the login form) keep
 what their handlers send: they hold no tenant's data and may be cached.
 
 Every answer gets `X-Content-Type-Options: nosniff`: a browser never reads an export or an error

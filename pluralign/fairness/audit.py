@@ -122,7 +122,7 @@ def comparisons_from_records(
 ) -> Comparisons:
     """Embed each distinct response once; the group is `user_groups[user]` or the `group_by` attribute.
 
-    A comparison without the attribute is in group NO_VALUE; UnknownGroupBy (a ValueError) when no
+    A comparison without the attribute (with `user_groups`: of a user it does not name) is in group NO_VALUE; UnknownGroupBy (a ValueError) when no
     comparison has it (a misspelled name), before anything is embedded."""
     pairs = [r for r in records if not r.tie]
     if not pairs:
@@ -138,7 +138,9 @@ def comparisons_from_records(
     rejected = np.fromiter((where[r.rejected] for r in pairs), np.int64, len(pairs))
     user, users = index_labels([r.user_id for r in pairs])
     if user_groups is not None:
-        labels = [user_groups.get(r.user_id, "unassigned") for r in pairs]
+        # a user the mapping does not name has no value, as a user without the attribute in the service's audits; until
+        # session 44 "unassigned", also a group name a mapping may give (and reports stored since keep it)
+        labels = [user_groups.get(r.user_id, NO_VALUE) for r in pairs]
     else:
         labels = [answer_key(a[group_by]) if group_by in a else NO_VALUE for a in named]
     group, groups = index_labels(labels)

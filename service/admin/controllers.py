@@ -34,9 +34,10 @@ from service.ids import USER_ID
 from service.openapi import example
 from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
 from training.jobs.params import PARAMS, JobParamsError, decode_params
-from training.jobs.record import Job, JobState
+from training.jobs.record import Job, JobState, tenant_of
 from training.jobs.runner import UnknownJob
 
+DASHBOARD_JOBS = 200  # the newest jobs the dashboard reads (its chart counts them; its table shows the newest 25)
 # an audit refused because acknowledged feedback was still being moved: when to ask again (seconds)
 BACKLOG_RETRY_S = 5
 
@@ -165,7 +166,7 @@ async def fairness_audit(
         job = await admin.audit(params, wait)
     except StillMoving as exc:  # the audit must cover them: asked again once the worker moved them
         return error_response(503, f"{exc} after the `wait` of {wait:g} s; the audit, which covers every acknowledged "
-                                   "feedback, was not queued: ask again shortly (Retry-After) or with a longer `wait`",
+                                   "feedback of what it audits, was not queued: ask again shortly (Retry-After) or with a longer `wait`",
                               code="feedback_backlog", headers={"Retry-After": str(BACKLOG_RETRY_S)})
     if job.state in ("queued", "running"):
         return Response(AuditPending(job=admin.public.job(job)), status_code=202)
@@ -217,7 +218,7 @@ def _since_previous(report: AuditReport, stored: StoredReports) -> AuditReport:
 
 @get("/dashboard", sync_to_thread=True, summary="The operator's dashboard (HTML)", media_type="text/html")
 def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Response:
-    """`tenant`: that tenant's audits, and the prototypes described by its stored answers (default: every tenant's);
+    """`tenant`: that tenant's audits and jobs, and the prototypes described by its stored answers (default: every tenant's);
     feedback acknowledged before the request is moved out of the log first, so it counts, unless more than
     READ_INLINE_ROWS rows wait there (a large import being stored): the page then says so."""
     from service.users.services import prototype_descriptions
@@ -239,9 +240,14 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     except Backlogged:
         backlog = READ_INLINE_ROWS
     prototypes = prototype_descriptions(rt, tenant)
-    return Response(render_dashboard(latest, history, [admin.public.job(j) for j in admin.runner.list(limit=200)], signed_in, prototypes,
+    # a tenant's page: its own jobs only, those whose turn is its turn (until session 44 the newest 200 of every tenant,
+    # so acme's page named globex's users, parameters and errors), chosen before the limit (the records are in memory)
+    jobs = admin.runner.list(limit=DASHBOARD_JOBS if tenant is None else 1 << 62)
+    if tenant is not None:
+        jobs = [j for j in jobs if tenant_of(j.params) == tenant][:DASHBOARD_JOBS]
+    return Response(render_dashboard(latest, history, [admin.public.job(j) for j in jobs], signed_in, prototypes,
                                      rt.rewards.version, backlog, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],
-                                     tenants=stored.tenants, line=line),
+                                     tenants=stored.tenants, line=line, jobs_of=tenant),
                     media_type="text/html", headers=PAGE_HEADERS)
 
 

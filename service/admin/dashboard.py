@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from pluralign.data.text import shorten
+from pluralign.fairness.audit import NO_VALUE
 from pluralign.fairness.report import AuditReport, audit_settings
 from pluralign.user.summary import PrototypeDescription
 from training.jobs.record import Job
@@ -87,6 +88,24 @@ def _isolated(value: object) -> str:
     return f"\u2068{_e(value)}\u2069"
 
 
+# how the page writes the group NO_VALUE (" (no value)": comparisons whose attribute neither they nor their user carry). As
+# it is, HTML drops its leading space and it reads as a client's value "(no value)" (the JSON tells the two apart)
+NO_VALUE_SHOWN = "without a value"
+
+
+def _group_text(name: str) -> str:
+    """A group's name as plain text (a chart's label, a tooltip): NO_VALUE in the page's own words."""
+    return NO_VALUE_SHOWN if name == NO_VALUE else name
+
+
+def _group(name: str) -> str:
+    """A group's name in HTML: user text in <bdi>; NO_VALUE in the page's own words, in italics, outside it (and
+    marked `no-value`), so it never reads as a value a client sent."""
+    if name == NO_VALUE:
+        return f'<i class="no-value" title="comparisons that carry no value of the attribute, nor does their user">{NO_VALUE_SHOWN}</i>'
+    return _bdi(name)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -109,7 +128,7 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
     n = max(1, len(groups))
     slot = (width - left - 8) / n
     bar = min(48.0, slot * 0.35)
-    said = "; ".join(f"{g.group}: {g.personalized_accuracy:.2f} personalized, {g.base_accuracy:.2f} one-size-fits-all" for g in groups[:8])
+    said = "; ".join(f"{_group_text(g.group)}: {g.personalized_accuracy:.2f} personalized, {g.base_accuracy:.2f} one-size-fits-all" for g in groups[:8])
     label = (f"Bar chart of accuracy per group, 0 to 1, personalized (solid bars) and one-size-fits-all (hatched bars): {said}"
              + ("; more groups in the table below" if len(groups) > 8 else "; the table below gives the numbers"))
     parts = [f'<svg id="group-accuracy" class="chart" role="img" aria-label="{_e(label)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
@@ -125,15 +144,16 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
             parts.append(
                 f'<rect class="bar {series}" data-group="{_e(g.group)}" data-value="{value:.4f}" x="{x:.1f}" y="{top + plot_h - h:.1f}" '
                 f'width="{bar - 2:.1f}" height="{h:.1f}" fill="{color}" stroke="{BASE if series == "base" else PERSONAL}">'
-                f"<title>{_isolated(g.group)} {series}: {value:.3f}</title></rect>"
+                f"<title>{_isolated(_group_text(g.group))} {series}: {value:.3f}</title></rect>"
             )
             parts.append(f'<text x="{x + bar / 2 - 1:.1f}" y="{top + plot_h - h - 3:.1f}" font-size="10" text-anchor="middle">{value:.2f}</text>')
         # cut to what its slot holds at the widest glyphs (the whole label is in its tooltip and the table
         # below): drawn whole, one long label ran over every other; SVG has no <bdi>: the label's own direction
         mark = " *" if g.too_few_comparisons else ""
-        name = _e(shorten(g.group, max(2, int(slot // LABEL_CHAR_PX) - len(mark)))) + mark
+        name = _e(shorten(_group_text(g.group), max(2, int(slot // LABEL_CHAR_PX) - len(mark)))) + mark
+        italic = ' font-style="italic"' if g.group == NO_VALUE else ""  # not a value: written as the table writes it
         parts.append(f'<text class="group-label" x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" '
-                     f'text-anchor="middle" unicode-bidi="plaintext"><title>{_isolated(g.group)}</title>{name}</text>')
+                     f'text-anchor="middle" unicode-bidi="plaintext"{italic}><title>{_isolated(_group_text(g.group))}</title>{name}</text>')
         parts.append(f'<text class="tick" x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 30}" font-size="10" text-anchor="middle" fill="#4a5568">{_count(g.users, "user")}, {_count(g.comparisons, "pair")}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -155,7 +175,7 @@ def group_table(report: AuditReport) -> str:
     """The bar chart's numbers, one row per group."""
     note = flag_note(report)
     rows = "".join(
-        f'<tr><th scope="row">{_bdi(g.group)}</th><td>{g.users}</td><td>{g.personalized_accuracy:.3f}</td><td>{g.base_accuracy:.3f}</td>'
+        f'<tr><th scope="row">{_group(g.group)}</th><td>{g.users}</td><td>{g.personalized_accuracy:.3f}</td><td>{g.base_accuracy:.3f}</td>'
         f'<td>{g.comparisons}</td><td>{note if g.too_few_comparisons else ""}</td></tr>'
         for g in report.groups
     )
@@ -229,8 +249,8 @@ def worst_group_table(history: Sequence[AuditReport], tenants: Sequence[str | No
         return ""
     rows = "".join(
         f'<tr><th scope="row">{_when(r.created_at)}</th>{f"<td>{_audited(t)}</td>" if tenants else ""}<td>{_bdi(r.group_by)}</td>'
-        f'<td>{_bdi(r.worst_group)}</td><td>{r.worst_group_accuracy:.3f}</td>'
-        f'<td>{_bdi(r.base_worst_group or "-")}</td><td>{(r.base_worst_group_accuracy or 0):.3f}</td></tr>'
+        f'<td>{_group(r.worst_group)}</td><td>{r.worst_group_accuracy:.3f}</td>'
+        f'<td>{_group(r.base_worst_group or "-")}</td><td>{(r.base_worst_group_accuracy or 0):.3f}</td></tr>'
         for r, t in points
     )
     head = ('<thead><tr><th scope="col">audit</th>' + ('<th scope="col">of</th>' if tenants else "")
@@ -259,7 +279,8 @@ def job_states(jobs: Sequence[Job], width: int = 760, height: int = 28) -> str:
     return "".join(parts) + f'<p class="muted">{_e(said)}</p>'
 
 
-def job_table(jobs: Sequence[Job], limit: int = 25) -> str:
+def job_table(jobs: Sequence[Job], limit: int = 25, tenant: str | None = None) -> str:
+    """The newest `limit` of `jobs`; `tenant`: they are that tenant's (the caption says so), None: every job."""
     rows = []
     for j in jobs[:limit]:
         note = j.error or j.promotion_note or ""
@@ -271,7 +292,8 @@ def job_table(jobs: Sequence[Job], limit: int = 25) -> str:
         )
     head = "".join(f'<th scope="col">{name}</th>' for name in ("job", "kind", "params", "state", "progress", "created", "note"))
     shown = f"the {min(limit, len(jobs))} newest of {len(jobs)}" if len(jobs) > limit else "newest first"
-    caption = f'<caption id="jobs-caption">Jobs, {shown}</caption>'
+    whose = f"Jobs of tenant {_bdi(tenant)}" if tenant is not None else "Jobs"
+    caption = f'<caption id="jobs-caption">{whose}, {shown}</caption>'
     body = "".join(rows) or '<tr><td colspan="7">no jobs</td></tr>'
     return _scroll(f'<table id="jobs">{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>', "jobs-caption")
 
@@ -357,14 +379,16 @@ def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: S
 
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
                      prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0,
-                     unreadable: Sequence[str] = (), tenants: Sequence[str | None] = (), line: Sequence[AuditReport] | None = None) -> str:
+                     unreadable: Sequence[str] = (), tenants: Sequence[str | None] = (), line: Sequence[AuditReport] | None = None,
+                     jobs_of: str | None = None) -> str:
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
     `prototypes` describe the population's prototypes by stored answers (`population`: its version; `backlog`:
     more than this many comparisons still being stored, 0 for none); `unreadable`, why each stored audit report
     this release cannot read is left out (`unreadable_reports`); `tenants`, the tenant each of `history` audited
     (None: every tenant; `report` is one of `history`): the page names it, and draws over time only the audits of
     the latest one's tenant and settings (until session 42 one line ran through every tenant's audits); `line`, those
-    audits when read apart (the service reads up to 50 of them, not only those among `history`; None: drawn from `history`)."""
+    audits when read apart (the service reads up to 50 of them, not only those among `history`; None: drawn from `history`);
+    `jobs_of`: the tenant whose jobs `jobs` are (a tenant's page), said in the job table's caption; None: every job."""
     if report is not None:
         suppressed = report.suppressed_groups
         of = f"of {_audited(tenant_of(report, history, tenants))} " if tenants else ""
@@ -378,9 +402,9 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
             summary += ": no worst group to show (lower <code>min_group_size</code> to see small groups)."
         else:
             summary += (
-                f". Worst group <b>{_bdi(report.worst_group)}</b> "
+                f". Worst group <b>{_group(report.worst_group)}</b> "
                 f"{(report.worst_group_accuracy or 0):.3f} personalized (gap {(report.gap or 0):.3f}); one-size-fits-all worst "
-                f"<b>{_bdi(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
+                f"<b>{_group(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
             )
         flagged = any(g.too_few_comparisons for g in report.groups)
         note = f'<p class="muted">* flagged: {flag_note(report)}</p>' if flagged else ""
@@ -401,7 +425,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         + PATTERNS
         + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{unreadable_reports(unreadable)}{legend()}{bars}</section>'
         f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{drawn(report, history, tenants)}{worst_group_over_time(comparable(report, history, tenants) if line is None else line)}{worst_group_table(history, tenants)}</section>'
-        f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs)}</section>'
+        f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs, tenant=jobs_of)}</section>'
         f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population, backlog)}</section>'
         "</main></body></html>"
     )

@@ -1,4 +1,7 @@
-"""GET /health and GET /metrics (no key needed)."""
+"""GET /health and GET /metrics (no key needed; /metrics an admin key with the setting `metrics_admin_only`).
+
+What they show to whom (docs/operations.md, "What one tenant sees of another"): the service's state and totals, never a
+tenant's name, a user id or a job id, nor a figure of one tenant."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from litestar import Litestar, Request, get
+from litestar.exceptions import PermissionDeniedException
 from litestar.response import Response
 
 from pluralign.data.record import Base
@@ -146,5 +150,7 @@ def scrape_state(app: Litestar) -> list:
 @get("/metrics", sync_to_thread=True, summary="Prometheus text format, or OpenMetrics when `Accept` asks for it", media_type=CONTENT_TYPE)
 def metrics(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
+    if rt.settings.metrics_admin_only and not request.user.admin:  # the key was checked (it is no public path then)
+        raise PermissionDeniedException("`/metrics` needs an admin key here (PLURALIGN_METRICS_ADMIN_ONLY): its totals count every tenant's traffic")
     body, content_type = rt.metrics.render(request.headers.get("accept"))
     return Response(body, media_type=content_type, headers={"Vary": "Accept"})

@@ -535,3 +535,57 @@ def test_a_poll_after_a_users_delete_does_not_get_an_audit_that_started_before_i
                 if job_id != running.id:
                     admin.post(f"/admin/jobs/{job_id}/cancel")
         state.runner.purge(running.id)
+
+
+def test_a_tenants_dashboard_lists_only_that_tenants_jobs(svc):
+    """`/admin/dashboard?tenant=umbrella` lists umbrella's jobs only: no job of another tenant (its user ids, its
+    parameters, its errors), none for the whole service (a population model, an audit of every tenant), and counts
+    only umbrella's in the job chart. Before (admin43 made the audits per tenant, not the job list) it listed the
+    newest 200 jobs of every tenant, so umbrella's page named acme's users."""
+    state = svc.server.server.config.app.state.admin
+    now = time.time()
+    jobs = [Job(id="tenant44-acme-adapter", kind="adapter", params={"tenant": "acme", "user": "acme-only-user-7q"}, state="failed",
+                created_at=now, error="exit code 1: acme-only-error-7q"),
+            Job(id="tenant44-default-adapter", kind="adapter", params={"user": "default-only-user-7q"}, state="failed", created_at=now),
+            Job(id="tenant44-population", kind="pal", params={"protocol": "persona"}, state="failed", created_at=now),
+            Job(id="tenant44-umbrella-adapter", kind="adapter", params={"tenant": "umbrella", "user": "umbrella-user-7q"},
+                state="cancelled", created_at=now)]
+    try:
+        for job in jobs:
+            state.runner.store.add(job)
+        with svc.client("admin") as admin:
+            page = admin.get("/admin/dashboard", params={"tenant": "umbrella"}).text
+            every = admin.get("/admin/dashboard").text
+    finally:
+        for job in jobs:
+            state.runner.purge(job.id)
+    table = page.split('<table id="jobs">')[1].split("</table>")[0]
+    assert "umbrella-user-7q" in table, table
+    for other in ("acme-only-user-7q", "acme-only-error-7q", "default-only-user-7q", "tenant44-population"):
+        assert other not in page, other
+    umbrellas = [j for j in state.runner.list(limit=1 << 30) if j.params.get("tenant") == "umbrella"]
+    assert table.count('<th scope="row">') == min(25, len(umbrellas) + 1), table  # its stored jobs and the one added
+    assert "Jobs of tenant <bdi>umbrella</bdi>" in page
+    for job in jobs:  # every tenant's page: every job, as before
+        assert job.id in every, job.id
+
+
+def test_another_tenants_backlog_does_not_hold_up_a_tenants_audit(svc):
+    """An audit of globex moves globex's acknowledged feedback into the table first, not every tenant's: acme's
+    backlog (a large import being embedded; here rows held in the log by `Ingestor.paused`) is not what globex's audit
+    covers. Before (until session 44) the audit moved every tenant's backlog first, so acme's import made globex's
+    audit a 503 `feedback_backlog` naming acme's rows, or held it for as long as they took to embed."""
+    from tests.service.test_break20_delete import give_comparisons
+
+    rt = svc.runtime
+    with svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
+        give_comparisons(globex, "gil-t44", "tea", n=2)
+        rt.ingest.flush()  # globex's: in the table
+        with rt.ingest.paused():
+            give_comparisons(acme, "ann-t44", "tea", n=2)  # acme's: acknowledged, still in the log
+            r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 7,
+                                                           "wait": 0}, timeout=20)
+            assert rt.ingest.pending_rows("acme") >= 2  # left to the worker
+        assert r.status_code == 202, r.text
+        assert r.json()["job"]["params"]["tenant"] == "globex"
+        admin.post(f"/admin/jobs/{r.json()['job']['id']}/cancel")

@@ -157,3 +157,23 @@ def test_keys_create_says_an_admin_key_reaches_every_tenant(capsys):
 
     code, out, _ = cli(capsys, "keys", "create", "--help")
     assert code == 0 and "every tenant" in " ".join(out.split()), out
+
+
+def test_metrics_can_be_the_operators_alone(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """/metrics counts every tenant's traffic (rows stored, feedback, jobs): with two tenants, its totals less one
+    tenant's own are the other's. With `metrics_admin_only` it needs an admin key: a tenant key is a 403 and no key a
+    401 naming it, and a scraper with the admin key reads it as before; /health stays open (probes send no key).
+    Before (session 44) there was no such setting: any client read the totals."""
+    import httpx
+
+    server, service = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, metrics_admin_only=True)
+    with server:
+        anonymous = httpx.get(service.url + "/metrics")
+        tenant = httpx.get(service.url + "/metrics", headers={"Authorization": f"Bearer {service.keys['acme']}"})
+        admin = httpx.get(service.url + "/metrics", headers={"Authorization": f"Bearer {service.keys['admin']}"})
+        health = httpx.get(service.url + "/health")
+    assert anonymous.status_code == 401 and "pluralign_table_rows" not in anonymous.text, anonymous.text
+    assert tenant.status_code == 403 and "metrics_admin_only" in tenant.text.lower(), tenant.text
+    assert "pluralign_table_rows" not in tenant.text
+    assert admin.status_code == 200 and "pluralign_table_rows" in admin.text, admin.text
+    assert health.status_code == 200, health.text

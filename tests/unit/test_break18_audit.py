@@ -141,14 +141,19 @@ def test_a_user_groups_file_that_is_not_utf8_names_the_line(tmp_path, capsys, ca
     assert code == 2 and f"--user-groups {groups}: line 2: not valid UTF-8 (byte 0xe9)" in err, err
 
 
-def test_a_good_user_groups_file_groups_the_users_it_names_and_the_rest_are_unassigned(tmp_path, capsys, cache):
+def test_a_good_user_groups_file_groups_the_users_it_names_and_the_rest_have_no_value(tmp_path, capsys, cache):
+    """The users a `--user-groups` file does not name are in NO_VALUE (`" (no value)"`), as the service's audits put
+    users without the attribute. Before (until session 44) they were in `unassigned`, which is also a group name the file
+    may give (here u1's): the two kinds of users were one group."""
+    from pluralign.fairness.audit import NO_VALUE
+
     data = write_jsonl(tmp_path / "p.jsonl", rows(3))
     groups = tmp_path / "groups.json"
-    groups.write_text('{"u0": "a", "u1": "b", "someone-else": "c"}')
+    groups.write_text('{"u0": "a", "u1": "unassigned", "someone-else": "c"}')
     code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "cluster", "--user-groups", str(groups),
                          "--min-comparisons", "1", "--json", *cache)
     assert code == 0, err
-    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 1, "b": 1, "unassigned": 1}
+    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 1, "unassigned": 1, NO_VALUE: 1}
 
 
 # -- 4. a --k larger than the data --------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 
+import msgspec
 import pytest
 
 from pluralign.user.summary import Example, PrototypeDescription
@@ -27,11 +28,24 @@ def full_page() -> str:
     return render_dashboard(history[-1], history[::-1], jobs(), signed_in=True, prototypes=prototypes, population="pal-3")
 
 
+def no_value_page() -> str:
+    """An audit whose groups are the value "(no value)" a client sent and the group of comparisons without a value,
+    NO_VALUE (" (no value)"), each the worst of one model."""
+    from pluralign.fairness.audit import NO_VALUE
+    from tests.unit.test_dashboard import group
+
+    audit = msgspec.structs.replace(report(1_764_000_000, 0.5), groups=[group(NO_VALUE, 0.5, 0.9), group("(no value)", 0.9, 0.4),
+                                                                       group("trial", 0.7, 0.7)],
+                                    worst_group=NO_VALUE, base_worst_group="(no value)")
+    return render_dashboard(audit, [audit], [])
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     folder = tmp_path_factory.mktemp("a11y")
     (folder / "full.html").write_text(full_page())
     (folder / "empty.html").write_text(render_dashboard(None, [], []))
+    (folder / "no-value.html").write_text(no_value_page())
     driver = chromium(folder / "profile")
     yield lambda name: driver.get((folder / f"{name}.html").as_uri()) or driver
     driver.quit()
@@ -147,3 +161,24 @@ def test_forced_colours_keep_the_charts_and_the_legend(page):
         assert axe_violations(driver) == {}
     finally:
         emulate(driver)
+
+
+def test_the_group_without_a_value_reads_apart_from_the_value_no_value(page):
+    """The group of comparisons with no value of the attribute, `" (no value)"` in the JSON (a name no value can have:
+    values are trimmed), and a client's value `"(no value)"`: before, the page wrote both as they are, and HTML drops the
+    leading space, so the table, the chart's labels and tooltips and the summary's worst groups read the same."""
+    from selenium.webdriver.common.by import By
+
+    driver = page("no-value")
+    table = driver.find_element(By.ID, "group-accuracy-numbers")
+    rows = [th.text for th in table.find_elements(By.CSS_SELECTOR, "tbody th[scope=row]")]
+    assert len(rows) == 3 and len(set(rows)) == 3 and "(no value)" in rows and "trial" in rows, rows
+    chart = driver.find_element(By.ID, "group-accuracy")
+    labels = [e.get_attribute("textContent") for e in chart.find_elements(By.CSS_SELECTOR, "text.group-label")]
+    assert len(set(labels)) == 3, labels
+    tips = driver.execute_script("return [...document.querySelectorAll('rect.bar.personalized title')].map(e => e.textContent)")
+    assert len({t.replace("\u2068", "").replace("\u2069", "").strip() for t in tips}) == 3, tips
+    said = chart.accessible_name
+    summary = driver.find_element(By.CSS_SELECTOR, "#h-groups + p").text
+    without = rows[[i for i, r in enumerate(rows) if r not in ("(no value)", "trial")][0]]
+    assert without in summary and f"{without}:" in said and "(no value):" in said, (summary, said)

@@ -44,4 +44,4 @@ def test_user_ids_outside_the_api_rule_that_the_audited_file_holds_are_grouped(t
     code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "cluster", "--user-groups", str(groups),
                          "--min-comparisons", "1", "--json", "--cache", cache)
     assert code == 0, err
-    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 1, "b": 1, "unassigned": 1}
+    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 1, "b": 1, " (no value)": 1}

@@ -192,7 +192,7 @@ def _key_lines(text: str) -> dict[str, int]:
 
 
 def check_user_groups(path: str, user_groups: dict[str, str], records) -> None:
-    """A mapping that names none of the audited users would put everyone in "unassigned": an error."""
+    """A mapping that names none of the audited users would put everyone in NO_VALUE (`" (no value)"`): an error."""
     if not user_groups:
         raise ValueError(f"--user-groups {path}: maps no user to a group (an empty object)")
     audited = {r.user_id for r in records if not r.tie}
@@ -356,13 +356,13 @@ def register(sub) -> None:
     p.add_argument("--path", help="folder of the --source data (default under --data-dir)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--group-by", required=True,
-                   help="record attribute naming each comparison's group (an error if no comparison has it; those without it: 'unknown')")
+                   help="record attribute naming each comparison's group (an error if no comparison has it; those without it: ' (no value)')")
     p.add_argument("--personalized", choices=["logistic", "pal"], default="logistic",
                    help="each user's online model: logistic on embeddings (default) or PAL logits (needs --pal)")
     p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")
     p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
     p.add_argument("--user-groups", help="JSON object user_id -> group name (learned components); overrides attributes; "
-                   "users it does not name: 'unassigned'; each user once (a blank key is an error)")
+                   "users it does not name: ' (no value)'; each user once (a blank key is an error)")
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
