@@ -695,3 +695,47 @@ def test_a_user_model_a_later_release_wrote_is_refitted_not_served_nor_a_500(svc
     assert r.status_code == 200, r.text
     assert r.json()["user_model"]["comparisons"] == len(rows) and r.json()["summary"]["joint"], r.json()["summary"]
     assert UserState.decode(rt.store.get_user("acme", "rolled-back").user_model).n == len(rows)  # written back readable
+
+
+def import_rows(c, user: str, rows: list[dict]) -> None:
+    r = c.post(f"/v1/users/{user}/import", content="\n".join(json.dumps(x) for x in rows).encode(),
+               headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 201 and len(r.json()["stored"]) == len(rows), r.text
+
+
+EXCLAIMED = [("Rest well!", "Rest well."), ("Walk daily!", "Walk daily."), ("Read more!", "Read more."), ("Eat greens!", "Eat greens.")]
+
+
+def test_a_user_whose_comparisons_all_agree_on_one_feature_is_confident_of_it(svc):
+    """12 comparisons, each the same answer with and without an exclamation mark (only `exclamations`
+    moves), the exclaimed one always chosen. The Laplace z of the weight stays near 1 however many agree
+    (the likelihood is flat on the chosen side): the summary read "prefers exclamation marks (likely)"
+    (z 1.5: -> the Laplace probability 0.93), while the posterior puts ~1e-4 on the other sign."""
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": loud, "rejected": quiet}
+            for topic, (loud, quiet) in zip(TOPICS[:12], EXCLAIMED * 3, strict=True)]
+    with svc.client() as c:
+        import_rows(c, "exclaims", rows)
+        summary = c.get("/v1/users/exclaims").json()["summary"]
+    feature = next(f for f in summary["features"] if f["feature"] == "exclamations")
+    assert feature["direction"] == "more" and feature["confidence"] == "confident", feature
+    assert feature["probability"] > 0.99 and feature["moved_in"] == 12, feature
+    assert feature["text"] == "prefers exclamation marks (confident)" and feature["text"] in summary["sentences"], summary
+
+
+def test_a_belief_that_rests_on_one_comparison_says_so(svc):
+    """One comparison under the wide prior (sd 5) already gives the chosen side ~0.95 (the prior expects
+    strong preferences; importance sampling agrees, BENCHMARKS.md), so it reads `likely`: the sentence
+    says it rests on that one comparison, of one user or among 13 (whose summary ends "based on 13")."""
+    once = [{"prompt": "Tips on sleep?", "chosen": "Rest well!", "rejected": "Rest well."}]
+    among = once + [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy}
+                    for topic, plain, wordy in zip(TOPICS[:12], PLAIN_ANSWERS * 3, WORDY_ANSWERS * 3, strict=False)]
+    with svc.client() as c:
+        import_rows(c, "exclaimed-once", once)
+        import_rows(c, "exclaimed-once-of-13", among)
+        alone, of_many = (c.get(f"/v1/users/{u}").json()["summary"] for u in ("exclaimed-once", "exclaimed-once-of-13"))
+    for summary, said in ((alone, "from your 1 comparison"), (of_many, f"from 1 of your {len(among)} comparisons")):
+        feature = next(f for f in summary["features"] if f["feature"] == "exclamations")
+        assert feature["confidence"] == "likely" and feature["moved_in"] == 1, feature
+        assert feature["text"] == f"prefers exclamation marks (likely, {said})", feature
+        assert feature["text"] in summary["sentences"], summary["sentences"]
+
