@@ -739,3 +739,27 @@ def test_a_belief_that_rests_on_one_comparison_says_so(svc):
         assert feature["text"] == f"prefers exclamation marks (likely, {said})", feature
         assert feature["text"] in summary["sentences"], summary["sentences"]
 
+
+def test_a_user_of_ties_alone_reads_what_the_summary_is_based_on(svc):
+    """Five ties (neither answer better) and no comparison with a winner: the summary said "based on 0
+    comparisons" beside `counts.preferences` 5, as if nothing had been sent."""
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy, "tie": True}
+            for topic, plain, wordy in zip(TOPICS[:5], PLAIN_ANSWERS, WORDY_ANSWERS, strict=True)]
+    with svc.client() as c:
+        import_rows(c, "ties-only", rows)
+        profile = c.get("/v1/users/ties-only").json()
+    summary = profile["summary"]
+    assert profile["counts"]["preferences"] == 5 and summary["comparisons"] == 0, profile
+    assert summary["sentences"][-1] == ("based on 0 comparisons; your 5 ties (neither answer better) are not counted: "
+                                        "the model learns from comparisons with a winner"), summary["sentences"]
+    assert summary["ties"] == 5 and summary["unpaired_ratings"] == 0, summary
+
+
+def test_the_last_sentence_names_ties_and_lone_ratings_in_number():
+    from service.users.services import based_on
+
+    assert based_on(12, 0, 0) == "based on 12 comparisons"
+    assert based_on(1, 1, 0) == ("based on 1 comparison; your 1 tie (neither answer better) is not counted: "
+                                 "the model learns from comparisons with a winner")
+    assert based_on(3, 2, 1) == ("based on 3 comparisons; your 2 ties (neither answer better) and 1 rating of an answer "
+                                 "with no other to compare it with are not counted: the model learns from comparisons with a winner")
