@@ -1,7 +1,8 @@
 """The summary's joint probability (pluralign.user.collinear.direction_probability) against importance
 sampling of the same posterior, and against the Laplace Gaussian's Phi(z) the per-feature summary read
 until session 44. `--features`: each feature's own probability (`feature_signs`, integrated along its
-axis) the same way, for the group's first feature and a noisy one beside it, and for 1-3 comparisons.
+axis) the same way, for a feature every comparison moved one way and a noisy one beside it, and for
+1-3 comparisons; then two features of a collinear group, each alone (the summary keeps their Laplace one).
 
 Two named features that move together in every comparison (always chosen "less", or by a coin), the other
 coordinates random, the service's prior scales (features sd 5, the rest sd 0.5). Importance sampling
@@ -76,5 +77,30 @@ def features() -> None:
             print(f"| {n} | {'coin' if coin else 'less'} | {i} | {laplace:.4f} | {1 - p_more[names[i]]:.6f} | {p_is:.6f} ({ess:.0f}) |")
 
 
+def grouped_features() -> None:
+    """Features 0 and 1 moved in proportion in every comparison (1 moving `scale` times 0), always "less": each
+    one's own probability along its axis (which the summary does not use for them) against sampling."""
+    print("| comparisons | feature 1 moves | feature | Laplace Phi(z) (summary) | along its axis (not used) | importance sampling (ESS) |")
+    print("|---|---|---|---|---|---|")
+    for n, step, scale in ((8, 1.4, 1.0), (40, 1.4, 1.0), (400, 8.0, 1.0), (40, 1.4, 5.0), (400, 1.4, 5.0)):
+        rng = np.random.default_rng(n + 10)
+        d = 10
+        design = rng.normal(size=(n, d)) * 0.5
+        size = rng.uniform(0.8, 1.2, n) * step
+        design[:, 0], design[:, 1] = -size, -size * rng.uniform(0.9, 1.1, n) * scale
+        prior_mean, prior_precision = np.zeros(d), np.r_[np.full(2, 1 / 25), np.full(d - 2, 4.0)]
+        mean, cov = fit_posterior(design, prior_mean, prior_precision)
+        names = [f"c{i}" for i in range(d)]
+        p_more, _ = feature_signs(design, names, names[:2], mean, cov, prior_mean, prior_precision)  # not told they are a group
+        for i in (0, 1):
+            p_is, ess = sampled(design, prior_mean, prior_precision, mean, cov, np.eye(d)[i])
+            laplace = NormalDist().cdf(-mean[i] / np.sqrt(cov[i, i]))
+            print(f"| {n} | {scale}x | {i} | {laplace:.4f} | {1 - p_more[names[i]]:.6f} | {p_is:.6f} ({ess:.0f}) |")
+
+
 if __name__ == "__main__":
-    features() if "--features" in sys.argv[1:] else main()
+    if "--features" in sys.argv[1:]:
+        features()
+        grouped_features()
+    else:
+        main()

@@ -110,7 +110,7 @@ class UserState(Base, kw_only=True):
     collinear: list[CollinearFeatures] = []
     # each named feature's posterior probability that the weight on it is positive, integrated along its axis
     # (`pluralign.user.collinear.feature_signs`: right for a user whose comparisons all agree, where the Laplace
-    # z stays near 1), how many of the comparisons moved it, and for each stated feature (when n > 0) the same
+    # z stays near 1; a feature of a `collinear` group keeps the Laplace one), how many of the comparisons moved it, and for each stated feature (when n > 0) the same
     # probability from the comparisons alone; empty for a state fitted before they were kept (the summary then
     # reads the Laplace Phi(mean / sd), until the user's next refit)
     p_more: dict[str, float] = {}
@@ -390,16 +390,17 @@ class UserModel:
         unpooled_mean, unpooled_var = [], []
         if pooled is not None and own is not None and not stated:  # what a later pooled prior is estimated from
             unpooled_mean, unpooled_var = own[0].tolist(), np.diag(own[1]).tolist()
-        p_more, moved_in = feature_signs(design, self.names, FEATURE_NAMES, mean, cov, *prior)
+        collinear = self._collinear(design, mean, cov, prior, own if stated else None)
+        grouped = {f for group in collinear for f in group.features}
+        p_more, moved_in = feature_signs(design, self.names, FEATURE_NAMES, mean, cov, *prior, grouped=grouped)
         p_alone = {} if not alone else feature_signs(design, self.names, FEATURE_NAMES, *own, self.prior_mean(),
-                                                     self.prior_precision(), only=sorted(stated))[0]
+                                                     self.prior_precision(), only=sorted(stated), grouped=grouped)[0]
         return UserState(
             population=self.population, features=FEATURES_VERSION, names=list(self.names),
             logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design),
             fitted_at=fitted_at, stated=stated, from_comparisons=alone,
             pooled_users=0 if pooled is None else pooled.users, unpooled_mean=unpooled_mean, unpooled_var=unpooled_var,
-            collinear=self._collinear(design, mean, cov, prior, own if stated else None),
-            p_more=p_more, moved_in=moved_in, p_more_from_comparisons=p_alone,
+            collinear=collinear, p_more=p_more, moved_in=moved_in, p_more_from_comparisons=p_alone,
         )
 
     def _collinear(self, design: np.ndarray, mean: np.ndarray, cov: np.ndarray, prior: tuple[np.ndarray, np.ndarray],

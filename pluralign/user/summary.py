@@ -12,7 +12,8 @@ shown, but the data do not settle it). Below Phi(0.25) (~0.599, such as the prio
 nothing has informed) no direction is shown at all: "no preference learned yet between longer answers and
 shorter answers". For a Gaussian posterior these are the Laplace z = |mean| / sd >= 2, >= 1, >= 0.25 (a
 state fitted before p was kept reads them so); for a user whose comparisons all agree the Laplace z stays
-near 1 however many there are, while p goes to 1. Under the wide prior (sd 5: it expects strong
+near 1 however many there are, while p goes to 1 (a feature of a collinear group keeps the Laplace p:
+`feature_signs`). Under the wide prior (sd 5: it expects strong
 preferences) one or two agreeing comparisons already make p `likely`: a feature's sentence then says how
 few comparisons moved it (fewer than FEW_COMPARISONS), as a group's says how many moved its features.
 
