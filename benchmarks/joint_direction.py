@@ -1,21 +1,25 @@
 """The summary's joint probability (pluralign.user.collinear.direction_probability) against importance
-sampling of the same posterior, and against the Laplace Gaussian's Phi(z) the per-feature summary reads.
+sampling of the same posterior, and against the Laplace Gaussian's Phi(z) the per-feature summary read
+until session 44. `--features`: each feature's own probability (`feature_signs`, integrated along its
+axis) the same way, for a feature every comparison moved one way and a noisy one beside it, and for
+1-3 comparisons; then two features of a collinear group, each alone (the summary keeps their Laplace one).
 
 Two named features that move together in every comparison (always chosen "less", or by a coin), the other
 coordinates random, the service's prior scales (features sd 5, the rest sd 0.5). Importance sampling
 draws 200,000 points from a multivariate t (4 degrees of freedom) around the Laplace fit, its
 covariance widened 4x, weighted by the true posterior; its effective sample size is printed.
 
-    OMP_NUM_THREADS=1 python benchmarks/joint_direction.py
+    OMP_NUM_THREADS=1 python benchmarks/joint_direction.py [--features]
 """
 
 from __future__ import annotations
 
+import sys
 from statistics import NormalDist
 
 import numpy as np
 
-from pluralign.user.collinear import direction_probability
+from pluralign.user.collinear import direction_probability, feature_signs
 from pluralign.user.model import fit_posterior
 
 
@@ -35,7 +39,7 @@ def sampled(design, prior_mean, prior_precision, mean, cov, v, n=200_000, df=4, 
 def main() -> None:
     print("| comparisons | coefficients | feature step | choices | Laplace Phi(z) | path (summary) | importance sampling (ESS) |")
     print("|---|---|---|---|---|---|---|")
-    for n, d, step, coin in ((8, 10, 1.4, False), (40, 10, 1.4, False), (8, 20, 1.4, False), (400, 10, 8.0, False),
+    for n, d, step, coin in ((1, 10, 1.4, False), (8, 10, 1.4, False), (40, 10, 1.4, False), (8, 20, 1.4, False), (400, 10, 8.0, False),
                              (40, 10, 1.4, True), (400, 10, 8.0, True)):
         rng = np.random.default_rng(n + d)
         design = rng.normal(size=(n, d)) * 0.5
@@ -51,5 +55,52 @@ def main() -> None:
         print(f"| {n} | {d} | {step} | {'coin' if coin else 'shorter'} | {NormalDist().cdf(-s0 / sd):.4f} | {1 - p_more:.6f} | {p_is:.6f} ({ess:.0f}) |")
 
 
+def features() -> None:
+    """Feature 0 (every comparison moves it one way, or by a coin) and feature 2 (random, beside it)."""
+    print("| comparisons | choices | feature | Laplace Phi(z) | along its axis (summary) | importance sampling (ESS) |")
+    print("|---|---|---|---|---|---|")
+    for n, coin in ((1, False), (2, False), (3, False), (8, False), (12, False), (40, False), (400, False), (40, True), (400, True)):
+        rng = np.random.default_rng(n + 10)
+        d = 10
+        design = rng.normal(size=(n, d)) * 0.5
+        design[:, 0] = -rng.uniform(0.8, 1.2, n) * 1.4
+        design[:, 2] = rng.normal(size=n)
+        if coin:
+            design *= np.where(rng.random(n) < 0.5, -1.0, 1.0)[:, None]
+        prior_mean, prior_precision = np.zeros(d), np.r_[np.full(3, 1 / 25), np.full(d - 3, 4.0)]
+        mean, cov = fit_posterior(design, prior_mean, prior_precision)
+        names = [f"c{i}" for i in range(d)]
+        p_more, _ = feature_signs(design, names, names[:3], mean, cov, prior_mean, prior_precision)
+        for i in (0, 2):
+            p_is, ess = sampled(design, prior_mean, prior_precision, mean, cov, np.eye(d)[i])
+            laplace = NormalDist().cdf(-mean[i] / np.sqrt(cov[i, i]))
+            print(f"| {n} | {'coin' if coin else 'less'} | {i} | {laplace:.4f} | {1 - p_more[names[i]]:.6f} | {p_is:.6f} ({ess:.0f}) |")
+
+
+def grouped_features() -> None:
+    """Features 0 and 1 moved in proportion in every comparison (1 moving `scale` times 0), always "less": each
+    one's own probability along its axis (which the summary does not use for them) against sampling."""
+    print("| comparisons | feature 1 moves | feature | Laplace Phi(z) (summary) | along its axis (not used) | importance sampling (ESS) |")
+    print("|---|---|---|---|---|---|")
+    for n, step, scale in ((8, 1.4, 1.0), (40, 1.4, 1.0), (400, 8.0, 1.0), (40, 1.4, 5.0), (400, 1.4, 5.0)):
+        rng = np.random.default_rng(n + 10)
+        d = 10
+        design = rng.normal(size=(n, d)) * 0.5
+        size = rng.uniform(0.8, 1.2, n) * step
+        design[:, 0], design[:, 1] = -size, -size * rng.uniform(0.9, 1.1, n) * scale
+        prior_mean, prior_precision = np.zeros(d), np.r_[np.full(2, 1 / 25), np.full(d - 2, 4.0)]
+        mean, cov = fit_posterior(design, prior_mean, prior_precision)
+        names = [f"c{i}" for i in range(d)]
+        p_more, _ = feature_signs(design, names, names[:2], mean, cov, prior_mean, prior_precision)  # not told they are a group
+        for i in (0, 1):
+            p_is, ess = sampled(design, prior_mean, prior_precision, mean, cov, np.eye(d)[i])
+            laplace = NormalDist().cdf(-mean[i] / np.sqrt(cov[i, i]))
+            print(f"| {n} | {scale}x | {i} | {laplace:.4f} | {1 - p_more[names[i]]:.6f} | {p_is:.6f} ({ess:.0f}) |")
+
+
 if __name__ == "__main__":
-    main()
+    if "--features" in sys.argv[1:]:
+        features()
+        grouped_features()
+    else:
+        main()

@@ -1300,6 +1300,15 @@ class Store:
             return int(history.comparison.sum())
         return self.preferences.count_rows(owner_filter(tenant, user_id) + COMPARISON_FILTER)
 
+    @_uses("preferences", "read")
+    def count_ties(self, tenant: str, user_id: str) -> int:
+        """How many of the user's rows are ties (neither answer preferred; a rating of 3 too): rows a pairwise
+        reward cannot learn from."""
+        history = self._cached(tenant, user_id)
+        if history is not None:
+            return int(history.meta.column("tie").to_numpy(zero_copy_only=False).astype(bool).sum())
+        return self.preferences.count_rows(owner_filter(tenant, user_id) + " AND tie = true")
+
     def comparisons(self, tenant: str, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prompt, chosen, rejected) vectors, each (N, dim), of the user's strict comparisons."""
         return self.history(tenant, user_id).comparison_set()[:3]

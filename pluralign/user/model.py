@@ -46,7 +46,7 @@ import torch
 from pluralign.data.record import Base
 from pluralign.reward.inputs import comparison_rows, logits_row
 from pluralign.reward.pal_model import PALModel
-from pluralign.user.collinear import CollinearFeatures, joint_beliefs
+from pluralign.user.collinear import CollinearFeatures, feature_signs, joint_beliefs
 from pluralign.user.features import FEATURE_NAMES, FEATURES_VERSION, response_features
 from pluralign.user.population import as_population, softmax
 
@@ -108,6 +108,14 @@ class UserState(Base, kw_only=True):
     # named features the comparisons moved together (`pluralign.user.collinear`), with the posterior
     # along each group's joint direction; empty for a state fitted before it was kept (until its next refit)
     collinear: list[CollinearFeatures] = []
+    # each named feature's posterior probability that the weight on it is positive, integrated along its axis
+    # (`pluralign.user.collinear.feature_signs`: right for a user whose comparisons all agree, where the Laplace
+    # z stays near 1; a feature of a `collinear` group keeps the Laplace one), how many of the comparisons moved it, and for each stated feature (when n > 0) the same
+    # probability from the comparisons alone; empty for a state fitted before they were kept (the summary then
+    # reads the Laplace Phi(mean / sd), until the user's next refit)
+    p_more: dict[str, float] = {}
+    moved_in: dict[str, int] = {}
+    p_more_from_comparisons: dict[str, float] = {}
 
     def mean_array(self) -> np.ndarray:
         return np.asarray(self.mean, np.float64)
@@ -382,12 +390,17 @@ class UserModel:
         unpooled_mean, unpooled_var = [], []
         if pooled is not None and own is not None and not stated:  # what a later pooled prior is estimated from
             unpooled_mean, unpooled_var = own[0].tolist(), np.diag(own[1]).tolist()
+        collinear = self._collinear(design, mean, cov, prior, own if stated else None)
+        grouped = {f for group in collinear for f in group.features}
+        p_more, moved_in = feature_signs(design, self.names, FEATURE_NAMES, mean, cov, *prior, grouped=grouped)
+        p_alone = {} if not alone else feature_signs(design, self.names, FEATURE_NAMES, *own, self.prior_mean(),
+                                                     self.prior_precision(), only=sorted(stated), grouped=grouped)[0]
         return UserState(
             population=self.population, features=FEATURES_VERSION, names=list(self.names),
             logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design),
             fitted_at=fitted_at, stated=stated, from_comparisons=alone,
             pooled_users=0 if pooled is None else pooled.users, unpooled_mean=unpooled_mean, unpooled_var=unpooled_var,
-            collinear=self._collinear(design, mean, cov, prior, own if stated else None),
+            collinear=collinear, p_more=p_more, moved_in=moved_in, p_more_from_comparisons=p_alone,
         )
 
     def _collinear(self, design: np.ndarray, mean: np.ndarray, cov: np.ndarray, prior: tuple[np.ndarray, np.ndarray],

@@ -1,15 +1,21 @@
 """What the user model believes about a user (or a prototype), in words a person can check.
 
-- `feature_beliefs`: for each named feature, the sign, size and confidence of the user's weight,
-  read off the Laplace posterior (mean / sd): "prefers shorter answers (confident)".
+- `feature_beliefs`: for each named feature, the sign, size and confidence of the user's weight:
+  "prefers shorter answers (confident)". Size is the Laplace posterior's mean and sd.
 - `describe_prototypes`: each prototype described by the stored answers it scores highest and
   lowest, from the service's own data (never generated text).
 
-Confidence is the posterior's z = |mean| / sd of the feature's weight: `confident` at z >= 2 (the
-sign is wrong with posterior probability below ~2%), `likely` at z >= 1 (below ~16%), else
-`uncertain` (the sign is shown, but the data do not settle it). Below z = 0.25 (a sign the
-posterior gives less than 60%, such as the prior's 0 +- 5 of a feature nothing has informed) no
-direction is shown at all: "no preference learned yet between longer answers and shorter answers".
+Confidence is the posterior probability p of the weight's sign, integrated along the feature's axis at
+the fit (`pluralign.user.collinear.feature_signs`): `confident` at p >= Phi(2) (~0.977: the sign is wrong
+with posterior probability below ~2%), `likely` at p >= Phi(1) (~0.841), else `uncertain` (the sign is
+shown, but the data do not settle it). Below Phi(0.25) (~0.599, such as the prior's 0 +- 5 of a feature
+nothing has informed) no direction is shown at all: "no preference learned yet between longer answers and
+shorter answers". For a Gaussian posterior these are the Laplace z = |mean| / sd >= 2, >= 1, >= 0.25 (a
+state fitted before p was kept reads them so); for a user whose comparisons all agree the Laplace z stays
+near 1 however many there are, while p goes to 1 (a feature of a collinear group keeps the Laplace p:
+`feature_signs`). Under the wide prior (sd 5: it expects strong
+preferences) one or two agreeing comparisons already make p `likely`: a feature's sentence then says how
+few comparisons moved it (fewer than FEW_COMPARISONS), as a group's says how many moved its features.
 
 - `joint_beliefs`: named features the user's comparisons moved together (`pluralign.user.collinear`)
   cannot be told apart, so each one's marginal is wide however plain the user's direction along them
@@ -48,7 +54,7 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     direction: str | None  # "more" or "less": the sign of the weight; None below z = 0.25 (no preference learned)
     weight: float  # posterior mean (reward per unit of the feature; features move ~1 between answers)
     sd: float  # posterior standard deviation
-    confidence: str  # "confident" (z >= 2), "likely" (z >= 1) or "uncertain"
+    confidence: str  # "confident" (probability >= Phi(2)), "likely" (>= Phi(1)) or "uncertain"
     stated: str | None = None  # the user's own stated direction on this feature, if any
     # for a stated feature: what the user's comparisons alone say ("more (likely)"), so a statement
     # their choices contradict is visible even where the strong prior still holds the weight
@@ -57,6 +63,11 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     # the named features the user's comparisons moved together with this one, so they cannot tell
     # which of them the user cares about (`joint` in the summary has their direction jointly)
     collinear_with: list[str] = []
+    # posterior probability of `direction` (of the likelier sign when it is None), integrated along the
+    # feature's axis at the fit (`UserState.p_more`); a state fitted before it was kept: Phi(|weight| / sd)
+    probability: float = 0.5
+    # how many of the user's comparisons moved this feature (None: a state fitted before it was kept)
+    moved_in: int | None = None
 
 
 class JointBelief(msgspec.Struct, kw_only=True):
@@ -70,19 +81,42 @@ class JointBelief(msgspec.Struct, kw_only=True):
     text: str  # e.g. "prefers shorter answers with shorter, plainer words (confident): length and word length moved together ..."
 
 
-def z_score(weight: float, sd: float) -> float:
-    """|weight| / sd; infinite for a point mass away from 0, 0 for one at 0."""
-    return abs(weight) / sd if sd > 0 else float("inf") if weight else 0.0
+FEW_COMPARISONS = 5  # a feature's sentence says how many comparisons moved it when fewer did (`feature_beliefs`)
 
 
-def confidence(weight: float, sd: float) -> str:
-    z = z_score(weight, sd)
-    return "confident" if z >= CONFIDENT_Z else "likely" if z >= LIKELY_Z else "uncertain"
+def level(p: float) -> str:
+    """The confidence of a direction whose posterior probability is p (of the likelier side): `confident`
+    at p >= Phi(2) (~0.977), `likely` at >= Phi(1) (~0.841), else `uncertain` (a Gaussian's z >= 2, >= 1)."""
+    return "confident" if p >= _PHI(CONFIDENT_Z) else "likely" if p >= _PHI(LIKELY_Z) else "uncertain"
 
 
-def direction(weight: float, sd: float) -> str | None:
-    """"more" or "less" by the weight's sign, or None where the posterior hardly leans (z < LEANING_Z)."""
-    return None if z_score(weight, sd) < LEANING_Z else "more" if weight > 0 else "less"
+def leaning(p_more: float) -> str | None:
+    """"more" or "less" by the likelier sign, or None where the posterior hardly leans (either sign below Phi(0.25), ~0.6)."""
+    return None if max(p_more, 1.0 - p_more) < _PHI(LEANING_Z) else "more" if p_more >= 0.5 else "less"
+
+
+def feature_p_more(state: UserState, name: str) -> float:
+    """The posterior probability that the user's weight on the named feature is positive: integrated at the
+    fit (`UserState.p_more`), or for a state fitted before it was kept the Laplace Phi(mean / sd)."""
+    if name in state.p_more:
+        return state.p_more[name]
+    return _gaussian_p_more(*state.coefficient(name))
+
+
+def _gaussian_p_more(weight: float, sd: float) -> float:
+    """P(weight > 0) under a Gaussian of that mean and sd (the Laplace posterior's); a point mass at 0: 0.5."""
+    return _PHI(weight / sd) if sd > 0 else 0.5 if weight == 0 else float(weight > 0)
+
+
+def p_more_from_comparisons(state: UserState, name: str) -> float | None:
+    """For a stated feature, what the comparisons alone say: P(weight > 0) fitted without the stated prior
+    (`UserState.p_more_from_comparisons`; for a state fitted before it was kept, the Laplace one of
+    `UserState.from_comparisons`); None without comparisons."""
+    if name in state.p_more_from_comparisons:
+        return state.p_more_from_comparisons[name]
+    if name not in state.from_comparisons:
+        return None
+    return _gaussian_p_more(*state.from_comparisons[name])
 
 
 def spoken(name: str) -> str:
@@ -102,9 +136,10 @@ def _together(names: Sequence[str]) -> str:
 
 def settled_by_comparisons(state: UserState, name: str) -> bool:
     """Whether the user's comparisons settle the named feature's direction on their own (`likely` or
-    more): for a stated feature what they alone say (`state.from_comparisons`), else its posterior."""
-    weight, sd = state.from_comparisons.get(name) or state.coefficient(name)
-    return confidence(weight, sd) != "uncertain"
+    more): for a stated feature what they alone say (`p_more_from_comparisons`), else its posterior."""
+    p = p_more_from_comparisons(state, name)
+    p = feature_p_more(state, name) if p is None else p
+    return level(max(p, 1.0 - p)) != "uncertain"
 
 
 def unresolved_groups(state: UserState) -> list[CollinearFeatures]:
@@ -134,7 +169,7 @@ def joint_beliefs(state: UserState) -> list[JointBelief]:
     out = []
     for group in unresolved_groups(state):
         p = max(group.p_more, 1.0 - group.p_more)
-        level = "confident" if p >= _PHI(CONFIDENT_Z) else "likely" if p >= _PHI(LIKELY_Z) else "uncertain"
+        said_level = level(p)
         sign = 1.0 if group.p_more >= 0.5 else -1.0
         among = f"{group.moved_in} of your {_comparisons(state.n)}" if 0 < group.moved_in < state.n else f"your {_comparisons(state.n)}"
         why = (f"{_together(group.features)} moved together in {among}, "
@@ -144,9 +179,9 @@ def joint_beliefs(state: UserState) -> list[JointBelief]:
         else:
             direction = {f: "more" if sign * v > 0 else "less" for f, v in zip(group.features, group.direction, strict=True)}
             said = [FEATURE_DESCRIPTIONS[f][0 if d == "more" else 1] for f, d in direction.items()]
-            text = f"prefers {said[0]} with {' and '.join(said[1:])} ({level}): {why}"
+            text = f"prefers {said[0]} with {' and '.join(said[1:])} ({said_level}): {why}"
         out.append(JointBelief(features=list(group.features), direction=direction, probability=round(p, 4),
-                               confidence=level, cosine=group.cosine, text=text))
+                               confidence=said_level, cosine=group.cosine, text=text))
     return out
 
 
@@ -162,39 +197,52 @@ def written_sentences(beliefs: Sequence[FeatureBelief], joint: Sequence[JointBel
 
 
 def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> list[FeatureBelief]:
-    """The F named features' beliefs, most certain first (by z = |mean| / sd). On each stated
-    feature it also reports what the user's comparisons alone say (`state.from_comparisons`, fitted
-    with the state: reading a summary fits nothing); on a feature the comparisons moved together with
-    others and cannot tell apart from them (`unresolved_groups`), which ones."""
-    out = []
+    """The F named features' beliefs, most certain first (by the probability of their direction, then
+    z = |mean| / sd). Direction and confidence read the posterior probability of the weight's sign
+    integrated at the fit (`feature_p_more`), not the Laplace z alone, which stays near 1 for a user whose
+    comparisons all agree. On each stated feature it also reports what the user's comparisons alone say
+    (`p_more_from_comparisons`, fitted with the state: reading a summary fits nothing); on a feature the
+    comparisons moved together with others and cannot tell apart from them (`unresolved_groups`), which
+    ones; on a feature fewer than FEW_COMPARISONS comparisons moved, that the belief rests on them (a wide
+    prior expects strong preferences, so one or two agreeing comparisons already read `likely`)."""
     stated = stated or {}
     together = {f: [g for g in group.features if g != f] for group in unresolved_groups(state) for f in group.features}
-    for name in FEATURE_NAMES:
-        weight, sd = state.coefficient(name)
-        sign, level = direction(weight, sd), confidence(weight, sd)
-        more, less = FEATURE_DESCRIPTIONS[name]
-        text = f"no preference learned yet between {more} and {less}" if sign is None else \
-            f"prefers {more if sign == 'more' else less} ({level})"
-        own = None
-        if name in stated and state.n and name in state.from_comparisons:
-            w, s_ = state.from_comparisons[name]
-            own = f"{direction(w, s_) or 'none'} ({confidence(w, s_)})"
-            said = FEATURE_DESCRIPTIONS[name][0 if stated[name] == "more" else 1]
-            if (w >= 0) != (stated[name] == "more") and confidence(w, s_) != "uncertain":
-                text += f"; you said you prefer {said}, but your {_comparisons(state.n, 'point')} the other way"
-            else:
-                text += f"; you said you prefer {said}"
-        elif name in stated:
-            text += f"; you said you prefer {FEATURE_DESCRIPTIONS[name][0 if stated[name] == 'more' else 1]}"
-        if name in together:
-            text += f"; your comparisons moved it together with {_together(together[name])}, so they cannot tell them apart"
-            if name in stated and "point the other way" not in text and _group_contradicts(state, name, stated[name]):
-                text += f", and along them together your {_comparisons(state.n, 'point')} the other way"
-        out.append(FeatureBelief(
-            feature=name, direction=sign, weight=round(weight, 4), sd=round(sd, 4), confidence=level,
-            stated=stated.get(name), from_comparisons=own, text=text, collinear_with=together.get(name, []),
-        ))
-    return sorted(out, key=lambda b: -abs(b.weight) / max(b.sd, 1e-12))
+    out = [_feature_belief(state, name, stated, together.get(name, [])) for name in FEATURE_NAMES]
+    return sorted(out, key=lambda b: (-b.probability, -abs(b.weight) / max(b.sd, 1e-12)))
+
+
+def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], together: list[str]) -> FeatureBelief:
+    weight, sd = state.coefficient(name)
+    p_more = feature_p_more(state, name)
+    p, sign = max(p_more, 1.0 - p_more), leaning(p_more)
+    said_level, moved = level(p), state.moved_in.get(name)
+    more, less = FEATURE_DESCRIPTIONS[name]
+    rests_on = ""
+    if sign is not None and said_level != "uncertain" and name not in stated and moved is not None and 0 < moved < FEW_COMPARISONS:
+        rests_on = f", from your {_comparisons(moved)}" if moved == state.n else f", from {moved} of your {_comparisons(state.n)}"
+    text = f"no preference learned yet between {more} and {less}" if sign is None else \
+        f"prefers {more if sign == 'more' else less} ({said_level}{rests_on})"
+    own = None
+    alone = p_more_from_comparisons(state, name) if state.n else None
+    if name in stated and alone is not None:
+        own = f"{leaning(alone) or 'none'} ({level(max(alone, 1.0 - alone))})"
+        said = FEATURE_DESCRIPTIONS[name][0 if stated[name] == "more" else 1]
+        against = alone if stated[name] == "less" else 1.0 - alone  # the comparisons' probability of the other sign
+        if against >= _PHI(LIKELY_Z):
+            text += f"; you said you prefer {said}, but your {_comparisons(state.n, 'point')} the other way"
+        else:
+            text += f"; you said you prefer {said}"
+    elif name in stated:
+        text += f"; you said you prefer {FEATURE_DESCRIPTIONS[name][0 if stated[name] == 'more' else 1]}"
+    if together:
+        text += f"; your comparisons moved it together with {_together(together)}, so they cannot tell them apart"
+        if name in stated and "point the other way" not in text and _group_contradicts(state, name, stated[name]):
+            text += f", and along them together your {_comparisons(state.n, 'point')} the other way"
+    return FeatureBelief(
+        feature=name, direction=sign, weight=round(weight, 4), sd=round(sd, 4), confidence=said_level,
+        stated=stated.get(name), from_comparisons=own, text=text, collinear_with=together,
+        probability=round(p, 4), moved_in=moved,
+    )
 
 
 class Example(msgspec.Struct, kw_only=True):

@@ -595,6 +595,11 @@ class UserSummary(msgspec.Struct, kw_only=True):
     # named features the user's comparisons moved together (they cannot tell which one the user cares
     # about), with the posterior probability of the user's direction along them jointly
     joint: list[JointBelief] = []
+    # the user's stored preferences the model does not learn from, beside `comparisons` (the three add up to
+    # the profile's counts.preferences): ties (neither answer better; a rating of 3), and ratings of an
+    # answer that had no other to compare it with
+    ties: int = 0
+    unpaired_ratings: int = 0
 
 
 DESCRIBED_PAIRS = 200  # stored pairs drawn to describe the prototypes (`Store.answers_sample`)
@@ -640,7 +645,9 @@ def described_prototypes(rt: Runtime, tenant: str, rewards: UserRewards) -> list
     return described
 
 
-def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, comparisons: int) -> UserSummary:
+def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, comparisons: int, preferences: int | None = None) -> UserSummary:
+    """The user's `UserSummary`; `preferences`: how many preference rows the user has (the profile's count),
+    of which those that are not `comparisons` are said not to be counted (ties, ratings with nothing to compare)."""
     rewards = weights.rewards or rt.rewards
     stated = weights.stated.preferences
     if weights.state is not None:  # what the comparisons alone say on stated features was fitted with the state
@@ -657,12 +664,28 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         sentences = ["no preference about how answers are written is settled yet"]
     sentences.append(f"closest to prototype {nearest} of {rewards.k} (weight {protos[nearest]:.2f})"
                      + (f", which scores highest answers like {described.highest[0].answer!r}" if described.highest else ""))
-    sentences.append(f"based on {comparisons} comparison{'s' if comparisons != 1 else ''}")
+    others = max(0, (preferences or 0) - comparisons)  # rows the model does not learn from
+    ties = min(others, rt.store.count_ties(tenant, user_id)) if others else 0
+    sentences.append(based_on(comparisons, ties, others - ties))
     return UserSummary(
-        comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint,
+        comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint, ties=ties, unpaired_ratings=others - ties,
         nearest_prototype=NearestPrototype(prototype=nearest, weight=round(float(protos[nearest]), 4),
                                            highest=described.highest, lowest=described.lowest),
     )
+
+
+def based_on(comparisons: int, ties: int, unpaired_ratings: int) -> str:
+    """The summary's last sentence: "based on 12 comparisons", and the rows it is not based on, so that it
+    reads true beside counts.preferences: "based on 0 comparisons; your 5 ties (neither answer better) are
+    not counted: the model learns from comparisons with a winner"."""
+    said = f"based on {comparisons} comparison{'s' if comparisons != 1 else ''}"
+    left = [f"{n} {word}{'s' if n != 1 else ''}{why}" for n, word, why in (
+        (ties, "tie", " (neither answer better)"), (unpaired_ratings, "rating", " of an answer with no other to compare it with"),
+    ) if n]
+    if not left:
+        return said
+    verb = "is" if ties + unpaired_ratings == 1 else "are"
+    return f"{said}; your {' and '.join(left)} {verb} not counted: the model learns from comparisons with a winner"
 
 
 class Counts(msgspec.Struct):
@@ -708,7 +731,8 @@ def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
         created_at=record.created_at if record else None,
         updated_at=record.updated_at if record else None,
         user_model=model_profile(weights.state),
-        summary=summary(rt, tenant, user_id, weights, weights.state.n if weights.state is not None else int(record.n_preferences if record else 0)),
+        summary=summary(rt, tenant, user_id, weights, weights.state.n if weights.state is not None else int(record.n_preferences if record else 0),
+                        counts.preferences),
         stated=weights.stated.latest(),
     )
 

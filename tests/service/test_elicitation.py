@@ -695,3 +695,71 @@ def test_a_user_model_a_later_release_wrote_is_refitted_not_served_nor_a_500(svc
     assert r.status_code == 200, r.text
     assert r.json()["user_model"]["comparisons"] == len(rows) and r.json()["summary"]["joint"], r.json()["summary"]
     assert UserState.decode(rt.store.get_user("acme", "rolled-back").user_model).n == len(rows)  # written back readable
+
+
+def import_rows(c, user: str, rows: list[dict]) -> None:
+    r = c.post(f"/v1/users/{user}/import", content="\n".join(json.dumps(x) for x in rows).encode(),
+               headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 201 and len(r.json()["stored"]) == len(rows), r.text
+
+
+EXCLAIMED = [("Rest well!", "Rest well."), ("Walk daily!", "Walk daily."), ("Read more!", "Read more."), ("Eat greens!", "Eat greens.")]
+
+
+def test_a_user_whose_comparisons_all_agree_on_one_feature_is_confident_of_it(svc):
+    """12 comparisons, each the same answer with and without an exclamation mark (only `exclamations`
+    moves), the exclaimed one always chosen. The Laplace z of the weight stays near 1 however many agree
+    (the likelihood is flat on the chosen side): the summary read "prefers exclamation marks (likely)"
+    (z 1.5: -> the Laplace probability 0.93), while the posterior puts ~1e-4 on the other sign."""
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": loud, "rejected": quiet}
+            for topic, (loud, quiet) in zip(TOPICS[:12], EXCLAIMED * 3, strict=True)]
+    with svc.client() as c:
+        import_rows(c, "exclaims", rows)
+        summary = c.get("/v1/users/exclaims").json()["summary"]
+    feature = next(f for f in summary["features"] if f["feature"] == "exclamations")
+    assert feature["direction"] == "more" and feature["confidence"] == "confident", feature
+    assert feature["probability"] > 0.99 and feature["moved_in"] == 12, feature
+    assert feature["text"] == "prefers exclamation marks (confident)" and feature["text"] in summary["sentences"], summary
+
+
+def test_a_belief_that_rests_on_one_comparison_says_so(svc):
+    """One comparison under the wide prior (sd 5) already gives the chosen side ~0.95 (the prior expects
+    strong preferences; importance sampling agrees, BENCHMARKS.md), so it reads `likely`: the sentence
+    says it rests on that one comparison, of one user or among 13 (whose summary ends "based on 13")."""
+    once = [{"prompt": "Tips on sleep?", "chosen": "Rest well!", "rejected": "Rest well."}]
+    among = once + [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy}
+                    for topic, plain, wordy in zip(TOPICS[:12], PLAIN_ANSWERS * 3, WORDY_ANSWERS * 3, strict=False)]
+    with svc.client() as c:
+        import_rows(c, "exclaimed-once", once)
+        import_rows(c, "exclaimed-once-of-13", among)
+        alone, of_many = (c.get(f"/v1/users/{u}").json()["summary"] for u in ("exclaimed-once", "exclaimed-once-of-13"))
+    for summary, said in ((alone, "from your 1 comparison"), (of_many, f"from 1 of your {len(among)} comparisons")):
+        feature = next(f for f in summary["features"] if f["feature"] == "exclamations")
+        assert feature["confidence"] == "likely" and feature["moved_in"] == 1, feature
+        assert feature["text"] == f"prefers exclamation marks (likely, {said})", feature
+        assert feature["text"] in summary["sentences"], summary["sentences"]
+
+
+def test_a_user_of_ties_alone_reads_what_the_summary_is_based_on(svc):
+    """Five ties (neither answer better) and no comparison with a winner: the summary said "based on 0
+    comparisons" beside `counts.preferences` 5, as if nothing had been sent."""
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy, "tie": True}
+            for topic, plain, wordy in zip(TOPICS[:5], PLAIN_ANSWERS, WORDY_ANSWERS, strict=True)]
+    with svc.client() as c:
+        import_rows(c, "ties-only", rows)
+        profile = c.get("/v1/users/ties-only").json()
+    summary = profile["summary"]
+    assert profile["counts"]["preferences"] == 5 and summary["comparisons"] == 0, profile
+    assert summary["sentences"][-1] == ("based on 0 comparisons; your 5 ties (neither answer better) are not counted: "
+                                        "the model learns from comparisons with a winner"), summary["sentences"]
+    assert summary["ties"] == 5 and summary["unpaired_ratings"] == 0, summary
+
+
+def test_the_last_sentence_names_ties_and_lone_ratings_in_number():
+    from service.users.services import based_on
+
+    assert based_on(12, 0, 0) == "based on 12 comparisons"
+    assert based_on(1, 1, 0) == ("based on 1 comparison; your 1 tie (neither answer better) is not counted: "
+                                 "the model learns from comparisons with a winner")
+    assert based_on(3, 2, 1) == ("based on 3 comparisons; your 2 ties (neither answer better) and 1 rating of an answer "
+                                 "with no other to compare it with are not counted: the model learns from comparisons with a winner")
