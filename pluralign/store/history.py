@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pluralign.data.record import seconds_meant_of
+
 UserKey = tuple[str, str]  # (tenant, user_id)
 
 
@@ -36,7 +38,7 @@ class History:
     of thousands of cached dicts made Python's garbage collector pause warm reads for ~10 ms), the
     vectors as (N, d) arrays."""
 
-    meta: pa.Table  # non-vector columns
+    meta: pa.Table  # non-vector columns; `created_at` as the Unix seconds it meant (`seconds_meant`)
     prompt_vec: np.ndarray  # (N, d)
     chosen_vec: np.ndarray  # (N, d)
     rejected_vec: np.ndarray  # (N, d)
@@ -46,6 +48,9 @@ class History:
     def from_arrow(cls, table: pa.Table, dim: int) -> History:
         vectors = ("prompt_vec", "chosen_vec", "rejected_vec")
         meta = table.drop_columns(list(vectors))
+        if "created_at" in meta.column_names:  # an older release's time in milli-, micro- or nanoseconds: its seconds
+            at = meta.column_names.index("created_at")
+            meta = meta.set_column(at, "created_at", pa.array(seconds_meant_of(meta.column(at).to_numpy()), pa.float64()))
         tie = meta.column("tie").to_numpy(zero_copy_only=False).astype(bool)
         has_rejected = pc.not_equal(meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool)
         return cls(meta, *(_matrix(table.column(name), dim) for name in vectors), comparison=~tie & has_rejected)

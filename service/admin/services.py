@@ -393,8 +393,10 @@ class Admin:
         comes before (and so rewrites it) or after (and the user's rows are out of the store).
         A row's `created_at` there is when the service received it (`StoredPreference.received`): a
         DELETE's record takes from a snapshot the rows from before it (`_drop_rows`), and an imported
-        row's own time may be older than a DELETE it came after; one no file takes (`file_time`: an older version's
-        -5 or 1e300) is null, which a DELETE's rewrite drops. No trainer reads the times."""
+        row's own time may be older than a DELETE it came after. A row stored before `received_at` was kept counts as
+        received at its `created_at` as a DELETE reads it (`stand_in_received`: an older version's time in milli-, micro-
+        or nanoseconds as its seconds, -5 or 1e300 as 0.0, before any DELETE); a time no file takes would be null, which
+        a DELETE's rewrite drops too. No trainer reads the times."""
         self.rt.ingest.flush()
         with self.rt.population_lock:
             records = [

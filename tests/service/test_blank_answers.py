@@ -208,3 +208,27 @@ def test_a_users_latest_label_is_not_one_an_older_version_stored_with_a_time_in_
     with svc.client("acme") as c:
         r = c.get("/v1/users/oldlabel")
     assert r.status_code == 200 and r.json()["attributes"] == {"segment": "2025"}, r.text
+
+
+def test_every_export_path_gives_an_old_rows_time_in_seconds_in_its_order(svc):
+    """Session rows44. Review rows43 gave the preference file a time an older version stored in milliseconds as its
+    seconds, but the full export and the pages (`GET .../preferences`, its cursor) still showed it as stored (1.7e12)
+    and sorted it after every time in seconds, its newer rows before it; a time in micro- or nanoseconds (1.7e15,
+    1.7e18), which the preference file wrote as null, likewise. Every path gives the seconds each meant, in order."""
+    rt = svc.runtime
+    times = (1_700_000_300_000_000_000.0, 1_700_000_200_000_000.0, 1_700_000_100_123.0, 1_700_000_000.5)  # ns, us, ms, s
+    rows = [StoredPreference(tenant="acme", user_id="oldunits", pref_id=f"u{i}", prompt=f"Tea {i}?", chosen="Green tea.",
+                             rejected="Black coffee.", kind="choice", created_at=t) for i, t in enumerate(times)]
+    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    want = [("u3", 1_700_000_000.5), ("u2", 1_700_000_100.123), ("u1", 1_700_000_200.0), ("u0", 1_700_000_300.0)]
+    with svc.client("acme") as c:
+        full = c.get("/v1/users/oldunits/export")
+        file = c.get("/v1/users/oldunits/export", params={"format": "preferences"})
+        first = c.get("/v1/users/oldunits/preferences", params={"limit": 2}).json()
+        second = c.get("/v1/users/oldunits/preferences", params={"limit": 2, "after": first["next_after"]}).json()
+    assert full.status_code == 200 and file.status_code == 200, (full.text, file.text)
+    lines = [json.loads(line) for line in full.text.splitlines()]
+    assert [(x["pref_id"], x["created_at"]) for x in lines if x["type"] == "preference"] == want, lines
+    assert [(x["pref_id"], x["created_at"]) for x in map(json.loads, file.text.splitlines())] == want, file.text
+    assert [(p["pref_id"], p["created_at"]) for p in first["data"] + second["data"]] == want, (first, second)

@@ -1,0 +1,88 @@
+"""Session rows44: times an older release stored in other units, or with no meaning at all, are read as what they
+meant wherever the store reads or compares them (its pages and streamed reads, in order; a DELETE's "received before";
+an audit's first-received time), imports refuse a time in micro- or nanoseconds with a hint as they do one in
+milliseconds, and the CLI's edges (`--cache ''`, `--since` past the times an import takes)."""
+
+from __future__ import annotations
+
+import time
+
+import lancedb
+import pyarrow as pa
+import pytest
+
+from pluralign.data.record import created_at_problem
+from pluralign.store import Store
+from pluralign.store.schemas import preference_schema
+
+DIM = 8
+S = 1_700_000_000.0  # 2023-11-14 in seconds
+MS, US, NS = 1_700_000_100_123.0, 1_700_000_200_000_000.0, 1_700_000_300_000_000_000.0  # later that day, in ms, us, ns
+
+
+def old_table(folder, times: tuple[float, ...]) -> None:
+    """A preferences table as a release before `received_at` stored it (imports then took any finite number): no such
+    column, schema_version 1, a comparison of user `ann` (tenant `t`) made at each of `times`, pref_id `old<i>`."""
+    new = preference_schema("enc", DIM)
+    old = pa.schema([f for f in new if f.name != "received_at"], metadata=new.metadata)
+    vec = [0.5] * DIM
+    rows = [{"tenant": "t", "user_id": "ann", "pref_id": f"old{i}", "prompt": f"q{i}", "chosen": "yes", "rejected": "no",
+             "tie": False, "margin": None, "kind": "comparison", "source": None, "created_at": at, "attributes": "{}",
+             "prompt_vec": vec, "chosen_vec": vec, "rejected_vec": vec, "schema_version": 1} for i, at in enumerate(times)]
+    lancedb.connect(str(folder)).create_table("preferences", pa.Table.from_pylist(rows, schema=old))
+
+
+def test_a_time_in_micro_or_nanoseconds_of_an_old_table_reads_as_its_seconds_in_order(tmp_path):
+    """Before: a page and the streamed read (the full export, the preference file's order) gave a time in milliseconds
+    as stored (1.7e12) and sorted it after every time in seconds; micro- and nanoseconds likewise (and the preference
+    file wrote those as null). Each is read as the seconds it meant, in their order, the cursor's key included."""
+    old_table(tmp_path, (NS, US, MS, S))
+    store = Store(str(tmp_path), "enc", DIM)
+    want = [("old3", S), ("old2", MS / 1e3), ("old1", US / 1e6), ("old0", NS / 1e9)]
+    page, total = store.preferences_for("t", "ann")
+    assert total == 4 and [(p.pref_id, p.created_at) for p in page] == want
+    assert [(p.pref_id, p.created_at) for p in store.preferences_in_order("t", "ann", rows_per_read=2)] == want
+    after, _ = store.preferences_for("t", "ann", after=(MS / 1e3, "old2"))
+    assert [p.pref_id for p in after] == ["old1", "old0"]
+    assert [p.received() for p in page] == [t for _, t in want]
+
+
+@pytest.mark.parametrize(("stored", "received"), [(1e300, 0.0), (float("inf"), 0.0), (-5.0, 0.0), (US, US / 1e6), (NS, NS / 1e9)])
+def test_a_row_of_an_old_table_with_an_absurd_or_foreign_unit_time_goes_with_a_finished_delete(tmp_path, stored, received):
+    """Before: a row stored before `received_at` was kept counts as received at its `created_at`; 1e300 (or a time in
+    micro- or nanoseconds, read as seconds) was a date past any DELETE, so `received_since` said the user came back and a
+    DELETE finished after that (`delete_feedback_before`, the journal's `before`) kept the row: a deleted user's
+    comparison survived, and an audit took the user for one who came back after it. A time in another unit counts as
+    received at its seconds; one of no unit as before any DELETE (0.0)."""
+    from pluralign.fairness.store_source import first_received_from_store
+
+    old_table(tmp_path, (stored,))
+    store = Store(str(tmp_path), "enc", DIM)
+    now = time.time()
+    assert [p.received() for p in store.preferences_for("t", "ann")[0]] == [received]
+    assert first_received_from_store(str(tmp_path)) == {"t/ann": received}
+    assert not store.received_since("t", "ann", now)
+    assert store.received_since("t", "ann", received)  # as `received()` reads it
+    assert store.delete_feedback_before("t", "ann", now) == 1
+    assert store.preferences_for("t", "ann")[0] == []
+
+
+def test_a_row_of_an_old_table_whose_time_is_not_a_number_goes_with_a_finished_delete(tmp_path):
+    """NaN, which no comparison holds: the filter of rows received before a time must still take it."""
+    old_table(tmp_path, (float("nan"),))
+    store = Store(str(tmp_path), "enc", DIM)
+    assert not store.received_since("t", "ann", time.time())
+    assert store.delete_feedback_before("t", "ann", time.time()) == 1
+
+
+@pytest.mark.parametrize(("created_at", "said"), [
+    (US, "microseconds? divide by 1000000: 1700000200.0"),
+    (NS, "nanoseconds? divide by 1000000000: 1700000300.0"),
+    (MS, "milliseconds? divide by 1000: 1700000100.123"),
+    (str(US), "in seconds: microseconds? divide by 1000000: 1700000200.0"),
+])
+def test_a_time_in_micro_or_nanoseconds_is_refused_with_its_seconds(created_at, said):
+    """Before: only milliseconds had a hint; 1.7e15 (Python's `time.time_ns() // 1000`, a Parquet column of
+    microseconds) and 1.7e18 were said to be out of range, nothing more."""
+    problem = created_at_problem(created_at)
+    assert problem is not None and said in problem, problem
