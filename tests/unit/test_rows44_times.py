@@ -5,19 +5,22 @@ milliseconds, and the CLI's edges (`--cache ''`, `--since` past the times an imp
 
 from __future__ import annotations
 
+import json
 import time
 
 import lancedb
 import pyarrow as pa
 import pytest
 
-from pluralign.data.record import created_at_problem
+from pluralign.data.record import MAX_CREATED_AT, created_at_problem
 from pluralign.store import Store
 from pluralign.store.schemas import preference_schema
+from tests.unit.clitools import cli
 
 DIM = 8
 S = 1_700_000_000.0  # 2023-11-14 in seconds
 MS, US, NS = 1_700_000_100_123.0, 1_700_000_200_000_000.0, 1_700_000_300_000_000_000.0  # later that day, in ms, us, ns
+ROW = {"user_id": "ann", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
 
 
 def old_table(folder, times: tuple[float, ...]) -> None:
@@ -86,3 +89,29 @@ def test_a_time_in_micro_or_nanoseconds_is_refused_with_its_seconds(created_at, 
     microseconds) and 1.7e18 were said to be out of range, nothing more."""
     problem = created_at_problem(created_at)
     assert problem is not None and said in problem, problem
+
+
+def test_an_empty_cache_is_refused_as_an_empty_out_is(tmp_path, capsys, monkeypatch):
+    """Before: `--cache ''` (`--cache "$CACHE"` with CACHE unset) was read as no --cache, the default cache used
+    without a word, where every other path option refuses an empty value."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.jsonl").write_text(json.dumps({**ROW, "attributes": {"segment": "s"}}) + "\n")
+    for command in (["eval", "--model", "bt", "--protocol", "ukp"],
+                    ["audit", "--data", "p.jsonl", "--group-by", "segment"],
+                    ["train", "pal", "--protocol", "file", "--data", "p.jsonl", "--out", "o"]):
+        code, stdout, err = cli(capsys, *command, "--cache", "")
+        assert code == 2 and stdout == "", err
+        assert err.strip().startswith("pluralign: error: --cache '': empty; give the embedding cache's file"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+def test_an_audits_since_takes_every_time_an_import_takes_and_no_later(tmp_path, capsys):
+    """Before: a job's and the service's `since` stopped at 1e11 (the year 5138) while imports take times to the end
+    of year 9999 (MAX_CREATED_AT), and the CLI's `--since` had no bound at all."""
+    from training.jobs.params import decode_params
+
+    assert decode_params("audit", {"group_by": "segment", "since": MAX_CREATED_AT}).since == MAX_CREATED_AT
+    with pytest.raises(ValueError, match="since"):
+        decode_params("audit", {"group_by": "segment", "since": MAX_CREATED_AT + 1})
+    code, _, err = cli(capsys, "audit", "--data", "p.jsonl", "--group-by", "segment", "--since", "1700000000000")
+    assert code == 2 and f"argument --since: expected a number <= {MAX_CREATED_AT:.0f}" in err, err
