@@ -20,7 +20,7 @@ from cachetools import LRUCache
 from litestar.concurrency import sync_to_thread
 
 from pluralign.data.io import write_jsonl
-from pluralign.data.record import Preference, file_time
+from pluralign.data.record import Preference, file_time, stand_in_received
 from pluralign.embed.cache import text_key
 from pluralign.fairness.audit import NO_VALUE, OLD_NO_VALUE
 from pluralign.fairness.report import (
@@ -116,7 +116,8 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None, kep
         if row.user_id not in verdicts:
             verdicts[row.user_id] = forget.until_of(row.user_id)
         until = verdicts[row.user_id]  # a row sent after the user's DELETE is theirs again
-        out = until is not None and (row.created_at is None or row.created_at < until)
+        # an earlier release wrote the stored time as it was (1.7e12 in milliseconds, 1e300): as a DELETE reads it
+        out = until is not None and (row.created_at is None or stand_in_received(row.created_at) < until)
         if not out and kept_users is not None:
             kept_users.add(row.user_id)
         return out

@@ -115,3 +115,25 @@ def test_an_audits_since_takes_every_time_an_import_takes_and_no_later(tmp_path,
         decode_params("audit", {"group_by": "segment", "since": MAX_CREATED_AT + 1})
     code, _, err = cli(capsys, "audit", "--data", "p.jsonl", "--group-by", "segment", "--since", "1700000000000")
     assert code == 2 and f"argument --since: expected a number <= {MAX_CREATED_AT:.0f}" in err, err
+
+
+def test_a_population_snapshot_an_earlier_release_wrote_loses_a_deleted_users_rows_whatever_their_time(tmp_path):
+    """Before: a DELETE finished after the user came back (`forget_before`), or another replica's record of it (by hash,
+    with `until`: when it began), drops from a population snapshot the user's rows received before that, by the
+    snapshot's `created_at`; a snapshot an earlier release wrote (before the job snapshots' `file_time`: the stored time
+    as it was) held 1.7e12 (milliseconds) or 1e300 there, compared as seconds, after any DELETE: the deleted user's
+    rows stayed. They are read as `stand_in_received` reads them; the row they sent after the DELETE began stays."""
+    from pluralign.store.deletions import Forget, new_deletion
+    from service.admin.services import _forget_in_snapshot
+
+    began = time.time()
+    lines = [{"user_id": "acme/gone", "prompt": f"q{i}", "chosen": "yes", "rejected": "no", "created_at": at}
+             for i, at in enumerate((MS, 1e300, -5.0, US, began + 5))] + [{**ROW, "user_id": "acme/ann", "created_at": MS}]
+    snapshot = tmp_path / "comparisons-1.jsonl"  # an earlier release's: no users file beside it
+    snapshot.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    dropped: list[str] = []
+    forget = Forget.of([new_deletion("acme", "gone", began + 1, 1, began_at=began)])
+    assert _forget_in_snapshot(snapshot, forget, dropped) == 1
+    kept = [json.loads(line) for line in snapshot.read_text().splitlines()]
+    assert [(x["user_id"], x["prompt"]) for x in kept] == [("acme/gone", "q4"), ("acme/ann", "Tea?")], kept
+    assert sorted(set(dropped)) == ["no", "q0", "q1", "q2", "q3", "yes"]
