@@ -161,6 +161,6 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     policy = np.array([policy_outcome(a) for a in attributes], np.int8)
     return Comparisons(
         diff=diff, user=user, users=names, group=group, groups=groups,
-        # a time in milliseconds an older version stored as the seconds it meant: `since` and each user's order read them
+        # a time in milli-, micro- or nanoseconds an older version stored as the seconds it meant: `since` and each user's order read them
         time=seconds_meant_of(data.column("created_at").to_numpy()), policy_win=policy, encoder_id=encoder_id,
     )

@@ -1209,7 +1209,8 @@ class Store:
 
     def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None,
                         after: tuple[float, str] | None = None) -> tuple[list[StoredPreference], int]:
-        """A page of the user's preferences, oldest first (then by pref_id; ties in storage order; `offset`
+        """A page of the user's preferences, oldest first (by `created_at`, which every read of the store gives as the
+        seconds it meant: `seconds_meant`; then by pref_id; ties in storage order; `offset`
         rows skipped, at most `limit`: None for all), and the total count. Sorted in Arrow and only the page
         made into Python objects: a page of 50 of a user's 50,000 rows built all 50,000 dicts (~60 MB) to keep
         50. `after` (created_at, pref_id), a keyset: only rows sorting after that one are paged (`offset` then
