@@ -35,12 +35,17 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
-def check_cache(value: str | None) -> None:
-    """An empty `--cache` (`--cache "$CACHE"` with CACHE unset) is a ValueError naming it, as an empty --out is: until
-    session rows44 it was read as no --cache, the default cache used without a word."""
+def check_given(option: str, value: str | None, what: str) -> None:
+    """An optional path `option` given empty (`--pal "$PAL"` with PAL unset) is a ValueError naming it, as an empty --out
+    is: read as the option not given, the command ran without it and said nothing. `what`: what to give instead."""
     if value is not None and not value.strip():
-        raise ValueError(f"--cache {value!r}: empty; give the embedding cache's file, or leave --cache out for the default "
-                         "(PLURALIGN_CACHE_DIR, else ~/.cache/pluralign)")
+        raise ValueError(f"{option} {value!r}: empty; give {what}, or leave {option} out")
+
+
+def check_cache(value: str | None) -> None:
+    """An empty `--cache` (`check_given`): until session rows44 it was read as no --cache, the default cache used
+    without a word."""
+    check_given("--cache", value, "the embedding cache's file")
 
 
 def cache_path(value: str | None = None) -> Path:

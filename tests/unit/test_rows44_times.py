@@ -101,7 +101,7 @@ def test_an_empty_cache_is_refused_as_an_empty_out_is(tmp_path, capsys, monkeypa
                     ["train", "pal", "--protocol", "file", "--data", "p.jsonl", "--out", "o"]):
         code, stdout, err = cli(capsys, *command, "--cache", "")
         assert code == 2 and stdout == "", err
-        assert err.strip().startswith("pluralign: error: --cache '': empty; give the embedding cache's file"), err
+        assert err.strip() == "pluralign: error: --cache '': empty; give the embedding cache's file, or leave --cache out", err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
 
 
@@ -137,3 +137,18 @@ def test_a_population_snapshot_an_earlier_release_wrote_loses_a_deleted_users_ro
     kept = [json.loads(line) for line in snapshot.read_text().splitlines()]
     assert [(x["user_id"], x["prompt"]) for x in kept] == [("acme/gone", "q4"), ("acme/ann", "Tea?")], kept
     assert sorted(set(dropped)) == ["no", "q0", "q1", "q2", "q3", "yes"]
+
+
+@pytest.mark.parametrize(("option", "said"), [
+    ("--user-groups", "--user-groups '': empty; give the user-groups file (a JSON object user_id -> group name), or leave --user-groups out"),
+    ("--pal", "--pal '': empty; give the PAL checkpoint folder, or leave --pal out"),
+    ("--em", "--em '': empty; give the EM mixture folder, or leave --em out"),
+])
+def test_an_audits_empty_input_option_is_refused_not_ignored(tmp_path, capsys, monkeypatch, option, said):
+    """Before: `audit --data p.jsonl --user-groups ''` (or --pal, --em: `"$VAR"` with VAR unset) read the empty value as
+    no option and printed a report made without it, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.jsonl").write_text(json.dumps({**ROW, "attributes": {"segment": "s"}}) + "\n")
+    code, stdout, err = cli(capsys, "audit", "--data", "p.jsonl", "--group-by", "segment", option, "")
+    assert code == 2 and stdout == "", err
+    assert err.strip() == f"pluralign: error: {said}", err

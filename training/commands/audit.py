@@ -39,6 +39,7 @@ from training.common import (
     cache_path,
     cached_encoder,
     check_cache,
+    check_given,
     check_not_an_input,
     check_writable_file,
     number,
@@ -233,7 +234,11 @@ def print_table(report) -> None:
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the audit's imports (torch) take seconds
     check_inputs(args)
-    check_cache(args.cache)  # an empty --cache is refused, not read as the default
+    # an empty path is refused, not read as the option not given (until session rows44 the audit ran without it)
+    check_cache(args.cache)
+    for option, value, what in (("--user-groups", args.user_groups, "the user-groups file (a JSON object user_id -> group name)"),
+                                ("--pal", args.pal, "the PAL checkpoint folder"), ("--em", args.em, "the EM mixture folder")):
+        check_given(option, value, what)
     if args.out is not None:  # before the audit: a report that cannot be written (or an empty --out) costs nothing, nor one that would replace an input
         check_writable_file("--out", args.out, "the report JSON")
         check_not_an_input("--out", args.out, {"--data": args.data, "--user-groups": args.user_groups, "--pal": args.pal, "--em": args.em,
