@@ -37,7 +37,6 @@ from pluralign.data.record import (
     TrlRow,
     file_time,
     seconds_meant,
-    seconds_meant_of,
     stand_in_received,
     time_problem,
 )
@@ -54,7 +53,7 @@ from pluralign.store.failures import (
     unavailable,
 )
 from pluralign.store.group_commit import GroupCommit
-from pluralign.store.history import History, HistoryCache
+from pluralign.store.history import History, HistoryCache, stored_seconds, with_stored_seconds
 from pluralign.store.lease import Lease, LeaseLost, PurgeMarks, open_lease_table
 from pluralign.store.location import cache_session, connect, is_object_store
 from pluralign.store.schemas import (
@@ -1168,7 +1167,7 @@ class Store:
     def _preference(row: dict, tenant: str, user_id: str) -> StoredPreference:
         return StoredPreference(
             tenant=tenant, user_id=user_id, pref_id=row["pref_id"], prompt=row["prompt"],
-            chosen=row["chosen"], rejected=row["rejected"], kind=row["kind"], created_at=seconds_meant(row["created_at"]),
+            chosen=row["chosen"], rejected=row["rejected"], kind=row["kind"], created_at=stored_seconds(row["created_at"]),
             tie=row["tie"], margin=row["margin"], source=row["source"], attributes=json.loads(row["attributes"]),
             received_at=row.get("received_at"),
             trl=None if row.get("trl") is None else _TRL_DECODER.decode(row["trl"]),
@@ -1210,7 +1209,7 @@ class Store:
     def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None,
                         after: tuple[float, str] | None = None) -> tuple[list[StoredPreference], int]:
         """A page of the user's preferences, oldest first (by `created_at`, which every read of the store gives as the
-        seconds it meant: `seconds_meant`; then by pref_id; ties in storage order; `offset`
+        seconds it meant: `stored_seconds`; then by pref_id; ties in storage order; `offset`
         rows skipped, at most `limit`: None for all), and the total count. Sorted in Arrow and only the page
         made into Python objects: a page of 50 of a user's 50,000 rows built all 50,000 dicts (~60 MB) to keep
         50. `after` (created_at, pref_id), a keyset: only rows sorting after that one are paged (`offset` then
@@ -1475,9 +1474,8 @@ class Store:
         `identity` is a column telling the rows apart (`pref_id`, `response_id`): should that version's
         files be removed under the read, it goes on from the newest version (`_taken`)."""
         pinned, order = self._pinned(name, where, list(dict.fromkeys([*keys, identity])))
-        if "created_at" in keys:  # an older release's time in milli-, micro- or nanoseconds sorts as its seconds
-            at = order.column_names.index("created_at")
-            order = order.set_column(at, "created_at", pa.array(seconds_meant_of(order.column(at).to_numpy()), pa.float64()))
+        if "created_at" in keys:  # an older release's time in milli-, micro- or nanoseconds sorts as its seconds, NaN as inf
+            order = with_stored_seconds(order)
         order = order.take(pc.sort_indices(order, sort_keys=[(k, "ascending") for k in keys])).select([identity, "_rowid"])  # stable
         return self._taken(name, where, pinned, order, columns, max(1, int(rows_per_read)))
 
