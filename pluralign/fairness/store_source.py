@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from pluralign.data.record import seconds_meant_of, stand_in_received
+from pluralign.data.record import MAX_CREATED_AT, seconds_meant_of, stand_in_received
 from pluralign.data.text import answer_key
 from pluralign.fairness.audit import NO_VALUE, Comparisons, UnknownGroupBy, index_labels, policy_outcome
 from pluralign.store.failures import secrets_of, unavailable
@@ -159,8 +159,8 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     user, names = index_labels(users)
     group, groups = index_labels(labels)
     policy = np.array([policy_outcome(a) for a in attributes], np.int8)
-    return Comparisons(
-        diff=diff, user=user, users=names, group=group, groups=groups,
-        # a time in milli-, micro- or nanoseconds an older version stored as the seconds it meant: `since` and each user's order read them
-        time=seconds_meant_of(data.column("created_at").to_numpy()), policy_win=policy, encoder_id=encoder_id,
-    )
+    # a time in milli-, micro- or nanoseconds an older version stored as the seconds it meant: `since` and each user's
+    # order read them; one that means no time (-5, 1e300, inf) as NaN, unknown: never at or after a `since`, last in order
+    time = seconds_meant_of(data.column("created_at").to_numpy())
+    time[~((time >= 0) & (time <= MAX_CREATED_AT))] = np.nan
+    return Comparisons(diff=diff, user=user, users=names, group=group, groups=groups, time=time, policy_win=policy, encoder_id=encoder_id)

@@ -152,3 +152,22 @@ def test_an_audits_empty_input_option_is_refused_not_ignored(tmp_path, capsys, m
     code, stdout, err = cli(capsys, "audit", "--data", "p.jsonl", "--group-by", "segment", option, "")
     assert code == 2 and stdout == "", err
     assert err.strip() == f"pluralign: error: {said}", err
+
+
+def test_an_audit_since_a_time_scores_no_stored_comparison_whose_time_means_none(tmp_path, capsys):
+    """Before: `pluralign audit --store ... --since T` (the admin route's `since=`) scored a comparison an older release
+    stored at 1e300 (any finite number was taken) as made after any `since`; `audit --data --since` refuses such rows (no
+    time), and a DELETE reads them as received before any DELETE. Its time is unknown: never at or after `since`."""
+    from pluralign.store import StoredPreference
+
+    store = Store(str(tmp_path / "db"), "enc", DIM)
+    times = {"old": 1_600_000_000.0, "absurd": 1e300, "new": 1_750_000_000.0, "us": US}
+    rows = [StoredPreference(tenant="t", user_id="ann", pref_id=pref_id, prompt=f"q{i}", chosen=f"yes {i}", rejected=f"no {i}",
+                             kind="comparison", created_at=at, attributes={"segment": "s"}) for i, (pref_id, at) in enumerate(times.items())]
+    vectors = [[float(i == j) for j in range(DIM)] for i in range(len(rows))]
+    store.add_preferences(rows, vectors, vectors, [[-x for x in v] for v in vectors])
+    code, out, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "segment", "--since", "1720000000",
+                         "--min-comparisons", "1", "--json")
+    assert code == 0, err
+    report = json.loads(out.splitlines()[-1])
+    assert (report["users"], report["comparisons"]) == (1, 1), report  # the 2025 comparison only (2023's in us is before)
