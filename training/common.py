@@ -35,10 +35,25 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+def check_given(option: str, value: str | None, what: str) -> None:
+    """An optional path `option` given empty (`--pal "$PAL"` with PAL unset) is a ValueError naming it, as an empty --out
+    is: read as the option not given, the command ran without it and said nothing. `what`: what to give instead."""
+    if value is not None and not value.strip():
+        raise ValueError(f"{option} {value!r}: empty; give {what}, or leave {option} out")
+
+
+def check_cache(value: str | None) -> None:
+    """An empty `--cache` (`check_given`): until session rows44 it was read as no --cache, the default cache used
+    without a word."""
+    check_given("--cache", value, "the embedding cache's file")
+
+
 def cache_path(value: str | None = None) -> Path:
+    """The embedding cache file `--cache` names (None: the default, `default_cache_path`); raises as `check_cache`."""
     from pluralign.embed.cache import default_cache_path
 
-    return Path(value) if value else default_cache_path()
+    check_cache(value)
+    return Path(value) if value is not None else default_cache_path()
 
 
 def add_encoder_args(parser: argparse.ArgumentParser) -> None:
@@ -48,10 +63,11 @@ def add_encoder_args(parser: argparse.ArgumentParser) -> None:
 
 def check_encoder(args: argparse.Namespace) -> None:
     """`--encoder` names an encoder `make_encoder` knows: its ValueError at once, before a command
-    imports torch (seconds); `cached_encoder` would find it only then."""
+    imports torch (seconds); `cached_encoder` would find it only then. An empty `--cache` too (`check_cache`)."""
     from pluralign.embed.named import encoder_identity
 
     encoder_identity(args.encoder)
+    check_cache(args.cache)
 
 
 def cached_encoder(args: argparse.Namespace):
@@ -287,7 +303,7 @@ def number(kind: type = int, minimum: float | None = None, above: float | None =
         for bound, fails, sign in ((minimum, lambda b: value < b, ">="), (above, lambda b: value <= b, ">"), (below, lambda b: value >= b, "<"),
                                    (maximum, lambda b: value > b, "<=")):
             if bound is not None and fails(bound):
-                raise argparse.ArgumentTypeError(f"expected {noun} {sign} {bound:g}, got {text}")
+                raise argparse.ArgumentTypeError(f"expected {noun} {sign} {bound:.15g}, got {text}")
         return value
 
     return parse

@@ -75,12 +75,19 @@ CREATED_AT_RULE = (f"must be a Unix time in seconds (as the service's export wri
                    f"to {MAX_CREATED_AT:.0f} (9999-12-31 UTC)")
 
 
-def _milliseconds(created_at: Any) -> bool:
-    """Whether `created_at` is a number only a time in epoch milliseconds gives: past MAX_CREATED_AT (no date as
-    seconds) and at most MAX_CREATED_AT * 1000 (the end of year 9999 in milliseconds). A millisecond time before
-    1978-01-12 falls within the seconds' range and cannot be told from one."""
-    number = isinstance(created_at, int | float) and not isinstance(created_at, bool)
-    return number and MAX_CREATED_AT < created_at <= MAX_CREATED_AT * 1000
+# the units a time an older release stored may be in, recognizable by its range (`time_unit`): per a second, and the name
+UNITS = ((1000, "milliseconds"), (1_000_000, "microseconds"), (1_000_000_000, "nanoseconds"))
+
+
+def time_unit(created_at: Any) -> tuple[int, str] | None:
+    """The unit of `UNITS` (per a second, name) that `created_at` can only be in: a number past MAX_CREATED_AT (no date
+    in seconds) and at most the end of year 9999 in that unit, the first that holds it (1.7e12: milliseconds, JavaScript's
+    `Date.now()`; 1.7e15: microseconds; 1.7e18: nanoseconds, `time.time_ns()`, pandas' int64 datetimes). None for one in
+    seconds' range, or in none of them (-5, 1e300, inf, NaN). A time in milliseconds before 1978-01-12 falls within the
+    seconds' range and cannot be told from one, nor a microsecond time before then from milliseconds."""
+    if not isinstance(created_at, int | float) or isinstance(created_at, bool) or not created_at > MAX_CREATED_AT:
+        return None
+    return next((unit for unit in UNITS if created_at <= MAX_CREATED_AT * unit[0]), None)
 
 
 def _date_hint(created_at: str | datetime.date) -> str:
@@ -115,15 +122,16 @@ def _number_hint(text: str) -> str | None:
         return None
     if not math.isfinite(number):
         return None
-    millis = f", in seconds: milliseconds? divide by 1000: {number / 1000!r}" if _milliseconds(number) else ""
-    return f" (a number as text? give it as a number ({shorten(text.strip(), 32, '...')} without quotes in JSON){millis})"
+    unit = time_unit(number)
+    other = f", in seconds: {unit[1]}? divide by {unit[0]}: {number / unit[0]!r}" if unit else ""
+    return f" (a number as text? give it as a number ({shorten(text.strip(), 32, '...')} without quotes in JSON){other})"
 
 
 def created_at_problem(created_at: Any) -> str | None:
     """Why `created_at` cannot be a preference file's time (None: it can): a number of Unix seconds in
     [0, MAX_CREATED_AT], or None (stamped on receipt). What the readers of files and rows (`pluralign.data.io`)
     and the service's import take; stored rows and records made in Python need only a finite time (`time_problem`).
-    The problem gives a hint for a time in milliseconds and for a date (its seconds, read as UTC where it names no
+    The problem gives a hint for a time in milli-, micro- or nanoseconds (`time_unit`) and for a date (its seconds, read as UTC where it names no
     offset: the same on every machine, whatever its time zone)."""
     if created_at is None:
         return None
@@ -131,37 +139,56 @@ def created_at_problem(created_at: Any) -> str | None:
     if number and 0 <= created_at <= MAX_CREATED_AT:  # NaN fails the comparison
         return None
     hint = ""
-    if _milliseconds(created_at):
-        hint = f" (milliseconds? divide by 1000: {created_at / 1000!r})"
+    if unit := time_unit(created_at):
+        hint = f" ({unit[1]}? divide by {unit[0]}: {created_at / unit[0]!r})"
     elif isinstance(created_at, str | datetime.date):  # ISO text, or a Parquet timestamp column (pandas' datetimes)
         hint = _date_hint(created_at)
     return f"{CREATED_AT_RULE}, got {shorten(repr(created_at), 64, '...')}{hint}"
 
 
 def seconds_meant(created_at: float) -> float:
-    """A stored `created_at` as the Unix seconds it meant: a time in milliseconds (recognizable by its range, past the
-    end of year 9999 in seconds; imports before session rows42 stored it as it came) divided by 1000, any other as it is."""
-    return created_at / 1000 if _milliseconds(created_at) else created_at
+    """A stored `created_at` as the Unix seconds it meant: a time in milli-, micro- or nanoseconds (`time_unit`:
+    recognizable by its range, past the end of year 9999 in seconds; imports before session rows42 stored it as it came)
+    divided into seconds, any other as it is (-5 and 1e300 too: they mean no time, `stand_in_received`)."""
+    unit = time_unit(created_at)
+    return created_at / unit[0] if unit else created_at
+
+
+def stand_in_received(created_at: float) -> float:
+    """When a row stored before `received_at` was kept counts as received, by its `created_at`: the seconds it meant
+    (`seconds_meant`), or 0.0, before any DELETE began, for a time that means none in any unit (-5, 1e300, inf, NaN: imports
+    before session rows42 stored any number), whose row must not outlive its user's DELETE as sent after it (no release
+    that stored such a row without `received_at` is still receiving). Unix seconds."""
+    seconds = seconds_meant(created_at)
+    return seconds if 0 <= seconds <= MAX_CREATED_AT else 0.0  # NaN fails the comparison
 
 
 def seconds_meant_of(created_at):
     """`seconds_meant` of each stored `created_at` in a column of them: (N,) float64 Unix times in, (N,) float64 out (a
-    reader of a whole table by time: an audit's `since` and its order of each user's comparisons)."""
+    reader of a whole table by time: an audit's `since` and its order of each user's comparisons, the store's order of
+    a user's rows)."""
     import numpy as np
 
     times = np.asarray(created_at, np.float64)
-    return np.where((times > MAX_CREATED_AT) & (times <= MAX_CREATED_AT * 1000), times / 1000, times)
+    seconds = times.copy()
+    low = MAX_CREATED_AT
+    for per_second, _ in UNITS:
+        high = MAX_CREATED_AT * per_second
+        held = (times > low) & (times <= high)
+        seconds[held] = times[held] / per_second
+        low = high
+    return seconds
 
 
 def file_time(created_at: float | None) -> float | None:
     """`created_at` (Unix seconds) as a preference file is written with it, so that what the service writes (an
-    export, a job's snapshot) reads again and keeps its date: a time in milliseconds, which imports before session
-    rows42 stored as it came, as the seconds it meant (`created_at / 1000`: recognizable by its range, past the end
-    of year 9999 in seconds), and None (no time; a reader stamps the row on receipt) for another one
+    export, a job's snapshot) reads again and keeps its date: a time in milli-, micro- or nanoseconds, which imports
+    before session rows42 stored as it came, as the seconds it meant (`seconds_meant`: recognizable by its range, past
+    the end of year 9999 in seconds), and None (no time; a reader stamps the row on receipt) for another one
     `created_at_problem` refuses, such as -5 or 1e300."""
     if created_at_problem(created_at) is None:
         return created_at
-    return seconds_meant(created_at) if _milliseconds(created_at) else None
+    return seconds_meant(created_at) if time_unit(created_at) else None
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

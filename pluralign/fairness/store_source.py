@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from pluralign.data.record import seconds_meant, seconds_meant_of
+from pluralign.data.record import MAX_CREATED_AT, seconds_meant_of, stand_in_received
 from pluralign.data.text import answer_key
 from pluralign.fairness.audit import NO_VALUE, Comparisons, UnknownGroupBy, index_labels, policy_outcome
 from pluralign.store.failures import secrets_of, unavailable
@@ -115,7 +115,7 @@ def group_members_from_store(uri: str, group_by: str, tenant: str | None = None,
 def first_received_from_store(uri: str, tenant: str | None = None, storage_options: dict[str, str] | None = None) -> dict[str, float]:
     """When each user (`tenant/user`) whose non-tie comparisons an audit reads (of one tenant, or all) sent the
     oldest one stored now: unix seconds, its `received_at` (a row stored before that column was kept: its
-    `created_at`, as `pluralign.data.record.seconds_meant` reads it). A user whose oldest row is newer than an audit was not in it with these rows: one its members
+    `created_at`, as `pluralign.data.record.stand_in_received` reads it, as a DELETE does). A user whose oldest row is newer than an audit was not in it with these rows: one its members
     list names was deleted since and came back. Raises as `group_members_from_store` does (an empty store: {})."""
     options = options_from_env() if storage_options is None else storage_options
     _, rows = _audited_rows(uri, tenant, options, ["tenant", "user_id", "created_at", "received_at"])
@@ -123,7 +123,7 @@ def first_received_from_store(uri: str, tenant: str | None = None, storage_optio
     first: dict[str, float] = {}
     received = data.get("received_at") or [None] * len(data["created_at"])
     for t, user, created, got in zip(data["tenant"], data["user_id"], data["created_at"], received, strict=True):
-        key, at = f"{t}/{user}", seconds_meant(created) if got is None else got  # (milliseconds an older version stored)
+        key, at = f"{t}/{user}", stand_in_received(created) if got is None else got  # (another unit, or none: an older version's)
         first[key] = min(first.get(key, at), at)
     return first
 
@@ -159,8 +159,8 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     user, names = index_labels(users)
     group, groups = index_labels(labels)
     policy = np.array([policy_outcome(a) for a in attributes], np.int8)
-    return Comparisons(
-        diff=diff, user=user, users=names, group=group, groups=groups,
-        # a time in milliseconds an older version stored as the seconds it meant: `since` and each user's order read them
-        time=seconds_meant_of(data.column("created_at").to_numpy()), policy_win=policy, encoder_id=encoder_id,
-    )
+    # a time in milli-, micro- or nanoseconds an older version stored as the seconds it meant: `since` and each user's
+    # order read them; one that means no time (-5, 1e300, inf) as NaN, unknown: never at or after a `since`, last in order
+    time = seconds_meant_of(data.column("created_at").to_numpy())
+    time[~((time >= 0) & (time <= MAX_CREATED_AT))] = np.nan
+    return Comparisons(diff=diff, user=user, users=names, group=group, groups=groups, time=time, policy_win=policy, encoder_id=encoder_id)

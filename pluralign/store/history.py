@@ -10,6 +10,7 @@ rows change. Cosine search over a user's ~100 rows in numpy takes microseconds.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -20,7 +21,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pluralign.data.record import seconds_meant, seconds_meant_of
+
 UserKey = tuple[str, str]  # (tenant, user_id)
+
+
+def stored_seconds(created_at: float) -> float:
+    """A stored `created_at` as the store's reads give it: the seconds it meant (`seconds_meant`: an older release's
+    time in milli-, micro- or nanoseconds), and NaN, which an older release could store and which no comparison orders,
+    as inf (no JSON holds either: both are written null), so pages sort and resume past it (`with_stored_seconds`)."""
+    seconds = seconds_meant(created_at)
+    return math.inf if math.isnan(seconds) else seconds
+
+
+def with_stored_seconds(table: pa.Table) -> pa.Table:
+    """`table` with its `created_at` column as `stored_seconds` reads each (float64)."""
+    at = table.column_names.index("created_at")
+    seconds = seconds_meant_of(table.column(at).to_numpy())
+    return table.set_column(at, "created_at", pa.array(np.where(np.isnan(seconds), np.inf, seconds), pa.float64()))
 
 
 def _matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
@@ -36,7 +54,7 @@ class History:
     of thousands of cached dicts made Python's garbage collector pause warm reads for ~10 ms), the
     vectors as (N, d) arrays."""
 
-    meta: pa.Table  # non-vector columns
+    meta: pa.Table  # non-vector columns; `created_at` as the Unix seconds it meant (`stored_seconds`)
     prompt_vec: np.ndarray  # (N, d)
     chosen_vec: np.ndarray  # (N, d)
     rejected_vec: np.ndarray  # (N, d)
@@ -46,6 +64,8 @@ class History:
     def from_arrow(cls, table: pa.Table, dim: int) -> History:
         vectors = ("prompt_vec", "chosen_vec", "rejected_vec")
         meta = table.drop_columns(list(vectors))
+        if "created_at" in meta.column_names:
+            meta = with_stored_seconds(meta)
         tie = meta.column("tie").to_numpy(zero_copy_only=False).astype(bool)
         has_rejected = pc.not_equal(meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool)
         return cls(meta, *(_matrix(table.column(name), dim) for name in vectors), comparison=~tie & has_rejected)

@@ -30,7 +30,16 @@ import pyarrow.compute as pc
 from lancedb.index import Bitmap, BTree
 
 from pluralign.data.io import file_trl
-from pluralign.data.record import MAX_CREATED_AT, Base, TrlRow, file_time, seconds_meant, time_problem
+from pluralign.data.record import (
+    MAX_CREATED_AT,
+    UNITS,
+    Base,
+    TrlRow,
+    file_time,
+    seconds_meant,
+    stand_in_received,
+    time_problem,
+)
 from pluralign.data.text import answer_key
 from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
@@ -44,7 +53,7 @@ from pluralign.store.failures import (
     unavailable,
 )
 from pluralign.store.group_commit import GroupCommit
-from pluralign.store.history import History, HistoryCache
+from pluralign.store.history import History, HistoryCache, stored_seconds, with_stored_seconds
 from pluralign.store.lease import Lease, LeaseLost, PurgeMarks, open_lease_table
 from pluralign.store.location import cache_session, connect, is_object_store
 from pluralign.store.schemas import (
@@ -202,9 +211,10 @@ class StoredPreference(Base):
     def received(self) -> float:
         """When the row reached the service: what a DELETE compares with the time it began, since an
         imported row's `created_at` may be older than a DELETE it came after. A row stored before
-        `received_at` was kept counts as received when it was made (`seconds_meant`: a time in milliseconds an
-        older version stored as its seconds, as `received_before` compares it)."""
-        return seconds_meant(self.created_at) if self.received_at is None else self.received_at
+        `received_at` was kept counts as received when it was made (`stand_in_received`: a time in milli-, micro- or
+        nanoseconds an older version stored as its seconds, one that means no time, such as 1e300, as received before
+        any DELETE; as `received_before` compares it)."""
+        return stand_in_received(self.created_at) if self.received_at is None else self.received_at
 
 
 class Interaction(Base):
@@ -267,8 +277,8 @@ def _differs(held: StoredPreference, row: StoredPreference, untimed: frozenset[s
     if differing_field(held, row) is None:
         return None
     held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=file_trl(held.trl))
-    if row.pref_id in untimed:
-        row = msgspec.structs.replace(row, created_at=held.created_at)
+    # a row a library call gives in milli-, micro- or nanoseconds is the one stored so, which reads back as its seconds
+    row = msgspec.structs.replace(row, created_at=held.created_at if row.pref_id in untimed else seconds_meant(row.created_at))
     return differing_field(held, row)
 
 
@@ -1173,7 +1183,7 @@ class Store:
     def _preference(row: dict, tenant: str, user_id: str) -> StoredPreference:
         return StoredPreference(
             tenant=tenant, user_id=user_id, pref_id=row["pref_id"], prompt=row["prompt"],
-            chosen=row["chosen"], rejected=row["rejected"], kind=row["kind"], created_at=row["created_at"],
+            chosen=row["chosen"], rejected=row["rejected"], kind=row["kind"], created_at=stored_seconds(row["created_at"]),
             tie=row["tie"], margin=row["margin"], source=row["source"], attributes=json.loads(row["attributes"]),
             received_at=row.get("received_at"),
             trl=None if row.get("trl") is None else _TRL_DECODER.decode(row["trl"]),
@@ -1225,7 +1235,8 @@ class Store:
 
     def preferences_for(self, tenant: str, user_id: str, offset: int = 0, limit: int | None = None,
                         after: tuple[float, str] | None = None) -> tuple[list[StoredPreference], int]:
-        """A page of the user's preferences, oldest first (then by pref_id; ties in storage order; `offset`
+        """A page of the user's preferences, oldest first (by `created_at`, which every read of the store gives as the
+        seconds it meant: `stored_seconds`; then by pref_id; ties in storage order; `offset`
         rows skipped, at most `limit`: None for all), and the total count. Sorted in Arrow and only the page
         made into Python objects: a page of 50 of a user's 50,000 rows built all 50,000 dicts (~60 MB) to keep
         50. `after` (created_at, pref_id), a keyset: only rows sorting after that one are paged (`offset` then
@@ -1499,6 +1510,8 @@ class Store:
         `identity` is a column telling the rows apart (`pref_id`, `response_id`): should that version's
         files be removed under the read, it goes on from the newest version (`_taken`)."""
         pinned, order = self._pinned(name, where, list(dict.fromkeys([*keys, identity])))
+        if "created_at" in keys:  # an older release's time in milli-, micro- or nanoseconds sorts as its seconds, NaN as inf
+            order = with_stored_seconds(order)
         order = order.take(pc.sort_indices(order, sort_keys=[(k, "ascending") for k in keys])).select([identity, "_rowid"])  # stable
         return self._taken(name, where, pinned, order, columns, max(1, int(rows_per_read)))
 
@@ -1829,13 +1842,20 @@ def received_before(before: float) -> str:
 
 
 def made_before(before: float) -> str:
-    """A filter for rows whose `created_at` (`seconds_meant`) is before `before` (unix seconds): a time in milliseconds
-    an older version stored (past MAX_CREATED_AT, at most its thousandfold) compared as its seconds. Until review
-    rows43 it was compared as it was, a date past any DELETE, so a DELETE finished after the user came back kept such a
-    row of theirs."""
+    """A filter for rows whose `created_at`, as `stand_in_received` reads it, is before `before` (unix seconds): a time in
+    milli-, micro- or nanoseconds an older version stored (past MAX_CREATED_AT, within the end of year 9999 in that unit)
+    compared as its seconds, and one that means no time in any unit (negative, past that in nanoseconds, infinite or
+    NaN) as 0.0, before any DELETE. Until review rows43 a time in milliseconds was compared as it
+    was, and until session rows44 the others, dates past any DELETE, so a DELETE finished after the user came back kept
+    such a row of theirs."""
     t = repr(float(before))
-    return (f"(created_at < {t} OR (created_at > {MAX_CREATED_AT!r} AND created_at <= {MAX_CREATED_AT * 1000!r} "
-            f"AND created_at < {float(before) * 1000!r}))")
+    in_units, low = [], MAX_CREATED_AT
+    for per_second, _ in UNITS:
+        high = MAX_CREATED_AT * per_second
+        in_units.append(f"(created_at > {low!r} AND created_at <= {high!r} AND created_at < {float(before) * per_second!r})")
+        low = high
+    no_time = f"created_at < 0 OR created_at > {low!r} OR isnan(created_at)" if before > 0 else "false"  # 0.0 < before
+    return f"((created_at >= 0 AND created_at < {t}) OR {' OR '.join(in_units)} OR {no_time})"
 
 
 def new_created_at() -> float:

@@ -22,6 +22,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import Response
 
+from pluralign.data.record import MAX_CREATED_AT
 from pluralign.fairness.report import AuditReport, audit_settings, since_previous
 from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
@@ -142,8 +143,9 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
 async def fairness_audit(
     request: Request,
     group_by: FromQuery[str],
-    # Unix seconds: the audit job's `since` range. `minimum` again in the document: Litestar 2.25 skips a `ge` of 0 (falsy)
-    since: Annotated[float | None, Parameter(ge=0, le=1e11, schema_extra={"minimum": 0})] = None,
+    # Unix seconds: the audit job's `since` range (`Epoch`: every time an import takes, MAX_CREATED_AT). `minimum` again in
+    # the document: Litestar 2.25 skips a `ge` of 0 (falsy)
+    since: Annotated[float | None, Parameter(ge=0, le=MAX_CREATED_AT, schema_extra={"minimum": 0})] = None,
     tenant: FromQuery[str | None] = None,
     min_group_size: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,  # the audit job's own ranges
     min_comparisons: Annotated[int, Parameter(ge=0, le=100_000_000)] = 50,

@@ -20,7 +20,7 @@ from cachetools import LRUCache
 from litestar.concurrency import sync_to_thread
 
 from pluralign.data.io import write_jsonl
-from pluralign.data.record import Preference, file_time
+from pluralign.data.record import Preference, file_time, stand_in_received
 from pluralign.embed.cache import text_key
 from pluralign.fairness.audit import NO_VALUE, OLD_NO_VALUE
 from pluralign.fairness.report import (
@@ -116,7 +116,8 @@ def _drop_rows(path: Path, forget: Forget, dropped: list[str] | None = None, kep
         if row.user_id not in verdicts:
             verdicts[row.user_id] = forget.until_of(row.user_id)
         until = verdicts[row.user_id]  # a row sent after the user's DELETE is theirs again
-        out = until is not None and (row.created_at is None or row.created_at < until)
+        # an earlier release wrote the stored time as it was (1.7e12 in milliseconds, 1e300): as a DELETE reads it
+        out = until is not None and (row.created_at is None or stand_in_received(row.created_at) < until)
         if not out and kept_users is not None:
             kept_users.add(row.user_id)
         return out
@@ -397,8 +398,10 @@ class Admin:
         comes before (and so rewrites it) or after (and the user's rows are out of the store).
         A row's `created_at` there is when the service received it (`StoredPreference.received`): a
         DELETE's record takes from a snapshot the rows from before it (`_drop_rows`), and an imported
-        row's own time may be older than a DELETE it came after; one no file takes (`file_time`: an older version's
-        -5 or 1e300) is null, which a DELETE's rewrite drops. No trainer reads the times."""
+        row's own time may be older than a DELETE it came after. A row stored before `received_at` was kept counts as
+        received at its `created_at` as a DELETE reads it (`stand_in_received`: an older version's time in milli-, micro-
+        or nanoseconds as its seconds, -5 or 1e300 as 0.0, before any DELETE); a time no file takes would be null, which
+        a DELETE's rewrite drops too. No trainer reads the times."""
         self.rt.ingest.flush()
         with self.rt.population_lock:
             records = [

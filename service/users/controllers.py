@@ -55,19 +55,24 @@ class PreferencePage(msgspec.Struct):
     next_after: str | None = None
 
 
-_CURSOR = msgspec.json.Decoder(tuple[float, str])
+_CURSOR = msgspec.json.Decoder(tuple[float | str, str])
+# an infinite time, which an older release could store (JSON's 1e999) and JSON cannot write, in a cursor
+_INFINITE = {"inf": math.inf, "-inf": -math.inf}
 
 
 def page_cursor(row: StoredPreference) -> str:
-    """The opaque `after` of the page that follows `row`: its sort key (created_at, pref_id), JSON, base64url."""
-    return base64.urlsafe_b64encode(msgspec.json.encode((row.created_at, row.pref_id))).rstrip(b"=").decode()
+    """The opaque `after` of the page that follows `row`: its sort key (created_at, pref_id), JSON, base64url; an
+    infinite created_at (the store reads NaN as inf) as "inf" or "-inf": written as a number, it was null."""
+    at = row.created_at if math.isfinite(row.created_at) else repr(row.created_at)
+    return base64.urlsafe_b64encode(msgspec.json.encode((at, row.pref_id))).rstrip(b"=").decode()
 
 
 def read_cursor(after: str) -> tuple[float, str]:
     """The (created_at, pref_id) an `after` cursor holds; a 400 naming `after` for one `page_cursor` did not write."""
     try:
         created_at, pref_id = _CURSOR.decode(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)))
-        if math.isfinite(created_at):
+        created_at = _INFINITE.get(created_at, math.nan) if isinstance(created_at, str) else created_at
+        if not math.isnan(created_at):
             return created_at, pref_id
     except (ValueError, msgspec.DecodeError):  # binascii.Error is a ValueError
         pass

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 import numpy as np
 
-from pluralign.data.record import seconds_meant
 from pluralign.data.text import answer_key, is_blank
 from pluralign.files import atomic_writer, staged_folder
 from pluralign.policy.adapters import (
@@ -139,7 +138,7 @@ def adapter_folder(rt: Runtime, tenant: str, user_id: str):
 def refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None = None, unsaved_ok: bool = False) -> UserWeights:
     """Fit the user's PAL logits on every stored comparison of theirs and store them. The user's
     attributes gather those their feedback carried, over those their row held (the latest, by `created_at` as
-    `pluralign.data.record.seconds_meant` reads it, win; nothing else is merged in: a batch's first row's attributes overrode them once). `unsaved_ok`:
+    `pluralign.data.record.seconds_meant` reads it in the store's history, win; nothing else is merged in: a batch's first row's attributes overrode them once). `unsaved_ok`:
     a read's refit, whose row the users table cannot take (no room, read-only), is logged and served
     all the same (the row is a cache of their comparisons: the next read fits again), as is a stated
     change's (`set_stated`: its version is stored by then); a DELETE's refit raises StoreUnavailable (a
@@ -159,7 +158,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
     history = rt.store.history(tenant, user_id, latest=True)
     prompt, chosen, rejected, chosen_texts, rejected_texts = history.comparison_set()  # (N, d) x 3, N texts x 2
     from_feedback: dict[str, str] = {}
-    for row in sorted(history.rows, key=lambda r: seconds_meant(r["created_at"])):  # (milliseconds an older version stored)
+    for row in sorted(history.rows, key=lambda r: r["created_at"]):  # the seconds each meant (`History.meta`)
         from_feedback.update(json.loads(row["attributes"]))
     rt.store.refresh("users")  # with replicas: the row written back keeps another's stated preferences (PATCHed a moment ago)
     record = rt.store.get_user(tenant, user_id)

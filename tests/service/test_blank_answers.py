@@ -208,3 +208,56 @@ def test_a_users_latest_label_is_not_one_an_older_version_stored_with_a_time_in_
     with svc.client("acme") as c:
         r = c.get("/v1/users/oldlabel")
     assert r.status_code == 200 and r.json()["attributes"] == {"segment": "2025"}, r.text
+
+
+def test_every_export_path_gives_an_old_rows_time_in_seconds_in_its_order(svc):
+    """Session rows44. Review rows43 gave the preference file a time an older version stored in milliseconds as its
+    seconds, but the full export and the pages (`GET .../preferences`, its cursor) still showed it as stored (1.7e12)
+    and sorted it after every time in seconds, its newer rows before it; a time in micro- or nanoseconds (1.7e15,
+    1.7e18), which the preference file wrote as null, likewise. Every path gives the seconds each meant, in order."""
+    rt = svc.runtime
+    times = (1_700_000_300_000_000_000.0, 1_700_000_200_000_000.0, 1_700_000_100_123.0, 1_700_000_000.5)  # ns, us, ms, s
+    rows = [StoredPreference(tenant="acme", user_id="oldunits", pref_id=f"u{i}", prompt=f"Tea {i}?", chosen="Green tea.",
+                             rejected="Black coffee.", kind="choice", created_at=t) for i, t in enumerate(times)]
+    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    want = [("u3", 1_700_000_000.5), ("u2", 1_700_000_100.123), ("u1", 1_700_000_200.0), ("u0", 1_700_000_300.0)]
+    with svc.client("acme") as c:
+        full = c.get("/v1/users/oldunits/export")
+        file = c.get("/v1/users/oldunits/export", params={"format": "preferences"})
+        first = c.get("/v1/users/oldunits/preferences", params={"limit": 2}).json()
+        second = c.get("/v1/users/oldunits/preferences", params={"limit": 2, "after": first["next_after"]}).json()
+    assert full.status_code == 200 and file.status_code == 200, (full.text, file.text)
+    lines = [json.loads(line) for line in full.text.splitlines()]
+    assert [(x["pref_id"], x["created_at"]) for x in lines if x["type"] == "preference"] == want, lines
+    assert [(x["pref_id"], x["created_at"]) for x in map(json.loads, file.text.splitlines())] == want, file.text
+    assert [(p["pref_id"], p["created_at"]) for p in first["data"] + second["data"]] == want, (first, second)
+
+
+def test_a_walk_by_cursor_passes_rows_an_older_version_stored_with_an_infinite_or_nan_time(svc):
+    """Session rows44. Imports before session rows42 stored any number a reader gave (JSON's 1e999 is inf; a Parquet
+    column may hold NaN); a page ending on such a row gave a `next_after` holding null (JSON has no inf), which the next
+    request refused as "not a cursor this service wrote" (400), and a cursor on an infinite time passed over the NaN
+    rows after it. Every row is walked once, in the order of a whole page."""
+    rt = svc.runtime
+    times = (float("inf"), float("nan"), 1_700_000_000.0, float("-inf"), float("inf"), 1e300)
+    import pyarrow as pa
+
+    from pluralign.store.schemas import SCHEMA_VERSION
+
+    vec = [0.1] * rt.store.dim
+    rows = [{"tenant": "acme", "user_id": "oldinf", "pref_id": f"f{i}", "prompt": f"Tea {i}?", "chosen": "Green tea.",
+             "rejected": "Black coffee.", "tie": False, "margin": None, "kind": "choice", "source": None, "created_at": t,
+             "attributes": "{}", "prompt_vec": vec, "chosen_vec": vec, "rejected_vec": vec, "schema_version": SCHEMA_VERSION}
+            for i, t in enumerate(times)]
+    rt.store.preferences.add(pa.Table.from_pylist(rows, schema=rt.store.schemas["preferences"]))  # as it stored them: no check
+    walked, after = [], None
+    with svc.client("acme") as c:
+        whole = c.get("/v1/users/oldinf/preferences").json()
+        for _ in range(len(rows) + 1):
+            r = c.get("/v1/users/oldinf/preferences", params={"limit": 1, **({"after": after} if after else {})})
+            assert r.status_code == 200, r.text
+            walked += [p["pref_id"] for p in r.json()["data"]]
+            if (after := r.json()["next_after"]) is None:
+                break
+    assert walked == [p["pref_id"] for p in whole["data"]] and sorted(walked) == sorted(r["pref_id"] for r in rows), walked

@@ -29,6 +29,7 @@ import re
 import sys
 from pathlib import Path
 
+from pluralign.data.record import MAX_CREATED_AT
 from pluralign.files import write_atomic
 from training.common import (
     DATA_DIR_HELP,
@@ -37,6 +38,8 @@ from training.common import (
     add_encoder_args,
     cache_path,
     cached_encoder,
+    check_cache,
+    check_given,
     check_not_an_input,
     check_writable_file,
     number,
@@ -231,6 +234,11 @@ def print_table(report) -> None:
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the audit's imports (torch) take seconds
     check_inputs(args)
+    # an empty path is refused, not read as the option not given (until session rows44 the audit ran without it)
+    check_cache(args.cache)
+    for option, value, what in (("--user-groups", args.user_groups, "the user-groups file (a JSON object user_id -> group name)"),
+                                ("--pal", args.pal, "the PAL checkpoint folder"), ("--em", args.em, "the EM mixture folder")):
+        check_given(option, value, what)
     if args.out is not None:  # before the audit: a report that cannot be written (or an empty --out) costs nothing, nor one that would replace an input
         check_writable_file("--out", args.out, "the report JSON")
         check_not_an_input("--out", args.out, {"--data": args.data, "--user-groups": args.user_groups, "--pal": args.pal, "--em": args.em,
@@ -365,7 +373,8 @@ def register(sub) -> None:
                    "users it does not name: ' (no value)'; each user once (a blank key is an error)")
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
-    p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
+    p.add_argument("--since", type=number(float, minimum=0, maximum=MAX_CREATED_AT), default=None,
+                   help="score only comparisons created at or after this time (Unix seconds, up to the end of year 9999: the times imports take)")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="--source persona: number of groups, 2 to 64 (default 2)")
     p.add_argument("--group-weights", type=group_weights, default=(),
                    help="--source persona: relative group sizes, one per group, e.g. 0.9,0.1 (default: equal)")

@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from pluralign.data.record import Base, tenant_problem
+from pluralign.data.record import MAX_CREATED_AT, Base, tenant_problem
 from pluralign.data.text import shorten
 
 # what a client may name: an attribute, a tenant, a user (the service's user-id rule); `(?!\n)`: msgspec
@@ -31,7 +31,9 @@ Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 # Name's pattern said in words (msgspec's message is the regex itself, `(?!\n)` and all)
 NAME_WORDS = "must be 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)"
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
-Epoch = Annotated[float, msgspec.Meta(ge=0, le=1e11)]  # a Unix time in seconds (finite: NaN is refused)
+# a Unix time in seconds (finite: NaN is refused), up to the end of year 9999: every time an import takes (until session
+# rows44 at most 1e11, the year 5138, so no `since` could pick the rows stored from then on)
+Epoch = Annotated[float, msgspec.Meta(ge=0, le=MAX_CREATED_AT)]
 # the encoders a trainer's `--encoder` builds by name (`pluralign.embed.encoders.make_encoder`)
 JobEncoder = Literal["minilm", "minilm-onnx", "minilm-onnx-int8", "smollm2"]
 JOB_ENCODERS: tuple[str, ...] = JobEncoder.__args__
