@@ -359,13 +359,17 @@ class FolderClaims(PrefIdClaims):
         the user stays; until review 42 the folder and, since session 42, its `.lock` stayed for every deleted
         user). The lock file is unlinked while held: a change waiting for it finds it gone and looks again
         (`_locked`); a claim being put (its temporary file) keeps the folder."""
-        with self._locked(f"{folder}/") as held:
-            if not held or self._names(folder):
-                return
-            path = self.root / folder
-            (path / LOCK_FILE).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):  # not empty: a claim being put there meanwhile
-                path.rmdir()
+        with self._locked(f"{folder}/", emptied=True):
+            pass
+
+    def _emptied(self, folder: str) -> None:
+        """Removes the user's folder, `.lock` and all, when it holds no claim. Under its lock (`_locked`)."""
+        if self._names(folder):
+            return
+        path = self.root / folder
+        (path / LOCK_FILE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: a claim being put there meanwhile (or gone already)
+            path.rmdir()
 
     def _put(self, name: str, data: bytes) -> bool:
         path = self.root / name
@@ -388,19 +392,31 @@ class FolderClaims(PrefIdClaims):
             part.unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[bool]:
+    def _locked(self, name: str, emptied: bool = False) -> Iterator[bool]:
         """Holds the exclusive lock of `name`'s user folder; yields False (nothing held) when that folder is gone.
-        A lock file unlinked while this waited for it (`_remove_folder_if_empty`) is not held: opened again."""
-        lock = self.root / name.partition("/")[0] / LOCK_FILE
+        A lock file unlinked while this waited for it (`_remove_folder_if_empty`) is not held: opened again. On
+        leaving (held), a folder that holds no claim goes, `.lock` and all (`_emptied`), when `emptied` is set (a
+        DELETE's claims step) or this call made the lock file: one made again by a change between a DELETE's unlink
+        of it and its removal of the folder (whose removal then failed, the folder not empty) goes with the folder
+        (until session 44 both stayed, for good)."""
+        folder = name.partition("/")[0]
+        lock = self.root / folder / LOCK_FILE
         for _ in range(CHANGE_ATTEMPTS):
             try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+                fd, made = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), True
+            except FileExistsError:
+                try:
+                    fd, made = os.open(lock, os.O_RDWR), False
+                except FileNotFoundError:  # unlinked since: made again
+                    continue
             except FileNotFoundError:
                 break
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if _same_file(lock, fd):
                     yield True
+                    if made or emptied:
+                        self._emptied(folder)
                     return
             finally:
                 os.close(fd)  # lets the lock go

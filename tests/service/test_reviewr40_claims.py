@@ -335,7 +335,9 @@ def test_a_delete_leaves_no_claims_folder_behind(replicas):
     with a.client("acme") as ca, b.client("acme") as cb:
         assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
         a.runtime.ingest.flush()
-        assert claim_files(a, user) == [] and folder.is_dir()  # the stored row's claim went; the folder stays meanwhile
+        # the stored row's claim went, and the folder with it: the mover's removal made its `.lock` and left it empty
+        # (session 44: until then the folder stayed until the DELETE)
+        assert claim_files(a, user) == [] and not folder.exists()
         assert cb.delete(f"/v1/users/{user}").status_code == 200
         assert not folder.exists(), sorted(p.name for p in folder.iterdir())  # before: ['.lock']
         with a.runtime.ingest.paused():  # the id free again: claimed in a new folder
