@@ -28,6 +28,7 @@ import numpy as np
 
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
+from pluralign.files import append_durably, fsync_dir, write_atomic
 from pluralign.store.claims import Claim, claim_of, folder_of, named
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
@@ -358,8 +359,11 @@ class Ingestor:
         by another replica) in a file of `stored-claims/` in the log's folder, before the log forgets the rows: a process
         killed after that and before the claims went (`_drop_claims`) leaves the note, which the next start drops
         (`_drop_left_notes`; until session 43 such claims stayed for good, a file or object each). Of one id's copies
-        the latest-received (the time the table keeps). Returns [(the note, its claims by name)], or [] (no claims, no
-        rows). A note that cannot be written is logged: (None, the claims), removed without one. Under `_move`."""
+        the latest-received (the time the table keeps). The note is on disk when this returns: its bytes and its name
+        fsynced (`append_durably`, as the feedback log's files), so a power loss after the log forgot the rows keeps it
+        (until session 44 neither was fsynced: the log's forgetting could reach the disk and the note not, the claims
+        then left for good). Returns [(the note, its claims by name)], or [] (no claims, no rows). A note that cannot
+        be written is logged: (None, the claims), removed without one. Under `_move`."""
         if self._claims is None or not stored:
             return []
         by_user: dict[tuple[str, str], dict[str, Claim]] = {}
@@ -371,8 +375,7 @@ class Ingestor:
         folders = named(by_user)
         path = self._notes / f"{uuid.uuid4().hex}.json"
         try:
-            self._notes.mkdir(exist_ok=True)
-            path.write_bytes(_encode_note(StoredClaims(folders)))  # a kill mid-write: before `done`, the rows still pending
+            append_durably(path, _encode_note(StoredClaims(folders)))  # a kill mid-write: before `done`, the rows still pending
         except OSError as exc:  # after the commit: the rows must still leave the log (until review 43 the move failed)
             log.warning("the note of the pref_id claims of %d stored row(s) could not be written (%s): they are removed "
                         "without one (a stop before that leaves them)", len(stored), exc)
@@ -413,8 +416,9 @@ class Ingestor:
         (until review 43 it stayed for good: the note itself is still whole)."""
         if self._claims is None or not self._notes.is_dir():
             return
-        for path in self._notes.glob("*.tmp"):
-            path.unlink(missing_ok=True)
+        for path in self._notes.iterdir():  # a rewrite's temporary file (`write_atomic`'s ".<note>.<random>"; *.tmp before)
+            if path.name.startswith(".") or path.suffix == ".tmp":
+                path.unlink(missing_ok=True)
         for path in sorted(self._notes.glob("*.json")):
             try:
                 folders = _decode_note(path.read_bytes()).claims
@@ -469,9 +473,8 @@ class Ingestor:
                 if not folders:
                     path.unlink(missing_ok=True)
                     continue
-                part = path.with_suffix(".tmp")
-                part.write_bytes(_encode_note(StoredClaims(folders)))
-                os.replace(part, path)
+                write_atomic(path, _encode_note(StoredClaims(folders)))  # whole, on disk
+            fsync_dir(self._notes)  # the notes removed (here and by the drops' thread) stay removed after a power loss
 
     def claims_settled(self) -> None:
         """Returns once the removals of stored rows' claims handed to the drops' thread so far are done (at once once

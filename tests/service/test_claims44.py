@@ -6,9 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+import pytest
+
+from pluralign.store import Store
 from pluralign.store import claims as claims_module
-from pluralign.store.claims import FolderClaims
+from pluralign.store.claims import FolderClaims, claim_of
+from pluralign.store.feedback_log import FeedbackLog
+from pluralign.store.ingest import STORED_CLAIMS, Ingestor
 from tests.service.test_claims42_cas import USER, claim
+from tests.service.test_feedback_log import HashEncoder, feedback
+from tests.service.test_store import DIM
+from tests.unit.test_edges35_durable_notes import fsyncs_of
+
+FOLDER = claims_module._folder("t", "u")
 
 
 def test_a_change_that_makes_the_lock_file_again_mid_delete_leaves_no_folder(tmp_path, monkeypatch):
@@ -34,3 +45,78 @@ def test_a_change_that_makes_the_lock_file_again_mid_delete_leaves_no_folder(tmp
     assert delete.forget_user("acme", USER) == 1
     assert outcome == [None, False]
     assert not folder.exists(), sorted(p.name for p in folder.iterdir())  # before: ['.lock']
+
+
+@pytest.fixture
+def claimed(tmp_path):
+    """A store with claims, two rows of user u an import claimed (their claims made), and the log's folder."""
+    store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
+    rows = [msgspec.structs.replace(r, received_at=100.0) for r in feedback("u", 0, n=2)]
+    assert len(store.claims.claim("t", "u", {r.pref_id: claim_of(r, stamped=False) for r in rows})[0]) == 2
+    return store, rows, tmp_path / "log"
+
+
+def test_a_note_is_on_disk_before_the_log_forgets_its_rows(claimed, monkeypatch):
+    """A move notes its rows' claims (`stored-claims/<note>.json`) before the log forgets the rows, so that a stop in
+    between leaves the note for the next start. The note was written and closed, never fsynced, nor its folder: a power
+    loss (not a kill) after the log's forgetting reached the disk could lose the note, and the claims stayed for good.
+    Now the note's bytes and its name (its folder, and the folder's own name when made) are fsynced before the log
+    forgets the rows, as the feedback log's own files are (`pluralign.files`)."""
+    store, rows, folder = claimed
+    seen = fsyncs_of(monkeypatch)
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    done, at_done = ingest.log.done, []
+
+    def noted_done(entries):
+        if entries:
+            at_done.append(list(seen))
+        return done(entries)
+
+    ingest.log.done = noted_done
+    store.claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError("killed before the claims' removal"))
+    try:
+        with ingest.paused():
+            ingest.submit(rows, received_at=100.0)
+        assert ingest.flush() == 2
+    finally:
+        del store.claims.drop_named
+        ingest.close()
+    notes = folder / STORED_CLAIMS
+    [note] = [str(p) for p in notes.iterdir()]
+    [fsynced] = at_done
+    assert note in fsynced and str(notes) in fsynced and str(folder) in fsynced, fsynced  # before: none of them
+
+
+def test_a_delete_s_rewrite_of_a_note_is_on_disk_and_a_cut_short_one_goes_at_the_next_start(claimed, monkeypatch):
+    """A DELETE rewrites the notes without the user (`Ingestor.forget_user`): the rewrite was renamed over the note
+    unsynced, and the folder too, so a power loss could bring back the note naming the deleted user. Now the rewrite is
+    an atomic write (`pluralign.files.write_atomic`: its bytes, then the folder, fsynced), and the notes' folder is
+    fsynced once a DELETE went through it (a note it removed stays removed). A rewrite a kill cut short leaves its
+    temporary file (".<note>.<random>"), which the next start removes."""
+    store, rows, folder = claimed
+    other = msgspec.structs.replace(rows[0], user_id="v", pref_id="t-v-1")
+    assert store.claims.claim("t", "v", {other.pref_id: claim_of(other, stamped=False)})[0]
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    store.claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError("the store refused the removal"))
+    try:
+        with ingest.paused():
+            ingest.submit(rows, received_at=100.0)
+            ingest.submit([other], received_at=100.0)
+        assert ingest.flush() == 3
+        notes = folder / STORED_CLAIMS
+        [note] = list(notes.iterdir())
+        seen = fsyncs_of(monkeypatch)
+        ingest.forget_user("t", "u")
+        assert [p.name for p in notes.iterdir()] == [note.name] and FOLDER not in note.read_text()  # v's claim kept
+        assert any(s.startswith(str(notes / f".{note.name}.")) for s in seen) and str(notes) in seen, seen  # before: []
+    finally:
+        del store.claims.drop_named
+        ingest.close()
+    (notes / f".{note.name}.cut").write_bytes(note.read_bytes()[:20])  # a rewrite killed before its rename
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())  # the next start
+    try:
+        ingest.claims_settled()
+        assert list(notes.iterdir()) == []
+        assert store.claims._names(claims_module._folder("t", "v")) == []  # (u's: the DELETE's claims step, not here)
+    finally:
+        ingest.close()
