@@ -54,6 +54,18 @@ _encode_note = msgspec.json.Encoder().encode
 _decode_note = msgspec.json.Decoder(StoredClaims).decode
 
 
+class _Closed(Exception):
+    """The Ingestor was closed: the start's sweep of claims stops before its next user (`_sweep_stored_claims`)."""
+
+
+def _lower_priority(nice: int) -> None:
+    """The calling thread runs at `nice` (Linux: a thread's nice value is its own; the request threads keep theirs)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass
+
+
 class Backlogged(Exception):
     """More of a user's rows wait in the feedback log than a reader moves itself (`Ingestor.flush_user`'s
     `at_most`): embedding them inside one request would hold it for minutes (6,000 imported rows took
@@ -162,8 +174,12 @@ class Ingestor:
         self._dropping = None if self._claims is None else ThreadPoolExecutor(1, thread_name_prefix="claims-drop")
         self._drop_already_moved()
         self._drop_left_notes()
-        if self._dropping is not None:  # once per store: what earlier releases left of stored rows' claims
-            self._dropping.submit(self._sweep_stored_claims)
+        # once per store: what earlier releases left of stored rows' claims, on a thread of its own (until session 44
+        # first on the drops' thread: every removal of a move's claims waited behind a sweep of every claimed user)
+        self._sweeping = None if self._claims is None else threading.Thread(
+            target=self._sweep_stored_claims, daemon=True, name="claims-sweep")
+        if self._sweeping is not None:
+            self._sweeping.start()
         self._thread = threading.Thread(target=self._run, daemon=True, name="ingest")
         self._thread.start()
 
@@ -428,13 +444,24 @@ class Ingestor:
             self._dropping.submit(self._drop_noted, path, folders)
 
     def _sweep_stored_claims(self) -> None:
-        """`PrefIdClaims.sweep_stored` (on the drops' thread, at start): logged, never raised; not swept, the next start
-        tries again."""
+        """`PrefIdClaims.sweep_stored` (on its own thread, at start, at the worker's priority): logged, never raised;
+        not swept, the next start tries again, as when the Ingestor is closed first (the users not read by then are
+        not read). Each user's rows are read from the table without their vectors and without the histories cache
+        (`Store.stored_rows`; until session 44 `preferences_for`: each claimed user's history, vectors and all,
+        loaded into the bounded cache, evicting the users being served)."""
+        _lower_priority(self.nice)
+
         def stored(tenant: str, user_id: str) -> dict[str, Claim]:
-            return {r.pref_id: claim_of(r, stamped=False) for r in self.store.preferences_for(tenant, user_id)[0]}
+            if self._stop.is_set():
+                raise _Closed
+            return {r.pref_id: claim_of(r, stamped=False) for r in self.store.stored_rows(tenant, user_id)}
 
         try:
             gone = self._claims.sweep_stored(self.store.preference_owners, stored)
+        except _Closed:
+            log.info("the sweep of the pref_id claims earlier releases left of stored rows stopped with the service: the "
+                     "next start sweeps again")
+            return
         except Exception as exc:  # noqa: BLE001 (a claim left holds its id for the content the table holds)
             log.warning("the pref_id claims earlier releases left of stored rows were not all removed (%s): the next "
                         "start tries again", exc)
@@ -477,8 +504,10 @@ class Ingestor:
             fsync_dir(self._notes)  # the notes removed (here and by the drops' thread) stay removed after a power loss
 
     def claims_settled(self) -> None:
-        """Returns once the removals of stored rows' claims handed to the drops' thread so far are done (at once once
-        closed: those not begun stay noted for the next start)."""
+        """Returns once the start's sweep (`_sweep_stored_claims`) and the removals of stored rows' claims handed to the
+        drops' thread so far are done (at once once closed: those not begun stay noted for the next start)."""
+        if self._sweeping is not None:
+            self._sweeping.join()
         if self._dropping is not None:
             with contextlib.suppress(RuntimeError):
                 self._dropping.submit(lambda: None).result()
@@ -534,10 +563,7 @@ class Ingestor:
             vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
 
     def _run(self) -> None:
-        try:  # Linux: a thread's nice value is its own; the request threads keep theirs
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-        except (AttributeError, OSError):
-            pass
+        _lower_priority(self.nice)
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5, until=self._stop):
@@ -571,7 +597,10 @@ class Ingestor:
         self.stop()
         if self._dropping is not None:  # drops not begun stay noted, for the next start
             self._dropping.shutdown(wait=False, cancel_futures=True)
+        began = time.monotonic()
         self._thread.join(timeout=timeout)
+        if self._sweeping is not None:  # stops before its next user: the next start sweeps again
+            self._sweeping.join(timeout=max(0.0, timeout - (time.monotonic() - began)))
         if self._thread.is_alive():
             log.warning("the feedback worker is still moving a batch after %g s (a store call that has not returned); "
                         "closing the log without it: the batch stays in the log and is replayed at the next start", timeout)

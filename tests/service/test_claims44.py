@@ -4,6 +4,7 @@ their rows, a note that cannot be written, and the start's sweep of what earlier
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import msgspec
@@ -77,7 +78,8 @@ def test_a_note_is_on_disk_before_the_log_forgets_its_rows(claimed, monkeypatch)
     try:
         with ingest.paused():
             ingest.submit(rows, received_at=100.0)
-        assert ingest.flush() == 2
+        ingest.flush()  # (or the worker, once not paused)
+        assert not ingest.log.pending and store.count_preferences("t", "u") == 2
     finally:
         del store.claims.drop_named
         ingest.close()
@@ -102,7 +104,8 @@ def test_a_delete_s_rewrite_of_a_note_is_on_disk_and_a_cut_short_one_goes_at_the
         with ingest.paused():
             ingest.submit(rows, received_at=100.0)
             ingest.submit([other], received_at=100.0)
-        assert ingest.flush() == 3
+        ingest.flush()  # (or the worker, once not paused)
+        assert not ingest.log.pending and store.count_preferences("t", "u") == 2
         notes = folder / STORED_CLAIMS
         [note] = list(notes.iterdir())
         seen = fsyncs_of(monkeypatch)
@@ -118,5 +121,69 @@ def test_a_delete_s_rewrite_of_a_note_is_on_disk_and_a_cut_short_one_goes_at_the
         ingest.claims_settled()
         assert list(notes.iterdir()) == []
         assert store.claims._names(claims_module._folder("t", "v")) == []  # (u's: the DELETE's claims step, not here)
+    finally:
+        ingest.close()
+
+
+def left_by_an_earlier_release(store, users: list[str]) -> None:
+    """Each of `users` has two rows stored and their claims left (an earlier release's mover killed before removing them)."""
+    for user in users:
+        rows = [msgspec.structs.replace(r, received_at=100.0) for r in feedback(user, 0, n=2)]
+        assert len(store.claims.claim("t", user, {r.pref_id: claim_of(r, stamped=False) for r in rows})[0]) == 2
+        vecs = HashEncoder().encode([r.prompt for r in rows])
+        store.add_preferences(rows, vecs, vecs, vecs)
+
+
+def test_a_move_s_claims_go_while_the_start_s_sweep_is_still_running(claimed):
+    """The first start on a store sweeps the claims earlier releases left of stored rows (`sweep_stored`: each claimed
+    user's rows read). It ran first on the drops' thread, the one every reader's move hands its claims' removal to:
+    with many claimed users every such removal waited behind the whole sweep. Here the sweep is held at its start (the
+    table's users listed); a reader's move's claims go meanwhile (before: only once the sweep was let go)."""
+    store, rows, folder = claimed
+    left_by_an_earlier_release(store, ["old"])
+    release, listed, dropped = threading.Event(), threading.Event(), threading.Event()
+    owners, drop = store.preference_owners, store.claims.drop_named
+
+    def held_owners():
+        listed.set()
+        release.wait(10)
+        return owners()
+
+    def noted_drop(folders):
+        gone = drop(folders)
+        dropped.set()
+        return gone
+
+    store.preference_owners, store.claims.drop_named = held_owners, noted_drop
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    try:
+        assert listed.wait(10)
+        with ingest.paused():
+            ingest.submit(rows, received_at=100.0)
+            assert ingest.flush_user("t", "u") == 2
+        assert dropped.wait(10) and not release.is_set()  # before: after the sweep, let go after 10 s
+        assert store.claims._names(FOLDER) == []
+        release.set()
+        ingest.claims_settled()
+        assert store.claims._names(claims_module._folder("t", "old")) == []  # swept
+    finally:
+        release.set()
+        del store.preference_owners, store.claims.drop_named
+        ingest.close()
+
+
+def test_the_start_s_sweep_leaves_the_histories_cache_as_it_was(claimed):
+    """The sweep read each claimed user's rows through their cached history (`preferences_for`): every claimed user's
+    history, vectors and all, loaded into the bounded cache, evicting the histories of the users being served. Now it
+    reads the rows it compares (text and labels) from the table, and the cache is as it was."""
+    store, _, folder = claimed
+    left_by_an_earlier_release(store, ["old1", "old2", "old3"])
+    store.history("t", "old1")  # one user being served
+    cached, misses = list(store.histories._items), store.histories.misses
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    try:
+        ingest.claims_settled()
+        assert all(store.claims._names(claims_module._folder("t", user)) == [] for user in ("old1", "old2", "old3"))
+        assert list(store.histories._items) == cached and store.histories.misses == misses  # before: 2 loaded, 2 missed
     finally:
         ingest.close()
