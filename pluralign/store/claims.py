@@ -42,10 +42,19 @@ content was written back over (two contents acknowledged under one id).
 Limits: a process killed between its claim and its log append leaves a claim with no row: that id is
 then refused for other content until the user is deleted (the same content is accepted), and so is a claim whose
 replica was killed (its volume lost) with the row still in its log. Stores other than a folder, `memory://` (one
-process) and S3 make no claims (`claims_for` gives None): the race stays there as it was. A claim left by an
-earlier release whose row is in the table goes at the first start of session 43's release on the store
-(`sweep_stored`, once: marked by `SWEPT`); until then it stayed until a row of that id was moved again or the user
-was deleted. A claim whose removal a kill cut short goes at the next start (`pluralign.store.ingest`'s notes).
+process) and S3 (`gs://`, `az://`, `abfss://`) make no claims (`claims_for` gives None): two imports of one new id
+with other content sent to two replicas are both acknowledged, and the mover that comes second finds the id in the
+table (`Store.held_pref_ids`) and leaves its whole import out, its rows of other ids too (acknowledged rows lost;
+logged as a warning about an `Idempotency-Key`), or, both committing at once, both rows are stored under the id. A
+claim left by an earlier release whose row is in the table goes at the first start of session 43's release on the
+store (`sweep_stored`, once: marked by `SWEPT`); until then it stayed until a row of that id was moved again or the
+user was deleted. The mover's removal of stored rows' claims that a kill or a power loss cut short is finished at
+the replica's next start on its data folder (`pluralign.store.ingest`'s notes, on disk before the log forgets the
+rows: fsynced since session 44, before which a power loss could lose the note and leave the claims for good), or at
+a later one while that start's removal fails (the store refusing it) or is stopped first; when no note can be
+written (a full disk) the claims are removed before the log forgets the rows (session 44; before, a stop in between
+left them for good). A replica whose data folder is lost (or that never starts again) leaves its notes' claims until
+a row of their id is moved again or the user is deleted; meanwhile each takes only the content the table holds.
 An S3-compatible store must honour `If-Match` on PUT and DELETE (AWS S3, moto; one that ignores it writes and
 removes unconditionally, as before).
 """
@@ -639,7 +648,8 @@ class S3Claims(PrefIdClaims):
 
 def claims_for(uri: str, options: Mapping[str, str] | None = None) -> PrefIdClaims | None:
     """The claims of the store at `uri` (a folder, `memory://`, `s3://` or `s3+ddb://`); None for another
-    object store (no put-if-absent written for it here)."""
+    object store (`gs://`, `az://`, `abfss://`: no put-if-absent written for it here, though GCS and Azure Blob both
+    offer one; what replicas then lose: the module docstring)."""
     if uri.startswith(("s3://", "s3+ddb://")):
         return S3Claims(uri, options)
     if uri.startswith("memory://"):

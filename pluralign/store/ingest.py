@@ -333,7 +333,7 @@ class Ingestor:
         session 43 inside the reader's request)."""
         vectors = self._embed(entries)  # the slow part, outside the lock
         zero = np.zeros(self.encoder.dim, np.float32)
-        notes: list[tuple[Path | None, dict[str, dict[str, Claim]]]] = []
+        notes: list[tuple[Path, dict[str, dict[str, Claim]]]] = []
         with self._move:
             if self.log.closed:  # stopped meanwhile: the batch stays in the log's files, for the next open
                 return 0
@@ -370,7 +370,7 @@ class Ingestor:
                 log.exception("on_moved hook failed")
         return len(rows)
 
-    def _note_stored(self, stored: list[StoredPreference]) -> list[tuple[Path | None, dict[str, dict[str, Claim]]]]:
+    def _note_stored(self, stored: list[StoredPreference]) -> list[tuple[Path, dict[str, dict[str, Claim]]]]:
         """With claims (replicas), notes the claims of `stored` (rows now in the table: committed here, or found stored
         by another replica) in a file of `stored-claims/` in the log's folder, before the log forgets the rows: a process
         killed after that and before the claims went (`_drop_claims`) leaves the note, which the next start drops
@@ -378,8 +378,12 @@ class Ingestor:
         the latest-received (the time the table keeps). The note is on disk when this returns: its bytes and its name
         fsynced (`append_durably`, as the feedback log's files), so a power loss after the log forgot the rows keeps it
         (until session 44 neither was fsynced: the log's forgetting could reach the disk and the note not, the claims
-        then left for good). Returns [(the note, its claims by name)], or [] (no claims, no rows). A note that cannot
-        be written is logged: (None, the claims), removed without one. Under `_move`."""
+        then left for good). Returns [(the note, its claims by name)], or [] (no claims, no rows, or no note). A note
+        that cannot be written (a full disk) is logged and its claims removed here, before the log forgets the rows (a
+        stop before then leaves the rows in the log, moved or dropped again at the next start; until session 44 they
+        were left to the drops' thread without a note, and a stop before it got to them left them for good); one whose
+        removal then fails (the store refusing) stays until a row of that id is moved again or the user is deleted,
+        holding its id for the content the table holds. Under `_move`."""
         if self._claims is None or not stored:
             return []
         by_user: dict[tuple[str, str], dict[str, Claim]] = {}
@@ -394,13 +398,14 @@ class Ingestor:
             append_durably(path, _encode_note(StoredClaims(folders)))  # a kill mid-write: before `done`, the rows still pending
         except OSError as exc:  # after the commit: the rows must still leave the log (until review 43 the move failed)
             log.warning("the note of the pref_id claims of %d stored row(s) could not be written (%s): they are removed "
-                        "without one (a stop before that leaves them)", len(stored), exc)
+                        "now, without one", len(stored), exc)
             with contextlib.suppress(OSError):  # a part written (no room left): nothing of it stays
                 path.unlink(missing_ok=True)
-            return [(None, folders)]
+            self._drop_noted(None, folders)
+            return []
         return [(path, folders)]
 
-    def _drop_claims(self, notes: list[tuple[Path | None, dict[str, dict[str, Claim]]]], background: bool = False) -> None:
+    def _drop_claims(self, notes: list[tuple[Path, dict[str, dict[str, Claim]]]], background: bool = False) -> None:
         """The noted claims go (`PrefIdClaims.drop_named`: only a claim of that row received no later than its copy
         here), then their note. Each user's claims are listed once, the users at once. A claim that cannot be
         removed is logged and its note left (the next start tries again): meanwhile it holds its id for the same
@@ -419,7 +424,8 @@ class Ingestor:
             self._claims.drop_named(folders)  # the users' claims listed at once (on S3 a LIST each)
         except Exception as exc:  # noqa: BLE001 (left: the next start, the next move of the id, or a DELETE removes it)
             log.warning("pref_id claims of stored rows of %d user(s) were not all removed (%s): each takes only the "
-                        "content the table holds; the next start tries again", len(folders), exc)
+                        "content the table holds; %s", len(folders), exc,
+                        "the next start tries again" if path is not None else "not noted: a DELETE of the user or a move of the id again removes it")
             return
         if path is not None:  # None: not noted (`_note_stored`)
             with self._notes_lock:
@@ -523,7 +529,7 @@ class Ingestor:
         self.log.done([bad])
         return [e for e in entries if e is not bad]
 
-    def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Path | None, dict[str, dict[str, Claim]]]]]:
+    def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Path, dict[str, dict[str, Claim]]]]]:
         """The entries none of whose ids the store holds, and the note of the claims of the others' rows that it
         holds (`_note_stored`, written before the others are done here, left out whole). A
         request sent with `Idempotency-Key` that another replica stored while this one still held it (the

@@ -187,3 +187,26 @@ def test_the_start_s_sweep_leaves_the_histories_cache_as_it_was(claimed):
         assert list(store.histories._items) == cached and store.histories.misses == misses  # before: 2 loaded, 2 missed
     finally:
         ingest.close()
+
+
+def test_claims_whose_note_could_not_be_written_do_not_outlive_a_stop(claimed):
+    """Review 43 let a move go on when its note cannot be written (a full disk): its claims were handed to the drops'
+    thread without a note, so a stop before that thread got to them (closed: removals not begun are cancelled, as a kill
+    ends them) left them for good, though the docstring said such a claim goes at the next start. Now, with no note, the
+    claims go before the log forgets the rows: a stop before then leaves the rows in the log (the next start moves or
+    drops them again), after then nothing. Here the drops' thread is busy until the Ingestor is closed."""
+    store, rows, folder = claimed
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    (folder / STORED_CLAIMS).write_bytes(b"")  # its folder cannot be made: every note's write fails (as on a full disk)
+    busy = threading.Event()
+    try:
+        ingest.claims_settled()
+        ingest._dropping.submit(busy.wait, 10)  # the drops' thread is busy (another move's removals)
+        with ingest.paused():
+            ingest.submit(rows, received_at=100.0)
+            assert ingest.flush_user("t", "u") == 2
+    finally:
+        ingest.close()  # the removals not begun are cancelled
+        busy.set()
+    assert store.count_preferences("t", "u") == 2
+    assert store.claims._names(FOLDER) == []  # before: 2, left for good once the log's segment holding the rows went
