@@ -34,7 +34,9 @@ sent again (`claim`), a refused import's release (`release`), a DELETE's removal
 (`drop_stored`). On S3 a PUT or DELETE with `If-Match` of the ETag read (a 412, or a 404 once removed: read again);
 on a folder the read and the change hold an exclusive lock (`flock`) on the user's folder's `.lock` file, which the
 put-if-absent (a hard link) needs not; a DELETE's claims step removes the folder, `.lock` and all, once no claim is
-left in it (`FolderClaims.forget_user`; until review 42 it stayed, for every deleted user). Until session 42 the later time was written over the claim whatever it held
+left in it (`FolderClaims.forget_user`; until review 42 it stayed, for every deleted user), and so does a change that
+made `.lock` (`FolderClaims._locked`: one made again between a DELETE's unlink of it and its removal of the folder
+left both behind until session 44). Until session 42 the later time was written over the claim whatever it held
 then: of two replicas receiving the same row again the earlier time could land last (a DELETE begun between the two
 then removed the claim of a row it kept), and a claim removed by a DELETE and taken by a third replica for other
 content was written back over (two contents acknowledged under one id).
