@@ -104,20 +104,26 @@ def forget_if_deleted_since(rt: Runtime, tenant: str, user_id: str, arrived: flo
     them, and so do their claims. The pass (`apply_deletions`) may have looked at this replica's log before the
     import's rows reached it (its users then, and the rows then pending): until review 43 they stayed, received before the DELETE began, and
     without their claims (removed by the DELETE): another replica then acknowledged their ids with other content,
-    dropped once these were moved. Returns whether a DELETE took them; a failure to forget them is logged (the
-    rows are in the log: the import is answered as stored)."""
+    dropped once these were moved. Returns whether a DELETE took them. Each step (the log's rows, the rows this
+    replica moved into the store, the claims) is tried whatever the one before did, and a failure is logged (the
+    rows are in the log: the import is answered as stored); until review 44 a failure of the log's step (its
+    segment not rewritten: no room) skipped the claims' removal, and the deleted user's ids stayed claimed."""
     if rt.deletion_sweep is None:
         return False
     took = False
     for forget in rt.deletion_sweep.applied_since(arrived):
         before = forget.until_of(f"{tenant}/{user_id}")
         if before is not None and before > arrived:
-            try:
-                _forget_rows_before(rt, tenant, user_id, before)
-                if rt.store.claims is not None:
-                    rt.store.claims.forget_user(tenant, user_id, before)
-            except Exception as exc:  # noqa: BLE001 (the rows are in the log: the import is answered as such)
-                log.error("an import's rows that a DELETE through another replica took could not all be forgotten: %s", exc)
+            steps = [("its feedback log's rows", lambda b=before: rt.ingest.forget_user(tenant, user_id, before=b)),
+                     ("the rows it moved into the store", lambda b=before: rt.store.delete_feedback_before(tenant, user_id, b))]
+            if rt.store.claims is not None:
+                steps.append(("their pref_id claims", lambda b=before: rt.store.claims.forget_user(tenant, user_id, b)))
+            for what, step in steps:
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 (the rows are in the log: the import is answered as such)
+                    log.error("an import's rows that a DELETE through another replica took could not all be forgotten "
+                              "(%s): %s", what, exc)
             took = True
     return took
 

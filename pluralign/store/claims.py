@@ -34,7 +34,9 @@ sent again (`claim`), a refused import's release (`release`), a DELETE's removal
 (`drop_stored`). On S3 a PUT or DELETE with `If-Match` of the ETag read (a 412, or a 404 once removed: read again);
 on a folder the read and the change hold an exclusive lock (`flock`) on the user's folder's `.lock` file, which the
 put-if-absent (a hard link) needs not; a DELETE's claims step removes the folder, `.lock` and all, once no claim is
-left in it (`FolderClaims.forget_user`; until review 42 it stayed, for every deleted user). Until session 42 the later time was written over the claim whatever it held
+left in it (`FolderClaims.forget_user`; until review 42 it stayed, for every deleted user), and so does a change that
+made `.lock` (`FolderClaims._locked`: one made again between a DELETE's unlink of it and its removal of the folder
+left both behind until session 44). Until session 42 the later time was written over the claim whatever it held
 then: of two replicas receiving the same row again the earlier time could land last (a DELETE begun between the two
 then removed the claim of a row it kept), and a claim removed by a DELETE and taken by a third replica for other
 content was written back over (two contents acknowledged under one id).
@@ -42,10 +44,19 @@ content was written back over (two contents acknowledged under one id).
 Limits: a process killed between its claim and its log append leaves a claim with no row: that id is
 then refused for other content until the user is deleted (the same content is accepted), and so is a claim whose
 replica was killed (its volume lost) with the row still in its log. Stores other than a folder, `memory://` (one
-process) and S3 make no claims (`claims_for` gives None): the race stays there as it was. A claim left by an
-earlier release whose row is in the table goes at the first start of session 43's release on the store
-(`sweep_stored`, once: marked by `SWEPT`); until then it stayed until a row of that id was moved again or the user
-was deleted. A claim whose removal a kill cut short goes at the next start (`pluralign.store.ingest`'s notes).
+process) and S3 (`gs://`, `az://`, `abfss://`) make no claims (`claims_for` gives None): two imports of one new id
+with other content sent to two replicas are both acknowledged, and the mover that comes second finds the id in the
+table (`Store.held_pref_ids`) and leaves its whole import out, its rows of other ids too (acknowledged rows lost;
+logged as a warning about an `Idempotency-Key`), or, both committing at once, both rows are stored under the id. A
+claim left by an earlier release whose row is in the table goes at the first start of session 43's release on the
+store (`sweep_stored`, once: marked by `SWEPT`); until then it stayed until a row of that id was moved again or the
+user was deleted. The mover's removal of stored rows' claims that a kill or a power loss cut short is finished at
+the replica's next start on its data folder (`pluralign.store.ingest`'s notes, on disk before the log forgets the
+rows: fsynced since session 44, before which a power loss could lose the note and leave the claims for good), or at
+a later one while that start's removal fails (the store refusing it) or is stopped first; when no note can be
+written (a full disk) the claims are removed before the log forgets the rows (session 44; before, a stop in between
+left them for good). A replica whose data folder is lost (or that never starts again) leaves its notes' claims until
+a row of their id is moved again or the user is deleted; meanwhile each takes only the content the table holds.
 An S3-compatible store must honour `If-Match` on PUT and DELETE (AWS S3, moto; one that ignores it writes and
 removes unconditionally, as before).
 """
@@ -359,13 +370,17 @@ class FolderClaims(PrefIdClaims):
         the user stays; until review 42 the folder and, since session 42, its `.lock` stayed for every deleted
         user). The lock file is unlinked while held: a change waiting for it finds it gone and looks again
         (`_locked`); a claim being put (its temporary file) keeps the folder."""
-        with self._locked(f"{folder}/") as held:
-            if not held or self._names(folder):
-                return
-            path = self.root / folder
-            (path / LOCK_FILE).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):  # not empty: a claim being put there meanwhile
-                path.rmdir()
+        with self._locked(f"{folder}/", emptied=True):
+            pass
+
+    def _emptied(self, folder: str) -> None:
+        """Removes the user's folder, `.lock` and all, when it holds no claim. Under its lock (`_locked`)."""
+        if self._names(folder):
+            return
+        path = self.root / folder
+        (path / LOCK_FILE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: a claim being put there meanwhile (or gone already)
+            path.rmdir()
 
     def _put(self, name: str, data: bytes) -> bool:
         path = self.root / name
@@ -388,19 +403,31 @@ class FolderClaims(PrefIdClaims):
             part.unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[bool]:
+    def _locked(self, name: str, emptied: bool = False) -> Iterator[bool]:
         """Holds the exclusive lock of `name`'s user folder; yields False (nothing held) when that folder is gone.
-        A lock file unlinked while this waited for it (`_remove_folder_if_empty`) is not held: opened again."""
-        lock = self.root / name.partition("/")[0] / LOCK_FILE
+        A lock file unlinked while this waited for it (`_remove_folder_if_empty`) is not held: opened again. On
+        leaving (held), a folder that holds no claim goes, `.lock` and all (`_emptied`), when `emptied` is set (a
+        DELETE's claims step) or this call made the lock file: one made again by a change between a DELETE's unlink
+        of it and its removal of the folder (whose removal then failed, the folder not empty) goes with the folder
+        (until session 44 both stayed, for good)."""
+        folder = name.partition("/")[0]
+        lock = self.root / folder / LOCK_FILE
         for _ in range(CHANGE_ATTEMPTS):
             try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+                fd, made = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), True
+            except FileExistsError:
+                try:
+                    fd, made = os.open(lock, os.O_RDWR), False
+                except FileNotFoundError:  # unlinked since: made again
+                    continue
             except FileNotFoundError:
                 break
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if _same_file(lock, fd):
                     yield True
+                    if made or emptied:
+                        self._emptied(folder)
                     return
             finally:
                 os.close(fd)  # lets the lock go
@@ -623,7 +650,8 @@ class S3Claims(PrefIdClaims):
 
 def claims_for(uri: str, options: Mapping[str, str] | None = None) -> PrefIdClaims | None:
     """The claims of the store at `uri` (a folder, `memory://`, `s3://` or `s3+ddb://`); None for another
-    object store (no put-if-absent written for it here)."""
+    object store (`gs://`, `az://`, `abfss://`: no put-if-absent written for it here, though GCS and Azure Blob both
+    offer one; what replicas then lose: the module docstring)."""
     if uri.startswith(("s3://", "s3+ddb://")):
         return S3Claims(uri, options)
     if uri.startswith("memory://"):

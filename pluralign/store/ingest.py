@@ -28,6 +28,7 @@ import numpy as np
 
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
+from pluralign.files import append_durably, fsync_dir, write_atomic
 from pluralign.store.claims import Claim, claim_of, folder_of, named
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
@@ -51,6 +52,18 @@ class StoredClaims(Base, frozen=True):
 
 _encode_note = msgspec.json.Encoder().encode
 _decode_note = msgspec.json.Decoder(StoredClaims).decode
+
+
+class _Closed(Exception):
+    """The Ingestor was closed: the start's sweep of claims stops before its next user (`_sweep_stored_claims`)."""
+
+
+def _lower_priority(nice: int) -> None:
+    """The calling thread runs at `nice` (Linux: a thread's nice value is its own; the request threads keep theirs)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass
 
 
 class Backlogged(Exception):
@@ -161,8 +174,12 @@ class Ingestor:
         self._dropping = None if self._claims is None else ThreadPoolExecutor(1, thread_name_prefix="claims-drop")
         self._drop_already_moved()
         self._drop_left_notes()
-        if self._dropping is not None:  # once per store: what earlier releases left of stored rows' claims
-            self._dropping.submit(self._sweep_stored_claims)
+        # once per store: what earlier releases left of stored rows' claims, on a thread of its own (until session 44
+        # first on the drops' thread: every removal of a move's claims waited behind a sweep of every claimed user)
+        self._sweeping = None if self._claims is None else threading.Thread(
+            target=self._sweep_stored_claims, daemon=True, name="claims-sweep")
+        if self._sweeping is not None:
+            self._sweeping.start()
         self._thread = threading.Thread(target=self._run, daemon=True, name="ingest")
         self._thread.start()
 
@@ -316,7 +333,7 @@ class Ingestor:
         session 43 inside the reader's request)."""
         vectors = self._embed(entries)  # the slow part, outside the lock
         zero = np.zeros(self.encoder.dim, np.float32)
-        notes: list[tuple[Path | None, dict[str, dict[str, Claim]]]] = []
+        notes: list[tuple[Path, dict[str, dict[str, Claim]]]] = []
         with self._move:
             if self.log.closed:  # stopped meanwhile: the batch stays in the log's files, for the next open
                 return 0
@@ -353,13 +370,20 @@ class Ingestor:
                 log.exception("on_moved hook failed")
         return len(rows)
 
-    def _note_stored(self, stored: list[StoredPreference]) -> list[tuple[Path | None, dict[str, dict[str, Claim]]]]:
+    def _note_stored(self, stored: list[StoredPreference]) -> list[tuple[Path, dict[str, dict[str, Claim]]]]:
         """With claims (replicas), notes the claims of `stored` (rows now in the table: committed here, or found stored
         by another replica) in a file of `stored-claims/` in the log's folder, before the log forgets the rows: a process
         killed after that and before the claims went (`_drop_claims`) leaves the note, which the next start drops
         (`_drop_left_notes`; until session 43 such claims stayed for good, a file or object each). Of one id's copies
-        the latest-received (the time the table keeps). Returns [(the note, its claims by name)], or [] (no claims, no
-        rows). A note that cannot be written is logged: (None, the claims), removed without one. Under `_move`."""
+        the latest-received (the time the table keeps). The note is on disk when this returns: its bytes and its name
+        fsynced (`append_durably`, as the feedback log's files), so a power loss after the log forgot the rows keeps it
+        (until session 44 neither was fsynced: the log's forgetting could reach the disk and the note not, the claims
+        then left for good). Returns [(the note, its claims by name)], or [] (no claims, no rows, or no note). A note
+        that cannot be written (a full disk) is logged and its claims removed here, before the log forgets the rows (a
+        stop before then leaves the rows in the log, moved or dropped again at the next start; until session 44 they
+        were left to the drops' thread without a note, and a stop before it got to them left them for good); one whose
+        removal then fails (the store refusing) stays until a row of that id is moved again or the user is deleted,
+        holding its id for the content the table holds. Under `_move`."""
         if self._claims is None or not stored:
             return []
         by_user: dict[tuple[str, str], dict[str, Claim]] = {}
@@ -371,17 +395,17 @@ class Ingestor:
         folders = named(by_user)
         path = self._notes / f"{uuid.uuid4().hex}.json"
         try:
-            self._notes.mkdir(exist_ok=True)
-            path.write_bytes(_encode_note(StoredClaims(folders)))  # a kill mid-write: before `done`, the rows still pending
+            append_durably(path, _encode_note(StoredClaims(folders)))  # a kill mid-write: before `done`, the rows still pending
         except OSError as exc:  # after the commit: the rows must still leave the log (until review 43 the move failed)
             log.warning("the note of the pref_id claims of %d stored row(s) could not be written (%s): they are removed "
-                        "without one (a stop before that leaves them)", len(stored), exc)
+                        "now, without one", len(stored), exc)
             with contextlib.suppress(OSError):  # a part written (no room left): nothing of it stays
                 path.unlink(missing_ok=True)
-            return [(None, folders)]
+            self._drop_noted(None, folders)
+            return []
         return [(path, folders)]
 
-    def _drop_claims(self, notes: list[tuple[Path | None, dict[str, dict[str, Claim]]]], background: bool = False) -> None:
+    def _drop_claims(self, notes: list[tuple[Path, dict[str, dict[str, Claim]]]], background: bool = False) -> None:
         """The noted claims go (`PrefIdClaims.drop_named`: only a claim of that row received no later than its copy
         here), then their note. Each user's claims are listed once, the users at once. A claim that cannot be
         removed is logged and its note left (the next start tries again): meanwhile it holds its id for the same
@@ -400,7 +424,8 @@ class Ingestor:
             self._claims.drop_named(folders)  # the users' claims listed at once (on S3 a LIST each)
         except Exception as exc:  # noqa: BLE001 (left: the next start, the next move of the id, or a DELETE removes it)
             log.warning("pref_id claims of stored rows of %d user(s) were not all removed (%s): each takes only the "
-                        "content the table holds; the next start tries again", len(folders), exc)
+                        "content the table holds; %s", len(folders), exc,
+                        "the next start tries again" if path is not None else "not noted: a DELETE of the user or a move of the id again removes it")
             return
         if path is not None:  # None: not noted (`_note_stored`)
             with self._notes_lock:
@@ -413,8 +438,9 @@ class Ingestor:
         (until review 43 it stayed for good: the note itself is still whole)."""
         if self._claims is None or not self._notes.is_dir():
             return
-        for path in self._notes.glob("*.tmp"):
-            path.unlink(missing_ok=True)
+        for path in self._notes.iterdir():  # a rewrite's temporary file (`write_atomic`'s ".<note>.<random>"; *.tmp before)
+            if path.name.startswith(".") or path.suffix == ".tmp":
+                path.unlink(missing_ok=True)
         for path in sorted(self._notes.glob("*.json")):
             try:
                 folders = _decode_note(path.read_bytes()).claims
@@ -424,13 +450,24 @@ class Ingestor:
             self._dropping.submit(self._drop_noted, path, folders)
 
     def _sweep_stored_claims(self) -> None:
-        """`PrefIdClaims.sweep_stored` (on the drops' thread, at start): logged, never raised; not swept, the next start
-        tries again."""
+        """`PrefIdClaims.sweep_stored` (on its own thread, at start, at the worker's priority): logged, never raised;
+        not swept, the next start tries again, as when the Ingestor is closed first (the users not read by then are
+        not read). Each user's rows are read from the table without their vectors and without the histories cache
+        (`Store.stored_rows`; until session 44 `preferences_for`: each claimed user's history, vectors and all,
+        loaded into the bounded cache, evicting the users being served)."""
+        _lower_priority(self.nice)
+
         def stored(tenant: str, user_id: str) -> dict[str, Claim]:
-            return {r.pref_id: claim_of(r, stamped=False) for r in self.store.preferences_for(tenant, user_id)[0]}
+            if self._stop.is_set():
+                raise _Closed
+            return {r.pref_id: claim_of(r, stamped=False) for r in self.store.stored_rows(tenant, user_id)}
 
         try:
             gone = self._claims.sweep_stored(self.store.preference_owners, stored)
+        except _Closed:
+            log.info("the sweep of the pref_id claims earlier releases left of stored rows stopped with the service: the "
+                     "next start sweeps again")
+            return
         except Exception as exc:  # noqa: BLE001 (a claim left holds its id for the content the table holds)
             log.warning("the pref_id claims earlier releases left of stored rows were not all removed (%s): the next "
                         "start tries again", exc)
@@ -469,13 +506,14 @@ class Ingestor:
                 if not folders:
                     path.unlink(missing_ok=True)
                     continue
-                part = path.with_suffix(".tmp")
-                part.write_bytes(_encode_note(StoredClaims(folders)))
-                os.replace(part, path)
+                write_atomic(path, _encode_note(StoredClaims(folders)))  # whole, on disk
+            fsync_dir(self._notes)  # the notes removed (here and by the drops' thread) stay removed after a power loss
 
     def claims_settled(self) -> None:
-        """Returns once the removals of stored rows' claims handed to the drops' thread so far are done (at once once
-        closed: those not begun stay noted for the next start)."""
+        """Returns once the start's sweep (`_sweep_stored_claims`) and the removals of stored rows' claims handed to the
+        drops' thread so far are done (at once once closed: those not begun stay noted for the next start)."""
+        if self._sweeping is not None:
+            self._sweeping.join()
         if self._dropping is not None:
             with contextlib.suppress(RuntimeError):
                 self._dropping.submit(lambda: None).result()
@@ -491,7 +529,7 @@ class Ingestor:
         self.log.done([bad])
         return [e for e in entries if e is not bad]
 
-    def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Path | None, dict[str, dict[str, Claim]]]]]:
+    def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Path, dict[str, dict[str, Claim]]]]]:
         """The entries none of whose ids the store holds, and the note of the claims of the others' rows that it
         holds (`_note_stored`, written before the others are done here, left out whole). A
         request sent with `Idempotency-Key` that another replica stored while this one still held it (the
@@ -531,10 +569,7 @@ class Ingestor:
             vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
 
     def _run(self) -> None:
-        try:  # Linux: a thread's nice value is its own; the request threads keep theirs
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-        except (AttributeError, OSError):
-            pass
+        _lower_priority(self.nice)
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5, until=self._stop):
@@ -568,7 +603,10 @@ class Ingestor:
         self.stop()
         if self._dropping is not None:  # drops not begun stay noted, for the next start
             self._dropping.shutdown(wait=False, cancel_futures=True)
+        began = time.monotonic()
         self._thread.join(timeout=timeout)
+        if self._sweeping is not None:  # stops before its next user: the next start sweeps again
+            self._sweeping.join(timeout=max(0.0, timeout - (time.monotonic() - began)))
         if self._thread.is_alive():
             log.warning("the feedback worker is still moving a batch after %g s (a store call that has not returned); "
                         "closing the log without it: the batch stays in the log and is replayed at the next start", timeout)

@@ -1275,6 +1275,15 @@ class Store:
         self._warmer.submit(lambda: None).result()
 
     @_uses("preferences", "read")
+    def stored_rows(self, tenant: str, user_id: str) -> list[StoredPreference]:
+        """Every preference row of the user (text, labels and times; no vectors) as the table holds it, in storage
+        order: one read by the BITMAP index on user_id, not through the histories cache, which it leaves as it
+        was (a pass over many users, `PrefIdClaims.sweep_stored`, loaded each one's history with its vectors into
+        the bounded cache until session 44, evicting the users being served)."""
+        columns = self._present("preferences", ["pref_id", "kind", "received_at", *SAME_ROW_FIELDS])
+        return [self._preference(row, tenant, user_id) for row in self._rows("preferences", owner_filter(tenant, user_id), columns)]
+
+    @_uses("preferences", "read")
     def preference_owners(self) -> list[tuple[str, str]]:
         """Every (tenant, user_id) the preferences table holds rows of: one read of those two columns of every row
         (a one-time pass: `PrefIdClaims.sweep_stored`)."""

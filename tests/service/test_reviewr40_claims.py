@@ -335,7 +335,9 @@ def test_a_delete_leaves_no_claims_folder_behind(replicas):
     with a.client("acme") as ca, b.client("acme") as cb:
         assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
         a.runtime.ingest.flush()
-        assert claim_files(a, user) == [] and folder.is_dir()  # the stored row's claim went; the folder stays meanwhile
+        # the stored row's claim went, and the folder with it: the mover's removal made its `.lock` and left it empty
+        # (session 44: until then the folder stayed until the DELETE)
+        assert claim_files(a, user) == [] and not folder.exists()
         assert cb.delete(f"/v1/users/{user}").status_code == 200
         assert not folder.exists(), sorted(p.name for p in folder.iterdir())  # before: ['.lock']
         with a.runtime.ingest.paused():  # the id free again: claimed in a new folder
@@ -511,6 +513,51 @@ def test_a_delete_on_another_replica_leaves_no_note_of_the_user_here(replicas):
         assert cb.delete(f"/v1/users/{user}").status_code == 200
         assert a.runtime.deletion_sweep.run_once() >= 1
         assert not any(folder in p.read_text() for p in notes.glob("*")), "a note still names the deleted user"
+
+
+def test_a_delete_record_applied_mid_import_removes_the_claims_even_when_the_log_cannot_be_rewritten(replicas):
+    """Review of session 44 (of review 43's `forget_if_deleted_since`). As above, but b's DELETE begins and its record
+    is applied on a before the import's claims are written (the DELETE finds none to remove): the import then removes
+    its rows and claims itself, once its rows are in the log. Forgetting the import's rows from a's log fails (its segment
+    cannot be rewritten: no room; the rows leave what is pending all the same). The claims' removal came after that
+    step in one try: skipped, so the deleted user's claim on p-1 stayed, and their id was refused for other content
+    (a 409 on b) until the user was deleted again. Now each step is tried whatever the one before did."""
+    user = "swept44"
+    a, b = replicas
+    with a.client("acme") as ca, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{user}/import", content=line("p-0", "Milk.")).status_code == 201  # a user b can DELETE
+        a.runtime.ingest.flush()
+        claims, ingest = a.runtime.store.claims, a.runtime.ingest
+        deleted: list = []
+
+        def no_room(*args, **kwargs):
+            del ingest.forget_user
+            ingest.forget_user(*args, **kwargs)  # the rows leave what is pending; the segment's rewrite then fails
+            raise OSError(28, "No space left on device", str(ingest.log.folder))
+
+        def delete_then_claim(*args):
+            if not deleted:  # begins after the import arrived, before its claims are written (slow on S3)
+                deleted.append(cb.delete(f"/v1/users/{user}"))
+                a.runtime.deletion_sweep.run_once()  # a applies b's record before the log append
+                ingest.forget_user = no_room
+            return type(claims).claim(claims, *args)
+
+        with a.runtime.ingest.paused(), b.runtime.ingest.paused():
+            claims.claim = delete_then_claim
+            try:
+                tea = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea."))
+            finally:
+                vars(claims).pop("claim", None)
+                vars(ingest).pop("forget_user", None)
+            assert deleted and deleted[0].status_code == 200, deleted
+            assert tea.status_code == 201, tea.text
+            coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+            assert coffee.status_code == 201, coffee.text  # before: 409, the deleted user's claim on p-1 left
+        a.runtime.ingest.flush()
+        b.runtime.ingest.flush()
+        b.runtime.store.refresh("preferences")
+        page = cb.get(f"/v1/users/{user}/preferences")
+        assert [(r["pref_id"], r["chosen"]) for r in page.json()["data"]] == [("p-1", "Coffee.")]
 
 
 def test_a_user_back_while_a_delete_record_is_applied_keeps_their_owed_refit(replicas):
