@@ -1707,8 +1707,13 @@ class Store:
                 with self._lock:  # an append now would make an index for its rows; none is running
                     if not table.count_rows():
                         self._fence()
-                        for index in table.list_indices():
+                        indexes = table.list_indices()
+                        for index in indexes:
                             table.drop_index(index.name)
+                        if not indexes:  # none (another replica's purge dropped them): the delete would stay the newest
+                            # version, which the removal of old versions keeps, with its filter (the user's id) in its
+                            # transaction file and manifest; a delete of nothing commits one naming no one
+                            table.delete("false")
                         self._indexed.discard(name)
 
     def _drop_old_versions(self, names: list[str], purged_at: float | None) -> None:
