@@ -900,10 +900,34 @@ class Store:
     def put_user(self, user: UserRecord) -> None:
         """Insert or replace the (tenant, user_id) row; a row whose `updated_at` is older than the
         stored one's is dropped (writes are ordered by it, not by arrival)."""
+        self._upserts.submit(self._user_rows(user))
+
+    def _user_rows(self, user: UserRecord) -> pa.Table:
         row = msgspec.to_builtins(user, builtin_types=(bytes,))
         row["attributes"] = json.dumps(user.attributes, sort_keys=True)
         row["schema_version"] = SCHEMA_VERSION
-        self._upserts.submit(pa.Table.from_pylist([row], schema=self.schemas["users"]))
+        return pa.Table.from_pylist([row], schema=self.schemas["users"])
+
+    @_uses("users", "written")
+    def replace_user(self, user: UserRecord) -> bool:
+        """`put_user` for a row drawn from the user's stored row alone (a refit with no comparison to fit: their stated
+        preferences, attributes): it replaces a row of theirs not newer than it, and is not written where the table's
+        newest version holds no row of theirs any more (another process's DELETE took it after it was read: put back,
+        the row, drawn from deleted data, would stay). Returns whether the table holds a row of the user now (this one,
+        or a newer one kept). Raises StoreUnavailable as `put_user` does."""
+        data = self._user_rows(user)
+        replaced: list[int] = []
+        with self._lock:
+            self._commit("users", self.users, lambda: replaced.append(
+                self.users.merge_insert(["tenant", "user_id"])
+                .when_matched_update_all(where="target.updated_at <= source.updated_at")
+                .execute(data).num_updated_rows
+            ))
+            self._after_write("users")
+            if replaced[-1]:
+                return True
+            self.users.checkout_latest()  # not replaced: a newer row of theirs, or none
+            return self.users.count_rows(owner_filter(user.tenant, user.user_id)) > 0
 
     @_uses("stated_changes", "written")
     def add_stated_changes(self, tenant: str, user_id: str, changes: list[dict]) -> None:
