@@ -1034,7 +1034,8 @@ class Store:
         go in the background, in a maintenance turn of their own (`wait_withdrawn`), as a DELETE's purge:
         the DELETE that took the user's rows had purged before this row came. Not in the caller's turn: a
         refit holds the user's lock, which a DELETE takes after its turn (waiting here for the turn, a
-        DELETE of the same user on this process would wait for the refit for good)."""
+        DELETE of the same user on this process would wait for the refit for good). `withdrawn_note` is written
+        first: a process killed before the purge's turn leaves the purge to its next open."""
         where = f"{owner_filter(tenant, user_id)} AND updated_at = {float(updated_at)!r}"
         with self._purge_lock:
             self._withdrawing += 1
@@ -1090,7 +1091,7 @@ class Store:
     def wait_withdrawn(self, timeout: float | None = None) -> bool:
         """Block until the purges of withdrawn users rows started so far are done, at most `timeout` seconds in all
         (None: however long); returns whether they are (a stop: one that still waits for its turn is not marked
-        yet, so the row would stay in the users table's files until a later purge or compaction rewrote them)."""
+        yet: the row stays in the users table's files until the next open on `withdrawn_note` purges them)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for purging in list(self._purging):
             purging.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
