@@ -84,6 +84,8 @@ def make_generator(
     raise ValueError(unknown_generator(name))  # (Settings.check_models: the same, before anything loads)
 
 
+# under the data folder, while a row a refit withdrew waits for its purge (`Store.withdrawn_note`): the next start purges
+WITHDRAWN_NOTE = "withdrawn-purge-owed"
 REFIT_STOP_S = 10.0  # how long the service's stop waits for the refit running then (a fit and one row written: well under)
 # how long it then waits for the purges of the rows refits withdrew (`Store.withdraw_user`): with replicas each waits for
 # the store's lease (the DELETE that made the row be withdrawn holds it `store_sync_ms` + 2 s) and holds it as long
@@ -140,6 +142,7 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
         store = Store(
             settings.lancedb_uri, encoder.encoder_id, encoder.dim, history_bytes=settings.history_cache_mb << 20, cache_bytes=settings.store_cache_mb << 20,
             storage_options=settings.storage_options, sync_seconds=settings.sync_seconds, shared_within_s=within_s,
+            withdrawn_note=settings.data_path / WITHDRAWN_NOTE,
         )
         # PLURALIGN_STORE_SYNC_MS set without PLURALIGN_REPLICAS: it syncs and takes the lease (Store checks only a store
         # opened without), but applies no other replica's DELETE to its folder and queues every user's adapter jobs
@@ -358,7 +361,7 @@ class Runtime:
         after the app's shutdown, writing the tables of a service that had stopped (and a test's data folder
         removed under it read as damaged). Then the purges of the rows refits withdrew (`Store.wait_withdrawn`) are
         waited for, at most WITHDRAWN_STOP_S (a warning after that): one stopped before its turn is not marked, and
-        its row would stay in the users table's files. Returns how many queued refits were dropped."""
+        its row stays in the users table's files until the next start (WITHDRAWN_NOTE). Returns how many queued refits were dropped."""
         with self.refit_lock:
             self.refits_stopped.set()
             dropped = len(self.pending_refits)
@@ -373,7 +376,8 @@ class Runtime:
                     self.dropped_refits.add(self.running_refit)
         if not self.store.wait_withdrawn(WITHDRAWN_STOP_S):
             log.warning("stopping without the purge of a withdrawn users row, which has not had its maintenance turn (the store's "
-                        "lease) in %g s: the users table's files keep it until the next DELETE's purge or a compaction", WITHDRAWN_STOP_S)
+                        "lease) in %g s: the users table's files keep it until the next start purges it (%s)", WITHDRAWN_STOP_S,
+                        WITHDRAWN_NOTE)
         return dropped
 
     def close(self) -> None:

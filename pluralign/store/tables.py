@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -41,6 +42,7 @@ from pluralign.data.record import (
     time_problem,
 )
 from pluralign.data.text import answer_key
+from pluralign.files import write_atomic
 from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
 from pluralign.store.deletions import Deletion
@@ -340,7 +342,7 @@ class Store:
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
         storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
         lease_ttl_s: float = lease.TTL_S, finish_purges: bool = True, cache_bytes: int = 256 << 20,
-        shared_within_s: float = 60.0,
+        shared_within_s: float = 60.0, withdrawn_note: str | os.PathLike | None = None,
     ):
         """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
         object store; see `pluralign.store.location`. `sync_seconds`: see the class. `lease_ttl_s`: seconds
@@ -352,7 +354,10 @@ class Store:
         earlier release's tables (`_upgrade`: read as they are; a write to one is a StoreError). `cache_bytes`: the most LanceDB's caches of index pages and
         table metadata hold (`location.cache_session`). `shared_within_s` (without `sync_seconds`, with `finish_purges`):
         seconds within which a replica's clock row (`pluralign.store.clocks`) makes the store shared, and this open a
-        SharedStore error, before anything is purged, marked or indexed. Raises StoreError
+        SharedStore error, before anything is purged, marked or indexed. `withdrawn_note` (with `sync_seconds`): a file of
+        this process's own (the service's data folder), there while a row `withdraw_user` deleted waits for its purge:
+        a process killed (or stopped) before the purge had its turn leaves it, and the next open on it purges the users
+        table in the background (`wait_withdrawn`). It names no one. Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -424,7 +429,9 @@ class Store:
         # the purge of the users rows `withdraw_user` deleted, in a turn of its own: one queued at a time
         self._purge_queued = threading.Event()
         self._purging: list[threading.Thread] = []  # those started, for `wait_withdrawn`
-        self._purge_lock = threading.Lock()  # guards the two above in `withdraw_user`
+        self._purge_lock = threading.Lock()  # guards the two above in `withdraw_user`, and `_withdrawing`
+        self._withdrawing = 0  # `withdraw_user` calls between their note and their purge queued
+        self._withdrawn_note = Path(withdrawn_note) if withdrawn_note is not None and sync_seconds is not None else None
         for name in self.tables:
             if name not in self._older:  # an earlier release's table, only read: not even an index is added
                 self._ensure_indexes(name)
@@ -435,6 +442,10 @@ class Store:
             except (OSError, RuntimeError) as exc:  # Lance's; the marks stay for the next turn
                 log.warning("the purge a stopped delete left was not finished at open (%s); the next delete or compaction tries again", exc)
             self.marks.drop_old_versions(timedelta(0))
+        if self._withdrawn_note is not None and self._withdrawn_note.exists():  # killed before a withdrawn row's purge
+            log.warning("finishing the purge of a withdrawn users row that a stopped process left (%s)", self._withdrawn_note)
+            with self._purge_lock:
+                self._start_withdrawn_purge()
 
     def recent_replicas(self, within_s: float) -> dict[int, float]:
         """`clocks.recent_replicas` of this store: the replicas whose clock rows were written within `within_s` seconds,
@@ -926,10 +937,34 @@ class Store:
     def put_user(self, user: UserRecord) -> None:
         """Insert or replace the (tenant, user_id) row; a row whose `updated_at` is older than the
         stored one's is dropped (writes are ordered by it, not by arrival)."""
+        self._upserts.submit(self._user_rows(user))
+
+    def _user_rows(self, user: UserRecord) -> pa.Table:
         row = msgspec.to_builtins(user, builtin_types=(bytes,))
         row["attributes"] = json.dumps(user.attributes, sort_keys=True)
         row["schema_version"] = SCHEMA_VERSION
-        self._upserts.submit(pa.Table.from_pylist([row], schema=self.schemas["users"]))
+        return pa.Table.from_pylist([row], schema=self.schemas["users"])
+
+    @_uses("users", "written")
+    def replace_user(self, user: UserRecord) -> bool:
+        """`put_user` for a row drawn from the user's stored row alone (a refit with no comparison to fit: their stated
+        preferences, attributes): it replaces a row of theirs not newer than it, and is not written where the table's
+        newest version holds no row of theirs any more (another process's DELETE took it after it was read: put back,
+        the row, drawn from deleted data, would stay). Returns whether the table holds a row of the user now (this one,
+        or a newer one kept). Raises StoreUnavailable as `put_user` does."""
+        data = self._user_rows(user)
+        replaced: list[int] = []
+        with self._lock:
+            self._commit("users", self.users, lambda: replaced.append(
+                self.users.merge_insert(["tenant", "user_id"])
+                .when_matched_update_all(where="target.updated_at <= source.updated_at")
+                .execute(data).num_updated_rows
+            ))
+            self._after_write("users")
+            if replaced[-1]:
+                return True
+            self.users.checkout_latest()  # not replaced: a newer row of theirs, or none
+            return self.users.count_rows(owner_filter(user.tenant, user.user_id)) > 0
 
     @_uses("stated_changes", "written")
     def add_stated_changes(self, tenant: str, user_id: str, changes: list[dict]) -> None:
@@ -1025,20 +1060,43 @@ class Store:
         go in the background, in a maintenance turn of their own (`wait_withdrawn`), as a DELETE's purge:
         the DELETE that took the user's rows had purged before this row came. Not in the caller's turn: a
         refit holds the user's lock, which a DELETE takes after its turn (waiting here for the turn, a
-        DELETE of the same user on this process would wait for the refit for good)."""
+        DELETE of the same user on this process would wait for the refit for good). `withdrawn_note` is written
+        first: a process killed before the purge's turn leaves the purge to its next open."""
         where = f"{owner_filter(tenant, user_id)} AND updated_at = {float(updated_at)!r}"
-        with self._lock:
-            self._commit("users", self.users, lambda: self.users.delete(where))
-            self._after_write("users")
-        with self._purge_lock:  # two refits withdrawing at once start one purge, and `_purging` loses neither
-            if self._purge_queued.is_set():  # one queued purges every row withdrawn before it begins
-                return
-            self._purge_queued.set()
-            # a daemon: a stop waits for it only so long (`wait_withdrawn`; with replicas its turn may wait up to the
-            # lease's wait); stopped after its mark, the next turn finishes it
-            purging = threading.Thread(target=self._purge_withdrawn, daemon=True, name="withdrawn-purge")
-            purging.start()  # before `wait_withdrawn` can see it: a thread not started yet cannot be joined (RuntimeError)
-            self._purging = [*(t for t in self._purging if t.is_alive()), purging]
+        with self._purge_lock:
+            self._withdrawing += 1
+        deleted = False
+        try:
+            self._note_withdrawn()
+            with self._lock:
+                self._commit("users", self.users, lambda: self.users.delete(where))
+                self._after_write("users")
+            deleted = True
+        finally:
+            with self._purge_lock:  # two refits withdrawing at once start one purge, and `_purging` loses neither
+                self._withdrawing -= 1
+                if deleted and not self._purge_queued.is_set():  # one queued purges every row withdrawn before it begins
+                    self._start_withdrawn_purge()
+
+    def _note_withdrawn(self) -> None:
+        """Before a withdrawal's delete: `withdrawn_note` written, so that a process killed before the purge's turn
+        (a mark is written only in one) has the next open purge. One that cannot be written is logged: the delete
+        and its purge go on (a kill meanwhile would leave the row in the files until a later purge)."""
+        if self._withdrawn_note is None or self._withdrawn_note.exists():
+            return
+        try:
+            write_atomic(self._withdrawn_note, b"")
+        except OSError as exc:
+            log.error("the note of a withdrawn users row's purge could not be written (%s); purged in this process only", exc)
+
+    def _start_withdrawn_purge(self) -> None:
+        """Under `_purge_lock`: the purge of the withdrawn rows queued, on a thread of its own."""
+        self._purge_queued.set()
+        # a daemon: a stop waits for it only so long (`wait_withdrawn`; with replicas its turn may wait up to the
+        # lease's wait); stopped after its mark, the next turn finishes it, before it, the next open (`withdrawn_note`)
+        purging = threading.Thread(target=self._purge_withdrawn, daemon=True, name="withdrawn-purge")
+        purging.start()  # before `wait_withdrawn` can see it: a thread not started yet cannot be joined (RuntimeError)
+        self._purging = [*(t for t in self._purging if t.is_alive()), purging]
 
     def _purge_withdrawn(self) -> None:
         """The users table purged (`_purge_tables`), marked first so that a turn stopped part way is finished
@@ -1048,15 +1106,18 @@ class Store:
                 self._purge_queued.clear()  # a row withdrawn from now on is in a fragment this purge may not rewrite
                 self._mark(["users"])
                 self._purge_tables(["users"])
+            with self._purge_lock:  # the note goes once no withdrawal is between its note and a purge queued
+                if self._withdrawn_note is not None and not self._withdrawing and not self._purge_queued.is_set():
+                    self._withdrawn_note.unlink(missing_ok=True)
         except Exception:
             self._purge_queued.clear()
-            # marked: the next delete or compaction finishes it; not (no turn): a later compaction rewrites its fragment
+            # marked: the next delete or compaction finishes it; not (no turn): the note, at the next open
             log.exception("the purge of withdrawn users rows failed")
 
     def wait_withdrawn(self, timeout: float | None = None) -> bool:
         """Block until the purges of withdrawn users rows started so far are done, at most `timeout` seconds in all
         (None: however long); returns whether they are (a stop: one that still waits for its turn is not marked
-        yet, so the row would stay in the users table's files until a later purge or compaction rewrote them)."""
+        yet: the row stays in the users table's files until the next open on `withdrawn_note` purges them)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for purging in list(self._purging):
             purging.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -1765,8 +1826,13 @@ class Store:
                 with self._lock:  # an append now would make an index for its rows; none is running
                     if not table.count_rows():
                         self._fence()
-                        for index in table.list_indices():
+                        indexes = table.list_indices()
+                        for index in indexes:
                             table.drop_index(index.name)
+                        if not indexes:  # none (another replica's purge dropped them): the delete would stay the newest
+                            # version, which the removal of old versions keeps, with its filter (the user's id) in its
+                            # transaction file and manifest; a delete of nothing commits one naming no one
+                            table.delete("false")
                         self._indexed.discard(name)
 
     def _drop_old_versions(self, names: list[str], purged_at: float | None) -> None:

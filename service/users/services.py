@@ -197,7 +197,12 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
         stated=record.stated if record else None,
     )
     try:
-        rt.store.put_user(record)
+        # with no comparison fitted, the row is drawn from their stored row alone (stated preferences, attributes), and
+        # `_deleted_meanwhile` has no row to look for: it only replaces that row, and is not written once it is gone
+        if len(history):
+            rt.store.put_user(record)
+        elif not rt.store.replace_user(record):
+            return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
     except StoreUnavailable as exc:
         if not unsaved_ok:
             raise
