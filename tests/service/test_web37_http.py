@@ -307,3 +307,32 @@ def test_errors_the_server_writes_itself_carry_the_cors_headers_a_listed_origin_
         assert _cors_of(refused.headers) == own and refused.headers["retry-after"] == "1", refused.headers
         plain = _answer_on(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # no Origin: no CORS
         assert plain.status_code == 503 and _cors_of(plain.headers) == {"varies by origin": True}, plain.headers
+
+
+def test_pluralign_serve_gives_its_protocol_the_apps_cors_config(cors_svc, monkeypatch):
+    """The wiring of the test above in `pluralign serve` (`serve_until_stopped`): the protocol it builds answers with the
+    app's own CORS config. The server is not run (its signal handlers need the main thread and a port of its own)."""
+    import argparse
+
+    from training.commands import serve
+
+    built = {}
+
+    class NotRun:
+        started = True
+
+        def __init__(self, config, **_):
+            built["config"] = config
+
+        def handle_exit(self, sig, frame) -> None:
+            pass
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(serve, "stopping_server", lambda: NotRun)
+    app = cors_svc.server.server.config.app
+    args = argparse.Namespace(host="127.0.0.1", port=0, log_level="warning")
+    assert serve.serve_until_stopped(app, args, on_stop=lambda: None, request_read_timeout_s=5, max_connections=3)[0]
+    protocol = built["config"].http
+    assert protocol.cors is app.cors_config and protocol.cors.is_origin_allowed(APP) and protocol.max_connections == 3
