@@ -10,6 +10,7 @@ in place, on the dict that `/schema/openapi.json` and the docs pages serve.
 from __future__ import annotations
 
 import threading
+import typing
 from typing import Any
 
 import msgspec
@@ -59,6 +60,15 @@ ERRORS = {
     413: "the request body is over the size limit (any method's: a body a GET or DELETE is sent with is read too)",
     429: "too many requests: retry later",
     500: "an internal error (logged)",
+}
+# what `pluralign serve` answers on any route before the app sees the request (training.commands.serve: TimedRequests,
+# service.stopping.draining), `Connection: close`; until wire44 the 408 and 431 were in no operation
+SERVER_ERRORS = {
+    408: "the request (its headers, or its body: `error.param` is `body`) did not arrive whole within "
+         "PLURALIGN_REQUEST_READ_TIMEOUT_S (`code: request_timeout`); nothing was done: send it again",
+    431: "the request line and headers are over the size this service reads (`code: headers_too_large`)",
+    503: "the service holds PLURALIGN_MAX_CONNECTIONS connections (`code: too_many_connections`) or is stopping: "
+         "nothing was done; retry after `Retry-After` seconds",
 }
 # a 415's headers: what the route takes (`Accept` for `Content-Type`, `Accept-Encoding` for `Content-Encoding`)
 MEDIA_TYPE_HEADERS = {"Accept": {"schema": {"type": "string"}}, "Accept-Encoding": {"schema": {"type": "string"}}}
@@ -234,6 +244,8 @@ def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
     statuses = [400, 413, 500] + ([] if public else [401, 403, 404, 429]) + ([401, 403] if path == "/metrics" else [])
     for status in statuses:
         responses[str(status)] = _error(ERRORS[status])
+    for status, why in SERVER_ERRORS.items():  # a route's own 503 keeps its words
+        responses.setdefault(str(status), _error(why))
     if method in ("post", "put", "patch"):  # service.strict: refuse_content_coding, refuse_non_json_type
         responses["415"] = {**_error("the body's `Content-Encoding` is not taken (`Accept-Encoding: identity`: send it "
                                      "uncompressed), or a JSON body is declared as another `Content-Type`, or in a `charset` other "
@@ -255,6 +267,86 @@ def _declare_response_headers(path: str, method: str, responses: dict) -> None:
         if status == "401" and (path, method) != ("/admin/login", "post"):  # that one answers the form again
             headers = {**headers, "WWW-Authenticate": WWW_AUTHENTICATE}
         response.setdefault("headers", {}).update({**headers, "X-Request-Id": {"$ref": "#/components/headers/RequestId"}})
+
+
+CONSTRAINTS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern",
+               "minItems", "maxItems", "minProperties", "maxProperties", "propertyNames")
+_STRUCT_REF = "#/components/schemas/{name}"
+
+
+def _structs_in(annotation: Any, found: set[type]) -> None:
+    """The msgspec Structs `annotation` names (through Annotated, unions, containers and Litestar's Response[...])."""
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        found.add(annotation)
+    for arg in typing.get_args(annotation):
+        _structs_in(arg, found)
+
+
+def _route_structs(app: Litestar) -> list[type]:
+    """The Structs the documented routes take as bodies and answer, and their declared error bodies'."""
+    found: set[type] = set()
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if not isinstance(handler, HTTPRouteHandler) or not handler.resolve_include_in_schema():
+                continue
+            signature = handler.parsed_fn_signature
+            if "data" in signature.parameters:
+                _structs_in(signature.parameters["data"].annotation, found)
+            _structs_in(signature.return_type.annotation, found)
+            for spec in (handler.responses or {}).values():
+                _structs_in(spec.data_container, found)
+    return sorted(found, key=lambda t: (t.__module__, t.__qualname__))
+
+
+def _has_constraint(node: Any) -> bool:
+    if isinstance(node, dict):
+        return any(key in node for key in CONSTRAINTS) or any(_has_constraint(v) for v in node.values())
+    return isinstance(node, list) and any(_has_constraint(v) for v in node)
+
+
+def _without_words(node: Any) -> Any:
+    """`node` without what describes rather than constrains (descriptions, titles, defaults, examples)."""
+    if isinstance(node, dict):
+        return {k: _without_words(v) for k, v in node.items() if k not in ("description", "title", "default", "examples")}
+    return [_without_words(v) for v in node] if isinstance(node, list) else node
+
+
+def _refs_found(node: Any, components: dict) -> bool:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.rsplit("/", 1)[-1] not in components:
+            return False
+        return all(_refs_found(v, components) for v in node.values())
+    return all(_refs_found(v, components) for v in node) if isinstance(node, list) else True
+
+
+def constrain_as_msgspec(schema: dict, structs: list[type]) -> None:
+    """Each property of a body component whose constraints Litestar's reading of msgspec's `Meta` lost is declared as
+    msgspec declares it (msgspec validates the bodies), in place, its description kept. Litestar 2.25 drops a bound of
+    0 (`ComparisonFeedback.margin`'s `ge=0`: falsy), the constraints of a list's items or a dict's keys and values
+    (`PoolItem.answers`' 20,000 characters, `shown`'s non-negative indices), and puts an optional field's bounds beside
+    its `oneOf`. Components not named as msgspec names them (two Structs of one name) are left as they are."""
+    components = schema.get("components", {}).get("schemas", {})
+    if not structs:
+        return
+    _, declared = msgspec.json.schema_components(structs, ref_template=_STRUCT_REF)
+    for name, struct_schema in declared.items():
+        component = components.get(name)
+        if component is None or component.get("type") != "object":
+            continue
+        properties = component.get("properties", {})
+        for field, spec in struct_schema.get("properties", {}).items():
+            served = properties.get(field)
+            if served is None or not _has_constraint(spec) or _without_words(spec) == _without_words(served):
+                continue
+            if not _refs_found(spec, components):
+                continue
+            exact = {k: v for k, v in spec.items() if k != "default"}
+            if "anyOf" in exact and "oneOf" in served:  # an optional field, as the rest of the document writes it
+                exact["oneOf"] = exact.pop("anyOf")  # (`_fix_one_of` makes an integer-or-number one anyOf again)
+            if "description" in served:
+                exact["description"] = served["description"]
+            properties[field] = exact
 
 
 def complete_openapi(schema: dict) -> dict:
@@ -331,7 +423,9 @@ def install(app: Litestar) -> None:
     with _DOCUMENTS_LOCK:
         document = _DOCUMENTS.get(key)
         if document is None:
-            _DOCUMENTS[key] = complete_openapi(plugin.provide_openapi_schema())
+            document = plugin.provide_openapi_schema()
+            constrain_as_msgspec(document, _route_structs(app))  # first: what completes it may narrow a field further
+            _DOCUMENTS[key] = complete_openapi(document)
             return
     # shared, not copied (a deep copy took 40 ms): once completed, nothing writes the document, Litestar only
     # renders it. `_openapi_schema` is what its `provide_openapi_schema` returns once built (litestar 2.25, pinned)

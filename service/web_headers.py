@@ -29,6 +29,7 @@ import re
 from collections.abc import Sequence
 
 import msgspec
+from litestar.config.cors import CORSConfig
 from litestar.middleware._internal.cors import CORSMiddleware  # the one Litestar wraps its router in (2.25 pinned)
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -174,3 +175,32 @@ class VaryKeepingCORS(CORSMiddleware):
             await cors_send(message)
 
         return remembering_vary
+
+
+def cors_answer_headers(config: CORSConfig, origin: str | None) -> list[tuple[bytes, bytes]]:
+    """The headers CORS gives an answer to a request from `origin` (None: none sent) that the server writes itself,
+    outside the app (`pluralign serve`'s 408, 431, parser's 400, 503 over PLURALIGN_MAX_CONNECTIONS): exactly those the
+    app's CORS middleware (`VaryKeepingCORS`) gives its own answers for an allowed origin (Allow-Origin, Vary,
+    Expose-Headers, ...), so a page on a listed origin reads the status, its error body and `Retry-After` rather than an
+    opaque network error; for another origin, or none, only `Vary: Origin` (as `keyed_answers` adds to every answer)."""
+    if origin is None or not config.is_origin_allowed(origin):
+        return [(b"vary", b"Origin")]
+    got: list[Message] = []
+
+    async def keep(message: Message) -> None:
+        got.append(message)
+
+    step = VaryKeepingCORS(app=_no_app, config=config).send_wrapper(keep, origin, has_cookie=False)(
+        {"type": "http.response.start", "status": 503, "headers": []})
+    try:  # the middleware's wrapper awaits nothing but `keep`: it runs to its end at once, no event loop needed
+        step.send(None)
+    except StopIteration:
+        pass
+    else:
+        step.close()
+        raise RuntimeError("Litestar's CORS middleware awaited something while writing an answer's headers")
+    return _add_vary([(bytes(name), bytes(value)) for name, value in got[0]["headers"]], b"Origin")
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:  # the middleware's app: never called here
+    raise RuntimeError("not an app")

@@ -393,19 +393,62 @@ def _cut_ending(rt: Runtime, cut: bool, sent: bool) -> tuple[bytes, ...]:
     return b"data: " + CHUNK_ENCODER.encode(error) + b"\n\n", b"data: [DONE]\n\n"
 
 
-def _produce(rt: Runtime, make_events, gone: threading.Event, put) -> None:
+class Opening:
+    """Whether a stream's headers went out before its producer's first event (`scheduled_stream` sends them with a
+    keep-alive once one is due while n > 1 candidates are generated), decided once between the event loop and the
+    producer's thread: a chat the service's stop cut, or that failed, before any event is a plain 503 (or its error's
+    status) only while nothing was sent; once the headers went, it ends with an error event and [DONE]."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._opened = self._ended = False
+
+    def open(self) -> bool:
+        """The loop: whether the headers may go now (False once the producer ended with nothing sent)."""
+        with self._lock:
+            self._opened = self._opened or not self._ended
+            return self._opened
+
+    def end(self, sent: bool) -> bool:
+        """The producer, as it ends: whether the headers went (`sent`: it handed over an event; or a keep-alive did)."""
+        with self._lock:
+            self._ended = True
+            return sent or self._opened
+
+
+_PLANNED = object()  # put once planning passed: from then on a long silence gets keep-alives, headers first
+
+
+def failure_event(rt: Runtime, exc: Exception, response_id: str | None = None) -> bytes:
+    """The `data: {error}` event ending a stream whose headers went before `exc` was raised: a storage failure said as
+    a request's 507 or 503 says it, any other a 500 naming the exception's type; logged and counted."""
+    rt.metrics.inc("pluralign_stream_errors_total", help="streams that ended with an error event")
+    stream = f"stream {response_id}" if response_id else "a stream"
+    if isinstance(exc, StoreUnavailable):  # its table cannot be read or written
+        status, code, message = storage_status(exc)
+        log.error("%s answered %d: %s (docs/operations.md, storage failures)", stream, status, exc)
+        return b"data: " + CHUNK_ENCODER.encode(stream_error(status, message, code)) + b"\n\n"
+    log.error("%s failed", stream, exc_info=exc)
+    return b"data: " + CHUNK_ENCODER.encode(stream_error(500, f"generation failed: {type(exc).__name__}")) + b"\n\n"
+
+
+def _produce(rt: Runtime, make_events, gone: threading.Event, put, opening: Opening | None = None) -> None:
     """Runs on the scheduler: `put`s each event of `make_events(gone)` (then `_END`) for
     `scheduled_stream` to hand over, and stops once `gone` is set. Planning's errors (a bad request)
-    are raised before any event; a chat the service's stop cut before its first event raises
-    `stopping` (a plain 503); one cut later ends with an error event and [DONE]."""
+    are raised before any event (`_PLANNED` is put once it passed); a chat the service's stop cut, or that failed,
+    before the stream's headers went (its first event, or a keep-alive: `opening`) raises (`stopping`: a plain 503;
+    a failure: its own status); one cut or failed later ends with an error event and [DONE]."""
+    opening = opening or Opening()
     try:
         events = make_events(gone)  # plans the answer: a bad request raises here, before any event
         chat = rt.chats.generating(gone)  # stopped by the service's cut too (its events then say so)
     except BaseException:
         put(_END)
         raise
+    put(_PLANNED)
     ended = False  # every event produced: the chat was served whole, whenever its client left
     sent = False  # an event was handed over: the stream's headers go (or went) with it
+    failed: Exception | None = None  # raised before the first event (n > 1 generates every candidate first)
     try:
         with chat:
             for event in events:
@@ -417,47 +460,74 @@ def _produce(rt: Runtime, make_events, gone: threading.Event, put) -> None:
                 ended = True
     except Cancelled:  # stopped by `gone`: nobody reads the rest (unless the service stops, below)
         pass
+    except Exception as exc:  # a plain error status, or an error event once the headers went
+        failed = exc
     finally:
         # read before _END (the relay sets `gone` too once it has read the end); not once every event
         # was produced: a client that read [DONE] and closed before this thread got here left nothing
         stopped = gone.is_set() and not ended and not chat.cut
         events.close()  # a generation still running is cancelled (Generator.stream's finally)
+        sent = opening.end(sent)
         cut = chat.cut and not ended
-        for event in (*_cut_ending(rt, cut, sent), _END):
+        told = (failure_event(rt, failed), b"data: [DONE]\n\n") if failed is not None and sent else ()
+        for event in (*told, *_cut_ending(rt, cut and failed is None, sent), _END):
             put(event)
         if stopped:
             rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
+    if failed is not None and not sent:
+        raise failed
     if cut and not sent:  # before its first event (n > 1 generates every candidate first): no header is sent,
         # so it is answered as a chat the stop found waiting, a plain 503 with Retry-After, which clients send again
         raise stopping("the chat was stopped before it was finished (nothing was stored); send it again")
 
 
-async def _first_event(rt: Runtime, future, queue: asyncio.Queue, gone: threading.Event, request: Request | None):
+async def _first_event(rt: Runtime, future, queue: asyncio.Queue, gone: threading.Event, request: Request | None,
+                       keepalive_s: float | None = None):
     """The first event `future`'s task puts on `queue` (`_END` when it ends without one). Raises a 503
     (`stopping`) when the scheduler closed while the task still waited (it never runs), and ClientGone
     when the client left first (seen with `request`) or this request was cancelled: `gone` is then set,
-    so a task not started never runs and one running stops at its next token."""
+    so a task not started never runs and one running stops at its next token. With `keepalive_s`: None
+    when no event came that soon (nothing is taken off the queue)."""
     first_event = asyncio.ensure_future(queue.get())
     left = asyncio.ensure_future(_disconnected(request)) if request is not None else None
     refused = asyncio.ensure_future(_refused(future))  # still waiting as the scheduler closed: never runs
-    never_ran = False
+    never_ran = silent = False
     try:
-        await asyncio.wait({first_event, left, refused} - {None}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({first_event, left, refused} - {None}, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED)
+        silent = not done
         if refused.done() and not refused.cancelled() and not first_event.done():
             raise not_begun(rt)
     finally:
         refused.cancel()
-        if not first_event.done():  # the client left (or this request was cancelled) before any event
+        if silent:
+            first_event.cancel()  # a get cancelled takes nothing off the queue
+        elif not first_event.done():  # the client left (or this request was cancelled) before any event
             gone.set()
             never_ran = future.cancel()  # not started: never runs; running: stops at its next token
             first_event.cancel()
         if left is not None:
             left.cancel()
+    if silent:
+        return None
     if first_event.cancelled():  # (`gone` alone may be the service's cut, whose events tell the client)
         if never_ran:  # one that ran is counted by `_produce`
             rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
         raise ClientGone(detail="the client disconnected before the stream started")
     return first_event.result()
+
+
+async def _opening_event(rt: Runtime, future, queue: asyncio.Queue, gone: threading.Event, request: Request | None,
+                         opening: Opening):
+    """The event a stream opens with: the first its task puts once planned, or KEEPALIVE when none came within
+    `sse_keepalive_s` (n > 1: every candidate is generated and reranked first) and the headers may go then
+    (`opening`); `_END` when the task ends without one (planning failed: the error is the response)."""
+    first = await _first_event(rt, future, queue, gone, request)
+    if first is not _PLANNED:
+        return first
+    while (first := await _first_event(rt, future, queue, gone, request, rt.settings.sse_keepalive_s)) is None:
+        if opening.open():
+            return KEEPALIVE
+    return first
 
 
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: EventSource and the openai SDKs skip it
@@ -478,23 +548,26 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
     when the client goes away: while the request waits for its first event (queued, planning; seen
     with `request`) or once the returned async iterator is closed early. The producer then stops:
     a generation still running stops at its next token (the events pass `gone` on as its cancel
-    event), one not started never runs, and the slot is free for the tenant's next chat. Once started, a
-    stream silent for `sse_keepalive_s` seconds (setting) gets a `: keep-alive` comment line."""
+    event), one not started never runs, and the slot is free for the tenant's next chat. Once planned, a
+    stream silent for `sse_keepalive_s` seconds (setting) gets a `: keep-alive` comment line: before its first
+    event too (n > 1 generates and reranks every candidate first), its headers then going with the comment."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     gone = threading.Event()
+
+    opening = Opening()
 
     def put(event) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, event)
 
     try:
-        future = rt.scheduler.submit(tenant, functools.partial(_produce, rt, make_events, gone, put))
+        future = rt.scheduler.submit(tenant, functools.partial(_produce, rt, make_events, gone, put, opening))
     except Busy as exc:
         raise _busy(exc) from None
     except Stopping:
         raise not_begun(rt) from None
 
-    first = await _first_event(rt, future, queue, gone, request)
+    first = await _opening_event(rt, future, queue, gone, request, opening)
     if first is _END:  # planning failed (a 4xx) or nothing came: the error is the response
         await asyncio.wrap_future(future)
 
@@ -553,15 +626,8 @@ def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, 
         rt.metrics.inc("pluralign_chat_completions_total", help="chat completions served", stream="true")
     except Cancelled:  # the client went away: nobody reads an error event
         raise
-    except StoreUnavailable as exc:  # its table cannot be read or written: said as a request's 507 or 503 says it
-        status, code, message = storage_status(exc)
-        log.error("stream %s answered %d: %s (docs/operations.md, storage failures)", p.response_id, status, exc)
-        rt.metrics.inc("pluralign_stream_errors_total", help="streams that ended with an error event")
-        yield b"data: " + CHUNK_ENCODER.encode(stream_error(status, message, code)) + b"\n\n"
     except Exception as exc:  # the headers are sent: the client learns of it from an error event
-        log.exception("stream %s failed", p.response_id)
-        rt.metrics.inc("pluralign_stream_errors_total", help="streams that ended with an error event")
-        yield b"data: " + CHUNK_ENCODER.encode(stream_error(500, f"generation failed: {type(exc).__name__}")) + b"\n\n"
+        yield failure_event(rt, exc, p.response_id)
     yield b"data: [DONE]\n\n"
 
 
@@ -571,7 +637,8 @@ def sse_events_n(rt: Runtime, p: services.Plan, sampling: Sampling, created: int
     its role and closed with its finish_reason; the last finishing chunk carries `pluralign`.
 
     All candidates are generated and reranked first (reranking needs whole answers); the n best are
-    then sent piece by piece, one piece of each choice per round."""
+    then sent piece by piece, one piece of each choice per round. Meanwhile `scheduled_stream` sends keep-alives
+    (and a failure then is an error event, `_produce`)."""
     chunk = chunk_writer(rt, p, created)
     with rt.metrics.generation_queue.track_inprogress():
         served = services.complete(rt, p, sampling, cancel)

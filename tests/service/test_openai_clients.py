@@ -282,3 +282,83 @@ def test_a_long_stop_string_is_refused_before_it_reaches_the_generator(client, s
         client.chat.completions.create(model="pluralign", messages=HI, max_tokens=1, stop=["###", "y" * 65])
     assert second.value.param == "stop[1]", second.value.param
     assert client.chat.completions.create(model="pluralign", messages=HI, max_tokens=2, stop=["z" * 64]).choices  # 64 is served
+
+
+class _Watched:
+    """An httpx transport handing on the real one's answers while keeping their bytes, calling `on_comment` once a
+    line starting with `:` (an SSE comment) has come."""
+
+    def __init__(self, on_comment):
+        import httpx
+
+        self.inner, self.on_comment, self.read = httpx.HTTPTransport(), on_comment, bytearray()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def handle_request(self, request):
+        import httpx
+
+        response = self.inner.handle_request(request)
+        watched = self
+
+        class Stream(httpx.SyncByteStream):
+            def __iter__(self):
+                for piece in response.stream:
+                    watched.read += piece
+                    if b"\n:" in b"\n" + watched.read:
+                        watched.on_comment()
+                    yield piece
+
+            def close(self):
+                response.stream.close()
+
+        return httpx.Response(response.status_code, headers=response.headers, stream=Stream(), extensions=response.extensions)
+
+
+def test_an_n2_stream_keeps_the_connection_alive_while_its_candidates_are_generated(svc):
+    """Before (wire44): with n > 1 every candidate is generated and reranked before the first event, and nothing went
+    before it, its headers neither: no `: keep-alive` comment (`sse_keepalive_s`) either, so a proxy's read timeout cut
+    a long rerank. Now, once a keep-alive is due, the headers and the comment go, and the openai client, skipping the
+    comment, reads the stream as before. The generator's lock is held (as a chat ahead of it would) until the comment
+    has come; the timer only ends a wait that never sees one."""
+    import threading
+
+    import httpx
+    import msgspec
+    from openai import OpenAI
+
+    rt = svc.runtime
+    settings, lock = rt.settings, rt.generator._lock
+    released = threading.Lock()
+
+    def release() -> None:
+        if released.acquire(blocking=False):
+            lock.release()
+
+    watched = _Watched(release)
+    client = OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=120,
+                    http_client=httpx.Client(transport=watched, timeout=120))
+    rt.settings = msgspec.structs.replace(settings, sse_keepalive_s=0.05)
+    lock.acquire()
+    timer = threading.Timer(10, release)
+    timer.start()
+    try:
+        chunks = list(client.chat.completions.create(model="pluralign", messages=HI, user="kai", n=2, max_tokens=8, seed=4,
+                                                     stream=True, extra_body={"pluralign": {"candidates": 3}}))
+    finally:
+        release()
+        timer.cancel()
+        rt.settings = settings
+    wire = bytes(watched.read).decode()
+    assert wire.startswith(": keep-alive\n\n"), wire[:200]  # before any event: the candidates were still generating
+    assert [c.choices[0].index for c in chunks[:2]] == [0, 1] and chunks[0].choices[0].delta.role == "assistant"
+    finished = {c.choices[0].index: c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason}
+    assert set(finished) == {0, 1}, chunks
+    texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i) for i in (0, 1)}
+    info = next(c.model_extra["pluralign"] for c in chunks if c.model_extra.get("pluralign"))
+    with svc.client() as c:
+        served = next(r for r in map(json.loads, c.get("/v1/users/kai/export").text.splitlines())
+                      if r.get("response_id") == info["response_id"])
+    ranked = sorted(range(len(served["scores"])), key=lambda i: -served["scores"][i])[:2]
+    assert [texts[0].strip(), texts[1].strip()] == [served["candidates"][i] for i in ranked]

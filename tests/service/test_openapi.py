@@ -247,3 +247,37 @@ def test_the_audit_s_since_is_declared_with_the_range_it_takes(svc, schema):
     assert [validator.is_valid(v) for v in (0, 1.5e9, 253402300799, None, -1, -0.5, 253402300800)] == [True] * 4 + [False] * 3
     with svc.client("admin") as admin:
         assert admin.get("/admin/audits/fairness", params={"group_by": "age", "since": -1}).status_code == 400
+
+
+def test_bounds_of_bodies_are_declared_as_msgspec_checks_them(svc, schema):
+    """Litestar's reading of msgspec's `Meta` lost `ComparisonFeedback.margin`'s `ge=0` (a falsy 0) and put its
+    maximum beside the `oneOf`; the constraints of a list's items (`PoolItem.answers`' characters, `shown`'s
+    indices) were lost too. A value the document allows is now one the service takes, and one it refuses a 400 (wire44)."""
+    import jsonschema
+
+    components = schema["components"]["schemas"]
+
+    def valid(component: str, field: str, value) -> bool:
+        spec = components[component]["properties"][field]
+        return jsonschema.Draft202012Validator({**spec, "components": schema["components"]}).is_valid(value)
+
+    assert [valid("ComparisonFeedback", "margin", v) for v in (0, 0.5, 1e6, None, -1, -0.001, 1e6 + 1)] == [True] * 4 + [False] * 3
+    assert not valid("ChoiceFeedback", "shown", [0, -1]) and valid("ChoiceFeedback", "shown", [0, 1])
+    assert not valid("PoolItem", "answers", ["a", "b" * 20_001]) and valid("PoolItem", "answers", ["a", "b"])
+    assert "description" in components["ComparisonFeedback"]["properties"]["attributes"]  # the words are kept
+    comparison = {"type": "comparison", "user": "mona", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
+    with svc.client("acme") as c:
+        assert c.post("/v1/feedback", json={**comparison, "margin": -0.001}).json()["error"]["param"] == "margin"
+        assert c.post("/v1/feedback", json={**comparison, "margin": 0}).status_code == 201
+
+
+def test_what_the_server_answers_on_any_route_is_declared_on_every_operation(schema):
+    """`pluralign serve` answers 408 (a request that did not arrive in time), 431 (a head too long) and 503 (over
+    PLURALIGN_MAX_CONNECTIONS, or stopping) before any route runs, whatever the route: the 408 and 431 were in no
+    operation, the 503 in those whose own handlers answer it (wire44)."""
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            if method in ("get", "post", "put", "patch", "delete"):
+                for status in ("408", "431", "503"):
+                    assert op["responses"][status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, status)
+    assert "Retry-After" in schema["paths"]["/health"]["get"]["responses"]["503"]["headers"]

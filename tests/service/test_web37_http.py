@@ -233,3 +233,106 @@ def test_methods_paths_and_accept_answer_as_documented(svc):
         assert html.status_code == 200 and html.headers["content-type"] == "application/json"
     metrics = httpx.get(svc.url + "/metrics", headers={"Accept": "text/html"})
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+
+
+@pytest.fixture()
+def timed_cors_server(cors_svc):
+    """The CORS service's app behind the connection-level protocol `pluralign serve` runs (`timed_http_protocol`: read
+    deadline 0.5 s, one connection), with the app's CORS config as `pluralign serve` gives it, in this process."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from training.commands.serve import timed_http_protocol
+
+    app = cors_svc.server.server.config.app  # started already by the service's own server: no lifespan here
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, http=timed_http_protocol(0.5, 1, cors=app.cors_config), lifespan="off",
+                                           log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.005)
+    try:
+        yield listening.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _cors_of(headers) -> dict[str, str]:
+    """An answer's CORS headers (and whether it varies by Origin), names in lower case."""
+    cors = {name.lower(): value for name, value in headers.items() if name.lower().startswith("access-control-")}
+    return {**cors, "varies by origin": "origin" in [v.strip().lower() for v in headers.get("vary", "").split(",")]}
+
+
+def _answer_on(port: int, request: bytes, before: list | None = None) -> httpx.Response:
+    """The answer the server writes itself on a connection sending `request` (read to the connection's end)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        raw = b""
+        while data := sock.recv(65536):
+            raw += data
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = httpx.Headers([tuple(part.strip() for part in line.split(":", 1)) for line in lines])
+    return httpx.Response(int(status_line.split()[1]), headers=headers, content=body)
+
+
+def test_errors_the_server_writes_itself_carry_the_cors_headers_a_listed_origin_gets(cors_svc, timed_cors_server):
+    """wire44: the 408 (a body not arrived within PLURALIGN_REQUEST_READ_TIMEOUT_S) and the 503 too_many_connections
+    are written by `pluralign serve` outside the app, and carried no CORS headers: a page on a listed origin saw an
+    opaque network error instead of the status and its Retry-After. Now they carry what the app's own answers to that
+    origin carry; another origin's get none (but `Vary: Origin`)."""
+    import socket
+
+    port = timed_cors_server
+    own = _cors_of(httpx.get(cors_svc.url + "/health", headers={"Origin": APP}).headers)  # the app's, to a listed origin
+    assert own["access-control-allow-origin"] == APP and "Retry-After" in own["access-control-expose-headers"], own
+    trickled = f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {cors_svc.keys['acme']}\r\nContent-Length: 100\r\n"
+    late = _answer_on(port, f"{trickled}Origin: {APP}\r\n\r\n{{".encode())
+    assert late.status_code == 408 and late.json()["error"]["code"] == "request_timeout", late.text
+    assert _cors_of(late.headers) == own, late.headers
+    other = _answer_on(port, f"{trickled}Origin: {EVIL}\r\n\r\n{{".encode())
+    assert other.status_code == 408 and _cors_of(other.headers) == {"varies by origin": True}, other.headers
+    with socket.create_connection(("127.0.0.1", port)):  # the one connection the server takes
+        refused = _answer_on(port, f"GET /health HTTP/1.1\r\nHost: x\r\nOrigin: {APP}\r\n\r\n".encode())
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "too_many_connections", refused.text
+        assert _cors_of(refused.headers) == own and refused.headers["retry-after"] == "1", refused.headers
+        plain = _answer_on(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # no Origin: no CORS
+        assert plain.status_code == 503 and _cors_of(plain.headers) == {"varies by origin": True}, plain.headers
+
+
+def test_pluralign_serve_gives_its_protocol_the_apps_cors_config(cors_svc, monkeypatch):
+    """The wiring of the test above in `pluralign serve` (`serve_until_stopped`): the protocol it builds answers with the
+    app's own CORS config. The server is not run (its signal handlers need the main thread and a port of its own)."""
+    import argparse
+
+    from training.commands import serve
+
+    built = {}
+
+    class NotRun:
+        started = True
+
+        def __init__(self, config, **_):
+            built["config"] = config
+
+        def handle_exit(self, sig, frame) -> None:
+            pass
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(serve, "stopping_server", lambda: NotRun)
+    app = cors_svc.server.server.config.app
+    args = argparse.Namespace(host="127.0.0.1", port=0, log_level="warning")
+    assert serve.serve_until_stopped(app, args, on_stop=lambda: None, request_read_timeout_s=5, max_connections=3)[0]
+    protocol = built["config"].http
+    assert protocol.cors is app.cors_config and protocol.cors.is_origin_allowed(APP) and protocol.max_connections == 3

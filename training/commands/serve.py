@@ -297,7 +297,8 @@ def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=No
     requests = CancelledRequests(app)
     config = uvicorn.Config(requests, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S,
                             access_log=not own_access_log, **({"log_config": None} if json_logs else {}),
-                            **({"http": timed_http_protocol(request_read_timeout_s, max_connections, connections)} if request_read_timeout_s else {}))
+                            **({"http": timed_http_protocol(request_read_timeout_s, max_connections, connections, cors=getattr(app, "cors_config", None))}
+                               if request_read_timeout_s else {}))
     # a SIGINT this process was started ignoring (a script's `pluralign serve &` or `nohup pluralign serve &`: a shell
     # without job control starts background commands so, and the script's Ctrl-C reaches them) stays ignored while it
     # serves, as during its start (`training.cli.main`); uvicorn stopped on it regardless. SIGTERM always stops it
@@ -371,7 +372,8 @@ class ConnectionCounts:
         return len(self.held)
 
 
-def timed_http_protocol(timeout_s: float, max_connections: int | None = None, connections: ConnectionCounts | None = None):
+def timed_http_protocol(timeout_s: float, max_connections: int | None = None, connections: ConnectionCounts | None = None,
+                        cors=None):
     """uvicorn's HTTP protocol (httptools' where installed, else h11's: the one `http="auto"` picks), with
     a deadline for each request to arrive whole: its headers and body within `timeout_s` of the
     connection's opening, or of the first byte of a later request on it. A client still sending then gets
@@ -389,13 +391,19 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
     benchmarks/connections.py). uvicorn's `limit_concurrency` cannot: it is checked only once a request's
     headers have arrived, so a connection sending nothing is accepted and kept (limit 100, 1,000 idle
     connections: 1,000 held), and its 503 is plain text without Retry-After. `connections` counts what it
-    holds and refuses (a new ConnectionCounts when not given)."""
+    holds and refuses (a new ConnectionCounts when not given).
+
+    With `cors` (the app's Litestar CORSConfig, setting cors_origins), each answer written here carries the CORS
+    headers the app gives a listed origin (`service.web_headers.cors_answer_headers`), read from the request's
+    `Origin`: a page on that origin reads the 408, 431, 400 or 503 and its Retry-After, not an opaque network error
+    (until wire44 none had them). A connection over the limit is then answered once its request's head has come (its
+    Origin read; REFUSED_LINGER_S at most, then without it), not at once."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     return type("TimedProtocol", (TimedRequests, AutoHTTPProtocol), {
         "timeout_s": timeout_s, "max_connections": max_connections, "refusal": over_limit_answer(max_connections or 0),
         "late": {reading: late_answer(timeout_s, reading) for reading in ("headers", "body")}, "refusing": {},
-        "counts": connections if connections is not None else ConnectionCounts(max_connections)})
+        "counts": connections if connections is not None else ConnectionCounts(max_connections), "cors": cors})
 
 
 MAX_URL_BYTES = 65535  # httptools' limit on a request's URL (its parser keeps offsets in 16 bits)
@@ -472,6 +480,8 @@ class TimedRequests:
     late: dict[str, bytes]
     refusing: dict  # lingering connection -> its peer's host, oldest first
     counts: ConnectionCounts
+    cors: object | None  # the app's CORSConfig (setting cors_origins); None: CORS off
+    refused_head: bytearray | None = None  # with `cors`, what a connection refused over the limit sent of its head so far
     deadline: asyncio.TimerHandle | None = None
     parsed = False
     last_answer: bytes | None = None  # the parser's 400, waiting for the answers of requests pipelined before it
@@ -493,8 +503,50 @@ class TimedRequests:
         self.refused = True
         self.counts.refused += 1
         self.connections.discard(self)  # not one of the service's: it goes within REFUSED_LINGER_S
-        self.transport.write(stamped(self.refusal, self.server_state.default_headers))
+        if self.cors is None:
+            self.transport.write(stamped(self.refusal, self.server_state.default_headers))
+            self.linger()
+            return
+        # its answer waits for the head (the Origin it names), holding a lingering slot meanwhile
+        if len(self.refusing) >= REFUSED_LINGERING:
+            self.make_room()
+        self.refused_head = bytearray()
+        self.refusing[self] = (self.client or (None,))[0]
+        self.deadline = self.loop.call_later(REFUSED_LINGER_S, self.answer_refused)
+
+    def read_refused_head(self, data: bytes) -> None:
+        """Bytes of a connection refused over the limit, with CORS on: kept (MAX_ORIGIN_HEAD_BYTES at most) until its
+        request's head has ended, which is then answered."""
+        head = self.refused_head
+        head += data[: MAX_ORIGIN_HEAD_BYTES - len(head)]
+        if b"\r\n\r\n" in head or len(head) >= MAX_ORIGIN_HEAD_BYTES:
+            self.answer_refused()
+
+    def answer_refused(self) -> None:
+        """The 503 of a connection refused over the limit, with the CORS headers of the Origin its head named (none when
+        no head came within REFUSED_LINGER_S); then it lingers."""
+        if self.refused_head is None or self.transport.is_closing():
+            return
+        origin = origin_in_head(bytes(self.refused_head))
+        self.refused_head = None
+        self.stop_the_deadline()
+        self.refusing.pop(self, None)
+        self.transport.write(self.with_headers(self.refusal, origin))
         self.linger()
+
+    def with_headers(self, answer: bytes, origin: str | None) -> bytes:
+        """`answer` with the server's default headers (`Date`) and, with CORS on, those `origin` gets."""
+        from service.web_headers import cors_answer_headers  # the app's (loaded by now: the app was built first)
+
+        cors = cors_answer_headers(self.cors, origin) if self.cors is not None else []
+        return stamped(answer, [*self.server_state.default_headers, *cors])
+
+    def origin(self) -> str | None:
+        """The `Origin` of the request arriving, as far as its head was parsed: httptools' headers so far (reset as each
+        request begins); h11's once its head ended (before, they are the previous request's)."""
+        if self.reading not in ("headers", "body") or (self.reading == "headers" and hasattr(self, "conn")):
+            return None
+        return next((value.decode("latin-1") for name, value in getattr(self, "headers", None) or () if name == b"origin"), None)
 
     def linger(self) -> None:
         """Ends the connection after a last answer (the 503 over the limit, the parser's 400, the 408, the app's own sent
@@ -526,6 +578,8 @@ class TimedRequests:
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
+            if self.refused_head is not None:
+                self.read_refused_head(data)
             return
         self.parsed, self.body_came = False, False  # whether these bytes began or ended a request, held body (httptools)
         if (of_head := self.reading != "body"):  # bytes of a head (or of blank lines between requests)
@@ -567,7 +621,7 @@ class TimedRequests:
         logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s)",
                                                        f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg,
                                                        extra={"request_id": rid})
-        self.answer_last(stamped(unparsable_answer(rid, len(url)), self.server_state.default_headers))
+        self.answer_last(self.with_headers(unparsable_answer(rid, len(url)), self.origin()))
 
     def head_too_large(self) -> None:
         """A request whose head went past MAX_HEAD_BYTES: its 431 (`head_too_large_answer`), or the 400 naming `url`
@@ -583,7 +637,7 @@ class TimedRequests:
         rid = new_id()
         logging.getLogger("pluralign.service").warning("a request whose head passed %d bytes was answered 431", MAX_HEAD_BYTES,
                                                        extra={"request_id": rid})
-        self.answer_last(stamped(head_too_large_answer(rid), self.server_state.default_headers))
+        self.answer_last(self.with_headers(head_too_large_answer(rid), self.origin()))
 
     def answer_last(self, answer: bytes) -> None:
         """`answer` is the connection's last: written after the answers of requests pipelined before it (httptools parses
@@ -650,6 +704,7 @@ class TimedRequests:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.refusing.pop(self, None)
+        self.refused_head = None
         self.stop_the_deadline()
         super().connection_lost(exc)  # type: ignore[misc]
 
@@ -666,7 +721,7 @@ class TimedRequests:
             self.refused = True
             self.transport.close()
             return
-        self.transport.write(stamped(self.late[self.reading], self.server_state.default_headers))
+        self.transport.write(self.with_headers(self.late[self.reading], self.origin()))
         # the client may be sending as the deadline passes (a trickled body, a byte of its headers): closed now, with
         # a byte unread or arriving after, the socket is reset and the client reads a reset, not the 408 and an end
         self.linger()
@@ -729,6 +784,16 @@ class CutAnswersAbort:
 
 REFUSED_LINGER_S = 2.0  # the longest a connection refused (over PLURALIGN_MAX_CONNECTIONS, a 400, a 408) stays, reading what its client still sends
 REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more closes the busiest peer's oldest
+MAX_ORIGIN_HEAD_BYTES = 16384  # of a refused connection's head kept to find its Origin (CORS on): a browser's fits
+
+
+def origin_in_head(head: bytes) -> str | None:
+    """The `Origin` header's value in the bytes of a request's head (its line and headers, or the first of them)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"origin":
+            return value.strip().decode("latin-1")
+    return None
 CONNECTIONS_RETRY_AFTER = 1  # seconds: `Retry-After` of the 503 of a connection over PLURALIGN_MAX_CONNECTIONS
 
 
