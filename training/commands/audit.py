@@ -112,8 +112,8 @@ def read_user_groups(path: str) -> dict[str, str]:
     """The `--user-groups` file: a JSON object user_id -> group name. A malformed file is a ValueError
     naming the file, the line and (for a value that is not a group name) the user it maps; so is a key
     that no preference row can have as its `user_id` (blank: the rule of `Preference`, which the audited
-    file's rows follow; a file's user ids need not be the service's) and a user given twice (json.loads
-    would keep the last group silently)."""
+    file's rows follow; a file's user ids need not be the service's), a blank group name (no visible character)
+    and a user given twice (json.loads would keep the last group silently)."""
     from pluralign.data.text import is_blank, shorten
 
     where = f"--user-groups {path}"
@@ -147,6 +147,8 @@ def read_user_groups(path: str) -> dict[str, str]:
             raise ValueError(f"{where}: line {lines.get(user, 1)}, key {user!r}: a user id must not be empty (it has no visible character)")
         if not isinstance(group, str):
             raise ValueError(f"{where}: line {lines.get(user, 1)}, field `{user}`: expected a group name (a string), got {_json_kind(group)}")
+        if is_blank(group):  # trimmed as a value is (`comparisons_from_records`), it would be a group named ""
+            raise ValueError(f"{where}: line {lines.get(user, 1)}, field `{user}`: a group name must not be empty (it has no visible character)")
     return dict(data)
 
 
