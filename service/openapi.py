@@ -63,6 +63,12 @@ ERRORS = {
 # a 415's headers: what the route takes (`Accept` for `Content-Type`, `Accept-Encoding` for `Content-Encoding`)
 MEDIA_TYPE_HEADERS = {"Accept": {"schema": {"type": "string"}}, "Accept-Encoding": {"schema": {"type": "string"}}}
 PUBLIC = {"/health", "/metrics", "/admin/login", "/admin/logout"}
+# /metrics' errors where the setting `metrics_admin_only` asks for an admin key (none without it): not ERRORS' words for
+# every route ("admin keys: /admin only" is the opposite of what it then takes)
+METRICS_ERRORS = {
+    401: "no key, or an unknown key, where the setting `metrics_admin_only` asks for an admin key",
+    403: "a tenant key, where the setting `metrics_admin_only` asks for an admin key (the totals count every tenant's traffic)",
+}
 MEDIA = {  # (path, method) -> the media types the 200 really answers
     ("/metrics", "get"): {"text/plain; version=0.0.4": {"schema": {"type": "string"}}, "text/plain; version=1.0.0": {"schema": {"type": "string"}},
                           "application/openmetrics-text; version=1.0.0": {"schema": {"type": "string"}}},
@@ -233,7 +239,7 @@ def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
     # a GET's or DELETE's too, and one over the limit is refused (until fuzz43 declared for POST, PUT and PATCH only)
     statuses = [400, 413, 500] + ([] if public else [401, 403, 404, 429]) + ([401, 403] if path == "/metrics" else [])
     for status in statuses:
-        responses[str(status)] = _error(ERRORS[status])
+        responses[str(status)] = _error((METRICS_ERRORS if path == "/metrics" else ERRORS).get(status, ERRORS[status]))
     if method in ("post", "put", "patch"):  # service.strict: refuse_content_coding, refuse_non_json_type
         responses["415"] = {**_error("the body's `Content-Encoding` is not taken (`Accept-Encoding: identity`: send it "
                                      "uncompressed), or a JSON body is declared as another `Content-Type`, or in a `charset` other "

@@ -247,3 +247,14 @@ def test_the_audit_s_since_is_declared_with_the_range_it_takes(svc, schema):
     assert [validator.is_valid(v) for v in (0, 1.5e9, 1e11, None, -1, -0.5, 1e11 + 1)] == [True] * 4 + [False] * 3
     with svc.client("admin") as admin:
         assert admin.get("/admin/audits/fairness", params={"group_by": "age", "since": -1}).status_code == 400
+
+
+def test_metrics_401_and_403_say_when_they_are_answered(schema):
+    """/metrics answers 401 and 403 only under the setting `metrics_admin_only`, and then an admin key is what it takes:
+    until review session 44 its 403 said what it says of every route, "admin keys: /admin only", the key /metrics then
+    needs."""
+    responses = schema["paths"]["/metrics"]["get"]["responses"]
+    for status in ("401", "403"):
+        said = responses[status]["description"]
+        assert "metrics_admin_only" in said and "/admin only" not in said, (status, said)
+    assert "admin key" in responses["403"]["description"]
