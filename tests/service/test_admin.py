@@ -612,6 +612,11 @@ def test_another_tenants_backlog_does_not_hold_up_a_tenants_audit(svc):
             r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 7,
                                                            "wait": 0}, timeout=20)
             assert rt.ingest.pending_rows("acme") >= 2  # left to the worker
+            give_comparisons(globex, "gil-t44", "rain", n=2)  # globex's own backlog: its audit still covers it (a 503
+            own = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 7,
+                                                             "wait": 0}, timeout=20)  # naming globex's rows only)
         assert r.status_code == 202, r.text
         assert r.json()["job"]["params"]["tenant"] == "globex"
         admin.post(f"/admin/jobs/{r.json()['job']['id']}/cancel")
+        assert own.status_code == 503 and own.json()["error"]["code"] == "feedback_backlog", own.text
+        assert own.json()["error"]["message"].startswith("2 acknowledged feedback rows"), own.text
