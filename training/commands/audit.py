@@ -364,7 +364,7 @@ def register(sub) -> None:
     p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")
     p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
     p.add_argument("--user-groups", help="JSON object user_id -> group name (learned components); overrides attributes; "
-                   "users it does not name: ' (no value)'; each user once (a blank key is an error)")
+                   "users it does not name: ' (no value)'; each user once; group names are trimmed (a blank key or group is an error)")
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0), default=None, help="score only comparisons created at or after this time")
