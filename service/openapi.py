@@ -73,6 +73,12 @@ SERVER_ERRORS = {
 # a 415's headers: what the route takes (`Accept` for `Content-Type`, `Accept-Encoding` for `Content-Encoding`)
 MEDIA_TYPE_HEADERS = {"Accept": {"schema": {"type": "string"}}, "Accept-Encoding": {"schema": {"type": "string"}}}
 PUBLIC = {"/health", "/metrics", "/admin/login", "/admin/logout"}
+# /metrics' errors where the setting `metrics_admin_only` asks for an admin key (none without it): not ERRORS' words for
+# every route ("admin keys: /admin only" is the opposite of what it then takes)
+METRICS_ERRORS = {
+    401: "no key, or an unknown key, where the setting `metrics_admin_only` asks for an admin key",
+    403: "a tenant key, where the setting `metrics_admin_only` asks for an admin key (the totals count every tenant's traffic)",
+}
 MEDIA = {  # (path, method) -> the media types the 200 really answers
     ("/metrics", "get"): {"text/plain; version=0.0.4": {"schema": {"type": "string"}}, "text/plain; version=1.0.0": {"schema": {"type": "string"}},
                           "application/openmetrics-text; version=1.0.0": {"schema": {"type": "string"}}},
@@ -243,7 +249,7 @@ def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
     # a GET's or DELETE's too, and one over the limit is refused (until fuzz43 declared for POST, PUT and PATCH only)
     statuses = [400, 413, 500] + ([] if public else [401, 403, 404, 429]) + ([401, 403] if path == "/metrics" else [])
     for status in statuses:
-        responses[str(status)] = _error(ERRORS[status])
+        responses[str(status)] = _error((METRICS_ERRORS if path == "/metrics" else ERRORS).get(status, ERRORS[status]))
     for status, why in SERVER_ERRORS.items():  # a route's own 503 keeps its words
         responses.setdefault(str(status), _error(why))
     if method in ("post", "put", "patch"):  # service.strict: refuse_content_coding, refuse_non_json_type

@@ -122,8 +122,9 @@ def comparisons_from_records(
 ) -> Comparisons:
     """Embed each distinct response once; the group is `user_groups[user]` or the `group_by` attribute.
 
-    A comparison without the attribute (with `user_groups`: of a user it does not name) is in group NO_VALUE; UnknownGroupBy (a ValueError) when no
-    comparison has it (a misspelled name), before anything is embedded."""
+    A comparison without the attribute (with `user_groups`: of a user it does not name) is in group NO_VALUE; a
+    group's name, attribute value or `user_groups` name, is compared as an answer is (`answer_key`: trimmed), so none is
+    NO_VALUE. UnknownGroupBy (a ValueError) when no comparison has it (a misspelled name), before anything is embedded."""
     pairs = [r for r in records if not r.tie]
     if not pairs:
         raise ValueError("no non-tie comparisons to audit")
@@ -139,8 +140,10 @@ def comparisons_from_records(
     user, users = index_labels([r.user_id for r in pairs])
     if user_groups is not None:
         # a user the mapping does not name has no value, as a user without the attribute in the service's audits; until
-        # session 44 "unassigned", also a group name a mapping may give (and reports stored since keep it)
-        labels = [user_groups.get(r.user_id, NO_VALUE) for r in pairs]
+        # session 44 "unassigned", also a group name a mapping may give (and reports stored since keep it). Its names are
+        # labels as values are (answer_key: trimmed), so none is NO_VALUE: until review session 44 a mapping's
+        # " (no value)" and the users it did not name were one group
+        labels = [answer_key(user_groups[r.user_id]) if r.user_id in user_groups else NO_VALUE for r in pairs]
     else:
         labels = [answer_key(a[group_by]) if group_by in a else NO_VALUE for a in named]
     group, groups = index_labels(labels)

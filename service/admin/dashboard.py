@@ -94,8 +94,19 @@ NO_VALUE_SHOWN = "without a value"
 
 
 def _group_text(name: str) -> str:
-    """A group's name as plain text (a chart's label, a tooltip): NO_VALUE in the page's own words."""
+    """A group's name as a chart's label (drawn in italics for NO_VALUE, as the table writes it): NO_VALUE in the page's own words."""
     return NO_VALUE_SHOWN if name == NO_VALUE else name
+
+
+def _group_said(name: str) -> str:
+    """A group's name in plain text that carries no italics (a chart's screen-reader name): a client's value in
+    quotation marks, NO_VALUE in the page's own words without, so a value "without a value" reads apart from it."""
+    return NO_VALUE_SHOWN if name == NO_VALUE else f"\u201c{name}\u201d"
+
+
+def _group_tip(name: str) -> str:
+    """`_group_said` in a tooltip's HTML: the value isolated (`_isolated`) inside its quotation marks."""
+    return NO_VALUE_SHOWN if name == NO_VALUE else f"\u201c{_isolated(name)}\u201d"
 
 
 def _group(name: str) -> str:
@@ -128,7 +139,7 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
     n = max(1, len(groups))
     slot = (width - left - 8) / n
     bar = min(48.0, slot * 0.35)
-    said = "; ".join(f"{_group_text(g.group)}: {g.personalized_accuracy:.2f} personalized, {g.base_accuracy:.2f} one-size-fits-all" for g in groups[:8])
+    said = "; ".join(f"{_group_said(g.group)}: {g.personalized_accuracy:.2f} personalized, {g.base_accuracy:.2f} one-size-fits-all" for g in groups[:8])
     label = (f"Bar chart of accuracy per group, 0 to 1, personalized (solid bars) and one-size-fits-all (hatched bars): {said}"
              + ("; more groups in the table below" if len(groups) > 8 else "; the table below gives the numbers"))
     parts = [f'<svg id="group-accuracy" class="chart" role="img" aria-label="{_e(label)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
@@ -144,7 +155,7 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
             parts.append(
                 f'<rect class="bar {series}" data-group="{_e(g.group)}" data-value="{value:.4f}" x="{x:.1f}" y="{top + plot_h - h:.1f}" '
                 f'width="{bar - 2:.1f}" height="{h:.1f}" fill="{color}" stroke="{BASE if series == "base" else PERSONAL}">'
-                f"<title>{_isolated(_group_text(g.group))} {series}: {value:.3f}</title></rect>"
+                f"<title>{_group_tip(g.group)} {series}: {value:.3f}</title></rect>"
             )
             parts.append(f'<text x="{x + bar / 2 - 1:.1f}" y="{top + plot_h - h - 3:.1f}" font-size="10" text-anchor="middle">{value:.2f}</text>')
         # cut to what its slot holds at the widest glyphs (the whole label is in its tooltip and the table
@@ -153,7 +164,7 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
         name = _e(shorten(_group_text(g.group), max(2, int(slot // LABEL_CHAR_PX) - len(mark)))) + mark
         italic = ' font-style="italic"' if g.group == NO_VALUE else ""  # not a value: written as the table writes it
         parts.append(f'<text class="group-label" x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" '
-                     f'text-anchor="middle" unicode-bidi="plaintext"{italic}><title>{_isolated(_group_text(g.group))}</title>{name}</text>')
+                     f'text-anchor="middle" unicode-bidi="plaintext"{italic}><title>{_group_tip(g.group)}</title>{name}</text>')
         parts.append(f'<text class="tick" x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 30}" font-size="10" text-anchor="middle" fill="#4a5568">{_count(g.users, "user")}, {_count(g.comparisons, "pair")}</text>')
     parts.append("</svg>")
     return "".join(parts)

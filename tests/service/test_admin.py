@@ -570,6 +570,32 @@ def test_a_tenants_dashboard_lists_only_that_tenants_jobs(svc):
         assert job.id in every, job.id
 
 
+def test_a_tenants_dashboard_finds_its_jobs_behind_the_newest_limit_of_others(svc, monkeypatch):
+    """A tenant's jobs are chosen before the page's limit (DASHBOARD_JOBS, 200), as tenant44 says: a busy tenant's newer
+    jobs, as many as the limit, do not leave umbrella's page without umbrella's job. The test above has too few jobs to
+    tell (choosing after the limit passed it). The limit is cut to 3 here: 200 job records, each written and synced,
+    took 2.5 s."""
+    import service.admin.controllers
+
+    monkeypatch.setattr(service.admin.controllers, "DASHBOARD_JOBS", 3)
+    state = svc.server.server.config.app.state.admin
+    now = time.time()
+    own = Job(id="t44-umbrella-older", kind="adapter", params={"tenant": "umbrella", "user": "umbrella-older-7q"}, state="failed",
+              created_at=now - 60)
+    busy = [Job(id=f"t44-acme-{i}", kind="adapter", params={"tenant": "acme", "user": f"acme-{i}"}, state="failed", created_at=now)
+            for i in range(3)]
+    try:
+        for job in (own, *busy):
+            state.runner.store.add(job)
+        with svc.client("admin") as admin:
+            page = admin.get("/admin/dashboard", params={"tenant": "umbrella"}).text
+    finally:
+        for job in (own, *busy):
+            state.runner.purge(job.id)
+    assert "umbrella-older-7q" in page.split('<table id="jobs">')[1].split("</table>")[0]
+    assert "t44-acme-" not in page
+
+
 def test_another_tenants_backlog_does_not_hold_up_a_tenants_audit(svc):
     """An audit of globex moves globex's acknowledged feedback into the table first, not every tenant's: acme's
     backlog (a large import being embedded; here rows held in the log by `Ingestor.paused`) is not what globex's audit
@@ -586,6 +612,11 @@ def test_another_tenants_backlog_does_not_hold_up_a_tenants_audit(svc):
             r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 7,
                                                            "wait": 0}, timeout=20)
             assert rt.ingest.pending_rows("acme") >= 2  # left to the worker
+            give_comparisons(globex, "gil-t44", "rain", n=2)  # globex's own backlog: its audit still covers it (a 503
+            own = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 7,
+                                                             "wait": 0}, timeout=20)  # naming globex's rows only)
         assert r.status_code == 202, r.text
         assert r.json()["job"]["params"]["tenant"] == "globex"
         admin.post(f"/admin/jobs/{r.json()['job']['id']}/cancel")
+        assert own.status_code == 503 and own.json()["error"]["code"] == "feedback_backlog", own.text
+        assert own.json()["error"]["message"].startswith("2 acknowledged feedback rows"), own.text

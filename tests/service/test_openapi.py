@@ -281,3 +281,13 @@ def test_what_the_server_answers_on_any_route_is_declared_on_every_operation(sch
                 for status in ("408", "431", "503"):
                     assert op["responses"][status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, status)
     assert "Retry-After" in schema["paths"]["/health"]["get"]["responses"]["503"]["headers"]
+
+def test_metrics_401_and_403_say_when_they_are_answered(schema):
+    """/metrics answers 401 and 403 only under the setting `metrics_admin_only`, and then an admin key is what it takes:
+    until review session 44 its 403 said what it says of every route, "admin keys: /admin only", the key /metrics then
+    needs."""
+    responses = schema["paths"]["/metrics"]["get"]["responses"]
+    for status in ("401", "403"):
+        said = responses[status]["description"]
+        assert "metrics_admin_only" in said and "/admin only" not in said, (status, said)
+    assert "admin key" in responses["403"]["description"]

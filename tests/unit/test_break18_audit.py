@@ -118,6 +118,8 @@ def test_audit_skip_bad_skips_bad_rows_and_says_how_many(tmp_path, capsys, cache
     ('{\n  "u0": "a",\n  "u1": 7\n}\n', "line 3, field `u1`: expected a group name (a string), got a number (7)"),
     ('{"u0": "a",\n "u1": null}', "line 2, field `u1`: expected a group name (a string), got null"),
     ('{"u0": "a", "u1": {"group": "b"}}', "line 1, field `u1`: expected a group name (a string), got an object"),
+    # review session 44: a blank name was a group of its own, written as nothing (now names are trimmed: "")
+    ('{"u0": "a",\n "u1": " \\u00a0"}', "line 2, field `u1`: a group name must not be empty (it has no visible character)"),
     ('\n["u0", "a"]\n', "line 2: expected a JSON object user_id -> group, got an array"),
     ("", "is empty: expected a JSON object user_id -> group name"),  # 25b: was "line 1, column 1: malformed JSON"
     ("{}", "maps no user to a group"),
@@ -154,6 +156,22 @@ def test_a_good_user_groups_file_groups_the_users_it_names_and_the_rest_have_no_
                          "--min-comparisons", "1", "--json", *cache)
     assert code == 0, err
     assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 1, "unassigned": 1, NO_VALUE: 1}
+
+
+def test_a_user_groups_file_cannot_put_its_users_with_those_it_does_not_name(tmp_path, capsys, cache):
+    """A group name in the file is read as an attribute's value is (`answer_key`: trimmed), so the file cannot give
+    NO_VALUE itself: `" (no value)"` (its leading space) is the group `(no value)`, apart from the users the file does
+    not name; and `" a "` is the group `a`, as a client's value `" a "` is. Before (review session 44) the file's
+    `" (no value)"` and the users it did not name were one group, as `unassigned` had been until session 44."""
+    from pluralign.fairness.audit import NO_VALUE
+
+    data = write_jsonl(tmp_path / "p.jsonl", rows(4))
+    groups = tmp_path / "groups.json"
+    groups.write_text('{"u0": " (no value)", "u1": "a", "u2": " a "}')  # u3: not named
+    code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "cluster", "--user-groups", str(groups),
+                         "--min-comparisons", "1", "--json", *cache)
+    assert code == 0, err
+    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"(no value)": 1, "a": 2, NO_VALUE: 1}
 
 
 # -- 4. a --k larger than the data --------------------------------------------------------------------

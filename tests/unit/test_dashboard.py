@@ -141,3 +141,27 @@ def test_groups_flagged_for_few_comparisons_are_called_unranked_only_when_the_au
     assert some.worst_group == "same"  # the flagged group is left out of the ranking
     html = render_dashboard(some, [some], [])
     assert html.count("fewer than 50 comparisons: not ranked") == 2 and "ranked all the same" not in html  # the note and its row
+
+
+def test_a_clients_value_without_a_value_reads_apart_from_the_group_without_one_in_the_charts_plain_text():
+    """The page writes the group of comparisons without a value (NO_VALUE) "without a value"; a client may send that
+    very value (any visible text up to 256 characters is one). The table and the chart's labels tell the two apart by
+    italics, which the chart's screen-reader name and its tooltips (plain text) cannot carry: there a client's value is
+    now in quotation marks, the group without one is not. Before (review session 44) both read "without a value: 0.50
+    personalized, ..." and "without a value personalized: 0.500", as " (no value)" and "(no value)" had until
+    session 44."""
+    import html as htmllib
+
+    from pluralign.fairness.audit import NO_VALUE
+    from service.admin.dashboard import group_bars
+
+    audit = msgspec.structs.replace(report(1_764_000_000, 0.5), groups=[group(NO_VALUE, 0.5, 0.9), group("without a value", 0.9, 0.4),
+                                                                       group("trial", 0.7, 0.7)])
+    svg = group_bars(audit)
+    label = htmllib.unescape(re.search(r'aria-label="([^"]*)"', svg).group(1))
+    said = [part.split(": ")[0] for part in label.split("hatched bars): ")[1].split("; ")[:3]]
+    assert len(said) == 3 and len(set(said)) == 3, label
+    strip = str.maketrans("", "", "\u2068\u2069")
+    for tips in (re.findall(r'<rect class="bar personalized"[^>]*><title>(.*?)</title>', svg),
+                 re.findall(r'<text class="group-label"[^>]*><title>(.*?)</title>', svg)):
+        assert len(tips) == 3 and len({htmllib.unescape(t).translate(strip) for t in tips}) == 3, tips

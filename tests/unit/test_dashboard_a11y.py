@@ -181,4 +181,4 @@ def test_the_group_without_a_value_reads_apart_from_the_value_no_value(page):
     said = chart.accessible_name
     summary = driver.find_element(By.CSS_SELECTOR, "#h-groups + p").text
     without = rows[[i for i, r in enumerate(rows) if r not in ("(no value)", "trial")][0]]
-    assert without in summary and f"{without}:" in said and "(no value):" in said, (summary, said)
+    assert without in summary and f"{without}:" in said and "\u201c(no value)\u201d:" in said, (summary, said)  # a value: quoted

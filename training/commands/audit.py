@@ -115,8 +115,8 @@ def read_user_groups(path: str) -> dict[str, str]:
     """The `--user-groups` file: a JSON object user_id -> group name. A malformed file is a ValueError
     naming the file, the line and (for a value that is not a group name) the user it maps; so is a key
     that no preference row can have as its `user_id` (blank: the rule of `Preference`, which the audited
-    file's rows follow; a file's user ids need not be the service's) and a user given twice (json.loads
-    would keep the last group silently)."""
+    file's rows follow; a file's user ids need not be the service's), a blank group name (no visible character)
+    and a user given twice (json.loads would keep the last group silently)."""
     from pluralign.data.text import is_blank, shorten
 
     where = f"--user-groups {path}"
@@ -150,6 +150,8 @@ def read_user_groups(path: str) -> dict[str, str]:
             raise ValueError(f"{where}: line {lines.get(user, 1)}, key {user!r}: a user id must not be empty (it has no visible character)")
         if not isinstance(group, str):
             raise ValueError(f"{where}: line {lines.get(user, 1)}, field `{user}`: expected a group name (a string), got {_json_kind(group)}")
+        if is_blank(group):  # trimmed as a value is (`comparisons_from_records`), it would be a group named ""
+            raise ValueError(f"{where}: line {lines.get(user, 1)}, field `{user}`: a group name must not be empty (it has no visible character)")
     return dict(data)
 
 
@@ -370,7 +372,7 @@ def register(sub) -> None:
     p.add_argument("--pal", help="PAL checkpoint folder, for --group-by pal_prototype or --personalized pal")
     p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
     p.add_argument("--user-groups", help="JSON object user_id -> group name (learned components); overrides attributes; "
-                   "users it does not name: ' (no value)'; each user once (a blank key is an error)")
+                   "users it does not name: ' (no value)'; each user once; group names are trimmed (a blank key or group is an error)")
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0, maximum=MAX_CREATED_AT), default=None,
